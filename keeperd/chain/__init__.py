@@ -1,0 +1,1 @@
+"""Talking to chains: the RPC pool, Multicall3 batching, the block source."""

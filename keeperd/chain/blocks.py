@@ -1,0 +1,238 @@
+"""Follows a chain's head (websocket newHeads when configured, polling otherwise) and detects
+reorganisations by parent hash.
+
+The source keeps a window of recent headers. A new head whose parent is not the header it
+remembers at that height means the chain it knew was replaced: it walks back by parent hash to
+the common ancestor, tells subscribers `Reorg(ancestor, dropped)`, then `NewBlock` for each
+header of the new branch in order. Handlers are awaited in turn, which is the back-pressure: the
+source does not fetch the next head while a handler is busy. A handler that needs long work
+must hand it to its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+
+    @classmethod
+    def from_rpc(cls, raw: dict[str, Any]) -> BlockHeader:
+        return cls(
+            number=int(raw["number"], 16),
+            hash=raw["hash"],
+            parent_hash=raw["parentHash"],
+            timestamp=int(raw["timestamp"], 16),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewBlock:
+    header: BlockHeader
+
+
+@dataclass(frozen=True, slots=True)
+class Reorg:
+    """The blocks above `ancestor` that keeperd saw are no longer on the chain."""
+
+    ancestor: BlockHeader
+    dropped: tuple[BlockHeader, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.dropped)
+
+
+BlockEvent = NewBlock | Reorg
+Handler = Callable[[BlockEvent], Awaitable[None]]
+
+
+class BlockSource:
+    def __init__(
+        self,
+        pool: RpcPool,
+        *,
+        poll_interval: float = 1.0,
+        ws_url: str | None = None,
+        window: int = 128,
+        metrics: Metrics | None = None,
+        ws_retry_after: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.chain = pool.chain
+        self.poll_interval = poll_interval
+        self.ws_url = ws_url
+        self.window_size = window
+        self.metrics = metrics or pool.metrics
+        self.ws_retry_after = ws_retry_after
+        self._window: OrderedDict[int, BlockHeader] = OrderedDict()
+        self._handlers: list[Handler] = []
+        self.head: BlockHeader | None = None
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    async def run(self) -> None:
+        """Follow the head until cancelled. Errors are counted and logged, never raised."""
+        while True:
+            if self.ws_url:
+                try:
+                    await self._follow_ws(self.ws_url)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.metrics.block_source_errors.labels(self.chain, "websocket").inc()
+                    log.warning("block_source.websocket_failed", chain=self.chain,
+                                error=str(exc), fallback="polling",
+                                retry_in_s=self.ws_retry_after)
+                try:
+                    await asyncio.wait_for(self._follow_poll(), timeout=self.ws_retry_after)
+                except TimeoutError:
+                    continue
+            else:
+                await self._follow_poll()
+
+    async def poll_once(self) -> None:
+        """Fetch the latest header once and process it (used by `run` and by tests)."""
+        raw = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        if raw is None:
+            return
+        await self.process_header(BlockHeader.from_rpc(raw))
+
+    async def _follow_poll(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except (RpcUnavailable, RpcError) as exc:
+                self.metrics.block_source_errors.labels(self.chain, "poll").inc()
+                log.warning("block_source.poll_failed", chain=self.chain, error=str(exc))
+            await asyncio.sleep(self.poll_interval)
+
+    async def _follow_ws(self, url: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
+            url, heartbeat=30
+        ) as ws:
+            await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                "params": ["newHeads"]})
+            log.info("block_source.websocket_subscribed", chain=self.chain)
+            # Catch up once: heads mined while we were polling or reconnecting.
+            await self.poll_once()
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                        raise ConnectionError("websocket closed")
+                    continue
+                data = json.loads(msg.data)
+                if data.get("method") != "eth_subscription":
+                    if "error" in data:
+                        raise ConnectionError(f"eth_subscribe refused: {data['error']}")
+                    continue
+                raw = data["params"]["result"]
+                await self.process_header(BlockHeader.from_rpc(raw))
+            raise ConnectionError("websocket ended")
+
+    async def process_header(self, header: BlockHeader) -> None:
+        """Fold one observed head into the window and emit what changed."""
+        known = self._window.get(header.number)
+        if known is not None and known.hash == header.hash:
+            return  # already seen
+        tip = self.head
+        if tip is None:
+            self._remember(header)
+            await self._emit(NewBlock(header))
+            return
+        if header.number < tip.number and known is None:
+            return  # an old head from a slow endpoint; nothing we can link it to
+        if header.number - tip.number > self.window_size:
+            # A gap longer than the window (a long outage): nothing to link, start afresh.
+            # Consumers that index by block range catch up from their own cursors.
+            log.warning("block_source.gap", chain=self.chain, last=tip.number,
+                        new_head=header.number)
+            self._window.clear()
+            self._remember(header)
+            await self._emit(NewBlock(header))
+            return
+
+        # Walk back from the new head to a header we know, collecting the new branch.
+        branch = [header]
+        cursor = header
+        while True:
+            parent_known = self._window.get(cursor.number - 1)
+            if parent_known is not None and parent_known.hash == cursor.parent_hash:
+                ancestor = parent_known
+                break
+            if cursor.number - 1 < self._oldest_number():
+                # Fell off the window: treat the oldest remembered block as the ancestor
+                # boundary and report everything we knew as dropped (deep reorg or a long gap).
+                ancestor = None
+                break
+            raw = await self.pool.request("eth_getBlockByHash", [cursor.parent_hash, False])
+            if raw is None:
+                raise RpcError("eth_getBlockByHash", -32000, "parent block not found")
+            cursor = BlockHeader.from_rpc(raw)
+            branch.append(cursor)
+        branch.reverse()
+
+        dropped: list[BlockHeader] = []
+        if ancestor is None:
+            dropped = [h for h in self._window.values() if h.number >= branch[0].number]
+            ancestor_header = self._window.get(branch[0].number - 1) or branch[0]
+        else:
+            dropped = [h for n, h in self._window.items() if n > ancestor.number]
+            ancestor_header = ancestor
+        # A gap is not a reorg: only blocks we saw and that the new branch replaced count.
+        replaced = [h for h in dropped
+                    if not any(b.number == h.number and b.hash == h.hash for b in branch)]
+        if replaced:
+            for h in replaced:
+                self._window.pop(h.number, None)
+            self.metrics.reorgs.labels(self.chain).inc()
+            self.metrics.reorg_depth.labels(self.chain).observe(len(replaced))
+            log.warning("block_source.reorg", chain=self.chain,
+                        ancestor=ancestor_header.number, depth=len(replaced),
+                        new_head=header.number)
+            await self._emit(Reorg(ancestor_header, tuple(replaced)))
+        for h in branch:
+            if self._window.get(h.number) == h:
+                continue
+            self._remember(h)
+            await self._emit(NewBlock(h))
+
+    def _oldest_number(self) -> int:
+        return next(iter(self._window)) if self._window else 0
+
+    def _remember(self, header: BlockHeader) -> None:
+        # Anything at or above this height belongs to a branch we just left.
+        for n in [n for n in self._window if n >= header.number]:
+            del self._window[n]
+        self._window[header.number] = header
+        while len(self._window) > self.window_size:
+            self._window.popitem(last=False)
+        self.head = header
+
+    async def _emit(self, event: BlockEvent) -> None:
+        if isinstance(event, NewBlock):
+            self.metrics.blocks_seen.labels(self.chain).inc()
+            self.metrics.head_block.labels(self.chain).set(event.header.number)
+            self.metrics.head_timestamp.labels(self.chain).set(event.header.timestamp)
+        for handler in self._handlers:
+            await handler(event)

@@ -1,0 +1,113 @@
+"""Multicall3 `aggregate3` over raw JSON-RPC, with chunking and per-call failures.
+
+Encoding and decoding use eth_abi directly: going through a web3 contract object costs about
+ten times more per call (docs/architecture.md, "where the time goes"). Large batches are cut
+into chunks (real providers cap eth_call gas and response size) and the chunks are sent
+concurrently, a few at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eth_abi import decode, encode
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+
+from keeperd.chain.rpc import RpcError, RpcPool
+
+MULTICALL3_ADDRESS = to_checksum_address("0xcA11bde05977b3631167028862bE2a173976CA11")
+_AGGREGATE3 = function_signature_to_4byte_selector("aggregate3((address,bool,bytes)[])")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call inside a multicall: `target` gets `calldata` (selector + ABI-encoded args)."""
+
+    target: str
+    calldata: bytes
+    allow_failure: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    success: bool
+    data: bytes
+
+
+class MulticallError(Exception):
+    """A whole chunk failed (the aggregate call itself reverted or could not be decoded)."""
+
+
+def selector(signature: str) -> bytes:
+    """4-byte selector of a function signature such as `getUserAccountData(address)`."""
+    return function_signature_to_4byte_selector(signature)
+
+
+def encode_call(signature: str, arg_types: Sequence[str], args: Sequence[object]) -> bytes:
+    return selector(signature) + (encode(list(arg_types), list(args)) if arg_types else b"")
+
+
+def encode_aggregate3(calls: Sequence[Call]) -> bytes:
+    return _AGGREGATE3 + encode(
+        ["(address,bool,bytes)[]"],
+        [[(c.target, c.allow_failure, c.calldata) for c in calls]],
+    )
+
+
+def decode_aggregate3(data: bytes) -> list[CallResult]:
+    (results,) = decode(["(bool,bytes)[]"], data)
+    return [CallResult(bool(ok), bytes(ret)) for ok, ret in results]
+
+
+class Multicall:
+    """Batches calls through Multicall3 on one chain."""
+
+    def __init__(
+        self,
+        pool: RpcPool,
+        *,
+        address: str = MULTICALL3_ADDRESS,
+        chunk_size: int = 500,
+        max_concurrency: int = 4,
+        gas_per_chunk: int | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.pool = pool
+        self.address = to_checksum_address(address)
+        self.chunk_size = chunk_size
+        self.gas_per_chunk = gas_per_chunk
+        self._limit = asyncio.Semaphore(max_concurrency)
+
+    async def aggregate3(
+        self, calls: Sequence[Call], block: int | str = "latest"
+    ) -> list[CallResult]:
+        """Run every call at `block`; results come back in order, failures in place."""
+        if not calls:
+            return []
+        block_tag = hex(block) if isinstance(block, int) else block
+        chunks = [calls[i : i + self.chunk_size] for i in range(0, len(calls), self.chunk_size)]
+        parts = await asyncio.gather(*(self._run_chunk(c, block_tag) for c in chunks))
+        return [r for part in parts for r in part]
+
+    async def _run_chunk(self, calls: Sequence[Call], block_tag: str) -> list[CallResult]:
+        tx: dict[str, str] = {"to": self.address, "data": "0x" + encode_aggregate3(calls).hex()}
+        if self.gas_per_chunk is not None:
+            tx["gas"] = hex(self.gas_per_chunk)
+        async with self._limit:
+            try:
+                raw = await self.pool.request("eth_call", [tx, block_tag])
+            except RpcError as exc:
+                raise MulticallError(
+                    f"aggregate3 of {len(calls)} calls failed at block {block_tag}: {exc.message}"
+                ) from exc
+        try:
+            results = decode_aggregate3(bytes.fromhex(raw[2:]))
+        except Exception as exc:  # eth_abi raises several unrelated types
+            raise MulticallError(f"aggregate3 answer could not be decoded: {exc}") from exc
+        if len(results) != len(calls):
+            raise MulticallError(
+                f"aggregate3 returned {len(results)} results for {len(calls)} calls")
+        return results

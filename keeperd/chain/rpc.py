@@ -1,0 +1,434 @@
+"""A pool of JSON-RPC endpoints for one chain: health, failover, retries, rate limits.
+
+Everything keeperd says to a node goes through `RpcPool`. The hot path stays on raw JSON-RPC
+over one aiohttp session (web3.py's per-call machinery costs milliseconds, see
+docs/architecture.md); web3.py's async API sits on top through `keeperd.chain.web3_provider`.
+
+Policy, in short:
+- endpoints are ranked by health: not benched, not lagging the best head, then latency EWMA;
+- a transient failure (connection, timeout, HTTP 429/5xx, a body that is not JSON-RPC, a
+  node-side "try again" error) is retried on the next endpoint, with exponential backoff and
+  full jitter between rounds; an answer that is a real JSON-RPC error (a revert, a bad param)
+  is returned at once and never retried;
+- an endpoint that fails `bench_after` times in a row is benched for a cooldown that doubles
+  while it keeps failing; `probe()` (run by the daemon each poll interval) brings it back;
+- each endpoint has a token-bucket request-rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from keeperd.metrics import Metrics, method_label
+
+# JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
+# is wrong". -32005 is the EIP-1474 "limit exceeded"; the messages are what geth, erigon,
+# nethermind and the big providers say when a node is overloaded or missing recent state.
+_TRANSIENT_RPC_CODES = frozenset({-32005, -32016, 429})
+_TRANSIENT_RPC_MESSAGE = re.compile(
+    r"rate limit|too many requests|timeout|timed out|header not found|missing trie node|"
+    r"try again|temporarily unavailable|busy|overloaded|capacity",
+    re.IGNORECASE,
+)
+
+
+class RpcError(Exception):
+    """The node answered with a JSON-RPC error. Not retried: the request itself is at fault."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{method}: JSON-RPC error {code}: {message}")
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class RpcUnavailable(Exception):
+    """No endpoint of the chain gave a usable answer within the retry budget."""
+
+
+class _TransientError(Exception):
+    """One attempt on one endpoint failed in a way another attempt may not."""
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, query string or path segments that look like API keys.
+
+    Providers put keys in the userinfo, in the query, or as the last path segment
+    (`https://eth-mainnet.example/v2/<key>`); Telegram puts its bot token in the path.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    segments = [
+        "***" if len(seg) >= 16 or any(ch.isdigit() for ch in seg) and len(seg) >= 8 else seg
+        for seg in parts.path.split("/")
+    ]
+    return urlunsplit((parts.scheme, host, "/".join(segments), "", ""))
+
+
+@dataclass
+class EndpointHealth:
+    latency_ewma: float | None = None
+    consecutive_failures: int = 0
+    errors: int = 0
+    requests: int = 0
+    head: int | None = None
+    benched_until: float = 0.0
+    bench_seconds: float = 0.0
+
+
+@dataclass
+class Endpoint:
+    name: str
+    url: str
+    rate_limit: float | None  # requests per second; None = unlimited
+    health: EndpointHealth = field(default_factory=EndpointHealth)
+    _tokens: float = 0.0
+    _token_time: float = 0.0
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    def take_token(self, now: float) -> float:
+        """Consume one request token; return how long to wait first (0 if none)."""
+        if self.rate_limit is None:
+            return 0.0
+        burst = max(1.0, self.rate_limit)
+        if self._token_time == 0.0:
+            self._tokens, self._token_time = burst, now
+        self._tokens = min(burst, self._tokens + (now - self._token_time) * self.rate_limit)
+        self._token_time = now
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            return 0.0
+        return -self._tokens / self.rate_limit
+
+
+@dataclass(frozen=True)
+class RpcPoolSettings:
+    timeout: float = 10.0
+    max_attempts: int = 4
+    backoff_base: float = 0.1
+    backoff_max: float = 5.0
+    bench_after: int = 3
+    bench_min_seconds: float = 2.0
+    bench_max_seconds: float = 60.0
+    max_head_lag: int = 3
+    ewma_alpha: float = 0.2
+
+
+class RpcPool:
+    """JSON-RPC over a ranked set of endpoints. Use as `async with RpcPool(...) as pool`."""
+
+    def __init__(
+        self,
+        chain: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        settings: RpcPoolSettings | None = None,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError(f"chain {chain!r}: an RPC pool needs at least one endpoint")
+        self.chain = chain
+        self.endpoints = list(endpoints)
+        self.settings = settings or RpcPoolSettings()
+        self.metrics = metrics or Metrics()
+        self._rng = rng or random.Random()
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self._last_used: Endpoint | None = None
+        for ep in self.endpoints:
+            self.metrics.rpc_endpoint_up.labels(chain, ep.name).set(1)
+
+    @classmethod
+    def from_urls(cls, chain: str, urls: Sequence[str], **kwargs: Any) -> RpcPool:
+        rate_limit = kwargs.pop("rate_limit", None)
+        return cls(chain, [Endpoint(str(i), u, rate_limit) for i, u in enumerate(urls)], **kwargs)
+
+    async def __aenter__(self) -> RpcPool:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._session is None:
+            # One connection pool for all endpoints; per-request timeouts are set below.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+                json_serialize=json.dumps,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- public calls -------------------------------------------------------------------
+
+    async def request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """Send one call and return its `result`; raise RpcError or RpcUnavailable."""
+        response = await self.request_raw(method, params)
+        error = response.get("error")
+        if error is not None:
+            raise RpcError(method, int(error.get("code", 0)), str(error.get("message")),
+                           error.get("data"))
+        return response.get("result")
+
+    async def request_raw(self, method: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+        """Send one call and return the whole JSON-RPC response (errors included)."""
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                   "params": list(params)}
+        body = await self._send(method, payload, expect_list=False)
+        assert isinstance(body, dict)
+        return body
+
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Send calls as one JSON-RPC batch. Each item is a result or an `RpcError`.
+
+        A batch is retried and failed over as a whole; per-call JSON-RPC errors are returned
+        in place so one bad call does not sink the others.
+        """
+        if not calls:
+            return []
+        first_id = next(self._ids)
+        self._ids = itertools.count(first_id + len(calls))
+        payload = [
+            {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
+            for i, (m, p) in enumerate(calls)
+        ]
+        body = await self._send("batch", payload, expect_list=True)
+        by_id = {item.get("id"): item for item in body}
+        results: list[Any] = []
+        for i, (method, _) in enumerate(calls):
+            item = by_id.get(first_id + i)
+            if item is None:
+                results.append(RpcError(method, -32603, "missing from batch response"))
+            elif item.get("error") is not None:
+                err = item["error"]
+                results.append(RpcError(method, int(err.get("code", 0)),
+                                        str(err.get("message")), err.get("data")))
+            else:
+                results.append(item.get("result"))
+        return results
+
+    async def probe(self) -> None:
+        """Ask every endpoint for its head, so lag is known and benched endpoints can return.
+
+        Called once per poll interval by the daemon. A probe goes to one endpoint only and is
+        not retried: its job is to measure that endpoint.
+        """
+        await asyncio.gather(*(self._probe_one(ep) for ep in self.endpoints))
+        self._publish_health()
+
+    async def _probe_one(self, ep: Endpoint) -> None:
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_blockNumber",
+                   "params": []}
+        try:
+            body = await self._attempt(ep, "eth_blockNumber", payload, expect_list=False)
+            result = body.get("result")
+            if isinstance(result, str):
+                ep.health.head = int(result, 16)
+                ep.health.benched_until = 0.0
+        except _TransientError:
+            pass
+
+    @property
+    def best_head(self) -> int | None:
+        heads = [ep.health.head for ep in self.endpoints if ep.health.head is not None]
+        return max(heads) if heads else None
+
+    def is_healthy(self, ep: Endpoint, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return ep.health.benched_until <= now and not self._is_lagging(ep)
+
+    def healthy_count(self) -> int:
+        now = time.monotonic()
+        return sum(1 for ep in self.endpoints if self.is_healthy(ep, now))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _is_lagging(self, ep: Endpoint) -> bool:
+        best = self.best_head
+        return (
+            best is not None
+            and ep.health.head is not None
+            and best - ep.health.head > self.settings.max_head_lag
+        )
+
+    def ranked(self) -> list[Endpoint]:
+        """Endpoints best first: usable ones by latency, then lagging, then benched."""
+        now = time.monotonic()
+
+        def key(ep: Endpoint) -> tuple[int, float, float]:
+            benched = ep.health.benched_until > now
+            tier = 2 if benched else (1 if self._is_lagging(ep) else 0)
+            latency = ep.health.latency_ewma if ep.health.latency_ewma is not None else 0.05
+            return (tier, ep.health.benched_until if benched else 0.0, latency)
+
+        return sorted(self.endpoints, key=key)
+
+    async def _send(self, method: str, payload: Any, *, expect_list: bool) -> Any:
+        s = self.settings
+        last_error = "no attempt made"
+        previous: Endpoint | None = None
+        for attempt in range(s.max_attempts):
+            order = self.ranked()
+            ep = order[attempt % len(order)] if attempt < len(order) else order[0]
+            if attempt > 0:
+                self.metrics.rpc_retries.labels(self.chain, method_label(method)).inc()
+                if previous is not None and ep is not previous:
+                    self.metrics.rpc_failovers.labels(self.chain, previous.name, ep.name).inc()
+                if attempt >= len(order):
+                    # Every endpoint has had its chance this round: back off before the next.
+                    cap = min(s.backoff_max, s.backoff_base * 2 ** (attempt - len(order)))
+                    await asyncio.sleep(self._rng.uniform(0, cap))
+            try:
+                body = await self._attempt(ep, method, payload, expect_list=expect_list)
+            except _TransientError as exc:
+                last_error = f"endpoint {ep.name} ({ep.safe_url}): {exc}"
+                previous = ep
+                continue
+            self._last_used = ep
+            self.metrics.rpc_all_down.labels(self.chain).set(0)
+            return body
+        self.metrics.rpc_all_down.labels(self.chain).set(1 if self.healthy_count() == 0 else 0)
+        raise RpcUnavailable(
+            f"chain {self.chain!r}: {method} failed on every endpoint after "
+            f"{s.max_attempts} attempts; last error: {last_error}"
+        )
+
+    async def _attempt(self, ep: Endpoint, method: str, payload: Any, *,
+                       expect_list: bool) -> Any:
+        assert self._session is not None, "RpcPool used outside `async with` (call open())"
+        wait = ep.take_token(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        label = method_label(method)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            try:
+                async with self._session.post(
+                    ep.url,
+                    json=payload,
+                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except TimeoutError as exc:
+                outcome = "timeout"
+                raise _TransientError(outcome, f"timed out after {self.settings.timeout}s") \
+                    from exc
+            except aiohttp.ClientError as exc:
+                outcome = "transport_error"
+                raise _TransientError(outcome, type(exc).__name__) from exc
+            if status == 429:
+                outcome = "rate_limited"
+                raise _TransientError(outcome, "HTTP 429 Too Many Requests")
+            if status >= 500:
+                outcome = "transport_error"
+                raise _TransientError(outcome, f"HTTP {status}")
+            body = self._decode(raw, expect_list)
+            if body is None:
+                outcome = "bad_response"
+                raise _TransientError(outcome, f"HTTP {status}: not a JSON-RPC response")
+            if not expect_list and body.get("error") is not None:
+                err = body["error"]
+                if _is_transient_rpc_error(err):
+                    outcome = "rate_limited" if err.get("code") in (-32005, 429) else "rpc_error"
+                    raise _TransientError(outcome, f"node said: {err.get('message')}")
+                outcome = "rpc_error"
+            self._record_success(ep, time.perf_counter() - started)
+            return body
+        except _TransientError:
+            self._record_failure(ep)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.rpc_requests.labels(self.chain, ep.name, label, outcome).inc()
+            self.metrics.rpc_latency.labels(self.chain, ep.name, label).observe(elapsed)
+
+    @staticmethod
+    def _decode(raw: bytes, expect_list: bool) -> Any:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if expect_list:
+            if not isinstance(body, list) or not all(isinstance(i, dict) for i in body):
+                return None
+            return body
+        if not isinstance(body, dict) or ("result" not in body and "error" not in body):
+            return None
+        return body
+
+    def _record_success(self, ep: Endpoint, elapsed: float) -> None:
+        h = ep.health
+        h.requests += 1
+        h.consecutive_failures = 0
+        h.bench_seconds = 0.0
+        a = self.settings.ewma_alpha
+        h.latency_ewma = elapsed if h.latency_ewma is None else a * elapsed + (1 - a) * h.latency_ewma
+        if h.benched_until:
+            h.benched_until = 0.0
+            self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(1)
+
+    def _record_failure(self, ep: Endpoint) -> None:
+        h = ep.health
+        h.requests += 1
+        h.errors += 1
+        h.consecutive_failures += 1
+        if h.consecutive_failures >= self.settings.bench_after:
+            s = self.settings
+            h.bench_seconds = min(s.bench_max_seconds,
+                                  max(s.bench_min_seconds, h.bench_seconds * 2))
+            h.benched_until = time.monotonic() + h.bench_seconds
+            self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(0)
+
+    def _publish_health(self) -> None:
+        best = self.best_head
+        now = time.monotonic()
+        for ep in self.endpoints:
+            up = self.is_healthy(ep, now)
+            self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(1 if up else 0)
+            if ep.health.latency_ewma is not None:
+                self.metrics.rpc_endpoint_latency_ewma.labels(self.chain, ep.name).set(
+                    ep.health.latency_ewma)
+            if best is not None and ep.health.head is not None:
+                self.metrics.rpc_endpoint_head_lag.labels(self.chain, ep.name).set(
+                    best - ep.health.head)
+        self.metrics.rpc_all_down.labels(self.chain).set(
+            1 if self.healthy_count() == 0 else 0)
+
+
+def _is_transient_rpc_error(error: dict[str, Any]) -> bool:
+    code = error.get("code")
+    if code in _TRANSIENT_RPC_CODES:
+        return True
+    message = str(error.get("message", ""))
+    # A revert is the contract's answer, whatever words its reason string contains.
+    if code == 3 or "revert" in message.lower():
+        return False
+    return bool(_TRANSIENT_RPC_MESSAGE.search(message))

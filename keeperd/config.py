@@ -1,0 +1,438 @@
+"""The configuration: pydantic models, YAML loading with ${ENV} references, and errors that
+name the file, the field's path and the fix.
+
+Secrets never sit inline in the shipped examples: they come from `${ENV}` references
+(`${VAR}` or `${VAR:-default}`) or from files. Unknown fields are errors, so a misspelt key is
+caught at start rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from eth_utils import is_address, to_checksum_address
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class ConfigIssue:
+    __slots__ = ("fix", "message", "path")
+
+    def __init__(self, path: str, message: str, fix: str) -> None:
+        self.path, self.message, self.fix = path, message, fix
+
+    def __str__(self) -> str:
+        return f"{self.path or '(top level)'}: {self.message}" + (
+            f"\n    fix: {self.fix}" if self.fix else "")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. `issues` lists every problem found, not just the first."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = [f"{source}: {len(issues)} problem(s) in the configuration:"]
+        lines += [f"  {source}: {issue}" for issue in issues]
+        super().__init__("\n".join(lines))
+
+
+# --- value types ----------------------------------------------------------------------------
+
+
+def _checksum(value: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise ValueError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)")
+    return to_checksum_address(value)
+
+
+Address = Annotated[str, AfterValidator(_checksum)]
+
+_URL = re.compile(r"^(https?|wss?)://[^\s/]+", re.IGNORECASE)
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://", value, re.IGNORECASE) or not _URL.match(value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _ws_url(value: str) -> str:
+    if not re.match(r"^wss?://", value, re.IGNORECASE) or not _URL.match(value):
+        raise ValueError("must be a ws:// or wss:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+WsUrl = Annotated[str, AfterValidator(_ws_url)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- chains ---------------------------------------------------------------------------------
+
+
+class ChainConfig(_Model):
+    """One chain and how to reach it."""
+
+    name: Name = Field(description="Short name used in logs, metrics and protocol entries.")
+    chain_id: int = Field(gt=0, description="EIP-155 chain id; every RPC is checked against it.")
+    rpc_urls: list[HttpUrl] = Field(
+        min_length=1,
+        description="HTTP JSON-RPC endpoints, best first. Put API keys in ${ENV} references.",
+    )
+    ws_url: WsUrl | None = Field(
+        default=None, description="Optional websocket endpoint for newHeads; polling otherwise.")
+    confirmations: int = Field(
+        default=2, ge=0, le=256,
+        description="Blocks a log must be buried under before the account index trusts it.")
+    poll_interval: float = Field(default=2.0, gt=0, le=300, description="Seconds between polls.")
+    request_timeout: float = Field(default=10.0, gt=0, le=120)
+    max_attempts: int = Field(default=4, ge=1, le=20,
+                              description="Tries per request across endpoints.")
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="Requests per second per endpoint (None: unlimited).")
+    max_head_lag: int = Field(
+        default=3, ge=0, description="Blocks an endpoint may trail the best head before it is "
+        "ranked below the others.")
+    multicall3: Address = Field(default="0xcA11bde05977b3631167028862bE2a173976CA11")
+    multicall_chunk_size: int = Field(default=500, ge=1, le=10_000)
+    explorer_url: HttpUrl | None = Field(
+        default=None, description="Block-explorer base URL for links in alerts.")
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _unique_urls(cls, urls: list[str]) -> list[str]:
+        if len(set(urls)) != len(urls):
+            raise ValueError("the same URL is listed twice; each endpoint once")
+        return urls
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+
+class AaveV3Config(_Model):
+    """An Aave V3 market (or a fork with the same ABI)."""
+
+    kind: Literal["aave_v3"]
+    name: Name
+    chain: Name = Field(description="The `name` of an entry under `chains`.")
+    addresses_provider: Address = Field(
+        description="PoolAddressesProvider; the pool, oracle and data provider are read from it.")
+    pool: Address | None = None
+    oracle: Address | None = None
+    data_provider: Address | None = None
+    start_block: int = Field(default=0, ge=0, description="First block to index events from.")
+
+
+ProtocolConfig = Annotated[AaveV3Config, Field(discriminator="kind")]
+
+
+# --- keeper ---------------------------------------------------------------------------------
+
+
+class EnvKey(_Model):
+    source: Literal["env"]
+    env: str = Field(min_length=1, description="Name of the variable holding the hex key.")
+
+
+class FileKey(_Model):
+    source: Literal["file"]
+    path: Path = Field(description="File holding the hex key; must not be group/world-readable.")
+
+
+class KeystoreKey(_Model):
+    source: Literal["keystore"]
+    path: Path = Field(description="Encrypted JSON keystore (web3 secret storage).")
+    password_file: Path
+
+
+KeySource = Annotated[EnvKey | FileKey | KeystoreKey, Field(discriminator="source")]
+KeeperMode = Literal["alert-only", "dry-run", "liquidate"]
+
+
+class KeeperConfig(_Model):
+    mode: KeeperMode = Field(
+        default="alert-only",
+        description="alert-only: send nothing; dry-run: simulate and record; liquidate: send.")
+    key: KeySource | None = None
+
+    @model_validator(mode="after")
+    def _key_for_liquidate(self) -> KeeperConfig:
+        if self.mode == "liquidate" and self.key is None:
+            raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
+        return self
+
+
+# --- alerts (routes and watchlists; the sinks grow with the alerting work) ------------------
+
+
+class RouteConfig(_Model):
+    name: Name
+    sinks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class WatchlistConfig(_Model):
+    name: Name
+    accounts: list[Address] = Field(min_length=1)
+    warn: float = Field(default=1.2, gt=0)
+    critical: float = Field(default=1.05, gt=0)
+    route: Name
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WatchlistConfig:
+        if self.critical >= self.warn:
+            raise ValueError("`critical` must be below `warn` (health falls from warn to "
+                             "critical)")
+        return self
+
+
+class AlertsConfig(_Model):
+    routes: list[RouteConfig] = Field(default_factory=list)
+    watchlists: list[WatchlistConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routes_exist(self) -> AlertsConfig:
+        names = {r.name for r in self.routes}
+        for w in self.watchlists:
+            if w.route not in names:
+                raise ValueError(f"watchlist {w.name!r} uses route {w.route!r}, which is not "
+                                 f"defined under alerts.routes (defined: {sorted(names)})")
+        return self
+
+
+# --- serving and logging --------------------------------------------------------------------
+
+
+class MetricsConfig(_Model):
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1", description="Address for /metrics and /healthz.")
+    port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: pretty on a terminal, JSON otherwise.")
+
+
+class Config(_Model):
+    state_dir: Path = Field(description="Directory for the SQLite state (index, journal, "
+                            "outbox). Created if missing.")
+    chains: list[ChainConfig] = Field(min_length=1)
+    protocols: list[ProtocolConfig] = Field(default_factory=list)
+    keeper: KeeperConfig = Field(default_factory=KeeperConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        chain_names = [c.name for c in self.chains]
+        dupes = {n for n in chain_names if chain_names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"chain names must be unique; repeated: {sorted(dupes)}")
+        proto_names = [p.name for p in self.protocols]
+        dupes = {n for n in proto_names if proto_names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"protocol names must be unique; repeated: {sorted(dupes)}")
+        return self
+
+    def chain(self, name: str) -> ChainConfig:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIssue]) -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string of the parsed YAML tree."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, _join(path, str(k)), env, issues) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}[{i}]", env, issues) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        issues.append(ConfigIssue(path, f"environment variable {name} is not set",
+                                  f"export {name}=... before starting keeperd, or write "
+                                  f"${{{name}:-default}} to give a default"))
+        return ""
+
+    return _ENV_REF.sub(replace, node)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    skip_next_tag = False
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            skip_next_tag = True
+            continue
+        if skip_next_tag and part in _UNION_TAGS:
+            skip_next_tag = False
+            continue
+        skip_next_tag = False
+        if isinstance(part, str) and (part.startswith("function-") or "[" in part):
+            continue  # validator frames pydantic puts in the location
+        out = _join(out, str(part))
+    return out
+
+
+def _model_fields(model: type[BaseModel]) -> Iterator[tuple[type[BaseModel], str]]:
+    seen: set[type[BaseModel]] = set()
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for name, field in m.model_fields.items():
+            yield m, name
+            for sub in _nested_models(field.annotation):
+                stack.append(sub)
+
+
+def _nested_models(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _nested_models(arg)
+    meta = getattr(annotation, "__metadata__", None)
+    if meta is not None:
+        yield from _nested_models(getattr(annotation, "__origin__", None))
+
+
+_ALL_FIELDS = sorted({name for _, name in _model_fields(Config)})
+_UNION_TAGS = {"aave_v3", "env", "file", "keystore"}
+
+
+def _fix_for(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, _ALL_FIELDS, n=1, cutoff=0.6)
+        return (f"did you mean `{close[0]}`? " if close else "") + \
+            "remove the field or check its spelling (`keeperd config-schema` lists them all)"
+    if kind == "missing":
+        return "add this field (`keeperd config-schema` shows what it takes)"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "use a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "use a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "use true or false"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = error.get("ctx", {}).get("expected") or error.get("ctx", {}).get(
+            "expected_tags")
+        return f"use one of: {expected}" if expected else "use one of the allowed values"
+    if kind == "union_tag_not_found":
+        return f"add `{error.get('ctx', {}).get('discriminator', 'kind')}`"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return "bring the value into the allowed range"
+    if kind in ("too_short", "list_type"):
+        return "give a list with at least one entry"
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits, '.', '_' or '-' only"
+    return ""
+
+
+def parse_config(data: Any, source: str = "<config>",
+                 env: dict[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML/JSON tree. Raises ConfigError listing every problem."""
+    env = dict(os.environ) if env is None else env
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("", "the file must hold a mapping (key: value)",
+                                               "start from config/example.yaml")])
+    issues: list[ConfigIssue] = []
+    data = _substitute(data, "", env, issues)
+    if issues:
+        raise ConfigError(source, issues)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg, _fix_for(err)))
+        raise ConfigError(source, issues) from None
+    issues += _reference_issues(config)
+    if issues:
+        raise ConfigError(source, issues)
+    return config
+
+
+def _reference_issues(config: Config) -> list[ConfigIssue]:
+    names = [c.name for c in config.chains]
+    return [
+        ConfigIssue(f"protocols[{i}].chain", f"no chain named {p.chain!r}",
+                    f"use one of {names} or add a chain with that name under `chains`")
+        for i, p in enumerate(config.protocols)
+        if p.chain not in names
+    ]
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read, substitute and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(path), [ConfigIssue("", "file not found",
+                                                  "check the path given to --config")]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc.strerror}",
+                                                  "check the file's permissions")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML at {where}: {problem}",
+                                                  "fix the YAML syntax there")]) from None
+    return parse_config(data, str(path), env)
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "keeperd configuration"
+    return schema

@@ -1,0 +1,126 @@
+"""A blocking JSON-RPC client for set-up work on the devnet (deploying, seeding, prices).
+
+The daemon never uses it: it speaks through `keeperd.chain.rpc.RpcPool`. Set-up runs once,
+outside any event loop, and reads best as straight-line code.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from eth_utils import to_checksum_address
+
+
+class DevnetRpcError(RuntimeError):
+    pass
+
+
+class DevnetClient:
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._id = 0
+
+    def _post(self, payload: Any) -> Any:
+        body = json.dumps(payload).encode()
+        for attempt in range(2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self._host, self._port,
+                                                        timeout=self._timeout)
+            try:
+                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
+                resp = self._conn.getresponse()
+                return json.loads(resp.read())
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        answer = self._post({"jsonrpc": "2.0", "id": self._id, "method": method,
+                             "params": list(params)})
+        if "error" in answer:
+            raise DevnetRpcError(f"{method}: {answer['error'].get('message')} "
+                                 f"{answer['error'].get('data') or ''}".strip())
+        return answer["result"]
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, chunk: int = 1000) -> list[Any]:
+        """Send calls in JSON-RPC batches; raise on the first error."""
+        results: list[Any] = []
+        for start in range(0, len(calls), chunk):
+            part = calls[start:start + chunk]
+            payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)}
+                       for i, (m, p) in enumerate(part)]
+            answer = sorted(self._post(payload), key=lambda a: a["id"])
+            for a in answer:
+                if "error" in a:
+                    m = part[a["id"]][0]
+                    raise DevnetRpcError(f"{m} (batch item {start + a['id']}): "
+                                         f"{a['error'].get('message')}")
+                results.append(a["result"])
+        return results
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- conveniences -----------------------------------------------------------------------
+
+    def accounts(self) -> list[str]:
+        return [to_checksum_address(a) for a in self.call("eth_accounts")]
+
+    def block_number(self) -> int:
+        return int(self.call("eth_blockNumber"), 16)
+
+    def send(self, sender: str, to: str | None, data: bytes, *, gas: int | None = None,
+             value: int = 0) -> dict[str, Any]:
+        """Send a transaction (anvil signs for unlocked or impersonated senders); wait for it."""
+        tx: dict[str, Any] = {"from": sender, "data": "0x" + data.hex()}
+        if to is not None:
+            tx["to"] = to
+        if gas is not None:
+            tx["gas"] = hex(gas)
+        if value:
+            tx["value"] = hex(value)
+        tx_hash = self.call("eth_sendTransaction", tx)
+        receipt = self.wait_receipt(tx_hash)
+        if int(receipt["status"], 16) != 1:
+            raise DevnetRpcError(f"transaction {tx_hash} reverted")
+        return receipt
+
+    def wait_receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            receipt = self.call("eth_getTransactionReceipt", tx_hash)
+            if receipt is not None:
+                return receipt  # type: ignore[no-any-return]
+            if time.monotonic() > deadline:
+                raise DevnetRpcError(f"no receipt for {tx_hash} after {timeout}s")
+            time.sleep(0.01)
+
+    def deploy(self, sender: str, data: bytes) -> str:
+        receipt = self.send(sender, None, data)
+        return to_checksum_address(receipt["contractAddress"])
+
+    def eth_call(self, to: str, data: bytes, block: str = "latest") -> bytes:
+        return bytes.fromhex(self.call("eth_call", {"to": to, "data": "0x" + data.hex()},
+                                       block)[2:])
+
+    def mine(self, blocks: int = 1) -> None:
+        self.call("anvil_mine", hex(blocks))
+
+    def increase_time(self, seconds: int) -> None:
+        self.call("evm_increaseTime", hex(seconds))

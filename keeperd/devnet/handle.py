@@ -1,0 +1,114 @@
+"""`Devnet`: one running devnet (anvil loaded with the built state) and the helpers the tests,
+the demo and the benchmarks use to move it: set a price, mine, advance time, snapshot/revert.
+
+    with Devnet(accounts=300) as devnet:
+        devnet.manifest["aave_v3"]["pool"]
+        devnet.set_price("WETH", 2100.0)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from keeperd.devnet import contracts
+from keeperd.devnet.aave import PRICE_DECIMALS
+from keeperd.devnet.anvil import Anvil
+from keeperd.devnet.client import DevnetClient
+from keeperd.devnet.solc import compile_project_contracts
+from keeperd.devnet.state import DEFAULT_ACCOUNTS, DEFAULT_SEED, ensure_state
+
+
+class DevnetControl:
+    """Moves a running devnet, given its manifest (which holds `rpc_url`)."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+        self.client = DevnetClient(manifest["rpc_url"])
+        compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
+        self._aggregator = contracts.from_compiled("TestAggregator", compiled.abi,
+                                                  compiled.bytecode)
+
+    def _feed(self, symbol: str) -> str:
+        feeds = self.manifest["price_feeds"]
+        if symbol not in feeds:
+            raise KeyError(f"no price feed for {symbol!r}; the devnet has {sorted(feeds)}")
+        return str(feeds[symbol])
+
+    def set_price(self, symbol: str, usd: float) -> None:
+        """Publish a new round on the asset's aggregator (AaveOracle follows at once)."""
+        answer = round(usd * 10**PRICE_DECIMALS)
+        self.client.send(self.manifest["aave_v3"]["admin"], self._feed(symbol),
+                         self._aggregator.encode_call("setAnswer", answer))
+
+    def set_price_at(self, symbol: str, usd: float, updated_at: int) -> None:
+        """Publish a round with an explicit `updatedAt` (to make a feed look stale)."""
+        answer = round(usd * 10**PRICE_DECIMALS)
+        self.client.send(self.manifest["aave_v3"]["admin"], self._feed(symbol),
+                         self._aggregator.encode_call("setAnswerAt", answer, updated_at))
+
+    def price(self, symbol: str) -> float:
+        data = self.client.eth_call(self._feed(symbol),
+                                    self._aggregator.encode_call("latestAnswer"))
+        return int.from_bytes(data, "big", signed=True) / 10**PRICE_DECIMALS
+
+    def mine(self, blocks: int = 1) -> int:
+        self.client.mine(blocks)
+        return self.client.block_number()
+
+    def advance_time(self, seconds: int, mine: bool = True) -> None:
+        self.client.increase_time(seconds)
+        if mine:
+            self.client.mine(1)
+
+    def snapshot(self) -> str:
+        return str(self.client.call("evm_snapshot"))
+
+    def revert(self, snapshot_id: str) -> None:
+        if not self.client.call("evm_revert", snapshot_id):
+            raise RuntimeError(f"evm_revert({snapshot_id}) failed")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Devnet(DevnetControl):
+    """Starts anvil from the cached state for (accounts, seed) and stops it on exit."""
+
+    def __init__(self, accounts: int = DEFAULT_ACCOUNTS, seed: int = DEFAULT_SEED, *,
+                 port: int | None = None, detached: bool = False,
+                 log_path: Path | None = None) -> None:
+        self.accounts = accounts
+        self.seed = seed
+        self.anvil = Anvil(port, detached=detached, log_path=log_path)
+
+    def start(self) -> Devnet:
+        built = ensure_state(self.accounts, self.seed)
+        self.anvil.load_state = built.state_path
+        self.anvil.start()
+        manifest = dict(built.manifest)
+        manifest["rpc_url"] = self.anvil.rpc_url
+        manifest["ws_url"] = self.anvil.ws_url
+        super().__init__(manifest)
+        return self
+
+    def stop(self) -> None:
+        if hasattr(self, "client"):
+            self.close()
+        self.anvil.stop()
+
+    def write_manifest(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1))
+        tmp.replace(path)
+        return path
+
+    def __enter__(self) -> Devnet:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,117 @@
+"""Build the devnet's deployed-and-seeded state once, cache it, and start anvil from it.
+
+A state is keyed by the number of borrowers, the seed and a hash of everything that shapes it
+(our Solidity, the pinned npm packages, this package's deployment code). Building takes a few
+seconds for hundreds of borrowers; loading takes well under one. The dump keeps blocks and
+receipts (the account index discovers borrowers from the pool's logs) but drops anvil's call
+traces, which are 80 % of its size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keeperd.devnet import aave, paths, seed
+from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
+from keeperd.devnet.client import DevnetClient
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ACCOUNTS = 300
+DEFAULT_SEED = 1
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BuiltState:
+    state_path: Path
+    manifest: dict[str, Any]
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256()
+    for src in sorted(paths.contracts_dir().glob("*.sol")):
+        h.update(src.read_bytes())
+    lock = paths.project_root() / "package-lock.json"
+    if lock.is_file():
+        h.update(lock.read_bytes())
+    for module in (aave, seed, Path(__file__)):
+        file = Path(module) if isinstance(module, Path) else Path(module.__file__ or "")
+        h.update(file.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def state_dir_for(accounts: int, seed_value: int) -> Path:
+    return paths.devnet_dir() / "states" / f"n{accounts}-s{seed_value}-{_fingerprint()}"
+
+
+def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEED, *,
+                 rebuild: bool = False) -> BuiltState:
+    """Return the cached state for (accounts, seed), building it first if needed."""
+    folder = state_dir_for(accounts, seed_value)
+    state_gz, manifest_path = folder / "state.json.gz", folder / "manifest.json"
+    if rebuild and folder.exists():
+        shutil.rmtree(folder)
+    if not (state_gz.is_file() and manifest_path.is_file()):
+        _build(folder, accounts, seed_value)
+    # anvil reads plain JSON only; the uncompressed copy is made once next to the archive.
+    state_json = folder / "state.json"
+    if not state_json.is_file():
+        tmp = state_json.with_suffix(".tmp")
+        with gzip.open(state_gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tmp.replace(state_json)
+    return BuiltState(state_json, json.loads(manifest_path.read_text()))
+
+
+def _build(folder: Path, accounts: int, seed_value: int) -> None:
+    started = time.monotonic()
+    log.info("devnet.build_started", accounts=accounts, seed=seed_value)
+    folder.mkdir(parents=True, exist_ok=True)
+    with Anvil() as node:
+        client = DevnetClient(node.rpc_url)
+        try:
+            multicall = aave.install_multicall3(client)
+            market = aave.deploy_market(client)
+            prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
+            plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value)
+            seed.seed_market(client, market, plans)
+            block = client.block_number()
+            dump = client.call("anvil_dumpState")
+        finally:
+            client.close()
+    state = json.loads(gzip.decompress(bytes.fromhex(dump.removeprefix("0x"))))
+    for tx in state.get("transactions", []):
+        tx.get("info", {})["traces"] = []
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "chain_id": DEFAULT_CHAIN_ID,
+        "block": block,
+        "multicall3": multicall,
+        "accounts_seeded": accounts,
+        "seed": seed_value,
+        "prices_usd": prices,
+        **market,
+        "borrowers": [
+            {"address": p.address, "profile": p.profile, "emode": p.emode,
+             "collateral": [s for s, _ in p.collateral], "debt": p.debt[0],
+             "planned_health": round(p.target_health, 6)}
+            for p in plans
+        ],
+    }
+    tmp = folder / "state.json.gz.tmp"
+    with gzip.open(tmp, "wb", compresslevel=5) as f:
+        f.write(json.dumps(state).encode())
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    tmp.replace(folder / "state.json.gz")
+    log.info("devnet.build_finished", accounts=accounts, seconds=round(time.monotonic() -
+             started, 2), block=block)

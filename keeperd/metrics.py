@@ -1,0 +1,134 @@
+"""Every Prometheus metric keeperd exports, defined once, with help text and bounded labels.
+
+Labels are limited to small closed sets (chain name, endpoint name, RPC method, outcome).
+Nothing per-account and nothing secret ever becomes a label: endpoint URLs may carry API keys,
+so endpoints are labelled by their configured name or position, never by URL.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# RPC methods keeperd calls on purpose; anything else is reported as "other" so a caller
+# cannot blow up the label set.
+KNOWN_RPC_METHODS = frozenset(
+    {
+        "eth_blockNumber",
+        "eth_chainId",
+        "eth_call",
+        "eth_getBlockByNumber",
+        "eth_getBlockByHash",
+        "eth_getLogs",
+        "eth_getCode",
+        "eth_getBalance",
+        "eth_getTransactionCount",
+        "eth_getTransactionReceipt",
+        "eth_sendRawTransaction",
+        "eth_sendTransaction",
+        "eth_estimateGas",
+        "eth_gasPrice",
+        "eth_maxPriorityFeePerGas",
+        "eth_feeHistory",
+        "eth_subscribe",
+        "batch",
+    }
+)
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_RPC_METHODS else "other"
+
+
+class Metrics:
+    """The registry and the metrics on it. One instance per process (or per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        self.build_info = Gauge(
+            "keeperd_build_info", "keeperd version (value is always 1).", ["version"], registry=r
+        )
+
+        # --- RPC pool -------------------------------------------------------------------
+        self.rpc_requests = Counter(
+            "keeperd_rpc_requests_total",
+            "JSON-RPC requests sent, by endpoint, method and outcome "
+            "(ok, rpc_error, transport_error, timeout, rate_limited, bad_response).",
+            ["chain", "endpoint", "method", "outcome"],
+            registry=r,
+        )
+        self.rpc_latency = Histogram(
+            "keeperd_rpc_request_duration_seconds",
+            "Wall time of one JSON-RPC request (or batch) to one endpoint.",
+            ["chain", "endpoint", "method"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.rpc_retries = Counter(
+            "keeperd_rpc_retries_total",
+            "Requests retried after a transient error (on the same or another endpoint).",
+            ["chain", "method"],
+            registry=r,
+        )
+        self.rpc_failovers = Counter(
+            "keeperd_rpc_failovers_total",
+            "Times a request moved from a failing endpoint to another one.",
+            ["chain", "from_endpoint", "to_endpoint"],
+            registry=r,
+        )
+        self.rpc_endpoint_up = Gauge(
+            "keeperd_rpc_endpoint_up",
+            "1 while the endpoint is considered healthy, 0 while it is benched.",
+            ["chain", "endpoint"],
+            registry=r,
+        )
+        self.rpc_endpoint_latency_ewma = Gauge(
+            "keeperd_rpc_endpoint_latency_ewma_seconds",
+            "Exponentially weighted moving average of the endpoint's request latency.",
+            ["chain", "endpoint"],
+            registry=r,
+        )
+        self.rpc_endpoint_head_lag = Gauge(
+            "keeperd_rpc_endpoint_head_lag_blocks",
+            "How many blocks the endpoint's head trails the best head seen on the chain.",
+            ["chain", "endpoint"],
+            registry=r,
+        )
+        self.rpc_all_down = Gauge(
+            "keeperd_rpc_all_endpoints_down",
+            "1 while no endpoint of the chain answers.",
+            ["chain"],
+            registry=r,
+        )
+
+        # --- blocks ---------------------------------------------------------------------
+        self.head_block = Gauge(
+            "keeperd_head_block_number", "Latest block keeperd has processed.", ["chain"],
+            registry=r,
+        )
+        self.head_timestamp = Gauge(
+            "keeperd_head_block_timestamp_seconds",
+            "Timestamp of the latest processed block (unix seconds).",
+            ["chain"],
+            registry=r,
+        )
+        self.blocks_seen = Counter(
+            "keeperd_blocks_total", "New blocks processed.", ["chain"], registry=r
+        )
+        self.reorgs = Counter(
+            "keeperd_reorgs_total", "Chain reorganisations detected.", ["chain"], registry=r
+        )
+        self.reorg_depth = Histogram(
+            "keeperd_reorg_depth_blocks",
+            "Depth of detected reorganisations.",
+            ["chain"],
+            buckets=(1, 2, 3, 5, 8, 13, 21, 64),
+            registry=r,
+        )
+        self.block_source_errors = Counter(
+            "keeperd_block_source_errors_total",
+            "Errors while following the chain head (the source keeps going).",
+            ["chain", "source"],
+            registry=r,
+        )
