@@ -288,7 +288,11 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
                                   f"${{{name}:-default}} to give a default"))
         return ""
 
-    return _ENV_REF.sub(replace, node)
+    result = _ENV_REF.sub(replace, node)
+    # `key: ${OPTIONAL:-}` that resolves to nothing means "not set", not an empty string.
+    if result == "" and _ENV_REF.fullmatch(node.strip()):
+        return None
+    return result
 
 
 def _join(path: str, key: str) -> str:

@@ -5,7 +5,8 @@ over one aiohttp session (web3.py's per-call machinery costs milliseconds, see
 docs/architecture.md); web3.py's async API sits on top through `keeperd.chain.web3_provider`.
 
 Policy, in short:
-- endpoints are ranked by health: not benched, not lagging the best head, then latency EWMA;
+- endpoints are ranked by health (not benched, not lagging the best head, no fresh failure,
+  not far slower than the fastest), then by the order the operator configured;
 - a transient failure (connection, timeout, HTTP 429/5xx, a body that is not JSON-RPC, a
   node-side "try again" error) is retried on the next endpoint, with exponential backoff and
   full jitter between rounds; an answer that is a real JSON-RPC error (a revert, a bad param)
@@ -233,6 +234,19 @@ class RpcPool:
                 results.append(item.get("result"))
         return results
 
+    async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = ()) -> Any:
+        """One attempt on one given endpoint, no failover (start-up checks, probes)."""
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                   "params": list(params)}
+        try:
+            body = await self._attempt(ep, method, payload, expect_list=False)
+        except _TransientError as exc:
+            raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
+        if body.get("error") is not None:
+            err = body["error"]
+            raise RpcError(method, int(err.get("code", 0)), str(err.get("message")))
+        return body.get("result")
+
     async def probe(self) -> None:
         """Ask every endpoint for its head, so lag is known and benched endpoints can return.
 
@@ -278,14 +292,25 @@ class RpcPool:
         )
 
     def ranked(self) -> list[Endpoint]:
-        """Endpoints best first: usable ones by latency, then lagging, then benched."""
-        now = time.monotonic()
+        """Endpoints best first.
 
-        def key(ep: Endpoint) -> tuple[int, float, float]:
+        Operators list their endpoints best first (their own node, then a paid provider, then
+        a public one), so among usable endpoints the configured order wins. An endpoint is
+        demoted when it is benched, lags the best head, failed since its last success, or is
+        much slower than the fastest one (latency EWMA above 4x the best plus 50 ms).
+        """
+        now = time.monotonic()
+        latencies = [ep.health.latency_ewma for ep in self.endpoints
+                     if ep.health.latency_ewma is not None]
+        slow_above = 4 * min(latencies) + 0.05 if latencies else float("inf")
+
+        def key(ep: Endpoint) -> tuple[int, float, int, int, int]:
             benched = ep.health.benched_until > now
             tier = 2 if benched else (1 if self._is_lagging(ep) else 0)
-            latency = ep.health.latency_ewma if ep.health.latency_ewma is not None else 0.05
-            return (tier, ep.health.benched_until if benched else 0.0, latency)
+            latency = ep.health.latency_ewma
+            slow = 1 if latency is not None and latency > slow_above else 0
+            return (tier, ep.health.benched_until if benched else 0.0,
+                    min(ep.health.consecutive_failures, 1), slow, self.endpoints.index(ep))
 
         return sorted(self.endpoints, key=key)
 
@@ -293,17 +318,22 @@ class RpcPool:
         s = self.settings
         last_error = "no attempt made"
         previous: Endpoint | None = None
+        tried: set[str] = set()
         for attempt in range(s.max_attempts):
             order = self.ranked()
-            ep = order[attempt % len(order)] if attempt < len(order) else order[0]
+            untried = [e for e in order if e.name not in tried]
+            if not untried:
+                # Every endpoint has had its chance this round: back off, then start again.
+                tried.clear()
+                untried = order
+                cap = min(s.backoff_max, s.backoff_base * 2 ** (attempt - len(order)))
+                await asyncio.sleep(self._rng.uniform(0, cap))
+            ep = untried[0]
+            tried.add(ep.name)
             if attempt > 0:
                 self.metrics.rpc_retries.labels(self.chain, method_label(method)).inc()
                 if previous is not None and ep is not previous:
                     self.metrics.rpc_failovers.labels(self.chain, previous.name, ep.name).inc()
-                if attempt >= len(order):
-                    # Every endpoint has had its chance this round: back off before the next.
-                    cap = min(s.backoff_max, s.backoff_base * 2 ** (attempt - len(order)))
-                    await asyncio.sleep(self._rng.uniform(0, cap))
             try:
                 body = await self._attempt(ep, method, payload, expect_list=expect_list)
             except _TransientError as exc:

@@ -1,0 +1,3 @@
+from keeperd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""`keeperd check-config`: validate the file, then check it against the live chains."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from keeperd.chain.connect import check_chain_ids, make_pool
+from keeperd.chain.rpc import RpcError, RpcUnavailable
+from keeperd.config import Config, ConfigError, ConfigIssue, load_config
+from keeperd.metrics import Metrics
+
+
+async def online_issues(config: Config) -> list[ConfigIssue]:
+    """Problems only the chains can reveal: wrong chain ids, dead RPCs, addresses with no code."""
+    issues: list[ConfigIssue] = []
+    metrics = Metrics()
+    for ci, chain in enumerate(config.chains):
+        async with make_pool(chain, metrics) as pool:
+            checks = await check_chain_ids(pool, chain.chain_id)
+            for check in checks:
+                path = f"chains[{ci}].rpc_urls[{check.index}]"
+                if check.status == "wrong_chain":
+                    issues.append(ConfigIssue(path, f"{check.safe_url} {check.detail}",
+                                              "point this URL at the right network or fix "
+                                              f"chains[{ci}].chain_id"))
+                elif check.status == "unreachable":
+                    issues.append(ConfigIssue(path, f"{check.safe_url} does not answer: "
+                                              f"{check.detail}",
+                                              "check the URL, the node and the firewall"))
+            if not any(c.status == "ok" for c in checks):
+                continue  # nothing to ask about contracts
+            for pi, proto in enumerate(config.protocols):
+                if proto.chain != chain.name:
+                    continue
+                for field in ("addresses_provider", "pool", "oracle", "data_provider"):
+                    address = getattr(proto, field, None)
+                    if address is None:
+                        continue
+                    try:
+                        code = await pool.request("eth_getCode", [address, "latest"])
+                    except (RpcError, RpcUnavailable) as exc:
+                        issues.append(ConfigIssue(f"protocols[{pi}].{field}",
+                                                  f"could not read code: {exc}", ""))
+                        continue
+                    if code in (None, "0x", "0x0"):
+                        issues.append(ConfigIssue(
+                            f"protocols[{pi}].{field}",
+                            f"{address} holds no contract on chain {chain.name!r}",
+                            "check the address and that it belongs to this chain"))
+            multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
+            if multicall in (None, "0x"):
+                issues.append(ConfigIssue(f"chains[{ci}].multicall3",
+                                          f"no Multicall3 at {chain.multicall3}",
+                                          "deploy one or set the address of this chain's"))
+    return issues
+
+
+def check_config(path: Path, online: bool = True) -> Config:
+    """Raise ConfigError with every problem found; return the config when it is sound."""
+    config = load_config(path)
+    if online:
+        issues = asyncio.run(online_issues(config))
+        if issues:
+            raise ConfigError(str(path), issues)
+    return config

@@ -1,0 +1,193 @@
+"""The `keeperd` command line.
+
+    keeperd run --config PATH            the daemon
+    keeperd check-config PATH            validate a config, then check it against the chains
+    keeperd config-schema                the config's JSON Schema (for editors)
+    keeperd devnet up|down|set-price|mine  the local chain for demos and tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keeperd.config import ConfigError, config_json_schema, load_config
+from keeperd.logs import configure_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from keeperd.daemon import Daemon, StartupError
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    log = structlog.get_logger("keeperd")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        await Daemon(config).run(stop)
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        log.error("daemon.startup_refused", reason=str(exc))
+        print(f"keeperd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from keeperd.checks import check_config
+
+    configure_logging("warning", "console")
+    config = check_config(Path(args.path), online=not args.offline)
+    where = "offline" if args.offline else "against the chains"
+    print(f"{args.path}: OK ({len(config.chains)} chain(s), {len(config.protocols)} "
+          f"protocol(s), mode {config.keeper.mode}; checked {where})")
+    return EXIT_OK
+
+
+def _cmd_config_schema(_: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+# --- devnet -------------------------------------------------------------------------------
+
+
+def _devnet_files() -> tuple[Path, Path]:
+    from keeperd.devnet import paths
+
+    d = paths.devnet_dir()
+    return d / "manifest.json", d / "anvil.pid"
+
+
+def _read_manifest() -> dict[str, Any]:
+    manifest_path, _ = _devnet_files()
+    if not manifest_path.is_file():
+        raise SystemExit("keeperd: no devnet is running here (start one: keeperd devnet up)")
+    return json.loads(manifest_path.read_text())  # type: ignore[no-any-return]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmd_devnet_up(args: argparse.Namespace) -> int:
+    from keeperd.devnet import paths
+    from keeperd.devnet.handle import Devnet
+
+    configure_logging("info", "console")
+    manifest_path, pid_path = _devnet_files()
+    if pid_path.is_file() and _pid_alive(int(pid_path.read_text())):
+        print(f"keeperd: a devnet is already running (pid {pid_path.read_text().strip()}); "
+              "stop it with: keeperd devnet down", file=sys.stderr)
+        return EXIT_FAILURE
+    devnet = Devnet(args.accounts, args.seed, port=args.port, detached=True,
+                    log_path=paths.devnet_dir() / "anvil.log")
+    devnet.start()
+    assert devnet.anvil.process is not None
+    pid_path.write_text(str(devnet.anvil.process.pid))
+    devnet.write_manifest(manifest_path)
+    devnet.close()
+    print(manifest_path)
+    return EXIT_OK
+
+
+def _cmd_devnet_down(_: argparse.Namespace) -> int:
+    from keeperd.devnet.anvil import stop_pid
+
+    manifest_path, pid_path = _devnet_files()
+    if not pid_path.is_file():
+        print("keeperd: no devnet is running here", file=sys.stderr)
+        return EXIT_OK
+    stopped = stop_pid(int(pid_path.read_text()))
+    pid_path.unlink(missing_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    print("devnet stopped" if stopped else "devnet was not running")
+    return EXIT_OK
+
+
+def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
+    from keeperd.devnet.handle import DevnetControl
+
+    control = DevnetControl(_read_manifest())
+    before = control.price(args.symbol)
+    control.set_price(args.symbol, args.usd)
+    print(f"{args.symbol}: {before:g} -> {control.price(args.symbol):g} USD")
+    return EXIT_OK
+
+
+def _cmd_devnet_mine(args: argparse.Namespace) -> int:
+    from keeperd.devnet.handle import DevnetControl
+
+    print(DevnetControl(_read_manifest()).mine(args.blocks))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keeperd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after this many seconds (demos, smoke tests)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config and check it against the chains")
+    p.add_argument("path")
+    p.add_argument("--offline", action="store_true", help="validate the file only")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the config's JSON Schema")
+    p.set_defaults(func=_cmd_config_schema)
+
+    devnet = sub.add_parser("devnet", help="the local chain with a real Aave V3 market")
+    dsub = devnet.add_subparsers(dest="devnet_command", required=True)
+    p = dsub.add_parser("up", help="start anvil in the background from the deployed state")
+    p.add_argument("--accounts", type=int, default=300, help="seeded borrowers")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--port", type=int, default=8545)
+    p.set_defaults(func=_cmd_devnet_up)
+    p = dsub.add_parser("down", help="stop the background devnet")
+    p.set_defaults(func=_cmd_devnet_down)
+    p = dsub.add_parser("set-price", help="set an asset's oracle price in USD")
+    p.add_argument("symbol")
+    p.add_argument("usd", type=float)
+    p.set_defaults(func=_cmd_devnet_set_price)
+    p = dsub.add_parser("mine", help="mine blocks")
+    p.add_argument("blocks", type=int, nargs="?", default=1)
+    p.set_defaults(func=_cmd_devnet_mine)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,154 @@
+"""The daemon's lifecycle: connect, check, follow every chain, serve, stop cleanly.
+
+One `ChainRuntime` per configured chain owns its RPC pool and block source. Everything runs in
+one TaskGroup; a stop request (SIGTERM/SIGINT via the CLI) cancels the group, and the exit
+stack closes pools and the web server, so no task is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from keeperd import __version__
+from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
+from keeperd.chain.connect import check_chain_ids, make_pool
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import ChainConfig, Config
+from keeperd.metrics import Metrics
+from keeperd.web import WebServer, make_app
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """keeperd cannot start with this configuration; the message says why and what to do."""
+
+
+@dataclass
+class ChainRuntime:
+    config: ChainConfig
+    pool: RpcPool
+    blocks: BlockSource
+    last_block_at: float | None = None
+    extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.chains: dict[str, ChainRuntime] = {}
+        self.web: WebServer | None = None
+        self.started_at = time.monotonic()
+        self._heartbeat = time.monotonic()
+        self.ready = asyncio.Event()
+
+    # --- health -----------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self._heartbeat
+        return age < 30, {"loop_heartbeat_age_s": round(age, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {}
+        ok = bool(self.chains)
+        now = time.monotonic()
+        for name, rt in self.chains.items():
+            healthy = rt.pool.healthy_count()
+            stale_after = max(30.0, 10 * rt.config.poll_interval)
+            fresh = rt.last_block_at is not None and now - rt.last_block_at < stale_after
+            detail[name] = {"healthy_endpoints": healthy,
+                            "head": rt.blocks.head.number if rt.blocks.head else None,
+                            "following": fresh}
+            ok = ok and healthy > 0 and fresh
+        return ok, detail
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics.build_info.labels(__version__).set(1)
+        async with contextlib.AsyncExitStack() as stack:
+            for chain in self.config.chains:
+                pool = make_pool(chain, self.metrics)
+                await stack.enter_async_context(pool)
+                await self._check_chain(chain, pool)
+                source = BlockSource(pool, poll_interval=chain.poll_interval,
+                                     ws_url=chain.ws_url, metrics=self.metrics)
+                rt = ChainRuntime(chain, pool, source)
+                source.subscribe(self._block_logger(rt))
+                self.chains[chain.name] = rt
+            if self.config.metrics.enabled:
+                self.web = WebServer(make_app(self.metrics, self.liveness, self.readiness),
+                                     self.config.metrics.listen, self.config.metrics.port)
+                await self.web.start()
+                stack.push_async_callback(self.web.stop)
+                log.info("web.listening", host=self.web.host, port=self.web.port,
+                         paths=["/metrics", "/healthz", "/readyz"])
+            log.info("daemon.started", version=__version__, mode=self.config.keeper.mode,
+                     chains=[c.name for c in self.config.chains],
+                     protocols=[p.name for p in self.config.protocols])
+            self.ready.set()
+            await self._run_tasks(stop)
+        log.info("daemon.stopped")
+
+    async def _run_tasks(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._heartbeat_loop(), name="heartbeat")]
+            for name, rt in self.chains.items():
+                tasks.append(tg.create_task(rt.blocks.run(), name=f"{name}:blocks"))
+                tasks.append(tg.create_task(self._probe_loop(rt), name=f"{name}:probe"))
+                for i, job in enumerate(rt.extra_tasks):
+                    tasks.append(tg.create_task(job(), name=f"{name}:job{i}"))
+            await stop.wait()
+            log.info("daemon.stopping", tasks=len(tasks))
+            for t in tasks:
+                t.cancel()
+
+    async def _check_chain(self, chain: ChainConfig, pool: RpcPool) -> None:
+        checks = await check_chain_ids(pool, chain.chain_id)
+        index = self.config.chains.index(chain)
+        wrong = [c for c in checks if c.status == "wrong_chain"]
+        if wrong:
+            lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
+                     for c in wrong]
+            raise StartupError(
+                "refusing to start: an RPC endpoint belongs to another network\n  "
+                + "\n  ".join(lines)
+                + "\n  fix: point the URL at the right network, or correct the chain_id")
+        for c in checks:
+            if c.status == "unreachable":
+                log.warning("rpc.endpoint_unreachable_at_start", chain=chain.name,
+                            endpoint=c.index, url=c.safe_url, detail=c.detail,
+                            action="kept in the pool; it is retried and used once it answers")
+        if not any(c.status == "ok" for c in checks):
+            log.error("rpc.no_endpoint_answers", chain=chain.name,
+                      action="following will start as soon as one answers")
+
+    def _block_logger(self, rt: ChainRuntime) -> Callable[[BlockEvent], Awaitable[None]]:
+        async def on_event(event: BlockEvent) -> None:
+            if isinstance(event, NewBlock):
+                rt.last_block_at = time.monotonic()
+                log.info("chain.block", chain=rt.config.name, number=event.header.number,
+                         hash=event.header.hash)
+            elif isinstance(event, Reorg):
+                log.warning("chain.reorg", chain=rt.config.name, depth=event.depth,
+                            ancestor=event.ancestor.number)
+        return on_event
+
+    async def _probe_loop(self, rt: ChainRuntime) -> None:
+        while True:
+            await rt.pool.probe()
+            await asyncio.sleep(rt.config.poll_interval)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            await asyncio.sleep(1.0)

@@ -1,0 +1,46 @@
+"""Shared fixtures: one real devnet (anvil + Aave V3 + seeded borrowers) per test session,
+isolated per test with evm_snapshot / evm_revert."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from keeperd.chain.rpc import RpcPool
+from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
+
+DEVNET_ACCOUNTS = 300
+
+
+@pytest.fixture(scope="session")
+def devnet_session() -> Iterator[Devnet]:
+    with Devnet(accounts=DEVNET_ACCOUNTS) as devnet:
+        yield devnet
+
+
+@pytest.fixture
+def devnet(devnet_session: Devnet) -> Iterator[Devnet]:
+    """The session devnet, reverted to its state before the test when the test ends."""
+    snap = devnet_session.snapshot()
+    try:
+        yield devnet_session
+    finally:
+        devnet_session.revert(snap)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def pool(devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcPool]:
+    async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]], metrics=metrics) as p:
+        yield p
+
+
+def metric_value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import asyncio
+
+from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
+from keeperd.chain.rpc import RpcPool
+from keeperd.devnet.handle import Devnet
+
+
+def recorder(source: BlockSource) -> list[BlockEvent]:
+    events: list[BlockEvent] = []
+
+    async def on(event: BlockEvent) -> None:
+        events.append(event)
+
+    source.subscribe(on)
+    return events
+
+
+async def test_every_block_is_reported_in_order_even_across_a_gap(pool: RpcPool,
+                                                                  devnet: Devnet) -> None:
+    source = BlockSource(pool)
+    events = recorder(source)
+    await source.poll_once()
+    start = devnet.client.block_number()
+    devnet.mine(3)
+    await source.poll_once()
+    await source.poll_once()  # same head again: nothing new
+    numbers = [e.header.number for e in events if isinstance(e, NewBlock)]
+    assert numbers == [start, start + 1, start + 2, start + 3]
+
+
+async def test_reorg_is_detected_by_parent_hash(pool: RpcPool, devnet: Devnet) -> None:
+    source = BlockSource(pool)
+    events = recorder(source)
+    base = devnet.client.block_number()
+    await source.poll_once()
+    snap = devnet.snapshot()
+    devnet.mine(2)
+    await source.poll_once()
+    dropped_hashes = {e.header.hash for e in events if isinstance(e, NewBlock)
+                      and e.header.number > base}
+    # Replace the two blocks with three different ones (later timestamps give other hashes).
+    devnet.revert(snap)
+    devnet.advance_time(100, mine=False)
+    devnet.mine(3)
+    await source.poll_once()
+    reorgs = [e for e in events if isinstance(e, Reorg)]
+    assert len(reorgs) == 1
+    assert reorgs[0].ancestor.number == base
+    assert {h.hash for h in reorgs[0].dropped} == dropped_hashes
+    assert reorgs[0].depth == 2
+    after = [e.header.number for e in events[events.index(reorgs[0]) + 1:]
+             if isinstance(e, NewBlock)]
+    assert after == [base + 1, base + 2, base + 3]
+    assert source.head is not None and source.head.number == base + 3
+
+
+async def test_websocket_new_heads(pool: RpcPool, devnet: Devnet) -> None:
+    source = BlockSource(pool, ws_url=devnet.manifest["ws_url"], poll_interval=30)
+    events = recorder(source)
+    task = asyncio.create_task(source.run())
+    try:
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        start = events[-1].header.number  # type: ignore[union-attr]
+        devnet.mine(1)
+        devnet.mine(1)
+        for _ in range(200):
+            if len([e for e in events if isinstance(e, NewBlock)]) >= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    numbers = [e.header.number for e in events if isinstance(e, NewBlock)]
+    # Poll interval is 30 s, so these arrived over the websocket.
+    assert numbers[-2:] == [start + 1, start + 2]

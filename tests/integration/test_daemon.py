@@ -1,0 +1,164 @@
+"""The daemon as a real process: follows the devnet, serves metrics, survives an RPC
+endpoint's death by failing over, refuses a wrong chain, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, devnet: Devnet, rpc_urls: list[str], *,
+                 chain_id: int = 31337, port: int | None = None) -> tuple[Path, int]:
+    port = port or free_port()
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": chain_id, "rpc_urls": rpc_urls,
+                    "confirmations": 0, "poll_interval": 0.2, "request_timeout": 2,
+                    "max_attempts": 3}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "metrics": {"listen": "127.0.0.1", "port": port},
+        "logging": {"format": "json"},
+    }
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, port
+
+
+def start(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sample(port: int, name: str, **labels: str) -> float | None:
+    _, text = get(port, "/metrics")
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}}") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, float, str]:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    return proc.returncode, time.monotonic() - started, err
+
+
+def test_follows_blocks_serves_metrics_and_stops_on_sigterm(devnet: Devnet,
+                                                          tmp_path: Path) -> None:
+    config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    proc = start(config)
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, what="/readyz")
+        assert get(port, "/healthz")[0] == 200
+        head = devnet.mine(2)
+        wait_for(lambda: sample(port, "keeperd_head_block_number", chain="devnet") == head,
+                 what="head metric")
+    finally:
+        code, took, err = stop(proc)
+    assert code == 0, err
+    assert took < 5.0
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert events[-1] == "daemon.stopped"
+    assert "chain.block" in events
+
+
+@pytest.mark.slow
+def test_keeps_following_when_one_endpoint_dies(devnet: Devnet, tmp_path: Path) -> None:
+    proxy_port = free_port()
+    target = int(devnet.manifest["rpc_url"].rsplit(":", 1)[1])
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "tests" / "tcp_proxy.py"),
+                              str(proxy_port), str(target)], stdout=subprocess.PIPE, text=True)
+    assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
+    config, port = write_config(tmp_path, devnet, [f"http://127.0.0.1:{proxy_port}",
+                                                   devnet.manifest["rpc_url"]])
+    proc = start(config)
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, what="/readyz")
+        proxy.kill()
+        proxy.wait()
+        for _ in range(3):
+            head = devnet.mine(1)
+            wait_for(lambda h=head: sample(port, "keeperd_head_block_number",
+                                           chain="devnet") == h, what=f"block {head}")
+        wait_for(lambda: sample(port, "keeperd_rpc_endpoint_up", chain="devnet",
+                                endpoint="0") == 0, what="endpoint 0 marked down")
+        assert sample(port, "keeperd_rpc_endpoint_up", chain="devnet", endpoint="1") == 1
+        assert (sample(port, "keeperd_rpc_failovers_total", chain="devnet",
+                       from_endpoint="0", to_endpoint="1") or 0) >= 1
+        assert get(port, "/readyz")[0] == 200
+    finally:
+        proxy.kill()
+        code, _, err = stop(proc)
+    assert code == 0, err
+
+
+def test_refuses_an_rpc_of_another_chain(devnet: Devnet, tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]], chain_id=1)
+    proc = subprocess.run([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "chains[0].rpc_urls[0]" in proc.stderr
+    assert "chain id 31337" in proc.stderr and "the config says 1" in proc.stderr
+
+
+def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
+                                                         tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    ok = subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(config)],
+                        capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    data = yaml.safe_load(config.read_text())
+    data["protocols"][0]["addresses_provider"] = "0x" + "12" * 20
+    data["chains"][0]["rpc_urls"].append(f"http://127.0.0.1:{free_port()}")
+    config.write_text(yaml.safe_dump(data))
+    bad = subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(config)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2
+    assert "protocols[0].addresses_provider" in bad.stderr and "holds no contract" in bad.stderr
+    assert "chains[0].rpc_urls[1]" in bad.stderr and "does not answer" in bad.stderr
+
+
+def test_sigint_also_stops_cleanly(devnet: Devnet, tmp_path: Path) -> None:
+    config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    proc = start(config)
+    wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err

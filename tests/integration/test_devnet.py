@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keeperd.devnet import contracts
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def account_data(devnet: Devnet, user: str) -> tuple[int, ...]:
+    art = contracts.aave("Pool")
+    pool = devnet.manifest["aave_v3"]["pool"]
+    return art.decode_result("getUserAccountData",
+                             devnet.client.eth_call(pool, art.encode_call("getUserAccountData",
+                                                                          user)))
+
+
+def test_manifest_has_what_other_parts_rely_on(devnet: Devnet) -> None:
+    m = devnet.manifest
+    for key in ("rpc_url", "chain_id", "multicall3", "tokens", "price_feeds", "aave_v3",
+                "borrowers", "block"):
+        assert key in m, key
+    assert set(m["aave_v3"]) >= {"pool", "addresses_provider", "oracle", "data_provider"}
+    assert set(m["tokens"]) == {"WETH", "WBTC", "USDC", "DAI"}
+    assert len(m["borrowers"]) == 300
+    code = devnet.client.call("eth_getCode", m["multicall3"], "latest")
+    assert len(code) > 100
+
+
+def test_devnet_yaml_points_at_the_deployed_market(devnet: Devnet) -> None:
+    config = yaml.safe_load((ROOT / "config" / "devnet.yaml").read_text())
+    assert config["protocols"][0]["addresses_provider"] == \
+        devnet.manifest["aave_v3"]["addresses_provider"]
+
+
+def test_reserves_carry_realistic_decimals_and_risk_parameters(devnet: Devnet) -> None:
+    dp = contracts.aave("AaveProtocolDataProvider")
+    address = devnet.manifest["aave_v3"]["data_provider"]
+    expected = {"WETH": (18, 8000, 8250, 10500), "WBTC": (8, 7300, 7800, 10500),
+                "USDC": (6, 7700, 8000, 10450), "DAI": (18, 6300, 7700, 10500)}
+    for symbol, (decimals, ltv, lt, bonus) in expected.items():
+        token = devnet.manifest["tokens"][symbol]
+        cfg = dp.decode_result("getReserveConfigurationData",
+                               devnet.client.eth_call(address, dp.encode_call(
+                                   "getReserveConfigurationData", token)))
+        assert cfg[:4] == (decimals, ltv, lt, bonus), symbol
+        assert cfg[6] and cfg[8]  # borrowing enabled, active
+
+
+def test_seeded_borrowers_have_a_spread_of_health_and_some_use_emode(devnet: Devnet) -> None:
+    borrowers = devnet.manifest["borrowers"]
+    health = [account_data(devnet, b["address"])[5] / 1e18 for b in borrowers]
+    assert all(1.0 < h < 10 for h in health)
+    assert sum(h < 1.15 for h in health) >= 20
+    assert sum(h > 2.0 for h in health) >= 50
+    pool_art = contracts.aave("Pool")
+    pool = devnet.manifest["aave_v3"]["pool"]
+    emode = [b for b in borrowers if b["emode"]]
+    assert len(emode) >= 30
+    for b in emode[:5]:
+        (category,) = pool_art.decode_result("getUserEMode", devnet.client.eth_call(
+            pool, pool_art.encode_call("getUserEMode", b["address"])))
+        assert category == 1
+
+
+def test_set_price_moves_the_aave_oracle_and_health(devnet: Devnet) -> None:
+    oracle_art = contracts.aave("AaveOracle")
+    oracle = devnet.manifest["aave_v3"]["oracle"]
+    weth = devnet.manifest["tokens"]["WETH"]
+    user = next(b["address"] for b in devnet.manifest["borrowers"]
+                if b["collateral"] == ["WETH"] and b["debt"] in ("USDC", "DAI"))
+    before = account_data(devnet, user)[5]
+    devnet.set_price("WETH", 1500.0)
+    (price,) = oracle_art.decode_result("getAssetPrice", devnet.client.eth_call(
+        oracle, oracle_art.encode_call("getAssetPrice", weth)))
+    assert price == 1500 * 10**8
+    after = account_data(devnet, user)[5]
+    assert after == pytest.approx(before / 2, rel=1e-3)
+
+
+def test_devnet_cli_up_set_price_mine_down(tmp_path: Path) -> None:
+    env = dict(os.environ, KEEPERD_DEVNET_DIR=str(tmp_path))
+    port = free_port()
+    keeperd = [sys.executable, "-m", "keeperd", "devnet"]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([*keeperd, *args], env=env, capture_output=True, text=True,
+                              timeout=180, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    manifest_path = run("up", "--accounts", "20", "--port", str(port))
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+        assert manifest["rpc_url"] == f"http://127.0.0.1:{port}"
+        assert len(manifest["borrowers"]) == 20
+        assert run("set-price", "WETH", "2000") == "WETH: 3000 -> 2000 USD"
+        before = int(run("mine", "0") or 0)
+        assert int(run("mine", "3")) == before + 3
+    finally:
+        assert "stopped" in run("down")
+    assert not Path(manifest_path).exists()

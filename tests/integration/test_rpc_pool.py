@@ -1,0 +1,155 @@
+"""The RPC pool against the real devnet, plus broken endpoints on loopback (a dead port and a
+server that answers garbage), which is what failing providers look like from the client."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcPoolSettings, RpcUnavailable
+from keeperd.chain.web3_provider import make_web3
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
+from tests.conftest import metric_value
+
+FAST = RpcPoolSettings(timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.05,
+                       bench_after=2, bench_min_seconds=30)
+
+
+@pytest.fixture
+async def garbage_url() -> AsyncIterator[str]:
+    """A server that answers 200 with a body that is not JSON-RPC (a lying endpoint)."""
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text="<html>upstream error</html>")
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_fails_over_from_a_dead_endpoint_then_prefers_the_live_one(
+        devnet: Devnet) -> None:
+    metrics = Metrics()
+    dead = f"http://127.0.0.1:{free_port()}"
+    failovers = {"chain": "t", "from_endpoint": "0", "to_endpoint": "1"}
+    async with RpcPool.from_urls("t", [dead, devnet.manifest["rpc_url"]], settings=FAST,
+                                 metrics=metrics, rng=random.Random(1)) as pool:
+        assert int(await pool.request("eth_chainId"), 16) == 31337
+        assert metric_value(metrics, "keeperd_rpc_failovers_total", failovers) == 1
+        # The failed endpoint is demoted: the next requests go straight to the live one.
+        assert pool.ranked()[0].name == "1"
+        await pool.request("eth_blockNumber")
+        await pool.request("eth_blockNumber")
+    assert metric_value(metrics, "keeperd_rpc_failovers_total", failovers) == 1
+    assert metric_value(metrics, "keeperd_rpc_requests_total",
+                        {"chain": "t", "endpoint": "0", "method": "eth_chainId",
+                         "outcome": "transport_error"}) == 1
+
+
+async def test_garbage_answers_are_counted_and_failed_over(devnet: Devnet,
+                                                           garbage_url: str) -> None:
+    metrics = Metrics()
+    async with RpcPool.from_urls("t", [garbage_url, devnet.manifest["rpc_url"]],
+                                 settings=FAST, metrics=metrics) as pool:
+        assert await pool.request("eth_blockNumber")
+    assert metric_value(metrics, "keeperd_rpc_requests_total",
+                        {"chain": "t", "endpoint": "0", "method": "eth_blockNumber",
+                         "outcome": "bad_response"}) == 1
+
+
+async def test_a_revert_is_an_answer_not_retried(pool: RpcPool, devnet: Devnet,
+                                                 metrics: Metrics) -> None:
+    pool_address = devnet.manifest["aave_v3"]["pool"]
+    with pytest.raises(RpcError):
+        # liquidationCall with zero arguments reverts inside the pool.
+        await pool.request("eth_call", [{"to": pool_address, "data": "0x00a718a9"}, "latest"])
+    assert metric_value(metrics, "keeperd_rpc_retries_total",
+                        {"chain": "devnet", "method": "eth_call"}) == 0
+
+
+async def test_every_endpoint_down_raises_after_backoff() -> None:
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    metrics = Metrics()
+    async with RpcPool.from_urls("t", urls, settings=FAST, metrics=metrics) as pool:
+        with pytest.raises(RpcUnavailable) as info:
+            await pool.request("eth_blockNumber")
+    assert "after 4 attempts" in str(info.value)
+    assert metric_value(metrics, "keeperd_rpc_all_endpoints_down", {"chain": "t"}) == 1
+    # Two failures in a row each: both endpoints are benched.
+    for name in ("0", "1"):
+        assert metric_value(metrics, "keeperd_rpc_endpoint_up",
+                            {"chain": "t", "endpoint": name}) == 0
+    assert metric_value(metrics, "keeperd_rpc_retries_total",
+                        {"chain": "t", "method": "eth_blockNumber"}) == 3
+
+
+async def test_batch_returns_errors_in_place(pool: RpcPool) -> None:
+    results = await pool.batch([("eth_chainId", []), ("eth_noSuchMethod", []),
+                                ("eth_blockNumber", [])])
+    assert int(results[0], 16) == 31337
+    assert isinstance(results[1], RpcError)
+    assert int(results[2], 16) > 0
+
+
+async def test_probe_measures_head_lag_and_restores_benched_endpoints(devnet: Devnet) -> None:
+    metrics = Metrics()
+    async with RpcPool.from_urls("t", [devnet.manifest["rpc_url"]], settings=FAST,
+                                 metrics=metrics) as pool:
+        ep = pool.endpoints[0]
+        ep.health.benched_until = 1e18  # benched "forever"
+        await pool.probe()
+        assert pool.is_healthy(ep)
+        assert ep.health.head == devnet.client.block_number()
+    assert metric_value(metrics, "keeperd_rpc_endpoint_head_lag_blocks",
+                        {"chain": "t", "endpoint": "0"}) == 0
+
+
+async def test_web3_async_api_runs_over_the_pool(pool: RpcPool, devnet: Devnet) -> None:
+    w3 = make_web3(pool)
+    assert await w3.eth.chain_id == 31337
+    assert await w3.eth.block_number == devnet.client.block_number()
+    async with w3.batch_requests() as batch:
+        batch.add(w3.eth.get_block("latest"))
+        batch.add(w3.eth.get_balance(devnet.manifest["aave_v3"]["admin"]))
+        block, balance = await batch.async_execute()
+    assert block["number"] >= 1 and balance > 0
+
+
+def test_rate_limit_spaces_requests() -> None:
+    ep = Endpoint("0", "http://x", rate_limit=10.0)
+    waits = [ep.take_token(100.0) for _ in range(12)]
+    assert waits[:10] == [0.0] * 10          # the burst
+    assert waits[10] == pytest.approx(0.1)   # then one every 1/rate seconds
+    assert waits[11] == pytest.approx(0.2)
+    assert Endpoint("1", "http://x", None).take_token(0.0) == 0.0
+
+
+async def test_lagging_endpoint_ranks_after_fresh_ones() -> None:
+    pool = RpcPool("t", [Endpoint("a", "http://a", None), Endpoint("b", "http://b", None)],
+                   settings=RpcPoolSettings(max_head_lag=2))
+    pool.endpoints[0].health.head = 100
+    pool.endpoints[0].health.latency_ewma = 0.001
+    pool.endpoints[1].health.head = 110
+    pool.endpoints[1].health.latency_ewma = 0.5
+    assert [e.name for e in pool.ranked()] == ["b", "a"]
+    await asyncio.sleep(0)
+
+
+def test_configured_order_wins_unless_an_endpoint_is_much_slower() -> None:
+    eps = [Endpoint("primary", "http://a", None), Endpoint("fallback", "http://b", None)]
+    pool = RpcPool("t", eps)
+    eps[0].health.latency_ewma, eps[1].health.latency_ewma = 0.020, 0.005
+    assert [e.name for e in pool.ranked()] == ["primary", "fallback"]
+    eps[0].health.latency_ewma = 0.5  # > 4 x 5 ms + 50 ms
+    assert [e.name for e in pool.ranked()] == ["fallback", "primary"]

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from keeperd.config import ConfigError, config_json_schema, load_config, parse_config
+
+MINIMAL = {
+    "state_dir": "/tmp/keeperd-test",
+    "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:8545"]}],
+}
+
+
+def issues_of(data: dict, env: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.yaml", env or {})
+    return [(i.path, i.message, i.fix) for i in info.value.issues]
+
+
+def test_minimal_config_gets_safe_defaults() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert config.keeper.mode == "alert-only"
+    assert config.metrics.listen == "127.0.0.1"
+    assert config.chains[0].confirmations == 2
+
+
+def test_misspelt_field_is_named_with_a_suggestion() -> None:
+    data = json.loads(json.dumps(MINIMAL))
+    data["chains"][0]["confirmatons"] = 3
+    [(path, message, fix)] = issues_of(data)
+    assert path == "chains[0].confirmatons"
+    assert message == "unknown field"
+    assert "did you mean `confirmations`" in fix
+
+
+def test_wrong_type_names_the_field_path() -> None:
+    data = json.loads(json.dumps(MINIMAL))
+    data["chains"][0]["rpc_urls"].append("ftp://nope")
+    data["chains"][0]["poll_interval"] = "often"
+    found = {p: m for p, m, _ in issues_of(data)}
+    assert "chains[0].rpc_urls[1]" in found
+    assert "http" in found["chains[0].rpc_urls[1]"]
+    assert "chains[0].poll_interval" in found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = json.loads(json.dumps(MINIMAL))
+    data["chains"][0]["chain_id"] = -1
+    data["keeper"] = {"mode": "liquidat"}
+    data["protocols"] = [{"kind": "aave_v3", "name": "a", "chain": "devnet",
+                          "addresses_provider": "0x12"}]
+    paths = {p for p, _, _ in issues_of(data)}
+    assert paths == {"chains[0].chain_id", "keeper.mode", "protocols[0].addresses_provider"}
+
+
+def test_liquidate_mode_requires_a_key() -> None:
+    data = dict(MINIMAL, keeper={"mode": "liquidate"})
+    [(path, message, _)] = issues_of(data)
+    assert path == "keeper"
+    assert "needs `key`" in message
+
+
+def test_protocol_must_reference_a_configured_chain() -> None:
+    data = dict(MINIMAL, protocols=[{"kind": "aave_v3", "name": "a", "chain": "mainnet",
+                                     "addresses_provider": "0x" + "11" * 20}])
+    [(path, message, fix)] = issues_of(data)
+    assert path == "protocols[0].chain"
+    assert "mainnet" in message and "devnet" in fix
+
+
+def test_unknown_protocol_kind_lists_the_known_ones() -> None:
+    data = dict(MINIMAL, protocols=[{"kind": "compound", "name": "a", "chain": "devnet"}])
+    [(path, _, fix)] = issues_of(data)
+    assert path == "protocols[0]"
+    assert "aave_v3" in fix
+
+
+def test_env_references_are_substituted_with_defaults() -> None:
+    data = json.loads(json.dumps(MINIMAL))
+    data["chains"][0]["rpc_urls"] = ["${RPC}", "${RPC2:-http://127.0.0.1:9999}"]
+    data["chains"][0]["ws_url"] = "${WS:-}"
+    data["metrics"] = {"port": "${PORT}"}
+    config = parse_config(data, env={"RPC": "http://10.0.0.1:8545", "PORT": "9100"})
+    assert config.chains[0].rpc_urls == ["http://10.0.0.1:8545", "http://127.0.0.1:9999"]
+    assert config.chains[0].ws_url is None
+    assert config.metrics.port == 9100
+
+
+def test_missing_env_reference_names_field_and_variable() -> None:
+    data = json.loads(json.dumps(MINIMAL))
+    data["chains"][0]["rpc_urls"] = ["http://a:1", "${SECOND_RPC}"]
+    [(path, message, fix)] = issues_of(data)
+    assert path == "chains[0].rpc_urls[1]"
+    assert "SECOND_RPC" in message and "export SECOND_RPC" in fix
+
+
+def test_watchlist_route_must_exist_and_thresholds_order() -> None:
+    data = dict(MINIMAL, alerts={"routes": [{"name": "ops"}], "watchlists": [
+        {"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05, "critical": 1.2,
+         "route": "ops"}]})
+    [(path, message, _)] = issues_of(data)
+    assert path == "alerts.watchlists[0]"
+    assert "critical" in message
+
+
+def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chains:\n  - name: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert "line" in str(info.value) and str(bad) in str(info.value)
+
+
+def test_shipped_configs_validate() -> None:
+    root = Path(__file__).resolve().parents[2] / "config"
+    load_config(root / "devnet.yaml", env={})
+    env = {"ETH_RPC_PRIMARY": "https://a.example/v2/k", "ETH_RPC_SECONDARY": "https://b.example",
+           "WEBHOOK_SECRET": "s"}
+    config = load_config(root / "example.yaml", env=env)
+    assert config.keeper.mode == "dry-run"
+
+
+def test_json_schema_describes_the_config() -> None:
+    schema = config_json_schema()
+    assert schema["title"] == "keeperd configuration"
+    assert "chains" in schema["properties"]
+    assert "chains" in schema["required"]
