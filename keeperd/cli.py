@@ -1,6 +1,7 @@
 """The `keeperd` command line.
 
     keeperd run --config PATH            the daemon
+    keeperd scan --config PATH [--once] [--json]   accounts by health, riskiest first
     keeperd check-config PATH            validate a config, then check it against the chains
     keeperd config-schema                the config's JSON Schema (for editors)
     keeperd devnet up|down|set-price|mine  the local chain for demos and tests
@@ -59,6 +60,27 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.path}: OK ({len(config.chains)} chain(s), {len(config.protocols)} "
           f"protocol(s), mode {config.keeper.mode}; checked {where})")
     return EXIT_OK
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import time
+
+    from keeperd import scan
+
+    config = load_config(args.config)
+    configure_logging("warning", "console" if not args.json else "json")
+    while True:
+        rows = asyncio.run(scan.scan_once(config, protocols=args.protocol))
+        if args.json:
+            print(scan.to_json(rows), flush=True)
+        else:
+            print(scan.to_table(rows, limit=args.limit or None))
+            s = scan.summary_line(rows)
+            print(f"\n{s['accounts']} accounts, {s['with_debt']} with debt, "
+                  f"{s['liquidatable']} liquidatable", flush=True)
+        if args.once:
+            return EXIT_OK
+        time.sleep(args.interval)
 
 
 def _cmd_config_schema(_: argparse.Namespace) -> int:
@@ -160,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="validate the file only")
     p.set_defaults(func=_cmd_check_config)
 
+    p = sub.add_parser("scan", help="print every account's health, riskiest first")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--once", action="store_true", help="scan once and exit (else repeat)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--protocol", action="append", help="only this protocol (repeatable)")
+    p.add_argument("--limit", type=int, default=50, help="table rows (0: all)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
+    p.set_defaults(func=_cmd_scan)
+
     p = sub.add_parser("config-schema", help="print the config's JSON Schema")
     p.set_defaults(func=_cmd_config_schema)
 
@@ -191,3 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `keeperd scan --json | head`
+        sys.stderr.close()
+        return EXIT_OK

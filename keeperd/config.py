@@ -141,6 +141,12 @@ class AaveV3Config(_Model):
     oracle: Address | None = None
     data_provider: Address | None = None
     start_block: int = Field(default=0, ge=0, description="First block to index events from.")
+    full_rescan_interval: float = Field(
+        default=300.0, gt=0, description="Seconds between full re-reads of every account "
+        "(between them, only accounts touched by events are re-read).")
+    index_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between index catch-ups that run even when "
+        "no block arrives.")
 
 
 ProtocolConfig = Annotated[AaveV3Config, Field(discriminator="kind")]

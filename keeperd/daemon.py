@@ -17,11 +17,16 @@ from typing import Any
 import structlog
 
 from keeperd import __version__
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, Config
 from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.scanner import ProtocolScanner
+from keeperd.store import Store
 from keeperd.web import WebServer, make_app
 
 log = structlog.get_logger(__name__)
@@ -45,6 +50,8 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.chains: dict[str, ChainRuntime] = {}
+        self.scanners: dict[str, ProtocolScanner] = {}
+        self.store: Store | None = None
         self.web: WebServer | None = None
         self.started_at = time.monotonic()
         self._heartbeat = time.monotonic()
@@ -85,6 +92,26 @@ class Daemon:
                 rt = ChainRuntime(chain, pool, source)
                 source.subscribe(self._block_logger(rt))
                 self.chains[chain.name] = rt
+            self.store = Store.in_state_dir(self.config.state_dir)
+            stack.callback(self.store.close)
+            scheduler = AsyncIOScheduler()
+            for proto in self.config.protocols:
+                rt = self.chains[proto.chain]
+                adapter = AaveV3Adapter(proto, rt.config, rt.pool, self.store, self.metrics)
+                await adapter.start()
+                scanner = ProtocolScanner(adapter, self.metrics)
+                rt.blocks.subscribe(scanner.on_block_event)
+                rt.extra_tasks.append(scanner.run)
+                self.scanners[proto.name] = scanner
+                # max_instances=1 + coalesce: a slow job never stacks up behind itself.
+                scheduler.add_job(scanner.request_full_rescan, "interval",
+                                  seconds=proto.full_rescan_interval, max_instances=1,
+                                  coalesce=True, id=f"{proto.name}:full-rescan")
+                scheduler.add_job(self._index_catch_up, "interval", args=[rt, adapter],
+                                  seconds=proto.index_interval, max_instances=1, coalesce=True,
+                                  id=f"{proto.name}:index")
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
             if self.config.metrics.enabled:
                 self.web = WebServer(make_app(self.metrics, self.liveness, self.readiness),
                                      self.config.metrics.listen, self.config.metrics.port)
@@ -142,6 +169,16 @@ class Daemon:
                 log.warning("chain.reorg", chain=rt.config.name, depth=event.depth,
                             ancestor=event.ancestor.number)
         return on_event
+
+    async def _index_catch_up(self, rt: ChainRuntime, adapter: AaveV3Adapter) -> None:
+        """Catch the index up even when no block arrives (a stalled head, a missed event)."""
+        head = rt.pool.best_head
+        if head is None:
+            return
+        try:
+            await adapter.discover(head)
+        except Exception as exc:
+            log.warning("index.catch_up_failed", protocol=adapter.name, error=str(exc))
 
     async def _probe_loop(self, rt: ChainRuntime) -> None:
         while True:

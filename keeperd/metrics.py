@@ -132,3 +132,48 @@ class Metrics:
             ["chain", "source"],
             registry=r,
         )
+
+        # --- positions and health ---------------------------------------------------------
+        self.accounts_tracked = Gauge(
+            "keeperd_accounts_tracked", "Accounts in the protocol's index.",
+            ["chain", "protocol"], registry=r)
+        self.index_lag = Gauge(
+            "keeperd_index_lag_blocks",
+            "Blocks between the chain head and the last block the account index covers.",
+            ["chain", "protocol"], registry=r)
+        self.accounts_by_health = Gauge(
+            "keeperd_accounts_by_health",
+            "Accounts with debt by health-factor bucket (bucket = upper bound, or 'inf').",
+            ["chain", "protocol", "bucket"], registry=r)
+        self.debt_at_risk = Gauge(
+            "keeperd_debt_at_risk_usd",
+            "Debt (USD) of accounts whose health factor is below the `below` level.",
+            ["chain", "protocol", "below"], registry=r)
+        self.collateral_at_risk = Gauge(
+            "keeperd_collateral_at_risk_usd",
+            "Collateral (USD) of accounts whose health factor is below the `below` level.",
+            ["chain", "protocol", "below"], registry=r)
+        self.total_debt = Gauge(
+            "keeperd_debt_usd", "Total debt (USD) of tracked accounts.",
+            ["chain", "protocol"], registry=r)
+        self.total_collateral = Gauge(
+            "keeperd_collateral_usd", "Total collateral (USD) of tracked accounts.",
+            ["chain", "protocol"], registry=r)
+        self.scan_duration = Histogram(
+            "keeperd_scan_duration_seconds",
+            "Time to read and evaluate positions (kind: full, incremental, reprice).",
+            ["chain", "protocol", "kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r)
+        self.scans = Counter(
+            "keeperd_scans_total", "Position scans finished, by kind and outcome.",
+            ["chain", "protocol", "kind", "outcome"], registry=r)
+        self.health_mismatches = Counter(
+            "keeperd_health_mismatch_total",
+            "Accounts whose locally computed health factor differed from the protocol's own "
+            "answer at the same block (should stay 0).",
+            ["chain", "protocol"], registry=r)
+        self.scan_skipped = Counter(
+            "keeperd_scan_skipped_total",
+            "Scan requests folded into a running scan instead of queueing behind it.",
+            ["chain", "protocol"], registry=r)

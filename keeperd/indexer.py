@@ -1,0 +1,175 @@
+"""Discovers a protocol's accounts from its event logs and keeps a persisted, reorg-safe index.
+
+- Logs are read with eth_getLogs in block ranges that shrink when the provider refuses
+  ("too many results", response too large, timeouts) and grow again while answers are small.
+- Only blocks buried under `confirmations` are indexed. The hash of each indexed range's last
+  block is stored; at start-up the stored hashes are compared with the chain, so a reorg that
+  happened while keeperd was down rewinds the index too.
+- A live reorg (from the block source) rewinds the index to the common ancestor: accounts first
+  seen on the dropped branch disappear, and the new branch is indexed afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.metrics import Metrics
+from keeperd.store import Store
+
+log = structlog.get_logger(__name__)
+
+_RANGE_TOO_BIG = re.compile(
+    r"too many|more than|limit|range|exceed|response size|query timeout|timed out|"
+    r"block range|too large", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    addresses: tuple[str, ...]
+    topics: tuple[tuple[str, ...], ...]  # topic0 alternatives, then further positions
+
+
+Extractor = Callable[[dict[str, Any]], Iterable[str]]
+
+
+@dataclass
+class IndexUpdate:
+    from_block: int
+    to_block: int
+    touched: set[str]
+    new: set[str]
+    logs: int
+
+
+class AccountIndexer:
+    def __init__(
+        self,
+        protocol: str,
+        chain: str,
+        pool: RpcPool,
+        store: Store,
+        log_filter: LogFilter,
+        extract: Extractor,
+        *,
+        start_block: int = 0,
+        confirmations: int = 0,
+        metrics: Metrics | None = None,
+        initial_chunk: int = 2_000,
+        max_chunk: int = 200_000,
+    ) -> None:
+        self.protocol = protocol
+        self.chain = chain
+        self.pool = pool
+        self.store = store
+        self.filter = log_filter
+        self.extract = extract
+        self.start_block = start_block
+        self.confirmations = confirmations
+        self.metrics = metrics or pool.metrics
+        self.chunk = initial_chunk
+        self.max_chunk = max_chunk
+        self._known: set[str] = set(store.accounts(protocol))
+        # The scanner and the periodic index job may both ask; one catch-up at a time.
+        self._lock = asyncio.Lock()
+
+    @property
+    def accounts(self) -> set[str]:
+        return set(self._known)
+
+    @property
+    def indexed_block(self) -> int:
+        cursor = self.store.cursor(self.protocol)
+        return cursor.block if cursor else self.start_block - 1
+
+    async def verify_against_chain(self) -> int | None:
+        """Rewind past any stored block whose hash the chain no longer has (a reorg while we
+        were down). Returns the block rewound to, or None if nothing changed."""
+        stored = self.store.indexed_block_hashes(self.protocol)
+        if not stored:
+            return None
+        newest = stored[0][0]
+        for number, block_hash in stored:
+            raw = await self.pool.request("eth_getBlockByNumber", [hex(number), False])
+            if raw is not None and raw["hash"] == block_hash:
+                if number == newest:
+                    return None
+                self._rewind(number, reason="restart")
+                return number
+        oldest = stored[-1][0]
+        target = max(self.start_block - 1, oldest - 1)
+        self._rewind(target, reason="restart")
+        return target
+
+    def on_reorg(self, ancestor: int) -> list[str]:
+        """The chain above `ancestor` was replaced; forget what was indexed there."""
+        if self.indexed_block <= ancestor:
+            return []
+        return self._rewind(ancestor, reason="reorg")
+
+    def _rewind(self, to_block: int, reason: str) -> list[str]:
+        dropped = self.store.rewind(self.protocol, to_block)
+        self._known.difference_update(dropped)
+        log.warning("index.rewound", protocol=self.protocol, to_block=to_block, reason=reason,
+                    accounts_dropped=len(dropped))
+        return dropped
+
+    async def catch_up(self, head: int) -> IndexUpdate:
+        """Index every confirmed block up to head - confirmations."""
+        async with self._lock:
+            return await self._catch_up(head)
+
+    async def _catch_up(self, head: int) -> IndexUpdate:
+        target = head - self.confirmations
+        start = self.indexed_block + 1
+        update = IndexUpdate(start, start - 1, set(), set(), 0)
+        started = time.perf_counter()
+        while start <= target:
+            end = min(target, start + self.chunk - 1)
+            try:
+                logs = await self.pool.request("eth_getLogs", [{
+                    "fromBlock": hex(start), "toBlock": hex(end),
+                    "address": list(self.filter.addresses),
+                    "topics": [list(t) for t in self.filter.topics],
+                }])
+            except (RpcError, RpcUnavailable) as exc:
+                if self.chunk > 1 and (isinstance(exc, RpcUnavailable)
+                                       or _RANGE_TOO_BIG.search(str(exc))):
+                    self.chunk = max(1, self.chunk // 2)
+                    log.info("index.range_shrunk", protocol=self.protocol, chunk=self.chunk,
+                             error=str(exc)[:200])
+                    continue
+                raise
+            seen: dict[str, int] = {}
+            for entry in logs:
+                if entry.get("removed"):
+                    continue
+                block = int(entry["blockNumber"], 16)
+                for account in self.extract(entry):
+                    seen.setdefault(account, block)
+            header = await self.pool.request("eth_getBlockByNumber", [hex(end), False])
+            self.store.record_indexed(self.protocol, end, header["hash"] if header else None,
+                                      seen.items())
+            update.touched.update(seen)
+            update.new.update(a for a in seen if a not in self._known)
+            self._known.update(seen)
+            update.to_block = end
+            update.logs += len(logs)
+            if len(logs) < 1_000:
+                self.chunk = min(self.max_chunk, self.chunk * 2)
+            start = end + 1
+        lag = max(0, head - self.indexed_block)
+        self.metrics.index_lag.labels(self.chain, self.protocol).set(lag)
+        self.metrics.accounts_tracked.labels(self.chain, self.protocol).set(len(self._known))
+        if update.logs:
+            log.info("index.caught_up", protocol=self.protocol, to_block=update.to_block,
+                     logs=update.logs, new_accounts=len(update.new),
+                     accounts=len(self._known), seconds=round(time.perf_counter() - started, 3))
+        return update

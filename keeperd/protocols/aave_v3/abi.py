@@ -1,0 +1,129 @@
+"""Aave V3.0 call encodings and event topics, written out by hand.
+
+The daemon must not need the npm artifacts at run time, and the hot path encodes with
+eth_abi directly (see keeperd.chain.multicall).
+"""
+
+from __future__ import annotations
+
+from eth_abi import decode
+from eth_utils import keccak, to_checksum_address
+
+from keeperd.chain.multicall import encode_call, selector
+
+# --- topics of the Pool events that make or change a position ------------------------------
+def topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+SUPPLY = topic("Supply(address,address,address,uint256,uint16)")
+BORROW = topic("Borrow(address,address,address,uint256,uint8,uint256,uint16)")
+REPAY = topic("Repay(address,address,address,uint256,bool)")
+WITHDRAW = topic("Withdraw(address,address,address,uint256)")
+LIQUIDATION_CALL = topic("LiquidationCall(address,address,address,uint256,uint256,address,bool)")
+COLLATERAL_ENABLED = topic("ReserveUsedAsCollateralEnabled(address,address)")
+COLLATERAL_DISABLED = topic("ReserveUsedAsCollateralDisabled(address,address)")
+USER_EMODE_SET = topic("UserEModeSet(address,uint8)")
+
+# Which indexed topic holds the account whose position changed, per event.
+ACCOUNT_TOPIC = {
+    SUPPLY: 2,  # onBehalfOf
+    BORROW: 2,  # onBehalfOf
+    REPAY: 2,  # user
+    WITHDRAW: 2,  # user
+    LIQUIDATION_CALL: 3,  # user
+    COLLATERAL_ENABLED: 2,
+    COLLATERAL_DISABLED: 2,
+    USER_EMODE_SET: 1,
+}
+POSITION_EVENTS = tuple(ACCOUNT_TOPIC)
+
+
+def topic_address(value: str) -> str:
+    return to_checksum_address("0x" + value[-40:])
+
+
+# --- calls -----------------------------------------------------------------------------------
+def get_user_account_data(user: str) -> bytes:
+    return encode_call("getUserAccountData(address)", ["address"], [user])
+
+
+def get_user_configuration(user: str) -> bytes:
+    return encode_call("getUserConfiguration(address)", ["address"], [user])
+
+
+def get_user_emode(user: str) -> bytes:
+    return encode_call("getUserEMode(address)", ["address"], [user])
+
+
+def scaled_balance_of(user: str) -> bytes:
+    return encode_call("scaledBalanceOf(address)", ["address"], [user])
+
+
+def balance_of(user: str) -> bytes:
+    return encode_call("balanceOf(address)", ["address"], [user])
+
+
+GET_RESERVES_LIST = selector("getReservesList()")
+GET_POOL = selector("getPool()")
+GET_PRICE_ORACLE = selector("getPriceOracle()")
+GET_POOL_DATA_PROVIDER = selector("getPoolDataProvider()")
+BASE_CURRENCY_UNIT = selector("BASE_CURRENCY_UNIT()")
+SYMBOL = selector("symbol()")
+
+
+def get_reserve_data(asset: str) -> bytes:
+    return encode_call("getReserveData(address)", ["address"], [asset])
+
+
+def get_normalized_income(asset: str) -> bytes:
+    return encode_call("getReserveNormalizedIncome(address)", ["address"], [asset])
+
+
+def get_normalized_debt(asset: str) -> bytes:
+    return encode_call("getReserveNormalizedVariableDebt(address)", ["address"], [asset])
+
+
+def get_asset_price(asset: str) -> bytes:
+    return encode_call("getAssetPrice(address)", ["address"], [asset])
+
+
+def get_emode_category_data(category: int) -> bytes:
+    return encode_call("getEModeCategoryData(uint8)", ["uint8"], [category])
+
+
+def get_source_of_asset(asset: str) -> bytes:
+    return encode_call("getSourceOfAsset(address)", ["address"], [asset])
+
+
+# --- decoding ----------------------------------------------------------------------------------
+RESERVE_DATA = ("((uint256),uint128,uint128,uint128,uint128,uint128,uint40,uint16,address,"
+                "address,address,address,uint128,uint128,uint128)")
+EMODE_CATEGORY = "(uint16,uint16,uint16,address,string)"
+
+
+def decode_uint(data: bytes) -> int:
+    return int.from_bytes(data[:32], "big")
+
+
+def decode_address(data: bytes) -> str:
+    return to_checksum_address(data[12:32])
+
+
+def decode_address_list(data: bytes) -> list[str]:
+    (items,) = decode(["address[]"], data)
+    return [to_checksum_address(a) for a in items]
+
+
+def decode_string(data: bytes) -> str:
+    try:
+        (value,) = decode(["string"], data)
+        return str(value)
+    except Exception:  # some tokens (MKR) return bytes32
+        return data[:32].rstrip(b"\0").decode(errors="replace")
+
+
+def decode_account_data(data: bytes) -> tuple[int, int, int, int, int, int]:
+    """(totalCollateralBase, totalDebtBase, availableBorrowsBase, currentLiquidationThreshold,
+    ltv, healthFactor)."""
+    return tuple(int.from_bytes(data[i:i + 32], "big") for i in range(0, 192, 32))  # type: ignore[return-value]

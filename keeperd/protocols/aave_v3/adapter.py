@@ -1,0 +1,144 @@
+"""The Aave V3 adapter: the protocol interface over the indexer, the reader and the math."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from keeperd.chain.multicall import Multicall
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import AaveV3Config, ChainConfig
+from keeperd.indexer import AccountIndexer, LogFilter
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3 import abi
+from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions
+from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
+from keeperd.protocols.aave_v3.reader import AaveV3Reader
+from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.store import Store
+
+BALANCE_TRANSFER = abi.topic("BalanceTransfer(address,address,uint256,uint256)")
+
+
+def extract_accounts(entry: dict[str, Any]) -> Iterable[str]:
+    """The accounts whose position a Pool or aToken log changed."""
+    topics = entry.get("topics") or []
+    if not topics:
+        return ()
+    if topics[0] == BALANCE_TRANSFER and len(topics) >= 3:
+        return (abi.topic_address(topics[1]), abi.topic_address(topics[2]))
+    pos = abi.ACCOUNT_TOPIC.get(topics[0])
+    if pos is None or len(topics) <= pos:
+        return ()
+    return (abi.topic_address(topics[pos]),)
+
+
+class AaveV3Adapter:
+    kind = "aave_v3"
+
+    def __init__(self, config: AaveV3Config, chain: ChainConfig, pool: RpcPool, store: Store,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.name = config.name
+        self.chain = chain.name
+        self.chain_config = chain
+        self.pool = pool
+        self.store = store
+        self.metrics = metrics
+        self.multicall = Multicall(pool, address=chain.multicall3,
+                                   chunk_size=chain.multicall_chunk_size)
+        self.reader: AaveV3Reader | None = None
+        self.indexer: AccountIndexer | None = None
+
+    async def start(self) -> None:
+        c = self.config
+        self.reader = await AaveV3Reader.resolve(
+            self.multicall, c.addresses_provider, pool=c.pool, oracle=c.oracle,
+            data_provider=c.data_provider)
+        head = int(await self.pool.request("eth_blockNumber"), 16)
+        market = await self.reader.read_market(head)
+        # Pool events, plus aToken transfers (which move collateral without a Pool event).
+        addresses = (self.reader.addresses.pool, *(r.a_token for r in market.reserves))
+        self.indexer = AccountIndexer(
+            self.name, self.chain, self.pool, self.store,
+            LogFilter(addresses, ((*abi.POSITION_EVENTS, BALANCE_TRANSFER),)),
+            extract_accounts, start_block=c.start_block,
+            confirmations=self.chain_config.confirmations, metrics=self.metrics)
+        await self.indexer.verify_against_chain()
+
+    def _need_started(self) -> tuple[AaveV3Reader, AccountIndexer]:
+        if self.reader is None or self.indexer is None:
+            raise RuntimeError(f"adapter {self.name!r} used before start()")
+        return self.reader, self.indexer
+
+    @property
+    def accounts(self) -> set[str]:
+        return self._need_started()[1].accounts
+
+    async def discover(self, head: int) -> set[str]:
+        _, indexer = self._need_started()
+        return (await indexer.catch_up(head)).touched
+
+    def on_reorg(self, ancestor: int) -> list[str]:
+        _, indexer = self._need_started()
+        return indexer.on_reorg(ancestor)
+
+    async def read_market(self, block: int) -> MarketState:
+        reader, _ = self._need_started()
+        return await reader.read_market(block)
+
+    async def read_positions(self, accounts: Sequence[str], market: MarketState,
+                             block: int) -> Positions:
+        reader, _ = self._need_started()
+        return await reader.read_positions(accounts, market, block)
+
+    async def snapshot(self, accounts: Sequence[str], block: int) -> AaveBook:
+        market = await self.read_market(block)
+        return AaveBook(market, await self.read_positions(accounts, market, block))
+
+    # --- pure ---------------------------------------------------------------------------------
+
+    def evaluate(self, book: AaveBook, prices: Mapping[str, float] | None = None,
+                 rows: np.ndarray | None = None) -> HealthView:
+        """Health per account. With no price override the health factor is Aave's own, exact
+        to the wei; with overrides it is the float64 what-if."""
+        positions = book.positions if rows is None else book.positions.take(rows)
+        fast = FastHealth(book.market, positions).evaluate(prices)
+        health = fast.health
+        if not prices:
+            exact = exact_account_data(book.market, positions)
+            health = np.array([np.inf if h == MAX_UINT256 else int(h) / 1e18
+                               for h in exact.health_factor], dtype=np.float64)
+        symbols = book.market.symbols
+        return HealthView(
+            accounts=positions.accounts,
+            health=health,
+            collateral_usd=fast.collateral_usd,
+            debt_usd=fast.debt_usd,
+            liquidation_threshold=fast.liquidation_threshold,
+            main_collateral=[symbols[m] if m >= 0 else None for m in fast.main_column],
+            drop_to_liquidation=fast.drop_to_liquidation,
+        )
+
+    def rows(self, book: AaveBook, view: HealthView) -> list[AccountRow]:
+        exact = exact_account_data(book.market, book.positions)
+        base = book.market.base_unit
+        out: list[AccountRow] = []
+        for i, account in enumerate(view.accounts):
+            hf = int(exact.health_factor[i])
+            drop = float(view.drop_to_liquidation[i])
+            out.append(AccountRow(
+                protocol=self.name,
+                account=account,
+                health_factor=None if hf == MAX_UINT256 else hf / 1e18,
+                collateral_usd=int(exact.total_collateral_base[i]) / base,
+                debt_usd=int(exact.total_debt_base[i]) / base,
+                liquidation_threshold=int(exact.liquidation_threshold[i]) / 10_000 or None,
+                main_collateral=view.main_collateral[i],
+                drop_to_liquidation=None if np.isnan(drop) else round(drop, 6),
+                extra={"health_factor_wad": str(hf) if hf != MAX_UINT256 else None,
+                       "emode": int(book.positions.emode[i]), "chain": self.chain},
+            ))
+        return out

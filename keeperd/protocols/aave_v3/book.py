@@ -1,0 +1,170 @@
+"""Aave V3 state as plain values: the market (reserves, indexes, prices) and the positions of
+many accounts as columns (account × reserve matrices). No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import NDArray
+
+ObjArray = NDArray[np.object_]
+
+
+@dataclass(frozen=True)
+class Reserve:
+    asset: str
+    symbol: str
+    id: int  # position in the pool's reserve list: the bit pair in a user's configuration
+    decimals: int
+    ltv: int  # basis points
+    liquidation_threshold: int
+    liquidation_bonus: int  # 10500 = 5 % bonus
+    emode_category: int
+    a_token: str
+    stable_debt_token: str
+    variable_debt_token: str
+    active: bool
+    frozen: bool
+    paused: bool
+    borrowing_enabled: bool
+
+    @classmethod
+    def from_configuration(cls, asset: str, symbol: str, reserve_id: int, config: int,
+                           a_token: str, stable: str, variable: str) -> Reserve:
+        """Decode Aave's ReserveConfigurationMap bitmap."""
+        return cls(
+            asset=asset, symbol=symbol, id=reserve_id,
+            ltv=config & 0xFFFF,
+            liquidation_threshold=(config >> 16) & 0xFFFF,
+            liquidation_bonus=(config >> 32) & 0xFFFF,
+            decimals=(config >> 48) & 0xFF,
+            active=bool((config >> 56) & 1),
+            frozen=bool((config >> 57) & 1),
+            borrowing_enabled=bool((config >> 58) & 1),
+            paused=bool((config >> 60) & 1),
+            emode_category=(config >> 168) & 0xFF,
+            a_token=a_token, stable_debt_token=stable, variable_debt_token=variable,
+        )
+
+
+@dataclass(frozen=True)
+class EModeCategory:
+    id: int
+    ltv: int
+    liquidation_threshold: int
+    liquidation_bonus: int
+    price_source: str | None
+    label: str
+
+
+@dataclass(frozen=True)
+class MarketState:
+    """Reserve-level state at one block."""
+
+    block: int
+    reserves: tuple[Reserve, ...]
+    income_index: tuple[int, ...]  # ray, getReserveNormalizedIncome at `block`
+    debt_index: tuple[int, ...]  # ray, getReserveNormalizedVariableDebt at `block`
+    prices: tuple[int, ...]  # oracle base units (USD × base_unit on Aave V3 Ethereum)
+    base_unit: int
+    emode: Mapping[int, EModeCategory] = field(default_factory=dict)
+    emode_prices: Mapping[int, int] = field(default_factory=dict)  # category → price (0: none)
+
+    @cached_property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(r.symbol for r in self.reserves)
+
+    def column(self, symbol_or_asset: str) -> int:
+        for i, r in enumerate(self.reserves):
+            if symbol_or_asset in (r.symbol, r.asset):
+                return i
+        raise KeyError(f"no reserve {symbol_or_asset!r} (reserves: {list(self.symbols)})")
+
+    def prices_usd(self) -> NDArray[np.float64]:
+        return np.array(self.prices, dtype=np.float64) / self.base_unit
+
+    def with_prices(self, prices: Mapping[str, float]) -> MarketState:
+        """The same market with some assets repriced (symbol → USD); for what-if analysis."""
+        new = list(self.prices)
+        for symbol, usd in prices.items():
+            new[self.column(symbol)] = round(usd * self.base_unit)
+        return replace(self, prices=tuple(new))
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Balances of N accounts in R reserves. Integers stay exact (Python ints in object arrays);
+    they are the inputs Aave's own GenericLogic uses."""
+
+    accounts: tuple[str, ...]
+    emode: NDArray[np.int64]  # (N,) the account's eMode category, 0 for none
+    collateral_flag: NDArray[np.bool_]  # (N, R) the reserve counts as collateral
+    borrowing_flag: NDArray[np.bool_]  # (N, R)
+    a_scaled: ObjArray  # (N, R) aToken scaled balances
+    variable_scaled: ObjArray  # (N, R) variable-debt scaled balances
+    stable_debt: ObjArray  # (N, R) stable-debt balances (already accrued at the block)
+    chain_account_data: ObjArray | None = None  # (N, 6) getUserAccountData, when read
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    @cached_property
+    def position_of(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.accounts)}
+
+    @classmethod
+    def empty(cls, reserves: int) -> Positions:
+        return cls((), np.zeros(0, np.int64), np.zeros((0, reserves), bool),
+                   np.zeros((0, reserves), bool), _obj((0, reserves)), _obj((0, reserves)),
+                   _obj((0, reserves)), _obj((0, 6)))
+
+    def take(self, rows: NDArray[np.intp] | Sequence[int]) -> Positions:
+        idx = np.asarray(rows, dtype=np.intp)
+        return Positions(
+            tuple(self.accounts[i] for i in idx), self.emode[idx], self.collateral_flag[idx],
+            self.borrowing_flag[idx], self.a_scaled[idx], self.variable_scaled[idx],
+            self.stable_debt[idx],
+            None if self.chain_account_data is None else self.chain_account_data[idx])
+
+    def merge(self, update: Positions, drop: set[str] | None = None) -> Positions:
+        """These positions with `update`'s accounts replaced or added, and `drop` removed."""
+        drop = drop or set()
+        keep = [i for i, a in enumerate(self.accounts)
+                if a not in update.position_of and a not in drop]
+        base = self.take(keep)
+        chain = None
+        if base.chain_account_data is not None and update.chain_account_data is not None:
+            chain = np.concatenate([base.chain_account_data, update.chain_account_data])
+        return Positions(
+            base.accounts + update.accounts,
+            np.concatenate([base.emode, update.emode]),
+            np.concatenate([base.collateral_flag, update.collateral_flag]),
+            np.concatenate([base.borrowing_flag, update.borrowing_flag]),
+            np.concatenate([base.a_scaled, update.a_scaled]),
+            np.concatenate([base.variable_scaled, update.variable_scaled]),
+            np.concatenate([base.stable_debt, update.stable_debt]),
+            chain,
+        )
+
+    def dependents(self, column: int) -> NDArray[np.intp]:
+        """Rows whose health depends on reserve `column`'s price (the reverse index)."""
+        return np.flatnonzero(self.collateral_flag[:, column] | self.borrowing_flag[:, column])
+
+
+@dataclass(frozen=True)
+class AaveBook:
+    market: MarketState
+    positions: Positions
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        return self.positions.accounts
+
+
+def _obj(shape: tuple[int, int]) -> ObjArray:
+    out = np.empty(shape, dtype=object)
+    out.fill(0)
+    return out

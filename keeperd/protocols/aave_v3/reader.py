@@ -1,0 +1,174 @@
+"""Batched reads of an Aave V3 market through Multicall3, pinned to one block.
+
+Market: two multicalls (the reserve list, then each reserve's data, indexes, price and symbol,
+then eMode categories). Positions: phase A reads every account's getUserAccountData,
+configuration bitmap and eMode; phase B reads only the balances the bitmap says matter
+(aToken for collateral, debt tokens for borrows), so a typical account costs five calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from eth_abi import decode
+
+from keeperd.chain.multicall import Call, Multicall
+from keeperd.protocols.aave_v3 import abi
+from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions, Reserve
+
+ZERO = "0x0000000000000000000000000000000000000000"
+
+
+class AaveReadError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AaveAddresses:
+    addresses_provider: str
+    pool: str
+    oracle: str
+    data_provider: str | None
+
+
+class AaveV3Reader:
+    def __init__(self, multicall: Multicall, addresses: AaveAddresses) -> None:
+        self.multicall = multicall
+        self.addresses = addresses
+
+    @classmethod
+    async def resolve(cls, multicall: Multicall, addresses_provider: str, *,
+                      pool: str | None = None, oracle: str | None = None,
+                      data_provider: str | None = None) -> AaveV3Reader:
+        """Fill in the pool, oracle and data provider from the PoolAddressesProvider."""
+        results = await multicall.aggregate3([
+            Call(addresses_provider, abi.GET_POOL),
+            Call(addresses_provider, abi.GET_PRICE_ORACLE),
+            Call(addresses_provider, abi.GET_POOL_DATA_PROVIDER),
+        ])
+        if not all(r.success and len(r.data) >= 32 for r in results):
+            raise AaveReadError(f"{addresses_provider} does not answer like an Aave V3 "
+                                "PoolAddressesProvider (getPool/getPriceOracle failed)")
+        found = [abi.decode_address(r.data) for r in results]
+        return cls(multicall, AaveAddresses(
+            addresses_provider, pool or found[0], oracle or found[1],
+            data_provider or (found[2] if found[2] != ZERO else None)))
+
+    async def read_market(self, block: int) -> MarketState:
+        pool, oracle = self.addresses.pool, self.addresses.oracle
+        first = await self.multicall.aggregate3(
+            [Call(pool, abi.GET_RESERVES_LIST), Call(oracle, abi.BASE_CURRENCY_UNIT)], block)
+        if not first[0].success:
+            raise AaveReadError(f"getReservesList() failed on {pool} at block {block}")
+        assets = abi.decode_address_list(first[0].data)
+        base_unit = abi.decode_uint(first[1].data) if first[1].success else 10**8
+        per_reserve = 5
+        calls: list[Call] = []
+        for asset in assets:
+            calls += [Call(pool, abi.get_reserve_data(asset)),
+                      Call(pool, abi.get_normalized_income(asset)),
+                      Call(pool, abi.get_normalized_debt(asset)),
+                      Call(oracle, abi.get_asset_price(asset)),
+                      Call(asset, abi.SYMBOL)]
+        results = await self.multicall.aggregate3(calls, block)
+        reserves: list[Reserve] = []
+        income: list[int] = []
+        debt_index: list[int] = []
+        prices: list[int] = []
+        for k, asset in enumerate(assets):
+            data, inc, dbt, price, sym = results[k * per_reserve:(k + 1) * per_reserve]
+            if not (data.success and inc.success and dbt.success and price.success):
+                raise AaveReadError(f"reading reserve {asset} failed at block {block}")
+            (rd,) = decode([abi.RESERVE_DATA], data.data)
+            symbol = abi.decode_string(sym.data) if sym.success else asset[:10]
+            reserves.append(Reserve.from_configuration(
+                asset, symbol, int(rd[7]), int(rd[0][0]), rd[8], rd[9], rd[10]))
+            income.append(abi.decode_uint(inc.data))
+            debt_index.append(abi.decode_uint(dbt.data))
+            prices.append(abi.decode_uint(price.data))
+
+        categories = sorted({r.emode_category for r in reserves if r.emode_category})
+        emode: dict[int, EModeCategory] = {}
+        emode_prices: dict[int, int] = {}
+        if categories:
+            cat_results = await self.multicall.aggregate3(
+                [Call(pool, abi.get_emode_category_data(c)) for c in categories], block)
+            sources: list[tuple[int, str]] = []
+            for cat_id, res in zip(categories, cat_results, strict=True):
+                if not res.success:
+                    raise AaveReadError(f"getEModeCategoryData({cat_id}) failed")
+                ((ltv, lt, bonus, source, label),) = decode([abi.EMODE_CATEGORY], res.data)
+                src = None if int(source, 16) == 0 else source
+                emode[cat_id] = EModeCategory(cat_id, ltv, lt, bonus, src, label)
+                if src:
+                    sources.append((cat_id, src))
+            if sources:
+                source_prices = await self.multicall.aggregate3(
+                    [Call(oracle, abi.get_asset_price(s)) for _, s in sources], block)
+                for (cat_id, _), res in zip(sources, source_prices, strict=True):
+                    emode_prices[cat_id] = abi.decode_uint(res.data) if res.success else 0
+        return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
+                           tuple(prices), base_unit, emode, emode_prices)
+
+    async def read_positions(self, accounts: Sequence[str], market: MarketState,
+                             block: int) -> Positions:
+        n, r = len(accounts), len(market.reserves)
+        if n == 0:
+            return Positions.empty(r)
+        pool = self.addresses.pool
+        phase_a: list[Call] = []
+        for a in accounts:
+            phase_a += [Call(pool, abi.get_user_account_data(a)),
+                        Call(pool, abi.get_user_configuration(a)),
+                        Call(pool, abi.get_user_emode(a))]
+        res_a = await self.multicall.aggregate3(phase_a, block)
+
+        chain_data = np.empty((n, 6), dtype=object)
+        chain_data.fill(0)
+        emode = np.zeros(n, dtype=np.int64)
+        collateral = np.zeros((n, r), dtype=bool)
+        borrowing = np.zeros((n, r), dtype=bool)
+        ids = [x.id for x in market.reserves]
+        for i in range(n):
+            account_data, config, user_emode = res_a[3 * i:3 * i + 3]
+            if not (account_data.success and config.success and user_emode.success):
+                raise AaveReadError(f"reading account {accounts[i]} failed at block {block}")
+            chain_data[i] = abi.decode_account_data(account_data.data)
+            bits = abi.decode_uint(config.data)
+            emode[i] = abi.decode_uint(user_emode.data)
+            for col, rid in enumerate(ids):
+                borrowing[i, col] = (bits >> (2 * rid)) & 1
+                collateral[i, col] = (bits >> (2 * rid + 1)) & 1
+
+        # Phase B: only the balances that count.
+        phase_b: list[Call] = []
+        where: list[tuple[int, int, str]] = []
+        for i, a in enumerate(accounts):
+            for col, res in enumerate(market.reserves):
+                if collateral[i, col]:
+                    phase_b.append(Call(res.a_token, abi.scaled_balance_of(a)))
+                    where.append((i, col, "a"))
+                if borrowing[i, col]:
+                    phase_b.append(Call(res.variable_debt_token, abi.scaled_balance_of(a)))
+                    where.append((i, col, "v"))
+                    phase_b.append(Call(res.stable_debt_token, abi.balance_of(a)))
+                    where.append((i, col, "s"))
+        res_b = await self.multicall.aggregate3(phase_b, block)
+        a_scaled = _zeros((n, r))
+        variable = _zeros((n, r))
+        stable = _zeros((n, r))
+        target = {"a": a_scaled, "v": variable, "s": stable}
+        for (i, col, kind), res in zip(where, res_b, strict=True):
+            if not res.success:
+                raise AaveReadError(f"balance read for {accounts[i]} failed at block {block}")
+            target[kind][i, col] = abi.decode_uint(res.data)
+        return Positions(tuple(accounts), emode, collateral, borrowing, a_scaled, variable,
+                         stable, chain_data)
+
+
+def _zeros(shape: tuple[int, int]) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    out.fill(0)
+    return out

@@ -1,0 +1,1 @@
+"""Pure risk computation: no I/O, no clocks, no globals."""

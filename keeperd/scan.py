@@ -1,0 +1,86 @@
+"""`keeperd scan`: index, read and evaluate every configured protocol once, then print the
+accounts sorted by health (a table, or JSON with --json)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from keeperd.chain.connect import make_pool
+from keeperd.config import Config
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.base import AccountRow
+from keeperd.store import Store
+
+
+async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -> list[AccountRow]:
+    metrics = Metrics()
+    store = Store.in_state_dir(config.state_dir)
+    rows: list[AccountRow] = []
+    try:
+        for chain in config.chains:
+            selected = [p for p in config.protocols if p.chain == chain.name
+                        and (not protocols or p.name in protocols)]
+            if not selected:
+                continue
+            async with make_pool(chain, metrics) as pool:
+                head = int(await pool.request("eth_blockNumber"), 16)
+                for proto in selected:
+                    adapter = AaveV3Adapter(proto, chain, pool, store, metrics)
+                    await adapter.start()
+                    await adapter.discover(head)
+                    book = await adapter.snapshot(sorted(adapter.accounts), head)
+                    rows += adapter.rows(book, adapter.evaluate(book))
+    finally:
+        store.close()
+    return sort_rows(rows)
+
+
+def sort_rows(rows: list[AccountRow]) -> list[AccountRow]:
+    """Riskiest first; accounts without debt last."""
+    return sorted(rows, key=lambda r: (r.health_factor is None,
+                                       r.health_factor if r.health_factor is not None else 0.0,
+                                       -r.debt_usd))
+
+
+def to_json(rows: list[AccountRow]) -> str:
+    return json.dumps([r.to_json() for r in rows], indent=1)
+
+
+def _fmt_usd(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+def to_table(rows: list[AccountRow], limit: int | None = None) -> str:
+    header = ("protocol", "account", "health", "collateral USD", "debt USD", "liq. threshold",
+              "main collateral", "drop to liq.")
+    body: list[tuple[str, ...]] = []
+    for r in rows[:limit] if limit else rows:
+        body.append((
+            r.protocol, r.account,
+            f"{r.health_factor:.4f}" if r.health_factor is not None else "no debt",
+            _fmt_usd(r.collateral_usd), _fmt_usd(r.debt_usd),
+            f"{r.liquidation_threshold:.2%}" if r.liquidation_threshold else "-",
+            r.main_collateral or "-",
+            f"{r.drop_to_liquidation:.2%}" if r.drop_to_liquidation is not None else "-",
+        ))
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 7}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    out = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+    if limit and len(rows) > limit:
+        out.append(f"... {len(rows) - limit} more (use --limit 0 for all)")
+    return "\n".join(out)
+
+
+def summary_line(rows: list[AccountRow]) -> dict[str, Any]:
+    with_debt = [r for r in rows if r.health_factor is not None]
+    return {"accounts": len(rows), "with_debt": len(with_debt),
+            "liquidatable": sum(1 for r in with_debt if r.health_factor < 1.0)}  # type: ignore[operator]

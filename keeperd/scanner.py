@@ -1,0 +1,209 @@
+"""Keeps one protocol's positions current, block by block (the coordinator of its data).
+
+Every new block wakes the scanner; it evaluates the newest block it has been told about, so a
+slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the
+next run (and counted). Each run:
+1. catches the account index up (new and touched accounts come back);
+2. reads the market (reserves, indexes, prices) at the block — one or two multicalls;
+3. re-reads only the touched accounts (incremental) or everyone (full: first run, after a reorg,
+   and on the periodic full-rescan job, which also corrects drift the logs cannot show);
+4. evaluates health; when prices moved, the accounts that depend on the moved assets (the
+   reverse index) are evaluated and published first;
+5. publishes metrics and hands the result to listeners (alerts, the executor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.aave_v3.book import AaveBook
+from keeperd.protocols.aave_v3.math import exact_account_data
+from keeperd.protocols.base import HealthView
+from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    protocol: str
+    block: int
+    kind: str  # "full" | "incremental"
+    book: AaveBook
+    view: HealthView
+    priority_rows: np.ndarray  # rows evaluated first because a price they depend on moved
+    seconds: float
+
+
+Listener = Callable[[ScanResult], Awaitable[None]]
+
+
+class ProtocolScanner:
+    def __init__(self, adapter: AaveV3Adapter, metrics: Metrics) -> None:
+        self.adapter = adapter
+        self.metrics = metrics
+        self.book: AaveBook | None = None
+        self.view: HealthView | None = None
+        self.listeners: list[Listener] = []
+        self._wanted: int | None = None
+        self._wake = asyncio.Event()
+        self._full_due = True
+        self._dropped: set[str] = set()
+        self._liquidatable: set[str] = set()
+        self.evaluated = asyncio.Event()  # set after each finished evaluation (tests, demo)
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self.adapter.chain, self.adapter.name
+
+    # --- triggers -----------------------------------------------------------------------------
+
+    async def on_block_event(self, event: BlockEvent) -> None:
+        if isinstance(event, Reorg):
+            dropped = self.adapter.on_reorg(event.ancestor.number)
+            self._dropped.update(dropped)
+            self._full_due = True
+            return
+        if isinstance(event, NewBlock):
+            self.request(event.header.number)
+
+    def request(self, block: int) -> None:
+        if self._wake.is_set():
+            self.metrics.scan_skipped.labels(*self.labels).inc()
+        self._wanted = block if self._wanted is None else max(self._wanted, block)
+        self._wake.set()
+
+    def request_full_rescan(self) -> None:
+        """The periodic job: the next run re-reads every account."""
+        self._full_due = True
+        if self._wanted is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            block = self._wanted
+            if block is None:
+                continue
+            kind = "full" if self._full_due else "incremental"
+            started = time.perf_counter()
+            try:
+                await self.evaluate(block, full=self._full_due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.scans.labels(*self.labels, kind, "error").inc()
+                log.error("positions.evaluation_failed", protocol=self.adapter.name,
+                          block=block, error=f"{type(exc).__name__}: {exc}")
+                continue
+            finally:
+                self.metrics.scan_duration.labels(*self.labels, kind).observe(
+                    time.perf_counter() - started)
+
+    # --- one evaluation -----------------------------------------------------------------------
+
+    async def evaluate(self, block: int, *, full: bool = False) -> ScanResult:
+        started = time.perf_counter()
+        adapter = self.adapter
+        touched = await adapter.discover(block)
+        market = await adapter.read_market(block)
+        kind = "full" if full or self.book is None else "incremental"
+        if kind == "full":
+            accounts = sorted(adapter.accounts)
+            positions = await adapter.read_positions(accounts, market, block)
+            fresh_rows = np.arange(len(accounts))
+            self._full_due = False
+            self._dropped.clear()
+        else:
+            assert self.book is not None
+            to_read = sorted(touched & adapter.accounts)
+            update = await adapter.read_positions(to_read, market, block)
+            positions = self.book.positions.merge(update, drop=self._dropped)
+            self._dropped.clear()
+            fresh_rows = np.array([positions.position_of[a] for a in update.accounts],
+                                  dtype=np.intp)
+        book = AaveBook(market, positions)
+
+        priority = np.zeros(0, dtype=np.intp)
+        if self.book is not None:
+            moved = [i for i, (a, b) in enumerate(zip(self.book.market.prices, market.prices,
+                                                      strict=False)) if a != b]
+            if moved:
+                priority = np.unique(np.concatenate([positions.dependents(c) for c in moved]))
+                first = adapter.evaluate(book, rows=priority)
+                log.info("positions.price_moved", protocol=adapter.name, block=block,
+                         assets=[market.symbols[c] for c in moved],
+                         dependents=len(priority),
+                         liquidatable=int(np.sum(first.health < 1.0)))
+
+        view = adapter.evaluate(book)
+        self._check_against_chain(book, fresh_rows)
+        self.book, self.view = book, view
+        seconds = time.perf_counter() - started
+        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds)
+        self._publish(result)
+        for listener in self.listeners:
+            await listener(result)
+        self.metrics.scans.labels(*self.labels, kind, "ok").inc()
+        self.evaluated.set()
+        return result
+
+    def _check_against_chain(self, book: AaveBook, rows: np.ndarray) -> None:
+        """Accounts read at this block carry Aave's own answer: ours must equal it."""
+        chain = book.positions.chain_account_data
+        if chain is None or len(rows) == 0:
+            return
+        subset = book.positions.take(rows)
+        exact = exact_account_data(book.market, subset)
+        assert subset.chain_account_data is not None
+        bad = [subset.accounts[i] for i in range(len(subset))
+               if exact.health_factor[i] != subset.chain_account_data[i, 5]]
+        if bad:
+            self.metrics.health_mismatches.labels(*self.labels).inc(len(bad))
+            log.error("positions.health_mismatch", protocol=self.adapter.name,
+                      accounts=bad[:10], count=len(bad),
+                      meaning="local health differs from the protocol's; check the adapter")
+
+    def _publish(self, result: ScanResult) -> None:
+        view = result.view
+        summary = summarize(view.health, view.collateral_usd, view.debt_usd)
+        chain, protocol = self.labels
+        for bucket, count in summary.buckets.items():
+            self.metrics.accounts_by_health.labels(chain, protocol, bucket).set(count)
+        for level in RISK_LEVELS:
+            label = bucket_label(level)
+            self.metrics.debt_at_risk.labels(chain, protocol, label).set(
+                summary.debt_below[label])
+            self.metrics.collateral_at_risk.labels(chain, protocol, label).set(
+                summary.collateral_below[label])
+        self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
+        self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
+
+        liquidatable = {view.accounts[i] for i in np.flatnonzero(view.health < 1.0)}
+        for account in sorted(liquidatable - self._liquidatable):
+            i = result.book.positions.position_of[account]
+            log.warning("position.liquidatable", protocol=protocol, account=account,
+                        health_factor=round(float(view.health[i]), 6),
+                        debt_usd=round(float(view.debt_usd[i]), 2),
+                        collateral_usd=round(float(view.collateral_usd[i]), 2),
+                        block=result.block)
+        self._liquidatable = liquidatable
+        finite = view.health[np.isfinite(view.health)]
+        log.info("positions.evaluated", protocol=protocol, block=result.block, kind=result.kind,
+                 accounts=len(view.accounts), with_debt=summary.with_debt,
+                 liquidatable=len(liquidatable),
+                 min_health=round(float(finite.min()), 4) if finite.size else None,
+                 debt_usd=round(summary.total_debt, 2),
+                 debt_at_risk_usd={k: round(v, 2) for k, v in summary.debt_below.items()},
+                 seconds=round(result.seconds, 4))
+
