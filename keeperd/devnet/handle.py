@@ -54,6 +54,30 @@ class DevnetControl:
                                     self._aggregator.encode_call("latestAnswer"))
         return int.from_bytes(data, "big", signed=True) / 10**PRICE_DECIMALS
 
+    def open_position(self, user: str, collateral: str, collateral_amount: float, debt: str,
+                      debt_amount: float, *, emode: int = 0) -> None:
+        """Make `user` supply `collateral_amount` of one asset and borrow `debt_amount` of
+        another (amounts in whole tokens). Anvil impersonates the user."""
+        reserves = self.manifest["aave_v3"]["reserves"]
+        pool = self.manifest["aave_v3"]["pool"]
+        token_art, pool_art = contracts.aave("MintableERC20"), contracts.aave("Pool")
+        c_token, d_token = self.manifest["tokens"][collateral], self.manifest["tokens"][debt]
+        c_units = int(collateral_amount * 10 ** reserves[collateral]["decimals"])
+        d_units = int(debt_amount * 10 ** reserves[debt]["decimals"])
+        self.client.call("anvil_setBalance", user, hex(10**19))
+        self.client.send(user, c_token, token_art.encode_call("mint", user, c_units))
+        self.client.send(user, c_token, token_art.encode_call("approve", pool, c_units))
+        self.client.send(user, pool, pool_art.encode_call("supply", c_token, c_units, user, 0))
+        if emode:
+            self.client.send(user, pool, pool_art.encode_call("setUserEMode", emode))
+        self.client.send(user, pool, pool_art.encode_call("borrow", d_token, d_units, 2, 0, user))
+
+    def account_data(self, user: str) -> tuple[int, ...]:
+        """Pool.getUserAccountData(user) as Aave returns it (six integers)."""
+        pool_art = contracts.aave("Pool")
+        return pool_art.decode_result("getUserAccountData", self.client.eth_call(
+            self.manifest["aave_v3"]["pool"], pool_art.encode_call("getUserAccountData", user)))
+
     def mine(self, blocks: int = 1) -> int:
         self.client.mine(blocks)
         return self.client.block_number()

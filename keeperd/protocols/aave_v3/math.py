@@ -7,7 +7,10 @@ with numpy object arrays (Python integers: balances exceed 64 bits).
 
 `FastHealth` is the float64 path for what-if work (repricing after a price move, shock grids):
 the price-independent parts are precomputed once per snapshot, so a reprice is three
-matrix-vector products.
+matrix-vector products. It keeps the weighted liquidation threshold unrounded, where Aave
+floors it to whole basis points, so it can differ from the exact health factor by up to one
+basis point of the threshold (≈ 1.2e-4 relative); decisions to send a liquidation are always
+re-checked with the exact path or on chain.
 """
 
 from __future__ import annotations

@@ -1,0 +1,249 @@
+"""The Aave V3 adapter on the devnet: discovery, exact health, persisted index, reorgs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import yaml
+from aiohttp import web
+
+from keeperd.chain.blocks import BlockSource, Reorg
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import parse_config
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.scanner import ProtocolScanner
+from keeperd.store import Store
+from tests.conftest import metric_value
+
+ROOT = Path(__file__).resolve().parents[2]
+NEWCOMER = "0x000000000000000000000000000000000000bEEF"
+
+
+def make_adapter(devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics,
+                 confirmations: int = 0) -> AaveV3Adapter:
+    config = parse_config({
+        "state_dir": "/unused",
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [pool.endpoints[0].url],
+                    "confirmations": confirmations}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+    }, env={})
+    return AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, metrics)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "keeperd.sqlite3")
+    yield s
+    s.close()
+
+
+async def test_health_equals_the_chain_to_the_wei_for_every_borrower(
+        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    borrowers = {b["address"] for b in devnet.manifest["borrowers"]}
+    assert borrowers <= adapter.accounts
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    rows = {r.account: r for r in adapter.rows(book, adapter.evaluate(book))}
+    for account in sorted(borrowers):
+        # Independent of the multicall: one plain eth_call per account.
+        chain = devnet.account_data(account)
+        row = rows[account]
+        assert int(row.extra["health_factor_wad"]) == chain[5], account
+        assert row.collateral_usd == chain[0] / 1e8
+        assert row.debt_usd == chain[1] / 1e8
+        assert row.liquidation_threshold == chain[3] / 1e4
+    emode_rows = [rows[b["address"]] for b in devnet.manifest["borrowers"] if b["emode"]]
+    assert emode_rows and all(r.extra["emode"] == 1 for r in emode_rows)
+
+
+async def test_whatif_prices_match_the_chain_after_the_move(
+        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    predicted = adapter.evaluate(book, {"WETH": 2100.0})
+    devnet.set_price("WETH", 2100.0)
+    head = devnet.client.block_number()
+    actual = adapter.evaluate(await adapter.snapshot(list(book.accounts), head))
+    finite = np.isfinite(actual.health)
+    # One block of interest accrues in between; the float what-if is within 2e-4.
+    assert np.allclose(predicted.health[finite], actual.health[finite], rtol=2e-4)
+    assert (predicted.health < 1).sum() == (actual.health < 1).sum() > 0
+
+
+async def test_restart_resumes_from_the_persisted_index(
+        devnet: Devnet, pool: RpcPool, store: Store, tmp_path: Path) -> None:
+    first = make_adapter(devnet, pool, store, Metrics())
+    await first.start()
+    head = devnet.client.block_number()
+    await first.discover(head)
+    known = first.accounts
+    devnet.mine(5)
+    # A new process: a fresh adapter on the same database.
+    metrics = Metrics()
+    async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]],
+                                 metrics=metrics) as new_pool:
+        again = make_adapter(devnet, new_pool, Store(tmp_path / "keeperd.sqlite3"), metrics)
+        await again.start()
+        assert again.accounts == known
+        assert again.indexer is not None and again.indexer.indexed_block == head
+        await again.discover(head + 5)
+    # One eth_getLogs for the five new blocks, not a rescan from block 0.
+    assert metric_value(metrics, "keeperd_rpc_requests_total",
+                        {"chain": "devnet", "endpoint": "0", "method": "eth_getLogs",
+                         "outcome": "ok"}) == 1
+
+
+async def test_reorg_drops_an_account_seen_only_on_the_dropped_branch(
+        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    source = BlockSource(pool)
+    events = []
+
+    async def on(event):
+        events.append(event)
+        if isinstance(event, Reorg):
+            adapter.on_reorg(event.ancestor.number)
+
+    source.subscribe(on)
+    await source.poll_once()
+    await adapter.discover(devnet.client.block_number())
+    snap = devnet.snapshot()
+    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 1000.0)
+    await source.poll_once()
+    await adapter.discover(devnet.client.block_number())
+    assert NEWCOMER in adapter.accounts
+
+    devnet.revert(snap)
+    devnet.advance_time(30, mine=False)
+    devnet.mine(6)  # a longer, different branch
+    await source.poll_once()
+    assert any(isinstance(e, Reorg) for e in events)
+    assert NEWCOMER not in adapter.accounts
+    await adapter.discover(devnet.client.block_number())
+    assert NEWCOMER not in adapter.accounts
+    assert NEWCOMER not in store.accounts("aave")
+
+
+async def test_reorg_while_stopped_is_caught_at_start(
+        devnet: Devnet, pool: RpcPool, store: Store, tmp_path: Path) -> None:
+    adapter = make_adapter(devnet, pool, store, Metrics())
+    await adapter.start()
+    await adapter.discover(devnet.client.block_number())
+    snap = devnet.snapshot()
+    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 1000.0)
+    await adapter.discover(devnet.client.block_number())
+    assert NEWCOMER in adapter.accounts
+    devnet.revert(snap)
+    devnet.advance_time(30, mine=False)
+    devnet.mine(6)
+    restarted = make_adapter(devnet, pool, Store(tmp_path / "keeperd.sqlite3"), Metrics())
+    await restarted.start()
+    assert NEWCOMER not in restarted.accounts
+
+
+@pytest.fixture
+async def picky_rpc(devnet: Devnet) -> AsyncIterator[str]:
+    """A JSON-RPC endpoint in front of the devnet that refuses eth_getLogs over more than
+    16 blocks, the way hosted providers answer wide ranges."""
+    target = devnet.manifest["rpc_url"]
+    session = aiohttp.ClientSession()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        if isinstance(body, dict) and body.get("method") == "eth_getLogs":
+            f = body["params"][0]
+            if int(f["toBlock"], 16) - int(f["fromBlock"], 16) + 1 > 16:
+                return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": {
+                    "code": -32005, "message": "query returned more than 10000 results"}})
+        async with session.post(target, json=body) as resp:
+            return web.Response(body=await resp.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+    await session.close()
+
+
+async def test_log_ranges_shrink_when_the_provider_refuses(
+        devnet: Devnet, picky_rpc: str, store: Store) -> None:
+    metrics = Metrics()
+    async with RpcPool.from_urls("devnet", [picky_rpc], metrics=metrics) as pool:
+        adapter = make_adapter(devnet, pool, store, metrics)
+        await adapter.start()
+        await adapter.discover(devnet.client.block_number())
+    borrowers = {b["address"] for b in devnet.manifest["borrowers"]}
+    assert borrowers <= adapter.accounts
+    assert adapter.indexer is not None and adapter.indexer.chunk <= 32
+
+
+async def test_scanner_reads_new_accounts_and_publishes_metrics(
+        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    scanner = ProtocolScanner(adapter, metrics)
+    first = await scanner.evaluate(devnet.client.block_number())
+    assert first.kind == "full"
+    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 2400.0)
+    devnet.set_price("WETH", 2500.0)
+    second = await scanner.evaluate(devnet.client.block_number())
+    assert second.kind == "incremental"
+    assert NEWCOMER in second.view.accounts
+    i = list(second.view.accounts).index(NEWCOMER)
+    assert second.view.health[i] == pytest.approx(2500 * 0.825 / 2400, rel=1e-4)
+    assert len(second.priority_rows) > 200  # everyone exposed to WETH, re-evaluated first
+    labels = {"chain": "devnet", "protocol": "aave"}
+    assert metric_value(metrics, "keeperd_accounts_tracked", labels) == len(adapter.accounts)
+    total = sum(metric_value(metrics, "keeperd_accounts_by_health", {**labels, "bucket": b})
+                for b in ("1", "1.05", "1.1", "1.25", "1.5", "2", "5", "inf"))
+    assert total == int(np.isfinite(second.view.health).sum())
+    assert metric_value(metrics, "keeperd_debt_at_risk_usd", {**labels, "below": "1.1"}) > 0
+    assert metric_value(metrics, "keeperd_health_mismatch_total", labels) == 0
+    assert metric_value(metrics, "keeperd_index_lag_blocks", labels) == 0
+
+
+def test_scan_cli_json_lists_every_borrower_with_the_chains_health(devnet: Devnet,
+                                                                   tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0}],
+        "protocols": [{"kind": "aave_v3", "name": "aave-devnet", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+    }))
+    proc = subprocess.run([sys.executable, "-m", "keeperd", "scan", "--config", str(config),
+                           "--once", "--json"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    by_account = {r["account"]: r for r in rows}
+    healths = [r["health_factor"] for r in rows if r["health_factor"] is not None]
+    assert healths == sorted(healths)
+    for b in devnet.manifest["borrowers"]:
+        row = by_account[b["address"]]
+        assert row["protocol"] == "aave-devnet"
+        assert row["health_factor"] == devnet.account_data(b["address"])[5] / 1e18
+        assert row["collateral_usd"] > 0 and row["debt_usd"] > 0
