@@ -102,7 +102,7 @@ def _read_manifest() -> dict[str, Any]:
     manifest_path, _ = _devnet_files()
     if not manifest_path.is_file():
         raise SystemExit("keeperd: no devnet is running here (start one: keeperd devnet up)")
-    return json.loads(manifest_path.read_text())  # type: ignore[no-any-return]
+    return json.loads(manifest_path.read_text())
 
 
 def _pid_alive(pid: int) -> bool:

@@ -114,7 +114,13 @@ class ChainConfig(_Model):
         default=3, ge=0, description="Blocks an endpoint may trail the best head before it is "
         "ranked below the others.")
     multicall3: Address = Field(default="0xcA11bde05977b3631167028862bE2a173976CA11")
-    multicall_chunk_size: int = Field(default=500, ge=1, le=10_000)
+    multicall_chunk_size: int = Field(
+        default=1000, ge=1, le=50_000,
+        description="Calls per Multicall3 request. Larger means fewer requests; the provider's "
+        "eth_call gas and response-size caps set the ceiling.")
+    max_request_bytes: int = Field(
+        default=2_000_000, ge=10_000, description="Largest JSON-RPC request body keeperd sends "
+        "(a Multicall3 chunk ends before it); anvil refuses bodies over 2 MiB.")
     explorer_url: HttpUrl | None = Field(
         default=None, description="Block-explorer base URL for links in alerts.")
 
@@ -141,6 +147,11 @@ class AaveV3Config(_Model):
     oracle: Address | None = None
     data_provider: Address | None = None
     start_block: int = Field(default=0, ge=0, description="First block to index events from.")
+    cross_check_every: int = Field(
+        default=10, ge=0, description="Read the pool's own getUserAccountData for one account "
+        "in this many (1: every account, 0: never), rotating each block, and count any "
+        "difference from keeperd's local health (keeperd_health_mismatch_total). It is the "
+        "costliest call of a scan: 1 doubles a full scan's time.")
     full_rescan_interval: float = Field(
         default=300.0, gt=0, description="Seconds between full re-reads of every account "
         "(between them, only accounts touched by events are re-read).")
@@ -401,7 +412,8 @@ def parse_config(data: Any, source: str = "<config>",
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg, _fix_for(err)))
+            issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg,
+                                      _fix_for(dict(err))))
         raise ConfigError(source, issues) from None
     issues += _reference_issues(config)
     if issues:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-
-from keeperd import __version__
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from keeperd import __version__
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
@@ -42,7 +41,7 @@ class ChainRuntime:
     pool: RpcPool
     blocks: BlockSource
     last_block_at: float | None = None
-    extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class Daemon:

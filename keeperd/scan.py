@@ -81,6 +81,6 @@ def to_table(rows: list[AccountRow], limit: int | None = None) -> str:
 
 
 def summary_line(rows: list[AccountRow]) -> dict[str, Any]:
-    with_debt = [r for r in rows if r.health_factor is not None]
-    return {"accounts": len(rows), "with_debt": len(with_debt),
-            "liquidatable": sum(1 for r in with_debt if r.health_factor < 1.0)}  # type: ignore[operator]
+    healths = [r.health_factor for r in rows if r.health_factor is not None]
+    return {"accounts": len(rows), "with_debt": len(healths),
+            "liquidatable": sum(1 for h in healths if h < 1.0)}

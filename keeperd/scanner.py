@@ -60,6 +60,9 @@ class ProtocolScanner:
         self._dropped: set[str] = set()
         self._liquidatable: set[str] = set()
         self.evaluated = asyncio.Event()  # set after each finished evaluation (tests, demo)
+        # Export the should-stay-zero counters from the start, so alerts can rely on them.
+        metrics.health_mismatches.labels(*self.labels)
+        metrics.scan_skipped.labels(*self.labels)
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -160,10 +163,13 @@ class ProtocolScanner:
 
     def _check_against_chain(self, book: AaveBook, rows: np.ndarray) -> None:
         """Accounts read at this block carry Aave's own answer: ours must equal it."""
-        chain = book.positions.chain_account_data
-        if chain is None or len(rows) == 0:
+        pos = book.positions
+        if pos.chain_account_data is None or pos.chain_checked is None or len(rows) == 0:
             return
-        subset = book.positions.take(rows)
+        rows = rows[pos.chain_checked[rows]]
+        if len(rows) == 0:
+            return
+        subset = pos.take(rows)
         exact = exact_account_data(book.market, subset)
         assert subset.chain_account_data is not None
         bad = [subset.accounts[i] for i in range(len(subset))
@@ -189,7 +195,7 @@ class ProtocolScanner:
         self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
 
-        liquidatable = {view.accounts[i] for i in np.flatnonzero(view.health < 1.0)}
+        liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
         for account in sorted(liquidatable - self._liquidatable):
             i = result.book.positions.position_of[account]
             log.warning("position.liquidatable", protocol=protocol, account=account,

@@ -13,7 +13,8 @@ from keeperd.metrics import Metrics
 ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def make_app(metrics: Metrics, liveness: ReadinessCheck, readiness: ReadinessCheck) -> web.Application:
+def make_app(metrics: Metrics, liveness: ReadinessCheck,
+             readiness: ReadinessCheck) -> web.Application:
     async def metrics_handler(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

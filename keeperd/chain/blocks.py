@@ -175,6 +175,7 @@ class BlockSource:
         # Walk back from the new head to a header we know, collecting the new branch.
         branch = [header]
         cursor = header
+        ancestor: BlockHeader | None
         while True:
             parent_known = self._window.get(cursor.number - 1)
             if parent_known is not None and parent_known.hash == cursor.parent_hash:

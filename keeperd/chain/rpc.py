@@ -78,7 +78,7 @@ def redact_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     segments = [
-        "***" if len(seg) >= 16 or any(ch.isdigit() for ch in seg) and len(seg) >= 8 else seg
+        "***" if len(seg) >= 16 or (any(ch.isdigit() for ch in seg) and len(seg) >= 8) else seg
         for seg in parts.path.split("/")
     ]
     return urlunsplit((parts.scheme, host, "/".join(segments), "", ""))
@@ -420,7 +420,8 @@ class RpcPool:
         h.consecutive_failures = 0
         h.bench_seconds = 0.0
         a = self.settings.ewma_alpha
-        h.latency_ewma = elapsed if h.latency_ewma is None else a * elapsed + (1 - a) * h.latency_ewma
+        h.latency_ewma = (elapsed if h.latency_ewma is None
+                          else a * elapsed + (1 - a) * h.latency_ewma)
         if h.benched_until:
             h.benched_until = 0.0
             self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(1)

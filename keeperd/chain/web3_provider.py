@@ -6,6 +6,7 @@ retries and metrics are the pool's. Build one with `make_web3(pool)`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from web3 import AsyncWeb3
@@ -35,9 +36,9 @@ class PoolProvider(AsyncJSONBaseProvider):
             if isinstance(r, Exception):
                 code = getattr(r, "code", -32603)
                 message = getattr(r, "message", str(r))
-                out.append({"jsonrpc": "2.0", "id": i, "error": {"code": code, "message": message}})  # type: ignore[typeddict-item]
+                out.append({"jsonrpc": "2.0", "id": i, "error": {"code": code, "message": message}})
             else:
-                out.append({"jsonrpc": "2.0", "id": i, "result": r})  # type: ignore[typeddict-item]
+                out.append({"jsonrpc": "2.0", "id": i, "result": r})
         return out
 
     async def is_connected(self, show_traceback: bool = False) -> bool:
@@ -53,8 +54,6 @@ class PoolProvider(AsyncJSONBaseProvider):
 def make_web3(pool: RpcPool) -> AsyncWeb3:
     """An AsyncWeb3 over the pool, without the validation middleware (~3.5 ms per request)."""
     w3 = AsyncWeb3(PoolProvider(pool))
-    try:
+    with contextlib.suppress(ValueError, KeyError):
         w3.middleware_onion.remove("validation")
-    except (ValueError, KeyError):
-        pass
     return w3

@@ -106,7 +106,7 @@ class DevnetClient:
         while True:
             receipt = self.call("eth_getTransactionReceipt", tx_hash)
             if receipt is not None:
-                return receipt  # type: ignore[no-any-return]
+                return receipt
             if time.monotonic() > deadline:
                 raise DevnetRpcError(f"no receipt for {tx_hash} after {timeout}s")
             time.sleep(0.01)

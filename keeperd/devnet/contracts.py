@@ -99,7 +99,8 @@ def aave(name: str) -> Artifact:
         path = _aave_index()[name]
     except KeyError:
         raise KeyError(f"no @aave/core-v3 artifact named {name}") from None
-    data = json.loads(open(path).read())
+    with open(path) as f:
+        data = json.load(f)
     return Artifact(name, data["abi"], data["bytecode"], data.get("linkReferences", {}))
 
 

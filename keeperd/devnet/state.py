@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_ACCOUNTS = 300
 DEFAULT_SEED = 1
 MANIFEST_VERSION = 1
+# Bump when the dump's format or the build steps here change what a state contains.
+STATE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -38,15 +40,14 @@ class BuiltState:
 
 
 def _fingerprint() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"format {STATE_FORMAT}".encode())
     for src in sorted(paths.contracts_dir().glob("*.sol")):
         h.update(src.read_bytes())
     lock = paths.project_root() / "package-lock.json"
     if lock.is_file():
         h.update(lock.read_bytes())
-    for module in (aave, seed, Path(__file__)):
-        file = Path(module) if isinstance(module, Path) else Path(module.__file__ or "")
-        h.update(file.read_bytes())
+    for module in (aave, seed):
+        h.update(Path(module.__file__ or "").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -62,6 +63,10 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
     if rebuild and folder.exists():
         shutil.rmtree(folder)
     if not (state_gz.is_file() and manifest_path.is_file()):
+        # States built by older code for the same (accounts, seed) are dead weight.
+        for stale in folder.parent.glob(f"n{accounts}-s{seed_value}-*"):
+            if stale != folder:
+                shutil.rmtree(stale, ignore_errors=True)
         _build(folder, accounts, seed_value)
     # anvil reads plain JSON only; the uncompressed copy is made once next to the archive.
     state_json = folder / "state.json"

@@ -4,7 +4,6 @@ endpoint's death by failing over, refuses a wrong chain, stops cleanly on SIGTER
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -48,3 +48,37 @@ async def test_empty_batch_sends_nothing(pool: RpcPool, metrics) -> None:
     assert metrics.registry.get_sample_value(
         "keeperd_rpc_requests_total",
         {"chain": "devnet", "endpoint": "0", "method": "eth_call", "outcome": "ok"}) is None
+
+
+def test_hand_rolled_codec_equals_eth_abi() -> None:
+    from keeperd.chain.multicall import (
+        CallResult,
+        decode_aggregate3,
+        decode_aggregate3_reference,
+        encode_aggregate3,
+        encode_aggregate3_reference,
+    )
+
+    calls = [Call("0x" + f"{i:040x}", bytes(range(i % 70)), allow_failure=i % 2 == 0)
+             for i in range(50)]
+    assert encode_aggregate3(calls) == encode_aggregate3_reference(calls)
+    from eth_abi import encode as abi_encode
+
+    results = [CallResult(i % 3 != 0, bytes([i]) * (i % 45)) for i in range(40)]
+    blob = abi_encode(["(bool,bytes)[]"], [[(r.success, r.data) for r in results]])
+    assert decode_aggregate3(blob) == decode_aggregate3_reference(blob) == results
+
+
+async def test_chunks_stay_under_the_request_size_limit(pool: RpcPool, devnet: Devnet) -> None:
+    # anvil refuses bodies over 2 MiB: 6,000 calls in one request would be ~2.7 MB.
+    weth = devnet.manifest["tokens"]["WETH"]
+    calls = [Call(weth, encode_call("balanceOf(address)", ["address"], ["0x" + f"{i:040x}"]))
+             for i in range(6000)]
+    mc = Multicall(pool, chunk_size=10_000, max_request_bytes=2_000_000)
+    from keeperd.chain.multicall import encode_aggregate3
+
+    chunks = mc._chunks(calls)
+    assert len(chunks) == 2 and sum(len(c) for c in chunks) == 6000
+    assert all(2 * len(encode_aggregate3(c)) + 200 <= 2_000_000 for c in chunks)
+    results = await mc.aggregate3(calls)
+    assert len(results) == 6000 and all(r.success for r in results)

@@ -6,10 +6,13 @@ eth_abi directly (see keeperd.chain.multicall).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
-from keeperd.chain.multicall import encode_call, selector
+from keeperd.chain.multicall import address_call, encode_call, selector
+
 
 # --- topics of the Pool events that make or change a position ------------------------------
 def topic(signature: str) -> str:
@@ -39,29 +42,42 @@ ACCOUNT_TOPIC = {
 POSITION_EVENTS = tuple(ACCOUNT_TOPIC)
 
 
+@lru_cache(maxsize=1 << 18)
+def _checksummed(hex40: str) -> str:
+    return to_checksum_address("0x" + hex40)
+
+
 def topic_address(value: str) -> str:
-    return to_checksum_address("0x" + value[-40:])
+    """The address in an indexed topic, checksummed (cached: logs repeat their accounts)."""
+    return _checksummed(value[-40:].lower())
 
 
 # --- calls -----------------------------------------------------------------------------------
+_GET_USER_ACCOUNT_DATA = selector("getUserAccountData(address)")
+_GET_USER_CONFIGURATION = selector("getUserConfiguration(address)")
+_GET_USER_EMODE = selector("getUserEMode(address)")
+_SCALED_BALANCE_OF = selector("scaledBalanceOf(address)")
+_BALANCE_OF = selector("balanceOf(address)")
+
+
 def get_user_account_data(user: str) -> bytes:
-    return encode_call("getUserAccountData(address)", ["address"], [user])
+    return address_call(_GET_USER_ACCOUNT_DATA, user)
 
 
 def get_user_configuration(user: str) -> bytes:
-    return encode_call("getUserConfiguration(address)", ["address"], [user])
+    return address_call(_GET_USER_CONFIGURATION, user)
 
 
 def get_user_emode(user: str) -> bytes:
-    return encode_call("getUserEMode(address)", ["address"], [user])
+    return address_call(_GET_USER_EMODE, user)
 
 
 def scaled_balance_of(user: str) -> bytes:
-    return encode_call("scaledBalanceOf(address)", ["address"], [user])
+    return address_call(_SCALED_BALANCE_OF, user)
 
 
 def balance_of(user: str) -> bytes:
-    return encode_call("balanceOf(address)", ["address"], [user])
+    return address_call(_BALANCE_OF, user)
 
 
 GET_RESERVES_LIST = selector("getReservesList()")

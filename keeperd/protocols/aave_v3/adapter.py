@@ -48,7 +48,8 @@ class AaveV3Adapter:
         self.store = store
         self.metrics = metrics
         self.multicall = Multicall(pool, address=chain.multicall3,
-                                   chunk_size=chain.multicall_chunk_size)
+                                   chunk_size=chain.multicall_chunk_size,
+                                   max_request_bytes=chain.max_request_bytes)
         self.reader: AaveV3Reader | None = None
         self.indexer: AccountIndexer | None = None
 
@@ -92,7 +93,8 @@ class AaveV3Adapter:
     async def read_positions(self, accounts: Sequence[str], market: MarketState,
                              block: int) -> Positions:
         reader, _ = self._need_started()
-        return await reader.read_positions(accounts, market, block)
+        return await reader.read_positions(accounts, market, block,
+                                           cross_check_every=self.config.cross_check_every)
 
     async def snapshot(self, accounts: Sequence[str], block: int) -> AaveBook:
         market = await self.read_market(block)

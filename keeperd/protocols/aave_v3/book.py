@@ -1,5 +1,5 @@
 """Aave V3 state as plain values: the market (reserves, indexes, prices) and the positions of
-many accounts as columns (account × reserve matrices). No I/O here."""
+many accounts as columns (account x reserve matrices). No I/O here."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class MarketState:
     reserves: tuple[Reserve, ...]
     income_index: tuple[int, ...]  # ray, getReserveNormalizedIncome at `block`
     debt_index: tuple[int, ...]  # ray, getReserveNormalizedVariableDebt at `block`
-    prices: tuple[int, ...]  # oracle base units (USD × base_unit on Aave V3 Ethereum)
+    prices: tuple[int, ...]  # oracle base units (USD x base_unit on Aave V3 Ethereum)
     base_unit: int
     emode: Mapping[int, EModeCategory] = field(default_factory=dict)
     emode_prices: Mapping[int, int] = field(default_factory=dict)  # category → price (0: none)
@@ -106,7 +106,8 @@ class Positions:
     a_scaled: ObjArray  # (N, R) aToken scaled balances
     variable_scaled: ObjArray  # (N, R) variable-debt scaled balances
     stable_debt: ObjArray  # (N, R) stable-debt balances (already accrued at the block)
-    chain_account_data: ObjArray | None = None  # (N, 6) getUserAccountData, when read
+    chain_account_data: ObjArray | None = None  # (N, 6) getUserAccountData where read
+    chain_checked: NDArray[np.bool_] | None = None  # (N,) rows whose chain data was read
 
     def __len__(self) -> int:
         return len(self.accounts)
@@ -119,7 +120,7 @@ class Positions:
     def empty(cls, reserves: int) -> Positions:
         return cls((), np.zeros(0, np.int64), np.zeros((0, reserves), bool),
                    np.zeros((0, reserves), bool), _obj((0, reserves)), _obj((0, reserves)),
-                   _obj((0, reserves)), _obj((0, 6)))
+                   _obj((0, reserves)), _obj((0, 6)), np.zeros(0, bool))
 
     def take(self, rows: NDArray[np.intp] | Sequence[int]) -> Positions:
         idx = np.asarray(rows, dtype=np.intp)
@@ -127,7 +128,8 @@ class Positions:
             tuple(self.accounts[i] for i in idx), self.emode[idx], self.collateral_flag[idx],
             self.borrowing_flag[idx], self.a_scaled[idx], self.variable_scaled[idx],
             self.stable_debt[idx],
-            None if self.chain_account_data is None else self.chain_account_data[idx])
+            None if self.chain_account_data is None else self.chain_account_data[idx],
+            None if self.chain_checked is None else self.chain_checked[idx])
 
     def merge(self, update: Positions, drop: set[str] | None = None) -> Positions:
         """These positions with `update`'s accounts replaced or added, and `drop` removed."""
@@ -135,9 +137,11 @@ class Positions:
         keep = [i for i, a in enumerate(self.accounts)
                 if a not in update.position_of and a not in drop]
         base = self.take(keep)
-        chain = None
+        chain = checked = None
         if base.chain_account_data is not None and update.chain_account_data is not None:
             chain = np.concatenate([base.chain_account_data, update.chain_account_data])
+        if base.chain_checked is not None and update.chain_checked is not None:
+            checked = np.concatenate([base.chain_checked, update.chain_checked])
         return Positions(
             base.accounts + update.accounts,
             np.concatenate([base.emode, update.emode]),
@@ -147,6 +151,7 @@ class Positions:
             np.concatenate([base.variable_scaled, update.variable_scaled]),
             np.concatenate([base.stable_debt, update.stable_debt]),
             chain,
+            checked,
         )
 
     def dependents(self, column: int) -> NDArray[np.intp]:

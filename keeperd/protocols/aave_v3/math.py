@@ -93,7 +93,8 @@ def exact_account_data(market: MarketState, pos: Positions) -> ExactAccountData:
     collateral_tokens = ray_mul(pos.a_scaled, income)
     collateral_base = np.where(counts_as_collateral, (collateral_tokens * prices) // units, 0)
 
-    variable = np.where(pos.variable_scaled != 0, ray_mul(pos.variable_scaled, debt_index), 0)
+    variable = np.where(pos.variable_scaled != 0,
+                        ray_mul(pos.variable_scaled, debt_index), 0)  # type: ignore[call-overload]
     debt_tokens = variable + pos.stable_debt
     debt_base = np.where(pos.borrowing_flag, (debt_tokens * prices) // units, 0)
 

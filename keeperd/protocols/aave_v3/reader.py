@@ -8,11 +8,13 @@ configuration bitmap and eMode; phase B reads only the balances the bitmap says 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from eth_abi import decode
+from numpy.typing import NDArray
 
 from keeperd.chain.multicall import Call, Multicall
 from keeperd.protocols.aave_v3 import abi
@@ -113,62 +115,102 @@ class AaveV3Reader:
                            tuple(prices), base_unit, emode, emode_prices)
 
     async def read_positions(self, accounts: Sequence[str], market: MarketState,
-                             block: int) -> Positions:
+                             block: int, *, batch_accounts: int | None = None,
+                             cross_check_every: int = 1) -> Positions:
+        """Read every account's position at `block`.
+
+        Accounts go in batches (phase A then phase B per batch, a few batches in flight) so
+        that memory stays bounded by the batch, not by the number of accounts.
+
+        `cross_check_every`: also read the pool's own getUserAccountData for one account in
+        this many (1: all, 0: none), rotating with the block number, so local health can be
+        checked against the protocol. It is the most expensive call of a scan (~35k gas).
+        """
         n, r = len(accounts), len(market.reserves)
         if n == 0:
             return Positions.empty(r)
+        size = batch_accounts or 20_000
+        out = _Columns(n, r)
+        limit = asyncio.Semaphore(3)
+
+        if cross_check_every > 0:
+            out.checked[(np.arange(n) + block) % cross_check_every == 0] = True
+
+        async def one(start: int) -> None:
+            async with limit:
+                await self._read_batch(accounts, start, min(n, start + size), market, block, out)
+
+        await asyncio.gather(*(one(s) for s in range(0, n, size)))
+        return Positions(tuple(accounts), out.emode, out.collateral, out.borrowing,
+                         out.a_scaled, out.variable, out.stable, out.chain_data, out.checked)
+
+    async def _read_batch(self, accounts: Sequence[str], lo: int, hi: int,
+                          market: MarketState, block: int, out: _Columns) -> None:
         pool = self.addresses.pool
         phase_a: list[Call] = []
-        for a in accounts:
-            phase_a += [Call(pool, abi.get_user_account_data(a)),
-                        Call(pool, abi.get_user_configuration(a)),
+        for i in range(lo, hi):
+            a = accounts[i]
+            if out.checked[i]:
+                phase_a.append(Call(pool, abi.get_user_account_data(a)))
+            phase_a += [Call(pool, abi.get_user_configuration(a)),
                         Call(pool, abi.get_user_emode(a))]
         res_a = await self.multicall.aggregate3(phase_a, block)
-
-        chain_data = np.empty((n, 6), dtype=object)
-        chain_data.fill(0)
-        emode = np.zeros(n, dtype=np.int64)
-        collateral = np.zeros((n, r), dtype=bool)
-        borrowing = np.zeros((n, r), dtype=bool)
         ids = [x.id for x in market.reserves]
-        for i in range(n):
-            account_data, config, user_emode = res_a[3 * i:3 * i + 3]
-            if not (account_data.success and config.success and user_emode.success):
+        k = 0
+        for i in range(lo, hi):
+            if out.checked[i]:
+                account_data = res_a[k]
+                k += 1
+                if not account_data.success:
+                    raise AaveReadError(f"getUserAccountData({accounts[i]}) failed")
+                out.chain_data[i] = abi.decode_account_data(account_data.data)
+            config, user_emode = res_a[k], res_a[k + 1]
+            k += 2
+            if not (config.success and user_emode.success):
                 raise AaveReadError(f"reading account {accounts[i]} failed at block {block}")
-            chain_data[i] = abi.decode_account_data(account_data.data)
             bits = abi.decode_uint(config.data)
-            emode[i] = abi.decode_uint(user_emode.data)
+            out.emode[i] = abi.decode_uint(user_emode.data)
             for col, rid in enumerate(ids):
-                borrowing[i, col] = (bits >> (2 * rid)) & 1
-                collateral[i, col] = (bits >> (2 * rid + 1)) & 1
+                out.borrowing[i, col] = (bits >> (2 * rid)) & 1
+                out.collateral[i, col] = (bits >> (2 * rid + 1)) & 1
+        del res_a, phase_a
 
         # Phase B: only the balances that count.
         phase_b: list[Call] = []
-        where: list[tuple[int, int, str]] = []
-        for i, a in enumerate(accounts):
-            for col, res in enumerate(market.reserves):
-                if collateral[i, col]:
-                    phase_b.append(Call(res.a_token, abi.scaled_balance_of(a)))
-                    where.append((i, col, "a"))
-                if borrowing[i, col]:
-                    phase_b.append(Call(res.variable_debt_token, abi.scaled_balance_of(a)))
-                    where.append((i, col, "v"))
-                    phase_b.append(Call(res.stable_debt_token, abi.balance_of(a)))
-                    where.append((i, col, "s"))
+        where: list[tuple[int, int, NDArray[np.object_]]] = []
+        for i in range(lo, hi):
+            a = accounts[i]
+            for col, reserve in enumerate(market.reserves):
+                if out.collateral[i, col]:
+                    phase_b.append(Call(reserve.a_token, abi.scaled_balance_of(a)))
+                    where.append((i, col, out.a_scaled))
+                if out.borrowing[i, col]:
+                    phase_b.append(Call(reserve.variable_debt_token, abi.scaled_balance_of(a)))
+                    where.append((i, col, out.variable))
+                    phase_b.append(Call(reserve.stable_debt_token, abi.balance_of(a)))
+                    where.append((i, col, out.stable))
         res_b = await self.multicall.aggregate3(phase_b, block)
-        a_scaled = _zeros((n, r))
-        variable = _zeros((n, r))
-        stable = _zeros((n, r))
-        target = {"a": a_scaled, "v": variable, "s": stable}
-        for (i, col, kind), res in zip(where, res_b, strict=True):
+        for (i, col, target), res in zip(where, res_b, strict=True):
             if not res.success:
                 raise AaveReadError(f"balance read for {accounts[i]} failed at block {block}")
-            target[kind][i, col] = abi.decode_uint(res.data)
-        return Positions(tuple(accounts), emode, collateral, borrowing, a_scaled, variable,
-                         stable, chain_data)
+            target[i, col] = abi.decode_uint(res.data)
 
 
-def _zeros(shape: tuple[int, int]) -> np.ndarray:
+class _Columns:
+    """The arrays a position read fills in."""
+
+    def __init__(self, n: int, r: int) -> None:
+        self.chain_data = _zeros((n, 6))
+        self.emode = np.zeros(n, dtype=np.int64)
+        self.collateral = np.zeros((n, r), dtype=bool)
+        self.borrowing = np.zeros((n, r), dtype=bool)
+        self.a_scaled = _zeros((n, r))
+        self.variable = _zeros((n, r))
+        self.stable = _zeros((n, r))
+        self.checked = np.zeros(n, dtype=bool)
+
+
+def _zeros(shape: tuple[int, int]) -> NDArray[np.object_]:
     out = np.empty(shape, dtype=object)
     out.fill(0)
     return out

@@ -1,0 +1,228 @@
+"""Benchmark: keeperd's full scan against the naive one-eth_call-per-account baseline.
+
+    python bench/scan.py --accounts 10000 --out bench/results/scan-10k.json
+
+Starts the devnet seeded with N borrowers (built once and cached), then runs each side in its
+own process so that each one's peak RSS is its own:
+- keeperd: Multicall3 batches pinned to one block, hand-decoded, exact health for every
+  account, with its default cross-check (the pool's own getUserAccountData for one account in
+  ten, compared to the wei), then the float64 reprice after a WETH price change with no RPC
+  (`reprice_ms`, median of 25); and once more with every account cross-checked;
+- baseline: web3.py's AsyncWeb3 with its default middleware, one
+  `contract.functions.getUserAccountData(a).call()` per account, 16 in flight. Past
+  --baseline-sample accounts it runs on a sample (its rate is what is compared) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def requests_sent(metrics: Any) -> int:
+    total = 0.0
+    for metric in metrics.registry.collect():
+        if metric.name == "keeperd_rpc_requests":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return int(total)
+
+
+async def keeperd_side(manifest: dict[str, Any], chunk: int,
+                       cross_check_every: int) -> dict[str, Any]:
+    from keeperd.chain.rpc import RpcPool
+    from keeperd.config import parse_config
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+    from keeperd.protocols.aave_v3.math import FastHealth, exact_account_data
+    from keeperd.store import Store
+
+    config = parse_config({
+        "state_dir": "/unused",
+        "chains": [{"name": "devnet", "chain_id": manifest["chain_id"],
+                    "rpc_urls": [manifest["rpc_url"]], "confirmations": 0,
+                    "multicall_chunk_size": chunk}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": manifest["aave_v3"]["addresses_provider"],
+                       "cross_check_every": cross_check_every}],
+    }, env={})
+    metrics = Metrics()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "keeperd.sqlite3")
+        async with RpcPool.from_urls("devnet", [manifest["rpc_url"]], metrics=metrics) as pool:
+            adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, metrics)
+            await adapter.start()
+            head = int(await pool.request("eth_blockNumber"), 16)
+            t = time.perf_counter()
+            await adapter.discover(head)
+            index_seconds = time.perf_counter() - t
+            accounts = sorted(adapter.accounts)
+
+            before = requests_sent(metrics)
+            t = time.perf_counter()
+            book = await adapter.snapshot(accounts, head)
+            exact = exact_account_data(book.market, book.positions)
+            seconds = time.perf_counter() - t
+            rpc_requests = requests_sent(metrics) - before
+        store.close()
+
+    chain, checked = book.positions.chain_account_data, book.positions.chain_checked
+    assert chain is not None and checked is not None
+    compared = [i for i in range(len(accounts)) if checked[i]]
+    mismatches = sum(1 for i in compared if exact.health_factor[i] != chain[i, 5])
+
+    t = time.perf_counter()
+    fast = FastHealth(book.market, book.positions)
+    precompute_ms = (time.perf_counter() - t) * 1000
+    weth = book.market.prices_usd()[book.market.column("WETH")]
+    timings = []
+    for k in range(25):
+        t = time.perf_counter()
+        view = fast.evaluate({"WETH": weth * (1 - 0.01 * (k + 1))})
+        timings.append((time.perf_counter() - t) * 1000)
+    return {
+        "seconds": round(seconds, 4),
+        "accounts_per_s": round(len(accounts) / seconds, 1),
+        "rpc_requests": rpc_requests,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "accounts_scanned": len(accounts),
+        "multicall_chunk_size": chunk,
+        "index_seconds": round(index_seconds, 3),
+        "cross_checked_accounts": len(compared),
+        "health_mismatches_vs_chain": mismatches,
+        "reprice_ms": round(statistics.median(timings), 3),
+        "reprice_precompute_ms": round(precompute_ms, 2),
+        "liquidatable_after_25pct_drop": int((view.health < 1).sum()),
+    }
+
+
+async def baseline_side(manifest: dict[str, Any], sample: int) -> dict[str, Any]:
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    abi = [{"type": "function", "name": "getUserAccountData", "stateMutability": "view",
+            "inputs": [{"name": "user", "type": "address"}],
+            "outputs": [{"name": n, "type": "uint256"} for n in
+                        ("totalCollateralBase", "totalDebtBase", "availableBorrowsBase",
+                         "currentLiquidationThreshold", "ltv", "healthFactor")]}]
+    provider = AsyncHTTPProvider(manifest["rpc_url"])
+    sent = 0
+    original = provider.make_request
+
+    async def counting(method: Any, params: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await original(method, params)
+
+    provider.make_request = counting  # type: ignore[method-assign]
+    w3 = AsyncWeb3(provider)
+    pool = w3.eth.contract(address=manifest["aave_v3"]["pool"], abi=abi)
+    accounts = [b["address"] for b in manifest["borrowers"]][:sample]
+    limit = asyncio.Semaphore(16)
+
+    async def one(a: str) -> Any:
+        async with limit:
+            return await pool.functions.getUserAccountData(a).call()
+
+    t = time.perf_counter()
+    results = await asyncio.gather(*(one(a) for a in accounts))
+    seconds = time.perf_counter() - t
+    assert len(results) == len(accounts)
+    return {
+        "seconds": round(seconds, 4),
+        "accounts_per_s": round(len(accounts) / seconds, 1),
+        "rpc_requests": sent,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "accounts_measured": len(accounts),
+        "concurrency": 16,
+    }
+
+
+def run_side(side: str, manifest_path: Path, extra: list[str]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--side", side, "--manifest",
+                           str(manifest_path), *extra], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} side failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--chunk", type=int, default=10_000, help="Multicall3 calls per request")
+    parser.add_argument("--baseline-sample", type=int, default=5_000)
+    parser.add_argument("--cross-check-every", type=int, default=10,
+                        help="keeperd's default: one account in 10 also read via "
+                        "getUserAccountData (the run with every account is reported too)")
+    parser.add_argument("--side", choices=("keeperd", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.side:
+        manifest = json.loads(args.manifest.read_text())
+        coro = (keeperd_side(manifest, args.chunk, args.cross_check_every)
+                if args.side == "keeperd" else baseline_side(manifest, args.baseline_sample))
+        print(json.dumps(asyncio.run(coro)))
+        return 0
+
+    from keeperd.devnet.handle import Devnet
+
+    out = args.out or ROOT / "bench" / "results" / f"scan-{args.accounts}.json"
+    with Devnet(args.accounts, args.seed) as devnet, tempfile.TemporaryDirectory() as tmp:
+        manifest_path = devnet.write_manifest(Path(tmp) / "manifest.json")
+        keeperd = run_side("keeperd", manifest_path, ["--chunk", str(args.chunk),
+                                                       "--cross-check-every",
+                                                       str(args.cross_check_every)])
+        checked_all = run_side("keeperd", manifest_path, ["--chunk", str(args.chunk),
+                                                           "--cross-check-every", "1"])
+        baseline = run_side("baseline", manifest_path,
+                            ["--baseline-sample", str(args.baseline_sample)])
+    result = {
+        "accounts": args.accounts,
+        "keeperd": keeperd,
+        "baseline": baseline,
+        "keeperd_every_account_cross_checked": checked_all,
+        "reprice_ms": keeperd["reprice_ms"],
+        "speedup_accounts_per_s": round(keeperd["accounts_per_s"] / baseline["accounts_per_s"], 1),
+        "requests_per_account": round(keeperd["rpc_requests"] / args.accounts, 5),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0]},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    k, b = keeperd, baseline
+    print(f"accounts            {args.accounts}")
+    print(f"keeperd full scan   {k['seconds']:.3f} s  {k['accounts_per_s']:,.0f} acc/s  "
+          f"{k['rpc_requests']} requests  peak RSS {k['peak_rss_mb']} MB  "
+          f"(health mismatches vs chain: {k['health_mismatches_vs_chain']})")
+    c = checked_all
+    print(f"  + every account   {c['seconds']:.3f} s  {c['accounts_per_s']:,.0f} acc/s  "
+          f"{c['rpc_requests']} requests  (getUserAccountData for all {c['cross_checked_accounts']}"
+          f", mismatches: {c['health_mismatches_vs_chain']})")
+    print(f"baseline            {b['seconds']:.3f} s  {b['accounts_per_s']:,.0f} acc/s  "
+          f"{b['rpc_requests']} requests  peak RSS {b['peak_rss_mb']} MB  "
+          f"(on {b['accounts_measured']} accounts)")
+    print(f"speed-up            {result['speedup_accounts_per_s']}x accounts/s")
+    print(f"reprice             {k['reprice_ms']} ms (precompute {k['reprice_precompute_ms']} ms)")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
