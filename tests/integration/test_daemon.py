@@ -161,3 +161,30 @@ def test_sigint_also_stops_cleanly(devnet: Devnet, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_resumes_from_the_persisted_index(devnet: Devnet,
+                                                               tmp_path: Path) -> None:
+    config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+
+    def indexed_logs(err: str) -> list[int]:
+        return [json.loads(line)["logs"] for line in err.splitlines()
+                if line.startswith("{") and '"index.caught_up"' in line]
+
+    proc = start(config)
+    wait_for(lambda: (sample(port, "keeperd_accounts_tracked", chain="devnet",
+                             protocol="aave") or 0) >= 300, what="first index")
+    proc.kill()
+    _, first_err = proc.communicate(timeout=10)
+    assert sum(indexed_logs(first_err)) >= 1000  # the seeded history, indexed once
+
+    devnet.open_position("0x000000000000000000000000000000000000dEaD", "WETH", 1.0, "USDC", 500.0)
+    proc = start(config)
+    try:
+        wait_for(lambda: (sample(port, "keeperd_accounts_tracked", chain="devnet",
+                                 protocol="aave") or 0) >= 301, what="restart index")
+    finally:
+        second_err = stop(proc)[2]
+    # Only the new blocks were read: a handful of logs, not the whole history again.
+    assert 0 < sum(indexed_logs(second_err)) < 20

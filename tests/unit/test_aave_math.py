@@ -99,7 +99,7 @@ def test_float_path_agrees_with_exact(rows, p, inc, dbt) -> None:
         hf = exact.health_factor[i]
         debt_base = int(exact.total_debt_base[i])
         coll_base = int(exact.total_collateral_base[i])
-        em, coll, var, cflag, bflag = rows[i]
+        _, coll, var, cflag, bflag = rows[i]
         used = [c for c, f in zip(coll, cflag, strict=True) if f and c] + \
             [v for v, f in zip(var, bflag, strict=True) if f and v]
         if hf == MAX_UINT256 or debt_base < 10**6 or coll_base < 10**6 or min(used) < 10**6:
