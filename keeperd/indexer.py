@@ -1,7 +1,8 @@
 """Discovers a protocol's accounts from its event logs and keeps a persisted, reorg-safe index.
 
 - Logs are read with eth_getLogs in block ranges that shrink when the provider refuses
-  ("too many results", response too large, timeouts) and grow again while answers are small.
+  ("too many results", response too large, timeouts) or an answer passes `target_logs`, and
+  double while answers stay small, so memory stays bounded on dense chains.
 - Only blocks buried under `confirmations` are indexed. The hash of each indexed range's last
   block is stored; at start-up the stored hashes are compared with the chain, so a reorg that
   happened while keeperd was down rewinds the index too.
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import ResponseTooLarge, RpcError, RpcPool, RpcUnavailable
 from keeperd.metrics import Metrics
 from keeperd.store import Store
 
@@ -37,7 +38,8 @@ class LogFilter:
     topics: tuple[tuple[str, ...], ...]  # topic0 alternatives, then further positions
 
 
-Extractor = Callable[[dict[str, Any]], Iterable[str]]
+# (log, checksum cache for this batch) -> accounts the log touches
+Extractor = Callable[[dict[str, Any], dict[str, str]], Iterable[str]]
 
 
 @dataclass
@@ -62,8 +64,9 @@ class AccountIndexer:
         start_block: int = 0,
         confirmations: int = 0,
         metrics: Metrics | None = None,
-        initial_chunk: int = 2_000,
+        initial_chunk: int = 1,
         max_chunk: int = 200_000,
+        target_logs: int = 10_000,
     ) -> None:
         self.protocol = protocol
         self.chain = chain
@@ -76,6 +79,11 @@ class AccountIndexer:
         self.metrics = metrics or pool.metrics
         self.chunk = initial_chunk
         self.max_chunk = max_chunk
+        # Responses are kept near this many logs: memory stays bounded on dense chains and
+        # ranges grow fast on sparse ones.
+        self.target_logs = target_logs
+        # A log is ~1 kB of JSON; an answer past this is refused unread and the range halved.
+        self.max_response_bytes = 4 * 1024 * target_logs
         self._known: set[str] = set(store.accounts(protocol))
         # The scanner and the periodic index job may both ask; one catch-up at a time.
         self._lock = asyncio.Lock()
@@ -138,22 +146,26 @@ class AccountIndexer:
                     "fromBlock": hex(start), "toBlock": hex(end),
                     "address": list(self.filter.addresses),
                     "topics": [list(t) for t in self.filter.topics],
-                }])
+                    # One block is the smallest range there is: read it whatever its size.
+                }], max_response_bytes=self.max_response_bytes if self.chunk > 1 else None)
             except (RpcError, RpcUnavailable) as exc:
-                if self.chunk > 1 and (isinstance(exc, RpcUnavailable)
+                if self.chunk > 1 and (isinstance(exc, RpcUnavailable | ResponseTooLarge)
                                        or _RANGE_TOO_BIG.search(str(exc))):
                     self.chunk = max(1, self.chunk // 2)
                     log.info("index.range_shrunk", protocol=self.protocol, chunk=self.chunk,
                              error=str(exc)[:200])
                     continue
                 raise
+            count = len(logs)
             seen: dict[str, int] = {}
+            cache: dict[str, str] = {}
             for entry in logs:
                 if entry.get("removed"):
                     continue
                 block = int(entry["blockNumber"], 16)
-                for account in self.extract(entry):
+                for account in self.extract(entry, cache):
                     seen.setdefault(account, block)
+            del logs[:], cache
             header = await self.pool.request("eth_getBlockByNumber", [hex(end), False])
             self.store.record_indexed(self.protocol, end, header["hash"] if header else None,
                                       seen.items())
@@ -161,8 +173,10 @@ class AccountIndexer:
             update.new.update(a for a in seen if a not in self._known)
             self._known.update(seen)
             update.to_block = end
-            update.logs += len(logs)
-            if len(logs) < 1_000:
+            update.logs += count
+            if count > self.target_logs:
+                self.chunk = max(1, self.chunk // 2)
+            elif count < self.target_logs // 4:
                 self.chunk = min(self.max_chunk, self.chunk * 2)
             start = end + 1
         lag = max(0, head - self.indexed_block)

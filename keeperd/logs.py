@@ -22,7 +22,7 @@ from keeperd.chain.rpc import redact_url
 _SECRET_KEYS = re.compile(
     r"(^|_)(key|private_key|secret|token|password|passphrase|authorization|api_key|mnemonic)$",
     re.IGNORECASE)
-_URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>]+", re.IGNORECASE)
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>()\[\],;]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 

@@ -44,6 +44,12 @@ _TRANSIENT_RPC_MESSAGE = re.compile(
 )
 
 
+# "Limit exceeded" answers that no retry fixes: the request asks for too much at once.
+_QUERY_TOO_LARGE = re.compile(
+    r"more than \d+ results|too many results|block range|range (is )?too (large|wide)|"
+    r"response (size|is too)|query returned more", re.IGNORECASE)
+
+
 class RpcError(Exception):
     """The node answered with a JSON-RPC error. Not retried: the request itself is at fault."""
 
@@ -53,6 +59,17 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class ResponseTooLarge(RpcError):
+    """The answer was larger than the caller allowed; it was not read. Ask for less."""
+
+    def __init__(self, method: str, size: int | None, limit: int) -> None:
+        super().__init__(method, -32000,
+                         f"response of {size or 'more than ' + str(limit)} bytes exceeds the "
+                         f"{limit}-byte limit")
+        self.size = size
+        self.limit = limit
 
 
 class RpcUnavailable(Exception):
@@ -73,10 +90,13 @@ def redact_url(url: str) -> str:
     Providers put keys in the userinfo, in the query, or as the last path segment
     (`https://eth-mainnet.example/v2/<key>`); Telegram puts its bot token in the path.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "[unparseable url]"
     segments = [
         "***" if len(seg) >= 16 or (any(ch.isdigit() for ch in seg) and len(seg) >= 8) else seg
         for seg in parts.path.split("/")
@@ -188,20 +208,28 @@ class RpcPool:
 
     # --- public calls -------------------------------------------------------------------
 
-    async def request(self, method: str, params: Sequence[Any] = ()) -> Any:
-        """Send one call and return its `result`; raise RpcError or RpcUnavailable."""
-        response = await self.request_raw(method, params)
+    async def request(self, method: str, params: Sequence[Any] = (), *,
+                      max_response_bytes: int | None = None) -> Any:
+        """Send one call and return its `result`; raise RpcError or RpcUnavailable.
+
+        With `max_response_bytes`, an answer larger than that is not read: the call fails
+        with `ResponseTooLarge` (the caller should ask for less), so one huge eth_getLogs
+        answer cannot blow up the process's memory.
+        """
+        response = await self.request_raw(method, params, max_response_bytes=max_response_bytes)
         error = response.get("error")
         if error is not None:
             raise RpcError(method, int(error.get("code", 0)), str(error.get("message")),
                            error.get("data"))
         return response.get("result")
 
-    async def request_raw(self, method: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+    async def request_raw(self, method: str, params: Sequence[Any] = (), *,
+                          max_response_bytes: int | None = None) -> dict[str, Any]:
         """Send one call and return the whole JSON-RPC response (errors included)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
-        body = await self._send(method, payload, expect_list=False)
+        body = await self._send(method, payload, expect_list=False,
+                                max_response_bytes=max_response_bytes)
         assert isinstance(body, dict)
         return body
 
@@ -314,7 +342,8 @@ class RpcPool:
 
         return sorted(self.endpoints, key=key)
 
-    async def _send(self, method: str, payload: Any, *, expect_list: bool) -> Any:
+    async def _send(self, method: str, payload: Any, *, expect_list: bool,
+                    max_response_bytes: int | None = None) -> Any:
         s = self.settings
         last_error = "no attempt made"
         previous: Endpoint | None = None
@@ -335,7 +364,8 @@ class RpcPool:
                 if previous is not None and ep is not previous:
                     self.metrics.rpc_failovers.labels(self.chain, previous.name, ep.name).inc()
             try:
-                body = await self._attempt(ep, method, payload, expect_list=expect_list)
+                body = await self._attempt(ep, method, payload, expect_list=expect_list,
+                                           max_response_bytes=max_response_bytes)
             except _TransientError as exc:
                 last_error = f"endpoint {ep.name} ({ep.safe_url}): {exc}"
                 previous = ep
@@ -350,7 +380,7 @@ class RpcPool:
         )
 
     async def _attempt(self, ep: Endpoint, method: str, payload: Any, *,
-                       expect_list: bool) -> Any:
+                       expect_list: bool, max_response_bytes: int | None = None) -> Any:
         assert self._session is not None, "RpcPool used outside `async with` (call open())"
         wait = ep.take_token(time.monotonic())
         if wait > 0:
@@ -365,8 +395,23 @@ class RpcPool:
                     json=payload,
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 ) as resp:
-                    raw = await resp.read()
                     status = resp.status
+                    if max_response_bytes is not None:
+                        length = resp.content_length
+                        if length is not None and length > max_response_bytes:
+                            outcome = "too_large"
+                            raise ResponseTooLarge(method, length, max_response_bytes)
+                        parts: list[bytes] = []
+                        received = 0
+                        async for part in resp.content.iter_chunked(1 << 16):
+                            received += len(part)
+                            if received > max_response_bytes:
+                                outcome = "too_large"
+                                raise ResponseTooLarge(method, None, max_response_bytes)
+                            parts.append(part)
+                        raw = b"".join(parts)
+                    else:
+                        raw = await resp.read()
             except TimeoutError as exc:
                 outcome = "timeout"
                 raise _TransientError(outcome, f"timed out after {self.settings.timeout}s") \
@@ -394,6 +439,9 @@ class RpcPool:
             return body
         except _TransientError:
             self._record_failure(ep)
+            raise
+        except ResponseTooLarge:
+            self._record_success(ep, time.perf_counter() - started)  # the node is fine
             raise
         finally:
             elapsed = time.perf_counter() - started
@@ -456,9 +504,11 @@ class RpcPool:
 
 def _is_transient_rpc_error(error: dict[str, Any]) -> bool:
     code = error.get("code")
+    message = str(error.get("message", ""))
+    if _QUERY_TOO_LARGE.search(message):
+        return False  # the caller must ask for less (e.g. a smaller eth_getLogs range)
     if code in _TRANSIENT_RPC_CODES:
         return True
-    message = str(error.get("message", ""))
     # A revert is the contract's answer, whatever words its reason string contains.
     if code == 3 or "revert" in message.lower():
         return False

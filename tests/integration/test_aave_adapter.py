@@ -103,11 +103,12 @@ async def test_restart_resumes_from_the_persisted_index(
         await again.start()
         assert again.accounts == known
         assert again.indexer is not None and again.indexer.indexed_block == head
-        await again.discover(head + 5)
-    # One eth_getLogs for the five new blocks, not a rescan from block 0.
+        update = await again.indexer.catch_up(head + 5)
+    # Only the five new blocks are read, not the history from block 0 again.
+    assert (update.from_block, update.to_block) == (head + 1, head + 5)
     assert metric_value(metrics, "keeperd_rpc_requests_total",
                         {"chain": "devnet", "endpoint": "0", "method": "eth_getLogs",
-                         "outcome": "ok"}) == 1
+                         "outcome": "ok"}) <= 3
 
 
 async def test_reorg_drops_an_account_seen_only_on_the_dropped_branch(
@@ -196,7 +197,11 @@ async def test_log_ranges_shrink_when_the_provider_refuses(
         await adapter.discover(devnet.client.block_number())
     borrowers = {b["address"] for b in devnet.manifest["borrowers"]}
     assert borrowers <= adapter.accounts
-    assert adapter.indexer is not None and adapter.indexer.chunk <= 32
+    refused = metric_value(metrics, "keeperd_rpc_requests_total", {
+        "chain": "devnet", "endpoint": "0", "method": "eth_getLogs", "outcome": "rpc_error"})
+    assert refused >= 1  # it asked for too much, was refused, and asked for less
+    assert metric_value(metrics, "keeperd_rpc_retries_total",
+                        {"chain": "devnet", "method": "eth_getLogs"}) == 0
 
 
 async def test_scanner_reads_new_accounts_and_publishes_metrics(

@@ -153,3 +153,19 @@ def test_configured_order_wins_unless_an_endpoint_is_much_slower() -> None:
     assert [e.name for e in pool.ranked()] == ["primary", "fallback"]
     eps[0].health.latency_ewma = 0.5  # > 4 x 5 ms + 50 ms
     assert [e.name for e in pool.ranked()] == ["fallback", "primary"]
+
+
+async def test_oversized_answers_are_refused_unread(pool: RpcPool, devnet: Devnet,
+                                                    metrics: Metrics) -> None:
+    from keeperd.chain.rpc import ResponseTooLarge
+
+    query = [{"fromBlock": "0x0", "toBlock": "latest",
+              "address": devnet.manifest["aave_v3"]["pool"]}]
+    with pytest.raises(ResponseTooLarge):
+        await pool.request("eth_getLogs", query, max_response_bytes=10_000)
+    logs = await pool.request("eth_getLogs", query)
+    assert len(logs) > 100
+    assert metric_value(metrics, "keeperd_rpc_requests_total",
+                        {"chain": "devnet", "endpoint": "0", "method": "eth_getLogs",
+                         "outcome": "too_large"}) == 1
+    assert pool.endpoints[0].health.consecutive_failures == 0  # the node did nothing wrong

@@ -45,3 +45,10 @@ def test_short_strings_are_not_registered_as_secrets() -> None:
     r = Redactor()
     r.add("abc")
     assert r.scrub("abc abc") == "abc abc"
+
+
+def test_urls_inside_punctuation_are_redacted_without_errors() -> None:
+    r = Redactor()
+    text = r.scrub("failed (endpoint 0 (http://127.0.0.1:33823): boom), [https://x.io/v2/abcdef0123456789xyz]")
+    assert "http://127.0.0.1:33823)" in text
+    assert "abcdef0123456789xyz" not in text

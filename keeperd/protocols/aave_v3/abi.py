@@ -6,8 +6,6 @@ eth_abi directly (see keeperd.chain.multicall).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
@@ -42,14 +40,16 @@ ACCOUNT_TOPIC = {
 POSITION_EVENTS = tuple(ACCOUNT_TOPIC)
 
 
-@lru_cache(maxsize=1 << 18)
-def _checksummed(hex40: str) -> str:
-    return to_checksum_address("0x" + hex40)
-
-
-def topic_address(value: str) -> str:
-    """The address in an indexed topic, checksummed (cached: logs repeat their accounts)."""
-    return _checksummed(value[-40:].lower())
+def topic_address(value: str, cache: dict[str, str] | None = None) -> str:
+    """The address in an indexed topic, checksummed. Logs repeat their accounts and
+    checksumming costs a keccak, so callers pass a cache for the length of a batch."""
+    key = value[-40:].lower()
+    if cache is None:
+        return to_checksum_address("0x" + key)
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = to_checksum_address("0x" + key)
+    return found
 
 
 # --- calls -----------------------------------------------------------------------------------

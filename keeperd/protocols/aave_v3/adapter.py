@@ -22,17 +22,18 @@ from keeperd.store import Store
 BALANCE_TRANSFER = abi.topic("BalanceTransfer(address,address,uint256,uint256)")
 
 
-def extract_accounts(entry: dict[str, Any]) -> Iterable[str]:
+def extract_accounts(entry: dict[str, Any],
+                     cache: dict[str, str] | None = None) -> Iterable[str]:
     """The accounts whose position a Pool or aToken log changed."""
     topics = entry.get("topics") or []
     if not topics:
         return ()
     if topics[0] == BALANCE_TRANSFER and len(topics) >= 3:
-        return (abi.topic_address(topics[1]), abi.topic_address(topics[2]))
+        return (abi.topic_address(topics[1], cache), abi.topic_address(topics[2], cache))
     pos = abi.ACCOUNT_TOPIC.get(topics[0])
     if pos is None or len(topics) <= pos:
         return ()
-    return (abi.topic_address(topics[pos]),)
+    return (abi.topic_address(topics[pos], cache),)
 
 
 class AaveV3Adapter:

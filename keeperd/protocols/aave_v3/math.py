@@ -82,7 +82,20 @@ def _effective_params(market: MarketState, pos: Positions) -> tuple[NDArray[np.o
     return prices, ltv, lt, reserve_ltv, reserve_lt
 
 
-def exact_account_data(market: MarketState, pos: Positions) -> ExactAccountData:
+def exact_account_data(market: MarketState, pos: Positions,
+                       rows_per_pass: int = 8_192) -> ExactAccountData:
+    """Aave's getUserAccountData for every account; integer temporaries are bounded by
+    working `rows_per_pass` accounts at a time."""
+    n = len(pos)
+    if n <= rows_per_pass:
+        return _exact_pass(market, pos)
+    parts = [_exact_pass(market, pos.take(np.arange(lo, min(n, lo + rows_per_pass))))
+             for lo in range(0, n, rows_per_pass)]
+    return ExactAccountData(*(np.concatenate([getattr(p, f) for p in parts])
+                              for f in ExactAccountData.__dataclass_fields__))
+
+
+def _exact_pass(market: MarketState, pos: Positions) -> ExactAccountData:
     n, r = pos.a_scaled.shape
     units = np.array([10**x.decimals for x in market.reserves], dtype=object)[None, :]
     income = np.array(market.income_index, dtype=object)[None, :]

@@ -129,7 +129,7 @@ class AaveV3Reader:
         n, r = len(accounts), len(market.reserves)
         if n == 0:
             return Positions.empty(r)
-        size = batch_accounts or 20_000
+        size = batch_accounts or 5_000
         out = _Columns(n, r)
         limit = asyncio.Semaphore(3)
 
