@@ -191,11 +191,40 @@ class KeeperConfig(_Model):
         default="alert-only",
         description="alert-only: send nothing; dry-run: simulate and record; liquidate: send.")
     key: KeySource | None = None
+    address: Address | None = Field(
+        default=None, description="The keeper's address, for dry-run simulations without a "
+        "key (with a key, its address is used).")
+    min_profit_usd: float = Field(
+        default=5.0, ge=0, description="Skip liquidations whose expected profit after gas "
+        "and slippage is below this.")
+    swap_slippage_bps: int = Field(
+        default=50, ge=0, le=5_000, description="Expected cost of turning seized collateral "
+        "back into the debt asset, in basis points of its value.")
+    native_symbol: str = Field(
+        default="WETH", description="Reserve whose price values the native gas token.")
+    gas_limit_margin: float = Field(default=1.25, ge=1.0, le=3.0,
+                                    description="Gas limit = estimate x this.")
+    priority_fee_gwei: float = Field(default=2.0, ge=0)
+    base_fee_headroom: float = Field(
+        default=2.0, ge=1.0, description="maxFeePerGas = base fee x this + priority fee.")
+    max_fee_gwei: float = Field(default=500.0, gt=0, description="Hard cap on maxFeePerGas.")
+    fee_bump: float = Field(default=1.125, ge=1.1, le=3.0,
+                            description="Fee multiplier of a replacement (nodes need >= 1.1).")
+    replace_after_blocks: int = Field(
+        default=2, ge=1, description="Replace (or cancel) a transaction not included after "
+        "this many blocks.")
+    private_rpc_url: HttpUrl | None = Field(
+        default=None, description="Protect-style endpoint tried first; falls back to the "
+        "public RPCs after `private_timeout_blocks`.")
+    private_timeout_blocks: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _key_for_liquidate(self) -> KeeperConfig:
         if self.mode == "liquidate" and self.key is None:
             raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
+        if self.mode == "dry-run" and self.key is None and self.address is None:
+            raise ValueError("mode 'dry-run' needs `key` or `address` (simulations run from "
+                             "the keeper's address, which must hold the debt assets)")
         return self
 
 

@@ -22,6 +22,11 @@ from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, Config
+from keeperd.execution.executor import Executor
+from keeperd.execution.journal import Journal
+from keeperd.execution.txmanager import GWEI, FeePolicy, TxManager
+from keeperd.keys import KeeperKey, KeyLoadError, load_key
+from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ProtocolScanner
@@ -45,9 +50,12 @@ class ChainRuntime:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.redactor = redactor or Redactor()
+        self.executors: dict[str, Executor] = {}
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
         self.store: Store | None = None
@@ -93,12 +101,20 @@ class Daemon:
                 self.chains[chain.name] = rt
             self.store = Store.in_state_dir(self.config.state_dir)
             stack.callback(self.store.close)
+            journal = Journal(self.store.connection)
+            key = self._load_key()
+            tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
             for proto in self.config.protocols:
                 rt = self.chains[proto.chain]
                 adapter = AaveV3Adapter(proto, rt.config, rt.pool, self.store, self.metrics)
                 await adapter.start()
                 scanner = ProtocolScanner(adapter, self.metrics)
+                if self.config.keeper.mode != "alert-only":
+                    executor = await self._make_executor(adapter, rt, journal, key, tx_managers,
+                                                         stack)
+                    scanner.listeners.append(executor.on_scan)
+                    self.executors[proto.name] = executor
                 rt.blocks.subscribe(scanner.on_block_event)
                 rt.extra_tasks.append(scanner.run)
                 self.scanners[proto.name] = scanner
@@ -168,6 +184,48 @@ class Daemon:
                 log.warning("chain.reorg", chain=rt.config.name, depth=event.depth,
                             ancestor=event.ancestor.number)
         return on_event
+
+    def _load_key(self) -> KeeperKey | None:
+        source = self.config.keeper.key
+        if source is None:
+            return None
+        try:
+            key = load_key(source)
+        except KeyLoadError as exc:
+            raise StartupError(f"keeper.key: {exc}") from None
+        self.redactor.add(key.secret_hex())
+        log.info("keeper.key_loaded", address=key.address, source=source.source)
+        return key
+
+    async def _make_executor(self, adapter: AaveV3Adapter, rt: ChainRuntime, journal: Journal,
+                             key: KeeperKey | None, tx_managers: dict[str, TxManager],
+                             stack: contextlib.AsyncExitStack) -> Executor:
+        keeper = self.config.keeper
+        tx: TxManager | None = None
+        if key is not None and keeper.mode == "liquidate":
+            tx = tx_managers.get(rt.config.name)
+            if tx is None:
+                private = None
+                if keeper.private_rpc_url:
+                    private = RpcPool.from_urls(f"{rt.config.name}-private",
+                                                [keeper.private_rpc_url], metrics=self.metrics)
+                    await stack.enter_async_context(private)
+                policy = FeePolicy(
+                    priority_fee_wei=int(keeper.priority_fee_gwei * GWEI),
+                    base_fee_headroom=keeper.base_fee_headroom,
+                    max_fee_per_gas_wei=int(keeper.max_fee_gwei * GWEI),
+                    fee_bump=keeper.fee_bump, replace_after_blocks=keeper.replace_after_blocks,
+                    private_timeout_blocks=keeper.private_timeout_blocks)
+                tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
+                               policy=policy, private_pool=private,
+                               record=lambda r: None if r.key.startswith("approve:")
+                               else journal.record_tx(r))
+                tx_managers[rt.config.name] = tx
+        address = key.address if key is not None else keeper.address
+        executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address)
+        head = int(await rt.pool.request("eth_blockNumber"), 16)
+        await executor.start(head)
+        return executor
 
     async def _index_catch_up(self, rt: ChainRuntime, adapter: AaveV3Adapter) -> None:
         """Catch the index up even when no block arrives (a stalled head, a missed event)."""

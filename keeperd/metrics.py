@@ -177,3 +177,37 @@ class Metrics:
             "keeperd_scan_skipped_total",
             "Scan requests folded into a running scan instead of queueing behind it.",
             ["chain", "protocol"], registry=r)
+
+        # --- liquidation execution --------------------------------------------------------
+        self.liquidation_funnel = Counter(
+            "keeperd_liquidations_total",
+            "Liquidation opportunities by stage: detected, profitable, unprofitable, "
+            "simulated_ok, simulation_failed, dry_run, sent, included, reverted, lost_race, "
+            "cancelled, dropped, skipped_journaled.",
+            ["chain", "protocol", "stage"], registry=r)
+        self.liquidation_profit = Counter(
+            "keeperd_liquidation_profit_usd_total",
+            "Realised profit of included liquidations (seized value - repaid value - gas).",
+            ["chain", "protocol"], registry=r)
+        self.liquidation_gas_cost = Counter(
+            "keeperd_liquidation_gas_cost_usd_total",
+            "Gas paid for liquidation transactions (included or reverted), in USD.",
+            ["chain", "protocol"], registry=r)
+        self.block_to_broadcast = Histogram(
+            "keeperd_block_to_broadcast_seconds",
+            "Time from a block's arrival at keeperd to the broadcast of a liquidation it "
+            "revealed.",
+            ["chain", "protocol"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r)
+        self.keeper_balance = Gauge(
+            "keeperd_keeper_balance",
+            "The keeper account's balances in whole tokens (asset 'native' for gas).",
+            ["chain", "asset"], registry=r)
+        self.tx_sent = Counter(
+            "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
+            "replacement, cancel, approval).", ["chain", "kind"], registry=r)
+        self.tx_fee_capped = Counter(
+            "keeperd_tx_replacement_over_budget_total",
+            "Replacements not sent because the bumped fee would exceed the opportunity's "
+            "profit.", ["chain"], registry=r)

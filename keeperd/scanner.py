@@ -42,6 +42,7 @@ class ScanResult:
     view: HealthView
     priority_rows: np.ndarray  # rows evaluated first because a price they depend on moved
     seconds: float
+    seen_at: float  # time.perf_counter() when the block reached keeperd
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -52,9 +53,11 @@ class ProtocolScanner:
         self.adapter = adapter
         self.metrics = metrics
         self.book: AaveBook | None = None
+        self.completed_block = -1
         self.view: HealthView | None = None
         self.listeners: list[Listener] = []
         self._wanted: int | None = None
+        self._wanted_seen_at = 0.0
         self._wake = asyncio.Event()
         self._full_due = True
         self._dropped: set[str] = set()
@@ -82,7 +85,8 @@ class ProtocolScanner:
     def request(self, block: int) -> None:
         if self._wake.is_set():
             self.metrics.scan_skipped.labels(*self.labels).inc()
-        self._wanted = block if self._wanted is None else max(self._wanted, block)
+        if self._wanted is None or block > self._wanted:
+            self._wanted, self._wanted_seen_at = block, time.perf_counter()
         self._wake.set()
 
     def request_full_rescan(self) -> None:
@@ -101,7 +105,7 @@ class ProtocolScanner:
             kind = "full" if self._full_due else "incremental"
             started = time.perf_counter()
             try:
-                await self.evaluate(block, full=self._full_due)
+                await self.evaluate(block, full=self._full_due, seen_at=self._wanted_seen_at)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -115,8 +119,10 @@ class ProtocolScanner:
 
     # --- one evaluation -----------------------------------------------------------------------
 
-    async def evaluate(self, block: int, *, full: bool = False) -> ScanResult:
+    async def evaluate(self, block: int, *, full: bool = False,
+                       seen_at: float | None = None) -> ScanResult:
         started = time.perf_counter()
+        seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
         touched = await adapter.discover(block)
         market = await adapter.read_market(block)
@@ -153,10 +159,11 @@ class ProtocolScanner:
         self._check_against_chain(book, fresh_rows)
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
-        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds)
+        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
         self._publish(result)
         for listener in self.listeners:
             await listener(result)
+        self.completed_block = block  # the block whose listeners have all finished
         self.metrics.scans.labels(*self.labels, kind, "ok").inc()
         self.evaluated.set()
         return result

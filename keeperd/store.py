@@ -62,6 +62,11 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For the tables other parts own (the liquidation journal, the alert outbox)."""
+        return self._db
+
     # --- account index ----------------------------------------------------------------------
 
     def cursor(self, protocol: str) -> Cursor | None:

@@ -89,8 +89,10 @@ class Anvil:
             "--port", str(self.port),
             "--chain-id", str(self.chain_id),
             "--gas-limit", str(self.gas_limit),
-            # Without it anvil writes ~1 MB of state per block to ~/.foundry and slows down.
-            "--prune-history",
+            # Without it anvil writes ~1 MB of state per block to ~/.foundry and slows down; with
+            # a bare --prune-history it keeps no past state at all, and keeperd's reads pinned
+            # to a block that is no longer the head fail. Keep the last 128 in memory.
+            "--prune-history", "128",
             "--auto-impersonate",
             "--silent",
         ]

@@ -43,6 +43,14 @@ class DevnetControl:
         self.client.send(self.manifest["aave_v3"]["admin"], self._feed(symbol),
                          self._aggregator.encode_call("setAnswer", answer))
 
+    def set_price_async(self, symbol: str, usd: float) -> str:
+        """Send the price update without waiting for it to be mined (automine off)."""
+        answer = round(usd * 10**PRICE_DECIMALS)
+        data = self._aggregator.encode_call("setAnswer", answer)
+        return str(self.client.call("eth_sendTransaction", {
+            "from": self.manifest["aave_v3"]["admin"], "to": self._feed(symbol),
+            "data": "0x" + data.hex(), "gas": hex(200_000)}))
+
     def set_price_at(self, symbol: str, usd: float, updated_at: int) -> None:
         """Publish a round with an explicit `updatedAt` (to make a feed look stale)."""
         answer = round(usd * 10**PRICE_DECIMALS)

@@ -30,6 +30,7 @@ class Reserve:
     frozen: bool
     paused: bool
     borrowing_enabled: bool
+    liquidation_protocol_fee: int = 0  # basis points of the bonus that go to the treasury
 
     @classmethod
     def from_configuration(cls, asset: str, symbol: str, reserve_id: int, config: int,
@@ -46,6 +47,7 @@ class Reserve:
             borrowing_enabled=bool((config >> 58) & 1),
             paused=bool((config >> 60) & 1),
             emode_category=(config >> 168) & 0xFF,
+            liquidation_protocol_fee=(config >> 152) & 0xFFFF,
             a_token=a_token, stable_debt_token=stable, variable_debt_token=variable,
         )
 

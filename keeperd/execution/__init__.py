@@ -1,0 +1,1 @@
+"""Liquidation execution: the decision, the transaction manager and the journal."""

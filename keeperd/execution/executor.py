@@ -1,0 +1,373 @@
+"""The executor: from a scan result to liquidations sent (or recorded, in dry-run).
+
+For each liquidatable account, most-exposed first: plan the best (collateral, debt) pair
+(pure), skip it if the journal already has its key (never twice), price gas and slippage
+against the prize, simulate the exact call with eth_estimateGas from the keeper's address
+(a revert there costs nothing), then journal and send through the transaction manager. Every
+block the manager settles, replaces or cancels what is in flight; the outcomes land in the
+journal and the metrics. A competitor's LiquidationCall for the same account is recorded as a
+lost race, with the winner.
+
+Capital: the keeper's own balance of the debt asset (the pool is approved once per asset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+from eth_typing import HexStr
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+
+from keeperd.chain.multicall import encode_call
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.config import KeeperConfig
+from keeperd.execution import journal as J
+from keeperd.execution.txmanager import GWEI, Outcome, SendRefused, TxManager
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3 import abi
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
+from keeperd.protocols.aave_v3.math import exact_account_data
+from keeperd.scanner import ScanResult
+
+log = structlog.get_logger(__name__)
+
+MAX_UINT = 2**256 - 1
+# Used to price gas before the simulation gives the real figure (an Aave V3 liquidationCall
+# costs 250k-400k gas).
+GAS_GUESS = 450_000
+
+
+def liquidation_calldata(plan: LiquidationPlan) -> bytes:
+    return encode_call("liquidationCall(address,address,address,uint256,bool)",
+                       ["address", "address", "address", "uint256", "bool"],
+                       [plan.collateral_asset, plan.debt_asset, plan.account,
+                        plan.debt_to_cover, False])
+
+
+@dataclass(frozen=True)
+class Decision:
+    plan: LiquidationPlan
+    key: str
+    net_profit_usd: float
+    gas_limit: int
+    budget_wei: int  # the most this liquidation may pay in fees
+
+
+class Executor:
+    def __init__(self, config: KeeperConfig, adapter: AaveV3Adapter, pool: RpcPool,
+                 journal: J.Journal, metrics: Metrics, tx: TxManager | None,
+                 keeper_address: str | None) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.pool = pool
+        self.journal = journal
+        self.metrics = metrics
+        self.tx = tx
+        self.keeper = keeper_address
+        self.labels = (adapter.chain, adapter.name)
+        self._liquidatable: set[str] = set()
+        self._last: ScanResult | None = None
+        for stage in ("detected", "profitable", "sent", "included", "lost_race"):
+            metrics.liquidation_funnel.labels(*self.labels, stage)
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    # --- start-up -------------------------------------------------------------------------
+
+    async def start(self, head: int) -> None:
+        """Reconcile the journal before anything new is sent; approve the pool once."""
+        if self.tx is not None:
+            await self.tx.sync_nonce()
+            await self._reconcile(head)
+            if self.mode == "liquidate":
+                await self._ensure_approvals(head)
+
+    async def _reconcile(self, head: int) -> None:
+        assert self.tx is not None
+        from eth_account.typed_transactions import TypedTransaction
+
+        for entry in self.journal.by_status(J.PENDING):
+            records = self.journal.txs(entry.key)
+            if not records:
+                self.journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
+                continue
+            tx = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
+            self.tx.track(entry.key, records, to_checksum_address(tx["to"]), bytes(tx["data"]),
+                          entry.max_fee_wei, head)
+            log.info("journal.resumed", key=entry.key, nonce=entry.nonce, txs=len(records))
+        # Settle at once what was mined while we were down.
+        for outcome in await self.tx.watch(head, lambda key: False) if self.tx.pending else []:
+            await self._settle(outcome)
+
+    async def _ensure_approvals(self, head: int) -> None:
+        assert self.tx is not None and self.keeper is not None
+        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else None
+        assert pool_address is not None
+        book_market = await self.adapter.read_market(head)
+        for reserve in book_market.reserves:
+            data = encode_call("allowance(address,address)", ["address", "address"],
+                               [self.keeper, pool_address])
+            raw = await self.pool.request("eth_call", [{"to": reserve.asset,
+                                                        "data": "0x" + data.hex()}, "latest"])
+            if int(raw, 16) >= MAX_UINT // 2:
+                continue
+            approve = encode_call("approve(address,uint256)", ["address", "uint256"],
+                                  [pool_address, MAX_UINT])
+            gas = int(await self.pool.request("eth_estimateGas", [{
+                "from": self.keeper, "to": reserve.asset, "data": "0x" + approve.hex()}]), 16)
+            record = await self.tx.send(f"approve:{reserve.asset}", reserve.asset, approve,
+                                        int(gas * 1.3), budget_wei=10**18, block=head)
+            self.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
+            log.info("keeper.approval_sent", asset=reserve.symbol, tx_hash=record.tx_hash)
+
+    # --- per scan -------------------------------------------------------------------------
+
+    async def on_scan(self, result: ScanResult) -> None:
+        self._last = result
+        view = result.view
+        self._liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
+        await self.on_block(result.block)
+        if result.block % 10 == 0:
+            await self.publish_balances(result.block)
+        if not self._liquidatable:
+            return
+        book = result.book
+        positions = book.positions
+        rows = [positions.position_of[a] for a in self._liquidatable]
+        subset = positions.take(rows)
+        plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset))
+        if self.mode == "alert-only":
+            self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(len(plans))
+            return
+        base_fee = await self._base_fee()
+        await self._consider_all(plans, result, base_fee, self._native_usd(result))
+
+    async def _consider_all(self, plans: list[LiquidationPlan], result: ScanResult,
+                            base_fee: int, native_usd: float) -> None:
+        """Simulate every candidate at once, then sign in order and broadcast at once."""
+        stage = self.metrics.liquidation_funnel.labels
+        fresh: list[tuple[LiquidationPlan, str]] = []
+        for plan in plans:
+            key = plan.key(self.adapter.name)
+            if self.journal.get(key) is not None:
+                stage(*self.labels, "skipped_journaled").inc()
+                continue
+            stage(*self.labels, "detected").inc()
+            if self._decide(plan, key, GAS_GUESS, base_fee, native_usd) is None:
+                stage(*self.labels, "unprofitable").inc()
+                continue
+            fresh.append((plan, key))
+        if not fresh:
+            return
+        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
+        calldata = [liquidation_calldata(plan) for plan, _ in fresh]
+        estimates = await asyncio.gather(*(
+            self.pool.request("eth_estimateGas", [{"from": self.keeper or pool_address,
+                                                   "to": pool_address,
+                                                   "data": "0x" + data.hex()}, "latest"])
+            for data in calldata), return_exceptions=True)
+        to_send = []
+        for (plan, key), data, estimate in zip(fresh, calldata, estimates, strict=True):
+            if isinstance(estimate, BaseException):
+                if not isinstance(estimate, RpcError | RpcUnavailable):
+                    raise estimate
+                stage(*self.labels, "simulation_failed").inc()
+                log.info("liquidation.simulation_failed", key=key, error=str(estimate)[:300])
+                await self._maybe_lost_race(plan, key, result.block, str(estimate)[:200])
+                continue
+            stage(*self.labels, "simulated_ok").inc()
+            decision = self._decide(plan, key, int(int(estimate, 16)
+                                                   * self.config.gas_limit_margin),
+                                    base_fee, native_usd)
+            if decision is None:
+                stage(*self.labels, "unprofitable").inc()
+                continue
+            stage(*self.labels, "profitable").inc()
+            entry = J.JournalEntry(
+                key, self.adapter.name, plan.account, plan.collateral, plan.debt,
+                plan.debt_to_cover, decision.net_profit_usd, decision.budget_wei, result.block,
+                J.DRY_RUN if self.mode == "dry-run" else "planned", None, None,
+                f"gas_limit={decision.gas_limit}")
+            if not self.journal.record(entry):
+                stage(*self.labels, "skipped_journaled").inc()
+                continue
+            if self.mode == "dry-run":
+                stage(*self.labels, "dry_run").inc()
+                log.info("liquidation.dry_run", key=key, account=plan.account,
+                         collateral=plan.collateral, debt=plan.debt,
+                         debt_to_cover=str(plan.debt_to_cover),
+                         expected_profit_usd=round(decision.net_profit_usd, 2))
+                continue
+            assert self.tx is not None
+            try:
+                record, pending = self.tx.prepare(key, pool_address, data, decision.gas_limit,
+                                                  decision.budget_wei, block=result.block,
+                                                  base_fee=base_fee)
+            except SendRefused as exc:
+                self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
+                log.warning("liquidation.not_sent", key=key, reason=str(exc))
+                continue
+            to_send.append((plan, decision, record, pending))
+        if not to_send:
+            return
+        assert self.tx is not None
+        outcomes = await asyncio.gather(*(self.tx.broadcast(record, pending)
+                                          for _, _, record, pending in to_send),
+                                        return_exceptions=True)
+        for (plan, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, SendRefused):
+                    raise outcome
+                self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
+                log.warning("liquidation.not_sent", key=record.key, reason=str(outcome))
+                continue
+            elapsed = time.perf_counter() - result.seen_at
+            stage(*self.labels, "sent").inc()
+            self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
+            log.info("liquidation.sent", key=record.key, account=plan.account,
+                     tx_hash=record.tx_hash, collateral=plan.collateral, debt=plan.debt,
+                     expected_profit_usd=round(decision.net_profit_usd, 2),
+                     block_to_broadcast_ms=round(elapsed * 1000, 2))
+
+    def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
+                native_usd: float) -> Decision | None:
+        slippage = plan.seized_usd * self.config.swap_slippage_bps / 10_000
+        prize_usd = plan.gross_profit_usd - slippage
+        fee_per_gas = min(int(base_fee * self.config.base_fee_headroom
+                              + self.config.priority_fee_gwei * GWEI),
+                          int(self.config.max_fee_gwei * GWEI))
+        gas_usd = gas_limit * fee_per_gas / 1e18 * native_usd
+        net = prize_usd - gas_usd
+        if net < self.config.min_profit_usd or native_usd <= 0:
+            return None
+        # The fee budget: whatever keeps the liquidation at least min_profit_usd in profit.
+        budget_usd = prize_usd - self.config.min_profit_usd
+        budget_wei = int(budget_usd / native_usd * 1e18)
+        return Decision(plan, key, net, gas_limit, budget_wei)
+
+    # --- per block ------------------------------------------------------------------------
+
+    async def on_block(self, block: int) -> None:
+        if self.tx is None or not self.tx.pending:
+            return
+        for outcome in await self.tx.watch(block, self._still_wanted):
+            await self._settle(outcome)
+
+    def _still_wanted(self, key: str) -> bool:
+        entry = self.journal.get(key)
+        return entry is not None and entry.account in self._liquidatable
+
+    async def _settle(self, outcome: Outcome) -> None:
+        if outcome.key.startswith("approve:"):
+            return
+        entry = self.journal.get(outcome.key)
+        if entry is None:
+            return
+        stage = self.metrics.liquidation_funnel.labels
+        native_usd = self._native_usd(self._last) if self._last else 0.0
+        gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+        if outcome.gas_used:
+            self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+        if outcome.status == "included":
+            profit = self._realised_profit(outcome) - gas_usd
+            self.metrics.liquidation_profit.labels(*self.labels).inc(max(profit, 0.0))
+            self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
+                                    f"profit_usd={profit:.2f}")
+            stage(*self.labels, "included").inc()
+            log.info("liquidation.included", key=outcome.key, tx_hash=outcome.tx_hash,
+                     realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
+            return
+        if outcome.status == "reverted":
+            stage(*self.labels, "reverted").inc()
+            self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            log.warning("liquidation.reverted", key=outcome.key, tx_hash=outcome.tx_hash)
+            await self._maybe_lost_race(None, outcome.key, entry.detected_block, "reverted")
+            return
+        status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
+        stage(*self.labels, outcome.status).inc()
+        self.journal.set_status(outcome.key, status, detail=outcome.tx_hash)
+        log.info(f"liquidation.{outcome.status}", key=outcome.key)
+        if status == J.CANCELLED:
+            await self._maybe_lost_race(None, outcome.key, entry.detected_block, "cancelled")
+
+    def _realised_profit(self, outcome: Outcome) -> float:
+        """Seized minus repaid, valued at the latest prices, from our LiquidationCall log."""
+        if outcome.receipt is None or self._last is None:
+            return 0.0
+        market = self._last.book.market
+        for entry in outcome.receipt.get("logs", []):
+            topics = entry.get("topics", [])
+            if not topics or topics[0] != abi.LIQUIDATION_CALL:
+                continue
+            data = bytes.fromhex(entry["data"][2:])
+            repaid, seized = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
+            coll = market.column(abi.topic_address(topics[1]))
+            debt = market.column(abi.topic_address(topics[2]))
+            px = market.prices_usd()
+            return (seized / 10**market.reserves[coll].decimals * px[coll]
+                    - repaid / 10**market.reserves[debt].decimals * px[debt])
+        return 0.0
+
+    async def _maybe_lost_race(self, plan: LiquidationPlan | None, key: str, since_block: int,
+                               reason: str) -> None:
+        """If someone else's LiquidationCall hit this account since we saw it, record it."""
+        account = plan.account if plan else key.split(":")[1]
+        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
+        try:
+            logs = await self.pool.request("eth_getLogs", [{
+                "fromBlock": hex(max(0, since_block - 1)), "toBlock": "latest",
+                "address": pool_address,
+                "topics": [abi.LIQUIDATION_CALL, None, None,
+                           "0x" + "0" * 24 + account[2:].lower()]}])
+        except (RpcError, RpcUnavailable):
+            return
+        winners = [to_checksum_address(HexStr("0x" + e["data"][2:][64 * 2 + 24:64 * 3]))
+                   for e in logs]
+        others = [w for w in winners if self.keeper is None or w != self.keeper]
+        if not others:
+            return
+        winner = others[-1]
+        if self.journal.get(key) is None and plan is not None:
+            self.journal.record(J.JournalEntry(
+                key, self.adapter.name, plan.account, plan.collateral, plan.debt,
+                plan.debt_to_cover, 0.0, 0, since_block, J.LOST_RACE, None, winner, reason))
+        else:
+            self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
+        self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
+        log.info("liquidation.lost_race", key=key, account=account, winner=winner)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _base_fee(self) -> int:
+        block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        return int(block.get("baseFeePerGas", "0x0"), 16)
+
+    def _native_usd(self, result: ScanResult | None) -> float:
+        if result is None:
+            return 0.0
+        market = result.book.market
+        try:
+            return float(market.prices_usd()[market.column(self.config.native_symbol)])
+        except KeyError:
+            return 0.0
+
+    async def publish_balances(self, block: int) -> None:
+        """The keeper's native and reserve balances, as gauges (once every few blocks)."""
+        if self.keeper is None or self._last is None:
+            return
+        native = int(await self.pool.request("eth_getBalance", [self.keeper, "latest"]), 16)
+        self.metrics.keeper_balance.labels(self.adapter.chain, "native").set(native / 1e18)
+        for reserve in self._last.book.market.reserves:
+            data = abi.balance_of(self.keeper)
+            raw = await self.pool.request("eth_call", [{"to": reserve.asset,
+                                                        "data": "0x" + data.hex()}, "latest"])
+            self.metrics.keeper_balance.labels(self.adapter.chain, reserve.symbol).set(
+                int(raw, 16) / 10**reserve.decimals)

@@ -1,0 +1,270 @@
+"""The transaction manager: nonces, EIP-1559 fees, write-ahead journaling, replacement and
+cancellation, an optional private submission endpoint.
+
+- Nonces are tracked locally (one keeper key, one process) and resynced from the node's
+  pending count whenever a send fails in a way that leaves the nonce in doubt.
+- Fees: maxFeePerGas = min(cap, baseFee x headroom + tip). Every attempt's worst-case fee
+  (maxFeePerGas x gas limit) must fit under the caller's budget — the opportunity's expected
+  profit — or it is not sent: a replacement that would cost more than the prize is skipped.
+- Every signed transaction is journaled (hash and raw bytes) *before* it is broadcast.
+- A transaction not included after `replace_after_blocks` is replaced with fees bumped by
+  `fee_bump` (nodes require at least +10 %) while its opportunity still stands, or cancelled
+  (a 0-value self-transfer at the same nonce) when it is gone.
+- With a private endpoint (a protect-style RPC) transactions go there first and fall back to
+  the public pool when not included within `private_timeout_blocks`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from eth_utils import keccak
+
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.execution.journal import TxRecord
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+GWEI = 10**9
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    priority_fee_wei: int = 2 * GWEI
+    base_fee_headroom: float = 2.0
+    max_fee_per_gas_wei: int = 500 * GWEI
+    fee_bump: float = 1.125
+    replace_after_blocks: int = 2
+    private_timeout_blocks: int = 3
+
+
+@dataclass
+class Pending:
+    key: str
+    nonce: int
+    to: str
+    data: bytes
+    gas_limit: int
+    budget_wei: int  # the most this attempt may cost in fees, all replacements included
+    attempts: list[TxRecord] = field(default_factory=list)
+    sent_block: int = 0
+    private: bool = False
+    cancelling: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    status: str  # "included" | "reverted" | "cancelled" | "dropped"
+    tx_hash: str | None
+    gas_used: int = 0
+    effective_gas_price: int = 0
+    receipt: dict | None = None
+
+
+class SendRefused(Exception):
+    """The transaction was not sent (fees over budget, or the node refused it)."""
+
+
+Recorder = Callable[[TxRecord], None]
+
+
+class TxManager:
+    def __init__(self, pool: RpcPool, key: KeeperKey, chain_id: int, *, metrics: Metrics,
+                 policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
+                 record: Recorder | None = None) -> None:
+        self.pool = pool
+        self.key = key
+        self.chain_id = chain_id
+        self.metrics = metrics
+        self.policy = policy or FeePolicy()
+        self.private_pool = private_pool
+        self._record = record or (lambda tx: None)
+        self._nonce: int | None = None
+        self.pending: dict[str, Pending] = {}
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    async def sync_nonce(self) -> int:
+        self._nonce = int(await self.pool.request(
+            "eth_getTransactionCount", [self.address, "pending"]), 16)
+        return self._nonce
+
+    async def base_fee(self) -> int:
+        block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        return int(block.get("baseFeePerGas", "0x0"), 16)
+
+    def fees_for(self, base_fee: int, multiplier: float = 1.0) -> tuple[int, int]:
+        p = self.policy
+        tip = int(p.priority_fee_wei * multiplier)
+        max_fee = min(p.max_fee_per_gas_wei, int((base_fee * p.base_fee_headroom + tip)
+                                                 * multiplier))
+        return max_fee, min(tip, max_fee)
+
+    def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
+              value: int = 0) -> tuple[str, bytes]:
+        raw = self.key.sign_transaction({
+            "type": 2, "chainId": self.chain_id, "nonce": nonce, "to": to, "value": value,
+            "data": data, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip})
+        return "0x" + keccak(raw).hex(), raw
+
+    async def send(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,
+                   *, block: int, base_fee: int | None = None) -> TxRecord:
+        """Sign, journal, then broadcast. Raises SendRefused when the fee would exceed the
+        budget or the node refuses the transaction."""
+        if self._nonce is None:
+            await self.sync_nonce()
+        base = await self.base_fee() if base_fee is None else base_fee
+        record, pending = self.prepare(key, to, data, gas_limit, budget_wei, block=block,
+                                       base_fee=base)
+        await self.broadcast(record, pending)
+        return record
+
+    def prepare(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int, *,
+                block: int, base_fee: int) -> tuple[TxRecord, Pending]:
+        """Take the next nonce, sign and journal (no I/O but the local database), so that
+        many liquidations found in one block can then be broadcast concurrently."""
+        assert self._nonce is not None, "sync_nonce() first"
+        base = base_fee
+        max_fee, tip = self.fees_for(base)
+        if max_fee * gas_limit > budget_wei:
+            # Spend at most the budget: lower the fee cap, if that still clears the base fee.
+            max_fee = budget_wei // gas_limit
+            tip = min(tip, max(0, max_fee - base))
+            if max_fee <= base:
+                raise SendRefused(f"fee budget {budget_wei} wei does not cover the base fee "
+                                  f"({base} wei/gas x {gas_limit} gas)")
+        nonce = self._nonce
+        pending = Pending(key, nonce, to, data, gas_limit, budget_wei, sent_block=block,
+                          private=self.private_pool is not None)
+        record = self._sign_record(pending, max_fee, tip, "liquidation")
+        self._nonce = nonce + 1
+        self.pending[key] = pending
+        return record, pending
+
+    async def broadcast(self, record: TxRecord, pending: Pending) -> None:
+        try:
+            await self._broadcast(record, pending.private)
+        except SendRefused:
+            self.pending.pop(pending.key, None)
+            raise
+        self._log_sent(record, pending)
+
+    def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
+        to, data, value = (self.address, b"", 0) if p.cancelling else (p.to, p.data, 0)
+        gas = 21_000 if p.cancelling else p.gas_limit
+        tx_hash, raw = self._sign(p.nonce, to, data, gas, max_fee, tip, value)
+        record = TxRecord(tx_hash, p.key, p.nonce, max_fee, tip, gas, "0x" + raw.hex(), kind,
+                          time.time())
+        self._record(record)  # write-ahead: journaled before anyone can see it
+        p.attempts.append(record)
+        return record
+
+    def _log_sent(self, record: TxRecord, p: Pending) -> None:
+        self.metrics.tx_sent.labels(self.pool.chain, record.kind).inc()
+        log.info("tx.sent", key=p.key, kind=record.kind, tx_hash=record.tx_hash,
+                 nonce=p.nonce, max_fee_gwei=round(record.max_fee_per_gas / GWEI, 3),
+                 tip_gwei=round(record.priority_fee / GWEI, 3), gas_limit=record.gas_limit,
+                 private=p.private)
+
+    async def _sign_record_broadcast(self, p: Pending, max_fee: int, tip: int,
+                                     kind: str) -> TxRecord:
+        record = self._sign_record(p, max_fee, tip, kind)
+        await self._broadcast(record, p.private)
+        self._log_sent(record, p)
+        return record
+
+    async def _broadcast(self, record: TxRecord, private: bool) -> None:
+        pools = [self.private_pool, self.pool] if private and self.private_pool else [self.pool]
+        last: Exception | None = None
+        for pool in pools:
+            try:
+                await pool.request("eth_sendRawTransaction", [record.raw])
+                return
+            except RpcError as exc:
+                message = exc.message.lower()
+                if "already known" in message or "known transaction" in message:
+                    return  # the same bytes are already in the pool: fine
+                last = exc
+                if "nonce too low" in message or "nonce" in message:
+                    await self.sync_nonce()
+                    break
+            except RpcUnavailable as exc:
+                last = exc
+        await self.sync_nonce()
+        raise SendRefused(f"broadcast of {record.tx_hash} failed: {last}")
+
+    async def watch(self, block: int, still_wanted: Callable[[str], bool]) -> list[Outcome]:
+        """Once per block: settle included transactions, replace or cancel stuck ones."""
+        outcomes: list[Outcome] = []
+        if not self.pending:
+            return outcomes
+        latest_nonce = int(await self.pool.request(
+            "eth_getTransactionCount", [self.address, "latest"]), 16)
+        for key, p in list(self.pending.items()):
+            outcome = await self._settle(p, latest_nonce)
+            if outcome is not None:
+                outcomes.append(outcome)
+                del self.pending[key]
+                continue
+            if block - p.sent_block < self.policy.replace_after_blocks:
+                continue
+            if p.private and self.private_pool is not None and \
+                    block - p.sent_block >= self.policy.private_timeout_blocks:
+                p.private = False  # fall back to the public mempool
+                log.warning("tx.private_timeout", key=key, nonce=p.nonce)
+            if not still_wanted(key) and not p.cancelling:
+                p.cancelling = True
+            await self._replace(p, block)
+        return outcomes
+
+    async def _settle(self, p: Pending, latest_nonce: int) -> Outcome | None:
+        for record in reversed(p.attempts):
+            receipt = await self.pool.request("eth_getTransactionReceipt", [record.tx_hash])
+            if receipt is None:
+                continue
+            ok = int(receipt["status"], 16) == 1
+            status = ("cancelled" if record.kind == "cancel" else
+                      "included" if ok else "reverted")
+            return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
+                           int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
+        if latest_nonce > p.nonce:
+            # The nonce was used by a transaction we do not know (another process with this
+            # key, or a replacement we never recorded): ours can no longer be mined.
+            return Outcome(p.key, "dropped", None)
+        return None
+
+    async def _replace(self, p: Pending, block: int) -> None:
+        last = p.attempts[-1]
+        base = await self.base_fee()
+        bump = self.policy.fee_bump
+        max_fee = max(int(last.max_fee_per_gas * bump) + 1, self.fees_for(base)[0])
+        tip = max(int(last.priority_fee * bump) + 1, self.fees_for(base)[1])
+        gas = 21_000 if p.cancelling else p.gas_limit
+        if max_fee * gas > p.budget_wei:
+            self.metrics.tx_fee_capped.labels(self.pool.chain).inc()
+            log.warning("tx.replacement_over_budget", key=p.key, nonce=p.nonce,
+                        wanted_max_fee_gwei=round(max_fee / GWEI, 3),
+                        budget_wei=p.budget_wei, action="waiting with the current fee")
+            p.sent_block = block
+            return
+        kind = "cancel" if p.cancelling else "replacement"
+        try:
+            await self._sign_record_broadcast(p, max_fee, min(tip, max_fee), kind)
+        except SendRefused as exc:
+            log.warning("tx.replacement_refused", key=p.key, error=str(exc))
+        p.sent_block = block
+
+    def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
+              block: int) -> None:
+        """Resume watching a journaled transaction after a restart."""
+        first = records[0]
+        self.pending[key] = Pending(key, first.nonce, to, data, first.gas_limit, budget_wei,
+                                    attempts=list(records), sent_block=block)
