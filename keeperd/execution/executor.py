@@ -102,7 +102,8 @@ class Executor:
             tx = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
             self.tx.track(entry.key, records, to_checksum_address(tx["to"]), bytes(tx["data"]),
                           entry.max_fee_wei, head)
-            log.info("journal.resumed", key=entry.key, nonce=entry.nonce, txs=len(records))
+            log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce,
+                     txs=len(records))
         # Settle at once what was mined while we were down.
         for outcome in await self.tx.watch(head, lambda key: False) if self.tx.pending else []:
             await self._settle(outcome)
@@ -180,7 +181,8 @@ class Executor:
                 if not isinstance(estimate, RpcError | RpcUnavailable):
                     raise estimate
                 stage(*self.labels, "simulation_failed").inc()
-                log.info("liquidation.simulation_failed", key=key, error=str(estimate)[:300])
+                log.info("liquidation.simulation_failed", opportunity=key,
+                         error=str(estimate)[:300])
                 await self._maybe_lost_race(plan, key, result.block, str(estimate)[:200])
                 continue
             stage(*self.labels, "simulated_ok").inc()
@@ -201,7 +203,7 @@ class Executor:
                 continue
             if self.mode == "dry-run":
                 stage(*self.labels, "dry_run").inc()
-                log.info("liquidation.dry_run", key=key, account=plan.account,
+                log.info("liquidation.dry_run", opportunity=key, account=plan.account,
                          collateral=plan.collateral, debt=plan.debt,
                          debt_to_cover=str(plan.debt_to_cover),
                          expected_profit_usd=round(decision.net_profit_usd, 2))
@@ -213,7 +215,7 @@ class Executor:
                                                   base_fee=base_fee)
             except SendRefused as exc:
                 self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
-                log.warning("liquidation.not_sent", key=key, reason=str(exc))
+                log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                 continue
             to_send.append((plan, decision, record, pending))
         if not to_send:
@@ -227,12 +229,12 @@ class Executor:
                 if not isinstance(outcome, SendRefused):
                     raise outcome
                 self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
-                log.warning("liquidation.not_sent", key=record.key, reason=str(outcome))
+                log.warning("liquidation.not_sent", opportunity=record.key, reason=str(outcome))
                 continue
             elapsed = time.perf_counter() - result.seen_at
             stage(*self.labels, "sent").inc()
             self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
-            log.info("liquidation.sent", key=record.key, account=plan.account,
+            log.info("liquidation.sent", opportunity=record.key, account=plan.account,
                      tx_hash=record.tx_hash, collateral=plan.collateral, debt=plan.debt,
                      expected_profit_usd=round(decision.net_profit_usd, 2),
                      block_to_broadcast_ms=round(elapsed * 1000, 2))
@@ -282,19 +284,19 @@ class Executor:
             self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
                                     f"profit_usd={profit:.2f}")
             stage(*self.labels, "included").inc()
-            log.info("liquidation.included", key=outcome.key, tx_hash=outcome.tx_hash,
+            log.info("liquidation.included", opportunity=outcome.key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
             self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
-            log.warning("liquidation.reverted", key=outcome.key, tx_hash=outcome.tx_hash)
+            log.warning("liquidation.reverted", opportunity=outcome.key, tx_hash=outcome.tx_hash)
             await self._maybe_lost_race(None, outcome.key, entry.detected_block, "reverted")
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
         self.journal.set_status(outcome.key, status, detail=outcome.tx_hash)
-        log.info(f"liquidation.{outcome.status}", key=outcome.key)
+        log.info(f"liquidation.{outcome.status}", opportunity=outcome.key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, outcome.key, entry.detected_block, "cancelled")
 
@@ -342,7 +344,7 @@ class Executor:
         else:
             self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
         self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
-        log.info("liquidation.lost_race", key=key, account=account, winner=winner)
+        log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -169,7 +169,7 @@ class TxManager:
 
     def _log_sent(self, record: TxRecord, p: Pending) -> None:
         self.metrics.tx_sent.labels(self.pool.chain, record.kind).inc()
-        log.info("tx.sent", key=p.key, kind=record.kind, tx_hash=record.tx_hash,
+        log.info("tx.sent", opportunity=p.key, kind=record.kind, tx_hash=record.tx_hash,
                  nonce=p.nonce, max_fee_gwei=round(record.max_fee_per_gas / GWEI, 3),
                  tip_gwei=round(record.priority_fee / GWEI, 3), gas_limit=record.gas_limit,
                  private=p.private)
@@ -219,7 +219,7 @@ class TxManager:
             if p.private and self.private_pool is not None and \
                     block - p.sent_block >= self.policy.private_timeout_blocks:
                 p.private = False  # fall back to the public mempool
-                log.warning("tx.private_timeout", key=key, nonce=p.nonce)
+                log.warning("tx.private_timeout", opportunity=key, nonce=p.nonce)
             if not still_wanted(key) and not p.cancelling:
                 p.cancelling = True
             await self._replace(p, block)
@@ -250,7 +250,7 @@ class TxManager:
         gas = 21_000 if p.cancelling else p.gas_limit
         if max_fee * gas > p.budget_wei:
             self.metrics.tx_fee_capped.labels(self.pool.chain).inc()
-            log.warning("tx.replacement_over_budget", key=p.key, nonce=p.nonce,
+            log.warning("tx.replacement_over_budget", opportunity=p.key, nonce=p.nonce,
                         wanted_max_fee_gwei=round(max_fee / GWEI, 3),
                         budget_wei=p.budget_wei, action="waiting with the current fee")
             p.sent_block = block
@@ -259,7 +259,7 @@ class TxManager:
         try:
             await self._sign_record_broadcast(p, max_fee, min(tip, max_fee), kind)
         except SendRefused as exc:
-            log.warning("tx.replacement_refused", key=p.key, error=str(exc))
+            log.warning("tx.replacement_refused", opportunity=p.key, error=str(exc))
         p.sent_block = block
 
     def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,

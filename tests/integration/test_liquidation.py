@@ -24,6 +24,7 @@ KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 
 def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) -> None:
     token = contracts.aave("MintableERC20")
+    devnet.client.call("anvil_setBalance", address, hex(100 * 10**18))
     for symbol, amount in (("USDC", 50_000_000), ("DAI", 50_000_000), ("WETH", 20_000),
                            ("WBTC", 1_000)):
         decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
@@ -52,13 +53,13 @@ class Running:
     def __init__(self, daemon: Daemon, task: asyncio.Task[None], stop: asyncio.Event) -> None:
         self.daemon, self.task, self.stop = daemon, task, stop
 
-    async def evaluated_at(self, block: int, timeout: float = 20) -> None:
+    async def evaluated_at(self, block: int, limit_s: float = 20) -> None:
         async def check() -> None:
             while True:
                 if self.daemon.scanners["aave"].completed_block >= block:
                     return
                 await asyncio.sleep(0.02)
-        await asyncio.wait_for(check(), timeout)
+        await asyncio.wait_for(check(), limit_s)
 
 
 @pytest.fixture
@@ -131,3 +132,235 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     assert metric_value(metrics, "keeperd_liquidations_total",
                         {**labels, "stage": "included"}) == len(included)
     assert metric_value(metrics, "keeperd_liquidation_profit_usd_total", labels) > 0
+
+
+async def test_dry_run_sends_nothing_and_records_what_it_would_send(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet, approve=True)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "dry-run", address=KEEPER))
+    await keeper.evaluated_at(devnet.client.block_number())
+    nonce_before = devnet.client.call("eth_getTransactionCount", KEEPER, "latest")
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.client.block_number())
+    journal = keeper.daemon.executors["aave"].journal
+    recorded = journal.by_status(J.DRY_RUN)
+    assert len(recorded) > 20
+    assert all(e.expected_profit_usd >= 1.0 for e in recorded)
+    assert devnet.client.call("eth_getTransactionCount", KEEPER, "latest") == nonce_before
+    assert all(journal.txs(e.key) == [] for e in recorded)
+    # The next block sees the same positions: nothing is recorded twice.
+    await keeper.evaluated_at(devnet.mine(1))
+    assert len(journal.by_status(J.DRY_RUN)) == len(recorded)
+
+
+async def test_a_competitor_first_is_recorded_as_lost_not_retried(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    competitor = "0x00000000000000000000000000000000C0FfeE00"  # checksummed
+    fund_keeper(devnet, competitor, approve=True)
+    victim = next(b["address"] for b in devnet.manifest["borrowers"]
+                  if b["collateral"] == ["WETH"] and b["debt"] == "DAI"
+                  and chain_health(devnet, b["address"]) < 1.3)
+    pool_art = contracts.aave("Pool")
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        # The competitor pays a higher tip, so its liquidation is mined first.
+        devnet.client.call("eth_sendTransaction", {
+            "from": competitor, "to": devnet.manifest["aave_v3"]["pool"], "gas": hex(1_500_000),
+            "maxPriorityFeePerGas": hex(500 * 10**9), "maxFeePerGas": hex(1000 * 10**9),
+            "data": "0x" + pool_art.encode_call(
+                "liquidationCall", devnet.manifest["tokens"]["WETH"],
+                devnet.manifest["tokens"]["DAI"], victim, 2**256 - 1, False).hex()})
+        await keeper.evaluated_at(crash)
+        devnet.mine(1)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    entries = [e for e in journal.all() if e.account == victim]
+    assert len(entries) == 1
+    assert entries[0].status == J.LOST_RACE
+    assert entries[0].winner == competitor
+    # Not retried: the next blocks send nothing more for that account.
+    await keeper.evaluated_at(devnet.mine(1))
+    assert len([e for e in journal.all() if e.account == victim]) == 1
+
+
+async def test_held_back_transaction_is_replaced_within_the_profit_cap(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"},
+                                         replace_after_blocks=1, base_fee_headroom=1.0,
+                                         priority_fee_gwei=1.0))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        await keeper.evaluated_at(crash)
+        journal = keeper.daemon.executors["aave"].journal
+        sent = journal.by_status(J.PENDING)
+        assert sent
+        first_fee = journal.txs(sent[0].key)[0].max_fee_per_gas
+        # A base-fee spike prices the keeper's transactions out of the next blocks.
+        spike = first_fee * 3
+        for _ in range(4):
+            devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
+            await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    await keeper.evaluated_at(devnet.mine(1))
+    replaced = 0
+    for entry in sent:
+        txs = journal.txs(entry.key)
+        replaced += len(txs) > 1
+        fees = [t.max_fee_per_gas for t in txs]
+        assert fees == sorted(fees)
+        for t in txs:  # never more than the opportunity is worth
+            assert t.max_fee_per_gas * t.gas_limit <= entry.max_fee_wei
+        assert len({t.nonce for t in txs}) == 1
+    assert replaced >= 1
+    metrics = keeper.daemon.metrics
+    assert metric_value(metrics, "keeperd_tx_sent_total",
+                        {"chain": "devnet", "kind": "replacement"}) >= 1
+
+
+@pytest.mark.slow
+def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
+                                                                tmp_path: Path) -> None:
+    import json
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    fund_keeper(devnet)
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "logging": {"format": "json"},
+    }))
+    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+    db = tmp_path / "state" / "keeperd.sqlite3"
+
+    def journal_rows() -> list[tuple[str, str]]:
+        with sqlite3.connect(db) as c:
+            return list(c.execute("SELECT key, status FROM liquidations"))
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
+                                env=env, cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def wait(predicate, what: str, limit: float = 30.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    proc = start()
+    try:
+        wait(lambda: db.exists() and devnet.client.call(
+            "eth_getTransactionCount", KEEPER, "latest") != "0x0", "approvals")
+        devnet.client.call("evm_setAutomine", False)
+        devnet.set_price_async("WETH", 2100.0)
+        devnet.mine(1)
+        wait(lambda: len(journal_rows()) > 20 and
+             all(s == "pending" for _, s in journal_rows()), "liquidations sent")
+        time.sleep(0.5)  # let it finish broadcasting the batch
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.communicate(timeout=10)
+    sent = dict(journal_rows())
+    in_pool = devnet.client.call("txpool_content")["pending"]
+    keeper_pending = {k.lower(): v for k, v in in_pool.items()}.get(KEEPER.lower(), {})
+    assert len(keeper_pending) == len(sent)
+
+    proc = start()
+    try:
+        # The restarted keeper resumes the journaled liquidations instead of sending again:
+        # give it time to start and evaluate the block with the crash, then mine.
+        time.sleep(3)
+        mined = devnet.mine(1)
+        wait(lambda: all(dict(journal_rows())[k] == "included" for k in sent), "included", 30)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    resumed = [json.loads(line) for line in err.splitlines()
+               if line.startswith("{") and '"journal.resumed"' in line]
+    assert len(resumed) == len(sent)
+    with sqlite3.connect(db) as c:
+        per_key = dict(c.execute("SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
+    # On chain: in the block that included them, one LiquidationCall per account.
+    logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(mined), "toBlock": hex(mined),
+                                              "address": devnet.manifest["aave_v3"]["pool"],
+                                              "topics": [
+        "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]})
+    users = [entry["topics"][3] for entry in logs]
+    assert len(users) == len(set(users)) == len(sent)
+
+
+async def test_the_key_never_reaches_logs_or_metrics(devnet: Devnet, tmp_path: Path,
+                                                     run_daemon) -> None:
+    import io
+    import os
+
+    import structlog
+    from prometheus_client import generate_latest
+
+    from keeperd.logs import configure_logging
+
+    key_file = tmp_path / "keeper.key"
+    key_file.write_text(KEEPER_KEY)
+    os.chmod(key_file, 0o600)
+    fund_keeper(devnet)
+    out = io.StringIO()
+    redactor = configure_logging("debug", "json", stream=out)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "file", "path": str(key_file)})
+    stop = asyncio.Event()
+    daemon = Daemon(config, metrics=Metrics(), redactor=redactor)
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        # Try hard to make it print the key: log it by name and inside text.
+        log = structlog.get_logger("test")
+        log.info("probe", private_key=KEEPER_KEY, text=f"key is {KEEPER_KEY.upper()}")
+        devnet.set_price("WETH", 2100.0)
+        await asyncio.sleep(1.0)
+        devnet.mine(1)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        structlog.reset_defaults()
+    logs = out.getvalue()
+    assert "liquidation.sent" in logs  # it did real work while we listened
+    metrics_text = generate_latest(daemon.metrics.registry).decode()
+    secret = KEEPER_KEY[2:].lower()
+    assert secret not in logs.lower()
+    assert secret not in metrics_text.lower()
+    assert secret not in repr(daemon.__dict__).lower()
