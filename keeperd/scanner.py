@@ -43,6 +43,7 @@ class ScanResult:
     priority_rows: np.ndarray  # rows evaluated first because a price they depend on moved
     seconds: float
     seen_at: float  # time.perf_counter() when the block reached keeperd
+    partial: bool = False  # only the accounts exposed to a moved price, ahead of the rest
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -148,8 +149,16 @@ class ProtocolScanner:
             moved = [i for i, (a, b) in enumerate(zip(self.book.market.prices, market.prices,
                                                       strict=False)) if a != b]
             if moved:
+                # The reverse index: accounts exposed to the moved assets go first, and the
+                # listeners (the executor) act on them before the rest is evaluated.
                 priority = np.unique(np.concatenate([positions.dependents(c) for c in moved]))
-                first = adapter.evaluate(book, rows=priority)
+                # The float path finds the few near or under 1; only those get the exact math.
+                near = adapter.candidates(book, priority)
+                first = adapter.evaluate(book, rows=near)
+                partial = ScanResult(adapter.name, block, kind, book, first, near,
+                                     time.perf_counter() - started, seen_at, partial=True)
+                for listener in self.listeners:
+                    await listener(partial)
                 log.info("positions.price_moved", protocol=adapter.name, block=block,
                          assets=[market.symbols[c] for c in moved],
                          dependents=len(priority),

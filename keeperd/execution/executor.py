@@ -38,9 +38,10 @@ from keeperd.scanner import ScanResult
 log = structlog.get_logger(__name__)
 
 MAX_UINT = 2**256 - 1
-# Used to price gas before the simulation gives the real figure (an Aave V3 liquidationCall
-# costs 250k-400k gas).
-GAS_GUESS = 450_000
+# Gas limit of a liquidationCall until receipts teach better (Aave V3 uses 250k-400k).
+GAS_DEFAULT = 600_000
+# Liquidations simulated, signed and broadcast together; the most profitable go first.
+WAVE = 16
 
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
@@ -73,6 +74,8 @@ class Executor:
         self.labels = (adapter.chain, adapter.name)
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
+        self._gas_used: dict[tuple[str, str], int] = {}
+        self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
         for stage in ("detected", "profitable", "sent", "included", "lost_race"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -132,17 +135,24 @@ class Executor:
     # --- per scan -------------------------------------------------------------------------
 
     async def on_scan(self, result: ScanResult) -> None:
-        self._last = result
         view = result.view
-        self._liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
-        await self.on_block(result.block)
-        if result.block % 10 == 0:
-            await self.publish_balances(result.block)
-        if not self._liquidatable:
+        liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
+        if result.partial:
+            # Price-exposed accounts only: act at once, settle and bookkeep on the full view.
+            self._liquidatable |= liquidatable
+        else:
+            self._last = result
+            self._liquidatable = liquidatable
+            await self.on_block(result.block)
+            if result.block % 10 == 0:
+                await self.publish_balances(result.block)
+        if self._last is None:
+            self._last = result
+        if not liquidatable:
             return
         book = result.book
         positions = book.positions
-        rows = [positions.position_of[a] for a in self._liquidatable]
+        rows = [positions.position_of[a] for a in liquidatable]
         subset = positions.take(rows)
         plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset))
         if self.mode == "alert-only":
@@ -153,7 +163,8 @@ class Executor:
 
     async def _consider_all(self, plans: list[LiquidationPlan], result: ScanResult,
                             base_fee: int, native_usd: float) -> None:
-        """Simulate every candidate at once, then sign in order and broadcast at once."""
+        """The most profitable first, in waves: simulate a wave in one JSON-RPC batch, sign
+        it in nonce order under one journal commit, broadcast it concurrently."""
         stage = self.metrics.liquidation_funnel.labels
         fresh: list[tuple[LiquidationPlan, str]] = []
         for plan in plans:
@@ -162,82 +173,103 @@ class Executor:
                 stage(*self.labels, "skipped_journaled").inc()
                 continue
             stage(*self.labels, "detected").inc()
-            if self._decide(plan, key, GAS_GUESS, base_fee, native_usd) is None:
+            if self._decide(plan, key, self._gas_limit(plan), base_fee, native_usd) is None:
                 stage(*self.labels, "unprofitable").inc()
                 continue
             fresh.append((plan, key))
-        if not fresh:
-            return
+        # (Overlapping one wave's simulation with the previous wave's broadcast was measured:
+        # no gain, the node is the bottleneck.)
+        for start in range(0, len(fresh), WAVE):
+            wave = fresh[start:start + WAVE]
+            await self._wave(wave, await self._simulate(wave), result, base_fee, native_usd)
+        # Off the hot path: who beat us to the accounts whose simulation failed.
+        checks, self._lost_race_checks = self._lost_race_checks, []
+        for plan, key, block, reason in checks:
+            await self._maybe_lost_race(plan, key, block, reason)
+
+    def _gas_limit(self, plan: LiquidationPlan) -> int:
+        """Gas limit for this (collateral, debt) pair: the most it has used so far, with the
+        configured margin; a conservative default until a receipt has been seen."""
+        used = self._gas_used.get((plan.collateral_asset, plan.debt_asset))
+        return int((used or GAS_DEFAULT) * self.config.gas_limit_margin)
+
+    async def _simulate(self, wave: list[tuple[LiquidationPlan, str]]) -> list[object]:
         pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
-        calldata = [liquidation_calldata(plan) for plan, _ in fresh]
-        estimates = await asyncio.gather(*(
-            self.pool.request("eth_estimateGas", [{"from": self.keeper or pool_address,
-                                                   "to": pool_address,
-                                                   "data": "0x" + data.hex()}, "latest"])
-            for data in calldata), return_exceptions=True)
+        calldata = [liquidation_calldata(plan) for plan, _ in wave]
+        sender = self.keeper or pool_address
+        # The simulation: the exact call, from the keeper, against the latest block. (Against
+        # "pending", anvil first re-executes its whole mempool, which costs more than it
+        # tells: our own earlier liquidations never share a position with this one.)
+        return await self.pool.batch([
+            ("eth_call", [{"from": sender, "to": pool_address, "data": "0x" + data.hex(),
+                           "gas": hex(GAS_DEFAULT * 3)}, "latest"]) for data in calldata])
+
+    async def _wave(self, wave: list[tuple[LiquidationPlan, str]], simulations: list[object],
+                    result: ScanResult, base_fee: int, native_usd: float) -> None:
+        stage = self.metrics.liquidation_funnel.labels
+        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
+        calldata = [liquidation_calldata(plan) for plan, _ in wave]
         to_send = []
-        for (plan, key), data, estimate in zip(fresh, calldata, estimates, strict=True):
-            if isinstance(estimate, BaseException):
-                if not isinstance(estimate, RpcError | RpcUnavailable):
-                    raise estimate
-                stage(*self.labels, "simulation_failed").inc()
-                log.info("liquidation.simulation_failed", opportunity=key,
-                         error=str(estimate)[:300])
-                await self._maybe_lost_race(plan, key, result.block, str(estimate)[:200])
-                continue
-            stage(*self.labels, "simulated_ok").inc()
-            decision = self._decide(plan, key, int(int(estimate, 16)
-                                                   * self.config.gas_limit_margin),
-                                    base_fee, native_usd)
-            if decision is None:
-                stage(*self.labels, "unprofitable").inc()
-                continue
-            stage(*self.labels, "profitable").inc()
-            entry = J.JournalEntry(
-                key, self.adapter.name, plan.account, plan.collateral, plan.debt,
-                plan.debt_to_cover, decision.net_profit_usd, decision.budget_wei, result.block,
-                J.DRY_RUN if self.mode == "dry-run" else "planned", None, None,
-                f"gas_limit={decision.gas_limit}")
-            if not self.journal.record(entry):
-                stage(*self.labels, "skipped_journaled").inc()
-                continue
-            if self.mode == "dry-run":
-                stage(*self.labels, "dry_run").inc()
-                log.info("liquidation.dry_run", opportunity=key, account=plan.account,
-                         collateral=plan.collateral, debt=plan.debt,
-                         debt_to_cover=str(plan.debt_to_cover),
-                         expected_profit_usd=round(decision.net_profit_usd, 2))
-                continue
+        with self.journal.transaction():
+            for (plan, key), data, sim in zip(wave, calldata, simulations, strict=True):
+                if isinstance(sim, RpcError):
+                    stage(*self.labels, "simulation_failed").inc()
+                    log.info("liquidation.simulation_failed", opportunity=key,
+                             error=str(sim)[:300])
+                    self._lost_race_checks.append((plan, key, result.block, str(sim)[:200]))
+                    continue
+                stage(*self.labels, "simulated_ok").inc()
+                decision = self._decide(plan, key, self._gas_limit(plan), base_fee, native_usd)
+                if decision is None:
+                    stage(*self.labels, "unprofitable").inc()
+                    continue
+                stage(*self.labels, "profitable").inc()
+                entry = J.JournalEntry(
+                    key, self.adapter.name, plan.account, plan.collateral, plan.debt,
+                    plan.debt_to_cover, decision.net_profit_usd, decision.budget_wei,
+                    result.block, J.DRY_RUN if self.mode == "dry-run" else "planned", None,
+                    None, f"gas_limit={decision.gas_limit}")
+                if not self.journal.record(entry):
+                    stage(*self.labels, "skipped_journaled").inc()
+                    continue
+                if self.mode == "dry-run":
+                    stage(*self.labels, "dry_run").inc()
+                    log.info("liquidation.dry_run", opportunity=key, account=plan.account,
+                             collateral=plan.collateral, debt=plan.debt,
+                             debt_to_cover=str(plan.debt_to_cover),
+                             expected_profit_usd=round(decision.net_profit_usd, 2))
+                    continue
+                assert self.tx is not None
+                try:
+                    record, pending = self.tx.prepare(
+                        key, pool_address, data, decision.gas_limit, decision.budget_wei,
+                        block=result.block, base_fee=base_fee)
+                except SendRefused as exc:
+                    self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
+                    log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
+                    continue
+                to_send.append((plan, decision, record, pending))
+        if to_send:
             assert self.tx is not None
-            try:
-                record, pending = self.tx.prepare(key, pool_address, data, decision.gas_limit,
-                                                  decision.budget_wei, block=result.block,
-                                                  base_fee=base_fee)
-            except SendRefused as exc:
-                self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
-                log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
-                continue
-            to_send.append((plan, decision, record, pending))
-        if not to_send:
-            return
-        assert self.tx is not None
-        outcomes = await asyncio.gather(*(self.tx.broadcast(record, pending)
-                                          for _, _, record, pending in to_send),
-                                        return_exceptions=True)
-        for (plan, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, SendRefused):
-                    raise outcome
-                self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
-                log.warning("liquidation.not_sent", opportunity=record.key, reason=str(outcome))
-                continue
-            elapsed = time.perf_counter() - result.seen_at
-            stage(*self.labels, "sent").inc()
-            self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
-            log.info("liquidation.sent", opportunity=record.key, account=plan.account,
-                     tx_hash=record.tx_hash, collateral=plan.collateral, debt=plan.debt,
-                     expected_profit_usd=round(decision.net_profit_usd, 2),
-                     block_to_broadcast_ms=round(elapsed * 1000, 2))
+            outcomes = await asyncio.gather(*(self.tx.broadcast(record, pending)
+                                              for _, _, record, pending in to_send),
+                                            return_exceptions=True)
+            for (plan, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, SendRefused):
+                        raise outcome
+                    self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
+                    log.warning("liquidation.not_sent", opportunity=record.key,
+                                reason=str(outcome))
+                    continue
+                elapsed = time.perf_counter() - result.seen_at
+                stage(*self.labels, "sent").inc()
+                self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
+                log.info("liquidation.sent", opportunity=record.key, account=plan.account,
+                         block=result.block, tx_hash=record.tx_hash,
+                         collateral=plan.collateral, debt=plan.debt,
+                         expected_profit_usd=round(decision.net_profit_usd, 2),
+                         block_to_broadcast_ms=round(elapsed * 1000, 2))
 
     def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
                 native_usd: float) -> Decision | None:
@@ -278,6 +310,10 @@ class Executor:
         gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
         if outcome.gas_used:
             self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+        if outcome.status in ("included", "reverted") and outcome.gas_used:
+            pair = self._pair_of(outcome)
+            if pair is not None:
+                self._gas_used[pair] = max(self._gas_used.get(pair, 0), outcome.gas_used)
         if outcome.status == "included":
             profit = self._realised_profit(outcome) - gas_usd
             self.metrics.liquidation_profit.labels(*self.labels).inc(max(profit, 0.0))
@@ -299,6 +335,10 @@ class Executor:
         log.info(f"liquidation.{outcome.status}", opportunity=outcome.key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, outcome.key, entry.detected_block, "cancelled")
+
+    def _pair_of(self, outcome: Outcome) -> tuple[str, str] | None:
+        parts = outcome.key.split(":")
+        return (parts[2], parts[3]) if len(parts) >= 5 else None
 
     def _realised_profit(self, outcome: Outcome) -> float:
         """Seized minus repaid, valued at the latest prices, from our LiquidationCall log."""

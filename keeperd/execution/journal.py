@@ -9,8 +9,10 @@ sending a second liquidation for it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -92,6 +94,7 @@ class Journal:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._db.executescript(SCHEMA)
+        self._in_tx = False
 
     def get(self, key: str) -> JournalEntry | None:
         row = self._db.execute(
@@ -115,6 +118,21 @@ class Journal:
             "FROM liquidations ORDER BY created_at")
         return [_entry(r) for r in rows]
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group many writes into one commit (a wave of liquidations found in one block)."""
+        self._db.execute("BEGIN")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
     def record(self, entry: JournalEntry) -> bool:
         """Insert a new opportunity. False if the key is already journaled (never twice)."""
         now = time.time()
@@ -132,7 +150,9 @@ class Journal:
     def record_tx(self, tx: TxRecord, nonce_of_key: int | None = None) -> None:
         """Store a signed transaction before it is broadcast."""
         db = self._db
-        db.execute("BEGIN")
+        own = not self._in_tx
+        if own:
+            db.execute("BEGIN")
         try:
             db.execute("INSERT INTO liquidation_txs VALUES (?,?,?,?,?,?,?,?,?)",
                        (tx.tx_hash, tx.key, tx.nonce, str(tx.max_fee_per_gas),
@@ -140,9 +160,11 @@ class Journal:
             db.execute("UPDATE liquidations SET status = ?, nonce = ?, updated_at = ? "
                        "WHERE key = ?", (PENDING, tx.nonce if nonce_of_key is None
                                          else nonce_of_key, time.time(), tx.key))
-            db.execute("COMMIT")
+            if own:
+                db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if own:
+                db.execute("ROLLBACK")
             raise
 
     def txs(self, key: str) -> list[TxRecord]:

@@ -123,6 +123,10 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
         assert int(receipt["blockNumber"], 16) <= crash_block + 2
         assert devnet.account_data(entry.account)[1] < debts[entry.account]
+        # The pool repaid exactly what keeperd's plan said it would.
+        [event] = [e for e in receipt["logs"] if e["topics"][0] ==
+                   "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]
+        assert int(event["data"][2:66], 16) == entry.debt_to_cover
     # Every underwater account worth liquidating was liquidated: what is left is dust.
     skipped = underwater - {e.account for e in included}
     for account in skipped:
@@ -213,6 +217,9 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         for _ in range(4):
             devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
             await keeper.evaluated_at(devnet.mine(1))
+        # Blocks passed while they waited: still one opportunity per account, never a second.
+        waiting = [e.account for e in journal.all()]
+        assert len(waiting) == len(set(waiting)) == len(sent)
     finally:
         devnet.client.call("evm_setAutomine", True)
     await keeper.evaluated_at(devnet.mine(1))

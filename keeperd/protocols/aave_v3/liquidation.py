@@ -43,7 +43,8 @@ class LiquidationPlan:
     protocol_fee: int  # collateral-token units that go to the treasury
     repaid_usd: float
     seized_usd: float
-    user_debt: int  # the user's whole debt in this asset (part of the opportunity's key)
+    user_debt: int  # the user's whole debt in this asset
+    position_version: str  # changes when the user's position changes, not with interest
 
     @property
     def gross_profit_usd(self) -> float:
@@ -51,10 +52,11 @@ class LiquidationPlan:
         return self.seized_usd - self.repaid_usd
 
     def key(self, protocol: str) -> str:
-        """Identifies the opportunity: the same position seen again (after a restart, or on
-        the next block) has the same key; once the debt changes it is a new opportunity."""
+        """Identifies the opportunity: the same position seen again (on the next block, after
+        a restart) has the same key, although interest keeps growing its debt; once someone
+        repays or liquidates part of it, it is a new opportunity."""
         return f"{protocol}:{self.account}:{self.collateral_asset}:{self.debt_asset}:" \
-               f"{self.user_debt}"
+               f"{self.position_version}"
 
 
 def _price(market: MarketState, col: int, user_emode: int) -> int:
@@ -80,9 +82,14 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
             continue
         scaled = int(pos.variable_scaled[row, d])
         variable = (scaled * market.debt_index[d] + HALF_RAY) // RAY if scaled else 0
-        user_debt = variable + int(pos.stable_debt[row, d])
+        stable = int(pos.stable_debt[row, d])
+        user_debt = variable + stable
         if user_debt == 0:
             continue
+        # Scaled balances move only when the user (or a liquidator) acts; interest moves the
+        # index instead. (Stable debt accrues in its balance: V3 markets have retired it, and
+        # only its presence is marked.)
+        debt_version = f"{scaled}{'+s' if stable else ''}"
         debt_to_cover = percent_mul(user_debt, close_factor)
         debt_price = _price(market, d, user_emode)
         debt_unit = 10**debt_reserve.decimals
@@ -118,7 +125,8 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                 collateral_seized=to_liquidator, protocol_fee=fee,
                 repaid_usd=covered * debt_price / debt_unit / market.base_unit,
                 seized_usd=to_liquidator * coll_price / coll_unit / market.base_unit,
-                user_debt=user_debt)
+                user_debt=user_debt,
+                position_version=f"{debt_version}/{int(pos.a_scaled[row, c])}")
             if best is None or plan.gross_profit_usd > best.gross_profit_usd:
                 best = plan
     return best
