@@ -187,8 +187,8 @@ class Daemon:
 
     def _load_key(self) -> KeeperKey | None:
         source = self.config.keeper.key
-        if source is None:
-            return None
+        if source is None or self.config.keeper.mode == "alert-only":
+            return None  # alert-only never signs: do not even read the key
         try:
             key = load_key(source)
         except KeyLoadError as exc:

@@ -1,9 +1,11 @@
 """`make demo`: keeperd on its embedded default, end to end, in about a minute.
 
 1. starts the devnet (anvil with a real Aave V3 market and 300 seeded borrowers);
-2. runs the keeperd daemon on config/devnet.yaml, pointed at that devnet;
+2. runs the keeperd daemon on config/devnet.yaml, pointed at that devnet, in `liquidate` mode
+   with anvil's published test account 5 as the keeper (funded with the debt assets);
 3. shows the positions it found, riskiest first;
-4. crashes the WETH price by 30 % and shows what became liquidatable, block by block;
+4. crashes the WETH price by 30 %: keeperd sees the block, simulates and sends the
+   liquidations, and the next block includes them; the journal and the balances show it;
 5. shows the metrics Prometheus would scrape.
 It stops everything it started on the way out.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import urllib.request
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from keeperd.config import load_config
 from keeperd.daemon import Daemon
+from keeperd.devnet import contracts
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.logs import configure_logging
@@ -56,11 +60,48 @@ def show_positions(daemon: Daemon, limit: int) -> None:
               f"liquidatable (debt {sum(r.debt_usd for r in liquidatable):,.0f} USD)")
 
 
+# anvil's default mnemonic, account 5: a published test key, for the local devnet only.
+DEMO_KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
+DEMO_KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+
+
+def fund_keeper(devnet: Devnet) -> None:
+    """Mint the keeper the debt assets it repays with (the devnet tokens mint freely)."""
+    token = contracts.aave("MintableERC20")
+    for symbol, address in devnet.manifest["tokens"].items():
+        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+        devnet.client.send(DEMO_KEEPER, address,
+                           token.encode_call("mint", DEMO_KEEPER, 10_000_000 * 10**decimals))
+
+
+def keeper_balances(devnet: Devnet) -> dict[str, float]:
+    token = contracts.aave("MintableERC20")
+    out = {}
+    for symbol, address in devnet.manifest["tokens"].items():
+        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+        (raw,) = token.decode_result("balanceOf", devnet.client.eth_call(
+            address, token.encode_call("balanceOf", DEMO_KEEPER)))
+        out[symbol] = raw / 10**decimals
+    return out
+
+
+def show_journal(daemon: Daemon) -> None:
+    for executor in daemon.executors.values():
+        entries = executor.journal.all()
+        by_status: dict[str, int] = {}
+        for e in entries:
+            by_status[e.status] = by_status.get(e.status, 0) + 1
+        print(f"journal: {len(entries)} liquidations, {by_status}")
+        profit = sum(e.expected_profit_usd for e in entries if e.status == "included")
+        print(f"expected profit of the included ones: {profit:,.0f} USD")
+
+
 def show_metrics(port: int) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    wanted = ("keeperd_accounts_tracked", "keeperd_accounts_by_health", "keeperd_debt_at_risk_usd",
-              "keeperd_head_block_number", "keeperd_rpc_requests_total",
+    wanted = ("keeperd_accounts_tracked", "keeperd_debt_at_risk_usd",
+              "keeperd_head_block_number", "keeperd_liquidations_total",
+              "keeperd_liquidation_profit_usd_total", "keeperd_block_to_broadcast_seconds_count",
               "keeperd_health_mismatch_total")
     for line in text.splitlines():
         if line.startswith(wanted):
@@ -75,7 +116,10 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             "KEEPERD_DEVNET_RPC": devnet.manifest["rpc_url"],
             "KEEPERD_METRICS_PORT": str(metrics_port),
             "KEEPERD_STATE_DIR": str(state_dir),
+            "KEEPERD_MODE": "liquidate",
         })
+        os.environ["KEEPERD_DEVNET_KEY"] = DEMO_KEEPER_KEY
+        fund_keeper(devnet)
         configure_logging("info", "json", stream=log_file)
         banner(f"devnet up at {devnet.manifest['rpc_url']}: Aave V3 with "
                f"{len(devnet.manifest['borrowers'])} seeded borrowers")
@@ -94,16 +138,32 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             old = devnet.price("WETH")
             new = old * (1 - crash)
             banner(f"WETH crashes {crash:.0%}: {old:,.0f} -> {new:,.0f} USD")
-            devnet.set_price("WETH", new)
-            head = devnet.mine(1)
-            await wait_for_block(daemon, head)
-            show_positions(daemon, limit=15)
+            before = keeper_balances(devnet)
+            devnet.client.call("evm_setAutomine", False)  # blocks come when mined, as on a chain
+            try:
+                devnet.set_price_async("WETH", new)
+                crash_block = devnet.mine(1)
+                await wait_for_block(daemon, crash_block)
+                show_positions(daemon, limit=8)
+                banner(f"block {crash_block}: keeperd sent its liquidations; "
+                       f"block {crash_block + 1} includes them")
+                await wait_for_block(daemon, devnet.mine(1))
+            finally:
+                devnet.client.call("evm_setAutomine", True)
+            await wait_for_block(daemon, devnet.mine(1))
+            show_journal(daemon)
+            after = keeper_balances(devnet)
+            print("\nkeeper balances (on chain):")
+            for symbol in before:
+                print(f"  {symbol:5} {before[symbol]:>18,.4f} -> {after[symbol]:>18,.4f}")
+            banner("positions after the liquidations")
+            show_positions(daemon, limit=8)
 
             banner(f"metrics on http://127.0.0.1:{metrics_port}/metrics (excerpt)")
             await asyncio.to_thread(show_metrics, metrics_port)  # the server is on this loop
             banner("what comes next on this devnet")
-            print("liquidations, alerts and cascade metrics build on this pipeline "
-                  "(see the README's roadmap); the demo grows with them.")
+            print("alerts and cascade metrics build on this pipeline (see the README's "
+                  "roadmap); the demo grows with them.")
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
