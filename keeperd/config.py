@@ -194,6 +194,18 @@ class KeeperConfig(_Model):
     address: Address | None = Field(
         default=None, description="The keeper's address, for dry-run simulations without a "
         "key (with a key, its address is used).")
+    capital: Literal["own-balance", "flash-loan"] = Field(
+        default="own-balance", description="own-balance: repay with the keeper's tokens "
+        "(the pool is approved once per asset); flash-loan: through keeperd's FlashLiquidator "
+        "contract, which flash-borrows the debt asset from Aave and sells the seized "
+        "collateral on Uniswap V3 in the same transaction.")
+    flash_liquidator: Address | None = Field(
+        default=None, description="The FlashLiquidator contract owned by the keeper "
+        "(contracts/FlashLiquidator.sol); needed for capital: flash-loan.")
+    uniswap_v3_factory: Address | None = Field(
+        default=None, description="Uniswap V3 factory whose pools the FlashLiquidator sells "
+        "collateral on.")
+    swap_fee: int = Field(default=3000, description="Uniswap V3 fee tier of the swap pools.")
     min_profit_usd: float = Field(
         default=5.0, ge=0, description="Skip liquidations whose expected profit after gas "
         "and slippage is below this.")
@@ -222,6 +234,10 @@ class KeeperConfig(_Model):
     def _key_for_liquidate(self) -> KeeperConfig:
         if self.mode == "liquidate" and self.key is None:
             raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
+        if self.capital == "flash-loan" and (self.flash_liquidator is None
+                                             or self.uniswap_v3_factory is None):
+            raise ValueError("capital 'flash-loan' needs `flash_liquidator` and "
+                             "`uniswap_v3_factory` addresses")
         if self.mode == "dry-run" and self.key is None and self.address is None:
             raise ValueError("mode 'dry-run' needs `key` or `address` (simulations run from "
                              "the keeper's address, which must hold the debt assets)")

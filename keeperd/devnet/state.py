@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.devnet import aave, paths, seed
+from keeperd.devnet import aave, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
 
@@ -46,7 +46,7 @@ def _fingerprint() -> str:
     lock = paths.project_root() / "package-lock.json"
     if lock.is_file():
         h.update(lock.read_bytes())
-    for module in (aave, seed):
+    for module in (aave, seed, uniswap):
         h.update(Path(module.__file__ or "").read_bytes())
     return h.hexdigest()[:16]
 
@@ -90,6 +90,7 @@ def _build(folder: Path, accounts: int, seed_value: int) -> None:
             prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
             plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value)
             seed.seed_market(client, market, plans)
+            dex = uniswap.deploy_uniswap(client, market, prices)
             block = client.block_number()
             dump = client.call("anvil_dumpState")
         finally:
@@ -106,6 +107,7 @@ def _build(folder: Path, accounts: int, seed_value: int) -> None:
         "seed": seed_value,
         "prices_usd": prices,
         **market,
+        **dex,
         "borrowers": [
             {"address": p.address, "profile": p.profile, "emode": p.emode,
              "collateral": [s for s, _ in p.collateral], "debt": p.debt[0],

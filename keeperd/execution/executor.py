@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 from eth_typing import HexStr
-from eth_utils import to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
 
 from keeperd.chain.multicall import encode_call
@@ -51,6 +51,18 @@ def liquidation_calldata(plan: LiquidationPlan) -> bytes:
                         plan.debt_to_cover, False])
 
 
+NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
+    "NotEnoughProfit(uint256,uint256)").hex()
+
+
+@dataclass(frozen=True)
+class Call:
+    plan: LiquidationPlan
+    key: str
+    target: str  # the Aave pool, or the FlashLiquidator
+    data: bytes
+
+
 @dataclass(frozen=True)
 class Decision:
     plan: LiquidationPlan
@@ -75,6 +87,8 @@ class Executor:
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
         self._gas_used: dict[tuple[str, str], int] = {}
+        self._swap_pools: dict[tuple[str, str], str] = {}
+        self._flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
         for stage in ("detected", "profitable", "sent", "included", "lost_race"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
@@ -90,8 +104,14 @@ class Executor:
         if self.tx is not None:
             await self.tx.sync_nonce()
             await self._reconcile(head)
-            if self.mode == "liquidate":
+            if self.mode == "liquidate" and self.config.capital == "own-balance":
                 await self._ensure_approvals(head)
+        if self.config.capital == "flash-loan" and self.adapter.reader is not None:
+            raw = await self.pool.request("eth_call", [{
+                "to": self.adapter.reader.addresses.pool,
+                "data": "0x" + encode_call("FLASHLOAN_PREMIUM_TOTAL()", [], []).hex()},
+                "latest"])
+            self._flash_premium_bps = int(raw, 16)
 
     async def _reconcile(self, head: int) -> None:
         assert self.tx is not None
@@ -177,10 +197,19 @@ class Executor:
                 stage(*self.labels, "unprofitable").inc()
                 continue
             fresh.append((plan, key))
+        if self.config.capital == "flash-loan":
+            await self._find_swap_pools({(p.collateral_asset, p.debt_asset) for p, _ in fresh})
+        calls: list[Call] = []
+        for plan, key in fresh:
+            call = self._call_for(plan, key, result, base_fee, native_usd)
+            if call is None:
+                stage(*self.labels, "no_swap_pool").inc()
+                continue
+            calls.append(call)
         # (Overlapping one wave's simulation with the previous wave's broadcast was measured:
         # no gain, the node is the bottleneck.)
-        for start in range(0, len(fresh), WAVE):
-            wave = fresh[start:start + WAVE]
+        for start in range(0, len(calls), WAVE):
+            wave = calls[start:start + WAVE]
             await self._wave(wave, await self._simulate(wave), result, base_fee, native_usd)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
@@ -193,25 +222,66 @@ class Executor:
         used = self._gas_used.get((plan.collateral_asset, plan.debt_asset))
         return int((used or GAS_DEFAULT) * self.config.gas_limit_margin)
 
-    async def _simulate(self, wave: list[tuple[LiquidationPlan, str]]) -> list[object]:
+    def _call_for(self, plan: LiquidationPlan, key: str, result: ScanResult, base_fee: int,
+                  native_usd: float) -> Call | None:
+        """What to send: liquidationCall on the pool (own balance), or the FlashLiquidator."""
         pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
-        calldata = [liquidation_calldata(plan) for plan, _ in wave]
+        if self.config.capital == "own-balance":
+            return Call(plan, key, pool_address, liquidation_calldata(plan))
+        swap_pool = self._swap_pools.get((plan.collateral_asset, plan.debt_asset))
+        if not swap_pool:
+            return None
+        # The contract reverts unless it keeps enough of the debt asset to pay for the gas
+        # and still clear min_profit_usd.
+        market = result.book.market
+        debt_col = market.column(plan.debt_asset)
+        debt_usd = float(market.prices_usd()[debt_col])
+        gas_usd = self._gas_limit(plan) * self._fee_per_gas(base_fee) / 1e18 * native_usd
+        min_profit = int((self.config.min_profit_usd + gas_usd) / debt_usd
+                         * 10**market.reserves[debt_col].decimals)
+        data = encode_call(
+            "liquidate(address,address,address,uint256,address,uint256)",
+            ["address", "address", "address", "uint256", "address", "uint256"],
+            [plan.collateral_asset, plan.debt_asset, plan.account, plan.debt_to_cover,
+             swap_pool, min_profit])
+        assert self.config.flash_liquidator is not None
+        return Call(plan, key, self.config.flash_liquidator, data)
+
+    async def _find_swap_pools(self, pairs: set[tuple[str, str]]) -> None:
+        factory = self.config.uniswap_v3_factory
+        missing = [p for p in pairs if p not in self._swap_pools]
+        if not missing or factory is None:
+            return
+        answers = await self.pool.batch([
+            ("eth_call", [{"to": factory, "data": "0x" + encode_call(
+                "getPool(address,address,uint24)", ["address", "address", "uint24"],
+                [a, b, self.config.swap_fee]).hex()}, "latest"]) for a, b in missing])
+        for pair, answer in zip(missing, answers, strict=True):
+            if isinstance(answer, str) and int(answer, 16):
+                self._swap_pools[pair] = to_checksum_address("0x" + answer[-40:])
+            else:
+                self._swap_pools[pair] = ""  # no pool for this pair at this fee tier
+
+    async def _simulate(self, wave: list[Call]) -> list[object]:
+        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
         sender = self.keeper or pool_address
         # The simulation: the exact call, from the keeper, against the latest block. (Against
         # "pending", anvil first re-executes its whole mempool, which costs more than it
         # tells: our own earlier liquidations never share a position with this one.)
         return await self.pool.batch([
-            ("eth_call", [{"from": sender, "to": pool_address, "data": "0x" + data.hex(),
-                           "gas": hex(GAS_DEFAULT * 3)}, "latest"]) for data in calldata])
+            ("eth_call", [{"from": sender, "to": c.target, "data": "0x" + c.data.hex(),
+                           "gas": hex(GAS_DEFAULT * 3)}, "latest"]) for c in wave])
 
-    async def _wave(self, wave: list[tuple[LiquidationPlan, str]], simulations: list[object],
+    async def _wave(self, wave: list[Call], simulations: list[object],
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
         stage = self.metrics.liquidation_funnel.labels
-        pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
-        calldata = [liquidation_calldata(plan) for plan, _ in wave]
         to_send = []
         with self.journal.transaction():
-            for (plan, key), data, sim in zip(wave, calldata, simulations, strict=True):
+            for call, sim in zip(wave, simulations, strict=True):
+                plan, key, target, data = call.plan, call.key, call.target, call.data
+                if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
+                    stage(*self.labels, "unprofitable").inc()  # the swap would not pay
+                    continue
                 if isinstance(sim, RpcError):
                     stage(*self.labels, "simulation_failed").inc()
                     log.info("liquidation.simulation_failed", opportunity=key,
@@ -242,7 +312,7 @@ class Executor:
                 assert self.tx is not None
                 try:
                     record, pending = self.tx.prepare(
-                        key, pool_address, data, decision.gas_limit, decision.budget_wei,
+                        key, target, data, decision.gas_limit, decision.budget_wei,
                         block=result.block, base_fee=base_fee)
                 except SendRefused as exc:
                     self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
@@ -271,14 +341,18 @@ class Executor:
                          expected_profit_usd=round(decision.net_profit_usd, 2),
                          block_to_broadcast_ms=round(elapsed * 1000, 2))
 
+    def _fee_per_gas(self, base_fee: int) -> int:
+        return min(int(base_fee * self.config.base_fee_headroom
+                       + self.config.priority_fee_gwei * GWEI),
+                   int(self.config.max_fee_gwei * GWEI))
+
     def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
                 native_usd: float) -> Decision | None:
         slippage = plan.seized_usd * self.config.swap_slippage_bps / 10_000
         prize_usd = plan.gross_profit_usd - slippage
-        fee_per_gas = min(int(base_fee * self.config.base_fee_headroom
-                              + self.config.priority_fee_gwei * GWEI),
-                          int(self.config.max_fee_gwei * GWEI))
-        gas_usd = gas_limit * fee_per_gas / 1e18 * native_usd
+        if self.config.capital == "flash-loan":
+            prize_usd -= plan.repaid_usd * self._flash_premium_bps / 10_000
+        gas_usd = gas_limit * self._fee_per_gas(base_fee) / 1e18 * native_usd
         net = prize_usd - gas_usd
         if net < self.config.min_profit_usd or native_usd <= 0:
             return None

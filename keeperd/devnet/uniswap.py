@@ -1,0 +1,74 @@
+"""A real Uniswap V3 on the devnet: the factory from the pinned `@uniswap/v3-core`
+artifacts, 0.3 % pools for the market's pairs initialised at the oracle prices, with
+full-range liquidity added through our small `DevnetLiquidity` helper — so that swapping
+seized collateral has real price impact.
+
+Also deploys keeperd's `FlashLiquidator` for the devnet keeper (anvil's test account 5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import combinations
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from keeperd.devnet import contracts, paths
+from keeperd.devnet.client import DevnetClient
+from keeperd.devnet.contracts import Artifact
+from keeperd.devnet.solc import compile_project_contracts
+
+FEE = 3000  # 0.3 %
+TICK_SPACING = 60
+# The devnet keeper: anvil's default-mnemonic account 5 (a published test key).
+DEVNET_KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+
+
+def _artifact(name: str) -> Artifact:
+    path = (paths.node_modules() / "@uniswap" / "v3-core" / "artifacts" / "contracts"
+            / f"{name}.sol" / f"{name}.json")
+    data = json.loads(path.read_text())
+    return Artifact(name, data["abi"], data["bytecode"], data.get("linkReferences", {}))
+
+
+def deploy_uniswap(client: DevnetClient, market: dict[str, Any], prices: dict[str, float],
+                   depth_usd: float = 50_000_000.0) -> dict[str, Any]:
+    """Deploy the factory and a pool per pair with `depth_usd` of each token in range."""
+    admin = client.accounts()[0]
+    factory_art = _artifact("UniswapV3Factory")
+    pool_art = _artifact("UniswapV3Pool")
+    ours = compile_project_contracts(["DevnetLiquidity.sol", "FlashLiquidator.sol"])
+    helper_art = contracts.from_compiled("DevnetLiquidity", ours["DevnetLiquidity"].abi,
+                                         ours["DevnetLiquidity"].bytecode)
+    flash_art = contracts.from_compiled("FlashLiquidator", ours["FlashLiquidator"].abi,
+                                        ours["FlashLiquidator"].bytecode)
+    token_art = contracts.aave("MintableERC20")
+    factory = client.deploy(admin, factory_art.deploy_data())
+    helper = client.deploy(admin, helper_art.deploy_data())
+    tokens: dict[str, str] = market["tokens"]
+    decimals = {s: r["decimals"] for s, r in market["aave_v3"]["reserves"].items()}
+    pools: dict[str, str] = {}
+    for a, b in combinations(sorted(tokens), 2):
+        t0, t1 = sorted((a, b), key=lambda s: int(tokens[s], 16))
+        client.send(admin, factory, factory_art.encode_call("createPool", tokens[t0],
+                                                            tokens[t1], FEE))
+        (pool,) = factory_art.decode_result("getPool", client.eth_call(
+            factory, factory_art.encode_call("getPool", tokens[t0], tokens[t1], FEE)))
+        pool = to_checksum_address(pool)
+        # Price of token0 in token1, in raw units: what sqrtPriceX96 encodes.
+        raw_price = prices[t0] / prices[t1] * 10 ** (decimals[t1] - decimals[t0])
+        sqrt_price = math.sqrt(raw_price)
+        client.send(admin, pool, pool_art.encode_call("initialize", int(sqrt_price * 2**96)))
+        amount0 = depth_usd / prices[t0] * 10 ** decimals[t0]
+        liquidity = int(amount0 * sqrt_price)
+        for sym, amount in ((t0, amount0 * 1.01 + 10), (t1, amount0 * raw_price * 1.01 + 10)):
+            client.send(admin, tokens[sym], token_art.encode_call("mint", helper, int(amount)))
+        client.send(admin, helper, helper_art.encode_call("addFullRange", pool, TICK_SPACING,
+                                                          liquidity))
+        pools[f"{t0}/{t1}"] = pool
+    flash = client.deploy(admin, flash_art.deploy_data(market["aave_v3"]["pool"],
+                                                       DEVNET_KEEPER))
+    return {"uniswap_v3": {"factory": factory, "fee": FEE, "pools": pools},
+            "flash_liquidator": {"address": flash, "owner": DEVNET_KEEPER}}
