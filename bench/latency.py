@@ -80,7 +80,7 @@ async def run(accounts: int, rounds: int, step: float) -> dict[str, Any]:
         scanner = daemon.scanners["aave"]
 
         async def completed(block: int) -> None:
-            while scanner.completed_block < block:
+            while scanner.completed_block < block:  # noqa: ASYNC110 - a bench polls
                 await asyncio.sleep(0.005)
 
         await asyncio.wait_for(completed(devnet.client.block_number()), 120)
@@ -104,7 +104,7 @@ async def run(accounts: int, rounds: int, step: float) -> dict[str, Any]:
 
     structlog.reset_defaults()
     if os.environ.get("KEEPERD_BENCH_LOG"):
-        Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())
+        Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())  # noqa: ASYNC240
     sent: dict[int, list[float]] = {}  # block -> latencies of the liquidations it revealed
     for line in out.getvalue().splitlines():
         if not line.startswith("{"):
