@@ -13,7 +13,6 @@ Capital: the keeper's own balance of the debt asset (the pool is approved once p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -321,13 +320,10 @@ class Executor:
                 to_send.append((plan, decision, record, pending))
         if to_send:
             assert self.tx is not None
-            outcomes = await asyncio.gather(*(self.tx.broadcast(record, pending)
-                                              for _, _, record, pending in to_send),
-                                            return_exceptions=True)
+            outcomes = await self.tx.broadcast_many([(record, pending)
+                                                     for _, _, record, pending in to_send])
             for (plan, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, SendRefused):
-                        raise outcome
+                if outcome is not None:
                     self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
                     log.warning("liquidation.not_sent", opportunity=record.key,
                                 reason=str(outcome))

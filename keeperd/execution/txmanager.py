@@ -16,6 +16,7 @@ cancellation, an optional private submission endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,6 +157,36 @@ class TxManager:
             self.pending.pop(pending.key, None)
             raise
         self._log_sent(record, pending)
+
+    async def broadcast_many(self, items: list[tuple[TxRecord, Pending]]
+                             ) -> list[SendRefused | None]:
+        """Broadcast several signed transactions in one JSON-RPC batch (one HTTP round trip);
+        through the private endpoint, one by one. Returns None or the refusal, per item."""
+        if not items:
+            return []
+        if any(p.private for _, p in items) and self.private_pool is not None:
+            results = await asyncio.gather(*(self.broadcast(r, p) for r, p in items),
+                                           return_exceptions=True)
+            return [r if isinstance(r, SendRefused) else None for r in results]
+        try:
+            answers = await self.pool.batch([("eth_sendRawTransaction", [r.raw])
+                                             for r, _ in items])
+        except RpcUnavailable as exc:
+            answers = [exc] * len(items)
+        out: list[SendRefused | None] = []
+        refused = False
+        for (record, pending), answer in zip(items, answers, strict=True):
+            if isinstance(answer, Exception) and not (
+                    isinstance(answer, RpcError) and "known" in answer.message.lower()):
+                refused = True
+                self.pending.pop(pending.key, None)
+                out.append(SendRefused(f"broadcast of {record.tx_hash} failed: {answer}"))
+                continue
+            self._log_sent(record, pending)
+            out.append(None)
+        if refused:
+            await self.sync_nonce()  # a refused nonce leaves a gap: ask the node
+        return out
 
     def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
         to, data, value = (self.address, b"", 0) if p.cancelling else (p.to, p.data, 0)
