@@ -3,11 +3,14 @@ isolated per test with evm_snapshot / evm_revert."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from aiohttp import web
 
 from keeperd.chain.rpc import RpcPool
+from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 
@@ -44,3 +47,16 @@ async def pool(devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcPool]:
 def metric_value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
     value = metrics.registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else value
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Run an aiohttp app on a free loopback port; yield its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -17,13 +17,12 @@ from aiohttp import web
 from keeperd.chain.blocks import BlockSource, Reorg
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import parse_config
-from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ProtocolScanner
 from keeperd.store import Store
-from tests.conftest import metric_value
+from tests.conftest import metric_value, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 NEWCOMER = "0x000000000000000000000000000000000000bEEF"
@@ -179,12 +178,8 @@ async def picky_rpc(devnet: Devnet) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve(app) as url:
+        yield url
     await session.close()
 
 

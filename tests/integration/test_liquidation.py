@@ -81,6 +81,17 @@ async def run_daemon() -> AsyncIterator:
         await asyncio.wait_for(r.task, 10)
 
 
+async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
+                            ) -> tuple[int, J.Journal, list[J.JournalEntry]]:
+    """With automine off (blocks come when mined): move WETH, mine the block, let keeperd
+    evaluate it; return that block, the journal and what keeperd sent (still pending)."""
+    devnet.set_price_async("WETH", usd)
+    crash = devnet.mine(1)
+    await keeper.evaluated_at(crash)
+    journal = keeper.daemon.executors["aave"].journal
+    return crash, journal, journal.by_status(J.PENDING)
+
+
 def chain_health(devnet: Devnet, account: str) -> float:
     return devnet.account_data(account)[5] / 1e18
 
@@ -205,11 +216,7 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
     try:
-        devnet.set_price_async("WETH", 2100.0)
-        crash = devnet.mine(1)
-        await keeper.evaluated_at(crash)
-        journal = keeper.daemon.executors["aave"].journal
-        sent = journal.by_status(J.PENDING)
+        _, journal, sent = await crash_and_collect(devnet, keeper)
         assert sent
         first_fee = journal.txs(sent[0].key)[0].max_fee_per_gas
         # A base-fee spike prices the keeper's transactions out of the next blocks.
@@ -409,11 +416,7 @@ async def test_flash_loan_executor_liquidates_without_capital(devnet: Devnet, tm
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
     try:
-        devnet.set_price_async("WETH", 2100.0)
-        crash = devnet.mine(1)
-        await keeper.evaluated_at(crash)
-        journal = keeper.daemon.executors["aave"].journal
-        sent = journal.by_status(J.PENDING)
+        _, journal, sent = await crash_and_collect(devnet, keeper)
         assert len(sent) > 20
         devnet.mine(1)
     finally:

@@ -15,7 +15,7 @@ from keeperd.chain.web3_provider import make_web3
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
-from tests.conftest import metric_value
+from tests.conftest import metric_value, serve
 
 FAST = RpcPoolSettings(timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.05,
                        bench_after=2, bench_min_seconds=30)
@@ -30,12 +30,8 @@ async def garbage_url() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve(app) as url:
+        yield url
 
 
 async def test_fails_over_from_a_dead_endpoint_then_prefers_the_live_one(
