@@ -2,6 +2,7 @@
 
     keeperd run --config PATH            the daemon
     keeperd scan --config PATH [--once] [--json]   accounts by health, riskiest first
+    keeperd status --config PATH         what the daemon is doing, from its state directory
     keeperd check-config PATH            validate a config, then check it against the chains
     keeperd config-schema                the config's JSON Schema (for editors)
     keeperd devnet up|down|set-price|mine  the local chain for demos and tests
@@ -81,6 +82,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         if args.once:
             return EXIT_OK
         time.sleep(args.interval)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from keeperd import status
+
+    info = status.collect(load_config(args.config))
+    print(json.dumps(info, indent=1) if args.json else status.render(info))
+    return EXIT_OK
 
 
 def _cmd_config_schema(_: argparse.Namespace) -> int:
@@ -190,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="table rows (0: all)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
     p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("status", help="what the daemon is doing (from its state directory)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("config-schema", help="print the config's JSON Schema")
     p.set_defaults(func=_cmd_config_schema)

@@ -288,6 +288,9 @@ class MetricsConfig(_Model):
     enabled: bool = True
     listen: str = Field(default="127.0.0.1", description="Address for /metrics and /healthz.")
     port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
+    ready_max_index_lag: int = Field(
+        default=10, ge=0, description="/readyz fails while an account index trails the "
+        "head by more blocks than this.")
 
 
 class LoggingConfig(_Model):

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,12 +32,19 @@ from keeperd.execution.txmanager import GWEI, FeePolicy, TxManager
 from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
+from keeperd.notify import Notifier
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ProtocolScanner
 from keeperd.store import Store
 from keeperd.web import WebServer, make_app
 
 log = structlog.get_logger(__name__)
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=1, default=str))
+    tmp.replace(path)
 
 
 class StartupError(Exception):
@@ -63,6 +74,7 @@ class Daemon:
         self.started_at = time.monotonic()
         self._heartbeat = time.monotonic()
         self.ready = asyncio.Event()
+        self.notifier = Notifier()
 
     # --- health -----------------------------------------------------------------------------
 
@@ -71,6 +83,7 @@ class Daemon:
         return age < 30, {"loop_heartbeat_age_s": round(age, 3)}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Useful: every chain followed with a healthy RPC, every index caught up."""
         detail: dict[str, Any] = {}
         ok = bool(self.chains)
         now = time.monotonic()
@@ -82,7 +95,43 @@ class Daemon:
                             "head": rt.blocks.head.number if rt.blocks.head else None,
                             "following": fresh}
             ok = ok and healthy > 0 and fresh
+        for name, scanner in self.scanners.items():
+            lag = self._index_lag(scanner)
+            caught_up = lag is not None and lag <= self.config.metrics.ready_max_index_lag
+            detail[name] = {"index_lag_blocks": lag, "evaluated_block": scanner.completed_block}
+            ok = ok and caught_up
         return ok, detail
+
+    def _index_lag(self, scanner: ProtocolScanner) -> int | None:
+        indexer = scanner.adapter.indexer
+        head = self.chains[scanner.adapter.chain].blocks.head
+        if indexer is None or head is None:
+            return None
+        return max(0, head.number - indexer.confirmations - indexer.indexed_block)
+
+    def _alive(self) -> bool:
+        """The loops make progress: the event loop's heartbeat and every chain's follower."""
+        now = time.monotonic()
+        if now - self._heartbeat > 10:
+            return False
+        for rt in self.chains.values():
+            limit = max(30.0, 10 * rt.config.poll_interval)
+            last = rt.blocks.last_activity
+            if last is None or now - last > limit:
+                return False
+        return True
+
+    def _status_line(self) -> str:
+        parts = []
+        for name, rt in self.chains.items():
+            head = rt.blocks.head.number if rt.blocks.head else "?"
+            parts.append(f"{name} at {head}")
+        for name, scanner in self.scanners.items():
+            view = scanner.view
+            if view is not None:
+                liq = int((view.health < 1.0).sum())
+                parts.append(f"{name}: {len(view.accounts)} accounts, {liq} liquidatable")
+        return f"{self.config.keeper.mode}; " + "; ".join(parts)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -138,8 +187,19 @@ class Daemon:
                      chains=[c.name for c in self.config.chains],
                      protocols=[p.name for p in self.config.protocols])
             self.ready.set()
+            self.notifier.ready(self._status_line())
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self._reload)
+                stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             await self._run_tasks(stop)
         log.info("daemon.stopped")
+
+    def _reload(self) -> None:
+        # Watchlists and alert routes become reloadable with the alerting work; until then a
+        # reload (systemctl reload) must not stop the daemon, only say so.
+        log.info("daemon.reload_requested", reloaded=[],
+                 note="nothing reloadable yet; restart to apply config changes")
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -149,10 +209,40 @@ class Daemon:
                 tasks.append(tg.create_task(self._probe_loop(rt), name=f"{name}:probe"))
                 for i, job in enumerate(rt.extra_tasks):
                     tasks.append(tg.create_task(job(), name=f"{name}:job{i}"))
+            tasks.append(tg.create_task(self._status_loop(), name="status"))
             await stop.wait()
             log.info("daemon.stopping", tasks=len(tasks))
+            self.notifier.stopping()
+            await self._drain()
             for t in tasks:
                 t.cancel()
+
+    async def _drain(self, limit_s: float = 5.0) -> None:
+        """Stop taking new work; let a running evaluation (and the liquidations it is
+        journaling and broadcasting) reach its end, within the stop budget."""
+        for scanner in self.scanners.values():
+            scanner.stopping = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.idle.wait()
+                                                    for s in self.scanners.values())), limit_s)
+        except TimeoutError:
+            log.warning("daemon.drain_timeout", seconds=limit_s,
+                        note="in-flight work is journaled and resumes at the next start")
+
+    async def _status_loop(self) -> None:
+        """Watchdog pings while alive; STATUS for systemctl; status.json for `keeperd status`."""
+        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        path = self.config.state_dir / "status.json"
+        while True:
+            if self._alive():
+                self.notifier.watchdog()
+            line = self._status_line()
+            self.notifier.status(line)
+            ready, detail = self.readiness()
+            write_status(path, {"pid": os.getpid(), "updated_at": time.time(),
+                                "mode": self.config.keeper.mode, "ready": ready,
+                                "alive": self._alive(), "status": line, "detail": detail})
+            await asyncio.sleep(interval)
 
     async def _check_chain(self, chain: ChainConfig, pool: RpcPool) -> None:
         checks = await check_chain_ids(pool, chain.chain_id)

@@ -55,6 +55,10 @@ class ProtocolScanner:
         self.metrics = metrics
         self.book: AaveBook | None = None
         self.completed_block = -1
+        # Graceful stop: `stopping` refuses new runs; `idle` is set between runs, so the
+        # daemon can let an evaluation (and the liquidations it sends) reach its end.
+        self.stopping = False
+        self.idle = asyncio.Event()
         self.view: HealthView | None = None
         self.listeners: list[Listener] = []
         self._wanted: int | None = None
@@ -98,8 +102,12 @@ class ProtocolScanner:
 
     async def run(self) -> None:
         while True:
+            self.idle.set()
             await self._wake.wait()
             self._wake.clear()
+            if self.stopping:
+                continue  # no new work once the daemon is stopping
+            self.idle.clear()
             block = self._wanted
             if block is None:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ class BlockSource:
         self._window: OrderedDict[int, BlockHeader] = OrderedDict()
         self._handlers: list[Handler] = []
         self.head: BlockHeader | None = None
+        # time.monotonic() of the last answer from the chain (a poll or a websocket message),
+        # new block or not: the watchdog's proof that following is alive.
+        self.last_activity: float | None = None
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -113,6 +117,7 @@ class BlockSource:
     async def poll_once(self) -> None:
         """Fetch the latest header once and process it (used by `run` and by tests)."""
         raw = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        self.last_activity = time.monotonic()
         if raw is None:
             return
         await self.process_header(BlockHeader.from_rpc(raw))
@@ -147,6 +152,7 @@ class BlockSource:
                         raise ConnectionError(f"eth_subscribe refused: {data['error']}")
                     continue
                 raw = data["params"]["result"]
+                self.last_activity = time.monotonic()
                 await self.process_header(BlockHeader.from_rpc(raw))
             raise ConnectionError("websocket ended")
 

@@ -124,6 +124,7 @@ class Executor:
             tx = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
             self.tx.track(entry.key, records, to_checksum_address(tx["to"]), bytes(tx["data"]),
                           entry.max_fee_wei, head)
+            await self.tx.rebroadcast(entry.key)
             log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce,
                      txs=len(records))
         # Settle at once what was mined while we were down.

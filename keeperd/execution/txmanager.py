@@ -293,6 +293,18 @@ class TxManager:
             log.warning("tx.replacement_refused", opportunity=p.key, error=str(exc))
         p.sent_block = block
 
+    async def rebroadcast(self, key: str) -> None:
+        """Send a resumed transaction's latest signed bytes again: a crash between the
+        journal write and the broadcast must not leave it unsent. The node answers "already
+        known" when it has it, which is fine."""
+        p = self.pending.get(key)
+        if p is None or not p.attempts:
+            return
+        try:
+            await self._broadcast(p.attempts[-1], private=False)
+        except SendRefused as exc:
+            log.info("tx.rebroadcast_refused", opportunity=key, error=str(exc)[:200])
+
     def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
               block: int) -> None:
         """Resume watching a journaled transaction after a restart."""

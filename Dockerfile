@@ -1,0 +1,34 @@
+# keeperd container image: multi-stage, slim, non-root.
+#   docker build -t keeperd .
+#   docker run --rm -v keeperd-state:/var/lib/keeperd \
+#     -v /etc/keeperd/keeperd.yaml:/etc/keeperd/keeperd.yaml:ro -p 127.0.0.1:9464:9464 keeperd
+# The config's metrics.listen must be 0.0.0.0 inside a container for the port to be reachable.
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY keeperd ./keeperd
+RUN python -m venv /opt/keeperd/.venv \
+ && /opt/keeperd/.venv/bin/pip install --no-cache-dir --upgrade pip \
+ && /opt/keeperd/.venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 keeperd \
+ && useradd --system --uid 10001 --gid keeperd --home-dir /var/lib/keeperd --shell /usr/sbin/nologin keeperd \
+ && mkdir -p /var/lib/keeperd /etc/keeperd \
+ && chown keeperd:keeperd /var/lib/keeperd
+COPY --from=build /opt/keeperd/.venv /opt/keeperd/.venv
+COPY docker/entrypoint.sh /usr/local/bin/keeperd-entrypoint
+ENV PATH=/opt/keeperd/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    KEEPERD_STATE_DIR=/var/lib/keeperd
+USER keeperd:keeperd
+WORKDIR /var/lib/keeperd
+VOLUME ["/var/lib/keeperd"]
+EXPOSE 9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('KEEPERD_METRICS_PORT', '9464') + '/healthz', timeout=4)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["keeperd-entrypoint"]
+CMD ["run", "--config", "/etc/keeperd/keeperd.yaml"]

@@ -1,0 +1,84 @@
+"""`keeperd status`: what the daemon is doing, read from its state directory.
+
+Works whether the daemon runs or not: the daemon rewrites status.json every few seconds
+(liveness, readiness, heads, accounts); the SQLite database holds the index and the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from typing import Any
+
+from keeperd.config import Config
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect(config: Config) -> dict[str, Any]:
+    state = config.state_dir
+    out: dict[str, Any] = {"state_dir": str(state), "mode": config.keeper.mode}
+    status_file = state / "status.json"
+    if status_file.is_file():
+        status = json.loads(status_file.read_text())
+        age = time.time() - float(status.get("updated_at", 0))
+        running = _pid_running(int(status.get("pid", -1))) and age < 60
+        out["daemon"] = {"running": running, "pid": status.get("pid"),
+                         "status_age_s": round(age, 1), "ready": status.get("ready"),
+                         "alive": status.get("alive"), "status": status.get("status"),
+                         "detail": status.get("detail")}
+    else:
+        out["daemon"] = {"running": False, "note": "no status.json: never started here"}
+    db_path = state / "keeperd.sqlite3"
+    if db_path.is_file():
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            out["index"] = {p: {"indexed_block": b, "accounts": n} for p, b, n in db.execute(
+                "SELECT c.protocol, c.block, (SELECT COUNT(*) FROM accounts a "
+                "WHERE a.protocol = c.protocol) FROM index_cursor c")}
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "liquidations" in tables:
+                out["liquidations"] = dict(db.execute(
+                    "SELECT status, COUNT(*) FROM liquidations GROUP BY status"))
+                out["last_liquidations"] = [
+                    {"account": a, "status": s, "collateral": c, "debt": d,
+                     "expected_profit_usd": round(p, 2), "winner": w}
+                    for a, s, c, d, p, w in db.execute(
+                        "SELECT account, status, collateral, debt, expected_profit_usd, "
+                        "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")]
+        finally:
+            db.close()
+    return out
+
+
+def render(info: dict[str, Any]) -> str:
+    d = info["daemon"]
+    lines = [f"state directory  {info['state_dir']}", f"mode             {info['mode']}"]
+    if d.get("running"):
+        lines.append(f"daemon           running (pid {d['pid']}), "
+                     f"{'ready' if d.get('ready') else 'NOT ready'}, "
+                     f"{'alive' if d.get('alive') else 'NOT alive'}")
+        lines.append(f"doing            {d.get('status')}")
+    else:
+        lines.append("daemon           not running" + (f" ({d['note']})" if "note" in d else ""))
+    for protocol, idx in info.get("index", {}).items():
+        lines.append(f"index            {protocol}: {idx['accounts']} accounts up to block "
+                     f"{idx['indexed_block']}")
+    if "liquidations" in info:
+        lines.append(f"liquidations     {info['liquidations'] or 'none yet'}")
+        for row in info.get("last_liquidations", []):
+            lines.append(f"                 {row['status']:<17} {row['account']} "
+                         f"{row['collateral']}/{row['debt']} "
+                         f"~{row['expected_profit_usd']} USD"
+                         + (f" (won by {row['winner']})" if row["winner"] else ""))
+    return "\n".join(lines)
