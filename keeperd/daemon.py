@@ -192,8 +192,19 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGHUP, self._reload)
                 stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+                loop.add_signal_handler(signal.SIGUSR1, self._dump_tasks)
+                stack.callback(loop.remove_signal_handler, signal.SIGUSR1)
             await self._run_tasks(stop)
         log.info("daemon.stopped")
+
+    def _dump_tasks(self) -> None:
+        """SIGUSR1: log where every task is waiting (for a daemon that seems stuck)."""
+        import io
+
+        for task in asyncio.all_tasks():
+            buf = io.StringIO()
+            task.print_stack(limit=12, file=buf)
+            log.warning("daemon.task_stack", task=task.get_name(), stack=buf.getvalue())
 
     def _reload(self) -> None:
         # Watchlists and alert routes become reloadable with the alerting work; until then a

@@ -221,8 +221,9 @@ class TxManager:
                 return
             except RpcError as exc:
                 message = exc.message.lower()
-                if "already known" in message or "known transaction" in message:
-                    return  # the same bytes are already in the pool: fine
+                if "already" in message or "known transaction" in message:
+                    return  # the same bytes are already in the pool ("already known",
+                    # "already imported"): fine
                 last = exc
                 if "nonce too low" in message or "nonce" in message:
                     await self.sync_nonce()

@@ -38,9 +38,20 @@ def write_config(tmp_path: Path, devnet: Devnet, rpc_urls: list[str], *,
     return path, port
 
 
-def start(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def start(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The daemon as a process; its logs go to a file next to the config (a pipe nobody
+    reads would fill up and block the daemon's writes)."""
+    log_path = config.with_suffix(".log")
+    with open(log_path, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config",
+                                 str(config)], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                cwd=ROOT, env=env)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def logs_of(proc: subprocess.Popen[str]) -> str:
+    return proc.log_path.read_text()  # type: ignore[attr-defined]
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -75,8 +86,8 @@ def sample(port: int, name: str, **labels: str) -> float | None:
 def stop(proc: subprocess.Popen[str]) -> tuple[int, float, str]:
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
-    return proc.returncode, time.monotonic() - started, err
+    proc.wait(timeout=10)
+    return proc.returncode, time.monotonic() - started, logs_of(proc)
 
 
 def test_follows_blocks_serves_metrics_and_stops_on_sigterm(devnet: Devnet,
@@ -159,8 +170,8 @@ def test_sigint_also_stops_cleanly(devnet: Devnet, tmp_path: Path) -> None:
     proc = start(config)
     wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+    proc.wait(timeout=10)
+    assert proc.returncode == 0, logs_of(proc)
 
 
 @pytest.mark.slow
@@ -176,7 +187,9 @@ def test_sigkill_then_restart_resumes_from_the_persisted_index(devnet: Devnet,
     wait_for(lambda: (sample(port, "keeperd_accounts_tracked", chain="devnet",
                              protocol="aave") or 0) >= 300, what="first index")
     proc.kill()
-    _, first_err = proc.communicate(timeout=10)
+    proc.wait(timeout=10)
+    first_err = logs_of(proc)
+    proc.log_path.write_text("")  # type: ignore[attr-defined]
     assert sum(indexed_logs(first_err)) >= 1000  # the seeded history, indexed once
 
     devnet.open_position("0x000000000000000000000000000000000000dEaD", "WETH", 1.0, "USDC", 500.0)

@@ -281,13 +281,21 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
     db = tmp_path / "state" / "keeperd.sqlite3"
 
     def journal_rows() -> list[tuple[str, str]]:
-        with sqlite3.connect(db) as c:
+        # Read-only and closed at once: a reader left open would hold the WAL's snapshot.
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
             return list(c.execute("SELECT key, status FROM liquidations"))
+        finally:
+            c.close()
+
+    logs = tmp_path / "keeperd.log"
 
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
-                                env=env, cwd=root, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        # Logs go to a file: a pipe nobody reads fills up and blocks the daemon's writes.
+        with open(logs, "w") as out:
+            return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config",
+                                     str(config)], env=env, cwd=root, stdout=out,
+                                    stderr=subprocess.STDOUT, text=True)
 
     def wait(predicate, what: str, limit: float = 30.0) -> None:
         deadline = time.monotonic() + limit
@@ -321,7 +329,7 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
         time.sleep(0.5)  # let it finish broadcasting the batch
     finally:
         proc.kill()  # SIGKILL: no clean-up of any kind
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     sent = dict(journal_rows())
     in_pool = devnet.client.call("txpool_content")["pending"]
     keeper_pending = {k.lower(): v for k, v in in_pool.items()}.get(KEEPER.lower(), {})
@@ -337,12 +345,16 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
     finally:
         devnet.client.call("evm_setAutomine", True)
         proc.terminate()
-        _, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+    err = logs.read_text()
     resumed = [json.loads(line) for line in err.splitlines()
                if line.startswith("{") and '"journal.resumed"' in line]
     assert len(resumed) == len(sent)
-    with sqlite3.connect(db) as c:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
         per_key = dict(c.execute("SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    finally:
+        c.close()
     assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
     # On chain: in the block that included them, one LiquidationCall per account.
     logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(mined), "toBlock": hex(mined),

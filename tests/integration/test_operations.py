@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from keeperd.devnet.handle import Devnet
-from tests.integration.test_daemon import get, wait_for, write_config
+from tests.integration.test_daemon import get, logs_of, start, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "keeperd.service"
@@ -63,9 +63,7 @@ def test_daemon_speaks_sd_notify_and_survives_reload(devnet: Devnet, tmp_path: P
     listener.bind(str(sock_path))
     listener.settimeout(0.2)
     env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="1000000")
-    proc = subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start(config, env)
     messages: list[str] = []
 
     def drain(seconds: float) -> None:
@@ -81,7 +79,8 @@ def test_daemon_speaks_sd_notify_and_survives_reload(devnet: Devnet, tmp_path: P
         drain(0.5)
         assert proc.poll() is None, "SIGHUP must not stop the daemon"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        err = logs_of(proc)
         drain(0.5)
     finally:
         listener.close()
@@ -101,15 +100,14 @@ def test_status_reads_the_state_directory(devnet: Devnet, tmp_path: Path) -> Non
     status = [sys.executable, "-m", "keeperd", "status", "--config", str(config)]
     before = subprocess.run(status, capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert before.returncode == 0 and "not running" in before.stdout
-    proc = subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(config)
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200, what="/readyz")
         wait_for(lambda: (tmp_path / "state" / "status.json").exists(), what="status.json")
         during = subprocess.run(status, capture_output=True, text=True, timeout=30, cwd=ROOT)
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     assert "running (pid" in during.stdout and "ready" in during.stdout
     assert re.search(r"aave: 30\d accounts up to block \d+", during.stdout), during.stdout
 
