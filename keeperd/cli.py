@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -114,23 +113,14 @@ def _read_manifest() -> dict[str, Any]:
     return json.loads(manifest_path.read_text())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _cmd_devnet_up(args: argparse.Namespace) -> int:
     from keeperd.devnet import paths
     from keeperd.devnet.handle import Devnet
+    from keeperd.status import pid_running
 
     configure_logging("info", "console")
     manifest_path, pid_path = _devnet_files()
-    if pid_path.is_file() and _pid_alive(int(pid_path.read_text())):
+    if pid_path.is_file() and pid_running(int(pid_path.read_text())):
         print(f"keeperd: a devnet is already running (pid {pid_path.read_text().strip()}); "
               "stop it with: keeperd devnet down", file=sys.stderr)
         return EXIT_FAILURE

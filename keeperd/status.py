@@ -15,7 +15,8 @@ from typing import Any
 from keeperd.config import Config
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,7 +33,7 @@ def collect(config: Config) -> dict[str, Any]:
     if status_file.is_file():
         status = json.loads(status_file.read_text())
         age = time.time() - float(status.get("updated_at", 0))
-        running = _pid_running(int(status.get("pid", -1))) and age < 60
+        running = pid_running(int(status.get("pid", -1))) and age < 60
         out["daemon"] = {"running": running, "pid": status.get("pid"),
                          "status_age_s": round(age, 1), "ready": status.get("ready"),
                          "alive": status.get("alive"), "status": status.get("status"),
