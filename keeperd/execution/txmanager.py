@@ -111,9 +111,8 @@ class TxManager:
 
     def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
               value: int = 0) -> tuple[str, bytes]:
-        raw = self.key.sign_transaction({
-            "type": 2, "chainId": self.chain_id, "nonce": nonce, "to": to, "value": value,
-            "data": data, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip})
+        raw = self.key.sign_eip1559(chain_id=self.chain_id, nonce=nonce, to=to, value=value,
+                                    data=data, gas=gas, max_fee=max_fee, tip=tip)
         return "0x" + keccak(raw).hex(), raw
 
     async def send(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,

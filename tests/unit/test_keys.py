@@ -60,3 +60,15 @@ def test_key_cannot_be_pickled() -> None:
     key = load_key(EnvKey(source="env", env="K"), {"K": SECRET})
     with pytest.raises(TypeError):
         pickle.dumps(key)
+
+
+def test_fast_eip1559_signing_matches_eth_account() -> None:
+    key = load_key(EnvKey(source="env", env="K"), {"K": SECRET})
+    reference = Account.from_key(SECRET)
+    for nonce, data in ((0, b""), (7, b"\x01" * 164), (2**20, bytes(range(200)))):
+        tx = {"type": 2, "chainId": 31337, "nonce": nonce, "to": ADDRESS, "value": 5,
+              "data": data, "gas": 400_000, "maxFeePerGas": 7 * 10**9,
+              "maxPriorityFeePerGas": 2 * 10**9}
+        expected = bytes(reference.sign_transaction(tx).raw_transaction)
+        assert key.sign_eip1559(chain_id=31337, nonce=nonce, to=ADDRESS, value=5, data=data,
+                                gas=400_000, max_fee=7 * 10**9, tip=2 * 10**9) == expected
