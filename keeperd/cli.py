@@ -91,6 +91,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_breaker(args: argparse.Namespace) -> int:
+    from keeperd.oracles.breaker import Breaker
+    from keeperd.store import Store
+
+    config = load_config(args.config)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        breaker = Breaker(store.connection, config.oracles.clear_after_s)
+        if args.action == "trip":
+            breaker.trip(args.asset, f"manual: {args.reason}", manual=True)
+            print(f"{args.asset}: tripped by hand; liquidations depending on it pause at the "
+                  "daemon's next block and stay paused (restarts included) until "
+                  f"`keeperd breaker reset {args.asset}`")
+        elif args.action == "reset":
+            breaker.reset(args.asset)
+            print(f"{args.asset}: reset; liquidations resume at the daemon's next block "
+                  "(an automatic trip comes back if the feed is still bad)")
+        else:
+            states = breaker.states()
+            if not states:
+                print("no breaker has ever tripped")
+            for s in sorted(states.values(), key=lambda s: s.asset):
+                what = ("TRIPPED" + (" (manual)" if s.manual else "")) if s.tripped else "ok"
+                print(f"{s.asset:8} {what:18} {s.reason or ''}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 def _cmd_config_schema(_: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
@@ -195,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
 
+    p = sub.add_parser("breaker", help="pause or resume liquidations on an asset by hand")
+    p.add_argument("action", choices=("trip", "reset", "list"))
+    p.add_argument("asset", nargs="?", help="token symbol, e.g. WETH")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--reason", default="operator")
+    p.set_defaults(func=_cmd_breaker)
+
     p = sub.add_parser("config-schema", help="print the config's JSON Schema")
     p.set_defaults(func=_cmd_config_schema)
 
@@ -218,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "breaker" and args.action != "list" and not args.asset:
+        parser.error("breaker trip|reset needs an ASSET (a token symbol, e.g. WETH)")
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -281,6 +281,22 @@ class AlertsConfig(_Model):
         return self
 
 
+# --- oracles ---------------------------------------------------------------------------------
+
+
+class OraclesConfig(_Model):
+    heartbeat_s: int = Field(default=3_600, gt=0, description="Default feed heartbeat: an "
+                             "answer older than this trips the breaker.")
+    heartbeats: dict[str, int] = Field(default_factory=dict,
+                                       description="Per-asset heartbeats (symbol -> seconds).")
+    max_jump: float = Field(default=0.25, gt=0, description="Largest believable move between "
+                            "two consecutive rounds (fraction).")
+    bound_margin: float = Field(default=0.005, ge=0, description="An answer this close to the "
+                                "aggregator's minAnswer/maxAnswer counts as pinned.")
+    clear_after_s: float = Field(default=300.0, ge=0, description="A tripped breaker resets "
+                                 "after its condition has been clear this long.")
+
+
 # --- serving and logging --------------------------------------------------------------------
 
 
@@ -306,6 +322,7 @@ class Config(_Model):
     protocols: list[ProtocolConfig] = Field(default_factory=list)
     keeper: KeeperConfig = Field(default_factory=KeeperConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    oracles: OraclesConfig = Field(default_factory=OraclesConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

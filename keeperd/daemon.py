@@ -33,6 +33,8 @@ from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
+from keeperd.oracles.breaker import Breaker
+from keeperd.oracles.monitor import OracleMonitor
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ProtocolScanner
 from keeperd.store import Store
@@ -151,6 +153,7 @@ class Daemon:
             self.store = Store.in_state_dir(self.config.state_dir)
             stack.callback(self.store.close)
             journal = Journal(self.store.connection)
+            breaker = Breaker(self.store.connection, self.config.oracles.clear_after_s)
             key = self._load_key()
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
@@ -159,9 +162,13 @@ class Daemon:
                 adapter = AaveV3Adapter(proto, rt.config, rt.pool, self.store, self.metrics)
                 await adapter.start()
                 scanner = ProtocolScanner(adapter, self.metrics)
+                # The feeds are checked first on every block, so the executor acts on this
+                # block's breaker state.
+                monitor = OracleMonitor(adapter, breaker, self.config.oracles, self.metrics)
+                scanner.listeners.append(monitor.on_scan)
                 if self.config.keeper.mode != "alert-only":
                     executor = await self._make_executor(adapter, rt, journal, key, tx_managers,
-                                                         stack)
+                                                         stack, breaker)
                     scanner.listeners.append(executor.on_scan)
                     self.executors[proto.name] = executor
                 rt.blocks.subscribe(scanner.on_block_event)
@@ -300,7 +307,7 @@ class Daemon:
 
     async def _make_executor(self, adapter: AaveV3Adapter, rt: ChainRuntime, journal: Journal,
                              key: KeeperKey | None, tx_managers: dict[str, TxManager],
-                             stack: contextlib.AsyncExitStack) -> Executor:
+                             stack: contextlib.AsyncExitStack, breaker: Breaker) -> Executor:
         keeper = self.config.keeper
         tx: TxManager | None = None
         if key is not None and keeper.mode == "liquidate":
@@ -323,7 +330,8 @@ class Daemon:
                                else journal.record_tx(r))
                 tx_managers[rt.config.name] = tx
         address = key.address if key is not None else keeper.address
-        executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address)
+        executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address,
+                            breaker)
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor

@@ -178,6 +178,24 @@ class Metrics:
             "Scan requests folded into a running scan instead of queueing behind it.",
             ["chain", "protocol"], registry=r)
 
+        # --- oracles and the circuit breaker ---------------------------------------------
+        self.oracle_price = Gauge(
+            "keeperd_oracle_price_usd", "Latest answer of the feed the protocol reads.",
+            ["chain", "asset"], registry=r)
+        self.oracle_age = Gauge(
+            "keeperd_oracle_age_seconds", "Seconds since the feed's latest update (block time).",
+            ["chain", "asset"], registry=r)
+        self.breaker_state = Gauge(
+            "keeperd_breaker_tripped", "1 while liquidations depending on the asset are paused.",
+            ["chain", "asset"], registry=r)
+        self.oracle_anomalies = Counter(
+            "keeperd_oracle_anomalies_total",
+            "Feed oddities that do not pause liquidations alone (jump, source_changed).",
+            ["chain", "asset", "kind"], registry=r)
+        self.breaker_transitions = Counter(
+            "keeperd_breaker_transitions_total", "Breaker trips and resets, by asset.",
+            ["chain", "asset", "to"], registry=r)
+
         # --- liquidation execution --------------------------------------------------------
         self.liquidation_funnel = Counter(
             "keeperd_liquidations_total",

@@ -28,6 +28,7 @@ from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
 from keeperd.execution.txmanager import GWEI, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
+from keeperd.oracles.breaker import Breaker
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
@@ -74,7 +75,7 @@ class Decision:
 class Executor:
     def __init__(self, config: KeeperConfig, adapter: AaveV3Adapter, pool: RpcPool,
                  journal: J.Journal, metrics: Metrics, tx: TxManager | None,
-                 keeper_address: str | None) -> None:
+                 keeper_address: str | None, breaker: Breaker | None = None) -> None:
         self.config = config
         self.adapter = adapter
         self.pool = pool
@@ -82,6 +83,7 @@ class Executor:
         self.metrics = metrics
         self.tx = tx
         self.keeper = keeper_address
+        self.breaker = breaker
         self.labels = (adapter.chain, adapter.name)
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
@@ -186,9 +188,22 @@ class Executor:
         """The most profitable first, in waves: simulate a wave in one JSON-RPC batch, sign
         it in nonce order under one journal commit, broadcast it concurrently."""
         stage = self.metrics.liquidation_funnel.labels
+        paused = self.breaker.tripped() if self.breaker is not None else set()
+        positions, symbols = result.book.positions, result.book.market.symbols
         fresh: list[tuple[LiquidationPlan, str]] = []
         for plan in plans:
             key = plan.key(self.adapter.name)
+            if paused:
+                # The account's health rests on every asset it uses, not only the pair that
+                # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
+                row = positions.position_of[plan.account]
+                used = {symbols[c] for c in np.flatnonzero(positions.collateral_flag[row]
+                                                           | positions.borrowing_flag[row])}
+                if used & paused:
+                    stage(*self.labels, "breaker_paused").inc()
+                    log.info("liquidation.paused_by_breaker", opportunity=key,
+                             assets=sorted(used & paused))
+                    continue
             if self.journal.get(key) is not None:
                 stage(*self.labels, "skipped_journaled").inc()
                 continue

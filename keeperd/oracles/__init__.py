@@ -1,0 +1,1 @@
+"""Price feeds, their health checks, and the circuit breaker that pauses liquidations."""

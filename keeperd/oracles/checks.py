@@ -1,0 +1,79 @@
+"""What can be wrong with a Chainlink-style feed, decided from plain values (pure).
+
+Checked: the answer's age against the feed's heartbeat, non-positive answers, incomplete
+rounds (no timestamp), answers pinned at the aggregator's minAnswer/maxAnswer (the Venus/LUNA
+failure: the feed keeps reporting its floor while the market trades far below), a jump between
+consecutive rounds larger than `max_jump`, and a change of the source the protocol reads.
+`answeredInRound` is deprecated and not relied on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FeedReading:
+    asset: str  # token symbol
+    source: str  # the aggregator (or proxy) the protocol's oracle reads
+    round_id: int
+    answer: int
+    updated_at: int  # unix seconds
+    decimals: int
+    min_answer: int | None = None
+    max_answer: int | None = None
+
+    @property
+    def price(self) -> float:
+        return self.answer / 10**self.decimals
+
+
+@dataclass(frozen=True)
+class FeedPolicy:
+    heartbeat_s: int = 3_600
+    max_jump: float = 0.25  # relative change between consecutive readings
+    bound_margin: float = 0.005  # "pinned" within this fraction of min/max answer
+
+
+# What pauses liquidations: a price that is old or nonsense. A large jump or a new source is
+# reported (it may be a real crash, or a migration) but is no reason on its own to stop
+# liquidating; a deviation from independent references is what confirms a bad price.
+TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # stale | non_positive | incomplete | bound_pinned | jump | source_changed
+    detail: str
+
+    @property
+    def trips(self) -> bool:
+        return self.kind in TRIPPING
+
+
+def check_feed(reading: FeedReading, now: int, policy: FeedPolicy,
+               previous: FeedReading | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    if reading.updated_at == 0:
+        problems.append(Problem("incomplete", "the latest round has no timestamp"))
+    else:
+        age = now - reading.updated_at
+        if age > policy.heartbeat_s:
+            problems.append(Problem("stale", f"last update {age} s ago, heartbeat "
+                                             f"{policy.heartbeat_s} s"))
+    if reading.answer <= 0:
+        problems.append(Problem("non_positive", f"answer {reading.answer}"))
+    for bound, name in ((reading.min_answer, "minAnswer"), (reading.max_answer, "maxAnswer")):
+        if bound is None or bound <= 0 or reading.answer <= 0:
+            continue
+        if abs(reading.answer - bound) <= policy.bound_margin * bound:
+            problems.append(Problem("bound_pinned", f"answer {reading.answer} sits at the "
+                                                    f"aggregator's {name} {bound}"))
+    if previous is not None:
+        if previous.source != reading.source:
+            problems.append(Problem("source_changed", f"{previous.source} -> {reading.source}"))
+        elif previous.answer > 0 and reading.round_id != previous.round_id:
+            jump = abs(reading.answer - previous.answer) / previous.answer
+            if jump > policy.max_jump:
+                problems.append(Problem("jump", f"{jump:.1%} since the previous round"))
+    return problems

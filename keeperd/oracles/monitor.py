@@ -1,0 +1,66 @@
+"""Watches the feeds of one protocol every block and drives the circuit breaker."""
+
+from __future__ import annotations
+
+import structlog
+
+from keeperd.config import OraclesConfig
+from keeperd.metrics import Metrics
+from keeperd.oracles.breaker import Breaker
+from keeperd.oracles.chainlink import read_feeds
+from keeperd.oracles.checks import FeedPolicy, FeedReading, check_feed
+from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.scanner import ScanResult
+
+log = structlog.get_logger(__name__)
+
+
+class OracleMonitor:
+    def __init__(self, adapter: AaveV3Adapter, breaker: Breaker, config: OraclesConfig,
+                 metrics: Metrics) -> None:
+        self.adapter = adapter
+        self.breaker = breaker
+        self.config = config
+        self.metrics = metrics
+        self._previous: dict[str, FeedReading] = {}
+        self._last_block = -1
+
+    def policy(self, symbol: str) -> FeedPolicy:
+        return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
+                          max_jump=self.config.max_jump, bound_margin=self.config.bound_margin)
+
+    async def on_scan(self, result: ScanResult) -> None:
+        """Runs before the executor on every scan result (once per block)."""
+        if result.block == self._last_block or self.adapter.reader is None:
+            return
+        self._last_block = result.block
+        header = await self.adapter.pool.request("eth_getBlockByNumber",
+                                                 [hex(result.block), False])
+        now = int(header["timestamp"], 16) if header else 0
+        readings = await read_feeds(self.adapter.multicall, self.adapter.reader.addresses.oracle,
+                                    result.book.market.reserves, result.block)
+        chain = self.adapter.chain
+        for reading in readings:
+            problems = check_feed(reading, now, self.policy(reading.asset),
+                                  self._previous.get(reading.asset))
+            self._previous[reading.asset] = reading
+            self.metrics.oracle_price.labels(chain, reading.asset).set(reading.price)
+            self.metrics.oracle_age.labels(chain, reading.asset).set(
+                max(0, now - reading.updated_at))
+            for p in problems:
+                if not p.trips:
+                    self.metrics.oracle_anomalies.labels(chain, reading.asset, p.kind).inc()
+                    log.warning("oracle.anomaly", chain=chain, asset=reading.asset,
+                                kind=p.kind, detail=p.detail, block=result.block)
+            change = self.breaker.observe(reading.asset, [f"{p.kind}: {p.detail}"
+                                                          for p in problems if p.trips], now)
+            if change is not None:
+                self.metrics.breaker_transitions.labels(
+                    chain, reading.asset, "tripped" if change.tripped else "reset").inc()
+                (log.warning if change.tripped else log.info)(
+                    "breaker.tripped" if change.tripped else "breaker.reset",
+                    chain=chain, asset=reading.asset, reason=change.reason, block=result.block)
+        tripped = self.breaker.tripped()
+        for reserve in result.book.market.reserves:
+            self.metrics.breaker_state.labels(chain, reserve.symbol).set(
+                1 if reserve.symbol in tripped else 0)

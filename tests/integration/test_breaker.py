@@ -1,0 +1,101 @@
+"""The circuit breaker on the devnet: a stale WETH feed pauses liquidations that depend on
+WETH (health is still evaluated), a fresh round resumes them; an operator's trip from another
+process takes effect at the next block and survives a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from keeperd.devnet.handle import Devnet
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    config_for,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def block_time(devnet: Devnet) -> int:
+    return int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+
+
+async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_path: Path,
+                                                          run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "env", "env": "KEEPER_KEY"})
+    config = config.model_copy(update={"oracles": config.oracles.model_copy(
+        update={"heartbeat_s": 3600, "clear_after_s": 0})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    # A crash published with a timestamp two hours old: underwater accounts, untrusted price.
+    devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+    stale_block = devnet.client.block_number()
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    scanner = keeper.daemon.scanners["aave"]
+    assert scanner.view is not None and (scanner.view.health < 1).sum() > 20  # still evaluated
+    assert journal.all() == []  # but nothing sent
+    metrics = keeper.daemon.metrics
+    assert metric_value(metrics, "keeperd_breaker_tripped",
+                        {"chain": "devnet", "asset": "WETH"}) == 1
+    assert metric_value(metrics, "keeperd_liquidations_total", {
+        "chain": "devnet", "protocol": "aave", "stage": "breaker_paused"}) > 0
+    assert metric_value(metrics, "keeperd_oracle_age_seconds",
+                        {"chain": "devnet", "asset": "WETH"}) >= 7200
+    # A fresh round: clear at once (clear_after_s = 0), reset on the next block, liquidate.
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    assert metric_value(metrics, "keeperd_breaker_tripped",
+                        {"chain": "devnet", "asset": "WETH"}) == 0
+    sent = journal.all()
+    assert len(sent) > 20 and all(e.detected_block > stale_block for e in sent)
+
+
+async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    import yaml
+
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "env", "env": "KEEPER_KEY"})
+    config_file = tmp_path / "keeperd.yaml"
+    config_file.write_text(yaml.safe_dump({"state_dir": str(config.state_dir),
+                                           "chains": [{"name": "devnet", "chain_id": 31337,
+                                                       "rpc_urls": ["http://127.0.0.1:1"]}]}))
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "keeperd", "breaker", *args, "--config",
+                               str(config_file)], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "tripped by hand" in cli("trip", "WETH", "--reason", "oracle migration")
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    paused = {e.account for e in journal.all()}
+    # Only liquidations that touch neither WETH as collateral nor as debt may go out.
+    weth = [b["address"] for b in devnet.manifest["borrowers"]
+            if "WETH" in b["collateral"] or b["debt"] == "WETH"]
+    assert not paused & set(weth)
+    assert "TRIPPED (manual)" in cli("list")
+    # Restart: still tripped.
+    keeper.stop.set()
+    await keeper.task
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.mine(1))
+    assert not {e.account for e in keeper.daemon.executors["aave"].journal.all()} & set(weth)
+    assert "reset" in cli("reset", "WETH")
+    await keeper.evaluated_at(devnet.mine(1))
+    liquidated = {e.account for e in keeper.daemon.executors["aave"].journal.all()}
+    assert liquidated & set(weth)
