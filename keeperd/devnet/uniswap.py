@@ -65,8 +65,11 @@ def deploy_uniswap(client: DevnetClient, market: dict[str, Any], prices: dict[st
         liquidity = int(amount0 * sqrt_price)
         for sym, amount in ((t0, amount0 * 1.01 + 10), (t1, amount0 * raw_price * 1.01 + 10)):
             client.send(admin, tokens[sym], token_art.encode_call("mint", helper, int(amount)))
+        # Explicit gas: Uniswap writes a price observation only in a new block, so the gas
+        # anvil estimates (against the current block) can fall short when the transaction
+        # lands one second later; that made this revert once in a clean build.
         client.send(admin, helper, helper_art.encode_call("addFullRange", pool, TICK_SPACING,
-                                                          liquidity))
+                                                          liquidity), gas=2_000_000)
         pools[f"{t0}/{t1}"] = pool
     flash = client.deploy(admin, flash_art.deploy_data(market["aave_v3"]["pool"],
                                                        DEVNET_KEEPER))
