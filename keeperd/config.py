@@ -284,6 +284,17 @@ class AlertsConfig(_Model):
 # --- oracles ---------------------------------------------------------------------------------
 
 
+class ReferenceSourceConfig(_Model):
+    """One independent price source over HTTP (its public ticker format)."""
+
+    kind: Literal["binance", "coinbase", "kraken", "pyth_hermes"]
+    name: Name
+    url: HttpUrl = Field(description="Base URL, e.g. https://api.exchange.example")
+    markets: dict[str, str] = Field(
+        min_length=1, description="Token symbol -> the source's market id (ETHUSDT, ETH-USD, "
+        "XETHZUSD, or a Pyth price id).")
+
+
 class OraclesConfig(_Model):
     heartbeat_s: int = Field(default=3_600, gt=0, description="Default feed heartbeat: an "
                              "answer older than this trips the breaker.")
@@ -295,6 +306,16 @@ class OraclesConfig(_Model):
                                 "aggregator's minAnswer/maxAnswer counts as pinned.")
     clear_after_s: float = Field(default=300.0, ge=0, description="A tripped breaker resets "
                                  "after its condition has been clear this long.")
+    references: list[ReferenceSourceConfig] = Field(
+        default_factory=list, description="Independent prices; the oracle is compared with "
+        "their median.")
+    min_sources: int = Field(default=2, ge=1, description="Sources that must answer for a "
+                             "median to count.")
+    max_deviation: float = Field(default=0.05, gt=0, description="Oracle vs reference median "
+                                 "beyond this (fraction) trips the breaker.")
+    reference_interval_s: float = Field(default=15.0, gt=0, description="Seconds between "
+                                        "reference fetches (public APIs rate-limit).")
+    reference_timeout_s: float = Field(default=3.0, gt=0)
 
 
 # --- serving and logging --------------------------------------------------------------------

@@ -165,6 +165,7 @@ class Daemon:
                 # The feeds are checked first on every block, so the executor acts on this
                 # block's breaker state.
                 monitor = OracleMonitor(adapter, breaker, self.config.oracles, self.metrics)
+                stack.push_async_callback(monitor.close)
                 scanner.listeners.append(monitor.on_scan)
                 if self.config.keeper.mode != "alert-only":
                     executor = await self._make_executor(adapter, rt, journal, key, tx_managers,

@@ -188,6 +188,19 @@ class Metrics:
         self.breaker_state = Gauge(
             "keeperd_breaker_tripped", "1 while liquidations depending on the asset are paused.",
             ["chain", "asset"], registry=r)
+        self.reference_requests = Counter(
+            "keeperd_reference_requests_total", "Reference price fetches by source and outcome "
+            "(ok, error, timeout).", ["source", "outcome"], registry=r)
+        self.reference_latency = Histogram(
+            "keeperd_reference_request_duration_seconds", "Reference price fetch time.",
+            ["source"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.reference_price = Gauge(
+            "keeperd_reference_price_usd", "Last price a reference source gave.",
+            ["source", "asset"], registry=r)
+        self.oracle_deviation = Gauge(
+            "keeperd_oracle_deviation_ratio",
+            "|oracle - reference median| / reference median, per asset.",
+            ["chain", "asset"], registry=r)
         self.oracle_anomalies = Counter(
             "keeperd_oracle_anomalies_total",
             "Feed oddities that do not pause liquidations alone (jump, source_changed).",

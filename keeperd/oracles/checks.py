@@ -38,12 +38,13 @@ class FeedPolicy:
 # What pauses liquidations: a price that is old or nonsense. A large jump or a new source is
 # reported (it may be a real crash, or a migration) but is no reason on its own to stop
 # liquidating; a deviation from independent references is what confirms a bad price.
-TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned"})
+TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "deviation"})
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # stale | non_positive | incomplete | bound_pinned | jump | source_changed
+    kind: str  # stale | non_positive | incomplete | bound_pinned | deviation | jump |
+    #            source_changed
     detail: str
 
     @property

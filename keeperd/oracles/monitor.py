@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import structlog
 
 from keeperd.config import OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.chainlink import read_feeds
-from keeperd.oracles.checks import FeedPolicy, FeedReading, check_feed
+from keeperd.oracles.checks import FeedPolicy, FeedReading, Problem, check_feed
+from keeperd.oracles.references import References, median_price
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ScanResult
 
@@ -24,10 +28,29 @@ class OracleMonitor:
         self.metrics = metrics
         self._previous: dict[str, FeedReading] = {}
         self._last_block = -1
+        self.references = References(config.references, metrics, config.reference_timeout_s)
+        self._medians: dict[str, float | None] = {}
+        self._medians_at = float("-inf")
 
     def policy(self, symbol: str) -> FeedPolicy:
         return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
                           max_jump=self.config.max_jump, bound_margin=self.config.bound_margin)
+
+    async def _refresh_medians(self, assets: list[str]) -> None:
+        """Reference medians, fetched at most every `reference_interval_s` (public APIs
+        rate-limit); between fetches the last medians stand."""
+        if not self.config.references:
+            return
+        now = time.monotonic()
+        if now - self._medians_at < self.config.reference_interval_s:
+            return
+        self._medians_at = now
+        quotes = await asyncio.gather(*(self.references.quotes(a) for a in assets))
+        self._medians = {a: median_price(q, self.config.min_sources)
+                         for a, q in zip(assets, quotes, strict=True)}
+
+    async def close(self) -> None:
+        await self.references.close()
 
     async def on_scan(self, result: ScanResult) -> None:
         """Runs before the executor on every scan result (once per block)."""
@@ -40,9 +63,17 @@ class OracleMonitor:
         readings = await read_feeds(self.adapter.multicall, self.adapter.reader.addresses.oracle,
                                     result.book.market.reserves, result.block)
         chain = self.adapter.chain
+        await self._refresh_medians([r.asset for r in readings])
         for reading in readings:
             problems = check_feed(reading, now, self.policy(reading.asset),
                                   self._previous.get(reading.asset))
+            median = self._medians.get(reading.asset)
+            if median:
+                deviation = abs(reading.price - median) / median
+                self.metrics.oracle_deviation.labels(chain, reading.asset).set(deviation)
+                if deviation > self.config.max_deviation:
+                    problems.append(Problem("deviation", f"oracle {reading.price:g} vs "
+                                            f"reference median {median:g} ({deviation:.1%})"))
             self._previous[reading.asset] = reading
             self.metrics.oracle_price.labels(chain, reading.asset).set(reading.price)
             self.metrics.oracle_age.labels(chain, reading.asset).set(
