@@ -123,6 +123,11 @@ class ChainConfig(_Model):
         "(a Multicall3 chunk ends before it); anvil refuses bodies over 2 MiB.")
     explorer_url: HttpUrl | None = Field(
         default=None, description="Block-explorer base URL for links in alerts.")
+    sequencer_uptime_feed: Address | None = Field(
+        default=None, description="On L2s, Chainlink's sequencer uptime feed (answer 0: up, "
+        "1: down). While the sequencer is down, and for `sequencer_grace_period_s` after it "
+        "comes back, every asset of the chain is paused.")
+    sequencer_grace_period_s: int = Field(default=3_600, ge=0)
 
     @field_validator("rpc_urls")
     @classmethod

@@ -51,6 +51,13 @@ class DevnetControl:
             "from": self.manifest["aave_v3"]["admin"], "to": self._feed(symbol),
             "data": "0x" + data.hex(), "gas": hex(200_000)}))
 
+    def refresh_feeds(self) -> None:
+        """Publish a new round at the current price on every feed. A cached state may be
+        hours old while anvil's clock is the wall clock: without this, every feed would look
+        stale (and keeperd's breaker would rightly pause everything)."""
+        for symbol in self.manifest["price_feeds"]:
+            self.set_price(symbol, self.price(symbol))
+
     def set_price_at(self, symbol: str, usd: float, updated_at: int) -> None:
         """Publish a round with an explicit `updatedAt` (to make a feed look stale)."""
         answer = round(usd * 10**PRICE_DECIMALS)
@@ -124,6 +131,7 @@ class Devnet(DevnetControl):
         manifest["rpc_url"] = self.anvil.rpc_url
         manifest["ws_url"] = self.anvil.ws_url
         super().__init__(manifest)
+        self.refresh_feeds()
         return self
 
     def stop(self) -> None:

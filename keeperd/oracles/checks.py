@@ -38,7 +38,8 @@ class FeedPolicy:
 # What pauses liquidations: a price that is old or nonsense. A large jump or a new source is
 # reported (it may be a real crash, or a migration) but is no reason on its own to stop
 # liquidating; a deviation from independent references is what confirms a bad price.
-TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "deviation"})
+TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "deviation",
+                      "sequencer_down", "sequencer_grace"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,17 @@ class Problem:
     @property
     def trips(self) -> bool:
         return self.kind in TRIPPING
+
+
+def check_sequencer(answer: int, started_at: int, now: int, grace_s: int) -> Problem | None:
+    """Chainlink's L2 sequencer uptime feed: 1 means down; after it comes back (0), prices are
+    not trusted until the grace period since the status change has passed."""
+    if answer != 0:
+        return Problem("sequencer_down", "the L2 sequencer is down")
+    if now - started_at < grace_s:
+        return Problem("sequencer_grace", f"sequencer back up {now - started_at} s ago, grace "
+                                          f"period {grace_s} s")
+    return None
 
 
 def check_feed(reading: FeedReading, now: int, policy: FeedPolicy,

@@ -6,12 +6,20 @@ import asyncio
 import time
 
 import structlog
+from eth_abi import decode
 
+from keeperd.chain.multicall import Call, selector
 from keeperd.config import OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.chainlink import read_feeds
-from keeperd.oracles.checks import FeedPolicy, FeedReading, Problem, check_feed
+from keeperd.oracles.checks import (
+    FeedPolicy,
+    FeedReading,
+    Problem,
+    check_feed,
+    check_sequencer,
+)
 from keeperd.oracles.references import References, median_price
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ScanResult
@@ -49,6 +57,19 @@ class OracleMonitor:
         self._medians = {a: median_price(q, self.config.min_sources)
                          for a, q in zip(assets, quotes, strict=True)}
 
+    async def _sequencer_problem(self, now: int, block: int) -> Problem | None:
+        feed = self.adapter.chain_config.sequencer_uptime_feed
+        if feed is None:
+            return None
+        results = await self.adapter.multicall.aggregate3(
+            [Call(feed, selector("latestRoundData()"))], block)
+        if not results[0].success:
+            return Problem("sequencer_down", "the sequencer uptime feed does not answer")
+        _, answer, started_at, _, _ = decode(["uint80", "int256", "uint256", "uint256",
+                                              "uint80"], results[0].data)
+        return check_sequencer(answer, started_at, now,
+                               self.adapter.chain_config.sequencer_grace_period_s)
+
     async def close(self) -> None:
         await self.references.close()
 
@@ -64,6 +85,7 @@ class OracleMonitor:
                                     result.book.market.reserves, result.block)
         chain = self.adapter.chain
         await self._refresh_medians([r.asset for r in readings])
+        sequencer = await self._sequencer_problem(now, result.block)
         for reading in readings:
             problems = check_feed(reading, now, self.policy(reading.asset),
                                   self._previous.get(reading.asset))
@@ -75,6 +97,8 @@ class OracleMonitor:
                     problems.append(Problem("deviation", f"oracle {reading.price:g} vs "
                                             f"reference median {median:g} ({deviation:.1%})"))
             self._previous[reading.asset] = reading
+            if sequencer is not None:
+                problems.append(sequencer)
             self.metrics.oracle_price.labels(chain, reading.asset).set(reading.price)
             self.metrics.oracle_age.labels(chain, reading.asset).set(
                 max(0, now - reading.updated_at))

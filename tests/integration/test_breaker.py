@@ -99,3 +99,44 @@ async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
     await keeper.evaluated_at(devnet.mine(1))
     liquidated = {e.account for e in keeper.daemon.executors["aave"].journal.all()}
     assert liquidated & set(weth)
+
+
+async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    from keeperd.devnet import contracts
+    from keeperd.devnet.solc import compile_project_contracts
+
+    compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
+    feed_art = contracts.from_compiled("TestAggregator", compiled.abi, compiled.bytecode)
+    admin = devnet.manifest["aave_v3"]["admin"]
+    feed = devnet.client.deploy(admin, feed_art.deploy_data(0, "L2 Sequencer Uptime", 0))
+    devnet.client.send(admin, feed, feed_art.encode_call("setBounds", 0, 10))
+    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 0,
+                                                         block_time(devnet) - 86_400))
+    config = config_for(devnet, tmp_path, "alert-only")
+    chain = config.chains[0].model_copy(update={"sequencer_uptime_feed": feed,
+                                                "sequencer_grace_period_s": 600})
+    config = config.model_copy(update={
+        "chains": [chain],
+        "oracles": config.oracles.model_copy(update={"clear_after_s": 0})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.mine(1))
+    metrics = keeper.daemon.metrics
+    symbols = list(devnet.manifest["tokens"])
+
+    def tripped() -> set[str]:
+        return {s for s in symbols if metric_value(
+            metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
+
+    assert tripped() == set()
+    devnet.client.send(admin, feed, feed_art.encode_call("setAnswer", 1))  # down
+    await keeper.evaluated_at(devnet.mine(1))
+    assert tripped() == set(symbols)
+    devnet.client.send(admin, feed, feed_art.encode_call("setAnswer", 0))  # back up, just now
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    assert tripped() == set(symbols)  # still in the grace period
+    devnet.advance_time(700)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    assert tripped() == set()

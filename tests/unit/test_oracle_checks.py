@@ -64,3 +64,13 @@ def test_a_manual_trip_holds_until_an_operator_resets_it(tmp_path) -> None:
     assert again.tripped() == {"WBTC"} and again.states()["WBTC"].manual
     again.reset("WBTC")
     assert breaker.tripped() == set()
+
+
+def test_sequencer_down_and_grace_period() -> None:
+    from keeperd.oracles.checks import check_sequencer
+
+    assert check_sequencer(0, NOW - 7200, NOW, 3600) is None
+    down = check_sequencer(1, NOW - 10, NOW, 3600)
+    assert down is not None and down.kind == "sequencer_down" and down.trips
+    grace = check_sequencer(0, NOW - 60, NOW, 3600)
+    assert grace is not None and grace.kind == "sequencer_grace" and grace.trips
