@@ -300,6 +300,25 @@ class ReferenceSourceConfig(_Model):
         "XETHZUSD, or a Pyth price id).")
 
 
+class PythConfig(_Model):
+    """An on-chain Pyth contract whose prices keeperd checks next to the protocol's oracle."""
+
+    contract: Address
+    feeds: dict[str, str] = Field(min_length=1, description="Token symbol -> Pyth price id "
+                                  "(0x + 64 hex digits).")
+    max_age_s: int = Field(default=60, gt=0, description="An older publish time trips.")
+    max_conf_ratio: float = Field(default=0.01, gt=0, description="Confidence width sigma/mu "
+                                  "beyond this trips, like staleness.")
+
+    @field_validator("feeds")
+    @classmethod
+    def _ids(cls, feeds: dict[str, str]) -> dict[str, str]:
+        for symbol, fid in feeds.items():
+            if not re.fullmatch(r"0x[0-9a-fA-F]{64}", fid):
+                raise ValueError(f"{symbol}: {fid!r} is not a Pyth price id (0x + 64 hex)")
+        return feeds
+
+
 class OraclesConfig(_Model):
     heartbeat_s: int = Field(default=3_600, gt=0, description="Default feed heartbeat: an "
                              "answer older than this trips the breaker.")
@@ -321,6 +340,7 @@ class OraclesConfig(_Model):
     reference_interval_s: float = Field(default=15.0, gt=0, description="Seconds between "
                                         "reference fetches (public APIs rate-limit).")
     reference_timeout_s: float = Field(default=3.0, gt=0)
+    pyth: PythConfig | None = None
 
 
 # --- serving and logging --------------------------------------------------------------------

@@ -201,6 +201,12 @@ class Metrics:
             "keeperd_oracle_deviation_ratio",
             "|oracle - reference median| / reference median, per asset.",
             ["chain", "asset"], registry=r)
+        self.pyth_conf_ratio = Gauge(
+            "keeperd_pyth_confidence_ratio", "Pyth confidence width over price (sigma/mu).",
+            ["chain", "asset"], registry=r)
+        self.pyth_age = Gauge(
+            "keeperd_pyth_age_seconds", "Seconds since the Pyth price's publish time.",
+            ["chain", "asset"], registry=r)
         self.oracle_anomalies = Counter(
             "keeperd_oracle_anomalies_total",
             "Feed oddities that do not pause liquidations alone (jump, source_changed).",

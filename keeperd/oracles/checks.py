@@ -39,7 +39,8 @@ class FeedPolicy:
 # reported (it may be a real crash, or a migration) but is no reason on its own to stop
 # liquidating; a deviation from independent references is what confirms a bad price.
 TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "deviation",
-                      "sequencer_down", "sequencer_grace"})
+                      "sequencer_down", "sequencer_grace", "pyth_non_positive", "pyth_stale",
+                      "pyth_confidence"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,32 @@ class Problem:
     @property
     def trips(self) -> bool:
         return self.kind in TRIPPING
+
+
+@dataclass(frozen=True)
+class PythPrice:
+    asset: str
+    price: int
+    conf: int
+    expo: int
+    publish_time: int
+
+
+def check_pyth(p: PythPrice, now: int, max_age_s: int, max_conf_ratio: float) -> list[Problem]:
+    """Pyth answers a price with a confidence interval: too old, or too wide relative to the
+    price (the publishers disagree), and it must not be acted on."""
+    problems: list[Problem] = []
+    if p.price <= 0:
+        problems.append(Problem("pyth_non_positive", f"price {p.price}"))
+        return problems
+    if now - p.publish_time > max_age_s:
+        problems.append(Problem("pyth_stale", f"published {now - p.publish_time} s ago, "
+                                              f"max {max_age_s} s"))
+    ratio = p.conf / p.price
+    if ratio > max_conf_ratio:
+        problems.append(Problem("pyth_confidence", f"confidence {ratio:.2%} of the price, "
+                                                   f"max {max_conf_ratio:.2%}"))
+    return problems
 
 
 def check_sequencer(answer: int, started_at: int, now: int, grace_s: int) -> Problem | None:

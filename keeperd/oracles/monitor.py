@@ -8,7 +8,7 @@ import time
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.multicall import Call, selector
+from keeperd.chain.multicall import Call, encode_call, selector
 from keeperd.config import OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -17,7 +17,9 @@ from keeperd.oracles.checks import (
     FeedPolicy,
     FeedReading,
     Problem,
+    PythPrice,
     check_feed,
+    check_pyth,
     check_sequencer,
 )
 from keeperd.oracles.references import References, median_price
@@ -70,6 +72,30 @@ class OracleMonitor:
         return check_sequencer(answer, started_at, now,
                                self.adapter.chain_config.sequencer_grace_period_s)
 
+    async def _pyth_problems(self, now: int, block: int) -> dict[str, list[Problem]]:
+        pyth = self.config.pyth
+        if pyth is None:
+            return {}
+        assets = list(pyth.feeds)
+        results = await self.adapter.multicall.aggregate3(
+            [Call(pyth.contract, encode_call("getPriceUnsafe(bytes32)", ["bytes32"],
+                                             [bytes.fromhex(pyth.feeds[a][2:])]))
+             for a in assets], block)
+        out: dict[str, list[Problem]] = {}
+        for asset, res in zip(assets, results, strict=True):
+            if not res.success:
+                out[asset] = [Problem("pyth_stale", "no Pyth price for this feed")]
+                continue
+            price, conf, expo, publish_time = decode(["int64", "uint64", "int32", "uint256"],
+                                                     res.data)
+            p = PythPrice(asset, price, conf, expo, publish_time)
+            out[asset] = check_pyth(p, now, pyth.max_age_s, pyth.max_conf_ratio)
+            if price > 0:
+                self.metrics.pyth_conf_ratio.labels(self.adapter.chain, asset).set(conf / price)
+            self.metrics.pyth_age.labels(self.adapter.chain, asset).set(
+                max(0, now - publish_time))
+        return out
+
     async def close(self) -> None:
         await self.references.close()
 
@@ -86,6 +112,7 @@ class OracleMonitor:
         chain = self.adapter.chain
         await self._refresh_medians([r.asset for r in readings])
         sequencer = await self._sequencer_problem(now, result.block)
+        pyth = await self._pyth_problems(now, result.block)
         for reading in readings:
             problems = check_feed(reading, now, self.policy(reading.asset),
                                   self._previous.get(reading.asset))
@@ -99,6 +126,7 @@ class OracleMonitor:
             self._previous[reading.asset] = reading
             if sequencer is not None:
                 problems.append(sequencer)
+            problems += pyth.get(reading.asset, [])
             self.metrics.oracle_price.labels(chain, reading.asset).set(reading.price)
             self.metrics.oracle_age.labels(chain, reading.asset).set(
                 max(0, now - reading.updated_at))

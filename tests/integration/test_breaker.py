@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
@@ -140,3 +142,53 @@ async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
     assert tripped() == set()
+
+
+async def test_wide_pyth_confidence_pauses_like_staleness(devnet: Devnet, tmp_path: Path,
+                                                          run_daemon) -> None:  # noqa: F811
+    from keeperd.config import PythConfig
+    from keeperd.devnet import contracts, paths
+    from keeperd.devnet.solc import compile_sources, load_sources
+
+    compiled = compile_sources(load_sources(
+        paths.node_modules() / "@pythnetwork" / "pyth-sdk-solidity", "*.sol"))["MockPyth"]
+    pyth_art = contracts.from_compiled("MockPyth", compiled.abi, compiled.bytecode)
+    admin = devnet.manifest["aave_v3"]["admin"]
+    pyth = devnet.client.deploy(admin, pyth_art.deploy_data(60, 1))
+    feed_id = bytes.fromhex("ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace")
+
+    published = [0]
+
+    def publish(price: float, conf_ratio: float) -> None:
+        # MockPyth keeps only strictly newer publish times.
+        now = max(block_time(devnet) + 1, published[0] + 1)
+        published[0] = now
+        raw = int(price * 1e8)
+        (update,) = pyth_art.decode_result("createPriceFeedUpdateData", devnet.client.eth_call(
+            pyth, pyth_art.encode_call("createPriceFeedUpdateData", feed_id, raw,
+                                       int(raw * conf_ratio), -8, raw, int(raw * conf_ratio),
+                                       now, now - 1)))
+        devnet.client.send(admin, pyth, pyth_art.encode_call("updatePriceFeeds", [update]),
+                           value=1)
+
+    publish(3000.0, 0.001)
+    config = config_for(devnet, tmp_path, "alert-only")
+    config = config.model_copy(update={"oracles": config.oracles.model_copy(update={
+        "clear_after_s": 0,
+        "pyth": PythConfig(contract=pyth, feeds={"WETH": "0x" + feed_id.hex()},
+                           max_age_s=3600, max_conf_ratio=0.01)})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.mine(1))
+    metrics = keeper.daemon.metrics
+    labels = {"chain": "devnet", "asset": "WETH"}
+    assert metric_value(metrics, "keeperd_breaker_tripped", labels) == 0
+    assert metric_value(metrics, "keeperd_pyth_confidence_ratio", labels) == pytest.approx(0.001)
+    publish(3000.0, 0.05)  # publishers disagree: a 5 % wide interval
+    await keeper.evaluated_at(devnet.mine(1))
+    assert metric_value(metrics, "keeperd_breaker_tripped", labels) == 1
+    assert metric_value(metrics, "keeperd_breaker_tripped",
+                        {"chain": "devnet", "asset": "USDC"}) == 0
+    publish(3000.0, 0.001)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    assert metric_value(metrics, "keeperd_breaker_tripped", labels) == 0

@@ -74,3 +74,15 @@ def test_sequencer_down_and_grace_period() -> None:
     assert down is not None and down.kind == "sequencer_down" and down.trips
     grace = check_sequencer(0, NOW - 60, NOW, 3600)
     assert grace is not None and grace.kind == "sequencer_grace" and grace.trips
+
+
+def test_pyth_age_and_confidence() -> None:
+    from keeperd.oracles.checks import PythPrice, check_pyth
+
+    fresh = PythPrice("WETH", 3000_00000000, 3_00000000, -8, NOW - 5)
+    assert check_pyth(fresh, NOW, 60, 0.01) == []
+    wide = PythPrice("WETH", 3000_00000000, 60_00000000, -8, NOW - 5)  # 2 %
+    assert [p.kind for p in check_pyth(wide, NOW, 60, 0.01)] == ["pyth_confidence"]
+    old = PythPrice("WETH", 3000_00000000, 1, -8, NOW - 61)
+    assert [p.kind for p in check_pyth(old, NOW, 60, 0.01)] == ["pyth_stale"]
+    assert all(p.trips for p in check_pyth(wide, NOW, 60, 0.01) + check_pyth(old, NOW, 60, 0.01))
