@@ -1,7 +1,7 @@
-"""Run every benchmark with its default sizes and print where the JSON went.
+"""Run every benchmark with its default sizes (each prints its figures and writes JSON).
 
-    python bench/run_all.py            # N = 10,000
-    python bench/run_all.py --full     # also N = 100,000 (builds a 100k-borrower devnet once)
+    python bench/run_all.py            # scan at N = 10,000, latency at N = 10,000
+    python bench/run_all.py --full     # also the scan at N = 100,000 (builds that devnet once)
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ def main() -> int:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     sizes = [10_000, 100_000] if args.full else [10_000]
-    for n in sizes:
-        out = HERE / "results" / f"scan-{n}.json"
-        code = subprocess.call([sys.executable, str(HERE / "scan.py"), "--accounts", str(n),
-                                "--out", str(out)])
+    runs = [["scan.py", "--accounts", str(n), "--out", str(HERE / "results" / f"scan-{n}.json")]
+            for n in sizes]
+    runs.append(["latency.py", "--accounts", "10000",
+                 "--out", str(HERE / "results" / "latency-10000.json")])
+    for script, *args in runs:
+        code = subprocess.call([sys.executable, str(HERE / script), *args])
         if code:
             return code
     return 0
