@@ -67,7 +67,6 @@ class ProtocolScanner:
         self._full_due = True
         self._dropped: set[str] = set()
         self._liquidatable: set[str] = set()
-        self.evaluated = asyncio.Event()  # set after each finished evaluation (tests, demo)
         # Export the should-stay-zero counters from the start, so alerts can rely on them.
         metrics.health_mismatches.labels(*self.labels)
         metrics.scan_skipped.labels(*self.labels)
@@ -182,7 +181,6 @@ class ProtocolScanner:
             await listener(result)
         self.completed_block = block  # the block whose listeners have all finished
         self.metrics.scans.labels(*self.labels, kind, "ok").inc()
-        self.evaluated.set()
         return result
 
     def _check_against_chain(self, book: AaveBook, rows: np.ndarray) -> None:

@@ -122,7 +122,6 @@ class Multicall:
         chunk_size: int = 1000,
         max_request_bytes: int = 2_000_000,
         max_concurrency: int = 4,
-        gas_per_chunk: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -132,7 +131,6 @@ class Multicall:
         # Nodes cap request bodies (anvil at 2 MiB); a chunk also ends before its hex-encoded
         # calldata would pass this size.
         self.max_request_bytes = max_request_bytes
-        self.gas_per_chunk = gas_per_chunk
         self._limit = asyncio.Semaphore(max_concurrency)
 
     async def aggregate3(
@@ -161,8 +159,6 @@ class Multicall:
 
     async def _run_chunk(self, calls: Sequence[Call], block_tag: str) -> list[CallResult]:
         tx: dict[str, str] = {"to": self.address, "data": "0x" + encode_aggregate3(calls).hex()}
-        if self.gas_per_chunk is not None:
-            tx["gas"] = hex(self.gas_per_chunk)
         async with self._limit:
             try:
                 raw = await self.pool.request("eth_call", [tx, block_tag])

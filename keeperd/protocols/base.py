@@ -5,11 +5,10 @@ The core (scanner, executor, alerts, cascade) only speaks this interface:
     accounts = await adapter.discover(head)          # index catch-up, returns touched accounts
     book     = await adapter.snapshot(accounts, block)  # batched reads → a columnar Book
     view     = adapter.evaluate(book, prices=None)      # pure: health per account
-    opps     = adapter.opportunities(book, view)        # pure: liquidation candidates
-    tx       = adapter.liquidation_call(opportunity)    # the call to send
 
-I/O lives in discover/snapshot; evaluate/opportunities are pure functions of the book and an
-optional price override, so what-if analysis (reprice, cascades) needs no RPC.
+I/O lives in discover/snapshot; evaluate is a pure function of the book and an optional price
+override, so what-if analysis (reprice, cascades) needs no RPC. Liquidation planning is the
+protocol's pure module too (Aave V3: `protocols/aave_v3/liquidation.py`); the executor calls it.
 """
 
 from __future__ import annotations
@@ -62,25 +61,6 @@ class HealthView:
     liquidation_threshold: NDArray[np.float64]
     main_collateral: Sequence[str | None]
     drop_to_liquidation: NDArray[np.float64]  # NaN where no drop of it liquidates
-
-
-@dataclass(frozen=True)
-class Opportunity:
-    protocol: str
-    account: str
-    collateral_asset: str
-    debt_asset: str
-    debt_to_cover: int  # debt-token units
-    expected_collateral: int  # collateral-token units, bonus included
-    profit_usd: float
-    block: int
-
-
-@dataclass(frozen=True)
-class TxRequest:
-    to: str
-    data: bytes
-    value: int = 0
 
 
 @runtime_checkable
