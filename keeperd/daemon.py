@@ -28,7 +28,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, Config
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal
-from keeperd.execution.txmanager import GWEI, FeePolicy, TxManager
+from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
@@ -319,12 +319,7 @@ class Daemon:
                     private = RpcPool.from_urls(f"{rt.config.name}-private",
                                                 [keeper.private_rpc_url], metrics=self.metrics)
                     await stack.enter_async_context(private)
-                policy = FeePolicy(
-                    priority_fee_wei=int(keeper.priority_fee_gwei * GWEI),
-                    base_fee_headroom=keeper.base_fee_headroom,
-                    max_fee_per_gas_wei=int(keeper.max_fee_gwei * GWEI),
-                    fee_bump=keeper.fee_bump, replace_after_blocks=keeper.replace_after_blocks,
-                    private_timeout_blocks=keeper.private_timeout_blocks)
+                policy = FeePolicy.from_config(keeper)
                 tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                                policy=policy, private_pool=private,
                                record=lambda r: None if r.key.startswith("approve:")

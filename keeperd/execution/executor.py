@@ -2,8 +2,8 @@
 
 For each liquidatable account, most-exposed first: plan the best (collateral, debt) pair
 (pure), skip it if the journal already has its key (never twice), price gas and slippage
-against the prize, simulate the exact call with eth_estimateGas from the keeper's address
-(a revert there costs nothing), then journal and send through the transaction manager. Every
+against the prize, simulate the exact call with eth_call from the keeper's address (a revert
+there costs nothing), then journal and send through the transaction manager. Every
 block the manager settles, replaces or cancels what is in flight; the outcomes land in the
 journal and the metrics. A competitor's LiquidationCall for the same account is recorded as a
 lost race, with the winner.
@@ -26,7 +26,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
-from keeperd.execution.txmanager import GWEI, Outcome, SendRefused, TxManager
+from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
 from keeperd.protocols.aave_v3 import abi
@@ -84,6 +84,7 @@ class Executor:
         self.tx = tx
         self.keeper = keeper_address
         self.breaker = breaker
+        self.fees = FeePolicy.from_config(config)
         self.labels = (adapter.chain, adapter.name)
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
@@ -354,9 +355,7 @@ class Executor:
                          block_to_broadcast_ms=round(elapsed * 1000, 2))
 
     def _fee_per_gas(self, base_fee: int) -> int:
-        return min(int(base_fee * self.config.base_fee_headroom
-                       + self.config.priority_fee_gwei * GWEI),
-                   int(self.config.max_fee_gwei * GWEI))
+        return self.fees.fees_for(base_fee)[0]
 
     def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
                 native_usd: float) -> Decision | None:

@@ -25,6 +25,7 @@ import structlog
 from eth_utils import keccak
 
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.config import KeeperConfig
 from keeperd.execution.journal import TxRecord
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
@@ -42,6 +43,21 @@ class FeePolicy:
     fee_bump: float = 1.125
     replace_after_blocks: int = 2
     private_timeout_blocks: int = 3
+
+    @classmethod
+    def from_config(cls, keeper: KeeperConfig) -> FeePolicy:
+        return cls(priority_fee_wei=int(keeper.priority_fee_gwei * GWEI),
+                   base_fee_headroom=keeper.base_fee_headroom,
+                   max_fee_per_gas_wei=int(keeper.max_fee_gwei * GWEI),
+                   fee_bump=keeper.fee_bump, replace_after_blocks=keeper.replace_after_blocks,
+                   private_timeout_blocks=keeper.private_timeout_blocks)
+
+    def fees_for(self, base_fee: int) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) at this base fee: base x headroom + tip, capped.
+        The executor prices opportunities with the same numbers the manager signs with."""
+        max_fee = min(self.max_fee_per_gas_wei,
+                      int(base_fee * self.base_fee_headroom + self.priority_fee_wei))
+        return max_fee, min(self.priority_fee_wei, max_fee)
 
 
 @dataclass
@@ -102,13 +118,6 @@ class TxManager:
         block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         return int(block.get("baseFeePerGas", "0x0"), 16)
 
-    def fees_for(self, base_fee: int, multiplier: float = 1.0) -> tuple[int, int]:
-        p = self.policy
-        tip = int(p.priority_fee_wei * multiplier)
-        max_fee = min(p.max_fee_per_gas_wei, int((base_fee * p.base_fee_headroom + tip)
-                                                 * multiplier))
-        return max_fee, min(tip, max_fee)
-
     def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
               value: int = 0) -> tuple[str, bytes]:
         raw = self.key.sign_eip1559(chain_id=self.chain_id, nonce=nonce, to=to, value=value,
@@ -133,7 +142,7 @@ class TxManager:
         many liquidations found in one block can then be broadcast concurrently."""
         assert self._nonce is not None, "sync_nonce() first"
         base = base_fee
-        max_fee, tip = self.fees_for(base)
+        max_fee, tip = self.policy.fees_for(base)
         if max_fee * gas_limit > budget_wei:
             # Spend at most the budget: lower the fee cap, if that still clears the base fee.
             max_fee = budget_wei // gas_limit
@@ -276,8 +285,8 @@ class TxManager:
         last = p.attempts[-1]
         base = await self.base_fee()
         bump = self.policy.fee_bump
-        max_fee = max(int(last.max_fee_per_gas * bump) + 1, self.fees_for(base)[0])
-        tip = max(int(last.priority_fee * bump) + 1, self.fees_for(base)[1])
+        max_fee = max(int(last.max_fee_per_gas * bump) + 1, self.policy.fees_for(base)[0])
+        tip = max(int(last.priority_fee * bump) + 1, self.policy.fees_for(base)[1])
         gas = 21_000 if p.cancelling else p.gas_limit
         if max_fee * gas > p.budget_wei:
             self.metrics.tx_fee_capped.labels(self.pool.chain).inc()
