@@ -44,7 +44,6 @@ class ScanResult:
     seconds: float
     seen_at: float  # time.perf_counter() when the block reached keeperd
     partial: bool = False  # only the accounts exposed to a moved price, ahead of the rest
-    timestamp: int | None = None  # the block's timestamp, when the header was seen
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -64,7 +63,6 @@ class ProtocolScanner:
         self.listeners: list[Listener] = []
         self._wanted: int | None = None
         self._wanted_seen_at = 0.0
-        self._timestamps: dict[int, int] = {}  # block -> timestamp, from the headers seen
         self._wake = asyncio.Event()
         self._full_due = True
         self._dropped: set[str] = set()
@@ -86,7 +84,6 @@ class ProtocolScanner:
             self._full_due = True
             return
         if isinstance(event, NewBlock):
-            self._timestamps[event.header.number] = event.header.timestamp
             self.request(event.header.number)
 
     def request(self, block: int) -> None:
@@ -134,8 +131,6 @@ class ProtocolScanner:
                        seen_at: float | None = None) -> ScanResult:
         started = time.perf_counter()
         seen_at = started if seen_at is None else seen_at
-        timestamp = self._timestamps.get(block)
-        self._timestamps = {b: t for b, t in self._timestamps.items() if b > block}
         adapter = self.adapter
         touched = await adapter.discover(block)
         market = await adapter.read_market(block)
@@ -168,8 +163,7 @@ class ProtocolScanner:
                 near = adapter.candidates(book, priority)
                 first = adapter.evaluate(book, rows=near)
                 partial = ScanResult(adapter.name, block, kind, book, first, near,
-                                     time.perf_counter() - started, seen_at, partial=True,
-                                     timestamp=timestamp)
+                                     time.perf_counter() - started, seen_at, partial=True)
                 for listener in self.listeners:
                     await listener(partial)
                 log.info("positions.price_moved", protocol=adapter.name, block=block,
@@ -181,8 +175,7 @@ class ProtocolScanner:
         self._check_against_chain(book, fresh_rows)
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
-        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at,
-                            timestamp=timestamp)
+        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
         self._publish(result)
         for listener in self.listeners:
             await listener(result)

@@ -104,11 +104,9 @@ class OracleMonitor:
         if result.block == self._last_block or self.adapter.reader is None:
             return
         self._last_block = result.block
-        now = result.timestamp
-        if now is None:  # evaluated outside the block source (scan, tests): ask the chain
-            header = await self.adapter.pool.request("eth_getBlockByNumber",
-                                                     [hex(result.block), False])
-            now = int(header["timestamp"], 16) if header else 0
+        header = await self.adapter.pool.request("eth_getBlockByNumber",
+                                                 [hex(result.block), False])
+        now = int(header["timestamp"], 16) if header else 0
         readings = await read_feeds(self.adapter.multicall, self.adapter.reader.addresses.oracle,
                                     result.book.market.reserves, result.block)
         chain = self.adapter.chain
