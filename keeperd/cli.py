@@ -30,7 +30,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from keeperd.daemon import Daemon, StartupError
 
     config = load_config(args.config)
-    configure_logging(config.logging.level, config.logging.format)
+    # The daemon adds the key and the sinks' secrets to this redactor: it must be the one
+    # the log pipeline runs.
+    redactor = configure_logging(config.logging.level, config.logging.format)
     log = structlog.get_logger("keeperd")
 
     async def main() -> None:
@@ -40,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await Daemon(config).run(stop)
+        await Daemon(config, redactor=redactor, config_path=Path(args.config)).run(stop)
 
     try:
         asyncio.run(main())

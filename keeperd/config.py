@@ -249,20 +249,121 @@ class KeeperConfig(_Model):
         return self
 
 
-# --- alerts (routes and watchlists; the sinks grow with the alerting work) ------------------
+# --- alerts ----------------------------------------------------------------------------------
+
+
+def _one_secret(model: BaseModel, field: str) -> None:
+    """Exactly one of `field` and `field_file` (a secret inline via ${ENV}, or from a file)."""
+    inline, from_file = getattr(model, field), getattr(model, f"{field}_file")
+    if (inline is None) == (from_file is None):
+        raise ValueError(f"set exactly one of `{field}` (use a ${{ENV}} reference) and "
+                         f"`{field}_file` (a file holding it)")
+
+
+class _SinkConfig(_Model):
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per request.")
+    group: bool | None = Field(
+        default=None, description="One message per group of alerts that fire together "
+        "(same rule, severity and status in one evaluation). Default: on for people's chats "
+        "(telegram, slack, discord), off for machines (webhook, alertmanager), which get one "
+        "request per alert and group themselves.")
+
+
+class TelegramSinkConfig(_SinkConfig):
+    kind: Literal["telegram"]
+    bot_token: str | None = Field(default=None, description="From @BotFather; use ${ENV}.")
+    bot_token_file: Path | None = None
+    chat_id: int | str = Field(description="A chat id (negative for groups) or @channelname.")
+    message_thread_id: int | None = Field(default=None, description="A forum topic.")
+    api_url: HttpUrl = "https://api.telegram.org"
+
+    @model_validator(mode="after")
+    def _secret(self) -> TelegramSinkConfig:
+        _one_secret(self, "bot_token")
+        return self
+
+
+class WebhookSinkConfig(_SinkConfig):
+    kind: Literal["webhook"]
+    url: HttpUrl
+    secret: str | None = Field(default=None, description="HMAC-SHA256 key; use ${ENV}.")
+    secret_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers.")
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookSinkConfig:
+        _one_secret(self, "secret")
+        return self
+
+
+class SlackSinkConfig(_SinkConfig):
+    kind: Literal["slack"]
+    webhook_url: HttpUrl | None = Field(default=None, description="An incoming-webhook URL "
+                                        "(it is the secret: use ${ENV}).")
+    webhook_url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> SlackSinkConfig:
+        _one_secret(self, "webhook_url")
+        return self
+
+
+class DiscordSinkConfig(_SinkConfig):
+    kind: Literal["discord"]
+    webhook_url: HttpUrl | None = Field(default=None, description="A channel webhook URL "
+                                        "(it is the secret: use ${ENV}).")
+    webhook_url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> DiscordSinkConfig:
+        _one_secret(self, "webhook_url")
+        return self
+
+
+class AlertmanagerSinkConfig(_SinkConfig):
+    kind: Literal["alertmanager"]
+    url: HttpUrl = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093")
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    resend_s: float = Field(
+        default=60.0, gt=0, description="Alertmanager forgets a firing alert that is not "
+        "re-sent before its resolve_timeout; keeperd re-sends firing alerts this often.")
+
+
+SinkConfig = Annotated[
+    TelegramSinkConfig | WebhookSinkConfig | SlackSinkConfig | DiscordSinkConfig
+    | AlertmanagerSinkConfig, Field(discriminator="kind")]
 
 
 class RouteConfig(_Model):
+    """A named destination: one or more sinks that all receive the route's alerts."""
+
     name: Name
-    sinks: list[dict[str, Any]] = Field(default_factory=list)
+    sinks: list[SinkConfig] = Field(min_length=1)
+    rate_limit_per_minute: int = Field(
+        default=30, ge=1, description="Messages per minute per sink; more wait in the outbox "
+        "(none are dropped). Telegram allows ~20/min into one group.")
+    repeat_interval_s: float = Field(
+        default=4 * 3600, gt=0, description="Re-send an alert that keeps firing this often.")
 
 
 class WatchlistConfig(_Model):
+    """Accounts someone cares about, with their own thresholds and route."""
+
     name: Name
     accounts: list[Address] = Field(min_length=1)
-    warn: float = Field(default=1.2, gt=0)
-    critical: float = Field(default=1.05, gt=0)
+    warn: float = Field(default=1.2, gt=0, description="Health factor that fires a warning.")
+    critical: float = Field(default=1.05, gt=0, description="Health factor that escalates.")
     route: Name
+    protocols: list[Name] | None = Field(
+        default=None, description="Only these protocols (default: every one the accounts "
+        "have positions on).")
+    clear_margin: float = Field(
+        default=0.02, ge=0, description="Hysteresis: a level clears only once health is this "
+        "far above it, so health hovering at 1.2 does not flap.")
+    escalation_step: float = Field(
+        default=0.05, gt=0, description="Re-alert when health falls this much below the "
+        "last value sent (the same level, but worse).")
 
     @model_validator(mode="after")
     def _ordered(self) -> WatchlistConfig:
@@ -272,18 +373,111 @@ class WatchlistConfig(_Model):
         return self
 
 
+class RuleToggle(_Model):
+    enabled: bool = True
+    route: Name | None = Field(default=None, description="Default: alerts.operator_route.")
+
+
+class KeeperBalanceRule(RuleToggle):
+    warn_below: float = Field(default=0.1, ge=0, description="Native token (ETH) balance.")
+    critical_below: float = Field(default=0.02, ge=0)
+
+
+class RpcDownRule(RuleToggle):
+    after_s: float = Field(default=30.0, ge=0, description="Every endpoint of a chain "
+                           "unhealthy for this long.")
+
+
+class IndexLagRule(RuleToggle):
+    warn_blocks: int = Field(default=20, ge=1)
+    critical_blocks: int = Field(default=100, ge=1)
+
+
+class CascadeRule(RuleToggle):
+    shock: float = Field(default=0.2, gt=0, lt=1, description="The price drop looked at.")
+    warn_bad_debt_usd: float = Field(default=100_000.0, ge=0)
+    critical_bad_debt_usd: float = Field(default=1_000_000.0, ge=0)
+
+
+class RulesConfig(_Model):
+    liquidation: RuleToggle = Field(
+        default_factory=RuleToggle, description="Our liquidations: sent, included, reverted, "
+        "lost to another keeper, not sent.")
+    oracle: RuleToggle = Field(default_factory=RuleToggle, description="A price feed is "
+                               "stale, deviating, or its breaker tripped.")
+    keeper_balance: KeeperBalanceRule = Field(default_factory=KeeperBalanceRule)
+    rpc_down: RpcDownRule = Field(default_factory=RpcDownRule)
+    index_lag: IndexLagRule = Field(default_factory=IndexLagRule)
+    cascade: CascadeRule = Field(default_factory=CascadeRule)
+
+
+class SilenceConfig(_Model):
+    matchers: list[str] = Field(
+        min_length=1, description="Alertmanager-style: label=value, label!=value, "
+        "label=~regex, label!~regex; all must match.")
+    comment: str = ""
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse(cls, value: list[str]) -> list[str]:
+        from keeperd.alerts.silences import parse_matcher
+
+        for m in value:
+            parse_matcher(m)
+        return value
+
+
+class OutboxConfig(_Model):
+    max_attempts: int = Field(default=15, ge=1, description="Then dead-lettered (counted, "
+                              "logged, kept for `keeperd alerts retry`).")
+    backoff_initial_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    flush_on_stop_s: float = Field(default=5.0, ge=0, description="On stop, keep delivering "
+                                   "this long; the rest waits on disk for the next start.")
+    keep_delivered_s: float = Field(default=7 * 86400, gt=0, description="History kept for "
+                                    "reorg retraction and `keeperd alerts list`.")
+
+
 class AlertsConfig(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     watchlists: list[WatchlistConfig] = Field(default_factory=list)
+    operator_route: Name | None = Field(
+        default=None, description="Where keeper, oracle, RPC and cascade alerts go (default: "
+        "the first route).")
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    inhibition: Literal["annotate", "hold"] = Field(
+        default="annotate", description="Position alerts on an account whose oracle is stale or "
+        "whose breaker is tripped: sent with a warning not to act on the price (annotate), or "
+        "held until the price is trusted again (hold).")
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 
     @model_validator(mode="after")
     def _routes_exist(self) -> AlertsConfig:
-        names = {r.name for r in self.routes}
-        for w in self.watchlists:
-            if w.route not in names:
-                raise ValueError(f"watchlist {w.name!r} uses route {w.route!r}, which is not "
-                                 f"defined under alerts.routes (defined: {sorted(names)})")
+        names = [r.name for r in self.routes]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"route names must be unique; repeated: {sorted(dupes)}")
+        used = [(f"watchlist {w.name!r}", w.route) for w in self.watchlists]
+        used += [("operator_route", self.operator_route)] if self.operator_route else []
+        for rule in RulesConfig.model_fields:
+            route = getattr(self.rules, rule).route
+            if route:
+                used.append((f"rules.{rule}", route))
+        for who, route in used:
+            if route not in names:
+                raise ValueError(f"{who} uses route {route!r}, which is not defined under "
+                                 f"alerts.routes (defined: {sorted(names)})")
         return self
+
+    def route_for(self, rule: str) -> str | None:
+        """The route of an operator rule: its own, the operator route, or the first route."""
+        own = getattr(self.rules, rule).route if rule in RulesConfig.model_fields else None
+        if own:
+            return str(own)
+        if self.operator_route:
+            return self.operator_route
+        return self.routes[0].name if self.routes else None
 
 
 # --- oracles ---------------------------------------------------------------------------------

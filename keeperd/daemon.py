@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -22,10 +23,13 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from keeperd import __version__
+from keeperd.alerts.delivery import Dispatcher
+from keeperd.alerts.engine import AlertEngine
+from keeperd.alerts.outbox import Outbox
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, Config
+from keeperd.config import ChainConfig, Config, ConfigError, load_config
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal
 from keeperd.execution.txmanager import FeePolicy, TxManager
@@ -64,8 +68,11 @@ class ChainRuntime:
 
 class Daemon:
     def __init__(self, config: Config, *, metrics: Metrics | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        self.alerts: AlertEngine | None = None
+        self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
         self.executors: dict[str, Executor] = {}
@@ -154,6 +161,7 @@ class Daemon:
             stack.callback(self.store.close)
             journal = Journal(self.store.connection)
             breaker = Breaker(self.store.connection, self.config.oracles.clear_after_s)
+            self._start_alerts(self.store)
             key = self._load_key()
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
@@ -172,6 +180,7 @@ class Daemon:
                                                          stack, breaker)
                     scanner.listeners.append(executor.on_scan)
                     self.executors[proto.name] = executor
+                scanner.listeners.append(self._alert_listener(adapter, rt, breaker))
                 rt.blocks.subscribe(scanner.on_block_event)
                 rt.extra_tasks.append(scanner.run)
                 self.scanners[proto.name] = scanner
@@ -214,11 +223,75 @@ class Daemon:
             task.print_stack(limit=12, file=buf)
             log.warning("daemon.task_stack", task=task.get_name(), stack=buf.getvalue())
 
+    def _start_alerts(self, store: Store) -> None:
+        self.dispatcher = Dispatcher(Outbox(store.connection), self.config.alerts.outbox,
+                                     self.metrics, self.redactor)
+        try:
+            self.dispatcher.configure(self.config.alerts.routes)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self.alerts = AlertEngine(store.connection, self.config.alerts, self.dispatcher,
+                                  self.metrics, explorers=AlertEngine.explorers_of(self.config))
+        for name, rt in self.chains.items():
+            rt.blocks.subscribe(functools.partial(self.alerts.on_block_event, chain=name))
+        pending = sum(n for n, _ in self.dispatcher.outbox.stats().values())
+        log.info("alerts.started", routes=[r.name for r in self.config.alerts.routes],
+                 watchlists=[w.name for w in self.config.alerts.watchlists],
+                 outbox_pending=pending)
+
+    def _alert_listener(self, adapter: AaveV3Adapter, rt: ChainRuntime,
+                        breaker: Breaker) -> Callable[[Any], Awaitable[None]]:
+        async def on_scan(result: Any) -> None:
+            if self.alerts is None or result.partial:
+                return
+            tripped = {s.asset: s.reason or "tripped" for s in breaker.states().values()
+                       if s.tripped}
+            pool_address = adapter.reader.addresses.pool if adapter.reader else None
+            try:
+                await self.alerts.on_scan(result, chain=rt.config.name, tripped=tripped,
+                                          pool=rt.pool, pool_address=pool_address)
+            except Exception as exc:  # alerting must never stop evaluation or liquidation
+                log.exception("alerts.evaluation_failed", error=str(exc))
+        return on_scan
+
+    def _alert_tick(self) -> None:
+        if self.alerts is None:
+            return
+        balances: dict[str, float | None] = {}
+        for executor in self.executors.values():
+            if executor.native_balance is not None:
+                balances[executor.adapter.chain] = executor.native_balance
+        try:
+            self.alerts.tick(
+                rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
+                index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
+                keeper_balance=balances)
+        except Exception as exc:
+            log.exception("alerts.tick_failed", error=str(exc))
+
     def _reload(self) -> None:
-        # Watchlists and alert routes become reloadable with the alerting work; until then a
-        # reload (systemctl reload) must not stop the daemon, only say so.
-        log.info("daemon.reload_requested", reloaded=[],
-                 note="nothing reloadable yet; restart to apply config changes")
+        """SIGHUP (systemctl reload): re-read the config file; apply alert routes, watchlists,
+        rules and silences at once. Everything else needs a restart, and is named if changed.
+        A config that does not load leaves the running one in place."""
+        if self.config_path is None or self.alerts is None or self.dispatcher is None:
+            log.warning("daemon.reload_ignored", reason="started without a config file")
+            return
+        try:
+            new = load_config(self.config_path)
+            self.dispatcher.configure(new.alerts.routes)
+        except (ConfigError, ValueError) as exc:
+            log.error("daemon.reload_failed", error=str(exc),
+                      action="the running configuration stays; fix the file and reload again")
+            return
+        self.alerts.configure(new.alerts)
+        old_rest = self.config.model_dump(exclude={"alerts"})
+        new_rest = new.model_dump(exclude={"alerts"})
+        needs_restart = sorted(k for k in new_rest if new_rest[k] != old_rest[k])
+        self.config = self.config.model_copy(update={"alerts": new.alerts})
+        log.info("daemon.reloaded", reloaded=["alerts"],
+                 routes=[r.name for r in new.alerts.routes],
+                 watchlists=[w.name for w in new.alerts.watchlists],
+                 needs_restart=needs_restart)
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -229,10 +302,18 @@ class Daemon:
                 for i, job in enumerate(rt.extra_tasks):
                     tasks.append(tg.create_task(job(), name=f"{name}:job{i}"))
             tasks.append(tg.create_task(self._status_loop(), name="status"))
+            delivery = None
+            if self.dispatcher is not None:
+                delivery = tg.create_task(self.dispatcher.run(), name="alerts:delivery")
             await stop.wait()
             log.info("daemon.stopping", tasks=len(tasks))
             self.notifier.stopping()
             await self._drain()
+            if delivery is not None and self.dispatcher is not None:
+                # Stop the delivery loops first, so the flush is the only sender.
+                delivery.cancel()
+                await asyncio.gather(delivery, return_exceptions=True)
+                await self.dispatcher.flush(self.config.alerts.outbox.flush_on_stop_s)
             for t in tasks:
                 t.cancel()
 
@@ -255,6 +336,7 @@ class Daemon:
         while True:
             if self._alive():
                 self.notifier.watchdog()
+            self._alert_tick()
             line = self._status_line()
             self.notifier.status(line)
             ready, detail = self.readiness()
@@ -328,6 +410,9 @@ class Daemon:
         address = key.address if key is not None else keeper.address
         executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address,
                             breaker)
+        if self.alerts is not None:
+            executor.events = functools.partial(self.alerts.on_liquidation, chain=rt.config.name,
+                                                protocol=adapter.name)
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor

@@ -241,6 +241,29 @@ class Metrics:
             "keeperd_keeper_balance",
             "The keeper account's balances in whole tokens (asset 'native' for gas).",
             ["chain", "asset"], registry=r)
+        # --- alerting ---
+        self.alerts = Counter(
+            "keeperd_alerts_total", "Alert notifications decided, by rule and kind (firing, "
+            "escalated, repeat, resolved, event, retracted).", ["rule", "kind"], registry=r)
+        self.alerts_suppressed = Counter(
+            "keeperd_alerts_suppressed_total", "Notifications not sent, by reason (silenced, "
+            "inhibited: held while the oracle is untrusted, retracted: block reorganised away "
+            "before delivery).", ["rule", "reason"], registry=r)
+        self.alerts_firing = Gauge(
+            "keeperd_alerts_firing", "Alerts currently firing, by rule and severity.",
+            ["rule", "severity"], registry=r)
+        self.notifications = Counter(
+            "keeperd_notifications_total", "Delivery attempts by route, sink and outcome "
+            "(delivered, retry, rate_limited, dead).", ["route", "sink", "outcome"], registry=r)
+        self.outbox_depth = Gauge(
+            "keeperd_outbox_pending", "Notifications waiting in the outbox, by route and sink.",
+            ["route", "sink"], registry=r)
+        self.outbox_oldest = Gauge(
+            "keeperd_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered "
+            "notification, by route and sink.", ["route", "sink"], registry=r)
+        self.outbox_dead = Gauge(
+            "keeperd_outbox_dead", "Notifications given up on (dead-lettered), waiting for "
+            "`keeperd alerts retry`.", registry=r)
         self.tx_sent = Counter(
             "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
             "replacement, cancel, approval).", ["chain", "kind"], registry=r)

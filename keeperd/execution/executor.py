@@ -14,7 +14,9 @@ Capital: the keeper's own balance of the debt asset (the pool is approved once p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import structlog
@@ -92,6 +94,9 @@ class Executor:
         self._swap_pools: dict[tuple[str, str], str] = {}
         self._flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
+        # Outcomes for the alert engine: events(kind, account=, opportunity=, block=, details=)
+        self.events: Callable[..., None] | None = None
+        self.native_balance: float | None = None  # whole tokens, from publish_balances
         for stage in ("detected", "profitable", "sent", "included", "lost_race"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -344,6 +349,8 @@ class Executor:
                     self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
                     log.warning("liquidation.not_sent", opportunity=record.key,
                                 reason=str(outcome))
+                    self._event("not_sent", record.key, result.block,
+                                {"reason": str(outcome)[:300]})
                     continue
                 elapsed = time.perf_counter() - result.seen_at
                 stage(*self.labels, "sent").inc()
@@ -353,6 +360,9 @@ class Executor:
                          collateral=plan.collateral, debt=plan.debt,
                          expected_profit_usd=round(decision.net_profit_usd, 2),
                          block_to_broadcast_ms=round(elapsed * 1000, 2))
+                self._event("sent", record.key, result.block, {
+                    "tx_hash": record.tx_hash, "collateral": plan.collateral, "debt": plan.debt,
+                    "expected_profit_usd": round(decision.net_profit_usd, 2)})
 
     def _fee_per_gas(self, base_fee: int) -> int:
         return self.fees.fees_for(base_fee)[0]
@@ -407,11 +417,16 @@ class Executor:
             stage(*self.labels, "included").inc()
             log.info("liquidation.included", opportunity=outcome.key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
+            self._event("included", outcome.key, _receipt_block(outcome), {
+                "tx_hash": outcome.tx_hash, "profit_usd": round(profit, 2),
+                "gas_used": outcome.gas_used})
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
             self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             log.warning("liquidation.reverted", opportunity=outcome.key, tx_hash=outcome.tx_hash)
+            self._event("reverted", outcome.key, _receipt_block(outcome),
+                        {"tx_hash": outcome.tx_hash})
             await self._maybe_lost_race(None, outcome.key, entry.detected_block, "reverted")
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
@@ -470,6 +485,16 @@ class Executor:
             self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
         self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
         log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
+        self._event("lost_race", key, None, {"winner": winner, "reason": reason})
+
+    def _event(self, kind: str, key: str, block: int | None, details: dict[str, Any]) -> None:
+        if self.events is None:
+            return
+        account = key.split(":")[1] if ":" in key else ""
+        try:
+            self.events(kind, account=account, opportunity=key, block=block, details=details)
+        except Exception as exc:  # alerting must never disturb a liquidation
+            log.exception("alerts.event_failed", kind=kind, error=str(exc))
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -491,6 +516,7 @@ class Executor:
         if self.keeper is None or self._last is None:
             return
         native = int(await self.pool.request("eth_getBalance", [self.keeper, "latest"]), 16)
+        self.native_balance = native / 1e18
         self.metrics.keeper_balance.labels(self.adapter.chain, "native").set(native / 1e18)
         for reserve in self._last.book.market.reserves:
             data = abi.balance_of(self.keeper)
@@ -498,3 +524,9 @@ class Executor:
                                                         "data": "0x" + data.hex()}, "latest"])
             self.metrics.keeper_balance.labels(self.adapter.chain, reserve.symbol).set(
                 int(raw, 16) / 10**reserve.decimals)
+
+
+def _receipt_block(outcome: Outcome) -> int | None:
+    if outcome.receipt is None or "blockNumber" not in outcome.receipt:
+        return None
+    return int(outcome.receipt["blockNumber"], 16)

@@ -92,7 +92,7 @@ def test_daemon_speaks_sd_notify_and_survives_reload(devnet: Devnet, tmp_path: P
     assert fields.count("WATCHDOG=1") >= 2  # pinged at half of WATCHDOG_USEC while alive
     assert any(f.startswith("STATUS=alert-only; devnet at ") for f in fields)
     assert "STOPPING=1" in fields
-    assert "daemon.reload_requested" in err
+    assert '"event": "daemon.reloaded"' in err
 
 
 def test_status_reads_the_state_directory(devnet: Devnet, tmp_path: Path) -> None:

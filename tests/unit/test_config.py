@@ -97,7 +97,8 @@ def test_missing_env_reference_names_field_and_variable() -> None:
 
 
 def test_watchlist_route_must_exist_and_thresholds_order() -> None:
-    data = dict(MINIMAL, alerts={"routes": [{"name": "ops"}], "watchlists": [
+    data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "s"}]}], "watchlists": [
         {"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05, "critical": 1.2,
          "route": "ops"}]})
     [(path, message, _)] = issues_of(data)

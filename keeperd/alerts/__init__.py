@@ -1,0 +1,1 @@
+"""Alerting: rules with an Alertmanager-like lifecycle, a durable outbox, and sinks."""

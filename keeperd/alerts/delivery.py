@@ -1,0 +1,254 @@
+"""Delivery: one loop per sink takes due entries from the outbox, sends them, and records the
+outcome (delivered; retry with exponential backoff and jitter; wait for the platform's
+`retry_after`; dead-letter after `max_attempts` or a permanent refusal).
+
+A sink that fails pauses as a whole (its next entries would fail the same way), and each sink
+has its own token bucket (the route's rate limit): entries over the limit wait, none are lost.
+Routes can be swapped at run time (SIGHUP): the loops restart with the new sinks; entries for a
+sink that no longer exists stay on disk and are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from keeperd.alerts.outbox import Entry, Outbox
+from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
+from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.logs import Redactor
+from keeperd.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+class TokenBucket:
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def wait_time(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+@dataclass
+class SinkRuntime:
+    route: str
+    index: int
+    sink: Sink
+    bucket: TokenBucket
+    label: str
+    paused_until: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+FiringProvider = Callable[[str], list[dict[str, Any]]]
+
+
+class Dispatcher:
+    def __init__(self, outbox: Outbox, settings: OutboxConfig, metrics: Metrics,
+                 redactor: Redactor | None = None, *,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.outbox = outbox
+        self.settings = settings
+        self.metrics = metrics
+        self.redactor = redactor
+        self.rng = rng
+        self.sinks: dict[tuple[str, int], SinkRuntime] = {}
+        self.firing_provider: FiringProvider | None = None
+        self._reconfigured = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    def configure(self, routes: list[RouteConfig]) -> None:
+        """Build the sinks of these routes (reading secret files now: an error names the
+        route and sink). The running loops switch to them."""
+        sinks: dict[tuple[str, int], SinkRuntime] = {}
+        for route in routes:
+            for i, sink_config in enumerate(route.sinks):
+                try:
+                    sink = make_sink(sink_config)
+                except Exception as exc:
+                    raise ValueError(f"alerts.routes[{route.name}].sinks[{i}]: {exc}") from None
+                if self.redactor is not None:
+                    for secret in sink.secrets:
+                        self.redactor.add(secret)
+                sinks[(route.name, i)] = SinkRuntime(
+                    route.name, i, sink, TokenBucket(route.rate_limit_per_minute),
+                    f"{i}:{sink.kind}")
+        self.sinks = sinks
+        self._reconfigured.set()
+
+    def route_sinks(self, route: str) -> list[SinkRuntime]:
+        return [rt for (name, _), rt in sorted(self.sinks.items()) if name == route]
+
+    def wake(self) -> None:
+        for rt in self.sinks.values():
+            rt.wake.set()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            self._session = session
+            try:
+                while True:
+                    self._reconfigured.clear()
+                    self._report_orphans()
+                    tasks = [asyncio.create_task(self._sink_loop(rt),
+                                                 name=f"alerts:{rt.route}:{rt.label}")
+                             for rt in self.sinks.values()]
+                    tasks += [asyncio.create_task(self._resend_loop(rt),
+                                                  name=f"alerts:{rt.route}:{rt.label}:resend")
+                              for rt in self.sinks.values()
+                              if isinstance(rt.sink, AlertmanagerSink)]
+                    tasks.append(asyncio.create_task(self._metrics_loop()))
+                    try:
+                        await self._reconfigured.wait()
+                    finally:
+                        for t in tasks:
+                            t.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                self._session = None
+
+    async def flush(self, budget_s: float) -> int:
+        """On stop: deliver what is due now, within `budget_s`; the rest stays on disk."""
+        if not self.sinks or budget_s <= 0:
+            return 0
+        delivered = 0
+        deadline = time.monotonic() + budget_s
+        async with aiohttp.ClientSession() as session:
+            for rt in self.sinks.values():
+                while time.monotonic() < deadline and rt.paused_until <= time.time():
+                    entries = self.outbox.due(rt.route, rt.index)
+                    if not entries:
+                        break
+                    remaining = deadline - time.monotonic()
+                    try:
+                        ok = await asyncio.wait_for(self._deliver(rt, entries[0], session),
+                                                    remaining)
+                    except TimeoutError:
+                        break
+                    delivered += ok
+        self._refresh_metrics()
+        left = sum(n for n, _ in self.outbox.stats().values())
+        log.info("alerts.flushed", delivered=delivered, left_in_outbox=left)
+        return delivered
+
+    async def _sink_loop(self, rt: SinkRuntime) -> None:
+        assert self._session is not None
+        while True:
+            now = time.time()
+            if rt.paused_until > now:
+                await asyncio.sleep(rt.paused_until - now)
+                continue
+            entries = self.outbox.due(rt.route, rt.index, now)
+            if not entries:
+                next_at = self.outbox.next_due_at(rt.route, rt.index)
+                timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
+                rt.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rt.wake.wait(), timeout)
+                continue
+            wait = rt.bucket.wait_time()
+            if wait > 0:
+                self.metrics.notifications.labels(rt.route, rt.label, "rate_limited").inc()
+                log.info("alerts.rate_limited", route=rt.route, sink=rt.label,
+                         wait_s=round(wait, 2), pending=len(entries))
+                await asyncio.sleep(wait)
+                continue
+            rt.bucket.take()
+            await self._deliver(rt, entries[0], self._session)
+            self._refresh_metrics()
+
+    async def _deliver(self, rt: SinkRuntime, entry: Entry,
+                       session: aiohttp.ClientSession) -> bool:
+        result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,
+                                    entry.parts_done)
+        now = time.time()
+        labels = (rt.route, rt.label)
+        fields = {"route": rt.route, "sink": rt.label, "entry": entry.id,
+                  "rule": entry.alerts[0]["rule"], "alerts": len(entry.alerts),
+                  "attempt": entry.attempts + 1}
+        if result.ok:
+            self.outbox.delivered(entry.id, now)
+            self.metrics.notifications.labels(*labels, "delivered").inc()
+            log.info("alerts.delivered", status=entry.status, **fields)
+            return True
+        error = self.redactor.scrub(result.error) if self.redactor else result.error
+        if result.retry_after is not None:
+            # The platform told us when; that is not a failed attempt.
+            self.outbox.retry(entry.id, now + result.retry_after, error, count=False,
+                              parts_done=result.parts_done)
+            rt.paused_until = now + result.retry_after
+            self.metrics.notifications.labels(*labels, "rate_limited").inc()
+            log.warning("alerts.sink_rate_limited", retry_after_s=result.retry_after,
+                        error=error, **fields)
+            return False
+        if result.permanent or entry.attempts + 1 >= self.settings.max_attempts:
+            self.outbox.dead(entry.id, error)
+            self.metrics.notifications.labels(*labels, "dead").inc()
+            log.error("alerts.dead_letter", error=error, permanent=result.permanent,
+                      action="fix the sink, then `keeperd alerts retry` requeues it", **fields)
+            return False
+        delay = min(self.settings.backoff_max_s,
+                    self.settings.backoff_initial_s * 2 ** entry.attempts)
+        delay *= 0.5 + self.rng()  # jitter: 50 %..150 %, so many keeperds do not retry in step
+        self.outbox.retry(entry.id, now + delay, error, parts_done=result.parts_done)
+        rt.paused_until = now + delay
+        self.metrics.notifications.labels(*labels, "retry").inc()
+        log.warning("alerts.delivery_failed", error=error, retry_in_s=round(delay, 2), **fields)
+        return False
+
+    async def _resend_loop(self, rt: SinkRuntime) -> None:
+        """Alertmanager resolves an alert that is not re-sent within its resolve_timeout:
+        re-post what is firing on this route, as Prometheus does."""
+        assert isinstance(rt.sink, AlertmanagerSink) and self._session is not None
+        while True:
+            await asyncio.sleep(rt.sink.config.resend_s)
+            firing = self.firing_provider(rt.route) if self.firing_provider else []
+            if firing:
+                result = await rt.sink.send(self._session, firing, "resend")
+                if not result.ok:
+                    log.warning("alerts.alertmanager_resend_failed", route=rt.route,
+                                error=result.error)
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            self._refresh_metrics()
+            pruned = self.outbox.prune(self.settings.keep_delivered_s)
+            if pruned:
+                log.info("alerts.outbox_pruned", entries=pruned)
+            await asyncio.sleep(10)
+
+    def _refresh_metrics(self) -> None:
+        stats = self.outbox.stats()
+        for rt in self.sinks.values():
+            count, age = stats.get((rt.route, rt.index), (0, 0.0))
+            self.metrics.outbox_depth.labels(rt.route, rt.label).set(count)
+            self.metrics.outbox_oldest.labels(rt.route, rt.label).set(age)
+        self.metrics.outbox_dead.set(self.outbox.dead_count())
+
+    def _report_orphans(self) -> None:
+        for (route, sink), (count, age) in self.outbox.stats().items():
+            if (route, sink) not in self.sinks:
+                log.warning("alerts.orphaned_entries", route=route, sink=sink,
+                            pending=count, oldest_age_s=round(age),
+                            action="these wait for a sink that is no longer configured; "
+                                   "restore it in alerts.routes")

@@ -1,0 +1,546 @@
+"""The alert engine: turns what keeperd observes into alerts, decides what is news, and puts
+notifications in the outbox.
+
+Inputs (all from the daemon's own loop, no extra threads):
+- `on_scan`: every completed evaluation — watched accounts' health (watchlists), liquidations
+  of watched accounts (their LiquidationCall logs), the oracle breaker's state;
+- `on_liquidation`: the executor's outcomes (sent, included, reverted, lost, not sent);
+- `tick`: every few seconds — RPCs down, index lag, keeper gas balance;
+- `on_block_event`: reorgs retract what was raised on blocks that no longer exist;
+- `observe` (public): any threshold condition (the cascade engine's bad debt uses it).
+
+Per input, the engine computes each condition's severity (with hysteresis), compares it with
+what was last sent for its fingerprint (persisted, so a restart does not repeat or forget),
+applies silences and inhibition, groups what fires together, and writes the state change and
+the notifications in one SQLite transaction. Delivery is the dispatcher's job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import structlog
+
+from keeperd.alerts.delivery import Dispatcher
+from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
+from keeperd.alerts.model import Alert, severity_rank
+from keeperd.alerts.outbox import DELIVERED, PENDING
+from keeperd.alerts.silences import Silences
+from keeperd.chain.blocks import BlockEvent, Reorg
+from keeperd.config import AlertsConfig, Config, WatchlistConfig
+from keeperd.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    fingerprint  TEXT PRIMARY KEY,
+    rule         TEXT NOT NULL,
+    route        TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    value        REAL,
+    told_at      REAL NOT NULL,
+    since        REAL NOT NULL,
+    chain        TEXT,
+    block        INTEGER,
+    alert        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_cursor (
+    name   TEXT PRIMARY KEY,
+    block  INTEGER NOT NULL
+);
+"""
+
+LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
+
+_LIQUIDATION_EVENTS = {
+    # executor outcome -> severity, summary verb, what to do
+    "sent": ("info", "sent", ""),
+    "included": ("info", "included", ""),
+    "reverted": ("warning", "reverted", "Check the simulation and gas settings; the journal "
+                 "has the transaction."),
+    "lost_race": ("warning", "lost to another keeper", "Consider a private RPC or a higher "
+                  "priority fee (keeper.priority_fee_gwei)."),
+    "not_sent": ("warning", "not sent", "See the reason; check the RPC and the keeper's nonce."),
+}
+
+ACTION_POSITION = ("Add collateral or repay debt now. At health 1.0 anyone may liquidate the "
+                   "position (Aave V3: up to half the debt, or all of it below 0.95) and take "
+                   "the liquidation bonus out of the collateral.")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule's reading of one thing in this evaluation."""
+
+    rule: str
+    route: str
+    labels: dict[str, str]
+    severity: str | None  # what the reading deserves now (None: all clear)
+    value: float | None
+    levels: Levels | None
+    repeat_s: float
+    summary: str  # for firing
+    resolved_summary: str
+    action: str = ""
+    details: dict[str, Any] | None = None
+    inhibited_by: tuple[str, ...] = ()
+
+
+class AlertEngine:
+    def __init__(self, db: sqlite3.Connection, config: AlertsConfig, dispatcher: Dispatcher,
+                 metrics: Metrics, *, explorers: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._db.executescript(SCHEMA)
+        self.outbox = dispatcher.outbox
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.clock = clock
+        self.explorers = explorers or {}
+        self.silences = Silences(db)
+        self.config = config
+        self.configure(config)
+        self._pending: list[tuple[str, Alert]] = []
+        self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
+        self._rpc_down_since: dict[str, float] = {}
+        dispatcher.firing_provider = self.firing
+        self._refresh_firing_gauge()
+
+    # --- configuration (SIGHUP swaps it) -----------------------------------------------------
+
+    def configure(self, config: AlertsConfig) -> None:
+        self.config = config
+        self.routes = {r.name: r for r in config.routes}
+        self.silences.set_configured((s.matchers, s.comment) for s in config.silences)
+        self.watched: dict[str, list[WatchlistConfig]] = {}
+        self.checksummed: dict[str, str] = {}
+        for w in config.watchlists:
+            for account in w.accounts:
+                self.watched.setdefault(account.lower(), []).append(w)
+                self.checksummed[account.lower()] = account
+
+    @classmethod
+    def explorers_of(cls, config: Config) -> dict[str, str]:
+        return {c.name: c.explorer_url.rstrip("/") for c in config.chains if c.explorer_url}
+
+    def _repeat(self, route: str) -> float:
+        r = self.routes.get(route)
+        return r.repeat_interval_s if r else 4 * 3600
+
+    def _link(self, chain: str | None, kind: str, value: str) -> str | None:
+        base = self.explorers.get(chain or "")
+        return f"{base}/{kind}/{value}" if base else None
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    async def on_scan(self, result: Any, *, chain: str, tripped: dict[str, str],
+                      pool: Any = None, pool_address: str | None = None) -> None:
+        """One evaluation of a protocol. `tripped`: asset -> why its price is untrusted."""
+        if result.partial:
+            return
+        conditions = self._watchlist_conditions(result, chain, tripped)
+        self._evaluate(conditions, chain, result.block)
+        if pool is not None and pool_address and self.watched:
+            await self._watched_liquidations(result, chain, pool, pool_address)
+        self._oracle_conditions(tripped, chain, result.block)
+        self.commit()
+
+    def _watchlist_conditions(self, result: Any, chain: str, tripped: dict[str, str]
+                              ) -> list[Condition]:
+        view, book = result.view, result.book
+        position_of = book.positions.position_of
+        out: list[Condition] = []
+        symbols = book.market.symbols
+        for account_lower, lists in self.watched.items():
+            account = self.checksummed[account_lower]
+            i = position_of.get(account)
+            if i is None:
+                continue
+            health = float(view.health[i])
+            used = np.flatnonzero(book.positions.collateral_flag[i]
+                                  | book.positions.borrowing_flag[i])
+            inhibited = tuple(f"{symbols[c]} price untrusted: {tripped[symbols[c]]}"
+                              for c in used if symbols[c] in tripped)
+            drop = float(view.drop_to_liquidation[i])
+            details = {
+                "health_factor": None if not np.isfinite(health) else round(health, 6),
+                "collateral_usd": round(float(view.collateral_usd[i]), 2),
+                "debt_usd": round(float(view.debt_usd[i]), 2),
+                "main_collateral": view.main_collateral[i],
+                "drop_to_liquidation": None if np.isnan(drop) else round(drop, 6),
+                "explorer_url": self._link(chain, "address", account),
+            }
+            for w in lists:
+                if w.protocols is not None and result.protocol not in w.protocols:
+                    continue
+                levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
+                labels = {"chain": chain, "protocol": result.protocol, "account": account,
+                          "watchlist": w.name}
+                told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
+                severity = None if not np.isfinite(health) else classify(
+                    health, levels, told.severity if told else None)
+                limit = w.critical if severity == "critical" else w.warn
+                hf = "∞" if not np.isfinite(health) else f"{health:.4f}"
+                out.append(Condition(
+                    "position_health", w.route, labels, severity,
+                    None if not np.isfinite(health) else health, levels,
+                    self._repeat(w.route),
+                    summary=f"{w.name}: {account} on {result.protocol} has health {hf}, "
+                            f"below {'critical' if severity == 'critical' else 'warn'} "
+                            f"{limit}",
+                    resolved_summary=f"{w.name}: {account} on {result.protocol} recovered: "
+                                     f"health {hf} (warn at {w.warn})",
+                    action=ACTION_POSITION, details=details, inhibited_by=inhibited))
+        return out
+
+    async def _watched_liquidations(self, result: Any, chain: str, pool: Any,
+                                    pool_address: str) -> None:
+        """LiquidationCall logs whose user is watched, since the last evaluated block."""
+        cursor = f"liquidations:{result.protocol}"
+        row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
+                               (cursor,)).fetchone()
+        start = result.block if row is None else row[0] + 1
+        if start > result.block:
+            return
+        users = ["0x" + "0" * 24 + a[2:] for a in self.watched]
+        try:
+            logs = await pool.request("eth_getLogs", [{
+                "fromBlock": hex(start), "toBlock": hex(result.block), "address": pool_address,
+                "topics": [LIQUIDATION_CALL, None, None, users]}])
+        except Exception as exc:  # retried at the next evaluation (the cursor stays)
+            log.warning("alerts.liquidation_logs_failed", protocol=result.protocol,
+                        error=str(exc))
+            return
+        market = result.book.market
+        prices = market.prices_usd()
+
+        def usd(asset: str, amount: int) -> tuple[str, float]:
+            try:
+                c = market.column(asset)
+            except KeyError:
+                return asset, 0.0
+            r = market.reserves[c]
+            return r.symbol, amount / 10**r.decimals * float(prices[c])
+
+        for entry in logs:
+            topics = entry["topics"]
+            account_lower = "0x" + topics[3][-40:]
+            data = bytes.fromhex(entry["data"][2:])
+            repaid, seized = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
+            liquidator = "0x" + data[64 + 12:96].hex()
+            coll, debt = ("0x" + topics[1][-40:]), ("0x" + topics[2][-40:])
+            coll_symbol, seized_usd = usd(coll, seized)
+            debt_symbol, repaid_usd = usd(debt, repaid)
+            block = int(entry["blockNumber"], 16)
+            tx = entry["transactionHash"]
+            for w in self.watched.get(account_lower, []):
+                account = self.checksummed[account_lower]
+                labels = {"chain": chain, "protocol": result.protocol, "account": account,
+                          "watchlist": w.name}
+                self._emit(w.route, Alert(
+                    "position_liquidated", "critical", "event", labels,
+                    f"{w.name}: {account} on {result.protocol} was liquidated: "
+                    f"${repaid_usd:,.2f} of {debt_symbol} debt repaid, "
+                    f"${seized_usd:,.2f} of {coll_symbol} collateral seized",
+                    action="The remaining position may still be at risk: check its health.",
+                    details={"tx_hash": tx, "liquidator": liquidator,
+                             "debt_repaid_usd": round(repaid_usd, 2),
+                             "collateral_seized_usd": round(seized_usd, 2),
+                             "explorer_url": self._link(chain, "tx", tx)},
+                    chain=chain, block=block, starts_at=self.clock(),
+                    key=f"position_liquidated:{tx}:{entry['logIndex']}:{w.name}"))
+        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                         "SET block = excluded.block", (cursor, result.block))
+
+    def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
+        rule = self.config.rules.oracle
+        route = self.config.route_for("oracle")
+        if not rule.enabled or route is None:
+            return
+        known = {json.loads(r[0])["labels"]["asset"] for r in self._db.execute(
+            "SELECT alert FROM alert_state WHERE rule = 'oracle'")}
+        conditions = []
+        for asset in sorted(known | set(tripped)):
+            reason = tripped.get(asset)
+            conditions.append(Condition(
+                "oracle", route, {"asset": asset}, "critical" if reason else None, None, None,
+                self._repeat(route),
+                summary=f"{asset} price untrusted, liquidations that depend on it are paused: "
+                        f"{reason}",
+                resolved_summary=f"{asset} price trusted again; liquidations resume",
+                action="Check the feed and the reference prices; `keeperd breaker list` shows "
+                       "why, `keeperd breaker reset ASSET` resumes by hand."))
+        self._evaluate(conditions, chain, block)
+
+    def on_liquidation(self, event: str, *, chain: str, protocol: str, account: str,
+                       opportunity: str, block: int | None, details: dict[str, Any]) -> None:
+        """The executor's outcomes, one event each."""
+        rule = self.config.rules.liquidation
+        route = self.config.route_for("liquidation")
+        if not rule.enabled or route is None or event not in _LIQUIDATION_EVENTS:
+            return
+        severity, verb, action = _LIQUIDATION_EVENTS[event]
+        tx = details.get("tx_hash")
+        profit = details.get("profit_usd")
+        money = f" (profit ${profit:,.2f})" if isinstance(profit, int | float) else ""
+        self._emit(route, Alert(
+            "liquidation", severity, "event",
+            {"chain": chain, "protocol": protocol, "account": account, "event": event},
+            f"liquidation of {account} on {protocol} {verb}{money}",
+            action=action,
+            details={**details, "opportunity": opportunity,
+                     "explorer_url": self._link(chain, "tx", tx) if tx else None},
+            chain=chain, block=block, starts_at=self.clock(),
+            key=f"liquidation:{opportunity}:{event}"))
+        self.commit()
+
+    def tick(self, *, rpc_healthy: dict[str, int], index_lag: dict[tuple[str, str], int | None],
+             keeper_balance: dict[str, float | None]) -> None:
+        """Operator conditions that need no block: all RPCs down, index lag, gas balance."""
+        now = self.clock()
+        rules = self.config.rules
+        conditions: list[Condition] = []
+        route = self.config.route_for("rpc_down")
+        for chain, healthy in rpc_healthy.items():
+            if healthy > 0:
+                self._rpc_down_since.pop(chain, None)
+            else:
+                self._rpc_down_since.setdefault(chain, now)
+            down_for = now - self._rpc_down_since.get(chain, now)
+            if rules.rpc_down.enabled and route:
+                down = healthy == 0 and down_for >= rules.rpc_down.after_s
+                conditions.append(Condition(
+                    "rpc_down", route, {"chain": chain}, "critical" if down else None, None,
+                    None, self._repeat(route),
+                    summary=f"every RPC endpoint of {chain} has failed for {down_for:.0f} s: "
+                            "keeperd is blind on this chain",
+                    resolved_summary=f"{chain}: an RPC endpoint answers again",
+                    action="Check the providers (keeperd_rpc_* metrics say which fail how); "
+                           "add a fallback endpoint to chains[].rpc_urls."))
+        route = self.config.route_for("index_lag")
+        if rules.index_lag.enabled and route:
+            levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,
+                            "above")
+            for (chain, protocol), lag in index_lag.items():
+                if lag is None:
+                    continue
+                labels = {"chain": chain, "protocol": protocol}
+                told = self._told(Alert("index_lag", "", "", labels, "").fingerprint)
+                sev = classify(float(lag), levels, told.severity if told else None)
+                conditions.append(Condition(
+                    "index_lag", route, labels, sev, float(lag), levels, self._repeat(route),
+                    summary=f"{protocol} index is {lag} blocks behind the head of {chain}",
+                    resolved_summary=f"{protocol} index caught up ({lag} blocks behind)",
+                    action="Positions opened meanwhile are not watched yet; check eth_getLogs "
+                           "on the RPC (range limits, errors)."))
+        route = self.config.route_for("keeper_balance")
+        rule = rules.keeper_balance
+        if rule.enabled and route:
+            levels = Levels(rule.warn_below, rule.critical_below, "below")
+            for chain, balance in keeper_balance.items():
+                if balance is None:
+                    continue
+                labels = {"chain": chain}
+                told = self._told(Alert("keeper_balance", "", "", labels, "").fingerprint)
+                sev = classify(balance, levels, told.severity if told else None)
+                conditions.append(Condition(
+                    "keeper_balance", route, labels, sev, balance, levels, self._repeat(route),
+                    summary=f"keeper gas balance on {chain} is {balance:.4f}, below "
+                            f"{rule.critical_below if sev == 'critical' else rule.warn_below}",
+                    resolved_summary=f"keeper gas balance on {chain} is {balance:.4f} again",
+                    action="Top up the keeper address with the chain's native token: without "
+                           "gas no liquidation can be sent."))
+        self._evaluate(conditions, None, None)
+        self.commit()
+
+    def observe(self, conditions: Iterable[Condition], chain: str | None = None,
+                block: int | None = None) -> None:
+        """Threshold conditions from other parts of keeperd (the cascade engine)."""
+        self._evaluate(list(conditions), chain, block)
+        self.commit()
+
+    async def on_block_event(self, event: BlockEvent, chain: str) -> None:
+        if isinstance(event, Reorg):
+            self.retract(chain, event.ancestor.number)
+
+    # --- the lifecycle ------------------------------------------------------------------------
+
+    def _told(self, fp: str) -> Told | None:
+        row = self._db.execute("SELECT severity, value, told_at, since FROM alert_state "
+                               "WHERE fingerprint = ?", (fp,)).fetchone()
+        return Told(row[0], row[1], row[2], row[3]) if row else None
+
+    def _evaluate(self, conditions: list[Condition], chain: str | None, block: int | None
+                  ) -> None:
+        now = self.clock()
+        for c in conditions:
+            alert = Alert(c.rule, c.severity or "info", "firing", c.labels, c.summary, c.action,
+                          c.value, c.details or {}, chain, block, now, c.inhibited_by)
+            fp = alert.fingerprint
+            told = self._told(fp)
+            decision = decide(told, c.severity, c.value, now, c.levels, c.repeat_s)
+            if decision is None:
+                new = after(told, None, c.severity, c.value, now)
+                if new != told and new is not None:
+                    self._db.execute("UPDATE alert_state SET severity = ? WHERE fingerprint = ?",
+                                     (new.severity, fp))
+                continue
+            if decision == "resolved":
+                assert told is not None
+                alert = replace(alert, severity=told.severity, kind="resolved",
+                                summary=c.resolved_summary, starts_at=told.since)
+            else:
+                alert = replace(alert, kind=decision,
+                                starts_at=told.since if told else now)
+                if c.inhibited_by and self.config.inhibition == "hold":
+                    self._suppress(alert, "inhibited")
+                    continue
+            if decision != "resolved" and self._silenced(alert):
+                continue
+            new = after(told, decision, c.severity, c.value, now)
+            if new is None:
+                self._db.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fp,))
+            else:
+                self._db.execute(
+                    "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT "
+                    "(fingerprint) DO UPDATE SET severity = excluded.severity, value = "
+                    "excluded.value, told_at = excluded.told_at, chain = excluded.chain, "
+                    "block = excluded.block, alert = excluded.alert, route = excluded.route",
+                    (fp, c.rule, c.route, new.severity, new.value, new.at, new.since, chain,
+                     block, json.dumps(alert.to_json(), default=str)))
+            self._suppressed.discard(fp)
+            self._pending.append((c.route, alert))
+
+    def _silenced(self, alert: Alert) -> bool:
+        labels = {**alert.labels, "rule": alert.rule, "severity": alert.severity}
+        silence = self.silences.matching(labels, self.clock())
+        if silence is None:
+            return False
+        self._suppress(alert, "silenced", silence=silence.id or "config")
+        return True
+
+    def _suppress(self, alert: Alert, reason: str, **fields: Any) -> None:
+        if alert.fingerprint in self._suppressed:
+            return
+        self._suppressed.add(alert.fingerprint)
+        self.metrics.alerts_suppressed.labels(alert.rule, reason).inc()
+        log.info("alerts.suppressed", rule=alert.rule, reason=reason, labels=alert.labels,
+                 **fields)
+
+    def _emit(self, route: str, alert: Alert) -> None:
+        """A one-off event (no lifecycle): silences apply, then it is queued."""
+        if self._silenced(alert):
+            return
+        self._pending.append((route, alert))
+
+    def commit(self) -> None:
+        """Group what this input produced and write it to the outbox, atomically with the
+        state changes already made on this connection."""
+        pending, self._pending = self._pending, []
+        if pending:
+            with self.outbox.transaction():
+                for route, alert in pending:
+                    self.metrics.alerts.labels(alert.rule, alert.kind).inc()
+                    log.info("alerts.notify", rule=alert.rule, kind=alert.kind,
+                             severity=alert.severity, route=route, labels=alert.labels,
+                             summary=alert.summary)
+                self._enqueue(pending)
+            self.dispatcher.wake()
+        self._refresh_firing_gauge()
+
+    def _enqueue(self, pending: list[tuple[str, Alert]]) -> None:
+        by_route: dict[str, list[Alert]] = {}
+        for route, alert in pending:
+            by_route.setdefault(route, []).append(alert)
+        now = self.clock()
+        for route, alerts in by_route.items():
+            sinks = self.dispatcher.route_sinks(route)
+            if not sinks:
+                log.error("alerts.no_such_route", route=route)
+                continue
+            for rt in sinks:
+                groups: list[list[Alert]]
+                if rt.sink.group:
+                    keyed: dict[tuple[str, str, str], list[Alert]] = {}
+                    for a in alerts:
+                        keyed.setdefault((a.rule, a.status, a.severity), []).append(a)
+                    groups = list(keyed.values())
+                else:
+                    groups = [[a] for a in alerts]
+                for group in groups:
+                    group.sort(key=lambda a: (a.value if a.value is not None else 0.0))
+                    blocks = [a.block for a in group if a.block is not None]
+                    chains = {a.chain for a in group if a.chain}
+                    self.outbox.put(route, rt.index, rt.sink.kind,
+                                    [a.to_json() for a in group],
+                                    next(iter(chains)) if len(chains) == 1 else None,
+                                    max(blocks) if blocks else None, now)
+
+    # --- reorgs -------------------------------------------------------------------------------
+
+    def retract(self, chain: str, ancestor: int) -> None:
+        """Blocks after `ancestor` are gone: notifications raised on them and not yet sent are
+        withdrawn; those already sent get a retraction; the alert states they set are
+        forgotten, so the next evaluation decides afresh on the surviving chain."""
+        entries = self.outbox.after_block(chain, ancestor)
+        if not entries:
+            self._db.execute("DELETE FROM alert_state WHERE chain = ? AND block > ?",
+                             (chain, ancestor))
+            return
+        now = self.clock()
+        with self.outbox.transaction():
+            for e in entries:
+                if e.state == PENDING:
+                    self.outbox.retract(e.id)
+                    for a in e.alerts:
+                        self.metrics.alerts_suppressed.labels(a["rule"], "retracted").inc()
+                elif e.state == DELIVERED and e.status == "firing":
+                    retracted = []
+                    for a in e.alerts:
+                        a = dict(a, kind="retracted", status="resolved", retracted=True,
+                                 summary=f"retracted (block {a.get('block')} was reorganised "
+                                         f"away): {a['summary']}")
+                        retracted.append(a)
+                        self.metrics.alerts.labels(a["rule"], "retracted").inc()
+                    self.outbox.put(e.route, e.sink, e.sink_kind, retracted, None, None, now)
+            self._db.execute("DELETE FROM alert_state WHERE chain = ? AND block > ?",
+                             (chain, ancestor))
+            self._db.execute("UPDATE alert_cursor SET block = ? WHERE block > ? AND name LIKE "
+                             "'liquidations:%'", (ancestor, ancestor))
+        log.warning("alerts.retracted", chain=chain, ancestor=ancestor,
+                    withdrawn=sum(e.state == PENDING for e in entries),
+                    retractions_sent=sum(e.state == DELIVERED for e in entries))
+        self.dispatcher.wake()
+        self._refresh_firing_gauge()
+
+    # --- views --------------------------------------------------------------------------------
+
+    def firing(self, route: str | None = None) -> list[dict[str, Any]]:
+        if route is None:
+            rows = self._db.execute("SELECT alert FROM alert_state ORDER BY since")
+        else:
+            rows = self._db.execute("SELECT alert FROM alert_state WHERE route = ? "
+                                    "ORDER BY since", (route,))
+        return [json.loads(r[0]) for r in rows]
+
+    def _refresh_firing_gauge(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for rule, severity in self._db.execute("SELECT rule, severity FROM alert_state"):
+            counts[(rule, severity)] = counts.get((rule, severity), 0) + 1
+        for (rule, severity), n in counts.items():
+            self.metrics.alerts_firing.labels(rule, severity).set(n)
+        for sample in [s for m in self.metrics.alerts_firing.collect() for s in m.samples]:
+            key = (sample.labels["rule"], sample.labels["severity"])
+            if key not in counts:
+                self.metrics.alerts_firing.labels(*key).set(0)
+
+
+def severity_order(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(alerts, key=lambda a: -severity_rank(a["severity"]))

@@ -1,0 +1,97 @@
+"""The pure part of an alert's life: which severity a value deserves (with hysteresis) and
+whether that is news (fire, escalate, repeat, resolve) given what was last sent.
+
+No I/O and no clock: the engine passes `now`, so the rules are tested as plain functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from keeperd.alerts.model import severity_rank
+
+
+@dataclass(frozen=True)
+class Levels:
+    warn: float
+    critical: float | None = None
+    # "below": lower is worse (health factor); "above": higher is worse (lag, bad debt).
+    direction: Literal["below", "above"] = "below"
+    clear_margin: float = 0.0  # a level clears only once the value is this far past it
+    escalation_step: float | None = None  # re-alert when the value worsens this much
+
+
+@dataclass(frozen=True)
+class Told:
+    """What was last sent for one fingerprint."""
+
+    severity: str
+    value: float | None
+    at: float  # when it was last sent (firing, escalated or repeated)
+    since: float  # when it started firing
+
+
+def _worse(levels: Levels, value: float, threshold: float) -> bool:
+    return value < threshold if levels.direction == "below" else value > threshold
+
+
+def _cleared(levels: Levels, value: float, threshold: float) -> bool:
+    margin = levels.clear_margin if levels.direction == "below" else -levels.clear_margin
+    return not _worse(levels, value, threshold + margin)
+
+
+def classify(value: float, levels: Levels, current: str | None) -> str | None:
+    """The severity `value` deserves, given the severity currently held (hysteresis: a held
+    level is kept until the value has cleared it by `clear_margin`)."""
+    if levels.critical is not None:
+        if _worse(levels, value, levels.critical):
+            return "critical"
+        if current == "critical" and not _cleared(levels, value, levels.critical):
+            return "critical"
+    if _worse(levels, value, levels.warn):
+        return "warning"
+    if current in ("warning", "critical") and not _cleared(levels, value, levels.warn):
+        return "warning"
+    return None
+
+
+Decision = Literal["firing", "escalated", "repeat", "resolved"] | None
+
+
+def decide(told: Told | None, severity: str | None, value: float | None, now: float,
+           levels: Levels | None, repeat_s: float) -> Decision:
+    """Is this news? `severity` is what the condition deserves now (None: all clear)."""
+    if severity is None:
+        return "resolved" if told is not None else None
+    if told is None:
+        return "firing"
+    if severity_rank(severity) > severity_rank(told.severity):
+        return "escalated"
+    step = levels.escalation_step if levels else None
+    if step and value is not None and told.value is not None and levels is not None:
+        worsened = (told.value - value) if levels.direction == "below" else (value - told.value)
+        if worsened >= step - 1e-12:
+            return "escalated"
+    if now - told.at >= repeat_s:
+        return "repeat"
+    return None
+
+
+def after(told: Told | None, decision: Decision, severity: str | None, value: float | None,
+          now: float) -> Told | None:
+    """What has been told once `decision` is sent (or, for None, what stays told)."""
+    if decision == "resolved":
+        return None
+    if decision == "firing":
+        return Told(severity or "warning", value, now, now)
+    if decision in ("escalated", "repeat"):
+        assert told is not None and severity is not None
+        keep = severity if severity_rank(severity) >= severity_rank(told.severity) else \
+            told.severity
+        return Told(keep, value, now, told.since)
+    if told is not None and severity is not None and \
+            severity_rank(severity) < severity_rank(told.severity):
+        # Recovered from critical to warning: no message, but a new fall to critical is news.
+        return Told(severity, told.value, told.at, told.since)
+    return told

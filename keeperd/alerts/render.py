@@ -1,0 +1,138 @@
+"""Alerts as text for people: Telegram HTML, Slack mrkdwn, Discord markdown, plain.
+
+Every value that came from outside (labels, summaries, error strings) is escaped for the
+target markup; a message longer than the platform's limit is split on line boundaries into
+several, never inside an HTML entity or tag.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+Markup = Literal["html", "slack", "discord", "plain"]
+
+_ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+_RULE_TITLE = {
+    "position_health": "position health",
+    "position_liquidated": "position liquidated",
+    "liquidation": "keeper liquidation",
+    "oracle": "oracle",
+    "keeper_balance": "keeper gas balance",
+    "rpc_down": "RPC down",
+    "index_lag": "index lag",
+    "cascade_risk": "cascade risk",
+}
+
+
+def _escape(markup: Markup) -> Callable[[str], str]:
+    if markup == "html":
+        return lambda s: html.escape(s, quote=False)
+    if markup == "slack":  # Slack asks for exactly these three
+        return lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if markup == "discord":
+        return lambda s: "".join("\\" + c if c in "\\*_~`|>[]()" else c for c in s)
+    return lambda s: s
+
+
+def _bold(markup: Markup, s: str) -> str:
+    return {"html": f"<b>{s}</b>", "slack": f"*{s}*", "discord": f"**{s}**"}.get(markup, s)
+
+
+def _link(markup: Markup, url: str, text: str) -> str:
+    if markup == "html":
+        return f'<a href="{html.escape(url, quote=True)}">{text}</a>'
+    if markup == "slack":
+        return f"<{url}|{text}>"
+    if markup == "discord":
+        return f"[{text}](<{url}>)"
+    return f"{text}: {url}"
+
+
+def title(alerts: Sequence[dict[str, Any]]) -> str:
+    first = alerts[0]
+    rule = _RULE_TITLE.get(first["rule"], first["rule"])
+    status = first["kind"] if first["kind"] in ("resolved", "retracted") else first["severity"]
+    count = f" · {len(alerts)} alerts" if len(alerts) > 1 else ""
+    return f"{status.upper()} · {rule}{count}"
+
+
+def render(alerts: Sequence[dict[str, Any]], markup: Markup) -> str:
+    """One message for a group of alerts (one or many) that share rule, status and severity."""
+    esc = _escape(markup)
+    first = alerts[0]
+    icon = "✅" if first["status"] == "resolved" else _ICON.get(first["severity"], "")
+    if first["kind"] == "retracted":
+        icon = "↩️"
+    lines = [f"{icon} {_bold(markup, esc(title(alerts)))}".strip()]
+    for alert in alerts:
+        line = esc(alert["summary"])
+        link = alert.get("details", {}).get("explorer_url")
+        if link:
+            line += " · " + _link(markup, link, "explorer")
+        lines.append(line)
+        facts = _facts(alert)
+        if facts:
+            lines.append("    " + esc(facts))
+        for reason in alert.get("inhibited_by", []):
+            lines.append("    ⚠️ " + esc(f"do not act on this price yet: {reason}"))
+    action = first.get("action")
+    if action and first["status"] == "firing":
+        lines.append("➜ " + esc(action))
+    return "\n".join(lines)
+
+
+def _facts(alert: dict[str, Any]) -> str:
+    d = alert.get("details", {})
+    parts = []
+    if d.get("collateral_usd") is not None:
+        parts.append(f"collateral ${d['collateral_usd']:,.2f}")
+    if d.get("debt_usd") is not None:
+        parts.append(f"debt ${d['debt_usd']:,.2f}")
+    if d.get("main_collateral"):
+        drop = d.get("drop_to_liquidation")
+        parts.append(f"main collateral {d['main_collateral']}"
+                     + (f", liquidatable after a {drop:.1%} drop" if drop else ""))
+    if d.get("tx_hash"):
+        parts.append(f"tx {d['tx_hash']}")
+    if alert.get("block") is not None:
+        parts.append(f"block {alert['block']}")
+    return " · ".join(parts)
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Split at line boundaries into pieces of at most `limit` characters."""
+    if len(text) <= limit:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:  # a single line longer than a message
+            cut = _safe_cut(line, limit)
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:cut])
+            line = line[cut:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            pieces.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _safe_cut(line: str, limit: int) -> int:
+    """A cut point <= limit that is not inside an HTML entity (&amp;) or tag (<b>)."""
+    cut = limit
+    amp, semi = line.rfind("&", 0, cut), line.rfind(";", 0, cut)
+    if amp > semi and line.find(";", amp) >= cut:
+        cut = amp
+    lt, gt = line.rfind("<", 0, cut), line.rfind(">", 0, cut)
+    if lt > gt:
+        cut = lt
+    return cut if cut > 0 else limit

@@ -1,0 +1,347 @@
+"""Where alerts go: Telegram, a signed JSON webhook, Slack, Discord, Prometheus Alertmanager.
+
+Each sink turns one outbox entry (one alert, or a group) into the platform's requests and
+classifies the answer: accepted, try again later (with the platform's own `retry_after` when it
+gives one), or refused for good (a bad token, an unknown chat: retrying cannot help). Multi-part
+messages report how many parts were accepted, so a retry never re-sends a part.
+
+Error strings never carry a URL's secret parts: the Telegram token sits in the request path and
+Slack/Discord webhook URLs are themselves credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from keeperd import __version__
+from keeperd.alerts.render import Markup, render, split_message, title
+from keeperd.chain.rpc import redact_url
+from keeperd.config import (
+    AlertmanagerSinkConfig,
+    DiscordSinkConfig,
+    SinkConfig,
+    SlackSinkConfig,
+    TelegramSinkConfig,
+    WebhookSinkConfig,
+)
+
+TELEGRAM_LIMIT = 4096  # characters of text per sendMessage, after entity parsing
+DISCORD_LIMIT = 2000
+SLACK_LIMIT = 4000  # Slack truncates a message's text beyond 40,000; it advises 4,000
+USER_AGENT = f"keeperd/{__version__}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    ok: bool
+    parts_done: int = 0  # of a multi-part message, how many the platform accepted
+    retry_after: float | None = None  # the platform said when to come back
+    permanent: bool = False  # refused for good: dead-letter now
+    error: str = ""
+
+
+class SinkError(Exception):
+    pass
+
+
+def read_secret(inline: str | None, path: Path | None, what: str) -> str:
+    if inline is not None:
+        return inline
+    assert path is not None
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise SinkError(f"{what}_file {path}: cannot read it ({exc.strerror})") from None
+    if not value:
+        raise SinkError(f"{what}_file {path} is empty")
+    return value
+
+
+class Sink(Protocol):
+    kind: str
+    group: bool
+    secrets: tuple[str, ...]  # for the log redactor
+
+    async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
+                   idempotency_key: str, start_part: int = 0) -> Delivery: ...
+
+
+def _retry_after_header(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _classify(status: int, text: str, retry_after: float | None, parts_done: int) -> Delivery:
+    snippet = text[:200].replace("\n", " ")
+    if 200 <= status < 300:
+        return Delivery(True, parts_done + 1)
+    if status == 429:
+        return Delivery(False, parts_done, retry_after=retry_after or 1.0,
+                        error=f"HTTP 429 rate limited: {snippet}")
+    if status in (408, 425) or status >= 500:
+        return Delivery(False, parts_done, error=f"HTTP {status}: {snippet}")
+    return Delivery(False, parts_done, permanent=True, error=f"HTTP {status}: {snippet}")
+
+
+def _transport_error(exc: BaseException, parts_done: int) -> Delivery:
+    # aiohttp's messages can hold the URL; keep only what is safe.
+    detail = str(exc)
+    if "://" in detail:
+        detail = " ".join(redact_url(w) if "://" in w else w for w in detail.split())
+    return Delivery(False, parts_done, error=f"{type(exc).__name__}: {detail}"[:300])
+
+
+async def _post(session: aiohttp.ClientSession, url: str, *, timeout_s: float, parts_done: int,
+                json_body: Any = None, data: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                parse_retry: Any = None) -> Delivery:
+    try:
+        async with session.post(url, json=json_body, data=data, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            text = await resp.text()
+            retry = _retry_after_header(resp.headers)
+            if resp.status == 429 and parse_retry is not None:
+                retry = parse_retry(text) or retry
+            return _classify(resp.status, text, retry, parts_done)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return _transport_error(exc, parts_done)
+
+
+async def _send_parts(parts: list[str], start_part: int, post_one: Any) -> Delivery:
+    done = start_part
+    for part in parts[start_part:]:
+        result: Delivery = await post_one(part, done)
+        if not result.ok:
+            return result
+        done = result.parts_done
+    return Delivery(True, done)
+
+
+class TelegramSink:
+    """Bot API sendMessage, HTML parse mode (https://core.telegram.org/bots/api#sendmessage)."""
+
+    kind = "telegram"
+
+    def __init__(self, config: TelegramSinkConfig) -> None:
+        self.config = config
+        self.group = True if config.group is None else config.group
+        token = read_secret(config.bot_token, config.bot_token_file, "bot_token")
+        self._url = f"{config.api_url.rstrip('/')}/bot{token}/sendMessage"
+        self.secrets: tuple[str, ...] = (token,)
+
+    @staticmethod
+    def _retry_after(text: str) -> float | None:
+        try:
+            return float(json.loads(text)["parameters"]["retry_after"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
+                   idempotency_key: str, start_part: int = 0) -> Delivery:
+        parts = split_message(render(alerts, "html"), TELEGRAM_LIMIT)
+
+        async def post_one(text: str, done: int) -> Delivery:
+            body: dict[str, Any] = {"chat_id": self.config.chat_id, "text": text,
+                                    "parse_mode": "HTML", "disable_web_page_preview": True}
+            if self.config.message_thread_id is not None:
+                body["message_thread_id"] = self.config.message_thread_id
+            return await _post(session, self._url, json_body=body, timeout_s=self.config.timeout_s,
+                               parts_done=done, parse_retry=self._retry_after,
+                               headers={"User-Agent": USER_AGENT})
+
+        return await _send_parts(parts, start_part, post_one)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The X-Keeperd-Signature value: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "t.body")>."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300,
+           now: float | None = None) -> bool:
+    """What a receiver does: recompute, compare in constant time, refuse old timestamps."""
+    try:
+        fields = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(fields["t"])
+    except (ValueError, KeyError):
+        return False
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def webhook_body(alerts: list[dict[str, Any]], idempotency_key: str) -> dict[str, Any]:
+    """One alert: its fields at the top level. A group: the shared fields, and `alerts`."""
+    first = alerts[0]
+    if len(alerts) == 1:
+        body = dict(first)
+    else:
+        body = {k: first[k] for k in ("status", "kind", "rule", "severity")}
+        body["summary"] = f"{title(alerts)}: " + "; ".join(a["summary"] for a in alerts[:5]) + (
+            f"; and {len(alerts) - 5} more" if len(alerts) > 5 else "")
+    body["alerts"] = alerts
+    body["group_size"] = len(alerts)
+    body["idempotency_key"] = idempotency_key
+    body["version"] = 1
+    return body
+
+
+class WebhookSink:
+    kind = "webhook"
+
+    def __init__(self, config: WebhookSinkConfig) -> None:
+        self.config = config
+        self.group = bool(config.group)
+        self._secret = read_secret(config.secret, config.secret_file, "secret")
+        self.secrets: tuple[str, ...] = (self._secret,)
+
+    async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
+                   idempotency_key: str, start_part: int = 0) -> Delivery:
+        body = json.dumps(webhook_body(alerts, idempotency_key), separators=(",", ":"),
+                          default=str).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "Idempotency-Key": idempotency_key,
+                   "X-Keeperd-Signature": sign(self._secret, body, int(time.time())),
+                   **self.config.headers}
+        return await _post(session, self.config.url, data=body, headers=headers,
+                           timeout_s=self.config.timeout_s, parts_done=0)
+
+
+class _ChatWebhookSink:
+    """Slack and Discord incoming webhooks: the URL is the credential."""
+
+    kind = ""
+    markup: Markup = "plain"
+    limit = 2000
+
+    def __init__(self, config: SlackSinkConfig | DiscordSinkConfig) -> None:
+        self.config = config
+        self.group = True if config.group is None else config.group
+        self._url = read_secret(config.webhook_url, config.webhook_url_file, "webhook_url")
+        self.secrets: tuple[str, ...] = (self._url,)
+
+    def body(self, text: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def url(self) -> str:
+        return self._url
+
+    @staticmethod
+    def _retry_after(text: str) -> float | None:
+        try:
+            return float(json.loads(text)["retry_after"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
+                   idempotency_key: str, start_part: int = 0) -> Delivery:
+        parts = split_message(render(alerts, self.markup), self.limit)
+
+        async def post_one(text: str, done: int) -> Delivery:
+            return await _post(session, self.url(), json_body=self.body(text),
+                               timeout_s=self.config.timeout_s, parts_done=done,
+                               parse_retry=self._retry_after,
+                               headers={"User-Agent": USER_AGENT})
+
+        return await _send_parts(parts, start_part, post_one)
+
+
+class SlackSink(_ChatWebhookSink):
+    kind = "slack"
+    markup: Markup = "slack"
+    limit = SLACK_LIMIT
+
+    def body(self, text: str) -> dict[str, Any]:
+        return {"text": text, "unfurl_links": False}
+
+
+class DiscordSink(_ChatWebhookSink):
+    kind = "discord"
+    markup: Markup = "discord"
+    limit = DISCORD_LIMIT
+
+    def body(self, text: str) -> dict[str, Any]:
+        # No @everyone / role pings from alert text.
+        return {"content": text, "allowed_mentions": {"parse": []}}
+
+    def url(self) -> str:
+        return self._url + ("&" if "?" in self._url else "?") + "wait=true"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def alertmanager_alert(alert: dict[str, Any], now: float) -> dict[str, Any]:
+    labels = {"alertname": f"keeperd_{alert['rule']}", "severity": alert["severity"],
+              "source": "keeperd", **{k: str(v) for k, v in alert["labels"].items()}}
+    annotations = {"summary": alert["summary"]}
+    if alert.get("action"):
+        annotations["description"] = alert["action"]
+    if alert.get("inhibited_by"):
+        annotations["inhibited_by"] = "; ".join(alert["inhibited_by"])
+    for key in ("health_factor", "debt_usd", "collateral_usd", "tx_hash"):
+        value = alert.get("details", {}).get(key)
+        if value is not None:
+            annotations[key] = str(value)
+    out = {"labels": labels, "annotations": annotations,
+           "startsAt": _iso(alert.get("starts_at") or now)}
+    if alert["status"] == "resolved":
+        out["endsAt"] = _iso(now)
+    link = alert.get("details", {}).get("explorer_url")
+    if link:
+        out["generatorURL"] = link
+    return out
+
+
+class AlertmanagerSink:
+    """POST /api/v2/alerts (Alertmanager's OpenAPI v2). Alertmanager groups, dedups and
+    routes by itself, so keeperd sends each alert on its own and re-sends firing ones."""
+
+    kind = "alertmanager"
+
+    def __init__(self, config: AlertmanagerSinkConfig) -> None:
+        self.config = config
+        self.group = False
+        self._headers = {"User-Agent": USER_AGENT}
+        self.secrets: tuple[str, ...] = ()
+        if config.bearer_token is not None or config.bearer_token_file is not None:
+            token = read_secret(config.bearer_token, config.bearer_token_file, "bearer_token")
+            self._headers["Authorization"] = f"Bearer {token}"
+            self.secrets = (token,)
+
+    async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
+                   idempotency_key: str, start_part: int = 0) -> Delivery:
+        now = time.time()
+        body = [alertmanager_alert(a, now) for a in alerts]
+        return await _post(session, self.config.url.rstrip("/") + "/api/v2/alerts",
+                           json_body=body, headers=self._headers,
+                           timeout_s=self.config.timeout_s, parts_done=0)
+
+
+def make_sink(config: SinkConfig) -> Sink:
+    if isinstance(config, TelegramSinkConfig):
+        return TelegramSink(config)
+    if isinstance(config, WebhookSinkConfig):
+        return WebhookSink(config)
+    if isinstance(config, SlackSinkConfig):
+        return SlackSink(config)
+    if isinstance(config, DiscordSinkConfig):
+        return DiscordSink(config)
+    return AlertmanagerSink(config)
+
