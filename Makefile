@@ -1,13 +1,28 @@
 # keeperd — every install step lives here. `make test` and `make demo` work on a fresh machine
-# with Python >= 3.11, node and npm.
+# with Python >= 3.11, node and npm (and apt for Prometheus and Alertmanager, which the
+# integration tests run for real).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-slow demo lint bench clean devnet-up devnet-down
+.PHONY: setup system-deps test test-fast test-slow demo lint bench clean devnet-up devnet-down
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed system-deps
+
+# Debian's prometheus (promtool, the rule and scrape tests) and prometheus-alertmanager (the
+# Alertmanager sink's tests). Installed only when missing; needs root or sudo.
+SYSTEM_BINARIES := prometheus promtool prometheus-alertmanager
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages prometheus prometheus-alertmanager (missing:$$missing)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null || \
+	  { echo "could not install prometheus/prometheus-alertmanager: install them with apt"; exit 1; }; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keeperd needs Python >= 3.11"'

@@ -1,0 +1,178 @@
+"""Local stand-ins for the chat platforms keeperd posts to, speaking their documented wire
+formats (success bodies, error bodies, rate-limit answers). This machine cannot reach them.
+
+- Telegram Bot API sendMessage: https://core.telegram.org/bots/api#sendmessage and
+  #making-requests ({"ok": false, "error_code", "description", "parameters": {"retry_after"}});
+  HTML parse mode accepts only its listed tags, balanced; text is 1-4096 characters.
+- Slack incoming webhooks: 200 "ok"; errors as plain-text codes (invalid_payload, no_service);
+  429 with Retry-After.
+- Discord execute webhook: content up to 2000 characters; 429 with a JSON body carrying
+  retry_after in seconds (and a Retry-After header); ?wait=true answers with the message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span",
+                 "tg-spoiler", "a", "code", "pre", "blockquote", "tg-emoji"}
+
+
+class _TelegramHtml(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.error: str | None = None
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in TELEGRAM_TAGS:
+            self.error = f"Unsupported start tag \"{tag}\""
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.error = f"Unmatched end tag \"{tag}\""
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def parse_telegram_html(text: str) -> tuple[str | None, str]:
+    """(error, visible text) the way Telegram would see it."""
+    parser = _TelegramHtml()
+    parser.feed(text)
+    parser.close()
+    if parser.stack and parser.error is None:
+        parser.error = f"Can't find end tag corresponding to start tag \"{parser.stack[-1]}\""
+    return parser.error, parser.text
+
+
+@dataclass
+class Recorder:
+    """Requests received, and scripted answers to give before the normal one."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    script: list[Callable[[], web.Response]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_scripted(self) -> web.Response | None:
+        return self.script.pop(0)() if self.script else None
+
+
+def telegram_app(token: str, rec: Recorder) -> web.Application:
+    async def send_message(request: web.Request) -> web.Response:
+        if request.match_info["token"] != token:
+            return web.json_response({"ok": False, "error_code": 401,
+                                      "description": "Unauthorized"}, status=401)
+        body = await request.json()
+        rec.requests.append({"body": body, "at": time.monotonic()})
+        scripted = rec.next_scripted()
+        if scripted is not None:
+            return scripted
+        if str(body.get("chat_id")) != "-1001234567890":
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: chat not found"}, status=400)
+        text = body.get("text", "")
+        if body.get("parse_mode") == "HTML":
+            error, visible = parse_telegram_html(text)
+            if error:
+                return web.json_response({"ok": False, "error_code": 400, "description":
+                                          f"Bad Request: can't parse entities: {error}"},
+                                         status=400)
+        else:
+            visible = text
+        if not 1 <= len(visible) <= 4096:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": "Bad Request: message is too long"},
+                                     status=400)
+        rec.accepted.append(body)
+        return web.json_response({"ok": True, "result": {
+            "message_id": len(rec.accepted), "date": int(time.time()),
+            "chat": {"id": body["chat_id"], "type": "supergroup"}, "text": visible}})
+
+    app = web.Application()
+    app.router.add_post("/bot{token}/sendMessage", send_message)
+    return app
+
+
+def telegram_429(retry_after: int) -> Callable[[], web.Response]:
+    return lambda: web.json_response(
+        {"ok": False, "error_code": 429,
+         "description": f"Too Many Requests: retry after {retry_after}",
+         "parameters": {"retry_after": retry_after}}, status=429)
+
+
+def webhook_app(rec: Recorder) -> web.Application:
+    async def hook(request: web.Request) -> web.Response:
+        raw = await request.read()
+        entry = {"raw": raw, "headers": dict(request.headers), "at": time.monotonic()}
+        rec.requests.append(entry)
+        scripted = rec.next_scripted()
+        if scripted is not None:
+            return scripted
+        entry["body"] = json.loads(raw)
+        rec.accepted.append(entry)
+        return web.json_response({"received": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    return app
+
+
+def slack_app(rec: Recorder) -> web.Application:
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        rec.requests.append({"body": body, "at": time.monotonic()})
+        scripted = rec.next_scripted()
+        if scripted is not None:
+            return scripted
+        if not isinstance(body.get("text"), str) or not body["text"]:
+            return web.Response(status=400, text="invalid_payload")
+        rec.accepted.append(body)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/services/T000/B000/{secret}", hook)
+    return app
+
+
+def discord_app(rec: Recorder) -> web.Application:
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        rec.requests.append({"body": body, "query": dict(request.query),
+                             "at": time.monotonic()})
+        scripted = rec.next_scripted()
+        if scripted is not None:
+            return scripted
+        if len(body.get("content", "")) > 2000:
+            return web.json_response({"message": "Invalid Form Body", "code": 50035,
+                                      "errors": {"content": {"_errors": [{
+                                          "code": "BASE_TYPE_MAX_LENGTH",
+                                          "message": "Must be 2000 or fewer in length."}]}}},
+                                     status=400)
+        rec.accepted.append(body)
+        if request.query.get("wait") == "true":
+            return web.json_response({"id": str(len(rec.accepted)), "content": body["content"]})
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/api/webhooks/{id}/{token}", hook)
+    return app
+
+
+def discord_429(retry_after: float) -> Callable[[], web.Response]:
+    return lambda: web.json_response(
+        {"message": "You are being rate limited.", "retry_after": retry_after,
+         "global": False}, status=429, headers={"Retry-After": str(int(retry_after) + 1)})
+
+
+def status(code: int, text: str = "") -> Callable[[], web.Response]:
+    return lambda: web.Response(status=code, text=text or f"status {code}")

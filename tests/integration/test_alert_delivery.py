@@ -1,0 +1,211 @@
+"""Each sink against a local server speaking its platform's API, including errors and rate
+limits; the outbox's retries, backoff, dead-letter and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeperd.alerts.delivery import Dispatcher, TokenBucket
+from keeperd.alerts.model import Alert
+from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox
+from keeperd.alerts.sinks import verify
+from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.logs import Redactor
+from keeperd.metrics import Metrics
+from tests.alert_fakes import (
+    Recorder,
+    discord_429,
+    discord_app,
+    slack_app,
+    status,
+    telegram_429,
+    telegram_app,
+    webhook_app,
+)
+from tests.conftest import metric_value, serve
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+CHAT = -1001234567890
+FAST = OutboxConfig(max_attempts=4, backoff_initial_s=0.05, backoff_max_s=0.2)
+
+
+def make_alert(i: int, summary: str | None = None, **kw: Any) -> dict[str, Any]:
+    account = "0x" + f"{i:040x}"
+    return Alert("position_health", "warning", "firing",
+                 {"chain": "devnet", "protocol": "aave", "account": account, "watchlist": "w"},
+                 summary or f"w: {account} has health 1.1{i % 10}, below warn 1.2",
+                 action="Add collateral or repay debt.",
+                 details={"health_factor": 1.1, "debt_usd": 1000.0}, **kw).to_json()
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, routes: list[dict[str, Any]],
+                 settings: OutboxConfig = FAST) -> None:
+        self.db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        self.outbox = Outbox(self.db)
+        self.metrics = Metrics()
+        self.redactor = Redactor()
+        self.dispatcher = Dispatcher(self.outbox, settings, self.metrics, self.redactor)
+        self.dispatcher.configure([RouteConfig.model_validate(r) for r in routes])
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, alerts: list[dict[str, Any]], route: str = "r", sink: int = 0) -> str:
+        kind = self.dispatcher.sinks[(route, sink)].sink.kind
+        return self.outbox.put(route, sink, kind, alerts, "devnet", 10)
+
+    async def until(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
+        self.dispatcher.wake()
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    def states(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT state FROM outbox ORDER BY id")]
+
+
+@pytest.fixture
+async def harness_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(routes: list[dict[str, Any]], settings: OutboxConfig = FAST) -> Harness:
+        h = Harness(tmp_path, routes, settings)
+        h.task = asyncio.create_task(h.dispatcher.run())
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        assert h.task is not None
+        h.task.cancel()
+        await asyncio.gather(h.task, return_exceptions=True)
+        h.db.close()
+
+
+async def test_telegram_html_429_retry_after_and_split(harness_factory: Any) -> None:
+    rec = Recorder(script=[telegram_429(1)])
+    async with serve(telegram_app(TOKEN, rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "telegram", "bot_token": TOKEN, "chat_id": CHAT, "api_url": url}]}])
+        h.put([make_alert(1, "health <1.1> & falling")])
+        await h.until(lambda: h.states() == [DELIVERED])
+        first, second = rec.requests
+        assert second["at"] - first["at"] >= 0.95  # waited the retry_after Telegram gave
+        body = rec.accepted[0]
+        assert body["parse_mode"] == "HTML" and body["chat_id"] == CHAT
+        assert "health &lt;1.1&gt; &amp; falling" in body["text"]
+        assert metric_value(h.metrics, "keeperd_notifications_total",
+                            {"route": "r", "sink": "0:telegram", "outcome": "rate_limited"}) == 1
+
+        # A group too long for one message: several, each accepted by the strict fake (<= 4096
+        # visible characters, balanced tags); a 429 on the second part does not resend the
+        # first.
+        rec.requests.clear()
+        rec.accepted.clear()
+        group = [make_alert(i) for i in range(120)]
+        h.put(group)
+        rec.script = [lambda: telegram_app_ok_then(rec), telegram_429(1)]
+        await h.until(lambda: h.states()[-1] == DELIVERED)
+        texts = [b["text"] for b in rec.accepted]
+        assert len(texts) >= 3
+        joined = "\n".join(texts)
+        for a in group:
+            assert joined.count(a["labels"]["account"]) == 1, "every alert exactly once"
+
+
+def telegram_app_ok_then(rec: Recorder) -> Any:
+    """A scripted answer that accepts the message (used to interleave a 429 after it)."""
+    from aiohttp import web
+
+    body = rec.requests[-1]["body"]
+    rec.accepted.append(body)
+    return web.json_response({"ok": True, "result": {"message_id": len(rec.accepted)}})
+
+
+async def test_telegram_bad_chat_is_dead_lettered_without_leaking_the_token(
+        harness_factory: Any) -> None:
+    rec = Recorder()
+    async with serve(telegram_app(TOKEN, rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "telegram", "bot_token": TOKEN, "chat_id": 42, "api_url": url}]}])
+        h.put([make_alert(1)])
+        await h.until(lambda: h.states() == [DEAD])
+        [error] = [r[0] for r in h.db.execute("SELECT last_error FROM outbox")]
+        assert "chat not found" in error and TOKEN not in error
+        assert len(rec.requests) == 1  # a permanent refusal is not retried
+        assert h.redactor.scrub(f"url /bot{TOKEN}/sendMessage") == \
+            "url /bot[redacted]/sendMessage"
+        assert h.outbox.requeue_dead() == 1
+
+
+async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
+        harness_factory: Any) -> None:
+    rec = Recorder(script=[status(503)] * 3 + [status(502)] * 2)
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            OutboxConfig(max_attempts=10, backoff_initial_s=0.05, backoff_max_s=0.2))
+        keys = [h.put([make_alert(i)]) for i in range(8)]
+        await h.until(lambda: h.states().count(DELIVERED) == 8)
+    accepted_keys = [e["headers"]["Idempotency-Key"] for e in rec.accepted]
+    assert sorted(accepted_keys) == sorted(keys)  # all arrived, none accepted twice
+    attempted = [e["headers"]["Idempotency-Key"] for e in rec.requests]
+    assert len(attempted) == 13 and set(attempted) == set(keys)  # retries reuse the key
+    for e in rec.accepted:
+        assert verify("hush", e["raw"], e["headers"]["X-Keeperd-Signature"])
+        body = e["body"]
+        assert body["status"] == "firing" and body["rule"] == "position_health"
+        assert body["severity"] == "warning" and body["account"].startswith("0x")
+        assert body["health_factor"] == 1.1 and body["summary"]
+        assert body["idempotency_key"] == e["headers"]["Idempotency-Key"]
+    assert metric_value(h.metrics, "keeperd_notifications_total",
+                        {"route": "r", "sink": "0:webhook", "outcome": "retry"}) == 5
+
+
+async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
+    rec = Recorder(script=[status(500)] * 10)
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+        h.put([make_alert(1)])
+        await h.until(lambda: h.states() == [DEAD])
+        assert len(rec.requests) == FAST.max_attempts
+        assert metric_value(h.metrics, "keeperd_notifications_total",
+                            {"route": "r", "sink": "0:webhook", "outcome": "dead"}) == 1
+
+
+async def test_slack_and_discord_formats_and_discord_rate_limit(harness_factory: Any) -> None:
+    slack, discord = Recorder(), Recorder(script=[discord_429(0.3)])
+    async with serve(slack_app(slack)) as s_url, serve(discord_app(discord)) as d_url:
+        h = harness_factory([{"name": "r", "sinks": [
+            {"kind": "slack", "webhook_url": f"{s_url}/services/T000/B000/XXXXXXXXXXXXXXXX"},
+            {"kind": "discord", "webhook_url": f"{d_url}/api/webhooks/1/tok_abcdefghijkl"}]}])
+        alerts = [make_alert(i, f"acct_{i} <@everyone> & *bold*") for i in range(40)]
+        h.put(alerts, sink=0)
+        h.put(alerts, sink=1)
+        await h.until(lambda: h.states() == [DELIVERED, DELIVERED])
+    text = slack.accepted[0]["text"]
+    assert "&lt;@everyone&gt; &amp; *bold*" in text  # Slack's three escapes
+    contents = [b["content"] for b in discord.accepted]
+    assert len(contents) >= 2 and all(len(c) <= 2000 for c in contents)  # split at 2000
+    assert all(b["allowed_mentions"] == {"parse": []} for b in discord.accepted)
+    assert "\\*bold\\*" in contents[0]
+    assert discord.requests[0]["query"] == {"wait": "true"}
+    waited = discord.requests[1]["at"] - discord.requests[0]["at"]
+    assert 0.28 <= waited < 1.0  # the JSON retry_after (0.3 s), not the rounded header
+
+
+def test_token_bucket_spaces_requests() -> None:
+    bucket = TokenBucket(per_minute=2)
+    assert bucket.wait_time() == 0
+    bucket.take()
+    assert bucket.wait_time() == 0
+    bucket.take()
+    assert 29 < bucket.wait_time() <= 30  # the third of a 2-per-minute budget waits ~30 s

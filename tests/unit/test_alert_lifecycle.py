@@ -1,0 +1,59 @@
+"""The alert lifecycle as plain functions: hysteresis, escalation, repeat, resolution."""
+
+from __future__ import annotations
+
+from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
+
+HEALTH = Levels(warn=1.2, critical=1.05, direction="below", clear_margin=0.02,
+                escalation_step=0.05)
+
+
+def run(values: list[float], repeat_s: float = 3600, dt: float = 12.0) -> list[str | None]:
+    """Feed a series of health values; return the decision per step."""
+    told: Told | None = None
+    out: list[str | None] = []
+    for i, v in enumerate(values):
+        now = i * dt
+        severity = classify(v, HEALTH, told.severity if told else None)
+        d = decide(told, severity, v, now, HEALTH, repeat_s)
+        told = after(told, d, severity, v, now)
+        out.append(d)
+    return out
+
+
+def test_fires_once_then_stays_quiet_while_hovering() -> None:
+    # 1.19 fires; hovering between 1.18 and 1.21 (inside the 0.02 margin) says nothing more.
+    assert run([1.3, 1.19, 1.21, 1.18, 1.2, 1.215, 1.19]) == [
+        None, "firing", None, None, None, None, None]
+
+
+def test_resolves_only_past_the_clear_margin() -> None:
+    assert run([1.19, 1.215, 1.221]) == ["firing", None, "resolved"]
+
+
+def test_escalates_to_critical_and_again_when_worse_by_a_step() -> None:
+    assert run([1.15, 1.04, 1.03, 0.99, 0.985]) == [
+        "firing", "escalated", None, "escalated", None]
+
+
+def test_recovery_from_critical_to_warning_is_silent_but_a_new_fall_is_news() -> None:
+    assert run([1.04, 1.08, 1.1, 1.04]) == ["firing", None, None, "escalated"]
+
+
+def test_repeats_after_the_interval_while_firing() -> None:
+    decisions = run([1.1] * 8, repeat_s=36, dt=12)
+    assert decisions == ["firing", None, None, "repeat", None, None, "repeat", None]
+
+
+def test_higher_is_worse_direction() -> None:
+    lag = Levels(warn=20, critical=100, direction="above")
+    assert classify(10, lag, None) is None
+    assert classify(25, lag, None) == "warning"
+    assert classify(150, lag, None) == "critical"
+    assert classify(99, lag, "critical") == "warning"  # no margin: leaves critical at once
+
+
+def test_no_debt_resolves() -> None:
+    told = Told("warning", 1.1, 0.0, 0.0)
+    assert decide(told, None, None, 10.0, HEALTH, 3600) == "resolved"
+    assert after(told, "resolved", None, None, 10.0) is None

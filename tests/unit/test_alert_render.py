@@ -1,0 +1,76 @@
+"""Message rendering, Telegram's limits, webhook signatures, silence matchers."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from keeperd.alerts.model import Alert
+from keeperd.alerts.render import render, split_message
+from keeperd.alerts.silences import parse_matcher
+from keeperd.alerts.sinks import TELEGRAM_LIMIT, sign, verify, webhook_body
+
+
+def alert(summary: str, **kw: object) -> dict:
+    return Alert("position_health", "warning", "firing",
+                 {"account": "0x" + "ab" * 20, "watchlist": "w"}, summary,
+                 action="Add collateral <now> & repay", **kw).to_json()  # type: ignore[arg-type]
+
+
+def test_html_escapes_everything_from_outside() -> None:
+    text = render([alert("health <1.15> & falling")], "html")
+    assert "health &lt;1.15&gt; &amp; falling" in text
+    assert "Add collateral &lt;now&gt; &amp; repay" in text
+    assert text.count("<b>") == text.count("</b>") == 1
+
+
+def test_long_messages_split_on_lines_under_the_limit() -> None:
+    alerts = [alert(f"account {i} & more <b>not a tag</b>") for i in range(300)]
+    text = render(alerts, "html")
+    assert len(text) > TELEGRAM_LIMIT
+    parts = split_message(text, TELEGRAM_LIMIT)
+    assert len(parts) >= 2
+    assert all(len(p) <= TELEGRAM_LIMIT for p in parts)
+    assert "\n".join(parts) == text  # nothing lost or repeated
+
+
+def test_a_single_huge_line_is_cut_outside_entities() -> None:
+    line = ("x" * 4093) + "&amp;" + "y" * 100  # the entity straddles 4096
+    parts = split_message(line, TELEGRAM_LIMIT)
+    assert "".join(parts) == line
+    assert all(html.unescape(p).count("&") == p.count("&amp;") for p in parts)
+    assert parts[0] == "x" * 4093 and parts[1].startswith("&amp;")
+
+
+def test_webhook_signature_round_trip_and_tamper() -> None:
+    body = b'{"status":"firing"}'
+    header = sign("s3cret", body, 1_700_000_000)
+    assert header.startswith("t=1700000000,v1=")
+    assert verify("s3cret", body, header, now=1_700_000_010)
+    assert not verify("s3cret", body + b" ", header, now=1_700_000_010)
+    assert not verify("other", body, header, now=1_700_000_010)
+    assert not verify("s3cret", body, header, now=1_700_001_000)  # too old: replay
+
+
+def test_webhook_body_has_the_documented_fields() -> None:
+    one = webhook_body([alert("a", details={"health_factor": 1.1})], "k1")
+    assert one["status"] == "firing" and one["rule"] == "position_health"
+    assert one["severity"] == "warning" and one["account"] == "0x" + "ab" * 20
+    assert one["health_factor"] == 1.1 and one["summary"] == "a"
+    assert one["idempotency_key"] == "k1" and one["group_size"] == 1
+    many = webhook_body([alert("a"), alert("b")], "k2")
+    assert many["group_size"] == 2 and len(many["alerts"]) == 2 and "account" not in many
+
+
+def test_matchers() -> None:
+    labels = {"rule": "oracle", "asset": "WETH"}
+    assert parse_matcher("asset=weth").matches(labels)
+    assert parse_matcher("asset!=WBTC").matches(labels)
+    assert parse_matcher("rule=~orac.*").matches(labels)
+    assert not parse_matcher("rule!~orac.*").matches(labels)
+    assert not parse_matcher("account=0x1").matches(labels)
+    with pytest.raises(ValueError, match="label=value"):
+        parse_matcher("just words")
+    with pytest.raises(ValueError, match="regular expression"):
+        parse_matcher("rule=~(")
