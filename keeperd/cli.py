@@ -4,6 +4,9 @@
     keeperd scan --config PATH [--once] [--json]   accounts by health, riskiest first
     keeperd status --config PATH         what the daemon is doing, from its state directory
     keeperd check-config PATH            validate a config, then check it against the chains
+    keeperd breaker trip|reset|list      pause or resume liquidations on an asset by hand
+    keeperd silence add|list|expire      mute matching alerts for a while
+    keeperd alerts list|retry|test       firing alerts and the outbox; requeue dead; test a route
     keeperd config-schema                the config's JSON Schema (for editors)
     keeperd devnet up|down|set-price|mine  the local chain for demos and tests
 """
@@ -13,14 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from keeperd.config import ConfigError, config_json_schema, load_config
+from keeperd.config import Config, ConfigError, config_json_schema, load_config
 from keeperd.logs import configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -120,6 +126,138 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return EXIT_OK
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '2h', '1d12h', '1w' -> seconds."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or "".join(a + b for a, b in parts) != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30m, 2h, 1d12h)")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _cmd_silence(args: argparse.Namespace) -> int:
+    from keeperd.alerts.silences import Silences
+    from keeperd.store import Store
+
+    config = load_config(args.config)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        silences = Silences(store.connection, ((s.matchers, s.comment)
+                                               for s in config.alerts.silences))
+        if args.action == "add":
+            if not args.match:
+                print("keeperd: silence add needs at least one --match label=value "
+                      "(e.g. --match account=0xabc... --match rule=position_health)",
+                      file=sys.stderr)
+                return EXIT_FAILURE
+            try:
+                sid = silences.add(args.match, args.duration, args.comment,
+                                   created_by=os.environ.get("USER", "cli"))
+            except ValueError as exc:
+                print(f"keeperd: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"silence {sid} added for {args.duration:g} s: {' '.join(args.match)} "
+                  "(the daemon applies it at its next evaluation)")
+        elif args.action == "expire":
+            if args.id is None:
+                print("keeperd: silence expire needs the silence's ID (see `silence list`)",
+                      file=sys.stderr)
+                return EXIT_FAILURE
+            if not silences.expire(args.id):
+                print(f"keeperd: no active silence {args.id}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"silence {args.id} expired")
+        else:
+            active = silences.active()
+            if not active:
+                print("no active silences")
+            now = time.time()
+            for si in active:
+                ends = "never (config)" if si.id is None else f"in {si.ends_at - now:,.0f} s"
+                matchers = " ".join(str(m) for m in si.matchers)
+                print(f"{si.id if si.id is not None else '-':>4}  ends {ends:18} {matchers}"
+                      f"  # {si.comment}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    from keeperd.alerts.outbox import Outbox
+    from keeperd.store import Store
+
+    config = load_config(args.config)
+    if args.action == "test":
+        return _alerts_test(config, args.route)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        outbox = Outbox(store.connection)
+        if args.action == "retry":
+            n = outbox.requeue_dead()
+            print(f"{n} dead-lettered notification(s) requeued; the daemon delivers them")
+            return EXIT_OK
+        from keeperd.alerts.engine import SCHEMA
+
+        store.connection.executescript(SCHEMA)
+        firing = [json.loads(r[0]) for r in store.connection.execute(
+            "SELECT alert FROM alert_state ORDER BY since")]
+        print(f"firing: {len(firing)}")
+        for a in firing:
+            print(f"  {a['severity']:8} {a['rule']:18} {a['summary']}")
+        stats = outbox.stats()
+        print(f"outbox: {sum(n for n, _ in stats.values())} pending, {outbox.dead_count()} dead")
+        for (route, sink), (n, age) in sorted(stats.items()):
+            print(f"  {route}/{sink}: {n} pending, oldest {age:,.0f} s")
+        for e in outbox.entries(limit=args.limit):
+            print(f"  #{e.id:<5} {e.state:9} {e.route}/{e.sink}:{e.sink_kind:12} "
+                  f"{e.alerts[0]['rule']} x{len(e.alerts)} attempts={e.attempts}"
+                  + (f" error={e.last_error}" if e.last_error else ""))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _alerts_test(config: Config, route_name: str | None) -> int:
+    """Send one test alert through every sink of a route, now, and say what each answered."""
+    import aiohttp
+
+    from keeperd.alerts.model import Alert
+    from keeperd.alerts.sinks import SinkError, make_sink
+
+    routes = [r for r in config.alerts.routes if route_name in (None, r.name)]
+    if not routes:
+        print(f"keeperd: no route {route_name!r} (defined: "
+              f"{[r.name for r in config.alerts.routes]})", file=sys.stderr)
+        return EXIT_FAILURE
+    redactor = configure_logging("warning", "console")
+    alert = Alert("test", "info", "event", {"source": "keeperd alerts test"},
+                  "keeperd test alert: this route works", action="Nothing to do.").to_json()
+
+    async def run() -> bool:
+        ok = True
+        async with aiohttp.ClientSession() as session:
+            for route in routes:
+                for i, sink_config in enumerate(route.sinks):
+                    try:
+                        sink = make_sink(sink_config)
+                    except SinkError as exc:
+                        print(f"{route.name}/{i} {sink_config.kind}: {exc}")
+                        ok = False
+                        continue
+                    for secret in sink.secrets:
+                        redactor.add(secret)
+                    result = await sink.send(session, [alert], f"test-{time.time_ns()}")
+                    verdict = "delivered" if result.ok else redactor.scrub(result.error)
+                    print(f"{route.name}/{i} {sink.kind}: {verdict}")
+                    ok = ok and result.ok
+        return ok
+
+    return EXIT_OK if asyncio.run(run()) else EXIT_FAILURE
 
 
 def _cmd_config_schema(_: argparse.Namespace) -> int:
@@ -232,6 +370,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--reason", default="operator")
     p.set_defaults(func=_cmd_breaker)
+
+    p = sub.add_parser("silence", help="mute alerts that match labels, for a while")
+    p.add_argument("action", choices=("add", "list", "expire"))
+    p.add_argument("id", nargs="?", type=int, help="the silence to expire")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--match", action="append", default=[],
+                   help="label=value, label!=value, label=~regex (repeatable; all must match)")
+    p.add_argument("--for", dest="duration", type=parse_duration, default=3600.0,
+                   help="how long (30m, 2h, 1d; default 1h)")
+    p.add_argument("--comment", default="", help="why (shown in `silence list`)")
+    p.set_defaults(func=_cmd_silence)
+
+    p = sub.add_parser("alerts", help="firing alerts and the outbox; retry dead ones; test a route")
+    p.add_argument("action", choices=("list", "retry", "test"))
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--route", help="test: only this route")
+    p.add_argument("--limit", type=int, default=20, help="list: recent outbox entries")
+    p.set_defaults(func=_cmd_alerts)
 
     p = sub.add_parser("config-schema", help="print the config's JSON Schema")
     p.set_defaults(func=_cmd_config_schema)

@@ -340,9 +340,10 @@ class RouteConfig(_Model):
 
     name: Name
     sinks: list[SinkConfig] = Field(min_length=1)
-    rate_limit_per_minute: int = Field(
-        default=30, ge=1, description="Messages per minute per sink; more wait in the outbox "
-        "(none are dropped). Telegram allows ~20/min into one group.")
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Messages per minute per sink; more wait in the outbox "
+        "(none are dropped; critical ones go first). Default by sink: telegram 20 (Telegram's "
+        "limit for one group), discord 30, slack 60, webhook and alertmanager 600.")
     repeat_interval_s: float = Field(
         default=4 * 3600, gt=0, description="Re-send an alert that keeps firing this often.")
 

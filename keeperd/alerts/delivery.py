@@ -58,6 +58,10 @@ class SinkRuntime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# Messages per minute per sink when the route sets none: the platforms' own limits for one
+# chat or channel, and a generous ceiling for machines.
+DEFAULT_RATE = {"telegram": 20, "discord": 30, "slack": 60, "webhook": 600, "alertmanager": 600}
+
 FiringProvider = Callable[[str], list[dict[str, Any]]]
 
 
@@ -88,9 +92,9 @@ class Dispatcher:
                 if self.redactor is not None:
                     for secret in sink.secrets:
                         self.redactor.add(secret)
-                sinks[(route.name, i)] = SinkRuntime(
-                    route.name, i, sink, TokenBucket(route.rate_limit_per_minute),
-                    f"{i}:{sink.kind}")
+                per_minute = route.rate_limit_per_minute or DEFAULT_RATE[sink.kind]
+                sinks[(route.name, i)] = SinkRuntime(route.name, i, sink, TokenBucket(per_minute),
+                                                     f"{i}:{sink.kind}")
         self.sinks = sinks
         self._reconfigured.set()
 

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from keeperd.alerts.model import severity_rank
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     chain           TEXT,
     block           INTEGER,
     status          TEXT NOT NULL,
+    priority        INTEGER NOT NULL DEFAULT 0,
     payload         TEXT NOT NULL,
     state           TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -37,7 +40,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at    REAL,
     last_error      TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, next_at);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at);
 CREATE INDEX IF NOT EXISTS outbox_block ON outbox (chain, block);
 """
 
@@ -94,10 +97,13 @@ class Outbox:
         now = time.time() if now is None else now
         key = str(uuid.uuid4())
         status = "resolved" if all(a["status"] == "resolved" for a in alerts) else "firing"
+        # Critical before warning before info: a holder's liquidation warning must not wait
+        # behind a burst of the keeper's own info events.
+        priority = max(severity_rank(a["severity"]) for a in alerts)
         self._db.execute(
             "INSERT INTO outbox (route, sink, sink_kind, idempotency_key, chain, block, status, "
-            "payload, state, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (route, sink, sink_kind, key, chain, block, status,
+            "priority, payload, state, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (route, sink, sink_kind, key, chain, block, status, priority,
              json.dumps(alerts, separators=(",", ":"), default=str), PENDING, now, now))
         return key
 
@@ -106,7 +112,8 @@ class Outbox:
         now = time.time() if now is None else now
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND route = ? AND sink = ? "
-            "AND next_at <= ? ORDER BY id LIMIT ?", (PENDING, route, sink, now, limit))
+            "AND next_at <= ? ORDER BY priority DESC, id LIMIT ?",
+            (PENDING, route, sink, now, limit))
         return [_entry(r) for r in rows]
 
     def next_due_at(self, route: str, sink: int) -> float | None:

@@ -60,9 +60,9 @@ class Harness:
         kind = self.dispatcher.sinks[(route, sink)].sink.kind
         return self.outbox.put(route, sink, kind, alerts, "devnet", 10)
 
-    async def until(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
+    async def until(self, check: Callable[[], bool], limit_s: float = 15.0) -> None:
         self.dispatcher.wake()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit_s
         while not check():
             assert time.monotonic() < deadline, "timed out"
             await asyncio.sleep(0.02)
