@@ -6,7 +6,9 @@
 3. shows the positions it found, riskiest first;
 4. crashes the WETH price by 30 %: keeperd sees the block, simulates and sends the
    liquidations, and the next block includes them; the journal and the balances show it;
-5. shows the metrics Prometheus would scrape.
+5. shows the alerts a webhook receiver got (signatures verified): the watchlist of the riskiest
+   borrowers warned and escalated, watched positions liquidated, the keeper's liquidations;
+6. shows the metrics Prometheus would scrape.
 It stops everything it started on the way out.
 """
 
@@ -21,7 +23,10 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from keeperd.config import load_config
+from aiohttp import web
+
+from keeperd.alerts.sinks import verify
+from keeperd.config import AlertsConfig, WatchlistConfig, load_config
 from keeperd.daemon import Daemon
 from keeperd.devnet import contracts
 from keeperd.devnet.anvil import free_port
@@ -96,13 +101,65 @@ def show_journal(daemon: Daemon) -> None:
         print(f"expected profit of the included ones: {profit:,.0f} USD")
 
 
+DEMO_SECRET = "devnet-only-secret"
+
+
+class Receiver:
+    """The demo's webhook receiver: what a team's alert endpoint does (verify, dedup, show)."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict] = []
+        self.seen: set[str] = set()
+        self.refused = 0
+
+    def app(self) -> web.Application:
+        async def hook(request: web.Request) -> web.Response:
+            body = await request.read()
+            if not verify(DEMO_SECRET, body, request.headers.get("X-Keeperd-Signature", "")):
+                self.refused += 1
+                return web.Response(status=401, text="bad signature")
+            key = request.headers.get("Idempotency-Key", "")
+            if key not in self.seen:
+                self.seen.add(key)
+                self.alerts.append(await request.json())
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        return app
+
+    def show(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for a in self.alerts:
+            counts[(a["rule"], a["kind"])] = counts.get((a["rule"], a["kind"]), 0) + 1
+        print(f"{len(self.alerts)} alerts received, signatures verified ({self.refused} "
+              f"refused): " + ", ".join(f"{r}/{k} x{n}" for (r, k), n in sorted(counts.items())))
+        people = [a for a in self.alerts if a["rule"] in ("position_health",
+                                                           "position_liquidated")]
+        for a in people[:12]:
+            print(f"  {a['severity']:8} {a['kind']:9} {a['summary']}")
+        if len(people) > 12:
+            print(f"  ... and {len(people) - 12} more about watched positions")
+
+
+def riskiest(devnet: Devnet, n: int) -> list[str]:
+    """The n borrowers closest to liquidation, not yet liquidatable (the pool's own health)."""
+    healths = []
+    for b in devnet.manifest["borrowers"]:
+        hf = devnet.account_data(b["address"])[5]
+        if hf >= 10**18:
+            healths.append((hf, b["address"]))
+    return [a for _, a in sorted(healths)[:n]]
+
+
 def show_metrics(port: int) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     wanted = ("keeperd_accounts_tracked", "keeperd_debt_at_risk_usd",
               "keeperd_head_block_number", "keeperd_liquidations_total",
               "keeperd_liquidation_profit_usd_total", "keeperd_block_to_broadcast_seconds_count",
-              "keeperd_health_mismatch_total")
+              "keeperd_health_mismatch_total", "keeperd_alerts_total",
+              "keeperd_notifications_total", "keeperd_outbox_pending")
     for line in text.splitlines():
         if line.startswith(wanted):
             print("  " + line)
@@ -112,11 +169,17 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
     with Devnet(accounts) as devnet, open(log_path, "w") as log_file:  # noqa: ASYNC230
         metrics_port = free_port()
         state_dir = Path(tempfile.mkdtemp(prefix="keeperd-demo-"))
+        receiver = Receiver()
+        runner = web.AppRunner(receiver.app())
+        await runner.setup()
+        hook_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
         config = load_config(ROOT / "config" / "devnet.yaml", env={
             "KEEPERD_DEVNET_RPC": devnet.manifest["rpc_url"],
             "KEEPERD_METRICS_PORT": str(metrics_port),
             "KEEPERD_STATE_DIR": str(state_dir),
             "KEEPERD_MODE": "liquidate",
+            "KEEPERD_ALERT_WEBHOOK": f"http://127.0.0.1:{hook_port}/hook",
         })
         os.environ["KEEPERD_DEVNET_KEY"] = DEMO_KEEPER_KEY
         fund_keeper(devnet)
@@ -125,6 +188,15 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
                f"{len(devnet.manifest['borrowers'])} seeded borrowers")
         print(f"pool {devnet.manifest['aave_v3']['pool']}, block {devnet.client.block_number()}")
         print(f"keeperd logs (JSON) go to {log_path}")
+
+        # Watch the ten riskiest borrowers, as their holders would.
+        watched = riskiest(devnet, 10)
+        config = config.model_copy(update={"alerts": AlertsConfig.model_validate({
+            **config.alerts.model_dump(), "watchlists": [WatchlistConfig(
+                name="holders", accounts=watched, warn=1.2, critical=1.05,
+                route="ops").model_dump()]})})
+        print(f"alerts: a watchlist of the {len(watched)} riskiest borrowers (warn 1.2, "
+              f"critical 1.05) and the keeper's own events go to a local webhook receiver")
 
         daemon = Daemon(config, metrics=Metrics())
         stop = asyncio.Event()
@@ -159,14 +231,16 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             banner("positions after the liquidations")
             show_positions(daemon, limit=8)
 
+            banner("alerts the webhook receiver got")
+            await asyncio.sleep(1.0)  # the outbox delivers in the background
+            receiver.show()
+
             banner(f"metrics on http://127.0.0.1:{metrics_port}/metrics (excerpt)")
             await asyncio.to_thread(show_metrics, metrics_port)  # the server is on this loop
-            banner("what comes next on this devnet")
-            print("alerts and cascade metrics build on this pipeline (see the README's "
-                  "roadmap); the demo grows with them.")
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+            await runner.cleanup()
         banner("stopped cleanly")
 
 
