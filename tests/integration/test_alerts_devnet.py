@@ -281,5 +281,8 @@ def test_outbox_survives_sigkill_and_sighup_reloads_watchlists(devnet: Devnet,
         events = [json.loads(line)["event"] for line in logs_of(proc2).splitlines()
                   if line.startswith("{")]
         assert "alerts.flushed" in events
+        for secret in (TOKEN, SECRET, TOKEN.split(":")[1]):
+            assert secret not in logs_of(proc2)
 
+    assert all(secret not in logs_of(proc) for secret in (TOKEN, SECRET))
     asyncio.run(receive_then_reload())

@@ -128,3 +128,38 @@ def test_json_schema_describes_the_config() -> None:
     assert schema["title"] == "keeperd configuration"
     assert "chains" in schema["properties"]
     assert "chains" in schema["required"]
+
+
+def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
+    def alerts(sink: dict) -> dict:
+        return dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}]})
+
+    [(path, message, _)] = issues_of(alerts({"kind": "telegram", "chat_id": 1}))
+    assert path == "alerts.routes[0].sinks[0].telegram"
+    assert "bot_token" in message and "bot_token_file" in message
+    [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "http://h/x",
+                                             "secret": "a", "secret_file": "/x"}))
+    assert "exactly one" in message
+    [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "http://h"}))
+    assert "slack" in message or "kind" in path
+
+    from keeperd.alerts.sinks import SinkError, make_sink
+
+    token = tmp_path / "telegram.token"
+    token.write_text("123:abcdefghijkl\n")
+    config = parse_config(alerts({"kind": "telegram", "bot_token_file": str(token),
+                                  "chat_id": -100}), env={})
+    sink = make_sink(config.alerts.routes[0].sinks[0])
+    assert sink.secrets == ("123:abcdefghijkl",)
+    missing = parse_config(alerts({"kind": "telegram", "bot_token_file": str(tmp_path / "no"),
+                                   "chat_id": -100}), env={})
+    with pytest.raises(SinkError, match="bot_token_file .*cannot read"):
+        make_sink(missing.alerts.routes[0].sinks[0])
+
+
+def test_watchlist_routes_and_rule_routes_are_checked() -> None:
+    sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "s"}
+    data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
+                                 "rules": {"oracle": {"route": "pager"}}})
+    [(path, message, _)] = issues_of(data)
+    assert path == "alerts" and "rules.oracle uses route 'pager'" in message
