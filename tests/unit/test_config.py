@@ -153,7 +153,7 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
     assert sink.secrets == ("123:abcdefghijkl",)
     missing = parse_config(alerts({"kind": "telegram", "bot_token_file": str(tmp_path / "no"),
                                    "chat_id": -100}), env={})
-    with pytest.raises(SinkError, match="bot_token_file .*cannot read"):
+    with pytest.raises(SinkError, match=r"bot_token_file .*cannot read"):
         make_sink(missing.alerts.routes[0].sinks[0])
 
 
