@@ -481,6 +481,86 @@ class AlertsConfig(_Model):
         return self.routes[0].name if self.routes else None
 
 
+# --- risk: the cascade engine ---------------------------------------------------------------
+
+
+class ConstantProductDepth(_Model):
+    kind: Literal["constant_product"]
+    reserve_tokens: float = Field(gt=0, description="The asset's side of an x*y=k pool, in "
+                                  "whole tokens.")
+
+
+class CurveDepth(_Model):
+    kind: Literal["curve"]
+    points: list[tuple[float, float]] = Field(
+        min_length=1, description="[USD sold at today's price, price drop] pairs, "
+        "increasing, e.g. [[1e6, 0.005], [1e7, 0.03], [1e8, 0.15]].")
+
+
+class UniswapV3Depth(_Model):
+    kind: Literal["uniswap_v3"]
+    pool: Address = Field(description="A pool of the asset against a stablecoin; its "
+                          "liquidity and price are read each evaluation (virtual reserves).")
+
+
+DepthConfig = Annotated[ConstantProductDepth | CurveDepth | UniswapV3Depth,
+                        Field(discriminator="kind")]
+
+
+class FundConfig(_Model):
+    """The insurance / default fund bad debt is measured against."""
+
+    usd: float | None = Field(default=None, ge=0, description="A fixed amount.")
+    token: str | None = Field(default=None, description="A reserve's symbol whose balance "
+                              "at `holder` is the fund (read on chain each evaluation).")
+    holder: Address | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FundConfig:
+        if (self.usd is None) == (self.token is None or self.holder is None):
+            raise ValueError("set either `usd`, or `token` and `holder`")
+        return self
+
+
+DEFAULT_SHOCKS = [0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
+DEFAULT_STABLES = ["USDC", "USDT", "DAI", "FRAX", "LUSD", "GHO", "PYUSD", "USDe", "crvUSD",
+                   "USDS", "sUSDe", "EURC"]
+
+
+class CascadeConfig(_Model):
+    enabled: bool = True
+    shocks: list[float] = Field(default_factory=lambda: list(DEFAULT_SHOCKS), min_length=1,
+                                description="Price drops, as fractions (0.1 = 10 %).")
+    stable_assets: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_STABLES),
+        description="Left out of the joint 'everything correlated' scenario (each still has "
+        "its own, a depeg).")
+    max_rounds: int = Field(default=10, ge=1, le=100)
+    tolerance: float = Field(default=1e-4, gt=0, description="A scenario has converged when "
+                             "no price moves more than this between rounds.")
+    every_blocks: int = Field(default=1, ge=1, description="Evaluate every N blocks...")
+    min_interval_s: float = Field(default=5.0, ge=0, description="...and at most this often.")
+    min_liquidation_usd: float = Field(
+        default=1_000_000, gt=0, description="The 'critical shock' is the smallest drop that "
+        "liquidates at least this much debt.")
+    depth: dict[str, DepthConfig] = Field(
+        default_factory=dict, description="Per asset symbol; an asset without one is "
+        "assumed infinitely deep (its price is not moved by liquidations).")
+    insurance_fund: FundConfig | None = None
+
+    @field_validator("shocks")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not 0 < v < 1]
+        if bad:
+            raise ValueError(f"shocks are fractions between 0 and 1 (0.1 = 10 %); got {bad}")
+        return sorted(set(value))
+
+
+class RiskConfig(_Model):
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+
+
 # --- oracles ---------------------------------------------------------------------------------
 
 
@@ -563,6 +643,7 @@ class Config(_Model):
     protocols: list[ProtocolConfig] = Field(default_factory=list)
     keeper: KeeperConfig = Field(default_factory=KeeperConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     oracles: OraclesConfig = Field(default_factory=OraclesConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -40,6 +40,7 @@ from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.monitor import OracleMonitor
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.store import Store
 from keeperd.web import WebServer, make_app
@@ -72,6 +73,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.alerts: AlertEngine | None = None
+        self.cascades: dict[str, CascadeMonitor] = {}
         self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
@@ -181,6 +183,13 @@ class Daemon:
                     scanner.listeners.append(executor.on_scan)
                     self.executors[proto.name] = executor
                 scanner.listeners.append(self._alert_listener(adapter, rt, breaker))
+                if self.config.risk.cascade.enabled:
+                    # Last: liquidations and alerts of the block come before the what-ifs.
+                    cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name,
+                                             adapter.name, rt.pool, self.metrics, self.alerts,
+                                             self.config.alerts)
+                    scanner.listeners.append(cascade.on_scan)
+                    self.cascades[proto.name] = cascade
                 rt.blocks.subscribe(scanner.on_block_event)
                 rt.extra_tasks.append(scanner.run)
                 self.scanners[proto.name] = scanner
@@ -284,6 +293,8 @@ class Daemon:
                       action="the running configuration stays; fix the file and reload again")
             return
         self.alerts.configure(new.alerts)
+        for cascade in self.cascades.values():
+            cascade.alerts_config = new.alerts
         old_rest = self.config.model_dump(exclude={"alerts"})
         new_rest = new.model_dump(exclude={"alerts"})
         needs_restart = sorted(k for k in new_rest if new_rest[k] != old_rest[k])

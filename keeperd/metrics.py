@@ -241,6 +241,63 @@ class Metrics:
             "keeperd_keeper_balance",
             "The keeper account's balances in whole tokens (asset 'native' for gas).",
             ["chain", "asset"], registry=r)
+        # --- cascade risk (labels: asset is the scenario's shocked asset, or "joint") ---
+        shock_labels = ["chain", "protocol", "asset", "shock", "model"]
+        self.cascade_liquidated_debt = Gauge(
+            "keeperd_cascade_liquidated_debt_usd", "Debt liquidators repay if the asset's price "
+            "falls by `shock` (model static: the shock alone; cascade: with the price impact "
+            "of selling the seized collateral, round after round).", shock_labels, registry=r)
+        self.cascade_accounts = Gauge(
+            "keeperd_cascade_liquidated_accounts", "Positions liquidated in the scenario.",
+            shock_labels, registry=r)
+        self.cascade_seized = Gauge(
+            "keeperd_cascade_collateral_seized_usd", "Collateral seized (and sold) in the "
+            "scenario, at the prices it was seized at.", shock_labels, registry=r)
+        self.cascade_bonus = Gauge(
+            "keeperd_cascade_liquidation_bonus_usd", "Liquidation bonus paid to liquidators "
+            "in the scenario.", shock_labels, registry=r)
+        self.cascade_bad_debt = Gauge(
+            "keeperd_cascade_bad_debt_usd", "Debt no longer covered by collateral after the "
+            "scenario (static: at the shocked prices; cascade: at the final prices).",
+            shock_labels, registry=r)
+        self.cascade_fund_coverage = Gauge(
+            "keeperd_cascade_fund_coverage_ratio", "Insurance fund / bad debt in the scenario "
+            "(+Inf: no bad debt).", shock_labels, registry=r)
+        cascade_labels = ["chain", "protocol", "asset", "shock"]
+        self.cascade_amplification = Gauge(
+            "keeperd_cascade_amplification_ratio", "Final price drop / initial shock (1: the "
+            "liquidations did not move the price).", cascade_labels, registry=r)
+        self.cascade_final_drop = Gauge(
+            "keeperd_cascade_final_drop_ratio", "The price drop after the cascade, as a "
+            "fraction.", cascade_labels, registry=r)
+        self.cascade_rounds = Gauge(
+            "keeperd_cascade_rounds", "Rounds of the cascade in which positions were "
+            "liquidated.", cascade_labels, registry=r)
+        self.cascade_depth_coverage = Gauge(
+            "keeperd_cascade_depth_coverage_ratio", "Collateral the market absorbs within the "
+            "liquidation bonus's slippage / collateral the scenario sells (lowest over the "
+            "assets sold; below 1: liquidators lose money selling, liquidations stall).",
+            cascade_labels, registry=r)
+        self.cascade_toxic_debt = Gauge(
+            "keeperd_cascade_toxic_debt_usd", "Debt of positions whose liquidation makes them "
+            "worse (LTV above 1/(1+bonus)) after the scenario; slippage=with marks collateral "
+            "down by the price impact.", ["chain", "protocol", "asset", "shock", "slippage"],
+            registry=r)
+        self.cascade_critical_shock = Gauge(
+            "keeperd_cascade_critical_shock_ratio", "The smallest drop of the asset (or of all "
+            "volatile assets: joint) whose cascade liquidates at least "
+            "risk.cascade.min_liquidation_usd (NaN: none up to the largest shock).",
+            ["chain", "protocol", "asset"], registry=r)
+        self.cascade_fund = Gauge(
+            "keeperd_cascade_insurance_fund_usd", "The insurance / default fund bad debt is "
+            "measured against.", ["chain", "protocol"], registry=r)
+        self.cascade_block = Gauge(
+            "keeperd_cascade_evaluated_block", "Block of the snapshot the cascade figures "
+            "describe.", ["chain", "protocol"], registry=r)
+        self.cascade_duration = Histogram(
+            "keeperd_cascade_duration_seconds", "Time to compute every scenario.",
+            ["chain", "protocol"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                            5, 10), registry=r)
         # --- alerting ---
         self.alerts = Counter(
             "keeperd_alerts_total", "Alert notifications decided, by rule and kind (firing, "

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
                cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
                main: NDArray[np.int64], mult: NDArray[np.float64], cols: NDArray[np.int64],
@@ -61,7 +61,7 @@ def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.flo
     return count.sum(axis=0), repaid.sum(axis=0), seized.sum(axis=0), short.sum(axis=0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def final_pass(D: NDArray[np.float64], C: NDArray[np.float64], bonus1: NDArray[np.float64],
                main: NDArray[np.int64], mult: NDArray[np.float64],
                impact: NDArray[np.float64], blocks: int

@@ -40,6 +40,10 @@ def test_devnet_yaml_points_at_the_deployed_market(devnet: Devnet) -> None:
     config = yaml.safe_load((ROOT / "config" / "devnet.yaml").read_text())
     assert config["protocols"][0]["addresses_provider"] == \
         devnet.manifest["aave_v3"]["addresses_provider"]
+    pools = devnet.manifest["uniswap_v3"]["pools"]
+    depth = config["risk"]["cascade"]["depth"]
+    assert depth["WETH"]["pool"] == pools["WETH/USDC"]
+    assert depth["WBTC"]["pool"] == pools["WBTC/USDC"]
 
 
 def test_reserves_carry_realistic_decimals_and_risk_parameters(devnet: Devnet) -> None:

@@ -1,0 +1,231 @@
+"""Runs the cascade engine on each protocol's latest book, publishes the figures as metrics,
+and tells the alert engine when the bad debt of a shock crosses its thresholds.
+
+The book comes from the scanner (no extra reads), the depth of Uniswap V3 pools and an
+on-chain insurance fund are read at the same block; the engine runs in a worker thread so the
+event loop keeps following blocks. Evaluation is throttled (`every_blocks`, `min_interval_s`)
+and never stacks up behind itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import numpy as np
+import structlog
+
+from keeperd.alerts.engine import AlertEngine, Condition
+from keeperd.alerts.lifecycle import Levels, classify
+from keeperd.alerts.model import fingerprint
+from keeperd.chain.multicall import encode_call
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import (
+    AlertsConfig,
+    CascadeConfig,
+    ConstantProductDepth,
+    CurveDepth,
+    UniswapV3Depth,
+)
+from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3.book import MarketState
+from keeperd.protocols.aave_v3.portfolio import aave_portfolio
+from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, shock_grid
+from keeperd.risk.depth import ConstantProduct, DepthCurve, DepthModel, NoImpact
+
+log = structlog.get_logger(__name__)
+
+
+def shock_label(shock: float) -> str:
+    return f"{shock:g}"
+
+
+def columns_for(market: MarketState, config: CascadeConfig) -> Columns:
+    stables = {s.lower() for s in config.stable_assets}
+    joint = [s for s in market.symbols if s.lower() not in stables]
+    return shock_grid(market.symbols, config.shocks, joint=joint)
+
+
+async def read_depth(config: CascadeConfig, market: MarketState, pool: RpcPool, block: int
+                     ) -> list[DepthModel]:
+    """One depth model per market asset, in the market's column order."""
+    out: list[DepthModel] = []
+    prices = market.prices_usd()
+    for i, reserve in enumerate(market.reserves):
+        spec = config.depth.get(reserve.symbol)
+        if isinstance(spec, ConstantProductDepth):
+            out.append(ConstantProduct(spec.reserve_tokens))
+        elif isinstance(spec, CurveDepth):
+            out.append(DepthCurve(tuple(p[0] for p in spec.points),
+                                  tuple(p[1] for p in spec.points), float(prices[i])))
+        elif isinstance(spec, UniswapV3Depth):
+            out.append(await uniswap_v3_depth(pool, spec.pool, reserve.asset, reserve.decimals,
+                                              block))
+        else:
+            out.append(NoImpact())
+    return out
+
+
+async def uniswap_v3_depth(pool: RpcPool, address: str, asset: str, decimals: int,
+                           block: int) -> ConstantProduct:
+    async def call(signature: str) -> bytes:
+        raw = await pool.request("eth_call", [{"to": address,
+                                               "data": "0x" + encode_call(signature, [], [])
+                                               .hex()}, hex(block)])
+        return bytes.fromhex(raw[2:])
+
+    token0 = "0x" + (await call("token0()"))[12:32].hex()
+    liquidity = int.from_bytes((await call("liquidity()"))[:32], "big")
+    sqrt_price = int.from_bytes((await call("slot0()"))[:32], "big")
+    return ConstantProduct.from_uniswap_v3(liquidity, sqrt_price,
+                                           token0.lower() == asset.lower(), decimals)
+
+
+class CascadeMonitor:
+    def __init__(self, config: CascadeConfig, chain: str, protocol: str, pool: RpcPool,
+                 metrics: Metrics, alerts: AlertEngine | None = None,
+                 alerts_config: AlertsConfig | None = None) -> None:
+        self.config = config
+        self.chain = chain
+        self.protocol = protocol
+        self.pool = pool
+        self.metrics = metrics
+        self.alerts = alerts
+        self.alerts_config = alerts_config
+        self.last: CascadeResult | None = None
+        self.last_block = -1
+        self.fund_usd: float | None = None
+        self._last_at = 0.0
+        self._running = False
+
+    async def on_scan(self, result: Any) -> None:
+        if not self.config.enabled or result.partial or self._running:
+            return
+        now = time.monotonic()
+        if self.last_block >= 0 and (result.block - self.last_block < self.config.every_blocks
+                                     or now - self._last_at < self.config.min_interval_s):
+            return
+        self._running = True
+        try:
+            await self.evaluate(result.book, result.block)
+        except Exception as exc:  # the figures wait for the next block; nothing else stops
+            log.warning("cascade.evaluation_failed", protocol=self.protocol,
+                        error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._running = False
+            self._last_at = time.monotonic()
+
+    async def evaluate(self, book: Any, block: int) -> CascadeResult:
+        market = book.market
+        portfolio = aave_portfolio(book)
+        columns = columns_for(market, self.config)
+        depth = await read_depth(self.config, market, self.pool, block)
+        self.fund_usd = await self._fund(market, block)
+        started = time.perf_counter()
+        result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,
+                                         max_rounds=self.config.max_rounds,
+                                         tolerance=self.config.tolerance)
+        seconds = time.perf_counter() - started
+        self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
+        self.last, self.last_block = result, block
+        self._publish(result, depth, market)
+        self._alert(result, block)
+        worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
+        log.info("cascade.evaluated", protocol=self.protocol, block=block,
+                 positions=len(portfolio), columns=len(columns.shock),
+                 seconds=round(seconds, 4),
+                 worst=None if worst is None else {
+                     "asset": columns.scenario[worst], "shock": float(columns.shock[worst]),
+                     "bad_debt_usd": round(float(result.bad_debt[worst]), 2),
+                     "amplification": round(float(result.amplification[worst]), 4)})
+        return result
+
+    async def _fund(self, market: MarketState, block: int) -> float | None:
+        fund = self.config.insurance_fund
+        if fund is None:
+            return None
+        if fund.usd is not None:
+            value = fund.usd
+        else:
+            assert fund.token is not None and fund.holder is not None
+            column = market.column(fund.token)
+            reserve = market.reserves[column]
+            raw = await self.pool.request("eth_call", [{
+                "to": reserve.asset, "data": "0x" + encode_call(
+                    "balanceOf(address)", ["address"], [fund.holder]).hex()}, hex(block)])
+            value = int(raw, 16) / 10**reserve.decimals * float(market.prices_usd()[column])
+        self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
+        return value
+
+    def _publish(self, r: CascadeResult, depth: list[DepthModel], market: MarketState) -> None:
+        m = self.metrics
+        base = (self.chain, self.protocol)
+        bonus = np.array([(x.liquidation_bonus - 10_000) / 10_000 if x.liquidation_bonus
+                          else 0.0 for x in market.reserves])
+        coverage = r.depth_coverage(depth, bonus)
+        for k, (scenario, shock) in enumerate(zip(r.columns.scenario, r.columns.shock,
+                                                  strict=True)):
+            s = shock_label(float(shock))
+            for model, accounts, repaid, seized, bonus_paid, bad in (
+                    ("static", r.static_accounts, r.static_repaid, r.static_seized,
+                     r.static_bonus, r.static_bad_debt),
+                    ("cascade", r.accounts, r.repaid, r.seized, r.bonus, r.bad_debt)):
+                labels = (*base, scenario, s, model)
+                m.cascade_accounts.labels(*labels).set(int(accounts[k]))
+                m.cascade_liquidated_debt.labels(*labels).set(float(repaid[k]))
+                m.cascade_seized.labels(*labels).set(float(seized[k]))
+                m.cascade_bonus.labels(*labels).set(float(bonus_paid[k]))
+                m.cascade_bad_debt.labels(*labels).set(float(bad[k]))
+                if self.fund_usd is not None:
+                    ratio = self.fund_usd / float(bad[k]) if bad[k] > 0 else math.inf
+                    m.cascade_fund_coverage.labels(*labels).set(ratio)
+            labels4 = (*base, scenario, s)
+            m.cascade_amplification.labels(*labels4).set(float(r.amplification[k]))
+            m.cascade_final_drop.labels(*labels4).set(float(r.final_drop[k]))
+            m.cascade_rounds.labels(*labels4).set(int(r.rounds[k]))
+            m.cascade_depth_coverage.labels(*labels4).set(float(coverage[k].min()))
+            m.cascade_toxic_debt.labels(*labels4, "without").set(float(r.toxic_debt[k]))
+            m.cascade_toxic_debt.labels(*labels4, "with").set(
+                float(r.toxic_debt_with_slippage[k]))
+        for scenario in dict.fromkeys(r.columns.scenario):
+            critical = r.critical_shock(scenario, self.config.min_liquidation_usd)
+            m.cascade_critical_shock.labels(*base, scenario).set(
+                math.nan if critical is None else critical)
+        m.cascade_block.labels(*base).set(self.last_block)
+
+    def _alert(self, r: CascadeResult, block: int) -> None:
+        if self.alerts is None or self.alerts_config is None:
+            return
+        rule = self.alerts_config.rules.cascade
+        route = self.alerts_config.route_for("cascade")
+        if not rule.enabled or route is None:
+            return
+        # The grid shock closest to the rule's, the worst scenario at it.
+        shocks = r.columns.shock
+        target = shocks[int(np.argmin(np.abs(shocks - rule.shock)))]
+        at = np.flatnonzero(shocks == target)
+        worst = int(at[np.argmax(r.bad_debt[at])])
+        bad = float(r.bad_debt[worst])
+        scenario = r.columns.scenario[worst]
+        levels = Levels(rule.warn_bad_debt_usd, rule.critical_bad_debt_usd, "above")
+        labels = {"chain": self.chain, "protocol": self.protocol}
+        told = self.alerts._told(fingerprint("cascade_risk", labels))
+        severity = classify(bad, levels, told.severity if told else None)
+        fund = "" if self.fund_usd is None else (
+            f"; the fund (${self.fund_usd:,.0f}) covers "
+            f"{self.fund_usd / bad:.0%}" if bad > 0 else "")
+        self.alerts.observe([Condition(
+            "cascade_risk", route, labels, severity, bad, levels,
+            self.alerts._repeat(route),
+            summary=f"a {target:.0%} drop of {scenario} would leave ${bad:,.0f} of bad debt on "
+                    f"{self.protocol} after a {int(r.rounds[worst])}-round cascade (final drop "
+                    f"{float(r.final_drop[worst]):.1%}){fund}",
+            resolved_summary=f"bad debt at a {target:.0%} drop on {self.protocol} is back to "
+                             f"${bad:,.0f}",
+            action="Review the largest positions in that asset and the depth assumptions; "
+                   "consider lower caps or higher thresholds for it.",
+            details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),
+                     "amplification": round(float(r.amplification[worst]), 4),
+                     "fund_usd": self.fund_usd})], self.chain, block)
