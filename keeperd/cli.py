@@ -5,6 +5,7 @@
     keeperd status --config PATH         what the daemon is doing, from its state directory
     keeperd check-config PATH            validate a config, then check it against the chains
     keeperd breaker trip|reset|list      pause or resume liquidations on an asset by hand
+    keeperd simulate --config PATH --shock WETH=-30%   the cascade of a shock, and a chart
     keeperd silence add|list|expire      mute matching alerts for a while
     keeperd alerts list|retry|test       firing alerts and the outbox; requeue dead; test a route
     keeperd config-schema                the config's JSON Schema (for editors)
@@ -260,6 +261,26 @@ def _alerts_test(config: Config, route_name: str | None) -> int:
     return EXIT_OK if asyncio.run(run()) else EXIT_FAILURE
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from keeperd.simulate import ShockError, chart, parse_shock, round_table, simulate, summary
+
+    config = load_config(args.config)
+    configure_logging("warning", "console")
+    try:
+        shocks = dict(parse_shock(s) for s in args.shock)
+        sim = asyncio.run(simulate(config, shocks, args.protocol))
+    except ShockError as exc:
+        print(f"keeperd: --shock {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(summary(sim))
+    print()
+    print(round_table(sim))
+    name = "-".join(f"{a}{round(d * 100)}" for a, d in shocks.items())
+    png = args.png or Path(f"keeperd-simulate-{name}.png")
+    print(f"\nchart: {chart(sim, png)}")
+    return EXIT_OK
+
+
 def _cmd_config_schema(_: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
@@ -370,6 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--reason", default="operator")
     p.set_defaults(func=_cmd_breaker)
+
+    p = sub.add_parser("simulate", help="a price shock on today's book: the cascade round by "
+                       "round, and a chart")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--shock", action="append", required=True,
+                   help="ASSET=-30%% (repeatable: several assets fall together)")
+    p.add_argument("--protocol", help="which protocol (default: the first)")
+    p.add_argument("--png", type=Path, help="where to draw the chart "
+                   "(default: keeperd-simulate-<shock>.png)")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("silence", help="mute alerts that match labels, for a while")
     p.add_argument("action", choices=("add", "list", "expire"))

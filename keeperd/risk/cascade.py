@@ -139,7 +139,8 @@ class CascadeResult:
     toxic_debt: F64
     toxic_debt_with_slippage: F64
     total_debt: float
-    per_round: list[dict[str, F64]] = field(default_factory=list)  # accounts, repaid, seized
+    # per round: accounts, repaid, seized (K,) and the prices it ran at, multiplier (K, A)
+    per_round: list[dict[str, F64]] = field(default_factory=list)
 
     @property
     def final_drop(self) -> F64:
@@ -224,7 +225,8 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
     acc, rep, by_asset, bad0 = one_round(mult, active, True)
     sei = by_asset.sum(axis=1)
     static = (acc.astype(np.int64), rep, sei, sei - rep, bad0)
-    per_round = [{"accounts": acc, "repaid": rep, "seized": sei}]
+    per_round = [{"accounts": acc, "repaid": rep, "seized": sei,
+                  "multiplier": columns.multiplier.copy()}]
     tot_acc, tot_rep, tot_sei = acc.copy(), rep.copy(), sei.copy()
     tot_by_asset = by_asset.copy()
     tokens = by_asset / (p.prices[None, :] * mult)
@@ -245,7 +247,8 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
         sei = by_asset.sum(axis=1)
         round_acc, round_rep, round_sei = np.zeros(K), np.zeros(K), np.zeros(K)
         round_acc[active], round_rep[active], round_sei[active] = acc, rep, sei
-        per_round.append({"accounts": round_acc, "repaid": round_rep, "seized": round_sei})
+        per_round.append({"accounts": round_acc, "repaid": round_rep, "seized": round_sei,
+                          "multiplier": columns.multiplier * impact})
         rounds[active] += (acc > 0)
         tot_acc += round_acc
         tot_rep += round_rep

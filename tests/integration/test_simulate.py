@@ -1,0 +1,52 @@
+"""`keeperd simulate` on the devnet: the round-by-round table, the outcome and the chart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keeperd.devnet.handle import Devnet
+from keeperd.simulate import ShockError, parse_shock
+from tests.integration.test_daemon import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parse_shock() -> None:
+    assert parse_shock("WETH=-30%") == ("WETH", pytest.approx(0.30))
+    assert parse_shock("WBTC=-0.25") == ("WBTC", pytest.approx(0.25))
+    assert parse_shock(" DAI = 5% ") == ("DAI", pytest.approx(0.05))
+    for bad in ("WETH", "WETH=-130%", "WETH=0", "=-3%"):
+        with pytest.raises(ShockError):
+            parse_shock(bad)
+
+
+def test_simulate_prints_rounds_and_draws_the_chart(devnet: Devnet, tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    data = yaml.safe_load(config.read_text())
+    data["risk"] = {"cascade": {"insurance_fund": {"usd": 250_000}, "depth": {
+        "WETH": {"kind": "uniswap_v3",
+                 "pool": devnet.manifest["uniswap_v3"]["pools"]["WETH/USDC"]}}}}
+    config.write_text(yaml.safe_dump(data))
+    png = tmp_path / "chart.png"
+    run = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config", str(config),
+                          "--shock", "WETH=-30%", "--png", str(png)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "shock: WETH -30.0%" in out and "static (the shock alone)" in out
+    assert "amplification" in out and "insurance fund $250,000" in out
+    table = [line.split() for line in out.splitlines() if line.strip().startswith(("0 ", "1 "))]
+    assert table and table[0][0] == "0"
+    price_now = devnet.price("WETH")
+    assert float(table[0][1].replace(",", "")) == pytest.approx(price_now * 0.7, rel=1e-6)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    bad = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config", str(config),
+                          "--shock", "XYZ=-30%"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and "unknown asset" in bad.stderr and "WETH" in bad.stderr
