@@ -8,7 +8,9 @@
    liquidations, and the next block includes them; the journal and the balances show it;
 5. shows the alerts a webhook receiver got (signatures verified): the watchlist of the riskiest
    borrowers warned and escalated, watched positions liquidated, the keeper's liquidations;
-6. shows the metrics Prometheus would scrape.
+6. shows the cascade-risk figures of the book after the crash: what a further 10-30 % drop
+   would liquidate, with and without the price impact of the liquidations' selling;
+7. shows the metrics Prometheus would scrape.
 It stops everything it started on the way out.
 """
 
@@ -142,6 +144,25 @@ class Receiver:
             print(f"  ... and {len(people) - 12} more about watched positions")
 
 
+def show_cascade(daemon: Daemon) -> None:
+    for name, monitor in daemon.cascades.items():
+        r = monitor.last
+        if r is None:
+            print(f"{name}: no cascade figures yet")
+            continue
+        print(f"{name} at block {monitor.last_block} (the Uniswap V3 pools of the devnet are "
+              "thin, so the cascades are steep):")
+        print(f"  {'scenario':8} {'shock':>6} {'static repaid':>15} {'cascade repaid':>15} "
+              f"{'bad debt':>13} {'final drop':>10} {'ampl.':>6} {'rounds':>6}")
+        for k, (scenario, shock) in enumerate(zip(r.columns.scenario, r.columns.shock,
+                                                  strict=True)):
+            if scenario in ("WETH", "joint") and round(float(shock), 3) in (0.1, 0.2, 0.3):
+                print(f"  {scenario:8} {shock:>6.0%} {r.static_repaid[k]:>15,.0f} "
+                      f"{r.repaid[k]:>15,.0f} {r.bad_debt[k]:>13,.0f} "
+                      f"{r.final_drop[k]:>10.1%} {r.amplification[k]:>6.2f} "
+                      f"{int(r.rounds[k]):>6}")
+
+
 def riskiest(devnet: Devnet, n: int) -> list[str]:
     """The n borrowers closest to liquidation, not yet liquidatable (the pool's own health)."""
     healths = []
@@ -191,7 +212,10 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
 
         # Watch the ten riskiest borrowers, as their holders would.
         watched = riskiest(devnet, 10)
-        config = config.model_copy(update={"alerts": AlertsConfig.model_validate({
+        # Every block's cascade figures (the default throttle is 5 s; the demo is quicker).
+        risk = config.risk.model_copy(update={"cascade": config.risk.cascade.model_copy(
+            update={"min_interval_s": 0.0})})
+        config = config.model_copy(update={"risk": risk, "alerts": AlertsConfig.model_validate({
             **config.alerts.model_dump(), "watchlists": [WatchlistConfig(
                 name="holders", accounts=watched, warn=1.2, critical=1.05,
                 route="ops").model_dump()]})})
@@ -234,6 +258,9 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             banner("alerts the webhook receiver got")
             await asyncio.sleep(1.0)  # the outbox delivers in the background
             receiver.show()
+
+            banner("cascade risk now: what further drops would liquidate (USD)")
+            show_cascade(daemon)
 
             banner(f"metrics on http://127.0.0.1:{metrics_port}/metrics (excerpt)")
             await asyncio.to_thread(show_metrics, metrics_port)  # the server is on this loop
