@@ -31,7 +31,7 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
             if not any(c.status == "ok" for c in checks):
                 continue  # nothing to ask about contracts
             for pi, proto in enumerate(config.protocols):
-                if proto.chain != chain.name:
+                if getattr(proto, "chain", None) != chain.name:
                     continue
                 for field in ("addresses_provider", "pool", "oracle", "data_provider"):
                     address = getattr(proto, field, None)

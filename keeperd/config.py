@@ -165,7 +165,55 @@ class AaveV3Config(_Model):
         "no block arrives.")
 
 
-ProtocolConfig = Annotated[AaveV3Config, Field(discriminator="kind")]
+class _PerpVenueConfig(_Model):
+    """A perpetual-futures venue watched over its public API (monitor and alert only: the
+    venue's own engine liquidates)."""
+
+    poll_interval_s: float = Field(default=10.0, gt=0, le=3600,
+                                   description="Seconds between reads of the accounts.")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    rate_limit: float = Field(default=5.0, gt=0, description="Requests per second at most.")
+
+    @property
+    def chain(self) -> None:
+        return None  # off-chain venues: no entry under `chains`
+
+
+class HyperliquidConfig(_PerpVenueConfig):
+    kind: Literal["hyperliquid"]
+    name: Name = "hyperliquid"
+    api_url: HttpUrl = "https://api.hyperliquid.xyz"
+    accounts: list[Address] = Field(min_length=1, description="Accounts to watch.")
+    liquidation_rule: Literal["current", "fixed-maintenance"] = Field(
+        default="current", description="How the liquidation price treats the position's own "
+        "maintenance margin: `current` (it moves with the price, as Hyperliquid documents "
+        "today) or `fixed-maintenance` (held at its current value: the 2023 rule, which "
+        "reproduces the venue's own figures in recorded answers of that time).")
+
+
+class DydxV4Config(_PerpVenueConfig):
+    kind: Literal["dydx_v4"]
+    name: Name = "dydx"
+    indexer_url: HttpUrl = "https://indexer.dydx.trade"
+    accounts: list[str] = Field(
+        min_length=1, description="dYdX addresses with a subaccount number: "
+        "`dydx1...` (subaccount 0) or `dydx1.../2`.")
+
+    @field_validator("accounts")
+    @classmethod
+    def _dydx(cls, value: list[str]) -> list[str]:
+        for a in value:
+            address = a.split("/", 1)[0]
+            if not re.fullmatch(r"dydx1[02-9ac-hj-np-z]{38}", address):
+                raise ValueError(f"{a!r} is not a dYdX address (dydx1 + 38 bech32 characters, "
+                                 "optionally /subaccount)")
+        return value
+
+
+ProtocolConfig = Annotated[AaveV3Config | HyperliquidConfig | DydxV4Config,
+                           Field(discriminator="kind")]
+PERP_KINDS = ("hyperliquid", "dydx_v4")
 
 
 # --- keeper ---------------------------------------------------------------------------------
@@ -348,11 +396,25 @@ class RouteConfig(_Model):
         default=4 * 3600, gt=0, description="Re-send an alert that keeps firing this often.")
 
 
+def _watched_account(value: str) -> str:
+    """An EVM address (checksummed) or a dYdX address (dydx1..., optionally /subaccount)."""
+    if isinstance(value, str) and value.startswith("dydx1"):
+        if not re.fullmatch(r"dydx1[02-9ac-hj-np-z]{38}(/\d+)?", value):
+            raise ValueError(f"{value!r} is not a dYdX address (dydx1 + 38 bech32 characters, "
+                             "optionally /subaccount)")
+        return value
+    return _checksum(value)
+
+
+WatchedAccount = Annotated[str, AfterValidator(_watched_account)]
+
+
 class WatchlistConfig(_Model):
-    """Accounts someone cares about, with their own thresholds and route."""
+    """Accounts someone cares about, with their own thresholds and route. Perp accounts are
+    watched the same way: their health is equity / maintenance margin."""
 
     name: Name
-    accounts: list[Address] = Field(min_length=1)
+    accounts: list[WatchedAccount] = Field(min_length=1)
     warn: float = Field(default=1.2, gt=0, description="Health factor that fires a warning.")
     critical: float = Field(default=1.05, gt=0, description="Health factor that escalates.")
     route: Name
@@ -660,6 +722,15 @@ class Config(_Model):
             raise ValueError(f"protocol names must be unique; repeated: {sorted(dupes)}")
         return self
 
+    @property
+    def lending(self) -> list[AaveV3Config]:
+        """The on-chain lending protocols (keeperd reads, evaluates and liquidates them)."""
+        return [p for p in self.protocols if isinstance(p, AaveV3Config)]
+
+    @property
+    def perp_venues(self) -> list[HyperliquidConfig | DydxV4Config]:
+        return [p for p in self.protocols if isinstance(p, HyperliquidConfig | DydxV4Config)]
+
     def chain(self, name: str) -> ChainConfig:
         for c in self.chains:
             if c.name == name:
@@ -814,7 +885,7 @@ def _reference_issues(config: Config) -> list[ConfigIssue]:
         ConfigIssue(f"protocols[{i}].chain", f"no chain named {p.chain!r}",
                     f"use one of {names} or add a chain with that name under `chains`")
         for i, p in enumerate(config.protocols)
-        if p.chain not in names
+        if p.chain is not None and p.chain not in names
     ]
 
 

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.monitor import OracleMonitor
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.store import Store
@@ -74,6 +76,7 @@ class Daemon:
         self.config_path = config_path
         self.alerts: AlertEngine | None = None
         self.cascades: dict[str, CascadeMonitor] = {}
+        self.perps: dict[str, PerpMonitor] = {}
         self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
@@ -167,7 +170,7 @@ class Daemon:
             key = self._load_key()
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
-            for proto in self.config.protocols:
+            for proto in self.config.lending:
                 rt = self.chains[proto.chain]
                 adapter = AaveV3Adapter(proto, rt.config, rt.pool, self.store, self.metrics)
                 await adapter.start()
@@ -200,6 +203,13 @@ class Daemon:
                 scheduler.add_job(self._index_catch_up, "interval", args=[rt, adapter],
                                   seconds=proto.index_interval, max_instances=1, coalesce=True,
                                   id=f"{proto.name}:index")
+            for venue in self.config.perp_venues:
+                perp = PerpMonitor(venue, self.metrics, self.alerts)
+                stack.push_async_callback(perp.close)
+                self.perps[venue.name] = perp
+                scheduler.add_job(perp.poll, "interval", seconds=venue.poll_interval_s,
+                                  max_instances=1, coalesce=True, id=f"{venue.name}:poll",
+                                  next_run_time=datetime.now(UTC))
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
             if self.config.metrics.enabled:

@@ -298,6 +298,21 @@ class Metrics:
             "keeperd_cascade_duration_seconds", "Time to compute every scenario.",
             ["chain", "protocol"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                             5, 10), registry=r)
+        # --- perpetual venues (watched accounts only: a venue's whole book is not public) ---
+        self.perp_accounts_below = Gauge(
+            "keeperd_perp_accounts_below", "Watched perp accounts whose health (equity / "
+            "maintenance margin) is below each level.", ["venue", "below"], registry=r)
+        self.perp_notional = Gauge(
+            "keeperd_perp_notional_usd", "Open notional of the watched accounts, by coin.",
+            ["venue", "coin"], registry=r)
+        self.perp_liquidated_notional = Gauge(
+            "keeperd_perp_liquidated_notional_usd", "Open interest of the watched accounts "
+            "liquidated if the coin moves by `move` (a fraction; negative: down), the other "
+            "marks unchanged (cross margin takes the whole account).",
+            ["venue", "coin", "move"], registry=r)
+        self.perp_polls = Counter(
+            "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome.",
+            ["venue", "outcome"], registry=r)
         # --- alerting ---
         self.alerts = Counter(
             "keeperd_alerts_total", "Alert notifications decided, by rule and kind (firing, "

@@ -4,14 +4,16 @@ accounts sorted by health (a table, or JSON with --json)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from keeperd.chain.connect import make_pool
-from keeperd.config import Config
+from keeperd.config import Config, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.base import AccountRow
+from keeperd.protocols.perps.margin import PerpAccount
 from keeperd.store import Store
 
 
@@ -21,7 +23,7 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
     rows: list[AccountRow] = []
     try:
         for chain in config.chains:
-            selected = [p for p in config.protocols if p.chain == chain.name
+            selected = [p for p in config.lending if p.chain == chain.name
                         and (not protocols or p.name in protocols)]
             if not selected:
                 continue
@@ -33,9 +35,42 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
                     await adapter.discover(head)
                     book = await adapter.snapshot(sorted(adapter.accounts), head)
                     rows += adapter.rows(book, adapter.evaluate(book))
+        venues = [v for v in config.perp_venues if not protocols or v.name in protocols]
+        if venues:
+            rows += await perp_rows(venues)
     finally:
         store.close()
     return sort_rows(rows)
+
+
+async def perp_rows(venues: Sequence[HyperliquidConfig | DydxV4Config]) -> list[AccountRow]:
+    """Perp accounts as scan rows: health is equity / maintenance margin (below 1: the venue
+    liquidates), the JSON adds margin_ratio and the positions with liquidation prices."""
+    import aiohttp
+
+    from keeperd.protocols.perps.venues import fetch_accounts, maintenance_moves
+
+    rows: list[AccountRow] = []
+    async with aiohttp.ClientSession() as session:
+        for venue in venues:
+            for account in await fetch_accounts(venue, session):
+                rows.append(perp_row(account, maintenance_moves(venue)))
+    return rows
+
+
+def perp_row(account: PerpAccount, moves: bool) -> AccountRow:
+    data = account.to_json(maintenance_moves=moves)
+    distances = [p["distance_to_liquidation"] for p in data["positions"]  # type: ignore[attr-defined]
+                 if p["distance_to_liquidation"] is not None]
+    largest = max(account.positions, key=lambda p: p.notional, default=None)
+    return AccountRow(
+        protocol=account.venue, account=account.account,
+        health_factor=None if math.isinf(account.health) else account.health,
+        collateral_usd=account.account_value, debt_usd=account.notional,
+        liquidation_threshold=None,
+        main_collateral=largest.coin if largest else None,
+        drop_to_liquidation=min(distances) if distances else None,
+        extra=data)
 
 
 def sort_rows(rows: list[AccountRow]) -> list[AccountRow]:

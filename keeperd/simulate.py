@@ -84,10 +84,10 @@ def columns_for(assets: tuple[str, ...], shocks: dict[str, float], grid: list[fl
 async def simulate(config: Config, shocks: dict[str, float], protocol: str | None = None
                    ) -> Simulation:
     metrics = Metrics()
-    candidates = [p for p in config.protocols if protocol in (None, p.name)]
+    candidates = [p for p in config.lending if protocol in (None, p.name)]
     if not candidates:
         raise ShockError(f"no protocol {protocol!r} in the config "
-                         f"({[p.name for p in config.protocols]})")
+                         f"({[p.name for p in config.lending]})")
     proto = candidates[0]
     chain = config.chain(proto.chain)
     store = Store.in_state_dir(config.state_dir)

@@ -259,6 +259,58 @@ class AlertEngine:
         self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
                          "SET block = excluded.block", (cursor, result.block))
 
+    def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
+                         ) -> None:
+        """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
+        conditions: list[Condition] = []
+        for account in accounts:
+            lists = self.watched.get(account.account.lower(), [])
+            if not lists:
+                continue
+            health = float(account.health)
+            positions = sorted(account.positions, key=lambda p: -p.notional)
+            details = {
+                "health_factor": None if not np.isfinite(health) else round(health, 6),
+                "margin_ratio": None if not np.isfinite(health) or health == 0
+                else round(1 / health, 6),
+                "collateral_usd": round(account.account_value, 2),
+                "debt_usd": round(account.notional, 2),
+                "maintenance_margin_usd": round(account.maintenance_margin, 2),
+                "positions": [{"coin": p.coin, "size": p.size, "mark_price": p.mark_price,
+                               "liquidation_price": account.liquidation_price(
+                                   p, maintenance_moves=maintenance_moves)}
+                              for p in positions[:5]],
+            }
+            for w in lists:
+                if w.protocols is not None and venue not in w.protocols:
+                    continue
+                levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
+                labels = {"protocol": venue, "account": self.checksummed[account.account
+                                                                         .lower()],
+                          "watchlist": w.name}
+                told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
+                severity = None if not np.isfinite(health) else classify(
+                    health, levels, told.severity if told else None)
+                limit = w.critical if severity == "critical" else w.warn
+                hf = "∞" if not np.isfinite(health) else f"{health:.4f}"
+                near = ", ".join(f"{p['coin']} liquidated at {p['liquidation_price']:,.4g}"
+                                 for p in details["positions"]
+                                 if p["liquidation_price"] is not None)
+                conditions.append(Condition(
+                    "position_health", w.route, labels, severity,
+                    None if not np.isfinite(health) else health, levels, self._repeat(w.route),
+                    summary=f"{w.name}: {account.account} on {venue} has margin health {hf} "
+                            f"(equity / maintenance), below "
+                            f"{'critical' if severity == 'critical' else 'warn'} {limit}"
+                            + (f"; {near}" if near else ""),
+                    resolved_summary=f"{w.name}: {account.account} on {venue} recovered: "
+                                     f"margin health {hf}",
+                    action="Add margin or reduce the position: at health 1.0 the venue "
+                           "liquidates it.",
+                    details=details))
+        self._evaluate(conditions, None, None)
+        self.commit()
+
     def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
         rule = self.config.rules.oracle
         route = self.config.route_for("oracle")

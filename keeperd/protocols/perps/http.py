@@ -1,0 +1,70 @@
+"""A small JSON-over-HTTP client for venue APIs: a request budget per second, retries with
+backoff and jitter on transport errors, timeouts, 429 and 5xx; other answers are errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from keeperd import __version__
+from keeperd.chain.rpc import redact_url
+
+
+class VenueError(Exception):
+    """The venue did not answer usefully; the message says what it said."""
+
+
+class VenueClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, rate_limit: float,
+                 max_attempts: int, timeout_s: float) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.interval = 1.0 / rate_limit
+        self.max_attempts = max_attempts
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._next_slot = 0.0
+        self._lock = asyncio.Lock()
+        self.requests = 0
+
+    async def _slot(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.max_attempts):
+            await self._slot()
+            self.requests += 1
+            try:
+                async with self.session.request(
+                        method, url, json=body, timeout=self.timeout,
+                        headers={"User-Agent": f"keeperd/{__version__}"}) as resp:
+                    text = await resp.text()
+                    if resp.status == 200:
+                        try:
+                            return await resp.json(content_type=None)
+                        except ValueError:
+                            raise VenueError(f"{redact_url(url)}: not JSON: {text[:200]}") \
+                                from None
+                    last = f"HTTP {resp.status}: {text[:200]}"
+                    if resp.status != 429 and resp.status < 500:
+                        raise VenueError(f"{redact_url(url)}: {last}")
+                    retry_after = resp.headers.get("Retry-After")
+                    delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                delay = None
+            if attempt + 1 < self.max_attempts:
+                await asyncio.sleep(delay if delay is not None
+                                    else min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+        raise VenueError(f"{redact_url(url)}: gave up after {self.max_attempts} attempts; "
+                         f"last: {last}")

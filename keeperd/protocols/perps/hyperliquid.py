@@ -1,0 +1,124 @@
+"""Hyperliquid through its public info API (POST /info).
+
+- `meta`: the universe (coin, szDecimals, maxLeverage) and, where the venue publishes them,
+  margin tables (tiers of max leverage by notional);
+- `metaAndAssetCtxs`: the same plus each coin's mark and oracle price, hourly funding rate and
+  open interest (optional: without it, marks come from the positions' own valuation and
+  funding is unknown);
+- `clearinghouseState` per watched user: positions (signed size `szi`, entry, value,
+  unrealised PnL, leverage type, margin used, the venue's own liquidation price) and the
+  account's margin summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from keeperd.protocols.perps.http import VenueClient, VenueError
+from keeperd.protocols.perps.margin import (
+    MarginTier,
+    PerpAccount,
+    PerpPosition,
+    maintenance_fraction,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Market:
+    def __init__(self, name: str, max_leverage: float, tiers: list[MarginTier],
+                 mark: float | None = None, oracle: float | None = None,
+                 funding_hourly: float | None = None, open_interest: float | None = None
+                 ) -> None:
+        self.name, self.max_leverage, self.tiers = name, max_leverage, tiers
+        self.mark, self.oracle = mark, oracle
+        self.funding_hourly, self.open_interest = funding_hourly, open_interest
+
+
+def parse_meta(meta: dict[str, Any], contexts: Sequence[dict[str, Any]] | None = None
+               ) -> dict[str, Market]:
+    tables: dict[int, list[MarginTier]] = {}
+    for entry in meta.get("marginTables", []) or []:
+        table_id, table = entry[0], entry[1]
+        tables[int(table_id)] = [MarginTier(float(t["lowerBound"]), float(t["maxLeverage"]))
+                                 for t in table.get("marginTiers", [])]
+    markets: dict[str, Market] = {}
+    for i, coin in enumerate(meta.get("universe", [])):
+        max_lev = float(coin["maxLeverage"])
+        tiers = tables.get(int(coin.get("marginTableId", -1)), []) or [MarginTier(0.0, max_lev)]
+        market = Market(coin["name"], max_lev, tiers)
+        if contexts is not None and i < len(contexts):
+            ctx = contexts[i]
+            market.mark = _float(ctx.get("markPx"))
+            market.oracle = _float(ctx.get("oraclePx"))
+            market.funding_hourly = _float(ctx.get("funding"))
+            market.open_interest = _float(ctx.get("openInterest"))
+        markets[coin["name"]] = market
+    return markets
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_account(user: str, state: dict[str, Any], markets: dict[str, Market],
+                  venue: str = "hyperliquid") -> PerpAccount:
+    positions = []
+    for entry in state.get("assetPositions", []):
+        p = entry["position"]
+        size = float(p["szi"])
+        if size == 0:
+            continue
+        coin = p["coin"]
+        market = markets.get(coin) or Market(coin, float(p["leverage"].get("value", 20)),
+                                             [MarginTier(0.0, float(p["leverage"].get("value",
+                                                                                    20)))])
+        value = float(p["positionValue"])
+        mark = market.mark or value / abs(size)  # the venue's own valuation of the position
+        mode = p["leverage"]["type"]
+        positions.append(PerpPosition(
+            coin=coin, size=size, entry_price=float(p["entryPx"]), mark_price=mark,
+            unrealized_pnl=float(p["unrealizedPnl"]), margin_mode=mode,
+            leverage=float(p["leverage"].get("value", 0)) or None,
+            maintenance_fraction=maintenance_fraction(market.tiers, abs(size) * mark),
+            isolated_margin=float(p["marginUsed"]) - float(p["unrealizedPnl"])
+            if mode == "isolated" else None,
+            funding_rate_hourly=market.funding_hourly,
+            venue_liquidation_price=_float(p.get("liquidationPx"))))
+    summary = state.get("crossMarginSummary") or state.get("marginSummary") or {}
+    return PerpAccount(venue, user, float(summary.get("accountValue", 0.0)), tuple(positions),
+                       extra={"withdrawable_usd": _float(state.get("withdrawable"))})
+
+
+class HyperliquidClient:
+    def __init__(self, client: VenueClient, venue: str = "hyperliquid") -> None:
+        self.client = client
+        self.venue = venue
+        self._contexts_available = True
+
+    async def markets(self) -> dict[str, Market]:
+        if self._contexts_available:
+            try:
+                meta, contexts = await self.client.request("POST", "/info",
+                                                           {"type": "metaAndAssetCtxs"})
+                return parse_meta(meta, contexts)
+            except (VenueError, ValueError, TypeError) as exc:
+                # Marks then come from the positions' own valuation; funding is unknown.
+                self._contexts_available = False
+                log.warning("perps.asset_contexts_unavailable", venue=self.venue,
+                            error=str(exc))
+        return parse_meta(await self.client.request("POST", "/info", {"type": "meta"}))
+
+    async def accounts(self, users: Sequence[str]) -> list[PerpAccount]:
+        markets = await self.markets()
+        states = await asyncio.gather(*(self.client.request(
+            "POST", "/info", {"type": "clearinghouseState", "user": u.lower()}) for u in users))
+        return [parse_account(u, s, markets, self.venue)
+                for u, s in zip(users, states, strict=True)]

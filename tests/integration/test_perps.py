@@ -1,0 +1,167 @@
+"""Perp venues end to end: Hyperliquid served from its recorded answers, dYdX v4 from its
+documented format; `keeperd scan` shows them beside the devnet's Aave V3 accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from keeperd.config import parse_config
+from keeperd.devnet.handle import Devnet
+from keeperd.protocols.perps.http import VenueClient, VenueError
+from keeperd.protocols.perps.venues import fetch_accounts
+from tests.conftest import serve
+from tests.venue_fakes import HL_USER, dydx_app, hyperliquid_app
+
+ROOT = Path(__file__).resolve().parents[2]
+DYDX_ADDRESS = "dydx1" + "q" * 38
+
+# dYdX v4 indexer answers in the documented shape (no recording exists here; values made up).
+DYDX_MARKETS = {"BTC-USD": {
+    "ticker": "BTC-USD", "status": "ACTIVE", "oraclePrice": "60000", "priceChange24H": "0",
+    "nextFundingRate": "0.00001", "initialMarginFraction": "0.05",
+    "maintenanceMarginFraction": "0.03", "openInterest": "100", "atomicResolution": -10}}
+DYDX_SUBACCOUNT = {
+    "address": DYDX_ADDRESS, "subaccountNumber": 0, "equity": "5000", "freeCollateral": "2000",
+    "marginEnabled": True, "assetPositions": {"USDC": {"size": "-55000", "symbol": "USDC",
+                                                       "side": "SHORT", "assetId": "0"}},
+    "openPerpetualPositions": {"BTC-USD": {
+        "market": "BTC-USD", "status": "OPEN", "side": "LONG", "size": "1", "maxSize": "1",
+        "entryPrice": "58000", "exitPrice": None, "realizedPnl": "0", "unrealizedPnl": "2000",
+        "createdAt": "2024-01-01T00:00:00.000Z", "createdAtHeight": "1", "sumOpen": "1",
+        "sumClose": "0", "netFunding": "0", "subaccountNumber": 0}}}
+
+
+async def test_venue_client_retries_rate_limits_and_gives_up_clearly() -> None:
+    calls: list[dict[str, Any]] = []
+    script = [lambda: web.Response(status=429, text="rate limited"),
+              lambda: web.Response(status=502, text="bad gateway")]
+    async with serve(hyperliquid_app(calls, script)) as url, aiohttp.ClientSession() as s:
+        client = VenueClient(s, url, rate_limit=50, max_attempts=4, timeout_s=5)
+        started = time.monotonic()
+        meta = await client.request("POST", "/info", {"type": "meta"})
+        assert meta["universe"][0]["name"] == "BTC" and len(calls) == 3
+        assert time.monotonic() - started >= 2 / 50  # the request budget spaced them
+        with pytest.raises(VenueError, match="HTTP 422"):
+            await client.request("POST", "/info", {"type": "nonsense"})
+        dead = VenueClient(s, "http://127.0.0.1:9", rate_limit=50, max_attempts=2,
+                           timeout_s=1)
+        with pytest.raises(VenueError, match="gave up after 2 attempts"):
+            await dead.request("POST", "/info", {"type": "meta"})
+
+
+async def test_accounts_from_both_venues() -> None:
+    async with serve(hyperliquid_app()) as hl, \
+            serve(dydx_app(DYDX_MARKETS, {(DYDX_ADDRESS, 0): DYDX_SUBACCOUNT})) as dy:
+        config = parse_config({
+            "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                    "rpc_urls": ["http://127.0.0.1:1"]}],
+            "protocols": [
+                {"kind": "hyperliquid", "api_url": hl, "rate_limit": 100,
+                 "accounts": [HL_USER, "0x" + "11" * 20],
+                 "liquidation_rule": "fixed-maintenance"},
+                {"kind": "dydx_v4", "indexer_url": dy, "accounts": [DYDX_ADDRESS]}]}, env={})
+        async with aiohttp.ClientSession() as session:
+            hl_accounts = await fetch_accounts(config.perp_venues[0], session)
+            dy_accounts = await fetch_accounts(config.perp_venues[1], session)
+    recorded, empty = hl_accounts
+    assert len(recorded.positions) == 12 and empty.positions == ()
+    [btc] = dy_accounts[0].positions
+    assert btc.size == 1.0 and btc.mark_price == 60000 and btc.maintenance_fraction == 0.03
+    account = dy_accounts[0]
+    assert account.health == pytest.approx(5000 / 1800)
+    # long 1 BTC: equity 5000, maintenance 1800 -> falls 3200 / (1 x 0.97) before liquidation
+    assert account.liquidation_price(btc) == pytest.approx(60000 - 3200 / 0.97)
+    assert btc.funding_per_hour == pytest.approx(0.6)
+
+
+def test_scan_shows_aave_and_hyperliquid_in_one_table(devnet: Devnet, tmp_path: Path) -> None:
+    async def run() -> subprocess.CompletedProcess[str]:
+        async with serve(hyperliquid_app()) as hl:
+            config = {
+                "state_dir": str(tmp_path / "state"),
+                "chains": [{"name": "devnet", "chain_id": 31337,
+                            "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0}],
+                "protocols": [
+                    {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                     "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+                    {"kind": "hyperliquid", "api_url": hl, "accounts": [HL_USER],
+                     "liquidation_rule": "fixed-maintenance"}],
+            }
+            path = tmp_path / "keeperd.yaml"
+            path.write_text(yaml.safe_dump(config))
+            return await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "keeperd", "scan", "--config",
+                                 str(path), "--once", "--json"],
+                cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    result = asyncio.run(run())
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["protocol"] for r in rows} == {"aave", "hyperliquid"}
+    [perp] = [r for r in rows if r["protocol"] == "hyperliquid"]
+    assert perp["account"].lower() == HL_USER
+    assert perp["margin_ratio"] == pytest.approx(34.34815334 / 1182.312496, rel=1e-8)
+    by_coin = {p["coin"]: p for p in perp["positions"]}
+    assert by_coin["BTC"]["size"] == -0.00785
+    assert by_coin["BTC"]["mark_price"] == pytest.approx(26961.2, rel=1e-6)
+    assert by_coin["BTC"]["liquidation_price"] == pytest.approx(173198.69592357, rel=1e-8)
+    assert by_coin["ETH"]["liquidation_price"] is None
+
+
+async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at_risk(
+        devnet: Devnet, tmp_path: Path) -> None:
+    from keeperd.daemon import Daemon
+    from keeperd.metrics import Metrics
+    from tests.alert_fakes import Recorder, webhook_app
+    from tests.conftest import metric_value
+
+    rec = Recorder()
+    async with serve(hyperliquid_app()) as hl, serve(webhook_app(rec)) as hook:
+        config = parse_config({
+            "state_dir": str(tmp_path / "state"),
+            "chains": [{"name": "devnet", "chain_id": 31337,
+                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                        "poll_interval": 0.2}],
+            "protocols": [{"kind": "hyperliquid", "api_url": hl, "accounts": [HL_USER],
+                           "poll_interval_s": 0.5, "liquidation_rule": "fixed-maintenance"}],
+            "alerts": {"routes": [{"name": "ops", "sinks": [
+                {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+                "watchlists": [{"name": "trader", "accounts": [HL_USER], "warn": 40.0,
+                                "critical": 35.0, "route": "ops"}]},
+            "metrics": {"enabled": False}}, env={})
+        metrics = Metrics()
+        daemon = Daemon(config, metrics=metrics)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            deadline = time.monotonic() + 20
+            while not [e for e in rec.accepted if e["body"]["rule"] == "position_health"]:
+                assert time.monotonic() < deadline, "no perp alert"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "position_health"]
+    assert alert["protocol"] == "hyperliquid" and alert["severity"] == "critical"
+    assert alert["account"].lower() == HL_USER
+    assert alert["health_factor"] == pytest.approx(1182.312496 / 34.34815334, rel=1e-6)
+    assert "APE liquidated at 12.58" in alert["summary"]  # the largest positions are named
+    # A 600 % rise of BTC would cross the short's liquidation price (173,199 from 26,961):
+    # not on the grid; DYDX's short liquidates at +400 %: neither. A 50 % move takes nothing.
+    assert metric_value(metrics, "keeperd_perp_liquidated_notional_usd",
+                        {"venue": "hyperliquid", "coin": "BTC", "move": "0.5"}) == 0.0
+    assert metric_value(metrics, "keeperd_perp_notional_usd",
+                        {"venue": "hyperliquid", "coin": "BTC"}) == pytest.approx(211.64542)
+    assert metric_value(metrics, "keeperd_perp_accounts_below",
+                        {"venue": "hyperliquid", "below": "1"}) == 0

@@ -1,0 +1,73 @@
+"""Local stand-ins for perp venues' public APIs.
+
+Hyperliquid `POST /info` answers only what was recorded from the real API
+(../shared/data/hyperliquid: clearinghouseState of one account, meta); other request types get
+the 422 the real endpoint gives a body it cannot deserialize. dYdX v4's indexer has no
+recording here: its answers are built in the tests from the documented response format and are
+labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+HL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyperliquid"
+HL_USER = "0x5e9ee1089755c3435139848e47e6635505d5a13a"
+EMPTY_STATE = {"assetPositions": [], "crossMarginSummary": {
+    "accountValue": "0.0", "totalMarginUsed": "0.0", "totalNtlPos": "0.0",
+    "totalRawUsd": "0.0"}, "marginSummary": {"accountValue": "0.0", "totalMarginUsed": "0.0",
+                                             "totalNtlPos": "0.0", "totalRawUsd": "0.0"},
+    "withdrawable": "0.0"}
+
+
+def recorded(name: str) -> Any:
+    return json.loads((HL_DATA / name).read_text())
+
+
+def hyperliquid_app(log: list[dict[str, Any]] | None = None,
+                    script: list[Callable[[], web.Response]] | None = None) -> web.Application:
+    state = recorded("clearinghouseState_2023-03-27.json")
+    meta = recorded("meta_2023-07-17.json")
+
+    async def info(request: web.Request) -> web.Response:
+        body = await request.json()
+        if log is not None:
+            log.append(body)
+        if script:
+            return script.pop(0)()
+        kind = body.get("type")
+        if kind == "meta":
+            return web.json_response(meta)
+        if kind == "clearinghouseState":
+            user = str(body.get("user", "")).lower()
+            return web.json_response(state if user == HL_USER else EMPTY_STATE)
+        return web.Response(status=422, text="Failed to deserialize the JSON body into the "
+                                             "target type")
+
+    app = web.Application()
+    app.router.add_post("/info", info)
+    return app
+
+
+def dydx_app(markets: dict[str, Any], subaccounts: dict[tuple[str, int], Any]
+             ) -> web.Application:
+    async def perpetual_markets(_: web.Request) -> web.Response:
+        return web.json_response({"markets": markets})
+
+    async def subaccount(request: web.Request) -> web.Response:
+        key = (request.match_info["address"], int(request.match_info["number"]))
+        if key not in subaccounts:
+            return web.json_response({"errors": [{"msg": "No subaccount found with address "
+                                                  f"{key[0]} and subaccountNumber {key[1]}"}]},
+                                     status=404)
+        return web.json_response({"subaccount": subaccounts[key]})
+
+    app = web.Application()
+    app.router.add_get("/v4/perpetualMarkets", perpetual_markets)
+    app.router.add_get("/v4/addresses/{address}/subaccountNumber/{number}", subaccount)
+    return app
