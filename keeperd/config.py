@@ -165,6 +165,19 @@ class AaveV3Config(_Model):
         "no block arrives.")
 
 
+class MorphoBlueConfig(_Model):
+    """Morpho Blue markets (one Morpho contract, the market ids to watch)."""
+
+    kind: Literal["morpho_blue"]
+    name: Name
+    chain: Name = Field(description="The `name` of an entry under `chains`.")
+    morpho: Address = Field(description="The Morpho Blue contract.")
+    markets: list[Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$")]] = Field(
+        min_length=1, description="Market ids (bytes32) to watch and liquidate.")
+    start_block: int = Field(default=0, ge=0, description="First block to index events from.")
+    index_interval: float = Field(default=60.0, gt=0)
+
+
 class _PerpVenueConfig(_Model):
     """A perpetual-futures venue watched over its public API (monitor and alert only: the
     venue's own engine liquidates)."""
@@ -211,7 +224,7 @@ class DydxV4Config(_PerpVenueConfig):
         return value
 
 
-ProtocolConfig = Annotated[AaveV3Config | HyperliquidConfig | DydxV4Config,
+ProtocolConfig = Annotated[AaveV3Config | MorphoBlueConfig | HyperliquidConfig | DydxV4Config,
                            Field(discriminator="kind")]
 PERP_KINDS = ("hyperliquid", "dydx_v4")
 
@@ -726,6 +739,10 @@ class Config(_Model):
     def lending(self) -> list[AaveV3Config]:
         """The on-chain lending protocols (keeperd reads, evaluates and liquidates them)."""
         return [p for p in self.protocols if isinstance(p, AaveV3Config)]
+
+    @property
+    def morpho(self) -> list[MorphoBlueConfig]:
+        return [p for p in self.protocols if isinstance(p, MorphoBlueConfig)]
 
     @property
     def perp_venues(self) -> list[HyperliquidConfig | DydxV4Config]:

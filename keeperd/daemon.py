@@ -33,6 +33,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, Config, ConfigError, load_config
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal
+from keeperd.execution.morpho import MorphoKeeper
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
@@ -41,6 +42,7 @@ from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.monitor import OracleMonitor
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
 from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
@@ -77,6 +79,7 @@ class Daemon:
         self.alerts: AlertEngine | None = None
         self.cascades: dict[str, CascadeMonitor] = {}
         self.perps: dict[str, PerpMonitor] = {}
+        self.morpho: dict[str, MorphoKeeper] = {}
         self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
@@ -203,6 +206,22 @@ class Daemon:
                 scheduler.add_job(self._index_catch_up, "interval", args=[rt, adapter],
                                   seconds=proto.index_interval, max_instances=1, coalesce=True,
                                   id=f"{proto.name}:index")
+            for blue in self.config.morpho:
+                rt = self.chains[blue.chain]
+                morpho = MorphoBlueAdapter(blue, rt.config, rt.pool, self.store, self.metrics)
+                await morpho.start()
+                tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
+                address = key.address if key is not None else self.config.keeper.address
+                keeper_m = MorphoKeeper(self.config.keeper, morpho, rt.pool, journal,
+                                        self.metrics, tx, address)
+                if self.alerts is not None:
+                    keeper_m.events = functools.partial(self.alerts.on_liquidation,
+                                                        chain=rt.config.name,
+                                                        protocol=morpho.name)
+                await keeper_m.start(int(await rt.pool.request("eth_blockNumber"), 16))
+                rt.blocks.subscribe(keeper_m.on_block_event)
+                rt.extra_tasks.append(keeper_m.run)
+                self.morpho[blue.name] = keeper_m
             for venue in self.config.perp_venues:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)
@@ -343,9 +362,12 @@ class Daemon:
         journaling and broadcasting) reach its end, within the stop budget."""
         for scanner in self.scanners.values():
             scanner.stopping = True
+        for keeper in self.morpho.values():
+            keeper.stopping = True
+        waits = [s.idle.wait() for s in self.scanners.values()]
+        waits += [k.idle.wait() for k in self.morpho.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*(s.idle.wait()
-                                                    for s in self.scanners.values())), limit_s)
+            await asyncio.wait_for(asyncio.gather(*waits), limit_s)
         except TimeoutError:
             log.warning("daemon.drain_timeout", seconds=limit_s,
                         note="in-flight work is journaled and resumes at the next start")
@@ -413,21 +435,7 @@ class Daemon:
                              key: KeeperKey | None, tx_managers: dict[str, TxManager],
                              stack: contextlib.AsyncExitStack, breaker: Breaker) -> Executor:
         keeper = self.config.keeper
-        tx: TxManager | None = None
-        if key is not None and keeper.mode == "liquidate":
-            tx = tx_managers.get(rt.config.name)
-            if tx is None:
-                private = None
-                if keeper.private_rpc_url:
-                    private = RpcPool.from_urls(f"{rt.config.name}-private",
-                                                [keeper.private_rpc_url], metrics=self.metrics)
-                    await stack.enter_async_context(private)
-                policy = FeePolicy.from_config(keeper)
-                tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
-                               policy=policy, private_pool=private,
-                               record=lambda r: None if r.key.startswith("approve:")
-                               else journal.record_tx(r))
-                tx_managers[rt.config.name] = tx
+        tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
         address = key.address if key is not None else keeper.address
         executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address,
                             breaker)
@@ -437,6 +445,29 @@ class Daemon:
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor
+
+    async def _tx_manager(self, rt: ChainRuntime, key: KeeperKey | None,
+                          tx_managers: dict[str, TxManager], stack: contextlib.AsyncExitStack,
+                          journal: Journal) -> TxManager | None:
+        """One transaction manager per chain (one nonce sequence per key), shared by every
+        protocol's executor on it."""
+        keeper = self.config.keeper
+        if key is None or keeper.mode != "liquidate":
+            return None
+        tx = tx_managers.get(rt.config.name)
+        if tx is None:
+            private = None
+            if keeper.private_rpc_url:
+                private = RpcPool.from_urls(f"{rt.config.name}-private",
+                                            [keeper.private_rpc_url], metrics=self.metrics)
+                await stack.enter_async_context(private)
+            policy = FeePolicy.from_config(keeper)
+            tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
+                           policy=policy, private_pool=private,
+                           record=lambda r: None if ":approve:" in r.key
+                           or r.key.startswith("approve:") else journal.record_tx(r))
+            tx_managers[rt.config.name] = tx
+        return tx
 
     async def _index_catch_up(self, rt: ChainRuntime, adapter: AaveV3Adapter) -> None:
         """Catch the index up even when no block arrives (a stalled head, a missed event)."""

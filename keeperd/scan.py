@@ -13,6 +13,7 @@ from keeperd.config import Config, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.base import AccountRow
+from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
 from keeperd.protocols.perps.margin import PerpAccount
 from keeperd.store import Store
 
@@ -25,7 +26,7 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
         for chain in config.chains:
             selected = [p for p in config.lending if p.chain == chain.name
                         and (not protocols or p.name in protocols)]
-            if not selected:
+            if not selected and not any(p.chain == chain.name for p in config.morpho):
                 continue
             async with make_pool(chain, metrics) as pool:
                 head = int(await pool.request("eth_blockNumber"), 16)
@@ -35,6 +36,12 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
                     await adapter.discover(head)
                     book = await adapter.snapshot(sorted(adapter.accounts), head)
                     rows += adapter.rows(book, adapter.evaluate(book))
+                for morpho in [p for p in config.morpho if p.chain == chain.name
+                               and (not protocols or p.name in protocols)]:
+                    blue = MorphoBlueAdapter(morpho, chain, pool, store, metrics)
+                    await blue.start()
+                    await blue.discover(head)
+                    rows += blue.rows(await blue.snapshot(sorted(blue.accounts), head))
         venues = [v for v in config.perp_venues if not protocols or v.name in protocols]
         if venues:
             rows += await perp_rows(venues)

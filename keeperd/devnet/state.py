@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.devnet import aave, paths, seed, uniswap
+from keeperd.devnet import aave, morpho, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
 
@@ -46,7 +46,7 @@ def _fingerprint() -> str:
     lock = paths.project_root() / "package-lock.json"
     if lock.is_file():
         h.update(lock.read_bytes())
-    for module in (aave, seed, uniswap):
+    for module in (aave, seed, uniswap, morpho):
         h.update(Path(module.__file__ or "").read_bytes())
     return h.hexdigest()[:16]
 
@@ -91,6 +91,7 @@ def _build(folder: Path, accounts: int, seed_value: int) -> None:
             plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value)
             seed.seed_market(client, market, plans)
             dex = uniswap.deploy_uniswap(client, market, prices)
+            blue = morpho.deploy_morpho(client, market, prices, seed_value=seed_value)
             block = client.block_number()
             dump = client.call("anvil_dumpState")
         finally:
@@ -108,6 +109,7 @@ def _build(folder: Path, accounts: int, seed_value: int) -> None:
         "prices_usd": prices,
         **market,
         **dex,
+        **blue,
         "borrowers": [
             {"address": p.address, "profile": p.profile, "emode": p.emode,
              "collateral": [s for s, _ in p.collateral], "debt": p.debt[0],

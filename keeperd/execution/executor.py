@@ -125,6 +125,8 @@ class Executor:
         from eth_account.typed_transactions import TypedTransaction
 
         for entry in self.journal.by_status(J.PENDING):
+            if entry.protocol != self.adapter.name:
+                continue  # another protocol's executor resumes its own
             records = self.journal.txs(entry.key)
             if not records:
                 self.journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
@@ -136,7 +138,8 @@ class Executor:
             log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce,
                      txs=len(records))
         # Settle at once what was mined while we were down.
-        for outcome in await self.tx.watch(head, lambda key: False) if self.tx.pending else []:
+        for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
+                        if self.tx.pending else []):
             await self._settle(outcome)
 
     async def _ensure_approvals(self, head: int) -> None:
@@ -387,8 +390,13 @@ class Executor:
     async def on_block(self, block: int) -> None:
         if self.tx is None or not self.tx.pending:
             return
-        for outcome in await self.tx.watch(block, self._still_wanted):
+        for outcome in await self.tx.watch(block, self._still_wanted, self._owns):
             await self._settle(outcome)
+
+    def _owns(self, key: str) -> bool:
+        """This executor's opportunities and its approvals (other protocols' executors share
+        the transaction manager)."""
+        return key.split(":", 1)[0] in (self.adapter.name, "approve")
 
     def _still_wanted(self, key: str) -> bool:
         entry = self.journal.get(key)

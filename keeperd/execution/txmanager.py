@@ -241,14 +241,17 @@ class TxManager:
         await self.sync_nonce()
         raise SendRefused(f"broadcast of {record.tx_hash} failed: {last}")
 
-    async def watch(self, block: int, still_wanted: Callable[[str], bool]) -> list[Outcome]:
-        """Once per block: settle included transactions, replace or cancel stuck ones."""
+    async def watch(self, block: int, still_wanted: Callable[[str], bool],
+                    owns: Callable[[str], bool] | None = None) -> list[Outcome]:
+        """Once per block: settle included transactions, replace or cancel stuck ones.
+        `owns`: the keys this caller settles (several executors share one key's nonces)."""
         outcomes: list[Outcome] = []
-        if not self.pending:
+        mine = [(k, p) for k, p in self.pending.items() if owns is None or owns(k)]
+        if not mine:
             return outcomes
         latest_nonce = int(await self.pool.request(
             "eth_getTransactionCount", [self.address, "latest"]), 16)
-        for key, p in list(self.pending.items()):
+        for key, p in mine:
             outcome = await self._settle(p, latest_nonce)
             if outcome is not None:
                 outcomes.append(outcome)

@@ -40,6 +40,10 @@ def test_devnet_yaml_points_at_the_deployed_market(devnet: Devnet) -> None:
     config = yaml.safe_load((ROOT / "config" / "devnet.yaml").read_text())
     assert config["protocols"][0]["addresses_provider"] == \
         devnet.manifest["aave_v3"]["addresses_provider"]
+    blue = devnet.manifest["morpho_blue"]
+    [morpho] = [p for p in config["protocols"] if p["kind"] == "morpho_blue"]
+    assert morpho["morpho"] == blue["morpho"]
+    assert morpho["markets"] == [m["id"] for m in blue["markets"].values()]
     pools = devnet.manifest["uniswap_v3"]["pools"]
     depth = config["risk"]["cascade"]["depth"]
     assert depth["WETH"]["pool"] == pools["WETH/USDC"]

@@ -85,7 +85,8 @@ async def test_accounts_from_both_venues() -> None:
     assert btc.funding_per_hour == pytest.approx(0.6)
 
 
-def test_scan_shows_aave_and_hyperliquid_in_one_table(devnet: Devnet, tmp_path: Path) -> None:
+def test_scan_shows_aave_morpho_and_hyperliquid_in_one_table(devnet: Devnet,
+                                                             tmp_path: Path) -> None:
     async def run() -> subprocess.CompletedProcess[str]:
         async with serve(hyperliquid_app()) as hl:
             config = {
@@ -95,6 +96,10 @@ def test_scan_shows_aave_and_hyperliquid_in_one_table(devnet: Devnet, tmp_path: 
                 "protocols": [
                     {"kind": "aave_v3", "name": "aave", "chain": "devnet",
                      "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+                    {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                     "morpho": devnet.manifest["morpho_blue"]["morpho"],
+                     "markets": [m["id"] for m in
+                                 devnet.manifest["morpho_blue"]["markets"].values()]},
                     {"kind": "hyperliquid", "api_url": hl, "accounts": [HL_USER],
                      "liquidation_rule": "fixed-maintenance"}],
             }
@@ -108,7 +113,11 @@ def test_scan_shows_aave_and_hyperliquid_in_one_table(devnet: Devnet, tmp_path: 
     result = asyncio.run(run())
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {r["protocol"] for r in rows} == {"aave", "hyperliquid"}
+    assert {r["protocol"] for r in rows} == {"aave", "morpho", "hyperliquid"}
+    blue = [r for r in rows if r["protocol"] == "morpho"]
+    assert len(blue) == len(devnet.manifest["morpho_blue"]["borrowers"])
+    assert {r["market"] for r in blue} == {"WETH/USDC", "WBTC/DAI"}
+    assert all(r["health_factor"] > 1.0 for r in blue)
     [perp] = [r for r in rows if r["protocol"] == "hyperliquid"]
     assert perp["account"].lower() == HL_USER
     assert perp["margin_ratio"] == pytest.approx(34.34815334 / 1182.312496, rel=1e-8)
@@ -117,6 +126,14 @@ def test_scan_shows_aave_and_hyperliquid_in_one_table(devnet: Devnet, tmp_path: 
     assert by_coin["BTC"]["mark_price"] == pytest.approx(26961.2, rel=1e-6)
     assert by_coin["BTC"]["liquidation_price"] == pytest.approx(173198.69592357, rel=1e-8)
     assert by_coin["ETH"]["liquidation_price"] is None
+    # ... and the table, without --json, lists the three protocols side by side.
+    table = subprocess.run([sys.executable, "-m", "keeperd", "scan", "--config",
+                            str(tmp_path / "keeperd.yaml"), "--once", "--limit", "0",
+                            "--protocol", "morpho", "--protocol", "aave"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0
+    assert {line.split()[0] for line in table.stdout.splitlines()[2:] if line.strip()
+            and not line.startswith(("...", " "))} >= {"morpho", "aave"}
 
 
 async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at_risk(

@@ -1,0 +1,1 @@
+"""Morpho Blue: isolated markets (one collateral, one loan token, an oracle, an LLTV)."""

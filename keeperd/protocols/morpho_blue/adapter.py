@@ -1,0 +1,224 @@
+"""The Morpho Blue adapter: positions discovered from the contract's events, read in
+Multicall3 batches (markets, oracle prices, borrow rates, every position), health computed
+locally with interest accrued to the block's timestamp, exactly as `_isHealthy` does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from eth_abi import decode
+from eth_utils import keccak, to_checksum_address
+
+from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import ChainConfig, MorphoBlueConfig
+from keeperd.indexer import AccountIndexer, LogFilter
+from keeperd.metrics import Metrics
+from keeperd.protocols.base import AccountRow
+from keeperd.protocols.morpho_blue import math as mm
+from keeperd.store import Store
+
+MARKET_PARAMS = "(address,address,address,address,uint256)"
+
+
+def topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+SUPPLY_COLLATERAL = topic("SupplyCollateral(bytes32,address,address,uint256)")
+BORROW = topic("Borrow(bytes32,address,address,address,uint256,uint256)")
+REPAY = topic("Repay(bytes32,address,address,uint256,uint256)")
+WITHDRAW_COLLATERAL = topic("WithdrawCollateral(bytes32,address,address,address,uint256)")
+LIQUIDATE = topic("Liquidate(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)")
+# Which topic holds the account: onBehalf, or the borrower for Liquidate.
+_ACCOUNT_TOPIC = {SUPPLY_COLLATERAL: 3, BORROW: 2, REPAY: 3, WITHDRAW_COLLATERAL: 2,
+                  LIQUIDATE: 3}
+
+
+def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
+    topics = entry.get("topics", [])
+    where = _ACCOUNT_TOPIC.get(topics[0]) if topics else None
+    if where is None or len(topics) <= where:
+        return ()
+    raw = "0x" + topics[where][-40:]
+    if raw not in cache:
+        cache[raw] = to_checksum_address(raw)
+    return (cache[raw],)
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    id: str
+    loan_token: str
+    collateral_token: str
+    oracle: str
+    irm: str
+    lltv: int
+    loan_symbol: str
+    collateral_symbol: str
+    loan_decimals: int
+    collateral_decimals: int
+
+    @property
+    def params(self) -> tuple[str, str, str, str, int]:
+        return (self.loan_token, self.collateral_token, self.oracle, self.irm, self.lltv)
+
+    @property
+    def name(self) -> str:
+        return f"{self.collateral_symbol}/{self.loan_symbol}"
+
+
+@dataclass(frozen=True)
+class MorphoPosition:
+    market: MarketInfo
+    account: str
+    collateral: int
+    borrow_shares: int
+
+
+@dataclass(frozen=True)
+class MorphoBook:
+    block: int
+    timestamp: int
+    # market id -> (info, state, oracle price, borrow rate per second)
+    markets: dict[str, tuple[MarketInfo, mm.MarketState, int, int]]
+    positions: tuple[MorphoPosition, ...]
+
+    def accrued(self, market_id: str, at: int | None = None) -> mm.MarketState:
+        _, state, _, rate = self.markets[market_id]
+        return state.accrued(rate, self.timestamp if at is None else at)
+
+    def health(self, p: MorphoPosition, at: int | None = None) -> float:
+        _, _, price, _ = self.markets[p.market.id]
+        return mm.health_factor(p.collateral, p.borrow_shares, self.accrued(p.market.id, at),
+                                price, p.market.lltv)
+
+    def debt(self, p: MorphoPosition) -> int:
+        return mm.borrowed(p.borrow_shares, self.accrued(p.market.id))
+
+    def collateral_value(self, p: MorphoPosition) -> int:
+        """In loan-token units, at the oracle's price."""
+        _, _, price, _ = self.markets[p.market.id]
+        return mm.mul_div_down(p.collateral, price, mm.ORACLE_PRICE_SCALE)
+
+
+class MorphoBlueAdapter:
+    kind = "morpho_blue"
+
+    def __init__(self, config: MorphoBlueConfig, chain: ChainConfig, pool: RpcPool,
+                 store: Store, metrics: Metrics) -> None:
+        self.config = config
+        self.name = config.name
+        self.chain = chain.name
+        self.pool = pool
+        self.metrics = metrics
+        self.multicall = Multicall(pool, address=chain.multicall3,
+                                   chunk_size=chain.multicall_chunk_size)
+        self.markets: dict[str, MarketInfo] = {}
+        self.indexer = AccountIndexer(
+            config.name, chain.name, pool, store,
+            LogFilter((config.morpho,), (tuple(_ACCOUNT_TOPIC),
+                                         tuple(m.lower() for m in config.markets))),
+            extract, start_block=config.start_block, confirmations=chain.confirmations,
+            metrics=metrics)
+
+    @property
+    def accounts(self) -> set[str]:
+        return self.indexer.accounts
+
+    async def start(self) -> None:
+        calls = [Call(self.config.morpho, encode_call("idToMarketParams(bytes32)",
+                                                       ["bytes32"], [bytes.fromhex(m[2:])]))
+                 for m in self.config.markets]
+        results = await self.multicall.aggregate3(calls)
+        for market_id, result in zip(self.config.markets, results, strict=True):
+            loan, collateral, oracle, irm, lltv = decode(
+                ["address", "address", "address", "address", "uint256"], result.data)
+            if int(loan, 16) == 0:
+                raise ValueError(f"{self.name}: market {market_id} does not exist on "
+                                 f"{self.config.morpho}")
+            meta = await self.multicall.aggregate3([
+                Call(loan, encode_call("symbol()", [], [])),
+                Call(loan, encode_call("decimals()", [], [])),
+                Call(collateral, encode_call("symbol()", [], [])),
+                Call(collateral, encode_call("decimals()", [], []))])
+            self.markets[market_id.lower()] = MarketInfo(
+                market_id.lower(), to_checksum_address(loan), to_checksum_address(collateral),
+                to_checksum_address(oracle), to_checksum_address(irm), lltv,
+                decode(["string"], meta[0].data)[0], decode(["string"], meta[2].data)[0],
+                decode(["uint8"], meta[1].data)[0], decode(["uint8"], meta[3].data)[0])
+
+    async def discover(self, head: int) -> set[str]:
+        return (await self.indexer.catch_up(head)).touched
+
+    def on_reorg(self, ancestor: int) -> list[str]:
+        return self.indexer.on_reorg(ancestor)
+
+    async def snapshot(self, accounts: Sequence[str], block: int) -> MorphoBook:
+        header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
+        timestamp = int(header["timestamp"], 16)
+        infos = list(self.markets.values())
+        first = await self.multicall.aggregate3(
+            [c for m in infos for c in (
+                Call(self.config.morpho, encode_call("market(bytes32)", ["bytes32"],
+                                                     [bytes.fromhex(m.id[2:])])),
+                Call(m.oracle, encode_call("price()", [], [])))], block)
+        states: dict[str, tuple[mm.MarketState, int]] = {}
+        for i, m in enumerate(infos):
+            fields = decode(["uint128"] * 6, first[2 * i].data)
+            states[m.id] = (mm.MarketState(*fields), decode(["uint256"], first[2 * i + 1].data)[0])
+        rate_calls = [Call(m.irm, encode_call(
+            f"borrowRateView({MARKET_PARAMS},(uint128,uint128,uint128,uint128,uint128,uint128))",
+            [MARKET_PARAMS, "(uint128,uint128,uint128,uint128,uint128,uint128)"],
+            [m.params, tuple(states[m.id][0].__dict__.values())])) for m in infos]
+        rates = await self.multicall.aggregate3(rate_calls, block)
+        markets = {m.id: (m, states[m.id][0], states[m.id][1],
+                          decode(["uint256"], r.data)[0] if r.success else 0)
+                   for m, r in zip(infos, rates, strict=True)}
+        pairs = [(m, a) for a in sorted(accounts) for m in infos]
+        results = await self.multicall.aggregate3(
+            [Call(self.config.morpho, encode_call("position(bytes32,address)",
+                                                  ["bytes32", "address"],
+                                                  [bytes.fromhex(m.id[2:]), a]))
+             for m, a in pairs], block)
+        positions = []
+        for (m, a), r in zip(pairs, results, strict=True):
+            _, borrow_shares, collateral = decode(["uint256", "uint128", "uint128"], r.data)
+            if borrow_shares or collateral:
+                positions.append(MorphoPosition(m, a, collateral, borrow_shares))
+        return MorphoBook(block, timestamp, markets, tuple(positions))
+
+    def rows(self, book: MorphoBook, usd: dict[str, float] | None = None) -> list[AccountRow]:
+        """Scan rows: one per (market, account); USD values when the loan token's price is
+        known (stablecoins at 1 otherwise)."""
+        out = []
+        for p in book.positions:
+            info = p.market
+            unit = 10**info.loan_decimals
+            loan_usd = (usd or {}).get(info.loan_symbol, 1.0)
+            health = book.health(p)
+            debt = book.debt(p) / unit * loan_usd
+            coll = book.collateral_value(p) / unit * loan_usd
+            drop = None
+            if np.isfinite(health) and health > 0:
+                drop = max(0.0, 1.0 - 1.0 / health)
+            out.append(AccountRow(
+                protocol=self.name, account=p.account,
+                health_factor=None if not np.isfinite(health) else health,
+                collateral_usd=coll, debt_usd=debt, liquidation_threshold=info.lltv / mm.WAD,
+                main_collateral=info.collateral_symbol, drop_to_liquidation=drop,
+                extra={"market": info.name, "market_id": info.id, "chain": self.chain}))
+        return out
+
+
+def encode_liquidate(params: tuple[str, str, str, str, int], borrower: str, seized: int,
+                     repaid_shares: int) -> bytes:
+    return encode_call(f"liquidate({MARKET_PARAMS},address,uint256,uint256,bytes)",
+                       [MARKET_PARAMS, "address", "uint256", "uint256", "bytes"],
+                       [params, borrower, seized, repaid_shares, b""])
+
+
+

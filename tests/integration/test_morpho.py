@@ -1,0 +1,182 @@
+"""Morpho Blue on the devnet: compiled from the pinned npm sources, two markets, seeded
+borrowers. keeperd's local health must agree with what the contract does: every position it
+calls liquidatable liquidates, every one it calls healthy reverts; interest accrues exactly as
+the contract accrues it; and the daemon liquidates what an oracle drop puts underwater."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from keeperd.config import parse_config
+from keeperd.daemon import Daemon
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.morpho import compiled
+from keeperd.execution import journal as J
+from keeperd.metrics import Metrics
+from keeperd.protocols.morpho_blue import math as mm
+from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter, encode_liquidate
+from keeperd.store import Store
+from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+
+LIQUIDATOR = "0x000000000000000000000000000000000000bEEF"
+
+
+def morpho_config(devnet: Devnet, tmp_path: Path, mode: str = "alert-only"):  # type: ignore[no-untyped-def]
+    blue = devnet.manifest["morpho_blue"]
+    keeper: dict[str, object] = {"mode": mode, "min_profit_usd": 1.0}
+    if mode == "liquidate":
+        keeper["key"] = {"source": "env", "env": "KEEPER_KEY"}
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.1}],
+        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                       "morpho": blue["morpho"],
+                       "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": keeper, "metrics": {"enabled": False},
+        "risk": {"cascade": {"enabled": False}}}, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+def fund(devnet: Devnet, who: str) -> None:
+    token = contracts.aave("MintableERC20")
+    morpho = devnet.manifest["morpho_blue"]["morpho"]
+    devnet.client.call("anvil_setBalance", who, hex(10**20))
+    for symbol in ("USDC", "DAI"):
+        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+        address = devnet.manifest["tokens"][symbol]
+        devnet.client.send(who, address, token.encode_call("mint", who, 50_000_000 * 10**decimals))
+        devnet.client.send(who, address, token.encode_call("approve", morpho, 2**256 - 1))
+
+
+def drop_oracle(devnet: Devnet, market: str, factor: float) -> None:
+    oracle_art = compiled()["OracleMock"]
+    oracle = devnet.manifest["morpho_blue"]["markets"][market]["oracle"]
+    (price,) = oracle_art.decode_result("price", devnet.client.eth_call(
+        oracle, oracle_art.encode_call("price")))
+    devnet.client.send(devnet.manifest["aave_v3"]["admin"], oracle,
+                       oracle_art.encode_call("setPrice", int(price * factor)))
+
+
+async def adapter_for(devnet: Devnet, pool, tmp_path: Path) -> MorphoBlueAdapter:  # type: ignore[no-untyped-def]
+    config = morpho_config(devnet, tmp_path)
+    adapter = MorphoBlueAdapter(config.protocols[0], config.chains[0], pool,  # type: ignore[arg-type]
+                                Store.in_state_dir(tmp_path), Metrics())
+    await adapter.start()
+    return adapter
+
+
+async def test_local_health_agrees_with_what_liquidate_does(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    seeded = {b["address"] for b in devnet.manifest["morpho_blue"]["borrowers"]}
+    assert seeded <= adapter.accounts
+    drop_oracle(devnet, "WETH/USDC", 0.88)
+    drop_oracle(devnet, "WBTC/DAI", 0.85)
+    fund(devnet, LIQUIDATOR)
+    head = devnet.mine(1)
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert len(book.positions) == len(seeded)
+    # The next block's timestamp: where the contract will accrue to.
+    devnet.client.call("evm_setNextBlockTimestamp", hex(book.timestamp + 1))
+    morpho = devnet.manifest["morpho_blue"]["morpho"]
+    calls_ok = calls_reverted = 0
+    for p in book.positions:
+        _, _, price, _ = book.markets[p.market.id]
+        state = book.accrued(p.market.id, book.timestamp + 1)
+        healthy = mm.is_healthy(p.collateral, p.borrow_shares, state, price, p.market.lltv)
+        plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, p.market.lltv)
+        data = encode_liquidate(p.market.params, p.account, plan.seized_assets,
+                                plan.repaid_shares if not healthy else 1)
+        try:
+            devnet.client.call("eth_call", {"from": LIQUIDATOR, "to": morpho,
+                                            "data": "0x" + data.hex()},
+                               "latest")
+            succeeded = True
+        except Exception as exc:  # the revert reason says why
+            succeeded = False
+            if healthy:
+                assert "position is healthy" in str(exc), exc
+        assert succeeded == (not healthy), (p.account, book.health(p))
+        calls_ok += succeeded
+        calls_reverted += not succeeded
+    assert calls_ok >= 5 and calls_reverted >= 5  # both sides are exercised
+
+
+async def test_interest_accrues_exactly_as_the_contract_does(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    devnet.advance_time(30 * 86400)  # a month of interest
+    head = devnet.client.block_number()
+    book = await adapter.snapshot([], head)
+    morpho_art = compiled()["Morpho"]
+    morpho = devnet.manifest["morpho_blue"]["morpho"]
+    for market_id, (info, _, _, rate) in book.markets.items():
+        assert rate > 0
+        ts = book.timestamp + 5
+        devnet.client.call("evm_setNextBlockTimestamp", hex(ts))
+        devnet.client.send(devnet.manifest["aave_v3"]["admin"], morpho,
+                           morpho_art.encode_call("accrueInterest", info.params), gas=1_000_000)
+        raw = devnet.client.eth_call(morpho, morpho_art.encode_call(
+            "market", bytes.fromhex(market_id[2:])))
+        on_chain = morpho_art.decode_result("market", raw)
+        ours = book.accrued(market_id, ts)
+        assert on_chain[2] == ours.total_borrow_assets  # to the unit
+        assert on_chain[2] > book.markets[market_id][1].total_borrow_assets
+
+
+async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_positions(
+        devnet: Devnet, pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund(devnet, KEEPER)
+    config = morpho_config(devnet, tmp_path, "liquidate")
+    daemon = Daemon(config, metrics=Metrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        keeper = daemon.morpho["morpho"]
+        drop_oracle(devnet, "WETH/USDC", 0.9)
+        crash = devnet.client.block_number()
+        deadline = time.monotonic() + 30
+        while keeper.completed_block < crash:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        book = keeper.book
+        assert book is not None
+        # What keeperd saw underwater at the crash block, by its own math:
+        underwater = {(p.account, p.market.id) for p in book.positions if book.health(p) < 1}
+        assert len(underwater) >= 3
+        for _ in range(4):
+            devnet.mine(1)
+            await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while True:
+            included = [e for e in keeper.journal.all() if e.status == J.INCLUDED]
+            if len(included) >= len(underwater):
+                break
+            assert time.monotonic() < deadline, [(e.account, e.status, e.detail)
+                                                 for e in keeper.journal.all()]
+            devnet.mine(1)
+            await asyncio.sleep(0.2)
+        assert {e.account for e in included} == {a for a, _ in underwater}
+        morpho_art = compiled()["Morpho"]
+        for account, market_id in underwater:
+            raw = devnet.client.eth_call(devnet.manifest["morpho_blue"]["morpho"],
+                                         morpho_art.encode_call(
+                                             "position", bytes.fromhex(market_id[2:]), account))
+            _, borrow_shares, collateral = morpho_art.decode_result("position", raw)
+            assert borrow_shares == 0 or collateral == 0  # repaid in full, or seized in full
+        # Healthy positions were left alone.
+        healthy = {p.account for p in book.positions if book.health(p) >= 1}
+        assert not healthy & {e.account for e in keeper.journal.all()}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
