@@ -33,7 +33,7 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
             for pi, proto in enumerate(config.protocols):
                 if getattr(proto, "chain", None) != chain.name:
                     continue
-                for field in ("addresses_provider", "pool", "oracle", "data_provider"):
+                for field in ("addresses_provider", "pool", "oracle", "data_provider", "morpho"):
                     address = getattr(proto, field, None)
                     if address is None:
                         continue

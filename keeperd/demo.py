@@ -2,10 +2,12 @@
 
 1. starts the devnet (anvil with a real Aave V3 market and 300 seeded borrowers);
 2. runs the keeperd daemon on config/devnet.yaml, pointed at that devnet, in `liquidate` mode
-   with anvil's published test account 5 as the keeper (funded with the debt assets);
+   with anvil's published test account 5 as the keeper (funded with the debt assets), on the
+   Aave V3 market and the two Morpho Blue markets;
 3. shows the positions it found, riskiest first;
-4. crashes the WETH price by 30 %: keeperd sees the block, simulates and sends the
-   liquidations, and the next block includes them; the journal and the balances show it;
+4. crashes the WETH price by 30 % (Aave's feed and Morpho's WETH/USDC oracle): keeperd sees
+   the block, simulates and sends the liquidations on both protocols, and the next blocks
+   include them; the journal and the balances show it;
 5. shows the alerts a webhook receiver got (signatures verified): the watchlist of the riskiest
    borrowers warned and escalated, watched positions liquidated, the keeper's liquidations;
 6. shows the cascade-risk figures of the book after the crash: what a further 10-30 % drop
@@ -93,14 +95,34 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
 
 
 def show_journal(daemon: Daemon) -> None:
-    for executor in daemon.executors.values():
-        entries = executor.journal.all()
-        by_status: dict[str, int] = {}
-        for e in entries:
-            by_status[e.status] = by_status.get(e.status, 0) + 1
-        print(f"journal: {len(entries)} liquidations, {by_status}")
-        profit = sum(e.expected_profit_usd for e in entries if e.status == "included")
-        print(f"expected profit of the included ones: {profit:,.0f} USD")
+    journals = [e.journal for e in daemon.executors.values()]
+    journals += [k.journal for k in daemon.morpho.values()]
+    if not journals:
+        return
+    by_protocol: dict[str, dict[str, int]] = {}
+    profit: dict[str, float] = {}
+    for e in journals[0].all():  # one journal (one database) for every protocol
+        counts = by_protocol.setdefault(e.protocol, {})
+        counts[e.status] = counts.get(e.status, 0) + 1
+        if e.status == "included":
+            profit[e.protocol] = profit.get(e.protocol, 0.0) + e.expected_profit_usd
+    for protocol, counts in by_protocol.items():
+        print(f"journal, {protocol}: {sum(counts.values())} liquidations {counts}; expected "
+              f"profit of the included ones {profit.get(protocol, 0.0):,.0f} USD")
+
+
+def crash_morpho_async(devnet: Devnet, factor: float) -> None:
+    """The Morpho Blue WETH/USDC market's oracle follows WETH down, in the same block."""
+    from keeperd.devnet.morpho import compiled
+
+    oracle_art = compiled()["OracleMock"]
+    market = devnet.manifest["morpho_blue"]["markets"]["WETH/USDC"]
+    (price,) = oracle_art.decode_result("price", devnet.client.eth_call(
+        market["oracle"], oracle_art.encode_call("price")))
+    devnet.client.call("eth_sendTransaction", {
+        "from": devnet.manifest["aave_v3"]["admin"], "to": market["oracle"],
+        "data": "0x" + oracle_art.encode_call("setPrice", int(price * factor)).hex(),
+        "gas": hex(100_000)})
 
 
 DEMO_SECRET = "devnet-only-secret"
@@ -238,6 +260,7 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             devnet.client.call("evm_setAutomine", False)  # blocks come when mined, as on a chain
             try:
                 devnet.set_price_async("WETH", new)
+                crash_morpho_async(devnet, 1 - crash)
                 crash_block = devnet.mine(1)
                 await wait_for_block(daemon, crash_block)
                 show_positions(daemon, limit=8)
