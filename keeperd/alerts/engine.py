@@ -180,14 +180,9 @@ class AlertEngine:
             for w in lists:
                 if w.protocols is not None and result.protocol not in w.protocols:
                     continue
-                levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
                 labels = {"chain": chain, "protocol": result.protocol, "account": account,
                           "watchlist": w.name}
-                told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
-                severity = None if not np.isfinite(health) else classify(
-                    health, levels, told.severity if told else None)
-                limit = w.critical if severity == "critical" else w.warn
-                hf = "∞" if not np.isfinite(health) else f"{health:.4f}"
+                levels, severity, limit, hf = self._watch_level(w, labels, health)
                 out.append(Condition(
                     "position_health", w.route, labels, severity,
                     None if not np.isfinite(health) else health, levels,
@@ -199,6 +194,17 @@ class AlertEngine:
                                      f"health {hf} (warn at {w.warn})",
                     action=ACTION_POSITION, details=details, inhibited_by=inhibited))
         return out
+
+    def _watch_level(self, w: WatchlistConfig, labels: dict[str, str], health: float
+                     ) -> tuple[Levels, str | None, float, str]:
+        """A watchlist's levels, the severity `health` deserves given what was last sent
+        (hysteresis), the threshold it is under, and the health as text."""
+        levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
+        told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
+        severity = None if not np.isfinite(health) else classify(
+            health, levels, told.severity if told else None)
+        limit = w.critical if severity == "critical" else w.warn
+        return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"
 
     async def _watched_liquidations(self, result: Any, chain: str, pool: Any,
                                     pool_address: str) -> None:
@@ -284,15 +290,10 @@ class AlertEngine:
             for w in lists:
                 if w.protocols is not None and venue not in w.protocols:
                     continue
-                levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
                 labels = {"protocol": venue, "account": self.checksummed[account.account
                                                                          .lower()],
                           "watchlist": w.name}
-                told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
-                severity = None if not np.isfinite(health) else classify(
-                    health, levels, told.severity if told else None)
-                limit = w.critical if severity == "critical" else w.warn
-                hf = "∞" if not np.isfinite(health) else f"{health:.4f}"
+                levels, severity, limit, hf = self._watch_level(w, labels, health)
                 near = ", ".join(f"{p['coin']} liquidated at {p['liquidation_price']:,.4g}"
                                  for p in details["positions"]
                                  if p["liquidation_price"] is not None)
