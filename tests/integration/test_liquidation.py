@@ -128,7 +128,11 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     await keeper.evaluated_at(devnet.mine(1))
 
     included = journal.by_status(J.INCLUDED)
-    assert {e.account for e in included} == {e.account for e in pending}
+    # Everything sent at the crash block is included; anything more was found later (a
+    # borderline account that interest pushed under 1 a block on), never before.
+    assert {e.account for e in pending} <= {e.account for e in included}
+    sent_at_crash = {e.key for e in pending}
+    assert all(e.detected_block > crash_block for e in included if e.key not in sent_at_crash)
     for entry in included:
         txs = journal.txs(entry.key)
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
