@@ -57,6 +57,20 @@ def collect(config: Config) -> dict[str, Any]:
                     for a, s, c, d, p, w in db.execute(
                         "SELECT account, status, collateral, debt, expected_profit_usd, "
                         "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")]
+            if "alert_state" in tables:
+                out["alerts_firing"] = [
+                    {"rule": r, "severity": sv, "since": round(time.time() - since)}
+                    for r, sv, since in db.execute(
+                        "SELECT rule, severity, since FROM alert_state ORDER BY since")]
+            if "outbox" in tables:
+                counts = dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+                oldest = db.execute("SELECT MIN(created_at) FROM outbox WHERE state = "
+                                    "'pending'").fetchone()[0]
+                out["outbox"] = {"pending": counts.get("pending", 0),
+                                 "dead": counts.get("dead", 0),
+                                 "delivered": counts.get("delivered", 0),
+                                 "oldest_pending_s": None if oldest is None
+                                 else round(time.time() - oldest)}
         finally:
             db.close()
     return out
@@ -82,4 +96,16 @@ def render(info: dict[str, Any]) -> str:
                          f"{row['collateral']}/{row['debt']} "
                          f"~{row['expected_profit_usd']} USD"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
+    firing = info.get("alerts_firing")
+    if firing is not None:
+        by_rule: dict[str, int] = {}
+        for a in firing:
+            by_rule[f"{a['rule']}/{a['severity']}"] = by_rule.get(
+                f"{a['rule']}/{a['severity']}", 0) + 1
+        lines.append(f"alerts firing    {by_rule or 'none'}")
+    if "outbox" in info:
+        o = info["outbox"]
+        wait = f", oldest waiting {o['oldest_pending_s']} s" if o["oldest_pending_s"] else ""
+        lines.append(f"alert outbox     {o['pending']} pending{wait}, {o['dead']} dead "
+                     f"(keeperd alerts retry), {o['delivered']} delivered")
     return "\n".join(lines)

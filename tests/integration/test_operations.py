@@ -110,6 +110,7 @@ def test_status_reads_the_state_directory(devnet: Devnet, tmp_path: Path) -> Non
         proc.wait(timeout=10)
     assert "running (pid" in during.stdout and "ready" in during.stdout
     assert re.search(r"aave: 30\d accounts up to block \d+", during.stdout), during.stdout
+    assert "alert outbox     0 pending" in during.stdout, during.stdout
 
 
 def test_container_build_context_and_entrypoint(tmp_path: Path) -> None:
