@@ -111,3 +111,30 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         db.close()
+
+
+async def test_firing_alerts_are_resent_so_alertmanager_keeps_them(alertmanager: str,
+                                                                   tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    dispatcher = Dispatcher(Outbox(db), OutboxConfig(), Metrics())
+    dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
+        {"kind": "alertmanager", "url": alertmanager, "resend_s": 0.3}]})])
+    firing = Alert("oracle", "critical", "firing", {"asset": "WETH"},
+                   "WETH price untrusted").to_json()
+    dispatcher.firing_provider = lambda route: [firing] if route == "am" else []
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        updated: list[str] = []
+        for _ in range(100):
+            found = [a for a in am_alerts(alertmanager)
+                     if a["labels"].get("alertname") == "keeperd_oracle"]
+            if found and (not updated or found[0]["updatedAt"] != updated[-1]):
+                updated.append(found[0]["updatedAt"])
+            if len(updated) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(updated) >= 3, "not re-sent"  # each resend refreshes the alert
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        db.close()

@@ -1,0 +1,90 @@
+"""The alerting commands: silences managed from the command line (seen by the engine through
+the state database), `alerts test` against a live receiver, `alerts list|retry`."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from keeperd.alerts.outbox import Outbox
+from keeperd.alerts.silences import Silences
+from keeperd.alerts.sinks import verify
+from tests.alert_fakes import Recorder, webhook_app
+from tests.conftest import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def keeperd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keeperd", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def write(tmp_path: Path, hook: str) -> Path:
+    config = {"state_dir": str(tmp_path / "state"),
+              "chains": [{"name": "x", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:9"]}],
+              "alerts": {"routes": [{"name": "ops", "sinks": [
+                  {"kind": "webhook", "url": hook, "secret": "cli-secret"}]}]}}
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_silences_from_the_command_line(tmp_path: Path) -> None:
+    config = write(tmp_path, "http://127.0.0.1:9/hook")
+    added = keeperd("silence", "add", "--config", str(config), "--match",
+                    "account=0xAbC0000000000000000000000000000000000001", "--match",
+                    "rule=~position_.*", "--for", "2h", "--comment", "topping up")
+    assert added.returncode == 0 and "silence 1 added for 7200 s" in added.stdout, added.stderr
+    listed = keeperd("silence", "list", "--config", str(config))
+    assert "rule=~position_.*" in listed.stdout and "# topping up" in listed.stdout
+    db = sqlite3.connect(tmp_path / "state" / "keeperd.sqlite3")
+    match = Silences(db).matching({"account": "0xabc0000000000000000000000000000000000001",
+                                   "rule": "position_health"})
+    assert match is not None and match.id == 1
+    bad = keeperd("silence", "add", "--config", str(config), "--match", "nonsense")
+    assert bad.returncode == 1 and "label=value" in bad.stderr
+    assert keeperd("silence", "expire", "1", "--config", str(config)).returncode == 0
+    assert Silences(db).matching({"rule": "position_health",
+                                  "account": "0xabc0000000000000000000000000000000000001"}) \
+        is None
+    assert "no active silences" in keeperd("silence", "list", "--config", str(config)).stdout
+    db.close()
+
+
+def test_alerts_test_list_and_retry(tmp_path: Path) -> None:
+    rec = Recorder()
+
+    async def run() -> tuple[subprocess.CompletedProcess[str], Path]:
+        async with serve(webhook_app(rec)) as url:
+            config = write(tmp_path, f"{url}/hook")
+            return await asyncio.to_thread(keeperd, "alerts", "test", "--config",
+                                           str(config)), config
+
+    sent, config = asyncio.run(run())
+    assert sent.returncode == 0 and "ops/0 webhook: delivered" in sent.stdout, sent.stderr
+    [entry] = rec.accepted
+    assert verify("cli-secret", entry["raw"], entry["headers"]["X-Keeperd-Signature"])
+    assert entry["body"]["rule"] == "test"
+    down = keeperd("alerts", "test", "--config", str(config))  # the receiver is gone now
+    assert down.returncode == 1 and "ClientConnectorError" in down.stdout
+    assert "cli-secret" not in down.stdout + down.stderr
+
+    (tmp_path / "state").mkdir(exist_ok=True)
+    db = sqlite3.connect(tmp_path / "state" / "keeperd.sqlite3", isolation_level=None)
+    outbox = Outbox(db)
+    outbox.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+                                      "severity": "critical", "summary": "x"}], None, None)
+    [e] = outbox.entries()
+    outbox.dead(e.id, "HTTP 404: no such hook")
+    listed = keeperd("alerts", "list", "--config", str(config))
+    assert "0 pending, 1 dead" in listed.stdout and "HTTP 404" in listed.stdout
+    retried = keeperd("alerts", "retry", "--config", str(config))
+    assert "1 dead-lettered notification(s) requeued" in retried.stdout
+    assert outbox.entries()[0].state == "pending"
+    db.close()
