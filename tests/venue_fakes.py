@@ -1,7 +1,8 @@
 """Local stand-ins for perp venues' public APIs.
 
 Hyperliquid `POST /info` answers only what was recorded from the real API
-(../shared/data/hyperliquid: clearinghouseState of one account, meta); other request types get
+(tests/data/hyperliquid, copied from ../shared/data: clearinghouseState of one account,
+meta); other request types get
 the 422 the real endpoint gives a body it cannot deserialize. dYdX v4's indexer has no
 recording here: its answers are built in the tests from the documented response format and are
 labelled as such.
@@ -16,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-HL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyperliquid"
+# A copy of ../shared/data/hyperliquid (the recorded answers and their README), kept in the
+# repository so a checkout anywhere has them.
+HL_DATA = Path(__file__).resolve().parent / "data" / "hyperliquid"
 HL_USER = "0x5e9ee1089755c3435139848e47e6635505d5a13a"
 EMPTY_STATE = {"assetPositions": [], "crossMarginSummary": {
     "accountValue": "0.0", "totalMarginUsed": "0.0", "totalNtlPos": "0.0",
