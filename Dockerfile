@@ -10,7 +10,9 @@ COPY pyproject.toml README.md ./
 COPY keeperd ./keeperd
 RUN python -m venv /opt/keeperd/.venv \
  && /opt/keeperd/.venv/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/keeperd/.venv/bin/pip install --no-cache-dir .
+ && /opt/keeperd/.venv/bin/pip install --no-cache-dir . \
+ && NUMBA_CACHE_DIR=/opt/keeperd/numba-cache /opt/keeperd/.venv/bin/python -c \
+      "from keeperd.risk.kernels import kernels; kernels()"
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 keeperd \
@@ -18,11 +20,14 @@ RUN groupadd --system --gid 10001 keeperd \
  && mkdir -p /var/lib/keeperd /etc/keeperd \
  && chown keeperd:keeperd /var/lib/keeperd
 COPY --from=build /opt/keeperd/.venv /opt/keeperd/.venv
+# The cascade kernels, compiled at build time (numba's cache; read-only is fine).
+COPY --from=build /opt/keeperd/numba-cache /opt/keeperd/numba-cache
 COPY docker/entrypoint.sh /usr/local/bin/keeperd-entrypoint
 ENV PATH=/opt/keeperd/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    KEEPERD_STATE_DIR=/var/lib/keeperd
+    KEEPERD_STATE_DIR=/var/lib/keeperd \
+    NUMBA_CACHE_DIR=/opt/keeperd/numba-cache
 USER keeperd:keeperd
 WORKDIR /var/lib/keeperd
 VOLUME ["/var/lib/keeperd"]

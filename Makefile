@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c 'from keeperd.risk.kernels import kernels; kernels()'  # numba's cache
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -85,6 +85,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=2_000,
                         help="positions the reference runs on")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--implementation", choices=("auto", "numpy"), default="auto",
+                        help="numpy: the fallback used where the JIT may not run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cascade.json")
     args = parser.parse_args()
 
@@ -94,11 +96,11 @@ def main() -> int:
     for name in ("typical", "stressed"):
         book = synthetic(args.positions, book=name)
         depth = depth_for(book, name)
-        run_cascade(book, g, depth)  # warm-up (thread pool, BLAS, pages)
+        run_cascade(book, g, depth, implementation=args.implementation)  # warm-up
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            result = run_cascade(book, g, depth)
+            result = run_cascade(book, g, depth, implementation=args.implementation)
             times.append(time.perf_counter() - started)
         seconds = min(times)
         sample = synthetic(args.sample, seed=11, book=name)
@@ -129,6 +131,7 @@ def main() -> int:
         "shocks": k,
         "seconds": figures["typical"]["seconds"],
         "reference_speedup": figures["typical"]["reference_speedup"],
+        "implementation": args.implementation,
         "books": figures,
         "reference_sample_positions": args.sample,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

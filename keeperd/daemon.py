@@ -229,6 +229,12 @@ class Daemon:
                 scheduler.add_job(perp.poll, "interval", seconds=venue.poll_interval_s,
                                   max_instances=1, coalesce=True, id=f"{venue.name}:poll",
                                   next_run_time=datetime.now(UTC))
+            if self.cascades:
+                # First run in an environment compiles the cascade kernels (seconds, holding
+                # the GIL): do it before declaring ready, not on the first block.
+                from keeperd.risk.kernels import kernels
+
+                await asyncio.to_thread(kernels)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
             if self.config.metrics.enabled:

@@ -91,10 +91,15 @@ class DevnetClient:
         tx: dict[str, Any] = {"from": sender, "data": "0x" + data.hex()}
         if to is not None:
             tx["to"] = to
-        if gas is not None:
-            tx["gas"] = hex(gas)
         if value:
             tx["value"] = hex(value)
+        if gas is None:
+            # anvil estimates against the latest block, but the transaction runs in the next
+            # one, a second later: protocols that accrue interest first (Aave's indexes,
+            # Morpho's _accrueInterest) then need more gas and ran out now and then. A margin
+            # on the estimate ends that; a call that would revert fails here, with its reason.
+            gas = int(int(self.call("eth_estimateGas", tx), 16) * 1.25) + 30_000
+        tx["gas"] = hex(gas)
         tx_hash = self.call("eth_sendTransaction", tx)
         receipt = self.wait_receipt(tx_hash)
         if int(receipt["status"], 16) != 1:

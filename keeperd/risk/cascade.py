@@ -30,12 +30,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
 from keeperd.risk.depth import DepthModel, NoImpact
-from keeperd.risk.kernels import final_pass, round_pass
+from keeperd.risk.kernels import kernels, set_threads
 
 F64 = NDArray[np.float64]
 
@@ -197,19 +196,21 @@ class _Plan:
 
 def run_cascade(portfolio: Portfolio, columns: Columns,
                 depth: Sequence[DepthModel] | None = None, *, max_rounds: int = 10,
-                tolerance: float = 1e-4, threads: int | None = None) -> CascadeResult:
+                tolerance: float = 1e-4, threads: int | None = None,
+                implementation: str = "auto") -> CascadeResult:
     """The cascade for every column (see the module's docstring for the model).
 
-    `tolerance`: a column has converged when no asset's price multiplier moves by more than
-    this between rounds (1e-4: a hundredth of a percent)."""
+    `tolerance`: a column has converged when no asset's price moves by more than this
+    fraction of itself between rounds (1e-4: a hundredth of a percent)."""
     p = portfolio
     A = len(p.assets)
     K = len(columns.shock)
     depth = list(depth) if depth is not None else [NoImpact()] * A
     plan = _Plan(p)
+    round_pass, final_pass = kernels(implementation)
     blocks = 4 * (threads or min(4, os.cpu_count() or 1))
     if threads:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        set_threads(threads)
     ever = np.zeros((len(p), K), dtype=bool)  # (position, column) liquidated in a past round
 
     def one_round(mult: F64, cols: NDArray[np.int64], with_value: bool
@@ -237,7 +238,8 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
                                       for a in range(A)]) if A else impact[active]
         # A column whose prices moved less than the tolerance has converged: it keeps its
         # prices and drops out for good (its sales no longer change).
-        moved = np.abs(new_impact - impact[active]).max(axis=1) > tolerance
+        # (relative: a price that has collapsed still moves when it halves again)
+        moved = (np.abs(new_impact - impact[active]) > tolerance * impact[active]).any(axis=1)
         if not moved.any():
             break
         active, new_impact = active[moved], new_impact[moved]

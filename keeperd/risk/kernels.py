@@ -4,16 +4,37 @@ round, with no N x K temporaries (the numpy version spent its time writing and r
 Per position the sums run over assets in order, exactly as the plain reference does, so the
 liquidation decisions are the same to the last bit; column totals are summed per thread and
 then added, which differs from the reference only by rounding.
+
+Where the process may not map executable memory (systemd's MemoryDenyWriteExecute, SELinux's
+execmem) numba cannot run at all: `kernels()` then hands out numpy versions of the same two
+passes, in chunks of rows — same results, several times slower — and says so once.
 """
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
+try:  # numba checks at import that it may map executable memory
+    import numba
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+    _jit: Callable[[Any], Any] = numba.njit(parallel=True, cache=True, nogil=True)
+    _prange: Any = numba.prange
+    JIT_ERROR: OSError | None = None
+except OSError as exc:  # "cannot allocate executable memory" (W^X enforced)
+    numba = None  # type: ignore[assignment]
+    JIT_ERROR = exc
+
+    def _jit(f: Any) -> Any:
+        return f
+
+    _prange = range
+
+
+@_jit
 def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
                cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
                main: NDArray[np.int64], mult: NDArray[np.float64], cols: NDArray[np.int64],
@@ -31,7 +52,7 @@ def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.flo
     seized = np.zeros((blocks, k_count, a_count))
     short = np.zeros((blocks, k_count))
     per = (n + blocks - 1) // blocks
-    for b in numba.prange(blocks):
+    for b in _prange(blocks):
         lo = b * per
         hi = min(n, lo + per)
         for i in range(lo, hi):
@@ -61,7 +82,7 @@ def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.flo
     return count.sum(axis=0), repaid.sum(axis=0), seized.sum(axis=0), short.sum(axis=0)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@_jit
 def final_pass(D: NDArray[np.float64], C: NDArray[np.float64], bonus1: NDArray[np.float64],
                main: NDArray[np.int64], mult: NDArray[np.float64],
                impact: NDArray[np.float64], blocks: int
@@ -74,7 +95,7 @@ def final_pass(D: NDArray[np.float64], C: NDArray[np.float64], bonus1: NDArray[n
     toxic = np.zeros((blocks, k_count))
     toxic_slip = np.zeros((blocks, k_count))
     per = (n + blocks - 1) // blocks
-    for b in numba.prange(blocks):
+    for b in _prange(blocks):
         lo = b * per
         hi = min(n, lo + per)
         for i in range(lo, hi):
@@ -92,3 +113,107 @@ def final_pass(D: NDArray[np.float64], C: NDArray[np.float64], bonus1: NDArray[n
                 if owed > cm * impact[j, main[i]]:
                     toxic_slip[b, j] += dm
     return bad.sum(axis=0), toxic.sum(axis=0), toxic_slip.sum(axis=0)
+
+
+CHUNK = 8192
+
+
+def round_pass_numpy(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
+                     cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
+                     main: NDArray[np.int64], mult: NDArray[np.float64], cols: NDArray[np.int64],
+                     ever: NDArray[np.bool_], close_factor: float, full_close_below: float,
+                     with_value: bool, blocks: int
+                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+                                NDArray[np.float64]]:
+    """`round_pass` in numpy, a chunk of rows at a time (no JIT needed)."""
+    del blocks
+    n, a_count = W.shape
+    k_count = mult.shape[0]
+    count, repaid, short = np.zeros(k_count), np.zeros(k_count), np.zeros(k_count)
+    seized = np.zeros((k_count, a_count))
+    mult_t = mult.T
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        lw = W[lo:hi] @ mult_t
+        dm = D[lo:hi] @ mult_t
+        if with_value:
+            short += np.maximum(dm - C[lo:hi] @ mult_t, 0.0).sum(axis=0)
+        seen = ever[lo:hi][:, cols]
+        new = (lw < dm) & ~seen
+        if not new.any():
+            continue
+        ever[lo:hi, cols] = seen | new
+        rep = np.where(lw <= full_close_below * dm, dm, close_factor * dm)
+        rep = np.minimum(rep, cmain_over_bonus[lo:hi, None] * mult_t[main[lo:hi]])
+        rep *= new
+        count += new.sum(axis=0)
+        repaid += rep.sum(axis=0)
+        weighted = rep * bonus1[lo:hi, None]
+        for a in np.unique(main[lo:hi]):
+            seized[:, a] += weighted[main[lo:hi] == a].sum(axis=0)
+    return count, repaid, seized, short
+
+
+def final_pass_numpy(D: NDArray[np.float64], C: NDArray[np.float64],
+                     bonus1: NDArray[np.float64], main: NDArray[np.int64],
+                     mult: NDArray[np.float64], impact: NDArray[np.float64], blocks: int
+                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """`final_pass` in numpy."""
+    del blocks
+    n = D.shape[0]
+    k_count = mult.shape[0]
+    bad, toxic, slip = np.zeros(k_count), np.zeros(k_count), np.zeros(k_count)
+    mult_t = mult.T
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        dm = D[lo:hi] @ mult_t
+        cm = C[lo:hi] @ mult_t
+        bad += np.maximum(dm - cm, 0.0).sum(axis=0)
+        owed = dm * bonus1[lo:hi, None]
+        toxic += np.where(owed > cm, dm, 0.0).sum(axis=0)
+        slip += np.where(owed > cm * impact.T[main[lo:hi]], dm, 0.0).sum(axis=0)
+    return bad, toxic, slip
+
+
+def warm_up() -> None:
+    """Compile (first run in an environment, ~seconds) or load the cached kernels (ms). The
+    daemon calls it before it is ready, so the first block's cascade never stalls the loop;
+    `make setup` calls it so the cache exists before anything runs. Raises where the JIT
+    cannot run (see `kernels`)."""
+    one = np.ones((1, 1))
+    vec = np.ones(1)
+    idx = np.zeros(1, dtype=np.int64)
+    round_pass(one, one, one, vec, vec, idx, one, idx, np.zeros((1, 1), dtype=np.bool_), 0.5,
+               0.95, True, 1)
+    final_pass(one, one, vec, idx, one, one, 1)
+
+
+_chosen: tuple[Any, Any] | None = None
+
+
+def kernels(prefer: str = "auto") -> tuple[Any, Any]:
+    """(round_pass, final_pass): numba's, or numpy's where the JIT cannot run or when asked."""
+    global _chosen
+    if prefer == "numpy":
+        return round_pass_numpy, final_pass_numpy
+    if _chosen is None:
+        try:
+            if JIT_ERROR is not None:
+                raise JIT_ERROR
+            warm_up()
+            _chosen = (round_pass, final_pass)
+        except OSError as exc:  # "cannot allocate executable memory"
+            import structlog
+
+            structlog.get_logger(__name__).warning(
+                "cascade.jit_unavailable", error=str(exc),
+                fallback="numpy kernels: the same figures, several times slower",
+                fix="allow executable memory for keeperd (drop MemoryDenyWriteExecute) "
+                    "for the fast path")
+            _chosen = (round_pass_numpy, final_pass_numpy)
+    return _chosen
+
+
+def set_threads(threads: int) -> None:
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]

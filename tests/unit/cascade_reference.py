@@ -11,7 +11,7 @@ from keeperd.risk.depth import DepthModel
 
 
 def reference_cascade(p: Portfolio, columns: Columns, depth: Sequence[DepthModel],
-                      max_rounds: int = 10, tolerance: float = 1e-6) -> dict[str, list[Any]]:
+                      max_rounds: int = 10, tolerance: float = 1e-4) -> dict[str, list[Any]]:
     N, A = len(p), len(p.assets)
     out: dict[str, list[Any]] = {k: [] for k in (
         "static_accounts", "static_repaid", "static_seized", "static_bad_debt", "accounts",
@@ -31,7 +31,8 @@ def reference_cascade(p: Portfolio, columns: Columns, depth: Sequence[DepthModel
         for r in range(max_rounds):
             if r > 0:
                 new_impact = [float(depth[a].multiplier(tokens[a])) for a in range(A)]
-                moved = max(abs(new_impact[a] - impact[a]) for a in range(A)) > tolerance
+                moved = any(abs(new_impact[a] - impact[a]) > tolerance * impact[a]
+                            for a in range(A))
                 if not moved:
                     break
                 impact = new_impact

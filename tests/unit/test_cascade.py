@@ -123,9 +123,10 @@ portfolios = st.integers(1, 3).flatmap(lambda A: st.tuples(
 ))
 
 
+@pytest.mark.parametrize("implementation", ["auto", "numpy"])
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(portfolios)
-def test_vectorised_engine_agrees_with_the_reference(case: tuple) -> None:
+@given(case=portfolios)
+def test_vectorised_engine_agrees_with_the_reference(case: tuple, implementation: str) -> None:
     A, rows, shocks, reserves = case
     assets = [f"A{i}" for i in range(A)]
     prices = [1000.0, 20.0, 1.0][:A]
@@ -137,8 +138,49 @@ def test_vectorised_engine_agrees_with_the_reference(case: tuple) -> None:
     book = Portfolio.build(assets, prices, c, c * lt, d, [0.05, 0.075, 0.1][:A])
     grid = shock_grid(assets, [s / 16 for s in shocks], joint=assets)
     depth = [ConstantProduct(float(x)) for x in reserves]
-    got = run_cascade(book, grid, depth, threads=2)
-    want = reference_cascade(book, grid, depth)
+    got = run_cascade(book, grid, depth, threads=2, implementation=implementation,
+                      tolerance=1e-4, max_rounds=10)
+    want = reference_cascade(book, grid, depth, tolerance=1e-4, max_rounds=10)
     for key, values in want.items():
         assert np.asarray(getattr(got, key), dtype=float) == pytest.approx(
             np.asarray(values, dtype=float), rel=1e-9, abs=1e-6), key
+
+
+def test_without_executable_memory_the_numpy_kernels_take_over(tmp_path) -> None:
+    """Under systemd's MemoryDenyWriteExecute (prctl PR_SET_MDWE here) numba cannot JIT: the
+    engine must fall back, with the same figures."""
+    import subprocess
+    import sys
+
+    script = r'''
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    print(json.dumps({"mdwe": False})); sys.exit(0)
+import numpy as np
+from keeperd.risk import kernels
+from keeperd.risk.cascade import Portfolio, run_cascade, shock_grid
+from keeperd.risk.depth import ConstantProduct
+c = np.array([[100 * 2000.0, 0.0]] * 3); d = np.array([[0.0, 150000.0], [0.0, 140000.0],
+                                                       [0.0, 100000.0]])
+book = Portfolio.build(["WETH", "USDC"], [2000.0, 1.0], c, c * 0.8, d, [0.05, 0.04])
+r = run_cascade(book, shock_grid(book.assets, [0.1], single=["WETH"]),
+                [ConstantProduct(1000.0), ConstantProduct(1e12)])
+print(json.dumps({"mdwe": True, "numpy": kernels.kernels()[0] is kernels.round_pass_numpy,
+                  "accounts": int(r.accounts[0]), "repaid": float(r.repaid[0])}))
+'''
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import json
+
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    if not out["mdwe"]:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3): cannot forbid W^X here")
+    assert out["numpy"] is True and "cascade.jit_unavailable" in run.stdout + run.stderr
+    here = run_cascade(weth_book([100.0, 100.0, 100.0], [150_000.0, 140_000.0, 100_000.0]),
+                       shock_grid(("WETH", "USDC"), [0.1], single=["WETH"]),
+                       [ConstantProduct(1000.0), ConstantProduct(1e12)])
+    assert out["accounts"] == int(here.accounts[0]) == 2
+    assert out["repaid"] == pytest.approx(float(here.repaid[0]), rel=1e-12)
