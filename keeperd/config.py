@@ -226,7 +226,6 @@ class DydxV4Config(_PerpVenueConfig):
 
 ProtocolConfig = Annotated[AaveV3Config | MorphoBlueConfig | HyperliquidConfig | DydxV4Config,
                            Field(discriminator="kind")]
-PERP_KINDS = ("hyperliquid", "dydx_v4")
 
 
 # --- keeper ---------------------------------------------------------------------------------

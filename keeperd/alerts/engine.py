@@ -29,7 +29,7 @@ import structlog
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
-from keeperd.alerts.model import Alert, severity_rank
+from keeperd.alerts.model import Alert
 from keeperd.alerts.outbox import DELIVERED, PENDING
 from keeperd.alerts.silences import Silences
 from keeperd.chain.blocks import BlockEvent, Reorg
@@ -593,7 +593,3 @@ class AlertEngine:
             key = (sample.labels["rule"], sample.labels["severity"])
             if key not in counts:
                 self.metrics.alerts_firing.labels(*key).set(0)
-
-
-def severity_order(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(alerts, key=lambda a: -severity_rank(a["severity"]))

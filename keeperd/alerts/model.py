@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 SEVERITIES = ("info", "warning", "critical")
-KINDS = ("firing", "escalated", "repeat", "resolved", "event", "retracted")
 
 
 def severity_rank(severity: str | None) -> int:
@@ -75,16 +74,3 @@ class Alert:
         if self.kind == "retracted":
             out["retracted"] = True
         return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Alert:
-        return cls(rule=data["rule"], severity=data["severity"], kind=data["kind"],
-                   labels=data["labels"], summary=data["summary"], action=data.get("action", ""),
-                   details=data.get("details", {}), chain=data.get("chain"),
-                   block=data.get("block"), starts_at=data.get("starts_at", 0.0),
-                   inhibited_by=tuple(data.get("inhibited_by", ())),
-                   key=data.get("fingerprint"))
-
-
-def as_dict(alert: Alert) -> dict[str, Any]:
-    return asdict(alert)
