@@ -40,7 +40,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def run(accounts: int, rounds: int, step: float) -> dict[str, Any]:
+async def run(accounts: int, rounds: int, step: float, cascade: bool = True) -> dict[str, Any]:
     import os
 
     from keeperd.config import parse_config
@@ -72,6 +72,7 @@ async def run(accounts: int, rounds: int, step: float) -> dict[str, Any]:
             "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                        "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
             "metrics": {"enabled": False},
+            "risk": {"cascade": {"enabled": cascade}},
         }, env={})
         daemon = Daemon(config, metrics=Metrics())
         stop = asyncio.Event()
@@ -135,8 +136,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--step", type=float, default=0.01)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-cascade", action="store_true",
+                        help="without the cascade engine's per-block what-ifs")
     args = parser.parse_args()
-    result = asyncio.run(run(args.accounts, args.rounds, args.step))
+    result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade))
+    result["cascade"] = not args.no_cascade
     out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -612,6 +612,9 @@ class CascadeConfig(_Model):
     max_rounds: int = Field(default=10, ge=1, le=100)
     tolerance: float = Field(default=1e-4, gt=0, description="A scenario has converged when "
                              "no price moves more than this between rounds.")
+    threads: int = Field(default=1, ge=1, le=64, description="Threads the engine may use. "
+                         "1 leaves the other cores to following blocks and liquidating: "
+                         "the cascade is a what-if, the keeper's latency is not.")
     every_blocks: int = Field(default=1, ge=1, description="Evaluate every N blocks...")
     min_interval_s: float = Field(default=5.0, ge=0, description="...and at most this often.")
     min_liquidation_usd: float = Field(

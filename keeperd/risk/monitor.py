@@ -126,7 +126,8 @@ class CascadeMonitor:
         started = time.perf_counter()
         result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,
                                          max_rounds=self.config.max_rounds,
-                                         tolerance=self.config.tolerance)
+                                         tolerance=self.config.tolerance,
+                                         threads=self.config.threads)
         seconds = time.perf_counter() - started
         self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
         self.last, self.last_block = result, block
