@@ -130,10 +130,13 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     # Borderline seeded accounts that interest pushed under 1 before the crash may have been
     # liquidated already (before the crash block): they are not this test's business.
     included = [e for e in journal.by_status(J.INCLUDED) if e.detected_block >= crash_block]
-    # Everything sent at the crash block is included; anything more was found a block later.
+    # Everything sent at the crash block is included.
     assert {e.account for e in pending} <= {e.account for e in included}
     sent_at_crash = {e.key for e in pending}
-    assert all(e.detected_block > crash_block for e in included if e.key not in sent_at_crash)
+    # Anything else was journaled after we looked (at the crash block or the next): it must
+    # still have landed within two blocks (checked below for every included entry).
+    assert all(e.detected_block <= crash_block + 1 for e in included
+               if e.key not in sent_at_crash)
     for entry in included:
         txs = journal.txs(entry.key)
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
@@ -181,9 +184,11 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     await keeper.evaluated_at(devnet.client.block_number())
     competitor = "0x00000000000000000000000000000000C0FfeE00"  # checksummed
     fund_keeper(devnet, competitor, approve=True)
+    # Healthy now (interest may have pushed some seeded accounts under 1 already: the keeper
+    # liquidates those at once, before any competitor), liquidatable after the crash.
     victim = next(b["address"] for b in devnet.manifest["borrowers"]
                   if b["collateral"] == ["WETH"] and b["debt"] == "DAI"
-                  and chain_health(devnet, b["address"]) < 1.3)
+                  and 1.02 < chain_health(devnet, b["address"]) < 1.3)
     pool_art = contracts.aave("Pool")
     devnet.client.call("evm_setAutomine", False)
     try:
@@ -203,8 +208,8 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
     entries = [e for e in journal.all() if e.account == victim]
-    assert len(entries) == 1
-    assert entries[0].status == J.LOST_RACE
+    assert len(entries) == 1, entries
+    assert entries[0].status == J.LOST_RACE, (entries, crash, chain_health(devnet, victim))
     assert entries[0].winner == competitor
     # Not retried: the next blocks send nothing more for that account.
     await keeper.evaluated_at(devnet.mine(1))
