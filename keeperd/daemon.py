@@ -43,6 +43,7 @@ from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.monitor import OracleMonitor
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
+from keeperd.protocols.morpho_blue.portfolio import describe_morpho
 from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
@@ -56,6 +57,12 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status, indent=1, default=str))
     tmp.replace(path)
+
+
+def _book_listener(monitor: CascadeMonitor) -> Callable[[Any], Awaitable[None]]:
+    async def on_book(book: Any) -> None:
+        await monitor.on_book(book, book.block)
+    return on_book
 
 
 class StartupError(Exception):
@@ -222,6 +229,12 @@ class Daemon:
                 rt.blocks.subscribe(keeper_m.on_block_event)
                 rt.extra_tasks.append(keeper_m.run)
                 self.morpho[blue.name] = keeper_m
+                if self.config.risk.cascade.enabled:
+                    blue_cascade = CascadeMonitor(
+                        self.config.risk.cascade, rt.config.name, morpho.name, rt.pool,
+                        self.metrics, self.alerts, self.config.alerts, describe=describe_morpho)
+                    keeper_m.listeners.append(_book_listener(blue_cascade))
+                    self.cascades[blue.name] = blue_cascade
             for venue in self.config.perp_venues:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)

@@ -24,7 +24,7 @@ from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade
 from keeperd.risk.depth import DepthModel
-from keeperd.risk.monitor import read_depth
+from keeperd.risk.monitor import aave_assets, read_depth
 from keeperd.store import Store
 
 _SHOCK = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*$")
@@ -98,8 +98,8 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
             await adapter.start()
             await adapter.discover(head)
             book = await adapter.snapshot(sorted(adapter.accounts), head)
-            depth: list[DepthModel] = await read_depth(config.risk.cascade, book.market, pool,
-                                                      head)
+            depth: list[DepthModel] = await read_depth(config.risk.cascade,
+                                                      aave_assets(book.market), pool, head)
     finally:
         store.close()
     portfolio = aave_portfolio(book)

@@ -19,7 +19,13 @@ DEVNET_ACCOUNTS = 300
 
 @pytest.fixture(scope="session")
 def devnet_session() -> Iterator[Devnet]:
-    with Devnet(accounts=DEVNET_ACCOUNTS) as devnet:
+    # anvil's own output, to see why if it ever dies mid-session (it did once, unexplained).
+    from keeperd.devnet import paths
+
+    log = paths.devnet_dir() / "test-anvil.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    with Devnet(accounts=DEVNET_ACCOUNTS, log_path=log) as devnet:
         yield devnet
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ from keeperd.config import (
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.book import MarketState
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
-from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, shock_grid
+from keeperd.risk.cascade import CascadeResult, Columns, Portfolio, run_cascade, shock_grid
 from keeperd.risk.depth import ConstantProduct, DepthCurve, DepthModel, NoImpact
 
 log = structlog.get_logger(__name__)
@@ -42,26 +44,51 @@ def shock_label(shock: float) -> str:
     return f"{shock:g}"
 
 
-def columns_for(market: MarketState, config: CascadeConfig) -> Columns:
-    stables = {s.lower() for s in config.stable_assets}
-    joint = [s for s in market.symbols if s.lower() not in stables]
-    return shock_grid(market.symbols, config.shocks, joint=joint)
+@dataclass(frozen=True)
+class Asset:
+    """What the cascade needs to know of one asset column, whatever the protocol."""
+
+    symbol: str
+    address: str
+    decimals: int
+    price_usd: float
+    bonus: float  # the liquidation bonus when it is the collateral (0.05 = 5 %)
 
 
-async def read_depth(config: CascadeConfig, market: MarketState, pool: RpcPool, block: int
-                     ) -> list[DepthModel]:
-    """One depth model per market asset, in the market's column order."""
-    out: list[DepthModel] = []
+# A protocol's book -> its portfolio and the description of its asset columns.
+Describe = Callable[[Any], tuple[Portfolio, list[Asset]]]
+
+
+def aave_assets(market: MarketState) -> list[Asset]:
     prices = market.prices_usd()
-    for i, reserve in enumerate(market.reserves):
-        spec = config.depth.get(reserve.symbol)
+    return [Asset(r.symbol, r.asset, r.decimals, float(prices[i]),
+                  (r.liquidation_bonus - 10_000) / 10_000 if r.liquidation_bonus else 0.0)
+            for i, r in enumerate(market.reserves)]
+
+
+def describe_aave(book: Any) -> tuple[Portfolio, list[Asset]]:
+    return aave_portfolio(book), aave_assets(book.market)
+
+
+def columns_for(symbols: Sequence[str], config: CascadeConfig) -> Columns:
+    stables = {s.lower() for s in config.stable_assets}
+    joint = [s for s in symbols if s.lower() not in stables]
+    return shock_grid(symbols, config.shocks, joint=joint)
+
+
+async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPool, block: int
+                     ) -> list[DepthModel]:
+    """One depth model per asset column, in order."""
+    out: list[DepthModel] = []
+    for asset in assets:
+        spec = config.depth.get(asset.symbol)
         if isinstance(spec, ConstantProductDepth):
             out.append(ConstantProduct(spec.reserve_tokens))
         elif isinstance(spec, CurveDepth):
             out.append(DepthCurve(tuple(p[0] for p in spec.points),
-                                  tuple(p[1] for p in spec.points), float(prices[i])))
+                                  tuple(p[1] for p in spec.points), asset.price_usd))
         elif isinstance(spec, UniswapV3Depth):
-            out.append(await uniswap_v3_depth(pool, spec.pool, reserve.asset, reserve.decimals,
+            out.append(await uniswap_v3_depth(pool, spec.pool, asset.address, asset.decimals,
                                               block))
         else:
             out.append(NoImpact())
@@ -86,7 +113,8 @@ async def uniswap_v3_depth(pool: RpcPool, address: str, asset: str, decimals: in
 class CascadeMonitor:
     def __init__(self, config: CascadeConfig, chain: str, protocol: str, pool: RpcPool,
                  metrics: Metrics, alerts: AlertEngine | None = None,
-                 alerts_config: AlertsConfig | None = None) -> None:
+                 alerts_config: AlertsConfig | None = None,
+                 describe: Describe = describe_aave) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -94,6 +122,7 @@ class CascadeMonitor:
         self.metrics = metrics
         self.alerts = alerts
         self.alerts_config = alerts_config
+        self.describe = describe
         self.last: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
@@ -101,15 +130,20 @@ class CascadeMonitor:
         self._running = False
 
     async def on_scan(self, result: Any) -> None:
-        if not self.config.enabled or result.partial or self._running:
+        """The scanner's listener (Aave): its full results, not the partial ones."""
+        if not result.partial:
+            await self.on_book(result.book, result.block)
+
+    async def on_book(self, book: Any, block: int) -> None:
+        if not self.config.enabled or self._running:
             return
         now = time.monotonic()
-        if self.last_block >= 0 and (result.block - self.last_block < self.config.every_blocks
+        if self.last_block >= 0 and (block - self.last_block < self.config.every_blocks
                                      or now - self._last_at < self.config.min_interval_s):
             return
         self._running = True
         try:
-            await self.evaluate(result.book, result.block)
+            await self.evaluate(book, block)
         except Exception as exc:  # the figures wait for the next block; nothing else stops
             log.warning("cascade.evaluation_failed", protocol=self.protocol,
                         error=f"{type(exc).__name__}: {exc}")
@@ -118,11 +152,10 @@ class CascadeMonitor:
             self._last_at = time.monotonic()
 
     async def evaluate(self, book: Any, block: int) -> CascadeResult:
-        market = book.market
-        portfolio = aave_portfolio(book)
-        columns = columns_for(market, self.config)
-        depth = await read_depth(self.config, market, self.pool, block)
-        self.fund_usd = await self._fund(market, block)
+        portfolio, assets = self.describe(book)
+        columns = columns_for(portfolio.assets, self.config)
+        depth = await read_depth(self.config, assets, self.pool, block)
+        self.fund_usd = await self._fund(assets, block)
         started = time.perf_counter()
         result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,
                                          max_rounds=self.config.max_rounds,
@@ -131,7 +164,7 @@ class CascadeMonitor:
         seconds = time.perf_counter() - started
         self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
         self.last, self.last_block = result, block
-        self._publish(result, depth, market)
+        self._publish(result, depth, assets)
         self._alert(result, block)
         worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
         log.info("cascade.evaluated", protocol=self.protocol, block=block,
@@ -143,7 +176,7 @@ class CascadeMonitor:
                      "amplification": round(float(result.amplification[worst]), 4)})
         return result
 
-    async def _fund(self, market: MarketState, block: int) -> float | None:
+    async def _fund(self, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.insurance_fund
         if fund is None:
             return None
@@ -151,21 +184,21 @@ class CascadeMonitor:
             value = fund.usd
         else:
             assert fund.token is not None and fund.holder is not None
-            column = market.column(fund.token)
-            reserve = market.reserves[column]
+            token = next((a for a in assets if a.symbol == fund.token), None)
+            if token is None:
+                raise ValueError(f"risk.cascade.insurance_fund.token {fund.token!r} is not an "
+                                 f"asset of {self.protocol} ({[a.symbol for a in assets]})")
             raw = await self.pool.request("eth_call", [{
-                "to": reserve.asset, "data": "0x" + encode_call(
+                "to": token.address, "data": "0x" + encode_call(
                     "balanceOf(address)", ["address"], [fund.holder]).hex()}, hex(block)])
-            value = int(raw, 16) / 10**reserve.decimals * float(market.prices_usd()[column])
+            value = int(raw, 16) / 10**token.decimals * token.price_usd
         self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
         return value
 
-    def _publish(self, r: CascadeResult, depth: list[DepthModel], market: MarketState) -> None:
+    def _publish(self, r: CascadeResult, depth: list[DepthModel], assets: list[Asset]) -> None:
         m = self.metrics
         base = (self.chain, self.protocol)
-        bonus = np.array([(x.liquidation_bonus - 10_000) / 10_000 if x.liquidation_bonus
-                          else 0.0 for x in market.reserves])
-        coverage = r.depth_coverage(depth, bonus)
+        coverage = r.depth_coverage(depth, np.array([a.bonus for a in assets]))
         for k, (scenario, shock) in enumerate(zip(r.columns.scenario, r.columns.shock,
                                                   strict=True)):
             s = shock_label(float(shock))

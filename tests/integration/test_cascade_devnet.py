@@ -17,7 +17,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
 from keeperd.risk.cascade import run_cascade, shock_grid
-from keeperd.risk.monitor import CascadeMonitor, read_depth
+from keeperd.risk.monitor import CascadeMonitor, aave_assets, read_depth
 from keeperd.store import Store
 from tests.conftest import metric_value
 
@@ -66,7 +66,7 @@ async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # typ
         "depth": {"WETH": {"kind": "uniswap_v3", "pool": pools["WETH/USDC"]},
                   "WBTC": {"kind": "uniswap_v3", "pool": pools["WBTC/USDC"]}},
         "insurance_fund": {"usd": 100_000}, "min_liquidation_usd": 100_000})
-    depth = await read_depth(config, book.market, pool, head)
+    depth = await read_depth(config, aave_assets(book.market), pool, head)
     weth = book.market.column("WETH")
     # The devnet seeds its WETH/USDC pool around the oracle price: selling 1 % of the virtual
     # reserves moves the price by about 2 % (x*y=k).

@@ -180,3 +180,43 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path) -> None:
+    from keeperd.config import CascadeConfig
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.morpho_blue.portfolio import describe_morpho
+    from keeperd.risk.cascade import run_cascade, shock_grid
+    from keeperd.risk.monitor import CascadeMonitor
+    from tests.conftest import metric_value
+
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    portfolio, assets = describe_morpho(book)
+    assert portfolio.assets == ("DAI", "USDC", "WBTC", "WETH")
+    assert len(portfolio) == len(book.positions)
+    weth = next(a for a in assets if a.symbol == "WETH")
+    assert weth.price_usd == pytest.approx(devnet.manifest["prices_usd"]["WETH"], rel=1e-9)
+    assert weth.bonus == pytest.approx(1 / (1 - 0.3 * (1 - 0.86)) - 1, rel=1e-6)
+    result = run_cascade(portfolio, shock_grid(portfolio.assets, [0.12], single=["WETH"]))
+    # Now really drop the market's oracle by 12 % and count with Morpho's own math.
+    drop_oracle(devnet, "WETH/USDC", 0.88)
+    after = await adapter.snapshot(sorted(adapter.accounts), devnet.client.block_number())
+    underwater = sum(1 for p in after.positions if after.health(p) < 1)
+    assert underwater >= 3 and int(result.static_accounts[0]) == underwater
+    # Morpho repays the whole debt of each: the static repaid is their debt (or what the
+    # collateral covers with the incentive).
+    debt = sum(after.debt(p) / 10**p.market.loan_decimals for p in after.positions
+               if after.health(p) < 1)
+    assert float(result.static_repaid[0]) == pytest.approx(debt, rel=2e-3)
+    metrics = Metrics()
+    monitor = CascadeMonitor(CascadeConfig(), "devnet", "morpho", pool, metrics,
+                             describe=describe_morpho)
+    await monitor.evaluate(after, after.block)
+    # the book is already underwater for `underwater` positions: any further drop takes them
+    assert metric_value(metrics, "keeperd_cascade_liquidated_accounts",
+                        {"chain": "devnet", "protocol": "morpho", "asset": "WETH",
+                         "shock": "0.01", "model": "static"}) >= underwater
