@@ -117,3 +117,17 @@ def test_devnet_cli_up_set_price_mine_down(tmp_path: Path) -> None:
     finally:
         assert "stopped" in run("down")
     assert not Path(manifest_path).exists()
+
+
+def test_a_dead_session_devnet_is_started_again(devnet_session: Devnet) -> None:
+    from tests.conftest import ensure_alive
+
+    assert ensure_alive(devnet_session) is False
+    proc = devnet_session.anvil.process
+    assert proc is not None
+    proc.kill()  # as anvil's own panic would end it
+    proc.wait(10)
+    assert ensure_alive(devnet_session) is True
+    # The same deployment, from the cached state: contracts and borrowers are back.
+    assert devnet_session.client.block_number() >= devnet_session.manifest["block"]
+    assert devnet_session.account_data(devnet_session.manifest["borrowers"][0]["address"])[1] > 0
