@@ -265,6 +265,43 @@ class AlertEngine:
         self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
                          "SET block = excluded.block", (cursor, result.block))
 
+    def on_morpho_book(self, book: Any, *, chain: str, protocol: str) -> None:
+        """Watched Morpho Blue borrowers: one alert per (market, account), on the exact health
+        (max borrow at the LLTV / debt with interest accrued)."""
+        conditions: list[Condition] = []
+        for p in book.positions:
+            lists = self.watched.get(p.account.lower(), [])
+            if not lists or p.borrow_shares == 0:
+                continue
+            health = float(book.health(p))
+            unit = 10**p.market.loan_decimals
+            details = {
+                "health_factor": None if not np.isfinite(health) else round(health, 6),
+                "market": p.market.name, "market_id": p.market.id,
+                "collateral_usd": round(book.collateral_value(p) / unit, 2),
+                "debt_usd": round(book.debt(p) / unit, 2),
+                "explorer_url": self._link(chain, "address", p.account),
+            }
+            for w in lists:
+                if w.protocols is not None and protocol not in w.protocols:
+                    continue
+                labels = {"chain": chain, "protocol": protocol,
+                          "account": self.checksummed[p.account.lower()],
+                          "market": p.market.name, "watchlist": w.name}
+                levels, severity, limit, hf = self._watch_level(w, labels, health)
+                where = f"{p.account} in {protocol} {p.market.name}"
+                conditions.append(Condition(
+                    "position_health", w.route, labels, severity,
+                    None if not np.isfinite(health) else health, levels, self._repeat(w.route),
+                    summary=f"{w.name}: {where} has health {hf}, below "
+                            f"{'critical' if severity == 'critical' else 'warn'} {limit}",
+                    resolved_summary=f"{w.name}: {where} recovered: health {hf}",
+                    action="Add collateral or repay: below 1.0 anyone may liquidate the whole "
+                           "debt, with the market's liquidation incentive.",
+                    details=details))
+        self._evaluate(conditions, chain, book.block)
+        self.commit()
+
     def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
                          ) -> None:
         """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""

@@ -220,3 +220,40 @@ async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # ty
     assert metric_value(metrics, "keeperd_cascade_liquidated_accounts",
                         {"chain": "devnet", "protocol": "morpho", "asset": "WETH",
                          "shock": "0.01", "model": "static"}) >= underwater
+
+
+async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Path) -> None:
+    from tests.alert_fakes import Recorder, webhook_app
+    from tests.conftest import serve
+
+    blue = devnet.manifest["morpho_blue"]
+    # Healthy now (planned 1.3-1.4), under the 1.2 warning after a 12 % oracle drop.
+    watched = next(b["address"] for b in blue["borrowers"]
+                   if b["market"] == "WETH/USDC" and 1.3 < b["planned_health"] < 1.4)
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as hook:
+        data = morpho_config(devnet, tmp_path).model_dump(mode="json")
+        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+            "watchlists": [{"name": "desk", "accounts": [watched], "warn": 1.2,
+                            "critical": 1.05, "route": "ops"}]}
+        from keeperd.config import parse_config as parse
+
+        daemon = Daemon(parse(data, env={}), metrics=Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 30)
+            drop_oracle(devnet, "WETH/USDC", 0.88)
+            deadline = time.monotonic() + 20
+            while not [e for e in rec.accepted if e["body"]["rule"] == "position_health"]:
+                assert time.monotonic() < deadline, "no alert for the watched borrower"
+                devnet.mine(1)
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "position_health"]
+    assert alert["account"] == watched and alert["protocol"] == "morpho"
+    assert alert["labels"]["market"] == "WETH/USDC" and alert["severity"] == "warning"
+    assert 1.05 < alert["health_factor"] < 1.2
