@@ -53,6 +53,38 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
+    issues += await venue_issues(config)
+    return issues
+
+
+async def venue_issues(config: Config) -> list[ConfigIssue]:
+    """Perp venues answer, and every watched account reads (an empty account is a warning
+    sign of a typo, so it is reported too)."""
+    import aiohttp
+
+    from keeperd.protocols.perps.http import VenueError
+    from keeperd.protocols.perps.venues import fetch_accounts
+
+    issues: list[ConfigIssue] = []
+    async with aiohttp.ClientSession() as session:
+        for venue in config.perp_venues:
+            pi = config.protocols.index(venue)
+            url_field = "api_url" if hasattr(venue, "api_url") else "indexer_url"
+            try:
+                accounts = await fetch_accounts(venue, session)
+            except (VenueError, KeyError, ValueError, TypeError) as exc:
+                issues.append(ConfigIssue(f"protocols[{pi}].{url_field}",
+                                          f"{venue.name} did not answer usefully: {exc}",
+                                          "check the URL (the public endpoint is the default) "
+                                          "and that this machine may reach it"))
+                continue
+            for account in accounts:
+                if not account.positions and account.account_value == 0:
+                    index = venue.accounts.index(account.account)
+                    issues.append(ConfigIssue(
+                        f"protocols[{pi}].accounts[{index}]",
+                        f"{account.account} has no positions and no equity on {venue.name}",
+                        "check the address (a typo reads as an empty account)"))
     return issues
 
 

@@ -182,3 +182,34 @@ async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at
                         {"venue": "hyperliquid", "coin": "BTC"}) == pytest.approx(211.64542)
     assert metric_value(metrics, "keeperd_perp_accounts_below",
                         {"venue": "hyperliquid", "below": "1"}) == 0
+
+
+def test_check_config_reads_the_venues(tmp_path: Path) -> None:
+    async def run() -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        async with serve(hyperliquid_app()) as hl:
+            def write(accounts: list[str], url: str) -> Path:
+                path = tmp_path / f"c{len(accounts)}{len(url)}.yaml"
+                path.write_text(yaml.safe_dump({
+                    "state_dir": str(tmp_path / "state"),
+                    "chains": [{"name": "x", "chain_id": 31337,
+                                "rpc_urls": ["http://127.0.0.1:9"]}],
+                    "protocols": [{"kind": "hyperliquid", "api_url": url, "accounts": accounts,
+                                   "max_attempts": 1}]}))
+                return path
+
+            typo = "0x" + "12" * 20
+            cmd = [sys.executable, "-m", "keeperd", "check-config"]
+            found = await asyncio.to_thread(
+                subprocess.run, [*cmd, str(write([HL_USER, typo], hl))], cwd=ROOT,
+                capture_output=True, text=True, timeout=120)
+            dead = await asyncio.to_thread(
+                subprocess.run, [*cmd, str(write([HL_USER], "http://127.0.0.1:9"))], cwd=ROOT,
+                capture_output=True, text=True, timeout=120)
+            return found, dead
+
+    found, dead = asyncio.run(run())
+    # The chain's RPC is dead in both (reported), and the venue checks run regardless.
+    assert found.returncode == 2
+    assert "protocols[0].accounts[1]" in found.stderr and "no positions" in found.stderr
+    assert "protocols[0].accounts[0]" not in found.stderr
+    assert "protocols[0].api_url" in dead.stderr and "did not answer" in dead.stderr
