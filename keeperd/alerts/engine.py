@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from eth_utils import keccak
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS alert_cursor (
 """
 
 LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
+# Morpho Blue: Liquidate(Id indexed id, address indexed caller, address indexed borrower, ...)
+MORPHO_LIQUIDATE = "0x" + keccak(
+    text="Liquidate(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)").hex()
 
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
@@ -206,23 +210,53 @@ class AlertEngine:
         limit = w.critical if severity == "critical" else w.warn
         return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"
 
-    async def _watched_liquidations(self, result: Any, chain: str, pool: Any,
-                                    pool_address: str) -> None:
-        """LiquidationCall logs whose user is watched, since the last evaluated block."""
-        cursor = f"liquidations:{result.protocol}"
+    async def _logs_since(self, cursor: str, block: int, pool: Any, address: str,
+                          topics: list[Any]) -> list[dict[str, Any]] | None:
+        """Logs of `address` since the cursor (first time: this block only); None when the
+        node failed (the cursor stays, the next evaluation asks again)."""
         row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
                                (cursor,)).fetchone()
-        start = result.block if row is None else row[0] + 1
-        if start > result.block:
-            return
-        users = ["0x" + "0" * 24 + a[2:] for a in self.watched]
+        start = block if row is None else row[0] + 1
+        if start > block:
+            return []
         try:
-            logs = await pool.request("eth_getLogs", [{
-                "fromBlock": hex(start), "toBlock": hex(result.block), "address": pool_address,
-                "topics": [LIQUIDATION_CALL, None, None, users]}])
-        except Exception as exc:  # retried at the next evaluation (the cursor stays)
-            log.warning("alerts.liquidation_logs_failed", protocol=result.protocol,
-                        error=str(exc))
+            logs: list[dict[str, Any]] = await pool.request("eth_getLogs", [{
+                "fromBlock": hex(start), "toBlock": hex(block), "address": address,
+                "topics": topics}])
+        except Exception as exc:
+            log.warning("alerts.liquidation_logs_failed", cursor=cursor, error=str(exc))
+            return None
+        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                         "SET block = excluded.block", (cursor, block))
+        return logs
+
+    def _watched_topics(self) -> list[str]:
+        return ["0x" + "0" * 24 + a[2:] for a in self.watched if a.startswith("0x")]
+
+    def _liquidated(self, chain: str, protocol: str, account_lower: str, block: int, tx: str,
+                    log_index: str, what: str, details: dict[str, Any]) -> None:
+        for w in self.watched.get(account_lower, []):
+            if w.protocols is not None and protocol not in w.protocols:
+                continue
+            account = self.checksummed[account_lower]
+            labels = {"chain": chain, "protocol": protocol, "account": account,
+                      "watchlist": w.name}
+            self._emit(w.route, Alert(
+                "position_liquidated", "critical", "event", labels,
+                f"{w.name}: {account} on {protocol} was liquidated: {what}",
+                action="The remaining position may still be at risk: check its health.",
+                details={**details, "tx_hash": tx,
+                         "explorer_url": self._link(chain, "tx", tx)},
+                chain=chain, block=block, starts_at=self.clock(),
+                key=f"position_liquidated:{tx}:{log_index}:{w.name}"))
+
+    async def _watched_liquidations(self, result: Any, chain: str, pool: Any,
+                                    pool_address: str) -> None:
+        """Aave LiquidationCall logs whose user is watched, since the last evaluated block."""
+        logs = await self._logs_since(f"liquidations:{result.protocol}", result.block, pool,
+                                      pool_address,
+                                      [LIQUIDATION_CALL, None, None, self._watched_topics()])
+        if not logs:
             return
         market = result.book.market
         prices = market.prices_usd()
@@ -237,33 +271,48 @@ class AlertEngine:
 
         for entry in logs:
             topics = entry["topics"]
-            account_lower = "0x" + topics[3][-40:]
             data = bytes.fromhex(entry["data"][2:])
             repaid, seized = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
-            liquidator = "0x" + data[64 + 12:96].hex()
-            coll, debt = ("0x" + topics[1][-40:]), ("0x" + topics[2][-40:])
-            coll_symbol, seized_usd = usd(coll, seized)
-            debt_symbol, repaid_usd = usd(debt, repaid)
-            block = int(entry["blockNumber"], 16)
-            tx = entry["transactionHash"]
-            for w in self.watched.get(account_lower, []):
-                account = self.checksummed[account_lower]
-                labels = {"chain": chain, "protocol": result.protocol, "account": account,
-                          "watchlist": w.name}
-                self._emit(w.route, Alert(
-                    "position_liquidated", "critical", "event", labels,
-                    f"{w.name}: {account} on {result.protocol} was liquidated: "
-                    f"${repaid_usd:,.2f} of {debt_symbol} debt repaid, "
-                    f"${seized_usd:,.2f} of {coll_symbol} collateral seized",
-                    action="The remaining position may still be at risk: check its health.",
-                    details={"tx_hash": tx, "liquidator": liquidator,
-                             "debt_repaid_usd": round(repaid_usd, 2),
-                             "collateral_seized_usd": round(seized_usd, 2),
-                             "explorer_url": self._link(chain, "tx", tx)},
-                    chain=chain, block=block, starts_at=self.clock(),
-                    key=f"position_liquidated:{tx}:{entry['logIndex']}:{w.name}"))
-        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                         "SET block = excluded.block", (cursor, result.block))
+            coll_symbol, seized_usd = usd("0x" + topics[1][-40:], seized)
+            debt_symbol, repaid_usd = usd("0x" + topics[2][-40:], repaid)
+            self._liquidated(
+                chain, result.protocol, "0x" + topics[3][-40:], int(entry["blockNumber"], 16),
+                entry["transactionHash"], entry["logIndex"],
+                f"${repaid_usd:,.2f} of {debt_symbol} debt repaid, ${seized_usd:,.2f} of "
+                f"{coll_symbol} collateral seized",
+                {"liquidator": "0x" + data[64 + 12:96].hex(),
+                 "debt_repaid_usd": round(repaid_usd, 2),
+                 "collateral_seized_usd": round(seized_usd, 2)})
+
+    async def on_morpho_liquidations(self, book: Any, *, chain: str, protocol: str, pool: Any,
+                                     morpho: str) -> None:
+        """Morpho Blue Liquidate logs whose borrower is watched."""
+        if not self.watched:
+            return
+        logs = await self._logs_since(
+            f"liquidations:{protocol}", book.block, pool, morpho,
+            [MORPHO_LIQUIDATE, list(book.markets), None, self._watched_topics()])
+        for entry in logs or []:
+            topics = entry["topics"]
+            info = book.markets.get(topics[1].lower(), (None,))[0]
+            words = [int.from_bytes(bytes.fromhex(entry["data"][2 + 64 * i:2 + 64 * (i + 1)]),
+                                    "big") for i in range(5)]
+            repaid, seized, bad_debt = words[0], words[2], words[3]
+            if info is None:
+                what, details = "", {}
+            else:
+                loan, coll = 10**info.loan_decimals, 10**info.collateral_decimals
+                what = (f"{repaid / loan:,.2f} {info.loan_symbol} repaid, {seized / coll:,.6g} "
+                        f"{info.collateral_symbol} seized in {info.name}"
+                        + (f", {bad_debt / loan:,.2f} {info.loan_symbol} of bad debt"
+                           if bad_debt else ""))
+                details = {"market": info.name, "debt_repaid": repaid / loan,
+                           "collateral_seized": seized / coll, "bad_debt": bad_debt / loan,
+                           "liquidator": "0x" + topics[2][-40:]}
+            self._liquidated(chain, protocol, "0x" + topics[3][-40:],
+                             int(entry["blockNumber"], 16), entry["transactionHash"],
+                             entry["logIndex"], what, details)
+        self.commit()
 
     def on_morpho_book(self, book: Any, *, chain: str, protocol: str) -> None:
         """Watched Morpho Blue borrowers: one alert per (market, account), on the exact health

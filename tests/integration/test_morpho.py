@@ -257,3 +257,42 @@ async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Pat
     assert alert["account"] == watched and alert["protocol"] == "morpho"
     assert alert["labels"]["market"] == "WETH/USDC" and alert["severity"] == "warning"
     assert 1.05 < alert["health_factor"] < 1.2
+
+
+async def test_the_holder_hears_when_the_keeper_liquidates_them(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keeperd.config import parse_config as parse
+    from tests.alert_fakes import Recorder, webhook_app
+    from tests.conftest import serve
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]
+    victim = min((b for b in blue["borrowers"] if b["market"] == "WETH/USDC"),
+                 key=lambda b: b["planned_health"])["address"]
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as hook:
+        data = morpho_config(devnet, tmp_path, "liquidate").model_dump(mode="json")
+        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+            "watchlists": [{"name": "holder", "accounts": [victim], "route": "ops"}]}
+        daemon = Daemon(parse(data, env={"KEEPER_KEY": KEEPER_KEY}), metrics=Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 30)
+            drop_oracle(devnet, "WETH/USDC", 0.9)
+            deadline = time.monotonic() + 30
+            while not [e for e in rec.accepted
+                       if e["body"]["rule"] == "position_liquidated"]:
+                assert time.monotonic() < deadline, [e["body"]["rule"] for e in rec.accepted]
+                devnet.mine(1)
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "position_liquidated"]
+    assert alert["account"] == victim and alert["protocol"] == "morpho"
+    assert alert["details"]["market"] == "WETH/USDC" and alert["details"]["debt_repaid"] > 0
+    assert alert["details"]["liquidator"].lower() == KEEPER.lower()
+    assert "seized in WETH/USDC" in alert["summary"]
