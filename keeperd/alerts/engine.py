@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import structlog
-from eth_utils import keccak
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
@@ -36,6 +35,7 @@ from keeperd.alerts.silences import Silences
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.metrics import Metrics
+from keeperd.protocols.morpho_blue.adapter import LIQUIDATE as MORPHO_LIQUIDATE
 
 log = structlog.get_logger(__name__)
 
@@ -59,9 +59,7 @@ CREATE TABLE IF NOT EXISTS alert_cursor (
 """
 
 LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
-# Morpho Blue: Liquidate(Id indexed id, address indexed caller, address indexed borrower, ...)
-MORPHO_LIQUIDATE = "0x" + keccak(
-    text="Liquidate(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)").hex()
+
 
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
