@@ -29,7 +29,7 @@ import structlog
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
-from keeperd.alerts.model import Alert
+from keeperd.alerts.model import Alert, fingerprint
 from keeperd.alerts.outbox import DELIVERED, PENDING
 from keeperd.alerts.silences import Silences
 from keeperd.chain.blocks import BlockEvent, Reorg
@@ -132,7 +132,7 @@ class AlertEngine:
     def explorers_of(cls, config: Config) -> dict[str, str]:
         return {c.name: c.explorer_url.rstrip("/") for c in config.chains if c.explorer_url}
 
-    def _repeat(self, route: str) -> float:
+    def repeat_interval(self, route: str) -> float:
         r = self.routes.get(route)
         return r.repeat_interval_s if r else 4 * 3600
 
@@ -188,7 +188,7 @@ class AlertEngine:
                 out.append(Condition(
                     "position_health", w.route, labels, severity,
                     None if not np.isfinite(health) else health, levels,
-                    self._repeat(w.route),
+                    self.repeat_interval(w.route),
                     summary=f"{w.name}: {account} on {result.protocol} has health {hf}, "
                             f"below {'critical' if severity == 'critical' else 'warn'} "
                             f"{limit}",
@@ -197,14 +197,21 @@ class AlertEngine:
                     action=ACTION_POSITION, details=details, inhibited_by=inhibited))
         return out
 
+    def severity_for(self, rule: str, labels: dict[str, str], value: float,
+                     levels: Levels) -> str | None:
+        """The severity `value` deserves, with hysteresis against what was last sent for the
+        alert these labels name (None for a non-finite value: nothing to measure)."""
+        if not np.isfinite(value):
+            return None
+        told = self._told(fingerprint(rule, labels))
+        return classify(value, levels, told.severity if told else None)
+
     def _watch_level(self, w: WatchlistConfig, labels: dict[str, str], health: float
                      ) -> tuple[Levels, str | None, float, str]:
-        """A watchlist's levels, the severity `health` deserves given what was last sent
-        (hysteresis), the threshold it is under, and the health as text."""
+        """A watchlist's levels, the severity `health` deserves, the threshold it is under,
+        and the health as text."""
         levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
-        told = self._told(Alert("position_health", "", "", labels, "").fingerprint)
-        severity = None if not np.isfinite(health) else classify(
-            health, levels, told.severity if told else None)
+        severity = self.severity_for("position_health", labels, health, levels)
         limit = w.critical if severity == "critical" else w.warn
         return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"
 
@@ -339,7 +346,8 @@ class AlertEngine:
                 where = f"{p.account} in {protocol} {p.market.name}"
                 conditions.append(Condition(
                     "position_health", w.route, labels, severity,
-                    None if not np.isfinite(health) else health, levels, self._repeat(w.route),
+                    None if not np.isfinite(health) else health, levels,
+                    self.repeat_interval(w.route),
                     summary=f"{w.name}: {where} has health {hf}, below "
                             f"{'critical' if severity == 'critical' else 'warn'} {limit}",
                     resolved_summary=f"{w.name}: {where} recovered: health {hf}",
@@ -383,7 +391,8 @@ class AlertEngine:
                                  if p["liquidation_price"] is not None)
                 conditions.append(Condition(
                     "position_health", w.route, labels, severity,
-                    None if not np.isfinite(health) else health, levels, self._repeat(w.route),
+                    None if not np.isfinite(health) else health, levels,
+                    self.repeat_interval(w.route),
                     summary=f"{w.name}: {account.account} on {venue} has margin health {hf} "
                             f"(equity / maintenance), below "
                             f"{'critical' if severity == 'critical' else 'warn'} {limit}"
@@ -408,7 +417,7 @@ class AlertEngine:
             reason = tripped.get(asset)
             conditions.append(Condition(
                 "oracle", route, {"asset": asset}, "critical" if reason else None, None, None,
-                self._repeat(route),
+                self.repeat_interval(route),
                 summary=f"{asset} price untrusted, liquidations that depend on it are paused: "
                         f"{reason}",
                 resolved_summary=f"{asset} price trusted again; liquidations resume",
@@ -455,7 +464,7 @@ class AlertEngine:
                 down = healthy == 0 and down_for >= rules.rpc_down.after_s
                 conditions.append(Condition(
                     "rpc_down", route, {"chain": chain}, "critical" if down else None, None,
-                    None, self._repeat(route),
+                    None, self.repeat_interval(route),
                     summary=f"every RPC endpoint of {chain} has failed for {down_for:.0f} s: "
                             "keeperd is blind on this chain",
                     resolved_summary=f"{chain}: an RPC endpoint answers again",
@@ -469,10 +478,10 @@ class AlertEngine:
                 if lag is None:
                     continue
                 labels = {"chain": chain, "protocol": protocol}
-                told = self._told(Alert("index_lag", "", "", labels, "").fingerprint)
-                sev = classify(float(lag), levels, told.severity if told else None)
+                sev = self.severity_for("index_lag", labels, float(lag), levels)
                 conditions.append(Condition(
-                    "index_lag", route, labels, sev, float(lag), levels, self._repeat(route),
+                    "index_lag", route, labels, sev, float(lag), levels,
+                    self.repeat_interval(route),
                     summary=f"{protocol} index is {lag} blocks behind the head of {chain}",
                     resolved_summary=f"{protocol} index caught up ({lag} blocks behind)",
                     action="Positions opened meanwhile are not watched yet; check eth_getLogs "
@@ -485,10 +494,10 @@ class AlertEngine:
                 if balance is None:
                     continue
                 labels = {"chain": chain}
-                told = self._told(Alert("keeper_balance", "", "", labels, "").fingerprint)
-                sev = classify(balance, levels, told.severity if told else None)
+                sev = self.severity_for("keeper_balance", labels, balance, levels)
                 conditions.append(Condition(
-                    "keeper_balance", route, labels, sev, balance, levels, self._repeat(route),
+                    "keeper_balance", route, labels, sev, balance, levels,
+                    self.repeat_interval(route),
                     summary=f"keeper gas balance on {chain} is {balance:.4f}, below "
                             f"{rule.critical_below if sev == 'critical' else rule.warn_below}",
                     resolved_summary=f"keeper gas balance on {chain} is {balance:.4f} again",

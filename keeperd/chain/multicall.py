@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_abi import decode, encode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
 from keeperd.chain.rpc import RpcError, RpcPool
 
@@ -43,6 +43,11 @@ class MulticallError(Exception):
 def selector(signature: str) -> bytes:
     """4-byte selector of a function signature such as `getUserAccountData(address)`."""
     return function_signature_to_4byte_selector(signature)
+
+
+def event_topic(signature: str) -> str:
+    """topic0 of an event, e.g. `Liquidate(bytes32,address,...)`, 0x-prefixed hex."""
+    return "0x" + keccak(text=signature).hex()
 
 
 def encode_call(signature: str, arg_types: Sequence[str], args: Sequence[object]) -> bytes:

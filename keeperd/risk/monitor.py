@@ -20,8 +20,7 @@ import numpy as np
 import structlog
 
 from keeperd.alerts.engine import AlertEngine, Condition
-from keeperd.alerts.lifecycle import Levels, classify
-from keeperd.alerts.model import fingerprint
+from keeperd.alerts.lifecycle import Levels
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
@@ -245,14 +244,13 @@ class CascadeMonitor:
         scenario = r.columns.scenario[worst]
         levels = Levels(rule.warn_bad_debt_usd, rule.critical_bad_debt_usd, "above")
         labels = {"chain": self.chain, "protocol": self.protocol}
-        told = self.alerts._told(fingerprint("cascade_risk", labels))
-        severity = classify(bad, levels, told.severity if told else None)
+        severity = self.alerts.severity_for("cascade_risk", labels, bad, levels)
         fund = "" if self.fund_usd is None else (
             f"; the fund (${self.fund_usd:,.0f}) covers "
             f"{self.fund_usd / bad:.0%}" if bad > 0 else "")
         self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
-            self.alerts._repeat(route),
+            self.alerts.repeat_interval(route),
             summary=f"a {target:.0%} drop of {scenario} would leave ${bad:,.0f} of bad debt on "
                     f"{self.protocol} after a {int(r.rounds[worst])}-round cascade (final drop "
                     f"{float(r.final_drop[worst]):.1%}){fund}",

@@ -104,11 +104,20 @@ def test_depth_curve_and_coverage() -> None:
 
 
 def test_uniswap_v3_virtual_reserves() -> None:
-    # 1 WETH = 2000 USDC (6 decimals) with WETH as token0: sqrtP = sqrt(2000e6/1e18).
-    sqrt_p = math.sqrt(2000 * 10**6 / 10**18)
-    liquidity = int(10**6 * 10**18 / 10**18 * 1e12)
-    model = ConstantProduct.from_uniswap_v3(liquidity, int(sqrt_p * 2**96), True, 18)
-    assert model.reserve_tokens == pytest.approx(liquidity / sqrt_p / 1e18)
+    """Virtual reserves must price the asset as the pool does: y / x = P (in whole units),
+    and x·y = L² (in raw units), whichever side of the pool the asset is."""
+    price = 2000.0  # USDC per WETH; WETH 18 decimals, USDC 6
+    liquidity = 3 * 10**18
+    # WETH as token0: sqrt(token1 raw per token0 raw)
+    sqrt0 = math.sqrt(price * 10**6 / 10**18)
+    weth = ConstantProduct.from_uniswap_v3(liquidity, int(sqrt0 * 2**96), True, 18)
+    usdc_raw = liquidity**2 / (weth.reserve_tokens * 10**18)  # the other side, from x·y = L²
+    assert (usdc_raw / 10**6) / weth.reserve_tokens == pytest.approx(price, rel=1e-9)
+    # WETH as token1 (a pool whose token0 is USDC): sqrt(WETH raw per USDC raw)
+    sqrt1 = math.sqrt(10**18 / (price * 10**6))
+    weth1 = ConstantProduct.from_uniswap_v3(liquidity, int(sqrt1 * 2**96), False, 18)
+    usdc1_raw = liquidity**2 / (weth1.reserve_tokens * 10**18)
+    assert (usdc1_raw / 10**6) / weth1.reserve_tokens == pytest.approx(price, rel=1e-9)
 
 
 portfolios = st.integers(1, 3).flatmap(lambda A: st.tuples(

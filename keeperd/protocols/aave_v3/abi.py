@@ -7,14 +7,12 @@ eth_abi directly (see keeperd.chain.multicall).
 from __future__ import annotations
 
 from eth_abi import decode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import address_call, encode_call, selector
-
+from keeperd.chain.multicall import address_call, encode_call, event_topic, selector
 
 # --- topics of the Pool events that make or change a position ------------------------------
-def topic(signature: str) -> str:
-    return "0x" + keccak(text=signature).hex()
+topic = event_topic
 
 
 SUPPLY = topic("Supply(address,address,address,uint256,uint16)")

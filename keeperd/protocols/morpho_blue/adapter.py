@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 from eth_abi import decode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, MorphoBlueConfig
 from keeperd.indexer import AccountIndexer, LogFilter
@@ -24,8 +24,7 @@ from keeperd.store import Store
 MARKET_PARAMS = "(address,address,address,address,uint256)"
 
 
-def topic(signature: str) -> str:
-    return "0x" + keccak(text=signature).hex()
+topic = event_topic
 
 
 SUPPLY_COLLATERAL = topic("SupplyCollateral(bytes32,address,address,uint256)")
