@@ -29,7 +29,15 @@ contract DevnetLiquidity {
     {
         address pool = abi.decode(data, (address));
         require(msg.sender == pool, "not the pool");
-        if (amount0 > 0) require(IERC20L(IUniswapV3PoolL(pool).token0()).transfer(pool, amount0));
-        if (amount1 > 0) require(IERC20L(IUniswapV3PoolL(pool).token1()).transfer(pool, amount1));
+        if (amount0 > 0) _safeTransfer(IUniswapV3PoolL(pool).token0(), pool, amount0);
+        if (amount1 > 0) _safeTransfer(IUniswapV3PoolL(pool).token1(), pool, amount1);
+    }
+
+    /// Tokens like USDT return nothing from transfer: success is "did not revert, and returned
+    /// nothing or true".
+    function _safeTransfer(address token, address to, uint256 amount) internal {
+        (bool ok, bytes memory ret) =
+            token.call(abi.encodeWithSelector(IERC20L.transfer.selector, to, amount));
+        require(ok && (ret.length == 0 || abi.decode(ret, (bool))), "transfer failed");
     }
 }

@@ -79,7 +79,7 @@ contract FlashLiquidator {
         uint256 debtBefore = IERC20Min(asset).balanceOf(address(this)) - amount;
 
         // The pool pulls twice: up to `amount` for the liquidation, then the loan and premium.
-        IERC20Min(asset).approve(address(aavePool), 2 * amount + premium);
+        _forceApprove(asset, address(aavePool), 2 * amount + premium);
         uint256 collateralBefore = IERC20Min(job.collateral).balanceOf(address(this));
         aavePool.liquidationCall(job.collateral, asset, job.user, amount, false);
         uint256 seized = IERC20Min(job.collateral).balanceOf(address(this)) - collateralBefore;
@@ -110,16 +110,33 @@ contract FlashLiquidator {
         if (msg.sender != activeSwapPool || activeSwapPool == address(0)) revert NotPool();
         IUniswapV3PoolMin pool = IUniswapV3PoolMin(msg.sender);
         if (amount0Delta > 0) {
-            require(IERC20Min(pool.token0()).transfer(msg.sender, uint256(amount0Delta)));
+            _safeTransfer(pool.token0(), msg.sender, uint256(amount0Delta));
         }
         if (amount1Delta > 0) {
-            require(IERC20Min(tokenOne(pool)).transfer(msg.sender, uint256(amount1Delta)));
+            _safeTransfer(tokenOne(pool), msg.sender, uint256(amount1Delta));
         }
     }
 
     function withdraw(address token, address to, uint256 amount) external {
         if (msg.sender != owner) revert NotOwner();
-        require(IERC20Min(token).transfer(to, amount));
+        _safeTransfer(token, to, amount);
+    }
+
+    /// USDT and its kind return nothing from transfer/approve: a call succeeds when it does
+    /// not revert and returns either nothing or `true`.
+    function _callToken(address token, bytes memory data) internal {
+        (bool ok, bytes memory ret) = token.call(data);
+        require(ok && (ret.length == 0 || abi.decode(ret, (bool))), "token call failed");
+    }
+
+    function _safeTransfer(address token, address to, uint256 amount) internal {
+        _callToken(token, abi.encodeWithSelector(IERC20Min.transfer.selector, to, amount));
+    }
+
+    /// USDT refuses an approval from a non-zero allowance to a non-zero one: reset first.
+    function _forceApprove(address token, address spender, uint256 amount) internal {
+        _callToken(token, abi.encodeWithSelector(IERC20Min.approve.selector, spender, 0));
+        _callToken(token, abi.encodeWithSelector(IERC20Min.approve.selector, spender, amount));
     }
 
     function tokenOne(IUniswapV3PoolMin pool) internal view returns (address) {

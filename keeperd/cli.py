@@ -315,7 +315,7 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
               "stop it with: keeperd devnet down", file=sys.stderr)
         return EXIT_FAILURE
     devnet = Devnet(args.accounts, args.seed, port=args.port, detached=True,
-                    log_path=paths.devnet_dir() / "anvil.log")
+                    log_path=paths.devnet_dir() / "anvil.log", aave_version=args.aave)
     devnet.start()
     assert devnet.anvil.process is not None
     pid_path.write_text(str(devnet.anvil.process.pid))
@@ -429,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=int, default=300, help="seeded borrowers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--port", type=int, default=8545)
+    p.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
+                   help="which Aave V3 to deploy: today's v3.6 (default, compiled from the "
+                        "published sources) or the 2022 v3.0 some forks still run")
     p.set_defaults(func=_cmd_devnet_up)
     p = dsub.add_parser("down", help="stop the background devnet")
     p.set_defaults(func=_cmd_devnet_down)

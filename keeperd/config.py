@@ -163,6 +163,16 @@ class AaveV3Config(_Model):
     index_interval: float = Field(
         default=60.0, gt=0, description="Seconds between index catch-ups that run even when "
         "no block arrives.")
+    accept_revisions: list[int] = Field(
+        default_factory=list, description="POOL_REVISION values keeperd does not know but the "
+        "operator has checked (release notes, a fork) and accepts: liquidations go on under "
+        "the rules of the nearest known revision below. An unknown revision, or one that "
+        "changes under a running daemon, otherwise holds liquidations on this market "
+        "(evaluation and alerts go on) until it is accepted here.")
+    parity_gate: bool = Field(
+        default=True, description="A difference between keeperd's health factor and the "
+        "pool's getUserAccountData (see cross_check_every) holds liquidations on this market "
+        "and alerts, until a later check agrees again.")
 
 
 class MorphoBlueConfig(_Model):

@@ -18,7 +18,7 @@ from keeperd.devnet.aave import PRICE_DECIMALS
 from keeperd.devnet.anvil import Anvil
 from keeperd.devnet.client import DevnetClient
 from keeperd.devnet.solc import compile_project_contracts
-from keeperd.devnet.state import DEFAULT_ACCOUNTS, DEFAULT_SEED, ensure_state
+from keeperd.devnet.state import DEFAULT_AAVE, DEFAULT_ACCOUNTS, DEFAULT_SEED, ensure_state
 
 
 class DevnetControl:
@@ -57,6 +57,11 @@ class DevnetControl:
         stale (and keeperd's breaker would rightly pause everything)."""
         for symbol in self.manifest["price_feeds"]:
             self.set_price(symbol, self.price(symbol))
+        admin = self.manifest["aave_v3"]["admin"]
+        for feed in self.manifest.get("extra_feeds", {}).values():
+            answer = int.from_bytes(self.client.eth_call(
+                feed, self._aggregator.encode_call("latestAnswer")), "big", signed=True)
+            self.client.send(admin, feed, self._aggregator.encode_call("setAnswer", answer))
 
     def set_price_at(self, symbol: str, usd: float, updated_at: int) -> None:
         """Publish a round with an explicit `updatedAt` (to make a feed look stale)."""
@@ -81,7 +86,12 @@ class DevnetControl:
         d_units = int(debt_amount * 10 ** reserves[debt]["decimals"])
         self.client.call("anvil_setBalance", user, hex(10**19))
         self.client.send(user, c_token, token_art.encode_call("mint", user, c_units))
-        self.client.send(user, c_token, token_art.encode_call("approve", pool, c_units))
+        allowance = int.from_bytes(self.client.eth_call(
+            c_token, token_art.encode_call("allowance", user, pool)), "big")
+        if allowance < c_units:  # USDT-like tokens approve only from zero
+            if allowance:
+                self.client.send(user, c_token, token_art.encode_call("approve", pool, 0))
+            self.client.send(user, c_token, token_art.encode_call("approve", pool, 2**256 - 1))
         self.client.send(user, pool, pool_art.encode_call("supply", c_token, c_units, user, 0))
         if emode:
             self.client.send(user, pool, pool_art.encode_call("setUserEMode", emode))
@@ -118,13 +128,14 @@ class Devnet(DevnetControl):
 
     def __init__(self, accounts: int = DEFAULT_ACCOUNTS, seed: int = DEFAULT_SEED, *,
                  port: int | None = None, detached: bool = False,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, aave_version: str = DEFAULT_AAVE) -> None:
         self.accounts = accounts
         self.seed = seed
+        self.aave_version = aave_version
         self.anvil = Anvil(port, detached=detached, log_path=log_path)
 
     def start(self) -> Devnet:
-        built = ensure_state(self.accounts, self.seed)
+        built = ensure_state(self.accounts, self.seed, aave_version=self.aave_version)
         self.anvil.load_state = built.state_path
         self.anvil.start()
         manifest = dict(built.manifest)

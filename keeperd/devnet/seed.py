@@ -33,10 +33,15 @@ _AGGREGATE3 = function_signature_to_4byte_selector("aggregate3((address,bool,byt
 class BorrowerPlan:
     address: str
     collateral: tuple[tuple[str, int], ...]  # (symbol, amount in token units)
-    debt: tuple[str, int]
+    debt: tuple[str, int]  # the main debt
     emode: int
     target_health: float
     profile: str
+    extra_debt: tuple[tuple[str, int], ...] = ()  # multi-debt borrowers' other debts
+
+    @property
+    def debts(self) -> tuple[tuple[str, int], ...]:
+        return (self.debt, *self.extra_debt)
 
 
 @dataclass
@@ -50,13 +55,26 @@ class MarketView:
     emode: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (ltv, threshold)
 
 
-# (name, weight, collateral symbols, debt symbol choices, eMode category)
-_PROFILES: tuple[tuple[str, float, tuple[str, ...], tuple[str, ...], int], ...] = (
+# (name, weight, collateral symbols, debt symbol choices, eMode category); a debt choice
+# "A+B" is a multi-debt borrower owing both (60 / 40 by value).
+Profile = tuple[str, float, tuple[str, ...], tuple[str, ...], int]
+PROFILES_V30: tuple[Profile, ...] = (
     ("eth-long", 0.42, ("WETH",), ("USDC", "DAI"), 0),
     ("btc-long", 0.14, ("WBTC",), ("USDC", "WETH"), 0),
     ("eth-btc-basket", 0.14, ("WETH", "WBTC"), ("USDC",), 0),
     ("eth-short", 0.12, ("USDC",), ("WETH",), 0),
     ("stable-emode", 0.18, ("USDC",), ("DAI",), 1),
+)
+# Today's Aave: USDT debt, an eMode whose collateral (wstETH) has a zero base threshold,
+# borrowers owing two assets; the size draw leaves about one in ten under $2,000.
+PROFILES_V36: tuple[Profile, ...] = (
+    ("eth-long", 0.28, ("WETH",), ("USDC", "DAI", "USDT"), 0),
+    ("btc-long", 0.12, ("WBTC",), ("USDC", "WETH"), 0),
+    ("eth-btc-basket", 0.10, ("WETH", "WBTC"), ("USDC",), 0),
+    ("eth-short", 0.10, ("USDC",), ("WETH",), 0),
+    ("stable-emode", 0.12, ("USDC",), ("DAI", "USDT"), 1),
+    ("lst-emode", 0.14, ("wstETH",), ("WETH",), 2),
+    ("multi-debt", 0.14, ("WETH",), ("USDC+USDT", "USDC+DAI"), 0),
 )
 
 
@@ -79,14 +97,15 @@ def _target_health(rng: random.Random, floor: float) -> float:
     return max(hf, floor)
 
 
-def plan_borrowers(market: MarketView, n: int, seed: int) -> list[BorrowerPlan]:
-    """Plan `n` borrowers; the same (market, n, seed) always gives the same plans."""
+def plan_borrowers(market: MarketView, n: int, seed: int,
+                   profiles: tuple[Profile, ...] = PROFILES_V30) -> list[BorrowerPlan]:
+    """Plan `n` borrowers; the same (market, n, seed, profiles) always gives the same plans."""
     rng = random.Random(seed)
-    weights = [p[1] for p in _PROFILES]
+    weights = [p[1] for p in profiles]
     plans: list[BorrowerPlan] = []
     for i in range(n):
-        name, _, coll_symbols, debt_choices, emode = rng.choices(_PROFILES, weights)[0]
-        debt_symbol = rng.choice(debt_choices)
+        name, _, coll_symbols, debt_choices, emode = rng.choices(profiles, weights)[0]
+        debt_symbols = rng.choice(debt_choices).split("+")
         size_usd = math.exp(rng.uniform(math.log(1_000), math.log(2_000_000)))
         shares = [rng.uniform(0.3, 1.0) for _ in coll_symbols]
         total = sum(shares)
@@ -104,9 +123,12 @@ def plan_borrowers(market: MarketView, n: int, seed: int) -> list[BorrowerPlan]:
         floor = lt_usd / ltv_usd * 1.002
         hf = _target_health(rng, floor)
         debt_usd = lt_usd / hf
-        debt_units = int(debt_usd / market.prices[debt_symbol] * 10 ** market.decimals[debt_symbol])
-        plans.append(BorrowerPlan(borrower_address(seed, i), tuple(collateral),
-                                  (debt_symbol, debt_units), emode, hf, name))
+        split = (1.0,) if len(debt_symbols) == 1 else (0.6, 0.4)
+        debts = tuple(
+            (sym, int(debt_usd * part / market.prices[sym] * 10 ** market.decimals[sym]))
+            for sym, part in zip(debt_symbols, split, strict=True))
+        plans.append(BorrowerPlan(borrower_address(seed, i), tuple(collateral), debts[0], emode,
+                                  hf, name, debts[1:]))
     return plans
 
 
@@ -202,7 +224,8 @@ def seed_market(client: DevnetClient, manifest: dict[str, Any], plans: list[Borr
     for p in plans:
         for sym, units in p.collateral:
             supplied[sym] += units
-        borrowed[p.debt[0]] += p.debt[1]
+        for sym, units in p.debts:
+            borrowed[sym] += units
 
     client.call("evm_setAutomine", False)
     try:
@@ -239,9 +262,16 @@ def seed_market(client: DevnetClient, manifest: dict[str, Any], plans: list[Borr
                 calls.append(_tx(p.address, pool, pool_art.encode_call("setUserEMode", p.emode),
                                  EMODE_GAS, n))
                 n += 1
-            sym, units = p.debt
-            calls.append(_tx(p.address, pool, pool_art.encode_call(
-                "borrow", tokens[sym], units, 2, 0, p.address), BORROW_GAS, n))
+                # Collateral with a zero LTV outside eMode was not switched on when supplied.
+                for sym, _ in p.collateral:
+                    if aave["reserves"][sym]["ltv"] == 0:
+                        calls.append(_tx(p.address, pool, pool_art.encode_call(
+                            "setUserUseReserveAsCollateral", tokens[sym], True), EMODE_GAS, n))
+                        n += 1
+            for sym, units in p.debts:
+                calls.append(_tx(p.address, pool, pool_art.encode_call(
+                    "borrow", tokens[sym], units, 2, 0, p.address), BORROW_GAS, n))
+                n += 1
         _send_in_rounds(client, calls)
     finally:
         client.call("evm_setAutomine", True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.devnet import aave, morpho, paths, seed, uniswap
+from keeperd.devnet import aave, aave36, aave_origin, morpho, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
 
@@ -29,6 +29,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_ACCOUNTS = 300
 DEFAULT_SEED = 1
 MANIFEST_VERSION = 1
+# Which Aave the devnet runs: today's (v3.6, compiled from the published sources) by
+# default; v3.0 (the 2022 compiled artifacts) for forks that still run it.
+AAVE_VERSIONS = ("v3.6", "v3.0")
+DEFAULT_AAVE = "v3.6"
 # Bump when the dump's format or the build steps here change what a state contains.
 STATE_FORMAT = 1
 
@@ -39,35 +43,47 @@ class BuiltState:
     manifest: dict[str, Any]
 
 
-def _fingerprint() -> str:
-    h = hashlib.sha256(f"format {STATE_FORMAT}".encode())
+def _fingerprint(aave_version: str) -> str:
+    h = hashlib.sha256(f"format {STATE_FORMAT} aave {aave_version}".encode())
     for src in sorted(paths.contracts_dir().glob("*.sol")):
         h.update(src.read_bytes())
     lock = paths.project_root() / "package-lock.json"
     if lock.is_file():
         h.update(lock.read_bytes())
-    for module in (aave, seed, uniswap, morpho):
+    for module in (aave, aave36, aave_origin, seed, uniswap, morpho):
         h.update(Path(module.__file__ or "").read_bytes())
+    if aave_version != "v3.0":
+        h.update(aave_origin.source_fingerprint())
     return h.hexdigest()[:16]
 
 
-def state_dir_for(accounts: int, seed_value: int) -> Path:
-    return paths.devnet_dir() / "states" / f"n{accounts}-s{seed_value}-{_fingerprint()}"
+def _check_version(aave_version: str) -> None:
+    if aave_version not in AAVE_VERSIONS:
+        raise ValueError(f"unknown Aave version {aave_version!r}: the devnet builds "
+                         f"{' or '.join(AAVE_VERSIONS)}")
+
+
+def state_dir_for(accounts: int, seed_value: int, aave_version: str = DEFAULT_AAVE) -> Path:
+    _check_version(aave_version)
+    tag = "" if aave_version == DEFAULT_AAVE else f"-aave{aave_version}"
+    return (paths.devnet_dir() / "states"
+            / f"n{accounts}-s{seed_value}{tag}-{_fingerprint(aave_version)}")
 
 
 def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEED, *,
-                 rebuild: bool = False) -> BuiltState:
-    """Return the cached state for (accounts, seed), building it first if needed."""
-    folder = state_dir_for(accounts, seed_value)
+                 rebuild: bool = False, aave_version: str = DEFAULT_AAVE) -> BuiltState:
+    """Return the cached state for (accounts, seed, Aave version), building it if needed."""
+    folder = state_dir_for(accounts, seed_value, aave_version)
     state_gz, manifest_path = folder / "state.json.gz", folder / "manifest.json"
     if rebuild and folder.exists():
         shutil.rmtree(folder)
     if not (state_gz.is_file() and manifest_path.is_file()):
         # States built by older code for the same (accounts, seed) are dead weight.
-        for stale in folder.parent.glob(f"n{accounts}-s{seed_value}-*"):
-            if stale != folder:
+        prefix = folder.name.rsplit("-", 1)[0]
+        for stale in folder.parent.glob(f"{prefix}-*"):
+            if stale != folder and stale.name.rsplit("-", 1)[0] == prefix:
                 shutil.rmtree(stale, ignore_errors=True)
-        _build(folder, accounts, seed_value)
+        _build(folder, accounts, seed_value, aave_version)
     # anvil reads plain JSON only; the uncompressed copy is made once next to the archive.
     state_json = folder / "state.json"
     if not state_json.is_file():
@@ -78,18 +94,28 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
     return BuiltState(state_json, json.loads(manifest_path.read_text()))
 
 
-def _build(folder: Path, accounts: int, seed_value: int) -> None:
+def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> None:
     started = time.monotonic()
-    log.info("devnet.build_started", accounts=accounts, seed=seed_value)
+    log.info("devnet.build_started", accounts=accounts, seed=seed_value, aave=aave_version)
     folder.mkdir(parents=True, exist_ok=True)
     with Anvil() as node:
         client = DevnetClient(node.rpc_url)
         try:
             multicall = aave.install_multicall3(client)
-            market = aave.deploy_market(client)
-            prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
-            plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value)
+            if aave_version == "v3.0":
+                market = aave.deploy_market(client)
+                market["aave_v3"].update(revision=1, version="v3.0")
+                prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
+                profiles = seed.PROFILES_V30
+            else:
+                market = aave36.deploy_market(client)
+                prices = market.pop("prices_usd")
+                profiles = seed.PROFILES_V36
+            plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value,
+                                        profiles)
             seed.seed_market(client, market, plans)
+            if aave_version != "v3.0":
+                aave36.freeze_after_seeding(client, market)
             dex = uniswap.deploy_uniswap(client, market, prices)
             blue = morpho.deploy_morpho(client, market, prices, seed_value=seed_value)
             block = client.block_number()
@@ -113,6 +139,7 @@ def _build(folder: Path, accounts: int, seed_value: int) -> None:
         "borrowers": [
             {"address": p.address, "profile": p.profile, "emode": p.emode,
              "collateral": [s for s, _ in p.collateral], "debt": p.debt[0],
+             "debts": [s for s, _ in p.debts],
              "planned_health": round(p.target_health, 6)}
             for p in plans
         ],

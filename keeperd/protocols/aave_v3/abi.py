@@ -1,4 +1,4 @@
-"""Aave V3.0 call encodings and event topics, written out by hand.
+"""Aave V3 call encodings and event topics (v3.0 to v3.6), written out by hand.
 
 The daemon must not need the npm artifacts at run time, and the hot path encodes with
 eth_abi directly (see keeperd.chain.multicall).
@@ -104,6 +104,27 @@ def get_asset_price(asset: str) -> bytes:
 
 def get_emode_category_data(category: int) -> bytes:
     return encode_call("getEModeCategoryData(uint8)", ["uint8"], [category])
+
+
+def emode_uint8_call(signature: str, category: int) -> bytes:
+    """getEModeCategoryCollateralConfig / ...CollateralBitmap / ...LtvzeroBitmap (v3.2+)."""
+    return encode_call(signature, ["uint8"], [category])
+
+
+GET_EMODE_COLLATERAL_CONFIG = "getEModeCategoryCollateralConfig(uint8)"
+GET_EMODE_COLLATERAL_BITMAP = "getEModeCategoryCollateralBitmap(uint8)"
+GET_EMODE_LTVZERO_BITMAP = "getEModeCategoryLtvzeroBitmap(uint8)"
+GET_EMODE_LABEL = "getEModeCategoryLabel(uint8)"
+POOL_REVISION = selector("POOL_REVISION()")
+GET_CURRENT_BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
+
+
+def get_liquidation_grace_period(asset: str) -> bytes:
+    return encode_call("getLiquidationGracePeriod(address)", ["address"], [asset])
+
+
+def get_virtual_underlying_balance(asset: str) -> bytes:
+    return encode_call("getVirtualUnderlyingBalance(address)", ["address"], [asset])
 
 
 def get_source_of_asset(asset: str) -> bytes:

@@ -58,7 +58,7 @@ class AaveV3Adapter:
         c = self.config
         self.reader = await AaveV3Reader.resolve(
             self.multicall, c.addresses_provider, pool=c.pool, oracle=c.oracle,
-            data_provider=c.data_provider)
+            data_provider=c.data_provider, accepted_revisions=frozenset(c.accept_revisions))
         head = int(await self.pool.request("eth_blockNumber"), 16)
         market = await self.reader.read_market(head)
         # Pool events, plus aToken transfers (which move collateral without a Pool event).

@@ -10,6 +10,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
+
 ObjArray = NDArray[np.object_]
 
 
@@ -31,6 +33,8 @@ class Reserve:
     paused: bool
     borrowing_enabled: bool
     liquidation_protocol_fee: int = 0  # basis points of the bonus that go to the treasury
+    grace_until: int = 0  # v3.1+: liquidations revert until this timestamp
+    virtual_balance: int | None = None  # v3.1+: underlying the reserve can pay out
 
     @classmethod
     def from_configuration(cls, asset: str, symbol: str, reserve_id: int, config: int,
@@ -46,6 +50,8 @@ class Reserve:
             frozen=bool((config >> 57) & 1),
             borrowing_enabled=bool((config >> 58) & 1),
             paused=bool((config >> 60) & 1),
+            # Bits 168-175: v3.0's eMode category; deprecated and no longer updated since
+            # v3.2 (membership is the category's bitmaps there).
             emode_category=(config >> 168) & 0xFF,
             liquidation_protocol_fee=(config >> 152) & 0xFFFF,
             a_token=a_token, stable_debt_token=stable, variable_debt_token=variable,
@@ -60,6 +66,8 @@ class EModeCategory:
     liquidation_bonus: int
     price_source: str | None
     label: str
+    collateral_bitmap: int | None = None  # v3.2+: reserve ids whose collateral the mode covers
+    ltvzero_bitmap: int = 0  # v3.6+: reserve ids with LTV 0 inside the mode
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,26 @@ class MarketState:
     base_unit: int
     emode: Mapping[int, EModeCategory] = field(default_factory=dict)
     emode_prices: Mapping[int, int] = field(default_factory=dict)  # category → price (0: none)
+    rules: AaveRules = field(default_factory=lambda: rules_for(1))
+    timestamp: int = 0  # of `block`; grace periods are compared with it
+
+    def emode_covers(self, category: int, column: int) -> bool:
+        """Whether eMode `category` applies its parameters to reserve `column`'s collateral:
+        by the category's collateral bitmap since v3.2, by the reserve's category before."""
+        if not category or category not in self.emode:
+            return False
+        reserve = self.reserves[column]
+        bitmap = self.emode[category].collateral_bitmap
+        if self.rules.emode_bitmaps:
+            return bitmap is not None and bool((bitmap >> reserve.id) & 1)
+        return reserve.emode_category == category
+
+    def liquidatable_now(self, column: int) -> bool:
+        """Reserve state lets a liquidation touch it: active, not paused, grace period over.
+        (A frozen reserve is still liquidated: freezing stops supply and borrow only.)"""
+        r = self.reserves[column]
+        return (r.active and not r.paused
+                and (r.grace_until == 0 or r.grace_until < self.timestamp))
 
     @cached_property
     def symbols(self) -> tuple[str, ...]:

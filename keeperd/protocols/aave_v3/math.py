@@ -1,8 +1,10 @@
 """Aave V3 account math, pure and vectorised.
 
-`exact_account_data` mirrors GenericLogic.calculateUserAccountData (Aave V3.0) step by step in
-integers — rayMul, percentMul, wadDiv and every floor division in the same place — so its
-health factor equals `Pool.getUserAccountData` to the wei. It runs over all accounts at once
+`exact_account_data` mirrors GenericLogic.calculateUserAccountData step by step in integers —
+rayMul, percentMul, wadDiv and every floor division in the same place, as the pool's revision
+does them (v3.0's half-up rounding; v3.5's floor/ceil; v3.6's zero-threshold collateral; eMode
+by reserve bits or by category bitmaps: see revisions.py) — so its health factor equals
+`Pool.getUserAccountData` to the wei. It runs over all accounts at once
 with numpy object arrays (Python integers: balances exceed 64 bits).
 
 `FastHealth` is the float64 path for what-if work (repricing after a price move, shock grids):
@@ -57,29 +59,60 @@ class ExactAccountData:
     debt_base: NDArray[np.object_]  # (N, R)
 
 
-def _effective_params(market: MarketState, pos: Positions) -> tuple[NDArray[np.object_], ...]:
-    """Per (account, reserve): price, LTV and threshold, with eMode applied where it applies."""
+def ray_mul_floor(a: object, b: object) -> object:
+    return (a * b) // RAY  # type: ignore[operator]
+
+
+def ray_mul_ceil(a: object, b: object) -> object:
+    return -((-a * b) // RAY)  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class EffectiveParams:
+    """Per (account, reserve), what GenericLogic uses for that account's collateral there."""
+
+    prices: NDArray[np.object_]  # oracle price, or v3.0's eMode price source
+    ltv: NDArray[np.object_]  # the LTV that counts (0: skipped in the average)
+    lt: NDArray[np.object_]  # the liquidation threshold that counts
+    counts: NDArray[np.bool_]  # the collateral counts in the totals
+
+
+def effective_params(market: MarketState, pos: Positions) -> EffectiveParams:
+    """eMode applied where it applies, by the pool's revision: the reserve's category bits
+    in v3.0/v3.1, the category's collateral (and LTV-zero) bitmaps since v3.2."""
     n, r = pos.a_scaled.shape
     reserve_ltv = np.array([x.ltv for x in market.reserves], dtype=object)
     reserve_lt = np.array([x.liquidation_threshold for x in market.reserves], dtype=object)
-    reserve_cat = np.array([x.emode_category for x in market.reserves], dtype=np.int64)
     prices = np.empty((n, r), dtype=object)
     prices[:] = np.array(market.prices, dtype=object)[None, :]
     ltv = np.empty((n, r), dtype=object)
     ltv[:] = reserve_ltv[None, :]
     lt = np.empty((n, r), dtype=object)
     lt[:] = reserve_lt[None, :]
+    rules = market.rules
     for cat_id, cat in market.emode.items():
         users = pos.emode == cat_id
         if not users.any():
             continue
-        in_cat = users[:, None] & (reserve_cat[None, :] == cat_id)
+        covered = np.array([market.emode_covers(cat_id, c) for c in range(r)], dtype=bool)
+        in_cat = users[:, None] & covered[None, :]
         ltv[in_cat] = cat.ltv
         lt[in_cat] = cat.liquidation_threshold
+        if cat.ltvzero_bitmap:
+            ltvzero = np.array([bool((cat.ltvzero_bitmap >> x.id) & 1) for x in market.reserves])
+            ltv[in_cat & ltvzero[None, :]] = 0
         cat_price = market.emode_prices.get(cat_id, 0)
         if cat_price:
             prices[in_cat] = cat_price
-    return prices, ltv, lt, reserve_ltv, reserve_lt
+    if rules.zero_lt_collateral:
+        # v3.6: every enabled collateral counts; its threshold may be 0 (or eMode's).
+        counts = pos.collateral_flag.copy()
+    else:
+        # Before v3.6 a reserve whose own threshold is 0 is skipped entirely, and a reserve
+        # whose own LTV is 0 adds nothing to the average LTV.
+        counts = pos.collateral_flag & (reserve_lt != 0)[None, :]
+        ltv = np.where((reserve_ltv != 0)[None, :], ltv, 0)
+    return EffectiveParams(prices, ltv, lt, counts)
 
 
 def exact_account_data(market: MarketState, pos: Positions,
@@ -100,23 +133,24 @@ def _exact_pass(market: MarketState, pos: Positions) -> ExactAccountData:
     units = np.array([10**x.decimals for x in market.reserves], dtype=object)[None, :]
     income = np.array(market.income_index, dtype=object)[None, :]
     debt_index = np.array(market.debt_index, dtype=object)[None, :]
-    prices, ltv, lt, reserve_ltv, reserve_lt = _effective_params(market, pos)
+    p = effective_params(market, pos)
+    v35 = market.rules.rounding_v35
 
-    counts_as_collateral = pos.collateral_flag & (reserve_lt != 0)[None, :]
-    collateral_tokens = ray_mul(pos.a_scaled, income)
-    collateral_base = np.where(counts_as_collateral, (collateral_tokens * prices) // units, 0)
+    # v3.5: aToken balances round down, debt balances and debt in base currency round up.
+    collateral_tokens = (ray_mul_floor if v35 else ray_mul)(pos.a_scaled, income)
+    collateral_base = np.where(p.counts, (collateral_tokens * p.prices) // units, 0)
 
     variable = np.where(pos.variable_scaled != 0,
-                        ray_mul(pos.variable_scaled, debt_index), 0)  # type: ignore[call-overload]
+                        (ray_mul_ceil if v35 else ray_mul)(  # type: ignore[call-overload]
+                            pos.variable_scaled, debt_index), 0)
     debt_tokens = variable + pos.stable_debt
-    debt_base = np.where(pos.borrowing_flag, (debt_tokens * prices) // units, 0)
+    debt_value = -((-debt_tokens * p.prices) // units) if v35 else (debt_tokens * p.prices) // units
+    debt_base = np.where(pos.borrowing_flag, debt_value, 0)
 
-    # The LTV sum skips collateral whose *reserve* LTV is 0, as GenericLogic does.
-    ltv_weight = np.where((reserve_ltv != 0)[None, :], ltv, 0)
     total_collateral = collateral_base.sum(axis=1) if r else np.zeros(n, dtype=object)
     total_debt = debt_base.sum(axis=1) if r else np.zeros(n, dtype=object)
-    ltv_sum = (collateral_base * ltv_weight).sum(axis=1)
-    lt_sum = (collateral_base * lt).sum(axis=1)
+    ltv_sum = (collateral_base * p.ltv).sum(axis=1)
+    lt_sum = (collateral_base * p.lt).sum(axis=1)
 
     avg_ltv = np.empty(n, dtype=object)
     avg_lt = np.empty(n, dtype=object)
@@ -125,7 +159,13 @@ def _exact_pass(market: MarketState, pos: Positions) -> ExactAccountData:
         tc, td = int(total_collateral[i]), int(total_debt[i])
         avg_ltv[i] = int(ltv_sum[i]) // tc if tc else 0
         avg_lt[i] = int(lt_sum[i]) // tc if tc else 0
-        health[i] = MAX_UINT256 if td == 0 else wad_div(percent_mul(tc, avg_lt[i]), td)
+        if td == 0:
+            health[i] = MAX_UINT256
+        elif v35:
+            # No basis-point floor: the weighted sum itself, over the debt, then / 100_00.
+            health[i] = wad_div(int(lt_sum[i]), td) // PERCENTAGE_FACTOR
+        else:
+            health[i] = wad_div(percent_mul(tc, avg_lt[i]), td)
     return ExactAccountData(total_collateral, total_debt, avg_ltv, avg_lt, health,
                             collateral_base, debt_base)
 
@@ -149,8 +189,8 @@ class FastHealth:
         units = np.array([10.0**x.decimals for x in market.reserves])[None, :]
         income = np.array([float(x) for x in market.income_index])[None, :] / RAY
         debt_index = np.array([float(x) for x in market.debt_index])[None, :] / RAY
-        _, _, lt, _, reserve_lt = _effective_params(market, pos)
-        counts = pos.collateral_flag & (reserve_lt != 0)[None, :]
+        params = effective_params(market, pos)
+        lt, counts = params.lt, params.counts
         a_scaled = pos.a_scaled.astype(np.float64)
         collateral_units = np.where(counts, a_scaled * income / units, 0.0)
         variable = pos.variable_scaled.astype(np.float64) * debt_index

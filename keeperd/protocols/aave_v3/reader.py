@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from eth_abi import decode
@@ -19,8 +19,11 @@ from numpy.typing import NDArray
 from keeperd.chain.multicall import Call, Multicall
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions, Reserve
+from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
 
 ZERO = "0x0000000000000000000000000000000000000000"
+# Blocks between two probes of which eMode categories exist (v3.2+).
+EMODE_PROBE_EVERY = 300
 
 
 class AaveReadError(RuntimeError):
@@ -36,14 +39,19 @@ class AaveAddresses:
 
 
 class AaveV3Reader:
-    def __init__(self, multicall: Multicall, addresses: AaveAddresses) -> None:
+    def __init__(self, multicall: Multicall, addresses: AaveAddresses,
+                 accepted_revisions: frozenset[int] = frozenset()) -> None:
         self.multicall = multicall
         self.addresses = addresses
+        self.accepted_revisions = accepted_revisions
+        self._emode_ids: list[int] | None = None
+        self._emode_probed_at = 0
 
     @classmethod
     async def resolve(cls, multicall: Multicall, addresses_provider: str, *,
                       pool: str | None = None, oracle: str | None = None,
-                      data_provider: str | None = None) -> AaveV3Reader:
+                      data_provider: str | None = None,
+                      accepted_revisions: frozenset[int] = frozenset()) -> AaveV3Reader:
         """Fill in the pool, oracle and data provider from the PoolAddressesProvider."""
         results = await multicall.aggregate3([
             Call(addresses_provider, abi.GET_POOL),
@@ -56,17 +64,23 @@ class AaveV3Reader:
         found = [abi.decode_address(r.data) for r in results]
         return cls(multicall, AaveAddresses(
             addresses_provider, pool or found[0], oracle or found[1],
-            data_provider or (found[2] if found[2] != ZERO else None)))
+            data_provider or (found[2] if found[2] != ZERO else None)), accepted_revisions)
 
     async def read_market(self, block: int) -> MarketState:
         pool, oracle = self.addresses.pool, self.addresses.oracle
         first = await self.multicall.aggregate3(
-            [Call(pool, abi.GET_RESERVES_LIST), Call(oracle, abi.BASE_CURRENCY_UNIT)], block)
+            [Call(pool, abi.GET_RESERVES_LIST), Call(oracle, abi.BASE_CURRENCY_UNIT),
+             Call(pool, abi.POOL_REVISION),
+             Call(self.multicall.address, abi.GET_CURRENT_BLOCK_TIMESTAMP)], block)
         if not first[0].success:
             raise AaveReadError(f"getReservesList() failed on {pool} at block {block}")
         assets = abi.decode_address_list(first[0].data)
         base_unit = abi.decode_uint(first[1].data) if first[1].success else 10**8
-        per_reserve = 5
+        # Forks without POOL_REVISION() run the v3.0 code they were forked from.
+        revision = abi.decode_uint(first[2].data) if first[2].success and first[2].data else 1
+        rules = rules_for(revision, self.accepted_revisions)
+        timestamp = abi.decode_uint(first[3].data) if first[3].success else 0
+        per_reserve = 7 if rules.grace_periods else 5
         calls: list[Call] = []
         for asset in assets:
             calls += [Call(pool, abi.get_reserve_data(asset)),
@@ -74,45 +88,98 @@ class AaveV3Reader:
                       Call(pool, abi.get_normalized_debt(asset)),
                       Call(oracle, abi.get_asset_price(asset)),
                       Call(asset, abi.SYMBOL)]
+            if rules.grace_periods:
+                calls += [Call(pool, abi.get_liquidation_grace_period(asset)),
+                          Call(pool, abi.get_virtual_underlying_balance(asset))]
         results = await self.multicall.aggregate3(calls, block)
         reserves: list[Reserve] = []
         income: list[int] = []
         debt_index: list[int] = []
         prices: list[int] = []
         for k, asset in enumerate(assets):
-            data, inc, dbt, price, sym = results[k * per_reserve:(k + 1) * per_reserve]
+            data, inc, dbt, price, sym, *v31 = results[k * per_reserve:(k + 1) * per_reserve]
             if not (data.success and inc.success and dbt.success and price.success):
                 raise AaveReadError(f"reading reserve {asset} failed at block {block}")
             (rd,) = decode([abi.RESERVE_DATA], data.data)
             symbol = abi.decode_string(sym.data) if sym.success else asset[:10]
-            reserves.append(Reserve.from_configuration(
-                asset, symbol, int(rd[7]), int(rd[0][0]), rd[8], rd[9], rd[10]))
+            reserve = Reserve.from_configuration(
+                asset, symbol, int(rd[7]), int(rd[0][0]), rd[8], rd[9], rd[10])
+            if v31:
+                grace, virtual = v31
+                reserve = replace(
+                    reserve, grace_until=abi.decode_uint(grace.data) if grace.success else 0,
+                    virtual_balance=abi.decode_uint(virtual.data) if virtual.success else None)
+            reserves.append(reserve)
             income.append(abi.decode_uint(inc.data))
             debt_index.append(abi.decode_uint(dbt.data))
             prices.append(abi.decode_uint(price.data))
 
+        if rules.emode_bitmaps:
+            emode, emode_prices = await self._read_emode_bitmaps(rules, block), {}
+        else:
+            emode, emode_prices = await self._read_emode_legacy(reserves, block)
+        return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
+                           tuple(prices), base_unit, emode, emode_prices, rules, timestamp)
+
+    async def _read_emode_legacy(self, reserves: list[Reserve], block: int
+                                 ) -> tuple[dict[int, EModeCategory], dict[int, int]]:
+        """v3.0/v3.1: categories named by the reserves' configuration, each with an optional
+        price source that replaces the oracle price inside the mode."""
+        pool, oracle = self.addresses.pool, self.addresses.oracle
         categories = sorted({r.emode_category for r in reserves if r.emode_category})
         emode: dict[int, EModeCategory] = {}
         emode_prices: dict[int, int] = {}
-        if categories:
-            cat_results = await self.multicall.aggregate3(
-                [Call(pool, abi.get_emode_category_data(c)) for c in categories], block)
-            sources: list[tuple[int, str]] = []
-            for cat_id, res in zip(categories, cat_results, strict=True):
-                if not res.success:
-                    raise AaveReadError(f"getEModeCategoryData({cat_id}) failed")
-                ((ltv, lt, bonus, source, label),) = decode([abi.EMODE_CATEGORY], res.data)
-                src = None if int(source, 16) == 0 else source
-                emode[cat_id] = EModeCategory(cat_id, ltv, lt, bonus, src, label)
-                if src:
-                    sources.append((cat_id, src))
-            if sources:
-                source_prices = await self.multicall.aggregate3(
-                    [Call(oracle, abi.get_asset_price(s)) for _, s in sources], block)
-                for (cat_id, _), res in zip(sources, source_prices, strict=True):
-                    emode_prices[cat_id] = abi.decode_uint(res.data) if res.success else 0
-        return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
-                           tuple(prices), base_unit, emode, emode_prices)
+        if not categories:
+            return emode, emode_prices
+        cat_results = await self.multicall.aggregate3(
+            [Call(pool, abi.get_emode_category_data(c)) for c in categories], block)
+        sources: list[tuple[int, str]] = []
+        for cat_id, res in zip(categories, cat_results, strict=True):
+            if not res.success:
+                raise AaveReadError(f"getEModeCategoryData({cat_id}) failed")
+            ((ltv, lt, bonus, source, label),) = decode([abi.EMODE_CATEGORY], res.data)
+            src = None if int(source, 16) == 0 else source
+            emode[cat_id] = EModeCategory(cat_id, ltv, lt, bonus, src, label)
+            if src:
+                sources.append((cat_id, src))
+        if sources:
+            source_prices = await self.multicall.aggregate3(
+                [Call(oracle, abi.get_asset_price(s)) for _, s in sources], block)
+            for (cat_id, _), res in zip(sources, source_prices, strict=True):
+                emode_prices[cat_id] = abi.decode_uint(res.data) if res.success else 0
+        return emode, emode_prices
+
+    async def _read_emode_bitmaps(self, rules: AaveRules, block: int) -> dict[int, EModeCategory]:
+        """v3.2+: each category's collateral config and bitmaps. Which categories exist is
+        found by probing every id (1-255) now and then (governance adds categories rarely),
+        and at once when an account is seen in a category not read yet."""
+        pool = self.addresses.pool
+        if self._emode_ids is None or block - self._emode_probed_at >= EMODE_PROBE_EVERY:
+            probe = await self.multicall.aggregate3(
+                [Call(pool, abi.emode_uint8_call(abi.GET_EMODE_COLLATERAL_CONFIG, c))
+                 for c in range(1, 256)], block)
+            self._emode_ids = [c for c, res in zip(range(1, 256), probe, strict=True)
+                               if res.success and any(res.data[32:64])]
+            self._emode_probed_at = block
+        per = 3 if rules.ltvzero_bitmap else 2
+        calls: list[Call] = []
+        for c in self._emode_ids:
+            calls += [Call(pool, abi.emode_uint8_call(abi.GET_EMODE_COLLATERAL_CONFIG, c)),
+                      Call(pool, abi.emode_uint8_call(abi.GET_EMODE_COLLATERAL_BITMAP, c))]
+            if rules.ltvzero_bitmap:
+                calls.append(Call(pool, abi.emode_uint8_call(abi.GET_EMODE_LTVZERO_BITMAP, c)))
+        results = await self.multicall.aggregate3(calls, block) if calls else []
+        emode: dict[int, EModeCategory] = {}
+        for k, c in enumerate(self._emode_ids):
+            config, bitmap, *ltvzero = results[k * per:(k + 1) * per]
+            if not (config.success and bitmap.success):
+                raise AaveReadError(f"eMode category {c}: reading its configuration failed")
+            ltv, lt, bonus = decode(["uint16", "uint16", "uint16"], config.data[:96])
+            emode[c] = EModeCategory(
+                c, ltv, lt, bonus, None, "", collateral_bitmap=abi.decode_uint(bitmap.data),
+                ltvzero_bitmap=abi.decode_uint(ltvzero[0].data)
+                if ltvzero and ltvzero[0].success else 0)
+        return emode
 
     async def read_positions(self, accounts: Sequence[str], market: MarketState,
                              block: int, *, batch_accounts: int | None = None,
@@ -169,7 +236,12 @@ class AaveV3Reader:
             if not (config.success and user_emode.success):
                 raise AaveReadError(f"reading account {accounts[i]} failed at block {block}")
             bits = abi.decode_uint(config.data)
-            out.emode[i] = abi.decode_uint(user_emode.data)
+            out.emode[i] = category = abi.decode_uint(user_emode.data)
+            if category and market.rules.emode_bitmaps and category not in market.emode:
+                # A category created since the last probe: probe again on the next read.
+                self._emode_ids = None
+                raise AaveReadError(f"account {accounts[i]} is in eMode category {category}, "
+                                    f"which the market read at block {block} does not have")
             for col, rid in enumerate(ids):
                 out.borrowing[i, col] = (bits >> (2 * rid)) & 1
                 out.collateral[i, col] = (bits >> (2 * rid + 1)) & 1
@@ -187,8 +259,9 @@ class AaveV3Reader:
                 if out.borrowing[i, col]:
                     phase_b.append(Call(reserve.variable_debt_token, abi.scaled_balance_of(a)))
                     where.append((i, col, out.variable))
-                    phase_b.append(Call(reserve.stable_debt_token, abi.balance_of(a)))
-                    where.append((i, col, out.stable))
+                    if int(reserve.stable_debt_token, 16):  # removed in v3.2
+                        phase_b.append(Call(reserve.stable_debt_token, abi.balance_of(a)))
+                        where.append((i, col, out.stable))
         res_b = await self.multicall.aggregate3(phase_b, block)
         for (i, col, target), res in zip(where, res_b, strict=True):
             if not res.success:

@@ -1,0 +1,61 @@
+"""Which rules an Aave V3 pool runs, by its `POOL_REVISION()`.
+
+Governance upgrades the Pool implementation behind the same proxy, and the rules a keeper
+lives by changed between revisions (../shared/AAVE-TODAY.md lists them with their sources):
+
+| revision | release | what changed for a keeper |
+|---|---|---|
+| 1, 2 | v3.0.x | eMode by reserve-config bits, one optional eMode price source; close factor 50 % of the reserve debt above HF 0.95; half-up rounding |
+| 3 | v3.1 | liquidation grace periods; virtual underlying balance |
+| 4-6 | v3.2 | eMode by category bitmaps (collateral, borrowable); stable debt removed |
+| 7, 8 | v3.3, v3.4 | close factor 100 %, 50 % of *total* debt only when both reserves >= $2,000 and HF > 0.95; MustNotLeaveDust under $1,000; bad debt burned into the deficit |
+| 9 | v3.5 | rounding: aToken balances floor, debt balances and debt in base ceil, no bps floor on the average threshold |
+| 10 | v3.6 | zero-threshold collateral counts (eMode threshold applies), may be seized; ltvzero bitmap |
+
+Revisions 1 and 10 are tested against a real pool on the devnet; the others follow the
+published sources. A revision not in this table is *unknown*: keeperd goes on evaluating and
+alerting with the nearest known rules, but holds liquidations on that market until an
+operator accepts it (`accept_revisions` in the protocol's config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AaveRules:
+    revision: int
+    release: str
+    emode_bitmaps: bool  # v3.2+: eMode membership and parameters from the category bitmaps
+    grace_periods: bool  # v3.1+: getLiquidationGracePeriod, virtual underlying balance
+    close_factor_v33: bool  # v3.3+: 100 % default, 50 % of total debt, dust rule
+    rounding_v35: bool  # v3.5+: floor collateral, ceil debt, unfloored average threshold
+    zero_lt_collateral: bool  # v3.6+: zero-threshold collateral counts and may be seized
+    ltvzero_bitmap: bool  # v3.6+: getEModeCategoryLtvzeroBitmap
+    known: bool = True
+
+
+_RELEASES: dict[int, str] = {1: "v3.0", 2: "v3.0.2", 3: "v3.1", 4: "v3.2", 5: "v3.2", 6: "v3.2",
+                             7: "v3.3", 8: "v3.4", 9: "v3.5", 10: "v3.6"}
+# Revisions whose rules have run against a real pool in keeperd's tests.
+TESTED_REVISIONS = frozenset({1, 10})
+LATEST_KNOWN = max(_RELEASES)
+
+
+def rules_for(revision: int, accepted: frozenset[int] | set[int] = frozenset()) -> AaveRules:
+    """The rules of `revision`. An unknown revision gets the rules of the nearest known one
+    below it (the protocol only ever adds rules) and `known=False`, unless the operator
+    accepted it, in which case it is treated as known."""
+    base = min(max(revision, 1), LATEST_KNOWN)
+    return AaveRules(
+        revision=revision,
+        release=_RELEASES.get(revision, f"unknown (rules of {_RELEASES[base]})"),
+        emode_bitmaps=base >= 4,
+        grace_periods=base >= 3,
+        close_factor_v33=base >= 7,
+        rounding_v35=base >= 9,
+        zero_lt_collateral=base >= 10,
+        ltvzero_bitmap=base >= 10,
+        known=revision in _RELEASES or revision in accepted,
+    )
