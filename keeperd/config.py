@@ -490,6 +490,10 @@ class RulesConfig(_Model):
         "lost to another keeper, not sent.")
     oracle: RuleToggle = Field(default_factory=RuleToggle, description="A price feed is "
                                "stale, deviating, or its breaker tripped.")
+    liquidations_held: RuleToggle = Field(
+        default_factory=RuleToggle, description="Liquidations on a market are held: an "
+        "unknown or changed protocol revision, or keeperd's health differing from the "
+        "protocol's own.")
     keeper_balance: KeeperBalanceRule = Field(default_factory=KeeperBalanceRule)
     rpc_down: RpcDownRule = Field(default_factory=RpcDownRule)
     index_lag: IndexLagRule = Field(default_factory=IndexLagRule)

@@ -321,7 +321,9 @@ class Daemon:
             pool_address = adapter.reader.addresses.pool if adapter.reader else None
             try:
                 await self.alerts.on_scan(result, chain=rt.config.name, tripped=tripped,
-                                          pool=rt.pool, pool_address=pool_address)
+                                          pool=rt.pool, pool_address=pool_address,
+                                          protocol=adapter.name,
+                                          held=adapter.liquidation_hold(result.book.market))
             except Exception as exc:  # alerting must never stop evaluation or liquidation
                 log.exception("alerts.evaluation_failed", error=str(exc))
         return on_scan

@@ -185,6 +185,13 @@ class Metrics:
         self.oracle_age = Gauge(
             "keeperd_oracle_age_seconds", "Seconds since the feed's latest update (block time).",
             ["chain", "asset"], registry=r)
+        self.liquidations_held = Gauge(
+            "keeperd_liquidations_held", "1 while liquidations on the market are held (unknown "
+            "or changed protocol revision, health differing from the protocol's own).",
+            ["chain", "protocol"], registry=r)
+        self.protocol_revision = Gauge(
+            "keeperd_protocol_revision", "The protocol's implementation revision as it reports "
+            "it (Aave: POOL_REVISION()).", ["chain", "protocol"], registry=r)
         self.breaker_state = Gauge(
             "keeperd_breaker_tripped", "1 while liquidations depending on the asset are paused.",
             ["chain", "asset"], registry=r)

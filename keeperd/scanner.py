@@ -196,6 +196,7 @@ class ProtocolScanner:
         assert subset.chain_account_data is not None
         bad = [subset.accounts[i] for i in range(len(subset))
                if exact.health_factor[i] != subset.chain_account_data[i, 5]]
+        self.adapter.record_parity(book.market.block, len(rows), len(bad))
         if bad:
             self.metrics.health_mismatches.labels(*self.labels).inc(len(bad))
             log.error("positions.health_mismatch", protocol=self.adapter.name,

@@ -15,6 +15,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 
 DEVNET_ACCOUNTS = 300
+AAVE_VERSIONS = ("v3.6", "v3.0")
 
 
 @pytest.fixture(scope="session")
@@ -44,21 +45,53 @@ def ensure_alive(devnet: Devnet) -> bool:
     return True
 
 
-@pytest.fixture
-def devnet(devnet_session: Devnet) -> Iterator[Devnet]:
+def _isolated(session: Devnet) -> Iterator[Devnet]:
     """The session devnet, reverted to its state before the test when the test ends.
 
     anvil 1.7.1 (the newest release) can panic inside eth_getTransactionReceipt
     ("range end index 4 out of range for slice of length 3", backend/mem/mod.rs:3717) and
     exit; seen twice, both times during the lost-race test. Then it is started again from the
     cached state, so one crash does not fail every later test."""
-    ensure_alive(devnet_session)
-    snap = devnet_session.snapshot()
+    ensure_alive(session)
+    snap = session.snapshot()
     try:
-        yield devnet_session
+        yield session
     finally:
-        if _anvil_alive(devnet_session):
-            devnet_session.revert(snap)
+        if _anvil_alive(session):
+            session.revert(snap)
+
+
+@pytest.fixture
+def devnet(devnet_session: Devnet) -> Iterator[Devnet]:
+    """The default devnet (today's Aave, v3.6), isolated per test."""
+    yield from _isolated(devnet_session)
+
+
+@pytest.fixture(scope="session")
+def devnet_v30_session() -> Iterator[Devnet]:
+    """A second devnet running Aave v3.0 (the 2022 compiled artifacts), for the tests that
+    must hold on both Aave versions; started only when one of them runs."""
+    from keeperd.devnet import paths
+
+    log = paths.devnet_dir() / "test-anvil-v3.0.log"
+    log.unlink(missing_ok=True)
+    with Devnet(accounts=DEVNET_ACCOUNTS, log_path=log, aave_version="v3.0") as devnet:
+        yield devnet
+
+
+@pytest.fixture(params=AAVE_VERSIONS)
+def aave_devnet(request: pytest.FixtureRequest) -> Iterator[Devnet]:
+    """Each Aave version's devnet in turn, isolated per test: the same test code runs on
+    today's Aave and on v3.0."""
+    name = "devnet_session" if request.param == "v3.6" else "devnet_v30_session"
+    yield from _isolated(request.getfixturevalue(name))
+
+
+@pytest.fixture
+async def aave_pool(aave_devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcPool]:
+    async with RpcPool.from_urls("devnet", [aave_devnet.manifest["rpc_url"]],
+                                 metrics=metrics) as p:
+        yield p
 
 
 @pytest.fixture

@@ -143,11 +143,15 @@ class AlertEngine:
     # --- inputs -------------------------------------------------------------------------------
 
     async def on_scan(self, result: Any, *, chain: str, tripped: dict[str, str],
-                      pool: Any = None, pool_address: str | None = None) -> None:
-        """One evaluation of a protocol. `tripped`: asset -> why its price is untrusted."""
+                      pool: Any = None, pool_address: str | None = None,
+                      protocol: str | None = None, held: str | None = None) -> None:
+        """One evaluation of a protocol. `tripped`: asset -> why its price is untrusted;
+        `held`: why the protocol's liquidations are held (None: they are not)."""
         if result.partial:
             return
         conditions = self._watchlist_conditions(result, chain, tripped)
+        if protocol is not None:
+            conditions += self._held_conditions(chain, protocol, held)
         self._evaluate(conditions, chain, result.block)
         if pool is not None and pool_address and self.watched:
             await self._watched_liquidations(result, chain, pool, pool_address)
@@ -404,6 +408,19 @@ class AlertEngine:
                     details=details))
         self._evaluate(conditions, None, None)
         self.commit()
+
+    def _held_conditions(self, chain: str, protocol: str, held: str | None) -> list[Condition]:
+        rule = self.config.rules.liquidations_held
+        route = self.config.route_for("liquidations_held")
+        if not rule.enabled or route is None:
+            return []
+        return [Condition(
+            "liquidations_held", route, {"chain": chain, "protocol": protocol},
+            "critical" if held else None, None, None, self.repeat_interval(route),
+            summary=f"liquidations on {protocol} ({chain}) are held: {held}",
+            resolved_summary=f"liquidations on {protocol} ({chain}) resume",
+            action="Positions are still evaluated and alerted on; keeperd sends nothing on "
+                   "this market until the cause above is cleared.")]
 
     def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
         rule = self.config.rules.oracle

@@ -110,7 +110,7 @@ def artifact(name: str) -> Artifact:
     if not found:
         raise KeyError(f"no contract {name} in the compiled {PACKAGE}")
     found.sort(key=lambda f: not f[0].startswith("src/"))
-    unit, c = found[0]
+    _, c = found[0]
     bytecode = c["evm"]["bytecode"]
     return Artifact(name, c["abi"], "0x" + bytecode["object"], bytecode.get("linkReferences", {}))
 

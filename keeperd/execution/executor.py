@@ -42,15 +42,32 @@ log = structlog.get_logger(__name__)
 MAX_UINT = 2**256 - 1
 # Gas limit of a liquidationCall until receipts teach better (Aave V3 uses 250k-400k).
 GAS_DEFAULT = 600_000
+# v3.3+: when a liquidation takes the last collateral, the pool burns every other debt of
+# the user into the reserve deficit, ~75k gas each (LiquidationLogic); with a margin.
+BAD_DEBT_GAS_PER_ASSET = 100_000
+# A liquidation that reverted on chain is not the end of its opportunity (interest can turn
+# a planned leftover into dust between the snapshot and inclusion): it is planned again, under
+# a new key, this many times at most, and simulated first each time.
+RETRIES_AFTER_REVERT = 2
+# Flash-loan path: the amount borrowed is a bound above the planned repayment (the pool takes
+# what the rules allow at inclusion, the rest goes back with the loan).
+FLASH_BOUND_MARGIN = 1.001
 # Liquidations simulated, signed and broadcast together; the most profitable go first.
 WAVE = 16
 
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
+    """liquidationCall with `type(uint256).max`: the pool caps it at what its rules allow at
+    inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust)."""
     return encode_call("liquidationCall(address,address,address,uint256,bool)",
                        ["address", "address", "address", "uint256", "bool"],
                        [plan.collateral_asset, plan.debt_asset, plan.account,
-                        plan.debt_to_cover, False])
+                        MAX_UINT, plan.receive_a_token])
+
+
+def flash_amount(plan: LiquidationPlan) -> int:
+    """What the flash-loan path borrows: a bound above the planned repayment."""
+    return int(plan.debt_to_cover * FLASH_BOUND_MARGIN) + 1
 
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
@@ -94,10 +111,11 @@ class Executor:
         self._swap_pools: dict[tuple[str, str], str] = {}
         self._flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
+        self._hold_reason: str | None = None
         # Outcomes for the alert engine: events(kind, account=, opportunity=, block=, details=)
         self.events: Callable[..., None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
-        for stage in ("detected", "profitable", "sent", "included", "lost_race"):
+        for stage in ("detected", "profitable", "sent", "included", "lost_race", "held"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
     @property
@@ -152,16 +170,20 @@ class Executor:
                                [self.keeper, pool_address])
             raw = await self.pool.request("eth_call", [{"to": reserve.asset,
                                                         "data": "0x" + data.hex()}, "latest"])
-            if int(raw, 16) >= MAX_UINT // 2:
+            allowance = int(raw, 16)
+            if allowance >= MAX_UINT // 2:
                 continue
-            approve = encode_call("approve(address,uint256)", ["address", "uint256"],
-                                  [pool_address, MAX_UINT])
-            gas = int(await self.pool.request("eth_estimateGas", [{
-                "from": self.keeper, "to": reserve.asset, "data": "0x" + approve.hex()}]), 16)
-            record = await self.tx.send(f"approve:{reserve.asset}", reserve.asset, approve,
-                                        int(gas * 1.3), budget_wei=10**18, block=head)
-            self.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
-            log.info("keeper.approval_sent", asset=reserve.symbol, tx_hash=record.tx_hash)
+            # USDT and its kind refuse an approval from a non-zero allowance: reset it first.
+            amounts = ([0] if allowance else []) + [MAX_UINT]
+            for amount in amounts:
+                approve = encode_call("approve(address,uint256)", ["address", "uint256"],
+                                      [pool_address, amount])
+                record = await self.tx.send(
+                    f"approve:{reserve.asset}:{amount}", reserve.asset, approve, 120_000,
+                    budget_wei=10**18, block=head)
+                self.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
+                log.info("keeper.approval_sent", asset=reserve.symbol, amount=str(amount),
+                         tx_hash=record.tx_hash)
 
     # --- per scan -------------------------------------------------------------------------
 
@@ -197,11 +219,26 @@ class Executor:
         """The most profitable first, in waves: simulate a wave in one JSON-RPC batch, sign
         it in nonce order under one journal commit, broadcast it concurrently."""
         stage = self.metrics.liquidation_funnel.labels
+        hold = self.adapter.liquidation_hold(result.book.market)
+        self.metrics.liquidations_held.labels(*self.labels).set(1 if hold else 0)
+        self.metrics.protocol_revision.labels(*self.labels).set(
+            result.book.market.rules.revision)
+        if hold != self._hold_reason:
+            (log.error if hold else log.info)(
+                "liquidation.held" if hold else "liquidation.released",
+                protocol=self.adapter.name, reason=hold or self._hold_reason)
+            self._hold_reason = hold
+        if hold:
+            stage(*self.labels, "held").inc(len(plans))
+            return
         paused = self.breaker.tripped() if self.breaker is not None else set()
         positions, symbols = result.book.positions, result.book.market.symbols
         fresh: list[tuple[LiquidationPlan, str]] = []
         for plan in plans:
-            key = plan.key(self.adapter.name)
+            key = self._key_for(plan)
+            if key is None:
+                stage(*self.labels, "skipped_journaled").inc()
+                continue
             if paused:
                 # The account's health rests on every asset it uses, not only the pair that
                 # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
@@ -240,11 +277,26 @@ class Executor:
         for plan, key, block, reason in checks:
             await self._maybe_lost_race(plan, key, block, reason)
 
+    def _key_for(self, plan: LiquidationPlan) -> str | None:
+        """The journal key to try this plan under: its own, or, after an on-chain revert, a
+        retry key (a bounded number of them); None when nothing may be tried."""
+        key = plan.key(self.adapter.name)
+        for attempt in range(RETRIES_AFTER_REVERT + 1):
+            candidate = key if attempt == 0 else f"{key}#retry{attempt}"
+            entry = self.journal.get(candidate)
+            if entry is None:
+                return candidate
+            if entry.status != J.REVERTED:
+                return candidate  # journaled, in flight or done: the skip below counts it
+        return None
+
     def _gas_limit(self, plan: LiquidationPlan) -> int:
         """Gas limit for this (collateral, debt) pair: the most it has used so far, with the
-        configured margin; a conservative default until a receipt has been seen."""
+        configured margin; a conservative default until a receipt has been seen. A liquidation
+        that clears bad debt burns each other debt of the user too."""
         used = self._gas_used.get((plan.collateral_asset, plan.debt_asset))
-        return int((used or GAS_DEFAULT) * self.config.gas_limit_margin)
+        extra = BAD_DEBT_GAS_PER_ASSET * plan.bad_debt_assets
+        return int(((used or GAS_DEFAULT) + extra) * self.config.gas_limit_margin)
 
     def _call_for(self, plan: LiquidationPlan, key: str, result: ScanResult, base_fee: int,
                   native_usd: float) -> Call | None:
@@ -253,12 +305,15 @@ class Executor:
         if self.config.capital == "own-balance":
             return Call(plan, key, pool_address, liquidation_calldata(plan))
         swap_pool = self._swap_pools.get((plan.collateral_asset, plan.debt_asset))
-        if not swap_pool:
-            return None
+        if not swap_pool or plan.receive_a_token:
+            return None  # no pool to sell into, or the seized underlying cannot be paid out
         # The contract reverts unless it keeps enough of the debt asset to pay for the gas
         # and still clear min_profit_usd.
         market = result.book.market
         debt_col = market.column(plan.debt_asset)
+        virtual = market.reserves[debt_col].virtual_balance
+        if virtual is not None and virtual < flash_amount(plan):
+            return None  # the reserve cannot lend that much (v3.1+ virtual balance)
         debt_usd = float(market.prices_usd()[debt_col])
         gas_usd = self._gas_limit(plan) * self._fee_per_gas(base_fee) / 1e18 * native_usd
         min_profit = int((self.config.min_profit_usd + gas_usd) / debt_usd
@@ -266,7 +321,7 @@ class Executor:
         data = encode_call(
             "liquidate(address,address,address,uint256,address,uint256)",
             ["address", "address", "address", "uint256", "address", "uint256"],
-            [plan.collateral_asset, plan.debt_asset, plan.account, plan.debt_to_cover,
+            [plan.collateral_asset, plan.debt_asset, plan.account, flash_amount(plan),
              swap_pool, min_profit])
         assert self.config.flash_liquidator is not None
         return Call(plan, key, self.config.flash_liquidator, data)

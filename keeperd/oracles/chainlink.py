@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from eth_abi import decode
 from eth_utils import to_checksum_address
@@ -22,8 +23,20 @@ def _int(data: bytes, signed: bool = True) -> int:
     return int.from_bytes(data[:32], "big", signed=signed)
 
 
+# Getters through which Aave's adapters name the aggregators they wrap (bgd-labs/aave-capo's
+# price-cap adapters; Chainlink's synchronicity adapters).
+WRAPPED_GETTERS = tuple(selector(f"{name}()") for name in (
+    "BASE_TO_USD_AGGREGATOR", "ASSET_TO_USD_AGGREGATOR", "PEG_TO_BASE", "ASSET_TO_PEG"))
+_LATEST_ANSWER = selector("latestAnswer()")
+_PER_SOURCE = 6 + len(WRAPPED_GETTERS)
+
+
 async def read_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reserve],
                      block: int | str = "latest") -> list[FeedReading]:
+    """One reading per reserve's price source. A Chainlink-style source is read with
+    latestRoundData. A source without it (Aave's price-cap and synchronicity adapters) is read
+    with latestAnswer; its time is the oldest `updatedAt` of the aggregators it names, and
+    where it names none, its freshness is "unknown" (reported, never a reason to trip)."""
     sources_res = await multicall.aggregate3(
         [Call(oracle, encode_call("getSourceOfAsset(address)", ["address"], [r.asset]))
          for r in reserves], block)
@@ -35,23 +48,36 @@ async def read_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reser
             continue
         calls += [Call(source, _LATEST_ROUND_DATA), Call(source, _DECIMALS),
                   Call(source, _AGGREGATOR), Call(source, _MIN_ANSWER),
-                  Call(source, _MAX_ANSWER)]
+                  Call(source, _MAX_ANSWER), Call(source, _LATEST_ANSWER),
+                  *(Call(source, g) for g in WRAPPED_GETTERS)]
     results = await multicall.aggregate3(calls, block)
     readings: list[FeedReading] = []
     underlying: list[tuple[int, str]] = []
+    wrapped: list[tuple[int, list[str]]] = []
     k = 0
     for reserve, source in zip(reserves, sources, strict=True):
         if source is None or int(source, 16) == 0:
             continue
-        latest, dec, agg, lo, hi = results[k:k + 5]
-        k += 5
-        if not latest.success or not dec.success:
+        latest, dec, agg, lo, hi, answer_only, *getters = results[k:k + _PER_SOURCE]
+        k += _PER_SOURCE
+        if not dec.success:
             readings.append(FeedReading(reserve.symbol, source, 0, 0, 0, 8))
+            continue
+        decimals = _int(dec.data, signed=False)
+        if not latest.success:
+            if not answer_only.success:
+                readings.append(FeedReading(reserve.symbol, source, 0, 0, 0, decimals))
+                continue
+            behind: list[str] = [to_checksum_address(g.data[12:32]) for g in getters
+                      if g.success and len(g.data) >= 32 and int.from_bytes(g.data[:32], "big")]
+            readings.append(FeedReading(reserve.symbol, source, 0, _int(answer_only.data), 0,
+                                        decimals, freshness="wrapped" if behind else "unknown"))
+            if behind:
+                wrapped.append((len(readings) - 1, behind))
             continue
         round_id, answer, _, updated_at, _ = decode(
             ["uint80", "int256", "uint256", "uint256", "uint80"], latest.data)
-        reading = FeedReading(reserve.symbol, source, round_id, answer, updated_at,
-                              _int(dec.data, signed=False),
+        reading = FeedReading(reserve.symbol, source, round_id, answer, updated_at, decimals,
                               _int(lo.data) if lo.success else None,
                               _int(hi.data) if hi.success else None)
         readings.append(reading)
@@ -64,8 +90,26 @@ async def read_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reser
             block)
         for j, (index, _) in enumerate(underlying):
             lo, hi = bounds[2 * j], bounds[2 * j + 1]
-            r = readings[index]
-            readings[index] = FeedReading(r.asset, r.source, r.round_id, r.answer, r.updated_at,
-                                          r.decimals, _int(lo.data) if lo.success else None,
-                                          _int(hi.data) if hi.success else None)
+            readings[index] = replace(readings[index],
+                                      min_answer=_int(lo.data) if lo.success else None,
+                                      max_answer=_int(hi.data) if hi.success else None)
+    if wrapped:
+        rounds = await multicall.aggregate3(
+            [Call(a, _LATEST_ROUND_DATA) for _, behind in wrapped for a in behind], block)
+        j = 0
+        for index, behind in wrapped:
+            times, round_ids = [], []
+            for res in rounds[j:j + len(behind)]:
+                if res.success:
+                    rid, _, _, updated, _ = decode(
+                        ["uint80", "int256", "uint256", "uint256", "uint80"], res.data)
+                    times.append(updated)
+                    round_ids.append(rid)
+            j += len(behind)
+            if len(times) < len(behind):
+                readings[index] = replace(readings[index], freshness="unknown")
+                continue
+            # The adapter's "round" changes whenever one of its aggregators publishes.
+            readings[index] = replace(readings[index], updated_at=min(times),
+                                      round_id=sum(round_ids))
     return readings

@@ -22,6 +22,10 @@ class FeedReading:
     decimals: int
     min_answer: int | None = None
     max_answer: int | None = None
+    # Where `updated_at` comes from: "round" (the source's own latestRoundData), "wrapped"
+    # (an adapter answering latestAnswer only, timed by the oldest aggregator it wraps), or
+    # "unknown" (no aggregator found behind it: the age cannot be judged).
+    freshness: str = "round"
 
     @property
     def price(self) -> float:
@@ -46,7 +50,7 @@ TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "de
 @dataclass(frozen=True)
 class Problem:
     kind: str  # stale | non_positive | incomplete | bound_pinned | deviation | jump |
-    #            source_changed
+    #            source_changed | freshness_unknown (reported, not tripping)
     detail: str
 
     @property
@@ -94,7 +98,10 @@ def check_sequencer(answer: int, started_at: int, now: int, grace_s: int) -> Pro
 def check_feed(reading: FeedReading, now: int, policy: FeedPolicy,
                previous: FeedReading | None = None) -> list[Problem]:
     problems: list[Problem] = []
-    if reading.updated_at == 0:
+    if reading.freshness == "unknown":
+        problems.append(Problem("freshness_unknown", "the source answers latestAnswer() only "
+                                "and no aggregator was found behind it: its age is unknown"))
+    elif reading.updated_at == 0:
         problems.append(Problem("incomplete", "the latest round has no timestamp"))
     else:
         age = now - reading.updated_at

@@ -41,6 +41,7 @@ class OracleMonitor:
         self.references = References(config.references, metrics, config.reference_timeout_s)
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
+        self._standing: set[tuple[str, str]] = set()
 
     def policy(self, symbol: str) -> FeedPolicy:
         return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
@@ -128,11 +129,16 @@ class OracleMonitor:
                 problems.append(sequencer)
             problems += pyth.get(reading.asset, [])
             self.metrics.oracle_price.labels(chain, reading.asset).set(reading.price)
-            self.metrics.oracle_age.labels(chain, reading.asset).set(
-                max(0, now - reading.updated_at))
+            if reading.freshness != "unknown":
+                self.metrics.oracle_age.labels(chain, reading.asset).set(
+                    max(0, now - reading.updated_at))
             for p in problems:
                 if not p.trips:
                     self.metrics.oracle_anomalies.labels(chain, reading.asset, p.kind).inc()
+                    if (reading.asset, p.kind) in self._standing:
+                        continue  # a standing condition is logged once, counted every block
+                    if p.kind == "freshness_unknown":
+                        self._standing.add((reading.asset, p.kind))
                     log.warning("oracle.anomaly", chain=chain, asset=reading.asset,
                                 kind=p.kind, detail=p.detail, block=result.block)
             change = self.breaker.observe(reading.asset, [f"{p.kind}: {p.detail}"

@@ -48,7 +48,8 @@ def store(tmp_path: Path) -> Store:
 
 
 async def test_health_equals_the_chain_to_the_wei_for_every_borrower(
-        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+        aave_devnet: Devnet, aave_pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    devnet, pool = aave_devnet, aave_pool
     adapter = make_adapter(devnet, pool, store, metrics)
     await adapter.start()
     head = devnet.client.block_number()
@@ -65,12 +66,46 @@ async def test_health_equals_the_chain_to_the_wei_for_every_borrower(
         assert row.collateral_usd == chain[0] / 1e8
         assert row.debt_usd == chain[1] / 1e8
         assert row.liquidation_threshold == chain[3] / 1e4
-    emode_rows = [rows[b["address"]] for b in devnet.manifest["borrowers"] if b["emode"]]
-    assert emode_rows and all(r.extra["emode"] == 1 for r in emode_rows)
+    emode = [b for b in devnet.manifest["borrowers"] if b["emode"]]
+    assert emode and all(rows[b["address"]].extra["emode"] == b["emode"] for b in emode)
+    if devnet.manifest["aave_v3"]["revision"] >= 10:
+        # Today's shapes are all there: a bitmap-configured eMode whose collateral has a zero
+        # threshold outside it, multi-debt borrowers, borrowers under $2,000.
+        assert book.market.rules.emode_bitmaps and book.market.rules.zero_lt_collateral
+        lst = [b for b in emode if b["collateral"] == ["wstETH"]]
+        assert lst and all(rows[b["address"]].liquidation_threshold == 0.95 for b in lst)
+        assert any(len(b["debts"]) == 2 for b in devnet.manifest["borrowers"])
+        assert any(rows[b["address"]].debt_usd < 2_000 for b in devnet.manifest["borrowers"])
+
+
+async def test_v30_rules_misjudge_todays_aave(devnet: Devnet, pool: RpcPool, store: Store,
+                                             metrics: Metrics) -> None:
+    """The failure the revision logic prevents: v3.0's reading of a v3.6 pool (eMode from the
+    deprecated reserve bits, zero-threshold collateral ignored, half-up rounding) gets the
+    health of eMode borrowers wrong, and the parity check says so."""
+    from dataclasses import replace
+
+    from keeperd.protocols.aave_v3.math import exact_account_data
+    from keeperd.protocols.aave_v3.revisions import rules_for
+
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot([b["address"] for b in devnet.manifest["borrowers"]], head)
+    right = exact_account_data(book.market, book.positions).health_factor
+    wrong = exact_account_data(replace(book.market, rules=rules_for(1)),
+                               book.positions).health_factor
+    chain = [devnet.account_data(a)[5] for a in book.accounts]
+    assert list(right) == chain
+    differ = {book.accounts[i] for i in range(len(chain)) if wrong[i] != chain[i]}
+    lst = {b["address"] for b in devnet.manifest["borrowers"] if b["collateral"] == ["wstETH"]}
+    assert lst and lst <= differ
 
 
 async def test_whatif_prices_match_the_chain_after_the_move(
-        devnet: Devnet, pool: RpcPool, store: Store, metrics: Metrics) -> None:
+        aave_devnet: Devnet, aave_pool: RpcPool, store: Store, metrics: Metrics) -> None:
+    devnet, pool = aave_devnet, aave_pool
     adapter = make_adapter(devnet, pool, store, metrics)
     await adapter.start()
     head = devnet.client.block_number()
@@ -206,13 +241,13 @@ async def test_scanner_reads_new_accounts_and_publishes_metrics(
     scanner = ProtocolScanner(adapter, metrics)
     first = await scanner.evaluate(devnet.client.block_number())
     assert first.kind == "full"
-    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 2400.0)
+    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 2390.0)
     devnet.set_price("WETH", 2500.0)
     second = await scanner.evaluate(devnet.client.block_number())
     assert second.kind == "incremental"
     assert NEWCOMER in second.view.accounts
     i = list(second.view.accounts).index(NEWCOMER)
-    assert second.view.health[i] == pytest.approx(2500 * 0.825 / 2400, rel=1e-4)
+    assert second.view.health[i] == pytest.approx(2500 * 0.825 / 2390, rel=1e-4)
     assert len(second.priority_rows) > 200  # everyone exposed to WETH, re-evaluated first
     labels = {"chain": "devnet", "protocol": "aave"}
     assert metric_value(metrics, "keeperd_accounts_tracked", labels) == len(adapter.accounts)

@@ -117,6 +117,7 @@ GET_EMODE_LTVZERO_BITMAP = "getEModeCategoryLtvzeroBitmap(uint8)"
 GET_EMODE_LABEL = "getEModeCategoryLabel(uint8)"
 POOL_REVISION = selector("POOL_REVISION()")
 GET_CURRENT_BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
+BASE_TO_USD_AGGREGATOR = selector("BASE_TO_USD_AGGREGATOR()")
 
 
 def get_liquidation_grace_period(asset: str) -> bytes:

@@ -53,6 +53,10 @@ class AaveV3Adapter:
                                    max_request_bytes=chain.max_request_bytes)
         self.reader: AaveV3Reader | None = None
         self.indexer: AccountIndexer | None = None
+        self.start_revision: int | None = None  # POOL_REVISION when the daemon started
+        # The parity gate: keeperd's health against getUserAccountData (see record_parity).
+        self.parity_mismatch: tuple[int, int] | None = None  # (block, accounts) while held
+        self._parity_clean_checks = 0
 
     async def start(self) -> None:
         c = self.config
@@ -61,6 +65,7 @@ class AaveV3Adapter:
             data_provider=c.data_provider, accepted_revisions=frozenset(c.accept_revisions))
         head = int(await self.pool.request("eth_blockNumber"), 16)
         market = await self.reader.read_market(head)
+        self.start_revision = market.rules.revision
         # Pool events, plus aToken transfers (which move collateral without a Pool event).
         addresses = (self.reader.addresses.pool, *(r.a_token for r in market.reserves))
         self.indexer = AccountIndexer(
@@ -69,6 +74,43 @@ class AaveV3Adapter:
             extract_accounts, start_block=c.start_block,
             confirmations=self.chain_config.confirmations, metrics=self.metrics)
         await self.indexer.verify_against_chain()
+
+    # --- gates: when keeperd must not act on its own numbers --------------------------------
+
+    def liquidation_hold(self, market: MarketState) -> str | None:
+        """Why liquidations on this market are held, or None. Evaluation and alerts go on."""
+        rules = market.rules
+        accepted = set(self.config.accept_revisions)
+        if not rules.known:
+            return (f"POOL_REVISION {rules.revision} is not a revision keeperd knows "
+                    f"({rules.release}); after checking its release notes, add it to "
+                    f"accept_revisions of protocol {self.name!r}")
+        if (self.start_revision is not None and rules.revision != self.start_revision
+                and rules.revision not in accepted):
+            return (f"POOL_REVISION changed from {self.start_revision} to {rules.revision} "
+                    f"({rules.release}) under the running daemon; check the upgrade, then "
+                    f"restart keeperd or add {rules.revision} to accept_revisions")
+        if self.config.parity_gate and self.parity_mismatch is not None:
+            block, count = self.parity_mismatch
+            return (f"keeperd's health factor differed from the pool's getUserAccountData for "
+                    f"{count} account(s) at block {block}: keeperd's model of this market is "
+                    "wrong until a full round of cross-checks agrees again")
+        return None
+
+    def record_parity(self, block: int, checked: int, mismatched: int) -> None:
+        """One cross-check against getUserAccountData. A mismatch holds liquidations; a full
+        rotation of clean checks (every account checked once) releases them."""
+        if checked == 0:
+            return
+        if mismatched:
+            self.parity_mismatch = (block, mismatched)
+            self._parity_clean_checks = 0
+            return
+        if self.parity_mismatch is not None:
+            self._parity_clean_checks += 1
+            if self._parity_clean_checks >= max(1, self.config.cross_check_every):
+                self.parity_mismatch = None
+                self._parity_clean_checks = 0
 
     def _need_started(self) -> tuple[AaveV3Reader, AccountIndexer]:
         if self.reader is None or self.indexer is None:

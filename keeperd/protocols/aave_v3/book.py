@@ -84,6 +84,9 @@ class MarketState:
     emode_prices: Mapping[int, int] = field(default_factory=dict)  # category → price (0: none)
     rules: AaveRules = field(default_factory=lambda: rules_for(1))
     timestamp: int = 0  # of `block`; grace periods are compared with it
+    # follower symbol → leader symbol: the follower's price source is built on the leader's
+    # (an LST's adapter over ETH / USD), so a what-if move of the leader moves it too.
+    price_links: Mapping[str, str] = field(default_factory=dict)
 
     def emode_covers(self, category: int, column: int) -> bool:
         """Whether eMode `category` applies its parameters to reserve `column`'s collateral:
@@ -116,10 +119,24 @@ class MarketState:
     def prices_usd(self) -> NDArray[np.float64]:
         return np.array(self.prices, dtype=np.float64) / self.base_unit
 
+    def what_if(self, prices: Mapping[str, float]) -> dict[str, float]:
+        """A price move as the oracle would publish it: the assets named (symbol → USD), and
+        with them the assets whose price source is built on theirs (wstETH on ETH / USD)."""
+        moved = dict(prices)
+        usd = self.prices_usd()
+        for follower, leader in self.price_links.items():
+            if follower in prices or leader not in prices:
+                continue
+            old = usd[self.column(leader)]
+            if old > 0:
+                moved[follower] = usd[self.column(follower)] * prices[leader] / old
+        return moved
+
     def with_prices(self, prices: Mapping[str, float]) -> MarketState:
-        """The same market with some assets repriced (symbol → USD); for what-if analysis."""
+        """The same market with some assets repriced (symbol → USD, followers moved along);
+        for what-if analysis."""
         new = list(self.prices)
-        for symbol, usd in prices.items():
+        for symbol, usd in self.what_if(prices).items():
             new[self.column(symbol)] = round(usd * self.base_unit)
         return replace(self, prices=tuple(new))
 

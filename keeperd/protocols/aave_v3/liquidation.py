@@ -1,9 +1,19 @@
 """Aave V3 liquidation arithmetic, pure: what a liquidationCall would repay and seize.
 
-Mirrors LiquidationLogic (V3.0): the close factor (50 % of the debt, or all of it once health
-is at or below 0.95), the collateral seized with the liquidation bonus (eMode's bonus and
-price source where they apply), the cap at the user's collateral balance and the protocol's
-cut of the bonus. One plan per account: the (collateral, debt) pair that pays most.
+Mirrors LiquidationLogic as the pool's revision runs it (revisions.py):
+- v3.0-v3.2: the close factor is 50 % of the reserve debt, or all of it at health 0.95 or
+  below; a reserve whose threshold is 0 cannot be seized;
+- v3.3+: all of the reserve debt by default; 50 % of the user's *total* debt (in base
+  currency) only when the collateral and the debt reserve are each worth at least $2,000 and
+  health is above 0.95; a liquidation that takes neither all the debt nor all the collateral
+  must leave at least $1,000 of each (else `MustNotLeaveDust`): such pairs are not planned;
+  when the whole collateral goes, the user's other debts are burned (bad debt, ~75k gas each);
+- v3.5+: collateral balances floor, debt balances and debt in base ceil, the debt needed for
+  a capped seizure rounds up; v3.6+: zero-threshold collateral may be seized.
+Paused or inactive reserves, and reserves in a liquidation grace period (v3.1+), are skipped;
+frozen ones are not (freezing stops supply and borrow, not liquidation). Where the collateral
+reserve's virtual balance cannot pay the seized underlying out, the plan takes aTokens.
+One plan per account: the (collateral, debt) pair that pays most.
 """
 
 from __future__ import annotations
@@ -20,6 +30,10 @@ CLOSE_FACTOR_HF_THRESHOLD = 95 * 10**16
 DEFAULT_CLOSE_FACTOR = 5_000
 MAX_CLOSE_FACTOR = 10_000
 WAD = 10**18
+# v3.3+: in base-currency units of an 8-decimal USD oracle ($2,000 and $1,000); scaled to the
+# oracle's unit for markets priced otherwise.
+MIN_BASE_MAX_CLOSE_FACTOR_USD = 2_000
+MIN_LEFTOVER_USD = 1_000
 
 
 def percent_mul(value: int, pct: int) -> int:
@@ -28,6 +42,10 @@ def percent_mul(value: int, pct: int) -> int:
 
 def percent_div(value: int, pct: int) -> int:
     return (value * 10_000 + pct // 2) // pct
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,8 @@ class LiquidationPlan:
     seized_usd: float
     user_debt: int  # the user's whole debt in this asset
     position_version: str  # changes when the user's position changes, not with interest
+    bad_debt_assets: int = 0  # other debts the pool burns in the same call (v3.3+)
+    receive_a_token: bool = False  # the reserve cannot pay the underlying out (v3.1+)
 
     @property
     def gross_profit_usd(self) -> float:
@@ -61,11 +81,38 @@ class LiquidationPlan:
 
 def _price(market: MarketState, col: int, user_emode: int) -> int:
     reserve = market.reserves[col]
-    if user_emode and reserve.emode_category == user_emode:
+    if user_emode and reserve.emode_category == user_emode and not market.rules.emode_bitmaps:
         emode_price = market.emode_prices.get(user_emode, 0)
         if emode_price:
             return emode_price
     return market.prices[col]
+
+
+def _max_liquidatable_debt(market: MarketState, user_debt: int, debt_price: int, debt_unit: int,
+                           collateral_base: int, total_debt_base: int, hf: int) -> int:
+    """How much of this reserve's debt one liquidation may repay."""
+    if not market.rules.close_factor_v33:
+        close = MAX_CLOSE_FACTOR if hf <= CLOSE_FACTOR_HF_THRESHOLD else DEFAULT_CLOSE_FACTOR
+        return percent_mul(user_debt, close)
+    threshold = MIN_BASE_MAX_CLOSE_FACTOR_USD * market.base_unit
+    debt_base = _ceil_div(user_debt * debt_price, debt_unit)
+    if collateral_base >= threshold and debt_base >= threshold and hf > CLOSE_FACTOR_HF_THRESHOLD:
+        half_total = percent_mul(total_debt_base, DEFAULT_CLOSE_FACTOR)
+        if debt_base > half_total:
+            return half_total * debt_unit // debt_price
+    return user_debt
+
+
+def _leaves_dust(market: MarketState, user_debt: int, covered: int, debt_price: int,
+                 debt_unit: int, balance: int, taken: int, coll_price: int,
+                 coll_unit: int) -> bool:
+    """v3.3+: a partial liquidation must leave at least $1,000 of debt and of collateral."""
+    if not market.rules.close_factor_v33 or covered >= user_debt or taken >= balance:
+        return False
+    floor = MIN_LEFTOVER_USD * market.base_unit
+    debt_left = _ceil_div((user_debt - covered) * debt_price, debt_unit)
+    collateral_left = (balance - taken) * coll_price // coll_unit
+    return debt_left < floor or collateral_left < floor
 
 
 def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
@@ -74,14 +121,20 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
     hf = int(exact.health_factor[row])
     if hf >= WAD:
         return None
-    close_factor = MAX_CLOSE_FACTOR if hf <= CLOSE_FACTOR_HF_THRESHOLD else DEFAULT_CLOSE_FACTOR
+    rules = market.rules
+    v35 = rules.rounding_v35
     user_emode = int(pos.emode[row])
+    total_debt_base = int(exact.total_debt_base[row])
+    total_collateral_base = int(exact.total_collateral_base[row])
+    debts_held = [d for d in range(len(market.reserves)) if pos.borrowing_flag[row, d]]
     best: LiquidationPlan | None = None
-    for d, debt_reserve in enumerate(market.reserves):
-        if not pos.borrowing_flag[row, d]:
+    for d in debts_held:
+        debt_reserve = market.reserves[d]
+        if not market.liquidatable_now(d):
             continue
         scaled = int(pos.variable_scaled[row, d])
-        variable = (scaled * market.debt_index[d] + HALF_RAY) // RAY if scaled else 0
+        product = scaled * market.debt_index[d]
+        variable = (-(-product // RAY) if v35 else (product + HALF_RAY) // RAY) if scaled else 0
         stable = int(pos.stable_debt[row, d])
         user_debt = variable + stable
         if user_debt == 0:
@@ -90,26 +143,32 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
         # index instead. (Stable debt accrues in its balance: V3 markets have retired it, and
         # only its presence is marked.)
         debt_version = f"{scaled}{'+s' if stable else ''}"
-        debt_to_cover = percent_mul(user_debt, close_factor)
         debt_price = _price(market, d, user_emode)
         debt_unit = 10**debt_reserve.decimals
         for c, coll_reserve in enumerate(market.reserves):
-            if not pos.collateral_flag[row, c] or coll_reserve.liquidation_threshold == 0:
+            if not pos.collateral_flag[row, c] or not market.liquidatable_now(c):
                 continue
-            balance = (int(pos.a_scaled[row, c]) * market.income_index[c] + HALF_RAY) // RAY
+            if coll_reserve.liquidation_threshold == 0 and not rules.zero_lt_collateral:
+                continue
+            a_product = int(pos.a_scaled[row, c]) * market.income_index[c]
+            balance = a_product // RAY if v35 else (a_product + HALF_RAY) // RAY
             if balance == 0:
                 continue
-            in_emode = user_emode != 0 and coll_reserve.emode_category == user_emode
-            bonus = (market.emode[user_emode].liquidation_bonus if in_emode
-                     else coll_reserve.liquidation_bonus)
+            bonus = (market.emode[user_emode].liquidation_bonus
+                     if market.emode_covers(user_emode, c) else coll_reserve.liquidation_bonus)
+            if bonus <= 10_000:
+                continue  # no bonus: nothing to gain (and percentDiv by it is meaningless)
             coll_price = _price(market, c, user_emode)
             coll_unit = 10**coll_reserve.decimals
+            debt_to_cover = _max_liquidatable_debt(
+                market, user_debt, debt_price, debt_unit, balance * coll_price // coll_unit,
+                total_debt_base, hf)
             base_collateral = (debt_price * debt_to_cover * coll_unit) // (coll_price * debt_unit)
             max_collateral = percent_mul(base_collateral, bonus)
             if max_collateral > balance:
                 seized = balance
-                covered = percent_div((coll_price * seized * debt_unit) // (debt_price * coll_unit),
-                                      bonus)
+                value = (coll_price * seized * debt_unit) // (debt_price * coll_unit)
+                covered = _ceil_div(value * 10_000, bonus) if v35 else percent_div(value, bonus)
             else:
                 seized, covered = max_collateral, debt_to_cover
             fee = 0
@@ -117,7 +176,14 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
             if fee_bps:
                 bonus_part = seized - percent_div(seized, bonus)
                 fee = percent_mul(bonus_part, fee_bps)
+            if _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance, seized,
+                            coll_price, coll_unit):
+                continue
             to_liquidator = seized - fee
+            bad_debt = 0
+            if rules.close_factor_v33 and seized * coll_price // coll_unit >= total_collateral_base:
+                bad_debt = len(debts_held) - 1  # the pool burns the user's other debts
+            virtual = coll_reserve.virtual_balance
             plan = LiquidationPlan(
                 account=pos.accounts[row], collateral=coll_reserve.symbol,
                 collateral_asset=coll_reserve.asset, debt=debt_reserve.symbol,
@@ -126,7 +192,9 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                 repaid_usd=covered * debt_price / debt_unit / market.base_unit,
                 seized_usd=to_liquidator * coll_price / coll_unit / market.base_unit,
                 user_debt=user_debt,
-                position_version=f"{debt_version}/{int(pos.a_scaled[row, c])}")
+                position_version=f"{debt_version}/{int(pos.a_scaled[row, c])}",
+                bad_debt_assets=bad_debt,
+                receive_a_token=virtual is not None and virtual < to_liquidator)
             if best is None or plan.gross_profit_usd > best.gross_profit_usd:
                 best = plan
     return best

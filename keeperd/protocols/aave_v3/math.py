@@ -211,7 +211,7 @@ class FastHealth:
 
     def prices(self, overrides: Mapping[str, float] | None = None) -> NDArray[np.float64]:
         p = self.market.prices_usd()
-        for symbol, usd in (overrides or {}).items():
+        for symbol, usd in self.market.what_if(overrides or {}).items():
             p[self.market.column(symbol)] = usd
         return p
 

@@ -46,6 +46,8 @@ class AaveV3Reader:
         self.accepted_revisions = accepted_revisions
         self._emode_ids: list[int] | None = None
         self._emode_probed_at = 0
+        self._links: dict[str, str] | None = None
+        self._links_read_at = 0
 
     @classmethod
     async def resolve(cls, multicall: Multicall, addresses_provider: str, *,
@@ -114,12 +116,36 @@ class AaveV3Reader:
             debt_index.append(abi.decode_uint(dbt.data))
             prices.append(abi.decode_uint(price.data))
 
+        if self._links is None or block - self._links_read_at >= EMODE_PROBE_EVERY:
+            self._links = await self._read_price_links(reserves, block)
+            self._links_read_at = block
+        emode_prices: dict[int, int] = {}
         if rules.emode_bitmaps:
-            emode, emode_prices = await self._read_emode_bitmaps(rules, block), {}
+            emode = await self._read_emode_bitmaps(rules, block)
         else:
             emode, emode_prices = await self._read_emode_legacy(reserves, block)
         return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
-                           tuple(prices), base_unit, emode, emode_prices, rules, timestamp)
+                           tuple(prices), base_unit, emode, emode_prices, rules, timestamp,
+                           dict(self._links))
+
+    async def _read_price_links(self, reserves: list[Reserve], block: int) -> dict[str, str]:
+        """Which reserves' price sources are built on another reserve's source: Aave's LST
+        adapters name the ETH / USD feed WETH is priced by (BASE_TO_USD_AGGREGATOR)."""
+        oracle = self.addresses.oracle
+        found = await self.multicall.aggregate3(
+            [Call(oracle, abi.get_source_of_asset(r.asset)) for r in reserves], block)
+        sources = [abi.decode_address(f.data) if f.success and len(f.data) >= 32 else None
+                   for f in found]
+        by_source = {s: r.symbol for r, s in zip(reserves, sources, strict=True) if s}
+        bases = await self.multicall.aggregate3(
+            [Call(s or oracle, abi.BASE_TO_USD_AGGREGATOR) for s in sources], block)
+        links: dict[str, str] = {}
+        for reserve, source, base in zip(reserves, sources, bases, strict=True):
+            if source and base.success and len(base.data) >= 32:
+                leader = by_source.get(abi.decode_address(base.data))
+                if leader and leader != reserve.symbol:
+                    links[reserve.symbol] = leader
+        return links
 
     async def _read_emode_legacy(self, reserves: list[Reserve], block: int
                                  ) -> tuple[dict[int, EModeCategory], dict[int, int]]:

@@ -3,14 +3,16 @@
 Governance upgrades the Pool implementation behind the same proxy, and the rules a keeper
 lives by changed between revisions (../shared/AAVE-TODAY.md lists them with their sources):
 
-| revision | release | what changed for a keeper |
-|---|---|---|
-| 1, 2 | v3.0.x | eMode by reserve-config bits, one optional eMode price source; close factor 50 % of the reserve debt above HF 0.95; half-up rounding |
-| 3 | v3.1 | liquidation grace periods; virtual underlying balance |
-| 4-6 | v3.2 | eMode by category bitmaps (collateral, borrowable); stable debt removed |
-| 7, 8 | v3.3, v3.4 | close factor 100 %, 50 % of *total* debt only when both reserves >= $2,000 and HF > 0.95; MustNotLeaveDust under $1,000; bad debt burned into the deficit |
-| 9 | v3.5 | rounding: aToken balances floor, debt balances and debt in base ceil, no bps floor on the average threshold |
-| 10 | v3.6 | zero-threshold collateral counts (eMode threshold applies), may be seized; ltvzero bitmap |
+- 1, 2 (v3.0.x): eMode by reserve-config bits with an optional price source; close factor
+  50 % of the reserve debt above HF 0.95; half-up rounding.
+- 3 (v3.1): liquidation grace periods; virtual underlying balance.
+- 4-6 (v3.2): eMode by category bitmaps (collateral, borrowable); stable debt removed.
+- 7, 8 (v3.3, v3.4): close factor 100 %, 50 % of the *total* debt only when both reserves are
+  worth >= $2,000 and HF > 0.95; MustNotLeaveDust under $1,000; bad debt burned.
+- 9 (v3.5): aToken balances floor, debt balances and debt in base ceil, no basis-point floor
+  on the average threshold.
+- 10 (v3.6): zero-threshold collateral counts (eMode's threshold applies) and may be
+  seized; the LTV-zero bitmap.
 
 Revisions 1 and 10 are tested against a real pool on the devnet; the others follow the
 published sources. A revision not in this table is *unknown*: keeperd goes on evaluating and
