@@ -33,6 +33,15 @@ def _artifact(name: str) -> Artifact:
     return Artifact(name, data["abi"], data["bytecode"], data.get("linkReferences", {}))
 
 
+def pool_between(manifest: dict[str, Any], a: str, b: str) -> str:
+    """The devnet's 0.3 % pool of two symbols, whichever token sorts first by address."""
+    pools = manifest["uniswap_v3"]["pools"]
+    found = pools.get(f"{a}/{b}") or pools.get(f"{b}/{a}")
+    if found is None:
+        raise KeyError(f"no Uniswap V3 pool {a}/{b} on the devnet (pools: {sorted(pools)})")
+    return str(found)
+
+
 def deploy_uniswap(client: DevnetClient, market: dict[str, Any], prices: dict[str, float],
                    depth_usd: float = 50_000_000.0) -> dict[str, Any]:
     """Deploy the factory and a pool per pair with `depth_usd` of each token in range."""

@@ -13,6 +13,7 @@ import pytest
 
 from keeperd.config import CascadeConfig, parse_config
 from keeperd.devnet.handle import Devnet
+from keeperd.devnet.uniswap import pool_between
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
@@ -61,10 +62,11 @@ async def test_static_shock_matches_what_the_pool_says_after_the_move(
 async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
                                                     tmp_path: Path) -> None:
     book, head = await snapshot(devnet, pool, tmp_path)
-    pools = devnet.manifest["uniswap_v3"]["pools"]
+    weth_usdc = pool_between(devnet.manifest, "WETH", "USDC")
+    wbtc_usdc = pool_between(devnet.manifest, "WBTC", "USDC")
     config = CascadeConfig.model_validate({
-        "depth": {"WETH": {"kind": "uniswap_v3", "pool": pools["WETH/USDC"]},
-                  "WBTC": {"kind": "uniswap_v3", "pool": pools["WBTC/USDC"]}},
+        "depth": {"WETH": {"kind": "uniswap_v3", "pool": weth_usdc},
+                  "WBTC": {"kind": "uniswap_v3", "pool": wbtc_usdc}},
         "insurance_fund": {"usd": 100_000}, "min_liquidation_usd": 100_000})
     depth = await read_depth(config, aave_assets(book.market), pool, head)
     weth = book.market.column("WETH")

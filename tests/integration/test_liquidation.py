@@ -23,11 +23,13 @@ KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 
 
 def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) -> None:
+    """$50M of every reserve's token (approved once, from zero: USDT-like tokens allow no
+    more)."""
     token = contracts.aave("MintableERC20")
     devnet.client.call("anvil_setBalance", address, hex(100 * 10**18))
-    for symbol, amount in (("USDC", 50_000_000), ("DAI", 50_000_000), ("WETH", 20_000),
-                           ("WBTC", 1_000)):
-        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+    for symbol, reserve in devnet.manifest["aave_v3"]["reserves"].items():
+        amount = int(50_000_000 / devnet.manifest["prices_usd"][symbol])
+        decimals = reserve["decimals"]
         address_token = devnet.manifest["tokens"][symbol]
         devnet.client.send(address, address_token,
                            token.encode_call("mint", address, amount * 10**decimals))
@@ -102,7 +104,11 @@ def keeper_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+        aave_devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """On today's Aave and on v3.0 alike: every account the crash puts under water is
+    liquidated within two blocks (small and multi-debt ones included, the pool's close factor
+    and dust rules respected), nothing reverts, and no oracle breaker trips."""
+    devnet = aave_devnet
     fund_keeper(devnet)
     config = config_for(devnet, tmp_path, "liquidate",
                         key={"source": "env", "env": "KEEPER_KEY"})
@@ -121,20 +127,22 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         journal = keeper.daemon.executors["aave"].journal
         pending = journal.by_status(J.PENDING)
         assert pending, "nothing was sent"
-        devnet.mine(1)
+        # Blocks come only when mined (with automine, each later transaction would get a
+        # block of its own): what is sent on evaluating block B lands in B + 1.
+        await keeper.evaluated_at(devnet.mine(1))  # the first wave lands; a second is sent
+        await keeper.evaluated_at(devnet.mine(1))  # (multi-debt accounts' other debt)
     finally:
         devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(crash_block + 1)
-    await keeper.evaluated_at(devnet.mine(1))
 
     # Borderline seeded accounts that interest pushed under 1 before the crash may have been
     # liquidated already (before the crash block): they are not this test's business.
     included = [e for e in journal.by_status(J.INCLUDED) if e.detected_block >= crash_block]
-    # Everything sent at the crash block is included.
+    # Everything sent at the crash block is included; nothing reverted.
     assert {e.account for e in pending} <= {e.account for e in included}
+    assert journal.by_status(J.REVERTED) == []
     sent_at_crash = {e.key for e in pending}
-    # Anything else was journaled after we looked (at the crash block or the next): it must
-    # still have landed within two blocks (checked below for every included entry).
+    # Anything else was journaled after we looked (at the crash block or the next: a
+    # multi-debt account's second debt, say): it must have landed within two blocks too.
     assert all(e.detected_block <= crash_block + 1 for e in included
                if e.key not in sent_at_crash)
     for entry in included:
@@ -142,19 +150,33 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
         assert int(receipt["blockNumber"], 16) <= crash_block + 2
         assert devnet.account_data(entry.account)[1] < debts[entry.account]
-        # The pool repaid exactly what keeperd's plan said it would.
+        # The pool repaid what keeperd's plan said, up to the interest of the block between
+        # the snapshot and inclusion (keeperd sends type(uint256).max; the pool caps it).
         [event] = [e for e in receipt["logs"] if e["topics"][0] ==
                    "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]
-        assert int(event["data"][2:66], 16) == entry.debt_to_cover
-    # Every underwater account worth liquidating was liquidated: what is left is dust.
-    skipped = underwater - {e.account for e in included}
-    for account in skipped:
+        repaid = int(event["data"][2:66], 16)
+        assert entry.debt_to_cover <= repaid <= entry.debt_to_cover * (1 + 1e-6) + 1
+    liquidated = {e.account for e in included}
+    assert len(liquidated & underwater) >= 0.95 * len(underwater)
+    # What is left is dust no keeper would pay gas for.
+    for account in underwater - liquidated:
         assert debts[account] / 1e8 < 200, (account, debts[account] / 1e8)
+    if devnet.manifest["aave_v3"]["revision"] >= 10:
+        by_address = {b["address"]: b for b in devnet.manifest["borrowers"]}
+        assert any(debts[a] < 2_000 * 10**8 for a in liquidated), "no small borrower"
+        assert any(len(by_address[a]["debts"]) == 2 for a in liquidated), "no multi-debt one"
     metrics = keeper.daemon.metrics
     labels = {"chain": "devnet", "protocol": "aave"}
     assert metric_value(metrics, "keeperd_liquidations_total",
                         {**labels, "stage": "included"}) == len(journal.by_status(J.INCLUDED))
     assert metric_value(metrics, "keeperd_liquidation_profit_usd_total", labels) > 0
+    # The oracle monitor read every source (adapters included) and trusted them all.
+    for symbol in devnet.manifest["aave_v3"]["reserves"]:
+        tripped = metrics.registry.get_sample_value(
+            "keeperd_breaker_tripped", {"chain": "devnet", "asset": symbol})
+        assert tripped == 0, (symbol, tripped)
+    assert metrics.registry.get_sample_value(
+        "keeperd_liquidations_held", labels) == 0
 
 
 async def test_dry_run_sends_nothing_and_records_what_it_would_send(
@@ -422,8 +444,10 @@ async def test_the_key_never_reaches_logs_or_metrics(devnet: Devnet, tmp_path: P
     assert secret not in repr(daemon.__dict__).lower()
 
 
-async def test_flash_loan_executor_liquidates_without_capital(devnet: Devnet, tmp_path: Path,
+async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devnet,
+                                                              tmp_path: Path,
                                                               run_daemon) -> None:
+    devnet = aave_devnet
     token = contracts.aave("MintableERC20")
     flash = devnet.manifest["flash_liquidator"]["address"]
     assert devnet.manifest["flash_liquidator"]["owner"] == KEEPER
@@ -452,6 +476,11 @@ async def test_flash_loan_executor_liquidates_without_capital(devnet: Devnet, tm
     assert {e.key for e in sent} <= included
     for entry in sent:
         assert devnet.account_data(entry.account)[1] < 10**30  # sanity: still readable
+    if "USDT" in devnet.manifest["tokens"]:
+        # A token with no return values, approved only from zero, through the flash path.
+        assert any(e.debt == "USDT" for e in journal.by_status(J.INCLUDED))
+        assert balance("USDT", flash) > 0
+    assert journal.by_status(J.REVERTED) == []
     # The profit sits in the contract, in the debt assets; the keeper spent only gas.
     assert balance("DAI", flash) + balance("USDC", flash) > 0
     assert {s: balance(s, KEEPER) for s in devnet.manifest["tokens"]} == keeper_before

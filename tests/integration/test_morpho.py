@@ -149,9 +149,12 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
         while keeper.completed_block < crash:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        book = keeper.book
-        assert book is not None
-        # What keeperd saw underwater at the crash block, by its own math:
+        # What keeperd's math puts underwater at the crash block, read at that block (the
+        # keeper's own book may already be a later block's, with its liquidations mined:
+        # automine gives each transaction a block).
+        reader = await adapter_for(devnet, pool, tmp_path / "reader")
+        await reader.discover(crash)
+        book = await reader.snapshot(sorted(reader.accounts), crash)
         underwater = {(p.account, p.market.id) for p in book.positions if book.health(p) < 1}
         assert len(underwater) >= 3
         for _ in range(4):

@@ -18,6 +18,7 @@ import yaml
 
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
+from keeperd.devnet.uniswap import pool_between
 from keeperd.metrics import Metrics
 from tests.integration.test_daemon import get, logs_of, start, stop, wait_for, write_config
 
@@ -87,7 +88,7 @@ def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devnet,
     data = yaml.safe_load(config.read_text())
     data["risk"] = {"cascade": {"min_interval_s": 0, "insurance_fund": {"usd": 100000},
                                 "depth": {"WETH": {"kind": "uniswap_v3", "pool":
-                                          devnet.manifest["uniswap_v3"]["pools"]["WETH/USDC"]}}}}
+                                          pool_between(devnet.manifest, "WETH", "USDC")}}}}
     config.write_text(yaml.safe_dump(data))
     keeperd = start(config)
     prom_dir = tmp_path / "prometheus"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from keeperd.devnet.handle import Devnet
+from keeperd.devnet.uniswap import pool_between
 from keeperd.simulate import ShockError, parse_shock
 from tests.integration.test_daemon import write_config
 
@@ -30,7 +31,7 @@ def test_simulate_prints_rounds_and_draws_the_chart(devnet: Devnet, tmp_path: Pa
     data = yaml.safe_load(config.read_text())
     data["risk"] = {"cascade": {"insurance_fund": {"usd": 250_000}, "depth": {
         "WETH": {"kind": "uniswap_v3",
-                 "pool": devnet.manifest["uniswap_v3"]["pools"]["WETH/USDC"]}}}}
+                 "pool": pool_between(devnet.manifest, "WETH", "USDC")}}}}
     config.write_text(yaml.safe_dump(data))
     png = tmp_path / "chart.png"
     run = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config", str(config),
