@@ -22,7 +22,7 @@ from keeperd.config import Config
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
-from keeperd.risk.cascade import CascadeResult, Columns, run_cascade
+from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
 from keeperd.risk.monitor import aave_assets, read_depth
 from keeperd.store import Store
@@ -103,7 +103,9 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     finally:
         store.close()
     portfolio = aave_portfolio(book)
-    columns = columns_for(portfolio.assets, shocks, list(config.risk.cascade.shocks))
+    columns = with_followers(columns_for(portfolio.assets, shocks,
+                                         list(config.risk.cascade.shocks)),
+                             portfolio.assets, dict(book.market.price_links))
     cascade = config.risk.cascade
     result = run_cascade(portfolio, columns, depth, max_rounds=cascade.max_rounds,
                          tolerance=cascade.tolerance)

@@ -27,7 +27,7 @@ on random portfolios.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,6 +113,23 @@ def shock_grid(assets: Sequence[str], shocks: Sequence[float],
             masks.append(mask)
     return Columns(tuple(names), np.array(values), np.array(mults).reshape(-1, len(assets)),
                    np.array(masks).reshape(-1, len(assets)))
+
+
+def with_followers(columns: Columns, assets: Sequence[str], follows: Mapping[str, str]
+                   ) -> Columns:
+    """Assets whose price the oracle derives from another's (wstETH from ETH / USD) fall with
+    it: in every column that shocks the leader and not the follower, the follower takes the
+    leader's multiplier. A column that shocks the follower itself (an LST depeg) is kept."""
+    assets = list(assets)
+    mult, shocked = columns.multiplier.copy(), columns.shocked.copy()
+    for follower, leader in follows.items():
+        if follower not in assets or leader not in assets:
+            continue
+        f, lead = assets.index(follower), assets.index(leader)
+        moved = shocked[:, lead] & ~shocked[:, f]
+        mult[moved, f] = mult[moved, lead]
+        shocked[moved, f] = True
+    return Columns(columns.scenario, columns.shock, mult, shocked)
 
 
 @dataclass

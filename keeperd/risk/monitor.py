@@ -33,7 +33,14 @@ from keeperd.config import (
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.book import MarketState
 from keeperd.protocols.aave_v3.portfolio import aave_portfolio
-from keeperd.risk.cascade import CascadeResult, Columns, Portfolio, run_cascade, shock_grid
+from keeperd.risk.cascade import (
+    CascadeResult,
+    Columns,
+    Portfolio,
+    run_cascade,
+    shock_grid,
+    with_followers,
+)
 from keeperd.risk.depth import ConstantProduct, DepthCurve, DepthModel, NoImpact
 
 log = structlog.get_logger(__name__)
@@ -52,6 +59,7 @@ class Asset:
     decimals: int
     price_usd: float
     bonus: float  # the liquidation bonus when it is the collateral (0.05 = 5 %)
+    follows: str | None = None  # the asset whose feed its price is built on (wstETH: WETH)
 
 
 # A protocol's book -> its portfolio and the description of its asset columns.
@@ -61,7 +69,8 @@ Describe = Callable[[Any], tuple[Portfolio, list[Asset]]]
 def aave_assets(market: MarketState) -> list[Asset]:
     prices = market.prices_usd()
     return [Asset(r.symbol, r.asset, r.decimals, float(prices[i]),
-                  (r.liquidation_bonus - 10_000) / 10_000 if r.liquidation_bonus else 0.0)
+                  (r.liquidation_bonus - 10_000) / 10_000 if r.liquidation_bonus else 0.0,
+                  market.price_links.get(r.symbol))
             for i, r in enumerate(market.reserves)]
 
 
@@ -69,10 +78,12 @@ def describe_aave(book: Any) -> tuple[Portfolio, list[Asset]]:
     return aave_portfolio(book), aave_assets(book.market)
 
 
-def columns_for(symbols: Sequence[str], config: CascadeConfig) -> Columns:
+def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
+    symbols = [a.symbol for a in assets]
     stables = {s.lower() for s in config.stable_assets}
     joint = [s for s in symbols if s.lower() not in stables]
-    return shock_grid(symbols, config.shocks, joint=joint)
+    return with_followers(shock_grid(symbols, config.shocks, joint=joint), symbols,
+                          {a.symbol: a.follows for a in assets if a.follows})
 
 
 async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPool, block: int
@@ -152,7 +163,8 @@ class CascadeMonitor:
 
     async def evaluate(self, book: Any, block: int) -> CascadeResult:
         portfolio, assets = self.describe(book)
-        columns = columns_for(portfolio.assets, self.config)
+        assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
+        columns = columns_for(assets, self.config)
         depth = await read_depth(self.config, assets, self.pool, block)
         self.fund_usd = await self._fund(assets, block)
         started = time.perf_counter()

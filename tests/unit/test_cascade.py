@@ -193,3 +193,18 @@ print(json.dumps({"mdwe": True, "numpy": kernels.kernels()[0] is kernels.round_p
                        [ConstantProduct(1000.0), ConstantProduct(1e12)])
     assert out["accounts"] == int(here.accounts[0]) == 2
     assert out["repaid"] == pytest.approx(float(here.repaid[0]), rel=1e-12)
+
+
+def test_followers_fall_with_their_leader_unless_shocked_themselves() -> None:
+    from keeperd.risk.cascade import with_followers
+
+    assets = ["WETH", "wstETH", "USDC"]
+    grid = shock_grid(assets, [0.1, 0.3], joint=["WETH", "wstETH"])
+    moved = with_followers(grid, assets, {"wstETH": "WETH"})
+    for k, name in enumerate(moved.scenario):
+        if name == "WETH":  # the leader's scenario takes the follower along
+            assert moved.multiplier[k, 1] == moved.multiplier[k, 0] == 1 - moved.shock[k]
+            assert moved.shocked[k, 1]
+        else:  # its own depeg, the joint drop and USDC are left as they were
+            assert (moved.multiplier[k] == grid.multiplier[k]).all()
+    assert (moved.multiplier[:, 2][[n == "WETH" for n in moved.scenario]] == 1.0).all()

@@ -1,0 +1,111 @@
+"""What only today's Aave (v3.6) has, on its devnet: price sources that answer latestAnswer()
+only, liquidation grace periods, paused reserves. keeperd must read the first as they are and
+never send a liquidation the second and third make revert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeperd.chain.multicall import Multicall
+from keeperd.chain.rpc import RpcPool
+from keeperd.devnet import aave_origin
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from keeperd.oracles.chainlink import read_feeds
+from keeperd.oracles.checks import FeedPolicy, check_feed
+from keeperd.protocols.aave_v3.reader import AaveV3Reader
+from tests.integration.test_breaker import block_time
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    chain_health,
+    config_for,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+
+
+def not_simulated(keeper) -> bool:  # type: ignore[no-untyped-def]
+    """No simulation failed: nothing the pool would refuse was even tried."""
+    registry = keeper.daemon.metrics.registry
+    labels = {"chain": "devnet", "protocol": "aave"}
+    failed = registry.get_sample_value("keeperd_liquidations_total",
+                                       {**labels, "stage": "simulation_failed"})
+    return failed in (None, 0.0)
+
+
+def configure(devnet: Devnet, fn: str, *args: object) -> None:
+    cfg = aave_origin.artifact("PoolConfiguratorInstance")
+    aave = devnet.manifest["aave_v3"]
+    devnet.client.send(aave["admin"], aave["pool_configurator"], cfg.encode_call(fn, *args))
+
+
+async def test_adapter_sources_are_read_and_timed_by_the_feeds_they_wrap(
+        devnet: Devnet, pool: RpcPool) -> None:
+    m = devnet.manifest
+    reader = await AaveV3Reader.resolve(Multicall(pool, address=m["multicall3"]),
+                                        m["aave_v3"]["addresses_provider"])
+    head = devnet.client.block_number()
+    market = await reader.read_market(head)
+    readings = {r.asset: r for r in await read_feeds(reader.multicall,
+                                                      reader.addresses.oracle,
+                                                      market.reserves, head)}
+    sources = m["aave_v3"]["oracle_sources"]
+    assert {s: r.freshness for s, r in readings.items()} == {
+        s: "round" if v["kind"] == "chainlink" else "wrapped" for s, v in sources.items()}
+    now = block_time(devnet)
+    for symbol, reading in readings.items():
+        # The answer is the oracle's price; the age is that of the aggregators behind it.
+        assert reading.answer == market.prices[market.column(symbol)], symbol
+        assert check_feed(reading, now, FeedPolicy()) == [], symbol
+    assert market.price_links == {"wstETH": "WETH"}
+    # BTC / USD goes stale: WBTC, priced through it, is stale too (the adapter has no time).
+    devnet.set_price_at("WBTC", 60_000.0, now - 7200)
+    head = devnet.client.block_number()
+    wbtc = next(r for r in await read_feeds(reader.multicall, reader.addresses.oracle,
+                                            market.reserves, head) if r.asset == "WBTC")
+    assert [p.kind for p in check_feed(wbtc, block_time(devnet), FeedPolicy())] == ["stale"]
+
+
+async def test_a_grace_period_holds_liquidations_until_it_ends(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    configure(devnet, "setReservePause", devnet.manifest["tokens"]["WETH"], False, 600)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    weth_users = [b["address"] for b in devnet.manifest["borrowers"]
+                  if "WETH" in b["collateral"] or "WETH" in b["debts"]]
+    underwater = [a for a in weth_users if chain_health(devnet, a) < 1]
+    assert len(underwater) > 20
+    journal = keeper.daemon.executors["aave"].journal
+    assert not [e for e in journal.all() if "WETH" in (e.collateral, e.debt)]
+    # Not even simulated: the plan knows the grace period (a simulation would revert).
+    assert not_simulated(keeper)
+    devnet.advance_time(601)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    liquidated = {e.account for e in journal.by_status(J.INCLUDED)}
+    assert len(liquidated & set(underwater)) >= 0.95 * len(underwater)
+    assert journal.by_status(J.REVERTED) == []
+
+
+async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    configure(devnet, "setReservePause", devnet.manifest["tokens"]["USDC"], True)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    included = journal.by_status(J.INCLUDED)
+    assert len(included) > 10
+    assert not [e for e in journal.all() if "USDC" in (e.collateral, e.debt)]
+    assert journal.by_status(J.REVERTED) == []
+    assert not_simulated(keeper)
+    # Accounts owing DAI or USDT (not USDC) were liquidated.
+    assert {e.debt for e in included} & {"DAI", "USDT"}
