@@ -1,6 +1,7 @@
 """`make demo`: keeperd on its embedded default, end to end, in about a minute.
 
-1. starts the devnet (anvil with a real Aave V3 market and 300 seeded borrowers);
+1. starts the devnet (anvil with today's Aave, v3.6 built from its published sources, and 300
+   seeded borrowers);
 2. runs the keeperd daemon on config/devnet.yaml, pointed at that devnet, in `liquidate` mode
    with anvil's published test account 5 as the keeper (funded with the debt assets), on the
    Aave V3 market and the two Morpho Blue markets;
@@ -227,8 +228,10 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
         os.environ["KEEPERD_DEVNET_KEY"] = DEMO_KEEPER_KEY
         fund_keeper(devnet)
         configure_logging("info", "json", stream=log_file)
-        banner(f"devnet up at {devnet.manifest['rpc_url']}: Aave V3 with "
-               f"{len(devnet.manifest['borrowers'])} seeded borrowers")
+        aave = devnet.manifest["aave_v3"]
+        banner(f"devnet up at {devnet.manifest['rpc_url']}: Aave {aave['version']} "
+               f"(POOL_REVISION {aave['revision']}), {len(devnet.manifest['borrowers'])} "
+               "seeded borrowers")
         print(f"pool {devnet.manifest['aave_v3']['pool']}, block {devnet.client.block_number()}")
         print(f"keeperd logs (JSON) go to {log_path}")
 

@@ -53,8 +53,11 @@ def compile_standard_json(request: dict[str, Any], *, solc_package: str = DEFAUL
     version = _solc_version(solc_package)
     key = hashlib.sha256(f"{version}\n{blob}".encode()).hexdigest()[:24]
     cache = paths.devnet_dir() / "solc" / f"{key}.json"
-    if cache.is_file():
-        return dict(json.loads(cache.read_text()))
+    # The checkout's own cache serves a relocated devnet directory too (the output is a pure
+    # function of the request): Aave v3.6 is not compiled again for every KEEPERD_DEVNET_DIR.
+    for found in (cache, paths.project_root() / ".devnet" / "solc" / f"{key}.json"):
+        if found.is_file():
+            return dict(json.loads(found.read_text()))
     proc = subprocess.run(
         ["node", "-e", _COMPILE_JS, solc_package],
         input=blob, capture_output=True, text=True, cwd=paths.project_root(), check=False,

@@ -110,7 +110,8 @@ def test_set_price_moves_the_aave_oracle_and_health(devnet: Devnet) -> None:
     assert after == pytest.approx(before / 2, rel=1e-3)
 
 
-def test_devnet_cli_up_set_price_mine_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aave", ["v3.6", "v3.0"])
+def test_devnet_cli_up_set_price_mine_down(tmp_path: Path, aave: str) -> None:
     env = dict(os.environ, KEEPERD_DEVNET_DIR=str(tmp_path))
     port = free_port()
     keeperd = [sys.executable, "-m", "keeperd", "devnet"]
@@ -121,10 +122,12 @@ def test_devnet_cli_up_set_price_mine_down(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip()
 
-    manifest_path = run("up", "--accounts", "20", "--port", str(port))
+    manifest_path = run("up", "--accounts", "20", "--port", str(port), "--aave", aave)
     try:
         manifest = json.loads(Path(manifest_path).read_text())
         assert manifest["rpc_url"] == f"http://127.0.0.1:{port}"
+        assert manifest["aave_v3"]["version"] == aave
+        assert manifest["aave_v3"]["revision"] == {"v3.6": 10, "v3.0": 1}[aave]
         assert len(manifest["borrowers"]) == 20
         assert run("set-price", "WETH", "2000") == "WETH: 3000 -> 2000 USD"
         before = int(run("mine", "0") or 0)
