@@ -168,6 +168,11 @@ class Metrics:
         self.scans = Counter(
             "keeperd_scans_total", "Position scans finished, by kind and outcome.",
             ["chain", "protocol", "kind", "outcome"], registry=r)
+        self.market_read_failures = Counter(
+            "keeperd_market_read_failures_total", "Blocks in which a market could not be read "
+            "(its oracle or rate model reverted): its positions are left out of that block's "
+            "evaluation and liquidation; the other markets go on.",
+            ["chain", "protocol", "market", "part"], registry=r)
         self.health_mismatches = Counter(
             "keeperd_health_mismatch_total",
             "Accounts whose locally computed health factor differed from the protocol's own "

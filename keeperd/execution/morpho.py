@@ -192,11 +192,6 @@ class MorphoKeeper:
                 continue
             stage(*self.labels, "detected").inc()
             plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, info.lltv)
-            if not plan.bad_debt and plan.expected_seized * 1001 // 1000 > p.collateral:
-                # Too close to the edge for repay-all: interest until inclusion could make
-                # the seizure exceed the collateral. Seize all of it instead.
-                plan = mm.MorphoLiquidation(p.collateral, 0, p.collateral,
-                                            plan.expected_repaid, True)
             seized_value = mm.mul_div_down(plan.expected_seized, price, mm.ORACLE_PRICE_SCALE)
             profit = self._usd(info.loan_symbol, seized_value - plan.expected_repaid,
                                info.loan_decimals)

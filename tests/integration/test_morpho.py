@@ -299,3 +299,76 @@ async def test_the_holder_hears_when_the_keeper_liquidates_them(
     assert alert["details"]["market"] == "WETH/USDC" and alert["details"]["debt_repaid"] > 0
     assert alert["details"]["liquidator"].lower() == KEEPER.lower()
     assert "seized in WETH/USDC" in alert["summary"]
+
+
+async def test_a_position_at_the_edge_is_liquidated_without_underflow(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Debt just under what the collateral covers with the incentive: repaying every share
+    could seize more than the collateral once interest accrues, and seizing all the collateral
+    would take more shares than the position has (Morpho underflows and reverts). keeperd
+    seizes what the shares allow, less a small buffer, and Morpho accepts it."""
+    blue = devnet.manifest["morpho_blue"]
+    market = blue["markets"]["WETH/USDC"]
+    morpho_art, oracle_art = compiled()["Morpho"], compiled()["OracleMock"]
+    token = contracts.aave("MintableERC20")
+    params = (devnet.manifest["tokens"]["USDC"], devnet.manifest["tokens"]["WETH"],
+              market["oracle"], market["irm"], market["lltv"])
+    user = "0x00000000000000000000000000000000000Ed9E5"
+    devnet.client.call("anvil_setBalance", user, hex(10**19))
+    weth = devnet.manifest["tokens"]["WETH"]
+    devnet.client.send(user, weth, token.encode_call("mint", user, 10 * 10**18))
+    devnet.client.send(user, weth, token.encode_call("approve", blue["morpho"], 2**256 - 1))
+    devnet.client.send(user, blue["morpho"], morpho_art.encode_call(
+        "supplyCollateral", params, 10 * 10**18, user, b""), gas=500_000)
+    devnet.client.send(user, blue["morpho"], morpho_art.encode_call(
+        "borrow", params, 20_000 * 10**6, 0, user, user), gas=500_000)
+    # Move the oracle so that the debt is 0.03 % under what the collateral covers with the
+    # incentive: liquidatable, and at the edge.
+    lif = mm.liquidation_incentive_factor(market["lltv"]) / mm.WAD
+    price = int(20_000 * 10**6 * lif / (10 * 10**18) * 1.0003 * mm.ORACLE_PRICE_SCALE)
+    devnet.client.send(devnet.manifest["aave_v3"]["admin"], market["oracle"],
+                       oracle_art.encode_call("setPrice", price))
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot([user], head)
+    [p] = [q for q in book.positions if q.market.name == "WETH/USDC"]
+    assert book.health(p) < 1
+    state = book.accrued(p.market.id, book.timestamp + 12)
+    plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, p.market.lltv)
+    assert 0 < plan.seized_assets < p.collateral and plan.repaid_shares == 0
+    assert not plan.bad_debt
+
+    def liquidate(seized: int, shares: int) -> bool:
+        data = encode_liquidate(p.market.params, user, seized, shares)
+        try:
+            devnet.client.call("eth_call", {"from": LIQUIDATOR, "to": blue["morpho"],
+                                            "data": "0x" + data.hex()}, "latest")
+            return True
+        except Exception:
+            return False
+
+    fund(devnet, LIQUIDATOR)
+    devnet.advance_time(12)
+    assert liquidate(plan.seized_assets, 0)
+    assert not liquidate(p.collateral, 0)  # all the collateral: more shares than there are
+
+
+async def test_a_market_whose_oracle_reverts_does_not_stop_the_others(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blue = devnet.manifest["morpho_blue"]
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    before = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert {p.market.name for p in before.positions} == {"WETH/USDC", "WBTC/DAI"}
+    # The WBTC/DAI oracle now reverts on every call (PUSH1 0 PUSH1 0 REVERT).
+    devnet.client.call("anvil_setCode", blue["markets"]["WBTC/DAI"]["oracle"], "0x60006000fd")
+    head = devnet.mine(1)
+    after = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert {p.market.name for p in after.positions} == {"WETH/USDC"}
+    assert len(after.positions) == sum(p.market.name == "WETH/USDC" for p in before.positions)
+    assert [m.name for m, *_ in after.markets.values()] == ["WETH/USDC"]
+    assert adapter.metrics.registry.get_sample_value(
+        "keeperd_market_read_failures_total",
+        {"chain": "devnet", "protocol": "morpho", "market": "WBTC/DAI", "part": "oracle"}) == 1

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 from eth_abi import decode
 from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
+from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, MorphoBlueConfig
 from keeperd.indexer import AccountIndexer, LogFilter
@@ -20,6 +21,8 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.base import AccountRow
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.store import Store
+
+log = structlog.get_logger(__name__)
 
 MARKET_PARAMS = "(address,address,address,address,uint256)"
 
@@ -165,18 +168,36 @@ class MorphoBlueAdapter:
                 Call(self.config.morpho, encode_call("market(bytes32)", ["bytes32"],
                                                      [bytes.fromhex(m.id[2:])])),
                 Call(m.oracle, encode_call("price()", [], [])))], block)
+        # A market whose oracle or rate model reverts is left out of this block (Morpho's own
+        # liquidate would revert on it too): the others are evaluated and liquidated as usual.
         states: dict[str, tuple[mm.MarketState, int]] = {}
         for i, m in enumerate(infos):
-            fields = decode(["uint128"] * 6, first[2 * i].data)
-            states[m.id] = (mm.MarketState(*fields), decode(["uint256"], first[2 * i + 1].data)[0])
+            state_res, price_res = first[2 * i], first[2 * i + 1]
+            if not (state_res.success and len(state_res.data) >= 192):
+                self._unreadable(m, "market", block)
+                continue
+            if not (price_res.success and len(price_res.data) >= 32):
+                self._unreadable(m, "oracle", block)
+                continue
+            states[m.id] = (mm.MarketState(*decode(["uint128"] * 6, state_res.data)),
+                            decode(["uint256"], price_res.data)[0])
+        readable = [m for m in infos if m.id in states]
+        with_irm = [m for m in readable if int(m.irm, 16)]  # a market may have no rate model
         rate_calls = [Call(m.irm, encode_call(
             f"borrowRateView({MARKET_PARAMS},(uint128,uint128,uint128,uint128,uint128,uint128))",
             [MARKET_PARAMS, "(uint128,uint128,uint128,uint128,uint128,uint128)"],
-            [m.params, tuple(states[m.id][0].__dict__.values())])) for m in infos]
-        rates = await self.multicall.aggregate3(rate_calls, block)
-        markets = {m.id: (m, states[m.id][0], states[m.id][1],
-                          decode(["uint256"], r.data)[0] if r.success else 0)
-                   for m, r in zip(infos, rates, strict=True)}
+            [m.params, tuple(states[m.id][0].__dict__.values())])) for m in with_irm]
+        rates = dict.fromkeys((m.id for m in readable), 0)
+        for m, r in zip(with_irm, await self.multicall.aggregate3(rate_calls, block)
+                        if rate_calls else [], strict=True):
+            if r.success and len(r.data) >= 32:
+                rates[m.id] = decode(["uint256"], r.data)[0]
+            else:
+                self._unreadable(m, "irm", block)
+                del rates[m.id]
+        markets = {m.id: (m, states[m.id][0], states[m.id][1], rates[m.id])
+                   for m in readable if m.id in rates}
+        infos = [m for m in readable if m.id in markets]
         pairs = [(m, a) for a in sorted(accounts) for m in infos]
         results = await self.multicall.aggregate3(
             [Call(self.config.morpho, encode_call("position(bytes32,address)",
@@ -185,10 +206,18 @@ class MorphoBlueAdapter:
              for m, a in pairs], block)
         positions = []
         for (m, a), r in zip(pairs, results, strict=True):
+            if not r.success:
+                raise MulticallError(f"Morpho position({m.id}, {a}) failed at block {block}")
             _, borrow_shares, collateral = decode(["uint256", "uint128", "uint128"], r.data)
             if borrow_shares or collateral:
                 positions.append(MorphoPosition(m, a, collateral, borrow_shares))
         return MorphoBook(block, timestamp, markets, tuple(positions))
+
+    def _unreadable(self, market: MarketInfo, part: str, block: int) -> None:
+        self.metrics.market_read_failures.labels(self.chain, self.name, market.name, part).inc()
+        log.warning("morpho.market_unreadable", protocol=self.name, market=market.name,
+                    part=part, block=block,
+                    meaning="left out of this block; the other markets go on")
 
     def rows(self, book: MorphoBook, usd: dict[str, float] | None = None) -> list[AccountRow]:
         """Scan rows: one per (market, account); USD values when the loan token's price is

@@ -114,19 +114,38 @@ class MorphoLiquidation:
     bad_debt: bool  # the collateral does not cover the debt: all of it is seized
 
 
+def repaid_shares_for_seizure(seized: int, market: MarketState, price: int, lltv: int) -> int:
+    """The borrow shares Morpho.liquidate takes for seizing `seized` collateral units."""
+    quoted = mul_div_up(seized, price, ORACLE_PRICE_SCALE)
+    return to_shares_up(w_div_up(quoted, liquidation_incentive_factor(lltv)),
+                        market.total_borrow_assets, market.total_borrow_shares)
+
+
 def plan_liquidation(collateral: int, borrow_shares: int, market: MarketState, price: int,
-                     lltv: int) -> MorphoLiquidation:
-    """Repay all the debt when the collateral covers it with the incentive; otherwise seize
-    all the collateral (Morpho then books the rest as bad debt)."""
+                     lltv: int, edge_buffer_bps: int = 10) -> MorphoLiquidation:
+    """What to ask Morpho.liquidate for, with `market` accrued to about when the transaction
+    lands:
+    - the collateral covers all the debt with the incentive, with room to spare: repay all the
+      borrow shares;
+    - it does not cover it: seize all the collateral (Morpho books the rest as bad debt);
+    - near the edge (seizing for all the shares would take within `edge_buffer_bps` of all the
+      collateral): seize what the shares allow, less that buffer. Interest until inclusion
+      makes each share worth more, so the shares this seizure takes only shrink — neither the
+      collateral nor the borrow shares can underflow (all-or-nothing would revert there)."""
     lif = liquidation_incentive_factor(lltv)
-    repaid_assets = to_assets_up(borrow_shares, market.total_borrow_assets,
-                                 market.total_borrow_shares)
-    seized = mul_div_down(w_mul_down(repaid_assets, lif), ORACLE_PRICE_SCALE, price)
-    if seized <= collateral:
-        return MorphoLiquidation(0, borrow_shares, seized, repaid_assets, False)
-    # Seize everything: Morpho derives the shares repaid from the collateral's value.
-    repaid_from_seized = w_div_up(mul_div_up(collateral, price, ORACLE_PRICE_SCALE), lif)
-    shares = to_shares_up(repaid_from_seized, market.total_borrow_assets,
-                          market.total_borrow_shares)
-    assets = to_assets_up(shares, market.total_borrow_assets, market.total_borrow_shares)
-    return MorphoLiquidation(collateral, 0, collateral, assets, True)
+    total_assets, total_shares = market.total_borrow_assets, market.total_borrow_shares
+    repaid_assets = to_assets_up(borrow_shares, total_assets, total_shares)
+    seized_for_all = mul_div_down(
+        w_mul_down(to_assets_down(borrow_shares, total_assets, total_shares), lif),
+        ORACLE_PRICE_SCALE, price)
+    if seized_for_all * (10_000 + edge_buffer_bps) // 10_000 <= collateral:
+        return MorphoLiquidation(0, borrow_shares, seized_for_all, repaid_assets, False)
+    if seized_for_all > collateral:
+        shares = repaid_shares_for_seizure(collateral, market, price, lltv)
+        if shares <= borrow_shares:
+            assets = to_assets_up(shares, total_assets, total_shares)
+            return MorphoLiquidation(collateral, 0, collateral, assets, True)
+    seized = min(collateral, seized_for_all) * (10_000 - edge_buffer_bps) // 10_000
+    shares = repaid_shares_for_seizure(seized, market, price, lltv)
+    return MorphoLiquidation(seized, 0, seized, to_assets_up(shares, total_assets, total_shares),
+                             False)
