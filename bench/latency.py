@@ -40,7 +40,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def run(accounts: int, rounds: int, step: float, cascade: bool = True) -> dict[str, Any]:
+async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
+              aave: str = "v3.6") -> dict[str, Any]:
     import os
 
     from keeperd.config import parse_config
@@ -53,7 +54,7 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True) -> 
     os.environ["KEEPERD_BENCH_KEY"] = KEEPER_KEY
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
-    with Devnet(accounts) as devnet, tempfile.TemporaryDirectory() as tmp:
+    with Devnet(accounts, aave_version=aave) as devnet, tempfile.TemporaryDirectory() as tmp:
         token = contracts.aave("MintableERC20")
         keeper = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
         for symbol in devnet.manifest["tokens"]:
@@ -138,10 +139,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-cascade", action="store_true",
                         help="without the cascade engine's per-block what-ifs")
+    parser.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
+                        help="which Aave the devnet runs (default: today's)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade))
-    result["cascade"] = not args.no_cascade
-    out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}.json"
+    from provenance import provenance  # bench/, beside this script
+
+    result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade,
+                             args.aave))
+    result.update(cascade=not args.no_cascade, aave=args.aave, **provenance())
+    tag = "" if args.aave == "v3.6" else f"-aave{args.aave}"
+    out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"accounts {result['accounts']}, rounds {result['rounds']}, "

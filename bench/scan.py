@@ -176,6 +176,8 @@ def main() -> int:
     parser.add_argument("--cross-check-every", type=int, default=10,
                         help="keeperd's default: one account in 10 also read via "
                         "getUserAccountData (the run with every account is reported too)")
+    parser.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
+                        help="which Aave the devnet runs (default: today's)")
     parser.add_argument("--side", choices=("keeperd", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,10 +189,14 @@ def main() -> int:
         print(json.dumps(asyncio.run(coro)))
         return 0
 
+    from provenance import provenance  # bench/, beside this script
+
     from keeperd.devnet.handle import Devnet
 
-    out = args.out or ROOT / "bench" / "results" / f"scan-{args.accounts}.json"
-    with Devnet(args.accounts, args.seed) as devnet, tempfile.TemporaryDirectory() as tmp:
+    tag = "" if args.aave == "v3.6" else f"-aave{args.aave}"
+    out = args.out or ROOT / "bench" / "results" / f"scan-{args.accounts}{tag}.json"
+    with Devnet(args.accounts, args.seed, aave_version=args.aave) as devnet, \
+            tempfile.TemporaryDirectory() as tmp:
         # keeperd finds its accounts itself (from logs); the baseline is handed its sample.
         # Neither side holds the 100k-entry manifest, whose size would count in its RSS.
         slim = {k: v for k, v in devnet.manifest.items() if k != "borrowers"}
@@ -208,13 +214,14 @@ def main() -> int:
                             ["--baseline-sample", str(args.baseline_sample)])
     result = {
         "accounts": args.accounts,
+        "aave": args.aave,
         "keeperd": keeperd,
         "baseline": baseline,
         "keeperd_every_account_cross_checked": checked_all,
         "reprice_ms": keeperd["reprice_ms"],
         "speedup_accounts_per_s": round(keeperd["accounts_per_s"] / baseline["accounts_per_s"], 1),
         "requests_per_account": round(keeperd["rpc_requests"] / args.accounts, 5),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0]},
+        **provenance(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -16,7 +16,7 @@ from eth_utils import to_checksum_address
 
 from keeperd.devnet import contracts
 from keeperd.devnet.client import DevnetClient
-from keeperd.devnet.contracts import Artifact
+from keeperd.devnet.contracts import Artifact, Deployer
 from keeperd.devnet.solc import compile_project_contracts
 
 RAY = 10**27
@@ -85,15 +85,8 @@ def deploy_market(
     ours = _solidity_artifacts()
     aave = contracts.aave
 
-    def deploy(artifact: Artifact, *args: Any, libraries: dict[str, str] | None = None) -> str:
-        return client.deploy(admin, artifact.deploy_data(*args, libraries=libraries))
-
-    def call(target: str, artifact: Artifact, fn: str, *args: Any) -> None:
-        client.send(admin, target, artifact.encode_call(fn, *args))
-
-    def read(target: str, artifact: Artifact, fn: str, *args: Any) -> tuple[Any, ...]:
-        return artifact.decode_result(fn, client.eth_call(target, artifact.encode_call(fn, *args)),
-                                      len(args))
+    admin_deployer = Deployer(client, admin)
+    deploy, call, read = admin_deployer.deploy, admin_deployer.call, admin_deployer.read
 
     # 1. Tokens and price feeds.
     tokens: dict[str, str] = {}
@@ -191,23 +184,34 @@ def deploy_market(
             "acl_manager": acl,
             "admin": admin,
             "treasury": treasury,
-            "reserves": {
-                r.symbol: {
-                    "asset": tokens[r.symbol],
-                    "decimals": r.decimals,
-                    "ltv": r.ltv,
-                    "liquidation_threshold": r.liquidation_threshold,
-                    "liquidation_bonus": r.liquidation_bonus,
-                    "emode_category": r.emode_category,
-                    **reserve_tokens[r.symbol],
-                }
-                for r in reserves
-            },
-            "emode_categories": {
-                str(e.category_id): {"label": e.label, "ltv": e.ltv,
-                                     "liquidation_threshold": e.liquidation_threshold,
-                                     "liquidation_bonus": e.liquidation_bonus}
-                for e in emodes
-            },
+            "reserves": reserve_entries(reserves, tokens, reserve_tokens),
+            "emode_categories": emode_entries(emodes),
         },
     }
+
+
+def reserve_entries(reserves: tuple[ReserveSpec, ...], tokens: dict[str, str],
+                    reserve_tokens: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """The manifest's `aave_v3.reserves`: what seeding, tests and the demo read."""
+    return {r.symbol: {"asset": tokens[r.symbol], "decimals": r.decimals, "ltv": r.ltv,
+                       "liquidation_threshold": r.liquidation_threshold,
+                       "liquidation_bonus": r.liquidation_bonus,
+                       "emode_category": r.emode_category, **reserve_tokens[r.symbol]}
+            for r in reserves}
+
+
+def emode_entries(emodes: tuple[EModeSpec, ...],
+                  assets: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """The manifest's `aave_v3.emode_categories` (with their collateral and borrowable
+    symbols where the category is configured through bitmaps)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in emodes:
+        entry: dict[str, Any] = {"label": e.label, "ltv": e.ltv,
+                                 "liquidation_threshold": e.liquidation_threshold,
+                                 "liquidation_bonus": e.liquidation_bonus}
+        if assets is not None:
+            collateral, borrowable = assets[e.category_id]
+            entry.update(collateral=list(collateral), borrowable=list(borrowable))
+        out[str(e.category_id)] = entry
+    return out

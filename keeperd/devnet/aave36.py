@@ -20,9 +20,16 @@ from eth_abi import encode
 from eth_utils import to_checksum_address
 
 from keeperd.devnet import aave_origin, contracts
-from keeperd.devnet.aave import PRICE_DECIMALS, ZERO, EModeSpec, ReserveSpec
+from keeperd.devnet.aave import (
+    PRICE_DECIMALS,
+    ZERO,
+    EModeSpec,
+    ReserveSpec,
+    emode_entries,
+    reserve_entries,
+)
 from keeperd.devnet.client import DevnetClient
-from keeperd.devnet.contracts import Artifact
+from keeperd.devnet.contracts import Deployer
 from keeperd.devnet.solc import compile_project_contracts
 
 REVISION = 10
@@ -64,15 +71,8 @@ def deploy_market(client: DevnetClient, *, market_id: str = "keeperd-devnet-v3.6
         ["TestAggregator.sol", "TetherLikeToken.sol", "AavePriceAdapters.sol"]).items()}
     art = aave_origin.artifact
 
-    def deploy(artifact: Artifact, *args: Any, libraries: dict[str, str] | None = None) -> str:
-        return client.deploy(admin, artifact.deploy_data(*args, libraries=libraries))
-
-    def call(target: str, artifact: Artifact, fn: str, *args: Any) -> None:
-        client.send(admin, target, artifact.encode_call(fn, *args))
-
-    def read(target: str, artifact: Artifact, fn: str, *args: Any) -> tuple[Any, ...]:
-        return artifact.decode_result(fn, client.eth_call(target, artifact.encode_call(fn, *args)),
-                                      len(args))
+    admin_deployer = Deployer(client, admin)
+    deploy, call, read = admin_deployer.deploy, admin_deployer.call, admin_deployer.read
 
     # 1. Tokens, the aggregators keeperd's devnet moves, and the adapters Aave's oracle reads.
     tokens: dict[str, str] = {}
@@ -203,26 +203,8 @@ def deploy_market(client: DevnetClient, *, market_id: str = "keeperd-devnet-v3.6
                                for s in sources},
             "tether_like": sorted(TETHER_LIKE),
             "frozen": list(FROZEN_AFTER_SEEDING),
-            "reserves": {
-                r.symbol: {
-                    "asset": tokens[r.symbol],
-                    "decimals": r.decimals,
-                    "ltv": r.ltv,
-                    "liquidation_threshold": r.liquidation_threshold,
-                    "liquidation_bonus": r.liquidation_bonus,
-                    "emode_category": r.emode_category,
-                    **reserve_tokens[r.symbol],
-                }
-                for r in RESERVES
-            },
-            "emode_categories": {
-                str(e.category_id): {"label": e.label, "ltv": e.ltv,
-                                     "liquidation_threshold": e.liquidation_threshold,
-                                     "liquidation_bonus": e.liquidation_bonus,
-                                     "collateral": list(EMODE_ASSETS[e.category_id][0]),
-                                     "borrowable": list(EMODE_ASSETS[e.category_id][1])}
-                for e in EMODES
-            },
+            "reserves": reserve_entries(RESERVES, tokens, reserve_tokens),
+            "emode_categories": emode_entries(EMODES, EMODE_ASSETS),
         },
     }
 

@@ -15,6 +15,7 @@ from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.devnet import paths
+from keeperd.devnet.client import DevnetClient
 
 
 def _abi_type(param: dict[str, Any]) -> str:
@@ -106,3 +107,22 @@ def aave(name: str) -> Artifact:
 
 def from_compiled(name: str, abi: list[dict[str, Any]], bytecode: str) -> Artifact:
     return Artifact(name, abi, bytecode, {})
+
+
+@dataclass(frozen=True)
+class Deployer:
+    """Deploys, calls and reads contracts as one sender (the devnet's admin), straight-line."""
+
+    client: DevnetClient
+    sender: str
+
+    def deploy(self, artifact: Artifact, *args: Any,
+               libraries: dict[str, str] | None = None) -> str:
+        return self.client.deploy(self.sender, artifact.deploy_data(*args, libraries=libraries))
+
+    def call(self, target: str, artifact: Artifact, fn: str, *args: Any) -> None:
+        self.client.send(self.sender, target, artifact.encode_call(fn, *args))
+
+    def read(self, target: str, artifact: Artifact, fn: str, *args: Any) -> tuple[Any, ...]:
+        return artifact.decode_result(
+            fn, self.client.eth_call(target, artifact.encode_call(fn, *args)), len(args))

@@ -165,6 +165,31 @@ def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
     assert "chains[0].rpc_urls[1]" in bad.stderr and "does not answer" in bad.stderr
 
 
+def test_check_config_names_a_pool_revision_keeperd_does_not_know(devnet: Devnet,
+                                                                    tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    # A contract that answers 11 to every call (PUSH1 11, MSTORE at 0, RETURN 32 bytes):
+    # a pool upgraded to a revision keeperd has never seen (v3.7 is proposed as 11).
+    future_pool = "0x00000000000000000000000000000000000F0011"
+    devnet.client.call("anvil_setCode", future_pool, "0x600b60005260206000f3")
+    data = yaml.safe_load(config.read_text())
+    data["protocols"][0]["pool"] = future_pool
+    config.write_text(yaml.safe_dump(data))
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(config)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    bad = check()
+    assert bad.returncode == 2
+    assert "protocols[0].accept_revisions" in bad.stderr
+    assert "POOL_REVISION 11" in bad.stderr and "would be held" in bad.stderr
+    data["protocols"][0]["accept_revisions"] = [11]
+    config.write_text(yaml.safe_dump(data))
+    ok = check()
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_sigint_also_stops_cleanly(devnet: Devnet, tmp_path: Path) -> None:
     config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
     proc = start(config)
