@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.aave_v3.book import MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
 from keeperd.protocols.aave_v3.math import exact_account_data
 from keeperd.scanner import ScanResult
@@ -63,6 +64,24 @@ def liquidation_calldata(plan: LiquidationPlan) -> bytes:
                        ["address", "address", "address", "uint256", "bool"],
                        [plan.collateral_asset, plan.debt_asset, plan.account,
                         MAX_UINT, plan.receive_a_token])
+
+
+def within_virtual_balances(plans: list[tuple[LiquidationPlan, str]], market: MarketState
+                            ) -> list[tuple[LiquidationPlan, str]]:
+    """Liquidations of one block that seize the same collateral draw on one reserve's virtual
+    balance (v3.1+): once what they take together would exceed it, the rest take aTokens."""
+    left = {r.asset: r.virtual_balance for r in market.reserves
+            if r.virtual_balance is not None}
+    out = []
+    for plan, key in plans:
+        balance = left.get(plan.collateral_asset)
+        if balance is not None and not plan.receive_a_token:
+            if plan.collateral_seized > balance:
+                plan = replace(plan, receive_a_token=True)
+            else:
+                left[plan.collateral_asset] = balance - plan.collateral_seized
+        out.append((plan, key))
+    return out
 
 
 def flash_amount(plan: LiquidationPlan) -> int:
@@ -258,6 +277,7 @@ class Executor:
                 stage(*self.labels, "unprofitable").inc()
                 continue
             fresh.append((plan, key))
+        fresh = within_virtual_balances(fresh, result.book.market)
         if self.config.capital == "flash-loan":
             await self._find_swap_pools({(p.collateral_asset, p.debt_asset) for p, _ in fresh})
         calls: list[Call] = []

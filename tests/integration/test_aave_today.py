@@ -16,6 +16,7 @@ from keeperd.oracles.checks import FeedPolicy, check_feed
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from tests.integration.test_breaker import block_time
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    KEEPER,
     chain_health,
     config_for,
     fund_keeper,
@@ -109,3 +110,44 @@ async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
     assert not_simulated(keeper)
     # Accounts owing DAI or USDT (not USDC) were liquidated.
     assert {e.debt for e in included} & {"DAI", "USDT"}
+
+
+async def test_collateral_the_reserve_cannot_pay_out_is_taken_as_atokens(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """Utilisation near 100 %: the WETH reserve's virtual balance is smaller than what a
+    liquidation seizes, so the underlying cannot be paid out (v3.1+). keeperd asks for aWETH
+    instead (receiveAToken) and the liquidation goes through."""
+    from keeperd.devnet import contracts
+
+    m = devnet.manifest
+    pool_art, token = aave_origin.artifact("PoolInstance"), contracts.aave("MintableERC20")
+    weth, usdc = m["tokens"]["WETH"], m["tokens"]["USDC"]
+    (available,) = pool_art.decode_result("getVirtualUnderlyingBalance", devnet.client.eth_call(
+        m["aave_v3"]["pool"], pool_art.encode_call("getVirtualUnderlyingBalance", weth)))
+    drainer = "0x00000000000000000000000000000000d7a1e700"
+    devnet.client.call("anvil_setBalance", drainer, hex(10**19))
+    collateral = int(available / 10**18 * 3000 * 2) * 10**6  # USDC worth twice the WETH
+    devnet.client.send(drainer, usdc, token.encode_call("mint", drainer, collateral))
+    devnet.client.send(drainer, usdc, token.encode_call("approve", m["aave_v3"]["pool"],
+                                                        collateral))
+    devnet.client.send(drainer, m["aave_v3"]["pool"], pool_art.encode_call(
+        "supply", usdc, collateral, drainer, 0))
+    left = 10**17  # 0.1 WETH stays in the reserve
+    devnet.client.send(drainer, m["aave_v3"]["pool"], pool_art.encode_call(
+        "borrow", weth, available - left, 2, 0, drainer))
+
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    weth_seized = [e for e in journal.by_status(J.INCLUDED) if e.collateral == "WETH"]
+    assert len(weth_seized) > 5
+    assert journal.by_status(J.REVERTED) == []
+    a_weth = m["aave_v3"]["reserves"]["WETH"]["a_token"]
+    (held,) = token.decode_result("balanceOf", devnet.client.eth_call(
+        a_weth, token.encode_call("balanceOf", KEEPER)))
+    assert held > left  # more than the reserve could have paid out in WETH

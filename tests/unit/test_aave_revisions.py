@@ -183,3 +183,19 @@ def test_a_parity_mismatch_holds_until_a_full_rotation_agrees() -> None:
     off = adapter(parity_gate=False)
     off.record_parity(100, checked=30, mismatched=5)
     assert off.liquidation_hold(market()) is None
+
+
+def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
+    from keeperd.execution.executor import within_virtual_balances
+
+    m = market(10)
+    weth = replace(RESERVES[0], virtual_balance=usd(m, 0, 15_000))
+    m = replace(m, reserves=(weth, *RESERVES[1:]))
+    plans = []
+    for k in range(3):  # three accounts, each seizing ~$9,500 of WETH
+        pos = positions({0: usd(m, 0, 10_000)}, {1: usd(m, 1, 9_000)})
+        p = plan(m, replace(pos, accounts=(f"0xuser{k}",)))
+        assert p is not None and not p.receive_a_token
+        plans.append((p, f"key{k}"))
+    out = [p.receive_a_token for p, _ in within_virtual_balances(plans, m)]
+    assert out == [False, True, True]  # the first is paid out; the reserve cannot pay more
