@@ -224,3 +224,25 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     got = [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in setup.entries(sink=1)]
     assert got == [("liquidation", "event"), ("oracle", "firing"), ("oracle", "resolved")]
     assert "profit $12.50" in setup.entries(sink=1)[0].alerts[0]["summary"]
+
+
+async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
+    reason = "POOL_REVISION 11 is not a revision keeperd knows"
+
+    async def held(block: int, why: str | None) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped={},
+                                   protocol="aave", held=why)
+
+    await held(1, None)
+    assert setup.entries() == []
+    for block in (2, 3, 4):
+        await held(block, reason)
+    [fired] = [e for e in setup.entries(sink=1)]
+    alert = fired.alerts[0]
+    assert (alert["rule"], alert["status"], alert["severity"]) == (
+        "liquidations_held", "firing", "critical")
+    assert alert["labels"] == {"chain": "devnet", "protocol": "aave"}
+    assert reason in alert["summary"]
+    await held(5, None)
+    resolved = setup.entries(sink=1)[-1].alerts[0]
+    assert resolved["status"] == "resolved" and "resume" in resolved["summary"]

@@ -84,12 +84,13 @@ class AaveV3Adapter:
         if not rules.known:
             return (f"POOL_REVISION {rules.revision} is not a revision keeperd knows "
                     f"({rules.release}); after checking its release notes, add it to "
-                    f"accept_revisions of protocol {self.name!r}")
+                    f"accept_revisions of protocol {self.name!r} and restart keeperd")
         if (self.start_revision is not None and rules.revision != self.start_revision
                 and rules.revision not in accepted):
             return (f"POOL_REVISION changed from {self.start_revision} to {rules.revision} "
                     f"({rules.release}) under the running daemon; check the upgrade, then "
-                    f"restart keeperd or add {rules.revision} to accept_revisions")
+                    "restart keeperd (a revision keeperd does not know must also be added "
+                    "to accept_revisions)")
         if self.config.parity_gate and self.parity_mismatch is not None:
             block, count = self.parity_mismatch
             return (f"keeperd's health factor differed from the pool's getUserAccountData for "
