@@ -112,20 +112,6 @@ def show_journal(daemon: Daemon) -> None:
               f"profit of the included ones {profit.get(protocol, 0.0):,.0f} USD")
 
 
-def crash_morpho_async(devnet: Devnet, factor: float) -> None:
-    """The Morpho Blue WETH/USDC market's oracle follows WETH down, in the same block."""
-    from keeperd.devnet.morpho import compiled
-
-    oracle_art = compiled()["OracleMock"]
-    market = devnet.manifest["morpho_blue"]["markets"]["WETH/USDC"]
-    (price,) = oracle_art.decode_result("price", devnet.client.eth_call(
-        market["oracle"], oracle_art.encode_call("price")))
-    devnet.client.call("eth_sendTransaction", {
-        "from": devnet.manifest["aave_v3"]["admin"], "to": market["oracle"],
-        "data": "0x" + oracle_art.encode_call("setPrice", int(price * factor)).hex(),
-        "gas": hex(100_000)})
-
-
 DEMO_SECRET = "devnet-only-secret"
 
 
@@ -262,8 +248,7 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             before = keeper_balances(devnet)
             devnet.client.call("evm_setAutomine", False)  # blocks come when mined, as on a chain
             try:
-                devnet.set_price_async("WETH", new)
-                crash_morpho_async(devnet, 1 - crash)
+                devnet.set_price_async("WETH", new)  # Aave's feed and Morpho's oracle
                 crash_block = devnet.mine(1)
                 await wait_for_block(daemon, crash_block)
                 show_positions(daemon, limit=8)

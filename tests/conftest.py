@@ -59,6 +59,10 @@ def _isolated(session: Devnet) -> Iterator[Devnet]:
     finally:
         if _anvil_alive(session):
             session.revert(snap)
+            # evm_revert restores state, not the mempool: a transaction left queued by the
+            # test (a nonce gap, a replacement) would hold up the next test's sends from the
+            # same account (seen once: a keeper funding call never mined).
+            session.client.call("anvil_dropAllTransactions")
 
 
 @pytest.fixture

@@ -38,18 +38,38 @@ class DevnetControl:
         return str(feeds[symbol])
 
     def set_price(self, symbol: str, usd: float) -> None:
-        """Publish a new round on the asset's aggregator (AaveOracle follows at once)."""
-        answer = round(usd * 10**PRICE_DECIMALS)
-        self.client.send(self.manifest["aave_v3"]["admin"], self._feed(symbol),
-                         self._aggregator.encode_call("setAnswer", answer))
+        """Move the asset's price for every protocol on the devnet: a new round on its
+        aggregator (Aave's oracle, and the adapters built on it, follow at once) and the
+        oracle of every Morpho Blue market that prices it."""
+        self._feed(symbol)  # an unknown symbol fails before anything is sent
+        for to, data in self._price_moves(symbol, usd):
+            self.client.send(self.manifest["aave_v3"]["admin"], to, data)
 
-    def set_price_async(self, symbol: str, usd: float) -> str:
-        """Send the price update without waiting for it to be mined (automine off)."""
-        answer = round(usd * 10**PRICE_DECIMALS)
-        data = self._aggregator.encode_call("setAnswer", answer)
-        return str(self.client.call("eth_sendTransaction", {
-            "from": self.manifest["aave_v3"]["admin"], "to": self._feed(symbol),
-            "data": "0x" + data.hex(), "gas": hex(200_000)}))
+    def set_price_async(self, symbol: str, usd: float) -> list[str]:
+        """The same, sent without waiting for it to be mined (automine off)."""
+        self._feed(symbol)
+        return [str(self.client.call("eth_sendTransaction", {
+            "from": self.manifest["aave_v3"]["admin"], "to": to, "data": "0x" + data.hex(),
+            "gas": hex(200_000)})) for to, data in self._price_moves(symbol, usd)]
+
+    def _price_moves(self, symbol: str, usd: float) -> list[tuple[str, bytes]]:
+        moves = [(self._feed(symbol),
+                  self._aggregator.encode_call("setAnswer", round(usd * 10**PRICE_DECIMALS)))]
+        blue = self.manifest.get("morpho_blue")
+        if blue:
+            from keeperd.devnet.morpho import compiled, oracle_price
+
+            oracle_art = compiled()["OracleMock"]
+            decimals = {s: r["decimals"] for s, r in self.manifest["aave_v3"]["reserves"].items()}
+            for market in blue["markets"].values():
+                if symbol not in (market["collateral"], market["loan"]):
+                    continue
+                prices = {s: usd if s == symbol else self.price(s)
+                          for s in (market["collateral"], market["loan"])}
+                answer = oracle_price(prices[market["collateral"]], prices[market["loan"]],
+                                      decimals[market["collateral"]], decimals[market["loan"]])
+                moves.append((market["oracle"], oracle_art.encode_call("setPrice", answer)))
+        return moves
 
     def refresh_feeds(self) -> None:
         """Publish a new round at the current price on every feed. A cached state may be

@@ -149,3 +149,22 @@ def test_a_dead_session_devnet_is_started_again(devnet_session: Devnet) -> None:
     # The same deployment, from the cached state: contracts and borrowers are back.
     assert devnet_session.client.block_number() >= devnet_session.manifest["block"]
     assert devnet_session.account_data(devnet_session.manifest["borrowers"][0]["address"])[1] > 0
+
+
+def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
+    from keeperd.devnet.morpho import compiled
+
+    oracle_art = compiled()["OracleMock"]
+    markets = devnet.manifest["morpho_blue"]["markets"]
+
+    def morpho_price(name: str) -> int:
+        return oracle_art.decode_result("price", devnet.client.eth_call(
+            markets[name]["oracle"], oracle_art.encode_call("price")))[0]
+
+    weth_usdc, wbtc_dai = morpho_price("WETH/USDC"), morpho_price("WBTC/DAI")
+    devnet.set_price("WETH", devnet.price("WETH") * 0.7)
+    # Morpho's WETH/USDC oracle (collateral in loan units, 1e36-scaled) fell with Aave's feed.
+    assert morpho_price("WETH/USDC") == pytest.approx(weth_usdc * 0.7, rel=1e-9)
+    assert morpho_price("WBTC/DAI") == wbtc_dai
+    devnet.set_price("DAI", 0.5)  # a loan token's fall raises the collateral's price in it
+    assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
