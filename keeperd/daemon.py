@@ -41,6 +41,7 @@ from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.monitor import OracleMonitor
+from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
 from keeperd.protocols.morpho_blue.portfolio import describe_morpho
@@ -231,8 +232,12 @@ class Daemon:
                 await morpho.start()
                 tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
                 address = key.address if key is not None else self.config.keeper.address
+                feed = rt.config.sequencer_uptime_feed
+                sequencer = (SequencerCheck(morpho.multicall, feed,
+                                            rt.config.sequencer_grace_period_s)
+                             if feed is not None else None)
                 keeper_m = MorphoKeeper(self.config.keeper, morpho, rt.pool, journal,
-                                        self.metrics, tx, address)
+                                        self.metrics, tx, address, breaker, sequencer)
                 if self.alerts is not None:
                     keeper_m.events = functools.partial(self.alerts.on_liquidation,
                                                         chain=rt.config.name,

@@ -22,12 +22,12 @@ import numpy as np
 import structlog
 from eth_typing import HexStr
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
-from hexbytes import HexBytes
 
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
+from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -159,21 +159,7 @@ class Executor:
 
     async def _reconcile(self, head: int) -> None:
         assert self.tx is not None
-        from eth_account.typed_transactions import TypedTransaction
-
-        for entry in self.journal.by_status(J.PENDING):
-            if entry.protocol != self.adapter.name:
-                continue  # another protocol's executor resumes its own
-            records = self.journal.txs(entry.key)
-            if not records:
-                self.journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
-                continue
-            tx = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
-            self.tx.track(entry.key, records, to_checksum_address(tx["to"]), bytes(tx["data"]),
-                          entry.max_fee_wei, head)
-            await self.tx.rebroadcast(entry.key)
-            log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce,
-                     txs=len(records))
+        await resume_journal(self.journal, self.tx, self.adapter.name, head)
         # Settle at once what was mined while we were down.
         for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                         if self.tx.pending else []):
@@ -396,7 +382,7 @@ class Executor:
                 entry = J.JournalEntry(
                     key, self.adapter.name, plan.account, plan.collateral, plan.debt,
                     plan.debt_to_cover, decision.net_profit_usd, decision.budget_wei,
-                    result.block, J.DRY_RUN if self.mode == "dry-run" else "planned", None,
+                    result.block, J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None,
                     None, f"gas_limit={decision.gas_limit}")
                 if not self.journal.record(entry):
                     stage(*self.labels, "skipped_journaled").inc()

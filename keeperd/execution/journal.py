@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS liquidation_txs (
 );
 """
 
-# Statuses. "pending" rows have a signed transaction that may still be mined.
+# Statuses. "planned" rows are journaled, not signed yet; "pending" rows have a signed
+# transaction that may still be mined.
+PLANNED = "planned"
 DRY_RUN = "dry_run"
 PENDING = "pending"
 INCLUDED = "included"
@@ -132,6 +134,15 @@ class Journal:
             self._db.execute("COMMIT")
         finally:
             self._in_tx = False
+
+    def forget_unsigned(self, key: str) -> bool:
+        """Delete an opportunity that was journaled but never signed (a crash or an error
+        between the two): nothing of it can be on chain, so it may be planned again."""
+        cur = self._db.execute(
+            "DELETE FROM liquidations WHERE key = ? AND status = ? AND NOT EXISTS "
+            "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
+            (key, PLANNED))
+        return cur.rowcount > 0
 
     def record(self, entry: JournalEntry) -> bool:
         """Insert a new opportunity. False if the key is already journaled (never twice)."""

@@ -23,8 +23,11 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
+from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
+from keeperd.oracles.breaker import Breaker
+from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import (
     MorphoBlueAdapter,
@@ -44,8 +47,11 @@ STABLES = {"USDC", "USDT", "DAI", "USDS", "GHO", "PYUSD", "FRAX", "LUSD"}
 class MorphoKeeper:
     def __init__(self, config: KeeperConfig, adapter: MorphoBlueAdapter, pool: RpcPool,
                  journal: J.Journal, metrics: Metrics, tx: TxManager | None,
-                 keeper_address: str | None) -> None:
+                 keeper_address: str | None, breaker: Breaker | None = None,
+                 sequencer: SequencerCheck | None = None) -> None:
         self.config = config
+        self.breaker = breaker
+        self.sequencer = sequencer
         self.adapter = adapter
         self.pool = pool
         self.journal = journal
@@ -75,8 +81,11 @@ class MorphoKeeper:
         if self.tx is None:
             return
         await self.tx.sync_nonce()
-        # Pending liquidations journaled before a restart are watched again by the Aave
-        # executor's reconcile when one exists; here, on their own.
+        # What this protocol's journal left in flight: resumed (or forgotten, if never
+        # signed) before anything new is sent, then settled at once if it was mined.
+        if await resume_journal(self.journal, self.tx, self.adapter.name, head):
+            for outcome in await self.tx.watch(head, lambda key: True, self._owns):
+                self._settle(outcome)
         if self.mode == "liquidate":
             for token in {m.loan_token for m in self.adapter.markets.values()}:
                 raw = await self.pool.request("eth_call", [{"to": token, "data": "0x" + encode_call(
@@ -180,15 +189,31 @@ class MorphoKeeper:
         morpho = self.adapter.config.morpho
         # The transaction lands in a later block: plan with interest a few seconds on.
         at = book.timestamp + 12
+        # The same pauses as every protocol's: an untrusted price (the breaker, tripped by the
+        # oracle monitor or by hand) holds the markets that use the asset; a down L2
+        # sequencer holds everything.
+        paused = self.breaker.tripped() if self.breaker is not None else set()
+        sequencer = (await self.sequencer.problem(book.timestamp, book.block)
+                     if self.sequencer is not None else None)
+        base_fee: int | None = None
+        # Each liquidation sent changes its market's totals (a bad debt lowers what a borrow
+        # share is worth): the next one in the same market is planned on the market after it.
+        states = {market_id: book.accrued(market_id, at) for market_id in book.markets}
         for p in book.positions:
             info = p.market
             _, _, price, _ = book.markets[info.id]
-            state = book.accrued(info.id, at)
+            state = states[info.id]
             if mm.is_healthy(p.collateral, p.borrow_shares, book.accrued(info.id), price,
                              info.lltv):
                 continue
             key = self._key(p)
             if self.journal.get(key) is not None:
+                continue
+            held = {info.collateral_symbol, info.loan_symbol} & paused
+            if held or sequencer is not None:
+                stage(*self.labels, "breaker_paused").inc()
+                log.info("liquidation.paused_by_breaker", opportunity=key,
+                         assets=sorted(held), sequencer=sequencer.detail if sequencer else None)
                 continue
             stage(*self.labels, "detected").inc()
             plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, info.lltv)
@@ -214,25 +239,38 @@ class MorphoKeeper:
             entry = J.JournalEntry(
                 key, self.adapter.name, p.account, info.collateral_symbol, info.loan_symbol,
                 plan.expected_repaid, profit, 0, book.block,
-                J.DRY_RUN if self.mode == "dry-run" else "planned", None, None,
+                J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None,
                 f"market={info.id} seized={plan.expected_seized} bad_debt={plan.bad_debt}")
-            if not self.journal.record(entry):
-                stage(*self.labels, "skipped_journaled").inc()
-                continue
             if self.mode == "dry-run" or self.tx is None:
+                if not self.journal.record(entry):
+                    stage(*self.labels, "skipped_journaled").inc()
+                    continue
                 stage(*self.labels, "dry_run").inc()
                 log.info("liquidation.dry_run", opportunity=key, account=p.account,
                          market=info.name, expected_profit_usd=round(profit, 2))
                 continue
             budget = 10**17  # gas is cheap next to a Morpho liquidation; capped all the same
+            if base_fee is None:
+                base_fee = await self.tx.base_fee()
             try:
-                record = await self.tx.send(key, morpho, data, GAS_LIMIT, budget,
-                                            block=book.block)
+                # Journaled and signed in one commit (write-ahead, as the Aave executor does):
+                # a crash can leave neither an entry without its transaction nor the reverse.
+                with self.journal.transaction():
+                    if not self.journal.record(entry):
+                        stage(*self.labels, "skipped_journaled").inc()
+                        continue
+                    record, pending = self.tx.prepare(key, morpho, data, GAS_LIMIT, budget,
+                                                      block=book.block, base_fee=base_fee)
+                [refused] = await self.tx.broadcast_many([(record, pending)])
+                if refused is not None:
+                    raise refused
             except SendRefused as exc:
                 self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
                 log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                 self._event("not_sent", key, book.block, {"reason": str(exc)[:300]})
                 continue
+            states[info.id] = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan,
+                                                   price, info.lltv)
             stage(*self.labels, "sent").inc()
             log.info("liquidation.sent", opportunity=key, account=p.account, market=info.name,
                      tx_hash=record.tx_hash, expected_profit_usd=round(profit, 2),

@@ -133,7 +133,9 @@ class TxManager:
         base = await self.base_fee() if base_fee is None else base_fee
         record, pending = self.prepare(key, to, data, gas_limit, budget_wei, block=block,
                                        base_fee=base)
-        await self.broadcast(record, pending)
+        [refused] = await self.broadcast_many([(record, pending)])
+        if refused is not None:
+            raise refused
         return record
 
     def prepare(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int, *,

@@ -8,7 +8,7 @@ import time
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.multicall import Call, encode_call, selector
+from keeperd.chain.multicall import Call, encode_call
 from keeperd.config import OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -20,9 +20,9 @@ from keeperd.oracles.checks import (
     PythPrice,
     check_feed,
     check_pyth,
-    check_sequencer,
 )
 from keeperd.oracles.references import References, median_price
+from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.scanner import ScanResult
 
@@ -61,17 +61,11 @@ class OracleMonitor:
                          for a, q in zip(assets, quotes, strict=True)}
 
     async def _sequencer_problem(self, now: int, block: int) -> Problem | None:
-        feed = self.adapter.chain_config.sequencer_uptime_feed
-        if feed is None:
+        chain = self.adapter.chain_config
+        if chain.sequencer_uptime_feed is None:
             return None
-        results = await self.adapter.multicall.aggregate3(
-            [Call(feed, selector("latestRoundData()"))], block)
-        if not results[0].success:
-            return Problem("sequencer_down", "the sequencer uptime feed does not answer")
-        _, answer, started_at, _, _ = decode(["uint80", "int256", "uint256", "uint256",
-                                              "uint80"], results[0].data)
-        return check_sequencer(answer, started_at, now,
-                               self.adapter.chain_config.sequencer_grace_period_s)
+        return await SequencerCheck(self.adapter.multicall, chain.sequencer_uptime_feed,
+                                    chain.sequencer_grace_period_s).problem(now, block)
 
     async def _pyth_problems(self, now: int, block: int) -> dict[str, list[Problem]]:
         pyth = self.config.pyth

@@ -372,3 +372,49 @@ async def test_a_market_whose_oracle_reverts_does_not_stop_the_others(
     assert adapter.metrics.registry.get_sample_value(
         "keeperd_market_read_failures_total",
         {"chain": "devnet", "protocol": "morpho", "market": "WBTC/DAI", "part": "oracle"}) == 1
+
+
+async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Seizing all of an underwater position's collateral writes its remaining debt off, and
+    every other borrow share is worth less: the next liquidation in that market takes more
+    shares for the same collateral. keeperd plans each on the market the previous one leaves;
+    Morpho's own totals after the block equal that chain of plans to the unit."""
+    blue = devnet.manifest["morpho_blue"]
+    morpho_art = compiled()["Morpho"]
+    fund(devnet, LIQUIDATOR)
+    drop_oracle(devnet, "WETH/USDC", 0.7)
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    market_id = blue["markets"]["WETH/USDC"]["id"]
+    _, _, price, _ = book.markets[market_id]
+    under = [p for p in book.positions if p.market.id == market_id and book.health(p) < 1]
+    assert len(under) >= 5
+    at = book.timestamp + 1
+    state = book.accrued(market_id, at)
+    plans = []
+    for p in under:
+        plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, p.market.lltv)
+        plans.append((p, plan))
+        state = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan, price,
+                                     p.market.lltv)
+    assert any(plan.bad_debt for _, plan in plans)
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        for p, plan in plans:
+            devnet.client.call("eth_sendTransaction", {
+                "from": LIQUIDATOR, "to": blue["morpho"], "gas": hex(500_000),
+                "data": "0x" + encode_liquidate(p.market.params, p.account, plan.seized_assets,
+                                                plan.repaid_shares).hex()})
+        devnet.client.call("evm_setNextBlockTimestamp", hex(at))
+        block = devnet.mine(1)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    receipts = devnet.client.call("eth_getBlockReceipts", hex(block))
+    assert len(receipts) == len(plans) and all(int(r["status"], 16) == 1 for r in receipts)
+    on_chain = morpho_art.decode_result("market", devnet.client.eth_call(
+        blue["morpho"], morpho_art.encode_call("market", bytes.fromhex(market_id[2:]))))
+    assert (on_chain[0], on_chain[2], on_chain[3]) == (
+        state.total_supply_assets, state.total_borrow_assets, state.total_borrow_shares)

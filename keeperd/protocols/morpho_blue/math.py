@@ -149,3 +149,28 @@ def plan_liquidation(collateral: int, borrow_shares: int, market: MarketState, p
     shares = repaid_shares_for_seizure(seized, market, price, lltv)
     return MorphoLiquidation(seized, 0, seized, to_assets_up(shares, total_assets, total_shares),
                              False)
+
+
+def after_liquidation(market: MarketState, collateral: int, borrow_shares: int,
+                      plan: MorphoLiquidation, price: int, lltv: int) -> MarketState:
+    """The market once `plan` has run, as Morpho.liquidate leaves it: the repaid shares and
+    assets out of the totals and, when the position's collateral is gone, its remaining debt
+    written off against the suppliers (bad debt). A bad debt lowers every borrow share's
+    worth, so the next liquidation in the same market takes more shares for the same
+    collateral: several liquidations of one block are planned one after the other on this."""
+    shares = (repaid_shares_for_seizure(plan.seized_assets, market, price, lltv)
+              if plan.seized_assets else plan.repaid_shares)
+    seized = plan.seized_assets or plan.expected_seized
+    repaid = to_assets_up(shares, market.total_borrow_assets, market.total_borrow_shares)
+    borrow_assets = max(0, market.total_borrow_assets - repaid)
+    borrow_shares_total = market.total_borrow_shares - shares
+    supply_assets = market.total_supply_assets
+    if collateral - seized <= 0:
+        bad_shares = borrow_shares - shares
+        bad_assets = min(borrow_assets,
+                         to_assets_up(bad_shares, borrow_assets, borrow_shares_total))
+        borrow_assets -= bad_assets
+        supply_assets -= bad_assets
+        borrow_shares_total -= bad_shares
+    return MarketState(supply_assets, market.total_supply_shares, borrow_assets,
+                       borrow_shares_total, market.last_update, market.fee)

@@ -1,0 +1,221 @@
+"""The promises every protocol keeps, not only Aave: a tripped breaker and a down L2 sequencer
+hold Morpho Blue's liquidations as they hold Aave's; a Morpho liquidation pending when the
+daemon is killed is resumed at restart, never sent twice; one journaled but never signed is
+planned again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from keeperd.config import parse_config
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.solc import compile_project_contracts
+from keeperd.execution import journal as J
+from keeperd.execution.reconcile import resume_journal
+from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
+from tests.integration.test_breaker import block_time
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    KEEPER,
+    KEEPER_KEY,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+from tests.integration.test_morpho import fund
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def both_protocols(devnet: Devnet, tmp_path: Path, aave: bool = True,
+                   **chain: object):  # type: ignore[no-untyped-def]
+    blue = devnet.manifest["morpho_blue"]
+    protocols: list[dict[str, object]] = [
+        {"kind": "morpho_blue", "name": "morpho", "chain": "devnet", "morpho": blue["morpho"],
+         "markets": [m["id"] for m in blue["markets"].values()]}]
+    if aave:
+        provider = devnet.manifest["aave_v3"]["addresses_provider"]
+        protocols.insert(0, {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                             "addresses_provider": provider})
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1, **chain}],
+        "protocols": protocols,
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "oracles": {"clear_after_s": 0},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+async def evaluated_everywhere(keeper, block: int) -> None:  # type: ignore[no-untyped-def]
+    """Every protocol has finished with `block` (evaluation, and liquidation if any)."""
+    if "aave" in keeper.daemon.scanners:
+        await keeper.evaluated_at(block)
+    morpho = keeper.daemon.morpho["morpho"]
+    deadline = time.monotonic() + 20
+    while morpho.completed_block < block:
+        assert time.monotonic() < deadline, f"Morpho did not finish block {block}"
+        await asyncio.sleep(0.02)
+
+
+def journaled(keeper, protocol: str) -> list[J.JournalEntry]:  # type: ignore[no-untyped-def]
+    return [e for e in keeper.daemon.morpho["morpho"].journal.all() if e.protocol == protocol]
+
+
+async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    fund(devnet, KEEPER)
+    keeper = await run_daemon(both_protocols(devnet, tmp_path))
+    await evaluated_everywhere(keeper, devnet.client.block_number())
+    keeper.daemon.executors["aave"].breaker.trip("WETH", "operator: testing", manual=True)
+    devnet.set_price("WETH", 2100.0)  # Aave's feed and Morpho's WETH/USDC oracle
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    aave_book = keeper.daemon.scanners["aave"].view
+    morpho_book = keeper.daemon.morpho["morpho"].book
+    assert aave_book is not None and (aave_book.health < 1).sum() > 20
+    assert morpho_book is not None and sum(morpho_book.health(p) < 1
+                                           for p in morpho_book.positions) >= 3
+    assert journaled(keeper, "aave") == [] and journaled(keeper, "morpho") == []
+    keeper.daemon.executors["aave"].breaker.reset("WETH")
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    assert len(journaled(keeper, "aave")) > 20
+    assert len(journaled(keeper, "morpho")) >= 3
+
+
+async def test_a_down_sequencer_holds_morpho_too(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
+    feed_art = contracts.from_compiled("TestAggregator", compiled.abi, compiled.bytecode)
+    admin = devnet.manifest["aave_v3"]["admin"]
+    feed = devnet.client.deploy(admin, feed_art.deploy_data(0, "L2 Sequencer Uptime", 0))
+    devnet.client.send(admin, feed, feed_art.encode_call("setBounds", 0, 10))
+    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 1,
+                                                         block_time(devnet) - 86_400))  # down
+    fund(devnet, KEEPER)
+    # Morpho alone on the chain: no oracle monitor trips any asset, the sequencer check of
+    # Morpho's own keeper is all that holds it.
+    config = both_protocols(devnet, tmp_path, aave=False, sequencer_uptime_feed=feed,
+                            sequencer_grace_period_s=600)
+    keeper = await run_daemon(config)
+    devnet.set_price("WETH", 2100.0)
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    assert journaled(keeper, "morpho") == []
+    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 0,
+                                                         block_time(devnet) - 3_600))  # up
+    # Up for longer than the grace period: released on the next block.
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    assert len(journaled(keeper, "morpho")) >= 3
+
+
+def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
+        devnet: Devnet, tmp_path: Path) -> None:
+    fund(devnet, KEEPER)
+    config = tmp_path / "keeperd.yaml"
+    blue = devnet.manifest["morpho_blue"]
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                       "morpho": blue["morpho"],
+                       "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "logging": {"format": "json"},
+        "risk": {"cascade": {"enabled": False}},
+    }))
+    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+    db = tmp_path / "state" / "keeperd.sqlite3"
+    logs = tmp_path / "keeperd.log"
+
+    def rows() -> list[tuple[str, str]]:
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return list(c.execute("SELECT key, status FROM liquidations"))
+        finally:
+            c.close()
+
+    def start() -> subprocess.Popen[str]:
+        with open(logs, "w") as out:
+            return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config",
+                                     str(config)], env=env, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, text=True)
+
+    def wait(predicate, what: str, limit: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    proc = start()
+    try:
+        wait(lambda: db.exists() and '"daemon.started"' in logs.read_text(), "ready", 60)
+        time.sleep(1.0)
+        devnet.client.call("evm_setAutomine", False)
+        devnet.set_price_async("WETH", 2100.0)
+        devnet.mine(1)
+        wait(lambda: len(rows()) >= 3 and all(s == "pending" for _, s in rows()),
+             "Morpho liquidations sent")
+        time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    sent = dict(rows())
+    proc = start()
+    try:
+        wait(lambda: '"journal.resumed"' in logs.read_text(), "resumed", 60)
+        time.sleep(1.0)
+        mined = devnet.mine(1)
+        wait(lambda: all(dict(rows())[k] == "included" for k in sent), "included", 30)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+        proc.terminate()
+        proc.wait(timeout=10)
+    resumed = [json.loads(line) for line in logs.read_text().splitlines()
+               if line.startswith("{") and '"journal.resumed"' in line]
+    assert len(resumed) == len(sent)
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        per_key = dict(c.execute("SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    finally:
+        c.close()
+    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
+    events = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(mined), "toBlock": hex(mined), "address": blue["morpho"],
+        "topics": [LIQUIDATE]})
+    borrowers = [e["topics"][3] for e in events]
+    assert len(borrowers) == len(set(borrowers)) == len(sent)
+
+
+async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    journal = J.Journal(db)
+    entry = J.JournalEntry("morpho:0xabc:0x01:7", "morpho", "0xabc", "WETH", "USDC", 1, 1.0,
+                           0, 10, J.PLANNED, None, None, None)
+    assert journal.record(entry)
+    other = J.JournalEntry("aave:0xdef:x:y:1", "aave", "0xdef", "WETH", "USDC", 1, 1.0, 0, 10,
+                           J.PLANNED, None, None, None)
+    assert journal.record(other)
+    assert await resume_journal(journal, None, "morpho", 11) == 0  # type: ignore[arg-type]
+    assert journal.get(entry.key) is None  # forgotten: may be planned again
+    assert journal.get(other.key) is not None  # another protocol's is left to it
+    assert journal.record(entry)
