@@ -269,11 +269,13 @@ class KeeperConfig(_Model):
     address: Address | None = Field(
         default=None, description="The keeper's address, for dry-run simulations without a "
         "key (with a key, its address is used).")
-    capital: Literal["own-balance", "flash-loan"] = Field(
+    capital: Literal["own-balance", "flash-loan", "auto"] = Field(
         default="own-balance", description="own-balance: repay with the keeper's tokens "
-        "(the pool is approved once per asset); flash-loan: through keeperd's FlashLiquidator "
+        "(the pool is approved once per asset; what the balances cannot cover is counted and "
+        "alerted as a shortfall, not sent); flash-loan: through keeperd's FlashLiquidator "
         "contract, which flash-borrows the debt asset from Aave and sells the seized "
-        "collateral on Uniswap V3 in the same transaction.")
+        "collateral on Uniswap V3 in the same transaction; auto: own balance first, the "
+        "flash-loan path for what it cannot cover.")
     flash_liquidator: Address | None = Field(
         default=None, description="The FlashLiquidator contract owned by the keeper "
         "(contracts/FlashLiquidator.sol); needed for capital: flash-loan.")
@@ -309,9 +311,9 @@ class KeeperConfig(_Model):
     def _key_for_liquidate(self) -> KeeperConfig:
         if self.mode == "liquidate" and self.key is None:
             raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
-        if self.capital == "flash-loan" and (self.flash_liquidator is None
-                                             or self.uniswap_v3_factory is None):
-            raise ValueError("capital 'flash-loan' needs `flash_liquidator` and "
+        if self.capital in ("flash-loan", "auto") and (self.flash_liquidator is None
+                                                       or self.uniswap_v3_factory is None):
+            raise ValueError(f"capital {self.capital!r} needs `flash_liquidator` and "
                              "`uniswap_v3_factory` addresses")
         if self.mode == "dry-run" and self.key is None and self.address is None:
             raise ValueError("mode 'dry-run' needs `key` or `address` (simulations run from "
@@ -494,6 +496,10 @@ class RulesConfig(_Model):
         default_factory=RuleToggle, description="Liquidations on a market are held: an "
         "unknown or changed protocol revision, or keeperd's health differing from the "
         "protocol's own.")
+    capital_shortfall: RuleToggle = Field(
+        default_factory=RuleToggle, description="The keeper's balance of a debt asset falls "
+        "short of the liquidations found (they are not sent): how much is missing, how many "
+        "liquidations and how much profit were forgone.")
     keeper_balance: KeeperBalanceRule = Field(default_factory=KeeperBalanceRule)
     rpc_down: RpcDownRule = Field(default_factory=RpcDownRule)
     index_lag: IndexLagRule = Field(default_factory=IndexLagRule)

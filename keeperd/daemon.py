@@ -328,7 +328,10 @@ class Daemon:
                 await self.alerts.on_scan(result, chain=rt.config.name, tripped=tripped,
                                           pool=rt.pool, pool_address=pool_address,
                                           protocol=adapter.name,
-                                          held=adapter.liquidation_hold(result.book.market))
+                                          held=adapter.liquidation_hold(result.book.market),
+                                          shortfalls=executor.capital_shortfall
+                                          if (executor := self.executors.get(adapter.name))
+                                          else None)
             except Exception as exc:  # alerting must never stop evaluation or liquidation
                 log.exception("alerts.evaluation_failed", error=str(exc))
         return on_scan

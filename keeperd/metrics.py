@@ -190,6 +190,14 @@ class Metrics:
         self.oracle_age = Gauge(
             "keeperd_oracle_age_seconds", "Seconds since the feed's latest update (block time).",
             ["chain", "asset"], registry=r)
+        self.capital_shortfall = Gauge(
+            "keeperd_capital_shortfall_tokens", "What the keeper's balance of a debt asset "
+            "fell short of, to pay for the liquidations of the last block that found any "
+            "(whole tokens; 0: none).", ["chain", "protocol", "asset"], registry=r)
+        self.capital_forgone = Counter(
+            "keeperd_capital_forgone_usd_total", "Gross profit of liquidations not sent "
+            "because the keeper did not hold the debt asset.", ["chain", "protocol"],
+            registry=r)
         self.liquidations_held = Gauge(
             "keeperd_liquidations_held", "1 while liquidations on the market are held (unknown "
             "or changed protocol revision, health differing from the protocol's own).",

@@ -144,14 +144,18 @@ class AlertEngine:
 
     async def on_scan(self, result: Any, *, chain: str, tripped: dict[str, str],
                       pool: Any = None, pool_address: str | None = None,
-                      protocol: str | None = None, held: str | None = None) -> None:
+                      protocol: str | None = None, held: str | None = None,
+                      shortfalls: dict[str, Any] | None = None) -> None:
         """One evaluation of a protocol. `tripped`: asset -> why its price is untrusted;
-        `held`: why the protocol's liquidations are held (None: they are not)."""
+        `held`: why the protocol's liquidations are held (None: they are not); `shortfalls`:
+        debt asset -> what the keeper's balance lacked for this block's liquidations."""
         if result.partial:
             return
         conditions = self._watchlist_conditions(result, chain, tripped)
         if protocol is not None:
             conditions += self._held_conditions(chain, protocol, held)
+            if shortfalls is not None:
+                conditions += self._capital_conditions(chain, protocol, shortfalls)
         self._evaluate(conditions, chain, result.block)
         if pool is not None and pool_address and self.watched:
             await self._watched_liquidations(result, chain, pool, pool_address)
@@ -421,6 +425,34 @@ class AlertEngine:
             resolved_summary=f"liquidations on {protocol} ({chain}) resume",
             action="Positions are still evaluated and alerted on; keeperd sends nothing on "
                    "this market until the cause above is cleared.")]
+
+    def _capital_conditions(self, chain: str, protocol: str, shortfalls: dict[str, Any]
+                            ) -> list[Condition]:
+        rule = self.config.rules.capital_shortfall
+        route = self.config.route_for("capital_shortfall")
+        if not rule.enabled or route is None:
+            return []
+        by_symbol = {s.symbol: s for s in shortfalls.values()}
+        known = {json.loads(r[0])["labels"]["asset"] for r in self._db.execute(
+            "SELECT alert FROM alert_state WHERE rule = 'capital_shortfall'")
+            if json.loads(r[0])["labels"].get("protocol") == protocol}
+        conditions = []
+        for symbol in sorted(known | set(by_symbol)):
+            s = by_symbol.get(symbol)
+            conditions.append(Condition(
+                "capital_shortfall", route, {"chain": chain, "protocol": protocol,
+                                             "asset": symbol},
+                "warning" if s else None, None, None, self.repeat_interval(route),
+                summary=(f"the keeper lacks {s.missing_tokens:,.6g} {symbol} on {protocol}: "
+                         f"{s.opportunities} liquidation(s) worth ${s.profit_forgone_usd:,.2f} "
+                         "not sent") if s else "",
+                resolved_summary=f"the keeper's {symbol} covers {protocol}'s liquidations "
+                                 "again",
+                action="Fund the keeper with the debt asset, or set keeper.capital: auto "
+                       "(with a FlashLiquidator) to use flash loans when it falls short.",
+                details={"missing": s.missing_tokens, "opportunities": s.opportunities,
+                         "profit_forgone_usd": round(s.profit_forgone_usd, 2)} if s else None))
+        return conditions
 
     def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
         rule = self.config.rules.oracle

@@ -27,6 +27,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
+from keeperd.execution.capital import Need, Shortfall, allocate
 from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
@@ -93,12 +94,16 @@ NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
 
 
+Keyed = tuple[LiquidationPlan, str]  # a plan and its journal key
+
+
 @dataclass(frozen=True)
 class Call:
     plan: LiquidationPlan
     key: str
     target: str  # the Aave pool, or the FlashLiquidator
     data: bytes
+    flash: bool = False  # through the FlashLiquidator (its premium counts against profit)
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,14 @@ class Executor:
         self._flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
         self._hold_reason: str | None = None
+        # Debt assets the keeper's balance fell short of at the last liquidations considered.
+        self.capital_shortfall: dict[str, Shortfall] = {}
+        self._short_assets: set[str] = set()
         # Outcomes for the alert engine: events(kind, account=, opportunity=, block=, details=)
         self.events: Callable[..., None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
-        for stage in ("detected", "profitable", "sent", "included", "lost_race", "held"):
+        for stage in ("detected", "profitable", "sent", "included", "lost_race", "held",
+                      "no_capital"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
     @property
@@ -148,9 +157,9 @@ class Executor:
         if self.tx is not None:
             await self.tx.sync_nonce()
             await self._reconcile(head)
-            if self.mode == "liquidate" and self.config.capital == "own-balance":
+            if self.mode == "liquidate" and self.config.capital in ("own-balance", "auto"):
                 await self._ensure_approvals(head)
-        if self.config.capital == "flash-loan" and self.adapter.reader is not None:
+        if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
             raw = await self.pool.request("eth_call", [{
                 "to": self.adapter.reader.addresses.pool,
                 "data": "0x" + encode_call("FLASHLOAN_PREMIUM_TOTAL()", [], []).hex()},
@@ -195,6 +204,8 @@ class Executor:
     async def on_scan(self, result: ScanResult) -> None:
         view = result.view
         liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
+        if not liquidatable and not result.partial and self.capital_shortfall:
+            await self._fund([], result)  # nothing to pay for: the shortfall is over
         if result.partial:
             # Price-exposed accounts only: act at once, settle and bookkeep on the full view.
             self._liquidatable |= liquidatable
@@ -264,11 +275,12 @@ class Executor:
                 continue
             fresh.append((plan, key))
         fresh = within_virtual_balances(fresh, result.book.market)
-        if self.config.capital == "flash-loan":
-            await self._find_swap_pools({(p.collateral_asset, p.debt_asset) for p, _ in fresh})
+        own, flash = await self._fund(fresh, result)
+        if flash:
+            await self._find_swap_pools({(p.collateral_asset, p.debt_asset) for p, _ in flash})
         calls: list[Call] = []
-        for plan, key in fresh:
-            call = self._call_for(plan, key, result, base_fee, native_usd)
+        for (plan, key), use_flash in [*((f, False) for f in own), *((f, True) for f in flash)]:
+            call = self._call_for(plan, key, result, base_fee, native_usd, use_flash)
             if call is None:
                 stage(*self.labels, "no_swap_pool").inc()
                 continue
@@ -282,6 +294,51 @@ class Executor:
         checks, self._lost_race_checks = self._lost_race_checks, []
         for plan, key, block, reason in checks:
             await self._maybe_lost_race(plan, key, block, reason)
+
+    async def _fund(self, plans: list[Keyed], result: ScanResult
+                    ) -> tuple[list[Keyed], list[Keyed]]:
+        """Capital as a stage: (paid from the keeper's balances, sent through the flash-loan
+        path). With own capital, what the balances cannot cover is the shortfall — counted,
+        published and alerted, never simulated; with `capital: auto` it takes the flash
+        path."""
+        if self.config.capital == "flash-loan":
+            return [], plans
+        if self.keeper is None:
+            return plans, []
+        market = result.book.market
+        assets = sorted({p.debt_asset for p, _ in plans})
+        answers = await self.pool.batch([
+            ("eth_call", [{"to": a, "data": "0x" + abi.balance_of(self.keeper).hex()},
+                          "latest"]) for a in assets]) if assets else []
+        balances = {a: int(v, 16) if isinstance(v, str) else 0
+                    for a, v in zip(assets, answers, strict=True)}
+
+        def need(item: tuple[LiquidationPlan, str]) -> Need:
+            plan = item[0]
+            reserve = market.reserves[market.column(plan.debt_asset)]
+            return Need(plan.debt_asset, reserve.symbol, reserve.decimals, flash_amount(plan),
+                        plan.gross_profit_usd)
+
+        funded, unfunded, short = allocate(plans, need, balances)
+        self.capital_shortfall = short
+        for asset in {*self._short_assets, *short}:
+            s = short.get(asset)
+            symbol = s.symbol if s else market.reserves[market.column(asset)].symbol
+            self.metrics.capital_shortfall.labels(self.adapter.chain, self.adapter.name,
+                                                  symbol).set(s.missing_tokens if s else 0)
+        self._short_assets = set(short)
+        if self.config.capital == "auto":
+            return funded, unfunded
+        stage = self.metrics.liquidation_funnel.labels
+        for s in short.values():
+            stage(*self.labels, "no_capital").inc(s.opportunities)
+            self.metrics.capital_forgone.labels(*self.labels).inc(s.profit_forgone_usd)
+            log.warning("liquidation.no_capital", protocol=self.adapter.name, asset=s.symbol,
+                        missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
+                        profit_forgone_usd=round(s.profit_forgone_usd, 2),
+                        fix="fund the keeper with the debt asset, or set keeper.capital: auto "
+                            "(with a FlashLiquidator) to use flash loans when it falls short")
+        return funded, []
 
     def _key_for(self, plan: LiquidationPlan) -> str | None:
         """The journal key to try this plan under: its own, or, after an on-chain revert, a
@@ -305,10 +362,10 @@ class Executor:
         return int(((used or GAS_DEFAULT) + extra) * self.config.gas_limit_margin)
 
     def _call_for(self, plan: LiquidationPlan, key: str, result: ScanResult, base_fee: int,
-                  native_usd: float) -> Call | None:
+                  native_usd: float, flash: bool) -> Call | None:
         """What to send: liquidationCall on the pool (own balance), or the FlashLiquidator."""
         pool_address = self.adapter.reader.addresses.pool if self.adapter.reader else ""
-        if self.config.capital == "own-balance":
+        if not flash:
             return Call(plan, key, pool_address, liquidation_calldata(plan))
         swap_pool = self._swap_pools.get((plan.collateral_asset, plan.debt_asset))
         if not swap_pool or plan.receive_a_token:
@@ -330,7 +387,7 @@ class Executor:
             [plan.collateral_asset, plan.debt_asset, plan.account, flash_amount(plan),
              swap_pool, min_profit])
         assert self.config.flash_liquidator is not None
-        return Call(plan, key, self.config.flash_liquidator, data)
+        return Call(plan, key, self.config.flash_liquidator, data, flash=True)
 
     async def _find_swap_pools(self, pairs: set[tuple[str, str]]) -> None:
         factory = self.config.uniswap_v3_factory
@@ -374,7 +431,8 @@ class Executor:
                     self._lost_race_checks.append((plan, key, result.block, str(sim)[:200]))
                     continue
                 stage(*self.labels, "simulated_ok").inc()
-                decision = self._decide(plan, key, self._gas_limit(plan), base_fee, native_usd)
+                decision = self._decide(plan, key, self._gas_limit(plan), base_fee, native_usd,
+                                        call.flash)
                 if decision is None:
                     stage(*self.labels, "unprofitable").inc()
                     continue
@@ -432,10 +490,10 @@ class Executor:
         return self.fees.fees_for(base_fee)[0]
 
     def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
-                native_usd: float) -> Decision | None:
+                native_usd: float, flash: bool | None = None) -> Decision | None:
         slippage = plan.seized_usd * self.config.swap_slippage_bps / 10_000
         prize_usd = plan.gross_profit_usd - slippage
-        if self.config.capital == "flash-loan":
+        if self.config.capital == "flash-loan" if flash is None else flash:
             prize_usd -= plan.repaid_usd * self._flash_premium_bps / 10_000
         gas_usd = gas_limit * self._fee_per_gas(base_fee) / 1e18 * native_usd
         net = prize_usd - gas_usd

@@ -484,3 +484,46 @@ async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devne
     # The profit sits in the contract, in the debt assets; the keeper spent only gas.
     assert balance("DAI", flash) + balance("USDC", flash) > 0
     assert {s: balance(s, KEEPER) for s in devnet.manifest["tokens"]} == keeper_before
+
+
+async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The new user's first run: a keeper holding none of the debt assets. With own capital
+    nothing is simulated in vain: the shortfall is counted per asset, with the liquidations
+    and profit forgone; with `capital: auto` the same crash goes through flash loans."""
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))  # gas, no tokens
+    keeper = await run_daemon(config_for(devnet, tmp_path / "own", "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    snap = devnet.snapshot()
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.mine(1))
+    executor = keeper.daemon.executors["aave"]
+    assert executor.journal.all() == []
+    short = {s.symbol: s for s in executor.capital_shortfall.values()}
+    assert {"USDC", "DAI"} <= set(short)
+    assert sum(s.opportunities for s in short.values()) > 20
+    registry = keeper.daemon.metrics.registry
+    labels = {"chain": "devnet", "protocol": "aave"}
+    assert registry.get_sample_value("keeperd_liquidations_total",
+                                     {**labels, "stage": "no_capital"}) > 20
+    assert registry.get_sample_value("keeperd_liquidations_total",
+                                     {**labels, "stage": "simulation_failed"}) is None
+    assert registry.get_sample_value("keeperd_capital_shortfall_tokens",
+                                     {**labels, "asset": "USDC"}) == short["USDC"].missing_tokens
+    assert registry.get_sample_value("keeperd_capital_forgone_usd_total", labels) > 0
+    keeper.stop.set()
+    await keeper.task
+    devnet.revert(snap)
+
+    auto = await run_daemon(config_for(
+        devnet, tmp_path / "auto", "liquidate", key={"source": "env", "env": "KEEPER_KEY"},
+        capital="auto", flash_liquidator=devnet.manifest["flash_liquidator"]["address"],
+        uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"]))
+    await auto.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await auto.evaluated_at(devnet.mine(1))
+    await auto.evaluated_at(devnet.mine(1))
+    journal = auto.daemon.executors["aave"].journal
+    assert len(journal.by_status(J.INCLUDED)) > 20
+    assert journal.by_status(J.REVERTED) == []

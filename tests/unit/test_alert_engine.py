@@ -246,3 +246,25 @@ async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
     await held(5, None)
     resolved = setup.entries(sink=1)[-1].alerts[0]
     assert resolved["status"] == "resolved" and "resume" in resolved["summary"]
+
+
+async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> None:
+    from keeperd.execution.capital import Shortfall
+
+    short = {"0xusdc": Shortfall("0xusdc", "USDC", 6, 2_500 * 10**6, 3, 420.5)}
+
+    async def scan_with(block: int, shortfalls: dict[str, Shortfall]) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped={},
+                                   protocol="aave", shortfalls=shortfalls)
+
+    await scan_with(1, short)
+    await scan_with(2, short)
+    [fired] = setup.entries(sink=1)
+    alert = fired.alerts[0]
+    assert (alert["rule"], alert["status"], alert["severity"]) == (
+        "capital_shortfall", "firing", "warning")
+    assert alert["labels"]["asset"] == "USDC"
+    assert "lacks 2,500 USDC" in alert["summary"] and "3 liquidation(s)" in alert["summary"]
+    await scan_with(3, {})
+    resolved = setup.entries(sink=1)[-1].alerts[0]
+    assert resolved["status"] == "resolved" and "covers" in resolved["summary"]
