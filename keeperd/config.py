@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from eth_utils import is_address, to_checksum_address
@@ -857,7 +857,22 @@ def _nested_models(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 _ALL_FIELDS = sorted({name for _, name in _model_fields(Config)})
-_UNION_TAGS = {"aave_v3", "env", "file", "keystore"}
+
+
+def _union_tags(model: type[BaseModel]) -> set[str]:
+    """The discriminator values of every tagged union under `model` (protocol `kind`s, key
+    `source`s, sink `kind`s...): pydantic puts the chosen one in an error's location, and the
+    path shown to the user leaves it out. Derived from the models, so a new member of a union
+    cannot be forgotten here."""
+    tags: set[str] = set()
+    for m, name in _model_fields(model):
+        annotation = m.model_fields[name].annotation
+        if get_origin(annotation) is Literal and len(get_args(annotation)) == 1:
+            tags.add(str(get_args(annotation)[0]))
+    return tags
+
+
+_UNION_TAGS = _union_tags(Config)
 
 
 def _fix_for(error: dict[str, Any]) -> str:
@@ -887,6 +902,11 @@ def _fix_for(error: dict[str, Any]) -> str:
     if kind in ("too_short", "list_type"):
         return "give a list with at least one entry"
     if kind == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        if "0x" in pattern and "{64}" in pattern:
+            return "a 32-byte id: 0x and 64 hex digits (a Morpho market id, a Pyth feed id)"
+        if "0x" in pattern and "{40}" in pattern:
+            return "an address: 0x and 40 hex digits"
         return "use letters, digits, '.', '_' or '-' only"
     return ""
 

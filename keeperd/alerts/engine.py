@@ -35,6 +35,7 @@ from keeperd.alerts.silences import Silences
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.metrics import Metrics
+from keeperd.protocols.aave_v3 import abi as aave_abi
 from keeperd.protocols.morpho_blue.adapter import LIQUIDATE as MORPHO_LIQUIDATE
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,6 @@ CREATE TABLE IF NOT EXISTS alert_cursor (
 );
 """
 
-LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
 
 
 _LIQUIDATION_EVENTS = {
@@ -268,7 +268,8 @@ class AlertEngine:
         """Aave LiquidationCall logs whose user is watched, since the last evaluated block."""
         logs = await self._logs_since(f"liquidations:{result.protocol}", result.block, pool,
                                       pool_address,
-                                      [LIQUIDATION_CALL, None, None, self._watched_topics()])
+                                      [aave_abi.LIQUIDATION_CALL, None, None,
+                                       self._watched_topics()])
         if not logs:
             return
         market = result.book.market
@@ -283,17 +284,17 @@ class AlertEngine:
             return r.symbol, amount / 10**r.decimals * float(prices[c])
 
         for entry in logs:
-            topics = entry["topics"]
-            data = bytes.fromhex(entry["data"][2:])
-            repaid, seized = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
-            coll_symbol, seized_usd = usd("0x" + topics[1][-40:], seized)
-            debt_symbol, repaid_usd = usd("0x" + topics[2][-40:], repaid)
+            event = aave_abi.decode_liquidation_call(entry)
+            if event is None:
+                continue
+            coll_symbol, seized_usd = usd(event.collateral_asset, event.collateral_seized)
+            debt_symbol, repaid_usd = usd(event.debt_asset, event.debt_repaid)
             self._liquidated(
-                chain, result.protocol, "0x" + topics[3][-40:], int(entry["blockNumber"], 16),
-                entry["transactionHash"], entry["logIndex"],
+                chain, result.protocol, event.user.lower(), event.block or result.block,
+                event.tx_hash or "", event.log_index or "",
                 f"${repaid_usd:,.2f} of {debt_symbol} debt repaid, ${seized_usd:,.2f} of "
                 f"{coll_symbol} collateral seized",
-                {"liquidator": "0x" + data[64 + 12:96].hex(),
+                {"liquidator": event.liquidator.lower(),
                  "debt_repaid_usd": round(repaid_usd, 2),
                  "collateral_seized_usd": round(seized_usd, 2)})
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import structlog
-from eth_typing import HexStr
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 from keeperd.chain.multicall import encode_call
@@ -573,16 +572,14 @@ class Executor:
             return 0.0
         market = self._last.book.market
         for entry in outcome.receipt.get("logs", []):
-            topics = entry.get("topics", [])
-            if not topics or topics[0] != abi.LIQUIDATION_CALL:
+            event = abi.decode_liquidation_call(entry)
+            if event is None:
                 continue
-            data = bytes.fromhex(entry["data"][2:])
-            repaid, seized = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
-            coll = market.column(abi.topic_address(topics[1]))
-            debt = market.column(abi.topic_address(topics[2]))
+            coll = market.column(event.collateral_asset)
+            debt = market.column(event.debt_asset)
             px = market.prices_usd()
-            return (seized / 10**market.reserves[coll].decimals * px[coll]
-                    - repaid / 10**market.reserves[debt].decimals * px[debt])
+            return (event.collateral_seized / 10**market.reserves[coll].decimals * px[coll]
+                    - event.debt_repaid / 10**market.reserves[debt].decimals * px[debt])
         return 0.0
 
     async def _maybe_lost_race(self, plan: LiquidationPlan | None, key: str, since_block: int,
@@ -598,8 +595,8 @@ class Executor:
                            "0x" + "0" * 24 + account[2:].lower()]}])
         except (RpcError, RpcUnavailable):
             return
-        winners = [to_checksum_address(HexStr("0x" + e["data"][2:][64 * 2 + 24:64 * 3]))
-                   for e in logs]
+        winners = [event.liquidator for e in logs
+                   if (event := abi.decode_liquidation_call(e)) is not None]
         others = [w for w in winners if self.keeper is None or w != self.keeper]
         if not others:
             return

@@ -135,7 +135,7 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
         return dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}]})
 
     [(path, message, _)] = issues_of(alerts({"kind": "telegram", "chat_id": 1}))
-    assert path == "alerts.routes[0].sinks[0].telegram"
+    assert path == "alerts.routes[0].sinks[0]"  # the sink, without a stray "telegram" tag
     assert "bot_token" in message and "bot_token_file" in message
     [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "http://h/x",
                                              "secret": "a", "secret_file": "/x"}))
@@ -163,3 +163,19 @@ def test_watchlist_routes_and_rule_routes_are_checked() -> None:
                                  "rules": {"oracle": {"route": "pager"}}})
     [(path, message, _)] = issues_of(data)
     assert path == "alerts" and "rules.oracle uses route 'pager'" in message
+
+
+def test_error_paths_never_carry_a_union_tag() -> None:
+    """Every tagged union (protocols, key sources, sinks, depth models) is left out of the
+    path shown: `protocols[0].markets[0]`, not `protocols[0].morpho_blue.markets[0]`."""
+    data = json.loads(json.dumps(MINIMAL))
+    data["protocols"] = [
+        {"kind": "morpho_blue", "name": "m", "chain": "devnet", "morpho": "0x" + "11" * 20,
+         "markets": ["0x01"], "marketz": 1},
+        {"kind": "hyperliquid", "accounts": ["0x" + "22" * 20], "pollinterval": 5}]
+    data["alerts"] = {"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s", "retries": 3}]}]}
+    found = {path: fix for path, _, fix in issues_of(data)}
+    assert set(found) == {"protocols[0].markets[0]", "protocols[0].marketz",
+                          "protocols[1].pollinterval", "alerts.routes[0].sinks[0].retries"}
+    assert "64 hex digits" in found["protocols[0].markets[0]"]

@@ -6,6 +6,9 @@ eth_abi directly (see keeperd.chain.multicall).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from eth_abi import decode
 from eth_utils import to_checksum_address
 
@@ -163,3 +166,33 @@ def decode_account_data(data: bytes) -> tuple[int, int, int, int, int, int]:
     """(totalCollateralBase, totalDebtBase, availableBorrowsBase, currentLiquidationThreshold,
     ltv, healthFactor)."""
     return tuple(int.from_bytes(data[i:i + 32], "big") for i in range(0, 192, 32))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class LiquidationEvent:
+    """A decoded Pool `LiquidationCall` log: whoever sent it (keeperd or a competitor)."""
+
+    collateral_asset: str
+    debt_asset: str
+    user: str
+    debt_repaid: int  # debt-token units
+    collateral_seized: int  # collateral-token units (to the liquidator; the fee apart)
+    liquidator: str
+    receive_a_token: bool
+    block: int | None
+    tx_hash: str | None
+    log_index: str | None
+
+
+def decode_liquidation_call(entry: dict[str, Any]) -> LiquidationEvent | None:
+    """The LiquidationCall in a log entry (from eth_getLogs or a receipt), or None."""
+    topics = entry.get("topics") or []
+    if len(topics) < 4 or topics[0] != LIQUIDATION_CALL:
+        return None
+    data = bytes.fromhex(entry["data"][2:])
+    block = entry.get("blockNumber")
+    return LiquidationEvent(
+        topic_address(topics[1]), topic_address(topics[2]), topic_address(topics[3]),
+        int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big"),
+        to_checksum_address(data[64 + 12:96]), bool(int.from_bytes(data[96:128], "big")),
+        int(block, 16) if block else None, entry.get("transactionHash"), entry.get("logIndex"))
