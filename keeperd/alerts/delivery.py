@@ -24,27 +24,11 @@ import structlog
 from keeperd.alerts.outbox import Entry, Outbox
 from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
 from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.iokit import TokenBucket, backoff_delay
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-
-class TokenBucket:
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def wait_time(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def take(self) -> None:
-        self.tokens -= 1
 
 
 @dataclass
@@ -93,7 +77,8 @@ class Dispatcher:
                     for secret in sink.secrets:
                         self.redactor.add(secret)
                 per_minute = route.rate_limit_per_minute or DEFAULT_RATE[sink.kind]
-                sinks[(route.name, i)] = SinkRuntime(route.name, i, sink, TokenBucket(per_minute),
+                bucket = TokenBucket(per_minute / 60, burst=per_minute)
+                sinks[(route.name, i)] = SinkRuntime(route.name, i, sink, bucket,
                                                      f"{i}:{sink.kind}")
         self.sinks = sinks
         self._reconfigured.set()
@@ -211,9 +196,8 @@ class Dispatcher:
             log.error("alerts.dead_letter", error=error, permanent=result.permanent,
                       action="fix the sink, then `keeperd alerts retry` requeues it", **fields)
             return False
-        delay = min(self.settings.backoff_max_s,
-                    self.settings.backoff_initial_s * 2 ** entry.attempts)
-        delay *= 0.5 + self.rng()  # jitter: 50 %..150 %, so many keeperds do not retry in step
+        delay = backoff_delay(entry.attempts, self.settings.backoff_initial_s,
+                              self.settings.backoff_max_s, self.rng)
         self.outbox.retry(entry.id, now + delay, error, parts_done=result.parts_done)
         rt.paused_until = now + delay
         self.metrics.notifications.labels(*labels, "retry").inc()

@@ -33,6 +33,7 @@ from keeperd.config import (
     TelegramSinkConfig,
     WebhookSinkConfig,
 )
+from keeperd.iokit import classify_http, parse_retry_after
 
 TELEGRAM_LIMIT = 4096  # characters of text per sendMessage, after entity parsing
 DISCORD_LIMIT = 2000
@@ -76,21 +77,18 @@ class Sink(Protocol):
 
 
 def _retry_after_header(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
 def _classify(status: int, text: str, retry_after: float | None, parts_done: int) -> Delivery:
     snippet = text[:200].replace("\n", " ")
-    if 200 <= status < 300:
+    outcome = classify_http(status)
+    if outcome == "ok":
         return Delivery(True, parts_done + 1)
-    if status == 429:
+    if outcome == "rate_limited":
         return Delivery(False, parts_done, retry_after=retry_after or 1.0,
                         error=f"HTTP 429 rate limited: {snippet}")
-    if status in (408, 425) or status >= 500:
+    if outcome == "transient":
         return Delivery(False, parts_done, error=f"HTTP {status}: {snippet}")
     return Delivery(False, parts_done, permanent=True, error=f"HTTP {status}: {snippet}")
 
@@ -144,7 +142,7 @@ class TelegramSink:
     @staticmethod
     def _retry_after(text: str) -> float | None:
         try:
-            return float(json.loads(text)["parameters"]["retry_after"])
+            return parse_retry_after(json.loads(text)["parameters"]["retry_after"])
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -244,7 +242,7 @@ class _ChatWebhookSink:
     @staticmethod
     def _retry_after(text: str) -> float | None:
         try:
-            return float(json.loads(text)["retry_after"])
+            return parse_retry_after(json.loads(text)["retry_after"])
         except (ValueError, KeyError, TypeError):
             return None
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from keeperd.iokit import TokenBucket, backoff_delay
 from keeperd.metrics import Metrics, method_label
 
 # JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
@@ -121,8 +122,7 @@ class Endpoint:
     url: str
     rate_limit: float | None  # requests per second; None = unlimited
     health: EndpointHealth = field(default_factory=EndpointHealth)
-    _tokens: float = 0.0
-    _token_time: float = 0.0
+    _bucket: TokenBucket | None = None
 
     @property
     def safe_url(self) -> str:
@@ -132,15 +132,9 @@ class Endpoint:
         """Consume one request token; return how long to wait first (0 if none)."""
         if self.rate_limit is None:
             return 0.0
-        burst = max(1.0, self.rate_limit)
-        if self._token_time == 0.0:
-            self._tokens, self._token_time = burst, now
-        self._tokens = min(burst, self._tokens + (now - self._token_time) * self.rate_limit)
-        self._token_time = now
-        self._tokens -= 1.0
-        if self._tokens >= 0:
-            return 0.0
-        return -self._tokens / self.rate_limit
+        if self._bucket is None:
+            self._bucket = TokenBucket(self.rate_limit, now=now)
+        return self._bucket.reserve(now)
 
 
 @dataclass(frozen=True)
@@ -355,8 +349,8 @@ class RpcPool:
                 # Every endpoint has had its chance this round: back off, then start again.
                 tried.clear()
                 untried = order
-                cap = min(s.backoff_max, s.backoff_base * 2 ** (attempt - len(order)))
-                await asyncio.sleep(self._rng.uniform(0, cap))
+                await asyncio.sleep(backoff_delay(attempt - len(order), s.backoff_base,
+                                                  s.backoff_max, self._rng.random))
             ep = untried[0]
             tried.add(ep.name)
             if attempt > 0:

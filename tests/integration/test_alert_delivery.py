@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from keeperd.alerts.delivery import Dispatcher, TokenBucket
+from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.model import Alert
 from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox
 from keeperd.alerts.sinks import verify
 from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.iokit import TokenBucket
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from tests.alert_fakes import (
@@ -203,7 +204,7 @@ async def test_slack_and_discord_formats_and_discord_rate_limit(harness_factory:
 
 
 def test_token_bucket_spaces_requests() -> None:
-    bucket = TokenBucket(per_minute=2)
+    bucket = TokenBucket(2 / 60, burst=2)  # two a minute
     assert bucket.wait_time() == 0
     bucket.take()
     assert bucket.wait_time() == 0

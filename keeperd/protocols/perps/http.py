@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from typing import Any
 
 import aiohttp
 
 from keeperd import __version__
 from keeperd.chain.rpc import redact_url
+from keeperd.iokit import TokenBucket, backoff_delay, classify_http, parse_retry_after
 
 
 class VenueError(Exception):
@@ -23,18 +23,14 @@ class VenueClient:
                  max_attempts: int, timeout_s: float) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
-        self.interval = 1.0 / rate_limit
         self.max_attempts = max_attempts
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._next_slot = 0.0
-        self._lock = asyncio.Lock()
+        # Evenly spaced: public venue APIs count requests per second, and bursts get 429s.
+        self._bucket = TokenBucket(rate_limit, burst=1)
         self.requests = 0
 
     async def _slot(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self.interval
+        wait = self._bucket.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -56,15 +52,14 @@ class VenueClient:
                             raise VenueError(f"{redact_url(url)}: not JSON: {text[:200]}") \
                                 from None
                     last = f"HTTP {resp.status}: {text[:200]}"
-                    if resp.status != 429 and resp.status < 500:
+                    if classify_http(resp.status) == "permanent":
                         raise VenueError(f"{redact_url(url)}: {last}")
-                    retry_after = resp.headers.get("Retry-After")
-                    delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+                    delay = parse_retry_after(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 delay = None
             if attempt + 1 < self.max_attempts:
                 await asyncio.sleep(delay if delay is not None
-                                    else min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+                                    else backoff_delay(attempt, 0.2, 5.0, random.random))
         raise VenueError(f"{redact_url(url)}: gave up after {self.max_attempts} attempts; "
                          f"last: {last}")

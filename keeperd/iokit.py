@@ -1,0 +1,99 @@
+"""The one set of I/O manners every client of keeperd's uses (RPC pool, alert delivery, perp
+venue client): a token-bucket rate limit, exponential backoff with jitter, a bounded reading
+of `Retry-After`, and one classification of HTTP statuses. Pure; clocks and randomness come
+in from the caller.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Callable
+from typing import Literal
+
+# The longest a server's Retry-After is obeyed: a longer (or broken) answer must not park a
+# sink or a client for hours; it is retried on keeperd's own schedule instead.
+MAX_RETRY_AFTER_S = 600.0
+
+
+class TokenBucket:
+    """`rate` requests a second on average, bursts of up to `burst`; starts full. Each method
+    takes the time (`now`, monotonic seconds) or reads the clock."""
+
+    def __init__(self, rate: float, burst: float | None = None, *, now: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.capacity = max(1.0, burst if burst is not None else rate)
+        self.tokens = self.capacity
+        self._clock = clock
+        self.updated = clock() if now is None else now
+
+    def _refill(self, now: float | None) -> None:
+        now = self._clock() if now is None else now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_time(self, now: float | None = None) -> float:
+        """How long until a token is there (0: now); takes nothing."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+    def reserve(self, now: float | None = None) -> float:
+        """Take a token now, possibly on credit; return how long to wait before using it."""
+        self._refill(now)
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Exponential backoff, `base x 2^attempt` up to `cap`, with jitter of ±50 % so that many
+    clients (or keeperd replicas) do not retry in step."""
+    return min(cap, base * 2 ** max(0, attempt)) * (0.5 + rng())
+
+
+def parse_retry_after(value: str | float | None, *, now: float | None = None,
+                      cap: float = MAX_RETRY_AFTER_S) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date) or a
+    platform's `retry_after` field, bounded to [0, cap]; None when absent or not a finite
+    number (nan, inf, garbage): the caller then backs off on its own schedule."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when is None:
+                return None
+            seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(cap, max(0.0, seconds))
+
+
+HttpOutcome = Literal["ok", "rate_limited", "transient", "permanent"]
+
+
+def classify_http(status: int) -> HttpOutcome:
+    """What an HTTP status means for a retrying client: 2xx done; 429 rate-limited (come back
+    after Retry-After); 408, 425 and 5xx transient; any other 4xx permanent (the request itself
+    is wrong: retrying it unchanged cannot help)."""
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status in (408, 425) or status >= 500:
+        return "transient"
+    return "permanent"
