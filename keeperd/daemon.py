@@ -67,10 +67,11 @@ def _book_listener(monitor: CascadeMonitor) -> Callable[[Any], Awaitable[None]]:
 
 
 def _morpho_alerts(alerts: AlertEngine, chain: str, protocol: str, pool: RpcPool,
-                   morpho: str) -> Callable[[Any], Awaitable[None]]:
+                   morpho: str, keeper: MorphoKeeper) -> Callable[[Any], Awaitable[None]]:
     async def on_book(book: Any) -> None:
         try:
-            alerts.on_morpho_book(book, chain=chain, protocol=protocol)
+            alerts.on_morpho_book(book, chain=chain, protocol=protocol,
+                                  shortfalls=keeper.capital_shortfall)
             await alerts.on_morpho_liquidations(book, chain=chain, protocol=protocol,
                                                 pool=pool, morpho=morpho)
         except Exception as exc:  # alerting must never stop evaluation or liquidation
@@ -244,7 +245,7 @@ class Daemon:
                                                         protocol=morpho.name)
                     keeper_m.listeners.append(_morpho_alerts(self.alerts, rt.config.name,
                                                              morpho.name, rt.pool,
-                                                             blue.morpho))
+                                                             blue.morpho, keeper_m))
                 await keeper_m.start(int(await rt.pool.request("eth_blockNumber"), 16))
                 rt.blocks.subscribe(keeper_m.on_block_event)
                 rt.extra_tasks.append(keeper_m.run)

@@ -328,10 +328,14 @@ class AlertEngine:
                              entry["logIndex"], what, details)
         self.commit()
 
-    def on_morpho_book(self, book: Any, *, chain: str, protocol: str) -> None:
+    def on_morpho_book(self, book: Any, *, chain: str, protocol: str,
+                       shortfalls: dict[str, Any] | None = None) -> None:
         """Watched Morpho Blue borrowers: one alert per (market, account), on the exact health
-        (max borrow at the LLTV / debt with interest accrued)."""
+        (max borrow at the LLTV / debt with interest accrued); and the keeper's shortfall of
+        loan tokens, when it had one."""
         conditions: list[Condition] = []
+        if shortfalls is not None:
+            conditions += self._capital_conditions(chain, protocol, shortfalls)
         for p in book.positions:
             lists = self.watched.get(p.account.lower(), [])
             if not lists or p.borrow_shares == 0:

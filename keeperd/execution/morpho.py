@@ -23,6 +23,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
+from keeperd.execution.capital import Shortfall
 from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
@@ -52,6 +53,8 @@ class MorphoKeeper:
         self.config = config
         self.breaker = breaker
         self.sequencer = sequencer
+        # Loan tokens the keeper's balance fell short of in the last block (see _liquidate).
+        self.capital_shortfall: dict[str, Shortfall] = {}
         self.adapter = adapter
         self.pool = pool
         self.journal = journal
@@ -67,7 +70,8 @@ class MorphoKeeper:
         self._wake = asyncio.Event()
         self.stopping = False
         self.idle = asyncio.Event()
-        for stage in ("detected", "profitable", "sent", "included", "lost_race"):
+        for stage in ("detected", "profitable", "sent", "included", "lost_race",
+                      "no_capital"):
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
     @property
@@ -199,6 +203,10 @@ class MorphoKeeper:
         # Each liquidation sent changes its market's totals (a bad debt lowers what a borrow
         # share is worth): the next one in the same market is planned on the market after it.
         states = {market_id: book.accrued(market_id, at) for market_id in book.markets}
+        # Capital as a stage, as for Aave: the keeper repays from its loan-token balance;
+        # what that cannot cover is the shortfall, never simulated in vain.
+        balances: dict[str, int] = {}
+        short: dict[str, Shortfall] = {}
         for p in book.positions:
             info = p.market
             _, _, price, _ = book.markets[info.id]
@@ -223,6 +231,24 @@ class MorphoKeeper:
             if not profit >= self.config.min_profit_usd:
                 stage(*self.labels, "unprofitable").inc()
                 continue
+            need = plan.expected_repaid * 1001 // 1000 + 1  # interest until inclusion
+            if self.keeper is not None and self.mode == "liquidate":
+                if info.loan_token not in balances:
+                    raw = await self.pool.request("eth_call", [{
+                        "to": info.loan_token, "data": "0x" + encode_call(
+                            "balanceOf(address)", ["address"], [self.keeper]).hex()},
+                        "latest"])
+                    balances[info.loan_token] = int(raw, 16)
+                if need > balances[info.loan_token]:
+                    s = short.get(info.loan_token)
+                    short[info.loan_token] = Shortfall(
+                        info.loan_token, info.loan_symbol, info.loan_decimals,
+                        (s.missing if s else -balances[info.loan_token]) + need,
+                        (s.opportunities if s else 0) + 1,
+                        (s.profit_forgone_usd if s else 0.0) + profit)
+                    stage(*self.labels, "no_capital").inc()
+                    continue
+                balances[info.loan_token] -= need
             data = encode_liquidate(info.params, p.account, plan.seized_assets,
                                     plan.repaid_shares)
             sender = self.keeper or morpho
@@ -278,6 +304,21 @@ class MorphoKeeper:
             self._event("sent", key, book.block, {"tx_hash": record.tx_hash,
                                                   "market": info.name,
                                                   "expected_profit_usd": round(profit, 2)})
+        self._publish_shortfall(short)
+
+    def _publish_shortfall(self, short: dict[str, Shortfall]) -> None:
+        chain, protocol = self.labels
+        for token in {*self.capital_shortfall, *short}:
+            s = short.get(token) or self.capital_shortfall[token]
+            self.metrics.capital_shortfall.labels(chain, protocol, s.symbol).set(
+                s.missing_tokens if token in short else 0)
+        for s in short.values():
+            self.metrics.capital_forgone.labels(chain, protocol).inc(s.profit_forgone_usd)
+            log.warning("liquidation.no_capital", protocol=protocol, asset=s.symbol,
+                        missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
+                        profit_forgone_usd=round(s.profit_forgone_usd, 2),
+                        fix="fund the keeper with the loan token")
+        self.capital_shortfall = short
 
     def _settle(self, outcome: Outcome) -> None:
         if ":approve:" in outcome.key:

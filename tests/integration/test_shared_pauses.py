@@ -219,3 +219,23 @@ async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Pa
     assert journal.get(entry.key) is None  # forgotten: may be planned again
     assert journal.get(other.key) is not None  # another protocol's is left to it
     assert journal.record(entry)
+
+
+async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))  # gas, no tokens
+    keeper = await run_daemon(both_protocols(devnet, tmp_path, aave=False))
+    devnet.set_price("WETH", 2100.0)
+    await evaluated_everywhere(keeper, devnet.mine(1))
+    morpho = keeper.daemon.morpho["morpho"]
+    assert journaled(keeper, "morpho") == []
+    [short] = morpho.capital_shortfall.values()
+    assert short.symbol == "USDC" and short.opportunities >= 3 and short.missing > 0
+    registry = keeper.daemon.metrics.registry
+    labels = {"chain": "devnet", "protocol": "morpho"}
+    assert registry.get_sample_value("keeperd_liquidations_total",
+                                     {**labels, "stage": "simulation_failed"}) is None
+    assert registry.get_sample_value("keeperd_liquidations_total",
+                                     {**labels, "stage": "no_capital"}) >= 3
+    assert registry.get_sample_value("keeperd_capital_shortfall_tokens",
+                                     {**labels, "asset": "USDC"}) == short.missing_tokens
