@@ -66,6 +66,23 @@ def liquidation_calldata(plan: LiquidationPlan) -> bytes:
                         MAX_UINT, plan.receive_a_token])
 
 
+def decide(plan: LiquidationPlan, key: str, *, gas_limit: int, fee_per_gas: int,
+           native_usd: float, min_profit_usd: float, slippage_bps: int,
+           flash_premium_bps: int = 0) -> Decision | None:
+    """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
+    it (and the flash-loan premium on what was borrowed); the gas at the fee cap comes off
+    that; below `min_profit_usd`, or with no price for gas, nothing is sent. The fee budget of
+    what is sent is what keeps it `min_profit_usd` in profit whatever the fee market does."""
+    slippage = plan.seized_usd * slippage_bps / 10_000
+    prize_usd = plan.gross_profit_usd - slippage - plan.repaid_usd * flash_premium_bps / 10_000
+    gas_usd = gas_limit * fee_per_gas / 1e18 * native_usd
+    net = prize_usd - gas_usd
+    if net < min_profit_usd or native_usd <= 0:
+        return None
+    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18)
+    return Decision(plan, key, net, gas_limit, budget_wei)
+
+
 def within_virtual_balances(plans: list[tuple[LiquidationPlan, str]], market: MarketState
                             ) -> list[tuple[LiquidationPlan, str]]:
     """Liquidations of one block that seize the same collateral draw on one reserve's virtual
@@ -490,18 +507,11 @@ class Executor:
 
     def _decide(self, plan: LiquidationPlan, key: str, gas_limit: int, base_fee: int,
                 native_usd: float, flash: bool | None = None) -> Decision | None:
-        slippage = plan.seized_usd * self.config.swap_slippage_bps / 10_000
-        prize_usd = plan.gross_profit_usd - slippage
-        if self.config.capital == "flash-loan" if flash is None else flash:
-            prize_usd -= plan.repaid_usd * self._flash_premium_bps / 10_000
-        gas_usd = gas_limit * self._fee_per_gas(base_fee) / 1e18 * native_usd
-        net = prize_usd - gas_usd
-        if net < self.config.min_profit_usd or native_usd <= 0:
-            return None
-        # The fee budget: whatever keeps the liquidation at least min_profit_usd in profit.
-        budget_usd = prize_usd - self.config.min_profit_usd
-        budget_wei = int(budget_usd / native_usd * 1e18)
-        return Decision(plan, key, net, gas_limit, budget_wei)
+        use_flash = self.config.capital == "flash-loan" if flash is None else flash
+        return decide(plan, key, gas_limit=gas_limit, fee_per_gas=self._fee_per_gas(base_fee),
+                      native_usd=native_usd, min_profit_usd=self.config.min_profit_usd,
+                      slippage_bps=self.config.swap_slippage_bps,
+                      flash_premium_bps=self._flash_premium_bps if use_flash else 0)
 
     # --- per block ------------------------------------------------------------------------
 

@@ -1,0 +1,46 @@
+"""The executor's send-or-not decision, without a chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from keeperd.execution.executor import decide
+from keeperd.protocols.aave_v3.liquidation import LiquidationPlan
+
+GWEI = 10**9
+
+
+def plan(repaid_usd: float, seized_usd: float) -> LiquidationPlan:
+    return LiquidationPlan("0xuser", "WETH", "0x01", "USDC", "0x02", 9 * 10**17, 1, 1, 0,
+                           repaid_usd, seized_usd, 1, "v")
+
+
+def test_profit_is_the_bonus_less_slippage_and_gas() -> None:
+    # $10,000 repaid, $10,500 seized: $500 bonus, 0.5 % slippage on the seized ($52.5),
+    # 300k gas at 20 gwei with ETH at $2,000 ($12).
+    d = decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=20 * GWEI,
+               native_usd=2_000, min_profit_usd=5, slippage_bps=50)
+    assert d is not None
+    assert d.net_profit_usd == pytest.approx(500 - 52.5 - 12)
+    # The budget keeps min_profit_usd whatever the fees: (447.5 - 5) USD in wei at $2,000.
+    assert d.budget_wei == int((447.5 - 5) / 2_000 * 1e18)
+
+
+def test_a_flash_loan_pays_its_premium_on_what_it_borrowed() -> None:
+    own = decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=GWEI,
+                 native_usd=2_000, min_profit_usd=5, slippage_bps=0)
+    flash = decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=GWEI,
+                   native_usd=2_000, min_profit_usd=5, slippage_bps=0, flash_premium_bps=5)
+    assert own is not None and flash is not None
+    assert own.net_profit_usd - flash.net_profit_usd == pytest.approx(5.0)  # 5 bps of $10k
+
+
+def test_nothing_is_sent_below_the_minimum_or_without_a_gas_price() -> None:
+    small = plan(100, 104)  # $4 bonus
+    assert decide(small, "k", gas_limit=300_000, fee_per_gas=GWEI, native_usd=2_000,
+                  min_profit_usd=5, slippage_bps=0) is None
+    # Gas eats a $50 bonus at 100 gwei x 600k gas with ETH at $2,000 ($120).
+    assert decide(plan(1_000, 1_050), "k", gas_limit=600_000, fee_per_gas=100 * GWEI,
+                  native_usd=2_000, min_profit_usd=1, slippage_bps=0) is None
+    assert decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=GWEI,
+                  native_usd=0.0, min_profit_usd=1, slippage_bps=0) is None
