@@ -355,16 +355,25 @@ class TelegramSinkConfig(_SinkConfig):
         return self
 
 
+# Headers the webhook sink owns: a configured header must not replace the signature.
+WEBHOOK_OWN_HEADERS = frozenset({"x-keeperd-signature", "idempotency-key", "content-type"})
+
+
 class WebhookSinkConfig(_SinkConfig):
     kind: Literal["webhook"]
     url: HttpUrl
     secret: str | None = Field(default=None, description="HMAC-SHA256 key; use ${ENV}.")
     secret_file: Path | None = None
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (not "
+                                    "the ones keeperd signs and dedupes with).")
 
     @model_validator(mode="after")
     def _secret(self) -> WebhookSinkConfig:
         _one_secret(self, "secret")
+        reserved = {h.lower() for h in self.headers} & WEBHOOK_OWN_HEADERS
+        if reserved:
+            raise ValueError(f"headers may not set {sorted(reserved)}: keeperd sets them "
+                             "(the signature and the idempotency key a receiver checks)")
         return self
 
 

@@ -170,17 +170,20 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300,
            now: float | None = None) -> bool:
-    """What a receiver does: recompute, compare in constant time, refuse old timestamps."""
+    """What a receiver does: recompute, compare in constant time, refuse old timestamps.
+    Any malformed input (no header, no timestamp, a signature that is not plain ASCII)
+    is a refusal, never an exception: a receiver must not crash on what a stranger sends."""
     try:
-        fields = dict(item.split("=", 1) for item in header.split(","))
+        fields = dict(item.strip().split("=", 1) for item in str(header).split(","))
         timestamp = int(fields["t"])
-    except (ValueError, KeyError):
+        given = fields.get("v1", "").encode("ascii")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeEncodeError):
         return False
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance_s:
         return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1].encode("ascii")
+    return hmac.compare_digest(expected, given)
 
 
 def webhook_body(alerts: list[dict[str, Any]], idempotency_key: str) -> dict[str, Any]:
@@ -212,10 +215,10 @@ class WebhookSink:
                    idempotency_key: str, start_part: int = 0) -> Delivery:
         body = json.dumps(webhook_body(alerts, idempotency_key), separators=(",", ":"),
                           default=str).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   "Idempotency-Key": idempotency_key,
-                   "X-Keeperd-Signature": sign(self._secret, body, int(time.time())),
-                   **self.config.headers}
+        # Keeperd's own headers last: nothing configured can replace the signature.
+        headers = {"User-Agent": USER_AGENT, **self.config.headers,
+                   "Content-Type": "application/json", "Idempotency-Key": idempotency_key,
+                   "X-Keeperd-Signature": sign(self._secret, body, int(time.time()))}
         return await _post(session, self.config.url, data=body, headers=headers,
                            timeout_s=self.config.timeout_s, parts_done=0)
 

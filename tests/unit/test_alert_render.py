@@ -74,3 +74,43 @@ def test_matchers() -> None:
         parse_matcher("just words")
     with pytest.raises(ValueError, match="regular expression"):
         parse_matcher("rule=~(")
+
+
+@pytest.mark.parametrize("header", [None, "", "t=", "v1=abc", "t=1,v1", "t=abc,v1=00",
+                                    "t=1700000000,v1=\u00e9\u00e9", "t=1700000000,=,v1=zz"])
+def test_the_webhook_verifier_refuses_malformed_headers_without_raising(header: object) -> None:
+    from keeperd.alerts.sinks import verify
+
+    assert verify("s", b"{}", header, now=1_700_000_000) is False  # type: ignore[arg-type]
+
+
+def test_the_documented_verifier_is_the_shipped_one() -> None:
+    import re
+    from pathlib import Path
+
+    from keeperd.alerts.sinks import sign
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    [snippet] = re.findall(r"```python\n(import hashlib.*?def verify.*?)```", doc, re.S)
+    scope: dict[str, object] = {}
+    exec(snippet, scope)  # the receiver's code, exactly as documented
+    documented = scope["verify"]
+    import time
+
+    body = b'{"status":"firing"}'
+    good = sign("s", body, int(time.time()))
+    assert documented("s", body, good) is True  # type: ignore[operator]
+    assert documented("t", body, good) is False  # type: ignore[operator]
+    for bad in (None, "", "t=1,v1", "t=1700000000,v1=\u00e9"):
+        assert documented("s", body, bad) is False  # type: ignore[operator]
+
+
+def test_sink_headers_cannot_replace_the_signature() -> None:
+    from keeperd.config import ConfigError, parse_config
+
+    base = {"state_dir": "/tmp/x", "chains": [{"name": "d", "chain_id": 1,
+                                                "rpc_urls": ["http://127.0.0.1:1"]}]}
+    with pytest.raises(ConfigError, match="keeperd sets them"):
+        parse_config({**base, "alerts": {"routes": [{"name": "r", "sinks": [
+            {"kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "s",
+             "headers": {"X-Keeperd-Signature": "t=1,v1=forged"}}]}]}}, env={})
