@@ -110,8 +110,23 @@ async def pool(devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcPool]:
 
 
 def metric_value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    """A series' value. A series that does not exist fails the test: a metric never exported,
+    or exported under other labels, must not read as 0 (an `== 0` check would then pass for
+    the wrong reason)."""
     value = metrics.registry.get_sample_value(name, labels or {})
-    return 0.0 if value is None else value
+    if value is None:
+        raise AssertionError(f"no series {name}{labels or {}}: the metric is not exported "
+                             "with these labels")
+    return value
+
+
+def metric_zero_or_absent(metrics: Metrics, name: str, labels: dict[str, str]) -> bool:
+    """For counters that only get a series when first incremented: true when this series is
+    absent or 0. The metric itself must be registered (a renamed metric still fails)."""
+    family = name.removesuffix("_total")
+    if not any(m.name == family for m in metrics.registry.collect()):
+        raise AssertionError(f"no metric {name} is registered")
+    return metrics.registry.get_sample_value(name, labels) in (None, 0.0)
 
 
 @contextlib.asynccontextmanager
