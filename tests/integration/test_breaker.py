@@ -103,18 +103,33 @@ async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
     assert liquidated & set(weth)
 
 
+class SequencerFeed:
+    """An L2 sequencer-uptime feed on the devnet (Chainlink's shape: 0 up, 1 down, with the
+    time of the last change)."""
+
+    def __init__(self, devnet: Devnet, answer: int, since: int) -> None:
+        from keeperd.devnet import contracts
+        from keeperd.devnet.solc import compile_project_contracts
+
+        compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
+        self.art = contracts.from_compiled("TestAggregator", compiled.abi, compiled.bytecode)
+        self.devnet = devnet
+        self.admin = devnet.manifest["aave_v3"]["admin"]
+        self.address = devnet.client.deploy(self.admin, self.art.deploy_data(
+            0, "L2 Sequencer Uptime", 0))
+        devnet.client.send(self.admin, self.address, self.art.encode_call("setBounds", 0, 10))
+        self.set(answer, since)
+
+    def set(self, answer: int, since: int | None = None) -> None:
+        call = (self.art.encode_call("setAnswer", answer) if since is None
+                else self.art.encode_call("setAnswerAt", answer, since))
+        self.devnet.client.send(self.admin, self.address, call)
+
+
 async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
-    from keeperd.devnet import contracts
-    from keeperd.devnet.solc import compile_project_contracts
-
-    compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
-    feed_art = contracts.from_compiled("TestAggregator", compiled.abi, compiled.bytecode)
-    admin = devnet.manifest["aave_v3"]["admin"]
-    feed = devnet.client.deploy(admin, feed_art.deploy_data(0, "L2 Sequencer Uptime", 0))
-    devnet.client.send(admin, feed, feed_art.encode_call("setBounds", 0, 10))
-    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 0,
-                                                         block_time(devnet) - 86_400))
+    sequencer = SequencerFeed(devnet, 0, block_time(devnet) - 86_400)
+    feed = sequencer.address
     config = config_for(devnet, tmp_path, "alert-only")
     chain = config.chains[0].model_copy(update={"sequencer_uptime_feed": feed,
                                                 "sequencer_grace_period_s": 600})
@@ -131,10 +146,10 @@ async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
             metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
 
     assert tripped() == set()
-    devnet.client.send(admin, feed, feed_art.encode_call("setAnswer", 1))  # down
+    sequencer.set(1)  # down
     await keeper.evaluated_at(devnet.mine(1))
     assert tripped() == set(symbols)
-    devnet.client.send(admin, feed, feed_art.encode_call("setAnswer", 0))  # back up, just now
+    sequencer.set(0)  # back up, just now
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
     assert tripped() == set(symbols)  # still in the grace period

@@ -16,6 +16,8 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
 from tests.conftest import metric_value
+from tests.keeperd_process import journal_rows as read_journal
+from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 
 # anvil's default mnemonic, account 5: a published test key, never used for anything real.
 KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
@@ -293,14 +295,11 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
                                                                 tmp_path: Path) -> None:
     import json
     import os
-    import sqlite3
     import subprocess
-    import sys
     import time
 
     import yaml
 
-    root = Path(__file__).resolve().parents[2]
     fund_keeper(devnet)
     config = tmp_path / "keeperd.yaml"
     config.write_text(yaml.safe_dump({
@@ -316,34 +315,15 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
     env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
     db = tmp_path / "state" / "keeperd.sqlite3"
 
-    def journal_rows() -> list[tuple[str, str]]:
-        # Read-only and closed at once: a reader left open would hold the WAL's snapshot.
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return list(c.execute("SELECT key, status FROM liquidations"))
-        finally:
-            c.close()
-
     logs = tmp_path / "keeperd.log"
 
+    def journal_rows() -> list[tuple[str, str]]:
+        return read_journal(db)
+
     def start() -> subprocess.Popen[str]:
-        # Logs go to a file: a pipe nobody reads fills up and blocks the daemon's writes.
-        with open(logs, "w") as out:
-            return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config",
-                                     str(config)], env=env, cwd=root, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True)
+        return start_keeperd(config, env, logs)
 
-    def wait(predicate, what: str, limit: float = 30.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except sqlite3.Error:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
-
+    wait = wait_until
     token = contracts.aave("MintableERC20")
 
     def approved() -> bool:
@@ -386,11 +366,7 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
     resumed = [json.loads(line) for line in err.splitlines()
                if line.startswith("{") and '"journal.resumed"' in line]
     assert len(resumed) == len(sent)
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        per_key = dict(c.execute("SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
-    finally:
-        c.close()
+    per_key = txs_per_key(db)
     assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
     # On chain: in the block that included them, one LiquidationCall per account.
     logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(mined), "toBlock": hex(mined),

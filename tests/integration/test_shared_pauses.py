@@ -10,20 +10,17 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from keeperd.config import parse_config
-from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
-from keeperd.devnet.solc import compile_project_contracts
 from keeperd.execution import journal as J
 from keeperd.execution.reconcile import resume_journal
 from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
-from tests.integration.test_breaker import block_time
+from tests.integration.test_breaker import SequencerFeed, block_time
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
     KEEPER_KEY,
@@ -32,6 +29,7 @@ from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     run_daemon,
 )
 from tests.integration.test_morpho import fund
+from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,13 +95,8 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
 
 async def test_a_down_sequencer_holds_morpho_too(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
-    compiled = compile_project_contracts(["TestAggregator.sol"])["TestAggregator"]
-    feed_art = contracts.from_compiled("TestAggregator", compiled.abi, compiled.bytecode)
-    admin = devnet.manifest["aave_v3"]["admin"]
-    feed = devnet.client.deploy(admin, feed_art.deploy_data(0, "L2 Sequencer Uptime", 0))
-    devnet.client.send(admin, feed, feed_art.encode_call("setBounds", 0, 10))
-    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 1,
-                                                         block_time(devnet) - 86_400))  # down
+    sequencer = SequencerFeed(devnet, 1, block_time(devnet) - 86_400)  # down for a day
+    feed = sequencer.address
     fund(devnet, KEEPER)
     # Morpho alone on the chain: no oracle monitor trips any asset, the sequencer check of
     # Morpho's own keeper is all that holds it.
@@ -114,8 +107,7 @@ async def test_a_down_sequencer_holds_morpho_too(
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert journaled(keeper, "morpho") == []
-    devnet.client.send(admin, feed, feed_art.encode_call("setAnswerAt", 0,
-                                                         block_time(devnet) - 3_600))  # up
+    sequencer.set(0, block_time(devnet) - 3_600)  # up for an hour
     # Up for longer than the grace period: released on the next block.
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert len(journaled(keeper, "morpho")) >= 3
@@ -143,28 +135,12 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
     logs = tmp_path / "keeperd.log"
 
     def rows() -> list[tuple[str, str]]:
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return list(c.execute("SELECT key, status FROM liquidations"))
-        finally:
-            c.close()
+        return journal_rows(db)
 
     def start() -> subprocess.Popen[str]:
-        with open(logs, "w") as out:
-            return subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config",
-                                     str(config)], env=env, cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True)
+        return start_keeperd(config, env, logs)
 
-    def wait(predicate, what: str, limit: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except sqlite3.Error:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+    wait = wait_until
 
     proc = start()
     try:
@@ -193,11 +169,7 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
     resumed = [json.loads(line) for line in logs.read_text().splitlines()
                if line.startswith("{") and '"journal.resumed"' in line]
     assert len(resumed) == len(sent)
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        per_key = dict(c.execute("SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
-    finally:
-        c.close()
+    per_key = txs_per_key(db)
     assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
     events = devnet.client.call("eth_getLogs", {
         "fromBlock": hex(mined), "toBlock": hex(mined), "address": blue["morpho"],
