@@ -48,6 +48,7 @@ from keeperd.protocols.morpho_blue.portfolio import describe_morpho
 from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
+from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.store import Store
 from keeperd.web import WebServer, make_app
 
@@ -177,6 +178,10 @@ class Daemon:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.build_info.labels(__version__).set(1)
         async with contextlib.AsyncExitStack() as stack:
+            try:  # first of all: one keeperd per state directory
+                stack.enter_context(StateDirLock(self.config.state_dir))
+            except StateDirLocked as exc:
+                raise StartupError(str(exc)) from None
             for chain in self.config.chains:
                 pool = make_pool(chain, self.metrics)
                 await stack.enter_async_context(pool)

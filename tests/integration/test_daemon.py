@@ -226,3 +226,35 @@ def test_sigkill_then_restart_resumes_from_the_persisted_index(devnet: Devnet,
         second_err = stop(proc)[2]
     # Only the new blocks were read: a handful of logs, not the whole history again.
     assert 0 < sum(indexed_logs(second_err)) < 20
+
+
+def test_a_second_keeperd_on_the_same_state_directory_refuses_and_names_the_holder(
+        devnet: Devnet, tmp_path: Path) -> None:
+    config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    first = start(config)
+    try:
+        wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz")
+        second = subprocess.run([sys.executable, "-m", "keeperd", "run", "--config",
+                                 str(config)], capture_output=True, text=True, timeout=60,
+                                cwd=ROOT)
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in second.stderr, second.stderr
+        assert "another keeperd holds" in second.stderr
+        assert first.poll() is None  # the first goes on
+    finally:
+        code, _, _ = stop(first)
+    assert code == 0
+    # SIGKILL releases the lock with the process: a restart is never refused by a ghost.
+    again = start(config)
+    try:
+        wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz after restart")
+        again.kill()
+        again.wait(timeout=10)
+    finally:
+        if again.poll() is None:
+            again.kill()
+    third = start(config)
+    try:
+        wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz after SIGKILL")
+    finally:
+        stop(third)
