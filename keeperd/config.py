@@ -101,6 +101,10 @@ class ChainConfig(_Model):
     )
     ws_url: WsUrl | None = Field(
         default=None, description="Optional websocket endpoint for newHeads; polling otherwise.")
+    ws_stall_s: float = Field(
+        default=60.0, gt=0, description="A newHeads subscription silent this long is dead "
+        "(the socket may still answer pings): keeperd polls, then subscribes again. Several "
+        "block times of the chain.")
     confirmations: int = Field(
         default=2, ge=0, le=256,
         description="Blocks a log must be buried under before the account index trusts it.")

@@ -187,7 +187,8 @@ class Daemon:
                 await stack.enter_async_context(pool)
                 await self._check_chain(chain, pool)
                 source = BlockSource(pool, poll_interval=chain.poll_interval,
-                                     ws_url=chain.ws_url, metrics=self.metrics)
+                                     ws_url=chain.ws_url, metrics=self.metrics,
+                                     ws_stall_after=chain.ws_stall_s)
                 rt = ChainRuntime(chain, pool, source)
                 source.subscribe(self._block_logger(rt))
                 self.chains[chain.name] = rt

@@ -76,6 +76,7 @@ class BlockSource:
         window: int = 128,
         metrics: Metrics | None = None,
         ws_retry_after: float = 10.0,
+        ws_stall_after: float = 60.0,
     ) -> None:
         self.pool = pool
         self.chain = pool.chain
@@ -84,6 +85,9 @@ class BlockSource:
         self.window_size = window
         self.metrics = metrics or pool.metrics
         self.ws_retry_after = ws_retry_after
+        # A subscription that stays open but says nothing this long is treated as dead: the
+        # socket's pings keep answering while the node has stopped sending heads.
+        self.ws_stall_after = ws_stall_after
         self._window: OrderedDict[int, BlockHeader] = OrderedDict()
         self._handlers: list[Handler] = []
         self.head: BlockHeader | None = None
@@ -141,9 +145,15 @@ class BlockSource:
             log.info("block_source.websocket_subscribed", chain=self.chain)
             # Catch up once: heads mined while we were polling or reconnecting.
             await self.poll_once()
-            async for msg in ws:
+            while True:
+                try:
+                    msg = await ws.receive(timeout=self.ws_stall_after)
+                except TimeoutError:
+                    raise ConnectionError(f"subscription stalled: no message for "
+                                          f"{self.ws_stall_after:g} s") from None
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED,
+                                    aiohttp.WSMsgType.CLOSING):
                         raise ConnectionError("websocket closed")
                     continue
                 data = json.loads(msg.data)
@@ -154,7 +164,6 @@ class BlockSource:
                 raw = data["params"]["result"]
                 self.last_activity = time.monotonic()
                 await self.process_header(BlockHeader.from_rpc(raw))
-            raise ConnectionError("websocket ended")
 
     async def process_header(self, header: BlockHeader) -> None:
         """Fold one observed head into the window and emit what changed."""

@@ -78,3 +78,45 @@ async def test_websocket_new_heads(pool: RpcPool, devnet: Devnet) -> None:
     numbers = [e.header.number for e in events if isinstance(e, NewBlock)]
     # Poll interval is 30 s, so these arrived over the websocket.
     assert numbers[-2:] == [start + 1, start + 2]
+
+
+async def test_a_stalled_subscription_falls_back_to_polling(pool: RpcPool,
+                                                            devnet: Devnet) -> None:
+    """A websocket that accepts eth_subscribe, answers pings and then says nothing (the
+    socket stays open): keeperd gives it `ws_stall_after`, then polls."""
+    from aiohttp import WSMsgType, web
+
+    from tests.conftest import serve
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=1)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_json({"jsonrpc": "2.0", "id": 1, "result": "0x1"})  # subscribed
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", silent)
+    async with serve(app) as url:
+        source = BlockSource(pool, ws_url=url.replace("http", "ws"), poll_interval=0.1,
+                             ws_stall_after=0.5, ws_retry_after=30)
+        events = recorder(source)
+        task = asyncio.create_task(source.run())
+        try:
+            for _ in range(100):
+                if events:
+                    break
+                await asyncio.sleep(0.02)
+            start = events[-1].header.number  # type: ignore[union-attr]
+            devnet.mine(1)  # nothing will come over the silent websocket
+            for _ in range(150):
+                if events[-1].header.number > start:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert events[-1].header.number == start + 1  # type: ignore[union-attr]
+    assert pool.metrics.registry.get_sample_value(
+        "keeperd_block_source_errors_total", {"chain": "devnet", "source": "websocket"}) == 1
