@@ -37,12 +37,21 @@ class BlockHeader:
 
     @classmethod
     def from_rpc(cls, raw: dict[str, Any]) -> BlockHeader:
-        return cls(
-            number=int(raw["number"], 16),
-            hash=raw["hash"],
-            parent_hash=raw["parentHash"],
-            timestamp=int(raw["timestamp"], 16),
-        )
+        """Raises MalformedHeader for an answer that is not a header (a misbehaving node)."""
+        try:
+            return cls(
+                number=int(raw["number"], 16),
+                hash=str(raw["hash"]),
+                parent_hash=str(raw["parentHash"]),
+                timestamp=int(raw["timestamp"], 16),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedHeader(f"not a block header ({type(exc).__name__}: {exc}): "
+                                  f"{str(raw)[:200]}") from None
+
+
+class MalformedHeader(ValueError):
+    """A node answered something that is not a block header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,7 @@ class BlockSource:
         while True:
             try:
                 await self.poll_once()
-            except (RpcUnavailable, RpcError) as exc:
+            except (RpcUnavailable, RpcError, MalformedHeader) as exc:
                 self.metrics.block_source_errors.labels(self.chain, "poll").inc()
                 log.warning("block_source.poll_failed", chain=self.chain, error=str(exc))
             await asyncio.sleep(self.poll_interval)

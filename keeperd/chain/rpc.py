@@ -444,16 +444,24 @@ class RpcPool:
 
     @staticmethod
     def _decode(raw: bytes, expect_list: bool) -> Any:
+        """The JSON-RPC envelope, or None when it is not one: such an answer is the endpoint's
+        fault (counted as a bad response, failed over, benched), never an exception in the
+        caller. An `error` must be an object with an integer code (some proxies answer a bare
+        string), and an answer must have a `result` or an `error`."""
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
-        if expect_list:
-            if not isinstance(body, list) or not all(isinstance(i, dict) for i in body):
+        items = body if expect_list else [body]
+        if expect_list and not isinstance(body, list):
+            return None
+        for item in items:
+            if not isinstance(item, dict) or ("result" not in item and "error" not in item):
                 return None
-            return body
-        if not isinstance(body, dict) or ("result" not in body and "error" not in body):
-            return None
+            err = item.get("error")
+            if err is not None and not (isinstance(err, dict)
+                                        and isinstance(err.get("code", 0), int)):
+                return None
         return body
 
     def _record_success(self, ep: Endpoint, elapsed: float) -> None:

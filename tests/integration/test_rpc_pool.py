@@ -165,3 +165,47 @@ async def test_oversized_answers_are_refused_unread(pool: RpcPool, devnet: Devne
                         {"chain": "devnet", "endpoint": "0", "method": "eth_getLogs",
                          "outcome": "too_large"}) == 1
     assert pool.endpoints[0].health.consecutive_failures == 0  # the node did nothing wrong
+
+
+async def test_malformed_answers_are_the_endpoints_fault_not_a_crash(devnet: Devnet) -> None:
+    """An error that is a bare string, a body that is not JSON-RPC, a header without fields:
+    the endpoint is failed over and counted; nothing raises into the caller; the block source
+    keeps following."""
+    from aiohttp import web
+
+    from keeperd.chain.blocks import BlockSource
+    from tests.conftest import serve
+
+    answers = iter([{"error": "boom"}, {"jsonrpc": "2.0"}, [1, 2], {"error": {"code": "x"}}])
+
+    async def liar(request: web.Request) -> web.Response:
+        body = await request.json()
+        if isinstance(body, dict) and body.get("method") == "eth_getBlockByNumber":
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                      "result": {"number": "0x5"}})  # a header without fields
+        answer = next(answers, {"error": "boom"})
+        if isinstance(answer, dict):
+            answer = {"id": body.get("id") if isinstance(body, dict) else 1, **answer}
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/", liar)
+    metrics = Metrics()
+    async with serve(app) as url:
+        async with RpcPool.from_urls("devnet", [url, devnet.manifest["rpc_url"]],
+                                     metrics=metrics) as pool:
+            for _ in range(4):
+                head = int(await pool.request("eth_blockNumber"), 16)
+                assert head == devnet.client.block_number()
+        assert metric_value(metrics, "keeperd_rpc_requests_total", {
+            "chain": "devnet", "endpoint": "0", "method": "eth_blockNumber",
+            "outcome": "bad_response"}) >= 1
+        async with RpcPool.from_urls("devnet", [url], metrics=metrics) as only_the_liar:
+            source = BlockSource(only_the_liar, poll_interval=0.05)
+            task = asyncio.create_task(source.run())
+            await asyncio.sleep(0.5)
+            assert not task.done()  # still following, not crashed
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert metric_value(metrics, "keeperd_block_source_errors_total",
+                        {"chain": "devnet", "source": "poll"}) >= 3
