@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from eth_utils import is_address, to_checksum_address
@@ -78,8 +79,41 @@ def _ws_url(value: str) -> str:
     return value
 
 
+def _loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _plain_to_remote(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme.lower() in ("http", "ws") and not _loopback(parts.hostname or "")
+
+
+def _tls_unless_loopback(value: str) -> str:
+    """Alert sinks and venue APIs: what goes there (tokens, signed alerts) or comes back
+    (margin data alerts are raised on) must not cross a network in clear."""
+    if _plain_to_remote(value):
+        raise ValueError("plain http to a host that is not loopback: use https (or a "
+                         "TLS-terminating proxy on 127.0.0.1)")
+    return value
+
+
+def _tls_if_credentials(value: str) -> str:
+    """RPC endpoints: plain http to a node on the same network is common, but a URL that
+    carries credentials (user info, a key in the query or the path, as providers issue them)
+    must not travel in clear."""
+    if _plain_to_remote(value):
+        parts = urlsplit(value)
+        if parts.username or parts.password or parts.query or len(parts.path.strip("/")) >= 16:
+            raise ValueError("this URL carries credentials (user info, or a key in its path "
+                             "or query) over plain http: use https/wss")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-WsUrl = Annotated[str, AfterValidator(_ws_url)]
+WsUrl = Annotated[str, AfterValidator(_ws_url), AfterValidator(_tls_if_credentials)]
+RpcUrl = Annotated[str, AfterValidator(_http_url), AfterValidator(_tls_if_credentials)]
+SecureUrl = Annotated[str, AfterValidator(_http_url), AfterValidator(_tls_unless_loopback)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -95,7 +129,7 @@ class ChainConfig(_Model):
 
     name: Name = Field(description="Short name used in logs, metrics and protocol entries.")
     chain_id: int = Field(gt=0, description="EIP-155 chain id; every RPC is checked against it.")
-    rpc_urls: list[HttpUrl] = Field(
+    rpc_urls: list[RpcUrl] = Field(
         min_length=1,
         description="HTTP JSON-RPC endpoints, best first. Put API keys in ${ENV} references.",
     )
@@ -210,7 +244,7 @@ class _PerpVenueConfig(_Model):
 class HyperliquidConfig(_PerpVenueConfig):
     kind: Literal["hyperliquid"]
     name: Name = "hyperliquid"
-    api_url: HttpUrl = "https://api.hyperliquid.xyz"
+    api_url: SecureUrl = "https://api.hyperliquid.xyz"
     accounts: list[Address] = Field(min_length=1, description="Accounts to watch.")
     liquidation_rule: Literal["current", "fixed-maintenance"] = Field(
         default="current", description="How the liquidation price treats the position's own "
@@ -222,7 +256,7 @@ class HyperliquidConfig(_PerpVenueConfig):
 class DydxV4Config(_PerpVenueConfig):
     kind: Literal["dydx_v4"]
     name: Name = "dydx"
-    indexer_url: HttpUrl = "https://indexer.dydx.trade"
+    indexer_url: SecureUrl = "https://indexer.dydx.trade"
     accounts: list[str] = Field(
         min_length=1, description="dYdX addresses with a subaccount number: "
         "`dydx1...` (subaccount 0) or `dydx1.../2`.")
@@ -306,7 +340,7 @@ class KeeperConfig(_Model):
     replace_after_blocks: int = Field(
         default=2, ge=1, description="Replace (or cancel) a transaction not included after "
         "this many blocks.")
-    private_rpc_url: HttpUrl | None = Field(
+    private_rpc_url: RpcUrl | None = Field(
         default=None, description="Protect-style endpoint tried first; falls back to the "
         "public RPCs after `private_timeout_blocks`.")
     private_timeout_blocks: int = Field(default=3, ge=1)
@@ -351,7 +385,7 @@ class TelegramSinkConfig(_SinkConfig):
     bot_token_file: Path | None = None
     chat_id: int | str = Field(description="A chat id (negative for groups) or @channelname.")
     message_thread_id: int | None = Field(default=None, description="A forum topic.")
-    api_url: HttpUrl = "https://api.telegram.org"
+    api_url: SecureUrl = "https://api.telegram.org"
 
     @model_validator(mode="after")
     def _secret(self) -> TelegramSinkConfig:
@@ -365,7 +399,7 @@ WEBHOOK_OWN_HEADERS = frozenset({"x-keeperd-signature", "idempotency-key", "cont
 
 class WebhookSinkConfig(_SinkConfig):
     kind: Literal["webhook"]
-    url: HttpUrl
+    url: SecureUrl
     secret: str | None = Field(default=None, description="HMAC-SHA256 key; use ${ENV}.")
     secret_file: Path | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (not "
@@ -383,7 +417,7 @@ class WebhookSinkConfig(_SinkConfig):
 
 class SlackSinkConfig(_SinkConfig):
     kind: Literal["slack"]
-    webhook_url: HttpUrl | None = Field(default=None, description="An incoming-webhook URL "
+    webhook_url: SecureUrl | None = Field(default=None, description="An incoming-webhook URL "
                                         "(it is the secret: use ${ENV}).")
     webhook_url_file: Path | None = None
 
@@ -395,7 +429,7 @@ class SlackSinkConfig(_SinkConfig):
 
 class DiscordSinkConfig(_SinkConfig):
     kind: Literal["discord"]
-    webhook_url: HttpUrl | None = Field(default=None, description="A channel webhook URL "
+    webhook_url: SecureUrl | None = Field(default=None, description="A channel webhook URL "
                                         "(it is the secret: use ${ENV}).")
     webhook_url_file: Path | None = None
 
@@ -407,7 +441,8 @@ class DiscordSinkConfig(_SinkConfig):
 
 class AlertmanagerSinkConfig(_SinkConfig):
     kind: Literal["alertmanager"]
-    url: HttpUrl = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093")
+    url: SecureUrl = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093 "
+                           "(https beyond loopback)")
     bearer_token: str | None = None
     bearer_token_file: Path | None = None
     resend_s: float = Field(
@@ -679,7 +714,7 @@ class ReferenceSourceConfig(_Model):
 
     kind: Literal["binance", "coinbase", "kraken", "pyth_hermes"]
     name: Name
-    url: HttpUrl = Field(description="Base URL, e.g. https://api.exchange.example")
+    url: SecureUrl = Field(description="Base URL, e.g. https://api.exchange.example")
     markets: dict[str, str] = Field(
         min_length=1, description="Token symbol -> the source's market id (ETHUSDT, ETH-USD, "
         "XETHZUSD, or a Pyth price id).")

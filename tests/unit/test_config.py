@@ -137,10 +137,10 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
     [(path, message, _)] = issues_of(alerts({"kind": "telegram", "chat_id": 1}))
     assert path == "alerts.routes[0].sinks[0]"  # the sink, without a stray "telegram" tag
     assert "bot_token" in message and "bot_token_file" in message
-    [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "http://h/x",
+    [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "https://h/x",
                                              "secret": "a", "secret_file": "/x"}))
     assert "exactly one" in message
-    [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "http://h"}))
+    [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "https://h"}))
     assert "slack" in message or "kind" in path
 
     from keeperd.alerts.sinks import SinkError, make_sink
@@ -179,3 +179,29 @@ def test_error_paths_never_carry_a_union_tag() -> None:
     assert set(found) == {"protocols[0].markets[0]", "protocols[0].marketz",
                           "protocols[1].pollinterval", "alerts.routes[0].sinks[0].retries"}
     assert "64 hex digits" in found["protocols[0].markets[0]"]
+
+
+def test_secrets_never_cross_a_network_in_clear() -> None:
+    """Sinks and venues: https unless loopback. RPC URLs: plain http is fine to a node on the
+    same network, not with credentials in the URL."""
+    def with_chain(url: str) -> dict:
+        return {**MINIMAL, "chains": [{"name": "d", "chain_id": 1, "rpc_urls": [url]}]}
+
+    parse_config(with_chain("http://10.0.0.5:8545"), env={})  # a node next door, no key
+    parse_config(with_chain("http://127.0.0.1:8545/v3/0123456789abcdef0123"), env={})
+    for leaky in ("http://eth.example/v3/0123456789abcdef0123", "http://u:p@eth.example",
+                  "http://eth.example/?apikey=abc"):
+        [(path, message, _)] = issues_of(with_chain(leaky))
+        assert path == "chains[0].rpc_urls[0]" and "credentials" in message
+    sinks = {"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": "http://hooks.example/x", "secret": "s"},
+        {"kind": "slack", "webhook_url": "http://hooks.slack.example/T/B/x"},
+        {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}]}]}
+    found = {p: m for p, m, _ in issues_of({**MINIMAL, "alerts": sinks})}
+    assert set(found) == {"alerts.routes[0].sinks[0].url",
+                          "alerts.routes[0].sinks[1].webhook_url"}
+    assert all("use https" in m for m in found.values())
+    [(path, _, _)] = issues_of({**MINIMAL, "protocols": [
+        {"kind": "hyperliquid", "api_url": "http://api.hyperliquid.example",
+         "accounts": ["0x" + "22" * 20]}]})
+    assert path == "protocols[0].api_url"
