@@ -50,6 +50,8 @@ def test_devnet_yaml_points_at_the_deployed_market(aave_devnet: Devnet) -> None:
     [morpho] = [p for p in config["protocols"] if p["kind"] == "morpho_blue"]
     assert morpho["morpho"] == blue["morpho"]
     assert morpho["markets"] == [m["id"] for m in blue["markets"].values()]
+    assert config["keeper"]["flash_liquidator"] == devnet.manifest["flash_liquidator"]["address"]
+    assert config["keeper"]["uniswap_v3_factory"] == devnet.manifest["uniswap_v3"]["factory"]
     depth = config["risk"]["cascade"]["depth"]
     assert depth["WETH"]["pool"] == pool_between(devnet.manifest, "WETH", "USDC")
     assert depth["WBTC"]["pool"] == pool_between(devnet.manifest, "WBTC", "USDC")
