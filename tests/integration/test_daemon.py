@@ -130,8 +130,14 @@ def test_keeps_following_when_one_endpoint_dies(devnet: Devnet, tmp_path: Path) 
         wait_for(lambda: sample(port, "keeperd_rpc_endpoint_up", chain="devnet",
                                 endpoint="0") == 0, what="endpoint 0 marked down")
         assert sample(port, "keeperd_rpc_endpoint_up", chain="devnet", endpoint="1") == 1
-        assert (sample(port, "keeperd_rpc_failovers_total", chain="devnet",
-                       from_endpoint="0", to_endpoint="1") or 0) >= 1
+        # The dead endpoint's failures were seen (by a request, which then failed over, or
+        # by the probe, which benched it first: which comes first is a race, seen once in CI).
+        _, text = get(port, "/metrics")
+        failed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("keeperd_rpc_requests_total{")
+                     and 'endpoint="0"' in line
+                     and ('outcome="transport_error"' in line or 'outcome="timeout"' in line))
+        assert failed >= 1
         assert get(port, "/readyz")[0] == 200
     finally:
         proxy.kill()
