@@ -67,6 +67,7 @@ class ProtocolScanner:
         self._full_due = True
         self._dropped: set[str] = set()
         self._liquidatable: set[str] = set()
+        self._hold_reason: str | None = None
         # Export the should-stay-zero counters from the start, so alerts can rely on them.
         metrics.health_mismatches.labels(*self.labels)
         metrics.scan_skipped.labels(*self.labels)
@@ -217,6 +218,16 @@ class ProtocolScanner:
                 summary.collateral_below[label])
         self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
+        # The gates, published every scan and in every mode (alert-only included).
+        market = result.book.market
+        hold = self.adapter.liquidation_hold(market)
+        self.metrics.protocol_revision.labels(chain, protocol).set(market.rules.revision)
+        self.metrics.liquidations_held.labels(chain, protocol).set(1 if hold else 0)
+        if hold != self._hold_reason:
+            (log.error if hold else log.info)(
+                "liquidation.held" if hold else "liquidation.released",
+                protocol=protocol, reason=hold or self._hold_reason)
+            self._hold_reason = hold
 
         liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
         for account in sorted(liquidatable - self._liquidatable):

@@ -41,13 +41,11 @@ class DevnetControl:
         """Move the asset's price for every protocol on the devnet: a new round on its
         aggregator (Aave's oracle, and the adapters built on it, follow at once) and the
         oracle of every Morpho Blue market that prices it."""
-        self._feed(symbol)  # an unknown symbol fails before anything is sent
-        for to, data in self._price_moves(symbol, usd):
+        for to, data in self._price_moves(symbol, usd):  # an unknown symbol fails first
             self.client.send(self.manifest["aave_v3"]["admin"], to, data)
 
     def set_price_async(self, symbol: str, usd: float) -> list[str]:
         """The same, sent without waiting for it to be mined (automine off)."""
-        self._feed(symbol)
         return [str(self.client.call("eth_sendTransaction", {
             "from": self.manifest["aave_v3"]["admin"], "to": to, "data": "0x" + data.hex(),
             "gas": hex(200_000)})) for to, data in self._price_moves(symbol, usd)]

@@ -1,4 +1,5 @@
-"""Capital as a stage: which liquidations the keeper's own balances can pay for (pure).
+"""Capital as a stage: which liquidations the keeper's own balances can pay for (`Purse`,
+`allocate`: pure), and the one way a shortfall is reported (`publish_shortfall`).
 
 A liquidation repays its debt from the keeper's balance of the debt asset. Simulating one the
 keeper cannot pay for only fails with "transfer amount exceeds balance" — logged, forgotten,
@@ -14,6 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import structlog
+
+from keeperd.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
@@ -40,27 +46,66 @@ class Need:
     profit_usd: float
 
 
+class Purse:
+    """The keeper's balances for one block, drawn on in order (most profitable first): a
+    smaller liquidation later may still use what a larger one could not."""
+
+    def __init__(self, balances: Mapping[str, int] | None = None) -> None:
+        self.left: dict[str, int] = dict(balances or {})
+        self._unfunded: list[Need] = []
+
+    def knows(self, asset: str) -> bool:
+        return asset in self.left
+
+    def hold(self, asset: str, balance: int) -> None:
+        self.left[asset] = balance
+
+    def pay(self, need: Need) -> bool:
+        have = self.left.get(need.asset, 0)
+        if need.amount <= have:
+            self.left[need.asset] = have - need.amount
+            return True
+        self._unfunded.append(need)
+        return False
+
+    def shortfall(self) -> dict[str, Shortfall]:
+        """Per asset, what it would take to fund every unfunded need too."""
+        short: dict[str, Shortfall] = {}
+        for n in self._unfunded:
+            s = short.get(n.asset)
+            short[n.asset] = Shortfall(
+                n.asset, n.symbol, n.decimals,
+                (s.missing if s else -self.left.get(n.asset, 0)) + n.amount,
+                (s.opportunities if s else 0) + 1,
+                (s.profit_forgone_usd if s else 0.0) + n.profit_usd)
+        return short
+
+
 def allocate(items: Sequence[T], need: Callable[[T], Need], balances: Mapping[str, int]
              ) -> tuple[list[T], list[T], dict[str, Shortfall]]:
-    """Greedy in the given order (a smaller liquidation later in the list may still use what
-    a larger one could not): (funded, unfunded, shortfall per debt asset), the shortfall
-    being what it would take to fund them all."""
-    left = dict(balances)
+    """(funded, unfunded, shortfall per debt asset) of `items`, in their order."""
+    purse = Purse(balances)
     funded: list[T] = []
-    unfunded: list[tuple[T, Need]] = []
+    unfunded: list[T] = []
     for item in items:
-        n = need(item)
-        have = left.get(n.asset, 0)
-        if n.amount <= have:
-            left[n.asset] = have - n.amount
-            funded.append(item)
-        else:
-            unfunded.append((item, n))
-    short: dict[str, Shortfall] = {}
-    for _, n in unfunded:
-        s = short.get(n.asset)
-        short[n.asset] = Shortfall(
-            n.asset, n.symbol, n.decimals, (s.missing if s else -left.get(n.asset, 0))
-            + n.amount, (s.opportunities if s else 0) + 1,
-            (s.profit_forgone_usd if s else 0.0) + n.profit_usd)
-    return funded, [item for item, _ in unfunded], short
+        (funded if purse.pay(need(item)) else unfunded).append(item)
+    return funded, unfunded, purse.shortfall()
+
+
+def publish_shortfall(metrics: Metrics, chain: str, protocol: str,
+                      previous: Mapping[str, Shortfall], short: Mapping[str, Shortfall], *,
+                      counted: bool, fix: str) -> None:
+    """The one way a shortfall is reported: the gauge per asset (back to 0 when it is over)
+    and, when the liquidations were forgone (`counted`), the funnel, the profit and a log."""
+    for asset in {*previous, *short}:
+        s = short.get(asset) or previous[asset]
+        metrics.capital_shortfall.labels(chain, protocol, s.symbol).set(
+            s.missing_tokens if asset in short else 0)
+    if not counted:
+        return
+    for s in short.values():
+        metrics.liquidation_funnel.labels(chain, protocol, "no_capital").inc(s.opportunities)
+        metrics.capital_forgone.labels(chain, protocol).inc(s.profit_forgone_usd)
+        log.warning("liquidation.no_capital", protocol=protocol, asset=s.symbol,
+                    missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
+                    profit_forgone_usd=round(s.profit_forgone_usd, 2), fix=fix)

@@ -26,7 +26,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
-from keeperd.execution.capital import Need, Shortfall, allocate
+from keeperd.execution.capital import Need, Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
@@ -57,6 +57,9 @@ FLASH_BOUND_MARGIN = 1.001
 WAVE = 16
 
 
+Keyed = tuple[LiquidationPlan, str]  # a plan and its journal key
+
+
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
     """liquidationCall with `type(uint256).max`: the pool caps it at what its rules allow at
     inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust)."""
@@ -83,8 +86,7 @@ def decide(plan: LiquidationPlan, key: str, *, gas_limit: int, fee_per_gas: int,
     return Decision(plan, key, net, gas_limit, budget_wei)
 
 
-def within_virtual_balances(plans: list[tuple[LiquidationPlan, str]], market: MarketState
-                            ) -> list[tuple[LiquidationPlan, str]]:
+def within_virtual_balances(plans: list[Keyed], market: MarketState) -> list[Keyed]:
     """Liquidations of one block that seize the same collateral draw on one reserve's virtual
     balance (v3.1+): once what they take together would exceed it, the rest take aTokens."""
     left = {r.asset: r.virtual_balance for r in market.reserves
@@ -108,9 +110,6 @@ def flash_amount(plan: LiquidationPlan) -> int:
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
-
-
-Keyed = tuple[LiquidationPlan, str]  # a plan and its journal key
 
 
 @dataclass(frozen=True)
@@ -151,10 +150,8 @@ class Executor:
         self._swap_pools: dict[tuple[str, str], str] = {}
         self._flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._lost_race_checks: list[tuple[LiquidationPlan, str, int, str]] = []
-        self._hold_reason: str | None = None
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
         self.capital_shortfall: dict[str, Shortfall] = {}
-        self._short_assets: set[str] = set()
         # Outcomes for the alert engine: events(kind, account=, opportunity=, block=, details=)
         self.events: Callable[..., None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
@@ -251,21 +248,13 @@ class Executor:
         """The most profitable first, in waves: simulate a wave in one JSON-RPC batch, sign
         it in nonce order under one journal commit, broadcast it concurrently."""
         stage = self.metrics.liquidation_funnel.labels
-        hold = self.adapter.liquidation_hold(result.book.market)
-        self.metrics.liquidations_held.labels(*self.labels).set(1 if hold else 0)
-        self.metrics.protocol_revision.labels(*self.labels).set(
-            result.book.market.rules.revision)
-        if hold != self._hold_reason:
-            (log.error if hold else log.info)(
-                "liquidation.held" if hold else "liquidation.released",
-                protocol=self.adapter.name, reason=hold or self._hold_reason)
-            self._hold_reason = hold
-        if hold:
+        # (the scanner publishes the gate and logs its changes; here it only holds)
+        if self.adapter.liquidation_hold(result.book.market):
             stage(*self.labels, "held").inc(len(plans))
             return
         paused = self.breaker.tripped() if self.breaker is not None else set()
         positions, symbols = result.book.positions, result.book.market.symbols
-        fresh: list[tuple[LiquidationPlan, str]] = []
+        fresh: list[Keyed] = []
         for plan in plans:
             key = self._key_for(plan)
             if key is None:
@@ -329,32 +318,21 @@ class Executor:
         balances = {a: int(v, 16) if isinstance(v, str) else 0
                     for a, v in zip(assets, answers, strict=True)}
 
-        def need(item: tuple[LiquidationPlan, str]) -> Need:
+        def need(item: Keyed) -> Need:
             plan = item[0]
             reserve = market.reserves[market.column(plan.debt_asset)]
             return Need(plan.debt_asset, reserve.symbol, reserve.decimals, flash_amount(plan),
                         plan.gross_profit_usd)
 
         funded, unfunded, short = allocate(plans, need, balances)
+        auto = self.config.capital == "auto"
+        publish_shortfall(self.metrics, *self.labels, self.capital_shortfall, short,
+                          counted=not auto,
+                          fix="fund the keeper with the debt asset, or set keeper.capital: "
+                              "auto (with a FlashLiquidator) to use flash loans when it falls "
+                              "short")
         self.capital_shortfall = short
-        for asset in {*self._short_assets, *short}:
-            s = short.get(asset)
-            symbol = s.symbol if s else market.reserves[market.column(asset)].symbol
-            self.metrics.capital_shortfall.labels(self.adapter.chain, self.adapter.name,
-                                                  symbol).set(s.missing_tokens if s else 0)
-        self._short_assets = set(short)
-        if self.config.capital == "auto":
-            return funded, unfunded
-        stage = self.metrics.liquidation_funnel.labels
-        for s in short.values():
-            stage(*self.labels, "no_capital").inc(s.opportunities)
-            self.metrics.capital_forgone.labels(*self.labels).inc(s.profit_forgone_usd)
-            log.warning("liquidation.no_capital", protocol=self.adapter.name, asset=s.symbol,
-                        missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
-                        profit_forgone_usd=round(s.profit_forgone_usd, 2),
-                        fix="fund the keeper with the debt asset, or set keeper.capital: auto "
-                            "(with a FlashLiquidator) to use flash loans when it falls short")
-        return funded, []
+        return (funded, unfunded) if auto else (funded, [])
 
     def _key_for(self, plan: LiquidationPlan) -> str | None:
         """The journal key to try this plan under: its own, or, after an on-chain revert, a

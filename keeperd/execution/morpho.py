@@ -23,7 +23,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
-from keeperd.execution.capital import Shortfall
+from keeperd.execution.capital import Need, Purse, Shortfall, publish_shortfall
 from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
@@ -205,8 +205,7 @@ class MorphoKeeper:
         states = {market_id: book.accrued(market_id, at) for market_id in book.markets}
         # Capital as a stage, as for Aave: the keeper repays from its loan-token balance;
         # what that cannot cover is the shortfall, never simulated in vain.
-        balances: dict[str, int] = {}
-        short: dict[str, Shortfall] = {}
+        purse = Purse()
         for p in book.positions:
             info = p.market
             _, _, price, _ = book.markets[info.id]
@@ -231,24 +230,18 @@ class MorphoKeeper:
             if not profit >= self.config.min_profit_usd:
                 stage(*self.labels, "unprofitable").inc()
                 continue
-            need = plan.expected_repaid * 1001 // 1000 + 1  # interest until inclusion
             if self.keeper is not None and self.mode == "liquidate":
-                if info.loan_token not in balances:
+                if not purse.knows(info.loan_token):
                     raw = await self.pool.request("eth_call", [{
                         "to": info.loan_token, "data": "0x" + encode_call(
                             "balanceOf(address)", ["address"], [self.keeper]).hex()},
                         "latest"])
-                    balances[info.loan_token] = int(raw, 16)
-                if need > balances[info.loan_token]:
-                    s = short.get(info.loan_token)
-                    short[info.loan_token] = Shortfall(
-                        info.loan_token, info.loan_symbol, info.loan_decimals,
-                        (s.missing if s else -balances[info.loan_token]) + need,
-                        (s.opportunities if s else 0) + 1,
-                        (s.profit_forgone_usd if s else 0.0) + profit)
-                    stage(*self.labels, "no_capital").inc()
-                    continue
-                balances[info.loan_token] -= need
+                    purse.hold(info.loan_token, int(raw, 16))
+                need = Need(info.loan_token, info.loan_symbol, info.loan_decimals,
+                            plan.expected_repaid * 1001 // 1000 + 1,  # interest until inclusion
+                            profit)
+                if not purse.pay(need):
+                    continue  # counted with the shortfall below
             data = encode_liquidate(info.params, p.account, plan.seized_assets,
                                     plan.repaid_shares)
             sender = self.keeper or morpho
@@ -304,20 +297,9 @@ class MorphoKeeper:
             self._event("sent", key, book.block, {"tx_hash": record.tx_hash,
                                                   "market": info.name,
                                                   "expected_profit_usd": round(profit, 2)})
-        self._publish_shortfall(short)
-
-    def _publish_shortfall(self, short: dict[str, Shortfall]) -> None:
-        chain, protocol = self.labels
-        for token in {*self.capital_shortfall, *short}:
-            s = short.get(token) or self.capital_shortfall[token]
-            self.metrics.capital_shortfall.labels(chain, protocol, s.symbol).set(
-                s.missing_tokens if token in short else 0)
-        for s in short.values():
-            self.metrics.capital_forgone.labels(chain, protocol).inc(s.profit_forgone_usd)
-            log.warning("liquidation.no_capital", protocol=protocol, asset=s.symbol,
-                        missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
-                        profit_forgone_usd=round(s.profit_forgone_usd, 2),
-                        fix="fund the keeper with the loan token")
+        short = purse.shortfall()
+        publish_shortfall(self.metrics, *self.labels, self.capital_shortfall, short,
+                          counted=True, fix="fund the keeper with the loan token")
         self.capital_shortfall = short
 
     def _settle(self, outcome: Outcome) -> None:

@@ -42,6 +42,10 @@ class OracleMonitor:
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
+        chain = adapter.chain_config
+        self.sequencer = (SequencerCheck(adapter.multicall, chain.sequencer_uptime_feed,
+                                         chain.sequencer_grace_period_s)
+                          if chain.sequencer_uptime_feed is not None else None)
 
     def policy(self, symbol: str) -> FeedPolicy:
         return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
@@ -61,11 +65,7 @@ class OracleMonitor:
                          for a, q in zip(assets, quotes, strict=True)}
 
     async def _sequencer_problem(self, now: int, block: int) -> Problem | None:
-        chain = self.adapter.chain_config
-        if chain.sequencer_uptime_feed is None:
-            return None
-        return await SequencerCheck(self.adapter.multicall, chain.sequencer_uptime_feed,
-                                    chain.sequencer_grace_period_s).problem(now, block)
+        return None if self.sequencer is None else await self.sequencer.problem(now, block)
 
     async def _pyth_problems(self, now: int, block: int) -> dict[str, list[Problem]]:
         pyth = self.config.pyth
