@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
-from keeperd.config import AaveV3Config, Config, ConfigError, ConfigIssue, load_config
+from keeperd.config import Config, ConfigError, ConfigIssue, load_config
 from keeperd.metrics import Metrics
+from keeperd.protocols import registry
 
 
 async def online_issues(config: Config) -> list[ConfigIssue]:
@@ -33,25 +36,10 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
             for pi, proto in enumerate(config.protocols):
                 if getattr(proto, "chain", None) != chain.name:
                     continue
-                for field in ("addresses_provider", "pool", "oracle", "data_provider", "morpho"):
-                    address = getattr(proto, field, None)
-                    if address is None:
-                        continue
-                    try:
-                        code = await pool.request("eth_getCode", [address, "latest"])
-                    except (RpcError, RpcUnavailable) as exc:
-                        issues.append(ConfigIssue(f"protocols[{pi}].{field}",
-                                                  f"could not read code: {exc}", ""))
-                        continue
-                    if code in (None, "0x", "0x0"):
-                        issues.append(ConfigIssue(
-                            f"protocols[{pi}].{field}",
-                            f"{address} holds no contract on chain {chain.name!r}",
-                            "check the address and that it belongs to this chain"))
-            for lending in config.lending:
-                if lending.chain == chain.name:
-                    issues += await aave_revision_issues(pool, lending,
-                                                         config.protocols.index(lending))
+                plugin = registry.plugin_class(proto.kind)
+                check_config = getattr(plugin, "check_config", None)
+                if check_config is not None:
+                    issues += await check_config(pool, proto, pi)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
@@ -61,30 +49,26 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
     return issues
 
 
-async def aave_revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int
-                               ) -> list[ConfigIssue]:
-    """An Aave pool whose POOL_REVISION keeperd does not know would have its liquidations held
-    at start: say so now, with the fix."""
-    from keeperd.chain.multicall import selector
-    from keeperd.protocols.aave_v3.revisions import rules_for
-
-    try:
-        pool_address = proto.pool or "0x" + (await pool.request("eth_call", [{
-            "to": proto.addresses_provider, "data": "0x" + selector("getPool()").hex()},
-            "latest"]))[-40:]
-        raw = await pool.request("eth_call", [{
-            "to": pool_address, "data": "0x" + selector("POOL_REVISION()").hex()}, "latest"])
-    except (RpcError, RpcUnavailable):
-        return []  # a missing contract is reported above; a v3.0 fork may lack the getter
-    revision = int(raw, 16) if raw and raw != "0x" else 1
-    rules = rules_for(revision, set(proto.accept_revisions))
-    if rules.known:
-        return []
-    return [ConfigIssue(
-        f"protocols[{pi}].accept_revisions",
-        f"the pool reports POOL_REVISION {revision}, which keeperd does not know "
-        f"({rules.release}): liquidations on {proto.name!r} would be held",
-        f"check the upgrade's release notes, then add {revision} to accept_revisions")]
+async def contract_issues(pool: RpcPool, proto: Any, pi: int, fields: Sequence[str]
+                          ) -> list[ConfigIssue]:
+    """Each address field of a protocol entry holds a contract on its chain (a plug-in's
+    `check_config` names its fields)."""
+    issues: list[ConfigIssue] = []
+    for field in fields:
+        address = getattr(proto, field, None)
+        if address is None:
+            continue
+        try:
+            code = await pool.request("eth_getCode", [address, "latest"])
+        except (RpcError, RpcUnavailable) as exc:
+            issues.append(ConfigIssue(f"protocols[{pi}].{field}", f"could not read code: {exc}",
+                                      ""))
+            continue
+        if code in (None, "0x", "0x0"):
+            issues.append(ConfigIssue(
+                f"protocols[{pi}].{field}", f"{address} holds no contract on chain "
+                f"{proto.chain!r}", "check the address and that it belongs to this chain"))
+    return issues
 
 
 async def venue_issues(config: Config) -> list[ConfigIssue]:

@@ -23,7 +23,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -272,8 +275,26 @@ class DydxV4Config(_PerpVenueConfig):
         return value
 
 
-ProtocolConfig = Annotated[AaveV3Config | MorphoBlueConfig | HyperliquidConfig | DydxV4Config,
-                           Field(discriminator="kind")]
+BuiltInProtocolConfig = Annotated[
+    AaveV3Config | MorphoBlueConfig | HyperliquidConfig | DydxV4Config,
+    Field(discriminator="kind")]
+
+
+def _protocol_entry(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Built-in kinds validate through the tagged union; a kind registered by a plug-in
+    (`keeperd.protocols.registry`) through that plug-in's own config model."""
+    if isinstance(value, BaseModel):
+        return value
+    if isinstance(value, dict):
+        from keeperd.protocols.registry import extra_config_model
+
+        model = extra_config_model(value.get("kind"))
+        if model is not None:
+            return model.model_validate(value)
+    return handler(value)
+
+
+ProtocolConfig = Annotated[BuiltInProtocolConfig, WrapValidator(_protocol_entry)]
 
 
 # --- keeper ---------------------------------------------------------------------------------
@@ -785,7 +806,7 @@ class Config(_Model):
     state_dir: Path = Field(description="Directory for the SQLite state (index, journal, "
                             "outbox). Created if missing.")
     chains: list[ChainConfig] = Field(min_length=1)
-    protocols: list[ProtocolConfig] = Field(default_factory=list)
+    protocols: list[SerializeAsAny[ProtocolConfig]] = Field(default_factory=list)
     keeper: KeeperConfig = Field(default_factory=KeeperConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
@@ -806,13 +827,12 @@ class Config(_Model):
         return self
 
     @property
-    def lending(self) -> list[AaveV3Config]:
-        """The on-chain lending protocols (keeperd reads, evaluates and liquidates them)."""
-        return [p for p in self.protocols if isinstance(p, AaveV3Config)]
+    def chain_protocols(self) -> list[Any]:
+        """The on-chain protocols, each run by its plug-in (keeperd reads, evaluates and
+        liquidates them); the rest are perp venues polled over their APIs."""
+        from keeperd.protocols.registry import is_chain_protocol
 
-    @property
-    def morpho(self) -> list[MorphoBlueConfig]:
-        return [p for p in self.protocols if isinstance(p, MorphoBlueConfig)]
+        return [p for p in self.protocols if is_chain_protocol(p)]
 
     @property
     def perp_venues(self) -> list[HyperliquidConfig | DydxV4Config]:

@@ -27,25 +27,24 @@ from keeperd import __version__
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
+from keeperd.alerts.sources import watched_liquidations
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
+from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, Config, ConfigError, load_config
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal
-from keeperd.execution.morpho import MorphoKeeper
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
-from keeperd.oracles.monitor import OracleMonitor
 from keeperd.oracles.sequencer import SequencerCheck
-from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
-from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
-from keeperd.protocols.morpho_blue.portfolio import describe_morpho
+from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
+from keeperd.protocols.plugin import Plugin
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.statelock import StateDirLock, StateDirLocked
@@ -59,25 +58,6 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status, indent=1, default=str))
     tmp.replace(path)
-
-
-def _book_listener(monitor: CascadeMonitor) -> Callable[[Any], Awaitable[None]]:
-    async def on_book(book: Any) -> None:
-        await monitor.on_book(book, book.block)
-    return on_book
-
-
-def _morpho_alerts(alerts: AlertEngine, chain: str, protocol: str, pool: RpcPool,
-                   morpho: str, keeper: MorphoKeeper) -> Callable[[Any], Awaitable[None]]:
-    async def on_book(book: Any) -> None:
-        try:
-            alerts.on_morpho_book(book, chain=chain, protocol=protocol,
-                                  shortfalls=keeper.capital_shortfall)
-            await alerts.on_morpho_liquidations(book, chain=chain, protocol=protocol,
-                                                pool=pool, morpho=morpho)
-        except Exception as exc:  # alerting must never stop evaluation or liquidation
-            log.exception("alerts.evaluation_failed", error=str(exc))
-    return on_book
 
 
 class StartupError(Exception):
@@ -101,7 +81,6 @@ class Daemon:
         self.alerts: AlertEngine | None = None
         self.cascades: dict[str, CascadeMonitor] = {}
         self.perps: dict[str, PerpMonitor] = {}
-        self.morpho: dict[str, MorphoKeeper] = {}
         self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
@@ -142,11 +121,8 @@ class Daemon:
         return ok, detail
 
     def _index_lag(self, scanner: ProtocolScanner) -> int | None:
-        indexer = scanner.adapter.indexer
         head = self.chains[scanner.adapter.chain].blocks.head
-        if indexer is None or head is None:
-            return None
-        return max(0, head.number - indexer.confirmations - indexer.indexed_block)
+        return None if head is None else scanner.adapter.index_lag(head.number)
 
     def _alive(self) -> bool:
         """The loops make progress: the event loop's heartbeat and every chain's follower."""
@@ -200,68 +176,13 @@ class Daemon:
             key = self._load_key()
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
-            for proto in self.config.lending:
+            native_prices: dict[str, float] = {}
+            for proto in self.config.chain_protocols:
                 rt = self.chains[proto.chain]
-                adapter = AaveV3Adapter(proto, rt.config, rt.pool, self.store, self.metrics)
-                await adapter.start()
-                scanner = ProtocolScanner(adapter, self.metrics)
-                # The feeds are checked first on every block, so the executor acts on this
-                # block's breaker state.
-                monitor = OracleMonitor(adapter, breaker, self.config.oracles, self.metrics)
-                stack.push_async_callback(monitor.close)
-                scanner.listeners.append(monitor.on_scan)
-                if self.config.keeper.mode != "alert-only":
-                    executor = await self._make_executor(adapter, rt, journal, key, tx_managers,
-                                                         stack, breaker)
-                    scanner.listeners.append(executor.on_scan)
-                    self.executors[proto.name] = executor
-                scanner.listeners.append(self._alert_listener(adapter, rt, breaker))
-                if self.config.risk.cascade.enabled:
-                    # Last: liquidations and alerts of the block come before the what-ifs.
-                    cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name,
-                                             adapter.name, rt.pool, self.metrics, self.alerts,
-                                             self.config.alerts)
-                    scanner.listeners.append(cascade.on_scan)
-                    self.cascades[proto.name] = cascade
-                rt.blocks.subscribe(scanner.on_block_event)
-                rt.extra_tasks.append(scanner.run)
-                self.scanners[proto.name] = scanner
-                # max_instances=1 + coalesce: a slow job never stacks up behind itself.
-                scheduler.add_job(scanner.request_full_rescan, "interval",
-                                  seconds=proto.full_rescan_interval, max_instances=1,
-                                  coalesce=True, id=f"{proto.name}:full-rescan")
-                scheduler.add_job(self._index_catch_up, "interval", args=[rt, adapter],
-                                  seconds=proto.index_interval, max_instances=1, coalesce=True,
-                                  id=f"{proto.name}:index")
-            for blue in self.config.morpho:
-                rt = self.chains[blue.chain]
-                morpho = MorphoBlueAdapter(blue, rt.config, rt.pool, self.store, self.metrics)
-                await morpho.start()
-                tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
-                address = key.address if key is not None else self.config.keeper.address
-                feed = rt.config.sequencer_uptime_feed
-                sequencer = (SequencerCheck(morpho.multicall, feed,
-                                            rt.config.sequencer_grace_period_s)
-                             if feed is not None else None)
-                keeper_m = MorphoKeeper(self.config.keeper, morpho, rt.pool, journal,
-                                        self.metrics, tx, address, breaker, sequencer)
-                if self.alerts is not None:
-                    keeper_m.events = functools.partial(self.alerts.on_liquidation,
-                                                        chain=rt.config.name,
-                                                        protocol=morpho.name)
-                    keeper_m.listeners.append(_morpho_alerts(self.alerts, rt.config.name,
-                                                             morpho.name, rt.pool,
-                                                             blue.morpho, keeper_m))
-                await keeper_m.start(int(await rt.pool.request("eth_blockNumber"), 16))
-                rt.blocks.subscribe(keeper_m.on_block_event)
-                rt.extra_tasks.append(keeper_m.run)
-                self.morpho[blue.name] = keeper_m
-                if self.config.risk.cascade.enabled:
-                    blue_cascade = CascadeMonitor(
-                        self.config.risk.cascade, rt.config.name, morpho.name, rt.pool,
-                        self.metrics, self.alerts, self.config.alerts, describe=describe_morpho)
-                    keeper_m.listeners.append(_book_listener(blue_cascade))
-                    self.cascades[blue.name] = blue_cascade
+                plugin = registry.create(proto, rt.config, rt.pool, self.store, self.metrics)
+                await plugin.start()
+                await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
+                                         native_prices, scheduler)
             for venue in self.config.perp_venues:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)
@@ -323,22 +244,61 @@ class Daemon:
                  watchlists=[w.name for w in self.config.alerts.watchlists],
                  outbox_pending=pending)
 
-    def _alert_listener(self, adapter: AaveV3Adapter, rt: ChainRuntime,
-                        breaker: Breaker) -> Callable[[Any], Awaitable[None]]:
+    async def _add_protocol(self, plugin: Plugin, rt: ChainRuntime, journal: Journal,
+                            key: KeeperKey | None, tx_managers: dict[str, TxManager],
+                            stack: contextlib.AsyncExitStack, breaker: Breaker,
+                            native_prices: dict[str, float],
+                            scheduler: AsyncIOScheduler) -> None:
+        """One protocol through the one pipeline: its scanner, and the scanner's listeners in
+        order — the oracle monitor (this block's breaker state first), the executor, the alerts,
+        the cascade monitor (what-ifs after the block's liquidations and alerts)."""
+        scanner = ProtocolScanner(plugin, self.metrics)
+        monitor = plugin.oracle_monitor(breaker, self.config.oracles)
+        if monitor is not None:
+            stack.push_async_callback(monitor.close)
+            scanner.listeners.append(monitor.on_scan)
+        executor: Executor | None = None
+        if self.config.keeper.mode != "alert-only":
+            executor = await self._make_executor(plugin, rt, journal, key, tx_managers, stack,
+                                                 breaker, native_prices)
+            if executor is not None:
+                scanner.listeners.append(executor.on_scan)
+                self.executors[plugin.name] = executor
+        scanner.listeners.append(self._alert_listener(plugin, rt, breaker, executor))
+        if self.config.risk.cascade.enabled:
+            cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
+                                     rt.pool, self.metrics, self.alerts, self.config.alerts,
+                                     describe=plugin.describe)
+            scanner.listeners.append(cascade.on_scan)
+            self.cascades[plugin.name] = cascade
+        rt.blocks.subscribe(scanner.on_block_event)
+        rt.extra_tasks.append(scanner.run)
+        self.scanners[plugin.name] = scanner
+        config = plugin.config
+        # max_instances=1 + coalesce: a slow job never stacks up behind itself.
+        if getattr(config, "full_rescan_interval", None):
+            scheduler.add_job(scanner.request_full_rescan, "interval",
+                              seconds=config.full_rescan_interval, max_instances=1,
+                              coalesce=True, id=f"{plugin.name}:full-rescan")
+        scheduler.add_job(self._index_catch_up, "interval", args=[rt, plugin],
+                          seconds=getattr(config, "index_interval", 60.0), max_instances=1,
+                          coalesce=True, id=f"{plugin.name}:index")
+
+    def _alert_listener(self, plugin: Plugin, rt: ChainRuntime, breaker: Breaker,
+                        executor: Executor | None) -> Callable[[Any], Awaitable[None]]:
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
             tripped = {s.asset: s.reason or "tripped" for s in breaker.states().values()
                        if s.tripped}
-            pool_address = adapter.reader.addresses.pool if adapter.reader else None
             try:
-                await self.alerts.on_scan(result, chain=rt.config.name, tripped=tripped,
-                                          pool=rt.pool, pool_address=pool_address,
-                                          protocol=adapter.name,
-                                          held=adapter.liquidation_hold(result.book.market),
-                                          shortfalls=executor.capital_shortfall
-                                          if (executor := self.executors.get(adapter.name))
-                                          else None)
+                seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,
+                                                  result.block)
+                await self.alerts.on_scan(
+                    result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
+                    held=plugin.liquidation_hold(result.book),
+                    shortfalls=executor.capital_shortfall if executor is not None else None,
+                    liquidations=seen, action=plugin.position_action)
             except Exception as exc:  # alerting must never stop evaluation or liquidation
                 log.exception("alerts.evaluation_failed", error=str(exc))
         return on_scan
@@ -413,10 +373,7 @@ class Daemon:
         journaling and broadcasting) reach its end, within the stop budget."""
         for scanner in self.scanners.values():
             scanner.stopping = True
-        for keeper in self.morpho.values():
-            keeper.stopping = True
         waits = [s.idle.wait() for s in self.scanners.values()]
-        waits += [k.idle.wait() for k in self.morpho.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), limit_s)
         except TimeoutError:
@@ -482,17 +439,25 @@ class Daemon:
         log.info("keeper.key_loaded", address=key.address, source=source.source)
         return key
 
-    async def _make_executor(self, adapter: AaveV3Adapter, rt: ChainRuntime, journal: Journal,
+    async def _make_executor(self, plugin: Plugin, rt: ChainRuntime, journal: Journal,
                              key: KeeperKey | None, tx_managers: dict[str, TxManager],
-                             stack: contextlib.AsyncExitStack, breaker: Breaker) -> Executor:
+                             stack: contextlib.AsyncExitStack, breaker: Breaker,
+                             native_prices: dict[str, float]) -> Executor | None:
         keeper = self.config.keeper
         tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
         address = key.address if key is not None else keeper.address
-        executor = Executor(keeper, adapter, rt.pool, journal, self.metrics, tx, address,
-                            breaker)
+        feed = rt.config.sequencer_uptime_feed
+        sequencer = (SequencerCheck(Multicall(rt.pool, address=rt.config.multicall3), feed,
+                                    rt.config.sequencer_grace_period_s)
+                     if feed is not None else None)
+        liquidator = plugin.liquidator(keeper, address, tx)
+        if liquidator is None:
+            return None  # a protocol keeperd only watches
+        executor = Executor(keeper, plugin, liquidator, rt.pool, journal, self.metrics, tx,
+                            address, breaker, sequencer, native_prices)
         if self.alerts is not None:
             executor.events = functools.partial(self.alerts.on_liquidation, chain=rt.config.name,
-                                                protocol=adapter.name)
+                                                protocol=plugin.name)
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor
@@ -515,12 +480,12 @@ class Daemon:
             policy = FeePolicy.from_config(keeper)
             tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                            policy=policy, private_pool=private,
-                           record=lambda r: None if ":approve:" in r.key
-                           or r.key.startswith("approve:") else journal.record_tx(r))
+                           record=lambda r: None if r.key.startswith("approve:")
+                           else journal.record_tx(r))
             tx_managers[rt.config.name] = tx
         return tx
 
-    async def _index_catch_up(self, rt: ChainRuntime, adapter: AaveV3Adapter) -> None:
+    async def _index_catch_up(self, rt: ChainRuntime, adapter: Plugin) -> None:
         """Catch the index up even when no block arrives (a stalled head, a missed event)."""
         head = rt.pool.best_head
         if head is None:

@@ -97,7 +97,6 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
 
 def show_journal(daemon: Daemon) -> None:
     journals = [e.journal for e in daemon.executors.values()]
-    journals += [k.journal for k in daemon.morpho.values()]
     if not journals:
         return
     by_protocol: dict[str, dict[str, int]] = {}

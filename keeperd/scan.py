@@ -11,9 +11,8 @@ from typing import Any
 from keeperd.chain.connect import make_pool
 from keeperd.config import Config, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols import registry
 from keeperd.protocols.base import AccountRow
-from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
 from keeperd.protocols.perps.margin import PerpAccount
 from keeperd.store import Store
 
@@ -24,24 +23,18 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
     rows: list[AccountRow] = []
     try:
         for chain in config.chains:
-            selected = [p for p in config.lending if p.chain == chain.name
+            selected = [p for p in config.chain_protocols if p.chain == chain.name
                         and (not protocols or p.name in protocols)]
-            if not selected and not any(p.chain == chain.name for p in config.morpho):
+            if not selected:
                 continue
             async with make_pool(chain, metrics) as pool:
                 head = int(await pool.request("eth_blockNumber"), 16)
                 for proto in selected:
-                    adapter = AaveV3Adapter(proto, chain, pool, store, metrics)
-                    await adapter.start()
-                    await adapter.discover(head)
-                    book = await adapter.snapshot(sorted(adapter.accounts), head)
-                    rows += adapter.rows(book, adapter.evaluate(book))
-                for morpho in [p for p in config.morpho if p.chain == chain.name
-                               and (not protocols or p.name in protocols)]:
-                    blue = MorphoBlueAdapter(morpho, chain, pool, store, metrics)
-                    await blue.start()
-                    await blue.discover(head)
-                    rows += blue.rows(await blue.snapshot(sorted(blue.accounts), head))
+                    plugin = registry.create(proto, chain, pool, store, metrics)
+                    await plugin.start()
+                    await plugin.discover(head)
+                    book = await plugin.read(head, None, set(), set())
+                    rows += plugin.rows(book, plugin.evaluate(book))
         venues = [v for v in config.perp_venues if not protocols or v.name in protocols]
         if venues:
             rows += await perp_rows(venues)

@@ -1,15 +1,17 @@
-"""Keeps one protocol's positions current, block by block (the coordinator of its data).
+"""Keeps one protocol's positions current, block by block, whatever the protocol (it speaks
+the plug-in contract, `protocols/plugin.py`).
 
 Every new block wakes the scanner; it evaluates the newest block it has been told about, so a
 slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the
 next run (and counted). Each run:
 1. catches the account index up (new and touched accounts come back);
-2. reads the market (reserves, indexes, prices) at the block — one or two multicalls;
-3. re-reads only the touched accounts (incremental) or everyone (full: first run, after a reorg,
-   and on the periodic full-rescan job, which also corrects drift the logs cannot show);
-4. evaluates health; when prices moved, the accounts that depend on the moved assets (the
-   reverse index) are evaluated and published first;
-5. publishes metrics and hands the result to listeners (alerts, the executor).
+2. reads the book at the block: everyone (full: first run, after a reorg, and on the periodic
+   full-rescan job, which also corrects drift the logs cannot show), or the previous book with
+   the touched accounts re-read (incremental, where the plug-in can);
+3. when prices moved, the rows exposed to the moved assets (the plug-in's first pass) are
+   evaluated and handed to the listeners first;
+4. evaluates health, publishes metrics and the liquidation gate, hands the result to listeners
+   (oracle monitor, executor, alerts, cascade monitor), in that order.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import structlog
 
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
 from keeperd.metrics import Metrics
-from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
-from keeperd.protocols.aave_v3.book import AaveBook
-from keeperd.protocols.aave_v3.math import exact_account_data
 from keeperd.protocols.base import HealthView
+from keeperd.protocols.plugin import Plugin
 from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,7 @@ class ScanResult:
     protocol: str
     block: int
     kind: str  # "full" | "incremental"
-    book: AaveBook
+    book: Any  # the plug-in's book
     view: HealthView
     priority_rows: np.ndarray  # rows evaluated first because a price they depend on moved
     seconds: float
@@ -50,10 +51,10 @@ Listener = Callable[[ScanResult], Awaitable[None]]
 
 
 class ProtocolScanner:
-    def __init__(self, adapter: AaveV3Adapter, metrics: Metrics) -> None:
+    def __init__(self, adapter: Plugin, metrics: Metrics) -> None:
         self.adapter = adapter
         self.metrics = metrics
-        self.book: AaveBook | None = None
+        self.book: Any = None
         self.completed_block = -1
         # Graceful stop: `stopping` refuses new runs; `idle` is set between runs, so the
         # daemon can let an evaluation (and the liquidations it sends) reach its end.
@@ -69,7 +70,6 @@ class ProtocolScanner:
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
         # Export the should-stay-zero counters from the start, so alerts can rely on them.
-        metrics.health_mismatches.labels(*self.labels)
         metrics.scan_skipped.labels(*self.labels)
 
     @property
@@ -134,46 +134,29 @@ class ProtocolScanner:
         seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
         touched = await adapter.discover(block)
-        market = await adapter.read_market(block)
         kind = "full" if full or self.book is None else "incremental"
+        previous = self.book
+        book = await adapter.read(block, None if kind == "full" else previous, touched,
+                                  self._dropped)
+        self._dropped.clear()
         if kind == "full":
-            accounts = sorted(adapter.accounts)
-            positions = await adapter.read_positions(accounts, market, block)
-            fresh_rows = np.arange(len(accounts))
             self._full_due = False
-            self._dropped.clear()
-        else:
-            assert self.book is not None
-            to_read = sorted(touched & adapter.accounts)
-            update = await adapter.read_positions(to_read, market, block)
-            positions = self.book.positions.merge(update, drop=self._dropped)
-            self._dropped.clear()
-            fresh_rows = np.array([positions.position_of[a] for a in update.accounts],
-                                  dtype=np.intp)
-        book = AaveBook(market, positions)
 
         priority = np.zeros(0, dtype=np.intp)
-        if self.book is not None:
-            moved = [i for i, (a, b) in enumerate(zip(self.book.market.prices, market.prices,
-                                                      strict=False)) if a != b]
-            if moved:
-                # The reverse index: accounts exposed to the moved assets go first, and the
-                # listeners (the executor) act on them before the rest is evaluated.
-                priority = np.unique(np.concatenate([positions.dependents(c) for c in moved]))
-                # The float path finds the few near or under 1; only those get the exact math.
-                near = adapter.candidates(book, priority)
-                first = adapter.evaluate(book, rows=near)
-                partial = ScanResult(adapter.name, block, kind, book, first, near,
-                                     time.perf_counter() - started, seen_at, partial=True)
-                for listener in self.listeners:
-                    await listener(partial)
-                log.info("positions.price_moved", protocol=adapter.name, block=block,
-                         assets=[market.symbols[c] for c in moved],
-                         dependents=len(priority),
-                         liquidatable=int(np.sum(first.health < 1.0)))
+        first_pass = adapter.first_pass(previous, book)
+        if first_pass is not None:
+            # The executor acts on the accounts exposed to the moved prices before the rest
+            # is evaluated.
+            priority, near, first = first_pass
+            partial = ScanResult(adapter.name, block, kind, book, first, near,
+                                 time.perf_counter() - started, seen_at, partial=True)
+            for listener in self.listeners:
+                await listener(partial)
+            log.info("positions.price_moved", protocol=adapter.name, block=block,
+                     dependents=len(priority), evaluated_first=len(near),
+                     liquidatable=int(np.sum(first.health < 1.0)))
 
         view = adapter.evaluate(book)
-        self._check_against_chain(book, fresh_rows)
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
@@ -183,26 +166,6 @@ class ProtocolScanner:
         self.completed_block = block  # the block whose listeners have all finished
         self.metrics.scans.labels(*self.labels, kind, "ok").inc()
         return result
-
-    def _check_against_chain(self, book: AaveBook, rows: np.ndarray) -> None:
-        """Accounts read at this block carry Aave's own answer: ours must equal it."""
-        pos = book.positions
-        if pos.chain_account_data is None or pos.chain_checked is None or len(rows) == 0:
-            return
-        rows = rows[pos.chain_checked[rows]]
-        if len(rows) == 0:
-            return
-        subset = pos.take(rows)
-        exact = exact_account_data(book.market, subset)
-        assert subset.chain_account_data is not None
-        bad = [subset.accounts[i] for i in range(len(subset))
-               if exact.health_factor[i] != subset.chain_account_data[i, 5]]
-        self.adapter.record_parity(book.market.block, len(rows), len(bad))
-        if bad:
-            self.metrics.health_mismatches.labels(*self.labels).inc(len(bad))
-            log.error("positions.health_mismatch", protocol=self.adapter.name,
-                      accounts=bad[:10], count=len(bad),
-                      meaning="local health differs from the protocol's; check the adapter")
 
     def _publish(self, result: ScanResult) -> None:
         view = result.view
@@ -218,10 +181,8 @@ class ProtocolScanner:
                 summary.collateral_below[label])
         self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
-        # The gates, published every scan and in every mode (alert-only included).
-        market = result.book.market
-        hold = self.adapter.liquidation_hold(market)
-        self.metrics.protocol_revision.labels(chain, protocol).set(market.rules.revision)
+        # The gate, published every scan and in every mode (alert-only included).
+        hold = self.adapter.liquidation_hold(result.book)
         self.metrics.liquidations_held.labels(chain, protocol).set(1 if hold else 0)
         if hold != self._hold_reason:
             (log.error if hold else log.info)(
@@ -229,10 +190,13 @@ class ProtocolScanner:
                 protocol=protocol, reason=hold or self._hold_reason)
             self._hold_reason = hold
 
-        liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
-        for account in sorted(liquidatable - self._liquidatable):
-            i = result.book.positions.position_of[account]
-            log.warning("position.liquidatable", protocol=protocol, account=account,
+        under = np.flatnonzero(view.health < 1.0)
+        liquidatable = {view.accounts[int(i)] for i in under}
+        for i in map(int, under):
+            if view.accounts[i] in self._liquidatable:
+                continue
+            log.warning("position.liquidatable", protocol=protocol, account=view.accounts[i],
+                        **view.row_labels(i),
                         health_factor=round(float(view.health[i]), 6),
                         debt_usd=round(float(view.debt_usd[i]), 2),
                         collateral_usd=round(float(view.collateral_usd[i]), 2),
@@ -240,7 +204,8 @@ class ProtocolScanner:
         self._liquidatable = liquidatable
         finite = view.health[np.isfinite(view.health)]
         log.info("positions.evaluated", protocol=protocol, block=result.block, kind=result.kind,
-                 accounts=len(view.accounts), with_debt=summary.with_debt,
+                 accounts=len(set(view.accounts)), positions=len(view.accounts),
+                 with_debt=summary.with_debt,
                  liquidatable=len(liquidatable),
                  min_health=round(float(finite.min()), 4) if finite.size else None,
                  debt_usd=round(summary.total_debt, 2),

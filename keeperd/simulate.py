@@ -20,11 +20,10 @@ import numpy as np
 from keeperd.chain.connect import make_pool
 from keeperd.config import Config
 from keeperd.metrics import Metrics
-from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
-from keeperd.protocols.aave_v3.portfolio import aave_portfolio
+from keeperd.protocols import registry
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
-from keeperd.risk.monitor import aave_assets, read_depth
+from keeperd.risk.monitor import read_depth
 from keeperd.store import Store
 
 _SHOCK = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*$")
@@ -83,29 +82,34 @@ def columns_for(assets: tuple[str, ...], shocks: dict[str, float], grid: list[fl
 
 async def simulate(config: Config, shocks: dict[str, float], protocol: str | None = None
                    ) -> Simulation:
+    """The first configured protocol (or the one named) whose plug-in describes its book to
+    the cascade engine, at the head, under `shocks`."""
     metrics = Metrics()
-    candidates = [p for p in config.lending if protocol in (None, p.name)]
+    candidates = [p for p in config.chain_protocols if protocol in (None, p.name)]
     if not candidates:
         raise ShockError(f"no protocol {protocol!r} in the config "
-                         f"({[p.name for p in config.lending]})")
+                         f"({[p.name for p in config.chain_protocols]})")
     proto = candidates[0]
     chain = config.chain(proto.chain)
     store = Store.in_state_dir(config.state_dir)
     try:
         async with make_pool(chain, metrics) as pool:
             head = int(await pool.request("eth_blockNumber"), 16)
-            adapter = AaveV3Adapter(proto, chain, pool, store, metrics)
-            await adapter.start()
-            await adapter.discover(head)
-            book = await adapter.snapshot(sorted(adapter.accounts), head)
-            depth: list[DepthModel] = await read_depth(config.risk.cascade,
-                                                      aave_assets(book.market), pool, head)
+            plugin = registry.create(proto, chain, pool, store, metrics)
+            await plugin.start()
+            await plugin.discover(head)
+            book = await plugin.read(head, None, set(), set())
+            described = plugin.describe(book)
+            if described is None:
+                raise ShockError(f"protocol {proto.name!r} has no book to shock")
+            portfolio, assets = described
+            depth: list[DepthModel] = await read_depth(config.risk.cascade, assets, pool, head)
     finally:
         store.close()
-    portfolio = aave_portfolio(book)
     columns = with_followers(columns_for(portfolio.assets, shocks,
                                          list(config.risk.cascade.shocks)),
-                             portfolio.assets, dict(book.market.price_links))
+                             portfolio.assets, {a.symbol: a.follows for a in assets
+                                                if a.follows})
     cascade = config.risk.cascade
     result = run_cascade(portfolio, columns, depth, max_rounds=cascade.max_rounds,
                          tolerance=cascade.tolerance)

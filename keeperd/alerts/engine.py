@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,8 +35,7 @@ from keeperd.alerts.silences import Silences
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.aave_v3 import abi as aave_abi
-from keeperd.protocols.morpho_blue.adapter import LIQUIDATE as MORPHO_LIQUIDATE
+from keeperd.protocols.plugin import LiquidationSeen
 
 log = structlog.get_logger(__name__)
 
@@ -72,9 +71,49 @@ _LIQUIDATION_EVENTS = {
     "not_sent": ("warning", "not sent", "See the reason; check the RPC and the keeper's nonce."),
 }
 
-ACTION_POSITION = ("Add collateral or repay debt now. At health 1.0 anyone may liquidate the "
-                   "position (Aave V3: up to half the debt, or all of it below 0.95) and take "
-                   "the liquidation bonus out of the collateral.")
+ACTION_POSITION = ("Add collateral or repay debt now. Below health 1.0 anyone may liquidate "
+                   "the position and take the liquidation bonus out of the collateral.")
+
+
+@dataclass(frozen=True)
+class WatchedRow:
+    """One watched position as the watchlist rule reads it, whatever produced it (a
+    protocol's health view, a perp venue's accounts)."""
+
+    protocol: str
+    chain: str | None
+    account: str
+    labels: Mapping[str, str]  # which position within the account (Morpho: its market)
+    health: float
+    assets: frozenset[str]  # an untrusted price of one of these inhibits the alert
+    details: Mapping[str, Any]
+    where: str  # "0xabc on aave" / "0xabc in morpho WETH/USDC"
+    action: str
+    measure: str = "health"
+    measure_note: str = ""
+    tail: str = ""
+
+
+def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any],
+                 action: str, link: Callable[[str], str | None]) -> list[WatchedRow]:
+    """The rows of a protocol's health view whose account is watched."""
+    out = []
+    for i, account in enumerate(view.accounts):
+        if account.lower() not in watched:
+            continue
+        labels = view.row_labels(i)
+        drop = float(view.drop_to_liquidation[i])
+        where = (f"{account} in {protocol} {' '.join(labels.values())}" if labels
+                 else f"{account} on {protocol}")
+        out.append(WatchedRow(
+            protocol, chain, account, labels, float(view.health[i]), view.row_assets(i),
+            {"collateral_usd": round(float(view.collateral_usd[i]), 2),
+             "debt_usd": round(float(view.debt_usd[i]), 2),
+             "main_collateral": view.main_collateral[i],
+             "drop_to_liquidation": None if np.isnan(drop) else round(drop, 6),
+             **labels, "explorer_url": link(account)},
+            where, action))
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,66 +182,91 @@ class AlertEngine:
     # --- inputs -------------------------------------------------------------------------------
 
     async def on_scan(self, result: Any, *, chain: str, tripped: dict[str, str],
-                      pool: Any = None, pool_address: str | None = None,
                       protocol: str | None = None, held: str | None = None,
-                      shortfalls: dict[str, Any] | None = None) -> None:
-        """One evaluation of a protocol. `tripped`: asset -> why its price is untrusted;
-        `held`: why the protocol's liquidations are held (None: they are not); `shortfalls`:
-        debt asset -> what the keeper's balance lacked for this block's liquidations."""
+                      shortfalls: dict[str, Any] | None = None,
+                      liquidations: Iterable[LiquidationSeen] = (),
+                      action: str = ACTION_POSITION) -> None:
+        """One evaluation of a protocol, whichever. `tripped`: asset -> why its price is
+        untrusted; `held`: why its liquidations are held (None: they are not); `shortfalls`:
+        debt asset -> what the keeper's balance lacked; `liquidations`: its liquidation events
+        of watched accounts since the last evaluation (decoded by the plug-in); `action`: what
+        a watched borrower should do (the plug-in's words)."""
         if result.partial:
             return
-        conditions = self._watchlist_conditions(result, chain, tripped)
-        if protocol is not None:
-            conditions += self._held_conditions(chain, protocol, held)
-            if shortfalls is not None:
-                conditions += self._capital_conditions(chain, protocol, shortfalls)
+        protocol = protocol or result.protocol
+        conditions = self._watchlist_conditions(
+            watched_rows(result.view, protocol, chain, self.watched, action,
+                         lambda a: self._link(chain, "address", a)), tripped)
+        conditions += self._held_conditions(chain, protocol, held)
+        if shortfalls is not None:
+            conditions += self._capital_conditions(chain, protocol, shortfalls)
         self._evaluate(conditions, chain, result.block)
-        if pool is not None and pool_address and self.watched:
-            await self._watched_liquidations(result, chain, pool, pool_address)
+        for seen in liquidations:
+            self._liquidated(chain, protocol, seen, result.block)
         self._oracle_conditions(tripped, chain, result.block)
         self.commit()
 
-    def _watchlist_conditions(self, result: Any, chain: str, tripped: dict[str, str]
-                              ) -> list[Condition]:
-        view, book = result.view, result.book
-        position_of = book.positions.position_of
-        out: list[Condition] = []
-        symbols = book.market.symbols
-        for account_lower, lists in self.watched.items():
-            account = self.checksummed[account_lower]
-            i = position_of.get(account)
-            if i is None:
+    def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
+                         ) -> None:
+        """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
+        rows = []
+        for account in accounts:
+            if account.account.lower() not in self.watched:
                 continue
-            health = float(view.health[i])
-            used = np.flatnonzero(book.positions.collateral_flag[i]
-                                  | book.positions.borrowing_flag[i])
-            inhibited = tuple(f"{symbols[c]} price untrusted: {tripped[symbols[c]]}"
-                              for c in used if symbols[c] in tripped)
-            drop = float(view.drop_to_liquidation[i])
+            health = float(account.health)
+            positions = sorted(account.positions, key=lambda p: -p.notional)
             details = {
-                "health_factor": None if not np.isfinite(health) else round(health, 6),
-                "collateral_usd": round(float(view.collateral_usd[i]), 2),
-                "debt_usd": round(float(view.debt_usd[i]), 2),
-                "main_collateral": view.main_collateral[i],
-                "drop_to_liquidation": None if np.isnan(drop) else round(drop, 6),
-                "explorer_url": self._link(chain, "address", account),
+                "margin_ratio": None if not np.isfinite(health) or health == 0
+                else round(1 / health, 6),
+                "collateral_usd": round(account.account_value, 2),
+                "debt_usd": round(account.notional, 2),
+                "maintenance_margin_usd": round(account.maintenance_margin, 2),
+                "positions": [{"coin": p.coin, "size": p.size, "mark_price": p.mark_price,
+                               "liquidation_price": account.liquidation_price(
+                                   p, maintenance_moves=maintenance_moves)}
+                              for p in positions[:5]],
             }
-            for w in lists:
-                if w.protocols is not None and result.protocol not in w.protocols:
+            near = ", ".join(f"{p['coin']} liquidated at {p['liquidation_price']:,.4g}"
+                             for p in details["positions"] if p["liquidation_price"] is not None)
+            rows.append(WatchedRow(
+                venue, None, account.account, {}, health, frozenset(), details,
+                where=f"{account.account} on {venue}", measure="margin health",
+                measure_note=" (equity / maintenance)", tail=f"; {near}" if near else "",
+                action="Add margin or reduce the position: at health 1.0 the venue "
+                       "liquidates it."))
+        self._evaluate(self._watchlist_conditions(rows, {}), None, None)
+        self.commit()
+
+    def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str]
+                              ) -> list[Condition]:
+        """The watchlist rule, one for every protocol and venue: per watched position and
+        watchlist, its health against the list's levels (with hysteresis and escalation);
+        inhibited while a price it rests on is untrusted."""
+        out: list[Condition] = []
+        for row in rows:
+            account = self.checksummed.get(row.account.lower(), row.account)
+            inhibited = tuple(f"{a} price untrusted: {tripped[a]}" for a in sorted(row.assets)
+                              if a in tripped)
+            health = row.health
+            details = {"health_factor": None if not np.isfinite(health) else round(health, 6),
+                       **row.details}
+            for w in self.watched.get(row.account.lower(), []):
+                if w.protocols is not None and row.protocol not in w.protocols:
                     continue
-                labels = {"chain": chain, "protocol": result.protocol, "account": account,
+                labels = {**({"chain": row.chain} if row.chain else {}),
+                          "protocol": row.protocol, "account": account, **row.labels,
                           "watchlist": w.name}
                 levels, severity, limit, hf = self._watch_level(w, labels, health)
                 out.append(Condition(
                     "position_health", w.route, labels, severity,
                     None if not np.isfinite(health) else health, levels,
                     self.repeat_interval(w.route),
-                    summary=f"{w.name}: {account} on {result.protocol} has health {hf}, "
+                    summary=f"{w.name}: {row.where} has {row.measure} {hf}{row.measure_note}, "
                             f"below {'critical' if severity == 'critical' else 'warn'} "
-                            f"{limit}",
-                    resolved_summary=f"{w.name}: {account} on {result.protocol} recovered: "
-                                     f"health {hf} (warn at {w.warn})",
-                    action=ACTION_POSITION, details=details, inhibited_by=inhibited))
+                            f"{limit}{row.tail}",
+                    resolved_summary=f"{w.name}: {row.where} recovered: {row.measure} {hf} "
+                                     f"(warn at {w.warn})",
+                    action=row.action, details=details, inhibited_by=inhibited))
         return out
 
     def severity_for(self, rule: str, labels: dict[str, str], value: float,
@@ -223,31 +287,11 @@ class AlertEngine:
         limit = w.critical if severity == "critical" else w.warn
         return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"
 
-    async def _logs_since(self, cursor: str, block: int, pool: Any, address: str,
-                          topics: list[Any]) -> list[dict[str, Any]] | None:
-        """Logs of `address` since the cursor (first time: this block only); None when the
-        node failed (the cursor stays, the next evaluation asks again)."""
-        row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
-                               (cursor,)).fetchone()
-        start = block if row is None else row[0] + 1
-        if start > block:
-            return []
-        try:
-            logs: list[dict[str, Any]] = await pool.request("eth_getLogs", [{
-                "fromBlock": hex(start), "toBlock": hex(block), "address": address,
-                "topics": topics}])
-        except Exception as exc:
-            log.warning("alerts.liquidation_logs_failed", cursor=cursor, error=str(exc))
-            return None
-        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                         "SET block = excluded.block", (cursor, block))
-        return logs
+    def watched_accounts(self) -> list[str]:
+        return [self.checksummed[a] for a in self.watched]
 
-    def _watched_topics(self) -> list[str]:
-        return ["0x" + "0" * 24 + a[2:] for a in self.watched if a.startswith("0x")]
-
-    def _liquidated(self, chain: str, protocol: str, account_lower: str, block: int, tx: str,
-                    log_index: str, what: str, details: dict[str, Any]) -> None:
+    def _liquidated(self, chain: str, protocol: str, seen: LiquidationSeen, block: int) -> None:
+        account_lower = seen.account.lower()
         for w in self.watched.get(account_lower, []):
             if w.protocols is not None and protocol not in w.protocols:
                 continue
@@ -256,167 +300,22 @@ class AlertEngine:
                       "watchlist": w.name}
             self._emit(w.route, Alert(
                 "position_liquidated", "critical", "event", labels,
-                f"{w.name}: {account} on {protocol} was liquidated: {what}",
+                f"{w.name}: {account} on {protocol} was liquidated: {seen.summary}",
                 action="The remaining position may still be at risk: check its health.",
-                details={**details, "tx_hash": tx,
-                         "explorer_url": self._link(chain, "tx", tx)},
-                chain=chain, block=block, starts_at=self.clock(),
-                key=f"position_liquidated:{tx}:{log_index}:{w.name}"))
+                details={**seen.details, "tx_hash": seen.tx_hash,
+                         "explorer_url": self._link(chain, "tx", seen.tx_hash)},
+                chain=chain, block=seen.block or block, starts_at=self.clock(),
+                key=f"position_liquidated:{seen.tx_hash}:{seen.log_index}:{w.name}"))
 
-    async def _watched_liquidations(self, result: Any, chain: str, pool: Any,
-                                    pool_address: str) -> None:
-        """Aave LiquidationCall logs whose user is watched, since the last evaluated block."""
-        logs = await self._logs_since(f"liquidations:{result.protocol}", result.block, pool,
-                                      pool_address,
-                                      [aave_abi.LIQUIDATION_CALL, None, None,
-                                       self._watched_topics()])
-        if not logs:
-            return
-        market = result.book.market
-        prices = market.prices_usd()
+    def cursor(self, name: str) -> int | None:
+        """Where a log follower feeding this engine stopped (rewound on reorgs)."""
+        row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
+                               (name,)).fetchone()
+        return None if row is None else int(row[0])
 
-        def usd(asset: str, amount: int) -> tuple[str, float]:
-            try:
-                c = market.column(asset)
-            except KeyError:
-                return asset, 0.0
-            r = market.reserves[c]
-            return r.symbol, amount / 10**r.decimals * float(prices[c])
-
-        for entry in logs:
-            event = aave_abi.decode_liquidation_call(entry)
-            if event is None:
-                continue
-            coll_symbol, seized_usd = usd(event.collateral_asset, event.collateral_seized)
-            debt_symbol, repaid_usd = usd(event.debt_asset, event.debt_repaid)
-            self._liquidated(
-                chain, result.protocol, event.user.lower(), event.block or result.block,
-                event.tx_hash or "", event.log_index or "",
-                f"${repaid_usd:,.2f} of {debt_symbol} debt repaid, ${seized_usd:,.2f} of "
-                f"{coll_symbol} collateral seized",
-                {"liquidator": event.liquidator.lower(),
-                 "debt_repaid_usd": round(repaid_usd, 2),
-                 "collateral_seized_usd": round(seized_usd, 2)})
-
-    async def on_morpho_liquidations(self, book: Any, *, chain: str, protocol: str, pool: Any,
-                                     morpho: str) -> None:
-        """Morpho Blue Liquidate logs whose borrower is watched."""
-        if not self.watched:
-            return
-        logs = await self._logs_since(
-            f"liquidations:{protocol}", book.block, pool, morpho,
-            [MORPHO_LIQUIDATE, list(book.markets), None, self._watched_topics()])
-        for entry in logs or []:
-            topics = entry["topics"]
-            info = book.markets.get(topics[1].lower(), (None,))[0]
-            words = [int.from_bytes(bytes.fromhex(entry["data"][2 + 64 * i:2 + 64 * (i + 1)]),
-                                    "big") for i in range(5)]
-            repaid, seized, bad_debt = words[0], words[2], words[3]
-            if info is None:
-                what, details = "", {}
-            else:
-                loan, coll = 10**info.loan_decimals, 10**info.collateral_decimals
-                what = (f"{repaid / loan:,.2f} {info.loan_symbol} repaid, {seized / coll:,.6g} "
-                        f"{info.collateral_symbol} seized in {info.name}"
-                        + (f", {bad_debt / loan:,.2f} {info.loan_symbol} of bad debt"
-                           if bad_debt else ""))
-                details = {"market": info.name, "debt_repaid": repaid / loan,
-                           "collateral_seized": seized / coll, "bad_debt": bad_debt / loan,
-                           "liquidator": "0x" + topics[2][-40:]}
-            self._liquidated(chain, protocol, "0x" + topics[3][-40:],
-                             int(entry["blockNumber"], 16), entry["transactionHash"],
-                             entry["logIndex"], what, details)
-        self.commit()
-
-    def on_morpho_book(self, book: Any, *, chain: str, protocol: str,
-                       shortfalls: dict[str, Any] | None = None) -> None:
-        """Watched Morpho Blue borrowers: one alert per (market, account), on the exact health
-        (max borrow at the LLTV / debt with interest accrued); and the keeper's shortfall of
-        loan tokens, when it had one."""
-        conditions: list[Condition] = []
-        if shortfalls is not None:
-            conditions += self._capital_conditions(chain, protocol, shortfalls)
-        for p in book.positions:
-            lists = self.watched.get(p.account.lower(), [])
-            if not lists or p.borrow_shares == 0:
-                continue
-            health = float(book.health(p))
-            unit = 10**p.market.loan_decimals
-            details = {
-                "health_factor": None if not np.isfinite(health) else round(health, 6),
-                "market": p.market.name, "market_id": p.market.id,
-                "collateral_usd": round(book.collateral_value(p) / unit, 2),
-                "debt_usd": round(book.debt(p) / unit, 2),
-                "explorer_url": self._link(chain, "address", p.account),
-            }
-            for w in lists:
-                if w.protocols is not None and protocol not in w.protocols:
-                    continue
-                labels = {"chain": chain, "protocol": protocol,
-                          "account": self.checksummed[p.account.lower()],
-                          "market": p.market.name, "watchlist": w.name}
-                levels, severity, limit, hf = self._watch_level(w, labels, health)
-                where = f"{p.account} in {protocol} {p.market.name}"
-                conditions.append(Condition(
-                    "position_health", w.route, labels, severity,
-                    None if not np.isfinite(health) else health, levels,
-                    self.repeat_interval(w.route),
-                    summary=f"{w.name}: {where} has health {hf}, below "
-                            f"{'critical' if severity == 'critical' else 'warn'} {limit}",
-                    resolved_summary=f"{w.name}: {where} recovered: health {hf}",
-                    action="Add collateral or repay: below 1.0 anyone may liquidate the whole "
-                           "debt, with the market's liquidation incentive.",
-                    details=details))
-        self._evaluate(conditions, chain, book.block)
-        self.commit()
-
-    def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
-                         ) -> None:
-        """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
-        conditions: list[Condition] = []
-        for account in accounts:
-            lists = self.watched.get(account.account.lower(), [])
-            if not lists:
-                continue
-            health = float(account.health)
-            positions = sorted(account.positions, key=lambda p: -p.notional)
-            details = {
-                "health_factor": None if not np.isfinite(health) else round(health, 6),
-                "margin_ratio": None if not np.isfinite(health) or health == 0
-                else round(1 / health, 6),
-                "collateral_usd": round(account.account_value, 2),
-                "debt_usd": round(account.notional, 2),
-                "maintenance_margin_usd": round(account.maintenance_margin, 2),
-                "positions": [{"coin": p.coin, "size": p.size, "mark_price": p.mark_price,
-                               "liquidation_price": account.liquidation_price(
-                                   p, maintenance_moves=maintenance_moves)}
-                              for p in positions[:5]],
-            }
-            for w in lists:
-                if w.protocols is not None and venue not in w.protocols:
-                    continue
-                labels = {"protocol": venue, "account": self.checksummed[account.account
-                                                                         .lower()],
-                          "watchlist": w.name}
-                levels, severity, limit, hf = self._watch_level(w, labels, health)
-                near = ", ".join(f"{p['coin']} liquidated at {p['liquidation_price']:,.4g}"
-                                 for p in details["positions"]
-                                 if p["liquidation_price"] is not None)
-                conditions.append(Condition(
-                    "position_health", w.route, labels, severity,
-                    None if not np.isfinite(health) else health, levels,
-                    self.repeat_interval(w.route),
-                    summary=f"{w.name}: {account.account} on {venue} has margin health {hf} "
-                            f"(equity / maintenance), below "
-                            f"{'critical' if severity == 'critical' else 'warn'} {limit}"
-                            + (f"; {near}" if near else ""),
-                    resolved_summary=f"{w.name}: {account.account} on {venue} recovered: "
-                                     f"margin health {hf}",
-                    action="Add margin or reduce the position: at health 1.0 the venue "
-                           "liquidates it.",
-                    details=details))
-        self._evaluate(conditions, None, None)
-        self.commit()
+    def set_cursor(self, name: str, block: int) -> None:
+        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                         "SET block = excluded.block", (name, block))
 
     def _held_conditions(self, chain: str, protocol: str, held: str | None) -> list[Condition]:
         rule = self.config.rules.liquidations_held

@@ -1,21 +1,13 @@
-"""The narrow interface every protocol adapter implements.
+"""What every protocol's evaluation produces: a columnar health view and display rows.
 
-The core (scanner, executor, alerts, cascade) only speaks this interface:
-
-    accounts = await adapter.discover(head)          # index catch-up, returns touched accounts
-    book     = await adapter.snapshot(accounts, block)  # batched reads → a columnar Book
-    view     = adapter.evaluate(book, prices=None)      # pure: health per account
-
-I/O lives in discover/snapshot; evaluate is a pure function of the book and an optional price
-override, so what-if analysis (reprice, cascades) needs no RPC. Liquidation planning is the
-protocol's pure module too (Aave V3: `protocols/aave_v3/liquidation.py`); the executor calls it.
+The contract that produces them is `plugin.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,32 +53,14 @@ class HealthView:
     liquidation_threshold: NDArray[np.float64]
     main_collateral: Sequence[str | None]
     drop_to_liquidation: NDArray[np.float64]  # NaN where no drop of it liquidates
+    # Which position a row is, beyond its account (Morpho Blue: {"market": "WETH/USDC"}).
+    labels: Sequence[Mapping[str, str]] | None = None
+    # The symbols each row's health rests on: an untrusted price of one of them inhibits its
+    # alerts and holds its liquidation.
+    assets: Sequence[frozenset[str]] | None = None
 
+    def row_labels(self, i: int) -> Mapping[str, str]:
+        return self.labels[i] if self.labels is not None else {}
 
-@runtime_checkable
-class ProtocolAdapter(Protocol):
-    name: str
-    kind: str
-    chain: str
-
-    async def start(self) -> None:
-        """Resolve addresses, load the persisted index, check it against the chain."""
-
-    async def discover(self, head: int) -> set[str]:
-        """Index events up to `head` (less confirmations); return the accounts touched."""
-
-    def on_reorg(self, ancestor: int) -> list[str]:
-        """Rewind the index to `ancestor`; return the accounts that disappeared."""
-
-    @property
-    def accounts(self) -> set[str]:
-        """Every account the index knows."""
-
-    async def snapshot(self, accounts: Sequence[str], block: int) -> Any:
-        """Read the state needed to evaluate `accounts` at `block`, in batches."""
-
-    def evaluate(self, book: Any, prices: Mapping[str, float] | None = None) -> HealthView:
-        """Health of every account in the book; `prices` (symbol → USD) overrides the book's."""
-
-    def rows(self, book: Any, view: HealthView) -> list[AccountRow]:
-        """Per-account rows for display and JSON."""
+    def row_assets(self, i: int) -> frozenset[str]:
+        return self.assets[i] if self.assets is not None else frozenset()

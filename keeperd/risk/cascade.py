@@ -40,6 +40,19 @@ F64 = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
+class Asset:
+    """What the cascade needs to know of one asset column, whatever the protocol."""
+
+    symbol: str
+    address: str
+    decimals: int
+    price_usd: float
+    bonus: float  # the liquidation bonus when it is the collateral (0.05 = 5 %)
+    follows: str | None = None  # the asset whose feed its price is built on (wstETH: WETH)
+
+
+
+@dataclass(frozen=True)
 class Portfolio:
     """N positions over A assets, in USD at today's prices."""
 

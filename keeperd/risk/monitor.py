@@ -13,7 +13,6 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,9 +30,8 @@ from keeperd.config import (
     UniswapV3Depth,
 )
 from keeperd.metrics import Metrics
-from keeperd.protocols.aave_v3.book import MarketState
-from keeperd.protocols.aave_v3.portfolio import aave_portfolio
 from keeperd.risk.cascade import (
+    Asset,
     CascadeResult,
     Columns,
     Portfolio,
@@ -50,32 +48,8 @@ def shock_label(shock: float) -> str:
     return f"{shock:g}"
 
 
-@dataclass(frozen=True)
-class Asset:
-    """What the cascade needs to know of one asset column, whatever the protocol."""
-
-    symbol: str
-    address: str
-    decimals: int
-    price_usd: float
-    bonus: float  # the liquidation bonus when it is the collateral (0.05 = 5 %)
-    follows: str | None = None  # the asset whose feed its price is built on (wstETH: WETH)
-
-
 # A protocol's book -> its portfolio and the description of its asset columns.
-Describe = Callable[[Any], tuple[Portfolio, list[Asset]]]
-
-
-def aave_assets(market: MarketState) -> list[Asset]:
-    prices = market.prices_usd()
-    return [Asset(r.symbol, r.asset, r.decimals, float(prices[i]),
-                  (r.liquidation_bonus - 10_000) / 10_000 if r.liquidation_bonus else 0.0,
-                  market.price_links.get(r.symbol))
-            for i, r in enumerate(market.reserves)]
-
-
-def describe_aave(book: Any) -> tuple[Portfolio, list[Asset]]:
-    return aave_portfolio(book), aave_assets(book.market)
+Describe = Callable[[Any], tuple[Portfolio, list[Asset]] | None]
 
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
@@ -124,7 +98,7 @@ class CascadeMonitor:
     def __init__(self, config: CascadeConfig, chain: str, protocol: str, pool: RpcPool,
                  metrics: Metrics, alerts: AlertEngine | None = None,
                  alerts_config: AlertsConfig | None = None,
-                 describe: Describe = describe_aave) -> None:
+                 describe: Describe | None = None) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -132,6 +106,7 @@ class CascadeMonitor:
         self.metrics = metrics
         self.alerts = alerts
         self.alerts_config = alerts_config
+        # The plug-in's description of its book (its `describe`); None: nothing to model.
         self.describe = describe
         self.last: CascadeResult | None = None
         self.last_block = -1
@@ -140,7 +115,7 @@ class CascadeMonitor:
         self._running = False
 
     async def on_scan(self, result: Any) -> None:
-        """The scanner's listener (Aave): its full results, not the partial ones."""
+        """The scanner's listener: its full results, not the partial ones."""
         if not result.partial:
             await self.on_book(result.book, result.block)
 
@@ -161,8 +136,11 @@ class CascadeMonitor:
             self._running = False
             self._last_at = time.monotonic()
 
-    async def evaluate(self, book: Any, block: int) -> CascadeResult:
-        portfolio, assets = self.describe(book)
+    async def evaluate(self, book: Any, block: int) -> CascadeResult | None:
+        described = self.describe(book) if self.describe is not None else None
+        if described is None:
+            return None
+        portfolio, assets = described
         assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
         columns = columns_for(assets, self.config)
         depth = await read_depth(self.config, assets, self.pool, block)

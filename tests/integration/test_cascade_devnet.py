@@ -16,12 +16,16 @@ from keeperd.devnet.handle import Devnet
 from keeperd.devnet.uniswap import pool_between
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
-from keeperd.protocols.aave_v3.portfolio import aave_portfolio
+from keeperd.protocols.aave_v3.portfolio import aave_assets, aave_portfolio
 from keeperd.risk.cascade import run_cascade, shock_grid
-from keeperd.risk.monitor import CascadeMonitor, aave_assets, read_depth
+from keeperd.risk.monitor import CascadeMonitor, read_depth
 from keeperd.store import Store
 from tests.conftest import metric_value
 
+
+def describe_aave(book):  # type: ignore[no-untyped-def]
+    """What the Aave plug-in's `describe` returns, without starting one."""
+    return aave_portfolio(book), aave_assets(book.market)
 
 async def snapshot(devnet: Devnet, pool, tmp_path: Path):  # type: ignore[no-untyped-def]
     config = parse_config({
@@ -78,7 +82,7 @@ async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # typ
     assert one_pct == pytest.approx(1 / 1.01**2)
 
     metrics = Metrics()
-    monitor = CascadeMonitor(config, "devnet", "aave", pool, metrics)
+    monitor = CascadeMonitor(config, "devnet", "aave", pool, metrics, describe=describe_aave)
     result = await monitor.evaluate(book, head)
     joint = [k for k, s in enumerate(result.columns.scenario) if s == "joint"]
     assert joint and result.columns.scenario.count("WETH") == len(config.shocks)
@@ -120,7 +124,7 @@ async def test_bad_debt_above_the_threshold_raises_a_cascade_alert(
     dispatcher.configure(alerts_config.routes)
     engine = AlertEngine(db, alerts_config, dispatcher, metrics)
     monitor = CascadeMonitor(CascadeConfig(insurance_fund={"usd": 1000.0}), "devnet", "aave",
-                             pool, metrics, engine, alerts_config)
+                             pool, metrics, engine, alerts_config, describe=describe_aave)
     result = await monitor.evaluate(book, head)
     at = [k for k, s in enumerate(result.columns.shock) if s == 0.3]
     worst = max(float(result.bad_debt[k]) for k in at)

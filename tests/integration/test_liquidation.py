@@ -57,10 +57,11 @@ class Running:
     def __init__(self, daemon: Daemon, task: asyncio.Task[None], stop: asyncio.Event) -> None:
         self.daemon, self.task, self.stop = daemon, task, stop
 
-    async def evaluated_at(self, block: int, limit_s: float = 20) -> None:
+    async def evaluated_at(self, block: int, limit_s: float = 20,
+                           protocol: str = "aave") -> None:
         async def check() -> None:
             while True:
-                if self.daemon.scanners["aave"].completed_block >= block:
+                if self.daemon.scanners[protocol].completed_block >= block:
                     return
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(check(), limit_s)

@@ -142,11 +142,12 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
     task = asyncio.create_task(daemon.run(stop))
     try:
         await asyncio.wait_for(daemon.ready.wait(), 30)
-        keeper = daemon.morpho["morpho"]
+        keeper = daemon.executors["morpho"]
+        scanner = daemon.scanners["morpho"]
         drop_oracle(devnet, "WETH/USDC", 0.9)
         crash = devnet.client.block_number()
         deadline = time.monotonic() + 30
-        while keeper.completed_block < crash:
+        while scanner.completed_block < crash:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         # What keeperd's math puts underwater at the crash block, read at that block (the

@@ -60,7 +60,7 @@ async def evaluated_everywhere(keeper, block: int) -> None:  # type: ignore[no-u
     """Every protocol has finished with `block` (evaluation, and liquidation if any)."""
     if "aave" in keeper.daemon.scanners:
         await keeper.evaluated_at(block)
-    morpho = keeper.daemon.morpho["morpho"]
+    morpho = keeper.daemon.scanners["morpho"]
     deadline = time.monotonic() + 20
     while morpho.completed_block < block:
         assert time.monotonic() < deadline, f"Morpho did not finish block {block}"
@@ -68,7 +68,7 @@ async def evaluated_everywhere(keeper, block: int) -> None:  # type: ignore[no-u
 
 
 def journaled(keeper, protocol: str) -> list[J.JournalEntry]:  # type: ignore[no-untyped-def]
-    return [e for e in keeper.daemon.morpho["morpho"].journal.all() if e.protocol == protocol]
+    return [e for e in keeper.daemon.executors["morpho"].journal.all() if e.protocol == protocol]
 
 
 async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
@@ -81,7 +81,7 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     devnet.set_price("WETH", 2100.0)  # Aave's feed and Morpho's WETH/USDC oracle
     await evaluated_everywhere(keeper, devnet.mine(1))
     aave_book = keeper.daemon.scanners["aave"].view
-    morpho_book = keeper.daemon.morpho["morpho"].book
+    morpho_book = keeper.daemon.scanners["morpho"].book
     assert aave_book is not None and (aave_book.health < 1).sum() > 20
     assert morpho_book is not None and sum(morpho_book.health(p) < 1
                                            for p in morpho_book.positions) >= 3
@@ -199,7 +199,7 @@ async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
     keeper = await run_daemon(both_protocols(devnet, tmp_path, aave=False))
     devnet.set_price("WETH", 2100.0)
     await evaluated_everywhere(keeper, devnet.mine(1))
-    morpho = keeper.daemon.morpho["morpho"]
+    morpho = keeper.daemon.executors["morpho"]
     assert journaled(keeper, "morpho") == []
     [short] = morpho.capital_shortfall.values()
     assert short.symbol == "USDC" and short.opportunities >= 3 and short.missing > 0

@@ -160,33 +160,35 @@ def adapter(**protocol: object) -> AaveV3Adapter:
 def test_unknown_and_changed_revisions_hold_liquidations_until_accepted() -> None:
     a = adapter()
     a.start_revision = 10
-    assert a.liquidation_hold(market(10)) is None
+    assert a.hold_for(market(10)) is None
     unknown = market(10, rules=rules_for(11))
-    assert "not a revision keeperd knows" in (a.liquidation_hold(unknown) or "")
+    assert "not a revision keeperd knows" in (a.hold_for(unknown) or "")
     changed = market(10, rules=rules_for(9))
-    assert "changed from 10 to 9" in (a.liquidation_hold(changed) or "")
+    assert "changed from 10 to 9" in (a.hold_for(changed) or "")
     accepting = adapter(accept_revisions=[11])
     accepting.start_revision = 11
-    assert accepting.liquidation_hold(market(10, rules=rules_for(11, {11}))) is None
+    assert accepting.hold_for(market(10, rules=rules_for(11, {11}))) is None
 
 
 def test_a_parity_mismatch_holds_until_a_full_rotation_agrees() -> None:
     a = adapter(cross_check_every=3)
     a.start_revision = 10
     a.record_parity(100, checked=30, mismatched=1)
-    assert "differed from the pool's getUserAccountData" in (a.liquidation_hold(market()) or "")
+    assert "differed from the pool's getUserAccountData" in (a.hold_for(market()) or "")
     a.record_parity(101, checked=30, mismatched=0)
     a.record_parity(102, checked=30, mismatched=0)
-    assert a.liquidation_hold(market()) is not None
+    assert a.hold_for(market()) is not None
     a.record_parity(103, checked=30, mismatched=0)
-    assert a.liquidation_hold(market()) is None
+    assert a.hold_for(market()) is None
     off = adapter(parity_gate=False)
     off.record_parity(100, checked=30, mismatched=5)
-    assert off.liquidation_hold(market()) is None
+    assert off.hold_for(market()) is None
 
 
 def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
-    from keeperd.execution.executor import within_virtual_balances
+    from keeperd.execution.capital import Need
+    from keeperd.protocols.aave_v3.liquidator import within_virtual_balances
+    from keeperd.protocols.plugin import Opportunity, OpportunityKey
 
     m = market(10)
     weth = replace(RESERVES[0], virtual_balance=usd(m, 0, 15_000))
@@ -196,6 +198,8 @@ def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
         pos = positions({0: usd(m, 0, 10_000)}, {1: usd(m, 1, 9_000)})
         p = plan(m, replace(pos, accounts=(f"0xuser{k}",)))
         assert p is not None and not p.receive_a_token
-        plans.append((p, f"key{k}"))
-    out = [p.receive_a_token for p, _ in within_virtual_balances(plans, m)]
+        plans.append(Opportunity(OpportunityKey("aave", p.account, "pair", str(k)), "WETH",
+                                 "USDC", p.debt_to_cover, frozenset(),
+                                 Need("0x", "USDC", 6, 1, 0.0), 0.0, 0.0, 0.0, 1, p))
+    out = [o.plan.receive_a_token for o in within_virtual_balances(plans, m)]
     assert out == [False, True, True]  # the first is paid out; the reserve cannot pay more

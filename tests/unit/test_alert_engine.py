@@ -20,6 +20,7 @@ from keeperd.alerts.outbox import DELIVERED, PENDING, RETRACTED, Outbox
 from keeperd.chain.blocks import BlockHeader, Reorg
 from keeperd.config import AlertsConfig, OutboxConfig
 from keeperd.metrics import Metrics
+from keeperd.protocols.base import HealthView
 from tests.conftest import metric_value
 
 ACCOUNTS = [f"0x{i:040X}".replace("0X", "0x") for i in range(1, 5)]
@@ -36,16 +37,13 @@ ACCOUNTS = [checksum(a) for a in ACCOUNTS]
 
 def scan(block: int, health: list[float], partial: bool = False) -> Any:
     n = len(health)
-    positions = SimpleNamespace(
-        position_of={a: i for i, a in enumerate(ACCOUNTS[:n])},
-        collateral_flag=np.array([[True, False]] * n),
-        borrowing_flag=np.array([[False, True]] * n))
-    view = SimpleNamespace(
-        health=np.array(health, dtype=float), collateral_usd=np.full(n, 10_000.0),
-        debt_usd=np.full(n, 8_000.0), main_collateral=["WETH"] * n,
-        drop_to_liquidation=np.full(n, 0.1))
-    book = SimpleNamespace(positions=positions, market=SimpleNamespace(symbols=SYMBOLS))
-    return SimpleNamespace(protocol="aave", block=block, partial=partial, view=view, book=book)
+    view = HealthView(
+        accounts=ACCOUNTS[:n], health=np.array(health, dtype=float),
+        collateral_usd=np.full(n, 10_000.0), debt_usd=np.full(n, 8_000.0),
+        liquidation_threshold=np.full(n, 0.8), main_collateral=["WETH"] * n,
+        drop_to_liquidation=np.full(n, 0.1), assets=[frozenset(SYMBOLS)] * n)
+    return SimpleNamespace(protocol="aave", block=block, partial=partial, view=view,
+                           book=None)
 
 
 class Clock:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from keeperd.execution.capital import Need
 from keeperd.execution.executor import decide
-from keeperd.protocols.aave_v3.liquidation import LiquidationPlan
+from keeperd.protocols.plugin import Opportunity, OpportunityKey
 
 GWEI = 10**9
 
 
-def plan(repaid_usd: float, seized_usd: float) -> LiquidationPlan:
-    return LiquidationPlan("0xuser", "WETH", "0x01", "USDC", "0x02", 9 * 10**17, 1, 1, 0,
-                           repaid_usd, seized_usd, 1, "v")
+def plan(repaid_usd: float, seized_usd: float) -> Opportunity:
+    return Opportunity(OpportunityKey("aave", "0xuser", "0x01:0x02", "v"), "WETH", "USDC", 1,
+                       frozenset({"WETH", "USDC"}), Need("0x02", "USDC", 6, 1, 0.0),
+                       seized_usd - repaid_usd, seized_usd, repaid_usd, 300_000, None)
 
 
 def test_profit_is_the_bonus_less_slippage_and_gas() -> None:
@@ -44,3 +46,11 @@ def test_nothing_is_sent_below_the_minimum_or_without_a_gas_price() -> None:
                   native_usd=2_000, min_profit_usd=1, slippage_bps=0) is None
     assert decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=GWEI,
                   native_usd=0.0, min_profit_usd=1, slippage_bps=0) is None
+
+
+def test_an_unpriced_opportunity_is_never_sent() -> None:
+    # A Morpho market lending a token with no USD scale: its values are NaN, and NaN compares
+    # false with everything — "not below the minimum" must not let it through.
+    nan = float("nan")
+    assert decide(plan(nan, nan), "k", gas_limit=300_000, fee_per_gas=GWEI, native_usd=2_000,
+                  min_profit_usd=0, slippage_bps=0) is None

@@ -1,4 +1,5 @@
-"""The Aave V3 adapter: the protocol interface over the indexer, the reader and the math."""
+"""The Aave V3 plug-in: the protocol contract (`protocols/plugin.py`) over the indexer, the
+reader, the exact math and the liquidation planner."""
 
 from __future__ import annotations
 
@@ -6,18 +7,45 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import structlog
 
-from keeperd.chain.multicall import Multicall
-from keeperd.chain.rpc import RpcPool
-from keeperd.config import AaveV3Config, ChainConfig
+from keeperd.chain.multicall import Multicall, selector
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.config import AaveV3Config, ChainConfig, ConfigIssue
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions
 from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
+from keeperd.protocols.aave_v3.revisions import rules_for
 from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.plugin import LiquidationSeen, account_topic
 from keeperd.store import Store
+
+log = structlog.get_logger(__name__)
+
+async def revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[ConfigIssue]:
+    """An Aave pool whose POOL_REVISION keeperd does not know would have its liquidations held
+    at start: say so now, with the fix."""
+    try:
+        pool_address = proto.pool or "0x" + (await pool.request("eth_call", [{
+            "to": proto.addresses_provider, "data": "0x" + selector("getPool()").hex()},
+            "latest"]))[-40:]
+        raw = await pool.request("eth_call", [{
+            "to": pool_address, "data": "0x" + selector("POOL_REVISION()").hex()}, "latest"])
+    except (RpcError, RpcUnavailable):
+        return []  # a missing contract is reported above; a v3.0 fork may lack the getter
+    revision = int(raw, 16) if raw and raw != "0x" else 1
+    rules = rules_for(revision, set(proto.accept_revisions))
+    if rules.known:
+        return []
+    return [ConfigIssue(
+        f"protocols[{pi}].accept_revisions",
+        f"the pool reports POOL_REVISION {revision}, which keeperd does not know "
+        f"({rules.release}): liquidations on {proto.name!r} would be held",
+        f"check the upgrade's release notes, then add {revision} to accept_revisions")]
+
 
 BALANCE_TRANSFER = abi.topic("BalanceTransfer(address,address,uint256,uint256)")
 
@@ -38,6 +66,11 @@ def extract_accounts(entry: dict[str, Any],
 
 class AaveV3Adapter:
     kind = "aave_v3"
+    config_model = AaveV3Config
+    position_action = (
+        "Add collateral or repay debt now. Below health 1.0 anyone may liquidate the position "
+        "and take the liquidation bonus out of the collateral (Aave V3.3+: all of a debt, or "
+        "half of a large position's debt while health stays above 0.95).")
 
     def __init__(self, config: AaveV3Config, chain: ChainConfig, pool: RpcPool, store: Store,
                  metrics: Metrics) -> None:
@@ -57,6 +90,18 @@ class AaveV3Adapter:
         # The parity gate: keeperd's health against getUserAccountData (see record_parity).
         self.parity_mismatch: tuple[int, int] | None = None  # (block, accounts) while held
         self._parity_clean_checks = 0
+        if metrics is not None:  # exported from the start (stays zero): alerts rely on it
+            metrics.health_mismatches.labels(self.chain, self.name)
+
+    @staticmethod
+    async def check_config(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[ConfigIssue]:
+        """`check-config` against the chain: contracts where the addresses point, and a pool
+        revision keeperd knows (else its liquidations would be held at start)."""
+        from keeperd.checks import contract_issues
+
+        issues = await contract_issues(pool, proto, pi,
+                                       ("addresses_provider", "pool", "oracle", "data_provider"))
+        return issues + await revision_issues(pool, proto, pi)
 
     async def start(self) -> None:
         c = self.config
@@ -77,7 +122,10 @@ class AaveV3Adapter:
 
     # --- gates: when keeperd must not act on its own numbers --------------------------------
 
-    def liquidation_hold(self, market: MarketState) -> str | None:
+    def liquidation_hold(self, book: AaveBook) -> str | None:
+        return self.hold_for(book.market)
+
+    def hold_for(self, market: MarketState) -> str | None:
         """Why liquidations on this market are held, or None. Evaluation and alerts go on."""
         rules = market.rules
         accepted = set(self.config.accept_revisions)
@@ -122,6 +170,11 @@ class AaveV3Adapter:
     def accounts(self) -> set[str]:
         return self._need_started()[1].accounts
 
+    def index_lag(self, head: int) -> int | None:
+        if self.indexer is None:
+            return None
+        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
+
     async def discover(self, head: int) -> set[str]:
         _, indexer = self._need_started()
         return (await indexer.catch_up(head)).touched
@@ -144,6 +197,58 @@ class AaveV3Adapter:
         market = await self.read_market(block)
         return AaveBook(market, await self.read_positions(accounts, market, block))
 
+    async def read(self, block: int, previous: AaveBook | None, touched: set[str],
+                   dropped: set[str]) -> AaveBook:
+        """The market (one or two multicalls) and the accounts: all of them, or on top of
+        `previous` only those events touched. Accounts read carry the pool's own
+        getUserAccountData now and then: keeperd's health must equal it (the parity gate)."""
+        market = await self.read_market(block)
+        if previous is None:
+            positions = await self.read_positions(sorted(self.accounts), market, block)
+            fresh = np.arange(len(positions))
+        else:
+            update = await self.read_positions(sorted(touched & self.accounts), market, block)
+            positions = previous.positions.merge(update, drop=dropped)
+            fresh = np.array([positions.position_of[a] for a in update.accounts], dtype=np.intp)
+        book = AaveBook(market, positions)
+        self._check_against_chain(book, fresh)
+        self.metrics.protocol_revision.labels(self.chain, self.name).set(market.rules.revision)
+        return book
+
+    def _check_against_chain(self, book: AaveBook, rows: np.ndarray) -> None:
+        pos = book.positions
+        if pos.chain_account_data is None or pos.chain_checked is None or len(rows) == 0:
+            return
+        rows = rows[pos.chain_checked[rows]]
+        if len(rows) == 0:
+            return
+        subset = pos.take(rows)
+        exact = exact_account_data(book.market, subset)
+        assert subset.chain_account_data is not None
+        bad = [subset.accounts[i] for i in range(len(subset))
+               if exact.health_factor[i] != subset.chain_account_data[i, 5]]
+        self.record_parity(book.market.block, len(rows), len(bad))
+        if bad:
+            self.metrics.health_mismatches.labels(self.chain, self.name).inc(len(bad))
+            log.error("positions.health_mismatch", protocol=self.name, accounts=bad[:10],
+                      count=len(bad),
+                      meaning="local health differs from the protocol's; check the adapter")
+
+    def first_pass(self, previous: AaveBook | None, book: AaveBook
+                   ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
+        """The reverse index: when prices moved, the accounts exposed to the moved assets;
+        the float path finds the few near or under 1, and only those get the exact math."""
+        if previous is None:
+            return None
+        moved = [i for i, (a, b) in enumerate(zip(previous.market.prices, book.market.prices,
+                                                  strict=False)) if a != b]
+        if not moved:
+            return None
+        positions = book.positions
+        exposed = np.unique(np.concatenate([positions.dependents(c) for c in moved]))
+        near = self.candidates(book, exposed)
+        return exposed, near, self.evaluate(book, rows=near)
+
     # --- pure ---------------------------------------------------------------------------------
 
     def evaluate(self, book: AaveBook, prices: Mapping[str, float] | None = None,
@@ -158,6 +263,7 @@ class AaveV3Adapter:
             health = np.array([np.inf if h == MAX_UINT256 else int(h) / 1e18
                                for h in exact.health_factor], dtype=np.float64)
         symbols = book.market.symbols
+        used = positions.collateral_flag | positions.borrowing_flag
         return HealthView(
             accounts=positions.accounts,
             health=health,
@@ -166,6 +272,7 @@ class AaveV3Adapter:
             liquidation_threshold=fast.liquidation_threshold,
             main_collateral=[symbols[m] if m >= 0 else None for m in fast.main_column],
             drop_to_liquidation=fast.drop_to_liquidation,
+            assets=[frozenset(symbols[c] for c in np.flatnonzero(row)) for row in used],
         )
 
     def candidates(self, book: AaveBook, rows: np.ndarray, below: float = 1.0005) -> np.ndarray:
@@ -194,3 +301,56 @@ class AaveV3Adapter:
                        "emode": int(book.positions.emode[i]), "chain": self.chain},
             ))
         return out
+
+    # --- risk, events, execution --------------------------------------------------------------
+
+    def describe(self, book: AaveBook) -> tuple[Any, list[Any]]:
+        from keeperd.protocols.aave_v3.portfolio import aave_assets, aave_portfolio
+
+        return aave_portfolio(book), aave_assets(book.market)
+
+    def liquidation_logs(self, book: AaveBook | None, accounts: Sequence[str]
+                         ) -> dict[str, Any]:
+        reader, _ = self._need_started()
+        return {"address": reader.addresses.pool,
+                "topics": [abi.LIQUIDATION_CALL, None, None,
+                           [account_topic(a) for a in accounts]]}
+
+    def decode_liquidation(self, entry: dict[str, Any], book: AaveBook | None
+                           ) -> LiquidationSeen | None:
+        event = abi.decode_liquidation_call(entry)
+        if event is None:
+            return None
+
+        def usd(asset: str, amount: int) -> tuple[str, float | None]:
+            if book is None:
+                return asset, None
+            try:
+                c = book.market.column(asset)
+            except KeyError:
+                return asset, None
+            r = book.market.reserves[c]
+            return r.symbol, amount / 10**r.decimals * float(book.market.prices_usd()[c])
+
+        coll, seized = usd(event.collateral_asset, event.collateral_seized)
+        debt, repaid = usd(event.debt_asset, event.debt_repaid)
+        summary = (f"${repaid or 0:,.2f} of {debt} debt repaid, ${seized or 0:,.2f} of {coll} "
+                   "collateral seized")
+        return LiquidationSeen(
+            event.user, event.liquidator, event.block, event.tx_hash or "",
+            event.log_index or "", summary, repaid, seized,
+            {"liquidator": event.liquidator.lower(),
+             "debt_repaid_usd": None if repaid is None else round(repaid, 2),
+             "collateral_seized_usd": None if seized is None else round(seized, 2)}, {})
+
+    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
+        from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
+
+        return AaveLiquidator(self, keeper, keeper_address, tx)
+
+    def oracle_monitor(self, breaker: Any, config: Any) -> Any:
+        """The watch over this market's price feeds (freshness, deviation, references) that
+        trips the breaker; a listener of the scanner, first in line."""
+        from keeperd.oracles.monitor import OracleMonitor
+
+        return OracleMonitor(self, breaker, config, self.metrics)

@@ -215,6 +215,14 @@ class AaveBook:
     def accounts(self) -> tuple[str, ...]:
         return self.positions.accounts
 
+    @property
+    def block(self) -> int:
+        return self.market.block
+
+    @property
+    def timestamp(self) -> int:
+        return self.market.timestamp
+
 
 def _obj(shape: tuple[int, int]) -> ObjArray:
     out = np.empty(shape, dtype=object)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from keeperd.protocols.aave_v3.book import AaveBook
+from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.math import FastHealth
-from keeperd.risk.cascade import Portfolio
+from keeperd.risk.cascade import Asset, Portfolio
 
 PERCENTAGE_FACTOR = 10_000
 CLOSE_FACTOR = 0.5  # Aave V3 DEFAULT_LIQUIDATION_CLOSE_FACTOR
@@ -31,3 +31,11 @@ def aave_portfolio(book: AaveBook) -> Portfolio:
         fast.weighted_units * price_matrix, fast.debt_units * price_matrix, bonus,
         close_factor=CLOSE_FACTOR, full_close_below=FULL_CLOSE_BELOW,
         accounts=book.positions.accounts)
+
+
+def aave_assets(market: MarketState) -> list[Asset]:
+    prices = market.prices_usd()
+    return [Asset(r.symbol, r.asset, r.decimals, float(prices[i]),
+                  (r.liquidation_bonus - 10_000) / 10_000 if r.liquidation_bonus else 0.0,
+                  market.price_links.get(r.symbol))
+            for i, r in enumerate(market.reserves)]

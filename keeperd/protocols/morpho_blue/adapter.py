@@ -1,10 +1,12 @@
-"""The Morpho Blue adapter: positions discovered from the contract's events, read in
+"""The Morpho Blue plug-in: positions discovered from the contract's events, read in
 Multicall3 batches (markets, oracle prices, borrow rates, every position), health computed
-locally with interest accrued to the block's timestamp, exactly as `_isHealthy` does."""
+locally with interest accrued to the block's timestamp, exactly as `_isHealthy` does.
+
+A view's rows are positions, one per (market, account): `labels` name the market."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +17,12 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, MorphoBlueConfig
+from keeperd.config import ChainConfig, ConfigIssue, MorphoBlueConfig
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import AccountRow
+from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
+from keeperd.protocols.plugin import LiquidationSeen, account_topic
 from keeperd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -28,6 +31,14 @@ MARKET_PARAMS = "(address,address,address,address,uint256)"
 
 
 topic = event_topic
+
+# Loan tokens valued at 1 USD a unit (Morpho prices collateral in loan-token units; a market
+# lending anything else has no USD scale here and is evaluated, alerted, but not priced).
+USD_PEGGED = frozenset({"USDC", "USDT", "DAI", "USDS", "GHO", "PYUSD", "FRAX", "LUSD"})
+
+
+def loan_usd(symbol: str) -> float:
+    return 1.0 if symbol in USD_PEGGED else float("nan")
 
 
 SUPPLY_COLLATERAL = topic("SupplyCollateral(bytes32,address,address,uint256)")
@@ -109,6 +120,9 @@ class MorphoBook:
 
 class MorphoBlueAdapter:
     kind = "morpho_blue"
+    config_model = MorphoBlueConfig
+    position_action = ("Add collateral or repay: below 1.0 anyone may liquidate the whole "
+                       "debt, with the market's liquidation incentive.")
 
     def __init__(self, config: MorphoBlueConfig, chain: ChainConfig, pool: RpcPool,
                  store: Store, metrics: Metrics) -> None:
@@ -130,6 +144,16 @@ class MorphoBlueAdapter:
     @property
     def accounts(self) -> set[str]:
         return self.indexer.accounts
+
+    def index_lag(self, head: int) -> int | None:
+        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
+
+    @staticmethod
+    async def check_config(pool: RpcPool, proto: MorphoBlueConfig, pi: int
+                           ) -> list[ConfigIssue]:
+        from keeperd.checks import contract_issues
+
+        return await contract_issues(pool, proto, pi, ("morpho",))
 
     async def start(self) -> None:
         calls = [Call(self.config.morpho, encode_call("idToMarketParams(bytes32)",
@@ -219,27 +243,109 @@ class MorphoBlueAdapter:
                     part=part, block=block,
                     meaning="left out of this block; the other markets go on")
 
-    def rows(self, book: MorphoBook, usd: dict[str, float] | None = None) -> list[AccountRow]:
-        """Scan rows: one per (market, account); USD values when the loan token's price is
-        known (stablecoins at 1 otherwise)."""
+    async def read(self, block: int, previous: MorphoBook | None, touched: set[str],
+                   dropped: set[str]) -> MorphoBook:
+        """Every position, every block: interest moves every health, and one multicall reads
+        them all."""
+        return await self.snapshot(sorted(self.accounts), block)
+
+    def evaluate(self, book: MorphoBook, prices: Mapping[str, float] | None = None
+                 ) -> HealthView:
+        positions = book.positions
+        health = np.array([book.health(p) for p in positions], dtype=np.float64)
+        unit = np.array([10**p.market.loan_decimals for p in positions], dtype=np.float64)
+        usd = np.array([loan_usd(p.market.loan_symbol) for p in positions], dtype=np.float64)
+        debt = np.array([book.debt(p) for p in positions], dtype=np.float64) / unit * usd \
+            if positions else np.zeros(0)
+        coll = np.array([book.collateral_value(p) for p in positions], dtype=np.float64) \
+            / unit * usd if positions else np.zeros(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = np.where(np.isfinite(health) & (health > 0),
+                            np.maximum(0.0, 1.0 - 1.0 / health), np.nan)
+        return HealthView(
+            accounts=[p.account for p in positions], health=health, collateral_usd=coll,
+            debt_usd=debt,
+            liquidation_threshold=np.array([p.market.lltv / mm.WAD for p in positions]),
+            main_collateral=[p.market.collateral_symbol for p in positions],
+            drop_to_liquidation=drop,
+            labels=[{"market": p.market.name} for p in positions],
+            assets=[frozenset({p.market.collateral_symbol, p.market.loan_symbol})
+                    for p in positions])
+
+    def first_pass(self, previous: MorphoBook | None, book: MorphoBook) -> None:
+        return None  # every position is evaluated at once (one multicall, no reverse index)
+
+    def liquidation_hold(self, book: MorphoBook) -> str | None:
+        return None
+
+    def rows(self, book: MorphoBook, view: HealthView) -> list[AccountRow]:
+        """Scan rows: one per (market, account)."""
         out = []
-        for p in book.positions:
-            info = p.market
-            unit = 10**info.loan_decimals
-            loan_usd = (usd or {}).get(info.loan_symbol, 1.0)
-            health = book.health(p)
-            debt = book.debt(p) / unit * loan_usd
-            coll = book.collateral_value(p) / unit * loan_usd
-            drop = None
-            if np.isfinite(health) and health > 0:
-                drop = max(0.0, 1.0 - 1.0 / health)
+        for i, p in enumerate(book.positions):
+            health, drop = float(view.health[i]), float(view.drop_to_liquidation[i])
             out.append(AccountRow(
                 protocol=self.name, account=p.account,
                 health_factor=None if not np.isfinite(health) else health,
-                collateral_usd=coll, debt_usd=debt, liquidation_threshold=info.lltv / mm.WAD,
-                main_collateral=info.collateral_symbol, drop_to_liquidation=drop,
-                extra={"market": info.name, "market_id": info.id, "chain": self.chain}))
+                collateral_usd=float(view.collateral_usd[i]), debt_usd=float(view.debt_usd[i]),
+                liquidation_threshold=p.market.lltv / mm.WAD,
+                main_collateral=p.market.collateral_symbol,
+                drop_to_liquidation=None if np.isnan(drop) else drop,
+                extra={"market": p.market.name, "market_id": p.market.id, "chain": self.chain}))
         return out
+
+    def describe(self, book: MorphoBook) -> tuple[Any, list[Any]]:
+        from keeperd.protocols.morpho_blue.portfolio import describe_morpho
+
+        return describe_morpho(book)
+
+    def liquidation_logs(self, book: MorphoBook | None, accounts: Sequence[str]
+                         ) -> dict[str, Any]:
+        return {"address": self.config.morpho,
+                "topics": [LIQUIDATE, [m for m in self.markets], None,
+                           [account_topic(a) for a in accounts]]}
+
+    def decode_liquidation(self, entry: dict[str, Any], book: MorphoBook | None
+                           ) -> LiquidationSeen | None:
+        topics = entry.get("topics") or []
+        if len(topics) < 4 or topics[0] != LIQUIDATE:
+            return None
+        data = entry["data"][2:]
+        words = [int(data[64 * i:64 * (i + 1)], 16) for i in range(5)]
+        repaid, seized, bad_debt = words[0], words[2], words[3]
+        info = self.markets.get(topics[1].lower())
+        liquidator = to_checksum_address("0x" + topics[2][-40:])
+        block = entry.get("blockNumber")
+        repaid_usd = seized_usd = None
+        if info is None:
+            summary, details, labels = "", {"liquidator": liquidator.lower()}, {}
+        else:
+            loan, coll = 10**info.loan_decimals, 10**info.collateral_decimals
+            usd = loan_usd(info.loan_symbol)
+            if usd == usd:
+                repaid_usd = repaid / loan * usd
+                if book is not None and info.id in book.markets:
+                    price = book.markets[info.id][2]
+                    seized_usd = mm.mul_div_down(seized, price, mm.ORACLE_PRICE_SCALE) / loan * usd
+            summary = (f"{repaid / loan:,.2f} {info.loan_symbol} repaid, {seized / coll:,.6g} "
+                       f"{info.collateral_symbol} seized in {info.name}"
+                       + (f", {bad_debt / loan:,.2f} {info.loan_symbol} of bad debt"
+                          if bad_debt else ""))
+            details = {"market": info.name, "debt_repaid": repaid / loan,
+                       "collateral_seized": seized / coll, "bad_debt": bad_debt / loan,
+                       "liquidator": liquidator.lower()}
+            labels = {"market": info.name}
+        return LiquidationSeen(
+            to_checksum_address("0x" + topics[3][-40:]), liquidator,
+            int(block, 16) if block else None, entry.get("transactionHash") or "",
+            entry.get("logIndex") or "", summary, repaid_usd, seized_usd, details, labels)
+
+    def oracle_monitor(self, breaker: Any, config: Any) -> None:
+        return None  # market oracles are not watched yet: the chain's feeds of the asset trip it
+
+    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
+        from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator
+
+        return MorphoLiquidator(self, keeper, keeper_address, tx)
 
 
 def encode_liquidate(params: tuple[str, str, str, str, int], borrower: str, seized: int,

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from keeperd.execution.morpho import STABLES
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import MorphoBook
-from keeperd.risk.cascade import Portfolio
-from keeperd.risk.monitor import Asset
+from keeperd.protocols.morpho_blue.adapter import USD_PEGGED, MorphoBook
+from keeperd.risk.cascade import Asset, Portfolio
 
 
 def describe_morpho(book: MorphoBook) -> tuple[Portfolio, list[Asset]]:
     markets = [(info, state, price, rate) for info, state, price, rate in book.markets.values()
-               if info.loan_symbol in STABLES]
+               if info.loan_symbol in USD_PEGGED]
     assets: dict[str, Asset] = {}
     for info, _, price, _ in markets:
         loan_unit = 10**info.loan_decimals

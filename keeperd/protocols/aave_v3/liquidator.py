@@ -1,0 +1,233 @@
+"""Aave V3's execution half: plans (the pure planner in `liquidation.py`) as opportunities,
+and the calls that carry them out — `liquidationCall` on the pool with the keeper's own
+balance, or the FlashLiquidator (Aave flash loan -> liquidationCall -> Uniswap V3 swap ->
+repay) when the capital stage sends it down the flash path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+from eth_utils import to_checksum_address
+
+from keeperd.chain.multicall import encode_call
+from keeperd.config import KeeperConfig
+from keeperd.execution.capital import Need
+from keeperd.protocols.aave_v3.book import AaveBook, MarketState
+from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
+from keeperd.protocols.aave_v3.math import exact_account_data
+from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
+
+if TYPE_CHECKING:
+    from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+
+log = structlog.get_logger(__name__)
+
+MAX_UINT = 2**256 - 1
+# Gas limit of a liquidationCall until receipts teach better (Aave V3 uses 250k-400k).
+GAS_DEFAULT = 600_000
+# v3.3+: when a liquidation takes the last collateral, the pool burns every other debt of
+# the user into the reserve deficit, ~75k gas each (LiquidationLogic); with a margin.
+BAD_DEBT_GAS_PER_ASSET = 100_000
+# Flash-loan path: the amount borrowed is a bound above the planned repayment (the pool takes
+# what the rules allow at inclusion, the rest goes back with the loan).
+FLASH_BOUND_MARGIN = 1.001
+
+
+def liquidation_calldata(plan: LiquidationPlan) -> bytes:
+    """liquidationCall with `type(uint256).max`: the pool caps it at what its rules allow at
+    inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust)."""
+    return encode_call("liquidationCall(address,address,address,uint256,bool)",
+                       ["address", "address", "address", "uint256", "bool"],
+                       [plan.collateral_asset, plan.debt_asset, plan.account,
+                        MAX_UINT, plan.receive_a_token])
+
+
+def flash_amount(plan: LiquidationPlan) -> int:
+    """What the flash-loan path borrows: a bound above the planned repayment."""
+    return int(plan.debt_to_cover * FLASH_BOUND_MARGIN) + 1
+
+
+def within_virtual_balances(opportunities: list[Opportunity], market: MarketState
+                            ) -> list[Opportunity]:
+    """Liquidations of one block that seize the same collateral draw on one reserve's virtual
+    balance (v3.1+): once what they take together would exceed it, the rest take aTokens."""
+    left = {r.asset: r.virtual_balance for r in market.reserves
+            if r.virtual_balance is not None}
+    out = []
+    for opp in opportunities:
+        plan: LiquidationPlan = opp.plan
+        balance = left.get(plan.collateral_asset)
+        if balance is not None and not plan.receive_a_token:
+            if plan.collateral_seized > balance:
+                opp = replace(opp, plan=replace(plan, receive_a_token=True))
+            else:
+                left[plan.collateral_asset] = balance - plan.collateral_seized
+        out.append(opp)
+    return out
+
+
+class AaveLiquidator:
+    def __init__(self, adapter: AaveV3Adapter, config: KeeperConfig, keeper: str | None,
+                 tx: Any) -> None:
+        self.adapter = adapter
+        self.config = config
+        self.keeper = keeper
+        self.tx = tx
+        self.pool = adapter.pool
+        self.flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
+        self._gas_used: dict[tuple[str, str], int] = {}
+        self._swap_pools: dict[tuple[str, str], str] = {}
+        self.supports_flash = config.flash_liquidator is not None
+
+    @property
+    def _pool_address(self) -> str:
+        reader = self.adapter.reader
+        return reader.addresses.pool if reader is not None else ""
+
+    async def prepare(self, head: int) -> None:
+        """Approve the pool once per reserve (own capital); read the flash premium."""
+        if (self.tx is not None and self.config.mode == "liquidate"
+                and self.config.capital in ("own-balance", "auto")):
+            await self._ensure_approvals(head)
+        if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
+            raw = await self.pool.request("eth_call", [{
+                "to": self._pool_address,
+                "data": "0x" + encode_call("FLASHLOAN_PREMIUM_TOTAL()", [], []).hex()},
+                "latest"])
+            self.flash_premium_bps = int(raw, 16)
+
+    async def _ensure_approvals(self, head: int) -> None:
+        assert self.tx is not None and self.keeper is not None
+        market = await self.adapter.read_market(head)
+        for reserve in market.reserves:
+            data = encode_call("allowance(address,address)", ["address", "address"],
+                               [self.keeper, self._pool_address])
+            raw = await self.pool.request("eth_call", [{"to": reserve.asset,
+                                                        "data": "0x" + data.hex()}, "latest"])
+            allowance = int(raw, 16)
+            if allowance >= MAX_UINT // 2:
+                continue
+            # USDT and its kind refuse an approval from a non-zero allowance: reset it first.
+            for amount in ([0] if allowance else []) + [MAX_UINT]:
+                approve = encode_call("approve(address,uint256)", ["address", "uint256"],
+                                      [self._pool_address, amount])
+                record = await self.tx.send(
+                    f"approve:{self.adapter.name}:{reserve.asset}:{amount}", reserve.asset,
+                    approve, 120_000, budget_wei=10**18, block=head)
+                self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
+                log.info("keeper.approval_sent", asset=reserve.symbol, amount=str(amount),
+                         tx_hash=record.tx_hash)
+
+    # --- planning (pure) ---------------------------------------------------------------------
+
+    def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
+        book: AaveBook = result.book
+        positions = book.positions
+        rows = [positions.position_of[a] for a in sorted(accounts)]
+        subset = positions.take(rows)
+        plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset))
+        symbols = book.market.symbols
+        out = []
+        for plan in plans:
+            row = positions.position_of[plan.account]
+            used = positions.collateral_flag[row] | positions.borrowing_flag[row]
+            reserve = book.market.reserves[book.market.column(plan.debt_asset)]
+            out.append(Opportunity(
+                OpportunityKey(self.adapter.name, plan.account,
+                               f"{plan.collateral_asset}:{plan.debt_asset}",
+                               plan.position_version),
+                plan.collateral, plan.debt, plan.debt_to_cover,
+                frozenset(symbols[c] for c in np.flatnonzero(used)),
+                Need(plan.debt_asset, reserve.symbol, reserve.decimals, flash_amount(plan),
+                     plan.gross_profit_usd),
+                plan.gross_profit_usd, plan.seized_usd, plan.repaid_usd, self._gas_limit(plan),
+                plan))
+        return out
+
+    def adjust(self, opportunities: list[Opportunity], book: AaveBook) -> list[Opportunity]:
+        return within_virtual_balances(opportunities, book.market)
+
+    def _gas_limit(self, plan: LiquidationPlan) -> int:
+        """The most this (collateral, debt) pair has used so far, with the configured margin;
+        a conservative default until a receipt has been seen. A liquidation that clears bad
+        debt burns each other debt of the user too."""
+        used = self._gas_used.get((plan.collateral_asset, plan.debt_asset))
+        extra = BAD_DEBT_GAS_PER_ASSET * plan.bad_debt_assets
+        return int(((used or GAS_DEFAULT) + extra) * self.config.gas_limit_margin)
+
+    def learn(self, key: str, gas_used: int) -> None:
+        parts = key.split("#", 1)[0].split(":")
+        if len(parts) >= 5:
+            pair = (parts[2], parts[3])
+            self._gas_used[pair] = max(self._gas_used.get(pair, 0), gas_used)
+
+    def native_usd(self, book: AaveBook) -> float | None:
+        market = book.market
+        try:
+            return float(market.prices_usd()[market.column(self.config.native_symbol)])
+        except KeyError:
+            return None
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: AaveBook,
+                    base_fee: int, native_usd: float) -> list[Call | None]:
+        flash_pairs = {(o.plan.collateral_asset, o.plan.debt_asset) for o, f in chosen if f}
+        if flash_pairs:
+            await self._find_swap_pools(flash_pairs)
+        return [self._call(o, flash, book.market, base_fee, native_usd) for o, flash in chosen]
+
+    def _call(self, opp: Opportunity, flash: bool, market: MarketState, base_fee: int,
+              native_usd: float) -> Call | None:
+        plan: LiquidationPlan = opp.plan
+        if not flash:
+            return Call(opp, self._pool_address, liquidation_calldata(plan))
+        swap_pool = self._swap_pools.get((plan.collateral_asset, plan.debt_asset))
+        if not swap_pool or plan.receive_a_token:
+            return None  # no pool to sell into, or the seized underlying cannot be paid out
+        debt_col = market.column(plan.debt_asset)
+        virtual = market.reserves[debt_col].virtual_balance
+        if virtual is not None and virtual < flash_amount(plan):
+            return None  # the reserve cannot lend that much (v3.1+ virtual balance)
+        # The contract reverts unless it keeps enough of the debt asset to pay for the gas
+        # and still clear min_profit_usd.
+        debt_usd = float(market.prices_usd()[debt_col])
+        fee_per_gas = self._fee_per_gas(base_fee)
+        gas_usd = opp.gas_limit * fee_per_gas / 1e18 * native_usd
+        min_profit = int((self.config.min_profit_usd + gas_usd) / debt_usd
+                         * 10**market.reserves[debt_col].decimals)
+        data = encode_call(
+            "liquidate(address,address,address,uint256,address,uint256)",
+            ["address", "address", "address", "uint256", "address", "uint256"],
+            [plan.collateral_asset, plan.debt_asset, plan.account, flash_amount(plan),
+             swap_pool, min_profit])
+        assert self.config.flash_liquidator is not None
+        return Call(opp, self.config.flash_liquidator, data, flash=True)
+
+    def _fee_per_gas(self, base_fee: int) -> int:
+        from keeperd.execution.txmanager import FeePolicy
+
+        return FeePolicy.from_config(self.config).fees_for(base_fee)[0]
+
+    async def _find_swap_pools(self, pairs: set[tuple[str, str]]) -> None:
+        factory = self.config.uniswap_v3_factory
+        missing = [p for p in pairs if p not in self._swap_pools]
+        if not missing or factory is None:
+            return
+        answers = await self.pool.batch([
+            ("eth_call", [{"to": factory, "data": "0x" + encode_call(
+                "getPool(address,address,uint24)", ["address", "address", "uint24"],
+                [a, b, self.config.swap_fee]).hex()}, "latest"]) for a, b in missing])
+        for pair, answer in zip(missing, answers, strict=True):
+            if isinstance(answer, str) and int(answer, 16):
+                self._swap_pools[pair] = to_checksum_address("0x" + answer[-40:])
+            else:
+                self._swap_pools[pair] = ""  # no pool for this pair at this fee tier
+
+    def tokens(self, book: AaveBook) -> list[tuple[str, str, int]]:
+        """(address, symbol, decimals) of what the keeper repays with."""
+        return [(r.asset, r.symbol, r.decimals) for r in book.market.reserves]
