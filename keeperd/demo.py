@@ -51,8 +51,7 @@ async def wait_for_block(daemon: Daemon, block: int, limit_s: float = 30.0) -> N
     async def done() -> None:
         while True:
             scanners = list(daemon.scanners.values())
-            if scanners and all(s.book is not None and s.book.market.block >= block
-                                for s in scanners):
+            if scanners and all(s.completed_block >= block for s in scanners):
                 return
             await asyncio.sleep(0.05)
 

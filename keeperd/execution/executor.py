@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 from eth_utils import function_signature_to_4byte_selector
 
-from keeperd.chain.multicall import encode_call
+from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
@@ -234,10 +234,8 @@ class Executor:
         if self.keeper is None:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
-        answers = await self.pool.batch([
-            ("eth_call", [{"to": a, "data": "0x" + _balance_of(self.keeper).hex()}, "latest"])
-            for a in assets]) if assets else []
-        balances = {a: int(v, 16) if isinstance(v, str) else 0
+        answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
+        balances = {a: v if isinstance(v, int) else 0
                     for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
@@ -481,17 +479,15 @@ class Executor:
         self.native_balance = native / 1e18
         self.metrics.keeper_balance.labels(self.adapter.chain, "native").set(native / 1e18)
         tokens = self.liquidator.tokens(self._last.book)
-        answers = await self.pool.batch([
-            ("eth_call", [{"to": address, "data": "0x" + _balance_of(self.keeper).hex()},
-                          "latest"]) for address, _, _ in tokens]) if tokens else []
-        for (_, symbol, decimals), raw in zip(tokens, answers, strict=True):
-            if isinstance(raw, str):
+        answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a, _, _ in tokens])
+        for (_, symbol, decimals), balance in zip(tokens, answers, strict=True):
+            if isinstance(balance, int):
                 self.metrics.keeper_balance.labels(self.adapter.chain, symbol).set(
-                    int(raw, 16) / 10**decimals)
+                    balance / 10**decimals)
 
 
-def _balance_of(owner: str) -> bytes:
-    return encode_call("balanceOf(address)", ["address"], [owner])
+def _balance_of(token: str, owner: str) -> ContractCall:
+    return ContractCall(token, "balanceOf(address)", ["address"], [owner])
 
 
 def _receipt_block(outcome: Outcome) -> int | None:

@@ -20,7 +20,7 @@ import structlog
 
 from keeperd.alerts.engine import AlertEngine, Condition
 from keeperd.alerts.lifecycle import Levels
-from keeperd.chain.multicall import encode_call
+from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
     AlertsConfig,
@@ -81,17 +81,15 @@ async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPo
 
 async def uniswap_v3_depth(pool: RpcPool, address: str, asset: str, decimals: int,
                            block: int) -> ConstantProduct:
-    async def call(signature: str) -> bytes:
-        raw = await pool.request("eth_call", [{"to": address,
-                                               "data": "0x" + encode_call(signature, [], [])
-                                               .hex()}, hex(block)])
-        return bytes.fromhex(raw[2:])
-
-    token0 = "0x" + (await call("token0()"))[12:32].hex()
-    liquidity = int.from_bytes((await call("liquidity()"))[:32], "big")
-    sqrt_price = int.from_bytes((await call("slot0()"))[:32], "big")
-    return ConstantProduct.from_uniswap_v3(liquidity, sqrt_price,
-                                           token0.lower() == asset.lower(), decimals)
+    token0, liquidity, slot0 = await call_many(pool, [
+        ContractCall(address, "token0()", returns=["address"]),
+        ContractCall(address, "liquidity()", returns=["uint128"]),
+        ContractCall(address, "slot0()", returns=["uint160"])], block)
+    for answer in (token0, liquidity, slot0):
+        if isinstance(answer, Exception):
+            raise answer
+    return ConstantProduct.from_uniswap_v3(liquidity, slot0, token0.lower() == asset.lower(),
+                                           decimals)
 
 
 class CascadeMonitor:
@@ -177,10 +175,9 @@ class CascadeMonitor:
             if token is None:
                 raise ValueError(f"risk.cascade.insurance_fund.token {fund.token!r} is not an "
                                  f"asset of {self.protocol} ({[a.symbol for a in assets]})")
-            raw = await self.pool.request("eth_call", [{
-                "to": token.address, "data": "0x" + encode_call(
-                    "balanceOf(address)", ["address"], [fund.holder]).hex()}, hex(block)])
-            value = int(raw, 16) / 10**token.decimals * token.price_usd
+            balance = await ContractCall(token.address, "balanceOf(address)", ["address"],
+                                         [fund.holder]).call(self.pool, block)
+            value = balance / 10**token.decimals * token.price_usd
         self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
         return value
 

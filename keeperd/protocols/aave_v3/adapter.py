@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from keeperd.chain.multicall import Multicall, selector
+from keeperd.chain.calls import ContractCall
+from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import AaveV3Config, ChainConfig, ConfigIssue
 from keeperd.indexer import AccountIndexer, LogFilter
@@ -29,14 +30,11 @@ async def revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[C
     """An Aave pool whose POOL_REVISION keeperd does not know would have its liquidations held
     at start: say so now, with the fix."""
     try:
-        pool_address = proto.pool or "0x" + (await pool.request("eth_call", [{
-            "to": proto.addresses_provider, "data": "0x" + selector("getPool()").hex()},
-            "latest"]))[-40:]
-        raw = await pool.request("eth_call", [{
-            "to": pool_address, "data": "0x" + selector("POOL_REVISION()").hex()}, "latest"])
+        pool_address = proto.pool or await ContractCall(
+            proto.addresses_provider, "getPool()", returns=["address"]).call(pool)
+        revision = await ContractCall(pool_address, "POOL_REVISION()").call(pool)
     except (RpcError, RpcUnavailable):
         return []  # a missing contract is reported above; a v3.0 fork may lack the getter
-    revision = int(raw, 16) if raw and raw != "0x" else 1
     rules = rules_for(revision, set(proto.accept_revisions))
     if rules.known:
         return []

@@ -13,6 +13,7 @@ import numpy as np
 import structlog
 from eth_utils import to_checksum_address
 
+from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
@@ -94,21 +95,19 @@ class AaveLiquidator:
                 and self.config.capital in ("own-balance", "auto")):
             await self._ensure_approvals(head)
         if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
-            raw = await self.pool.request("eth_call", [{
-                "to": self._pool_address,
-                "data": "0x" + encode_call("FLASHLOAN_PREMIUM_TOTAL()", [], []).hex()},
-                "latest"])
-            self.flash_premium_bps = int(raw, 16)
+            self.flash_premium_bps = await ContractCall(
+                self._pool_address, "FLASHLOAN_PREMIUM_TOTAL()", returns=["uint128"]
+            ).call(self.pool)
 
     async def _ensure_approvals(self, head: int) -> None:
         assert self.tx is not None and self.keeper is not None
         market = await self.adapter.read_market(head)
-        for reserve in market.reserves:
-            data = encode_call("allowance(address,address)", ["address", "address"],
-                               [self.keeper, self._pool_address])
-            raw = await self.pool.request("eth_call", [{"to": reserve.asset,
-                                                        "data": "0x" + data.hex()}, "latest"])
-            allowance = int(raw, 16)
+        allowances = await call_many(self.pool, [
+            ContractCall(r.asset, "allowance(address,address)", ["address", "address"],
+                         [self.keeper, self._pool_address]) for r in market.reserves])
+        for reserve, allowance in zip(market.reserves, allowances, strict=True):
+            if isinstance(allowance, Exception):
+                raise allowance
             if allowance >= MAX_UINT // 2:
                 continue
             # USDT and its kind refuse an approval from a non-zero allowance: reset it first.
@@ -218,13 +217,13 @@ class AaveLiquidator:
         missing = [p for p in pairs if p not in self._swap_pools]
         if not missing or factory is None:
             return
-        answers = await self.pool.batch([
-            ("eth_call", [{"to": factory, "data": "0x" + encode_call(
-                "getPool(address,address,uint24)", ["address", "address", "uint24"],
-                [a, b, self.config.swap_fee]).hex()}, "latest"]) for a, b in missing])
+        answers = await call_many(self.pool, [
+            ContractCall(factory, "getPool(address,address,uint24)",
+                         ["address", "address", "uint24"], [a, b, self.config.swap_fee],
+                         ["address"]) for a, b in missing])
         for pair, answer in zip(missing, answers, strict=True):
             if isinstance(answer, str) and int(answer, 16):
-                self._swap_pools[pair] = to_checksum_address("0x" + answer[-40:])
+                self._swap_pools[pair] = to_checksum_address(answer)
             else:
                 self._swap_pools[pair] = ""  # no pool for this pair at this fee tier
 

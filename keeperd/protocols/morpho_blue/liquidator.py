@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
@@ -50,10 +51,10 @@ class MorphoLiquidator:
         morpho = self.adapter.config.morpho
         pool = self.adapter.pool
         for token in sorted({m.loan_token for m in self.adapter.markets.values()}):
-            raw = await pool.request("eth_call", [{"to": token, "data": "0x" + encode_call(
-                "allowance(address,address)", ["address", "address"],
-                [self.keeper, morpho]).hex()}, "latest"])
-            if int(raw, 16) >= MAX_UINT // 2:
+            allowance = await ContractCall(token, "allowance(address,address)",
+                                           ["address", "address"], [self.keeper, morpho]
+                                           ).call(pool)
+            if allowance >= MAX_UINT // 2:
                 continue
             data = encode_call("approve(address,uint256)", ["address", "uint256"],
                                [morpho, MAX_UINT])
