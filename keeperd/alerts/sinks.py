@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -335,14 +336,12 @@ class AlertmanagerSink:
                            timeout_s=self.config.timeout_s, parts_done=0)
 
 
+# A sink's config `kind` -> the sink that speaks its platform.
+SINKS: dict[str, Callable[[Any], Sink]] = {
+    "telegram": TelegramSink, "webhook": WebhookSink, "slack": SlackSink,
+    "discord": DiscordSink, "alertmanager": AlertmanagerSink}
+
+
 def make_sink(config: SinkConfig) -> Sink:
-    if isinstance(config, TelegramSinkConfig):
-        return TelegramSink(config)
-    if isinstance(config, WebhookSinkConfig):
-        return WebhookSink(config)
-    if isinstance(config, SlackSinkConfig):
-        return SlackSink(config)
-    if isinstance(config, DiscordSinkConfig):
-        return DiscordSink(config)
-    return AlertmanagerSink(config)
+    return SINKS[config.kind](config)
 

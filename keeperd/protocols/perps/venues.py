@@ -10,18 +10,22 @@ from keeperd.protocols.perps.http import VenueClient
 from keeperd.protocols.perps.hyperliquid import HyperliquidClient
 from keeperd.protocols.perps.margin import PerpAccount
 
+# A venue's config `kind` -> (the config field with its API's URL, its client).
+VENUES: dict[str, tuple[str, type[HyperliquidClient] | type[DydxClient]]] = {
+    "hyperliquid": ("api_url", HyperliquidClient),
+    "dydx_v4": ("indexer_url", DydxClient),
+}
+
 
 async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
                          session: aiohttp.ClientSession) -> list[PerpAccount]:
-    if isinstance(config, HyperliquidConfig):
-        client = VenueClient(session, config.api_url, rate_limit=config.rate_limit,
-                             max_attempts=config.max_attempts, timeout_s=config.timeout_s)
-        return await HyperliquidClient(client, config.name).accounts(config.accounts)
-    client = VenueClient(session, config.indexer_url, rate_limit=config.rate_limit,
+    url_field, venue = VENUES[config.kind]
+    client = VenueClient(session, getattr(config, url_field), rate_limit=config.rate_limit,
                          max_attempts=config.max_attempts, timeout_s=config.timeout_s)
-    return await DydxClient(client, config.name).accounts(config.accounts)
+    return await venue(client, config.name).accounts(config.accounts)
 
 
 def maintenance_moves(config: HyperliquidConfig | DydxV4Config) -> bool:
-    return not (isinstance(config, HyperliquidConfig)
-                and config.liquidation_rule == "fixed-maintenance")
+    """Whether the liquidation price lets the position's maintenance move with the price
+    (`liquidation_rule`, Hyperliquid's; every other venue: yes)."""
+    return getattr(config, "liquidation_rule", "current") != "fixed-maintenance"
