@@ -202,11 +202,9 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
             n = outbox.requeue_dead()
             print(f"{n} dead-lettered notification(s) requeued; the daemon delivers them")
             return EXIT_OK
-        from keeperd.alerts.engine import SCHEMA
+        from keeperd.alerts.state import AlertState
 
-        store.connection.executescript(SCHEMA)
-        firing = [json.loads(r[0]) for r in store.connection.execute(
-            "SELECT alert FROM alert_state ORDER BY since")]
+        firing = AlertState(store.connection).firing()
         print(f"firing: {len(firing)}")
         for a in firing:
             print(f"  {a['severity']:8} {a['rule']:18} {a['summary']}")

@@ -14,8 +14,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, Config, ConfigError, load_config
+from keeperd.config import AlertsConfig, ChainConfig, Config, ConfigError, load_config
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal
 from keeperd.execution.txmanager import FeePolicy, TxManager
@@ -47,6 +47,7 @@ from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.protocols.plugin import Plugin
 from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
+from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.store import Store
 from keeperd.web import WebServer, make_app
@@ -70,7 +71,6 @@ class ChainRuntime:
     pool: RpcPool
     blocks: BlockSource
     last_block_at: float | None = None
-    extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class Daemon:
@@ -93,6 +93,10 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self.ready = asyncio.Event()
         self.notifier = Notifier()
+        # The long-running components (services.py), run, drained and stopped together.
+        self.services: list[Service] = []
+        # Who takes a new alerting configuration on SIGHUP (the engine, cascade monitors).
+        self.alert_config_subscribers: list[Callable[[AlertsConfig], None]] = []
 
     # --- health -----------------------------------------------------------------------------
 
@@ -237,6 +241,7 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.alerts = AlertEngine(store.connection, self.config.alerts, self.dispatcher,
                                   self.metrics, explorers=AlertEngine.explorers_of(self.config))
+        self.alert_config_subscribers.append(self.alerts.configure)
         for name, rt in self.chains.items():
             rt.blocks.subscribe(functools.partial(self.alerts.on_block_event, chain=name))
         pending = sum(n for n, _ in self.dispatcher.outbox.stats().values())
@@ -270,9 +275,10 @@ class Daemon:
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
                                      describe=plugin.describe)
             scanner.listeners.append(cascade.on_scan)
+            self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade
         rt.blocks.subscribe(scanner.on_block_event)
-        rt.extra_tasks.append(scanner.run)
+        self.services.append(scanner)
         self.scanners[plugin.name] = scanner
         config = plugin.config
         # max_instances=1 + coalesce: a slow job never stacks up behind itself.
@@ -291,16 +297,15 @@ class Daemon:
                 return
             tripped = {s.asset: s.reason or "tripped" for s in breaker.states().values()
                        if s.tripped}
-            try:
-                seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,
-                                                  result.block)
-                await self.alerts.on_scan(
-                    result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
-                    held=plugin.liquidation_hold(result.book),
-                    shortfalls=executor.capital_shortfall if executor is not None else None,
-                    liquidations=seen, action=plugin.position_action)
-            except Exception as exc:  # alerting must never stop evaluation or liquidation
-                log.exception("alerts.evaluation_failed", error=str(exc))
+            # (a failure here is the scanner's listener policy: logged, counted, the next
+            # listener still runs)
+            seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,
+                                              result.block)
+            await self.alerts.on_scan(
+                result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
+                held=plugin.liquidation_hold(result.book),
+                shortfalls=executor.capital_shortfall if executor is not None else None,
+                liquidations=seen, action=plugin.position_action)
         return on_scan
 
     def _alert_tick(self) -> None:
@@ -332,9 +337,8 @@ class Daemon:
             log.error("daemon.reload_failed", error=str(exc),
                       action="the running configuration stays; fix the file and reload again")
             return
-        self.alerts.configure(new.alerts)
-        for cascade in self.cascades.values():
-            cascade.alerts_config = new.alerts
+        for subscriber in self.alert_config_subscribers:
+            subscriber(new.alerts)
         old_rest = self.config.model_dump(exclude={"alerts"})
         new_rest = new.model_dump(exclude={"alerts"})
         needs_restart = sorted(k for k in new_rest if new_rest[k] != old_rest[k])
@@ -350,8 +354,8 @@ class Daemon:
             for name, rt in self.chains.items():
                 tasks.append(tg.create_task(rt.blocks.run(), name=f"{name}:blocks"))
                 tasks.append(tg.create_task(self._probe_loop(rt), name=f"{name}:probe"))
-                for i, job in enumerate(rt.extra_tasks):
-                    tasks.append(tg.create_task(job(), name=f"{name}:job{i}"))
+            for service in self.services:
+                tasks.append(tg.create_task(service.run(), name=service.name))
             tasks.append(tg.create_task(self._status_loop(), name="status"))
             delivery = None
             if self.dispatcher is not None:
@@ -371,9 +375,9 @@ class Daemon:
     async def _drain(self, limit_s: float = 5.0) -> None:
         """Stop taking new work; let a running evaluation (and the liquidations it is
         journaling and broadcasting) reach its end, within the stop budget."""
-        for scanner in self.scanners.values():
-            scanner.stopping = True
-        waits = [s.idle.wait() for s in self.scanners.values()]
+        for service in self.services:
+            service.drain()
+        waits = [s.drained() for s in self.services]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), limit_s)
         except TimeoutError:
@@ -456,8 +460,7 @@ class Daemon:
         executor = Executor(keeper, plugin, liquidator, rt.pool, journal, self.metrics, tx,
                             address, breaker, sequencer, native_prices)
         if self.alerts is not None:
-            executor.events = functools.partial(self.alerts.on_liquidation, chain=rt.config.name,
-                                                protocol=plugin.name)
+            executor.events = self.alerts.on_liquidation
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor

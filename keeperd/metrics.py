@@ -178,6 +178,10 @@ class Metrics:
             "Accounts whose locally computed health factor differed from the protocol's own "
             "answer at the same block (should stay 0).",
             ["chain", "protocol"], registry=r)
+        self.listener_errors = Counter(
+            "keeperd_listener_errors_total", "Listeners of a scan (oracle monitor, executor, "
+            "alerts, cascade monitor) that raised; the others still ran.",
+            ["chain", "protocol", "listener"], registry=r)
         self.scan_skipped = Counter(
             "keeperd_scan_skipped_total",
             "Scan requests folded into a running scan instead of queueing behind it.",

@@ -76,6 +76,18 @@ class ProtocolScanner:
     def labels(self) -> tuple[str, str]:
         return self.adapter.chain, self.adapter.name
 
+    # --- the service lifecycle (services.py) --------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"{self.adapter.chain}:{self.adapter.name}:scanner"
+
+    def drain(self) -> None:
+        self.stopping = True
+
+    async def drained(self) -> None:
+        await self.idle.wait()
+
     # --- triggers -----------------------------------------------------------------------------
 
     async def on_block_event(self, event: BlockEvent) -> None:
@@ -150,8 +162,7 @@ class ProtocolScanner:
             priority, near, first = first_pass
             partial = ScanResult(adapter.name, block, kind, book, first, near,
                                  time.perf_counter() - started, seen_at, partial=True)
-            for listener in self.listeners:
-                await listener(partial)
+            await self._notify(partial)
             log.info("positions.price_moved", protocol=adapter.name, block=block,
                      dependents=len(priority), evaluated_first=len(near),
                      liquidatable=int(np.sum(first.health < 1.0)))
@@ -161,11 +172,26 @@ class ProtocolScanner:
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
         self._publish(result)
-        for listener in self.listeners:
-            await listener(result)
+        await self._notify(result)
         self.completed_block = block  # the block whose listeners have all finished
         self.metrics.scans.labels(*self.labels, kind, "ok").inc()
         return result
+
+    async def _notify(self, result: ScanResult) -> None:
+        """The one error policy for listeners: each runs in turn; one that raises is logged
+        with its traceback and counted, and the next still gets the result (a failed
+        simulation batch must not keep this block's alerts or cascade figures back)."""
+        for listener in self.listeners:
+            try:
+                await listener(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                name = getattr(listener, "__qualname__", repr(listener)).split(".<locals>")[0]
+                self.metrics.listener_errors.labels(*self.labels, name).inc()
+                log.exception("positions.listener_failed", protocol=self.adapter.name,
+                              block=result.block, listener=name,
+                              error=f"{type(exc).__name__}: {exc}")
 
     def _publish(self, result: ScanResult) -> None:
         view = result.view

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from typing import Any
 
+from keeperd.alerts.state import AlertState
 from keeperd.config import Config
 
 
@@ -57,11 +58,11 @@ def collect(config: Config) -> dict[str, Any]:
                     for a, s, c, d, p, w in db.execute(
                         "SELECT account, status, collateral, debt, expected_profit_usd, "
                         "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")]
-            if "alert_state" in tables:
+            if AlertState.exists(db):
                 out["alerts_firing"] = [
-                    {"rule": r, "severity": sv, "since": round(time.time() - since)}
-                    for r, sv, since in db.execute(
-                        "SELECT rule, severity, since FROM alert_state ORDER BY since")]
+                    {"rule": a["rule"], "severity": a["severity"],
+                     "since": round(time.time() - a["starts_at"])}
+                    for a in AlertState(db, create=False).firing()]
             if "outbox" in tables:
                 counts = dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
                 oldest = db.execute("SELECT MIN(created_at) FROM outbox WHERE state = "

@@ -17,7 +17,6 @@ the notifications in one SQLite transaction. Delivery is the dispatcher's job.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,33 +31,13 @@ from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
 from keeperd.alerts.model import Alert, fingerprint
 from keeperd.alerts.outbox import DELIVERED, PENDING
 from keeperd.alerts.silences import Silences
+from keeperd.alerts.state import AlertState
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.plugin import LiquidationSeen
+from keeperd.protocols.plugin import ExecutionEvent, LiquidationSeen
 
 log = structlog.get_logger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
-    fingerprint  TEXT PRIMARY KEY,
-    rule         TEXT NOT NULL,
-    route        TEXT NOT NULL,
-    severity     TEXT NOT NULL,
-    value        REAL,
-    told_at      REAL NOT NULL,
-    since        REAL NOT NULL,
-    chain        TEXT,
-    block        INTEGER,
-    alert        TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_cursor (
-    name   TEXT PRIMARY KEY,
-    block  INTEGER NOT NULL
-);
-"""
-
-
 
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
@@ -134,12 +113,23 @@ class Condition:
     inhibited_by: tuple[str, ...] = ()
 
 
+def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
+    """The grouping stage (pure): for people's chats, one message per (rule, status,
+    severity) of one evaluation, lowest value first; for machines, one request per alert."""
+    if not group:
+        return [[a] for a in alerts]
+    keyed: dict[tuple[str, str, str], list[Alert]] = {}
+    for a in alerts:
+        keyed.setdefault((a.rule, a.status, a.severity), []).append(a)
+    return [sorted(g, key=lambda a: a.value if a.value is not None else 0.0)
+            for g in keyed.values()]
+
+
 class AlertEngine:
     def __init__(self, db: sqlite3.Connection, config: AlertsConfig, dispatcher: Dispatcher,
                  metrics: Metrics, *, explorers: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._db.executescript(SCHEMA)
+        self.state = AlertState(db)
         self.outbox = dispatcher.outbox
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -309,13 +299,10 @@ class AlertEngine:
 
     def cursor(self, name: str) -> int | None:
         """Where a log follower feeding this engine stopped (rewound on reorgs)."""
-        row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
-                               (name,)).fetchone()
-        return None if row is None else int(row[0])
+        return self.state.cursor(name)
 
     def set_cursor(self, name: str, block: int) -> None:
-        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                         "SET block = excluded.block", (name, block))
+        self.state.set_cursor(name, block)
 
     def _held_conditions(self, chain: str, protocol: str, held: str | None) -> list[Condition]:
         rule = self.config.rules.liquidations_held
@@ -337,9 +324,8 @@ class AlertEngine:
         if not rule.enabled or route is None:
             return []
         by_symbol = {s.symbol: s for s in shortfalls.values()}
-        known = {json.loads(r[0])["labels"]["asset"] for r in self._db.execute(
-            "SELECT alert FROM alert_state WHERE rule = 'capital_shortfall'")
-            if json.loads(r[0])["labels"].get("protocol") == protocol}
+        known = {labels["asset"] for labels in self.state.labels_of("capital_shortfall")
+                 if labels.get("protocol") == protocol}
         conditions = []
         for symbol in sorted(known | set(by_symbol)):
             s = by_symbol.get(symbol)
@@ -363,8 +349,7 @@ class AlertEngine:
         route = self.config.route_for("oracle")
         if not rule.enabled or route is None:
             return
-        known = {json.loads(r[0])["labels"]["asset"] for r in self._db.execute(
-            "SELECT alert FROM alert_state WHERE rule = 'oracle'")}
+        known = {labels["asset"] for labels in self.state.labels_of("oracle")}
         conditions = []
         for asset in sorted(known | set(tripped)):
             reason = tripped.get(asset)
@@ -378,9 +363,10 @@ class AlertEngine:
                        "why, `keeperd breaker reset ASSET` resumes by hand."))
         self._evaluate(conditions, chain, block)
 
-    def on_liquidation(self, event: str, *, chain: str, protocol: str, account: str,
-                       opportunity: str, block: int | None, details: dict[str, Any]) -> None:
+    def on_liquidation(self, e: ExecutionEvent) -> None:
         """The executor's outcomes, one event each."""
+        event, chain, protocol, account = e.kind, e.chain, e.protocol, e.account
+        opportunity, block, details = e.opportunity, e.block, e.details
         rule = self.config.rules.liquidation
         route = self.config.route_for("liquidation")
         if not rule.enabled or route is None or event not in _LIQUIDATION_EVENTS:
@@ -472,12 +458,14 @@ class AlertEngine:
     # --- the lifecycle ------------------------------------------------------------------------
 
     def _told(self, fp: str) -> Told | None:
-        row = self._db.execute("SELECT severity, value, told_at, since FROM alert_state "
-                               "WHERE fingerprint = ?", (fp,)).fetchone()
-        return Told(row[0], row[1], row[2], row[3]) if row else None
+        return self.state.told(fp)
 
     def _evaluate(self, conditions: list[Condition], chain: str | None, block: int | None
                   ) -> None:
+        """The stages, per condition: lifecycle (pure `decide`: fire, escalate, repeat,
+        resolve, or nothing new) → inhibition (`hold` drops it while a price it rests on is
+        untrusted; `annotate` sends it marked) → silences → the state told, and the
+        notification queued; `commit` groups the queue per sink into the outbox."""
         now = self.clock()
         for c in conditions:
             alert = Alert(c.rule, c.severity or "info", "firing", c.labels, c.summary, c.action,
@@ -488,8 +476,7 @@ class AlertEngine:
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:
-                    self._db.execute("UPDATE alert_state SET severity = ? WHERE fingerprint = ?",
-                                     (new.severity, fp))
+                    self.state.set_severity(fp, new.severity)
                 continue
             if decision == "resolved":
                 assert told is not None
@@ -505,15 +492,9 @@ class AlertEngine:
                 continue
             new = after(told, decision, c.severity, c.value, now)
             if new is None:
-                self._db.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fp,))
+                self.state.forget(fp)
             else:
-                self._db.execute(
-                    "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT "
-                    "(fingerprint) DO UPDATE SET severity = excluded.severity, value = "
-                    "excluded.value, told_at = excluded.told_at, chain = excluded.chain, "
-                    "block = excluded.block, alert = excluded.alert, route = excluded.route",
-                    (fp, c.rule, c.route, new.severity, new.value, new.at, new.since, chain,
-                     block, json.dumps(alert.to_json(), default=str)))
+                self.state.record(fp, c.rule, c.route, new, chain, block, alert.to_json())
             self._suppressed.discard(fp)
             self._pending.append((c.route, alert))
 
@@ -565,16 +546,7 @@ class AlertEngine:
                 log.error("alerts.no_such_route", route=route)
                 continue
             for rt in sinks:
-                groups: list[list[Alert]]
-                if rt.sink.group:
-                    keyed: dict[tuple[str, str, str], list[Alert]] = {}
-                    for a in alerts:
-                        keyed.setdefault((a.rule, a.status, a.severity), []).append(a)
-                    groups = list(keyed.values())
-                else:
-                    groups = [[a] for a in alerts]
-                for group in groups:
-                    group.sort(key=lambda a: (a.value if a.value is not None else 0.0))
+                for group in group_alerts(alerts, rt.sink.group):
                     blocks = [a.block for a in group if a.block is not None]
                     chains = {a.chain for a in group if a.chain}
                     self.outbox.put(route, rt.index, rt.sink.kind,
@@ -590,8 +562,7 @@ class AlertEngine:
         forgotten, so the next evaluation decides afresh on the surviving chain."""
         entries = self.outbox.after_block(chain, ancestor)
         if not entries:
-            self._db.execute("DELETE FROM alert_state WHERE chain = ? AND block > ?",
-                             (chain, ancestor))
+            self.state.forget_after(chain, ancestor)
             return
         now = self.clock()
         with self.outbox.transaction():
@@ -609,10 +580,7 @@ class AlertEngine:
                         retracted.append(a)
                         self.metrics.alerts.labels(a["rule"], "retracted").inc()
                     self.outbox.put(e.route, e.sink, e.sink_kind, retracted, None, None, now)
-            self._db.execute("DELETE FROM alert_state WHERE chain = ? AND block > ?",
-                             (chain, ancestor))
-            self._db.execute("UPDATE alert_cursor SET block = ? WHERE block > ? AND name LIKE "
-                             "'liquidations:%'", (ancestor, ancestor))
+            self.state.forget_after(chain, ancestor)
         log.warning("alerts.retracted", chain=chain, ancestor=ancestor,
                     withdrawn=sum(e.state == PENDING for e in entries),
                     retractions_sent=sum(e.state == DELIVERED for e in entries))
@@ -622,17 +590,10 @@ class AlertEngine:
     # --- views --------------------------------------------------------------------------------
 
     def firing(self, route: str | None = None) -> list[dict[str, Any]]:
-        if route is None:
-            rows = self._db.execute("SELECT alert FROM alert_state ORDER BY since")
-        else:
-            rows = self._db.execute("SELECT alert FROM alert_state WHERE route = ? "
-                                    "ORDER BY since", (route,))
-        return [json.loads(r[0]) for r in rows]
+        return self.state.firing(route)
 
     def _refresh_firing_gauge(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for rule, severity in self._db.execute("SELECT rule, severity FROM alert_state"):
-            counts[(rule, severity)] = counts.get((rule, severity), 0) + 1
+        counts = self.state.counts()
         for (rule, severity), n in counts.items():
             self.metrics.alerts_firing.labels(rule, severity).set(n)
         for sample in [s for m in self.metrics.alerts_firing.collect() for s in m.samples]:

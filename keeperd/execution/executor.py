@@ -36,7 +36,14 @@ from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManag
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.sequencer import SequencerCheck
-from keeperd.protocols.plugin import Call, Liquidator, Opportunity, OpportunityKey, Plugin
+from keeperd.protocols.plugin import (
+    Call,
+    ExecutionEvent,
+    Liquidator,
+    Opportunity,
+    OpportunityKey,
+    Plugin,
+)
 from keeperd.scanner import ScanResult
 
 log = structlog.get_logger(__name__)
@@ -110,8 +117,8 @@ class Executor:
         self._lost_race_checks: list[tuple[Opportunity, str, int, str]] = []
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
         self.capital_shortfall: dict[str, Shortfall] = {}
-        # Outcomes for the alert engine: events(kind, account=, opportunity=, block=, details=)
-        self.events: Callable[..., None] | None = None
+        # Outcomes, for the alert engine (its subscriber).
+        self.events: Callable[[ExecutionEvent], None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
@@ -456,7 +463,8 @@ class Executor:
         if self.events is None:
             return
         try:
-            self.events(kind, account=account, opportunity=key, block=block, details=details)
+            self.events(ExecutionEvent(kind, self.adapter.chain, self.adapter.name, account, key,
+                                       block, details))
         except Exception as exc:  # alerting must never disturb a liquidation
             log.exception("alerts.event_failed", kind=kind, error=str(exc))
 

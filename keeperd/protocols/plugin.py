@@ -86,6 +86,20 @@ class Call:
 
 
 @dataclass(frozen=True)
+class ExecutionEvent:
+    """What the executor did with an opportunity (sent, included, reverted, lost_race,
+    not_sent, ...): the alert engine's input."""
+
+    kind: str
+    chain: str
+    protocol: str
+    account: str
+    opportunity: str
+    block: int | None
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class LiquidationSeen:
     """A liquidation event of the protocol, decoded (anyone's: lost races, watched positions,
     forensics)."""

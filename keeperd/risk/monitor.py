@@ -112,6 +112,10 @@ class CascadeMonitor:
         self._last_at = 0.0
         self._running = False
 
+    def configure_alerts(self, config: AlertsConfig) -> None:
+        """SIGHUP: the cascade rule's new thresholds and route."""
+        self.alerts_config = config
+
     async def on_scan(self, result: Any) -> None:
         """The scanner's listener: its full results, not the partial ones."""
         if not result.partial:

@@ -213,9 +213,11 @@ async def test_operator_rules(setup: Setup) -> None:
 
 
 async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
-    setup.engine.on_liquidation("included", chain="devnet", protocol="aave",
-                                account=ACCOUNTS[0], opportunity="aave:x:WETH:USDC:1",
-                                block=7, details={"tx_hash": "0xabc", "profit_usd": 12.5})
+    from keeperd.protocols.plugin import ExecutionEvent
+
+    setup.engine.on_liquidation(ExecutionEvent(
+        "included", "devnet", "aave", ACCOUNTS[0], "aave:x:WETH:USDC:1", 7,
+        {"tx_hash": "0xabc", "profit_usd": 12.5}))
     await setup.scan(8, [1.5], {"WETH": "deviation 20% from references"})
     await setup.scan(9, [1.5], {"WETH": "deviation 20% from references"})
     await setup.scan(10, [1.5], {})
@@ -266,3 +268,19 @@ async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> N
     await scan_with(3, {})
     resolved = setup.entries(sink=1)[-1].alerts[0]
     assert resolved["status"] == "resolved" and "covers" in resolved["summary"]
+
+
+def test_grouping_is_per_rule_status_and_severity_for_people_and_none_for_machines() -> None:
+    from keeperd.alerts.engine import group_alerts
+    from keeperd.alerts.model import Alert
+
+    def alert(rule: str, severity: str, value: float) -> Alert:
+        return Alert(rule, severity, "firing", {"account": str(value)}, "s", "", value)
+
+    alerts = [alert("position_health", "warning", 1.15), alert("oracle", "critical", 0.0),
+              alert("position_health", "warning", 1.1),
+              alert("position_health", "critical", 1.01)]
+    people = group_alerts(alerts, group=True)
+    assert [[a.value for a in g] for g in people] == [[1.1, 1.15], [0.0], [1.01]]
+    machines = group_alerts(alerts, group=False)
+    assert [[a.value for a in g] for g in machines] == [[1.15], [0.0], [1.1], [1.01]]
