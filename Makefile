@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps test test-fast test-slow demo lint bench clean devnet-up devnet-down
 
-setup: $(VENV)/.installed node_modules/.installed system-deps
+setup: $(VENV)/.installed node_modules/.installed vendor/npm/.installed system-deps
 
 # Debian's prometheus (promtool, the rule and scrape tests) and prometheus-alertmanager (the
 # Alertmanager sink's tests). Installed only when missing; needs root or sudo.
@@ -34,6 +34,12 @@ $(VENV)/.installed: pyproject.toml
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Packages `npm ci` cannot install (GitHub tarballs in their dependency lists): `npm pack`ed,
+# checked against the integrity pinned in npm-packs.json, unpacked under vendor/npm/.
+vendor/npm/.installed: npm-packs.json keeperd/devnet/npm_packs.py $(VENV)/.installed
+	$(BIN)/python -m keeperd.devnet.npm_packs
 	touch $@
 
 test: setup
@@ -62,4 +68,4 @@ devnet-down: setup
 	$(BIN)/keeperd devnet down
 
 clean:
-	rm -rf $(VENV) node_modules .devnet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules vendor .devnet .pytest_cache .mypy_cache .ruff_cache

@@ -62,6 +62,22 @@ def extract_accounts(entry: dict[str, Any],
     return (abi.topic_address(topics[pos], cache),)
 
 
+class RowAssets(Sequence[frozenset[str]]):
+    """The symbols each account uses (collateral or debt), built only for the rows asked for:
+    alerts and the breaker look at a handful of accounts of a 10k-account view."""
+
+    def __init__(self, used: np.ndarray, symbols: Sequence[str]) -> None:
+        self._used, self._symbols = used, symbols
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return frozenset(self._symbols[int(c)] for c in np.flatnonzero(self._used[i]))
+
+
 class AaveV3Adapter:
     kind = "aave_v3"
     config_model = AaveV3Config
@@ -270,7 +286,7 @@ class AaveV3Adapter:
             liquidation_threshold=fast.liquidation_threshold,
             main_collateral=[symbols[m] if m >= 0 else None for m in fast.main_column],
             drop_to_liquidation=fast.drop_to_liquidation,
-            assets=[frozenset(symbols[c] for c in np.flatnonzero(row)) for row in used],
+            assets=RowAssets(used, symbols),
         )
 
     def candidates(self, book: AaveBook, rows: np.ndarray, below: float = 1.0005) -> np.ndarray:
