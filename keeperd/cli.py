@@ -342,7 +342,7 @@ def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
 
     control = DevnetControl(_read_manifest())
     before = control.price(args.symbol)
-    control.set_price(args.symbol, args.usd)
+    control.set_price(args.symbol, args.usd, walk_perps=True)
     print(f"{args.symbol}: {before:g} -> {control.price(args.symbol):g} USD")
     return EXIT_OK
 

@@ -229,6 +229,23 @@ class MorphoBlueConfig(_Model):
     index_interval: float = Field(default=60.0, gt=0)
 
 
+class PerpCurieConfig(_Model):
+    """Perpetual Protocol v2 ("Curie"): cross-margined perpetuals on Uniswap V3 pools of
+    virtual tokens, liquidated by anyone through its ClearingHouse."""
+
+    kind: Literal["perp_curie"]
+    name: Name
+    chain: Name = Field(description="The `name` of an entry under `chains`.")
+    clearing_house: Address = Field(description="The ClearingHouse; the vault, account "
+                                    "balance, exchange and config are read from it.")
+    asset_symbols: dict[str, str] = Field(
+        default_factory=dict, description="Base token symbol -> the asset symbol keeperd "
+        "uses for its price elsewhere (the breaker, what-ifs, shocks), e.g. {vETH: WETH}. By "
+        "default the base token's symbol without its leading `v` (vETH -> ETH).")
+    start_block: int = Field(default=0, ge=0, description="First block to index events from.")
+    index_interval: float = Field(default=60.0, gt=0)
+
+
 class _PerpVenueConfig(_Model):
     """A perpetual-futures venue watched over its public API (monitor and alert only: the
     venue's own engine liquidates)."""
@@ -276,7 +293,7 @@ class DydxV4Config(_PerpVenueConfig):
 
 
 BuiltInProtocolConfig = Annotated[
-    AaveV3Config | MorphoBlueConfig | HyperliquidConfig | DydxV4Config,
+    AaveV3Config | MorphoBlueConfig | PerpCurieConfig | HyperliquidConfig | DydxV4Config,
     Field(discriminator="kind")]
 
 

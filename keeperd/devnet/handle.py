@@ -37,12 +37,18 @@ class DevnetControl:
             raise KeyError(f"no price feed for {symbol!r}; the devnet has {sorted(feeds)}")
         return str(feeds[symbol])
 
-    def set_price(self, symbol: str, usd: float) -> None:
+    def set_price(self, symbol: str, usd: float, *, walk_perps: bool = False) -> None:
         """Move the asset's price for every protocol on the devnet: a new round on its
         aggregator (Aave's oracle, and the adapters built on it, follow at once) and the
-        oracle of every Morpho Blue market that prices it."""
+        oracle of every Morpho Blue market that prices it. With `walk_perps`, Perp Curie's
+        market of the asset follows too: its index at once, its mark walked to it by trades
+        and chain time (several blocks, 16 s apart: `curie.walk_mark`)."""
         for to, data in self._price_moves(symbol, usd):  # an unknown symbol fails first
             self.client.send(self.manifest["aave_v3"]["admin"], to, data)
+        if walk_perps:
+            from keeperd.devnet.curie import walk_mark
+
+            walk_mark(self.client, self.manifest, symbol, usd)
 
     def set_price_async(self, symbol: str, usd: float) -> list[str]:
         """The same, sent without waiting for it to be mined (automine off)."""
@@ -76,6 +82,16 @@ class DevnetControl:
         for symbol in self.manifest["price_feeds"]:
             self.set_price(symbol, self.price(symbol))
         admin = self.manifest["aave_v3"]["admin"]
+        curie = self.manifest.get("perp_curie")
+        if curie:
+            # Curie's index caches a TWAP of the feed; hours without an update (a cached state
+            # loaded later) would make its views revert. One update() a market mends it.
+            from keeperd.devnet.curie import artifact
+
+            for feeds in curie["index_feeds"].values():
+                self.client.send(admin, feeds["chainlink_v3"],
+                                 artifact("ChainlinkPriceFeedV3").encode_call("update"),
+                                 gas=500_000)
         for feed in self.manifest.get("extra_feeds", {}).values():
             answer = int.from_bytes(self.client.eth_call(
                 feed, self._aggregator.encode_call("latestAnswer")), "big", signed=True)
@@ -160,8 +176,20 @@ class Devnet(DevnetControl):
         manifest["rpc_url"] = self.anvil.rpc_url
         manifest["ws_url"] = self.anvil.ws_url
         super().__init__(manifest)
+        self._clock_not_behind_state()
         self.refresh_feeds()
         return self
+
+    def _clock_not_behind_state(self) -> None:
+        """A loaded anvil stamps new blocks with the wall clock, but a state built with time
+        warps (Curie needs 30 minutes of pool history) ends in the future: the next block would
+        go back in time, and Curie's funding arithmetic underflows. Move the clock past it."""
+        import time
+
+        head = self.client.call("eth_getBlockByNumber", "latest", False)
+        ahead = int(head["timestamp"], 16) - int(time.time())
+        if ahead >= 0:
+            self.client.increase_time(ahead + 1)
 
     def stop(self) -> None:
         if hasattr(self, "client"):

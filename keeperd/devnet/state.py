@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.devnet import aave, aave36, aave_origin, morpho, paths, seed, uniswap
+from keeperd.devnet import aave, aave36, aave_origin, curie, morpho, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
 
@@ -50,10 +50,11 @@ def _fingerprint(aave_version: str) -> str:
     lock = paths.project_root() / "package-lock.json"
     if lock.is_file():
         h.update(lock.read_bytes())
-    for module in (aave, aave36, aave_origin, seed, uniswap, morpho):
+    for module in (aave, aave36, aave_origin, seed, uniswap, morpho, curie):
         h.update(Path(module.__file__ or "").read_bytes())
     if aave_version != "v3.0":
         h.update(aave_origin.source_fingerprint())
+        h.update(curie.source_fingerprint())
     return h.hexdigest()[:16]
 
 
@@ -118,6 +119,9 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
                 aave36.freeze_after_seeding(client, market)
             dex = uniswap.deploy_uniswap(client, market, prices)
             blue = morpho.deploy_morpho(client, market, prices, seed_value=seed_value)
+            # Today's devnet also runs a derivatives protocol keeperd liquidates: Perp Curie.
+            perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
+                     if aave_version != "v3.0" else {})
             block = client.block_number()
             dump = client.call("anvil_dumpState")
         finally:
@@ -136,6 +140,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         **market,
         **dex,
         **blue,
+        **perps,
         "borrowers": [
             {"address": p.address, "profile": p.profile, "emode": p.emode,
              "collateral": [s for s, _ in p.collateral], "debt": p.debt[0],

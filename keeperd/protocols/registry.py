@@ -17,6 +17,7 @@ from pydantic import BaseModel
 BUILT_IN: dict[str, str] = {
     "aave_v3": "keeperd.protocols.aave_v3.adapter:AaveV3Adapter",
     "morpho_blue": "keeperd.protocols.morpho_blue.adapter:MorphoBlueAdapter",
+    "perp_curie": "keeperd.protocols.perp_curie.adapter:PerpCurieAdapter",
 }
 
 _registered: dict[str, type] = {}

@@ -50,6 +50,11 @@ def test_devnet_yaml_points_at_the_deployed_market(aave_devnet: Devnet) -> None:
     [morpho] = [p for p in config["protocols"] if p["kind"] == "morpho_blue"]
     assert morpho["morpho"] == blue["morpho"]
     assert morpho["markets"] == [m["id"] for m in blue["markets"].values()]
+    curie = [p for p in config["protocols"] if p["kind"] == "perp_curie"]
+    if "perp_curie" in devnet.manifest:  # today's devnet only
+        assert curie[0]["clearing_house"] == devnet.manifest["perp_curie"]["clearing_house"]
+    else:
+        assert curie == []
     assert config["keeper"]["flash_liquidator"] == devnet.manifest["flash_liquidator"]["address"]
     assert config["keeper"]["uniswap_v3_factory"] == devnet.manifest["uniswap_v3"]["factory"]
     depth = config["risk"]["cascade"]["depth"]

@@ -1,0 +1,308 @@
+"""The Perp Curie plug-in: traders discovered from the ClearingHouse's PositionChanged and
+PositionLiquidated events; every block, in Multicall3 batches, each trader's account value,
+margin requirement, free collateral and, per market, position size, value at the mark and open
+notional — the contracts' own views, so keeperd's figures equal theirs to the unit; what-ifs
+(an index shock) from those by `margin.py`. Cross-margined: one view row per trader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+from eth_abi import decode
+from eth_utils import to_checksum_address
+
+from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
+from keeperd.indexer import AccountIndexer, LogFilter
+from keeperd.metrics import Metrics
+from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.plugin import LiquidationSeen, account_topic
+from keeperd.store import Store
+
+log = structlog.get_logger(__name__)
+
+POSITION_CHANGED = event_topic(
+    "PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)")
+POSITION_LIQUIDATED = event_topic(
+    "PositionLiquidated(address,address,uint256,uint256,uint256,address)")
+
+
+def _trader(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
+    topics = entry.get("topics") or []
+    if len(topics) < 2 or topics[0] not in (POSITION_CHANGED, POSITION_LIQUIDATED):
+        return ()
+    raw = "0x" + topics[1][-40:]
+    if raw not in cache:
+        cache[raw] = to_checksum_address(raw)
+    return (cache[raw],)
+
+
+@dataclass(frozen=True)
+class Market:
+    base: str
+    symbol: str  # vETH
+    asset: str  # WETH
+    mark: int
+    index: int
+
+
+@dataclass(frozen=True)
+class CurieBook:
+    block: int
+    timestamp: int
+    markets: dict[str, Market]  # base token -> market
+    traders: tuple[cm.CurieTrader, ...]
+    mm_ratio: int
+    penalty_ratio: int
+    im_ratio: int
+
+
+class PerpCurieAdapter:
+    kind = "perp_curie"
+    config_model = PerpCurieConfig
+    position_action = ("Add margin or reduce the position: once the account value falls under "
+                       "6.25 % of the positions' value anyone may liquidate them, taking a "
+                       "2.5 % penalty from the account.")
+
+    def __init__(self, config: PerpCurieConfig, chain: ChainConfig, pool: RpcPool,
+                 store: Store, metrics: Metrics) -> None:
+        self.config = config
+        self.name = config.name
+        self.chain = chain.name
+        self.pool = pool
+        self.metrics = metrics
+        self.multicall = Multicall(pool, address=chain.multicall3,
+                                   chunk_size=chain.multicall_chunk_size)
+        self.indexer = AccountIndexer(
+            config.name, chain.name, pool, store,
+            LogFilter((config.clearing_house,), ((POSITION_CHANGED, POSITION_LIQUIDATED),)),
+            _trader, start_block=config.start_block, confirmations=chain.confirmations,
+            metrics=metrics)
+        self.addresses: dict[str, str] = {}
+        self._symbols: dict[str, str] = {}
+
+    # --- start-up and the index ---------------------------------------------------------------
+
+    @staticmethod
+    async def check_config(pool: RpcPool, proto: PerpCurieConfig, pi: int
+                           ) -> list[ConfigIssue]:
+        from keeperd.checks import contract_issues
+
+        return await contract_issues(pool, proto, pi, ("clearing_house",))
+
+    async def start(self) -> None:
+        ch = self.config.clearing_house
+        getters = ("getAccountBalance", "getVault", "getExchange", "getInsuranceFund",
+                   "getClearingHouseConfig", "getQuoteToken")
+        results = await self.multicall.aggregate3(
+            [Call(ch, encode_call(f"{g}()", [], [])) for g in getters])
+        for getter, r in zip(getters, results, strict=True):
+            if not r.success or len(r.data) < 32:
+                raise ValueError(f"{self.name}: {ch} is not a Curie ClearingHouse ({getter} "
+                                 "failed)")
+            self.addresses[getter[3:]] = to_checksum_address("0x" + r.data[12:32].hex())
+        await self.indexer.verify_against_chain()
+
+    @property
+    def accounts(self) -> set[str]:
+        return self.indexer.accounts
+
+    def index_lag(self, head: int) -> int | None:
+        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
+
+    async def discover(self, head: int) -> set[str]:
+        return (await self.indexer.catch_up(head)).touched
+
+    def on_reorg(self, ancestor: int) -> list[str]:
+        return self.indexer.on_reorg(ancestor)
+
+    def asset_of(self, symbol: str) -> str:
+        if symbol in self.config.asset_symbols:
+            return self.config.asset_symbols[symbol]
+        return symbol[1:] if symbol.startswith("v") else symbol
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def read(self, block: int, previous: CurieBook | None, touched: set[str],
+                   dropped: set[str]) -> CurieBook:
+        """Every trader, every block: the mark and funding move every account's value."""
+        a = self.addresses
+        header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
+        traders = sorted(self.accounts)
+        config_calls = [Call(a["ClearingHouseConfig"], encode_call(f"{g}()", [], []))
+                        for g in ("getMmRatio", "getLiquidationPenaltyRatio", "getImRatio")]
+        per_trader = [c for t in traders for c in (
+            Call(a["AccountBalance"], encode_call("getBaseTokens(address)", ["address"], [t])),
+            Call(self.config.clearing_house,
+                 encode_call("getAccountValue(address)", ["address"], [t])),
+            Call(a["AccountBalance"], encode_call(
+                "getMarginRequirementForLiquidation(address)", ["address"], [t])),
+            Call(a["Vault"], encode_call("getFreeCollateral(address)", ["address"], [t])))]
+        first = await self.multicall.aggregate3(config_calls + per_trader, block)
+        mm_ratio, penalty, im_ratio = (decode(["uint24"], r.data)[0] for r in first[:3])
+        rows = []
+        for i, t in enumerate(traders):
+            bases_r, av_r, mm_r, free_r = first[3 + 4 * i: 7 + 4 * i]
+            if not (bases_r.success and av_r.success and mm_r.success and free_r.success):
+                raise ValueError(f"{self.name}: reading trader {t} failed at block {block}")
+            rows.append((t, [str(to_checksum_address(b)) for b in
+                             decode(["address[]"], bases_r.data)[0]],
+                         decode(["int256"], av_r.data)[0], decode(["int256"], mm_r.data)[0],
+                         decode(["uint256"], free_r.data)[0]))
+        bases = sorted({b for _, bs, _, _, _ in rows for b in bs})
+        await self._learn_symbols(bases)
+        pairs = [(t, b) for t, bs, _, _, _ in rows for b in bs]
+        second = await self.multicall.aggregate3(
+            [Call(a["AccountBalance"], encode_call("getMarkPrice(address)", ["address"], [b]))
+             for b in bases]
+            + [Call(b, encode_call("getIndexPrice(uint256)", ["uint256"], [0])) for b in bases]
+            + [c for t, b in pairs for c in (
+                Call(a["AccountBalance"], encode_call("getTakerPositionSize(address,address)",
+                                                      ["address", "address"], [t, b])),
+                Call(a["AccountBalance"], encode_call("getTotalPositionValue(address,address)",
+                                                      ["address", "address"], [t, b])),
+                Call(a["AccountBalance"], encode_call("getTakerOpenNotional(address,address)",
+                                                      ["address", "address"], [t, b])))],
+            block)
+        n = len(bases)
+        markets = {b: Market(b, self._symbols[b], self.asset_of(self._symbols[b]),
+                             decode(["uint256"], second[k].data)[0],
+                             decode(["uint256"], second[n + k].data)[0])
+                   for k, b in enumerate(bases)}
+        values = iter(second[2 * n:])
+        positions: dict[str, list[cm.CuriePosition]] = {}
+        for t, b in pairs:
+            size_r, value_r, open_r = next(values), next(values), next(values)
+            size = decode(["int256"], size_r.data)[0]
+            if size == 0:
+                continue
+            m = markets[b]
+            positions.setdefault(t, []).append(cm.CuriePosition(
+                b, m.symbol, m.asset, size, decode(["int256"], value_r.data)[0],
+                decode(["int256"], open_r.data)[0], m.mark))
+        book_traders = tuple(cm.CurieTrader(t, av, mm, free, tuple(positions.get(t, ())))
+                             for t, _, av, mm, free in rows)
+        return CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
+                         penalty, im_ratio)
+
+    async def _learn_symbols(self, bases: Sequence[str]) -> None:
+        missing = [b for b in bases if b not in self._symbols]
+        if not missing:
+            return
+        results = await self.multicall.aggregate3(
+            [Call(b, encode_call("symbol()", [], [])) for b in missing])
+        for b, r in zip(missing, results, strict=True):
+            self._symbols[b] = decode(["string"], r.data)[0] if r.success else b[:10]
+
+    # --- evaluation (pure) ----------------------------------------------------------------------
+
+    def evaluate(self, book: CurieBook, prices: Mapping[str, float] | None = None
+                 ) -> HealthView:
+        """Health = account value / margin requirement (below 1: liquidatable). With `prices`
+        (asset symbol -> USD) the marks move by the same factor as each asset's index."""
+        factors = {}
+        for m in book.markets.values():
+            if prices and m.asset in prices and m.index:
+                factors[m.asset] = prices[m.asset] / (m.index / cm.WAD)
+        n = len(book.traders)
+        health = np.empty(n)
+        value = np.empty(n)
+        notional = np.empty(n)
+        drop = np.full(n, np.nan)
+        main: list[str | None] = []
+        for i, t in enumerate(book.traders):
+            if factors:
+                av, mm = cm.shocked(t, factors, book.mm_ratio)
+                total = sum(p.notional / cm.WAD * factors.get(p.asset, 1.0) for p in t.positions)
+            else:
+                av, mm = t.account_value / cm.WAD, t.margin_requirement / cm.WAD
+                total = t.total_abs_value / cm.WAD
+            health[i] = av / mm if mm > 0 else np.inf
+            value[i], notional[i] = av, total
+            largest = max(t.positions, key=lambda p: p.notional, default=None)
+            main.append(largest.asset if largest else None)
+            if largest is not None and not factors:
+                price = cm.liquidation_price(t, largest, book.mm_ratio)
+                if price is not None and largest.mark:
+                    drop[i] = max(0.0, 1 - price / (largest.mark / cm.WAD)) \
+                        if largest.size > 0 else max(0.0, price / (largest.mark / cm.WAD) - 1)
+        return HealthView(
+            accounts=[t.account for t in book.traders], health=health, collateral_usd=value,
+            debt_usd=notional, liquidation_threshold=np.full(n, book.mm_ratio / cm.RATIO),
+            main_collateral=main, drop_to_liquidation=drop,
+            assets=[frozenset(p.asset for p in t.positions) for t in book.traders])
+
+    def first_pass(self, previous: CurieBook | None, book: CurieBook) -> None:
+        return None
+
+    def liquidation_hold(self, book: CurieBook) -> str | None:
+        return None
+
+    def rows(self, book: CurieBook, view: HealthView) -> list[AccountRow]:
+        out = []
+        for i, t in enumerate(book.traders):
+            health = float(view.health[i])
+            drop = float(view.drop_to_liquidation[i])
+            total = t.total_abs_value
+            out.append(AccountRow(
+                protocol=self.name, account=t.account,
+                health_factor=None if not np.isfinite(health) else health,
+                collateral_usd=t.account_value / cm.WAD, debt_usd=total / cm.WAD,
+                liquidation_threshold=book.mm_ratio / cm.RATIO,
+                main_collateral=view.main_collateral[i],
+                drop_to_liquidation=None if np.isnan(drop) else round(drop, 6),
+                extra={
+                    "chain": self.chain,
+                    "account_value_usd": t.account_value / cm.WAD,
+                    "maintenance_margin_usd": t.margin_requirement / cm.WAD,
+                    "margin_ratio": t.account_value / total if total else None,
+                    "free_collateral_usd": t.free_collateral / 10**6,
+                    "positions": [{
+                        "market": p.market, "asset": p.asset, "size": p.size / cm.WAD,
+                        "notional_usd": p.notional / cm.WAD, "mark_price": p.mark / cm.WAD,
+                        "liquidation_price": cm.liquidation_price(t, p, book.mm_ratio)}
+                        for p in t.positions]}))
+        return out
+
+    def describe(self, book: CurieBook) -> None:
+        return None  # the cascade engine models lending books; perp what-ifs are in evaluate
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def liquidation_logs(self, book: CurieBook | None, accounts: Sequence[str]
+                         ) -> dict[str, Any]:
+        return {"address": self.config.clearing_house,
+                "topics": [POSITION_LIQUIDATED, [account_topic(a) for a in accounts]]}
+
+    def decode_liquidation(self, entry: dict[str, Any], book: CurieBook | None
+                           ) -> LiquidationSeen | None:
+        topics = entry.get("topics") or []
+        if len(topics) < 3 or topics[0] != POSITION_LIQUIDATED:
+            return None
+        notional, size, fee, liquidator = decode(["uint256", "uint256", "uint256", "address"],
+                                                 bytes.fromhex(entry["data"][2:]))
+        base = to_checksum_address("0x" + topics[2][-40:])
+        market = self._symbols.get(base, base)
+        block = entry.get("blockNumber")
+        return LiquidationSeen(
+            to_checksum_address("0x" + topics[1][-40:]), to_checksum_address(liquidator),
+            int(block, 16) if block else None, entry.get("transactionHash") or "",
+            entry.get("logIndex") or "",
+            f"{size / cm.WAD:,.6g} {market} (${notional / cm.WAD:,.2f}) taken over, penalty "
+            f"${fee / cm.WAD:,.2f}", None, None,
+            {"market": market, "size": size / cm.WAD, "notional_usd": notional / cm.WAD,
+             "penalty_usd": fee / cm.WAD, "liquidator": liquidator.lower()},
+            {"market": market})
+
+    def oracle_monitor(self, breaker: Any, config: Any) -> None:
+        return None
+
+    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> None:
+        return None  # watched; liquidation comes next (#15)

@@ -1,0 +1,69 @@
+"""Perp Curie's margin rules, without a chain: the requirement, how much one liquidation may
+take, the penalty split, the liquidation price and the what-if under a shock."""
+
+from __future__ import annotations
+
+import pytest
+
+from keeperd.protocols.perp_curie import margin as cm
+
+WAD = 10**18
+MM = 62_500  # 6.25 %
+
+
+def position(asset: str, size: float, mark: float) -> cm.CuriePosition:
+    s = int(size * WAD)
+    return cm.CuriePosition("0x" + asset, "v" + asset, asset, s, s * int(mark * 10**6) // 10**6,
+                            -s * int(mark), int(mark * WAD))
+
+
+def trader(av: float, *positions: cm.CuriePosition) -> cm.CurieTrader:
+    total = sum(p.notional for p in positions)
+    return cm.CurieTrader("0xt", int(av * WAD), cm.mul_ratio(total, MM), 0, positions)
+
+
+def test_requirement_is_floor_of_total_value_times_ratio() -> None:
+    t = trader(1_000, position("ETH", 3, 2_000), position("BTC", -0.1, 60_000))
+    assert cm.margin_requirement(t, MM) == (6_000 + 6_000) * WAD * MM // 10**6
+    assert cm.mul_ratio(-7, 500_000) == -3  # toward zero, as mulDiv on the absolute value
+
+
+def test_half_of_a_large_position_while_margin_is_above_half_the_requirement() -> None:
+    # One market: requirement $625 on $10,000; account value $400 >= $312.5 -> at most
+    # min(1, total / (2 x this)) = 50 %.
+    eth = position("ETH", 5, 2_000)
+    t = trader(400, eth)
+    assert cm.is_liquidatable(t)
+    assert cm.liquidatable_size(t, eth) == eth.size // 2
+    # Under half the requirement: all of it.
+    assert cm.liquidatable_size(trader(300, eth), eth) == eth.size
+    # Small positions ($100 or less) go whole; healthy accounts give nothing.
+    tiny = position("ETH", 0.04, 2_000)
+    assert cm.liquidatable_size(trader(1, tiny), tiny) == tiny.size
+    assert cm.liquidatable_size(trader(700, eth), eth) == 0
+
+
+def test_cross_margin_takes_more_of_the_smaller_market() -> None:
+    eth, btc = position("ETH", 5, 2_000), position("BTC", 0.05, 60_000)  # $10k + $3k
+    t = trader(700, eth, btc)  # requirement $812.5, 700 >= 406.25
+    assert cm.liquidatable_size(t, eth) == cm.mul_ratio(eth.size, 13_000 * 10**6 // 20_000)
+    assert cm.liquidatable_size(t, btc) == btc.size  # 13k / 6k > 1: capped at all of it
+
+
+def test_penalty_goes_half_to_the_liquidator_unless_there_is_bad_debt() -> None:
+    assert cm.liquidation_fee(10_000 * WAD, 25_000, 1) == (250 * WAD, 125 * WAD)
+    assert cm.liquidation_fee(-10_000 * WAD, 25_000, -1) == (250 * WAD, 250 * WAD)
+
+
+def test_liquidation_price_is_where_value_meets_the_requirement() -> None:
+    eth = position("ETH", 5, 2_000)
+    t = trader(2_000, eth)
+    price = cm.liquidation_price(t, eth, MM)
+    assert price is not None
+    av, mm = cm.shocked(t, {"ETH": price / 2_000}, MM)
+    assert av == pytest.approx(mm)
+    short = position("ETH", -5, 2_000)
+    up = cm.liquidation_price(trader(2_000, short), short, MM)
+    assert up is not None and up > 2_000
+    av, mm = cm.shocked(trader(2_000, short), {"ETH": up / 2_000}, MM)
+    assert av == pytest.approx(mm)
