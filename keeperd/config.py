@@ -244,6 +244,10 @@ class PerpCurieConfig(_Model):
         "default the base token's symbol without its leading `v` (vETH -> ETH).")
     start_block: int = Field(default=0, ge=0, description="First block to index events from.")
     index_interval: float = Field(default=60.0, gt=0)
+    keeper_margin_usd: float = Field(
+        default=0.0, ge=0, description="USDC the keeper keeps deposited in the Vault as margin "
+        "for the positions it takes over when liquidating (10 % of a liquidated notional is "
+        "needed until it is unwound); topped up from the keeper's wallet at start.")
 
 
 class _PerpVenueConfig(_Model):

@@ -94,6 +94,25 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
     return out
 
 
+async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
+    """Curie's mark follows its index only through trades and time (its TWAPs): the devnet's
+    arbitrageur walks it there in steps, 16 s apart; keeperd liquidates traders as their
+    margin runs out and unwinds what it took over. Then a few blocks until nothing is left."""
+    from keeperd.devnet.curie import walk_mark
+
+    await asyncio.to_thread(walk_mark, devnet.client, devnet.manifest, "WETH", price)
+    scanner = daemon.scanners["curie-devnet"]
+    executor = daemon.executors.get("curie-devnet")
+    for _ in range(30):
+        await wait_for_block(daemon, devnet.mine(1))
+        view = scanner.view
+        left = 0 if view is None else int((view.health < 1.0).sum())
+        pending = executor.journal.by_status("pending") if executor else []
+        if left == 0 and not pending:
+            break
+    print(f"Curie mark {price:,.0f}; traders still under water: {left}")
+
+
 def show_journal(daemon: Daemon) -> None:
     journals = [e.journal for e in daemon.executors.values()]
     if not journals:
@@ -256,6 +275,10 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             finally:
                 devnet.client.call("evm_setAutomine", True)
             await wait_for_block(daemon, devnet.mine(1))
+            if "curie-devnet" in daemon.scanners:
+                banner("Perp Curie: the mark walks to the new index; keeperd liquidates "
+                       "and unwinds")
+                await perps_follow(daemon, devnet, new)
             show_journal(daemon)
             after = keeper_balances(devnet)
             print("\nkeeper balances (on chain):")

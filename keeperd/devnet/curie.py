@@ -31,6 +31,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from keeperd.chain.multicall import encode_call
 from keeperd.devnet import contracts, paths
 from keeperd.devnet.client import DevnetClient
 from keeperd.devnet.contracts import Artifact, Deployer
@@ -340,11 +341,7 @@ def walk_mark(client: DevnetClient, manifest: dict[str, Any], symbol: str, targe
     curie = manifest.get("perp_curie")
     if not curie or symbol not in curie["base_tokens"]:
         return
-    admin = client.accounts()[0]
-    cpf = curie["index_feeds"][symbol]["chainlink_v3"]
-    client.increase_time(1)  # the feed ignores a round with the cached round's timestamp
-    client.send(admin, cpf, artifact("ChainlinkPriceFeedV3").encode_call("update"),
-                gas=500_000)
+    refresh_index(client, manifest, symbol)
     base, ch, arb = curie["base_tokens"][symbol], curie["clearing_house"], curie["arbitrageur"]
     ch_art = artifact("ClearingHouse")
     ab = artifact("AccountBalance")
@@ -365,6 +362,23 @@ def walk_mark(client: DevnetClient, manifest: dict[str, Any], symbol: str, targe
         client.increase_time(SETTLE_S)
         client.mine(1)
     raise RuntimeError(f"Curie {symbol}: the mark did not reach {target}")
+
+
+def refresh_index(client: DevnetClient, manifest: dict[str, Any], symbol: str) -> None:
+    """Make the market's ChainlinkPriceFeedV3 cache the aggregator's answer now. It caches a
+    round only if its timestamp differs from the cached one, so the answer is pushed again one
+    second later (a new round; same answer) before `update()`: a price set in the same second
+    as the last cached round would otherwise be ignored and the index would stay stale."""
+    feeds = manifest["perp_curie"]["index_feeds"][symbol]
+    aggregator = feeds["aggregator"]
+    admin = manifest["aave_v3"]["admin"]
+    answer = int.from_bytes(client.eth_call(aggregator, encode_call("latestAnswer()", [], [])),
+                            "big", signed=True)
+    client.increase_time(1)
+    client.send(admin, aggregator, encode_call("setAnswer(int256)", ["int256"], [answer]),
+                gas=200_000)
+    client.send(admin, feeds["chainlink_v3"],
+                artifact("ChainlinkPriceFeedV3").encode_call("update"), gas=500_000)
 
 
 def _pool_price(client: DevnetClient, pool: str) -> float:

@@ -85,13 +85,11 @@ class DevnetControl:
         curie = self.manifest.get("perp_curie")
         if curie:
             # Curie's index caches a TWAP of the feed; hours without an update (a cached state
-            # loaded later) would make its views revert. One update() a market mends it.
-            from keeperd.devnet.curie import artifact
+            # loaded later) would make its views revert. One update a market mends it.
+            from keeperd.devnet.curie import refresh_index
 
-            for feeds in curie["index_feeds"].values():
-                self.client.send(admin, feeds["chainlink_v3"],
-                                 artifact("ChainlinkPriceFeedV3").encode_call("update"),
-                                 gas=500_000)
+            for symbol in curie["index_feeds"]:
+                refresh_index(self.client, self.manifest, symbol)
         for feed in self.manifest.get("extra_feeds", {}).values():
             answer = int.from_bytes(self.client.eth_call(
                 feed, self._aggregator.encode_call("latestAnswer")), "big", signed=True)

@@ -164,6 +164,7 @@ class Executor:
             await self.on_block(result.block)
             if result.block % 10 == 0:
                 await self.publish_balances(result.block)
+            await self._housekeep(result)
         if self._last is None:
             self._last = result
         if not liquidatable:
@@ -241,9 +242,13 @@ class Executor:
         if self.keeper is None:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
-        answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
-        balances = {a: v if isinstance(v, int) else 0
-                    for a, v in zip(assets, answers, strict=True)}
+        own_balances = getattr(self.liquidator, "balances", None)
+        if own_balances is not None:  # capital that is not a token balance (Curie's margin)
+            balances = await own_balances(assets) if assets else {}
+        else:
+            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
+            balances = {a: v if isinstance(v, int) else 0
+                        for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
         publish_shortfall(self.metrics, *self.labels, self.capital_shortfall, short,
@@ -344,6 +349,47 @@ class Executor:
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
                 "expected_profit_usd": round(decision.net_profit_usd, 2)})
 
+    async def _housekeep(self, result: ScanResult) -> None:
+        """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
+        over), journaled and signed in one commit like liquidations, so a restart resumes
+        rather than repeats them; a reverted one is tried again under a retry key."""
+        calls = getattr(self.liquidator, "housekeeping", None)
+        if calls is None or self.tx is None or self.mode != "liquidate" or self.keeper is None:
+            return
+        todo = []
+        for base_key, target, data, gas in calls(result):
+            key = next((k for k in (base_key if n == 0 else f"{base_key}#retry{n}"
+                                    for n in range(RETRIES_AFTER_REVERT + 1))
+                        if (e := self.journal.get(k)) is None or e.status != J.REVERTED), None)
+            if key is None or self.journal.get(key) is not None:
+                continue
+            todo.append((key, target, data, gas))
+        if not todo:
+            return
+        base_fee = await self._base_fee()
+        to_send = []
+        with self.journal.transaction():
+            for key, target, data, gas in todo:
+                budget = gas * self.fees.fees_for(base_fee)[0] * 4  # room for replacements
+                self.journal.record(J.JournalEntry(
+                    key, self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
+                    J.PLANNED, None, None, "housekeeping"))
+                try:
+                    to_send.append(self.tx.prepare(key, target, data, gas, budget,
+                                                   block=result.block, base_fee=base_fee))
+                except SendRefused as exc:
+                    self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
+        for (record, _), refused in zip(to_send, await self.tx.broadcast_many(to_send),
+                                        strict=True):
+            if refused is not None:
+                self.journal.set_status(record.key, J.DROPPED, detail=str(refused)[:500])
+            else:
+                log.info("liquidation.housekeeping_sent", opportunity=record.key,
+                         tx_hash=record.tx_hash)
+
+    def _is_housekeeping(self, entry: J.JournalEntry) -> bool:
+        return self.keeper is not None and entry.account.lower() == self.keeper.lower()
+
     def _fee_per_gas(self, base_fee: int) -> int:
         return self.fees.fees_for(base_fee)[0]
 
@@ -373,13 +419,22 @@ class Executor:
 
     def _still_wanted(self, key: str) -> bool:
         entry = self.journal.get(key)
-        return entry is not None and entry.account in self._liquidatable
+        return entry is not None and (entry.account in self._liquidatable
+                                      or self._is_housekeeping(entry))
 
     async def _settle(self, outcome: Outcome) -> None:
         if outcome.key.startswith("approve:"):
             return
         entry = self.journal.get(outcome.key)
         if entry is None:
+            return
+        if self._is_housekeeping(entry):
+            status = {"included": J.INCLUDED, "reverted": J.REVERTED,
+                      "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
+            self.journal.set_status(outcome.key, status, detail=f"tx={outcome.tx_hash}")
+            (log.info if status == J.INCLUDED else log.warning)(
+                "liquidation.housekeeping_settled", opportunity=outcome.key,
+                status=outcome.status, tx_hash=outcome.tx_hash)
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)

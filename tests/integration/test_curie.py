@@ -23,6 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
 from keeperd.store import Store
+from tests.integration.test_liquidation import run_daemon  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,3 +138,69 @@ async def test_a_weth_drop_walks_the_mark_and_keeperd_sees_who_is_liquidatable(
     wrong = {t for t in said.keys() & now.keys()
              if (said[t] < 1) != (now[t] < 1) and abs(now[t] - 1) > 0.02}
     assert not wrong
+
+
+def liquidations_on_chain(devnet: Devnet, since: int) -> list[dict[str, Any]]:
+    from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
+
+    logs = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(since), "toBlock": "latest",
+        "address": devnet.manifest["perp_curie"]["clearing_house"],
+        "topics": [POSITION_LIQUIDATED]})
+    return [{"trader": "0x" + e["topics"][1][-40:], "liquidator": "0x" + e["data"][-40:],
+             "block": int(e["blockNumber"], 16)} for e in logs]
+
+
+@pytest.mark.slow
+async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unwound(
+        devnet: Devnet, tmp_path: Path, run_daemon,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from keeperd.devnet import contracts
+    from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    token = contracts.aave("MintableERC20")
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"],
+                       token.encode_call("mint", KEEPER, 20_000_000 * 10**6))
+    data = curie_config(devnet, tmp_path)
+    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
+    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
+                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    keeper = await run_daemon(parse_config(data))
+    start = devnet.client.block_number()
+    curie = devnet.manifest["perp_curie"]
+    traders = [t["address"] for t in devnet.manifest["perp_traders"]]
+    # The walk mines blocks (the mark moves in steps); keeperd liquidates along the way.
+    await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.75,
+                            walk_perps=True)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        devnet.mine(1)
+        await keeper.evaluated_at(devnet.client.block_number(), protocol="curie")
+        left = chain_liquidatable(devnet, traders)
+        held = chain_view(devnet, curie["account_balance"], "AccountBalance", "getBaseTokens",
+                          KEEPER)
+        in_flight = keeper.daemon.executors["curie"].journal.by_status("pending")
+        if not left and not held and not in_flight:
+            break
+        assert asyncio.get_running_loop().time() < deadline, (len(left), held)
+        await asyncio.sleep(0.2)
+    done = liquidations_on_chain(devnet, start)
+    liquidated = {d["trader"].lower() for d in done}
+    assert len(liquidated) >= 10
+    ours = [d for d in done if d["liquidator"].lower() == KEEPER.lower()]
+    assert len(ours) >= 0.95 * len(done)
+    # Never twice: one signed transaction per journal key, one liquidation per key on chain.
+    journal = keeper.daemon.executors["curie"].journal
+    keys = [e.key for e in journal.all() if e.status == "included" and ":unwind:" not in e.key]
+    assert len(keys) == len(set(keys)) == len(ours)
+    # What it took over was closed (the loop above waited for the keeper to hold nothing),
+    # by its own journaled unwinds (a reverted one, e.g. a block whose price moved too far,
+    # is retried under a retry key).
+    unwinds = [e for e in journal.all() if ":unwind:" in e.key]
+    assert any(e.status == "included" for e in unwinds)
+    assert all(e.status in ("included", "reverted", "dropped", "cancelled") for e in unwinds), \
+        [(e.key[-30:], e.status, e.detail) for e in unwinds]

@@ -304,5 +304,7 @@ class PerpCurieAdapter:
     def oracle_monitor(self, breaker: Any, config: Any) -> None:
         return None
 
-    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> None:
-        return None  # watched; liquidation comes next (#15)
+    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
+        from keeperd.protocols.perp_curie.liquidator import CurieLiquidator
+
+        return CurieLiquidator(self, keeper, keeper_address, tx)

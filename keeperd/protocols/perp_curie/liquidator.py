@@ -1,0 +1,176 @@
+"""Perp Curie's execution half: liquidations as opportunities, and the unwind of what the
+keeper took over.
+
+A Curie liquidation transfers no tokens: the liquidator takes the trader's position over at
+the mark, discounted by its share of the penalty (half of 2.5 % of the notional; all of it when
+the trader's account value is negative), and must keep free collateral at the initial margin
+(10 %) afterwards. So:
+- capital is the keeper's free collateral in the Vault, not a token balance: a liquidation needs
+  10 % of (notional - its fee) of it (`Liquidator.balances` reads it);
+- the prize is the fee share less the cost of unwinding: the exchange fee of closing the
+  position (the market's fee ratio) — the executor's `swap_slippage_bps` covers the price
+  impact, on the notional;
+- one liquidation per trader per block, the largest position first: after it the trader may no
+  longer be liquidatable (a second call in the same block would revert `CH_EAV`); the next
+  block evaluates it afresh;
+- what the keeper holds afterwards is unwound in a following transaction (`closePosition`), a
+  housekeeping call of the next block, journaled like a liquidation so a restart never sends
+  it twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.multicall import encode_call
+from keeperd.config import KeeperConfig
+from keeperd.execution.capital import Need
+from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
+
+if TYPE_CHECKING:
+    from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
+
+log = structlog.get_logger(__name__)
+
+# Measured on anvil: liquidate 1.5-1.7M gas, closePosition ~0.5M.
+LIQUIDATE_GAS = 2_000_000
+CLOSE_GAS = 900_000
+DEADLINE = 2**255
+MAX_UINT = 2**256 - 1
+VAULT = "vault"  # the capital "asset": free collateral in the Vault
+
+
+class CurieLiquidator:
+    flash_premium_bps = 0
+    supports_flash = False
+
+    def __init__(self, adapter: PerpCurieAdapter, config: KeeperConfig, keeper: str | None,
+                 tx: Any) -> None:
+        self.adapter = adapter
+        self.config = config
+        self.keeper = keeper
+        self.tx = tx
+        self._gas_used: dict[str, int] = {}
+        self._fee_ratio: dict[str, int] = {}
+
+    async def prepare(self, head: int) -> None:
+        """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
+        `keeper_margin_usd` (approved once); the markets' exchange fee ratios."""
+        a = self.adapter.addresses
+        target = self.adapter.config.keeper_margin_usd
+        if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
+            return
+        usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
+                                  ).call(self.adapter.pool)
+        held, allowance, wallet = await call_many(self.adapter.pool, [
+            ContractCall(a["Vault"], "getBalance(address)", ["address"], [self.keeper],
+                         ["int256"]),
+            ContractCall(usdc, "allowance(address,address)", ["address", "address"],
+                         [self.keeper, a["Vault"]]),
+            ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
+        missing = int(target * 10**6) - held
+        if missing <= 0:
+            return
+        amount = min(missing, wallet)
+        if amount <= 0:
+            log.warning("curie.keeper_margin_short", protocol=self.adapter.name,
+                        wanted_usd=target, held_usd=held / 10**6,
+                        fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
+            return
+        if allowance < amount:
+            await self.tx.send(f"approve:{self.adapter.name}:{usdc}:max", usdc, encode_call(
+                "approve(address,uint256)", ["address", "uint256"], [a["Vault"], MAX_UINT]),
+                100_000, budget_wei=10**18, block=head)
+        await self.tx.send(f"approve:{self.adapter.name}:deposit:{head}", a["Vault"],
+                           encode_call("deposit(address,uint256)", ["address", "uint256"],
+                                       [usdc, amount]), 400_000, budget_wei=10**18, block=head)
+        log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
+                 usd=amount / 10**6)
+
+    async def balances(self, assets: list[str]) -> dict[str, int]:
+        """Free collateral in the Vault (settlement-token units) for the capital stage."""
+        if self.keeper is None:
+            return {}
+        free = await ContractCall(self.adapter.addresses["Vault"], "getFreeCollateral(address)",
+                                  ["address"], [self.keeper]).call(self.adapter.pool)
+        return {VAULT: int(free)}
+
+    def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
+        book: CurieBook = result.book
+        out = []
+        for t in book.traders:
+            if t.account not in accounts or not cm.is_liquidatable(t) or not t.positions:
+                continue
+            if self.keeper is not None and t.account.lower() == self.keeper.lower():
+                continue  # our own takeovers: unwound, never "liquidated" by us
+            p = max(t.positions, key=lambda p: p.notional)
+            size = cm.liquidatable_size(t, p)
+            if size == 0:
+                continue
+            notional = abs(size) * p.mark // cm.WAD
+            _, fee = cm.liquidation_fee(notional, book.penalty_ratio, t.account_value)
+            unwind_fee = notional * self._fee_ratio.get(p.base, 1_000) // cm.RATIO
+            margin_needed = (notional - fee) * book.im_ratio // cm.RATIO
+            profit = (fee - unwind_fee) / cm.WAD
+            out.append(Opportunity(
+                OpportunityKey(self.adapter.name, t.account, p.base, str(p.size)),
+                p.market, "USDC", abs(size), frozenset({p.asset}),
+                Need(VAULT, "USDC (free collateral)", 6, margin_needed // 10**12 + 1, profit),
+                profit, notional / cm.WAD, 0.0,
+                int(self._gas_used.get(p.base, LIQUIDATE_GAS) * self.config.gas_limit_margin),
+                (t.account, p.base, size),
+                f"market={p.market} size={size} notional={notional} fee={fee} "
+                f"bad_debt={t.account_value < 0}"))
+        return sorted(out, key=lambda o: o.gross_profit_usd, reverse=True)
+
+    def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
+        return opportunities
+
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
+                    native_usd: float) -> list[Call | None]:
+        ch = self.adapter.config.clearing_house
+        out: list[Call | None] = []
+        for opp, flash in chosen:
+            if flash:
+                out.append(None)
+                continue
+            trader, base, _ = opp.plan
+            # positionSize 0: the most the rules allow at inclusion (a block of funding
+            # cannot make a fixed size too large).
+            out.append(Call(opp, ch, encode_call("liquidate(address,address,int256)",
+                                                 ["address", "address", "int256"],
+                                                 [trader, base, 0])))
+        return out
+
+    def housekeeping(self, result: Any) -> list[tuple[str, str, bytes, int]]:
+        """Unwind what the keeper holds: (journal key, target, calldata, gas) per market."""
+        if self.keeper is None:
+            return []
+        book: CurieBook = result.book
+        mine = next((t for t in book.traders if t.account.lower() == self.keeper.lower()), None)
+        if mine is None:
+            return []
+        ch = self.adapter.config.clearing_house
+        return [(f"{self.adapter.name}:{self.keeper}:unwind:{p.base}:{p.size}", ch,
+                 encode_call("closePosition((address,uint160,uint256,uint256,bytes32))",
+                             ["(address,uint160,uint256,uint256,bytes32)"],
+                             [(p.base, 0, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS)
+                for p in mine.positions]
+
+    def learn(self, key: str, gas_used: int) -> None:
+        parts = key.split("#", 1)[0].split(":")
+        if len(parts) >= 4 and parts[2] != "unwind":
+            self._gas_used[parts[2]] = max(self._gas_used.get(parts[2], 0), gas_used)
+
+    def native_usd(self, book: CurieBook) -> float | None:
+        for m in book.markets.values():
+            if m.asset == self.config.native_symbol:
+                return m.index / cm.WAD
+        return None
+
+    def tokens(self, book: Any) -> list[tuple[str, str, int]]:
+        return []
