@@ -334,6 +334,11 @@ class Metrics:
             "liquidated if the coin moves by `move` (a fraction; negative: down), the other "
             "marks unchanged (cross margin takes the whole account).",
             ["venue", "coin", "move"], registry=r)
+        self.perp_maintenance_mismatches = Counter(
+            "keeperd_perp_maintenance_mismatch_total", "Watched accounts whose cross "
+            "maintenance margin by keeperd's tier arithmetic differed from the venue's own "
+            "figure (crossMaintenanceMarginUsed) by more than a cent and 0.01 %.",
+            ["venue"], registry=r)
         self.perp_polls = Counter(
             "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome.",
             ["venue", "outcome"], registry=r)

@@ -33,8 +33,11 @@ def recorded(name: str) -> Any:
 
 
 def hyperliquid_app(log: list[dict[str, Any]] | None = None,
-                    script: list[Callable[[], web.Response]] | None = None) -> web.Application:
-    state = recorded("clearinghouseState_2023-03-27.json")
+                    script: list[Callable[[], web.Response]] | None = None,
+                    state_fields: dict[str, Any] | None = None) -> web.Application:
+    """`state_fields`: fields added to the recorded clearinghouseState, each named by the
+    test that adds it (the 2023 recording predates e.g. `crossMaintenanceMarginUsed`)."""
+    state = {**recorded("clearinghouseState_2023-03-27.json"), **(state_fields or {})}
     meta = recorded("meta_2023-07-17.json")
 
     async def info(request: web.Request) -> web.Response:

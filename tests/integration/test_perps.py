@@ -20,7 +20,7 @@ from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
 from keeperd.protocols.perps.http import VenueClient, VenueError
 from keeperd.protocols.perps.venues import fetch_accounts
-from tests.conftest import serve
+from tests.conftest import metric_value, serve
 from tests.venue_fakes import HL_USER, dydx_app, hyperliquid_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,3 +213,35 @@ def test_check_config_reads_the_venues(tmp_path: Path) -> None:
     assert "protocols[0].accounts[1]" in found.stderr and "no positions" in found.stderr
     assert "protocols[0].accounts[0]" not in found.stderr
     assert "protocols[0].api_url" in dead.stderr and "did not answer" in dead.stderr
+
+
+async def test_the_venues_own_maintenance_figure_is_compared_and_a_mismatch_counted() -> None:
+    """Today's clearinghouseState states `crossMaintenanceMarginUsed`; the 2023 recording does
+    not, so the field is added here: first equal to keeperd's tier arithmetic on that account
+    (no mismatch), then 10 % off (one, counted and logged)."""
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.perps.monitor import PerpMonitor
+
+    async def poll(fields: dict[str, Any] | None) -> tuple[Metrics, Any]:
+        metrics = Metrics()
+        async with serve(hyperliquid_app(state_fields=fields)) as hl:
+            config = parse_config({
+                "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                        "rpc_urls": ["http://127.0.0.1:1"]}],
+                "protocols": [{"kind": "hyperliquid", "api_url": hl, "rate_limit": 100,
+                               "accounts": [HL_USER]}]}, env={})
+            monitor = PerpMonitor(config.perp_venues[0], metrics)
+            try:
+                [account] = await monitor.poll()
+            finally:
+                await monitor.close()
+        return metrics, account
+
+    metrics, account = await poll(None)
+    labels = {"venue": "hyperliquid"}
+    assert metric_value(metrics, "keeperd_perp_maintenance_mismatch_total", labels) == 0
+    ours = account.maintenance_margin
+    metrics, _ = await poll({"crossMaintenanceMarginUsed": f"{ours:.6f}"})
+    assert metric_value(metrics, "keeperd_perp_maintenance_mismatch_total", labels) == 0
+    metrics, _ = await poll({"crossMaintenanceMarginUsed": f"{ours * 1.1:.6f}"})
+    assert metric_value(metrics, "keeperd_perp_maintenance_mismatch_total", labels) == 1

@@ -48,3 +48,18 @@ def test_an_account_uses_the_deduction() -> None:
                             maintenance_deduction=maintenance_deduction(ETH, 150e6))
     account = PerpAccount("hyperliquid", "0xabc", 10e6, (position,))
     assert account.maintenance_margin == pytest.approx(maintenance(ETH, 150e6))
+
+
+def test_open_interest_at_risk_takes_a_fifth_of_a_large_position_at_first() -> None:
+    from keeperd.protocols.perps.margin import liquidated_notional_by_move
+
+    big = PerpPosition("ETH", 100.0, 3_000.0, 3_000.0, 0.0, "cross",
+                       maintenance_fraction=0.02)  # $300k
+    small = PerpPosition("ETH", 10.0, 3_000.0, 3_000.0, 0.0, "cross",
+                         maintenance_fraction=0.02)  # $30k
+    accounts = [PerpAccount("hyperliquid", "0xa", 30_000.0, (big,)),
+                PerpAccount("hyperliquid", "0xb", 3_000.0, (small,))]
+    whole = liquidated_notional_by_move(accounts, "ETH", [-0.5])
+    clipped = liquidated_notional_by_move(accounts, "ETH", [-0.5], partial=(100_000.0, 0.2))
+    assert whole[-0.5] == pytest.approx(330_000.0)
+    assert clipped[-0.5] == pytest.approx(0.2 * 300_000.0 + 30_000.0)

@@ -23,6 +23,7 @@ from keeperd.protocols.perps.margin import (
     MarginTier,
     PerpAccount,
     PerpPosition,
+    maintenance_deduction,
     maintenance_fraction,
 )
 
@@ -88,13 +89,17 @@ def parse_account(user: str, state: dict[str, Any], markets: dict[str, Market],
             unrealized_pnl=float(p["unrealizedPnl"]), margin_mode=mode,
             leverage=float(p["leverage"].get("value", 0)) or None,
             maintenance_fraction=maintenance_fraction(market.tiers, abs(size) * mark),
+            maintenance_deduction=maintenance_deduction(market.tiers, abs(size) * mark),
             isolated_margin=float(p["marginUsed"]) - float(p["unrealizedPnl"])
             if mode == "isolated" else None,
             funding_rate_hourly=market.funding_hourly,
             venue_liquidation_price=_float(p.get("liquidationPx"))))
     summary = state.get("crossMarginSummary") or state.get("marginSummary") or {}
     return PerpAccount(venue, user, float(summary.get("accountValue", 0.0)), tuple(positions),
-                       extra={"withdrawable_usd": _float(state.get("withdrawable"))})
+                       extra={"withdrawable_usd": _float(state.get("withdrawable")),
+                              # today's API states its own figure; the 2023 one did not
+                              "venue_maintenance_margin_usd": _float(
+                                  state.get("crossMaintenanceMarginUsed"))})
 
 
 class HyperliquidClient:

@@ -10,7 +10,11 @@ from keeperd.alerts.engine import AlertEngine
 from keeperd.config import DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.perps.margin import PerpAccount, liquidated_notional_by_move
-from keeperd.protocols.perps.venues import fetch_accounts, maintenance_moves
+from keeperd.protocols.perps.venues import (
+    PARTIAL_LIQUIDATION,
+    fetch_accounts,
+    maintenance_moves,
+)
 from keeperd.risk.health import RISK_LEVELS, bucket_label
 
 log = structlog.get_logger(__name__)
@@ -51,6 +55,17 @@ class PerpMonitor:
 
     def _publish(self, accounts: list[PerpAccount]) -> None:
         venue = self.config.name
+        self.metrics.perp_maintenance_mismatches.labels(venue)
+        for a in accounts:
+            theirs = a.extra.get("venue_maintenance_margin_usd")
+            if not isinstance(theirs, float):
+                continue
+            ours = a.maintenance_margin
+            if abs(ours - theirs) > max(0.01, 1e-4 * abs(theirs)):
+                self.metrics.perp_maintenance_mismatches.labels(venue).inc()
+                log.warning("perps.maintenance_mismatch", venue=venue, account=a.account,
+                            keeperd_usd=round(ours, 2), venue_usd=round(theirs, 2),
+                            meaning="keeperd's margin tiers differ from the venue's")
         for level in RISK_LEVELS:
             self.metrics.perp_accounts_below.labels(venue, bucket_label(level)).set(
                 sum(1 for a in accounts if a.health < level))
@@ -60,7 +75,8 @@ class PerpMonitor:
             self.metrics.perp_notional.labels(venue, coin).set(
                 sum(p.notional for a in accounts for p in a.positions if p.coin == coin))
             liquidated = liquidated_notional_by_move(
-                accounts, coin, moves, maintenance_moves=maintenance_moves(self.config))
+                accounts, coin, moves, maintenance_moves=maintenance_moves(self.config),
+                partial=PARTIAL_LIQUIDATION.get(self.config.kind))
             for move, notional in liquidated.items():
                 self.metrics.perp_liquidated_notional.labels(venue, coin, f"{move:g}").set(
                     notional)

@@ -17,6 +17,10 @@ VENUES: dict[str, tuple[str, type[HyperliquidClient] | type[DydxClient]]] = {
 }
 
 
+# How a venue liquidates a large position: (above this notional, this fraction at a time).
+PARTIAL_LIQUIDATION: dict[str, tuple[float, float]] = {"hyperliquid": (100_000.0, 0.2)}
+
+
 async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
                          session: aiohttp.ClientSession) -> list[PerpAccount]:
     url_field, venue = VENUES[config.kind]
