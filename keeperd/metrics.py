@@ -334,6 +334,10 @@ class Metrics:
             "liquidated if the coin moves by `move` (a fraction; negative: down), the other "
             "marks unchanged (cross margin takes the whole account).",
             ["venue", "coin", "move"], registry=r)
+        self.perp_bad_debt = Gauge(
+            "keeperd_perp_bad_debt_usd", "Negative account value (bad debt, which the "
+            "insurance fund pays) of the accounts an index move of `coin` would leave under "
+            "water, the other marks unchanged.", ["venue", "coin", "move"], registry=r)
         self.perp_maintenance_mismatches = Counter(
             "keeperd_perp_maintenance_mismatch_total", "Watched accounts whose cross "
             "maintenance margin by keeperd's tier arithmetic differed from the venue's own "

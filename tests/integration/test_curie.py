@@ -23,6 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
 from keeperd.store import Store
+from tests.conftest import metric_value
 from tests.integration.test_liquidation import run_daemon  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,19 @@ async def test_every_seeded_trader_is_read_as_the_contracts_see_it(
         assert cm.margin_requirement(t, book.mm_ratio) == t.margin_requirement
     view = adapter.evaluate(book)
     assert (view.health[[i for i, t in enumerate(book.traders) if t.positions]] > 1).all()
+    # Risk by index move, per block: what a 25 % WETH drop would liquidate (by the same
+    # shock as the what-if), the bad debt it would leave, and the fund that pays it.
+    at_risk = metric_value(metrics, "keeperd_perp_liquidated_notional_usd",
+                           {"venue": "curie", "coin": "WETH", "move": "-0.25"})
+    shocked = adapter.evaluate(book, prices={"WETH": 0.75 * devnet.price("WETH")})
+    expected = sum(float(n) for n, h in zip(shocked.debt_usd, shocked.health, strict=True)
+                   if h < 1)
+    assert at_risk == pytest.approx(expected) and at_risk > 0
+    assert metric_value(metrics, "keeperd_perp_bad_debt_usd",
+                        {"venue": "curie", "coin": "WETH", "move": "-0.5"}) >= 0
+    fund = metric_value(metrics, "keeperd_cascade_insurance_fund_usd",
+                        {"chain": "devnet", "protocol": "curie"})
+    assert fund >= 5_000_000
 
 
 def test_keeperd_scan_lists_every_trader_with_its_margin(devnet: Devnet, tmp_path: Path
@@ -204,3 +218,68 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     assert any(e.status == "included" for e in unwinds)
     assert all(e.status in ("included", "reverted", "dropped", "cancelled") for e in unwinds), \
         [(e.key[-30:], e.status, e.detail) for e in unwinds]
+
+
+@pytest.mark.slow
+def test_curie_liquidations_pending_at_sigkill_are_resumed_never_sent_twice(
+        devnet: Devnet, tmp_path: Path) -> None:
+    import os
+    import time
+
+    from keeperd.devnet import contracts
+    from keeperd.devnet.curie import deposit
+    from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
+    from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+    from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
+
+    curie = devnet.manifest["perp_curie"]
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    deposit(devnet.client, KEEPER, devnet.manifest["tokens"]["USDC"], curie["vault"],
+            5_000_000)
+    assert contracts  # (the deposit minted the keeper's USDC)
+    devnet.set_price("WETH", devnet.price("WETH") * 0.75, walk_perps=True)
+    data = curie_config(devnet, tmp_path)
+    data["protocols"][0]["keeper_margin_usd"] = 5_000_000
+    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
+                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    data["logging"] = {"format": "json"}
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+    db, logs = tmp_path / "state" / "keeperd.sqlite3", tmp_path / "keeperd.log"
+
+    def rows() -> dict[str, str]:
+        return {k: s for k, s in journal_rows(db) if ":unwind:" not in k}
+
+    devnet.client.call("evm_setAutomine", False)  # what keeperd sends waits in the mempool
+    try:
+        proc = start_keeperd(config, env, logs)
+        try:
+            wait_until(lambda: db.exists() and len(rows()) >= 5
+                       and all(s == "pending" for s in rows().values()),
+                       "Curie liquidations sent", 60)
+            time.sleep(0.5)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        sent = rows()
+        proc = start_keeperd(config, env, logs)
+        try:
+            wait_until(lambda: '"journal.resumed"' in logs.read_text(), "resumed", 60)
+            time.sleep(1.0)
+            mined = devnet.mine(1)
+            wait_until(lambda: all(rows()[k] in ("included", "reverted") for k in sent),
+                       "settled", 30)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    per_key = txs_per_key(db)
+    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
+    events = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(mined), "toBlock": hex(mined), "address": curie["clearing_house"],
+        "topics": [POSITION_LIQUIDATED]})
+    traders = [e["topics"][1] for e in events]
+    included = [k for k in sent if rows()[k] == "included"]
+    assert len(traders) == len(set(traders)) == len(included) >= 0.9 * len(sent)

@@ -189,8 +189,28 @@ class PerpCurieAdapter:
                 decode(["int256"], open_r.data)[0], m.mark))
         book_traders = tuple(cm.CurieTrader(t, av, mm, free, tuple(positions.get(t, ())))
                              for t, _, av, mm, free in rows)
-        return CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
+        book = CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
                          penalty, im_ratio)
+        await self._publish_risk(book, block)
+        return book
+
+    async def _publish_risk(self, book: CurieBook, block: int) -> None:
+        """Open interest and bad debt at risk by index move of each asset, and the insurance
+        fund that pays the bad debt (USDC held plus its own account value in the vault)."""
+        from keeperd.protocols.perps.monitor import MOVES
+
+        for asset in sorted({m.asset for m in book.markets.values()}):
+            for move in [-m for m in MOVES] + list(MOVES):
+                notional, bad = cm.at_risk(book.traders, asset, move, book.mm_ratio)
+                self.metrics.perp_liquidated_notional.labels(self.name, asset,
+                                                             f"{move:g}").set(notional)
+                self.metrics.perp_bad_debt.labels(self.name, asset, f"{move:g}").set(bad)
+        [capacity] = await self.multicall.aggregate3([Call(
+            self.addresses["InsuranceFund"], encode_call("getInsuranceFundCapacity()", [], []))],
+            block)
+        if capacity.success:
+            self.metrics.cascade_fund.labels(self.chain, self.name).set(
+                decode(["int256"], capacity.data)[0] / 10**6)
 
     async def _learn_symbols(self, bases: Sequence[str]) -> None:
         missing = [b for b in bases if b not in self._symbols]

@@ -113,3 +113,20 @@ def liquidation_price(trader: CurieTrader, position: CuriePosition, mm_ratio: in
         return None
     x = (v - av + m * others) / denominator
     return x * position.mark / WAD if x > 0 else None
+
+
+def at_risk(traders: list[CurieTrader] | tuple[CurieTrader, ...], asset: str, move: float,
+            mm_ratio: int) -> tuple[float, float]:
+    """(notional of the accounts a `move` of `asset` makes liquidatable, the bad debt they
+    leave: their negative account value), in USD, the other marks unchanged. Cross margin:
+    an account that goes under takes all its positions with it."""
+    notional = bad_debt = 0.0
+    for t in traders:
+        if not any(p.asset == asset for p in t.positions):
+            continue
+        av, mm = shocked(t, {asset: 1.0 + move}, mm_ratio)
+        if av < mm:
+            notional += sum(p.notional / WAD * (1.0 + move if p.asset == asset else 1.0)
+                            for p in t.positions)
+            bad_debt += max(0.0, -av)
+    return notional, bad_debt
