@@ -270,6 +270,10 @@ class HyperliquidConfig(_PerpVenueConfig):
     name: Name = "hyperliquid"
     api_url: SecureUrl = "https://api.hyperliquid.xyz"
     accounts: list[Address] = Field(min_length=1, description="Accounts to watch.")
+    dexes: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=list, description="Builder-deployed (HIP-3) perp dexes to watch the "
+        "accounts on as well, by name; each has its own markets and margin (an account there "
+        "is reported as `user@dex`).")
     liquidation_rule: Literal["current", "fixed-maintenance"] = Field(
         default="current", description="How the liquidation price treats the position's own "
         "maintenance margin: `current` (it moves with the price, as Hyperliquid documents "

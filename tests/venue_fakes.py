@@ -34,7 +34,8 @@ def recorded(name: str) -> Any:
 
 def hyperliquid_app(log: list[dict[str, Any]] | None = None,
                     script: list[Callable[[], web.Response]] | None = None,
-                    state_fields: dict[str, Any] | None = None) -> web.Application:
+                    state_fields: dict[str, Any] | None = None,
+                    dexes: dict[str, tuple[Any, Any]] | None = None) -> web.Application:
     """`state_fields`: fields added to the recorded clearinghouseState, each named by the
     test that adds it (the 2023 recording predates e.g. `crossMaintenanceMarginUsed`)."""
     state = {**recorded("clearinghouseState_2023-03-27.json"), **(state_fields or {})}
@@ -47,6 +48,16 @@ def hyperliquid_app(log: list[dict[str, Any]] | None = None,
         if script:
             return script.pop(0)()
         kind = body.get("type")
+        dex = body.get("dex")
+        if dex:  # a builder-deployed dex: (meta, state of HL_USER) given by the test
+            if dex not in (dexes or {}) or kind not in ("meta", "clearinghouseState"):
+                return web.Response(status=422, text="Failed to deserialize the JSON body "
+                                                     "into the target type")
+            dex_meta, dex_state = (dexes or {})[dex]
+            if kind == "meta":
+                return web.json_response(dex_meta)
+            user = str(body.get("user", "")).lower()
+            return web.json_response(dex_state if user == HL_USER else EMPTY_STATE)
         if kind == "meta":
             return web.json_response(meta)
         if kind == "clearinghouseState":
@@ -73,7 +84,22 @@ def dydx_app(markets: dict[str, Any], subaccounts: dict[tuple[str, int], Any]
                                      status=404)
         return web.json_response({"subaccount": subaccounts[key]})
 
+    async def parent(request: web.Request) -> web.Response:
+        """The documented ParentSubaccountResponseObject: the parent's totals and every
+        subaccount n + 128k of the address (built here from `subaccounts`, not recorded)."""
+        address, n = request.match_info["address"], int(request.match_info["number"])
+        children = [s for (a, k), s in sorted(subaccounts.items()) if a == address
+                    and k % 128 == n]
+        if not children:
+            return web.json_response({"errors": [{"msg": "No subaccount found"}]}, status=404)
+        equity = sum(float(c["equity"]) for c in children)
+        free = sum(float(c["freeCollateral"]) for c in children)
+        return web.json_response({"subaccount": {
+            "address": address, "parentSubaccountNumber": n, "equity": str(equity),
+            "freeCollateral": str(free), "childSubaccounts": children}})
+
     app = web.Application()
     app.router.add_get("/v4/perpetualMarkets", perpetual_markets)
     app.router.add_get("/v4/addresses/{address}/subaccountNumber/{number}", subaccount)
+    app.router.add_get("/v4/addresses/{address}/parentSubaccountNumber/{number}", parent)
     return app

@@ -201,7 +201,7 @@ class AlertEngine:
         """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
         rows = []
         for account in accounts:
-            if account.account.lower() not in self.watched:
+            if self._watch_key(account.account) is None:
                 continue
             health = float(account.health)
             positions = sorted(account.positions, key=lambda p: -p.notional)
@@ -240,7 +240,7 @@ class AlertEngine:
             health = row.health
             details = {"health_factor": None if not np.isfinite(health) else round(health, 6),
                        **row.details}
-            for w in self.watched.get(row.account.lower(), []):
+            for w in self.watched.get(self._watch_key(row.account) or "", []):
                 if w.protocols is not None and row.protocol not in w.protocols:
                     continue
                 labels = {**({"chain": row.chain} if row.chain else {}),
@@ -258,6 +258,15 @@ class AlertEngine:
                                      f"(warn at {w.warn})",
                     action=row.action, details=details, inhibited_by=inhibited))
         return out
+
+    def _watch_key(self, account: str) -> str | None:
+        """The watched entry an account belongs to: itself, or the holder behind a venue's
+        sub-account (Hyperliquid `user@dex`, a dYdX child subaccount `address/128`)."""
+        key = account.lower()
+        for candidate in (key, key.split("@", 1)[0], key.split("/", 1)[0]):
+            if candidate in self.watched:
+                return candidate
+        return None
 
     def severity_for(self, rule: str, labels: dict[str, str], value: float,
                      levels: Levels) -> str | None:

@@ -245,3 +245,67 @@ async def test_the_venues_own_maintenance_figure_is_compared_and_a_mismatch_coun
     assert metric_value(metrics, "keeperd_perp_maintenance_mismatch_total", labels) == 0
     metrics, _ = await poll({"crossMaintenanceMarginUsed": f"{ours * 1.1:.6f}"})
     assert metric_value(metrics, "keeperd_perp_maintenance_mismatch_total", labels) == 1
+
+
+async def test_dydx_isolated_positions_come_with_their_parent() -> None:
+    """The front end opens isolated positions in child subaccounts (128 + n): asking the
+    indexer for the parent subaccount brings them; each is its own isolated account."""
+    isolated = {**DYDX_SUBACCOUNT, "subaccountNumber": 128, "equity": "800",
+                "freeCollateral": "500",
+                "openPerpetualPositions": {"BTC-USD": {
+                    **DYDX_SUBACCOUNT["openPerpetualPositions"]["BTC-USD"],  # type: ignore[index]
+                    "side": "SHORT", "size": "0.1", "entryPrice": "61000",
+                    "unrealizedPnl": "100", "subaccountNumber": 128}}}
+    empty_slot = {**DYDX_SUBACCOUNT, "subaccountNumber": 256, "equity": "0",
+                  "freeCollateral": "0", "openPerpetualPositions": {}}
+    subaccounts = {(DYDX_ADDRESS, 0): DYDX_SUBACCOUNT, (DYDX_ADDRESS, 128): isolated,
+                   (DYDX_ADDRESS, 256): empty_slot}
+    async with serve(dydx_app(DYDX_MARKETS, subaccounts)) as dy:
+        config = parse_config({
+            "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                    "rpc_urls": ["http://127.0.0.1:1"]}],
+            "protocols": [{"kind": "dydx_v4", "indexer_url": dy,
+                           "accounts": [DYDX_ADDRESS]}]}, env={})
+        async with aiohttp.ClientSession() as session:
+            accounts = await fetch_accounts(config.perp_venues[0], session)
+    cross, child = accounts
+    assert cross.account == DYDX_ADDRESS and cross.extra["margin_mode"] == "cross"
+    assert child.account == f"{DYDX_ADDRESS}/128" and child.extra["margin_mode"] == "isolated"
+    [short] = child.positions
+    assert short.margin_mode == "isolated" and short.size == -0.1
+    assert short.isolated_margin == pytest.approx(700.0)  # equity less unrealised PnL
+    # Its liquidation price rests on its own margin only, above the mark for a short.
+    price = child.liquidation_price(short)
+    assert price is not None and price > 60_000
+
+
+
+async def test_hyperliquid_builder_dexes_are_read_with_their_own_markets() -> None:
+    """HIP-3: a builder-deployed dex has its own meta and clearinghouse state, asked for with
+    `dex`. No recording exists here: the answers below follow the documented shapes."""
+    meta = {"universe": [{"name": "xyz:GOLD", "szDecimals": 2, "maxLeverage": 10,
+                          "marginTableId": 10}], "marginTables": []}
+    state = {"assetPositions": [{"position": {
+        "coin": "xyz:GOLD", "entryPx": "2400.0", "leverage": {"type": "cross", "value": 5},
+        "liquidationPx": None, "marginUsed": "4800.0", "positionValue": "24000.0",
+        "szi": "10.0", "unrealizedPnl": "0.0"}, "type": "oneWay"}],
+        "crossMarginSummary": {"accountValue": "6000.0", "totalMarginUsed": "4800.0",
+                               "totalNtlPos": "24000.0", "totalRawUsd": "-18000.0"},
+        "marginSummary": {"accountValue": "6000.0", "totalMarginUsed": "4800.0",
+                          "totalNtlPos": "24000.0", "totalRawUsd": "-18000.0"},
+        "withdrawable": "1200.0"}
+    async with serve(hyperliquid_app(dexes={"xyz": (meta, state)})) as hl:
+        config = parse_config({
+            "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                    "rpc_urls": ["http://127.0.0.1:1"]}],
+            "protocols": [{"kind": "hyperliquid", "api_url": hl, "rate_limit": 100,
+                           "accounts": [HL_USER], "dexes": ["xyz"]}]}, env={})
+        async with aiohttp.ClientSession() as session:
+            main, builder = await fetch_accounts(config.perp_venues[0], session)
+    assert main.account.lower() == HL_USER and len(main.positions) == 12
+    assert builder.account.lower() == f"{HL_USER}@xyz"
+    [gold] = builder.positions
+    assert gold.coin == "xyz:GOLD" and gold.notional == pytest.approx(24_000.0)
+    # Its own market's leverage: 10x -> maintenance 5 % of the notional.
+    assert builder.maintenance_margin == pytest.approx(1_200.0)
+    assert builder.health == pytest.approx(6_000.0 / 1_200.0)

@@ -284,3 +284,18 @@ def test_grouping_is_per_rule_status_and_severity_for_people_and_none_for_machin
     assert [[a.value for a in g] for g in people] == [[1.1, 1.15], [0.0], [1.01]]
     machines = group_alerts(alerts, group=False)
     assert [[a.value for a in g] for g in machines] == [[1.15], [0.0], [1.1], [1.01]]
+
+
+async def test_a_watched_holder_is_alerted_for_its_sub_accounts(setup: Setup) -> None:
+    """Hyperliquid builder-dex accounts (`user@dex`) and dYdX child subaccounts
+    (`address/128`) belong to the holder the watchlist names."""
+    from keeperd.protocols.perps.margin import PerpAccount, PerpPosition
+
+    position = PerpPosition("xyz:GOLD", 10.0, 2_400.0, 2_400.0, 0.0, "cross",
+                            maintenance_fraction=0.05)
+    builder = PerpAccount("hyperliquid", f"{ACCOUNTS[0]}@xyz", 1_260.0, (position,))  # 1.05
+    setup.engine.on_perp_accounts("hyperliquid", [builder])
+    [entry] = setup.entries(sink=1)
+    alert = entry.alerts[0]
+    assert alert["rule"] == "position_health" and alert["labels"]["watchlist"] == "alice"
+    assert alert["labels"]["account"] == f"{ACCOUNTS[0]}@xyz"

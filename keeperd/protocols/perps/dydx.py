@@ -2,9 +2,12 @@
 
 - `GET /v4/perpetualMarkets`: each market's oracle price, initial and maintenance margin
   fractions, next (hourly) funding rate, open interest;
-- `GET /v4/addresses/{address}/subaccountNumber/{n}`: the subaccount's equity, free
-  collateral and open perpetual positions (size, side, entry, unrealised PnL).
-Subaccounts 0-127 are cross-margined; 128 and up hold one isolated market each.
+- `GET /v4/addresses/{address}/parentSubaccountNumber/{n}` (n < 128): the parent subaccount
+  and all its children (`childSubaccounts`: n itself, cross-margined, and n + 128k, each
+  holding one isolated position, as the dYdX front end opens them), each with its equity,
+  free collateral and open perpetual positions;
+- `GET /v4/addresses/{address}/subaccountNumber/{n}`: one subaccount (n >= 128 named alone).
+Asking for subaccount n < 128 alone would miss every isolated position of the account.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def parse_markets(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def parse_subaccount(account: str, data: dict[str, Any], markets: dict[str, dict[str, Any]],
                      venue: str = "dydx") -> PerpAccount:
-    sub = data["subaccount"]
+    sub = data.get("subaccount", data)  # one subaccount, or a child of a parent answer
     number = int(sub.get("subaccountNumber", 0))
     mode = "isolated" if number >= 128 else "cross"
     equity = float(sub["equity"])
@@ -35,7 +38,9 @@ def parse_subaccount(account: str, data: dict[str, Any], markets: dict[str, dict
         funding = market.get("nextFundingRate")
         positions.append(PerpPosition(
             coin=ticker, size=size, entry_price=float(p["entryPrice"]), mark_price=mark,
-            unrealized_pnl=float(p.get("unrealizedPnl", 0.0)), margin_mode="cross",
+            unrealized_pnl=float(p.get("unrealizedPnl", 0.0)), margin_mode=mode,
+            isolated_margin=equity - float(p.get("unrealizedPnl", 0.0))
+            if mode == "isolated" else None,
             maintenance_fraction=float(market.get("maintenanceMarginFraction", 0.03)),
             funding_rate_hourly=float(funding) if funding is not None else None))
     extra = {"free_collateral_usd": float(sub.get("freeCollateral", 0.0)),
@@ -51,10 +56,24 @@ class DydxClient:
     async def accounts(self, accounts: Sequence[str]) -> list[PerpAccount]:
         markets = parse_markets(await self.client.request("GET", "/v4/perpetualMarkets"))
 
-        async def one(entry: str) -> PerpAccount:
+        async def one(entry: str) -> list[PerpAccount]:
             address, _, number = entry.partition("/")
+            n = int(number or 0)
+            if n >= 128:
+                data = await self.client.request(
+                    "GET", f"/v4/addresses/{address}/subaccountNumber/{n}")
+                return [parse_subaccount(entry, data, markets, self.venue)]
             data = await self.client.request(
-                "GET", f"/v4/addresses/{address}/subaccountNumber/{int(number or 0)}")
-            return parse_subaccount(entry, data, markets, self.venue)
+                "GET", f"/v4/addresses/{address}/parentSubaccountNumber/{n}")
+            children = data["subaccount"].get("childSubaccounts") or []
+            out = []
+            for child in children:
+                k = int(child.get("subaccountNumber", n))
+                if k != n and not child.get("openPerpetualPositions"):
+                    continue  # an empty isolated slot
+                out.append(parse_subaccount(entry if k == n else f"{address}/{k}", child,
+                                            markets, self.venue))
+            return out
 
-        return list(await asyncio.gather(*(one(a) for a in accounts)))
+        found = await asyncio.gather(*(one(a) for a in accounts))
+        return [account for accounts_of in found for account in accounts_of]

@@ -103,27 +103,42 @@ def parse_account(user: str, state: dict[str, Any], markets: dict[str, Market],
 
 
 class HyperliquidClient:
-    def __init__(self, client: VenueClient, venue: str = "hyperliquid") -> None:
+    """The main dex, and builder-deployed (HIP-3) dexes named in `dexes`: each has its own
+    markets and clearinghouse state, asked for with its `dex` name; an account on one is
+    reported as `user@dex`."""
+
+    def __init__(self, client: VenueClient, venue: str = "hyperliquid",
+                 dexes: Sequence[str] = ()) -> None:
         self.client = client
         self.venue = venue
+        self.dexes = list(dexes)
         self._contexts_available = True
 
-    async def markets(self) -> dict[str, Market]:
+    @staticmethod
+    def _body(kind: str, dex: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, **fields, **({"dex": dex} if dex else {})}
+
+    async def markets(self, dex: str = "") -> dict[str, Market]:
         if self._contexts_available:
             try:
-                meta, contexts = await self.client.request("POST", "/info",
-                                                           {"type": "metaAndAssetCtxs"})
+                meta, contexts = await self.client.request(
+                    "POST", "/info", self._body("metaAndAssetCtxs", dex))
                 return parse_meta(meta, contexts)
             except (VenueError, ValueError, TypeError) as exc:
                 # Marks then come from the positions' own valuation; funding is unknown.
                 self._contexts_available = False
                 log.warning("perps.asset_contexts_unavailable", venue=self.venue,
                             error=str(exc))
-        return parse_meta(await self.client.request("POST", "/info", {"type": "meta"}))
+        return parse_meta(await self.client.request("POST", "/info", self._body("meta", dex)))
 
     async def accounts(self, users: Sequence[str]) -> list[PerpAccount]:
-        markets = await self.markets()
-        states = await asyncio.gather(*(self.client.request(
-            "POST", "/info", {"type": "clearinghouseState", "user": u.lower()}) for u in users))
-        return [parse_account(u, s, markets, self.venue)
-                for u, s in zip(users, states, strict=True)]
+        out: list[PerpAccount] = []
+        for dex in ["", *self.dexes]:
+            markets = await self.markets(dex)
+            states = await asyncio.gather(*(self.client.request(
+                "POST", "/info", self._body("clearinghouseState", dex, user=u.lower()))
+                for u in users))
+            out += [parse_account(f"{u}@{dex}" if dex else u, s, markets, self.venue)
+                    for u, s in zip(users, states, strict=True)
+                    if not dex or s.get("assetPositions")]
+        return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import aiohttp
 
 from keeperd.config import DydxV4Config, HyperliquidConfig
@@ -10,10 +13,10 @@ from keeperd.protocols.perps.http import VenueClient
 from keeperd.protocols.perps.hyperliquid import HyperliquidClient
 from keeperd.protocols.perps.margin import PerpAccount
 
-# A venue's config `kind` -> (the config field with its API's URL, its client).
-VENUES: dict[str, tuple[str, type[HyperliquidClient] | type[DydxClient]]] = {
-    "hyperliquid": ("api_url", HyperliquidClient),
-    "dydx_v4": ("indexer_url", DydxClient),
+# A venue's config `kind` -> (the config field with its API's URL, its client for a config).
+VENUES: dict[str, tuple[str, Callable[[VenueClient, Any], HyperliquidClient | DydxClient]]] = {
+    "hyperliquid": ("api_url", lambda client, c: HyperliquidClient(client, c.name, c.dexes)),
+    "dydx_v4": ("indexer_url", lambda client, c: DydxClient(client, c.name)),
 }
 
 
@@ -26,7 +29,7 @@ async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
     url_field, venue = VENUES[config.kind]
     client = VenueClient(session, getattr(config, url_field), rate_limit=config.rate_limit,
                          max_attempts=config.max_attempts, timeout_s=config.timeout_s)
-    return await venue(client, config.name).accounts(config.accounts)
+    return await venue(client, config).accounts(config.accounts)
 
 
 def maintenance_moves(config: HyperliquidConfig | DydxV4Config) -> bool:
