@@ -283,3 +283,27 @@ def test_curie_liquidations_pending_at_sigkill_are_resumed_never_sent_twice(
     traders = [e["topics"][1] for e in events]
     included = [k for k in sent if rows()[k] == "included"]
     assert len(traders) == len(set(traders)) == len(included) >= 0.9 * len(sent)
+
+
+async def test_the_cascade_engine_models_the_book_as_the_what_if_does(
+        devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics) -> None:
+    """`describe` maps the perp book onto the cascade engine's lending-shaped portfolio
+    exactly: the accounts the engine's static round liquidates at each WETH drop are those the
+    plug-in's own what-if calls liquidatable."""
+    import numpy as np
+
+    from keeperd.risk.cascade import run_cascade, shock_grid
+    from keeperd.risk.depth import NoImpact
+
+    adapter, book = await read_book(devnet, pool, tmp_path, metrics)
+    portfolio, assets = adapter.describe(book)
+    assert [a.symbol for a in assets] == ["WBTC", "WETH", "USD"]
+    shocks = [0.05, 0.1, 0.2, 0.3, 0.4]
+    columns = shock_grid(portfolio.assets, shocks, single=["WETH"])
+    result = run_cascade(portfolio, columns, [NoImpact()] * len(assets), max_rounds=1)
+    index = next(m.index for m in book.markets.values() if m.asset == "WETH") / 1e18
+    for k, shock in enumerate(shocks):
+        view = adapter.evaluate(book, prices={"WETH": index * (1 - shock)})
+        expected = int(np.sum(view.health < 1))
+        assert int(result.static_accounts[k]) == expected, (shock, expected)
+    assert int(result.static_accounts[-1]) > 0

@@ -67,3 +67,15 @@ def test_liquidation_price_is_where_value_meets_the_requirement() -> None:
     assert up is not None and up > 2_000
     av, mm = cm.shocked(trader(2_000, short), {"ETH": up / 2_000}, MM)
     assert av == pytest.approx(mm)
+
+
+def test_funding_and_the_hours_it_takes_to_reach_maintenance() -> None:
+    eth = position("ETH", 5, 2_024)  # mark 2,024 over an index of 2,000: longs pay
+    t = trader(1_000, eth)
+    index = {eth.base: 2_000 * WAD}
+    assert cm.funding_per_hour(t, index) == pytest.approx(5 * 24 / 24)  # $5 an hour
+    room = (t.account_value - t.margin_requirement) / WAD
+    assert cm.hours_to_maintenance(t, index) == pytest.approx(room / 5)
+    short = position("ETH", -5, 2_024)
+    assert cm.funding_per_hour(trader(1_000, short), index) == pytest.approx(-5.0)
+    assert cm.hours_to_maintenance(trader(1_000, short), index) is None  # it receives

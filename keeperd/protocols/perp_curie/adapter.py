@@ -266,6 +266,7 @@ class PerpCurieAdapter:
         return None
 
     def rows(self, book: CurieBook, view: HealthView) -> list[AccountRow]:
+        index = {b: m.index for b, m in book.markets.items()}
         out = []
         for i, t in enumerate(book.traders):
             health = float(view.health[i])
@@ -284,6 +285,8 @@ class PerpCurieAdapter:
                     "maintenance_margin_usd": t.margin_requirement / cm.WAD,
                     "margin_ratio": t.account_value / total if total else None,
                     "free_collateral_usd": t.free_collateral / 10**6,
+                    "funding_per_hour_usd": cm.funding_per_hour(t, index),
+                    "hours_to_maintenance_by_funding": cm.hours_to_maintenance(t, index),
                     "positions": [{
                         "market": p.market, "asset": p.asset, "size": p.size / cm.WAD,
                         "notional_usd": p.notional / cm.WAD, "mark_price": p.mark / cm.WAD,
@@ -291,8 +294,53 @@ class PerpCurieAdapter:
                         for p in t.positions]}))
         return out
 
-    def describe(self, book: CurieBook) -> None:
-        return None  # the cascade engine models lending books; perp what-ifs are in evaluate
+    def describe(self, book: CurieBook) -> tuple[Any, list[Any]]:
+        """The book as the cascade engine's (lending-shaped) portfolio, exactly: a trader is
+        liquidatable when Σ_long v·x·(1-m) + C < Σ_short v·x·(1+m), with v the positions'
+        values, x their price multipliers, m the maintenance ratio and C = account value -
+        Σ_long v + Σ_short v. So longs are collateral in their asset weighted (1-m)/(1+m),
+        shorts are debt in their asset, and C is USD collateral weighted 1/(1+m) (or, when
+        negative, USD debt C/(1+m)). Seizing a long sells it (the liquidator unwinds), with
+        the liquidator's share of the penalty as the bonus; Curie takes half a position a call
+        until the account is under half its requirement (approximated by health 0.5)."""
+        from keeperd.risk.cascade import Asset, Portfolio
+
+        m = book.mm_ratio / cm.RATIO
+        by_asset: dict[str, Market] = {}
+        for market in book.markets.values():
+            by_asset.setdefault(market.asset, market)
+        symbols = [*sorted(by_asset), "USD"]
+        column = {s: i for i, s in enumerate(symbols)}
+        usd = column["USD"]
+        traders = [t for t in book.traders if t.positions]
+        n, a = len(traders), len(symbols)
+        collateral, weighted, debt = np.zeros((n, a)), np.zeros((n, a)), np.zeros((n, a))
+        for i, t in enumerate(traders):
+            c = t.account_value / cm.WAD
+            for p in t.positions:
+                v = p.notional / cm.WAD
+                if p.size > 0:
+                    collateral[i, column[p.asset]] += v
+                    weighted[i, column[p.asset]] += v * (1 - m) / (1 + m)
+                    c -= v
+                else:
+                    debt[i, column[p.asset]] += v
+                    c += v
+            if c >= 0:
+                collateral[i, usd] += c
+                weighted[i, usd] += c / (1 + m)
+            else:
+                debt[i, usd] += -c / (1 + m)
+        share = book.penalty_ratio / cm.RATIO / 2
+        prices = [by_asset[s].index / cm.WAD for s in symbols[:-1]] + [1.0]
+        bonus = [share] * (a - 1) + [0.0]
+        portfolio = Portfolio.build(symbols, prices, collateral, weighted, debt, bonus,
+                                    close_factor=0.5, full_close_below=0.5,
+                                    accounts=[t.account for t in traders])
+        assets = [Asset(s, by_asset[s].base, 18, prices[i], share)
+                  for i, s in enumerate(symbols[:-1])]
+        assets.append(Asset("USD", "0x" + "0" * 40, 6, 1.0, 0.0))
+        return portfolio, assets
 
     # --- events ---------------------------------------------------------------------------------
 

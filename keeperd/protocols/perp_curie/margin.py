@@ -130,3 +130,22 @@ def at_risk(traders: list[CurieTrader] | tuple[CurieTrader, ...], asset: str, mo
                             for p in t.positions)
             bad_debt += max(0.0, -av)
     return notional, bad_debt
+
+
+def funding_per_hour(trader: CurieTrader, index_by_base: Mapping[str, int]) -> float:
+    """USD the trader pays per hour at the current premium (negative: receives). Curie's
+    funding over Δt is size x (mark TWAP - index TWAP) x Δt / 1 day; the current mark and
+    index stand in for the TWAPs."""
+    return sum(p.size / WAD * (p.mark - index_by_base[p.base]) / WAD
+               for p in trader.positions if p.base in index_by_base) / 24.0
+
+
+def hours_to_maintenance(trader: CurieTrader, index_by_base: Mapping[str, int]
+                         ) -> float | None:
+    """Hours until funding alone brings the account to its requirement (None: it is not
+    paying, or already there)."""
+    paying = funding_per_hour(trader, index_by_base)
+    room = (trader.account_value - trader.margin_requirement) / WAD
+    if paying <= 0 or room <= 0:
+        return None
+    return room / paying
