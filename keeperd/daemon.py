@@ -273,7 +273,8 @@ class Daemon:
         if self.config.risk.cascade.enabled:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
-                                     describe=plugin.describe)
+                                     describe=plugin.describe,
+                                     depth_of=getattr(plugin, "cascade_depth", None))
             scanner.listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade

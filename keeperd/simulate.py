@@ -103,7 +103,10 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
             if described is None:
                 raise ShockError(f"protocol {proto.name!r} has no book to shock")
             portfolio, assets = described
-            depth: list[DepthModel] = await read_depth(config.risk.cascade, assets, pool, head)
+            depth_of = getattr(plugin, "cascade_depth", None)
+            depth: list[DepthModel] = (await depth_of(book, assets, head) if depth_of
+                                       else await read_depth(config.risk.cascade, assets,
+                                                             pool, head))
     finally:
         store.close()
     columns = with_followers(columns_for(portfolio.assets, shocks,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ def shock_label(shock: float) -> str:
 
 # A protocol's book -> its portfolio and the description of its asset columns.
 Describe = Callable[[Any], tuple[Portfolio, list[Asset]] | None]
+# A plug-in's depth for each asset column of its book, at a block.
+DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel]]]
 
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
@@ -96,7 +98,8 @@ class CascadeMonitor:
     def __init__(self, config: CascadeConfig, chain: str, protocol: str, pool: RpcPool,
                  metrics: Metrics, alerts: AlertEngine | None = None,
                  alerts_config: AlertsConfig | None = None,
-                 describe: Describe | None = None) -> None:
+                 describe: Describe | None = None,
+                 depth_of: DepthOf | None = None) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -106,6 +109,8 @@ class CascadeMonitor:
         self.alerts_config = alerts_config
         # The plug-in's description of its book (its `describe`); None: nothing to model.
         self.describe = describe
+        # The plug-in's own depth for its book (Curie: its markets' pools), else the config's.
+        self.depth_of = depth_of
         self.last: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
@@ -145,7 +150,8 @@ class CascadeMonitor:
         portfolio, assets = described
         assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
         columns = columns_for(assets, self.config)
-        depth = await read_depth(self.config, assets, self.pool, block)
+        depth = (await self.depth_of(book, assets, block) if self.depth_of is not None
+                 else await read_depth(self.config, assets, self.pool, block))
         self.fund_usd = await self._fund(assets, block)
         started = time.perf_counter()
         result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,

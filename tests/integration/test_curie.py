@@ -307,3 +307,24 @@ async def test_the_cascade_engine_models_the_book_as_the_what_if_does(
         expected = int(np.sum(view.health < 1))
         assert int(result.static_accounts[k]) == expected, (shock, expected)
     assert int(result.static_accounts[-1]) > 0
+
+
+async def test_unwinds_trade_against_the_markets_own_pools(
+        devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics) -> None:
+    """The cascade's depth for Curie is each market's own vBase/vUSD pool (where the
+    liquidator unwinds), read at the block: its virtual reserves price the base as the pool
+    does, and selling into it deepens the drop (cascade >= static)."""
+    from keeperd.risk.cascade import run_cascade, shock_grid
+    from keeperd.risk.depth import ConstantProduct, NoImpact
+
+    adapter, book = await read_book(devnet, pool, tmp_path, metrics)
+    portfolio, assets = adapter.describe(book)
+    depth = await adapter.cascade_depth(book, assets, book.block)
+    weth = [a.symbol for a in assets].index("WETH")
+    assert isinstance(depth[weth], ConstantProduct) and depth[weth].reserve_tokens > 0
+    assert isinstance(depth[-1], NoImpact)  # USD
+    assert adapter.pools[assets[weth].address] == devnet.manifest["perp_curie"]["pools"]["WETH"]
+    result = run_cascade(portfolio, shock_grid(portfolio.assets, [0.2, 0.3], single=["WETH"]),
+                         depth)
+    assert (result.accounts >= result.static_accounts).all()
+    assert (result.amplification >= 1.0 - 1e-9).all()

@@ -87,6 +87,8 @@ class PerpCurieAdapter:
             metrics=metrics)
         self.addresses: dict[str, str] = {}
         self._symbols: dict[str, str] = {}
+        self.fee_ratios: dict[str, int] = {}  # base token -> exchange fee (parts per million)
+        self.pools: dict[str, str] = {}  # base token -> its Uniswap V3 pool
 
     # --- start-up and the index ---------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class PerpCurieAdapter:
                 raise ValueError(f"{self.name}: {ch} is not a Curie ClearingHouse ({getter} "
                                  "failed)")
             self.addresses[getter[3:]] = to_checksum_address("0x" + r.data[12:32].hex())
+        [registry] = await self.multicall.aggregate3([Call(
+            self.addresses["Exchange"], encode_call("getMarketRegistry()", [], []))])
+        self.addresses["MarketRegistry"] = to_checksum_address("0x" + registry.data[12:32].hex())
         await self.indexer.verify_against_chain()
 
     @property
@@ -216,10 +221,19 @@ class PerpCurieAdapter:
         missing = [b for b in bases if b not in self._symbols]
         if not missing:
             return
+        registry = self.addresses["MarketRegistry"]
         results = await self.multicall.aggregate3(
-            [Call(b, encode_call("symbol()", [], [])) for b in missing])
-        for b, r in zip(missing, results, strict=True):
-            self._symbols[b] = decode(["string"], r.data)[0] if r.success else b[:10]
+            [c for b in missing for c in (
+                Call(b, encode_call("symbol()", [], [])),
+                Call(registry, encode_call("getFeeRatio(address)", ["address"], [b])),
+                Call(registry, encode_call("getPool(address)", ["address"], [b])))])
+        for i, b in enumerate(missing):
+            symbol, fee, pool = results[3 * i: 3 * i + 3]
+            self._symbols[b] = decode(["string"], symbol.data)[0] if symbol.success else b[:10]
+            if fee.success:
+                self.fee_ratios[b] = decode(["uint24"], fee.data)[0]
+            if pool.success:
+                self.pools[b] = to_checksum_address("0x" + pool.data[12:32].hex())
 
     # --- evaluation (pure) ----------------------------------------------------------------------
 
@@ -341,6 +355,20 @@ class PerpCurieAdapter:
                   for i, s in enumerate(symbols[:-1])]
         assets.append(Asset("USD", "0x" + "0" * 40, 6, 1.0, 0.0))
         return portfolio, assets
+
+    async def cascade_depth(self, book: CurieBook, assets: Sequence[Any], block: int
+                            ) -> list[Any]:
+        """The depth the unwinds of liquidated positions trade against: each market's own
+        Uniswap V3 pool of virtual tokens (not the spot market), read at the block."""
+        from keeperd.risk.depth import NoImpact
+        from keeperd.risk.monitor import uniswap_v3_depth
+
+        out: list[Any] = []
+        for asset in assets:
+            pool = self.pools.get(asset.address)
+            out.append(NoImpact() if pool is None else await uniswap_v3_depth(
+                self.pool, pool, asset.address, 18, block))
+        return out
 
     # --- events ---------------------------------------------------------------------------------
 

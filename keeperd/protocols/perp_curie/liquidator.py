@@ -55,7 +55,6 @@ class CurieLiquidator:
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
-        self._fee_ratio: dict[str, int] = {}
 
     async def prepare(self, head: int) -> None:
         """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
@@ -113,7 +112,7 @@ class CurieLiquidator:
                 continue
             notional = abs(size) * p.mark // cm.WAD
             _, fee = cm.liquidation_fee(notional, book.penalty_ratio, t.account_value)
-            unwind_fee = notional * self._fee_ratio.get(p.base, 1_000) // cm.RATIO
+            unwind_fee = notional * self.adapter.fee_ratios.get(p.base, 1_000) // cm.RATIO
             margin_needed = (notional - fee) * book.im_ratio // cm.RATIO
             profit = (fee - unwind_fee) / cm.WAD
             out.append(Opportunity(
