@@ -67,7 +67,8 @@ def test_simulate_shocks_a_morpho_book_too(devnet: Devnet, tmp_path: Path) -> No
                        "morpho": blue["morpho"],
                        "markets": [m["id"] for m in blue["markets"].values()]}]}))
     run = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config", str(config),
-                          "--protocol", "morpho", "--shock", "WETH=-30%"], cwd=ROOT,
+                          "--protocol", "morpho", "--shock", "WETH=-30%",
+                          "--png", str(tmp_path / "chart.png")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("morpho at block") and "shock: WETH -30.0%" in run.stdout
