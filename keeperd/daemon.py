@@ -168,7 +168,7 @@ class Daemon:
                 await self._check_chain(chain, pool)
                 source = BlockSource(pool, poll_interval=chain.poll_interval,
                                      ws_url=chain.ws_url, metrics=self.metrics,
-                                     ws_stall_after=chain.ws_stall_s)
+                                     ws_stall_after=chain.ws_stall_s, chain_id=chain.chain_id)
                 rt = ChainRuntime(chain, pool, source)
                 source.subscribe(self._block_logger(rt))
                 self.chains[chain.name] = rt

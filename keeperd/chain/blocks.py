@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable, redact_url
 from keeperd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -52,6 +52,10 @@ class BlockHeader:
 
 class MalformedHeader(ValueError):
     """A node answered something that is not a block header."""
+
+
+class WrongChain(ConnectionError):
+    """An endpoint answers for another network than the configured one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +90,11 @@ class BlockSource:
         metrics: Metrics | None = None,
         ws_retry_after: float = 10.0,
         ws_stall_after: float = 60.0,
+        chain_id: int | None = None,
     ) -> None:
         self.pool = pool
+        # When set, the websocket must answer eth_chainId with it before it is followed.
+        self.chain_id = chain_id
         self.chain = pool.chain
         self.poll_interval = poll_interval
         self.ws_url = ws_url
@@ -115,6 +122,15 @@ class BlockSource:
                     await self._follow_ws(self.ws_url)
                 except asyncio.CancelledError:
                     raise
+                except WrongChain as exc:
+                    # Not a hiccup: heads from another network must never be followed. The
+                    # websocket is dropped for good; polling (chain-checked endpoints) goes on.
+                    self.metrics.block_source_errors.labels(self.chain, "wrong_chain").inc()
+                    log.error("block_source.websocket_wrong_chain", chain=self.chain,
+                              error=str(exc), fallback="polling only",
+                              fix="point chains[].ws_url at the same network as rpc_urls")
+                    self.ws_url = None
+                    continue
                 except Exception as exc:
                     self.metrics.block_source_errors.labels(self.chain, "websocket").inc()
                     log.warning("block_source.websocket_failed", chain=self.chain,
@@ -149,6 +165,8 @@ class BlockSource:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
             url, heartbeat=30
         ) as ws:
+            if self.chain_id is not None:
+                await self._check_chain_id(ws)
             await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
                                 "params": ["newHeads"]})
             log.info("block_source.websocket_subscribed", chain=self.chain)
@@ -173,6 +191,27 @@ class BlockSource:
                 raw = data["params"]["result"]
                 self.last_activity = time.monotonic()
                 await self.process_header(BlockHeader.from_rpc(raw))
+
+    async def _check_chain_id(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The websocket must serve the configured chain: asked once per connection, before
+        any head from it is believed."""
+        await ws.send_json({"jsonrpc": "2.0", "id": 0, "method": "eth_chainId", "params": []})
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise ConnectionError("websocket closed before answering eth_chainId")
+            data = json.loads(msg.data)
+            if data.get("id") != 0:
+                continue
+            try:
+                got = int(data["result"], 16)
+            except (KeyError, TypeError, ValueError):
+                raise ConnectionError(f"eth_chainId answer unusable: {str(data)[:200]}"
+                                      ) from None
+            if got != self.chain_id:
+                raise WrongChain(f"{redact_url(self.ws_url or '')} answers with chain id "
+                                 f"{got}, the config says {self.chain_id}")
+            return
 
     async def process_header(self, header: BlockHeader) -> None:
         """Fold one observed head into the window and emit what changed."""

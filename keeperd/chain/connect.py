@@ -14,7 +14,8 @@ def make_pool(chain: ChainConfig, metrics: Metrics) -> RpcPool:
     endpoints = [Endpoint(str(i), url, chain.rate_limit) for i, url in enumerate(chain.rpc_urls)]
     settings = RpcPoolSettings(timeout=chain.request_timeout, max_attempts=chain.max_attempts,
                                max_head_lag=chain.max_head_lag)
-    return RpcPool(chain.name, endpoints, settings=settings, metrics=metrics)
+    return RpcPool(chain.name, endpoints, settings=settings, metrics=metrics,
+                   expected_chain_id=chain.chain_id)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ async def check_chain_ids(pool: RpcPool, expected: int) -> list[EndpointCheck]:
             got = int(await pool.call_endpoint(ep, "eth_chainId"), 16)
         except (RpcUnavailable, RpcError, ValueError, TypeError) as exc:
             return EndpointCheck(i, ep.safe_url, "unreachable", str(exc))
+        ep.health.chain_ok = got == expected
         if got != expected:
             return EndpointCheck(i, ep.safe_url, "wrong_chain",
                                  f"answers with chain id {got}, the config says {expected}")

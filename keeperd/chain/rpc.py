@@ -30,9 +30,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import structlog
 
 from keeperd.iokit import TokenBucket, backoff_delay
 from keeperd.metrics import Metrics, method_label
+
+log = structlog.get_logger(__name__)
 
 # JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
 # is wrong". -32005 is the EIP-1474 "limit exceeded"; the messages are what geth, erigon,
@@ -114,6 +117,9 @@ class EndpointHealth:
     head: int | None = None
     benched_until: float = 0.0
     bench_seconds: float = 0.0
+    # Whether it serves the pool's chain: unknown until asked (eth_chainId), and an endpoint
+    # found on another network is never used again.
+    chain_ok: bool | None = None
 
 
 @dataclass
@@ -161,6 +167,7 @@ class RpcPool:
         settings: RpcPoolSettings | None = None,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        expected_chain_id: int | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"chain {chain!r}: an RPC pool needs at least one endpoint")
@@ -172,6 +179,9 @@ class RpcPool:
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
         self._last_used: Endpoint | None = None
+        # When set, an endpoint answers nothing else until it has answered eth_chainId with
+        # it: one down at start that comes back serving another network is never followed.
+        self.expected_chain_id = expected_chain_id
         for ep in self.endpoints:
             self.metrics.rpc_endpoint_up.labels(chain, ep.name).set(1)
 
@@ -278,10 +288,32 @@ class RpcPool:
         await asyncio.gather(*(self._probe_one(ep) for ep in self.endpoints))
         self._publish_health()
 
+    async def _serves_our_chain(self, ep: Endpoint) -> bool:
+        """Ask an endpoint of unknown network for its chain id once (transient failures
+        propagate: it is then just down)."""
+        if self.expected_chain_id is None or ep.health.chain_ok is not None:
+            return ep.health.chain_ok is not False
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_chainId",
+                   "params": []}
+        body = await self._attempt(ep, "eth_chainId", payload, expect_list=False)
+        try:
+            got = int(body.get("result"), 16)
+        except (TypeError, ValueError):
+            raise _TransientError("bad_response", f"eth_chainId: {str(body)[:200]}") from None
+        ep.health.chain_ok = got == self.expected_chain_id
+        if not ep.health.chain_ok:
+            self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(0)
+            log.error("rpc.endpoint_wrong_chain", chain=self.chain, endpoint=ep.name,
+                      url=ep.safe_url, chain_id=got, expected=self.expected_chain_id,
+                      action="never used; point the URL at the right network")
+        return ep.health.chain_ok
+
     async def _probe_one(self, ep: Endpoint) -> None:
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_blockNumber",
                    "params": []}
         try:
+            if not await self._serves_our_chain(ep):
+                return
             body = await self._attempt(ep, "eth_blockNumber", payload, expect_list=False)
             result = body.get("result")
             if isinstance(result, str):
@@ -297,7 +329,8 @@ class RpcPool:
 
     def is_healthy(self, ep: Endpoint, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        return ep.health.benched_until <= now and not self._is_lagging(ep)
+        return (ep.health.chain_ok is not False and ep.health.benched_until <= now
+                and not self._is_lagging(ep))
 
     def healthy_count(self) -> int:
         now = time.monotonic()
@@ -334,7 +367,7 @@ class RpcPool:
             return (tier, ep.health.benched_until if benched else 0.0,
                     min(ep.health.consecutive_failures, 1), slow, self.endpoints.index(ep))
 
-        return sorted(self.endpoints, key=key)
+        return sorted((ep for ep in self.endpoints if ep.health.chain_ok is not False), key=key)
 
     async def _send(self, method: str, payload: Any, *, expect_list: bool,
                     max_response_bytes: int | None = None) -> Any:
@@ -344,6 +377,9 @@ class RpcPool:
         tried: set[str] = set()
         for attempt in range(s.max_attempts):
             order = self.ranked()
+            if not order:
+                raise RpcUnavailable(f"{self.chain}: every endpoint answers for another chain "
+                                     f"than {self.expected_chain_id}")
             untried = [e for e in order if e.name not in tried]
             if not untried:
                 # Every endpoint has had its chance this round: back off, then start again.
@@ -358,6 +394,9 @@ class RpcPool:
                 if previous is not None and ep is not previous:
                     self.metrics.rpc_failovers.labels(self.chain, previous.name, ep.name).inc()
             try:
+                if not await self._serves_our_chain(ep):
+                    last_error = f"endpoint {ep.name} ({ep.safe_url}): another chain"
+                    continue
                 body = await self._attempt(ep, method, payload, expect_list=expect_list,
                                            max_response_bytes=max_response_bytes)
             except _TransientError as exc:

@@ -57,7 +57,9 @@ async def test_reorg_is_detected_by_parent_hash(pool: RpcPool, devnet: Devnet) -
 
 
 async def test_websocket_new_heads(pool: RpcPool, devnet: Devnet) -> None:
-    source = BlockSource(pool, ws_url=devnet.manifest["ws_url"], poll_interval=30)
+    # (chain_id: the websocket is asked eth_chainId first, and anvil's answer passes)
+    source = BlockSource(pool, ws_url=devnet.manifest["ws_url"], poll_interval=30,
+                         chain_id=31337)
     events = recorder(source)
     task = asyncio.create_task(source.run())
     try:
@@ -120,3 +122,53 @@ async def test_a_stalled_subscription_falls_back_to_polling(pool: RpcPool,
     assert events[-1].header.number == start + 1  # type: ignore[union-attr]
     assert pool.metrics.registry.get_sample_value(
         "keeperd_block_source_errors_total", {"chain": "devnet", "source": "websocket"}) == 1
+
+
+async def test_a_websocket_of_another_chain_is_never_followed(pool: RpcPool,
+                                                              devnet: Devnet) -> None:
+    """A ws_url that answers for another network (chain id 1 here): keeperd refuses its
+    heads for good, counts and says so, and follows the chain-checked endpoints by polling."""
+    from aiohttp import WSMsgType, web
+
+    from tests.conftest import serve
+
+    subscribed = []
+
+    async def mainnet(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                body = msg.json()
+                if body["method"] == "eth_chainId":
+                    await ws.send_json({"jsonrpc": "2.0", "id": body["id"], "result": "0x1"})
+                else:
+                    subscribed.append(body)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", mainnet)
+    async with serve(app) as url:
+        source = BlockSource(pool, ws_url=url.replace("http", "ws"), poll_interval=0.1,
+                             ws_retry_after=0.2, chain_id=31337)
+        events = recorder(source)
+        task = asyncio.create_task(source.run())
+        try:
+            for _ in range(200):
+                if source.ws_url is None and events:
+                    break
+                await asyncio.sleep(0.02)
+            start = devnet.client.block_number()
+            devnet.mine(1)
+            for _ in range(150):
+                if events and events[-1].header.number > start:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # past the retry delay: the websocket stays dropped
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert source.ws_url is None and subscribed == []
+    assert events[-1].header.number == start + 1  # type: ignore[union-attr]
+    assert pool.metrics.registry.get_sample_value(
+        "keeperd_block_source_errors_total", {"chain": "devnet", "source": "wrong_chain"}) == 1

@@ -209,3 +209,43 @@ async def test_malformed_answers_are_the_endpoints_fault_not_a_crash(devnet: Dev
             await asyncio.gather(task, return_exceptions=True)
     assert metric_value(metrics, "keeperd_block_source_errors_total",
                         {"chain": "devnet", "source": "poll"}) >= 3
+
+
+async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # type: ignore[no-untyped-def]
+    """An endpoint down at start that comes back answering for another network (mainnet's
+    chain id here): asked eth_chainId before anything else, found wrong, never used again —
+    the requests go to the endpoint of the configured chain."""
+    from aiohttp import web
+
+    from keeperd.chain.rpc import Endpoint, RpcPool
+    from tests.conftest import serve
+
+    seen: list[str] = []
+    down = [True]
+
+    async def other_chain(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body["method"])
+        if down[0]:
+            return web.Response(status=503)
+        result = "0x1" if body["method"] == "eth_chainId" else "0x999999"
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    app = web.Application()
+    app.router.add_post("/", other_chain)
+    async with serve(app) as url:
+        pool = RpcPool("devnet", [Endpoint("0", url, None),
+                                  Endpoint("1", devnet.manifest["rpc_url"], None)],
+                       expected_chain_id=31337)
+        async with pool:
+            head = int(await pool.request("eth_blockNumber"), 16)  # 0 is down: 1 answers
+            assert head == devnet.client.block_number()
+            down[0] = False  # back, on another network
+            await pool.probe()
+            assert pool.endpoints[0].health.chain_ok is False
+            assert pool.endpoints[1].health.chain_ok is True
+            for _ in range(5):
+                assert int(await pool.request("eth_blockNumber"), 16) == head
+    assert "eth_chainId" in seen
+    assert seen.count("eth_blockNumber") == 0  # not one request went to it after it answered
+    assert pool.healthy_count() == 1
