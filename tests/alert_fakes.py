@@ -80,19 +80,9 @@ def telegram_app(token: str, rec: Recorder) -> web.Application:
         if str(body.get("chat_id")) != "-1001234567890":
             return web.json_response({"ok": False, "error_code": 400,
                                       "description": "Bad Request: chat not found"}, status=400)
-        text = body.get("text", "")
-        if body.get("parse_mode") == "HTML":
-            error, visible = parse_telegram_html(text)
-            if error:
-                return web.json_response({"ok": False, "error_code": 400, "description":
-                                          f"Bad Request: can't parse entities: {error}"},
-                                         status=400)
-        else:
-            visible = text
-        if not 1 <= len(visible) <= 4096:
-            return web.json_response({"ok": False, "error_code": 400,
-                                      "description": "Bad Request: message is too long"},
-                                     status=400)
+        refused, visible = telegram_refusal(body)
+        if refused is not None:
+            return refused
         rec.accepted.append(body)
         return web.json_response({"ok": True, "result": {
             "message_id": len(rec.accepted), "date": int(time.time()),
@@ -101,6 +91,26 @@ def telegram_app(token: str, rec: Recorder) -> web.Application:
     app = web.Application()
     app.router.add_post("/bot{token}/sendMessage", send_message)
     return app
+
+
+def telegram_refusal(body: dict[str, Any]) -> tuple[web.Response | None, str]:
+    """What Telegram says of a message's text (None: accepted), and its visible text: HTML
+    entities must parse and balance, and the visible text be 1-4096 characters. Every path
+    that accepts a message — scripted ones included — goes through it."""
+    text = body.get("text", "")
+    if body.get("parse_mode") == "HTML":
+        error, visible = parse_telegram_html(text)
+        if error:
+            return web.json_response({"ok": False, "error_code": 400, "description":
+                                      f"Bad Request: can't parse entities: {error}"},
+                                     status=400), visible
+    else:
+        visible = text
+    if not 1 <= len(visible) <= 4096:
+        return web.json_response({"ok": False, "error_code": 400,
+                                  "description": "Bad Request: message is too long"},
+                                 status=400), visible
+    return None, visible
 
 
 def telegram_429(retry_after: int) -> Callable[[], web.Response]:
@@ -168,10 +178,14 @@ def discord_app(rec: Recorder) -> web.Application:
     return app
 
 
-def discord_429(retry_after: float) -> Callable[[], web.Response]:
+def discord_429(retry_after: float, header_s: int | None = None
+                ) -> Callable[[], web.Response]:
+    """Discord's 429: the precise wait in the JSON body, a whole-second Retry-After header
+    (rounded up, or `header_s` to tell the two apart in a test)."""
+    header = str(header_s if header_s is not None else int(retry_after) + 1)
     return lambda: web.json_response(
         {"message": "You are being rate limited.", "retry_after": retry_after,
-         "global": False}, status=429, headers={"Retry-After": str(int(retry_after) + 1)})
+         "global": False}, status=429, headers={"Retry-After": header})
 
 
 def status(code: int, text: str = "") -> Callable[[], web.Response]:
