@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -242,13 +243,34 @@ async def test_scanner_reads_new_accounts_and_publishes_metrics(
     first = await scanner.evaluate(devnet.client.block_number())
     assert first.kind == "full"
     devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 2390.0)
+    seen: list[Any] = []
+
+    async def listener(result: Any) -> None:
+        seen.append(result)
+
+    scanner.listeners.append(listener)
     devnet.set_price("WETH", 2500.0)
     second = await scanner.evaluate(devnet.client.block_number())
     assert second.kind == "incremental"
     assert NEWCOMER in second.view.accounts
     i = list(second.view.accounts).index(NEWCOMER)
     assert second.view.health[i] == pytest.approx(2500 * 0.825 / 2390, rel=1e-4)
-    assert len(second.priority_rows) > 200  # everyone exposed to WETH, re-evaluated first
+    # The reverse index: everyone exposed to WETH, and only they, is found; those of them
+    # near or under 1 reach the listeners (the executor) first, ahead of the full result.
+    positions = second.book.positions
+    weth = second.book.market.column("WETH")
+    exposed = {positions.accounts[r] for r in second.priority_rows}
+    uses_weth = {a for r, a in enumerate(positions.accounts)
+                 if positions.collateral_flag[r, weth] or positions.borrowing_flag[r, weth]}
+    assert exposed == uses_weth and len(exposed) > 200
+    partial, full = seen
+    assert partial.partial and not full.partial and full is second
+    assert set(partial.view.accounts) <= exposed
+    # Every liquidatable one is in that first pass (it takes the float path's candidates,
+    # a margin above 1 wide).
+    liquidatable = {a for a, h in zip(second.view.accounts, second.view.health, strict=True)
+                    if h < 1.0}
+    assert liquidatable and liquidatable <= set(partial.view.accounts)
     labels = {"chain": "devnet", "protocol": "aave"}
     assert metric_value(metrics, "keeperd_accounts_tracked", labels) == len(adapter.accounts)
     total = sum(metric_value(metrics, "keeperd_accounts_by_health", {**labels, "bucket": b})
