@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.plugin import LogIndexed
 from keeperd.protocols.registry import register
 from keeperd.risk.cascade import Asset, Portfolio
 
@@ -61,7 +62,7 @@ def _holders(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
 
 
 @register
-class ToyVault:
+class ToyVault(LogIndexed):
     kind = "toy_vault"
     config_model = ToyVaultConfig
     position_action = "Top up the vault."
@@ -81,18 +82,6 @@ class ToyVault:
     async def start(self) -> None:
         await self.indexer.verify_against_chain()
 
-    @property
-    def accounts(self) -> set[str]:
-        return self.indexer.accounts
-
-    def index_lag(self, head: int) -> int | None:
-        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
-
-    async def discover(self, head: int) -> set[str]:
-        return (await self.indexer.catch_up(head)).touched
-
-    def on_reorg(self, ancestor: int) -> list[str]:
-        return self.indexer.on_reorg(ancestor)
 
     async def read(self, block: int, previous: ToyBook | None, touched: set[str],
                    dropped: set[str]) -> ToyBook:

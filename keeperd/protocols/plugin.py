@@ -209,6 +209,29 @@ class Plugin(Protocol):
         """The execution half, or None for a protocol keeperd only watches."""
 
 
+class LogIndexed:
+    """The account-index half of a plug-in whose accounts come from its events through an
+    `AccountIndexer` in `self.indexer` (set by its constructor)."""
+
+    indexer: Any
+
+    @property
+    def accounts(self) -> set[str]:
+        accounts: set[str] = self.indexer.accounts
+        return accounts
+
+    def index_lag(self, head: int) -> int | None:
+        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
+
+    async def discover(self, head: int) -> set[str]:
+        touched: set[str] = (await self.indexer.catch_up(head)).touched
+        return touched
+
+    def on_reorg(self, ancestor: int) -> list[str]:
+        dropped: list[str] = self.indexer.on_reorg(ancestor)
+        return dropped
+
+
 def account_topic(account: str) -> str:
     """An address as an indexed event topic."""
     return "0x" + "0" * 24 + account[2:].lower()

@@ -22,7 +22,7 @@ from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.plugin import LiquidationSeen, account_topic
+from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
 from keeperd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -118,7 +118,7 @@ class MorphoBook:
         return mm.mul_div_down(p.collateral, price, mm.ORACLE_PRICE_SCALE)
 
 
-class MorphoBlueAdapter:
+class MorphoBlueAdapter(LogIndexed):
     kind = "morpho_blue"
     config_model = MorphoBlueConfig
     position_action = ("Add collateral or repay: below 1.0 anyone may liquidate the whole "
@@ -141,12 +141,6 @@ class MorphoBlueAdapter:
             extract, start_block=config.start_block, confirmations=chain.confirmations,
             metrics=metrics)
 
-    @property
-    def accounts(self) -> set[str]:
-        return self.indexer.accounts
-
-    def index_lag(self, head: int) -> int | None:
-        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
 
     @staticmethod
     async def check_config(pool: RpcPool, proto: MorphoBlueConfig, pi: int
@@ -177,11 +171,6 @@ class MorphoBlueAdapter:
                 decode(["string"], meta[0].data)[0], decode(["string"], meta[2].data)[0],
                 decode(["uint8"], meta[1].data)[0], decode(["uint8"], meta[3].data)[0])
 
-    async def discover(self, head: int) -> set[str]:
-        return (await self.indexer.catch_up(head)).touched
-
-    def on_reorg(self, ancestor: int) -> list[str]:
-        return self.indexer.on_reorg(ancestor)
 
     async def snapshot(self, accounts: Sequence[str], block: int) -> MorphoBook:
         header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])

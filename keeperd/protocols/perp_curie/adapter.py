@@ -23,7 +23,7 @@ from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.perp_curie import margin as cm
-from keeperd.protocols.plugin import LiquidationSeen, account_topic
+from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
 from keeperd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ class CurieBook:
     im_ratio: int
 
 
-class PerpCurieAdapter:
+class PerpCurieAdapter(LogIndexed):
     kind = "perp_curie"
     config_model = PerpCurieConfig
     position_action = ("Add margin or reduce the position: once the account value falls under "
@@ -115,18 +115,6 @@ class PerpCurieAdapter:
         self.addresses["MarketRegistry"] = to_checksum_address("0x" + registry.data[12:32].hex())
         await self.indexer.verify_against_chain()
 
-    @property
-    def accounts(self) -> set[str]:
-        return self.indexer.accounts
-
-    def index_lag(self, head: int) -> int | None:
-        return max(0, head - self.indexer.confirmations - self.indexer.indexed_block)
-
-    async def discover(self, head: int) -> set[str]:
-        return (await self.indexer.catch_up(head)).touched
-
-    def on_reorg(self, ancestor: int) -> list[str]:
-        return self.indexer.on_reorg(ancestor)
 
     def asset_of(self, symbol: str) -> str:
         if symbol in self.config.asset_symbols:
