@@ -65,11 +65,6 @@ def extra_config_model(kind: Any) -> type[BaseModel] | None:
     return getattr(plugin, "config_model", None) if plugin is not None else None
 
 
-def extra_kinds() -> list[str]:
-    load_env_plugins()
-    return sorted(_registered)
-
-
 def is_chain_protocol(config: Any) -> bool:
     """An on-chain protocol run by a plug-in (not a perp venue polled over its API)."""
     return plugin_class(getattr(config, "kind", "")) is not None

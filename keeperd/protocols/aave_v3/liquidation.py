@@ -71,12 +71,6 @@ class LiquidationPlan:
         """Seized value minus repaid value, before gas and swap costs."""
         return self.seized_usd - self.repaid_usd
 
-    def key(self, protocol: str) -> str:
-        """Identifies the opportunity: the same position seen again (on the next block, after
-        a restart) has the same key, although interest keeps growing its debt; once someone
-        repays or liquidates part of it, it is a new opportunity."""
-        return f"{protocol}:{self.account}:{self.collateral_asset}:{self.debt_asset}:" \
-               f"{self.position_version}"
 
 
 def _price(market: MarketState, col: int, user_emode: int) -> int:

@@ -135,6 +135,8 @@ class AaveLiquidator:
             row = positions.position_of[plan.account]
             used = positions.collateral_flag[row] | positions.borrowing_flag[row]
             reserve = book.market.reserves[book.market.column(plan.debt_asset)]
+            # The key: the same position seen again (next block, after a restart) keeps it
+            # while interest grows its debt; once someone acts on it, it is a new one.
             out.append(Opportunity(
                 OpportunityKey(self.adapter.name, plan.account,
                                f"{plan.collateral_asset}:{plan.debt_asset}",
