@@ -97,10 +97,13 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
 async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
     """Curie's mark follows its index only through trades and time (its TWAPs): the devnet's
     arbitrageur walks it there in steps, 16 s apart; keeperd liquidates traders as their
-    margin runs out and unwinds what it took over. Then a few blocks until nothing is left."""
-    from keeperd.devnet.curie import walk_mark
+    margin runs out and unwinds what it took over; a quarter hour of chain time later the
+    vault's 15-minute TWAP of WETH margin has caught up, and keeperd sells the margin of those
+    left with USDC debt. Then a few blocks until nothing is left."""
+    from keeperd.devnet.curie import settle_collateral_twap, walk_mark
 
     await asyncio.to_thread(walk_mark, devnet.client, devnet.manifest, "WETH", price)
+    await asyncio.to_thread(settle_collateral_twap, devnet.client, devnet.manifest)
     scanner = daemon.scanners["curie-devnet"]
     executor = daemon.executors.get("curie-devnet")
     for _ in range(30):
@@ -110,7 +113,10 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
         pending = executor.journal.by_status("pending") if executor else []
         if left == 0 and not pending:
             break
-    print(f"Curie mark {price:,.0f}; traders still under water: {left}")
+    done = ({e.account for e in executor.journal.all()
+             if e.status == "included" and ":unwind:" not in e.key} if executor else set())
+    print(f"Curie mark {price:,.0f}; traders liquidated by keeperd: {len(done)}, still under "
+          f"water: {left}")
 
 
 def show_journal(daemon: Daemon) -> None:

@@ -338,6 +338,10 @@ class Metrics:
             "keeperd_perp_bad_debt_usd", "Negative account value (bad debt, which the "
             "insurance fund pays) of the accounts an index move of `coin` would leave under "
             "water, the other marks unchanged.", ["venue", "coin", "move"], registry=r)
+        self.perp_funding_to_maintenance = Gauge(
+            "keeperd_perp_funding_to_maintenance_accounts", "Accounts that funding alone, at "
+            "the current premium, brings to their maintenance margin within `within_hours`.",
+            ["venue", "within_hours"], registry=r)
         self.perp_maintenance_mismatches = Counter(
             "keeperd_perp_maintenance_mismatch_total", "Watched accounts whose cross "
             "maintenance margin by keeperd's tier arithmetic differed from the venue's own "

@@ -55,6 +55,7 @@ class Simulation:
     prices: np.ndarray
     fund_usd: float | None
     positions: int
+    notes: tuple[str, ...] = ()
 
 
 def columns_for(assets: tuple[str, ...], shocks: dict[str, float], grid: list[float]
@@ -100,6 +101,8 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
             await plugin.discover(head)
             book = await plugin.read(head, None, set(), set())
             described = plugin.describe(book)
+            book_risk = getattr(plugin, "book_risk", None)
+            risk = book_risk(book) if book_risk is not None else None
             if described is None:
                 raise ShockError(f"protocol {proto.name!r} has no book to shock")
             portfolio, assets = described
@@ -117,8 +120,10 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     result = run_cascade(portfolio, columns, depth, max_rounds=cascade.max_rounds,
                          tolerance=cascade.tolerance)
     fund = cascade.insurance_fund.usd if cascade.insurance_fund is not None else None
+    if fund is None and risk is not None:
+        fund = risk.insurance_fund_usd  # the protocol's own fund, read at the head
     return Simulation(proto.name, head, shocks, result, portfolio.assets, portfolio.prices,
-                      fund, len(portfolio))
+                      fund, len(portfolio), tuple(risk.lines) if risk is not None else ())
 
 
 def round_table(sim: Simulation) -> str:
@@ -170,6 +175,7 @@ def summary(sim: Simulation) -> str:
         bad = float(r.bad_debt[0])
         cover = "no bad debt" if bad <= 0 else f"covers {sim.fund_usd / bad:.0%} of it"
         lines.append(f"insurance fund ${sim.fund_usd:,.0f}: {cover}")
+    lines += sim.notes
     return "\n".join(lines)
 
 

@@ -84,14 +84,15 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
         drop = float(view.drop_to_liquidation[i])
         where = (f"{account} in {protocol} {' '.join(labels.values())}" if labels
                  else f"{account} on {protocol}")
+        note = view.row_note(i)
         out.append(WatchedRow(
             protocol, chain, account, labels, float(view.health[i]), view.row_assets(i),
             {"collateral_usd": round(float(view.collateral_usd[i]), 2),
              "debt_usd": round(float(view.debt_usd[i]), 2),
              "main_collateral": view.main_collateral[i],
              "drop_to_liquidation": None if np.isnan(drop) else round(drop, 6),
-             **labels, "explorer_url": link(account)},
-            where, action))
+             **view.row_details(i), **labels, "explorer_url": link(account)},
+            where, action, tail=f"; {note}" if note else ""))
     return out
 
 

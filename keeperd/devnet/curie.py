@@ -12,9 +12,13 @@ What is deployed (the order and every set-up call measured in ../shared/CURIE-DE
 - ClearingHouseConfig (10 % initial, 6.25 % maintenance margin, 2.5 % liquidation penalty),
   MarketRegistry, OrderBook, AccountBalance, Exchange (max 1000 ticks a block), InsuranceFund
   (funded), Vault with the devnet's USDC as settlement token, ClearingHouse, all wired;
+- a CollateralManager with the devnet's WETH as non-settlement collateral (80 % of its value
+  counts, priced by the WETH market's own feed through the vault's 15-minute TWAP), so a WETH
+  crash reaches a trader through the collateral as well as the position;
 - a maker with deep liquidity around the index in both markets; an arbitrageur with a large
   margin that walks a market's mark to a new index (`walk_mark`); and a seeded, deterministic
-  set of cross-margined traders, long and short, at leverages of 1.5x to 8x.
+  set of cross-margined traders, long and short, at leverages of 1.5x to 8x, a quarter of
+  them with part of their margin in WETH.
 
 Every account trades through ClearingHouse from USDC deposited in the Vault, as on mainnet.
 """
@@ -59,6 +63,15 @@ OPEN_GAS = 3_000_000
 # 15 s before), each followed by 16 s of chain time.
 STEP = 0.09
 SETTLE_S = 16
+# Non-settlement collateral (CollateralManager.addCollateral): token -> (collateral ratio,
+# discount ratio of a collateral liquidation), parts per million. The manager's own settings:
+# at most 3 collateral tokens an account; collateral liquidation once USDC debt passes 80 % of
+# the collateral's value or $10,000; half of it at a time; a 0.5 % buffer over the maintenance
+# ratio; 3 % of it to the insurance fund; $500 of collateral counted as dust.
+COLLATERALS = {"WETH": (800_000, 100_000)}
+COLLATERAL_MANAGER_SETTINGS = (3, 800_000, 500_000, 5_000, 30_000, 10_000 * 10**6,
+                               500 * 10**6)
+COLLATERAL_DEPOSIT_CAP = 10**30
 
 
 def _root(package: str) -> Path:
@@ -100,8 +113,9 @@ def tick_at(price: float) -> int:
 @dataclass(frozen=True)
 class TraderPlan:
     address: str
-    collateral_usd: float
+    collateral_usd: float  # margin deposited, USD at the prices of the seeding
     positions: tuple[tuple[str, float], ...]  # (asset symbol, signed notional in USD)
+    weth_share: float = 0.0  # of collateral_usd deposited as WETH instead of USDC
 
     @property
     def leverage(self) -> float:
@@ -123,7 +137,21 @@ def plan_traders(count: int, seed: int) -> list[TraderPlan]:
                            * (1 if rng.random() < 0.55 else -1))
                           for a, w in zip(assets, weights, strict=True))
         plans.append(TraderPlan(trader_address(seed, i), collateral, positions))
-    return plans
+    # A quarter of the traders keep 30-70 % of their margin in WETH (its own stream of
+    # draws, so the positions above do not depend on it). Only 80 % of it counts, so their
+    # positions shrink by the same factor: the leverage on what counts stays within 8x.
+    rng = random.Random(f"curie-collateral-{seed}")
+    out = []
+    for p in plans:
+        if rng.random() >= 0.25:
+            out.append(p)
+            continue
+        share = round(rng.uniform(0.3, 0.7), 4)
+        counted = 1 - share * (1 - COLLATERALS["WETH"][0] / 1e6)
+        out.append(TraderPlan(p.address, p.collateral_usd,
+                              tuple((a, round(n * counted, 2)) for a, n in p.positions),
+                              share))
+    return out
 
 
 def open_position_call(base: str, notional_usd: float) -> bytes:
@@ -190,6 +218,16 @@ def deploy_curie(client: DevnetClient, manifest: dict[str, Any], prices: dict[st
     ch_art = artifact("ClearingHouse")
     ch = d.deploy(ch_art)
     d.call(ch, ch_art, "initialize", config, vault, quote, factory, exchange, balance, fund)
+    cm_art = artifact("CollateralManager")
+    collateral_manager = d.deploy(cm_art)
+    d.call(collateral_manager, cm_art, "initialize", config, vault,
+           *COLLATERAL_MANAGER_SETTINGS)
+    collaterals = {}
+    for symbol, (ratio, discount) in COLLATERALS.items():
+        token = manifest["tokens"][symbol]
+        d.call(collateral_manager, cm_art, "addCollateral", token,
+               (feeds[symbol]["dispatcher"], ratio, discount, COLLATERAL_DEPOSIT_CAP))
+        collaterals[symbol] = token
     for target, name, fn, arg in (
             (order_book, "OrderBook", "setExchange", exchange),
             (order_book, "OrderBook", "setClearingHouse", ch),
@@ -199,6 +237,7 @@ def deploy_curie(client: DevnetClient, manifest: dict[str, Any], prices: dict[st
             (balance, "AccountBalance", "setClearingHouse", ch),
             (registry, "MarketRegistry", "setClearingHouse", ch),
             (vault, "Vault", "setClearingHouse", ch),
+            (vault, "Vault", "setCollateralManager", collateral_manager),
             (fund, "InsuranceFund", "setVault", vault)):
         d.call(target, artifact(name), fn, arg)
     d.call(quote, quote_art, "mintMaximumTo", ch)
@@ -235,7 +274,7 @@ def deploy_curie(client: DevnetClient, manifest: dict[str, Any], prices: dict[st
             DEADLINE)), gas=OPEN_GAS)
 
     plans = plan_traders(traders, seed_value)
-    _seed_traders(client, plans, usdc, vault, ch, bases)
+    _seed_traders(client, plans, usdc, vault, ch, bases, collaterals["WETH"], prices["WETH"])
     client.increase_time(SETTLE_S)
     client.mine(1)
     return {
@@ -245,9 +284,11 @@ def deploy_curie(client: DevnetClient, manifest: dict[str, Any], prices: dict[st
             "market_registry": registry, "order_book": order_book,
             "clearing_house_config": config, "base_tokens": bases, "pools": pools,
             "index_feeds": feeds, "maker": maker, "arbitrageur": arbitrageur,
-            "settlement_token": usdc, "version": "2.8.4"},
+            "settlement_token": usdc, "collateral_manager": collateral_manager,
+            "collaterals": collaterals, "version": "2.8.4"},
         "perp_traders": [
             {"address": p.address, "collateral_usd": p.collateral_usd,
+             "weth_share": p.weth_share,
              "positions": {a: n for a, n in p.positions}, "leverage": round(p.leverage, 4)}
             for p in plans],
     }
@@ -271,9 +312,10 @@ def deposit(client: DevnetClient, account: str, usdc: str, vault: str, usd: floa
 
 
 def _seed_traders(client: DevnetClient, plans: list[TraderPlan], usdc: str, vault: str,
-                  ch: str, bases: dict[str, str]) -> None:
-    """Margin first (mint, approve, deposit), then the trades, a block of them at a time,
-    longs and shorts interleaved so a block's net flow stays small."""
+                  ch: str, bases: dict[str, str], weth: str, weth_price: float) -> None:
+    """Margin first (mint, approve, deposit: USDC, and WETH for those that keep part of
+    their margin in it), then the trades, a block of them at a time, longs and shorts
+    interleaved so a block's net flow stays small."""
     from keeperd.devnet.seed import _mine_all, _tx
 
     token = contracts.aave("MintableERC20")
@@ -281,14 +323,22 @@ def _seed_traders(client: DevnetClient, plans: list[TraderPlan], usdc: str, vaul
     client.call("evm_setAutomine", False)
     try:
         calls = []
+        nonces = {}
         for p in plans:
-            units = int(p.collateral_usd * 10**6)
-            calls += [_tx(p.address, usdc, token.encode_call("mint", p.address, units),
-                          200_000, 0),
-                      _tx(p.address, usdc, token.encode_call("approve", vault, MAX_UINT),
-                          100_000, 1),
-                      _tx(p.address, vault, artifact("Vault").encode_call("deposit", usdc,
-                                                                           units), 300_000, 2)]
+            deposits = [(usdc, int(p.collateral_usd * (1 - p.weth_share) * 10**6))]
+            if p.weth_share:
+                deposits.append((weth, int(p.collateral_usd * p.weth_share / weth_price
+                                           * 10**18)))
+            n = 0
+            for asset, units in deposits:
+                for to, data, gas in (
+                        (asset, token.encode_call("mint", p.address, units), 200_000),
+                        (asset, token.encode_call("approve", vault, MAX_UINT), 100_000),
+                        (vault, artifact("Vault").encode_call("deposit", asset, units),
+                         400_000)):
+                    calls.append(_tx(p.address, to, data, gas, n))
+                    n += 1
+            nonces[p.address] = n
         client.batch(calls)
         _mine_all(client, len(calls))
         trades = [(p, asset, notional) for p in plans for asset, notional in p.positions]
@@ -297,7 +347,6 @@ def _seed_traders(client: DevnetClient, plans: list[TraderPlan], usdc: str, vaul
         ordered = [t for pair in zip(longs, shorts, strict=False) for t in pair]
         ordered += longs[len(shorts):] + shorts[len(longs):]
         # Nonces in the order the trades go out (a trader's second trade may go first).
-        nonces = {p.address: 3 for p in plans}
         for start in range(0, len(ordered), TRADES_PER_BLOCK):
             part = ordered[start:start + TRADES_PER_BLOCK]
             txs = []
@@ -362,6 +411,18 @@ def walk_mark(client: DevnetClient, manifest: dict[str, Any], symbol: str, targe
         client.increase_time(SETTLE_S)
         client.mine(1)
     raise RuntimeError(f"Curie {symbol}: the mark did not reach {target}")
+
+
+def settle_collateral_twap(client: DevnetClient, manifest: dict[str, Any]) -> None:
+    """A quarter hour of chain time, then the feeds' caches refreshed: the vault prices
+    non-settlement collateral (WETH margin) at a 15-minute TWAP, which lags a move of the
+    index by up to that long."""
+    if not manifest.get("perp_curie"):
+        return
+    client.increase_time(900)
+    client.mine(1)
+    for symbol in manifest["perp_curie"].get("collaterals", {}):
+        refresh_index(client, manifest, symbol)
 
 
 def refresh_index(client: DevnetClient, manifest: dict[str, Any], symbol: str) -> None:

@@ -43,6 +43,14 @@ class AccountRow:
 
 
 @dataclass(frozen=True)
+class BookRisk:
+    """What a protocol says of its book beyond the cascade (`book_risk`, optional hook)."""
+
+    insurance_fund_usd: float | None  # what pays its bad debt, when the protocol has one
+    lines: list[str]  # for `keeperd simulate`
+
+
+@dataclass(frozen=True)
 class HealthView:
     """Health of every account of a book, columnar (index i ↔ book.accounts[i])."""
 
@@ -58,9 +66,19 @@ class HealthView:
     # The symbols each row's health rests on: an untrusted price of one of them inhibits its
     # alerts and holds its liquidation.
     assets: Sequence[frozenset[str]] | None = None
+    # What a watched row's alert says besides health (Curie: the funding that would bring
+    # the account to maintenance): fields for its details, and a sentence for its summary.
+    details: Sequence[Mapping[str, Any]] | None = None
+    notes: Sequence[str] | None = None
 
     def row_labels(self, i: int) -> Mapping[str, str]:
         return self.labels[i] if self.labels is not None else {}
+
+    def row_details(self, i: int) -> Mapping[str, Any]:
+        return self.details[i] if self.details is not None else {}
+
+    def row_note(self, i: int) -> str:
+        return self.notes[i] if self.notes is not None else ""
 
     def row_assets(self, i: int) -> frozenset[str]:
         return self.assets[i] if self.assets is not None else frozenset()

@@ -209,6 +209,15 @@ class Plugin(Protocol):
         """The execution half, or None for a protocol keeperd only watches."""
 
 
+# Hooks a plug-in may leave out (the core looks them up with getattr):
+# - `publish(book, view) -> None`: the protocol's own risk metrics from an evaluated book,
+#   after the core's, every scan (no I/O: what it needs is read into the book by `read`);
+# - `async cascade_depth(book, assets, block) -> list[depth]`: the market depth the
+#   liquidations of each cascade asset trade against, when it is not the chain's spot market;
+# - `book_risk(book) -> BookRisk`: its insurance fund and risk lines for `keeperd simulate`.
+OPTIONAL_HOOKS = ("publish", "cascade_depth", "book_risk")
+
+
 class LogIndexed:
     """The account-index half of a plug-in whose accounts come from its events through an
     `AccountIndexer` in `self.indexer` (set by its constructor)."""

@@ -30,6 +30,7 @@ from keeperd.config import (
     UniswapV3Depth,
 )
 from keeperd.metrics import Metrics
+from keeperd.protocols.base import BookRisk
 from keeperd.risk.cascade import (
     Asset,
     CascadeResult,
@@ -99,7 +100,8 @@ class CascadeMonitor:
                  metrics: Metrics, alerts: AlertEngine | None = None,
                  alerts_config: AlertsConfig | None = None,
                  describe: Describe | None = None,
-                 depth_of: DepthOf | None = None) -> None:
+                 depth_of: DepthOf | None = None,
+                 book_risk: Callable[[Any], BookRisk] | None = None) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -111,6 +113,8 @@ class CascadeMonitor:
         self.describe = describe
         # The plug-in's own depth for its book (Curie: its markets' pools), else the config's.
         self.depth_of = depth_of
+        # The plug-in's own insurance fund (Curie's), when the config names none.
+        self.book_risk = book_risk
         self.last: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
@@ -152,7 +156,7 @@ class CascadeMonitor:
         columns = columns_for(assets, self.config)
         depth = (await self.depth_of(book, assets, block) if self.depth_of is not None
                  else await read_depth(self.config, assets, self.pool, block))
-        self.fund_usd = await self._fund(assets, block)
+        self.fund_usd = await self._fund(book, assets, block)
         started = time.perf_counter()
         result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,
                                          max_rounds=self.config.max_rounds,
@@ -173,10 +177,14 @@ class CascadeMonitor:
                      "amplification": round(float(result.amplification[worst]), 4)})
         return result
 
-    async def _fund(self, assets: Sequence[Asset], block: int) -> float | None:
+    async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.insurance_fund
         if fund is None:
-            return None
+            value = (self.book_risk(book).insurance_fund_usd
+                     if self.book_risk is not None else None)
+            if value is not None:
+                self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
+            return value
         if fund.usd is not None:
             value = fund.usd
         else:

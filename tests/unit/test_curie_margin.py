@@ -79,3 +79,34 @@ def test_funding_and_the_hours_it_takes_to_reach_maintenance() -> None:
     short = position("ETH", -5, 2_024)
     assert cm.funding_per_hour(trader(1_000, short), index) == pytest.approx(-5.0)
     assert cm.hours_to_maintenance(trader(1_000, short), index) is None  # it receives
+
+
+def weth_margin(amount: float, price: float, ratio: int = 800_000) -> cm.CurieCollateral:
+    return cm.CurieCollateral("0xweth", "ETH", int(amount * WAD), 18, int(price * WAD), 18,
+                              ratio)
+
+
+def test_weth_margin_counts_its_ratio_and_moves_with_its_asset() -> None:
+    c = weth_margin(1, 2_000)
+    assert c.value == 2_000 * WAD and c.counted == 1_600 * WAD
+    # Six-decimal token, eight-decimal feed: the vault's conversion.
+    usdc_like = cm.CurieCollateral("0xt", "T", 5 * 10**6, 6, 3 * 10**8, 8, 500_000)
+    assert usdc_like.value == 15 * WAD and usdc_like.counted == 7_500_000_000_000_000_000
+    eth = position("ETH", 5, 2_000)
+    plain = trader(2_000, eth)
+    on_weth = cm.CurieTrader("0xt", plain.account_value, plain.margin_requirement, 0, (eth,),
+                             (c,))
+    # A 10 % drop costs the position $1,000 and the counted margin $160 more.
+    assert cm.shocked(on_weth, {"ETH": 0.9}, MM)[0] == pytest.approx(
+        cm.shocked(plain, {"ETH": 0.9}, MM)[0] - 160)
+    # So its liquidation price is higher, and it is where value meets the requirement.
+    price = cm.liquidation_price(on_weth, eth, MM)
+    assert price is not None and price > (cm.liquidation_price(plain, eth, MM) or 0)
+    av, mm = cm.shocked(on_weth, {"ETH": price / 2_000}, MM)
+    assert av == pytest.approx(mm)
+    # A short on WETH margin is partly hedged; a BTC move leaves the WETH margin alone.
+    assert on_weth.assets == {"ETH"}
+    assert cm.at_risk([on_weth], "ETH", -0.3, MM)[0] > 0
+    btc_only = cm.CurieTrader("0xb", 1_000 * WAD, 0, 0, (position("BTC", 0.1, 60_000),), (c,))
+    assert btc_only.assets == {"BTC", "ETH"}
+    assert cm.shocked(btc_only, {"BTC": 1.0, "ETH": 0.5}, MM)[0] == pytest.approx(1_000 - 800)

@@ -21,7 +21,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
 from keeperd.store import Store
@@ -32,6 +32,11 @@ POSITION_CHANGED = event_topic(
     "PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)")
 POSITION_LIQUIDATED = event_topic(
     "PositionLiquidated(address,address,uint256,uint256,uint256,address)")
+COLLATERAL_LIQUIDATED = event_topic(
+    "CollateralLiquidated(address,address,address,uint256,uint256,uint256,uint24)")
+COLLATERAL_TWAP_INTERVAL = 900  # Vault._COLLATERAL_TWAP_INTERVAL
+# Horizons of `keeperd_perp_funding_to_maintenance_accounts`, hours.
+FUNDING_HORIZONS_H = (24, 72, 168)
 
 
 def _trader(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
@@ -62,6 +67,8 @@ class CurieBook:
     mm_ratio: int
     penalty_ratio: int
     im_ratio: int
+    insurance_fund_capacity: int | None  # InsuranceFund.getInsuranceFundCapacity, USDC units
+    collateral_rules: cm.CollateralRules | None = None  # None: no collateral manager
 
 
 class PerpCurieAdapter(LogIndexed):
@@ -89,6 +96,9 @@ class PerpCurieAdapter(LogIndexed):
         self._symbols: dict[str, str] = {}
         self.fee_ratios: dict[str, int] = {}  # base token -> exchange fee (parts per million)
         self.pools: dict[str, str] = {}  # base token -> its Uniswap V3 pool
+        # collateral token -> (symbol, decimals, price feed decimals, collateral ratio)
+        self.collaterals: dict[str, tuple[str, int, int, int]] = {}
+        self.collateral_rules: cm.CollateralRules | None = None
 
     # --- start-up and the index ---------------------------------------------------------------
 
@@ -110,9 +120,25 @@ class PerpCurieAdapter(LogIndexed):
                 raise ValueError(f"{self.name}: {ch} is not a Curie ClearingHouse ({getter} "
                                  "failed)")
             self.addresses[getter[3:]] = to_checksum_address("0x" + r.data[12:32].hex())
-        [registry] = await self.multicall.aggregate3([Call(
-            self.addresses["Exchange"], encode_call("getMarketRegistry()", [], []))])
+        registry, manager = await self.multicall.aggregate3([
+            Call(self.addresses["Exchange"], encode_call("getMarketRegistry()", [], [])),
+            Call(self.addresses["Vault"], encode_call("getCollateralManager()", [], []))])
         self.addresses["MarketRegistry"] = to_checksum_address("0x" + registry.data[12:32].hex())
+        # A vault without non-settlement collateral has none (the zero address): every
+        # collateral read then fails and is skipped, USDC being the only margin.
+        self.addresses["CollateralManager"] = to_checksum_address(
+            "0x" + manager.data[12:32].hex()) if manager.success else "0x" + "0" * 40
+        [settlement] = await self.multicall.aggregate3([Call(
+            self.addresses["Vault"], encode_call("getSettlementToken()", [], []))])
+        self.addresses["SettlementToken"] = to_checksum_address(
+            "0x" + settlement.data[12:32].hex())
+        rules = await self.multicall.aggregate3([
+            Call(self.addresses["CollateralManager"], encode_call(f"{g}()", [], []))
+            for g in ("getMmRatioBuffer", "getDebtNonSettlementTokenValueRatio",
+                      "getDebtThreshold")])
+        if all(r.success and len(r.data) >= 32 for r in rules):
+            self.collateral_rules = cm.CollateralRules(
+                *(int.from_bytes(r.data[:32], "big") for r in rules))
         await self.indexer.verify_against_chain()
 
 
@@ -137,25 +163,46 @@ class PerpCurieAdapter(LogIndexed):
                  encode_call("getAccountValue(address)", ["address"], [t])),
             Call(a["AccountBalance"], encode_call(
                 "getMarginRequirementForLiquidation(address)", ["address"], [t])),
-            Call(a["Vault"], encode_call("getFreeCollateral(address)", ["address"], [t])))]
+            Call(a["Vault"], encode_call("getFreeCollateral(address)", ["address"], [t])),
+            Call(a["Vault"], encode_call("getCollateralTokens(address)", ["address"], [t])))]
         first = await self.multicall.aggregate3(config_calls + per_trader, block)
         mm_ratio, penalty, im_ratio = (decode(["uint24"], r.data)[0] for r in first[:3])
         rows = []
         for i, t in enumerate(traders):
-            bases_r, av_r, mm_r, free_r = first[3 + 4 * i: 7 + 4 * i]
-            if not (bases_r.success and av_r.success and mm_r.success and free_r.success):
+            results = first[3 + 5 * i: 8 + 5 * i]
+            if not all(r.success for r in results):
                 raise ValueError(f"{self.name}: reading trader {t} failed at block {block}")
+            bases_r, av_r, mm_r, free_r, tokens_r = results
             rows.append((t, [str(to_checksum_address(b)) for b in
                              decode(["address[]"], bases_r.data)[0]],
                          decode(["int256"], av_r.data)[0], decode(["int256"], mm_r.data)[0],
-                         decode(["uint256"], free_r.data)[0]))
-        bases = sorted({b for _, bs, _, _, _ in rows for b in bs})
+                         decode(["uint256"], free_r.data)[0],
+                         [str(to_checksum_address(c)) for c in
+                          decode(["address[]"], tokens_r.data)[0]]))
+        bases = sorted({b for _, bs, *_ in rows for b in bs})
+        tokens = sorted({c for *_, cs in rows for c in cs})
         await self._learn_symbols(bases)
-        pairs = [(t, b) for t, bs, _, _, _ in rows for b in bs]
+        await self._learn_collaterals(tokens)
+        pairs = [(t, b) for t, bs, *_ in rows for b in bs]
+        held = [(t, c) for t, *_, cs in rows for c in cs]
+        with_collateral = sorted({t for t, _ in held})
+        n, k = len(bases), len(tokens)
         second = await self.multicall.aggregate3(
             [Call(a["AccountBalance"], encode_call("getMarkPrice(address)", ["address"], [b]))
              for b in bases]
             + [Call(b, encode_call("getIndexPrice(uint256)", ["uint256"], [0])) for b in bases]
+            + [Call(a["CollateralManager"], encode_call(
+                "getPrice(address,uint256)", ["address", "uint256"],
+                [c, COLLATERAL_TWAP_INTERVAL])) for c in tokens]
+            + [Call(a["InsuranceFund"], encode_call("getInsuranceFundCapacity()", [], []))]
+            + [c for t, token in held for c in (
+                Call(a["Vault"], encode_call("getBalanceByToken(address,address)",
+                                             ["address", "address"], [t, token])),
+                Call(a["Vault"], encode_call(
+                    "getMaxRepaidSettlementAndLiquidatableCollateral(address,address)",
+                    ["address", "address"], [t, token])))]
+            + [Call(a["Vault"], encode_call("isLiquidatable(address)", ["address"], [t]))
+               for t in with_collateral]
             + [c for t, b in pairs for c in (
                 Call(a["AccountBalance"], encode_call("getTakerPositionSize(address,address)",
                                                       ["address", "address"], [t, b])),
@@ -164,12 +211,30 @@ class PerpCurieAdapter(LogIndexed):
                 Call(a["AccountBalance"], encode_call("getTakerOpenNotional(address,address)",
                                                       ["address", "address"], [t, b])))],
             block)
-        n = len(bases)
         markets = {b: Market(b, self._symbols[b], self.asset_of(self._symbols[b]),
-                             decode(["uint256"], second[k].data)[0],
-                             decode(["uint256"], second[n + k].data)[0])
-                   for k, b in enumerate(bases)}
-        values = iter(second[2 * n:])
+                             decode(["uint256"], second[i].data)[0],
+                             decode(["uint256"], second[n + i].data)[0])
+                   for i, b in enumerate(bases)}
+        prices = {c: decode(["uint256"], second[2 * n + i].data)[0]
+                  for i, c in enumerate(tokens) if second[2 * n + i].success}
+        fund = second[2 * n + k]
+        capacity = decode(["int256"], fund.data)[0] if fund.success else None
+        collateral: dict[str, list[cm.CurieCollateral]] = {}
+        values = iter(second[2 * n + k + 1:])
+        for t, c in held:
+            balance_r, max_r = next(values), next(values)
+            amount = decode(["int256"], balance_r.data)[0] if balance_r.success else 0
+            if amount <= 0 or c not in prices:
+                continue
+            repaid, taken = (decode(["uint256", "uint256"], max_r.data) if max_r.success
+                             else (0, 0))
+            symbol, decimals, price_decimals, ratio = self.collaterals[c]
+            collateral.setdefault(t, []).append(cm.CurieCollateral(
+                c, self.asset_of(symbol), amount, decimals, prices[c], price_decimals, ratio,
+                repaid, taken))
+        collateral_liquidatable = {
+            t for t in with_collateral
+            if (r := next(values)).success and decode(["bool"], r.data)[0]}
         positions: dict[str, list[cm.CuriePosition]] = {}
         for t, b in pairs:
             size_r, value_r, open_r = next(values), next(values), next(values)
@@ -180,16 +245,17 @@ class PerpCurieAdapter(LogIndexed):
             positions.setdefault(t, []).append(cm.CuriePosition(
                 b, m.symbol, m.asset, size, decode(["int256"], value_r.data)[0],
                 decode(["int256"], open_r.data)[0], m.mark))
-        book_traders = tuple(cm.CurieTrader(t, av, mm, free, tuple(positions.get(t, ())))
-                             for t, _, av, mm, free in rows)
-        book = CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
-                         penalty, im_ratio)
-        await self._publish_risk(book, block)
-        return book
+        book_traders = tuple(cm.CurieTrader(t, av, mm, free, tuple(positions.get(t, ())),
+                                            tuple(collateral.get(t, ())),
+                                            t in collateral_liquidatable)
+                             for t, _, av, mm, free, _ in rows)
+        return CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
+                         penalty, im_ratio, capacity, self.collateral_rules)
 
-    async def _publish_risk(self, book: CurieBook, block: int) -> None:
-        """Open interest and bad debt at risk by index move of each asset, and the insurance
-        fund that pays the bad debt (USDC held plus its own account value in the vault)."""
+    def publish(self, book: CurieBook, view: HealthView) -> None:
+        """Open interest and bad debt at risk by index move of each asset, and the accounts
+        funding alone brings to maintenance (the insurance fund that pays the bad debt goes
+        to the cascade monitor through `book_risk`)."""
         from keeperd.protocols.perps.monitor import MOVES
 
         for asset in sorted({m.asset for m in book.markets.values()}):
@@ -198,12 +264,36 @@ class PerpCurieAdapter(LogIndexed):
                 self.metrics.perp_liquidated_notional.labels(self.name, asset,
                                                              f"{move:g}").set(notional)
                 self.metrics.perp_bad_debt.labels(self.name, asset, f"{move:g}").set(bad)
-        [capacity] = await self.multicall.aggregate3([Call(
-            self.addresses["InsuranceFund"], encode_call("getInsuranceFundCapacity()", [], []))],
-            block)
-        if capacity.success:
-            self.metrics.cascade_fund.labels(self.chain, self.name).set(
-                decode(["int256"], capacity.data)[0] / 10**6)
+        index = {b: m.index for b, m in book.markets.items()}
+        hours = [h for t in book.traders
+                 if (h := cm.hours_to_maintenance(t, index)) is not None]
+        for within in FUNDING_HORIZONS_H:
+            self.metrics.perp_funding_to_maintenance.labels(self.name, f"{within:g}").set(
+                sum(1 for h in hours if h <= within))
+
+    async def _learn_collaterals(self, tokens: Sequence[str]) -> None:
+        """Symbol, decimals, price-feed decimals and collateral ratio of each collateral
+        token (the ratio is read once: the operator of the manager changes it by a
+        governance transaction; a restart picks it up)."""
+        missing = [c for c in tokens if c not in self.collaterals]
+        if not missing:
+            return
+        manager = self.addresses["CollateralManager"]
+        results = await self.multicall.aggregate3([c for t in missing for c in (
+            Call(t, encode_call("symbol()", [], [])),
+            Call(t, encode_call("decimals()", [], [])),
+            Call(manager, encode_call("getPriceFeedDecimals(address)", ["address"], [t])),
+            Call(manager, encode_call("getCollateralConfig(address)", ["address"], [t])))])
+        for i, t in enumerate(missing):
+            symbol, decimals, feed_decimals, config = results[4 * i: 4 * i + 4]
+            if not (decimals.success and feed_decimals.success and config.success):
+                raise ValueError(f"{self.name}: collateral token {t} could not be read")
+            _feed, ratio, _discount, _cap = decode(["address", "uint24", "uint24", "uint256"],
+                                                   config.data)
+            self.collaterals[t] = (
+                decode(["string"], symbol.data)[0] if symbol.success else t[:10],
+                decode(["uint8"], decimals.data)[0], decode(["uint8"], feed_decimals.data)[0],
+                ratio)
 
     async def _learn_symbols(self, bases: Sequence[str]) -> None:
         missing = [b for b in bases if b not in self._symbols]
@@ -233,12 +323,18 @@ class PerpCurieAdapter(LogIndexed):
         for m in book.markets.values():
             if prices and m.asset in prices and m.index:
                 factors[m.asset] = prices[m.asset] / (m.index / cm.WAD)
+        for asset, twap in self._collateral_prices(book).items():
+            if prices and asset in prices and asset not in factors and twap:
+                factors[asset] = prices[asset] / twap
         n = len(book.traders)
         health = np.empty(n)
         value = np.empty(n)
         notional = np.empty(n)
         drop = np.full(n, np.nan)
         main: list[str | None] = []
+        index = {b: m.index for b, m in book.markets.items()}
+        details: list[dict[str, Any]] = []
+        notes: list[str] = []
         for i, t in enumerate(book.traders):
             if factors:
                 av, mm = cm.shocked(t, factors, book.mm_ratio)
@@ -247,6 +343,10 @@ class PerpCurieAdapter(LogIndexed):
                 av, mm = t.account_value / cm.WAD, t.margin_requirement / cm.WAD
                 total = t.total_abs_value / cm.WAD
             health[i] = av / mm if mm > 0 else np.inf
+            if book.collateral_rules is not None and t.collateral:
+                # Its WETH margin may be liquidated before (or after) its positions.
+                health[i] = min(health[i], cm.collateral_health(
+                    t, book.collateral_rules, book.mm_ratio, factors))
             value[i], notional[i] = av, total
             largest = max(t.positions, key=lambda p: p.notional, default=None)
             main.append(largest.asset if largest else None)
@@ -255,11 +355,40 @@ class PerpCurieAdapter(LogIndexed):
                 if price is not None and largest.mark:
                     drop[i] = max(0.0, 1 - price / (largest.mark / cm.WAD)) \
                         if largest.size > 0 else max(0.0, price / (largest.mark / cm.WAD) - 1)
+            if not factors:
+                hours = cm.hours_to_maintenance(t, index)
+                details.append({
+                    "margin_ratio": av / total if total else None,
+                    "funding_per_hour_usd": round(cm.funding_per_hour(t, index), 4),
+                    "hours_to_maintenance_by_funding":
+                        None if hours is None else round(hours, 1)})
+                notes.append(f"funding at the current premium alone brings it to maintenance "
+                             f"in {hours:,.0f} h" if hours is not None
+                             and hours <= max(FUNDING_HORIZONS_H) else "")
         return HealthView(
             accounts=[t.account for t in book.traders], health=health, collateral_usd=value,
             debt_usd=notional, liquidation_threshold=np.full(n, book.mm_ratio / cm.RATIO),
             main_collateral=main, drop_to_liquidation=drop,
-            assets=[frozenset(p.asset for p in t.positions) for t in book.traders])
+            assets=[t.assets for t in book.traders],
+            details=details or None, notes=notes or None)
+
+    def book_risk(self, book: CurieBook) -> BookRisk:
+        """For `keeperd simulate`: the insurance fund's capacity and the accounts funding
+        alone brings to maintenance."""
+        index = {b: m.index for b, m in book.markets.items()}
+        hours = [h for t in book.traders
+                 if (h := cm.hours_to_maintenance(t, index)) is not None]
+        lines = [f"funding at the current premium brings {sum(1 for h in hours if h <= w):,} "
+                 f"account(s) to maintenance within {w} h" for w in FUNDING_HORIZONS_H]
+        fund = (None if book.insurance_fund_capacity is None
+                else book.insurance_fund_capacity / 10**6)
+        return BookRisk(fund, lines)
+
+    @staticmethod
+    def _collateral_prices(book: CurieBook) -> dict[str, float]:
+        """USD per unit of each collateral asset, at the vault's TWAP."""
+        return {c.asset: c.price / 10**c.price_decimals
+                for t in book.traders for c in t.collateral}
 
     def first_pass(self, previous: CurieBook | None, book: CurieBook) -> None:
         return None
@@ -289,6 +418,11 @@ class PerpCurieAdapter(LogIndexed):
                     "free_collateral_usd": t.free_collateral / 10**6,
                     "funding_per_hour_usd": cm.funding_per_hour(t, index),
                     "hours_to_maintenance_by_funding": cm.hours_to_maintenance(t, index),
+                    "collateral": [{
+                        "token": c.token, "asset": c.asset,
+                        "amount": c.amount / 10**c.decimals, "value_usd": c.value / cm.WAD,
+                        "collateral_ratio": c.ratio / cm.RATIO,
+                        "counted_usd": c.counted / cm.WAD} for c in t.collateral],
                     "positions": [{
                         "market": p.market, "asset": p.asset, "size": p.size / cm.WAD,
                         "notional_usd": p.notional / cm.WAD, "mark_price": p.mark / cm.WAD,
@@ -298,20 +432,24 @@ class PerpCurieAdapter(LogIndexed):
 
     def describe(self, book: CurieBook) -> tuple[Any, list[Any]]:
         """The book as the cascade engine's (lending-shaped) portfolio, exactly: a trader is
-        liquidatable when Σ_long v·x·(1-m) + C < Σ_short v·x·(1+m), with v the positions'
-        values, x their price multipliers, m the maintenance ratio and C = account value -
-        Σ_long v + Σ_short v. So longs are collateral in their asset weighted (1-m)/(1+m),
-        shorts are debt in their asset, and C is USD collateral weighted 1/(1+m) (or, when
-        negative, USD debt C/(1+m)). Seizing a long sells it (the liquidator unwinds), with
-        the liquidator's share of the penalty as the bonus; Curie takes half a position a call
-        until the account is under half its requirement (approximated by health 0.5)."""
+        liquidatable when Σ_long v·x·(1-m) + Σ_coll w·x + C < Σ_short v·x·(1+m), with v the
+        positions' values, w the counted value of non-settlement collateral, x their price
+        multipliers, m the maintenance ratio and C = account value - Σ_long v + Σ_short v -
+        Σ_coll w. So longs are collateral in their asset weighted (1-m)/(1+m), WETH margin is
+        collateral in WETH weighted 1/(1+m), shorts are debt in their asset, and C is USD
+        collateral weighted 1/(1+m) (or, when negative, USD debt C/(1+m)). Seizing a long
+        sells it (the liquidator unwinds), with the liquidator's share of the penalty as the
+        bonus; Curie takes half a position a call until the account is under half its
+        requirement (approximated by health 0.5)."""
         from keeperd.risk.cascade import Asset, Portfolio
 
         m = book.mm_ratio / cm.RATIO
         by_asset: dict[str, Market] = {}
         for market in book.markets.values():
             by_asset.setdefault(market.asset, market)
-        symbols = [*sorted(by_asset), "USD"]
+        price_of = {**self._collateral_prices(book),
+                    **{s: market.index / cm.WAD for s, market in by_asset.items()}}
+        symbols = [*sorted(price_of), "USD"]
         column = {s: i for i, s in enumerate(symbols)}
         usd = column["USD"]
         traders = [t for t in book.traders if t.positions]
@@ -328,19 +466,27 @@ class PerpCurieAdapter(LogIndexed):
                 else:
                     debt[i, column[p.asset]] += v
                     c += v
+            # Non-settlement collateral: its counted value moves with its asset and is what
+            # a collateral liquidation sells (at the manager's discount, not modelled).
+            for col in t.collateral:
+                counted = col.counted / cm.WAD
+                collateral[i, column[col.asset]] += counted
+                weighted[i, column[col.asset]] += counted / (1 + m)
+                c -= counted
             if c >= 0:
                 collateral[i, usd] += c
                 weighted[i, usd] += c / (1 + m)
             else:
                 debt[i, usd] += -c / (1 + m)
         share = book.penalty_ratio / cm.RATIO / 2
-        prices = [by_asset[s].index / cm.WAD for s in symbols[:-1]] + [1.0]
+        prices = [price_of[s] for s in symbols[:-1]] + [1.0]
         bonus = [share] * (a - 1) + [0.0]
         portfolio = Portfolio.build(symbols, prices, collateral, weighted, debt, bonus,
                                     close_factor=0.5, full_close_below=0.5,
                                     accounts=[t.account for t in traders])
-        assets = [Asset(s, by_asset[s].base, 18, prices[i], share)
-                  for i, s in enumerate(symbols[:-1])]
+        collateral_tokens = {c.asset: c.token for t in book.traders for c in t.collateral}
+        assets = [Asset(s, by_asset[s].base if s in by_asset else collateral_tokens[s], 18,
+                        prices[i], share) for i, s in enumerate(symbols[:-1])]
         assets.append(Asset("USD", "0x" + "0" * 40, 6, 1.0, 0.0))
         return portfolio, assets
 
@@ -362,12 +508,15 @@ class PerpCurieAdapter(LogIndexed):
 
     def liquidation_logs(self, book: CurieBook | None, accounts: Sequence[str]
                          ) -> dict[str, Any]:
-        return {"address": self.config.clearing_house,
-                "topics": [POSITION_LIQUIDATED, [account_topic(a) for a in accounts]]}
+        return {"address": [self.config.clearing_house, self.addresses["Vault"]],
+                "topics": [[POSITION_LIQUIDATED, COLLATERAL_LIQUIDATED],
+                           [account_topic(a) for a in accounts]]}
 
     def decode_liquidation(self, entry: dict[str, Any], book: CurieBook | None
                            ) -> LiquidationSeen | None:
         topics = entry.get("topics") or []
+        if len(topics) == 4 and topics[0] == COLLATERAL_LIQUIDATED:
+            return self._decode_collateral_liquidation(entry, topics)
         if len(topics) < 3 or topics[0] != POSITION_LIQUIDATED:
             return None
         notional, size, fee, liquidator = decode(["uint256", "uint256", "uint256", "address"],
@@ -384,6 +533,26 @@ class PerpCurieAdapter(LogIndexed):
             {"market": market, "size": size / cm.WAD, "notional_usd": notional / cm.WAD,
              "penalty_usd": fee / cm.WAD, "liquidator": liquidator.lower()},
             {"market": market})
+
+    def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str]
+                                       ) -> LiquidationSeen:
+        taken, repaid, fund_fee, _discount = decode(
+            ["uint256", "uint256", "uint256", "uint24"], bytes.fromhex(entry["data"][2:]))
+        token = to_checksum_address("0x" + topics[2][-40:])
+        symbol, decimals, *_ = self.collaterals.get(token, (token, 18, 18, 0))
+        paid = (repaid + fund_fee) / 10**6
+        block = entry.get("blockNumber")
+        return LiquidationSeen(
+            to_checksum_address("0x" + topics[1][-40:]),
+            to_checksum_address("0x" + topics[3][-40:]),
+            int(block, 16) if block else None, entry.get("transactionHash") or "",
+            entry.get("logIndex") or "",
+            f"{taken / 10**decimals:,.6g} {symbol} of margin sold for ${paid:,.2f} of its USDC "
+            f"debt", repaid / 10**6, None,
+            {"collateral": symbol, "amount": taken / 10**decimals, "repaid_usd": repaid / 10**6,
+             "insurance_fund_fee_usd": fund_fee / 10**6,
+             "liquidator": "0x" + topics[3][-40:].lower()},
+            {"market": symbol})
 
     def oracle_monitor(self, breaker: Any, config: Any) -> None:
         return None

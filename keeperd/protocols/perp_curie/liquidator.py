@@ -16,6 +16,15 @@ the trader's account value is negative), and must keep free collateral at the in
 - what the keeper holds afterwards is unwound in a following transaction (`closePosition`), a
   housekeeping call of the next block, journaled like a liquidation so a restart never sends
   it twice.
+
+Collateral liquidations (`Vault.liquidateCollateral`) are the second kind: once the vault
+calls a trader with non-settlement collateral (WETH) liquidatable, anyone may pay part of its
+USDC debt from their wallet and take WETH at the vault's TWAP less the collateral's discount
+(10 %); 3 % of the payment goes to the insurance fund. Capital is the keeper's USDC balance;
+the prize is the discount (the WETH's TWAP value less the USDC paid), less the executor's
+`swap_slippage_bps` on it and gas. The keeper keeps the WETH (as with Aave's own-capital
+liquidations, selling it is the operator's choice). One liquidation per trader per block: its
+positions first when those are liquidatable.
 """
 
 from __future__ import annotations
@@ -36,8 +45,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Measured on anvil: liquidate 1.5-1.7M gas, closePosition ~0.5M.
+# Measured on anvil: liquidate 1.5-1.9M gas, closePosition ~0.5M.
 LIQUIDATE_GAS = 2_000_000
+# Measured 0.24 M for an account with no position left, 0.35 M with one: what is learnt from
+# receipts only ever raises these (a lighter account first must not starve a heavier one).
+LIQUIDATE_COLLATERAL_GAS = 500_000
+COLLATERAL_SHARE_BPS = 9_900  # of the most a collateral liquidation may repay
 CLOSE_GAS = 900_000
 DEADLINE = 2**255
 MAX_UINT = 2**256 - 1
@@ -58,7 +71,8 @@ class CurieLiquidator:
 
     async def prepare(self, head: int) -> None:
         """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
-        `keeper_margin_usd` (approved once); the markets' exchange fee ratios."""
+        `keeper_margin_usd` (the vault approved once); what stays in the wallet pays for
+        collateral liquidations."""
         a = self.adapter.addresses
         target = self.adapter.config.keeper_margin_usd
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
@@ -71,6 +85,11 @@ class CurieLiquidator:
             ContractCall(usdc, "allowance(address,address)", ["address", "address"],
                          [self.keeper, a["Vault"]]),
             ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
+        # The vault pulls USDC for deposits and for collateral liquidations: approved once.
+        if allowance < MAX_UINT // 2:
+            await self.tx.send(f"approve:{self.adapter.name}:{usdc}:max", usdc, encode_call(
+                "approve(address,uint256)", ["address", "uint256"], [a["Vault"], MAX_UINT]),
+                100_000, budget_wei=10**18, block=head)
         missing = int(target * 10**6) - held
         if missing <= 0:
             return
@@ -80,10 +99,6 @@ class CurieLiquidator:
                         wanted_usd=target, held_usd=held / 10**6,
                         fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
             return
-        if allowance < amount:
-            await self.tx.send(f"approve:{self.adapter.name}:{usdc}:max", usdc, encode_call(
-                "approve(address,uint256)", ["address", "uint256"], [a["Vault"], MAX_UINT]),
-                100_000, budget_wei=10**18, block=head)
         await self.tx.send(f"approve:{self.adapter.name}:deposit:{head}", a["Vault"],
                            encode_call("deposit(address,uint256)", ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
@@ -91,21 +106,29 @@ class CurieLiquidator:
                  usd=amount / 10**6)
 
     async def balances(self, assets: list[str]) -> dict[str, int]:
-        """Free collateral in the Vault (settlement-token units) for the capital stage."""
+        """For the capital stage: free collateral in the Vault (takeovers) and the wallet's
+        USDC (collateral liquidations), in settlement-token units."""
         if self.keeper is None:
             return {}
-        free = await ContractCall(self.adapter.addresses["Vault"], "getFreeCollateral(address)",
-                                  ["address"], [self.keeper]).call(self.adapter.pool)
-        return {VAULT: int(free)}
+        usdc = self.adapter.addresses["SettlementToken"]
+        free, wallet = await call_many(self.adapter.pool, [
+            ContractCall(self.adapter.addresses["Vault"], "getFreeCollateral(address)",
+                         ["address"], [self.keeper]),
+            ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
+        return {VAULT: int(free) if isinstance(free, int) else 0,
+                usdc: int(wallet) if isinstance(wallet, int) else 0}
 
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         book: CurieBook = result.book
         out = []
         for t in book.traders:
-            if t.account not in accounts or not cm.is_liquidatable(t) or not t.positions:
+            if t.account not in accounts:
                 continue
             if self.keeper is not None and t.account.lower() == self.keeper.lower():
                 continue  # our own takeovers: unwound, never "liquidated" by us
+            if not (cm.is_liquidatable(t) and t.positions):
+                out += self._plan_collateral(t)
+                continue
             p = max(t.positions, key=lambda p: p.notional)
             size = cm.liquidatable_size(t, p)
             if size == 0:
@@ -120,11 +143,45 @@ class CurieLiquidator:
                 p.market, "USDC", abs(size), frozenset({p.asset}),
                 Need(VAULT, "USDC (free collateral)", 6, margin_needed // 10**12 + 1, profit),
                 profit, notional / cm.WAD, 0.0,
-                int(self._gas_used.get(p.base, LIQUIDATE_GAS) * self.config.gas_limit_margin),
+                int(max(self._gas_used.get(p.base, 0), LIQUIDATE_GAS)
+                    * self.config.gas_limit_margin),
                 (t.account, p.base, size),
                 f"market={p.market} size={size} notional={notional} fee={fee} "
                 f"bad_debt={t.account_value < 0}"))
         return sorted(out, key=lambda o: o.gross_profit_usd, reverse=True)
+
+    def _plan_collateral(self, t: cm.CurieTrader) -> list[Opportunity]:
+        """The trader's largest collateral liquidation the vault allows now, if any."""
+        if not t.collateral_liquidatable:
+            return []
+        c = max((c for c in t.collateral if c.max_repaid > 0),
+                key=lambda c: c.max_repaid, default=None)
+        if c is None:
+            return []
+        usdc = self.adapter.addresses["SettlementToken"]
+        value = cm.collateral_liquidation_value(c) / cm.WAD
+        if c.max_liquidatable >= c.amount:
+            # All of it may go: asked for in tokens, exactly the balance (the USDC it costs is
+            # fixed at inclusion). Leaving dust would keep the account from having its bad
+            # debt settled, which the vault does only once no collateral is left.
+            repaid, amount, in_usdc = c.max_repaid, c.amount, False
+            need = c.max_repaid * (20_000 - COLLATERAL_SHARE_BPS) // 10_000
+        else:
+            # The most the vault allows moves with funding and the collateral's TWAP from
+            # block to block; asking for all of it, read a block earlier, reverts `V_MSAE`.
+            repaid = amount = need = c.max_repaid * COLLATERAL_SHARE_BPS // 10_000
+            in_usdc = True
+            value = value * repaid / c.max_repaid
+        paid = repaid / 10**6
+        return [Opportunity(
+            OpportunityKey(self.adapter.name, t.account, c.token, f"collateral-{c.amount}"),
+            c.asset, "USDC", repaid, frozenset({c.asset}),
+            Need(usdc, "USDC", 6, need, value - paid), value - paid, value, paid,
+            int(max(self._gas_used.get(c.token, 0), LIQUIDATE_COLLATERAL_GAS)
+                * self.config.gas_limit_margin),
+            ("collateral", t.account, c.token, amount, in_usdc),
+            f"collateral={c.asset} max_amount={c.max_liquidatable} repaid={repaid} "
+            f"of {c.max_repaid}")]
 
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities
@@ -132,10 +189,29 @@ class CurieLiquidator:
     async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
                     native_usd: float) -> list[Call | None]:
         ch = self.adapter.config.clearing_house
+        vault = self.adapter.addresses["Vault"]
+        # Collateral liquidations in USDC: the vault's maximum read again now (the book's may
+        # be blocks old, and the keeper's own transactions of this wave move it).
+        partial = [opp for opp, flash in chosen if not flash and opp.plan[0] == "collateral"
+                   and opp.plan[4]]
+        fresh = dict(zip([o.key for o in partial], await call_many(self.adapter.pool, [
+            ContractCall(vault, "getMaxRepaidSettlementAndLiquidatableCollateral(address,"
+                         "address)", ["address", "address"], [o.plan[1], o.plan[2]],
+                         ["uint256", "uint256"]) for o in partial]), strict=True))
         out: list[Call | None] = []
         for opp, flash in chosen:
             if flash:
                 out.append(None)
+                continue
+            if opp.plan[0] == "collateral":
+                _, trader, token, amount, in_usdc = opp.plan
+                now = fresh.get(opp.key)
+                if in_usdc and isinstance(now, tuple | list):
+                    amount = min(amount, int(now[0]) * COLLATERAL_SHARE_BPS // 10_000)
+                out.append(Call(opp, vault, encode_call(
+                    "liquidateCollateral(address,address,uint256,bool)",
+                    ["address", "address", "uint256", "bool"],
+                    [trader, token, amount, in_usdc])))
                 continue
             trader, base, _ = opp.plan
             # positionSize 0: the most the rules allow at inclusion (a block of funding

@@ -10,7 +10,11 @@ store. Values are 18-decimal integers as on chain (USD).
   worth at most $100 or the account value is under half the requirement; otherwise
   min(1, Σ|value| / (2 |value of this market|)) of it;
 - the penalty (2.5 % of the liquidated notional) goes half to the liquidator, all of it when
-  the account value is negative (bad debt, which the insurance fund then covers).
+  the account value is negative (bad debt, which the insurance fund then covers);
+- non-settlement collateral (WETH through the CollateralManager) counts at its value at the
+  vault's 15-minute TWAP of the collateral's feed times its collateral ratio; it is in the
+  account value, and it moves with its asset: a long ETH position on WETH margin is exposed
+  twice.
 """
 
 from __future__ import annotations
@@ -45,16 +49,60 @@ class CuriePosition:
 
 
 @dataclass(frozen=True)
+class CurieCollateral:
+    """A non-settlement collateral token in the vault (Vault.getBalanceByToken)."""
+    token: str
+    asset: str  # the asset symbol keeperd prices it by (WETH)
+    amount: int  # token units
+    decimals: int
+    price: int  # CollateralManager.getPrice(token, 900), `price_decimals`
+    price_decimals: int
+    ratio: int  # collateral ratio, parts per million
+    # Vault.getMaxRepaidSettlementAndLiquidatableCollateral: what one collateral liquidation
+    # may repay (settlement-token units) and take (token units); 0 while not liquidatable.
+    max_repaid: int = 0
+    max_liquidatable: int = 0
+
+    @property
+    def value(self) -> int:
+        """USD, 18 decimals, before the ratio (Vault._getSettlementByCollateral)."""
+        if self.decimals > 18:
+            return self.amount * self.price // 10**self.price_decimals \
+                // 10**(self.decimals - 18)
+        return self.amount * 10**(18 - self.decimals) * self.price // 10**self.price_decimals
+
+    @property
+    def counted(self) -> int:
+        """What the account value counts of it: value x collateral ratio."""
+        return mul_ratio(self.value, self.ratio)
+
+
+@dataclass(frozen=True)
 class CurieTrader:
     account: str
     account_value: int  # ClearingHouse.getAccountValue, 18 decimals
     margin_requirement: int  # AccountBalance.getMarginRequirementForLiquidation
     free_collateral: int  # Vault.getFreeCollateral, settlement-token units
     positions: tuple[CuriePosition, ...]
+    collateral: tuple[CurieCollateral, ...] = ()
+    # Vault.isLiquidatable: its non-settlement collateral may be sold for its USDC debt (the
+    # account value under the requirement plus the manager's buffer, or USDC debt over 80 %
+    # of the collateral's counted value or over the debt threshold).
+    collateral_liquidatable: bool = False
 
     @property
     def total_abs_value(self) -> int:
         return sum(p.notional for p in self.positions)
+
+    def collateral_exposure(self, asset: str) -> float:
+        """USD of the account value that moves one for one with `asset` through its
+        non-settlement collateral."""
+        return sum(c.counted for c in self.collateral if c.asset == asset) / WAD
+
+    @property
+    def assets(self) -> frozenset[str]:
+        """Every asset whose price moves this account's value."""
+        return frozenset(p.asset for p in self.positions) | {c.asset for c in self.collateral}
 
 
 def margin_requirement(trader: CurieTrader, mm_ratio: int) -> int:
@@ -78,6 +126,46 @@ def liquidatable_size(trader: CurieTrader, position: CuriePosition) -> int:
     return mul_ratio(position.size, ratio)
 
 
+@dataclass(frozen=True)
+class CollateralRules:
+    """The CollateralManager's settings that make collateral liquidatable."""
+
+    mm_buffer: int  # added to the maintenance ratio, parts per million
+    debt_ratio: int  # USDC debt over this share of the counted collateral: liquidatable
+    debt_threshold: int  # USDC debt over this (settlement-token units): liquidatable
+
+
+def collateral_health(trader: CurieTrader, rules: CollateralRules, mm_ratio: int,
+                      factors: Mapping[str, float] | None = None) -> float:
+    """Vault.isLiquidatable as a ratio (below 1: liquidatable), under `factors` as
+    `shocked`: the least of account value / (Σ|value| x (mmRatio + buffer)), counted
+    collateral x debt ratio / USDC debt, and debt threshold / USDC debt — the USDC debt being
+    the negative of the settlement-token value (account value - counted collateral)."""
+    if not trader.collateral:
+        return float("inf")
+    factors = factors or {}
+    av, _ = shocked(trader, factors, mm_ratio)
+    total = sum(p.notional / WAD * factors.get(p.asset, 1.0) for p in trader.positions)
+    counted = sum(c.counted / WAD * factors.get(c.asset, 1.0) for c in trader.collateral)
+    measures = []
+    requirement = total * (mm_ratio + rules.mm_buffer) / RATIO
+    if requirement > 0:
+        measures.append(av / requirement)
+    debt = counted - av
+    if debt > 0:
+        measures += [counted * rules.debt_ratio / RATIO / debt,
+                     rules.debt_threshold / 10**6 / debt]
+    return min(measures, default=float("inf"))
+
+
+def collateral_liquidation_value(c: CurieCollateral) -> int:
+    """USD (18 decimals) at the vault's TWAP of the collateral one collateral liquidation
+    takes: the liquidator pays `max_repaid` USDC for `max_liquidatable` tokens priced at the
+    TWAP less the discount (10 % for WETH), 3 % of the payment going to the insurance fund."""
+    return CurieCollateral(c.token, c.asset, c.max_liquidatable, c.decimals, c.price,
+                           c.price_decimals, c.ratio).value
+
+
 def liquidation_fee(notional: int, penalty_ratio: int, account_value: int) -> tuple[int, int]:
     """(the whole penalty, the liquidator's share) of liquidating `notional`."""
     penalty = mul_ratio(abs(notional), penalty_ratio)
@@ -87,31 +175,37 @@ def liquidation_fee(notional: int, penalty_ratio: int, account_value: int) -> tu
 def shocked(trader: CurieTrader, factors: Mapping[str, float], mm_ratio: int
             ) -> tuple[float, float]:
     """(account value, margin requirement) in USD when each asset's mark moves by its factor
-    (1.0: unchanged): the position values scale, the difference is unrealised PnL."""
+    (1.0: unchanged): the position values scale, the difference is unrealised PnL; collateral
+    in a moved asset moves with it (at once: the vault's 15-minute TWAP would follow within
+    the quarter hour)."""
     av = trader.account_value / WAD
     total = 0.0
     for p in trader.positions:
         f = factors.get(p.asset, 1.0)
         av += p.value / WAD * (f - 1.0)
         total += p.notional / WAD * f
+    for c in trader.collateral:
+        av += c.counted / WAD * (factors.get(c.asset, 1.0) - 1.0)
     return av, total * mm_ratio / RATIO
 
 
 def liquidation_price(trader: CurieTrader, position: CuriePosition, mm_ratio: int
                       ) -> float | None:
     """The mark of this market at which the account reaches its maintenance margin, the
-    other markets unchanged (None: no such price above zero)."""
+    other markets unchanged, collateral in the same asset moving with it (None: no such
+    price above zero)."""
     if position.size == 0:
         return None
     m = mm_ratio / RATIO
     v = position.value / WAD
+    w = trader.collateral_exposure(position.asset)
     others = (trader.total_abs_value - position.notional) / WAD
     av = trader.account_value / WAD
-    # av + v (x - 1) = m (others + |v| x), for the multiplier x of this mark.
-    denominator = v - m * abs(v)
+    # av + (v + w)(x - 1) = m (others + |v| x), for the multiplier x of this mark.
+    denominator = v + w - m * abs(v)
     if denominator == 0:
         return None
-    x = (v - av + m * others) / denominator
+    x = (v + w - av + m * others) / denominator
     return x * position.mark / WAD if x > 0 else None
 
 
@@ -122,7 +216,7 @@ def at_risk(traders: list[CurieTrader] | tuple[CurieTrader, ...], asset: str, mo
     an account that goes under takes all its positions with it."""
     notional = bad_debt = 0.0
     for t in traders:
-        if not any(p.asset == asset for p in t.positions):
+        if not t.positions or asset not in t.assets:
             continue
         av, mm = shocked(t, {asset: 1.0 + move}, mm_ratio)
         if av < mm:
