@@ -103,8 +103,22 @@ class DevnetClient:
         tx_hash = self.call("eth_sendTransaction", tx)
         receipt = self.wait_receipt(tx_hash)
         if int(receipt["status"], 16) != 1:
-            raise DevnetRpcError(f"transaction {tx_hash} reverted")
+            raise DevnetRpcError(f"transaction {tx_hash} reverted: {self.revert_reason(tx_hash)}")
         return receipt
+
+    def revert_reason(self, tx_hash: str) -> str:
+        """Why a mined transaction reverted, from anvil's call trace (best effort)."""
+        try:
+            trace = self.call("debug_traceTransaction", tx_hash, {"tracer": "callTracer"})
+        except DevnetRpcError as exc:
+            return f"(no trace: {exc})"
+        while True:
+            failed = [c for c in trace.get("calls") or [] if c.get("error")]
+            if not failed:
+                break
+            trace = failed[-1]
+        return (f"{trace.get('revertReason') or trace.get('error')} in {trace.get('to')} "
+                f"(gas used {int(trace.get('gasUsed', '0x0'), 16):,})")
 
     def wait_receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

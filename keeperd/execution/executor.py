@@ -55,7 +55,9 @@ RETRIES_AFTER_REVERT = 2
 # Liquidations simulated, signed and broadcast together; the most profitable go first.
 WAVE = 16
 # The simulation's gas cap: a multiple of the planned limit (the plan may be short of a
-# receipt's worth of experience).
+# receipt's worth of experience). The simulation measures what the call needs, and the
+# transaction is sent with at least that (times `gas_limit_margin`): simulating with more gas
+# than is then sent passed calls that ran out of gas on chain.
 SIMULATION_GAS_FACTOR = 3
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
@@ -271,13 +273,15 @@ class Executor:
 
     async def _simulate(self, wave: list[tuple[Call, str]]) -> list[object]:
         sender = self.keeper or wave[0][0].target
-        # The simulation: the exact call, from the keeper, against the latest block. (Against
-        # "pending", anvil first re-executes its whole mempool, which costs more than it
-        # tells: our own earlier liquidations never share a position with this one.)
+        # The simulation: the exact call, from the keeper, against the latest block, as a gas
+        # estimate (a revert fails it with its data, as eth_call would; success says how much
+        # gas it needs). (Against "pending", anvil first re-executes its whole mempool, which
+        # costs more than it tells: our own earlier liquidations never share a position with
+        # this one.)
         return await self.pool.batch([
-            ("eth_call", [{"from": sender, "to": c.target, "data": "0x" + c.data.hex(),
-                           "gas": hex(c.opportunity.gas_limit * SIMULATION_GAS_FACTOR)},
-                          "latest"]) for c, _ in wave])
+            ("eth_estimateGas", [{"from": sender, "to": c.target, "data": "0x" + c.data.hex(),
+                                  "gas": hex(c.opportunity.gas_limit * SIMULATION_GAS_FACTOR)},
+                                 "latest"]) for c, _ in wave])
 
     async def _wave(self, wave: list[tuple[Call, str]], simulations: list[object],
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
@@ -296,7 +300,8 @@ class Executor:
                     self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                     continue
                 stage(*self.labels, "simulated_ok").inc()
-                decision = self._decide(opp, key, base_fee, native_usd, call.flash)
+                needed = int(sim, 16) if isinstance(sim, str) else None
+                decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
                 if decision is None:
                     stage(*self.labels, "unprofitable").inc()
                     continue
@@ -394,10 +399,13 @@ class Executor:
         return self.fees.fees_for(base_fee)[0]
 
     def _decide(self, opp: Opportunity, key: str, base_fee: int, native_usd: float,
-                flash: bool | None = None) -> Decision | None:
+                flash: bool | None = None, gas_needed: int | None = None
+                ) -> Decision | None:
         use_flash = (self.config.capital == "flash-loan" and self.supports_flash
                      if flash is None else flash)
-        return decide(opp, key, gas_limit=opp.gas_limit,
+        gas_limit = opp.gas_limit if gas_needed is None else max(
+            opp.gas_limit, int(gas_needed * self.config.gas_limit_margin))
+        return decide(opp, key, gas_limit=gas_limit,
                       fee_per_gas=self._fee_per_gas(base_fee), native_usd=native_usd,
                       min_profit_usd=self.config.min_profit_usd,
                       slippage_bps=self.config.swap_slippage_bps,
