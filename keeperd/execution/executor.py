@@ -371,10 +371,27 @@ class Executor:
             todo.append((key, target, data, gas))
         if not todo:
             return
+        # Simulated as liquidations are: one that would revert now (a block whose price moved
+        # its 1000 ticks already) waits for the next block, unjournaled; the others go out
+        # with the gas they were measured to need.
+        estimates = await self.pool.batch([
+            ("eth_estimateGas", [{"from": self.keeper, "to": target, "data": "0x" + data.hex(),
+                                  "gas": hex(gas * SIMULATION_GAS_FACTOR)}, "latest"])
+            for _, target, data, gas in todo])
+        ready = []
+        for (key, target, data, gas), estimate in zip(todo, estimates, strict=True):
+            if not isinstance(estimate, str):
+                log.info("liquidation.housekeeping_deferred", opportunity=key,
+                         error=str(estimate)[:300])
+                continue
+            ready.append((key, target, data,
+                          max(gas, int(int(estimate, 16) * self.config.gas_limit_margin))))
+        if not ready:
+            return
         base_fee = await self._base_fee()
         to_send = []
         with self.journal.transaction():
-            for key, target, data, gas in todo:
+            for key, target, data, gas in ready:
                 budget = gas * self.fees.fees_for(base_fee)[0] * 4  # room for replacements
                 self.journal.record(J.JournalEntry(
                     key, self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,

@@ -21,16 +21,14 @@ def test_the_demo_liquidates_on_both_protocols_and_stops_cleanly(tmp_path: Path)
     out = run.stdout
     journals = dict(re.findall(r"journal, (\S+): \d+ liquidations (\{[^}]*\})", out))
     assert set(journals) == {"aave-devnet", "morpho-devnet", "curie-devnet"}, out[-3000:]
-    for protocol in ("aave-devnet", "morpho-devnet"):
+    # Every liquidation included (Curie's: takeovers, unwinds and WETH-margin sales), none
+    # reverted, none left in flight.
+    for protocol in ("aave-devnet", "morpho-devnet", "curie-devnet"):
         assert re.fullmatch(r"\{'included': \d+\}", journals[protocol]), journals
-    # Curie: liquidations and the unwinds of what was taken over, none left in flight (an
-    # unwind may revert in a block the walk moved too far, and is retried).
-    assert "'included'" in journals["curie-devnet"], journals
-    assert "pending" not in journals["curie-devnet"] and "planned" not in journals["curie-devnet"]
-    # At least 95 % of the Curie traders that went under (one trader's WETH margin may
-    # revert every try in this crash: see docs/protocols.md).
     done, left = map(int, re.search(r"traders liquidated by keeperd: (\d+), still under "
                                     r"water: (\d+)", out).groups())
+    # The acceptance's bar: at least 95 % of those that went under. (What is left is small
+    # and, after a partial liquidation, no longer worth the gas at the demo's min profit.)
     assert done >= 10 and left <= 0.05 * (done + left), (done, left)
     assert re.search(r"\d+ alerts received, signatures verified \(0 refused\)", out)
     assert "position_liquidated/event" in out and "cascade_risk" in out
