@@ -1,6 +1,6 @@
 # keeperd — every install step lives here. `make test` and `make demo` work on a fresh machine
-# with Python >= 3.11, node and npm (and apt for Prometheus and Alertmanager, which the
-# integration tests run for real).
+# with Python >= 3.11, node and npm (and apt for Prometheus, Alertmanager and PostgreSQL, which
+# the integration tests run for real).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -22,6 +22,16 @@ system-deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null || \
 	  { echo "could not install prometheus/prometheus-alertmanager: install them with apt"; exit 1; }; \
+	fi
+	@# PostgreSQL's server (the replicated storage's tests start their own cluster on loopback);
+	@# Debian keeps its binaries in /usr/lib/postgresql/<major>/bin, off PATH.
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing Debian package postgresql"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql >/dev/null || \
+	  { echo "could not install postgresql: install it with apt"; exit 1; }; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

@@ -1,0 +1,1 @@
+"""Storage shared by replicas (PostgreSQL): the lease that decides which one acts."""

@@ -1,0 +1,148 @@
+"""A lease with a fencing epoch on PostgreSQL: which replica of a keeper identity (chain + key)
+acts.
+
+One row per identity: holder, epoch, expiry — in the database's clock, never a replica's. A
+replica takes the lease only when it has expired (or was never taken), and taking it increments
+the epoch; the holder renews it on its own connection, before it expires, only while it still
+holds that epoch. Every write that leads to a transaction (reserving a nonce, journaling a
+signed transaction, marking it broadcast) calls `fence` in the same database transaction: it
+reads the row `FOR SHARE`, so a takeover waits for the write to commit, and a write by a
+replica whose lease was taken (a process frozen past its expiry, then resumed) fails with
+`FencedOut` instead of landing. The nonce is the second fence, on chain.
+
+The lease connection sets a statement timeout and an idle-in-transaction timeout: a renewal
+that hangs must fail well inside the lease, not outlive it. It must be a direct connection (or
+a session-pooling proxy): a transaction-pooling proxy may run the fence and the write on two
+server sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keeper_lease (
+    identity    TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    epoch       BIGINT NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    renewed_at  TIMESTAMPTZ NOT NULL
+)
+"""
+
+
+class FencedOut(RuntimeError):
+    """This replica no longer holds the lease at the epoch it acts under: stop acting."""
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    identity: str
+    holder: str
+    epoch: int
+    expires_in_s: float  # negative: expired that long ago
+    since_renewal_s: float
+
+
+def holder_name() -> str:
+    """Unique per process: a restarted keeperd is a new holder, so it takes a new epoch and
+    reconciles the journal before acting."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(self, dsn: str, identity: str, *, holder: str | None = None,
+                 length_s: float = 10.0, statement_timeout_s: float = 2.0) -> None:
+        if not 0 < statement_timeout_s < length_s:
+            raise ValueError("the lease's statement timeout must be shorter than the lease")
+        self.dsn = dsn
+        self.identity = identity
+        self.holder = holder or holder_name()
+        self.length_s = length_s
+        self.statement_timeout_s = statement_timeout_s
+        self.epoch: int | None = None  # the epoch held, None: standby
+        self._conn: Any = None
+
+    async def connect(self) -> None:
+        ms = str(int(self.statement_timeout_s * 1000))
+        self._conn = await asyncpg.connect(
+            self.dsn, timeout=self.statement_timeout_s * 2,
+            server_settings={"statement_timeout": ms,
+                             "idle_in_transaction_session_timeout": ms,
+                             "application_name": "keeperd-lease"})
+        await self._conn.execute(SCHEMA)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def try_acquire(self) -> int | None:
+        """Take the lease if it is free or expired (a new epoch); the epoch, or None when
+        another replica holds it."""
+        epoch = await self._conn.fetchval(
+            """
+            INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at)
+            VALUES ($1, $2, 1, now() + make_interval(secs => $3), now())
+            ON CONFLICT (identity) DO UPDATE
+               SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+                   expires_at = EXCLUDED.expires_at, renewed_at = now()
+             WHERE l.expires_at <= now()
+            RETURNING epoch
+            """, self.identity, self.holder, self.length_s)
+        self.epoch = epoch
+        return epoch
+
+    async def renew(self) -> bool:
+        """Extend the lease held at `epoch`; False (and standby) when it was lost."""
+        if self.epoch is None:
+            return False
+        epoch = await self._conn.fetchval(
+            """
+            UPDATE keeper_lease SET expires_at = now() + make_interval(secs => $4),
+                   renewed_at = now()
+             WHERE identity = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+            RETURNING epoch
+            """, self.identity, self.holder, self.epoch, self.length_s)
+        if epoch is None:
+            self.epoch = None
+            return False
+        return True
+
+    async def release(self) -> None:
+        """On a clean stop: let a standby take over at once instead of after the expiry."""
+        if self.epoch is not None:
+            await self._conn.execute(
+                "UPDATE keeper_lease SET expires_at = now() WHERE identity = $1 AND holder = $2 "
+                "AND epoch = $3", self.identity, self.holder, self.epoch)
+            self.epoch = None
+
+    async def rows(self) -> list[LeaseRow]:
+        """Every identity's lease (for `keeperd status`)."""
+        records = await self._conn.fetch(
+            "SELECT identity, holder, epoch, "
+            "extract(epoch FROM expires_at - now())::float8 AS expires_in, "
+            "extract(epoch FROM now() - renewed_at)::float8 AS since_renewal "
+            "FROM keeper_lease ORDER BY identity")
+        return [LeaseRow(r["identity"], r["holder"], r["epoch"], r["expires_in"],
+                         r["since_renewal"]) for r in records]
+
+
+async def fence(conn: Any, identity: str, holder: str, epoch: int | None) -> None:
+    """Inside the caller's transaction on `conn`: fail unless `holder` holds the lease at
+    `epoch` and it has not expired. `FOR SHARE` makes a concurrent takeover wait until the
+    caller's transaction ends, so no write of an old epoch lands after a new one began."""
+    if epoch is None:
+        raise FencedOut(f"{identity}: this replica is standby; it does not act")
+    ok = await conn.fetchval(
+        "SELECT true FROM keeper_lease WHERE identity = $1 AND holder = $2 AND epoch = $3 "
+        "AND expires_at > now() FOR SHARE", identity, holder, epoch)
+    if not ok:
+        raise FencedOut(f"{identity}: the lease at epoch {epoch} is no longer {holder}'s; "
+                        "another replica acts now")
