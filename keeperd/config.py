@@ -827,9 +827,87 @@ class LoggingConfig(_Model):
         default="auto", description="auto: pretty on a terminal, JSON otherwise.")
 
 
+class LeaseConfig(_Model):
+    length_s: float = Field(default=6.0, gt=1.0, le=300.0, description=(
+        "How long a replica's lease lasts without renewal: a frozen or partitioned leader "
+        "is replaced this long after its last renewal (failover <= length_s + "
+        "renew_every_s)."))
+    renew_every_s: float = Field(default=2.0, gt=0.0, description=(
+        "How often the leader renews (and a standby tries to take the lease)."))
+    statement_timeout_s: float = Field(default=1.5, gt=0.0, description=(
+        "Statement and idle-in-transaction timeout of the lease's own connection."))
+
+    @model_validator(mode="after")
+    def _fits(self) -> LeaseConfig:
+        if self.renew_every_s * 2 > self.length_s:
+            raise ValueError(f"renew_every_s ({self.renew_every_s}) must be at most half of "
+                             f"length_s ({self.length_s}): a renewal that fails once must "
+                             "leave time for the next")
+        if self.statement_timeout_s >= self.renew_every_s:
+            raise ValueError(f"statement_timeout_s ({self.statement_timeout_s}) must be "
+                             f"shorter than renew_every_s ({self.renew_every_s})")
+        return self
+
+
+class StorageConfig(_Model):
+    url: str | None = Field(default=None, description=(
+        "postgresql://user@host:5432/db to share the state between replicas (the password "
+        "from password_env or password_file, never in the URL); unset: the embedded SQLite "
+        "file in state_dir."))
+    password_env: str | None = Field(default=None, description=(
+        "Environment variable holding the PostgreSQL password."))
+    password_file: Path | None = Field(default=None, description=(
+        "File holding the PostgreSQL password (a systemd credential, a mounted secret)."))
+    statement_timeout_s: float = Field(default=10.0, gt=0.0)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"{value!r}: write postgresql://user@host:5432/database (leave "
+                             "storage.url out for the embedded SQLite file)")
+        if parts.password:
+            raise ValueError("the password must not be in storage.url (it would reach logs "
+                             "and process listings): use storage.password_env or "
+                             "storage.password_file")
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError(f"{value!r}: name the host and the database, "
+                             "postgresql://user@host:5432/database")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> StorageConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("set one of storage.password_env and storage.password_file")
+        return self
+
+    @property
+    def replicated(self) -> bool:
+        return self.url is not None
+
+    def password(self) -> str | None:
+        """The password, read when connecting (never kept in the config object)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError("environment", [ConfigIssue(
+                    "storage.password_env", f"the environment variable {self.password_env} "
+                    "is not set", "export it, or use storage.password_file")])
+            return value
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return None
+
+
 class Config(_Model):
-    state_dir: Path = Field(description="Directory for the SQLite state (index, journal, "
-                            "outbox). Created if missing.")
+    state_dir: Path = Field(description="Directory for the local state (the SQLite file: "
+                            "index, journal, outbox; with storage.url, what stays local). "
+                            "Created if missing.")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     chains: list[ChainConfig] = Field(min_length=1)
     protocols: list[SerializeAsAny[ProtocolConfig]] = Field(default_factory=list)
     keeper: KeeperConfig = Field(default_factory=KeeperConfig)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -34,7 +35,7 @@ from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import AlertsConfig, ChainConfig, Config, ConfigError, load_config
 from keeperd.execution.executor import Executor
-from keeperd.execution.journal import Journal
+from keeperd.execution.journal import Journal, TxRecord
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.keys import KeeperKey, KeyLoadError, load_key
 from keeperd.logs import Redactor
@@ -49,6 +50,9 @@ from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
+from keeperd.storage.db import PostgresDatabase, SqliteDatabase
+from keeperd.storage.lease import Lease, fence, redact_url, with_password
+from keeperd.storage.replica import Replica
 from keeperd.store import Store
 from keeperd.web import WebServer, make_app
 
@@ -88,6 +92,8 @@ class Daemon:
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
         self.store: Store | None = None
+        # With storage.url: this replica's lease loop (None: one machine, always acting).
+        self.replica: Replica | None = None
         self.web: WebServer | None = None
         self.started_at = time.monotonic()
         self._heartbeat = time.monotonic()
@@ -122,6 +128,11 @@ class Daemon:
             caught_up = lag is not None and lag <= self.config.metrics.ready_max_index_lag
             detail[name] = {"index_lag_blocks": lag, "evaluated_block": scanner.completed_block}
             ok = ok and caught_up
+        if self.replica is not None:
+            # A standby is ready (it follows and evaluates, and takes over when needed):
+            # the role is said, not failed on.
+            detail["replica"] = {"role": self.replica.role, "identity": self.replica.identity,
+                                 "epoch": self.replica.lease.epoch}
         return ok, detail
 
     def _index_lag(self, scanner: ProtocolScanner) -> int | None:
@@ -174,10 +185,10 @@ class Daemon:
                 self.chains[chain.name] = rt
             self.store = Store.in_state_dir(self.config.state_dir)
             stack.callback(self.store.close)
-            journal = Journal(self.store.connection)
+            key = self._load_key()
+            journal = await self._open_journal(stack, key)
             breaker = Breaker(self.store.connection, self.config.oracles.clear_after_s)
             self._start_alerts(self.store)
-            key = self._load_key()
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
             native_prices: dict[str, float] = {}
@@ -222,6 +233,47 @@ class Daemon:
                 stack.callback(loop.remove_signal_handler, signal.SIGUSR1)
             await self._run_tasks(stop)
         log.info("daemon.stopped")
+
+    async def _open_journal(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None
+                            ) -> Journal:
+        """The journal on the embedded SQLite file, or — with storage.url — on PostgreSQL,
+        shared with the other replicas and fenced by this replica's lease."""
+        assert self.store is not None
+        storage = self.config.storage
+        if not storage.replicated:
+            return await Journal.open(SqliteDatabase(self.store.connection))
+        assert storage.url is not None
+        address = key.address if key is not None else (self.config.keeper.address or "watch")
+        identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"
+        dsn = with_password(storage.url, storage.password())
+        lease = Lease(dsn, identity, length_s=storage.lease.length_s,
+                      statement_timeout_s=storage.lease.statement_timeout_s)
+        try:
+            await lease.connect()
+            db = await PostgresDatabase.connect(
+                dsn, statement_timeout_s=storage.statement_timeout_s,
+                fence=lambda conn: fence(conn, identity, lease.holder, lease.epoch))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StartupError(f"storage.url: cannot reach PostgreSQL at "
+                               f"{redact_url(storage.url)}: {type(exc).__name__}: {exc}"
+                               ) from None
+        stack.push_async_callback(lease.close)
+        stack.push_async_callback(db.close)
+        self.replica = Replica(lease, storage.lease, self.metrics,
+                               on_promoted=self._promoted)
+        self.services.append(self.replica)
+        log.info("replica.started", identity=identity, holder=lease.holder,
+                 lease_s=storage.lease.length_s, storage=redact_url(storage.url))
+        return await Journal.open(db)
+
+    async def _promoted(self, epoch: int) -> None:
+        """Before acting as leader: every executor reconciles the shared journal (what the
+        last leader signed is tracked and rebroadcast under its own nonce, never signed
+        again) and syncs its nonce with the chain."""
+        for name, executor in self.executors.items():
+            head = int(await executor.pool.request("eth_blockNumber"), 16)
+            await executor.start(head)
+            log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
 
     def _dump_tasks(self) -> None:
         """SIGUSR1: log where every task is waiting (for a daemon that seems stuck)."""
@@ -379,12 +431,15 @@ class Daemon:
         journaling and broadcasting) reach its end, within the stop budget."""
         for service in self.services:
             service.drain()
-        waits = [s.drained() for s in self.services]
+        # The replica last: its lease is handed over once this replica's work is done.
+        waits = [s.drained() for s in self.services if s is not self.replica]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), limit_s)
         except TimeoutError:
             log.warning("daemon.drain_timeout", seconds=limit_s,
                         note="in-flight work is journaled and resumes at the next start")
+        if self.replica is not None:
+            await self.replica.drained()
 
     async def _status_loop(self) -> None:
         """Watchdog pings while alive; STATUS for systemctl; status.json for `keeperd status`."""
@@ -463,6 +518,11 @@ class Daemon:
                             address, breaker, sequencer, native_prices)
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
+        if self.replica is not None:
+            # A replica acts only while it leads; it reconciles when it is promoted.
+            executor.acting = self.replica.is_leader
+            executor.on_fenced = self.replica.demote
+            return executor
         head = int(await rt.pool.request("eth_blockNumber"), 16)
         await executor.start(head)
         return executor
@@ -485,8 +545,7 @@ class Daemon:
             policy = FeePolicy.from_config(keeper)
             tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                            policy=policy, private_pool=private,
-                           record=lambda r: None if r.key.startswith("approve:")
-                           else journal.record_tx(r))
+                           record=lambda r: _journal_tx(journal, r))
             tx_managers[rt.config.name] = tx
         return tx
 
@@ -509,3 +568,10 @@ class Daemon:
         while True:
             self._heartbeat = time.monotonic()
             await asyncio.sleep(1.0)
+
+
+async def _journal_tx(journal: Journal, record: TxRecord) -> None:
+    """The tx manager's write-ahead: every signed liquidation transaction (approvals are
+    not opportunities and are not journaled)."""
+    if not record.key.startswith("approve:"):
+        await journal.record_tx(record)

@@ -110,22 +110,22 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
         await wait_for_block(daemon, devnet.mine(1))
         view = scanner.view
         left = 0 if view is None else int((view.health < 1.0).sum())
-        pending = executor.journal.by_status("pending") if executor else []
+        pending = await executor.journal.by_status("pending") if executor else []
         if left == 0 and not pending:
             break
-    done = ({e.account for e in executor.journal.all()
+    done = ({e.account for e in await executor.journal.all()
              if e.status == "included" and ":unwind:" not in e.key} if executor else set())
     print(f"Curie mark {price:,.0f}; traders liquidated by keeperd: {len(done)}, still under "
           f"water: {left}")
 
 
-def show_journal(daemon: Daemon) -> None:
+async def show_journal(daemon: Daemon) -> None:
     journals = [e.journal for e in daemon.executors.values()]
     if not journals:
         return
     by_protocol: dict[str, dict[str, int]] = {}
     profit: dict[str, float] = {}
-    for e in journals[0].all():  # one journal (one database) for every protocol
+    for e in await journals[0].all():  # one journal (one database) for every protocol
         counts = by_protocol.setdefault(e.protocol, {})
         counts[e.status] = counts.get(e.status, 0) + 1
         if e.status == "included":
@@ -285,7 +285,7 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
                 banner("Perp Curie: the mark walks to the new index; keeperd liquidates "
                        "and unwinds")
                 await perps_follow(daemon, devnet, new)
-            show_journal(daemon)
+            await show_journal(daemon)
             after = keeper_balances(devnet)
             print("\nkeeper balances (on chain):")
             for symbol in before:

@@ -350,6 +350,22 @@ class Metrics:
         self.perp_polls = Counter(
             "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome.",
             ["venue", "outcome"], registry=r)
+        # --- replicas (storage.url: PostgreSQL, a lease per keeper identity) ---
+        self.replica_role = Gauge(
+            "keeperd_replica_role", "1 for this replica's role (leader: it signs and sends; "
+            "standby: it follows and evaluates).", ["identity", "role"], registry=r)
+        self.lease_epoch = Gauge(
+            "keeperd_lease_epoch", "The lease epoch this replica holds (0: none).",
+            ["identity"], registry=r)
+        self.lease_renewals = Counter(
+            "keeperd_lease_renewals_total", "Lease renewals and takeover attempts, by outcome "
+            "(ok, lost, error).", ["identity", "outcome"], registry=r)
+        self.lease_losses = Counter(
+            "keeperd_lease_losses_total", "Times this replica stopped leading (lost or "
+            "unrenewable lease, a fenced write refused).", ["identity"], registry=r)
+        self.lease_since_renewal = Gauge(
+            "keeperd_lease_seconds_since_renewal", "Seconds since this replica last renewed "
+            "or took the lease.", ["identity"], registry=r)
         # --- alerting ---
         self.alerts = Counter(
             "keeperd_alerts_total", "Alert notifications decided, by rule and kind (firing, "

@@ -98,6 +98,36 @@ async def aave_pool(aave_devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcP
         yield p
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """One throwaway PostgreSQL cluster on loopback for the session (`tests/postgres.py`)."""
+    from tests.postgres import postgres_cluster
+
+    with postgres_cluster() as dsn:
+        yield dsn
+
+
+async def fresh_database(server: str) -> str:
+    """A new, empty database on the test server; its DSN."""
+    import uuid
+
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+async def postgres_dsn(postgres_server: str) -> str:
+    """A database of its own for one test."""
+    return await fresh_database(postgres_server)
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()

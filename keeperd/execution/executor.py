@@ -45,6 +45,7 @@ from keeperd.protocols.plugin import (
     Plugin,
 )
 from keeperd.scanner import ScanResult
+from keeperd.storage.lease import FencedOut
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +122,10 @@ class Executor:
         self.capital_shortfall: dict[str, Shortfall] = {}
         # Outcomes, for the alert engine (its subscriber).
         self.events: Callable[[ExecutionEvent], None] | None = None
+        # Replicas: whether this one leads (signs and sends), and whom to tell when a fenced
+        # write shows it no longer does. One process alone always acts.
+        self.acting: Callable[[], bool] = lambda: True
+        self.on_fenced: Callable[[str], None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
@@ -150,6 +155,22 @@ class Executor:
     # --- per scan -------------------------------------------------------------------------
 
     async def on_scan(self, result: ScanResult) -> None:
+        """The scanner's listener. A standby replica (`acting()` False) only follows; a
+        write refused by the lease's fence means another replica leads now: this one stops
+        at once (`on_fenced`)."""
+        if not self.acting():
+            if not result.partial:
+                self._last = result
+            return
+        try:
+            await self._act(result)
+        except FencedOut as exc:
+            log.error("liquidation.fenced_out", protocol=self.adapter.name, error=str(exc),
+                      meaning="another replica holds the lease: nothing more is sent here")
+            if self.on_fenced is not None:
+                self.on_fenced(str(exc))
+
+    async def _act(self, result: ScanResult) -> None:
         view = result.view
         liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
         if not liquidatable and not result.partial and self.capital_shortfall:
@@ -193,8 +214,8 @@ class Executor:
                      if self.sequencer is not None and opportunities else None)
         fresh: list[tuple[Opportunity, str]] = []
         for opp in opportunities:
-            key = self._key_for(opp.key)
-            if key is None or self.journal.get(key) is not None:
+            key = await self._key_for(opp.key)
+            if key is None or await self.journal.get(key) is not None:
                 stage(*self.labels, "skipped_journaled").inc()
                 continue
             # The position's health rests on every asset it uses, not only the pair that
@@ -261,12 +282,12 @@ class Executor:
         self.capital_shortfall = short
         return (funded, unfunded) if auto else (funded, [])
 
-    def _key_for(self, key: OpportunityKey) -> str | None:
+    async def _key_for(self, key: OpportunityKey) -> str | None:
         """The journal key to try this opportunity under: its own, or, after an on-chain
         revert, a retry key (a bounded number of them); None when nothing may be tried."""
         for attempt in range(RETRIES_AFTER_REVERT + 1):
             candidate = str(key.retry(attempt))
-            entry = self.journal.get(candidate)
+            entry = await self.journal.get(candidate)
             if entry is None or entry.status != J.REVERTED:
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
@@ -287,7 +308,7 @@ class Executor:
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
         stage = self.metrics.liquidation_funnel.labels
         to_send = []
-        with self.journal.transaction():
+        async with self.journal.transaction():
             for (call, key), sim in zip(wave, simulations, strict=True):
                 opp = call.opportunity
                 if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
@@ -312,7 +333,7 @@ class Executor:
                     key, self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                     decision.net_profit_usd, decision.budget_wei, result.block,
                     J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail)
-                if not self.journal.record(entry):
+                if not await self.journal.record(entry):
                     stage(*self.labels, "skipped_journaled").inc()
                     continue
                 if self.mode == "dry-run" or self.tx is None:
@@ -323,11 +344,11 @@ class Executor:
                              expected_profit_usd=round(decision.net_profit_usd, 2))
                     continue
                 try:
-                    record, pending = self.tx.prepare(
+                    record, pending = await self.tx.prepare(
                         key, call.target, call.data, decision.gas_limit, decision.budget_wei,
                         block=result.block, base_fee=base_fee)
                 except SendRefused as exc:
-                    self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
+                    await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
                     log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                     continue
                 to_send.append((opp, decision, record, pending))
@@ -338,7 +359,7 @@ class Executor:
                                                  for _, _, record, pending in to_send])
         for (opp, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is not None:
-                self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
+                await self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
                 log.warning("liquidation.not_sent", opportunity=record.key, reason=str(outcome))
                 self._event("not_sent", record.key, opp.account, result.block,
                             {"reason": str(outcome)[:300]})
@@ -363,12 +384,15 @@ class Executor:
             return
         todo = []
         for base_key, target, data, gas in calls(result):
-            key = next((k for k in (base_key if n == 0 else f"{base_key}#retry{n}"
-                                    for n in range(RETRIES_AFTER_REVERT + 1))
-                        if (e := self.journal.get(k)) is None or e.status != J.REVERTED), None)
-            if key is None or self.journal.get(key) is not None:
-                continue
-            todo.append((key, target, data, gas))
+            key = None
+            for n in range(RETRIES_AFTER_REVERT + 1):
+                candidate = base_key if n == 0 else f"{base_key}#retry{n}"
+                entry = await self.journal.get(candidate)
+                if entry is None or entry.status != J.REVERTED:
+                    key = None if entry is not None else candidate  # journaled: in hand
+                    break
+            if key is not None:
+                todo.append((key, target, data, gas))
         if not todo:
             return
         # Simulated as liquidations are: one that would revert now (a block whose price moved
@@ -390,21 +414,21 @@ class Executor:
             return
         base_fee = await self._base_fee()
         to_send = []
-        with self.journal.transaction():
+        async with self.journal.transaction():
             for key, target, data, gas in ready:
                 budget = gas * self.fees.fees_for(base_fee)[0] * 4  # room for replacements
-                self.journal.record(J.JournalEntry(
+                await self.journal.record(J.JournalEntry(
                     key, self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
                     J.PLANNED, None, None, "housekeeping"))
                 try:
-                    to_send.append(self.tx.prepare(key, target, data, gas, budget,
+                    to_send.append(await self.tx.prepare(key, target, data, gas, budget,
                                                    block=result.block, base_fee=base_fee))
                 except SendRefused as exc:
-                    self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
+                    await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
         for (record, _), refused in zip(to_send, await self.tx.broadcast_many(to_send),
                                         strict=True):
             if refused is not None:
-                self.journal.set_status(record.key, J.DROPPED, detail=str(refused)[:500])
+                await self.journal.set_status(record.key, J.DROPPED, detail=str(refused)[:500])
             else:
                 log.info("liquidation.housekeeping_sent", opportunity=record.key,
                          tx_hash=record.tx_hash)
@@ -433,7 +457,9 @@ class Executor:
     async def on_block(self, block: int) -> None:
         if self.tx is None or not self.tx.pending:
             return
-        for outcome in await self.tx.watch(block, self._still_wanted, self._owns):
+        wanted = {key for key in list(self.tx.pending) if self._owns(key)
+                  and await self._still_wanted(key)}
+        for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
             await self._settle(outcome)
 
     def _owns(self, key: str) -> bool:
@@ -442,21 +468,21 @@ class Executor:
         name = self.adapter.name
         return key.startswith(f"{name}:") or key.startswith(f"approve:{name}:")
 
-    def _still_wanted(self, key: str) -> bool:
-        entry = self.journal.get(key)
+    async def _still_wanted(self, key: str) -> bool:
+        entry = await self.journal.get(key)
         return entry is not None and (entry.account in self._liquidatable
                                       or self._is_housekeeping(entry))
 
     async def _settle(self, outcome: Outcome) -> None:
         if outcome.key.startswith("approve:"):
             return
-        entry = self.journal.get(outcome.key)
+        entry = await self.journal.get(outcome.key)
         if entry is None:
             return
         if self._is_housekeeping(entry):
             status = {"included": J.INCLUDED, "reverted": J.REVERTED,
                       "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
-            self.journal.set_status(outcome.key, status, detail=f"tx={outcome.tx_hash}")
+            await self.journal.set_status(outcome.key, status, detail=f"tx={outcome.tx_hash}")
             (log.info if status == J.INCLUDED else log.warning)(
                 "liquidation.housekeeping_settled", opportunity=outcome.key,
                 status=outcome.status, tx_hash=outcome.tx_hash)
@@ -472,7 +498,7 @@ class Executor:
         if outcome.status == "included":
             profit = self._realised_profit(outcome) - gas_usd
             self.metrics.liquidation_profit.labels(*self.labels).inc(max(profit, 0.0))
-            self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
+            await self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
                                     f"profit_usd={profit:.2f}")
             stage(*self.labels, "included").inc()
             log.info("liquidation.included", opportunity=outcome.key, tx_hash=outcome.tx_hash,
@@ -483,7 +509,7 @@ class Executor:
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
-            self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            await self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             log.warning("liquidation.reverted", opportunity=outcome.key, tx_hash=outcome.tx_hash)
             self._event("reverted", outcome.key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
@@ -492,7 +518,7 @@ class Executor:
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
-        self.journal.set_status(outcome.key, status, detail=outcome.tx_hash)
+        await self.journal.set_status(outcome.key, status, detail=outcome.tx_hash)
         log.info(f"liquidation.{outcome.status}", opportunity=outcome.key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, outcome.key, entry.detected_block, "cancelled",
@@ -528,12 +554,12 @@ class Executor:
         if not others:
             return
         winner = others[-1]
-        if self.journal.get(key) is None and opp is not None:
-            self.journal.record(J.JournalEntry(
+        if await self.journal.get(key) is None and opp is not None:
+            await self.journal.record(J.JournalEntry(
                 key, self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                 0.0, 0, since_block, J.LOST_RACE, None, winner, reason))
         else:
-            self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
+            await self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
         self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
         log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
         self._event("lost_race", key, account, None, {"winner": winner, "reason": reason})

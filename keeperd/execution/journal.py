@@ -10,42 +10,44 @@ sending a second liquidation for it.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS liquidations (
+from keeperd.storage.db import Database
+from keeperd.storage.migrations import migrate
+
+# The journal's tables, in SQL both back-ends run (`storage/migrations.py` applies them once).
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS liquidations (
     key              TEXT PRIMARY KEY,
     protocol         TEXT NOT NULL,
     account          TEXT NOT NULL,
     collateral       TEXT NOT NULL,
     debt             TEXT NOT NULL,
     debt_to_cover    TEXT NOT NULL,
-    expected_profit_usd REAL NOT NULL,
+    expected_profit_usd DOUBLE PRECISION NOT NULL,
     max_fee_wei      TEXT NOT NULL,
-    detected_block   INTEGER NOT NULL,
+    detected_block   BIGINT NOT NULL,
     status           TEXT NOT NULL,
-    nonce            INTEGER,
+    nonce            BIGINT,
     winner           TEXT,
     detail           TEXT,
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS liquidations_by_status ON liquidations (status);
-CREATE TABLE IF NOT EXISTS liquidation_txs (
+    created_at       DOUBLE PRECISION NOT NULL,
+    updated_at       DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS liquidations_by_status ON liquidations (status)",
+    """CREATE TABLE IF NOT EXISTS liquidation_txs (
     tx_hash          TEXT PRIMARY KEY,
     key              TEXT NOT NULL REFERENCES liquidations(key),
-    nonce            INTEGER NOT NULL,
+    nonce            BIGINT NOT NULL,
     max_fee_per_gas  TEXT NOT NULL,
     priority_fee     TEXT NOT NULL,
-    gas_limit        INTEGER NOT NULL,
+    gas_limit        BIGINT NOT NULL,
     raw              TEXT NOT NULL,
     kind             TEXT NOT NULL,
-    sent_at          REAL NOT NULL
-);
-"""
+    sent_at          DOUBLE PRECISION NOT NULL
+)""",
+)
 
 # Statuses. "planned" rows are journaled, not signed yet; "pending" rows have a signed
 # transaction that may still be mined.
@@ -93,103 +95,95 @@ class TxRecord:
 
 
 class Journal:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._db.executescript(SCHEMA)
-        self._in_tx = False
+    """The journal on either back-end (`storage/db.py`). Writes that lead to a transaction
+    on chain — a new opportunity, a signed transaction — are fenced: with replicas, only the
+    lease holder's land."""
 
-    def get(self, key: str) -> JournalEntry | None:
-        row = self._db.execute(
-            "SELECT key, protocol, account, collateral, debt, debt_to_cover, "
-            "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, detail "
-            "FROM liquidations WHERE key = ?", (key,)).fetchone()
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, db: Database) -> Journal:
+        await migrate(db)
+        return cls(db)
+
+    async def get(self, key: str) -> JournalEntry | None:
+        row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM liquidations WHERE key = $1", key)
         return _entry(row) if row else None
 
-    def by_status(self, *statuses: str) -> list[JournalEntry]:
-        marks = ",".join("?" * len(statuses))
-        rows = self._db.execute(
-            "SELECT key, protocol, account, collateral, debt, debt_to_cover, "
-            "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, detail "
-            f"FROM liquidations WHERE status IN ({marks}) ORDER BY created_at", statuses)
+    async def by_status(self, *statuses: str) -> list[JournalEntry]:
+        marks = ",".join(f"${i + 1}" for i in range(len(statuses)))
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM liquidations WHERE status IN ({marks}) "
+            "ORDER BY created_at, key", *statuses)
         return [_entry(r) for r in rows]
 
-    def all(self) -> list[JournalEntry]:
-        rows = self._db.execute(
-            "SELECT key, protocol, account, collateral, debt, debt_to_cover, "
-            "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, detail "
-            "FROM liquidations ORDER BY created_at")
+    async def all(self) -> list[JournalEntry]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM liquidations ORDER BY created_at, key")
         return [_entry(r) for r in rows]
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Group many writes into one commit (a wave of liquidations found in one block)."""
-        self._db.execute("BEGIN")
-        self._in_tx = True
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
-        finally:
-            self._in_tx = False
+        return self.db.transaction()
 
-    def forget_unsigned(self, key: str) -> bool:
+    async def forget_unsigned(self, key: str) -> bool:
         """Delete an opportunity that was journaled but never signed (a crash or an error
         between the two): nothing of it can be on chain, so it may be planned again."""
-        cur = self._db.execute(
-            "DELETE FROM liquidations WHERE key = ? AND status = ? AND NOT EXISTS "
+        return await self.db.execute(
+            "DELETE FROM liquidations WHERE key = $1 AND status = $2 AND NOT EXISTS "
             "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
-            (key, PLANNED))
-        return cur.rowcount > 0
+            key, PLANNED) > 0
 
-    def record(self, entry: JournalEntry) -> bool:
+    async def record(self, entry: JournalEntry) -> bool:
         """Insert a new opportunity. False if the key is already journaled (never twice)."""
         now = time.time()
-        try:
-            self._db.execute(
-                "INSERT INTO liquidations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (entry.key, entry.protocol, entry.account, entry.collateral, entry.debt,
-                 str(entry.debt_to_cover), entry.expected_profit_usd, str(entry.max_fee_wei),
-                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
-                 now, now))
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        async with self.db.transaction():
+            await self.db.fenced()
+            return await self.db.execute(
+                "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
+                "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
+                "nonce, winner, detail, created_at, updated_at) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+                "ON CONFLICT (key) DO NOTHING",
+                entry.key, entry.protocol, entry.account, entry.collateral, entry.debt,
+                str(entry.debt_to_cover), entry.expected_profit_usd, str(entry.max_fee_wei),
+                entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
+                now, now) > 0
 
-    def record_tx(self, tx: TxRecord, nonce_of_key: int | None = None) -> None:
-        """Store a signed transaction before it is broadcast."""
-        db = self._db
-        own = not self._in_tx
-        if own:
-            db.execute("BEGIN")
-        try:
-            db.execute("INSERT INTO liquidation_txs VALUES (?,?,?,?,?,?,?,?,?)",
-                       (tx.tx_hash, tx.key, tx.nonce, str(tx.max_fee_per_gas),
-                        str(tx.priority_fee), tx.gas_limit, tx.raw, tx.kind, tx.sent_at))
-            db.execute("UPDATE liquidations SET status = ?, nonce = ?, updated_at = ? "
-                       "WHERE key = ?", (PENDING, tx.nonce if nonce_of_key is None
-                                         else nonce_of_key, time.time(), tx.key))
-            if own:
-                db.execute("COMMIT")
-        except BaseException:
-            if own:
-                db.execute("ROLLBACK")
-            raise
+    async def record_tx(self, tx: TxRecord, nonce_of_key: int | None = None) -> None:
+        """Store a signed transaction before it is broadcast (fenced: a replica that lost the
+        lease fails here, before anything reaches the chain)."""
+        async with self.db.transaction():
+            await self.db.fenced()
+            await self.db.execute(
+                "INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, "
+                "priority_fee, gas_limit, raw, kind, sent_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                tx.tx_hash, tx.key, tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
+                tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
+            await self.db.execute(
+                "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
+                "WHERE key = $4", PENDING, tx.nonce if nonce_of_key is None else nonce_of_key,
+                time.time(), tx.key)
 
-    def txs(self, key: str) -> list[TxRecord]:
-        rows = self._db.execute(
+    async def txs(self, key: str) -> list[TxRecord]:
+        rows = await self.db.fetch(
             "SELECT tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, kind, "
-            "sent_at FROM liquidation_txs WHERE key = ? ORDER BY sent_at", (key,))
+            "sent_at FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash", key)
         return [TxRecord(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8])
                 for r in rows]
 
-    def set_status(self, key: str, status: str, *, winner: str | None = None,
-                   detail: str | None = None) -> None:
-        self._db.execute("UPDATE liquidations SET status = ?, winner = COALESCE(?, winner), "
-                         "detail = COALESCE(?, detail), updated_at = ? WHERE key = ?",
-                         (status, winner, detail, time.time(), key))
+    async def set_status(self, key: str, status: str, *, winner: str | None = None,
+                         detail: str | None = None) -> None:
+        await self.db.execute(
+            "UPDATE liquidations SET status = $1, winner = COALESCE($2, winner), "
+            "detail = COALESCE($3, detail), updated_at = $4 WHERE key = $5",
+            status, winner, detail, time.time(), key)
+
+
+_COLUMNS = ("key, protocol, account, collateral, debt, debt_to_cover, expected_profit_usd, "
+            "max_fee_wei, detected_block, status, nonce, winner, detail")
 
 
 def _entry(r: tuple) -> JournalEntry:

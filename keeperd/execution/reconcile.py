@@ -24,17 +24,17 @@ log = structlog.get_logger(__name__)
 
 async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head: int) -> int:
     """Resume `protocol`'s entries; return how many signed transactions are tracked again."""
-    for entry in journal.by_status(J.PLANNED):
-        if entry.protocol == protocol and journal.forget_unsigned(entry.key):
+    for entry in await journal.by_status(J.PLANNED):
+        if entry.protocol == protocol and await journal.forget_unsigned(entry.key):
             log.info("journal.unsigned_forgotten", opportunity=entry.key,
                      meaning="journaled, never signed: it may be planned again")
     resumed = 0
-    for entry in journal.by_status(J.PENDING):
+    for entry in await journal.by_status(J.PENDING):
         if entry.protocol != protocol:
             continue
-        records = journal.txs(entry.key)
+        records = await journal.txs(entry.key)
         if not records:
-            journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
+            await journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
             continue
         signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
         tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),

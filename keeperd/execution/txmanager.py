@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -88,7 +88,11 @@ class SendRefused(Exception):
     """The transaction was not sent (fees over budget, or the node refused it)."""
 
 
-Recorder = Callable[[TxRecord], None]
+Recorder = Callable[[TxRecord], Awaitable[None]]
+
+
+async def _no_record(tx: TxRecord) -> None:
+    return None
 
 
 class TxManager:
@@ -101,7 +105,7 @@ class TxManager:
         self.metrics = metrics
         self.policy = policy or FeePolicy()
         self.private_pool = private_pool
-        self._record = record or (lambda tx: None)
+        self._record = record or _no_record
         self._nonce: int | None = None
         self.pending: dict[str, Pending] = {}
 
@@ -131,17 +135,19 @@ class TxManager:
         if self._nonce is None:
             await self.sync_nonce()
         base = await self.base_fee() if base_fee is None else base_fee
-        record, pending = self.prepare(key, to, data, gas_limit, budget_wei, block=block,
-                                       base_fee=base)
+        record, pending = await self.prepare(key, to, data, gas_limit, budget_wei,
+                                             block=block, base_fee=base)
         [refused] = await self.broadcast_many([(record, pending)])
         if refused is not None:
             raise refused
         return record
 
-    def prepare(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int, *,
-                block: int, base_fee: int) -> tuple[TxRecord, Pending]:
-        """Take the next nonce, sign and journal (no I/O but the local database), so that
-        many liquidations found in one block can then be broadcast concurrently."""
+    async def prepare(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,
+                      *, block: int, base_fee: int) -> tuple[TxRecord, Pending]:
+        """Take the next nonce, sign and journal (no I/O but the state database), so that
+        many liquidations found in one block can then be broadcast concurrently. The nonce
+        is taken before the journal write (which may suspend, on a shared database) and given
+        back if that write fails (a replica fenced out) and nothing took the next one."""
         assert self._nonce is not None, "sync_nonce() first"
         base = base_fee
         max_fee, tip = self.policy.fees_for(base)
@@ -153,10 +159,15 @@ class TxManager:
                 raise SendRefused(f"fee budget {budget_wei} wei does not cover the base fee "
                                   f"({base} wei/gas x {gas_limit} gas)")
         nonce = self._nonce
+        self._nonce = nonce + 1
         pending = Pending(key, nonce, to, data, gas_limit, budget_wei, sent_block=block,
                           private=self.private_pool is not None)
-        record = self._sign_record(pending, max_fee, tip, "liquidation")
-        self._nonce = nonce + 1
+        try:
+            record = await self._sign_record(pending, max_fee, tip, "liquidation")
+        except BaseException:
+            if self._nonce == nonce + 1:
+                self._nonce = nonce
+            raise
         self.pending[key] = pending
         return record, pending
 
@@ -198,13 +209,13 @@ class TxManager:
             await self.sync_nonce()  # a refused nonce leaves a gap: ask the node
         return out
 
-    def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
+    async def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
         to, data, value = (self.address, b"", 0) if p.cancelling else (p.to, p.data, 0)
         gas = 21_000 if p.cancelling else p.gas_limit
         tx_hash, raw = self._sign(p.nonce, to, data, gas, max_fee, tip, value)
         record = TxRecord(tx_hash, p.key, p.nonce, max_fee, tip, gas, "0x" + raw.hex(), kind,
                           time.time())
-        self._record(record)  # write-ahead: journaled before anyone can see it
+        await self._record(record)  # write-ahead: journaled before anyone can see it
         p.attempts.append(record)
         return record
 
@@ -217,7 +228,7 @@ class TxManager:
 
     async def _sign_record_broadcast(self, p: Pending, max_fee: int, tip: int,
                                      kind: str) -> TxRecord:
-        record = self._sign_record(p, max_fee, tip, kind)
+        record = await self._sign_record(p, max_fee, tip, kind)
         await self._broadcast(record, p.private)
         self._log_sent(record, p)
         return record

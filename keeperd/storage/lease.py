@@ -50,6 +50,32 @@ class LeaseRow:
     since_renewal_s: float
 
 
+def with_password(url: str, password: str | None) -> str:
+    """The DSN with the password put in (it never is in the config's URL)."""
+    if not password:
+        return url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """For logs: the URL without any password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def holder_name() -> str:
     """Unique per process: a restarted keeperd is a new holder, so it takes a new epoch and
     reconciles the journal before acting."""

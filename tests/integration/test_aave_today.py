@@ -81,15 +81,15 @@ async def test_a_grace_period_holds_liquidations_until_it_ends(
     underwater = [a for a in weth_users if chain_health(devnet, a) < 1]
     assert len(underwater) > 20
     journal = keeper.daemon.executors["aave"].journal
-    assert not [e for e in journal.all() if "WETH" in (e.collateral, e.debt)]
+    assert not [e for e in await journal.all() if "WETH" in (e.collateral, e.debt)]
     # Not even simulated: the plan knows the grace period (a simulation would revert).
     assert not_simulated(keeper)
     devnet.advance_time(601)
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
-    liquidated = {e.account for e in journal.by_status(J.INCLUDED)}
+    liquidated = {e.account for e in await journal.by_status(J.INCLUDED)}
     assert len(liquidated & set(underwater)) >= 0.95 * len(underwater)
-    assert journal.by_status(J.REVERTED) == []
+    assert await journal.by_status(J.REVERTED) == []
 
 
 async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
@@ -103,10 +103,10 @@ async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
-    included = journal.by_status(J.INCLUDED)
+    included = await journal.by_status(J.INCLUDED)
     assert len(included) > 10
-    assert not [e for e in journal.all() if "USDC" in (e.collateral, e.debt)]
-    assert journal.by_status(J.REVERTED) == []
+    assert not [e for e in await journal.all() if "USDC" in (e.collateral, e.debt)]
+    assert await journal.by_status(J.REVERTED) == []
     assert not_simulated(keeper)
     # Accounts owing DAI or USDT (not USDC) were liquidated.
     assert {e.debt for e in included} & {"DAI", "USDT"}
@@ -144,9 +144,9 @@ async def test_collateral_the_reserve_cannot_pay_out_is_taken_as_atokens(
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
-    weth_seized = [e for e in journal.by_status(J.INCLUDED) if e.collateral == "WETH"]
+    weth_seized = [e for e in await journal.by_status(J.INCLUDED) if e.collateral == "WETH"]
     assert len(weth_seized) > 5
-    assert journal.by_status(J.REVERTED) == []
+    assert await journal.by_status(J.REVERTED) == []
     a_weth = m["aave_v3"]["reserves"]["WETH"]["a_token"]
     (held,) = token.decode_result("balanceOf", devnet.client.eth_call(
         a_weth, token.encode_call("balanceOf", KEEPER)))

@@ -42,7 +42,7 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
     journal = keeper.daemon.executors["aave"].journal
     scanner = keeper.daemon.scanners["aave"]
     assert scanner.view is not None and (scanner.view.health < 1).sum() > 20  # still evaluated
-    assert journal.all() == []  # but nothing sent
+    assert await journal.all() == []  # but nothing sent
     metrics = keeper.daemon.metrics
     assert metric_value(metrics, "keeperd_breaker_tripped",
                         {"chain": "devnet", "asset": "WETH"}) == 1
@@ -56,7 +56,7 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
     await keeper.evaluated_at(devnet.mine(1))
     assert metric_value(metrics, "keeperd_breaker_tripped",
                         {"chain": "devnet", "asset": "WETH"}) == 0
-    sent = journal.all()
+    sent = await journal.all()
     assert len(sent) > 20 and all(e.detected_block > stale_block for e in sent)
 
 
@@ -85,7 +85,7 @@ async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
     devnet.set_price("WETH", 2100.0)
     await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
-    paused = {e.account for e in journal.all()}
+    paused = {e.account for e in await journal.all()}
     # Only liquidations that touch neither WETH as collateral nor as debt may go out.
     weth = [b["address"] for b in devnet.manifest["borrowers"]
             if "WETH" in b["collateral"] or b["debt"] == "WETH"]
@@ -96,10 +96,10 @@ async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
     await keeper.task
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.mine(1))
-    assert not {e.account for e in keeper.daemon.executors["aave"].journal.all()} & set(weth)
+    assert not {e.account for e in await keeper.daemon.executors["aave"].journal.all()} & set(weth)
     assert "reset" in cli("reset", "WETH")
     await keeper.evaluated_at(devnet.mine(1))
-    liquidated = {e.account for e in keeper.daemon.executors["aave"].journal.all()}
+    liquidated = {e.account for e in await keeper.daemon.executors["aave"].journal.all()}
     assert liquidated & set(weth)
 
 

@@ -260,7 +260,7 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
         left = chain_liquidatable(devnet, traders)
         held = chain_view(devnet, curie["account_balance"], "AccountBalance", "getBaseTokens",
                           KEEPER)
-        in_flight = journal.by_status("pending")
+        in_flight = await journal.by_status("pending")
         if not left and not held and not in_flight:
             break
         book = keeper.daemon.scanners["curie"].book
@@ -279,15 +279,16 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     ours = [d for d in done if d["liquidator"].lower() == KEEPER.lower()]
     assert len(ours) >= 0.95 * len(done)
     # Never twice: one signed transaction per journal key, one liquidation per key on chain.
-    keys = [e.key for e in journal.all() if e.status == "included" and ":unwind:" not in e.key]
+    keys = [e.key for e in await journal.all()
+            if e.status == "included" and ":unwind:" not in e.key]
     assert len(keys) == len(set(keys)) == len(ours) + len(sold)
     # What it took over was closed (the loop above waited for the keeper to hold nothing),
     # by its own journaled unwinds; nothing keeperd sent reverted (each transaction carries
     # the gas its simulation measured).
-    unwinds = [e for e in journal.all() if ":unwind:" in e.key]
+    unwinds = [e for e in await journal.all() if ":unwind:" in e.key]
     assert unwinds and all(e.status == "included" for e in unwinds), \
         [(e.key[-30:], e.status, e.detail) for e in unwinds]
-    assert not [e.key for e in journal.all() if e.status == "reverted"]
+    assert not [e.key for e in await journal.all() if e.status == "reverted"]
 
 
 @pytest.mark.slow

@@ -4,30 +4,16 @@ after expiry with a new epoch, and a write of the old epoch refused once it was 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from keeperd.storage.lease import FencedOut, Lease, fence
-from tests.postgres import postgres_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    with postgres_cluster() as dsn:
-        yield dsn
 
 
 @pytest.fixture
-async def dsn(cluster: str) -> AsyncIterator[str]:
-    """A database of its own per test."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(cluster)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    yield cluster.rsplit("/", 1)[0] + f"/{name}"
+def dsn(postgres_dsn: str) -> str:
+    return postgres_dsn
 
 
 async def lease(dsn: str, holder: str, length_s: float = 1.0) -> Lease:

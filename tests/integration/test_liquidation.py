@@ -94,7 +94,7 @@ async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
     crash = devnet.mine(1)
     await keeper.evaluated_at(crash)
     journal = keeper.daemon.executors["aave"].journal
-    return crash, journal, journal.by_status(J.PENDING)
+    return crash, journal, await journal.by_status(J.PENDING)
 
 
 def chain_health(devnet: Devnet, account: str) -> float:
@@ -128,7 +128,7 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         assert len(underwater) > 20
         await keeper.evaluated_at(crash_block)
         journal = keeper.daemon.executors["aave"].journal
-        pending = journal.by_status(J.PENDING)
+        pending = await journal.by_status(J.PENDING)
         assert pending, "nothing was sent"
         # Blocks come only when mined (with automine, each later transaction would get a
         # block of its own): what is sent on evaluating block B lands in B + 1.
@@ -139,17 +139,17 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
 
     # Borderline seeded accounts that interest pushed under 1 before the crash may have been
     # liquidated already (before the crash block): they are not this test's business.
-    included = [e for e in journal.by_status(J.INCLUDED) if e.detected_block >= crash_block]
+    included = [e for e in await journal.by_status(J.INCLUDED) if e.detected_block >= crash_block]
     # Everything sent at the crash block is included; nothing reverted.
     assert {e.account for e in pending} <= {e.account for e in included}
-    assert journal.by_status(J.REVERTED) == []
+    assert await journal.by_status(J.REVERTED) == []
     sent_at_crash = {e.key for e in pending}
     # Anything else was journaled after we looked (at the crash block or the next: a
     # multi-debt account's second debt, say): it must have landed within two blocks too.
     assert all(e.detected_block <= crash_block + 1 for e in included
                if e.key not in sent_at_crash)
     for entry in included:
-        txs = journal.txs(entry.key)
+        txs = await journal.txs(entry.key)
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
         assert int(receipt["blockNumber"], 16) <= crash_block + 2
         assert devnet.account_data(entry.account)[1] < debts[entry.account]
@@ -171,7 +171,7 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     metrics = keeper.daemon.metrics
     labels = {"chain": "devnet", "protocol": "aave"}
     assert metric_value(metrics, "keeperd_liquidations_total",
-                        {**labels, "stage": "included"}) == len(journal.by_status(J.INCLUDED))
+                        {**labels, "stage": "included"}) == len(await journal.by_status(J.INCLUDED))
     assert metric_value(metrics, "keeperd_liquidation_profit_usd_total", labels) > 0
     # The oracle monitor read every source (adapters included) and trusted them all.
     for symbol in devnet.manifest["aave_v3"]["reserves"]:
@@ -191,14 +191,14 @@ async def test_dry_run_sends_nothing_and_records_what_it_would_send(
     devnet.set_price("WETH", 2100.0)
     await keeper.evaluated_at(devnet.client.block_number())
     journal = keeper.daemon.executors["aave"].journal
-    recorded = journal.by_status(J.DRY_RUN)
+    recorded = await journal.by_status(J.DRY_RUN)
     assert len(recorded) > 20
     assert all(e.expected_profit_usd >= 1.0 for e in recorded)
     assert devnet.client.call("eth_getTransactionCount", KEEPER, "latest") == nonce_before
-    assert all(journal.txs(e.key) == [] for e in recorded)
+    assert all([await journal.txs(e.key) == [] for e in recorded])
     # The next block sees the same positions: nothing is recorded twice.
     await keeper.evaluated_at(devnet.mine(1))
-    assert len(journal.by_status(J.DRY_RUN)) == len(recorded)
+    assert len(await journal.by_status(J.DRY_RUN)) == len(recorded)
 
 
 # One retry when anvil itself dies (its receipt-lookup panic, see tests/conftest.py): the
@@ -236,13 +236,13 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
         devnet.client.call("evm_setAutomine", True)
     await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
-    entries = [e for e in journal.all() if e.account == victim]
+    entries = [e for e in await journal.all() if e.account == victim]
     assert len(entries) == 1, entries
     assert entries[0].status == J.LOST_RACE, (entries, crash, chain_health(devnet, victim))
     assert entries[0].winner == competitor
     # Not retried: the next blocks send nothing more for that account.
     await keeper.evaluated_at(devnet.mine(1))
-    assert len([e for e in journal.all() if e.account == victim]) == 1
+    assert len([e for e in await journal.all() if e.account == victim]) == 1
 
 
 async def test_held_back_transaction_is_replaced_within_the_profit_cap(
@@ -257,7 +257,7 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
     try:
         _, journal, sent = await crash_and_collect(devnet, keeper)
         assert sent
-        first_fee = journal.txs(sent[0].key)[0].max_fee_per_gas
+        first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
         # A base-fee spike prices the keeper's transactions out of the next blocks.
         spike = first_fee * 3
         for _ in range(4):
@@ -266,10 +266,10 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         # Blocks passed while they waited: still one opportunity per account, never a second.
         # (A second entry for an account is legitimate only after its first was included:
         # a half-liquidated position can be liquidatable again.)
-        waiting = [e.account for e in journal.by_status(J.PENDING)]
+        waiting = [e.account for e in await journal.by_status(J.PENDING)]
         assert len(waiting) == len(set(waiting))
         by_account: dict[str, list[J.JournalEntry]] = {}
-        for e in journal.all():
+        for e in await journal.all():
             by_account.setdefault(e.account, []).append(e)
         for entries in by_account.values():
             assert all(e.status == J.INCLUDED for e in entries[:-1])
@@ -278,7 +278,7 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
     await keeper.evaluated_at(devnet.mine(1))
     replaced = 0
     for entry in sent:
-        txs = journal.txs(entry.key)
+        txs = await journal.txs(entry.key)
         replaced += len(txs) > 1
         fees = [t.max_fee_per_gas for t in txs]
         assert fees == sorted(fees)
@@ -449,15 +449,15 @@ async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devne
     finally:
         devnet.client.call("evm_setAutomine", True)
     await keeper.evaluated_at(devnet.mine(1))
-    included = {e.key for e in journal.by_status(J.INCLUDED)}
+    included = {e.key for e in await journal.by_status(J.INCLUDED)}
     assert {e.key for e in sent} <= included
     for entry in sent:
         assert devnet.account_data(entry.account)[1] < 10**30  # sanity: still readable
     if "USDT" in devnet.manifest["tokens"]:
         # A token with no return values, approved only from zero, through the flash path.
-        assert any(e.debt == "USDT" for e in journal.by_status(J.INCLUDED))
+        assert any(e.debt == "USDT" for e in await journal.by_status(J.INCLUDED))
         assert balance("USDT", flash) > 0
-    assert journal.by_status(J.REVERTED) == []
+    assert await journal.by_status(J.REVERTED) == []
     # The profit sits in the contract, in the debt assets; the keeper spent only gas.
     assert balance("DAI", flash) + balance("USDC", flash) > 0
     assert {s: balance(s, KEEPER) for s in devnet.manifest["tokens"]} == keeper_before
@@ -476,7 +476,7 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     devnet.set_price("WETH", 2100.0)
     await keeper.evaluated_at(devnet.mine(1))
     executor = keeper.daemon.executors["aave"]
-    assert executor.journal.all() == []
+    assert await executor.journal.all() == []
     short = {s.symbol: s for s in executor.capital_shortfall.values()}
     assert {"USDC", "DAI"} <= set(short)
     assert sum(s.opportunities for s in short.values()) > 20
@@ -502,5 +502,5 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     await auto.evaluated_at(devnet.mine(1))
     await auto.evaluated_at(devnet.mine(1))
     journal = auto.daemon.executors["aave"].journal
-    assert len(journal.by_status(J.INCLUDED)) > 20
-    assert journal.by_status(J.REVERTED) == []
+    assert len(await journal.by_status(J.INCLUDED)) > 20
+    assert await journal.by_status(J.REVERTED) == []

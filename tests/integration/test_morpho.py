@@ -163,11 +163,11 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
             await asyncio.sleep(0.3)
         deadline = time.monotonic() + 30
         while True:
-            included = [e for e in keeper.journal.all() if e.status == J.INCLUDED]
+            included = [e for e in await keeper.journal.all() if e.status == J.INCLUDED]
             if len(included) >= len(underwater):
                 break
             assert time.monotonic() < deadline, [(e.account, e.status, e.detail)
-                                                 for e in keeper.journal.all()]
+                                                 for e in await keeper.journal.all()]
             devnet.mine(1)
             await asyncio.sleep(0.2)
         assert {e.account for e in included} == {a for a, _ in underwater}
@@ -180,7 +180,7 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
             assert borrow_shares == 0 or collateral == 0  # repaid in full, or seized in full
         # Healthy positions were left alone.
         healthy = {p.account for p in book.positions if book.health(p) >= 1}
-        assert not healthy & {e.account for e in keeper.journal.all()}
+        assert not healthy & {e.account for e in await keeper.journal.all()}
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

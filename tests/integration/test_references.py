@@ -141,4 +141,4 @@ async def test_oracle_20pct_off_the_reference_median_trips_the_breaker(
                         {"chain": "devnet", "asset": "WETH"}) == pytest.approx(0.2, rel=1e-3)
     scanner = keeper.daemon.scanners["aave"]
     assert scanner.view is not None and (scanner.view.health < 1).sum() > 0
-    assert keeper.daemon.executors["aave"].journal.all() == []
+    assert await keeper.daemon.executors["aave"].journal.all() == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution.reconcile import resume_journal
 from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
+from keeperd.storage.db import SqliteDatabase
 from tests.integration.test_breaker import SequencerFeed, block_time
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
@@ -67,8 +67,9 @@ async def evaluated_everywhere(keeper, block: int) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.02)
 
 
-def journaled(keeper, protocol: str) -> list[J.JournalEntry]:  # type: ignore[no-untyped-def]
-    return [e for e in keeper.daemon.executors["morpho"].journal.all() if e.protocol == protocol]
+async def journaled(keeper, protocol: str) -> list[J.JournalEntry]:  # type: ignore[no-untyped-def]
+    return [e for e in await keeper.daemon.executors["morpho"].journal.all()
+            if e.protocol == protocol]
 
 
 async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
@@ -85,12 +86,12 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     assert aave_book is not None and (aave_book.health < 1).sum() > 20
     assert morpho_book is not None and sum(morpho_book.health(p) < 1
                                            for p in morpho_book.positions) >= 3
-    assert journaled(keeper, "aave") == [] and journaled(keeper, "morpho") == []
+    assert (await journaled(keeper, "aave")) == [] and (await journaled(keeper, "morpho")) == []
     keeper.daemon.executors["aave"].breaker.reset("WETH")
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
-    assert len(journaled(keeper, "aave")) > 20
-    assert len(journaled(keeper, "morpho")) >= 3
+    assert len(await journaled(keeper, "aave")) > 20
+    assert len(await journaled(keeper, "morpho")) >= 3
 
 
 async def test_a_down_sequencer_holds_morpho_too(
@@ -106,11 +107,11 @@ async def test_a_down_sequencer_holds_morpho_too(
     devnet.set_price("WETH", 2100.0)
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
-    assert journaled(keeper, "morpho") == []
+    assert (await journaled(keeper, "morpho")) == []
     sequencer.set(0, block_time(devnet) - 3_600)  # up for an hour
     # Up for longer than the grace period: released on the next block.
     await evaluated_everywhere(keeper, devnet.mine(1))
-    assert len(journaled(keeper, "morpho")) >= 3
+    assert len(await journaled(keeper, "morpho")) >= 3
 
 
 def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
@@ -179,18 +180,17 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
 
 
 async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
-    journal = J.Journal(db)
+    journal = await J.Journal.open(SqliteDatabase.open(tmp_path / "j.sqlite3"))
     entry = J.JournalEntry("morpho:0xabc:0x01:7", "morpho", "0xabc", "WETH", "USDC", 1, 1.0,
                            0, 10, J.PLANNED, None, None, None)
-    assert journal.record(entry)
+    assert await journal.record(entry)
     other = J.JournalEntry("aave:0xdef:x:y:1", "aave", "0xdef", "WETH", "USDC", 1, 1.0, 0, 10,
                            J.PLANNED, None, None, None)
-    assert journal.record(other)
+    assert await journal.record(other)
     assert await resume_journal(journal, None, "morpho", 11) == 0  # type: ignore[arg-type]
-    assert journal.get(entry.key) is None  # forgotten: may be planned again
-    assert journal.get(other.key) is not None  # another protocol's is left to it
-    assert journal.record(entry)
+    assert await journal.get(entry.key) is None  # forgotten: may be planned again
+    assert await journal.get(other.key) is not None  # another protocol's is left to it
+    assert await journal.record(entry)
 
 
 async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
@@ -200,7 +200,7 @@ async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
     devnet.set_price("WETH", 2100.0)
     await evaluated_everywhere(keeper, devnet.mine(1))
     morpho = keeper.daemon.executors["morpho"]
-    assert journaled(keeper, "morpho") == []
+    assert (await journaled(keeper, "morpho")) == []
     [short] = morpho.capital_shortfall.values()
     assert short.symbol == "USDC" and short.opportunities >= 3 and short.missing > 0
     registry = keeper.daemon.metrics.registry

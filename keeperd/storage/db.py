@@ -1,0 +1,186 @@
+"""One interface to the state database, two back-ends: the embedded SQLite file (one machine,
+the default) and PostgreSQL through asyncpg (several replicas sharing one state).
+
+SQL is written once, in the dialect both accept: `$1, $2, ...` placeholders (rewritten to
+SQLite's `?1, ?2, ...`), `ON CONFLICT ... DO NOTHING`, BIGINT / DOUBLE PRECISION / TEXT.
+Transactions are async context managers and nest (an inner one joins the outer). A
+transaction that leads to an on-chain transaction calls `fenced()` inside it: with a lease
+configured (PostgreSQL), the write commits only while this replica holds the lease at its
+epoch (`storage/lease.py`); on SQLite there is one process (the state-directory lock), so
+there is nothing to fence.
+
+The SQLite back-end runs its statements on the event loop thread, as keeperd always did (local
+disk, short transactions). Each back-end holds one connection and a lock: a transaction keeps
+the connection for its duration, other tasks' statements wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+Fence = Callable[[Any], Awaitable[None]]
+
+
+class Database:
+    dialect: str
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def fetchrow(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def fenced(self) -> None:
+        """Inside a transaction: fail (`FencedOut`) unless this replica may act."""
+
+    async def close(self) -> None:
+        pass
+
+
+class _Serialized(Database):
+    """One connection shared by the tasks of the event loop: a transaction holds it (a lock)
+    until it ends, so another task's statements wait instead of landing inside it; a task's
+    own statements inside its transaction go straight through (a context variable)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._in_tx: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"db_tx_{id(self)}", default=False)
+
+    async def _run(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        if self._in_tx.get():
+            return await fn()
+        async with self._lock:
+            return await fn()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        if self._in_tx.get():
+            yield  # nested: part of the outer transaction
+            return
+        async with self._lock:
+            token = self._in_tx.set(True)
+            try:
+                async with self._begin():
+                    yield
+            finally:
+                self._in_tx.reset(token)
+
+    def _begin(self) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+
+class SqliteDatabase(_Serialized):
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteDatabase:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return cls(conn)
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return _PLACEHOLDER.sub(r"?\1", sql)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async def run() -> int:
+            return self.conn.execute(self._sql(sql), args).rowcount
+        return await self._run(run)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction():
+            self.conn.executemany(self._sql(sql), rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        async def run() -> list[tuple[Any, ...]]:
+            return self.conn.execute(self._sql(sql), args).fetchall()
+        return await self._run(run)
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresDatabase(_Serialized):
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any, fence: Fence | None = None) -> None:
+        super().__init__()
+        self.conn = conn
+        self.fence = fence
+
+    @classmethod
+    async def connect(cls, dsn: str, *, statement_timeout_s: float = 10.0,
+                      fence: Fence | None = None) -> PostgresDatabase:
+        import asyncpg
+
+        ms = str(int(statement_timeout_s * 1000))
+        conn = await asyncpg.connect(dsn, server_settings={
+            "statement_timeout": ms, "idle_in_transaction_session_timeout": ms,
+            "application_name": "keeperd"})
+        return cls(conn, fence)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._run(lambda: self.conn.execute(sql, *args))
+        tail = status.rsplit(" ", 1)[-1] if isinstance(status, str) else ""
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._run(lambda: self.conn.executemany(sql, rows))
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        records = await self._run(lambda: self.conn.fetch(sql, *args))
+        return [tuple(r) for r in records]
+
+    def _begin(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.conn.transaction()
+
+    async def fenced(self) -> None:
+        if self.fence is not None:
+            if not self._in_tx.get():
+                raise RuntimeError("fenced() belongs inside the write's transaction")
+            await self.fence(self.conn)
+
+    async def close(self) -> None:
+        await self.conn.close()

@@ -1,0 +1,56 @@
+"""Schema migrations both back-ends run, numbered, each applied once and recorded in
+`schema_migrations` (in one transaction with its statements, so a crash leaves it applied or
+not). `keeperd storage migrate` runs them; so does opening the journal.
+
+Migration 1 adopts the tables keeperd created before migrations existed: its statements are
+`CREATE ... IF NOT EXISTS`, so on an existing SQLite state file it only records itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from keeperd.storage.db import Database
+
+
+def _journal() -> Sequence[str]:
+    from keeperd.execution.journal import SCHEMA
+
+    return SCHEMA
+
+
+MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
+
+# (version, name, the statements): append only; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[int, str, Callable[[], Sequence[str]]], ...] = (
+    (1, "liquidation journal", _journal),
+)
+
+
+async def applied(db: Database) -> list[int]:
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     "version BIGINT PRIMARY KEY, name TEXT NOT NULL, "
+                     "applied_at DOUBLE PRECISION NOT NULL)")
+    return [r[0] for r in await db.fetch("SELECT version FROM schema_migrations "
+                                         "ORDER BY version")]
+
+
+async def migrate(db: Database) -> list[int]:
+    """Apply the migrations not applied yet, in one transaction (replicas starting together:
+    the first applies them, the others wait on an advisory lock and find them done); the
+    versions applied now."""
+    now = []
+    async with db.transaction():
+        if db.dialect == "postgresql":
+            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        done = set(await applied(db))
+        for version, name, statements in MIGRATIONS:
+            if version in done:
+                continue
+            for sql in statements():
+                await db.execute(sql)
+            await db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                             "VALUES ($1, $2, $3)", version, name, time.time())
+            now.append(version)
+    return now

@@ -1,0 +1,142 @@
+"""Which replica acts: the lease loop of one keeper identity (chain + key).
+
+Every replica follows the chain and evaluates; only the leader signs and sends. The loop, every
+`renew_every_s` on the lease's own connection: the leader renews; a standby tries to take the
+lease (it succeeds once the leader's has expired: failover <= length_s + renew_every_s). On
+taking it, the new leader's `on_promoted` runs first (the executors reconcile the shared
+journal: rebroadcast what the old leader signed, never sign it again under a new nonce). A
+leader that fails to renew, or has not renewed for longer than the lease minus one renewal
+interval (its clock's view; the database's is the one that counts), stops acting at once and
+says so; so does one whose fenced write failed (`demote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from keeperd.config import LeaseConfig
+from keeperd.metrics import Metrics
+from keeperd.storage.lease import Lease
+
+log = structlog.get_logger(__name__)
+
+LEADER, STANDBY = "leader", "standby"
+
+
+class Replica:
+    name = "replica"
+
+    def __init__(self, lease: Lease, config: LeaseConfig, metrics: Metrics,
+                 on_promoted: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.lease = lease
+        self.config = config
+        self.metrics = metrics
+        self.on_promoted = on_promoted
+        self.role = STANDBY
+        self._renewed_at: float | None = None  # monotonic
+        self._stop = asyncio.Event()
+        self._publish()
+
+    @property
+    def identity(self) -> str:
+        return self.lease.identity
+
+    def is_leader(self) -> bool:
+        return self.role == LEADER
+
+    def demote(self, reason: str) -> None:
+        """Stop acting now (a fenced write failed, a renewal failed or came too late)."""
+        if self.role == LEADER:
+            log.error("replica.demoted", identity=self.identity, epoch=self.lease.epoch,
+                      reason=reason, meaning="this replica stops sending; another takes over")
+            self.metrics.lease_losses.labels(self.identity).inc()
+        self.role = STANDBY
+        self.lease.epoch = None
+        self._publish()
+
+    async def step(self) -> None:
+        """One turn of the loop (tests drive it directly)."""
+        now = time.monotonic()
+        if self.role == LEADER:
+            stale = (self._renewed_at is not None and now - self._renewed_at
+                     > self.config.length_s - self.config.renew_every_s)
+            try:
+                ok = await self.lease.renew()
+            except Exception as exc:  # the database is unreachable or slow: counted
+                self.metrics.lease_renewals.labels(self.identity, "error").inc()
+                log.warning("replica.renew_failed", identity=self.identity,
+                            error=f"{type(exc).__name__}: {exc}")
+                if stale:
+                    self.demote("the lease could not be renewed before it expires")
+                return
+            if not ok:
+                self.metrics.lease_renewals.labels(self.identity, "lost").inc()
+                self.demote("the lease was taken over (or expired) before this renewal")
+                return
+            self.metrics.lease_renewals.labels(self.identity, "ok").inc()
+            self._renewed_at = now
+            self._publish()
+            return
+        try:
+            epoch = await self.lease.try_acquire()
+        except Exception as exc:
+            self.metrics.lease_renewals.labels(self.identity, "error").inc()
+            log.warning("replica.acquire_failed", identity=self.identity,
+                        error=f"{type(exc).__name__}: {exc}")
+            return
+        if epoch is None:
+            self._publish()
+            return
+        self._renewed_at = now
+        log.info("replica.lease_taken", identity=self.identity, epoch=epoch,
+                 holder=self.lease.holder, next="reconciling the journal before acting")
+        if self.on_promoted is not None:
+            try:
+                await self.on_promoted(epoch)
+            except Exception as exc:  # not fit to lead: let the lease go to another
+                log.error("replica.promotion_failed", identity=self.identity,
+                          error=f"{type(exc).__name__}: {exc}")
+                await self._release()
+                self._publish()
+                return
+        self.role = LEADER
+        log.warning("replica.promoted", identity=self.identity, epoch=epoch,
+                    holder=self.lease.holder, meaning="this replica signs and sends now")
+        self._publish()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            await self.step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.renew_every_s)
+
+    def drain(self) -> None:
+        self._stop.set()
+
+    async def drained(self) -> None:
+        """On a clean stop: hand the lease over at once instead of after its expiry."""
+        if self.role == LEADER:
+            self.role = STANDBY
+            await self._release()
+            self._publish()
+
+    async def _release(self) -> None:
+        try:
+            await self.lease.release()
+        except Exception as exc:
+            log.warning("replica.release_failed", identity=self.identity, error=str(exc))
+        self.lease.epoch = None
+
+    def _publish(self) -> None:
+        m = self.metrics
+        for role in (LEADER, STANDBY):
+            m.replica_role.labels(self.identity, role).set(1 if self.role == role else 0)
+        m.lease_epoch.labels(self.identity).set(self.lease.epoch or 0)
+        if self._renewed_at is not None:
+            m.lease_since_renewal.labels(self.identity).set(
+                time.monotonic() - self._renewed_at)

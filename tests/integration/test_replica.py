@@ -1,0 +1,107 @@
+"""Replicas on a real PostgreSQL server (#16): the lease loop promotes one, reconciles before it
+acts, hands over when the leader freezes or stops, and a leader that lost its lease stops
+acting at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from keeperd.config import LeaseConfig
+from keeperd.metrics import Metrics
+from keeperd.storage.lease import Lease
+from keeperd.storage.replica import LEADER, STANDBY, Replica
+from tests.conftest import metric_value
+
+CONFIG = LeaseConfig(length_s=1.2, renew_every_s=0.3, statement_timeout_s=0.25)
+
+
+async def replica(dsn: str, holder: str, promoted: list[tuple[str, int]],
+                  metrics: Metrics) -> Replica:
+    lease = Lease(dsn, "devnet:0xkeeper", holder=holder, length_s=CONFIG.length_s,
+                  statement_timeout_s=CONFIG.statement_timeout_s)
+    await lease.connect()
+
+    async def on_promoted(epoch: int) -> None:
+        promoted.append((holder, epoch))
+
+    return Replica(lease, CONFIG, metrics, on_promoted=on_promoted)
+
+
+async def test_one_leads_the_other_takes_over_when_it_freezes(postgres_dsn: str) -> None:
+    promoted: list[tuple[str, int]] = []
+    ma, mb = Metrics(), Metrics()
+    a = await replica(postgres_dsn, "a", promoted, ma)
+    b = await replica(postgres_dsn, "b", promoted, mb)
+    try:
+        await a.step()
+        await b.step()
+        assert (a.role, b.role) == (LEADER, STANDBY) and promoted == [("a", 1)]
+        assert metric_value(ma, "keeperd_replica_role",
+                            {"identity": "devnet:0xkeeper", "role": "leader"}) == 1
+        assert metric_value(mb, "keeperd_replica_role",
+                            {"identity": "devnet:0xkeeper", "role": "standby"}) == 1
+        for _ in range(3):  # renewing in time keeps it
+            await asyncio.sleep(CONFIG.renew_every_s)
+            await a.step()
+            await b.step()
+        assert (a.role, b.role) == (LEADER, STANDBY)
+        assert metric_value(ma, "keeperd_lease_renewals_total",
+                            {"identity": "devnet:0xkeeper", "outcome": "ok"}) == 3
+        # a freezes (SIGSTOP, a GC pause, a partition): b takes over after the lease.
+        started = asyncio.get_running_loop().time()
+        while b.role != LEADER:
+            await asyncio.sleep(CONFIG.renew_every_s)
+            await b.step()
+        took = asyncio.get_running_loop().time() - started
+        assert took <= CONFIG.length_s + 2 * CONFIG.renew_every_s
+        assert promoted == [("a", 1), ("b", 2)]
+        assert metric_value(mb, "keeperd_lease_epoch", {"identity": "devnet:0xkeeper"}) == 2
+        # a resumes: its renewal fails, it stops acting and says so.
+        await a.step()
+        assert a.role == STANDBY and not a.is_leader()
+        assert metric_value(ma, "keeperd_lease_losses_total",
+                            {"identity": "devnet:0xkeeper"}) == 1
+    finally:
+        await a.lease.close()
+        await b.lease.close()
+
+
+async def test_a_clean_stop_hands_over_at_once(postgres_dsn: str) -> None:
+    promoted: list[tuple[str, int]] = []
+    a = await replica(postgres_dsn, "a", promoted, Metrics())
+    b = await replica(postgres_dsn, "b", promoted, Metrics())
+    try:
+        await a.step()
+        await b.step()
+        a.drain()
+        await a.drained()  # releases the lease
+        await b.step()
+        assert b.role == LEADER and promoted == [("a", 1), ("b", 2)]
+    finally:
+        await a.lease.close()
+        await b.lease.close()
+
+
+async def test_a_fenced_write_demotes_and_a_failed_reconcile_gives_the_lease_back(
+        postgres_dsn: str) -> None:
+    promoted: list[tuple[str, int]] = []
+    a = await replica(postgres_dsn, "a", promoted, Metrics())
+    try:
+        await a.step()
+        assert a.is_leader()
+        a.demote("a fenced write was refused")
+        assert not a.is_leader() and a.lease.epoch is None
+
+        async def broken(epoch: int) -> None:
+            raise RuntimeError("the RPC is down")
+
+        b = await replica(postgres_dsn, "b", promoted, Metrics())
+        b.on_promoted = broken
+        await asyncio.sleep(CONFIG.length_s + 0.1)
+        await b.step()  # takes the lease, cannot reconcile: releases it, stays standby
+        assert not b.is_leader()
+        await a.step()  # so a (healthy) takes it at once
+        assert a.is_leader() and a.lease.epoch == 3
+        await b.lease.close()
+    finally:
+        await a.lease.close()

@@ -1,0 +1,129 @@
+"""Two `keeperd run` processes with the same configuration on one PostgreSQL (#16), tried as an
+operator would: exactly one liquidates; SIGKILLed mid-wave, the other takes over within the
+configured failover, resumes what the first signed and finishes the crash, and no
+opportunity is sent twice (checked on chain)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from keeperd.devnet.handle import Devnet
+from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, chain_health, fund_keeper
+from tests.keeperd_process import start_keeperd, wait_until
+
+LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
+LEASE = {"length_s": 3.0, "renew_every_s": 1.0, "statement_timeout_s": 0.8}
+
+
+def replica_config(devnet: Devnet, tmp_path: Path, name: str, dsn: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / name),  # each replica its own local state directory
+        "storage": {"url": dsn, "lease": LEASE},
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "logging": {"format": "json"},
+    }))
+    return path
+
+
+def events(logs: Path, name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.read_text().splitlines()
+            if line.startswith("{") and f'"{name}"' in line]
+
+
+def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigkill(
+        devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
+    from tests.conftest import fresh_database
+
+    dsn = asyncio.run(fresh_database(postgres_server))
+    fund_keeper(devnet)
+    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+    logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
+    procs: dict[str, subprocess.Popen[str]] = {}
+
+    def journal() -> dict[str, str]:
+        return dict(query(dsn, "SELECT key, status FROM liquidations"))  # type: ignore[arg-type]
+
+    try:
+        procs["a"] = start_keeperd(replica_config(devnet, tmp_path, "a", dsn), env, logs["a"])
+        wait_until(lambda: events(logs["a"], "replica.promoted"), "a leads", 60)
+        procs["b"] = start_keeperd(replica_config(devnet, tmp_path, "b", dsn), env, logs["b"])
+        wait_until(lambda: events(logs["b"], "daemon.started"), "b follows", 60)
+        time.sleep(2 * LEASE["renew_every_s"])
+        assert not events(logs["b"], "replica.promoted")  # exactly one leads
+        devnet.client.call("evm_setAutomine", False)
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
+        underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+        debts = {a: devnet.account_data(a)[1] for a in underwater}
+        assert len(underwater) > 20
+        # a liquidates: its wave journaled (signed, write-ahead) and broadcast; then SIGKILL.
+        wait_until(lambda: len(journal()) > 20 and "pending" in journal().values(),
+                   "a's liquidations", 30)
+        procs["a"].kill()
+        killed_at = time.monotonic()
+        procs["a"].wait(timeout=10)
+        sent_by_a = {k for k, s in journal().items() if s == "pending"}
+        wait_until(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
+        failover = time.monotonic() - killed_at
+        assert failover <= LEASE["length_s"] + 2 * LEASE["renew_every_s"] + 1.0, failover
+        # b reconciled the shared journal: a's signed transactions tracked again, none signed
+        # anew under another nonce.
+        resumed = {e["opportunity"] for e in events(logs["b"], "journal.resumed")}
+        assert resumed == sent_by_a
+        for _ in range(6):
+            devnet.mine(1)
+            time.sleep(1.0)
+        wait_until(lambda: all(s in ("included", "lost_race", "reverted") for s in
+                               journal().values()) and journal(), "settled", 30)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=15)
+    statuses = journal()
+    assert "reverted" not in statuses.values()
+    # Never twice: one signed transaction per opportunity (a's, resumed by b, or b's own)...
+    per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    assert per_key and all(n == 1 for n in per_key.values()), per_key
+    # ...and on chain, one liquidation by the keeper per included opportunity.
+    found = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(crash), "toBlock": "latest",
+        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
+    # LiquidationCall's data: debtToCover, liquidatedCollateralAmount, liquidator, receiveAToken.
+    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    included = [k for k, s in statuses.items() if s == "included"]
+    assert len(ours) == len(included) > 20
+    # Every account the crash put under water was liquidated, but dust no keeper pays gas for.
+    liquidated = {k.split(":")[1].lower() for k in included}
+    for account in underwater:
+        if account.lower() not in liquidated:
+            assert debts[account] / 1e8 < 200, (account, debts[account] / 1e8)

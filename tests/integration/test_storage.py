@@ -1,0 +1,148 @@
+"""The storage layer, one suite run on both back-ends (#16): the embedded SQLite file and a real
+PostgreSQL server on loopback. Migrations, the liquidation journal's rules (never twice,
+write-ahead of signed transactions, forgetting what was never signed), transactions that
+roll back whole, and — on PostgreSQL with a lease — writes fenced by the lease's epoch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from keeperd.execution import journal as J
+from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
+from keeperd.storage.lease import FencedOut, Lease, fence
+from keeperd.storage.migrations import MIGRATIONS, applied, migrate
+from tests.conftest import fresh_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        database: Database = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
+    else:  # the session's server (a sync fixture), a database of this test's own
+        database = await PostgresDatabase.connect(
+            await fresh_database(request.getfixturevalue("postgres_server")))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def entry(key: str, protocol: str = "aave", status: str = J.PLANNED) -> J.JournalEntry:
+    return J.JournalEntry(key, protocol, "0xabc", "WETH", "USDC", 10**30, 12.5, 10**18, 7,
+                          status, None, None, None)
+
+
+def signed(key: str, nonce: int, tx_hash: str) -> J.TxRecord:
+    return J.TxRecord(tx_hash, key, nonce, 3 * 10**9, 10**9, 900_000, "0x02f8", "liquidation",
+                      1_700_000_000.25)
+
+
+async def test_migrations_apply_once_and_are_recorded(db: Database) -> None:
+    assert await migrate(db) == [v for v, _, _ in MIGRATIONS]
+    assert await migrate(db) == []  # a second start, or a second replica: nothing to do
+    assert await applied(db) == [v for v, _, _ in MIGRATIONS]
+    assert await db.fetchval("SELECT count(*) FROM liquidations") == 0
+
+
+async def test_the_journal_never_records_an_opportunity_twice(db: Database) -> None:
+    journal = await J.Journal.open(db)
+    assert await journal.record(entry("aave:0xabc:WETH:USDC:1"))
+    assert not await journal.record(entry("aave:0xabc:WETH:USDC:1"))
+    got = await journal.get("aave:0xabc:WETH:USDC:1")
+    assert got == entry("aave:0xabc:WETH:USDC:1")  # big integers kept exactly (as text)
+    assert await journal.get("nope") is None
+
+
+async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:
+    journal = await J.Journal.open(db)
+    key = "aave:0xabc:WETH:USDC:1"
+    await journal.record(entry(key))
+    await journal.record_tx(signed(key, 41, "0xaa"))
+    await journal.record_tx(signed(key, 41, "0xbb"), nonce_of_key=41)  # a replacement
+    got = await journal.get(key)
+    assert got is not None and got.status == J.PENDING and got.nonce == 41
+    assert [t.tx_hash for t in await journal.txs(key)] == ["0xaa", "0xbb"]
+    assert (await journal.txs(key))[0] == signed(key, 41, "0xaa")
+    # Signed: it can no longer be forgotten (it may be on chain).
+    assert not await journal.forget_unsigned(key)
+    await journal.set_status(key, J.INCLUDED, detail="tx=0xbb")
+    await journal.set_status(key, J.INCLUDED, winner=None)  # COALESCE keeps the detail
+    got = await journal.get(key)
+    assert got is not None and (got.status, got.detail) == (J.INCLUDED, "tx=0xbb")
+    assert [e.key for e in await journal.by_status(J.INCLUDED, J.PENDING)] == [key]
+
+
+async def test_what_was_never_signed_is_forgotten_and_may_be_planned_again(db: Database
+                                                                          ) -> None:
+    journal = await J.Journal.open(db)
+    await journal.record(entry("morpho:0x1:m:1", "morpho"))
+    assert await journal.forget_unsigned("morpho:0x1:m:1")
+    assert await journal.get("morpho:0x1:m:1") is None
+    assert await journal.record(entry("morpho:0x1:m:1", "morpho"))
+
+
+async def test_a_transaction_rolls_back_whole(db: Database) -> None:
+    journal = await J.Journal.open(db)
+    with pytest.raises(RuntimeError, match="boom"):
+        async with journal.transaction():
+            await journal.record(entry("a:1"))
+            async with journal.transaction():  # nested: joins the outer one
+                await journal.record(entry("a:2"))
+            raise RuntimeError("boom")
+    assert await journal.all() == []
+    async with journal.transaction():
+        await journal.record(entry("a:1"))
+        await journal.record(entry("a:2"))
+    assert [e.key for e in await journal.all()] == ["a:1", "a:2"]
+
+
+async def test_concurrent_tasks_do_not_interleave_a_transaction(db: Database) -> None:
+    journal = await J.Journal.open(db)
+
+    async def wave(prefix: str) -> None:
+        async with journal.transaction():
+            for i in range(20):
+                await journal.record(entry(f"{prefix}:{i}"))
+                await asyncio.sleep(0)
+
+    await asyncio.gather(wave("x"), wave("y"), wave("z"))
+    assert len(await journal.all()) == 60
+
+
+async def test_only_the_lease_holder_journals(postgres_dsn: str) -> None:
+    identity = "devnet:0xkeeper"
+    leases = [Lease(postgres_dsn, identity, holder=h, length_s=1.0, statement_timeout_s=0.5)
+              for h in ("a", "b")]
+    for lease in leases:
+        await lease.connect()
+    a, b = leases
+
+    def fenced_by(lease: Lease):  # type: ignore[no-untyped-def]
+        return lambda conn: fence(conn, identity, lease.holder, lease.epoch)
+
+    db_a = await PostgresDatabase.connect(postgres_dsn, fence=fenced_by(a))
+    db_b = await PostgresDatabase.connect(postgres_dsn, fence=fenced_by(b))
+    try:
+        ja, jb = await J.Journal.open(db_a), await J.Journal.open(db_b)
+        with pytest.raises(FencedOut):  # nobody holds the lease yet: nobody journals
+            await ja.record(entry("k:0"))
+        assert await a.try_acquire() == 1
+        assert await ja.record(entry("k:1"))
+        with pytest.raises(FencedOut):
+            await jb.record(entry("k:2"))  # b is standby
+        await asyncio.sleep(1.2)  # a froze past its lease; b takes over
+        assert await b.try_acquire() == 2
+        with pytest.raises(FencedOut):  # a, resumed, signs: its write-ahead fails
+            await ja.record_tx(signed("k:1", 5, "0xa1"))
+        await jb.record_tx(signed("k:1", 5, "0xb1"))
+        assert [t.tx_hash for t in await jb.txs("k:1")] == ["0xb1"]
+        assert [e.key for e in await jb.all()] == ["k:1"]
+    finally:
+        await db_a.close()
+        await db_b.close()
+        for lease in leases:
+            await lease.close()
