@@ -8,6 +8,8 @@
     keeperd simulate --config PATH --shock WETH=-30%   the cascade of a shock, and a chart
     keeperd silence add|list|expire      mute matching alerts for a while
     keeperd alerts list|retry|test       firing alerts and the outbox; requeue dead; test a route
+    keeperd storage migrate|copy|leases  the state database; a single machine's journal to
+                                         PostgreSQL; who holds the replicas' lease
     keeperd config-schema                the config's JSON Schema (for editors)
     keeperd devnet up|down|set-price|mine  the local chain for demos and tests
 """
@@ -279,6 +281,34 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_storage(args: argparse.Namespace) -> int:
+    from keeperd.storage import admin
+
+    config = load_config(args.config)
+    try:
+        if args.storage_command == "migrate":
+            dialect, applied = asyncio.run(admin.run_migrations(config))
+            print(f"{dialect}: " + (f"applied migrations {applied}" if applied
+                                    else "up to date"))
+        elif args.storage_command == "copy":
+            copied = asyncio.run(admin.copy_sqlite_to_postgres(config))
+            print("copied " + ", ".join(f"{n} rows of {t}" for t, n in copied.rows.items())
+                  + f" from {admin.sqlite_path(config)} to PostgreSQL")
+        else:
+            rows = asyncio.run(admin.leases(config))
+            if not rows:
+                print("no lease (one machine on SQLite, or no replica started yet)")
+            for r in rows:
+                state = (f"expires in {r.expires_in_s:.1f} s" if r.expires_in_s > 0
+                         else f"EXPIRED {-r.expires_in_s:.1f} s ago: no replica acts")
+                print(f"{r.identity}: held by {r.holder}, epoch {r.epoch}, {state}, renewed "
+                      f"{r.since_renewal_s:.1f} s ago")
+    except admin.StorageError as exc:
+        print(f"keeperd storage {args.storage_command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def _cmd_config_schema(_: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
@@ -417,6 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--route", help="test: only this route")
     p.add_argument("--limit", type=int, default=20, help="list: recent outbox entries")
     p.set_defaults(func=_cmd_alerts)
+
+    storage = sub.add_parser("storage", help="the state database: migrate, copy a single "
+                             "machine's journal to PostgreSQL, show the replicas' leases")
+    ssub = storage.add_subparsers(dest="storage_command", required=True)
+    for name, help_text in (
+            ("migrate", "apply the schema migrations (SQLite, or PostgreSQL with storage.url)"),
+            ("copy", "copy the journal from state_dir's SQLite file into storage.url's empty "
+                     "PostgreSQL database (before starting replicas)"),
+            ("leases", "who holds each keeper identity's lease, at which epoch")):
+        p = ssub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, type=Path)
+        if name == "copy":
+            p.add_argument("--from", dest="source", choices=("sqlite",), default="sqlite")
+            p.add_argument("--to", dest="target", choices=("postgres",), default="postgres")
+        p.set_defaults(func=_cmd_storage)
 
     p = sub.add_parser("config-schema", help="print the config's JSON Schema")
     p.set_defaults(func=_cmd_config_schema)

@@ -45,10 +45,12 @@ def collect(config: Config) -> dict[str, Any]:
     if db_path.is_file():
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
-            out["index"] = {p: {"indexed_block": b, "accounts": n} for p, b, n in db.execute(
-                "SELECT c.protocol, c.block, (SELECT COUNT(*) FROM accounts a "
-                "WHERE a.protocol = c.protocol) FROM index_cursor c")}
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if {"index_cursor", "accounts"} <= tables:
+                out["index"] = {p: {"indexed_block": b, "accounts": n} for p, b, n in
+                                db.execute("SELECT c.protocol, c.block, (SELECT COUNT(*) FROM "
+                                           "accounts a WHERE a.protocol = c.protocol) FROM "
+                                           "index_cursor c")}
             if "liquidations" in tables:
                 out["liquidations"] = dict(db.execute(
                     "SELECT status, COUNT(*) FROM liquidations GROUP BY status"))
@@ -74,7 +76,21 @@ def collect(config: Config) -> dict[str, Any]:
                                  else round(time.time() - oldest)}
         finally:
             db.close()
+    if config.storage.url is not None:
+        out.update(_shared(config))
     return out
+
+
+def _shared(config: Config) -> dict[str, Any]:
+    """With storage.url the journal and the lease are on PostgreSQL: read them there."""
+    import asyncio
+
+    from keeperd.storage.admin import StorageError, shared_status
+
+    try:
+        return asyncio.run(shared_status(config))
+    except (StorageError, OSError) as exc:
+        return {"replicas_error": str(exc)}
 
 
 def render(info: dict[str, Any]) -> str:
@@ -90,6 +106,17 @@ def render(info: dict[str, Any]) -> str:
     for protocol, idx in info.get("index", {}).items():
         lines.append(f"index            {protocol}: {idx['accounts']} accounts up to block "
                      f"{idx['indexed_block']}")
+    for r in info.get("replicas", []):
+        state = (f"lease expires in {r['expires_in_s']} s" if r["expires_in_s"] > 0
+                 else f"lease EXPIRED {-r['expires_in_s']} s ago: no replica acts")
+        lines.append(f"replicas         {r['identity']}: leader {r['holder']} (epoch "
+                     f"{r['epoch']}), {state}")
+    if "replicas_error" in info:
+        lines.append(f"replicas         unknown: {info['replicas_error']}")
+    role = ((d.get("detail") or {}).get("replica") or {}).get("role") if d.get("running") \
+        else None
+    if role:
+        lines.append(f"this replica     {role}")
     if "liquidations" in info:
         lines.append(f"liquidations     {info['liquidations'] or 'none yet'}")
         for row in info.get("last_liquidations", []):

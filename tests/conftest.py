@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -99,12 +100,18 @@ async def aave_pool(aave_devnet: Devnet, metrics: Metrics) -> AsyncIterator[RpcP
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
+def postgres() -> Iterator[Any]:
     """One throwaway PostgreSQL cluster on loopback for the session (`tests/postgres.py`)."""
     from tests.postgres import postgres_cluster
 
-    with postgres_cluster() as dsn:
-        yield dsn
+    with postgres_cluster() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres: Any) -> str:
+    """The cluster's DSN (its `postgres` database)."""
+    return str(postgres.dsn)
 
 
 async def fresh_database(server: str) -> str:

@@ -24,9 +24,37 @@ def server_bin() -> Path:
     return Path(found[-1]).parent
 
 
+class PostgresServer:
+    """A running throwaway cluster: its DSN, and a restart (as an operator's upgrade does)."""
+
+    def __init__(self, bin_dir: Path, data: Path, root: Path, port: int,
+                 as_user: list[str]) -> None:
+        self.bin_dir, self.data, self.root, self.port = bin_dir, data, root, port
+        self.as_user = as_user
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                        *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        # -l: without a log file the server keeps pg_ctl's pipes and a caller capturing its
+        # output hangs; -k: the socket stays in our directory.
+        self._pg_ctl("-l", str(self.root / "log"), "-o",
+                     f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                     "-c fsync=off", "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Yields the DSN of a fresh cluster's `postgres` database (trust auth, loopback only)."""
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """A fresh cluster (trust auth, loopback only), stopped and removed at the end."""
     bin_dir = server_bin()
     root = Path(tempfile.mkdtemp(prefix="keeperd-pg-"))
     data = root / "data"
@@ -34,16 +62,12 @@ def postgres_cluster() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
     subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust",
                     "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-    # -l: without a log file the server keeps pg_ctl's pipes and a caller capturing its
-    # output hangs; -k: the socket stays in our directory.
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l",
-                    str(root / "log"), "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off", "-w", "start"], check=True, capture_output=True)
+    server = PostgresServer(bin_dir, data, root, free_port(), as_user)
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True)

@@ -143,12 +143,18 @@ class SqliteDatabase(_Serialized):
 
 
 class PostgresDatabase(_Serialized):
+    """One asyncpg connection, opened again on the next use after it broke (a server restart,
+    a network cut): the statement that met the break fails, the following ones go on."""
+
     dialect = "postgresql"
 
-    def __init__(self, conn: Any, fence: Fence | None = None) -> None:
+    def __init__(self, connector: Callable[[], Awaitable[Any]], conn: Any,
+                 fence: Fence | None = None) -> None:
         super().__init__()
+        self._connector = connector
         self.conn = conn
         self.fence = fence
+        self.reconnects = 0
 
     @classmethod
     async def connect(cls, dsn: str, *, statement_timeout_s: float = 10.0,
@@ -156,31 +162,68 @@ class PostgresDatabase(_Serialized):
         import asyncpg
 
         ms = str(int(statement_timeout_s * 1000))
-        conn = await asyncpg.connect(dsn, server_settings={
-            "statement_timeout": ms, "idle_in_transaction_session_timeout": ms,
-            "application_name": "keeperd"})
-        return cls(conn, fence)
+
+        async def connector() -> Any:
+            return await asyncpg.connect(dsn, timeout=statement_timeout_s, server_settings={
+                "statement_timeout": ms, "idle_in_transaction_session_timeout": ms,
+                "application_name": "keeperd"})
+
+        return cls(connector, await connector(), fence)
+
+    async def _connection(self) -> Any:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = None
+            self.conn = await self._connector()
+            self.reconnects += 1
+        return self.conn
+
+    async def _call(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        conn = await self._connection()
+        try:
+            return await fn(conn)
+        except BaseException as exc:
+            self._forget_if_broken(exc)
+            raise
+
+    def _forget_if_broken(self, exc: BaseException) -> None:
+        import asyncpg
+
+        if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+                      | asyncpg.exceptions.AdminShutdownError
+                      | asyncpg.exceptions.CannotConnectNowError):
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.terminate()
 
     async def execute(self, sql: str, *args: Any) -> int:
-        status = await self._run(lambda: self.conn.execute(sql, *args))
+        status = await self._run(lambda: self._call(lambda c: c.execute(sql, *args)))
         tail = status.rsplit(" ", 1)[-1] if isinstance(status, str) else ""
         return int(tail) if tail.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._run(lambda: self.conn.executemany(sql, rows))
+        await self._run(lambda: self._call(lambda c: c.executemany(sql, rows)))
 
     async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        records = await self._run(lambda: self.conn.fetch(sql, *args))
+        records = await self._run(lambda: self._call(lambda c: c.fetch(sql, *args)))
         return [tuple(r) for r in records]
 
-    def _begin(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.conn.transaction()
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[None]:
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                yield
+        except BaseException as exc:
+            self._forget_if_broken(exc)
+            raise
 
     async def fenced(self) -> None:
         if self.fence is not None:
             if not self._in_tx.get():
                 raise RuntimeError("fenced() belongs inside the write's transaction")
-            await self.fence(self.conn)
+            await self.fence(await self._connection())
 
     async def close(self) -> None:
-        await self.conn.close()
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None

@@ -96,6 +96,16 @@ class Lease:
         self._conn: Any = None
 
     async def connect(self) -> None:
+        await self._open()
+
+    async def _ready(self) -> Any:
+        """The lease's connection, opened again if it broke (a server restart)."""
+        if self._conn is None or self._conn.is_closed():
+            self._conn = None
+            await self._open()
+        return self._conn
+
+    async def _open(self) -> None:
         ms = str(int(self.statement_timeout_s * 1000))
         self._conn = await asyncpg.connect(
             self.dsn, timeout=self.statement_timeout_s * 2,
@@ -112,7 +122,8 @@ class Lease:
     async def try_acquire(self) -> int | None:
         """Take the lease if it is free or expired (a new epoch); the epoch, or None when
         another replica holds it."""
-        epoch = await self._conn.fetchval(
+        conn = await self._ready()
+        epoch = await conn.fetchval(
             """
             INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at)
             VALUES ($1, $2, 1, now() + make_interval(secs => $3), now())
@@ -129,7 +140,8 @@ class Lease:
         """Extend the lease held at `epoch`; False (and standby) when it was lost."""
         if self.epoch is None:
             return False
-        epoch = await self._conn.fetchval(
+        conn = await self._ready()
+        epoch = await conn.fetchval(
             """
             UPDATE keeper_lease SET expires_at = now() + make_interval(secs => $4),
                    renewed_at = now()
@@ -144,14 +156,14 @@ class Lease:
     async def release(self) -> None:
         """On a clean stop: let a standby take over at once instead of after the expiry."""
         if self.epoch is not None:
-            await self._conn.execute(
+            await (await self._ready()).execute(
                 "UPDATE keeper_lease SET expires_at = now() WHERE identity = $1 AND holder = $2 "
                 "AND epoch = $3", self.identity, self.holder, self.epoch)
             self.epoch = None
 
     async def rows(self) -> list[LeaseRow]:
         """Every identity's lease (for `keeperd status`)."""
-        records = await self._conn.fetch(
+        records = await (await self._ready()).fetch(
             "SELECT identity, holder, epoch, "
             "extract(epoch FROM expires_at - now())::float8 AS expires_in, "
             "extract(epoch FROM now() - renewed_at)::float8 AS since_renewal "

@@ -127,3 +127,49 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     for account in underwater:
         if account.lower() not in liquidated:
             assert debts[account] / 1e8 < 200, (account, debts[account] / 1e8)
+
+
+@pytest.mark.slow
+def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
+        devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
+    import signal
+
+    from tests.conftest import fresh_database
+
+    dsn = asyncio.run(fresh_database(postgres_server))
+    fund_keeper(devnet)
+    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+    logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        procs["a"] = start_keeperd(replica_config(devnet, tmp_path, "a", dsn), env, logs["a"])
+        wait_until(lambda: events(logs["a"], "replica.promoted"), "a leads", 60)
+        procs["b"] = start_keeperd(replica_config(devnet, tmp_path, "b", dsn), env, logs["b"])
+        wait_until(lambda: events(logs["b"], "daemon.started"), "b follows", 60)
+        procs["a"].send_signal(signal.SIGSTOP)  # frozen: no renewal, no crash, no goodbye
+        wait_until(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
+        sent_by_a = len(events(logs["a"], "tx.sent"))  # its approvals, before the freeze
+        devnet.client.call("evm_setAutomine", False)
+        devnet.set_price_async("WETH", 2100.0)
+        devnet.mine(1)
+        wait_until(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20, "b sends", 30)
+        # a resumes with a backlog of blocks and a crash in them: it must not act on it.
+        procs["a"].send_signal(signal.SIGCONT)
+        wait_until(lambda: events(logs["a"], "replica.demoted"), "a steps down", 30)
+        for _ in range(4):
+            devnet.mine(1)
+            time.sleep(1.0)
+        assert len(events(logs["a"], "tx.sent")) == sent_by_a  # a sent nothing more
+        assert events(logs["b"], "replica.promoted") and not events(logs["b"],
+                                                                     "replica.demoted")
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                proc.wait(timeout=15)
+    per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    assert len(per_key) > 20 and all(n == 1 for n in per_key.values())
+    statuses = dict(query(dsn, "SELECT key, status FROM liquidations"))  # type: ignore[arg-type]
+    assert "reverted" not in statuses.values()

@@ -1,0 +1,131 @@
+"""`keeperd storage migrate|copy|leases`: what an operator runs against the state database.
+
+- `migrate`: apply the schema migrations to the configured back-end (PostgreSQL with
+  storage.url, else the SQLite file in state_dir), as keeperd does at start.
+- `copy --from sqlite --to postgres`: move a single machine's journal onto PostgreSQL before
+  starting replicas: every opportunity and every signed transaction, in one transaction, so a
+  keeper that moves over still never repeats a liquidation it sent from the old machine.
+  Refuses a target journal that is not empty (two histories must not be merged blindly).
+- `leases`: who holds each keeper identity's lease, at which epoch, until when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from keeperd.config import Config
+from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
+from keeperd.storage.lease import Lease, LeaseRow, redact_url, with_password
+from keeperd.storage.migrations import migrate
+
+TABLES = {
+    "liquidations": ("key, protocol, account, collateral, debt, debt_to_cover, "
+                     "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, "
+                     "detail, created_at, updated_at"),
+    "liquidation_txs": ("tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, "
+                        "kind, sent_at"),
+}
+
+
+class StorageError(Exception):
+    pass
+
+
+def sqlite_path(config: Config) -> Path:
+    return config.state_dir / "keeperd.sqlite3"
+
+
+async def open_configured(config: Config) -> Database:
+    storage = config.storage
+    if storage.url is None:
+        return SqliteDatabase.open(sqlite_path(config))
+    try:
+        return await PostgresDatabase.connect(with_password(storage.url, storage.password()),
+                                              statement_timeout_s=storage.statement_timeout_s)
+    except Exception as exc:
+        raise StorageError(f"cannot reach PostgreSQL at {redact_url(storage.url)}: "
+                           f"{type(exc).__name__}: {exc}") from None
+
+
+async def run_migrations(config: Config) -> tuple[str, list[int]]:
+    db = await open_configured(config)
+    try:
+        return db.dialect, await migrate(db)
+    finally:
+        await db.close()
+
+
+@dataclass(frozen=True)
+class Copied:
+    rows: dict[str, int]
+
+
+async def copy_sqlite_to_postgres(config: Config) -> Copied:
+    if config.storage.url is None:
+        raise StorageError("storage.url is not set: name the PostgreSQL database to copy to")
+    path = sqlite_path(config)
+    if not path.exists():
+        raise StorageError(f"{path} does not exist: nothing to copy (state_dir is where the "
+                           "single machine kept its state)")
+    source = SqliteDatabase.open(path)
+    target = await open_configured(config)
+    try:
+        await migrate(source)
+        await migrate(target)
+        existing = await target.fetchval("SELECT count(*) FROM liquidations")
+        if existing:
+            raise StorageError(f"the PostgreSQL journal already has {existing} "
+                               "opportunities: copy into an empty database only")
+        counts = {}
+        async with target.transaction():
+            for table, columns in TABLES.items():  # opportunities before their transactions
+                rows = await source.fetch(f"SELECT {columns} FROM {table}")
+                marks = ", ".join(f"${i + 1}" for i in range(len(columns.split(","))))
+                await target.executemany(
+                    f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+                counts[table] = len(rows)
+        return Copied(counts)
+    finally:
+        await source.close()
+        await target.close()
+
+
+async def leases(config: Config) -> list[LeaseRow]:
+    storage = config.storage
+    if storage.url is None:
+        return []
+    lease = Lease(with_password(storage.url, storage.password()), "-",
+                  length_s=storage.lease.length_s,
+                  statement_timeout_s=storage.lease.statement_timeout_s)
+    try:
+        await lease.connect()
+    except Exception as exc:
+        raise StorageError(f"cannot reach PostgreSQL at {redact_url(storage.url)}: "
+                           f"{type(exc).__name__}: {exc}") from None
+    try:
+        return await lease.rows()
+    finally:
+        await lease.close()
+
+
+async def shared_status(config: Config) -> dict[str, object]:
+    """For `keeperd status` with storage.url: the replicas' leases and the shared journal."""
+    rows = await leases(config)
+    db = await open_configured(config)
+    try:
+        counts = dict(await db.fetch("SELECT status, COUNT(*) FROM liquidations "
+                                     "GROUP BY status"))
+        last = await db.fetch("SELECT account, status, collateral, debt, expected_profit_usd, "
+                              "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")
+    finally:
+        await db.close()
+    return {
+        "replicas": [{"identity": r.identity, "holder": r.holder, "epoch": r.epoch,
+                      "expires_in_s": round(r.expires_in_s, 1),
+                      "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows],
+        "liquidations": counts,
+        "last_liquidations": [
+            {"account": a, "status": st, "collateral": c, "debt": d,
+             "expected_profit_usd": round(p, 2), "winner": w} for a, st, c, d, p, w in last],
+    }

@@ -1,0 +1,107 @@
+"""`keeperd storage` as an operator moving from one machine to replicas uses it (#16): migrate,
+copy the SQLite journal into an empty PostgreSQL database (and refuse a second copy), show who
+holds the lease; a password written into storage.url is refused with the fix."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from keeperd.execution import journal as J
+from keeperd.storage.db import PostgresDatabase, SqliteDatabase
+from keeperd.storage.lease import Lease
+from tests.conftest import fresh_database
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def keeperd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keeperd", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+def write_config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"), "storage": {"url": url},
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:9"]}]}))
+    return path
+
+
+async def single_machine_journal(state_dir: Path) -> None:
+    journal = await J.Journal.open(SqliteDatabase.open(state_dir / "keeperd.sqlite3"))
+    for i in range(3):
+        key = f"aave:0xabc{i}:WETH:USDC:{i}"
+        await journal.record(J.JournalEntry(key, "aave", f"0xabc{i}", "WETH", "USDC",
+                                            10**30 + i, 1.5, 10**18, 100 + i, J.PLANNED,
+                                            None, None, None))
+        await journal.record_tx(J.TxRecord(f"0x{i:064x}", key, 7 + i, 3 * 10**9, 10**9,
+                                           900_000, "0x02", "liquidation", 1.0 + i))
+    await journal.set_status("aave:0xabc0:WETH:USDC:0", J.INCLUDED)
+    await journal.db.close()
+
+
+def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
+                                                     postgres_server: str) -> None:
+    dsn = asyncio.run(fresh_database(postgres_server))
+    config = write_config(tmp_path, dsn)
+    asyncio.run(single_machine_journal(tmp_path / "state"))
+
+    out = keeperd("storage", "migrate", "--config", str(config))
+    assert out.returncode == 0 and out.stdout.strip() == "postgresql: applied migrations [1]"
+    assert keeperd("storage", "migrate", "--config", str(config)).stdout.strip() == \
+        "postgresql: up to date"
+
+    out = keeperd("storage", "copy", "--from", "sqlite", "--to", "postgres",
+                  "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "3 rows of liquidations, 3 rows of liquidation_txs" in out.stdout
+
+    async def copied() -> tuple[list[J.JournalEntry], list[J.TxRecord]]:
+        db = await PostgresDatabase.connect(dsn)
+        try:
+            journal = J.Journal(db)
+            return await journal.all(), await journal.txs("aave:0xabc1:WETH:USDC:1")
+        finally:
+            await db.close()
+
+    entries, txs = asyncio.run(copied())
+    assert [(e.key, e.status, e.debt_to_cover, e.nonce) for e in entries] == [
+        ("aave:0xabc0:WETH:USDC:0", "included", 10**30, 7),
+        ("aave:0xabc1:WETH:USDC:1", "pending", 10**30 + 1, 8),
+        ("aave:0xabc2:WETH:USDC:2", "pending", 10**30 + 2, 9)]
+    assert [t.tx_hash for t in txs] == [f"0x{1:064x}"]
+    # A second copy would merge two histories: refused, nothing written.
+    again = keeperd("storage", "copy", "--config", str(config))
+    assert again.returncode == 1 and "already has 3 opportunities" in again.stderr
+
+    assert "no lease" in keeperd("storage", "leases", "--config", str(config)).stdout
+
+    async def hold() -> None:
+        lease = Lease(dsn, "devnet:0xkeeper", holder="host-a:1:x", length_s=30)
+        await lease.connect()
+        await lease.try_acquire()
+        await lease.close()
+
+    asyncio.run(hold())
+    shown = keeperd("storage", "leases", "--config", str(config)).stdout
+    assert shown.startswith("devnet:0xkeeper: held by host-a:1:x, epoch 1, expires in")
+    # `keeperd status` reads the replicas and the shared journal from PostgreSQL.
+    run = keeperd("status", "--config", str(config))
+    status = run.stdout
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "replicas         devnet:0xkeeper: leader host-a:1:x (epoch 1)" in status
+    assert "{'included': 1, 'pending': 2}" in status or \
+        "{'pending': 2, 'included': 1}" in status
+
+
+def test_a_password_in_the_url_is_refused_with_the_fix(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "postgresql://keeperd:hunter2@db.internal:5432/keeperd")
+    out = keeperd("storage", "migrate", "--config", str(config))
+    assert out.returncode == 2
+    assert "storage.url" in out.stderr and "password_env" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
