@@ -56,25 +56,52 @@ def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(run())
 
 
+class Pair:
+    """Two replicas of one keeper on a fresh PostgreSQL database: a started first (it leads),
+    b once a leads."""
+
+    def __init__(self, devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
+        from tests.conftest import fresh_database
+
+        self.devnet, self.tmp_path = devnet, tmp_path
+        self.dsn = asyncio.run(fresh_database(postgres_server))
+        fund_keeper(devnet)
+        self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+        self.logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self) -> None:
+        self.procs["a"] = self._start("a")
+        wait_until(lambda: events(self.logs["a"], "replica.promoted"), "a leads", 60)
+        self.procs["b"] = self._start("b")
+        wait_until(lambda: events(self.logs["b"], "daemon.started"), "b follows", 60)
+
+    def _start(self, name: str) -> subprocess.Popen[str]:
+        return start_keeperd(replica_config(self.devnet, self.tmp_path, name, self.dsn),
+                             self.env, self.logs[name])
+
+    def stop(self) -> None:
+        import signal
+
+        self.devnet.client.call("evm_setAutomine", True)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                proc.wait(timeout=15)
+
+
 @pytest.mark.slow
 def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigkill(
         devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
-    from tests.conftest import fresh_database
-
-    dsn = asyncio.run(fresh_database(postgres_server))
-    fund_keeper(devnet)
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
-    procs: dict[str, subprocess.Popen[str]] = {}
+    pair = Pair(devnet, tmp_path, postgres_server)
+    dsn, logs, procs = pair.dsn, pair.logs, pair.procs
 
     def journal() -> dict[str, str]:
         return dict(query(dsn, "SELECT key, status FROM liquidations"))  # type: ignore[arg-type]
 
     try:
-        procs["a"] = start_keeperd(replica_config(devnet, tmp_path, "a", dsn), env, logs["a"])
-        wait_until(lambda: events(logs["a"], "replica.promoted"), "a leads", 60)
-        procs["b"] = start_keeperd(replica_config(devnet, tmp_path, "b", dsn), env, logs["b"])
-        wait_until(lambda: events(logs["b"], "daemon.started"), "b follows", 60)
+        pair.start()
         time.sleep(2 * LEASE["renew_every_s"])
         assert not events(logs["b"], "replica.promoted")  # exactly one leads
         devnet.client.call("evm_setAutomine", False)
@@ -104,11 +131,7 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         wait_until(lambda: all(s in ("included", "lost_race", "reverted") for s in
                                journal().values()) and journal(), "settled", 30)
     finally:
-        devnet.client.call("evm_setAutomine", True)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=15)
+        pair.stop()
     statuses = journal()
     assert "reverted" not in statuses.values()
     # Never twice: one signed transaction per opportunity (a's, resumed by b, or b's own)...
@@ -134,18 +157,10 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
         devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
     import signal
 
-    from tests.conftest import fresh_database
-
-    dsn = asyncio.run(fresh_database(postgres_server))
-    fund_keeper(devnet)
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
-    procs: dict[str, subprocess.Popen[str]] = {}
+    pair = Pair(devnet, tmp_path, postgres_server)
+    dsn, logs, procs = pair.dsn, pair.logs, pair.procs
     try:
-        procs["a"] = start_keeperd(replica_config(devnet, tmp_path, "a", dsn), env, logs["a"])
-        wait_until(lambda: events(logs["a"], "replica.promoted"), "a leads", 60)
-        procs["b"] = start_keeperd(replica_config(devnet, tmp_path, "b", dsn), env, logs["b"])
-        wait_until(lambda: events(logs["b"], "daemon.started"), "b follows", 60)
+        pair.start()
         procs["a"].send_signal(signal.SIGSTOP)  # frozen: no renewal, no crash, no goodbye
         wait_until(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
         sent_by_a = len(events(logs["a"], "tx.sent"))  # its approvals, before the freeze
@@ -163,12 +178,7 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
         assert events(logs["b"], "replica.promoted") and not events(logs["b"],
                                                                      "replica.demoted")
     finally:
-        devnet.client.call("evm_setAutomine", True)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-                proc.wait(timeout=15)
+        pair.stop()
     per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
     assert len(per_key) > 20 and all(n == 1 for n in per_key.values())
     statuses = dict(query(dsn, "SELECT key, status FROM liquidations"))  # type: ignore[arg-type]
