@@ -46,7 +46,39 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
     issues += await venue_issues(config)
+    issues += await storage_issues(config)
     return issues
+
+
+async def storage_issues(config: Config) -> list[ConfigIssue]:
+    """With storage.url: PostgreSQL answers with these credentials and may hold the lease
+    table (the connection keeperd's replicas will make, opened and closed)."""
+    storage = config.storage
+    if storage.url is None:
+        return []
+    from keeperd.config import ConfigError
+    from keeperd.storage.lease import Lease, redact_url, with_password
+
+    try:
+        password = storage.password()
+    except (ConfigError, OSError) as exc:
+        field = "storage.password_env" if storage.password_env else "storage.password_file"
+        return [ConfigIssue(field, str(exc).splitlines()[-1].strip(),
+                            "set the variable or point at a readable file")]
+    lease = Lease(with_password(storage.url, password), "check-config",
+                  length_s=storage.lease.length_s,
+                  statement_timeout_s=storage.lease.statement_timeout_s)
+    try:
+        await lease.connect()
+        await lease.rows()
+    except Exception as exc:
+        return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
+                            f"{type(exc).__name__}: {exc}",
+                            "check the host, the database, the user and its password (and "
+                            "that the user may create tables)")]
+    finally:
+        await lease.close()
+    return []
 
 
 async def contract_issues(pool: RpcPool, proto: Any, pi: int, fields: Sequence[str]

@@ -105,3 +105,14 @@ def test_a_password_in_the_url_is_refused_with_the_fix(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "storage.url" in out.stderr and "password_env" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_check_config_tries_the_database(tmp_path: Path, postgres_server: str) -> None:
+    good = asyncio.run(fresh_database(postgres_server))
+    ok = keeperd("check-config", str(write_config(tmp_path, good)))
+    assert "storage" not in ok.stderr + ok.stdout  # (the RPC of this config is down: not ours)
+    missing = good.rsplit("/", 1)[0] + "/no_such_database"
+    bad = keeperd("check-config", str(write_config(tmp_path, missing)))
+    assert bad.returncode == 2
+    assert "storage.url: PostgreSQL at " in bad.stderr and "no_such_database" in bad.stderr
+    assert "fix: check the host, the database, the user" in bad.stderr
