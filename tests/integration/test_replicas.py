@@ -183,3 +183,39 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
     assert len(per_key) > 20 and all(n == 1 for n in per_key.values())
     statuses = dict(query(dsn, "SELECT key, status FROM liquidations"))  # type: ignore[arg-type]
     assert "reverted" not in statuses.values()
+
+
+@pytest.mark.slow
+def test_postgresql_restarted_under_both_replicas_they_resume_and_send_once(
+        devnet: Devnet, tmp_path: Path, postgres: Any) -> None:
+    pair = Pair(devnet, tmp_path, postgres.dsn)
+    dsn, logs = pair.dsn, pair.logs
+    try:
+        pair.start()
+        postgres.restart()  # an upgrade under both replicas
+        # Each reconnects on its next statement; whoever leads after the restart (the same
+        # leader if the restart was shorter than its lease) acts on the crash.
+        time.sleep(LEASE["length_s"] + 2 * LEASE["renew_every_s"])
+        devnet.client.call("evm_setAutomine", False)
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        wait_until(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20,
+                   "liquidations after the restart", 30)
+        for _ in range(4):
+            devnet.mine(1)
+            time.sleep(1.0)
+        wait_until(lambda: {s for _, s in query(dsn, "SELECT key, status FROM liquidations")}
+                   <= {"included", "lost_race"}, "settled", 30)
+    finally:
+        pair.stop()
+    per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
+    assert len(per_key) > 20 and all(n == 1 for n in per_key.values())
+    found = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(crash), "toBlock": "latest",
+        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
+    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    assert len(ours) == len(per_key)  # one liquidation on chain per opportunity
+    # Who acted after the restart: the first leader kept its lease, or lost it (renewals
+    # failing past the lease) and one replica took it with a higher epoch — never both.
+    epochs = sorted(e["epoch"] for n in ("a", "b") for e in events(logs[n], "replica.promoted"))
+    assert epochs == list(range(1, len(epochs) + 1))
