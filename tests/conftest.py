@@ -54,10 +54,6 @@ def _isolated(session: Devnet) -> Iterator[Devnet]:
     exit; seen twice, both times during the lost-race test. Then it is started again from the
     cached state, so one crash does not fail every later test."""
     ensure_alive(session)
-    # A test that warped time (Curie's walks and TWAPs) and was reverted leaves anvil's clock
-    # where it was: never let the next test's blocks or calls go back behind the head (Aave's
-    # interest accrual then underflows in getUserAccountData — seen once in CI).
-    session.clock_not_behind_state()
     snap = session.snapshot()
     try:
         yield session

@@ -174,11 +174,11 @@ class Devnet(DevnetControl):
         manifest["rpc_url"] = self.anvil.rpc_url
         manifest["ws_url"] = self.anvil.ws_url
         super().__init__(manifest)
-        self.clock_not_behind_state()
+        self._clock_not_behind_state()
         self.refresh_feeds()
         return self
 
-    def clock_not_behind_state(self) -> None:
+    def _clock_not_behind_state(self) -> None:
         """A loaded anvil stamps new blocks with the wall clock, but a state built with time
         warps (Curie needs 30 minutes of pool history) ends in the future: the next block would
         go back in time, and Curie's funding arithmetic underflows. Move the clock past it."""
