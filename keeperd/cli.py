@@ -25,12 +25,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from keeperd.config import Config, ConfigError, config_json_schema, load_config
 from keeperd.logs import configure_logging
+
+if TYPE_CHECKING:
+    from keeperd.storage.db import Database
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -143,15 +146,34 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
+async def _state_database(config: Config) -> Database:
+    """The configured state database (the SQLite file, or PostgreSQL with storage.url), its
+    schema up to date."""
+    from keeperd.storage.admin import open_configured
+    from keeperd.storage.migrations import migrate
+
+    db = await open_configured(config)
+    await migrate(db)
+    return db
+
+
 def _cmd_silence(args: argparse.Namespace) -> int:
-    from keeperd.alerts.silences import Silences
-    from keeperd.store import Store
+    from keeperd.storage.admin import StorageError
 
     config = load_config(args.config)
-    store = Store.in_state_dir(config.state_dir)
     try:
-        silences = Silences(store.connection, ((s.matchers, s.comment)
-                                               for s in config.alerts.silences))
+        return asyncio.run(_silence(args, config))
+    except StorageError as exc:
+        print(f"keeperd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _silence(args: argparse.Namespace, config: Config) -> int:
+    from keeperd.alerts.silences import Silences
+
+    db = await _state_database(config)
+    try:
+        silences = Silences(db, ((s.matchers, s.comment) for s in config.alerts.silences))
         if args.action == "add":
             if not args.match:
                 print("keeperd: silence add needs at least one --match label=value "
@@ -159,24 +181,24 @@ def _cmd_silence(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return EXIT_FAILURE
             try:
-                sid = silences.add(args.match, args.duration, args.comment,
-                                   created_by=os.environ.get("USER", "cli"))
+                sid = await silences.add(args.match, args.duration, args.comment,
+                                         created_by=os.environ.get("USER", "cli"))
             except ValueError as exc:
                 print(f"keeperd: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
             print(f"silence {sid} added for {args.duration:g} s: {' '.join(args.match)} "
-                  "(the daemon applies it at its next evaluation)")
+                  "(the daemon applies it within seconds)")
         elif args.action == "expire":
             if args.id is None:
                 print("keeperd: silence expire needs the silence's ID (see `silence list`)",
                       file=sys.stderr)
                 return EXIT_FAILURE
-            if not silences.expire(args.id):
+            if not await silences.expire(args.id):
                 print(f"keeperd: no active silence {args.id}", file=sys.stderr)
                 return EXIT_FAILURE
             print(f"silence {args.id} expired")
         else:
-            active = silences.active()
+            active = await silences.refresh()
             if not active:
                 print("no active silences")
             now = time.time()
@@ -186,40 +208,49 @@ def _cmd_silence(args: argparse.Namespace) -> int:
                 print(f"{si.id if si.id is not None else '-':>4}  ends {ends:18} {matchers}"
                       f"  # {si.comment}")
     finally:
-        store.close()
+        await db.close()
     return EXIT_OK
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
-    from keeperd.alerts.outbox import Outbox
-    from keeperd.store import Store
+    from keeperd.storage.admin import StorageError
 
     config = load_config(args.config)
     if args.action == "test":
         return _alerts_test(config, args.route)
-    store = Store.in_state_dir(config.state_dir)
     try:
-        outbox = Outbox(store.connection)
+        return asyncio.run(_alerts(args, config))
+    except StorageError as exc:
+        print(f"keeperd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _alerts(args: argparse.Namespace, config: Config) -> int:
+    from keeperd.alerts.outbox import Outbox
+    from keeperd.alerts.state import AlertState
+
+    db = await _state_database(config)
+    try:
+        outbox = Outbox(db)
         if args.action == "retry":
-            n = outbox.requeue_dead()
+            n = await outbox.requeue_dead()
             print(f"{n} dead-lettered notification(s) requeued; the daemon delivers them")
             return EXIT_OK
-        from keeperd.alerts.state import AlertState
-
-        firing = AlertState(store.connection).firing()
+        firing = (await AlertState(db).load()).firing()
         print(f"firing: {len(firing)}")
         for a in firing:
             print(f"  {a['severity']:8} {a['rule']:18} {a['summary']}")
-        stats = outbox.stats()
-        print(f"outbox: {sum(n for n, _ in stats.values())} pending, {outbox.dead_count()} dead")
+        stats = await outbox.stats()
+        print(f"outbox: {sum(n for n, _ in stats.values())} pending, "
+              f"{await outbox.dead_count()} dead")
         for (route, sink), (n, age) in sorted(stats.items()):
             print(f"  {route}/{sink}: {n} pending, oldest {age:,.0f} s")
-        for e in outbox.entries(limit=args.limit):
+        for e in await outbox.entries(limit=args.limit):
             print(f"  #{e.id:<5} {e.state:9} {e.route}/{e.sink}:{e.sink_kind:12} "
                   f"{e.alerts[0]['rule']} x{len(e.alerts)} attempts={e.attempts}"
                   + (f" error={e.last_error}" if e.last_error else ""))
     finally:
-        store.close()
+        await db.close()
     return EXIT_OK
 
 

@@ -50,7 +50,7 @@ from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
-from keeperd.storage.db import PostgresDatabase, SqliteDatabase
+from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, fence, redact_url, with_password
 from keeperd.storage.replica import Replica
 from keeperd.store import Store
@@ -186,9 +186,10 @@ class Daemon:
             self.store = Store.in_state_dir(self.config.state_dir)
             stack.callback(self.store.close)
             key = self._load_key()
-            journal = await self._open_journal(stack, key)
+            db = await self._open_storage(stack, key)
+            journal = await Journal.open(db)  # (runs the migrations: the alerts' tables too)
             breaker = Breaker(self.store.connection, self.config.oracles.clear_after_s)
-            self._start_alerts(self.store)
+            await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
             native_prices: dict[str, float] = {}
@@ -234,14 +235,16 @@ class Daemon:
             await self._run_tasks(stop)
         log.info("daemon.stopped")
 
-    async def _open_journal(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None
-                            ) -> Journal:
-        """The journal on the embedded SQLite file, or — with storage.url — on PostgreSQL,
-        shared with the other replicas and fenced by this replica's lease."""
+    async def _open_storage(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None
+                            ) -> Database:
+        """Where the journal, the alert state and the outbox live: the embedded SQLite file,
+        or — with storage.url — PostgreSQL, shared with the other replicas, its writes that
+        lead to a transaction or a notification fenced by this replica's lease (the Replica
+        service that holds the lease is created here too)."""
         assert self.store is not None
         storage = self.config.storage
         if not storage.replicated:
-            return await Journal.open(SqliteDatabase(self.store.connection))
+            return SqliteDatabase(self.store.connection)
         assert storage.url is not None
         address = key.address if key is not None else (self.config.keeper.address or "watch")
         identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"
@@ -264,12 +267,17 @@ class Daemon:
         self.services.append(self.replica)
         log.info("replica.started", identity=identity, holder=lease.holder,
                  lease_s=storage.lease.length_s, storage=redact_url(storage.url))
-        return await Journal.open(db)
+        return db
 
     async def _promoted(self, epoch: int) -> None:
-        """Before acting as leader: every executor reconciles the shared journal (what the
-        last leader signed is tracked and rebroadcast under its own nonce, never signed
-        again) and syncs its nonce with the chain."""
+        """Before acting as leader: the alert engine reads what the last leader told (so
+        nothing is told twice); every executor reconciles the shared journal (what the last
+        leader signed is tracked and rebroadcast under its own nonce, never signed again) and
+        syncs its nonce with the chain."""
+        if self.alerts is not None:
+            await self.alerts.load()
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
         for name, executor in self.executors.items():
             head = int(await executor.pool.request("eth_blockNumber"), 16)
             await executor.start(head)
@@ -284,19 +292,21 @@ class Daemon:
             task.print_stack(limit=12, file=buf)
             log.warning("daemon.task_stack", task=task.get_name(), stack=buf.getvalue())
 
-    def _start_alerts(self, store: Store) -> None:
-        self.dispatcher = Dispatcher(Outbox(store.connection), self.config.alerts.outbox,
-                                     self.metrics, self.redactor)
+    async def _start_alerts(self, db: Database) -> None:
+        acting = self.replica.is_leader if self.replica is not None else (lambda: True)
+        self.dispatcher = Dispatcher(Outbox(db), self.config.alerts.outbox, self.metrics,
+                                     self.redactor, acting=acting)
         try:
             self.dispatcher.configure(self.config.alerts.routes)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        self.alerts = AlertEngine(store.connection, self.config.alerts, self.dispatcher,
-                                  self.metrics, explorers=AlertEngine.explorers_of(self.config))
+        self.alerts = await AlertEngine.open(db, self.config.alerts, self.dispatcher,
+                                             self.metrics, acting=acting,
+                                             explorers=AlertEngine.explorers_of(self.config))
         self.alert_config_subscribers.append(self.alerts.configure)
         for name, rt in self.chains.items():
             rt.blocks.subscribe(functools.partial(self.alerts.on_block_event, chain=name))
-        pending = sum(n for n, _ in self.dispatcher.outbox.stats().values())
+        pending = sum(n for n, _ in (await self.dispatcher.outbox.stats()).values())
         log.info("alerts.started", routes=[r.name for r in self.config.alerts.routes],
                  watchlists=[w.name for w in self.config.alerts.watchlists],
                  outbox_pending=pending)
@@ -362,7 +372,7 @@ class Daemon:
                 liquidations=seen, action=plugin.position_action)
         return on_scan
 
-    def _alert_tick(self) -> None:
+    async def _alert_tick(self) -> None:
         if self.alerts is None:
             return
         balances: dict[str, float | None] = {}
@@ -370,7 +380,7 @@ class Daemon:
             if executor.native_balance is not None:
                 balances[executor.adapter.chain] = executor.native_balance
         try:
-            self.alerts.tick(
+            await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
                 keeper_balance=balances)
@@ -448,7 +458,7 @@ class Daemon:
         while True:
             if self._alive():
                 self.notifier.watchdog()
-            self._alert_tick()
+            await self._alert_tick()
             line = self._status_line()
             self.notifier.status(line)
             ready, detail = self.readiness()
@@ -518,6 +528,7 @@ class Daemon:
                             address, breaker, sequencer, native_prices)
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
+            executor.events_flush = self.alerts.commit
         if self.replica is not None:
             # A replica acts only while it leads; it reconciles when it is promoted.
             executor.acting = self.replica.is_leader

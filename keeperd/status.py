@@ -10,9 +10,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from keeperd.alerts.state import AlertState
 from keeperd.config import Config
 
 
@@ -60,25 +60,33 @@ def collect(config: Config) -> dict[str, Any]:
                     for a, s, c, d, p, w in db.execute(
                         "SELECT account, status, collateral, debt, expected_profit_usd, "
                         "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")]
-            if AlertState.exists(db):
-                out["alerts_firing"] = [
-                    {"rule": a["rule"], "severity": a["severity"],
-                     "since": round(time.time() - a["starts_at"])}
-                    for a in AlertState(db, create=False).firing()]
+            if "alert_state" in tables:
+                out["alerts_firing"] = firing_summary(
+                    json.loads(r[0]) for r in db.execute(
+                        "SELECT alert FROM alert_state ORDER BY since"))
             if "outbox" in tables:
-                counts = dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
-                oldest = db.execute("SELECT MIN(created_at) FROM outbox WHERE state = "
-                                    "'pending'").fetchone()[0]
-                out["outbox"] = {"pending": counts.get("pending", 0),
-                                 "dead": counts.get("dead", 0),
-                                 "delivered": counts.get("delivered", 0),
-                                 "oldest_pending_s": None if oldest is None
-                                 else round(time.time() - oldest)}
+                out["outbox"] = outbox_summary(
+                    db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall(),
+                    db.execute("SELECT MIN(created_at) FROM outbox WHERE state = "
+                               "'pending'").fetchone()[0])
         finally:
             db.close()
     if config.storage.url is not None:
         out.update(_shared(config))
     return out
+
+
+def firing_summary(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"rule": a["rule"], "severity": a["severity"],
+             "since": round(time.time() - a["starts_at"])} for a in alerts]
+
+
+def outbox_summary(by_state: Iterable[tuple[Any, ...]], oldest: float | None
+                   ) -> dict[str, Any]:
+    counts = {str(r[0]): int(r[1]) for r in by_state}
+    return {"pending": counts.get("pending", 0), "dead": counts.get("dead", 0),
+            "delivered": counts.get("delivered", 0),
+            "oldest_pending_s": None if oldest is None else round(time.time() - oldest)}
 
 
 def _shared(config: Config) -> dict[str, Any]:

@@ -6,6 +6,10 @@ A sink that fails pauses as a whole (its next entries would fail the same way), 
 has its own token bucket (the route's rate limit): entries over the limit wait, none are lost.
 Routes can be swapped at run time (SIGHUP): the loops restart with the new sinks; entries for a
 sink that no longer exists stay on disk and are reported.
+
+With replicas sharing the outbox (PostgreSQL), only the one that acts (the leader) delivers,
+and it claims each row under its lease's fence just before sending it: a replica that lost the
+lease sends nothing more, and the next leader delivers what is left.
 """
 
 from __future__ import annotations
@@ -48,12 +52,16 @@ DEFAULT_RATE = {"telegram": 20, "discord": 30, "slack": 60, "webhook": 600, "ale
 
 FiringProvider = Callable[[str], list[dict[str, Any]]]
 
+STANDBY_POLL_S = 0.5  # how soon a replica that becomes the leader starts delivering
+
 
 class Dispatcher:
     def __init__(self, outbox: Outbox, settings: OutboxConfig, metrics: Metrics,
                  redactor: Redactor | None = None, *,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random,
+                 acting: Callable[[], bool] = lambda: True) -> None:
         self.outbox = outbox
+        self.acting = acting
         self.settings = settings
         self.metrics = metrics
         self.redactor = redactor
@@ -98,7 +106,7 @@ class Dispatcher:
             try:
                 while True:
                     self._reconfigured.clear()
-                    self._report_orphans()
+                    await self._report_orphans()
                     tasks = [asyncio.create_task(self._sink_loop(rt),
                                                  name=f"alerts:{rt.route}:{rt.label}")
                              for rt in self.sinks.values()]
@@ -125,8 +133,8 @@ class Dispatcher:
         async with aiohttp.ClientSession() as session:
             for rt in self.sinks.values():
                 while time.monotonic() < deadline and rt.paused_until <= time.time():
-                    entries = self.outbox.due(rt.route, rt.index)
-                    if not entries:
+                    entries = await self.outbox.due(rt.route, rt.index)
+                    if not entries or not self.acting():
                         break
                     remaining = deadline - time.monotonic()
                     try:
@@ -135,39 +143,57 @@ class Dispatcher:
                     except TimeoutError:
                         break
                     delivered += ok
-        self._refresh_metrics()
-        left = sum(n for n, _ in self.outbox.stats().values())
+        await self._refresh_metrics()
+        left = sum(n for n, _ in (await self.outbox.stats()).values())
         log.info("alerts.flushed", delivered=delivered, left_in_outbox=left)
         return delivered
 
     async def _sink_loop(self, rt: SinkRuntime) -> None:
-        assert self._session is not None
         while True:
-            now = time.time()
-            if rt.paused_until > now:
-                await asyncio.sleep(rt.paused_until - now)
-                continue
-            entries = self.outbox.due(rt.route, rt.index, now)
-            if not entries:
-                next_at = self.outbox.next_due_at(rt.route, rt.index)
-                timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
-                rt.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(rt.wake.wait(), timeout)
-                continue
-            wait = rt.bucket.wait_time()
-            if wait > 0:
-                self.metrics.notifications.labels(rt.route, rt.label, "rate_limited").inc()
-                log.info("alerts.rate_limited", route=rt.route, sink=rt.label,
-                         wait_s=round(wait, 2), pending=len(entries))
-                await asyncio.sleep(wait)
-                continue
-            rt.bucket.take()
-            await self._deliver(rt, entries[0], self._session)
-            self._refresh_metrics()
+            try:
+                await self._sink_step(rt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database (a PostgreSQL restart): rows wait there
+                log.warning("alerts.outbox_unavailable", route=rt.route, sink=rt.label,
+                            error=f"{type(exc).__name__}: {exc}", retry_in_s=1.0)
+                await asyncio.sleep(1.0)
+
+    async def _sink_step(self, rt: SinkRuntime) -> None:
+        """One turn of a sink's loop: wait, or deliver its most urgent due entry."""
+        assert self._session is not None
+        now = time.time()
+        if rt.paused_until > now:
+            await asyncio.sleep(rt.paused_until - now)
+            return
+        if not self.acting():  # a standby replica: the leader delivers
+            rt.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.wake.wait(), STANDBY_POLL_S)
+            return
+        entries = await self.outbox.due(rt.route, rt.index, now)
+        if not entries:
+            next_at = await self.outbox.next_due_at(rt.route, rt.index)
+            timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
+            rt.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.wake.wait(), timeout)
+            return
+        wait = rt.bucket.wait_time()
+        if wait > 0:
+            self.metrics.notifications.labels(rt.route, rt.label, "rate_limited").inc()
+            log.info("alerts.rate_limited", route=rt.route, sink=rt.label,
+                     wait_s=round(wait, 2), pending=len(entries))
+            await asyncio.sleep(wait)
+            return
+        rt.bucket.take()
+        await self._deliver(rt, entries[0], self._session)
+        await self._refresh_metrics()
 
     async def _deliver(self, rt: SinkRuntime, entry: Entry,
                        session: aiohttp.ClientSession) -> bool:
+        if not await self.outbox.claim(entry.id):  # delivered by another replica meanwhile
+            return False
         result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,
                                     entry.parts_done)
         now = time.time()
@@ -176,29 +202,29 @@ class Dispatcher:
                   "rule": entry.alerts[0]["rule"], "alerts": len(entry.alerts),
                   "attempt": entry.attempts + 1}
         if result.ok:
-            self.outbox.delivered(entry.id, now)
+            await self.outbox.delivered(entry.id, now)
             self.metrics.notifications.labels(*labels, "delivered").inc()
             log.info("alerts.delivered", status=entry.status, **fields)
             return True
         error = self.redactor.scrub(result.error) if self.redactor else result.error
         if result.retry_after is not None:
             # The platform told us when; that is not a failed attempt.
-            self.outbox.retry(entry.id, now + result.retry_after, error, count=False,
-                              parts_done=result.parts_done)
+            await self.outbox.retry(entry.id, now + result.retry_after, error, count=False,
+                                    parts_done=result.parts_done)
             rt.paused_until = now + result.retry_after
             self.metrics.notifications.labels(*labels, "rate_limited").inc()
             log.warning("alerts.sink_rate_limited", retry_after_s=result.retry_after,
                         error=error, **fields)
             return False
         if result.permanent or entry.attempts + 1 >= self.settings.max_attempts:
-            self.outbox.dead(entry.id, error)
+            await self.outbox.dead(entry.id, error)
             self.metrics.notifications.labels(*labels, "dead").inc()
             log.error("alerts.dead_letter", error=error, permanent=result.permanent,
                       action="fix the sink, then `keeperd alerts retry` requeues it", **fields)
             return False
         delay = backoff_delay(entry.attempts, self.settings.backoff_initial_s,
                               self.settings.backoff_max_s, self.rng)
-        self.outbox.retry(entry.id, now + delay, error, parts_done=result.parts_done)
+        await self.outbox.retry(entry.id, now + delay, error, parts_done=result.parts_done)
         rt.paused_until = now + delay
         self.metrics.notifications.labels(*labels, "retry").inc()
         log.warning("alerts.delivery_failed", error=error, retry_in_s=round(delay, 2), **fields)
@@ -210,6 +236,8 @@ class Dispatcher:
         assert isinstance(rt.sink, AlertmanagerSink) and self._session is not None
         while True:
             await asyncio.sleep(rt.sink.config.resend_s)
+            if not self.acting():
+                continue
             firing = self.firing_provider(rt.route) if self.firing_provider else []
             if firing:
                 result = await rt.sink.send(self._session, firing, "resend")
@@ -219,22 +247,26 @@ class Dispatcher:
 
     async def _metrics_loop(self) -> None:
         while True:
-            self._refresh_metrics()
-            pruned = self.outbox.prune(self.settings.keep_delivered_s)
-            if pruned:
-                log.info("alerts.outbox_pruned", entries=pruned)
+            try:
+                await self._refresh_metrics()
+                if self.acting():
+                    pruned = await self.outbox.prune(self.settings.keep_delivered_s)
+                    if pruned:
+                        log.info("alerts.outbox_pruned", entries=pruned)
+            except Exception as exc:  # a database hiccup: the gauges wait for the next round
+                log.warning("alerts.outbox_metrics_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(10)
 
-    def _refresh_metrics(self) -> None:
-        stats = self.outbox.stats()
+    async def _refresh_metrics(self) -> None:
+        stats = await self.outbox.stats()
         for rt in self.sinks.values():
             count, age = stats.get((rt.route, rt.index), (0, 0.0))
             self.metrics.outbox_depth.labels(rt.route, rt.label).set(count)
             self.metrics.outbox_oldest.labels(rt.route, rt.label).set(age)
-        self.metrics.outbox_dead.set(self.outbox.dead_count())
+        self.metrics.outbox_dead.set(await self.outbox.dead_count())
 
-    def _report_orphans(self) -> None:
-        for (route, sink), (count, age) in self.outbox.stats().items():
+    async def _report_orphans(self) -> None:
+        for (route, sink), (count, age) in (await self.outbox.stats()).items():
             if (route, sink) not in self.sinks:
                 log.warning("alerts.orphaned_entries", route=route, sink=sink,
                             pending=count, oldest_age_s=round(age),

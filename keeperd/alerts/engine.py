@@ -12,12 +12,13 @@ Inputs (all from the daemon's own loop, no extra threads):
 Per input, the engine computes each condition's severity (with hysteresis), compares it with
 what was last sent for its fingerprint (persisted, so a restart does not repeat or forget),
 applies silences and inhibition, groups what fires together, and writes the state change and
-the notifications in one SQLite transaction. Delivery is the dispatcher's job.
+the notifications in one database transaction (SQLite, or PostgreSQL shared by replicas: only
+the acting replica writes; a standby evaluates and tells no one, and reads the shared state
+again when it becomes the leader). Delivery is the dispatcher's job.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -29,13 +30,14 @@ import structlog
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
 from keeperd.alerts.model import Alert, fingerprint
-from keeperd.alerts.outbox import DELIVERED, PENDING
+from keeperd.alerts.outbox import DELIVERED, PENDING, Queued
 from keeperd.alerts.silences import Silences
 from keeperd.alerts.state import AlertState
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.plugin import ExecutionEvent, LiquidationSeen
+from keeperd.storage.db import Database
 
 log = structlog.get_logger(__name__)
 
@@ -127,9 +129,13 @@ def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
 
 
 class AlertEngine:
-    def __init__(self, db: sqlite3.Connection, config: AlertsConfig, dispatcher: Dispatcher,
+    def __init__(self, db: Database, config: AlertsConfig, dispatcher: Dispatcher,
                  metrics: Metrics, *, explorers: dict[str, str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 acting: Callable[[], bool] = lambda: True) -> None:
+        """Call `load` before the first input (or build it with `open`)."""
+        self.db = db
+        self.acting = acting
         self.state = AlertState(db)
         self.outbox = dispatcher.outbox
         self.dispatcher = dispatcher
@@ -143,6 +149,20 @@ class AlertEngine:
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
         self._rpc_down_since: dict[str, float] = {}
         dispatcher.firing_provider = self.firing
+
+    @classmethod
+    async def open(cls, db: Database, config: AlertsConfig, dispatcher: Dispatcher,
+                   metrics: Metrics, **kwargs: Any) -> AlertEngine:
+        engine = cls(db, config, dispatcher, metrics, **kwargs)
+        await engine.load()
+        return engine
+
+    async def load(self) -> None:
+        """Read what was told and the stored silences (at start; and when this replica becomes
+        the leader: what the last one told, so nothing is told twice)."""
+        await self.state.load()
+        await self.silences.refresh(self.clock())
+        self._pending = []
         self._refresh_firing_gauge()
 
     # --- configuration (SIGHUP swaps it) -----------------------------------------------------
@@ -195,9 +215,9 @@ class AlertEngine:
         for seen in liquidations:
             self._liquidated(chain, protocol, seen, result.block)
         self._oracle_conditions(tripped, chain, result.block)
-        self.commit()
+        await self.commit()
 
-    def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
+    async def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
                          ) -> None:
         """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
         rows = []
@@ -226,7 +246,7 @@ class AlertEngine:
                 action="Add margin or reduce the position: at health 1.0 the venue "
                        "liquidates it."))
         self._evaluate(self._watchlist_conditions(rows, {}), None, None)
-        self.commit()
+        await self.commit()
 
     def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str]
                               ) -> list[Condition]:
@@ -374,7 +394,8 @@ class AlertEngine:
         self._evaluate(conditions, chain, block)
 
     def on_liquidation(self, e: ExecutionEvent) -> None:
-        """The executor's outcomes, one event each."""
+        """The executor's outcomes, one event each: queued, written by the executor's
+        `events_flush` (this engine's `commit`) once its block's work is done."""
         event, chain, protocol, account = e.kind, e.chain, e.protocol, e.account
         opportunity, block, details = e.opportunity, e.block, e.details
         rule = self.config.rules.liquidation
@@ -394,12 +415,14 @@ class AlertEngine:
                      "explorer_url": self._link(chain, "tx", tx) if tx else None},
             chain=chain, block=block, starts_at=self.clock(),
             key=f"liquidation:{opportunity}:{event}"))
-        self.commit()
 
-    def tick(self, *, rpc_healthy: dict[str, int], index_lag: dict[tuple[str, str], int | None],
-             keeper_balance: dict[str, float | None]) -> None:
-        """Operator conditions that need no block: all RPCs down, index lag, gas balance."""
+    async def tick(self, *, rpc_healthy: dict[str, int],
+                   index_lag: dict[tuple[str, str], int | None],
+                   keeper_balance: dict[str, float | None]) -> None:
+        """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
+        the silences added from the CLI since the last tick)."""
         now = self.clock()
+        await self.silences.refresh(now)
         rules = self.config.rules
         conditions: list[Condition] = []
         route = self.config.route_for("rpc_down")
@@ -453,17 +476,17 @@ class AlertEngine:
                     action="Top up the keeper address with the chain's native token: without "
                            "gas no liquidation can be sent."))
         self._evaluate(conditions, None, None)
-        self.commit()
+        await self.commit()
 
-    def observe(self, conditions: Iterable[Condition], chain: str | None = None,
-                block: int | None = None) -> None:
+    async def observe(self, conditions: Iterable[Condition], chain: str | None = None,
+                      block: int | None = None) -> None:
         """Threshold conditions from other parts of keeperd (the cascade engine)."""
         self._evaluate(list(conditions), chain, block)
-        self.commit()
+        await self.commit()
 
     async def on_block_event(self, event: BlockEvent, chain: str) -> None:
         if isinstance(event, Reorg):
-            self.retract(chain, event.ancestor.number)
+            await self.retract(chain, event.ancestor.number)
 
     # --- the lifecycle ------------------------------------------------------------------------
 
@@ -530,26 +553,42 @@ class AlertEngine:
             return
         self._pending.append((route, alert))
 
-    def commit(self) -> None:
-        """Group what this input produced and write it to the outbox, atomically with the
-        state changes already made on this connection."""
+    async def commit(self) -> None:
+        """Group what this input produced and write it to the outbox in one transaction with
+        the state changes it made. A standby replica writes neither (the leader tells); a write
+        that fails keeps both for the next commit."""
         pending, self._pending = self._pending, []
-        if pending:
-            with self.outbox.transaction():
-                for route, alert in pending:
-                    self.metrics.alerts.labels(alert.rule, alert.kind).inc()
-                    log.info("alerts.notify", rule=alert.rule, kind=alert.kind,
-                             severity=alert.severity, route=route, labels=alert.labels,
-                             summary=alert.summary)
-                self._enqueue(pending)
+        changes = self.state.take_changes()
+        if not self.acting():
+            self._refresh_firing_gauge()
+            return
+        queued = self._queue(pending)
+        if changes or queued:
+            try:
+                async with self.db.transaction():
+                    await self.state.write(changes)
+                    if queued:
+                        await self.outbox.put_all(queued, self.clock())
+            except BaseException:
+                self._pending[:0] = pending
+                self.state.give_back(changes)
+                raise
+        for route, alert in pending:
+            self.metrics.alerts.labels(alert.rule, alert.kind).inc()
+            log.info("alerts.notify", rule=alert.rule, kind=alert.kind,
+                     severity=alert.severity, route=route, labels=alert.labels,
+                     summary=alert.summary)
+        if queued:
             self.dispatcher.wake()
         self._refresh_firing_gauge()
 
-    def _enqueue(self, pending: list[tuple[str, Alert]]) -> None:
+    def _queue(self, pending: list[tuple[str, Alert]]) -> list[Queued]:
+        """Per route, per sink: the notifications (grouped for people, one per alert for
+        machines)."""
         by_route: dict[str, list[Alert]] = {}
         for route, alert in pending:
             by_route.setdefault(route, []).append(alert)
-        now = self.clock()
+        queued = []
         for route, alerts in by_route.items():
             sinks = self.dispatcher.route_sinks(route)
             if not sinks:
@@ -559,26 +598,30 @@ class AlertEngine:
                 for group in group_alerts(alerts, rt.sink.group):
                     blocks = [a.block for a in group if a.block is not None]
                     chains = {a.chain for a in group if a.chain}
-                    self.outbox.put(route, rt.index, rt.sink.kind,
-                                    [a.to_json() for a in group],
-                                    next(iter(chains)) if len(chains) == 1 else None,
-                                    max(blocks) if blocks else None, now)
+                    queued.append(Queued(route, rt.index, rt.sink.kind,
+                                         [a.to_json() for a in group],
+                                         next(iter(chains)) if len(chains) == 1 else None,
+                                         max(blocks) if blocks else None))
+        return queued
 
     # --- reorgs -------------------------------------------------------------------------------
 
-    def retract(self, chain: str, ancestor: int) -> None:
+    async def retract(self, chain: str, ancestor: int) -> None:
         """Blocks after `ancestor` are gone: notifications raised on them and not yet sent are
         withdrawn; those already sent get a retraction; the alert states they set are
         forgotten, so the next evaluation decides afresh on the surviving chain."""
-        entries = self.outbox.after_block(chain, ancestor)
-        if not entries:
-            self.state.forget_after(chain, ancestor)
+        self.state.forget_after(chain, ancestor)
+        if not self.acting():
+            self.state.take_changes()
             return
-        now = self.clock()
-        with self.outbox.transaction():
+        entries = await self.outbox.after_block(chain, ancestor)
+        changes = self.state.take_changes()
+        retractions = []
+        async with self.db.transaction():
+            await self.state.write(changes)
             for e in entries:
                 if e.state == PENDING:
-                    self.outbox.retract(e.id)
+                    await self.outbox.retract(e.id)
                     for a in e.alerts:
                         self.metrics.alerts_suppressed.labels(a["rule"], "retracted").inc()
                 elif e.state == DELIVERED and e.status == "firing":
@@ -589,12 +632,15 @@ class AlertEngine:
                                          f"away): {a['summary']}")
                         retracted.append(a)
                         self.metrics.alerts.labels(a["rule"], "retracted").inc()
-                    self.outbox.put(e.route, e.sink, e.sink_kind, retracted, None, None, now)
-            self.state.forget_after(chain, ancestor)
-        log.warning("alerts.retracted", chain=chain, ancestor=ancestor,
-                    withdrawn=sum(e.state == PENDING for e in entries),
-                    retractions_sent=sum(e.state == DELIVERED for e in entries))
-        self.dispatcher.wake()
+                    retractions.append(Queued(e.route, e.sink, e.sink_kind, retracted,
+                                              None, None))
+            if retractions:
+                await self.outbox.put_all(retractions, self.clock())
+        if entries:
+            log.warning("alerts.retracted", chain=chain, ancestor=ancestor,
+                        withdrawn=sum(e.state == PENDING for e in entries),
+                        retractions_sent=sum(e.state == DELIVERED for e in entries))
+            self.dispatcher.wake()
         self._refresh_firing_gauge()
 
     # --- views --------------------------------------------------------------------------------

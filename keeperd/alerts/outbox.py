@@ -1,48 +1,56 @@
-"""The durable outbox: every notification is written to SQLite before any delivery attempt and
-leaves the pending state only when its sink accepted it.
+"""The durable outbox: every notification is written to the state database before any delivery
+attempt and leaves the pending state only when its sink accepted it.
 
 One row per (notification, sink). A row is `pending` (waiting or being retried, with its
 `next_at`), `delivered` (kept for a while: reorg retraction and `keeperd alerts list` read it),
 `dead` (gave up after `max_attempts` or a permanent refusal; `keeperd alerts retry` requeues),
 or `retracted` (its block was reorganised away before anyone saw it).
+
+On SQLite (one machine) or PostgreSQL (replicas sharing it: only the leader delivers, and it
+claims each row under its lease's fence before sending, so a replica that lost the lease sends
+nothing more).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from keeperd.alerts.model import severity_rank
+from keeperd.storage.db import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+
+def schema(dialect: str) -> Sequence[str]:
+    serial = ("BIGSERIAL PRIMARY KEY" if dialect == "postgresql"
+              else "INTEGER PRIMARY KEY AUTOINCREMENT")
+    return (
+        f"""CREATE TABLE IF NOT EXISTS outbox (
+    id              {serial},
     route           TEXT NOT NULL,
-    sink            INTEGER NOT NULL,
+    sink            BIGINT NOT NULL,
     sink_kind       TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
     chain           TEXT,
-    block           INTEGER,
+    block           BIGINT,
     status          TEXT NOT NULL,
-    priority        INTEGER NOT NULL DEFAULT 0,
+    priority        BIGINT NOT NULL DEFAULT 0,
     payload         TEXT NOT NULL,
     state           TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    parts_done      INTEGER NOT NULL DEFAULT 0,
-    next_at         REAL NOT NULL,
-    created_at      REAL NOT NULL,
-    delivered_at    REAL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    parts_done      BIGINT NOT NULL DEFAULT 0,
+    next_at         DOUBLE PRECISION NOT NULL,
+    created_at      DOUBLE PRECISION NOT NULL,
+    delivered_at    DOUBLE PRECISION,
     last_error      TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at);
-CREATE INDEX IF NOT EXISTS outbox_block ON outbox (chain, block);
-"""
+)""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
+        "CREATE INDEX IF NOT EXISTS outbox_block ON outbox (chain, block)",
+    )
+
 
 PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted"
 
@@ -75,105 +83,123 @@ def _entry(r: tuple[Any, ...]) -> Entry:
                  r[11], r[12], r[13], r[14])
 
 
+@dataclass(frozen=True)
+class Queued:
+    """One notification for one sink, ready to be written (`Outbox.put_all`)."""
+
+    route: str
+    sink: int
+    sink_kind: str
+    alerts: list[dict[str, Any]]
+    chain: str | None
+    block: int | None
+
+
 class Outbox:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._db.executescript(SCHEMA)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def put(self, route: str, sink: int, sink_kind: str, alerts: list[dict[str, Any]],
-            chain: str | None, block: int | None, now: float | None = None) -> str:
+    async def put(self, route: str, sink: int, sink_kind: str, alerts: list[dict[str, Any]],
+                  chain: str | None, block: int | None, now: float | None = None) -> str:
         """Queue one notification for one sink; returns its idempotency key (stable across
-        retries and restarts, so receivers can drop a duplicate)."""
-        now = time.time() if now is None else now
-        key = str(uuid.uuid4())
-        status = "resolved" if all(a["status"] == "resolved" for a in alerts) else "firing"
-        # Critical before warning before info: a holder's liquidation warning must not wait
-        # behind a burst of the keeper's own info events.
-        priority = max(severity_rank(a["severity"]) for a in alerts)
-        self._db.execute(
-            "INSERT INTO outbox (route, sink, sink_kind, idempotency_key, chain, block, status, "
-            "priority, payload, state, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (route, sink, sink_kind, key, chain, block, status, priority,
-             json.dumps(alerts, separators=(",", ":"), default=str), PENDING, now, now))
-        return key
+        retries, restarts and replicas, so receivers can drop a duplicate)."""
+        return (await self.put_all([Queued(route, sink, sink_kind, alerts, chain, block)],
+                                   now))[0]
 
-    def due(self, route: str, sink: int, now: float | None = None, limit: int = 1
-            ) -> list[Entry]:
+    async def put_all(self, queued: Sequence[Queued], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND route = ? AND sink = ? "
-            "AND next_at <= ? ORDER BY priority DESC, id LIMIT ?",
-            (PENDING, route, sink, now, limit))
+        rows, keys = [], []
+        for q in queued:
+            key = str(uuid.uuid4())
+            status = "resolved" if all(a["status"] == "resolved" for a in q.alerts) else "firing"
+            # Critical before warning before info: a holder's liquidation warning must not
+            # wait behind a burst of the keeper's own info events.
+            priority = max(severity_rank(a["severity"]) for a in q.alerts)
+            rows.append((q.route, q.sink, q.sink_kind, key, q.chain, q.block, status, priority,
+                         json.dumps(q.alerts, separators=(",", ":"), default=str), PENDING,
+                         now, now))
+            keys.append(key)
+        async with self.db.transaction():
+            for row in rows:
+                await self.db.execute(
+                    "INSERT INTO outbox (route, sink, sink_kind, idempotency_key, chain, block, "
+                    "status, priority, payload, state, next_at, created_at) "
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", *row)
+        return keys
+
+    async def due(self, route: str, sink: int, now: float | None = None, limit: int = 1
+                  ) -> list[Entry]:
+        now = time.time() if now is None else now
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 AND route = $2 AND sink = $3 "
+            "AND next_at <= $4 ORDER BY priority DESC, id LIMIT $5",
+            PENDING, route, sink, now, limit)
         return [_entry(r) for r in rows]
 
-    def next_due_at(self, route: str, sink: int) -> float | None:
-        row = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE state = ? AND route = ? "
-                               "AND sink = ?", (PENDING, route, sink)).fetchone()
-        return row[0] if row and row[0] is not None else None
+    async def claim(self, entry_id: int) -> bool:
+        """Before a send: this replica may deliver (the lease's fence, on PostgreSQL) and the
+        row is still pending (another replica may have delivered it meanwhile)."""
+        async with self.db.transaction():
+            await self.db.fenced()
+            state = await self.db.fetchval("SELECT state FROM outbox WHERE id = $1", entry_id)
+        return bool(state == PENDING)
 
-    def delivered(self, entry_id: int, now: float | None = None) -> None:
+    async def next_due_at(self, route: str, sink: int) -> float | None:
+        value = await self.db.fetchval("SELECT MIN(next_at) FROM outbox WHERE state = $1 "
+                                       "AND route = $2 AND sink = $3", PENDING, route, sink)
+        return None if value is None else float(value)
+
+    async def delivered(self, entry_id: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self._db.execute("UPDATE outbox SET state = ?, delivered_at = ?, attempts = attempts + 1,"
-                         " last_error = NULL WHERE id = ?", (DELIVERED, now, entry_id))
+        await self.db.execute("UPDATE outbox SET state = $1, delivered_at = $2, "
+                              "attempts = attempts + 1, last_error = NULL WHERE id = $3",
+                              DELIVERED, now, entry_id)
 
-    def retry(self, entry_id: int, next_at: float, error: str, *, count: bool = True,
-              parts_done: int = 0) -> None:
-        self._db.execute("UPDATE outbox SET next_at = ?, last_error = ?, parts_done = ?, "
-                         "attempts = attempts + ? WHERE id = ?",
-                         (next_at, error[:500], parts_done, 1 if count else 0, entry_id))
+    async def retry(self, entry_id: int, next_at: float, error: str, *, count: bool = True,
+                    parts_done: int = 0) -> None:
+        await self.db.execute("UPDATE outbox SET next_at = $1, last_error = $2, "
+                              "parts_done = $3, attempts = attempts + $4 WHERE id = $5",
+                              next_at, error[:500], parts_done, 1 if count else 0, entry_id)
 
-    def dead(self, entry_id: int, error: str) -> None:
-        self._db.execute("UPDATE outbox SET state = ?, last_error = ?, attempts = attempts + 1 "
-                         "WHERE id = ?", (DEAD, error[:500], entry_id))
+    async def dead(self, entry_id: int, error: str) -> None:
+        await self.db.execute("UPDATE outbox SET state = $1, last_error = $2, "
+                              "attempts = attempts + 1 WHERE id = $3", DEAD, error[:500], entry_id)
 
-    def requeue_dead(self, now: float | None = None) -> int:
+    async def requeue_dead(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cur = self._db.execute("UPDATE outbox SET state = ?, attempts = 0, next_at = ? "
-                               "WHERE state = ?", (PENDING, now, DEAD))
-        return cur.rowcount
+        return await self.db.execute("UPDATE outbox SET state = $1, attempts = 0, next_at = $2 "
+                                     "WHERE state = $3", PENDING, now, DEAD)
 
-    def after_block(self, chain: str, block: int) -> list[Entry]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE chain = ? AND block > ? "
-                                "AND state IN (?, ?) ORDER BY id",
-                                (chain, block, PENDING, DELIVERED))
+    async def after_block(self, chain: str, block: int) -> list[Entry]:
+        rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM outbox WHERE chain = $1 AND "
+                                   "block > $2 AND state IN ($3, $4) ORDER BY id",
+                                   chain, block, PENDING, DELIVERED)
         return [_entry(r) for r in rows]
 
-    def retract(self, entry_id: int) -> None:
-        self._db.execute("UPDATE outbox SET state = ? WHERE id = ? AND state = ?",
-                         (RETRACTED, entry_id, PENDING))
+    async def retract(self, entry_id: int) -> None:
+        await self.db.execute("UPDATE outbox SET state = $1 WHERE id = $2 AND state = $3",
+                              RETRACTED, entry_id, PENDING)
 
-    def stats(self, now: float | None = None) -> dict[tuple[str, int], tuple[int, float]]:
+    async def stats(self, now: float | None = None) -> dict[tuple[str, int], tuple[int, float]]:
         """Per (route, sink): pending count and the oldest pending age in seconds."""
         now = time.time() if now is None else now
-        rows = self._db.execute("SELECT route, sink, COUNT(*), MIN(created_at) FROM outbox "
-                                "WHERE state = ? GROUP BY route, sink", (PENDING,))
-        return {(r[0], r[1]): (r[2], now - r[3]) for r in rows}
+        rows = await self.db.fetch("SELECT route, sink, COUNT(*), MIN(created_at) FROM outbox "
+                                   "WHERE state = $1 GROUP BY route, sink", PENDING)
+        return {(r[0], int(r[1])): (int(r[2]), now - r[3]) for r in rows}
 
-    def dead_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
-                                    (DEAD,)).fetchone()[0])
+    async def dead_count(self) -> int:
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM outbox WHERE state = $1", DEAD))
 
-    def entries(self, state: str | None = None, limit: int = 50) -> list[Entry]:
+    async def entries(self, state: str | None = None, limit: int = 50) -> list[Entry]:
         if state is None:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?",
-                                    (limit,))
+            rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM outbox ORDER BY id DESC "
+                                       "LIMIT $1", limit)
         else:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state = ? "
-                                    "ORDER BY id DESC LIMIT ?", (state, limit))
+            rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 "
+                                       "ORDER BY id DESC LIMIT $2", state, limit)
         return [_entry(r) for r in rows]
 
-    def prune(self, older_than_s: float, now: float | None = None) -> int:
+    async def prune(self, older_than_s: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cur = self._db.execute("DELETE FROM outbox WHERE state IN (?, ?) AND created_at < ?",
-                               (DELIVERED, RETRACTED, now - older_than_s))
-        return cur.rowcount
+        return await self.db.execute("DELETE FROM outbox WHERE state IN ($1, $2) AND "
+                                     "created_at < $3", DELIVERED, RETRACTED, now - older_than_s)

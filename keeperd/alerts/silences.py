@@ -1,30 +1,33 @@
 """Silences: Alertmanager-style label matchers that mute notifications for a while.
 
 From config (permanent, `alerts.silences`) or from the CLI (`keeperd silence add|list|expire`,
-stored in the state database, so the running daemon sees them at its next evaluation). A
-silenced alert still has its state tracked: when the silence ends and the alert is still
-firing, it is sent then.
+stored in the state database; the running daemon reads them again every alert tick, a few
+seconds). A silenced alert still has its state tracked: when the silence ends and the alert is
+still firing, it is sent then.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS silences (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+from keeperd.storage.db import Database
+
+
+def schema(dialect: str) -> Sequence[str]:
+    serial = ("BIGSERIAL PRIMARY KEY" if dialect == "postgresql"
+              else "INTEGER PRIMARY KEY AUTOINCREMENT")
+    return (f"""CREATE TABLE IF NOT EXISTS silences (
+    id          {serial},
     matchers    TEXT NOT NULL,
     comment     TEXT NOT NULL,
     created_by  TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    ends_at     REAL NOT NULL
-);
-"""
+    created_at  DOUBLE PRECISION NOT NULL,
+    ends_at     DOUBLE PRECISION NOT NULL
+)""",)
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 
@@ -75,42 +78,51 @@ class Silence:
 
 
 class Silences:
-    def __init__(self, db: sqlite3.Connection,
+    """Configured silences, and the stored ones as last read (`refresh`)."""
+
+    def __init__(self, db: Database,
                  configured: Iterable[tuple[list[str], str]] = ()) -> None:
-        self._db = db
-        self._db.executescript(SCHEMA)
+        self.db = db
         self.configured: list[Silence] = []
+        self.stored: list[Silence] = []
         self.set_configured(configured)
 
     def set_configured(self, configured: Iterable[tuple[list[str], str]]) -> None:
         self.configured = [Silence(None, tuple(parse_matcher(m) for m in matchers), comment,
                                    "config", float("inf")) for matchers, comment in configured]
 
-    def add(self, matchers: list[str], duration_s: float, comment: str,
-            created_by: str = "cli", now: float | None = None) -> int:
+    async def add(self, matchers: list[str], duration_s: float, comment: str,
+                  created_by: str = "cli", now: float | None = None) -> int:
         parsed = [parse_matcher(m) for m in matchers]
         if not parsed:
             raise ValueError("a silence needs at least one matcher")
         now = time.time() if now is None else now
-        cur = self._db.execute(
+        silence_id = await self.db.fetchval(
             "INSERT INTO silences (matchers, comment, created_by, created_at, ends_at) "
-            "VALUES (?,?,?,?,?)", (json.dumps([str(m) for m in parsed]), comment, created_by,
-                                   now, now + duration_s))
-        return int(cur.lastrowid or 0)
+            "VALUES ($1,$2,$3,$4,$5) RETURNING id",
+            json.dumps([str(m) for m in parsed]), comment, created_by, now, now + duration_s)
+        await self.refresh(now)
+        return int(silence_id)
 
-    def expire(self, silence_id: int, now: float | None = None) -> bool:
+    async def expire(self, silence_id: int, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        cur = self._db.execute("UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
-                               (now, silence_id, now))
-        return cur.rowcount > 0
+        changed = await self.db.execute("UPDATE silences SET ends_at = $1 WHERE id = $2 AND "
+                                        "ends_at > $3", now, silence_id, now)
+        await self.refresh(now)
+        return changed > 0
+
+    async def refresh(self, now: float | None = None) -> list[Silence]:
+        """Read the stored silences that have not ended; every active one."""
+        now = time.time() if now is None else now
+        rows = await self.db.fetch("SELECT id, matchers, comment, created_by, ends_at FROM "
+                                   "silences WHERE ends_at > $1 ORDER BY id", now)
+        self.stored = [Silence(int(r[0]), tuple(parse_matcher(m) for m in json.loads(r[1])),
+                               r[2], r[3], r[4]) for r in rows]
+        return self.active(now)
 
     def active(self, now: float | None = None) -> list[Silence]:
         now = time.time() if now is None else now
-        rows = self._db.execute("SELECT id, matchers, comment, created_by, ends_at FROM silences "
-                                "WHERE ends_at > ? ORDER BY id", (now,)).fetchall()
-        stored = [Silence(r[0], tuple(parse_matcher(m) for m in json.loads(r[1])), r[2], r[3],
-                          r[4]) for r in rows]
-        return self.configured + stored
+        return self.configured + [s for s in self.stored if s.ends_at > now]
 
     def matching(self, labels: Mapping[str, str], now: float | None = None) -> Silence | None:
         for silence in self.active(now):

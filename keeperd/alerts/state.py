@@ -2,109 +2,183 @@
 (severity, value, when, since when, the alert as sent), and the cursors of the log followers
 that feed it. The engine, `keeperd alerts` and `keeperd status` read it through this class;
 no SQL about alerts lives anywhere else (the outbox has its own, `outbox.py`).
+
+The engine decides on every block for hundreds of fingerprints, so the state is held in memory
+(`load` reads it whole) and what changed is written back by `flush`, inside the transaction that
+also writes the notifications those changes produced: a crash leaves both or neither, never a
+state that says "told" with no notification on its way (a lost alert until its repeat interval).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from keeperd.alerts.lifecycle import Told
+from keeperd.storage.db import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
+
+def schema(dialect: str) -> Sequence[str]:
+    return (
+        """CREATE TABLE IF NOT EXISTS alert_state (
     fingerprint  TEXT PRIMARY KEY,
     rule         TEXT NOT NULL,
     route        TEXT NOT NULL,
     severity     TEXT NOT NULL,
-    value        REAL,
-    told_at      REAL NOT NULL,
-    since        REAL NOT NULL,
+    value        DOUBLE PRECISION,
+    told_at      DOUBLE PRECISION NOT NULL,
+    since        DOUBLE PRECISION NOT NULL,
     chain        TEXT,
-    block        INTEGER,
+    block        BIGINT,
     alert        TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_cursor (
+)""",
+        """CREATE TABLE IF NOT EXISTS alert_cursor (
     name   TEXT PRIMARY KEY,
-    block  INTEGER NOT NULL
-);
-"""
+    block  BIGINT NOT NULL
+)""",
+    )
+
+
+@dataclass(frozen=True)
+class Remembered:
+    rule: str
+    route: str
+    told: Told
+    chain: str | None
+    block: int | None
+    alert: dict[str, Any]
+
+
+@dataclass
+class Changes:
+    """What changed since the last flush: fingerprint -> its new row (None: forgotten)."""
+
+    states: dict[str, Remembered | None]
+    cursors: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.cursors)
 
 
 class AlertState:
-    def __init__(self, db: sqlite3.Connection, *, create: bool = True) -> None:
-        self._db = db
-        if create:
-            db.executescript(SCHEMA)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._rows: dict[str, Remembered] = {}
+        self._cursors: dict[str, int] = {}
+        self._changes = Changes({}, {})
 
-    @classmethod
-    def exists(cls, db: sqlite3.Connection) -> bool:
-        return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alert_state'"
-                          ).fetchone() is not None
+    async def load(self) -> AlertState:
+        """Read the whole state (at start, and when a replica becomes the leader: what the
+        last leader told); changes not flushed are dropped."""
+        rows = await self.db.fetch("SELECT fingerprint, rule, route, severity, value, told_at, "
+                                   "since, chain, block, alert FROM alert_state")
+        self._rows = {r[0]: Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6]), r[7], r[8],
+                                       json.loads(r[9])) for r in rows}
+        self._cursors = {r[0]: int(r[1]) for r in await self.db.fetch(
+            "SELECT name, block FROM alert_cursor")}
+        self._changes = Changes({}, {})
+        return self
 
     # --- per fingerprint ------------------------------------------------------------------
 
     def told(self, fingerprint: str) -> Told | None:
-        row = self._db.execute("SELECT severity, value, told_at, since FROM alert_state "
-                               "WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        return Told(row[0], row[1], row[2], row[3]) if row else None
+        row = self._rows.get(fingerprint)
+        return row.told if row else None
 
     def set_severity(self, fingerprint: str, severity: str) -> None:
-        self._db.execute("UPDATE alert_state SET severity = ? WHERE fingerprint = ?",
-                         (severity, fingerprint))
+        row = self._rows.get(fingerprint)
+        if row is None:
+            return
+        told = row.told
+        self._put(fingerprint, Remembered(row.rule, row.route,
+                                          Told(severity, told.value, told.at, told.since),
+                                          row.chain, row.block, row.alert))
 
     def forget(self, fingerprint: str) -> None:
-        self._db.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
+        if self._rows.pop(fingerprint, None) is not None:
+            self._changes.states[fingerprint] = None
 
     def record(self, fingerprint: str, rule: str, route: str, told: Told, chain: str | None,
                block: int | None, alert: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT "
-            "(fingerprint) DO UPDATE SET severity = excluded.severity, value = "
-            "excluded.value, told_at = excluded.told_at, chain = excluded.chain, "
-            "block = excluded.block, alert = excluded.alert, route = excluded.route",
-            (fingerprint, rule, route, told.severity, told.value, told.at, told.since, chain,
-             block, json.dumps(alert, default=str)))
+        old = self._rows.get(fingerprint)
+        since = old.told.since if old is not None else told.since  # kept, as an upsert would
+        self._put(fingerprint, Remembered(rule, route, Told(told.severity, told.value, told.at,
+                                                            since), chain, block, alert))
+
+    def _put(self, fingerprint: str, row: Remembered) -> None:
+        self._rows[fingerprint] = row
+        self._changes.states[fingerprint] = row
 
     # --- views ----------------------------------------------------------------------------
 
     def firing(self, route: str | None = None) -> list[dict[str, Any]]:
         """The alerts as last told, oldest first."""
-        if route is None:
-            rows = self._db.execute("SELECT alert FROM alert_state ORDER BY since")
-        else:
-            rows = self._db.execute("SELECT alert FROM alert_state WHERE route = ? "
-                                    "ORDER BY since", (route,))
-        return [json.loads(r[0]) for r in rows]
+        rows = sorted(self._rows.values(), key=lambda r: r.told.since)
+        return [r.alert for r in rows if route is None or r.route == route]
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(rule, severity) -> how many fire."""
         out: dict[tuple[str, str], int] = {}
-        for rule, severity in self._db.execute("SELECT rule, severity FROM alert_state"):
-            out[(rule, severity)] = out.get((rule, severity), 0) + 1
+        for r in self._rows.values():
+            out[(r.rule, r.told.severity)] = out.get((r.rule, r.told.severity), 0) + 1
         return out
 
     def labels_of(self, rule: str) -> list[dict[str, str]]:
         """The labels of every alert of `rule` that fires (to resolve the ones no input
         mentions any more)."""
-        return [json.loads(r[0])["labels"] for r in self._db.execute(
-            "SELECT alert FROM alert_state WHERE rule = ?", (rule,))]
+        return [r.alert["labels"] for r in self._rows.values() if r.rule == rule]
 
     # --- reorgs and cursors ---------------------------------------------------------------
 
     def forget_after(self, chain: str, ancestor: int) -> None:
         """States set on blocks that are gone; log followers rewound to the ancestor."""
-        self._db.execute("DELETE FROM alert_state WHERE chain = ? AND block > ?",
-                         (chain, ancestor))
-        self._db.execute("UPDATE alert_cursor SET block = ? WHERE block > ? AND name LIKE "
-                         "'liquidations:%'", (ancestor, ancestor))
+        for fp in [fp for fp, r in self._rows.items()
+                   if r.chain == chain and r.block is not None and r.block > ancestor]:
+            self.forget(fp)
+        for name, block in list(self._cursors.items()):
+            if block > ancestor and name.startswith("liquidations:"):
+                self.set_cursor(name, ancestor)
 
     def cursor(self, name: str) -> int | None:
-        row = self._db.execute("SELECT block FROM alert_cursor WHERE name = ?",
-                               (name,)).fetchone()
-        return None if row is None else int(row[0])
+        return self._cursors.get(name)
 
     def set_cursor(self, name: str, block: int) -> None:
-        self._db.execute("INSERT INTO alert_cursor VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                         "SET block = excluded.block", (name, block))
+        self._cursors[name] = block
+        self._changes.cursors[name] = block
+
+    # --- writing back ---------------------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        changes, self._changes = self._changes, Changes({}, {})
+        return changes
+
+    def give_back(self, changes: Changes) -> None:
+        """A flush that failed: its changes are written with the next one (unless changed
+        again since)."""
+        for fp, row in changes.states.items():
+            self._changes.states.setdefault(fp, row)
+        for name, block in changes.cursors.items():
+            self._changes.cursors.setdefault(name, block)
+
+    async def write(self, changes: Changes) -> None:
+        """Write `changes` (inside the caller's transaction)."""
+        for fp, row in changes.states.items():
+            if row is None:
+                await self.db.execute("DELETE FROM alert_state WHERE fingerprint = $1", fp)
+                continue
+            t = row.told
+            await self.db.execute(
+                "INSERT INTO alert_state (fingerprint, rule, route, severity, value, told_at, "
+                "since, chain, block, alert) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) "
+                "ON CONFLICT (fingerprint) DO UPDATE SET rule = excluded.rule, "
+                "route = excluded.route, severity = excluded.severity, value = excluded.value, "
+                "told_at = excluded.told_at, since = excluded.since, chain = excluded.chain, "
+                "block = excluded.block, alert = excluded.alert",
+                fp, row.rule, row.route, t.severity, t.value, t.at, t.since, row.chain,
+                row.block, json.dumps(row.alert, default=str))
+        for name, block in changes.cursors.items():
+            await self.db.execute("INSERT INTO alert_cursor (name, block) VALUES ($1, $2) "
+                                  "ON CONFLICT (name) DO UPDATE SET block = excluded.block",
+                                  name, block)

@@ -18,7 +18,7 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +120,10 @@ class Executor:
         self._lost_race_checks: list[tuple[Opportunity, str, int, str]] = []
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
         self.capital_shortfall: dict[str, Shortfall] = {}
-        # Outcomes, for the alert engine (its subscriber).
+        # Outcomes, for the alert engine (its subscriber): noted as they happen, written
+        # together (`events_flush`) once the block's work — or the start's — is done.
         self.events: Callable[[ExecutionEvent], None] | None = None
+        self.events_flush: Callable[[], Awaitable[None]] | None = None
         # Replicas: whether this one leads (signs and sends), and whom to tell when a fenced
         # write shows it no longer does. One process alone always acts.
         self.acting: Callable[[], bool] = lambda: True
@@ -150,6 +152,7 @@ class Executor:
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                             if self.tx.pending else []):
                 await self._settle(outcome)
+        await self._flush_events()
         await self.liquidator.prepare(head)
 
     # --- per scan -------------------------------------------------------------------------
@@ -169,6 +172,8 @@ class Executor:
                       meaning="another replica holds the lease: nothing more is sent here")
             if self.on_fenced is not None:
                 self.on_fenced(str(exc))
+        finally:
+            await self._flush_events()
 
     async def _act(self, result: ScanResult) -> None:
         view = result.view
@@ -573,6 +578,14 @@ class Executor:
                                        block, details))
         except Exception as exc:  # alerting must never disturb a liquidation
             log.exception("alerts.event_failed", kind=kind, error=str(exc))
+
+    async def _flush_events(self) -> None:
+        if self.events_flush is None:
+            return
+        try:
+            await self.events_flush()
+        except Exception as exc:  # kept by the engine for its next write
+            log.exception("alerts.event_failed", kind="flush", error=str(exc))
 
     # --- helpers --------------------------------------------------------------------------
 

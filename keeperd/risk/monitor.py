@@ -166,7 +166,7 @@ class CascadeMonitor:
         self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
         self.last, self.last_block = result, block
         self._publish(result, depth, assets)
-        self._alert(result, block)
+        await self._alert(result, block)
         worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
         log.info("cascade.evaluated", protocol=self.protocol, block=block,
                  positions=len(portfolio), columns=len(columns.shock),
@@ -233,7 +233,7 @@ class CascadeMonitor:
                 math.nan if critical is None else critical)
         m.cascade_block.labels(*base).set(self.last_block)
 
-    def _alert(self, r: CascadeResult, block: int) -> None:
+    async def _alert(self, r: CascadeResult, block: int) -> None:
         if self.alerts is None or self.alerts_config is None:
             return
         rule = self.alerts_config.rules.cascade
@@ -253,7 +253,7 @@ class CascadeMonitor:
         fund = "" if self.fund_usd is None else (
             f"; the fund (${self.fund_usd:,.0f}) covers "
             f"{self.fund_usd / bad:.0%}" if bad > 0 else "")
-        self.alerts.observe([Condition(
+        await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
             self.alerts.repeat_interval(route),
             summary=f"a {target:.0%} drop of {scenario} would leave ${bad:,.0f} of bad debt on "

@@ -2,15 +2,17 @@
 
 - `migrate`: apply the schema migrations to the configured back-end (PostgreSQL with
   storage.url, else the SQLite file in state_dir), as keeperd does at start.
-- `copy --from sqlite --to postgres`: move a single machine's journal onto PostgreSQL before
-  starting replicas: every opportunity and every signed transaction, in one transaction, so a
-  keeper that moves over still never repeats a liquidation it sent from the old machine.
+- `copy --from sqlite --to postgres`: move a single machine's journal and alerts onto
+  PostgreSQL before starting replicas: every opportunity and every signed transaction, what was
+  told and what waits in the outbox, in one transaction — a keeper that moves over never
+  repeats a liquidation it sent from the old machine, nor an alert it told.
   Refuses a target journal that is not empty (two histories must not be merged blindly).
 - `leases`: who holds each keeper identity's lease, at which epoch, until when.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,13 @@ TABLES = {
                      "detail, created_at, updated_at"),
     "liquidation_txs": ("tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, "
                         "kind, sent_at"),
+    # What was told, and what is still to be told (ids are the target's own).
+    "alert_state": "fingerprint, rule, route, severity, value, told_at, since, chain, block, alert",
+    "alert_cursor": "name, block",
+    "silences": "matchers, comment, created_by, created_at, ends_at",
+    "outbox": ("route, sink, sink_kind, idempotency_key, chain, block, status, priority, "
+               "payload, state, attempts, parts_done, next_at, created_at, delivered_at, "
+               "last_error"),
 }
 
 
@@ -110,7 +119,8 @@ async def leases(config: Config) -> list[LeaseRow]:
 
 
 async def shared_status(config: Config) -> dict[str, object]:
-    """For `keeperd status` with storage.url: the replicas' leases and the shared journal."""
+    """For `keeperd status` with storage.url: the replicas' leases, the shared journal, the
+    alerts firing and the outbox."""
     rows = await leases(config)
     db = await open_configured(config)
     try:
@@ -118,9 +128,18 @@ async def shared_status(config: Config) -> dict[str, object]:
                                      "GROUP BY status"))
         last = await db.fetch("SELECT account, status, collateral, debt, expected_profit_usd, "
                               "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")
+        firing = [json.loads(r[0]) for r in await db.fetch(
+            "SELECT alert FROM alert_state ORDER BY since")]
+        outbox = await db.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        oldest = await db.fetchval("SELECT MIN(created_at) FROM outbox WHERE state = $1",
+                                   "pending")
     finally:
         await db.close()
+    from keeperd.status import firing_summary, outbox_summary
+
     return {
+        "alerts_firing": firing_summary(firing),
+        "outbox": outbox_summary(outbox, oldest),
         "replicas": [{"identity": r.identity, "holder": r.holder, "epoch": r.epoch,
                       "expires_in_s": round(r.expires_in_s, 1),
                       "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows],

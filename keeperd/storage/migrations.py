@@ -2,8 +2,9 @@
 `schema_migrations` (in one transaction with its statements, so a crash leaves it applied or
 not). `keeperd storage migrate` runs them; so does opening the journal.
 
-Migration 1 adopts the tables keeperd created before migrations existed: its statements are
-`CREATE ... IF NOT EXISTS`, so on an existing SQLite state file it only records itself.
+Migrations 1 and 2 adopt the tables keeperd created before migrations existed: their
+statements are `CREATE ... IF NOT EXISTS`, so on an existing SQLite state file they only record
+themselves.
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ from collections.abc import Callable, Sequence
 from keeperd.storage.db import Database
 
 
-def _journal() -> Sequence[str]:
+def _journal(dialect: str) -> Sequence[str]:
     from keeperd.execution.journal import SCHEMA
 
     return SCHEMA
 
 
+def _alerts(dialect: str) -> Sequence[str]:
+    from keeperd.alerts import outbox, silences, state
+
+    return (*outbox.schema(dialect), *state.schema(dialect), *silences.schema(dialect))
+
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name, the statements): append only; never edit one that has shipped.
-MIGRATIONS: tuple[tuple[int, str, Callable[[], Sequence[str]]], ...] = (
+MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (1, "liquidation journal", _journal),
+    (2, "alert state, cursors, silences and the outbox", _alerts),
 )
 
 
@@ -48,7 +56,7 @@ async def migrate(db: Database) -> list[int]:
         for version, name, statements in MIGRATIONS:
             if version in done:
                 continue
-            for sql in statements():
+            for sql in statements(db.dialect):
                 await db.execute(sql)
             await db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES ($1, $2, $3)", version, name, time.time())

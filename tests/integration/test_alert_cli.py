@@ -4,7 +4,6 @@ the state database), `alerts test` against a live receiver, `alerts list|retry`.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ import yaml
 from keeperd.alerts.outbox import Outbox
 from keeperd.alerts.silences import Silences
 from keeperd.alerts.sinks import verify
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import migrate
 from tests.alert_fakes import Recorder, webhook_app
 from tests.conftest import serve
 
@@ -43,18 +44,20 @@ def test_silences_from_the_command_line(tmp_path: Path) -> None:
     assert added.returncode == 0 and "silence 1 added for 7200 s" in added.stdout, added.stderr
     listed = keeperd("silence", "list", "--config", str(config))
     assert "rule=~position_.*" in listed.stdout and "# topping up" in listed.stdout
-    db = sqlite3.connect(tmp_path / "state" / "keeperd.sqlite3")
-    match = Silences(db).matching({"account": "0xabc0000000000000000000000000000000000001",
-                                   "rule": "position_health"})
+    db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
+    silences = Silences(db)
+    asyncio.run(silences.refresh())
+    match = silences.matching({"account": "0xabc0000000000000000000000000000000000001",
+                               "rule": "position_health"})
     assert match is not None and match.id == 1
     bad = keeperd("silence", "add", "--config", str(config), "--match", "nonsense")
     assert bad.returncode == 1 and "label=value" in bad.stderr
     assert keeperd("silence", "expire", "1", "--config", str(config)).returncode == 0
-    assert Silences(db).matching({"rule": "position_health",
-                                  "account": "0xabc0000000000000000000000000000000000001"}) \
-        is None
+    asyncio.run(silences.refresh())
+    assert silences.matching({"rule": "position_health",
+                              "account": "0xabc0000000000000000000000000000000000001"}) is None
     assert "no active silences" in keeperd("silence", "list", "--config", str(config)).stdout
-    db.close()
+    db.conn.close()
 
 
 def test_alerts_test_list_and_retry(tmp_path: Path) -> None:
@@ -75,16 +78,21 @@ def test_alerts_test_list_and_retry(tmp_path: Path) -> None:
     assert down.returncode == 1 and "ClientConnectorError" in down.stdout
     assert "cli-secret" not in down.stdout + down.stderr
 
-    (tmp_path / "state").mkdir(exist_ok=True)
-    db = sqlite3.connect(tmp_path / "state" / "keeperd.sqlite3", isolation_level=None)
+    db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
     outbox = Outbox(db)
-    outbox.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
-                                      "severity": "critical", "summary": "x"}], None, None)
-    [e] = outbox.entries()
-    outbox.dead(e.id, "HTTP 404: no such hook")
+
+    async def dead_letter() -> None:
+        await migrate(db)
+        await outbox.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+                                                "severity": "critical", "summary": "x"}],
+                         None, None)
+        [e] = await outbox.entries()
+        await outbox.dead(e.id, "HTTP 404: no such hook")
+
+    asyncio.run(dead_letter())
     listed = keeperd("alerts", "list", "--config", str(config))
     assert "0 pending, 1 dead" in listed.stdout and "HTTP 404" in listed.stdout
     retried = keeperd("alerts", "retry", "--config", str(config))
     assert "1 dead-lettered notification(s) requeued" in retried.stdout
-    assert outbox.entries()[0].state == "pending"
-    db.close()
+    assert asyncio.run(outbox.entries())[0].state == "pending"
+    db.conn.close()

@@ -14,12 +14,13 @@ import pytest
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.model import Alert
-from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox
+from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox, schema
 from keeperd.alerts.sinks import verify
 from keeperd.config import OutboxConfig, RouteConfig
 from keeperd.iokit import TokenBucket
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
+from keeperd.storage.db import SqliteDatabase
 from tests.alert_fakes import (
     Recorder,
     discord_429,
@@ -50,17 +51,20 @@ def make_alert(i: int, summary: str | None = None, **kw: Any) -> dict[str, Any]:
 class Harness:
     def __init__(self, tmp_path: Path, routes: list[dict[str, Any]],
                  settings: OutboxConfig = FAST) -> None:
-        self.db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
-        self.outbox = Outbox(self.db)
+        path = tmp_path / "state.db"
+        self.db = sqlite3.connect(path, isolation_level=None)  # the test's own reads
+        for sql in schema("sqlite"):
+            self.db.execute(sql)
+        self.outbox = Outbox(SqliteDatabase.open(path))
         self.metrics = Metrics()
         self.redactor = Redactor()
         self.dispatcher = Dispatcher(self.outbox, settings, self.metrics, self.redactor)
         self.dispatcher.configure([RouteConfig.model_validate(r) for r in routes])
         self.task: asyncio.Task[None] | None = None
 
-    def put(self, alerts: list[dict[str, Any]], route: str = "r", sink: int = 0) -> str:
+    async def put(self, alerts: list[dict[str, Any]], route: str = "r", sink: int = 0) -> str:
         kind = self.dispatcher.sinks[(route, sink)].sink.kind
-        return self.outbox.put(route, sink, kind, alerts, "devnet", 10)
+        return await self.outbox.put(route, sink, kind, alerts, "devnet", 10)
 
     async def until(self, check: Callable[[], bool], limit_s: float = 15.0) -> None:
         self.dispatcher.wake()
@@ -89,6 +93,7 @@ async def harness_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
         h.task.cancel()
         await asyncio.gather(h.task, return_exceptions=True)
         h.db.close()
+        await h.outbox.db.close()
 
 
 async def test_telegram_html_429_retry_after_and_split(harness_factory: Any) -> None:
@@ -96,7 +101,7 @@ async def test_telegram_html_429_retry_after_and_split(harness_factory: Any) -> 
     async with serve(telegram_app(TOKEN, rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
             "kind": "telegram", "bot_token": TOKEN, "chat_id": CHAT, "api_url": url}]}])
-        h.put([make_alert(1, "health <1.1> & falling")])
+        await h.put([make_alert(1, "health <1.1> & falling")])
         await h.until(lambda: h.states() == [DELIVERED])
         first, second = rec.requests
         assert second["at"] - first["at"] >= 0.95  # waited the retry_after Telegram gave
@@ -112,7 +117,7 @@ async def test_telegram_html_429_retry_after_and_split(harness_factory: Any) -> 
         rec.requests.clear()
         rec.accepted.clear()
         group = [make_alert(i) for i in range(120)]
-        h.put(group)
+        await h.put(group)
         rec.script = [lambda: telegram_app_ok_then(rec), telegram_429(1)]
         await h.until(lambda: h.states()[-1] == DELIVERED)
         texts = [b["text"] for b in rec.accepted]
@@ -140,14 +145,14 @@ async def test_telegram_bad_chat_is_dead_lettered_without_leaking_the_token(
     async with serve(telegram_app(TOKEN, rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
             "kind": "telegram", "bot_token": TOKEN, "chat_id": 42, "api_url": url}]}])
-        h.put([make_alert(1)])
+        await h.put([make_alert(1)])
         await h.until(lambda: h.states() == [DEAD])
         [error] = [r[0] for r in h.db.execute("SELECT last_error FROM outbox")]
         assert "chat not found" in error and TOKEN not in error
         assert len(rec.requests) == 1  # a permanent refusal is not retried
         assert h.redactor.scrub(f"url /bot{TOKEN}/sendMessage") == \
             "url /bot[redacted]/sendMessage"
-        assert h.outbox.requeue_dead() == 1
+        assert await h.outbox.requeue_dead() == 1
 
 
 async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
@@ -157,7 +162,7 @@ async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
         h = harness_factory([{"name": "r", "sinks": [{
             "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
             OutboxConfig(max_attempts=10, backoff_initial_s=0.05, backoff_max_s=0.2))
-        keys = [h.put([make_alert(i)]) for i in range(8)]
+        keys = [await h.put([make_alert(i)]) for i in range(8)]
         await h.until(lambda: h.states().count(DELIVERED) == 8)
     accepted_keys = [e["headers"]["Idempotency-Key"] for e in rec.accepted]
     assert sorted(accepted_keys) == sorted(keys)  # all arrived, none accepted twice
@@ -179,7 +184,7 @@ async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
             "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
-        h.put([make_alert(1)])
+        await h.put([make_alert(1)])
         await h.until(lambda: h.states() == [DEAD])
         assert len(rec.requests) == FAST.max_attempts
         assert metric_value(h.metrics, "keeperd_notifications_total",
@@ -194,8 +199,8 @@ async def test_slack_and_discord_formats_and_discord_rate_limit(harness_factory:
             {"kind": "slack", "webhook_url": f"{s_url}/services/T000/B000/XXXXXXXXXXXXXXXX"},
             {"kind": "discord", "webhook_url": f"{d_url}/api/webhooks/1/tok_abcdefghijkl"}]}])
         alerts = [make_alert(i, f"acct_{i} <@everyone> & *bold*") for i in range(40)]
-        h.put(alerts, sink=0)
-        h.put(alerts, sink=1)
+        await h.put(alerts, sink=0)
+        await h.put(alerts, sink=1)
         await h.until(lambda: h.states() == [DELIVERED, DELIVERED])
     text = slack.accepted[0]["text"]
     assert "&lt;@everyone&gt; &amp; *bold*" in text  # Slack's three escapes

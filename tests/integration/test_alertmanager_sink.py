@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -22,6 +21,8 @@ from keeperd.alerts.outbox import DELIVERED, Outbox
 from keeperd.config import OutboxConfig, RouteConfig
 from keeperd.devnet.anvil import free_port
 from keeperd.metrics import Metrics
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import migrate
 
 
 def alertmanager_binary() -> str:
@@ -71,8 +72,10 @@ def am_alerts(url: str, active: bool = True) -> list[dict[str, Any]]:
 
 async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
                                                             tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
-    outbox = Outbox(db)
+    database = SqliteDatabase.open(tmp_path / "state.db")
+    await migrate(database)
+    db = database.conn
+    outbox = Outbox(database)
     dispatcher = Dispatcher(outbox, OutboxConfig(backoff_initial_s=0.05), Metrics())
     dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
         {"kind": "alertmanager", "url": alertmanager}]})])
@@ -83,7 +86,7 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
                    f"w: {account} has health 1.0200, below critical 1.05",
                    action="Add collateral", details={"health_factor": 1.02}).to_json()
     try:
-        outbox.put("am", 0, "alertmanager", [firing], "devnet", 5)
+        await outbox.put("am", 0, "alertmanager", [firing], "devnet", 5)
         dispatcher.wake()
         for _ in range(200):
             if [r[0] for r in db.execute("SELECT state FROM outbox")] == [DELIVERED]:
@@ -98,7 +101,7 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
 
         resolved = dict(firing, kind="resolved", status="resolved",
                         summary=f"w: {account} recovered")
-        outbox.put("am", 0, "alertmanager", [resolved], "devnet", 6)
+        await outbox.put("am", 0, "alertmanager", [resolved], "devnet", 6)
         dispatcher.wake()
         for _ in range(200):
             if not [a for a in am_alerts(alertmanager)
@@ -110,12 +113,13 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        db.close()
+        await database.close()
 
 
 async def test_firing_alerts_are_resent_so_alertmanager_keeps_them(alertmanager: str,
                                                                    tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    db = SqliteDatabase.open(tmp_path / "state.db")
+    await migrate(db)
     dispatcher = Dispatcher(Outbox(db), OutboxConfig(), Metrics())
     dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
         {"kind": "alertmanager", "url": alertmanager, "resend_s": 0.3}]})])
@@ -137,4 +141,4 @@ async def test_firing_alerts_are_resent_so_alertmanager_keeps_them(alertmanager:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        db.close()
+        await db.close()

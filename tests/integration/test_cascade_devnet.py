@@ -105,12 +105,12 @@ async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # typ
 
 async def test_bad_debt_above_the_threshold_raises_a_cascade_alert(
         devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import sqlite3
-
     from keeperd.alerts.delivery import Dispatcher
     from keeperd.alerts.engine import AlertEngine
     from keeperd.alerts.outbox import Outbox
     from keeperd.config import AlertsConfig, OutboxConfig
+    from keeperd.storage.db import SqliteDatabase
+    from keeperd.storage.migrations import migrate
 
     book, head = await snapshot(devnet, pool, tmp_path)
     alerts_config = AlertsConfig.model_validate({
@@ -118,21 +118,22 @@ async def test_bad_debt_above_the_threshold_raises_a_cascade_alert(
                                                "secret": "s"}]}],
         "rules": {"cascade": {"shock": 0.3, "warn_bad_debt_usd": 1.0,
                               "critical_bad_debt_usd": 1e12}}})
-    db = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
+    db = SqliteDatabase.open(tmp_path / "alerts.db")
+    await migrate(db)
     metrics = Metrics()
     dispatcher = Dispatcher(Outbox(db), OutboxConfig(), metrics)
     dispatcher.configure(alerts_config.routes)
-    engine = AlertEngine(db, alerts_config, dispatcher, metrics)
+    engine = await AlertEngine.open(db, alerts_config, dispatcher, metrics)
     monitor = CascadeMonitor(CascadeConfig(insurance_fund={"usd": 1000.0}), "devnet", "aave",
                              pool, metrics, engine, alerts_config, describe=describe_aave)
     result = await monitor.evaluate(book, head)
     at = [k for k, s in enumerate(result.columns.shock) if s == 0.3]
     worst = max(float(result.bad_debt[k]) for k in at)
     assert worst > 1.0  # the devnet book has bad debt at -30 % (its pools are thin)
-    [entry] = Outbox(db).entries()
+    [entry] = await Outbox(db).entries()
     [alert] = entry.alerts
     assert alert["rule"] == "cascade_risk" and alert["severity"] == "warning"
     assert alert["details"]["bad_debt_usd"] == pytest.approx(worst, rel=1e-6)
     assert "30% drop" in alert["summary"] and "the fund ($1,000) covers" in alert["summary"]
     await monitor.evaluate(book, head + 1)  # same figures: not news
-    assert len(Outbox(db).entries()) == 1
+    assert len(await Outbox(db).entries()) == 1

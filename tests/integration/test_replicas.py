@@ -1,7 +1,7 @@
 """Two `keeperd run` processes with the same configuration on one PostgreSQL (#16), tried as an
 operator would: exactly one liquidates; SIGKILLed mid-wave, the other takes over within the
 configured failover, resumes what the first signed and finishes the crash, and no
-opportunity is sent twice (checked on chain)."""
+opportunity is sent twice (checked on chain) — nor any alert (checked at a webhook)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import asyncio
 import json
 import os
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,11 @@ LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e
 LEASE = {"length_s": 3.0, "renew_every_s": 1.0, "statement_timeout_s": 0.8}
 
 
-def replica_config(devnet: Devnet, tmp_path: Path, name: str, dsn: str) -> Path:
+def replica_config(devnet: Devnet, tmp_path: Path, name: str, dsn: str,
+                   alerts: dict[str, Any] | None = None) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
+        **({"alerts": alerts} if alerts else {}),
         "state_dir": str(tmp_path / name),  # each replica its own local state directory
         "storage": {"url": dsn, "lease": LEASE},
         "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
@@ -56,14 +60,41 @@ def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(run())
 
 
+class Webhook:
+    """A webhook receiver on loopback, in a thread (the replicas are processes): every POST
+    recorded with its Idempotency-Key, answered 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Idempotency-Key"], json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 class Pair:
     """Two replicas of one keeper on a fresh PostgreSQL database: a started first (it leads),
     b once a leads."""
 
-    def __init__(self, devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
+    def __init__(self, devnet: Devnet, tmp_path: Path, postgres_server: str,
+                 alerts: dict[str, Any] | None = None) -> None:
         from tests.conftest import fresh_database
 
-        self.devnet, self.tmp_path = devnet, tmp_path
+        self.devnet, self.tmp_path, self.alerts = devnet, tmp_path, alerts
         self.dsn = asyncio.run(fresh_database(postgres_server))
         fund_keeper(devnet)
         self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
@@ -77,8 +108,8 @@ class Pair:
         wait_until(lambda: events(self.logs["b"], "daemon.started"), "b follows", 60)
 
     def _start(self, name: str) -> subprocess.Popen[str]:
-        return start_keeperd(replica_config(self.devnet, self.tmp_path, name, self.dsn),
-                             self.env, self.logs[name])
+        return start_keeperd(replica_config(self.devnet, self.tmp_path, name, self.dsn,
+                                            self.alerts), self.env, self.logs[name])
 
     def stop(self) -> None:
         import signal
@@ -94,7 +125,13 @@ class Pair:
 @pytest.mark.slow
 def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigkill(
         devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
-    pair = Pair(devnet, tmp_path, postgres_server)
+    webhook = Webhook()
+    watched = [b["address"] for b in devnet.manifest["borrowers"]][:60]
+    pair = Pair(devnet, tmp_path, postgres_server, alerts={
+        "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": webhook.url,
+                                              "secret": "replica-test"}]}],
+        "watchlists": [{"name": "desk", "accounts": watched, "warn": 1.1, "critical": 1.02,
+                        "route": "ops"}]})
     dsn, logs, procs = pair.dsn, pair.logs, pair.procs
 
     def journal() -> dict[str, str]:
@@ -104,9 +141,17 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         pair.start()
         time.sleep(2 * LEASE["renew_every_s"])
         assert not events(logs["b"], "replica.promoted")  # exactly one leads
+        # A first drop both replicas evaluate: watched accounts cross their warn level; only
+        # the leader tells.
+        told_before = len(events(logs["a"], "alerts.notify"))
+        first_drop = devnet.client.block_number() + 1  # (a liquidates what it puts under)
+        devnet.set_price("WETH", devnet.manifest["prices_usd"]["WETH"] * 0.93)
+        wait_until(lambda: len(events(logs["a"], "alerts.notify")) > told_before,
+                   "a tells the drop", 30)
+        time.sleep(2.0)  # b evaluates the same blocks meanwhile
         devnet.client.call("evm_setAutomine", False)
         devnet.set_price_async("WETH", 2100.0)
-        crash = devnet.mine(1)
+        devnet.mine(1)
         borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
         underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
         debts = {a: devnet.account_data(a)[1] for a in underwater}
@@ -130,8 +175,24 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
             time.sleep(1.0)
         wait_until(lambda: all(s in ("included", "lost_race", "reverted") for s in
                                journal().values()) and journal(), "settled", 30)
+        wait_until(lambda: not query(dsn, "SELECT id FROM outbox WHERE state = 'pending'"),
+                   "every alert delivered", 30)
     finally:
         pair.stop()
+        webhook.close()
+    # Alerts: what a told before the SIGKILL and b after it, each at the webhook once — as a
+    # receiver that honours the Idempotency-Key sees it. A sink delivers one row at a time, so
+    # the SIGKILL leaves at most one row in doubt (accepted by the webhook, not yet marked
+    # delivered): b sends that one again, under the same key.
+    rows = query(dsn, "SELECT idempotency_key, state FROM outbox")
+    assert rows and {state for _, state in rows} == {"delivered"}
+    keys = [key for key, _ in webhook.received]
+    assert set(keys) == {key for key, _ in rows}  # every notification arrived
+    assert len(keys) - len(set(keys)) <= 1, len(keys) - len(set(keys))  # the one in doubt
+    told = {key: (b["fingerprint"], b["kind"], b["block"]) for key, b in webhook.received}
+    assert len(set(told.values())) == len(told)  # b never told again what a had told
+    assert events(logs["b"], "alerts.delivered")  # the new leader delivers
+    assert any(b["rule"] == "liquidation" for _, b in webhook.received)
     statuses = journal()
     assert "reverted" not in statuses.values()
     # Never twice: one signed transaction per opportunity (a's, resumed by b, or b's own)...
@@ -139,7 +200,7 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     assert per_key and all(n == 1 for n in per_key.values()), per_key
     # ...and on chain, one liquidation by the keeper per included opportunity.
     found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(crash), "toBlock": "latest",
+        "fromBlock": hex(first_drop), "toBlock": "latest",
         "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
     # LiquidationCall's data: debtToCover, liquidatedCollateralAmount, liquidator, receiveAToken.
     ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]

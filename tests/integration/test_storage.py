@@ -146,3 +146,95 @@ async def test_only_the_lease_holder_journals(postgres_dsn: str) -> None:
         await db_b.close()
         for lease in leases:
             await lease.close()
+
+
+# --- alerts on both back-ends --------------------------------------------------------------
+
+
+async def alert_engine(db: Database, acting: bool = True):  # type: ignore[no-untyped-def]
+    from keeperd.alerts.delivery import Dispatcher
+    from keeperd.alerts.engine import AlertEngine
+    from keeperd.alerts.outbox import Outbox
+    from keeperd.config import AlertsConfig, OutboxConfig
+    from keeperd.metrics import Metrics
+
+    await migrate(db)
+    config = AlertsConfig.model_validate({"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s"}]}]})
+    metrics = Metrics()
+    dispatcher = Dispatcher(Outbox(db), OutboxConfig(), metrics, acting=lambda: acting)
+    dispatcher.configure(config.routes)
+    return await AlertEngine.open(db, config, dispatcher, metrics, acting=lambda: acting)
+
+
+async def lagging(engine, blocks: int = 500) -> None:  # type: ignore[no-untyped-def]
+    """The account index far behind the head: a critical index_lag alert."""
+    await engine.tick(rpc_healthy={}, index_lag={("devnet", "aave"): blocks}, keeper_balance={})
+
+
+async def test_alert_state_and_its_notification_are_written_together(db: Database,
+                                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """#17: a crash (here: a failed write) between the state write and the outbox write must
+    not leave a state that says "told" with nothing on its way."""
+    engine = await alert_engine(db)
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine.outbox, "put_all", broken)
+    with pytest.raises(OSError):
+        await lagging(engine)
+    assert await db.fetchval("SELECT count(*) FROM alert_state") == 0  # rolled back whole
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+    monkeypatch.undo()
+    await engine.commit()  # the next write carries both
+    assert await db.fetchval("SELECT count(*) FROM alert_state") == 1
+    [entry] = await engine.outbox.entries()
+    assert entry.alerts[0]["rule"] == "index_lag" and entry.state == "pending"
+    restarted = await alert_engine(db)  # told: a restart does not tell it again
+    await lagging(restarted)
+    assert len(await restarted.outbox.entries()) == 1
+
+
+async def test_a_standby_tells_no_one_and_the_new_leader_reads_what_was_told(
+        db: Database) -> None:
+    leader, standby = await alert_engine(db), await alert_engine(db, acting=False)
+    await lagging(leader)
+    await lagging(standby)  # evaluates the same, writes nothing
+    assert len(await leader.outbox.entries()) == 1
+    assert await db.fetchval("SELECT count(*) FROM alert_state") == 1
+    promoted = await alert_engine(db)  # what _promoted does: load the shared state
+    await lagging(promoted)
+    assert len(await promoted.outbox.entries()) == 1  # not told twice
+    await lagging(promoted, blocks=0)
+    assert [e.status for e in reversed(await promoted.outbox.entries())] == [
+        "firing", "resolved"]
+
+
+async def test_only_the_lease_holder_delivers(postgres_dsn: str) -> None:
+    from keeperd.alerts.outbox import Outbox
+
+    identity = "devnet:0xkeeper"
+    a, b = (Lease(postgres_dsn, identity, holder=h, length_s=1.0, statement_timeout_s=0.5)
+            for h in ("a", "b"))
+    await a.connect()
+    await b.connect()
+    db_a = await PostgresDatabase.connect(
+        postgres_dsn, fence=lambda conn: fence(conn, identity, a.holder, a.epoch))
+    db_b = await PostgresDatabase.connect(
+        postgres_dsn, fence=lambda conn: fence(conn, identity, b.holder, b.epoch))
+    try:
+        await migrate(db_a)
+        outbox_a, outbox_b = Outbox(db_a), Outbox(db_b)
+        await a.try_acquire()
+        await outbox_a.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+                                                   "severity": "critical"}], None, None)
+        [e] = await outbox_a.entries()
+        with pytest.raises(FencedOut):
+            await outbox_b.claim(e.id)  # the standby may not send it
+        assert await outbox_a.claim(e.id)
+        await outbox_a.delivered(e.id)
+        assert not await outbox_a.claim(e.id)  # delivered: never claimed again
+    finally:
+        for closing in (db_a.close(), db_b.close(), a.close(), b.close()):
+            await closing

@@ -1,6 +1,7 @@
 """`keeperd storage` as an operator moving from one machine to replicas uses it (#16): migrate,
-copy the SQLite journal into an empty PostgreSQL database (and refuse a second copy), show who
-holds the lease; a password written into storage.url is refused with the fix."""
+copy the SQLite journal and alerts into an empty PostgreSQL database (and refuse a second
+copy), show who holds the lease; a password written into storage.url is refused with the
+fix."""
 
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ async def single_machine_journal(state_dir: Path) -> None:
         await journal.record_tx(J.TxRecord(f"0x{i:064x}", key, 7 + i, 3 * 10**9, 10**9,
                                            900_000, "0x02", "liquidation", 1.0 + i))
     await journal.set_status("aave:0xabc0:WETH:USDC:0", J.INCLUDED)
+    # An alert told, and its notification still waiting for its sink.
+    from keeperd.alerts.outbox import Outbox
+
+    await journal.db.execute(
+        "INSERT INTO alert_state (fingerprint, rule, route, severity, value, told_at, since, "
+        "chain, block, alert) VALUES ('fp1', 'oracle', 'ops', 'critical', NULL, 1.0, 1.0, "
+        "'devnet', 7, $1)", '{"rule": "oracle", "severity": "critical", "starts_at": 1.0, '
+        '"summary": "WETH price untrusted"}')
+    await Outbox(journal.db).put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+                                                        "severity": "critical"}], "devnet", 7)
     await journal.db.close()
 
 
@@ -52,7 +63,7 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
     asyncio.run(single_machine_journal(tmp_path / "state"))
 
     out = keeperd("storage", "migrate", "--config", str(config))
-    assert out.returncode == 0 and out.stdout.strip() == "postgresql: applied migrations [1]"
+    assert out.returncode == 0 and out.stdout.strip() == "postgresql: applied migrations [1, 2]"
     assert keeperd("storage", "migrate", "--config", str(config)).stdout.strip() == \
         "postgresql: up to date"
 
@@ -60,6 +71,9 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
                   "--config", str(config))
     assert out.returncode == 0, out.stderr
     assert "3 rows of liquidations, 3 rows of liquidation_txs" in out.stdout
+    assert "1 rows of alert_state" in out.stdout and "1 rows of outbox" in out.stdout
+    listed = keeperd("alerts", "list", "--config", str(config)).stdout  # read from PostgreSQL
+    assert "firing: 1" in listed and "outbox: 1 pending, 0 dead" in listed
 
     async def copied() -> tuple[list[J.JournalEntry], list[J.TxRecord]]:
         db = await PostgresDatabase.connect(dsn)

@@ -1,12 +1,12 @@
-"""The alert engine's rules over real SQLite state: watchlists with hysteresis and escalation,
-grouping per sink, silences, inhibition by the oracle breaker, reorg retraction, restarts.
+"""The alert engine's rules over a real state database (SQLite): watchlists with hysteresis
+and escalation, grouping per sink, silences, inhibition by the oracle breaker, reorg
+retraction, restarts.
 
 Scan results are built from plain arrays here (the engine reads health, balances and the
 assets each account uses); the devnet tests drive the same engine from real scans."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +21,8 @@ from keeperd.chain.blocks import BlockHeader, Reorg
 from keeperd.config import AlertsConfig, OutboxConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.base import HealthView
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import migrate
 from tests.conftest import metric_value
 
 ACCOUNTS = [f"0x{i:040X}".replace("0X", "0x") for i in range(1, 5)]
@@ -67,45 +69,51 @@ def alerts_config(**extra: Any) -> AlertsConfig:
 
 
 class Setup:
-    def __init__(self, path: Path, config: AlertsConfig | None = None) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
+    """An engine over a real state database (SQLite, migrated as the daemon does)."""
+
+    @classmethod
+    async def open(cls, path: Path, config: AlertsConfig | None = None) -> Setup:
+        self = cls()
+        self.db = SqliteDatabase.open(path)
+        await migrate(self.db)
         self.outbox = Outbox(self.db)
         self.metrics = Metrics()
         self.clock = Clock()
         config = config or alerts_config()
         self.dispatcher = Dispatcher(self.outbox, OutboxConfig(), self.metrics)
         self.dispatcher.configure(config.routes)
-        self.engine = AlertEngine(self.db, config, self.dispatcher, self.metrics,
-                                  clock=self.clock)
+        self.engine = await AlertEngine.open(self.db, config, self.dispatcher, self.metrics,
+                                             clock=self.clock)
+        return self
 
     async def scan(self, block: int, health: list[float],
                    tripped: dict[str, str] | None = None) -> None:
         await self.engine.on_scan(scan(block, health), chain="devnet", tripped=tripped or {})
 
-    def entries(self, sink: int | None = None) -> list[Any]:
-        out = list(reversed(self.outbox.entries(limit=1000)))
+    async def entries(self, sink: int | None = None) -> list[Any]:
+        out = list(reversed(await self.outbox.entries(limit=1000)))
         return [e for e in out if sink is None or e.sink == sink]
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
-    return Setup(tmp_path / "state.db")
+async def setup(tmp_path: Path) -> Setup:
+    return await Setup.open(tmp_path / "state.db")
 
 
 async def test_a_block_crossing_groups_for_people_and_not_for_machines(setup: Setup) -> None:
     await setup.scan(1, [1.5, 1.5, 1.5, 1.5])
-    assert setup.entries() == []
+    assert (await setup.entries()) == []
     await setup.scan(2, [1.15, 1.1, 1.19, 1.5])  # three cross warn in one block
-    [telegram] = setup.entries(sink=0)
+    [telegram] = await setup.entries(sink=0)
     assert len(telegram.alerts) == 3 and telegram.status == "firing"
     assert [a["details"]["health_factor"] for a in telegram.alerts] == [1.1, 1.15, 1.19]
-    webhooks = setup.entries(sink=1)
+    webhooks = await setup.entries(sink=1)
     assert len(webhooks) == 3 and all(len(e.alerts) == 1 for e in webhooks)
     assert webhooks[0].block == 2 and webhooks[0].chain == "devnet"
     # Next blocks at similar health: nothing new (not every block).
     for block in range(3, 10):
         await setup.scan(block, [1.16, 1.11, 1.2, 1.5])
-    assert len(setup.entries()) == 4
+    assert len(await setup.entries()) == 4
 
 
 async def test_escalation_repeat_and_resolution(setup: Setup) -> None:
@@ -116,11 +124,11 @@ async def test_escalation_repeat_and_resolution(setup: Setup) -> None:
     setup.clock.now += 4 * 3600 + 1
     await setup.scan(5, [0.98])  # still firing after the repeat interval
     await setup.scan(6, [1.3])
-    kinds = [(e.alerts[0]["kind"], e.alerts[0]["severity"]) for e in setup.entries(sink=1)]
+    kinds = [(e.alerts[0]["kind"], e.alerts[0]["severity"]) for e in await setup.entries(sink=1)]
     assert kinds == [("firing", "warning"), ("escalated", "critical"),
                      ("escalated", "critical"), ("repeat", "critical"),
                      ("resolved", "critical")]
-    resolved = setup.entries(sink=1)[-1].alerts[0]
+    resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "recovered" in resolved["summary"]
     assert metric_value(setup.metrics, "keeperd_alerts_firing",
                         {"rule": "position_health", "severity": "critical"}) == 0
@@ -128,87 +136,88 @@ async def test_escalation_repeat_and_resolution(setup: Setup) -> None:
 
 async def test_state_survives_a_restart(setup: Setup, tmp_path: Path) -> None:
     await setup.scan(1, [1.15])
-    again = Setup(tmp_path / "state.db")
+    again = await Setup.open(tmp_path / "state.db")
     await again.scan(2, [1.14])  # same condition after a restart: no second firing
     await again.scan(3, [1.3])
-    kinds = [e.alerts[0]["kind"] for e in again.entries(sink=1)]
+    kinds = [e.alerts[0]["kind"] for e in await again.entries(sink=1)]
     assert kinds == ["firing", "resolved"]
 
 
 async def test_silence_mutes_then_lets_a_still_firing_alert_through(setup: Setup) -> None:
-    silence = setup.engine.silences.add([f"account={ACCOUNTS[0]}"], 600, "known, on it",
-                                        now=setup.clock.now)
+    silence = (await setup.engine.silences.add([f"account={ACCOUNTS[0]}"], 600, "known, on it",
+                                        now=setup.clock.now))
     await setup.scan(1, [1.1, 1.5])
-    assert setup.entries() == []
+    assert (await setup.entries()) == []
     assert metric_value(setup.metrics, "keeperd_alerts_suppressed_total",
                         {"rule": "position_health", "reason": "silenced"}) == 1
-    setup.engine.silences.expire(silence, now=setup.clock.now)
+    (await setup.engine.silences.expire(silence, now=setup.clock.now))
     setup.clock.now += 1
     await setup.scan(2, [1.1, 1.5])
-    assert [e.alerts[0]["kind"] for e in setup.entries(sink=1)] == ["firing"]
+    assert [e.alerts[0]["kind"] for e in await setup.entries(sink=1)] == ["firing"]
 
 
 async def test_config_silence_by_regex(tmp_path: Path) -> None:
-    s = Setup(tmp_path / "s.db", alerts_config(silences=[
+    s = await Setup.open(tmp_path / "s.db", alerts_config(silences=[
         {"matchers": ["watchlist=~ali.*", "severity=warning"], "comment": "quiet warnings"}]))
     await s.scan(1, [1.1])
-    assert s.entries() == []
+    assert (await s.entries()) == []
     await s.scan(2, [1.0])  # critical is not matched
-    assert [e.alerts[0]["severity"] for e in s.entries(sink=1)] == ["critical"]
+    assert [e.alerts[0]["severity"] for e in await s.entries(sink=1)] == ["critical"]
 
 
 async def test_inhibition_annotates_or_holds(tmp_path: Path) -> None:
     tripped = {"WETH": "stale: updated 7200 s ago"}
-    annotate = Setup(tmp_path / "a.db")
+    annotate = await Setup.open(tmp_path / "a.db")
     await annotate.scan(1, [1.1], tripped)
-    [entry] = [e for e in annotate.entries(sink=1) if e.alerts[0]["rule"] == "position_health"]
+    [entry] = [e for e in await annotate.entries(sink=1)
+               if e.alerts[0]["rule"] == "position_health"]
     assert entry.alerts[0]["inhibited_by"] == ["WETH price untrusted: stale: updated 7200 s ago"]
-    hold = Setup(tmp_path / "h.db", alerts_config(inhibition="hold"))
+    hold = await Setup.open(tmp_path / "h.db", alerts_config(inhibition="hold"))
     await hold.scan(1, [1.1], tripped)
-    assert [e.alerts[0]["rule"] for e in hold.entries(sink=1)] == ["oracle"]
+    assert [e.alerts[0]["rule"] for e in await hold.entries(sink=1)] == ["oracle"]
     assert metric_value(hold.metrics, "keeperd_alerts_suppressed_total",
                         {"rule": "position_health", "reason": "inhibited"}) == 1
     await hold.scan(2, [1.1], {})  # the price is trusted again: the alert goes out
-    assert [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in hold.entries(sink=1)] == [
+    assert [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await hold.entries(sink=1)] == [
         ("oracle", "firing"), ("position_health", "firing"), ("oracle", "resolved")]
 
 
 async def test_reorg_withdraws_pending_and_retracts_delivered(setup: Setup) -> None:
     await setup.scan(10, [1.1, 1.5])
-    first = setup.entries(sink=1)[0]
-    setup.outbox.delivered(first.id)
+    first = (await setup.entries(sink=1))[0]
+    (await setup.outbox.delivered(first.id))
     await setup.scan(12, [1.1, 1.0])  # account 2 fires at block 12, not delivered yet
-    pending = [e for e in setup.entries(sink=1) if e.state == PENDING]
+    pending = [e for e in await setup.entries(sink=1) if e.state == PENDING]
     assert len(pending) == 1 and pending[0].block == 12
     ancestor = BlockHeader(9, "0x" + "9" * 64, "0x" + "8" * 64, 0)
     await setup.engine.on_block_event(Reorg(ancestor, ()),
                                       chain="devnet")
-    states = {e.id: e.state for e in setup.entries()}
+    states = {e.id: e.state for e in await setup.entries()}
     assert states[pending[0].id] == RETRACTED
     assert states[first.id] == DELIVERED
-    retraction = [e for e in setup.entries(sink=1) if e.alerts[0]["kind"] == "retracted"]
+    retraction = [e for e in await setup.entries(sink=1) if e.alerts[0]["kind"] == "retracted"]
     assert len(retraction) == 1 and retraction[0].alerts[0]["retracted"] is True
     assert retraction[0].alerts[0]["labels"]["account"] == ACCOUNTS[0]
     # The surviving chain still has account 1 low: it fires afresh.
     await setup.scan(10, [1.1, 1.5])
-    assert [e.alerts[0]["kind"] for e in setup.entries(sink=1)][-1] == "firing"
+    assert [e.alerts[0]["kind"] for e in await setup.entries(sink=1)][-1] == "firing"
 
 
 async def test_operator_rules(setup: Setup) -> None:
     engine = setup.engine
-    engine.tick(rpc_healthy={"devnet": 0}, index_lag={("devnet", "aave"): 5},
-                keeper_balance={"devnet": 0.5})
-    assert setup.entries() == []  # RPC down not yet for `after_s`
+    (await engine.tick(rpc_healthy={"devnet": 0}, index_lag={("devnet", "aave"): 5},
+                keeper_balance={"devnet": 0.5}))
+    assert (await setup.entries()) == []  # RPC down not yet for `after_s`
     setup.clock.now += 31
-    engine.tick(rpc_healthy={"devnet": 0}, index_lag={("devnet", "aave"): 150},
-                keeper_balance={"devnet": 0.01})
-    rules = sorted((e.alerts[0]["rule"], e.alerts[0]["severity"]) for e in setup.entries(1))
+    (await engine.tick(rpc_healthy={"devnet": 0}, index_lag={("devnet", "aave"): 150},
+                keeper_balance={"devnet": 0.01}))
+    rules = sorted((e.alerts[0]["rule"], e.alerts[0]["severity"]) for e in await setup.entries(1))
     assert rules == [("index_lag", "critical"), ("keeper_balance", "critical"),
                      ("rpc_down", "critical")]
     setup.clock.now += 1
-    engine.tick(rpc_healthy={"devnet": 2}, index_lag={("devnet", "aave"): 0},
-                keeper_balance={"devnet": 1.0})
-    resolved = [e.alerts[0]["rule"] for e in setup.entries(1) if e.status == "resolved"]
+    (await engine.tick(rpc_healthy={"devnet": 2}, index_lag={("devnet", "aave"): 0},
+                keeper_balance={"devnet": 1.0}))
+    resolved = [e.alerts[0]["rule"] for e in await setup.entries(1) if e.status == "resolved"]
     assert sorted(resolved) == ["index_lag", "keeper_balance", "rpc_down"]
 
 
@@ -221,9 +230,9 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     await setup.scan(8, [1.5], {"WETH": "deviation 20% from references"})
     await setup.scan(9, [1.5], {"WETH": "deviation 20% from references"})
     await setup.scan(10, [1.5], {})
-    got = [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in setup.entries(sink=1)]
+    got = [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await setup.entries(sink=1)]
     assert got == [("liquidation", "event"), ("oracle", "firing"), ("oracle", "resolved")]
-    assert "profit $12.50" in setup.entries(sink=1)[0].alerts[0]["summary"]
+    assert "profit $12.50" in (await setup.entries(sink=1))[0].alerts[0]["summary"]
 
 
 async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
@@ -234,17 +243,17 @@ async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
                                    protocol="aave", held=why)
 
     await held(1, None)
-    assert setup.entries() == []
+    assert (await setup.entries()) == []
     for block in (2, 3, 4):
         await held(block, reason)
-    [fired] = [e for e in setup.entries(sink=1)]
+    [fired] = [e for e in await setup.entries(sink=1)]
     alert = fired.alerts[0]
     assert (alert["rule"], alert["status"], alert["severity"]) == (
         "liquidations_held", "firing", "critical")
     assert alert["labels"] == {"chain": "devnet", "protocol": "aave"}
     assert reason in alert["summary"]
     await held(5, None)
-    resolved = setup.entries(sink=1)[-1].alerts[0]
+    resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "resume" in resolved["summary"]
 
 
@@ -259,14 +268,14 @@ async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> N
 
     await scan_with(1, short)
     await scan_with(2, short)
-    [fired] = setup.entries(sink=1)
+    [fired] = await setup.entries(sink=1)
     alert = fired.alerts[0]
     assert (alert["rule"], alert["status"], alert["severity"]) == (
         "capital_shortfall", "firing", "warning")
     assert alert["labels"]["asset"] == "USDC"
     assert "lacks 2,500 USDC" in alert["summary"] and "3 liquidation(s)" in alert["summary"]
     await scan_with(3, {})
-    resolved = setup.entries(sink=1)[-1].alerts[0]
+    resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "covers" in resolved["summary"]
 
 
@@ -294,8 +303,8 @@ async def test_a_watched_holder_is_alerted_for_its_sub_accounts(setup: Setup) ->
     position = PerpPosition("xyz:GOLD", 10.0, 2_400.0, 2_400.0, 0.0, "cross",
                             maintenance_fraction=0.05)
     builder = PerpAccount("hyperliquid", f"{ACCOUNTS[0]}@xyz", 1_260.0, (position,))  # 1.05
-    setup.engine.on_perp_accounts("hyperliquid", [builder])
-    [entry] = setup.entries(sink=1)
+    (await setup.engine.on_perp_accounts("hyperliquid", [builder]))
+    [entry] = await setup.entries(sink=1)
     alert = entry.alerts[0]
     assert alert["rule"] == "position_health" and alert["labels"]["watchlist"] == "alice"
     assert alert["labels"]["account"] == f"{ACCOUNTS[0]}@xyz"

@@ -50,7 +50,8 @@ class PerpMonitor:
         self.accounts = accounts
         self._publish(accounts)
         if self.alerts is not None:
-            self.alerts.on_perp_accounts(venue, accounts, maintenance_moves(self.config))
+            await self.alerts.on_perp_accounts(venue, accounts,
+                                               maintenance_moves(self.config))
         return accounts
 
     def _publish(self, accounts: list[PerpAccount]) -> None:
