@@ -106,31 +106,40 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_breaker(args: argparse.Namespace) -> int:
-    from keeperd.oracles.breaker import Breaker
-    from keeperd.store import Store
+    from keeperd.storage.admin import StorageError
 
     config = load_config(args.config)
-    store = Store.in_state_dir(config.state_dir)
     try:
-        breaker = Breaker(store.connection, config.oracles.clear_after_s)
+        return asyncio.run(_breaker(args, config))
+    except StorageError as exc:
+        print(f"keeperd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _breaker(args: argparse.Namespace, config: Config) -> int:
+    from keeperd.oracles.breaker import Breaker
+
+    db = await _state_database(config)
+    try:
+        breaker = Breaker(db, config.oracles.clear_after_s)
         if args.action == "trip":
-            breaker.trip(args.asset, f"manual: {args.reason}", manual=True)
+            await breaker.trip(args.asset, f"manual: {args.reason}", manual=True)
             print(f"{args.asset}: tripped by hand; liquidations depending on it pause at the "
                   "daemon's next block and stay paused (restarts included) until "
                   f"`keeperd breaker reset {args.asset}`")
         elif args.action == "reset":
-            breaker.reset(args.asset)
+            await breaker.reset(args.asset)
             print(f"{args.asset}: reset; liquidations resume at the daemon's next block "
                   "(an automatic trip comes back if the feed is still bad)")
         else:
-            states = breaker.states()
+            states = await breaker.states()
             if not states:
                 print("no breaker has ever tripped")
             for s in sorted(states.values(), key=lambda s: s.asset):
                 what = ("TRIPPED" + (" (manual)" if s.manual else "")) if s.tripped else "ok"
                 print(f"{s.asset:8} {what:18} {s.reason or ''}")
     finally:
-        store.close()
+        await db.close()
     return EXIT_OK
 
 

@@ -188,7 +188,7 @@ class Daemon:
             key = self._load_key()
             db = await self._open_storage(stack, key)
             journal = await Journal.open(db)  # (runs the migrations: the alerts' tables too)
-            breaker = Breaker(self.store.connection, self.config.oracles.clear_after_s)
+            breaker = Breaker(db, self.config.oracles.clear_after_s)
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
@@ -359,8 +359,8 @@ class Daemon:
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
-            tripped = {s.asset: s.reason or "tripped" for s in breaker.states().values()
-                       if s.tripped}
+            tripped = {s.asset: s.reason or "tripped"
+                       for s in (await breaker.states()).values() if s.tripped}
             # (a failure here is the scanner's listener policy: logged, counted, the next
             # listener still runs)
             seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,

@@ -214,7 +214,7 @@ class Executor:
         if self.adapter.liquidation_hold(result.book) is not None:
             stage(*self.labels, "held").inc(len(opportunities))
             return
-        paused = self.breaker.tripped() if self.breaker is not None else set()
+        paused = await self.breaker.tripped() if self.breaker is not None else set()
         sequencer = (await self.sequencer.problem(result.book.timestamp, result.block)
                      if self.sequencer is not None and opportunities else None)
         fresh: list[tuple[Opportunity, str]] = []

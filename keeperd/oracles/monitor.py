@@ -135,15 +135,15 @@ class OracleMonitor:
                         self._standing.add((reading.asset, p.kind))
                     log.warning("oracle.anomaly", chain=chain, asset=reading.asset,
                                 kind=p.kind, detail=p.detail, block=result.block)
-            change = self.breaker.observe(reading.asset, [f"{p.kind}: {p.detail}"
-                                                          for p in problems if p.trips], now)
+            change = await self.breaker.observe(
+                reading.asset, [f"{p.kind}: {p.detail}" for p in problems if p.trips], now)
             if change is not None:
                 self.metrics.breaker_transitions.labels(
                     chain, reading.asset, "tripped" if change.tripped else "reset").inc()
                 (log.warning if change.tripped else log.info)(
                     "breaker.tripped" if change.tripped else "breaker.reset",
                     chain=chain, asset=reading.asset, reason=change.reason, block=result.block)
-        tripped = self.breaker.tripped()
+        tripped = await self.breaker.tripped()
         for reserve in result.book.market.reserves:
             self.metrics.breaker_state.labels(chain, reserve.symbol).set(
                 1 if reserve.symbol in tripped else 0)

@@ -4,8 +4,9 @@
   storage.url, else the SQLite file in state_dir), as keeperd does at start.
 - `copy --from sqlite --to postgres`: move a single machine's journal and alerts onto
   PostgreSQL before starting replicas: every opportunity and every signed transaction, what was
-  told and what waits in the outbox, in one transaction — a keeper that moves over never
-  repeats a liquidation it sent from the old machine, nor an alert it told.
+  told and what waits in the outbox, silences and the breaker's trips, in one transaction — a
+  keeper that moves over never repeats a liquidation it sent from the old machine, nor an alert
+  it told.
   Refuses a target journal that is not empty (two histories must not be merged blindly).
 - `leases`: who holds each keeper identity's lease, at which epoch, until when.
 """
@@ -31,6 +32,7 @@ TABLES = {
     "alert_state": "fingerprint, rule, route, severity, value, told_at, since, chain, block, alert",
     "alert_cursor": "name, block",
     "silences": "matchers, comment, created_by, created_at, ends_at",
+    "breaker": "asset, tripped, manual, reason, since, clear_since",
     "outbox": ("route, sink, sink_kind, idempotency_key, chain, block, status, priority, "
                "payload, state, attempts, parts_done, next_at, created_at, delivered_at, "
                "last_error"),

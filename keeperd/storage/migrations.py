@@ -2,7 +2,7 @@
 `schema_migrations` (in one transaction with its statements, so a crash leaves it applied or
 not). `keeperd storage migrate` runs them; so does opening the journal.
 
-Migrations 1 and 2 adopt the tables keeperd created before migrations existed: their
+Migrations 1 to 3 adopt the tables keeperd created before migrations existed: their
 statements are `CREATE ... IF NOT EXISTS`, so on an existing SQLite state file they only record
 themselves.
 """
@@ -27,12 +27,19 @@ def _alerts(dialect: str) -> Sequence[str]:
     return (*outbox.schema(dialect), *state.schema(dialect), *silences.schema(dialect))
 
 
+def _breaker(dialect: str) -> Sequence[str]:
+    from keeperd.oracles.breaker import schema
+
+    return schema(dialect)
+
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name, the statements): append only; never edit one that has shipped.
 MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (1, "liquidation journal", _journal),
     (2, "alert state, cursors, silences and the outbox", _alerts),
+    (3, "the oracle breaker", _breaker),
 )
 
 

@@ -78,7 +78,8 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     fund(devnet, KEEPER)
     keeper = await run_daemon(both_protocols(devnet, tmp_path))
     await evaluated_everywhere(keeper, devnet.client.block_number())
-    keeper.daemon.executors["aave"].breaker.trip("WETH", "operator: testing", manual=True)
+    await keeper.daemon.executors["aave"].breaker.trip("WETH", "operator: testing",
+                                                       manual=True)
     devnet.set_price("WETH", 2100.0)  # Aave's feed and Morpho's WETH/USDC oracle
     await evaluated_everywhere(keeper, devnet.mine(1))
     aave_book = keeper.daemon.scanners["aave"].view
@@ -87,7 +88,7 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     assert morpho_book is not None and sum(morpho_book.health(p) < 1
                                            for p in morpho_book.positions) >= 3
     assert (await journaled(keeper, "aave")) == [] and (await journaled(keeper, "morpho")) == []
-    keeper.daemon.executors["aave"].breaker.reset("WETH")
+    await keeper.daemon.executors["aave"].breaker.reset("WETH")
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert len(await journaled(keeper, "aave")) > 20

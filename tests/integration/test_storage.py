@@ -238,3 +238,39 @@ async def test_only_the_lease_holder_delivers(postgres_dsn: str) -> None:
     finally:
         for closing in (db_a.close(), db_b.close(), a.close(), b.close()):
             await closing
+
+
+# --- the oracle breaker on both back-ends --------------------------------------------------
+
+
+async def test_breaker_trips_and_resets_only_after_staying_clear(db: Database) -> None:
+    from keeperd.oracles.breaker import Breaker
+
+    await migrate(db)
+    breaker = Breaker(db, clear_after_s=300)
+    assert (await breaker.observe("WETH", ["stale"], now=0)).tripped  # type: ignore[union-attr]
+    assert await breaker.tripped() == {"WETH"}
+    assert await breaker.observe("WETH", [], now=10) is None  # clear since 10
+    assert await breaker.observe("WETH", ["stale"], now=100) is None  # bad again: restarts
+    assert await breaker.observe("WETH", [], now=200) is None
+    assert await breaker.observe("WETH", [], now=400) is None  # 200 s clear, not 300
+    reset = await breaker.observe("WETH", [], now=500)
+    assert reset is not None and not reset.tripped
+    assert await breaker.tripped() == set()
+
+
+async def test_a_manual_trip_holds_until_an_operator_resets_it(db: Database) -> None:
+    """On PostgreSQL the other process may be the other replica: a trip or reset typed on any
+    host reaches the one that leads."""
+    from keeperd.oracles.breaker import Breaker
+
+    await migrate(db)
+    breaker = Breaker(db, clear_after_s=0)
+    await breaker.trip("WBTC", "manual: maintenance", manual=True, now=0)
+    await breaker.trip("WBTC", "stale", now=5)  # an automatic trip on top stays manual
+    assert await breaker.observe("WBTC", [], now=10) is None
+    assert await breaker.observe("WBTC", [], now=10_000) is None
+    again = Breaker(db)  # another process: a restarted daemon, the CLI, another replica
+    assert await again.tripped() == {"WBTC"} and (await again.states())["WBTC"].manual
+    await again.reset("WBTC")
+    assert await breaker.tripped() == set()

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import sqlite3
-
-from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.checks import FeedPolicy, FeedReading, check_feed
 
 NOW = 1_700_000_000
@@ -38,32 +35,6 @@ def test_jumps_and_source_changes_are_reported_but_do_not_trip() -> None:
     assert same_round == []
     moved = check_feed(reading(source="0xother"), NOW, FeedPolicy(), before)
     assert kinds(moved) == {"source_changed"}
-
-
-def test_breaker_trips_and_resets_only_after_staying_clear() -> None:
-    breaker = Breaker(sqlite3.connect(":memory:"), clear_after_s=300)
-    assert breaker.observe("WETH", ["stale"], now=0).tripped
-    assert breaker.tripped() == {"WETH"}
-    assert breaker.observe("WETH", [], now=10) is None  # clear since 10
-    assert breaker.observe("WETH", ["stale"], now=100) is None  # bad again: the clock restarts
-    assert breaker.observe("WETH", [], now=200) is None
-    assert breaker.observe("WETH", [], now=400) is None  # 200 s clear, not 300
-    reset = breaker.observe("WETH", [], now=500)
-    assert reset is not None and not reset.tripped
-    assert breaker.tripped() == set()
-
-
-def test_a_manual_trip_holds_until_an_operator_resets_it(tmp_path) -> None:
-    path = tmp_path / "s.sqlite3"
-    breaker = Breaker(sqlite3.connect(path, isolation_level=None), clear_after_s=0)
-    breaker.trip("WBTC", "manual: maintenance", manual=True, now=0)
-    assert breaker.observe("WBTC", [], now=10) is None
-    assert breaker.observe("WBTC", [], now=10_000) is None
-    # Another process (a restarted daemon) sees the same state.
-    again = Breaker(sqlite3.connect(path, isolation_level=None))
-    assert again.tripped() == {"WBTC"} and again.states()["WBTC"].manual
-    again.reset("WBTC")
-    assert breaker.tripped() == set()
 
 
 def test_sequencer_down_and_grace_period() -> None:
