@@ -55,7 +55,7 @@ async def open_configured(config: Config) -> Database:
         return await PostgresDatabase.connect(with_password(storage.url, storage.password()),
                                               statement_timeout_s=storage.statement_timeout_s)
     except Exception as exc:
-        raise StorageError(f"cannot reach PostgreSQL at {redact_url(storage.url)}: "
+        raise StorageError(f"storage.url: cannot reach PostgreSQL at {redact_url(storage.url)}: "
                            f"{type(exc).__name__}: {exc}") from None
 
 
@@ -112,7 +112,7 @@ async def leases(config: Config) -> list[LeaseRow]:
     try:
         await lease.connect()
     except Exception as exc:
-        raise StorageError(f"cannot reach PostgreSQL at {redact_url(storage.url)}: "
+        raise StorageError(f"storage.url: cannot reach PostgreSQL at {redact_url(storage.url)}: "
                            f"{type(exc).__name__}: {exc}") from None
     try:
         return await lease.rows()
