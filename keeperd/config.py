@@ -625,6 +625,10 @@ class OutboxConfig(_Model):
                                    "this long; the rest waits on disk for the next start.")
     keep_delivered_s: float = Field(default=7 * 86400, gt=0, description="History kept for "
                                     "reorg retraction and `keeperd alerts list`.")
+    refused_retry_s: float = Field(default=1800.0, ge=0, description="A notification a sink "
+                                   "refuses with 401, 403, 404 or another 4xx but 400/413/422 "
+                                   "(a receiver mid-deploy, a rotated token) is retried this "
+                                   "long after it was queued, then dead-lettered.")
 
 
 class AlertsConfig(_Model):

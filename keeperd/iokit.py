@@ -83,17 +83,23 @@ def parse_retry_after(value: str | float | None, *, now: float | None = None,
     return min(cap, max(0.0, seconds))
 
 
-HttpOutcome = Literal["ok", "rate_limited", "transient", "permanent"]
+HttpOutcome = Literal["ok", "rate_limited", "transient", "refused", "permanent"]
+
+# The request itself is wrong (its body, its size): sending it unchanged again cannot help.
+MALFORMED = frozenset({400, 413, 422})
 
 
 def classify_http(status: int) -> HttpOutcome:
     """What an HTTP status means for a retrying client: 2xx done; 429 rate-limited (come back
-    after Retry-After); 408, 425 and 5xx transient; any other 4xx permanent (the request itself
-    is wrong: retrying it unchanged cannot help)."""
+    after Retry-After); 408, 425 and 5xx transient; 400, 413 and 422 permanent (the request is
+    malformed); any other 4xx refused — 401, 403, 404, 410 are what a receiver answers in the
+    middle of a deploy or a credentials rotation: worth retrying for a while, not for ever."""
     if 200 <= status < 300:
         return "ok"
     if status == 429:
         return "rate_limited"
     if status in (408, 425) or status >= 500:
         return "transient"
-    return "permanent"
+    if status in MALFORMED:
+        return "permanent"
+    return "refused"

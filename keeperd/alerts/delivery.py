@@ -1,6 +1,7 @@
 """Delivery: one loop per sink takes due entries from the outbox, sends them, and records the
 outcome (delivered; retry with exponential backoff and jitter; wait for the platform's
-`retry_after`; dead-letter after `max_attempts` or a permanent refusal).
+`retry_after`; dead-letter after `max_attempts`, a malformed request (400/413/422), or a refusal
+(401/403/404...) that lasted `refused_retry_s`).
 
 A sink that fails pauses as a whole (its next entries would fail the same way), and each sink
 has its own token bucket (the route's rate limit): entries over the limit wait, none are lost.
@@ -216,10 +217,14 @@ class Dispatcher:
             log.warning("alerts.sink_rate_limited", retry_after_s=result.retry_after,
                         error=error, **fields)
             return False
-        if result.permanent or entry.attempts + 1 >= self.settings.max_attempts:
+        refused_too_long = result.refused and (
+            now - entry.created_at >= self.settings.refused_retry_s)
+        if (result.permanent or refused_too_long
+                or entry.attempts + 1 >= self.settings.max_attempts):
             await self.outbox.dead(entry.id, error)
             self.metrics.notifications.labels(*labels, "dead").inc()
             log.error("alerts.dead_letter", error=error, permanent=result.permanent,
+                      refused=result.refused,
                       action="fix the sink, then `keeperd alerts retry` requeues it", **fields)
             return False
         delay = backoff_delay(entry.attempts, self.settings.backoff_initial_s,

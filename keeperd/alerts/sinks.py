@@ -48,6 +48,7 @@ class Delivery:
     parts_done: int = 0  # of a multi-part message, how many the platform accepted
     retry_after: float | None = None  # the platform said when to come back
     permanent: bool = False  # refused for good: dead-letter now
+    refused: bool = False  # refused (401/403/404...): retried for outbox.refused_retry_s
     error: str = ""
 
 
@@ -91,6 +92,8 @@ def _classify(status: int, text: str, retry_after: float | None, parts_done: int
                         error=f"HTTP 429 rate limited: {snippet}")
     if outcome == "transient":
         return Delivery(False, parts_done, error=f"HTTP {status}: {snippet}")
+    if outcome == "refused":
+        return Delivery(False, parts_done, refused=True, error=f"HTTP {status}: {snippet}")
     return Delivery(False, parts_done, permanent=True, error=f"HTTP {status}: {snippet}")
 
 

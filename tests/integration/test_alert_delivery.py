@@ -179,6 +179,35 @@ async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
                         {"route": "r", "sink": "0:webhook", "outcome": "retry"}) == 5
 
 
+async def test_a_webhook_mid_deploy_refusing_404_then_401_is_retried_not_dead_lettered(
+        harness_factory: Any) -> None:
+    """#17: a receiver being redeployed answers 404, then 401 while its new token is rolled
+    out; the notification waits and arrives (it used to be dead-lettered at the first 404)."""
+    rec = Recorder(script=[status(404), status(404), status(401)])
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            OutboxConfig(max_attempts=10, backoff_initial_s=0.05, backoff_max_s=0.2))
+        key = await h.put([make_alert(1)])
+        await h.until(lambda: h.states() == [DELIVERED])
+    assert [e["headers"]["Idempotency-Key"] for e in rec.accepted] == [key]
+    assert len(rec.requests) == 4
+
+
+@pytest.mark.parametrize("code, settings", [
+    (403, OutboxConfig(max_attempts=10, backoff_initial_s=0.05, refused_retry_s=0.0)),
+    (400, OutboxConfig(max_attempts=10, backoff_initial_s=0.05))])
+async def test_a_refusal_past_its_window_or_a_malformed_request_is_dead_lettered(
+        harness_factory: Any, code: int, settings: OutboxConfig) -> None:
+    rec = Recorder(script=[status(code)] * 5)
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}], settings)
+        await h.put([make_alert(2)])
+        await h.until(lambda: h.states() == [DEAD])
+    assert len(rec.requests) == 1
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:

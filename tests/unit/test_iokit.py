@@ -48,6 +48,7 @@ def test_retry_after_is_bounded_and_reads_dates() -> None:
 
 
 def test_http_outcomes() -> None:
-    assert [classify_http(s) for s in (200, 204, 429, 408, 425, 500, 503, 400, 401, 404)] == [
+    codes = (200, 204, 429, 408, 425, 500, 503, 400, 413, 422, 401, 403, 404, 410)
+    assert [classify_http(s) for s in codes] == [
         "ok", "ok", "rate_limited", "transient", "transient", "transient", "transient",
-        "permanent", "permanent", "permanent"]
+        "permanent", "permanent", "permanent", "refused", "refused", "refused", "refused"]

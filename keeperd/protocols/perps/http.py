@@ -52,7 +52,7 @@ class VenueClient:
                             raise VenueError(f"{redact_url(url)}: not JSON: {text[:200]}") \
                                 from None
                     last = f"HTTP {resp.status}: {text[:200]}"
-                    if classify_http(resp.status) == "permanent":
+                    if classify_http(resp.status) in ("permanent", "refused"):
                         raise VenueError(f"{redact_url(url)}: {last}")
                     delay = parse_retry_after(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
