@@ -105,6 +105,8 @@ class BlockSource:
         # socket's pings keep answering while the node has stopped sending heads.
         self.ws_stall_after = ws_stall_after
         self._window: OrderedDict[int, BlockHeader] = OrderedDict()
+        # A head far past the window, not trusted until a block built on it arrives.
+        self._far_ahead: BlockHeader | None = None
         self._handlers: list[Handler] = []
         self.head: BlockHeader | None = None
         # time.monotonic() of the last answer from the chain (a poll or a websocket message),
@@ -226,14 +228,28 @@ class BlockSource:
         if header.number < tip.number and known is None:
             return  # an old head from a slow endpoint; nothing we can link it to
         if header.number - tip.number > self.window_size:
-            # A gap longer than the window (a long outage): nothing to link, start afresh.
-            # Consumers that index by block range catch up from their own cursors.
+            # A jump past the window: a long outage — or a lying or misrouted endpoint. Trusted
+            # only once a block built on it arrives; meanwhile nothing moves.
+            candidate = self._far_ahead
+            if candidate is None or not await self._builds_on(header, candidate):
+                if candidate is None or candidate.hash != header.hash:
+                    self.metrics.block_source_errors.labels(self.chain, "unconfirmed_jump").inc()
+                    log.warning("block_source.unconfirmed_jump", chain=self.chain,
+                                head=tip.number, claimed=header.number,
+                                note="held until a block built on it arrives")
+                self._far_ahead = header
+                return
+            # Confirmed: nothing to link it to, start afresh from it. Consumers that index by
+            # block range catch up from their own cursors.
+            self._far_ahead = None
             log.warning("block_source.gap", chain=self.chain, last=tip.number,
-                        new_head=header.number)
+                        new_head=candidate.number)
             self._window.clear()
-            self._remember(header)
-            await self._emit(NewBlock(header))
+            self._remember(candidate)
+            await self._emit(NewBlock(candidate))
+            await self.process_header(header)
             return
+        self._far_ahead = None  # the chain goes on where we are: that jump was not real
 
         # Walk back from the new head to a header we know, collecting the new branch.
         branch = [header]
@@ -280,6 +296,16 @@ class BlockSource:
                 continue
             self._remember(h)
             await self._emit(NewBlock(h))
+
+    async def _builds_on(self, header: BlockHeader, candidate: BlockHeader) -> bool:
+        """A later head confirms a far-ahead one: its child, or a descendant whose chain
+        (asked by number) holds the same block."""
+        if header.number <= candidate.number:
+            return False
+        if header.parent_hash == candidate.hash:
+            return True
+        raw = await self.pool.request("eth_getBlockByNumber", [hex(candidate.number), False])
+        return raw is not None and raw.get("hash") == candidate.hash
 
     def _oldest_number(self) -> int:
         return next(iter(self._window)) if self._window else 0

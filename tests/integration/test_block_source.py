@@ -30,6 +30,53 @@ async def test_every_block_is_reported_in_order_even_across_a_gap(pool: RpcPool,
     assert numbers == [start, start + 1, start + 2, start + 3]
 
 
+async def test_a_far_future_head_from_a_lying_endpoint_is_not_trusted(pool: RpcPool,
+                                                                      devnet: Devnet) -> None:
+    """#17: one header 10,000 blocks ahead (a lying or misrouted node) used to become the tip:
+    every real head after it was ignored as old. It is held until a block built on it arrives;
+    the real chain goes on."""
+    from keeperd.chain.blocks import BlockHeader
+
+    source = BlockSource(pool)
+    events = recorder(source)
+    await source.poll_once()
+    start = devnet.client.block_number()
+    lie = BlockHeader(start + 10_000, "0x" + "ab" * 32, "0x" + "cd" * 32, 2**40)
+    await source.process_header(lie)
+    await source.process_header(lie)  # said again: still nothing to build on it
+    assert [e.header.number for e in events if isinstance(e, NewBlock)] == [start]
+    assert source.head is not None and source.head.number == start
+    devnet.mine(2)
+    await source.poll_once()
+    assert [e.header.number for e in events if isinstance(e, NewBlock)] == [
+        start, start + 1, start + 2]
+    assert source.metrics.block_source_errors.labels(
+        source.chain, "unconfirmed_jump")._value.get() == 1
+
+
+async def test_a_long_gap_is_followed_once_a_block_builds_on_it(pool: RpcPool,
+                                                                devnet: Devnet) -> None:
+    """A real jump past the window (an outage): the far head is confirmed by the next block
+    and followed from there."""
+    source = BlockSource(pool, window=16)
+    events = recorder(source)
+    await source.poll_once()
+    start = devnet.client.block_number()
+    devnet.mine(40)
+    await source.poll_once()  # 40 ahead, window 16: held
+    assert [e.header.number for e in events if isinstance(e, NewBlock)] == [start]
+    devnet.mine(3)
+    await source.poll_once()  # a descendant (not its child: polls skip blocks) confirms it
+    assert [e.header.number for e in events if isinstance(e, NewBlock)] == [
+        start, start + 40, start + 41, start + 42, start + 43]
+    devnet.mine(41)
+    await source.poll_once()  # again past the window
+    devnet.mine(1)
+    await source.poll_once()  # its child
+    assert [e.header.number for e in events if isinstance(e, NewBlock)][-2:] == [
+        start + 84, start + 85]
+
+
 async def test_reorg_is_detected_by_parent_hash(pool: RpcPool, devnet: Devnet) -> None:
     source = BlockSource(pool)
     events = recorder(source)
