@@ -332,7 +332,11 @@ class TxManager:
 
     def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
               block: int) -> None:
-        """Resume watching a journaled transaction after a restart."""
+        """Resume watching a journaled transaction after a restart. Its nonce stays taken:
+        one signed and journaled but never broadcast (a crash in between) is not counted by
+        the node yet, and the next new transaction must not be signed under it."""
         first = records[0]
         self.pending[key] = Pending(key, first.nonce, to, data, first.gas_limit, budget_wei,
                                     attempts=list(records), sent_block=block)
+        if self._nonce is not None:
+            self._nonce = max(self._nonce, first.nonce + 1)
