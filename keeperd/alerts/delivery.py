@@ -29,7 +29,7 @@ import structlog
 from keeperd.alerts.outbox import Entry, Outbox
 from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
 from keeperd.config import OutboxConfig, RouteConfig
-from keeperd.iokit import TokenBucket, backoff_delay
+from keeperd.iokit import MAX_RETRY_AFTER_S, TokenBucket, backoff_delay
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 
@@ -43,7 +43,7 @@ class SinkRuntime:
     sink: Sink
     bucket: TokenBucket
     label: str
-    paused_until: float = 0.0
+    paused_until: float = 0.0  # time.monotonic(): a wall-clock step moves no pause
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -133,8 +133,9 @@ class Dispatcher:
         deadline = time.monotonic() + budget_s
         async with aiohttp.ClientSession() as session:
             for rt in self.sinks.values():
-                while time.monotonic() < deadline and rt.paused_until <= time.time():
-                    entries = await self.outbox.due(rt.route, rt.index)
+                while time.monotonic() < deadline and rt.paused_until <= time.monotonic():
+                    entries = await self.outbox.due(rt.route, rt.index,
+                                                    horizon=self._horizon())
                     if not entries or not self.acting():
                         break
                     remaining = deadline - time.monotonic()
@@ -163,16 +164,16 @@ class Dispatcher:
     async def _sink_step(self, rt: SinkRuntime) -> None:
         """One turn of a sink's loop: wait, or deliver its most urgent due entry."""
         assert self._session is not None
-        now = time.time()
-        if rt.paused_until > now:
-            await asyncio.sleep(rt.paused_until - now)
+        if rt.paused_until > time.monotonic():
+            await asyncio.sleep(rt.paused_until - time.monotonic())
             return
+        now = time.time()
         if not self.acting():  # a standby replica: the leader delivers
             rt.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.wake.wait(), STANDBY_POLL_S)
             return
-        entries = await self.outbox.due(rt.route, rt.index, now)
+        entries = await self.outbox.due(rt.route, rt.index, now, horizon=self._horizon())
         if not entries:
             next_at = await self.outbox.next_due_at(rt.route, rt.index)
             timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
@@ -212,7 +213,7 @@ class Dispatcher:
             # The platform told us when; that is not a failed attempt.
             await self.outbox.retry(entry.id, now + result.retry_after, error, count=False,
                                     parts_done=result.parts_done)
-            rt.paused_until = now + result.retry_after
+            rt.paused_until = time.monotonic() + result.retry_after
             self.metrics.notifications.labels(*labels, "rate_limited").inc()
             log.warning("alerts.sink_rate_limited", retry_after_s=result.retry_after,
                         error=error, **fields)
@@ -230,10 +231,16 @@ class Dispatcher:
         delay = backoff_delay(entry.attempts, self.settings.backoff_initial_s,
                               self.settings.backoff_max_s, self.rng)
         await self.outbox.retry(entry.id, now + delay, error, parts_done=result.parts_done)
-        rt.paused_until = now + delay
+        rt.paused_until = time.monotonic() + delay
         self.metrics.notifications.labels(*labels, "retry").inc()
         log.warning("alerts.delivery_failed", error=error, retry_in_s=round(delay, 2), **fields)
         return False
+
+    def _horizon(self) -> float:
+        """The longest keeperd ever schedules a retry ahead (its backoff with jitter, a
+        bounded Retry-After): an entry due later than this was scheduled before the wall clock
+        stepped back, and is due now. (Rows keep wall-clock times: they outlive the process.)"""
+        return max(1.5 * self.settings.backoff_max_s, MAX_RETRY_AFTER_S) + 60.0
 
     async def _resend_loop(self, rt: SinkRuntime) -> None:
         """Alertmanager resolves an alert that is not re-sent within its resolve_timeout:

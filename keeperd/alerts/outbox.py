@@ -127,13 +127,15 @@ class Outbox:
                     "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", *row)
         return keys
 
-    async def due(self, route: str, sink: int, now: float | None = None, limit: int = 1
-                  ) -> list[Entry]:
+    async def due(self, route: str, sink: int, now: float | None = None, limit: int = 1,
+                  *, horizon: float = 1e15) -> list[Entry]:
+        """Pending entries whose time has come — or lies more than `horizon` seconds ahead
+        (only a wall clock stepped back since they were scheduled puts them there)."""
         now = time.time() if now is None else now
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 AND route = $2 AND sink = $3 "
-            "AND next_at <= $4 ORDER BY priority DESC, id LIMIT $5",
-            PENDING, route, sink, now, limit)
+            "AND (next_at <= $4 OR next_at > $5) ORDER BY priority DESC, id LIMIT $6",
+            PENDING, route, sink, now, now + horizon, limit)
         return [_entry(r) for r in rows]
 
     async def claim(self, entry_id: int) -> bool:

@@ -208,6 +208,39 @@ async def test_a_refusal_past_its_window_or_a_malformed_request_is_dead_lettered
     assert len(rec.requests) == 1
 
 
+async def test_wall_clock_steps_move_no_retry(harness_factory: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """#17: delays are monotonic. The wall clock steps an hour back while a sink waits out a
+    1 s Retry-After: the notification still goes out a second later (it used to wait the hour
+    out). And an entry a stopped keeperd scheduled before the clock stepped a day back is due
+    now, not tomorrow."""
+    import types
+
+    from aiohttp import web
+
+    from keeperd.alerts import delivery
+
+    rec = Recorder(script=[lambda: web.Response(status=429, headers={"Retry-After": "1"})])
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+        key = await h.put([make_alert(1)])
+        await h.until(lambda: len(rec.requests) == 1)
+        monkeypatch.setattr(delivery, "time", types.SimpleNamespace(
+            time=lambda: time.time() - 3600, monotonic=time.monotonic))
+        await h.until(lambda: h.states() == [DELIVERED], limit_s=10)
+        monkeypatch.undo()
+    assert [e["headers"]["Idempotency-Key"] for e in rec.accepted] == [key]
+
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        h2 = harness_factory([{"name": "s", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+        await h2.put([make_alert(2)], route="s")
+        h2.db.execute("UPDATE outbox SET next_at = next_at + 86400 WHERE route = 's'")
+        await h2.until(lambda: h2.states()[-1:] == [DELIVERED], limit_s=10)
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:
