@@ -392,6 +392,11 @@ class Metrics:
         self.tx_sent = Counter(
             "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
             "replacement, cancel, approval).", ["chain", "kind"], registry=r)
+        self.tx_in_doubt = Counter(
+            "keeperd_tx_broadcast_in_doubt_total",
+            "Broadcasts whose answer never came (a timeout, a reset, the private endpoint "
+            "down): tracked until a receipt or the nonce is passed, and sent again.",
+            ["chain"], registry=r)
         self.tx_fee_capped = Counter(
             "keeperd_tx_replacement_over_budget_total",
             "Replacements not sent because the bumped fee would exceed the opportunity's "

@@ -72,6 +72,15 @@ class Pending:
     sent_block: int = 0
     private: bool = False
     cancelling: bool = False
+    # The last broadcast's answer was lost (a timeout, a reset, the private endpoint down):
+    # the node may have it. Sent again, same bytes, every block until a receipt, the nonce
+    # passed, or a node acknowledges it.
+    in_doubt: bool = False
+    first_block: int = -1  # the block of the first send (-1: sent_block)
+
+    def __post_init__(self) -> None:
+        if self.first_block < 0:
+            self.first_block = self.sent_block
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class Outcome:
 
 class SendRefused(Exception):
     """The transaction was not sent (fees over budget, or the node refused it)."""
+
+
+class InDoubt(Exception):
+    """The broadcast's answer never came: the transaction may be in the mempool."""
 
 
 Recorder = Callable[[TxRecord], Awaitable[None]]
@@ -177,7 +190,20 @@ class TxManager:
         except SendRefused:
             self.pending.pop(pending.key, None)
             raise
+        except InDoubt as exc:
+            self._in_doubt(record, pending, exc)
+            return
         self._log_sent(record, pending)
+
+    def _in_doubt(self, record: TxRecord, pending: Pending, error: Exception) -> None:
+        """A broadcast whose answer was lost may still be mined: it stays tracked (journaled
+        as pending, its nonce taken) and is sent again at the next blocks."""
+        pending.in_doubt = True
+        self.metrics.tx_in_doubt.labels(self.pool.chain).inc()
+        log.warning("tx.broadcast_in_doubt", opportunity=pending.key, tx_hash=record.tx_hash,
+                    nonce=pending.nonce, private=pending.private, error=str(error)[:200],
+                    meaning="the node may have it: tracked until a receipt or its nonce "
+                            "is passed, and sent again each block")
 
     async def broadcast_many(self, items: list[tuple[TxRecord, Pending]]
                              ) -> list[SendRefused | None]:
@@ -197,6 +223,10 @@ class TxManager:
         out: list[SendRefused | None] = []
         refused = False
         for (record, pending), answer in zip(items, answers, strict=True):
+            if isinstance(answer, RpcUnavailable):
+                self._in_doubt(record, pending, answer)  # tracked, not forgotten
+                out.append(None)
+                continue
             if isinstance(answer, Exception) and not (
                     isinstance(answer, RpcError) and "known" in answer.message.lower()):
                 refused = True
@@ -229,30 +259,36 @@ class TxManager:
     async def _sign_record_broadcast(self, p: Pending, max_fee: int, tip: int,
                                      kind: str) -> TxRecord:
         record = await self._sign_record(p, max_fee, tip, kind)
-        await self._broadcast(record, p.private)
+        try:
+            await self._broadcast(record, p.private)
+        except InDoubt as exc:
+            self._in_doubt(record, p, exc)
+            return record
+        p.in_doubt = False
         self._log_sent(record, p)
         return record
 
     async def _broadcast(self, record: TxRecord, private: bool) -> None:
-        pools = [self.private_pool, self.pool] if private and self.private_pool else [self.pool]
-        last: Exception | None = None
-        for pool in pools:
-            try:
-                await pool.request("eth_sendRawTransaction", [record.raw])
-                return
-            except RpcError as exc:
-                message = exc.message.lower()
-                if "already" in message or "known transaction" in message:
-                    return  # the same bytes are already in the pool ("already known",
-                    # "already imported"): fine
-                last = exc
-                if "nonce too low" in message or "nonce" in message:
-                    await self.sync_nonce()
-                    break
-            except RpcUnavailable as exc:
-                last = exc
-        await self.sync_nonce()
-        raise SendRefused(f"broadcast of {record.tx_hash} failed: {last}")
+        """Send signed bytes. Refused by the node: SendRefused (the nonce re-read if it was
+        the cause). No answer (a timeout, a reset) — or any failure of the private endpoint,
+        which must not leak the transaction to the public mempool before
+        `private_timeout_blocks` — InDoubt: the caller keeps tracking it."""
+        private = private and self.private_pool is not None
+        pool = self.private_pool if private and self.private_pool is not None else self.pool
+        try:
+            await pool.request("eth_sendRawTransaction", [record.raw])
+            return
+        except RpcError as exc:
+            message = exc.message.lower()
+            if "already" in message or "known transaction" in message:
+                return  # the same bytes are already in the pool ("already known",
+                # "already imported"): fine
+            if private and "nonce" not in message:
+                raise InDoubt(f"private endpoint: {exc}") from None
+            await self.sync_nonce()  # a refused nonce may leave a gap: ask the node
+            raise SendRefused(f"broadcast of {record.tx_hash} failed: {exc}") from None
+        except RpcUnavailable as exc:
+            raise InDoubt(f"broadcast of {record.tx_hash}: {exc}") from None
 
     async def watch(self, block: int, still_wanted: Callable[[str], bool],
                     owns: Callable[[str], bool] | None = None) -> list[Outcome]:
@@ -270,12 +306,18 @@ class TxManager:
                 outcomes.append(outcome)
                 del self.pending[key]
                 continue
-            if block - p.sent_block < self.policy.replace_after_blocks:
-                continue
             if p.private and self.private_pool is not None and \
-                    block - p.sent_block >= self.policy.private_timeout_blocks:
-                p.private = False  # fall back to the public mempool
+                    block - p.first_block >= self.policy.private_timeout_blocks:
+                # Not mined privately in time (counted from the first send: replacements do
+                # not restart it): the same bytes go to the public mempool.
+                p.private = False
                 log.warning("tx.private_timeout", opportunity=key, nonce=p.nonce)
+                await self._send_again(p)
+                continue
+            if block - p.sent_block < self.policy.replace_after_blocks:
+                if p.in_doubt:
+                    await self._send_again(p)
+                continue
             if not still_wanted(key) and not p.cancelling:
                 p.cancelling = True
             await self._replace(p, block)
@@ -318,6 +360,16 @@ class TxManager:
             log.warning("tx.replacement_refused", opportunity=p.key, error=str(exc))
         p.sent_block = block
 
+    async def _send_again(self, p: Pending) -> None:
+        """An in-doubt transaction's last bytes, sent again (a node that has them says so)."""
+        try:
+            await self._broadcast(p.attempts[-1], p.private)
+            p.in_doubt = False
+            log.info("tx.in_doubt_resent", opportunity=p.key, nonce=p.nonce,
+                     tx_hash=p.attempts[-1].tx_hash)
+        except (InDoubt, SendRefused) as exc:  # settled by its receipt or its nonce
+            log.info("tx.in_doubt_still", opportunity=p.key, error=str(exc)[:200])
+
     async def rebroadcast(self, key: str) -> None:
         """Send a resumed transaction's latest signed bytes again: a crash between the
         journal write and the broadcast must not leave it unsent. The node answers "already
@@ -329,6 +381,9 @@ class TxManager:
             await self._broadcast(p.attempts[-1], private=False)
         except SendRefused as exc:
             log.info("tx.rebroadcast_refused", opportunity=key, error=str(exc)[:200])
+        except InDoubt as exc:
+            p.in_doubt = True
+            log.info("tx.rebroadcast_in_doubt", opportunity=key, error=str(exc)[:200])
 
     def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
               block: int) -> None:

@@ -1,0 +1,116 @@
+"""Broadcasts whose answer is lost (#17): a timeout after the node accepted, a reset before it
+did, the private endpoint down. The transaction may be in a mempool: it stays tracked (its
+nonce taken) and is sent again each block until a receipt or its nonce is passed — it used to
+be marked dropped and forgotten while it could still be mined. And a private endpoint that
+fails does not leak the transaction to the public mempool before `private_timeout_blocks`
+(it used to fall back at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from keeperd.chain.rpc import RpcPool, RpcPoolSettings, RpcUnavailable
+from keeperd.devnet.handle import Devnet
+from keeperd.execution.txmanager import FeePolicy, TxManager
+from keeperd.keys import _from_hex
+from keeperd.metrics import Metrics
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+
+DEAD = "0x000000000000000000000000000000000000dEaD"
+
+
+def lose_answers(pool: RpcPool, *, deliver: bool) -> list[str]:
+    """eth_sendRawTransaction batches whose answer is lost: after the node got them
+    (`deliver`), or before. Returns the raw transactions that went through the pool."""
+    batch = pool.batch
+    seen: list[str] = []
+
+    async def lossy(calls: Sequence[tuple[str, list[Any]]], **kwargs: Any) -> list[object]:
+        if calls and all(m == "eth_sendRawTransaction" for m, _ in calls):
+            seen.extend(p[0] for _, p in calls)
+            if deliver:
+                await batch(calls, **kwargs)
+            pool.batch = batch  # type: ignore[method-assign]  # only the first one is lost
+            raise RpcUnavailable("eth_sendRawTransaction: read timeout")
+        return await batch(calls, **kwargs)
+
+    pool.batch = lossy  # type: ignore[method-assign]
+    return seen
+
+
+def manager(pool: RpcPool, metrics: Metrics, private: RpcPool | None = None) -> TxManager:
+    return TxManager(pool, _from_hex(KEEPER_KEY, "test"), 31337, metrics=metrics,
+                     private_pool=private, policy=FeePolicy(replace_after_blocks=2,
+                                                            private_timeout_blocks=3))
+
+
+def receipt(devnet: Devnet, tx_hash: str) -> dict[str, Any] | None:
+    return devnet.client.call("eth_getTransactionReceipt", tx_hash)  # type: ignore[no-any-return]
+
+
+async def test_an_accepted_broadcast_whose_answer_is_lost_is_settled_included(
+        devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
+    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        tx = manager(pool, metrics)
+        head = devnet.client.block_number()
+        lose_answers(pool, deliver=True)
+        record = await tx.send("a", DEAD, b"", 21_000, 10**18, block=head)  # no SendRefused
+        assert tx.pending["a"].in_doubt
+        assert metric_value(metrics, "keeperd_tx_broadcast_in_doubt_total",
+                            {"chain": "devnet"}) == 1
+        block = devnet.mine(1)
+        [outcome] = await tx.watch(block, lambda key: True)
+        assert (outcome.key, outcome.status, outcome.tx_hash) == ("a", "included",
+                                                                  record.tx_hash)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+
+
+async def test_a_broadcast_lost_before_the_node_got_it_is_sent_again(
+        devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
+    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        tx = manager(pool, metrics)
+        head = devnet.client.block_number()
+        lose_answers(pool, deliver=False)
+        record = await tx.send("b", DEAD, b"", 21_000, 10**18, block=head)
+        block = devnet.mine(1)
+        assert receipt(devnet, record.tx_hash) is None  # the node never had it
+        assert await tx.watch(block, lambda key: True) == []  # tracked, sent again
+        assert not tx.pending["b"].in_doubt
+        block = devnet.mine(1)
+        [outcome] = await tx.watch(block, lambda key: True)
+        assert (outcome.status, outcome.tx_hash) == ("included", record.tx_hash)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+
+
+async def test_a_private_endpoint_down_does_not_leak_before_its_timeout(
+        devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
+    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
+    devnet.client.call("evm_setAutomine", False)
+    settings = RpcPoolSettings(timeout=1.0, max_attempts=1)
+    async with RpcPool.from_urls("private", ["http://127.0.0.1:9"], metrics=metrics,
+                                 settings=settings) as private:
+        try:
+            tx = manager(pool, metrics, private)
+            head = devnet.client.block_number()
+            record = await tx.send("c", DEAD, b"", 21_000, 10**18, block=head)
+            assert tx.pending["c"].private and tx.pending["c"].in_doubt
+            for _ in range(2):  # within private_timeout_blocks: nothing public
+                block = devnet.mine(1)
+                assert await tx.watch(block, lambda key: True) == []
+                assert devnet.client.call("eth_getTransactionByHash", record.tx_hash) is None
+            block = devnet.mine(1)  # 3 blocks: it falls back to the public mempool
+            assert await tx.watch(block, lambda key: True) == []
+            assert not tx.pending["c"].private
+            block = devnet.mine(1)
+            [outcome] = await tx.watch(block, lambda key: True)
+            assert outcome.status == "included" and outcome.key == "c"
+        finally:
+            devnet.client.call("evm_setAutomine", True)
