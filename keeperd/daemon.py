@@ -94,6 +94,8 @@ class Daemon:
         self.store: Store | None = None
         # With storage.url: this replica's lease loop (None: one machine, always acting).
         self.replica: Replica | None = None
+        # The last refused write to the state directory (a full disk), None while writes work.
+        self.state_error: str | None = None
         self.web: WebServer | None = None
         self.started_at = time.monotonic()
         self._heartbeat = time.monotonic()
@@ -128,6 +130,8 @@ class Daemon:
             caught_up = lag is not None and lag <= self.config.metrics.ready_max_index_lag
             detail[name] = {"index_lag_blocks": lag, "evaluated_block": scanner.completed_block}
             ok = ok and caught_up
+        if self.state_error is not None:
+            detail["state_dir"] = {"error": self.state_error}
         if self.replica is not None:
             # A standby is ready (it follows and evaluates, and takes over when needed):
             # the role is said, not failed on.
@@ -462,10 +466,28 @@ class Daemon:
             line = self._status_line()
             self.notifier.status(line)
             ready, detail = self.readiness()
-            write_status(path, {"pid": os.getpid(), "updated_at": time.time(),
-                                "mode": self.config.keeper.mode, "ready": ready,
-                                "alive": self._alive(), "status": line, "detail": detail})
+            try:
+                write_status(path, {"pid": os.getpid(), "updated_at": time.time(),
+                                    "mode": self.config.keeper.mode, "ready": ready,
+                                    "alive": self._alive(), "status": line, "detail": detail})
+            except OSError as exc:
+                self._state_write_failed("status", exc)
+            else:
+                self.state_error = None
             await asyncio.sleep(interval)
+
+    def _state_write_failed(self, what: str, exc: OSError) -> None:
+        """The state directory refuses writes (a full disk, a read-only remount): said through
+        what still works — the log, the metric Prometheus scrapes from memory (and its alert
+        rule), /readyz — while keeperd goes on: the journal's writes fail before anything is
+        sent, alerts wait in memory, and all of it resumes when space comes back."""
+        first = self.state_error is None
+        self.state_error = f"{type(exc).__name__}: {exc}"
+        self.metrics.state_write_errors.labels(what).inc()
+        if first:
+            log.error("state.write_failed", what=what, error=self.state_error,
+                      state_dir=str(self.config.state_dir),
+                      action="free space in the state directory (or remount it read-write)")
 
     async def _check_chain(self, chain: ChainConfig, pool: RpcPool) -> None:
         checks = await check_chain_ids(pool, chain.chain_id)

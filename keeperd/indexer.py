@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -167,8 +168,17 @@ class AccountIndexer:
                     seen.setdefault(account, block)
             del logs[:], cache
             header = await self.pool.request("eth_getBlockByNumber", [hex(end), False])
-            self.store.record_indexed(self.protocol, end, header["hash"] if header else None,
-                                      seen.items())
+            try:
+                self.store.record_indexed(self.protocol, end,
+                                          header["hash"] if header else None, seen.items())
+            except sqlite3.OperationalError as exc:
+                # A full disk (or a locked file): the accounts are watched from memory; the
+                # cursor stays where it was written, so this range is read again — and
+                # persisted — once writes work again.
+                self.metrics.state_write_errors.labels("index").inc()
+                log.warning("index.persist_failed", protocol=self.protocol, to_block=end,
+                            error=str(exc), accounts=len(seen),
+                            meaning="watched from memory; written when the disk takes it")
             update.touched.update(seen)
             update.new.update(a for a in seen if a not in self._known)
             self._known.update(seen)

@@ -392,6 +392,10 @@ class Metrics:
         self.tx_sent = Counter(
             "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
             "replacement, cancel, approval).", ["chain", "kind"], registry=r)
+        self.state_write_errors = Counter(
+            "keeperd_state_write_errors_total",
+            "Writes the state directory refused (a full disk, a read-only remount), by what "
+            "was being written: keeperd goes on and retries.", ["what"], registry=r)
         self.tx_in_doubt = Counter(
             "keeperd_tx_broadcast_in_doubt_total",
             "Broadcasts whose answer never came (a timeout, a reset, the private endpoint "

@@ -96,7 +96,8 @@ class Store:
                            (protocol, to_block - KEEP_BLOCK_HASHES))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # (SQLite rolls back by itself on a full disk)
+                db.execute("ROLLBACK")
             raise
 
     def indexed_block_hashes(self, protocol: str) -> list[tuple[int, str]]:
@@ -123,7 +124,8 @@ class Store:
                        "AND block > ?", (to_block, row[0] if row else None, protocol, to_block))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # (SQLite rolls back by itself on a full disk)
+                db.execute("ROLLBACK")
             raise
         return dropped
 

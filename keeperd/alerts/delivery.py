@@ -70,6 +70,9 @@ class Dispatcher:
         self.sinks: dict[tuple[str, int], SinkRuntime] = {}
         self.firing_provider: FiringProvider | None = None
         self._reconfigured = asyncio.Event()
+        # Rows a sink accepted whose "delivered" could not be written (a full disk): never
+        # sent again, marked once the database takes writes.
+        self._unrecorded: set[int] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def configure(self, routes: list[RouteConfig]) -> None:
@@ -194,6 +197,10 @@ class Dispatcher:
 
     async def _deliver(self, rt: SinkRuntime, entry: Entry,
                        session: aiohttp.ClientSession) -> bool:
+        if entry.id in self._unrecorded:  # accepted already: record it, do not send again
+            await self.outbox.delivered(entry.id, time.time())
+            self._unrecorded.discard(entry.id)
+            return True
         if not await self.outbox.claim(entry.id):  # delivered by another replica meanwhile
             return False
         result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,
@@ -204,7 +211,12 @@ class Dispatcher:
                   "rule": entry.alerts[0]["rule"], "alerts": len(entry.alerts),
                   "attempt": entry.attempts + 1}
         if result.ok:
-            await self.outbox.delivered(entry.id, now)
+            try:
+                await self.outbox.delivered(entry.id, now)
+            except Exception:
+                self._unrecorded.add(entry.id)
+                self.metrics.state_write_errors.labels("outbox").inc()
+                raise
             self.metrics.notifications.labels(*labels, "delivered").inc()
             log.info("alerts.delivered", status=entry.status, **fields)
             return True

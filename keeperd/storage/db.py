@@ -133,10 +133,16 @@ class SqliteDatabase(_Serialized):
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # (SQLite rolls back by itself on a full disk)
+                self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:  # a commit a full disk refused must not stay open
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     async def close(self) -> None:
         self.conn.close()

@@ -122,7 +122,7 @@ def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devnet,
         wait_for(lambda: all(r["health"] == "ok" for g in json.loads(urllib.request.urlopen(
             f"{url}/api/v1/rules", timeout=5).read())["data"]["groups"] for r in g["rules"]),
             timeout=30, what="every rule evaluated without error")
-        assert len(rules) == 19
+        assert len(rules) == 20
         recorded = query(url, "keeperd:cascade_bad_debt_usd:max_over_scenarios")
         assert recorded["status"] == "success"
         # Every dashboard query is valid PromQL against the real server.

@@ -1,0 +1,78 @@
+"""A full disk under a running keeperd (#17): the state directory on a small tmpfs, filled to
+the last byte while the daemon runs. It used to end the daemon (the status file's write
+raised) with no word said; now it goes on, says so through what still works — the log, the
+metric (and the Prometheus rule on it), /readyz — and recovers by itself when space comes
+back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keeperd.devnet.handle import Devnet
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    return filler
+
+
+@pytest.mark.slow
+async def test_a_full_state_disk_is_reported_and_survived(devnet: Devnet, tmp_path: Path,
+                                                         run_daemon) -> None:  # noqa: F811
+    with small_disk(tmp_path / "disk") as disk:
+        config = config_for(devnet, tmp_path, "alert-only")
+        config = config.model_copy(update={"state_dir": disk / "state"})
+        keeper = await run_daemon(config)
+        daemon = keeper.daemon
+        status = disk / "state" / "status.json"
+        deadline = time.monotonic() + 15
+        while not status.exists():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        filler = fill(disk)
+        deadline = time.monotonic() + 15
+        while daemon.state_error is None:
+            assert time.monotonic() < deadline, "the full disk was never noticed"
+            assert not keeper.task.done(), keeper.task
+            await asyncio.sleep(0.2)
+        assert metric_value(daemon.metrics, "keeperd_state_write_errors_total",
+                            {"what": "status"}) >= 1
+        assert "No space left" in daemon.readiness()[1]["state_dir"]["error"]
+        devnet.mine(2)  # blocks keep being followed and evaluated
+        await keeper.evaluated_at(devnet.client.block_number())
+        filler.unlink()
+        before = json.loads(status.read_text())["updated_at"]
+        deadline = time.monotonic() + 15
+        while daemon.state_error is not None:
+            assert time.monotonic() < deadline, "never recovered"
+            await asyncio.sleep(0.2)
+        assert json.loads(status.read_text())["updated_at"] > before
+        assert "state_dir" not in daemon.readiness()[1]
+        assert not keeper.task.done()
