@@ -10,7 +10,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 # The longest a server's Retry-After is obeyed: a longer (or broken) answer must not park a
 # sink or a client for hours; it is retried on keeperd's own schedule instead.
@@ -103,3 +103,23 @@ def classify_http(status: int) -> HttpOutcome:
     if status in MALFORMED:
         return "permanent"
     return "refused"
+
+
+class BodyTooLarge(ValueError):
+    """A response body past the reader's bound: refused, not read to its end."""
+
+
+async def read_bounded(resp: Any, limit: int, *, truncate: bool = False) -> bytes:
+    """At most `limit` bytes of an aiohttp response's body, read in chunks: a body without end
+    (a lying or misrouted server) cannot exhaust memory. Past the limit: `BodyTooLarge`, or
+    with `truncate` the first `limit` bytes (enough for an error message)."""
+    parts: list[bytes] = []
+    received = 0
+    async for part in resp.content.iter_chunked(1 << 16):
+        parts.append(part)
+        received += len(part)
+        if received > limit:
+            if truncate:
+                break
+            raise BodyTooLarge(f"response body over {limit} bytes")
+    return b"".join(parts)[:limit]

@@ -34,8 +34,9 @@ from keeperd.config import (
     TelegramSinkConfig,
     WebhookSinkConfig,
 )
-from keeperd.iokit import classify_http, parse_retry_after
+from keeperd.iokit import classify_http, parse_retry_after, read_bounded
 
+SINK_ANSWER_BYTES = 64 * 1024
 TELEGRAM_LIMIT = 4096  # characters of text per sendMessage, after entity parsing
 DISCORD_LIMIT = 2000
 SLACK_LIMIT = 4000  # Slack truncates a message's text beyond 40,000; it advises 4,000
@@ -112,7 +113,10 @@ async def _post(session: aiohttp.ClientSession, url: str, *, timeout_s: float, p
     try:
         async with session.post(url, json=json_body, data=data, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            text = await resp.text()
+            # A receiver's answer matters for its first words (an error, a retry_after):
+            # 64 kB of it, whatever it sends.
+            text = (await read_bounded(resp, SINK_ANSWER_BYTES, truncate=True)).decode(
+                "utf-8", "replace")
             retry = _retry_after_header(resp.headers)
             if resp.status == 429 and parse_retry is not None:
                 retry = parse_retry(text) or retry

@@ -154,6 +154,10 @@ class RpcPoolSettings:
     bench_max_seconds: float = 60.0
     max_head_lag: int = 3
     ewma_alpha: float = 0.2
+    # No answer is read past this (a lying or misrouted endpoint streaming without end would
+    # otherwise be read until memory runs out); past it the endpoint is failed over. Callers
+    # ask for less where they know better (eth_getLogs halves its range instead).
+    max_response_bytes: int = 128 * 2**20
 
 
 class RpcPool:
@@ -429,22 +433,27 @@ class RpcPool:
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 ) as resp:
                     status = resp.status
-                    if max_response_bytes is not None:
-                        length = resp.content_length
-                        if length is not None and length > max_response_bytes:
+                    # The caller's bound is theirs to handle (ResponseTooLarge); the pool's
+                    # own is the endpoint's fault (failed over).
+                    limit = (max_response_bytes if max_response_bytes is not None
+                             else self.settings.max_response_bytes)
+                    too_large: Exception = (
+                        ResponseTooLarge(method, resp.content_length, limit)
+                        if max_response_bytes is not None
+                        else _TransientError("too_large", f"answer over {limit} bytes"))
+                    length = resp.content_length
+                    if length is not None and length > limit:
+                        outcome = "too_large"
+                        raise too_large
+                    parts: list[bytes] = []
+                    received = 0
+                    async for part in resp.content.iter_chunked(1 << 16):
+                        received += len(part)
+                        if received > limit:
                             outcome = "too_large"
-                            raise ResponseTooLarge(method, length, max_response_bytes)
-                        parts: list[bytes] = []
-                        received = 0
-                        async for part in resp.content.iter_chunked(1 << 16):
-                            received += len(part)
-                            if received > max_response_bytes:
-                                outcome = "too_large"
-                                raise ResponseTooLarge(method, None, max_response_bytes)
-                            parts.append(part)
-                        raw = b"".join(parts)
-                    else:
-                        raw = await resp.read()
+                            raise too_large
+                        parts.append(part)
+                    raw = b"".join(parts)
             except TimeoutError as exc:
                 outcome = "timeout"
                 raise _TransientError(outcome, f"timed out after {self.settings.timeout}s") \

@@ -17,6 +17,7 @@ exception: the median is taken over the sources that answered, and only when at 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ import aiohttp
 import structlog
 
 from keeperd.config import ReferenceSourceConfig
+from keeperd.iokit import read_bounded
 from keeperd.metrics import Metrics
+
+# A price answer is a few hundred bytes; past this it is refused, not read to its end.
+REFERENCE_ANSWER_BYTES = 1 * 2**20
 
 log = structlog.get_logger(__name__)
 
@@ -120,11 +125,11 @@ class References:
                     timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
                 if resp.status != 200:
                     raise BadAnswer(f"HTTP {resp.status}")
-                body = await resp.json(content_type=None)
+                body = json.loads(await read_bounded(resp, REFERENCE_ANSWER_BYTES))
             price = parse(source.kind, body, market)
         except TimeoutError:
             outcome = "timeout"
-        except (aiohttp.ClientError, BadAnswer, ValueError) as exc:
+        except (aiohttp.ClientError, BadAnswer, ValueError) as exc:  # BodyTooLarge too
             outcome = "error"
             log.info("reference.failed", source=source.name, asset=asset, error=str(exc)[:200])
         finally:

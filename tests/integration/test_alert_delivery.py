@@ -241,6 +241,39 @@ async def test_wall_clock_steps_move_no_retry(harness_factory: Any,
         await h2.until(lambda: h2.states()[-1:] == [DELIVERED], limit_s=10)
 
 
+async def test_a_receiver_answering_without_end_is_read_only_so_far(
+        harness_factory: Any) -> None:
+    """#17: a sink's answer is read for its first 64 kB (an error message, a retry_after),
+    never to the end: a receiver streaming an endless 500 cannot exhaust keeperd's memory."""
+    from aiohttp import web
+
+    sent = {"bytes": 0}
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=500)
+        await resp.prepare(request)
+        try:
+            while sent["bytes"] < 256 * 2**20:
+                await resp.write(b"x" * 65536)
+                sent["bytes"] += 65536
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    async with serve(app) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            OutboxConfig(max_attempts=1, backoff_initial_s=0.05))
+        await h.put([make_alert(1)])
+        await h.until(lambda: h.states() == [DEAD])
+    [error] = [r[0] for r in h.db.execute("SELECT last_error FROM outbox")]
+    assert error.startswith("HTTP 500: xxx")
+    assert sent["bytes"] < 16 * 2**20  # cut off near 64 kB, not read to its end
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:

@@ -249,3 +249,37 @@ async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # ty
     assert "eth_chainId" in seen
     assert seen.count("eth_blockNumber") == 0  # not one request went to it after it answered
     assert pool.healthy_count() == 1
+
+
+async def test_an_endless_answer_is_cut_off_and_failed_over(devnet: Devnet) -> None:
+    """#17: every answer is read bounded (`max_response_bytes`, 128 MB by default; eth_getLogs
+    asks for less). An endpoint streaming without end — a lying node, a misrouted proxy — used
+    to be read until memory ran out; now it is cut off at the bound, counted, failed over."""
+    sent = {"bytes": 0}
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        chunk = b'{"jsonrpc": "2.0", "id": 0, "result": "0x' + b"0" * 65536
+        try:
+            while sent["bytes"] < 512 * 2**20:  # stop the fake at 512 MB whatever happens
+                await resp.write(chunk)
+                sent["bytes"] += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the reader hung up
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/", endless)
+    metrics = Metrics()
+    settings = RpcPoolSettings(max_response_bytes=2**20)
+    async with serve(app) as url:
+        async with RpcPool.from_urls("devnet", [url, devnet.manifest["rpc_url"]],
+                                     metrics=metrics, settings=settings) as pool:
+            head = int(await pool.request("eth_blockNumber"), 16)
+            assert head == devnet.client.block_number()
+    assert sent["bytes"] < 64 * 2**20  # cut off near the bound, not read to the end
+    assert metric_value(metrics, "keeperd_rpc_requests_total", {
+        "chain": "devnet", "endpoint": "0", "method": "eth_blockNumber",
+        "outcome": "too_large"}) >= 1

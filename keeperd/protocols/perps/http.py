@@ -4,6 +4,7 @@ backoff and jitter on transport errors, timeouts, 429 and 5xx; other answers are
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
 
@@ -11,7 +12,18 @@ import aiohttp
 
 from keeperd import __version__
 from keeperd.chain.rpc import redact_url
-from keeperd.iokit import TokenBucket, backoff_delay, classify_http, parse_retry_after
+from keeperd.iokit import (
+    BodyTooLarge,
+    TokenBucket,
+    backoff_delay,
+    classify_http,
+    parse_retry_after,
+    read_bounded,
+)
+
+# A venue's largest answer (Hyperliquid's universe metadata, a dYdX subaccount with its
+# positions) is well under a megabyte; past this an answer is refused, not read to its end.
+VENUE_ANSWER_BYTES = 16 * 2**20
 
 
 class VenueError(Exception):
@@ -44,10 +56,14 @@ class VenueClient:
                 async with self.session.request(
                         method, url, json=body, timeout=self.timeout,
                         headers={"User-Agent": f"keeperd/{__version__}"}) as resp:
-                    text = await resp.text()
+                    try:
+                        raw = await read_bounded(resp, VENUE_ANSWER_BYTES)
+                    except BodyTooLarge as exc:
+                        raise VenueError(f"{redact_url(url)}: {exc}") from None
+                    text = raw.decode("utf-8", "replace")
                     if resp.status == 200:
                         try:
-                            return await resp.json(content_type=None)
+                            return json.loads(raw)
                         except ValueError:
                             raise VenueError(f"{redact_url(url)}: not JSON: {text[:200]}") \
                                 from None
