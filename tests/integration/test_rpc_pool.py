@@ -274,11 +274,10 @@ async def test_an_endless_answer_is_cut_off_and_failed_over(devnet: Devnet) -> N
     app.router.add_post("/", endless)
     metrics = Metrics()
     settings = RpcPoolSettings(max_response_bytes=2**20)
-    async with serve(app) as url:
-        async with RpcPool.from_urls("devnet", [url, devnet.manifest["rpc_url"]],
-                                     metrics=metrics, settings=settings) as pool:
-            head = int(await pool.request("eth_blockNumber"), 16)
-            assert head == devnet.client.block_number()
+    async with serve(app) as url, RpcPool.from_urls("devnet", [url, devnet.manifest["rpc_url"]],
+                                 metrics=metrics, settings=settings) as pool:
+        head = int(await pool.request("eth_blockNumber"), 16)
+        assert head == devnet.client.block_number()
     assert sent["bytes"] < 64 * 2**20  # cut off near the bound, not read to the end
     assert metric_value(metrics, "keeperd_rpc_requests_total", {
         "chain": "devnet", "endpoint": "0", "method": "eth_blockNumber",
