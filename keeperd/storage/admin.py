@@ -49,8 +49,8 @@ def sqlite_path(config: Config) -> Path:
 
 async def open_configured(config: Config) -> Database:
     storage = config.storage
-    if storage.url is None:
-        return SqliteDatabase.open(sqlite_path(config))
+    if storage.url is None:  # (the daemon may hold the file's lock for a moment: wait)
+        return SqliteDatabase.open(sqlite_path(config), busy_timeout_s=5.0)
     try:
         return await PostgresDatabase.connect(with_password(storage.url, storage.password()),
                                               statement_timeout_s=storage.statement_timeout_s)

@@ -27,6 +27,12 @@ from typing import Any
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
+# How long a statement waits for another process's lock on the SQLite file (an operator's
+# `sqlite3` shell, a CLI command mid-write) before it fails. Statements run on the event loop:
+# Python's default, 5 s, froze every task that long. A write that fails is the caller's to
+# retry (a liquidation waits for the next block, an alert stays queued in memory).
+SQLITE_BUSY_TIMEOUT_S = 0.25
+
 Fence = Callable[[Any], Awaitable[None]]
 
 
@@ -102,9 +108,12 @@ class SqliteDatabase(_Serialized):
         self.conn = conn
 
     @classmethod
-    def open(cls, path: Path) -> SqliteDatabase:
+    def open(cls, path: Path, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S
+             ) -> SqliteDatabase:
+        """(A command-line tool, whose loop runs nothing else, may wait longer for a lock.)"""
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                               timeout=busy_timeout_s)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return cls(conn)

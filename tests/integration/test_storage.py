@@ -274,3 +274,32 @@ async def test_a_manual_trip_holds_until_an_operator_resets_it(db: Database) -> 
     assert await again.tripped() == {"WBTC"} and (await again.states())["WBTC"].manual
     await again.reset("WBTC")
     assert await breaker.tripped() == set()
+
+
+async def test_a_locked_state_file_neither_freezes_the_loop_nor_loses_an_alert(
+        tmp_path: Path) -> None:
+    """#17: another process holds the SQLite file's write lock (an operator's `sqlite3` shell
+    mid-transaction). A write used to wait 5 s on the event loop — every task frozen — and the
+    alerts taken off the queue were lost when it failed. Now it fails within a quarter second,
+    the loop keeps turning, and the alert is written once the lock is gone."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "state" / "keeperd.sqlite3"
+    db = SqliteDatabase.open(path)
+    try:
+        engine = await alert_engine(db)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the other process's write lock
+        started = time.monotonic()  # (the statement runs on the loop: this is how long
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # every task waits)
+            await lagging(engine)
+        assert time.monotonic() - started < 1.0  # was 5 s
+        holder.execute("ROLLBACK")
+        holder.close()
+        await engine.commit()  # the next write carries what the failed one held
+        [entry] = await engine.outbox.entries()
+        assert entry.alerts[0]["rule"] == "index_lag"
+        assert await db.fetchval("SELECT count(*) FROM alert_state") == 1
+    finally:
+        await db.close()
