@@ -520,6 +520,22 @@ class Daemon:
                             ancestor=event.ancestor.number)
         return on_event
 
+    @staticmethod
+    def _reorg_listener(rt: ChainRuntime, executor: Executor
+                        ) -> Callable[[BlockEvent], Awaitable[None]]:
+        """A reorg may take away a block holding one of our liquidations: the executor
+        checks and hands such a liquidation back to the transaction manager."""
+        async def on_event(event: BlockEvent) -> None:
+            if not isinstance(event, Reorg):
+                return
+            head = rt.blocks.head.number if rt.blocks.head else event.ancestor.number
+            try:
+                await executor.on_reorg(event.ancestor.number, head)
+            except Exception as exc:  # the block source goes on; the next reorg checks again
+                log.exception("liquidation.reorg_check_failed", protocol=executor.adapter.name,
+                              error=f"{type(exc).__name__}: {exc}")
+        return on_event
+
     def _load_key(self) -> KeeperKey | None:
         source = self.config.keeper.key
         if source is None or self.config.keeper.mode == "alert-only":
@@ -551,6 +567,7 @@ class Daemon:
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
             executor.events_flush = self.alerts.commit
+        rt.blocks.subscribe(self._reorg_listener(rt, executor))
         if self.replica is not None:
             # A replica acts only while it leads; it reconciles when it is promoted.
             executor.acting = self.replica.is_leader

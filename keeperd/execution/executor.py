@@ -31,7 +31,7 @@ from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.execution import journal as J
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
-from keeperd.execution.reconcile import resume_journal
+from keeperd.execution.reconcile import resume_journal, track_again
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 # a planned leftover into dust between the snapshot and inclusion): it is planned again, under
 # a new key, this many times at most, and simulated first each time.
 RETRIES_AFTER_REVERT = 2
+REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 # Liquidations simulated, signed and broadcast together; the most profitable go first.
 WAVE = 16
 # The simulation's gas cap: a multiple of the planned limit (the plan may be short of a
@@ -129,6 +130,9 @@ class Executor:
         self.acting: Callable[[], bool] = lambda: True
         self.on_fenced: Callable[[str], None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
+        # Liquidations included in the last REORG_WATCH_BLOCKS blocks: key -> its block. A
+        # reorg that takes that block away hands them back to the transaction manager.
+        self._recently_included: dict[str, int] = {}
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -293,7 +297,9 @@ class Executor:
         for attempt in range(RETRIES_AFTER_REVERT + 1):
             candidate = str(key.retry(attempt))
             entry = await self.journal.get(candidate)
-            if entry is None or entry.status != J.REVERTED:
+            # (a dropped transaction's nonce went to another: it can never be mined, so the
+            # opportunity — say, after a reorg took its block — may be tried again)
+            if entry is None or entry.status not in (J.REVERTED, J.DROPPED):
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
 
@@ -467,6 +473,34 @@ class Executor:
         for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
             await self._settle(outcome)
 
+    async def on_reorg(self, ancestor: int, head: int) -> None:
+        """Blocks after `ancestor` were replaced. A liquidation of ours mined in one of them
+        is final only if the new branch has it too: otherwise it is pending again — tracked
+        and rebroadcast under its own nonce, settled anew (included on this branch, or dropped
+        when its nonce went to another transaction, and then planned again)."""
+        if self.tx is None or not self.acting():
+            return
+        for key, block in list(self._recently_included.items()):
+            if block <= ancestor:
+                continue
+            entry = await self.journal.get(key)
+            if entry is None:
+                continue
+            receipts = [await self.pool.request("eth_getTransactionReceipt", [t.tx_hash])
+                        for t in await self.journal.txs(key)]
+            kept = next((r for r in receipts if r is not None), None)
+            if kept is not None:  # the new branch has it too
+                self._recently_included[key] = int(kept["blockNumber"], 16)
+                continue
+            del self._recently_included[key]
+            await self.journal.set_status(key, J.PENDING,
+                                          detail=f"block {block} reorganised away")
+            await track_again(self.journal, self.tx, entry, head)
+            self.metrics.liquidation_funnel.labels(*self.labels, "reorged_out").inc()
+            log.warning("liquidation.reorged_out", opportunity=key, block=block,
+                        ancestor=ancestor, meaning="pending again: rebroadcast under its "
+                                                   "nonce, settled on the new branch")
+
     def _owns(self, key: str) -> bool:
         """This protocol's opportunities and approvals (executors of the other protocols on
         the chain share the transaction manager)."""
@@ -500,6 +534,11 @@ class Executor:
             if outcome.status in ("included", "reverted"):
                 self.liquidator.learn(outcome.key, outcome.gas_used)
         block = _receipt_block(outcome)
+        if outcome.status == "included" and block is not None:
+            self._recently_included[outcome.key] = block
+            for key in [k for k, b in self._recently_included.items()
+                        if b < block - REORG_WATCH_BLOCKS]:
+                del self._recently_included[key]
         if outcome.status == "included":
             profit = self._realised_profit(outcome) - gas_usd
             self.metrics.liquidation_profit.labels(*self.labels).inc(max(profit, 0.0))

@@ -32,14 +32,24 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
     for entry in await journal.by_status(J.PENDING):
         if entry.protocol != protocol:
             continue
-        records = await journal.txs(entry.key)
-        if not records:
+        if await track_again(journal, tx, entry, head):
+            resumed += 1
+            log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce)
+        else:
             await journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
-            continue
-        signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
-        tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
-                 entry.max_fee_wei, head)
-        await tx.rebroadcast(entry.key)
-        resumed += 1
-        log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce, txs=len(records))
     return resumed
+
+
+async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
+                      head: int) -> bool:
+    """Hand an opportunity's journaled transactions back to the transaction manager (after a
+    restart, or when a reorg took its block away) and send its latest bytes again; False when
+    nothing was ever signed for it."""
+    records = await journal.txs(entry.key)
+    if not records:
+        return False
+    signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
+    tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
+             entry.max_fee_wei, head)
+    await tx.rebroadcast(entry.key)
+    return True

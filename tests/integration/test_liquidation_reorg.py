@@ -1,0 +1,71 @@
+"""A reorg that takes away the block holding our liquidations (#17). They used to stay
+"included" — final at 0 confirmations — though the chain no longer had them, and were never
+tried again. Now they are pending again: rebroadcast under their own nonces and settled on
+the new branch, once each."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    KEEPER,
+    config_for,
+    crash_and_collect,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+from tests.integration.test_replicas import LIQUIDATION_CALL
+
+
+async def wait_for(check, what: str, limit_s: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit_s
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        crash, journal, sent = await crash_and_collect(devnet, keeper)
+        assert len(sent) > 20
+        keys = {e.key for e in sent}
+        before = devnet.snapshot()  # the crash block, our wave in the mempool
+        await keeper.evaluated_at(devnet.mine(1))
+
+        async def all_included() -> bool:
+            return keys <= {e.key for e in await journal.by_status(J.INCLUDED)}
+
+        await wait_for(all_included, "the wave included")
+        # The block holding the wave is reorganised away: a longer branch without it.
+        devnet.revert(before)
+        devnet.mine(2)
+
+        async def pending_again() -> bool:
+            return keys <= {e.key for e in await journal.by_status(J.PENDING)}
+
+        await wait_for(pending_again, "the reorged-out wave pending again")
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "reorged_out"}) == len(keys)
+        await keeper.evaluated_at(devnet.mine(1))  # the rebroadcast wave
+        await wait_for(all_included, "the wave included on the new branch")
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    found = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(crash), "toBlock": "latest",
+        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
+    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    assert len(ours) == len(keys)  # on the chain as it is now, each exactly once
+    per_key = {k: len(await journal.txs(k)) for k in keys}
+    assert all(n == 1 for n in per_key.values())  # the same signed transaction, not a new one
