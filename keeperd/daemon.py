@@ -109,8 +109,29 @@ class Daemon:
     # --- health -----------------------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
-        age = time.monotonic() - self._heartbeat
-        return age < 30, {"loop_heartbeat_age_s": round(age, 3)}
+        """/healthz: the process makes progress — its event loop turns and every chain's
+        follower keeps trying (a hung follower fails it, so a container's liveness probe
+        restarts keeperd). Not whether the chain or its RPCs are fine: restarting cannot mend
+        those (/readyz says)."""
+        now = time.monotonic()
+        age = now - self._heartbeat
+        ok = age < 30
+        detail: dict[str, Any] = {"loop_heartbeat_age_s": round(age, 3)}
+        for name, rt in self.chains.items():
+            last = rt.blocks.last_attempt
+            idle = None if last is None else round(now - last, 3)
+            stuck = idle is not None and idle > self._follower_limit(rt)
+            detail[name] = {"follower_idle_s": idle, "follower_stuck": stuck}
+            ok = ok and not stuck
+        return ok, detail
+
+    @staticmethod
+    def _follower_limit(rt: ChainRuntime) -> float:
+        """The longest a healthy follower goes without trying: a poll that fails on every
+        attempt (with the pool's backoff), or a websocket's wait for its next message."""
+        c = rt.config
+        poll = c.poll_interval + c.max_attempts * (c.request_timeout + 5.0) + 2.0
+        return poll + (c.ws_stall_s if rt.blocks.ws_url else 0.0)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Useful: every chain followed with a healthy RPC, every index caught up."""

@@ -112,6 +112,9 @@ class BlockSource:
         # time.monotonic() of the last answer from the chain (a poll or a websocket message),
         # new block or not: the watchdog's proof that following is alive.
         self.last_activity: float | None = None
+        # ...and of the last attempt to hear from it, answered or not: a follower that stops
+        # trying (a hung await) is stuck, whatever the chain does — /healthz says so.
+        self.last_attempt: float | None = None
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -147,6 +150,7 @@ class BlockSource:
 
     async def poll_once(self) -> None:
         """Fetch the latest header once and process it (used by `run` and by tests)."""
+        self.last_attempt = time.monotonic()
         raw = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         self.last_activity = time.monotonic()
         if raw is None:
@@ -175,6 +179,7 @@ class BlockSource:
             # Catch up once: heads mined while we were polling or reconnecting.
             await self.poll_once()
             while True:
+                self.last_attempt = time.monotonic()
                 try:
                     msg = await ws.receive(timeout=self.ws_stall_after)
                 except TimeoutError:
