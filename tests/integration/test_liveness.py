@@ -33,6 +33,7 @@ async def test_a_hung_chain_follower_fails_liveness_and_recovers(
         assert time.monotonic() - started < 15, "a hung follower still looks alive"
         await asyncio.sleep(0.1)
     ok, detail = daemon.liveness()
+    assert not ok
     assert detail["devnet"]["follower_stuck"] and detail["devnet"]["follower_idle_s"] > 5
     assert time.monotonic() - started < 10  # its limit: 0.1 s poll + 5.5 s attempt + 2 s
     source.poll_once = follow  # type: ignore[method-assign]
