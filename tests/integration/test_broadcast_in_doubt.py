@@ -114,3 +114,31 @@ async def test_a_private_endpoint_down_does_not_leak_before_its_timeout(
             assert outcome.status == "included" and outcome.key == "c"
         finally:
             devnet.client.call("evm_setAutomine", True)
+
+
+async def test_a_transaction_no_longer_wanted_is_cancelled(devnet: Devnet, pool: RpcPool,
+                                                           metrics: Metrics) -> None:
+    """(#18: the README's "cancellation of ones whose opportunity vanished", backed.) Stuck
+    past `replace_after_blocks` while its opportunity is gone: replaced by a 0-value transfer
+    to itself under the same nonce, with a bumped fee; the liquidation never lands."""
+    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        tx = manager(pool, metrics)
+        head = devnet.client.block_number()
+        # Underpriced for the devnet's base fee: it stays in the mempool, not mined.
+        record = await tx.send("d", DEAD, b"", 21_000, 10**18, block=head, base_fee=1)
+        devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(100 * 10**9))
+        for _ in range(2):
+            block = devnet.mine(1)
+            assert await tx.watch(block, lambda key: False) == []  # not wanted any more
+        [cancel] = [a for a in tx.pending["d"].attempts if a.kind == "cancel"]
+        assert cancel.nonce == record.nonce and cancel.max_fee_per_gas > record.max_fee_per_gas
+        devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(1))
+        block = devnet.mine(1)
+        [outcome] = await tx.watch(block, lambda key: False)
+        assert (outcome.key, outcome.status, outcome.tx_hash) == ("d", "cancelled",
+                                                                  cancel.tx_hash)
+        assert receipt(devnet, record.tx_hash) is None  # the liquidation never landed
+    finally:
+        devnet.client.call("evm_setAutomine", True)
