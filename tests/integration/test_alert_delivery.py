@@ -274,6 +274,37 @@ async def test_a_receiver_answering_without_end_is_read_only_so_far(
     assert sent["bytes"] < 16 * 2**20  # cut off near 64 kB, not read to its end
 
 
+async def test_over_a_sinks_rate_limit_critical_goes_first_and_none_is_dropped(
+        harness_factory: Any) -> None:
+    """(#18: docs/alerts.md's claim, backed.) A burst over the sink's limit: what is over
+    waits in the outbox — the critical one first in line — and every one arrives once the
+    limit allows."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "rate_limit_per_minute": 3, "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+        h.task.cancel()  # queue the whole burst first, then start delivering
+        await asyncio.gather(h.task, return_exceptions=True)
+        for i in range(8):
+            await h.put([make_alert(i)])
+        await h.put([dict(make_alert(99), severity="critical")])
+        h.task = asyncio.create_task(h.dispatcher.run())
+        await h.until(lambda: len(rec.accepted) == 3)
+        await asyncio.sleep(0.5)
+        assert len(rec.accepted) == 3  # the limit holds: 3 a minute, a burst of 3
+        assert rec.accepted[0]["body"]["severity"] == "critical"
+        assert h.states().count(DELIVERED) == 3 and h.states().count("pending") == 6
+        assert metric_value(h.metrics, "keeperd_notifications_total", {
+            "route": "r", "sink": "0:webhook", "outcome": "rate_limited"}) >= 1
+        # The operator raises the limit (a reload): the waiting ones go out, none was lost.
+        h.dispatcher.configure([RouteConfig.model_validate({
+            "name": "r", "rate_limit_per_minute": 600, "sinks": [{
+                "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]})])
+        await h.until(lambda: h.states() == [DELIVERED] * 9)
+    keys = [e["headers"]["Idempotency-Key"] for e in rec.accepted]
+    assert len(keys) == len(set(keys)) == 9
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:
