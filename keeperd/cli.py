@@ -24,6 +24,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,14 +107,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_breaker(args: argparse.Namespace) -> int:
-    from keeperd.storage.admin import StorageError
-
-    config = load_config(args.config)
-    try:
-        return asyncio.run(_breaker(args, config))
-    except StorageError as exc:
-        print(f"keeperd: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return _on_state_database(_breaker, args, load_config(args.config))
 
 
 async def _breaker(args: argparse.Namespace, config: Config) -> int:
@@ -166,15 +160,21 @@ async def _state_database(config: Config) -> Database:
     return db
 
 
-def _cmd_silence(args: argparse.Namespace) -> int:
+def _on_state_database(command: Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]],
+                       args: argparse.Namespace, config: Config) -> int:
+    """Run a command against the state database; one it cannot reach is named, not a
+    traceback."""
     from keeperd.storage.admin import StorageError
 
-    config = load_config(args.config)
     try:
-        return asyncio.run(_silence(args, config))
+        return asyncio.run(command(args, config))
     except StorageError as exc:
         print(f"keeperd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _cmd_silence(args: argparse.Namespace) -> int:
+    return _on_state_database(_silence, args, load_config(args.config))
 
 
 async def _silence(args: argparse.Namespace, config: Config) -> int:
@@ -222,16 +222,10 @@ async def _silence(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
-    from keeperd.storage.admin import StorageError
-
     config = load_config(args.config)
     if args.action == "test":
         return _alerts_test(config, args.route)
-    try:
-        return asyncio.run(_alerts(args, config))
-    except StorageError as exc:
-        print(f"keeperd: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return _on_state_database(_alerts, args, config)
 
 
 async def _alerts(args: argparse.Namespace, config: Config) -> int:
