@@ -94,9 +94,14 @@ async def test_a_grace_period_holds_liquidations_until_it_ends(
     # Not even simulated: the plan knows the grace period (a simulation would revert).
     assert not [pair for pair in tried if "WETH" in pair]
     devnet.advance_time(601)
-    await keeper.evaluated_at(devnet.mine(1))
-    await keeper.evaluated_at(devnet.mine(1))
-    liquidated = {e.account for e in await journal.by_status(J.INCLUDED)}
+    # A few blocks: the keeper's own transactions are automined while it simulates its next
+    # wave, and anvil answers a call racing the block it mines from a mix of two blocks (a
+    # simulation fails once and passes a block later; real nodes do not do this).
+    for _ in range(5):
+        await keeper.evaluated_at(devnet.mine(1))
+        liquidated = {e.account for e in await journal.by_status(J.INCLUDED)}
+        if len(liquidated & set(underwater)) >= 0.95 * len(underwater):
+            break
     assert len(liquidated & set(underwater)) >= 0.95 * len(underwater)
     assert await journal.by_status(J.REVERTED) == []
 
