@@ -7,8 +7,10 @@ fails does not leak the transaction to the public mempool before `private_timeou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import pytest
 
 from keeperd.chain.rpc import RpcPool, RpcPoolSettings, RpcUnavailable
 from keeperd.devnet.handle import Devnet
@@ -19,6 +21,16 @@ from tests.conftest import metric_value
 from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
 
 DEAD = "0x000000000000000000000000000000000000dEaD"
+
+
+@pytest.fixture(autouse=True)
+def manual_mining(devnet: Devnet) -> Iterator[None]:
+    """The keeper funded for gas; blocks only when a test mines them (what is in the mempool
+    stays there until then)."""
+    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
+    devnet.client.call("evm_setAutomine", False)
+    yield
+    devnet.client.call("evm_setAutomine", True)
 
 
 def lose_answers(pool: RpcPool, *, deliver: bool) -> list[str]:
@@ -52,68 +64,53 @@ def receipt(devnet: Devnet, tx_hash: str) -> dict[str, Any] | None:
 
 async def test_an_accepted_broadcast_whose_answer_is_lost_is_settled_included(
         devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
-    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
-    devnet.client.call("evm_setAutomine", False)
-    try:
-        tx = manager(pool, metrics)
-        head = devnet.client.block_number()
-        lose_answers(pool, deliver=True)
-        record = await tx.send("a", DEAD, b"", 21_000, 10**18, block=head)  # no SendRefused
-        assert tx.pending["a"].in_doubt
-        assert metric_value(metrics, "keeperd_tx_broadcast_in_doubt_total",
-                            {"chain": "devnet"}) == 1
-        block = devnet.mine(1)
-        [outcome] = await tx.watch(block, lambda key: True)
-        assert (outcome.key, outcome.status, outcome.tx_hash) == ("a", "included",
-                                                                  record.tx_hash)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
+    tx = manager(pool, metrics)
+    head = devnet.client.block_number()
+    lose_answers(pool, deliver=True)
+    record = await tx.send("a", DEAD, b"", 21_000, 10**18, block=head)  # no SendRefused
+    assert tx.pending["a"].in_doubt
+    assert metric_value(metrics, "keeperd_tx_broadcast_in_doubt_total",
+                        {"chain": "devnet"}) == 1
+    block = devnet.mine(1)
+    [outcome] = await tx.watch(block, lambda key: True)
+    assert (outcome.key, outcome.status, outcome.tx_hash) == ("a", "included",
+                                                              record.tx_hash)
 
 
 async def test_a_broadcast_lost_before_the_node_got_it_is_sent_again(
         devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
-    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
-    devnet.client.call("evm_setAutomine", False)
-    try:
-        tx = manager(pool, metrics)
-        head = devnet.client.block_number()
-        lose_answers(pool, deliver=False)
-        record = await tx.send("b", DEAD, b"", 21_000, 10**18, block=head)
-        block = devnet.mine(1)
-        assert receipt(devnet, record.tx_hash) is None  # the node never had it
-        assert await tx.watch(block, lambda key: True) == []  # tracked, sent again
-        assert not tx.pending["b"].in_doubt
-        block = devnet.mine(1)
-        [outcome] = await tx.watch(block, lambda key: True)
-        assert (outcome.status, outcome.tx_hash) == ("included", record.tx_hash)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
+    tx = manager(pool, metrics)
+    head = devnet.client.block_number()
+    lose_answers(pool, deliver=False)
+    record = await tx.send("b", DEAD, b"", 21_000, 10**18, block=head)
+    block = devnet.mine(1)
+    assert receipt(devnet, record.tx_hash) is None  # the node never had it
+    assert await tx.watch(block, lambda key: True) == []  # tracked, sent again
+    assert not tx.pending["b"].in_doubt
+    block = devnet.mine(1)
+    [outcome] = await tx.watch(block, lambda key: True)
+    assert (outcome.status, outcome.tx_hash) == ("included", record.tx_hash)
 
 
 async def test_a_private_endpoint_down_does_not_leak_before_its_timeout(
         devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
-    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
-    devnet.client.call("evm_setAutomine", False)
     settings = RpcPoolSettings(timeout=1.0, max_attempts=1)
     async with RpcPool.from_urls("private", ["http://127.0.0.1:9"], metrics=metrics,
                                  settings=settings) as private:
-        try:
-            tx = manager(pool, metrics, private)
-            head = devnet.client.block_number()
-            record = await tx.send("c", DEAD, b"", 21_000, 10**18, block=head)
-            assert tx.pending["c"].private and tx.pending["c"].in_doubt
-            for _ in range(2):  # within private_timeout_blocks: nothing public
-                block = devnet.mine(1)
-                assert await tx.watch(block, lambda key: True) == []
-                assert devnet.client.call("eth_getTransactionByHash", record.tx_hash) is None
-            block = devnet.mine(1)  # 3 blocks: it falls back to the public mempool
-            assert await tx.watch(block, lambda key: True) == []
-            assert not tx.pending["c"].private
+        tx = manager(pool, metrics, private)
+        head = devnet.client.block_number()
+        record = await tx.send("c", DEAD, b"", 21_000, 10**18, block=head)
+        assert tx.pending["c"].private and tx.pending["c"].in_doubt
+        for _ in range(2):  # within private_timeout_blocks: nothing public
             block = devnet.mine(1)
-            [outcome] = await tx.watch(block, lambda key: True)
-            assert outcome.status == "included" and outcome.key == "c"
-        finally:
-            devnet.client.call("evm_setAutomine", True)
+            assert await tx.watch(block, lambda key: True) == []
+            assert devnet.client.call("eth_getTransactionByHash", record.tx_hash) is None
+        block = devnet.mine(1)  # 3 blocks: it falls back to the public mempool
+        assert await tx.watch(block, lambda key: True) == []
+        assert not tx.pending["c"].private
+        block = devnet.mine(1)
+        [outcome] = await tx.watch(block, lambda key: True)
+        assert outcome.status == "included" and outcome.key == "c"
 
 
 async def test_a_transaction_no_longer_wanted_is_cancelled(devnet: Devnet, pool: RpcPool,
@@ -121,24 +118,19 @@ async def test_a_transaction_no_longer_wanted_is_cancelled(devnet: Devnet, pool:
     """(#18: the README's "cancellation of ones whose opportunity vanished", backed.) Stuck
     past `replace_after_blocks` while its opportunity is gone: replaced by a 0-value transfer
     to itself under the same nonce, with a bumped fee; the liquidation never lands."""
-    devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
-    devnet.client.call("evm_setAutomine", False)
-    try:
-        tx = manager(pool, metrics)
-        head = devnet.client.block_number()
-        # Underpriced for the devnet's base fee: it stays in the mempool, not mined.
-        record = await tx.send("d", DEAD, b"", 21_000, 10**18, block=head, base_fee=1)
-        devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(100 * 10**9))
-        for _ in range(2):
-            block = devnet.mine(1)
-            assert await tx.watch(block, lambda key: False) == []  # not wanted any more
-        [cancel] = [a for a in tx.pending["d"].attempts if a.kind == "cancel"]
-        assert cancel.nonce == record.nonce and cancel.max_fee_per_gas > record.max_fee_per_gas
-        devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(1))
+    tx = manager(pool, metrics)
+    head = devnet.client.block_number()
+    # Underpriced for the devnet's base fee: it stays in the mempool, not mined.
+    record = await tx.send("d", DEAD, b"", 21_000, 10**18, block=head, base_fee=1)
+    devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(100 * 10**9))
+    for _ in range(2):
         block = devnet.mine(1)
-        [outcome] = await tx.watch(block, lambda key: False)
-        assert (outcome.key, outcome.status, outcome.tx_hash) == ("d", "cancelled",
-                                                                  cancel.tx_hash)
-        assert receipt(devnet, record.tx_hash) is None  # the liquidation never landed
-    finally:
-        devnet.client.call("evm_setAutomine", True)
+        assert await tx.watch(block, lambda key: False) == []  # not wanted any more
+    [cancel] = [a for a in tx.pending["d"].attempts if a.kind == "cancel"]
+    assert cancel.nonce == record.nonce and cancel.max_fee_per_gas > record.max_fee_per_gas
+    devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(1))
+    block = devnet.mine(1)
+    [outcome] = await tx.watch(block, lambda key: False)
+    assert (outcome.key, outcome.status, outcome.tx_hash) == ("d", "cancelled",
+                                                              cancel.tx_hash)
+    assert receipt(devnet, record.tx_hash) is None  # the liquidation never landed
