@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-fast test-slow demo lint bench clean devnet-up devnet-down
+.PHONY: setup system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down
 
 setup: $(VENV)/.installed node_modules/.installed vendor/npm/.installed system-deps
 
@@ -60,6 +60,10 @@ test-fast: setup
 
 test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# The fault suite (#17, docs/reliability.md): its scenarios, slow ones included (part of `test`).
+test-faults: setup
+	$(BIN)/pytest -m 'slow or not slow' tests/faults $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m keeperd.demo

@@ -55,7 +55,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
     from keeperd.metrics import Metrics
     from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
     from keeperd.protocols.aave_v3.math import FastHealth, exact_account_data
-    from keeperd.store import Store
+    from keeperd.storage.account_index import IndexStore
 
     config = parse_config({
         "state_dir": "/unused",
@@ -68,7 +68,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
     }, env={})
     metrics = Metrics()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "keeperd.sqlite3")
+        store = await IndexStore.open(Path(tmp))
         async with RpcPool.from_urls("devnet", [manifest["rpc_url"]], metrics=metrics) as pool:
             adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, metrics)
             await adapter.start()
@@ -84,7 +84,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
             exact = exact_account_data(book.market, book.positions)
             seconds = time.perf_counter() - t
             rpc_requests = requests_sent(metrics) - before
-        store.close()
+        await store.close()
 
     chain, checked = book.positions.chain_account_data, book.positions.chain_checked
     assert chain is not None and checked is not None

@@ -24,7 +24,7 @@ import asyncpg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from keeperd import __version__
+from keeperd import __version__, crashpoints
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
@@ -50,10 +50,11 @@ from keeperd.risk.monitor import CascadeMonitor
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
-from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
+from keeperd.storage.account_index import IndexStore
+from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, fence, redact_url, with_password
+from keeperd.storage.migrations import INDEX_MIGRATION, migrate
 from keeperd.storage.replica import Replica
-from keeperd.store import Store
 from keeperd.web import WebServer, make_app
 
 log = structlog.get_logger(__name__)
@@ -91,7 +92,7 @@ class Daemon:
         self.executors: dict[str, Executor] = {}
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
-        self.store: Store | None = None
+        self.index_store: IndexStore | None = None
         # With storage.url: this replica's lease loop (None: one machine, always acting).
         self.replica: Replica | None = None
         # The last refused write to the state directory (a full disk), None while writes work.
@@ -194,6 +195,8 @@ class Daemon:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.build_info.labels(__version__).set(1)
         async with contextlib.AsyncExitStack() as stack:
+            if (problem := crashpoints.configured_problem()) is not None:
+                raise StartupError(problem)
             try:  # first of all: one keeperd per state directory
                 stack.enter_context(StateDirLock(self.config.state_dir))
             except StateDirLocked as exc:
@@ -208,11 +211,14 @@ class Daemon:
                 rt = ChainRuntime(chain, pool, source)
                 source.subscribe(self._block_logger(rt))
                 self.chains[chain.name] = rt
-            self.store = Store.in_state_dir(self.config.state_dir)
-            stack.callback(self.store.close)
+            local = SqliteDatabase.open(self.config.state_dir / STATE_FILE)
+            stack.push_async_callback(local.close)
             key = self._load_key()
-            db = await self._open_storage(stack, key)
+            db = await self._open_storage(stack, key, local)
             journal = await Journal.open(db)  # (runs the migrations: the alerts' tables too)
+            if db is not local:  # the account index stays in this replica's own file
+                await migrate(local, only={INDEX_MIGRATION})
+            self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}
@@ -220,7 +226,8 @@ class Daemon:
             native_prices: dict[str, float] = {}
             for proto in self.config.chain_protocols:
                 rt = self.chains[proto.chain]
-                plugin = registry.create(proto, rt.config, rt.pool, self.store, self.metrics)
+                plugin = registry.create(proto, rt.config, rt.pool, self.index_store,
+                                         self.metrics)
                 await plugin.start()
                 await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
                                          native_prices, scheduler)
@@ -260,16 +267,15 @@ class Daemon:
             await self._run_tasks(stop)
         log.info("daemon.stopped")
 
-    async def _open_storage(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None
-                            ) -> Database:
+    async def _open_storage(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None,
+                            local: SqliteDatabase) -> Database:
         """Where the journal, the alert state and the outbox live: the embedded SQLite file,
         or — with storage.url — PostgreSQL, shared with the other replicas, its writes that
         lead to a transaction or a notification fenced by this replica's lease (the Replica
         service that holds the lease is created here too)."""
-        assert self.store is not None
         storage = self.config.storage
         if not storage.replicated:
-            return SqliteDatabase(self.store.connection)
+            return local
         assert storage.url is not None
         address = key.address if key is not None else (self.config.keeper.address or "watch")
         identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"

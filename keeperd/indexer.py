@@ -8,13 +8,14 @@
   happened while keeperd was down rewinds the index too.
 - A live reorg (from the block source) rewinds the index to the common ancestor: accounts first
   seen on the dropped branch disappear, and the new branch is indexed afresh.
+- The cursor and the known accounts are kept in memory too (loaded by `start`): a write the
+  state directory refuses (a full disk) costs the persisted copy, never the watching.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,9 +23,16 @@ from typing import Any
 
 import structlog
 
-from keeperd.chain.rpc import ResponseTooLarge, RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import (
+    EndpointsBehind,
+    ResponseTooLarge,
+    RpcError,
+    RpcPool,
+    RpcUnavailable,
+)
+from keeperd.crashpoints import crash_point
 from keeperd.metrics import Metrics
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +66,7 @@ class AccountIndexer:
         protocol: str,
         chain: str,
         pool: RpcPool,
-        store: Store,
+        store: IndexStore,
         log_filter: LogFilter,
         extract: Extractor,
         *,
@@ -85,7 +93,9 @@ class AccountIndexer:
         self.target_logs = target_logs
         # A log is ~1 kB of JSON; an answer past this is refused unread and the range halved.
         self.max_response_bytes = 4 * 1024 * target_logs
-        self._known: set[str] = set(store.accounts(protocol))
+        self._known: set[str] = set()
+        self._indexed = start_block - 1  # what the persisted cursor says (loaded by `start`)
+        self._started = False
         # The scanner and the periodic index job may both ask; one catch-up at a time.
         self._lock = asyncio.Lock()
 
@@ -95,13 +105,19 @@ class AccountIndexer:
 
     @property
     def indexed_block(self) -> int:
-        cursor = self.store.cursor(self.protocol)
-        return cursor.block if cursor else self.start_block - 1
+        """The last block whose accounts are persisted (a range read while the state directory
+        refused writes is read again)."""
+        return self._indexed
 
-    async def verify_against_chain(self) -> int | None:
-        """Rewind past any stored block whose hash the chain no longer has (a reorg while we
-        were down). Returns the block rewound to, or None if nothing changed."""
-        stored = self.store.indexed_block_hashes(self.protocol)
+    async def start(self) -> int | None:
+        """Load what was indexed before, then rewind past any stored block whose hash the
+        chain no longer has (a reorg while we were down). Returns the block rewound to, or
+        None if nothing changed."""
+        cursor = await self.store.cursor(self.protocol)
+        self._indexed = cursor.block if cursor else self.start_block - 1
+        self._known = set(await self.store.accounts(self.protocol))
+        self._started = True
+        stored = await self.store.indexed_block_hashes(self.protocol)
         if not stored:
             return None
         newest = stored[0][0]
@@ -110,25 +126,41 @@ class AccountIndexer:
             if raw is not None and raw["hash"] == block_hash:
                 if number == newest:
                     return None
-                self._rewind(number, reason="restart")
+                await self._rewind(number, reason="restart")
                 return number
         oldest = stored[-1][0]
         target = max(self.start_block - 1, oldest - 1)
-        self._rewind(target, reason="restart")
+        await self._rewind(target, reason="restart")
         return target
 
-    def on_reorg(self, ancestor: int) -> list[str]:
+    async def on_reorg(self, ancestor: int) -> list[str]:
         """The chain above `ancestor` was replaced; forget what was indexed there."""
         if self.indexed_block <= ancestor:
             return []
-        return self._rewind(ancestor, reason="reorg")
+        return await self._rewind(ancestor, reason="reorg")
 
-    def _rewind(self, to_block: int, reason: str) -> list[str]:
-        dropped = self.store.rewind(self.protocol, to_block)
-        self._known.difference_update(dropped)
+    async def _rewind(self, to_block: int, reason: str) -> list[str]:
+        async with self._lock:  # (not in the middle of a catch-up's write)
+            try:
+                dropped = await self.store.rewind(self.protocol, to_block)
+            except Exception as exc:
+                # The persisted index keeps the dropped branch (its block hashes too): the next
+                # start finds them gone from the chain and rewinds then. Meanwhile the new
+                # branch is read from the ancestor on; the accounts of the old one stay
+                # watched (an account without a position reads as nothing to watch).
+                self._write_failed("rewind", to_block, exc)
+                dropped = []
+            self._known.difference_update(dropped)
+            self._indexed = min(self._indexed, to_block)
         log.warning("index.rewound", protocol=self.protocol, to_block=to_block, reason=reason,
                     accounts_dropped=len(dropped))
         return dropped
+
+    def _write_failed(self, what: str, to_block: int, exc: Exception) -> None:
+        self.metrics.state_write_errors.labels("index").inc()
+        log.warning(f"index.{what}_not_persisted", protocol=self.protocol, to_block=to_block,
+                    error=f"{type(exc).__name__}: {exc}",
+                    meaning="watched from memory; written when the state directory takes it")
 
     async def catch_up(self, head: int) -> IndexUpdate:
         """Index every confirmed block up to head - confirmations."""
@@ -136,6 +168,8 @@ class AccountIndexer:
             return await self._catch_up(head)
 
     async def _catch_up(self, head: int) -> IndexUpdate:
+        if not self._started:
+            raise RuntimeError(f"{self.protocol}: AccountIndexer.start() was not awaited")
         target = head - self.confirmations
         start = self.indexed_block + 1
         update = IndexUpdate(start, start - 1, set(), set(), 0)
@@ -143,12 +177,24 @@ class AccountIndexer:
         while start <= target:
             end = min(target, start + self.chunk - 1)
             try:
-                logs = await self.pool.request("eth_getLogs", [{
+                # Logs only from an endpoint that has `end` (its header, asked in the same
+                # batch): a node behind would answer the blocks it has and silently nothing
+                # for the rest, and the cursor would pass borrowers it never saw.
+                header, (logs,) = await self.pool.batch_at(end, [("eth_getLogs", [{
                     "fromBlock": hex(start), "toBlock": hex(end),
                     "address": list(self.filter.addresses),
                     "topics": [list(t) for t in self.filter.topics],
                     # One block is the smallest range there is: read it whatever its size.
-                }], max_response_bytes=self.max_response_bytes if self.chunk > 1 else None)
+                }])], max_response_bytes=self.max_response_bytes if self.chunk > 1 else None)
+                if isinstance(logs, RpcError):
+                    raise logs
+            except EndpointsBehind as exc:
+                # Every endpoint asked is behind `end` (the head came from a faster node):
+                # what is indexed stays; this range is read at the next catch-up.
+                self.metrics.index_waits.labels(self.chain, self.protocol).inc()
+                log.info("index.endpoints_behind", protocol=self.protocol, to_block=end,
+                         error=str(exc)[:300])
+                break
             except (RpcError, RpcUnavailable) as exc:
                 if self.chunk > 1 and (isinstance(exc, RpcUnavailable | ResponseTooLarge)
                                        or _RANGE_TOO_BIG.search(str(exc))):
@@ -167,23 +213,26 @@ class AccountIndexer:
                 for account in self.extract(entry, cache):
                     seen.setdefault(account, block)
             del logs[:], cache
-            header = await self.pool.request("eth_getBlockByNumber", [hex(end), False])
+            crash_point("index.logs_read")
             try:
-                self.store.record_indexed(self.protocol, end,
-                                          header["hash"] if header else None, seen.items())
-            except sqlite3.OperationalError as exc:
+                await self.store.record_indexed(self.protocol, end, header["hash"], seen.items())
+            except Exception as exc:
                 # A full disk (or a locked file): the accounts are watched from memory; the
                 # cursor stays where it was written, so this range is read again — and
-                # persisted — once writes work again.
-                self.metrics.state_write_errors.labels("index").inc()
-                log.warning("index.persist_failed", protocol=self.protocol, to_block=end,
-                            error=str(exc), accounts=len(seen),
-                            meaning="watched from memory; written when the disk takes it")
+                # persisted — once writes work again. (Going on to the next range would move
+                # the cursor past this one with its accounts unwritten.)
+                self._write_failed("range", end, exc)
+                persisted = False
+            else:
+                self._indexed = end
+                persisted = True
             update.touched.update(seen)
             update.new.update(a for a in seen if a not in self._known)
             self._known.update(seen)
             update.to_block = end
             update.logs += count
+            if not persisted:
+                break
             if count > self.target_logs:
                 self.chunk = max(1, self.chunk // 2)
             elif count < self.target_logs // 4:

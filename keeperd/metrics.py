@@ -141,6 +141,11 @@ class Metrics:
             "keeperd_index_lag_blocks",
             "Blocks between the chain head and the last block the account index covers.",
             ["chain", "protocol"], registry=r)
+        self.index_waits = Counter(
+            "keeperd_index_waits_total",
+            "Index catch-ups that stopped short because no endpoint had the range's last block "
+            "yet (a node behind the head answers logs silently incomplete: never trusted).",
+            ["chain", "protocol"], registry=r)
         self.accounts_by_health = Gauge(
             "keeperd_accounts_by_health",
             "Accounts with debt by health-factor bucket (bucket = upper bound, or 'inf').",

@@ -14,12 +14,12 @@ from keeperd.metrics import Metrics
 from keeperd.protocols import registry
 from keeperd.protocols.base import AccountRow
 from keeperd.protocols.perps.margin import PerpAccount
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 
 async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -> list[AccountRow]:
     metrics = Metrics()
-    store = Store.in_state_dir(config.state_dir)
+    store = await IndexStore.open(config.state_dir)
     rows: list[AccountRow] = []
     try:
         for chain in config.chains:
@@ -39,7 +39,7 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
         if venues:
             rows += await perp_rows(venues)
     finally:
-        store.close()
+        await store.close()
     return sort_rows(rows)
 
 

@@ -92,7 +92,7 @@ class ProtocolScanner:
 
     async def on_block_event(self, event: BlockEvent) -> None:
         if isinstance(event, Reorg):
-            dropped = self.adapter.on_reorg(event.ancestor.number)
+            dropped = await self.adapter.on_reorg(event.ancestor.number)
             self._dropped.update(dropped)
             self._full_due = True
             return

@@ -24,7 +24,7 @@ from keeperd.protocols import registry
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
 from keeperd.risk.monitor import read_depth
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 _SHOCK = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -92,7 +92,7 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
                          f"({[p.name for p in config.chain_protocols]})")
     proto = candidates[0]
     chain = config.chain(proto.chain)
-    store = Store.in_state_dir(config.state_dir)
+    store = await IndexStore.open(config.state_dir)
     try:
         async with make_pool(chain, metrics) as pool:
             head = int(await pool.request("eth_blockNumber"), 16)
@@ -111,7 +111,7 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
                                        else await read_depth(config.risk.cascade, assets,
                                                              pool, head))
     finally:
-        store.close()
+        await store.close()
     columns = with_followers(columns_for(portfolio.assets, shocks,
                                          list(config.risk.cascade.shocks)),
                              portfolio.assets, {a.symbol: a.follows for a in assets

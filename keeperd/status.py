@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from keeperd.config import Config
+from keeperd.storage.db import STATE_FILE
 
 
 def pid_running(pid: int) -> bool:
@@ -41,7 +42,7 @@ def collect(config: Config) -> dict[str, Any]:
                          "detail": status.get("detail")}
     else:
         out["daemon"] = {"running": False, "note": "no status.json: never started here"}
-    db_path = state / "keeperd.sqlite3"
+    db_path = state / STATE_FILE
     if db_path.is_file():
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:

@@ -54,16 +54,26 @@ def _isolated(session: Devnet) -> Iterator[Devnet]:
     exit; seen twice, both times during the lost-race test. Then it is started again from the
     cached state, so one crash does not fail every later test."""
     ensure_alive(session)
+    head = session.client.block_number()
     snap = session.snapshot()
     try:
         yield session
     finally:
         if _anvil_alive(session):
-            session.revert(snap)
             # evm_revert restores state, not the mempool: a transaction left queued by the
             # test (a nonce gap, a replacement) would hold up the next test's sends from the
-            # same account (seen once: a keeper funding call never mined).
+            # same account (seen once: a keeper funding call never mined). Dropped *before*
+            # the revert too: anvil mines a pending transaction racing the revert on top of
+            # the reverted chain under the old numbering — the head stays ahead with the
+            # blocks below it gone (seen: head 512, blocks 472-511 answering null).
             session.client.call("anvil_dropAllTransactions")
+            session.revert(snap)
+            session.client.call("anvil_dropAllTransactions")
+            if session.client.block_number() != head:
+                print(f"\nthe devnet did not revert to block {head} (at "
+                      f"{session.client.block_number()}): restarting it")
+                session.stop()
+                session.start()
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ class ToyVault(LogIndexed):
             metrics=metrics)
 
     async def start(self) -> None:
-        await self.indexer.verify_against_chain()
+        await self.indexer.start()
 
 
     async def read(self, block: int, previous: ToyBook | None, touched: set[str],

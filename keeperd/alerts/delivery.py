@@ -29,6 +29,7 @@ import structlog
 from keeperd.alerts.outbox import Entry, Outbox
 from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
 from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.crashpoints import crash_point
 from keeperd.iokit import MAX_RETRY_AFTER_S, TokenBucket, backoff_delay
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
@@ -211,6 +212,7 @@ class Dispatcher:
                   "rule": entry.alerts[0]["rule"], "alerts": len(entry.alerts),
                   "attempt": entry.attempts + 1}
         if result.ok:
+            crash_point("sink.accepted")
             try:
                 await self.outbox.delivered(entry.id, now)
             except Exception:

@@ -35,6 +35,7 @@ from keeperd.alerts.silences import Silences
 from keeperd.alerts.state import AlertState
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
+from keeperd.crashpoints import crash_point
 from keeperd.metrics import Metrics
 from keeperd.protocols.plugin import ExecutionEvent, LiquidationSeen
 from keeperd.storage.db import Database
@@ -573,6 +574,7 @@ class AlertEngine:
                 self._pending[:0] = pending
                 self.state.give_back(changes)
                 raise
+            crash_point("alerts.committed")
         for route, alert in pending:
             self.metrics.alerts.labels(alert.rule, alert.kind).inc()
             log.info("alerts.notify", rule=alert.rule, kind=alert.kind,

@@ -24,7 +24,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -78,6 +78,10 @@ class ResponseTooLarge(RpcError):
 
 class RpcUnavailable(Exception):
     """No endpoint of the chain gave a usable answer within the retry budget."""
+
+
+class EndpointsBehind(RpcUnavailable):
+    """No endpoint asked had the block an answer must include yet (`batch_at`)."""
 
 
 class _TransientError(Exception):
@@ -249,13 +253,52 @@ class RpcPool:
         """
         if not calls:
             return []
+        first_id, payload = self._batch_payload(calls)
+        body = await self._send("batch", payload, expect_list=True)
+        return self._batch_results(calls, first_id, body)
+
+    async def batch_at(self, block: int, calls: Sequence[tuple[str, Sequence[Any]]], *,
+                       max_response_bytes: int | None = None) -> tuple[dict[str, Any],
+                                                                        list[Any]]:
+        """`calls` as one batch answered by an endpoint that has block `block`: the header of
+        `block`, then each call's result or `RpcError`.
+
+        A node behind the head (a lagging provider, a fallback a few blocks back) answers
+        `eth_getLogs` for the blocks it has and nothing for the rest — no error, logs
+        silently missing. So the header is asked first in the same batch: an endpoint
+        without it is behind; its answer is dropped, counted (`outcome="behind"`), and the
+        next endpoint asked. `EndpointsBehind` when none had it.
+        """
+        asked = [("eth_getBlockByNumber", [hex(block), False]), *calls]
+        first_id, payload = self._batch_payload(asked)
+
+        def has_block(ep: Endpoint, body: Any) -> str | None:
+            header = next((item.get("result") for item in body
+                           if item.get("id") == first_id), None)
+            if isinstance(header, dict) and header.get("number") == hex(block) \
+                    and isinstance(header.get("hash"), str):
+                return None
+            if ep.health.head is None or ep.health.head >= block:
+                ep.health.head = block - 1  # as far as we know now
+            return f"has no block {block} yet (its answer: {str(header)[:120]})"
+
+        body = await self._send("batch", payload, expect_list=True,
+                                max_response_bytes=max_response_bytes, check=has_block)
+        header, *results = self._batch_results(asked, first_id, body)
+        return header, results
+
+    def _batch_payload(self, calls: Sequence[tuple[str, Sequence[Any]]]
+                       ) -> tuple[int, list[dict[str, Any]]]:
         first_id = next(self._ids)
         self._ids = itertools.count(first_id + len(calls))
-        payload = [
+        return first_id, [
             {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
             for i, (m, p) in enumerate(calls)
         ]
-        body = await self._send("batch", payload, expect_list=True)
+
+    @staticmethod
+    def _batch_results(calls: Sequence[tuple[str, Sequence[Any]]], first_id: int,
+                       body: Any) -> list[Any]:
         by_id = {item.get("id"): item for item in body}
         results: list[Any] = []
         for i, (method, _) in enumerate(calls):
@@ -374,9 +417,11 @@ class RpcPool:
         return sorted((ep for ep in self.endpoints if ep.health.chain_ok is not False), key=key)
 
     async def _send(self, method: str, payload: Any, *, expect_list: bool,
-                    max_response_bytes: int | None = None) -> Any:
+                    max_response_bytes: int | None = None,
+                    check: Callable[[Endpoint, Any], str | None] | None = None) -> Any:
         s = self.settings
         last_error = "no attempt made"
+        last_outcome = ""
         previous: Endpoint | None = None
         tried: set[str] = set()
         for attempt in range(s.max_attempts):
@@ -402,14 +447,17 @@ class RpcPool:
                     last_error = f"endpoint {ep.name} ({ep.safe_url}): another chain"
                     continue
                 body = await self._attempt(ep, method, payload, expect_list=expect_list,
-                                           max_response_bytes=max_response_bytes)
+                                           max_response_bytes=max_response_bytes, check=check)
             except _TransientError as exc:
                 last_error = f"endpoint {ep.name} ({ep.safe_url}): {exc}"
+                last_outcome = exc.outcome
                 previous = ep
                 continue
             self._last_used = ep
             self.metrics.rpc_all_down.labels(self.chain).set(0)
             return body
+        if last_outcome == "behind":  # (they answer: only not that far yet)
+            raise EndpointsBehind(f"chain {self.chain!r}: {method}: {last_error}")
         self.metrics.rpc_all_down.labels(self.chain).set(1 if self.healthy_count() == 0 else 0)
         raise RpcUnavailable(
             f"chain {self.chain!r}: {method} failed on every endpoint after "
@@ -417,7 +465,8 @@ class RpcPool:
         )
 
     async def _attempt(self, ep: Endpoint, method: str, payload: Any, *,
-                       expect_list: bool, max_response_bytes: int | None = None) -> Any:
+                       expect_list: bool, max_response_bytes: int | None = None,
+                       check: Callable[[Endpoint, Any], str | None] | None = None) -> Any:
         assert self._session is not None, "RpcPool used outside `async with` (call open())"
         wait = ep.take_token(time.monotonic())
         if wait > 0:
@@ -477,6 +526,9 @@ class RpcPool:
                     outcome = "rate_limited" if err.get("code") in (-32005, 429) else "rpc_error"
                     raise _TransientError(outcome, f"node said: {err.get('message')}")
                 outcome = "rpc_error"
+            if check is not None and (reason := check(ep, body)) is not None:
+                outcome = "behind"
+                raise _TransientError(outcome, reason)
             self._record_success(ep, time.perf_counter() - started)
             return body
         except _TransientError:

@@ -29,6 +29,7 @@ from eth_utils import function_signature_to_4byte_selector
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
+from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal, track_again
@@ -365,6 +366,7 @@ class Executor:
                 to_send.append((opp, decision, record, pending))
         if not to_send:
             return
+        crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         assert self.tx is not None
         outcomes = await self.tx.broadcast_many([(record, pending)
                                                  for _, _, record, pending in to_send])
@@ -515,6 +517,7 @@ class Executor:
     async def _settle(self, outcome: Outcome) -> None:
         if outcome.key.startswith("approve:"):
             return
+        crash_point("tx.settled")
         entry = await self.journal.get(outcome.key)
         if entry is None:
             return

@@ -26,6 +26,7 @@ from eth_utils import keccak
 
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
+from keeperd.crashpoints import crash_point
 from keeperd.execution.journal import TxRecord
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
@@ -218,6 +219,7 @@ class TxManager:
         try:
             answers = await self.pool.batch([("eth_sendRawTransaction", [r.raw])
                                              for r, _ in items])
+            crash_point("tx.broadcast")
         except RpcUnavailable as exc:
             answers = [exc] * len(items)
         out: list[SendRefused | None] = []
@@ -277,6 +279,7 @@ class TxManager:
         pool = self.private_pool if private and self.private_pool is not None else self.pool
         try:
             await pool.request("eth_sendRawTransaction", [record.raw])
+            crash_point("tx.broadcast")
             return
         except RpcError as exc:
             message = exc.message.lower()

@@ -168,7 +168,7 @@ class Plugin(Protocol):
     async def discover(self, head: int) -> set[str]:
         """Index events up to `head` (less confirmations); the accounts touched."""
 
-    def on_reorg(self, ancestor: int) -> list[str]:
+    async def on_reorg(self, ancestor: int) -> list[str]:
         """Rewind the index to `ancestor`; the accounts that disappeared."""
 
     async def read(self, block: int, previous: Any | None, touched: set[str],
@@ -236,8 +236,8 @@ class LogIndexed:
         touched: set[str] = (await self.indexer.catch_up(head)).touched
         return touched
 
-    def on_reorg(self, ancestor: int) -> list[str]:
-        dropped: list[str] = self.indexer.on_reorg(ancestor)
+    async def on_reorg(self, ancestor: int) -> list[str]:
+        dropped: list[str] = await self.indexer.on_reorg(ancestor)
         return dropped
 
 

@@ -71,8 +71,8 @@ def is_chain_protocol(config: Any) -> bool:
 
 
 def create(config: Any, chain: Any, pool: Any, store: Any, metrics: Any) -> Any:
-    """The plug-in for one config entry, on its chain's RPC pool, with the state store (its
-    account index lives there) and the metrics registry."""
+    """The plug-in for one config entry, on its chain's RPC pool, with the account index's
+    store (`storage.account_index.IndexStore`) and the metrics registry."""
     cls = plugin_class(config.kind)
     if cls is None:
         raise ValueError(f"protocol kind {config.kind!r} has no plug-in")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keeperd.config import Config
-from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
+from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, LeaseRow, redact_url, with_password
 from keeperd.storage.migrations import migrate
 
@@ -44,7 +44,7 @@ class StorageError(Exception):
 
 
 def sqlite_path(config: Config) -> Path:
-    return config.state_dir / "keeperd.sqlite3"
+    return config.state_dir / STATE_FILE
 
 
 async def open_configured(config: Config) -> Database:

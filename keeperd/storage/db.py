@@ -33,6 +33,10 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 # retry (a liquidation waits for the next block, an alert stays queued in memory).
 SQLITE_BUSY_TIMEOUT_S = 0.25
 
+# The state directory's SQLite file: everything on one machine; with the state on PostgreSQL,
+# this replica's account index.
+STATE_FILE = "keeperd.sqlite3"
+
 Fence = Callable[[Any], Awaitable[None]]
 
 

@@ -2,9 +2,10 @@
 `schema_migrations` (in one transaction with its statements, so a crash leaves it applied or
 not). `keeperd storage migrate` runs them; so does opening the journal.
 
-Migrations 1 to 3 adopt the tables keeperd created before migrations existed: their
+Migrations 1 to 4 adopt the tables keeperd created before migrations existed: their
 statements are `CREATE ... IF NOT EXISTS`, so on an existing SQLite state file they only record
-themselves.
+themselves. With the state on PostgreSQL, each replica's local SQLite file holds only its
+account index (`storage/account_index.py` says why): it runs that migration alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def _breaker(dialect: str) -> Sequence[str]:
     return schema(dialect)
 
 
+def _account_index(dialect: str) -> Sequence[str]:
+    from keeperd.storage.account_index import schema
+
+    return schema(dialect)
+
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name, the statements): append only; never edit one that has shipped.
@@ -40,7 +47,9 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (1, "liquidation journal", _journal),
     (2, "alert state, cursors, silences and the outbox", _alerts),
     (3, "the oracle breaker", _breaker),
+    (4, "the account index", _account_index),
 )
+INDEX_MIGRATION = 4
 
 
 async def applied(db: Database) -> list[int]:
@@ -51,17 +60,17 @@ async def applied(db: Database) -> list[int]:
                                          "ORDER BY version")]
 
 
-async def migrate(db: Database) -> list[int]:
-    """Apply the migrations not applied yet, in one transaction (replicas starting together:
-    the first applies them, the others wait on an advisory lock and find them done); the
-    versions applied now."""
+async def migrate(db: Database, *, only: set[int] | None = None) -> list[int]:
+    """Apply the migrations not applied yet (of `only`, when given), in one transaction
+    (replicas starting together: the first applies them, the others wait on an advisory lock
+    and find them done); the versions applied now."""
     now = []
     async with db.transaction():
         if db.dialect == "postgresql":
             await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         done = set(await applied(db))
         for version, name, statements in MIGRATIONS:
-            if version in done:
+            if version in done or (only is not None and version not in only):
                 continue
             for sql in statements(db.dialect):
                 await db.execute(sql)

@@ -19,7 +19,7 @@ from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_assets, aave_portfolio
 from keeperd.risk.cascade import run_cascade, shock_grid
 from keeperd.risk.monitor import CascadeMonitor, read_depth
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
 
 
@@ -35,7 +35,7 @@ async def snapshot(devnet: Devnet, pool, tmp_path: Path):  # type: ignore[no-unt
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
     }, env={})
-    store = Store.in_state_dir(tmp_path)
+    store = await IndexStore.open(tmp_path)
     adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, Metrics())
     await adapter.start()
     head = devnet.client.block_number()

@@ -22,7 +22,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
 from tests.integration.test_liquidation import run_daemon  # noqa: F401 - fixture
 
@@ -45,7 +45,7 @@ def curie_config(devnet: Devnet, tmp_path: Path) -> dict[str, Any]:
 async def read_book(devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics
                     ) -> tuple[PerpCurieAdapter, CurieBook]:
     config = parse_config(curie_config(devnet, tmp_path))
-    store = Store.in_state_dir(tmp_path / "reader")
+    store = await IndexStore.open(tmp_path / "reader")
     adapter = PerpCurieAdapter(config.protocols[0], config.chains[0], pool, store, metrics)
     await adapter.start()
     head = devnet.client.block_number()

@@ -20,7 +20,7 @@ from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter, encode_liquidate
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
 
 LIQUIDATOR = "0x000000000000000000000000000000000000bEEF"
@@ -66,7 +66,7 @@ def drop_oracle(devnet: Devnet, market: str, factor: float) -> None:
 async def adapter_for(devnet: Devnet, pool, tmp_path: Path) -> MorphoBlueAdapter:  # type: ignore[no-untyped-def]
     config = morpho_config(devnet, tmp_path)
     adapter = MorphoBlueAdapter(config.protocols[0], config.chains[0], pool,  # type: ignore[arg-type]
-                                Store.in_state_dir(tmp_path), Metrics())
+                                await IndexStore.open(tmp_path), Metrics())
     await adapter.start()
     return adapter
 

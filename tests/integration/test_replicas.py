@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -211,6 +212,19 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     for account in underwater:
         if account.lower() not in liquidated:
             assert debts[account] / 1e8 < 200, (account, debts[account] / 1e8)
+    # The account index is each replica's own (its reorg rewinds follow its own view of the
+    # chain): in its state directory's file, every borrower in it; none on PostgreSQL.
+    for name in ("a", "b"):
+        local = sqlite3.connect(tmp_path / name / "keeperd.sqlite3")
+        try:
+            indexed = {r[0].lower() for r in local.execute("SELECT account FROM accounts")}
+            shared_tables = local.execute(
+                "SELECT name FROM sqlite_master WHERE name = 'liquidations'").fetchall()
+        finally:
+            local.close()
+        assert {a.lower() for a in borrowers} <= indexed, name
+        assert not shared_tables, name  # the journal is on PostgreSQL only
+    assert query(dsn, "SELECT count(*) FROM accounts") == [(0,)]
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The storage layer, one suite run on both back-ends (#16): the embedded SQLite file and a real
 PostgreSQL server on loopback. Migrations, the liquidation journal's rules (never twice,
 write-ahead of signed transactions, forgetting what was never signed), transactions that
-roll back whole, and — on PostgreSQL with a lease — writes fenced by the lease's epoch."""
+roll back whole, and — on PostgreSQL with a lease — writes fenced by the lease's epoch; the
+alert state and outbox, the breaker, and the account index."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from keeperd.execution import journal as J
+from keeperd.storage.account_index import KEEP_BLOCK_HASHES, Cursor, IndexStore
 from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence
-from keeperd.storage.migrations import MIGRATIONS, applied, migrate
+from keeperd.storage.migrations import INDEX_MIGRATION, MIGRATIONS, applied, migrate
 from tests.conftest import fresh_database
 
 
@@ -303,3 +305,68 @@ async def test_a_locked_state_file_neither_freezes_the_loop_nor_loses_an_alert(
         assert await db.fetchval("SELECT count(*) FROM alert_state") == 1
     finally:
         await db.close()
+
+
+# --- the account index (each replica's own; the same code on either back-end) -------------
+
+async def test_the_account_index_records_rewinds_and_keeps_the_earliest_block(
+        db: Database) -> None:
+    await migrate(db)
+    index = IndexStore(db)
+    assert await index.cursor("aave") is None
+    await index.record_indexed("aave", 100, "0x100", [("0xa", 90), ("0xb", 100)])
+    await index.record_indexed("aave", 110, "0x110", [("0xa", 105), ("0xc", 108)])
+    await index.record_indexed("morpho", 120, "0x120", [("0xa", 120)])
+    assert await index.cursor("aave") == Cursor(110, "0x110")
+    assert await index.accounts("aave") == ["0xa", "0xb", "0xc"]
+    assert await index.indexed_block_hashes("aave") == [(110, "0x110"), (100, "0x100")]
+    # 0xa was first seen at 90 — a later sighting does not move that, so a rewind to 100
+    # keeps it and drops only what the dropped blocks brought.
+    assert await index.rewind("aave", 100) == ["0xc"]
+    assert await index.accounts("aave") == ["0xa", "0xb"]
+    assert await index.cursor("aave") == Cursor(100, "0x100")
+    assert await index.account_count("morpho") == 1  # another protocol's rows untouched
+    # A rewind to below every remembered hash leaves a cursor without one.
+    assert sorted(await index.rewind("aave", 95)) == ["0xb"]
+    assert await index.cursor("aave") == Cursor(95, None)
+
+
+async def test_the_index_keeps_only_the_recent_block_hashes(db: Database) -> None:
+    await migrate(db)
+    index = IndexStore(db)
+    for block in range(1, KEEP_BLOCK_HASHES + 11):
+        await index.record_indexed("aave", block, hex(block), [])
+    hashes = await index.indexed_block_hashes("aave")
+    assert len(hashes) == KEEP_BLOCK_HASHES  # newest first, the older ones pruned
+    assert hashes[0] == (KEEP_BLOCK_HASHES + 10, hex(KEEP_BLOCK_HASHES + 10))
+    assert hashes[-1][0] == 11
+
+
+async def test_a_state_file_from_before_migrations_keeps_its_index(tmp_path: Path) -> None:
+    """Files written by earlier keeperd versions created the index tables themselves: the
+    migration adopts them with their rows."""
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    old = sqlite3.connect(state / "keeperd.sqlite3")
+    old.executescript(
+        "CREATE TABLE index_cursor (protocol TEXT PRIMARY KEY, block INTEGER NOT NULL, "
+        "hash TEXT); CREATE TABLE indexed_blocks (protocol TEXT NOT NULL, number INTEGER "
+        "NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (protocol, number)); CREATE TABLE accounts "
+        "(protocol TEXT NOT NULL, account TEXT NOT NULL, first_block INTEGER NOT NULL, "
+        "PRIMARY KEY (protocol, account));"
+        "INSERT INTO index_cursor VALUES ('aave', 42, '0x42');"
+        "INSERT INTO accounts VALUES ('aave', '0xa', 7);")
+    old.commit()
+    old.close()
+    index = await IndexStore.open(state)
+    try:
+        assert await index.cursor("aave") == Cursor(42, "0x42")
+        assert await index.accounts("aave") == ["0xa"]
+        # Only the index's migration ran: the file of a replica holds nothing else.
+        assert await applied(index.db) == [INDEX_MIGRATION]
+        assert await index.db.fetchval(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'liquidations'") == 0
+    finally:
+        await index.close()

@@ -63,7 +63,8 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
     asyncio.run(single_machine_journal(tmp_path / "state"))
 
     out = keeperd("storage", "migrate", "--config", str(config))
-    assert out.returncode == 0 and out.stdout.strip() == "postgresql: applied migrations [1, 2, 3]"
+    assert out.returncode == 0
+    assert out.stdout.strip() == "postgresql: applied migrations [1, 2, 3, 4]"
     assert keeperd("storage", "migrate", "--config", str(config)).stdout.strip() == \
         "postgresql: up to date"
 

@@ -22,7 +22,7 @@ from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from keeperd.protocols.aave_v3.revisions import rules_for
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.plugin import LiquidationSeen, account_topic
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +86,7 @@ class AaveV3Adapter:
         "and take the liquidation bonus out of the collateral (Aave V3.3+: all of a debt, or "
         "half of a large position's debt while health stays above 0.95).")
 
-    def __init__(self, config: AaveV3Config, chain: ChainConfig, pool: RpcPool, store: Store,
+    def __init__(self, config: AaveV3Config, chain: ChainConfig, pool: RpcPool, store: IndexStore,
                  metrics: Metrics) -> None:
         self.config = config
         self.name = config.name
@@ -132,7 +132,7 @@ class AaveV3Adapter:
             LogFilter(addresses, ((*abi.POSITION_EVENTS, BALANCE_TRANSFER),)),
             extract_accounts, start_block=c.start_block,
             confirmations=self.chain_config.confirmations, metrics=self.metrics)
-        await self.indexer.verify_against_chain()
+        await self.indexer.start()
 
     # --- gates: when keeperd must not act on its own numbers --------------------------------
 
@@ -193,9 +193,9 @@ class AaveV3Adapter:
         _, indexer = self._need_started()
         return (await indexer.catch_up(head)).touched
 
-    def on_reorg(self, ancestor: int) -> list[str]:
+    async def on_reorg(self, ancestor: int) -> list[str]:
         _, indexer = self._need_started()
-        return indexer.on_reorg(ancestor)
+        return await indexer.on_reorg(ancestor)
 
     async def read_market(self, block: int) -> MarketState:
         reader, _ = self._need_started()

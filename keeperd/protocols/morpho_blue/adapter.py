@@ -23,7 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +125,7 @@ class MorphoBlueAdapter(LogIndexed):
                        "debt, with the market's liquidation incentive.")
 
     def __init__(self, config: MorphoBlueConfig, chain: ChainConfig, pool: RpcPool,
-                 store: Store, metrics: Metrics) -> None:
+                 store: IndexStore, metrics: Metrics) -> None:
         self.config = config
         self.name = config.name
         self.chain = chain.name
@@ -170,6 +170,8 @@ class MorphoBlueAdapter(LogIndexed):
                 to_checksum_address(oracle), to_checksum_address(irm), lltv,
                 decode(["string"], meta[0].data)[0], decode(["string"], meta[2].data)[0],
                 decode(["uint8"], meta[1].data)[0], decode(["uint8"], meta[3].data)[0])
+        # (After the markets: a market that does not exist is a config error, said first.)
+        await self.indexer.start()
 
 
     async def snapshot(self, accounts: Sequence[str], block: int) -> MorphoBook:

@@ -24,7 +24,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
-from keeperd.store import Store
+from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ class PerpCurieAdapter(LogIndexed):
                        "2.5 % penalty from the account.")
 
     def __init__(self, config: PerpCurieConfig, chain: ChainConfig, pool: RpcPool,
-                 store: Store, metrics: Metrics) -> None:
+                 store: IndexStore, metrics: Metrics) -> None:
         self.config = config
         self.name = config.name
         self.chain = chain.name
@@ -139,7 +139,7 @@ class PerpCurieAdapter(LogIndexed):
         if all(r.success and len(r.data) >= 32 for r in rules):
             self.collateral_rules = cm.CollateralRules(
                 *(int.from_bytes(r.data[:32], "big") for r in rules))
-        await self.indexer.verify_against_chain()
+        await self.indexer.start()
 
 
     def asset_of(self, symbol: str) -> str:

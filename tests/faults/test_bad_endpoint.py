@@ -1,0 +1,68 @@
+"""#17 item 4 and the pool's quarantine: one endpoint among healthy ones that answers 5xx, 429,
+resets the connection, hangs, or answers something that is not JSON-RPC (an error that is a
+string, no result, a non-list to a batch) is the endpoint's fault — failed over, counted,
+ranked last or benched — and never an exception in keeperd: the protocol's index and book come
+out exactly as from a healthy node alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keeperd.chain.rpc import RpcPool, RpcPoolSettings
+from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
+from keeperd.storage.account_index import IndexStore
+from tests.faults.chaos_proxy import ChaosProxy, Fault
+from tests.integration.test_aave_adapter import make_adapter
+
+FAULTS = {
+    "503": (Fault.status(503), "transport_error"),
+    "429": (Fault.status(429), "rate_limited"),
+    "reset": (Fault.reset(), "transport_error"),
+    "hang": (Fault.hang(), "timeout"),
+    "string error": (Fault.body(b'{"jsonrpc": "2.0", "id": 1, "error": "overloaded"}'),
+                     "bad_response"),
+    "no result": (Fault.body(b'{"jsonrpc": "2.0", "id": 1}'), "bad_response"),
+    "not json": (Fault.body(b"<html>502 Bad Gateway</html>"), "bad_response"),
+}
+
+
+async def book_through(devnet: Devnet, urls: list[str], state: Path,
+                       metrics: Metrics) -> tuple[set[str], dict[str, float]]:
+    store = await IndexStore.open(state)
+    try:
+        async with RpcPool.from_urls("devnet", urls, metrics=metrics,
+                                     settings=RpcPoolSettings(timeout=1.0)) as pool:
+            adapter = make_adapter(devnet, pool, store, metrics)
+            await adapter.start()
+            head = devnet.client.block_number()
+            await adapter.discover(head)
+            book = await adapter.snapshot(sorted(adapter.accounts), head)
+            view = adapter.evaluate(book)
+            health = dict(zip(view.accounts, view.health.tolist(), strict=True))
+            return adapter.accounts, health
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("name", FAULTS)
+async def test_a_bad_first_endpoint_is_failed_over_and_changes_nothing(
+        devnet: Devnet, tmp_path: Path, name: str) -> None:
+    fault, outcome = FAULTS[name]
+    direct = await book_through(devnet, [devnet.manifest["rpc_url"]], tmp_path / "direct",
+                                Metrics())
+    metrics = Metrics()
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
+        proxy.faults["*"] = fault
+        through = await book_through(devnet, [proxy.url, devnet.manifest["rpc_url"]],
+                                     tmp_path / "through", metrics)
+        assert sum(proxy.faulted.values()) >= 1
+    assert through == direct
+    assert direct[0]  # (the borrowers, not two empty books)
+    failed = sum(metrics.registry.get_sample_value(
+        "keeperd_rpc_requests_total", {"chain": "devnet", "endpoint": "0", "method": m,
+                                       "outcome": outcome}) or 0.0
+        for m in ("batch", "eth_blockNumber", "eth_call", "eth_getBlockByNumber", "eth_chainId"))
+    assert failed >= 1
