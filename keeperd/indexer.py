@@ -117,7 +117,26 @@ class AccountIndexer:
         self._indexed = cursor.block if cursor else self.start_block - 1
         self._known = set(await self.store.accounts(self.protocol))
         self._started = True
+        return await self._rewind_past_replaced_blocks("restart")
+
+    async def on_reorg(self, ancestor: int) -> list[str]:
+        """The chain above `ancestor` was replaced; forget what was indexed there. The block
+        source knows only its window of recent blocks: a reorg deeper than that comes with
+        the oldest block it remembers as the ancestor, so the stored hashes at and below it
+        are checked against the chain too (one request when they still hold)."""
+        dropped = []
+        if self.indexed_block > ancestor:
+            dropped = await self._rewind(ancestor, reason="reorg")
+        before = set(self._known)
+        if await self._rewind_past_replaced_blocks("deep_reorg") is not None:
+            dropped += sorted(before - self._known)
+        return dropped
+
+    async def _rewind_past_replaced_blocks(self, reason: str) -> int | None:
+        """Rewind to the newest stored block the chain still has; the block rewound to, or
+        None when the newest stored one is still there."""
         stored = await self.store.indexed_block_hashes(self.protocol)
+        stored = [(n, h) for n, h in stored if n <= self._indexed]
         if not stored:
             return None
         newest = stored[0][0]
@@ -126,18 +145,12 @@ class AccountIndexer:
             if raw is not None and raw["hash"] == block_hash:
                 if number == newest:
                     return None
-                await self._rewind(number, reason="restart")
+                await self._rewind(number, reason=reason)
                 return number
         oldest = stored[-1][0]
         target = max(self.start_block - 1, oldest - 1)
-        await self._rewind(target, reason="restart")
+        await self._rewind(target, reason=reason)
         return target
-
-    async def on_reorg(self, ancestor: int) -> list[str]:
-        """The chain above `ancestor` was replaced; forget what was indexed there."""
-        if self.indexed_block <= ancestor:
-            return []
-        return await self._rewind(ancestor, reason="reorg")
 
     async def _rewind(self, to_block: int, reason: str) -> list[str]:
         async with self._lock:  # (not in the middle of a catch-up's write)

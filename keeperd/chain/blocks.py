@@ -294,7 +294,10 @@ class BlockSource:
             self.metrics.reorg_depth.labels(self.chain).observe(len(replaced))
             log.warning("block_source.reorg", chain=self.chain,
                         ancestor=ancestor_header.number, depth=len(replaced),
-                        new_head=header.number)
+                        new_head=header.number, **({} if ancestor is not None else {
+                            "past_window": True, "meaning": "deeper than the remembered "
+                            "blocks: the true ancestor is at or below the one reported; "
+                            "the account index checks its own block hashes"}))
             await self._emit(Reorg(ancestor_header, tuple(replaced)))
         for h in branch:
             if self._window.get(h.number) == h:

@@ -153,6 +153,7 @@ class Executor:
         if self.tx is not None:
             await self.tx.sync_nonce()
             await resume_journal(self.journal, self.tx, self.adapter.name, head)
+            await self._watch_recent_inclusions(head)
             # Settle at once what was mined while we were down.
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                             if self.tx.pending else []):
@@ -488,20 +489,37 @@ class Executor:
             entry = await self.journal.get(key)
             if entry is None:
                 continue
-            receipts = [await self.pool.request("eth_getTransactionReceipt", [t.tx_hash])
-                        for t in await self.journal.txs(key)]
-            kept = next((r for r in receipts if r is not None), None)
-            if kept is not None:  # the new branch has it too
-                self._recently_included[key] = int(kept["blockNumber"], 16)
-                continue
-            del self._recently_included[key]
-            await self.journal.set_status(key, J.PENDING,
-                                          detail=f"block {block} reorganised away")
-            await track_again(self.journal, self.tx, entry, head)
-            self.metrics.liquidation_funnel.labels(*self.labels, "reorged_out").inc()
-            log.warning("liquidation.reorged_out", opportunity=key, block=block,
-                        ancestor=ancestor, meaning="pending again: rebroadcast under its "
-                                                   "nonce, settled on the new branch")
+            await self._recheck_inclusion(entry, block, head, f"a reorg to {ancestor}")
+
+    async def _watch_recent_inclusions(self, head: int) -> None:
+        """An inclusion is final only once buried `REORG_WATCH_BLOCKS` deep. The watch list is
+        memory: at start the journal's recent inclusions are checked against the chain (a
+        reorg while keeperd was down may have taken them away) and watched again."""
+        for entry in await self.journal.by_status(J.INCLUDED):
+            if (entry.protocol == self.adapter.name and not self._is_housekeeping(entry)
+                    and entry.detected_block >= head - REORG_WATCH_BLOCKS):
+                await self._recheck_inclusion(entry, entry.detected_block, head,
+                                              "a reorg while keeperd was down")
+
+    async def _recheck_inclusion(self, entry: J.JournalEntry, block: int, head: int,
+                                 why: str) -> None:
+        """Watch an included liquidation on if the chain has its receipt (maybe in another
+        block now); otherwise it is pending again, its signed bytes rebroadcast."""
+        assert self.tx is not None
+        receipts = [await self.pool.request("eth_getTransactionReceipt", [t.tx_hash])
+                    for t in await self.journal.txs(entry.key)]
+        kept = next((r for r in receipts if r is not None), None)
+        if kept is not None:  # the chain (the new branch) has it
+            self._recently_included[entry.key] = int(kept["blockNumber"], 16)
+            return
+        self._recently_included.pop(entry.key, None)
+        await self.journal.set_status(entry.key, J.PENDING,
+                                      detail=f"block {block} reorganised away")
+        await track_again(self.journal, self.tx, entry, head)
+        self.metrics.liquidation_funnel.labels(*self.labels, "reorged_out").inc()
+        log.warning("liquidation.reorged_out", opportunity=entry.key, block=block, why=why,
+                    meaning="pending again: rebroadcast under its nonce, settled on the new "
+                            "branch")
 
     def _owns(self, key: str) -> bool:
         """This protocol's opportunities and approvals (executors of the other protocols on

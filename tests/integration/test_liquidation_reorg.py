@@ -69,3 +69,50 @@ async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
     assert len(ours) == len(keys)  # on the chain as it is now, each exactly once
     per_key = {k: len(await journal.txs(k)) for k in keys}
     assert all(n == 1 for n in per_key.values())  # the same signed transaction, not a new one
+
+
+async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """The watch over recent inclusions is memory: a restart used to forget it, so a reorg
+    while keeperd was down left the wave "included" though the chain no longer had it. At
+    start the journal's recent inclusions are checked against the chain."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        crash, journal, sent = await crash_and_collect(devnet, keeper)
+        keys = {e.key for e in sent}
+        assert len(keys) > 20
+        before = devnet.snapshot()
+        await keeper.evaluated_at(devnet.mine(1))
+
+        async def included() -> bool:
+            return keys <= {e.key for e in await keeper.daemon.executors["aave"]
+                            .journal.by_status(J.INCLUDED)}
+
+        await wait_for(included, "the wave included")
+        keeper.stop.set()
+        await asyncio.wait_for(keeper.task, 15)
+        devnet.revert(before)  # while it is down, the wave's block is reorganised away
+        devnet.mine(2)
+        keeper = await run_daemon(config)
+        journal = keeper.daemon.executors["aave"].journal
+        assert keys <= {e.key for e in await journal.by_status(J.PENDING)}
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "reorged_out"}) == len(keys)
+        await keeper.evaluated_at(devnet.mine(1))
+        await wait_for(included, "the wave included on the new branch")
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    found = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(crash), "toBlock": "latest",
+        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
+    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    # (Before the stop, the first wave's block showed partial leftovers still liquidatable:
+    # their own opportunities, journaled and pending at the stop, resumed too.)
+    included = {e.key for e in await journal.by_status(J.INCLUDED)}
+    assert keys <= included
+    assert len(ours) == len(included)  # on the chain as it is now, each exactly once
+    assert {len(await journal.txs(k)) for k in included} == {1}
