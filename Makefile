@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down
 
-setup: $(VENV)/.installed node_modules/.installed vendor/npm/.installed system-deps
+setup: $(VENV)/.installed $(VENV)/wheelhouse/.built node_modules/.installed vendor/npm/.installed \
+       system-deps
 
 # Debian's prometheus (promtool, the rule and scrape tests) and prometheus-alertmanager (the
 # Alertmanager sink's tests). Installed only when missing; needs root or sudo.
@@ -40,6 +41,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/python -c 'from keeperd.risk.kernels import kernels; kernels()'  # numba's cache
+	touch $@
+
+# Wheels of keeperd's runtime dependencies and build backend, so the test that installs the
+# package into a fresh venv (as the image does) needs no package index: tests talk to loopback.
+$(VENV)/wheelhouse/.built: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip wheel --quiet -w $(VENV)/wheelhouse setuptools wheel .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -23,6 +23,7 @@ from keeperd.scanner import ProtocolScanner
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value, metric_zero_or_absent
 from tests.faults.chaos_proxy import ChaosProxy
+from tests.integration.test_liquidation import chain_health
 
 ROOT = Path(__file__).resolve().parents[2]
 NEWCOMER = "0x000000000000000000000000000000000000bEEF"
@@ -119,6 +120,43 @@ async def test_whatif_prices_match_the_chain_after_the_move(
     # One block of interest accrues in between; the float what-if is within 2e-4.
     assert np.allclose(predicted.health[finite], actual.health[finite], rtol=2e-4)
     assert (predicted.health < 1).sum() == (actual.health < 1).sum() > 0
+
+
+async def test_the_drop_to_liquidation_is_where_the_chain_liquidates(
+        aave_devnet: Devnet, aave_pool: RpcPool, store: IndexStore, metrics: Metrics) -> None:
+    """#18 item 7: the fast path's "drop to liquidation" checked against the chain, not
+    against itself: with the account's main collateral's price moved by that drop, a little
+    less and the pool says healthy, a little more and it says liquidatable."""
+    devnet, pool = aave_devnet, aave_pool
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.snapshot(sorted(adapter.accounts), head)
+    view = adapter.evaluate(book)
+    market = book.market
+    prices = market.prices_usd()
+    epsilon = 1e-3  # the float path is within ~1e-4 of Aave's integer rounding (above)
+    checked = 0
+    for symbol in ("WETH", "WBTC"):  # plain feeds: the oracle's price is the feed's
+        column = market.column(symbol)
+        rows = [i for i in range(len(view.accounts))
+                if view.main_collateral[i] == symbol
+                and 0.05 < view.drop_to_liquidation[i] < 0.6]
+        assert rows, symbol
+        i = min(rows, key=lambda r: view.drop_to_liquidation[r])  # the nearest, the likeliest
+        account, drop = view.accounts[i], float(view.drop_to_liquidation[i])  # to be disturbed
+        price = float(prices[column])
+        snap = devnet.snapshot()
+        try:
+            devnet.set_price(symbol, price * (1 - drop * (1 - epsilon)))
+            assert chain_health(devnet, account) > 1.0, (symbol, account, drop)
+            devnet.set_price(symbol, price * (1 - drop * (1 + epsilon)))
+            assert chain_health(devnet, account) < 1.0, (symbol, account, drop)
+        finally:
+            devnet.revert(snap)
+        checked += 1
+    assert checked == 2
 
 
 async def test_restart_resumes_from_the_persisted_index(

@@ -445,14 +445,15 @@ async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devne
     try:
         _, journal, sent = await crash_and_collect(devnet, keeper)
         assert len(sent) > 20
+        debt_before = {e.account: devnet.account_data(e.account)[1] for e in sent}
         devnet.mine(1)
     finally:
         devnet.client.call("evm_setAutomine", True)
     await keeper.evaluated_at(devnet.mine(1))
     included = {e.key for e in await journal.by_status(J.INCLUDED)}
     assert {e.key for e in sent} <= included
-    for entry in sent:
-        assert devnet.account_data(entry.account)[1] < 10**30  # sanity: still readable
+    for entry in sent:  # each liquidated account owes less than before its liquidation
+        assert devnet.account_data(entry.account)[1] < debt_before[entry.account]
     if "USDT" in devnet.manifest["tokens"]:
         # A token with no return values, approved only from zero, through the flash path.
         assert any(e.debt == "USDT" for e in await journal.by_status(J.INCLUDED))
@@ -504,3 +505,39 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     journal = auto.daemon.executors["aave"].journal
     assert len(await journal.by_status(J.INCLUDED)) > 20
     assert await journal.by_status(J.REVERTED) == []
+
+
+def test_the_flash_liquidator_reverts_when_the_swap_leaves_too_little(aave_devnet: Devnet
+                                                                      ) -> None:
+    """The contract's own guard, on the real bytecode: a liquidation whose sold collateral
+    would leave less than `minProfit` of the debt asset reverts with NotEnoughProfit (the
+    selector keeperd's executor reads as "unprofitable"); with a bound it clears, the same
+    call goes through."""
+    from keeperd.chain.multicall import encode_call as encode
+    from keeperd.devnet.client import DevnetRpcError
+    from keeperd.execution.executor import NOT_ENOUGH_PROFIT
+
+    devnet = aave_devnet
+    flash = devnet.manifest["flash_liquidator"]["address"]
+    devnet.set_price("WETH", 2100.0)
+    account = next(b["address"] for b in devnet.manifest["borrowers"]
+                   if b["collateral"] == ["WETH"] and b["debts"] == ["USDC"]
+                   and chain_health(devnet, b["address"]) < 1.0)
+    debt = devnet.account_data(account)[1]  # base currency, 8 decimals
+    to_cover = int(debt / 1e8 * 0.25 * 1e6)  # a quarter of the debt, in USDC's 6 decimals
+    pool = devnet.manifest["uniswap_v3"]["pools"]["WETH/USDC"]
+
+    def estimate(min_profit: int) -> object:
+        data = encode("liquidate(address,address,address,uint256,address,uint256)",
+                      ["address", "address", "address", "uint256", "address", "uint256"],
+                      [devnet.manifest["tokens"]["WETH"], devnet.manifest["tokens"]["USDC"],
+                       account, to_cover, pool, min_profit])
+        try:
+            return devnet.client.call("eth_estimateGas", {"from": KEEPER, "to": flash,
+                                                          "data": "0x" + data.hex()})
+        except DevnetRpcError as exc:  # the node's revert, with its data
+            return exc
+
+    refused = estimate(10**30)
+    assert isinstance(refused, Exception) and NOT_ENOUGH_PROFIT[2:] in str(refused), refused
+    assert isinstance(estimate(1), str)  # the same liquidation clears a small bound

@@ -52,12 +52,17 @@ async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
         devnet.revert(before)
         devnet.mine(2)
 
-        async def pending_again() -> bool:
-            return keys <= {e.key for e in await journal.by_status(J.PENDING)}
+        def reorged_out() -> float:
+            return metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+                "chain": "devnet", "protocol": "aave", "stage": "reorged_out"})
+
+        async def pending_again() -> bool:  # (each is journaled pending, then rebroadcast,
+            # then counted: wait for the last count, not only the last status)
+            return (keys <= {e.key for e in await journal.by_status(J.PENDING)}
+                    and reorged_out() >= len(keys))
 
         await wait_for(pending_again, "the reorged-out wave pending again")
-        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
-            "chain": "devnet", "protocol": "aave", "stage": "reorged_out"}) == len(keys)
+        assert reorged_out() == len(keys)
         await keeper.evaluated_at(devnet.mine(1))  # the rebroadcast wave
         await wait_for(all_included, "the wave included on the new branch")
     finally:

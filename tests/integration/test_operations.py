@@ -40,13 +40,14 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
 
 
-def test_systemd_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
+def test_systemd_unit_exposure_is_the_readmes_1_2(tmp_path: Path) -> None:
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true",
                            str(unit_with_real_paths(tmp_path))],
                           capture_output=True, text=True, timeout=60)
     match = re.search(r"Overall exposure level for keeperd\.service: ([0-9.]+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
-    assert float(match.group(1)) <= 2.0
+    # README says 1.2 (systemd 252's scoring, Debian 12): a weaker unit scores higher.
+    assert float(match.group(1)) <= 1.2
     text = UNIT.read_text()
     for directive in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "DynamicUser=yes",
                       "StateDirectory=keeperd", "ConfigurationDirectory=keeperd",
@@ -140,10 +141,14 @@ def test_container_build_context_and_entrypoint(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_package_installs_into_a_fresh_venv_like_the_image(tmp_path: Path) -> None:
     """The image's build stage, minus Docker: build the package and install it into a
-    clean venv (no dev extras, no node_modules), then run it."""
+    clean venv (no dev extras, no node_modules), then run it. Offline: the dependencies and
+    the build backend come from the wheelhouse `make setup` filled, never from an index."""
+    wheelhouse = ROOT / ".venv" / "wheelhouse"
+    assert (wheelhouse / ".built").exists(), "run `make setup` (it fills .venv/wheelhouse)"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-index",
+                          "--find-links", str(wheelhouse), str(ROOT)],
                          capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-2000:]
     schema = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "config-schema"],

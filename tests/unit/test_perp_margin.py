@@ -32,8 +32,9 @@ def test_liquidation_prices_match_the_venue_on_the_recorded_account() -> None:
         if p.venue_liquidation_price is None:
             assert ours is None, p.coin  # no positive price liquidates it
         else:
-            # The 2023 rule (maintenance held at its value): to 1e-8 of the venue's figure.
-            assert ours == pytest.approx(p.venue_liquidation_price, rel=1e-8), p.coin
+            # The 2023 rule (maintenance held at its value): to 1e-9 of the venue's figure,
+            # as docs/protocols.md says (the worst of the five measured 6.5e-10).
+            assert ours == pytest.approx(p.venue_liquidation_price, rel=1e-9), p.coin
             # Today's documented rule (maintenance moving with the price) is ~1 % closer.
             today = account.liquidation_price(p)
             assert today is not None and today < ours
