@@ -152,14 +152,15 @@ def test_sigkill_at_every_crash_point_loses_and_repeats_nothing(devnet: Devnet,
                                                                  tmp_path: Path) -> None:
     fund_keeper(devnet)
     for round_ in range(ROUNDS):
+        start = devnet.snapshot()  # (each round from the same chain: prices, capital)
         webhook = Webhook()
         try:
-            if round_:
-                devnet.set_price("WETH", devnet.manifest["prices_usd"]["WETH"])
             found = crash_lineage(devnet, tmp_path / f"state{round_}", webhook)
         finally:
             webhook.close()
         check_invariants(devnet, tmp_path / f"state{round_}", webhook, found)
+        devnet.client.call("anvil_dropAllTransactions")
+        devnet.revert(start)
 
 
 def check_invariants(devnet: Devnet, state: Path, webhook: Webhook,
