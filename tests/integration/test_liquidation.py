@@ -22,6 +22,7 @@ from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 # anvil's default mnemonic, account 5: a published test key, never used for anything real.
 KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
 KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+LIQUIDATION_CALL_TOPIC = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
 
 
 def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) -> None:
@@ -258,8 +259,10 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         _, journal, sent = await crash_and_collect(devnet, keeper)
         assert sent
         first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
-        # A base-fee spike prices the keeper's transactions out of the next blocks.
-        spike = first_fee * 3
+        # A base-fee spike prices the keeper's transactions out of the next blocks: to where
+        # the gas of the smaller liquidations costs more than they earn (~$50 a transaction),
+        # so their replacements would have to pay more than their prize to get in.
+        spike = max(first_fee * 3, 100 * 10**9)
         for _ in range(4):
             devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
             await keeper.evaluated_at(devnet.mine(1))
@@ -289,6 +292,41 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
     metrics = keeper.daemon.metrics
     assert metric_value(metrics, "keeperd_tx_sent_total",
                         {"chain": "devnet", "kind": "replacement"}) >= 1
+    # In dollars, on chain: what each included liquidation earned (the collateral seized
+    # less the debt repaid, from its LiquidationCall, at the crash's prices) covers the fee
+    # it really paid (gas used x effective price) and still leaves min_profit_usd.
+    paid_checked = 0
+    for entry in await journal.by_status(J.INCLUDED):
+        receipts = [devnet.client.call("eth_getTransactionReceipt", t.tx_hash)
+                    for t in await journal.txs(entry.key)]
+        [receipt] = [r for r in receipts if r is not None]
+        fee_usd = (int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16) / 1e18
+                   * usd_price(devnet, "WETH"))
+        assert fee_usd + 1.0 <= earned_usd(devnet, receipt), (entry.key, fee_usd)
+        paid_checked += 1
+    assert paid_checked >= replaced
+
+
+def usd_price(devnet: Devnet, symbol: str) -> float:
+    """What the Aave oracle says (through v3.6's adapters where a token has one)."""
+    oracle = contracts.aave("AaveOracle")
+    (price,) = oracle.decode_result("getAssetPrice", devnet.client.eth_call(
+        devnet.manifest["aave_v3"]["oracle"],
+        oracle.encode_call("getAssetPrice", devnet.manifest["tokens"][symbol])))
+    return float(price) / 1e8
+
+
+def earned_usd(devnet: Devnet, receipt: dict) -> float:  # type: ignore[type-arg]
+    """Collateral seized less debt repaid, in USD at the oracle's prices, from a receipt's
+    LiquidationCall."""
+    symbols = {a.lower(): s for s, a in devnet.manifest["tokens"].items()}
+    reserves = devnet.manifest["aave_v3"]["reserves"]
+    [log] = [e for e in receipt["logs"] if e["topics"][0] == LIQUIDATION_CALL_TOPIC]
+    collateral = symbols["0x" + log["topics"][1][-40:]]
+    debt = symbols["0x" + log["topics"][2][-40:]]
+    repaid = int(log["data"][2:66], 16) / 10 ** reserves[debt]["decimals"]
+    seized = int(log["data"][66:130], 16) / 10 ** reserves[collateral]["decimals"]
+    return seized * usd_price(devnet, collateral) - repaid * usd_price(devnet, debt)
 
 
 @pytest.mark.slow
