@@ -130,12 +130,23 @@ def crash_lineage(devnet: Devnet, state: Path, webhook: Webhook) -> dict[str, An
         # The last one lives: it reconciles, finishes the wave, delivers what is left.
         keeper.start(None)
         wait_until(lambda: keeper.events("daemon.started"), "started", 60)
-        for _ in range(8):
+        # Blocks until the wave is done: every journaled liquidation settled and every
+        # account under water with more than dust liquidated (a liquidation held by a failed
+        # cross-check — anvil answering a read that races its mining — waits for a clean
+        # round of checks, a few blocks later).
+        def done() -> bool:
+            entries = journal()
+            liquidated = {k.split(":")[1].lower() for k, s in entries.items()
+                          if s == "included"}
+            return bool(entries) and all(
+                s in ("included", "lost_race", "reverted") for s in entries.values()) and all(
+                a.lower() in liquidated for a in underwater if debts[a] / 1e8 >= 200)
+
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, "the wave did not finish"
             devnet.mine(1)
             time.sleep(1.0)
-        wait_until(lambda: bool(journal()) and all(
-            s in ("included", "lost_race", "reverted") for s in journal().values()),
-            "every liquidation settled", 30)
         wait_until(lambda: not [r for r in read_state(db)[2] if r[1] == "pending"],
                    "every alert delivered", 30)
     finally:
