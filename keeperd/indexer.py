@@ -98,6 +98,10 @@ class AccountIndexer:
         self._started = False
         # The scanner and the periodic index job may both ask; one catch-up at a time.
         self._lock = asyncio.Lock()
+        # Counts rewinds. A rewind does not wait for a catch-up in flight (the block source
+        # awaits it, and an initial catch-up can take minutes): the catch-up sees the count
+        # move and drops the range it read, which may be of the replaced branch.
+        self._rewinds = 0
 
     @property
     def accounts(self) -> set[str]:
@@ -124,6 +128,7 @@ class AccountIndexer:
         source knows only its window of recent blocks: a reorg deeper than that comes with
         the oldest block it remembers as the ancestor, so the stored hashes at and below it
         are checked against the chain too (one request when they still hold)."""
+        self._rewinds += 1  # (a range being read now may be of the replaced branch)
         dropped = []
         if self.indexed_block > ancestor:
             dropped = await self._rewind(ancestor, reason="reorg")
@@ -153,18 +158,18 @@ class AccountIndexer:
         return target
 
     async def _rewind(self, to_block: int, reason: str) -> list[str]:
-        async with self._lock:  # (not in the middle of a catch-up's write)
-            try:
-                dropped = await self.store.rewind(self.protocol, to_block)
-            except Exception as exc:
-                # The persisted index keeps the dropped branch (its block hashes too): the next
-                # start finds them gone from the chain and rewinds then. Meanwhile the new
-                # branch is read from the ancestor on; the accounts of the old one stay
-                # watched (an account without a position reads as nothing to watch).
-                self._write_failed("rewind", to_block, exc)
-                dropped = []
-            self._known.difference_update(dropped)
-            self._indexed = min(self._indexed, to_block)
+        self._rewinds += 1  # (first: a catch-up's write not yet begun is dropped)
+        try:
+            dropped = await self.store.rewind(self.protocol, to_block)
+        except Exception as exc:
+            # The persisted index keeps the dropped branch (its block hashes too): the next
+            # start finds them gone from the chain and rewinds then. Meanwhile the new branch
+            # is read from the ancestor on; the accounts of the old one stay watched (an
+            # account without a position reads as nothing to watch).
+            self._write_failed("rewind", to_block, exc)
+            dropped = []
+        self._known.difference_update(dropped)
+        self._indexed = min(self._indexed, to_block)
         log.warning("index.rewound", protocol=self.protocol, to_block=to_block, reason=reason,
                     accounts_dropped=len(dropped))
         return dropped
@@ -189,6 +194,7 @@ class AccountIndexer:
         started = time.perf_counter()
         while start <= target:
             end = min(target, start + self.chunk - 1)
+            rewinds = self._rewinds
             try:
                 # Logs only from an endpoint that has `end` (its header, asked in the same
                 # batch): a node behind would answer the blocks it has and silently nothing
@@ -227,8 +233,13 @@ class AccountIndexer:
                     seen.setdefault(account, block)
             del logs[:], cache
             crash_point("index.logs_read")
+
+            def current(expected: int = rewinds) -> bool:
+                return self._rewinds == expected
+
             try:
-                await self.store.record_indexed(self.protocol, end, header["hash"], seen.items())
+                written = await self.store.record_indexed(
+                    self.protocol, end, header["hash"], seen.items(), still_valid=current)
             except Exception as exc:
                 # A full disk (or a locked file): the accounts are watched from memory; the
                 # cursor stays where it was written, so this range is read again — and
@@ -237,8 +248,17 @@ class AccountIndexer:
                 self._write_failed("range", end, exc)
                 persisted = False
             else:
+                if not (written and current()):
+                    # A reorg rewound the index while this range was read (before the write:
+                    # nothing written; after: the rewind removed it): read again from the
+                    # rewound cursor at the next catch-up.
+                    log.info("index.range_dropped_by_reorg", protocol=self.protocol,
+                             from_block=start, to_block=end)
+                    break
                 self._indexed = end
                 persisted = True
+            if not current():
+                break
             update.touched.update(seen)
             update.new.update(a for a in seen if a not in self._known)
             self._known.update(seen)

@@ -12,7 +12,7 @@ tables are an ordinary migration, and nothing here depends on the back-end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +69,15 @@ class IndexStore:
         return Cursor(int(row[0]), row[1]) if row else None
 
     async def record_indexed(self, protocol: str, to_block: int, to_hash: str | None,
-                             accounts: Iterable[tuple[str, int]]) -> None:
+                             accounts: Iterable[tuple[str, int]], *,
+                             still_valid: Callable[[], bool] | None = None) -> bool:
         """Atomically add newly seen accounts (with the block they were first seen in) and
-        move the cursor to `to_block`."""
+        move the cursor to `to_block`. `still_valid` is asked inside the transaction (no
+        rewind can interleave there): False writes nothing and returns False."""
         db = self.db
         async with db.transaction():
+            if still_valid is not None and not still_valid():
+                return False
             rows = [(protocol, account, block) for account, block in accounts]
             if rows:
                 await db.executemany(
@@ -93,6 +97,7 @@ class IndexStore:
                 await db.execute(
                     "DELETE FROM indexed_blocks WHERE protocol = $1 AND number <= $2",
                     protocol, to_block - KEEP_BLOCK_HASHES)
+        return True
 
     async def indexed_block_hashes(self, protocol: str) -> list[tuple[int, str]]:
         """(number, hash) of recently indexed blocks, newest first."""

@@ -64,7 +64,14 @@ class Fault:
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
+        """The request reaches the node this much later."""
         return cls("delay", seconds)
+
+    @classmethod
+    def slow_answer(cls, seconds: float) -> Fault:
+        """The node answers at once; the answer arrives this much later (what it says may
+        no longer be true by then: a reorg in between)."""
+        return cls("slow_answer", seconds)
 
 
 class ChaosProxy:
@@ -118,6 +125,11 @@ class ChaosProxy:
                 await asyncio.sleep(fault.value)
         head = await self._node_head() - self.lag if self.lag is not None else None
         answers = [await self._answer(call, head) for call in calls]
+        for call in calls:
+            fault = self.faults.get(call.get("method", ""), self.faults.get("*"))
+            if fault is not None and fault.kind == "slow_answer":
+                await asyncio.sleep(fault.value)
+                break
         return web.json_response(answers if isinstance(body, list) else answers[0])
 
     async def _answer(self, call: dict[str, Any], head: int | None) -> dict[str, Any]:
