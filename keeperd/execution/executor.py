@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 # a new key, this many times at most, and simulated first each time.
 RETRIES_AFTER_REVERT = 2
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
+BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # Liquidations simulated, signed and broadcast together; the most profitable go first.
 WAVE = 16
 # The simulation's gas cap: a multiple of the planned limit (the plan may be short of a
@@ -134,6 +135,9 @@ class Executor:
         # Liquidations included in the last REORG_WATCH_BLOCKS blocks: key -> its block. A
         # reorg that takes that block away hands them back to the transaction manager.
         self._recently_included: dict[str, int] = {}
+        # Balances are read every BALANCE_EVERY_BLOCKS blocks from the first full scan on (a
+        # fixed "block % 10" missed them whenever that block's scan was coalesced away).
+        self._balances_due = 0
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -196,7 +200,8 @@ class Executor:
             if native:
                 self.native_prices[self.adapter.chain] = native
             await self.on_block(result.block)
-            if result.block % 10 == 0:
+            if result.block >= self._balances_due:
+                self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
             await self._housekeep(result)
         if self._last is None:

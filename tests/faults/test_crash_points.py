@@ -38,8 +38,9 @@ def config(devnet: Devnet, state: Path, webhook: str, watched: list[str]) -> Pat
         "state_dir": str(state),
         "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
                     "confirmations": 0, "poll_interval": 0.1}],
-        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
-                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",  # (cross-checks:
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
+                       "cross_check_every": 1}],  # as in tests/integration/test_replicas.py)
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
         "alerts": {
