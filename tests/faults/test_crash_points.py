@@ -22,8 +22,10 @@ import pytest
 import yaml
 
 from keeperd.crashpoints import ENV as CRASH_ENV
+from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from tests.faults.invariants import assert_index_complete, journal_problems, read_state
+from tests.integration.test_daemon import get
 from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, chain_health, fund_keeper
 from tests.integration.test_replicas import LIQUIDATION_CALL, Webhook
 from tests.keeperd_process import start_keeperd, wait_until
@@ -32,7 +34,8 @@ SECRET = "crash-point-webhook-secret"
 ROUNDS = int(os.environ.get("KEEPERD_FAULT_ROUNDS", "1"))
 
 
-def config(devnet: Devnet, state: Path, webhook: str, watched: list[str]) -> Path:
+def config(devnet: Devnet, state: Path, webhook: str, watched: list[str],
+           metrics_port: int) -> Path:
     path = state.parent / f"{state.name}.yaml"
     path.write_text(yaml.safe_dump({
         "state_dir": str(state),
@@ -50,7 +53,8 @@ def config(devnet: Devnet, state: Path, webhook: str, watched: list[str]) -> Pat
                             "critical": 1.02, "route": "ops"}],
             "operator_route": "ops",
             "outbox": {"backoff_initial_s": 0.1, "backoff_max_s": 0.5}},
-        "metrics": {"enabled": False}, "logging": {"format": "json"},
+        "metrics": {"listen": "127.0.0.1", "port": metrics_port},
+        "logging": {"format": "json"},
     }))
     return path
 
@@ -92,7 +96,9 @@ class Lineage:
 
 def crash_lineage(devnet: Devnet, state: Path, webhook: Webhook) -> dict[str, Any]:
     borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
-    keeper = Lineage(devnet, state, config(devnet, state, webhook.url, borrowers[:60]))
+    metrics_port = free_port()
+    keeper = Lineage(devnet, state, config(devnet, state, webhook.url, borrowers[:60],
+                                           metrics_port))
     db = state / "keeperd.sqlite3"
 
     def journal() -> dict[str, str]:
@@ -150,10 +156,12 @@ def crash_lineage(devnet: Devnet, state: Path, webhook: Webhook) -> dict[str, An
             time.sleep(1.0)
         wait_until(lambda: not [r for r in read_state(db)[2] if r[1] == "pending"],
                    "every alert delivered", 30)
+        exported = get(metrics_port, "/metrics")[1]  # (what Prometheus would store)
     finally:
         devnet.client.call("evm_setAutomine", True)
         keeper.stop()
     return {"keeper": keeper, "db": db, "in_doubt": in_doubt, "first_drop": first_drop,
+            "exported": exported,
             "crash_block": crash_block,
             "underwater": underwater, "debts": debts}
 
@@ -203,7 +211,15 @@ def check_invariants(devnet: Devnet, state: Path, webhook: Webhook,
     assert duplicates == {found["in_doubt"]}, duplicates
     # The index: every borrower a fresh index finds, after a crash mid-catch-up.
     asyncio.run(assert_index_complete(devnet, state, "aave", found["crash_block"]))
-    # No secret in anything the processes wrote.
-    for log in found["keeper"].logs:
-        text = log.read_text()
-        assert KEEPER_KEY[2:] not in text and SECRET not in text, log
+    # No secret in anything keeperd wrote or served: its output, its metrics, the status file,
+    # the state database (every byte of it, the WAL included).
+    secrets = (KEEPER_KEY[2:].lower(), SECRET)
+    written = {str(log): log.read_text() for log in found["keeper"].logs}
+    written["/metrics"] = found["exported"]
+    written["status.json"] = (state / "status.json").read_text()
+    for path in state.glob("keeperd.sqlite3*"):
+        written[path.name] = path.read_bytes().decode("latin-1")
+    assert "keeperd_liquidations_total" in written["/metrics"]  # (a real scrape)
+    for where, text in written.items():
+        for secret in secrets:
+            assert secret not in text.lower() and secret not in text, (where, secret[:6])
