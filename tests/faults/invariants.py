@@ -81,3 +81,18 @@ def journal_problems(rows: list[tuple[Any, ...]], txs: list[tuple[Any, ...]]) ->
     problems += [f"{key} left {status}" for key, status in rows
                  if status in ("planned", "pending")]
     return problems
+
+
+LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
+
+
+def keeper_liquidations(devnet: Devnet, from_block: int) -> list[dict[str, Any]]:
+    """The Aave pool's LiquidationCall logs since `from_block` whose liquidator is the tests'
+    keeper: what the chain says it did (the data: debtToCover, liquidatedCollateralAmount,
+    liquidator, receiveAToken)."""
+    from tests.integration.test_liquidation import KEEPER as keeper
+
+    found: list[dict[str, Any]] = devnet.client.call("eth_getLogs", {
+        "fromBlock": hex(from_block), "toBlock": "latest",
+        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
+    return [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == keeper[2:].lower()]

@@ -24,10 +24,15 @@ import yaml
 from keeperd.crashpoints import ENV as CRASH_ENV
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
-from tests.faults.invariants import assert_index_complete, journal_problems, read_state
+from tests.faults.invariants import (
+    assert_index_complete,
+    journal_problems,
+    keeper_liquidations,
+    read_state,
+)
 from tests.integration.test_daemon import get
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, chain_health, fund_keeper
-from tests.integration.test_replicas import LIQUIDATION_CALL, Webhook
+from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
+from tests.integration.test_replicas import Webhook
 from tests.keeperd_process import start_keeperd, wait_until
 
 SECRET = "crash-point-webhook-secret"
@@ -192,10 +197,7 @@ def check_invariants(devnet: Devnet, state: Path, webhook: Webhook,
     statuses = dict(rows)
     assert "reverted" not in statuses.values()
     # On chain: one liquidation by the keeper per included opportunity, none twice.
-    mined = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(found["first_drop"]), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    ours = [e for e in mined if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, found["first_drop"])
     included = [k for k, s in statuses.items() if s == "included"]
     assert len(ours) == len(included) > 20
     liquidated = {k.split(":")[1].lower() for k in included}

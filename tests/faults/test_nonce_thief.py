@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
-from tests.faults.invariants import journal_problems
+from tests.faults.invariants import journal_problems, keeper_liquidations
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
@@ -21,7 +21,6 @@ from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     keeper_key_env,
     run_daemon,
 )
-from tests.integration.test_replicas import LIQUIDATION_CALL
 
 
 async def test_a_nonce_taken_by_another_process_is_dropped_and_planned_again_once(
@@ -63,10 +62,7 @@ async def test_a_nonce_taken_by_another_process_is_dropped_and_planned_again_onc
     assert taken not in {n for k, n, _ in txs if k != victim}  # never reused by keeperd
     # On chain: one liquidation by the keeper per included opportunity, the victim's account
     # among them (under its retry).
-    found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(crash), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, crash)
     included = [k for k, e in entries.items() if e.status == J.INCLUDED]
     assert len(ours) == len(included)
     victim_account = entries[victim].account.lower()

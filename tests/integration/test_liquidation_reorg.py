@@ -12,6 +12,7 @@ from pathlib import Path
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_value
+from tests.faults.invariants import keeper_liquidations
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
@@ -20,7 +21,6 @@ from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     keeper_key_env,
     run_daemon,
 )
-from tests.integration.test_replicas import LIQUIDATION_CALL
 
 
 async def wait_for(check, what: str, limit_s: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -67,10 +67,7 @@ async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
         await wait_for(all_included, "the wave included on the new branch")
     finally:
         devnet.client.call("evm_setAutomine", True)
-    found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(crash), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, crash)
     assert len(ours) == len(keys)  # on the chain as it is now, each exactly once
     per_key = {k: len(await journal.txs(k)) for k in keys}
     assert all(n == 1 for n in per_key.values())  # the same signed transaction, not a new one
@@ -111,10 +108,7 @@ async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
         await wait_for(included, "the wave included on the new branch")
     finally:
         devnet.client.call("evm_setAutomine", True)
-    found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(crash), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, crash)
     # (Before the stop, the first wave's block showed partial leftovers still liquidatable:
     # their own opportunities, journaled and pending at the stop, resumed too.)
     included = {e.key for e in await journal.by_status(J.INCLUDED)}

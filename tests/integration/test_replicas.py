@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from keeperd.devnet.handle import Devnet
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, chain_health, fund_keeper
+from tests.faults.invariants import keeper_liquidations
+from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
 from tests.keeperd_process import start_keeperd, wait_until
 
-LIQUIDATION_CALL = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
 LEASE = {"length_s": 3.0, "renew_every_s": 1.0, "statement_timeout_s": 0.8}
 
 
@@ -204,11 +204,7 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
     assert per_key and all(n == 1 for n in per_key.values()), per_key
     # ...and on chain, one liquidation by the keeper per included opportunity.
-    found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(first_drop), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    # LiquidationCall's data: debtToCover, liquidatedCollateralAmount, liquidator, receiveAToken.
-    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, first_drop)
     included = [k for k, s in statuses.items() if s == "included"]
     assert len(ours) == len(included) > 20
     # Every account the crash put under water was liquidated, but dust no keeper pays gas for.
@@ -289,10 +285,7 @@ def test_postgresql_restarted_under_both_replicas_they_resume_and_send_once(
         pair.stop()
     per_key = dict(query(dsn, "SELECT key, COUNT(*) FROM liquidation_txs GROUP BY key"))
     assert len(per_key) > 20 and all(n == 1 for n in per_key.values())
-    found = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(crash), "toBlock": "latest",
-        "address": devnet.manifest["aave_v3"]["pool"], "topics": [LIQUIDATION_CALL]})
-    ours = [e for e in found if e["data"][2 + 128 + 24: 2 + 192].lower() == KEEPER[2:].lower()]
+    ours = keeper_liquidations(devnet, crash)
     assert len(ours) == len(per_key)  # one liquidation on chain per opportunity
     # Who acted after the restart: the first leader kept its lease, or lost it (renewals
     # failing past the lease) and one replica took it with a higher epoch — never both.
