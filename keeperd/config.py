@@ -213,7 +213,8 @@ class AaveV3Config(_Model):
     parity_gate: bool = Field(
         default=True, description="A difference between keeperd's health factor and the "
         "pool's getUserAccountData (see cross_check_every) holds liquidations on this market "
-        "and alerts, until a later check agrees again.")
+        "and alerts, until the accounts that differed agree again (they are read and checked "
+        "every block meanwhile).")
 
 
 class MorphoBlueConfig(_Model):

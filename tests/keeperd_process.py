@@ -4,8 +4,10 @@ read its journal from outside."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
+from collections import Counter
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +41,36 @@ def txs_per_key(db: Path) -> dict[str, int]:
         c.close()
 
 
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+def log_digest(*logs: Path, last: int = 12) -> str:
+    """What a daemon did, short enough for an assertion message (CI keeps the message, not the
+    temporary directory): each log's event counts and its last warnings and errors."""
+    parts = []
+    for path in logs:
+        if not path.exists():
+            parts.append(f"{path.name}: no log")
+            continue
+        counts: Counter[str] = Counter()
+        loud: list[str] = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                loud.append(line[:300])  # a traceback, console output
+                continue
+            counts[str(entry.get("event"))] += 1
+            if entry.get("level") in ("warning", "error", "critical") and not str(
+                    entry.get("event")).startswith("position."):  # (those are the job)
+                loud.append(line[:300])
+        parts.append(f"--- {path.name}: " + ", ".join(f"{e} {n}" for e, n in
+                                                     sorted(counts.items())))
+        parts.extend(loud[-last:])
+    return "\n".join(parts)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, limit: float = 30.0,
+               logs: tuple[Path, ...] = ()) -> None:
+    """`predicate` true within `limit` seconds; otherwise an AssertionError naming `what`, with
+    the digest of the daemons' `logs`."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
@@ -48,4 +79,5 @@ def wait_until(predicate: Callable[[], bool], what: str, limit: float = 30.0) ->
         except sqlite3.Error:
             pass  # the database is being created or written: ask again
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}"
+                         + (f"\n{log_digest(*logs)}" if logs else ""))

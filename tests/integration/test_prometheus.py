@@ -27,6 +27,7 @@ from keeperd.devnet.uniswap import pool_between
 from keeperd.metrics import Metrics
 from tests.conftest import serve
 from tests.integration.test_daemon import get, logs_of, start, stop, write_config
+from tests.keeperd_process import log_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "config" / "prometheus"
@@ -170,7 +171,8 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
         deadline = time.monotonic() + 60
         while not query(url, 'keeperd_liquidations_total{stage="included"} > 0'
                         )["data"]["result"]:
-            assert time.monotonic() < deadline, "no liquidation included"
+            assert time.monotonic() < deadline, ("no liquidation included\n"
+                                                 + log_digest(keeperd.log_path))
             devnet.mine(1)
             await asyncio.sleep(0.5)
         groups = rule_groups(url)

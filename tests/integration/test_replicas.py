@@ -14,6 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,9 +38,9 @@ def replica_config(devnet: Devnet, tmp_path: Path, name: str, dsn: str,
         "storage": {"url": dsn, "lease": LEASE},
         "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
                     "confirmations": 0, "poll_interval": 0.1}],
-        # (cross-checked every account every block, as test_liquidation does: a hold from a
-        # mismatch — anvil answering a read that races the startup approvals' mining — is
-        # released by the next clean block, not ten blocks later, past the test's crash)
+        # (every account read is cross-checked, as in test_liquidation: the strictest gate. A
+        # hold from a mismatch — anvil answering a read that races the startup approvals'
+        # mining — ends when the accounts that disagreed agree at a later block)
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
                        "cross_check_every": 1}],
@@ -108,9 +109,13 @@ class Pair:
 
     def start(self) -> None:
         self.procs["a"] = self._start("a")
-        wait_until(lambda: events(self.logs["a"], "replica.promoted"), "a leads", 60)
+        self.wait(lambda: events(self.logs["a"], "replica.promoted"), "a leads", 60)
         self.procs["b"] = self._start("b")
-        wait_until(lambda: events(self.logs["b"], "daemon.started"), "b follows", 60)
+        self.wait(lambda: events(self.logs["b"], "daemon.started"), "b follows", 60)
+
+    def wait(self, predicate: Callable[[], Any], what: str, limit: float = 30.0) -> None:
+        """wait_until, failing with what both replicas logged."""
+        wait_until(predicate, what, limit, logs=tuple(self.logs.values()))
 
     def _start(self, name: str) -> subprocess.Popen[str]:
         return start_keeperd(replica_config(self.devnet, self.tmp_path, name, self.dsn,
@@ -151,7 +156,7 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         told_before = len(events(logs["a"], "alerts.notify"))
         first_drop = devnet.client.block_number() + 1  # (a liquidates what it puts under)
         devnet.set_price("WETH", devnet.manifest["prices_usd"]["WETH"] * 0.93)
-        wait_until(lambda: len(events(logs["a"], "alerts.notify")) > told_before,
+        pair.wait(lambda: len(events(logs["a"], "alerts.notify")) > told_before,
                    "a tells the drop", 30)
         time.sleep(2.0)  # b evaluates the same blocks meanwhile
         devnet.client.call("evm_setAutomine", False)
@@ -162,13 +167,13 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         debts = {a: devnet.account_data(a)[1] for a in underwater}
         assert len(underwater) > 20
         # a liquidates: its wave journaled (signed, write-ahead) and broadcast; then SIGKILL.
-        wait_until(lambda: len(journal()) > 20 and "pending" in journal().values(),
+        pair.wait(lambda: len(journal()) > 20 and "pending" in journal().values(),
                    "a's liquidations", 30)
         procs["a"].kill()
         killed_at = time.monotonic()
         procs["a"].wait(timeout=10)
         sent_by_a = {k for k, s in journal().items() if s == "pending"}
-        wait_until(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
+        pair.wait(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
         failover = time.monotonic() - killed_at
         assert failover <= LEASE["length_s"] + 2 * LEASE["renew_every_s"] + 1.0, failover
         # b reconciled the shared journal: a's signed transactions tracked again, none signed
@@ -178,9 +183,9 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         for _ in range(6):
             devnet.mine(1)
             time.sleep(1.0)
-        wait_until(lambda: all(s in ("included", "lost_race", "reverted") for s in
+        pair.wait(lambda: all(s in ("included", "lost_race", "reverted") for s in
                                journal().values()) and journal(), "settled", 30)
-        wait_until(lambda: not query(dsn, "SELECT id FROM outbox WHERE state = 'pending'"),
+        pair.wait(lambda: not query(dsn, "SELECT id FROM outbox WHERE state = 'pending'"),
                    "every alert delivered", 30)
     finally:
         pair.stop()
@@ -237,15 +242,15 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
     try:
         pair.start()
         procs["a"].send_signal(signal.SIGSTOP)  # frozen: no renewal, no crash, no goodbye
-        wait_until(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
+        pair.wait(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
         sent_by_a = len(events(logs["a"], "tx.sent"))  # its approvals, before the freeze
         devnet.client.call("evm_setAutomine", False)
         devnet.set_price_async("WETH", 2100.0)
         devnet.mine(1)
-        wait_until(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20, "b sends", 30)
+        pair.wait(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20, "b sends", 30)
         # a resumes with a backlog of blocks and a crash in them: it must not act on it.
         procs["a"].send_signal(signal.SIGCONT)
-        wait_until(lambda: events(logs["a"], "replica.demoted"), "a steps down", 30)
+        pair.wait(lambda: events(logs["a"], "replica.demoted"), "a steps down", 30)
         for _ in range(4):
             devnet.mine(1)
             time.sleep(1.0)
@@ -274,12 +279,12 @@ def test_postgresql_restarted_under_both_replicas_they_resume_and_send_once(
         devnet.client.call("evm_setAutomine", False)
         devnet.set_price_async("WETH", 2100.0)
         crash = devnet.mine(1)
-        wait_until(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20,
+        pair.wait(lambda: len(query(dsn, "SELECT key FROM liquidations")) > 20,
                    "liquidations after the restart", 30)
         for _ in range(4):
             devnet.mine(1)
             time.sleep(1.0)
-        wait_until(lambda: {s for _, s in query(dsn, "SELECT key, status FROM liquidations")}
+        pair.wait(lambda: {s for _, s in query(dsn, "SELECT key, status FROM liquidations")}
                    <= {"included", "lost_race"}, "settled", 30)
     finally:
         pair.stop()

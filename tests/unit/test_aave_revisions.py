@@ -170,18 +170,24 @@ def test_unknown_and_changed_revisions_hold_liquidations_until_accepted() -> Non
     assert accepting.hold_for(market(10, rules=rules_for(11, {11}))) is None
 
 
-def test_a_parity_mismatch_holds_until_a_full_rotation_agrees() -> None:
+def test_a_parity_mismatch_holds_until_the_accounts_that_disagreed_agree() -> None:
     a = adapter(cross_check_every=3)
     a.start_revision = 10
-    a.record_parity(100, checked=30, mismatched=1)
+    accounts = [f"0x{k:040x}" for k in range(30)]
+    a.record_parity(100, checked=accounts, mismatched=accounts[:2])
     assert "differed from the pool's getUserAccountData" in (a.hold_for(market()) or "")
-    a.record_parity(101, checked=30, mismatched=0)
-    a.record_parity(102, checked=30, mismatched=0)
+    # Clean checks of other accounts do not release it: the two were not checked again.
+    a.record_parity(101, checked=accounts[2:], mismatched=())
+    a.record_parity(102, checked=accounts[5:], mismatched=())
     assert a.hold_for(market()) is not None
-    a.record_parity(103, checked=30, mismatched=0)
+    a.record_parity(103, checked=accounts[:1], mismatched=())  # one of the two agrees
+    assert a.hold_for(market()) is not None
+    a.record_parity(104, checked=accounts[1:3], mismatched=accounts[2:3])  # a new one differs
+    assert "at block 104" in (a.hold_for(market()) or "")
+    a.record_parity(105, checked=accounts[1:3], mismatched=())  # each suspect agrees now
     assert a.hold_for(market()) is None
     off = adapter(parity_gate=False)
-    off.record_parity(100, checked=30, mismatched=5)
+    off.record_parity(100, checked=accounts, mismatched=accounts)
     assert off.hold_for(market()) is None
 
 

@@ -3,7 +3,7 @@ reader, the exact math and the liquidation planner."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,7 +103,7 @@ class AaveV3Adapter:
         self.start_revision: int | None = None  # POOL_REVISION when the daemon started
         # The parity gate: keeperd's health against getUserAccountData (see record_parity).
         self.parity_mismatch: tuple[int, int] | None = None  # (block, accounts) while held
-        self._parity_clean_checks = 0
+        self._parity_suspects: set[str] = set()  # accounts whose last check disagreed
         if metrics is not None:  # exported from the start (stays zero): alerts rely on it
             metrics.health_mismatches.labels(self.chain, self.name)
 
@@ -157,23 +157,25 @@ class AaveV3Adapter:
             block, count = self.parity_mismatch
             return (f"keeperd's health factor differed from the pool's getUserAccountData for "
                     f"{count} account(s) at block {block}: keeperd's model of this market is "
-                    "wrong until a full round of cross-checks agrees again")
+                    "wrong until the accounts that disagreed agree again (they are read and "
+                    "checked every block meanwhile)")
         return None
 
-    def record_parity(self, block: int, checked: int, mismatched: int) -> None:
-        """One cross-check against getUserAccountData. A mismatch holds liquidations; a full
-        rotation of clean checks (every account checked once) releases them."""
-        if checked == 0:
-            return
+    def record_parity(self, block: int, checked: Collection[str],
+                      mismatched: Collection[str]) -> None:
+        """One cross-check against getUserAccountData. A mismatch holds liquidations; the
+        accounts that disagreed are read and checked again every block while held (`read`),
+        and the hold ends when each of them agrees at a block where no checked account
+        disagrees. (It used to wait for a count of clean checks — but only accounts that
+        events touch are read between full scans: on a quiet market, or blocks that only move
+        prices, no check came, and a mismatch from one racing read held liquidations for
+        good, through the very crash they were needed for.)"""
         if mismatched:
-            self.parity_mismatch = (block, mismatched)
-            self._parity_clean_checks = 0
-            return
-        if self.parity_mismatch is not None:
-            self._parity_clean_checks += 1
-            if self._parity_clean_checks >= max(1, self.config.cross_check_every):
-                self.parity_mismatch = None
-                self._parity_clean_checks = 0
+            self.parity_mismatch = (block, len(mismatched))
+            self._parity_suspects |= set(mismatched)
+        self._parity_suspects -= set(checked) - set(mismatched)
+        if not mismatched and not self._parity_suspects:
+            self.parity_mismatch = None
 
     def _need_started(self) -> tuple[AaveV3Reader, AccountIndexer]:
         if self.reader is None or self.indexer is None:
@@ -202,10 +204,11 @@ class AaveV3Adapter:
         return await reader.read_market(block)
 
     async def read_positions(self, accounts: Sequence[str], market: MarketState,
-                             block: int) -> Positions:
+                             block: int, always_check: Collection[str] = ()) -> Positions:
         reader, _ = self._need_started()
         return await reader.read_positions(accounts, market, block,
-                                           cross_check_every=self.config.cross_check_every)
+                                           cross_check_every=self.config.cross_check_every,
+                                           always_check=always_check)
 
     async def snapshot(self, accounts: Sequence[str], block: int) -> AaveBook:
         market = await self.read_market(block)
@@ -221,7 +224,13 @@ class AaveV3Adapter:
             positions = await self.read_positions(sorted(self.accounts), market, block)
             fresh = np.arange(len(positions))
         else:
-            update = await self.read_positions(sorted(touched & self.accounts), market, block)
+            # (accounts that disagreed with the pool are read and checked again while held;
+            # one that left the index has nothing left to disagree on)
+            suspects = self._parity_suspects = self._parity_suspects & self.accounts
+            if not suspects:
+                self.record_parity(block, (), ())
+            update = await self.read_positions(sorted((touched | suspects) & self.accounts),
+                                               market, block, always_check=suspects)
             positions = previous.positions.merge(update, drop=dropped)
             fresh = np.array([positions.position_of[a] for a in update.accounts], dtype=np.intp)
         book = AaveBook(market, positions)
@@ -241,7 +250,7 @@ class AaveV3Adapter:
         assert subset.chain_account_data is not None
         bad = [subset.accounts[i] for i in range(len(subset))
                if exact.health_factor[i] != subset.chain_account_data[i, 5]]
-        self.record_parity(book.market.block, len(rows), len(bad))
+        self.record_parity(book.market.block, subset.accounts, bad)
         if bad:
             self.metrics.health_mismatches.labels(self.chain, self.name).inc(len(bad))
             log.error("positions.health_mismatch", protocol=self.name, accounts=bad[:10],

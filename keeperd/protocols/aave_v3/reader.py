@@ -9,7 +9,7 @@ configuration bitmap and eMode; phase B reads only the balances the bitmap says 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -209,7 +209,8 @@ class AaveV3Reader:
 
     async def read_positions(self, accounts: Sequence[str], market: MarketState,
                              block: int, *, batch_accounts: int | None = None,
-                             cross_check_every: int = 1) -> Positions:
+                             cross_check_every: int = 1,
+                             always_check: Collection[str] = ()) -> Positions:
         """Read every account's position at `block`.
 
         Accounts go in batches (phase A then phase B per batch, a few batches in flight) so
@@ -218,6 +219,7 @@ class AaveV3Reader:
         `cross_check_every`: also read the pool's own getUserAccountData for one account in
         this many (1: all, 0: none), rotating with the block number, so local health can be
         checked against the protocol. It is the most expensive call of a scan (~35k gas).
+        `always_check`: accounts checked whatever the rotation (those that disagreed last).
         """
         n, r = len(accounts), len(market.reserves)
         if n == 0:
@@ -228,6 +230,8 @@ class AaveV3Reader:
 
         if cross_check_every > 0:
             out.checked[(np.arange(n) + block) % cross_check_every == 0] = True
+        if always_check:
+            out.checked[[i for i, a in enumerate(accounts) if a in always_check]] = True
 
         async def one(start: int) -> None:
             async with limit:
