@@ -183,7 +183,11 @@ class AccountIndexer:
     async def catch_up(self, head: int) -> IndexUpdate:
         """Index every confirmed block up to head - confirmations."""
         async with self._lock:
-            return await self._catch_up(head)
+            try:
+                return await self._catch_up(head)
+            finally:  # (a failed read too: the lag an alert watches must keep growing)
+                self.metrics.index_lag.labels(self.chain, self.protocol).set(
+                    max(0, head - self.indexed_block))
 
     async def _catch_up(self, head: int) -> IndexUpdate:
         if not self._started:
@@ -271,8 +275,6 @@ class AccountIndexer:
             elif count < self.target_logs // 4:
                 self.chunk = min(self.max_chunk, self.chunk * 2)
             start = end + 1
-        lag = max(0, head - self.indexed_block)
-        self.metrics.index_lag.labels(self.chain, self.protocol).set(lag)
         self.metrics.accounts_tracked.labels(self.chain, self.protocol).set(len(self._known))
         if update.logs:
             log.info("index.caught_up", protocol=self.protocol, to_block=update.to_block,

@@ -26,6 +26,7 @@ import numpy as np
 import structlog
 
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
+from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.metrics import Metrics
 from keeperd.protocols.base import HealthView
 from keeperd.protocols.plugin import Plugin
@@ -66,6 +67,7 @@ class ProtocolScanner:
         self._wanted_seen_at = 0.0
         self._wake = asyncio.Event()
         self._full_due = True
+        self._discovery_failing = False  # the index's log reads fail: see evaluate
         self._dropped: set[str] = set()
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
@@ -145,7 +147,24 @@ class ProtocolScanner:
         started = time.perf_counter()
         seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
-        touched = await adapter.discover(block)
+        try:
+            touched = await adapter.discover(block)
+        except (RpcError, RpcUnavailable) as exc:
+            # The node's logs fail (a provider's log service down or overloaded — in a crash,
+            # when it matters most) while its state answers: the accounts already known are
+            # evaluated all the same, re-read in full since the events that say which changed
+            # are what is missing. New borrowers wait for the index.
+            if not self._discovery_failing:
+                log.warning("index.discovery_failed", protocol=adapter.name, block=block,
+                            error=str(exc)[:300],
+                            meaning="known accounts re-read in full every block until the "
+                                    "index reads logs again")
+            self._discovery_failing = True
+            touched, full = set(), True
+        else:
+            if self._discovery_failing:
+                log.info("index.discovery_recovered", protocol=adapter.name, block=block)
+            self._discovery_failing = False
         kind = "full" if full or self.book is None else "incremental"
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,

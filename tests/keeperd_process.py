@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 

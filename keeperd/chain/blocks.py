@@ -109,11 +109,9 @@ class BlockSource:
         self._far_ahead: BlockHeader | None = None
         self._handlers: list[Handler] = []
         self.head: BlockHeader | None = None
-        # time.monotonic() of the last answer from the chain (a poll or a websocket message),
-        # new block or not: the watchdog's proof that following is alive.
-        self.last_activity: float | None = None
-        # ...and of the last attempt to hear from it, answered or not: a follower that stops
-        # trying (a hung await) is stuck, whatever the chain does — /healthz says so.
+        # time.monotonic() of the last attempt to hear from the chain, answered or not: a
+        # follower that stops trying (a hung await) is stuck, whatever the chain does —
+        # /healthz and the systemd watchdog say so.
         self.last_attempt: float | None = None
 
     def subscribe(self, handler: Handler) -> None:
@@ -152,7 +150,6 @@ class BlockSource:
         """Fetch the latest header once and process it (used by `run` and by tests)."""
         self.last_attempt = time.monotonic()
         raw = await self.pool.request("eth_getBlockByNumber", ["latest", False])
-        self.last_activity = time.monotonic()
         if raw is None:
             return
         await self.process_header(BlockHeader.from_rpc(raw))
@@ -196,7 +193,6 @@ class BlockSource:
                         raise ConnectionError(f"eth_subscribe refused: {data['error']}")
                     continue
                 raw = data["params"]["result"]
-                self.last_activity = time.monotonic()
                 await self.process_header(BlockHeader.from_rpc(raw))
 
     async def _check_chain_id(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -103,6 +103,7 @@ class ChaosProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         calls = body if isinstance(body, list) else [body]
+        delay = 0.0
         for call in calls:
             fault = self.faults.get(call.get("method", ""), self.faults.get("*"))
             if fault is None:
@@ -122,7 +123,8 @@ class ChaosProxy:
             if fault.kind == "body":
                 return web.Response(body=fault.value, content_type="application/json")
             if fault.kind == "delay":
-                await asyncio.sleep(fault.value)
+                delay = max(delay, fault.value)
+        await asyncio.sleep(delay)  # (once per request, a batch as a single call)
         head = await self._node_head() - self.lag if self.lag is not None else None
         answers = [await self._answer(call, head) for call in calls]
         for call in calls:

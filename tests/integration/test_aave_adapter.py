@@ -123,12 +123,11 @@ async def test_whatif_prices_match_the_chain_after_the_move(
 
 
 async def test_a_mismatch_is_checked_again_and_released_on_blocks_that_touch_no_account(
-        aave_devnet: Devnet, aave_pool: RpcPool, store: IndexStore, metrics: Metrics) -> None:
+        devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metrics) -> None:
     """A cross-check that disagreed (on anvil: a read racing the block being mined) holds
     liquidations; the accounts that disagreed are read and checked again at the next block,
     even one that only moves a price, and the hold ends when they agree. (CI: it held for
     good — only accounts touched by events were read — through the crash it was for.)"""
-    devnet, pool = aave_devnet, aave_pool
     adapter = make_adapter(devnet, pool, store, metrics)
     await adapter.start()
     head = devnet.client.block_number()

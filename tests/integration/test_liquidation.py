@@ -76,7 +76,15 @@ async def run_daemon() -> AsyncIterator:
         stop = asyncio.Event()
         daemon = Daemon(config, metrics=Metrics())
         task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait([ready, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # (a daemon that ended at start: its error, not a timeout)
+            raise AssertionError("the daemon stopped before it was ready")
+        if not ready.done():
+            ready.cancel()
+            raise AssertionError("the daemon was not ready within 30 s")
         r = Running(daemon, task, stop)
         running.append(r)
         return r
