@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keeperd.risk.cascade import Columns, Portfolio, run_cascade, shock_grid  # noqa: E402
+from keeperd.risk.cascade import (  # noqa: E402
+    CascadeResult,
+    Columns,
+    Portfolio,
+    run_cascade,
+    shock_grid,
+)
 from keeperd.risk.depth import ConstantProduct, NoImpact  # noqa: E402
 from tests.unit.cascade_reference import reference_cascade  # noqa: E402
 
@@ -78,15 +83,34 @@ def depth_for(p: Portfolio, book: str = "typical") -> list:
             NoImpact(), NoImpact()]
 
 
+# What is timed in one run, so that the ratios between them are this machine's at this hour:
+# the daemon's default (numba on one thread: `risk.cascade.threads: 1`), numba on every core,
+# and the numpy kernels that run where the JIT may not (systemd's MemoryDenyWriteExecute).
+VARIANTS = (("numba_1_thread", "auto", 1),
+            ("numba_all_cores", "auto", os.cpu_count() or 1),
+            ("numpy", "numpy", None))
+
+
+def timed(book: Portfolio, g: Columns, depth: list, implementation: str,
+          threads: int | None, repeat: int) -> tuple[float, list[float], CascadeResult]:
+    run_cascade(book, g, depth, implementation=implementation, threads=threads)  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = run_cascade(book, g, depth, implementation=implementation, threads=threads)
+        times.append(time.perf_counter() - started)
+    return min(times), times, result
+
+
 def main() -> int:
+    from provenance import provenance  # bench/, beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=1_000_000)
     parser.add_argument("--shocks", type=int, default=64)
     parser.add_argument("--sample", type=int, default=2_000,
                         help="positions the reference runs on")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--implementation", choices=("auto", "numpy"), default="auto",
-                        help="numpy: the fallback used where the JIT may not run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cascade.json")
     args = parser.parse_args()
 
@@ -96,46 +120,46 @@ def main() -> int:
     for name in ("typical", "stressed"):
         book = synthetic(args.positions, book=name)
         depth = depth_for(book, name)
-        run_cascade(book, g, depth, implementation=args.implementation)  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            result = run_cascade(book, g, depth, implementation=args.implementation)
-            times.append(time.perf_counter() - started)
-        seconds = min(times)
         sample = synthetic(args.sample, seed=11, book=name)
         sample_depth = depth_for(sample, name)
         started = time.perf_counter()
         reference_cascade(sample, g, sample_depth)
         ref_seconds = time.perf_counter() - started
-        figures[name] = {
-            "seconds": round(seconds, 4),
-            "seconds_all_runs": [round(t, 4) for t in times],
-            "rounds_max": int(result.rounds.max()),
-            "rounds_mean": round(float(result.rounds.mean()), 2),
-            "liquidated_pairs_share": round(float(result.accounts.sum()) / (len(book) * k), 4),
-            "max_amplification": round(float(result.amplification.max()), 4),
-            "reference_seconds": round(ref_seconds, 3),
-            "reference_speedup": round((ref_seconds / (args.sample * k))
-                                       / (seconds / (args.positions * k)), 1),
-        }
-        f = figures[name]
-        print(f"{name:8}: {args.positions:,} positions x {k} shocks in {seconds:.3f} s (runs: "
-              f"{', '.join(f'{t:.3f}' for t in times)}); rounds up to {f['rounds_max']} "
-              f"(mean {f['rounds_mean']}), {f['liquidated_pairs_share']:.1%} of position-shock "
-              f"pairs liquidated, amplification up to {f['max_amplification']}; "
-              f"{f['reference_speedup']:,.0f}x the reference ({args.sample:,} positions in "
-              f"{ref_seconds:.2f} s)")
+        ref_per_cell = ref_seconds / (args.sample * k)
+        f: dict = {"reference_seconds": round(ref_seconds, 3)}
+        for variant, implementation, threads in VARIANTS:
+            seconds, times, result = timed(book, g, depth, implementation, threads,
+                                           args.repeat)
+            f[variant] = {"threads": threads, "seconds": round(seconds, 4),
+                          "seconds_all_runs": [round(t, 4) for t in times],
+                          "reference_speedup": round(ref_per_cell
+                                                     / (seconds / (args.positions * k)), 1)}
+        f.update(rounds_max=int(result.rounds.max()),
+                 rounds_mean=round(float(result.rounds.mean()), 2),
+                 liquidated_pairs_share=round(float(result.accounts.sum()) / (len(book) * k), 4),
+                 max_amplification=round(float(result.amplification.max()), 4))
+        f["numpy_over_numba_1_thread"] = round(f["numpy"]["seconds"]
+                                               / f["numba_1_thread"]["seconds"], 2)
+        f["numba_1_thread_over_all_cores"] = round(f["numba_1_thread"]["seconds"]
+                                                   / f["numba_all_cores"]["seconds"], 2)
+        figures[name] = f
+        print(f"{name:8}: {args.positions:,} positions x {k} shocks; rounds up to "
+              f"{f['rounds_max']} (mean {f['rounds_mean']}), "
+              f"{f['liquidated_pairs_share']:.1%} of position-shock pairs liquidated, "
+              f"amplification up to {f['max_amplification']}")
+        for variant, _, _ in VARIANTS:
+            v = f[variant]
+            print(f"  {variant:16} {v['seconds']:.3f} s (runs: "
+                  f"{', '.join(f'{t:.3f}' for t in v['seconds_all_runs'])}); "
+                  f"{v['reference_speedup']:,.0f}x the reference ({args.sample:,} positions in "
+                  f"{ref_seconds:.2f} s)")
     out = {
         "positions": args.positions,
         "shocks": k,
-        "seconds": figures["typical"]["seconds"],
-        "reference_speedup": figures["typical"]["reference_speedup"],
-        "implementation": args.implementation,
         "books": figures,
         "reference_sample_positions": args.sample,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+        "numpy_version": np.__version__,
+        **provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

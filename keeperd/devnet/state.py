@@ -35,6 +35,9 @@ AAVE_VERSIONS = ("v3.6", "v3.0")
 DEFAULT_AAVE = "v3.6"
 # Bump when the dump's format or the build steps here change what a state contains.
 STATE_FORMAT = 1
+# Borrowers seeded between two restarts of the build's anvil (see _StagedNode): a devnet of
+# this many or fewer is built in one go, as before.
+STAGE_BORROWERS = 25_000
 
 
 @dataclass(frozen=True)
@@ -95,40 +98,78 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
     return BuiltState(state_json, json.loads(manifest_path.read_text()))
 
 
+def _dump(client: DevnetClient) -> dict[str, Any]:
+    """anvil's state with its call traces dropped (80 % of a dump; nothing reads them)."""
+    raw = bytes.fromhex(client.call("anvil_dumpState").removeprefix("0x"))
+    state: dict[str, Any] = json.loads(gzip.decompress(raw))
+    del raw
+    for tx in state.get("transactions", []):
+        tx.get("info", {})["traces"] = []
+    return state
+
+
+class _StagedNode:
+    """The build's anvil, restarted from a dump of itself (traces dropped) between stages of
+    borrowers: anvil keeps every transaction's call traces in memory and dumps them too, and
+    at 100,000 borrowers in one go it grew past 24 GB in `anvil_dumpState` (#18)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.node = Anvil().start()
+        self.client = DevnetClient(self.node.rpc_url)
+
+    def restart_from_dump(self) -> None:
+        path = self.folder / "stage.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            json.dump(_dump(self.client), out)
+        tmp.replace(path)
+        self.close()
+        self.node = Anvil(load_state=path).start()
+        self.client = DevnetClient(self.node.rpc_url)
+
+    def close(self) -> None:
+        self.client.close()
+        self.node.stop()
+
+
 def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> None:
     started = time.monotonic()
     log.info("devnet.build_started", accounts=accounts, seed=seed_value, aave=aave_version)
     folder.mkdir(parents=True, exist_ok=True)
-    with Anvil() as node:
-        client = DevnetClient(node.rpc_url)
-        try:
-            multicall = aave.install_multicall3(client)
-            if aave_version == "v3.0":
-                market = aave.deploy_market(client)
-                market["aave_v3"].update(revision=1, version="v3.0")
-                prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
-                profiles = seed.PROFILES_V30
-            else:
-                market = aave36.deploy_market(client)
-                prices = market.pop("prices_usd")
-                profiles = seed.PROFILES_V36
-            plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value,
-                                        profiles)
-            seed.seed_market(client, market, plans)
-            if aave_version != "v3.0":
-                aave36.freeze_after_seeding(client, market)
-            dex = uniswap.deploy_uniswap(client, market, prices)
-            blue = morpho.deploy_morpho(client, market, prices, seed_value=seed_value)
-            # Today's devnet also runs a derivatives protocol keeperd liquidates: Perp Curie.
-            perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
-                     if aave_version != "v3.0" else {})
-            block = client.block_number()
-            dump = client.call("anvil_dumpState")
-        finally:
-            client.close()
-    state = json.loads(gzip.decompress(bytes.fromhex(dump.removeprefix("0x"))))
-    for tx in state.get("transactions", []):
-        tx.get("info", {})["traces"] = []
+    staged = _StagedNode(folder)
+    try:
+        client = staged.client
+        multicall = aave.install_multicall3(client)
+        if aave_version == "v3.0":
+            market = aave.deploy_market(client)
+            market["aave_v3"].update(revision=1, version="v3.0")
+            prices = {r.symbol: r.price_usd for r in aave.DEFAULT_RESERVES}
+            profiles = seed.PROFILES_V30
+        else:
+            market = aave36.deploy_market(client)
+            prices = market.pop("prices_usd")
+            profiles = seed.PROFILES_V36
+        plans = seed.plan_borrowers(seed.market_view(market, prices), accounts, seed_value,
+                                    profiles)
+        for first in range(0, len(plans), STAGE_BORROWERS):
+            if first:
+                staged.restart_from_dump()
+                log.info("devnet.build_stage", seeded=first, of=len(plans))
+            seed.seed_market(staged.client, market, plans[first:first + STAGE_BORROWERS])
+        client = staged.client
+        if aave_version != "v3.0":
+            aave36.freeze_after_seeding(client, market)
+        dex = uniswap.deploy_uniswap(client, market, prices)
+        blue = morpho.deploy_morpho(client, market, prices, seed_value=seed_value)
+        # Today's devnet also runs a derivatives protocol keeperd liquidates: Perp Curie.
+        perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
+                 if aave_version != "v3.0" else {})
+        block = client.block_number()
+        state = _dump(client)
+    finally:
+        staged.close()
+        (folder / "stage.json").unlink(missing_ok=True)
     manifest = {
         "version": MANIFEST_VERSION,
         "chain_id": DEFAULT_CHAIN_ID,
@@ -150,8 +191,8 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         ],
     }
     tmp = folder / "state.json.gz.tmp"
-    with gzip.open(tmp, "wb", compresslevel=5) as f:
-        f.write(json.dumps(state).encode())
+    with gzip.open(tmp, "wt", compresslevel=5) as f:
+        json.dump(state, f)  # (streamed: no second copy of a large state in memory)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     tmp.replace(folder / "state.json.gz")
     log.info("devnet.build_finished", accounts=accounts, seconds=round(time.monotonic() -

@@ -16,6 +16,7 @@ import yaml
 from keeperd.chain.blocks import BlockSource, Reorg
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import parse_config
+from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
@@ -240,6 +241,53 @@ async def test_reorg_drops_an_account_seen_only_on_the_dropped_branch(
     await adapter.discover(devnet.client.block_number())
     assert NEWCOMER not in adapter.accounts
     assert NEWCOMER not in await store.accounts("aave")
+
+
+async def test_a_reorg_one_block_deeper_than_confirmations_rewinds_the_last_indexed_block(
+        devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metrics) -> None:
+    """With `confirmations: 2` the index stops two blocks behind the head; a reorg three deep
+    (#17: exactly confirmations + 1) replaces the last block it indexed — the one where a
+    newcomer supplied — and the index must let that block go, newcomer and all."""
+    adapter = make_adapter(devnet, pool, store, metrics, confirmations=2)
+    await adapter.start()
+    source = BlockSource(pool)
+    reorgs: list[Reorg] = []
+
+    async def on(event: object) -> None:
+        if isinstance(event, Reorg):
+            reorgs.append(event)
+            await adapter.on_reorg(event.ancestor.number)
+
+    source.subscribe(on)
+    weth = devnet.manifest["tokens"]["WETH"]
+    pool_address = devnet.manifest["aave_v3"]["pool"]
+    token_art, pool_art = contracts.aave("MintableERC20"), contracts.aave("Pool")
+    devnet.client.call("anvil_setBalance", NEWCOMER, hex(10**19))
+    devnet.client.send(NEWCOMER, weth, token_art.encode_call("mint", NEWCOMER, 10**18))
+    devnet.client.send(NEWCOMER, weth, token_art.encode_call("approve", pool_address,
+                                                             2**256 - 1))
+    await source.poll_once()
+    await adapter.discover(devnet.client.block_number())
+    snap = devnet.snapshot()
+    devnet.client.send(NEWCOMER, pool_address, pool_art.encode_call(
+        "supply", weth, 10**18, NEWCOMER, 0))
+    supplied_at = devnet.client.block_number()
+    devnet.mine(2)  # the supply's block is now confirmed: the last block the index reads
+    await source.poll_once()
+    await adapter.discover(devnet.client.block_number())
+    assert adapter.indexer is not None and adapter.indexer.indexed_block == supplied_at
+    assert NEWCOMER in adapter.accounts
+
+    devnet.revert(snap)  # the three blocks from the supply's on are replaced
+    devnet.advance_time(30, mine=False)
+    devnet.mine(4)  # a longer, different branch
+    await source.poll_once()
+    assert [r.ancestor.number for r in reorgs] == [supplied_at - 1]
+    assert NEWCOMER not in adapter.accounts
+    await adapter.discover(devnet.client.block_number())
+    assert NEWCOMER not in adapter.accounts
+    assert NEWCOMER not in await store.accounts("aave")
+    assert adapter.indexer.indexed_block == devnet.client.block_number() - 2
 
 
 async def test_reorg_while_stopped_is_caught_at_start(

@@ -175,3 +175,35 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
     assert morpho_price("WBTC/DAI") == wbtc_dai
     devnet.set_price("DAI", 0.5)  # a loan token's fall raises the collateral's price in it
     assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
+
+
+def test_a_staged_build_restarts_anvil_with_its_blocks_logs_and_state(tmp_path: Path) -> None:
+    """Large devnets are built in stages (#18: one dump of 100,000 borrowers' history, call
+    traces and all, grew anvil past 24 GB): between stages anvil is restarted from a dump of
+    itself without its traces. What the account index needs must survive it: the blocks, the
+    logs in them, the state and the senders' nonces."""
+    from keeperd.devnet.state import _StagedNode
+
+    staged = _StagedNode(tmp_path)
+    try:
+        token_art = contracts.aave("MintableERC20")
+        sender = staged.client.accounts()[2]
+        token = staged.client.deploy(sender, token_art.deploy_data("Token", "TKN", 18))
+        staged.client.send(sender, token, token_art.encode_call("mint", sender, 10**18))
+        head = staged.client.block_number()
+        logs = staged.client.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head),
+                                                  "address": token})
+        assert logs
+        old_url = staged.node.rpc_url
+        staged.restart_from_dump()
+        assert staged.node.rpc_url != old_url  # a new process, from the dump
+        assert staged.client.block_number() == head
+        assert staged.client.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head),
+                                                  "address": token}) == logs
+        balance = token_art.decode_result("balanceOf", staged.client.eth_call(
+            token, token_art.encode_call("balanceOf", sender)))[0]
+        assert balance == 10**18
+        staged.client.send(sender, token, token_art.encode_call("mint", sender, 1))  # nonce
+        assert staged.client.block_number() == head + 1
+    finally:
+        staged.close()
