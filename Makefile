@@ -11,18 +11,20 @@ PYTEST_ARGS ?=
 setup: $(VENV)/.installed $(VENV)/wheelhouse/.built node_modules/.installed vendor/npm/.installed \
        system-deps
 
-# Debian's prometheus (promtool, the rule and scrape tests) and prometheus-alertmanager (the
-# Alertmanager sink's tests). Installed only when missing; needs root or sudo.
-SYSTEM_BINARIES := prometheus promtool prometheus-alertmanager
+# Debian's prometheus (promtool, the rule and scrape tests), prometheus-alertmanager (the
+# Alertmanager sink's tests) and faketime (libfaketime: a wall-clock step under a running
+# keeperd). Installed only when missing; needs root or sudo.
+SYSTEM_BINARIES := prometheus promtool prometheus-alertmanager faketime
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager faketime
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages prometheus prometheus-alertmanager (missing:$$missing)"; \
+	  echo "installing Debian packages $(SYSTEM_PACKAGES) (missing:$$missing)"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null || \
-	  { echo "could not install prometheus/prometheus-alertmanager: install them with apt"; exit 1; }; \
+	    $(SYSTEM_PACKAGES) >/dev/null || \
+	  { echo "could not install $(SYSTEM_PACKAGES): install them with apt"; exit 1; }; \
 	fi
 	@# PostgreSQL's server (the replicated storage's tests start their own cluster on loopback);
 	@# Debian keeps its binaries in /usr/lib/postgresql/<major>/bin, off PATH.
