@@ -58,16 +58,25 @@ REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # Liquidations simulated, signed and broadcast together; the most profitable go first.
 WAVE = 16
-# The simulation's gas cap: a multiple of the planned limit (the plan may be short of a
-# receipt's worth of experience). The simulation measures what the call needs, and the
-# transaction is sent with at least that (times `gas_limit_margin`): simulating with more gas
-# than is then sent passed calls that ran out of gas on chain.
+# A call is simulated with the gas limit it is sent with (simulating with more gas than was
+# then sent passed calls that ran out of gas on chain). One that fails there is measured, up
+# to this multiple of the plan (the plan may be short of a receipt's worth of experience),
+# and if it succeeds so, sent with what it needs times `gas_limit_margin`.
 SIMULATION_GAS_FACTOR = 3
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
 FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "held",
                  "no_capital")
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """A wave item that would succeed; `gas_needed` when it had to be measured (it failed at
+    the plan's limit), None when the plan's limit sufficed."""
+
+    gas_needed: int | None
+
 
 
 @dataclass(frozen=True)
@@ -311,16 +320,39 @@ class Executor:
         return None
 
     async def _simulate(self, wave: list[tuple[Call, str]]) -> list[object]:
+        """Each call of the wave as it would be sent: from the keeper, against the latest
+        block, with the gas limit the plan sends it with — one `eth_call` each, one batch. A
+        revert fails it with its data. (Against "pending", anvil first re-executes its whole
+        mempool, which costs more than it tells: our own earlier liquidations never share a
+        position with this one.)
+
+        A call that fails may only be short of gas at the plan's limit — which rarely looks
+        like running out of gas: an inner call starved by the 63/64 rule makes the outer one
+        revert. So each failure alone is tried again with `eth_estimateGas` (capped at
+        SIMULATION_GAS_FACTOR times the plan): it succeeds for a call short of gas, which is
+        then sent with what it needs; a real revert fails there too, with its data. (Every
+        call was gas-estimated for a while: a binary search of executions per call, which
+        tripled the block-to-broadcast latency of a wave — bench/README.md.) Successes are
+        `Simulated`."""
         sender = self.keeper or wave[0][0].target
-        # The simulation: the exact call, from the keeper, against the latest block, as a gas
-        # estimate (a revert fails it with its data, as eth_call would; success says how much
-        # gas it needs). (Against "pending", anvil first re-executes its whole mempool, which
-        # costs more than it tells: our own earlier liquidations never share a position with
-        # this one.)
-        return await self.pool.batch([
-            ("eth_estimateGas", [{"from": sender, "to": c.target, "data": "0x" + c.data.hex(),
-                                  "gas": hex(c.opportunity.gas_limit * SIMULATION_GAS_FACTOR)},
-                                 "latest"]) for c, _ in wave])
+
+        def tx(call: Call, gas: int) -> dict[str, str]:
+            return {"from": sender, "to": call.target, "data": "0x" + call.data.hex(),
+                    "gas": hex(gas)}
+
+        answers = await self.pool.batch([("eth_call", [tx(c, c.opportunity.gas_limit),
+                                                       "latest"]) for c, _ in wave])
+        out: list[object] = [a if isinstance(a, Exception) else Simulated(None)
+                             for a in answers]
+        short = [i for i, a in enumerate(answers) if isinstance(a, RpcError)]
+        if short:
+            estimates = await self.pool.batch([("eth_estimateGas", [tx(
+                wave[i][0], wave[i][0].opportunity.gas_limit * SIMULATION_GAS_FACTOR),
+                "latest"]) for i in short])
+            for i, estimate in zip(short, estimates, strict=True):
+                out[i] = (Simulated(int(estimate, 16)) if isinstance(estimate, str)
+                          else estimate)
+        return out
 
     async def _wave(self, wave: list[tuple[Call, str]], simulations: list[object],
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
@@ -339,7 +371,7 @@ class Executor:
                     self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                     continue
                 stage(*self.labels, "simulated_ok").inc()
-                needed = int(sim, 16) if isinstance(sim, str) else None
+                needed = sim.gas_needed if isinstance(sim, Simulated) else None
                 decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
                 if decision is None:
                     stage(*self.labels, "unprofitable").inc()

@@ -268,6 +268,35 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     assert len([e for e in await journal.all() if e.account == victim]) == 1
 
 
+async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_what_it_needs(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A wave is simulated with one eth_call each at the gas limit the plan sends; a call
+    that runs out of gas there (the plan short of experience) is measured with
+    eth_estimateGas and sent with what it needs — never with the plan's limit, which would
+    run out of gas on chain too."""
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    liquidator = keeper.daemon.executors["aave"].liquidator
+    short = 120_000  # a liquidation needs several times this
+    liquidator._gas_limit = lambda plan: short  # type: ignore[method-assign]
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        _, journal, sent = await crash_and_collect(devnet, keeper)
+        assert len(sent) > 5
+        await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    for entry in sent:
+        [tx] = await journal.txs(entry.key)
+        assert tx.gas_limit > 2 * short, (entry.key, tx.gas_limit)
+        receipt = devnet.client.call("eth_getTransactionReceipt", tx.tx_hash)
+        assert receipt["status"] == "0x1", entry.key
+        assert int(receipt["gasUsed"], 16) > short  # it did need more than the plan said
+    assert await journal.by_status(J.REVERTED) == []
+
+
 async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
