@@ -34,7 +34,9 @@ def provenance() -> dict[str, Any]:
     anvil = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "package.json"
     return {
         "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # (the result files a run writes are not the code it measured)
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                           ":(exclude)bench/results")),
         "anvil": json.loads(anvil.read_text())["version"] if anvil.is_file() else None,
         "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(),
                     "python": platform.python_version()},
