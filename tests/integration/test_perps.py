@@ -309,3 +309,33 @@ async def test_hyperliquid_builder_dexes_are_read_with_their_own_markets() -> No
     # Its own market's leverage: 10x -> maintenance 5 % of the notional.
     assert builder.maintenance_margin == pytest.approx(1_200.0)
     assert builder.health == pytest.approx(6_000.0 / 1_200.0)
+
+
+async def test_a_monitor_keeps_its_venue_client_across_polls() -> None:
+    """The venue's client lives as long as its monitor: a request type the venue does not
+    serve (the recording has no `metaAndAssetCtxs`; the venue answers 422) is asked once, not
+    at every poll, and the rate limit spans the polls (4 requests a second over all of them; a
+    client made anew each poll started a fresh bucket)."""
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.perps.monitor import PerpMonitor
+
+    asked: list[dict[str, Any]] = []
+    async with serve(hyperliquid_app(log=asked)) as hl:
+        config = parse_config({
+            "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                    "rpc_urls": ["http://127.0.0.1:1"]}],
+            "protocols": [{"kind": "hyperliquid", "api_url": hl, "rate_limit": 4,
+                           "accounts": [HL_USER]}]}, env={})
+        monitor = PerpMonitor(config.perp_venues[0], Metrics())
+        try:
+            started = time.monotonic()
+            for _ in range(4):
+                [account] = await monitor.poll()
+            took = time.monotonic() - started
+        finally:
+            await monitor.close()
+    kinds = [body["type"] for body in asked]
+    assert kinds.count("metaAndAssetCtxs") == 1, kinds
+    assert kinds.count("meta") == kinds.count("clearinghouseState") == 4
+    assert took >= 0.9 * (len(asked) - 1) / 4  # one request at once, then 4 a second
+    assert account.positions

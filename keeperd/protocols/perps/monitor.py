@@ -9,11 +9,13 @@ import structlog
 from keeperd.alerts.engine import AlertEngine
 from keeperd.config import DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
+from keeperd.protocols.perps.dydx import DydxClient
+from keeperd.protocols.perps.hyperliquid import HyperliquidClient
 from keeperd.protocols.perps.margin import PerpAccount, liquidated_notional_by_move
 from keeperd.protocols.perps.venues import (
     PARTIAL_LIQUIDATION,
-    fetch_accounts,
     maintenance_moves,
+    venue_reader,
 )
 from keeperd.risk.health import RISK_LEVELS, bucket_label
 
@@ -30,6 +32,9 @@ class PerpMonitor:
         self.alerts = alerts
         self.accounts: list[PerpAccount] = []
         self._session: aiohttp.ClientSession | None = None
+        # One client for the daemon's life (it was made anew at every poll: the rate limit
+        # started afresh and a missing API type was asked for and warned about every time).
+        self._reader: HyperliquidClient | DydxClient | None = None
         metrics.perp_polls.labels(config.name, "error")
 
     async def close(self) -> None:
@@ -39,9 +44,11 @@ class PerpMonitor:
     async def poll(self) -> list[PerpAccount]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+            self._reader = venue_reader(self.config, self._session)
+        assert self._reader is not None
         venue = self.config.name
         try:
-            accounts = await fetch_accounts(self.config, self._session)
+            accounts = await self._reader.accounts(self.config.accounts)
         except Exception as exc:  # the venue is down or lying: counted, retried next poll
             self.metrics.perp_polls.labels(venue, "error").inc()
             log.warning("perps.poll_failed", venue=venue, error=f"{type(exc).__name__}: {exc}")

@@ -24,12 +24,21 @@ VENUES: dict[str, tuple[str, Callable[[VenueClient, Any], HyperliquidClient | Dy
 PARTIAL_LIQUIDATION: dict[str, tuple[float, float]] = {"hyperliquid": (100_000.0, 0.2)}
 
 
-async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
-                         session: aiohttp.ClientSession) -> list[PerpAccount]:
+def venue_reader(config: HyperliquidConfig | DydxV4Config, session: aiohttp.ClientSession
+                 ) -> HyperliquidClient | DydxClient:
+    """The venue's client, to keep for as long as the venue is polled: its rate limit spans
+    the polls, and what it learnt of the venue (Hyperliquid without `metaAndAssetCtxs`) is
+    not asked — and warned about — again at every poll."""
     url_field, venue = VENUES[config.kind]
     client = VenueClient(session, getattr(config, url_field), rate_limit=config.rate_limit,
                          max_attempts=config.max_attempts, timeout_s=config.timeout_s)
-    return await venue(client, config).accounts(config.accounts)
+    return venue(client, config)
+
+
+async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
+                         session: aiohttp.ClientSession) -> list[PerpAccount]:
+    """Once (the command-line tools): the watched accounts as the venue reports them."""
+    return await venue_reader(config, session).accounts(config.accounts)
 
 
 def maintenance_moves(config: HyperliquidConfig | DydxV4Config) -> bool:
