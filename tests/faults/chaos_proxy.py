@@ -4,8 +4,9 @@ the fault suite (#17) puts between keeperd and the chain.
 It understands JSON-RPC, single calls and batches, so a fault can be one method's: a node
 refusing wide `eth_getLogs` ranges, a node *behind the head* (its view frozen some blocks back,
 answering as real nodes do: `eth_blockNumber` its own head, blocks above it absent, logs
-clamped to it without an error, state queries above it refused), a method that hangs, answers
-429 or 5xx, resets the connection, or answers something that is not JSON-RPC. Everything it
+clamped to it without an error, state queries above it refused), a node of another network
+(`chain_id`), a method that hangs, answers 429 or 5xx, resets the connection, or answers
+something that is not JSON-RPC. Everything it
 does not change goes to the node as it came.
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
@@ -81,6 +82,7 @@ class ChaosProxy:
         self.faults: dict[str, Fault] = {}  # by method; "*": every method
         self.lag: int | None = None  # blocks behind the node, or None for a node at the head
         self.max_log_range: int | None = None  # eth_getLogs over more blocks: refused
+        self.chain_id: int | None = None  # answers eth_chainId so: a node of another network
         self.seen: collections.Counter[str] = collections.Counter()
         self.faulted: collections.Counter[str] = collections.Counter()
         self._session: aiohttp.ClientSession | None = None
@@ -138,6 +140,8 @@ class ChaosProxy:
         method, params = call.get("method", ""), list(call.get("params") or [])
         self.seen[method] += 1
         reply = {"jsonrpc": "2.0", "id": call.get("id")}
+        if self.chain_id is not None and method == "eth_chainId":
+            return {**reply, "result": hex(self.chain_id)}
         if method == "eth_getLogs" and self.max_log_range is not None:
             f = params[0]
             if "blockHash" not in f and (int(f["toBlock"], 16) - int(f["fromBlock"], 16) + 1

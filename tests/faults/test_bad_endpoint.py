@@ -34,7 +34,8 @@ async def book_through(devnet: Devnet, urls: list[str], state: Path,
     store = await IndexStore.open(state)
     try:
         async with RpcPool.from_urls("devnet", urls, metrics=metrics,
-                                     settings=RpcPoolSettings(timeout=1.0)) as pool:
+                                     settings=RpcPoolSettings(timeout=1.0),
+                                     expected_chain_id=31337) as pool:
             adapter = make_adapter(devnet, pool, store, metrics)
             await adapter.start()
             head = devnet.client.block_number()
@@ -66,3 +67,20 @@ async def test_a_bad_first_endpoint_is_failed_over_and_changes_nothing(
                                        "outcome": outcome}) or 0.0
         for m in ("batch", "eth_blockNumber", "eth_call", "eth_getBlockByNumber", "eth_chainId"))
     assert failed >= 1
+
+
+async def test_a_first_endpoint_of_another_chain_is_never_used(
+        devnet: Devnet, tmp_path: Path) -> None:
+    """#17 item 3 with the chaos proxy: a node that answers for chain 1 — a copy-pasted
+    mainnet URL — is asked its chain id and nothing else; the book is the healthy node's."""
+    direct = await book_through(devnet, [devnet.manifest["rpc_url"]], tmp_path / "direct",
+                                Metrics())
+    metrics = Metrics()
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
+        proxy.chain_id = 1
+        through = await book_through(devnet, [proxy.url, devnet.manifest["rpc_url"]],
+                                     tmp_path / "through", metrics)
+        assert set(proxy.seen) == {"eth_chainId"}, proxy.seen
+    assert through == direct and direct[0]
+    assert metrics.registry.get_sample_value(
+        "keeperd_rpc_endpoint_up", {"chain": "devnet", "endpoint": "0"}) == 0
