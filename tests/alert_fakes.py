@@ -8,15 +8,18 @@ formats (success bodies, error bodies, rate-limit answers). This machine cannot 
   429 with Retry-After.
 - Discord execute webhook: content up to 2000 characters; 429 with a JSON body carrying
   retry_after in seconds (and a Retry-After header); ?wait=true answers with the message.
+- keeperd's own signed webhook, in a thread (`Webhook`), for tests whose keeperd is a process.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiohttp import web
@@ -190,3 +193,40 @@ def discord_429(retry_after: float, header_s: int | None = None
 
 def status(code: int, text: str = "") -> Callable[[], web.Response]:
     return lambda: web.Response(status=code, text=text or f"status {code}")
+
+
+class Webhook:
+    """A webhook receiver on loopback, in a thread (the keeperd under test is a process, and
+    may stall its own event loop): every POST in `posts` as (monotonic arrival, its
+    Idempotency-Key, the status answered); the accepted ones in `received` as (key, body).
+    `retry_after_first`: each notification's first delivery is answered 429 with that
+    Retry-After, the next one taken; otherwise every POST is answered 200."""
+
+    def __init__(self, retry_after_first: int | None = None) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.posts: list[tuple[float, str, int]] = []
+        received, posts = self.received, self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                key = self.headers["Idempotency-Key"]
+                refuse = (retry_after_first is not None
+                          and all(k != key for _, k, _ in posts))
+                posts.append((time.monotonic(), key, 429 if refuse else 200))
+                if not refuse:
+                    received.append((key, json.loads(body)))
+                self.send_response(429 if refuse else 200)
+                if refuse:
+                    self.send_header("Retry-After", str(retry_after_first))
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()

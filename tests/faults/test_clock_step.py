@@ -10,9 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +18,11 @@ import pytest
 import yaml
 
 from keeperd.devnet.handle import Devnet
+from tests.alert_fakes import Webhook
 from tests.keeperd_process import log_digest, start_keeperd, wait_until
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 RETRY_AFTER_S = 6
-
-
-class RateLimitedWebhook:
-    """A receiver that answers each notification's first delivery 429 with a Retry-After and
-    takes it the second time; every POST is recorded with its (real, monotonic) arrival."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[float, str, int]] = []  # (arrival, idempotency key, status)
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                key = self.headers["Idempotency-Key"]
-                first = all(k != key for _, k, _ in posts)
-                status = 429 if first else 200
-                posts.append((time.monotonic(), key, status))
-                self.send_response(status)
-                if first:
-                    self.send_header("Retry-After", str(RETRY_AFTER_S))
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 def log_times(logs: Path) -> list[float]:
@@ -78,7 +46,7 @@ def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
     assert len(watched) == 2
     clock = tmp_path / "faketime.rc"
     clock.write_text("+0\n")
-    webhook = RateLimitedWebhook()
+    webhook = Webhook(retry_after_first=RETRY_AFTER_S)
     config = tmp_path / "keeperd.yaml"
     config.write_text(yaml.safe_dump({
         "state_dir": str(tmp_path / "state"),

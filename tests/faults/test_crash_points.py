@@ -24,6 +24,7 @@ import yaml
 from keeperd.crashpoints import ENV as CRASH_ENV
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
+from tests.alert_fakes import Webhook
 from tests.faults.invariants import (
     assert_index_complete,
     journal_problems,
@@ -32,7 +33,6 @@ from tests.faults.invariants import (
 )
 from tests.integration.test_daemon import get
 from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
-from tests.integration.test_replicas import Webhook
 from tests.keeperd_process import start_keeperd, wait_until
 
 SECRET = "crash-point-webhook-secret"

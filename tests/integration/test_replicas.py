@@ -10,10 +10,8 @@ import json
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 import yaml
 
 from keeperd.devnet.handle import Devnet
+from tests.alert_fakes import Webhook
 from tests.faults.invariants import keeper_liquidations
 from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
 from tests.keeperd_process import start_keeperd, wait_until
@@ -64,32 +63,6 @@ def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         finally:
             await conn.close()
     return asyncio.run(run())
-
-
-class Webhook:
-    """A webhook receiver on loopback, in a thread (the replicas are processes): every POST
-    recorded with its Idempotency-Key, answered 200."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.headers["Idempotency-Key"], json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 class Pair:

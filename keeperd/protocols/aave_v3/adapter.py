@@ -227,8 +227,8 @@ class AaveV3Adapter:
             # (accounts that disagreed with the pool are read and checked again while held;
             # one that left the index has nothing left to disagree on)
             suspects = self._parity_suspects = self._parity_suspects & self.accounts
-            if not suspects:
-                self.record_parity(block, (), ())
+            if not suspects:  # (a hold whose every suspect left: nothing to check again)
+                self.parity_mismatch = None
             update = await self.read_positions(sorted((touched | suspects) & self.accounts),
                                                market, block, always_check=suspects)
             positions = previous.positions.merge(update, drop=dropped)
