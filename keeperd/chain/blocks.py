@@ -223,6 +223,15 @@ class BlockSource:
             return  # already seen
         tip = self.head
         if tip is None:
+            # The first head has nothing to be checked against: a made-up one (a lying or
+            # misrouted node) would become the tip, and every real head after it would be
+            # ignored as old. It must be a block the chain has, asked by its hash.
+            if not await self._exists(header):
+                self.metrics.block_source_errors.labels(self.chain, "unknown_head").inc()
+                log.warning("block_source.unknown_first_head", chain=self.chain,
+                            claimed=header.number, hash=header.hash,
+                            note="no block has that hash: not followed from it")
+                return
             self._remember(header)
             await self._emit(NewBlock(header))
             return
@@ -300,6 +309,10 @@ class BlockSource:
                 continue
             self._remember(h)
             await self._emit(NewBlock(h))
+
+    async def _exists(self, header: BlockHeader) -> bool:
+        raw = await self.pool.request("eth_getBlockByHash", [header.hash, False])
+        return raw is not None and raw.get("number") == hex(header.number)
 
     async def _builds_on(self, header: BlockHeader, candidate: BlockHeader) -> bool:
         """A later head confirms a far-ahead one: its child, or a descendant whose chain

@@ -109,6 +109,16 @@ async def _no_record(tx: TxRecord) -> None:
     return None
 
 
+def node_has_it(message: str) -> bool:
+    """A refusal that means the node already holds these very bytes — the answer to a
+    broadcast sent again (a retry after a lost answer, a rebroadcast at start): geth's "already
+    known", older nodes' "known transaction", anvil's and OpenEthereum's "already imported",
+    Nethermind's "AlreadyKnown". The transaction is in the mempool: sent, not refused."""
+    m = message.lower()
+    return "already known" in m or "alreadyknown" in m or "known transaction" in m or \
+        "already imported" in m
+
+
 class TxManager:
     def __init__(self, pool: RpcPool, key: KeeperKey, chain_id: int, *, metrics: Metrics,
                  policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
@@ -230,7 +240,7 @@ class TxManager:
                 out.append(None)
                 continue
             if isinstance(answer, Exception) and not (
-                    isinstance(answer, RpcError) and "known" in answer.message.lower()):
+                    isinstance(answer, RpcError) and node_has_it(answer.message)):
                 refused = True
                 self.pending.pop(pending.key, None)
                 out.append(SendRefused(f"broadcast of {record.tx_hash} failed: {answer}"))
@@ -283,9 +293,8 @@ class TxManager:
             return
         except RpcError as exc:
             message = exc.message.lower()
-            if "already" in message or "known transaction" in message:
-                return  # the same bytes are already in the pool ("already known",
-                # "already imported"): fine
+            if node_has_it(message):
+                return
             if private and "nonce" not in message:
                 raise InDoubt(f"private endpoint: {exc}") from None
             await self.sync_nonce()  # a refused nonce may leave a gap: ask the node

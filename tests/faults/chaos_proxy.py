@@ -5,13 +5,16 @@ It understands JSON-RPC, single calls and batches, so a fault can be one method'
 refusing wide `eth_getLogs` ranges, a node *behind the head* (its view frozen some blocks back,
 answering as real nodes do: `eth_blockNumber` its own head, blocks above it absent, logs
 clamped to it without an error, state queries above it refused), a node of another network
-(`chain_id`), a method that hangs, answers 429 or 5xx, resets the connection, or answers
-something that is not JSON-RPC. Everything it
-does not change goes to the node as it came.
+(`chain_id`), a node that lies about the head (`lie_ahead`: one far-future header now and
+then), a method that hangs, answers 429 or 5xx, resets the connection, answers something that
+is not JSON-RPC or an answer without end, or reaches the node and then loses its answer (a
+broadcast accepted, the reply dropped). A fault can be limited to its first `times` calls.
+Everything it does not change goes to the node as it came.
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
         proxy.lag = 3                          # three blocks behind the node
         proxy.faults["eth_call"] = Fault.status(503)
+        proxy.faults["eth_sendRawTransaction"] = Fault.drop_answer(times=1)
         pool = RpcPool.from_urls("devnet", [proxy.url, devnet.manifest["rpc_url"]])
 
 `proxy.seen` counts the calls it answered, per method (batch items one by one);
@@ -45,23 +48,38 @@ class Fault:
 
     kind: str
     value: Any = None
+    times: int | None = None  # only the first calls meet it; None: every call
+    batches_only: bool = False  # only calls inside a JSON-RPC batch meet it
 
     @classmethod
-    def status(cls, code: int) -> Fault:
-        return cls("status", code)
+    def status(cls, code: int, times: int | None = None) -> Fault:
+        return cls("status", code, times)
 
     @classmethod
-    def hang(cls) -> Fault:
-        return cls("hang")
+    def hang(cls, times: int | None = None) -> Fault:
+        return cls("hang", None, times)
 
     @classmethod
-    def reset(cls) -> Fault:
-        return cls("reset")
+    def reset(cls, times: int | None = None) -> Fault:
+        """The connection reset before the node saw the request."""
+        return cls("reset", None, times)
 
     @classmethod
-    def body(cls, raw: bytes) -> Fault:
+    def drop_answer(cls, times: int | None = None) -> Fault:
+        """The request reaches the node, which acts on it; then the connection resets before
+        the answer (a timeout after the node accepted a broadcast)."""
+        return cls("drop_answer", None, times)
+
+    @classmethod
+    def body(cls, raw: bytes, times: int | None = None) -> Fault:
         """This answer instead (malformed shapes: `b'{"jsonrpc": "2.0", "id": 1}'`, ...)."""
-        return cls("body", raw)
+        return cls("body", raw, times)
+
+    @classmethod
+    def endless(cls, times: int | None = None) -> Fault:
+        """An answer that starts as JSON-RPC and never ends (streamed until the reader hangs
+        up, or 512 MB whatever happens)."""
+        return cls("endless", None, times)
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
@@ -83,11 +101,20 @@ class ChaosProxy:
         self.lag: int | None = None  # blocks behind the node, or None for a node at the head
         self.max_log_range: int | None = None  # eth_getLogs over more blocks: refused
         self.chain_id: int | None = None  # answers eth_chainId so: a node of another network
+        # A node that lies about the head: every `lie_every`-th head it is asked for
+        # (eth_blockNumber, eth_getBlockByNumber "latest") is this many blocks ahead of the
+        # node's, a header with a made-up hash and parent.
+        self.lie_ahead: int | None = None
+        self.lie_every = 3
+        self.lies_told = 0
+        self.streamed: list[int] = []  # bytes written of each endless answer
         self.seen: collections.Counter[str] = collections.Counter()
         self.faulted: collections.Counter[str] = collections.Counter()
         self._session: aiohttp.ClientSession | None = None
         self._stack = contextlib.AsyncExitStack()
         self._closing = asyncio.Event()
+        self._used: collections.Counter[str] = collections.Counter()
+        self._heads_asked = 0
 
     async def __aenter__(self) -> ChaosProxy:
         self._session = await self._stack.enter_async_context(aiohttp.ClientSession())
@@ -102,15 +129,27 @@ class ChaosProxy:
 
     # --- the request ------------------------------------------------------------------------
 
+    def _fault(self, method: str, in_batch: bool) -> Fault | None:
+        key = method if method in self.faults else "*"
+        fault = self.faults.get(key)
+        if fault is None or (fault.batches_only and not in_batch):
+            return None
+        if fault.times is not None and self._used[key] >= fault.times:
+            return None
+        return fault
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         calls = body if isinstance(body, list) else [body]
-        delay = 0.0
+        delay = slow = 0.0
+        drop_answer = False
         for call in calls:
-            fault = self.faults.get(call.get("method", ""), self.faults.get("*"))
+            method = call.get("method", "")
+            fault = self._fault(method, isinstance(body, list))
             if fault is None:
                 continue
-            self.faulted[call.get("method", "")] += 1
+            self._used[method if method in self.faults else "*"] += 1
+            self.faulted[method] += 1
             if fault.kind == "status":
                 return web.Response(status=fault.value, text="chaos")
             if fault.kind == "hang":  # (until the proxy closes: then the connection drops)
@@ -124,17 +163,34 @@ class ChaosProxy:
                 return web.Response()
             if fault.kind == "body":
                 return web.Response(body=fault.value, content_type="application/json")
+            if fault.kind == "endless":
+                return await self._endless(request)
             if fault.kind == "delay":
                 delay = max(delay, fault.value)
+            if fault.kind == "drop_answer":
+                drop_answer = True
+            if fault.kind == "slow_answer":
+                slow = max(slow, fault.value)
         await asyncio.sleep(delay)  # (once per request, a batch as a single call)
         head = await self._node_head() - self.lag if self.lag is not None else None
         answers = [await self._answer(call, head) for call in calls]
-        for call in calls:
-            fault = self.faults.get(call.get("method", ""), self.faults.get("*"))
-            if fault is not None and fault.kind == "slow_answer":
-                await asyncio.sleep(fault.value)
-                break
+        if drop_answer:  # the node has acted on it; its answer is lost on the way
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        await asyncio.sleep(slow)
         return web.json_response(answers if isinstance(body, list) else answers[0])
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        chunk = b'{"jsonrpc": "2.0", "id": 0, "result": "0x' + b"0" * 65536
+        self.streamed.append(0)
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the reader hung up
+            while self.streamed[-1] < 512 * 2**20 and not self._closing.is_set():
+                await resp.write(chunk)
+                self.streamed[-1] += len(chunk)
+        return resp
 
     async def _answer(self, call: dict[str, Any], head: int | None) -> dict[str, Any]:
         method, params = call.get("method", ""), list(call.get("params") or [])
@@ -142,6 +198,12 @@ class ChaosProxy:
         reply = {"jsonrpc": "2.0", "id": call.get("id")}
         if self.chain_id is not None and method == "eth_chainId":
             return {**reply, "result": hex(self.chain_id)}
+        if self.lie_ahead is not None and _asks_head(method, params):
+            self._heads_asked += 1
+            if self._heads_asked % self.lie_every == 0:
+                self.lies_told += 1
+                self.faulted[method] += 1
+                return {**reply, "result": await self._lie(method)}
         if method == "eth_getLogs" and self.max_log_range is not None:
             f = params[0]
             if "blockHash" not in f and (int(f["toBlock"], 16) - int(f["fromBlock"], 16) + 1
@@ -189,10 +251,30 @@ class ChaosProxy:
             answer: dict[str, Any] = await resp.json(content_type=None)
         return answer
 
+    async def _lie(self, method: str) -> Any:
+        """A head `lie_ahead` blocks past the node's: the node's latest header renumbered, with
+        a hash and a parent no real block has."""
+        assert self.lie_ahead is not None
+        latest = (await self._forward({"jsonrpc": "2.0", "id": 0, "method":
+                                       "eth_getBlockByNumber", "params": ["latest", False]}))
+        header = dict(latest["result"])
+        number = int(header["number"], 16) + self.lie_ahead
+        if method == "eth_blockNumber":
+            return hex(number)
+        made_up = f"{self.lies_told:064x}"
+        header.update(number=hex(number), hash="0x" + "ab" * 16 + made_up[-32:],
+                      parentHash="0x" + "cd" * 16 + made_up[-32:], transactions=[])
+        return header
+
     async def _node_head(self) -> int:
         answer = await self._forward({"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber",
                                       "params": []})
         return int(answer["result"], 16)
+
+
+def _asks_head(method: str, params: list[Any]) -> bool:
+    return method == "eth_blockNumber" or (
+        method == "eth_getBlockByNumber" and bool(params) and params[0] == "latest")
 
 
 def _block(tag: Any, head: int) -> int:

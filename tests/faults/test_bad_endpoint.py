@@ -1,6 +1,7 @@
 """#17 item 4 and the pool's quarantine: one endpoint among healthy ones that answers 5xx, 429,
-resets the connection, hangs, or answers something that is not JSON-RPC (an error that is a
-string, no result, a non-list to a batch) is the endpoint's fault — failed over, counted,
+resets the connection, hangs, loses its answers after acting on them, answers something that is
+not JSON-RPC (an error that is a string, no result, a non-list to a batch) or an answer without
+end, is the endpoint's fault — failed over, counted,
 ranked last or benched — and never an exception in keeperd: the protocol's index and book come
 out exactly as from a healthy node alone."""
 
@@ -26,7 +27,12 @@ FAULTS = {
                      "bad_response"),
     "no result": (Fault.body(b'{"jsonrpc": "2.0", "id": 1}'), "bad_response"),
     "not json": (Fault.body(b"<html>502 Bad Gateway</html>"), "bad_response"),
+    "answer lost": (Fault.drop_answer(), "transport_error"),
+    "endless answer": (Fault.endless(), "too_large"),
 }
+# Answers past this are cut off (the default, 128 MB, would stream for a while on loopback;
+# the book's largest answer is far below it).
+MAX_RESPONSE_BYTES = 8 * 2**20
 
 
 async def book_through(devnet: Devnet, urls: list[str], state: Path,
@@ -34,7 +40,8 @@ async def book_through(devnet: Devnet, urls: list[str], state: Path,
     store = await IndexStore.open(state)
     try:
         async with RpcPool.from_urls("devnet", urls, metrics=metrics,
-                                     settings=RpcPoolSettings(timeout=1.0),
+                                     settings=RpcPoolSettings(
+                                         timeout=1.0, max_response_bytes=MAX_RESPONSE_BYTES),
                                      expected_chain_id=31337) as pool:
             adapter = make_adapter(devnet, pool, store, metrics)
             await adapter.start()
@@ -60,6 +67,8 @@ async def test_a_bad_first_endpoint_is_failed_over_and_changes_nothing(
         through = await book_through(devnet, [proxy.url, devnet.manifest["rpc_url"]],
                                      tmp_path / "through", metrics)
         assert sum(proxy.faulted.values()) >= 1
+        # An endless answer is cut off near the bound, not read to its end.
+        assert all(n < MAX_RESPONSE_BYTES + 4 * 2**20 for n in proxy.streamed), proxy.streamed
     assert through == direct
     assert direct[0]  # (the borrowers, not two empty books)
     failed = sum(metrics.registry.get_sample_value(

@@ -54,6 +54,24 @@ async def test_a_far_future_head_from_a_lying_endpoint_is_not_trusted(pool: RpcP
         source.chain, "unconfirmed_jump")._value.get() == 1
 
 
+async def test_a_made_up_first_head_is_not_followed_from(pool: RpcPool, devnet: Devnet) -> None:
+    """#17: the very first head has nothing to be checked against; a made-up one (a lying
+    node asked first) used to become the tip, and every real head after it was ignored as
+    old — keeperd followed nothing. A first head must be a block the chain has."""
+    from keeperd.chain.blocks import BlockHeader
+
+    source = BlockSource(pool)
+    events = recorder(source)
+    start = devnet.client.block_number()
+    await source.process_header(BlockHeader(start + 10_000, "0x" + "ab" * 32, "0x" + "cd" * 32,
+                                            2**40))
+    assert source.head is None and events == []
+    await source.poll_once()
+    assert [e.header.number for e in events if isinstance(e, NewBlock)] == [start]
+    assert source.metrics.block_source_errors.labels(
+        source.chain, "unknown_head")._value.get() == 1
+
+
 async def test_a_long_gap_is_followed_once_a_block_builds_on_it(pool: RpcPool,
                                                                 devnet: Devnet) -> None:
     """A real jump past the window (an outage): the far head is confirmed by the next block

@@ -41,10 +41,12 @@ def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) ->
                 "approve", devnet.manifest["aave_v3"]["pool"], 2**256 - 1))
 
 
-def config_for(devnet: Devnet, tmp_path: Path, mode: str, **keeper: object):
+def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str] | None = None,
+               **keeper: object):
     return parse_config({
         "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": rpc_urls or [devnet.manifest["rpc_url"]],
                     "confirmations": 0, "poll_interval": 0.1}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
