@@ -312,7 +312,7 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=300)
-    parser.add_argument("--crash", type=float, default=0.30, help="WETH price drop (0.30 = 30%)")
+    parser.add_argument("--crash", type=float, default=0.30, help="WETH price drop (0.30 = 30 %%)")
     parser.add_argument("--log", type=Path, default=ROOT / ".devnet" / "demo.log")
     args = parser.parse_args()
     args.log.parent.mkdir(parents=True, exist_ok=True)

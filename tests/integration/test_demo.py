@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,3 +35,33 @@ def test_the_demo_liquidates_on_both_protocols_and_stops_cleanly(tmp_path: Path)
     assert re.search(r"\d+ alerts received, signatures verified \(0 refused\)", out)
     assert "position_liquidated/event" in out and "cascade_risk" in out
     assert out.rstrip().endswith("=== stopped cleanly " + "=" * 59)
+
+
+def test_the_demo_and_every_command_explain_themselves(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` of the demo, of `keeperd` and of each of its commands and sub-commands answers
+    (a stray "%" in a help text makes argparse raise instead: the demo's `--crash` help said
+    "30%)")."""
+    import argparse
+
+    from keeperd.cli import build_parser
+
+    demo = subprocess.run([sys.executable, "-m", "keeperd.demo", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 0 and "--crash" in demo.stdout, demo.stderr[-2000:]
+
+    def paths(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += paths(sub, [*prefix, name])
+        return found
+
+    commands = paths(build_parser(), [])
+    assert len(commands) > 10
+    for command in commands:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*command, "--help"])
+        assert done.value.code == 0, command
+        assert "usage:" in capsys.readouterr().out, command

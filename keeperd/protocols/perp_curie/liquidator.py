@@ -47,6 +47,12 @@ log = structlog.get_logger(__name__)
 
 # Measured on anvil: liquidate 1.5-1.9M gas, closePosition ~0.5M.
 LIQUIDATE_GAS = 2_000_000
+# A liquidation closes the position through the market's pool: its gas grows with the ticks
+# the trade crosses, and a liquidation (or an unwind) mined before it in the same block moves
+# the pool. Seen in the demo: one simulated at 2.55 M gas at the head ran out of gas on chain
+# behind the keeper's own earlier trades in that market (2.54 M used, the next attempt 2.37 M
+# fine). The learnt worst case gets this much more room on top of the usual margin.
+POOL_PATH_HEADROOM = 1.4
 # Measured 0.24 M for an account with no position left, 0.35 M with one: what is learnt from
 # receipts only ever raises these (a lighter account first must not starve a heavier one).
 LIQUIDATE_COLLATERAL_GAS = 500_000
@@ -144,7 +150,7 @@ class CurieLiquidator:
                 Need(VAULT, "USDC (free collateral)", 6, margin_needed // 10**12 + 1, profit),
                 profit, notional / cm.WAD, 0.0,
                 int(max(self._gas_used.get(p.base, 0), LIQUIDATE_GAS)
-                    * self.config.gas_limit_margin),
+                    * self.config.gas_limit_margin * POOL_PATH_HEADROOM),
                 (t.account, p.base, size),
                 f"market={p.market} size={size} notional={notional} fee={fee} "
                 f"bad_debt={t.account_value < 0}"))
