@@ -23,6 +23,7 @@ import structlog
 from keeperd.devnet import aave, aave36, aave_origin, curie, morpho, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
+from keeperd.devnet.dump import dump_state
 
 log = structlog.get_logger(__name__)
 
@@ -98,34 +99,25 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
     return BuiltState(state_json, json.loads(manifest_path.read_text()))
 
 
-def _dump(client: DevnetClient) -> dict[str, Any]:
-    """anvil's state with its call traces dropped (80 % of a dump; nothing reads them)."""
-    raw = bytes.fromhex(client.call("anvil_dumpState").removeprefix("0x"))
-    state: dict[str, Any] = json.loads(gzip.decompress(raw))
-    del raw
-    for tx in state.get("transactions", []):
-        tx.get("info", {})["traces"] = []
-    return state
-
-
 class _StagedNode:
-    """The build's anvil, restarted from a dump of itself (traces dropped) between stages of
-    borrowers: anvil keeps every transaction's call traces in memory and dumps them too, and
-    at 100,000 borrowers in one go it grew past 24 GB in `anvil_dumpState` (#18)."""
+    """The build's anvil. It keeps only a few past states (each a whole copy of the state:
+    128 of them at 100,000 borrowers were ~12 GB), and is restarted from a dump of itself
+    (traces dropped) between stages of borrowers: anvil keeps every transaction's call traces
+    in memory and dumps them too, and at 100,000 borrowers in one go it grew past 24 GB in
+    `anvil_dumpState` (#18)."""
+
+    HISTORY = 8  # past states kept: the build reads at the head only
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.node = Anvil().start()
+        self.node = Anvil(history=self.HISTORY).start()
         self.client = DevnetClient(self.node.rpc_url)
 
     def restart_from_dump(self) -> None:
         path = self.folder / "stage.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            json.dump(_dump(self.client), out)
-        tmp.replace(path)
+        dump_state(self.node.rpc_url, path)
         self.close()
-        self.node = Anvil(load_state=path).start()
+        self.node = Anvil(load_state=path, history=self.HISTORY).start(timeout=600)
         self.client = DevnetClient(self.node.rpc_url)
 
     def close(self) -> None:
@@ -166,7 +158,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
                  if aave_version != "v3.0" else {})
         block = client.block_number()
-        state = _dump(client)
+        dump_state(staged.node.rpc_url, folder / "state.json.gz.tmp", compress=True)
     finally:
         staged.close()
         (folder / "stage.json").unlink(missing_ok=True)
@@ -190,10 +182,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
             for p in plans
         ],
     }
-    tmp = folder / "state.json.gz.tmp"
-    with gzip.open(tmp, "wt", compresslevel=5) as f:
-        json.dump(state, f)  # (streamed: no second copy of a large state in memory)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    tmp.replace(folder / "state.json.gz")
+    (folder / "state.json.gz.tmp").replace(folder / "state.json.gz")
     log.info("devnet.build_finished", accounts=accounts, seconds=round(time.monotonic() -
              started, 2), block=block)
