@@ -54,11 +54,11 @@ async def check_invariants(devnet: Devnet, keeper: Running, entries: dict[str, J
 
 
 # (kind, times): once — the pool's retry reaches the node, which says it has the bytes
-# ("already imported") or takes them now; every time (every attempt at every batch) — the
-# wave is in doubt, tracked and sent again, one by one, at the next block.
+# ("already imported"); every time (every attempt at every batch) — the wave is in doubt,
+# tracked and sent again, one by one, at the next block: whether the node had it (the answer
+# lost) or not (the connection reset before it saw the request).
 LOSSES = {"answer lost after the node took it, once": ("drop_answer", 1),
           "answer lost after the node took it, every time": ("drop_answer", None),
-          "connection reset before the node saw it, once": ("reset", 1),
           "connection reset before the node saw it, every time": ("reset", None)}
 
 
