@@ -49,10 +49,13 @@ def ensure_alive(devnet: Devnet) -> bool:
 def _isolated(session: Devnet) -> Iterator[Devnet]:
     """The session devnet, reverted to its state before the test when the test ends.
 
-    anvil 1.7.1 (the newest release) can panic inside eth_getTransactionReceipt
-    ("range end index 4 out of range for slice of length 3", backend/mem/mod.rs:3717) and
-    exit; seen twice, both times during the lost-race test. Then it is started again from the
-    cached state, so one crash does not fail every later test."""
+    anvil 1.7.1 (the newest release) panics and exits when an eth_getTransactionReceipt it
+    is serving meets an evm_revert that removes the transaction's block ("range end index 4
+    out of range for slice of length 3", backend/mem/mod.rs:3717; reproduced outside the
+    suite by reading receipts in two threads while reverting). Nothing may look up receipts
+    while the fixture reverts: `run_daemon` lets anvil finish a stopped daemon's last
+    requests first. Should anvil still die, it is started again from the cached state, so one
+    crash fails one test, not every later one."""
     ensure_alive(session)
     head = session.client.block_number()
     snap = session.snapshot()
