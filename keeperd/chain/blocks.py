@@ -79,6 +79,11 @@ BlockEvent = NewBlock | Reorg
 Handler = Callable[[BlockEvent], Awaitable[None]]
 
 
+# How far past the HTTP endpoints' head a first head not yet known to them by its hash may be
+# (a websocket's node a block or two ahead of a provider's load-balanced HTTP nodes).
+FIRST_HEAD_LEAD = 2
+
+
 class BlockSource:
     def __init__(
         self,
@@ -225,8 +230,10 @@ class BlockSource:
         if tip is None:
             # The first head has nothing to be checked against: a made-up one (a lying or
             # misrouted node) would become the tip, and every real head after it would be
-            # ignored as old. It must be a block the chain has, asked by its hash.
-            if not await self._exists(header):
+            # ignored as old. It must be a block the chain has, asked by its hash — or, for a
+            # websocket a block or two ahead of the HTTP endpoints, no further than that past
+            # their head.
+            if not await self._plausible_first(header):
                 self.metrics.block_source_errors.labels(self.chain, "unknown_head").inc()
                 log.warning("block_source.unknown_first_head", chain=self.chain,
                             claimed=header.number, hash=header.hash,
@@ -310,9 +317,12 @@ class BlockSource:
             self._remember(h)
             await self._emit(NewBlock(h))
 
-    async def _exists(self, header: BlockHeader) -> bool:
+    async def _plausible_first(self, header: BlockHeader) -> bool:
         raw = await self.pool.request("eth_getBlockByHash", [header.hash, False])
-        return raw is not None and raw.get("number") == hex(header.number)
+        if raw is not None:
+            return bool(raw.get("number") == hex(header.number))
+        pool_head = int(await self.pool.request("eth_blockNumber"), 16)
+        return pool_head < header.number <= pool_head + FIRST_HEAD_LEAD
 
     async def _builds_on(self, header: BlockHeader, candidate: BlockHeader) -> bool:
         """A later head confirms a far-ahead one: its child, or a descendant whose chain

@@ -72,6 +72,27 @@ async def test_a_made_up_first_head_is_not_followed_from(pool: RpcPool, devnet: 
         source.chain, "unknown_head")._value.get() == 1
 
 
+async def test_a_first_head_just_past_the_http_endpoints_is_followed(
+        pool: RpcPool, devnet: Devnet) -> None:
+    """A websocket's node may be a block ahead of the HTTP endpoints, which then do not know
+    its first head by hash yet: one block past their head is followed (10,000 is not, above);
+    the real chain takes over as it comes."""
+    from keeperd.chain.blocks import BlockHeader
+
+    source = BlockSource(pool)
+    events = recorder(source)
+    start = devnet.client.block_number()
+    ahead = BlockHeader(start + 1, "0x" + "ab" * 32, "0x" + "cd" * 32, 2**40)
+    await source.process_header(ahead)
+    assert source.head == ahead
+    devnet.mine(2)
+    await source.poll_once()
+    assert source.head is not None and source.head.number == start + 2
+    assert source.head.hash == devnet.client.call("eth_getBlockByNumber", "latest",
+                                                  False)["hash"]
+    assert next(e.header.number for e in events if isinstance(e, NewBlock)) == start + 1
+
+
 async def test_a_long_gap_is_followed_once_a_block_builds_on_it(pool: RpcPool,
                                                                 devnet: Devnet) -> None:
     """A real jump past the window (an outage): the far head is confirmed by the next block
