@@ -95,6 +95,14 @@ class AccountIndexer:
         self.max_response_bytes = 4 * 1024 * target_logs
         self._known: set[str] = set()
         self._indexed = start_block - 1  # what the persisted cursor says (loaded by `start`)
+        # Read but not yet persisted (the state directory refused the write: a full disk, a
+        # locked file): the last block read and its hash, and the accounts first seen since
+        # the persisted cursor, with their blocks. Reading goes on from `_read_to` — every
+        # borrower is watched from memory — and the backlog is written with the next range
+        # (or alone) once the directory takes it.
+        self._read_to = start_block - 1
+        self._read_to_hash: str | None = None
+        self._unwritten: dict[str, int] = {}
         self._started = False
         # The scanner and the periodic index job may both ask; one catch-up at a time.
         self._lock = asyncio.Lock()
@@ -109,8 +117,8 @@ class AccountIndexer:
 
     @property
     def indexed_block(self) -> int:
-        """The last block whose accounts are persisted (a range read while the state directory
-        refused writes is read again)."""
+        """The last block whose accounts are persisted (what was read past it while the
+        state directory refused writes is watched from memory, and written later)."""
         return self._indexed
 
     async def start(self) -> int | None:
@@ -119,6 +127,7 @@ class AccountIndexer:
         None if nothing changed."""
         cursor = await self.store.cursor(self.protocol)
         self._indexed = cursor.block if cursor else self.start_block - 1
+        self._read_to = self._indexed
         self._known = set(await self.store.accounts(self.protocol))
         self._started = True
         return await self._rewind_past_replaced_blocks("restart")
@@ -130,7 +139,7 @@ class AccountIndexer:
         are checked against the chain too (one request when they still hold)."""
         self._rewinds += 1  # (a range being read now may be of the replaced branch)
         dropped = []
-        if self.indexed_block > ancestor:
+        if self._read_to > ancestor:
             dropped = await self._rewind(ancestor, reason="reorg")
         before = set(self._known)
         if await self._rewind_past_replaced_blocks("deep_reorg") is not None:
@@ -168,11 +177,36 @@ class AccountIndexer:
             # account without a position reads as nothing to watch).
             self._write_failed("rewind", to_block, exc)
             dropped = []
+        # What was only read, not persisted, above the ancestor goes too.
+        dropped += [a for a, block in self._unwritten.items() if block > to_block]
+        self._unwritten = {a: b for a, b in self._unwritten.items() if b <= to_block}
         self._known.difference_update(dropped)
         self._indexed = min(self._indexed, to_block)
+        if self._read_to > to_block:
+            self._read_to, self._read_to_hash = to_block, None
         log.warning("index.rewound", protocol=self.protocol, to_block=to_block, reason=reason,
                     accounts_dropped=len(dropped))
         return dropped
+
+    async def _write_backlog(self) -> bool:
+        """Persist what was read while the state directory refused writes, up to the last
+        block read; False while it still refuses (the catch-up then only reads)."""
+        if self._read_to <= self._indexed:
+            return True
+        rewinds = self._rewinds
+        try:
+            written = await self.store.record_indexed(
+                self.protocol, self._read_to, self._read_to_hash, self._unwritten.items(),
+                still_valid=lambda: self._rewinds == rewinds)
+        except Exception as exc:
+            self._write_failed("backlog", self._read_to, exc)
+            return False
+        if written:
+            log.info("index.backlog_persisted", protocol=self.protocol, to_block=self._read_to,
+                     accounts=len(self._unwritten))
+            self._indexed = self._read_to
+            self._unwritten = {}
+        return True
 
     def _write_failed(self, what: str, to_block: int, exc: Exception) -> None:
         self.metrics.state_write_errors.labels("index").inc()
@@ -193,7 +227,8 @@ class AccountIndexer:
         if not self._started:
             raise RuntimeError(f"{self.protocol}: AccountIndexer.start() was not awaited")
         target = head - self.confirmations
-        start = self.indexed_block + 1
+        writable = await self._write_backlog()
+        start = self._read_to + 1
         update = IndexUpdate(start, start - 1, set(), set(), 0)
         started = time.perf_counter()
         while start <= target:
@@ -241,35 +276,39 @@ class AccountIndexer:
             def current(expected: int = rewinds) -> bool:
                 return self._rewinds == expected
 
-            try:
-                written = await self.store.record_indexed(
-                    self.protocol, end, header["hash"], seen.items(), still_valid=current)
-            except Exception as exc:
-                # A full disk (or a locked file): the accounts are watched from memory; the
-                # cursor stays where it was written, so this range is read again — and
-                # persisted — once writes work again. (Going on to the next range would move
-                # the cursor past this one with its accounts unwritten.)
-                self._write_failed("range", end, exc)
-                persisted = False
-            else:
-                if not (written and current()):
-                    # A reorg rewound the index while this range was read (before the write:
-                    # nothing written; after: the rewind removed it): read again from the
-                    # rewound cursor at the next catch-up.
-                    log.info("index.range_dropped_by_reorg", protocol=self.protocol,
-                             from_block=start, to_block=end)
-                    break
-                self._indexed = end
-                persisted = True
             if not current():
-                break
+                break  # (read across a rewind: maybe of the replaced branch)
+            backlog = dict(self._unwritten)
+            for account, block in seen.items():
+                backlog.setdefault(account, block)
+            if writable:
+                try:
+                    written = await self.store.record_indexed(
+                        self.protocol, end, header["hash"], backlog.items(),
+                        still_valid=current)
+                except Exception as exc:
+                    # A full disk (or a locked file): the accounts are watched from memory
+                    # and reading goes on; the persisted cursor stays, and what was read
+                    # since is written with the next range once the directory takes it.
+                    self._write_failed("range", end, exc)
+                    writable = False
+                else:
+                    if not (written and current()):
+                        # A reorg rewound the index while this range was read (before the
+                        # write: nothing written; after: the rewind removed it): read again
+                        # from the rewound cursor at the next catch-up.
+                        log.info("index.range_dropped_by_reorg", protocol=self.protocol,
+                                 from_block=start, to_block=end)
+                        break
+                    self._indexed = end
+                    backlog = {}
+            self._unwritten = backlog
+            self._read_to, self._read_to_hash = end, header["hash"]
             update.touched.update(seen)
             update.new.update(a for a in seen if a not in self._known)
             self._known.update(seen)
             update.to_block = end
             update.logs += count
-            if not persisted:
-                break
             if count > self.target_logs:
                 self.chunk = max(1, self.chunk // 2)
             elif count < self.target_logs // 4:

@@ -18,6 +18,8 @@ import pytest
 
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
+from tests.faults.invariants import assert_index_complete
+from tests.faults.test_lagging_endpoint import NEWCOMER
 from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
 
 
@@ -66,7 +68,16 @@ async def test_a_full_state_disk_is_reported_and_survived(devnet: Devnet, tmp_pa
                             {"what": "status"}) >= 1
         assert "No space left" in daemon.readiness()[1]["state_dir"]["error"]
         devnet.mine(2)  # blocks keep being followed and evaluated
-        await keeper.evaluated_at(devnet.client.block_number())
+        # A borrower first seen while nothing can be written: watched from memory now, and
+        # in the persisted index once space is back (the invariant below).
+        devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 1000.0)
+        opened = devnet.client.block_number()
+        await keeper.evaluated_at(opened)
+        watched = daemon.scanners["aave"].adapter.accounts
+        # (the disk filled before the first catch-up had written anything: every seeded
+        # borrower is watched all the same — the indexer used to stop at its first unwritten
+        # range, and keeperd watched nobody)
+        assert {b["address"] for b in devnet.manifest["borrowers"]} | {NEWCOMER} <= watched
         filler.unlink()
         before = json.loads(status.read_text())["updated_at"]
         deadline = time.monotonic() + 15
@@ -76,3 +87,5 @@ async def test_a_full_state_disk_is_reported_and_survived(devnet: Devnet, tmp_pa
         assert json.loads(status.read_text())["updated_at"] > before
         assert "state_dir" not in daemon.readiness()[1]
         assert not keeper.task.done()
+        await keeper.evaluated_at(devnet.mine(1))
+        await assert_index_complete(devnet, disk / "state", "aave", opened)

@@ -471,6 +471,13 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
         "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]})
     users = [entry["topics"][3] for entry in logs]
     assert len(users) == len(set(users)) == len(sent)
+    # The fault suite's invariants (#17): no opportunity under two nonces, no nonce shared,
+    # nothing left planned or pending; the index as complete as a fresh one.
+    from tests.faults.invariants import assert_index_complete, journal_problems, read_state
+
+    rows, txs, _ = read_state(db)
+    assert not journal_problems(rows, txs)
+    asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave", mined - 1))
 
 
 async def test_the_key_never_reaches_logs_or_metrics(devnet: Devnet, tmp_path: Path,
