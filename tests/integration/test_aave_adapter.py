@@ -243,6 +243,45 @@ async def test_reorg_drops_an_account_seen_only_on_the_dropped_branch(
     assert NEWCOMER not in await store.accounts("aave")
 
 
+async def test_an_index_that_cannot_write_reads_on_and_forgets_a_reorged_newcomer(
+        devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metrics, tmp_path: Path
+        ) -> None:
+    """While the state directory refuses writes (#17: a full disk) the index reads on into
+    memory; a reorg drops what was only read on the replaced branch; once writes work, the
+    backlog is persisted and the index equals a fresh one."""
+    from tests.faults.invariants import assert_index_complete
+
+    adapter = make_adapter(devnet, pool, store, metrics)
+    await adapter.start()
+    await adapter.discover(devnet.client.block_number())
+    written = await store.cursor("aave")
+    record = store.record_indexed
+
+    async def disk_full(*args: object, **kwargs: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+    store.record_indexed = disk_full  # type: ignore[method-assign]
+    other = "0x000000000000000000000000000000000000FEeD"
+    devnet.open_position(other, "WETH", 1.0, "USDC", 1000.0)  # stays
+    await adapter.discover(devnet.client.block_number())
+    snap, ancestor = devnet.snapshot(), devnet.client.block_number()
+    devnet.open_position(NEWCOMER, "WETH", 1.0, "USDC", 1000.0)  # reorged away
+    await adapter.discover(devnet.client.block_number())
+    assert {other, NEWCOMER} <= adapter.accounts  # watched from memory
+    assert await store.cursor("aave") == written  # nothing persisted meanwhile
+    devnet.revert(snap)
+    devnet.mine(3)
+    await adapter.on_reorg(ancestor)
+    assert NEWCOMER not in adapter.accounts and other in adapter.accounts
+    store.record_indexed = record  # type: ignore[method-assign]  # space is back
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    assert (await store.cursor("aave")).block == head
+    assert other in await store.accounts("aave")
+    assert NEWCOMER not in await store.accounts("aave")
+    await assert_index_complete(devnet, tmp_path, "aave", head)
+
+
 async def test_a_reorg_one_block_deeper_than_confirmations_rewinds_the_last_indexed_block(
         devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metrics) -> None:
     """With `confirmations: 2` the index stops two blocks behind the head; a reorg three deep
