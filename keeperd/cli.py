@@ -70,9 +70,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from keeperd.checks import check_config
 
     configure_logging("warning", "console")
-    config = check_config(Path(args.path), online=not args.offline)
+    if (args.path is None) == (args.config_path is None):
+        print("keeperd check-config: give the config file once, as PATH or --config PATH",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    path = args.path or args.config_path
+    config = check_config(Path(path), online=not args.offline)
     where = "offline" if args.offline else "against the chains"
-    print(f"{args.path}: OK ({len(config.chains)} chain(s), {len(config.protocols)} "
+    print(f"{path}: OK ({len(config.chains)} chain(s), {len(config.protocols)} "
           f"protocol(s), mode {config.keeper.mode}; checked {where})")
     return EXIT_OK
 
@@ -429,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config and check it against the chains")
-    p.add_argument("path")
+    p.add_argument("path", nargs="?")
+    # (every other command takes --config: a user who types it here is not wrong either)
+    p.add_argument("--config", dest="config_path", help="the config file (or give it as PATH)")
     p.add_argument("--offline", action="store_true", help="validate the file only")
     p.set_defaults(func=_cmd_check_config)
 

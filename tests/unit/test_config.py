@@ -205,3 +205,21 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
         {"kind": "hyperliquid", "api_url": "http://api.hyperliquid.example",
          "accounts": ["0x" + "22" * 20]}]})
     assert path == "protocols[0].api_url"
+
+
+def test_check_config_takes_the_file_as_path_or_as_config(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Every other command takes `--config PATH`; `check-config` takes that too, besides its
+    PATH (a user typing `keeperd check-config --config x.yaml` used to get "unrecognized
+    arguments"). Both at once, or neither, is a usage error that says so."""
+    from keeperd.cli import main
+
+    config = tmp_path / "keeperd.yaml"
+    config.write_text("state_dir: /tmp/keeperd-state\nchains:\n  - name: devnet\n"
+                      "    chain_id: 31337\n    rpc_urls: [http://127.0.0.1:8545]\n"
+                      "protocols: []\n")
+    assert main(["check-config", str(config), "--offline"]) == 0
+    assert main(["check-config", "--config", str(config), "--offline"]) == 0
+    assert capsys.readouterr().out.count(": OK (1 chain(s)") == 2
+    assert main(["check-config", "--offline"]) == 2
+    assert main(["check-config", str(config), "--config", str(config), "--offline"]) == 2
+    assert "as PATH or --config PATH" in capsys.readouterr().err
