@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from keeperd.chain.rpc import RpcUnavailable
 from keeperd.config import Config, ConfigError, config_json_schema, load_config
 from keeperd.logs import configure_logging
 
@@ -539,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    except RpcUnavailable as exc:  # (its message names endpoints by their redacted URLs)
+        print(f"keeperd {args.command}: the chain did not answer: {exc}\n"
+              "  fix: check that a node in the config's rpc_urls is up and reachable from "
+              "here (the local devnet: `keeperd devnet up`)", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `keeperd scan --json | head`

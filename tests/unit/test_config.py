@@ -223,3 +223,20 @@ def test_check_config_takes_the_file_as_path_or_as_config(tmp_path, capsys) -> N
     assert main(["check-config", "--offline"]) == 2
     assert main(["check-config", str(config), "--config", str(config), "--offline"]) == 2
     assert "as PATH or --config PATH" in capsys.readouterr().err
+
+
+def test_a_command_whose_chain_does_not_answer_says_so_without_a_traceback(
+        tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`keeperd scan` with no node behind the config's URL (the devnet not started) printed a
+    Python traceback; now one line says what did not answer and what to check."""
+    from keeperd.cli import main
+
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nchains:\n  - name: devnet\n"
+                      "    chain_id: 31337\n    rpc_urls: [http://127.0.0.1:1]\n"
+                      "protocols:\n  - kind: aave_v3\n    name: aave\n    chain: devnet\n"
+                      "    addresses_provider: '0x" + "11" * 20 + "'\n")
+    assert main(["scan", "--once", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "the chain did not answer" in err and "fix:" in err
+    assert "Traceback" not in err
