@@ -78,6 +78,9 @@ class Pending:
     # passed, or a node acknowledges it.
     in_doubt: bool = False
     first_block: int = -1  # the block of the first send (-1: sent_block)
+    # The block at which its nonce was first seen passed with no receipt of ours (see
+    # `_settle`): dropped only if that still holds at a later block.
+    nonce_passed_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.first_block < 0:
@@ -313,7 +316,7 @@ class TxManager:
         latest_nonce = int(await self.pool.request(
             "eth_getTransactionCount", [self.address, "latest"]), 16)
         for key, p in mine:
-            outcome = await self._settle(p, latest_nonce)
+            outcome = await self._settle(p, latest_nonce, block)
             if outcome is not None:
                 outcomes.append(outcome)
                 del self.pending[key]
@@ -335,7 +338,7 @@ class TxManager:
             await self._replace(p, block)
         return outcomes
 
-    async def _settle(self, p: Pending, latest_nonce: int) -> Outcome | None:
+    async def _settle(self, p: Pending, latest_nonce: int, block: int) -> Outcome | None:
         for record in reversed(p.attempts):
             receipt = await self.pool.request("eth_getTransactionReceipt", [record.tx_hash])
             if receipt is None:
@@ -347,8 +350,15 @@ class TxManager:
                            int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
         if latest_nonce > p.nonce:
             # The nonce was used by a transaction we do not know (another process with this
-            # key, or a replacement we never recorded): ours can no longer be mined.
-            return Outcome(p.key, "dropped", None)
+            # key, or a replacement we never recorded): ours can no longer be mined — if
+            # that still holds at a later block. A node may count the nonce before it serves
+            # the receipt (anvil between executing a block and storing it; a load-balanced
+            # provider whose receipt comes from a node a block behind): a liquidation mined
+            # that moment was marked dropped and planned again.
+            if p.nonce_passed_at is None:
+                p.nonce_passed_at = block
+            if block > p.nonce_passed_at:
+                return Outcome(p.key, "dropped", None)
         return None
 
     async def _replace(self, p: Pending, block: int) -> None:

@@ -76,6 +76,12 @@ class Fault:
         return cls("body", raw, times)
 
     @classmethod
+    def answer(cls, result: Any, times: int | None = None) -> Fault:
+        """This result instead of the node's, in a well-formed reply (a node that has not got
+        a receipt yet: `Fault.answer(None)` to eth_getTransactionReceipt)."""
+        return cls("answer", result, times)
+
+    @classmethod
     def endless(cls, times: int | None = None) -> Fault:
         """An answer that starts as JSON-RPC and never ends (streamed until the reader hangs
         up, or 512 MB whatever happens)."""
@@ -143,7 +149,8 @@ class ChaosProxy:
         calls = body if isinstance(body, list) else [body]
         delay = slow = 0.0
         drop_answer = False
-        for call in calls:
+        answered: dict[int, Any] = {}  # call index -> the result it gets instead
+        for i, call in enumerate(calls):
             method = call.get("method", "")
             fault = self._fault(method, isinstance(body, list))
             if fault is None:
@@ -171,9 +178,13 @@ class ChaosProxy:
                 drop_answer = True
             if fault.kind == "slow_answer":
                 slow = max(slow, fault.value)
+            if fault.kind == "answer":
+                answered[i] = fault.value
         await asyncio.sleep(delay)  # (once per request, a batch as a single call)
         head = await self._node_head() - self.lag if self.lag is not None else None
-        answers = [await self._answer(call, head) for call in calls]
+        answers = [{"jsonrpc": "2.0", "id": call.get("id"), "result": answered[i]}
+                   if i in answered else await self._answer(call, head)
+                   for i, call in enumerate(calls)]
         if drop_answer:  # the node has acted on it; its answer is lost on the way
             assert request.transport is not None
             request.transport.abort()

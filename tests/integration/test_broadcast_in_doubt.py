@@ -134,3 +134,25 @@ async def test_a_transaction_no_longer_wanted_is_cancelled(devnet: Devnet, pool:
     assert (outcome.key, outcome.status, outcome.tx_hash) == ("d", "cancelled",
                                                               cancel.tx_hash)
     assert receipt(devnet, record.tx_hash) is None  # the liquidation never landed
+
+
+async def test_a_receipt_served_a_block_after_the_nonce_is_not_a_drop(
+        devnet: Devnet, metrics: Metrics) -> None:
+    """A node may count the nonce before it serves the receipt (anvil between executing a
+    block and storing it; a load-balanced provider whose receipt comes from a node a block
+    behind). Seen once in the replica test: a liquidation mined that moment was marked
+    dropped — and planned again. The nonce passed without a receipt counts as a drop only if
+    it still holds at a later block."""
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
+            RpcPool.from_urls("devnet", [proxy.url], metrics=metrics) as pool:
+        tx = manager(pool, metrics)
+        record = await tx.send("e", DEAD, b"", 21_000, 10**18,
+                               block=devnet.client.block_number())
+        block = devnet.mine(1)
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None, times=1)  # not yet
+        assert await tx.watch(block, lambda key: True) == []
+        assert proxy.faulted["eth_getTransactionReceipt"] == 1
+        [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
+    assert (outcome.key, outcome.status, outcome.tx_hash) == ("e", "included", record.tx_hash)

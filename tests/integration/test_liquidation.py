@@ -472,11 +472,14 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
     users = [entry["topics"][3] for entry in logs]
     assert len(users) == len(set(users)) == len(sent)
     # The fault suite's invariants (#17): no opportunity under two nonces, no nonce shared,
-    # nothing left planned or pending; the index as complete as a fresh one.
+    # nothing of the wave left planned or pending (what the restarted keeper sent after it —
+    # the half-liquidated accounts again — may still be in flight when it is stopped); the
+    # index as complete as a fresh one.
     from tests.faults.invariants import assert_index_complete, journal_problems, read_state
 
     rows, txs, _ = read_state(db)
-    assert not journal_problems(rows, txs)
+    assert not journal_problems([(k, st) for k, st in rows
+                                 if k in sent or st == "planned"], txs)
     asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave", mined - 1))
 
 
