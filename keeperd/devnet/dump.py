@@ -148,56 +148,42 @@ def _write_filtered(chunks: Iterator[str], out: IO[str]) -> None:
     """The dump's top-level object, its large members (blocks, transactions, accounts) written
     element by element; every transaction's `info.traces` emptied."""
     r = _Reader(chunks)
-    r.expect("{")
-    out.write("{")
-    first = True
-    while r.peek() != "}":
-        if not first:
-            r.expect(",")
-            out.write(",")
-        first = False
-        key = r.value()
-        r.expect(":")
-        out.write(json.dumps(key) + ":")
+    for _ in _entries(r, out, "{", "}"):
+        key = _key(r, out)
         opening = r.peek()
         if opening == "[":
-            _stream_array(r, out, drop_traces=key == "transactions")
+            for _ in _entries(r, out, "[", "]"):
+                item = r.value()
+                if key == "transactions" and isinstance(item, dict) \
+                        and isinstance(item.get("info"), dict):
+                    item["info"]["traces"] = []
+                out.write(json.dumps(item))
         elif opening == "{":
-            _stream_object(r, out)
+            for _ in _entries(r, out, "{", "}"):
+                _key(r, out)
+                out.write(json.dumps(r.value()))
         else:
             out.write(json.dumps(r.value()))
-    r.expect("}")
-    out.write("}")
 
 
-def _stream_array(r: _Reader, out: IO[str], *, drop_traces: bool) -> None:
-    r.expect("[")
-    out.write("[")
+def _entries(r: _Reader, out: IO[str], opening: str, closing: str) -> Iterator[None]:
+    """Once per element (or member) of the array (or object) at the reader, the brackets and
+    commas around them copied to `out`; the caller reads and writes each."""
+    r.expect(opening)
+    out.write(opening)
     first = True
-    while r.peek() != "]":
+    while r.peek() != closing:
         if not first:
             r.expect(",")
             out.write(",")
         first = False
-        item = r.value()
-        if drop_traces and isinstance(item, dict) and isinstance(item.get("info"), dict):
-            item["info"]["traces"] = []
-        out.write(json.dumps(item))
-    r.expect("]")
-    out.write("]")
+        yield
+    r.expect(closing)
+    out.write(closing)
 
 
-def _stream_object(r: _Reader, out: IO[str]) -> None:
-    r.expect("{")
-    out.write("{")
-    first = True
-    while r.peek() != "}":
-        if not first:
-            r.expect(",")
-            out.write(",")
-        first = False
-        key = r.value()
-        r.expect(":")
-        out.write(json.dumps(key) + ":" + json.dumps(r.value()))
-    r.expect("}")
-    out.write("}")
+def _key(r: _Reader, out: IO[str]) -> Any:
+    key = r.value()
+    r.expect(":")
+    out.write(json.dumps(key) + ":")
+    return key

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -177,6 +178,14 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
     assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
 
 
+def deploy_and_mint(client: Any, token_art: Any) -> tuple[str, str]:
+    """A token deployed and minted on a bare node: blocks, logs and state to carry over."""
+    sender = client.accounts()[2]
+    token = client.deploy(sender, token_art.deploy_data("Token", "TKN", 18))
+    client.send(sender, token, token_art.encode_call("mint", sender, 10**18))
+    return sender, token
+
+
 def test_a_staged_build_restarts_anvil_with_its_blocks_logs_and_state(tmp_path: Path) -> None:
     """Large devnets are built in stages (#18: one dump of 100,000 borrowers' history, call
     traces and all, grew anvil past 24 GB): between stages anvil is restarted from a dump of
@@ -187,9 +196,7 @@ def test_a_staged_build_restarts_anvil_with_its_blocks_logs_and_state(tmp_path: 
     staged = _StagedNode(tmp_path)
     try:
         token_art = contracts.aave("MintableERC20")
-        sender = staged.client.accounts()[2]
-        token = staged.client.deploy(sender, token_art.deploy_data("Token", "TKN", 18))
-        staged.client.send(sender, token, token_art.encode_call("mint", sender, 10**18))
+        sender, token = deploy_and_mint(staged.client, token_art)
         head = staged.client.block_number()
         logs = staged.client.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head),
                                                   "address": token})
@@ -214,17 +221,13 @@ def test_the_streamed_dump_is_anvils_own_without_traces(tmp_path: Path) -> None:
     member (7 GB of this process at 100,000 borrowers when parsed whole): the file is anvil's
     own dump, parsed whole, with the call traces emptied — and the traces were there to drop."""
     import gzip
-    import json
 
     from keeperd.devnet.dump import dump_state
     from keeperd.devnet.state import _StagedNode
 
     staged = _StagedNode(tmp_path)
     try:
-        token_art = contracts.aave("MintableERC20")
-        sender = staged.client.accounts()[2]
-        token = staged.client.deploy(sender, token_art.deploy_data("Token", "TKN", 18))
-        staged.client.send(sender, token, token_art.encode_call("mint", sender, 10**18))
+        deploy_and_mint(staged.client, contracts.aave("MintableERC20"))
         whole = json.loads(gzip.decompress(bytes.fromhex(
             staged.client.call("anvil_dumpState").removeprefix("0x"))))
         dump_state(staged.node.rpc_url, tmp_path / "dump.json.gz", compress=True)
