@@ -35,6 +35,15 @@ FAULTS = {
 MAX_RESPONSE_BYTES = 8 * 2**20
 
 
+def loopback_buffering() -> int:
+    """The most a sender can have written that its reader never read: the sender's socket
+    buffer and the reader's, each at its kernel ceiling (the third figure of tcp_wmem and
+    tcp_rmem), plus a chunk in each process."""
+    ceilings = [int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+                for name in ("tcp_wmem", "tcp_rmem")]
+    return sum(ceilings) + 2 * 2**20
+
+
 async def book_through(devnet: Devnet, urls: list[str], state: Path,
                        metrics: Metrics) -> tuple[set[str], dict[str, float]]:
     store = await IndexStore.open(state)
@@ -67,8 +76,11 @@ async def test_a_bad_first_endpoint_is_failed_over_and_changes_nothing(
         through = await book_through(devnet, [proxy.url, devnet.manifest["rpc_url"]],
                                      tmp_path / "through", metrics)
         assert sum(proxy.faulted.values()) >= 1
-        # An endless answer is cut off near the bound, not read to its end.
-        assert all(n < MAX_RESPONSE_BYTES + 4 * 2**20 for n in proxy.streamed), proxy.streamed
+        # An endless answer is cut off near the bound, not read to its end (the proxy stops
+        # at 512 MB): what the proxy wrote past the bound is at most what the two kernels
+        # buffer, which on loopback auto-tunes to several MB (CI measured 4.8 MB past it).
+        assert all(n < MAX_RESPONSE_BYTES + loopback_buffering() for n in proxy.streamed), \
+            proxy.streamed
     assert through == direct
     assert direct[0]  # (the borrowers, not two empty books)
     failed = sum(metrics.registry.get_sample_value(
