@@ -94,6 +94,9 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
     return out
 
 
+STILL_BLOCKS = 4  # blocks without a change after which the perps follow-up ends
+
+
 async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
     """Curie's mark follows its index only through trades and time (its TWAPs): the devnet's
     arbitrageur walks it there in steps, 16 s apart; keeperd liquidates traders as their
@@ -106,12 +109,19 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
     await asyncio.to_thread(settle_collateral_twap, devnet.client, devnet.manifest)
     scanner = daemon.scanners["curie-devnet"]
     executor = daemon.executors.get("curie-devnet")
+    # Until nothing is left, or nothing has changed for a few blocks with nothing in flight
+    # (what is left after a partial liquidation may not be worth the gas at the demo's min
+    # profit: waiting the 30 blocks out for it was most of the demo's run time).
+    settled = 0
+    previous = -1
     for _ in range(30):
         await wait_for_block(daemon, devnet.mine(1))
         view = scanner.view
         left = 0 if view is None else int((view.health < 1.0).sum())
         pending = await executor.journal.by_status("pending") if executor else []
-        if left == 0 and not pending:
+        settled = settled + 1 if (left == previous and not pending) else 0
+        previous = left
+        if (left == 0 and not pending) or settled >= STILL_BLOCKS:
             break
     done = ({e.account for e in await executor.journal.all()
              if e.status == "included" and ":unwind:" not in e.key} if executor else set())
