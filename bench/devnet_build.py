@@ -5,7 +5,8 @@ resident memory of the build's Python process and of its anvil (sampled every se
         --out bench/results/devnet-build-100000.json
 
 The state is built into a temporary directory (the cached one under .devnet/ is neither used
-nor touched; the compiler's cache is copied in), then measured and thrown away unless --keep.
+nor touched; the compiler's cache is copied in), then measured — the build, and an anvil
+serving the built state — and thrown away, unless --keep or --into-cache.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from keeperd.devnet.state import STAGE_BORROWERS  # noqa: E402  (the checkout's, not an install)
 
 
 def _rss_mb(pid: int) -> float:
@@ -40,11 +43,37 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _serve(state_json: Path) -> dict[str, float | int]:
+    """Start an anvil from the built state, as the scan bench does: how long it takes, what it
+    holds, and that every block is there."""
+    from keeperd.devnet.anvil import Anvil, rpc_call
+
+    started = time.monotonic()
+    node = Anvil(load_state=state_json).start(timeout=900)
+    try:
+        seconds = time.monotonic() - started
+        assert node.process is not None
+        head = int(rpc_call(node.rpc_url, "eth_blockNumber"), 16)
+        missing = [n for n in range(0, head + 1, max(1, head // 50))
+                   if rpc_call(node.rpc_url, "eth_getBlockByNumber", [hex(n), False]) is None]
+        if missing:
+            raise SystemExit(f"the built state lacks blocks {missing[:5]}...")
+        return {"load_seconds": round(seconds, 1),
+                "rss_mb_anvil_serving_the_state": round(_rss_mb(node.process.pid), 1),
+                "blocks": head + 1}
+    finally:
+        node.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the built state's folder")
+    parser.add_argument("--into-cache", action="store_true",
+                        help="then move the built state into the devnet cache (.devnet/states, "
+                             "or KEEPERD_DEVNET_DIR), replacing a cached one: bench/scan.py "
+                             "uses it instead of building it again")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from provenance import provenance  # bench/, beside this script
@@ -83,6 +112,7 @@ def main() -> int:
         return 1
     [folder] = list((devnet_dir / "states").iterdir())
     state_gz = folder / "state.json.gz"
+    loaded = _serve(folder / "state.json")
     result = {
         "what": f"build of a {args.accounts:,}-borrower devnet state from scratch "
                 "(keeperd.devnet.state.ensure_state)",
@@ -92,16 +122,26 @@ def main() -> int:
         "peak_rss_mb_build_python": round(peaks["python"], 1),
         "peak_rss_mb_together": round(peaks["together"], 1),
         "state_json_gz_mb": round(state_gz.stat().st_size / 2**20, 1),
+        "stage_borrowers": STAGE_BORROWERS,
+        **loaded,
         "measured_with": "VmRSS of the build's Python process and of its anvil child, "
-                         "sampled every second",
+                         "sampled every second; then of an anvil started from the built state",
         **provenance(),
     }
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if not args.keep:
-        import shutil
+    import shutil
 
+    if args.into_cache:
+        from keeperd.devnet import paths
+
+        cached = paths.devnet_dir() / "states" / folder.name
+        shutil.rmtree(cached, ignore_errors=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(folder, cached)
+        print(f"cached: {cached}")
+    if not args.keep:
         shutil.rmtree(devnet_dir, ignore_errors=True)
     else:
         print(f"kept: {folder}")

@@ -6,6 +6,10 @@ gigabytes, and anvil's call traces are 80 % of it. Read whole and parsed, it nee
 this process (#18). Here it never is whole: the answer is read in chunks, hex-decoded and
 gunzipped as it comes, and the JSON is re-written member by member (each block, transaction
 and account parsed alone, its traces emptied), so memory stays at the size of the largest one.
+
+A build in stages (`StageHistory`) goes further: between stages the node's blocks and
+transactions are set aside on disk and the next node starts from its accounts and head block
+alone, so no node ever holds more history than one stage's; the last dump puts it all back.
 """
 
 from __future__ import annotations
@@ -29,14 +33,59 @@ class DumpError(RuntimeError):
     pass
 
 
+class StageHistory:
+    """Blocks and transactions a staged build has set aside, one JSON value per line, in
+    the order the stages dumped them."""
+
+    KINDS = ("blocks", "transactions")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind in self.KINDS:
+            self._path(kind).touch()
+
+    def _path(self, kind: str) -> Path:
+        return self.folder / f"{kind}.ndjson"
+
+    def open_for_append(self, kind: str) -> IO[str]:
+        return open(self._path(kind), "a")
+
+    def lines(self, kind: str) -> Iterator[str]:
+        with open(self._path(kind)) as f:
+            for line in f:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+    def count(self, kind: str) -> int:
+        return sum(1 for _ in self.lines(kind))
+
+    def remove(self) -> None:
+        for kind in self.KINDS:
+            self._path(kind).unlink(missing_ok=True)
+
+
 def dump_state(rpc_url: str, path: Path, *, compress: bool = False,
-               timeout: float = 3600.0) -> None:
+               timeout: float = 3600.0, history: StageHistory | None = None,
+               set_aside: bool = False) -> None:
     """Write the node's state to `path` (gzip-compressed if `compress`), traces dropped.
-    Written beside and renamed into place: a failed dump leaves no half file."""
+    Written beside and renamed into place: a failed dump leaves no half file.
+
+    With `history` and `set_aside`, the dump is a stage's end: its transactions and every
+    block but the head go to `history`, and `path` gets the accounts and the head block, from
+    which the next stage's node starts (anvil needs its head block to load). With `history`
+    alone, it is the build's end: what the stages set aside is written back in front of the
+    node's own blocks and transactions, and `path` holds the whole chain."""
     tmp = path.with_name(path.name + ".part")
     out: IO[str]
     with (gzip.open(tmp, "wt", compresslevel=5) if compress else open(tmp, "w")) as out:
-        _write_filtered(_json_text(_dump_bytes(rpc_url, timeout)), out)
+        chunks = _json_text(_dump_bytes(rpc_url, timeout))
+        if history is None:
+            _write_filtered(chunks, out)
+        elif set_aside:
+            _write_filtered(chunks, out, set_aside=history)
+        else:
+            _write_filtered(chunks, out, put_back=history)
     tmp.replace(path)
 
 
@@ -144,26 +193,97 @@ class _Reader:
             return value
 
 
-def _write_filtered(chunks: Iterator[str], out: IO[str]) -> None:
+def _block_number(block: Any) -> int:
+    try:
+        return int(block["header"]["number"], 16)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DumpError(f"a block without a header number in the dump: {str(block)[:200]}") \
+            from exc
+
+
+def _write_filtered(chunks: Iterator[str], out: IO[str], *,
+                    set_aside: StageHistory | None = None,
+                    put_back: StageHistory | None = None) -> None:
     """The dump's top-level object, its large members (blocks, transactions, accounts) written
-    element by element; every transaction's `info.traces` emptied."""
+    element by element; every transaction's `info.traces` emptied. Blocks and transactions
+    go to `set_aside` (the head block excepted), or are preceded by those of `put_back`."""
     r = _Reader(chunks)
+    head: int | None = None
     for _ in _entries(r, out, "{", "}"):
         key = _key(r, out)
         opening = r.peek()
-        if opening == "[":
+        if opening == "[" and key in StageHistory.KINDS and set_aside is not None:
+            if key == "blocks" and head is None:
+                raise DumpError("the dump lists its blocks before best_block_number: "
+                                "cannot tell which block the next stage starts from")
+            _set_aside(r, out, key, set_aside, head)
+        elif opening == "[" and key in StageHistory.KINDS and put_back is not None:
+            _put_back(r, out, key, put_back)
+        elif opening == "[":
             for _ in _entries(r, out, "[", "]"):
-                item = r.value()
-                if key == "transactions" and isinstance(item, dict) \
-                        and isinstance(item.get("info"), dict):
-                    item["info"]["traces"] = []
-                out.write(json.dumps(item))
+                out.write(json.dumps(_without_traces(key, r.value())))
         elif opening == "{":
             for _ in _entries(r, out, "{", "}"):
                 _key(r, out)
                 out.write(json.dumps(r.value()))
         else:
-            out.write(json.dumps(r.value()))
+            value = r.value()
+            if key == "best_block_number":
+                head = int(value, 16) if isinstance(value, str) else int(value)
+            out.write(json.dumps(value))
+
+
+def _without_traces(key: Any, item: Any) -> Any:
+    if key == "transactions" and isinstance(item, dict) and isinstance(item.get("info"), dict):
+        item["info"]["traces"] = []
+    return item
+
+
+def _items(r: _Reader, key: str) -> Iterator[Any]:
+    """The elements of the array at the reader, traces dropped (the brackets consumed)."""
+    r.expect("[")
+    first = True
+    while r.peek() != "]":
+        if not first:
+            r.expect(",")
+        first = False
+        yield _without_traces(key, r.value())
+    r.expect("]")
+
+
+def _put_back(r: _Reader, out: IO[str], key: str, history: StageHistory) -> None:
+    """The blocks or transactions the stages set aside, then the dump's own; the head block
+    a stage started from (in two stages' dumps) written once."""
+    written: set[int] = set()
+    separator = ""
+    out.write("[")
+    for line in history.lines(key):
+        if key == "blocks":
+            number = _block_number(json.loads(line))
+            if number in written:
+                continue
+            written.add(number)
+        out.write(separator + line)
+        separator = ","
+    for item in _items(r, key):
+        if key == "blocks" and _block_number(item) in written:
+            continue
+        out.write(separator + json.dumps(item))
+        separator = ","
+    out.write("]")
+
+
+def _set_aside(r: _Reader, out: IO[str], key: str, history: StageHistory,
+               head: int | None) -> None:
+    """A stage's blocks or transactions, read from the dump into `history`; only the head
+    block is written to `out`."""
+    out.write("[")
+    with history.open_for_append(key) as aside:
+        for item in _items(r, key):
+            if key == "blocks" and _block_number(item) == head:
+                out.write(json.dumps(item))
+            aside.write(json.dumps(item) + "\n")
+    out.write("]")
 
 
 def _entries(r: _Reader, out: IO[str], opening: str, closing: str) -> Iterator[None]:

@@ -9,6 +9,7 @@ traces, which are 80 % of its size.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -23,7 +24,7 @@ import structlog
 from keeperd.devnet import aave, aave36, aave_origin, curie, morpho, paths, seed, uniswap
 from keeperd.devnet.anvil import DEFAULT_CHAIN_ID, Anvil
 from keeperd.devnet.client import DevnetClient
-from keeperd.devnet.dump import dump_state
+from keeperd.devnet.dump import StageHistory, dump_state
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +37,9 @@ AAVE_VERSIONS = ("v3.6", "v3.0")
 DEFAULT_AAVE = "v3.6"
 # Bump when the dump's format or the build steps here change what a state contains.
 STATE_FORMAT = 1
-# Borrowers seeded between two restarts of the build's anvil (see _StagedNode): a devnet of
-# this many or fewer is built in one go, as before.
-STAGE_BORROWERS = 25_000
+# Borrowers seeded by one node of the build (see _StagedNode): a devnet of this many or fewer
+# is built in one go. The build's memory grows with it, not with the devnet's size.
+STAGE_BORROWERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -100,29 +101,45 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
 
 
 class _StagedNode:
-    """The build's anvil. It keeps only a few past states (each a whole copy of the state:
-    128 of them at 100,000 borrowers were ~12 GB), and is restarted from a dump of itself
-    (traces dropped) between stages of borrowers: anvil keeps every transaction's call traces
-    in memory and dumps them too, and at 100,000 borrowers in one go it grew past 24 GB in
-    `anvil_dumpState` (#18)."""
+    """The build's anvil, restarted between stages of borrowers so that no node holds more
+    than one stage of history. anvil keeps every transaction — with its call traces — in
+    memory, and `anvil_dumpState` builds the whole dump in memory beside it: at 100,000
+    borrowers in one go that passed 24 GB; restarted from full dumps of itself, 7.1 GB (#18).
+    So at a stage's end its blocks and transactions are set aside on disk (`StageHistory`,
+    traces dropped) and the next node starts from the accounts and the head block alone;
+    the final dump writes the set-aside history back, so the built state has every block,
+    receipt and log, as a chain that ran the whole build would."""
 
-    HISTORY = 8  # past states kept: the build reads at the head only
+    HISTORY = 2  # past states kept (each a whole copy of the state): the build reads the head
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.history = StageHistory(folder / "history")
         self.node = Anvil(history=self.HISTORY).start()
         self.client = DevnetClient(self.node.rpc_url)
 
-    def restart_from_dump(self) -> None:
-        path = self.folder / "stage.json"
-        dump_state(self.node.rpc_url, path)
+    def restart(self) -> None:
+        """End a stage: its history set aside, a new node from the accounts and head."""
+        tip = self.folder / "tip.json"
+        dump_state(self.node.rpc_url, tip, history=self.history, set_aside=True)
         self.close()
-        self.node = Anvil(load_state=path, history=self.HISTORY).start(timeout=600)
+        self.node = Anvil(load_state=tip, history=self.HISTORY).start(timeout=600)
         self.client = DevnetClient(self.node.rpc_url)
+        tip.unlink()
+
+    def dump(self, path: Path) -> None:
+        """The whole chain, gzip-compressed: the set-aside history, then the node's own."""
+        dump_state(self.node.rpc_url, path, compress=True, history=self.history)
 
     def close(self) -> None:
         self.client.close()
         self.node.stop()
+
+    def remove_files(self) -> None:
+        self.history.remove()
+        (self.folder / "tip.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.history.folder.rmdir()
 
 
 def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> None:
@@ -146,7 +163,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
                                     profiles)
         for first in range(0, len(plans), STAGE_BORROWERS):
             if first:
-                staged.restart_from_dump()
+                staged.restart()
                 log.info("devnet.build_stage", seeded=first, of=len(plans))
             seed.seed_market(staged.client, market, plans[first:first + STAGE_BORROWERS])
         client = staged.client
@@ -158,10 +175,10 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
                  if aave_version != "v3.0" else {})
         block = client.block_number()
-        dump_state(staged.node.rpc_url, folder / "state.json.gz.tmp", compress=True)
+        staged.dump(folder / "state.json.gz.tmp")
     finally:
         staged.close()
-        (folder / "stage.json").unlink(missing_ok=True)
+        staged.remove_files()
     manifest = {
         "version": MANIFEST_VERSION,
         "chain_id": DEFAULT_CHAIN_ID,
