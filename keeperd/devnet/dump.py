@@ -57,9 +57,6 @@ class StageHistory:
                 if line.strip():
                     yield line.rstrip("\n")
 
-    def count(self, kind: str) -> int:
-        return sum(1 for _ in self.lines(kind))
-
     def remove(self) -> None:
         for kind in self.KINDS:
             self._path(kind).unlink(missing_ok=True)
