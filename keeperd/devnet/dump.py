@@ -40,10 +40,11 @@ class StageHistory:
     KINDS = ("blocks", "transactions")
 
     def __init__(self, folder: Path) -> None:
+        """Empty at the start: what a killed build left there belongs to no chain now."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         for kind in self.KINDS:
-            self._path(kind).touch()
+            self._path(kind).write_text("")
 
     def _path(self, kind: str) -> Path:
         return self.folder / f"{kind}.ndjson"

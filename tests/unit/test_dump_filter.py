@@ -97,3 +97,9 @@ def test_a_dump_that_names_its_blocks_before_its_head_is_refused(tmp_path: Path)
     with pytest.raises(DumpError, match="before best_block_number"):
         _write_filtered(iter([json.dumps(reordered)]), io.StringIO(),
                         set_aside=StageHistory(tmp_path))
+
+
+def test_a_new_build_does_not_inherit_the_history_a_killed_one_left(tmp_path: Path) -> None:
+    (tmp_path / "blocks.ndjson").write_text('{"header": {"number": "0x9"}}\n')
+    history = StageHistory(tmp_path)
+    assert list(history.lines("blocks")) == [] and list(history.lines("transactions")) == []
