@@ -66,7 +66,7 @@ def _serve(state_json: Path) -> dict[str, float | int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the built state's folder")
