@@ -204,12 +204,19 @@ class AaveV3Config(_Model):
     index_interval: float = Field(
         default=60.0, gt=0, description="Seconds between index catch-ups that run even when "
         "no block arrives.")
+    unknown_revision: Literal["verify", "hold"] = Field(
+        default="verify", description="What keeperd does on a pool whose rules it does not "
+        "know for sure (a POOL_REVISION it does not know, or a known number on a pool "
+        "implementation it does not recognise: a fork's, or an upgrade's): `verify` "
+        "evaluates with the nearest known rules and sends a liquidation only when the chain "
+        "confirms it at that block (the pool's own getUserAccountData below 1, the exact "
+        "liquidationCall simulated from the keeper, the profit from the simulated outcome); "
+        "`hold` sends nothing on that market (evaluation and alerts go on).")
     accept_revisions: list[int] = Field(
         default_factory=list, description="POOL_REVISION values keeperd does not know but the "
         "operator has checked (release notes, a fork) and accepts: liquidations go on under "
-        "the rules of the nearest known revision below. An unknown revision, or one that "
-        "changes under a running daemon, otherwise holds liquidations on this market "
-        "(evaluation and alerts go on) until it is accepted here.")
+        "the rules of the nearest known revision below, without verification, whatever the "
+        "pool's implementation.")
     parity_gate: bool = Field(
         default=True, description="A difference between keeperd's health factor and the "
         "pool's getUserAccountData (see cross_check_every) holds liquidations on this market "
@@ -591,6 +598,10 @@ class RulesConfig(_Model):
         default_factory=RuleToggle, description="Liquidations on a market are held: an "
         "unknown or changed protocol revision, or keeperd's health differing from the "
         "protocol's own.")
+    revision_unverified: RuleToggle = Field(
+        default_factory=RuleToggle, description="A market runs rules keeperd does not know "
+        "for sure (Aave: a POOL_REVISION or pool implementation it does not recognise): its "
+        "liquidations are sent only when the chain confirms each in a simulation.")
     capital_shortfall: RuleToggle = Field(
         default_factory=RuleToggle, description="The keeper's balance of a debt asset falls "
         "short of the liquidations found (they are not sent): how much is missing, how many "

@@ -395,6 +395,7 @@ class Daemon:
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
                 held=plugin.liquidation_hold(result.book),
+                verifying=plugin.liquidation_verification(result.book),
                 shortfalls=executor.capital_shortfall if executor is not None else None,
                 liquidations=seen, action=plugin.position_action)
         return on_scan

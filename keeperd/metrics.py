@@ -214,6 +214,15 @@ class Metrics:
         self.protocol_revision = Gauge(
             "keeperd_protocol_revision", "The protocol's implementation revision as it reports "
             "it (Aave: POOL_REVISION()).", ["chain", "protocol"], registry=r)
+        self.liquidations_unverified_rules = Gauge(
+            "keeperd_liquidations_under_verification", "1 while keeperd does not know the "
+            "market's rules for sure (Aave: a revision or pool implementation it does not "
+            "recognise) and sends a liquidation only when the chain confirms it in a "
+            "simulation.", ["chain", "protocol"], registry=r)
+        self.liquidations_verified = Counter(
+            "keeperd_liquidations_verified_total", "Liquidations simulated under verification, "
+            "by outcome: sent (the chain confirmed health < 1 and a profitable outcome), "
+            "refused (it did not).", ["chain", "protocol", "outcome"], registry=r)
         self.breaker_state = Gauge(
             "keeperd_breaker_tripped", "1 while liquidations depending on the asset are paused.",
             ["chain", "asset"], registry=r)

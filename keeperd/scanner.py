@@ -71,6 +71,7 @@ class ProtocolScanner:
         self._dropped: set[str] = set()
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
+        self._verification_reason: str | None = None
         # Export the should-stay-zero counters from the start, so alerts can rely on them.
         metrics.scan_skipped.labels(*self.labels)
 
@@ -237,6 +238,17 @@ class ProtocolScanner:
                 "liquidation.held" if hold else "liquidation.released",
                 protocol=protocol, reason=hold or self._hold_reason)
             self._hold_reason = hold
+        verifying = self.adapter.liquidation_verification(result.book)
+        self.metrics.liquidations_unverified_rules.labels(chain, protocol).set(
+            1 if verifying else 0)
+        if verifying != self._verification_reason:
+            (log.warning if verifying else log.info)(
+                "liquidation.verifying" if verifying else "liquidation.rules_known",
+                protocol=protocol, reason=verifying or self._verification_reason,
+                meaning="each liquidation is sent only when the chain confirms it in a "
+                        "simulation" if verifying else "liquidations are planned by rules "
+                        "keeperd knows again")
+            self._verification_reason = verifying
 
         under = np.flatnonzero(view.health < 1.0)
         liquidatable = {view.accounts[int(i)] for i in under}

@@ -195,11 +195,13 @@ class AlertEngine:
 
     async def on_scan(self, result: Any, *, chain: str, tripped: dict[str, str],
                       protocol: str | None = None, held: str | None = None,
+                      verifying: str | None = None,
                       shortfalls: dict[str, Any] | None = None,
                       liquidations: Iterable[LiquidationSeen] = (),
                       action: str = ACTION_POSITION) -> None:
         """One evaluation of a protocol, whichever. `tripped`: asset -> why its price is
-        untrusted; `held`: why its liquidations are held (None: they are not); `shortfalls`:
+        untrusted; `held`: why its liquidations are held (None: they are not); `verifying`:
+        why they are sent only on the chain's word (rules keeperd does not know); `shortfalls`:
         debt asset -> what the keeper's balance lacked; `liquidations`: its liquidation events
         of watched accounts since the last evaluation (decoded by the plug-in); `action`: what
         a watched borrower should do (the plug-in's words)."""
@@ -210,6 +212,7 @@ class AlertEngine:
             watched_rows(result.view, protocol, chain, self.watched, action,
                          lambda a: self._link(chain, "address", a)), tripped)
         conditions += self._held_conditions(chain, protocol, held)
+        conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:
             conditions += self._capital_conditions(chain, protocol, shortfalls)
         self._evaluate(conditions, chain, result.block)
@@ -347,6 +350,22 @@ class AlertEngine:
             resolved_summary=f"liquidations on {protocol} ({chain}) resume",
             action="Positions are still evaluated and alerted on; keeperd sends nothing on "
                    "this market until the cause above is cleared.")]
+
+    def _verification_conditions(self, chain: str, protocol: str, why: str | None
+                                 ) -> list[Condition]:
+        rule = self.config.rules.revision_unverified
+        route = self.config.route_for("revision_unverified")
+        if not rule.enabled or route is None:
+            return []
+        return [Condition(
+            "revision_unverified", route, {"chain": chain, "protocol": protocol},
+            "warning" if why else None, None, None, self.repeat_interval(route),
+            summary=f"{protocol} ({chain}) runs rules keeperd does not know: {why}",
+            resolved_summary=f"keeperd knows the rules {protocol} ({chain}) runs again",
+            action="Liquidations go on, each sent only when the chain confirms it in a "
+                   "simulation (the pool's own health below 1, a profitable outcome). Check "
+                   "the upgrade's release notes; a keeperd that knows the revision evaluates "
+                   "it exactly again. To send nothing meanwhile, set unknown_revision: hold.")]
 
     def _capital_conditions(self, chain: str, protocol: str, shortfalls: dict[str, Any]
                             ) -> list[Condition]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from keeperd.protocols.plugin import (
     Opportunity,
     OpportunityKey,
     Plugin,
+    Verdict,
 )
 from keeperd.scanner import ScanResult
 from keeperd.storage.lease import FencedOut
@@ -73,9 +74,15 @@ FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "hel
 @dataclass(frozen=True)
 class Simulated:
     """A wave item that would succeed; `gas_needed` when it had to be measured (it failed at
-    the plan's limit), None when the plan's limit sufficed."""
+    the plan's limit), None when the plan's limit sufficed; `verdict` when the chain itself
+    confirmed it (a call under verification), with the outcome priced from the simulation."""
 
     gas_needed: int | None
+    verdict: Verdict | None = None
+
+
+class VerificationRefused(Exception):
+    """The chain did not confirm a liquidation under verification (health, outcome)."""
 
 
 
@@ -340,11 +347,25 @@ class Executor:
             return {"from": sender, "to": call.target, "data": "0x" + call.data.hex(),
                     "gas": hex(gas)}
 
-        answers = await self.pool.batch([("eth_call", [tx(c, c.opportunity.gas_limit),
-                                                       "latest"]) for c, _ in wave])
-        out: list[object] = [a if isinstance(a, Exception) else Simulated(None)
-                             for a in answers]
-        short = [i for i, a in enumerate(answers) if isinstance(a, RpcError)]
+        def request(call: Call) -> tuple[str, list[Any]]:
+            if call.verification is None:
+                return "eth_call", [tx(call, call.opportunity.gas_limit), "latest"]
+            # The protocol's own reads, then the liquidation, in one simulated block.
+            reads = [{"from": sender, "to": to, "data": "0x" + data.hex()}
+                     for to, data in call.verification.reads]
+            return "eth_simulateV1", [{"blockStateCalls": [{"calls": [
+                *reads, tx(call, call.opportunity.gas_limit)]}], "validation": False},
+                "latest"]
+
+        answers = await self.pool.batch([request(c) for c, _ in wave])
+        out: list[object] = [
+            a if isinstance(a, Exception)
+            else self._verdict(c, a) if c.verification is not None else Simulated(None)
+            for (c, _), a in zip(wave, answers, strict=True)]
+        # (a liquidation under verification is not measured for gas: it is sent only as the
+        # chain simulated it)
+        short = [i for i, a in enumerate(out) if isinstance(a, RpcError)
+                 and wave[i][0].verification is None]
         if short:
             estimates = await self.pool.batch([("eth_estimateGas", [tx(
                 wave[i][0], wave[i][0].opportunity.gas_limit * SIMULATION_GAS_FACTOR),
@@ -354,15 +375,49 @@ class Executor:
                           else estimate)
         return out
 
+    @staticmethod
+    def _verdict(call: Call, answer: Any) -> Simulated | Exception:
+        """An `eth_simulateV1` answer for a call under verification: the liquidation must
+        succeed, and the judge (the plug-in's) must find the chain's own reads and the
+        simulated outcome good enough to send."""
+        assert call.verification is not None
+        try:
+            results = answer[0]["calls"]
+            *reads, liquidation = results
+            if len(reads) != len(call.verification.reads):
+                raise ValueError(f"{len(results)} results for {len(reads) + 1} calls")
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            return RpcError("eth_simulateV1", -32603, f"unexpected answer: {exc}")
+        if int(liquidation.get("status", "0x0"), 16) != 1:
+            error = liquidation.get("error") or {}
+            return RpcError("eth_simulateV1", int(error.get("code", 3)),
+                            str(error.get("message", "execution reverted")),
+                            error.get("data") or liquidation.get("returnData"))
+        if not all(int(r.get("status", "0x0"), 16) == 1 for r in reads):
+            return VerificationRefused("the protocol's own read failed in the simulation")
+        verdict = call.verification.judge(
+            [bytes.fromhex(str(r.get("returnData", "0x"))[2:]) for r in reads],
+            list(liquidation.get("logs") or []))
+        if not verdict.ok:
+            return VerificationRefused(verdict.reason)
+        return Simulated(None, verdict)
+
     async def _wave(self, wave: list[tuple[Call, str]], simulations: list[object],
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
         stage = self.metrics.liquidation_funnel.labels
         to_send = []
+        verified_keys: set[str] = set()
         async with self.journal.transaction():
             for (call, key), sim in zip(wave, simulations, strict=True):
                 opp = call.opportunity
                 if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
                     stage(*self.labels, "unprofitable").inc()  # the swap would not pay
+                    continue
+                if isinstance(sim, VerificationRefused):
+                    stage(*self.labels, "verification_refused").inc()
+                    self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
+                    log.info("liquidation.verification_refused", opportunity=key,
+                             reason=str(sim))
                     continue
                 if isinstance(sim, RpcError | RpcUnavailable):
                     stage(*self.labels, "simulation_failed").inc()
@@ -372,6 +427,12 @@ class Executor:
                     continue
                 stage(*self.labels, "simulated_ok").inc()
                 needed = sim.gas_needed if isinstance(sim, Simulated) else None
+                verdict = sim.verdict if isinstance(sim, Simulated) else None
+                if verdict is not None:
+                    # Priced from what the chain did in the simulation, not from the plan.
+                    opp = replace(opp, gross_profit_usd=verdict.gross_profit_usd,
+                                  seized_usd=verdict.seized_usd, repaid_usd=verdict.repaid_usd,
+                                  detail=f"{opp.detail} verified: {verdict.reason}".strip())
                 decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
                 if decision is None:
                     stage(*self.labels, "unprofitable").inc()
@@ -402,6 +463,8 @@ class Executor:
                     log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                     continue
                 to_send.append((opp, decision, record, pending))
+                if verdict is not None:
+                    verified_keys.add(key)
         if not to_send:
             return
         crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
@@ -417,6 +480,8 @@ class Executor:
                 continue
             elapsed = time.perf_counter() - result.seen_at
             stage(*self.labels, "sent").inc()
+            if verified_keys and record.key in verified_keys:
+                self.metrics.liquidations_verified.labels(*self.labels, "sent").inc()
             self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
             log.info("liquidation.sent", opportunity=record.key, account=opp.account,
                      block=result.block, tx_hash=record.tx_hash, collateral=opp.collateral,

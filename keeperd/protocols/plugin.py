@@ -20,7 +20,7 @@ Rows of a view are positions: one per account for a cross-margined protocol (Aav
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -76,6 +76,34 @@ class Opportunity:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What the chain itself said of a liquidation simulated under verification: whether it
+    may be sent, and its outcome priced from what the simulation did (never from the plan)."""
+
+    ok: bool
+    reason: str  # why not, or what was confirmed (logs)
+    seized_usd: float = 0.0
+    repaid_usd: float = 0.0
+
+    @property
+    def gross_profit_usd(self) -> float:
+        return self.seized_usd - self.repaid_usd
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A liquidation on rules keeperd does not know for sure (Aave: a revision or an
+    implementation it does not recognise) is sent only on the chain's word: `reads` run from
+    the keeper's address in the same simulated block just before the liquidation (the
+    protocol's own health view), and `judge` weighs their answers and the liquidation's
+    simulated logs (the executor simulates the three together with `eth_simulateV1`)."""
+
+    why: str  # the reason verification is needed (alerts, logs)
+    reads: tuple[tuple[str, bytes], ...]  # (target, calldata)
+    judge: Callable[[list[bytes], list[dict[str, Any]]], Verdict]
+
+
+@dataclass(frozen=True)
 class Call:
     """One transaction to simulate and send."""
 
@@ -83,6 +111,7 @@ class Call:
     target: str
     data: bytes
     flash: bool = False  # through a flash-loan contract (its premium counts against profit)
+    verification: Verification | None = None  # send only on the chain's own word
 
 
 @dataclass(frozen=True)
@@ -187,6 +216,10 @@ class Plugin(Protocol):
 
     def liquidation_hold(self, book: Any) -> str | None:
         """Why liquidations must not be sent on this book, or None."""
+
+    def liquidation_verification(self, book: Any) -> str | None:
+        """Why each liquidation on this book may be sent only on the chain's own word (its
+        `Call.verification`), or None: the plug-in knows the rules the book runs."""
 
     def rows(self, book: Any, view: HealthView) -> list[AccountRow]:
         """Per-row display for `keeperd scan`."""

@@ -174,24 +174,27 @@ def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
 def test_check_config_names_a_pool_revision_keeperd_does_not_know(devnet: Devnet,
                                                                     tmp_path: Path) -> None:
     config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
-    # A contract that answers 11 to every call (PUSH1 11, MSTORE at 0, RETURN 32 bytes):
-    # a pool upgraded to a revision keeperd has never seen (v3.7 is proposed as 11).
-    future_pool = "0x00000000000000000000000000000000000F0011"
-    devnet.client.call("anvil_setCode", future_pool, "0x600b60005260206000f3")
+    # A contract that answers 12 to every call (PUSH1 12, MSTORE at 0, RETURN 32 bytes):
+    # a pool upgraded to a revision keeperd has never seen.
+    future_pool = "0x00000000000000000000000000000000000F0012"
+    devnet.client.call("anvil_setCode", future_pool, "0x600c60005260206000f3")
     data = yaml.safe_load(config.read_text())
     data["protocols"][0]["pool"] = future_pool
-    config.write_text(yaml.safe_dump(data))
 
     def check() -> subprocess.CompletedProcess[str]:
+        config.write_text(yaml.safe_dump(data))
         return subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(config)],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
 
+    # By default such a pool is liquidated on the chain's word (verified): nothing to fix.
+    verified = check()
+    assert verified.returncode == 0, verified.stderr
+    data["protocols"][0]["unknown_revision"] = "hold"
     bad = check()
     assert bad.returncode == 2
     assert "protocols[0].accept_revisions" in bad.stderr
-    assert "POOL_REVISION 11" in bad.stderr and "would be held" in bad.stderr
-    data["protocols"][0]["accept_revisions"] = [11]
-    config.write_text(yaml.safe_dump(data))
+    assert "POOL_REVISION 12" in bad.stderr and "would be held" in bad.stderr
+    data["protocols"][0]["accept_revisions"] = [12]
     ok = check()
     assert ok.returncode == 0, ok.stderr
 

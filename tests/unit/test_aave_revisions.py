@@ -157,22 +157,25 @@ def adapter(**protocol: object) -> AaveV3Adapter:
     return AaveV3Adapter(config.protocols[0], config.chains[0], None, None, None)  # type: ignore[arg-type]
 
 
-def test_unknown_and_changed_revisions_hold_liquidations_until_accepted() -> None:
-    a = adapter()
-    a.start_revision = 10
-    assert a.hold_for(market(10)) is None
-    unknown = market(10, rules=rules_for(11))
-    assert "not a revision keeperd knows" in (a.hold_for(unknown) or "")
-    changed = market(10, rules=rules_for(9))
-    assert "changed from 10 to 9" in (a.hold_for(changed) or "")
-    accepting = adapter(accept_revisions=[11])
-    accepting.start_revision = 11
-    assert accepting.hold_for(market(10, rules=rules_for(11, {11}))) is None
+def test_an_unknown_revision_is_verified_by_default_and_held_on_request() -> None:
+    unknown = market(10, rules=rules_for(99))
+    assert not unknown.rules.known
+    a = adapter()  # unknown_revision: verify (the default)
+    assert a.hold_for(market(10)) is None and a.verification_for(market(10)) is None
+    assert a.hold_for(unknown) is None
+    assert "POOL_REVISION 99" in (a.verification_for(unknown) or "")
+    held = adapter(unknown_revision="hold")
+    assert "unknown_revision: hold" in (held.hold_for(unknown) or "")
+    assert held.verification_for(unknown) is None  # (nothing is sent to verify)
+    accepting = adapter(accept_revisions=[99])
+    accepted = market(10, rules=rules_for(99, {99}))
+    assert accepting.hold_for(accepted) is None and accepting.verification_for(accepted) is None
+    with pytest.raises(Exception, match="unknown_revision"):
+        adapter(unknown_revision="trust")
 
 
 def test_a_parity_mismatch_holds_until_the_accounts_that_disagreed_agree() -> None:
     a = adapter(cross_check_every=3)
-    a.start_revision = 10
     accounts = [f"0x{k:040x}" for k in range(30)]
     a.record_parity(100, checked=accounts, mismatched=accounts[:2])
     assert "differed from the pool's getUserAccountData" in (a.hold_for(market()) or "")

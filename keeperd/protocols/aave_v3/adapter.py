@@ -27,8 +27,11 @@ from keeperd.storage.account_index import IndexStore
 log = structlog.get_logger(__name__)
 
 async def revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[ConfigIssue]:
-    """An Aave pool whose POOL_REVISION keeperd does not know would have its liquidations held
-    at start: say so now, with the fix."""
+    """With `unknown_revision: hold`, an Aave pool whose POOL_REVISION keeperd does not know
+    would have its liquidations held at start: say so now, with the fix. (With `verify`, the
+    default, keeperd liquidates it on the chain's word: nothing to fix.)"""
+    if proto.unknown_revision != "hold":
+        return []
     try:
         pool_address = proto.pool or await ContractCall(
             proto.addresses_provider, "getPool()", returns=["address"]).call(pool)
@@ -42,7 +45,8 @@ async def revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[C
         f"protocols[{pi}].accept_revisions",
         f"the pool reports POOL_REVISION {revision}, which keeperd does not know "
         f"({rules.release}): liquidations on {proto.name!r} would be held",
-        f"check the upgrade's release notes, then add {revision} to accept_revisions")]
+        f"check the upgrade's release notes, then add {revision} to accept_revisions, or "
+        "set unknown_revision: verify")]
 
 
 BALANCE_TRANSFER = abi.topic("BalanceTransfer(address,address,uint256,uint256)")
@@ -100,7 +104,8 @@ class AaveV3Adapter:
                                    max_request_bytes=chain.max_request_bytes)
         self.reader: AaveV3Reader | None = None
         self.indexer: AccountIndexer | None = None
-        self.start_revision: int | None = None  # POOL_REVISION when the daemon started
+        # The revision and implementation last read: a change is logged in the block it is seen.
+        self._seen_rules: dict[str, Any] | None = None
         # The parity gate: keeperd's health against getUserAccountData (see record_parity).
         self.parity_mismatch: tuple[int, int] | None = None  # (block, accounts) while held
         self._parity_suspects: set[str] = set()  # accounts whose last check disagreed
@@ -121,10 +126,12 @@ class AaveV3Adapter:
         c = self.config
         self.reader = await AaveV3Reader.resolve(
             self.multicall, c.addresses_provider, pool=c.pool, oracle=c.oracle,
-            data_provider=c.data_provider, accepted_revisions=frozenset(c.accept_revisions))
+            data_provider=c.data_provider, accepted_revisions=frozenset(c.accept_revisions),
+            chain_id=self.chain_config.chain_id)
         head = int(await self.pool.request("eth_blockNumber"), 16)
         market = await self.reader.read_market(head)
-        self.start_revision = market.rules.revision
+        self._seen_rules = self._describe_rules(market)
+        log.info("aave.pool_rules", protocol=self.name, block=head, **self._seen_rules)
         # Pool events, plus aToken transfers (which move collateral without a Pool event).
         addresses = (self.reader.addresses.pool, *(r.a_token for r in market.reserves))
         self.indexer = AccountIndexer(
@@ -139,20 +146,40 @@ class AaveV3Adapter:
     def liquidation_hold(self, book: AaveBook) -> str | None:
         return self.hold_for(book.market)
 
+    def liquidation_verification(self, book: AaveBook) -> str | None:
+        return self.verification_for(book.market)
+
+    def verification_for(self, market: MarketState) -> str | None:
+        """Why each liquidation on this market is sent only on the chain's word (rules keeperd
+        does not know for sure, under `unknown_revision: verify`), or None."""
+        if market.rules.known or self.config.unknown_revision != "verify":
+            return None
+        return self._doubt(market)
+
+    @staticmethod
+    def _doubt(market: MarketState) -> str:
+        rules, impl = market.rules, market.implementation
+        where = f" on implementation {impl.address}" if impl is not None else ""
+        return (f"POOL_REVISION {rules.revision} ({rules.release}){where} is not one keeperd "
+                "knows")
+
+    @staticmethod
+    def _describe_rules(market: MarketState) -> dict[str, Any]:
+        impl = market.implementation
+        return {"revision": market.rules.revision, "release": market.rules.release,
+                "known": market.rules.known,
+                "implementation": impl.address if impl is not None else None,
+                "fingerprint": impl.fingerprint if impl is not None else None,
+                "recognised_as": impl.recognised_as if impl is not None else None}
+
     def hold_for(self, market: MarketState) -> str | None:
         """Why liquidations on this market are held, or None. Evaluation and alerts go on."""
         rules = market.rules
-        accepted = set(self.config.accept_revisions)
-        if not rules.known:
-            return (f"POOL_REVISION {rules.revision} is not a revision keeperd knows "
-                    f"({rules.release}); after checking its release notes, add it to "
-                    f"accept_revisions of protocol {self.name!r} and restart keeperd")
-        if (self.start_revision is not None and rules.revision != self.start_revision
-                and rules.revision not in accepted):
-            return (f"POOL_REVISION changed from {self.start_revision} to {rules.revision} "
-                    f"({rules.release}) under the running daemon; check the upgrade, then "
-                    "restart keeperd (a revision keeperd does not know must also be added "
-                    "to accept_revisions)")
+        if not rules.known and self.config.unknown_revision == "hold":
+            return (f"{self._doubt(market)} (unknown_revision: hold); after checking the "
+                    f"upgrade's release notes, add {rules.revision} to accept_revisions of "
+                    f"protocol {self.name!r}, or set unknown_revision: verify to liquidate "
+                    "on the chain's word")
         if self.config.parity_gate and self.parity_mismatch is not None:
             block, count = self.parity_mismatch
             return (f"keeperd's health factor differed from the pool's getUserAccountData for "
@@ -234,6 +261,13 @@ class AaveV3Adapter:
             positions = previous.positions.merge(update, drop=dropped)
             fresh = np.array([positions.position_of[a] for a in update.accounts], dtype=np.intp)
         book = AaveBook(market, positions)
+        rules_now = self._describe_rules(market)
+        if rules_now != self._seen_rules:
+            # An upgrade (or a fork's) under the running daemon: from this block on, the
+            # new revision's rules, verified if keeperd does not recognise them.
+            log.warning("aave.pool_rules_changed", protocol=self.name, block=block,
+                        before=self._seen_rules, **rules_now)
+            self._seen_rules = rules_now
         self._check_against_chain(book, fresh)
         self.metrics.protocol_revision.labels(self.chain, self.name).set(market.rules.revision)
         return book

@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from keeperd.protocols.aave_v3.identity import Implementation
 from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
 
 ObjArray = NDArray[np.object_]
@@ -87,6 +88,8 @@ class MarketState:
     # follower symbol → leader symbol: the follower's price source is built on the leader's
     # (an LST's adapter over ETH / USD), so a what-if move of the leader moves it too.
     price_links: Mapping[str, str] = field(default_factory=dict)
+    # The pool's logic contract at `block` and whether keeperd recognises its code (identity.py)
+    implementation: Implementation | None = None
 
     def emode_covers(self, category: int, column: int) -> bool:
         """Whether eMode `category` applies its parameters to reserve `column`'s collateral:

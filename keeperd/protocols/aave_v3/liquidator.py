@@ -17,10 +17,11 @@ from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
 from keeperd.protocols.aave_v3.math import exact_account_data
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
+from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, Verdict, Verification
 
 if TYPE_CHECKING:
     from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
@@ -180,7 +181,50 @@ class AaveLiquidator:
         flash_pairs = {(o.plan.collateral_asset, o.plan.debt_asset) for o, f in chosen if f}
         if flash_pairs:
             await self._find_swap_pools(flash_pairs)
-        return [self._call(o, flash, book.market, base_fee, native_usd) for o, flash in chosen]
+        calls = [self._call(o, flash, book.market, base_fee, native_usd) for o, flash in chosen]
+        why = self.adapter.verification_for(book.market)
+        if why is None:
+            return calls
+        return [None if c is None else replace(
+            c, verification=self._verification(c.opportunity, book.market, why))
+            for c in calls]
+
+    def _verification(self, opp: Opportunity, market: MarketState, why: str) -> Verification:
+        """On rules keeperd does not know for sure, the chain decides: the pool's own
+        getUserAccountData must put the account below 1 in the simulated block, and the
+        profit is priced from the LiquidationCall the simulated liquidation emitted (what it
+        really repaid and seized), at the oracle prices of the block — never from the plan."""
+        plan: LiquidationPlan = opp.plan
+        pool = self._pool_address.lower()
+        prices = market.prices_usd()
+        columns = {r.asset.lower(): i for i, r in enumerate(market.reserves)}
+
+        def judge(reads: list[bytes], logs: list[dict[str, Any]]) -> Verdict:
+            if len(reads[0]) < 192:
+                return Verdict(False, "getUserAccountData answered nothing usable")
+            health = abi.decode_account_data(reads[0])[5]
+            if health >= 10**18:
+                return Verdict(False, f"the pool's own health factor is {health / 1e18:.6f}")
+            events = [e for entry in logs
+                      if str(entry.get("address", "")).lower() == pool
+                      and (e := abi.decode_liquidation_call(entry)) is not None
+                      and e.user.lower() == plan.account.lower()]
+            if len(events) != 1:
+                return Verdict(False, f"{len(events)} LiquidationCall events for the account "
+                                      "in the simulation")
+            event = events[0]
+            c = columns.get(event.collateral_asset.lower())
+            d = columns.get(event.debt_asset.lower())
+            if c is None or d is None:
+                return Verdict(False, "the simulated liquidation moved assets not in the market")
+            seized = (event.collateral_seized / 10**market.reserves[c].decimals
+                      * float(prices[c]))
+            repaid = event.debt_repaid / 10**market.reserves[d].decimals * float(prices[d])
+            return Verdict(True, f"pool health {health / 1e18:.6f}, simulated: "
+                                 f"${repaid:,.2f} repaid, ${seized:,.2f} seized", seized, repaid)
+
+        return Verification(why, ((self._pool_address, abi.get_user_account_data(plan.account)),),
+                            judge)
 
     def _call(self, opp: Opportunity, flash: bool, market: MarketState, base_fee: int,
               native_usd: float) -> Call | None:

@@ -14,11 +14,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from eth_abi import decode
+from eth_utils import to_checksum_address
 from numpy.typing import NDArray
 
 from keeperd.chain.multicall import Call, Multicall
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions, Reserve
+from keeperd.protocols.aave_v3.identity import (
+    IMPLEMENTATION_SLOT,
+    Implementation,
+    code_fingerprint,
+    recognise,
+)
 from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
 
 ZERO = "0x0000000000000000000000000000000000000000"
@@ -40,10 +47,12 @@ class AaveAddresses:
 
 class AaveV3Reader:
     def __init__(self, multicall: Multicall, addresses: AaveAddresses,
-                 accepted_revisions: frozenset[int] = frozenset()) -> None:
+                 accepted_revisions: frozenset[int] = frozenset(), chain_id: int = 0) -> None:
         self.multicall = multicall
         self.addresses = addresses
         self.accepted_revisions = accepted_revisions
+        self.chain_id = chain_id
+        self._fingerprints: dict[str, str] = {}  # implementation address -> code fingerprint
         self._emode_ids: list[int] | None = None
         self._emode_probed_at = 0
         self._links: dict[str, str] | None = None
@@ -53,7 +62,8 @@ class AaveV3Reader:
     async def resolve(cls, multicall: Multicall, addresses_provider: str, *,
                       pool: str | None = None, oracle: str | None = None,
                       data_provider: str | None = None,
-                      accepted_revisions: frozenset[int] = frozenset()) -> AaveV3Reader:
+                      accepted_revisions: frozenset[int] = frozenset(),
+                      chain_id: int = 0) -> AaveV3Reader:
         """Fill in the pool, oracle and data provider from the PoolAddressesProvider."""
         results = await multicall.aggregate3([
             Call(addresses_provider, abi.GET_POOL),
@@ -66,14 +76,19 @@ class AaveV3Reader:
         found = [abi.decode_address(r.data) for r in results]
         return cls(multicall, AaveAddresses(
             addresses_provider, pool or found[0], oracle or found[1],
-            data_provider or (found[2] if found[2] != ZERO else None)), accepted_revisions)
+            data_provider or (found[2] if found[2] != ZERO else None)), accepted_revisions,
+            chain_id)
 
     async def read_market(self, block: int) -> MarketState:
         pool, oracle = self.addresses.pool, self.addresses.oracle
-        first = await self.multicall.aggregate3(
-            [Call(pool, abi.GET_RESERVES_LIST), Call(oracle, abi.BASE_CURRENCY_UNIT),
-             Call(pool, abi.POOL_REVISION),
-             Call(self.multicall.address, abi.GET_CURRENT_BLOCK_TIMESTAMP)], block)
+        # The implementation slot rides beside the first multicall (same round trip): an
+        # upgrade under the running daemon is seen in the block it happens.
+        first, implementation_address = await asyncio.gather(
+            self.multicall.aggregate3(
+                [Call(pool, abi.GET_RESERVES_LIST), Call(oracle, abi.BASE_CURRENCY_UNIT),
+                 Call(pool, abi.POOL_REVISION),
+                 Call(self.multicall.address, abi.GET_CURRENT_BLOCK_TIMESTAMP)], block),
+            self._implementation_address(block))
         if not first[0].success:
             raise AaveReadError(f"getReservesList() failed on {pool} at block {block}")
         assets = abi.decode_address_list(first[0].data)
@@ -81,6 +96,12 @@ class AaveV3Reader:
         # Forks without POOL_REVISION() run the v3.0 code they were forked from.
         revision = abi.decode_uint(first[2].data) if first[2].success and first[2].data else 1
         rules = rules_for(revision, self.accepted_revisions)
+        implementation = await self._identify(implementation_address, revision, block)
+        if (not implementation.recognised and rules.known
+                and revision not in self.accepted_revisions):
+            # A number keeperd knows on code it does not: a fork's, or an upgrade that kept it.
+            rules = replace(rules, known=False,
+                            release=f"{rules.release} by number; code not recognised")
         timestamp = abi.decode_uint(first[3].data) if first[3].success else 0
         per_reserve = 7 if rules.grace_periods else 5
         calls: list[Call] = []
@@ -126,7 +147,29 @@ class AaveV3Reader:
             emode, emode_prices = await self._read_emode_legacy(reserves, block)
         return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
                            tuple(prices), base_unit, emode, emode_prices, rules, timestamp,
-                           dict(self._links))
+                           dict(self._links), implementation)
+
+    async def _implementation_address(self, block: int) -> str:
+        """The pool proxy's logic contract at `block` (EIP-1967); the pool itself when the
+        slot is empty (a pool deployed without a proxy)."""
+        pool = self.addresses.pool
+        raw = await self.multicall.pool.request(
+            "eth_getStorageAt", [pool, IMPLEMENTATION_SLOT, hex(block)])
+        value = int(raw, 16) if isinstance(raw, str) else 0
+        if value == 0 or value >> 160:
+            return to_checksum_address(pool)
+        return to_checksum_address(f"0x{value:040x}")
+
+    async def _identify(self, address: str, revision: int, block: int) -> Implementation:
+        """Its code's fingerprint (read once per implementation address: code at an address
+        does not change) and whether keeperd recognises it (identity.py)."""
+        fingerprint = self._fingerprints.get(address)
+        if fingerprint is None:
+            code = await self.multicall.pool.request("eth_getCode", [address, hex(block)])
+            fingerprint = code_fingerprint(bytes.fromhex(str(code)[2:]))
+            self._fingerprints[address] = fingerprint
+        return Implementation(address, fingerprint,
+                              recognise(self.chain_id, address, fingerprint, revision))
 
     async def _read_price_links(self, reserves: list[Reserve], block: int) -> dict[str, str]:
         """Which reserves' price sources are built on another reserve's source: Aave's LST

@@ -269,6 +269,9 @@ class MorphoBlueAdapter(LogIndexed):
     def liquidation_hold(self, book: MorphoBook) -> str | None:
         return None
 
+    def liquidation_verification(self, book: MorphoBook) -> str | None:
+        return None  # keeperd knows the rules it runs
+
     def rows(self, book: MorphoBook, view: HealthView) -> list[AccountRow]:
         """Scan rows: one per (market, account)."""
         out = []

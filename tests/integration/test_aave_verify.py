@@ -1,0 +1,173 @@
+"""Rules keeperd does not know for sure, on the devnet: a pool whose implementation keeperd
+does not recognise (a fork, or an upgrade not yet published) is liquidated on the chain's word
+(`unknown_revision: verify`, the default), or not at all (`hold`); identity is by code, and an
+upgrade under a running daemon is seen in the block it happens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from keeperd.chain.multicall import Multicall
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import parse_config
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.implementations import built_implementation
+from keeperd.execution import journal as J
+from keeperd.protocols.aave_v3.identity import IMPLEMENTATION_SLOT, built_fingerprints
+from keeperd.protocols.aave_v3.reader import AaveV3Reader
+from tests.alert_fakes import Webhook
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    KEEPER_KEY,
+    chain_health,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+
+FORK_IMPLEMENTATION = "0x00000000000000000000000000000000000f0e4b"
+
+
+def run_unrecognised_code(devnet: Devnet) -> str:
+    """Point the pool proxy at a copy of its implementation keeperd cannot recognise: the same
+    logic (the pool works exactly as before) with one byte after its metadata, so its
+    fingerprint is no devnet build's and its address no published one — a fork's code that
+    answers POOL_REVISION 10 as far as keeperd can tell."""
+    pool = devnet.manifest["aave_v3"]["pool"]
+    slot = devnet.client.call("eth_getStorageAt", pool, IMPLEMENTATION_SLOT, "latest")
+    code = devnet.client.call("eth_getCode", "0x" + str(slot)[-40:], "latest")
+    devnet.client.call("anvil_setCode", FORK_IMPLEMENTATION, str(code) + "00")
+    devnet.client.call("anvil_setStorageAt", pool, IMPLEMENTATION_SLOT,
+                       "0x" + FORK_IMPLEMENTATION[2:].rjust(64, "0"))
+    return FORK_IMPLEMENTATION
+
+
+def config(devnet: Devnet, tmp_path: Path, webhook: Webhook, **aave: object):
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
+                       "cross_check_every": 1, **aave}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "alerts": {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": webhook.url, "secret": "verify-test-" + "x" * 32}]}]},
+        "metrics": {"enabled": False},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+async def told(webhook: Webhook, rule: str, limit_s: float = 15) -> list[dict]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        found = [b for _, b in webhook.received if b.get("rule") == rule]
+        if found:
+            await asyncio.sleep(0.5)  # (a second one, if any, would come with the next scans)
+            return [b for _, b in webhook.received if b.get("rule") == rule]
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def test_the_devnet_pools_are_recognised_by_their_code(aave_devnet: Devnet) -> None:
+    """Each devnet's pool is a build keeperd knows (the table is what the devnets build) and
+    its rules are known; on code keeperd does not recognise the same revision is not."""
+    built = built_implementation(aave_devnet)
+    assert built_fingerprints()[built["fingerprint"]] == (built["revision"], built["release"])
+    m = aave_devnet.manifest
+    async with RpcPool.from_urls("devnet", [m["rpc_url"]]) as pool:
+        reader = await AaveV3Reader.resolve(Multicall(pool, address=m["multicall3"]),
+                                            m["aave_v3"]["addresses_provider"], chain_id=31337)
+        market = await reader.read_market(aave_devnet.client.block_number())
+        assert market.rules.known and market.rules.revision == built["revision"]
+        assert market.implementation is not None
+        assert market.implementation.recognised_as == f"built: {built['release']}"
+        # An upgrade under the running reader: seen in the block it happens.
+        run_unrecognised_code(aave_devnet)
+        upgraded = await reader.read_market(aave_devnet.mine(1))
+        assert upgraded.implementation is not None
+        assert upgraded.implementation.address.lower() == FORK_IMPLEMENTATION
+        assert not upgraded.implementation.recognised
+        assert upgraded.rules.revision == built["revision"] and not upgraded.rules.known
+        assert "code not recognised" in upgraded.rules.release
+
+
+async def test_unrecognised_rules_are_liquidated_on_the_chains_word(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """A 30 % WETH crash on a pool whose code keeperd does not recognise: at least 95 % of the
+    accounts under water are liquidated, none reverts, every send was confirmed by the pool's
+    own health and a simulated outcome that pays, and `revision_unverified` is told once."""
+    run_unrecognised_code(devnet)
+    devnet.mine(1)
+    fund_keeper(devnet)
+    borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(config(devnet, tmp_path, webhook))
+        await keeper.evaluated_at(devnet.client.block_number())
+        executor = keeper.daemon.executors["aave"]
+        assert executor.adapter.liquidation_hold(executor._last.book) is None
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            devnet.set_price_async("WETH", 2100.0)
+            crash = devnet.mine(1)
+            underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+            assert len(underwater) > 20
+            await keeper.evaluated_at(crash)
+            for _ in range(3):  # the first wave lands; what follows it (multi-debt) too
+                await keeper.evaluated_at(devnet.mine(1))
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        journal = executor.journal
+        included = await journal.by_status(J.INCLUDED)
+        assert await journal.by_status(J.REVERTED) == []
+        liquidated = {e.account for e in included}
+        assert liquidated <= underwater
+        assert len(liquidated) >= 0.95 * len(underwater), (len(liquidated), len(underwater))
+        # Every send was confirmed by the chain (the pool's health below 1, the simulated
+        # outcome paying): each one sent is counted as sent under verification.
+        sent = [e for e in await journal.all() if e.status != J.DRY_RUN]
+        labels = {"chain": "devnet", "protocol": "aave"}
+        metrics = keeper.daemon.metrics
+        assert sent and metric_value(metrics, "keeperd_liquidations_total",
+                                     {**labels, "stage": "sent"}) == len(sent)
+        assert metric_value(metrics, "keeperd_liquidations_verified_total",
+                            {**labels, "outcome": "sent"}) == len(sent)
+        assert metric_value(metrics, "keeperd_liquidations_under_verification", labels) == 1
+        assert metric_value(metrics, "keeperd_liquidations_held", labels) == 0
+        firing = [b for b in await told(webhook, "revision_unverified")
+                  if b["status"] == "firing"]
+        assert len(firing) == 1 and firing[0]["severity"] == "warning"
+        assert "POOL_REVISION 10" in str(firing[0])
+    finally:
+        webhook.close()
+
+
+async def test_unrecognised_rules_under_hold_send_nothing(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    run_unrecognised_code(devnet)
+    devnet.mine(1)
+    fund_keeper(devnet)
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(config(devnet, tmp_path, webhook, unknown_revision="hold"))
+        await keeper.evaluated_at(devnet.client.block_number())
+        devnet.set_price("WETH", 2100.0)
+        crash = devnet.client.block_number()
+        assert any(chain_health(devnet, b["address"]) < 1.0
+                   for b in devnet.manifest["borrowers"])
+        await keeper.evaluated_at(devnet.mine(1))
+        assert crash > 0
+        executor = keeper.daemon.executors["aave"]
+        assert await executor.journal.all() == []
+        labels = {"chain": "devnet", "protocol": "aave"}
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_held", labels) == 1
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                            {**labels, "stage": "held"}) > 0
+        held = [b for b in await told(webhook, "liquidations_held") if b["status"] == "firing"]
+        assert held and "unknown_revision: hold" in str(held[0])
+    finally:
+        webhook.close()
