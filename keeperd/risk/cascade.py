@@ -5,10 +5,11 @@ The model, per column (one scenario at one shock size), in rounds:
 - round 0 applies the shock: the prices of the scenario's assets are multiplied by (1 - shock).
   Every position whose health (Σ collateral x liquidation threshold ÷ Σ debt, at those prices)
   is below 1 is liquidated: liquidators repay `close_factor` of its debt (all of it when health
-  is at or below `full_close_below`, as Aave V3 does) and seize repaid x (1 + bonus) of its main
-  collateral (its largest); when that collateral cannot cover it, they repay only what it
-  covers and seize all of it (Aave lowers debtToCover the same way). Round 0 alone is the
-  *static* model.
+  is at or below `full_close_below`, as Aave V3 does, or when its main collateral or main debt
+  is worth less than `partial_min_usd` at the column's prices, as Aave v3.3+ does) and seize
+  repaid x (1 + its bonus) of its main collateral (its largest); when that collateral cannot
+  cover it, they repay only what it covers and seize all of it (Aave lowers debtToCover the
+  same way). Round 0 alone is the *static* model.
 - the seized collateral is sold: the cumulative tokens sold of each asset, through that asset's
   depth model, give a price impact; prices become shock x impact. Positions that are now below
   1 and were not liquidated before are liquidated in the next round, and so on until no new
@@ -63,8 +64,12 @@ class Portfolio:
     debt_usd: F64  # (N, A)
     bonus: F64  # (N,) liquidation bonus of the position's main collateral (0.05 = 5 %)
     main: NDArray[np.intp]  # (N,) column of the collateral that is seized
+    main_debt: NDArray[np.intp]  # (N,) column of the largest debt
     close_factor: float = 0.5
     full_close_below: float = 0.95
+    # A partial close needs the main collateral and the main debt each worth at least this at
+    # the column's prices, else the whole debt is repaid (Aave v3.3+: $2,000; 0: no such rule).
+    partial_min_usd: float = 0.0
     accounts: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
@@ -74,18 +79,24 @@ class Portfolio:
     def build(cls, assets: Sequence[str], prices: Sequence[float] | F64,
               collateral_usd: F64, weighted_collateral_usd: F64, debt_usd: F64,
               bonus_by_asset: Sequence[float] | F64, *, close_factor: float = 0.5,
-              full_close_below: float = 0.95,
+              full_close_below: float = 0.95, partial_min_usd: float = 0.0,
               accounts: Sequence[str] | None = None) -> Portfolio:
-        """Main collateral = the largest; bonus = that asset's. Positions without debt are
-        dropped (they cannot be liquidated and owe nothing)."""
+        """Main collateral = the largest, main debt = the largest; bonus = the main
+        collateral's, from `bonus_by_asset` (A,), or (N, A) where it depends on the position
+        (Aave's eMode). Positions without debt are dropped (they cannot be liquidated and owe
+        nothing)."""
         collateral_usd = np.asarray(collateral_usd, dtype=np.float64)
         debt_usd = np.asarray(debt_usd, dtype=np.float64)
         keep = debt_usd.sum(axis=1) > 0
         main = np.argmax(collateral_usd, axis=1).astype(np.intp)
-        bonus = np.asarray(bonus_by_asset, dtype=np.float64)[main]
+        main_debt = np.argmax(debt_usd, axis=1).astype(np.intp)
+        bonus_table = np.asarray(bonus_by_asset, dtype=np.float64)
+        bonus = (bonus_table[main] if bonus_table.ndim == 1
+                 else bonus_table[np.arange(len(main)), main])
         return cls(tuple(assets), np.asarray(prices, dtype=np.float64), collateral_usd[keep],
                    np.asarray(weighted_collateral_usd, dtype=np.float64)[keep], debt_usd[keep],
-                   bonus[keep], main[keep], close_factor, full_close_below,
+                   bonus[keep], main[keep], main_debt[keep], close_factor, full_close_below,
+                   partial_min_usd,
                    tuple(a for a, k in zip(accounts, keep, strict=True) if k)
                    if accounts is not None else None)
 
@@ -219,6 +230,7 @@ class _Plan:
         self.C = np.ascontiguousarray(p.collateral_usd, dtype=np.float64)
         self.D = np.ascontiguousarray(p.debt_usd, dtype=np.float64)
         self.main = np.ascontiguousarray(p.main, dtype=np.int64)
+        self.main_debt = np.ascontiguousarray(p.main_debt, dtype=np.int64)
         self.bonus1 = np.ascontiguousarray(1.0 + p.bonus, dtype=np.float64)
         cmain = p.collateral_usd[np.arange(len(p)), p.main] if len(p) else np.zeros(0)
         self.cmain_over_bonus = np.ascontiguousarray(cmain / self.bonus1, dtype=np.float64)
@@ -247,8 +259,8 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
                   ) -> tuple[F64, F64, F64, F64]:
         count, repaid, by_asset, short = round_pass(
             plan.W, plan.D, plan.C, plan.cmain_over_bonus, plan.bonus1, plan.main,
-            np.ascontiguousarray(mult), cols, ever, p.close_factor, p.full_close_below,
-            with_value, blocks)
+            plan.main_debt, np.ascontiguousarray(mult), cols, ever, p.close_factor,
+            p.full_close_below, p.partial_min_usd, with_value, blocks)
         return count, repaid, by_asset, short
 
     mult = columns.multiplier.copy()

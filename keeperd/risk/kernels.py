@@ -37,14 +37,17 @@ except OSError as exc:  # "cannot allocate executable memory" (W^X enforced)
 @_jit
 def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
                cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
-               main: NDArray[np.int64], mult: NDArray[np.float64], cols: NDArray[np.int64],
-               ever: NDArray[np.bool_], close_factor: float, full_close_below: float,
+               main: NDArray[np.int64], main_debt: NDArray[np.int64],
+               mult: NDArray[np.float64], cols: NDArray[np.int64], ever: NDArray[np.bool_],
+               close_factor: float, full_close_below: float, partial_min_usd: float,
                with_value: bool, blocks: int
                ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
                           NDArray[np.float64]]:
     """One round for the columns `cols` (mult[j] is column cols[j]'s price multipliers).
     Returns per column: new liquidations, debt repaid, collateral seized per asset (K, A),
-    and the shortfall Σ max(0, debt - collateral) when `with_value`."""
+    and the shortfall Σ max(0, debt - collateral) when `with_value`. The whole debt is repaid
+    at health <= `full_close_below`, or when the main collateral or the main debt is worth
+    less than `partial_min_usd` (Aave v3.3+), else `close_factor` of it."""
     n, a_count = W.shape
     k_count = mult.shape[0]
     count = np.zeros((blocks, k_count))
@@ -72,7 +75,14 @@ def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.flo
                 col = cols[j]
                 if lw < dm and not ever[i, col]:
                     ever[i, col] = True
-                    rep = dm if lw <= full_close_below * dm else close_factor * dm
+                    rep = close_factor * dm
+                    if lw <= full_close_below * dm:
+                        rep = dm
+                    elif partial_min_usd > 0.0:
+                        d_i = main_debt[i]
+                        if (C[i, m_i] * mult[j, m_i] < partial_min_usd
+                                or D[i, d_i] * mult[j, d_i] < partial_min_usd):
+                            rep = dm
                     cap = cmain_over_bonus[i] * mult[j, m_i]
                     if rep > cap:
                         rep = cap
@@ -120,9 +130,10 @@ CHUNK = 8192
 
 def round_pass_numpy(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
                      cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
-                     main: NDArray[np.int64], mult: NDArray[np.float64], cols: NDArray[np.int64],
+                     main: NDArray[np.int64], main_debt: NDArray[np.int64],
+                     mult: NDArray[np.float64], cols: NDArray[np.int64],
                      ever: NDArray[np.bool_], close_factor: float, full_close_below: float,
-                     with_value: bool, blocks: int
+                     partial_min_usd: float, with_value: bool, blocks: int
                      ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
                                 NDArray[np.float64]]:
     """`round_pass` in numpy, a chunk of rows at a time (no JIT needed)."""
@@ -143,7 +154,13 @@ def round_pass_numpy(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[
         if not new.any():
             continue
         ever[lo:hi, cols] = seen | new
-        rep = np.where(lw <= full_close_below * dm, dm, close_factor * dm)
+        full = lw <= full_close_below * dm
+        if partial_min_usd > 0.0:
+            rows = np.arange(hi - lo)
+            m, d = main[lo:hi], main_debt[lo:hi]
+            full |= (C[lo:hi][rows, m][:, None] * mult_t[m]) < partial_min_usd
+            full |= (D[lo:hi][rows, d][:, None] * mult_t[d]) < partial_min_usd
+        rep = np.where(full, dm, close_factor * dm)
         rep = np.minimum(rep, cmain_over_bonus[lo:hi, None] * mult_t[main[lo:hi]])
         rep *= new
         count += new.sum(axis=0)
@@ -183,8 +200,8 @@ def warm_up() -> None:
     one = np.ones((1, 1))
     vec = np.ones(1)
     idx = np.zeros(1, dtype=np.int64)
-    round_pass(one, one, one, vec, vec, idx, one, idx, np.zeros((1, 1), dtype=np.bool_), 0.5,
-               0.95, True, 1)
+    round_pass(one, one, one, vec, vec, idx, idx, one, idx, np.zeros((1, 1), dtype=np.bool_),
+               0.5, 0.95, 0.0, True, 1)
     final_pass(one, one, vec, idx, one, one, 1)
 
 

@@ -63,6 +63,21 @@ async def test_static_shock_matches_what_the_pool_says_after_the_move(
     assert 0.5 * debt_usd * 0.999 <= repaid <= debt_usd * 1.001
 
 
+async def test_cascade_follows_the_pools_rules_on_the_emode_heavy_book(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """#26 item 5: on today's pool (v3.6) the cascade liquidates and seizes, column by column,
+    what a plain reference applying v3.3+'s close factor and the eMode bonus account by
+    account does; the devnet's LST and stablecoin loops take their category's 1 %, and its
+    small positions are closed whole."""
+    from tests.unit.test_aave_portfolio_rules import assert_cascade_matches_reference
+
+    book, _ = await snapshot(devnet, pool, tmp_path)
+    assert book.market.rules.close_factor_v33
+    used = assert_cascade_matches_reference(
+        book, ["WETH", "wstETH", "USDC", "WBTC"], [0.02, 0.05, 0.1, 0.2, 0.3])
+    assert used["emode_bonus"] > 10 and used["closed_small"] > 0
+
+
 async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
                                                     tmp_path: Path) -> None:
     book, head = await snapshot(devnet, pool, tmp_path)

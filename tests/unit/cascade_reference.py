@@ -49,7 +49,11 @@ def reference_cascade(p: Portfolio, columns: Columns, depth: Sequence[DepthModel
                     ever[i] = True
                     main = int(p.main[i])
                     b1 = 1.0 + float(p.bonus[i])
-                    repaid = dm if lw <= p.full_close_below * dm else p.close_factor * dm
+                    md = int(p.main_debt[i])
+                    small = (float(p.collateral_usd[i][main]) * mult[main] < p.partial_min_usd
+                             or float(p.debt_usd[i][md]) * mult[md] < p.partial_min_usd)
+                    repaid = (dm if lw <= p.full_close_below * dm or small
+                              else p.close_factor * dm)
                     repaid = min(repaid, float(p.collateral_usd[i][main]) * mult[main] / b1)
                     accounts += 1
                     repaid_sum += repaid

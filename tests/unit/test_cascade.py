@@ -126,9 +126,12 @@ portfolios = st.integers(1, 3).flatmap(lambda A: st.tuples(
         st.lists(st.integers(0, 40), min_size=A, max_size=A),  # collateral (x 250 USD)
         st.lists(st.integers(0, 40), min_size=A, max_size=A),  # debt (x 250 USD)
         st.lists(st.sampled_from([0.5, 0.625, 0.75, 0.875]), min_size=A, max_size=A),
+        st.sampled_from([None, 0.01, 0.02]),  # the position's own bonus (Aave eMode), if any
     ), min_size=1, max_size=25),
     st.lists(st.integers(1, 7), min_size=1, max_size=4),  # shocks in eighths... /16
     st.lists(st.integers(50, 4000), min_size=A, max_size=A),  # pool reserves
+    # (full_close_below, partial_min_usd): Aave v3.0, v3.3+ ($2,000), wider partial bands
+    st.sampled_from([(0.95, 0.0), (0.95, 2000.0), (0.5, 2000.0), (0.5, 5000.0)]),
 ))
 
 
@@ -136,7 +139,7 @@ portfolios = st.integers(1, 3).flatmap(lambda A: st.tuples(
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(case=portfolios)
 def test_vectorised_engine_agrees_with_the_reference(case: tuple, implementation: str) -> None:
-    A, rows, shocks, reserves = case
+    A, rows, shocks, reserves, (full_close_below, partial_min_usd) = case
     assets = [f"A{i}" for i in range(A)]
     prices = [1000.0, 20.0, 1.0][:A]
     c = np.array([[x * 250.0 for x in r[0]] for r in rows])
@@ -144,7 +147,9 @@ def test_vectorised_engine_agrees_with_the_reference(case: tuple, implementation
     lt = np.array([r[2] for r in rows])
     if (d.sum(axis=1) == 0).all():
         d[0, 0] = 250.0
-    book = Portfolio.build(assets, prices, c, c * lt, d, [0.05, 0.075, 0.1][:A])
+    bonus = np.array([[0.05, 0.075, 0.1][:A] if r[3] is None else [r[3]] * A for r in rows])
+    book = Portfolio.build(assets, prices, c, c * lt, d, bonus,
+                           full_close_below=full_close_below, partial_min_usd=partial_min_usd)
     grid = shock_grid(assets, [s / 16 for s in shocks], joint=assets)
     depth = [ConstantProduct(float(x)) for x in reserves]
     got = run_cascade(book, grid, depth, threads=2, implementation=implementation,
