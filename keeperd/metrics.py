@@ -364,6 +364,12 @@ class Metrics:
         self.perp_polls = Counter(
             "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome.",
             ["venue", "outcome"], registry=r)
+        self.perp_market_status = Gauge(
+            "keeperd_perp_market_status", "1 for the status a perp market is in (open, "
+            "paused, closed; Perp Curie's BaseToken): liquidations in a market that is not "
+            "open are held (counted `held` in keeperd_liquidations_total when a liquidatable "
+            "account has no open market left), the venue's other markets go on.",
+            ["venue", "market", "status"], registry=r)
         # --- replicas (storage.url: PostgreSQL, a lease per keeper identity) ---
         self.replica_role = Gauge(
             "keeperd_replica_role", "1 for this replica's role (leader: it signs and sends; "

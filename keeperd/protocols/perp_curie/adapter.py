@@ -16,7 +16,7 @@ import structlog
 from eth_abi import decode
 from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
+from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
 from keeperd.indexer import AccountIndexer, LogFilter
@@ -37,6 +37,22 @@ COLLATERAL_LIQUIDATED = event_topic(
 COLLATERAL_TWAP_INTERVAL = 900  # Vault._COLLATERAL_TWAP_INTERVAL
 # Horizons of `keeperd_perp_funding_to_maintenance_accounts`, hours.
 FUNDING_HORIZONS_H = (24, 72, 168)
+# A market's BaseToken status. Only an open market trades: on a paused one (the owner's
+# `pause()`, positions valued at the index TWAP of that moment) or a closed one (settled at a
+# fixed price, left by `quitMarket`) `liquidate` reverts `CH_MNO`, as do closePosition and
+# openPosition. Curie is frozen upstream (no release since 2024): a market may stop any day.
+OPEN, PAUSED, CLOSED = "open", "paused", "closed"
+MARKET_STATUSES = (OPEN, PAUSED, CLOSED)
+
+
+def _status(paused: CallResult, closed: CallResult) -> str:
+    """A market's status from its BaseToken's isPaused() and isClosed() (a base token without
+    them, older than the statuses, is open)."""
+    if closed.success and len(closed.data) >= 32 and decode(["bool"], closed.data)[0]:
+        return CLOSED
+    if paused.success and len(paused.data) >= 32 and decode(["bool"], paused.data)[0]:
+        return PAUSED
+    return OPEN
 
 
 def _trader(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
@@ -56,6 +72,11 @@ class Market:
     asset: str  # WETH
     mark: int
     index: int
+    status: str = OPEN  # OPEN, PAUSED or CLOSED: liquidations only on an open market
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,10 @@ class CurieBook:
     im_ratio: int
     insurance_fund_capacity: int | None  # InsuranceFund.getInsuranceFundCapacity, USDC units
     collateral_rules: cm.CollateralRules | None = None  # None: no collateral manager
+
+    def not_open(self) -> dict[str, Market]:
+        """The markets whose positions cannot be liquidated now (base token -> market)."""
+        return {b: m for b, m in self.markets.items() if not m.is_open}
 
 
 class PerpCurieAdapter(LogIndexed):
@@ -99,6 +124,8 @@ class PerpCurieAdapter(LogIndexed):
         # collateral token -> (symbol, decimals, price feed decimals, collateral ratio)
         self.collaterals: dict[str, tuple[str, int, int, int]] = {}
         self.collateral_rules: cm.CollateralRules | None = None
+        self._statuses: dict[str, str] = {}  # base token -> the status last logged
+        self._held: set[tuple[str, str]] = set()  # (trader, base): liquidatable, not open
 
     # --- start-up and the index ---------------------------------------------------------------
 
@@ -209,18 +236,23 @@ class PerpCurieAdapter(LogIndexed):
                 Call(a["AccountBalance"], encode_call("getTotalPositionValue(address,address)",
                                                       ["address", "address"], [t, b])),
                 Call(a["AccountBalance"], encode_call("getTakerOpenNotional(address,address)",
-                                                      ["address", "address"], [t, b])))],
+                                                      ["address", "address"], [t, b])))]
+            + [Call(b, encode_call(f"{g}()", [], [])) for b in bases
+               for g in ("isPaused", "isClosed")],
             block)
+        statuses = second[len(second) - 2 * n:]
         markets = {b: Market(b, self._symbols[b], self.asset_of(self._symbols[b]),
                              decode(["uint256"], second[i].data)[0],
-                             decode(["uint256"], second[n + i].data)[0])
+                             decode(["uint256"], second[n + i].data)[0],
+                             _status(statuses[2 * i], statuses[2 * i + 1]))
                    for i, b in enumerate(bases)}
+        self._log_statuses(markets, block)
         prices = {c: decode(["uint256"], second[2 * n + i].data)[0]
                   for i, c in enumerate(tokens) if second[2 * n + i].success}
         fund = second[2 * n + k]
         capacity = decode(["int256"], fund.data)[0] if fund.success else None
         collateral: dict[str, list[cm.CurieCollateral]] = {}
-        values = iter(second[2 * n + k + 1:])
+        values = iter(second[2 * n + k + 1: len(second) - 2 * n])
         for t, c in held:
             balance_r, max_r = next(values), next(values)
             amount = decode(["int256"], balance_r.data)[0] if balance_r.success else 0
@@ -252,6 +284,20 @@ class PerpCurieAdapter(LogIndexed):
         return CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
                          penalty, im_ratio, capacity, self.collateral_rules)
 
+    def _log_statuses(self, markets: Mapping[str, Market], block: int) -> None:
+        """Once per change: a market that stops (or starts again) holds (or frees) every
+        liquidation in it; the protocol's other markets go on."""
+        for b, m in markets.items():
+            before = self._statuses.get(b, OPEN)
+            if m.status != before:
+                (log.warning if m.status != OPEN else log.info)(
+                    "curie.market_status", protocol=self.name, market=m.symbol, base=b,
+                    status=m.status, was=before, block=block,
+                    meaning="liquidations in this market are held (Curie reverts them "
+                            "CH_MNO); the other markets go on" if m.status != OPEN
+                            else "liquidations in this market go on again")
+            self._statuses[b] = m.status
+
     def publish(self, book: CurieBook, view: HealthView) -> None:
         """Open interest and bad debt at risk by index move of each asset, and the accounts
         funding alone brings to maintenance (the insurance fund that pays the bad debt goes
@@ -270,6 +316,35 @@ class PerpCurieAdapter(LogIndexed):
         for within in FUNDING_HORIZONS_H:
             self.metrics.perp_funding_to_maintenance.labels(self.name, f"{within:g}").set(
                 sum(1 for h in hours if h <= within))
+        for m in book.markets.values():
+            for status in MARKET_STATUSES:
+                self.metrics.perp_market_status.labels(self.name, m.symbol, status).set(
+                    1 if m.status == status else 0)
+        self._log_held(book, view)
+
+    def _log_held(self, book: CurieBook, view: HealthView) -> None:
+        """Once per change: each liquidatable trader's position in a market that is not
+        open, which nobody can liquidate until it reopens (the liquidator plans on the
+        trader's open markets only, and counts a trader with none left as `held`)."""
+        stopped = book.not_open()
+        held: set[tuple[str, str]] = set()
+        if stopped:
+            under = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
+            held = {(t.account, p.base) for t in book.traders if t.account in under
+                    for p in t.positions if p.base in stopped}
+        for account, base in sorted(held - self._held):
+            t = next(t for t in book.traders if t.account == account)
+            m = stopped[base]
+            log.warning("curie.liquidation_held", protocol=self.name, account=account,
+                        market=m.symbol, status=m.status,
+                        other_markets=sorted(p.market for p in t.positions
+                                             if p.base not in stopped),
+                        meaning=f"liquidatable, but its {m.symbol} position cannot be "
+                                f"liquidated while the market is {m.status}")
+        for account, base in sorted(self._held - held):
+            log.info("curie.liquidation_released", protocol=self.name, account=account,
+                     market=self._symbols.get(base, base))
+        self._held = held
 
     async def _learn_collaterals(self, tokens: Sequence[str]) -> None:
         """Symbol, decimals, price-feed decimals and collateral ratio of each collateral

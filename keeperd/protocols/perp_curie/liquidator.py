@@ -13,9 +13,15 @@ the trader's account value is negative), and must keep free collateral at the in
 - one liquidation per trader per block, the largest position first: after it the trader may no
   longer be liquidatable (a second call in the same block would revert `CH_EAV`); the next
   block evaluates it afresh;
+- only in an open market: a paused or closed one (its BaseToken's status, read every block)
+  reverts `liquidate` with `CH_MNO`. A trader is liquidated through its positions in open
+  markets (cross margin: taking any of them lowers the account's requirement); one with none
+  left is held (counted `held` in the funnel, logged by the adapter) until its market reopens
+  (its WETH margin, if the vault calls it liquidatable, may still be sold: that is no market's);
 - what the keeper holds afterwards is unwound in a following transaction (`closePosition`), a
   housekeeping call of the next block, journaled like a liquidation so a restart never sends
-  it twice.
+  it twice (in a paused market it waits; in a closed one it is settled at the closing price by
+  `quitMarket`).
 
 Collateral liquidations (`Vault.liquidateCollateral`) are the second kind: once the vault
 calls a trader with non-settlement collateral (WETH) liquidatable, anyone may pay part of its
@@ -38,6 +44,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
 from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
 from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
 
 if TYPE_CHECKING:
@@ -135,7 +142,13 @@ class CurieLiquidator:
             if not (cm.is_liquidatable(t) and t.positions):
                 out += self._plan_collateral(t)
                 continue
-            p = max(t.positions, key=lambda p: p.notional)
+            p = max((p for p in t.positions if book.markets[p.base].is_open),
+                    key=lambda p: p.notional, default=None)
+            if p is None:  # every position in a paused or closed market: held
+                self.adapter.metrics.liquidation_funnel.labels(
+                    self.adapter.chain, self.adapter.name, "held").inc()
+                out += self._plan_collateral(t)  # (the vault's, bound to no market)
+                continue
             size = cm.liquidatable_size(t, p)
             if size == 0:
                 continue
@@ -236,11 +249,21 @@ class CurieLiquidator:
         if mine is None:
             return []
         ch = self.adapter.config.clearing_house
-        return [(f"{self.adapter.name}:{self.keeper}:unwind:{p.base}:{p.size}", ch,
-                 encode_call("closePosition((address,uint160,uint256,uint256,bytes32))",
-                             ["(address,uint160,uint256,uint256,bytes32)"],
-                             [(p.base, 0, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS)
-                for p in mine.positions]
+        out = []
+        for p in mine.positions:
+            status = book.markets[p.base].status
+            key = f"{self.adapter.name}:{self.keeper}:unwind:{p.base}:{p.size}"
+            if status == OPEN:
+                out.append((key, ch, encode_call(
+                    "closePosition((address,uint160,uint256,uint256,bytes32))",
+                    ["(address,uint160,uint256,uint256,bytes32)"],
+                    [(p.base, 0, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
+            elif status == CLOSED:  # settled at the closing price (closePosition: CH_MNO)
+                out.append((key, ch, encode_call("quitMarket(address,address)",
+                                                 ["address", "address"],
+                                                 [self.keeper, p.base]), CLOSE_GAS))
+            # (paused: every way out reverts until the market reopens or closes)
+        return out
 
     def learn(self, key: str, gas_used: int) -> None:
         parts = key.split("#", 1)[0].split(":")
