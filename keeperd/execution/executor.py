@@ -31,6 +31,7 @@ from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
+from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal, track_again
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
@@ -154,6 +155,7 @@ class Executor:
         # Balances are read every BALANCE_EVERY_BLOCKS blocks from the first full scan on (a
         # fixed "block % 10" missed them whenever that block's scan was coalesced away).
         self._balances_due = 0
+        self._allowances: AllowanceOverrides | None = None  # dry-run's approvals (_simulate)
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -247,7 +249,13 @@ class Executor:
         fresh: list[tuple[Opportunity, str]] = []
         for opp in opportunities:
             key = await self._key_for(opp.key)
-            if key is None or await self.journal.get(key) is not None:
+            entry = await self.journal.get(key) if key is not None else None
+            if (entry is not None and entry.status == J.DRY_RUN and self.mode != "dry-run"
+                    and await self.journal.forget_dry_run(entry.key)):
+                # What a dry-run recorded was never sent: liquidate mode sends it now.
+                log.info("liquidation.dry_run_record_replaced", opportunity=key)
+                entry = None
+            if key is None or entry is not None:
                 stage(*self.labels, "skipped_journaled").inc()
                 continue
             # The position's health rests on every asset it uses, not only the pair that
@@ -342,22 +350,27 @@ class Executor:
         tripled the block-to-broadcast latency of a wave — bench/README.md.) Successes are
         `Simulated`."""
         sender = self.keeper or wave[0][0].target
+        overrides = [await self._dry_run_approval(c) for c, _ in wave]
 
         def tx(call: Call, gas: int) -> dict[str, str]:
             return {"from": sender, "to": call.target, "data": "0x" + call.data.hex(),
                     "gas": hex(gas)}
 
-        def request(call: Call) -> tuple[str, list[Any]]:
+        def request(call: Call, override: dict[str, Any] | None) -> tuple[str, list[Any]]:
             if call.verification is None:
-                return "eth_call", [tx(call, call.opportunity.gas_limit), "latest"]
+                return "eth_call", [tx(call, call.opportunity.gas_limit), "latest",
+                                    *([override] if override else [])]
             # The protocol's own reads, then the liquidation, in one simulated block.
             reads = [{"from": sender, "to": to, "data": "0x" + data.hex()}
                      for to, data in call.verification.reads]
-            return "eth_simulateV1", [{"blockStateCalls": [{"calls": [
-                *reads, tx(call, call.opportunity.gas_limit)]}], "validation": False},
-                "latest"]
+            block: dict[str, Any] = {"calls": [*reads, tx(call, call.opportunity.gas_limit)]}
+            if override:
+                block["stateOverrides"] = override
+            return "eth_simulateV1", [{"blockStateCalls": [block], "validation": False},
+                                      "latest"]
 
-        answers = await self.pool.batch([request(c) for c, _ in wave])
+        answers = await self.pool.batch([request(c, o)
+                                         for (c, _), o in zip(wave, overrides, strict=True)])
         out: list[object] = [
             a if isinstance(a, Exception)
             else self._verdict(c, a) if c.verification is not None else Simulated(None)
@@ -369,11 +382,26 @@ class Executor:
         if short:
             estimates = await self.pool.batch([("eth_estimateGas", [tx(
                 wave[i][0], wave[i][0].opportunity.gas_limit * SIMULATION_GAS_FACTOR),
-                "latest"]) for i in short])
+                "latest", *([overrides[i]] if overrides[i] else [])]) for i in short])
             for i, estimate in zip(short, estimates, strict=True):
                 out[i] = (Simulated(int(estimate, 16)) if isinstance(estimate, str)
                           else estimate)
         return out
+
+    async def _dry_run_approval(self, call: Call) -> dict[str, Any] | None:
+        """In dry-run, the approval liquidate mode would have sent (the keeper's repaid token
+        to the call's target) as a state override of the simulation (allowances.py): without
+        it every own-capital simulation fails on `transferFrom` and dry-run shows nothing."""
+        if self.mode != "dry-run" or self.keeper is None or call.flash:
+            return None
+        if self._allowances is None:
+            self._allowances = AllowanceOverrides(self.pool)
+            log.info("dry_run.simulated_as_approved", protocol=self.adapter.name,
+                     meaning="dry-run simulates each liquidation with the keeper's approval "
+                             "of the repaid token in place (a state override), as liquidate "
+                             "mode would after sending its approvals")
+        return await self._allowances.override(call.opportunity.need.asset, self.keeper,
+                                               call.target)
 
     @staticmethod
     def _verdict(call: Call, answer: Any) -> Simulated | Exception:

@@ -135,6 +135,16 @@ class Journal:
             "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
             key, PLANNED) > 0
 
+    async def forget_dry_run(self, key: str) -> bool:
+        """Delete what a dry-run recorded for `key` (it was never signed nor sent), so that
+        a keeper switched to liquidate on the same state directory sends it."""
+        async with self.db.transaction():
+            await self.db.fenced()
+            return await self.db.execute(
+                "DELETE FROM liquidations WHERE key = $1 AND status = $2 AND NOT EXISTS "
+                "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
+                key, DRY_RUN) > 0
+
     async def record(self, entry: JournalEntry) -> bool:
         """Insert a new opportunity. False if the key is already journaled (never twice)."""
         now = time.time()
