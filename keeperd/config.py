@@ -598,6 +598,10 @@ class RulesConfig(_Model):
         default_factory=RuleToggle, description="Liquidations on a market are held: an "
         "unknown or changed protocol revision, or keeperd's health differing from the "
         "protocol's own.")
+    key_in_use_elsewhere: RuleToggle = Field(
+        default_factory=RuleToggle, description="A transaction keeperd did not sign was mined "
+        "from the keeper's address (another keeper or tool on the same key): new "
+        "liquidations wait until it stops.")
     revision_unverified: RuleToggle = Field(
         default_factory=RuleToggle, description="A market runs rules keeperd does not know "
         "for sure (Aave: a POOL_REVISION or pool implementation it does not recognise): its "

@@ -219,6 +219,10 @@ class Metrics:
             "market's rules for sure (Aave: a revision or pool implementation it does not "
             "recognise) and sends a liquidation only when the chain confirms it in a "
             "simulation.", ["chain", "protocol"], registry=r)
+        self.foreign_transactions = Counter(
+            "keeperd_keeper_foreign_transactions_total", "Transactions mined from the keeper's "
+            "address that keeperd did not sign: the key is in use elsewhere (should stay 0).",
+            ["chain"], registry=r)
         self.liquidations_verified = Counter(
             "keeperd_liquidations_verified_total", "Liquidations simulated under verification, "
             "by outcome: sent (the chain confirmed health < 1 and a profitable outcome), "

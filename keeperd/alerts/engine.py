@@ -438,7 +438,8 @@ class AlertEngine:
 
     async def tick(self, *, rpc_healthy: dict[str, int],
                    index_lag: dict[tuple[str, str], int | None],
-                   keeper_balance: dict[str, float | None]) -> None:
+                   keeper_balance: dict[str, float | None],
+                   key_conflicts: dict[str, str | None] | None = None) -> None:
         """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
         the silences added from the CLI since the last tick)."""
         now = self.clock()
@@ -462,6 +463,18 @@ class AlertEngine:
                     resolved_summary=f"{chain}: an RPC endpoint answers again",
                     action="Check the providers (keeperd_rpc_* metrics say which fail how); "
                            "add a fallback endpoint to chains[].rpc_urls."))
+        route = self.config.route_for("key_in_use_elsewhere")
+        if rules.key_in_use_elsewhere.enabled and route:
+            for chain, why in (key_conflicts or {}).items():
+                conditions.append(Condition(
+                    "key_in_use_elsewhere", route, {"chain": chain},
+                    "critical" if why else None, None, None, self.repeat_interval(route),
+                    summary=f"{chain}: {why}",
+                    resolved_summary=f"{chain}: no transaction but keeperd's from the keeper's "
+                                     "address for a while: liquidations go on",
+                    action="Stop the other keeper or tool using this key (two keepers need "
+                           "one state database: storage.url and replicas), or give keeperd a "
+                           "key of its own."))
         route = self.config.route_for("index_lag")
         if rules.index_lag.enabled and route:
             levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,

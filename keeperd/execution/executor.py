@@ -173,7 +173,7 @@ class Executor:
         """Reconcile the journal before anything new is sent; then the liquidator's own
         preparation (approvals, parameters)."""
         if self.tx is not None:
-            await self.tx.sync_nonce()
+            await self.tx.sync_nonce_afresh()
             await resume_journal(self.journal, self.tx, self.adapter.name, head)
             await self._watch_recent_inclusions(head)
             # Settle at once what was mined while we were down.
@@ -242,6 +242,13 @@ class Executor:
         # (the scanner publishes the gate and logs its changes; here it only holds)
         if self.adapter.liquidation_hold(result.book) is not None:
             stage(*self.labels, "held").inc(len(opportunities))
+            return
+        conflict = (self.tx.key_conflict(result.block)
+                    if self.tx is not None and self.mode == "liquidate" else None)
+        if conflict is not None:
+            stage(*self.labels, "held").inc(len(opportunities))
+            log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
+                        opportunities=len(opportunities), reason=conflict)
             return
         paused = await self.breaker.tripped() if self.breaker is not None else set()
         sequencer = (await self.sequencer.problem(result.book.timestamp, result.block)
@@ -599,7 +606,10 @@ class Executor:
     # --- per block ------------------------------------------------------------------------
 
     async def on_block(self, block: int) -> None:
-        if self.tx is None or not self.tx.pending:
+        if self.tx is None:
+            return
+        await self.tx.check_foreign(block)  # (alerted by the engine's tick: key_conflict)
+        if not self.tx.pending:
             return
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
                   and await self._still_wanted(key)}

@@ -34,6 +34,10 @@ from keeperd.metrics import Metrics
 log = structlog.get_logger(__name__)
 
 GWEI = 10**9
+# A transaction from the keeper's address that keeperd did not sign (the key in use by another
+# keeper or tool) holds new liquidations until this many blocks pass without another one: two
+# senders on one key fight over nonces ("nonce too low", replaced and dropped liquidations).
+FOREIGN_QUIET_BLOCKS = 10
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,12 @@ class TxManager:
         self._record = record or _no_record
         self._nonce: int | None = None
         self.pending: dict[str, Pending] = {}
+        # Nonces this process signed (or resumed from its journal), and how far the mined
+        # nonces were checked for ones it did not sign (`check_foreign`).
+        self._ours: set[int] = set()
+        self._foreign_checked: int | None = None
+        self._foreign_checked_block = -1
+        self.foreign_seen: tuple[int, int] | None = None  # (block, nonce) of the last one
 
     @property
     def address(self) -> str:
@@ -143,7 +153,55 @@ class TxManager:
     async def sync_nonce(self) -> int:
         self._nonce = int(await self.pool.request(
             "eth_getTransactionCount", [self.address, "pending"]), 16)
+        if self._foreign_checked is None:
+            self._foreign_checked = self._nonce  # what came before is history
         return self._nonce
+
+    async def sync_nonce_afresh(self) -> int:
+        """At start and on a replica's promotion: what was mined before now (the previous
+        leader's transactions included) is history, not another sender."""
+        self._foreign_checked = None
+        return await self.sync_nonce()
+
+    async def check_foreign(self, block: int) -> list[int]:
+        """Once per block (several executors share this manager): the nonces mined since the
+        last check that this process did not sign — another sender on the keeper's key."""
+        if block <= self._foreign_checked_block or self._foreign_checked is None:
+            return []
+        self._foreign_checked_block = block
+        mined = int(await self.pool.request(
+            "eth_getTransactionCount", [self.address, "latest"]), 16)
+        foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]
+        self._foreign_checked = max(self._foreign_checked, mined)
+        if foreign:
+            self._note_foreign(block, foreign)
+            if self._nonce is not None and mined > self._nonce:
+                self._nonce = mined  # (never sign under a nonce the other took)
+        return foreign
+
+    def _note_foreign(self, block: int, nonces: list[int]) -> None:
+        """Nonces of the keeper's address used by transactions keeperd did not sign: mined
+        under a nonce it never used, or under one of its own whose transaction can no longer
+        be mined (another sender's took it)."""
+        self.foreign_seen = (block, nonces[-1])
+        self.metrics.foreign_transactions.labels(self.pool.chain).inc(len(nonces))
+        log.error("tx.key_in_use_elsewhere", address=self.address, block=block,
+                  nonces=nonces[:10],
+                  meaning="a transaction keeperd did not sign was mined from the keeper's "
+                          "address: another keeper or tool uses this key; new liquidations "
+                          f"wait until {FOREIGN_QUIET_BLOCKS} blocks pass without one")
+
+    def key_conflict(self, block: int) -> str | None:
+        """Why new sends wait (another sender on this key, recently), or None."""
+        if self.foreign_seen is None:
+            return None
+        seen, nonce = self.foreign_seen
+        if block - seen >= FOREIGN_QUIET_BLOCKS:
+            return None
+        return (f"a transaction keeperd did not sign (nonce {nonce}) was mined from the "
+                f"keeper's address {self.address} at block {seen}: the key is in use "
+                f"elsewhere; new liquidations wait until {FOREIGN_QUIET_BLOCKS} blocks pass "
+                "without another")
 
     async def base_fee(self) -> int:
         block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
@@ -153,6 +211,7 @@ class TxManager:
               value: int = 0) -> tuple[str, bytes]:
         raw = self.key.sign_eip1559(chain_id=self.chain_id, nonce=nonce, to=to, value=value,
                                     data=data, gas=gas, max_fee=max_fee, tip=tip)
+        self._ours.add(nonce)
         return "0x" + keccak(raw).hex(), raw
 
     async def send(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,
@@ -358,6 +417,7 @@ class TxManager:
             if p.nonce_passed_at is None:
                 p.nonce_passed_at = block
             if block > p.nonce_passed_at:
+                self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
 
@@ -413,6 +473,7 @@ class TxManager:
         one signed and journaled but never broadcast (a crash in between) is not counted by
         the node yet, and the next new transaction must not be signed under it."""
         first = records[0]
+        self._ours.update(r.nonce for r in records)
         self.pending[key] = Pending(key, first.nonce, to, data, first.gas_limit, budget_wei,
                                     attempts=list(records), sent_block=block)
         if self._nonce is not None:

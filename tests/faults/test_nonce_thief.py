@@ -1,8 +1,9 @@
 """#17: another process spends the keeper's nonces (the same key used by a second tool, or an
 operator's wallet). A liquidation keeperd sent under a nonce the other process took can never
-be mined: keeperd sees the nonce passed without its receipt, marks it dropped, and plans the
-opportunity again under a fresh nonce; nothing is sent twice, no nonce is shared, nothing is
-left pending."""
+be mined: keeperd sees the nonce passed without its receipt, marks it dropped, tells that its
+key is in use elsewhere, holds new liquidations until the other sender has been quiet for
+FOREIGN_QUIET_BLOCKS, and then plans the opportunity again under a fresh nonce; nothing is sent
+twice, no nonce is shared, nothing is left pending."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from tests.conftest import metric_value
 from tests.faults.invariants import journal_problems, keeper_liquidations
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
@@ -57,6 +59,8 @@ async def test_a_nonce_taken_by_another_process_is_dropped_and_planned_again_onc
     finally:
         devnet.client.call("evm_setAutomine", True)
     assert entries[victim].status == J.DROPPED
+    assert metric_value(keeper.daemon.metrics, "keeperd_keeper_foreign_transactions_total",
+                        {"chain": "devnet"}) == 1
     txs = [(t.key, t.nonce, t.tx_hash) for k in entries for t in await journal.txs(k)]
     assert not journal_problems([(k, e.status) for k, e in entries.items()], txs)
     assert taken not in {n for k, n, _ in txs if k != victim}  # never reused by keeperd
