@@ -66,6 +66,11 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+# While no RPC endpoint of a chain answers at start, keeperd asks again after 1, 2, 4 ... s,
+# at most this far apart.
+START_WAIT_MAX_S = 30.0
+
+
 class StartupError(Exception):
     """keeperd cannot start with this configuration; the message says why and what to do."""
 
@@ -200,7 +205,9 @@ class Daemon:
             for chain in self.config.chains:
                 pool = make_pool(chain, self.metrics)
                 await stack.enter_async_context(pool)
-                await self._check_chain(chain, pool)
+                if not await self._check_chain(chain, pool, stop):
+                    log.info("daemon.stopped_before_start", chain=chain.name)
+                    return
                 source = BlockSource(pool, poll_interval=chain.poll_interval,
                                      ws_url=chain.ws_url, metrics=self.metrics,
                                      ws_stall_after=chain.ws_stall_s, chain_id=chain.chain_id)
@@ -519,25 +526,45 @@ class Daemon:
                       state_dir=str(self.config.state_dir),
                       action="free space in the state directory (or remount it read-write)")
 
-    async def _check_chain(self, chain: ChainConfig, pool: RpcPool) -> None:
-        checks = await check_chain_ids(pool, chain.chain_id)
+    async def _check_chain(self, chain: ChainConfig, pool: RpcPool, stop: asyncio.Event
+                           ) -> bool:
+        """Every endpoint on the configured chain; at least one answering. While none
+        answers keeperd waits for one (asked again with backoff, each wait logged, systemd's
+        start timeout extended): a provider down at boot must not turn into a restart loop
+        whose log says the opposite. False when a stop came meanwhile."""
         index = self.config.chains.index(chain)
-        wrong = [c for c in checks if c.status == "wrong_chain"]
-        if wrong:
-            lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
-                     for c in wrong]
-            raise StartupError(
-                "refusing to start: an RPC endpoint belongs to another network\n  "
-                + "\n  ".join(lines)
-                + "\n  fix: point the URL at the right network, or correct the chain_id")
+        attempt = 0
+        while True:
+            checks = await check_chain_ids(pool, chain.chain_id)
+            wrong = [c for c in checks if c.status == "wrong_chain"]
+            if wrong:
+                lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
+                         for c in wrong]
+                raise StartupError(
+                    "refusing to start: an RPC endpoint belongs to another network\n  "
+                    + "\n  ".join(lines)
+                    + "\n  fix: point the URL at the right network, or correct the chain_id")
+            if any(c.status == "ok" for c in checks):
+                break
+            attempt += 1
+            wait = min(2.0 ** (attempt - 1), START_WAIT_MAX_S)
+            log.error("rpc.no_endpoint_answers", chain=chain.name, attempt=attempt,
+                      next_try_s=wait, endpoints=[f"{c.safe_url}: {c.detail}" for c in checks],
+                      action=f"keeperd waits until an endpoint of chains[{index}].rpc_urls "
+                             "answers (nothing is evaluated meanwhile); check the provider, "
+                             "the URL and the network")
+            self.notifier.status(f"waiting for an RPC endpoint of {chain.name} "
+                                 f"(attempt {attempt})")
+            self.notifier.send(f"EXTEND_TIMEOUT_USEC={int((wait + 30) * 1e6)}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+                return False
         for c in checks:
             if c.status == "unreachable":
                 log.warning("rpc.endpoint_unreachable_at_start", chain=chain.name,
                             endpoint=c.index, url=c.safe_url, detail=c.detail,
                             action="kept in the pool; it is retried and used once it answers")
-        if not any(c.status == "ok" for c in checks):
-            log.error("rpc.no_endpoint_answers", chain=chain.name,
-                      action="following will start as soon as one answers")
+        return True
 
     def _block_logger(self, rt: ChainRuntime) -> Callable[[BlockEvent], Awaitable[None]]:
         async def on_event(event: BlockEvent) -> None:
