@@ -107,7 +107,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from keeperd import status
 
-    info = status.collect(load_config(args.config))
+    info = status.collect(*status.status_config(args.config))
     print(json.dumps(info, indent=1) if args.json else status.render(info))
     return EXIT_OK
 

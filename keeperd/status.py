@@ -8,13 +8,46 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from keeperd.config import Config
+import yaml
+
+from keeperd.config import Config, ConfigError, ConfigIssue, parse_config
 from keeperd.storage.db import STATE_FILE
+
+_ENV_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+
+
+def status_config(path: str | Path) -> tuple[Config, str]:
+    """The config as `keeperd status` needs it — where the state is — without the secrets a
+    running daemon needs (alert tokens, webhook secrets, the key, provider keys in RPC URLs):
+    the operator asking what the daemon does may not hold them. Returns the config and the
+    keeper mode the file says (the running daemon's own comes from status.json)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), [ConfigIssue("", "file not found",
+                                                  "check the path given to --config")]) from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc}", "")]) from None
+    if not isinstance(data, dict):
+        return parse_config(data, str(path)), "?"  # (says what is wrong)
+    keeper = data.get("keeper") if isinstance(data.get("keeper"), dict) else {}
+    mode = str(keeper.get("mode", "dry-run"))
+    reduced = {k: v for k, v in data.items() if k not in ("alerts", "keeper")}
+    reduced["keeper"] = {"mode": "alert-only"}
+    # Variables the file names but this shell lacks (provider keys in RPC URLs, say) do not
+    # matter to reading the state directory.
+    env = dict(os.environ)
+    for name in _ENV_NAME.findall(yaml.safe_dump(reduced)):
+        env.setdefault(name, "unset")
+    return parse_config(reduced, str(path), env=env), mode
 
 
 def pid_running(pid: int) -> bool:
@@ -28,14 +61,18 @@ def pid_running(pid: int) -> bool:
     return True
 
 
-def collect(config: Config) -> dict[str, Any]:
+def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
     state = config.state_dir
-    out: dict[str, Any] = {"state_dir": str(state), "mode": config.keeper.mode}
+    out: dict[str, Any] = {"state_dir": str(state),
+                           "mode": config_mode or config.keeper.mode,
+                           "config_mode": config_mode or config.keeper.mode}
     status_file = state / "status.json"
     if status_file.is_file():
         status = json.loads(status_file.read_text())
         age = time.time() - float(status.get("updated_at", 0))
         running = pid_running(int(status.get("pid", -1))) and age < 60
+        if running and status.get("mode"):
+            out["mode"] = status["mode"]  # the running daemon's, not the file's
         out["daemon"] = {"running": running, "pid": status.get("pid"),
                          "status_age_s": round(age, 1), "ready": status.get("ready"),
                          "alive": status.get("alive"), "status": status.get("status"),
@@ -56,11 +93,7 @@ def collect(config: Config) -> dict[str, Any]:
                 out["liquidations"] = dict(db.execute(
                     "SELECT status, COUNT(*) FROM liquidations GROUP BY status"))
                 out["last_liquidations"] = [
-                    {"account": a, "status": s, "collateral": c, "debt": d,
-                     "expected_profit_usd": round(p, 2), "winner": w}
-                    for a, s, c, d, p, w in db.execute(
-                        "SELECT account, status, collateral, debt, expected_profit_usd, "
-                        "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")]
+                    last_liquidation(r) for r in db.execute(LAST_LIQUIDATIONS_SQL)]
             if "alert_state" in tables:
                 out["alerts_firing"] = firing_summary(
                     json.loads(r[0]) for r in db.execute(
@@ -75,6 +108,19 @@ def collect(config: Config) -> dict[str, Any]:
     if config.storage.url is not None:
         out.update(_shared(config))
     return out
+
+
+# The latest liquidations, for both back-ends (no parameters: the same text runs on both).
+LAST_LIQUIDATIONS_SQL = ("SELECT protocol, account, status, collateral, debt, "
+                         "expected_profit_usd, winner, detected_block FROM liquidations "
+                         "ORDER BY updated_at DESC, detected_block DESC LIMIT 5")
+
+
+def last_liquidation(row: Iterable[Any]) -> dict[str, Any]:
+    protocol, account, status, collateral, debt, profit, winner, block = row
+    return {"protocol": protocol, "account": account, "status": status,
+            "collateral": collateral, "debt": debt, "expected_profit_usd": round(profit, 2),
+            "winner": winner, "block": block}
 
 
 def firing_summary(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,9 +148,21 @@ def _shared(config: Config) -> dict[str, Any]:
         return {"replicas_error": str(exc)}
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """{'included': 46, 'dry_run': 3} -> 'included 46, dry_run 3' (most first)."""
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
 def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
-    lines = [f"state directory  {info['state_dir']}", f"mode             {info['mode']}"]
+    mode = info["mode"]
+    if info.get("config_mode") and info["config_mode"] != mode:
+        mode += f" (running; the config file now says {info['config_mode']})"
+    lines = [f"state directory  {info['state_dir']}", f"mode             {mode}"]
     if d.get("running"):
         lines.append(f"daemon           running (pid {d['pid']}), "
                      f"{'ready' if d.get('ready') else 'NOT ready'}, "
@@ -127,11 +185,14 @@ def render(info: dict[str, Any]) -> str:
     if role:
         lines.append(f"this replica     {role}")
     if "liquidations" in info:
-        lines.append(f"liquidations     {info['liquidations'] or 'none yet'}")
+        lines.append(f"liquidations     {_counts(info['liquidations']) or 'none yet'}")
+        if info.get("last_liquidations"):
+            lines.append("  latest         status            protocol     account"
+                         "                                     pair          expected profit")
         for row in info.get("last_liquidations", []):
-            lines.append(f"                 {row['status']:<17} {row['account']} "
-                         f"{row['collateral']}/{row['debt']} "
-                         f"~{row['expected_profit_usd']} USD"
+            lines.append(f"                 {row['status']:<17} {row['protocol']:<12} "
+                         f"{row['account']:<43} {row['collateral']}/{row['debt']:<12} "
+                         f"{_usd(row['expected_profit_usd']):>15}"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
     firing = info.get("alerts_firing")
     if firing is not None:
@@ -139,7 +200,7 @@ def render(info: dict[str, Any]) -> str:
         for a in firing:
             by_rule[f"{a['rule']}/{a['severity']}"] = by_rule.get(
                 f"{a['rule']}/{a['severity']}", 0) + 1
-        lines.append(f"alerts firing    {by_rule or 'none'}")
+        lines.append(f"alerts firing    {_counts(by_rule) or 'none'}")
     if "outbox" in info:
         o = info["outbox"]
         wait = f", oldest waiting {o['oldest_pending_s']} s" if o["oldest_pending_s"] else ""

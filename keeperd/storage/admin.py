@@ -128,8 +128,9 @@ async def shared_status(config: Config) -> dict[str, object]:
     try:
         counts = dict(await db.fetch("SELECT status, COUNT(*) FROM liquidations "
                                      "GROUP BY status"))
-        last = await db.fetch("SELECT account, status, collateral, debt, expected_profit_usd, "
-                              "winner FROM liquidations ORDER BY updated_at DESC LIMIT 5")
+        from keeperd.status import LAST_LIQUIDATIONS_SQL
+
+        last = await db.fetch(LAST_LIQUIDATIONS_SQL)
         firing = [json.loads(r[0]) for r in await db.fetch(
             "SELECT alert FROM alert_state ORDER BY since")]
         outbox = await db.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")
@@ -137,7 +138,7 @@ async def shared_status(config: Config) -> dict[str, object]:
                                    "pending")
     finally:
         await db.close()
-    from keeperd.status import firing_summary, outbox_summary
+    from keeperd.status import firing_summary, last_liquidation, outbox_summary
 
     return {
         "alerts_firing": firing_summary(firing),
@@ -146,7 +147,5 @@ async def shared_status(config: Config) -> dict[str, object]:
                       "expires_in_s": round(r.expires_in_s, 1),
                       "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows],
         "liquidations": counts,
-        "last_liquidations": [
-            {"account": a, "status": st, "collateral": c, "debt": d,
-             "expected_profit_usd": round(p, 2), "winner": w} for a, st, c, d, p, w in last],
+        "last_liquidations": [last_liquidation(r) for r in last],
     }
