@@ -34,6 +34,9 @@ from keeperd.metrics import Metrics
 log = structlog.get_logger(__name__)
 
 GWEI = 10**9
+# Nodes replace a pending transaction only when its max fee and tip both rise by 10 % (geth's
+# default price bump; others alike).
+REPLACEMENT_MIN_BUMP = 1.10
 # A transaction from the keeper's address that keeperd did not sign (the key in use by another
 # keeper or tool) holds new liquidations until this many blocks pass without another one: two
 # senders on one key fight over nonces ("nonce too low", replaced and dropped liquidations).
@@ -425,8 +428,23 @@ class TxManager:
         last = p.attempts[-1]
         base = await self.base_fee()
         bump = self.policy.fee_bump
-        max_fee = max(int(last.max_fee_per_gas * bump) + 1, self.policy.fees_for(base)[0])
-        tip = max(int(last.priority_fee * bump) + 1, self.policy.fees_for(base)[1])
+        cap = self.policy.max_fee_per_gas_wei
+        # Every replacement stays within the operator's max_fee_gwei (38 bumps once reached
+        # 3,690 gwei against a 500 gwei cap), its tip within its max fee. Nodes take a
+        # replacement only when both fees rise by their minimum bump: one the cap leaves no
+        # room for waits at the current fee (a stuck transaction is cancelled the same way).
+        max_fee = min(cap, max(int(last.max_fee_per_gas * bump) + 1,
+                               self.policy.fees_for(base)[0]))
+        tip = min(max_fee, max(int(last.priority_fee * bump) + 1, self.policy.fees_for(base)[1]))
+        if (max_fee < last.max_fee_per_gas * REPLACEMENT_MIN_BUMP
+                or tip < last.priority_fee * REPLACEMENT_MIN_BUMP):
+            self.metrics.tx_fee_capped.labels(self.pool.chain).inc()
+            log.warning("tx.replacement_at_fee_cap", opportunity=p.key, nonce=p.nonce,
+                        max_fee_gwei=round(last.max_fee_per_gas / GWEI, 3),
+                        cap_gwei=round(cap / GWEI, 3),
+                        action="waiting with the current fee (keeper.max_fee_gwei)")
+            p.sent_block = block
+            return
         gas = 21_000 if p.cancelling else p.gas_limit
         if max_fee * gas > p.budget_wei:
             self.metrics.tx_fee_capped.labels(self.pool.chain).inc()

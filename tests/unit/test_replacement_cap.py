@@ -1,0 +1,51 @@
+"""Replacements of a stuck transaction stay within the operator's fee cap (#28 item 7): 38
+bumps once reached a 3,690 gwei max fee and a 176 gwei tip against `max_fee_gwei: 500`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+
+from keeperd.execution.journal import TxRecord
+from keeperd.execution.txmanager import GWEI, FeePolicy, Pending, TxManager
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+
+
+class Node:
+    """Answers what a replacement asks: the base fee, and takes every broadcast."""
+
+    chain = "devnet"
+
+    def __init__(self, base_fee: int) -> None:
+        self.base_fee, self.sent = base_fee, 0
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getBlockByNumber":
+            return {"baseFeePerGas": hex(self.base_fee)}
+        assert method == "eth_sendRawTransaction"
+        self.sent += 1
+        return "0x" + "00" * 32
+
+
+def stuck(max_fee: int, tip: int) -> Pending:
+    first = TxRecord("0x" + "11" * 32, "k", 7, max_fee, tip, 300_000, "0x", "liquidation", 0.0)
+    return Pending("k", 7, "0x" + "22" * 20, b"", 300_000, budget_wei=10**30,
+                   attempts=[first])
+
+
+async def test_replacements_never_pass_the_fee_cap_nor_the_tip_its_max_fee() -> None:
+    node = Node(base_fee=200 * GWEI)  # a fee spike: base x headroom is far above the cap
+    tx = TxManager(node, KeeperKey(Account.create()), 31337, metrics=Metrics(),  # type: ignore[arg-type]
+                   policy=FeePolicy(max_fee_per_gas_wei=500 * GWEI, fee_bump=1.125))
+    pending = stuck(100 * GWEI, 20 * GWEI)
+    for block in range(40):
+        await tx._replace(pending, block)
+    fees = [(a.max_fee_per_gas, a.priority_fee) for a in pending.attempts]
+    assert len(fees) >= 3 and fees[-1][0] == 500 * GWEI  # replaced up to the cap, no more
+    assert all(max_fee <= 500 * GWEI and tip <= max_fee for max_fee, tip in fees), fees
+    # Each replacement raised both fees by the nodes' minimum bump, or was not sent.
+    for (a, b), (c, d) in zip(fees, fees[1:]):
+        assert c >= a * 1.1 and d >= b * 1.1
+    assert node.sent == len(fees) - 1
