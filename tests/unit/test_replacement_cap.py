@@ -3,6 +3,7 @@ bumps once reached a 3,690 gwei max fee and a 176 gwei tip against `max_fee_gwei
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from eth_account import Account
@@ -46,6 +47,6 @@ async def test_replacements_never_pass_the_fee_cap_nor_the_tip_its_max_fee() -> 
     assert len(fees) >= 3 and fees[-1][0] == 500 * GWEI  # replaced up to the cap, no more
     assert all(max_fee <= 500 * GWEI and tip <= max_fee for max_fee, tip in fees), fees
     # Each replacement raised both fees by the nodes' minimum bump, or was not sent.
-    for (a, b), (c, d) in zip(fees, fees[1:]):
+    for (a, b), (c, d) in pairwise(fees):
         assert c >= a * 1.1 and d >= b * 1.1
     assert node.sent == len(fees) - 1
