@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import structlog
 from eth_abi import decode
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
@@ -118,6 +118,21 @@ class MorphoBook:
         return mm.mul_div_down(p.collateral, price, mm.ORACLE_PRICE_SCALE)
 
 
+def params_problem(market_id: str, params: bytes) -> str | None:
+    """A market's id is the keccak of its ABI-encoded parameters (Morpho's MarketParamsLib):
+    parameters read from an endpoint that do not hash to the configured id are not that
+    market's — a lying or broken endpoint would have keeperd price, approve and liquidate
+    against an oracle and tokens of its choosing. None when they agree."""
+    if len(params) < 160:
+        return f"market {market_id}: idToMarketParams answered {len(params)} bytes, not 160"
+    actual = "0x" + keccak(params[:160]).hex()
+    if actual != market_id.lower():
+        return (f"market {market_id}: the parameters the endpoint returned hash to {actual}, "
+                "not to the market's id; refusing to watch or liquidate it (check the RPC "
+                "endpoint)")
+    return None
+
+
 class MorphoBlueAdapter(LogIndexed):
     kind = "morpho_blue"
     config_model = MorphoBlueConfig
@@ -160,6 +175,8 @@ class MorphoBlueAdapter(LogIndexed):
             if int(loan, 16) == 0:
                 raise ValueError(f"{self.name}: market {market_id} does not exist on "
                                  f"{self.config.morpho}")
+            if (problem := params_problem(market_id, result.data)) is not None:
+                raise ValueError(f"{self.name}: {problem}")
             meta = await self.multicall.aggregate3([
                 Call(loan, encode_call("symbol()", [], [])),
                 Call(loan, encode_call("decimals()", [], [])),
