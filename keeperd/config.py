@@ -9,6 +9,7 @@ caught at start rather than silently ignored.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -83,8 +84,15 @@ def _ws_url(value: str) -> str:
 
 
 def _loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """An address on this machine, parsed: a name that merely starts with "127."
+    (127.evil.example) is a remote host."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _plain_to_remote(value: str) -> bool:
