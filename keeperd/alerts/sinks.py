@@ -111,8 +111,10 @@ async def _post(session: aiohttp.ClientSession, url: str, *, timeout_s: float, p
                 headers: dict[str, str] | None = None,
                 parse_retry: Any = None) -> Delivery:
     try:
+        # (never to where a redirect points: the signature and tokens are for this URL)
         async with session.post(url, json=json_body, data=data, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                allow_redirects=False) as resp:
             # A receiver's answer matters for its first words (an error, a retry_after):
             # 64 kB of it, whatever it sends.
             text = (await read_bounded(resp, SINK_ANSWER_BYTES, truncate=True)).decode(

@@ -480,6 +480,9 @@ class RpcPool:
                     ep.url,
                     json=payload,
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                    # A redirect is an answer of its own, never followed: it could take the
+                    # request (and a provider key in its URL) to plain http or elsewhere.
+                    allow_redirects=False,
                 ) as resp:
                     status = resp.status
                     # The caller's bound is theirs to handle (ResponseTooLarge); the pool's
@@ -516,6 +519,10 @@ class RpcPool:
             if status >= 500:
                 outcome = "transport_error"
                 raise _TransientError(outcome, f"HTTP {status}")
+            if 300 <= status < 400:
+                outcome = "bad_response"
+                raise _TransientError(outcome, f"HTTP {status}: a redirect, not followed "
+                                               "(configure the endpoint's final URL)")
             body = self._decode(raw, expect_list)
             if body is None:
                 outcome = "bad_response"

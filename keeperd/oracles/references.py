@@ -121,7 +121,7 @@ class References:
         outcome = "ok"
         try:
             async with self._session.get(
-                    url, params=params,
+                    url, params=params, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
                 if resp.status != 200:
                     raise BadAnswer(f"HTTP {resp.status}")

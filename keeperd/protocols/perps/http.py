@@ -54,7 +54,7 @@ class VenueClient:
             self.requests += 1
             try:
                 async with self.session.request(
-                        method, url, json=body, timeout=self.timeout,
+                        method, url, json=body, timeout=self.timeout, allow_redirects=False,
                         headers={"User-Agent": f"keeperd/{__version__}"}) as resp:
                     try:
                         raw = await read_bounded(resp, VENUE_ANSWER_BYTES)
