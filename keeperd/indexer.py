@@ -36,6 +36,9 @@ from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
 
+# A catch-up that runs longer than this logs `index.progress` this often.
+PROGRESS_EVERY_S = 30.0
+
 _RANGE_TOO_BIG = re.compile(
     r"too many|more than|limit|range|exceed|response size|query timeout|timed out|"
     r"block range|too large", re.IGNORECASE)
@@ -230,7 +233,7 @@ class AccountIndexer:
         writable = await self._write_backlog()
         start = self._read_to + 1
         update = IndexUpdate(start, start - 1, set(), set(), 0)
-        started = time.perf_counter()
+        started = last_progress = time.perf_counter()
         while start <= target:
             end = min(target, start + self.chunk - 1)
             rewinds = self._rewinds
@@ -314,6 +317,14 @@ class AccountIndexer:
             elif count < self.target_logs // 4:
                 self.chunk = min(self.max_chunk, self.chunk * 2)
             start = end + 1
+            now = time.perf_counter()
+            if now - last_progress >= PROGRESS_EVERY_S and start <= target:
+                # A first index reads years of blocks: say how far it is, and how fast.
+                last_progress, done = now, end - update.from_block + 1
+                log.info("index.progress", protocol=self.protocol, to_block=end, target=target,
+                         blocks_done=done, blocks_total=target - update.from_block + 1,
+                         blocks_per_s=round(done / (now - started)), chunk=self.chunk,
+                         accounts=len(self._known))
         self.metrics.accounts_tracked.labels(self.chain, self.protocol).set(len(self._known))
         if update.logs:
             log.info("index.caught_up", protocol=self.protocol, to_block=update.to_block,

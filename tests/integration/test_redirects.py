@@ -37,10 +37,10 @@ def redirecting(to: str) -> web.Application:
 
 async def test_an_rpc_redirect_is_not_followed() -> None:
     target, visits = elsewhere()
-    async with serve(target) as there, serve(redirecting(there)) as here:
-        async with RpcPool.from_urls("t", [here + "/v3/0123456789abcdef"]) as pool:
-            with pytest.raises(RpcUnavailable):
-                await pool.request("eth_chainId")
+    async with serve(target) as there, serve(redirecting(there)) as here, \
+            RpcPool.from_urls("t", [here + "/v3/0123456789abcdef"]) as pool:
+        with pytest.raises(RpcUnavailable):
+            await pool.request("eth_chainId")
     assert visits == []
 
 

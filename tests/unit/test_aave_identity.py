@@ -35,3 +35,17 @@ def test_the_metadata_trailer_is_cut_and_push_data_is_not_read_as_opcodes() -> N
     other = b"\x61\x73\x00" + b"\x60\x06" + METADATA
     assert code_fingerprint(tricky) != code_fingerprint(other)
     assert strip_metadata(b"\x00") == b"\x00"
+
+
+def test_aaves_published_implementations_are_recognised_on_their_chain_only() -> None:
+    from keeperd.protocols.aave_v3.identity import recognise
+    from keeperd.protocols.aave_v3.published import published_markets
+
+    markets = published_markets()
+    core = markets["AaveV3Ethereum"]
+    assert recognise(1, core.pool_impl.lower(), None, 11) == "published: AaveV3Ethereum"
+    assert recognise(8453, core.pool_impl, None, 11) is None  # another chain's address
+    assert recognise(1, "0x" + "ab" * 20, None, 11) is None
+    # Aave's own, but not the standard rules: verified like a fork's.
+    horizon = markets["AaveV3EthereumHorizon"]
+    assert recognise(horizon.chain_id, horizon.pool_impl, None, 11) is None

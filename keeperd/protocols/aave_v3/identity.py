@@ -33,6 +33,11 @@ from eth_utils import keccak
 IMPLEMENTATION_SLOT = "0x360894a13ba1a3210667c828492db98dca3e2076cc3735a920a3ca505d382bbc"
 PUSH1, PUSH20, PUSH32 = 0x60, 0x73, 0x7F
 _BUILT = Path(__file__).with_name("implementations.json")
+# Aave's own markets whose Pool is not the standard one keeperd's rules describe: their
+# liquidations are verified like a fork's.
+OTHER_RULES = {
+    "AaveV3EthereumHorizon": "the permissioned RWA market: who may liquidate is gated",
+}
 
 
 def strip_metadata(code: bytes) -> bytes:
@@ -95,7 +100,7 @@ def recognise(chain_id: int, address: str, fingerprint: str | None,
     from keeperd.protocols.aave_v3.published import published_implementation
 
     market = published_implementation(chain_id, address)
-    if market is not None:
+    if market is not None and market.name not in OTHER_RULES:
         return f"published: {market.name}"
     built = built_fingerprints().get(fingerprint or "")
     if built is not None and built[0] == revision:
