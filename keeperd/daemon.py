@@ -53,7 +53,7 @@ from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, fence, redact_url, with_password
-from keeperd.storage.migrations import INDEX_MIGRATION, migrate
+from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
 from keeperd.web import WebServer, make_app
 
@@ -220,7 +220,7 @@ class Daemon:
             db = await self._open_storage(stack, key, local)
             journal = await Journal.open(db)  # (runs the migrations: the alerts' tables too)
             if db is not local:  # the account index stays in this replica's own file
-                await migrate(local, only={INDEX_MIGRATION})
+                await migrate(local, only=INDEX_MIGRATIONS)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             await self._start_alerts(db)

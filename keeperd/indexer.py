@@ -49,6 +49,29 @@ class LogFilter:
     addresses: tuple[str, ...]
     topics: tuple[tuple[str, ...], ...]  # topic0 alternatives, then further positions
 
+    def elements(self) -> set[str]:
+        """What the filter matches on, one string each: its addresses and every topic value
+        at each position. A config that adds a market (a topic value) or a reserve (its
+        aToken's address) adds elements whose past the index has not read."""
+        return ({f"address:{a.lower()}" for a in self.addresses}
+                | {f"topic{i}:{v.lower()}" for i, values in enumerate(self.topics)
+                   for v in values})
+
+    def narrowed_to(self, new: set[str]) -> list[LogFilter]:
+        """Filters that match exactly what the `new` elements add to the filter without them:
+        the new addresses with every topic, and, per position, the new values at that position
+        with every address."""
+        out = []
+        addresses = tuple(a for a in self.addresses if f"address:{a.lower()}" in new)
+        if addresses:
+            out.append(LogFilter(addresses, self.topics))
+        for i, values in enumerate(self.topics):
+            fresh = tuple(v for v in values if f"topic{i}:{v.lower()}" in new)
+            if fresh:
+                out.append(LogFilter(self.addresses, (*self.topics[:i], fresh,
+                                                      *self.topics[i + 1:])))
+        return out
+
 
 # (log, checksum cache for this batch) -> accounts the log touches
 Extractor = Callable[[dict[str, Any], dict[str, str]], Iterable[str]]
@@ -133,7 +156,71 @@ class AccountIndexer:
         self._read_to = self._indexed
         self._known = set(await self.store.accounts(self.protocol))
         self._started = True
-        return await self._rewind_past_replaced_blocks("restart")
+        rewound = await self._rewind_past_replaced_blocks("restart")
+        await self._backfill_new_elements()
+        return rewound
+
+    async def _backfill_new_elements(self) -> None:
+        """A filter that grew since the cursor last moved (a market added to the config, a
+        reserve listed): the cursor says nothing of the new elements' past, so it is read now,
+        from `start_block` to the cursor, with a filter narrowed to them — else a market added
+        after the first run would be watched only from its addition on."""
+        current = self.filter.elements()
+        try:
+            before = await self.store.filter_elements(self.protocol)
+        except Exception as exc:  # (an old state file: migrated by the daemon first)
+            self._write_failed("filter", self._indexed, exc)
+            return
+        new = current - before
+        if before and new and self._indexed >= self.start_block:
+            found: dict[str, int] = {}
+            for narrowed in self.filter.narrowed_to(new):
+                await self._read_range(narrowed, self.start_block, self._indexed, found)
+            fresh = {a: b for a, b in found.items() if a not in self._known}
+            cursor = await self.store.cursor(self.protocol)
+            if fresh:
+                await self.store.record_indexed(self.protocol, self._indexed,
+                                                cursor.hash if cursor else None, fresh.items())
+                self._known.update(fresh)
+            log.info("index.backfilled", protocol=self.protocol, elements=sorted(new),
+                     to_block=self._indexed, accounts_found=len(found), new_accounts=len(fresh))
+        elif not before and self._indexed >= self.start_block:
+            # An index from before filters were recorded: what it held is not known, so its
+            # filter is taken as the current one (a market added before this upgrade needs
+            # `keeperd`'s state for the protocol indexed anew).
+            log.info("index.filter_recorded", protocol=self.protocol, elements=len(current))
+        if new or before - current:
+            try:
+                await self.store.set_filter_elements(self.protocol, current)
+            except Exception as exc:
+                self._write_failed("filter", self._indexed, exc)
+
+    async def _read_range(self, log_filter: LogFilter, start: int, end: int,
+                          found: dict[str, int]) -> None:
+        """Every account `log_filter` shows in [start, end], with the block first seen (ranges
+        as wide as the provider takes, halved when it refuses)."""
+        chunk = self.max_chunk
+        while start <= end:
+            stop = min(end, start + chunk - 1)
+            try:
+                logs = await self.pool.request("eth_getLogs", [{
+                    "fromBlock": hex(start), "toBlock": hex(stop),
+                    "address": list(log_filter.addresses),
+                    "topics": [list(t) for t in log_filter.topics]}],
+                    max_response_bytes=self.max_response_bytes if chunk > 1 else None)
+            except (RpcError, RpcUnavailable) as exc:
+                if chunk > 1 and (isinstance(exc, RpcUnavailable | ResponseTooLarge)
+                                  or _RANGE_TOO_BIG.search(str(exc))):
+                    chunk = max(1, chunk // 2)
+                    continue
+                raise
+            cache: dict[str, str] = {}
+            for entry in logs:
+                if not entry.get("removed"):
+                    block = int(entry["blockNumber"], 16)
+                    for account in self.extract(entry, cache):
+                        found.setdefault(account, block)
+            start = stop + 1
 
     async def on_reorg(self, ancestor: int) -> list[str]:
         """The chain above `ancestor` was replaced; forget what was indexed there. The block

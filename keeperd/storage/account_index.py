@@ -50,11 +50,11 @@ class IndexStore:
     async def open(cls, state_dir: Path) -> IndexStore:
         """The index in the state directory's SQLite file, its tables created if missing (the
         command-line tools; the daemon opens the file itself, for the journal too)."""
-        from keeperd.storage.migrations import INDEX_MIGRATION, migrate
+        from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 
         db = SqliteDatabase.open(state_dir / STATE_FILE)
         try:
-            await migrate(db, only={INDEX_MIGRATION})
+            await migrate(db, only=INDEX_MIGRATIONS)
         except BaseException:
             await db.close()
             raise
@@ -122,6 +122,20 @@ class IndexStore:
             await db.execute("UPDATE index_cursor SET block = $1, hash = $2 WHERE protocol = $3 "
                              "AND block > $1", to_block, kept, protocol)
         return dropped
+
+    async def filter_elements(self, protocol: str) -> set[str]:
+        """What the protocol's discovery filter held when its index last started (migration
+        5): an element added since — a market, a reserve's aToken — has its past read on its
+        own (indexer.py)."""
+        return {r[0] for r in await self.db.fetch(
+            "SELECT element FROM index_filter WHERE protocol = $1", protocol)}
+
+    async def set_filter_elements(self, protocol: str, elements: Iterable[str]) -> None:
+        async with self.db.transaction():
+            await self.db.execute("DELETE FROM index_filter WHERE protocol = $1", protocol)
+            await self.db.executemany(
+                "INSERT INTO index_filter (protocol, element) VALUES ($1, $2)",
+                [(protocol, e) for e in sorted(set(elements))])
 
     async def accounts(self, protocol: str) -> list[str]:
         return [r[0] for r in await self.db.fetch(

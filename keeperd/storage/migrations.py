@@ -40,6 +40,11 @@ def _account_index(dialect: str) -> Sequence[str]:
     return schema(dialect)
 
 
+def _index_filter(dialect: str) -> Sequence[str]:
+    return ("CREATE TABLE IF NOT EXISTS index_filter (protocol TEXT NOT NULL, element TEXT NOT "
+            "NULL, PRIMARY KEY (protocol, element))",)
+
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name, the statements): append only; never edit one that has shipped.
@@ -48,8 +53,10 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (2, "alert state, cursors, silences and the outbox", _alerts),
     (3, "the oracle breaker", _breaker),
     (4, "the account index", _account_index),
+    (5, "what each discovery filter held", _index_filter),
 )
 INDEX_MIGRATION = 4
+INDEX_MIGRATIONS = frozenset({4, 5})  # the account index's: in each replica's own file
 
 
 async def applied(db: Database) -> list[int]:
