@@ -12,8 +12,9 @@ signed again under a new nonce.
 from __future__ import annotations
 
 import structlog
+from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
 from keeperd.execution import journal as J
@@ -48,8 +49,39 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     records = await journal.txs(entry.key)
     if not records:
         return False
+    problem = next((p for r in records if (p := forged(r, tx, records[0].nonce))), None)
+    if problem is not None:
+        # Whoever can write the state database must not get the keeper to sign, replace or
+        # cancel a transaction of their making: nothing of this row is trusted or sent.
+        log.error("journal.row_refused", opportunity=entry.key, problem=problem,
+                  meaning="a journaled transaction keeperd did not sign (the state database "
+                          "was written by someone else, or is corrupt): not resumed, not "
+                          "replaced; check who can write the state directory")
+        await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
+        return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
     tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
              entry.max_fee_wei, head)
     await tx.rebroadcast(entry.key)
     return True
+
+
+def forged(record: J.TxRecord, tx: TxManager, nonce: int) -> str | None:
+    """Why a journaled transaction is not one this keeper signed for this chain, or None: its
+    hash must be the keccak of its bytes, its signer the keeper's key, its chain and nonce the
+    ones it was journaled under."""
+    try:
+        raw = bytes(HexBytes(record.raw))
+        if "0x" + keccak(raw).hex() != record.tx_hash.lower():
+            return "its hash is not the keccak of its bytes"
+        fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+        sender = Account.recover_transaction(raw)
+    except Exception as exc:  # undecodable bytes are as untrusted as a wrong signature
+        return f"its bytes do not decode: {type(exc).__name__}"
+    if sender.lower() != tx.address.lower():
+        return f"signed by {sender}, not by the keeper {tx.address}"
+    if int(fields.get("chainId", -1)) != tx.chain_id:
+        return f"signed for chain {fields.get('chainId')}, not {tx.chain_id}"
+    if int(fields["nonce"]) != record.nonce or record.nonce != nonce:
+        return f"nonce {fields['nonce']} in its bytes, {record.nonce} in the journal"
+    return None

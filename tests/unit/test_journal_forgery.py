@@ -1,0 +1,91 @@
+"""The journal is not an attack path (#28 item 2): a journaled transaction is resumed —
+rebroadcast, later replaced or cancelled under the keeper's signature — only if the keeper
+signed it for this chain. Whoever can write the state database cannot get the keeper to sign
+a call of their making."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils import keccak
+
+from keeperd.execution import journal as J
+from keeperd.execution.reconcile import resume_journal
+from keeperd.execution.txmanager import GWEI, TxManager
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+from keeperd.storage.db import SqliteDatabase
+
+POOL = "0x" + "22" * 20
+ATTACKER = "0x" + "66" * 20
+
+
+class Node:
+    chain = "devnet"
+
+    def __init__(self) -> None:
+        self.broadcast: list[str] = []
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionCount":
+            return "0x0"
+        assert method == "eth_sendRawTransaction", method
+        self.broadcast.append(params[0])
+        return "0x" + "00" * 32
+
+
+def signed(key: KeeperKey, *, to: str = POOL, chain_id: int = 31337, nonce: int = 0
+           ) -> tuple[str, str]:
+    raw = key.sign_eip1559(chain_id=chain_id, nonce=nonce, to=to, value=0, data=b"\x01\x02",
+                           gas=300_000, max_fee=50 * GWEI, tip=2 * GWEI)
+    return "0x" + keccak(raw).hex(), "0x" + raw.hex()
+
+
+async def resumed(tmp_path: Path, tx_hash: str, raw: str, nonce: int = 0
+                  ) -> tuple[TxManager, Node, J.JournalEntry]:
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(db)
+    await journal.record(J.JournalEntry("aave:0xa:c:d:v", "aave", "0xa", "WETH", "USDC", 1, 5.0,
+                                        10**16, 100, J.PLANNED, None, None, None))
+    await journal.record_tx(J.TxRecord(tx_hash, "aave:0xa:c:d:v", nonce, 50 * GWEI, 2 * GWEI,
+                                       300_000, raw, "liquidation", 0.0))
+    node = Node()
+    tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce()
+    await resume_journal(journal, tx, "aave", 101)
+    entry = await journal.get("aave:0xa:c:d:v")
+    await db.close()
+    assert entry is not None
+    return tx, node, entry
+
+
+KEEPER = KeeperKey(Account.create())
+
+
+async def test_the_keepers_own_transaction_is_resumed(tmp_path: Path) -> None:
+    tx, node, entry = await resumed(tmp_path, *signed(KEEPER))
+    assert "aave:0xa:c:d:v" in tx.pending and len(node.broadcast) == 1
+    assert entry.status == J.PENDING
+
+
+@pytest.mark.parametrize("forgery", ["another signer", "another chain", "hash not its bytes",
+                                     "nonce not its own", "not a transaction"])
+async def test_a_forged_row_is_refused_and_nothing_is_sent(tmp_path: Path, forgery: str) -> None:
+    nonce = 0
+    if forgery == "another signer":
+        tx_hash, raw = signed(KeeperKey(Account.create()), to=ATTACKER)
+    elif forgery == "another chain":
+        tx_hash, raw = signed(KEEPER, chain_id=1)
+    elif forgery == "hash not its bytes":
+        tx_hash, raw = "0x" + "ab" * 32, signed(KEEPER)[1]
+    elif forgery == "nonce not its own":
+        (tx_hash, raw), nonce = signed(KEEPER, nonce=5), 0
+    else:
+        raw = "0x02deadbeef"
+        tx_hash = "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+    tx, node, entry = await resumed(tmp_path, tx_hash, raw, nonce)
+    assert tx.pending == {} and node.broadcast == []
+    assert entry.status == J.DROPPED and (entry.detail or "").startswith("refused: ")
