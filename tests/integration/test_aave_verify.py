@@ -56,9 +56,9 @@ def config(devnet: Devnet, tmp_path: Path, webhook: Webhook, **aave: object):
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
         "alerts": {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": webhook.url, "secret": "verify-test-" + "x" * 32}]}]},
+            {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}]},
         "metrics": {"enabled": False},
-    }, env={"KEEPER_KEY": KEEPER_KEY})
+    }, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "w" * 32})
 
 
 async def told(webhook: Webhook, rule: str, limit_s: float = 15) -> list[dict]:  # type: ignore[type-arg]

@@ -49,9 +49,9 @@ async def test_another_sender_on_the_key_is_told_and_waited_out(
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
         "alerts": {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": webhook.url, "secret": "key-test-" + "x" * 32}]}]},
+            {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}]},
         "metrics": {"enabled": False},
-    }, env={"KEEPER_KEY": KEEPER_KEY})
+    }, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "w" * 32})
     try:
         keeper = await run_daemon(config)
         await keeper.evaluated_at(devnet.client.block_number())
