@@ -1,23 +1,65 @@
-"""`keeperd check-config`: validate the file, then check it against the live chains."""
+"""`keeperd check-config`: validate the file, check what `keeperd run` would load on this
+machine (the key, every secret file), then check it against the live chains."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
-from keeperd.config import Config, ConfigError, ConfigIssue, load_config
+from keeperd.config import ChainConfig, Config, ConfigError, ConfigIssue, load_config
+from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
+from keeperd.storage.account_index import IndexStore
+
+# Per protocol or venue name: the accounts (lowercase) it holds a position for.
+Holders = dict[str, set[str]]
 
 
-async def online_issues(config: Config) -> list[ConfigIssue]:
-    """Problems only the chains can reveal: wrong chain ids, dead RPCs, addresses with no code."""
+def local_issues(config: Config) -> list[ConfigIssue]:
+    """What `keeperd run` would refuse on this machine, offline: the keeper's key (loaded as
+    run loads it, unless alert-only, which never reads it) and every file holding a secret
+    (there, readable by this user, not empty, not readable by its group or others)."""
+    issues: list[ConfigIssue] = []
+    if config.keeper.key is not None and config.keeper.mode != "alert-only":
+        try:
+            load_key(config.keeper.key)
+        except KeyLoadError as exc:
+            issues.append(ConfigIssue(exc.field or "keeper.key", str(exc), exc.fix))
+    for field, path in secret_files(config):
+        try:
+            check_secret_file(path, field)
+        except SecretError as exc:
+            issues.append(ConfigIssue(field, str(exc), exc.fix))
+    return issues
+
+
+def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
+    """(field path, file) of each secret kept in a file, but the key's (`load_key` checks
+    those): every `*_file` of an alert sink, the PostgreSQL password file."""
+    for ri, route in enumerate(config.alerts.routes):
+        for si, sink in enumerate(route.sinks):
+            for name in type(sink).model_fields:
+                path = getattr(sink, name)
+                if name.endswith("_file") and path is not None:
+                    yield f"alerts.routes[{ri}].sinks[{si}].{name}", path
+    if config.storage.password_file is not None:
+        yield "storage.password_file", config.storage.password_file
+
+
+async def online_issues(config: Config, warnings: list[ConfigIssue] | None = None
+                        ) -> list[ConfigIssue]:
+    """Problems only the chains can reveal: wrong chain ids, dead RPCs, addresses with no code.
+    Watched accounts no configured protocol holds a position for go to `warnings`."""
     issues: list[ConfigIssue] = []
     metrics = Metrics()
+    holders: Holders = {}
     for ci, chain in enumerate(config.chains):
         async with make_pool(chain, metrics) as pool:
             checks = await check_chain_ids(pool, chain.chain_id)
@@ -33,6 +75,7 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
                                               "check the URL, the node and the firewall"))
             if not any(c.status == "ok" for c in checks):
                 continue  # nothing to ask about contracts
+            sound = len(issues)
             for pi, proto in enumerate(config.protocols):
                 if getattr(proto, "chain", None) != chain.name:
                     continue
@@ -45,9 +88,74 @@ async def online_issues(config: Config) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
-    issues += await venue_issues(config)
+            elif config.alerts.watchlists and len(issues) == sound:  # (contracts there)
+                holders |= await chain_holders(config, chain, pool, metrics, warnings)
+    issues += await venue_issues(config, holders)
     issues += await storage_issues(config)
+    if warnings is not None:
+        warnings += watchlist_warnings(config, holders)
     return issues
+
+
+async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,
+                        warnings: list[ConfigIssue] | None) -> Holders:
+    """Each protocol of the chain read as `keeperd scan` reads it (its accounts indexed from
+    `start_block`, every one read and evaluated at the head), into an index in a temporary
+    directory: check-config never writes the daemon's state. A protocol that cannot be read
+    is left out (and said): no account is called empty for want of reading it."""
+    from keeperd.alerts.engine import holds_position
+
+    holders: Holders = {}
+    with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
+        store = await IndexStore.open(Path(tmp))
+        try:
+            head = int(await pool.request("eth_blockNumber"), 16)
+            for pi, proto in enumerate(config.protocols):
+                if getattr(proto, "chain", None) != chain.name:
+                    continue
+                try:
+                    plugin = registry.create(proto, chain, pool, store, metrics)
+                    await plugin.start()
+                    await plugin.discover(head)
+                    view = plugin.evaluate(await plugin.read(head, None, set(), set()))
+                except Exception as exc:  # reported; the account checks skip this protocol
+                    if warnings is not None:
+                        warnings.append(ConfigIssue(
+                            f"protocols[{pi}]", f"its positions could not be read to check "
+                            f"the watchlists: {type(exc).__name__}: {exc}", ""))
+                    continue
+                holders[proto.name] = {
+                    a.lower() for i, a in enumerate(view.accounts)
+                    if holds_position(float(view.collateral_usd[i]), float(view.debt_usd[i]))}
+        finally:
+            await store.close()
+    return holders
+
+
+def watchlist_warnings(config: Config, holders: Holders) -> list[ConfigIssue]:
+    """A watched account that no protocol its watchlist looks at holds a position for (no
+    collateral, debt or perp margin): it can never alert, and is usually a typo. Only said
+    when every one of those protocols was read: one that holds it is enough."""
+    from keeperd.alerts.engine import account_keys
+
+    held = {name: {k for a in accounts for k in account_keys(a)}
+            for name, accounts in holders.items()}
+    configured = {p.name for p in config.protocols}
+    out: list[ConfigIssue] = []
+    for wi, w in enumerate(config.alerts.watchlists):
+        scope = configured if w.protocols is None else configured & set(w.protocols)
+        if not scope <= held.keys():
+            continue
+        for ai, account in enumerate(w.accounts):
+            if not any(account.lower() in held[name] for name in scope):
+                out.append(ConfigIssue(
+                    f"alerts.watchlists[{wi}].accounts[{ai}]",
+                    f"{account} holds no position in any protocol watchlist {w.name!r} looks "
+                    f"at ({', '.join(sorted(scope)) or 'none is configured'}): it can never "
+                    "alert",
+                    "check the address (a typo reads as an empty account), or configure the "
+                    "protocol it has its position on"))
+    return out
 
 
 async def storage_issues(config: Config) -> list[ConfigIssue]:
@@ -103,9 +211,9 @@ async def contract_issues(pool: RpcPool, proto: Any, pi: int, fields: Sequence[s
     return issues
 
 
-async def venue_issues(config: Config) -> list[ConfigIssue]:
+async def venue_issues(config: Config, holders: Holders | None = None) -> list[ConfigIssue]:
     """Perp venues answer, and every watched account reads (an empty account is a warning
-    sign of a typo, so it is reported too)."""
+    sign of a typo, so it is reported too). `holders` gets each venue's non-empty accounts."""
     import aiohttp
 
     from keeperd.protocols.perps.http import VenueError
@@ -124,6 +232,9 @@ async def venue_issues(config: Config) -> list[ConfigIssue]:
                                           "check the URL (the public endpoint is the default) "
                                           "and that this machine may reach it"))
                 continue
+            if holders is not None:
+                holders[venue.name] = {a.account.lower() for a in accounts
+                                       if a.positions or a.account_value != 0}
             for account in accounts:
                 if not account.positions and account.account_value == 0:
                     index = venue.accounts.index(account.account)
@@ -134,11 +245,20 @@ async def venue_issues(config: Config) -> list[ConfigIssue]:
     return issues
 
 
-def check_config(path: Path, online: bool = True) -> Config:
-    """Raise ConfigError with every problem found; return the config when it is sound."""
+def check_config(path: Path, online: bool = True,
+                 warn: Callable[[ConfigIssue], None] | None = None) -> Config:
+    """Raise ConfigError with every problem found; return the config when it is sound.
+    Warnings (online: watched accounts without a position) go to `warn`, or to stderr."""
     config = load_config(path)
+    issues = local_issues(config)
+    warnings: list[ConfigIssue] = []
     if online:
-        issues = asyncio.run(online_issues(config))
-        if issues:
-            raise ConfigError(str(path), issues)
+        issues += asyncio.run(online_issues(config, warnings))
+    for w in warnings:
+        if warn is not None:
+            warn(w)
+        else:
+            print(f"{path}: warning: {w}", file=sys.stderr)
+    if issues:
+        raise ConfigError(str(path), issues)
     return config

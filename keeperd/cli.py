@@ -7,7 +7,8 @@
     keeperd breaker trip|reset|list      pause or resume liquidations on an asset by hand
     keeperd simulate --config PATH --shock WETH=-30%   the cascade of a shock, and a chart
     keeperd silence add|list|expire      mute matching alerts for a while
-    keeperd alerts list|retry|test       firing alerts and the outbox; requeue dead; test a route
+    keeperd alerts list|retry|test|route firing alerts and the outbox; requeue dead; test a
+                                         route; which route and silences an alert would meet
     keeperd storage migrate|copy|leases  the state database; a single machine's journal to
                                          PostgreSQL; who holds the replicas' lease
     keeperd config-schema                the config's JSON Schema (for editors)
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +38,35 @@ from keeperd.config import Config, ConfigError, config_json_schema, load_config
 from keeperd.logs import configure_logging
 
 if TYPE_CHECKING:
+    from keeperd.devnet.handle import DevnetControl
     from keeperd.storage.db import Database
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
+class UsageError(Exception):
+    """An argument that would do nothing or fail later: said in one line with the choices
+    (exit 2, as argparse's own)."""
+
+
+class CommandFailed(Exception):
+    """The command could not do its work; the message says what to do (exit 1)."""
+
+
+def _choose(option: str, value: str, choices: list[str], kind: str) -> str:
+    """`value` if it is one of `choices`, else a UsageError naming them (and the near miss:
+    `weth` -> WETH)."""
+    from keeperd.alerts.catalog import suggest
+
+    if value in choices:
+        return value
+    raise UsageError(f"{option} {value!r}: no such {kind}{suggest(value, choices)}; "
+                     f"choose from {', '.join(choices) or '(none configured)'}")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from keeperd.daemon import Daemon, StartupError
+    from keeperd.web import ListenError
 
     config = load_config(args.config)
     # The daemon adds the key and the sinks' secrets to this redactor: it must be the one
@@ -64,6 +89,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.error("daemon.startup_refused", reason=str(exc))
         print(f"keeperd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ListenError as exc:  # (a failure a restart may mend: the port's holder may go)
+        log.error("daemon.startup_failed", reason=str(exc))
+        print(f"keeperd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -89,6 +118,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from keeperd import scan
 
     config = load_config(args.config)
+    names = [p.name for p in config.chain_protocols] + [v.name for v in config.perp_venues]
+    for name in args.protocol or ():
+        _choose("--protocol", name, names, "configured protocol or venue")
     configure_logging("warning", "console" if not args.json else "json")
     while True:
         rows = asyncio.run(scan.scan_once(config, protocols=args.protocol))
@@ -113,7 +145,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_breaker(args: argparse.Namespace) -> int:
-    return _on_state_database(_breaker, args, load_config(args.config))
+    config = load_config(args.config)
+    configure_logging("warning", "console")
+    return _on_state_database(_breaker, args, config)
 
 
 async def _breaker(args: argparse.Namespace, config: Config) -> int:
@@ -122,6 +156,8 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
     db = await _state_database(config)
     try:
         breaker = Breaker(db, config.oracles.clear_after_s)
+        if args.action != "list":
+            await _check_breaker_asset(config, args.asset, set(await breaker.states()))
         if args.action == "trip":
             await breaker.trip(args.asset, f"manual: {args.reason}", manual=True)
             print(f"{args.asset}: tripped by hand; liquidations depending on it pause at the "
@@ -143,6 +179,32 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+async def _check_breaker_asset(config: Config, asset: str, known: set[str]) -> None:
+    """The breaker pauses liquidations by the symbols the protocols price (`WETH`, not `weth`):
+    any other name would be written, reported as tripped and pause nothing. The symbols are
+    read from the chain; a chain that does not answer, or a config that names no on-chain
+    protocol (a minimal one for the command line), leaves the name unchecked, with a warning
+    (a trip is what an operator may need most while the chain is troubled)."""
+    from keeperd.alerts.catalog import suggest
+    from keeperd.simulate import protocol_assets
+
+    unchecked = f"keeperd breaker: warning: {asset} not checked against the assets of the "
+    if not config.chain_protocols:
+        print(unchecked + "protocols: the config names none", file=sys.stderr)
+        return
+    try:
+        assets = await protocol_assets(config)
+    except RpcUnavailable as exc:
+        print(unchecked + f"configured protocols: the chain did not answer ({exc})",
+              file=sys.stderr)
+        return
+    choices = sorted({a for names in assets.values() for a in names} | known)
+    if asset not in choices:
+        raise UsageError(f"no configured protocol prices {asset!r}{suggest(asset, choices)}; "
+                         f"the assets of {', '.join(assets) or '(no on-chain protocol)'}: "
+                         f"{', '.join(choices) or 'none'}")
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -152,7 +214,10 @@ def parse_duration(text: str) -> float:
     parts = _DURATION.findall(text.strip())
     if not parts or "".join(a + b for a, b in parts) != text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30m, 2h, 1d12h)")
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be longer than 0")
+    return seconds
 
 
 async def _state_database(config: Config) -> Database:
@@ -218,10 +283,7 @@ async def _silence(args: argparse.Namespace, config: Config) -> int:
                 print("no active silences")
             now = time.time()
             for si in active:
-                ends = "never (config)" if si.id is None else f"in {si.ends_at - now:,.0f} s"
-                matchers = " ".join(str(m) for m in si.matchers)
-                print(f"{si.id if si.id is not None else '-':>4}  ends {ends:18} {matchers}"
-                      f"  # {si.comment}")
+                print(si.describe(now))
     finally:
         await db.close()
     return EXIT_OK
@@ -229,9 +291,41 @@ async def _silence(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.action != "route" and args.args:
+        raise UsageError(f"alerts {args.action} takes no RULE or labels (only `alerts route` "
+                         f"does): {' '.join(args.args)}")
     if args.action == "test":
         return _alerts_test(config, args.route)
+    if args.action == "route":
+        return _on_state_database(_alerts_route, args, config)
     return _on_state_database(_alerts, args, config)
+
+
+async def _alerts_route(args: argparse.Namespace, config: Config) -> int:
+    """Which route an alert of RULE with these labels takes, its sinks, and the active
+    silences (config and `silence add`) that would mute it."""
+    from keeperd.alerts import routing
+    from keeperd.alerts.catalog import RULES
+    from keeperd.alerts.silences import Silences
+
+    if not args.args:
+        raise UsageError("alerts route needs a RULE (then label=value ...), one of "
+                         + ", ".join(RULES))
+    try:
+        labels = routing.parse_labels(args.args[1:])
+        routing.resolve(config.alerts, args.args[0], labels)  # (the names, before any I/O)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    db = await _state_database(config)
+    try:
+        silences = Silences(db, ((s.matchers, s.comment) for s in config.alerts.silences))
+        now = time.time()
+        await silences.refresh(now)
+        print(routing.render(args.args[0], routing.route(config.alerts, silences, args.args[0],
+                                                         labels, now), now))
+    finally:
+        await db.close()
+    return EXIT_OK
 
 
 async def _alerts(args: argparse.Namespace, config: Config) -> int:
@@ -302,12 +396,20 @@ def _alerts_test(config: Config, route_name: str | None) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from keeperd.alerts.preview import render
     from keeperd.simulate import ShockError, chart, parse_shock, round_table, simulate, summary
 
     config = load_config(args.config)
     configure_logging("warning", "console")
     try:
         shocks = dict(parse_shock(s) for s in args.shock)
+    except ShockError as exc:
+        print(f"keeperd: --shock {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    name = "-".join(f"{a}{round(d * 100)}" for a, d in shocks.items())
+    png = args.png or Path(f"keeperd-simulate-{name}.png")
+    _check_writable("--png", png)  # before minutes of reading, not after
+    try:
         sim = asyncio.run(simulate(config, shocks, args.protocol))
     except ShockError as exc:
         print(f"keeperd: --shock {exc}", file=sys.stderr)
@@ -315,10 +417,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(summary(sim))
     print()
     print(round_table(sim))
-    name = "-".join(f"{a}{round(d * 100)}" for a, d in shocks.items())
-    png = args.png or Path(f"keeperd-simulate-{name}.png")
-    print(f"\nchart: {chart(sim, png)}")
+    print()
+    print(render(list(sim.alerts)))
+    try:
+        print(f"\nchart: {chart(sim, png)}")
+    except OSError as exc:
+        print(f"keeperd simulate: the chart was not written to {png}: {exc.strerror or exc} "
+              "(give --png a path in a writable directory)", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """A file the command will write: its directory exists and takes files."""
+    parent = path.parent
+    try:
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a directory: give a file name in it")
+        if not parent.is_dir():
+            what = "is not a directory" if parent.exists() else "does not exist"
+            raise UsageError(f"{option} {path}: {parent} {what} (create it, or give another "
+                             "path)")
+        target = path if path.exists() else parent
+    except OSError as exc:  # (a name too long, a loop of links)
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{option} {path}: {target} is not writable by this user (give "
+                         "another path)")
 
 
 def _cmd_storage(args: argparse.Namespace) -> int:
@@ -389,6 +514,11 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     pid_path.write_text(str(devnet.anvil.process.pid))
     devnet.write_manifest(manifest_path)
     devnet.close()
+    # stdout is the manifest's path (scripts read it); people read the rest.
+    print(f"devnet up: RPC {devnet.manifest['rpc_url']}, websocket {devnet.manifest['ws_url']}"
+          f" (pid {devnet.anvil.process.pid}); config/devnet.yaml reaches it with "
+          f"KEEPERD_DEVNET_RPC={devnet.manifest['rpc_url']}; stop it with: keeperd devnet down",
+          file=sys.stderr)
     print(manifest_path)
     return EXIT_OK
 
@@ -408,74 +538,143 @@ def _cmd_devnet_down(_: argparse.Namespace) -> int:
 
 
 def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
-    from keeperd.devnet.handle import DevnetControl
+    from keeperd.devnet.handle import PriceWalkError
 
-    control = DevnetControl(_read_manifest())
-    before = control.price(args.symbol)
-    control.set_price(args.symbol, args.usd, walk_perps=True)
-    print(f"{args.symbol}: {before:g} -> {control.price(args.symbol):g} USD")
+    manifest = _read_manifest()
+    _choose("SYMBOL", args.symbol, sorted(manifest["price_feeds"]), "asset on the devnet")
+    with _devnet_control(manifest) as control:
+        before = control.price(args.symbol)
+        try:
+            control.set_price(args.symbol, args.usd, walk_perps=True)
+        except PriceWalkError as exc:
+            raise CommandFailed(str(exc)) from None
+        print(f"{args.symbol}: {before:g} -> {control.price(args.symbol):g} USD")
     return EXIT_OK
 
 
 def _cmd_devnet_mine(args: argparse.Namespace) -> int:
-    from keeperd.devnet.handle import DevnetControl
-
-    print(DevnetControl(_read_manifest()).mine(args.blocks))
+    with _devnet_control(_read_manifest()) as control:
+        print(control.mine(args.blocks))
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keeperd", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+@contextlib.contextmanager
+def _devnet_control(manifest: dict[str, Any]) -> Iterator[DevnetControl]:
+    """The running devnet's controls; one whose anvil is gone (a manifest left behind: a
+    reboot, a kill) is said in one line."""
+    from keeperd.devnet.client import DevnetRpcError
+    from keeperd.devnet.handle import DevnetControl
 
-    p = sub.add_parser("run", help="run the daemon")
-    p.add_argument("--config", required=True, type=Path)
+    control = DevnetControl(manifest)
+    try:
+        yield control
+    except ConnectionError as exc:
+        raise CommandFailed(f"the devnet at {manifest['rpc_url']} does not answer "
+                            f"({exc.strerror or exc}): `keeperd devnet down`, then "
+                            "`keeperd devnet up`") from None
+    except DevnetRpcError as exc:
+        raise CommandFailed(f"the devnet refused it: {exc}") from None
+    finally:
+        control.close()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keeperd")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        from keeperd import __version__
+
+        return __version__
+
+
+def _command(sub: Any, name: str, help_text: str, description: str = "") -> Any:
+    """A sub-command with its one-line help (in the parent's list) and a description (its own
+    --help): the help, and what to know before using it."""
+    text = help_text[0].upper() + help_text[1:] + "."
+    return sub.add_parser(name, help=help_text,
+                          description=f"{text} {description}".strip())
+
+
+CONFIG_HELP = "the keeperd config file (YAML)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import keeperd
+
+    parser = argparse.ArgumentParser(prog="keeperd", description=keeperd.__doc__,
+                                     epilog="`keeperd COMMAND --help` describes each.")
+    parser.add_argument("--version", action="version", version=f"keeperd {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "run", "run the daemon", "Follows every configured chain, evaluates "
+                 "positions each block, liquidates (per keeper.mode), alerts, and serves "
+                 "/metrics, /healthz and /readyz; stops cleanly on SIGTERM.")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--duration", type=float, default=None,
                    help="stop by itself after this many seconds (demos, smoke tests)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("check-config", help="validate a config and check it against the chains")
-    p.add_argument("path", nargs="?")
+    p = _command(sub, "check-config", "validate a config and check it against the chains",
+                 "Every problem is reported with its field path and a fix; then each RPC's "
+                 "chain id, the configured addresses and the perp venues are checked.")
+    p.add_argument("path", nargs="?", help=CONFIG_HELP)
     # (every other command takes --config: a user who types it here is not wrong either)
     p.add_argument("--config", dest="config_path", help="the config file (or give it as PATH)")
     p.add_argument("--offline", action="store_true", help="validate the file only")
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("scan", help="print every account's health, riskiest first")
-    p.add_argument("--config", required=True, type=Path)
+    p = _command(sub, "scan", "print every account's health, riskiest first",
+                 "Indexes, reads and evaluates every configured protocol (and perp venue).")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--once", action="store_true", help="scan once and exit (else repeat)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
-    p.add_argument("--protocol", action="append", help="only this protocol (repeatable)")
+    p.add_argument("--protocol", action="append",
+                   help="only this configured protocol or venue, by name (repeatable)")
     p.add_argument("--limit", type=int, default=50, help="table rows (0: all)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
     p.set_defaults(func=_cmd_scan)
 
-    p = sub.add_parser("status", help="what the daemon is doing (from its state directory)")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--json", action="store_true")
+    p = _command(sub, "status", "what the daemon is doing (from its state directory)",
+                 "Whether it runs, is ready and alive, the index, the journal and the last "
+                 "liquidations; works with the daemon stopped too.")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("breaker", help="pause or resume liquidations on an asset by hand")
-    p.add_argument("action", choices=("trip", "reset", "list"))
+    p = _command(sub, "breaker", "pause or resume liquidations on an asset by hand",
+                 "trip: liquidations of every account using ASSET pause at the daemon's next "
+                 "block (evaluation and alerts go on) until reset; reset: they resume; list: "
+                 "every breaker's state. ASSET is a symbol a configured protocol prices, as "
+                 "it spells it (WETH).")
+    p.add_argument("action", choices=("trip", "reset", "list"), help="trip, reset or list")
     p.add_argument("asset", nargs="?", help="token symbol, e.g. WETH")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--reason", default="operator")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    p.add_argument("--reason", default="operator", help="why (shown in `breaker list`)")
     p.set_defaults(func=_cmd_breaker)
 
-    p = sub.add_parser("simulate", help="a price shock on today's book: the cascade round by "
-                       "round, and a chart")
-    p.add_argument("--config", required=True, type=Path)
+    p = _command(sub, "simulate", "a price shock on today's book: the cascade round by "
+                 "round, the alerts it would raise, and a chart",
+                 "Reads every position of the protocol at the head, applies the shock, sells "
+                 "the seized collateral into the configured depth round by round, and lists "
+                 "the watched positions that would cross their watchlist's levels.")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--shock", action="append", required=True,
                    help="ASSET=-30%% (repeatable: several assets fall together)")
-    p.add_argument("--protocol", help="which protocol (default: the first)")
+    p.add_argument("--protocol", help="which configured protocol (default: the first)")
     p.add_argument("--png", type=Path, help="where to draw the chart "
                    "(default: keeperd-simulate-<shock>.png)")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("silence", help="mute alerts that match labels, for a while")
-    p.add_argument("action", choices=("add", "list", "expire"))
+    p = _command(sub, "silence", "mute alerts that match labels, for a while",
+                 "add: a silence (every --match must hold; labels are those keeperd's alerts "
+                 "carry: rule, severity, chain, protocol, account, watchlist, asset...); list: "
+                 "the active ones; expire ID: end one now. The daemon reads them within "
+                 "seconds. `keeperd alerts route` shows what a silence would mute.")
+    p.add_argument("action", choices=("add", "list", "expire"), help="add, list or expire")
     p.add_argument("id", nargs="?", type=int, help="the silence to expire")
-    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--match", action="append", default=[],
                    help="label=value, label!=value, label=~regex (repeatable; all must match)")
     p.add_argument("--for", dest="duration", type=parse_duration, default=3600.0,
@@ -483,51 +682,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comment", default="", help="why (shown in `silence list`)")
     p.set_defaults(func=_cmd_silence)
 
-    p = sub.add_parser("alerts", help="firing alerts and the outbox; retry dead ones; test a route")
-    p.add_argument("action", choices=("list", "retry", "test"))
-    p.add_argument("--config", required=True, type=Path)
+    p = _command(sub, "alerts", "firing alerts and the outbox; retry dead ones; test a "
+                 "route; where an alert would go",
+                 "list: what fires and what waits in the outbox; retry: requeue dead-lettered "
+                 "notifications; test [--route R]: send a test alert through every sink now; "
+                 "route RULE [label=value ...]: the route an alert of RULE with those labels "
+                 "takes, its sinks, and the silences that would mute it.")
+    p.add_argument("action", choices=("list", "retry", "test", "route"),
+                   help="list, retry, test or route")
+    p.add_argument("args", nargs="*", metavar="RULE [label=value]",
+                   help="route: the rule (e.g. position_health) and the alert's labels")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--route", help="test: only this route")
     p.add_argument("--limit", type=int, default=20, help="list: recent outbox entries")
     p.set_defaults(func=_cmd_alerts)
 
-    storage = sub.add_parser("storage", help="the state database: migrate, copy a single "
-                             "machine's journal to PostgreSQL, show the replicas' leases")
-    ssub = storage.add_subparsers(dest="storage_command", required=True)
+    storage = _command(sub, "storage", "the state database: migrate, copy a single "
+                       "machine's journal to PostgreSQL, show the replicas' leases")
+    ssub = storage.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
     for name, help_text in (
             ("migrate", "apply the schema migrations (SQLite, or PostgreSQL with storage.url)"),
             ("copy", "copy the journal from state_dir's SQLite file into storage.url's empty "
                      "PostgreSQL database (before starting replicas)"),
             ("leases", "who holds each keeper identity's lease, at which epoch")):
-        p = ssub.add_parser(name, help=help_text)
-        p.add_argument("--config", required=True, type=Path)
+        p = _command(ssub, name, help_text)
+        p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
         if name == "copy":
-            p.add_argument("--from", dest="source", choices=("sqlite",), default="sqlite")
-            p.add_argument("--to", dest="target", choices=("postgres",), default="postgres")
+            p.add_argument("--from", dest="source", choices=("sqlite",), default="sqlite",
+                           help="the source (sqlite: state_dir's file)")
+            p.add_argument("--to", dest="target", choices=("postgres",), default="postgres",
+                           help="the target (postgres: storage.url)")
         p.set_defaults(func=_cmd_storage)
 
-    p = sub.add_parser("config-schema", help="print the config's JSON Schema")
+    p = _command(sub, "config-schema", "print the config's JSON Schema",
+                 "For editors: YAML language servers validate and complete the config with it.")
     p.set_defaults(func=_cmd_config_schema)
 
-    devnet = sub.add_parser("devnet", help="the local chain with a real Aave V3 market")
-    dsub = devnet.add_subparsers(dest="devnet_command", required=True)
-    p = dsub.add_parser("up", help="start anvil in the background from the deployed state")
+    devnet = _command(sub, "devnet", "the local chain with real Aave V3, Morpho Blue and Perp "
+                      "Curie markets", "For demos and trying keeperd by hand; its files are in "
+                      ".devnet/ (KEEPERD_DEVNET_DIR moves them).")
+    dsub = devnet.add_subparsers(dest="devnet_command", required=True, metavar="ACTION")
+    p = _command(dsub, "up", "start anvil in the background from the deployed state",
+                 "Prints the manifest's path; the RPC and websocket URLs go to stderr.")
     p.add_argument("--accounts", type=int, default=300, help="seeded borrowers")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--port", type=int, default=8545)
+    p.add_argument("--seed", type=int, default=1, help="the seed of the borrowers")
+    p.add_argument("--port", type=int, default=8545,
+                   help="anvil's port on 127.0.0.1 (default 8545; config/devnet.yaml reads "
+                        "KEEPERD_DEVNET_RPC for another)")
     p.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
                    help="which Aave V3 to deploy: today's v3.6 (default, compiled from the "
                         "published sources) or the 2022 v3.0 some forks still run")
     p.set_defaults(func=_cmd_devnet_up)
-    p = dsub.add_parser("down", help="stop the background devnet")
+    p = _command(dsub, "down", "stop the background devnet")
     p.set_defaults(func=_cmd_devnet_down)
-    p = dsub.add_parser("set-price", help="set an asset's oracle price in USD")
-    p.add_argument("symbol")
-    p.add_argument("usd", type=float)
+    p = _command(dsub, "set-price", "set an asset's oracle price in USD",
+                 "For every protocol on the devnet: Aave's feed, Morpho Blue's oracles, and "
+                 "Perp Curie's index, its mark walked to it by trades and chain time.")
+    p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
+    p.add_argument("usd", type=_positive(float), help="the new price in USD (> 0)")
     p.set_defaults(func=_cmd_devnet_set_price)
-    p = dsub.add_parser("mine", help="mine blocks")
-    p.add_argument("blocks", type=int, nargs="?", default=1)
+    p = _command(dsub, "mine", "mine blocks", "Prints the head's number afterwards.")
+    p.add_argument("blocks", type=_positive(int, zero=True), nargs="?", default=1,
+                   help="how many (default 1)")
     p.set_defaults(func=_cmd_devnet_mine)
     return parser
+
+
+def _positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number above 0 (or at least 0)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be {'0 or more' if zero else 'more than 0'}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,8 +768,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "breaker" and args.action != "list" and not args.asset:
         parser.error("breaker trip|reset needs an ASSET (a token symbol, e.g. WETH)")
+    where = " ".join(filter(None, (args.command, getattr(args, "devnet_command", None))))
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"keeperd {where}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CommandFailed as exc:
+        print(f"keeperd {where}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG

@@ -516,6 +516,38 @@ SinkConfig = Annotated[
     TelegramSinkConfig | WebhookSinkConfig | SlackSinkConfig | DiscordSinkConfig
     | AlertmanagerSinkConfig, Field(discriminator="kind")]
 
+# A sink's secrets, by kind: each field with a `_file` twin (bot_token, secret, webhook_url,
+# bearer_token). Derived from the models, so a new sink's secret cannot be forgotten.
+_SINK_SECRETS = {
+    get_args(m.model_fields["kind"].annotation)[0]:
+        tuple(f for f in m.model_fields if f"{f}_file" in m.model_fields)
+    for m in get_args(get_args(SinkConfig)[0])}
+
+
+def _inline_secret_issues(data: dict[str, Any]) -> list[ConfigIssue]:
+    """Secrets never sit in the file (it travels: backups, diffs, a repository): a sink's
+    secret is one whole `${ENV}` reference, or comes from its `_file`. Read on the tree as
+    written, since after substitution a value no longer tells where it came from; a tree of
+    the wrong shape is left to the models to report."""
+    alerts = data.get("alerts")
+    routes = alerts.get("routes") if isinstance(alerts, dict) else None
+    issues = []
+    for ri, route in enumerate(routes if isinstance(routes, list) else []):
+        sinks = route.get("sinks") if isinstance(route, dict) else None
+        for si, sink in enumerate(sinks if isinstance(sinks, list) else []):
+            kind = sink.get("kind") if isinstance(sink, dict) else None
+            for field in _SINK_SECRETS.get(kind, ()) if isinstance(kind, str) else ():
+                value = sink.get(field)
+                if value is None or (isinstance(value, str)
+                                     and _ENV_REF.fullmatch(value.strip())):
+                    continue
+                issues.append(ConfigIssue(
+                    f"alerts.routes[{ri}].sinks[{si}].{field}",
+                    "a secret written into the file: secrets never go inline",
+                    f"write `{field}: ${{VARIABLE}}` and set VARIABLE in keeperd's environment, "
+                    f"or use `{field}_file:` (a file only keeperd's user can read)"))
+    return issues
+
 
 class RouteConfig(_Model):
     """A named destination: one or more sinks that all receive the route's alerts."""
@@ -537,7 +569,21 @@ def _watched_account(value: str) -> str:
             raise ValueError(f"{value!r} is not a dYdX address (dydx1 + 38 bech32 characters, "
                              "optionally /subaccount)")
         return value
-    return _checksum(value)
+    return _checksum(_eip55(value))
+
+
+def _eip55(value: str) -> str:
+    """A mixed-case address carries an EIP-55 checksum, and a wrong one is refused: it is
+    usually a mistyped character, and that account would be watched without ever alerting.
+    All-lowercase (or all-uppercase) hex carries none and is taken as written."""
+    if not isinstance(value, str) or not is_address(value):
+        return value  # (`_checksum` says what an address is)
+    digits = value[2:]
+    if digits in (digits.lower(), digits.upper()) or value == to_checksum_address(value):
+        return value
+    raise ValueError(f"{value!r} fails its EIP-55 checksum: a character is likely mistyped. "
+                     f"Check it against where it came from; if the hex digits are right, "
+                     f"write {to_checksum_address(value)}")
 
 
 WatchedAccount = Annotated[str, AfterValidator(_watched_account)]
@@ -1117,10 +1163,11 @@ def parse_config(data: Any, source: str = "<config>",
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must hold a mapping (key: value)",
                                                "start from config/example.yaml")])
+    inline = _inline_secret_issues(data)  # the file as written, before ${ENV} is filled in
     issues: list[ConfigIssue] = []
     data = _substitute(data, "", env, issues)
     if issues:
-        raise ConfigError(source, issues)
+        raise ConfigError(source, issues + inline)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -1130,8 +1177,8 @@ def parse_config(data: Any, source: str = "<config>",
                 msg = "unknown field"
             issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg,
                                       _fix_for(dict(err))))
-        raise ConfigError(source, issues) from None
-    issues += _reference_issues(config)
+        raise ConfigError(source, issues + inline) from None
+    issues += _reference_issues(config) + inline
     if issues:
         raise ConfigError(source, issues)
     return config

@@ -336,7 +336,8 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.alerts = await AlertEngine.open(db, self.config.alerts, self.dispatcher,
                                              self.metrics, acting=acting,
-                                             explorers=AlertEngine.explorers_of(self.config))
+                                             explorers=AlertEngine.explorers_of(self.config),
+                                             sources=AlertEngine.sources_of(self.config))
         self.alert_config_subscribers.append(self.alerts.configure)
         for name, rt in self.chains.items():
             rt.blocks.subscribe(functools.partial(self.alerts.on_block_event, chain=name))

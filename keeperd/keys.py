@@ -2,13 +2,16 @@
 never shown — not in a log line, an error, a metric, a traceback or a `repr`.
 
 A key file that its group or other users can read is refused with the reason: a key that has
-been readable by others must be treated as leaked.
+been readable by others must be treated as leaked. Every other file holding a secret (an alert
+sink's token, the keystore's password, the database's) is held to the same rule by
+`check_secret_file`, which `keeperd check-config` runs on each of them.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,16 @@ from eth_utils import keccak
 from keeperd.config import EnvKey, FileKey, KeySource, KeystoreKey
 
 
-class KeyLoadError(Exception):
+class SecretError(Exception):
+    """A secret cannot be used. The message says why and never contains the secret; `field`
+    is the config field it comes from, `fix` what to do."""
+
+    def __init__(self, message: str, *, field: str = "", fix: str = "") -> None:
+        super().__init__(message)
+        self.field, self.fix = field, fix
+
+
+class KeyLoadError(SecretError):
     """The key could not be loaded; the message says why and never contains the key."""
 
 
@@ -66,51 +78,80 @@ class KeeperKey:
         raise TypeError("KeeperKey cannot be pickled")
 
 
-def _from_hex(text: str, where: str) -> KeeperKey:
+def _from_hex(text: str, where: str, field: str = "keeper.key") -> KeeperKey:
     value = text.strip()
     try:
         account = Account.from_key(value)
     except Exception:
         # Deliberately not chained: the original exception's message may quote the value.
         raise KeyLoadError(f"{where} does not hold a valid hex private key "
-                        "(64 hex digits, optionally 0x-prefixed)") from None
+                           "(64 hex digits, optionally 0x-prefixed)", field=field,
+                           fix="put the keeper's private key there, and nothing else"
+                           ) from None
     return KeeperKey(account)
 
 
-def _check_file_private(path: Path) -> None:
+def check_secret_file(path: Path, field: str, what: str = "secret file",
+                      holds: str = "the secret") -> None:
+    """A file holding a secret: it exists, this user can read it, it is not empty, and neither
+    its group nor others may read or write it (a secret others could read must be treated as
+    leaked). Raises SecretError naming `field`; keeps nothing it reads."""
     try:
         mode = path.stat().st_mode
+        empty = not path.read_bytes().strip()
     except FileNotFoundError:
-        raise KeyLoadError(f"key file {path} does not exist") from None
+        raise SecretError(f"{what} {path} does not exist", field=field,
+                          fix=f"check {field}, or create the file (chmod 600)") from None
+    except OSError as exc:
+        raise SecretError(f"cannot read {what} {path} ({exc.strerror})", field=field,
+                          fix="run this as the user keeperd runs as, and make the file "
+                          "readable by that user only (chmod 600)") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyLoadError(
-            f"key file {path} is readable or writable by its group or by others "
-            f"(mode {stat.filemode(mode)}); run `chmod 600 {path}` and, since others could "
-            "read it, consider the key leaked")
+        raise SecretError(
+            f"{what} {path} is readable or writable by its group or by others (mode "
+            f"{stat.filemode(mode)}); run `chmod 600 {path}` and, since others could read it, "
+            f"consider {holds} leaked", field=field, fix=f"replace {holds}, then chmod 600")
+    if empty:
+        raise SecretError(f"{what} {path} is empty", field=field,
+                          fix="write the secret into it")
 
 
-def load_key(source: KeySource, environ: dict[str, str] | None = None) -> KeeperKey:
+def _check_file_private(path: Path, field: str, what: str) -> None:
+    try:
+        check_secret_file(path, field, what, holds="the key")
+    except SecretError as exc:
+        raise KeyLoadError(str(exc), field=exc.field, fix=exc.fix) from None
+
+
+def load_key(source: KeySource, environ: Mapping[str, str] | None = None) -> KeeperKey:
+    """The key as `keeperd run` loads it (and `check-config` checks it). Raises KeyLoadError
+    with the field and the fix."""
     env = os.environ if environ is None else environ
     if isinstance(source, EnvKey):
         value = env.get(source.env)
         if not value:
-            raise KeyLoadError(f"environment variable {source.env} (keeper.key.env) is not set")
-        return _from_hex(value, f"environment variable {source.env}")
+            raise KeyLoadError(f"environment variable {source.env} (keeper.key.env) is not set",
+                               field="keeper.key.env",
+                               fix=f"export {source.env} in keeperd's environment (systemd: "
+                               "EnvironmentFile=, readable by root only)")
+        return _from_hex(value, f"environment variable {source.env}", "keeper.key.env")
     if isinstance(source, FileKey):
-        _check_file_private(source.path)
-        return _from_hex(source.path.read_text(), f"key file {source.path}")
+        _check_file_private(source.path, "keeper.key.path", "key file")
+        return _from_hex(source.path.read_text(), f"key file {source.path}", "keeper.key.path")
     if isinstance(source, KeystoreKey):
-        _check_file_private(source.password_file)
+        _check_file_private(source.password_file, "keeper.key.password_file", "password file")
         try:
             keystore = source.path.read_text()
         except FileNotFoundError:
-            raise KeyLoadError(f"keystore {source.path} does not exist") from None
+            raise KeyLoadError(f"keystore {source.path} does not exist", field="keeper.key.path",
+                               fix="check keeper.key.path") from None
         password = source.password_file.read_text().rstrip("\n")
         try:
             key = Account.decrypt(keystore, password)
         except Exception:
             raise KeyLoadError(f"keystore {source.path} could not be decrypted with the password "
-                            f"in {source.password_file} (wrong password or not a keystore)"
-                            ) from None
+                               f"in {source.password_file} (wrong password or not a keystore)",
+                               field="keeper.key.path",
+                               fix="check the keystore and its password file") from None
         return KeeperKey(Account.from_key(key))
-    raise KeyLoadError(f"unknown key source {type(source).__name__}")
+    raise KeyLoadError(f"unknown key source {type(source).__name__}", field="keeper.key")

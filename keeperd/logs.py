@@ -81,12 +81,27 @@ class _ScrubExceptions:
         return event_dict
 
 
+class _CurrentStderr:
+    """Standard error as it is when a line is written, not when logging was set up: whoever
+    replaces sys.stderr later (a test's capture, a daemonizing wrapper) gets the lines, and a
+    closed predecessor is never written to."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", redactor: Redactor | None = None,
                       stream: TextIO | None = None) -> Redactor:
     """Set up structlog for the process (call once, from the command line entry point)."""
     redactor = redactor or Redactor()
-    stream = stream or sys.stderr
-    json_output = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    out: Any = stream if stream is not None else _CurrentStderr()
+    json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -102,7 +117,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", redactor: Redactor
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     return redactor

@@ -401,6 +401,11 @@ class Metrics:
         self.alerts_firing = Gauge(
             "keeperd_alerts_firing", "Alerts currently firing, by rule and severity.",
             ["rule", "severity"], registry=r)
+        self.watched_without_position = Gauge(
+            "keeperd_watched_without_position", "Accounts of a watchlist that no protocol it "
+            "looks at holds a position for (no collateral, no debt, no perp margin in any of "
+            "their latest evaluations): they cannot alert; often a mistyped address.",
+            ["watchlist"], registry=r)
         self.notifications = Counter(
             "keeperd_notifications_total", "Delivery attempts by route, sink and outcome "
             "(delivered, retry, rate_limited, dead).", ["route", "sink", "outcome"], registry=r)

@@ -11,13 +11,19 @@ over the configured shock grid next to the cascade's price path.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from keeperd.alerts.preview import WouldFire, cascade_alert, watchlist_alerts
 from keeperd.chain.connect import make_pool
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import Config
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
@@ -56,6 +62,7 @@ class Simulation:
     fund_usd: float | None
     positions: int
     notes: tuple[str, ...] = ()
+    alerts: tuple[WouldFire, ...] = ()
 
 
 def columns_for(assets: tuple[str, ...], shocks: dict[str, float], grid: list[float]
@@ -81,25 +88,54 @@ def columns_for(assets: tuple[str, ...], shocks: dict[str, float], grid: list[fl
     return Columns(tuple([name] * len(values)), np.array(values), mult, shocked)
 
 
+@contextlib.asynccontextmanager
+async def _book_at_head(config: Config, proto: Any, store: IndexStore, *, discover: bool = True
+                        ) -> AsyncIterator[tuple[Any, Any, int, RpcPool]]:
+    """(plug-in, its book, head, the chain's pool) of one configured protocol, read at the
+    head; without `discover` from the accounts `store` already holds."""
+    chain = config.chain(proto.chain)
+    metrics = Metrics()
+    async with make_pool(chain, metrics) as pool:
+        head = int(await pool.request("eth_blockNumber"), 16)
+        plugin = registry.create(proto, chain, pool, store, metrics)
+        await plugin.start()
+        if discover:
+            await plugin.discover(head)
+        yield plugin, await plugin.read(head, None, set(), set()), head, pool
+
+
+async def protocol_assets(config: Config) -> dict[str, tuple[str, ...]]:
+    """Per configured on-chain protocol, the symbols of the assets it prices, as the breaker
+    and the executor name them (its cascade assets, less synthetic ones such as Curie's USD
+    column). Read at the head with an empty account index: the markets alone, seconds
+    whatever the size of the book."""
+    out: dict[str, tuple[str, ...]] = {}
+    with tempfile.TemporaryDirectory(prefix="keeperd-assets-") as empty:
+        store = await IndexStore.open(Path(empty))
+        try:
+            for proto in config.chain_protocols:
+                async with _book_at_head(config, proto, store, discover=False) as (plugin, book,
+                                                                                   _, _):
+                    described = plugin.describe(book)
+                assets = described[1] if described is not None else []
+                out[proto.name] = tuple(a.symbol for a in assets if int(a.address, 16) != 0)
+        finally:
+            await store.close()
+    return out
+
+
 async def simulate(config: Config, shocks: dict[str, float], protocol: str | None = None
                    ) -> Simulation:
     """The first configured protocol (or the one named) whose plug-in describes its book to
     the cascade engine, at the head, under `shocks`."""
-    metrics = Metrics()
     candidates = [p for p in config.chain_protocols if protocol in (None, p.name)]
     if not candidates:
         raise ShockError(f"no protocol {protocol!r} in the config "
                          f"({[p.name for p in config.chain_protocols]})")
     proto = candidates[0]
-    chain = config.chain(proto.chain)
     store = await IndexStore.open(config.state_dir)
     try:
-        async with make_pool(chain, metrics) as pool:
-            head = int(await pool.request("eth_blockNumber"), 16)
-            plugin = registry.create(proto, chain, pool, store, metrics)
-            await plugin.start()
-            await plugin.discover(head)
-            book = await plugin.read(head, None, set(), set())
+        async with _book_at_head(config, proto, store) as (plugin, book, head, pool):
             described = plugin.describe(book)
             book_risk = getattr(plugin, "book_risk", None)
             risk = book_risk(book) if book_risk is not None else None
@@ -123,7 +159,23 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     if fund is None and risk is not None:
         fund = risk.insurance_fund_usd  # the protocol's own fund, read at the head
     return Simulation(proto.name, head, shocks, result, portfolio.assets, portfolio.prices,
-                      fund, len(portfolio), tuple(risk.lines) if risk is not None else ())
+                      fund, len(portfolio), tuple(risk.lines) if risk is not None else (),
+                      _alerts(config, proto, plugin, book, portfolio.assets, portfolio.prices,
+                              result))
+
+
+def _alerts(config: Config, proto: Any, plugin: Any, book: Any, assets: tuple[str, ...],
+            prices: np.ndarray, result: CascadeResult) -> tuple[WouldFire, ...]:
+    """The alerts the shock would raise: watched positions at the prices the cascade ends
+    at (beside their health at today's), and the cascade rule's level for the bad debt."""
+    def at(multiplier: np.ndarray) -> Any:
+        return plugin.evaluate(book, dict(zip(assets, (prices * multiplier).tolist(),
+                                              strict=True)))
+
+    out = watchlist_alerts(config.alerts, proto.name, proto.chain,
+                           at(result.final_multiplier[0]), at(np.ones(len(assets))))
+    cascade = cascade_alert(config.alerts, float(result.bad_debt[0]))
+    return tuple(out + ([cascade] if cascade is not None else []))
 
 
 def round_table(sim: Simulation) -> str:

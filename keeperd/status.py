@@ -38,8 +38,8 @@ def status_config(path: str | Path) -> tuple[Config, str]:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc}", "")]) from None
     if not isinstance(data, dict):
         return parse_config(data, str(path)), "?"  # (says what is wrong)
-    keeper = data.get("keeper") if isinstance(data.get("keeper"), dict) else {}
-    mode = str(keeper.get("mode", "dry-run"))
+    keeper = data.get("keeper")
+    mode = str(keeper.get("mode", "dry-run")) if isinstance(keeper, dict) else "dry-run"
     reduced = {k: v for k, v in data.items() if k not in ("alerts", "keeper")}
     reduced["keeper"] = {"mode": "alert-only"}
     # Variables the file names but this shell lacks (provider keys in RPC URLs, say) do not

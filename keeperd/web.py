@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,11 @@ def make_app(metrics: Metrics, liveness: ReadinessCheck,
     return app
 
 
+class ListenError(Exception):
+    """The metrics server cannot listen where the config says; the message names the
+    address, the cause and the fix."""
+
+
 class WebServer:
     """Runs the app on (host, port); port 0 picks a free one, readable from `.port`."""
 
@@ -47,7 +53,20 @@ class WebServer:
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            where = f"{self.host}:{self.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenError(
+                    f"metrics: {where} is already in use (another keeperd, or another "
+                    f"program: `ss -ltnp 'sport = :{self.port}'` names it); stop it, or set "
+                    "metrics.port to a free port (metrics.enabled: false serves none)"
+                ) from None
+            raise ListenError(f"metrics: cannot listen on {where}: {exc.strerror or exc}; "
+                              "check metrics.listen (an address of this host) and "
+                              "metrics.port") from None
         server = site._server
         if server is not None and self.port == 0:
             sockets = getattr(server, "sockets", None) or []

@@ -99,6 +99,19 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
     return out
 
 
+def holds_position(collateral_usd: float, debt_usd: float) -> bool:
+    """Whether a row of an evaluation is a position: collateral or debt (a perp account:
+    equity or open notional). A watched account with none anywhere can never alert."""
+    return bool(collateral_usd != 0 or debt_usd != 0)
+
+
+def account_keys(account: str) -> tuple[str, ...]:
+    """The watched entries an account may belong to: itself, or the holder behind a venue's
+    sub-account (Hyperliquid `user@dex`, a dYdX child subaccount `address/128`)."""
+    key = account.lower()
+    return key, key.split("@", 1)[0], key.split("/", 1)[0]
+
+
 @dataclass(frozen=True)
 class Condition:
     """A rule's reading of one thing in this evaluation."""
@@ -133,8 +146,11 @@ class AlertEngine:
     def __init__(self, db: Database, config: AlertsConfig, dispatcher: Dispatcher,
                  metrics: Metrics, *, explorers: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.time,
-                 acting: Callable[[], bool] = lambda: True) -> None:
-        """Call `load` before the first input (or build it with `open`)."""
+                 acting: Callable[[], bool] = lambda: True,
+                 sources: Iterable[str] | None = None) -> None:
+        """Call `load` before the first input (or build it with `open`). `sources`: every
+        protocol and venue whose evaluations will come (`sources_of`); without it, the chain
+        protocols `tick` names and the venues that have reported."""
         self.db = db
         self.acting = acting
         self.state = AlertState(db)
@@ -145,6 +161,12 @@ class AlertEngine:
         self.explorers = explorers or {}
         self.silences = Silences(db)
         self.config = config
+        # Watched accounts without a position: per source, the watched keys its latest full
+        # evaluation holds a position for; the verdict waits until every source has spoken.
+        self.sources = None if sources is None else set(sources)
+        self._ticked: set[str] | None = None  # the chain protocols `tick` named (no tick: None)
+        self._held: dict[str, set[str]] = {}
+        self._without: set[tuple[str, str]] = set()
         self.configure(config)
         self._pending: list[tuple[str, Alert]] = []
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
@@ -178,6 +200,17 @@ class AlertEngine:
             for account in w.accounts:
                 self.watched.setdefault(account.lower(), []).append(w)
                 self.checksummed[account.lower()] = account
+        self._held = {}  # (the held sets name only the accounts watched when they were made)
+        names = {w.name for w in config.watchlists}
+        self._without = {(w, a) for w, a in self._without if w in names}
+        gauge = self.metrics.watched_without_position
+        for sample in [s for m in gauge.collect() for s in m.samples]:
+            if sample.labels["watchlist"] not in names:
+                gauge.remove(sample.labels["watchlist"])
+
+    @classmethod
+    def sources_of(cls, config: Config) -> list[str]:
+        return [p.name for p in config.protocols]
 
     @classmethod
     def explorers_of(cls, config: Config) -> dict[str, str]:
@@ -208,9 +241,10 @@ class AlertEngine:
         if result.partial:
             return
         protocol = protocol or result.protocol
-        conditions = self._watchlist_conditions(
-            watched_rows(result.view, protocol, chain, self.watched, action,
-                         lambda a: self._link(chain, "address", a)), tripped)
+        rows = watched_rows(result.view, protocol, chain, self.watched, action,
+                            lambda a: self._link(chain, "address", a))
+        self._holding(protocol, rows)
+        conditions = self._watchlist_conditions(rows, tripped)
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:
@@ -249,6 +283,7 @@ class AlertEngine:
                 measure_note=" (equity / maintenance)", tail=f"; {near}" if near else "",
                 action="Add margin or reduce the position: at health 1.0 the venue "
                        "liquidates it."))
+        self._holding(venue, rows)
         self._evaluate(self._watchlist_conditions(rows, {}), None, None)
         await self.commit()
 
@@ -287,11 +322,49 @@ class AlertEngine:
     def _watch_key(self, account: str) -> str | None:
         """The watched entry an account belongs to: itself, or the holder behind a venue's
         sub-account (Hyperliquid `user@dex`, a dYdX child subaccount `address/128`)."""
-        key = account.lower()
-        for candidate in (key, key.split("@", 1)[0], key.split("/", 1)[0]):
+        for candidate in account_keys(account):
             if candidate in self.watched:
                 return candidate
         return None
+
+    def _holding(self, source: str, rows: Iterable[WatchedRow]) -> None:
+        """A full evaluation of `source` (a protocol or a venue): which watched accounts it
+        holds a position for."""
+        self._held[source] = {key for r in rows
+                              if holds_position(r.details["collateral_usd"], r.details["debt_usd"])
+                              and (key := self._watch_key(r.account)) is not None}
+        self._refresh_without()
+
+    def _refresh_without(self) -> None:
+        """keeperd_watched_without_position per watchlist, and a warning naming the accounts
+        that no protocol the watchlist looks at holds a position for. An account is without
+        position only if it is in none: the verdict on a watchlist waits until every one of
+        its protocols has been evaluated (at start, and after a reload)."""
+        if self.sources is None and self._ticked is None:
+            return  # (not one tick yet: which chain protocols exist is unknown)
+        known = self.sources if self.sources is not None else (
+            (self._ticked or set()) | set(self._held))
+        for w in self.config.watchlists:
+            scope = known if w.protocols is None else (
+                known & set(w.protocols) if self.sources is not None else set(w.protocols))
+            if not scope <= self._held.keys():
+                continue
+            missing = [a for a in w.accounts
+                       if not any(a.lower() in self._held[s] for s in scope)]
+            self.metrics.watched_without_position.labels(w.name).set(len(missing))
+            new = [a for a in missing if (w.name, a) not in self._without]
+            found = [a for w_, a in self._without if w_ == w.name and a not in missing]
+            self._without = (self._without - {(w.name, a) for a in found}
+                             | {(w.name, a) for a in new})
+            if new:
+                log.warning("watchlist.without_position", watchlist=w.name, accounts=new,
+                            protocols=sorted(scope),
+                            meaning="no position (collateral, debt or perp margin) in any of "
+                            "these protocols: the account cannot alert",
+                            fix="check the address (a typo reads as an empty account), or add "
+                            "the protocol it has its position on")
+            if found:
+                log.info("watchlist.position_found", watchlist=w.name, accounts=found)
 
     def severity_for(self, rule: str, labels: dict[str, str], value: float,
                      levels: Levels) -> str | None:
@@ -442,6 +515,10 @@ class AlertEngine:
                    key_conflicts: dict[str, str | None] | None = None) -> None:
         """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
         the silences added from the CLI since the last tick)."""
+        scanned = {p for _, p in index_lag}  # (the daemon's scanners: every chain protocol)
+        if self.sources is None and (self._ticked is None or not scanned <= self._ticked):
+            self._ticked = (self._ticked or set()) | scanned
+            self._refresh_without()
         now = self.clock()
         await self.silences.refresh(now)
         rules = self.config.rules

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from keeperd.alerts.catalog import check_label
 from keeperd.storage.db import Database
 
 
@@ -76,6 +77,12 @@ class Silence:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(m.matches(labels) for m in self.matchers)
 
+    def describe(self, now: float) -> str:
+        """One line for people: `silence list`, `alerts route`."""
+        ends = "never (config)" if self.id is None else f"in {self.ends_at - now:,.0f} s"
+        return (f"{self.id if self.id is not None else '-':>4}  ends {ends:18} "
+                f"{' '.join(str(m) for m in self.matchers)}  # {self.comment}")
+
 
 class Silences:
     """Configured silences, and the stored ones as last read (`refresh`)."""
@@ -96,6 +103,10 @@ class Silences:
         parsed = [parse_matcher(m) for m in matchers]
         if not parsed:
             raise ValueError("a silence needs at least one matcher")
+        for m in parsed:  # a misspelt label or rule would mute nothing, silently
+            check_label(m.label, m.value, exact=m.op in ("=", "!="))
+        if not duration_s > 0:
+            raise ValueError(f"a silence must last longer than 0 s (got {duration_s:g})")
         now = time.time() if now is None else now
         silence_id = await self.db.fetchval(
             "INSERT INTO silences (matchers, comment, created_by, created_at, ends_at) "
@@ -125,7 +136,12 @@ class Silences:
         return self.configured + [s for s in self.stored if s.ends_at > now]
 
     def matching(self, labels: Mapping[str, str], now: float | None = None) -> Silence | None:
-        for silence in self.active(now):
-            if silence.matches(labels):
-                return silence
-        return None
+        return next(iter(self.all_matching(labels, now)), None)
+
+    def all_matching(self, labels: Mapping[str, str], now: float | None = None
+                     ) -> list[Silence]:
+        """Every active silence that mutes an alert with these labels (its own, `rule` and
+        `severity`); `alertname` is Alertmanager's name for the rule, keeperd_<rule>."""
+        if "rule" in labels and "alertname" not in labels:
+            labels = {**labels, "alertname": f"keeperd_{labels['rule']}"}
+        return [s for s in self.active(now) if s.matches(labels)]

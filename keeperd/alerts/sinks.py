@@ -61,12 +61,16 @@ def read_secret(inline: str | None, path: Path | None, what: str) -> str:
     if inline is not None:
         return inline
     assert path is not None
-    try:
+    from keeperd.keys import SecretError, check_secret_file
+
+    try:  # (what `check-config` checks: present, readable, private, not empty)
+        check_secret_file(path, f"{what}_file")
         value = path.read_text().strip()
+    except SecretError as exc:
+        raise SinkError(f"{what}_file {path}: {exc}" + (f"; fix: {exc.fix}" if exc.fix else "")
+                        ) from None
     except OSError as exc:
         raise SinkError(f"{what}_file {path}: cannot read it ({exc.strerror})") from None
-    if not value:
-        raise SinkError(f"{what}_file {path} is empty")
     return value
 
 

@@ -16,9 +16,20 @@ from typing import Any
 from keeperd.devnet import contracts
 from keeperd.devnet.aave import PRICE_DECIMALS
 from keeperd.devnet.anvil import Anvil
-from keeperd.devnet.client import DevnetClient
+from keeperd.devnet.client import DevnetClient, DevnetRpcError
 from keeperd.devnet.solc import compile_project_contracts
 from keeperd.devnet.state import DEFAULT_AAVE, DEFAULT_ACCOUNTS, DEFAULT_SEED, ensure_state
+
+# Walks of Curie's mark (`curie.walk_mark`: 40 steps of 16 s of chain time each) a price move
+# may take. A fall settles within one; a rise never did: the mark is a median whose third term
+# is index + (15-min pool TWAP - 15-min index TWAP), and it reached the new index only once
+# ~950 s of chain time had passed (measured on 3000 -> 3900, 2100 -> 3000, WBTC 40k -> 60k:
+# two walks each). A third is margin.
+MARK_WALKS = 3
+
+
+class PriceWalkError(RuntimeError):
+    """Curie's mark did not follow a price move; the message says what to do."""
 
 
 class DevnetControl:
@@ -46,9 +57,31 @@ class DevnetControl:
         for to, data in self._price_moves(symbol, usd):  # an unknown symbol fails first
             self.client.send(self.manifest["aave_v3"]["admin"], to, data)
         if walk_perps:
-            from keeperd.devnet.curie import walk_mark
+            self._walk_mark(symbol, usd)
 
-            walk_mark(self.client, self.manifest, symbol, usd)
+    def _walk_mark(self, symbol: str, usd: float) -> None:
+        """Walk Curie's mark to the new index, for as many walks as it takes (MARK_WALKS).
+        A long walk moves chain time by a quarter hour or more: every feed then gets a new
+        round at its price (`refresh_feeds`), so none grows stale under keeperd's heartbeat
+        check after a few moves."""
+        from keeperd.devnet.curie import walk_mark
+
+        last: RuntimeError | None = None
+        for walk in range(MARK_WALKS):
+            try:
+                walk_mark(self.client, self.manifest, symbol, usd)
+            except DevnetRpcError:
+                raise
+            except RuntimeError as exc:  # the mark did not reach it: it needs more time
+                last = exc
+                continue
+            if walk:
+                self.refresh_feeds()
+            return
+        raise PriceWalkError(
+            f"{last} after {MARK_WALKS} walks; the other protocols have the new price. "
+            "Restart the devnet (`keeperd devnet down`, `keeperd devnet up`) for a fresh "
+            "Curie market") from last
 
     def set_price_async(self, symbol: str, usd: float) -> list[str]:
         """The same, sent without waiting for it to be mined (automine off)."""

@@ -11,7 +11,7 @@ account index (`storage/account_index.py` says why): it runs that migration alon
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from keeperd.storage.db import Database
 
@@ -67,7 +67,7 @@ async def applied(db: Database) -> list[int]:
                                          "ORDER BY version")]
 
 
-async def migrate(db: Database, *, only: set[int] | None = None) -> list[int]:
+async def migrate(db: Database, *, only: Collection[int] | None = None) -> list[int]:
     """Apply the migrations not applied yet (of `only`, when given), in one transaction
     (replicas starting together: the first applies them, the others wait on an advisory lock
     and find them done); the versions applied now."""

@@ -60,17 +60,18 @@ def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
         "alerts": {"routes": [
             {"name": "desk", "sinks": [
-                {"kind": "webhook", "url": webhook.url, "secret": "clock-step-test"}]},
+                {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]},
             {"name": "keeper", "sinks": [
-                {"kind": "webhook", "url": operator.url, "secret": "clock-step-test"}]}],
+                {"kind": "webhook", "url": operator.url, "secret": "${WEBHOOK_SECRET}"}]}],
             "operator_route": "keeper",
             "watchlists": [{"name": "desk", "accounts": watched, "warn": 1.1,
                             "critical": 1.02, "route": "desk"}]},
         "metrics": {"enabled": False}, "logging": {"format": "json"},
     }))
     logs = tmp_path / "keeperd.log"
-    env = dict(os.environ, LD_PRELOAD=str(LIBFAKETIME), FAKETIME_TIMESTAMP_FILE=str(clock),
-               FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_CACHE_DURATION="1")
+    env = dict(os.environ, WEBHOOK_SECRET="clock-step-test", LD_PRELOAD=str(LIBFAKETIME),
+               FAKETIME_TIMESTAMP_FILE=str(clock), FAKETIME_DONT_FAKE_MONOTONIC="1",
+               FAKETIME_CACHE_DURATION="1")
     proc = start_keeperd(config, env, logs)
 
     def refused() -> int:

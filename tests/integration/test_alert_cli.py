@@ -4,6 +4,7 @@ the state database), `alerts test` against a live receiver, `alerts list|retry`.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def keeperd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "keeperd", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, ALERT_SECRET="cli-secret"))
 
 
 def write(tmp_path: Path, hook: str) -> Path:
     config = {"state_dir": str(tmp_path / "state"),
               "chains": [{"name": "x", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:9"]}],
               "alerts": {"routes": [{"name": "ops", "sinks": [
-                  {"kind": "webhook", "url": hook, "secret": "cli-secret"}]}]}}
+                  {"kind": "webhook", "url": hook, "secret": "${ALERT_SECRET}"}]}]}}
     path = tmp_path / "keeperd.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -238,12 +238,12 @@ async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Pat
     async with serve(webhook_app(rec)) as hook:
         data = morpho_config(devnet, tmp_path).model_dump(mode="json")
         data["alerts"] = {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
             "watchlists": [{"name": "desk", "accounts": [watched], "warn": 1.2,
                             "critical": 1.05, "route": "ops"}]}
         from keeperd.config import parse_config as parse
 
-        daemon = Daemon(parse(data, env={}), metrics=Metrics())
+        daemon = Daemon(parse(data, env={"WEBHOOK_SECRET": "s"}), metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         try:
@@ -278,9 +278,10 @@ async def test_the_holder_hears_when_the_keeper_liquidates_them(
     async with serve(webhook_app(rec)) as hook:
         data = morpho_config(devnet, tmp_path, "liquidate").model_dump(mode="json")
         data["alerts"] = {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
             "watchlists": [{"name": "holder", "accounts": [victim], "route": "ops"}]}
-        daemon = Daemon(parse(data, env={"KEEPER_KEY": KEEPER_KEY}), metrics=Metrics())
+        daemon = Daemon(parse(data, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "s"}),
+                        metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         try:

@@ -153,10 +153,10 @@ async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at
             "protocols": [{"kind": "hyperliquid", "api_url": hl, "accounts": [HL_USER],
                            "poll_interval_s": 0.5, "liquidation_rule": "fixed-maintenance"}],
             "alerts": {"routes": [{"name": "ops", "sinks": [
-                {"kind": "webhook", "url": f"{hook}/hook", "secret": "s"}]}],
+                {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
                 "watchlists": [{"name": "trader", "accounts": [HL_USER], "warn": 40.0,
                                 "critical": 35.0, "route": "ops"}]},
-            "metrics": {"enabled": False}}, env={})
+            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s"})
         metrics = Metrics()
         daemon = Daemon(config, metrics=metrics)
         stop = asyncio.Event()

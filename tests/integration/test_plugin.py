@@ -77,10 +77,12 @@ async def test_the_daemon_runs_it_end_to_end(devnet: Devnet, tmp_path: Path,
     config = parse_config(toy_config(
         devnet, tmp_path,
         alerts={"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s"}]}],
+            {"kind": "webhook", "url": "http://127.0.0.1:9/hook",
+             "secret": "${WEBHOOK_SECRET}"}]}],
             "watchlists": [{"name": "mine", "accounts": [HOLDER], "warn": 1.2,
                             "critical": 1.05, "route": "ops"}]},
-        risk={"cascade": {"enabled": True, "every_blocks": 1, "min_interval_s": 0}}))
+        risk={"cascade": {"enabled": True, "every_blocks": 1, "min_interval_s": 0}}),
+        env={"WEBHOOK_SECRET": "s"})
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.mine(1), protocol="toy")
     view = keeper.daemon.scanners["toy"].view

@@ -138,7 +138,7 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
             "oracles": {"references": references, "min_sources": 2,
                         "max_deviation": 0.9, "reference_interval_s": 0.5},
             "alerts": {"routes": [{"name": "ops", "sinks": [
-                {"kind": "webhook", "url": webhook.url, "secret": "dashboard-test"}]}],
+                {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}],
                 "watchlists": [{"name": "desk", "accounts": borrowers[:60], "warn": 1.1,
                                 "critical": 1.02, "route": "ops"}],
                 "operator_route": "ops"},
@@ -151,7 +151,8 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
                                   "accounts": [HL_USER], "poll_interval_s": 0.5,
                                   "liquidation_rule": "fixed-maintenance"})
         config.write_text(yaml.safe_dump(data))
-        keeperd = start(config, env=dict(os.environ, KEEPER_KEY=KEEPER_KEY))
+        keeperd = start(config, env=dict(os.environ, KEEPER_KEY=KEEPER_KEY,
+                                         WEBHOOK_SECRET="dashboard-test"))
         stack.push_async_callback(stop_async, keeperd)
         prometheus, url = start_prometheus(tmp_path, port)
         stack.callback(prometheus.wait, 10)

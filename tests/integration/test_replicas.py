@@ -76,7 +76,7 @@ class Pair:
         self.devnet, self.tmp_path, self.alerts = devnet, tmp_path, alerts
         self.dsn = asyncio.run(fresh_database(postgres_server))
         fund_keeper(devnet)
-        self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
+        self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY, WEBHOOK_SECRET="replica-test")
         self.logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
@@ -112,7 +112,7 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     watched = [b["address"] for b in devnet.manifest["borrowers"]][:60]
     pair = Pair(devnet, tmp_path, postgres_server, alerts={
         "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": webhook.url,
-                                              "secret": "replica-test"}]}],
+                                              "secret": "${WEBHOOK_SECRET}"}]}],
         "watchlists": [{"name": "desk", "accounts": watched, "warn": 1.1, "critical": 1.02,
                         "route": "ops"}]})
     dsn, logs, procs = pair.dsn, pair.logs, pair.procs

@@ -64,7 +64,7 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
 
     out = keeperd("storage", "migrate", "--config", str(config))
     assert out.returncode == 0
-    assert out.stdout.strip() == "postgresql: applied migrations [1, 2, 3, 4]"
+    assert out.stdout.strip() == "postgresql: applied migrations [1, 2, 3, 4, 5]"
     assert keeperd("storage", "migrate", "--config", str(config)).stdout.strip() == \
         "postgresql: up to date"
 

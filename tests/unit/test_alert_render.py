@@ -112,5 +112,6 @@ def test_sink_headers_cannot_replace_the_signature() -> None:
                                                 "rpc_urls": ["http://127.0.0.1:1"]}]}
     with pytest.raises(ConfigError, match="keeperd sets them"):
         parse_config({**base, "alerts": {"routes": [{"name": "r", "sinks": [
-            {"kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "s",
-             "headers": {"X-Keeperd-Signature": "t=1,v1=forged"}}]}]}}, env={})
+            {"kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "${WEBHOOK_SECRET}",
+             "headers": {"X-Keeperd-Signature": "t=1,v1=forged"}}]}]}},
+        env={"WEBHOOK_SECRET": "s"})

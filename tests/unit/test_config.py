@@ -98,10 +98,10 @@ def test_missing_env_reference_names_field_and_variable() -> None:
 
 def test_watchlist_route_must_exist_and_thresholds_order() -> None:
     data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [
-        {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "s"}]}], "watchlists": [
-        {"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05, "critical": 1.2,
-         "route": "ops"}]})
-    [(path, message, _)] = issues_of(data)
+        {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}]}],
+        "watchlists": [{"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05,
+                        "critical": 1.2, "route": "ops"}]})
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
     assert path == "alerts.watchlists[0]"
     assert "critical" in message
 
@@ -138,7 +138,8 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
     assert path == "alerts.routes[0].sinks[0]"  # the sink, without a stray "telegram" tag
     assert "bot_token" in message and "bot_token_file" in message
     [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "https://h/x",
-                                             "secret": "a", "secret_file": "/x"}))
+                                             "secret": "${WEBHOOK_SECRET}",
+                                             "secret_file": "/x"}), {"WEBHOOK_SECRET": "a"})
     assert "exactly one" in message
     [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "https://h"}))
     assert "slack" in message or "kind" in path
@@ -147,21 +148,25 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
 
     token = tmp_path / "telegram.token"
     token.write_text("123:abcdefghijkl\n")
+    token.chmod(0o600)
     config = parse_config(alerts({"kind": "telegram", "bot_token_file": str(token),
                                   "chat_id": -100}), env={})
     sink = make_sink(config.alerts.routes[0].sinks[0])
     assert sink.secrets == ("123:abcdefghijkl",)
     missing = parse_config(alerts({"kind": "telegram", "bot_token_file": str(tmp_path / "no"),
                                    "chat_id": -100}), env={})
-    with pytest.raises(SinkError, match=r"bot_token_file .*cannot read"):
+    with pytest.raises(SinkError, match=r"bot_token_file .*does not exist"):
         make_sink(missing.alerts.routes[0].sinks[0])
+    token.chmod(0o644)  # a token others can read is refused at start, as check-config does
+    with pytest.raises(SinkError, match=r"bot_token_file .*readable .* by its group or by others"):
+        make_sink(config.alerts.routes[0].sinks[0])
 
 
 def test_watchlist_routes_and_rule_routes_are_checked() -> None:
-    sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "s"}
+    sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
     data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
                                  "rules": {"oracle": {"route": "pager"}}})
-    [(path, message, _)] = issues_of(data)
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
     assert path == "alerts" and "rules.oracle uses route 'pager'" in message
 
 
@@ -174,8 +179,9 @@ def test_error_paths_never_carry_a_union_tag() -> None:
          "markets": ["0x01"], "marketz": 1},
         {"kind": "hyperliquid", "accounts": ["0x" + "22" * 20], "pollinterval": 5}]
     data["alerts"] = {"routes": [{"name": "ops", "sinks": [
-        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s", "retries": 3}]}]}
-    found = {path: fix for path, _, fix in issues_of(data)}
+        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "${WEBHOOK_SECRET}",
+         "retries": 3}]}]}
+    found = {path: fix for path, _, fix in issues_of(data, {"WEBHOOK_SECRET": "s"})}
     assert set(found) == {"protocols[0].markets[0]", "protocols[0].marketz",
                           "protocols[1].pollinterval", "alerts.routes[0].sinks[0].retries"}
     assert "64 hex digits" in found["protocols[0].markets[0]"]
@@ -194,10 +200,11 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
         [(path, message, _)] = issues_of(with_chain(leaky))
         assert path == "chains[0].rpc_urls[0]" and "credentials" in message
     sinks = {"routes": [{"name": "ops", "sinks": [
-        {"kind": "webhook", "url": "http://hooks.example/x", "secret": "s"},
-        {"kind": "slack", "webhook_url": "http://hooks.slack.example/T/B/x"},
+        {"kind": "webhook", "url": "http://hooks.example/x", "secret": "${WEBHOOK_SECRET}"},
+        {"kind": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"},
         {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}]}]}
-    found = {p: m for p, m, _ in issues_of({**MINIMAL, "alerts": sinks})}
+    found = {p: m for p, m, _ in issues_of({**MINIMAL, "alerts": sinks}, {
+        "WEBHOOK_SECRET": "s", "SLACK_WEBHOOK_URL": "http://hooks.slack.example/T/B/x"})}
     assert set(found) == {"alerts.routes[0].sinks[0].url",
                           "alerts.routes[0].sinks[1].webhook_url"}
     assert all("use https" in m for m in found.values())

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
-from structlog.testing import capture_logs
 
 from keeperd import indexer
 from keeperd.checks import check_config
@@ -156,9 +155,19 @@ def test_every_profile_is_one_these_tests_know() -> None:
     assert {f.removesuffix(".yaml") for f in FILES} == names  # one market a file, named so
 
 
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    """The keeper key check-config loads as `run` would (anvil's account #1, chmod 600)."""
+    path = tmp_path / "keeper.key"
+    path.write_text("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d\n")
+    path.chmod(0o600)
+    return path
+
+
 @pytest.mark.parametrize("name", FILES)
-def test_profile_passes_check_config_offline(name: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPERD_")} | ENV
+def test_profile_passes_check_config_offline(name: str, key_file: Path) -> None:
+    env = ({k: v for k, v in os.environ.items() if not k.startswith("KEEPERD_")} | ENV
+           | {"KEEPERD_KEY_FILE": str(key_file)})
     done = subprocess.run([sys.executable, "-m", "keeperd", "check-config", "--offline",
                            str(PROFILES / name)], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
@@ -167,9 +176,10 @@ def test_profile_passes_check_config_offline(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [f for f in FILES if not f.startswith("morpho")])
-def test_aave_profile_goes_live_with_a_flash_liquidator(name: str,
+def test_aave_profile_goes_live_with_a_flash_liquidator(name: str, key_file: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {**ENV, "KEEPERD_MODE": "liquidate", "KEEPERD_CAPITAL": "auto",
+                       "KEEPERD_KEY_FILE": str(key_file),
                        "KEEPERD_FLASH_LIQUIDATOR": "0x" + "11" * 20}.items():
         monkeypatch.setenv(key, value)
     config = check_config(PROFILES / name, online=False)  # what the CLI calls
@@ -251,14 +261,29 @@ async def test_a_long_catch_up_logs_its_progress(monkeypatch: pytest.MonkeyPatch
         async def record_indexed(self, *args: Any, **kwargs: Any) -> bool:
             return True
 
+        async def filter_elements(self, protocol: str) -> set[str]:
+            return set()
+
+        async def set_filter_elements(self, protocol: str, elements: Any) -> None:
+            pass
+
     monkeypatch.setattr(indexer, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    logs: list[dict[str, Any]] = []
+
+    def record(event: str, **fields: Any) -> None:
+        logs.append({"event": event, **fields})
+
+    # (a recorder, not structlog's capture_logs: a CLI test run earlier in the session leaves
+    # structlog's loggers cached, and capture_logs then sees nothing)
+    monkeypatch.setattr(indexer, "log", SimpleNamespace(info=record, warning=record,
+                                                        error=record, debug=record))
     idx = indexer.AccountIndexer("aave-core", "ethereum", Chain(),  # type: ignore[arg-type]
                                  Store(), indexer.LogFilter(("0x" + "22" * 20,), ()),  # type: ignore[arg-type]
                                  lambda log, cache: (), start_block=1_000, metrics=Metrics(),
                                  initial_chunk=1_000)
     await idx.start()
-    with capture_logs() as logs:  # ranges of 1,000, 2,000 ... 128,000 blocks: 8 reads
-        await idx.catch_up(1_000 + 255_000 - 1)
+    logs.clear()
+    await idx.catch_up(1_000 + 255_000 - 1)  # ranges of 1,000, 2,000 ... 128,000: 8 reads
     progress = [e for e in logs if e["event"] == "index.progress"]
     # Every 30 s of the catch-up (every other read here); not after its last range.
     assert [(e["blocks_done"], e["blocks_total"], e["blocks_per_s"]) for e in progress] == [

@@ -1,0 +1,172 @@
+"""The command line a new user meets, on the devnet: a breaker name no protocol prices is
+refused, set-price climbs back after a crash, the metrics port in use is one line, simulate
+lists the alerts a shock would raise, and `devnet up` says where the chain is."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+import yaml
+
+from keeperd import cli
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.paths import project_root
+from tests.integration.test_daemon import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """Commands configure structlog for the process (onto the captured stderr): put it back."""
+    saved = structlog.get_config()
+    yield
+    structlog.reset_defaults()
+    structlog.configure(**saved)
+
+
+@pytest.fixture
+def devnet_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A devnet directory of this test's own (never the checkout's .devnet/, where someone's
+    devnet may be up), sharing the built states."""
+    own = tmp_path / "devnet"
+    own.mkdir()
+    (own / "states").symlink_to(project_root() / ".devnet" / "states")
+    monkeypatch.setenv("KEEPERD_DEVNET_DIR", str(own))
+    return own
+
+
+def test_breaker_refuses_an_asset_no_protocol_prices(
+        devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    for asset, hint in (("weth", "(did you mean WETH?)"), ("FOO", "WBTC, WETH")):
+        assert cli.main(["breaker", "trip", asset, "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert f"no configured protocol prices {asset!r}" in err and hint in err
+    assert cli.main(["breaker", "list", "--config", str(config)]) == 0
+    assert "no breaker has ever tripped" in capsys.readouterr().out
+    assert cli.main(["breaker", "trip", "WETH", "--config", str(config)]) == 0
+    assert "WETH: tripped by hand" in capsys.readouterr().out
+
+
+def test_set_price_climbs_back_after_a_crash(
+        devnet: Devnet, devnet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rise needs Curie's mark to pass its 15-minute premium window: the first walk never
+    reached it (a RuntimeError, every time). And the feeds it did not move stay fresh."""
+    from keeperd.devnet.curie import artifact
+
+    devnet.write_manifest(devnet_dir / "manifest.json")
+    start = devnet.price("WETH")
+    assert cli.main(["devnet", "set-price", "WETH", f"{start * 0.7:g}"]) == 0
+    assert cli.main(["devnet", "set-price", "WETH", f"{start:g}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"WETH: {start * 0.7:g} -> {start:g} USD"
+    curie, balance = devnet.manifest["perp_curie"], artifact("AccountBalance")
+    (mark,) = balance.decode_result("getMarkPrice", devnet.client.eth_call(
+        curie["account_balance"], balance.encode_call(
+            "getMarkPrice", curie["base_tokens"]["WETH"])))
+    assert mark / 1e18 == pytest.approx(start, rel=2e-3)
+    head = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+    (_, _, _, updated_at, _) = devnet._aggregator.decode_result(
+        "latestRoundData", devnet.client.eth_call(
+            devnet.manifest["price_feeds"]["WBTC"],
+            devnet._aggregator.encode_call("latestRoundData")))
+    assert head - updated_at < 120
+
+
+def test_metrics_port_in_use_is_one_line(devnet: Devnet, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]], port=port)
+        run = subprocess.run([sys.executable, "-m", "keeperd", "run", "--config", str(config),
+                              "--duration", "30"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert f"keeperd: metrics: 127.0.0.1:{port} is already in use" in run.stderr
+    assert "set metrics.port to a free port" in run.stderr
+
+
+def simulate_config(tmp_path: Path, devnet: Devnet) -> tuple[Path, list[str], str]:
+    """The devnet's Aave with a watchlist: three WETH borrowers a 30 % drop puts under
+    critical, and one it leaves far above warn."""
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    data = yaml.safe_load(config.read_text())
+    weth = sorted((b for b in devnet.manifest["borrowers"]
+                   if b["collateral"] == ["WETH"] and "WETH" not in b["debts"]),
+                  key=lambda b: b["planned_health"])
+    crossing = [b["address"] for b in weth if 1.06 < b["planned_health"] < 1.3][:3]
+    safe = max(devnet.manifest["borrowers"], key=lambda b: b["planned_health"])["address"]
+    data["alerts"] = {
+        "routes": [{"name": "holders", "sinks": [
+            {"kind": "webhook", "url": "http://127.0.0.1:9/hook",
+             "secret": "${KEEPERD_TEST_UNSET:-x}"}]}],
+        "watchlists": [{"name": "desk", "accounts": [*crossing, safe], "route": "holders"}]}
+    config.write_text(yaml.safe_dump(data))
+    return config, crossing, safe
+
+
+def test_simulate_lists_the_alerts_a_shock_would_raise(
+        devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, crossing, safe = simulate_config(tmp_path, devnet)
+    assert len(crossing) == 3
+    assert cli.main(["simulate", "--config", str(config), "--shock", "WETH=-30%",
+                     "--png", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("alerts this shock would raise"):]
+    for account in crossing:
+        line = next(x for x in block.splitlines() if account in x)
+        assert line.split()[:4] == ["position_health", "critical", "route", "holders"], line
+        assert "below critical 1.05" in line
+    assert safe not in block
+    # The cascade rule's levels: warning over $100,000 of bad debt, critical over $1M.
+    found = re.search(r"final drop .* bad debt \$([\d,]*\d)", out)
+    assert found is not None
+    bad_debt = int(found.group(1).replace(",", ""))
+    assert bad_debt > 100_000  # (this book, with no depth configured: $488,790)
+    level = "critical" if bad_debt > 1_000_000 else "warning"
+    assert f"cascade_risk     {level:8} route holders  bad debt ${bad_debt:,}" in block
+
+
+def test_simulate_chart_that_cannot_be_written_is_one_line(
+        devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A write that fails when it happens (a full disk): after the figures, one line."""
+    from tests.integration.test_full_disk import fill, small_disk
+
+    config, _, _ = simulate_config(tmp_path, devnet)
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        fill(disk)
+        png = disk / "c.png"
+        assert cli.main(["simulate", "--config", str(config), "--shock", "WETH=-30%",
+                         "--png", str(png)]) == 1
+    captured = capsys.readouterr()
+    assert "static (the shock alone)" in captured.out
+    assert captured.err.startswith(f"keeperd simulate: the chart was not written to {png}: "
+                                   "No space left on device")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_devnet_up_prints_where_the_chain_is(devnet_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert cli.main(["devnet", "up", "--port", str(port)]) == 0
+    try:
+        captured = capsys.readouterr()
+        manifest = Path(captured.out.strip())
+        assert manifest == devnet_dir / "manifest.json"  # (stdout: scripts read the path)
+        assert json.loads(manifest.read_text())["rpc_url"] == f"http://127.0.0.1:{port}"
+        assert (f"devnet up: RPC http://127.0.0.1:{port}, websocket ws://127.0.0.1:{port}"
+                in captured.err)
+        assert f"KEEPERD_DEVNET_RPC=http://127.0.0.1:{port}" in captured.err
+    finally:
+        assert cli.main(["devnet", "down"]) == 0

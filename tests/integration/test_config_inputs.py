@@ -1,0 +1,113 @@
+"""Watched accounts that no configured protocol holds a position for, told by `check-config`
+(online, a warning) and by the running daemon (a log line, a gauge); and `check-config`
+against the chain refusing the key and the secret files `keeperd run` would refuse (#27 items
+3 and 5). The devnet's Aave and Morpho Blue borrowers are disjoint: each is held by one of the
+two protocols only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keeperd.devnet.anvil import free_port
+from keeperd.devnet.handle import Devnet
+from tests.integration.test_daemon import ROOT, sample, start, stop, wait_for
+
+KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
+TYPO = "0x" + "12" * 20  # nobody's position
+
+
+def config_for(devnet: Devnet, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    m = devnet.manifest
+    hook_secret = tmp_path / "hook.secret"
+    hook_secret.write_text("s")
+    os.chmod(hook_secret, 0o600)
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [m["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.2}],
+        "protocols": [
+            {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+             "addresses_provider": m["aave_v3"]["addresses_provider"]},
+            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+             "morpho": m["morpho_blue"]["morpho"],
+             "markets": [x["id"] for x in m["morpho_blue"]["markets"].values()]}],
+        "alerts": {
+            "routes": [{"name": "ops", "sinks": [{"kind": "webhook",
+                                                  "url": "http://127.0.0.1:9/hook",
+                                                  "secret_file": str(hook_secret)}]}],
+            "watchlists": [{"name": "w", "route": "ops", "accounts": [
+                m["borrowers"][0]["address"],  # on aave only
+                m["morpho_blue"]["borrowers"][0]["address"],  # on morpho only
+                TYPO]}]},
+        "risk": {"cascade": {"enabled": False}},
+        "logging": {"format": "json"},
+        **extra}
+
+
+def check_config(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_check_config_warns_of_a_watched_account_no_protocol_holds(devnet: Devnet,
+                                                                   tmp_path: Path) -> None:
+    done = check_config(tmp_path, config_for(devnet, tmp_path))
+    assert done.returncode == 0, done.stderr  # a warning, not an error
+    warnings = [line for line in done.stderr.splitlines() if ": warning: " in line]
+    assert len(warnings) == 1, done.stderr
+    assert "alerts.watchlists[0].accounts[2]" in warnings[0] and TYPO in warnings[0]
+    assert "holds no position in any protocol watchlist 'w' looks at (aave, morpho)" in \
+        warnings[0]
+
+
+def test_the_daemon_tells_and_counts_watched_accounts_without_position(devnet: Devnet,
+                                                                       tmp_path: Path) -> None:
+    port = free_port()
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump(config_for(devnet, tmp_path, metrics={
+        "listen": "127.0.0.1", "port": port})))
+    proc = start(path)
+    try:
+        wait_for(lambda: sample(port, "keeperd_watched_without_position", watchlist="w")
+                 is not None, timeout=60, what="the without-position gauge")
+        assert sample(port, "keeperd_watched_without_position", watchlist="w") == 1
+    finally:
+        code, _, logs = stop(proc)
+    assert code == 0, logs
+    told = [json.loads(line) for line in logs.splitlines() if line.startswith("{")
+            and json.loads(line)["event"] == "watchlist.without_position"]
+    assert [(e["level"], e["accounts"]) for e in told] == [("warning", [TYPO])]
+
+
+def test_check_config_against_the_chain_refuses_what_run_refuses(devnet: Devnet,
+                                                                 tmp_path: Path) -> None:
+    key, token = tmp_path / "keeper.key", tmp_path / "telegram.token"
+    key.write_text(KEY + "\n")
+    token.write_text("123:abcdefghijkl\n")
+    for path in (key, token):
+        os.chmod(path, 0o644)
+    config = config_for(devnet, tmp_path, keeper={
+        "mode": "liquidate", "key": {"source": "file", "path": str(key)}})
+    config["alerts"]["watchlists"][0]["accounts"].remove(TYPO)
+    config["alerts"]["routes"][0]["sinks"].append(
+        {"kind": "telegram", "bot_token_file": str(token), "chat_id": -100,
+         "api_url": "http://127.0.0.1:9"})
+    bad = check_config(tmp_path, config)
+    assert bad.returncode == 2
+    assert "keeper.key.path" in bad.stderr and "chmod 600" in bad.stderr
+    assert "alerts.routes[0].sinks[1].bot_token_file" in bad.stderr
+    assert KEY[2:] not in bad.stderr and "abcdefghijkl" not in bad.stderr
+    for path in (key, token):
+        os.chmod(path, 0o600)
+    ok = check_config(tmp_path, config)
+    assert ok.returncode == 0, ok.stderr
+    assert ": warning: " not in ok.stderr

@@ -1,0 +1,213 @@
+"""Config inputs that used to be accepted and could never work (#27 items 3 and 5): watched
+addresses with a wrong checksum or without a position anywhere, keys and secret files that
+`keeperd run` refuses, secrets written inline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import structlog
+import yaml
+from structlog.testing import capture_logs
+
+from keeperd.alerts.delivery import Dispatcher
+from keeperd.alerts.engine import AlertEngine
+from keeperd.checks import check_config
+from keeperd.config import AlertsConfig, ConfigError, OutboxConfig, parse_config
+from keeperd.metrics import Metrics
+from keeperd.protocols.base import HealthView
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import migrate
+
+MINIMAL = {
+    "state_dir": "/tmp/keeperd-test",
+    "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:8545"]}],
+}
+KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
+ALICE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil #1's address, checksummed
+BOB = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+CAROL = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Any:
+    """structlog's defaults (a CLI test run before may have left its level filter and a closed
+    stream configured), put back as they were after."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def issues_of(data: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.yaml", env or {})
+    return {i.path: f"{i.message} | {i.fix}" for i in info.value.issues}
+
+
+def watching(*accounts: str) -> dict[str, Any]:
+    return {**MINIMAL, "alerts": {
+        "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:1/h",
+                                              "secret": "${S}"}]}],
+        "watchlists": [{"name": "w", "accounts": list(accounts), "route": "ops"}]}}
+
+
+def test_a_watched_address_with_a_wrong_checksum_is_refused_with_the_fix() -> None:
+    i = next(i for i, c in enumerate(ALICE) if c.isupper())
+    typo = ALICE[:i] + ALICE[i].lower() + ALICE[i + 1:]  # one letter's case: checksum fails
+    assert typo != ALICE and typo.lower() == ALICE.lower()
+    found = issues_of(watching(BOB, typo), {"S": "s"})
+    assert set(found) == {"alerts.watchlists[0].accounts[1]"}
+    assert "checksum" in found["alerts.watchlists[0].accounts[1]"]
+    assert f"write {ALICE}" in found["alerts.watchlists[0].accounts[1]"]
+    # Without a checksum (all lowercase) it is taken, and checksummed.
+    config = parse_config(watching(BOB, ALICE.lower()), env={"S": "s"})
+    assert config.alerts.watchlists[0].accounts == [BOB, ALICE]
+
+
+def test_inline_sink_secrets_are_refused(tmp_path: Path) -> None:
+    def sinks(*entries: dict[str, Any]) -> dict[str, Any]:
+        return {**MINIMAL, "alerts": {"routes": [{"name": "ops", "sinks": list(entries)}]}}
+
+    found = issues_of(sinks(
+        {"kind": "webhook", "url": "https://h.example/x", "secret": "s3cret"},
+        {"kind": "telegram", "bot_token": "123:inline-token", "chat_id": 1},
+        {"kind": "slack", "webhook_url": "https://hooks.slack.example/T/B/x"},
+        {"kind": "alertmanager", "url": "http://127.0.0.1:9093", "bearer_token": "tok"}))
+    assert set(found) == {"alerts.routes[0].sinks[0].secret",
+                          "alerts.routes[0].sinks[1].bot_token",
+                          "alerts.routes[0].sinks[2].webhook_url",
+                          "alerts.routes[0].sinks[3].bearer_token"}
+    assert all("inline" in m and "${" in m and "_file" in m for m in found.values())
+    assert not any(s in m for m in found.values()
+                   for s in ("s3cret", "inline-token", "hooks.slack", "tok "))
+    token = tmp_path / "token"
+    parse_config(sinks(
+        {"kind": "webhook", "url": "https://h.example/x", "secret": "${HOOK_SECRET}"},
+        {"kind": "telegram", "bot_token_file": str(token), "chat_id": 1},
+        {"kind": "slack", "webhook_url": "${SLACK_URL}"}),
+        env={"HOOK_SECRET": "s3cret", "SLACK_URL": "https://hooks.slack.example/T/B/x"})
+
+
+def write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def secret(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def offline_issues(path: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        check_config(path, online=False)
+    return {i.path: f"{i.message} | {i.fix}" for i in info.value.issues}
+
+
+def test_check_config_offline_checks_the_key_as_run_does(tmp_path: Path) -> None:
+    key = tmp_path / "keeper.key"
+    config = write(tmp_path, {**MINIMAL, "state_dir": str(tmp_path / "state"), "keeper": {
+        "mode": "liquidate", "key": {"source": "file", "path": str(key)}}})
+    assert "does not exist" in offline_issues(config)["keeper.key.path"]
+    secret(key, KEY + "\n", 0o644)
+    assert "chmod 600" in offline_issues(config)["keeper.key.path"]
+    secret(key, "not a key\n", 0o600)
+    found = offline_issues(config)["keeper.key.path"]
+    assert "valid hex private key" in found and "not a key" not in found
+    secret(key, KEY + "\n", 0o600)
+    assert check_config(config, online=False).keeper.mode == "liquidate"
+
+
+def test_check_config_offline_refuses_a_secret_file_others_can_read(tmp_path: Path) -> None:
+    token = secret(tmp_path / "telegram.token", "123:abcdefghijkl\n", 0o644)
+    config = write(tmp_path, {**MINIMAL, "state_dir": str(tmp_path / "state"), "alerts": {
+        "routes": [{"name": "ops", "sinks": [
+            {"kind": "telegram", "bot_token_file": str(token), "chat_id": -100}]}]}})
+    found = offline_issues(config)
+    assert set(found) == {"alerts.routes[0].sinks[0].bot_token_file"}
+    assert "by its group or by others" in found["alerts.routes[0].sinks[0].bot_token_file"]
+    assert "abcdefghijkl" not in str(found)
+    os.chmod(token, 0o600)
+    check_config(config, online=False)
+
+
+# --- watched accounts without a position: the engine --------------------------------------
+
+
+def view_of(accounts: list[str], debt: list[float]) -> HealthView:
+    n = len(accounts)
+    return HealthView(
+        accounts=accounts, health=np.full(n, 1.5), collateral_usd=np.array(debt) * 1.5,
+        debt_usd=np.array(debt), liquidation_threshold=np.full(n, 0.8),
+        main_collateral=["WETH"] * n, drop_to_liquidation=np.full(n, 0.3))
+
+
+async def engine_for(tmp_path: Path, accounts: list[str], **kwargs: Any
+                     ) -> tuple[AlertEngine, Metrics]:
+    db = SqliteDatabase.open(tmp_path / "state.db")
+    await migrate(db)
+    token = secret(tmp_path / "hook.secret", "s", 0o600)
+    config = AlertsConfig.model_validate({
+        "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:9/h",
+                                              "secret_file": str(token)}]}],
+        "watchlists": [{"name": "w", "accounts": accounts, "route": "ops"}]})
+    metrics = Metrics()
+    from keeperd.alerts.outbox import Outbox
+
+    dispatcher = Dispatcher(Outbox(db), OutboxConfig(), metrics)
+    dispatcher.configure(config.routes)
+    return await AlertEngine.open(db, config, dispatcher, metrics, **kwargs), metrics
+
+
+async def scanned(engine: AlertEngine, protocol: str, view: HealthView) -> None:
+    result = SimpleNamespace(protocol=protocol, block=1, partial=False, view=view, book=None)
+    await engine.on_scan(result, chain="devnet", tripped={})
+
+
+def without_position(metrics: Metrics) -> float | None:
+    """None: no verdict yet (no series)."""
+    return metrics.registry.get_sample_value("keeperd_watched_without_position",
+                                             {"watchlist": "w"})
+
+
+async def test_an_account_held_in_one_protocol_of_several_has_a_position(tmp_path: Path
+                                                                         ) -> None:
+    """Alice borrows on morpho only, Bob has an emptied account on aave (in its view, no
+    collateral, no debt), Carol is nowhere: Bob and Carol are without position, once both
+    protocols have been evaluated — not before."""
+    engine, metrics = await engine_for(tmp_path, [ALICE, BOB, CAROL],
+                                       sources=["aave", "morpho"])
+    with capture_logs() as logs:
+        await scanned(engine, "aave", view_of([BOB], [0.0]))
+        assert without_position(metrics) is None  # morpho not evaluated yet: no verdict
+        await scanned(engine, "morpho", view_of([ALICE], [5_000.0]))
+        await scanned(engine, "aave", view_of([BOB], [0.0]))  # (told once)
+    assert without_position(metrics) == 2
+    [warning] = [e for e in logs if e["event"] == "watchlist.without_position"]
+    assert warning["log_level"] == "warning" and warning["accounts"] == [BOB, CAROL]
+    assert warning["protocols"] == ["aave", "morpho"]
+    with capture_logs() as logs:
+        await scanned(engine, "aave", view_of([BOB, CAROL], [10.0, 0.0]))
+    assert without_position(metrics) == 1
+    assert [e["accounts"] for e in logs if e["event"] == "watchlist.position_found"] == [[BOB]]
+
+
+async def test_without_its_sources_the_engine_waits_for_the_chain_protocols_tick_names(
+        tmp_path: Path) -> None:
+    """The daemon as it is: the chain protocols come from `tick` (its scanners)."""
+    engine, metrics = await engine_for(tmp_path, [ALICE, CAROL])
+    await scanned(engine, "aave", view_of([ALICE], [1.0]))
+    assert without_position(metrics) is None  # not one tick yet
+    await engine.tick(rpc_healthy={}, index_lag={("devnet", "aave"): 0, ("devnet", "morpho"): 0},
+                      keeper_balance={})
+    assert without_position(metrics) is None  # morpho not evaluated yet
+    await scanned(engine, "morpho", view_of([], []))
+    assert without_position(metrics) == 1
