@@ -351,5 +351,19 @@ class BlockSource:
             self.metrics.blocks_seen.labels(self.chain).inc()
             self.metrics.head_block.labels(self.chain).set(event.header.number)
             self.metrics.head_timestamp.labels(self.chain).set(event.header.timestamp)
+        # The scanner's listener policy: each subscriber in turn; one that raises is logged and
+        # counted, and the next still gets the event. (A subscriber raising on a Reorg — an RPC
+        # error in one protocol's index rewind, a database error in the alerts' retraction —
+        # hid that reorg from every subscriber after it for good, the replaced headers being
+        # dropped already; in polling mode the exception ended the daemon.)
         for handler in self._handlers:
-            await handler(event)
+            try:
+                await handler(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                name = getattr(handler, "__qualname__", repr(handler)).split(".<locals>")[0]
+                self.metrics.block_source_errors.labels(self.chain, "subscriber").inc()
+                log.exception("block_source.subscriber_failed", chain=self.chain,
+                              block_event=type(event).__name__, subscriber=name,
+                              error=f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ import asyncio
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.rpc import RpcPool
 from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
 
 
 def recorder(source: BlockSource) -> list[BlockEvent]:
@@ -258,3 +259,34 @@ async def test_a_websocket_of_another_chain_is_never_followed(pool: RpcPool,
     assert events[-1].header.number == start + 1  # type: ignore[union-attr]
     assert pool.metrics.registry.get_sample_value(
         "keeperd_block_source_errors_total", {"chain": "devnet", "source": "wrong_chain"}) == 1
+
+
+async def test_a_subscriber_that_raises_on_a_reorg_hides_it_from_no_one(pool: RpcPool,
+                                                                      devnet: Devnet) -> None:
+    """The scanner's listener policy for block events (#29 item 1): a subscriber that raises
+    (one protocol's index rewind meeting an RPC error) is logged and counted, and every
+    subscriber after it still gets the Reorg and the blocks of the new branch."""
+    metrics = Metrics()
+    source = BlockSource(pool, metrics=metrics)
+
+    async def failing(event: object) -> None:
+        if isinstance(event, Reorg):
+            raise RuntimeError("the rewind's RPC call failed")
+
+    source.subscribe(failing)
+    events = recorder(source)
+    base = devnet.client.block_number()
+    await source.poll_once()
+    snap = devnet.snapshot()
+    devnet.mine(2)
+    await source.poll_once()
+    devnet.revert(snap)
+    devnet.advance_time(100, mine=False)
+    devnet.mine(3)
+    await source.poll_once()  # (raised out of here before, with the reorg half told)
+    reorgs = [e for e in events if isinstance(e, Reorg)]
+    assert len(reorgs) == 1 and reorgs[0].ancestor.number == base
+    assert [e.header.number for e in events[events.index(reorgs[0]) + 1:]
+            if isinstance(e, NewBlock)] == [base + 1, base + 2, base + 3]
+    assert metrics.registry.get_sample_value(
+        "keeperd_block_source_errors_total", {"chain": "devnet", "source": "subscriber"}) == 1
