@@ -4,7 +4,9 @@ isolated per test with evm_snapshot / evm_revert."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +26,13 @@ def devnet_session() -> Iterator[Devnet]:
     # anvil's own output, to see why if it ever dies mid-session (it did once, unexplained).
     from keeperd.devnet import paths
 
-    log = paths.devnet_dir() / "test-anvil.log"
+    # (one per session: a test that runs an inner pytest session must not take this one's)
+    log = paths.devnet_dir() / f"test-anvil-{os.getpid()}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     with Devnet(accounts=DEVNET_ACCOUNTS, log_path=log) as devnet:
         yield devnet
+    log.unlink(missing_ok=True)
 
 
 def _anvil_alive(devnet: Devnet) -> bool:
@@ -40,7 +44,7 @@ def ensure_alive(devnet: Devnet) -> bool:
     """Restart the devnet from its cached state if anvil has exited; True if it had."""
     if _anvil_alive(devnet):
         return False
-    print("\nanvil had exited (see .devnet/test-anvil.log): restarting the session devnet")
+    print(f"\nanvil had exited (see {devnet.anvil.log_path}): restarting the session devnet")
     devnet.stop()
     devnet.start()
     return True
@@ -77,6 +81,17 @@ def _isolated(session: Devnet) -> Iterator[Devnet]:
                       f"{session.client.block_number()}): restarting it")
                 session.stop()
                 session.start()
+        else:
+            # Not passed over: the test whose devnet died fails, with anvil's last words (the
+            # next test starts it again from the cached state).
+            pytest.fail("anvil exited during this test; the end of its log:\n"
+                        + _log_tail(session.anvil.log_path), pytrace=False)
+
+
+def _log_tail(path: Path | None, lines: int = 30) -> str:
+    if path is None or not path.exists():
+        return "(no log file)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -91,10 +106,11 @@ def devnet_v30_session() -> Iterator[Devnet]:
     must hold on both Aave versions; started only when one of them runs."""
     from keeperd.devnet import paths
 
-    log = paths.devnet_dir() / "test-anvil-v3.0.log"
+    log = paths.devnet_dir() / f"test-anvil-v3.0-{os.getpid()}.log"
     log.unlink(missing_ok=True)
     with Devnet(accounts=DEVNET_ACCOUNTS, log_path=log, aave_version="v3.0") as devnet:
         yield devnet
+    log.unlink(missing_ok=True)
 
 
 @pytest.fixture(params=AAVE_VERSIONS)
