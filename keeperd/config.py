@@ -406,6 +406,17 @@ class KeeperConfig(_Model):
         default=None, description="Protect-style endpoint tried first; falls back to the "
         "public RPCs after `private_timeout_blocks`.")
     private_timeout_blocks: int = Field(default=3, ge=1)
+    revert_breaker_reverts: int = Field(
+        default=3, ge=1, description="This many of a protocol's liquidations reverted on chain "
+        "within `revert_breaker_blocks` pause its sending (alert sending_paused) until that "
+        "many blocks pass without another: a lying endpoint can make healthy accounts look "
+        "liquidatable, and every send of them burns gas.")
+    revert_breaker_blocks: int = Field(default=50, ge=1)
+    max_gas_usd_per_hour: float | None = Field(
+        default=None, gt=0, description="The most the keeper may spend on gas (receipts' gas "
+        "x price, reverted ones included) in any hour; past it, sending pauses (alert "
+        "sending_paused) until the hour's spend falls back. Unset: no cap beyond each "
+        "liquidation's own profit.")
 
     @model_validator(mode="after")
     def _key_for_liquidate(self) -> KeeperConfig:
@@ -652,6 +663,10 @@ class RulesConfig(_Model):
         default_factory=RuleToggle, description="Liquidations on a market are held: an "
         "unknown or changed protocol revision, or keeperd's health differing from the "
         "protocol's own.")
+    sending_paused: RuleToggle = Field(
+        default_factory=RuleToggle, description="A protocol's sending is paused by keeperd's "
+        "own safety limits: its liquidations reverted too often (keeper.revert_breaker_*), or "
+        "the hour's gas spend reached keeper.max_gas_usd_per_hour.")
     key_in_use_elsewhere: RuleToggle = Field(
         default_factory=RuleToggle, description="A transaction keeperd did not sign was mined "
         "from the keeper's address (another keeper or tool on the same key): new "

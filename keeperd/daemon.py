@@ -416,16 +416,18 @@ class Daemon:
             if executor.native_balance is not None:
                 balances[executor.adapter.chain] = executor.native_balance
         conflicts: dict[str, str | None] = {}
+        pauses: dict[tuple[str, str], str | None] = {}
         for executor in self.executors.values():
             last = executor._last
             if executor.tx is not None and last is not None:
                 conflicts[executor.adapter.chain] = (conflicts.get(executor.adapter.chain)
                                                      or executor.tx.key_conflict(last.block))
+                pauses[executor.labels] = executor.send_pause(last.block)
         try:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
-                keeper_balance=balances, key_conflicts=conflicts)
+                keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses)
         except Exception as exc:
             log.exception("alerts.tick_failed", error=str(exc))
 

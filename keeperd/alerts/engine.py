@@ -512,7 +512,8 @@ class AlertEngine:
     async def tick(self, *, rpc_healthy: dict[str, int],
                    index_lag: dict[tuple[str, str], int | None],
                    keeper_balance: dict[str, float | None],
-                   key_conflicts: dict[str, str | None] | None = None) -> None:
+                   key_conflicts: dict[str, str | None] | None = None,
+                   send_pauses: dict[tuple[str, str], str | None] | None = None) -> None:
         """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
         the silences added from the CLI since the last tick)."""
         scanned = {p for _, p in index_lag}  # (the daemon's scanners: every chain protocol)
@@ -552,6 +553,18 @@ class AlertEngine:
                     action="Stop the other keeper or tool using this key (two keepers need "
                            "one state database: storage.url and replicas), or give keeperd a "
                            "key of its own."))
+        route = self.config.route_for("sending_paused")
+        if rules.sending_paused.enabled and route:
+            for (chain, protocol), why in (send_pauses or {}).items():
+                conditions.append(Condition(
+                    "sending_paused", route, {"chain": chain, "protocol": protocol},
+                    "critical" if why else None, None, None, self.repeat_interval(route),
+                    summary=f"{protocol} ({chain}): sending paused: {why}",
+                    resolved_summary=f"{protocol} ({chain}): sending resumed",
+                    action="Evaluation and alerts go on. Reverts: check the RPC endpoints "
+                           "(one may lie about the chain's state) and the reverted "
+                           "transactions; the gas cap: raise keeper.max_gas_usd_per_hour if "
+                           "the spend was right."))
         route = self.config.route_for("index_lag")
         if rules.index_lag.enabled and route:
             levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,

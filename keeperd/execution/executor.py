@@ -156,6 +156,11 @@ class Executor:
         # fixed "block % 10" missed them whenever that block's scan was coalesced away).
         self._balances_due = 0
         self._allowances: AllowanceOverrides | None = None  # dry-run's approvals (_simulate)
+        # keeperd's own safety limits on sending (`send_pause`): blocks of recent on-chain
+        # reverts, and (wall time, USD) of the gas receipts paid.
+        self._reverts: list[int] = []
+        self._gas_spent: list[tuple[float, float]] = []
+        self._pause_reason: str | None = None
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
 
@@ -245,6 +250,8 @@ class Executor:
             return
         conflict = (self.tx.key_conflict(result.block)
                     if self.tx is not None and self.mode == "liquidate" else None)
+        conflict = conflict or (self.send_pause(result.block)
+                                if self.mode == "liquidate" else None)
         if conflict is not None:
             stage(*self.labels, "held").inc(len(opportunities))
             log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
@@ -584,6 +591,31 @@ class Executor:
                 log.info("liquidation.housekeeping_sent", opportunity=record.key,
                          tx_hash=record.tx_hash)
 
+    def send_pause(self, block: int, now: float | None = None) -> str | None:
+        """Why this protocol's sending is paused by keeperd's own limits, or None: too many
+        of its liquidations reverted lately (a lying endpoint can make healthy accounts look
+        liquidatable; every send of them burns gas), or the last hour's gas reached the cap."""
+        cfg = self.config
+        self._reverts = [b for b in self._reverts if b > block - cfg.revert_breaker_blocks]
+        reason = None
+        if len(self._reverts) >= cfg.revert_breaker_reverts:
+            reason = (f"{len(self._reverts)} liquidations reverted on chain in the last "
+                      f"{cfg.revert_breaker_blocks} blocks (last at block {self._reverts[-1]}): "
+                      f"sending waits until {cfg.revert_breaker_blocks} blocks pass without one")
+        now = time.time() if now is None else now
+        self._gas_spent = [(t, usd) for t, usd in self._gas_spent if t > now - 3600]
+        spent = sum(usd for _, usd in self._gas_spent)
+        if reason is None and cfg.max_gas_usd_per_hour is not None and \
+                spent >= cfg.max_gas_usd_per_hour:
+            reason = (f"${spent:,.2f} of gas spent in the last hour, at the "
+                      f"max_gas_usd_per_hour cap (${cfg.max_gas_usd_per_hour:,.2f})")
+        if reason != self._pause_reason:
+            (log.error if reason else log.info)(
+                "liquidation.sending_paused" if reason else "liquidation.sending_resumed",
+                protocol=self.adapter.name, reason=reason or self._pause_reason)
+            self._pause_reason = reason
+        return reason
+
     def _is_housekeeping(self, entry: J.JournalEntry) -> bool:
         return self.keeper is not None and entry.account.lower() == self.keeper.lower()
 
@@ -692,6 +724,7 @@ class Executor:
         gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
         if outcome.gas_used:
             self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+            self._gas_spent.append((time.time(), gas_usd))
             if outcome.status in ("included", "reverted"):
                 self.liquidator.learn(outcome.key, outcome.gas_used)
         block = _receipt_block(outcome)
@@ -714,6 +747,8 @@ class Executor:
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
+            self._reverts.append(block if block is not None else
+                                 (self._last.block if self._last is not None else 0))
             await self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             log.warning("liquidation.reverted", opportunity=outcome.key, tx_hash=outcome.tx_hash)
             self._event("reverted", outcome.key, entry.account, block,

@@ -1,0 +1,81 @@
+"""A revert breaker (#28 item 6): an endpoint that lies can make healthy accounts look
+liquidatable, and the parity check and the simulation ask the same liar; what is left is the
+chain's verdict. Liquidations that revert on chain, several in a short while, pause a
+protocol's sending (alert `sending_paused`) instead of burning gas block after block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.conftest import metric_value
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    config_for,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+
+
+def restore_first(devnet: Devnet, symbol: str, usd: float) -> None:
+    """The price back up, queued to be mined before everything else in the next block."""
+    for to, data in devnet._price_moves(symbol, usd):
+        devnet.client.call("eth_sendTransaction", {
+            "from": devnet.manifest["aave_v3"]["admin"], "to": to, "data": "0x" + data.hex(),
+            "gas": hex(200_000), "maxFeePerGas": hex(2_000 * 10**9),
+            "maxPriorityFeePerGas": hex(1_000 * 10**9)})
+
+
+async def test_liquidations_reverting_on_chain_pause_sending(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"},
+                                         revert_breaker_reverts=3, revert_breaker_blocks=50))
+    await keeper.evaluated_at(devnet.client.block_number())
+    before = devnet.manifest["prices_usd"]["WETH"]
+    executor = keeper.daemon.executors["aave"]
+    labels = {"chain": "devnet", "protocol": "aave"}
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))  # the wave is sent, pending
+        sent = await executor.journal.by_status(J.PENDING)
+        assert len(sent) >= 3
+        restore_first(devnet, "WETH", before)  # the accounts are healthy again first
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+        reverted = await executor.journal.by_status(J.REVERTED)
+        assert len(reverted) >= 3
+        assert executor.send_pause(devnet.client.block_number()) is not None
+        # Another crash while paused: evaluated, counted as held, nothing sent.
+        held_before = metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                                   {**labels, "stage": "held"})
+        devnet.set_price_async("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        assert await executor.journal.by_status(J.PENDING) == []
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                            {**labels, "stage": "held"}) > held_before
+        total = len(await executor.journal.all())
+        assert total == len(sent)  # (not one more journaled while paused)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+
+
+def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
+    from types import SimpleNamespace
+
+    from keeperd.execution.executor import Executor
+
+    executor = Executor.__new__(Executor)
+    executor.config = SimpleNamespace(revert_breaker_blocks=50, revert_breaker_reverts=3,  # type: ignore[assignment]
+                                      max_gas_usd_per_hour=100.0)
+    executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
+    executor._reverts, executor._pause_reason = [], None
+    executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
+    assert "max_gas_usd_per_hour" in (executor.send_pause(10, now=2_100.0) or "")
+    assert executor.send_pause(10, now=4_650.0) is None  # the first spend is an hour old
+    executor._reverts = [5, 6, 7]
+    assert "3 liquidations reverted" in (executor.send_pause(10, now=4_650.0) or "")
+    assert executor.send_pause(57, now=4_650.0) is None  # 50 blocks since the last
