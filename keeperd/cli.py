@@ -83,9 +83,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loop.call_later(args.duration, stop.set)
         await Daemon(config, redactor=redactor, config_path=Path(args.config)).run(stop)
 
+    from keeperd.protocols.plugin import StartRefused
+
     try:
         asyncio.run(main())
-    except StartupError as exc:
+    except (StartupError, StartRefused) as exc:
         log.error("daemon.startup_refused", reason=str(exc))
         print(f"keeperd: {exc}", file=sys.stderr)
         return EXIT_CONFIG

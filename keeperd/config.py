@@ -83,7 +83,7 @@ def _ws_url(value: str) -> str:
     return value
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """An address on this machine, parsed: a name that merely starts with "127."
     (127.evil.example) is a remote host."""
     host = host.strip("[]").lower().rstrip(".")
@@ -97,7 +97,7 @@ def _loopback(host: str) -> bool:
 
 def _plain_to_remote(value: str) -> bool:
     parts = urlsplit(value)
-    return parts.scheme.lower() in ("http", "ws") and not _loopback(parts.hostname or "")
+    return parts.scheme.lower() in ("http", "ws") and not is_loopback(parts.hostname or "")
 
 
 def _tls_unless_loopback(value: str) -> str:

@@ -75,6 +75,12 @@ class Opportunity:
         return self.key.account
 
 
+class StartRefused(Exception):
+    """A plug-in will not start as configured (an address it would trust its money to comes
+    from one unverified answer, say): the message says why and what to do. keeperd run exits
+    with it, as with a configuration error."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What the chain itself said of a liquidation simulated under verification: whether it

@@ -113,6 +113,9 @@ class ChaosProxy:
         self.lie_ahead: int | None = None
         self.lie_every = 3
         self.lies_told = 0
+        # A node that lies about one contract call: eth_call whose calldata starts with a key
+        # (a selector, say) gets its value as the answer (an address it wants approved).
+        self.call_lies: dict[str, str] = {}
         self.streamed: list[int] = []  # bytes written of each endless answer
         self.seen: collections.Counter[str] = collections.Counter()
         self.faulted: collections.Counter[str] = collections.Counter()
@@ -209,6 +212,12 @@ class ChaosProxy:
         reply = {"jsonrpc": "2.0", "id": call.get("id")}
         if self.chain_id is not None and method == "eth_chainId":
             return {**reply, "result": hex(self.chain_id)}
+        if method == "eth_call" and params and isinstance(params[0], dict):
+            data = str(params[0].get("data") or params[0].get("input") or "").lower()
+            for prefix, result in self.call_lies.items():
+                if data.startswith(prefix.lower()):
+                    self.faulted[method] += 1
+                    return {**reply, "result": result}
         if self.lie_ahead is not None and _asks_head(method, params):
             self._heads_asked += 1
             if self._heads_asked % self.lie_every == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import structlog
@@ -21,7 +22,14 @@ from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
 from keeperd.protocols.aave_v3.math import exact_account_data
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, Verdict, Verification
+from keeperd.protocols.plugin import (
+    Call,
+    Opportunity,
+    OpportunityKey,
+    StartRefused,
+    Verdict,
+    Verification,
+)
 
 if TYPE_CHECKING:
     from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
@@ -92,6 +100,8 @@ class AaveLiquidator:
 
     async def prepare(self, head: int) -> None:
         """Approve the pool once per reserve (own capital); read the flash premium."""
+        if self.tx is not None and self.config.mode == "liquidate":
+            await self._confirm_pool()
         if (self.tx is not None and self.config.mode == "liquidate"
                 and self.config.capital in ("own-balance", "auto")):
             await self._ensure_approvals(head)
@@ -99,6 +109,45 @@ class AaveLiquidator:
             self.flash_premium_bps = await ContractCall(
                 self._pool_address, "FLASHLOAN_PREMIUM_TOTAL()", returns=["uint128"]
             ).call(self.pool)
+
+    async def _confirm_pool(self) -> None:
+        """The pool gets the keeper's approvals and, through liquidationCall, its tokens: its
+        address may not rest on one RPC answer (a compromised provider's getPool would be
+        approved the keeper's whole balance). Pinned in the config (`pool`, as the mainnet
+        profiles do), it is taken as is; otherwise every endpoint is asked, each apart, and
+        all that answer must agree — with one, only a node on this machine is believed."""
+        pinned = self.adapter.config.pool
+        if pinned is not None:
+            return
+        from keeperd.chain.calls import ContractCall
+        from keeperd.config import is_loopback
+
+        provider = self.adapter.config.addresses_provider
+        call = ContractCall(provider, "getPool()", returns=["address"])
+        answers: dict[str, str] = {}
+        for ep in self.pool.endpoints:
+            try:
+                raw = await self.pool.call_endpoint(ep, "eth_call", [
+                    {"to": provider, "data": "0x" + call.data.hex()}, "latest"])
+                answers[ep.safe_url] = to_checksum_address("0x" + str(raw)[-40:])
+            except Exception as exc:  # an endpoint down is not a vote
+                log.warning("keeper.pool_check_unanswered", endpoint=ep.safe_url,
+                            error=str(exc)[:200])
+        where = f"protocols[{self.adapter.name}].pool"
+        if len(set(answers.values()) | {to_checksum_address(self._pool_address)}) > 1:
+            raise StartRefused(
+                f"{where}: the RPC endpoints disagree on the Aave pool behind "
+                f"{provider} ({answers}); one of them lies or is broken. Pin the pool's "
+                "address in the config (config/mainnet/ does), after checking it")
+        local = [u for u in answers if is_loopback(urlsplit(u).hostname or "")]
+        if len(answers) < 2 and not local:
+            raise StartRefused(
+                f"{where}: liquidate mode would approve the keeper's tokens to the pool one "
+                f"remote RPC endpoint named ({next(iter(answers.values()), '?')}); pin "
+                "`pool:` in the config (config/mainnet/ does), or configure a second "
+                "independent endpoint to agree on it")
+        log.info("keeper.pool_confirmed", pool=self._pool_address, endpoints=len(answers),
+                 local=bool(local))
 
     async def _ensure_approvals(self, head: int) -> None:
         assert self.tx is not None and self.keeper is not None
