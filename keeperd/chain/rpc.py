@@ -157,6 +157,9 @@ class RpcPoolSettings:
     bench_min_seconds: float = 2.0
     bench_max_seconds: float = 60.0
     max_head_lag: int = 3
+    # The reference head may move on at most one block per this many seconds of wall time
+    # (plus max_head_lag): faster is a claim, not a chain (L2s: set it to their block time).
+    min_block_seconds: float = 0.25
     ewma_alpha: float = 0.2
     # No answer is read past this (a lying or misrouted endpoint streaming without end would
     # otherwise be read until memory runs out); past it the endpoint is failed over. Callers
@@ -190,6 +193,7 @@ class RpcPool:
         # When set, an endpoint answers nothing else until it has answered eth_chainId with
         # it: one down at start that comes back serving another network is never followed.
         self.expected_chain_id = expected_chain_id
+        self._reference: tuple[int, float] | None = None  # (head, when): best_head
         for ep in self.endpoints:
             self.metrics.rpc_endpoint_up.labels(chain, ep.name).set(1)
 
@@ -371,8 +375,32 @@ class RpcPool:
 
     @property
     def best_head(self) -> int | None:
-        heads = [ep.health.head for ep in self.endpoints if ep.health.head is not None]
-        return max(heads) if heads else None
+        """The head other endpoints' lag is judged against. Not simply the highest claim: one
+        endpoint that overstates its head (a liar, a misrouted node) would become it and mark
+        the operator's own node lagging. A head counts when another endpoint is near it (or
+        beyond), or when it is as far past the last reference as the time since allows;
+        failing both, the lower median of the heads."""
+        heads = sorted(ep.health.head for ep in self.endpoints if ep.health.head is not None)
+        if not heads:
+            return None
+        lag = self.settings.max_head_lag
+        now = time.monotonic()
+        previous = self._reference
+
+        def credible(i: int, head: int) -> bool:
+            others = heads[:i] + heads[i + 1:]
+            if not others or any(o >= head - lag for o in others):
+                return True
+            if previous is None:
+                return False
+            # (the reference's time is when it last moved: a chain's head moves every block)
+            ref, since = previous
+            return head <= ref + lag + (now - since) / self.settings.min_block_seconds
+        candidates = [h for i, h in enumerate(heads) if credible(i, h)]
+        best = max(candidates) if candidates else heads[(len(heads) - 1) // 2]
+        if previous is None or best > previous[0]:
+            self._reference = (best, now)
+        return best
 
     def is_healthy(self, ep: Endpoint, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+import keeperd.chain.rpc as rpc_module
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcPoolSettings, RpcUnavailable
 from keeperd.chain.web3_provider import make_web3
 from keeperd.devnet.anvil import free_port
@@ -131,15 +132,45 @@ def test_rate_limit_spaces_requests() -> None:
     assert Endpoint("1", "http://x", None).take_token(0.0) == 0.0
 
 
-async def test_lagging_endpoint_ranks_after_fresh_ones() -> None:
+async def test_lagging_endpoint_ranks_after_fresh_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
     pool = RpcPool("t", [Endpoint("a", "http://a", None), Endpoint("b", "http://b", None)],
-                   settings=RpcPoolSettings(max_head_lag=2))
-    pool.endpoints[0].health.head = 100
+                   settings=RpcPoolSettings(max_head_lag=2, min_block_seconds=1.0))
+    pool.endpoints[0].health.head = pool.endpoints[1].health.head = 100
+    assert pool.best_head == 100
+    clock[0] += 12.0  # twelve seconds later b is 10 blocks on, a has not moved: a lags
     pool.endpoints[0].health.latency_ewma = 0.001
     pool.endpoints[1].health.head = 110
     pool.endpoints[1].health.latency_ewma = 0.5
     assert [e.name for e in pool.ranked()] == ["b", "a"]
     await asyncio.sleep(0)
+
+
+def test_an_endpoint_overstating_its_head_does_not_make_the_others_lag(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """#28 item 5: the best head was the highest claim, so one endpoint answering a head far
+    ahead became primary and marked the operator's own node lagging."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
+           Endpoint("liar", "http://c", None)]
+    pool = RpcPool("t", eps, settings=RpcPoolSettings(max_head_lag=3, min_block_seconds=1.0))
+    for head, ep in zip((100, 100, 10_100), eps, strict=True):
+        ep.health.head = head
+    assert pool.best_head == 100  # the claim nobody corroborates is not the reference
+    assert pool.healthy_count() == 3 and pool.ranked()[0].name == "own-node"
+    for _ in range(5):  # the chain moves on; the liar keeps its lead
+        clock[0] += 12.0
+        for ep in eps:
+            ep.health.head = (ep.health.head or 0) + 1
+        assert pool.best_head == eps[0].health.head
+        assert pool.ranked()[0].name == "own-node" and pool.healthy_count() == 3
+    # Alone at the start, two endpoints far apart: the lower is believed until time says
+    # otherwise (a lagging node is told from a liar by how fast the heads move).
+    two = RpcPool("t", [Endpoint("x", "http://x", None), Endpoint("y", "http://y", None)])
+    two.endpoints[0].health.head, two.endpoints[1].health.head = 100, 5_000
+    assert two.best_head == 100
 
 
 def test_configured_order_wins_unless_an_endpoint_is_much_slower() -> None:
