@@ -42,6 +42,8 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
              "capital_shortfall", "the keeper's balance of a debt asset falls short"),
     RuleInfo("key_in_use_elsewhere", ("chain",), ("critical",), "key_in_use_elsewhere",
              "another sender uses the keeper's key"),
+    RuleInfo("sending_paused", ("chain", "protocol"), ("critical",), "sending_paused",
+             "keeperd paused a protocol's sending: reverts, or the gas cap"),
     RuleInfo("rpc_down", ("chain",), ("critical",), "rpc_down", "every RPC of a chain fails"),
     RuleInfo("index_lag", ("chain", "protocol"), ("warning", "critical"), "index_lag",
              "the account index lags the chain's head"),
