@@ -130,19 +130,21 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
 
 
 async def show_journal(daemon: Daemon) -> None:
+    """What `keeperd status` says of each protocol (one summary, status.protocol_summary: the
+    same numbers as the metrics)."""
+    from keeperd.status import protocol_summary
+
     journals = [e.journal for e in daemon.executors.values()]
     if not journals:
         return
-    by_protocol: dict[str, dict[str, int]] = {}
-    profit: dict[str, float] = {}
-    for e in await journals[0].all():  # one journal (one database) for every protocol
-        counts = by_protocol.setdefault(e.protocol, {})
-        counts[e.status] = counts.get(e.status, 0) + 1
-        if e.status == "included":
-            profit[e.protocol] = profit.get(e.protocol, 0.0) + e.expected_profit_usd
-    for protocol, counts in by_protocol.items():
-        print(f"journal, {protocol}: {sum(counts.values())} liquidations {counts}; expected "
-              f"profit of the included ones {profit.get(protocol, 0.0):,.0f} USD")
+    rows = [(e.protocol, e.status, e.account, e.collateral, e.debt, e.realised_profit_usd)
+            for e in await journals[0].all()]  # one journal (one database) for every protocol
+    for protocol, p in protocol_summary(rows).items():
+        counts = p["liquidations"]
+        print(f"journal, {protocol}: {sum(counts.values())} liquidations {counts} of "
+              f"{p['accounts_liquidated']} accounts; realised P&L "
+              f"{p['realised_pnl_usd']:,.2f} USD; {p['housekeeping']} housekeeping "
+              "transactions")
 
 
 DEMO_SECRET = "devnet-only-secret"
@@ -220,7 +222,8 @@ def show_metrics(port: int) -> None:
         text = resp.read().decode()
     wanted = ("keeperd_accounts_tracked", "keeperd_debt_at_risk_usd",
               "keeperd_head_block_number", "keeperd_liquidations_total",
-              "keeperd_liquidation_profit_usd_total", "keeperd_block_to_broadcast_seconds_count",
+              "keeperd_liquidation_profit_usd_total", "keeperd_liquidation_loss_usd_total",
+              "keeperd_block_to_broadcast_seconds_count",
               "keeperd_health_mismatch_total", "keeperd_alerts_total",
               "keeperd_notifications_total", "keeperd_outbox_pending")
     for line in text.splitlines():
@@ -252,7 +255,8 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
                f"(POOL_REVISION {aave['revision']}), {len(devnet.manifest['borrowers'])} "
                "seeded borrowers")
         print(f"pool {devnet.manifest['aave_v3']['pool']}, block {devnet.client.block_number()}")
-        print(f"keeperd logs (JSON) go to {log_path}")
+        print(f"keeperd logs (JSON) go to {log_path}; its state directory is {state_dir} "
+              f"(KEEPERD_STATE_DIR={state_dir} keeperd status --config config/devnet.yaml)")
 
         # Watch the ten riskiest borrowers, as their holders would.
         watched = riskiest(devnet, 10)

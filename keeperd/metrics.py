@@ -266,7 +266,13 @@ class Metrics:
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",
-            "Realised profit of included liquidations (seized value - repaid value - gas).",
+            "Realised profit of included liquidations that gained (seized value - repaid value "
+            "- gas; Perp Curie: the liquidator's share of the penalty - gas); the P&L is this "
+            "less keeperd_liquidation_loss_usd_total, as the journal holds it entry by entry.",
+            ["chain", "protocol"], registry=r)
+        self.liquidation_loss = Counter(
+            "keeperd_liquidation_loss_usd_total",
+            "Realised loss of included liquidations that lost (gas above what they gained).",
             ["chain", "protocol"], registry=r)
         self.liquidation_gas_cost = Counter(
             "keeperd_liquidation_gas_cost_usd_total",
@@ -305,6 +311,21 @@ class Metrics:
         self.cascade_fund_coverage = Gauge(
             "keeperd_cascade_fund_coverage_ratio", "Insurance fund / bad debt in the scenario "
             "(+Inf: no bad debt).", shock_labels, registry=r)
+        # The baseline: no shock, today's prices. The scenario figures above include it (a
+        # position underwater now is liquidated at every shock); the dashboard subtracts it
+        # to show what a shock adds.
+        baseline_labels = ["chain", "protocol", "model"]
+        self.cascade_baseline_liquidated_debt = Gauge(
+            "keeperd_cascade_baseline_liquidated_debt_usd", "Debt liquidators repay at today's "
+            "prices, no shock (static: positions liquidatable now; cascade: with the price "
+            "impact of selling their collateral).", baseline_labels, registry=r)
+        self.cascade_baseline_accounts = Gauge(
+            "keeperd_cascade_baseline_liquidated_accounts", "Positions liquidated at today's "
+            "prices, no shock.", baseline_labels, registry=r)
+        self.cascade_baseline_bad_debt = Gauge(
+            "keeperd_cascade_baseline_bad_debt_usd", "Debt not covered by collateral at "
+            "today's prices, no shock (cascade: after selling the seized collateral).",
+            baseline_labels, registry=r)
         cascade_labels = ["chain", "protocol", "asset", "shock"]
         self.cascade_amplification = Gauge(
             "keeperd_cascade_amplification_ratio", "Final price drop / initial shock (1: the "

@@ -20,6 +20,7 @@ import yaml
 from keeperd.config import Config, ConfigError, ConfigIssue, parse_config
 from keeperd.storage.db import STATE_FILE
 
+_NO_CHAIN = {"name": "status", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}
 _ENV_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 
 
@@ -40,14 +41,16 @@ def status_config(path: str | Path) -> tuple[Config, str]:
         return parse_config(data, str(path)), "?"  # (says what is wrong)
     keeper = data.get("keeper")
     mode = str(keeper.get("mode", "dry-run")) if isinstance(keeper, dict) else "dry-run"
-    reduced = {k: v for k, v in data.items() if k not in ("alerts", "keeper")}
-    reduced["keeper"] = {"mode": "alert-only"}
-    # Variables the file names but this shell lacks (provider keys in RPC URLs, say) do not
-    # matter to reading the state directory.
-    env = dict(os.environ)
-    for name in _ENV_NAME.findall(yaml.safe_dump(reduced)):
-        env.setdefault(name, "unset")
-    return parse_config(reduced, str(path), env=env), mode
+    if isinstance(keeper, dict) and isinstance(keeper.get("mode"), str) \
+            and _ENV_NAME.search(keeper["mode"]):
+        mode = str(parse_config({"state_dir": ".", "chains": [_NO_CHAIN],
+                                 "keeper": {"mode": keeper["mode"]}}, str(path)).keeper.mode)
+    # Only where the state is: the chains, protocols, alerts and key (and the variables they
+    # name, provider keys in RPC URLs among them) do not matter to reading it.
+    reduced = {"state_dir": data.get("state_dir"), "chains": [_NO_CHAIN],
+               "keeper": {"mode": "alert-only"},
+               **({"storage": data["storage"]} if "storage" in data else {})}
+    return parse_config(reduced, str(path)), mode
 
 
 def pid_running(pid: int) -> bool:
@@ -92,6 +95,7 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
             if "liquidations" in tables:
                 out["liquidations"] = dict(db.execute(
                     "SELECT status, COUNT(*) FROM liquidations GROUP BY status"))
+                out["by_protocol"] = protocol_summary(db.execute(PROTOCOL_SUMMARY_SQL))
                 out["last_liquidations"] = [
                     last_liquidation(r) for r in db.execute(LAST_LIQUIDATIONS_SQL)]
             if "alert_state" in tables:
@@ -107,6 +111,33 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
             db.close()
     if config.storage.url is not None:
         out.update(_shared(config))
+    return out
+
+
+# What each protocol's liquidations came to, for both back-ends: the keeper's own follow-ups
+# (housekeeping: Curie's unwinds, journaled with no collateral and no debt) apart.
+PROTOCOL_SUMMARY_SQL = ("SELECT protocol, status, account, collateral, debt, realised_profit_usd "
+                        "FROM liquidations")
+
+
+def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]:
+    """Per protocol: liquidations by status, the accounts liquidated (included), the realised
+    P&L (the journal's, entry by entry: what the profit and loss counters add up to), and the
+    housekeeping transactions. The one source `keeperd status` and the demo print from."""
+    out: dict[str, dict[str, Any]] = {}
+    for protocol, status, account, collateral, debt, realised in rows:
+        p = out.setdefault(protocol, {"liquidations": {}, "accounts_liquidated": set(),
+                                      "realised_pnl_usd": 0.0, "housekeeping": 0})
+        if not collateral and not debt:
+            p["housekeeping"] += 1
+            continue
+        p["liquidations"][status] = p["liquidations"].get(status, 0) + 1
+        if status == "included":
+            p["accounts_liquidated"].add(account)
+            p["realised_pnl_usd"] += realised or 0.0
+    for p in out.values():
+        p["accounts_liquidated"] = len(p["accounts_liquidated"])
+        p["realised_pnl_usd"] = round(p["realised_pnl_usd"], 2)
     return out
 
 
@@ -186,6 +217,11 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"this replica     {role}")
     if "liquidations" in info:
         lines.append(f"liquidations     {_counts(info['liquidations']) or 'none yet'}")
+        for protocol, p in info.get("by_protocol", {}).items():
+            extra = f", {p['housekeeping']} housekeeping" if p["housekeeping"] else ""
+            lines.append(f"  {protocol:<15}{_counts(p['liquidations']) or 'none'}; "
+                         f"{p['accounts_liquidated']} accounts liquidated, realised P&L "
+                         f"{_usd(p['realised_pnl_usd'])}{extra}")
         if info.get("last_liquidations"):
             lines.append("  latest         status            protocol     account"
                          "                                     pair          expected profit")

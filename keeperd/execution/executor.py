@@ -163,6 +163,8 @@ class Executor:
         self._pause_reason: str | None = None
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
+        metrics.liquidation_profit.labels(*self.labels)  # (0 until one is included: a series)
+        metrics.liquidation_loss.labels(*self.labels)
 
     @property
     def mode(self) -> str:
@@ -735,9 +737,14 @@ class Executor:
                 del self._recently_included[key]
         if outcome.status == "included":
             profit = self._realised_profit(outcome) - gas_usd
-            self.metrics.liquidation_profit.labels(*self.labels).inc(max(profit, 0.0))
+            # (a counter only grows: gains and losses apart; their difference is the P&L the
+            # journal holds, entry by entry)
+            if profit >= 0:
+                self.metrics.liquidation_profit.labels(*self.labels).inc(profit)
+            else:
+                self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
             await self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
-                                    f"profit_usd={profit:.2f}")
+                                    f"profit_usd={profit:.2f}", realised_profit_usd=profit)
             stage(*self.labels, "included").inc()
             log.info("liquidation.included", opportunity=outcome.key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
@@ -771,7 +778,11 @@ class Executor:
         book = self._last.book if self._last is not None else None
         for entry in outcome.receipt.get("logs", []):
             seen = self.adapter.decode_liquidation(entry, book)
-            if seen is not None and seen.seized_usd is not None and seen.repaid_usd is not None:
+            if seen is None:
+                continue
+            if seen.profit_usd is not None:
+                return seen.profit_usd
+            if seen.seized_usd is not None and seen.repaid_usd is not None:
                 return seen.seized_usd - seen.repaid_usd
         return 0.0
 

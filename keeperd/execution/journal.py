@@ -79,6 +79,9 @@ class JournalEntry:
     nonce: int | None
     winner: str | None
     detail: str | None
+    # From the protocol's own event in the receipt, less gas (None until included): the one
+    # figure of P&L that `keeperd status`, the demo and the profit metrics all show.
+    realised_profit_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,17 +188,19 @@ class Journal:
                 for r in rows]
 
     async def set_status(self, key: str, status: str, *, winner: str | None = None,
-                         detail: str | None = None) -> None:
+                         detail: str | None = None,
+                         realised_profit_usd: float | None = None) -> None:
         await self.db.execute(
             "UPDATE liquidations SET status = $1, winner = COALESCE($2, winner), "
-            "detail = COALESCE($3, detail), updated_at = $4 WHERE key = $5",
-            status, winner, detail, time.time(), key)
+            "detail = COALESCE($3, detail), updated_at = $4, "
+            "realised_profit_usd = COALESCE($6, realised_profit_usd) WHERE key = $5",
+            status, winner, detail, time.time(), key, realised_profit_usd)
 
 
 _COLUMNS = ("key, protocol, account, collateral, debt, debt_to_cover, expected_profit_usd, "
-            "max_fee_wei, detected_block, status, nonce, winner, detail")
+            "max_fee_wei, detected_block, status, nonce, winner, detail, realised_profit_usd")
 
 
 def _entry(r: tuple) -> JournalEntry:
     return JournalEntry(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), r[8], r[9],
-                        r[10], r[11], r[12])
+                        r[10], r[11], r[12], r[13])

@@ -149,6 +149,9 @@ class LiquidationSeen:
     seized_usd: float | None
     details: Mapping[str, Any]
     labels: Mapping[str, str]  # which position (Morpho: its market)
+    # What the liquidator gained, when it is not seized minus repaid (Perp Curie: a takeover
+    # moves no token; the liquidator's share of the penalty is its prize).
+    profit_usd: float | None = None
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from keeperd.storage.migrations import migrate
 TABLES = {
     "liquidations": ("key, protocol, account, collateral, debt, debt_to_cover, "
                      "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, "
-                     "detail, created_at, updated_at"),
+                     "detail, created_at, updated_at, realised_profit_usd"),
     "liquidation_txs": ("tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, "
                         "kind, sent_at"),
     # What was told, and what is still to be told (ids are the target's own).
@@ -128,9 +128,10 @@ async def shared_status(config: Config) -> dict[str, object]:
     try:
         counts = dict(await db.fetch("SELECT status, COUNT(*) FROM liquidations "
                                      "GROUP BY status"))
-        from keeperd.status import LAST_LIQUIDATIONS_SQL
+        from keeperd.status import LAST_LIQUIDATIONS_SQL, PROTOCOL_SUMMARY_SQL
 
         last = await db.fetch(LAST_LIQUIDATIONS_SQL)
+        summary_rows = await db.fetch(PROTOCOL_SUMMARY_SQL)
         firing = [json.loads(r[0]) for r in await db.fetch(
             "SELECT alert FROM alert_state ORDER BY since")]
         outbox = await db.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")
@@ -138,7 +139,7 @@ async def shared_status(config: Config) -> dict[str, object]:
                                    "pending")
     finally:
         await db.close()
-    from keeperd.status import firing_summary, last_liquidation, outbox_summary
+    from keeperd.status import firing_summary, last_liquidation, outbox_summary, protocol_summary
 
     return {
         "alerts_firing": firing_summary(firing),
@@ -148,4 +149,5 @@ async def shared_status(config: Config) -> dict[str, object]:
                       "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows],
         "liquidations": counts,
         "last_liquidations": [last_liquidation(r) for r in last],
+        "by_protocol": protocol_summary(summary_rows),
     }

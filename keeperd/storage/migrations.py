@@ -40,6 +40,10 @@ def _account_index(dialect: str) -> Sequence[str]:
     return schema(dialect)
 
 
+def _realised_profit(dialect: str) -> Sequence[str]:
+    return ("ALTER TABLE liquidations ADD COLUMN realised_profit_usd DOUBLE PRECISION",)
+
+
 def _index_filter(dialect: str) -> Sequence[str]:
     return ("CREATE TABLE IF NOT EXISTS index_filter (protocol TEXT NOT NULL, element TEXT NOT "
             "NULL, PRIMARY KEY (protocol, element))",)
@@ -54,6 +58,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (3, "the oracle breaker", _breaker),
     (4, "the account index", _account_index),
     (5, "what each discovery filter held", _index_filter),
+    (6, "each liquidation's realised profit", _realised_profit),
 )
 INDEX_MIGRATION = 4
 INDEX_MIGRATIONS = frozenset({4, 5})  # the account index's: in each replica's own file

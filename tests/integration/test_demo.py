@@ -5,6 +5,8 @@ breaks it fails the suite instead of a new user's first minute."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -33,6 +35,34 @@ def test_the_demo_liquidates_on_both_protocols_and_stops_cleanly(tmp_path: Path)
     # and, after a partial liquidation, no longer worth the gas at the demo's min profit.)
     assert done >= 10 and left <= 0.05 * (done + left), (done, left)
     assert re.search(r"\d+ alerts received, signatures verified \(0 refused\)", out)
+    # One source of truth (#27 item 6): the demo's journal summary, `keeperd status` on its
+    # state directory and /metrics say the same counts and the same realised P&L.
+    summary = {p: (int(n), float(pnl.replace(",", ""))) for p, n, pnl in re.findall(
+        r"journal, (\S+): \d+ liquidations \{'included': (\d+)\} of \d+ accounts; realised "
+        r"P&L (-?[\d,.]+) USD", out)}
+    assert set(summary) == set(journals), out[-3000:]
+
+    def metric(name: str, protocol: str, stage: str = "") -> float:
+        labels = f'chain="devnet",protocol="{protocol}"' + (f',stage="{stage}"' if stage else "")
+        found = re.search(rf"{name}\{{{labels}\}} ([\d.e+-]+)", out)
+        assert found is not None, (name, protocol, stage)  # (a missing series is not 0)
+        return float(found.group(1))
+    state = re.search(r"its state directory is (\S+)", out)
+    assert state is not None
+    status = subprocess.run([sys.executable, "-m", "keeperd", "status", "--config",
+                             "config/devnet.yaml", "--json"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "KEEPERD_STATE_DIR": state.group(1)})
+    assert status.returncode == 0, status.stderr[-2000:]
+    by_protocol = json.loads(status.stdout)["by_protocol"]
+    for protocol, (included, pnl) in summary.items():
+        assert metric("keeperd_liquidations_total", protocol, "included") == included, protocol
+        assert by_protocol[protocol]["liquidations"] == {"included": included}
+        assert by_protocol[protocol]["realised_pnl_usd"] == pytest.approx(pnl, abs=0.01)
+        gained = (metric("keeperd_liquidation_profit_usd_total", protocol)
+                  - metric("keeperd_liquidation_loss_usd_total", protocol))
+        assert gained == pytest.approx(pnl, abs=0.01 * included + 0.01), protocol
+        assert pnl > 0, protocol  # (Curie's too: the liquidator's share of the penalty)
     assert "position_liquidated/event" in out and "cascade_risk" in out
     assert out.rstrip().endswith("=== stopped cleanly " + "=" * 59)
 

@@ -610,7 +610,10 @@ class PerpCurieAdapter(LogIndexed):
             f"${fee / cm.WAD:,.2f}", None, None,
             {"market": market, "size": size / cm.WAD, "notional_usd": notional / cm.WAD,
              "penalty_usd": fee / cm.WAD, "liquidator": liquidator.lower()},
-            {"market": market})
+            {"market": market},
+            # The liquidator's share: half the penalty (all of it when the trader is left with
+            # bad debt, which the event does not say: the half is the sure part).
+            profit_usd=fee / 2 / cm.WAD)
 
     def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str]
                                        ) -> LiquidationSeen:
