@@ -1,6 +1,10 @@
 """Runs the cascade engine on each protocol's latest book, publishes the figures as metrics,
 and tells the alert engine when the bad debt of a shock crosses its thresholds.
 
+Beside the shock grid, one column at today's prices (no shock) is published as the baseline:
+what is liquidatable already. The grid's figures include it; the dashboard subtracts it to
+show what a shock adds (docs/risk.md).
+
 The book comes from the scanner (no extra reads), the depth of Uniswap V3 pools and an
 on-chain insurance fund are read at the same block; the engine runs in a worker thread so the
 event loop keeps following blocks. Evaluation is throttled (`every_blocks`, `min_interval_s`)
@@ -10,6 +14,7 @@ and never stacks up behind itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,6 +66,12 @@ def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
     joint = [s for s in symbols if s.lower() not in stables]
     return with_followers(shock_grid(symbols, config.shocks, joint=joint), symbols,
                           {a.symbol: a.follows for a in assets if a.follows})
+
+
+def baseline_columns(assets: Sequence[Asset]) -> Columns:
+    """One column at today's prices: nothing shocked, so every scenario shares it."""
+    n = len(assets)
+    return Columns(("baseline",), np.zeros(1), np.ones((1, n)), np.zeros((1, n), dtype=bool))
 
 
 async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPool, block: int
@@ -116,6 +127,7 @@ class CascadeMonitor:
         # The plug-in's own insurance fund (Curie's), when the config names none.
         self.book_risk = book_risk
         self.last: CascadeResult | None = None
+        self.baseline: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
         self._last_at = 0.0
@@ -157,15 +169,20 @@ class CascadeMonitor:
         depth = (await self.depth_of(book, assets, block) if self.depth_of is not None
                  else await read_depth(self.config, assets, self.pool, block))
         self.fund_usd = await self._fund(book, assets, block)
+        run = functools.partial(run_cascade, portfolio, depth=depth,
+                                max_rounds=self.config.max_rounds,
+                                tolerance=self.config.tolerance, threads=self.config.threads)
+
+        def grid_and_baseline() -> tuple[CascadeResult, CascadeResult]:
+            return run(columns=columns), run(columns=baseline_columns(assets))
+
         started = time.perf_counter()
-        result = await asyncio.to_thread(run_cascade, portfolio, columns, depth,
-                                         max_rounds=self.config.max_rounds,
-                                         tolerance=self.config.tolerance,
-                                         threads=self.config.threads)
+        result, baseline = await asyncio.to_thread(grid_and_baseline)
         seconds = time.perf_counter() - started
         self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
-        self.last, self.last_block = result, block
+        self.last, self.baseline, self.last_block = result, baseline, block
         self._publish(result, depth, assets)
+        self._publish_baseline(baseline)
         await self._alert(result, block)
         worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
         log.info("cascade.evaluated", protocol=self.protocol, block=block,
@@ -232,6 +249,16 @@ class CascadeMonitor:
             m.cascade_critical_shock.labels(*base, scenario).set(
                 math.nan if critical is None else critical)
         m.cascade_block.labels(*base).set(self.last_block)
+
+    def _publish_baseline(self, b: CascadeResult) -> None:
+        m = self.metrics
+        for model, accounts, repaid, bad in (
+                ("static", b.static_accounts, b.static_repaid, b.static_bad_debt),
+                ("cascade", b.accounts, b.repaid, b.bad_debt)):
+            labels = (self.chain, self.protocol, model)
+            m.cascade_baseline_accounts.labels(*labels).set(int(accounts[0]))
+            m.cascade_baseline_liquidated_debt.labels(*labels).set(float(repaid[0]))
+            m.cascade_baseline_bad_debt.labels(*labels).set(float(bad[0]))
 
     async def _alert(self, r: CascadeResult, block: int) -> None:
         if self.alerts is None or self.alerts_config is None:
