@@ -89,12 +89,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except (StartupError, StartRefused) as exc:
         log.error("daemon.startup_refused", reason=str(exc))
-        print(f"keeperd: {exc}", file=sys.stderr)
+        print(f"keeperd: {redactor.scrub(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except ListenError as exc:  # (a failure a restart may mend: the port's holder may go)
         log.error("daemon.startup_failed", reason=str(exc))
-        print(f"keeperd: {exc}", file=sys.stderr)
+        print(f"keeperd: {redactor.scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
+    # Anything else escapes to sys.excepthook, which configure_logging has made log it
+    # (so redacted): the final traceback holds no secret the daemon registered.
     return EXIT_OK
 
 

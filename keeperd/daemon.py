@@ -33,7 +33,14 @@ from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import AlertsConfig, ChainConfig, Config, ConfigError, load_config
+from keeperd.config import (
+    AlertsConfig,
+    ChainConfig,
+    Config,
+    ConfigError,
+    KeystoreKey,
+    load_config,
+)
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
 from keeperd.execution.txmanager import FeePolicy, TxManager
@@ -282,7 +289,9 @@ class Daemon:
         assert storage.url is not None
         address = key.address if key is not None else (self.config.keeper.address or "watch")
         identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"
-        dsn = with_password(storage.url, storage.password())
+        password = storage.password()
+        self.redactor.add(password)  # (every form of it: the DSN holds it URL-quoted)
+        dsn = with_password(storage.url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s)
         try:
@@ -605,6 +614,8 @@ class Daemon:
         except KeyLoadError as exc:
             raise StartupError(f"keeper.key: {exc}") from None
         self.redactor.add(key.secret_hex())
+        if isinstance(source, KeystoreKey):  # its password too (load_key keeps it to itself)
+            self.redactor.add(source.password_file.read_text().rstrip("\n"))
         log.info("keeper.key_loaded", address=key.address, source=source.source)
         return key
 

@@ -1,19 +1,31 @@
 """Structured logging: JSON lines for machines, pretty lines on a terminal, secrets redacted.
 
-Redaction happens in a structlog processor, so it covers every log call in the process:
-- values under secret-sounding keys (key, secret, token, password, authorization, ...);
+Every line the process writes passes the redactor twice. Before rendering, a processor:
+- values under secret-sounding keys (key, secret, token, password, authorization, ...) go;
 - URLs anywhere in a string value are reduced to scheme, host and non-secret path segments;
-- every string registered with `Redactor.add` (the keeper's private key, bot tokens, webhook
-  secrets, loaded at start) is replaced wherever it appears, in any case.
+- every string registered with `Redactor.add` (the keeper's key, bot tokens, webhook secrets
+  and header values, the PostgreSQL password) is replaced wherever it appears, in any case.
+After rendering, on the finished text: what the renderer formats itself (a traceback on the
+console, an object's repr) holds no secret either.
+
+The standard library's loggers (asyncio, aiohttp, apscheduler) go through the same pipeline
+(`ProcessorFormatter` on the root logger), and so does a crashing process's last traceback
+(sys.excepthook, threading.excepthook, sys.unraisablehook; asyncio's default exception handler
+logs to the `asyncio` logger).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import structlog
 
@@ -22,28 +34,52 @@ from keeperd.chain.rpc import redact_url
 _SECRET_KEYS = re.compile(
     r"(^|_)(key|private_key|secret|token|password|passphrase|authorization|api_key|mnemonic)$",
     re.IGNORECASE)
-_URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>()\[\],;]+", re.IGNORECASE)
+# (no backslash: in a rendered JSON line, a URL ends before the escaped newline after it)
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>()\[\],;\\]+", re.IGNORECASE)
 REDACTED = "[redacted]"
+# A registered secret shorter than this is replaced only where it stands alone as a word.
+MIN_SECRET_CHARS = 8
+_ALNUM = "A-Za-z0-9"
+# Keys the renderer formats (an exception's frames) or structlog's stdlib bridge uses: left
+# to the scrub of the rendered text.
+_STRUCTURAL_KEYS = frozenset({"exc_info", "_record", "_from_structlog"})
+
+
+def _written_forms(secret: str) -> set[str]:
+    """How a secret shows up in text: as is, without 0x, URL-quoted (in a DSN), escaped in a
+    JSON string or a repr."""
+    forms = {secret, secret.removeprefix("0x"), quote(secret, safe=""),
+             json.dumps(secret)[1:-1], repr(secret)[1:-1]}
+    return {f for f in forms if f}
 
 
 class Redactor:
+    """The strings this process must never write, and the scrub that removes them."""
+
     def __init__(self) -> None:
-        self._secrets: list[str] = []
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
 
     def add(self, secret: str | None) -> None:
-        """Never log this string (also without a 0x prefix, and in any letter case)."""
-        if not secret or len(secret) < 6:
+        """Never log this string, whatever its length, in any of its written forms and letter
+        cases. One shorter than MIN_SECRET_CHARS is replaced only where it stands alone (not
+        inside a longer word): replacing a 3-letter one everywhere would turn "loops" into
+        "lo[redacted]" all over the logs."""
+        if not secret:
             return
-        variants = {secret, secret.removeprefix("0x")}
-        for v in variants:
-            if len(v) >= 6 and v not in self._secrets:
-                self._secrets.append(v)
-        self._secrets.sort(key=len, reverse=True)
+        forms = _written_forms(secret) - self._secrets
+        if not forms:
+            return
+        self._secrets |= forms
+        # Longest first: where two overlap, the whole of the longer one goes.
+        self._pattern = re.compile("|".join(
+            re.escape(s) if len(s) >= MIN_SECRET_CHARS
+            else rf"(?<![{_ALNUM}]){re.escape(s)}(?![{_ALNUM}])"
+            for s in sorted(self._secrets, key=len, reverse=True)), re.IGNORECASE)
 
     def scrub(self, text: str) -> str:
-        for s in self._secrets:
-            if s.lower() in text.lower():
-                text = re.sub(re.escape(s), REDACTED, text, flags=re.IGNORECASE)
+        if self._pattern is not None:
+            text = self._pattern.sub(REDACTED, text)
         return _URL.sub(lambda m: redact_url(m.group(0)), text)
 
     def _value(self, value: Any) -> Any:
@@ -63,22 +99,20 @@ class Redactor:
         for k in list(event_dict):
             if _SECRET_KEYS.search(k):
                 event_dict[k] = REDACTED
-            else:
+            elif k not in _STRUCTURAL_KEYS:
                 event_dict[k] = self._value(event_dict[k])
         return event_dict
 
 
-class _ScrubExceptions:
-    """Runs after exceptions are rendered to text, so tracebacks are scrubbed too."""
+class _ScrubRendered:
+    """The last step, on the finished line: covers what the renderer formatted itself (the
+    console's traceback, the repr of a value that is not a string)."""
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
 
-    def __call__(self, _logger: Any, _method: str,
-                 event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if isinstance(event_dict.get("exception"), str):
-            event_dict["exception"] = self.redactor.scrub(event_dict["exception"])
-        return event_dict
+    def __call__(self, _logger: Any, _method: str, rendered: str) -> str:
+        return self.redactor.scrub(rendered)
 
 
 class _CurrentStderr:
@@ -96,28 +130,113 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+class _StdlibHandler(logging.Handler):
+    """On the root logger: the standard library's records, formatted and scrubbed as ours."""
+
+    def __init__(self, out: Any, redactor: Redactor) -> None:
+        super().__init__()
+        self.out = out
+        self.redactor = redactor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.write(self.format(record) + "\n")
+            self.out.flush()
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # logging's own report would print the record's raw message and arguments.
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            self.out.write(self.redactor.scrub(
+                f"logging error in {record.name}: {type(exc).__name__}: {exc}") + "\n")
+
+
+ExcInfo = tuple[type[BaseException], BaseException | None, TracebackType | None]
+
+
+def _last_words(event: str, exc_info: ExcInfo, **fields: Any) -> None:
+    """A crash's traceback, logged (so redacted). Never raises: when a hook raises, Python
+    prints the original traceback as it is."""
+    try:
+        structlog.get_logger("keeperd").critical(event, exc_info=exc_info, **fields)
+    except Exception:
+        with contextlib.suppress(Exception):
+            print(f"keeperd: {event}: {exc_info[0].__name__} (traceback withheld: it could "
+                  "not be logged, so not redacted)", file=sys.__stderr__)
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException,
+                tb: TracebackType | None) -> None:
+    _last_words("process.uncaught_exception", (exc_type, exc, tb))
+
+
+def _threading_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        _last_words("thread.uncaught_exception",
+                    (args.exc_type, args.exc_value, args.exc_traceback),
+                    thread=args.thread.name if args.thread is not None else None)
+
+
+def _unraisablehook(unraisable: Any) -> None:  # (sys.UnraisableHookArgs)
+    try:
+        where = repr(unraisable.object)
+    except Exception:
+        where = "an object that cannot be shown"
+    _last_words("process.unraisable_exception",
+                (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+                message=unraisable.err_msg or "Exception ignored in", object=where)
+
+
+def _install_crash_hooks() -> None:
+    """Take over the interpreter's printers of last tracebacks, unless someone (a debugger,
+    pytest) has put their own there: those stay."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _threading_excepthook
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisablehook
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", redactor: Redactor | None = None,
                       stream: TextIO | None = None) -> Redactor:
-    """Set up structlog for the process (call once, from the command line entry point)."""
+    """Set up logging for the process (from the command line entry point; a second call
+    replaces the first): structlog, the standard library's loggers, the crash hooks."""
     redactor = redactor or Redactor()
     out: Any = stream if stream is not None else _CurrentStderr()
     json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
-    processors: list[Any] = [
+    threshold = getattr(logging, level.upper(), logging.INFO)
+    prepare: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redactor,
     ]
     if json_output:
-        processors += [structlog.processors.format_exc_info, _ScrubExceptions(redactor),
-                       structlog.processors.JSONRenderer()]
-    else:
-        processors += [_ScrubExceptions(redactor), structlog.dev.ConsoleRenderer()]
+        prepare.append(structlog.processors.format_exc_info)
+    prepare.append(redactor)
+    renderer = (structlog.processors.JSONRenderer() if json_output
+                else structlog.dev.ConsoleRenderer())
+    finish: list[Any] = [renderer, _ScrubRendered(redactor)]
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            getattr(logging, level.upper(), logging.INFO)),
+        processors=[*prepare, *finish],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+    handler = _StdlibHandler(out, redactor)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *prepare],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Warnings and up, as Python printed them before: their info lines (aiohttp's, the
+    # scheduler's "job executed") would drown ours.
+    root.setLevel(max(threshold, logging.WARNING))
+    logging.captureWarnings(True)
+    _install_crash_hooks()
     return redactor

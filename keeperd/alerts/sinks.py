@@ -223,7 +223,8 @@ class WebhookSink:
         self.config = config
         self.group = bool(config.group)
         self._secret = read_secret(config.secret, config.secret_file, "secret")
-        self.secrets: tuple[str, ...] = (self._secret,)
+        # Every header value too: the config cannot tell an X-Api-Key from a label.
+        self.secrets: tuple[str, ...] = (self._secret, *config.headers.values())
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
                    idempotency_key: str, start_part: int = 0) -> Delivery:

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import structlog
 
 from keeperd.chain.rpc import redact_url
+from keeperd.config import parse_config
 from keeperd.logs import Redactor, configure_logging
+from keeperd.metrics import Metrics
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -41,14 +52,189 @@ def test_logged_secrets_never_reach_the_output() -> None:
     assert first["url"] == "https://x.example/v2/***"
 
 
-def test_short_strings_are_not_registered_as_secrets() -> None:
-    r = Redactor()
-    r.add("abc")
-    assert r.scrub("abc abc") == "abc abc"
-
-
 def test_urls_inside_punctuation_are_redacted_without_errors() -> None:
     r = Redactor()
     text = r.scrub("failed (endpoint 0 (http://127.0.0.1:33823): boom), [https://x.io/v2/abcdef0123456789xyz]")
     assert "http://127.0.0.1:33823)" in text
     assert "abcdef0123456789xyz" not in text
+
+
+# --- every path to the output (#28 item 8) -------------------------------------------------
+
+SECRET = "Pg-pass-7fK2mQ9x"  # a PostgreSQL password, say: not hex, not a URL
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Whatever configure_logging sets for the process (structlog, the root logger's handlers
+    and level, the crash hooks), put back as it was after each test."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+    logging.captureWarnings(False)
+
+
+def _fail_with(secret: str) -> None:
+    raise ConnectionError(f"cannot reach postgresql://keeper:{secret}@db:5432/keeperd")
+
+
+def test_console_format_scrubs_the_rendered_traceback() -> None:
+    out = io.StringIO()
+    configure_logging("debug", "console", stream=out).add(SECRET)
+    try:
+        _fail_with(SECRET)
+    except ConnectionError:
+        structlog.get_logger("t").exception("storage.failed")
+    text = out.getvalue()
+    assert "storage.failed" in text and "Traceback" in text and "ConnectionError" in text
+    assert SECRET.lower() not in text.lower()
+    assert "[redacted]" in text
+
+
+def test_json_format_scrubs_what_the_renderer_formats_itself() -> None:
+    out = io.StringIO()
+    configure_logging("debug", "json", stream=out).add(SECRET)
+    # Values the renderer turns into text itself (a repr), not the redactor.
+    structlog.get_logger("t").info("storage.open", where=Path(f"/run/{SECRET}/pgpass"),
+                                   tried={f"dsn-{SECRET}"})
+    text = out.getvalue()
+    assert json.loads(text)["event"] == "storage.open"
+    assert SECRET.lower() not in text.lower()
+
+
+def test_stdlib_logging_is_scrubbed_and_formatted_like_ours(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    configure_logging("debug", "json", stream=out).add(SECRET)
+    try:
+        _fail_with(SECRET)
+    except ConnectionError:
+        logging.getLogger("aiohttp.client").error("request failed (password %s)", SECRET,
+                                                  exc_info=True)
+    logging.getLogger("apscheduler.scheduler").warning("job missed: %s", SECRET)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["logger"], r["level"]) for r in lines] == [
+        ("aiohttp.client", "error"), ("apscheduler.scheduler", "warning")]
+    assert lines[0]["event"] == "request failed (password [redacted])"
+    assert "ConnectionError" in lines[0]["exception"]
+    assert SECRET not in out.getvalue() + "".join(capsys.readouterr())
+
+
+def test_the_event_loops_unhandled_exceptions_are_scrubbed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """asyncio's default exception handler ("Task exception was never retrieved") logs to
+    the `asyncio` logger: it goes through the same pipeline."""
+    out = io.StringIO()
+    configure_logging("info", "console", stream=out).add(SECRET)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                     "exception": ValueError(f"bad password {SECRET}")})
+    finally:
+        loop.close()
+    text = out.getvalue()
+    assert "Task exception was never retrieved" in text and "ValueError" in text
+    assert SECRET not in text + "".join(capsys.readouterr())
+
+
+CRASH = """
+import sys
+from keeperd.logs import configure_logging
+configure_logging("info", sys.argv[1]).add(sys.argv[2])
+raise ConnectionError("cannot reach postgresql://keeper:" + sys.argv[2] + "@db/keeperd")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_an_uncaught_exception_leaves_a_scrubbed_traceback(fmt: str) -> None:
+    done = subprocess.run([sys.executable, "-c", CRASH, fmt, SECRET], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert done.returncode == 1
+    assert "ConnectionError" in done.stderr and "[redacted]" in done.stderr, done.stderr
+    assert SECRET not in done.stderr + done.stdout
+
+
+RUN_CRASH = """
+import sys
+from keeperd import cli, daemon
+
+async def run(self, stop):  # the daemon registers a secret, then meets the unexpected
+    self.redactor.add(sys.argv[2])
+    raise RuntimeError("lost postgresql://keeper:" + sys.argv[2] + "@db/keeperd")
+
+daemon.Daemon.run = run
+sys.exit(cli.main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_keeperd_run_crashing_leaves_a_scrubbed_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(json.dumps({**MINIMAL, "state_dir": str(tmp_path / "state")}))
+    done = subprocess.run([sys.executable, "-c", RUN_CRASH, str(config), SECRET],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[2])
+    assert SECRET not in done.stderr + done.stdout
+    assert done.returncode == 1
+    last = json.loads(done.stderr.splitlines()[-1])
+    assert last["event"] == "process.uncaught_exception" and last["level"] == "critical"
+    assert "RuntimeError: lost postgresql://keeper:[redacted]@db" in last["exception"]
+
+
+def test_short_secrets_are_scrubbed_where_they_stand_alone() -> None:
+    """Every secret is registered whatever its length; one under 8 characters only as a whole
+    word, so that a 3-letter one does not turn "loops" into "lo[redacted]"."""
+    r = Redactor()
+    r.add("ops")
+    assert r.scrub("Authorization: ops; token=ops&x loops ops2") == \
+        "Authorization: [redacted]; token=[redacted]&x loops ops2"
+    r.add("hunter2")
+    assert r.scrub("password hunter2, hunter22") == "password [redacted], hunter22"
+
+
+def test_secrets_are_scrubbed_in_their_quoted_forms() -> None:
+    r = Redactor()
+    r.add('pa ss"w/rd')
+    assert r.scrub("postgresql://u:pa%20ss%22w%2Frd@h/db") == "postgresql://u:[redacted]@h/db"
+    assert r.scrub(json.dumps({"p": 'pa ss"w/rd'})) == '{"p": "[redacted]"}'
+
+
+MINIMAL = {
+    "state_dir": "/tmp/keeperd-test",
+    "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:8545"]}],
+}
+
+
+async def test_the_postgresql_password_is_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keeperd.daemon import Daemon, StartupError
+
+    monkeypatch.setenv("KEEPERD_TEST_PG_PASSWORD", SECRET)
+    config = parse_config({**MINIMAL, "storage": {
+        "url": "postgresql://keeper@127.0.0.1:1/keeperd",  # nobody listens: refused at once
+        "password_env": "KEEPERD_TEST_PG_PASSWORD"}})
+    redactor = Redactor()
+    daemon = Daemon(config, redactor=redactor)
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(StartupError):
+            await daemon._open_storage(stack, None, None)  # type: ignore[arg-type]
+    assert redactor.scrub(f"password={SECRET}") == "password=[redacted]"
+
+
+def test_webhook_header_values_are_registered() -> None:
+    from keeperd.alerts.delivery import Dispatcher
+
+    config = parse_config({**MINIMAL, "alerts": {"routes": [{"name": "ops", "sinks": [{
+        "kind": "webhook", "url": "https://hooks.example/k", "secret": "${HOOK_SECRET}",
+        "headers": {"X-Api-Key": "${HOOK_API_KEY}", "X-Team": "ops"}}]}]}},
+        env={"HOOK_SECRET": "s" * 32, "HOOK_API_KEY": "api-key-c0ffee42"})
+    redactor = Redactor()
+    dispatcher = Dispatcher(None, config.alerts.outbox, Metrics(),  # type: ignore[arg-type]
+                            redactor)
+    dispatcher.configure(config.alerts.routes)
+    assert redactor.scrub("X-Api-Key: api-key-c0ffee42, X-Team: ops, loops") == \
+        "X-Api-Key: [redacted], X-Team: [redacted], loops"
