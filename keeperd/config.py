@@ -957,8 +957,10 @@ class StorageConfig(_Model):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"{value!r}: write postgresql://user@host:5432/database (leave "
-                             "storage.url out for the embedded SQLite file)")
+            # (not echoed: a mistyped URL may carry a password)
+            raise ValueError(f"the scheme {parts.scheme!r} is not postgresql: write "
+                             "postgresql://user@host:5432/database (leave storage.url out for "
+                             "the embedded SQLite file)")
         if parts.password:
             raise ValueError("the password must not be in storage.url (it would reach logs "
                              "and process listings): use storage.password_env or "
