@@ -9,7 +9,9 @@ Mirrors LiquidationLogic as the pool's revision runs it (revisions.py):
   must leave at least $1,000 of each (else `MustNotLeaveDust`): such pairs are not planned;
   when the whole collateral goes, the user's other debts are burned (bad debt, ~75k gas each);
 - v3.5+: collateral balances floor, debt balances and debt in base ceil, the debt needed for
-  a capped seizure rounds up; v3.6+: zero-threshold collateral may be seized.
+  a capped seizure rounds up; v3.6+: zero-threshold collateral may be seized;
+- v3.7+: the seized total rounds down, its base part down (the bonus part up) and the
+  protocol fee up; "no collateral left" is counted in scaled aToken units.
 Paused or inactive reserves, and reserves in a liquidation grace period (v3.1+), are skipped;
 frozen ones are not (freezing stops supply and borrow, not liquidation). Where the collateral
 reserve's virtual balance cannot pay the seized underlying out, the plan takes aTokens.
@@ -109,6 +111,23 @@ def _leaves_dust(market: MarketState, user_debt: int, covered: int, debt_price: 
     return debt_left < floor or collateral_left < floor
 
 
+def _no_collateral_left(market: MarketState, pos: Positions, row: int, col: int, seized: int,
+                        fee: int, coll_price: int, coll_unit: int,
+                        total_collateral_base: int) -> bool:
+    """Whether the liquidation leaves the user no collateral (the pool then burns its other
+    debts as bad debt). v3.3-v3.6 compare base-currency values; v3.7 counts what the two
+    aToken movements consume in scaled units (each rounded up), capped at the scaled balance,
+    and values that — so a few wei left over, worth $0, count as nothing left."""
+    if not market.rules.rounding_v37:
+        return seized * coll_price // coll_unit >= total_collateral_base
+    index = market.income_index[col]
+    scaled_balance = int(pos.a_scaled[row, col])
+    consumed = min(_ceil_div((seized - fee) * RAY, index) + _ceil_div(fee * RAY, index),
+                   scaled_balance)
+    consumed_base = (consumed * index // RAY) * coll_price // coll_unit
+    return consumed_base == total_collateral_base
+
+
 def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                  row: int) -> LiquidationPlan | None:
     """The best liquidation of one account, or None if it is not liquidatable."""
@@ -117,6 +136,7 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
         return None
     rules = market.rules
     v35 = rules.rounding_v35
+    v37 = rules.rounding_v37
     user_emode = int(pos.emode[row])
     total_debt_base = int(exact.total_debt_base[row])
     total_collateral_base = int(exact.total_collateral_base[row])
@@ -158,7 +178,9 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                 market, user_debt, debt_price, debt_unit, balance * coll_price // coll_unit,
                 total_debt_base, hf)
             base_collateral = (debt_price * debt_to_cover * coll_unit) // (coll_price * debt_unit)
-            max_collateral = percent_mul(base_collateral, bonus)
+            # v3.7: the total collateral for the debt rounds down (was half-up)
+            max_collateral = (base_collateral * bonus // 10_000 if v37
+                              else percent_mul(base_collateral, bonus))
             if max_collateral > balance:
                 seized = balance
                 value = (coll_price * seized * debt_unit) // (debt_price * coll_unit)
@@ -168,14 +190,19 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
             fee = 0
             fee_bps = coll_reserve.liquidation_protocol_fee
             if fee_bps:
-                bonus_part = seized - percent_div(seized, bonus)
-                fee = percent_mul(bonus_part, fee_bps)
+                # v3.7: the base part rounds down (so the bonus part up) and the fee up
+                base_part = seized * 10_000 // bonus if v37 else percent_div(seized, bonus)
+                bonus_part = seized - base_part
+                fee = (_ceil_div(bonus_part * fee_bps, 10_000) if v37
+                       else percent_mul(bonus_part, fee_bps))
             if _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance, seized,
                             coll_price, coll_unit):
                 continue
             to_liquidator = seized - fee
             bad_debt = 0
-            if rules.close_factor_v33 and seized * coll_price // coll_unit >= total_collateral_base:
+            if rules.close_factor_v33 and _no_collateral_left(
+                    market, pos, row, c, seized, fee, coll_price, coll_unit,
+                    total_collateral_base):
                 bad_debt = len(debts_held) - 1  # the pool burns the user's other debts
             virtual = coll_reserve.virtual_balance
             plan = LiquidationPlan(

@@ -13,11 +13,17 @@ lives by changed between revisions (../shared/AAVE-TODAY.md lists them with thei
   on the average threshold.
 - 10 (v3.6): zero-threshold collateral counts (eMode's threshold applies) and may be
   seized; the LTV-zero bitmap.
+- 11 (v3.7, Ethereum Core since June 2026): health unchanged; the seized collateral rounds
+  against the liquidator at three sites (total collateral floor, its base part floor, the
+  protocol fee ceil); "no collateral left" (bad debt burnt) is decided in scaled aToken units,
+  so a few wei worth $0 count as nothing left; no price-oracle sentinel; isolated eMode
+  (LTV only: keeperd's health does not use LTV).
 
 Revisions 1 and 10 are tested against a real pool on the devnet; the others follow the
-published sources. A revision not in this table is *unknown*: keeperd goes on evaluating and
-alerting with the nearest known rules, but holds liquidations on that market until an
-operator accepts it (`accept_revisions` in the protocol's config).
+published sources (11's package is not published: it cannot be built on the devnet). A
+revision not in this table, or a known number on code keeperd does not recognise
+(identity.py), is *unknown*: keeperd evaluates with the nearest known rules and, by default,
+sends a liquidation only when the chain confirms it (`unknown_revision: verify`).
 """
 
 from __future__ import annotations
@@ -35,11 +41,12 @@ class AaveRules:
     rounding_v35: bool  # v3.5+: floor collateral, ceil debt, unfloored average threshold
     zero_lt_collateral: bool  # v3.6+: zero-threshold collateral counts and may be seized
     ltvzero_bitmap: bool  # v3.6+: getEModeCategoryLtvzeroBitmap
+    rounding_v37: bool = False  # v3.7+: seizure rounds against the liquidator; scaled bad debt
     known: bool = True
 
 
 _RELEASES: dict[int, str] = {1: "v3.0", 2: "v3.0.2", 3: "v3.1", 4: "v3.2", 5: "v3.2", 6: "v3.2",
-                             7: "v3.3", 8: "v3.4", 9: "v3.5", 10: "v3.6"}
+                             7: "v3.3", 8: "v3.4", 9: "v3.5", 10: "v3.6", 11: "v3.7"}
 # Revisions whose rules have run against a real pool in keeperd's tests.
 TESTED_REVISIONS = frozenset({1, 10})
 LATEST_KNOWN = max(_RELEASES)
@@ -59,5 +66,6 @@ def rules_for(revision: int, accepted: frozenset[int] | set[int] = frozenset()) 
         rounding_v35=base >= 9,
         zero_lt_collateral=base >= 10,
         ltvzero_bitmap=base >= 10,
+        rounding_v37=base >= 11,
         known=revision in _RELEASES or revision in accepted,
     )
