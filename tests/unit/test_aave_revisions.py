@@ -94,15 +94,25 @@ def test_v33_caps_at_half_of_the_total_debt_for_large_positions_above_095() -> N
     assert p is not None and p.debt_to_cover == p.user_debt
 
 
-def test_v33_never_plans_a_liquidation_that_leaves_dust() -> None:
+def test_v33_plans_the_smaller_amount_where_the_most_would_leave_dust() -> None:
     m = market(10)
     # $2,100 USDC debt of $2,300 in all: half the total ($1,150) would leave $950 of USDC debt,
-    # under $1,000: MustNotLeaveDust. The USDT pair (under $2,000) takes all of USDT instead.
+    # under $1,000: MustNotLeaveDust, and the pair used to be skipped (the USDT pair, $9 of
+    # bonus, was planned instead). Now the USDC pair is planned with the amount that leaves the
+    # floor and its 1 % margin — $1,010 of USDC debt: 1,090 USDC, $54.50 of bonus — and sent
+    # as that exact amount (type(uint256).max would take the dust-leaving most).
     pos = positions({0: usd(m, 0, 2_730)}, {1: usd(m, 1, 2_100), 2: usd(m, 2, 200)})
     hf = exact_account_data(m, pos).health_factor[0]
     assert 0.95 * WAD < hf < WAD
     p = plan(m, pos)
-    assert p is not None and p.debt == "USDT" and p.debt_to_cover == p.user_debt
+    assert p is not None and p.debt == "USDC"
+    assert p.debt_to_cover == p.amount_to_send == 1_090 * 10**6
+    assert p.user_debt - p.debt_to_cover == 1_010 * 10**6  # the floor, with its margin
+    assert p.capital_needed == p.debt_to_cover  # sent exact: no worse case at inclusion
+    # A position too small to leave the floor of anything keeps the pair unplanned.
+    small = positions({0: usd(m, 0, 1_300)}, {1: usd(m, 1, 1_050), 2: usd(m, 2, 100)})
+    q = plan(m, small)
+    assert q is None or q.amount_to_send is None
 
 
 def test_grace_period_and_paused_reserves_are_not_planned_frozen_ones_are() -> None:

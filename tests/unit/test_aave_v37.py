@@ -82,3 +82,23 @@ def test_a_few_wei_left_over_count_as_no_collateral_left() -> None:
     assert v37.collateral_seized + v37.protocol_fee == 3 * E18 - 1
     assert v37.protocol_fee == 14_285_714_285_714_286
     assert (v36.bad_debt_assets, v37.bad_debt_assets) == (0, 1)
+
+
+def test_own_capital_reserves_the_whole_debt_when_the_cap_may_not_hold_at_inclusion() -> None:
+    # v3.3+: $10,000 of WETH against 6,590 USDC and 2,000 USDT: HF 8,250 / 8,590 = 0.960 >
+    # 0.95 and both reserves over $2,000, so the pool takes at most half the total debt
+    # ($4,295) of USDC — at this block. Sent as type(uint256).max, the pool takes all 6,590
+    # if health slips under 0.95 before inclusion: the keeper must hold that, not 4,295.
+    m = market(10)
+    from tests.unit.test_aave_revisions import usd
+
+    near = positions({0: usd(m, 0, 10_000)}, {1: usd(m, 1, 6_590), 2: usd(m, 2, 2_000)})
+    p = plan(m, near)
+    assert p is not None and p.debt == "USDC" and p.amount_to_send is None
+    assert p.debt_to_cover < p.user_debt
+    assert p.capital_needed == p.user_debt
+    # Far from 0.95 and from $2,000: the plan's own amount is the most it can take.
+    far = positions({0: usd(m, 0, 100_000)}, {1: usd(m, 1, 62_000), 2: usd(m, 2, 22_000)})
+    q = plan(m, far)
+    assert q is not None and q.debt_to_cover < q.user_debt
+    assert q.capital_needed == q.debt_to_cover

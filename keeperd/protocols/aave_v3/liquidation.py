@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,12 @@ class LiquidationPlan:
     position_version: str  # changes when the user's position changes, not with interest
     bad_debt_assets: int = 0  # other debts the pool burns in the same call (v3.3+)
     receive_a_token: bool = False  # the reserve cannot pay the underlying out (v3.1+)
+    # The exact debtToCover to send, when the most the rules allow would leave dust
+    # (MustNotLeaveDust); None: type(uint256).max, which the pool caps at inclusion.
+    amount_to_send: int | None = None
+    # Debt-token units the keeper's own balance must hold for it: the worst case at inclusion
+    # (the whole reserve debt when the 50 % cap may no longer apply by then).
+    capital_needed: int = 0
 
     @property
     def gross_profit_usd(self) -> float:
@@ -97,6 +104,89 @@ def _max_liquidatable_debt(market: MarketState, user_debt: int, debt_price: int,
         if debt_base > half_total:
             return half_total * debt_unit // debt_price
     return user_debt
+
+
+@dataclass(frozen=True)
+class _Seizure:
+    """_calculateAvailableCollateralToLiquidate for one (collateral, debt) pair, by revision."""
+
+    rules: Any
+    bonus: int
+    fee_bps: int
+    balance: int
+    debt_price: int
+    debt_unit: int
+    coll_price: int
+    coll_unit: int
+
+    def of(self, debt_to_cover: int) -> tuple[int, int, int]:
+        """(collateral seized with the fee, debt covered, protocol fee) for `debt_to_cover`."""
+        v35, v37, bonus = self.rules.rounding_v35, self.rules.rounding_v37, self.bonus
+        base = (self.debt_price * debt_to_cover * self.coll_unit) // (self.coll_price
+                                                                      * self.debt_unit)
+        # v3.7: the total collateral for the debt rounds down (was half-up)
+        most = base * bonus // 10_000 if v37 else percent_mul(base, bonus)
+        if most > self.balance:
+            seized = self.balance
+            value = (self.coll_price * seized * self.debt_unit) // (self.debt_price
+                                                                   * self.coll_unit)
+            covered = _ceil_div(value * 10_000, bonus) if v35 else percent_div(value, bonus)
+        else:
+            seized, covered = most, debt_to_cover
+        fee = 0
+        if self.fee_bps:
+            # v3.7: the base part rounds down (so the bonus part up) and the fee up
+            base_part = seized * 10_000 // bonus if v37 else percent_div(seized, bonus)
+            bonus_part = seized - base_part
+            fee = (_ceil_div(bonus_part * self.fee_bps, 10_000) if v37
+                   else percent_mul(bonus_part, self.fee_bps))
+        return seized, covered, fee
+
+
+# A plan that must leave the dust floor leaves it with this margin (1 %): the oracle may move
+# between the snapshot and inclusion, and a leftover a hair under $1,000 reverts.
+DUST_FLOOR_MARGIN = 1.01
+
+
+def _within_dust_floor(market: MarketState, user_debt: int, s: _Seizure) -> int | None:
+    """The largest debtToCover (with the margin) that leaves at least the floor of debt and
+    of collateral — LiquidationLogic refuses a partial liquidation that leaves less — or None
+    when the position is too small for any."""
+    floor = int(MIN_LEFTOVER_USD * market.base_unit * DUST_FLOOR_MARGIN)
+    # Debt: what is left must be worth the floor.
+    keep_debt = _ceil_div(floor * s.debt_unit, s.debt_price)
+    by_debt = user_debt - keep_debt
+    # Collateral: what is seized (with its bonus) must leave the floor's worth.
+    keep_collateral = _ceil_div(floor * s.coll_unit, s.coll_price)
+    room = s.balance - keep_collateral
+    if by_debt <= 0 or room <= 0:
+        return None
+    by_collateral = (room * 10_000 // s.bonus) * s.coll_price * s.debt_unit // (
+        s.debt_price * s.coll_unit)
+    amount = min(by_debt, by_collateral)
+    return amount if amount > 0 else None
+
+
+# The 50 % cap may stop applying before inclusion when health is this close above 0.95, or a
+# reserve's position this close above $2,000 (a price tick, a block of interest): then the
+# pool takes the whole reserve debt of what `type(uint256).max` offers.
+CLOSE_FACTOR_BAND_HF = 2 * 10**16  # health up to 0.97
+CLOSE_FACTOR_BAND = 1.05  # positions up to $2,100
+
+
+def _capital_needed(market: MarketState, user_debt: int, covered: int, debt_price: int,
+                    debt_unit: int, collateral_base: int, hf: int) -> int:
+    """What the keeper's own balance must hold for a liquidation sent as type(uint256).max:
+    the plan's amount, or the whole reserve debt when the 50 % cap applied at the snapshot but
+    may not at inclusion (LiquidationLogic then takes all of it)."""
+    if not market.rules.close_factor_v33 or covered >= user_debt:
+        return covered
+    threshold = MIN_BASE_MAX_CLOSE_FACTOR_USD * market.base_unit * CLOSE_FACTOR_BAND
+    debt_base = _ceil_div(user_debt * debt_price, debt_unit)
+    if (hf <= CLOSE_FACTOR_HF_THRESHOLD + CLOSE_FACTOR_BAND_HF or collateral_base < threshold
+            or debt_base < threshold):
+        return user_debt
+    return covered
 
 
 def _leaves_dust(market: MarketState, user_debt: int, covered: int, debt_price: int,
@@ -136,7 +226,6 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
         return None
     rules = market.rules
     v35 = rules.rounding_v35
-    v37 = rules.rounding_v37
     user_emode = int(pos.emode[row])
     total_debt_base = int(exact.total_debt_base[row])
     total_collateral_base = int(exact.total_collateral_base[row])
@@ -177,27 +266,23 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
             debt_to_cover = _max_liquidatable_debt(
                 market, user_debt, debt_price, debt_unit, balance * coll_price // coll_unit,
                 total_debt_base, hf)
-            base_collateral = (debt_price * debt_to_cover * coll_unit) // (coll_price * debt_unit)
-            # v3.7: the total collateral for the debt rounds down (was half-up)
-            max_collateral = (base_collateral * bonus // 10_000 if v37
-                              else percent_mul(base_collateral, bonus))
-            if max_collateral > balance:
-                seized = balance
-                value = (coll_price * seized * debt_unit) // (debt_price * coll_unit)
-                covered = _ceil_div(value * 10_000, bonus) if v35 else percent_div(value, bonus)
-            else:
-                seized, covered = max_collateral, debt_to_cover
-            fee = 0
-            fee_bps = coll_reserve.liquidation_protocol_fee
-            if fee_bps:
-                # v3.7: the base part rounds down (so the bonus part up) and the fee up
-                base_part = seized * 10_000 // bonus if v37 else percent_div(seized, bonus)
-                bonus_part = seized - base_part
-                fee = (_ceil_div(bonus_part * fee_bps, 10_000) if v37
-                       else percent_mul(bonus_part, fee_bps))
+            seizure = _Seizure(rules, bonus, coll_reserve.liquidation_protocol_fee, balance,
+                               debt_price, debt_unit, coll_price, coll_unit)
+            seized, covered, fee = seizure.of(debt_to_cover)
+            amount_to_send: int | None = None  # None: type(uint256).max, the pool's cap
             if _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance, seized,
                             coll_price, coll_unit):
-                continue
+                # MustNotLeaveDust on the most the rules allow: a smaller amount that leaves
+                # the floor (and a margin) of both debt and collateral, sent as is.
+                smaller = _within_dust_floor(market, user_debt, seizure)
+                if smaller is None:
+                    continue
+                seized, covered, fee = seizure.of(smaller)
+                if covered <= 0 or _leaves_dust(market, user_debt, covered, debt_price,
+                                                debt_unit, balance, seized, coll_price,
+                                                coll_unit):
+                    continue
+                amount_to_send = covered
             to_liquidator = seized - fee
             bad_debt = 0
             if rules.close_factor_v33 and _no_collateral_left(
@@ -215,7 +300,11 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                 user_debt=user_debt,
                 position_version=f"{debt_version}/{int(pos.a_scaled[row, c])}",
                 bad_debt_assets=bad_debt,
-                receive_a_token=virtual is not None and virtual < to_liquidator)
+                receive_a_token=virtual is not None and virtual < to_liquidator,
+                amount_to_send=amount_to_send,
+                capital_needed=(covered if amount_to_send is not None else _capital_needed(
+                    market, user_debt, covered, debt_price, debt_unit,
+                    balance * coll_price // coll_unit, hf)))
             if best is None or plan.gross_profit_usd > best.gross_profit_usd:
                 best = plan
     return best

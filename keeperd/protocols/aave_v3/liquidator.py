@@ -49,15 +49,19 @@ FLASH_BOUND_MARGIN = 1.001
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
     """liquidationCall with `type(uint256).max`: the pool caps it at what its rules allow at
-    inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust)."""
+    inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust) — unless
+    the most the rules allow would leave dust: then the plan's smaller amount, exactly."""
+    amount = plan.amount_to_send if plan.amount_to_send is not None else MAX_UINT
     return encode_call("liquidationCall(address,address,address,uint256,bool)",
                        ["address", "address", "address", "uint256", "bool"],
                        [plan.collateral_asset, plan.debt_asset, plan.account,
-                        MAX_UINT, plan.receive_a_token])
+                        amount, plan.receive_a_token])
 
 
 def flash_amount(plan: LiquidationPlan) -> int:
     """What the flash-loan path borrows: a bound above the planned repayment."""
+    if plan.amount_to_send is not None:
+        return plan.amount_to_send  # exact: the contract offers the pool what it borrowed
     return int(plan.debt_to_cover * FLASH_BOUND_MARGIN) + 1
 
 
@@ -193,7 +197,9 @@ class AaveLiquidator:
                                plan.position_version),
                 plan.collateral, plan.debt, plan.debt_to_cover,
                 frozenset(symbols[c] for c in np.flatnonzero(used)),
-                Need(plan.debt_asset, reserve.symbol, reserve.decimals, flash_amount(plan),
+                # (own capital reserves the worst case the pool may take at inclusion)
+                Need(plan.debt_asset, reserve.symbol, reserve.decimals,
+                     max(flash_amount(plan), int(plan.capital_needed * FLASH_BOUND_MARGIN) + 1),
                      plan.gross_profit_usd),
                 plan.gross_profit_usd, plan.seized_usd, plan.repaid_usd, self._gas_limit(plan),
                 plan))
