@@ -6,7 +6,9 @@ Mirrors LiquidationLogic as the pool's revision runs it (revisions.py):
 - v3.3+: all of the reserve debt by default; 50 % of the user's *total* debt (in base
   currency) only when the collateral and the debt reserve are each worth at least $2,000 and
   health is above 0.95; a liquidation that takes neither all the debt nor all the collateral
-  must leave at least $1,000 of each (else `MustNotLeaveDust`): such pairs are not planned;
+  must leave at least $1,000 of each (else `MustNotLeaveDust`): where the most the rules
+  allow would not, the plan repays the smaller amount that leaves the floor (with margins for
+  price moves before inclusion) and is sent as that exact amount (`amount_to_send`);
   when the whole collateral goes, the user's other debts are burned (bad debt, ~75k gas each);
 - v3.5+: collateral balances floor, debt balances and debt in base ceil, the debt needed for
   a capped seizure rounds up; v3.6+: zero-threshold collateral may be seized;
@@ -15,7 +17,8 @@ Mirrors LiquidationLogic as the pool's revision runs it (revisions.py):
 Paused or inactive reserves, and reserves in a liquidation grace period (v3.1+), are skipped;
 frozen ones are not (freezing stops supply and borrow, not liquidation). Where the collateral
 reserve's virtual balance cannot pay the seized underlying out, the plan takes aTokens.
-One plan per account: the (collateral, debt) pair that pays most.
+One plan per account: the (collateral, debt) pair that pays most. `capital_needed` is what the
+keeper's own balance must hold for it: the most the pool may take at inclusion.
 """
 
 from __future__ import annotations
@@ -156,8 +159,13 @@ def _within_dust_floor(market: MarketState, user_debt: int, s: _Seizure) -> int 
     # Debt: what is left must be worth the floor.
     keep_debt = _ceil_div(floor * s.debt_unit, s.debt_price)
     by_debt = user_debt - keep_debt
-    # Collateral: what is seized (with its bonus) must leave the floor's worth.
-    keep_collateral = _ceil_div(floor * s.coll_unit, s.coll_price)
+    # Collateral: what is seized (with its bonus) must leave the floor's worth. A move x of the
+    # collateral/debt price ratio moves the seized *tokens* by x of themselves, so the margin
+    # here is x of the reserve's whole balance, not of the floor (with the floor's 1 % only, a
+    # 0.25 % fall of the collateral price reverted one collateral-bound plan in seven, fuzzed
+    # on two-collateral accounts against LiquidationLogic's arithmetic).
+    keep_collateral = (_ceil_div(floor * s.coll_unit, s.coll_price)
+                       + _ceil_div(s.balance * round((DUST_FLOOR_MARGIN - 1) * 10_000), 10_000))
     room = s.balance - keep_collateral
     if by_debt <= 0 or room <= 0:
         return None
@@ -174,18 +182,22 @@ CLOSE_FACTOR_BAND_HF = 2 * 10**16  # health up to 0.97
 CLOSE_FACTOR_BAND = 1.05  # positions up to $2,100
 
 
-def _capital_needed(market: MarketState, user_debt: int, covered: int, debt_price: int,
-                    debt_unit: int, collateral_base: int, hf: int) -> int:
+def _capital_needed(market: MarketState, s: _Seizure, user_debt: int, covered: int,
+                    collateral_base: int, hf: int) -> int:
     """What the keeper's own balance must hold for a liquidation sent as type(uint256).max:
-    the plan's amount, or the whole reserve debt when the 50 % cap applied at the snapshot but
-    may not at inclusion (LiquidationLogic then takes all of it)."""
-    if not market.rules.close_factor_v33 or covered >= user_debt:
+    the plan's amount or, when the close factor's cap applied at the snapshot but may not at
+    inclusion, what the pool takes of the whole reserve debt (bounded by the collateral:
+    LiquidationLogic then takes all of it the balance pays for)."""
+    if covered >= user_debt:
         return covered
+    near_095 = hf <= CLOSE_FACTOR_HF_THRESHOLD + CLOSE_FACTOR_BAND_HF
+    if not market.rules.close_factor_v33:
+        # v3.0-v3.2: 50 % of the reserve debt above 0.95, all of it at 0.95 or below.
+        return s.of(user_debt)[1] if near_095 else covered
     threshold = MIN_BASE_MAX_CLOSE_FACTOR_USD * market.base_unit * CLOSE_FACTOR_BAND
-    debt_base = _ceil_div(user_debt * debt_price, debt_unit)
-    if (hf <= CLOSE_FACTOR_HF_THRESHOLD + CLOSE_FACTOR_BAND_HF or collateral_base < threshold
-            or debt_base < threshold):
-        return user_debt
+    debt_base = _ceil_div(user_debt * s.debt_price, s.debt_unit)
+    if near_095 or collateral_base < threshold or debt_base < threshold:
+        return s.of(user_debt)[1]
     return covered
 
 
@@ -303,8 +315,8 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                 receive_a_token=virtual is not None and virtual < to_liquidator,
                 amount_to_send=amount_to_send,
                 capital_needed=(covered if amount_to_send is not None else _capital_needed(
-                    market, user_debt, covered, debt_price, debt_unit,
-                    balance * coll_price // coll_unit, hf)))
+                    market, seizure, user_debt, covered, balance * coll_price // coll_unit,
+                    hf)))
             if best is None or plan.gross_profit_usd > best.gross_profit_usd:
                 best = plan
     return best

@@ -42,6 +42,9 @@ class AaveRules:
     zero_lt_collateral: bool  # v3.6+: zero-threshold collateral counts and may be seized
     ltvzero_bitmap: bool  # v3.6+: getEModeCategoryLtvzeroBitmap
     rounding_v37: bool = False  # v3.7+: seizure rounds against the liquidator; scaled bad debt
+    # v3.0-v3.6: on a pool with a PriceOracleSentinel (L2s), only health < 0.95 may be
+    # liquidated while the sequencer is down or in its grace period; v3.7 removed it.
+    price_sentinel: bool = True
     known: bool = True
 
 
@@ -67,5 +70,6 @@ def rules_for(revision: int, accepted: frozenset[int] | set[int] = frozenset()) 
         zero_lt_collateral=base >= 10,
         ltvzero_bitmap=base >= 10,
         rounding_v37=base >= 11,
+        price_sentinel=base < 11,
         known=revision in _RELEASES or revision in accepted,
     )
