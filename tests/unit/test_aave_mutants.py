@@ -33,3 +33,17 @@ def test_the_fifty_percent_cap_needs_the_collateral_reserve_worth_2000_too() -> 
     assert p is not None and p.collateral == "WETH"
     assert p.collateral_seized == usd(m, 0, 1_900)
     assert abs(p.debt_to_cover - 1_809_523_810) <= 1
+
+
+def test_the_dust_rule_counts_the_collateral_left_too() -> None:
+    # v3.3+: $2,100 of WETH and $1,500 of USDT against 3,000 USDC: HF (1,732.5 + 1,170) / 3,000
+    # = 0.9675. The WETH pair may take half the debt (both reserves over $2,000): 1,500 USDC
+    # for 1,575 of WETH, which leaves $1,500 of debt but only $525 of WETH: MustNotLeaveDust.
+    # Its largest amount that leaves the collateral floor pays less ($52) than the USDT pair,
+    # which takes all $1,500 of USDT (under $2,000: no cap) for 1,435.4 USDC ($64.6). (With
+    # the collateral left over not counted, the WETH pair at 1,500 USDC — $75, reverting —
+    # was planned.)
+    m = market(10)
+    p = plan(m, positions({0: usd(m, 0, 2_100), 2: usd(m, 2, 1_500)}, {1: usd(m, 1, 3_000)}))
+    assert p is not None and p.collateral == "USDT"
+    assert p.collateral_seized + p.protocol_fee == usd(m, 2, 1_500)
