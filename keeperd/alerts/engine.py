@@ -186,6 +186,7 @@ class AlertEngine:
         await self.state.load()
         await self.silences.refresh(self.clock())
         self._pending = []
+        self._resolve_unwatched()
         self._refresh_firing_gauge()
 
     # --- configuration (SIGHUP swaps it) -----------------------------------------------------
@@ -203,10 +204,28 @@ class AlertEngine:
         self._held = {}  # (the held sets name only the accounts watched when they were made)
         names = {w.name for w in config.watchlists}
         self._without = {(w, a) for w, a in self._without if w in names}
+        self._resolve_unwatched()  # (SIGHUP; at start the state is empty until `load`)
         gauge = self.metrics.watched_without_position
         for sample in [s for m in gauge.collect() for s in m.samples]:
             if sample.labels["watchlist"] not in names:
                 gauge.remove(sample.labels["watchlist"])
+
+    def _resolve_unwatched(self) -> None:
+        """Alerts of a watchlist entry the config no longer has (the list, or the account in
+        it) stayed firing for good, across restarts and reloads: nothing evaluates them any
+        more. They are resolved, told as such."""
+        watched = {(w.name, a.lower()) for w in self.config.watchlists for a in w.accounts}
+        gone = []
+        for route, labels in self.state.routes_of("position_health"):
+            keys = account_keys(labels.get("account", ""))
+            if not any((labels.get("watchlist"), k) in watched for k in keys):
+                gone.append(Condition(
+                    "position_health", route, dict(labels), None, None, None, 0.0,
+                    summary="", resolved_summary=f"{labels.get('watchlist')}: "
+                    f"{labels.get('account')} is no longer watched (removed from the config)"))
+        if gone:
+            log.info("alerts.unwatched_resolved", alerts=len(gone))
+            self._evaluate(gone, None, None)
 
     @classmethod
     def sources_of(cls, config: Config) -> list[str]:

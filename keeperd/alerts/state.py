@@ -125,6 +125,10 @@ class AlertState:
             out[(r.rule, r.told.severity)] = out.get((r.rule, r.told.severity), 0) + 1
         return out
 
+    def routes_of(self, rule: str) -> list[tuple[str, dict[str, str]]]:
+        """(route, labels) of every alert of `rule` that fires."""
+        return [(r.route, r.alert["labels"]) for r in self._rows.values() if r.rule == rule]
+
     def labels_of(self, rule: str) -> list[dict[str, str]]:
         """The labels of every alert of `rule` that fires (to resolve the ones no input
         mentions any more)."""

@@ -308,3 +308,28 @@ async def test_a_watched_holder_is_alerted_for_its_sub_accounts(setup: Setup) ->
     alert = entry.alerts[0]
     assert alert["rule"] == "position_health" and alert["labels"]["watchlist"] == "alice"
     assert alert["labels"]["account"] == f"{ACCOUNTS[0]}@xyz"
+
+
+async def test_alerts_of_a_removed_watchlist_entry_are_resolved(setup: Setup,
+                                                                tmp_path: Path) -> None:
+    """#27 item 7: an entry removed from a watchlist left its alerts firing for good, across
+    restarts and reloads (nothing evaluated them any more). A restart, or a reload, resolves
+    them."""
+    await setup.scan(1, [1.1, 1.1])
+    assert len(await setup.entries(sink=1)) == 2
+    fewer = alerts_config(watchlists=[{"name": "alice", "accounts": ACCOUNTS[:1], "warn": 1.2,
+                                       "critical": 1.05, "route": "people"}])
+    again = await Setup.open(tmp_path / "state.db", fewer)  # a restart with the new config
+    await again.engine.commit()
+    told = [e.alerts[0] for e in await again.entries(sink=1)]
+    assert [(a["kind"], a["labels"]["account"]) for a in told[2:]] == [
+        ("resolved", ACCOUNTS[1])]
+    assert "no longer watched" in told[-1]["summary"]
+    # A reload (SIGHUP) that drops the whole list resolves the rest.
+    again.engine.configure(alerts_config(watchlists=[]))
+    await again.engine.commit()
+    told = [e.alerts[0] for e in await again.entries(sink=1)]
+    assert [(a["kind"], a["labels"]["account"]) for a in told[3:]] == [
+        ("resolved", ACCOUNTS[0])]
+    assert metric_value(again.metrics, "keeperd_alerts_firing",
+                        {"rule": "position_health", "severity": "warning"}) == 0
