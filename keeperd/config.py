@@ -389,6 +389,11 @@ class KeeperConfig(_Model):
     swap_slippage_bps: int = Field(
         default=50, ge=0, le=5_000, description="Expected cost of turning seized collateral "
         "back into the debt asset, in basis points of its value.")
+    max_swap_slippage_bps: int = Field(
+        default=300, ge=0, le=5_000, description="Flash path: the FlashLiquidator reverts "
+        "(SwapBelowBound, costing gas only) when selling the seized collateral pays less than "
+        "the oracle rate less this, in basis points: the pool's fee, the sale's own price "
+        "impact and a sandwich's take all count. At least `swap_slippage_bps`.")
     native_symbol: str = Field(
         default="WETH", description="Reserve whose price values the native gas token.")
     gas_limit_margin: float = Field(default=1.25, ge=1.0, le=3.0,
@@ -426,6 +431,11 @@ class KeeperConfig(_Model):
                                                        or self.uniswap_v3_factory is None):
             raise ValueError(f"capital {self.capital!r} needs `flash_liquidator` and "
                              "`uniswap_v3_factory` addresses")
+        if self.max_swap_slippage_bps < self.swap_slippage_bps:
+            raise ValueError(
+                f"max_swap_slippage_bps ({self.max_swap_slippage_bps}) is below "
+                f"swap_slippage_bps ({self.swap_slippage_bps}): every flash swap priced as "
+                "expected would revert; raise max_swap_slippage_bps")
         if self.mode == "dry-run" and self.key is None and self.address is None:
             raise ValueError("mode 'dry-run' needs `key` or `address` (simulations run from "
                              "the keeper's address, which must hold the debt assets)")

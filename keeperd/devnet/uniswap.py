@@ -3,7 +3,8 @@ artifacts, 0.3 % pools for the market's pairs initialised at the oracle prices, 
 full-range liquidity added through our small `DevnetLiquidity` helper — so that swapping
 seized collateral has real price impact.
 
-Also deploys keeperd's `FlashLiquidator` for the devnet keeper (anvil's test account 5).
+Also deploys keeperd's `FlashLiquidator` for the devnet keeper (anvil's test account 5),
+its profits going to account 6.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ FEE = 3000  # 0.3 %
 TICK_SPACING = 60
 # The devnet keeper: anvil's default-mnemonic account 5 (a published test key).
 DEVNET_KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+# Where the devnet FlashLiquidator sends its profits: account 6 (not the keeper, so a test
+# can tell profit from the keeper's own balance).
+DEVNET_BENEFICIARY = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
 
 
 def _artifact(name: str) -> Artifact:
@@ -81,6 +85,8 @@ def deploy_uniswap(client: DevnetClient, market: dict[str, Any], prices: dict[st
                                                           liquidity), gas=2_000_000)
         pools[f"{t0}/{t1}"] = pool
     flash = client.deploy(admin, flash_art.deploy_data(market["aave_v3"]["pool"],
-                                                       DEVNET_KEEPER))
+                                                       DEVNET_KEEPER, factory,
+                                                       DEVNET_BENEFICIARY))
     return {"uniswap_v3": {"factory": factory, "fee": FEE, "pools": pools},
-            "flash_liquidator": {"address": flash, "owner": DEVNET_KEEPER}}
+            "flash_liquidator": {"address": flash, "owner": DEVNET_KEEPER,
+                                 "beneficiary": DEVNET_BENEFICIARY}}

@@ -75,3 +75,59 @@ async def test_one_remote_endpoint_alone_is_not_believed() -> None:
                                 None, None)
     with pytest.raises(StartRefused, match="one remote RPC endpoint"):
         await liquidator._confirm_pool()
+
+
+GET_SWAP_POOL = "0x" + function_signature_to_4byte_selector(
+    "getPool(address,address,uint24)").hex()
+
+
+async def test_a_lying_factory_answer_cannot_name_the_flash_swap_pool(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """#28 item 3: the flash path's swap pool was the factory's `getPool` answer, so one lying
+    endpoint sent every seized collateral to its own contract (or, here, to an address with no
+    code: nothing liquidated). It is derived now (CREATE2), the answer never asked: the crash
+    is liquidated through the real pools, and nothing reaches the liar's address."""
+    from tests.integration.test_liquidation import crash_and_collect
+
+    flash = devnet.manifest["flash_liquidator"]["address"]
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.call_lies[GET_SWAP_POOL] = "0x" + ATTACKER[2:].rjust(64, "0")
+        config = config_for(devnet, tmp_path, "liquidate", rpc_urls=[liar.url],
+                            key={"source": "env", "env": "KEEPER_KEY"}, capital="flash-loan",
+                            flash_liquidator=flash,
+                            uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"])
+        aave = config.protocols[0].model_copy(update={"pool": devnet.manifest["aave_v3"]["pool"]})
+        keeper = await run_daemon(config.model_copy(update={"protocols": [aave]}))
+        await keeper.evaluated_at(devnet.client.block_number())
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert len(sent) > 20
+            devnet.mine(1)
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await keeper.evaluated_at(devnet.mine(1))
+    assert {e.key for e in sent} <= {e.key for e in await journal.by_status("included")}
+    erc20 = "0x70a08231" + ATTACKER[2:].rjust(64, "0")
+    for token in devnet.manifest["tokens"].values():
+        assert int(devnet.client.call("eth_call", {"to": token, "data": erc20}, "latest"),
+                   16) == 0
+
+
+@pytest.mark.parametrize("wrong", ["factory", "contract"])
+async def test_a_flash_contract_that_sells_elsewhere_refuses_the_start(
+        devnet: Devnet, tmp_path: Path, run_daemon, wrong: str) -> None:  # noqa: F811
+    """keeperd checks the pools exist on the configured factory; the contract sells on its
+    own: they must be one. An older FlashLiquidator (no `uniswapFactory()`) takes other
+    calldata: refused with what to deploy."""
+    flash = devnet.manifest["flash_liquidator"]["address"]
+    factory = devnet.manifest["uniswap_v3"]["factory"]
+    if wrong == "factory":
+        factory = "0x" + "ab" * 20
+    else:
+        flash = devnet.manifest["aave_v3"]["pool"]  # code, but no uniswapFactory()
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"},
+                        capital="flash-loan", flash_liquidator=flash, uniswap_v3_factory=factory)
+    match = "sells on the pools of" if wrong == "factory" else "answers no uniswapFactory"
+    with pytest.raises(StartRefused, match=match):
+        await run_daemon(config)

@@ -162,6 +162,7 @@ async def test_the_pools_depth_is_what_a_real_swap_moves(devnet: Devnet, pool,  
     reserves says (the 0.3 % fee taken from the input, which the model leaves out: it errs
     towards a deeper drop)."""
     from keeperd.chain.multicall import encode_call
+    from keeperd.protocols.aave_v3.liquidator import flash_calldata
     from tests.integration.test_liquidation import KEEPER, chain_health, fund_keeper
 
     fund_keeper(devnet)
@@ -186,11 +187,9 @@ async def test_the_pools_depth_is_what_a_real_swap_moves(devnet: Devnet, pool,  
     before = sqrt_price()
     debt_usd = devnet.account_data(account)[1] / 1e8
     receipt = devnet.client.send(KEEPER, devnet.manifest["flash_liquidator"]["address"],
-                                 encode_call(
-        "liquidate(address,address,address,uint256,address,uint256)",
-        ["address", "address", "address", "uint256", "address", "uint256"],
-        [devnet.manifest["tokens"]["WETH"], devnet.manifest["tokens"]["USDC"], account,
-         int(debt_usd * 0.25 * 1e6), weth_usdc, 1]))
+                                 flash_calldata(
+        devnet.manifest["tokens"]["WETH"], devnet.manifest["tokens"]["USDC"], account,
+        int(debt_usd * 0.25 * 1e6), devnet.manifest["uniswap_v3"]["fee"], 1, 0))
     after = sqrt_price()
     [event] = [e for e in receipt["logs"]
                if e["address"].lower() == devnet.manifest["flash_liquidator"]["address"].lower()]

@@ -62,6 +62,16 @@ def test_liquidate_mode_requires_a_key() -> None:
     assert "needs `key`" in message
 
 
+def test_the_flash_swap_bound_may_not_be_tighter_than_the_expected_cost() -> None:
+    """A bound below what the profit decision expects would revert every flash swap priced
+    as expected (#28 item 3: seen as SwapBelowBound reverts with the bound at 50 bps)."""
+    data = dict(MINIMAL, keeper={"swap_slippage_bps": 80, "max_swap_slippage_bps": 50})
+    [(path, message, _)] = issues_of(data)
+    assert path == "keeper"
+    assert "max_swap_slippage_bps (50) is below swap_slippage_bps (80)" in message
+    assert parse_config(MINIMAL, env={}).keeper.max_swap_slippage_bps == 300
+
+
 def test_protocol_must_reference_a_configured_chain() -> None:
     data = dict(MINIMAL, protocols=[{"kind": "aave_v3", "name": "a", "chain": "mainnet",
                                      "addresses_provider": "0x" + "11" * 20}])

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import structlog
-from eth_utils import to_checksum_address
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
@@ -45,6 +46,13 @@ BAD_DEBT_GAS_PER_ASSET = 100_000
 # Flash-loan path: the amount borrowed is a bound above the planned repayment (the pool takes
 # what the rules allow at inclusion, the rest goes back with the loan).
 FLASH_BOUND_MARGIN = 1.001
+# keccak256 of Uniswap V3's pool creation code (v3-core 1.0): every pool is its factory's
+# CREATE2 of it, salted with (token0, token1, fee). The same on Ethereum, Arbitrum, Base and
+# in the devnet's pinned @uniswap/v3-core artifacts; contracts/FlashLiquidator.sol has it too.
+POOL_INIT_CODE_HASH = bytes.fromhex(
+    "e34f199b19b2b4f47f68442619d555527d244f78a3297ea89325f843f87b8b54")
+FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
+WAD = 10**18
 
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
@@ -63,6 +71,39 @@ def flash_amount(plan: LiquidationPlan) -> int:
     if plan.amount_to_send is not None:
         return plan.amount_to_send  # exact: the contract offers the pool what it borrowed
     return int(plan.debt_to_cover * FLASH_BOUND_MARGIN) + 1
+
+
+def uniswap_v3_pool(factory: str, token_a: str, token_b: str, fee: int) -> str:
+    """The Uniswap V3 pool of two tokens and a fee tier, derived as the factory's CREATE2
+    places it: no RPC answer can point the flash path at another contract."""
+    token0, token1 = sorted((token_a, token_b), key=lambda a: int(a, 16))
+    salt = keccak(abi_encode(["address", "address", "uint24"], [token0, token1, fee]))
+    raw = keccak(b"\xff" + bytes.fromhex(factory.removeprefix("0x")) + salt
+                 + POOL_INIT_CODE_HASH)
+    return to_checksum_address(raw[12:])
+
+
+def swap_min_out_per_in(market: MarketState, collateral_col: int, debt_col: int,
+                        slippage_bps: int) -> int:
+    """The least the flash swap may pay, in debt-asset units per collateral unit sold (x 1e18):
+    the oracle rate the plan was priced at, less the operator's `max_swap_slippage_bps`
+    (the profit decision expects `swap_slippage_bps`; the bound leaves room for the pool's
+    fee and the sale's own price impact, and stops a sandwich taking more). A rate, not an
+    amount, so a seizure that differs from the plan at inclusion is bounded alike; rounded
+    down."""
+    collateral, debt = market.reserves[collateral_col], market.reserves[debt_col]
+    return (market.prices[collateral_col] * 10**debt.decimals * (10_000 - slippage_bps) * WAD
+            // (market.prices[debt_col] * 10**collateral.decimals * 10_000))
+
+
+def flash_calldata(collateral: str, debt: str, user: str, amount: int, swap_fee: int,
+                   min_profit: int, min_out_per_in: int) -> bytes:
+    """FlashLiquidator.liquidate: the contract derives the swap pool from the pair and the
+    fee itself, and reverts below `min_out_per_in` (SwapBelowBound) or `min_profit`."""
+    return encode_call(FLASH_LIQUIDATE,
+                       ["address", "address", "address", "uint256", "uint24", "uint256",
+                        "uint256"],
+                       [collateral, debt, user, amount, swap_fee, min_profit, min_out_per_in])
 
 
 def within_virtual_balances(opportunities: list[Opportunity], market: MarketState
@@ -113,6 +154,27 @@ class AaveLiquidator:
             self.flash_premium_bps = await ContractCall(
                 self._pool_address, "FLASHLOAN_PREMIUM_TOTAL()", returns=["uint128"]
             ).call(self.pool)
+            if self.config.flash_liquidator is not None:
+                await self._confirm_flash_liquidator()
+
+    async def _confirm_flash_liquidator(self) -> None:
+        """The contract sells on its own factory's pools, and keeperd checks that a pool
+        exists on the configured one: they must be the same. A contract without
+        `uniswapFactory()` predates the derived pools and takes other calldata."""
+        flash, factory = self.config.flash_liquidator, self.config.uniswap_v3_factory
+        try:
+            ours = await ContractCall(str(flash), "uniswapFactory()",
+                                      returns=["address"]).call(self.pool)
+        except Exception as exc:
+            raise StartRefused(
+                f"keeper.flash_liquidator: {flash} answers no uniswapFactory() ({exc}); it "
+                "is not the current contracts/FlashLiquidator.sol. Deploy that (README, "
+                "quick start) and point flash_liquidator at it") from exc
+        if factory is None or to_checksum_address(ours) != to_checksum_address(factory):
+            raise StartRefused(
+                f"keeper.uniswap_v3_factory: {factory}, but the FlashLiquidator {flash} "
+                f"sells on the pools of {to_checksum_address(ours)}; set it to that factory "
+                "or deploy the contract with this one")
 
     async def _confirm_pool(self) -> None:
         """The pool gets the keeper's approvals and, through liquidationCall, its tokens: its
@@ -286,8 +348,8 @@ class AaveLiquidator:
         plan: LiquidationPlan = opp.plan
         if not flash:
             return Call(opp, self._pool_address, liquidation_calldata(plan))
-        swap_pool = self._swap_pools.get((plan.collateral_asset, plan.debt_asset))
-        if not swap_pool or plan.receive_a_token:
+        if not self._swap_pools.get((plan.collateral_asset, plan.debt_asset)) or \
+                plan.receive_a_token:
             return None  # no pool to sell into, or the seized underlying cannot be paid out
         debt_col = market.column(plan.debt_asset)
         virtual = market.reserves[debt_col].virtual_balance
@@ -300,11 +362,10 @@ class AaveLiquidator:
         gas_usd = opp.gas_limit * fee_per_gas / 1e18 * native_usd
         min_profit = int((self.config.min_profit_usd + gas_usd) / debt_usd
                          * 10**market.reserves[debt_col].decimals)
-        data = encode_call(
-            "liquidate(address,address,address,uint256,address,uint256)",
-            ["address", "address", "address", "uint256", "address", "uint256"],
-            [plan.collateral_asset, plan.debt_asset, plan.account, flash_amount(plan),
-             swap_pool, min_profit])
+        min_out = swap_min_out_per_in(market, market.column(plan.collateral_asset), debt_col,
+                                      self.config.max_swap_slippage_bps)
+        data = flash_calldata(plan.collateral_asset, plan.debt_asset, plan.account,
+                              flash_amount(plan), self.config.swap_fee, min_profit, min_out)
         assert self.config.flash_liquidator is not None
         return Call(opp, self.config.flash_liquidator, data, flash=True)
 
@@ -314,19 +375,19 @@ class AaveLiquidator:
         return FeePolicy.from_config(self.config).fees_for(base_fee)[0]
 
     async def _find_swap_pools(self, pairs: set[tuple[str, str]]) -> None:
+        """The pool of each pair is derived (CREATE2), never asked for; the chain is asked
+        only whether it is deployed yet. Found ones are kept (a pool never moves), missing
+        ones asked again the next time a flash liquidation of the pair is wanted."""
         factory = self.config.uniswap_v3_factory
-        missing = [p for p in pairs if p not in self._swap_pools]
+        missing = [p for p in pairs if not self._swap_pools.get(p)]
         if not missing or factory is None:
             return
-        answers = await call_many(self.pool, [
-            ContractCall(factory, "getPool(address,address,uint24)",
-                         ["address", "address", "uint24"], [a, b, self.config.swap_fee],
-                         ["address"]) for a, b in missing])
-        for pair, answer in zip(missing, answers, strict=True):
-            if isinstance(answer, str) and int(answer, 16):
-                self._swap_pools[pair] = to_checksum_address(answer)
-            else:
-                self._swap_pools[pair] = ""  # no pool for this pair at this fee tier
+        derived = [uniswap_v3_pool(factory, a, b, self.config.swap_fee) for a, b in missing]
+        codes = await self.pool.batch([("eth_getCode", [pool, "latest"]) for pool in derived])
+        for pair, pool, code in zip(missing, derived, codes, strict=True):
+            # (an error is no pool this time; a lie either way costs a failed simulation)
+            deployed = isinstance(code, str) and len(code) > 2
+            self._swap_pools[pair] = pool if deployed else ""
 
     def tokens(self, book: AaveBook) -> list[tuple[str, str, int]]:
         """(address, symbol, decimals) of what the keeper repays with."""

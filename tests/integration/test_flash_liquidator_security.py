@@ -1,0 +1,285 @@
+"""Issue #28 item 3: the FlashLiquidator pays only the pool its own CREATE2 derivation names
+(the factory's pool of the job's tokens and fee), once per swap, in the token the swap sells
+and no more than was seized; the profit goes to the beneficiary in the same transaction; a
+swap below the keeper's bound reverts. On the devnet's real Aave and Uniswap V3, with a fake
+pool whose code is put at the real pool's address (where the derivation points) to misbehave,
+and the contract holding leftovers a thief would want."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+
+from keeperd.chain.multicall import encode_call
+from keeperd.devnet import contracts
+from keeperd.devnet.client import DevnetRpcError
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.solc import compile_sources
+from keeperd.devnet.uniswap import pool_between
+from keeperd.protocols.aave_v3.liquidator import flash_calldata, swap_min_out_per_in
+from tests.integration.test_liquidation import KEEPER, chain_health
+
+pytestmark = pytest.mark.devnet
+
+GAS = 3_000_000
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+LIQUIDATED_TOPIC = "0x" + keccak(
+    text="Liquidated(address,address,address,uint256,uint256,uint256)").hex()
+HONEST, TWICE, MORE, OTHER, RELAY = range(5)
+# What the contract holds between liquidations (leftovers, tokens sent by mistake).
+INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
+
+FAKE_POOL = """// SPDX-License-Identifier: MIT
+pragma solidity 0.8.19;
+
+interface IFakeToken {
+    function transfer(address to, uint256 amount) external returns (bool);
+}
+
+interface ISwapCallee {
+    function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta,
+                                   bytes calldata data) external;
+}
+
+/// A Uniswap V3 pool that misbehaves: its runtime code (immutables only, no storage) is put
+/// at a real pool's address, so it pays out of that pool's balances and sits where the
+/// liquidator's CREATE2 derivation points. `poke` calls a swap callback directly.
+contract FakePool {
+    uint8 public constant HONEST = 0;
+    uint8 public constant TWICE = 1;   // calls back a second time
+    uint8 public constant MORE = 2;    // asks for twice what it was offered
+    uint8 public constant OTHER = 3;   // asks for the token it sells as well
+    uint8 public constant RELAY = 4;   // has another contract call back while it swaps
+
+    uint8 public immutable mode;
+    address public immutable token0;
+    address public immutable token1;
+    uint256 public immutable out;
+    address public immutable relay;
+
+    constructor(uint8 mode_, address token0_, address token1_, uint256 out_, address relay_) {
+        mode = mode_;
+        token0 = token0_;
+        token1 = token1_;
+        out = out_;
+        relay = relay_;
+    }
+
+    function swap(address recipient, bool zeroForOne, int256 amountSpecified, uint160,
+                  bytes calldata data) external returns (int256 amount0, int256 amount1) {
+        require(IFakeToken(zeroForOne ? token1 : token0).transfer(recipient, out));
+        int256 owed = mode == MORE ? 2 * amountSpecified : amountSpecified;
+        int256 sold = mode == OTHER ? int256(out / 2) : -int256(out);
+        (amount0, amount1) = zeroForOne ? (owed, sold) : (sold, owed);
+        if (mode == RELAY) {
+            FakePool(relay).poke(msg.sender, amount0, amount1, data);
+        } else {
+            ISwapCallee(msg.sender).uniswapV3SwapCallback(amount0, amount1, data);
+        }
+        if (mode == TWICE) ISwapCallee(msg.sender).uniswapV3SwapCallback(amount0, amount1, data);
+    }
+
+    function poke(address target, int256 amount0, int256 amount1, bytes calldata data)
+        external {
+        ISwapCallee(target).uniswapV3SwapCallback(amount0, amount1, data);
+    }
+}
+"""
+
+
+def selector(signature: str) -> str:
+    return function_signature_to_4byte_selector(signature).hex()
+
+
+@pytest.fixture(scope="module")
+def fake_pool() -> contracts.Artifact:
+    c = compile_sources({"FakePool.sol": FAKE_POOL})["FakePool"]
+    return contracts.from_compiled("FakePool", c.abi, c.bytecode)
+
+
+@dataclass
+class Scene:
+    devnet: Devnet
+    flash: str
+    beneficiary: str
+    account: str
+    to_cover: int  # USDC units: a quarter of the account's debt
+    pool: str  # the real WETH/USDC pool: where the contract's derivation points
+    token0: str
+    token1: str
+
+    def token(self, symbol: str) -> str:
+        return str(self.devnet.manifest["tokens"][symbol])
+
+    def balance(self, symbol: str, holder: str) -> int:
+        erc20 = contracts.aave("MintableERC20")
+        return int(erc20.decode_result("balanceOf", self.devnet.client.eth_call(
+            self.token(symbol), erc20.encode_call("balanceOf", holder)))[0])
+
+    def holdings(self) -> dict[tuple[str, str], int]:
+        return {(s, who): self.balance(s, who) for s in INVENTORY
+                for who in (self.flash, self.beneficiary, self.pool)}
+
+    def liquidate(self, min_profit: int = 1, min_out_per_in: int = 0) -> bytes:
+        return flash_calldata(self.token("WETH"), self.token("USDC"), self.account,
+                              self.to_cover, self.devnet.manifest["uniswap_v3"]["fee"],
+                              min_profit, min_out_per_in)
+
+
+@pytest.fixture
+def scene(devnet: Devnet) -> Scene:
+    manifest = devnet.manifest
+    devnet.set_price("WETH", 2100.0)
+    account = next(b["address"] for b in manifest["borrowers"]
+                   if b["collateral"] == ["WETH"] and b["debts"] == ["USDC"]
+                   and chain_health(devnet, b["address"]) < 1.0)
+    to_cover = int(devnet.account_data(account)[1] / 1e8 * 0.25 * 1e6)
+    tokens = manifest["tokens"]
+    token0, token1 = sorted((tokens["WETH"], tokens["USDC"]), key=lambda a: int(a, 16))
+    s = Scene(devnet, manifest["flash_liquidator"]["address"],
+              manifest["flash_liquidator"]["beneficiary"], account, to_cover,
+              pool_between(manifest, "WETH", "USDC"), token0, token1)
+    erc20 = contracts.aave("MintableERC20")
+    admin = devnet.client.accounts()[0]
+    for symbol, amount in INVENTORY.items():
+        devnet.client.send(admin, tokens[symbol], erc20.encode_call("mint", s.flash, amount))
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    return s
+
+
+def refused(s: Scene, sender: str, to: str, data: bytes) -> str:
+    """The revert of a call (its data, from eth_call), after checking that the same call,
+    sent, is mined and fails."""
+    tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(GAS)}
+    try:
+        s.devnet.client.call("eth_call", tx, "latest")
+    except DevnetRpcError as exc:
+        reason = str(exc)
+    else:
+        raise AssertionError("the call went through")
+    receipt = s.devnet.client.wait_receipt(s.devnet.client.call("eth_sendTransaction", tx))
+    assert int(receipt["status"], 16) == 0
+    return reason
+
+
+def impostor(s: Scene, fake_pool: contracts.Artifact, mode: int) -> None:
+    """Put a misbehaving pool's code at the real pool's address: it pays (3x the debt
+    covered, plenty for the profit check) out of the real pool's balances."""
+    admin = s.devnet.client.accounts()[0]
+    relay = s.devnet.client.deploy(admin, fake_pool.deploy_data(HONEST, s.token0, s.token1,
+                                                                0, admin))
+    fake = s.devnet.client.deploy(admin, fake_pool.deploy_data(
+        mode, s.token0, s.token1, 3 * s.to_cover, relay))
+    s.devnet.client.call("anvil_setCode", s.pool,
+                         s.devnet.client.call("eth_getCode", fake, "latest"))
+
+
+def test_a_callback_outside_a_swap_pays_nothing(scene: Scene,
+                                                fake_pool: contracts.Artifact) -> None:
+    admin = scene.devnet.client.accounts()[0]
+    fake = scene.devnet.client.deploy(admin, fake_pool.deploy_data(
+        HONEST, scene.token0, scene.token1, 0, admin))
+    before = scene.holdings()
+    for amount0, amount1 in ((10**18, 0), (0, 10**9), (10**18, 10**9)):
+        why = refused(scene, admin, fake, fake_pool.encode_call(
+            "poke", scene.flash, amount0, amount1, b""))
+        assert selector("NoSwapInFlight()") in why, why
+    assert scene.holdings() == before
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    (TWICE, "NoSwapInFlight()"),  # a second callback finds the swap spent
+    (MORE, "BadCallback(int256,int256)"),  # more than was seized
+    (OTHER, "BadCallback(int256,int256)"),  # the token the swap buys, too
+    (RELAY, "NotPool()"),  # another contract, while the pool swaps
+], ids=["twice", "more-than-seized", "the-other-token", "another-caller"])
+def test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing(
+        scene: Scene, fake_pool: contracts.Artifact, mode: int, error: str) -> None:
+    impostor(scene, fake_pool, mode)
+    before = scene.holdings()
+    why = refused(scene, KEEPER, scene.flash, scene.liquidate())
+    assert selector(error) in why, why
+    assert scene.holdings() == before
+
+
+def test_the_impostor_that_behaves_is_paid_what_it_asks(scene: Scene,
+                                                        fake_pool: contracts.Artifact) -> None:
+    """The control: the fake pool's own mechanics work, so the refusals above are the
+    contract's doing."""
+    impostor(scene, fake_pool, HONEST)
+    before = scene.holdings()
+    scene.devnet.client.send(KEEPER, scene.flash, scene.liquidate(), gas=GAS)
+    assert scene.holdings()[("WETH", scene.flash)] == before[("WETH", scene.flash)]
+    assert scene.holdings()[("WETH", scene.pool)] > before[("WETH", scene.pool)]
+
+
+def transfers(receipt: dict[str, Any], token: str) -> list[tuple[str, str, int]]:
+    return [(to_checksum_address("0x" + e["topics"][1][-40:]),
+             to_checksum_address("0x" + e["topics"][2][-40:]), int(e["data"], 16))
+            for e in receipt["logs"] if e["address"].lower() == token.lower()
+            and e["topics"][0] == TRANSFER_TOPIC]
+
+
+def test_the_profit_lands_at_the_beneficiary_in_the_same_transaction(scene: Scene) -> None:
+    before = scene.holdings()
+    receipt = scene.devnet.client.send(KEEPER, scene.flash, scene.liquidate(), gas=GAS)
+    [event] = [e for e in receipt["logs"] if e["address"].lower() == scene.flash.lower()
+               and e["topics"][0] == LIQUIDATED_TOPIC]
+    profit = int(event["data"][2 + 128:2 + 192], 16)
+    assert profit > 0
+    assert (to_checksum_address(scene.flash), to_checksum_address(scene.beneficiary),
+            profit) in transfers(receipt, scene.token("USDC"))
+    after = scene.holdings()
+    assert after[("USDC", scene.beneficiary)] - before[("USDC", scene.beneficiary)] == profit
+    for symbol in INVENTORY:  # nothing piles up in the contract, nothing of its own leaves
+        assert after[(symbol, scene.flash)] == before[(symbol, scene.flash)]
+
+
+def test_only_the_owner_moves_the_beneficiary(scene: Scene) -> None:
+    flash = contracts.from_compiled("FlashLiquidator", [
+        {"type": "function", "name": "setBeneficiary", "stateMutability": "nonpayable",
+         "inputs": [{"name": "b", "type": "address"}], "outputs": []}], "0x")
+    elsewhere = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"  # anvil's account 7
+    stranger = scene.devnet.client.accounts()[0]
+    assert selector("NotOwner()") in refused(scene, stranger, scene.flash, flash.encode_call(
+        "setBeneficiary", stranger))
+    assert selector("ZeroBeneficiary()") in refused(
+        scene, KEEPER, scene.flash, flash.encode_call("setBeneficiary", "0x" + "00" * 20))
+    scene.devnet.client.send(KEEPER, scene.flash, flash.encode_call("setBeneficiary",
+                                                                    elsewhere))
+    usdc = scene.balance("USDC", elsewhere)
+    scene.devnet.client.send(KEEPER, scene.flash, scene.liquidate(), gas=GAS)
+    assert scene.balance("USDC", elsewhere) > usdc
+
+
+def test_a_swap_below_the_bound_reverts(scene: Scene) -> None:
+    """The bound is a rate (debt-asset units per collateral unit, x 1e18): 1 % above the
+    pool's own price no swap can pay; 1 % below it, a sale this small does."""
+    sqrt_price = int.from_bytes(scene.devnet.client.eth_call(
+        scene.pool, encode_call("slot0()", [], []))[:32], "big")
+    token1_per_token0 = (sqrt_price**2, 2**192)  # raw units, as a fraction
+    num, den = token1_per_token0 if scene.token0 == scene.token("WETH") \
+        else token1_per_token0[::-1]
+    usdc_per_weth = num * 10**18 // den
+    before = scene.holdings()
+    why = refused(scene, KEEPER, scene.flash, scene.liquidate(
+        min_out_per_in=usdc_per_weth * 101 // 100))
+    assert selector("SwapBelowBound(uint256,uint256)") in why, why
+    assert scene.holdings() == before
+    scene.devnet.client.send(KEEPER, scene.flash, scene.liquidate(
+        min_out_per_in=usdc_per_weth * 99 // 100), gas=GAS)
+
+
+def test_the_keepers_bound_is_the_oracle_rate_less_the_slippage_it_allowed_for() -> None:
+    market: Any = SimpleNamespace(
+        prices=(2100 * 10**8, 10**8, 60_000 * 10**8),
+        reserves=(SimpleNamespace(decimals=18), SimpleNamespace(decimals=6),
+                  SimpleNamespace(decimals=8)))
+    # 1 WETH (1e18 units) for 2100 USDC less 0.5 %: 2089.5e6 units, x 1e18 per 1e18.
+    assert swap_min_out_per_in(market, 0, 1, 50) == 2_089_500_000
+    assert swap_min_out_per_in(market, 2, 1, 0) == 600 * 10**18  # 1e-8 WBTC: 600e-6 USDC
+    assert swap_min_out_per_in(market, 1, 0, 10_000) == 0
