@@ -172,6 +172,10 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
             print(f"{args.asset}: reset; liquidations resume at the daemon's next block "
                   "(an automatic trip comes back if the feed is still bad)")
         else:
+            for gone in await breaker.forget_gone(_block_known_on(config)):
+                print(f"{gone.asset}: its automatic trip ({gone.reason}) was observed on a "
+                      f"chain that is gone ({gone.chain} no longer has that block: a devnet "
+                      "started again, or a reorg): forgotten")
             states = await breaker.states()
             if not states:
                 print("no breaker has ever tripped")
@@ -181,6 +185,26 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
     finally:
         await db.close()
     return EXIT_OK
+
+
+def _block_known_on(config: Config) -> Callable[[str, str], Coroutine[Any, Any, bool | None]]:
+    """Whether a configured chain still has a block (None: not configured, or no answer)."""
+    from keeperd.chain.connect import make_pool
+    from keeperd.chain.rpc import RpcError
+    from keeperd.metrics import Metrics
+
+    chains = {c.name: c for c in config.chains}
+
+    async def known(chain: str, block_hash: str) -> bool | None:
+        if chain not in chains:
+            return None
+        try:
+            async with make_pool(chains[chain], Metrics()) as pool:
+                return await pool.request("eth_getBlockByHash", [block_hash, False]) is not None
+        except (RpcUnavailable, RpcError):
+            return None
+
+    return known
 
 
 async def _check_breaker_asset(config: Config, asset: str, known: set[str]) -> None:
@@ -572,6 +596,7 @@ def _devnet_control(manifest: dict[str, Any]) -> Iterator[DevnetControl]:
     control = DevnetControl(manifest)
     try:
         yield control
+        control.keep_feeds_fresh()  # as a real chain's heartbeat rounds would be
     except ConnectionError as exc:
         raise CommandFailed(f"the devnet at {manifest['rpc_url']} does not answer "
                             f"({exc.strerror or exc}): `keeperd devnet down`, then "

@@ -32,7 +32,7 @@ from keeperd.alerts.sources import watched_liquidations
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.multicall import Multicall
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import (
     AlertsConfig,
     ChainConfig,
@@ -230,6 +230,11 @@ class Daemon:
                 await migrate(local, only=INDEX_MIGRATIONS)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
+            for gone in await breaker.forget_gone(self._block_known):
+                log.warning("breaker.forgotten", asset=gone.asset, chain=gone.chain,
+                            reason=gone.reason, why="the chain no longer has the block it "
+                            "was observed at (a devnet started again, a reorg); the feed is "
+                            "judged again at the next block")
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
@@ -397,6 +402,15 @@ class Daemon:
         scheduler.add_job(self._index_catch_up, "interval", args=[rt, plugin],
                           seconds=getattr(config, "index_interval", 60.0), max_instances=1,
                           coalesce=True, id=f"{plugin.name}:index")
+
+    async def _block_known(self, chain: str, block_hash: str) -> bool | None:
+        rt = self.chains.get(chain)
+        if rt is None:
+            return None
+        try:
+            return await rt.pool.request("eth_getBlockByHash", [block_hash, False]) is not None
+        except (RpcUnavailable, RpcError):
+            return None
 
     def _alert_listener(self, plugin: Plugin, rt: ChainRuntime, breaker: Breaker,
                         executor: Executor | None) -> Callable[[Any], Awaitable[None]]:

@@ -32,6 +32,11 @@ class PriceWalkError(RuntimeError):
     """Curie's mark did not follow a price move; the message says what to do."""
 
 
+# The oldest a devnet feed's round may be after a devnet command: well inside the shortest
+# heartbeat a config sets (an hour, example.yaml's and Chainlink's volatile feeds).
+FRESH_FEED_S = 600
+
+
 class DevnetControl:
     """Moves a running devnet, given its manifest (which holds `rpc_url`)."""
 
@@ -127,6 +132,21 @@ class DevnetControl:
             answer = int.from_bytes(self.client.eth_call(
                 feed, self._aggregator.encode_call("latestAnswer")), "big", signed=True)
             self.client.send(admin, feed, self._aggregator.encode_call("setAnswer", answer))
+
+    def keep_feeds_fresh(self, max_age_s: int = FRESH_FEED_S) -> bool:
+        """What a real chain's feeds do on their heartbeat: when chain time has moved on (a
+        mark walk's quarter hours, `mine` of thousands of blocks) and any feed's round is
+        older than `max_age_s`, publish a new round at today's price on every feed. Called
+        after each devnet command, so a devnet never shows feeds staler than a real chain's
+        (a stale one trips keeperd's breaker, rightly). True if it refreshed."""
+        head = int(self.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+        for symbol in self.manifest["price_feeds"]:
+            updated_at = int.from_bytes(self.client.eth_call(
+                self._feed(symbol), self._aggregator.encode_call("latestTimestamp")), "big")
+            if head - updated_at > max_age_s:
+                self.refresh_feeds()
+                return True
+        return False
 
     def set_price_at(self, symbol: str, usd: float, updated_at: int) -> None:
         """Publish a round with an explicit `updatedAt` (to make a feed look stale)."""

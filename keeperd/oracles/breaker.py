@@ -12,7 +12,7 @@ while tripped.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from keeperd.storage.db import Database
@@ -29,6 +29,14 @@ def schema(dialect: str) -> Sequence[str]:
 )""",)
 
 
+def observed_at_schema(dialect: str) -> Sequence[str]:
+    """Migration 7: where an automatic trip was last observed (the chain's name and that
+    block's hash), so a trip of a chain that is gone — a devnet stopped and started again from
+    its state, a block reorged away — is not kept for good by a table keyed by symbol."""
+    return ("ALTER TABLE breaker ADD COLUMN chain TEXT",
+            "ALTER TABLE breaker ADD COLUMN block_hash TEXT")
+
+
 @dataclass(frozen=True)
 class BreakerState:
     asset: str
@@ -37,6 +45,12 @@ class BreakerState:
     reason: str | None
     since: float
     clear_since: float | None
+    chain: str | None = None  # automatic trips: where it was last observed
+    block_hash: str | None = None
+
+
+# Whether a chain still has a block: True, False, or None when it cannot tell (no answer).
+BlockKnown = Callable[[str, str], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,9 @@ class Breaker:
         self.clear_after_s = clear_after_s
 
     async def states(self) -> dict[str, BreakerState]:
-        return {r[0]: BreakerState(r[0], bool(r[1]), bool(r[2]), r[3], r[4], r[5])
+        return {r[0]: BreakerState(r[0], bool(r[1]), bool(r[2]), r[3], r[4], r[5], r[6], r[7])
                 for r in await self.db.fetch("SELECT asset, tripped, manual, reason, since, "
-                                             "clear_since FROM breaker")}
+                                             "clear_since, chain, block_hash FROM breaker")}
 
     async def tripped(self) -> set[str]:
         return {r[0] for r in await self.db.fetch("SELECT asset FROM breaker WHERE tripped = 1")}
@@ -81,19 +95,23 @@ class Breaker:
             "SET tripped = 0, manual = 0, reason = excluded.reason, since = excluded.since, "
             "clear_since = NULL", asset, now, now)
 
-    async def observe(self, asset: str, problems: list[str], now: float | None = None
+    async def observe(self, asset: str, problems: list[str], now: float | None = None, *,
+                      chain: str | None = None, block_hash: str | None = None
                       ) -> Transition | None:
-        """Fold one evaluation of the asset's price in; return a trip or reset, if any."""
+        """Fold one evaluation of the asset's price (on `chain`, at the block `block_hash`)
+        in; return a trip or reset, if any."""
         now = time.time() if now is None else now
         state = (await self.states()).get(asset)
         if problems:
             reason = "; ".join(problems)
+            transition = None
             if state is None or not state.tripped:
                 await self.trip(asset, reason, now=now)
-                return Transition(asset, True, reason)
-            await self.db.execute("UPDATE breaker SET clear_since = NULL, reason = $1 "
-                                  "WHERE asset = $2 AND manual = 0", reason, asset)
-            return None
+                transition = Transition(asset, True, reason)
+            await self.db.execute("UPDATE breaker SET clear_since = NULL, reason = $1, "
+                                  "chain = $2, block_hash = $3 WHERE asset = $4 AND manual = 0",
+                                  reason, chain, block_hash, asset)
+            return transition
         if state is None or not state.tripped or state.manual:
             return None  # a manual trip only ends by an operator's reset
         if state.clear_since is None:
@@ -106,3 +124,20 @@ class Breaker:
                                   f"clear for {now - state.clear_since:.0f} s", now, asset)
             return Transition(asset, False, f"clear for {now - state.clear_since:.0f} s")
         return None
+
+    async def forget_gone(self, block_known: BlockKnown) -> list[BreakerState]:
+        """Drop the automatic trips whose chain no longer has the block they were last
+        observed at (a devnet stopped and started again, a reorg): what they said is about a
+        chain that is not there. Manual trips, trips from before migration 7 and trips whose
+        chain cannot tell (no answer, not configured) stay. Safe to drop: the oracle watch
+        judges every feed again at the daemon's next block, before the executor acts; what
+        is lost is the clear-for hysteresis of a feed that is fine now."""
+        gone = []
+        for state in (await self.states()).values():
+            if not state.tripped or state.manual or not state.chain or not state.block_hash:
+                continue
+            if await block_known(state.chain, state.block_hash) is False:
+                await self.db.execute("DELETE FROM breaker WHERE asset = $1 AND manual = 0 "
+                                      "AND block_hash = $2", state.asset, state.block_hash)
+                gone.append(state)
+        return gone

@@ -136,7 +136,8 @@ class OracleMonitor:
                     log.warning("oracle.anomaly", chain=chain, asset=reading.asset,
                                 kind=p.kind, detail=p.detail, block=result.block)
             change = await self.breaker.observe(
-                reading.asset, [f"{p.kind}: {p.detail}" for p in problems if p.trips], now)
+                reading.asset, [f"{p.kind}: {p.detail}" for p in problems if p.trips], now,
+                chain=chain, block_hash=header["hash"] if header else None)
             if change is not None:
                 self.metrics.breaker_transitions.labels(
                     chain, reading.asset, "tripped" if change.tripped else "reset").inc()

@@ -49,6 +49,12 @@ def _index_filter(dialect: str) -> Sequence[str]:
             "NULL, PRIMARY KEY (protocol, element))",)
 
 
+def _breaker_observed_at(dialect: str) -> Sequence[str]:
+    from keeperd.oracles.breaker import observed_at_schema
+
+    return observed_at_schema(dialect)
+
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name, the statements): append only; never edit one that has shipped.
@@ -59,6 +65,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (4, "the account index", _account_index),
     (5, "what each discovery filter held", _index_filter),
     (6, "each liquidation's realised profit", _realised_profit),
+    (7, "where each breaker trip was observed", _breaker_observed_at),
 )
 INDEX_MIGRATION = 4
 INDEX_MIGRATIONS = frozenset({4, 5})  # the account index's: in each replica's own file

@@ -4,6 +4,7 @@ lists the alerts a shock would raise, and `devnet up` says where the chain is.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -80,6 +82,90 @@ def test_set_price_climbs_back_after_a_crash(
             devnet.manifest["price_feeds"]["WBTC"],
             devnet._aggregator.encode_call("latestRoundData")))
     assert head - updated_at < 120
+
+
+def feed_ages(devnet: Devnet) -> dict[str, int]:
+    head = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+    return {symbol: head - int.from_bytes(devnet.client.eth_call(
+        feed, devnet._aggregator.encode_call("latestTimestamp")), "big")
+        for symbol, feed in devnet.manifest["price_feeds"].items()}
+
+
+def test_every_devnet_command_leaves_the_feeds_fresh(
+        devnet: Devnet, devnet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#27 item 13: chain time moved by a command (here `mine` of 4,000 blocks, a second
+    each; set-price's mark walks, a quarter hour each) left every feed's round behind, and
+    example.yaml's one-hour heartbeats tripped USDT and WBTC. After each command the feeds
+    are as fresh as a real chain's heartbeat rounds keep them; a command that moves no time
+    publishes nothing."""
+    devnet.write_manifest(devnet_dir / "manifest.json")
+    assert cli.main(["devnet", "mine", "4000"]) == 0
+    assert max(feed_ages(devnet).values()) <= 600
+    before = devnet.client.block_number()
+    assert cli.main(["devnet", "mine", "3"]) == 0
+    assert devnet.client.block_number() == before + 3  # nothing needed refreshing
+
+
+def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
+        devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#27 item 13: `breaker list` kept a devnet's trips after the devnet went (down, then up
+    again from its state). A trip observed at a block the chain no longer has (here: a block
+    mined, tripped on, then reverted away, as a devnet started again loses it) is forgotten,
+    by `breaker list` and by the daemon's start; one observed at a block the chain has, and a
+    manual one, stay."""
+    from keeperd.oracles.breaker import Breaker
+    from keeperd.storage.db import STATE_FILE, SqliteDatabase
+    from keeperd.storage.migrations import migrate
+
+    config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    (tmp_path / "state").mkdir()
+
+    def head_hash() -> str:
+        return str(devnet.client.call("eth_getBlockByNumber", "latest", False)["hash"])
+
+    async def trip_three() -> None:
+        before = devnet.snapshot()
+        devnet.advance_time(7)  # a block of its own, whatever the next one's contents
+        gone = head_hash()
+        devnet.revert(before)
+        devnet.advance_time(1)
+        assert head_hash() != gone
+        db = SqliteDatabase.open(tmp_path / "state" / STATE_FILE)
+        await migrate(db)
+        breaker = Breaker(db)
+        await breaker.observe("WETH", ["stale: 4000 s"], 0, chain="devnet", block_hash=gone)
+        await breaker.observe("USDT", ["stale: 4000 s"], 0, chain="devnet",
+                              block_hash=head_hash())
+        await breaker.trip("WBTC", "manual: by hand", manual=True)
+        await db.close()
+
+    asyncio.run(trip_three())
+    assert cli.main(["breaker", "list", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "WETH: its automatic trip (stale: 4000 s) was observed on a chain that is gone" in out
+    listed = {line.split()[0]: line.split()[1] for line in out.splitlines() if ":" not in
+              line.split()[0]}
+    assert listed == {"USDT": "TRIPPED", "WBTC": "TRIPPED"}
+
+    # The daemon's start forgets it alike (and judges WETH's feed, fine, at its next block).
+    (tmp_path / "state" / STATE_FILE).unlink()
+    asyncio.run(trip_three())
+    proc = subprocess.Popen([sys.executable, "-m", "keeperd", "run", "--config", str(config),
+                             "--duration", "4"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    logs = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, logs
+    assert '"event": "breaker.forgotten"' in logs and '"asset": "WETH"' in logs
+    async def states() -> dict[str, Any]:
+        db = SqliteDatabase.open(tmp_path / "state" / STATE_FILE)
+        try:
+            return await Breaker(db).states()
+        finally:
+            await db.close()
+
+    states = asyncio.run(states())
+    assert "WETH" not in states or not states["WETH"].tripped
+    assert states["WBTC"].tripped
 
 
 def test_metrics_port_in_use_is_one_line(devnet: Devnet, tmp_path: Path) -> None:
