@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down devnet-states
+.PHONY: setup lock system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down devnet-states
 
 setup: $(VENV)/.installed $(VENV)/wheelhouse/.built node_modules/.installed vendor/npm/.installed \
        system-deps
@@ -37,19 +37,39 @@ system-deps:
 	  { echo "could not install postgresql: install it with apt"; exit 1; }; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# Every Python package comes from the lock, each file checked against its pinned sha256
+# (requirements/*.lock, `make lock`); keeperd itself is then installed without resolving
+# anything (--no-deps), built by the locked setuptools (--no-build-isolation).
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keeperd needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -c 'from keeperd.risk.kernels import kernels; kernels()'  # numba's cache
 	touch $@
 
-# Wheels of keeperd's runtime dependencies and build backend, so the test that installs the
-# package into a fresh venv (as the image does) needs no package index: tests talk to loopback.
-$(VENV)/wheelhouse/.built: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip wheel --quiet -w $(VENV)/wheelhouse setuptools wheel .
+# The runtime lock's wheels (hash-checked), so the test that installs the package into a fresh
+# venv as the image does needs no package index: tests talk to loopback.
+$(VENV)/wheelhouse/.built: requirements/runtime.lock $(VENV)/.installed
+	$(BIN)/pip download --quiet --only-binary=:all: --require-hashes \
+	  -r requirements/runtime.lock -d $(VENV)/wheelhouse
 	touch $@
+
+# Regenerate the locks after changing pyproject.toml's dependencies (needs PyPI): pip-tools
+# in a throwaway venv; the pins kept unless a dependency's range excludes them (LOCK_ARGS=
+# --upgrade to move everything to the newest allowed).
+LOCK_ARGS ?=
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet pip-tools
+	for out in runtime dev; do \
+	  extra=""; [ $$out = dev ] && extra="--extra dev"; \
+	  .lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links --no-annotate $$extra $(LOCK_ARGS) \
+	    --custom-compile-command "make lock" -o requirements/$$out.lock \
+	    pyproject.toml requirements/build.in || exit 1; \
+	done
+	rm -rf .lock-venv
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -140,9 +140,10 @@ def test_container_build_context_and_entrypoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_package_installs_into_a_fresh_venv_like_the_image(tmp_path: Path) -> None:
-    """The image's build stage, minus Docker: build the package and install it into a
-    clean venv (no dev extras, no node_modules), then run it. Offline: the dependencies and
-    the build backend come from the wheelhouse `make setup` filled, never from an index."""
+    """The image's build stage, minus Docker: the runtime lock into a clean venv (every file
+    checked against its sha256), then the package itself with nothing resolved (no dev
+    extras, no node_modules), then run it. Offline: the wheels come from the wheelhouse
+    `make setup` filled, never from an index."""
     wheelhouse = ROOT / ".venv" / "wheelhouse"
     assert (wheelhouse / ".built").exists(), "run `make setup` (it fills .venv/wheelhouse)"
     venv = tmp_path / "venv"
@@ -151,11 +152,13 @@ def test_the_package_installs_into_a_fresh_venv_like_the_image(tmp_path: Path) -
     # every dependency's .py took 25 of this test's 39 s.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
-    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                          "install", "--quiet", "--no-index", "--no-compile",
-                          "--find-links", str(wheelhouse), str(ROOT)],
-                         capture_output=True, text=True, timeout=900)
-    assert pip.returncode == 0, pip.stderr[-2000:]
+    install = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+               "install", "--quiet", "--no-index", "--no-compile", "--find-links",
+               str(wheelhouse)]
+    for args in (["--require-hashes", "-r", str(ROOT / "requirements" / "runtime.lock")],
+                 ["--no-deps", "--no-build-isolation", str(ROOT)]):
+        pip = subprocess.run(install + args, capture_output=True, text=True, timeout=900)
+        assert pip.returncode == 0, pip.stderr[-2000:]
     schema = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "config-schema"],
                             env=dict(os.environ, KEEPERD_VENV=str(venv)),
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
