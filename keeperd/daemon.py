@@ -59,7 +59,7 @@ from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
-from keeperd.storage.lease import Lease, fence, redact_url, with_password
+from keeperd.storage.lease import Lease, fence, identity_of, redact_url, with_password
 from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
 from keeperd.web import WebServer, make_app
@@ -293,12 +293,14 @@ class Daemon:
             return local
         assert storage.url is not None
         address = key.address if key is not None else (self.config.keeper.address or "watch")
-        identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"
+        chain_ids = [c.chain_id for c in self.config.chains]
+        identity = identity_of(address, chain_ids)
         password = storage.password()
         self.redactor.add(password)  # (every form of it: the DSN holds it URL-quoted)
         dsn = with_password(storage.url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
-                      statement_timeout_s=storage.lease.statement_timeout_s)
+                      statement_timeout_s=storage.lease.statement_timeout_s,
+                      address=address if address != "watch" else None, chain_ids=chain_ids)
         try:
             await lease.connect()
             db = await PostgresDatabase.connect(
@@ -706,7 +708,10 @@ class Daemon:
 
 
 async def _journal_tx(journal: Journal, record: TxRecord) -> None:
-    """The tx manager's write-ahead: every signed liquidation transaction (approvals are
-    not opportunities and are not journaled)."""
-    if not record.key.startswith("approve:"):
+    """The tx manager's write-ahead: every signed liquidation transaction; approvals and
+    deposits are not opportunities and are not journaled, but each is fenced alike (with
+    replicas, only the lease's holder signs anything)."""
+    if record.key.startswith("approve:"):
+        await journal.fence()
+    else:
         await journal.record_tx(record)

@@ -164,6 +164,14 @@ class Journal:
                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
                 now, now) > 0
 
+    async def fence(self) -> None:
+        """Fail (FencedOut) unless this replica still holds the lease: for a transaction
+        that is not a liquidation (an approval, a deposit, their replacements and
+        cancels), signed but never written here — it takes a nonce all the same, and one
+        sent by a replica that lost the lease could evict the new leader's liquidation."""
+        async with self.db.transaction():
+            await self.db.fenced()
+
     async def record_tx(self, tx: TxRecord, nonce_of_key: int | None = None) -> None:
         """Store a signed transaction before it is broadcast (fenced: a replica that lost the
         lease fails here, before anything reaches the chain)."""

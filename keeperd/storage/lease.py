@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,17 @@ CREATE TABLE IF NOT EXISTS keeper_lease (
     epoch       BIGINT NOT NULL,
     expires_at  TIMESTAMPTZ NOT NULL,
     renewed_at  TIMESTAMPTZ NOT NULL
-)
+);
+ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS address TEXT;
+ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS chain_ids BIGINT[];
 """
+
+
+def identity_of(address: str, chain_ids: Sequence[int]) -> str:
+    """The lease's name: the key's address and the chain ids it sends on — not the config's
+    chain names, which two replicas may spell differently while sharing one key and one
+    nonce."""
+    return f"{address.lower()}@{','.join(str(c) for c in sorted(set(chain_ids)))}"
 
 
 class FencedOut(RuntimeError):
@@ -83,8 +93,14 @@ def holder_name() -> str:
 
 
 class Lease:
+    """With `address` (and its `chain_ids`), the lease is also exclusive across identities:
+    it is not taken while another live lease holds the same address on any of the same
+    chains — a replica configured with other chains, or one of a version that named its
+    lease by chain names (`<names>:<address>`) — since both would sign with one nonce."""
+
     def __init__(self, dsn: str, identity: str, *, holder: str | None = None,
-                 length_s: float = 10.0, statement_timeout_s: float = 2.0) -> None:
+                 length_s: float = 10.0, statement_timeout_s: float = 2.0,
+                 address: str | None = None, chain_ids: Sequence[int] = ()) -> None:
         if not 0 < statement_timeout_s < length_s:
             raise ValueError("the lease's statement timeout must be shorter than the lease")
         self.dsn = dsn
@@ -92,7 +108,10 @@ class Lease:
         self.holder = holder or holder_name()
         self.length_s = length_s
         self.statement_timeout_s = statement_timeout_s
+        self.address = address.lower() if address else None
+        self.chain_ids = sorted(set(chain_ids))
         self.epoch: int | None = None  # the epoch held, None: standby
+        self.held_elsewhere: str | None = None  # the other identity that kept it from us
         self._conn: Any = None
 
     async def connect(self) -> None:
@@ -123,16 +142,35 @@ class Lease:
         """Take the lease if it is free or expired (a new epoch); the epoch, or None when
         another replica holds it."""
         conn = await self._ready()
-        epoch = await conn.fetchval(
-            """
-            INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at)
-            VALUES ($1, $2, 1, now() + make_interval(secs => $3), now())
-            ON CONFLICT (identity) DO UPDATE
-               SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
-                   expires_at = EXCLUDED.expires_at, renewed_at = now()
-             WHERE l.expires_at <= now()
-            RETURNING epoch
-            """, self.identity, self.holder, self.length_s)
+        async with conn.transaction():
+            if self.address is not None:
+                # One taker per address at a time, so two identities cannot both pass the
+                # check below.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.address)
+                self.held_elsewhere = await conn.fetchval(
+                    """
+                    SELECT identity FROM keeper_lease
+                     WHERE identity <> $1 AND expires_at > now()
+                       AND ((address = $2 AND chain_ids && $3::bigint[])
+                            OR (address IS NULL AND lower(identity) LIKE '%:' || $2))
+                     LIMIT 1
+                    """, self.identity, self.address, self.chain_ids)
+                if self.held_elsewhere is not None:
+                    self.epoch = None
+                    return None
+            epoch = await conn.fetchval(
+                """
+                INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
+                                               address, chain_ids)
+                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5)
+                ON CONFLICT (identity) DO UPDATE
+                   SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+                       expires_at = EXCLUDED.expires_at, renewed_at = now(),
+                       address = EXCLUDED.address, chain_ids = EXCLUDED.chain_ids
+                 WHERE l.expires_at <= now()
+                RETURNING epoch
+                """, self.identity, self.holder, self.length_s, self.address,
+                self.chain_ids or None)
         self.epoch = epoch
         return epoch
 

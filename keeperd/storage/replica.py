@@ -39,6 +39,7 @@ class Replica:
         self.on_promoted = on_promoted
         self.role = STANDBY
         self._renewed_at: float | None = None  # monotonic
+        self._told_elsewhere: str | None = None
         self._stop = asyncio.Event()
         self._publish()
 
@@ -47,7 +48,13 @@ class Replica:
         return self.lease.identity
 
     def is_leader(self) -> bool:
-        return self.role == LEADER
+        """Leading, and within the lease as this process last renewed it: a loop that stalls
+        (a blocked event loop, a database that stops answering) must not leave `is_leader`
+        true past the expiry while another replica takes over. The margin is one renewal
+        interval, as `step` judges it."""
+        margin = self.config.length_s - self.config.renew_every_s
+        return (self.role == LEADER and self._renewed_at is not None
+                and time.monotonic() - self._renewed_at <= margin)
 
     def demote(self, reason: str) -> None:
         """Stop acting now (a fenced write failed, a renewal failed or came too late)."""
@@ -90,6 +97,13 @@ class Replica:
                         error=f"{type(exc).__name__}: {exc}")
             return
         if epoch is None:
+            elsewhere = self.lease.held_elsewhere
+            if elsewhere is not None and elsewhere != self._told_elsewhere:
+                log.warning("replica.key_led_elsewhere", identity=self.identity,
+                            other=elsewhere, meaning="another replica signs with this key on "
+                            "one of these chains under another configuration; this one stays "
+                            "standby while that lease lives")
+            self._told_elsewhere = elsewhere
             self._publish()
             return
         self._renewed_at = now
@@ -97,17 +111,61 @@ class Replica:
                  holder=self.lease.holder, next="reconciling the journal before acting")
         if self.on_promoted is not None:
             try:
-                await self.on_promoted(epoch)
+                await self._promote(epoch)
             except Exception as exc:  # not fit to lead: let the lease go to another
                 log.error("replica.promotion_failed", identity=self.identity,
                           error=f"{type(exc).__name__}: {exc}")
                 await self._release()
                 self._publish()
                 return
+        # The epoch again, right before acting: a promotion that outlived the lease (renewals
+        # failing while it reconciled) must not lead on a lease another replica now holds.
+        try:
+            renewed = await self.lease.renew()
+        except Exception as exc:
+            renewed = False
+            log.warning("replica.renew_failed", identity=self.identity,
+                        error=f"{type(exc).__name__}: {exc}")
+        if not renewed:
+            log.error("replica.promotion_outlived_lease", identity=self.identity, epoch=epoch,
+                      meaning="the lease was lost while reconciling; this replica stays standby")
+            self.lease.epoch = None
+            self._publish()
+            return
+        self._renewed_at = time.monotonic()
         self.role = LEADER
         log.warning("replica.promoted", identity=self.identity, epoch=epoch,
                     holder=self.lease.holder, meaning="this replica signs and sends now")
         self._publish()
+
+    async def _promote(self, epoch: int) -> None:
+        """`on_promoted` (the journal's reconciliation, which may take longer than a lease on
+        a large journal or a slow RPC), with the lease renewed beside it every
+        `renew_every_s`."""
+        assert self.on_promoted is not None
+
+        async def keep_renewing() -> None:
+            while True:
+                await asyncio.sleep(self.config.renew_every_s)
+                try:
+                    if await self.lease.renew():
+                        self._renewed_at = time.monotonic()
+                        self.metrics.lease_renewals.labels(self.identity, "ok").inc()
+                    else:
+                        self.metrics.lease_renewals.labels(self.identity, "lost").inc()
+                        return  # lost: the check after the promotion says so
+                except Exception as exc:
+                    self.metrics.lease_renewals.labels(self.identity, "error").inc()
+                    log.warning("replica.renew_failed", identity=self.identity,
+                                error=f"{type(exc).__name__}: {exc}")
+
+        renewing = asyncio.create_task(keep_renewing())
+        try:
+            await self.on_promoted(epoch)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def run(self) -> None:
         while not self._stop.is_set():
