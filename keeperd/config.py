@@ -417,6 +417,13 @@ class KeeperConfig(_Model):
         "many blocks pass without another: a lying endpoint can make healthy accounts look "
         "liquidatable, and every send of them burns gas.")
     revert_breaker_blocks: int = Field(default=50, ge=1)
+    second_opinion: bool = Field(
+        default=True, description="With two or more RPC endpoints on the chain, simulate each "
+        "liquidation on a second one too, at the block it was planned on, beside the first "
+        "(no added round trip unless the second is the slower): a call the second endpoint "
+        "sees revert is not sent. One lying endpoint can fabricate a liquidatable account and "
+        "a simulation that passes; it cannot make another endpoint agree. A second endpoint "
+        "that cannot answer (behind, down) does not hold a send.")
     max_gas_usd_per_hour: float | None = Field(
         default=None, gt=0, description="The most the keeper may spend on gas (receipts' gas "
         "x price, reverted ones included) in any hour; past it, sending pauses (alert "

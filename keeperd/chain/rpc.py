@@ -317,6 +317,19 @@ class RpcPool:
                 results.append(item.get("result"))
         return results
 
+    async def batch_on(self, ep: Endpoint, calls: Sequence[tuple[str, Sequence[Any]]]
+                       ) -> list[Any]:
+        """`batch` on one given endpoint, one attempt, no failover (a second opinion must
+        come from that endpoint or from none). `RpcUnavailable` when it does not answer."""
+        if not calls:
+            return []
+        first_id, payload = self._batch_payload(calls)
+        try:
+            body = await self._attempt(ep, "batch", payload, expect_list=True)
+        except _TransientError as exc:
+            raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
+        return self._batch_results(calls, first_id, body)
+
     async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = ()) -> Any:
         """One attempt on one given endpoint, no failover (start-up checks, probes)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,

@@ -17,6 +17,7 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ import structlog
 from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.chain.calls import ContractCall, call_many
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
@@ -84,6 +85,10 @@ class Simulated:
 
 class VerificationRefused(Exception):
     """The chain did not confirm a liquidation under verification (health, outcome)."""
+
+
+class SecondOpinionRefused(Exception):
+    """A second RPC endpoint saw the call revert where the first saw it succeed."""
 
 
 
@@ -303,7 +308,8 @@ class Executor:
         # no gain, the node is the bottleneck.)
         for start in range(0, len(calls), WAVE):
             wave = calls[start:start + WAVE]
-            await self._wave(wave, await self._simulate(wave), result, base_fee, native_usd)
+            await self._wave(wave, await self._simulate(wave, result.block), result, base_fee,
+                             native_usd)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
         for opp, key, block, reason in checks:
@@ -350,7 +356,7 @@ class Executor:
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
 
-    async def _simulate(self, wave: list[tuple[Call, str]]) -> list[object]:
+    async def _simulate(self, wave: list[tuple[Call, str]], block: int) -> list[object]:
         """Each call of the wave as it would be sent: from the keeper, against the latest
         block, with the gas limit the plan sends it with — one `eth_call` each, one batch. A
         revert fails it with its data. (Against "pending", anvil first re-executes its whole
@@ -364,7 +370,11 @@ class Executor:
         then sent with what it needs; a real revert fails there too, with its data. (Every
         call was gas-estimated for a while: a binary search of executions per call, which
         tripled the block-to-broadcast latency of a wave — bench/README.md.) Successes are
-        `Simulated`."""
+        `Simulated`.
+
+        With a second endpoint (`second_opinion`), the same calls go to it beside the first,
+        at the planned block and with gas to spare: a success it sees revert is refused
+        (`SecondOpinionRefused`)."""
         sender = self.keeper or wave[0][0].target
         overrides = [await self._dry_run_approval(c) for c, _ in wave]
 
@@ -372,21 +382,29 @@ class Executor:
             return {"from": sender, "to": call.target, "data": "0x" + call.data.hex(),
                     "gas": hex(gas)}
 
-        def request(call: Call, override: dict[str, Any] | None) -> tuple[str, list[Any]]:
+        def request(call: Call, override: dict[str, Any] | None, at: str = "latest",
+                    spare: int = 1) -> tuple[str, list[Any]]:
+            gas = call.opportunity.gas_limit * spare
             if call.verification is None:
-                return "eth_call", [tx(call, call.opportunity.gas_limit), "latest",
-                                    *([override] if override else [])]
+                return "eth_call", [tx(call, gas), at, *([override] if override else [])]
             # The protocol's own reads, then the liquidation, in one simulated block.
             reads = [{"from": sender, "to": to, "data": "0x" + data.hex()}
                      for to, data in call.verification.reads]
-            block: dict[str, Any] = {"calls": [*reads, tx(call, call.opportunity.gas_limit)]}
+            state: dict[str, Any] = {"calls": [*reads, tx(call, gas)]}
             if override:
-                block["stateOverrides"] = override
-            return "eth_simulateV1", [{"blockStateCalls": [block], "validation": False},
-                                      "latest"]
+                state["stateOverrides"] = override
+            return "eth_simulateV1", [{"blockStateCalls": [state], "validation": False}, at]
 
-        answers = await self.pool.batch([request(c, o)
-                                         for (c, _), o in zip(wave, overrides, strict=True)])
+        pairs = list(zip(wave, overrides, strict=True))
+        second = self._second_endpoint()
+        if second is None:
+            answers = await self.pool.batch([request(c, o) for (c, _), o in pairs])
+            opinions: list[Any] | None = None
+        else:
+            answers, opinions = await asyncio.gather(
+                self.pool.batch([request(c, o) for (c, _), o in pairs]),
+                self._second_opinion(second, [request(c, o, hex(block), SIMULATION_GAS_FACTOR)
+                                              for (c, _), o in pairs]))
         out: list[object] = [
             a if isinstance(a, Exception)
             else self._verdict(c, a) if c.verification is not None else Simulated(None)
@@ -402,7 +420,52 @@ class Executor:
             for i, estimate in zip(short, estimates, strict=True):
                 out[i] = (Simulated(int(estimate, 16)) if isinstance(estimate, str)
                           else estimate)
+        if opinions is not None and second is not None:
+            for i, opinion in enumerate(opinions):
+                if isinstance(out[i], Simulated):
+                    reverted = self._reverted(opinion)
+                    if reverted is not None:
+                        out[i] = SecondOpinionRefused(f"endpoint {second.name} "
+                                                      f"({second.safe_url}): {reverted}")
         return out
+
+    def _second_endpoint(self) -> Endpoint | None:
+        """The endpoint a second opinion comes from: the next one after the one the first
+        batch goes to (None with a single endpoint, or `second_opinion: false`)."""
+        if not self.config.second_opinion:
+            return None
+        ranked = self.pool.ranked()
+        return ranked[1] if len(ranked) >= 2 else None
+
+    async def _second_opinion(self, ep: Endpoint, requests: list[tuple[str, list[Any]]]
+                              ) -> list[Any] | None:
+        """The second endpoint's answers, or None when it gives none (down, slow, refused
+        the batch): counted, and the first endpoint's verdict stands."""
+        try:
+            return await self.pool.batch_on(ep, requests)
+        except (RpcUnavailable, RpcError) as exc:
+            self.metrics.liquidation_funnel.labels(*self.labels,
+                                                   "second_opinion_unavailable").inc()
+            log.info("liquidation.second_opinion_unavailable", endpoint=ep.safe_url,
+                     error=str(exc)[:200])
+            return None
+
+    @staticmethod
+    def _reverted(opinion: Any) -> str | None:
+        """What the second endpoint says when it saw the call revert; None when it saw it
+        succeed or could not tell (no block yet, a method it lacks: not a refusal)."""
+        if isinstance(opinion, RpcError):
+            text = f"{opinion}"
+            return text[:300] if "revert" in text.lower() or opinion.code == 3 else None
+        if isinstance(opinion, list):  # eth_simulateV1: the liquidation is the last call
+            try:
+                liquidation = opinion[0]["calls"][-1]
+            except (KeyError, IndexError, TypeError):
+                return None
+            if int(liquidation.get("status", "0x1"), 16) == 0:
+                error = liquidation.get("error") or {}
+                return f"execution reverted: {error.get('message', '')}"[:300]
+        return None
 
     async def _dry_run_approval(self, call: Call) -> dict[str, Any] | None:
         """In dry-run, the approval liquidate mode would have sent (the keeper's repaid token
@@ -456,6 +519,12 @@ class Executor:
                 opp = call.opportunity
                 if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
                     stage(*self.labels, "unprofitable").inc()  # the swap would not pay
+                    continue
+                if isinstance(sim, SecondOpinionRefused):
+                    stage(*self.labels, "second_opinion_refused").inc()
+                    log.warning("liquidation.second_opinion_refused", opportunity=key,
+                                reason=str(sim), meaning="the endpoints disagree on this "
+                                "liquidation; one of them lies or lags: not sent")
                     continue
                 if isinstance(sim, VerificationRefused):
                     stage(*self.labels, "verification_refused").inc()

@@ -1,0 +1,81 @@
+"""A second opinion before signing (#28 item 6): one endpoint that lies can make a liquidation
+look good — its simulation says it succeeds — and every send of it burns gas. With two
+endpoints configured, each liquidation is simulated on the second as well, at the block it was
+planned on: what the second sees revert is not sent.
+
+The liar here answers every `liquidationCall` simulation with success, while on the chain the
+keeper's USDC allowance to the pool is gone (set to zero in the token's storage): every
+liquidation repaying USDC reverts for real, the others succeed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_utils import function_signature_to_4byte_selector
+
+from keeperd.chain.rpc import RpcPool
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from keeperd.execution.allowances import AllowanceOverrides
+from keeperd.metrics import Metrics
+from tests.faults.chaos_proxy import ChaosProxy
+from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+    KEEPER,
+    config_for,
+    crash_and_collect,
+    fund_keeper,
+    keeper_key_env,
+    run_daemon,
+)
+
+LIQUIDATION_CALL = "0x" + function_signature_to_4byte_selector(
+    "liquidationCall(address,address,address,uint256,bool)").hex()
+
+
+async def revoke_allowance(devnet: Devnet, symbol: str) -> None:
+    token, pool = devnet.manifest["tokens"][symbol], devnet.manifest["aave_v3"]["pool"]
+    async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]],
+                                 metrics=Metrics()) as rpc:
+        found = await AllowanceOverrides(rpc).override(token, KEEPER, pool)
+    assert found is not None
+    [slot] = found[token]["stateDiff"]
+    devnet.client.call("anvil_setStorageAt", token, slot, "0x" + "00" * 32)
+
+
+@pytest.mark.parametrize("second_opinion", [True, False], ids=["second-opinion", "without"])
+async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_revert(
+        devnet: Devnet, tmp_path: Path, run_daemon, second_opinion: bool) -> None:  # noqa: F811
+    fund_keeper(devnet)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        config = config_for(devnet, tmp_path, "liquidate",
+                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]],
+                            key={"source": "env", "env": "KEEPER_KEY"},
+                            second_opinion=second_opinion, revert_breaker_reverts=1_000)
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        await revoke_allowance(devnet, "USDC")
+        liar.call_lies[LIQUIDATION_CALL] = "0x"  # "it succeeds", whatever the chain says
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            devnet.mine(1)
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await keeper.evaluated_at(devnet.mine(1))
+        refused = keeper.daemon.metrics.registry.get_sample_value(
+            "keeperd_liquidations_total", {"chain": "devnet", "protocol": "aave",
+                                           "stage": "second_opinion_refused"})
+    assert liar.faulted["eth_call"] > 0  # the liar was asked, and lied
+    by_debt = {e.debt for e in sent}
+    assert by_debt - {"USDC"}, "the crash gave liquidations of other debts to send"
+    reverted = await journal.by_status(J.REVERTED)
+    if second_opinion:
+        # What would revert was never signed; the rest went through.
+        assert "USDC" not in by_debt and refused is not None and refused > 0
+        assert reverted == []
+        assert {e.key for e in sent} <= {e.key for e in await journal.by_status(J.INCLUDED)}
+    else:
+        # The control: believed, sent, reverted on chain — gas burnt.
+        assert "USDC" in by_debt and refused is None  # (never once refused)
+        assert {e.debt for e in reverted} == {"USDC"}
