@@ -254,6 +254,10 @@ class PerpCurieConfig(_Model):
     chain: Name = Field(description="The `name` of an entry under `chains`.")
     clearing_house: Address = Field(description="The ClearingHouse; the vault, account "
                                     "balance, exchange and config are read from it.")
+    vault: Address | None = Field(
+        default=None, description="The Vault, pinned: in liquidate mode the keeper approves "
+        "it and deposits into it, so the ClearingHouse's answer must equal this; unset, every "
+        "RPC endpoint must agree on it (two at least, or one on this machine).")
     asset_symbols: dict[str, str] = Field(
         default_factory=dict, description="Base token symbol -> the asset symbol keeperd "
         "uses for its price elsewhere (the breaker, what-ifs, shocks), e.g. {vETH: WETH}. By "

@@ -131,3 +131,55 @@ async def test_a_flash_contract_that_sells_elsewhere_refuses_the_start(
     match = "sells on the pools of" if wrong == "factory" else "answers no uniswapFactory"
     with pytest.raises(StartRefused, match=match):
         await run_daemon(config)
+
+
+GET_VAULT = "0x" + function_signature_to_4byte_selector("getVault()").hex()
+
+
+def curie_liquidate(devnet: Devnet, tmp_path: Path, rpc_urls: list[str],
+                    vault: str | None = None):  # type: ignore[no-untyped-def]
+    from keeperd.config import parse_config
+    from tests.integration.test_curie import curie_config
+    from tests.integration.test_liquidation import KEEPER_KEY
+
+    data = curie_config(devnet, tmp_path)
+    data["chains"][0]["rpc_urls"] = rpc_urls
+    data["keeper"] = {"mode": "liquidate", "key": {"source": "env", "env": "KEEPER_KEY"}}
+    if vault is not None:
+        data["protocols"][0]["vault"] = vault
+    return parse_config(data, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+@pytest.mark.parametrize("case", ["disagree", "pinned-elsewhere"])
+async def test_curies_vault_is_not_approved_on_one_lying_answer(
+        devnet: Devnet, tmp_path: Path, run_daemon, case: str) -> None:  # noqa: F811
+    """#28 item 1 for Curie: the Vault (approved the keeper's USDC, paid its deposits) came
+    from one `getVault()` answer. One endpoint naming another vault refuses the start; a pin
+    the ClearingHouse contradicts refuses it too; nothing is approved to the liar's."""
+    fund_keeper(devnet)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        if case == "disagree":
+            liar.call_lies[GET_VAULT] = "0x" + ATTACKER[2:].rjust(64, "0")
+            config = curie_liquidate(devnet, tmp_path, [devnet.manifest["rpc_url"], liar.url])
+            match = "disagree on Curie's Vault"
+        else:
+            config = curie_liquidate(devnet, tmp_path, [devnet.manifest["rpc_url"]],
+                                     vault=ATTACKER)
+            match = "pinned .* but the ClearingHouse names"
+        with pytest.raises(StartRefused, match=match):
+            await run_daemon(config)
+    for token in devnet.manifest["tokens"].values():
+        assert allowance(devnet, token, ATTACKER) == 0
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "agreed"])
+async def test_a_pinned_or_agreed_vault_is_approved(
+        devnet: Devnet, tmp_path: Path, run_daemon, pinned: bool) -> None:  # noqa: F811
+    vault = devnet.manifest["perp_curie"]["vault"] if pinned else None
+    fund_keeper(devnet)
+    keeper = await run_daemon(curie_liquidate(devnet, tmp_path, [devnet.manifest["rpc_url"]],
+                                              vault=vault))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="curie")
+    usdc = devnet.manifest["tokens"]["USDC"]
+    vault = keeper.daemon.executors["curie"].liquidator.adapter.addresses["Vault"]
+    assert allowance(devnet, usdc, vault) > 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import structlog
@@ -177,43 +176,17 @@ class AaveLiquidator:
                 "or deploy the contract with this one")
 
     async def _confirm_pool(self) -> None:
-        """The pool gets the keeper's approvals and, through liquidationCall, its tokens: its
-        address may not rest on one RPC answer (a compromised provider's getPool would be
-        approved the keeper's whole balance). Pinned in the config (`pool`, as the mainnet
-        profiles do), it is taken as is; otherwise every endpoint is asked, each apart, and
-        all that answer must agree — with one, only a node on this machine is believed."""
-        pinned = self.adapter.config.pool
-        if pinned is not None:
+        """The pool gets the keeper's approvals and, through liquidationCall, its tokens:
+        pinned in the config (`pool`, as the mainnet profiles do), or agreed by the endpoints
+        (`protocols/confirm.py`)."""
+        if self.adapter.config.pool is not None:
             return
-        from keeperd.chain.calls import ContractCall
-        from keeperd.config import is_loopback
+        from keeperd.protocols.confirm import confirm_address
 
-        provider = self.adapter.config.addresses_provider
-        call = ContractCall(provider, "getPool()", returns=["address"])
-        answers: dict[str, str] = {}
-        for ep in self.pool.endpoints:
-            try:
-                raw = await self.pool.call_endpoint(ep, "eth_call", [
-                    {"to": provider, "data": "0x" + call.data.hex()}, "latest"])
-                answers[ep.safe_url] = to_checksum_address("0x" + str(raw)[-40:])
-            except Exception as exc:  # an endpoint down is not a vote
-                log.warning("keeper.pool_check_unanswered", endpoint=ep.safe_url,
-                            error=str(exc)[:200])
-        where = f"protocols[{self.adapter.name}].pool"
-        if len(set(answers.values()) | {to_checksum_address(self._pool_address)}) > 1:
-            raise StartRefused(
-                f"{where}: the RPC endpoints disagree on the Aave pool behind "
-                f"{provider} ({answers}); one of them lies or is broken. Pin the pool's "
-                "address in the config (config/mainnet/ does), after checking it")
-        local = [u for u in answers if is_loopback(urlsplit(u).hostname or "")]
-        if len(answers) < 2 and not local:
-            raise StartRefused(
-                f"{where}: liquidate mode would approve the keeper's tokens to the pool one "
-                f"remote RPC endpoint named ({next(iter(answers.values()), '?')}); pin "
-                "`pool:` in the config (config/mainnet/ does), or configure a second "
-                "independent endpoint to agree on it")
-        log.info("keeper.pool_confirmed", pool=self._pool_address, endpoints=len(answers),
-                 local=bool(local))
+        await confirm_address(self.pool, self.adapter.config.addresses_provider, "getPool()",
+                              expected=self._pool_address, what="the Aave pool",
+                              where=f"protocols[{self.adapter.name}].pool",
+                              pin="pool")
 
     async def _ensure_approvals(self, head: int) -> None:
         assert self.tx is not None and self.keeper is not None

@@ -38,6 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
@@ -45,7 +46,7 @@ from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
+from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
 
 if TYPE_CHECKING:
     from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -90,6 +91,7 @@ class CurieLiquidator:
         target = self.adapter.config.keeper_margin_usd
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
+        await self._confirm_vault()
         usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
                                   ).call(self.adapter.pool)
         held, allowance, wallet = await call_many(self.adapter.pool, [
@@ -117,6 +119,22 @@ class CurieLiquidator:
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
+
+    async def _confirm_vault(self) -> None:
+        """The Vault is approved the keeper's USDC and takes its deposits: pinned (`vault`)
+        and equal to what the ClearingHouse names, or agreed by the endpoints."""
+        from keeperd.protocols.confirm import confirm_address
+
+        vault, pinned = self.adapter.addresses["Vault"], self.adapter.config.vault
+        where = f"protocols[{self.adapter.name}].vault"
+        if pinned is not None:
+            if to_checksum_address(pinned) != to_checksum_address(vault):
+                raise StartRefused(f"{where}: pinned {pinned}, but the ClearingHouse names "
+                                   f"{vault}; check which is right and fix the pin")
+            return
+        await confirm_address(self.adapter.pool, self.adapter.config.clearing_house,
+                              "getVault()", expected=vault, what="Curie's Vault",
+                              where=where, pin="vault")
 
     async def balances(self, assets: list[str]) -> dict[str, int]:
         """For the capital stage: free collateral in the Vault (takeovers) and the wallet's
