@@ -87,18 +87,23 @@ vendor/npm/.installed: npm-packs.json keeperd/devnet/npm_packs.py $(VENV)/.insta
 devnet-states: setup
 	$(BIN)/python -c 'from keeperd.devnet.state import ensure_state; ensure_state(); ensure_state(aave_version="v3.0")'
 
+# On both cores (pytest-xdist): each worker starts its own devnet, PostgreSQL and Prometheus on
+# free loopback ports. PYTEST_WORKERS=0 runs in this process (a debugger, -x on one failure).
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS))
+
 test: devnet-states
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: devnet-states
-	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m 'not slow' $(PYTEST_ARGS)
 
 test-slow: devnet-states
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m slow $(PYTEST_ARGS)
 
 # The fault suite (#17, docs/reliability.md): its scenarios, slow ones included (part of `test`).
 test-faults: devnet-states
-	$(BIN)/pytest -m 'slow or not slow' tests/faults $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m 'slow or not slow' tests/faults $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m keeperd.demo
