@@ -233,6 +233,10 @@ class Executor:
             if result.block >= self._balances_due:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
+                # Bounded approvals follow the balances (a top-up approved in turn).
+                keep = getattr(self.liquidator, "keep_allowances", None)
+                if keep is not None:
+                    await keep(result.block)
             await self._housekeep(result)
         if self._last is None:
             self._last = result
@@ -771,6 +775,8 @@ class Executor:
         return key.startswith(f"{name}:") or key.startswith(f"approve:{name}:")
 
     async def _still_wanted(self, key: str) -> bool:
+        if key.startswith("approve:"):
+            return True  # replaced until mined, never cancelled: the next wave may need it
         entry = await self.journal.get(key)
         return entry is not None and (entry.account in self._liquidatable
                                       or self._is_housekeeping(entry))

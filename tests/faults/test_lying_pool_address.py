@@ -183,3 +183,35 @@ async def test_a_pinned_or_agreed_vault_is_approved(
     usdc = devnet.manifest["tokens"]["USDC"]
     vault = keeper.daemon.executors["curie"].liquidator.adapter.addresses["Vault"]
     assert allowance(devnet, usdc, vault) > 0
+
+
+async def test_approvals_are_the_balance_and_follow_a_top_up(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """#28 item 1: the pool is approved the keeper's balance of each reserve, not
+    `type(uint256).max`; a top-up is approved in turn within a few blocks (and nothing more)."""
+    from keeperd.devnet import contracts
+
+    fund_keeper(devnet)
+    pool = devnet.manifest["aave_v3"]["pool"]
+    erc20 = contracts.aave("MintableERC20")
+
+    def balance(token: str) -> int:
+        return int(erc20.decode_result("balanceOf", devnet.client.eth_call(
+            token, erc20.encode_call("balanceOf", KEEPER)))[0])
+
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.mine(1))
+    tokens = devnet.manifest["tokens"]
+    for symbol, token in tokens.items():
+        assert allowance(devnet, token, pool) == balance(token) > 0, symbol
+    usdc, usdt = tokens["USDC"], tokens.get("USDT")
+    minter = devnet.client.accounts()[0]  # (not the keeper: its nonce is keeperd's)
+    for token in filter(None, (usdc, usdt)):
+        devnet.client.send(minter, token, erc20.encode_call("mint", KEEPER, 10**12))
+    assert allowance(devnet, usdc, pool) < balance(usdc)
+    for _ in range(12):
+        await keeper.evaluated_at(devnet.mine(1))
+    devnet.mine(1)  # (the approvals sent at the last evaluation)
+    for token in filter(None, (usdc, usdt)):  # USDT: through zero, as it must
+        assert allowance(devnet, token, pool) == balance(token)

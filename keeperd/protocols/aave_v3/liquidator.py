@@ -14,9 +14,10 @@ import structlog
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
+from keeperd.execution import approvals
 from keeperd.execution.capital import Need
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
@@ -189,26 +190,21 @@ class AaveLiquidator:
                               pin="pool")
 
     async def _ensure_approvals(self, head: int) -> None:
+        """The pool approved the keeper's balance of each reserve (execution/approvals.py)."""
         assert self.tx is not None and self.keeper is not None
         market = await self.adapter.read_market(head)
-        allowances = await call_many(self.pool, [
-            ContractCall(r.asset, "allowance(address,address)", ["address", "address"],
-                         [self.keeper, self._pool_address]) for r in market.reserves])
-        for reserve, allowance in zip(market.reserves, allowances, strict=True):
-            if isinstance(allowance, Exception):
-                raise allowance
-            if allowance >= MAX_UINT // 2:
-                continue
-            # USDT and its kind refuse an approval from a non-zero allowance: reset it first.
-            for amount in ([0] if allowance else []) + [MAX_UINT]:
-                approve = encode_call("approve(address,uint256)", ["address", "uint256"],
-                                      [self._pool_address, amount])
-                record = await self.tx.send(
-                    f"approve:{self.adapter.name}:{reserve.asset}:{amount}", reserve.asset,
-                    approve, 120_000, budget_wei=10**18, block=head)
-                self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
-                log.info("keeper.approval_sent", asset=reserve.symbol, amount=str(amount),
-                         tx_hash=record.tx_hash)
+        for symbol in await approvals.keep_allowances(
+                self.tx, self.pool, protocol=self.adapter.name, keeper=self.keeper,
+                spender=self._pool_address, head=head,
+                tokens=[(r.asset, r.symbol) for r in market.reserves]):
+            self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
+            log.debug("keeper.approval_for", asset=symbol)
+
+    async def keep_allowances(self, head: int) -> None:
+        """Every few blocks: a top-up of the keeper's balance approved in turn."""
+        if (self.tx is not None and self.keeper is not None and self.config.mode == "liquidate"
+                and self.config.capital in ("own-balance", "auto")):
+            await self._ensure_approvals(head)
 
     # --- planning (pure) ---------------------------------------------------------------------
 

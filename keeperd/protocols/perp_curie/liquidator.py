@@ -43,6 +43,7 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
+from keeperd.execution import approvals
 from keeperd.execution.capital import Need
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
@@ -67,7 +68,6 @@ LIQUIDATE_COLLATERAL_GAS = 500_000
 COLLATERAL_SHARE_BPS = 9_900  # of the most a collateral liquidation may repay
 CLOSE_GAS = 900_000
 DEADLINE = 2**255
-MAX_UINT = 2**256 - 1
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 
 
@@ -100,11 +100,13 @@ class CurieLiquidator:
             ContractCall(usdc, "allowance(address,address)", ["address", "address"],
                          [self.keeper, a["Vault"]]),
             ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
-        # The vault pulls USDC for deposits and for collateral liquidations: approved once.
-        if allowance < MAX_UINT // 2:
-            await self.tx.send(f"approve:{self.adapter.name}:{usdc}:max", usdc, encode_call(
-                "approve(address,uint256)", ["address", "uint256"], [a["Vault"], MAX_UINT]),
-                100_000, budget_wei=10**18, block=head)
+        # The vault pulls USDC for deposits and for collateral liquidations: approved the
+        # wallet's balance (execution/approvals.py), topped up as the balance is.
+        if allowance < wallet:
+            await approvals.keep_allowances(self.tx, self.adapter.pool,
+                                            protocol=self.adapter.name, keeper=self.keeper,
+                                            spender=a["Vault"], tokens=[(usdc, "USDC")],
+                                            head=head)
         missing = int(target * 10**6) - held
         if missing <= 0:
             return
@@ -119,6 +121,15 @@ class CurieLiquidator:
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
+
+    async def keep_allowances(self, head: int) -> None:
+        """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn."""
+        if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
+            return
+        a = self.adapter.addresses
+        await approvals.keep_allowances(
+            self.tx, self.adapter.pool, protocol=self.adapter.name, keeper=self.keeper,
+            spender=a["Vault"], tokens=[(a["SettlementToken"], "USDC")], head=head)
 
     async def _confirm_vault(self) -> None:
         """The Vault is approved the keeper's USDC and takes its deposits: pinned (`vault`)

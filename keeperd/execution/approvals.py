@@ -1,0 +1,64 @@
+"""Bounded approvals: the keeper's allowance to a spender (Aave's pool, Curie's Vault, Morpho)
+is its balance of the token, not `type(uint256).max`.
+
+An allowance of the whole balance is what own-capital liquidation needs: each liquidation
+lowers both by what the spender pulls, so the allowance stays at least the balance and no
+liquidation waits on an approval. What it bounds is a top-up: USDC sent to the keeper later is
+not exposed to the spender (a proxy upgraded to something hostile, a pool bug) until keeperd
+looks again and approves the new balance — at start and every few blocks
+(`Executor.publish_balances`), never in the middle of a wave. Tokens that refuse an approval
+from a non-zero allowance (USDT) are set to zero first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.multicall import encode_call
+from keeperd.chain.rpc import RpcPool
+
+log = structlog.get_logger(__name__)
+
+APPROVE_GAS = 120_000
+APPROVE_BUDGET_WEI = 10**18
+
+
+def approval_prefix(protocol: str, token: str) -> str:
+    return f"approve:{protocol}:{token}:"
+
+
+async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str, spender: str,
+                          tokens: Sequence[tuple[str, str]], head: int) -> list[str]:
+    """Approve `spender` the keeper's balance of each (token, symbol) whose allowance is below
+    it and has no approval of it in flight; the symbols approved."""
+    calls = [c for token, _ in tokens for c in (
+        ContractCall(token, "allowance(address,address)", ["address", "address"],
+                     [keeper, spender]),
+        ContractCall(token, "balanceOf(address)", ["address"], [keeper]))]
+    answers = await call_many(pool, calls)
+    approved = []
+    for i, (token, symbol) in enumerate(tokens):
+        allowance, balance = answers[2 * i], answers[2 * i + 1]
+        for answer in (allowance, balance):
+            if isinstance(answer, Exception):
+                raise answer
+        if allowance >= balance:
+            continue
+        prefix = approval_prefix(protocol, token)
+        if any(key.startswith(prefix) for key in tx.pending):
+            continue  # one in flight already: its inclusion is what this waits for
+        for amount in ([0] if allowance else []) + [balance]:
+            record = await tx.send(
+                f"{prefix}{amount}:{head}", token,
+                encode_call("approve(address,uint256)", ["address", "uint256"],
+                            [spender, amount]),
+                APPROVE_GAS, budget_wei=APPROVE_BUDGET_WEI, block=head)
+            log.info("keeper.approval_sent", protocol=protocol, asset=symbol,
+                     spender=spender, amount=str(amount), tx_hash=record.tx_hash,
+                     bounded="the keeper's balance, not unlimited")
+        approved.append(symbol)
+    return approved
