@@ -13,6 +13,9 @@ MINIMAL = {
 }
 
 
+HOOK_SECRET = "a-webhook-secret-of-at-least-32-bytes"
+
+
 def issues_of(data: dict, env: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "test.yaml", env or {})
@@ -111,7 +114,7 @@ def test_watchlist_route_must_exist_and_thresholds_order() -> None:
         {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}]}],
         "watchlists": [{"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05,
                         "critical": 1.2, "route": "ops"}]})
-    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
     assert path == "alerts.watchlists[0]"
     assert "critical" in message
 
@@ -128,7 +131,7 @@ def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     load_config(root / "devnet.yaml", env={})
     env = {"ETH_RPC_PRIMARY": "https://a.example/v2/k", "ETH_RPC_SECONDARY": "https://b.example",
-           "WEBHOOK_SECRET": "s"}
+           "WEBHOOK_SECRET": HOOK_SECRET}
     config = load_config(root / "example.yaml", env=env)
     assert config.keeper.mode == "dry-run"
 
@@ -149,7 +152,7 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
     assert "bot_token" in message and "bot_token_file" in message
     [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "https://h/x",
                                              "secret": "${WEBHOOK_SECRET}",
-                                             "secret_file": "/x"}), {"WEBHOOK_SECRET": "a"})
+                                             "secret_file": "/x"}), {"WEBHOOK_SECRET": HOOK_SECRET})
     assert "exactly one" in message
     [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "https://h"}))
     assert "slack" in message or "kind" in path
@@ -176,7 +179,7 @@ def test_watchlist_routes_and_rule_routes_are_checked() -> None:
     sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
     data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
                                  "rules": {"oracle": {"route": "pager"}}})
-    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
     assert path == "alerts" and "rules.oracle uses route 'pager'" in message
 
 
@@ -191,7 +194,7 @@ def test_error_paths_never_carry_a_union_tag() -> None:
     data["alerts"] = {"routes": [{"name": "ops", "sinks": [
         {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "${WEBHOOK_SECRET}",
          "retries": 3}]}]}
-    found = {path: fix for path, _, fix in issues_of(data, {"WEBHOOK_SECRET": "s"})}
+    found = {path: fix for path, _, fix in issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})}
     assert set(found) == {"protocols[0].markets[0]", "protocols[0].marketz",
                           "protocols[1].pollinterval", "alerts.routes[0].sinks[0].retries"}
     assert "64 hex digits" in found["protocols[0].markets[0]"]
@@ -214,7 +217,7 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
         {"kind": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"},
         {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}]}]}
     found = {p: m for p, m, _ in issues_of({**MINIMAL, "alerts": sinks}, {
-        "WEBHOOK_SECRET": "s", "SLACK_WEBHOOK_URL": "http://hooks.slack.example/T/B/x"})}
+        "WEBHOOK_SECRET": HOOK_SECRET, "SLACK_WEBHOOK_URL": "http://hooks.slack.example/T/B/x"})}
     assert set(found) == {"alerts.routes[0].sinks[0].url",
                           "alerts.routes[0].sinks[1].webhook_url"}
     assert all("use https" in m for m in found.values())
