@@ -78,6 +78,7 @@ class Dispatcher:
         # sent again, marked once the database takes writes.
         self._unrecorded: set[int] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._adopted = False  # rows queued before sink ids: given ids at the start only
 
     def configure(self, routes: list[RouteConfig]) -> None:
         """Build the sinks of these routes (reading secret files now: an error names the
@@ -118,7 +119,9 @@ class Dispatcher:
             try:
                 while True:
                     self._reconfigured.clear()
-                    await self._adopt_legacy_rows()
+                    if not self._adopted:
+                        await self._adopt_legacy_rows()
+                        self._adopted = True
                     await self._report_orphans()
                     tasks = [asyncio.create_task(self._sink_loop(rt),
                                                  name=f"alerts:{rt.route}:{rt.sink_id}")
@@ -309,8 +312,9 @@ class Dispatcher:
 
     async def _adopt_legacy_rows(self) -> None:
         """Rows queued before sinks had ids name the sink's place in its route: each takes the
-        id of the sink now there, if of the kind it was queued for (the first start after the
-        upgrade: the config the old version ran with)."""
+        id of the sink there at start, if of the kind it was queued for (the first start after
+        the upgrade: the config the old version ran with). Never on a reload, whose order may
+        differ: what is left is reported as waiting for a removed sink."""
         for rt in self.sinks.values():
             adopted = await self.outbox.adopt(rt.route, rt.index, rt.sink_id, rt.sink.kind)
             if adopted:

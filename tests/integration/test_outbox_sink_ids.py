@@ -261,6 +261,12 @@ async def test_rows_queued_before_sink_ids_survive_the_migration_and_reach_their
         assert await states(db) == [(a_id, DELIVERED, "for-a"), (b_id, DELIVERED, "for-b"),
                                     (b_id, DELIVERED, "b-earlier"), (a_id, DEAD, "a-dead"),
                                     ("#5", PENDING, "for-a-sink-long-gone")]
-        # A row whose place no sink fills any more is kept, and reported.
+        # A row whose place no sink fills any more is kept, and reported; a reload that puts a
+        # sink at that place later does not take it (only the start's config is the old one).
         assert metric_value(metrics, "keeperd_outbox_orphaned",
                             {"route": "ops", "sink": "#5"}) == 1
+        reload(dispatcher, write_config(tmp_path / "k2.yaml", [{"name": "ops", "sinks": [
+            {**hook(a_url), "url": f"{a_url}/hook?n={n}"} for n in range(6)]}]))
+        await asyncio.sleep(0.5)
+        assert (await states(db))[-1] == ("#5", PENDING, "for-a-sink-long-gone")
+        assert summaries(a) == ["for-a"]
