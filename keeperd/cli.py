@@ -9,6 +9,8 @@
     keeperd silence add|list|expire      mute matching alerts for a while
     keeperd alerts list|retry|test|route firing alerts and the outbox; requeue dead; test a
                                          route; which route and silences an alert would meet
+    keeperd alerts outbox list|drop|reroute  what waits for each sink; drop or re-route what
+                                         waits for a sink removed from the config
     keeperd storage migrate|copy|leases  the state database; a single machine's journal to
                                          PostgreSQL; who holds the replicas' lease
     keeperd config-schema                the config's JSON Schema (for editors)
@@ -319,14 +321,71 @@ async def _silence(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.action != "route" and args.args:
+    if args.action not in ("route", "outbox") and args.args:
         raise UsageError(f"alerts {args.action} takes no RULE or labels (only `alerts route` "
                          f"does): {' '.join(args.args)}")
+    if args.action != "outbox" and args.to is not None:
+        raise UsageError("--to belongs to `alerts outbox reroute`")
     if args.action == "test":
         return _alerts_test(config, args.route)
     if args.action == "route":
         return _on_state_database(_alerts_route, args, config)
+    if args.action == "outbox":
+        _check_outbox_args(args)
+        return _on_state_database(_alerts_outbox, args, config)
     return _on_state_database(_alerts, args, config)
+
+
+OUTBOX_ACTIONS = ("list", "drop", "reroute")
+
+
+def _check_outbox_args(args: argparse.Namespace) -> None:
+    """`alerts outbox list`, `drop ROUTE/SINK`, `reroute ROUTE/SINK --to ROUTE/SINK`: the
+    words, before the database is opened."""
+    from keeperd.alerts.orphans import OutboxCommandError, SinkRef
+
+    action, *rest = args.args or ["list"]
+    _choose("alerts outbox", action, list(OUTBOX_ACTIONS), "action")
+    wanted = 0 if action == "list" else 1
+    if len(rest) != wanted:
+        raise UsageError({"list": "alerts outbox list takes nothing more",
+                          "drop": "alerts outbox drop takes one ROUTE/SINK_ID",
+                          "reroute": "alerts outbox reroute takes one ROUTE/SINK_ID, and "
+                                     "--to ROUTE/SINK_ID"}[action])
+    if (action == "reroute") != (args.to is not None):
+        raise UsageError("--to ROUTE/SINK_ID is where `alerts outbox reroute` sends them "
+                         "(and only reroute takes it)")
+    try:
+        args.outbox_action = action
+        args.outbox_from = SinkRef.parse(rest[0], "alerts outbox " + action) if rest else None
+        args.outbox_to = SinkRef.parse(args.to, "--to") if args.to is not None else None
+    except OutboxCommandError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _alerts_outbox(args: argparse.Namespace, config: Config) -> int:
+    from keeperd.alerts import orphans
+    from keeperd.alerts.outbox import Outbox
+
+    db = await _state_database(config)
+    try:
+        outbox = Outbox(db)
+        try:
+            if args.outbox_action == "drop":
+                n = await orphans.drop(outbox, config.alerts, args.outbox_from)
+                print(f"{n} notification(s) waiting for {args.outbox_from} dropped")
+            elif args.outbox_action == "reroute":
+                n = await orphans.reroute(outbox, config.alerts, args.outbox_from,
+                                          args.outbox_to)
+                print(f"{n} notification(s) waiting for {args.outbox_from} re-routed to "
+                      f"{args.outbox_to}; the daemon delivers them")
+            else:
+                print(orphans.render(await orphans.waiting(outbox, config.alerts)))
+        except orphans.OutboxCommandError as exc:
+            raise CommandFailed(str(exc)) from None
+    finally:
+        await db.close()
+    return EXIT_OK
 
 
 async def _alerts_route(args: argparse.Namespace, config: Config) -> int:
@@ -405,18 +464,19 @@ def _alerts_test(config: Config, route_name: str | None) -> int:
         ok = True
         async with aiohttp.ClientSession() as session:
             for route in routes:
-                for i, sink_config in enumerate(route.sinks):
+                for sink_config in route.sinks:
+                    name = f"{route.name}/{sink_config.sink_id} {sink_config.kind}"
                     try:
                         sink = make_sink(sink_config)
                     except SinkError as exc:
-                        print(f"{route.name}/{i} {sink_config.kind}: {exc}")
+                        print(f"{name}: {exc}")
                         ok = False
                         continue
                     for secret in sink.secrets:
                         redactor.add(secret)
                     result = await sink.send(session, [alert], f"test-{time.time_ns()}")
                     verdict = "delivered" if result.ok else redactor.scrub(result.error)
-                    print(f"{route.name}/{i} {sink.kind}: {verdict}")
+                    print(f"{name}: {verdict}")
                     ok = ok and result.ok
         return ok
 
@@ -716,12 +776,17 @@ def build_parser() -> argparse.ArgumentParser:
                  "list: what fires and what waits in the outbox; retry: requeue dead-lettered "
                  "notifications; test [--route R]: send a test alert through every sink now; "
                  "route RULE [label=value ...]: the route an alert of RULE with those labels "
-                 "takes, its sinks, and the silences that would mute it.")
-    p.add_argument("action", choices=("list", "retry", "test", "route"),
-                   help="list, retry, test or route")
-    p.add_argument("args", nargs="*", metavar="RULE [label=value]",
-                   help="route: the rule (e.g. position_health) and the alert's labels")
+                 "takes, its sinks, and the silences that would mute it; outbox list: what "
+                 "waits for each sink (ROUTE/SINK_ID), those no longer configured marked; "
+                 "outbox drop ROUTE/SINK_ID: give up what waits for a removed sink; outbox "
+                 "reroute ROUTE/SINK_ID --to ROUTE/SINK_ID: send it to a configured sink.")
+    p.add_argument("action", choices=("list", "retry", "test", "route", "outbox"),
+                   help="list, retry, test, route or outbox")
+    p.add_argument("args", nargs="*", metavar="ARG",
+                   help="route: the rule (e.g. position_health) and the alert's labels; "
+                        "outbox: list, drop ROUTE/SINK_ID or reroute ROUTE/SINK_ID")
     p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    p.add_argument("--to", help="outbox reroute: the configured sink, ROUTE/SINK_ID")
     p.add_argument("--route", help="test: only this route")
     p.add_argument("--limit", type=int, default=20, help="list: recent outbox entries")
     p.set_defaults(func=_cmd_alerts)

@@ -9,6 +9,7 @@ caught at start rather than silently ignored.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
@@ -464,13 +465,40 @@ def _one_secret(model: BaseModel, field: str) -> None:
                          f"`{field}_file` (a file holding it)")
 
 
+def _digest(text: str) -> str:
+    """A short fingerprint of a destination for a sink's derived id: it tells two
+    destinations apart without showing one (a Slack or Discord webhook URL is a credential)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _host_label(url: str) -> str:
+    """The URL's host, as a sink id may spell it (no user info, no port: they are in the
+    digest beside it)."""
+    host = urlsplit(url).hostname or "host"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", host)[:32]
+
+
 class _SinkConfig(_Model):
+    id: Name | None = Field(
+        default=None, description="The sink's stable id: its notifications waiting in the "
+        "outbox are kept under it, so they reach this sink wherever it moves in the route. "
+        "Default: derived from its kind and destination (telegram-<chat>, "
+        "webhook-<host>-<digest of the URL>...), never from a secret; set one to keep the "
+        "sink's pending notifications across a change of destination. Unique within a route.")
     timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per request.")
     group: bool | None = Field(
         default=None, description="One message per group of alerts that fire together "
         "(same rule, severity and status in one evaluation). Default: on for people's chats "
         "(telegram, slack, discord), off for machines (webhook, alertmanager), which get one "
         "request per alert and group themselves.")
+
+    @property
+    def sink_id(self) -> str:
+        """The id the outbox keys this sink's notifications by: `id`, or the derived one."""
+        return self.id or self.derived_id()
+
+    def derived_id(self) -> str:
+        raise NotImplementedError
 
 
 class TelegramSinkConfig(_SinkConfig):
@@ -486,6 +514,12 @@ class TelegramSinkConfig(_SinkConfig):
         _one_secret(self, "bot_token")
         return self
 
+    def derived_id(self) -> str:
+        # (a chat id or @channel, and a topic, say where; the bot's token is the secret)
+        chat = str(self.chat_id).lstrip("@")
+        topic = "" if self.message_thread_id is None else f"-topic{self.message_thread_id}"
+        return f"telegram-{chat}{topic}"[:64]
+
 
 # Headers the webhook sink owns: a configured header must not replace the signature.
 WEBHOOK_OWN_HEADERS = frozenset({"x-keeperd-signature", "idempotency-key", "content-type"})
@@ -499,6 +533,14 @@ class WebhookSinkConfig(_SinkConfig):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (not "
                                     "the ones keeperd signs and dedupes with).")
 
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        problem = None if value is None else webhook_secret_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _secret(self) -> WebhookSinkConfig:
         _one_secret(self, "secret")
@@ -507,6 +549,25 @@ class WebhookSinkConfig(_SinkConfig):
             raise ValueError(f"headers may not set {sorted(reserved)}: keeperd sets them "
                              "(the signature and the idempotency key a receiver checks)")
         return self
+
+    def derived_id(self) -> str:
+        return f"webhook-{_host_label(self.url)}-{_digest(self.url)}"
+
+
+# HMAC-SHA256 takes any key, but one a receiver could brute-force from a single signed
+# alert lets anyone forge alerts: RFC 2104 advises a key no shorter than the hash's output.
+MIN_WEBHOOK_SECRET_BYTES = 32
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why this webhook secret is refused (None: it is not), with the fix."""
+    size = len(secret.encode())
+    if size >= MIN_WEBHOOK_SECRET_BYTES:
+        return None
+    return (f"the webhook secret is {size} bytes; it must be at least "
+            f"{MIN_WEBHOOK_SECRET_BYTES} (a shorter HMAC key can be guessed from one signed "
+            "alert, then alerts forged); fix: generate one with `openssl rand -hex 32` and "
+            "give it to keeperd and the receiver")
 
 
 class SlackSinkConfig(_SinkConfig):
@@ -520,6 +581,11 @@ class SlackSinkConfig(_SinkConfig):
         _one_secret(self, "webhook_url")
         return self
 
+    def derived_id(self) -> str:
+        # The URL is the credential: only its digest (or the file's path) names the sink.
+        where = self.webhook_url if self.webhook_url is not None else str(self.webhook_url_file)
+        return f"{self.kind}-{_digest(where)}"
+
 
 class DiscordSinkConfig(_SinkConfig):
     kind: Literal["discord"]
@@ -532,6 +598,11 @@ class DiscordSinkConfig(_SinkConfig):
         _one_secret(self, "webhook_url")
         return self
 
+    def derived_id(self) -> str:
+        # The URL is the credential: only its digest (or the file's path) names the sink.
+        where = self.webhook_url if self.webhook_url is not None else str(self.webhook_url_file)
+        return f"{self.kind}-{_digest(where)}"
+
 
 class AlertmanagerSinkConfig(_SinkConfig):
     kind: Literal["alertmanager"]
@@ -542,6 +613,9 @@ class AlertmanagerSinkConfig(_SinkConfig):
     resend_s: float = Field(
         default=60.0, gt=0, description="Alertmanager forgets a firing alert that is not "
         "re-sent before its resolve_timeout; keeperd re-sends firing alerts this often.")
+
+    def derived_id(self) -> str:
+        return f"alertmanager-{_host_label(self.url)}-{_digest(self.url)}"
 
 
 SinkConfig = Annotated[
@@ -578,6 +652,28 @@ def _inline_secret_issues(data: dict[str, Any]) -> list[ConfigIssue]:
                     "a secret written into the file: secrets never go inline",
                     f"write `{field}: ${{VARIABLE}}` and set VARIABLE in keeperd's environment, "
                     f"or use `{field}_file:` (a file only keeperd's user can read)"))
+    return issues
+
+
+def sink_id_issues(routes: list[RouteConfig]) -> list[ConfigIssue]:
+    """Two sinks of one route under one id would share their pending notifications: each
+    repeat is named, with the sink it repeats."""
+    issues = []
+    for ri, route in enumerate(routes):
+        first: dict[str, int] = {}
+        for si, sink in enumerate(route.sinks):
+            sink_id = sink.sink_id
+            if sink_id not in first:
+                first[sink_id] = si
+                continue
+            how = "its `id`" if sink.id else "the id derived from its kind and destination"
+            issues.append(ConfigIssue(
+                f"alerts.routes[{ri}].sinks[{si}].id",
+                f"sink id {sink_id!r} ({how}) is also alerts.routes[{ri}].sinks"
+                f"[{first[sink_id]}]'s, in route {route.name!r}: the outbox keeps each "
+                "sink's notifications under its id",
+                "give one of the two its own `id:` (letters, digits, '.', '_', '-'), or "
+                "remove the repeated sink"))
     return issues
 
 
@@ -1216,7 +1312,7 @@ def parse_config(data: Any, source: str = "<config>",
             issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg,
                                       _fix_for(dict(err))))
         raise ConfigError(source, issues + inline) from None
-    issues += _reference_issues(config) + inline
+    issues += _reference_issues(config) + sink_id_issues(config.alerts.routes) + inline
     if issues:
         raise ConfigError(source, issues)
     return config

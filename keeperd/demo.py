@@ -147,7 +147,7 @@ async def show_journal(daemon: Daemon) -> None:
               "transactions")
 
 
-DEMO_SECRET = "devnet-only-secret"
+DEMO_SECRET = "devnet-only-webhook-secret-not-for-use"  # as config/devnet*.yaml
 
 
 class Receiver:

@@ -439,6 +439,10 @@ class Metrics:
         self.outbox_dead = Gauge(
             "keeperd_outbox_dead", "Notifications given up on (dead-lettered), waiting for "
             "`keeperd alerts retry`.", registry=r)
+        self.outbox_orphaned = Gauge(
+            "keeperd_outbox_orphaned", "Notifications waiting for a sink the config no longer "
+            "has, by route and sink id: restore the sink, or `keeperd alerts outbox reroute` "
+            "or `drop` them.", ["route", "sink"], registry=r)
         self.tx_sent = Counter(
             "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
             "replacement, cancel, approval).", ["chain", "kind"], registry=r)

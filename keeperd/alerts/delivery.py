@@ -5,8 +5,11 @@ outcome (delivered; retry with exponential backoff and jitter; wait for the plat
 
 A sink that fails pauses as a whole (its next entries would fail the same way), and each sink
 has its own token bucket (the route's rate limit): entries over the limit wait, none are lost.
-Routes can be swapped at run time (SIGHUP): the loops restart with the new sinks; entries for a
-sink that no longer exists stay on disk and are reported.
+Routes can be swapped at run time (SIGHUP): the loops restart with the new sinks. Entries are
+keyed by (route, sink id), so a sink moved within its route keeps its own; entries for a sink
+that no longer exists stay on disk and are reported (a warning at each start and reload, and
+`keeperd_outbox_orphaned`) until the sink comes back or `keeperd alerts outbox` re-routes or
+drops them.
 
 With replicas sharing the outbox (PostgreSQL), only the one that acts (the leader) delivers,
 and it claims each row under its lease's fence just before sending it: a replica that lost the
@@ -28,7 +31,7 @@ import structlog
 
 from keeperd.alerts.outbox import Entry, Outbox
 from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
-from keeperd.config import OutboxConfig, RouteConfig
+from keeperd.config import OutboxConfig, RouteConfig, sink_id_issues
 from keeperd.crashpoints import crash_point
 from keeperd.iokit import MAX_RETRY_AFTER_S, TokenBucket, backoff_delay
 from keeperd.logs import Redactor
@@ -40,10 +43,10 @@ log = structlog.get_logger(__name__)
 @dataclass
 class SinkRuntime:
     route: str
-    index: int
+    sink_id: str  # what its outbox rows and metrics name it by
+    index: int  # its place in the route now (only to adopt rows queued before sink ids)
     sink: Sink
     bucket: TokenBucket
-    label: str
     paused_until: float = 0.0  # time.monotonic(): a wall-clock step moves no pause
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -68,18 +71,22 @@ class Dispatcher:
         self.metrics = metrics
         self.redactor = redactor
         self.rng = rng
-        self.sinks: dict[tuple[str, int], SinkRuntime] = {}
+        self.sinks: dict[tuple[str, str], SinkRuntime] = {}  # by (route, sink id)
         self.firing_provider: FiringProvider | None = None
         self._reconfigured = asyncio.Event()
         # Rows a sink accepted whose "delivered" could not be written (a full disk): never
         # sent again, marked once the database takes writes.
         self._unrecorded: set[int] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._adopted = False  # rows queued before sink ids: given ids at the start only
 
     def configure(self, routes: list[RouteConfig]) -> None:
         """Build the sinks of these routes (reading secret files now: an error names the
         route and sink). The running loops switch to them."""
-        sinks: dict[tuple[str, int], SinkRuntime] = {}
+        duplicates = sink_id_issues(routes)
+        if duplicates:  # (`load_config` refuses them: this is a config built another way)
+            raise ValueError(str(duplicates[0]))
+        sinks: dict[tuple[str, str], SinkRuntime] = {}
         for route in routes:
             for i, sink_config in enumerate(route.sinks):
                 try:
@@ -91,13 +98,14 @@ class Dispatcher:
                         self.redactor.add(secret)
                 per_minute = route.rate_limit_per_minute or DEFAULT_RATE[sink.kind]
                 bucket = TokenBucket(per_minute / 60, burst=per_minute)
-                sinks[(route.name, i)] = SinkRuntime(route.name, i, sink, bucket,
-                                                     f"{i}:{sink.kind}")
+                sink_id = sink_config.sink_id
+                sinks[(route.name, sink_id)] = SinkRuntime(route.name, sink_id, i, sink, bucket)
         self.sinks = sinks
         self._reconfigured.set()
 
     def route_sinks(self, route: str) -> list[SinkRuntime]:
-        return [rt for (name, _), rt in sorted(self.sinks.items()) if name == route]
+        """The route's sinks, in the config's order."""
+        return [rt for rt in self.sinks.values() if rt.route == route]
 
     def wake(self) -> None:
         for rt in self.sinks.values():
@@ -111,12 +119,15 @@ class Dispatcher:
             try:
                 while True:
                     self._reconfigured.clear()
+                    if not self._adopted:
+                        await self._adopt_legacy_rows()
+                        self._adopted = True
                     await self._report_orphans()
                     tasks = [asyncio.create_task(self._sink_loop(rt),
-                                                 name=f"alerts:{rt.route}:{rt.label}")
+                                                 name=f"alerts:{rt.route}:{rt.sink_id}")
                              for rt in self.sinks.values()]
                     tasks += [asyncio.create_task(self._resend_loop(rt),
-                                                  name=f"alerts:{rt.route}:{rt.label}:resend")
+                                                  name=f"alerts:{rt.route}:{rt.sink_id}:resend")
                               for rt in self.sinks.values()
                               if isinstance(rt.sink, AlertmanagerSink)]
                     tasks.append(asyncio.create_task(self._metrics_loop()))
@@ -138,7 +149,7 @@ class Dispatcher:
         async with aiohttp.ClientSession() as session:
             for rt in self.sinks.values():
                 while time.monotonic() < deadline and rt.paused_until <= time.monotonic():
-                    entries = await self.outbox.due(rt.route, rt.index,
+                    entries = await self.outbox.due(rt.route, rt.sink_id,
                                                     horizon=self._horizon())
                     if not entries or not self.acting():
                         break
@@ -161,7 +172,7 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database (a PostgreSQL restart): rows wait there
-                log.warning("alerts.outbox_unavailable", route=rt.route, sink=rt.label,
+                log.warning("alerts.outbox_unavailable", route=rt.route, sink=rt.sink_id,
                             error=f"{type(exc).__name__}: {exc}", retry_in_s=1.0)
                 await asyncio.sleep(1.0)
 
@@ -177,9 +188,9 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.wake.wait(), STANDBY_POLL_S)
             return
-        entries = await self.outbox.due(rt.route, rt.index, now, horizon=self._horizon())
+        entries = await self.outbox.due(rt.route, rt.sink_id, now, horizon=self._horizon())
         if not entries:
-            next_at = await self.outbox.next_due_at(rt.route, rt.index)
+            next_at = await self.outbox.next_due_at(rt.route, rt.sink_id)
             timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
             rt.wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -187,8 +198,8 @@ class Dispatcher:
             return
         wait = rt.bucket.wait_time()
         if wait > 0:
-            self.metrics.notifications.labels(rt.route, rt.label, "rate_limited").inc()
-            log.info("alerts.rate_limited", route=rt.route, sink=rt.label,
+            self.metrics.notifications.labels(rt.route, rt.sink_id, "rate_limited").inc()
+            log.info("alerts.rate_limited", route=rt.route, sink=rt.sink_id,
                      wait_s=round(wait, 2), pending=len(entries))
             await asyncio.sleep(wait)
             return
@@ -207,8 +218,8 @@ class Dispatcher:
         result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,
                                     entry.parts_done)
         now = time.time()
-        labels = (rt.route, rt.label)
-        fields = {"route": rt.route, "sink": rt.label, "entry": entry.id,
+        labels = (rt.route, rt.sink_id)
+        fields = {"route": rt.route, "sink": rt.sink_id, "entry": entry.id,
                   "rule": entry.alerts[0]["rule"], "alerts": len(entry.alerts),
                   "attempt": entry.attempts + 1}
         if result.ok:
@@ -285,16 +296,38 @@ class Dispatcher:
 
     async def _refresh_metrics(self) -> None:
         stats = await self.outbox.stats()
+        # (cleared first: a sink removed, restored, or its rows re-routed or dropped, leaves
+        # no stale series)
+        for gauge in (self.metrics.outbox_depth, self.metrics.outbox_oldest,
+                      self.metrics.outbox_orphaned):
+            gauge.clear()
         for rt in self.sinks.values():
-            count, age = stats.get((rt.route, rt.index), (0, 0.0))
-            self.metrics.outbox_depth.labels(rt.route, rt.label).set(count)
-            self.metrics.outbox_oldest.labels(rt.route, rt.label).set(age)
+            count, age = stats.get((rt.route, rt.sink_id), (0, 0.0))
+            self.metrics.outbox_depth.labels(rt.route, rt.sink_id).set(count)
+            self.metrics.outbox_oldest.labels(rt.route, rt.sink_id).set(age)
+        for (route, sink_id), (count, _) in stats.items():
+            if (route, sink_id) not in self.sinks:
+                self.metrics.outbox_orphaned.labels(route, sink_id).set(count)
         self.metrics.outbox_dead.set(await self.outbox.dead_count())
 
+    async def _adopt_legacy_rows(self) -> None:
+        """Rows queued before sinks had ids name the sink's place in its route: each takes the
+        id of the sink there at start, if of the kind it was queued for (the first start after
+        the upgrade: the config the old version ran with). Never on a reload, whose order may
+        differ: what is left is reported as waiting for a removed sink."""
+        for rt in self.sinks.values():
+            adopted = await self.outbox.adopt(rt.route, rt.index, rt.sink_id, rt.sink.kind)
+            if adopted:
+                log.info("alerts.outbox_rows_adopted", route=rt.route, index=rt.index,
+                         sink=rt.sink_id, entries=adopted)
+
     async def _report_orphans(self) -> None:
-        for (route, sink), (count, age) in (await self.outbox.stats()).items():
-            if (route, sink) not in self.sinks:
-                log.warning("alerts.orphaned_entries", route=route, sink=sink,
+        for (route, sink_id), (count, age) in (await self.outbox.stats()).items():
+            if (route, sink_id) not in self.sinks:
+                log.warning("alerts.orphaned_entries", route=route, sink=sink_id,
                             pending=count, oldest_age_s=round(age),
-                            action="these wait for a sink that is no longer configured; "
-                                   "restore it in alerts.routes")
+                            action="these wait for a sink that is no longer configured: "
+                                   "restore it in alerts.routes (with this id), or `keeperd "
+                                   f"alerts outbox reroute {route}/{sink_id} --to ROUTE/SINK` "
+                                   f"or `keeperd alerts outbox drop {route}/{sink_id}`")
+        await self._refresh_metrics()

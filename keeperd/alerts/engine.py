@@ -741,7 +741,7 @@ class AlertEngine:
                 for group in group_alerts(alerts, rt.sink.group):
                     blocks = [a.block for a in group if a.block is not None]
                     chains = {a.chain for a in group if a.chain}
-                    queued.append(Queued(route, rt.index, rt.sink.kind,
+                    queued.append(Queued(route, rt.sink_id, rt.sink.kind,
                                          [a.to_json() for a in group],
                                          next(iter(chains)) if len(chains) == 1 else None,
                                          max(blocks) if blocks else None))

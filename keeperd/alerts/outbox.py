@@ -1,10 +1,14 @@
 """The durable outbox: every notification is written to the state database before any delivery
 attempt and leaves the pending state only when its sink accepted it.
 
-One row per (notification, sink). A row is `pending` (waiting or being retried, with its
-`next_at`), `delivered` (kept for a while: reorg retraction and `keeperd alerts list` read it),
-`dead` (gave up after `max_attempts` or a permanent refusal; `keeperd alerts retry` requeues),
-or `retracted` (its block was reorganised away before anyone saw it).
+One row per (notification, sink), the sink named by its route and its stable id
+(`_SinkConfig.sink_id`), never by its place in the route: reordering a route's sinks and
+reloading sends each waiting notification where it was meant to go. A row is `pending`
+(waiting or being retried, with its `next_at`), `delivered` (kept for a while: reorg
+retraction and `keeperd alerts list` read it), `dead` (gave up after `max_attempts` or a
+permanent refusal; `keeperd alerts retry` requeues), `retracted` (its block was reorganised
+away before anyone saw it), or `dropped` (its sink was removed from the config and an
+operator dropped what waited for it: `keeperd alerts outbox drop`).
 
 On SQLite (one machine) or PostgreSQL (replicas sharing it: only the leader delivers, and it
 claims each row under its lease's fence before sending, so a replica that lost the lease sends
@@ -24,7 +28,9 @@ from keeperd.alerts.model import severity_rank
 from keeperd.storage.db import Database
 
 
-def schema(dialect: str) -> Sequence[str]:
+def schema_v2(dialect: str) -> Sequence[str]:
+    """The table as migration 2 created it (shipped: never edit), a sink named by its index in
+    the route; `sink_id_migration` turns that into the sink's id."""
     serial = ("BIGSERIAL PRIMARY KEY" if dialect == "postgresql"
               else "INTEGER PRIMARY KEY AUTOINCREMENT")
     return (
@@ -52,14 +58,40 @@ def schema(dialect: str) -> Sequence[str]:
     )
 
 
+# A row written before sinks had ids names its sink `#<index in the route>` (no id can start
+# with `#`); the dispatcher gives it the id of the sink at that index when it first runs
+# (`Outbox.adopt`): the config the old version ran with, as long as the upgrade does not
+# reorder a route at the same time.
+LEGACY_PREFIX = "#"
+
+
+def sink_id_migration(dialect: str) -> Sequence[str]:
+    """Migration 8: `sink` becomes TEXT, the sink's id; existing rows get `#<index>` and keep
+    everything else (a pending row stays pending). The same statements on both back-ends:
+    SQLite (>= 3.35) and PostgreSQL both add, drop and rename columns."""
+    return (
+        "DROP INDEX IF EXISTS outbox_due",
+        "ALTER TABLE outbox ADD COLUMN sink_id TEXT NOT NULL DEFAULT ''",
+        f"UPDATE outbox SET sink_id = '{LEGACY_PREFIX}' || CAST(sink AS TEXT)",
+        "ALTER TABLE outbox DROP COLUMN sink",
+        "ALTER TABLE outbox RENAME COLUMN sink_id TO sink",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
+    )
+
+
+def legacy_sink(index: int) -> str:
+    return f"{LEGACY_PREFIX}{index}"
+
+
 PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted"
+DROPPED = "dropped"
 
 
 @dataclass(frozen=True)
 class Entry:
     id: int
     route: str
-    sink: int
+    sink: str
     sink_kind: str
     idempotency_key: str
     chain: str | None
@@ -88,7 +120,7 @@ class Queued:
     """One notification for one sink, ready to be written (`Outbox.put_all`)."""
 
     route: str
-    sink: int
+    sink: str
     sink_kind: str
     alerts: list[dict[str, Any]]
     chain: str | None
@@ -99,7 +131,7 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def put(self, route: str, sink: int, sink_kind: str, alerts: list[dict[str, Any]],
+    async def put(self, route: str, sink: str, sink_kind: str, alerts: list[dict[str, Any]],
                   chain: str | None, block: int | None, now: float | None = None) -> str:
         """Queue one notification for one sink; returns its idempotency key (stable across
         retries, restarts and replicas, so receivers can drop a duplicate)."""
@@ -127,7 +159,7 @@ class Outbox:
                     "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", *row)
         return keys
 
-    async def due(self, route: str, sink: int, now: float | None = None, limit: int = 1,
+    async def due(self, route: str, sink: str, now: float | None = None, limit: int = 1,
                   *, horizon: float = 1e15) -> list[Entry]:
         """Pending entries whose time has come — or lies more than `horizon` seconds ahead
         (only a wall clock stepped back since they were scheduled puts them there)."""
@@ -146,7 +178,7 @@ class Outbox:
             state = await self.db.fetchval("SELECT state FROM outbox WHERE id = $1", entry_id)
         return bool(state == PENDING)
 
-    async def next_due_at(self, route: str, sink: int) -> float | None:
+    async def next_due_at(self, route: str, sink: str) -> float | None:
         value = await self.db.fetchval("SELECT MIN(next_at) FROM outbox WHERE state = $1 "
                                        "AND route = $2 AND sink = $3", PENDING, route, sink)
         return None if value is None else float(value)
@@ -182,12 +214,39 @@ class Outbox:
         await self.db.execute("UPDATE outbox SET state = $1 WHERE id = $2 AND state = $3",
                               RETRACTED, entry_id, PENDING)
 
-    async def stats(self, now: float | None = None) -> dict[tuple[str, int], tuple[int, float]]:
-        """Per (route, sink): pending count and the oldest pending age in seconds."""
+    async def stats(self, now: float | None = None) -> dict[tuple[str, str], tuple[int, float]]:
+        """Per (route, sink id): pending count and the oldest pending age in seconds."""
         now = time.time() if now is None else now
         rows = await self.db.fetch("SELECT route, sink, COUNT(*), MIN(created_at) FROM outbox "
                                    "WHERE state = $1 GROUP BY route, sink", PENDING)
-        return {(r[0], int(r[1])): (int(r[2]), now - r[3]) for r in rows}
+        return {(r[0], str(r[1])): (int(r[2]), now - r[3]) for r in rows}
+
+    # --- a sink that moved or left the config ---------------------------------------------------
+
+    async def adopt(self, route: str, index: int, sink: str, sink_kind: str) -> int:
+        """Rows queued before sinks had ids, for the sink at `index` of `route`: now its id's,
+        when it is of the kind they were queued for."""
+        return await self.db.execute(
+            "UPDATE outbox SET sink = $1 WHERE route = $2 AND sink = $3 AND sink_kind = $4",
+            sink, route, legacy_sink(index), sink_kind)
+
+    async def drop(self, route: str, sink: str) -> int:
+        """Give up the pending rows of a sink (kept as `dropped`, pruned with the history)."""
+        return await self.db.execute(
+            "UPDATE outbox SET state = $1, last_error = $2 WHERE state = $3 AND route = $4 "
+            "AND sink = $5", DROPPED, "dropped by `keeperd alerts outbox drop`", PENDING,
+            route, sink)
+
+    async def reroute(self, route: str, sink: str, to_route: str, to_sink: str,
+                      to_kind: str, now: float | None = None) -> int:
+        """Send the pending rows of a sink to another one, now. (A row holds the alerts, not
+        a rendered message: any kind of sink can send it.) Its parts count starts again: the
+        parts were the old sink's."""
+        now = time.time() if now is None else now
+        return await self.db.execute(
+            "UPDATE outbox SET route = $1, sink = $2, sink_kind = $3, next_at = $4, "
+            "parts_done = 0 WHERE state = $5 AND route = $6 AND sink = $7",
+            to_route, to_sink, to_kind, now, PENDING, route, sink)
 
     async def dead_count(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM outbox WHERE state = $1", DEAD))
@@ -203,5 +262,6 @@ class Outbox:
 
     async def prune(self, older_than_s: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return await self.db.execute("DELETE FROM outbox WHERE state IN ($1, $2) AND "
-                                     "created_at < $3", DELIVERED, RETRACTED, now - older_than_s)
+        return await self.db.execute("DELETE FROM outbox WHERE state IN ($1, $2, $3) AND "
+                                     "created_at < $4", DELIVERED, RETRACTED, DROPPED,
+                                     now - older_than_s)

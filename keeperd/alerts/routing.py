@@ -66,7 +66,7 @@ def route(config: AlertsConfig, silences: Silences, rule: str, labels: dict[str,
             for silence in silences.all_matching(seen, now):
                 muting.setdefault(silence, []).append(sev)
         routes = {r.name: r for r in config.routes}
-        sinks = tuple(_sink(i, s) for i, s in enumerate(routes[name].sinks)) if name else ()
+        sinks = tuple(_sink(s) for s in routes[name].sinks) if name else ()
         out.append(Routed(name, via, routed_labels, sinks,
                           tuple((s, tuple(v)) for s, v in muting.items()), severities))
     return out
@@ -117,9 +117,9 @@ def _watchlist_routes(config: AlertsConfig, info: RuleInfo, labels: dict[str, st
     return out
 
 
-def _sink(index: int, sink: SinkConfig) -> str:
-    """The sink's kind and where it sends, without its secrets (a Slack or Discord webhook URL
-    is one)."""
+def _sink(sink: SinkConfig) -> str:
+    """The sink's id, kind and where it sends, without its secrets (a Slack or Discord webhook
+    URL is one)."""
     if sink.kind == "telegram":
         thread = f" topic {sink.message_thread_id}" if sink.message_thread_id else ""
         where = f"chat {sink.chat_id}{thread}"
@@ -127,7 +127,7 @@ def _sink(index: int, sink: SinkConfig) -> str:
         where = urlsplit(sink.url).netloc.rpartition("@")[2]
     else:
         where = "its webhook URL"
-    return f"{index}:{sink.kind} ({where})"
+    return f"{sink.sink_id}: {sink.kind} ({where})"
 
 
 def render(rule: str, routed: list[Routed], now: float) -> str:

@@ -33,6 +33,7 @@ from keeperd.config import (
     SlackSinkConfig,
     TelegramSinkConfig,
     WebhookSinkConfig,
+    webhook_secret_problem,
 )
 from keeperd.iokit import classify_http, parse_retry_after, read_bounded
 
@@ -223,6 +224,10 @@ class WebhookSink:
         self.config = config
         self.group = bool(config.group)
         self._secret = read_secret(config.secret, config.secret_file, "secret")
+        # (an inline secret was checked at load; a file's is read only now)
+        problem = webhook_secret_problem(self._secret)
+        if problem:
+            raise SinkError(f"secret_file {config.secret_file}: {problem}")
         # Every header value too: the config cannot tell an X-Api-Key from a label.
         self.secrets: tuple[str, ...] = (self._secret, *config.headers.values())
 

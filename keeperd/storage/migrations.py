@@ -25,7 +25,7 @@ def _journal(dialect: str) -> Sequence[str]:
 def _alerts(dialect: str) -> Sequence[str]:
     from keeperd.alerts import outbox, silences, state
 
-    return (*outbox.schema(dialect), *state.schema(dialect), *silences.schema(dialect))
+    return (*outbox.schema_v2(dialect), *state.schema(dialect), *silences.schema(dialect))
 
 
 def _breaker(dialect: str) -> Sequence[str]:
@@ -42,6 +42,12 @@ def _account_index(dialect: str) -> Sequence[str]:
 
 def _realised_profit(dialect: str) -> Sequence[str]:
     return ("ALTER TABLE liquidations ADD COLUMN realised_profit_usd DOUBLE PRECISION",)
+
+
+def _outbox_sink_ids(dialect: str) -> Sequence[str]:
+    from keeperd.alerts.outbox import sink_id_migration
+
+    return sink_id_migration(dialect)
 
 
 def _index_filter(dialect: str) -> Sequence[str]:
@@ -66,6 +72,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
     (5, "what each discovery filter held", _index_filter),
     (6, "each liquidation's realised profit", _realised_profit),
     (7, "where each breaker trip was observed", _breaker_observed_at),
+    (8, "the outbox names each sink by its id, not its place in the route", _outbox_sink_ids),
 )
 INDEX_MIGRATION = 4
 INDEX_MIGRATIONS = frozenset({4, 5})  # the account index's: in each replica's own file

@@ -69,7 +69,8 @@ def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
         "metrics": {"enabled": False}, "logging": {"format": "json"},
     }))
     logs = tmp_path / "keeperd.log"
-    env = dict(os.environ, WEBHOOK_SECRET="clock-step-test", LD_PRELOAD=str(LIBFAKETIME),
+    env = dict(os.environ, WEBHOOK_SECRET="clock-step-test-webhook-secret-32b",
+               LD_PRELOAD=str(LIBFAKETIME),
                FAKETIME_TIMESTAMP_FILE=str(clock), FAKETIME_DONT_FAKE_MONOTONIC="1",
                FAKETIME_CACHE_DURATION="1")
     proc = start_keeperd(config, env, logs)

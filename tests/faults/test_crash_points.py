@@ -35,7 +35,7 @@ from tests.integration.test_daemon import get
 from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
 from tests.keeperd_process import start_keeperd, wait_until
 
-SECRET = "crash-point-webhook-secret"
+SECRET = "crash-point-webhook-secret-of-32-bytes"
 ROUNDS = int(os.environ.get("KEEPERD_FAULT_ROUNDS", "1"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,13 @@ from tests.alert_fakes import Recorder, webhook_app
 from tests.conftest import serve
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "cli-secret-long-enough-for-hmac-sha256"
 
 
 def keeperd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "keeperd", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, ALERT_SECRET="cli-secret"))
+                          env=dict(os.environ, ALERT_SECRET=SECRET))
 
 
 def write(tmp_path: Path, hook: str) -> Path:
@@ -72,20 +74,21 @@ def test_alerts_test_list_and_retry(tmp_path: Path) -> None:
                                            str(config)), config
 
     sent, config = asyncio.run(run())
-    assert sent.returncode == 0 and "ops/0 webhook: delivered" in sent.stdout, sent.stderr
+    assert sent.returncode == 0 and re.search(r"ops/webhook-127\.0\.0\.1-[0-9a-f]{10} "
+                                              "webhook: delivered", sent.stdout), sent.stderr
     [entry] = rec.accepted
-    assert verify("cli-secret", entry["raw"], entry["headers"]["X-Keeperd-Signature"])
+    assert verify(SECRET, entry["raw"], entry["headers"]["X-Keeperd-Signature"])
     assert entry["body"]["rule"] == "test"
     down = keeperd("alerts", "test", "--config", str(config))  # the receiver is gone now
     assert down.returncode == 1 and "ClientConnectorError" in down.stdout
-    assert "cli-secret" not in down.stdout + down.stderr
+    assert SECRET not in down.stdout + down.stderr
 
     db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
     outbox = Outbox(db)
 
     async def dead_letter() -> None:
         await migrate(db)
-        await outbox.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+        await outbox.put("ops", "webhook-1", "webhook", [{"rule": "oracle", "status": "firing",
                                                 "severity": "critical", "summary": "x"}],
                          None, None)
         [e] = await outbox.entries()

@@ -14,7 +14,7 @@ import pytest
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.model import Alert
-from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox, schema
+from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox, schema_v2, sink_id_migration
 from keeperd.alerts.sinks import verify
 from keeperd.config import OutboxConfig, RouteConfig
 from keeperd.iokit import TokenBucket
@@ -36,6 +36,7 @@ from tests.conftest import metric_value, serve
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 CHAT = -1001234567890
+SECRET = "hush-hush-a-webhook-secret-of-32+-bytes"
 FAST = OutboxConfig(max_attempts=4, backoff_initial_s=0.05, backoff_max_s=0.2)
 
 
@@ -53,7 +54,7 @@ class Harness:
                  settings: OutboxConfig = FAST) -> None:
         path = tmp_path / "state.db"
         self.db = sqlite3.connect(path, isolation_level=None)  # the test's own reads
-        for sql in schema("sqlite"):
+        for sql in (*schema_v2("sqlite"), *sink_id_migration("sqlite")):
             self.db.execute(sql)
         self.outbox = Outbox(SqliteDatabase.open(path))
         self.metrics = Metrics()
@@ -62,9 +63,13 @@ class Harness:
         self.dispatcher.configure([RouteConfig.model_validate(r) for r in routes])
         self.task: asyncio.Task[None] | None = None
 
+    def sink_id(self, index: int = 0, route: str = "r") -> str:
+        return self.dispatcher.route_sinks(route)[index].sink_id
+
     async def put(self, alerts: list[dict[str, Any]], route: str = "r", sink: int = 0) -> str:
-        kind = self.dispatcher.sinks[(route, sink)].sink.kind
-        return await self.outbox.put(route, sink, kind, alerts, "devnet", 10)
+        """Queue for the route's `sink`-th sink, as the engine does."""
+        rt = self.dispatcher.route_sinks(route)[sink]
+        return await self.outbox.put(route, rt.sink_id, rt.sink.kind, alerts, "devnet", 10)
 
     async def until(self, check: Callable[[], bool], limit_s: float = 15.0) -> None:
         self.dispatcher.wake()
@@ -109,7 +114,7 @@ async def test_telegram_html_429_retry_after_and_split(harness_factory: Any) -> 
         assert body["parse_mode"] == "HTML" and body["chat_id"] == CHAT
         assert "health &lt;1.1&gt; &amp; falling" in body["text"]
         assert metric_value(h.metrics, "keeperd_notifications_total",
-                            {"route": "r", "sink": "0:telegram", "outcome": "rate_limited"}) == 1
+                            {"route": "r", "sink": h.sink_id(), "outcome": "rate_limited"}) == 1
 
         # A group too long for one message: several, each accepted by the strict fake (<= 4096
         # visible characters, balanced tags); a 429 on the second part does not resend the
@@ -160,7 +165,7 @@ async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
     rec = Recorder(script=[status(503)] * 3 + [status(502)] * 2)
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}],
             OutboxConfig(max_attempts=10, backoff_initial_s=0.05, backoff_max_s=0.2))
         keys = [await h.put([make_alert(i)]) for i in range(8)]
         await h.until(lambda: h.states().count(DELIVERED) == 8)
@@ -169,14 +174,14 @@ async def test_webhook_down_then_back_every_alert_arrives_once_per_key(
     attempted = [e["headers"]["Idempotency-Key"] for e in rec.requests]
     assert len(attempted) == 13 and set(attempted) == set(keys)  # retries reuse the key
     for e in rec.accepted:
-        assert verify("hush", e["raw"], e["headers"]["X-Keeperd-Signature"])
+        assert verify(SECRET, e["raw"], e["headers"]["X-Keeperd-Signature"])
         body = e["body"]
         assert body["status"] == "firing" and body["rule"] == "position_health"
         assert body["severity"] == "warning" and body["account"].startswith("0x")
         assert body["health_factor"] == 1.1 and body["summary"]
         assert body["idempotency_key"] == e["headers"]["Idempotency-Key"]
     assert metric_value(h.metrics, "keeperd_notifications_total",
-                        {"route": "r", "sink": "0:webhook", "outcome": "retry"}) == 5
+                        {"route": "r", "sink": h.sink_id(), "outcome": "retry"}) == 5
 
 
 async def test_a_webhook_mid_deploy_refusing_404_then_401_is_retried_not_dead_lettered(
@@ -186,7 +191,7 @@ async def test_a_webhook_mid_deploy_refusing_404_then_401_is_retried_not_dead_le
     rec = Recorder(script=[status(404), status(404), status(401)])
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}],
             OutboxConfig(max_attempts=10, backoff_initial_s=0.05, backoff_max_s=0.2))
         key = await h.put([make_alert(1)])
         await h.until(lambda: h.states() == [DELIVERED])
@@ -202,7 +207,7 @@ async def test_a_refusal_past_its_window_or_a_malformed_request_is_dead_lettered
     rec = Recorder(script=[status(code)] * 5)
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}], settings)
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}], settings)
         await h.put([make_alert(2)])
         await h.until(lambda: h.states() == [DEAD])
     assert len(rec.requests) == 1
@@ -223,7 +228,7 @@ async def test_wall_clock_steps_move_no_retry(harness_factory: Any,
     rec = Recorder(script=[lambda: web.Response(status=429, headers={"Retry-After": "1"})])
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
         key = await h.put([make_alert(1)])
         await h.until(lambda: len(rec.requests) == 1)
         monkeypatch.setattr(delivery, "time", types.SimpleNamespace(
@@ -235,7 +240,7 @@ async def test_wall_clock_steps_move_no_retry(harness_factory: Any,
     rec = Recorder()
     async with serve(webhook_app(rec)) as url:
         h2 = harness_factory([{"name": "s", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
         await h2.put([make_alert(2)], route="s")
         h2.db.execute("UPDATE outbox SET next_at = next_at + 86400 WHERE route = 's'")
         await h2.until(lambda: h2.states()[-1:] == [DELIVERED], limit_s=10)
@@ -265,7 +270,7 @@ async def test_a_receiver_answering_without_end_is_read_only_so_far(
     app.router.add_post("/hook", endless)
     async with serve(app) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}],
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}],
             OutboxConfig(max_attempts=1, backoff_initial_s=0.05))
         await h.put([make_alert(1)])
         await h.until(lambda: h.states() == [DEAD])
@@ -282,7 +287,7 @@ async def test_over_a_sinks_rate_limit_critical_goes_first_and_none_is_dropped(
     rec = Recorder()
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "rate_limit_per_minute": 3, "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
         h.task.cancel()  # queue the whole burst first, then start delivering
         await asyncio.gather(h.task, return_exceptions=True)
         for i in range(8):
@@ -295,11 +300,11 @@ async def test_over_a_sinks_rate_limit_critical_goes_first_and_none_is_dropped(
         assert rec.accepted[0]["body"]["severity"] == "critical"
         assert h.states().count(DELIVERED) == 3 and h.states().count("pending") == 6
         assert metric_value(h.metrics, "keeperd_notifications_total", {
-            "route": "r", "sink": "0:webhook", "outcome": "rate_limited"}) >= 1
+            "route": "r", "sink": h.sink_id(), "outcome": "rate_limited"}) >= 1
         # The operator raises the limit (a reload): the waiting ones go out, none was lost.
         h.dispatcher.configure([RouteConfig.model_validate({
             "name": "r", "rate_limit_per_minute": 600, "sinks": [{
-                "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]})])
+                "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]})])
         await h.until(lambda: h.states() == [DELIVERED] * 9)
     keys = [e["headers"]["Idempotency-Key"] for e in rec.accepted]
     assert len(keys) == len(set(keys)) == 9
@@ -309,12 +314,12 @@ async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:
         h = harness_factory([{"name": "r", "sinks": [{
-            "kind": "webhook", "url": f"{url}/hook", "secret": "hush"}]}])
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
         await h.put([make_alert(1)])
         await h.until(lambda: h.states() == [DEAD])
         assert len(rec.requests) == FAST.max_attempts
         assert metric_value(h.metrics, "keeperd_notifications_total",
-                            {"route": "r", "sink": "0:webhook", "outcome": "dead"}) == 1
+                            {"route": "r", "sink": h.sink_id(), "outcome": "dead"}) == 1
 
 
 async def test_slack_and_discord_formats_and_discord_rate_limit(harness_factory: Any) -> None:

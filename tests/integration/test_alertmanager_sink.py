@@ -80,13 +80,14 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
     dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
         {"kind": "alertmanager", "url": alertmanager}]})])
     task = asyncio.create_task(dispatcher.run())
+    [sink_id] = [rt.sink_id for rt in dispatcher.route_sinks("am")]
     account = "0x" + "ab" * 20
     labels = {"chain": "devnet", "protocol": "aave", "account": account, "watchlist": "w"}
     firing = Alert("position_health", "critical", "firing", labels,
                    f"w: {account} has health 1.0200, below critical 1.05",
                    action="Add collateral", details={"health_factor": 1.02}).to_json()
     try:
-        await outbox.put("am", 0, "alertmanager", [firing], "devnet", 5)
+        await outbox.put("am", sink_id, "alertmanager", [firing], "devnet", 5)
         dispatcher.wake()
         for _ in range(200):
             if [r[0] for r in db.execute("SELECT state FROM outbox")] == [DELIVERED]:
@@ -101,7 +102,7 @@ async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
 
         resolved = dict(firing, kind="resolved", status="resolved",
                         summary=f"w: {account} recovered")
-        await outbox.put("am", 0, "alertmanager", [resolved], "devnet", 6)
+        await outbox.put("am", sink_id, "alertmanager", [resolved], "devnet", 6)
         dispatcher.wake()
         for _ in range(200):
             if not [a for a in am_alerts(alertmanager)

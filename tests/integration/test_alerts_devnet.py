@@ -33,7 +33,7 @@ TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 CHAT = -1001234567890
 ALICE = [to_checksum_address("0x" + "00" * 18 + "a11c"),
          to_checksum_address("0x" + "00" * 18 + "a11d")]
-SECRET = "whsec_test_only"
+SECRET = "whsec_test_only_long_enough_for_hmac"
 
 
 def open_watched(devnet: Devnet, accounts: list[str], health: float) -> None:

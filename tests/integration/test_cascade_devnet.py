@@ -130,7 +130,7 @@ async def test_bad_debt_above_the_threshold_raises_a_cascade_alert(
     book, head = await snapshot(devnet, pool, tmp_path)
     alerts_config = AlertsConfig.model_validate({
         "routes": [{"name": "risk", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:9/h",
-                                               "secret": "s"}]}],
+                                               "secret": "s" * 32}]}],
         "rules": {"cascade": {"shock": 0.3, "warn_bad_debt_usd": 1.0,
                               "critical_bad_debt_usd": 1e12}}})
     db = SqliteDatabase.open(tmp_path / "alerts.db")

@@ -196,7 +196,7 @@ def simulate_config(tmp_path: Path, devnet: Devnet) -> tuple[Path, list[str], st
     data["alerts"] = {
         "routes": [{"name": "holders", "sinks": [
             {"kind": "webhook", "url": "http://127.0.0.1:9/hook",
-             "secret": "${KEEPERD_TEST_UNSET:-x}"}]}],
+             "secret": "${KEEPERD_TEST_UNSET:-a-webhook-secret-of-32-or-more-bytes}"}]}],
         "watchlists": [{"name": "desk", "accounts": [*crossing, safe], "route": "holders"}]}
     config.write_text(yaml.safe_dump(data))
     return config, crossing, safe

@@ -26,7 +26,7 @@ TYPO = "0x" + "12" * 20  # nobody's position
 def config_for(devnet: Devnet, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     m = devnet.manifest
     hook_secret = tmp_path / "hook.secret"
-    hook_secret.write_text("s")
+    hook_secret.write_text("s" * 32)
     os.chmod(hook_secret, 0o600)
     return {
         "state_dir": str(tmp_path / "state"),

@@ -243,7 +243,7 @@ async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Pat
                             "critical": 1.05, "route": "ops"}]}
         from keeperd.config import parse_config as parse
 
-        daemon = Daemon(parse(data, env={"WEBHOOK_SECRET": "s"}), metrics=Metrics())
+        daemon = Daemon(parse(data, env={"WEBHOOK_SECRET": "s" * 32}), metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         try:
@@ -280,7 +280,7 @@ async def test_the_holder_hears_when_the_keeper_liquidates_them(
         data["alerts"] = {"routes": [{"name": "ops", "sinks": [
             {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
             "watchlists": [{"name": "holder", "accounts": [victim], "route": "ops"}]}
-        daemon = Daemon(parse(data, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "s"}),
+        daemon = Daemon(parse(data, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "s" * 32}),
                         metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))

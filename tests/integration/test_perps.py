@@ -156,7 +156,7 @@ async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at
                 {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
                 "watchlists": [{"name": "trader", "accounts": [HL_USER], "warn": 40.0,
                                 "critical": 35.0, "route": "ops"}]},
-            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s"})
+            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s" * 32})
         metrics = Metrics()
         daemon = Daemon(config, metrics=metrics)
         stop = asyncio.Event()

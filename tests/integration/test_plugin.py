@@ -82,7 +82,7 @@ async def test_the_daemon_runs_it_end_to_end(devnet: Devnet, tmp_path: Path,
             "watchlists": [{"name": "mine", "accounts": [HOLDER], "warn": 1.2,
                             "critical": 1.05, "route": "ops"}]},
         risk={"cascade": {"enabled": True, "every_blocks": 1, "min_interval_s": 0}}),
-        env={"WEBHOOK_SECRET": "s"})
+        env={"WEBHOOK_SECRET": "s" * 32})
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.mine(1), protocol="toy")
     view = keeper.daemon.scanners["toy"].view

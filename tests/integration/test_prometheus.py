@@ -152,7 +152,7 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
                                   "liquidation_rule": "fixed-maintenance"})
         config.write_text(yaml.safe_dump(data))
         keeperd = start(config, env=dict(os.environ, KEEPER_KEY=KEEPER_KEY,
-                                         WEBHOOK_SECRET="dashboard-test"))
+                                         WEBHOOK_SECRET="dashboard-test-webhook-secret-32b"))
         stack.push_async_callback(stop_async, keeperd)
         prometheus, url = start_prometheus(tmp_path, port)
         stack.callback(prometheus.wait, 10)

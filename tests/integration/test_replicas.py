@@ -76,7 +76,8 @@ class Pair:
         self.devnet, self.tmp_path, self.alerts = devnet, tmp_path, alerts
         self.dsn = asyncio.run(fresh_database(postgres_server))
         fund_keeper(devnet)
-        self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY, WEBHOOK_SECRET="replica-test")
+        self.env = dict(os.environ, KEEPER_KEY=KEEPER_KEY,
+                        WEBHOOK_SECRET="replica-test-webhook-secret-of-32b")
         self.logs = {n: tmp_path / f"{n}.log" for n in ("a", "b")}
         self.procs: dict[str, subprocess.Popen[str]] = {}
 

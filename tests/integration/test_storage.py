@@ -162,7 +162,7 @@ async def alert_engine(db: Database, acting: bool = True):  # type: ignore[no-un
 
     await migrate(db)
     config = AlertsConfig.model_validate({"routes": [{"name": "ops", "sinks": [
-        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s"}]}]})
+        {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s" * 32}]}]})
     metrics = Metrics()
     dispatcher = Dispatcher(Outbox(db), OutboxConfig(), metrics, acting=lambda: acting)
     dispatcher.configure(config.routes)
@@ -229,7 +229,7 @@ async def test_only_the_lease_holder_delivers(postgres_dsn: str) -> None:
         await migrate(db_a)
         outbox_a, outbox_b = Outbox(db_a), Outbox(db_b)
         await a.try_acquire()
-        await outbox_a.put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
+        await outbox_a.put("ops", "webhook-1", "webhook", [{"rule": "oracle", "status": "firing",
                                                    "severity": "critical"}], None, None)
         [e] = await outbox_a.entries()
         with pytest.raises(FencedOut):

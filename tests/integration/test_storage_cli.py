@@ -51,8 +51,8 @@ async def single_machine_journal(state_dir: Path) -> None:
         "chain, block, alert) VALUES ('fp1', 'oracle', 'ops', 'critical', NULL, 1.0, 1.0, "
         "'devnet', 7, $1)", '{"rule": "oracle", "severity": "critical", "starts_at": 1.0, '
         '"summary": "WETH price untrusted"}')
-    await Outbox(journal.db).put("ops", 0, "webhook", [{"rule": "oracle", "status": "firing",
-                                                        "severity": "critical"}], "devnet", 7)
+    await Outbox(journal.db).put("ops", "webhook-1", "webhook", [
+        {"rule": "oracle", "status": "firing", "severity": "critical"}], "devnet", 7)
     await journal.db.close()
 
 

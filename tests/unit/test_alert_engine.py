@@ -60,7 +60,7 @@ def alerts_config(**extra: Any) -> AlertsConfig:
     data: dict[str, Any] = {
         "routes": [{"name": "people", "sinks": [
             {"kind": "telegram", "bot_token": "1:abcdefghij", "chat_id": 1},
-            {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s"}]}],
+            {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s" * 32}]}],
         "watchlists": [{"name": "alice", "accounts": ACCOUNTS, "warn": 1.2, "critical": 1.05,
                         "route": "people"}],
     }
@@ -91,8 +91,10 @@ class Setup:
         await self.engine.on_scan(scan(block, health), chain="devnet", tripped=tripped or {})
 
     async def entries(self, sink: int | None = None) -> list[Any]:
+        """The outbox's entries (of route people's `sink`-th sink)."""
         out = list(reversed(await self.outbox.entries(limit=1000)))
-        return [e for e in out if sink is None or e.sink == sink]
+        ids = [rt.sink_id for rt in self.dispatcher.route_sinks("people")]
+        return [e for e in out if sink is None or e.sink == ids[sink]]
 
 
 @pytest.fixture

@@ -114,4 +114,4 @@ def test_sink_headers_cannot_replace_the_signature() -> None:
         parse_config({**base, "alerts": {"routes": [{"name": "r", "sinks": [
             {"kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "${WEBHOOK_SECRET}",
              "headers": {"X-Keeperd-Signature": "t=1,v1=forged"}}]}]}},
-        env={"WEBHOOK_SECRET": "s"})
+        env={"WEBHOOK_SECRET": "s" * 32})

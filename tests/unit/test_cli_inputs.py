@@ -34,6 +34,9 @@ def logging_restored() -> Iterator[None]:
     structlog.configure(**saved)
 
 
+HOOK_SECRET = "a-webhook-secret-of-32-or-more-bytes"
+
+
 def write(tmp_path: Path, **extra: object) -> str:
     config = {
         "state_dir": str(tmp_path / "state"),
@@ -44,7 +47,7 @@ def write(tmp_path: Path, **extra: object) -> str:
         "alerts": {
             "routes": [
                 {"name": "ops", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook",
-                                           "secret": "${KEEPERD_TEST_UNSET:-x}"}]},
+                                           "secret": f"${{KEEPERD_TEST_UNSET:-{HOOK_SECRET}}}"}]},
                 {"name": "holders", "sinks": [
                     {"kind": "telegram", "bot_token": "${KEEPERD_TEST_UNSET:-1:AA}",
                      "chat_id": -100123},
@@ -188,13 +191,15 @@ def test_alerts_route_names_the_route_its_sinks_and_the_silences(
                      "--config", config]) == 0
     out = capsys.readouterr().out
     assert "route holders (watchlist alice's route)" in out
-    assert "sink 0:telegram (chat -100123)" in out and "sink 1:slack" in out
+    assert "sink telegram--100123: telegram (chat -100123)" in out
+    assert re.search(r"sink slack-[0-9a-f]{10}: slack \(its webhook URL\)", out), out
     assert "SECRET" not in out  # a Slack webhook URL is the secret
     assert re.search(r"muted by silence 1 .*topping up\s+\(only at severity warning\)", out)
 
     assert cli.main(["alerts", "route", "index_lag", "chain=x", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert "route ops (the first route" in out and "sink 0:webhook (127.0.0.1:9)" in out
+    assert "route ops (the first route" in out and re.search(
+        r"sink webhook-127\.0\.0\.1-[0-9a-f]{10}: webhook \(127\.0\.0\.1:9\)", out)
     assert "muted by silence -  ends never (config)" in out and "known lag" in out
 
     assert cli.main(["alerts", "route", "oracle", "asset=WETH", "--config", config]) == 0

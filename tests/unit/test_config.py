@@ -13,6 +13,9 @@ MINIMAL = {
 }
 
 
+HOOK_SECRET = "a-webhook-secret-of-at-least-32-bytes"
+
+
 def issues_of(data: dict, env: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "test.yaml", env or {})
@@ -111,7 +114,7 @@ def test_watchlist_route_must_exist_and_thresholds_order() -> None:
         {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}]}],
         "watchlists": [{"name": "w", "accounts": ["0x" + "22" * 20], "warn": 1.05,
                         "critical": 1.2, "route": "ops"}]})
-    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
     assert path == "alerts.watchlists[0]"
     assert "critical" in message
 
@@ -128,7 +131,7 @@ def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     load_config(root / "devnet.yaml", env={})
     env = {"ETH_RPC_PRIMARY": "https://a.example/v2/k", "ETH_RPC_SECONDARY": "https://b.example",
-           "WEBHOOK_SECRET": "s"}
+           "WEBHOOK_SECRET": HOOK_SECRET}
     config = load_config(root / "example.yaml", env=env)
     assert config.keeper.mode == "dry-run"
 
@@ -149,7 +152,7 @@ def test_sink_secrets_come_from_exactly_one_place(tmp_path) -> None:
     assert "bot_token" in message and "bot_token_file" in message
     [(path, message, _)] = issues_of(alerts({"kind": "webhook", "url": "https://h/x",
                                              "secret": "${WEBHOOK_SECRET}",
-                                             "secret_file": "/x"}), {"WEBHOOK_SECRET": "a"})
+                                             "secret_file": "/x"}), {"WEBHOOK_SECRET": HOOK_SECRET})
     assert "exactly one" in message
     [(path, message, _)] = issues_of(alerts({"kind": "slak", "webhook_url": "https://h"}))
     assert "slack" in message or "kind" in path
@@ -176,7 +179,7 @@ def test_watchlist_routes_and_rule_routes_are_checked() -> None:
     sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
     data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
                                  "rules": {"oracle": {"route": "pager"}}})
-    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": "s"})
+    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
     assert path == "alerts" and "rules.oracle uses route 'pager'" in message
 
 
@@ -191,7 +194,7 @@ def test_error_paths_never_carry_a_union_tag() -> None:
     data["alerts"] = {"routes": [{"name": "ops", "sinks": [
         {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "${WEBHOOK_SECRET}",
          "retries": 3}]}]}
-    found = {path: fix for path, _, fix in issues_of(data, {"WEBHOOK_SECRET": "s"})}
+    found = {path: fix for path, _, fix in issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})}
     assert set(found) == {"protocols[0].markets[0]", "protocols[0].marketz",
                           "protocols[1].pollinterval", "alerts.routes[0].sinks[0].retries"}
     assert "64 hex digits" in found["protocols[0].markets[0]"]
@@ -214,7 +217,7 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
         {"kind": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"},
         {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}]}]}
     found = {p: m for p, m, _ in issues_of({**MINIMAL, "alerts": sinks}, {
-        "WEBHOOK_SECRET": "s", "SLACK_WEBHOOK_URL": "http://hooks.slack.example/T/B/x"})}
+        "WEBHOOK_SECRET": HOOK_SECRET, "SLACK_WEBHOOK_URL": "http://hooks.slack.example/T/B/x"})}
     assert set(found) == {"alerts.routes[0].sinks[0].url",
                           "alerts.routes[0].sinks[1].webhook_url"}
     assert all("use https" in m for m in found.values())
@@ -257,3 +260,71 @@ def test_a_command_whose_chain_does_not_answer_says_so_without_a_traceback(
     err = capsys.readouterr().err
     assert "the chain did not answer" in err and "fix:" in err
     assert "Traceback" not in err
+
+
+def test_a_webhook_secret_under_32_bytes_is_refused_at_load(tmp_path: Path) -> None:
+    """An HMAC key short enough to guess from one signed alert lets anyone forge alerts."""
+    def hook(secret: str) -> dict:
+        return dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${S}"}]}]}), \
+            {"S": secret}
+
+    [(path, message, _)] = issues_of(*hook("é" * 15 + "x"))  # 31 bytes, 16 characters
+    assert path == "alerts.routes[0].sinks[0].secret"
+    assert "31 bytes" in message and "at least 32" in message
+    assert "openssl rand -hex 32" in message
+    data, env = hook("é" * 16)  # 32 bytes: bytes are counted, not characters
+    parse_config(data, env=env)
+
+    from keeperd.alerts.sinks import SinkError, make_sink
+
+    short = tmp_path / "hook.secret"
+    short.write_text("x" * 31 + "\n")
+    short.chmod(0o600)
+    config = parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret_file": str(short)}]}]}),
+        env={})
+    with pytest.raises(SinkError, match=rf"secret_file {short}: .*31 bytes.*openssl rand"):
+        make_sink(config.alerts.routes[0].sinks[0])  # what the daemon does at start
+
+
+def test_sink_ids_are_stable_unique_in_a_route_and_never_show_a_secret() -> None:
+    slack_url = "https://hooks.slack.example/services/T0/B0/TOPSECRETTOKEN"
+    sinks = [
+        {"kind": "telegram", "bot_token": "${TOKEN}", "chat_id": -100123,
+         "message_thread_id": 7},
+        {"kind": "telegram", "bot_token": "${TOKEN}", "chat_id": "@desk"},
+        {"kind": "webhook", "url": "https://hooks.example:8443/k?x=1", "secret": "${S}"},
+        {"kind": "slack", "webhook_url": "${SLACK}"},
+        {"kind": "discord", "webhook_url_file": "/etc/keeperd/discord.url"},
+        {"kind": "alertmanager", "url": "http://127.0.0.1:9093", "id": "am"}]
+    env = {"TOKEN": "123:SECRETBOTTOKEN", "S": HOOK_SECRET, "SLACK": slack_url}
+    config = parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": sinks}]}),
+                          env=env)
+    ids = [s.sink_id for s in config.alerts.routes[0].sinks]
+    assert ids[:2] == ["telegram--100123-topic7", "telegram-desk"]
+    assert ids[2].startswith("webhook-hooks.example-") and ids[3].startswith("slack-")
+    assert ids[4].startswith("discord-") and ids[5] == "am"
+    assert not any(secret in i for i in ids for secret in (
+        "SECRETBOTTOKEN", "TOPSECRETTOKEN", "T0/B0", HOOK_SECRET))
+    again = parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": sinks}]}),
+                         env=env)
+    assert [s.sink_id for s in again.alerts.routes[0].sinks] == ids  # stable across loads
+    other = parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [
+        {**sinks[2], "url": "https://hooks.example:8443/k?x=2"}]}]}), env=env)
+    assert other.alerts.routes[0].sinks[0].sink_id != ids[2]  # another destination
+
+    # The same destination twice in a route, or one id given twice: both named.
+    twice = [sinks[2], dict(sinks[2], timeout_s=5), sinks[5], {**sinks[0], "id": "am"}]
+    found = issues_of(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": twice}]}), env)
+    assert [(p, f) for p, _, f in found] == [
+        ("alerts.routes[0].sinks[1].id", "give one of the two its own `id:` (letters, "
+                                         "digits, '.', '_', '-'), or remove the repeated sink"),
+        ("alerts.routes[0].sinks[3].id", found[1][2])]
+    assert f"sink id {ids[2]!r} (the id derived from its kind and destination) is also " \
+           "alerts.routes[0].sinks[0]'s, in route 'ops'" in found[0][1]
+    assert "sink id 'am' (its `id`) is also alerts.routes[0].sinks[2]'s" in found[1][1]
+    # The same sink on two routes is fine: rows are kept per route.
+    parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sinks[2]]},
+                                                  {"name": "desk", "sinks": [sinks[2]]}]}),
+                 env=env)

@@ -61,12 +61,12 @@ def test_a_watched_address_with_a_wrong_checksum_is_refused_with_the_fix() -> No
     i = next(i for i, c in enumerate(ALICE) if c.isupper())
     typo = ALICE[:i] + ALICE[i].lower() + ALICE[i + 1:]  # one letter's case: checksum fails
     assert typo != ALICE and typo.lower() == ALICE.lower()
-    found = issues_of(watching(BOB, typo), {"S": "s"})
+    found = issues_of(watching(BOB, typo), {"S": "s" * 32})
     assert set(found) == {"alerts.watchlists[0].accounts[1]"}
     assert "checksum" in found["alerts.watchlists[0].accounts[1]"]
     assert f"write {ALICE}" in found["alerts.watchlists[0].accounts[1]"]
     # Without a checksum (all lowercase) it is taken, and checksummed.
-    config = parse_config(watching(BOB, ALICE.lower()), env={"S": "s"})
+    config = parse_config(watching(BOB, ALICE.lower()), env={"S": "s" * 32})
     assert config.alerts.watchlists[0].accounts == [BOB, ALICE]
 
 
@@ -91,7 +91,7 @@ def test_inline_sink_secrets_are_refused(tmp_path: Path) -> None:
         {"kind": "webhook", "url": "https://h.example/x", "secret": "${HOOK_SECRET}"},
         {"kind": "telegram", "bot_token_file": str(token), "chat_id": 1},
         {"kind": "slack", "webhook_url": "${SLACK_URL}"}),
-        env={"HOOK_SECRET": "s3cret", "SLACK_URL": "https://hooks.slack.example/T/B/x"})
+        env={"HOOK_SECRET": "s3cret" * 6, "SLACK_URL": "https://hooks.slack.example/T/B/x"})
 
 
 def write(tmp_path: Path, data: dict[str, Any]) -> Path:
@@ -154,7 +154,7 @@ async def engine_for(tmp_path: Path, accounts: list[str], **kwargs: Any
                      ) -> tuple[AlertEngine, Metrics]:
     db = SqliteDatabase.open(tmp_path / "state.db")
     await migrate(db)
-    token = secret(tmp_path / "hook.secret", "s", 0o600)
+    token = secret(tmp_path / "hook.secret", "s" * 32, 0o600)
     config = AlertsConfig.model_validate({
         "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:9/h",
                                               "secret_file": str(token)}]}],
