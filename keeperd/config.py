@@ -243,6 +243,12 @@ class MorphoBlueConfig(_Model):
         min_length=1, description="Market ids (bytes32) to watch and liquidate.")
     start_block: int = Field(default=0, ge=0, description="First block to index events from.")
     index_interval: float = Field(default=60.0, gt=0)
+    liquidator_contract: Address | None = Field(
+        default=None, description="The MorphoLiquidator owned by the keeper and deployed for "
+        "this `morpho` (contracts/MorphoLiquidator.sol): with keeper.capital flash-loan or "
+        "auto, liquidations go through it without capital (Morpho's liquidate callback: the "
+        "seized collateral is sold on the keeper.uniswap_v3_factory pool of the pair and the "
+        "debt repaid from the sale). Unset: only the keeper's own balance.")
 
 
 class PerpCurieConfig(_Model):

@@ -174,6 +174,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         # Today's devnet also runs a derivatives protocol keeperd liquidates: Perp Curie.
         perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
                  if aave_version != "v3.0" else {})
+        blue = morpho.deploy_liquidator(client, {**market, **dex, **blue}, prices)
         block = client.block_number()
         staged.dump(folder / "state.json.gz.tmp")
     finally:
