@@ -309,3 +309,6 @@ async def test_keeperd_refuses_a_contract_it_cannot_trust(devnet: Devnet, pool: 
     await MorphoLiquidator(adapter, KeeperConfig(
         capital="flash-loan", flash_liquidator=ours, uniswap_v3_factory=factory),
         KEEPER, None).prepare(0)
+    # With own capital the contract is not used, so not checked (a dry-run from any address).
+    await MorphoLiquidator(adapter, KeeperConfig(uniswap_v3_factory=elsewhere), STRANGER,
+                           None).prepare(0)

@@ -88,7 +88,7 @@ class MorphoLiquidator:
     async def prepare(self, head: int) -> None:
         """Check the contract the capital-free path trusts; approve Morpho once per loan
         token for the keeper's own capital (not needed when none of it is used)."""
-        if self.supports_flash:
+        if self._callback_path:
             await self._confirm_contract()
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:
             return
@@ -170,9 +170,15 @@ class MorphoLiquidator:
         return out
 
     @property
+    def _callback_path(self) -> bool:
+        """Liquidations may go through the contract (with own-balance it is only suggested,
+        in the shortfall's fix, and not checked)."""
+        return self.supports_flash and self.config.capital in ("flash-loan", "auto")
+
+    @property
     def _gas_default(self) -> int:
         """Until a receipt teaches better: the callback path's when it may be taken."""
-        return CALLBACK_GAS_LIMIT if self.supports_flash else GAS_LIMIT
+        return CALLBACK_GAS_LIMIT if self._callback_path else GAS_LIMIT
 
     def adjust(self, opportunities: list[Opportunity], book: MorphoBook) -> list[Opportunity]:
         return opportunities
