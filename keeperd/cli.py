@@ -14,7 +14,7 @@
     keeperd storage migrate|copy|leases  the state database; a single machine's journal to
                                          PostgreSQL; who holds the replicas' lease
     keeperd config-schema                the config's JSON Schema (for editors)
-    keeperd devnet up|down|set-price|mine  the local chain for demos and tests
+    keeperd devnet up|down|set-price|mine|fund  the local chain for demos and tests
 """
 
 from __future__ import annotations
@@ -646,6 +646,20 @@ def _cmd_devnet_mine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devnet_fund(args: argparse.Namespace) -> int:
+    from keeperd.config import _checksum, _eip55
+
+    try:  # (the config's own reading of an address: a mistyped checksum is refused too)
+        who = _checksum(_eip55(args.address))
+    except ValueError as exc:
+        raise UsageError(f"ADDRESS {exc}") from None
+    with _devnet_control(_read_manifest()) as control:
+        minted = control.fund(who, args.usd)
+    for symbol, amount in minted.items():
+        print(f"{symbol}: +{amount:,.6f} to {who}")
+    return EXIT_OK
+
+
 @contextlib.contextmanager
 def _devnet_control(manifest: dict[str, Any]) -> Iterator[DevnetControl]:
     """The running devnet's controls; one whose anvil is gone (a manifest left behind: a
@@ -839,6 +853,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("blocks", type=_positive(int, zero=True), nargs="?", default=1,
                    help="how many (default 1)")
     p.set_defaults(func=_cmd_devnet_mine)
+    p = _command(dsub, "fund", "mint the devnet's tokens to an address",
+                 "Every token of the devnet (WETH, WBTC, USDC, DAI, USDT, wstETH), worth --usd "
+                 "each at its price, and ETH for gas (topped up to 100): a keeper with "
+                 "capital: own-balance needs the debt assets it repays with.")
+    p.add_argument("address", help="who gets them (0x and 40 hex digits)")
+    p.add_argument("--usd", type=_positive(float), default=10_000_000.0,
+                   help="USD worth of each token (default 10,000,000)")
+    p.set_defaults(func=_cmd_devnet_fund)
     return parser
 
 

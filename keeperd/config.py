@@ -244,6 +244,12 @@ class MorphoBlueConfig(_Model):
         min_length=1, description="Market ids (bytes32) to watch and liquidate.")
     start_block: int = Field(default=0, ge=0, description="First block to index events from.")
     index_interval: float = Field(default=60.0, gt=0)
+    liquidator_contract: Address | None = Field(
+        default=None, description="The MorphoLiquidator owned by the keeper and deployed for "
+        "this `morpho` (contracts/MorphoLiquidator.sol): with keeper.capital flash-loan or "
+        "auto, liquidations go through it without capital (Morpho's liquidate callback: the "
+        "seized collateral is sold on the keeper.uniswap_v3_factory pool of the pair and the "
+        "debt repaid from the sale). Unset: only the keeper's own balance.")
 
 
 class PerpCurieConfig(_Model):
@@ -439,10 +445,7 @@ class KeeperConfig(_Model):
     def _key_for_liquidate(self) -> KeeperConfig:
         if self.mode == "liquidate" and self.key is None:
             raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
-        if self.capital in ("flash-loan", "auto") and (self.flash_liquidator is None
-                                                       or self.uniswap_v3_factory is None):
-            raise ValueError(f"capital {self.capital!r} needs `flash_liquidator` and "
-                             "`uniswap_v3_factory` addresses")
+        # (which contract the flash path needs depends on the protocols: Config checks it)
         if self.max_swap_slippage_bps < self.swap_slippage_bps:
             raise ValueError(
                 f"max_swap_slippage_bps ({self.max_swap_slippage_bps}) is below "
@@ -1135,7 +1138,32 @@ class Config(_Model):
         dupes = {n for n in proto_names if proto_names.count(n) > 1}
         if dupes:
             raise ValueError(f"protocol names must be unique; repeated: {sorted(dupes)}")
+        self._flash_contracts()
         return self
+
+    def _flash_contracts(self) -> None:
+        """`capital: flash-loan | auto` needs, per protocol, the contract its capital-free
+        path goes through: Aave's `keeper.flash_liquidator`, Morpho's own
+        `liquidator_contract` (with `auto`, a Morpho without one uses the keeper's balance),
+        and the Uniswap factory both sell on."""
+        keeper = self.keeper
+        if keeper.capital == "own-balance":
+            return
+        wanted = f"capital {keeper.capital!r}"
+        for p in self.protocols:
+            if isinstance(p, AaveV3Config) and keeper.flash_liquidator is None:
+                raise ValueError(f"{wanted} with protocol {p.name!r} (aave_v3) needs "
+                                 "keeper.flash_liquidator (contracts/FlashLiquidator.sol)")
+            if isinstance(p, MorphoBlueConfig) and p.liquidator_contract is None \
+                    and keeper.capital == "flash-loan":
+                raise ValueError(f"{wanted} with protocol {p.name!r} (morpho_blue) needs its "
+                                 "liquidator_contract (contracts/MorphoLiquidator.sol), or "
+                                 "capital: auto to use the keeper's balance there")
+            uses_swap = isinstance(p, AaveV3Config) or (
+                isinstance(p, MorphoBlueConfig) and p.liquidator_contract is not None)
+            if uses_swap and keeper.uniswap_v3_factory is None:
+                raise ValueError(f"{wanted} with protocol {p.name!r} needs "
+                                 "keeper.uniswap_v3_factory (the pools it sells on)")
 
     @property
     def chain_protocols(self) -> list[Any]:

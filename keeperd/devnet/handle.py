@@ -182,6 +182,25 @@ class DevnetControl:
             self.client.send(user, pool, pool_art.encode_call("setUserEMode", emode))
         self.client.send(user, pool, pool_art.encode_call("borrow", d_token, d_units, 2, 0, user))
 
+    def fund(self, who: str, usd: float, gas_eth: int = 100) -> dict[str, float]:
+        """Mint `usd` worth of every devnet token to `who` (at its feed's price; the tokens
+        mint to anyone who asks) and top its ETH up to `gas_eth`: what a keeper needs to
+        liquidate with its own balance. Returns the whole tokens minted, by symbol."""
+        token_art = contracts.aave("MintableERC20")
+        reserves = self.manifest["aave_v3"]["reserves"]
+        admin = self.manifest["aave_v3"]["admin"]
+        minted: dict[str, float] = {}
+        for symbol, token in sorted(self.manifest["tokens"].items()):
+            price = (self.price(symbol) if symbol in self.manifest["price_feeds"]
+                     else float(self.manifest["prices_usd"][symbol]))
+            decimals = reserves[symbol]["decimals"]
+            units = int(usd / price * 10**decimals)
+            self.client.send(admin, token, token_art.encode_call("mint", who, units))
+            minted[symbol] = units / 10**decimals
+        if int(self.client.call("eth_getBalance", who, "latest"), 16) < gas_eth * 10**18:
+            self.client.call("anvil_setBalance", who, hex(gas_eth * 10**18))
+        return minted
+
     def account_data(self, user: str) -> tuple[int, ...]:
         """Pool.getUserAccountData(user) as Aave returns it (six integers)."""
         pool_art = contracts.aave("Pool")

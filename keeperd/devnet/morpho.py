@@ -3,6 +3,9 @@
 OracleMock and IrmMock, two markets against the devnet's tokens, a lender and seeded
 borrowers spread from just healthy to comfortable.
 
+`deploy_liquidator` (after the rest of the devnet, so no other address moves) deploys keeperd's
+MorphoLiquidator for the devnet keeper, and a Uniswap V3 pool for any market pair without one.
+
 Oracle prices follow Morpho's convention: the price of one collateral unit in loan units,
 scaled by 1e36 (so 1e36 x loan decimals / collateral decimals x the USD ratio).
 """
@@ -117,3 +120,26 @@ def deploy_morpho(client: DevnetClient, market: dict[str, Any], prices: dict[str
                                   "oracle": oracle, "irm": irm, "lltv": lltv}
     return {"morpho_blue": {"morpho": morpho, "irm": irm, "lender": lender,
                             "markets": out_markets, "borrowers": borrowers}}
+
+
+def deploy_liquidator(client: DevnetClient, manifest: dict[str, Any],
+                      prices: dict[str, float]) -> dict[str, Any]:
+    """keeperd's MorphoLiquidator on the devnet's Morpho, owned by the devnet keeper, selling
+    on the devnet's Uniswap V3 (a pool added for any market pair that has none), its profits
+    going to the same beneficiary as the FlashLiquidator's. Returns the `morpho_blue` part of
+    the manifest with `liquidator` added."""
+    from keeperd.devnet import uniswap
+
+    blue, dex = dict(manifest["morpho_blue"]), manifest["uniswap_v3"]
+    for market in blue["markets"].values():
+        try:
+            uniswap.pool_between(manifest, market["collateral"], market["loan"])
+        except KeyError:
+            uniswap.add_pool(client, dex, manifest, prices, market["collateral"],
+                             market["loan"])
+    admin = client.accounts()[0]
+    address = client.deploy(admin, uniswap.ours("MorphoLiquidator").deploy_data(
+        blue["morpho"], uniswap.DEVNET_KEEPER, dex["factory"], uniswap.DEVNET_BENEFICIARY))
+    blue["liquidator"] = {"address": address, "owner": uniswap.DEVNET_KEEPER,
+                          "beneficiary": uniswap.DEVNET_BENEFICIARY}
+    return {"morpho_blue": blue}

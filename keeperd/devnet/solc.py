@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,10 +109,21 @@ def compile_sources(
     return result
 
 
+# `import "./Other.sol";` — the only form of import our contracts use (one flat folder).
+_LOCAL_IMPORT = re.compile(r'^\s*import\s+"\./([A-Za-z0-9_]+\.sol)";', re.MULTILINE)
+
+
 def compile_project_contracts(names: list[str]) -> dict[str, CompiledContract]:
-    """Compile files from the repo's contracts/ folder (e.g. ["Multicall3.sol"])."""
+    """Compile files from the repo's contracts/ folder (e.g. ["Multicall3.sol"]), with the
+    files they import from it."""
     root = paths.contracts_dir()
-    sources = {n: (root / n).read_text() for n in names}
+    sources: dict[str, str] = {}
+    wanted = list(names)
+    while wanted:
+        name = wanted.pop()
+        if name not in sources:
+            sources[name] = (root / name).read_text()
+            wanted.extend(_LOCAL_IMPORT.findall(sources[name]))
     return compile_sources(sources)
 
 

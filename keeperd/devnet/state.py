@@ -10,6 +10,7 @@ traces, which are 80 % of its size.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import json
@@ -81,22 +82,28 @@ def ensure_state(accounts: int = DEFAULT_ACCOUNTS, seed_value: int = DEFAULT_SEE
     """Return the cached state for (accounts, seed, Aave version), building it if needed."""
     folder = state_dir_for(accounts, seed_value, aave_version)
     state_gz, manifest_path = folder / "state.json.gz", folder / "manifest.json"
-    if rebuild and folder.exists():
-        shutil.rmtree(folder)
-    if not (state_gz.is_file() and manifest_path.is_file()):
-        # States built by older code for the same (accounts, seed) are dead weight.
-        prefix = folder.name.rsplit("-", 1)[0]
-        for stale in folder.parent.glob(f"{prefix}-*"):
-            if stale != folder and stale.name.rsplit("-", 1)[0] == prefix:
-                shutil.rmtree(stale, ignore_errors=True)
-        _build(folder, accounts, seed_value, aave_version)
-    # anvil reads plain JSON only; the uncompressed copy is made once next to the archive.
-    state_json = folder / "state.json"
-    if not state_json.is_file():
-        tmp = state_json.with_suffix(".tmp")
-        with gzip.open(state_gz, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        tmp.replace(state_json)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (test workers starting together, a demo beside them): the others
+    # wait, then find it built. Without it two builds of one folder wrote over each other.
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if rebuild and folder.exists():
+            shutil.rmtree(folder)
+        if not (state_gz.is_file() and manifest_path.is_file()):
+            # States built by older code for the same (accounts, seed) are dead weight.
+            prefix = folder.name.rsplit("-", 1)[0]
+            for stale in folder.parent.glob(f"{prefix}-*"):
+                if stale.is_dir() and stale != folder and stale.name.rsplit("-", 1)[0] == prefix:
+                    shutil.rmtree(stale, ignore_errors=True)
+                    (stale.parent / f"{stale.name}.lock").unlink(missing_ok=True)
+            _build(folder, accounts, seed_value, aave_version)
+        # anvil reads plain JSON only; the uncompressed copy is made once next to the archive.
+        state_json = folder / "state.json"
+        if not state_json.is_file():
+            tmp = state_json.with_suffix(".tmp")
+            with gzip.open(state_gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(state_json)
     return BuiltState(state_json, json.loads(manifest_path.read_text()))
 
 
@@ -174,6 +181,7 @@ def _build(folder: Path, accounts: int, seed_value: int, aave_version: str) -> N
         # Today's devnet also runs a derivatives protocol keeperd liquidates: Perp Curie.
         perps = (curie.deploy_curie(client, {**market, **dex}, prices, seed_value=seed_value)
                  if aave_version != "v3.0" else {})
+        blue = morpho.deploy_liquidator(client, {**market, **dex, **blue}, prices)
         block = client.block_number()
         staged.dump(folder / "state.json.gz.tmp")
     finally:

@@ -56,6 +56,7 @@ def test_devnet_yaml_points_at_the_deployed_market(aave_devnet: Devnet) -> None:
     [morpho] = [p for p in config["protocols"] if p["kind"] == "morpho_blue"]
     assert morpho["morpho"] == blue["morpho"]
     assert morpho["markets"] == [m["id"] for m in blue["markets"].values()]
+    assert morpho["liquidator_contract"] == blue["liquidator"]["address"]
     curie = [p for p in config["protocols"] if p["kind"] == "perp_curie"]
     if "perp_curie" in devnet.manifest:  # today's devnet only
         assert curie[0]["clearing_house"] == devnet.manifest["perp_curie"]["clearing_house"]

@@ -328,3 +328,29 @@ def test_sink_ids_are_stable_unique_in_a_route_and_never_show_a_secret() -> None
     parse_config(dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sinks[2]]},
                                                   {"name": "desk", "sinks": [sinks[2]]}]}),
                  env=env)
+
+
+def test_the_flash_path_needs_each_protocols_own_contract() -> None:
+    """`capital: flash-loan` asked for Aave's FlashLiquidator even where only Morpho is
+    configured; each protocol now needs its own contract (Morpho's `liquidator_contract`),
+    and `auto` lets a Morpho without one use the keeper's balance."""
+    morpho = {"kind": "morpho_blue", "name": "blue", "chain": "devnet",
+              "morpho": "0x" + "11" * 20, "markets": ["0x" + "22" * 32]}
+    aave = {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+            "addresses_provider": "0x" + "33" * 20}
+    factory = "0x" + "44" * 20
+
+    def config(capital: str, *protocols: dict, **keeper: str) -> dict:
+        return dict(MINIMAL, protocols=list(protocols),
+                    keeper={"capital": capital, **keeper})
+
+    with_contract = dict(morpho, liquidator_contract="0x" + "55" * 20)
+    assert parse_config(config("flash-loan", with_contract, uniswap_v3_factory=factory),
+                        env={}).keeper.flash_liquidator is None
+    assert parse_config(config("auto", morpho), env={})  # Morpho on its own balance
+    for data, says in (
+            (config("flash-loan", morpho), "needs its liquidator_contract"),
+            (config("flash-loan", with_contract), "needs keeper.uniswap_v3_factory"),
+            (config("auto", aave, uniswap_v3_factory=factory), "needs keeper.flash_liquidator")):
+        [(_, message, _)] = issues_of(data)
+        assert says in message, message

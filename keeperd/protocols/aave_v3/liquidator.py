@@ -7,18 +7,18 @@ repay) when the capital stage sends it down the flash path.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution import approvals
 from keeperd.execution.capital import Need
+from keeperd.execution.swap import SwapPools, confirm_seller, least_profit, min_out_per_in
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
@@ -27,7 +27,6 @@ from keeperd.protocols.plugin import (
     Call,
     Opportunity,
     OpportunityKey,
-    StartRefused,
     Verdict,
     Verification,
 )
@@ -46,13 +45,7 @@ BAD_DEBT_GAS_PER_ASSET = 100_000
 # Flash-loan path: the amount borrowed is a bound above the planned repayment (the pool takes
 # what the rules allow at inclusion, the rest goes back with the loan).
 FLASH_BOUND_MARGIN = 1.001
-# keccak256 of Uniswap V3's pool creation code (v3-core 1.0): every pool is its factory's
-# CREATE2 of it, salted with (token0, token1, fee). The same on Ethereum, Arbitrum, Base and
-# in the devnet's pinned @uniswap/v3-core artifacts; contracts/FlashLiquidator.sol has it too.
-POOL_INIT_CODE_HASH = bytes.fromhex(
-    "e34f199b19b2b4f47f68442619d555527d244f78a3297ea89325f843f87b8b54")
 FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
-WAD = 10**18
 
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
@@ -73,16 +66,6 @@ def flash_amount(plan: LiquidationPlan) -> int:
     return int(plan.debt_to_cover * FLASH_BOUND_MARGIN) + 1
 
 
-def uniswap_v3_pool(factory: str, token_a: str, token_b: str, fee: int) -> str:
-    """The Uniswap V3 pool of two tokens and a fee tier, derived as the factory's CREATE2
-    places it: no RPC answer can point the flash path at another contract."""
-    token0, token1 = sorted((token_a, token_b), key=lambda a: int(a, 16))
-    salt = keccak(abi_encode(["address", "address", "uint24"], [token0, token1, fee]))
-    raw = keccak(b"\xff" + bytes.fromhex(factory.removeprefix("0x")) + salt
-                 + POOL_INIT_CODE_HASH)
-    return to_checksum_address(raw[12:])
-
-
 def swap_min_out_per_in(market: MarketState, collateral_col: int, debt_col: int,
                         slippage_bps: int) -> int:
     """The least the flash swap may pay, in debt-asset units per collateral unit sold (x 1e18):
@@ -92,8 +75,8 @@ def swap_min_out_per_in(market: MarketState, collateral_col: int, debt_col: int,
     amount, so a seizure that differs from the plan at inclusion is bounded alike; rounded
     down."""
     collateral, debt = market.reserves[collateral_col], market.reserves[debt_col]
-    return (market.prices[collateral_col] * 10**debt.decimals * (10_000 - slippage_bps) * WAD
-            // (market.prices[debt_col] * 10**collateral.decimals * 10_000))
+    return min_out_per_in(market.prices[collateral_col] * 10**debt.decimals,
+                          market.prices[debt_col] * 10**collateral.decimals, slippage_bps)
 
 
 def flash_calldata(collateral: str, debt: str, user: str, amount: int, swap_fee: int,
@@ -135,8 +118,11 @@ class AaveLiquidator:
         self.pool = adapter.pool
         self.flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._gas_used: dict[tuple[str, str], int] = {}
-        self._swap_pools: dict[tuple[str, str], str] = {}
         self.supports_flash = config.flash_liquidator is not None
+
+    @cached_property
+    def swap_pools(self) -> SwapPools:
+        return SwapPools(self.pool, self.config.uniswap_v3_factory, self.config.swap_fee)
 
     @property
     def _pool_address(self) -> str:
@@ -158,23 +144,9 @@ class AaveLiquidator:
                 await self._confirm_flash_liquidator()
 
     async def _confirm_flash_liquidator(self) -> None:
-        """The contract sells on its own factory's pools, and keeperd checks that a pool
-        exists on the configured one: they must be the same. A contract without
-        `uniswapFactory()` predates the derived pools and takes other calldata."""
-        flash, factory = self.config.flash_liquidator, self.config.uniswap_v3_factory
-        try:
-            ours = await ContractCall(str(flash), "uniswapFactory()",
-                                      returns=["address"]).call(self.pool)
-        except Exception as exc:
-            raise StartRefused(
-                f"keeper.flash_liquidator: {flash} answers no uniswapFactory() ({exc}); it "
-                "is not the current contracts/FlashLiquidator.sol. Deploy that (README, "
-                "quick start) and point flash_liquidator at it") from exc
-        if factory is None or to_checksum_address(ours) != to_checksum_address(factory):
-            raise StartRefused(
-                f"keeper.uniswap_v3_factory: {factory}, but the FlashLiquidator {flash} "
-                f"sells on the pools of {to_checksum_address(ours)}; set it to that factory "
-                "or deploy the contract with this one")
+        await confirm_seller(self.pool, str(self.config.flash_liquidator),
+                             self.config.uniswap_v3_factory, field="keeper.flash_liquidator",
+                             name="FlashLiquidator")
 
     async def _confirm_pool(self) -> None:
         """The pool gets the keeper's approvals and, through liquidationCall, its tokens:
@@ -264,9 +236,8 @@ class AaveLiquidator:
 
     async def calls(self, chosen: list[tuple[Opportunity, bool]], book: AaveBook,
                     base_fee: int, native_usd: float) -> list[Call | None]:
-        flash_pairs = {(o.plan.collateral_asset, o.plan.debt_asset) for o, f in chosen if f}
-        if flash_pairs:
-            await self._find_swap_pools(flash_pairs)
+        await self.swap_pools.find((o.plan.collateral_asset, o.plan.debt_asset)
+                                   for o, f in chosen if f)
         calls = [self._call(o, flash, book.market, base_fee, native_usd) for o, flash in chosen]
         why = self.adapter.verification_for(book.market)
         if why is None:
@@ -317,7 +288,7 @@ class AaveLiquidator:
         plan: LiquidationPlan = opp.plan
         if not flash:
             return Call(opp, self._pool_address, liquidation_calldata(plan))
-        if not self._swap_pools.get((plan.collateral_asset, plan.debt_asset)) or \
+        if not self.swap_pools.get(plan.collateral_asset, plan.debt_asset) or \
                 plan.receive_a_token:
             return None  # no pool to sell into, or the seized underlying cannot be paid out
         debt_col = market.column(plan.debt_asset)
@@ -326,37 +297,15 @@ class AaveLiquidator:
             return None  # the reserve cannot lend that much (v3.1+ virtual balance)
         # The contract reverts unless it keeps enough of the debt asset to pay for the gas
         # and still clear min_profit_usd.
-        debt_usd = float(market.prices_usd()[debt_col])
-        fee_per_gas = self._fee_per_gas(base_fee)
-        gas_usd = opp.gas_limit * fee_per_gas / 1e18 * native_usd
-        min_profit = int((self.config.min_profit_usd + gas_usd) / debt_usd
-                         * 10**market.reserves[debt_col].decimals)
+        min_profit = least_profit(self.config, opp.gas_limit, base_fee, native_usd,
+                                  float(market.prices_usd()[debt_col]),
+                                  market.reserves[debt_col].decimals)
         min_out = swap_min_out_per_in(market, market.column(plan.collateral_asset), debt_col,
                                       self.config.max_swap_slippage_bps)
         data = flash_calldata(plan.collateral_asset, plan.debt_asset, plan.account,
                               flash_amount(plan), self.config.swap_fee, min_profit, min_out)
         assert self.config.flash_liquidator is not None
         return Call(opp, self.config.flash_liquidator, data, flash=True)
-
-    def _fee_per_gas(self, base_fee: int) -> int:
-        from keeperd.execution.txmanager import FeePolicy
-
-        return FeePolicy.from_config(self.config).fees_for(base_fee)[0]
-
-    async def _find_swap_pools(self, pairs: set[tuple[str, str]]) -> None:
-        """The pool of each pair is derived (CREATE2), never asked for; the chain is asked
-        only whether it is deployed yet. Found ones are kept (a pool never moves), missing
-        ones asked again the next time a flash liquidation of the pair is wanted."""
-        factory = self.config.uniswap_v3_factory
-        missing = [p for p in pairs if not self._swap_pools.get(p)]
-        if not missing or factory is None:
-            return
-        derived = [uniswap_v3_pool(factory, a, b, self.config.swap_fee) for a, b in missing]
-        codes = await self.pool.batch([("eth_getCode", [pool, "latest"]) for pool in derived])
-        for pair, pool, code in zip(missing, derived, codes, strict=True):
-            # (an error is no pool this time; a lie either way costs a failed simulation)
-            deployed = isinstance(code, str) and len(code) > 2
-            self._swap_pools[pair] = pool if deployed else ""
 
     def tokens(self, book: AaveBook) -> list[tuple[str, str, int]]:
         """(address, symbol, decimals) of what the keeper repays with."""

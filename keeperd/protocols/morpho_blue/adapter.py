@@ -162,7 +162,7 @@ class MorphoBlueAdapter(LogIndexed):
                            ) -> list[ConfigIssue]:
         from keeperd.checks import contract_issues
 
-        return await contract_issues(pool, proto, pi, ("morpho",))
+        return await contract_issues(pool, proto, pi, ("morpho", "liquidator_contract"))
 
     async def start(self) -> None:
         calls = [Call(self.config.morpho, encode_call("idToMarketParams(bytes32)",

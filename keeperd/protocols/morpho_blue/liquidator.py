@@ -4,23 +4,42 @@ Plan: repay all the debt when the collateral covers it with the market's incenti
 all the collateral (the rest is bad debt, which lowers what a borrow share is worth). Interest
 is accrued a block ahead (the transaction lands later). Liquidations of one block in the same
 market are planned on the market each leaves behind, in the book's order. Values are in the
-loan token, USD for USD-pegged loan tokens (others are not priced: not sent). The keeper repays
-from its own loan-token balance (Morpho has no flash path here); the pool is approved once.
+loan token, USD for USD-pegged loan tokens (others are not priced: not sent).
+
+Capital: the keeper's own loan-token balance (Morpho approved once per loan token), or none,
+through the keeper's MorphoLiquidator (`liquidator_contract`) when the capital stage sends a
+liquidation down the flash path: Morpho's `liquidate` sends the seized collateral first and
+calls the contract back before it pulls the loan token, so the contract sells the collateral
+in the callback and repays from the sale (no flash loan, no premium).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.execution.swap import (
+    SwapPools,
+    answer,
+    confirm_seller,
+    least_profit,
+    min_out_per_in,
+)
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import MorphoBook, encode_liquidate, loan_usd
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
+from keeperd.protocols.morpho_blue.adapter import (
+    MARKET_PARAMS,
+    MorphoBook,
+    encode_liquidate,
+    loan_usd,
+)
+from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
 
 if TYPE_CHECKING:
     from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
@@ -28,14 +47,30 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GAS_LIMIT = 400_000
+# Through the MorphoLiquidator: the liquidation, a Uniswap V3 swap and the token transfers
+# (270-315k gas measured on the devnet; real tokens behind proxies cost more).
+CALLBACK_GAS_LIMIT = 450_000
+CALLBACK_LIQUIDATE = (f"liquidate({MARKET_PARAMS},address,uint256,uint256,uint24,uint256,"
+                      "uint256)")
 MAX_UINT = 2**256 - 1
 # Seconds of interest between the snapshot and inclusion.
 AHEAD_S = 12
 
 
+def callback_calldata(params: tuple[str, str, str, str, int], borrower: str, seized: int,
+                      repaid_shares: int, swap_fee: int, min_profit: int,
+                      min_out_per_in: int) -> bytes:
+    """MorphoLiquidator.liquidate: Morpho's arguments, then how the contract sells — the fee
+    tier (it derives the pool itself), the least profit and the least rate of the sale."""
+    return encode_call(CALLBACK_LIQUIDATE,
+                       [MARKET_PARAMS, "address", "uint256", "uint256", "uint24", "uint256",
+                        "uint256"],
+                       [params, borrower, seized, repaid_shares, swap_fee, min_profit,
+                        min_out_per_in])
+
+
 class MorphoLiquidator:
-    flash_premium_bps = 0
-    supports_flash = False
+    flash_premium_bps = 0  # the callback path borrows nothing
 
     def __init__(self, adapter: MorphoBlueAdapter, config: KeeperConfig, keeper: str | None,
                  tx: Any) -> None:
@@ -44,9 +79,20 @@ class MorphoLiquidator:
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
+        self.contract = adapter.config.liquidator_contract
+        # ("flash" is the executor's name for the capital-free path: here, the callback)
+        self.supports_flash = (self.contract is not None
+                               and config.uniswap_v3_factory is not None)
+        self.swap_pools = SwapPools(adapter.pool, config.uniswap_v3_factory, config.swap_fee)
 
     async def prepare(self, head: int) -> None:
+        """Check the contract the capital-free path trusts; approve Morpho once per loan
+        token for the keeper's own capital (not needed when none of it is used)."""
+        if self._callback_path:
+            await self._confirm_contract()
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:
+            return
+        if self.supports_flash and self.config.capital == "flash-loan":
             return
         morpho = self.adapter.config.morpho
         pool = self.adapter.pool
@@ -62,6 +108,29 @@ class MorphoLiquidator:
                                         100_000, budget_wei=10**18, block=head)
             log.info("keeper.approval_sent", protocol=self.adapter.name, token=token,
                      tx_hash=record.tx_hash)
+
+    async def _confirm_contract(self) -> None:
+        """The MorphoLiquidator must sell on the configured factory's pools, liquidate on this
+        entry's Morpho, and take orders from the keeper: otherwise every liquidation through
+        it would revert (or, on another Morpho, never be what keeperd planned)."""
+        contract, pool = str(self.contract), self.adapter.pool
+        field = f"protocols[{self.adapter.name}].liquidator_contract"
+        await confirm_seller(pool, contract, self.config.uniswap_v3_factory, field=field,
+                             name="MorphoLiquidator")
+        morpho = to_checksum_address(await answer(pool, contract, "morpho()", "address",
+                                                  field=field, name="MorphoLiquidator"))
+        if morpho != to_checksum_address(self.adapter.config.morpho):
+            raise StartRefused(
+                f"{field}: {contract} liquidates on the Morpho at {morpho}, not on this "
+                f"entry's morpho {self.adapter.config.morpho}; deploy one for that Morpho")
+        if self.keeper is None:
+            return
+        owner = to_checksum_address(await answer(pool, contract, "owner()", "address",
+                                                 field=field, name="MorphoLiquidator"))
+        if owner != to_checksum_address(self.keeper):
+            raise StartRefused(
+                f"{field}: {contract} is owned by {owner}, not by the keeper {self.keeper}, "
+                "and refuses anyone else (NotOwner); deploy one with the keeper as owner")
 
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         book: MorphoBook = result.book
@@ -94,26 +163,62 @@ class MorphoLiquidator:
                      plan.expected_repaid * 1001 // 1000 + 1,  # interest until inclusion
                      seized_usd - repaid_usd),
                 seized_usd - repaid_usd, seized_usd, repaid_usd,
-                int(self._gas_used.get(info.id[:18], GAS_LIMIT) * self.config.gas_limit_margin),
+                int(self._gas_used.get(info.id[:18], self._gas_default)
+                    * self.config.gas_limit_margin),
                 (p, plan),
                 f"market={info.id} seized={plan.expected_seized} bad_debt={plan.bad_debt}"))
         return out
+
+    @property
+    def _callback_path(self) -> bool:
+        """Liquidations may go through the contract (with own-balance it is only suggested,
+        in the shortfall's fix, and not checked)."""
+        return self.supports_flash and self.config.capital in ("flash-loan", "auto")
+
+    @property
+    def _gas_default(self) -> int:
+        """Until a receipt teaches better: the callback path's when it may be taken."""
+        return CALLBACK_GAS_LIMIT if self._callback_path else GAS_LIMIT
 
     def adjust(self, opportunities: list[Opportunity], book: MorphoBook) -> list[Opportunity]:
         return opportunities
 
     async def calls(self, chosen: list[tuple[Opportunity, bool]], book: MorphoBook,
                     base_fee: int, native_usd: float) -> list[Call | None]:
+        await self.swap_pools.find((o.plan[0].market.collateral_token,
+                                    o.plan[0].market.loan_token) for o, f in chosen if f)
         out: list[Call | None] = []
         for opp, flash in chosen:
-            if flash:
-                out.append(None)
-                continue
             position, plan = opp.plan
+            if flash:
+                out.append(self._callback_call(opp, book, base_fee, native_usd))
+                continue
             out.append(Call(opp, self.adapter.config.morpho, encode_liquidate(
                 position.market.params, position.account, plan.seized_assets,
                 plan.repaid_shares)))
         return out
+
+    def _callback_call(self, opp: Opportunity, book: MorphoBook, base_fee: int,
+                       native_usd: float) -> Call | None:
+        """Through the MorphoLiquidator: it reverts unless the sale pays at least the oracle
+        rate less `max_swap_slippage_bps` and it keeps enough of the loan token to pay for
+        the gas and clear `min_profit_usd`. None: no pool to sell into, or a loan token
+        keeperd does not price (its profit could not be bounded)."""
+        position, plan = opp.plan
+        info = position.market
+        usd = loan_usd(info.loan_symbol)
+        if self.contract is None or math.isnan(usd) or \
+                not self.swap_pools.get(info.collateral_token, info.loan_token):
+            return None
+        _, _, price, _ = book.markets[info.id]
+        data = callback_calldata(
+            info.params, position.account, plan.seized_assets, plan.repaid_shares,
+            self.config.swap_fee,
+            least_profit(self.config, opp.gas_limit, base_fee, native_usd, usd,
+                         info.loan_decimals),
+            # (the oracle's price is loan units per collateral unit, scaled by 1e36)
+            min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
+        return Call(opp, self.contract, data, flash=True)
 
     def learn(self, key: str, gas_used: int) -> None:
         parts = key.split("#", 1)[0].split(":")

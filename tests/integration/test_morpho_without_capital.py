@@ -1,0 +1,105 @@
+"""Issue #27 item 12: a keeper that holds nothing but gas liquidates Morpho Blue through
+Morpho's own liquidate callback (the devnet's MorphoLiquidator sells the seized collateral on
+Uniswap V3 and repays from the sale), with `capital: flash-loan` and with `auto`; nothing
+reverts, and the profit lands at the contract's beneficiary. On the old code the Morpho flash
+path did not exist: the same crash was a capital shortfall, nothing sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_utils import keccak, to_checksum_address
+
+from keeperd.config import parse_config
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, run_daemon  # noqa: F401
+from tests.integration.test_morpho import adapter_for
+
+pytestmark = pytest.mark.devnet
+
+LIQUIDATED_TOPIC = "0x" + keccak(
+    text="Liquidated(address,bytes32,uint256,uint256,uint256)").hex()
+
+
+def config(devnet: Devnet, tmp_path: Path, capital: str) -> Any:
+    blue = devnet.manifest["morpho_blue"]
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.1}],
+        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                       "morpho": blue["morpho"],
+                       "markets": [m["id"] for m in blue["markets"].values()],
+                       "liquidator_contract": blue["liquidator"]["address"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0, "capital": capital,
+                   "key": {"source": "env", "env": "KEEPER_KEY"},
+                   # (keeper.capital flash-loan/auto wants the Aave contract too, today)
+                   "flash_liquidator": devnet.manifest["flash_liquidator"]["address"],
+                   "uniswap_v3_factory": devnet.manifest["uniswap_v3"]["factory"]},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}}},
+        env={"KEEPER_KEY": KEEPER_KEY})
+
+
+def balances(devnet: Devnet, holder: str) -> dict[str, int]:
+    erc20 = contracts.aave("MintableERC20")
+    return {s: int(erc20.decode_result("balanceOf", devnet.client.eth_call(
+        t, erc20.encode_call("balanceOf", holder)))[0])
+        for s, t in devnet.manifest["tokens"].items()}
+
+
+@pytest.mark.parametrize("capital", ["flash-loan", "auto"])
+async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
+        devnet: Devnet, pool: Any, tmp_path: Path, run_daemon: Any,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, capital: str) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    blue = devnet.manifest["morpho_blue"]
+    contract, beneficiary = blue["liquidator"]["address"], blue["liquidator"]["beneficiary"]
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))  # gas, no tokens
+    keeper_before = balances(devnet, KEEPER)
+    assert keeper_before["USDC"] == keeper_before["DAI"] == 0
+    beneficiary_before = balances(devnet, beneficiary)
+    keeper = await run_daemon(config(devnet, tmp_path, capital))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+    # The crash: both markets' collateral falls, on every oracle (Aave's feeds and Morpho's).
+    devnet.set_price("WETH", devnet.price("WETH") * 0.88)
+    devnet.set_price("WBTC", devnet.price("WBTC") * 0.85)
+    crash = devnet.client.block_number()
+    await keeper.evaluated_at(crash, protocol="morpho")
+    reader = await adapter_for(devnet, pool, tmp_path / "reader")
+    await reader.discover(crash)
+    book = await reader.snapshot(sorted(reader.accounts), crash)
+    underwater = {(p.account, p.market.name) for p in book.positions if book.health(p) < 1}
+    assert {m for _, m in underwater} == {"WETH/USDC", "WBTC/DAI"}, underwater
+    journal = keeper.daemon.executors["morpho"].journal
+    for _ in range(20):
+        included = await journal.by_status(J.INCLUDED)
+        if len(included) >= len(underwater):
+            break
+        await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    assert {e.account for e in included} == {a for a, _ in underwater}
+    assert await journal.by_status(J.REVERTED) == []
+    # Every one through the contract, each paying its beneficiary in the same transaction.
+    logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(crash), "toBlock": "latest",
+                                              "address": contract,
+                                              "topics": [LIQUIDATED_TOPIC]})
+    assert {to_checksum_address("0x" + e["topics"][1][-40:]) for e in logs} == \
+        {a for a, _ in underwater}
+    loan_of = {m["id"]: m["loan"] for m in blue["markets"].values()}
+    profit = dict.fromkeys(("USDC", "DAI"), 0)
+    for e in logs:
+        earned = int(e["data"][2 + 128:2 + 192], 16)
+        assert earned > 0
+        profit[loan_of[e["topics"][2]]] += earned
+    after = balances(devnet, beneficiary)
+    assert {s: after[s] - beneficiary_before[s] for s in profit} == profit
+    assert profit["USDC"] > 0 and profit["DAI"] > 0
+    # The keeper spent gas only, and let Morpho pull none of its tokens.
+    assert balances(devnet, KEEPER) == keeper_before
+    registry = keeper.daemon.metrics.registry
+    assert not registry.get_sample_value("keeperd_liquidations_total", {
+        "chain": "devnet", "protocol": "morpho", "stage": "no_capital"})
