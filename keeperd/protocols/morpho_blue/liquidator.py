@@ -6,7 +6,7 @@ is accrued a block ahead (the transaction lands later). Liquidations of one bloc
 market are planned on the market each leaves behind, in the book's order. Values are in the
 loan token, USD for USD-pegged loan tokens (others are not priced: not sent).
 
-Capital: the keeper's own loan-token balance (Morpho approved once per loan token), or none,
+Capital: the keeper's own loan-token balance (Morpho approved that balance), or none,
 through the keeper's MorphoLiquidator (`liquidator_contract`) when the capital stage sends a
 liquidation down the flash path: Morpho's `liquidate` sends the seized collateral first and
 calls the contract back before it pulls the loan token, so the contract sells the collateral
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from eth_utils import to_checksum_address
 
-from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
+from keeperd.execution import approvals
 from keeperd.execution.capital import Need
 from keeperd.execution.swap import (
     SwapPools,
@@ -52,7 +52,6 @@ GAS_LIMIT = 400_000
 CALLBACK_GAS_LIMIT = 450_000
 CALLBACK_LIQUIDATE = (f"liquidate({MARKET_PARAMS},address,uint256,uint256,uint24,uint256,"
                       "uint256)")
-MAX_UINT = 2**256 - 1
 # Seconds of interest between the snapshot and inclusion.
 AHEAD_S = 12
 
@@ -86,28 +85,23 @@ class MorphoLiquidator:
         self.swap_pools = SwapPools(adapter.pool, config.uniswap_v3_factory, config.swap_fee)
 
     async def prepare(self, head: int) -> None:
-        """Check the contract the capital-free path trusts; approve Morpho once per loan
-        token for the keeper's own capital (not needed when none of it is used)."""
+        """Check the contract the capital-free path trusts; approve Morpho the keeper's
+        balance of each loan token for its own capital (not needed when none of it is used)."""
         if self._callback_path:
             await self._confirm_contract()
+        await self.keep_allowances(head)
+
+    async def keep_allowances(self, head: int) -> None:
+        """At start and every few blocks: Morpho approved the keeper's balance of each loan
+        token (execution/approvals.py: bounded, a top-up approved in turn)."""
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:
             return
         if self.supports_flash and self.config.capital == "flash-loan":
             return
-        morpho = self.adapter.config.morpho
-        pool = self.adapter.pool
-        for token in sorted({m.loan_token for m in self.adapter.markets.values()}):
-            allowance = await ContractCall(token, "allowance(address,address)",
-                                           ["address", "address"], [self.keeper, morpho]
-                                           ).call(pool)
-            if allowance >= MAX_UINT // 2:
-                continue
-            data = encode_call("approve(address,uint256)", ["address", "uint256"],
-                               [morpho, MAX_UINT])
-            record = await self.tx.send(f"approve:{self.adapter.name}:{token}:max", token, data,
-                                        100_000, budget_wei=10**18, block=head)
-            log.info("keeper.approval_sent", protocol=self.adapter.name, token=token,
-                     tx_hash=record.tx_hash)
+        await approvals.keep_allowances(
+            self.tx, self.adapter.pool, protocol=self.adapter.name, keeper=self.keeper,
+            spender=self.adapter.config.morpho, head=head,
+            tokens=[(t, t) for t in sorted({m.loan_token for m in self.adapter.markets.values()})])
 
     async def _confirm_contract(self) -> None:
         """The MorphoLiquidator must sell on the configured factory's pools, liquidate on this
