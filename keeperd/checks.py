@@ -42,7 +42,8 @@ def local_issues(config: Config) -> list[ConfigIssue]:
 
 def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
     """(field path, file) of each secret kept in a file, but the key's (`load_key` checks
-    those): every `*_file` of an alert sink, the PostgreSQL password file."""
+    those): every `*_file` of an alert sink, the PostgreSQL password file, the metrics
+    token file."""
     for ri, route in enumerate(config.alerts.routes):
         for si, sink in enumerate(route.sinks):
             for name in type(sink).model_fields:
@@ -51,6 +52,8 @@ def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
                     yield f"alerts.routes[{ri}].sinks[{si}].{name}", path
     if config.storage.password_file is not None:
         yield "storage.password_file", config.storage.password_file
+    if config.metrics.bearer_token_file is not None:
+        yield "metrics.bearer_token_file", config.metrics.bearer_token_file
 
 
 async def online_issues(config: Config, warnings: list[ConfigIssue] | None = None

@@ -918,6 +918,41 @@ class MetricsConfig(_Model):
     ready_max_index_lag: int = Field(
         default=10, ge=0, description="/readyz fails while an account index trails the "
         "head by more blocks than this.")
+    header_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="A connection that has not sent a whole "
+        "request this long after opening, or after its last response, is closed: a "
+        "half-sent request holds no socket for longer (nor does an idle keep-alive: one timer "
+        "for both).")
+    max_connections: int = Field(
+        default=32, ge=1, le=1024, description="Open connections at most; past it a new one "
+        "is answered 503 and closed at once (Prometheus needs one).")
+    bearer_token: str | None = Field(
+        default=None, description="If set, /metrics answers 401 without "
+        "`Authorization: Bearer <token>` (/healthz and /readyz stay open for probes); use "
+        "${ENV}, or bearer_token_file.")
+    bearer_token_file: Path | None = Field(
+        default=None, description="A file holding the token (chmod 600); Prometheus reads "
+        "its copy with `authorization: {credentials_file: ...}`.")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> MetricsConfig:
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError("set one of `bearer_token` (a ${ENV} reference) and "
+                             "`bearer_token_file`, not both")
+        return self
+
+
+def _inline_metrics_token(data: dict[str, Any]) -> list[ConfigIssue]:
+    """metrics.bearer_token, like a sink's secret, is a whole ${ENV} reference, never the
+    token itself written into the file."""
+    metrics = data.get("metrics")
+    value = metrics.get("bearer_token") if isinstance(metrics, dict) else None
+    if value is None or (isinstance(value, str) and _ENV_REF.fullmatch(value.strip())):
+        return []
+    return [ConfigIssue("metrics.bearer_token", "a secret written into the file: secrets "
+                        "never go inline", "write `bearer_token: ${VARIABLE}` and set VARIABLE "
+                        "in keeperd's environment, or use `bearer_token_file:` (a file only "
+                        "keeperd's user can read)")]
 
 
 class LoggingConfig(_Model):
@@ -1190,7 +1225,8 @@ def parse_config(data: Any, source: str = "<config>",
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must hold a mapping (key: value)",
                                                "start from config/example.yaml")])
-    inline = _inline_secret_issues(data)  # the file as written, before ${ENV} is filled in
+    # the file as written, before ${ENV} is filled in
+    inline = _inline_secret_issues(data) + _inline_metrics_token(data)
     issues: list[ConfigIssue] = []
     data = _substitute(data, "", env, issues)
     if issues:

@@ -44,7 +44,7 @@ from keeperd.config import (
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
 from keeperd.execution.txmanager import FeePolicy, TxManager
-from keeperd.keys import KeeperKey, KeyLoadError, load_key
+from keeperd.keys import KeeperKey, KeyLoadError, SecretError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
@@ -62,7 +62,7 @@ from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDat
 from keeperd.storage.lease import Lease, fence, redact_url, with_password
 from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
-from keeperd.web import WebServer, make_app
+from keeperd.web import WebServer, make_app, read_bearer_token
 
 log = structlog.get_logger(__name__)
 
@@ -257,8 +257,7 @@ class Daemon:
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
             if self.config.metrics.enabled:
-                self.web = WebServer(make_app(self.metrics, self.liveness, self.readiness),
-                                     self.config.metrics.listen, self.config.metrics.port)
+                self.web = self._web_server()
                 await self.web.start()
                 stack.push_async_callback(self.web.stop)
                 log.info("web.listening", host=self.web.host, port=self.web.port,
@@ -604,6 +603,19 @@ class Daemon:
                 log.exception("liquidation.reorg_check_failed", protocol=executor.adapter.name,
                               error=f"{type(exc).__name__}: {exc}")
         return on_event
+
+    def _web_server(self) -> WebServer:
+        served = self.config.metrics
+        try:
+            token = read_bearer_token(served)
+        except SecretError as exc:
+            raise StartupError(f"{exc.field}: {exc}; fix: {exc.fix}") from None
+        if token is not None:
+            self.redactor.add(token)
+        return WebServer(make_app(self.metrics, self.liveness, self.readiness, token),
+                         served.listen, served.port, self.metrics,
+                         header_timeout_s=served.header_timeout_s,
+                         max_connections=served.max_connections)
 
     def _load_key(self) -> KeeperKey | None:
         source = self.config.keeper.key
