@@ -168,7 +168,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
     if storage.url is None:
         return []
     from keeperd.config import ConfigError
-    from keeperd.storage.lease import Lease, redact_url, with_password
+    from keeperd.storage.lease import Lease, redact_url, tls_hint, with_password
 
     try:
         password = storage.password()
@@ -176,7 +176,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
         field = "storage.password_env" if storage.password_env else "storage.password_file"
         return [ConfigIssue(field, str(exc).splitlines()[-1].strip(),
                             "set the variable or point at a readable file")]
-    lease = Lease(with_password(storage.url, password), "check-config",
+    lease = Lease(with_password(storage.connect_url, password), "check-config",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
     try:
@@ -184,7 +184,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
         await lease.rows()
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
-                            f"{type(exc).__name__}: {exc}",
+                            f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
                             "check the host, the database, the user and its password (and "
                             "that the user may create tables)")]
     finally:

@@ -59,7 +59,7 @@ from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
-from keeperd.storage.lease import Lease, fence, redact_url, with_password
+from keeperd.storage.lease import Lease, fence, redact_url, unreachable, with_password
 from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
 from keeperd.web import WebServer, make_app, read_bearer_token
@@ -290,7 +290,7 @@ class Daemon:
         identity = "+".join(sorted(c.name for c in self.config.chains)) + f":{address}"
         password = storage.password()
         self.redactor.add(password)  # (every form of it: the DSN holds it URL-quoted)
-        dsn = with_password(storage.url, password)
+        dsn = with_password(storage.connect_url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s)
         try:
@@ -298,10 +298,8 @@ class Daemon:
             db = await PostgresDatabase.connect(
                 dsn, statement_timeout_s=storage.statement_timeout_s,
                 fence=lambda conn: fence(conn, identity, lease.holder, lease.epoch))
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StartupError(f"storage.url: cannot reach PostgreSQL at "
-                               f"{redact_url(storage.url)}: {type(exc).__name__}: {exc}"
-                               ) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StartupError(unreachable(storage.url, exc)) from None
         stack.push_async_callback(lease.close)
         stack.push_async_callback(db.close)
         self.replica = Replica(lease, storage.lease, self.metrics,
