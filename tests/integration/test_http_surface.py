@@ -272,3 +272,30 @@ async def test_prometheus_scrapes_with_its_credentials_file(tmp_path: Path) -> N
     assert targets["keeperd"]["health"] == "up", targets["keeperd"]["lastError"]
     assert targets["stale"]["health"] == "down"
     assert "401" in targets["stale"]["lastError"]
+
+
+def test_keeperd_run_serves_metrics_behind_its_token(devnet: Any, tmp_path: Path) -> None:
+    """The daemon reads metrics.bearer_token_file at start and the token never reaches its
+    log; probes stay open."""
+    from tests.integration.test_daemon import get, logs_of, start, stop, wait_for, write_config
+
+    path, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    token = tmp_path / "metrics-token"
+    token.write_text("daemon-t0ken-4f2a\n")
+    token.chmod(0o600)
+    data = yaml.safe_load(path.read_text())
+    data["metrics"].update(bearer_token_file=str(token), header_timeout_s=2,
+                           max_connections=4)
+    path.write_text(yaml.safe_dump(data))
+    proc = start(path)
+    try:
+        wait_for(lambda: get(port, "/healthz")[0] == 200, what="keeperd serving")
+        assert get(port, "/metrics")[0] == 401
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": "Bearer daemon-t0ken-4f2a"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200 and b"keeperd_build_info" in resp.read()
+        assert get(port, "/readyz")[0] in (200, 503)  # (open: no 401)
+    finally:
+        stop(proc)
+    assert "daemon-t0ken-4f2a" not in logs_of(proc)
