@@ -39,6 +39,7 @@ from keeperd.config import (
     Config,
     ConfigError,
     KeystoreKey,
+    is_loopback,
     load_config,
 )
 from keeperd.execution.executor import Executor
@@ -610,6 +611,11 @@ class Daemon:
             raise StartupError(f"{exc.field}: {exc}; fix: {exc.fix}") from None
         if token is not None:
             self.redactor.add(token)
+        elif not is_loopback(served.listen):
+            log.warning("web.metrics_without_token", listen=served.listen,
+                        fix="set metrics.bearer_token (a ${ENV} reference) or "
+                        "metrics.bearer_token_file: /metrics is readable by anyone who "
+                        "reaches the port")
         return WebServer(make_app(self.metrics, self.liveness, self.readiness, token),
                          served.listen, served.port, self.metrics,
                          header_timeout_s=served.header_timeout_s,
