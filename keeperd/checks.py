@@ -42,7 +42,8 @@ def local_issues(config: Config) -> list[ConfigIssue]:
 
 def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
     """(field path, file) of each secret kept in a file, but the key's (`load_key` checks
-    those): every `*_file` of an alert sink, the PostgreSQL password file."""
+    those): every `*_file` of an alert sink, the PostgreSQL password file, the metrics
+    token file."""
     for ri, route in enumerate(config.alerts.routes):
         for si, sink in enumerate(route.sinks):
             for name in type(sink).model_fields:
@@ -51,6 +52,8 @@ def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
                     yield f"alerts.routes[{ri}].sinks[{si}].{name}", path
     if config.storage.password_file is not None:
         yield "storage.password_file", config.storage.password_file
+    if config.metrics.bearer_token_file is not None:
+        yield "metrics.bearer_token_file", config.metrics.bearer_token_file
 
 
 async def online_issues(config: Config, warnings: list[ConfigIssue] | None = None
@@ -165,7 +168,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
     if storage.url is None:
         return []
     from keeperd.config import ConfigError
-    from keeperd.storage.lease import Lease, redact_url, with_password
+    from keeperd.storage.lease import Lease, redact_url, tls_hint, with_password
 
     try:
         password = storage.password()
@@ -173,7 +176,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
         field = "storage.password_env" if storage.password_env else "storage.password_file"
         return [ConfigIssue(field, str(exc).splitlines()[-1].strip(),
                             "set the variable or point at a readable file")]
-    lease = Lease(with_password(storage.url, password), "check-config",
+    lease = Lease(with_password(storage.connect_url, password), "check-config",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
     try:
@@ -181,7 +184,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
         await lease.rows()
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
-                            f"{type(exc).__name__}: {exc}",
+                            f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
                             "check the host, the database, the user and its password (and "
                             "that the user may create tables)")]
     finally:

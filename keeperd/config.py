@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import yaml
 from eth_utils import is_address, to_checksum_address
@@ -1028,6 +1028,41 @@ class MetricsConfig(_Model):
     ready_max_index_lag: int = Field(
         default=10, ge=0, description="/readyz fails while an account index trails the "
         "head by more blocks than this.")
+    header_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="A connection that has not sent a whole "
+        "request this long after opening, or after its last response, is closed: a "
+        "half-sent request holds no socket for longer (nor does an idle keep-alive: one timer "
+        "for both).")
+    max_connections: int = Field(
+        default=32, ge=1, le=1024, description="Open connections at most; past it a new one "
+        "is answered 503 and closed at once (Prometheus needs one).")
+    bearer_token: str | None = Field(
+        default=None, description="If set, /metrics answers 401 without "
+        "`Authorization: Bearer <token>` (/healthz and /readyz stay open for probes); use "
+        "${ENV}, or bearer_token_file.")
+    bearer_token_file: Path | None = Field(
+        default=None, description="A file holding the token (chmod 600); Prometheus reads "
+        "its copy with `authorization: {credentials_file: ...}`.")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> MetricsConfig:
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError("set one of `bearer_token` (a ${ENV} reference) and "
+                             "`bearer_token_file`, not both")
+        return self
+
+
+def _inline_metrics_token(data: dict[str, Any]) -> list[ConfigIssue]:
+    """metrics.bearer_token, like a sink's secret, is a whole ${ENV} reference, never the
+    token itself written into the file."""
+    metrics = data.get("metrics")
+    value = metrics.get("bearer_token") if isinstance(metrics, dict) else None
+    if value is None or (isinstance(value, str) and _ENV_REF.fullmatch(value.strip())):
+        return []
+    return [ConfigIssue("metrics.bearer_token", "a secret written into the file: secrets "
+                        "never go inline", "write `bearer_token: ${VARIABLE}` and set VARIABLE "
+                        "in keeperd's environment, or use `bearer_token_file:` (a file only "
+                        "keeperd's user can read)")]
 
 
 class LoggingConfig(_Model):
@@ -1058,6 +1093,36 @@ class LeaseConfig(_Model):
         return self
 
 
+def postgres_hosts(url: str) -> list[str]:
+    """The hosts a postgresql:// URL names, as asyncpg reads them: the ones before the path
+    (several, comma-separated, each maybe with a port; percent-encoded, a unix socket's
+    directory), else the `host` query parameter."""
+    parts = urlsplit(url)
+    spec = parts.netloc.rpartition("@")[2]
+    if not spec:
+        spec = (parse_qs(parts.query).get("host") or [""])[-1]
+    hosts = []
+    for one in spec.split(","):
+        one = unquote(one.strip())
+        if one.startswith("["):  # [::1]:5432
+            one = one[1:].partition("]")[0]
+        elif not one.startswith("/"):
+            one = one.rpartition(":")[0] if one.count(":") == 1 else one
+        if one:
+            hosts.append(one)
+    return hosts
+
+
+def _local_postgres_host(host: str) -> bool:
+    """A unix socket (a directory) or a loopback address: no network to cross."""
+    return host.startswith("/") or is_loopback(host)
+
+
+def _sslmode(url: str) -> str | None:
+    modes = parse_qs(urlsplit(url).query).get("sslmode")
+    return modes[-1].lower() if modes else None  # (asyncpg, too, takes the last one)
+
+
 class StorageConfig(_Model):
     url: str | None = Field(default=None, description=(
         "postgresql://user@host:5432/db to share the state between replicas (the password "
@@ -1067,6 +1132,11 @@ class StorageConfig(_Model):
         "Environment variable holding the PostgreSQL password."))
     password_file: Path | None = Field(default=None, description=(
         "File holding the PostgreSQL password (a systemd credential, a mounted secret)."))
+    allow_insecure_transport: bool = Field(default=False, description=(
+        "Reach a PostgreSQL host that is not loopback without sslmode=verify-full: "
+        "sslmode=require encrypts but lets anyone on the path answer, prefer (libpq's "
+        "default) falls back to plaintext without a word. Only on a network you trust end "
+        "to end. A loopback host or a unix socket is never held to verify-full."))
     statement_timeout_s: float = Field(default=10.0, gt=0.0)
     lease: LeaseConfig = Field(default_factory=LeaseConfig)
 
@@ -1085,9 +1155,10 @@ class StorageConfig(_Model):
             raise ValueError("the password must not be in storage.url (it would reach logs "
                              "and process listings): use storage.password_env or "
                              "storage.password_file")
-        if not parts.hostname or not parts.path.strip("/"):
+        if not postgres_hosts(value) or not parts.path.strip("/"):
             raise ValueError(f"{value!r}: name the host and the database, "
-                             "postgresql://user@host:5432/database")
+                             "postgresql://user@host:5432/database (a unix socket: "
+                             "postgresql://user@/database?host=/run/postgresql)")
         return value
 
     @model_validator(mode="after")
@@ -1096,9 +1167,41 @@ class StorageConfig(_Model):
             raise ValueError("set one of storage.password_env and storage.password_file")
         return self
 
+    @model_validator(mode="after")
+    def _verified_server(self) -> StorageConfig:
+        if self.url is None or self.allow_insecure_transport:
+            return self
+        remote = [h for h in postgres_hosts(self.url) if not _local_postgres_host(h)]
+        mode = _sslmode(self.url)
+        if remote and mode not in (None, "verify-full"):
+            fallback = (" and may fall back to plaintext" if mode in ("disable", "allow",
+                                                                       "prefer") else "")
+            raise ValueError(
+                f"storage.url asks for sslmode={mode} to {remote[0]}, which is not loopback: "
+                f"that checks neither the server's certificate nor its name{fallback}; use "
+                "sslmode=verify-full (with sslrootcert=/path/to/ca.pem, the CA that signed the "
+                "server's certificate), or leave sslmode out (keeperd then asks for "
+                "verify-full), or set storage.allow_insecure_transport: true on a network you "
+                "trust end to end")
+        return self
+
     @property
     def replicated(self) -> bool:
         return self.url is not None
+
+    @property
+    def connect_url(self) -> str:
+        """storage.url as keeperd connects with it: where it names a host that is not
+        loopback and no sslmode, sslmode=verify-full is added (libpq's and asyncpg's default,
+        prefer, checks no certificate and falls back to plaintext silently; PGSSLMODE in the
+        environment is overridden too)."""
+        assert self.url is not None
+        remote = any(not _local_postgres_host(h) for h in postgres_hosts(self.url))
+        if not remote or self.allow_insecure_transport or _sslmode(self.url) is not None:
+            return self.url
+        parts = urlsplit(self.url)
+        query = f"{parts.query}&sslmode=verify-full" if parts.query else "sslmode=verify-full"
+        return urlunsplit(parts._replace(query=query))
 
     def password(self) -> str | None:
         """The password, read when connecting (never kept in the config object)."""
@@ -1325,7 +1428,8 @@ def parse_config(data: Any, source: str = "<config>",
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must hold a mapping (key: value)",
                                                "start from config/example.yaml")])
-    inline = _inline_secret_issues(data)  # the file as written, before ${ENV} is filled in
+    # the file as written, before ${ENV} is filled in
+    inline = _inline_secret_issues(data) + _inline_metrics_token(data)
     issues: list[ConfigIssue] = []
     data = _substitute(data, "", env, issues)
     if issues:

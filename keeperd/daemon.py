@@ -39,12 +39,13 @@ from keeperd.config import (
     Config,
     ConfigError,
     KeystoreKey,
+    is_loopback,
     load_config,
 )
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
 from keeperd.execution.txmanager import FeePolicy, TxManager
-from keeperd.keys import KeeperKey, KeyLoadError, load_key
+from keeperd.keys import KeeperKey, KeyLoadError, SecretError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
@@ -59,10 +60,17 @@ from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
-from keeperd.storage.lease import Lease, fence, identity_of, redact_url, with_password
+from keeperd.storage.lease import (
+    Lease,
+    fence,
+    identity_of,
+    redact_url,
+    unreachable,
+    with_password,
+)
 from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
-from keeperd.web import WebServer, make_app
+from keeperd.web import WebServer, make_app, read_bearer_token
 
 log = structlog.get_logger(__name__)
 
@@ -262,8 +270,7 @@ class Daemon:
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
             if self.config.metrics.enabled:
-                self.web = WebServer(make_app(self.metrics, self.liveness, self.readiness),
-                                     self.config.metrics.listen, self.config.metrics.port)
+                self.web = self._web_server()
                 await self.web.start()
                 stack.push_async_callback(self.web.stop)
                 log.info("web.listening", host=self.web.host, port=self.web.port,
@@ -297,7 +304,7 @@ class Daemon:
         identity = identity_of(address, chain_ids)
         password = storage.password()
         self.redactor.add(password)  # (every form of it: the DSN holds it URL-quoted)
-        dsn = with_password(storage.url, password)
+        dsn = with_password(storage.connect_url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s,
                       address=address if address != "watch" else None, chain_ids=chain_ids)
@@ -306,10 +313,8 @@ class Daemon:
             db = await PostgresDatabase.connect(
                 dsn, statement_timeout_s=storage.statement_timeout_s,
                 fence=lambda conn: fence(conn, identity, lease.holder, lease.epoch))
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StartupError(f"storage.url: cannot reach PostgreSQL at "
-                               f"{redact_url(storage.url)}: {type(exc).__name__}: {exc}"
-                               ) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StartupError(unreachable(storage.url, exc)) from None
         stack.push_async_callback(lease.close)
         stack.push_async_callback(db.close)
         self.replica = Replica(lease, storage.lease, self.metrics,
@@ -620,6 +625,24 @@ class Daemon:
                 log.exception("liquidation.reorg_check_failed", protocol=executor.adapter.name,
                               error=f"{type(exc).__name__}: {exc}")
         return on_event
+
+    def _web_server(self) -> WebServer:
+        served = self.config.metrics
+        try:
+            token = read_bearer_token(served)
+        except SecretError as exc:
+            raise StartupError(f"{exc.field}: {exc}; fix: {exc.fix}") from None
+        if token is not None:
+            self.redactor.add(token)
+        elif not is_loopback(served.listen):
+            log.warning("web.metrics_without_token", listen=served.listen,
+                        fix="set metrics.bearer_token (a ${ENV} reference) or "
+                        "metrics.bearer_token_file: /metrics is readable by anyone who "
+                        "reaches the port")
+        return WebServer(make_app(self.metrics, self.liveness, self.readiness, token),
+                         served.listen, served.port, self.metrics,
+                         header_timeout_s=served.header_timeout_s,
+                         max_connections=served.max_connections)
 
     def _load_key(self) -> KeeperKey | None:
         source = self.config.keeper.key

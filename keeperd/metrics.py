@@ -50,6 +50,16 @@ class Metrics:
             "keeperd_build_info", "keeperd version (value is always 1).", ["version"], registry=r
         )
 
+        # --- the HTTP surface (/metrics, /healthz, /readyz) -------------------------------
+        self.http_refused = Counter(
+            "keeperd_http_connections_refused_total",
+            "Connections to the metrics port answered 503 and closed because "
+            "metrics.max_connections were already open.", registry=r)
+        self.http_unauthorized = Counter(
+            "keeperd_http_unauthorized_total",
+            "/metrics requests refused (401) for a missing or wrong bearer token (a scraper "
+            "with a stale token, or someone probing).", registry=r)
+
         # --- RPC pool -------------------------------------------------------------------
         self.rpc_requests = Counter(
             "keeperd_rpc_requests_total",

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +28,10 @@ class PostgresServer:
     """A running throwaway cluster: its DSN, and a restart (as an operator's upgrade does)."""
 
     def __init__(self, bin_dir: Path, data: Path, root: Path, port: int,
-                 as_user: list[str]) -> None:
+                 as_user: list[str], settings: str = "") -> None:
         self.bin_dir, self.data, self.root, self.port = bin_dir, data, root, port
         self.as_user = as_user
+        self.settings = settings  # more `-c name=value` for the server
         self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
     def _pg_ctl(self, *args: str) -> None:
@@ -42,7 +43,7 @@ class PostgresServer:
         # output hangs; -k: the socket stays in our directory.
         self._pg_ctl("-l", str(self.root / "log"), "-o",
                      f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                     "-c fsync=off", "-w", "start")
+                     f"-c fsync=off {self.settings}", "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._pg_ctl("-m", mode, "-w", "stop")
@@ -53,18 +54,24 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_cluster() -> Iterator[PostgresServer]:
-    """A fresh cluster (trust auth, loopback only), stopped and removed at the end."""
+def postgres_cluster(prepare: Callable[[Path], dict[str, str]] | None = None
+                     ) -> Iterator[PostgresServer]:
+    """A fresh cluster (trust auth, loopback only), stopped and removed at the end.
+    `prepare(root)` may write files into the cluster's directory (a TLS certificate) and
+    returns server settings to start it with; the files are handed to the server's user."""
     bin_dir = server_bin()
     root = Path(tempfile.mkdtemp(prefix="keeperd-pg-"))
+    settings = prepare(root) if prepare is not None else {}
     data = root / "data"
     as_user: list[str] = []
     if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
+        for path in [root, *root.iterdir()]:
+            shutil.chown(path, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust",
                     "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-    server = PostgresServer(bin_dir, data, root, free_port(), as_user)
+    server = PostgresServer(bin_dir, data, root, free_port(), as_user,
+                            " ".join(f"-c {k}={v}" for k, v in settings.items()))
     server.start()
     try:
         yield server

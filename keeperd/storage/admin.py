@@ -19,7 +19,7 @@ from pathlib import Path
 
 from keeperd.config import Config
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
-from keeperd.storage.lease import Lease, LeaseRow, redact_url, with_password
+from keeperd.storage.lease import Lease, LeaseRow, unreachable, with_password
 from keeperd.storage.migrations import migrate
 
 TABLES = {
@@ -52,11 +52,10 @@ async def open_configured(config: Config) -> Database:
     if storage.url is None:  # (the daemon may hold the file's lock for a moment: wait)
         return SqliteDatabase.open(sqlite_path(config), busy_timeout_s=5.0)
     try:
-        return await PostgresDatabase.connect(with_password(storage.url, storage.password()),
-                                              statement_timeout_s=storage.statement_timeout_s)
+        dsn = with_password(storage.connect_url, storage.password())
+        return await PostgresDatabase.connect(dsn, statement_timeout_s=storage.statement_timeout_s)
     except Exception as exc:
-        raise StorageError(f"storage.url: cannot reach PostgreSQL at {redact_url(storage.url)}: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise StorageError(unreachable(storage.url, exc)) from None
 
 
 async def run_migrations(config: Config) -> tuple[str, list[int]]:
@@ -106,14 +105,13 @@ async def leases(config: Config) -> list[LeaseRow]:
     storage = config.storage
     if storage.url is None:
         return []
-    lease = Lease(with_password(storage.url, storage.password()), "-",
+    lease = Lease(with_password(storage.connect_url, storage.password()), "-",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
     try:
         await lease.connect()
     except Exception as exc:
-        raise StorageError(f"storage.url: cannot reach PostgreSQL at {redact_url(storage.url)}: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise StorageError(unreachable(storage.url, exc)) from None
     try:
         return await lease.rows()
     finally:

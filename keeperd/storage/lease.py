@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,10 +69,10 @@ def with_password(url: str, password: str | None) -> str:
 
     parts = urlsplit(url)
     user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    # The hosts as written: several, an [IPv6] literal, a percent-encoded socket directory
+    # (`hostname` would keep only the first host and lose the brackets and the case).
+    hosts = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -84,6 +85,27 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """Why PostgreSQL at `url` could not be reached, for an operator: the URL without its
+    password, the error, and for a certificate that did not verify, what to do."""
+    detail = " ".join(str(exc).split())  # (asyncpg's messages carry HINT: on a line of its own)
+    return (f"storage.url: cannot reach PostgreSQL at {redact_url(url)}: "
+            f"{type(exc).__name__}: {detail}{tls_hint(exc)}")
+
+
+def tls_hint(exc: BaseException) -> str:
+    """For a server certificate that did not verify (or no CA to verify it with), what to
+    do; else nothing."""
+    if isinstance(exc, ssl.SSLError) or (isinstance(exc, asyncpg.ClientConfigurationError)
+                                         and "certificate" in str(exc)):
+        return ("; keeperd asks a host that is not loopback for sslmode=verify-full: give "
+                "the CA that signed the server's certificate (sslrootcert=/path/to/ca.pem in "
+                "storage.url, or ~/.postgresql/root.crt) and connect by the name the "
+                "certificate holds, or set storage.allow_insecure_transport: true on a "
+                "network you trust end to end")
+    return ""
 
 
 def holder_name() -> str:
