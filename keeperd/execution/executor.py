@@ -343,8 +343,9 @@ class Executor:
         publish_shortfall(self.metrics, *self.labels, self.capital_shortfall, short,
                           counted=not auto,
                           fix="fund the keeper with the debt asset"
-                              + (", or set keeper.capital: auto (with a FlashLiquidator) to "
-                                 "use flash loans when it falls short" if flash_path else ""))
+                              + (", or set keeper.capital: auto to liquidate through the "
+                                 "protocol's capital-free contract (FlashLiquidator, "
+                                 "MorphoLiquidator) when it falls short" if flash_path else ""))
         self.capital_shortfall = short
         return (funded, unfunded) if auto else (funded, [])
 
