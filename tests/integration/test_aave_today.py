@@ -34,9 +34,9 @@ def simulated_pairs(keeper, protocol: str = "aave") -> list[tuple[str, str]]:  #
     tried: list[tuple[str, str]] = []
     simulate = executor._simulate
 
-    async def recording(wave):  # type: ignore[no-untyped-def]
+    async def recording(wave, *rest):  # type: ignore[no-untyped-def]
         tried.extend((call.opportunity.collateral, call.opportunity.debt) for call, _ in wave)
-        return await simulate(wave)
+        return await simulate(wave, *rest)
 
     executor._simulate = recording
     return tried
