@@ -65,7 +65,7 @@ contract FlashLiquidator is SeizedCollateralSeller {
         if (msg.sender != address(aavePool) || initiator != address(this)) revert NotPool();
         Job memory job = abi.decode(params, (Job));
         uint256 debtBefore = _balance(asset) - amount;
-        (uint256 seized, uint256 repaid) = _liquidate(job, asset, amount, premium, debtBefore);
+        (uint256 seized, uint256 repaid) = _liquidate(job, asset, amount, debtBefore);
         _sell(job.collateral, job.debt, job.swapFee, seized, job.minOutPerIn);
 
         uint256 balance = _balance(asset);
@@ -75,14 +75,18 @@ contract FlashLiquidator is SeizedCollateralSeller {
             revert NotEnoughProfit(left, job.minProfit);
         }
         if (left > 0) _safeTransfer(asset, beneficiary, left);
+        // The pool pulls exactly this when the callback returns: nothing stays approved.
+        _forceApprove(asset, address(aavePool), owed);
         emit Liquidated(job.user, job.collateral, asset, repaid, seized, left);
         return true;
     }
 
-    function _liquidate(Job memory job, address asset, uint256 amount, uint256 premium,
-                        uint256 debtBefore) internal returns (uint256 seized, uint256 repaid) {
-        // The pool pulls twice: up to `amount` for the liquidation, then the loan and premium.
-        _forceApprove(asset, address(aavePool), 2 * amount + premium);
+    function _liquidate(Job memory job, address asset, uint256 amount, uint256 debtBefore)
+        internal returns (uint256 seized, uint256 repaid)
+    {
+        // The liquidation pulls at most `amount`; the loan and premium are approved once it
+        // is known what the liquidation left (so no allowance outlives the transaction).
+        _forceApprove(asset, address(aavePool), amount);
         uint256 collateralBefore = _balance(job.collateral);
         aavePool.liquidationCall(job.collateral, asset, job.user, amount, false);
         seized = _balance(job.collateral) - collateralBefore;

@@ -54,6 +54,7 @@ abstract contract SeizedCollateralSeller {
     error SwapBelowBound(uint256 received, uint256 bound);
     error NotEnoughProfit(uint256 left, uint256 wanted);
     error ZeroBeneficiary();
+    error BadAmount(uint256 amount);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner();
@@ -70,6 +71,8 @@ abstract contract SeizedCollateralSeller {
     /// `minOutPerIn` (units of `bought` per unit of `sold`, x 1e18).
     function _sell(address sold, address bought, uint24 fee, uint256 amount,
                    uint256 minOutPerIn) internal {
+        // (a token that reports more than 2^255 would wrap into an exact-output swap)
+        if (amount > uint256(type(int256).max)) revert BadAmount(amount);
         address pool = poolFor(sold, bought, fee);
         bool zeroForOne = sold < bought;
         uint256 before = IERC20Min(bought).balanceOf(address(this));
@@ -130,6 +133,8 @@ abstract contract SeizedCollateralSeller {
     /// USDT and its kind return nothing from transfer/approve: a call succeeds when it does
     /// not revert and returns either nothing or `true`.
     function _callToken(address token, bytes memory data) internal {
+        // A call to an address without code "succeeds": a mistyped token would pass silently.
+        require(token.code.length > 0, "not a token");
         (bool ok, bytes memory ret) = token.call(data);
         require(ok && (ret.length == 0 || abi.decode(ret, (bool))), "token call failed");
     }

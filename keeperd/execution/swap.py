@@ -86,16 +86,25 @@ class SwapPools:
 
 
 async def confirm_seller(pool: RpcPool, contract: str, factory: str | None, *, field: str,
-                         name: str) -> None:
+                         name: str, owner: str | None = None) -> None:
     """A seller contract sells on its own factory's pools, and keeperd checks that a pool
     exists on the configured one: they must be the same. A contract without
-    `uniswapFactory()` predates the derived pools and takes other calldata."""
+    `uniswapFactory()` predates the derived pools and takes other calldata. It takes orders
+    from its owner only: that must be the keeper (`owner`), or every send reverts."""
     ours = await answer(pool, contract, "uniswapFactory()", "address", field=field, name=name)
     if factory is None or to_checksum_address(ours) != to_checksum_address(factory):
         raise StartRefused(
             f"keeper.uniswap_v3_factory: {factory}, but the {name} {contract} "
             f"sells on the pools of {to_checksum_address(ours)}; set it to that factory "
             "or deploy the contract with this one")
+    if owner is None:
+        return
+    theirs = to_checksum_address(await answer(pool, contract, "owner()", "address",
+                                              field=field, name=name))
+    if theirs != to_checksum_address(owner):
+        raise StartRefused(
+            f"{field}: {contract} is owned by {theirs}, not by the keeper {owner}, and "
+            "refuses anyone else (NotOwner); deploy one with the keeper as owner")
 
 
 async def answer(pool: RpcPool, contract: str, signature: str, returns: str, *, field: str,

@@ -114,21 +114,33 @@ async def test_a_lying_factory_answer_cannot_name_the_flash_swap_pool(
                    16) == 0
 
 
-@pytest.mark.parametrize("wrong", ["factory", "contract"])
+@pytest.mark.parametrize("wrong", ["factory", "contract", "pool", "owner"])
 async def test_a_flash_contract_that_sells_elsewhere_refuses_the_start(
         devnet: Devnet, tmp_path: Path, run_daemon, wrong: str) -> None:  # noqa: F811
     """keeperd checks the pools exist on the configured factory; the contract sells on its
     own: they must be one. An older FlashLiquidator (no `uniswapFactory()`) takes other
-    calldata: refused with what to deploy."""
+    calldata: refused with what to deploy. One deployed for another Aave pool, or owned by
+    another address, would revert every liquidation: refused too."""
+    from keeperd.devnet.uniswap import ours
+
     flash = devnet.manifest["flash_liquidator"]["address"]
     factory = devnet.manifest["uniswap_v3"]["factory"]
+    pool, beneficiary = devnet.manifest["aave_v3"]["pool"], "0x" + "be" * 20
+    deploy = ours("FlashLiquidator").deploy_data
     if wrong == "factory":
         factory = "0x" + "ab" * 20
+    elif wrong == "contract":
+        flash = pool  # code, but no uniswapFactory()
+    elif wrong == "pool":
+        flash = devnet.client.deploy(devnet.client.accounts()[0], deploy(
+            ATTACKER, KEEPER, factory, beneficiary))
     else:
-        flash = devnet.manifest["aave_v3"]["pool"]  # code, but no uniswapFactory()
+        flash = devnet.client.deploy(devnet.client.accounts()[0], deploy(
+            pool, ATTACKER, factory, beneficiary))
     config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"},
                         capital="flash-loan", flash_liquidator=flash, uniswap_v3_factory=factory)
-    match = "sells on the pools of" if wrong == "factory" else "answers no uniswapFactory"
+    match = {"factory": "sells on the pools of", "contract": "answers no uniswapFactory",
+             "pool": "liquidates on the Aave pool at", "owner": "is owned by"}[wrong]
     with pytest.raises(StartRefused, match=match):
         await run_daemon(config)
 

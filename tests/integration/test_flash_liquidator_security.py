@@ -237,6 +237,14 @@ def test_the_profit_lands_at_the_beneficiary_in_the_same_transaction(scene: Scen
     assert after[("USDC", scene.beneficiary)] - before[("USDC", scene.beneficiary)] == profit
     for symbol in INVENTORY:  # nothing piles up in the contract, nothing of its own leaves
         assert after[(symbol, scene.flash)] == before[(symbol, scene.flash)]
+    # Nor does an allowance outlive it: the pool was approved exactly what it pulled (it was
+    # left the unused part of 2 x the loan + premium before the review of this session).
+    erc20 = contracts.aave("MintableERC20")
+    for symbol in INVENTORY:
+        left = erc20.decode_result("allowance", scene.devnet.client.eth_call(
+            scene.token(symbol), erc20.encode_call(
+                "allowance", scene.flash, scene.devnet.manifest["aave_v3"]["pool"])))[0]
+        assert left == 0, symbol
 
 
 def test_only_the_owner_moves_the_beneficiary(scene: Scene) -> None:

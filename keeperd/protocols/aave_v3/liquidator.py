@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
+from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution import approvals
 from keeperd.execution.capital import Need
-from keeperd.execution.swap import SwapPools, confirm_seller, least_profit, min_out_per_in
+from keeperd.execution.swap import (
+    SwapPools,
+    answer,
+    confirm_seller,
+    least_profit,
+    min_out_per_in,
+)
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
@@ -27,6 +34,7 @@ from keeperd.protocols.plugin import (
     Call,
     Opportunity,
     OpportunityKey,
+    StartRefused,
     Verdict,
     Verification,
 )
@@ -144,9 +152,18 @@ class AaveLiquidator:
                 await self._confirm_flash_liquidator()
 
     async def _confirm_flash_liquidator(self) -> None:
-        await confirm_seller(self.pool, str(self.config.flash_liquidator),
-                             self.config.uniswap_v3_factory, field="keeper.flash_liquidator",
-                             name="FlashLiquidator")
+        """Its factory and owner (`confirm_seller`), and the pool it flash-borrows from and
+        liquidates on: this protocol's, or every liquidation through it would revert."""
+        contract, field = str(self.config.flash_liquidator), "keeper.flash_liquidator"
+        await confirm_seller(self.pool, contract, self.config.uniswap_v3_factory, field=field,
+                             name="FlashLiquidator", owner=self.keeper)
+        theirs = to_checksum_address(await answer(self.pool, contract, "aavePool()", "address",
+                                                  field=field, name="FlashLiquidator"))
+        if theirs != to_checksum_address(self._pool_address):
+            raise StartRefused(
+                f"{field}: {contract} liquidates on the Aave pool at {theirs}, not on "
+                f"protocols[{self.adapter.name}]'s pool {self._pool_address}; deploy one for "
+                "that pool (one FlashLiquidator per pool)")
 
     async def _confirm_pool(self) -> None:
         """The pool gets the keeper's approvals and, through liquidationCall, its tokens:

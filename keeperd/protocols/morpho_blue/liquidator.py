@@ -110,21 +110,13 @@ class MorphoLiquidator:
         contract, pool = str(self.contract), self.adapter.pool
         field = f"protocols[{self.adapter.name}].liquidator_contract"
         await confirm_seller(pool, contract, self.config.uniswap_v3_factory, field=field,
-                             name="MorphoLiquidator")
+                             name="MorphoLiquidator", owner=self.keeper)
         morpho = to_checksum_address(await answer(pool, contract, "morpho()", "address",
                                                   field=field, name="MorphoLiquidator"))
         if morpho != to_checksum_address(self.adapter.config.morpho):
             raise StartRefused(
                 f"{field}: {contract} liquidates on the Morpho at {morpho}, not on this "
                 f"entry's morpho {self.adapter.config.morpho}; deploy one for that Morpho")
-        if self.keeper is None:
-            return
-        owner = to_checksum_address(await answer(pool, contract, "owner()", "address",
-                                                 field=field, name="MorphoLiquidator"))
-        if owner != to_checksum_address(self.keeper):
-            raise StartRefused(
-                f"{field}: {contract} is owned by {owner}, not by the keeper {self.keeper}, "
-                "and refuses anyone else (NotOwner); deploy one with the keeper as owner")
 
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         book: MorphoBook = result.book
