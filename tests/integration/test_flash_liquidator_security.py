@@ -12,93 +12,33 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.multicall import encode_call
 from keeperd.devnet import contracts
-from keeperd.devnet.client import DevnetRpcError
 from keeperd.devnet.handle import Devnet
-from keeperd.devnet.solc import compile_sources
 from keeperd.devnet.uniswap import pool_between
 from keeperd.protocols.aave_v3.liquidator import flash_calldata, swap_min_out_per_in
+from tests.integration.seller_conformance import (  # noqa: F401 - the shared suite
+    GAS,
+    HONEST,
+    fake_pool,
+    impostor,
+    refused,
+    selector,
+    test_a_callback_outside_a_swap_pays_nothing,
+    test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing,
+    transfers,
+)
 from tests.integration.test_liquidation import KEEPER, chain_health
 
 pytestmark = pytest.mark.devnet
 
-GAS = 3_000_000
-TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 LIQUIDATED_TOPIC = "0x" + keccak(
     text="Liquidated(address,address,address,uint256,uint256,uint256)").hex()
-HONEST, TWICE, MORE, OTHER, RELAY = range(5)
 # What the contract holds between liquidations (leftovers, tokens sent by mistake).
 INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
 
-FAKE_POOL = """// SPDX-License-Identifier: MIT
-pragma solidity 0.8.19;
-
-interface IFakeToken {
-    function transfer(address to, uint256 amount) external returns (bool);
-}
-
-interface ISwapCallee {
-    function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta,
-                                   bytes calldata data) external;
-}
-
-/// A Uniswap V3 pool that misbehaves: its runtime code (immutables only, no storage) is put
-/// at a real pool's address, so it pays out of that pool's balances and sits where the
-/// liquidator's CREATE2 derivation points. `poke` calls a swap callback directly.
-contract FakePool {
-    uint8 public constant HONEST = 0;
-    uint8 public constant TWICE = 1;   // calls back a second time
-    uint8 public constant MORE = 2;    // asks for twice what it was offered
-    uint8 public constant OTHER = 3;   // asks for the token it sells as well
-    uint8 public constant RELAY = 4;   // has another contract call back while it swaps
-
-    uint8 public immutable mode;
-    address public immutable token0;
-    address public immutable token1;
-    uint256 public immutable out;
-    address public immutable relay;
-
-    constructor(uint8 mode_, address token0_, address token1_, uint256 out_, address relay_) {
-        mode = mode_;
-        token0 = token0_;
-        token1 = token1_;
-        out = out_;
-        relay = relay_;
-    }
-
-    function swap(address recipient, bool zeroForOne, int256 amountSpecified, uint160,
-                  bytes calldata data) external returns (int256 amount0, int256 amount1) {
-        require(IFakeToken(zeroForOne ? token1 : token0).transfer(recipient, out));
-        int256 owed = mode == MORE ? 2 * amountSpecified : amountSpecified;
-        int256 sold = mode == OTHER ? int256(out / 2) : -int256(out);
-        (amount0, amount1) = zeroForOne ? (owed, sold) : (sold, owed);
-        if (mode == RELAY) {
-            FakePool(relay).poke(msg.sender, amount0, amount1, data);
-        } else {
-            ISwapCallee(msg.sender).uniswapV3SwapCallback(amount0, amount1, data);
-        }
-        if (mode == TWICE) ISwapCallee(msg.sender).uniswapV3SwapCallback(amount0, amount1, data);
-    }
-
-    function poke(address target, int256 amount0, int256 amount1, bytes calldata data)
-        external {
-        ISwapCallee(target).uniswapV3SwapCallback(amount0, amount1, data);
-    }
-}
-"""
-
-
-def selector(signature: str) -> str:
-    return function_signature_to_4byte_selector(signature).hex()
-
-
-@pytest.fixture(scope="module")
-def fake_pool() -> contracts.Artifact:
-    c = compile_sources({"FakePool.sol": FAKE_POOL})["FakePool"]
-    return contracts.from_compiled("FakePool", c.abi, c.bytecode)
 
 
 @dataclass
@@ -123,6 +63,14 @@ class Scene:
     def holdings(self) -> dict[tuple[str, str], int]:
         return {(s, who): self.balance(s, who) for s in INVENTORY
                 for who in (self.flash, self.beneficiary, self.pool)}
+
+    @property
+    def contract(self) -> str:
+        return self.flash
+
+    @property
+    def impostor_out(self) -> int:
+        return 3 * self.to_cover  # (USDC: plenty for the profit check)
 
     def liquidate(self, min_profit: int = 1, min_out_per_in: int = 0) -> bytes:
         return flash_calldata(self.token("WETH"), self.token("USDC"), self.account,
@@ -151,63 +99,14 @@ def scene(devnet: Devnet) -> Scene:
     return s
 
 
-def refused(s: Scene, sender: str, to: str, data: bytes) -> str:
-    """The revert of a call (its data, from eth_call), after checking that the same call,
-    sent, is mined and fails."""
-    tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(GAS)}
-    try:
-        s.devnet.client.call("eth_call", tx, "latest")
-    except DevnetRpcError as exc:
-        reason = str(exc)
-    else:
-        raise AssertionError("the call went through")
-    receipt = s.devnet.client.wait_receipt(s.devnet.client.call("eth_sendTransaction", tx))
-    assert int(receipt["status"], 16) == 0
-    return reason
-
-
-def impostor(s: Scene, fake_pool: contracts.Artifact, mode: int) -> None:
-    """Put a misbehaving pool's code at the real pool's address: it pays (3x the debt
-    covered, plenty for the profit check) out of the real pool's balances."""
-    admin = s.devnet.client.accounts()[0]
-    relay = s.devnet.client.deploy(admin, fake_pool.deploy_data(HONEST, s.token0, s.token1,
-                                                                0, admin))
-    fake = s.devnet.client.deploy(admin, fake_pool.deploy_data(
-        mode, s.token0, s.token1, 3 * s.to_cover, relay))
-    s.devnet.client.call("anvil_setCode", s.pool,
-                         s.devnet.client.call("eth_getCode", fake, "latest"))
-
-
-def test_a_callback_outside_a_swap_pays_nothing(scene: Scene,
-                                                fake_pool: contracts.Artifact) -> None:
-    admin = scene.devnet.client.accounts()[0]
-    fake = scene.devnet.client.deploy(admin, fake_pool.deploy_data(
-        HONEST, scene.token0, scene.token1, 0, admin))
-    before = scene.holdings()
-    for amount0, amount1 in ((10**18, 0), (0, 10**9), (10**18, 10**9)):
-        why = refused(scene, admin, fake, fake_pool.encode_call(
-            "poke", scene.flash, amount0, amount1, b""))
-        assert selector("NoSwapInFlight()") in why, why
-    assert scene.holdings() == before
-
-
-@pytest.mark.parametrize(("mode", "error"), [
-    (TWICE, "NoSwapInFlight()"),  # a second callback finds the swap spent
-    (MORE, "BadCallback(int256,int256)"),  # more than was seized
-    (OTHER, "BadCallback(int256,int256)"),  # the token the swap buys, too
-    (RELAY, "NotPool()"),  # another contract, while the pool swaps
-], ids=["twice", "more-than-seized", "the-other-token", "another-caller"])
-def test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing(
-        scene: Scene, fake_pool: contracts.Artifact, mode: int, error: str) -> None:
-    impostor(scene, fake_pool, mode)
-    before = scene.holdings()
-    why = refused(scene, KEEPER, scene.flash, scene.liquidate())
-    assert selector(error) in why, why
-    assert scene.holdings() == before
+@pytest.fixture
+def seller(scene: Scene) -> Scene:
+    return scene
 
 
 def test_the_impostor_that_behaves_is_paid_what_it_asks(scene: Scene,
-                                                        fake_pool: contracts.Artifact) -> None:
+                                                        fake_pool: contracts.Artifact  # noqa: F811
+                                                        ) -> None:
     """The control: the fake pool's own mechanics work, so the refusals above are the
     contract's doing."""
     impostor(scene, fake_pool, HONEST)
@@ -215,13 +114,6 @@ def test_the_impostor_that_behaves_is_paid_what_it_asks(scene: Scene,
     scene.devnet.client.send(KEEPER, scene.flash, scene.liquidate(), gas=GAS)
     assert scene.holdings()[("WETH", scene.flash)] == before[("WETH", scene.flash)]
     assert scene.holdings()[("WETH", scene.pool)] > before[("WETH", scene.pool)]
-
-
-def transfers(receipt: dict[str, Any], token: str) -> list[tuple[str, str, int]]:
-    return [(to_checksum_address("0x" + e["topics"][1][-40:]),
-             to_checksum_address("0x" + e["topics"][2][-40:]), int(e["data"], 16))
-            for e in receipt["logs"] if e["address"].lower() == token.lower()
-            and e["topics"][0] == TRANSFER_TOPIC]
 
 
 def test_the_profit_lands_at_the_beneficiary_in_the_same_transaction(scene: Scene) -> None:

@@ -22,21 +22,19 @@ from keeperd.config import KeeperConfig
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.devnet.morpho import compiled
-from keeperd.devnet.solc import compile_sources
 from keeperd.devnet.uniswap import pool_between
 from keeperd.execution.swap import min_out_per_in, uniswap_v3_pool
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator, callback_calldata
 from keeperd.protocols.plugin import StartRefused
-from tests.integration.test_flash_liquidator_security import (
-    FAKE_POOL,
+from tests.integration.seller_conformance import (  # noqa: F401 - the shared suite
     HONEST,
-    MORE,
-    OTHER,
-    RELAY,
-    TWICE,
+    fake_pool,
+    impostor,
     refused,
     selector,
+    test_a_callback_outside_a_swap_pays_nothing,
+    test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing,
     transfers,
 )
 from tests.integration.test_liquidation import KEEPER
@@ -50,14 +48,6 @@ LIQUIDATED_TOPIC = "0x" + keccak(
 # What the contract holds between liquidations (leftovers, tokens sent by mistake).
 INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
 STRANGER = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"  # anvil's account 7
-
-
-@pytest.fixture(scope="module")
-def fake_art() -> contracts.Artifact:
-    """The Aave contract's tests' misbehaving Uniswap V3 pool (tests/integration/
-    test_flash_liquidator_security.py)."""
-    c = compile_sources({"FakePool.sol": FAKE_POOL})["FakePool"]
-    return contracts.from_compiled("FakePool", c.abi, c.bytecode)
 
 
 @dataclass
@@ -91,6 +81,11 @@ class Scene:
             "allowance(address,address)", ["address", "address"],
             [self.contract, self.morpho])), "big")
 
+    @property
+    def impostor_out(self) -> int:
+        """Three times what the seizure is worth in USDC: plenty to repay Morpho."""
+        return 3 * self.seize * self.price // mm.ORACLE_PRICE_SCALE
+
     def liquidate(self, min_profit: int = 1, min_out_per_in: int = 0) -> bytes:
         return callback_calldata(self.params, self.account, self.seize, 0,
                                  self.devnet.manifest["uniswap_v3"]["fee"], min_profit,
@@ -123,19 +118,6 @@ def scene(devnet: Devnet) -> Scene:
     for who in (KEEPER, STRANGER):
         devnet.client.call("anvil_setBalance", who, hex(100 * 10**18))
     return s
-
-
-def impostor(s: Scene, fake_art: contracts.Artifact, mode: int) -> None:
-    """Put a misbehaving pool's code at the real pool's address: it pays three times what
-    the seizure is worth in USDC (plenty to repay Morpho) out of the real pool's balances."""
-    admin = s.devnet.client.accounts()[0]
-    out = 3 * s.seize * s.price // mm.ORACLE_PRICE_SCALE
-    relay = s.devnet.client.deploy(admin, fake_art.deploy_data(HONEST, s.token0, s.token1,
-                                                                0, admin))
-    fake = s.devnet.client.deploy(admin, fake_art.deploy_data(mode, s.token0, s.token1, out,
-                                                               relay))
-    s.devnet.client.call("anvil_setCode", s.pool,
-                         s.devnet.client.call("eth_getCode", fake, "latest"))
 
 
 def test_the_profit_lands_at_the_beneficiary_in_the_same_transaction(scene: Scene) -> None:
@@ -197,39 +179,17 @@ def test_the_callback_is_taken_only_from_morpho_inside_its_own_liquidation(
     assert scene.allowance_to_morpho("USDC") == 0
 
 
-def test_a_callback_outside_a_swap_pays_nothing(scene: Scene,
-                                                fake_art: contracts.Artifact) -> None:
-    admin = scene.devnet.client.accounts()[0]
-    fake = scene.devnet.client.deploy(admin, fake_art.deploy_data(
-        HONEST, scene.token0, scene.token1, 0, admin))
-    before = scene.holdings()
-    for amount0, amount1 in ((10**18, 0), (0, 10**9), (10**18, 10**9)):
-        why = refused(scene, admin, fake, fake_art.encode_call(
-            "poke", scene.contract, amount0, amount1, b""))
-        assert selector("NoSwapInFlight()") in why, why
-    assert scene.holdings() == before
-
-
-@pytest.mark.parametrize(("mode", "error"), [
-    (TWICE, "NoSwapInFlight()"),  # a second callback finds the swap spent
-    (MORE, "BadCallback(int256,int256)"),  # more than was seized
-    (OTHER, "BadCallback(int256,int256)"),  # the token the swap buys, too
-    (RELAY, "NotPool()"),  # another contract, while the pool swaps
-], ids=["twice", "more-than-seized", "the-other-token", "another-caller"])
-def test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing(
-        scene: Scene, fake_art: contracts.Artifact, mode: int, error: str) -> None:
-    impostor(scene, fake_art, mode)
-    before = scene.holdings()
-    why = refused(scene, KEEPER, scene.contract, scene.liquidate())
-    assert selector(error) in why, why
-    assert scene.holdings() == before
+@pytest.fixture
+def seller(scene: Scene) -> Scene:
+    return scene
 
 
 def test_the_impostor_that_behaves_is_paid_what_it_asks(scene: Scene,
-                                                        fake_art: contracts.Artifact) -> None:
+                                                        fake_pool: contracts.Artifact  # noqa: F811
+                                                        ) -> None:
     """The control: the fake pool's own mechanics work with this contract, so the refusals
     above are the contract's doing; and the pool it paid is the derived one."""
-    impostor(scene, fake_art, HONEST)
+    impostor(scene, fake_pool, HONEST)
     before = scene.holdings()
     scene.devnet.client.send(KEEPER, scene.contract, scene.liquidate(), gas=GAS)
     after = scene.holdings()
