@@ -81,6 +81,31 @@ contract FakePool {
 """
 
 
+# What the contract holds between liquidations (leftovers, tokens sent by mistake).
+INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
+
+
+class Holdings:
+    """The balances a seller's tests watch: the contract's, its beneficiary's, the pool's."""
+
+    devnet: Devnet
+    contract: str
+    beneficiary: str
+    pool: str
+
+    def token(self, symbol: str) -> str:
+        return str(self.devnet.manifest["tokens"][symbol])
+
+    def balance(self, symbol: str, holder: str) -> int:
+        erc20 = contracts.aave("MintableERC20")
+        return int(erc20.decode_result("balanceOf", self.devnet.client.eth_call(
+            self.token(symbol), erc20.encode_call("balanceOf", holder)))[0])
+
+    def holdings(self) -> dict[tuple[str, str], int]:
+        return {(s, who): self.balance(s, who) for s in INVENTORY
+                for who in (self.contract, self.beneficiary, self.pool)}
+
+
 class Seller(Protocol):
     """A seller contract on the devnet, holding leftovers a thief would want."""
 

@@ -22,6 +22,8 @@ from keeperd.protocols.aave_v3.liquidator import flash_calldata, swap_min_out_pe
 from tests.integration.seller_conformance import (  # noqa: F401 - the shared suite
     GAS,
     HONEST,
+    INVENTORY,
+    Holdings,
     fake_pool,
     impostor,
     refused,
@@ -36,13 +38,11 @@ pytestmark = pytest.mark.devnet
 
 LIQUIDATED_TOPIC = "0x" + keccak(
     text="Liquidated(address,address,address,uint256,uint256,uint256)").hex()
-# What the contract holds between liquidations (leftovers, tokens sent by mistake).
-INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
 
 
 
 @dataclass
-class Scene:
+class Scene(Holdings):
     devnet: Devnet
     flash: str
     beneficiary: str
@@ -51,18 +51,6 @@ class Scene:
     pool: str  # the real WETH/USDC pool: where the contract's derivation points
     token0: str
     token1: str
-
-    def token(self, symbol: str) -> str:
-        return str(self.devnet.manifest["tokens"][symbol])
-
-    def balance(self, symbol: str, holder: str) -> int:
-        erc20 = contracts.aave("MintableERC20")
-        return int(erc20.decode_result("balanceOf", self.devnet.client.eth_call(
-            self.token(symbol), erc20.encode_call("balanceOf", holder)))[0])
-
-    def holdings(self) -> dict[tuple[str, str], int]:
-        return {(s, who): self.balance(s, who) for s in INVENTORY
-                for who in (self.flash, self.beneficiary, self.pool)}
 
     @property
     def contract(self) -> str:

@@ -29,6 +29,8 @@ from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator, callback_
 from keeperd.protocols.plugin import StartRefused
 from tests.integration.seller_conformance import (  # noqa: F401 - the shared suite
     HONEST,
+    INVENTORY,
+    Holdings,
     fake_pool,
     impostor,
     refused,
@@ -45,13 +47,11 @@ pytestmark = pytest.mark.devnet
 GAS = 3_000_000
 LIQUIDATED_TOPIC = "0x" + keccak(
     text="Liquidated(address,bytes32,uint256,uint256,uint256)").hex()
-# What the contract holds between liquidations (leftovers, tokens sent by mistake).
-INVENTORY = {"WETH": 100 * 10**18, "USDC": 100_000 * 10**6, "DAI": 100_000 * 10**18}
 STRANGER = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"  # anvil's account 7
 
 
 @dataclass
-class Scene:
+class Scene(Holdings):
     devnet: Devnet
     contract: str
     beneficiary: str
@@ -63,18 +63,6 @@ class Scene:
     pool: str  # the real WETH/USDC pool: where the contract's derivation points
     token0: str
     token1: str
-
-    def token(self, symbol: str) -> str:
-        return str(self.devnet.manifest["tokens"][symbol])
-
-    def balance(self, symbol: str, holder: str) -> int:
-        erc20 = contracts.aave("MintableERC20")
-        return int(erc20.decode_result("balanceOf", self.devnet.client.eth_call(
-            self.token(symbol), erc20.encode_call("balanceOf", holder)))[0])
-
-    def holdings(self) -> dict[tuple[str, str], int]:
-        return {(s, who): self.balance(s, who) for s in INVENTORY
-                for who in (self.contract, self.beneficiary, self.pool)}
 
     def allowance_to_morpho(self, symbol: str) -> int:
         return int.from_bytes(self.devnet.client.eth_call(self.token(symbol), encode_call(
