@@ -233,9 +233,12 @@ class Daemon:
             stack.push_async_callback(local.close)
             key = self._load_key()
             db = await self._open_storage(stack, key, local)
-            journal = await Journal.open(db)  # (runs the migrations: the alerts' tables too)
-            if db is not local:  # the account index stays in this replica's own file
+            # The schema first, explicitly: every table the journal, the alerts and the
+            # breaker read (with replicas, the account index stays in this one's own file).
+            await migrate(db)
+            if db is not local:
                 await migrate(local, only=INDEX_MIGRATIONS)
+            journal = await Journal.open(db)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):

@@ -16,6 +16,8 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
+from keeperd.storage.db import Database
+from keeperd.storage.migrations import migrate
 
 DEVNET_ACCOUNTS = 300
 AAVE_VERSIONS = ("v3.6", "v3.0")
@@ -206,3 +208,10 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def migrated(db: Database) -> Database:
+    """A state database with its schema, as the daemon leaves it at start (the journal no
+    longer migrates what it opens)."""
+    await migrate(db)
+    return db

@@ -27,56 +27,11 @@ from typing import Any
 from keeperd.alerts.model import severity_rank
 from keeperd.storage.db import Database
 
-
-def schema_v2(dialect: str) -> Sequence[str]:
-    """The table as migration 2 created it (shipped: never edit), a sink named by its index in
-    the route; `sink_id_migration` turns that into the sink's id."""
-    serial = ("BIGSERIAL PRIMARY KEY" if dialect == "postgresql"
-              else "INTEGER PRIMARY KEY AUTOINCREMENT")
-    return (
-        f"""CREATE TABLE IF NOT EXISTS outbox (
-    id              {serial},
-    route           TEXT NOT NULL,
-    sink            BIGINT NOT NULL,
-    sink_kind       TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    chain           TEXT,
-    block           BIGINT,
-    status          TEXT NOT NULL,
-    priority        BIGINT NOT NULL DEFAULT 0,
-    payload         TEXT NOT NULL,
-    state           TEXT NOT NULL,
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    parts_done      BIGINT NOT NULL DEFAULT 0,
-    next_at         DOUBLE PRECISION NOT NULL,
-    created_at      DOUBLE PRECISION NOT NULL,
-    delivered_at    DOUBLE PRECISION,
-    last_error      TEXT
-)""",
-        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
-        "CREATE INDEX IF NOT EXISTS outbox_block ON outbox (chain, block)",
-    )
-
-
-# A row written before sinks had ids names its sink `#<index in the route>` (no id can start
-# with `#`); the dispatcher gives it the id of the sink at that index when it first runs
-# (`Outbox.adopt`): the config the old version ran with, as long as the upgrade does not
+# A row written before sinks had ids names its sink `#<index in the route>` (migration 8; no
+# id can start with `#`); the dispatcher gives it the id of the sink at that index when it
+# first runs (`Outbox.adopt`): the config the old version ran with, as long as the upgrade does not
 # reorder a route at the same time.
 LEGACY_PREFIX = "#"
-
-
-def sink_id_migration(dialect: str) -> Sequence[str]:
-    """Migration 8: `sink` becomes TEXT, the sink's id; existing rows get `#<index>` and keep
-    everything else (a pending row stays pending). The same statements on both back-ends:
-    SQLite (>= 3.35) and PostgreSQL both add, drop and rename columns."""
-    return (
-        "DROP INDEX IF EXISTS outbox_due",
-        "ALTER TABLE outbox ADD COLUMN sink_id TEXT NOT NULL DEFAULT ''",
-        f"UPDATE outbox SET sink_id = '{LEGACY_PREFIX}' || CAST(sink AS TEXT)",
-        "ALTER TABLE outbox DROP COLUMN sink",
-        "ALTER TABLE outbox RENAME COLUMN sink_id TO sink",
-        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
-    )
 
 
 def legacy_sink(index: int) -> str:

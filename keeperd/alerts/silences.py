@@ -11,24 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from keeperd.alerts.catalog import check_label
 from keeperd.storage.db import Database
-
-
-def schema(dialect: str) -> Sequence[str]:
-    serial = ("BIGSERIAL PRIMARY KEY" if dialect == "postgresql"
-              else "INTEGER PRIMARY KEY AUTOINCREMENT")
-    return (f"""CREATE TABLE IF NOT EXISTS silences (
-    id          {serial},
-    matchers    TEXT NOT NULL,
-    comment     TEXT NOT NULL,
-    created_by  TEXT NOT NULL,
-    created_at  DOUBLE PRECISION NOT NULL,
-    ends_at     DOUBLE PRECISION NOT NULL
-)""",)
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 

@@ -12,33 +12,11 @@ state that says "told" with no notification on its way (a lost alert until its r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from keeperd.alerts.lifecycle import Told
 from keeperd.storage.db import Database
-
-
-def schema(dialect: str) -> Sequence[str]:
-    return (
-        """CREATE TABLE IF NOT EXISTS alert_state (
-    fingerprint  TEXT PRIMARY KEY,
-    rule         TEXT NOT NULL,
-    route        TEXT NOT NULL,
-    severity     TEXT NOT NULL,
-    value        DOUBLE PRECISION,
-    told_at      DOUBLE PRECISION NOT NULL,
-    since        DOUBLE PRECISION NOT NULL,
-    chain        TEXT,
-    block        BIGINT,
-    alert        TEXT NOT NULL
-)""",
-        """CREATE TABLE IF NOT EXISTS alert_cursor (
-    name   TEXT PRIMARY KEY,
-    block  BIGINT NOT NULL
-)""",
-    )
 
 
 @dataclass(frozen=True)

@@ -14,41 +14,9 @@ import time
 from dataclasses import dataclass
 
 from keeperd.storage.db import Database
-from keeperd.storage.migrations import migrate
+from keeperd.storage.migrations import SchemaBehind, pending
 
 # The journal's tables, in SQL both back-ends run (`storage/migrations.py` applies them once).
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS liquidations (
-    key              TEXT PRIMARY KEY,
-    protocol         TEXT NOT NULL,
-    account          TEXT NOT NULL,
-    collateral       TEXT NOT NULL,
-    debt             TEXT NOT NULL,
-    debt_to_cover    TEXT NOT NULL,
-    expected_profit_usd DOUBLE PRECISION NOT NULL,
-    max_fee_wei      TEXT NOT NULL,
-    detected_block   BIGINT NOT NULL,
-    status           TEXT NOT NULL,
-    nonce            BIGINT,
-    winner           TEXT,
-    detail           TEXT,
-    created_at       DOUBLE PRECISION NOT NULL,
-    updated_at       DOUBLE PRECISION NOT NULL
-)""",
-    "CREATE INDEX IF NOT EXISTS liquidations_by_status ON liquidations (status)",
-    """CREATE TABLE IF NOT EXISTS liquidation_txs (
-    tx_hash          TEXT PRIMARY KEY,
-    key              TEXT NOT NULL REFERENCES liquidations(key),
-    nonce            BIGINT NOT NULL,
-    max_fee_per_gas  TEXT NOT NULL,
-    priority_fee     TEXT NOT NULL,
-    gas_limit        BIGINT NOT NULL,
-    raw              TEXT NOT NULL,
-    kind             TEXT NOT NULL,
-    sent_at          DOUBLE PRECISION NOT NULL
-)""",
-)
-
 # Statuses. "planned" rows are journaled, not signed yet; "pending" rows have a signed
 # transaction that may still be mined.
 PLANNED = "planned"
@@ -107,7 +75,13 @@ class Journal:
 
     @classmethod
     async def open(cls, db: Database) -> Journal:
-        await migrate(db)
+        """The journal of a state database its owner has migrated (the daemon does at start:
+        `storage/migrations.py`); one behind is refused, naming the command."""
+        missing = await pending(db)
+        if missing:
+            raise SchemaBehind(f"the state database lacks migrations {missing}: run "
+                               "`keeperd storage migrate --config ...` (the daemon runs "
+                               "them at start)")
         return cls(db)
 
     async def get(self, key: str) -> JournalEntry | None:

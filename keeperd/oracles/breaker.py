@@ -12,29 +12,10 @@ while tripped.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from keeperd.storage.db import Database
-
-
-def schema(dialect: str) -> Sequence[str]:
-    return ("""CREATE TABLE IF NOT EXISTS breaker (
-    asset        TEXT PRIMARY KEY,
-    tripped      BIGINT NOT NULL,
-    manual       BIGINT NOT NULL,
-    reason       TEXT,
-    since        DOUBLE PRECISION NOT NULL,
-    clear_since  DOUBLE PRECISION
-)""",)
-
-
-def observed_at_schema(dialect: str) -> Sequence[str]:
-    """Migration 7: where an automatic trip was last observed (the chain's name and that
-    block's hash), so a trip of a chain that is gone — a devnet stopped and started again from
-    its state, a block reorged away — is not kept for good by a table keyed by symbol."""
-    return ("ALTER TABLE breaker ADD COLUMN chain TEXT",
-            "ALTER TABLE breaker ADD COLUMN block_hash TEXT")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ tables are an ordinary migration, and nothing here depends on the back-end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,20 +20,6 @@ from keeperd.storage.db import STATE_FILE, Database, SqliteDatabase
 
 # How many indexed block hashes to keep per protocol for reorg checks at start-up.
 KEEP_BLOCK_HASHES = 256
-
-
-def schema(dialect: str) -> Sequence[str]:
-    # (Names as the tables had before migrations existed: an existing state file adopts them.)
-    return (
-        "CREATE TABLE IF NOT EXISTS index_cursor (protocol TEXT PRIMARY KEY, "
-        "block BIGINT NOT NULL, hash TEXT)",
-        "CREATE TABLE IF NOT EXISTS indexed_blocks (protocol TEXT NOT NULL, "
-        "number BIGINT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (protocol, number))",
-        "CREATE TABLE IF NOT EXISTS accounts (protocol TEXT NOT NULL, account TEXT NOT NULL, "
-        "first_block BIGINT NOT NULL, PRIMARY KEY (protocol, account))",
-        "CREATE INDEX IF NOT EXISTS accounts_by_first_block ON accounts "
-        "(protocol, first_block)",
-    )
 
 
 @dataclass(frozen=True)

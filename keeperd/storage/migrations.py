@@ -1,79 +1,185 @@
 """Schema migrations both back-ends run, numbered, each applied once and recorded in
 `schema_migrations` (in one transaction with its statements, so a crash leaves it applied or
-not). `keeperd storage migrate` runs them; so does opening the journal.
+not). The daemon runs them at start, before it opens anything that reads the tables; so do
+`keeperd storage migrate` and the commands that open the state database.
+
+The statements are frozen text, here and nowhere else: a migration that has shipped is never
+edited (tests/unit/test_migrations.py pins each one's text), and no feature module's constant
+feeds one — editing a table's definition in its module once silently changed a shipped
+migration. A change to a table is a new migration at the end.
 
 Migrations 1 to 4 adopt the tables keeperd created before migrations existed: their
 statements are `CREATE ... IF NOT EXISTS`, so on an existing SQLite state file they only record
 themselves. With the state on PostgreSQL, each replica's local SQLite file holds only its
-account index (`storage/account_index.py` says why): it runs that migration alone.
+account index (`storage/account_index.py` says why): it runs those migrations alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 
 from keeperd.storage.db import Database
 
+# An auto-numbered key: the one column whose spelling differs between the back-ends.
+_SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgresql": "BIGSERIAL PRIMARY KEY"}
 
-def _journal(dialect: str) -> Sequence[str]:
-    from keeperd.execution.journal import SCHEMA
-
-    return SCHEMA
-
-
-def _alerts(dialect: str) -> Sequence[str]:
-    from keeperd.alerts import outbox, silences, state
-
-    return (*outbox.schema_v2(dialect), *state.schema(dialect), *silences.schema(dialect))
-
-
-def _breaker(dialect: str) -> Sequence[str]:
-    from keeperd.oracles.breaker import schema
-
-    return schema(dialect)
-
-
-def _account_index(dialect: str) -> Sequence[str]:
-    from keeperd.storage.account_index import schema
-
-    return schema(dialect)
-
-
-def _realised_profit(dialect: str) -> Sequence[str]:
-    return ("ALTER TABLE liquidations ADD COLUMN realised_profit_usd DOUBLE PRECISION",)
-
-
-def _outbox_sink_ids(dialect: str) -> Sequence[str]:
-    from keeperd.alerts.outbox import sink_id_migration
-
-    return sink_id_migration(dialect)
-
-
-def _index_filter(dialect: str) -> Sequence[str]:
-    return ("CREATE TABLE IF NOT EXISTS index_filter (protocol TEXT NOT NULL, element TEXT NOT "
-            "NULL, PRIMARY KEY (protocol, element))",)
+_M1_JOURNAL = (
+    """CREATE TABLE IF NOT EXISTS liquidations (
+    key              TEXT PRIMARY KEY,
+    protocol         TEXT NOT NULL,
+    account          TEXT NOT NULL,
+    collateral       TEXT NOT NULL,
+    debt             TEXT NOT NULL,
+    debt_to_cover    TEXT NOT NULL,
+    expected_profit_usd DOUBLE PRECISION NOT NULL,
+    max_fee_wei      TEXT NOT NULL,
+    detected_block   BIGINT NOT NULL,
+    status           TEXT NOT NULL,
+    nonce            BIGINT,
+    winner           TEXT,
+    detail           TEXT,
+    created_at       DOUBLE PRECISION NOT NULL,
+    updated_at       DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS liquidations_by_status ON liquidations (status)",
+    """CREATE TABLE IF NOT EXISTS liquidation_txs (
+    tx_hash          TEXT PRIMARY KEY,
+    key              TEXT NOT NULL REFERENCES liquidations(key),
+    nonce            BIGINT NOT NULL,
+    max_fee_per_gas  TEXT NOT NULL,
+    priority_fee     TEXT NOT NULL,
+    gas_limit        BIGINT NOT NULL,
+    raw              TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    sent_at          DOUBLE PRECISION NOT NULL
+)""",
+)
 
 
-def _breaker_observed_at(dialect: str) -> Sequence[str]:
-    from keeperd.oracles.breaker import observed_at_schema
+def _m2_alerts(dialect: str) -> tuple[str, ...]:
+    serial = _SERIAL[dialect]
+    return (
+        f"""CREATE TABLE IF NOT EXISTS outbox (
+    id              {serial},
+    route           TEXT NOT NULL,
+    sink            BIGINT NOT NULL,
+    sink_kind       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    chain           TEXT,
+    block           BIGINT,
+    status          TEXT NOT NULL,
+    priority        BIGINT NOT NULL DEFAULT 0,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    parts_done      BIGINT NOT NULL DEFAULT 0,
+    next_at         DOUBLE PRECISION NOT NULL,
+    created_at      DOUBLE PRECISION NOT NULL,
+    delivered_at    DOUBLE PRECISION,
+    last_error      TEXT
+)""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
+        "CREATE INDEX IF NOT EXISTS outbox_block ON outbox (chain, block)",
+        """CREATE TABLE IF NOT EXISTS alert_state (
+    fingerprint  TEXT PRIMARY KEY,
+    rule         TEXT NOT NULL,
+    route        TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    value        DOUBLE PRECISION,
+    told_at      DOUBLE PRECISION NOT NULL,
+    since        DOUBLE PRECISION NOT NULL,
+    chain        TEXT,
+    block        BIGINT,
+    alert        TEXT NOT NULL
+)""",
+        """CREATE TABLE IF NOT EXISTS alert_cursor (
+    name   TEXT PRIMARY KEY,
+    block  BIGINT NOT NULL
+)""",
+        f"""CREATE TABLE IF NOT EXISTS silences (
+    id          {serial},
+    matchers    TEXT NOT NULL,
+    comment     TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
+    ends_at     DOUBLE PRECISION NOT NULL
+)""",
+    )
 
-    return observed_at_schema(dialect)
 
+_M3_BREAKER = ("""CREATE TABLE IF NOT EXISTS breaker (
+    asset        TEXT PRIMARY KEY,
+    tripped      BIGINT NOT NULL,
+    manual       BIGINT NOT NULL,
+    reason       TEXT,
+    since        DOUBLE PRECISION NOT NULL,
+    clear_since  DOUBLE PRECISION
+)""",)
+
+# (Names as the tables had before migrations existed: an existing state file adopts them.)
+_M4_ACCOUNT_INDEX = (
+    "CREATE TABLE IF NOT EXISTS index_cursor (protocol TEXT PRIMARY KEY, block BIGINT NOT NULL, "
+    "hash TEXT)",
+    "CREATE TABLE IF NOT EXISTS indexed_blocks (protocol TEXT NOT NULL, number BIGINT NOT NULL, "
+    "hash TEXT NOT NULL, PRIMARY KEY (protocol, number))",
+    "CREATE TABLE IF NOT EXISTS accounts (protocol TEXT NOT NULL, account TEXT NOT NULL, "
+    "first_block BIGINT NOT NULL, PRIMARY KEY (protocol, account))",
+    "CREATE INDEX IF NOT EXISTS accounts_by_first_block ON accounts (protocol, first_block)",
+)
+
+_M5_INDEX_FILTER = (
+    "CREATE TABLE IF NOT EXISTS index_filter (protocol TEXT NOT NULL, element TEXT NOT NULL, "
+    "PRIMARY KEY (protocol, element))",
+)
+
+_M6_REALISED_PROFIT = ("ALTER TABLE liquidations ADD COLUMN realised_profit_usd DOUBLE PRECISION",)
+
+# Where an automatic breaker trip was last observed (the chain's name and that block's hash),
+# so a trip of a chain that is gone — a devnet started again from its state, a block reorged
+# away — is not kept for good by a table keyed by symbol (`oracles/breaker.py`).
+_M7_BREAKER_OBSERVED_AT = (
+    "ALTER TABLE breaker ADD COLUMN chain TEXT",
+    "ALTER TABLE breaker ADD COLUMN block_hash TEXT",
+)
+
+# The outbox's `sink` becomes TEXT, the sink's id; existing rows get `#<index>` (no id starts
+# with `#`: alerts/outbox.py LEGACY_PREFIX) and keep everything else — a pending row stays
+# pending. The same statements on both back-ends: SQLite (>= 3.35) and PostgreSQL both add,
+# drop and rename columns.
+_M8_OUTBOX_SINK_IDS = (
+    "DROP INDEX IF EXISTS outbox_due",
+    "ALTER TABLE outbox ADD COLUMN sink_id TEXT NOT NULL DEFAULT ''",
+    "UPDATE outbox SET sink_id = '#' || CAST(sink AS TEXT)",
+    "ALTER TABLE outbox DROP COLUMN sink",
+    "ALTER TABLE outbox RENAME COLUMN sink_id TO sink",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
+)
 
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
-# (version, name, the statements): append only; never edit one that has shipped.
-MIGRATIONS: tuple[tuple[int, str, Callable[[str], Sequence[str]]], ...] = (
-    (1, "liquidation journal", _journal),
-    (2, "alert state, cursors, silences and the outbox", _alerts),
-    (3, "the oracle breaker", _breaker),
-    (4, "the account index", _account_index),
-    (5, "what each discovery filter held", _index_filter),
-    (6, "each liquidation's realised profit", _realised_profit),
-    (7, "where each breaker trip was observed", _breaker_observed_at),
-    (8, "the outbox names each sink by its id, not its place in the route", _outbox_sink_ids),
+# (version, name): append only; never edit one that has shipped.
+NAMES: tuple[tuple[int, str], ...] = (
+    (1, "liquidation journal"),
+    (2, "alert state, cursors, silences and the outbox"),
+    (3, "the oracle breaker"),
+    (4, "the account index"),
+    (5, "what each discovery filter held"),
+    (6, "each liquidation's realised profit"),
+    (7, "where each breaker trip was observed"),
+    (8, "the outbox names each sink by its id, not its place in the route"),
 )
+
+
+def statements(version: int, dialect: str) -> Sequence[str]:
+    """The frozen statements of one migration on one back-end."""
+    return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
+            5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
+            8: _M8_OUTBOX_SINK_IDS}[version]
+
+
+# (version, name, its statements by dialect), for the callers that walk them.
+MIGRATIONS = tuple((v, name, (lambda d, v=v: statements(v, d))) for v, name in NAMES)
 INDEX_MIGRATION = 4
 INDEX_MIGRATIONS = frozenset({4, 5})  # the account index's: in each replica's own file
 
@@ -86,6 +192,16 @@ async def applied(db: Database) -> list[int]:
                                          "ORDER BY version")]
 
 
+class SchemaBehind(RuntimeError):
+    """The state database lacks migrations this keeperd needs."""
+
+
+async def pending(db: Database, only: Collection[int] | None = None) -> list[int]:
+    """The migrations (of `only`, when given) not applied yet."""
+    done = set(await applied(db))
+    return [v for v, _ in NAMES if v not in done and (only is None or v in only)]
+
+
 async def migrate(db: Database, *, only: Collection[int] | None = None) -> list[int]:
     """Apply the migrations not applied yet (of `only`, when given), in one transaction
     (replicas starting together: the first applies them, the others wait on an advisory lock
@@ -95,10 +211,10 @@ async def migrate(db: Database, *, only: Collection[int] | None = None) -> list[
         if db.dialect == "postgresql":
             await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         done = set(await applied(db))
-        for version, name, statements in MIGRATIONS:
+        for version, name in NAMES:
             if version in done or (only is not None and version not in only):
                 continue
-            for sql in statements(db.dialect):
+            for sql in statements(version, db.dialect):
                 await db.execute(sql)
             await db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES ($1, $2, $3)", version, name, time.time())

@@ -14,13 +14,14 @@ import pytest
 
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.model import Alert
-from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox, schema_v2, sink_id_migration
+from keeperd.alerts.outbox import DEAD, DELIVERED, Outbox
 from keeperd.alerts.sinks import verify
 from keeperd.config import OutboxConfig, RouteConfig
 from keeperd.iokit import TokenBucket
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import statements
 from tests.alert_fakes import (
     Recorder,
     discord_429,
@@ -54,7 +55,8 @@ class Harness:
                  settings: OutboxConfig = FAST) -> None:
         path = tmp_path / "state.db"
         self.db = sqlite3.connect(path, isolation_level=None)  # the test's own reads
-        for sql in (*schema_v2("sqlite"), *sink_id_migration("sqlite")):
+        # The outbox as migrations 2 and 8 make it (its three statements of 2, all of 8).
+        for sql in (*statements(2, "sqlite")[:3], *statements(8, "sqlite")):
             self.db.execute(sql)
         self.outbox = Outbox(SqliteDatabase.open(path))
         self.metrics = Metrics()

@@ -16,6 +16,7 @@ from keeperd.metrics import Metrics
 from keeperd.storage.db import PostgresDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence, identity_of
 from keeperd.storage.replica import LEADER, STANDBY, Replica
+from tests.conftest import migrated
 
 CONFIG = LeaseConfig(length_s=1.2, renew_every_s=0.3, statement_timeout_s=0.25)
 KEY = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
@@ -124,7 +125,7 @@ async def test_an_approval_of_a_replica_that_lost_the_lease_is_refused(postgres_
         postgres_dsn, fence=lambda conn: fence(conn, a_lease.identity, a_lease.holder,
                                                a_lease.epoch))
     try:
-        journal = await Journal.open(db)
+        journal = await Journal.open(await migrated(db))
         approval = TxRecord("0x" + "11" * 32, "approve:aave:0xtoken:max", 7, 10**9, 10**8,
                             60_000, "0x02", "liquidation", 0.0)
         assert await a_lease.try_acquire() == 1

@@ -12,7 +12,7 @@ from keeperd.config import LeaseConfig
 from keeperd.metrics import Metrics
 from keeperd.storage.lease import Lease
 from keeperd.storage.replica import LEADER, STANDBY, Replica
-from tests.conftest import metric_value
+from tests.conftest import metric_value, migrated
 
 CONFIG = LeaseConfig(length_s=1.2, renew_every_s=0.3, statement_timeout_s=0.25)
 
@@ -125,7 +125,7 @@ async def test_postgresql_restarted_under_a_leader_loses_nothing(postgres: Any,
     a = Replica(lease, config, Metrics())
     db = await PostgresDatabase.connect(
         postgres_dsn, fence=lambda conn: fence(conn, "devnet:0xkeeper", "a", lease.epoch))
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     entry = J.JournalEntry("aave:0x1:WETH:USDC:1", "aave", "0x1", "WETH", "USDC", 1, 1.0, 1,
                            1, J.PLANNED, None, None, None)
     try:

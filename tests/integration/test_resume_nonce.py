@@ -17,6 +17,7 @@ from keeperd.execution.txmanager import TxManager
 from keeperd.keys import _from_hex
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
+from tests.conftest import migrated
 from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
 
 
@@ -33,7 +34,8 @@ async def test_a_transaction_journaled_but_never_broadcast_keeps_its_nonce(
         devnet: Devnet, pool: RpcPool, tmp_path: Path) -> None:
     devnet.client.call("anvil_setBalance", KEEPER, hex(10**20))
     key = _from_hex(KEEPER_KEY, "test")
-    journal = await J.Journal.open(SqliteDatabase.open(tmp_path / "keeperd.sqlite3"))
+    db = await migrated(SqliteDatabase.open(tmp_path / "keeperd.sqlite3"))
+    journal = await J.Journal.open(db)
     head = devnet.client.block_number()
     before = int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"), 16)
 

@@ -20,6 +20,7 @@ from keeperd.execution import journal as J
 from keeperd.execution.reconcile import resume_journal
 from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
 from keeperd.storage.db import SqliteDatabase
+from tests.conftest import migrated
 from tests.integration.test_breaker import SequencerFeed, block_time
 from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
     KEEPER,
@@ -181,7 +182,7 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
 
 
 async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Path) -> None:
-    journal = await J.Journal.open(SqliteDatabase.open(tmp_path / "j.sqlite3"))
+    journal = await J.Journal.open(await migrated(SqliteDatabase.open(tmp_path / "j.sqlite3")))
     entry = J.JournalEntry("morpho:0xabc:0x01:7", "morpho", "0xabc", "WETH", "USDC", 1, 1.0,
                            0, 10, J.PLANNED, None, None, None)
     assert await journal.record(entry)

@@ -17,7 +17,7 @@ from keeperd.storage.account_index import KEEP_BLOCK_HASHES, Cursor, IndexStore
 from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence
 from keeperd.storage.migrations import INDEX_MIGRATIONS, MIGRATIONS, applied, migrate
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, migrated
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -51,7 +51,7 @@ async def test_migrations_apply_once_and_are_recorded(db: Database) -> None:
 
 
 async def test_the_journal_never_records_an_opportunity_twice(db: Database) -> None:
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     assert await journal.record(entry("aave:0xabc:WETH:USDC:1"))
     assert not await journal.record(entry("aave:0xabc:WETH:USDC:1"))
     got = await journal.get("aave:0xabc:WETH:USDC:1")
@@ -60,7 +60,7 @@ async def test_the_journal_never_records_an_opportunity_twice(db: Database) -> N
 
 
 async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     key = "aave:0xabc:WETH:USDC:1"
     await journal.record(entry(key))
     await journal.record_tx(signed(key, 41, "0xaa"))
@@ -80,7 +80,7 @@ async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database)
 
 async def test_what_was_never_signed_is_forgotten_and_may_be_planned_again(db: Database
                                                                           ) -> None:
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     await journal.record(entry("morpho:0x1:m:1", "morpho"))
     assert await journal.forget_unsigned("morpho:0x1:m:1")
     assert await journal.get("morpho:0x1:m:1") is None
@@ -88,7 +88,7 @@ async def test_what_was_never_signed_is_forgotten_and_may_be_planned_again(db: D
 
 
 async def test_a_transaction_rolls_back_whole(db: Database) -> None:
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     with pytest.raises(RuntimeError, match="boom"):
         async with journal.transaction():
             await journal.record(entry("a:1"))
@@ -103,7 +103,7 @@ async def test_a_transaction_rolls_back_whole(db: Database) -> None:
 
 
 async def test_concurrent_tasks_do_not_interleave_a_transaction(db: Database) -> None:
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
 
     async def wave(prefix: str) -> None:
         async with journal.transaction():
@@ -129,7 +129,8 @@ async def test_only_the_lease_holder_journals(postgres_dsn: str) -> None:
     db_a = await PostgresDatabase.connect(postgres_dsn, fence=fenced_by(a))
     db_b = await PostgresDatabase.connect(postgres_dsn, fence=fenced_by(b))
     try:
-        ja, jb = await J.Journal.open(db_a), await J.Journal.open(db_b)
+        ja = await J.Journal.open(await migrated(db_a))
+        jb = await J.Journal.open(await migrated(db_b))
         with pytest.raises(FencedOut):  # nobody holds the lease yet: nobody journals
             await ja.record(entry("k:0"))
         assert await a.try_acquire() == 1

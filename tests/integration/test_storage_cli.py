@@ -15,7 +15,7 @@ import yaml
 from keeperd.execution import journal as J
 from keeperd.storage.db import PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, migrated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,8 @@ def write_config(tmp_path: Path, url: str) -> Path:
 
 
 async def single_machine_journal(state_dir: Path) -> None:
-    journal = await J.Journal.open(SqliteDatabase.open(state_dir / "keeperd.sqlite3"))
+    db = await migrated(SqliteDatabase.open(state_dir / "keeperd.sqlite3"))
+    journal = await J.Journal.open(db)
     for i in range(3):
         key = f"aave:0xabc{i}:WETH:USDC:{i}"
         await journal.record(J.JournalEntry(key, "aave", f"0xabc{i}", "WETH", "USDC",

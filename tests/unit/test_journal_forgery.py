@@ -18,6 +18,7 @@ from keeperd.execution.txmanager import GWEI, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
+from tests.conftest import migrated
 
 POOL = "0x" + "22" * 20
 ATTACKER = "0x" + "66" * 20
@@ -47,7 +48,7 @@ def signed(key: KeeperKey, *, to: str = POOL, chain_id: int = 31337, nonce: int 
 async def resumed(tmp_path: Path, tx_hash: str, raw: str, nonce: int = 0
                   ) -> tuple[TxManager, Node, J.JournalEntry]:
     db = SqliteDatabase.open(tmp_path / "state.sqlite")
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     await journal.record(J.JournalEntry("aave:0xa:c:d:v", "aave", "0xa", "WETH", "USDC", 1, 5.0,
                                         10**16, 100, J.PLANNED, None, None, None))
     await journal.record_tx(J.TxRecord(tx_hash, "aave:0xa:c:d:v", nonce, 50 * GWEI, 2 * GWEI,

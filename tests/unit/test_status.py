@@ -13,6 +13,7 @@ import pytest
 from keeperd.cli import main
 from keeperd.execution import journal as J
 from keeperd.storage.db import STATE_FILE, SqliteDatabase
+from tests.conftest import migrated
 
 CONFIG = """
 state_dir: {state}
@@ -40,7 +41,7 @@ alerts:
 
 async def write_state(state: Path) -> None:
     db = SqliteDatabase.open(state / STATE_FILE)
-    journal = await J.Journal.open(db)
+    journal = await J.Journal.open(await migrated(db))
     for i, (status, profit) in enumerate([(J.INCLUDED, 1_523_040.0), (J.INCLUDED, 12.5),
                                           (J.DRY_RUN, 7.0)]):
         await journal.record(J.JournalEntry(

@@ -1,0 +1,65 @@
+"""#29 item 5: storage owns its schema. Each migration's statements are frozen text in
+`storage/migrations.py`; a shipped one never changes (its text is pinned here: a migration
+edited in place would leave every existing database without the change, and a fresh one with
+it), a new one goes at the end, and opening the journal does not migrate behind the daemon's
+back (it refuses a database that is behind)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from keeperd.execution.journal import Journal
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import NAMES, SchemaBehind, migrate, statements
+
+# sha256 (first 16 hex digits) of each migration's statements, joined by "\n;\n". A new
+# migration adds its line; an existing line never changes.
+PINNED = {
+    (1, "sqlite"): "ef452e29d5a77beb", (1, "postgresql"): "ef452e29d5a77beb",
+    (2, "sqlite"): "27d05ee1932d7bdd", (2, "postgresql"): "631a48117dd659e0",
+    (3, "sqlite"): "0df4e3831afc84fb", (3, "postgresql"): "0df4e3831afc84fb",
+    (4, "sqlite"): "d197e4163f8f164b", (4, "postgresql"): "d197e4163f8f164b",
+    (5, "sqlite"): "a857393a9dfceec6", (5, "postgresql"): "a857393a9dfceec6",
+    (6, "sqlite"): "0da0f4de11e29cf3", (6, "postgresql"): "0da0f4de11e29cf3",
+    (7, "sqlite"): "65bfcdf02b4d4d9c", (7, "postgresql"): "65bfcdf02b4d4d9c",
+    (8, "sqlite"): "edc820e56a2bf353", (8, "postgresql"): "edc820e56a2bf353",
+}
+
+
+def test_no_shipped_migration_changes() -> None:
+    assert [v for v, _ in NAMES] == list(range(1, len(NAMES) + 1))  # appended, in order
+    for (version, dialect), pinned in PINNED.items():
+        text = "\n;\n".join(statements(version, dialect))
+        assert hashlib.sha256(text.encode()).hexdigest()[:16] == pinned, (
+            f"migration {version} ({dialect}) was edited: add a new migration instead")
+    assert {v for v, _ in PINNED} == {v for v, _ in NAMES}, "pin the new migration's text"
+
+
+def test_no_feature_module_feeds_a_migration() -> None:
+    """The migrations import nothing of keeperd but the database interface: a table's
+    definition edited in its feature module cannot reach a shipped migration."""
+    source = (Path(__file__).resolve().parents[2] / "keeperd" / "storage"
+              / "migrations.py").read_text()
+    imports = [line for line in source.splitlines()
+               if line.startswith(("from keeperd", "import keeperd"))
+               or line.strip().startswith(("from keeperd", "import keeperd"))]
+    assert imports == ["from keeperd.storage.db import Database"]
+
+
+async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
+        tmp_path: Path) -> None:
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    try:
+        with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
+            await Journal.open(db)
+        await migrate(db, only=range(1, 7))
+        with pytest.raises(SchemaBehind, match=r"\[7, 8\]"):
+            await Journal.open(db)
+        assert await migrate(db) == [7, 8]
+        journal = await Journal.open(db)
+        assert await journal.all() == []
+    finally:
+        await db.close()
