@@ -19,6 +19,7 @@ from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
@@ -52,6 +53,7 @@ FLASH_BOUND_MARGIN = 1.001
 POOL_INIT_CODE_HASH = bytes.fromhex(
     "e34f199b19b2b4f47f68442619d555527d244f78a3297ea89325f843f87b8b54")
 FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
+LIQUIDATION_CALL = "liquidationCall(address,address,address,uint256,bool)"
 WAD = 10**18
 
 
@@ -60,7 +62,7 @@ def liquidation_calldata(plan: LiquidationPlan) -> bytes:
     inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust) — unless
     the most the rules allow would leave dust: then the plan's smaller amount, exactly."""
     amount = plan.amount_to_send if plan.amount_to_send is not None else MAX_UINT
-    return encode_call("liquidationCall(address,address,address,uint256,bool)",
+    return encode_call(LIQUIDATION_CALL,
                        ["address", "address", "address", "uint256", "bool"],
                        [plan.collateral_asset, plan.debt_asset, plan.account,
                         amount, plan.receive_a_token])
@@ -142,6 +144,18 @@ class AaveLiquidator:
     def _pool_address(self) -> str:
         reader = self.adapter.reader
         return reader.addresses.pool if reader is not None else ""
+
+    def signing_rules(self) -> list[Allowed]:
+        """The pool's liquidationCall and the pool as the one spender (own capital); the
+        FlashLiquidator's entry point (flash capital)."""
+        rules = []
+        if self.config.capital in ("own-balance", "auto"):
+            rules += [Allowed(self._pool_address, LIQUIDATION_CALL, "aave liquidation"),
+                      Allowed.approval(self._pool_address, "approval of the aave pool")]
+        if self.config.capital in ("flash-loan", "auto") and self.config.flash_liquidator:
+            rules.append(Allowed(self.config.flash_liquidator, FLASH_LIQUIDATE,
+                                 "aave flash liquidation"))
+        return rules
 
     async def prepare(self, head: int) -> None:
         """Approve the pool once per reserve (own capital); read the flash premium."""

@@ -18,8 +18,14 @@ from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import MorphoBook, encode_liquidate, loan_usd
+from keeperd.protocols.morpho_blue.adapter import (
+    LIQUIDATE,
+    MorphoBook,
+    encode_liquidate,
+    loan_usd,
+)
 from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey
 
 if TYPE_CHECKING:
@@ -44,6 +50,11 @@ class MorphoLiquidator:
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
+
+    def signing_rules(self) -> list[Allowed]:
+        morpho = self.adapter.config.morpho
+        return [Allowed(morpho, LIQUIDATE, "morpho liquidation"),
+                Allowed.approval(morpho, "approval of morpho")]
 
     async def prepare(self, head: int) -> None:
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:
