@@ -3,8 +3,9 @@ never shown — not in a log line, an error, a metric, a traceback or a `repr`. 
 a signer service instead: execution/signer.py.)
 
 A key file that anyone but keeperd's user can read — by its mode or its ACL — is refused
-with the reason: a key that has been readable by others must be treated as leaked. Every other file holding a secret (an alert
-sink's token, the keystore's password, the database's) is held to the same rule by
+with the reason: a key that has been readable by others must be treated as leaked. Every
+other file holding a secret (an alert sink's token, the keystore's password, the database's)
+is held to the same rule by
 `check_secret_file`, which `keeperd check-config` runs on each of them.
 """
 

@@ -21,7 +21,7 @@ from keeperd.execution.capital import Need
 from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import (
-    LIQUIDATE,
+    LIQUIDATE_CALL,
     MorphoBook,
     encode_liquidate,
     loan_usd,
@@ -53,7 +53,7 @@ class MorphoLiquidator:
 
     def signing_rules(self) -> list[Allowed]:
         morpho = self.adapter.config.morpho
-        return [Allowed(morpho, LIQUIDATE, "morpho liquidation"),
+        return [Allowed(morpho, LIQUIDATE_CALL, "morpho liquidation"),
                 Allowed.approval(morpho, "approval of morpho")]
 
     async def prepare(self, head: int) -> None:
