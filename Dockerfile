@@ -3,6 +3,9 @@
 #   docker run --rm -v keeperd-state:/var/lib/keeperd \
 #     -v /etc/keeperd/keeperd.yaml:/etc/keeperd/keeperd.yaml:ro -p 127.0.0.1:9464:9464 keeperd
 # The config's metrics.listen must be 0.0.0.0 inside a container for the port to be reachable.
+# keeperd runs as uid 10001 (gid 10001): a mounted key or secret file must be that user's, mode
+# 0600 (`chown 10001:10001 key && chmod 600 key` on the host) — a root-owned 0600 file cannot
+# be read, and one others can read is refused (docs/operations.md, "Docker").
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src

@@ -12,7 +12,15 @@ from typing import Any
 
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
-from keeperd.config import ChainConfig, Config, ConfigError, ConfigIssue, load_config
+from keeperd.config import (
+    ChainConfig,
+    Config,
+    ConfigError,
+    ConfigIssue,
+    RemoteSignerKey,
+    load_config,
+)
+from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
@@ -27,7 +35,8 @@ def local_issues(config: Config) -> list[ConfigIssue]:
     run loads it, unless alert-only, which never reads it) and every file holding a secret
     (there, readable by this user, not empty, not readable by its group or others)."""
     issues: list[ConfigIssue] = []
-    if config.keeper.key is not None and config.keeper.mode != "alert-only":
+    if (config.keeper.key is not None and config.keeper.mode != "alert-only"
+            and config.keeper.key.source != "remote"):  # (a remote signer: online_issues)
         try:
             load_key(config.keeper.key)
         except KeyLoadError as exc:
@@ -38,6 +47,20 @@ def local_issues(config: Config) -> list[ConfigIssue]:
         except SecretError as exc:
             issues.append(ConfigIssue(field, str(exc), exc.fix))
     return issues
+
+
+async def signer_issues(config: Config) -> list[ConfigIssue]:
+    """A remote signer answers and holds the keeper's account, as `keeperd run` checks."""
+    source = config.keeper.key
+    if not isinstance(source, RemoteSignerKey) or config.keeper.mode == "alert-only":
+        return []
+    async with RemoteSigner(source.url, source.address, timeout_s=source.timeout_s) as signer:
+        try:
+            await signer.check()
+        except SignerError as exc:
+            return [ConfigIssue("keeper.key", str(exc),
+                                "check keeper.key.url, the signer, and keeper.key.address")]
+    return []
 
 
 def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
@@ -95,6 +118,7 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 holders |= await chain_holders(config, chain, pool, metrics, warnings)
     issues += await venue_issues(config, holders)
     issues += await storage_issues(config)
+    issues += await signer_issues(config)
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
     return issues

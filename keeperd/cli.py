@@ -83,7 +83,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await Daemon(config, redactor=redactor, config_path=Path(args.config)).run(stop)
+        await Daemon(config, redactor=redactor, config_path=Path(args.config),
+                     owns_process=True).run(stop)
 
     from keeperd.protocols.plugin import StartRefused
 

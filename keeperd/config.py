@@ -359,7 +359,9 @@ class EnvKey(_Model):
 
 class FileKey(_Model):
     source: Literal["file"]
-    path: Path = Field(description="File holding the hex key; must not be group/world-readable.")
+    path: Path = Field(description="File holding the hex key (systemd: "
+                       "`${CREDENTIALS_DIRECTORY}/keeper-key`, with LoadCredential=); neither "
+                       "its group nor others may read it, by its mode or its ACL.")
 
 
 class KeystoreKey(_Model):
@@ -368,7 +370,20 @@ class KeystoreKey(_Model):
     password_file: Path
 
 
-KeySource = Annotated[EnvKey | FileKey | KeystoreKey, Field(discriminator="source")]
+class RemoteSignerKey(_Model):
+    """The key stays in a signer service (Web3Signer, or any node serving
+    `eth_signTransaction` for an account it holds); keeperd sends it each transaction, once
+    its signing policy has allowed it, and checks what comes back."""
+
+    source: Literal["remote"]
+    url: SecureUrl = Field(description="The signer's JSON-RPC endpoint (https unless "
+                           "loopback: transactions and their signatures cross it).")
+    address: Address = Field(description="The keeper's account, held by the signer.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Per signature.")
+
+
+KeySource = Annotated[EnvKey | FileKey | KeystoreKey | RemoteSignerKey,
+                      Field(discriminator="source")]
 KeeperMode = Literal["alert-only", "dry-run", "liquidate"]
 
 
@@ -444,7 +459,8 @@ class KeeperConfig(_Model):
     @model_validator(mode="after")
     def _key_for_liquidate(self) -> KeeperConfig:
         if self.mode == "liquidate" and self.key is None:
-            raise ValueError("mode 'liquidate' needs `key` (source: env, file or keystore)")
+            raise ValueError("mode 'liquidate' needs `key` (source: env, file, keystore or "
+                             "remote)")
         # (which contract the flash path needs depends on the protocols: Config checks it)
         if self.max_swap_slippage_bps < self.swap_slippage_bps:
             raise ValueError(

@@ -38,14 +38,18 @@ from keeperd.config import (
     ChainConfig,
     Config,
     ConfigError,
+    EnvKey,
     KeystoreKey,
+    RemoteSignerKey,
     is_loopback,
     load_config,
 )
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
+from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
-from keeperd.keys import KeeperKey, KeyLoadError, SecretError, load_key
+from keeperd.hardening import drop_from_environment, forbid_core_dumps
+from keeperd.keys import KeyLoadError, SecretError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
@@ -100,8 +104,12 @@ class ChainRuntime:
 
 class Daemon:
     def __init__(self, config: Config, *, metrics: Metrics | None = None,
-                 redactor: Redactor | None = None, config_path: Path | None = None) -> None:
+                 redactor: Redactor | None = None, config_path: Path | None = None,
+                 owns_process: bool = False) -> None:
         self.config = config
+        # `keeperd run`: the process is keeperd's alone, its environment included (an
+        # env-sourced key is dropped from it once loaded). Embedded (tests, the demo): not.
+        self.owns_process = owns_process
         self.config_path = config_path
         self.alerts: AlertEngine | None = None
         self.cascades: dict[str, CascadeMonitor] = {}
@@ -231,7 +239,7 @@ class Daemon:
                 self.chains[chain.name] = rt
             local = SqliteDatabase.open(self.config.state_dir / STATE_FILE)
             stack.push_async_callback(local.close)
-            key = self._load_key()
+            key = await self._open_signer(stack)
             db = await self._open_storage(stack, key, local)
             # The schema first, explicitly: every table the journal, the alerts and the
             # breaker read (with replicas, the account index stays in this one's own file).
@@ -292,7 +300,7 @@ class Daemon:
             await self._run_tasks(stop)
         log.info("daemon.stopped")
 
-    async def _open_storage(self, stack: contextlib.AsyncExitStack, key: KeeperKey | None,
+    async def _open_storage(self, stack: contextlib.AsyncExitStack, key: Signer | None,
                             local: SqliteDatabase) -> Database:
         """Where the journal, the alert state and the outbox live: the embedded SQLite file,
         or — with storage.url — PostgreSQL, shared with the other replicas, its writes that
@@ -371,7 +379,7 @@ class Daemon:
                  outbox_pending=pending)
 
     async def _add_protocol(self, plugin: Plugin, rt: ChainRuntime, journal: Journal,
-                            key: KeeperKey | None, tx_managers: dict[str, TxManager],
+                            key: Signer | None, tx_managers: dict[str, TxManager],
                             stack: contextlib.AsyncExitStack, breaker: Breaker,
                             native_prices: dict[str, float],
                             scheduler: AsyncIOScheduler) -> None:
@@ -647,22 +655,43 @@ class Daemon:
                          header_timeout_s=served.header_timeout_s,
                          max_connections=served.max_connections)
 
-    def _load_key(self) -> KeeperKey | None:
+    async def _open_signer(self, stack: contextlib.AsyncExitStack) -> Signer | None:
+        """The keeper's signer: its key loaded into this process — made undumpable first,
+        an env-sourced key then dropped from the environment — or a remote signer, checked
+        to answer and to hold the keeper's account."""
         source = self.config.keeper.key
         if source is None or self.config.keeper.mode == "alert-only":
             return None  # alert-only never signs: do not even read the key
+        if isinstance(source, RemoteSignerKey):
+            remote = RemoteSigner(source.url, source.address, timeout_s=source.timeout_s)
+            await stack.enter_async_context(remote)
+            try:
+                await remote.check()
+            except SignerError as exc:
+                raise StartupError(f"keeper.key: {exc}; check keeper.key.url and "
+                                   "keeper.key.address") from None
+            log.info("keeper.remote_signer", address=remote.address, signer=remote.safe_url)
+            return remote
+        try:
+            forbid_core_dumps()  # before the key is in memory
+        except OSError as exc:
+            raise StartupError(f"keeper.key: cannot forbid core dumps of the process that "
+                               f"will hold the key ({exc}); keeperd will not load it") from None
         try:
             key = load_key(source)
         except KeyLoadError as exc:
             raise StartupError(f"keeper.key: {exc}") from None
-        self.redactor.add(key.secret_hex())
         if isinstance(source, KeystoreKey):  # its password too (load_key keeps it to itself)
             self.redactor.add(source.password_file.read_text().rstrip("\n"))
+        self.redactor.add(key.secret_hex())
+        if isinstance(source, EnvKey) and self.owns_process:
+            # Not inherited by anything keeperd starts, nor left in /proc/<pid>/environ.
+            drop_from_environment(source.env)
         log.info("keeper.key_loaded", address=key.address, source=source.source)
         return key
 
     async def _make_executor(self, plugin: Plugin, rt: ChainRuntime, journal: Journal,
-                             key: KeeperKey | None, tx_managers: dict[str, TxManager],
+                             key: Signer | None, tx_managers: dict[str, TxManager],
                              stack: contextlib.AsyncExitStack, breaker: Breaker,
                              native_prices: dict[str, float]) -> Executor | None:
         keeper = self.config.keeper
@@ -675,6 +704,8 @@ class Daemon:
         liquidator = plugin.liquidator(keeper, address, tx)
         if liquidator is None:
             return None  # a protocol keeperd only watches
+        if tx is not None:  # (before prepare: approvals are signed there)
+            tx.signing_policy.allow(*liquidator.signing_rules())
         executor = Executor(keeper, plugin, liquidator, rt.pool, journal, self.metrics, tx,
                             address, breaker, sequencer, native_prices)
         if self.alerts is not None:
@@ -690,7 +721,7 @@ class Daemon:
         await executor.start(head)
         return executor
 
-    async def _tx_manager(self, rt: ChainRuntime, key: KeeperKey | None,
+    async def _tx_manager(self, rt: ChainRuntime, key: Signer | None,
                           tx_managers: dict[str, TxManager], stack: contextlib.AsyncExitStack,
                           journal: Journal) -> TxManager | None:
         """One transaction manager per chain (one nonce sequence per key), shared by every

@@ -1,9 +1,11 @@
 """The keeper's private key: loaded from the environment, a file or an encrypted keystore, and
-never shown — not in a log line, an error, a metric, a traceback or a `repr`.
+never shown — not in a log line, an error, a metric, a traceback or a `repr`. (A key kept in
+a signer service instead: execution/signer.py.)
 
-A key file that its group or other users can read is refused with the reason: a key that has
-been readable by others must be treated as leaked. Every other file holding a secret (an alert
-sink's token, the keystore's password, the database's) is held to the same rule by
+A key file that anyone but keeperd's user can read — by its mode or its ACL — is refused
+with the reason: a key that has been readable by others must be treated as leaked. Every
+other file holding a secret (an alert sink's token, the keystore's password, the database's)
+is held to the same rule by
 `check_secret_file`, which `keeperd check-config` runs on each of them.
 """
 
@@ -22,6 +24,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from keeperd.config import EnvKey, FileKey, KeySource, KeystoreKey
+from keeperd.execution.signer import UnsignedTx
+from keeperd.file_access import others_access
 
 
 class SecretError(Exception):
@@ -65,6 +69,11 @@ class KeeperKey:
         r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
         return b"\x02" + bytes(rlp.encode([*fields, v, r, s]))
 
+    async def sign(self, tx: UnsignedTx) -> bytes:
+        """The local `Signer` (execution/signer.py)."""
+        return self.sign_eip1559(chain_id=tx.chain_id, nonce=tx.nonce, to=tx.to, value=tx.value,
+                                 data=tx.data, gas=tx.gas, max_fee=tx.max_fee, tip=tx.tip)
+
     def secret_hex(self) -> str:
         """For the log redactor only (it must know what never to print)."""
         return "0x" + bytes(self._account.key).hex()
@@ -92,28 +101,63 @@ def _from_hex(text: str, where: str, field: str = "keeper.key") -> KeeperKey:
 
 
 def check_secret_file(path: Path, field: str, what: str = "secret file",
-                      holds: str = "the secret") -> None:
-    """A file holding a secret: it exists, this user can read it, it is not empty, and neither
-    its group nor others may read or write it (a secret others could read must be treated as
-    leaked). Raises SecretError naming `field`; keeps nothing it reads."""
+                      holds: str = "the secret", uid: int | None = None) -> None:
+    """A file holding a secret: it exists, is owned by the user keeperd runs as (`uid`, by
+    default this process's) or by root, that user can read it, it is not empty, and nobody
+    else may read or write it — neither by its mode nor by its ACL (a systemd credential's
+    `user:<uid>:r--` entry for keeperd's own user is fine). A secret others could read must
+    be treated as leaked. Raises SecretError naming `field`; keeps nothing it reads."""
+    uid = os.geteuid() if uid is None else uid
     try:
-        mode = path.stat().st_mode
-        empty = not path.read_bytes().strip()
+        st = path.stat()
+        others = others_access(path, st.st_mode, uid)
     except FileNotFoundError:
         raise SecretError(f"{what} {path} does not exist", field=field,
                           fix=f"check {field}, or create the file (chmod 600)") from None
     except OSError as exc:
-        raise SecretError(f"cannot read {what} {path} ({exc.strerror})", field=field,
-                          fix="run this as the user keeperd runs as, and make the file "
-                          "readable by that user only (chmod 600)") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretError(f"cannot inspect {what} {path} ({exc.strerror})", field=field,
+                          fix="let keeperd's user reach the directory holding it") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SecretError(f"{what} {path} is not a regular file", field=field,
+                          fix=f"point {field} at the file holding {holds}")
+    if st.st_uid not in (uid, 0):
         raise SecretError(
-            f"{what} {path} is readable or writable by its group or by others (mode "
-            f"{stat.filemode(mode)}); run `chmod 600 {path}` and, since others could read it, "
+            f"{what} {path} belongs to uid {st.st_uid}, and keeperd runs as uid {uid}: its "
+            "owner can let others read it", field=field,
+            fix=f"chown {uid} {path} (or root), chmod 600; in Docker keeperd is uid 10001")
+    if others:
+        raise SecretError(
+            f"{what} {path} is readable or writable by its group or by others "
+            f"({', '.join(others)}; mode {stat.filemode(st.st_mode)}); run `chmod 600 {path}`"
+            f" (and `setfacl -b {path}` if it has an ACL) and, since others could read it, "
             f"consider {holds} leaked", field=field, fix=f"replace {holds}, then chmod 600")
+    try:
+        empty = not path.read_bytes().strip()
+    except OSError as exc:
+        owner = "root" if st.st_uid == 0 else f"uid {st.st_uid}"
+        raise SecretError(
+            f"keeperd (uid {uid}) cannot read {what} {path}, owned by {owner} with mode "
+            f"{stat.filemode(st.st_mode)} ({exc.strerror})", field=field,
+            fix=f"chown {uid} {path} && chmod 600 {path} (in Docker keeperd is uid 10001: "
+            "chown 10001 on the host file); under systemd, pass it with LoadCredential= and "
+            "point the config at ${CREDENTIALS_DIRECTORY}") from None
     if empty:
         raise SecretError(f"{what} {path} is empty", field=field,
                           fix="write the secret into it")
+
+
+def _read_text(path: Path, field: str, what: str) -> str:
+    """A file's text, or KeyLoadError (never an OSError's traceback)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise KeyLoadError(f"{what} {path} does not exist", field=field,
+                           fix=f"check {field}") from None
+    except OSError as exc:
+        raise KeyLoadError(f"keeperd (uid {os.geteuid()}) cannot read {what} {path} "
+                           f"({exc.strerror})", field=field,
+                           fix=f"chown {os.geteuid()} {path} (in Docker keeperd is uid "
+                           "10001)") from None
 
 
 def _check_file_private(path: Path, field: str, what: str) -> None:
@@ -137,15 +181,13 @@ def load_key(source: KeySource, environ: Mapping[str, str] | None = None) -> Kee
         return _from_hex(value, f"environment variable {source.env}", "keeper.key.env")
     if isinstance(source, FileKey):
         _check_file_private(source.path, "keeper.key.path", "key file")
-        return _from_hex(source.path.read_text(), f"key file {source.path}", "keeper.key.path")
+        return _from_hex(_read_text(source.path, "keeper.key.path", "key file"),
+                         f"key file {source.path}", "keeper.key.path")
     if isinstance(source, KeystoreKey):
         _check_file_private(source.password_file, "keeper.key.password_file", "password file")
-        try:
-            keystore = source.path.read_text()
-        except FileNotFoundError:
-            raise KeyLoadError(f"keystore {source.path} does not exist", field="keeper.key.path",
-                               fix="check keeper.key.path") from None
-        password = source.password_file.read_text().rstrip("\n")
+        keystore = _read_text(source.path, "keeper.key.path", "keystore")
+        password = _read_text(source.password_file, "keeper.key.password_file",
+                              "password file").rstrip("\n")
         try:
             key = Account.decrypt(keystore, password)
         except Exception:

@@ -28,7 +28,8 @@ from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution.journal import TxRecord
-from keeperd.keys import KeeperKey
+from keeperd.execution.signer import Signer, SignerError, UnsignedTx
+from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -130,14 +131,18 @@ def node_has_it(message: str) -> bool:
 
 
 class TxManager:
-    def __init__(self, pool: RpcPool, key: KeeperKey, chain_id: int, *, metrics: Metrics,
+    def __init__(self, pool: RpcPool, signer: Signer, chain_id: int, *, metrics: Metrics,
                  policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
                  record: Recorder | None = None) -> None:
         self.pool = pool
-        self.key = key
         self.chain_id = chain_id
         self.metrics = metrics
         self.policy = policy or FeePolicy()
+        # Every signature goes through it; liquidators add the calls they make
+        # (`signing_policy.allow`) before they send.
+        self.signing_policy = SignerPolicy(chain_id, signer.address,
+                                           self.policy.max_fee_per_gas_wei)
+        self.signer = PolicedSigner(signer, self.signing_policy)
         self.private_pool = private_pool
         self._record = record or _no_record
         self._nonce: int | None = None
@@ -151,7 +156,7 @@ class TxManager:
 
     @property
     def address(self) -> str:
-        return self.key.address
+        return self.signer.address
 
     async def sync_nonce(self) -> int:
         self._nonce = int(await self.pool.request(
@@ -210,10 +215,15 @@ class TxManager:
         block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         return int(block.get("baseFeePerGas", "0x0"), 16)
 
-    def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
-              value: int = 0) -> tuple[str, bytes]:
-        raw = self.key.sign_eip1559(chain_id=self.chain_id, nonce=nonce, to=to, value=value,
-                                    data=data, gas=gas, max_fee=max_fee, tip=tip)
+    async def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
+                    value: int = 0) -> tuple[str, bytes]:
+        """Through the signing policy, then the signer: refused or unreachable, SendRefused
+        (nothing signed, nothing journaled)."""
+        try:
+            raw = await self.signer.sign(UnsignedTx(self.chain_id, nonce, to, value, data, gas,
+                                                    max_fee, tip))
+        except SignerError as exc:
+            raise SendRefused(f"not signed: {exc}") from None
         self._ours.add(nonce)
         return "0x" + keccak(raw).hex(), raw
 
@@ -319,7 +329,7 @@ class TxManager:
     async def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
         to, data, value = (self.address, b"", 0) if p.cancelling else (p.to, p.data, 0)
         gas = 21_000 if p.cancelling else p.gas_limit
-        tx_hash, raw = self._sign(p.nonce, to, data, gas, max_fee, tip, value)
+        tx_hash, raw = await self._sign(p.nonce, to, data, gas, max_fee, tip, value)
         record = TxRecord(tx_hash, p.key, p.nonce, max_fee, tip, gas, "0x" + raw.hex(), kind,
                           time.time())
         await self._record(record)  # write-ahead: journaled before anyone can see it

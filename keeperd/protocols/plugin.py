@@ -28,6 +28,7 @@ import numpy as np
 
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.base import AccountRow, HealthView
 
 
@@ -160,6 +161,11 @@ class Liquidator(Protocol):
     journal, decision, capital, simulation, signing, settling) are the same for every protocol."""
 
     flash_premium_bps: int  # 0 when the protocol has no flash-loan path
+
+    def signing_rules(self) -> list[Allowed]:
+        """Every call it sends — contract and function, and the spenders it approves — for
+        the signing policy, which signs nothing else (execution/signer_policy.py). Asked once
+        the plug-in has started, before `prepare`."""
 
     async def prepare(self, head: int) -> None:
         """Before anything is sent: approvals, parameters read once."""

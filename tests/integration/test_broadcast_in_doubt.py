@@ -20,7 +20,9 @@ from keeperd.metrics import Metrics
 from tests.conftest import metric_value
 from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
 
-DEAD = "0x000000000000000000000000000000000000dEaD"
+# Nothing to the keeper itself: the one transaction the signing policy allows with no
+# liquidator declaring any call.
+SELF = KEEPER
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +69,7 @@ async def test_an_accepted_broadcast_whose_answer_is_lost_is_settled_included(
     tx = manager(pool, metrics)
     head = devnet.client.block_number()
     lose_answers(pool, deliver=True)
-    record = await tx.send("a", DEAD, b"", 21_000, 10**18, block=head)  # no SendRefused
+    record = await tx.send("a", SELF, b"", 21_000, 10**18, block=head)  # no SendRefused
     assert tx.pending["a"].in_doubt
     assert metric_value(metrics, "keeperd_tx_broadcast_in_doubt_total",
                         {"chain": "devnet"}) == 1
@@ -82,7 +84,7 @@ async def test_a_broadcast_lost_before_the_node_got_it_is_sent_again(
     tx = manager(pool, metrics)
     head = devnet.client.block_number()
     lose_answers(pool, deliver=False)
-    record = await tx.send("b", DEAD, b"", 21_000, 10**18, block=head)
+    record = await tx.send("b", SELF, b"", 21_000, 10**18, block=head)
     block = devnet.mine(1)
     assert receipt(devnet, record.tx_hash) is None  # the node never had it
     assert await tx.watch(block, lambda key: True) == []  # tracked, sent again
@@ -99,7 +101,7 @@ async def test_a_private_endpoint_down_does_not_leak_before_its_timeout(
                                  settings=settings) as private:
         tx = manager(pool, metrics, private)
         head = devnet.client.block_number()
-        record = await tx.send("c", DEAD, b"", 21_000, 10**18, block=head)
+        record = await tx.send("c", SELF, b"", 21_000, 10**18, block=head)
         assert tx.pending["c"].private and tx.pending["c"].in_doubt
         for _ in range(2):  # within private_timeout_blocks: nothing public
             block = devnet.mine(1)
@@ -121,7 +123,7 @@ async def test_a_transaction_no_longer_wanted_is_cancelled(devnet: Devnet, pool:
     tx = manager(pool, metrics)
     head = devnet.client.block_number()
     # Underpriced for the devnet's base fee: it stays in the mempool, not mined.
-    record = await tx.send("d", DEAD, b"", 21_000, 10**18, block=head, base_fee=1)
+    record = await tx.send("d", SELF, b"", 21_000, 10**18, block=head, base_fee=1)
     devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(100 * 10**9))
     for _ in range(2):
         block = devnet.mine(1)
@@ -148,7 +150,7 @@ async def test_a_receipt_served_a_block_after_the_nonce_is_not_a_drop(
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
             RpcPool.from_urls("devnet", [proxy.url], metrics=metrics) as pool:
         tx = manager(pool, metrics)
-        record = await tx.send("e", DEAD, b"", 21_000, 10**18,
+        record = await tx.send("e", SELF, b"", 21_000, 10**18,
                                block=devnet.client.block_number())
         block = devnet.mine(1)
         proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None, times=1)  # not yet

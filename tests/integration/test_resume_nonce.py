@@ -56,8 +56,7 @@ async def test_a_transaction_journaled_but_never_broadcast_keeps_its_nonce(
     await restarted.sync_nonce()
     assert await resume_journal(journal, restarted, "aave", head) == 1
     await journal.record(planned("aave:b"))
-    record = await restarted.send("aave:b", "0x000000000000000000000000000000000000dEaD", b"",
-                                  21_000, 10**18, block=head)
+    record = await restarted.send("aave:b", KEEPER, b"", 21_000, 10**18, block=head)
     assert record.nonce == before + 1
     devnet.mine(1)
     for tx_hash in (signed.tx_hash, record.tx_hash):

@@ -9,6 +9,7 @@ from typing import Any
 from eth_account import Account
 
 from keeperd.execution.journal import TxRecord
+from keeperd.execution.signer_policy import Allowed, selector
 from keeperd.execution.txmanager import GWEI, FeePolicy, Pending, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
@@ -30,9 +31,13 @@ class Node:
         return "0x" + "00" * 32
 
 
+TARGET = "0x" + "22" * 20
+CALL = "liquidate()"  # (a call the signing policy allows)
+
+
 def stuck(max_fee: int, tip: int) -> Pending:
     first = TxRecord("0x" + "11" * 32, "k", 7, max_fee, tip, 300_000, "0x", "liquidation", 0.0)
-    return Pending("k", 7, "0x" + "22" * 20, b"", 300_000, budget_wei=10**30,
+    return Pending("k", 7, TARGET, selector(CALL), 300_000, budget_wei=10**30,
                    attempts=[first])
 
 
@@ -40,6 +45,7 @@ async def test_replacements_never_pass_the_fee_cap_nor_the_tip_its_max_fee() -> 
     node = Node(base_fee=200 * GWEI)  # a fee spike: base x headroom is far above the cap
     tx = TxManager(node, KeeperKey(Account.create()), 31337, metrics=Metrics(),  # type: ignore[arg-type]
                    policy=FeePolicy(max_fee_per_gas_wei=500 * GWEI, fee_bump=1.125))
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
     pending = stuck(100 * GWEI, 20 * GWEI)
     for block in range(40):
         await tx._replace(pending, block)

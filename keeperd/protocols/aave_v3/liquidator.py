@@ -19,6 +19,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution import approvals
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.execution.swap import (
     SwapPools,
     answer,
@@ -54,6 +55,7 @@ BAD_DEBT_GAS_PER_ASSET = 100_000
 # what the rules allow at inclusion, the rest goes back with the loan).
 FLASH_BOUND_MARGIN = 1.001
 FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
+LIQUIDATION_CALL = "liquidationCall(address,address,address,uint256,bool)"
 
 
 def liquidation_calldata(plan: LiquidationPlan) -> bytes:
@@ -61,7 +63,7 @@ def liquidation_calldata(plan: LiquidationPlan) -> bytes:
     inclusion, so a block of interest cannot leave a dust leftover (MustNotLeaveDust) — unless
     the most the rules allow would leave dust: then the plan's smaller amount, exactly."""
     amount = plan.amount_to_send if plan.amount_to_send is not None else MAX_UINT
-    return encode_call("liquidationCall(address,address,address,uint256,bool)",
+    return encode_call(LIQUIDATION_CALL,
                        ["address", "address", "address", "uint256", "bool"],
                        [plan.collateral_asset, plan.debt_asset, plan.account,
                         amount, plan.receive_a_token])
@@ -136,6 +138,18 @@ class AaveLiquidator:
     def _pool_address(self) -> str:
         reader = self.adapter.reader
         return reader.addresses.pool if reader is not None else ""
+
+    def signing_rules(self) -> list[Allowed]:
+        """The pool's liquidationCall and the pool as the one spender (own capital); the
+        FlashLiquidator's entry point (flash capital)."""
+        rules = []
+        if self.config.capital in ("own-balance", "auto"):
+            rules += [Allowed(self._pool_address, LIQUIDATION_CALL, "aave liquidation"),
+                      Allowed.approval(self._pool_address, "approval of the aave pool")]
+        if self.config.capital in ("flash-loan", "auto") and self.config.flash_liquidator:
+            rules.append(Allowed(self.config.flash_liquidator, FLASH_LIQUIDATE,
+                                 "aave flash liquidation"))
+        return rules
 
     async def prepare(self, head: int) -> None:
         """Approve the pool once per reserve (own capital); read the flash premium."""

@@ -28,6 +28,7 @@ from keeperd.storage.account_index import IndexStore
 log = structlog.get_logger(__name__)
 
 MARKET_PARAMS = "(address,address,address,address,uint256)"
+LIQUIDATE_CALL = f"liquidate({MARKET_PARAMS},address,uint256,uint256,bytes)"  # (the function)
 
 
 topic = event_topic
@@ -361,7 +362,7 @@ class MorphoBlueAdapter(LogIndexed):
 
 def encode_liquidate(params: tuple[str, str, str, str, int], borrower: str, seized: int,
                      repaid_shares: int) -> bytes:
-    return encode_call(f"liquidate({MARKET_PARAMS},address,uint256,uint256,bytes)",
+    return encode_call(LIQUIDATE_CALL,
                        [MARKET_PARAMS, "address", "uint256", "uint256", "bytes"],
                        [params, borrower, seized, repaid_shares, b""])
 

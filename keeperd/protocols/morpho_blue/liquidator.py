@@ -25,6 +25,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution import approvals
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.execution.swap import (
     SwapPools,
     answer,
@@ -34,6 +35,7 @@ from keeperd.execution.swap import (
 )
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import (
+    LIQUIDATE_CALL,
     MARKET_PARAMS,
     MorphoBook,
     encode_liquidate,
@@ -83,6 +85,18 @@ class MorphoLiquidator:
         self.supports_flash = (self.contract is not None
                                and config.uniswap_v3_factory is not None)
         self.swap_pools = SwapPools(adapter.pool, config.uniswap_v3_factory, config.swap_fee)
+
+    def signing_rules(self) -> list[Allowed]:
+        """Morpho's liquidate and Morpho as the one spender (own capital); the
+        MorphoLiquidator's entry point (the capital-free path)."""
+        morpho = self.adapter.config.morpho
+        rules = [Allowed(morpho, LIQUIDATE_CALL, "morpho liquidation"),
+                 Allowed.approval(morpho, "approval of morpho")]
+        if self.supports_flash:
+            assert self.contract is not None
+            rules.append(Allowed(self.contract, CALLBACK_LIQUIDATE,
+                                 "morpho liquidation through its liquidate callback"))
+        return rules
 
     async def prepare(self, head: int) -> None:
         """Check the contract the capital-free path trusts; approve Morpho the keeper's

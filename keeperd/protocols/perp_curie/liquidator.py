@@ -45,6 +45,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.execution import approvals
 from keeperd.execution.capital import Need
+from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
 from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
@@ -69,6 +70,13 @@ COLLATERAL_SHARE_BPS = 9_900  # of the most a collateral liquidation may repay
 CLOSE_GAS = 900_000
 DEADLINE = 2**255
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
+# What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
+# liquidations (the signing policy allows these and nothing else).
+LIQUIDATE = "liquidate(address,address,int256)"
+CLOSE_POSITION = "closePosition((address,uint160,uint256,uint256,bytes32))"
+QUIT_MARKET = "quitMarket(address,address)"
+DEPOSIT = "deposit(address,uint256)"
+LIQUIDATE_COLLATERAL = "liquidateCollateral(address,address,uint256,bool)"
 
 
 class CurieLiquidator:
@@ -82,6 +90,15 @@ class CurieLiquidator:
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
+
+    def signing_rules(self) -> list[Allowed]:
+        ch, vault = self.adapter.config.clearing_house, self.adapter.addresses["Vault"]
+        return [Allowed(ch, LIQUIDATE, "curie takeover"),
+                Allowed(ch, CLOSE_POSITION, "curie unwind"),
+                Allowed(ch, QUIT_MARKET, "curie unwind of a closed market"),
+                Allowed(vault, DEPOSIT, "curie keeper margin"),
+                Allowed(vault, LIQUIDATE_COLLATERAL, "curie collateral liquidation"),
+                Allowed.approval(vault, "approval of the curie vault")]
 
     async def prepare(self, head: int) -> None:
         """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
@@ -117,7 +134,7 @@ class CurieLiquidator:
                         fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
             return
         await self.tx.send(f"approve:{self.adapter.name}:deposit:{head}", a["Vault"],
-                           encode_call("deposit(address,uint256)", ["address", "uint256"],
+                           encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
@@ -257,15 +274,13 @@ class CurieLiquidator:
                 if in_usdc and isinstance(now, tuple | list):
                     amount = min(amount, int(now[0]) * COLLATERAL_SHARE_BPS // 10_000)
                 out.append(Call(opp, vault, encode_call(
-                    "liquidateCollateral(address,address,uint256,bool)",
-                    ["address", "address", "uint256", "bool"],
+                    LIQUIDATE_COLLATERAL, ["address", "address", "uint256", "bool"],
                     [trader, token, amount, in_usdc])))
                 continue
             trader, base, _ = opp.plan
             # positionSize 0: the most the rules allow at inclusion (a block of funding
             # cannot make a fixed size too large).
-            out.append(Call(opp, ch, encode_call("liquidate(address,address,int256)",
-                                                 ["address", "address", "int256"],
+            out.append(Call(opp, ch, encode_call(LIQUIDATE, ["address", "address", "int256"],
                                                  [trader, base, 0])))
         return out
 
@@ -284,12 +299,10 @@ class CurieLiquidator:
             key = f"{self.adapter.name}:{self.keeper}:unwind:{p.base}:{p.size}"
             if status == OPEN:
                 out.append((key, ch, encode_call(
-                    "closePosition((address,uint160,uint256,uint256,bytes32))",
-                    ["(address,uint160,uint256,uint256,bytes32)"],
+                    CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
                     [(p.base, 0, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
             elif status == CLOSED:  # settled at the closing price (closePosition: CH_MNO)
-                out.append((key, ch, encode_call("quitMarket(address,address)",
-                                                 ["address", "address"],
+                out.append((key, ch, encode_call(QUIT_MARKET, ["address", "address"],
                                                  [self.keeper, p.base]), CLOSE_GAS))
             # (paused: every way out reverts until the market reopens or closes)
         return out

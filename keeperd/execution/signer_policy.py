@@ -1,0 +1,121 @@
+"""What the keeper may sign: the one place every transaction passes before any signature,
+local or remote.
+
+No token may leave the keeper or its contract except by a liquidation the planner made, at a
+fee within the operator's cap. Whatever asks for a signature — a bug, a forged journal row, a
+lying endpoint's answer turned into calldata — gets one only for a call keeperd makes:
+
+- a function a liquidator declared (`Allowed`) on the contract it declared it for: the
+  pool's `liquidationCall`, the FlashLiquidator's entry point, Morpho's `liquidate`, ...;
+- an ERC-20 `approve` whose spender is one of the declared spenders (the token itself does
+  not matter: an approval moves nothing, the spender is who could);
+- the keeper's cancel: nothing, to itself;
+
+on the configured chain, with no value, at a max fee per gas within `max_fee_gwei`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+from eth_utils import keccak, to_checksum_address
+
+from keeperd.execution.signer import Signer, SignerError, UnsignedTx
+
+log = structlog.get_logger(__name__)
+
+APPROVE = "approve(address,uint256)"
+
+
+def selector(function: str) -> bytes:
+    """The 4-byte selector of a function signature, `name(type,...)`."""
+    return keccak(text=function)[:4]
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """One kind of call the keeper makes: `function` on `to` (for what, in `purpose`); or, with
+    `spender`, an `approve` of any token to that spender only."""
+
+    to: str
+    function: str
+    purpose: str
+    spender: str | None = None
+
+    @classmethod
+    def approval(cls, spender: str, purpose: str) -> Allowed:
+        return cls("*", APPROVE, purpose, to_checksum_address(spender))
+
+
+class PolicyRefused(SignerError):
+    """A transaction outside the signing policy: not signed, and why."""
+
+
+@dataclass
+class SignerPolicy:
+    """The calls the keeper may sign on one chain. Starts with only the cancel allowed;
+    each liquidator's declared calls are added (`allow`) before it sends anything."""
+
+    chain_id: int
+    keeper: str
+    max_fee_per_gas_wei: int
+    _calls: dict[tuple[str, bytes], str] = field(default_factory=dict)
+    _spenders: dict[str, str] = field(default_factory=dict)
+
+    def allow(self, *rules: Allowed) -> None:
+        for rule in rules:
+            if rule.spender is not None:
+                self._spenders[rule.spender.lower()] = rule.purpose
+            else:
+                self._calls[(rule.to.lower(), selector(rule.function))] = rule.purpose
+
+    def check(self, tx: UnsignedTx) -> str:
+        """What `tx` is for, or PolicyRefused naming what broke the policy."""
+        if tx.chain_id != self.chain_id:
+            raise PolicyRefused(f"chain id {tx.chain_id} is not the configured {self.chain_id}")
+        if tx.value != 0:
+            raise PolicyRefused(f"it sends {tx.value} wei of value; the keeper never does")
+        if tx.max_fee > self.max_fee_per_gas_wei or tx.tip > tx.max_fee:
+            raise PolicyRefused(f"max fee {tx.max_fee} wei/gas (tip {tx.tip}) is over the "
+                                f"cap keeper.max_fee_gwei ({self.max_fee_per_gas_wei} wei)")
+        to = tx.to.lower()
+        if to == self.keeper.lower():
+            if tx.data:
+                raise PolicyRefused("a call to the keeper's own address with data")
+            return "cancel"
+        purpose = self._calls.get((to, tx.data[:4]))
+        if purpose is not None:
+            return purpose
+        if tx.data[:4] == selector(APPROVE) and len(tx.data) == 68:
+            spender = "0x" + tx.data[16:36].hex()
+            if tx.data[4:16] == bytes(12) and spender in self._spenders:
+                return self._spenders[spender]
+            raise PolicyRefused(f"an approval of {to_checksum_address(tx.to)} to "
+                                f"{to_checksum_address(spender)}, which is no spender "
+                                "keeperd approves")
+        raise PolicyRefused(f"a call of 0x{tx.data[:4].hex()} on {to_checksum_address(tx.to)}"
+                            ", which is no call keeperd makes")
+
+
+class PolicedSigner:
+    """A signer that asks the policy first: the only signer the transaction manager has."""
+
+    def __init__(self, signer: Signer, policy: SignerPolicy) -> None:
+        self.signer = signer
+        self.policy = policy
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+    async def sign(self, tx: UnsignedTx) -> bytes:
+        try:
+            self.policy.check(tx)
+        except PolicyRefused as exc:
+            log.error("signer.refused", to=tx.to, selector="0x" + tx.data[:4].hex(),
+                      nonce=tx.nonce, reason=str(exc),
+                      meaning="keeperd was asked to sign a transaction outside its signing "
+                              "policy: not signed; a bug or a forged input — investigate")
+            raise
+        return await self.signer.sign(tx)
