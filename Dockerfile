@@ -7,17 +7,28 @@
 # 0600 (`chown 10001:10001 key && chmod 600 key` on the host) — a root-owned 0600 file cannot
 # be read, and one others can read is refused (docs/operations.md, "Docker").
 
-FROM python:3.11-slim-bookworm AS build
+# The base image pinned by digest (a tag moves under a rebuild; a digest is one image). This
+# digest is python:3.11-slim-bookworm's as public Dockerfiles pin it; it was not pulled on the
+# machine that wrote this line (no registry reachable there): before trusting it, compare with
+# `docker buildx imagetools inspect python:3.11-slim-bookworm`, and move it on purpose, by a
+# commit, as Debian's security updates land.
+ARG BASE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
+
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY keeperd ./keeperd
+# Every package from the lock, each file checked against its sha256; keeperd itself with
+# nothing resolved (--no-deps) and built by the locked setuptools.
 RUN python -m venv /opt/keeperd/.venv \
- && /opt/keeperd/.venv/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/keeperd/.venv/bin/pip install --no-cache-dir . \
+ && /opt/keeperd/.venv/bin/pip install --no-cache-dir --require-hashes \
+      -r requirements/runtime.lock \
+ && /opt/keeperd/.venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
  && NUMBA_CACHE_DIR=/opt/keeperd/numba-cache /opt/keeperd/.venv/bin/python -c \
       "from keeperd.risk.kernels import kernels; kernels()"
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 RUN groupadd --system --gid 10001 keeperd \
  && useradd --system --uid 10001 --gid keeperd --home-dir /var/lib/keeperd --shell /usr/sbin/nologin keeperd \
  && mkdir -p /var/lib/keeperd /etc/keeperd \

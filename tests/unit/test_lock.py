@@ -64,3 +64,18 @@ def test_this_venv_runs_what_the_lock_pins() -> None:
         if installed != pinned:
             drift[name] = (pinned, installed)
     assert not drift, f"installed not as locked (pinned, installed): {drift}; `make setup`"
+
+
+def test_the_image_is_pinned_and_installs_from_the_lock() -> None:
+    """#28 item 15: the base image by digest (every stage the same), the packages from the
+    runtime lock with --require-hashes, keeperd with nothing resolved."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [base] = re.findall(r"^ARG BASE=(\S+)$", dockerfile, re.MULTILINE)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
+    stages = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert len(stages) >= 2 and set(stages) == {"${BASE}"}, stages
+    install = " ".join(dockerfile.split("\\\n"))
+    assert re.search(r"pip install [^&]*--require-hashes\s+-r requirements/runtime\.lock",
+                     install)
+    assert re.search(r"pip install [^&]*--no-deps --no-build-isolation \.", install)
+    assert "--upgrade pip" not in install  # (pip too comes from the lock)
