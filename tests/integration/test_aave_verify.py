@@ -9,6 +9,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import parse_config
@@ -45,6 +47,9 @@ def run_unrecognised_code(devnet: Devnet) -> str:
 
 
 def config(devnet: Devnet, tmp_path: Path, webhook: Webhook, **aave: object):
+    """Liquidate mode with the pool pinned, as an operator must for code keeperd does not
+    recognise (config/mainnet/sparklend-ethereum.yaml does)."""
+    aave = {"pool": devnet.manifest["aave_v3"]["pool"], **aave}
     return parse_config({
         "state_dir": str(tmp_path / "state"),
         "chains": [{"name": "devnet", "chain_id": 31337,
@@ -171,3 +176,21 @@ async def test_unrecognised_rules_under_hold_send_nothing(
         assert held and "unknown_revision: hold" in str(held[0])
     finally:
         webhook.close()
+
+
+async def test_an_unrecognised_pool_found_by_asking_is_not_approved(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+    """#28 item 1: a pool keeperd found through the provider (not pinned) gets the keeper's
+    approvals only if its code is a deployment keeperd knows; unrecognised code must be pinned
+    by the operator, who has checked it. Nothing is approved."""
+    from keeperd.protocols.plugin import StartRefused
+    from tests.faults.test_lying_pool_address import allowance
+
+    run_unrecognised_code(devnet)
+    devnet.mine(1)
+    fund_keeper(devnet)
+    with pytest.raises(StartRefused, match=r"does not recognise .* set `pool:`"):
+        await run_daemon(config(devnet, tmp_path, Webhook(), pool=None))
+    pool = devnet.manifest["aave_v3"]["pool"]
+    assert all(allowance(devnet, token, pool) == 0
+               for token in devnet.manifest["tokens"].values())

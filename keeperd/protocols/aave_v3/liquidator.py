@@ -154,7 +154,7 @@ class AaveLiquidator:
     async def prepare(self, head: int) -> None:
         """Approve the pool once per reserve (own capital); read the flash premium."""
         if self.tx is not None and self.config.mode == "liquidate":
-            await self._confirm_pool()
+            await self._confirm_pool(head)
         if (self.tx is not None and self.config.mode == "liquidate"
                 and self.config.capital in ("own-balance", "auto")):
             await self._ensure_approvals(head)
@@ -179,18 +179,26 @@ class AaveLiquidator:
                 f"protocols[{self.adapter.name}]'s pool {self._pool_address}; deploy one for "
                 "that pool (one FlashLiquidator per pool)")
 
-    async def _confirm_pool(self) -> None:
+    async def _confirm_pool(self, head: int | None = None) -> None:
         """The pool gets the keeper's approvals and, through liquidationCall, its tokens:
         pinned in the config (`pool`, as the mainnet profiles do), or agreed by the endpoints
-        (`protocols/confirm.py`)."""
+        (`protocols/confirm.py`) and running code keeperd recognises (a published Aave
+        implementation, or a devnet build: `identity.py`). An operator who pins a pool has
+        checked it; one keeperd found by asking is approved only if its code is known."""
         if self.adapter.config.pool is not None:
             return
         from keeperd.protocols.confirm import confirm_address
 
+        where = f"protocols[{self.adapter.name}].pool"
         await confirm_address(self.pool, self.adapter.config.addresses_provider, "getPool()",
                               expected=self._pool_address, what="the Aave pool",
-                              where=f"protocols[{self.adapter.name}].pool",
-                              pin="pool")
+                              where=where, pin="pool")
+        if head is not None and not (await self.adapter.read_market(head)).rules.known:
+            raise StartRefused(
+                f"{where}: the pool behind {self.adapter.config.addresses_provider} "
+                f"({self._pool_address}) runs code keeperd does not recognise as a published "
+                "Aave deployment; liquidate mode approves it the keeper's tokens only when "
+                "the config pins it: check the address, then set `pool:`")
 
     async def _ensure_approvals(self, head: int) -> None:
         """The pool approved the keeper's balance of each reserve (execution/approvals.py)."""
