@@ -877,7 +877,12 @@ class Executor:
             return
         winners = [seen.liquidator for e in logs
                    if (seen := self.adapter.decode_liquidation(e, book)) is not None]
-        others = [w for w in winners if self.keeper is None or w.lower() != self.keeper.lower()]
+        # Ours: the keeper, and the contracts it liquidates through (the FlashLiquidator, the
+        # MorphoLiquidator), which the protocols' events name as the liquidator.
+        ours = {self.keeper.lower()} if self.keeper is not None else set()
+        rules = getattr(self.liquidator, "signing_rules", None)
+        ours |= {r.to.lower() for r in (rules() if rules is not None else []) if r.to != "*"}
+        others = [w for w in winners if w.lower() not in ours]
         if not others:
             return
         winner = others[-1]
