@@ -251,9 +251,14 @@ class AccountIndexer:
                     return None
                 await self._rewind(number, reason=reason)
                 return number
-        oldest = stored[-1][0]
-        target = max(self.start_block - 1, oldest - 1)
-        await self._rewind(target, reason=reason)
+        # Not one block the index remembers is on the chain: a chain started again (a devnet
+        # brought up from its state: the remembered blocks above its head do not exist), or
+        # a reorg deeper than every remembered hash. Nothing of the index can be vouched for:
+        # it is read anew from `start_block`. (Rewinding to just below the oldest remembered
+        # block left a cursor thousands of blocks above the new chain's head, and every
+        # account opened since unseen.)
+        target = self.start_block - 1
+        await self._rewind(target, reason=f"{reason}: no remembered block on the chain")
         return target
 
     async def _rewind(self, to_block: int, reason: str) -> list[str]:
