@@ -475,13 +475,14 @@ class AlertEngine:
                 "capital_shortfall", route, {"chain": chain, "protocol": protocol,
                                              "asset": symbol},
                 "warning" if s else None, None, None, self.repeat_interval(route),
-                summary=(f"the keeper lacks {s.missing_tokens:,.6g} {symbol} on {protocol}: "
+                summary=(f"the keeper lacks {_amount(s.missing_tokens)} {symbol} on {protocol}: "
                          f"{s.opportunities} liquidation(s) worth ${s.profit_forgone_usd:,.2f} "
                          "not sent") if s else "",
                 resolved_summary=f"the keeper's {symbol} covers {protocol}'s liquidations "
                                  "again",
                 action="Fund the keeper with the debt asset, or set keeper.capital: auto "
-                       "(with a FlashLiquidator) to use flash loans when it falls short.",
+                       "to liquidate through the protocol's capital-free contract "
+                       "(FlashLiquidator, MorphoLiquidator) when it falls short.",
                 details={"missing": s.missing_tokens, "opportunities": s.opportunities,
                          "profit_forgone_usd": round(s.profit_forgone_usd, 2)} if s else None))
         return conditions
@@ -799,3 +800,8 @@ class AlertEngine:
             key = (sample.labels["rule"], sample.labels["severity"])
             if key not in counts:
                 self.metrics.alerts_firing.labels(*key).set(0)
+
+
+def _amount(tokens: float) -> str:
+    """A token amount for people: 1,200,650 not 1.20065e+06; small ones to 6 figures."""
+    return f"{tokens:,.2f}" if tokens >= 1 else f"{tokens:.6g}"

@@ -144,6 +144,10 @@ class Executor:
         self._last: ScanResult | None = None
         self._lost_race_checks: list[tuple[Opportunity, str, int, str]] = []
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
+        # What the keeper's balances could not pay for in the last block: `_short_of` as the
+        # gauges show it, `capital_shortfall` (alerted) only when it was forgone — under
+        # `capital: auto` the capital-free path took it, and nothing was left unsent.
+        self._short_of: dict[str, Shortfall] = {}
         self.capital_shortfall: dict[str, Shortfall] = {}
         # Outcomes, for the alert engine (its subscriber): noted as they happen, written
         # together (`events_flush`) once the block's work — or the start's — is done.
@@ -218,7 +222,7 @@ class Executor:
     async def _act(self, result: ScanResult) -> None:
         view = result.view
         liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
-        if not liquidatable and not result.partial and self.capital_shortfall:
+        if not liquidatable and not result.partial and self._short_of:
             await self._fund([], result)  # nothing to pay for: the shortfall is over
         if result.partial:
             # Price-exposed accounts only: act at once, settle and bookkeep on the full view.
@@ -340,13 +344,14 @@ class Executor:
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
-        publish_shortfall(self.metrics, *self.labels, self.capital_shortfall, short,
+        publish_shortfall(self.metrics, *self.labels, self._short_of, short,
                           counted=not auto,
                           fix="fund the keeper with the debt asset"
                               + (", or set keeper.capital: auto to liquidate through the "
                                  "protocol's capital-free contract (FlashLiquidator, "
                                  "MorphoLiquidator) when it falls short" if flash_path else ""))
-        self.capital_shortfall = short
+        self._short_of = short
+        self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])
 
     async def _key_for(self, key: OpportunityKey) -> str | None:
