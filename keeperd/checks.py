@@ -19,6 +19,7 @@ from keeperd.config import (
     ConfigIssue,
     RemoteSignerKey,
     load_config,
+    webhook_secret_problem,
 )
 from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
@@ -46,6 +47,12 @@ def local_issues(config: Config) -> list[ConfigIssue]:
             check_secret_file(path, field)
         except SecretError as exc:
             issues.append(ConfigIssue(field, str(exc), exc.fix))
+            continue
+        if field.endswith(".secret_file"):  # a webhook's: as long as `run` requires
+            problem = webhook_secret_problem(path.read_text().strip())
+            if problem is not None:
+                why, _, fix = problem.partition("; fix: ")
+                issues.append(ConfigIssue(field, why, fix))
     return issues
 
 

@@ -678,6 +678,10 @@ def _devnet_control(manifest: dict[str, Any]) -> Iterator[DevnetControl]:
                             "`keeperd devnet up`") from None
     except DevnetRpcError as exc:
         raise CommandFailed(f"the devnet refused it: {exc}") from None
+    except TimeoutError:
+        raise CommandFailed(f"the devnet at {manifest['rpc_url']} did not answer in time (a "
+                            "daemon reading every block slows it; what it finished stays "
+                            "done): try again, or in smaller steps") from None
     finally:
         control.close()
 

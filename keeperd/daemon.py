@@ -117,6 +117,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
+        self._metrics_token: str | None = None  # what /metrics asks for (_web_server)
         self.executors: dict[str, Executor] = {}
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
@@ -491,6 +492,8 @@ class Daemon:
         old_rest = self.config.model_dump(exclude={"alerts"})
         new_rest = new.model_dump(exclude={"alerts"})
         needs_restart = sorted(k for k in new_rest if new_rest[k] != old_rest[k])
+        if "metrics" not in needs_restart and self._metrics_token_changed(new):
+            needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
         log.info("daemon.reloaded", reloaded=["alerts"],
                  routes=[r.name for r in new.alerts.routes],
@@ -637,12 +640,21 @@ class Daemon:
                               error=f"{type(exc).__name__}: {exc}")
         return on_event
 
+    def _metrics_token_changed(self, new: Config) -> bool:
+        """A token file rewritten in place changes no config field; the server keeps the
+        token it started with until a restart, which the reload must say."""
+        try:
+            return read_bearer_token(new.metrics) != self._metrics_token
+        except SecretError:
+            return True
+
     def _web_server(self) -> WebServer:
         served = self.config.metrics
         try:
             token = read_bearer_token(served)
         except SecretError as exc:
             raise StartupError(f"{exc.field}: {exc}; fix: {exc.fix}") from None
+        self._metrics_token = token
         if token is not None:
             self.redactor.add(token)
         elif not is_loopback(served.listen):

@@ -35,6 +35,7 @@ class PriceWalkError(RuntimeError):
 # The oldest a devnet feed's round may be after a devnet command: well inside the shortest
 # heartbeat a config sets (an hour, example.yaml's and Chainlink's volatile feeds).
 FRESH_FEED_S = 600
+MINE_RUN = 250  # blocks per anvil_mine call (`DevnetControl.mine`)
 
 
 class DevnetControl:
@@ -208,7 +209,14 @@ class DevnetControl:
             self.manifest["aave_v3"]["pool"], pool_art.encode_call("getUserAccountData", user)))
 
     def mine(self, blocks: int = 1) -> int:
-        self.client.mine(blocks)
+        """Mine `blocks`, in runs of at most MINE_RUN: anvil answers a run only once it is
+        all mined, and a daemon reading every block beside it slows each one (4,000 at once
+        outlasted the client's timeout, seen by hand)."""
+        left = blocks
+        while left > 0:
+            run = min(left, MINE_RUN)
+            self.client.mine(run)
+            left -= run
         return self.client.block_number()
 
     def advance_time(self, seconds: int, mine: bool = True) -> None:

@@ -150,6 +150,22 @@ def test_set_price_refuses_a_symbol_the_devnet_does_not_have(
     assert "did you mean WETH?" in err and "WBTC, WETH" in err and "Traceback" not in err
 
 
+def test_a_devnet_too_slow_to_answer_is_one_line(
+        stopped_devnet: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`devnet mine 4000` beside a running daemon outlasted the client's timeout: a raw
+    TimeoutError traceback (seen by hand). Now one line, and mining goes in runs."""
+    from keeperd.devnet.handle import DevnetControl
+
+    def slow(self: DevnetControl, blocks: int = 1) -> int:
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(DevnetControl, "mine", slow)
+    assert cli.main(["devnet", "mine", "4000"]) == 1
+    err = capsys.readouterr().err
+    assert "did not answer in time" in err and "Traceback" not in err
+
+
 def test_mine_refuses_a_negative_count(stopped_devnet: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:

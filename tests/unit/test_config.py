@@ -286,6 +286,12 @@ def test_a_webhook_secret_under_32_bytes_is_refused_at_load(tmp_path: Path) -> N
         env={})
     with pytest.raises(SinkError, match=rf"secret_file {short}: .*31 bytes.*openssl rand"):
         make_sink(config.alerts.routes[0].sinks[0])  # what the daemon does at start
+    # And check-config says so before the restart that `run` would refuse (seen by hand:
+    # check-config passed a 16-byte secret file, then the daemon would not start).
+    from keeperd.checks import local_issues
+
+    [issue] = [i for i in local_issues(config) if i.path.endswith("secret_file")]
+    assert "31 bytes" in issue.message and "openssl rand -hex 32" in issue.fix
 
 
 def test_sink_ids_are_stable_unique_in_a_route_and_never_show_a_secret() -> None:

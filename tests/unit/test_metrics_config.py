@@ -62,3 +62,20 @@ def test_check_config_checks_the_token_file(tmp_path: Path) -> None:
     assert issue.path == "metrics.bearer_token_file" and "chmod 600" in str(issue)
     token.chmod(0o600)
     assert local_issues(config) == []
+
+
+def test_a_reload_says_a_rewritten_token_file_needs_a_restart(tmp_path: Path) -> None:
+    """The server keeps the token it started with; a token file rewritten in place changes no
+    config field, and the reload said `needs_restart: []` while the old token still worked
+    (seen by hand)."""
+    from keeperd.daemon import Daemon
+
+    token = tmp_path / "metrics.token"
+    token.write_text("a" * 40 + "\n")
+    token.chmod(0o600)
+    config = parse_config({**MINIMAL, "metrics": {"bearer_token_file": str(token)}}, env={})
+    daemon = Daemon(config)
+    daemon._metrics_token = "a" * 40  # what _web_server read at start
+    assert not daemon._metrics_token_changed(config)
+    token.write_text("b" * 40 + "\n")
+    assert daemon._metrics_token_changed(config)
