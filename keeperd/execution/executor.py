@@ -35,6 +35,7 @@ from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal, track_again
+from keeperd.execution.swap import seller_outcome
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -853,7 +854,13 @@ class Executor:
                                         entry.account)
 
     def _realised_profit(self, outcome: Outcome) -> float:
-        """Seized minus repaid, valued at the latest prices, from our liquidation event."""
+        """From our liquidation event: through a seller contract (the flash and callback
+        paths), what it sent the beneficiary — the sale's proceeds less the repayment, in the
+        debt asset, valued at the event's own repaid price; with the keeper's capital, seized
+        minus repaid at the latest prices (the collateral stays with the keeper). Seized
+        minus repaid for a contract's liquidation ignored the sale: $52,568 logged of 313,679
+        USDC received on a devnet where the pools lagged the oracle, and on mainnet it would
+        overstate what slippage took."""
         if outcome.receipt is None:
             return 0.0
         book = self._last.book if self._last is not None else None
@@ -863,6 +870,10 @@ class Executor:
                 continue
             if seen.profit_usd is not None:
                 return seen.profit_usd
+            sold = seller_outcome(outcome.receipt, seen.liquidator)
+            if sold is not None and sold[0] > 0 and seen.repaid_usd is not None:
+                repaid, profit = sold
+                return profit / repaid * seen.repaid_usd
             if seen.seized_usd is not None and seen.repaid_usd is not None:
                 return seen.seized_usd - seen.repaid_usd
         return 0.0

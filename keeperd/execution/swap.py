@@ -118,3 +118,25 @@ async def answer(pool: RpcPool, contract: str, signature: str, returns: str, *, 
             f"{field}: {contract} answers no {signature} ({exc}); it is not the current "
             f"contracts/{name}.sol. Deploy that (README, quick start) and point {field} at "
             "it") from exc
+
+
+# The seller contracts' `Liquidated` events (contracts/FlashLiquidator.sol,
+# contracts/MorphoLiquidator.sol): their data is (repaid, seized, profit), repaid and profit in
+# the debt asset, the profit being what the beneficiary was sent in the same transaction.
+SELLER_LIQUIDATED_TOPICS = frozenset(
+    "0x" + keccak(text=signature).hex() for signature in (
+        "Liquidated(address,address,address,uint256,uint256,uint256)",
+        "Liquidated(address,bytes32,uint256,uint256,uint256)"))
+
+
+def seller_outcome(receipt: dict[str, Any], contract: str) -> tuple[int, int] | None:
+    """(repaid, profit) in debt-asset units from `contract`'s Liquidated event in the
+    receipt; None when it has none (a liquidation not made through a seller contract)."""
+    for entry in receipt.get("logs", []):
+        topics = entry.get("topics") or []
+        if (str(entry.get("address", "")).lower() == contract.lower() and topics
+                and topics[0] in SELLER_LIQUIDATED_TOPICS):
+            data = bytes.fromhex(str(entry.get("data", "0x"))[2:])
+            if len(data) == 96:
+                return int.from_bytes(data[:32], "big"), int.from_bytes(data[64:], "big")
+    return None
