@@ -175,6 +175,14 @@ class Daemon:
             detail[name] = {"healthy_endpoints": healthy,
                             "head": rt.blocks.head.number if rt.blocks.head else None,
                             "following": fresh}
+            if not fresh:  # say why, not only that (an idle devnet mines no block)
+                detail[name]["why"] = (
+                    "no block seen yet" if rt.last_block_at is None else
+                    f"no new block for {now - rt.last_block_at:.0f} s (more than "
+                    f"{stale_after:.0f} s): the chain halted, or the endpoints stopped "
+                    "serving new heads; a devnet that mines only on transactions halts too")
+            elif healthy == 0:
+                detail[name]["why"] = "no healthy RPC endpoint"
             ok = ok and healthy > 0 and fresh
         for name, scanner in self.scanners.items():
             lag = self._index_lag(scanner)

@@ -598,7 +598,9 @@ class AlertEngine:
                     "index_lag", route, labels, sev, float(lag), levels,
                     self.repeat_interval(route),
                     summary=f"{protocol} index is {lag} blocks behind the head of {chain}",
-                    resolved_summary=f"{protocol} index caught up ({lag} blocks behind)",
+                    resolved_summary=(f"{protocol} index back within "
+                                      f"{rules.index_lag.warn_blocks} blocks of the head "
+                                      f"({lag} behind)"),
                     action="Positions opened meanwhile are not watched yet; check eth_getLogs "
                            "on the RPC (range limits, errors)."))
         route = self.config.route_for("keeper_balance")

@@ -79,3 +79,26 @@ def test_a_reload_says_a_rewritten_token_file_needs_a_restart(tmp_path: Path) ->
     assert not daemon._metrics_token_changed(config)
     token.write_text("b" * 40 + "\n")
     assert daemon._metrics_token_changed(config)
+
+
+def test_readyz_says_why_a_chain_is_not_followed() -> None:
+    """An idle devnet turned /readyz 503 with `"following": false` and no reason (by hand)."""
+    import time
+    from types import SimpleNamespace
+
+    from keeperd.daemon import Daemon
+
+    daemon = Daemon(parse_config(MINIMAL, env={}))
+
+    def chain(last_block_at: float | None) -> object:
+        return SimpleNamespace(pool=SimpleNamespace(healthy_count=lambda: 1),
+                               config=SimpleNamespace(poll_interval=1.0),
+                               last_block_at=last_block_at, blocks=SimpleNamespace(head=None))
+
+    daemon.chains = {"devnet": chain(time.monotonic() - 95)}  # type: ignore[dict-item]
+    ok, detail = daemon.readiness()
+    assert not ok and "no new block for 95 s" in detail["devnet"]["why"]
+    daemon.chains = {"devnet": chain(None)}  # type: ignore[dict-item]
+    assert daemon.readiness()[1]["devnet"]["why"] == "no block seen yet"
+    daemon.chains = {"devnet": chain(time.monotonic())}  # type: ignore[dict-item]
+    assert "why" not in daemon.readiness()[1]["devnet"]
