@@ -805,5 +805,5 @@ class AlertEngine:
 
 
 def _amount(tokens: float) -> str:
-    """A token amount for people: 1,200,650 not 1.20065e+06; small ones to 6 figures."""
-    return f"{tokens:,.2f}" if tokens >= 1 else f"{tokens:.6g}"
+    """A token amount for people: 1,200,650.5 not 1.20065e+06; small ones to 6 figures."""
+    return f"{tokens:,.2f}".rstrip("0").rstrip(".") if tokens >= 1 else f"{tokens:.6g}"
