@@ -90,7 +90,7 @@ def keeper_liquidations(devnet: Devnet, from_block: int) -> list[dict[str, Any]]
     """The Aave pool's LiquidationCall logs since `from_block` whose liquidator is the tests'
     keeper: what the chain says it did (the data: debtToCover, liquidatedCollateralAmount,
     liquidator, receiveAToken)."""
-    from tests.integration.test_liquidation import KEEPER as keeper
+    from tests.keeper_harness import KEEPER as keeper
 
     found: list[dict[str, Any]] = devnet.client.call("eth_getLogs", {
         "fromBlock": hex(from_block), "toBlock": "latest",

@@ -37,7 +37,7 @@ def log_times(logs: Path) -> list[float]:
 @pytest.mark.skipif(not LIBFAKETIME.is_file(), reason="`make setup` installs Debian's faketime")
 def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
         devnet: Devnet, tmp_path: Path) -> None:
-    from tests.integration.test_liquidation import chain_health
+    from tests.keeper_harness import chain_health
 
     # Two watched accounts under their warn level: two alerts, each its own webhook request.
     devnet.set_price("WETH", devnet.manifest["prices_usd"]["WETH"] * 0.93)

@@ -32,7 +32,11 @@ from tests.faults.invariants import (
     read_state,
 )
 from tests.integration.test_daemon import get
-from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
+from tests.keeper_harness import (
+    KEEPER_KEY,
+    chain_health,
+    fund_keeper,
+)
 from tests.keeperd_process import start_keeperd, wait_until
 
 SECRET = "crash-point-webhook-secret-of-32-bytes"

@@ -17,13 +17,12 @@ from keeperd.execution import journal as J
 from tests.conftest import metric_value
 from tests.faults.chaos_proxy import ChaosProxy, Fault
 from tests.faults.invariants import assert_index_complete, journal_problems, keeper_liquidations
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     Running,
     config_for,
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 SETTLED = (J.INCLUDED, J.DROPPED, J.LOST_RACE, J.REVERTED)
@@ -64,7 +63,7 @@ LOSSES = {"answer lost after the node took it, once": ("drop_answer", 1),
 
 @pytest.mark.parametrize("loss", LOSSES)
 async def test_a_wave_whose_broadcast_answer_is_lost_lands_once(
-        devnet: Devnet, tmp_path: Path, run_daemon, loss: str) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon, loss: str) -> None:
     kind, times = LOSSES[loss]
     fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
@@ -91,7 +90,7 @@ async def test_a_wave_whose_broadcast_answer_is_lost_lands_once(
 
 
 async def test_a_node_telling_far_future_heads_changes_nothing(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Every third head it is asked for is 10,000 blocks ahead, with a hash no block has:
     each is held (never the tip, never a jump of the index), the real blocks are followed,
     the crash is liquidated."""

@@ -14,12 +14,11 @@ from keeperd.devnet.handle import Devnet
 from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
 from keeperd.protocols.plugin import StartRefused
 from tests.faults.chaos_proxy import ChaosProxy
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 ATTACKER = "0x000000000000000000000000000000000000bad1"
@@ -32,7 +31,7 @@ def allowance(devnet: Devnet, token: str, spender: str) -> int:
 
 
 async def test_endpoints_that_disagree_on_the_pool_refuse_the_start(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.call_lies[GET_POOL] = "0x" + ATTACKER[2:].rjust(64, "0")
@@ -46,7 +45,7 @@ async def test_endpoints_that_disagree_on_the_pool_refuse_the_start(
 
 
 async def test_a_pinned_pool_is_used_whatever_an_endpoint_says(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.call_lies[GET_POOL] = "0x" + ATTACKER[2:].rjust(64, "0")
@@ -82,12 +81,12 @@ GET_SWAP_POOL = "0x" + function_signature_to_4byte_selector(
 
 
 async def test_a_lying_factory_answer_cannot_name_the_flash_swap_pool(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """#28 item 3: the flash path's swap pool was the factory's `getPool` answer, so one lying
     endpoint sent every seized collateral to its own contract (or, here, to an address with no
     code: nothing liquidated). It is derived now (CREATE2), the answer never asked: the crash
     is liquidated through the real pools, and nothing reaches the liar's address."""
-    from tests.integration.test_liquidation import crash_and_collect
+    from tests.keeper_harness import crash_and_collect
 
     flash = devnet.manifest["flash_liquidator"]["address"]
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
@@ -116,7 +115,7 @@ async def test_a_lying_factory_answer_cannot_name_the_flash_swap_pool(
 
 @pytest.mark.parametrize("wrong", ["factory", "contract", "pool", "owner"])
 async def test_a_flash_contract_that_sells_elsewhere_refuses_the_start(
-        devnet: Devnet, tmp_path: Path, run_daemon, wrong: str) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon, wrong: str) -> None:
     """keeperd checks the pools exist on the configured factory; the contract sells on its
     own: they must be one. An older FlashLiquidator (no `uniswapFactory()`) takes other
     calldata: refused with what to deploy. One deployed for another Aave pool, or owned by
@@ -152,7 +151,7 @@ def curie_liquidate(devnet: Devnet, tmp_path: Path, rpc_urls: list[str],
                     vault: str | None = None):  # type: ignore[no-untyped-def]
     from keeperd.config import parse_config
     from tests.integration.test_curie import curie_config
-    from tests.integration.test_liquidation import KEEPER_KEY
+    from tests.keeper_harness import KEEPER_KEY
 
     data = curie_config(devnet, tmp_path)
     data["chains"][0]["rpc_urls"] = rpc_urls
@@ -164,7 +163,7 @@ def curie_liquidate(devnet: Devnet, tmp_path: Path, rpc_urls: list[str],
 
 @pytest.mark.parametrize("case", ["disagree", "pinned-elsewhere"])
 async def test_curies_vault_is_not_approved_on_one_lying_answer(
-        devnet: Devnet, tmp_path: Path, run_daemon, case: str) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon, case: str) -> None:
     """#28 item 1 for Curie: the Vault (approved the keeper's USDC, paid its deposits) came
     from one `getVault()` answer. One endpoint naming another vault refuses the start; a pin
     the ClearingHouse contradicts refuses it too; nothing is approved to the liar's."""
@@ -186,7 +185,7 @@ async def test_curies_vault_is_not_approved_on_one_lying_answer(
 
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "agreed"])
 async def test_a_pinned_or_agreed_vault_is_approved(
-        devnet: Devnet, tmp_path: Path, run_daemon, pinned: bool) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon, pinned: bool) -> None:
     vault = devnet.manifest["perp_curie"]["vault"] if pinned else None
     fund_keeper(devnet)
     keeper = await run_daemon(curie_liquidate(devnet, tmp_path, [devnet.manifest["rpc_url"]],
@@ -198,7 +197,7 @@ async def test_a_pinned_or_agreed_vault_is_approved(
 
 
 async def test_approvals_are_the_balance_and_follow_a_top_up(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """#28 item 1: the pool is approved the keeper's balance of each reserve, not
     `type(uint256).max`; a top-up is approved in turn within a few blocks (and nothing more)."""
     from keeperd.devnet import contracts

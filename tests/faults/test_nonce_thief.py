@@ -15,18 +15,17 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_value
 from tests.faults.invariants import journal_problems, keeper_liquidations
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
 async def test_a_nonce_taken_by_another_process_is_dropped_and_planned_again_once(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
                                          key={"source": "env", "env": "KEEPER_KEY"}))

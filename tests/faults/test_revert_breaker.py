@@ -10,11 +10,10 @@ from pathlib import Path
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
@@ -28,7 +27,7 @@ def restore_first(devnet: Devnet, symbol: str, usd: float) -> None:
 
 
 async def test_liquidations_reverting_on_chain_pause_sending(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
                                          key={"source": "env", "env": "KEEPER_KEY"},

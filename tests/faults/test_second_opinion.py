@@ -20,13 +20,12 @@ from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.metrics import Metrics
 from tests.faults.chaos_proxy import ChaosProxy
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 LIQUIDATION_CALL = "0x" + function_signature_to_4byte_selector(
@@ -45,7 +44,7 @@ async def revoke_allowance(devnet: Devnet, symbol: str) -> None:
 
 @pytest.mark.parametrize("second_opinion", [True, False], ids=["second-opinion", "without"])
 async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_revert(
-        devnet: Devnet, tmp_path: Path, run_daemon, second_opinion: bool) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon, second_opinion: bool) -> None:
     fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         config = config_for(devnet, tmp_path, "liquidate",

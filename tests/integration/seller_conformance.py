@@ -17,7 +17,7 @@ from keeperd.devnet import contracts
 from keeperd.devnet.client import DevnetRpcError
 from keeperd.devnet.handle import Devnet
 from keeperd.devnet.solc import compile_sources
-from tests.integration.test_liquidation import KEEPER
+from tests.keeper_harness import KEEPER
 
 GAS = 3_000_000
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"

@@ -24,7 +24,7 @@ from keeperd.scanner import ProtocolScanner
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value, metric_zero_or_absent
 from tests.faults.chaos_proxy import ChaosProxy
-from tests.integration.test_liquidation import chain_health
+from tests.keeper_harness import chain_health
 
 ROOT = Path(__file__).resolve().parents[2]
 NEWCOMER = "0x000000000000000000000000000000000000bEEF"

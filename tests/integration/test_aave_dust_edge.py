@@ -15,7 +15,7 @@ from keeperd.protocols.aave_v3.liquidation import plan_liquidations
 from keeperd.protocols.aave_v3.liquidator import liquidation_calldata
 from keeperd.protocols.aave_v3.math import exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
-from tests.integration.test_liquidation import (
+from tests.keeper_harness import (
     KEEPER,
     LIQUIDATION_CALL_TOPIC,
     fund_keeper,

@@ -15,13 +15,12 @@ from keeperd.oracles.chainlink import read_feeds
 from keeperd.oracles.checks import FeedPolicy, check_feed
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from tests.integration.test_breaker import block_time
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     chain_health,
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
@@ -76,7 +75,7 @@ async def test_adapter_sources_are_read_and_timed_by_the_feeds_they_wrap(
 
 
 async def test_a_grace_period_holds_liquidations_until_it_ends(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     configure(devnet, "setReservePause", devnet.manifest["tokens"]["WETH"], False, 600)
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
@@ -107,7 +106,7 @@ async def test_a_grace_period_holds_liquidations_until_it_ends(
 
 
 async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     configure(devnet, "setReservePause", devnet.manifest["tokens"]["USDC"], True)
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
@@ -128,7 +127,7 @@ async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
 
 
 async def test_collateral_the_reserve_cannot_pay_out_is_taken_as_atokens(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Utilisation near 100 %: the WETH reserve's virtual balance is smaller than what a
     liquidation seizes, so the underlying cannot be paid out (v3.1+). keeperd asks for aWETH
     instead (receiveAToken) and the liquidation goes through."""

@@ -21,12 +21,11 @@ from keeperd.protocols.aave_v3.identity import IMPLEMENTATION_SLOT, built_finger
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from tests.alert_fakes import Webhook
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER_KEY,
     chain_health,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 FORK_IMPLEMENTATION = "0x00000000000000000000000000000000000f0e4b"
@@ -101,7 +100,7 @@ async def test_the_devnet_pools_are_recognised_by_their_code(aave_devnet: Devnet
 
 
 async def test_unrecognised_rules_are_liquidated_on_the_chains_word(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """A 30 % WETH crash on a pool whose code keeperd does not recognise: at least 95 % of the
     accounts under water are liquidated, none reverts, every send was confirmed by the pool's
     own health and a simulated outcome that pays, and `revision_unverified` is told once."""
@@ -152,7 +151,7 @@ async def test_unrecognised_rules_are_liquidated_on_the_chains_word(
 
 
 async def test_unrecognised_rules_under_hold_send_nothing(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     run_unrecognised_code(devnet)
     devnet.mine(1)
     fund_keeper(devnet)
@@ -179,7 +178,7 @@ async def test_unrecognised_rules_under_hold_send_nothing(
 
 
 async def test_an_unrecognised_pool_found_by_asking_is_not_approved(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """#28 item 1: a pool keeperd found through the provider (not pinned) gets the keeper's
     approvals only if its code is a deployment keeperd knows; unrecognised code must be pinned
     by the operator, who has checked it. Nothing is approved."""

@@ -27,7 +27,10 @@ from keeperd.metrics import Metrics
 from tests.alert_fakes import Recorder, telegram_app, webhook_app
 from tests.conftest import serve
 from tests.integration.test_daemon import logs_of, start
-from tests.integration.test_liquidation import KEEPER_KEY, fund_keeper
+from tests.keeper_harness import (
+    KEEPER_KEY,
+    fund_keeper,
+)
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 CHAT = -1001234567890

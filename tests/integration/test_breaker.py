@@ -12,11 +12,10 @@ import pytest
 
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +26,7 @@ def block_time(devnet: Devnet) -> int:
 
 
 async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_path: Path,
-                                                          run_daemon) -> None:  # noqa: F811
+                                                          run_daemon) -> None:
     fund_keeper(devnet)
     config = config_for(devnet, tmp_path, "liquidate",
                         key={"source": "env", "env": "KEEPER_KEY"})
@@ -61,7 +60,7 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
 
 
 async def test_manual_trip_from_the_cli_takes_effect_at_the_next_block(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     import yaml
 
     fund_keeper(devnet)
@@ -127,7 +126,7 @@ class SequencerFeed:
 
 
 async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     sequencer = SequencerFeed(devnet, 0, block_time(devnet) - 86_400)
     feed = sequencer.address
     config = config_for(devnet, tmp_path, "alert-only")
@@ -160,7 +159,7 @@ async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
 
 
 async def test_wide_pyth_confidence_pauses_like_staleness(devnet: Devnet, tmp_path: Path,
-                                                          run_daemon) -> None:  # noqa: F811
+                                                          run_daemon) -> None:
     from keeperd.config import PythConfig
     from keeperd.devnet import contracts, paths
     from keeperd.devnet.solc import compile_sources, load_sources

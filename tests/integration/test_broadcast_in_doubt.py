@@ -18,7 +18,10 @@ from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.keys import _from_hex
 from keeperd.metrics import Metrics
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
 # Nothing to the keeper itself: the one transaction the signing policy allows with no
 # liquidator declaring any call.

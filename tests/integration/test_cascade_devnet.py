@@ -163,7 +163,11 @@ async def test_the_pools_depth_is_what_a_real_swap_moves(devnet: Devnet, pool,  
     towards a deeper drop)."""
     from keeperd.chain.multicall import encode_call
     from keeperd.protocols.aave_v3.liquidator import flash_calldata
-    from tests.integration.test_liquidation import KEEPER, chain_health, fund_keeper
+    from tests.keeper_harness import (
+    KEEPER,
+    chain_health,
+    fund_keeper,
+)
 
     fund_keeper(devnet)
     book, _ = await snapshot(devnet, pool, tmp_path)

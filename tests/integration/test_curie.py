@@ -24,7 +24,6 @@ from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import run_daemon  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,12 +227,15 @@ def collateral_liquidations_on_chain(devnet: Devnet, since: int) -> list[dict[st
 
 @pytest.mark.slow
 async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unwound(
-        devnet: Devnet, tmp_path: Path, run_daemon,  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon,
         monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from keeperd.devnet import contracts
-    from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+    from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
     monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
     token = contracts.aave("MintableERC20")
@@ -315,7 +317,10 @@ def test_curie_liquidations_pending_at_sigkill_are_resumed_never_sent_twice(
     from keeperd.devnet import contracts
     from keeperd.devnet.curie import deposit
     from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
-    from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+    from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
     from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
 
     curie = devnet.manifest["perp_curie"]

@@ -23,7 +23,10 @@ from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
 from keeperd.protocols.perp_curie.liquidator import CurieLiquidator
 from tests.conftest import metric_value
 from tests.integration.test_curie import chain_liquidatable, curie_config, read_book
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, run_daemon  # noqa: F401
+from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
 
 def set_market(devnet: Devnet, base: str, fn: str, *args: Any) -> None:
@@ -46,7 +49,7 @@ def liquidated_on_chain(devnet: Devnet, since: int) -> list[tuple[str, str]]:
 
 async def test_a_paused_market_holds_its_liquidations_and_the_others_go_on(
         devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics,
-        run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     from keeperd.devnet import contracts
 
     curie = devnet.manifest["perp_curie"]

@@ -8,18 +8,17 @@ from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     chain_health,
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
 async def test_a_dry_run_shows_what_liquidate_then_sends(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)  # funded, never approved: dry-run sends no approvals
     assert devnet.client.call("eth_call", {"to": devnet.manifest["tokens"]["USDC"],
                                            "data": "0xdd62ed3e" + KEEPER[2:].lower().rjust(64, "0")

@@ -32,7 +32,10 @@ from tests.integration.seller_conformance import (  # noqa: F401 - the shared su
     test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing,
     transfers,
 )
-from tests.integration.test_liquidation import KEEPER, chain_health
+from tests.keeper_harness import (
+    KEEPER,
+    chain_health,
+)
 
 pytestmark = pytest.mark.devnet
 

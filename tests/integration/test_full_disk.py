@@ -20,7 +20,7 @@ from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
 from tests.faults.invariants import assert_index_complete
 from tests.faults.test_lagging_endpoint import NEWCOMER
-from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
+from tests.keeper_harness import config_for
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def fill(disk: Path) -> Path:
 
 @pytest.mark.slow
 async def test_a_full_state_disk_is_reported_and_survived(devnet: Devnet, tmp_path: Path,
-                                                         run_daemon) -> None:  # noqa: F811
+                                                         run_daemon) -> None:
     with small_disk(tmp_path / "disk") as disk:
         config = config_for(devnet, tmp_path, "alert-only")
         config = config.model_copy(update={"state_dir": disk / "state"})

@@ -16,12 +16,11 @@ from keeperd.execution.executor import WAVE
 from keeperd.storage.db import STATE_FILE
 from tests.faults.chaos_proxy import ChaosProxy, Fault
 from tests.faults.invariants import keeper_liquidations
-from tests.integration.test_liquidation import (  # noqa: F401
+from tests.keeper_harness import (
     KEEPER_KEY,
     chain_health,
     config_for,
     fund_keeper,
-    run_daemon,
 )
 from tests.keeperd_process import journal_rows
 
@@ -29,7 +28,7 @@ STOP_BUDGET_S = 5.0  # Daemon._drain's limit
 
 
 async def test_a_stop_mid_wave_lets_the_crash_finish_within_the_budget(
-        devnet: Devnet, tmp_path: Path, run_daemon,  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
     fund_keeper(devnet)

@@ -12,7 +12,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.storage.account_index import IndexStore
-from tests.integration.test_liquidation import config_for
+from tests.keeper_harness import config_for
 
 NEWCOMER = "0x00000000000000000000000000000000deadbeef"
 

@@ -15,13 +15,12 @@ from keeperd.execution import journal as J
 from keeperd.execution.txmanager import FOREIGN_QUIET_BLOCKS
 from tests.alert_fakes import Webhook
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     KEEPER_KEY,
     chain_health,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
@@ -36,7 +35,7 @@ async def told(webhook: Webhook, rule: str, status: str, limit_s: float = 10) ->
 
 
 async def test_another_sender_on_the_key_is_told_and_waited_out(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     webhook = Webhook()
     config = parse_config({

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from keeperd.devnet.handle import Devnet
-from tests.integration.test_liquidation import KEEPER_KEY
+from tests.keeper_harness import KEEPER_KEY
 from tests.keeperd_process import start_keeperd, wait_until
 
 

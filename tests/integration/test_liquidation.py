@@ -4,125 +4,31 @@ its own balance as capital, and the real Aave V3 pool."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from keeperd.config import parse_config
 from keeperd.daemon import Daemon
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
 from tests.conftest import metric_value
-from tests.keeperd_process import journal_rows as read_journal
-from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 
 # anvil's default mnemonic, account 5: a published test key, never used for anything real.
-KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
-KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
-LIQUIDATION_CALL_TOPIC = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
-
-
-def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) -> None:
-    """$50M of every reserve's token (approved once, from zero: USDT-like tokens allow no
-    more)."""
-    token = contracts.aave("MintableERC20")
-    devnet.client.call("anvil_setBalance", address, hex(100 * 10**18))
-    for symbol, reserve in devnet.manifest["aave_v3"]["reserves"].items():
-        amount = int(50_000_000 / devnet.manifest["prices_usd"][symbol])
-        decimals = reserve["decimals"]
-        address_token = devnet.manifest["tokens"][symbol]
-        devnet.client.send(address, address_token,
-                           token.encode_call("mint", address, amount * 10**decimals))
-        if approve:
-            devnet.client.send(address, address_token, token.encode_call(
-                "approve", devnet.manifest["aave_v3"]["pool"], 2**256 - 1))
-
-
-def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str] | None = None,
-               **keeper: object):
-    return parse_config({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": rpc_urls or [devnet.manifest["rpc_url"]],
-                    "confirmations": 0, "poll_interval": 0.1}],
-        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
-                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
-                       "cross_check_every": 1}],
-        "keeper": {"mode": mode, "min_profit_usd": 1.0, **keeper},
-        "metrics": {"enabled": False},
-    }, env={"KEEPER_KEY": KEEPER_KEY})
-
-
-class Running:
-    def __init__(self, daemon: Daemon, task: asyncio.Task[None], stop: asyncio.Event) -> None:
-        self.daemon, self.task, self.stop = daemon, task, stop
-
-    async def evaluated_at(self, block: int, limit_s: float = 20,
-                           protocol: str = "aave") -> None:
-        async def check() -> None:
-            while True:
-                if self.daemon.scanners[protocol].completed_block >= block:
-                    return
-                await asyncio.sleep(0.02)
-        await asyncio.wait_for(check(), limit_s)
-
-
-@pytest.fixture
-async def run_daemon() -> AsyncIterator:
-    running: list[Running] = []
-
-    async def start(config) -> Running:
-        stop = asyncio.Event()
-        daemon = Daemon(config, metrics=Metrics())
-        task = asyncio.create_task(daemon.run(stop))
-        ready = asyncio.create_task(daemon.ready.wait())
-        await asyncio.wait([ready, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            ready.cancel()
-            task.result()  # (a daemon that ended at start: its error, not a timeout)
-            raise AssertionError("the daemon stopped before it was ready")
-        if not ready.done():
-            ready.cancel()
-            raise AssertionError("the daemon was not ready within 30 s")
-        r = Running(daemon, task, stop)
-        running.append(r)
-        return r
-
-    yield start
-    for r in running:
-        r.stop.set()
-        await asyncio.wait_for(r.task, 10)
-    if running:
-        # Let anvil finish what the stopped daemon had already sent before the devnet fixture
-        # reverts the chain: anvil 1.7.1 panics (backend/mem/mod.rs:3717, "range end index 4
-        # out of range for slice of length 3") when an eth_getTransactionReceipt it is serving
-        # meets an evm_revert that removes that transaction's block — it reads the transaction,
-        # its block and the block's receipts under three separate locks. A test that ends
-        # while keeperd settles its last block (the lost-race test did, twice) met it.
-        await asyncio.sleep(0.1)
-
-
-async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
-                            ) -> tuple[int, J.Journal, list[J.JournalEntry]]:
-    """With automine off (blocks come when mined): move WETH, mine the block, let keeperd
-    evaluate it; return that block, the journal and what keeperd sent (still pending)."""
-    devnet.set_price_async("WETH", usd)
-    crash = devnet.mine(1)
-    await keeper.evaluated_at(crash)
-    journal = keeper.daemon.executors["aave"].journal
-    return crash, journal, await journal.by_status(J.PENDING)
-
-
-def chain_health(devnet: Devnet, account: str) -> float:
-    return devnet.account_data(account)[5] / 1e18
-
-
-@pytest.fixture(autouse=True)
-def keeper_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+from tests.keeper_harness import (  # noqa: F401 - fixtures, and names others import here
+    KEEPER,
+    KEEPER_KEY,
+    LIQUIDATION_CALL_TOPIC,
+    Running,
+    chain_health,
+    config_for,
+    crash_and_collect,
+    fund_keeper,
+    keeper_key_env,
+)
+from tests.keeperd_process import journal_rows as read_journal
+from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 
 
 async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(

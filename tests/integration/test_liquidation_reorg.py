@@ -13,13 +13,12 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_value
 from tests.faults.invariants import keeper_liquidations
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 
@@ -31,7 +30,7 @@ async def wait_for(check, what: str, limit_s: float = 20) -> None:  # type: igno
 
 
 async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
                                          key={"source": "env", "env": "KEEPER_KEY"}))
@@ -74,7 +73,7 @@ async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
 
 
 async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """The watch over recent inclusions is memory: a restart used to forget it, so a reorg
     while keeperd was down left the wave "included" though the chain no longer had it. At
     start the journal's recent inclusions are checked against the chain."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from keeperd.devnet.handle import Devnet
-from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
+from tests.keeper_harness import config_for
 
 
 class NotifySocket:
@@ -50,7 +50,7 @@ class NotifySocket:
 
 
 async def test_a_hung_chain_follower_fails_liveness_stops_the_watchdog_and_recovers(
-        devnet: Devnet, tmp_path: Path, run_daemon,  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon,
         monkeypatch: pytest.MonkeyPatch) -> None:
     systemd = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(systemd.path))

@@ -21,7 +21,10 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter, encode_liquidate
 from keeperd.storage.account_index import IndexStore
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
 LIQUIDATOR = "0x000000000000000000000000000000000000bEEF"
 

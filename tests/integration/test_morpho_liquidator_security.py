@@ -39,8 +39,8 @@ from tests.integration.seller_conformance import (  # noqa: F401 - the shared su
     test_a_pool_that_misbehaves_in_the_swap_is_paid_nothing,
     transfers,
 )
-from tests.integration.test_liquidation import KEEPER
 from tests.integration.test_morpho import drop_oracle
+from tests.keeper_harness import KEEPER
 
 pytestmark = pytest.mark.devnet
 

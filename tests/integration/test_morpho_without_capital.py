@@ -16,8 +16,11 @@ from keeperd.config import parse_config
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY, run_daemon  # noqa: F401
 from tests.integration.test_morpho import adapter_for
+from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
 pytestmark = pytest.mark.devnet
 
@@ -54,7 +57,7 @@ def balances(devnet: Devnet, holder: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("capital", ["flash-loan", "auto"])
 async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
-        devnet: Devnet, pool: Any, tmp_path: Path, run_daemon: Any,  # noqa: F811
+        devnet: Devnet, pool: Any, tmp_path: Path, run_daemon: Any,
         monkeypatch: pytest.MonkeyPatch, capital: str) -> None:
     monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
     blue = devnet.manifest["morpho_blue"]

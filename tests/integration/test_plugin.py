@@ -20,7 +20,6 @@ from keeperd.config import ConfigError, parse_config
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import run_daemon  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLDER = to_checksum_address("0x" + "70ae".rjust(40, "0"))
@@ -72,7 +71,7 @@ def test_its_config_validates_like_a_built_in_one(devnet: Devnet, tmp_path: Path
 
 
 async def test_the_daemon_runs_it_end_to_end(devnet: Devnet, tmp_path: Path,
-                                            run_daemon) -> None:  # noqa: F811
+                                            run_daemon) -> None:
     give_weth(devnet, 1.08)  # under the watchlist's warn (1.2), above critical
     config = parse_config(toy_config(
         devnet, tmp_path,

@@ -109,8 +109,11 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
     evaluate, and every dashboard panel's query returns keeperd's series (one that returns
     nothing on such a run is a panel that shows nothing)."""
     from tests.alert_fakes import Webhook
-    from tests.integration.test_liquidation import KEEPER_KEY, fund_keeper
     from tests.integration.test_references import MARKETS, PATHS, Venue
+    from tests.keeper_harness import (
+        KEEPER_KEY,
+        fund_keeper,
+    )
     from tests.venue_fakes import HL_USER, hyperliquid_app
 
     fund_keeper(devnet)

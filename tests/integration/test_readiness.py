@@ -15,7 +15,7 @@ import aiohttp
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
 from tests.faults.chaos_proxy import ChaosProxy, Fault
-from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
+from tests.keeper_harness import config_for
 
 
 async def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -40,7 +40,7 @@ async def until(port: int, status: int, what: str, limit: float = 20.0,
 
 
 async def test_readyz_fails_on_index_lag_and_with_every_rpc_down_and_comes_back(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
         config = config_for(devnet, tmp_path, "alert-only")
         chain = config.chains[0].model_copy(update={

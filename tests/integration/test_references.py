@@ -15,11 +15,10 @@ from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.oracles.references import BadAnswer, Quote, References, median_price, parse
 from tests.conftest import metric_value, serve
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     config_for,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
 
 PYTH_ETH = "0xff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace"
@@ -119,7 +118,7 @@ async def test_failing_sources_are_counted_and_left_out(venues) -> None:
 
 
 async def test_oracle_20pct_off_the_reference_median_trips_the_breaker(
-        devnet: Devnet, tmp_path: Path, venues, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, venues, run_daemon) -> None:
     found, configs = venues
     fund_keeper(devnet)
     config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})

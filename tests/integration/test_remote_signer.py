@@ -18,12 +18,11 @@ from keeperd.execution.signer import RemoteSigner, SignerError, UnsignedTx
 from keeperd.execution.txmanager import SendRefused
 from keeperd.keys import KeeperKey
 from tests.faults.chaos_proxy import ChaosProxy, Fault
-from tests.integration.test_liquidation import (  # noqa: F401
+from tests.keeper_harness import (
     KEEPER,
     KEEPER_KEY,
     config_for,
     fund_keeper,
-    run_daemon,
 )
 
 ATTACKER = "0x" + "66" * 20
@@ -41,7 +40,7 @@ def balance(devnet: Devnet, token: str) -> int:
 
 
 async def test_a_daemon_liquidates_through_a_remote_signer_and_signs_nothing_else(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Every transaction the daemon sends (approvals, liquidations) is signed by the remote
     signer; a transfer of the keeper's tokens, or an approval to anyone but the pool, is
     refused before the signer is asked."""
@@ -115,7 +114,7 @@ async def test_a_signer_answering_another_transaction_is_caught(devnet: Devnet) 
 
 
 async def test_a_signer_not_holding_the_keeper_account_stops_the_start(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     stranger = Account.create().address
     with pytest.raises(StartupError, match=rf"keeper.key: .*does not hold {stranger}"):
         await run_daemon(config_for(devnet, tmp_path, "liquidate", key={

@@ -22,7 +22,11 @@ import yaml
 from keeperd.devnet.handle import Devnet
 from tests.alert_fakes import Webhook
 from tests.faults.invariants import keeper_liquidations
-from tests.integration.test_liquidation import KEEPER_KEY, chain_health, fund_keeper
+from tests.keeper_harness import (
+    KEEPER_KEY,
+    chain_health,
+    fund_keeper,
+)
 from tests.keeperd_process import start_keeperd, wait_until
 
 LEASE = {"length_s": 3.0, "renew_every_s": 1.0, "statement_timeout_s": 0.8}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
-from tests.integration.test_liquidation import config_for, run_daemon  # noqa: F401
+from tests.keeper_harness import config_for
 
 
 async def test_every_account_is_read_again_each_full_rescan_interval(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     config = config_for(devnet, tmp_path, "alert-only")
     aave = config.protocols[0].model_copy(update={"full_rescan_interval": 1.0})
     keeper = await run_daemon(config.model_copy(update={"protocols": [aave]}))

@@ -18,7 +18,10 @@ from keeperd.keys import _from_hex
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
-from tests.integration.test_liquidation import KEEPER, KEEPER_KEY
+from tests.keeper_harness import (
+    KEEPER,
+    KEEPER_KEY,
+)
 
 
 class Killed(BaseException):

@@ -14,7 +14,7 @@ from keeperd.daemon import Daemon
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
-from tests.integration.test_liquidation import config_for
+from tests.keeper_harness import config_for
 from tests.tcp_proxy import main as tcp_proxy
 
 

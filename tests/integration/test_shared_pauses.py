@@ -22,14 +22,13 @@ from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
 from tests.integration.test_breaker import SequencerFeed, block_time
-from tests.integration.test_liquidation import (  # noqa: F401 - fixtures
+from tests.integration.test_morpho import fund
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     KEEPER_KEY,
     fund_keeper,
     keeper_key_env,
-    run_daemon,
 )
-from tests.integration.test_morpho import fund
 from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +73,7 @@ async def journaled(keeper, protocol: str) -> list[J.JournalEntry]:  # type: ign
 
 
 async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
     fund(devnet, KEEPER)
     keeper = await run_daemon(both_protocols(devnet, tmp_path))
@@ -97,7 +96,7 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
 
 
 async def test_a_down_sequencer_holds_morpho_too(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     sequencer = SequencerFeed(devnet, 1, block_time(devnet) - 86_400)  # down for a day
     feed = sequencer.address
     fund(devnet, KEEPER)
@@ -196,7 +195,7 @@ async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Pa
 
 
 async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:  # noqa: F811
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))  # gas, no tokens
     keeper = await run_daemon(both_protocols(devnet, tmp_path, aave=False))
     devnet.set_price("WETH", 2100.0)

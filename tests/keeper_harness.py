@@ -1,0 +1,72 @@
+"""The keeper on the devnet, for the tests that run it: the devnet keeper's key (anvil's
+published test account 5), its funding, a config for it, and the crash helpers (`run_daemon`,
+a daemon in this process, is tests/conftest.py's). It lived in
+tests/integration/test_liquidation.py, which 40 other test modules imported it from (#30 item
+6): a test module is no place for shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keeperd.config import parse_config
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.conftest import Running
+
+KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
+KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+LIQUIDATION_CALL_TOPIC = "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"
+
+
+def fund_keeper(devnet: Devnet, address: str = KEEPER, approve: bool = False) -> None:
+    """$50M of every reserve's token (approved once, from zero: USDT-like tokens allow no
+    more)."""
+    token = contracts.aave("MintableERC20")
+    devnet.client.call("anvil_setBalance", address, hex(100 * 10**18))
+    for symbol, reserve in devnet.manifest["aave_v3"]["reserves"].items():
+        amount = int(50_000_000 / devnet.manifest["prices_usd"][symbol])
+        decimals = reserve["decimals"]
+        address_token = devnet.manifest["tokens"][symbol]
+        devnet.client.send(address, address_token,
+                           token.encode_call("mint", address, amount * 10**decimals))
+        if approve:
+            devnet.client.send(address, address_token, token.encode_call(
+                "approve", devnet.manifest["aave_v3"]["pool"], 2**256 - 1))
+
+
+def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str] | None = None,
+               **keeper: object):
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": rpc_urls or [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
+                       "cross_check_every": 1}],
+        "keeper": {"mode": mode, "min_profit_usd": 1.0, **keeper},
+        "metrics": {"enabled": False},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
+                            ) -> tuple[int, J.Journal, list[J.JournalEntry]]:
+    """With automine off (blocks come when mined): move WETH, mine the block, let keeperd
+    evaluate it; return that block, the journal and what keeperd sent (still pending)."""
+    devnet.set_price_async("WETH", usd)
+    crash = devnet.mine(1)
+    await keeper.evaluated_at(crash)
+    journal = keeper.daemon.executors["aave"].journal
+    return crash, journal, await journal.by_status(J.PENDING)
+
+
+def chain_health(devnet: Devnet, account: str) -> float:
+    return devnet.account_data(account)[5] / 1e18
+
+
+@pytest.fixture(autouse=True)
+def keeper_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
