@@ -192,7 +192,8 @@ def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
     mode = info["mode"]
     if info.get("config_mode") and info["config_mode"] != mode:
-        mode += f" (running; the config file now says {info['config_mode']})"
+        mode += (f" (running; the config file, with this shell's environment, says "
+                 f"{info['config_mode']}: a variable the daemon had may be unset here)")
     lines = [f"state directory  {info['state_dir']}", f"mode             {mode}"]
     if d.get("running"):
         lines.append(f"daemon           running (pid {d['pid']}), "

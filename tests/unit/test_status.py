@@ -70,7 +70,8 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
          "alive": True, "status": "following", "detail": {}}))
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "mode             dry-run (running; the config file now says liquidate)" in out
+    assert ("mode             dry-run (running; the config file, with this shell's "
+            "environment, says liquidate: a variable the daemon had may be unset here)") in out
     assert "liquidations     included 2, dry_run 1" in out
     assert "{" not in out and "e+0" not in out, out
     assert "$1,523,040.00" in out and "aave-core" in out
