@@ -241,7 +241,7 @@ class Executor:
                 # Bounded approvals follow the balances (a top-up approved in turn).
                 keep = getattr(self.liquidator, "keep_allowances", None)
                 if keep is not None:
-                    await keep(result.block)
+                    await keep(result.block, result.book)
             await self._housekeep(result)
         if self._last is None:
             self._last = result

@@ -154,10 +154,10 @@ class AaveLiquidator:
     async def prepare(self, head: int) -> None:
         """Approve the pool once per reserve (own capital); read the flash premium."""
         if self.tx is not None and self.config.mode == "liquidate":
-            await self._confirm_pool(head)
-        if (self.tx is not None and self.config.mode == "liquidate"
-                and self.config.capital in ("own-balance", "auto")):
-            await self._ensure_approvals(head)
+            market = await self.adapter.read_market(head)  # (once: both below read it)
+            await self._confirm_pool(market)
+            if self.config.capital in ("own-balance", "auto"):
+                await self._ensure_approvals(head, market)
         if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
             self.flash_premium_bps = await ContractCall(
                 self._pool_address, "FLASHLOAN_PREMIUM_TOTAL()", returns=["uint128"]
@@ -179,7 +179,7 @@ class AaveLiquidator:
                 f"protocols[{self.adapter.name}]'s pool {self._pool_address}; deploy one for "
                 "that pool (one FlashLiquidator per pool)")
 
-    async def _confirm_pool(self, head: int | None = None) -> None:
+    async def _confirm_pool(self, market: MarketState | None = None) -> None:
         """The pool gets the keeper's approvals and, through liquidationCall, its tokens:
         pinned in the config (`pool`, as the mainnet profiles do), or agreed by the endpoints
         (`protocols/confirm.py`) and running code keeperd recognises (a published Aave
@@ -193,29 +193,27 @@ class AaveLiquidator:
         await confirm_address(self.pool, self.adapter.config.addresses_provider, "getPool()",
                               expected=self._pool_address, what="the Aave pool",
                               where=where, pin="pool")
-        if head is not None and not (await self.adapter.read_market(head)).rules.known:
+        if market is not None and not market.rules.known:
             raise StartRefused(
                 f"{where}: the pool behind {self.adapter.config.addresses_provider} "
                 f"({self._pool_address}) runs code keeperd does not recognise as a published "
                 "Aave deployment; liquidate mode approves it the keeper's tokens only when "
                 "the config pins it: check the address, then set `pool:`")
 
-    async def _ensure_approvals(self, head: int) -> None:
+    async def _ensure_approvals(self, head: int, market: MarketState) -> None:
         """The pool approved the keeper's balance of each reserve (execution/approvals.py)."""
         assert self.tx is not None and self.keeper is not None
-        market = await self.adapter.read_market(head)
-        for symbol in await approvals.keep_allowances(
+        for _ in await approvals.keep_allowances(
                 self.tx, self.pool, protocol=self.adapter.name, keeper=self.keeper,
                 spender=self._pool_address, head=head,
                 tokens=[(r.asset, r.symbol) for r in market.reserves]):
             self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
-            log.debug("keeper.approval_for", asset=symbol)
 
-    async def keep_allowances(self, head: int) -> None:
-        """Every few blocks: a top-up of the keeper's balance approved in turn."""
+    async def keep_allowances(self, head: int, book: AaveBook) -> None:
+        """Every few blocks, on the block's book: a top-up approved in turn."""
         if (self.tx is not None and self.keeper is not None and self.config.mode == "liquidate"
                 and self.config.capital in ("own-balance", "auto")):
-            await self._ensure_approvals(head)
+            await self._ensure_approvals(head, book.market)
 
     # --- planning (pure) ---------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class MorphoLiquidator:
             await self._confirm_contract()
         await self.keep_allowances(head)
 
-    async def keep_allowances(self, head: int) -> None:
+    async def keep_allowances(self, head: int, book: Any = None) -> None:
         """At start and every few blocks: Morpho approved the keeper's balance of each loan
         token (execution/approvals.py: bounded, a top-up approved in turn)."""
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:

@@ -139,7 +139,7 @@ class CurieLiquidator:
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
 
-    async def keep_allowances(self, head: int) -> None:
+    async def keep_allowances(self, head: int, book: Any = None) -> None:
         """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn."""
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
