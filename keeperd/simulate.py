@@ -105,10 +105,10 @@ async def _book_at_head(config: Config, proto: Any, store: IndexStore, *, discov
 
 
 async def protocol_assets(config: Config) -> dict[str, tuple[str, ...]]:
-    """Per configured on-chain protocol, the symbols of the assets it prices, as the breaker
-    and the executor name them (its cascade assets, less synthetic ones such as Curie's USD
-    column). Read at the head with an empty account index: the markets alone, seconds
-    whatever the size of the book."""
+    """Per configured on-chain protocol, the symbols of the assets it prices and the keys of
+    its price feeds (`morpho:<market id>`), as the breaker and the executor name them (its
+    cascade assets, less synthetic ones such as Curie's USD column). Read at the head with an
+    empty account index: the markets alone, seconds whatever the size of the book."""
     out: dict[str, tuple[str, ...]] = {}
     with tempfile.TemporaryDirectory(prefix="keeperd-assets-") as empty:
         store = await IndexStore.open(Path(empty))
@@ -117,8 +117,11 @@ async def protocol_assets(config: Config) -> dict[str, tuple[str, ...]]:
                 async with _book_at_head(config, proto, store, discover=False) as (plugin, book,
                                                                                    _, _):
                     described = plugin.describe(book)
+                    feeds = await plugin.price_feeds(book)
                 assets = described[1] if described is not None else []
-                out[proto.name] = tuple(a.symbol for a in assets if int(a.address, 16) != 0)
+                symbols = [a.symbol for a in assets if int(a.address, 16) != 0]
+                # (and the markets with their own oracle, which the breaker names alike)
+                out[proto.name] = tuple(dict.fromkeys(symbols + [f.key for f in feeds]))
         finally:
             await store.close()
     return out

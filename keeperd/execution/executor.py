@@ -2,8 +2,9 @@
 protocol — a funnel of stages, each counted in `keeperd_liquidations_total{stage}`.
 
 1. plan — the plug-in's liquidator turns the liquidatable rows into typed opportunities;
-2. gate — the protocol's hold (unknown revision, parity), the oracle breaker on any asset the
-   position rests on, the L2 sequencer; a journaled key is never tried twice;
+2. gate — the protocol's hold (unknown revision, parity), the chain's price watch (the breaker
+   on any asset the position rests on, the L2 sequencer, a block whose prices it could not
+   judge); a journaled key is never tried twice;
 3. decide — pure: prize less slippage, flash premium and gas at the fee cap, against
    `min_profit_usd`; the fee budget that keeps it profitable whatever the fee market does;
 4. capital — the keeper's balances, most profitable first; the rest is the shortfall (counted
@@ -38,8 +39,7 @@ from keeperd.execution.reconcile import resume_journal, track_again
 from keeperd.execution.swap import seller_outcome
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
-from keeperd.oracles.breaker import Breaker
-from keeperd.oracles.sequencer import SequencerCheck
+from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols.plugin import (
     Call,
     ExecutionEvent,
@@ -123,8 +123,7 @@ def decide(opportunity: Opportunity, key: str, *, gas_limit: int, fee_per_gas: i
 class Executor:
     def __init__(self, config: KeeperConfig, plugin: Plugin, liquidator: Liquidator,
                  pool: RpcPool, journal: J.Journal, metrics: Metrics, tx: TxManager | None,
-                 keeper_address: str | None, breaker: Breaker | None = None,
-                 sequencer: SequencerCheck | None = None,
+                 keeper_address: str | None, prices: ChainPriceWatch | None = None,
                  native_prices: dict[str, float] | None = None) -> None:
         self.config = config
         self.adapter = plugin
@@ -134,8 +133,7 @@ class Executor:
         self.metrics = metrics
         self.tx = tx
         self.keeper = keeper_address
-        self.breaker = breaker
-        self.sequencer = sequencer
+        self.prices = prices  # None: nothing gates on prices (tests of other stages)
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -273,9 +271,10 @@ class Executor:
             log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
                         opportunities=len(opportunities), reason=conflict)
             return
-        paused = await self.breaker.tripped() if self.breaker is not None else set()
-        sequencer = (await self.sequencer.problem(result.book.timestamp, result.block)
-                     if self.sequencer is not None and opportunities else None)
+        gate = (await self.prices.gate(self.adapter.name, result.block)
+                if self.prices is not None else None)
+        paused = gate.paused if gate is not None else frozenset()
+        hold = gate.hold if gate is not None else None
         fresh: list[tuple[Opportunity, str]] = []
         for opp in opportunities:
             key = await self._key_for(opp.key)
@@ -291,10 +290,10 @@ class Executor:
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
             held = opp.assets & paused
-            if held or sequencer is not None:
+            if held or hold is not None:
                 stage(*self.labels, "breaker_paused").inc()
                 log.info("liquidation.paused_by_breaker", opportunity=key, assets=sorted(held),
-                         sequencer=sequencer.detail if sequencer else None)
+                         hold=hold)
                 continue
             stage(*self.labels, "detected").inc()
             if self._decide(opp, key, base_fee, native_usd) is None:

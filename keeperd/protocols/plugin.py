@@ -11,6 +11,7 @@ protocol is one package under `keeperd/protocols/` and one line in `registry.py`
     view = plugin.evaluate(book)                       # pure: health, exposure per row
     plugin.liquidation_hold(book)                      # None, or why nothing may be sent
     plugin.describe(book)                              # the book for the cascade engine
+    await plugin.price_feeds(book)                     # what the chain's price watch judges
     plugin.liquidation_logs(accounts) / plugin.decode_liquidation(log, book)
     plugin.liquidator(...)                             # plans and encodes liquidations
 
@@ -29,6 +30,7 @@ import numpy as np
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
 from keeperd.execution.signer_policy import Allowed
+from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, HealthView
 
 
@@ -248,9 +250,10 @@ class Plugin(Protocol):
     def decode_liquidation(self, entry: dict[str, Any], book: Any) -> LiquidationSeen | None:
         """One log of that filter, decoded and valued at the book's prices."""
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> Any | None:
-        """A scanner listener watching the protocol's price feeds and tripping the breaker
-        (`on_scan`, `close`), or None."""
+    async def price_feeds(self, book: Any) -> list[PriceFeed]:
+        """The prices this book's positions rest on (`oracles/feeds.py`): the chain's price
+        watch judges them every block and holds liquidations on what it cannot trust. The
+        keys must be what the opportunities' `assets` name."""
 
     def liquidator(self, keeper: KeeperConfig, keeper_address: str | None,
                    tx: Any) -> Liquidator | None:

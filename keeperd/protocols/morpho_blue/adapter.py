@@ -20,6 +20,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, MorphoBlueConfig
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
+from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
@@ -50,6 +51,16 @@ LIQUIDATE = topic("Liquidate(bytes32,address,address,uint256,uint256,uint256,uin
 # Which topic holds the account: onBehalf, or the borrower for Liquidate.
 _ACCOUNT_TOPIC = {SUPPLY_COLLATERAL: 3, BORROW: 2, REPAY: 3, WITHDRAW_COLLATERAL: 2,
                   LIQUIDATE: 3}
+
+
+# MorphoChainlinkOracleV2's getters of the feeds it composes (a zero address: unused).
+ORACLE_FEED_GETTERS = tuple(encode_call(f"{name}()", [], []) for name in (
+    "BASE_FEED_1", "BASE_FEED_2", "QUOTE_FEED_1", "QUOTE_FEED_2"))
+
+
+def market_key(market_id: str) -> str:
+    """The breaker's name for a market's own oracle."""
+    return f"morpho:{market_id.lower()}"
 
 
 def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
@@ -150,6 +161,7 @@ class MorphoBlueAdapter(LogIndexed):
         self.multicall = Multicall(pool, address=chain.multicall3,
                                    chunk_size=chain.multicall_chunk_size)
         self.markets: dict[str, MarketInfo] = {}
+        self._behind: dict[str, tuple[str, ...]] = {}  # oracle -> the feeds it composes
         self.indexer = AccountIndexer(
             config.name, chain.name, pool, store,
             LogFilter((config.morpho,), (tuple(_ACCOUNT_TOPIC),
@@ -351,8 +363,30 @@ class MorphoBlueAdapter(LogIndexed):
             int(block, 16) if block else None, entry.get("transactionHash") or "",
             entry.get("logIndex") or "", summary, repaid_usd, seized_usd, details, labels)
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> None:
-        return None  # market oracles are not watched yet: the chain's feeds of the asset trip it
+    async def price_feeds(self, book: MorphoBook) -> list[PriceFeed]:
+        """Each market rests on its own oracle: its rate (read into the book) is checked
+        against its two assets' reference prices, and the Chainlink feeds behind a
+        MorphoChainlinkOracleV2 (its BASE_/QUOTE_FEED getters, immutable: read once) are
+        judged for age like any feed. Both under the market's key: a bad one pauses that
+        market, not the assets' other markets."""
+        feeds: list[PriceFeed] = []
+        unknown = [m for m, _, _, _ in book.markets.values() if m.oracle not in self._behind]
+        if unknown:
+            answers = await self.multicall.aggregate3(
+                [Call(m.oracle, g) for m in unknown for g in ORACLE_FEED_GETTERS], book.block)
+            for i, m in enumerate(unknown):
+                found = answers[i * len(ORACLE_FEED_GETTERS):(i + 1) * len(ORACLE_FEED_GETTERS)]
+                self._behind[m.oracle] = tuple(
+                    to_checksum_address(a.data[12:32]) for a in found
+                    if a.success and len(a.data) >= 32 and int.from_bytes(a.data[:32], "big"))
+        for info, _, price, _ in book.markets.values():
+            key = market_key(info.id)
+            rate = price / 10 ** (36 + info.loan_decimals - info.collateral_decimals)
+            feeds.append(PriceFeed(key, info.oracle, rate, info.collateral_symbol,
+                                   info.loan_symbol, f"{self.name} {info.name}"))
+            feeds += [PriceFeed(key, f, label=f"{self.name} {info.name}")
+                      for f in self._behind[info.oracle]]
+        return feeds
 
     def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
         from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator

@@ -40,6 +40,7 @@ from keeperd.protocols.morpho_blue.adapter import (
     MorphoBook,
     encode_liquidate,
     loan_usd,
+    market_key,
 )
 from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
 
@@ -158,7 +159,7 @@ class MorphoLiquidator:
                 OpportunityKey(self.adapter.name, p.account, info.id[:18],
                                str(p.borrow_shares)),
                 info.collateral_symbol, info.loan_symbol, plan.expected_repaid,
-                frozenset({info.collateral_symbol, info.loan_symbol}),
+                frozenset({info.collateral_symbol, info.loan_symbol, market_key(info.id)}),
                 Need(info.loan_token, info.loan_symbol, info.loan_decimals,
                      plan.expected_repaid * 1001 // 1000 + 1,  # interest until inclusion
                      seized_usd - repaid_usd),

@@ -21,6 +21,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
 from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
+from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
@@ -63,6 +64,13 @@ def _trader(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     if raw not in cache:
         cache[raw] = to_checksum_address(raw)
     return (cache[raw],)
+
+
+def _address(answer: CallResult) -> str | None:
+    """An address a getter answered; None for a revert or the zero address."""
+    if not answer.success or len(answer.data) < 32 or not int.from_bytes(answer.data[:32], "big"):
+        return None
+    return to_checksum_address(answer.data[12:32])
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class PerpCurieAdapter(LogIndexed):
         self.collateral_rules: cm.CollateralRules | None = None
         self._statuses: dict[str, str] = {}  # base token -> the status last logged
         self._held: set[tuple[str, str]] = set()  # (trader, base): liquidatable, not open
+        self._index_sources: dict[str, str | None] = {}  # base token -> its index aggregator
 
     # --- start-up and the index ---------------------------------------------------------------
 
@@ -635,8 +644,23 @@ class PerpCurieAdapter(LogIndexed):
              "liquidator": "0x" + topics[3][-40:].lower()},
             {"market": symbol})
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> None:
-        return None
+    async def price_feeds(self, book: CurieBook) -> list[PriceFeed]:
+        """Each market's index: the Chainlink aggregator behind its base token's feed
+        (BaseToken -> PriceFeedDispatcher -> ChainlinkPriceFeedV3 -> aggregator), found once
+        per market; a market on Uniswap's TWAP instead names none and is not watched here."""
+        unknown = [b for b in book.markets if b not in self._index_sources]
+        if unknown:
+            found: list[str | None] = list(unknown)
+            for getter in ("getPriceFeed()", "getChainlinkPriceFeedV3()", "getAggregator()"):
+                answers = await self.multicall.aggregate3(
+                    [Call(a, encode_call(getter, [], [])) for a in found if a is not None],
+                    book.block)
+                it = iter(answers)
+                found = [None if a is None else _address(next(it)) for a in found]
+            self._index_sources.update(zip(unknown, found, strict=True))
+        return [PriceFeed(m.asset, source, label=f"{self.name} {m.symbol} index")
+                for b, m in book.markets.items()
+                if (source := self._index_sources.get(b)) is not None]
 
     def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
         from keeperd.protocols.perp_curie.liquidator import CurieLiquidator
