@@ -45,6 +45,7 @@ from keeperd.config import (
 )
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
+from keeperd.execution.keys import UpkeepKey
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
@@ -794,7 +795,7 @@ async def _journal_tx(journal: Journal, record: TxRecord) -> None:
     """The tx manager's write-ahead: every signed liquidation transaction; approvals and
     deposits are not opportunities and are not journaled, but each is fenced alike (with
     replicas, only the lease's holder signs anything)."""
-    if record.key.startswith("approve:"):
+    if isinstance(record.key, UpkeepKey):
         await journal.fence()
     else:
         await journal.record_tx(record)

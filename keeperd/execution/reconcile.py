@@ -60,9 +60,9 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
-    tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
-             entry.max_fee_wei, head)
-    await tx.rebroadcast(entry.key)
+    tx.track(entry.opportunity, records, to_checksum_address(signed["to"]),
+             bytes(signed["data"]), entry.max_fee_wei, head)
+    await tx.rebroadcast(entry.opportunity)
     return True
 
 

@@ -29,31 +29,10 @@ import numpy as np
 
 from keeperd.config import KeeperConfig
 from keeperd.execution.capital import Need
+from keeperd.execution.keys import OpportunityKey
 from keeperd.execution.signer_policy import Allowed
 from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, HealthView
-
-
-@dataclass(frozen=True, order=True)
-class OpportunityKey:
-    """Which liquidation: the journal's primary key, so a restart never sends one twice.
-
-    `position` says what within the account is liquidated (Aave: the collateral and debt
-    assets; Morpho Blue: the market); `version` changes when the position does (someone repaid
-    or liquidated part of it: a new opportunity); `attempt` > 0 is a retry after a revert."""
-
-    protocol: str
-    account: str
-    position: str
-    version: str
-    attempt: int = 0
-
-    def __str__(self) -> str:
-        base = f"{self.protocol}:{self.account}:{self.position}:{self.version}"
-        return f"{base}#retry{self.attempt}" if self.attempt else base
-
-    def retry(self, attempt: int) -> OpportunityKey:
-        return OpportunityKey(self.protocol, self.account, self.position, self.version, attempt)
 
 
 @dataclass(frozen=True)
@@ -182,7 +161,7 @@ class Liquidator(Protocol):
                     native_usd: float) -> list[Call | None]:
         """(opportunity, through the flash path) -> the call to send; None: it cannot be."""
 
-    def learn(self, key: str, gas_used: int) -> None:
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
         """A receipt: what this kind of liquidation really costs in gas."""
 
     def native_usd(self, book: Any) -> float | None:

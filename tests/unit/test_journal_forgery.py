@@ -13,6 +13,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeperd.execution import journal as J
+from keeperd.execution.keys import OpportunityKey
 from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import GWEI, TxManager
 from keeperd.keys import KeeperKey
@@ -68,7 +69,7 @@ KEEPER = KeeperKey(Account.create())
 
 async def test_the_keepers_own_transaction_is_resumed(tmp_path: Path) -> None:
     tx, node, entry = await resumed(tmp_path, *signed(KEEPER))
-    assert "aave:0xa:c:d:v" in tx.pending and len(node.broadcast) == 1
+    assert OpportunityKey.parse("aave:0xa:c:d:v") in tx.pending and len(node.broadcast) == 1
     assert entry.status == J.PENDING
 
 

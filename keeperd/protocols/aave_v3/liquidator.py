@@ -233,7 +233,7 @@ class AaveLiquidator:
             # while interest grows its debt; once someone acts on it, it is a new one.
             out.append(Opportunity(
                 OpportunityKey(self.adapter.name, plan.account,
-                               f"{plan.collateral_asset}:{plan.debt_asset}",
+                               (plan.collateral_asset, plan.debt_asset),
                                plan.position_version),
                 plan.collateral, plan.debt, plan.debt_to_cover,
                 frozenset(symbols[c] for c in np.flatnonzero(used)),
@@ -256,10 +256,9 @@ class AaveLiquidator:
         extra = BAD_DEBT_GAS_PER_ASSET * plan.bad_debt_assets
         return int(((used or GAS_DEFAULT) + extra) * self.config.gas_limit_margin)
 
-    def learn(self, key: str, gas_used: int) -> None:
-        parts = key.split("#", 1)[0].split(":")
-        if len(parts) >= 5:
-            pair = (parts[2], parts[3])
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        if len(key.position) == 2:  # (collateral, debt): what this pair costs
+            pair = (key.position[0], key.position[1])
             self._gas_used[pair] = max(self._gas_used.get(pair, 0), gas_used)
 
     def native_usd(self, book: AaveBook) -> float | None:

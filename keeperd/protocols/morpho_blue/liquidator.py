@@ -156,7 +156,7 @@ class MorphoLiquidator:
                                          mm.ORACLE_PRICE_SCALE) / unit * usd
             repaid_usd = plan.expected_repaid / unit * usd
             out.append(Opportunity(
-                OpportunityKey(self.adapter.name, p.account, info.id[:18],
+                OpportunityKey(self.adapter.name, p.account, (info.id[:18],),
                                str(p.borrow_shares)),
                 info.collateral_symbol, info.loan_symbol, plan.expected_repaid,
                 frozenset({info.collateral_symbol, info.loan_symbol, market_key(info.id)}),
@@ -221,10 +221,9 @@ class MorphoLiquidator:
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
         return Call(opp, self.contract, data, flash=True)
 
-    def learn(self, key: str, gas_used: int) -> None:
-        parts = key.split("#", 1)[0].split(":")
-        if len(parts) >= 4:
-            self._gas_used[parts[2]] = max(self._gas_used.get(parts[2], 0), gas_used)
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        market = key.position[0]  # (its id's first 18 characters)
+        self._gas_used[market] = max(self._gas_used.get(market, 0), gas_used)
 
     def native_usd(self, book: MorphoBook) -> float | None:
         """From a market lending a USD-pegged token against the native token, if any."""
