@@ -395,3 +395,34 @@ async def test_a_state_file_from_before_migrations_keeps_its_index(tmp_path: Pat
             "SELECT count(*) FROM sqlite_master WHERE name = 'liquidations'") == 0
     finally:
         await index.close()
+
+
+# --- one status summary for both back-ends (#29 item 5) ------------------------------------
+
+
+async def test_the_status_summary_reads_alike_on_both_back_ends(db: Database) -> None:
+    """`keeperd status` reads the embedded file and the replicas' PostgreSQL through one
+    summary (`storage/summary.py`): the same rows give the same summary on either."""
+    from keeperd.storage.summary import summarize
+
+    await migrate(db)
+    journal = await J.Journal.open(db)
+    await journal.record(entry("aave:0xa:c:d:1", status=J.PLANNED))
+    await journal.record(entry("aave:0xb:c:d:1"))
+    await journal.set_status("aave:0xb:c:d:1", J.INCLUDED, realised_profit_usd=12.5)
+    await journal.record(J.JournalEntry("curie:0xk:unwind:0xbase:5", "curie", "0xk", "", "",
+                                        0, 0.0, 0, 1, J.INCLUDED, None, None, "housekeeping"))
+    summary = await summarize(db)
+    assert summary["liquidations"] == {"planned": 1, "included": 2}
+    assert summary["by_protocol"] == {
+        "aave": {"liquidations": {"planned": 1, "included": 1}, "accounts_liquidated": 1,
+                 "realised_pnl_usd": 12.5, "housekeeping": 0},
+        "curie": {"liquidations": {}, "accounts_liquidated": 0, "realised_pnl_usd": 0.0,
+                  "housekeeping": 1}}
+    assert sorted(r["status"] for r in summary["last_liquidations"]) == [
+        "included", "included", "planned"]
+    assert summary["alerts_firing"] == []
+    assert summary["outbox"] == {"pending": 0, "dead": 0, "delivered": 0,
+                                 "oldest_pending_s": None}
+    assert summary["index"] == {}  # (migrated, nothing indexed yet)
+    assert "index" not in await summarize(db, index=False)
