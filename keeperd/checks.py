@@ -113,9 +113,8 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 if getattr(proto, "chain", None) != chain.name:
                     continue
                 plugin = registry.plugin_class(proto.kind)
-                check_config = getattr(plugin, "check_config", None)
-                if check_config is not None:
-                    issues += await check_config(pool, proto, pi)
+                if plugin is not None:  # (a perp venue has no contract to check)
+                    issues += await plugin.check_config(pool, proto, pi)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",

@@ -414,8 +414,8 @@ class Daemon:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
                                      describe=plugin.describe,
-                                     depth_of=getattr(plugin, "cascade_depth", None),
-                                     book_risk=getattr(plugin, "book_risk", None))
+                                     depth_of=plugin.cascade_depth,
+                                     book_risk=plugin.book_risk)
             scanner.listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade

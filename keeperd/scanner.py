@@ -227,9 +227,7 @@ class ProtocolScanner:
                 summary.collateral_below[label])
         self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
-        publish = getattr(self.adapter, "publish", None)
-        if publish is not None:
-            publish(result.book, view)
+        self.adapter.publish(result.book, view)
         # The gate, published every scan and in every mode (alert-only included).
         hold = self.adapter.liquidation_hold(result.book)
         self.metrics.liquidations_held.labels(chain, protocol).set(1 if hold else 0)

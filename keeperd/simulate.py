@@ -140,13 +140,12 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     try:
         async with _book_at_head(config, proto, store) as (plugin, book, head, pool):
             described = plugin.describe(book)
-            book_risk = getattr(plugin, "book_risk", None)
-            risk = book_risk(book) if book_risk is not None else None
+            risk = plugin.book_risk(book)
             if described is None:
                 raise ShockError(f"protocol {proto.name!r} has no book to shock")
             portfolio, assets = described
-            depth_of = getattr(plugin, "cascade_depth", None)
-            depth: list[DepthModel] = (await depth_of(book, assets, head) if depth_of
+            own = await plugin.cascade_depth(book, assets, head)
+            depth: list[DepthModel] = (own if own is not None
                                        else await read_depth(config.risk.cascade, assets,
                                                              pool, head))
     finally:

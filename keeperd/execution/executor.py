@@ -183,7 +183,7 @@ class Executor:
 
     @property
     def supports_flash(self) -> bool:
-        return bool(getattr(self.liquidator, "supports_flash", False))
+        return self.liquidator.supports_flash
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -240,9 +240,7 @@ class Executor:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
                 # Bounded approvals follow the balances (a top-up approved in turn).
-                keep = getattr(self.liquidator, "keep_allowances", None)
-                if keep is not None:
-                    await keep(result.block, result.book)
+                await self.liquidator.keep_allowances(result.block, result.book)
             await self._housekeep(result)
         if self._last is None:
             self._last = result
@@ -338,9 +336,9 @@ class Executor:
         if self.keeper is None:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
-        own_balances = getattr(self.liquidator, "balances", None)
-        if own_balances is not None:  # capital that is not a token balance (Curie's margin)
-            balances = await own_balances(assets) if assets else {}
+        own = await self.liquidator.balances(assets) if assets else {}
+        if own is not None:  # capital that is not a token balance (Curie's margin)
+            balances = own
         else:
             answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
             balances = {a: v if isinstance(v, int) else 0
@@ -621,11 +619,10 @@ class Executor:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
         rather than repeats them; a reverted one is tried again under a retry key."""
-        calls = getattr(self.liquidator, "housekeeping", None)
-        if calls is None or self.tx is None or self.mode != "liquidate" or self.keeper is None:
+        if self.tx is None or self.mode != "liquidate" or self.keeper is None:
             return
         todo = []
-        for base_key, target, data, gas in calls(result):
+        for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
             for n in range(RETRIES_AFTER_REVERT + 1):
                 candidate = base_key.retry(n)
@@ -660,7 +657,7 @@ class Executor:
             for key, target, data, gas in ready:
                 budget = gas * self.fees.fees_for(base_fee)[0] * 4  # room for replacements
                 await self.journal.record(J.JournalEntry(
-                    key, self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
+                    str(key), self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
                     J.PLANNED, None, None, "housekeeping"))
                 try:
                     to_send.append(await self.tx.prepare(key, target, data, gas, budget,
@@ -899,8 +896,7 @@ class Executor:
         # Ours: the keeper, and the contracts it liquidates through (the FlashLiquidator, the
         # MorphoLiquidator), which the protocols' events name as the liquidator.
         ours = {self.keeper.lower()} if self.keeper is not None else set()
-        rules = getattr(self.liquidator, "signing_rules", None)
-        ours |= {r.to.lower() for r in (rules() if rules is not None else []) if r.to != "*"}
+        ours |= {r.to.lower() for r in self.liquidator.signing_rules() if r.to != "*"}
         others = [w for w in winners if w.lower() not in ours]
         if not others:
             return

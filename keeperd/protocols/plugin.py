@@ -27,12 +27,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from keeperd.config import KeeperConfig
+from keeperd.config import ConfigIssue, KeeperConfig
 from keeperd.execution.capital import Need
 from keeperd.execution.keys import OpportunityKey
 from keeperd.execution.signer_policy import Allowed
 from keeperd.oracles.feeds import PriceFeed
-from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,16 @@ class Liquidator(Protocol):
     journal, decision, capital, simulation, signing, settling) are the same for every protocol."""
 
     flash_premium_bps: int  # 0 when the protocol has no flash-loan path
+    supports_flash: bool  # a capital-free path the capital stage may send it down
+
+    async def keep_allowances(self, head: int, book: Any) -> None:
+        """Every 10 blocks: top up what its contracts may take from the keeper."""
+
+    async def balances(self, assets: list[str]) -> dict[str, int] | None:
+        """Capital that is not a token balance, or None (the core reads token balances)."""
+
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        """Its journaled follow-ups: (key, target, calldata, gas)."""
 
     def signing_rules(self) -> list[Allowed]:
         """Every call it sends — contract and function, and the spenders it approves — for
@@ -238,14 +248,91 @@ class Plugin(Protocol):
                    tx: Any) -> Liquidator | None:
         """The execution half, or None for a protocol keeperd only watches."""
 
+    def publish(self, book: Any, view: HealthView) -> None:
+        """Its own risk metrics after each evaluation (`PluginBase`: none)."""
 
-# Hooks a plug-in may leave out (the core looks them up with getattr):
-# - `publish(book, view) -> None`: the protocol's own risk metrics from an evaluated book,
-#   after the core's, every scan (no I/O: what it needs is read into the book by `read`);
-# - `async cascade_depth(book, assets, block) -> list[depth]`: the market depth the
-#   liquidations of each cascade asset trade against, when it is not the chain's spot market;
-# - `book_risk(book) -> BookRisk`: its insurance fund and risk lines for `keeperd simulate`.
-OPTIONAL_HOOKS = ("publish", "cascade_depth", "book_risk")
+    async def cascade_depth(self, book: Any, assets: Sequence[Any], block: int
+                            ) -> list[Any] | None:
+        """The depth its liquidations trade against; None: the chain's spot market."""
+
+    def book_risk(self, book: Any) -> BookRisk | None:
+        """Its insurance fund and lines for `keeperd simulate`, or None."""
+
+
+class PluginBase:
+    """The optional hooks of `Plugin`, declared and defaulted: a plug-in subclasses this and
+    overrides what it has; the core calls every hook directly (no lookups by name)."""
+
+    def __init__(self, config: Any, chain: Any, pool: Any, store: Any, metrics: Any) -> None:
+        """Its config entry, its chain's config, that chain's RPC pool, the account index's
+        store (`storage.account_index.IndexStore`) and the metrics (`registry.create`)."""
+
+    @staticmethod
+    async def check_config(pool: Any, config: Any, index: int) -> list[ConfigIssue]:
+        """Problems `keeperd check-config` finds in its entry against the chain (contracts
+        deployed where it says)."""
+        return []
+
+    def publish(self, book: Any, view: HealthView) -> None:
+        """Its own risk metrics from an evaluated book, after the core's, every scan (no I/O:
+        what it needs is read into the book by `read`)."""
+
+    async def cascade_depth(self, book: Any, assets: Sequence[Any], block: int
+                            ) -> list[Any] | None:
+        """The market depth the liquidations of each cascade asset trade against; None: the
+        chain's spot market (the cascade reads it)."""
+        return None
+
+    def book_risk(self, book: Any) -> BookRisk | None:
+        """Its insurance fund and risk lines for `keeperd simulate`; None: nothing beyond the
+        cascade."""
+        return None
+
+    def first_pass(self, previous: Any | None, book: Any
+                   ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
+        return None  # every row is evaluated at once
+
+    def liquidation_verification(self, book: Any) -> str | None:
+        return None  # it knows the rules its book runs
+
+    async def price_feeds(self, book: Any) -> list[PriceFeed]:
+        return []  # no on-chain price to judge
+
+    def liquidator(self, keeper: KeeperConfig, keeper_address: str | None,
+                   tx: Any) -> Liquidator | None:
+        return None  # watched only
+
+
+class LiquidatorBase:
+    """The optional hooks of `Liquidator`, declared and defaulted."""
+
+    flash_premium_bps: int = 0
+    supports_flash: bool = False  # a capital-free path (the executor's capital stage)
+
+    def signing_rules(self) -> list[Allowed]:
+        return []
+
+    async def keep_allowances(self, head: int, book: Any) -> None:
+        """Every 10 blocks: top up what its contracts may take from the keeper."""
+
+    async def balances(self, assets: list[str]) -> dict[str, int] | None:
+        """Capital that is not a token balance (Curie: margin in its vault), by need asset;
+        None: the keeper's token balances (the core reads them)."""
+        return None
+
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
+        return []
+
+    def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
+        return opportunities  # no block-wide limit
+
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        """A receipt: what this kind of liquidation really costs in gas (default: nothing
+        learnt)."""
+
+    def native_usd(self, book: Any) -> float | None:
+        return None
 
 
 class LogIndexed:

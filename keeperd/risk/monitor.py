@@ -57,7 +57,7 @@ def shock_label(shock: float) -> str:
 # A protocol's book -> its portfolio and the description of its asset columns.
 Describe = Callable[[Any], tuple[Portfolio, list[Asset]] | None]
 # A plug-in's depth for each asset column of its book, at a block.
-DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel]]]
+DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel] | None]]
 
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
@@ -112,7 +112,7 @@ class CascadeMonitor:
                  alerts_config: AlertsConfig | None = None,
                  describe: Describe | None = None,
                  depth_of: DepthOf | None = None,
-                 book_risk: Callable[[Any], BookRisk] | None = None) -> None:
+                 book_risk: Callable[[Any], BookRisk | None] | None = None) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -166,8 +166,10 @@ class CascadeMonitor:
         portfolio, assets = described
         assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
         columns = columns_for(assets, self.config)
-        depth = (await self.depth_of(book, assets, block) if self.depth_of is not None
-                 else await read_depth(self.config, assets, self.pool, block))
+        own = (await self.depth_of(book, assets, block) if self.depth_of is not None
+               else None)  # (None: the protocol trades against the chain's spot market)
+        depth = own if own is not None else await read_depth(self.config, assets, self.pool,
+                                                              block)
         self.fund_usd = await self._fund(book, assets, block)
         run = functools.partial(run_cascade, portfolio, depth=depth,
                                 max_rounds=self.config.max_rounds,
@@ -197,8 +199,8 @@ class CascadeMonitor:
     async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.insurance_fund
         if fund is None:
-            value = (self.book_risk(book).insurance_fund_usd
-                     if self.book_risk is not None else None)
+            risk = self.book_risk(book) if self.book_risk is not None else None
+            value = risk.insurance_fund_usd if risk is not None else None
             if value is not None:
                 self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
             return value

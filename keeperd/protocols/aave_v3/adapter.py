@@ -23,7 +23,7 @@ from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_accoun
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from keeperd.protocols.aave_v3.revisions import rules_for
 from keeperd.protocols.base import AccountRow, HealthView
-from keeperd.protocols.plugin import LiquidationSeen, account_topic
+from keeperd.protocols.plugin import LiquidationSeen, PluginBase, account_topic
 from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ async def oracle_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Res
             if a.success and len(a.data) >= 32 and int.from_bytes(a.data[:32], "big")]
 
 
-class AaveV3Adapter:
+class AaveV3Adapter(PluginBase):
     kind = "aave_v3"
     config_model = AaveV3Config
     position_action = (

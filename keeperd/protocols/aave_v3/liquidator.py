@@ -33,6 +33,7 @@ from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidat
 from keeperd.protocols.aave_v3.math import exact_account_data
 from keeperd.protocols.plugin import (
     Call,
+    LiquidatorBase,
     Opportunity,
     OpportunityKey,
     StartRefused,
@@ -118,7 +119,7 @@ def within_virtual_balances(opportunities: list[Opportunity], market: MarketStat
     return out
 
 
-class AaveLiquidator:
+class AaveLiquidator(LiquidatorBase):
     def __init__(self, adapter: AaveV3Adapter, config: KeeperConfig, keeper: str | None,
                  tx: Any) -> None:
         self.adapter = adapter

@@ -23,7 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
+from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, PluginBase, account_topic
 from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
@@ -145,7 +145,7 @@ def params_problem(market_id: str, params: bytes) -> str | None:
     return None
 
 
-class MorphoBlueAdapter(LogIndexed):
+class MorphoBlueAdapter(LogIndexed, PluginBase):
     kind = "morpho_blue"
     config_model = MorphoBlueConfig
     position_action = ("Add collateral or repay: below 1.0 anyone may liquidate the whole "

@@ -42,7 +42,13 @@ from keeperd.protocols.morpho_blue.adapter import (
     loan_usd,
     market_key,
 )
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
+from keeperd.protocols.plugin import (
+    Call,
+    LiquidatorBase,
+    Opportunity,
+    OpportunityKey,
+    StartRefused,
+)
 
 if TYPE_CHECKING:
     from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
@@ -71,7 +77,7 @@ def callback_calldata(params: tuple[str, str, str, str, int], borrower: str, sei
                         min_out_per_in])
 
 
-class MorphoLiquidator:
+class MorphoLiquidator(LiquidatorBase):
     flash_premium_bps = 0  # the callback path borrows nothing
 
     def __init__(self, adapter: MorphoBlueAdapter, config: KeeperConfig, keeper: str | None,

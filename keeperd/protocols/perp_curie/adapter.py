@@ -24,7 +24,7 @@ from keeperd.metrics import Metrics
 from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
+from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, PluginBase, account_topic
 from keeperd.storage.account_index import IndexStore
 
 log = structlog.get_logger(__name__)
@@ -104,7 +104,7 @@ class CurieBook:
         return {b: m for b, m in self.markets.items() if not m.is_open}
 
 
-class PerpCurieAdapter(LogIndexed):
+class PerpCurieAdapter(LogIndexed, PluginBase):
     kind = "perp_curie"
     config_model = PerpCurieConfig
     position_action = ("Add margin or reduce the position: once the account value falls under "

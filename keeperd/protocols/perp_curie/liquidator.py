@@ -49,7 +49,13 @@ from keeperd.execution.keys import UpkeepKey
 from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
+from keeperd.protocols.plugin import (
+    Call,
+    LiquidatorBase,
+    Opportunity,
+    OpportunityKey,
+    StartRefused,
+)
 
 if TYPE_CHECKING:
     from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -81,7 +87,7 @@ DEPOSIT = "deposit(address,uint256)"
 LIQUIDATE_COLLATERAL = "liquidateCollateral(address,address,uint256,bool)"
 
 
-class CurieLiquidator:
+class CurieLiquidator(LiquidatorBase):
     flash_premium_bps = 0
     supports_flash = False
 
