@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         await Daemon(config, redactor=redactor, config_path=Path(args.config),
                      owns_process=True).run(stop)
 
-    from keeperd.protocols.plugin import StartRefused
+    from keeperd.protocols.sdk.contract import StartRefused
 
     try:
         asyncio.run(main())

@@ -29,6 +29,7 @@ from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
 from keeperd.alerts.sources import watched_liquidations
+from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
@@ -45,7 +46,6 @@ from keeperd.config import (
 )
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
-from keeperd.execution.keys import UpkeepKey
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
@@ -57,8 +57,8 @@ from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
-from keeperd.protocols.plugin import Plugin
-from keeperd.risk.monitor import CascadeMonitor
+from keeperd.protocols.sdk.contract import Plugin
+from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from keeperd.alerts.preview import WouldFire, cascade_alert, watchlist_alerts
+from keeperd.cascade_monitor import read_depth
 from keeperd.chain.connect import make_pool
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import Config
@@ -29,7 +30,6 @@ from keeperd.metrics import Metrics
 from keeperd.protocols import registry
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
-from keeperd.risk.monitor import read_depth
 from keeperd.storage.account_index import IndexStore
 
 _SHOCK = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*$")

@@ -7,10 +7,12 @@ Works whether the daemon runs or not: the daemon rewrites status.json every few 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,21 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
         out["daemon"] = {"running": False, "note": "no status.json: never started here"}
     db_path = state / STATE_FILE
     if db_path.is_file():
-        out.update(asyncio.run(_local_summary(db_path)))
+        out.update(_run(_local_summary(db_path)))
     if config.storage.url is not None:
         out.update(_shared(config))
     return out
+
+
+def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a read to its end from plain code, or from code that a loop runs (a test, a web
+    handler): then on a thread of its own, with a loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _local_summary(path: Path) -> dict[str, Any]:
@@ -104,7 +117,7 @@ def _shared(config: Config) -> dict[str, Any]:
     from keeperd.storage.admin import StorageError, shared_status
 
     try:
-        return asyncio.run(shared_status(config))
+        return _run(shared_status(config))
     except (StorageError, OSError) as exc:
         return {"replicas_error": str(exc)}
 

@@ -19,10 +19,10 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
 from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
-from keeperd.indexer import AccountIndexer, LogFilter
-from keeperd.protocols.base import AccountRow, HealthView
-from keeperd.protocols.plugin import LogIndexed, PluginBase
 from keeperd.protocols.registry import register
+from keeperd.protocols.sdk.contract import LogIndexed, PluginBase
+from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 from keeperd.risk.cascade import Asset, Portfolio
 
 TRANSFER = event_topic("Transfer(address,address,uint256)")

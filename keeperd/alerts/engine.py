@@ -37,7 +37,8 @@ from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.crashpoints import crash_point
 from keeperd.metrics import Metrics
-from keeperd.protocols.plugin import ExecutionEvent, LiquidationSeen
+from keeperd.protocols.sdk.contract import LiquidationSeen
+from keeperd.protocols.sdk.messages import ExecutionEvent
 from keeperd.storage.db import Database
 
 log = structlog.get_logger(__name__)

@@ -35,21 +35,21 @@ from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
-from keeperd.execution.keys import OpportunityKey, TxKey, UpkeepKey
 from keeperd.execution.reconcile import resume_journal, track_again
-from keeperd.execution.swap import seller_outcome
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
-from keeperd.protocols.plugin import (
+from keeperd.protocols.sdk.contract import (
     Call,
-    ExecutionEvent,
+    GasQuote,
     Liquidator,
     Opportunity,
     Plugin,
     Verdict,
 )
-from keeperd.scanner import ScanResult
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey
+from keeperd.protocols.sdk.messages import ExecutionEvent, ScanResult
+from keeperd.protocols.sdk.swap import seller_outcome
 from keeperd.storage.lease import FencedOut
 
 log = structlog.get_logger(__name__)
@@ -305,8 +305,8 @@ class Executor:
         keyed = [(o, key) for o, (_, key) in zip(adjusted, fresh, strict=True)]
         own, flash = await self._fund(keyed, result)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
-        encoded = await self.liquidator.calls([(o, f) for o, _, f in chosen], result.book,
-                                              base_fee, native_usd)
+        gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd)
+        encoded = await self.liquidator.calls([(o, f) for o, _, f in chosen], result.book, gas)
         calls: list[tuple[Call, OpportunityKey]] = []
         for (_, key, _), call in zip(chosen, encoded, strict=True):
             if call is None:

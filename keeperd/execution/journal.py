@@ -13,7 +13,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from keeperd.execution.keys import OpportunityKey, TxKey
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey
 from keeperd.storage.db import Database
 from keeperd.storage.migrations import SchemaBehind, pending
 
@@ -64,7 +64,9 @@ class JournalEntry:
 @dataclass(frozen=True)
 class TxRecord:
     tx_hash: str
-    key: TxKey  # (only an OpportunityKey's are journaled: approvals and deposits are fenced)
+    # Only an OpportunityKey's are journaled (approvals and deposits are fenced); one read
+    # back carries the key its reader asked for (`Journal.txs`): typed, or a row's text.
+    key: TxKey | str
     nonce: int
     max_fee_per_gas: int
     priority_fee: int
@@ -176,8 +178,9 @@ class Journal:
         rows = await self.db.fetch(
             "SELECT tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, kind, "
             "sent_at FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash", str(key))
-        return [TxRecord(r[0], OpportunityKey.parse(r[1]), r[2], int(r[3]), int(r[4]), r[5],
-                         r[6], r[7], r[8]) for r in rows]
+        # (each record under the key as the caller holds it: typed, or a row's text)
+        return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8])
+                for r in rows]
 
     async def set_status(self, key: JournalKey, status: str, *, winner: str | None = None,
                          detail: str | None = None,

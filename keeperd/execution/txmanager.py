@@ -28,10 +28,10 @@ from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution.journal import TxRecord
-from keeperd.execution.keys import TxKey
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import TxKey
 
 log = structlog.get_logger(__name__)
 

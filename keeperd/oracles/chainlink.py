@@ -10,7 +10,7 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, Multicall, selector
 from keeperd.oracles.checks import FeedReading
-from keeperd.oracles.feeds import PriceFeed
+from keeperd.protocols.sdk.feeds import PriceFeed
 
 _LATEST_ROUND_DATA = selector("latestRoundData()")
 _DECIMALS = selector("decimals()")

@@ -39,9 +39,9 @@ from keeperd.oracles.checks import (
     check_feed,
     check_pyth,
 )
-from keeperd.oracles.feeds import PriceFeed
 from keeperd.oracles.references import References, median_price
 from keeperd.oracles.sequencer import SequencerCheck
+from keeperd.protocols.sdk.feeds import PriceFeed
 
 log = structlog.get_logger(__name__)
 

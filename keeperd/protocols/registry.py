@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from keeperd.protocols.plugin import PluginBase
+from keeperd.protocols.sdk.contract import PluginBase
 
 P = TypeVar("P", bound=PluginBase)
 
@@ -33,7 +33,7 @@ def register(plugin: type[P]) -> type[P]:
     its config entries (a pydantic model whose `kind` is a Literal of that kind). A plug-in
     subclasses `PluginBase` (the optional hooks, defaulted)."""
     if not (isinstance(plugin, type) and issubclass(plugin, PluginBase)):
-        raise TypeError(f"{plugin!r} does not subclass keeperd.protocols.plugin.PluginBase")
+        raise TypeError(f"{plugin!r} does not subclass keeperd.protocols.sdk.contract.PluginBase")
     _registered[getattr(plugin, "kind")] = plugin  # noqa: B009 (a class attribute)
     return plugin
 

@@ -12,8 +12,8 @@ import pytest
 from keeperd.config import LeaseConfig
 from keeperd.daemon import _journal_tx
 from keeperd.execution.journal import Journal, TxRecord
-from keeperd.execution.keys import UpkeepKey
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.storage.db import PostgresDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence, identity_of
 from keeperd.storage.replica import LEADER, STANDBY, Replica

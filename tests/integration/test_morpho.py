@@ -191,11 +191,11 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
 
 async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
                                                      tmp_path: Path) -> None:
+    from keeperd.cascade_monitor import CascadeMonitor
     from keeperd.config import CascadeConfig
     from keeperd.metrics import Metrics
     from keeperd.protocols.morpho_blue.portfolio import describe_morpho
     from keeperd.risk.cascade import run_cascade, shock_grid
-    from keeperd.risk.monitor import CascadeMonitor
     from tests.conftest import metric_value
 
     adapter = await adapter_for(devnet, pool, tmp_path)

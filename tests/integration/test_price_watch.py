@@ -14,7 +14,7 @@ import pytest
 from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
-from keeperd.protocols.morpho_blue.adapter import market_key
+from keeperd.protocols.morpho_blue.book import market_key
 from tests.conftest import _isolated, metric_value
 from tests.integration.test_breaker import block_time
 from tests.integration.test_morpho import drop_oracle, fund, morpho_config

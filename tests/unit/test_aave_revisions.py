@@ -207,7 +207,7 @@ def test_a_parity_mismatch_holds_until_the_accounts_that_disagreed_agree() -> No
 def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
     from keeperd.execution.capital import Need
     from keeperd.protocols.aave_v3.liquidator import within_virtual_balances
-    from keeperd.protocols.plugin import Opportunity, OpportunityKey
+    from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
     m = market(10)
     weth = replace(RESERVES[0], virtual_balance=usd(m, 0, 15_000))

@@ -20,7 +20,7 @@ from keeperd.alerts.outbox import DELIVERED, PENDING, RETRACTED, Outbox
 from keeperd.chain.blocks import BlockHeader, Reorg
 from keeperd.config import AlertsConfig, OutboxConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import HealthView
+from keeperd.protocols.sdk.views import HealthView
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
 from tests.conftest import metric_value
@@ -224,7 +224,7 @@ async def test_operator_rules(setup: Setup) -> None:
 
 
 async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
-    from keeperd.protocols.plugin import ExecutionEvent
+    from keeperd.protocols.sdk.messages import ExecutionEvent
 
     setup.engine.on_liquidation(ExecutionEvent(
         "included", "devnet", "aave", ACCOUNTS[0], "aave:x:WETH:USDC:1", 7,

@@ -6,7 +6,7 @@ import pytest
 
 from keeperd.execution.capital import Need
 from keeperd.execution.executor import decide
-from keeperd.protocols.plugin import Opportunity, OpportunityKey
+from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
 GWEI = 10**9
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from keeperd.execution.journal import JournalEntry
-from keeperd.execution.keys import OpportunityKey, UpkeepKey
+from keeperd.protocols.sdk.keys import OpportunityKey, UpkeepKey
 
 AAVE = OpportunityKey("aave", "0xAcc", ("0xWETH", "0xUSDC"), "10291/4073")
 

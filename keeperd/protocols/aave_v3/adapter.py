@@ -14,17 +14,16 @@ from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import AaveV3Config, ChainConfig, ConfigIssue
-from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
-from keeperd.oracles.feeds import PriceFeed
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions, Reserve
 from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from keeperd.protocols.aave_v3.revisions import rules_for
-from keeperd.protocols.base import AccountRow, HealthView
-from keeperd.protocols.plugin import LiquidationSeen, PluginBase, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +129,7 @@ class AaveV3Adapter(PluginBase):
     async def check_config(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[ConfigIssue]:
         """`check-config` against the chain: contracts where the addresses point, and a pool
         revision keeperd knows (else its liquidations would be held at start)."""
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         issues = await contract_issues(pool, proto, pi,
                                        ("addresses_provider", "pool", "oracle", "data_provider"))

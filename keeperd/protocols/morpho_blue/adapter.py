@@ -7,7 +7,6 @@ A view's rows are positions, one per (market, account): `labels` name the market
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,19 @@ from eth_utils import keccak, to_checksum_address
 from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, MorphoBlueConfig
-from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
-from keeperd.oracles.feeds import PriceFeed
-from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, PluginBase, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.morpho_blue.book import (
+    MarketInfo,
+    MorphoBook,
+    MorphoPosition,
+    loan_usd,
+    market_key,
+)
+from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -33,15 +38,6 @@ LIQUIDATE_CALL = f"liquidate({MARKET_PARAMS},address,uint256,uint256,bytes)"  # 
 
 
 topic = event_topic
-
-# Loan tokens valued at 1 USD a unit (Morpho prices collateral in loan-token units; a market
-# lending anything else has no USD scale here and is evaluated, alerted, but not priced).
-USD_PEGGED = frozenset({"USDC", "USDT", "DAI", "USDS", "GHO", "PYUSD", "FRAX", "LUSD"})
-
-
-def loan_usd(symbol: str) -> float:
-    return 1.0 if symbol in USD_PEGGED else float("nan")
-
 
 SUPPLY_COLLATERAL = topic("SupplyCollateral(bytes32,address,address,uint256)")
 BORROW = topic("Borrow(bytes32,address,address,address,uint256,uint256)")
@@ -58,11 +54,6 @@ ORACLE_FEED_GETTERS = tuple(encode_call(f"{name}()", [], []) for name in (
     "BASE_FEED_1", "BASE_FEED_2", "QUOTE_FEED_1", "QUOTE_FEED_2"))
 
 
-def market_key(market_id: str) -> str:
-    """The breaker's name for a market's own oracle."""
-    return f"morpho:{market_id.lower()}"
-
-
 def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     topics = entry.get("topics", [])
     where = _ACCOUNT_TOPIC.get(topics[0]) if topics else None
@@ -72,62 +63,6 @@ def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     if raw not in cache:
         cache[raw] = to_checksum_address(raw)
     return (cache[raw],)
-
-
-@dataclass(frozen=True)
-class MarketInfo:
-    id: str
-    loan_token: str
-    collateral_token: str
-    oracle: str
-    irm: str
-    lltv: int
-    loan_symbol: str
-    collateral_symbol: str
-    loan_decimals: int
-    collateral_decimals: int
-
-    @property
-    def params(self) -> tuple[str, str, str, str, int]:
-        return (self.loan_token, self.collateral_token, self.oracle, self.irm, self.lltv)
-
-    @property
-    def name(self) -> str:
-        return f"{self.collateral_symbol}/{self.loan_symbol}"
-
-
-@dataclass(frozen=True)
-class MorphoPosition:
-    market: MarketInfo
-    account: str
-    collateral: int
-    borrow_shares: int
-
-
-@dataclass(frozen=True)
-class MorphoBook:
-    block: int
-    timestamp: int
-    # market id -> (info, state, oracle price, borrow rate per second)
-    markets: dict[str, tuple[MarketInfo, mm.MarketState, int, int]]
-    positions: tuple[MorphoPosition, ...]
-
-    def accrued(self, market_id: str, at: int | None = None) -> mm.MarketState:
-        _, state, _, rate = self.markets[market_id]
-        return state.accrued(rate, self.timestamp if at is None else at)
-
-    def health(self, p: MorphoPosition, at: int | None = None) -> float:
-        _, _, price, _ = self.markets[p.market.id]
-        return mm.health_factor(p.collateral, p.borrow_shares, self.accrued(p.market.id, at),
-                                price, p.market.lltv)
-
-    def debt(self, p: MorphoPosition) -> int:
-        return mm.borrowed(p.borrow_shares, self.accrued(p.market.id))
-
-    def collateral_value(self, p: MorphoPosition) -> int:
-        """In loan-token units, at the oracle's price."""
-        _, _, price, _ = self.markets[p.market.id]
-        return mm.mul_div_down(p.collateral, price, mm.ORACLE_PRICE_SCALE)
 
 
 def params_problem(market_id: str, params: bytes) -> str | None:
@@ -173,7 +108,7 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
     @staticmethod
     async def check_config(pool: RpcPool, proto: MorphoBlueConfig, pi: int
                            ) -> list[ConfigIssue]:
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         return await contract_issues(pool, proto, pi, ("morpho", "liquidator_contract"))
 

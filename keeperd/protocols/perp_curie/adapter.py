@@ -18,14 +18,13 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
-from keeperd.indexer import AccountIndexer, LogFilter
+from keeperd.config import DEFAULT_SHOCKS, ChainConfig, ConfigIssue, PerpCurieConfig
 from keeperd.metrics import Metrics
-from keeperd.oracles.feeds import PriceFeed
-from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, PluginBase, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +140,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
     @staticmethod
     async def check_config(pool: RpcPool, proto: PerpCurieConfig, pi: int
                            ) -> list[ConfigIssue]:
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         return await contract_issues(pool, proto, pi, ("clearing_house",))
 
@@ -311,10 +310,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         """Open interest and bad debt at risk by index move of each asset, and the accounts
         funding alone brings to maintenance (the insurance fund that pays the bad debt goes
         to the cascade monitor through `book_risk`)."""
-        from keeperd.protocols.perps.monitor import MOVES
-
         for asset in sorted({m.asset for m in book.markets.values()}):
-            for move in [-m for m in MOVES] + list(MOVES):
+            for move in [-m for m in DEFAULT_SHOCKS] + list(DEFAULT_SHOCKS):
                 notional, bad = cm.at_risk(book.traders, asset, move, book.mm_ratio)
                 self.metrics.perp_liquidated_notional.labels(self.name, asset,
                                                              f"{move:g}").set(notional)
@@ -581,8 +578,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                             ) -> list[Any]:
         """The depth the unwinds of liquidated positions trade against: each market's own
         Uniswap V3 pool of virtual tokens (not the spot market), read at the block."""
+        from keeperd.protocols.sdk.depth import uniswap_v3_depth
         from keeperd.risk.depth import NoImpact
-        from keeperd.risk.monitor import uniswap_v3_depth
 
         out: list[Any] = []
         for asset in assets:

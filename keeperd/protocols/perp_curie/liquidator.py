@@ -43,19 +43,20 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
-from keeperd.execution import approvals
-from keeperd.execution.capital import Need
-from keeperd.execution.keys import UpkeepKey
-from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
-from keeperd.protocols.plugin import (
+from keeperd.protocols.sdk import approvals
+from keeperd.protocols.sdk.contract import (
+    Allowed,
     Call,
+    GasQuote,
     LiquidatorBase,
+    Need,
     Opportunity,
     OpportunityKey,
     StartRefused,
 )
+from keeperd.protocols.sdk.keys import UpkeepKey
 
 if TYPE_CHECKING:
     from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -160,7 +161,7 @@ class CurieLiquidator(LiquidatorBase):
     async def _confirm_vault(self) -> None:
         """The Vault is approved the keeper's USDC and takes its deposits: pinned (`vault`)
         and equal to what the ClearingHouse names, or agreed by the endpoints."""
-        from keeperd.protocols.confirm import confirm_address
+        from keeperd.protocols.sdk.confirm import confirm_address
 
         vault, pinned = self.adapter.addresses["Vault"], self.adapter.config.vault
         where = f"protocols[{self.adapter.name}].vault"
@@ -260,8 +261,8 @@ class CurieLiquidator(LiquidatorBase):
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities
 
-    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
-                    native_usd: float) -> list[Call | None]:
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any,
+                    gas: GasQuote) -> list[Call | None]:
         ch = self.adapter.config.clearing_house
         vault = self.adapter.addresses["Vault"]
         # Collateral liquidations in USDC: the vault's maximum read again now (the book's may

@@ -25,7 +25,7 @@ import structlog
 
 from keeperd.alerts.engine import AlertEngine, Condition
 from keeperd.alerts.lifecycle import Levels
-from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.calls import ContractCall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
     AlertsConfig,
@@ -35,7 +35,8 @@ from keeperd.config import (
     UniswapV3Depth,
 )
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import BookRisk
+from keeperd.protocols.sdk.depth import uniswap_v3_depth
+from keeperd.protocols.sdk.views import BookRisk
 from keeperd.risk.cascade import (
     Asset,
     CascadeResult,
@@ -91,19 +92,6 @@ async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPo
         else:
             out.append(NoImpact())
     return out
-
-
-async def uniswap_v3_depth(pool: RpcPool, address: str, asset: str, decimals: int,
-                           block: int) -> ConstantProduct:
-    token0, liquidity, slot0 = await call_many(pool, [
-        ContractCall(address, "token0()", returns=["address"]),
-        ContractCall(address, "liquidity()", returns=["uint128"]),
-        ContractCall(address, "slot0()", returns=["uint160"])], block)
-    for answer in (token0, liquidity, slot0):
-        if isinstance(answer, Exception):
-            raise answer
-    return ConstantProduct.from_uniswap_v3(liquidity, slot0, token0.lower() == asset.lower(),
-                                           decimals)
 
 
 class CascadeMonitor:

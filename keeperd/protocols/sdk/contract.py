@@ -23,16 +23,66 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from eth_utils import to_checksum_address
 
-from keeperd.config import ConfigIssue, KeeperConfig
-from keeperd.execution.capital import Need
-from keeperd.execution.keys import OpportunityKey
-from keeperd.execution.signer_policy import Allowed
-from keeperd.oracles.feeds import PriceFeed
-from keeperd.protocols.base import AccountRow, BookRisk, HealthView
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.keys import OpportunityKey
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
+
+if TYPE_CHECKING:  # (types only: the config imports the registry, which imports this)
+    from keeperd.config import ConfigIssue, KeeperConfig
+    from keeperd.risk.cascade import Asset, Portfolio  # (the kernels load when the cascade runs)
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a liquidation takes from the keeper's balance (the capital stage's input)."""
+
+    asset: str
+    symbol: str
+    decimals: int
+    amount: int  # token units the liquidation pulls at most
+    profit_usd: float
+
+
+APPROVE = "approve(address,uint256)"
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """One kind of call the keeper makes: `function` on `to` (for what, in `purpose`); or, with
+    `spender`, an `approve` of any token to that spender only."""
+
+    to: str
+    function: str
+    purpose: str
+    spender: str | None = None
+
+    @classmethod
+    def approval(cls, spender: str, purpose: str) -> Allowed:
+        return cls("*", APPROVE, purpose, to_checksum_address(spender))
+
+
+@dataclass(frozen=True)
+class GasQuote:
+    """What gas costs this block, as the executor's fee policy prices it (a plug-in never
+    recomputes the policy): the fee per gas a liquidation is sent with, the native token in
+    USD, and the operator's `min_profit_usd`."""
+
+    fee_per_gas: int  # wei
+    native_usd: float
+    min_profit_usd: float
+
+    def gas_usd(self, gas_limit: int) -> float:
+        return gas_limit * self.fee_per_gas / 1e18 * self.native_usd
+
+    def least_profit(self, gas_limit: int, token_usd: float, decimals: int) -> int:
+        """What a seller contract must keep of the token it repays in (units), or revert:
+        enough to pay for the gas at this fee and still clear `min_profit_usd`."""
+        return int((self.min_profit_usd + self.gas_usd(gas_limit)) / token_usd * 10**decimals)
 
 
 @dataclass(frozen=True)
@@ -103,20 +153,6 @@ class Call:
 
 
 @dataclass(frozen=True)
-class ExecutionEvent:
-    """What the executor did with an opportunity (sent, included, reverted, lost_race,
-    not_sent, ...): the alert engine's input."""
-
-    kind: str
-    chain: str
-    protocol: str
-    account: str
-    opportunity: str
-    block: int | None
-    details: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
 class LiquidationSeen:
     """A liquidation event of the protocol, decoded (anyone's: lost races, watched positions,
     forensics)."""
@@ -167,8 +203,8 @@ class Liquidator(Protocol):
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         """Block-wide limits on what was decided (Aave: the reserves' virtual balances)."""
 
-    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
-                    native_usd: float) -> list[Call | None]:
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any,
+                    gas: GasQuote) -> list[Call | None]:
         """(opportunity, through the flash path) -> the call to send; None: it cannot be."""
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
@@ -230,7 +266,7 @@ class Plugin(Protocol):
     def rows(self, book: Any, view: HealthView) -> list[AccountRow]:
         """Per-row display for `keeperd scan`."""
 
-    def describe(self, book: Any) -> tuple[Any, list[Any]] | None:
+    def describe(self, book: Any) -> tuple[Portfolio, list[Asset]] | None:
         """(Portfolio, assets) for the cascade engine; None: nothing to model."""
 
     def liquidation_logs(self, book: Any, accounts: Sequence[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import structlog
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcPool
-from keeperd.execution.keys import UpkeepKey
+from keeperd.protocols.sdk.keys import UpkeepKey
 
 log = structlog.get_logger(__name__)
 
