@@ -55,6 +55,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
     from keeperd.metrics import Metrics
     from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
     from keeperd.protocols.aave_v3.math import FastHealth, exact_account_data
+    from keeperd.protocols.sdk.contract import PluginContext
     from keeperd.storage.account_index import IndexStore
 
     config = parse_config({
@@ -70,7 +71,8 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
     with tempfile.TemporaryDirectory() as tmp:
         store = await IndexStore.open(Path(tmp))
         async with RpcPool.from_urls("devnet", [manifest["rpc_url"]], metrics=metrics) as pool:
-            adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, metrics)
+            adapter = AaveV3Adapter(config.protocols[0],
+                                    PluginContext(config.chains[0], pool, store, metrics))
             await adapter.start()
             head = int(await pool.request("eth_blockNumber"), 16)
             t = time.perf_counter()

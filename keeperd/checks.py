@@ -24,6 +24,7 @@ from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.storage.account_index import IndexStore
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
@@ -146,7 +147,7 @@ async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool, metri
                 if getattr(proto, "chain", None) != chain.name:
                     continue
                 try:
-                    plugin = registry.create(proto, chain, pool, store, metrics)
+                    plugin = registry.create(proto, PluginContext(chain, pool, store, metrics))
                     await plugin.start()
                     await plugin.discover(head)
                     view = plugin.evaluate(await plugin.read(head, None, set(), set()))

@@ -57,7 +57,7 @@ from keeperd.oracles.breaker import Breaker
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
-from keeperd.protocols.sdk.contract import Plugin
+from keeperd.protocols.sdk.contract import Plugin, PluginContext
 from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
@@ -274,8 +274,8 @@ class Daemon:
             native_prices: dict[str, float] = {}
             for proto in self.config.chain_protocols:
                 rt = self.chains[proto.chain]
-                plugin = registry.create(proto, rt.config, rt.pool, self.index_store,
-                                         self.metrics)
+                plugin = registry.create(proto, PluginContext(rt.config, rt.pool, self.index_store,
+                                                           self.metrics))
                 await plugin.start()
                 await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
                                          native_prices, scheduler)

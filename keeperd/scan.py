@@ -13,6 +13,7 @@ from keeperd.config import Config, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
 from keeperd.protocols.perps.margin import PerpAccount
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.protocols.sdk.views import AccountRow
 from keeperd.storage.account_index import IndexStore
 
@@ -30,7 +31,7 @@ async def scan_once(config: Config, *, protocols: Sequence[str] | None = None) -
             async with make_pool(chain, metrics) as pool:
                 head = int(await pool.request("eth_blockNumber"), 16)
                 for proto in selected:
-                    plugin = registry.create(proto, chain, pool, store, metrics)
+                    plugin = registry.create(proto, PluginContext(chain, pool, store, metrics))
                     await plugin.start()
                     await plugin.discover(head)
                     book = await plugin.read(head, None, set(), set())

@@ -28,6 +28,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import Config
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
 from keeperd.storage.account_index import IndexStore
@@ -97,7 +98,7 @@ async def _book_at_head(config: Config, proto: Any, store: IndexStore, *, discov
     metrics = Metrics()
     async with make_pool(chain, metrics) as pool:
         head = int(await pool.request("eth_blockNumber"), 16)
-        plugin = registry.create(proto, chain, pool, store, metrics)
+        plugin = registry.create(proto, PluginContext(chain, pool, store, metrics))
         await plugin.start()
         if discover:
             await plugin.discover(head)

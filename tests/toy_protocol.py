@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
 from keeperd.protocols.registry import register
-from keeperd.protocols.sdk.contract import LogIndexed, PluginBase
+from keeperd.protocols.sdk.contract import LogIndexed, PluginBase, PluginContext
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, HealthView
 from keeperd.risk.cascade import Asset, Portfolio
@@ -67,8 +67,8 @@ class ToyVault(LogIndexed, PluginBase):
     config_model = ToyVaultConfig
     position_action = "Top up the vault."
 
-    def __init__(self, config: ToyVaultConfig, chain: Any, pool: Any, store: Any,
-                 metrics: Any) -> None:
+    def __init__(self, config: ToyVaultConfig, ctx: PluginContext) -> None:
+        chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
         self.name = config.name
         self.chain = chain.name

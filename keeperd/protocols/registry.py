@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from keeperd.protocols.sdk.contract import PluginBase
+from keeperd.protocols.sdk.contract import PluginBase, PluginContext
 
 P = TypeVar("P", bound=PluginBase)
 
@@ -78,10 +78,10 @@ def is_chain_protocol(config: Any) -> bool:
     return plugin_class(getattr(config, "kind", "")) is not None
 
 
-def create(config: Any, chain: Any, pool: Any, store: Any, metrics: Any) -> Any:
-    """The plug-in for one config entry, on its chain's RPC pool, with the account index's
-    store (`storage.account_index.IndexStore`) and the metrics registry."""
+def create(config: Any, ctx: PluginContext) -> Any:
+    """The plug-in for one config entry (validated by its `config_model`), with its chain, the
+    chain's RPC pool, the account index's store and the metrics."""
     cls = plugin_class(config.kind)
     if cls is None:
         raise ValueError(f"protocol kind {config.kind!r} has no plug-in")
-    return cls(config, chain, pool, store, metrics)
+    return cls(config, ctx)

@@ -20,6 +20,7 @@ from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.scanner import ProtocolScanner
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value, metric_zero_or_absent
@@ -39,7 +40,7 @@ def make_adapter(devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metr
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
     }, env={})
-    return AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, metrics)
+    return AaveV3Adapter(config.protocols[0], PluginContext(config.chains[0], pool, store, metrics))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from keeperd.devnet.uniswap import pool_between
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_assets, aave_portfolio
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.risk.cascade import run_cascade, shock_grid
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
@@ -36,7 +37,8 @@ async def snapshot(devnet: Devnet, pool, tmp_path: Path):  # type: ignore[no-unt
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
     }, env={})
     store = await IndexStore.open(tmp_path)
-    adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, Metrics())
+    adapter = AaveV3Adapter(config.protocols[0],
+                            PluginContext(config.chains[0], pool, store, Metrics()))
     await adapter.start()
     head = devnet.client.block_number()
     await adapter.discover(head)

@@ -22,6 +22,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
 
@@ -45,7 +46,8 @@ async def read_book(devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metr
                     ) -> tuple[PerpCurieAdapter, CurieBook]:
     config = parse_config(curie_config(devnet, tmp_path))
     store = await IndexStore.open(tmp_path / "reader")
-    adapter = PerpCurieAdapter(config.protocols[0], config.chains[0], pool, store, metrics)
+    adapter = PerpCurieAdapter(config.protocols[0],
+                               PluginContext(config.chains[0], pool, store, metrics))
     await adapter.start()
     head = devnet.client.block_number()
     await adapter.discover(head)

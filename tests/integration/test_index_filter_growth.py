@@ -9,6 +9,7 @@ from pathlib import Path
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.storage.account_index import IndexStore
 from tests.integration.test_morpho import morpho_config
 
@@ -18,7 +19,7 @@ async def indexed(devnet: Devnet, pool, state: Path, markets: list[str]) -> set[
     proto = config.protocols[0].model_copy(update={"markets": markets})
     store = await IndexStore.open(state)
     try:
-        adapter = MorphoBlueAdapter(proto, config.chains[0], pool, store, Metrics())  # type: ignore[arg-type]
+        adapter = MorphoBlueAdapter(proto, PluginContext(config.chains[0], pool, store, Metrics()))  # type: ignore[arg-type]
         await adapter.start()
         await adapter.discover(devnet.client.block_number())
         return set(adapter.accounts)

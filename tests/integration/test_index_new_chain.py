@@ -11,6 +11,7 @@ from pathlib import Path
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.storage.account_index import IndexStore
 from tests.keeper_harness import config_for
 
@@ -21,7 +22,8 @@ async def index_once(devnet: Devnet, pool, state: Path) -> tuple[set[str], int]:
     config = config_for(devnet, state, "alert-only")
     store = await IndexStore.open(state)
     try:
-        adapter = AaveV3Adapter(config.protocols[0], config.chains[0], pool, store, Metrics())
+        adapter = AaveV3Adapter(config.protocols[0],
+                                PluginContext(config.chains[0], pool, store, Metrics()))
         await adapter.start()
         await adapter.discover(devnet.client.block_number())
         assert adapter.indexer is not None

@@ -20,6 +20,7 @@ from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter, encode_liquidate
+from keeperd.protocols.sdk.contract import PluginContext
 from keeperd.storage.account_index import IndexStore
 from tests.keeper_harness import (
     KEEPER,
@@ -68,8 +69,8 @@ def drop_oracle(devnet: Devnet, market: str, factor: float) -> None:
 
 async def adapter_for(devnet: Devnet, pool, tmp_path: Path) -> MorphoBlueAdapter:  # type: ignore[no-untyped-def]
     config = morpho_config(devnet, tmp_path)
-    adapter = MorphoBlueAdapter(config.protocols[0], config.chains[0], pool,  # type: ignore[arg-type]
-                                await IndexStore.open(tmp_path), Metrics())
+    adapter = MorphoBlueAdapter(config.protocols[0], PluginContext(  # type: ignore[arg-type]
+        config.chains[0], pool, await IndexStore.open(tmp_path), Metrics()))
     await adapter.start()
     return adapter
 

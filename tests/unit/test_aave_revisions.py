@@ -15,6 +15,7 @@ from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions
 from keeperd.protocols.aave_v3.liquidation import plan_account
 from keeperd.protocols.aave_v3.math import RAY, exact_account_data
 from keeperd.protocols.aave_v3.revisions import rules_for
+from keeperd.protocols.sdk.contract import PluginContext
 
 WAD = 10**18
 
@@ -164,7 +165,7 @@ def adapter(**protocol: object) -> AaveV3Adapter:
         "chains": [{"name": "devnet", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": "0x" + "11" * 20, **protocol}]}, env={})
-    return AaveV3Adapter(config.protocols[0], config.chains[0], None, None, None)  # type: ignore[arg-type]
+    return AaveV3Adapter(config.protocols[0], PluginContext(config.chains[0], None, None, None))  # type: ignore[arg-type]
 
 
 def test_an_unknown_revision_is_verified_by_default_and_held_on_request() -> None:

@@ -13,16 +13,15 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
-from keeperd.config import AaveV3Config, ChainConfig, ConfigIssue
-from keeperd.metrics import Metrics
+from keeperd.config import AaveV3Config, ConfigIssue
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions, Reserve
 from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from keeperd.protocols.aave_v3.revisions import rules_for
-from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, account_topic
+from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, PluginContext, account_topic
 from keeperd.protocols.sdk.feeds import PriceFeed
-from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
@@ -103,8 +102,8 @@ class AaveV3Adapter(PluginBase):
         "and take the liquidation bonus out of the collateral (Aave V3.3+: all of a debt, or "
         "half of a large position's debt while health stays above 0.95).")
 
-    def __init__(self, config: AaveV3Config, chain: ChainConfig, pool: RpcPool, store: IndexStore,
-                 metrics: Metrics) -> None:
+    def __init__(self, config: AaveV3Config, ctx: PluginContext) -> None:
+        chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
         self.name = config.name
         self.chain = chain.name

@@ -16,8 +16,7 @@ from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, ConfigIssue, MorphoBlueConfig
-from keeperd.metrics import Metrics
+from keeperd.config import ConfigIssue, MorphoBlueConfig
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.book import (
     MarketInfo,
@@ -26,9 +25,15 @@ from keeperd.protocols.morpho_blue.book import (
     loan_usd,
     market_key,
 )
-from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.contract import (
+    LiquidationSeen,
+    LogIndexed,
+    PluginBase,
+    PluginContext,
+    account_topic,
+)
 from keeperd.protocols.sdk.feeds import PriceFeed
-from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
@@ -86,8 +91,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
     position_action = ("Add collateral or repay: below 1.0 anyone may liquidate the whole "
                        "debt, with the market's liquidation incentive.")
 
-    def __init__(self, config: MorphoBlueConfig, chain: ChainConfig, pool: RpcPool,
-                 store: IndexStore, metrics: Metrics) -> None:
+    def __init__(self, config: MorphoBlueConfig, ctx: PluginContext) -> None:
+        chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
         self.name = config.name
         self.chain = chain.name

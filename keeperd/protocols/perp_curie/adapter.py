@@ -18,12 +18,17 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import DEFAULT_SHOCKS, ChainConfig, ConfigIssue, PerpCurieConfig
-from keeperd.metrics import Metrics
+from keeperd.config import DEFAULT_SHOCKS, ConfigIssue, PerpCurieConfig
 from keeperd.protocols.perp_curie import margin as cm
-from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.contract import (
+    LiquidationSeen,
+    LogIndexed,
+    PluginBase,
+    PluginContext,
+    account_topic,
+)
 from keeperd.protocols.sdk.feeds import PriceFeed
-from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
@@ -110,8 +115,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                        "6.25 % of the positions' value anyone may liquidate them, taking a "
                        "2.5 % penalty from the account.")
 
-    def __init__(self, config: PerpCurieConfig, chain: ChainConfig, pool: RpcPool,
-                 store: IndexStore, metrics: Metrics) -> None:
+    def __init__(self, config: PerpCurieConfig, ctx: PluginContext) -> None:
+        chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
         self.name = config.name
         self.chain = chain.name

@@ -4,7 +4,7 @@ The scanner, the executor, the alert engine, the cascade monitor, `scan`, `simul
 `check-config` loop over configured protocols through this contract and never name one. A
 protocol is one package under `keeperd/protocols/` and one line in `registry.py`.
 
-    plugin = Plugin(config, chain, pool, store, metrics)   # registry.create
+    plugin = Plugin(config, PluginContext(chain, pool, store, metrics))  # registry.create
     await plugin.start()                              # addresses, persisted index, checks
     touched = await plugin.discover(head)              # the account index, from the logs
     book = await plugin.read(block, previous, touched)   # Multicall3 reads -> the book
@@ -33,8 +33,11 @@ from keeperd.protocols.sdk.keys import OpportunityKey
 from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 if TYPE_CHECKING:  # (types only: the config imports the registry, which imports this)
-    from keeperd.config import ConfigIssue, KeeperConfig
+    from keeperd.chain.rpc import RpcPool
+    from keeperd.config import ChainConfig, ConfigIssue, KeeperConfig
+    from keeperd.metrics import Metrics
     from keeperd.risk.cascade import Asset, Portfolio  # (the kernels load when the cascade runs)
+    from keeperd.storage.account_index import IndexStore
 
 
 @dataclass(frozen=True)
@@ -295,13 +298,24 @@ class Plugin(Protocol):
         """Its insurance fund and lines for `keeperd simulate`, or None."""
 
 
+@dataclass(frozen=True)
+class PluginContext:
+    """What the daemon hands every plug-in it creates (`registry.create`), beside the plug-in's
+    own config entry: its chain, that chain's RPC pool, the account index's store and the
+    metrics."""
+
+    chain: ChainConfig
+    pool: RpcPool
+    store: IndexStore
+    metrics: Metrics
+
+
 class PluginBase:
     """The optional hooks of `Plugin`, declared and defaulted: a plug-in subclasses this and
     overrides what it has; the core calls every hook directly (no lookups by name)."""
 
-    def __init__(self, config: Any, chain: Any, pool: Any, store: Any, metrics: Any) -> None:
-        """Its config entry, its chain's config, that chain's RPC pool, the account index's
-        store (`storage.account_index.IndexStore`) and the metrics (`registry.create`)."""
+    def __init__(self, config: Any, ctx: PluginContext) -> None:
+        """Its config entry (its own `config_model`) and what the daemon hands it."""
 
     @staticmethod
     async def check_config(pool: Any, config: Any, index: int) -> list[ConfigIssue]:
