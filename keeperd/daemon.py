@@ -422,14 +422,13 @@ class Daemon:
         rt.blocks.subscribe(scanner.on_block_event)
         self.services.append(scanner)
         self.scanners[plugin.name] = scanner
-        config = plugin.config
         # max_instances=1 + coalesce: a slow job never stacks up behind itself.
-        if getattr(config, "full_rescan_interval", None):
+        if plugin.full_rescan_interval_s:
             scheduler.add_job(scanner.request_full_rescan, "interval",
-                              seconds=config.full_rescan_interval, max_instances=1,
+                              seconds=plugin.full_rescan_interval_s, max_instances=1,
                               coalesce=True, id=f"{plugin.name}:full-rescan")
         scheduler.add_job(self._index_catch_up, "interval", args=[rt, plugin],
-                          seconds=getattr(config, "index_interval", 60.0), max_instances=1,
+                          seconds=plugin.index_interval_s, max_instances=1,
                           coalesce=True, id=f"{plugin.name}:index")
 
     async def _block_known(self, chain: str, block_hash: str) -> bool | None:

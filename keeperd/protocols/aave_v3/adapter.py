@@ -105,6 +105,8 @@ class AaveV3Adapter(PluginBase):
     def __init__(self, config: AaveV3Config, ctx: PluginContext) -> None:
         chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
+        self.index_interval_s = config.index_interval
+        self.full_rescan_interval_s = config.full_rescan_interval
         self.name = config.name
         self.chain = chain.name
         self.chain_config = chain

@@ -118,6 +118,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
     def __init__(self, config: PerpCurieConfig, ctx: PluginContext) -> None:
         chain, pool, store, metrics = ctx.chain, ctx.pool, ctx.store, ctx.metrics
         self.config = config
+        self.index_interval_s = config.index_interval
         self.name = config.name
         self.chain = chain.name
         self.pool = pool

@@ -228,6 +228,8 @@ class Plugin(Protocol):
     name: str
     chain: str
     config: Any
+    index_interval_s: float
+    full_rescan_interval_s: float | None
 
     async def start(self) -> None:
         """Resolve addresses, load the persisted index, check it against the chain."""
@@ -313,6 +315,11 @@ class PluginContext:
 class PluginBase:
     """The optional hooks of `Plugin`, declared and defaulted: a plug-in subclasses this and
     overrides what it has; the core calls every hook directly (no lookups by name)."""
+
+    # The daemon's schedule for it: the account index caught up this often even when no
+    # block arrives; every account re-read this often (None: only what events touch).
+    index_interval_s: float = 60.0
+    full_rescan_interval_s: float | None = None
 
     def __init__(self, config: Any, ctx: PluginContext) -> None:
         """Its config entry (its own `config_model`) and what the daemon hands it."""
