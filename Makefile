@@ -39,7 +39,8 @@ system-deps:
 
 # Every Python package comes from the lock, each file checked against its pinned sha256
 # (requirements/*.lock, `make lock`); keeperd itself is then installed without resolving
-# anything (--no-deps), built by the locked setuptools (--no-build-isolation).
+# anything (--no-deps), built by the locked setuptools and Cython (--no-build-isolation; the
+# cascade kernels are compiled then: gcc and Python's headers, see setup.py).
 $(VENV)/.installed: pyproject.toml setup.py keeperd/risk/_kernels_aot.pyx requirements/dev.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keeperd needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
