@@ -39,13 +39,15 @@ system-deps:
 
 # Every Python package comes from the lock, each file checked against its pinned sha256
 # (requirements/*.lock, `make lock`); keeperd itself is then installed without resolving
-# anything (--no-deps), built by the locked setuptools (--no-build-isolation).
-$(VENV)/.installed: pyproject.toml requirements/dev.lock
+# anything (--no-deps), built by the locked setuptools and Cython (--no-build-isolation; the
+# cascade kernels are compiled then: gcc and Python's headers, see setup.py).
+$(VENV)/.installed: pyproject.toml setup.py keeperd/risk/_kernels_aot.pyx requirements/dev.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keeperd needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -c 'from keeperd.risk.kernels import kernels; kernels()'  # numba's cache
+	@# the compiled kernels were built (the install skips them without a compiler); numba's cache
+	$(BIN)/python -c 'from keeperd.risk.kernels import load; load("aot"); load("numba")'
 	touch $@
 
 # The runtime lock's wheels (hash-checked), so the test that installs the package into a fresh

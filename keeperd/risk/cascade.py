@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from keeperd.risk.depth import DepthModel, NoImpact
-from keeperd.risk.kernels import kernels, set_threads
+from keeperd.risk.kernels import kernels
 
 F64 = NDArray[np.float64]
 
@@ -181,6 +181,9 @@ class CascadeResult:
     total_debt: float
     # per round: accounts, repaid, seized (K,) and the prices it ran at, multiplier (K, A)
     per_round: list[dict[str, F64]] = field(default_factory=list)
+    # (N, K) whether the cascade liquidates position i in column k (the kernels' own record,
+    # kept: the tests compare which positions, not only how many, with the reference)
+    liquidated: NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
 
     @property
     def final_drop(self) -> F64:
@@ -242,6 +245,9 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
                 implementation: str = "auto") -> CascadeResult:
     """The cascade for every column (see the module's docstring for the model).
 
+    `implementation`: the kernels' variant, "auto" (the fastest this process can run, see
+    risk/kernels.py) or one of kernels.VARIANTS.
+
     `tolerance`: a column has converged when no asset's price moves by more than this
     fraction of itself between rounds (1e-4: a hundredth of a percent)."""
     p = portfolio
@@ -249,10 +255,11 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
     K = len(columns.shock)
     depth = list(depth) if depth is not None else [NoImpact()] * A
     plan = _Plan(p)
-    round_pass, final_pass = kernels(implementation)
+    chosen = kernels(implementation)
+    round_pass, final_pass = chosen.round_pass, chosen.final_pass
     blocks = 4 * (threads or min(4, os.cpu_count() or 1))
     if threads:
-        set_threads(threads)
+        chosen.set_threads(threads)
     ever = np.zeros((len(p), K), dtype=bool)  # (position, column) liquidated in a past round
 
     def one_round(mult: F64, cols: NDArray[np.int64], with_value: bool
@@ -314,4 +321,4 @@ def run_cascade(portfolio: Portfolio, columns: Columns,
         bonus=tot_sei - tot_rep, bad_debt=bad,
         final_multiplier=final_mult, rounds=rounds, seized_by_asset=tot_by_asset,
         tokens_sold=tokens, toxic_debt=toxic, toxic_debt_with_slippage=toxic_slip,
-        total_debt=float(p.debt_usd.sum()), per_round=per_round)
+        total_debt=float(p.debt_usd.sum()), per_round=per_round, liquidated=ever)

@@ -1,236 +1,105 @@
-"""The cascade's hot loops, compiled with numba: one fused pass over positions x columns per
-round, with no N x K temporaries (the numpy version spent its time writing and reading those).
+"""Which of the cascade's kernel variants the engine runs: the two per-round passes (a round's
+liquidations, the final prices' bad and toxic debt), in three builds with one contract and the
+same figures (tests/unit/test_cascade.py runs the equality tests against each):
 
-Per position the sums run over assets in order, exactly as the plain reference does, so the
-liquidation decisions are the same to the last bit; column totals are summed per thread and
-then added, which differs from the reference only by rounding.
+- `aot`: compiled ahead of time by `pip install` (Cython and OpenMP, `_kernels_aot.pyx`), a
+  shared library the process maps from a file. It runs where no memory may be both writable
+  and executable (systemd's MemoryDenyWriteExecute, as the shipped unit sets), starts with
+  nothing to compile, and is the fastest of the three (bench/README.md), so it is the first
+  choice everywhere;
+- `numba`: JIT-compiled at the first start of an environment (then from numba's cache). Where
+  the package was installed without a C compiler; impossible under MemoryDenyWriteExecute;
+- `numpy`: nothing compiled, several times slower: the last resort.
 
-Where the process may not map executable memory (systemd's MemoryDenyWriteExecute, SELinux's
-execmem) numba cannot run at all: `kernels()` then hands out numpy versions of the same two
-passes, in chunks of rows — same results, several times slower — and says so once.
+`kernels()` chooses once per process and logs the choice once (`cascade.kernels`), with a
+warning for each faster variant it could not use and why (`cascade.aot_unavailable`,
+`cascade.jit_unavailable`).
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-try:  # numba checks at import that it may map executable memory
-    import numba
-
-    _jit: Callable[[Any], Any] = numba.njit(parallel=True, cache=True, nogil=True)
-    _prange: Any = numba.prange
-    JIT_ERROR: OSError | None = None
-except OSError as exc:  # "cannot allocate executable memory" (W^X enforced)
-    numba = None  # type: ignore[assignment]
-    JIT_ERROR = exc
-
-    def _jit(f: Any) -> Any:
-        return f
-
-    _prange = range
+VARIANTS = ("aot", "numba", "numpy")  # in the order `kernels()` tries them
 
 
-@_jit
-def round_pass(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
-               cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
-               main: NDArray[np.int64], main_debt: NDArray[np.int64],
-               mult: NDArray[np.float64], cols: NDArray[np.int64], ever: NDArray[np.bool_],
-               close_factor: float, full_close_below: float, partial_min_usd: float,
-               with_value: bool, blocks: int
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
-                          NDArray[np.float64]]:
-    """One round for the columns `cols` (mult[j] is column cols[j]'s price multipliers).
-    Returns per column: new liquidations, debt repaid, collateral seized per asset (K, A),
-    and the shortfall Σ max(0, debt - collateral) when `with_value`. The whole debt is repaid
-    at health <= `full_close_below`, or when the main collateral or the main debt is worth
-    less than `partial_min_usd` (Aave v3.3+), else `close_factor` of it."""
-    n, a_count = W.shape
-    k_count = mult.shape[0]
-    count = np.zeros((blocks, k_count))
-    repaid = np.zeros((blocks, k_count))
-    seized = np.zeros((blocks, k_count, a_count))
-    short = np.zeros((blocks, k_count))
-    per = (n + blocks - 1) // blocks
-    for b in _prange(blocks):
-        lo = b * per
-        hi = min(n, lo + per)
-        for i in range(lo, hi):
-            m_i = main[i]
-            for j in range(k_count):
-                lw = 0.0
-                dm = 0.0
-                for a in range(a_count):
-                    lw += W[i, a] * mult[j, a]
-                    dm += D[i, a] * mult[j, a]
-                if with_value:
-                    cm = 0.0
-                    for a in range(a_count):
-                        cm += C[i, a] * mult[j, a]
-                    if dm - cm > 0.0:
-                        short[b, j] += dm - cm
-                col = cols[j]
-                if lw < dm and not ever[i, col]:
-                    ever[i, col] = True
-                    rep = close_factor * dm
-                    if lw <= full_close_below * dm:
-                        rep = dm
-                    elif partial_min_usd > 0.0:
-                        d_i = main_debt[i]
-                        if (C[i, m_i] * mult[j, m_i] < partial_min_usd
-                                or D[i, d_i] * mult[j, d_i] < partial_min_usd):
-                            rep = dm
-                    cap = cmain_over_bonus[i] * mult[j, m_i]
-                    if rep > cap:
-                        rep = cap
-                    count[b, j] += 1.0
-                    repaid[b, j] += rep
-                    seized[b, j, m_i] += rep * bonus1[i]
-    return count.sum(axis=0), repaid.sum(axis=0), seized.sum(axis=0), short.sum(axis=0)
+class KernelUnavailable(RuntimeError):
+    """A kernel variant cannot run in this process; `fix` says what would make it run."""
+
+    def __init__(self, variant: str, reason: str, fix: str) -> None:
+        super().__init__(f"{variant} cascade kernels unavailable: {reason} ({fix})")
+        self.variant, self.reason, self.fix = variant, reason, fix
 
 
-@_jit
-def final_pass(D: NDArray[np.float64], C: NDArray[np.float64], bonus1: NDArray[np.float64],
-               main: NDArray[np.int64], mult: NDArray[np.float64],
-               impact: NDArray[np.float64], blocks: int
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """At the final prices: bad debt, toxic debt, toxic debt once the collateral is marked
-    down by the impact its asset's sale caused."""
-    n, a_count = D.shape
-    k_count = mult.shape[0]
-    bad = np.zeros((blocks, k_count))
-    toxic = np.zeros((blocks, k_count))
-    toxic_slip = np.zeros((blocks, k_count))
-    per = (n + blocks - 1) // blocks
-    for b in _prange(blocks):
-        lo = b * per
-        hi = min(n, lo + per)
-        for i in range(lo, hi):
-            for j in range(k_count):
-                dm = 0.0
-                cm = 0.0
-                for a in range(a_count):
-                    dm += D[i, a] * mult[j, a]
-                    cm += C[i, a] * mult[j, a]
-                if dm - cm > 0.0:
-                    bad[b, j] += dm - cm
-                owed = dm * bonus1[i]
-                if owed > cm:
-                    toxic[b, j] += dm
-                if owed > cm * impact[j, main[i]]:
-                    toxic_slip[b, j] += dm
-    return bad.sum(axis=0), toxic.sum(axis=0), toxic_slip.sum(axis=0)
+@dataclass(frozen=True)
+class Kernels:
+    """One variant's passes (signatures: `kernels_numba.round_pass` and `final_pass`) and how
+    to set the threads they use."""
+
+    variant: str
+    round_pass: Callable[..., Any]
+    final_pass: Callable[..., Any]
+    set_threads: Callable[[int], None]
 
 
-CHUNK = 8192
+_FIXES = {
+    "aot": "reinstall keeperd where a C compiler (gcc) and Python's headers are present: "
+           "`pip install --no-deps --no-build-isolation .` builds keeperd/risk/_kernels_aot",
+    "numba": "allow executable memory for keeperd (drop MemoryDenyWriteExecute), or build the "
+             "ahead-of-time kernels, which need no executable memory",
+}
 
 
-def round_pass_numpy(W: NDArray[np.float64], D: NDArray[np.float64], C: NDArray[np.float64],
-                     cmain_over_bonus: NDArray[np.float64], bonus1: NDArray[np.float64],
-                     main: NDArray[np.int64], main_debt: NDArray[np.int64],
-                     mult: NDArray[np.float64], cols: NDArray[np.int64],
-                     ever: NDArray[np.bool_], close_factor: float, full_close_below: float,
-                     partial_min_usd: float, with_value: bool, blocks: int
-                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
-                                NDArray[np.float64]]:
-    """`round_pass` in numpy, a chunk of rows at a time (no JIT needed)."""
-    del blocks
-    n, a_count = W.shape
-    k_count = mult.shape[0]
-    count, repaid, short = np.zeros(k_count), np.zeros(k_count), np.zeros(k_count)
-    seized = np.zeros((k_count, a_count))
-    mult_t = mult.T
-    for lo in range(0, n, CHUNK):
-        hi = min(n, lo + CHUNK)
-        lw = W[lo:hi] @ mult_t
-        dm = D[lo:hi] @ mult_t
-        if with_value:
-            short += np.maximum(dm - C[lo:hi] @ mult_t, 0.0).sum(axis=0)
-        seen = ever[lo:hi][:, cols]
-        new = (lw < dm) & ~seen
-        if not new.any():
-            continue
-        ever[lo:hi, cols] = seen | new
-        full = lw <= full_close_below * dm
-        if partial_min_usd > 0.0:
-            rows = np.arange(hi - lo)
-            m, d = main[lo:hi], main_debt[lo:hi]
-            full |= (C[lo:hi][rows, m][:, None] * mult_t[m]) < partial_min_usd
-            full |= (D[lo:hi][rows, d][:, None] * mult_t[d]) < partial_min_usd
-        rep = np.where(full, dm, close_factor * dm)
-        rep = np.minimum(rep, cmain_over_bonus[lo:hi, None] * mult_t[main[lo:hi]])
-        rep *= new
-        count += new.sum(axis=0)
-        repaid += rep.sum(axis=0)
-        weighted = rep * bonus1[lo:hi, None]
-        for a in np.unique(main[lo:hi]):
-            seized[:, a] += weighted[main[lo:hi] == a].sum(axis=0)
-    return count, repaid, seized, short
+def load(variant: str) -> Kernels:
+    """The variant's kernels, ready to run, or KernelUnavailable."""
+    if variant not in VARIANTS:
+        raise ValueError(f"cascade kernels: unknown variant {variant!r}; one of {VARIANTS}")
+    module_name = {"aot": "keeperd.risk._kernels_aot", "numba": "keeperd.risk.kernels_numba",
+                   "numpy": "keeperd.risk.kernels_numpy"}[variant]
+    try:
+        module: Any = importlib.import_module(module_name)
+        if variant == "numba":
+            module.warm_up()  # compiles, or loads numba's cache: seconds the first time
+    except ImportError as exc:  # the extension was not built (no compiler at install time)
+        raise KernelUnavailable(variant, str(exc), _FIXES[variant]) from exc
+    except OSError as exc:  # numba: "cannot allocate executable memory" (W^X enforced)
+        raise KernelUnavailable(variant, str(exc), _FIXES[variant]) from exc
+    set_threads = module.set_num_threads if variant == "aot" else module.set_threads
+    return Kernels(variant, module.round_pass, module.final_pass, set_threads)
 
 
-def final_pass_numpy(D: NDArray[np.float64], C: NDArray[np.float64],
-                     bonus1: NDArray[np.float64], main: NDArray[np.int64],
-                     mult: NDArray[np.float64], impact: NDArray[np.float64], blocks: int
-                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """`final_pass` in numpy."""
-    del blocks
-    n = D.shape[0]
-    k_count = mult.shape[0]
-    bad, toxic, slip = np.zeros(k_count), np.zeros(k_count), np.zeros(k_count)
-    mult_t = mult.T
-    for lo in range(0, n, CHUNK):
-        hi = min(n, lo + CHUNK)
-        dm = D[lo:hi] @ mult_t
-        cm = C[lo:hi] @ mult_t
-        bad += np.maximum(dm - cm, 0.0).sum(axis=0)
-        owed = dm * bonus1[lo:hi, None]
-        toxic += np.where(owed > cm, dm, 0.0).sum(axis=0)
-        slip += np.where(owed > cm * impact.T[main[lo:hi]], dm, 0.0).sum(axis=0)
-    return bad, toxic, slip
+_chosen: Kernels | None = None
+_choosing = threading.Lock()  # the daemon's start and a first cascade may ask at once
 
 
-def warm_up() -> None:
-    """Compile (first run in an environment, ~seconds) or load the cached kernels (ms). The
-    daemon calls it before it is ready, so the first block's cascade never stalls the loop;
-    `make setup` calls it so the cache exists before anything runs. Raises where the JIT
-    cannot run (see `kernels`)."""
-    one = np.ones((1, 1))
-    vec = np.ones(1)
-    idx = np.zeros(1, dtype=np.int64)
-    round_pass(one, one, one, vec, vec, idx, idx, one, idx, np.zeros((1, 1), dtype=np.bool_),
-               0.5, 0.95, 0.0, True, 1)
-    final_pass(one, one, vec, idx, one, one, 1)
-
-
-_chosen: tuple[Any, Any] | None = None
-
-
-def kernels(prefer: str = "auto") -> tuple[Any, Any]:
-    """(round_pass, final_pass): numba's, or numpy's where the JIT cannot run or when asked."""
+def kernels(prefer: str = "auto") -> Kernels:
+    """`prefer`: a variant by name (KernelUnavailable if it cannot run here), or "auto": the
+    first of VARIANTS that runs, chosen once per process and logged."""
+    if prefer != "auto":
+        return load(prefer)
     global _chosen
-    if prefer == "numpy":
-        return round_pass_numpy, final_pass_numpy
-    if _chosen is None:
+    with _choosing:
+        if _chosen is None:
+            _chosen = _choose()
+        return _chosen
+
+
+def _choose() -> Kernels:
+    import structlog
+
+    log = structlog.get_logger(__name__)
+    for variant in VARIANTS:
         try:
-            if JIT_ERROR is not None:
-                raise JIT_ERROR
-            warm_up()
-            _chosen = (round_pass, final_pass)
-        except OSError as exc:  # "cannot allocate executable memory"
-            import structlog
-
-            structlog.get_logger(__name__).warning(
-                "cascade.jit_unavailable", error=str(exc),
-                fallback="numpy kernels: the same figures, several times slower",
-                fix="allow executable memory for keeperd (drop MemoryDenyWriteExecute) "
-                    "for the fast path")
-            _chosen = (round_pass_numpy, final_pass_numpy)
-    return _chosen
-
-
-def set_threads(threads: int) -> None:
-    if numba is not None:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+            chosen = load(variant)
+        except KernelUnavailable as exc:
+            event = "cascade.aot_unavailable" if variant == "aot" else "cascade.jit_unavailable"
+            log.warning(event, error=exc.reason, fix=exc.fix,
+                        fallback="the next variant: the same figures, slower")
+            continue
+        log.info("cascade.kernels", variant=chosen.variant)
+        return chosen
+    raise AssertionError("the numpy kernels always load")

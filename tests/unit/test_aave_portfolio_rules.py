@@ -8,6 +8,7 @@ planner (liquidation.py) on every account it liquidates."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from keeperd.protocols.aave_v3.portfolio import aave_portfolio
 from keeperd.protocols.aave_v3.revisions import rules_for
 from keeperd.risk.cascade import run_cascade, shock_grid, with_followers
 from keeperd.risk.depth import ConstantProduct, NoImpact
-from tests.unit.cascade_reference import reference_cascade
+from keeperd.risk.kernels import VARIANTS
+from tests.unit.cascade_reference import assert_engine_agrees
 
 
 def reserve(symbol: str, rid: int, decimals: int, ltv: int, lt: int, bonus: int,
@@ -139,13 +141,15 @@ def reference_account(b: AaveBook, row: int, mult: list[float]
 def reference_column(b: AaveBook, mult: list[float]) -> dict[str, float]:
     """A column's figures, and how many liquidations took the eMode bonus or closed a small
     position whole."""
-    figures = dict.fromkeys(("accounts", "repaid", "seized", "toxic", "emode_bonus",
-                             "closed_small"), 0.0)
+    figures: dict[str, Any] = dict.fromkeys(("accounts", "repaid", "seized", "toxic",
+                                             "emode_bonus", "closed_small"), 0.0)
+    figures["liquidated"] = set()  # the accounts
     for row in range(len(b.positions)):
         out, toxic_debt = reference_account(b, row, mult)
         figures["toxic"] += toxic_debt
         if out is not None:
             figures["accounts"] += 1
+            figures["liquidated"].add(b.positions.accounts[row])
             figures["repaid"] += out.repaid
             figures["seized"] += out.seized
             figures["emode_bonus"] += out.emode_bonus
@@ -153,20 +157,24 @@ def reference_column(b: AaveBook, mult: list[float]) -> dict[str, float]:
     return figures
 
 
-def assert_cascade_matches_reference(b: AaveBook, symbols: list[str],
-                                     shocks: list[float]) -> dict[str, float]:
-    """Every column's static (and, with no price impact, cascade) figures against the plain
-    reference's; returns how many liquidations, over all columns, took the eMode bonus or
-    closed a small position whole."""
+def assert_cascade_matches_reference(b: AaveBook, symbols: list[str], shocks: list[float],
+                                     implementation: str = "auto") -> dict[str, float]:
+    """Every column's static (and, with no price impact, cascade) figures and liquidated
+    accounts against the plain reference's; returns how many liquidations, over all columns,
+    took the eMode bonus or closed a small position whole."""
     portfolio = aave_portfolio(b)
     grid = with_followers(shock_grid(portfolio.assets, shocks, single=symbols),
                           portfolio.assets, b.market.price_links)
-    result = run_cascade(portfolio, grid, [NoImpact()] * len(portfolio.assets))
+    result = run_cascade(portfolio, grid, [NoImpact()] * len(portfolio.assets),
+                         implementation=implementation)
+    assert portfolio.accounts is not None
     rules_used = {"emode_bonus": 0.0, "closed_small": 0.0}
     for k in range(len(grid.shock)):
         want = reference_column(b, [float(x) for x in grid.multiplier[k]])
         for key in rules_used:
             rules_used[key] += want.pop(key)
+        assert {portfolio.accounts[i] for i in np.flatnonzero(result.liquidated[:, k])
+                } == want.pop("liquidated"), (grid.scenario[k], grid.shock[k])
         got = {"accounts": result.static_accounts[k], "repaid": result.static_repaid[k],
                "seized": result.static_seized[k], "toxic": result.toxic_debt[k]}
         assert got == pytest.approx(want, rel=1e-9, abs=1e-6), (grid.scenario[k],
@@ -180,9 +188,12 @@ SHOCKS = [0.03, 0.05, 0.1, 0.2, 0.4]
 SCENARIOS = ["WETH", "wstETH", "USDC", "WBTC"]
 
 
+@pytest.mark.parametrize("implementation", VARIANTS)
 @pytest.mark.parametrize("release", list(REVISIONS))
-def test_cascade_follows_the_revisions_close_factor_and_emode_bonus(release: str) -> None:
-    used = assert_cascade_matches_reference(book(REVISIONS[release]), SCENARIOS, SHOCKS)
+def test_cascade_follows_the_revisions_close_factor_and_emode_bonus(
+        release: str, implementation: str) -> None:
+    used = assert_cascade_matches_reference(book(REVISIONS[release]), SCENARIOS, SHOCKS,
+                                            implementation)
     assert used["emode_bonus"] > 10
     assert (used["closed_small"] > 0) == (release != "v3.0")
 
@@ -230,7 +241,7 @@ def test_the_reference_is_what_the_exact_planner_does(release: str) -> None:
     assert planned >= 28
 
 
-@pytest.mark.parametrize("implementation", ["auto", "numpy"])
+@pytest.mark.parametrize("implementation", VARIANTS)
 @pytest.mark.parametrize("release", ["v3.0", "v3.3"])
 def test_engine_variants_agree_with_the_cascade_reference_on_the_emode_book(
         release: str, implementation: str) -> None:
@@ -238,8 +249,4 @@ def test_engine_variants_agree_with_the_cascade_reference_on_the_emode_book(
     grid = shock_grid(portfolio.assets, SHOCKS, single=SCENARIOS,
                       joint=["WETH", "wstETH", "WBTC"])
     depth = [ConstantProduct(x) for x in (60.0, 40.0, 50_000.0, 1e9, 2.0)]
-    got = run_cascade(portfolio, grid, depth, implementation=implementation)
-    want = reference_cascade(portfolio, grid, depth)
-    for key, values in want.items():
-        assert np.asarray(getattr(got, key), dtype=float) == pytest.approx(
-            np.asarray(values, dtype=float), rel=1e-9, abs=1e-6), key
+    assert_engine_agrees(portfolio, grid, depth, implementation)

@@ -1,5 +1,6 @@
 """The cascade engine: a closed-form case on constant-product depth, the vectorised engine
-against the plain reference on random portfolios, and the derived figures."""
+against the plain reference on random portfolios (every kernel variant: the same figures and
+the same positions liquidated), and the derived figures."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from keeperd.risk.cascade import Portfolio, run_cascade, shock_grid
 from keeperd.risk.depth import ConstantProduct, DepthCurve, NoImpact
-from tests.unit.cascade_reference import reference_cascade
+from keeperd.risk.kernels import VARIANTS
+from tests.unit.cascade_reference import assert_engine_agrees
 
 LT = 0.8
 
@@ -135,10 +137,11 @@ portfolios = st.integers(1, 3).flatmap(lambda A: st.tuples(
 ))
 
 
-@pytest.mark.parametrize("implementation", ["auto", "numpy"])
+@pytest.mark.parametrize("implementation", VARIANTS)
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(case=portfolios)
-def test_vectorised_engine_agrees_with_the_reference(case: tuple, implementation: str) -> None:
+def test_every_kernel_variant_agrees_with_the_reference(case: tuple, implementation: str
+                                                        ) -> None:
     A, rows, shocks, reserves, (full_close_below, partial_min_usd) = case
     assets = [f"A{i}" for i in range(A)]
     prices = [1000.0, 20.0, 1.0][:A]
@@ -152,52 +155,30 @@ def test_vectorised_engine_agrees_with_the_reference(case: tuple, implementation
                            full_close_below=full_close_below, partial_min_usd=partial_min_usd)
     grid = shock_grid(assets, [s / 16 for s in shocks], joint=assets)
     depth = [ConstantProduct(float(x)) for x in reserves]
-    got = run_cascade(book, grid, depth, threads=2, implementation=implementation,
-                      tolerance=1e-4, max_rounds=10)
-    want = reference_cascade(book, grid, depth, tolerance=1e-4, max_rounds=10)
-    for key, values in want.items():
-        assert np.asarray(getattr(got, key), dtype=float) == pytest.approx(
-            np.asarray(values, dtype=float), rel=1e-9, abs=1e-6), key
+    assert_engine_agrees(book, grid, depth, implementation, threads=2, tolerance=1e-4,
+                         max_rounds=10)
 
 
-def test_without_executable_memory_the_numpy_kernels_take_over(tmp_path) -> None:
-    """Under systemd's MemoryDenyWriteExecute (prctl PR_SET_MDWE here) numba cannot JIT: the
-    engine must fall back, with the same figures."""
-    import subprocess
-    import sys
-
-    script = r'''
-import ctypes, json, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
-    print(json.dumps({"mdwe": False})); sys.exit(0)
-import numpy as np
-from keeperd.risk import kernels
-from keeperd.risk.cascade import Portfolio, run_cascade, shock_grid
-from keeperd.risk.depth import ConstantProduct
-c = np.array([[100 * 2000.0, 0.0]] * 3); d = np.array([[0.0, 150000.0], [0.0, 140000.0],
-                                                       [0.0, 100000.0]])
-book = Portfolio.build(["WETH", "USDC"], [2000.0, 1.0], c, c * 0.8, d, [0.05, 0.04])
-r = run_cascade(book, shock_grid(book.assets, [0.1], single=["WETH"]),
-                [ConstantProduct(1000.0), ConstantProduct(1e12)])
-print(json.dumps({"mdwe": True, "numpy": kernels.kernels()[0] is kernels.round_pass_numpy,
-                  "accounts": int(r.accounts[0]), "repaid": float(r.repaid[0])}))
-'''
-    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, env=env)
-    assert run.returncode == 0, run.stderr[-2000:]
-    import json
-
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    if not out["mdwe"]:
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3): cannot forbid W^X here")
-    assert out["numpy"] is True and "cascade.jit_unavailable" in run.stdout + run.stderr
-    here = run_cascade(weth_book([100.0, 100.0, 100.0], [150_000.0, 140_000.0, 100_000.0]),
-                       shock_grid(("WETH", "USDC"), [0.1], single=["WETH"]),
-                       [ConstantProduct(1000.0), ConstantProduct(1e12)])
-    assert out["accounts"] == int(here.accounts[0]) == 2
-    assert out["repaid"] == pytest.approx(float(here.repaid[0]), rel=1e-12)
+@pytest.mark.parametrize("implementation", VARIANTS)
+def test_every_kernel_variant_on_a_large_book_with_few_columns_active(implementation: str
+                                                                      ) -> None:
+    """More rows than blocks and threads, columns converging at different rounds (the
+    compiled kernels read `ever` in runs of consecutive active columns), positions holding
+    one to four assets (the kernels skip the assets a position does not hold)."""
+    rng = np.random.default_rng(5)
+    n, assets = 3_000, ["A", "B", "C", "D"]
+    c = rng.lognormal(8, 1, (n, 4)) * (rng.random((n, 4)) < 0.5)
+    c[np.arange(n), rng.integers(0, 4, n)] += 1_000.0
+    d = np.zeros((n, 4))
+    d[np.arange(n), rng.integers(0, 4, n)] = (c * 0.8).sum(axis=1) / rng.uniform(1.0, 2.5, n)
+    book = Portfolio.build(assets, [3000.0, 60_000.0, 1.0, 1.0], c, c * 0.8, d,
+                           [0.05, 0.07, 0.04, 0.04], partial_min_usd=2_000.0)
+    grid = shock_grid(assets, [0.02, 0.05, 0.1, 0.2, 0.3, 0.45], single=["A", "B"],
+                      joint=["A", "B"])
+    depth = [ConstantProduct(float(c[:, 0].sum() / 3000.0 * 0.3)),
+             ConstantProduct(float(c[:, 1].sum() / 60_000.0)), NoImpact(), NoImpact()]
+    got = assert_engine_agrees(book, grid, depth, implementation, threads=2)
+    assert len(set(got.rounds.tolist())) > 2 and got.accounts.sum() > n  # a real cascade
 
 
 def test_followers_fall_with_their_leader_unless_shocked_themselves() -> None:
