@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.provenance import provenance  # noqa: E402
+from bench.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
@@ -65,8 +65,10 @@ def main() -> int:
     only = sys.argv[1:]  # module labels, to run a few; all by default
     children = os.environ.get("MUTATE_CHILDREN", "2")
     report: dict[str, object] = {"tool": "mutmut 3.8.1", **provenance(), "modules": {}}
-    # A run of a few modules keeps the others' last figures.
-    modules: dict[str, object] = json.loads(OUT.read_text())["modules"] if only and OUT.exists() else {}
+    # A run of a few modules keeps the others' last figures (each with its own commit, date).
+    modules: dict[str, object] = {}
+    if only and OUT.exists():
+        modules = json.loads(OUT.read_text())["modules"]
     for label, pattern in MODULES.items():
         if only and label not in only:
             continue
@@ -77,8 +79,10 @@ def main() -> int:
         mine = {k: s for k, s in statuses().items() if fnmatch.fnmatchcase(k, pattern)}
         counts = Counter(mine.values())
         left = sorted(k for k, s in mine.items() if s not in ("killed", "caught by type check"))
-        modules[label] = {"mutants": len(mine), "seconds": seconds, **dict(counts),
-                          "not_killed": {k: {"status": mine[k], "diff": diff(k, label)} for k in left}}
+        modules[label] = {"commit": report["commit"], "date": report["date"],
+                          "mutants": len(mine), "seconds": seconds, **dict(counts),
+                          "not_killed": {k: {"status": mine[k], "diff": diff(k, label)}
+                                         for k in left}}
         print(f"{label}: {len(mine)} mutants, {dict(counts)}, {seconds} s", flush=True)
     report["modules"] = modules
     OUT.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")

@@ -178,3 +178,54 @@ def test_the_planned_repayment_is_what_the_totals_lose(collateral: int) -> None:
     written_off = M.total_supply_assets - after.total_supply_assets
     assert M.total_borrow_assets - after.total_borrow_assets == (plan.expected_repaid
                                                                  + written_off)
+
+
+# The survivors of the first `make mutate` with the cases above (docs/mutation.md), each
+# killed here by its own case.
+
+def test_one_second_of_interest_accrues() -> None:
+    # 0.001 over 1 s: 0.001 + 0.0000005 + 0.000000000166666666 (the third term, rounded
+    # down), on 1,000.
+    m = market(1_000 * WAD)
+    after = m.accrued(10**15, m.last_update + 1)
+    assert after.total_borrow_assets == 1_000 * WAD + 1_000_500_166_666_666_000
+
+
+def test_one_borrow_share_without_collateral_is_unhealthy() -> None:
+    assert not is_healthy(0, 1, market(1_000 * WAD), PRICE, LLTV_86)
+
+
+def test_the_buffer_line_rounds_down_in_collateral_units() -> None:
+    # A collateral unit worth 10**18 loan units: all the debt seizes 1,150 units, the 0.1 %
+    # buffer puts the line at 1,151.15, which counts as 1,151: 1,151 units repay all shares.
+    plan = plan_liquidation(1_151, DEBT_SHARES, M, 10**54, LLTV_50)
+    assert plan == MorphoLiquidation(0, DEBT_SHARES, 1_150, 1_000 * WAD, False)
+
+
+def test_collateral_of_exactly_the_seizure_for_all_is_the_edge_not_bad_debt() -> None:
+    # 0.575 collateral is just what all the debt seizes, under the buffer's line: the edge
+    # path (seize 0.574425 for 999), not a bad debt.
+    plan = plan_liquidation(575 * 10**15, DEBT_SHARES, M, PRICE, LLTV_50)
+    assert plan == MorphoLiquidation(574_425 * 10**12, 0, 574_425 * 10**12, 999 * WAD, False)
+
+
+def test_seizing_all_the_collateral_may_take_exactly_all_the_shares() -> None:
+    # 14 loan units owed at a 1:1 price: all of it seizes floor(16.1) = 16 > 15 held, and the
+    # 15 held take ceil(15 / 1.15) = 14 units, exactly all the shares: a bad-debt seizure.
+    plan = plan_liquidation(15, 14 * 10**6, M, 10**36, LLTV_50)
+    assert plan == MorphoLiquidation(15, 0, 15, 14, True)
+
+
+def test_the_last_borrower_repaid_leaves_the_market_no_borrows() -> None:
+    alone = market(1_000 * WAD, supply=5_000 * WAD)
+    plan = plan_liquidation(WAD, DEBT_SHARES, alone, PRICE, LLTV_50)
+    after = after_liquidation(alone, WAD, DEBT_SHARES, plan, PRICE, LLTV_50)
+    assert (after.total_borrow_assets, after.total_borrow_shares) == (0, 0)
+
+
+def test_one_wei_of_collateral_left_is_not_a_bad_debt() -> None:
+    # The edge plan of 0.5755 above, on a position holding one wei more than it seizes.
+    plan = MorphoLiquidation(574_425 * 10**12, 0, 574_425 * 10**12, 999 * WAD, False)
+    after = after_liquidation(M, 574_425 * 10**12 + 1, DEBT_SHARES, plan, PRICE, LLTV_50)
+    assert after.total_borrow_assets == 2_001 * WAD
+    assert after.total_supply_assets == M.total_supply_assets
