@@ -45,6 +45,8 @@ def test_the_scan_json_of_a_perp_account() -> None:
 def test_no_equity_and_no_cross_positions_print_null() -> None:
     short = PerpPosition("BTC", -1.0, 30_000.0, 31_000.0, -1_000.0, "isolated",
                          isolated_margin=500.0)
-    doc = PerpAccount("v", "a", 0.0, (short,)).to_json()
+    half = PerpPosition("ETH", 0.5, 2_000.0, 2_000.0, 0.0, "isolated", isolated_margin=100.0)
+    doc = PerpAccount("v", "a", 0.0, (short, half)).to_json()
     assert doc["health_factor"] is None and doc["margin_ratio"] is None
-    assert doc["positions"][0]["side"] == "short"  # type: ignore[index]
+    sides = [p["side"] for p in doc["positions"]]  # type: ignore[attr-defined]
+    assert sides == ["short", "long"]  # (half a coin long is long)
