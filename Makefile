@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup lock system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down devnet-states
+.PHONY: setup lock system-deps test test-fast test-slow test-faults demo lint bench clean devnet-up devnet-down devnet-states mutate
 
 setup: $(VENV)/.installed $(VENV)/wheelhouse/.built node_modules/.installed vendor/npm/.installed \
        system-deps
@@ -116,6 +116,22 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# Mutation testing (docs/mutation.md; not part of `test`): mutmut over the pure modules, one
+# module at a time, each mutant against the unit tests that reach it; the counts and the
+# survivors go to bench/results/mutation.json. mutmut has its own venv (.venv-mutate: the dev
+# lock plus requirements/mutate.lock, hash-checked) so the test venv stays what dev.lock pins.
+# MUTATE_MODULES="risk/cascade.py ..." runs a few (labels in bench/mutation.py).
+MUTATE_VENV := .venv-mutate
+MUTATE_MODULES ?=
+$(MUTATE_VENV)/.installed: requirements/dev.lock requirements/mutate.lock
+	$(PYTHON) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/pip install --quiet --require-hashes -r requirements/dev.lock \
+	  -r requirements/mutate.lock
+	touch $@
+
+mutate: $(MUTATE_VENV)/.installed
+	$(MUTATE_VENV)/bin/python bench/mutation.py $(MUTATE_MODULES)
 
 devnet-up: setup
 	$(BIN)/keeperd devnet up

@@ -1,0 +1,94 @@
+"""`make mutate` (docs/mutation.md): mutmut over keeperd's pure modules, one module at a time,
+each mutant against the unit tests that reach the function it changes (pyproject's
+[tool.mutmut]); the counts per module, the survivors and the run's provenance are written to
+bench/results/mutation.json.
+
+Run by `make mutate` with .venv-mutate's Python (mutmut is not in the test venv)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.provenance import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTMUT = str(Path(sys.executable).with_name("mutmut"))
+OUT = ROOT / "bench" / "results" / "mutation.json"
+
+# The module, and the mutants of it that are mutated: the whole module, except the executor,
+# whose one pure function is the decision stage (`decide`); its methods do I/O and are tested
+# against anvil, not here.
+MODULES = {
+    "protocols/aave_v3/liquidation.py": "keeperd.protocols.aave_v3.liquidation.*",
+    "protocols/aave_v3/math.py": "keeperd.protocols.aave_v3.math.*",
+    "protocols/morpho_blue/math.py": "keeperd.protocols.morpho_blue.math.*",
+    "protocols/perp_curie/margin.py": "keeperd.protocols.perp_curie.margin.*",
+    "protocols/perps/margin.py": "keeperd.protocols.perps.margin.*",
+    "risk/cascade.py": "keeperd.risk.cascade.*",
+    "execution/capital.py": "keeperd.execution.capital.*",
+    "execution/executor.py:decide": "keeperd.execution.executor.x_decide__mutmut_*",
+}
+# A module's mutants take a few minutes on 2 cores; one stuck this long is a hung run.
+MODULE_TIMEOUT_S = 30 * 60
+RESULT = re.compile(r"^\s+(\S+): (.+)$")
+
+
+def statuses() -> dict[str, str]:
+    """Every mutant mutmut knows of -> its status (`mutmut results --all`)."""
+    out = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return {m[1]: m[2] for line in out.splitlines() if (m := RESULT.match(line))}
+
+
+def diff(mutant: str, label: str) -> str:
+    """The mutated lines of a mutant, as `mutmut show` prints them (without the file header);
+    in this process (`mutmut show` starts a Python of its own: ~1.5 s a mutant)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    path = Path("keeperd") / label.split(":")[0]
+    out = get_diff_for_mutant(mutant, path=path)
+    return "\n".join(ln for ln in out.splitlines()
+                     if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
+
+
+def main() -> int:
+    os.chdir(ROOT)  # (mutmut reads its configuration and mutants/ from here)
+    only = sys.argv[1:]  # module labels, to run a few; all by default
+    children = os.environ.get("MUTATE_CHILDREN", "2")
+    report: dict[str, object] = {"tool": "mutmut 3.8.1", **provenance(), "modules": {}}
+    # A run of a few modules keeps the others' last figures (each with its own commit, date).
+    modules: dict[str, object] = {}
+    if only and OUT.exists():
+        modules = json.loads(OUT.read_text())["modules"]
+    for label, pattern in MODULES.items():
+        if only and label not in only:
+            continue
+        started = time.monotonic()
+        subprocess.run([MUTMUT, "run", "--max-children", children, pattern], cwd=ROOT,
+                       check=True, timeout=MODULE_TIMEOUT_S, stdout=subprocess.DEVNULL)
+        seconds = round(time.monotonic() - started, 1)
+        mine = {k: s for k, s in statuses().items() if fnmatch.fnmatchcase(k, pattern)}
+        counts = Counter(mine.values())
+        left = sorted(k for k, s in mine.items() if s not in ("killed", "caught by type check"))
+        modules[label] = {"commit": report["commit"], "date": report["date"],
+                          "mutants": len(mine), "seconds": seconds, **dict(counts),
+                          "not_killed": {k: {"status": mine[k], "diff": diff(k, label)}
+                                         for k in left}}
+        print(f"{label}: {len(mine)} mutants, {dict(counts)}, {seconds} s", flush=True)
+    report["modules"] = modules
+    OUT.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
