@@ -1,5 +1,5 @@
 """Keeps one protocol's positions current, block by block, whatever the protocol (it speaks
-the plug-in contract, `protocols/plugin.py`).
+the plug-in contract, `protocols/sdk/contract.py`).
 
 Every new block wakes the scanner; it evaluates the newest block it has been told about, so a
 slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the

@@ -1,5 +1,5 @@
 """The price watch of one chain: every block, the feeds every protocol on the chain declared
-(`Plugin.price_feeds`, `oracles/feeds.py`) are read and judged once, the sequencer too, and
+(`Plugin.price_feeds`, `protocols/sdk/feeds.py`) are read and judged once, the sequencer too, and
 the circuit breaker is driven per (chain, asset). One per chain, built by the daemon; no
 protocol is named here.
 

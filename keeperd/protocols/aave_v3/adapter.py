@@ -1,4 +1,4 @@
-"""The Aave V3 plug-in: the protocol contract (`protocols/plugin.py`) over the indexer, the
+"""The Aave V3 plug-in: the protocol contract (`protocols/sdk/contract.py`) over the indexer, the
 reader, the exact math and the liquidation planner."""
 
 from __future__ import annotations

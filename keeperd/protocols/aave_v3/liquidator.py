@@ -202,7 +202,7 @@ class AaveLiquidator(LiquidatorBase):
                 "the config pins it: check the address, then set `pool:`")
 
     async def _ensure_approvals(self, head: int, market: MarketState) -> None:
-        """The pool approved the keeper's balance of each reserve (execution/approvals.py)."""
+        """The pool approved the keeper's balance of each reserve (protocols/sdk/approvals.py)."""
         assert self.tx is not None and self.keeper is not None
         for _ in await approvals.keep_allowances(
                 self.tx, self.pool, protocol=self.adapter.name, keeper=self.keeper,

@@ -108,7 +108,7 @@ class MorphoLiquidator(LiquidatorBase):
 
     async def keep_allowances(self, head: int, book: Any = None) -> None:
         """At start and every few blocks: Morpho approved the keeper's balance of each loan
-        token (execution/approvals.py: bounded, a top-up approved in turn)."""
+        token (protocols/sdk/approvals.py: bounded, a top-up approved in turn)."""
         if self.tx is None or self.config.mode != "liquidate" or self.keeper is None:
             return
         if self.supports_flash and self.config.capital == "flash-loan":

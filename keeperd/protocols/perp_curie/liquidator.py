@@ -127,7 +127,7 @@ class CurieLiquidator(LiquidatorBase):
                          [self.keeper, a["Vault"]]),
             ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
         # The vault pulls USDC for deposits and for collateral liquidations: approved the
-        # wallet's balance (execution/approvals.py), topped up as the balance is.
+        # wallet's balance (protocols/sdk/approvals.py), topped up as the balance is.
         if allowance < wallet:
             await approvals.keep_allowances(self.tx, self.adapter.pool,
                                             protocol=self.adapter.name, keeper=self.keeper,

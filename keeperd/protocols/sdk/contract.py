@@ -281,7 +281,7 @@ class Plugin(Protocol):
         """One log of that filter, decoded and valued at the book's prices."""
 
     async def price_feeds(self, book: Any) -> list[PriceFeed]:
-        """The prices this book's positions rest on (`oracles/feeds.py`): the chain's price
+        """The prices this book's positions rest on (`protocols/sdk/feeds.py`): the chain's price
         watch judges them every block and holds liquidations on what it cannot trust. The
         keys must be what the opportunities' `assets` name."""
 
