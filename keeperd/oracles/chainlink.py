@@ -1,4 +1,5 @@
-"""Reads Chainlink-style USD feeds (any plug-in's, `protocols/sdk/feeds.py`) in one or two multicalls."""
+"""Reads Chainlink-style USD feeds (any plug-in's, `protocols/sdk/feeds.py`) in one or two
+multicalls."""
 
 from __future__ import annotations
 
