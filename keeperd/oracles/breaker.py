@@ -2,7 +2,8 @@
 while its price cannot be trusted, and resume only after the condition has stayed clear for
 `clear_after_s`. An asset is what the chain's price watch judges (`protocols/sdk/feeds.py`):
 a symbol (`WETH`), or a market's own oracle (`morpho:<market id>`). A stale WETH feed on one
-chain says nothing of WETH's price on another; an operator's trip names a chain, or every chain (`*`).
+chain says nothing of WETH's price on another; an operator's trip names a chain, or every
+chain (`*`).
 
 State lives in the state database (SQLite, or PostgreSQL shared by replicas), so a trip
 survives restarts and an operator's `keeperd breaker trip|reset ASSET` (another process) takes
