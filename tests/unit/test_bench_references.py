@@ -305,3 +305,42 @@ def test_an_edited_figure_or_commit_fails() -> None:
                    text.replace("| `6da1993` |", "| `6da1994` |"),
                    text.replace("| `3d774d5`, v3.0 |", "| `3d774d5`, v3.6 |")):
         assert edited != text and table_problems(edited), "an edit went unnoticed"
+
+
+# --- figures in bench/README's prose, phrase by phrase ------------------------------------
+
+BUILD_100K = "devnet-build-100000.json"
+PROSE: list[tuple[str, str, Figures]] = [
+    # (the phrase as the page writes it, its file, the figures in the order written)
+    ("(at 100,000: ~17 minutes,\n2.2 GB at the peak;", BUILD_100K,
+     lambda f: [f[0]["accounts"], f[0]["seconds"] / 60, gb(f[0]["peak_rss_mb_together"])]),
+    ("The node\nserving the 100k devnet holds ~2.6 GB.", BUILD_100K,
+     lambda f: [f[0]["accounts"] / 1000, gb(f[0]["rss_mb_anvil_serving_the_state"])]),
+    ("**16 min 49 s, anvil's peak 2.06 GB, the build's Python 0.31 GB** (2.2 GB together), a 123 MB"
+     "\ngzipped state; an anvil serving the built state loads it in 18.5 s and holds **2.58 GB**",
+     BUILD_100K, lambda f: [*minutes_seconds(f[0]["seconds"]), gb(f[0]["peak_rss_mb_anvil"]),
+                            gb(f[0]["peak_rss_mb_build_python"]),
+                            gb(f[0]["peak_rss_mb_together"]), f[0]["state_json_gz_mb"],
+                            f[0]["load_seconds"], gb(f[0]["rss_mb_anvil_serving_the_state"])]),
+]
+
+
+def prose_problems(text: str) -> list[str]:
+    problems = []
+    for phrase, name, expected in PROSE:
+        if phrase not in text:
+            problems.append(f"bench/README no longer says {phrase!r}: check the new words "
+                            f"against results/{name} and update PROSE")
+            continue
+        shown, want = figures(phrase), expected([load(name)])
+        if len(shown) != len(want) or any(abs(value - figure) > half for (figure, half), value
+                                          in zip(shown, want, strict=False)):
+            problems.append(f"{phrase!r}: results/{name} says {[round(v, 3) for v in want]}")
+    return problems
+
+
+def test_the_100k_builds_figures_in_prose_are_its_result_files() -> None:
+    text = BENCH.read_text()
+    assert prose_problems(text) == []
+    edited = text.replace("holds **2.58 GB**", "holds **2.48 GB**")
+    assert edited != text and prose_problems(edited)
