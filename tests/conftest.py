@@ -109,14 +109,17 @@ def _isolated(session: Devnet, request: pytest.FixtureRequest) -> Iterator[Devne
         pytest.fail("anvil had exited between tests (after the previous test's teardown): "
                     + notice, pytrace=False)
     head = session.client.block_number()
-    snap = session.snapshot()
+    # Two snapshots of the same state: the inner one reverted first, the outer one after it,
+    # which also takes back a block anvil finished mining across the first revert (below).
+    snaps = (session.snapshot(), session.snapshot())
     try:
         yield session
     finally:
-        _end_of_test(session, snap, head, request.node)
+        _end_of_test(session, snaps, head, request.node)
 
 
-def _end_of_test(session: Devnet, snap: str, head: int, test: pytest.Item) -> None:
+def _end_of_test(session: Devnet, snaps: tuple[str, str], head: int, test: pytest.Item
+                 ) -> None:
     """Revert the devnet to where the test found it; fail the test if anvil died or the
     chain would not go back, after starting the devnet again for the next test."""
     reached = head
@@ -129,13 +132,16 @@ def _end_of_test(session: Devnet, snap: str, head: int, test: pytest.Item) -> No
             # the reverted chain under the old numbering — the head stays ahead with the
             # blocks below it gone (seen: head 512, blocks 472-511 answering null).
             #
-            # And automine off meanwhile: a transaction arriving as the test ends (seen after
-            # a keeper's reverting wave, test_second_opinion's control) had anvil mine an
-            # empty block racing the revert — the head 42 blocks ahead, the blocks between
-            # gone — which the fixture used to mend by restarting the devnet with a print.
+            # And automine off meanwhile, reverting twice: a block anvil was still mining when
+            # the revert came (a test that ends by turning automine back on over a mempool of
+            # liquidations, Curie's SIGKILL test; a late transaction after test_second_opinion's
+            # control) lands on top of the reverted chain — head 500 over a reverted 472, the
+            # blocks between gone; it was mended by restarting the devnet with a print, and
+            # failed those tests once that became a failure. The second revert takes it back.
             session.client.call("evm_setAutomine", False)
-            session.client.call("anvil_dropAllTransactions")
-            session.revert(snap)
+            for snap in reversed(snaps):
+                session.client.call("anvil_dropAllTransactions")
+                session.revert(snap)
             session.client.call("anvil_dropAllTransactions")
             session.client.call("evm_setAutomine", True)
             reached = session.client.block_number()
