@@ -48,13 +48,49 @@ def ensure_alive(devnet: Devnet) -> bool:
     """Restart the devnet from its cached state if anvil has exited; True if it had."""
     if _anvil_alive(devnet):
         return False
-    print(f"\nanvil had exited (see {devnet.anvil.log_path}): restarting the session devnet")
     devnet.stop()
     devnet.start()
     return True
 
 
-def _isolated(session: Devnet) -> Iterator[Devnet]:
+# Nothing passes unnoticed (#30 item 3): the test during which anvil died fails, with the end
+# of anvil's log; the next test gets the devnet started again from its cached state.
+_DEATH_REPORTED = pytest.StashKey[bool]()
+
+
+def _dead_devnets(item: pytest.Item) -> list[Devnet]:
+    """The devnets this test used (directly or through another fixture) whose anvil is gone."""
+    used = getattr(item, "funcargs", {}).values()
+    unique = {id(d): d for d in used if isinstance(d, Devnet)}
+    return [d for d in unique.values() if not _anvil_alive(d)]
+
+
+def _death_notice(devnet: Devnet) -> str:
+    proc = devnet.anvil.process
+    code = proc.returncode if proc is not None else None
+    return (f"anvil exited (code {code}); the end of its log ({devnet.anvil.log_path}):\n"
+            + _log_tail(devnet.anvil.log_path))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that passed while its anvil died fails; one that failed (likely because anvil
+    was gone) gets anvil's last words beside its own error."""
+    try:
+        result = yield
+    except BaseException:
+        for dead in _dead_devnets(item):
+            item.stash[_DEATH_REPORTED] = True
+            item.add_report_section("call", "anvil", _death_notice(dead))
+        raise
+    dead = _dead_devnets(item)
+    if dead:
+        item.stash[_DEATH_REPORTED] = True
+        pytest.fail("anvil exited during this test: " + _death_notice(dead[0]), pytrace=False)
+    return result
+
+
+def _isolated(session: Devnet, request: pytest.FixtureRequest) -> Iterator[Devnet]:
     """The session devnet, reverted to its state before the test when the test ends.
 
     anvil 1.7.1 (the newest release) panics and exits when an eth_getTransactionReceipt it
@@ -62,34 +98,67 @@ def _isolated(session: Devnet) -> Iterator[Devnet]:
     out of range for slice of length 3", backend/mem/mod.rs:3717; reproduced outside the
     suite by reading receipts in two threads while reverting). Nothing may look up receipts
     while the fixture reverts: `run_daemon` lets anvil finish a stopped daemon's last
-    requests first. Should anvil still die, it is started again from the cached state, so one
-    crash fails one test, not every later one."""
-    ensure_alive(session)
+    requests first. Should anvil still die, the test it died in fails (in its call, or here
+    at teardown: a death in another fixture's teardown or in the revert) and the devnet is
+    started again from the cached state, so one crash fails one test, not every later one."""
+    if not _anvil_alive(session):
+        # Dead before this test began, after the previous test's end was checked: no test
+        # to blame, but not passed over either (the next test finds it started again).
+        notice = _death_notice(session)
+        ensure_alive(session)
+        pytest.fail("anvil had exited between tests (after the previous test's teardown): "
+                    + notice, pytrace=False)
     head = session.client.block_number()
-    snap = session.snapshot()
+    # Two snapshots of the same state: the inner one reverted first, the outer one after it,
+    # which also takes back a block anvil finished mining across the first revert (below).
+    snaps = (session.snapshot(), session.snapshot())
     try:
         yield session
     finally:
-        if _anvil_alive(session):
+        _end_of_test(session, snaps, head, request.node)
+
+
+def _end_of_test(session: Devnet, snaps: tuple[str, str], head: int, test: pytest.Item
+                 ) -> None:
+    """Revert the devnet to where the test found it; fail the test if anvil died or the
+    chain would not go back, after starting the devnet again for the next test."""
+    reached = head
+    if _anvil_alive(session):
+        try:
             # evm_revert restores state, not the mempool: a transaction left queued by the
             # test (a nonce gap, a replacement) would hold up the next test's sends from the
             # same account (seen once: a keeper funding call never mined). Dropped *before*
             # the revert too: anvil mines a pending transaction racing the revert on top of
             # the reverted chain under the old numbering — the head stays ahead with the
             # blocks below it gone (seen: head 512, blocks 472-511 answering null).
+            #
+            # And automine off meanwhile, reverting twice: a block anvil was still mining when
+            # the revert came (a test that ends by turning automine back on over a mempool of
+            # liquidations, Curie's SIGKILL test; a late transaction after test_second_opinion's
+            # control) lands on top of the reverted chain — head 500 over a reverted 472, the
+            # blocks between gone; it was mended by restarting the devnet with a print, and
+            # failed those tests once that became a failure. The second revert takes it back.
+            session.client.call("evm_setAutomine", False)
+            for snap in reversed(snaps):
+                session.client.call("anvil_dropAllTransactions")
+                session.revert(snap)
             session.client.call("anvil_dropAllTransactions")
-            session.revert(snap)
-            session.client.call("anvil_dropAllTransactions")
-            if session.client.block_number() != head:
-                print(f"\nthe devnet did not revert to block {head} (at "
-                      f"{session.client.block_number()}): restarting it")
-                session.stop()
-                session.start()
-        else:
-            # Not passed over: the test whose devnet died fails, with anvil's last words (the
-            # next test starts it again from the cached state).
-            pytest.fail("anvil exited during this test; the end of its log:\n"
-                        + _log_tail(session.anvil.log_path), pytrace=False)
+            session.client.call("evm_setAutomine", True)
+            reached = session.client.block_number()
+        except Exception:
+            if _anvil_alive(session):
+                raise  # (anvil is up: an error of the fixture's own, shown as it is)
+    if not _anvil_alive(session):
+        notice = _death_notice(session)
+        ensure_alive(session)
+        if not test.stash.get(_DEATH_REPORTED, False):  # (its call already failed for it)
+            pytest.fail("anvil exited during this test's teardown: " + notice, pytrace=False)
+    elif reached != head:
+        session.stop()
+        session.start()
+        pytest.fail(f"the devnet did not revert to block {head} after this test (it stayed "
+                    f"at {reached}); it was started again from its cached state",
+                    pytrace=False)
 
 
 def _log_tail(path: Path | None, lines: int = 30) -> str:
@@ -99,9 +168,9 @@ def _log_tail(path: Path | None, lines: int = 30) -> str:
 
 
 @pytest.fixture
-def devnet(devnet_session: Devnet) -> Iterator[Devnet]:
+def devnet(devnet_session: Devnet, request: pytest.FixtureRequest) -> Iterator[Devnet]:
     """The default devnet (today's Aave, v3.6), isolated per test."""
-    yield from _isolated(devnet_session)
+    yield from _isolated(devnet_session, request)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +191,7 @@ def aave_devnet(request: pytest.FixtureRequest) -> Iterator[Devnet]:
     """Each Aave version's devnet in turn, isolated per test: the same test code runs on
     today's Aave and on v3.0."""
     name = "devnet_session" if request.param == "v3.6" else "devnet_v30_session"
-    yield from _isolated(request.getfixturevalue(name))
+    yield from _isolated(request.getfixturevalue(name), request)
 
 
 @pytest.fixture
@@ -183,20 +252,35 @@ def metric_value(metrics: Metrics, name: str, labels: dict[str, str] | None = No
     """A series' value. A series that does not exist fails the test: a metric never exported,
     or exported under other labels, must not read as 0 (an `== 0` check would then pass for
     the wrong reason)."""
-    value = metrics.registry.get_sample_value(name, labels or {})
+    value = metric_series(metrics, name, labels or {})
     if value is None:
         raise AssertionError(f"no series {name}{labels or {}}: the metric is not exported "
                              "with these labels")
     return value
 
 
-def metric_zero_or_absent(metrics: Metrics, name: str, labels: dict[str, str]) -> bool:
-    """For counters that only get a series when first incremented: true when this series is
-    absent or 0. The metric itself must be registered (a renamed metric still fails)."""
-    family = name.removesuffix("_total")
-    if not any(m.name == family for m in metrics.registry.collect()):
+def metric_series(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+    """A series' value, or None when that series does not exist (yet). Only for tests whose
+    claim *is* the absence (a counter never incremented, a gauge removed): the metric must be
+    registered and `labels` must name exactly its labels, so a renamed metric or a misspelt
+    label cannot make a series look absent. Never read None as 0."""
+    # (prometheus_client keeps a name -> collector map and each collector's label names only
+    # privately; a test may lean on them)
+    collector = metrics.registry._names_to_collectors.get(name)
+    if collector is None:
         raise AssertionError(f"no metric {name} is registered")
-    return metrics.registry.get_sample_value(name, labels) in (None, 0.0)
+    expected = set(getattr(collector, "_labelnames", ()))
+    if name.endswith("_bucket"):
+        expected.add("le")  # (a histogram's buckets carry their bound as a label)
+    if set(labels) != expected:
+        raise AssertionError(f"{name} has the labels {sorted(expected)}, not {sorted(labels)}")
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def metric_absent(metrics: Metrics, name: str, labels: dict[str, str]) -> bool:
+    """True when the series does not exist (see `metric_series`; a series at 0 is not absent:
+    assert `metric_value(...) == 0` for that)."""
+    return metric_series(metrics, name, labels) is None
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ import sys
 
 PR_SET_MDWE = 65
 PR_MDWE_REFUSE_EXEC_GAIN = 1
-NO_MDWE_EXIT = 75  # the kernel has no PR_SET_MDWE: the caller skips
+NO_MDWE_EXIT = 75  # the kernel has no PR_SET_MDWE: the caller fails, naming it
 
 PRELUDE = f"""\
 import ctypes, sys

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,25 @@ from keeperd.devnet.handle import Devnet
 from tests.alert_fakes import Webhook
 from tests.keeperd_process import log_digest, start_keeperd, wait_until
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 RETRY_AFTER_S = 6
+
+
+def libfaketime() -> Path:
+    """libfaketime's preload library, where Debian's package put it on this machine (its file
+    list, not a path of one architecture). Missing, the test fails: `make setup` installs it
+    where `make test` runs, and a skipped fault test would read as a passed one (#30 item 3)."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", "libfaketime"], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.fail("no dpkg here: `make test` runs on Debian, where `make setup` installs "
+                    "faketime", pytrace=False)
+    if listed.returncode != 0:
+        pytest.fail(f"libfaketime is not installed ({listed.stderr.strip()}): `make setup` "
+                    "installs Debian's faketime", pytrace=False)
+    found = [Path(line) for line in listed.stdout.splitlines()
+             if Path(line).name == "libfaketime.so.1" and Path(line).is_file()]
+    assert len(found) == 1, f"no single libfaketime.so.1 in the package's files: {found}"
+    return found[0]
 
 
 def log_times(logs: Path) -> list[float]:
@@ -34,11 +52,11 @@ def log_times(logs: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LIBFAKETIME.is_file(), reason="`make setup` installs Debian's faketime")
 def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
         devnet: Devnet, tmp_path: Path) -> None:
     from tests.keeper_harness import chain_health
 
+    preload = libfaketime()
     # Two watched accounts under their warn level: two alerts, each its own webhook request.
     devnet.set_price("WETH", devnet.manifest["prices_usd"]["WETH"] * 0.93)
     watched = [b["address"] for b in devnet.manifest["borrowers"]
@@ -70,7 +88,7 @@ def test_wall_clock_steps_move_neither_a_sink_pause_nor_a_due_alert(
     }))
     logs = tmp_path / "keeperd.log"
     env = dict(os.environ, WEBHOOK_SECRET="clock-step-test-webhook-secret-32b",
-               LD_PRELOAD=str(LIBFAKETIME),
+               LD_PRELOAD=str(preload),
                FAKETIME_TIMESTAMP_FILE=str(clock), FAKETIME_DONT_FAKE_MONOTONIC="1",
                FAKETIME_CACHE_DURATION="1")
     proc = start_keeperd(config, env, logs)

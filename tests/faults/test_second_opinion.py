@@ -19,6 +19,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.metrics import Metrics
+from tests.conftest import metric_series
 from tests.faults.chaos_proxy import ChaosProxy
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
@@ -62,9 +63,9 @@ async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_rev
         finally:
             devnet.client.call("evm_setAutomine", True)
         await keeper.evaluated_at(devnet.mine(1))
-        refused = keeper.daemon.metrics.registry.get_sample_value(
-            "keeperd_liquidations_total", {"chain": "devnet", "protocol": "aave",
-                                           "stage": "second_opinion_refused"})
+        refused = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
+                                {"chain": "devnet", "protocol": "aave",
+                                 "stage": "second_opinion_refused"})
     assert liar.faulted["eth_call"] > 0  # the liar was asked, and lied
     by_debt = {e.debt for e in sent}
     assert by_debt - {"USDC"}, "the crash gave liquidations of other debts to send"

@@ -116,7 +116,21 @@ async def test_uniswap_depth_and_the_daemon_monitor(devnet: Devnet, pool,  # typ
                         {"chain": "devnet", "protocol": "aave"}) == 100_000
     critical = metric_value(metrics, "keeperd_cascade_critical_shock_ratio",
                             {"chain": "devnet", "protocol": "aave", "asset": "joint"})
-    assert math.isnan(critical) or 0 < critical <= 0.5
+    # The scenario implies a critical shock: the largest joint drop liquidates more than the
+    # floor, so the smallest drop that does lies on the grid's bracket where the repaid debt
+    # first reaches it (linear between the last point under and the first point over).
+    floor = config.min_liquidation_usd
+    repaid = dict(zip(result.columns.shock[joint].tolist(), result.repaid[joint].tolist(),
+                      strict=True))
+    shocks = sorted(repaid)
+    assert repaid[shocks[-1]] >= floor, (repaid, floor)
+    first = next(i for i, s in enumerate(shocks) if repaid[s] >= floor)
+    below = shocks[first - 1] if first else 0.0
+    assert not math.isnan(critical) and below < critical <= shocks[first], (critical, repaid)
+    if first:  # interpolated, as the gauge says: the floor is crossed inside the bracket
+        t = (critical - below) / (shocks[first] - below)
+        assert repaid[below] + t * (repaid[shocks[first]] - repaid[below]) == \
+            pytest.approx(floor, rel=1e-9)
     await asyncio.sleep(0)
 
 

@@ -57,7 +57,8 @@ def test_the_hardened_daemon_runs_the_cascade_on_the_compiled_kernels(
         while not any(e.get("event") == "cascade.evaluated" for e in events(log)):
             if proc.poll() is not None:
                 if proc.returncode == NO_MDWE_EXIT:
-                    pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+                    pytest.fail("this kernel has no PR_SET_MDWE (Linux < 6.3): the hardened "
+                                "unit's daemon goes untested (not a skip: #30 item 3)")
                 raise AssertionError(f"keeperd exited {proc.returncode}:\n"
                                      + log.read_text()[-3000:])
             assert time.monotonic() < deadline, log.read_text()[-3000:]

@@ -13,7 +13,7 @@ from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
-from tests.conftest import metric_value
+from tests.conftest import metric_absent, metric_value
 
 # anvil's default mnemonic, account 5: a published test key, never used for anything real.
 from tests.keeper_harness import (  # noqa: F401 - fixtures, and names others import here
@@ -114,11 +114,9 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     assert metric_value(metrics, "keeperd_liquidation_profit_usd_total", labels) > 0
     # The oracle monitor read every source (adapters included) and trusted them all.
     for symbol in devnet.manifest["aave_v3"]["reserves"]:
-        tripped = metrics.registry.get_sample_value(
-            "keeperd_breaker_tripped", {"chain": "devnet", "asset": symbol})
-        assert tripped == 0, (symbol, tripped)
-    assert metrics.registry.get_sample_value(
-        "keeperd_liquidations_held", labels) == 0
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": symbol}) == 0, symbol
+    assert metric_value(metrics, "keeperd_liquidations_held", labels) == 0
 
 
 async def test_dry_run_sends_nothing_and_records_what_it_would_send(
@@ -493,15 +491,15 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     short = {s.symbol: s for s in executor.capital_shortfall.values()}
     assert {"USDC", "DAI"} <= set(short)
     assert sum(s.opportunities for s in short.values()) > 20
-    registry = keeper.daemon.metrics.registry
     labels = {"chain": "devnet", "protocol": "aave"}
-    assert registry.get_sample_value("keeperd_liquidations_total",
-                                     {**labels, "stage": "no_capital"}) > 20
-    assert registry.get_sample_value("keeperd_liquidations_total",
-                                     {**labels, "stage": "simulation_failed"}) is None
-    assert registry.get_sample_value("keeperd_capital_shortfall_tokens",
-                                     {**labels, "asset": "USDC"}) == short["USDC"].missing_tokens
-    assert registry.get_sample_value("keeperd_capital_forgone_usd_total", labels) > 0
+    metrics = keeper.daemon.metrics
+    assert metric_value(metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "no_capital"}) > 20
+    assert metric_absent(metrics, "keeperd_liquidations_total",
+                         {**labels, "stage": "simulation_failed"})
+    assert metric_value(metrics, "keeperd_capital_shortfall_tokens",
+                        {**labels, "asset": "USDC"}) == short["USDC"].missing_tokens
+    assert metric_value(metrics, "keeperd_capital_forgone_usd_total", labels) > 0
     keeper.stop.set()
     await keeper.task
     devnet.revert(snap)
@@ -520,8 +518,8 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     # Nothing was forgone, so nothing is alerted as short (it said "not sent" of liquidations
     # the flash path had sent, seen by hand); the gauge still shows what the balance lacked.
     assert auto.daemon.executors["aave"].capital_shortfall == {}
-    assert auto.daemon.metrics.registry.get_sample_value(
-        "keeperd_liquidations_total", {**labels, "stage": "no_capital"}) == 0
+    assert metric_value(auto.daemon.metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "no_capital"}) == 0
 
 
 def test_the_flash_liquidator_reverts_when_the_swap_leaves_too_little(aave_devnet: Devnet

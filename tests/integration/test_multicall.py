@@ -6,7 +6,7 @@ from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.chain.rpc import RpcPool
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
-from tests.conftest import metric_value
+from tests.conftest import metric_absent, metric_value
 
 
 async def test_aggregate3_chunks_and_keeps_order(pool: RpcPool, devnet: Devnet, metrics) -> None:
@@ -45,9 +45,9 @@ async def test_failed_calls_come_back_in_place(pool: RpcPool, devnet: Devnet) ->
 
 async def test_empty_batch_sends_nothing(pool: RpcPool, metrics) -> None:
     assert await Multicall(pool).aggregate3([]) == []
-    assert metrics.registry.get_sample_value(
-        "keeperd_rpc_requests_total",
-        {"chain": "devnet", "endpoint": "0", "method": "eth_call", "outcome": "ok"}) is None
+    assert metric_absent(metrics, "keeperd_rpc_requests_total",
+                         {"chain": "devnet", "endpoint": "0", "method": "eth_call",
+                          "outcome": "ok"})
 
 
 def test_hand_rolled_codec_equals_eth_abi() -> None:

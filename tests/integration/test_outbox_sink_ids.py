@@ -25,7 +25,7 @@ from keeperd.metrics import Metrics
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.migrations import migrate
 from tests.alert_fakes import Recorder, status, webhook_app
-from tests.conftest import fresh_database, metric_value, serve
+from tests.conftest import fresh_database, metric_absent, metric_value, serve
 
 SECRET = "a-webhook-secret-of-at-least-32-bytes"
 FAST = OutboxConfig(max_attempts=1000, backoff_initial_s=0.05, backoff_max_s=0.2)
@@ -198,8 +198,8 @@ async def test_a_removed_sinks_notifications_are_reported_then_rerouted_or_dropp
         assert [(st, s) for _, st, s in await states(db)] == [
             (DELIVERED, "for-a"), (DELIVERED, "for-b-0"), (DELIVERED, "for-b-1"),
             (DROPPED, "for-d")]
-        await until(lambda: metrics.registry.get_sample_value(
-            "keeperd_outbox_orphaned", orphaned) is None, dispatcher)
+        await until(lambda: metric_absent(metrics, "keeperd_outbox_orphaned", orphaned),
+                    dispatcher)
         assert await keeperd("list") == 0
         assert capsys.readouterr().out.splitlines()[-1] == "outbox: nothing pending"
     await db.close()

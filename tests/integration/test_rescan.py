@@ -19,9 +19,8 @@ async def test_every_account_is_read_again_each_full_rescan_interval(
     labels = {"chain": "devnet", "protocol": "aave", "outcome": "ok"}
 
     def scans(kind: str) -> float:
-        value = keeper.daemon.metrics.registry.get_sample_value(
-            "keeperd_scans_total", {**labels, "kind": kind})
-        return value or 0.0
+        return metric_value(keeper.daemon.metrics, "keeperd_scans_total",
+                            {**labels, "kind": kind})
 
     await keeper.evaluated_at(devnet.client.block_number())
     full_at_start = scans("full")

@@ -20,7 +20,7 @@ from keeperd.execution import journal as J
 from keeperd.execution.reconcile import resume_journal
 from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
 from keeperd.storage.db import SqliteDatabase
-from tests.conftest import migrated
+from tests.conftest import metric_absent, metric_value, migrated
 from tests.integration.test_breaker import SequencerFeed, block_time
 from tests.integration.test_morpho import fund
 from tests.keeper_harness import (  # noqa: F401 - fixtures
@@ -205,11 +205,11 @@ async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
     assert (await journaled(keeper, "morpho")) == []
     [short] = morpho.capital_shortfall.values()
     assert short.symbol == "USDC" and short.opportunities >= 3 and short.missing > 0
-    registry = keeper.daemon.metrics.registry
     labels = {"chain": "devnet", "protocol": "morpho"}
-    assert registry.get_sample_value("keeperd_liquidations_total",
-                                     {**labels, "stage": "simulation_failed"}) is None
-    assert registry.get_sample_value("keeperd_liquidations_total",
-                                     {**labels, "stage": "no_capital"}) >= 3
-    assert registry.get_sample_value("keeperd_capital_shortfall_tokens",
-                                     {**labels, "asset": "USDC"}) == short.missing_tokens
+    metrics = keeper.daemon.metrics
+    assert metric_absent(metrics, "keeperd_liquidations_total",
+                         {**labels, "stage": "simulation_failed"})
+    assert metric_value(metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "no_capital"}) >= 3
+    assert metric_value(metrics, "keeperd_capital_shortfall_tokens",
+                        {**labels, "asset": "USDC"}) == short.missing_tokens

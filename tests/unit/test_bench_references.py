@@ -1,28 +1,346 @@
-"""#18: every figure in README.md, docs/ and bench/README.md comes from a result file in
-bench/results/ that records the commit, the anvil version, the machine and the date. A page
-that names a result file which is not there, or one without its provenance, fails."""
+"""#18, #30 item 5: every figure in README.md, docs/ and bench/README.md comes from a result
+file in bench/results/ that records the commit, whether the tree differed from it, the anvil
+version, the machine and the date (`bench/provenance.py` writes them). A page that names a
+result file which is not there, or one without its provenance, fails; so does any figure in a
+bench/README table that differs from its file (to the digits shown)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROVENANCE = ("commit", "anvil", "machine", "date")
+RESULTS = ROOT / "bench" / "results"
+BENCH = ROOT / "bench" / "README.md"
+PAGES = [ROOT / "README.md", BENCH, *sorted((ROOT / "docs").glob("*.md"))]
+
+# A reference: `results/<name>.json`, where the name may hold brace alternatives
+# (`results/scan-10000-{v3.6,v3.0}.json`); any other `results/` followed by a name is one the
+# parser missed, and fails below rather than escaping the check.
+REFERENCE = re.compile(r"results/([A-Za-z0-9_.,{}-]+?\.json)")
+ANY_RESULTS_NAME = re.compile(r"results/(?=[^`\s)])")
+
+
+def expand(name: str) -> list[str]:
+    """`a-{x,y}-{1,2}.json` -> its four names (braces as the shell reads them)."""
+    match = re.search(r"\{([^{}]*)\}", name)
+    if match is None:
+        return [name]
+    return [full for alt in match.group(1).split(",")
+            for full in expand(name[:match.start()] + alt + name[match.end():])]
+
+
+def sections(text: str) -> list[str]:
+    """A page cut at its headings: a file's explanation is looked for in its own section."""
+    return re.split(r"(?m)^#{1,4} ", text)
+
+
+def named() -> dict[str, list[tuple[str, str]]]:
+    """Each result file a page names -> (page, the section that names it)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for page in PAGES:
+        text = page.read_text()
+        assert len(ANY_RESULTS_NAME.findall(text)) == len(REFERENCE.findall(text)), \
+            f"{page.name}: a `results/` reference this test cannot read"
+        for section in sections(text):
+            for reference in REFERENCE.findall(section):
+                for name in expand(reference):
+                    found.setdefault(name, []).append(
+                        (page.relative_to(ROOT).as_posix(), section))
+    return found
+
+
+def provenance_problems(result: dict[str, Any]) -> list[str]:
+    """What `bench/provenance.py` writes, checked as written (a hand-edited record — a short
+    commit, a date without its time, a null anvil — is not one)."""
+    problems = []
+    if not re.fullmatch(r"[0-9a-f]{40}", str(result.get("commit"))):
+        problems.append(f"commit {result.get('commit')!r} is not a full hash")
+    if not isinstance(result.get("dirty"), bool):
+        problems.append(f"dirty {result.get('dirty')!r} is not true or false")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", str(result.get("anvil"))):
+        problems.append(f"anvil {result.get('anvil')!r} is not a version")
+    try:
+        date = datetime.datetime.fromisoformat(str(result.get("date")))
+        if date.tzinfo is None or "T" not in str(result.get("date")):
+            problems.append(f"date {result.get('date')!r} has no time and zone")
+    except ValueError:
+        problems.append(f"date {result.get('date')!r} is not ISO 8601")
+    machine = result.get("machine") or {}
+    if not (isinstance(machine.get("cpus"), int) and machine.get("cpu_model")
+            and re.fullmatch(r"\d+\.\d+\.\d+", str(machine.get("python")))):
+        problems.append(f"machine {machine!r} lacks cpus, cpu_model or python")
+    return problems
+
+
+def load(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((RESULTS / name).read_text())
+    return result
+
+
+def test_brace_references_expand_to_every_name() -> None:
+    assert expand("results/x-{a,b}.json") == ["results/x-a.json", "results/x-b.json"]
+    assert expand("s-{1,2}-{v,w}.json") == ["s-1-v.json", "s-1-w.json", "s-2-v.json",
+                                            "s-2-w.json"]
+    assert {"scan-10000-v3.0.json", "latency-10000-v3.6.json"} <= set(named())
 
 
 def test_every_result_file_a_page_names_exists_with_its_provenance() -> None:
-    named: dict[str, list[str]] = {}
-    for page in PAGES:
-        for name in re.findall(r"results/([A-Za-z0-9_.-]+\.json)", page.read_text()):
-            named.setdefault(name, []).append(page.relative_to(ROOT).as_posix())
-    assert "scan-100000.json" in named and "devnet-build-100000.json" in named
-    for name, pages in named.items():
-        path = ROOT / "bench" / "results" / name
-        assert path.is_file(), f"{pages} name results/{name}, which does not exist"
-        result = json.loads(path.read_text())
-        missing = [key for key in PROVENANCE if not result.get(key)]
-        assert not missing, f"results/{name} (named by {pages}) lacks {missing}"
-        assert {"cpus", "cpu_model"} <= set(result["machine"]), name
+    references = named()
+    assert "scan-100000.json" in references and "devnet-build-100000.json" in references
+    for name, where in references.items():
+        pages = sorted({page for page, _ in where})
+        assert (RESULTS / name).is_file(), f"{pages} name results/{name}, which does not exist"
+        result = load(name)
+        problems = provenance_problems(result)
+        assert not problems, f"results/{name} (named by {pages}): {problems}"
+        if result["dirty"]:  # measured from a tree that differed from its commit: say why
+            assert any("dirty" in section for _, section in where), \
+                f"results/{name} says dirty, and no section naming it says why"
+
+
+def test_every_result_file_is_named_by_a_page() -> None:
+    """A file no page names is a figure no one checks: named, or removed."""
+    orphans = sorted(p.name for p in RESULTS.glob("*.json")) - named().keys()
+    assert not orphans, orphans
+
+
+# --- each figure of each bench/README table against its file ------------------------------
+
+Figures = Callable[[list[dict[str, Any]]], list[float]]
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one table's rows find their result files, and what each column's figures are."""
+
+    rows: dict[str, list[str]]  # how a row starts -> the result files of that row
+    columns: dict[str, Figures | None]  # None: a column without figures (a commit, a label)
+    row_columns: dict[str, dict[str, Figures | None]] = field(default_factory=dict)
+
+    def figures_of(self, row: str) -> dict[str, Figures | None]:
+        return self.row_columns.get(row, self.columns)
+
+
+def gb(mb: float) -> float:
+    return mb / 1000
+
+
+def minutes_seconds(seconds: float) -> list[float]:
+    return [seconds // 60, seconds % 60]
+
+
+def cascade(book: str, variant: str) -> Figures:
+    return lambda f: [f[0]["books"][book][variant]["seconds"],
+                      f[0]["books"][book][variant]["reference_speedup"]]
+
+
+SCAN: dict[str, Figures | None] = {
+    "N": lambda f: [f[0]["accounts"]],
+    "keeperd": lambda f: [f[0]["keeperd"]["seconds"]],
+    "keeperd acc/s": lambda f: [f[0]["keeperd"]["accounts_per_s"]],
+    "requests": lambda f: [f[0]["keeperd"]["rpc_requests"],
+                           f[0]["accounts"] / f[0]["keeperd"]["rpc_requests"]],
+    "peak RSS": lambda f: [f[0]["keeperd"]["peak_rss_mb"]],
+    "baseline acc/s (same run)": lambda f: [f[0]["baseline"]["accounts_per_s"]],
+    "**speed-up**": lambda f: [f[0]["speedup_accounts_per_s"]],
+    "every account cross-checked": lambda f: [
+        f[0]["keeperd_every_account_cross_checked"]["accounts_per_s"]],
+    "reprice": lambda f: [f[0]["reprice_ms"]],
+}
+LATENCY: dict[str, Figures | None] = {
+    "code": None,
+    "WETH step": lambda f: [f[0]["price_step"] * 100, f[0]["rounds"]],
+    "liquidations (per round)": lambda f: [f[0]["liquidations_sent"],
+                                           f[0]["mean_liquidations_per_round"]],
+    "p50": lambda f: [f[0]["p50_ms"]],
+    "p99": lambda f: [f[0]["p99_ms"]],
+    "first of each round p50 / p99": lambda f: [f[0]["first_per_round_p50_ms"],
+                                                f[0]["first_per_round_p99_ms"]],
+}
+BUILD: dict[str, Figures | None] = {
+    "commit": None,
+    "how": lambda f: [f[0]["stage_borrowers"]] if "stage_borrowers" in f[0] else [],
+    "anvil peak": lambda f: [gb(f[0].get("peak_rss_mb_anvil")
+                                or f[0]["peak_rss_mb_anvil_sampled"])],
+    "build's Python": lambda f: [gb(f[0].get("peak_rss_mb_build_python")
+                                    or f[0]["peak_rss_mb_build_python_sampled"])],
+    "time": lambda f: minutes_seconds(f[0]["seconds"]),
+}
+
+def cascade_columns(book: str) -> dict[str, Figures | None]:
+    return {
+        "book (1,000,000 x 64)": None,
+        "rounds mean / max": lambda f: [f[0]["books"][book]["rounds_mean"],
+                                        f[0]["books"][book]["rounds_max"]],
+        "pairs liquidated": lambda f: [f[0]["books"][book]["liquidated_pairs_share"] * 100],
+        "numba, 1 thread": cascade(book, "numba_1_thread"),
+        "numba, 2 cores": cascade(book, "numba_all_cores"),
+        "numpy": cascade(book, "numpy"),
+    }
+
+
+TABLES: dict[tuple[str, ...], Table] = {
+    tuple(SCAN): Table({"10,000": ["scan-10000.json"], "100,000": ["scan-100000.json"]}, SCAN),
+    tuple(BUILD): Table({
+        "before `29cf963`": ["devnet-build-100000-29cf963.json"],
+        "`29cf963`": ["devnet-build-100000-29cf963.json"],
+        "`b644040`": ["devnet-build-100000-b644040.json"],
+        "`6da1993`": ["devnet-build-100000.json"],
+    }, BUILD, {"before `29cf963`": {  # (what that file records of the build before it)
+        "commit": None, "how": lambda f: [], "build's Python": lambda f: [], "time": lambda f: [],
+        "anvil peak": lambda f: [float(re.search(r"(\d+) GB", f[0]["before"])[1])]}}),
+    tuple(LATENCY): Table({
+        "`10267b2` (this) | 1 % x 30": ["latency-10000.json"],
+        "`10267b2` (this) | 0.2 % x 30": ["latency-10000-step0.2pct.json"],
+        "`2843102` | 1 % x 30": ["latency-10000-2843102.json"],
+    }, LATENCY),
+    ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
+     "latency p50 / p99", "first of a round p50 / p99"): Table({
+        "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],
+        "`3d774d5`, v3.6": ["scan-10000-v3.6.json", "latency-10000-v3.6.json"],
+    }, {
+        "code, devnet": None,
+        "scan 10k": lambda f: [f[0]["keeperd"]["seconds"]],
+        "requests": lambda f: [f[0]["keeperd"]["rpc_requests"]],
+        "peak RSS": lambda f: [f[0]["keeperd"]["peak_rss_mb"]],
+        "speed-up vs baseline": lambda f: [f[0]["speedup_accounts_per_s"]],
+        "latency p50 / p99": lambda f: [f[1]["p50_ms"], f[1]["p99_ms"]],
+        "first of a round p50 / p99": lambda f: [f[1]["first_per_round_p50_ms"],
+                                                 f[1]["first_per_round_p99_ms"]],
+    }),
+    ("book (1,000,000 x 64)", "rounds mean / max", "pairs liquidated", "numba, 1 thread",
+     "numba, 2 cores", "numpy"): Table(
+        {"typical": ["cascade-1000000.json"], "stressed": ["cascade-1000000.json"]}, {},
+        {"typical": cascade_columns("typical"), "stressed": cascade_columns("stressed")}),
+}
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Each markdown table of a page: its rows of cells, the header first (no rule line)."""
+    found: list[list[list[str]]] = []
+    rows: list[list[str]] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                rows.append(cells)
+        elif rows:
+            found.append(rows)
+            rows = []
+    return found
+
+
+def figures(cell: str) -> list[tuple[float, float]]:
+    """The numbers a cell shows, each with half its last digit (what rounding allows); the
+    hex of a commit in backticks is not a figure."""
+    shown = re.sub(r"`[0-9a-f]{7,40}`", "", cell)
+    out = []
+    for number in NUMBER.findall(shown):
+        decimals = len(number.split(".")[1]) if "." in number else 0
+        out.append((float(number.replace(",", "")), 0.5 * 10 ** -decimals + 1e-9))
+    return out
+
+
+def commit_problems(cell: str, files: list[dict[str, Any]]) -> list[str]:
+    shown = re.findall(r"`([0-9a-f]{7,40})`", cell)
+    return [f"commit {c} is not the file's {f['commit'][:7]}" for c in shown for f in files
+            if not f["commit"].startswith(c)]
+
+
+def devnet_problems(cell: str, files: list[dict[str, Any]]) -> list[str]:
+    shown = re.findall(r"\bv3\.\d\b", cell)
+    return [f"Aave {v} is not the file's {f['aave']}" for v in shown for f in files
+            if "aave" in f and f["aave"] != v]
+
+
+def table_problems(text: str) -> list[str]:
+    problems = []
+    for rows in tables(text):
+        header, body = tuple(rows[0]), rows[1:]
+        spec = TABLES.get(header)
+        if spec is None:
+            problems.append(f"a table this test does not know (add it to TABLES): {header}")
+            continue
+        for cells in body:
+            key = next((k for k in spec.rows if " | ".join(cells).startswith(k)), None)
+            if key is None:
+                problems.append(f"{header[0]}: a row with no result file: {cells}")
+                continue
+            files = [load(name) for name in spec.rows[key]]
+            columns = spec.figures_of(key)
+            for column, cell in zip(header, cells, strict=True):
+                problems += [f"{key}, {column}: {p}" for p in commit_problems(cell, files)]
+                problems += [f"{key}, {column}: {p}" for p in devnet_problems(cell, files)]
+                expected = columns[column]
+                shown = figures(cell) if expected is not None else []
+                want = expected(files) if expected is not None else []
+                if len(shown) != len(want) or any(
+                        abs(value - figure) > half for (figure, half), value
+                        in zip(shown, want, strict=False)):
+                    problems.append(f"{key}, {column}: the page shows {cell!r}, the file "
+                                    f"says {[round(v, 4) for v in want]}")
+    return problems
+
+
+def test_every_figure_in_a_bench_table_is_its_result_files() -> None:
+    text = BENCH.read_text()
+    assert len(tables(text)) >= 5
+    assert table_problems(text) == []
+
+
+def test_an_edited_figure_or_commit_fails() -> None:
+    text = BENCH.read_text()
+    assert "| 10,000 | 1.14 s | 8,805 |" in text and "| typical | 7.4 / 10 |" in text
+    for edited in (text.replace("| 10,000 | 1.14 s | 8,805 |", "| 10,000 | 1.04 s | 8,805 |"),
+                   text.replace("| typical | 7.4 / 10 |", "| typical | 7.4 / 11 |"),
+                   text.replace("`2843102` | 1 % x 30 | 2,264 (83.9) | 390 ms",
+                                "`2843102` | 1 % x 30 | 2,264 (83.9) | 39 ms"),
+                   text.replace("| `6da1993` |", "| `6da1994` |"),
+                   text.replace("| `3d774d5`, v3.0 |", "| `3d774d5`, v3.6 |")):
+        assert edited != text and table_problems(edited), "an edit went unnoticed"
+
+
+# --- figures in bench/README's prose, phrase by phrase ------------------------------------
+
+BUILD_100K = "devnet-build-100000.json"
+PROSE: list[tuple[str, str, Figures]] = [
+    # (the phrase as the page writes it, its file, the figures in the order written)
+    ("(at 100,000: ~17 minutes,\n2.2 GB at the peak;", BUILD_100K,
+     lambda f: [f[0]["accounts"], f[0]["seconds"] / 60, gb(f[0]["peak_rss_mb_together"])]),
+    ("The node\nserving the 100k devnet holds ~2.6 GB.", BUILD_100K,
+     lambda f: [f[0]["accounts"] / 1000, gb(f[0]["rss_mb_anvil_serving_the_state"])]),
+    ("**16 min 49 s, anvil's peak 2.06 GB, the build's Python 0.31 GB** (2.2 GB together), a 123 MB"
+     "\ngzipped state; an anvil serving the built state loads it in 18.5 s and holds **2.58 GB**",
+     BUILD_100K, lambda f: [*minutes_seconds(f[0]["seconds"]), gb(f[0]["peak_rss_mb_anvil"]),
+                            gb(f[0]["peak_rss_mb_build_python"]),
+                            gb(f[0]["peak_rss_mb_together"]), f[0]["state_json_gz_mb"],
+                            f[0]["load_seconds"], gb(f[0]["rss_mb_anvil_serving_the_state"])]),
+]
+
+
+def prose_problems(text: str) -> list[str]:
+    problems = []
+    for phrase, name, expected in PROSE:
+        if phrase not in text:
+            problems.append(f"bench/README no longer says {phrase!r}: check the new words "
+                            f"against results/{name} and update PROSE")
+            continue
+        shown, want = figures(phrase), expected([load(name)])
+        if len(shown) != len(want) or any(abs(value - figure) > half for (figure, half), value
+                                          in zip(shown, want, strict=False)):
+            problems.append(f"{phrase!r}: results/{name} says {[round(v, 3) for v in want]}")
+    return problems
+
+
+def test_the_100k_builds_figures_in_prose_are_its_result_files() -> None:
+    text = BENCH.read_text()
+    assert prose_problems(text) == []
+    edited = text.replace("holds **2.58 GB**", "holds **2.48 GB**")
+    assert edited != text and prose_problems(edited)

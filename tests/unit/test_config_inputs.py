@@ -23,6 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.views import HealthView
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
+from tests.conftest import metric_series
 
 MINIMAL = {
     "state_dir": "/tmp/keeperd-test",
@@ -174,8 +175,7 @@ async def scanned(engine: AlertEngine, protocol: str, view: HealthView) -> None:
 
 def without_position(metrics: Metrics) -> float | None:
     """None: no verdict yet (no series)."""
-    return metrics.registry.get_sample_value("keeperd_watched_without_position",
-                                             {"watchlist": "w"})
+    return metric_series(metrics, "keeperd_watched_without_position", {"watchlist": "w"})
 
 
 async def test_an_account_held_in_one_protocol_of_several_has_a_position(tmp_path: Path
