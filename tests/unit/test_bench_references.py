@@ -186,6 +186,13 @@ def cascade_columns(book: str) -> dict[str, Figures | None]:
     }
 
 
+def hardened_cascade_columns(book: str) -> dict[str, Figures | None]:
+    """The table with the hardened unit's kernels (under PR_SET_MDWE) beside numba's."""
+    return {**cascade_columns(book),
+            "hardened (aot), 1 thread": cascade(book, "hardened_1_thread"),
+            "hardened (aot), 2 cores": cascade(book, "hardened_all_cores")}
+
+
 TABLES: dict[tuple[str, ...], Table] = {
     tuple(SCAN): Table({"10,000": ["scan-10000.json"], "100,000": ["scan-100000.json"]}, SCAN),
     tuple(BUILD): Table({
@@ -215,9 +222,16 @@ TABLES: dict[tuple[str, ...], Table] = {
         "first of a round p50 / p99": lambda f: [f[1]["first_per_round_p50_ms"],
                                                  f[1]["first_per_round_p99_ms"]],
     }),
+    ("book (1,000,000 x 64)", "rounds mean / max", "pairs liquidated",
+     "hardened (aot), 1 thread", "hardened (aot), 2 cores", "numba, 1 thread", "numba, 2 cores",
+     "numpy"): Table(
+        {"typical": ["cascade-1000000.json"], "stressed": ["cascade-1000000.json"]}, {},
+        {"typical": hardened_cascade_columns("typical"),
+         "stressed": hardened_cascade_columns("stressed")}),
     ("book (1,000,000 x 64)", "rounds mean / max", "pairs liquidated", "numba, 1 thread",
      "numba, 2 cores", "numpy"): Table(
-        {"typical": ["cascade-1000000.json"], "stressed": ["cascade-1000000.json"]}, {},
+        {"typical": ["cascade-1000000-10267b2.json"],
+         "stressed": ["cascade-1000000-10267b2.json"]}, {},
         {"typical": cascade_columns("typical"), "stressed": cascade_columns("stressed")}),
 }
 
