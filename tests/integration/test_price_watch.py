@@ -27,9 +27,10 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def other_chain(devnet_v30_session: Devnet) -> Iterator[Devnet]:
+def other_chain(devnet_v30_session: Devnet, request: pytest.FixtureRequest
+                ) -> Iterator[Devnet]:
     """A second chain: the Aave v3.0 devnet, a node of its own."""
-    yield from _isolated(devnet_v30_session)
+    yield from _isolated(devnet_v30_session, request)
 
 
 def aave_on(name: str, devnet: Devnet) -> tuple[dict[str, object], dict[str, object]]:
