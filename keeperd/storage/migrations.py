@@ -156,6 +156,11 @@ _M8_OUTBOX_SINK_IDS = (
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
 )
 
+# What each liquidation's plan expects the protocol's own event to show (JSON: the event's
+# fields by name, in token units), written with the row before anything is signed: the plan
+# compared with the chain after a restart as well as before (`execution/journal.py`).
+_M9_PLANNED_OUTCOME = ("ALTER TABLE liquidations ADD COLUMN planned TEXT",)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -168,6 +173,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (6, "each liquidation's realised profit"),
     (7, "where each breaker trip was observed"),
     (8, "the outbox names each sink by its id, not its place in the route"),
+    (9, "each liquidation's planned outcome"),
 )
 
 
@@ -175,7 +181,7 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     """The frozen statements of one migration on one back-end."""
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
-            8: _M8_OUTBOX_SINK_IDS}[version]
+            8: _M8_OUTBOX_SINK_IDS, 9: _M9_PLANNED_OUTCOME}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

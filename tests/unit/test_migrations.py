@@ -26,6 +26,7 @@ PINNED = {
     (6, "sqlite"): "0da0f4de11e29cf3", (6, "postgresql"): "0da0f4de11e29cf3",
     (7, "sqlite"): "65bfcdf02b4d4d9c", (7, "postgresql"): "65bfcdf02b4d4d9c",
     (8, "sqlite"): "edc820e56a2bf353", (8, "postgresql"): "edc820e56a2bf353",
+    (9, "sqlite"): "1851e2b530c61230", (9, "postgresql"): "1851e2b530c61230",
 }
 
 
@@ -56,9 +57,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8]
+        assert await migrate(db) == [7, 8, 9]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
