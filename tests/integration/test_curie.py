@@ -311,69 +311,28 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
 @pytest.mark.slow
 def test_curie_liquidations_pending_at_sigkill_are_resumed_never_sent_twice(
         devnet: Devnet, tmp_path: Path) -> None:
-    import os
-    import time
-
-    from keeperd.devnet import contracts
+    """Killed the moment its first wave is in the mempool (tests/sigkill_harness.py): the
+    restart resumes every liquidation instead of signing it again, and every one is included
+    — none reverts: the block that includes them is at the time of the block they were
+    planned on, so each trader's account value, the mark and the keeper's free collateral are
+    what the plan saw — taking over the size, at the notional and for the penalty it said."""
     from keeperd.devnet.curie import deposit
-    from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
-    from tests.keeper_harness import (
-    KEEPER,
-    KEEPER_KEY,
-)
-    from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
+    from tests.keeper_harness import KEEPER
+    from tests.sigkill_harness import sigkill_after_broadcast_then_resume
 
     curie = devnet.manifest["perp_curie"]
     devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
     deposit(devnet.client, KEEPER, devnet.manifest["tokens"]["USDC"], curie["vault"],
             5_000_000)
-    assert contracts  # (the deposit minted the keeper's USDC)
-    devnet.set_price("WETH", devnet.price("WETH") * 0.75, walk_perps=True)
     data = curie_config(devnet, tmp_path)
     data["protocols"][0]["keeper_margin_usd"] = 5_000_000
     data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
                       "key": {"source": "env", "env": "KEEPER_KEY"}}
-    data["logging"] = {"format": "json"}
-    config = tmp_path / "keeperd.yaml"
-    config.write_text(yaml.safe_dump(data))
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    db, logs = tmp_path / "state" / "keeperd.sqlite3", tmp_path / "keeperd.log"
-
-    def rows() -> dict[str, str]:
-        return {k: s for k, s in journal_rows(db) if ":unwind:" not in k}
-
-    devnet.client.call("evm_setAutomine", False)  # what keeperd sends waits in the mempool
-    try:
-        proc = start_keeperd(config, env, logs)
-        try:
-            wait_until(lambda: db.exists() and len(rows()) >= 5
-                       and all(s == "pending" for s in rows().values()),
-                       "Curie liquidations sent", 60)
-            time.sleep(0.5)
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
-        sent = rows()
-        proc = start_keeperd(config, env, logs)
-        try:
-            wait_until(lambda: '"journal.resumed"' in logs.read_text(), "resumed", 60)
-            time.sleep(1.0)
-            mined = devnet.mine(1)
-            wait_until(lambda: all(rows()[k] in ("included", "reverted") for k in sent),
-                       "settled", 30)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-    per_key = txs_per_key(db)
-    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
-    events = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(mined), "toBlock": hex(mined), "address": curie["clearing_house"],
-        "topics": [POSITION_LIQUIDATED]})
-    traders = [e["topics"][1] for e in events]
-    included = [k for k in sent if rows()[k] == "included"]
-    assert len(traders) == len(set(traders)) == len(included) >= 0.9 * len(sent)
+    killed = sigkill_after_broadcast_then_resume(
+        devnet, tmp_path, data,
+        lambda: devnet.set_price("WETH", devnet.price("WETH") * 0.75, walk_perps=True),
+        is_liquidation=lambda key: ":unwind:" not in key, at_least=5)
+    assert any("positionSize" in (s.planned or {}) for s in killed.wave)  # takeovers
 
 
 async def test_the_cascade_engine_models_the_book_as_the_what_if_does(

@@ -32,8 +32,6 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures, and names others im
     fund_keeper,
     keeper_key_env,
 )
-from tests.keeperd_process import journal_rows as read_journal
-from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 
 
 async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
@@ -300,98 +298,26 @@ def earned_usd(devnet: Devnet, receipt: dict) -> float:  # type: ignore[type-arg
 @pytest.mark.slow
 def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
                                                                 tmp_path: Path) -> None:
-    import json
-    import os
-    import subprocess
-    import time
-
-    import yaml
+    """Killed the moment its first wave is in the mempool (tests/sigkill_harness.py): the
+    restart resumes those liquidations instead of signing them again, liquidates the rest,
+    and the pool does what each plan said; the index is as complete as a fresh one."""
+    from tests.faults.invariants import assert_index_complete
+    from tests.sigkill_harness import sigkill_after_broadcast_then_resume
 
     fund_keeper(devnet)
-    config = tmp_path / "keeperd.yaml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
+    killed = sigkill_after_broadcast_then_resume(devnet, tmp_path, {
         "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
                     "confirmations": 0, "poll_interval": 0.1}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
-        "metrics": {"enabled": False}, "logging": {"format": "json"},
-    }))
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    db = tmp_path / "state" / "keeperd.sqlite3"
-
-    logs = tmp_path / "keeperd.log"
-
-    def journal_rows() -> list[tuple[str, str]]:
-        return read_journal(db)
-
-    def start() -> subprocess.Popen[str]:
-        return start_keeperd(config, env, logs)
-
-    wait = wait_until
-    token = contracts.aave("MintableERC20")
-
-    def approved() -> bool:
-        pool = devnet.manifest["aave_v3"]["pool"]
-        return all(token.decode_result("allowance", devnet.client.eth_call(
-            address, token.encode_call("allowance", KEEPER, pool)))[0] > 0
-            for address in devnet.manifest["tokens"].values())
-
-    proc = start()
-    try:
-        # Started, approvals mined: now it only waits for blocks.
-        wait(lambda: db.exists() and approved(), "approvals", 60)
-        time.sleep(1.0)
-        devnet.client.call("evm_setAutomine", False)
-        devnet.set_price_async("WETH", 2100.0)
-        devnet.mine(1)
-        wait(lambda: len(journal_rows()) > 20 and
-             all(s == "pending" for _, s in journal_rows()), "liquidations sent")
-        time.sleep(0.5)  # let it finish broadcasting the batch
-    finally:
-        proc.kill()  # SIGKILL: no clean-up of any kind
-        proc.wait(timeout=10)
-    sent = dict(journal_rows())
-    in_pool = devnet.client.call("txpool_content")["pending"]
-    keeper_pending = {k.lower(): v for k, v in in_pool.items()}.get(KEEPER.lower(), {})
-    assert len(keeper_pending) == len(sent)
-
-    proc = start()
-    try:
-        # The restarted keeper resumes the journaled liquidations instead of sending again:
-        # give it time to start and evaluate the block with the crash, then mine.
-        time.sleep(3)
-        mined = devnet.mine(1)
-        wait(lambda: all(dict(journal_rows())[k] == "included" for k in sent), "included", 30)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-        proc.terminate()
-        proc.wait(timeout=10)
-    err = logs.read_text()
-    resumed = [json.loads(line) for line in err.splitlines()
-               if line.startswith("{") and '"journal.resumed"' in line]
-    assert len(resumed) == len(sent)
-    per_key = txs_per_key(db)
-    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
-    # On chain: in the block that included them, one LiquidationCall per account.
-    logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(mined), "toBlock": hex(mined),
-                                              "address": devnet.manifest["aave_v3"]["pool"],
-                                              "topics": [
-        "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]})
-    users = [entry["topics"][3] for entry in logs]
-    assert len(users) == len(set(users)) == len(sent)
-    # The fault suite's invariants (#17): no opportunity under two nonces, no nonce shared,
-    # nothing of the wave left planned or pending (what the restarted keeper sent after it —
-    # the half-liquidated accounts again — may still be in flight when it is stopped); the
-    # index as complete as a fresh one.
-    from tests.faults.invariants import assert_index_complete, journal_problems, read_state
-
-    rows, txs, _ = read_state(db)
-    assert not journal_problems([(k, st) for k, st in rows
-                                 if k in sent or st == "planned"], txs)
-    asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave", mined - 1))
+        "metrics": {"enabled": False},
+    }, lambda: devnet.set_price("WETH", 2100.0), at_least=10)
+    # The crash's whole wave, not only the part killed: over 20 accounts liquidated.
+    assert len([s for s in killed.journaled if s.status == J.INCLUDED]) > 20
+    asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave",
+                                      killed.first_block - 1))
 
 
 async def test_the_key_never_reaches_logs_or_metrics(devnet: Devnet, tmp_path: Path,

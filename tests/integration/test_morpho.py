@@ -423,3 +423,28 @@ async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
         blue["morpho"], morpho_art.encode_call("market", bytes.fromhex(market_id[2:]))))
     assert (on_chain[0], on_chain[2], on_chain[3]) == (
         state.total_supply_assets, state.total_borrow_assets, state.total_borrow_shares)
+
+
+@pytest.mark.slow
+def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
+        devnet: Devnet, tmp_path: Path) -> None:
+    """Killed the moment its wave is in the mempool (tests/sigkill_harness.py): the restart
+    resumes every liquidation instead of signing it again, and Morpho repays, seizes and
+    writes off what each plan said (the blocks land `AHEAD_S` after the one planned on: the
+    interest the plan accrues ahead)."""
+    from keeperd.protocols.morpho_blue.liquidator import AHEAD_S
+    from tests.sigkill_harness import sigkill_after_broadcast_then_resume
+
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]
+    killed = sigkill_after_broadcast_then_resume(devnet, tmp_path, {
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                       "morpho": blue["morpho"],
+                       "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
+    }, lambda: devnet.set_price("WETH", 2100.0), ahead_s=AHEAD_S)
+    assert any(s.planned and s.planned["badDebtAssets"] > 0 for s in killed.wave)
