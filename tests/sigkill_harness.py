@@ -65,7 +65,8 @@ def _events(log: Path, name: str) -> list[dict[str, Any]]:
             if line.startswith("{") and f'"{name}"' in line]
 
 
-def _keeper_in_mempool(devnet: Devnet) -> int:
+def keeper_in_mempool(devnet: Devnet) -> int:
+    """The keeper's transactions the node holds, not yet mined."""
     pending = devnet.client.call("txpool_content")["pending"]
     return len({k.lower(): v for k, v in pending.items()}.get(KEEPER.lower(), {}))
 
@@ -98,7 +99,7 @@ def sigkill_after_broadcast_then_resume(
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    assert _keeper_in_mempool(devnet) == 0  # (automine: what it sent at start is mined)
+    assert keeper_in_mempool(devnet) == 0  # (automine: what it sent at start is mined)
     crash()
     devnet.client.call("evm_setAutomine", False)
     try:
@@ -111,7 +112,7 @@ def sigkill_after_broadcast_then_resume(
         assert len(wave) >= at_least and {s.status for s in wave} == {"pending"}, wave
         # Every one signed once, and in the node's mempool: nothing else was sent.
         assert all(len(s.tx_hashes) == 1 for s in wave)
-        assert _keeper_in_mempool(devnet) == len(wave)
+        assert keeper_in_mempool(devnet) == len(wave)
         first_block = devnet.client.block_number() + 1
         proc = run(2, None)
         try:
@@ -127,7 +128,7 @@ def sigkill_after_broadcast_then_resume(
                         logs[2], "positions.evaluated")), f"block {mined} evaluated", 30,
                     (logs[2],))
                 quiet = quiet + 1 if (_settled(liquidations())
-                                      and _keeper_in_mempool(devnet) == 0) else 0
+                                      and keeper_in_mempool(devnet) == 0) else 0
                 if quiet == 2:  # (two blocks in a row with nothing left to land)
                     break
         finally:
