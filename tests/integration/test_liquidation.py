@@ -192,9 +192,10 @@ async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_
     liquidator._gas_limit = lambda plan: short  # type: ignore[method-assign]
     devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert len(sent) > 5
-        await keeper.evaluated_at(devnet.mine(1))
+        with frozen_clock(devnet):
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert len(sent) > 5
+            await keeper.evaluated_at(devnet.mine(1))
     finally:
         devnet.client.call("evm_setAutomine", True)
     for entry in sent:
@@ -204,6 +205,7 @@ async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_
         assert receipt["status"] == "0x1", entry.key
         assert int(receipt["gasUsed"], 16) > short  # it did need more than the plan said
     assert await journal.by_status(J.REVERTED) == []
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(sent))
 
 
 async def test_held_back_transaction_is_replaced_within_the_profit_cap(
@@ -215,30 +217,31 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
                                          priority_fee_gwei=1.0))
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
-    try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert sent
-        first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
-        # A base-fee spike prices the keeper's transactions out of the next blocks: to where
-        # the gas of the smaller liquidations costs more than they earn (~$50 a transaction),
-        # so their replacements would have to pay more than their prize to get in.
-        spike = max(first_fee * 3, 100 * 10**9)
-        for _ in range(4):
-            devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
-            await keeper.evaluated_at(devnet.mine(1))
-        # Blocks passed while they waited: still one opportunity per account, never a second.
-        # (A second entry for an account is legitimate only after its first was included:
-        # a half-liquidated position can be liquidatable again.)
-        waiting = [e.account for e in await journal.by_status(J.PENDING)]
-        assert len(waiting) == len(set(waiting))
-        by_account: dict[str, list[J.JournalEntry]] = {}
-        for e in await journal.all():
-            by_account.setdefault(e.account, []).append(e)
-        for entries in by_account.values():
-            assert all(e.status == J.INCLUDED for e in entries[:-1])
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):  # (to the end: what lands late lands on the planned state)
+        try:
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert sent
+            first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
+            # A base-fee spike prices the keeper's transactions out of the next blocks: to
+            # where the gas of the smaller liquidations costs more than they earn (~$50 a
+            # transaction), so their replacements would have to pay more than their prize.
+            spike = max(first_fee * 3, 100 * 10**9)
+            for _ in range(4):
+                devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
+                await keeper.evaluated_at(devnet.mine(1))
+            # Blocks passed while they waited: still one opportunity per account, never a
+            # second. (A second entry for an account is legitimate only after its first was
+            # included: a half-liquidated position can be liquidatable again.)
+            waiting = [e.account for e in await journal.by_status(J.PENDING)]
+            assert len(waiting) == len(set(waiting))
+            by_account: dict[str, list[J.JournalEntry]] = {}
+            for e in await journal.all():
+                by_account.setdefault(e.account, []).append(e)
+            for entries in by_account.values():
+                assert all(e.status == J.INCLUDED for e in entries[:-1])
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await keeper.evaluated_at(devnet.mine(1))
     replaced = 0
     for entry in sent:
         txs = await journal.txs(entry.key)
@@ -265,6 +268,7 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         assert fee_usd + 1.0 <= earned_usd(devnet, receipt), (entry.key, fee_usd)
         paid_checked += 1
     assert paid_checked >= replaced
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), paid_checked)
 
 
 def usd_price(devnet: Devnet, symbol: str) -> float:
@@ -379,13 +383,18 @@ async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devne
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert len(sent) > 20
-        debt_before = {e.account: devnet.account_data(e.account)[1] for e in sent}
-        devnet.mine(1)
+        with frozen_clock(devnet):
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert len(sent) > 20
+            debt_before = {e.account: devnet.account_data(e.account)[1] for e in sent}
+            devnet.mine(1)
+            devnet.client.call("evm_setAutomine", True)
+            await keeper.evaluated_at(devnet.mine(1))
     finally:
         devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(devnet.mine(1))
+    # Through the FlashLiquidator too (it offers the pool a bound above the plan; the pool
+    # takes what its rules allow): each liquidation as planned, to the unit.
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(sent))
     included = {e.key for e in await journal.by_status(J.INCLUDED)}
     assert {e.key for e in sent} <= included
     for entry in sent:  # each liquidated account owes less than before its liquidation
@@ -436,11 +445,13 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
         capital="auto", flash_liquidator=devnet.manifest["flash_liquidator"]["address"],
         uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"]))
     await auto.evaluated_at(devnet.client.block_number())
-    devnet.set_price("WETH", 2100.0)
-    await auto.evaluated_at(devnet.mine(1))
-    await auto.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):
+        devnet.set_price("WETH", 2100.0)
+        await auto.evaluated_at(devnet.mine(1))
+        await auto.evaluated_at(devnet.mine(1))
     journal = auto.daemon.executors["aave"].journal
     assert len(await journal.by_status(J.INCLUDED)) > 20
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), 20)
     assert await journal.by_status(J.REVERTED) == []
     # Nothing was forgone, so nothing is alerted as short (it said "not sent" of liquidations
     # the flash path had sent, seen by hand); the gauge still shows what the balance lacked.
