@@ -23,6 +23,7 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
 from keeperd.storage.account_index import IndexStore
+from tests.chain_amounts import assert_amounts_as_planned, frozen_clock, sent_from_journal
 from tests.conftest import metric_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,6 +255,7 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.75,
                             walk_perps=True)
     await asyncio.to_thread(settle_collateral_twap, devnet)
+    walked = devnet.client.block_number()
     deadline = asyncio.get_running_loop().time() + 60
     executor = keeper.daemon.executors["curie"]
     journal = executor.journal
@@ -267,23 +269,24 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
         return bool(plans) and all(executor._decide(o, str(o.key), base_fee, native) is None
                                    for o in plans)
 
-    while True:
-        devnet.mine(1)
-        await keeper.evaluated_at(devnet.client.block_number(), protocol="curie")
-        left = chain_liquidatable(devnet, traders)
-        held = chain_view(devnet, curie["account_balance"], "AccountBalance", "getBaseTokens",
-                          KEEPER)
-        in_flight = await journal.by_status("pending")
-        dust = {t for t in left if await unprofitable(t)}
-        if left == dust and not held and not in_flight:
-            break
-        book = keeper.daemon.scanners["curie"].book
-        assert asyncio.get_running_loop().time() < deadline, (len(left), held, [
-            (t.account[-4:], len(t.positions), t.account_value / 1e18,
-             t.margin_requirement / 1e18, t.collateral_liquidatable,
-             [(c.amount, c.max_repaid) for c in t.collateral])
-            for t in book.traders if t.account in left])
-        await asyncio.sleep(0.2)
+    with frozen_clock(devnet):  # (from the walk's end: see the amounts below)
+        while True:
+            devnet.mine(1)
+            await keeper.evaluated_at(devnet.client.block_number(), protocol="curie")
+            left = chain_liquidatable(devnet, traders)
+            held = chain_view(devnet, curie["account_balance"], "AccountBalance", "getBaseTokens",
+                              KEEPER)
+            in_flight = await journal.by_status("pending")
+            dust = {t for t in left if await unprofitable(t)}
+            if left == dust and not held and not in_flight:
+                break
+            book = keeper.daemon.scanners["curie"].book
+            assert asyncio.get_running_loop().time() < deadline, (len(left), held, [
+                (t.account[-4:], len(t.positions), t.account_value / 1e18,
+                 t.margin_requirement / 1e18, t.collateral_liquidatable,
+                 [(c.amount, c.max_repaid) for c in t.collateral])
+                for t in book.traders if t.account in left])
+            await asyncio.sleep(0.2)
     done = liquidations_on_chain(devnet, start)
     liquidated = {d["trader"].lower() for d in done}
     assert len(liquidated) >= 10
@@ -306,6 +309,14 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     assert unwinds and all(e.status == "included" for e in unwinds), \
         [(e.key[-30:], e.status, e.detail) for e in unwinds]
     assert not [e.key for e in await journal.all() if e.status == "reverted"]
+    # What it planned once the walk was over (the clock frozen from there) is what the
+    # contracts did, to the unit. (During the walk the mark moves between a plan and its
+    # inclusion by the walk's own trades — that is the scenario — and so do the amounts:
+    # the SIGKILL test below checks a whole wave of takeovers exactly.)
+    planned_after = {e.key for e in await journal.all()
+                     if e.detected_block >= walked and ":unwind:" not in e.key}
+    after = [s for s in await sent_from_journal(journal) if s.key in planned_after]
+    assert_amounts_as_planned(devnet, after, 20)
 
 
 @pytest.mark.slow
