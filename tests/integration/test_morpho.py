@@ -478,5 +478,12 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
         "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
-    }, lambda: devnet.set_price("WETH", 2100.0), ahead_s=AHEAD_S)
+    }, lambda: drop_oracle(devnet, "WETH/USDC", 0.8), ahead_s=AHEAD_S)
     assert any(s.planned and s.planned["badDebtAssets"] > 0 for s in killed.wave)
+    # The whole crash in the killed wave (13 positions of one market; a wave is 16). With more,
+    # the restarted keeper plans the rest on the market as it is before its own resumed
+    # liquidations land ahead of them: their bad debt lowers every borrow share's worth, and
+    # the rest then repay other shares and write off other debt than planned (seen with a
+    # 30 % drop: 3 of 19 off in repaidShares and badDebtAssets). keeperd does not chain plans
+    # over its own pending liquidations (yet); this test keeps to what it plans exactly.
+    assert len(killed.journaled) == len(killed.wave)
