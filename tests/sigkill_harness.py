@@ -14,8 +14,9 @@ protocol (#30 item 4), driven by crash points (`keeperd/crashpoints.py`), not by
    calls for; blocks are mined until everything it journaled has settled.
 
 The checks every protocol shares: each liquidation of the killed wave resumed once, signed
-once and included (none reverted: the chain at inclusion is the chain it was planned on,
-`ahead_s` later); every included liquidation did on chain what its plan said, to the unit
+once and included, and every other liquidation the restart sent included too (none may
+revert or be dropped: the chain at inclusion is the chain it was planned on, `ahead_s`
+later); every included liquidation did on chain what its plan said, to the unit
 (`chain_amounts.py`); the journal's invariants hold (`faults/invariants.py`).
 """
 
@@ -156,6 +157,9 @@ def _check(devnet: Devnet, db: Path, logs: list[Path], wave: list[Sent],
     # Every one of the wave included (frozen clock: nothing may revert), one event each.
     status = {s.key: s.status for s in journaled}
     assert {status[s.key] for s in wave} == {"included"}, {s.key: status[s.key] for s in wave}
+    # And what the restart sent besides: included too, none reverted or dropped.
+    assert set(status.values()) == {"included"}, {k: v for k, v in status.items()
+                                                  if v != "included"}
     for s in wave:
         [tx] = s.tx_hashes
         receipt = devnet.client.call("eth_getTransactionReceipt", tx)

@@ -344,6 +344,7 @@ def test_curie_liquidations_pending_at_sigkill_are_resumed_never_sent_twice(
         lambda: devnet.set_price("WETH", devnet.price("WETH") * 0.75, walk_perps=True),
         is_liquidation=lambda key: ":unwind:" not in key, at_least=5)
     assert any("positionSize" in (s.planned or {}) for s in killed.wave)  # takeovers
+    assert len(killed.journaled) > len(killed.wave)  # (and the rest after the restart)
 
 
 async def test_the_cascade_engine_models_the_book_as_the_what_if_does(
