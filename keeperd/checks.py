@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from keeperd.chain.connect import check_chain_ids, make_pool
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
     ChainConfig,
     Config,
@@ -113,9 +112,8 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 if getattr(proto, "chain", None) != chain.name:
                     continue
                 plugin = registry.plugin_class(proto.kind)
-                check_config = getattr(plugin, "check_config", None)
-                if check_config is not None:
-                    issues += await check_config(pool, proto, pi)
+                if plugin is not None:  # (a perp venue has no contract to check)
+                    issues += await plugin.check_config(pool, proto, pi)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
@@ -221,28 +219,6 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
     finally:
         await lease.close()
     return []
-
-
-async def contract_issues(pool: RpcPool, proto: Any, pi: int, fields: Sequence[str]
-                          ) -> list[ConfigIssue]:
-    """Each address field of a protocol entry holds a contract on its chain (a plug-in's
-    `check_config` names its fields)."""
-    issues: list[ConfigIssue] = []
-    for field in fields:
-        address = getattr(proto, field, None)
-        if address is None:
-            continue
-        try:
-            code = await pool.request("eth_getCode", [address, "latest"])
-        except (RpcError, RpcUnavailable) as exc:
-            issues.append(ConfigIssue(f"protocols[{pi}].{field}", f"could not read code: {exc}",
-                                      ""))
-            continue
-        if code in (None, "0x", "0x0"):
-            issues.append(ConfigIssue(
-                f"protocols[{pi}].{field}", f"{address} holds no contract on chain "
-                f"{proto.chain!r}", "check the address and that it belongs to this chain"))
-    return issues
 
 
 async def venue_issues(config: Config, holders: Holders | None = None) -> list[ConfigIssue]:

@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         await Daemon(config, redactor=redactor, config_path=Path(args.config),
                      owns_process=True).run(stop)
 
-    from keeperd.protocols.plugin import StartRefused
+    from keeperd.protocols.sdk.contract import StartRefused
 
     try:
         asyncio.run(main())
@@ -158,22 +158,35 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
 
 
 async def _breaker(args: argparse.Namespace, config: Config) -> int:
-    from keeperd.oracles.breaker import Breaker
+    from keeperd.oracles.breaker import EVERY_CHAIN, Breaker
 
+    chains = [c.name for c in config.chains]
+    if args.chain is not None and args.chain not in chains:
+        from keeperd.alerts.catalog import suggest
+
+        raise UsageError(f"--chain {args.chain!r} is not a configured chain"
+                         f"{suggest(args.chain, chains)}; chains: {', '.join(chains) or 'none'}")
     db = await _state_database(config)
     try:
         breaker = Breaker(db, config.oracles.clear_after_s)
         if args.action != "list":
-            await _check_breaker_asset(config, args.asset, set(await breaker.states()))
+            await _check_breaker_asset(config, args.asset,
+                                       {asset for _, asset in await breaker.states()})
+        where = args.chain or "every chain"
         if args.action == "trip":
-            await breaker.trip(args.asset, f"manual: {args.reason}", manual=True)
-            print(f"{args.asset}: tripped by hand; liquidations depending on it pause at the "
-                  "daemon's next block and stay paused (restarts included) until "
+            await breaker.trip(args.asset, f"manual: {args.reason}",
+                               chain=args.chain or EVERY_CHAIN, manual=True)
+            print(f"{args.asset} on {where}: tripped by hand; liquidations depending on it pause "
+                  "at the daemon's next block and stay paused (restarts included) until "
                   f"`keeperd breaker reset {args.asset}`")
         elif args.action == "reset":
-            await breaker.reset(args.asset)
-            print(f"{args.asset}: reset; liquidations resume at the daemon's next block "
-                  "(an automatic trip comes back if the feed is still bad)")
+            cleared = await breaker.reset(args.asset, args.chain)
+            if cleared:
+                print(f"{args.asset} on {where}: reset ({cleared} trip(s) cleared); "
+                      "liquidations resume at the daemon's next block (an automatic trip "
+                      "comes back if the feed is still bad)")
+            else:
+                print(f"{args.asset} on {where}: nothing was tripped")
         else:
             for gone in await breaker.forget_gone(_block_known_on(config)):
                 print(f"{gone.asset}: its automatic trip ({gone.reason}) was observed on a "
@@ -182,9 +195,11 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
             states = await breaker.states()
             if not states:
                 print("no breaker has ever tripped")
-            for s in sorted(states.values(), key=lambda s: s.asset):
+            else:
+                print(f"{'ASSET':8} {'CHAIN':12} {'STATE':18} REASON  (chain *: every chain)")
+            for s in sorted(states.values(), key=lambda s: (s.asset, s.chain)):
                 what = ("TRIPPED" + (" (manual)" if s.manual else "")) if s.tripped else "ok"
-                print(f"{s.asset:8} {what:18} {s.reason or ''}")
+                print(f"{s.asset:8} {s.chain:12} {what:18} {s.reason or ''}")
     finally:
         await db.close()
     return EXIT_OK
@@ -755,11 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
                  "trip: liquidations of every account using ASSET pause at the daemon's next "
                  "block (evaluation and alerts go on) until reset; reset: they resume; list: "
                  "every breaker's state. ASSET is a symbol a configured protocol prices, as "
-                 "it spells it (WETH).")
+                 "it spells it (WETH), or a market with its own oracle (morpho:<market id>); "
+                 "a trip holds it on every chain unless --chain names one.")
     p.add_argument("action", choices=("trip", "reset", "list"), help="trip, reset or list")
     p.add_argument("asset", nargs="?", help="token symbol, e.g. WETH")
     p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--reason", default="operator", help="why (shown in `breaker list`)")
+    p.add_argument("--chain", default=None, help="only on this chain (a `chains[].name`); "
+                   "trip: default every chain; reset: default wherever it is tripped")
     p.set_defaults(func=_cmd_breaker)
 
     p = _command(sub, "simulate", "a price shock on today's book: the cascade round by "

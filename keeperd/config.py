@@ -178,6 +178,11 @@ class ChainConfig(_Model):
         "1: down). While the sequencer is down, and for `sequencer_grace_period_s` after it "
         "comes back, every asset of the chain is paused.")
     sequencer_grace_period_s: int = Field(default=3_600, ge=0)
+    reference_feeds: dict[str, Address] = Field(
+        default_factory=dict, description="Chainlink-style USD feeds on this chain (symbol -> "
+        "aggregator or proxy) that the price watch reads every block as references: a market's "
+        "own oracle (Morpho Blue) is checked against the ratio of its two assets' prices. "
+        "Judged like any feed; a stale one is not believed, and trips nothing itself.")
 
     @field_validator("rpc_urls")
     @classmethod
@@ -995,6 +1000,8 @@ class PythConfig(_Model):
     """An on-chain Pyth contract whose prices keeperd checks next to the protocol's oracle."""
 
     contract: Address
+    chain: Name | None = Field(default=None, description="The chain the contract is on (the "
+                               "`name` of an entry under `chains`); unset: every chain.")
     feeds: dict[str, str] = Field(min_length=1, description="Token symbol -> Pyth price id "
                                   "(0x + 64 hex digits).")
     max_age_s: int = Field(default=60, gt=0, description="An older publish time trips.")
@@ -1257,6 +1264,10 @@ class Config(_Model):
         dupes = {n for n in proto_names if proto_names.count(n) > 1}
         if dupes:
             raise ValueError(f"protocol names must be unique; repeated: {sorted(dupes)}")
+        pyth = self.oracles.pyth
+        if pyth is not None and pyth.chain is not None and pyth.chain not in chain_names:
+            raise ValueError(f"oracles.pyth.chain {pyth.chain!r} is not a configured chain "
+                             f"(chains: {', '.join(chain_names) or 'none'})")
         self._flash_contracts()
         return self
 

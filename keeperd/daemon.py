@@ -29,9 +29,9 @@ from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
 from keeperd.alerts.sources import watched_liquidations
+from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
-from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import (
     AlertsConfig,
@@ -54,11 +54,11 @@ from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
 from keeperd.oracles.breaker import Breaker
-from keeperd.oracles.sequencer import SequencerCheck
+from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
-from keeperd.protocols.plugin import Plugin
-from keeperd.risk.monitor import CascadeMonitor
+from keeperd.protocols.sdk.contract import Plugin
+from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
@@ -100,6 +100,7 @@ class ChainRuntime:
     pool: RpcPool
     blocks: BlockSource
     last_block_at: float | None = None
+    prices: ChainPriceWatch | None = None  # the chain's price watch, once the breaker is open
 
 
 class Daemon:
@@ -263,6 +264,10 @@ class Daemon:
                             reason=gone.reason, why="the chain no longer has the block it "
                             "was observed at (a devnet started again, a reorg); the feed is "
                             "judged again at the next block")
+            for rt in self.chains.values():  # one price watch per chain, for every protocol
+                rt.prices = ChainPriceWatch(rt.config, rt.pool, breaker, self.config.oracles,
+                                            self.metrics)
+                stack.push_async_callback(rt.prices.close)
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}
             scheduler = AsyncIOScheduler()
@@ -393,13 +398,10 @@ class Daemon:
                             native_prices: dict[str, float],
                             scheduler: AsyncIOScheduler) -> None:
         """One protocol through the one pipeline: its scanner, and the scanner's listeners in
-        order — the oracle monitor (this block's breaker state first), the executor, the alerts,
-        the cascade monitor (what-ifs after the block's liquidations and alerts)."""
+        order — the chain's price watch (this block's prices judged first), the executor, the
+        alerts, the cascade monitor (what-ifs after the block's liquidations and alerts)."""
         scanner = ProtocolScanner(plugin, self.metrics)
-        monitor = plugin.oracle_monitor(breaker, self.config.oracles)
-        if monitor is not None:
-            stack.push_async_callback(monitor.close)
-            scanner.listeners.append(monitor.on_scan)
+        scanner.listeners.append(self._price_listener(plugin, rt))
         executor: Executor | None = None
         if self.config.keeper.mode != "alert-only":
             executor = await self._make_executor(plugin, rt, journal, key, tx_managers, stack,
@@ -412,8 +414,8 @@ class Daemon:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
                                      describe=plugin.describe,
-                                     depth_of=getattr(plugin, "cascade_depth", None),
-                                     book_risk=getattr(plugin, "book_risk", None))
+                                     depth_of=plugin.cascade_depth,
+                                     book_risk=plugin.book_risk)
             scanner.listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade
@@ -439,13 +441,22 @@ class Daemon:
         except (RpcUnavailable, RpcError):
             return None
 
+    @staticmethod
+    def _price_listener(plugin: Plugin, rt: ChainRuntime) -> Callable[[Any], Awaitable[None]]:
+        """The protocol's feeds, as its book declares them, to the chain's watch."""
+        assert rt.prices is not None
+        prices = rt.prices
+
+        async def on_scan(result: Any) -> None:
+            await prices.judge(plugin.name, result.block, await plugin.price_feeds(result.book))
+        return on_scan
+
     def _alert_listener(self, plugin: Plugin, rt: ChainRuntime, breaker: Breaker,
                         executor: Executor | None) -> Callable[[Any], Awaitable[None]]:
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
-            tripped = {s.asset: s.reason or "tripped"
-                       for s in (await breaker.states()).values() if s.tripped}
+            tripped = await breaker.reasons(rt.config.name)
             # (a failure here is the scanner's listener policy: logged, counted, the next
             # listener still runs)
             seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,
@@ -717,17 +728,13 @@ class Daemon:
         keeper = self.config.keeper
         tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
         address = key.address if key is not None else keeper.address
-        feed = rt.config.sequencer_uptime_feed
-        sequencer = (SequencerCheck(Multicall(rt.pool, address=rt.config.multicall3), feed,
-                                    rt.config.sequencer_grace_period_s)
-                     if feed is not None else None)
         liquidator = plugin.liquidator(keeper, address, tx)
         if liquidator is None:
             return None  # a protocol keeperd only watches
         if tx is not None:  # (before prepare: approvals are signed there)
             tx.signing_policy.allow(*liquidator.signing_rules())
         executor = Executor(keeper, plugin, liquidator, rt.pool, journal, self.metrics, tx,
-                            address, breaker, sequencer, native_prices)
+                            address, rt.prices, native_prices)
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
             executor.events_flush = self.alerts.commit
@@ -788,7 +795,7 @@ async def _journal_tx(journal: Journal, record: TxRecord) -> None:
     """The tx manager's write-ahead: every signed liquidation transaction; approvals and
     deposits are not opportunities and are not journaled, but each is fenced alike (with
     replicas, only the lease's holder signs anything)."""
-    if record.key.startswith("approve:"):
+    if isinstance(record.key, UpkeepKey):
         await journal.fence()
     else:
         await journal.record_tx(record)

@@ -124,15 +124,15 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
         if (left == 0 and not pending) or settled >= STILL_BLOCKS:
             break
     done = ({e.account for e in await executor.journal.all()
-             if e.status == "included" and ":unwind:" not in e.key} if executor else set())
+             if e.status == "included" and e.debt} if executor else set())  # (not unwinds)
     print(f"Curie mark {price:,.0f}; traders liquidated by keeperd: {len(done)}, still under "
           f"water: {left}")
 
 
 async def show_journal(daemon: Daemon) -> None:
-    """What `keeperd status` says of each protocol (one summary, status.protocol_summary: the
-    same numbers as the metrics)."""
-    from keeperd.status import protocol_summary
+    """What `keeperd status` says of each protocol (one summary, storage/summary.py: the same
+    numbers as the metrics)."""
+    from keeperd.storage.summary import protocol_summary
 
     journals = [e.journal for e in daemon.executors.values()]
     if not journals:

@@ -12,8 +12,8 @@ from keeperd.chain.connect import make_pool
 from keeperd.config import Config, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
-from keeperd.protocols.base import AccountRow
 from keeperd.protocols.perps.margin import PerpAccount
+from keeperd.protocols.sdk.views import AccountRow
 from keeperd.storage.account_index import IndexStore
 
 

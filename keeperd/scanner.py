@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,24 +27,12 @@ import structlog
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
 from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import HealthView
-from keeperd.protocols.plugin import Plugin
+from keeperd.protocols.sdk.contract import Plugin
+from keeperd.protocols.sdk.messages import ScanResult
+from keeperd.protocols.sdk.views import HealthView
 from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    protocol: str
-    block: int
-    kind: str  # "full" | "incremental"
-    book: Any  # the plug-in's book
-    view: HealthView
-    priority_rows: np.ndarray  # rows evaluated first because a price they depend on moved
-    seconds: float
-    seen_at: float  # time.perf_counter() when the block reached keeperd
-    partial: bool = False  # only the accounts exposed to a moved price, ahead of the rest
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -227,9 +214,7 @@ class ProtocolScanner:
                 summary.collateral_below[label])
         self.metrics.total_debt.labels(chain, protocol).set(summary.total_debt)
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
-        publish = getattr(self.adapter, "publish", None)
-        if publish is not None:
-            publish(result.book, view)
+        self.adapter.publish(result.book, view)
         # The gate, published every scan and in every mode (alert-only included).
         hold = self.adapter.liquidation_hold(result.book)
         self.metrics.liquidations_held.labels(chain, protocol).set(1 if hold else 0)

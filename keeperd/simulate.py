@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from keeperd.alerts.preview import WouldFire, cascade_alert, watchlist_alerts
+from keeperd.cascade_monitor import read_depth
 from keeperd.chain.connect import make_pool
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import Config
@@ -29,7 +30,6 @@ from keeperd.metrics import Metrics
 from keeperd.protocols import registry
 from keeperd.risk.cascade import CascadeResult, Columns, run_cascade, with_followers
 from keeperd.risk.depth import DepthModel
-from keeperd.risk.monitor import read_depth
 from keeperd.storage.account_index import IndexStore
 
 _SHOCK = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*$")
@@ -105,10 +105,10 @@ async def _book_at_head(config: Config, proto: Any, store: IndexStore, *, discov
 
 
 async def protocol_assets(config: Config) -> dict[str, tuple[str, ...]]:
-    """Per configured on-chain protocol, the symbols of the assets it prices, as the breaker
-    and the executor name them (its cascade assets, less synthetic ones such as Curie's USD
-    column). Read at the head with an empty account index: the markets alone, seconds
-    whatever the size of the book."""
+    """Per configured on-chain protocol, the symbols of the assets it prices and the keys of
+    its price feeds (`morpho:<market id>`), as the breaker and the executor name them (its
+    cascade assets, less synthetic ones such as Curie's USD column). Read at the head with an
+    empty account index: the markets alone, seconds whatever the size of the book."""
     out: dict[str, tuple[str, ...]] = {}
     with tempfile.TemporaryDirectory(prefix="keeperd-assets-") as empty:
         store = await IndexStore.open(Path(empty))
@@ -117,8 +117,11 @@ async def protocol_assets(config: Config) -> dict[str, tuple[str, ...]]:
                 async with _book_at_head(config, proto, store, discover=False) as (plugin, book,
                                                                                    _, _):
                     described = plugin.describe(book)
+                    feeds = await plugin.price_feeds(book)
                 assets = described[1] if described is not None else []
-                out[proto.name] = tuple(a.symbol for a in assets if int(a.address, 16) != 0)
+                symbols = [a.symbol for a in assets if int(a.address, 16) != 0]
+                # (and the markets with their own oracle, which the breaker names alike)
+                out[proto.name] = tuple(dict.fromkeys(symbols + [f.key for f in feeds]))
         finally:
             await store.close()
     return out
@@ -137,13 +140,12 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     try:
         async with _book_at_head(config, proto, store) as (plugin, book, head, pool):
             described = plugin.describe(book)
-            book_risk = getattr(plugin, "book_risk", None)
-            risk = book_risk(book) if book_risk is not None else None
+            risk = plugin.book_risk(book)
             if described is None:
                 raise ShockError(f"protocol {proto.name!r} has no book to shock")
             portfolio, assets = described
-            depth_of = getattr(plugin, "cascade_depth", None)
-            depth: list[DepthModel] = (await depth_of(book, assets, head) if depth_of
+            own = await plugin.cascade_depth(book, assets, head)
+            depth: list[DepthModel] = (own if own is not None
                                        else await read_depth(config.risk.cascade, assets,
                                                              pool, head))
     finally:

@@ -6,19 +6,21 @@ Works whether the daemon runs or not: the daemon rewrites status.json every few 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import re
-import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from keeperd.config import Config, ConfigError, ConfigIssue, parse_config
-from keeperd.storage.db import STATE_FILE
+from keeperd.storage.db import STATE_FILE, SqliteDatabase
+from keeperd.storage.summary import summarize
 
 _NO_CHAIN = {"name": "status", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}
 _ENV_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
@@ -84,97 +86,38 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
         out["daemon"] = {"running": False, "note": "no status.json: never started here"}
     db_path = state / STATE_FILE
     if db_path.is_file():
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-            if {"index_cursor", "accounts"} <= tables:
-                out["index"] = {p: {"indexed_block": b, "accounts": n} for p, b, n in
-                                db.execute("SELECT c.protocol, c.block, (SELECT COUNT(*) FROM "
-                                           "accounts a WHERE a.protocol = c.protocol) FROM "
-                                           "index_cursor c")}
-            if "liquidations" in tables:
-                out["liquidations"] = dict(db.execute(
-                    "SELECT status, COUNT(*) FROM liquidations GROUP BY status"))
-                out["by_protocol"] = protocol_summary(db.execute(PROTOCOL_SUMMARY_SQL))
-                out["last_liquidations"] = [
-                    last_liquidation(r) for r in db.execute(LAST_LIQUIDATIONS_SQL)]
-            if "alert_state" in tables:
-                out["alerts_firing"] = firing_summary(
-                    json.loads(r[0]) for r in db.execute(
-                        "SELECT alert FROM alert_state ORDER BY since"))
-            if "outbox" in tables:
-                out["outbox"] = outbox_summary(
-                    db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall(),
-                    db.execute("SELECT MIN(created_at) FROM outbox WHERE state = "
-                               "'pending'").fetchone()[0])
-        finally:
-            db.close()
+        out.update(_run(_local_summary(db_path)))
     if config.storage.url is not None:
         out.update(_shared(config))
     return out
 
 
-# What each protocol's liquidations came to, for both back-ends: the keeper's own follow-ups
-# (housekeeping: Curie's unwinds, journaled with no collateral and no debt) apart.
-PROTOCOL_SUMMARY_SQL = ("SELECT protocol, status, account, collateral, debt, realised_profit_usd "
-                        "FROM liquidations")
+def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a read to its end from plain code, or from code that a loop runs (a test, a web
+    handler): then on a thread of its own, with a loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
-def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]:
-    """Per protocol: liquidations by status, the accounts liquidated (included), the realised
-    P&L (the journal's, entry by entry: what the profit and loss counters add up to), and the
-    housekeeping transactions. The one source `keeperd status` and the demo print from."""
-    out: dict[str, dict[str, Any]] = {}
-    for protocol, status, account, collateral, debt, realised in rows:
-        p = out.setdefault(protocol, {"liquidations": {}, "accounts_liquidated": set(),
-                                      "realised_pnl_usd": 0.0, "housekeeping": 0})
-        if not collateral and not debt:
-            p["housekeeping"] += 1
-            continue
-        p["liquidations"][status] = p["liquidations"].get(status, 0) + 1
-        if status == "included":
-            p["accounts_liquidated"].add(account)
-            p["realised_pnl_usd"] += realised or 0.0
-    for p in out.values():
-        p["accounts_liquidated"] = len(p["accounts_liquidated"])
-        p["realised_pnl_usd"] = round(p["realised_pnl_usd"], 2)
-    return out
-
-
-# The latest liquidations, for both back-ends (no parameters: the same text runs on both).
-LAST_LIQUIDATIONS_SQL = ("SELECT protocol, account, status, collateral, debt, "
-                         "expected_profit_usd, winner, detected_block FROM liquidations "
-                         "ORDER BY updated_at DESC, detected_block DESC LIMIT 5")
-
-
-def last_liquidation(row: Iterable[Any]) -> dict[str, Any]:
-    protocol, account, status, collateral, debt, profit, winner, block = row
-    return {"protocol": protocol, "account": account, "status": status,
-            "collateral": collateral, "debt": debt, "expected_profit_usd": round(profit, 2),
-            "winner": winner, "block": block}
-
-
-def firing_summary(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"rule": a["rule"], "severity": a["severity"],
-             "since": round(time.time() - a["starts_at"])} for a in alerts]
-
-
-def outbox_summary(by_state: Iterable[tuple[Any, ...]], oldest: float | None
-                   ) -> dict[str, Any]:
-    counts = {str(r[0]): int(r[1]) for r in by_state}
-    return {"pending": counts.get("pending", 0), "dead": counts.get("dead", 0),
-            "delivered": counts.get("delivered", 0),
-            "oldest_pending_s": None if oldest is None else round(time.time() - oldest)}
+async def _local_summary(path: Path) -> dict[str, Any]:
+    """The embedded database's summary (`storage/summary.py`, the same as PostgreSQL's)."""
+    db = SqliteDatabase.open_read_only(path)
+    try:
+        return await summarize(db)
+    finally:
+        await db.close()
 
 
 def _shared(config: Config) -> dict[str, Any]:
     """With storage.url the journal and the lease are on PostgreSQL: read them there."""
-    import asyncio
-
     from keeperd.storage.admin import StorageError, shared_status
 
     try:
-        return asyncio.run(shared_status(config))
+        return _run(shared_status(config))
     except (StorageError, OSError) as exc:
         return {"replicas_error": str(exc)}
 

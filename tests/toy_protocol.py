@@ -19,10 +19,10 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
 from keeperd.chain.multicall import Call, Multicall, encode_call, event_topic
-from keeperd.indexer import AccountIndexer, LogFilter
-from keeperd.protocols.base import AccountRow, HealthView
-from keeperd.protocols.plugin import LogIndexed
 from keeperd.protocols.registry import register
+from keeperd.protocols.sdk.contract import LogIndexed, PluginBase
+from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 from keeperd.risk.cascade import Asset, Portfolio
 
 TRANSFER = event_topic("Transfer(address,address,uint256)")
@@ -62,7 +62,7 @@ def _holders(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
 
 
 @register
-class ToyVault(LogIndexed):
+class ToyVault(LogIndexed, PluginBase):
     kind = "toy_vault"
     config_model = ToyVaultConfig
     position_action = "Top up the vault."
@@ -112,14 +112,8 @@ class ToyVault(LogIndexed):
                           np.full(n, self.config.threshold), [self.config.symbol] * n, drop,
                           assets=[frozenset({self.config.symbol})] * n)
 
-    def first_pass(self, previous: ToyBook | None, book: ToyBook) -> None:
-        return None
-
     def liquidation_hold(self, book: ToyBook) -> str | None:
         return None
-
-    def liquidation_verification(self, book: ToyBook) -> str | None:
-        return None  # keeperd knows the rules it runs
 
     def rows(self, book: ToyBook, view: HealthView) -> list[AccountRow]:
         return [AccountRow(self.name, a, None if not np.isfinite(view.health[i])
@@ -148,8 +142,5 @@ class ToyVault(LogIndexed):
     def decode_liquidation(self, entry: dict[str, Any], book: ToyBook | None) -> None:
         return None
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> None:
-        return None
-
-    def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> None:
-        return None
+    # (first_pass, liquidation_verification, price_feeds, liquidator and the optional hooks:
+    # PluginBase's defaults — every row at once, known rules, no on-chain price, watched only)

@@ -2,7 +2,7 @@
 them: a silence or `keeperd alerts route` that names a label no alert carries (or a rule that
 does not exist) would match nothing and say nothing, so they refuse it and list the choices.
 
-The rules are raised in `alerts/engine.py` and `risk/monitor.py`; a unit test checks this list
+The rules are raised in `alerts/engine.py` and `cascade_monitor.py`; a unit test checks this list
 against their source. Silences see an alert's labels plus `rule` and `severity` (the engine's
 `_silenced`), and `alertname` (`keeperd_<rule>`, the name Alertmanager shows).
 """

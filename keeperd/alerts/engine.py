@@ -37,7 +37,8 @@ from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.crashpoints import crash_point
 from keeperd.metrics import Metrics
-from keeperd.protocols.plugin import ExecutionEvent, LiquidationSeen
+from keeperd.protocols.sdk.contract import LiquidationSeen
+from keeperd.protocols.sdk.messages import ExecutionEvent
 from keeperd.storage.db import Database
 
 log = structlog.get_logger(__name__)
@@ -488,22 +489,31 @@ class AlertEngine:
         return conditions
 
     def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
+        """`tripped`: this chain's paused assets. One alert per (chain, asset): another
+        chain's trip of the same symbol is neither resolved nor repeated by this one's scans.
+        An alert told before alerts named their chain (labels without one) resolves."""
         rule = self.config.rules.oracle
         route = self.config.route_for("oracle")
         if not rule.enabled or route is None:
             return
-        known = {labels["asset"] for labels in self.state.labels_of("oracle")}
+        told = self.state.labels_of("oracle")
+        known = {labels["asset"] for labels in told if labels.get("chain") == chain}
+        legacy = sorted({labels["asset"] for labels in told if "chain" not in labels})
         conditions = []
         for asset in sorted(known | set(tripped)):
             reason = tripped.get(asset)
             conditions.append(Condition(
-                "oracle", route, {"asset": asset}, "critical" if reason else None, None, None,
-                self.repeat_interval(route),
-                summary=f"{asset} price untrusted, liquidations that depend on it are paused: "
-                        f"{reason}",
-                resolved_summary=f"{asset} price trusted again; liquidations resume",
+                "oracle", route, {"chain": chain, "asset": asset},
+                "critical" if reason else None, None, None, self.repeat_interval(route),
+                summary=f"{asset} price untrusted on {chain}, liquidations there that depend "
+                        f"on it are paused: {reason}",
+                resolved_summary=f"{asset} price trusted again on {chain}; liquidations resume",
                 action="Check the feed and the reference prices; `keeperd breaker list` shows "
                        "why, `keeperd breaker reset ASSET` resumes by hand."))
+        conditions += [Condition(
+            "oracle", route, {"asset": asset}, None, None, None, self.repeat_interval(route),
+            summary="", resolved_summary=f"{asset}: this alert is now told per chain",
+            action="") for asset in legacy]
         self._evaluate(conditions, chain, block)
 
     def on_liquidation(self, e: ExecutionEvent) -> None:

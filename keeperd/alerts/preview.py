@@ -15,7 +15,7 @@ import numpy as np
 from keeperd.alerts.engine import WatchedRow, watched_rows
 from keeperd.alerts.lifecycle import Levels, classify
 from keeperd.config import AlertsConfig, WatchlistConfig
-from keeperd.protocols.base import HealthView
+from keeperd.protocols.sdk.views import HealthView
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.protocols.plugin import LiquidationSeen, Plugin
+from keeperd.protocols.sdk.contract import LiquidationSeen, Plugin
 
 log = structlog.get_logger(__name__)
 

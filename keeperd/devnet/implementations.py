@@ -14,8 +14,8 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from keeperd.chain.code import IMPLEMENTATION_SLOT, code_fingerprint
 from keeperd.devnet.handle import Devnet
-from keeperd.protocols.aave_v3.identity import IMPLEMENTATION_SLOT, code_fingerprint
 
 TABLE = (Path(__file__).resolve().parent.parent / "protocols" / "aave_v3"
          / "implementations.json")

@@ -18,6 +18,7 @@ from typing import TypeVar
 import structlog
 
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.contract import Need
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -35,15 +36,6 @@ class Shortfall:
     @property
     def missing_tokens(self) -> float:
         return self.missing / 10**self.decimals
-
-
-@dataclass(frozen=True)
-class Need:
-    asset: str
-    symbol: str
-    decimals: int
-    amount: int  # token units the liquidation pulls at most
-    profit_usd: float
 
 
 class Purse:

@@ -2,8 +2,9 @@
 protocol — a funnel of stages, each counted in `keeperd_liquidations_total{stage}`.
 
 1. plan — the plug-in's liquidator turns the liquidatable rows into typed opportunities;
-2. gate — the protocol's hold (unknown revision, parity), the oracle breaker on any asset the
-   position rests on, the L2 sequencer; a journaled key is never tried twice;
+2. gate — the protocol's hold (unknown revision, parity), the chain's price watch (the breaker
+   on any asset the position rests on, the L2 sequencer, a block whose prices it could not
+   judge); a journaled key is never tried twice;
 3. decide — pure: prize less slippage, flash premium and gas at the fee cap, against
    `min_profit_usd`; the fee budget that keeps it profitable whatever the fee market does;
 4. capital — the keeper's balances, most profitable first; the rest is the shortfall (counted
@@ -35,21 +36,20 @@ from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal, track_again
-from keeperd.execution.swap import seller_outcome
 from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
 from keeperd.metrics import Metrics
-from keeperd.oracles.breaker import Breaker
-from keeperd.oracles.sequencer import SequencerCheck
-from keeperd.protocols.plugin import (
+from keeperd.oracles.watch import ChainPriceWatch
+from keeperd.protocols.sdk.contract import (
     Call,
-    ExecutionEvent,
+    GasQuote,
     Liquidator,
     Opportunity,
-    OpportunityKey,
     Plugin,
     Verdict,
 )
-from keeperd.scanner import ScanResult
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey
+from keeperd.protocols.sdk.messages import ExecutionEvent, ScanResult
+from keeperd.protocols.sdk.swap import seller_outcome
 from keeperd.storage.lease import FencedOut
 
 log = structlog.get_logger(__name__)
@@ -93,16 +93,19 @@ class SecondOpinionRefused(Exception):
 
 
 
+Keyed = tuple[Opportunity, OpportunityKey]  # (a plan, the journal key it is tried under)
+
+
 @dataclass(frozen=True)
 class Decision:
     opportunity: Opportunity
-    key: str
+    key: OpportunityKey
     net_profit_usd: float
     gas_limit: int
     budget_wei: int  # the most this liquidation may pay in fees
 
 
-def decide(opportunity: Opportunity, key: str, *, gas_limit: int, fee_per_gas: int,
+def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee_per_gas: int,
            native_usd: float, min_profit_usd: float, slippage_bps: int,
            flash_premium_bps: int = 0) -> Decision | None:
     """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
@@ -123,8 +126,7 @@ def decide(opportunity: Opportunity, key: str, *, gas_limit: int, fee_per_gas: i
 class Executor:
     def __init__(self, config: KeeperConfig, plugin: Plugin, liquidator: Liquidator,
                  pool: RpcPool, journal: J.Journal, metrics: Metrics, tx: TxManager | None,
-                 keeper_address: str | None, breaker: Breaker | None = None,
-                 sequencer: SequencerCheck | None = None,
+                 keeper_address: str | None, prices: ChainPriceWatch | None = None,
                  native_prices: dict[str, float] | None = None) -> None:
         self.config = config
         self.adapter = plugin
@@ -134,8 +136,7 @@ class Executor:
         self.metrics = metrics
         self.tx = tx
         self.keeper = keeper_address
-        self.breaker = breaker
-        self.sequencer = sequencer
+        self.prices = prices  # None: nothing gates on prices (tests of other stages)
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -143,7 +144,7 @@ class Executor:
         self.native_prices = native_prices if native_prices is not None else {}
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
-        self._lost_race_checks: list[tuple[Opportunity, str, int, str]] = []
+        self._lost_race_checks: list[tuple[Opportunity, OpportunityKey, int, str]] = []
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
         # What the keeper's balances could not pay for in the last block: `_short_of` as the
         # gauges show it, `capital_shortfall` (alerted) only when it was forgone — under
@@ -161,7 +162,7 @@ class Executor:
         self.native_balance: float | None = None  # whole tokens, from publish_balances
         # Liquidations included in the last REORG_WATCH_BLOCKS blocks: key -> its block. A
         # reorg that takes that block away hands them back to the transaction manager.
-        self._recently_included: dict[str, int] = {}
+        self._recently_included: dict[OpportunityKey, int] = {}
         # Balances are read every BALANCE_EVERY_BLOCKS blocks from the first full scan on (a
         # fixed "block % 10" missed them whenever that block's scan was coalesced away).
         self._balances_due = 0
@@ -182,7 +183,7 @@ class Executor:
 
     @property
     def supports_flash(self) -> bool:
-        return bool(getattr(self.liquidator, "supports_flash", False))
+        return self.liquidator.supports_flash
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -239,9 +240,7 @@ class Executor:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
                 # Bounded approvals follow the balances (a top-up approved in turn).
-                keep = getattr(self.liquidator, "keep_allowances", None)
-                if keep is not None:
-                    await keep(result.block, result.book)
+                await self.liquidator.keep_allowances(result.block, result.book)
             await self._housekeep(result)
         if self._last is None:
             self._last = result
@@ -273,10 +272,11 @@ class Executor:
             log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
                         opportunities=len(opportunities), reason=conflict)
             return
-        paused = await self.breaker.tripped() if self.breaker is not None else set()
-        sequencer = (await self.sequencer.problem(result.book.timestamp, result.block)
-                     if self.sequencer is not None and opportunities else None)
-        fresh: list[tuple[Opportunity, str]] = []
+        gate = (await self.prices.gate(self.adapter.name, result.block)
+                if self.prices is not None else None)
+        paused = gate.paused if gate is not None else frozenset()
+        hold = gate.hold if gate is not None else None
+        fresh: list[Keyed] = []
         for opp in opportunities:
             key = await self._key_for(opp.key)
             entry = await self.journal.get(key) if key is not None else None
@@ -291,10 +291,10 @@ class Executor:
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
             held = opp.assets & paused
-            if held or sequencer is not None:
+            if held or hold is not None:
                 stage(*self.labels, "breaker_paused").inc()
                 log.info("liquidation.paused_by_breaker", opportunity=key, assets=sorted(held),
-                         sequencer=sequencer.detail if sequencer else None)
+                         hold=hold)
                 continue
             stage(*self.labels, "detected").inc()
             if self._decide(opp, key, base_fee, native_usd) is None:
@@ -305,9 +305,9 @@ class Executor:
         keyed = [(o, key) for o, (_, key) in zip(adjusted, fresh, strict=True)]
         own, flash = await self._fund(keyed, result)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
-        encoded = await self.liquidator.calls([(o, f) for o, _, f in chosen], result.book,
-                                              base_fee, native_usd)
-        calls: list[tuple[Call, str]] = []
+        gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd)
+        encoded = await self.liquidator.calls([(o, f) for o, _, f in chosen], result.book, gas)
+        calls: list[tuple[Call, OpportunityKey]] = []
         for (_, key, _), call in zip(chosen, encoded, strict=True):
             if call is None:
                 stage(*self.labels, "no_swap_pool").inc()
@@ -321,11 +321,11 @@ class Executor:
                              native_usd)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
-        for opp, key, block, reason in checks:
-            await self._maybe_lost_race(opp, key, block, reason)
+        for opp, checked, block, reason in checks:
+            await self._maybe_lost_race(opp, checked, block, reason)
 
-    async def _fund(self, items: list[tuple[Opportunity, str]], result: ScanResult
-                    ) -> tuple[list[tuple[Opportunity, str]], list[tuple[Opportunity, str]]]:
+    async def _fund(self, items: list[Keyed], result: ScanResult
+                    ) -> tuple[list[Keyed], list[Keyed]]:
         """Capital as a stage: (paid from the keeper's balances, sent through the flash-loan
         path). With own capital, what the balances cannot cover is the shortfall — counted,
         published and alerted, never simulated; with `capital: auto` it takes the flash
@@ -336,9 +336,9 @@ class Executor:
         if self.keeper is None:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
-        own_balances = getattr(self.liquidator, "balances", None)
-        if own_balances is not None:  # capital that is not a token balance (Curie's margin)
-            balances = await own_balances(assets) if assets else {}
+        own = await self.liquidator.balances(assets) if assets else {}
+        if own is not None:  # capital that is not a token balance (Curie's margin)
+            balances = own
         else:
             answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
             balances = {a: v if isinstance(v, int) else 0
@@ -355,11 +355,11 @@ class Executor:
         self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])
 
-    async def _key_for(self, key: OpportunityKey) -> str | None:
+    async def _key_for(self, key: OpportunityKey) -> OpportunityKey | None:
         """The journal key to try this opportunity under: its own, or, after an on-chain
         revert, a retry key (a bounded number of them); None when nothing may be tried."""
         for attempt in range(RETRIES_AFTER_REVERT + 1):
-            candidate = str(key.retry(attempt))
+            candidate = key.retry(attempt)
             entry = await self.journal.get(candidate)
             # (a dropped transaction's nonce went to another: it can never be mined, so the
             # opportunity — say, after a reorg took its block — may be tried again)
@@ -367,7 +367,7 @@ class Executor:
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
 
-    async def _simulate(self, wave: list[tuple[Call, str]], block: int) -> list[object]:
+    async def _simulate(self, wave: list[tuple[Call, OpportunityKey]], block: int) -> list[object]:
         """Each call of the wave as it would be sent: from the keeper, against the latest
         block, with the gas limit the plan sends it with — one `eth_call` each, one batch. A
         revert fails it with its data. (Against "pending", anvil first re-executes its whole
@@ -520,11 +520,11 @@ class Executor:
             return VerificationRefused(verdict.reason)
         return Simulated(None, verdict)
 
-    async def _wave(self, wave: list[tuple[Call, str]], simulations: list[object],
+    async def _wave(self, wave: list[tuple[Call, OpportunityKey]], simulations: list[object],
                     result: ScanResult, base_fee: int, native_usd: float) -> None:
         stage = self.metrics.liquidation_funnel.labels
         to_send = []
-        verified_keys: set[str] = set()
+        verified_keys: set[OpportunityKey] = set()
         async with self.journal.transaction():
             for (call, key), sim in zip(wave, simulations, strict=True):
                 opp = call.opportunity
@@ -565,7 +565,7 @@ class Executor:
                 detail = f"gas_limit={decision.gas_limit}" + (f" {opp.detail}" if opp.detail
                                                                else "")
                 entry = J.JournalEntry(
-                    key, self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
+                    str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                     decision.net_profit_usd, decision.budget_wei, result.block,
                     J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
                     planned=opp.planned)
@@ -587,7 +587,7 @@ class Executor:
                     await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
                     log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                     continue
-                to_send.append((opp, decision, record, pending))
+                to_send.append((opp, key, decision, record, pending))
                 if verdict is not None:
                     verified_keys.add(key)
         if not to_send:
@@ -595,25 +595,25 @@ class Executor:
         crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         assert self.tx is not None
         outcomes = await self.tx.broadcast_many([(record, pending)
-                                                 for _, _, record, pending in to_send])
-        for (opp, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
+                                                 for _, _, _, record, pending in to_send])
+        for (opp, key, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is not None:
-                await self.journal.set_status(record.key, J.DROPPED, detail=str(outcome)[:500])
-                log.warning("liquidation.not_sent", opportunity=record.key, reason=str(outcome))
-                self._event("not_sent", record.key, opp.account, result.block,
+                await self.journal.set_status(key, J.DROPPED, detail=str(outcome)[:500])
+                log.warning("liquidation.not_sent", opportunity=key, reason=str(outcome))
+                self._event("not_sent", key, opp.account, result.block,
                             {"reason": str(outcome)[:300]})
                 continue
             elapsed = time.perf_counter() - result.seen_at
             stage(*self.labels, "sent").inc()
-            if verified_keys and record.key in verified_keys:
+            if key in verified_keys:
                 self.metrics.liquidations_verified.labels(*self.labels, "sent").inc()
             self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
-            log.info("liquidation.sent", opportunity=record.key, account=opp.account,
+            log.info("liquidation.sent", opportunity=key, account=opp.account,
                      block=result.block, tx_hash=record.tx_hash, collateral=opp.collateral,
                      debt=opp.debt, expected_profit_usd=round(decision.net_profit_usd, 2),
                      planned=_as_text(opp.planned),
                      block_to_broadcast_ms=round(elapsed * 1000, 2))
-            self._event("sent", record.key, opp.account, result.block, {
+            self._event("sent", key, opp.account, result.block, {
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
                 "expected_profit_usd": round(decision.net_profit_usd, 2),
                 "planned": _as_text(opp.planned)})
@@ -622,14 +622,13 @@ class Executor:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
         rather than repeats them; a reverted one is tried again under a retry key."""
-        calls = getattr(self.liquidator, "housekeeping", None)
-        if calls is None or self.tx is None or self.mode != "liquidate" or self.keeper is None:
+        if self.tx is None or self.mode != "liquidate" or self.keeper is None:
             return
         todo = []
-        for base_key, target, data, gas in calls(result):
+        for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
             for n in range(RETRIES_AFTER_REVERT + 1):
-                candidate = base_key if n == 0 else f"{base_key}#retry{n}"
+                candidate = base_key.retry(n)
                 entry = await self.journal.get(candidate)
                 if entry is None or entry.status != J.REVERTED:
                     key = None if entry is not None else candidate  # journaled: in hand
@@ -656,22 +655,23 @@ class Executor:
         if not ready:
             return
         base_fee = await self._base_fee()
-        to_send = []
+        to_send, keys = [], []
         async with self.journal.transaction():
             for key, target, data, gas in ready:
                 budget = gas * self.fees.fees_for(base_fee)[0] * 4  # room for replacements
                 await self.journal.record(J.JournalEntry(
-                    key, self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
+                    str(key), self.adapter.name, self.keeper, "", "", 0, 0.0, budget, result.block,
                     J.PLANNED, None, None, "housekeeping"))
                 try:
                     to_send.append(await self.tx.prepare(key, target, data, gas, budget,
                                                    block=result.block, base_fee=base_fee))
+                    keys.append(key)
                 except SendRefused as exc:
                     await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
-        for (record, _), refused in zip(to_send, await self.tx.broadcast_many(to_send),
-                                        strict=True):
+        for key, (record, _), refused in zip(keys, to_send,
+                                             await self.tx.broadcast_many(to_send), strict=True):
             if refused is not None:
-                await self.journal.set_status(record.key, J.DROPPED, detail=str(refused)[:500])
+                await self.journal.set_status(key, J.DROPPED, detail=str(refused)[:500])
             else:
                 log.info("liquidation.housekeeping_sent", opportunity=record.key,
                          tx_hash=record.tx_hash)
@@ -707,7 +707,7 @@ class Executor:
     def _fee_per_gas(self, base_fee: int) -> int:
         return self.fees.fees_for(base_fee)[0]
 
-    def _decide(self, opp: Opportunity, key: str, base_fee: int, native_usd: float,
+    def _decide(self, opp: Opportunity, key: OpportunityKey, base_fee: int, native_usd: float,
                 flash: bool | None = None, gas_needed: int | None = None
                 ) -> Decision | None:
         use_flash = (self.config.capital == "flash-loan" and self.supports_flash
@@ -767,9 +767,9 @@ class Executor:
                     for t in await self.journal.txs(entry.key)]
         kept = next((r for r in receipts if r is not None), None)
         if kept is not None:  # the chain (the new branch) has it
-            self._recently_included[entry.key] = int(kept["blockNumber"], 16)
+            self._recently_included[entry.opportunity] = int(kept["blockNumber"], 16)
             return
-        self._recently_included.pop(entry.key, None)
+        self._recently_included.pop(entry.opportunity, None)
         await self.journal.set_status(entry.key, J.PENDING,
                                       detail=f"block {block} reorganised away")
         await track_again(self.journal, self.tx, entry, head)
@@ -778,32 +778,32 @@ class Executor:
                     meaning="pending again: rebroadcast under its nonce, settled on the new "
                             "branch")
 
-    def _owns(self, key: str) -> bool:
+    def _owns(self, key: TxKey) -> bool:
         """This protocol's opportunities and approvals (executors of the other protocols on
         the chain share the transaction manager)."""
-        name = self.adapter.name
-        return key.startswith(f"{name}:") or key.startswith(f"approve:{name}:")
+        return key.protocol == self.adapter.name
 
-    async def _still_wanted(self, key: str) -> bool:
-        if key.startswith("approve:"):
+    async def _still_wanted(self, key: TxKey) -> bool:
+        if isinstance(key, UpkeepKey):
             return True  # replaced until mined, never cancelled: the next wave may need it
         entry = await self.journal.get(key)
         return entry is not None and (entry.account in self._liquidatable
                                       or self._is_housekeeping(entry))
 
     async def _settle(self, outcome: Outcome) -> None:
-        if outcome.key.startswith("approve:"):
+        key = outcome.key
+        if isinstance(key, UpkeepKey):
             return
         crash_point("tx.settled")
-        entry = await self.journal.get(outcome.key)
+        entry = await self.journal.get(key)
         if entry is None:
             return
         if self._is_housekeeping(entry):
             status = {"included": J.INCLUDED, "reverted": J.REVERTED,
                       "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
-            await self.journal.set_status(outcome.key, status, detail=f"tx={outcome.tx_hash}")
+            await self.journal.set_status(key, status, detail=f"tx={outcome.tx_hash}")
             (log.info if status == J.INCLUDED else log.warning)(
-                "liquidation.housekeeping_settled", opportunity=outcome.key,
+                "liquidation.housekeeping_settled", opportunity=key,
                 status=outcome.status, tx_hash=outcome.tx_hash)
             return
         stage = self.metrics.liquidation_funnel.labels
@@ -813,13 +813,13 @@ class Executor:
             self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
             self._gas_spent.append((time.time(), gas_usd))
             if outcome.status in ("included", "reverted"):
-                self.liquidator.learn(outcome.key, outcome.gas_used)
+                self.liquidator.learn(key, outcome.gas_used)
         block = _receipt_block(outcome)
         if outcome.status == "included" and block is not None:
-            self._recently_included[outcome.key] = block
-            for key in [k for k, b in self._recently_included.items()
+            self._recently_included[key] = block
+            for old in [k for k, b in self._recently_included.items()
                         if b < block - REORG_WATCH_BLOCKS]:
-                del self._recently_included[key]
+                del self._recently_included[old]
         if outcome.status == "included":
             profit = self._realised_profit(outcome) - gas_usd
             # (a counter only grows: gains and losses apart; their difference is the P&L the
@@ -828,12 +828,12 @@ class Executor:
                 self.metrics.liquidation_profit.labels(*self.labels).inc(profit)
             else:
                 self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
-            await self.journal.set_status(outcome.key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
+            await self.journal.set_status(key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
                                     f"profit_usd={profit:.2f}", realised_profit_usd=profit)
             stage(*self.labels, "included").inc()
-            log.info("liquidation.included", opportunity=outcome.key, tx_hash=outcome.tx_hash,
+            log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
-            self._event("included", outcome.key, entry.account, block, {
+            self._event("included", key, entry.account, block, {
                 "tx_hash": outcome.tx_hash, "profit_usd": round(profit, 2),
                 "gas_used": outcome.gas_used})
             return
@@ -841,19 +841,19 @@ class Executor:
             stage(*self.labels, "reverted").inc()
             self._reverts.append(block if block is not None else
                                  (self._last.block if self._last is not None else 0))
-            await self.journal.set_status(outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
-            log.warning("liquidation.reverted", opportunity=outcome.key, tx_hash=outcome.tx_hash)
-            self._event("reverted", outcome.key, entry.account, block,
+            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
+            self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
-            await self._maybe_lost_race(None, outcome.key, entry.detected_block, "reverted",
+            await self._maybe_lost_race(None, key, entry.detected_block, "reverted",
                                         entry.account)
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
-        await self.journal.set_status(outcome.key, status, detail=outcome.tx_hash)
-        log.info(f"liquidation.{outcome.status}", opportunity=outcome.key)
+        await self.journal.set_status(key, status, detail=outcome.tx_hash)
+        log.info(f"liquidation.{outcome.status}", opportunity=key)
         if status == J.CANCELLED:
-            await self._maybe_lost_race(None, outcome.key, entry.detected_block, "cancelled",
+            await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
                                         entry.account)
 
     def _realised_profit(self, outcome: Outcome) -> float:
@@ -881,7 +881,7 @@ class Executor:
                 return seen.seized_usd - seen.repaid_usd
         return 0.0
 
-    async def _maybe_lost_race(self, opp: Opportunity | None, key: str, since_block: int,
+    async def _maybe_lost_race(self, opp: Opportunity | None, key: OpportunityKey, since_block: int,
                                reason: str, account: str | None = None) -> None:
         """If someone else's liquidation hit this account since we saw it, record it."""
         account = opp.account if opp is not None else account
@@ -899,15 +899,14 @@ class Executor:
         # Ours: the keeper, and the contracts it liquidates through (the FlashLiquidator, the
         # MorphoLiquidator), which the protocols' events name as the liquidator.
         ours = {self.keeper.lower()} if self.keeper is not None else set()
-        rules = getattr(self.liquidator, "signing_rules", None)
-        ours |= {r.to.lower() for r in (rules() if rules is not None else []) if r.to != "*"}
+        ours |= {r.to.lower() for r in self.liquidator.signing_rules() if r.to != "*"}
         others = [w for w in winners if w.lower() not in ours]
         if not others:
             return
         winner = others[-1]
         if await self.journal.get(key) is None and opp is not None:
             await self.journal.record(J.JournalEntry(
-                key, self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
+                str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                 0.0, 0, since_block, J.LOST_RACE, None, winner, reason))
         else:
             await self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
@@ -915,13 +914,13 @@ class Executor:
         log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
         self._event("lost_race", key, account, None, {"winner": winner, "reason": reason})
 
-    def _event(self, kind: str, key: str, account: str, block: int | None,
+    def _event(self, kind: str, key: OpportunityKey, account: str, block: int | None,
                details: dict[str, Any]) -> None:
         if self.events is None:
             return
         try:
-            self.events(ExecutionEvent(kind, self.adapter.chain, self.adapter.name, account, key,
-                                       block, details))
+            self.events(ExecutionEvent(kind, self.adapter.chain, self.adapter.name, account,
+                                       str(key), block, details))
         except Exception as exc:  # alerting must never disturb a liquidation
             log.exception("alerts.event_failed", kind=kind, error=str(exc))
 

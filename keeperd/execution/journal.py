@@ -15,8 +15,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey
 from keeperd.storage.db import Database
 from keeperd.storage.migrations import SchemaBehind, pending
+
+# A journal row's key: typed (the executor's), or its text as another row gave it.
+JournalKey = OpportunityKey | str
 
 # The journal's tables, in SQL both back-ends run (`storage/migrations.py` applies them once).
 # Statuses. "planned" rows are journaled, not signed yet; "pending" rows have a signed
@@ -58,11 +62,18 @@ class JournalEntry:
     # keeperd priced.
     planned: Mapping[str, int] | None = None
 
+    @property
+    def opportunity(self) -> OpportunityKey:
+        """The key, typed: the one place a journal key's text is parsed back."""
+        return OpportunityKey.parse(self.key)
+
 
 @dataclass(frozen=True)
 class TxRecord:
     tx_hash: str
-    key: str
+    # Only an OpportunityKey's are journaled (approvals and deposits are fenced); one read
+    # back carries the key its reader asked for (`Journal.txs`): typed, or a row's text.
+    key: TxKey | str
     nonce: int
     max_fee_per_gas: int
     priority_fee: int
@@ -91,8 +102,9 @@ class Journal:
                                "them at start)")
         return cls(db)
 
-    async def get(self, key: str) -> JournalEntry | None:
-        row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM liquidations WHERE key = $1", key)
+    async def get(self, key: JournalKey) -> JournalEntry | None:
+        row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM liquidations WHERE key = $1",
+                                     str(key))
         return _entry(row) if row else None
 
     async def by_status(self, *statuses: str) -> list[JournalEntry]:
@@ -111,15 +123,15 @@ class Journal:
         """Group many writes into one commit (a wave of liquidations found in one block)."""
         return self.db.transaction()
 
-    async def forget_unsigned(self, key: str) -> bool:
+    async def forget_unsigned(self, key: JournalKey) -> bool:
         """Delete an opportunity that was journaled but never signed (a crash or an error
         between the two): nothing of it can be on chain, so it may be planned again."""
         return await self.db.execute(
             "DELETE FROM liquidations WHERE key = $1 AND status = $2 AND NOT EXISTS "
             "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
-            key, PLANNED) > 0
+            str(key), PLANNED) > 0
 
-    async def forget_dry_run(self, key: str) -> bool:
+    async def forget_dry_run(self, key: JournalKey) -> bool:
         """Delete what a dry-run recorded for `key` (it was never signed nor sent), so that
         a keeper switched to liquidate on the same state directory sends it."""
         async with self.db.transaction():
@@ -127,7 +139,7 @@ class Journal:
             return await self.db.execute(
                 "DELETE FROM liquidations WHERE key = $1 AND status = $2 AND NOT EXISTS "
                 "(SELECT 1 FROM liquidation_txs WHERE liquidation_txs.key = liquidations.key)",
-                key, DRY_RUN) > 0
+                str(key), DRY_RUN) > 0
 
     async def record(self, entry: JournalEntry) -> bool:
         """Insert a new opportunity. False if the key is already journaled (never twice)."""
@@ -162,28 +174,29 @@ class Journal:
                 "INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, "
                 "priority_fee, gas_limit, raw, kind, sent_at) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                tx.tx_hash, tx.key, tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
+                tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
                 tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
             await self.db.execute(
                 "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
                 "WHERE key = $4", PENDING, tx.nonce if nonce_of_key is None else nonce_of_key,
-                time.time(), tx.key)
+                time.time(), str(tx.key))
 
-    async def txs(self, key: str) -> list[TxRecord]:
+    async def txs(self, key: JournalKey) -> list[TxRecord]:
         rows = await self.db.fetch(
             "SELECT tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, kind, "
-            "sent_at FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash", key)
-        return [TxRecord(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8])
+            "sent_at FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash", str(key))
+        # (each record under the key as the caller holds it: typed, or a row's text)
+        return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8])
                 for r in rows]
 
-    async def set_status(self, key: str, status: str, *, winner: str | None = None,
+    async def set_status(self, key: JournalKey, status: str, *, winner: str | None = None,
                          detail: str | None = None,
                          realised_profit_usd: float | None = None) -> None:
         await self.db.execute(
             "UPDATE liquidations SET status = $1, winner = COALESCE($2, winner), "
             "detail = COALESCE($3, detail), updated_at = $4, "
             "realised_profit_usd = COALESCE($6, realised_profit_usd) WHERE key = $5",
-            status, winner, detail, time.time(), key, realised_profit_usd)
+            status, winner, detail, time.time(), str(key), realised_profit_usd)
 
 
 _COLUMNS = ("key, protocol, account, collateral, debt, debt_to_cover, expected_profit_usd, "

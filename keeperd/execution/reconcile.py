@@ -19,6 +19,7 @@ from hexbytes import HexBytes
 
 from keeperd.execution import journal as J
 from keeperd.execution.txmanager import TxManager
+from keeperd.protocols.sdk.keys import OpportunityKey
 
 log = structlog.get_logger(__name__)
 
@@ -46,11 +47,19 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     """Hand an opportunity's journaled transactions back to the transaction manager (after a
     restart, or when a reorg took its block away) and send its latest bytes again; False when
     nothing was ever signed for it."""
-    records = await journal.txs(entry.key)
+    key: OpportunityKey | None = None
+    try:
+        key = entry.opportunity
+    except ValueError as exc:  # not a key keeperd writes: the row is not ours to resume
+        bad_key: str | None = f"its key is not an opportunity key ({exc})"
+    else:
+        bad_key = None
+    records = await journal.txs(key or entry.key)
     if not records:
         return False
-    problem = next((p for r in records if (p := forged(r, tx, records[0].nonce))), None)
-    if problem is not None:
+    problem = bad_key or next(
+        (p for r in records if (p := forged(r, tx, records[0].nonce))), None)
+    if problem is not None or key is None:
         # Whoever can write the state database must not get the keeper to sign, replace or
         # cancel a transaction of their making: nothing of this row is trusted or sent.
         log.error("journal.row_refused", opportunity=entry.key, problem=problem,
@@ -60,9 +69,9 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
-    tx.track(entry.key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
+    tx.track(key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
              entry.max_fee_wei, head)
-    await tx.rebroadcast(entry.key)
+    await tx.rebroadcast(key)
     return True
 
 

@@ -22,30 +22,15 @@ import structlog
 from eth_utils import keccak, to_checksum_address
 
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
+from keeperd.protocols.sdk.contract import APPROVE, Allowed
 
 log = structlog.get_logger(__name__)
 
-APPROVE = "approve(address,uint256)"
 
 
 def selector(function: str) -> bytes:
     """The 4-byte selector of a function signature, `name(type,...)`."""
     return keccak(text=function)[:4]
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """One kind of call the keeper makes: `function` on `to` (for what, in `purpose`); or, with
-    `spender`, an `approve` of any token to that spender only."""
-
-    to: str
-    function: str
-    purpose: str
-    spender: str | None = None
-
-    @classmethod
-    def approval(cls, spender: str, purpose: str) -> Allowed:
-        return cls("*", APPROVE, purpose, to_checksum_address(spender))
 
 
 class PolicyRefused(SignerError):

@@ -31,6 +31,7 @@ from keeperd.execution.journal import TxRecord
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import TxKey
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,7 @@ class FeePolicy:
 
 @dataclass
 class Pending:
-    key: str
+    key: TxKey
     nonce: int
     to: str
     data: bytes
@@ -97,7 +98,7 @@ class Pending:
 
 @dataclass(frozen=True)
 class Outcome:
-    key: str
+    key: TxKey
     status: str  # "included" | "reverted" | "cancelled" | "dropped"
     tx_hash: str | None
     gas_used: int = 0
@@ -146,7 +147,7 @@ class TxManager:
         self.private_pool = private_pool
         self._record = record or _no_record
         self._nonce: int | None = None
-        self.pending: dict[str, Pending] = {}
+        self.pending: dict[TxKey, Pending] = {}
         # Nonces this process signed (or resumed from its journal), and how far the mined
         # nonces were checked for ones it did not sign (`check_foreign`).
         self._ours: set[int] = set()
@@ -227,7 +228,7 @@ class TxManager:
         self._ours.add(nonce)
         return "0x" + keccak(raw).hex(), raw
 
-    async def send(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,
+    async def send(self, key: TxKey, to: str, data: bytes, gas_limit: int, budget_wei: int,
                    *, block: int, base_fee: int | None = None) -> TxRecord:
         """Sign, journal, then broadcast. Raises SendRefused when the fee would exceed the
         budget or the node refuses the transaction."""
@@ -241,7 +242,7 @@ class TxManager:
             raise refused
         return record
 
-    async def prepare(self, key: str, to: str, data: bytes, gas_limit: int, budget_wei: int,
+    async def prepare(self, key: TxKey, to: str, data: bytes, gas_limit: int, budget_wei: int,
                       *, block: int, base_fee: int) -> tuple[TxRecord, Pending]:
         """Take the next nonce, sign and journal (no I/O but the state database), so that
         many liquidations found in one block can then be broadcast concurrently. The nonce
@@ -377,8 +378,8 @@ class TxManager:
         except RpcUnavailable as exc:
             raise InDoubt(f"broadcast of {record.tx_hash}: {exc}") from None
 
-    async def watch(self, block: int, still_wanted: Callable[[str], bool],
-                    owns: Callable[[str], bool] | None = None) -> list[Outcome]:
+    async def watch(self, block: int, still_wanted: Callable[[TxKey], bool],
+                    owns: Callable[[TxKey], bool] | None = None) -> list[Outcome]:
         """Once per block: settle included transactions, replace or cancel stuck ones.
         `owns`: the keys this caller settles (several executors share one key's nonces)."""
         outcomes: list[Outcome] = []
@@ -480,7 +481,7 @@ class TxManager:
         except (InDoubt, SendRefused) as exc:  # settled by its receipt or its nonce
             log.info("tx.in_doubt_still", opportunity=p.key, error=str(exc)[:200])
 
-    async def rebroadcast(self, key: str) -> None:
+    async def rebroadcast(self, key: TxKey) -> None:
         """Send a resumed transaction's latest signed bytes again: a crash between the
         journal write and the broadcast must not leave it unsent. The node answers "already
         known" when it has it, which is fine."""
@@ -495,7 +496,7 @@ class TxManager:
             p.in_doubt = True
             log.info("tx.rebroadcast_in_doubt", opportunity=key, error=str(exc)[:200])
 
-    def track(self, key: str, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
+    def track(self, key: TxKey, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
               block: int) -> None:
         """Resume watching a journaled transaction after a restart. Its nonce stays taken:
         one signed and journaled but never broadcast (a crash in between) is not counted by

@@ -1,5 +1,8 @@
-"""The circuit breaker: per asset, liquidations that depend on it pause while its price cannot
-be trusted, and resume only after the condition has stayed clear for `clear_after_s`.
+"""The circuit breaker: per (chain, asset), liquidations on that chain that depend on it pause
+while its price cannot be trusted, and resume only after the condition has stayed clear for
+`clear_after_s`. An asset is what the chain's price watch judges (`oracles/feeds.py`): a symbol
+(`WETH`), or a market's own oracle (`morpho:<market id>`). A stale WETH feed on one chain says
+nothing of WETH's price on another; an operator's trip names a chain, or every chain (`*`).
 
 State lives in the state database (SQLite, or PostgreSQL shared by replicas), so a trip
 survives restarts and an operator's `keeperd breaker trip|reset ASSET` (another process) takes
@@ -17,17 +20,27 @@ from dataclasses import dataclass
 
 from keeperd.storage.db import Database
 
+EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
+
 
 @dataclass(frozen=True)
 class BreakerState:
+    chain: str  # the chain's name, or EVERY_CHAIN (manual trips only)
     asset: str
     tripped: bool
     manual: bool
     reason: str | None
     since: float
     clear_since: float | None
-    chain: str | None = None  # automatic trips: where it was last observed
-    block_hash: str | None = None
+    block_hash: str | None = None  # automatic trips: the block it was last observed at
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.chain, self.asset)
+
+    @property
+    def where(self) -> str:
+        return "every chain" if self.chain == EVERY_CHAIN else self.chain
 
 
 # Whether a chain still has a block: True, False, or None when it cannot tell (no answer).
@@ -36,6 +49,7 @@ BlockKnown = Callable[[str, str], Awaitable[bool | None]]
 
 @dataclass(frozen=True)
 class Transition:
+    chain: str
     asset: str
     tripped: bool  # True: tripped now; False: reset now
     reason: str
@@ -48,77 +62,99 @@ class Breaker:
         self.db = db
         self.clear_after_s = clear_after_s
 
-    async def states(self) -> dict[str, BreakerState]:
-        return {r[0]: BreakerState(r[0], bool(r[1]), bool(r[2]), r[3], r[4], r[5], r[6], r[7])
-                for r in await self.db.fetch("SELECT asset, tripped, manual, reason, since, "
-                                             "clear_since, chain, block_hash FROM breaker")}
+    async def states(self) -> dict[tuple[str, str], BreakerState]:
+        return {(r[0], r[1]): BreakerState(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5],
+                                           r[6], r[7])
+                for r in await self.db.fetch("SELECT chain, asset, tripped, manual, reason, "
+                                             "since, clear_since, block_hash FROM breaker")}
 
-    async def tripped(self) -> set[str]:
-        return {r[0] for r in await self.db.fetch("SELECT asset FROM breaker WHERE tripped = 1")}
+    async def tripped(self, chain: str) -> set[str]:
+        """The assets paused on `chain`: tripped there, or on every chain."""
+        return {r[0] for r in await self.db.fetch(
+            "SELECT asset FROM breaker WHERE tripped = 1 AND (chain = $1 OR chain = $2)",
+            chain, EVERY_CHAIN)}
 
-    async def trip(self, asset: str, reason: str, *, manual: bool = False,
-                   now: float | None = None) -> None:
+    async def reasons(self, chain: str) -> dict[str, str]:
+        """asset -> why it is paused on `chain` (alerts)."""
+        out: dict[str, str] = {}
+        for r in await self.db.fetch("SELECT asset, reason FROM breaker WHERE tripped = 1 AND "
+                                     "(chain = $1 OR chain = $2) ORDER BY chain DESC",
+                                     chain, EVERY_CHAIN):
+            out.setdefault(r[0], r[1] or "tripped")
+        return out
+
+    async def trip(self, asset: str, reason: str, *, chain: str = EVERY_CHAIN,
+                   manual: bool = False, now: float | None = None) -> None:
         now = time.time() if now is None else now
         await self.db.execute(
-            "INSERT INTO breaker (asset, tripped, manual, reason, since, clear_since) "
-            "VALUES ($1, 1, $2, $3, $4, NULL) ON CONFLICT (asset) DO UPDATE "
+            "INSERT INTO breaker (chain, asset, tripped, manual, reason, since, clear_since) "
+            "VALUES ($1, $2, 1, $3, $4, $5, NULL) ON CONFLICT (chain, asset) DO UPDATE "
             "SET tripped = 1, manual = CASE WHEN breaker.manual > excluded.manual "
             "THEN breaker.manual ELSE excluded.manual END, reason = excluded.reason, "
             "since = CASE WHEN breaker.tripped = 1 THEN breaker.since ELSE excluded.since END, "
-            "clear_since = NULL", asset, int(manual), reason, now)
+            "clear_since = NULL", chain, asset, int(manual), reason, now)
 
-    async def reset(self, asset: str, now: float | None = None) -> None:
-        """An operator's reset: clears a manual trip and any automatic one."""
+    async def reset(self, asset: str, chain: str | None = None,
+                    now: float | None = None) -> int:
+        """An operator's reset: clears manual and automatic trips of `asset` on `chain` (None:
+        wherever it is tripped, every-chain trips included). The number of trips cleared (an
+        automatic one comes back at the next block if its feed is still bad)."""
         now = time.time() if now is None else now
-        await self.db.execute(
-            "INSERT INTO breaker (asset, tripped, manual, reason, since, clear_since) "
-            "VALUES ($1, 0, 0, 'reset by operator', $2, $3) ON CONFLICT (asset) DO UPDATE "
-            "SET tripped = 0, manual = 0, reason = excluded.reason, since = excluded.since, "
-            "clear_since = NULL", asset, now, now)
+        rows = [r for r in await self.db.fetch(
+                    "SELECT chain FROM breaker WHERE asset = $1 AND tripped = 1", asset)
+                if chain is None or r[0] == chain]
+        for (where,) in rows:
+            await self.db.execute("UPDATE breaker SET tripped = 0, manual = 0, reason = $1, "
+                                  "since = $2, clear_since = NULL WHERE chain = $3 AND "
+                                  "asset = $4", "reset by operator", now, where, asset)
+        return len(rows)
 
-    async def observe(self, asset: str, problems: list[str], now: float | None = None, *,
-                      chain: str | None = None, block_hash: str | None = None
+    async def observe(self, chain: str, asset: str, problems: list[str],
+                      now: float | None = None, *, block_hash: str | None = None
                       ) -> Transition | None:
-        """Fold one evaluation of the asset's price (on `chain`, at the block `block_hash`)
+        """Fold one evaluation of the asset's price on `chain` (at the block `block_hash`)
         in; return a trip or reset, if any."""
         now = time.time() if now is None else now
-        state = (await self.states()).get(asset)
+        state = (await self.states()).get((chain, asset))
         if problems:
             reason = "; ".join(problems)
             transition = None
             if state is None or not state.tripped:
-                await self.trip(asset, reason, now=now)
-                transition = Transition(asset, True, reason)
+                await self.trip(asset, reason, chain=chain, now=now)
+                transition = Transition(chain, asset, True, reason)
             await self.db.execute("UPDATE breaker SET clear_since = NULL, reason = $1, "
-                                  "chain = $2, block_hash = $3 WHERE asset = $4 AND manual = 0",
-                                  reason, chain, block_hash, asset)
+                                  "block_hash = $2 WHERE chain = $3 AND asset = $4 "
+                                  "AND manual = 0", reason, block_hash, chain, asset)
             return transition
         if state is None or not state.tripped or state.manual:
             return None  # a manual trip only ends by an operator's reset
         if state.clear_since is None:
-            await self.db.execute("UPDATE breaker SET clear_since = $1 WHERE asset = $2",
-                                  now, asset)
+            await self.db.execute("UPDATE breaker SET clear_since = $1 WHERE chain = $2 AND "
+                                  "asset = $3", now, chain, asset)
             return None
         if now - state.clear_since >= self.clear_after_s:
+            reason = f"clear for {now - state.clear_since:.0f} s"
             await self.db.execute("UPDATE breaker SET tripped = 0, reason = $1, since = $2, "
-                                  "clear_since = NULL WHERE asset = $3",
-                                  f"clear for {now - state.clear_since:.0f} s", now, asset)
-            return Transition(asset, False, f"clear for {now - state.clear_since:.0f} s")
+                                  "clear_since = NULL WHERE chain = $3 AND asset = $4",
+                                  reason, now, chain, asset)
+            return Transition(chain, asset, False, reason)
         return None
 
     async def forget_gone(self, block_known: BlockKnown) -> list[BreakerState]:
         """Drop the automatic trips whose chain no longer has the block they were last
         observed at (a devnet stopped and started again, a reorg): what they said is about a
-        chain that is not there. Manual trips, trips from before migration 7 and trips whose
-        chain cannot tell (no answer, not configured) stay. Safe to drop: the oracle watch
-        judges every feed again at the daemon's next block, before the executor acts; what
-        is lost is the clear-for hysteresis of a feed that is fine now."""
+        chain that is not there. Manual trips and trips whose chain cannot tell (no answer,
+        not configured) stay. Safe to drop: the price watch judges every feed again at the
+        daemon's next block, before the executor acts; what is lost is the clear-for
+        hysteresis of a feed that is fine now."""
         gone = []
         for state in (await self.states()).values():
-            if not state.tripped or state.manual or not state.chain or not state.block_hash:
+            if (not state.tripped or state.manual or state.chain == EVERY_CHAIN
+                    or not state.block_hash):
                 continue
             if await block_known(state.chain, state.block_hash) is False:
-                await self.db.execute("DELETE FROM breaker WHERE asset = $1 AND manual = 0 "
-                                      "AND block_hash = $2", state.asset, state.block_hash)
+                await self.db.execute("DELETE FROM breaker WHERE chain = $1 AND asset = $2 "
+                                      "AND manual = 0 AND block_hash = $3",
+                                      state.chain, state.asset, state.block_hash)
                 gone.append(state)
         return gone

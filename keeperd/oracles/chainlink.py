@@ -1,4 +1,4 @@
-"""Reads every Chainlink-style feed an Aave V3 market trusts, in one or two multicalls."""
+"""Reads Chainlink-style USD feeds (any plug-in's, `oracles/feeds.py`) in one or two multicalls."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import replace
 from eth_abi import decode
 from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, encode_call, selector
+from keeperd.chain.multicall import Call, Multicall, selector
 from keeperd.oracles.checks import FeedReading
-from keeperd.protocols.aave_v3.book import Reserve
+from keeperd.protocols.sdk.feeds import PriceFeed
 
 _LATEST_ROUND_DATA = selector("latestRoundData()")
 _DECIMALS = selector("decimals()")
@@ -31,21 +31,16 @@ _LATEST_ANSWER = selector("latestAnswer()")
 _PER_SOURCE = 6 + len(WRAPPED_GETTERS)
 
 
-async def read_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reserve],
+async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
                      block: int | str = "latest") -> list[FeedReading]:
-    """One reading per reserve's price source. A Chainlink-style source is read with
-    latestRoundData. A source without it (Aave's price-cap and synchronicity adapters) is read
-    with latestAnswer; its time is the oldest `updatedAt` of the aggregators it names, and
-    where it names none, its freshness is "unknown" (reported, never a reason to trip)."""
-    sources_res = await multicall.aggregate3(
-        [Call(oracle, encode_call("getSourceOfAsset(address)", ["address"], [r.asset]))
-         for r in reserves], block)
-    sources = [to_checksum_address(s.data[12:32]) if s.success and len(s.data) >= 32 else None
-               for s in sources_res]
+    """One reading per feed (its `key` as the reading's asset). A Chainlink-style source is
+    read with latestRoundData. A source without it (Aave's price-cap and synchronicity
+    adapters) is read with latestAnswer; its time is the oldest `updatedAt` of the aggregators
+    it names, and where it names none, its freshness is "unknown" (reported, never a reason to
+    trip)."""
     calls: list[Call] = []
-    for source in sources:
-        if source is None or int(source, 16) == 0:
-            continue
+    for feed in feeds:
+        source = feed.source
         calls += [Call(source, _LATEST_ROUND_DATA), Call(source, _DECIMALS),
                   Call(source, _AGGREGATOR), Call(source, _MIN_ANSWER),
                   Call(source, _MAX_ANSWER), Call(source, _LATEST_ANSWER),
@@ -55,29 +50,28 @@ async def read_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reser
     underlying: list[tuple[int, str]] = []
     wrapped: list[tuple[int, list[str]]] = []
     k = 0
-    for reserve, source in zip(reserves, sources, strict=True):
-        if source is None or int(source, 16) == 0:
-            continue
+    for feed in feeds:
+        key, source = feed.key, feed.source
         latest, dec, agg, lo, hi, answer_only, *getters = results[k:k + _PER_SOURCE]
         k += _PER_SOURCE
         if not dec.success:
-            readings.append(FeedReading(reserve.symbol, source, 0, 0, 0, 8))
+            readings.append(FeedReading(key, source, 0, 0, 0, 8))
             continue
         decimals = _int(dec.data, signed=False)
         if not latest.success:
             if not answer_only.success:
-                readings.append(FeedReading(reserve.symbol, source, 0, 0, 0, decimals))
+                readings.append(FeedReading(key, source, 0, 0, 0, decimals))
                 continue
             behind: list[str] = [to_checksum_address(g.data[12:32]) for g in getters
                       if g.success and len(g.data) >= 32 and int.from_bytes(g.data[:32], "big")]
-            readings.append(FeedReading(reserve.symbol, source, 0, _int(answer_only.data), 0,
+            readings.append(FeedReading(key, source, 0, _int(answer_only.data), 0,
                                         decimals, freshness="wrapped" if behind else "unknown"))
             if behind:
                 wrapped.append((len(readings) - 1, behind))
             continue
         round_id, answer, _, updated_at, _ = decode(
             ["uint80", "int256", "uint256", "uint256", "uint80"], latest.data)
-        reading = FeedReading(reserve.symbol, source, round_id, answer, updated_at, decimals,
+        reading = FeedReading(key, source, round_id, answer, updated_at, decimals,
                               _int(lo.data) if lo.success else None,
                               _int(hi.data) if hi.success else None)
         readings.append(reading)

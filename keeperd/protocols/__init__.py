@@ -1,1 +1,1 @@
-"""Protocol adapters: one package per protocol, all behind `keeperd.protocols.base`."""
+"""Protocol adapters: one package per protocol, all behind `keeperd.protocols.sdk.views`."""

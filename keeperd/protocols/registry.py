@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
+
+from keeperd.protocols.sdk.contract import PluginBase
+
+P = TypeVar("P", bound=PluginBase)
 
 BUILT_IN: dict[str, str] = {
     "aave_v3": "keeperd.protocols.aave_v3.adapter:AaveV3Adapter",
@@ -20,13 +24,16 @@ BUILT_IN: dict[str, str] = {
     "perp_curie": "keeperd.protocols.perp_curie.adapter:PerpCurieAdapter",
 }
 
-_registered: dict[str, type] = {}
+_registered: dict[str, type[PluginBase]] = {}
 _loaded_env: str | None = None
 
 
-def register(plugin: type) -> type:
+def register(plugin: type[P]) -> type[P]:
     """Class decorator: `plugin.kind` runs with this class; `plugin.config_model` validates
-    its config entries (a pydantic model whose `kind` is a Literal of that kind)."""
+    its config entries (a pydantic model whose `kind` is a Literal of that kind). A plug-in
+    subclasses `PluginBase` (the optional hooks, defaulted)."""
+    if not (isinstance(plugin, type) and issubclass(plugin, PluginBase)):
+        raise TypeError(f"{plugin!r} does not subclass keeperd.protocols.sdk.contract.PluginBase")
     _registered[getattr(plugin, "kind")] = plugin  # noqa: B009 (a class attribute)
     return plugin
 
@@ -46,7 +53,7 @@ def load_env_plugins() -> None:
     _loaded_env = value
 
 
-def plugin_class(kind: str) -> type | None:
+def plugin_class(kind: str) -> type[PluginBase] | None:
     """The plug-in class for `kind`, or None when it only is a venue keeperd polls."""
     if kind in _registered:
         return _registered[kind]
@@ -54,7 +61,8 @@ def plugin_class(kind: str) -> type | None:
     if path is None:
         return None
     module, attr = path.split(":")
-    cls: type = getattr(importlib.import_module(module), attr)
+    cls = getattr(importlib.import_module(module), attr)
+    assert issubclass(cls, PluginBase), cls
     return cls
 
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from keeperd.config import Config
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, LeaseRow, unreachable, with_password
 from keeperd.storage.migrations import migrate
+from keeperd.storage.summary import summarize
 
 TABLES = {
     "liquidations": ("key, protocol, account, collateral, debt, debt_to_cover, "
@@ -32,7 +32,7 @@ TABLES = {
     "alert_state": "fingerprint, rule, route, severity, value, told_at, since, chain, block, alert",
     "alert_cursor": "name, block",
     "silences": "matchers, comment, created_by, created_at, ends_at",
-    "breaker": "asset, tripped, manual, reason, since, clear_since",
+    "breaker": "chain, asset, tripped, manual, reason, since, clear_since, block_hash",
     "outbox": ("route, sink, sink_kind, idempotency_key, chain, block, status, priority, "
                "payload, state, attempts, parts_done, next_at, created_at, delivered_at, "
                "last_error"),
@@ -124,28 +124,10 @@ async def shared_status(config: Config) -> dict[str, object]:
     rows = await leases(config)
     db = await open_configured(config)
     try:
-        counts = dict(await db.fetch("SELECT status, COUNT(*) FROM liquidations "
-                                     "GROUP BY status"))
-        from keeperd.status import LAST_LIQUIDATIONS_SQL, PROTOCOL_SUMMARY_SQL
-
-        last = await db.fetch(LAST_LIQUIDATIONS_SQL)
-        summary_rows = await db.fetch(PROTOCOL_SUMMARY_SQL)
-        firing = [json.loads(r[0]) for r in await db.fetch(
-            "SELECT alert FROM alert_state ORDER BY since")]
-        outbox = await db.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-        oldest = await db.fetchval("SELECT MIN(created_at) FROM outbox WHERE state = $1",
-                                   "pending")
+        summary = await summarize(db, index=False)  # (the index is in each replica's file)
     finally:
         await db.close()
-    from keeperd.status import firing_summary, last_liquidation, outbox_summary, protocol_summary
-
-    return {
-        "alerts_firing": firing_summary(firing),
-        "outbox": outbox_summary(outbox, oldest),
-        "replicas": [{"identity": r.identity, "holder": r.holder, "epoch": r.epoch,
-                      "expires_in_s": round(r.expires_in_s, 1),
-                      "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows],
-        "liquidations": counts,
-        "last_liquidations": [last_liquidation(r) for r in last],
-        "by_protocol": protocol_summary(summary_rows),
-    }
+    return {**summary,
+            "replicas": [{"identity": r.identity, "holder": r.holder, "epoch": r.epoch,
+                          "expires_in_s": round(r.expires_in_s, 1),
+                          "since_renewal_s": round(r.since_renewal_s, 1)} for r in rows]}

@@ -122,6 +122,14 @@ class SqliteDatabase(_Serialized):
         conn.execute("PRAGMA synchronous=NORMAL")
         return cls(conn)
 
+    @classmethod
+    def open_read_only(cls, path: Path) -> SqliteDatabase:
+        """A reader's handle (`keeperd status`): no write, no file created, no lock held
+        beyond a read."""
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        return cls(conn)
+
     @staticmethod
     def _sql(sql: str) -> str:
         return _PLACEHOLDER.sub(r"?\1", sql)

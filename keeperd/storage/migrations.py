@@ -156,10 +156,34 @@ _M8_OUTBOX_SINK_IDS = (
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, route, sink, priority, next_at)",
 )
 
+# The breaker is keyed by (chain, asset): a stale feed on one chain pauses that chain only
+# (`oracles/breaker.py`). A trip that knew its chain keeps it; a manual trip that did not is
+# kept for every chain ('*'); an automatic trip that did not is dropped (the price watch judges
+# its feed again at the daemon's next block, before anything is sent).
+_M9_BREAKER_PER_CHAIN = (
+    """CREATE TABLE breaker_per_chain (
+    chain        TEXT NOT NULL,
+    asset        TEXT NOT NULL,
+    tripped      BIGINT NOT NULL,
+    manual       BIGINT NOT NULL,
+    reason       TEXT,
+    since        DOUBLE PRECISION NOT NULL,
+    clear_since  DOUBLE PRECISION,
+    block_hash   TEXT,
+    PRIMARY KEY (chain, asset)
+)""",
+    "INSERT INTO breaker_per_chain (chain, asset, tripped, manual, reason, since, clear_since, "
+    "block_hash) SELECT CASE WHEN manual = 1 THEN '*' ELSE chain END, asset, tripped, manual, "
+    "reason, since, clear_since, CASE WHEN manual = 1 THEN NULL ELSE block_hash END "
+    "FROM breaker WHERE manual = 1 OR chain IS NOT NULL",
+    "DROP TABLE breaker",
+    "ALTER TABLE breaker_per_chain RENAME TO breaker",
+)
+
 # What each liquidation's plan expects the protocol's own event to show (JSON: the event's
 # fields by name, in token units), written with the row before anything is signed: the plan
 # compared with the chain after a restart as well as before (`execution/journal.py`).
-_M9_PLANNED_OUTCOME = ("ALTER TABLE liquidations ADD COLUMN planned TEXT",)
+_M10_PLANNED_OUTCOME = ("ALTER TABLE liquidations ADD COLUMN planned TEXT",)
 
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
@@ -173,7 +197,8 @@ NAMES: tuple[tuple[int, str], ...] = (
     (6, "each liquidation's realised profit"),
     (7, "where each breaker trip was observed"),
     (8, "the outbox names each sink by its id, not its place in the route"),
-    (9, "each liquidation's planned outcome"),
+    (9, "the breaker keyed by chain and asset"),
+    (10, "each liquidation's planned outcome"),
 )
 
 
@@ -181,7 +206,8 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     """The frozen statements of one migration on one back-end."""
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
-            8: _M8_OUTBOX_SINK_IDS, 9: _M9_PLANNED_OUTCOME}[version]
+            8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
+            10: _M10_PLANNED_OUTCOME}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -12,7 +12,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.devnet.handle import Devnet
 from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
-from keeperd.protocols.plugin import StartRefused
+from keeperd.protocols.sdk.contract import StartRefused
 from tests.faults.chaos_proxy import ChaosProxy
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,

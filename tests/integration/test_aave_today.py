@@ -13,6 +13,7 @@ from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.oracles.chainlink import read_feeds
 from keeperd.oracles.checks import FeedPolicy, check_feed
+from keeperd.protocols.aave_v3.adapter import oracle_feeds
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from tests.chain_amounts import assert_amounts_as_planned, frozen_clock, sent_from_journal
 from tests.integration.test_breaker import block_time
@@ -55,9 +56,8 @@ async def test_adapter_sources_are_read_and_timed_by_the_feeds_they_wrap(
                                         m["aave_v3"]["addresses_provider"])
     head = devnet.client.block_number()
     market = await reader.read_market(head)
-    readings = {r.asset: r for r in await read_feeds(reader.multicall,
-                                                      reader.addresses.oracle,
-                                                      market.reserves, head)}
+    feeds = await oracle_feeds(reader.multicall, reader.addresses.oracle, market.reserves, head)
+    readings = {r.asset: r for r in await read_feeds(reader.multicall, feeds, head)}
     sources = m["aave_v3"]["oracle_sources"]
     assert {s: r.freshness for s, r in readings.items()} == {
         s: "round" if v["kind"] == "chainlink" else "wrapped" for s, v in sources.items()}
@@ -70,8 +70,8 @@ async def test_adapter_sources_are_read_and_timed_by_the_feeds_they_wrap(
     # BTC / USD goes stale: WBTC, priced through it, is stale too (the adapter has no time).
     devnet.set_price_at("WBTC", 60_000.0, now - 7200)
     head = devnet.client.block_number()
-    wbtc = next(r for r in await read_feeds(reader.multicall, reader.addresses.oracle,
-                                            market.reserves, head) if r.asset == "WBTC")
+    wbtc = next(r for r in await read_feeds(reader.multicall, feeds, head)
+                if r.asset == "WBTC")
     assert [p.kind for p in check_feed(wbtc, block_time(devnet), FeedPolicy())] == ["stale"]
 
 

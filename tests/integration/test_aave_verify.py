@@ -182,7 +182,7 @@ async def test_an_unrecognised_pool_found_by_asking_is_not_approved(
     """#28 item 1: a pool keeperd found through the provider (not pinned) gets the keeper's
     approvals only if its code is a deployment keeperd knows; unrecognised code must be pinned
     by the operator, who has checked it. Nothing is approved."""
-    from keeperd.protocols.plugin import StartRefused
+    from keeperd.protocols.sdk.contract import StartRefused
     from tests.faults.test_lying_pool_address import allowance
 
     run_unrecognised_code(devnet)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keeperd.cascade_monitor import CascadeMonitor, read_depth
 from keeperd.config import CascadeConfig, parse_config
 from keeperd.devnet.handle import Devnet
 from keeperd.devnet.uniswap import pool_between
@@ -18,7 +19,6 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3.adapter import AaveV3Adapter
 from keeperd.protocols.aave_v3.portfolio import aave_assets, aave_portfolio
 from keeperd.risk.cascade import run_cascade, shock_grid
-from keeperd.risk.monitor import CascadeMonitor, read_depth
 from keeperd.storage.account_index import IndexStore
 from tests.conftest import metric_value
 

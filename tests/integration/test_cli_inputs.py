@@ -57,7 +57,7 @@ def test_breaker_refuses_an_asset_no_protocol_prices(
     assert cli.main(["breaker", "list", "--config", str(config)]) == 0
     assert "no breaker has ever tripped" in capsys.readouterr().out
     assert cli.main(["breaker", "trip", "WETH", "--config", str(config)]) == 0
-    assert "WETH: tripped by hand" in capsys.readouterr().out
+    assert "WETH on every chain: tripped by hand" in capsys.readouterr().out
 
 
 def test_set_price_climbs_back_after_a_crash(
@@ -133,9 +133,8 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
         db = SqliteDatabase.open(tmp_path / "state" / STATE_FILE)
         await migrate(db)
         breaker = Breaker(db)
-        await breaker.observe("WETH", ["stale: 4000 s"], 0, chain="devnet", block_hash=gone)
-        await breaker.observe("USDT", ["stale: 4000 s"], 0, chain="devnet",
-                              block_hash=head_hash())
+        await breaker.observe("devnet", "WETH", ["stale: 4000 s"], 0, block_hash=gone)
+        await breaker.observe("devnet", "USDT", ["stale: 4000 s"], 0, block_hash=head_hash())
         await breaker.trip("WBTC", "manual: by hand", manual=True)
         await db.close()
 
@@ -143,9 +142,9 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
     assert cli.main(["breaker", "list", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "WETH: its automatic trip (stale: 4000 s) was observed on a chain that is gone" in out
-    listed = {line.split()[0]: line.split()[1] for line in out.splitlines() if ":" not in
-              line.split()[0]}
-    assert listed == {"USDT": "TRIPPED", "WBTC": "TRIPPED"}
+    listed = {(line.split()[0], line.split()[1]): line.split()[2] for line in out.splitlines()
+              if ":" not in line.split()[0] and line.split()[0] != "ASSET"}
+    assert listed == {("USDT", "devnet"): "TRIPPED", ("WBTC", "*"): "TRIPPED"}
 
     # The daemon's start forgets it alike (and judges WETH's feed, fine, at its next block).
     (tmp_path / "state" / STATE_FILE).unlink()
@@ -156,7 +155,7 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
     logs = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, logs
     assert '"event": "breaker.forgotten"' in logs and '"asset": "WETH"' in logs
-    async def states() -> dict[str, Any]:
+    async def states() -> dict[tuple[str, str], Any]:
         db = SqliteDatabase.open(tmp_path / "state" / STATE_FILE)
         try:
             return await Breaker(db).states()
@@ -164,8 +163,8 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
             await db.close()
 
     states = asyncio.run(states())
-    assert "WETH" not in states or not states["WETH"].tripped
-    assert states["WBTC"].tripped
+    assert ("devnet", "WETH") not in states or not states[("devnet", "WETH")].tripped
+    assert states[("*", "WBTC")].tripped
 
 
 def test_metrics_port_in_use_is_one_line(devnet: Devnet, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from keeperd.config import LeaseConfig
 from keeperd.daemon import _journal_tx
 from keeperd.execution.journal import Journal, TxRecord
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.storage.db import PostgresDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence, identity_of
 from keeperd.storage.replica import LEADER, STANDBY, Replica
@@ -126,8 +127,8 @@ async def test_an_approval_of_a_replica_that_lost_the_lease_is_refused(postgres_
                                                a_lease.epoch))
     try:
         journal = await Journal.open(await migrated(db))
-        approval = TxRecord("0x" + "11" * 32, "approve:aave:0xtoken:max", 7, 10**9, 10**8,
-                            60_000, "0x02", "liquidation", 0.0)
+        approval = TxRecord("0x" + "11" * 32, UpkeepKey("aave", "approve", "0xtoken", "max"), 7,
+                            10**9, 10**8, 60_000, "0x02", "liquidation", 0.0)
         assert await a_lease.try_acquire() == 1
         await _journal_tx(journal, approval)  # the holder: fine
         a_lease.epoch = None  # lost (taken over, or demoted)

@@ -210,11 +210,11 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
 
 async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
                                                      tmp_path: Path) -> None:
+    from keeperd.cascade_monitor import CascadeMonitor
     from keeperd.config import CascadeConfig
     from keeperd.metrics import Metrics
     from keeperd.protocols.morpho_blue.portfolio import describe_morpho
     from keeperd.risk.cascade import run_cascade, shock_grid
-    from keeperd.risk.monitor import CascadeMonitor
     from tests.conftest import metric_value
 
     adapter = await adapter_for(devnet, pool, tmp_path)
@@ -409,6 +409,7 @@ async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
     from types import SimpleNamespace
 
     from keeperd.protocols.morpho_blue.liquidator import AHEAD_S, MorphoLiquidator
+    from keeperd.protocols.sdk.contract import GasQuote
     from tests.chain_amounts import chain_outcome, mine_at
 
     blue = devnet.manifest["morpho_blue"]
@@ -429,7 +430,8 @@ async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
                                   None)
     opportunities = liquidator.plan(SimpleNamespace(book=book), under)
     assert {o.account for o in opportunities} == under
-    calls = await liquidator.calls([(o, False) for o in opportunities], book, 0, 0.0)
+    calls = await liquidator.calls([(o, False) for o in opportunities], book,
+                                   GasQuote(0, 0.0, 1.0))
     assert any(o.planned and o.planned["badDebtAssets"] for o in opportunities)
     devnet.client.call("evm_setAutomine", False)
     try:

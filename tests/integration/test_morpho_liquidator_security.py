@@ -23,10 +23,10 @@ from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.devnet.morpho import compiled
 from keeperd.devnet.uniswap import pool_between
-from keeperd.execution.swap import min_out_per_in, uniswap_v3_pool
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator, callback_calldata
-from keeperd.protocols.plugin import StartRefused
+from keeperd.protocols.sdk.contract import StartRefused
+from keeperd.protocols.sdk.swap import min_out_per_in, uniswap_v3_pool
 from tests.integration.seller_conformance import (  # noqa: F401 - the shared suite
     HONEST,
     INVENTORY,

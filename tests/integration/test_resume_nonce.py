@@ -43,23 +43,23 @@ async def test_a_transaction_journaled_but_never_broadcast_keeps_its_nonce(
     before = int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"), 16)
 
     first = TxManager(pool, key, 31337, metrics=Metrics(), record=journal.record_tx)
-    await journal.record(planned("aave:a"))
+    await journal.record(planned("aave:0xa:c:d:1"))
 
     async def killed(*args: object, **kwargs: object) -> None:
         raise Killed
 
     first.broadcast_many = killed  # type: ignore[method-assign,assignment]
     with pytest.raises(Killed):  # signed and journaled, then the process died
-        await first.send("aave:a", KEEPER, b"", 21_000, 10**18, block=head)
-    [signed] = await journal.txs("aave:a")
+        await first.send("aave:0xa:c:d:1", KEEPER, b"", 21_000, 10**18, block=head)
+    [signed] = await journal.txs("aave:0xa:c:d:1")
     assert signed.nonce == before
     assert int(devnet.client.call("eth_getTransactionCount", KEEPER, "pending"), 16) == before
 
     restarted = TxManager(pool, key, 31337, metrics=Metrics(), record=journal.record_tx)
     await restarted.sync_nonce()
     assert await resume_journal(journal, restarted, "aave", head) == 1
-    await journal.record(planned("aave:b"))
-    record = await restarted.send("aave:b", KEEPER, b"", 21_000, 10**18, block=head)
+    await journal.record(planned("aave:0xb:c:d:1"))
+    record = await restarted.send("aave:0xb:c:d:1", KEEPER, b"", 21_000, 10**18, block=head)
     assert record.nonce == before + 1
     devnet.mine(1)
     for tx_hash in (signed.tx_hash, record.tx_hash):

@@ -70,8 +70,8 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     fund(devnet, KEEPER)
     keeper = await run_daemon(both_protocols(devnet, tmp_path))
     await evaluated_everywhere(keeper, devnet.client.block_number())
-    await keeper.daemon.executors["aave"].breaker.trip("WETH", "operator: testing",
-                                                       manual=True)
+    breaker = keeper.daemon.chains["devnet"].prices.breaker
+    await breaker.trip("WETH", "operator: testing", manual=True)
     devnet.set_price("WETH", 2100.0)  # Aave's feed and Morpho's WETH/USDC oracle
     await evaluated_everywhere(keeper, devnet.mine(1))
     aave_book = keeper.daemon.scanners["aave"].view
@@ -80,7 +80,7 @@ async def test_a_tripped_breaker_holds_aave_and_morpho_until_reset(
     assert morpho_book is not None and sum(morpho_book.health(p) < 1
                                            for p in morpho_book.positions) >= 3
     assert (await journaled(keeper, "aave")) == [] and (await journaled(keeper, "morpho")) == []
-    await keeper.daemon.executors["aave"].breaker.reset("WETH")
+    await breaker.reset("WETH")
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert len(await journaled(keeper, "aave")) > 20
@@ -92,8 +92,7 @@ async def test_a_down_sequencer_holds_morpho_too(
     sequencer = SequencerFeed(devnet, 1, block_time(devnet) - 86_400)  # down for a day
     feed = sequencer.address
     fund(devnet, KEEPER)
-    # Morpho alone on the chain: no oracle monitor trips any asset, the sequencer check of
-    # Morpho's own keeper is all that holds it.
+    # Morpho alone on the chain: the chain's price watch holds it, as it holds Aave.
     config = both_protocols(devnet, tmp_path, aave=False, sequencer_uptime_feed=feed,
                             sequencer_grace_period_s=600)
     keeper = await run_daemon(config)
@@ -102,7 +101,9 @@ async def test_a_down_sequencer_holds_morpho_too(
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert (await journaled(keeper, "morpho")) == []
     sequencer.set(0, block_time(devnet) - 3_600)  # up for an hour
-    # Up for longer than the grace period: released on the next block.
+    # Up for longer than the grace period: clear at the next block, released at the one after
+    # (clear_after_s = 0: the breaker's hysteresis is one observation).
+    await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert len(await journaled(keeper, "morpho")) >= 3
 

@@ -251,15 +251,39 @@ async def test_breaker_trips_and_resets_only_after_staying_clear(db: Database) -
 
     await migrate(db)
     breaker = Breaker(db, clear_after_s=300)
-    assert (await breaker.observe("WETH", ["stale"], now=0)).tripped  # type: ignore[union-attr]
-    assert await breaker.tripped() == {"WETH"}
-    assert await breaker.observe("WETH", [], now=10) is None  # clear since 10
-    assert await breaker.observe("WETH", ["stale"], now=100) is None  # bad again: restarts
-    assert await breaker.observe("WETH", [], now=200) is None
-    assert await breaker.observe("WETH", [], now=400) is None  # 200 s clear, not 300
-    reset = await breaker.observe("WETH", [], now=500)
-    assert reset is not None and not reset.tripped
-    assert await breaker.tripped() == set()
+    assert (await breaker.observe("eth", "WETH", ["stale"], now=0)).tripped  # type: ignore[union-attr]
+    assert await breaker.tripped("eth") == {"WETH"}
+    assert await breaker.observe("eth", "WETH", [], now=10) is None  # clear since 10
+    assert await breaker.observe("eth", "WETH", ["stale"], now=100) is None  # bad again
+    assert await breaker.observe("eth", "WETH", [], now=200) is None
+    assert await breaker.observe("eth", "WETH", [], now=400) is None  # 200 s clear, not 300
+    reset = await breaker.observe("eth", "WETH", [], now=500)
+    assert reset is not None and not reset.tripped and reset.chain == "eth"
+    assert await breaker.tripped("eth") == set()
+
+
+async def test_a_trip_on_one_chain_pauses_that_chain_only(db: Database) -> None:
+    """#29 item 2: the breaker is keyed by (chain, asset); a manual trip without a chain holds
+    the asset on every chain, and an operator's reset without one clears it wherever it is."""
+    from keeperd.oracles.breaker import EVERY_CHAIN, Breaker
+
+    await migrate(db)
+    breaker = Breaker(db, clear_after_s=0)
+    await breaker.observe("arbitrum", "WETH", ["stale: 7200 s"], now=0)
+    assert await breaker.tripped("arbitrum") == {"WETH"}
+    assert await breaker.tripped("ethereum") == set()
+    assert await breaker.reasons("arbitrum") == {"WETH": "stale: 7200 s"}
+    assert await breaker.observe("ethereum", "WETH", [], now=1) is None  # fine there
+    assert await breaker.tripped("arbitrum") == {"WETH"}
+    await breaker.trip("WBTC", "manual: maintenance", manual=True)  # every chain
+    assert await breaker.tripped("ethereum") == {"WBTC"}
+    assert await breaker.tripped("arbitrum") == {"WETH", "WBTC"}
+    assert set(await breaker.states()) == {("arbitrum", "WETH"), (EVERY_CHAIN, "WBTC")}
+    assert await breaker.reset("WETH", "ethereum") == 0  # not tripped there: nothing
+    assert await breaker.tripped("arbitrum") == {"WETH", "WBTC"}
+    assert await breaker.reset("WETH") == 1
+    assert await breaker.reset("WBTC") == 1
+    assert await breaker.tripped("arbitrum") == set() == await breaker.tripped("ethereum")
 
 
 async def test_a_manual_trip_holds_until_an_operator_resets_it(db: Database) -> None:
@@ -269,14 +293,14 @@ async def test_a_manual_trip_holds_until_an_operator_resets_it(db: Database) -> 
 
     await migrate(db)
     breaker = Breaker(db, clear_after_s=0)
-    await breaker.trip("WBTC", "manual: maintenance", manual=True, now=0)
-    await breaker.trip("WBTC", "stale", now=5)  # an automatic trip on top stays manual
-    assert await breaker.observe("WBTC", [], now=10) is None
-    assert await breaker.observe("WBTC", [], now=10_000) is None
+    await breaker.trip("WBTC", "manual: maintenance", chain="eth", manual=True, now=0)
+    await breaker.trip("WBTC", "stale", chain="eth", now=5)  # automatic on top stays manual
+    assert await breaker.observe("eth", "WBTC", [], now=10) is None
+    assert await breaker.observe("eth", "WBTC", [], now=10_000) is None
     again = Breaker(db)  # another process: a restarted daemon, the CLI, another replica
-    assert await again.tripped() == {"WBTC"} and (await again.states())["WBTC"].manual
+    assert await again.tripped("eth") == {"WBTC"} and (await again.states())[("eth", "WBTC")].manual
     await again.reset("WBTC")
-    assert await breaker.tripped() == set()
+    assert await breaker.tripped("eth") == set()
 
 
 async def test_a_locked_state_file_neither_freezes_the_loop_nor_loses_an_alert(
@@ -371,3 +395,34 @@ async def test_a_state_file_from_before_migrations_keeps_its_index(tmp_path: Pat
             "SELECT count(*) FROM sqlite_master WHERE name = 'liquidations'") == 0
     finally:
         await index.close()
+
+
+# --- one status summary for both back-ends (#29 item 5) ------------------------------------
+
+
+async def test_the_status_summary_reads_alike_on_both_back_ends(db: Database) -> None:
+    """`keeperd status` reads the embedded file and the replicas' PostgreSQL through one
+    summary (`storage/summary.py`): the same rows give the same summary on either."""
+    from keeperd.storage.summary import summarize
+
+    await migrate(db)
+    journal = await J.Journal.open(db)
+    await journal.record(entry("aave:0xa:c:d:1", status=J.PLANNED))
+    await journal.record(entry("aave:0xb:c:d:1"))
+    await journal.set_status("aave:0xb:c:d:1", J.INCLUDED, realised_profit_usd=12.5)
+    await journal.record(J.JournalEntry("curie:0xk:unwind:0xbase:5", "curie", "0xk", "", "",
+                                        0, 0.0, 0, 1, J.INCLUDED, None, None, "housekeeping"))
+    summary = await summarize(db)
+    assert summary["liquidations"] == {"planned": 1, "included": 2}
+    assert summary["by_protocol"] == {
+        "aave": {"liquidations": {"planned": 1, "included": 1}, "accounts_liquidated": 1,
+                 "realised_pnl_usd": 12.5, "housekeeping": 0},
+        "curie": {"liquidations": {}, "accounts_liquidated": 0, "realised_pnl_usd": 0.0,
+                  "housekeeping": 1}}
+    assert sorted(r["status"] for r in summary["last_liquidations"]) == [
+        "included", "included", "planned"]
+    assert summary["alerts_firing"] == []
+    assert summary["outbox"] == {"pending": 0, "dead": 0, "delivered": 0,
+                                 "oldest_pending_s": None}
+    assert summary["index"] == {}  # (migrated, nothing indexed yet)
+    assert "index" not in await summarize(db, index=False)

@@ -207,7 +207,7 @@ def test_a_parity_mismatch_holds_until_the_accounts_that_disagreed_agree() -> No
 def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
     from keeperd.execution.capital import Need
     from keeperd.protocols.aave_v3.liquidator import within_virtual_balances
-    from keeperd.protocols.plugin import Opportunity, OpportunityKey
+    from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
     m = market(10)
     weth = replace(RESERVES[0], virtual_balance=usd(m, 0, 15_000))
@@ -217,7 +217,7 @@ def test_liquidations_of_one_block_share_the_reserve_virtual_balance() -> None:
         pos = positions({0: usd(m, 0, 10_000)}, {1: usd(m, 1, 9_000)})
         p = plan(m, replace(pos, accounts=(f"0xuser{k}",)))
         assert p is not None and not p.receive_a_token
-        plans.append(Opportunity(OpportunityKey("aave", p.account, "pair", str(k)), "WETH",
+        plans.append(Opportunity(OpportunityKey("aave", p.account, ("pair",), str(k)), "WETH",
                                  "USDC", p.debt_to_cover, frozenset(),
                                  Need("0x", "USDC", 6, 1, 0.0), 0.0, 0.0, 0.0, 1, p))
     out = [o.plan.receive_a_token for o in within_virtual_balances(plans, m)]

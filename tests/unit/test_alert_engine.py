@@ -20,7 +20,7 @@ from keeperd.alerts.outbox import DELIVERED, PENDING, RETRACTED, Outbox
 from keeperd.chain.blocks import BlockHeader, Reorg
 from keeperd.config import AlertsConfig, OutboxConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import HealthView
+from keeperd.protocols.sdk.views import HealthView
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
 from tests.conftest import metric_value
@@ -224,7 +224,7 @@ async def test_operator_rules(setup: Setup) -> None:
 
 
 async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
-    from keeperd.protocols.plugin import ExecutionEvent
+    from keeperd.protocols.sdk.messages import ExecutionEvent
 
     setup.engine.on_liquidation(ExecutionEvent(
         "included", "devnet", "aave", ACCOUNTS[0], "aave:x:WETH:USDC:1", 7,
@@ -235,6 +235,26 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     got = [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await setup.entries(sink=1)]
     assert got == [("liquidation", "event"), ("oracle", "firing"), ("oracle", "resolved")]
     assert "profit $12.50" in (await setup.entries(sink=1))[0].alerts[0]["summary"]
+
+
+async def test_an_oracle_alert_is_per_chain(setup: Setup) -> None:
+    """#29 item 2: WETH untrusted on arbitrum fires once, labelled with its chain; ethereum's
+    scans (WETH fine there) neither resolve nor repeat it; arbitrum's clear resolves it."""
+    async def on(chain: str, block: int, tripped: dict[str, str]) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain=chain, tripped=tripped)
+
+    await on("arbitrum", 1, {"WETH": "stale: 7200 s"})
+    await on("ethereum", 1, {})
+    await on("arbitrum", 2, {"WETH": "stale: 7200 s"})
+    await on("ethereum", 2, {})
+    got = [e.alerts[0] for e in await setup.entries(sink=1)]
+    assert [(a["rule"], a["kind"], a["labels"]) for a in got] == [
+        ("oracle", "firing", {"chain": "arbitrum", "asset": "WETH"})]
+    assert "on arbitrum" in got[0]["summary"]
+    await on("arbitrum", 3, {})
+    got = [e.alerts[0] for e in await setup.entries(sink=1)]
+    assert [(a["kind"], a["labels"]["chain"]) for a in got] == [
+        ("firing", "arbitrum"), ("resolved", "arbitrum")]
 
 
 async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:

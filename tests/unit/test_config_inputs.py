@@ -20,7 +20,7 @@ from keeperd.alerts.engine import AlertEngine
 from keeperd.checks import check_config
 from keeperd.config import AlertsConfig, ConfigError, OutboxConfig, parse_config
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import HealthView
+from keeperd.protocols.sdk.views import HealthView
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
 

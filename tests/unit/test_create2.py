@@ -13,7 +13,7 @@ from eth_utils import keccak
 from keeperd.chain.multicall import encode_call
 from keeperd.devnet import paths
 from keeperd.devnet.handle import Devnet
-from keeperd.execution.swap import POOL_INIT_CODE_HASH, uniswap_v3_pool
+from keeperd.protocols.sdk.swap import POOL_INIT_CODE_HASH, uniswap_v3_pool
 
 MAINNET_FACTORY = "0x1F98431c8aD98523631AE4a59f267346ea31F984"
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"

@@ -6,13 +6,13 @@ import pytest
 
 from keeperd.execution.capital import Need
 from keeperd.execution.executor import decide
-from keeperd.protocols.plugin import Opportunity, OpportunityKey
+from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
 GWEI = 10**9
 
 
 def plan(repaid_usd: float, seized_usd: float) -> Opportunity:
-    return Opportunity(OpportunityKey("aave", "0xuser", "0x01:0x02", "v"), "WETH", "USDC", 1,
+    return Opportunity(OpportunityKey("aave", "0xuser", ("0x01", "0x02"), "v"), "WETH", "USDC", 1,
                        frozenset({"WETH", "USDC"}), Need("0x02", "USDC", 6, 1, 0.0),
                        seized_usd - repaid_usd, seized_usd, repaid_usd, 300_000, None)
 

@@ -17,6 +17,7 @@ from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import GWEI, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import OpportunityKey
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
 
@@ -68,7 +69,7 @@ KEEPER = KeeperKey(Account.create())
 
 async def test_the_keepers_own_transaction_is_resumed(tmp_path: Path) -> None:
     tx, node, entry = await resumed(tmp_path, *signed(KEEPER))
-    assert "aave:0xa:c:d:v" in tx.pending and len(node.broadcast) == 1
+    assert OpportunityKey.parse("aave:0xa:c:d:v") in tx.pending and len(node.broadcast) == 1
     assert entry.status == J.PENDING
 
 
@@ -90,3 +91,24 @@ async def test_a_forged_row_is_refused_and_nothing_is_sent(tmp_path: Path, forge
     tx, node, entry = await resumed(tmp_path, tx_hash, raw, nonce)
     assert tx.pending == {} and node.broadcast == []
     assert entry.status == J.DROPPED and (entry.detail or "").startswith("refused: ")
+
+
+async def test_a_row_whose_key_is_not_an_opportunity_key_is_refused(tmp_path: Path) -> None:
+    """#29 item 4: a journal key is parsed in one place; a row that does not parse (written by
+    someone else) is refused like a forged one — dropped, nothing tracked or sent."""
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    tx_hash, raw = signed(KEEPER)
+    await journal.record(J.JournalEntry("aave:0xa", "aave", "0xa", "WETH", "USDC", 1, 5.0,
+                                        10**16, 100, J.PLANNED, None, None, None))
+    await journal.record_tx(J.TxRecord(tx_hash, "aave:0xa", 0, 50 * GWEI, 2 * GWEI, 300_000,
+                                       raw, "liquidation", 0.0))
+    node = Node()
+    tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce()
+    await resume_journal(journal, tx, "aave", 101)
+    entry = await journal.get("aave:0xa")
+    await db.close()
+    assert entry is not None and entry.status == J.DROPPED
+    assert "not an opportunity key" in (entry.detail or "")
+    assert tx.pending == {} and node.broadcast == []

@@ -1,74 +1,44 @@
+"""#29 item 4: the keys of what the keeper signs are types. An opportunity key's text is the
+journal's primary key and must not change for a given opportunity (a restart that spelled it
+otherwise would send it twice); it parses back to the same key, retries included; no part may
+hold the separators; an approval or deposit is never taken for a liquidation."""
+
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from eth_account import Account
 
-from keeperd.config import EnvKey, FileKey, KeystoreKey
-from keeperd.keys import KeyLoadError, load_key
+from keeperd.execution.journal import JournalEntry
+from keeperd.protocols.sdk.keys import OpportunityKey, UpkeepKey
 
-SECRET = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
-ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+AAVE = OpportunityKey("aave", "0xAcc", ("0xWETH", "0xUSDC"), "10291/4073")
 
 
-def test_env_key_loads_and_never_shows_itself() -> None:
-    key = load_key(EnvKey(source="env", env="K"), {"K": SECRET})
-    assert key.address == ADDRESS
-    for text in (repr(key), str(key), f"{key}"):
-        assert SECRET[2:] not in text.lower()
+def test_the_text_is_what_journals_hold_and_parses_back() -> None:
+    # The text every earlier release journaled for these opportunities.
+    assert str(AAVE) == "aave:0xAcc:0xWETH:0xUSDC:10291/4073"
+    assert str(AAVE.retry(2)) == "aave:0xAcc:0xWETH:0xUSDC:10291/4073#retry2"
+    morpho = OpportunityKey("morpho", "0xAcc", ("0x8a1f3e2b9c4d5e6f",), "123456")
+    unwind = OpportunityKey("curie", "0xKeeper", ("unwind", "0xBase"), "-5000")
+    assert str(unwind) == "curie:0xKeeper:unwind:0xBase:-5000"
+    for key in (AAVE, AAVE.retry(2), morpho, unwind, unwind.retry(1)):
+        assert OpportunityKey.parse(str(key)) == key
+    entry = JournalEntry(str(AAVE.retry(1)), "aave", "0xAcc", "WETH", "USDC", 1, 0.0, 0, 1,
+                         "pending", None, None, None)
+    assert entry.opportunity == AAVE.retry(1) and entry.opportunity.protocol == "aave"
 
 
-def test_missing_or_malformed_env_key_is_explained_without_the_value() -> None:
-    with pytest.raises(KeyLoadError, match=r"variable K \(keeper.key.env\) is not set"):
-        load_key(EnvKey(source="env", env="K"), {})
-    with pytest.raises(KeyLoadError) as info:
-        load_key(EnvKey(source="env", env="K"), {"K": "0xnot-a-key-but-secret-looking"})
-    assert "not-a-key" not in str(info.value)
-    assert info.value.__cause__ is None
+@pytest.mark.parametrize("bad", [
+    dict(protocol="aa:ve"), dict(account=""), dict(position=()), dict(position=("a:b",)),
+    dict(version="1#retry2"), dict(attempt=-1)])
+def test_a_part_with_a_separator_is_refused(bad: dict[str, object]) -> None:
+    fields: dict[str, object] = {"protocol": "aave", "account": "0xAcc",
+                                 "position": ("c", "d"), "version": "v", **bad}
+    with pytest.raises(ValueError):
+        OpportunityKey(**fields)  # type: ignore[arg-type]
 
 
-def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "keeper.key"
-    path.write_text(SECRET + "\n")
-    os.chmod(path, 0o644)
-    with pytest.raises(KeyLoadError, match="chmod 600"):
-        load_key(FileKey(source="file", path=path))
-    os.chmod(path, 0o600)
-    assert load_key(FileKey(source="file", path=path)).address == ADDRESS
-
-
-def test_encrypted_keystore_with_password_file(tmp_path: Path) -> None:
-    store = tmp_path / "keystore.json"
-    password = tmp_path / "password"
-    import json
-
-    store.write_text(json.dumps(Account.encrypt(SECRET, "hunter2", iterations=2)))
-    password.write_text("hunter2\n")
-    os.chmod(password, 0o600)
-    key = load_key(KeystoreKey(source="keystore", path=store, password_file=password))
-    assert key.address == ADDRESS
-    password.write_text("wrong\n")
-    with pytest.raises(KeyLoadError, match="could not be decrypted"):
-        load_key(KeystoreKey(source="keystore", path=store, password_file=password))
-
-
-def test_key_cannot_be_pickled() -> None:
-    import pickle
-
-    key = load_key(EnvKey(source="env", env="K"), {"K": SECRET})
-    with pytest.raises(TypeError):
-        pickle.dumps(key)
-
-
-def test_fast_eip1559_signing_matches_eth_account() -> None:
-    key = load_key(EnvKey(source="env", env="K"), {"K": SECRET})
-    reference = Account.from_key(SECRET)
-    for nonce, data in ((0, b""), (7, b"\x01" * 164), (2**20, bytes(range(200)))):
-        tx = {"type": 2, "chainId": 31337, "nonce": nonce, "to": ADDRESS, "value": 5,
-              "data": data, "gas": 400_000, "maxFeePerGas": 7 * 10**9,
-              "maxPriorityFeePerGas": 2 * 10**9}
-        expected = bytes(reference.sign_transaction(tx).raw_transaction)
-        assert key.sign_eip1559(chain_id=31337, nonce=nonce, to=ADDRESS, value=5, data=data,
-                                gas=400_000, max_fee=7 * 10**9, tip=2 * 10**9) == expected
+def test_an_upkeep_key_is_not_an_opportunity_and_names_its_protocol() -> None:
+    approval = UpkeepKey("aave", "approve", "0xToken", "5@100")
+    assert approval.protocol == "aave" and not isinstance(approval, OpportunityKey)
+    with pytest.raises(ValueError):
+        OpportunityKey.parse("morpho")  # not a key at all

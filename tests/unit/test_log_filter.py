@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keeperd.indexer import LogFilter
+from keeperd.protocols.sdk.indexer import LogFilter
 
 POOL, ATOKEN, NEW_ATOKEN = "0xP00l", "0xA70C", "0xNEW0"
 EVENTS = ("0xsupply", "0xborrow")

@@ -21,7 +21,6 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
-from keeperd import indexer
 from keeperd.checks import check_config
 from keeperd.config import AaveV3Config, Config, MorphoBlueConfig, load_config
 from keeperd.devnet import address_book
@@ -31,6 +30,7 @@ from keeperd.protocols.aave_v3.published import (
     published_implementation,
     published_markets,
 )
+from keeperd.protocols.sdk import indexer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "config" / "mainnet"

@@ -26,7 +26,8 @@ PINNED = {
     (6, "sqlite"): "0da0f4de11e29cf3", (6, "postgresql"): "0da0f4de11e29cf3",
     (7, "sqlite"): "65bfcdf02b4d4d9c", (7, "postgresql"): "65bfcdf02b4d4d9c",
     (8, "sqlite"): "edc820e56a2bf353", (8, "postgresql"): "edc820e56a2bf353",
-    (9, "sqlite"): "1851e2b530c61230", (9, "postgresql"): "1851e2b530c61230",
+    (9, "sqlite"): "058ae0b05dc2066c", (9, "postgresql"): "058ae0b05dc2066c",
+    (10, "sqlite"): "1851e2b530c61230", (10, "postgresql"): "1851e2b530c61230",
 }
 
 
@@ -57,10 +58,34 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9]
+        assert await migrate(db) == [7, 8, 9, 10]
         journal = await Journal.open(db)
         assert await journal.all() == []
+    finally:
+        await db.close()
+
+
+async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
+        tmp_path: Path) -> None:
+    """A trip that knew its chain keeps it; a manual one that did not holds on every chain;
+    an automatic one that did not is dropped (its feed is judged again at the next block)."""
+    from keeperd.oracles.breaker import EVERY_CHAIN, Breaker
+
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    try:
+        await migrate(db, only=range(1, 9))
+        insert = ("INSERT INTO breaker (asset, tripped, manual, reason, since, clear_since, "
+                  "chain, block_hash) VALUES ($1, 1, $2, $3, 0, NULL, $4, $5)")
+        await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
+        await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
+        await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
+        assert await migrate(db) == [9, 10]
+        states = await Breaker(db).states()
+        assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
+        assert states[(EVERY_CHAIN, "WBTC")].manual
+        assert states[("arbitrum", "WETH")].block_hash == "0xabc"
+        assert await Breaker(db).tripped("ethereum") == {"WBTC"}
     finally:
         await db.close()

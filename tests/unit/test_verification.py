@@ -13,7 +13,7 @@ from keeperd.chain.rpc import RpcError
 from keeperd.execution.executor import Executor, Simulated, VerificationRefused
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
-from keeperd.protocols.plugin import Call
+from keeperd.protocols.sdk.contract import Call
 from tests.unit.test_aave_revisions import market, plan, positions, usd
 
 POOL = "0x00000000000000000000000000000000000000aa"

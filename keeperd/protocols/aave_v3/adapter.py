@@ -8,21 +8,22 @@ from typing import Any
 
 import numpy as np
 import structlog
+from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall
-from keeperd.chain.multicall import Multicall
+from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import AaveV3Config, ChainConfig, ConfigIssue
-from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
 from keeperd.protocols.aave_v3 import abi
-from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions
+from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions, Reserve
 from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
 from keeperd.protocols.aave_v3.revisions import rules_for
-from keeperd.protocols.base import AccountRow, HealthView
-from keeperd.protocols.plugin import LiquidationSeen, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,19 @@ class RowAssets(Sequence[frozenset[str]]):
         return frozenset(self._symbols[int(c)] for c in np.flatnonzero(self._used[i]))
 
 
-class AaveV3Adapter:
+async def oracle_feeds(multicall: Multicall, oracle: str, reserves: Sequence[Reserve],
+                       block: int | str) -> list[PriceFeed]:
+    """The source the AaveOracle reads for each reserve (`getSourceOfAsset`), as price feeds
+    under the reserve's symbol; a reserve without one is left out."""
+    answers = await multicall.aggregate3(
+        [Call(oracle, encode_call("getSourceOfAsset(address)", ["address"], [r.asset]))
+         for r in reserves], block)
+    return [PriceFeed(r.symbol, to_checksum_address(a.data[12:32]))
+            for r, a in zip(reserves, answers, strict=True)
+            if a.success and len(a.data) >= 32 and int.from_bytes(a.data[:32], "big")]
+
+
+class AaveV3Adapter(PluginBase):
     kind = "aave_v3"
     config_model = AaveV3Config
     position_action = (
@@ -116,7 +129,7 @@ class AaveV3Adapter:
     async def check_config(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[ConfigIssue]:
         """`check-config` against the chain: contracts where the addresses point, and a pool
         revision keeperd knows (else its liquidations would be held at start)."""
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         issues = await contract_issues(pool, proto, pi,
                                        ("addresses_provider", "pool", "oracle", "data_provider"))
@@ -405,9 +418,10 @@ class AaveV3Adapter:
 
         return AaveLiquidator(self, keeper, keeper_address, tx)
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> Any:
-        """The watch over this market's price feeds (freshness, deviation, references) that
-        trips the breaker; a listener of the scanner, first in line."""
-        from keeperd.oracles.monitor import OracleMonitor
-
-        return OracleMonitor(self, breaker, config, self.metrics)
+    async def price_feeds(self, book: AaveBook) -> list[PriceFeed]:
+        """Every reserve's source, as the market's AaveOracle names it at the book's block (a
+        source changed by governance is watched from the block it changes)."""
+        if self.reader is None:
+            return []
+        return await oracle_feeds(self.multicall, self.reader.addresses.oracle,
+                                  book.market.reserves, book.block)

@@ -17,27 +17,28 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
-from keeperd.execution import approvals
-from keeperd.execution.capital import Need
-from keeperd.execution.signer_policy import Allowed
-from keeperd.execution.swap import (
-    SwapPools,
-    answer,
-    confirm_seller,
-    least_profit,
-    min_out_per_in,
-)
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
 from keeperd.protocols.aave_v3.math import exact_account_data
-from keeperd.protocols.plugin import (
+from keeperd.protocols.sdk import approvals
+from keeperd.protocols.sdk.contract import (
+    Allowed,
     Call,
+    GasQuote,
+    LiquidatorBase,
+    Need,
     Opportunity,
     OpportunityKey,
     StartRefused,
     Verdict,
     Verification,
+)
+from keeperd.protocols.sdk.swap import (
+    SwapPools,
+    answer,
+    confirm_seller,
+    min_out_per_in,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def within_virtual_balances(opportunities: list[Opportunity], market: MarketStat
     return out
 
 
-class AaveLiquidator:
+class AaveLiquidator(LiquidatorBase):
     def __init__(self, adapter: AaveV3Adapter, config: KeeperConfig, keeper: str | None,
                  tx: Any) -> None:
         self.adapter = adapter
@@ -187,7 +188,7 @@ class AaveLiquidator:
         checked it; one keeperd found by asking is approved only if its code is known."""
         if self.adapter.config.pool is not None:
             return
-        from keeperd.protocols.confirm import confirm_address
+        from keeperd.protocols.sdk.confirm import confirm_address
 
         where = f"protocols[{self.adapter.name}].pool"
         await confirm_address(self.pool, self.adapter.config.addresses_provider, "getPool()",
@@ -233,7 +234,7 @@ class AaveLiquidator:
             # while interest grows its debt; once someone acts on it, it is a new one.
             out.append(Opportunity(
                 OpportunityKey(self.adapter.name, plan.account,
-                               f"{plan.collateral_asset}:{plan.debt_asset}",
+                               (plan.collateral_asset, plan.debt_asset),
                                plan.position_version),
                 plan.collateral, plan.debt, plan.debt_to_cover,
                 frozenset(symbols[c] for c in np.flatnonzero(used)),
@@ -258,10 +259,9 @@ class AaveLiquidator:
         extra = BAD_DEBT_GAS_PER_ASSET * plan.bad_debt_assets
         return int(((used or GAS_DEFAULT) + extra) * self.config.gas_limit_margin)
 
-    def learn(self, key: str, gas_used: int) -> None:
-        parts = key.split("#", 1)[0].split(":")
-        if len(parts) >= 5:
-            pair = (parts[2], parts[3])
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        if len(key.position) == 2:  # (collateral, debt): what this pair costs
+            pair = (key.position[0], key.position[1])
             self._gas_used[pair] = max(self._gas_used.get(pair, 0), gas_used)
 
     def native_usd(self, book: AaveBook) -> float | None:
@@ -274,10 +274,10 @@ class AaveLiquidator:
     # --- encoding ------------------------------------------------------------------------------
 
     async def calls(self, chosen: list[tuple[Opportunity, bool]], book: AaveBook,
-                    base_fee: int, native_usd: float) -> list[Call | None]:
+                    gas: GasQuote) -> list[Call | None]:
         await self.swap_pools.find((o.plan.collateral_asset, o.plan.debt_asset)
                                    for o, f in chosen if f)
-        calls = [self._call(o, flash, book.market, base_fee, native_usd) for o, flash in chosen]
+        calls = [self._call(o, flash, book.market, gas) for o, flash in chosen]
         why = self.adapter.verification_for(book.market)
         if why is None:
             return calls
@@ -322,8 +322,8 @@ class AaveLiquidator:
         return Verification(why, ((self._pool_address, abi.get_user_account_data(plan.account)),),
                             judge)
 
-    def _call(self, opp: Opportunity, flash: bool, market: MarketState, base_fee: int,
-              native_usd: float) -> Call | None:
+    def _call(self, opp: Opportunity, flash: bool, market: MarketState,
+              gas: GasQuote) -> Call | None:
         plan: LiquidationPlan = opp.plan
         if not flash:
             return Call(opp, self._pool_address, liquidation_calldata(plan))
@@ -336,9 +336,8 @@ class AaveLiquidator:
             return None  # the reserve cannot lend that much (v3.1+ virtual balance)
         # The contract reverts unless it keeps enough of the debt asset to pay for the gas
         # and still clear min_profit_usd.
-        min_profit = least_profit(self.config, opp.gas_limit, base_fee, native_usd,
-                                  float(market.prices_usd()[debt_col]),
-                                  market.reserves[debt_col].decimals)
+        min_profit = gas.least_profit(opp.gas_limit, float(market.prices_usd()[debt_col]),
+                                      market.reserves[debt_col].decimals)
         min_out = swap_min_out_per_in(market, market.column(plan.collateral_asset), debt_col,
                                       self.config.max_swap_slippage_bps)
         data = flash_calldata(plan.collateral_asset, plan.debt_asset, plan.account,

@@ -7,7 +7,6 @@ A view's rows are positions, one per (market, account): `labels` name the market
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,12 +17,19 @@ from eth_utils import keccak, to_checksum_address
 from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, ConfigIssue, MorphoBlueConfig
-from keeperd.indexer import AccountIndexer, LogFilter
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import AccountRow, HealthView
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.morpho_blue.book import (
+    MarketInfo,
+    MorphoBook,
+    MorphoPosition,
+    loan_usd,
+    market_key,
+)
+from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -32,15 +38,6 @@ LIQUIDATE_CALL = f"liquidate({MARKET_PARAMS},address,uint256,uint256,bytes)"  # 
 
 
 topic = event_topic
-
-# Loan tokens valued at 1 USD a unit (Morpho prices collateral in loan-token units; a market
-# lending anything else has no USD scale here and is evaluated, alerted, but not priced).
-USD_PEGGED = frozenset({"USDC", "USDT", "DAI", "USDS", "GHO", "PYUSD", "FRAX", "LUSD"})
-
-
-def loan_usd(symbol: str) -> float:
-    return 1.0 if symbol in USD_PEGGED else float("nan")
-
 
 SUPPLY_COLLATERAL = topic("SupplyCollateral(bytes32,address,address,uint256)")
 BORROW = topic("Borrow(bytes32,address,address,address,uint256,uint256)")
@@ -52,6 +49,11 @@ _ACCOUNT_TOPIC = {SUPPLY_COLLATERAL: 3, BORROW: 2, REPAY: 3, WITHDRAW_COLLATERAL
                   LIQUIDATE: 3}
 
 
+# MorphoChainlinkOracleV2's getters of the feeds it composes (a zero address: unused).
+ORACLE_FEED_GETTERS = tuple(encode_call(f"{name}()", [], []) for name in (
+    "BASE_FEED_1", "BASE_FEED_2", "QUOTE_FEED_1", "QUOTE_FEED_2"))
+
+
 def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     topics = entry.get("topics", [])
     where = _ACCOUNT_TOPIC.get(topics[0]) if topics else None
@@ -61,62 +63,6 @@ def extract(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     if raw not in cache:
         cache[raw] = to_checksum_address(raw)
     return (cache[raw],)
-
-
-@dataclass(frozen=True)
-class MarketInfo:
-    id: str
-    loan_token: str
-    collateral_token: str
-    oracle: str
-    irm: str
-    lltv: int
-    loan_symbol: str
-    collateral_symbol: str
-    loan_decimals: int
-    collateral_decimals: int
-
-    @property
-    def params(self) -> tuple[str, str, str, str, int]:
-        return (self.loan_token, self.collateral_token, self.oracle, self.irm, self.lltv)
-
-    @property
-    def name(self) -> str:
-        return f"{self.collateral_symbol}/{self.loan_symbol}"
-
-
-@dataclass(frozen=True)
-class MorphoPosition:
-    market: MarketInfo
-    account: str
-    collateral: int
-    borrow_shares: int
-
-
-@dataclass(frozen=True)
-class MorphoBook:
-    block: int
-    timestamp: int
-    # market id -> (info, state, oracle price, borrow rate per second)
-    markets: dict[str, tuple[MarketInfo, mm.MarketState, int, int]]
-    positions: tuple[MorphoPosition, ...]
-
-    def accrued(self, market_id: str, at: int | None = None) -> mm.MarketState:
-        _, state, _, rate = self.markets[market_id]
-        return state.accrued(rate, self.timestamp if at is None else at)
-
-    def health(self, p: MorphoPosition, at: int | None = None) -> float:
-        _, _, price, _ = self.markets[p.market.id]
-        return mm.health_factor(p.collateral, p.borrow_shares, self.accrued(p.market.id, at),
-                                price, p.market.lltv)
-
-    def debt(self, p: MorphoPosition) -> int:
-        return mm.borrowed(p.borrow_shares, self.accrued(p.market.id))
-
-    def collateral_value(self, p: MorphoPosition) -> int:
-        """In loan-token units, at the oracle's price."""
-        _, _, price, _ = self.markets[p.market.id]
-        return mm.mul_div_down(p.collateral, price, mm.ORACLE_PRICE_SCALE)
 
 
 def params_problem(market_id: str, params: bytes) -> str | None:
@@ -134,7 +80,7 @@ def params_problem(market_id: str, params: bytes) -> str | None:
     return None
 
 
-class MorphoBlueAdapter(LogIndexed):
+class MorphoBlueAdapter(LogIndexed, PluginBase):
     kind = "morpho_blue"
     config_model = MorphoBlueConfig
     position_action = ("Add collateral or repay: below 1.0 anyone may liquidate the whole "
@@ -150,6 +96,7 @@ class MorphoBlueAdapter(LogIndexed):
         self.multicall = Multicall(pool, address=chain.multicall3,
                                    chunk_size=chain.multicall_chunk_size)
         self.markets: dict[str, MarketInfo] = {}
+        self._behind: dict[str, tuple[str, ...]] = {}  # oracle -> the feeds it composes
         self.indexer = AccountIndexer(
             config.name, chain.name, pool, store,
             LogFilter((config.morpho,), (tuple(_ACCOUNT_TOPIC),
@@ -161,7 +108,7 @@ class MorphoBlueAdapter(LogIndexed):
     @staticmethod
     async def check_config(pool: RpcPool, proto: MorphoBlueConfig, pi: int
                            ) -> list[ConfigIssue]:
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         return await contract_issues(pool, proto, pi, ("morpho", "liquidator_contract"))
 
@@ -351,8 +298,30 @@ class MorphoBlueAdapter(LogIndexed):
             int(block, 16) if block else None, entry.get("transactionHash") or "",
             entry.get("logIndex") or "", summary, repaid_usd, seized_usd, details, labels)
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> None:
-        return None  # market oracles are not watched yet: the chain's feeds of the asset trip it
+    async def price_feeds(self, book: MorphoBook) -> list[PriceFeed]:
+        """Each market rests on its own oracle: its rate (read into the book) is checked
+        against its two assets' reference prices, and the Chainlink feeds behind a
+        MorphoChainlinkOracleV2 (its BASE_/QUOTE_FEED getters, immutable: read once) are
+        judged for age like any feed. Both under the market's key: a bad one pauses that
+        market, not the assets' other markets."""
+        feeds: list[PriceFeed] = []
+        unknown = [m for m, _, _, _ in book.markets.values() if m.oracle not in self._behind]
+        if unknown:
+            answers = await self.multicall.aggregate3(
+                [Call(m.oracle, g) for m in unknown for g in ORACLE_FEED_GETTERS], book.block)
+            for i, m in enumerate(unknown):
+                found = answers[i * len(ORACLE_FEED_GETTERS):(i + 1) * len(ORACLE_FEED_GETTERS)]
+                self._behind[m.oracle] = tuple(
+                    to_checksum_address(a.data[12:32]) for a in found
+                    if a.success and len(a.data) >= 32 and int.from_bytes(a.data[:32], "big"))
+        for info, _, price, _ in book.markets.values():
+            key = market_key(info.id)
+            rate = price / 10 ** (36 + info.loan_decimals - info.collateral_decimals)
+            feeds.append(PriceFeed(key, info.oracle, rate, info.collateral_symbol,
+                                   info.loan_symbol, f"{self.name} {info.name}"))
+            feeds += [PriceFeed(key, f, label=f"{self.name} {info.name}")
+                      for f in self._behind[info.oracle]]
+        return feeds
 
     def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
         from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator

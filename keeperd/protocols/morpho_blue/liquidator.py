@@ -23,25 +23,26 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
-from keeperd.execution import approvals
-from keeperd.execution.capital import Need
-from keeperd.execution.signer_policy import Allowed
-from keeperd.execution.swap import (
+from keeperd.protocols.morpho_blue import math as mm
+from keeperd.protocols.morpho_blue.adapter import LIQUIDATE_CALL, MARKET_PARAMS, encode_liquidate
+from keeperd.protocols.morpho_blue.book import MorphoBook, loan_usd, market_key
+from keeperd.protocols.sdk import approvals
+from keeperd.protocols.sdk.contract import (
+    Allowed,
+    Call,
+    GasQuote,
+    LiquidatorBase,
+    Need,
+    Opportunity,
+    OpportunityKey,
+    StartRefused,
+)
+from keeperd.protocols.sdk.swap import (
     SwapPools,
     answer,
     confirm_seller,
-    least_profit,
     min_out_per_in,
 )
-from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import (
-    LIQUIDATE_CALL,
-    MARKET_PARAMS,
-    MorphoBook,
-    encode_liquidate,
-    loan_usd,
-)
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
 
 if TYPE_CHECKING:
     from keeperd.protocols.morpho_blue.adapter import MorphoBlueAdapter
@@ -70,7 +71,7 @@ def callback_calldata(params: tuple[str, str, str, str, int], borrower: str, sei
                         min_out_per_in])
 
 
-class MorphoLiquidator:
+class MorphoLiquidator(LiquidatorBase):
     flash_premium_bps = 0  # the callback path borrows nothing
 
     def __init__(self, adapter: MorphoBlueAdapter, config: KeeperConfig, keeper: str | None,
@@ -156,10 +157,10 @@ class MorphoLiquidator:
                                          mm.ORACLE_PRICE_SCALE) / unit * usd
             repaid_usd = plan.expected_repaid / unit * usd
             out.append(Opportunity(
-                OpportunityKey(self.adapter.name, p.account, info.id[:18],
+                OpportunityKey(self.adapter.name, p.account, (info.id[:18],),
                                str(p.borrow_shares)),
                 info.collateral_symbol, info.loan_symbol, plan.expected_repaid,
-                frozenset({info.collateral_symbol, info.loan_symbol}),
+                frozenset({info.collateral_symbol, info.loan_symbol, market_key(info.id)}),
                 Need(info.loan_token, info.loan_symbol, info.loan_decimals,
                      plan.expected_repaid * 1001 // 1000 + 1,  # interest until inclusion
                      seized_usd - repaid_usd),
@@ -192,22 +193,22 @@ class MorphoLiquidator:
         return opportunities
 
     async def calls(self, chosen: list[tuple[Opportunity, bool]], book: MorphoBook,
-                    base_fee: int, native_usd: float) -> list[Call | None]:
+                    gas: GasQuote) -> list[Call | None]:
         await self.swap_pools.find((o.plan[0].market.collateral_token,
                                     o.plan[0].market.loan_token) for o, f in chosen if f)
         out: list[Call | None] = []
         for opp, flash in chosen:
             position, plan = opp.plan
             if flash:
-                out.append(self._callback_call(opp, book, base_fee, native_usd))
+                out.append(self._callback_call(opp, book, gas))
                 continue
             out.append(Call(opp, self.adapter.config.morpho, encode_liquidate(
                 position.market.params, position.account, plan.seized_assets,
                 plan.repaid_shares)))
         return out
 
-    def _callback_call(self, opp: Opportunity, book: MorphoBook, base_fee: int,
-                       native_usd: float) -> Call | None:
+    def _callback_call(self, opp: Opportunity, book: MorphoBook,
+                       gas: GasQuote) -> Call | None:
         """Through the MorphoLiquidator: it reverts unless the sale pays at least the oracle
         rate less `max_swap_slippage_bps` and it keeps enough of the loan token to pay for
         the gas and clear `min_profit_usd`. None: no pool to sell into, or a loan token
@@ -222,16 +223,14 @@ class MorphoLiquidator:
         data = callback_calldata(
             info.params, position.account, plan.seized_assets, plan.repaid_shares,
             self.config.swap_fee,
-            least_profit(self.config, opp.gas_limit, base_fee, native_usd, usd,
-                         info.loan_decimals),
+            gas.least_profit(opp.gas_limit, usd, info.loan_decimals),
             # (the oracle's price is loan units per collateral unit, scaled by 1e36)
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
         return Call(opp, self.contract, data, flash=True)
 
-    def learn(self, key: str, gas_used: int) -> None:
-        parts = key.split("#", 1)[0].split(":")
-        if len(parts) >= 4:
-            self._gas_used[parts[2]] = max(self._gas_used.get(parts[2], 0), gas_used)
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        market = key.position[0]  # (its id's first 18 characters)
+        self._gas_used[market] = max(self._gas_used.get(market, 0), gas_used)
 
     def native_usd(self, book: MorphoBook) -> float | None:
         """From a market lending a USD-pegged token against the native token, if any."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import USD_PEGGED, MorphoBook
+from keeperd.protocols.morpho_blue.book import USD_PEGGED, MorphoBook
 from keeperd.risk.cascade import Asset, Portfolio
 
 

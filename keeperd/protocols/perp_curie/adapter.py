@@ -18,13 +18,13 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import ChainConfig, ConfigIssue, PerpCurieConfig
-from keeperd.indexer import AccountIndexer, LogFilter
+from keeperd.config import DEFAULT_SHOCKS, ChainConfig, ConfigIssue, PerpCurieConfig
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import AccountRow, BookRisk, HealthView
 from keeperd.protocols.perp_curie import margin as cm
-from keeperd.protocols.plugin import LiquidationSeen, LogIndexed, account_topic
-from keeperd.storage.account_index import IndexStore
+from keeperd.protocols.sdk.contract import LiquidationSeen, LogIndexed, PluginBase, account_topic
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.indexer import AccountIndexer, IndexStore, LogFilter
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,13 @@ def _trader(entry: dict[str, Any], cache: dict[str, str]) -> Iterable[str]:
     return (cache[raw],)
 
 
+def _address(answer: CallResult) -> str | None:
+    """An address a getter answered; None for a revert or the zero address."""
+    if not answer.success or len(answer.data) < 32 or not int.from_bytes(answer.data[:32], "big"):
+        return None
+    return to_checksum_address(answer.data[12:32])
+
+
 @dataclass(frozen=True)
 class Market:
     base: str
@@ -96,7 +103,7 @@ class CurieBook:
         return {b: m for b, m in self.markets.items() if not m.is_open}
 
 
-class PerpCurieAdapter(LogIndexed):
+class PerpCurieAdapter(LogIndexed, PluginBase):
     kind = "perp_curie"
     config_model = PerpCurieConfig
     position_action = ("Add margin or reduce the position: once the account value falls under "
@@ -126,13 +133,14 @@ class PerpCurieAdapter(LogIndexed):
         self.collateral_rules: cm.CollateralRules | None = None
         self._statuses: dict[str, str] = {}  # base token -> the status last logged
         self._held: set[tuple[str, str]] = set()  # (trader, base): liquidatable, not open
+        self._index_sources: dict[str, str | None] = {}  # base token -> its index aggregator
 
     # --- start-up and the index ---------------------------------------------------------------
 
     @staticmethod
     async def check_config(pool: RpcPool, proto: PerpCurieConfig, pi: int
                            ) -> list[ConfigIssue]:
-        from keeperd.checks import contract_issues
+        from keeperd.protocols.sdk.checks import contract_issues
 
         return await contract_issues(pool, proto, pi, ("clearing_house",))
 
@@ -302,10 +310,8 @@ class PerpCurieAdapter(LogIndexed):
         """Open interest and bad debt at risk by index move of each asset, and the accounts
         funding alone brings to maintenance (the insurance fund that pays the bad debt goes
         to the cascade monitor through `book_risk`)."""
-        from keeperd.protocols.perps.monitor import MOVES
-
         for asset in sorted({m.asset for m in book.markets.values()}):
-            for move in [-m for m in MOVES] + list(MOVES):
+            for move in [-m for m in DEFAULT_SHOCKS] + list(DEFAULT_SHOCKS):
                 notional, bad = cm.at_risk(book.traders, asset, move, book.mm_ratio)
                 self.metrics.perp_liquidated_notional.labels(self.name, asset,
                                                              f"{move:g}").set(notional)
@@ -572,8 +578,8 @@ class PerpCurieAdapter(LogIndexed):
                             ) -> list[Any]:
         """The depth the unwinds of liquidated positions trade against: each market's own
         Uniswap V3 pool of virtual tokens (not the spot market), read at the block."""
+        from keeperd.protocols.sdk.depth import uniswap_v3_depth
         from keeperd.risk.depth import NoImpact
-        from keeperd.risk.monitor import uniswap_v3_depth
 
         out: list[Any] = []
         for asset in assets:
@@ -635,8 +641,23 @@ class PerpCurieAdapter(LogIndexed):
              "liquidator": "0x" + topics[3][-40:].lower()},
             {"market": symbol})
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> None:
-        return None
+    async def price_feeds(self, book: CurieBook) -> list[PriceFeed]:
+        """Each market's index: the Chainlink aggregator behind its base token's feed
+        (BaseToken -> PriceFeedDispatcher -> ChainlinkPriceFeedV3 -> aggregator), found once
+        per market; a market on Uniswap's TWAP instead names none and is not watched here."""
+        unknown = [b for b in book.markets if b not in self._index_sources]
+        if unknown:
+            found: list[str | None] = list(unknown)
+            for getter in ("getPriceFeed()", "getChainlinkPriceFeedV3()", "getAggregator()"):
+                answers = await self.multicall.aggregate3(
+                    [Call(a, encode_call(getter, [], [])) for a in found if a is not None],
+                    book.block)
+                it = iter(answers)
+                found = [None if a is None else _address(next(it)) for a in found]
+            self._index_sources.update(zip(unknown, found, strict=True))
+        return [PriceFeed(m.asset, source, label=f"{self.name} {m.symbol} index")
+                for b, m in book.markets.items()
+                if (source := self._index_sources.get(b)) is not None]
 
     def liquidator(self, keeper: Any, keeper_address: str | None, tx: Any) -> Any:
         from keeperd.protocols.perp_curie.liquidator import CurieLiquidator

@@ -44,12 +44,20 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
-from keeperd.execution import approvals
-from keeperd.execution.capital import Need
-from keeperd.execution.signer_policy import Allowed
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
-from keeperd.protocols.plugin import Call, Opportunity, OpportunityKey, StartRefused
+from keeperd.protocols.sdk import approvals
+from keeperd.protocols.sdk.contract import (
+    Allowed,
+    Call,
+    GasQuote,
+    LiquidatorBase,
+    Need,
+    Opportunity,
+    OpportunityKey,
+    StartRefused,
+)
+from keeperd.protocols.sdk.keys import UpkeepKey
 
 if TYPE_CHECKING:
     from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -70,6 +78,7 @@ LIQUIDATE_COLLATERAL_GAS = 500_000
 COLLATERAL_SHARE_BPS = 9_900  # of the most a collateral liquidation may repay
 CLOSE_GAS = 900_000
 DEADLINE = 2**255
+UNWIND = "unwind"  # the position part of the keeper's own follow-up keys (housekeeping)
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 # What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
 # liquidations (the signing policy allows these and nothing else).
@@ -87,7 +96,7 @@ def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, in
     return {"settlement": repaid} if in_usdc else {"settlement": repaid, "collateral": amount}
 
 
-class CurieLiquidator:
+class CurieLiquidator(LiquidatorBase):
     flash_premium_bps = 0
     supports_flash = False
 
@@ -141,7 +150,8 @@ class CurieLiquidator:
                         wanted_usd=target, held_usd=held / 10**6,
                         fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
             return
-        await self.tx.send(f"approve:{self.adapter.name}:deposit:{head}", a["Vault"],
+        await self.tx.send(UpkeepKey(self.adapter.name, "deposit", a["Vault"], str(head)),
+                           a["Vault"],
                            encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
@@ -159,7 +169,7 @@ class CurieLiquidator:
     async def _confirm_vault(self) -> None:
         """The Vault is approved the keeper's USDC and takes its deposits: pinned (`vault`)
         and equal to what the ClearingHouse names, or agreed by the endpoints."""
-        from keeperd.protocols.confirm import confirm_address
+        from keeperd.protocols.sdk.confirm import confirm_address
 
         vault, pinned = self.adapter.addresses["Vault"], self.adapter.config.vault
         where = f"protocols[{self.adapter.name}].vault"
@@ -212,7 +222,7 @@ class CurieLiquidator:
             margin_needed = (notional - fee) * book.im_ratio // cm.RATIO
             profit = (fee - unwind_fee) / cm.WAD
             out.append(Opportunity(
-                OpportunityKey(self.adapter.name, t.account, p.base, str(p.size)),
+                OpportunityKey(self.adapter.name, t.account, (p.base,), str(p.size)),
                 p.market, "USDC", abs(size), frozenset({p.asset}),
                 Need(VAULT, "USDC (free collateral)", 6, margin_needed // 10**12 + 1, profit),
                 profit, notional / cm.WAD, 0.0,
@@ -249,7 +259,7 @@ class CurieLiquidator:
             value = value * repaid / c.max_repaid
         paid = repaid / 10**6
         return [Opportunity(
-            OpportunityKey(self.adapter.name, t.account, c.token, f"collateral-{c.amount}"),
+            OpportunityKey(self.adapter.name, t.account, (c.token,), f"collateral-{c.amount}"),
             c.asset, "USDC", repaid, frozenset({c.asset}),
             Need(usdc, "USDC", 6, need, value - paid), value - paid, value, paid,
             int(max(self._gas_used.get(c.token, 0), LIQUIDATE_COLLATERAL_GAS)
@@ -261,8 +271,8 @@ class CurieLiquidator:
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities
 
-    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
-                    native_usd: float) -> list[Call | None]:
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any,
+                    gas: GasQuote) -> list[Call | None]:
         ch = self.adapter.config.clearing_house
         vault = self.adapter.addresses["Vault"]
         # Collateral liquidations in USDC: the vault's maximum read again now (the book's may
@@ -295,7 +305,7 @@ class CurieLiquidator:
                                                  [trader, base, 0])))
         return out
 
-    def housekeeping(self, result: Any) -> list[tuple[str, str, bytes, int]]:
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Unwind what the keeper holds: (journal key, target, calldata, gas) per market."""
         if self.keeper is None:
             return []
@@ -307,7 +317,7 @@ class CurieLiquidator:
         out = []
         for p in mine.positions:
             status = book.markets[p.base].status
-            key = f"{self.adapter.name}:{self.keeper}:unwind:{p.base}:{p.size}"
+            key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
             if status == OPEN:
                 out.append((key, ch, encode_call(
                     CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
@@ -318,10 +328,10 @@ class CurieLiquidator:
             # (paused: every way out reverts until the market reopens or closes)
         return out
 
-    def learn(self, key: str, gas_used: int) -> None:
-        parts = key.split("#", 1)[0].split(":")
-        if len(parts) >= 4 and parts[2] != "unwind":
-            self._gas_used[parts[2]] = max(self._gas_used.get(parts[2], 0), gas_used)
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        if key.position[0] != UNWIND:  # (an unwind is not a takeover: its gas says nothing)
+            market = key.position[0]
+            self._gas_used[market] = max(self._gas_used.get(market, 0), gas_used)
 
     def native_usd(self, book: CurieBook) -> float | None:
         for m in book.markets.values():

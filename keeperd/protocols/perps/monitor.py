@@ -7,7 +7,7 @@ import aiohttp
 import structlog
 
 from keeperd.alerts.engine import AlertEngine
-from keeperd.config import DydxV4Config, HyperliquidConfig
+from keeperd.config import DEFAULT_SHOCKS, DydxV4Config, HyperliquidConfig
 from keeperd.metrics import Metrics
 from keeperd.protocols.perps.dydx import DydxClient
 from keeperd.protocols.perps.hyperliquid import HyperliquidClient
@@ -21,7 +21,7 @@ from keeperd.risk.health import RISK_LEVELS, bucket_label
 
 log = structlog.get_logger(__name__)
 
-MOVES = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+MOVES = tuple(DEFAULT_SHOCKS)  # (the cascade's shocks: one grid of moves everywhere)
 
 
 class PerpMonitor:

@@ -25,7 +25,7 @@ import structlog
 
 from keeperd.alerts.engine import AlertEngine, Condition
 from keeperd.alerts.lifecycle import Levels
-from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.calls import ContractCall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
     AlertsConfig,
@@ -35,7 +35,8 @@ from keeperd.config import (
     UniswapV3Depth,
 )
 from keeperd.metrics import Metrics
-from keeperd.protocols.base import BookRisk
+from keeperd.protocols.sdk.depth import uniswap_v3_depth
+from keeperd.protocols.sdk.views import BookRisk
 from keeperd.risk.cascade import (
     Asset,
     CascadeResult,
@@ -57,7 +58,7 @@ def shock_label(shock: float) -> str:
 # A protocol's book -> its portfolio and the description of its asset columns.
 Describe = Callable[[Any], tuple[Portfolio, list[Asset]] | None]
 # A plug-in's depth for each asset column of its book, at a block.
-DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel]]]
+DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel] | None]]
 
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
@@ -93,26 +94,13 @@ async def read_depth(config: CascadeConfig, assets: Sequence[Asset], pool: RpcPo
     return out
 
 
-async def uniswap_v3_depth(pool: RpcPool, address: str, asset: str, decimals: int,
-                           block: int) -> ConstantProduct:
-    token0, liquidity, slot0 = await call_many(pool, [
-        ContractCall(address, "token0()", returns=["address"]),
-        ContractCall(address, "liquidity()", returns=["uint128"]),
-        ContractCall(address, "slot0()", returns=["uint160"])], block)
-    for answer in (token0, liquidity, slot0):
-        if isinstance(answer, Exception):
-            raise answer
-    return ConstantProduct.from_uniswap_v3(liquidity, slot0, token0.lower() == asset.lower(),
-                                           decimals)
-
-
 class CascadeMonitor:
     def __init__(self, config: CascadeConfig, chain: str, protocol: str, pool: RpcPool,
                  metrics: Metrics, alerts: AlertEngine | None = None,
                  alerts_config: AlertsConfig | None = None,
                  describe: Describe | None = None,
                  depth_of: DepthOf | None = None,
-                 book_risk: Callable[[Any], BookRisk] | None = None) -> None:
+                 book_risk: Callable[[Any], BookRisk | None] | None = None) -> None:
         self.config = config
         self.chain = chain
         self.protocol = protocol
@@ -166,8 +154,10 @@ class CascadeMonitor:
         portfolio, assets = described
         assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
         columns = columns_for(assets, self.config)
-        depth = (await self.depth_of(book, assets, block) if self.depth_of is not None
-                 else await read_depth(self.config, assets, self.pool, block))
+        own = (await self.depth_of(book, assets, block) if self.depth_of is not None
+               else None)  # (None: the protocol trades against the chain's spot market)
+        depth = own if own is not None else await read_depth(self.config, assets, self.pool,
+                                                              block)
         self.fund_usd = await self._fund(book, assets, block)
         run = functools.partial(run_cascade, portfolio, depth=depth,
                                 max_rounds=self.config.max_rounds,
@@ -197,8 +187,8 @@ class CascadeMonitor:
     async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.insurance_fund
         if fund is None:
-            value = (self.book_risk(book).insurance_fund_usd
-                     if self.book_risk is not None else None)
+            risk = self.book_risk(book) if self.book_risk is not None else None
+            value = risk.insurance_fund_usd if risk is not None else None
             if value is not None:
                 self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
             return value

@@ -11,6 +11,7 @@ protocol is one package under `keeperd/protocols/` and one line in `registry.py`
     view = plugin.evaluate(book)                       # pure: health, exposure per row
     plugin.liquidation_hold(book)                      # None, or why nothing may be sent
     plugin.describe(book)                              # the book for the cascade engine
+    await plugin.price_feeds(book)                     # what the chain's price watch judges
     plugin.liquidation_logs(accounts) / plugin.decode_liquidation(log, book)
     plugin.liquidator(...)                             # plans and encodes liquidations
 
@@ -22,36 +23,66 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from eth_utils import to_checksum_address
 
-from keeperd.config import KeeperConfig
-from keeperd.execution.capital import Need
-from keeperd.execution.signer_policy import Allowed
-from keeperd.protocols.base import AccountRow, HealthView
+from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.protocols.sdk.keys import OpportunityKey
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
+
+if TYPE_CHECKING:  # (types only: the config imports the registry, which imports this)
+    from keeperd.config import ConfigIssue, KeeperConfig
+    from keeperd.risk.cascade import Asset, Portfolio  # (the kernels load when the cascade runs)
 
 
-@dataclass(frozen=True, order=True)
-class OpportunityKey:
-    """Which liquidation: the journal's primary key, so a restart never sends one twice.
+@dataclass(frozen=True)
+class Need:
+    """What a liquidation takes from the keeper's balance (the capital stage's input)."""
 
-    `position` says what within the account is liquidated (Aave: the collateral and debt
-    assets; Morpho Blue: the market); `version` changes when the position does (someone repaid
-    or liquidated part of it: a new opportunity); `attempt` > 0 is a retry after a revert."""
+    asset: str
+    symbol: str
+    decimals: int
+    amount: int  # token units the liquidation pulls at most
+    profit_usd: float
 
-    protocol: str
-    account: str
-    position: str
-    version: str
-    attempt: int = 0
 
-    def __str__(self) -> str:
-        base = f"{self.protocol}:{self.account}:{self.position}:{self.version}"
-        return f"{base}#retry{self.attempt}" if self.attempt else base
+APPROVE = "approve(address,uint256)"
 
-    def retry(self, attempt: int) -> OpportunityKey:
-        return OpportunityKey(self.protocol, self.account, self.position, self.version, attempt)
+
+@dataclass(frozen=True)
+class Allowed:
+    """One kind of call the keeper makes: `function` on `to` (for what, in `purpose`); or, with
+    `spender`, an `approve` of any token to that spender only."""
+
+    to: str
+    function: str
+    purpose: str
+    spender: str | None = None
+
+    @classmethod
+    def approval(cls, spender: str, purpose: str) -> Allowed:
+        return cls("*", APPROVE, purpose, to_checksum_address(spender))
+
+
+@dataclass(frozen=True)
+class GasQuote:
+    """What gas costs this block, as the executor's fee policy prices it (a plug-in never
+    recomputes the policy): the fee per gas a liquidation is sent with, the native token in
+    USD, and the operator's `min_profit_usd`."""
+
+    fee_per_gas: int  # wei
+    native_usd: float
+    min_profit_usd: float
+
+    def gas_usd(self, gas_limit: int) -> float:
+        return gas_limit * self.fee_per_gas / 1e18 * self.native_usd
+
+    def least_profit(self, gas_limit: int, token_usd: float, decimals: int) -> int:
+        """What a seller contract must keep of the token it repays in (units), or revert:
+        enough to pay for the gas at this fee and still clear `min_profit_usd`."""
+        return int((self.min_profit_usd + self.gas_usd(gas_limit)) / token_usd * 10**decimals)
 
 
 @dataclass(frozen=True)
@@ -125,20 +156,6 @@ class Call:
 
 
 @dataclass(frozen=True)
-class ExecutionEvent:
-    """What the executor did with an opportunity (sent, included, reverted, lost_race,
-    not_sent, ...): the alert engine's input."""
-
-    kind: str
-    chain: str
-    protocol: str
-    account: str
-    opportunity: str
-    block: int | None
-    details: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
 class LiquidationSeen:
     """A liquidation event of the protocol, decoded (anyone's: lost races, watched positions,
     forensics)."""
@@ -164,6 +181,16 @@ class Liquidator(Protocol):
     journal, decision, capital, simulation, signing, settling) are the same for every protocol."""
 
     flash_premium_bps: int  # 0 when the protocol has no flash-loan path
+    supports_flash: bool  # a capital-free path the capital stage may send it down
+
+    async def keep_allowances(self, head: int, book: Any) -> None:
+        """Every 10 blocks: top up what its contracts may take from the keeper."""
+
+    async def balances(self, assets: list[str]) -> dict[str, int] | None:
+        """Capital that is not a token balance, or None (the core reads token balances)."""
+
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        """Its journaled follow-ups: (key, target, calldata, gas)."""
 
     def signing_rules(self) -> list[Allowed]:
         """Every call it sends — contract and function, and the spenders it approves — for
@@ -179,11 +206,11 @@ class Liquidator(Protocol):
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         """Block-wide limits on what was decided (Aave: the reserves' virtual balances)."""
 
-    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any, base_fee: int,
-                    native_usd: float) -> list[Call | None]:
+    async def calls(self, chosen: list[tuple[Opportunity, bool]], book: Any,
+                    gas: GasQuote) -> list[Call | None]:
         """(opportunity, through the flash path) -> the call to send; None: it cannot be."""
 
-    def learn(self, key: str, gas_used: int) -> None:
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
         """A receipt: what this kind of liquidation really costs in gas."""
 
     def native_usd(self, book: Any) -> float | None:
@@ -242,7 +269,7 @@ class Plugin(Protocol):
     def rows(self, book: Any, view: HealthView) -> list[AccountRow]:
         """Per-row display for `keeperd scan`."""
 
-    def describe(self, book: Any) -> tuple[Any, list[Any]] | None:
+    def describe(self, book: Any) -> tuple[Portfolio, list[Asset]] | None:
         """(Portfolio, assets) for the cascade engine; None: nothing to model."""
 
     def liquidation_logs(self, book: Any, accounts: Sequence[str]) -> dict[str, Any]:
@@ -251,22 +278,100 @@ class Plugin(Protocol):
     def decode_liquidation(self, entry: dict[str, Any], book: Any) -> LiquidationSeen | None:
         """One log of that filter, decoded and valued at the book's prices."""
 
-    def oracle_monitor(self, breaker: Any, config: Any) -> Any | None:
-        """A scanner listener watching the protocol's price feeds and tripping the breaker
-        (`on_scan`, `close`), or None."""
+    async def price_feeds(self, book: Any) -> list[PriceFeed]:
+        """The prices this book's positions rest on (`oracles/feeds.py`): the chain's price
+        watch judges them every block and holds liquidations on what it cannot trust. The
+        keys must be what the opportunities' `assets` name."""
 
     def liquidator(self, keeper: KeeperConfig, keeper_address: str | None,
                    tx: Any) -> Liquidator | None:
         """The execution half, or None for a protocol keeperd only watches."""
 
+    def publish(self, book: Any, view: HealthView) -> None:
+        """Its own risk metrics after each evaluation (`PluginBase`: none)."""
 
-# Hooks a plug-in may leave out (the core looks them up with getattr):
-# - `publish(book, view) -> None`: the protocol's own risk metrics from an evaluated book,
-#   after the core's, every scan (no I/O: what it needs is read into the book by `read`);
-# - `async cascade_depth(book, assets, block) -> list[depth]`: the market depth the
-#   liquidations of each cascade asset trade against, when it is not the chain's spot market;
-# - `book_risk(book) -> BookRisk`: its insurance fund and risk lines for `keeperd simulate`.
-OPTIONAL_HOOKS = ("publish", "cascade_depth", "book_risk")
+    async def cascade_depth(self, book: Any, assets: Sequence[Any], block: int
+                            ) -> list[Any] | None:
+        """The depth its liquidations trade against; None: the chain's spot market."""
+
+    def book_risk(self, book: Any) -> BookRisk | None:
+        """Its insurance fund and lines for `keeperd simulate`, or None."""
+
+
+class PluginBase:
+    """The optional hooks of `Plugin`, declared and defaulted: a plug-in subclasses this and
+    overrides what it has; the core calls every hook directly (no lookups by name)."""
+
+    def __init__(self, config: Any, chain: Any, pool: Any, store: Any, metrics: Any) -> None:
+        """Its config entry, its chain's config, that chain's RPC pool, the account index's
+        store (`storage.account_index.IndexStore`) and the metrics (`registry.create`)."""
+
+    @staticmethod
+    async def check_config(pool: Any, config: Any, index: int) -> list[ConfigIssue]:
+        """Problems `keeperd check-config` finds in its entry against the chain (contracts
+        deployed where it says)."""
+        return []
+
+    def publish(self, book: Any, view: HealthView) -> None:
+        """Its own risk metrics from an evaluated book, after the core's, every scan (no I/O:
+        what it needs is read into the book by `read`)."""
+
+    async def cascade_depth(self, book: Any, assets: Sequence[Any], block: int
+                            ) -> list[Any] | None:
+        """The market depth the liquidations of each cascade asset trade against; None: the
+        chain's spot market (the cascade reads it)."""
+        return None
+
+    def book_risk(self, book: Any) -> BookRisk | None:
+        """Its insurance fund and risk lines for `keeperd simulate`; None: nothing beyond the
+        cascade."""
+        return None
+
+    def first_pass(self, previous: Any | None, book: Any
+                   ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
+        return None  # every row is evaluated at once
+
+    def liquidation_verification(self, book: Any) -> str | None:
+        return None  # it knows the rules its book runs
+
+    async def price_feeds(self, book: Any) -> list[PriceFeed]:
+        return []  # no on-chain price to judge
+
+    def liquidator(self, keeper: KeeperConfig, keeper_address: str | None,
+                   tx: Any) -> Liquidator | None:
+        return None  # watched only
+
+
+class LiquidatorBase:
+    """The optional hooks of `Liquidator`, declared and defaulted."""
+
+    flash_premium_bps: int = 0
+    supports_flash: bool = False  # a capital-free path (the executor's capital stage)
+
+    def signing_rules(self) -> list[Allowed]:
+        return []
+
+    async def keep_allowances(self, head: int, book: Any) -> None:
+        """Every 10 blocks: top up what its contracts may take from the keeper."""
+
+    async def balances(self, assets: list[str]) -> dict[str, int] | None:
+        """Capital that is not a token balance (Curie: margin in its vault), by need asset;
+        None: the keeper's token balances (the core reads them)."""
+        return None
+
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
+        return []
+
+    def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
+        return opportunities  # no block-wide limit
+
+    def learn(self, key: OpportunityKey, gas_used: int) -> None:
+        """A receipt: what this kind of liquidation really costs in gas (default: nothing
+        learnt)."""
+
+    def native_usd(self, book: Any) -> float | None:
+        return None
 
 
 class LogIndexed:

@@ -32,7 +32,7 @@ from keeperd.chain.rpc import (
 )
 from keeperd.crashpoints import crash_point
 from keeperd.metrics import Metrics
-from keeperd.storage.account_index import IndexStore
+from keeperd.storage.account_index import IndexStore  # (re-exported: a plug-in's store)
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,7 @@ from eth_utils import keccak, to_checksum_address
 
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.rpc import RpcPool
-from keeperd.config import KeeperConfig
-from keeperd.protocols.plugin import StartRefused
+from keeperd.protocols.sdk.contract import StartRefused
 
 # keccak256 of Uniswap V3's pool creation code (v3-core 1.0): every pool is its factory's
 # CREATE2 of it, salted with (token0, token1, fee). The same on Ethereum, Arbitrum, Base and
@@ -45,17 +44,6 @@ def min_out_per_in(rate_numerator: int, rate_denominator: int, slippage_bps: int
     inclusion is bounded alike; rounded down."""
     return (rate_numerator * (10_000 - slippage_bps) * WAD
             // (rate_denominator * 10_000))
-
-
-def least_profit(keeper: KeeperConfig, gas_limit: int, base_fee: int, native_usd: float,
-                 token_usd: float, decimals: int) -> int:
-    """What the contract must keep of the token it repays in (units), or revert: enough to
-    pay for the gas at the fee it is sent with and still clear `min_profit_usd`."""
-    from keeperd.execution.txmanager import FeePolicy
-
-    fee_per_gas = FeePolicy.from_config(keeper).fees_for(base_fee)[0]
-    gas_usd = gas_limit * fee_per_gas / 1e18 * native_usd
-    return int((keeper.min_profit_usd + gas_usd) / token_usd * 10**decimals)
 
 
 class SwapPools:

@@ -17,7 +17,7 @@ from eth_utils import to_checksum_address
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import is_loopback
-from keeperd.protocols.plugin import StartRefused
+from keeperd.protocols.sdk.contract import StartRefused
 
 log = structlog.get_logger(__name__)
 

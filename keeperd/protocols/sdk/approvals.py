@@ -20,15 +20,12 @@ import structlog
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcPool
+from keeperd.protocols.sdk.keys import UpkeepKey
 
 log = structlog.get_logger(__name__)
 
 APPROVE_GAS = 120_000
 APPROVE_BUDGET_WEI = 10**18
-
-
-def approval_prefix(protocol: str, token: str) -> str:
-    return f"approve:{protocol}:{token}:"
 
 
 async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str, spender: str,
@@ -48,12 +45,12 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                 raise answer
         if allowance >= balance:
             continue
-        prefix = approval_prefix(protocol, token)
-        if any(key.startswith(prefix) for key in tx.pending):
+        if any(isinstance(key, UpkeepKey) and (key.protocol, key.action, key.subject)
+               == (protocol, "approve", token) for key in tx.pending):
             continue  # one in flight already: its inclusion is what this waits for
         for amount in ([0] if allowance else []) + [balance]:
             record = await tx.send(
-                f"{prefix}{amount}:{head}", token,
+                UpkeepKey(protocol, "approve", token, f"{amount}@{head}"), token,
                 encode_call("approve(address,uint256)", ["address", "uint256"],
                             [spender, amount]),
                 APPROVE_GAS, budget_wei=APPROVE_BUDGET_WEI, block=head)

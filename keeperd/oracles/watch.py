@@ -1,0 +1,290 @@
+"""The price watch of one chain: every block, the feeds every protocol on the chain declared
+(`Plugin.price_feeds`, `oracles/feeds.py`) are read and judged once, the sequencer too, and
+the circuit breaker is driven per (chain, asset). One per chain, built by the daemon; no
+protocol is named here.
+
+Per block, the first protocol's scan to arrive has the chain's feeds judged (its own as
+declared now, the others' as they declared them last): one multicall for the chain, whatever
+the number of protocols. Each later scan of the block judges only what it declares anew (a
+market's rate read into its book). Problems are gathered per asset over every feed of the block
+before the breaker sees them, so two feeds of one symbol (two Aave markets on a chain, Curie's
+index beside Aave's source) never flap it.
+
+The executor of a protocol acts on a block only once the watch has judged that protocol's
+feeds at that block (`gate`): a watch that could not read the prices holds liquidations, never
+lets them through on last block's word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from eth_abi import decode
+
+from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.rpc import RpcPool
+from keeperd.config import ChainConfig, OraclesConfig
+from keeperd.metrics import Metrics
+from keeperd.oracles.breaker import Breaker
+from keeperd.oracles.chainlink import read_feeds
+from keeperd.oracles.checks import (
+    FeedPolicy,
+    FeedReading,
+    Problem,
+    PythPrice,
+    check_feed,
+    check_pyth,
+)
+from keeperd.oracles.references import References, median_price
+from keeperd.oracles.sequencer import SequencerCheck
+from keeperd.protocols.sdk.feeds import PriceFeed
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the executor may do on a block: `paused` assets hold the liquidations resting on
+    them; `hold` (the watch has not judged this block, the sequencer is down) holds all."""
+
+    paused: frozenset[str]
+    hold: str | None
+
+
+def rate_problem(feed: PriceFeed, usd: dict[str, float], max_deviation: float
+                 ) -> tuple[Problem | None, float | None]:
+    """A market's rate against the ratio of its assets' reference prices (pure): the problem
+    (None when it agrees, or when a reference is missing) and the deviation."""
+    assert feed.rate is not None
+    base, quote = usd.get(feed.base), usd.get(feed.quote)
+    if not base or not quote:
+        return None, None
+    if feed.rate <= 0:
+        return Problem("non_positive", f"{feed.label or feed.key} oracle answers "
+                                       f"{feed.rate:g}"), None
+    expected = base / quote
+    deviation = abs(feed.rate - expected) / expected
+    if deviation > max_deviation:
+        return Problem("deviation", f"{feed.label or feed.key} oracle {feed.rate:g} "
+                                    f"{feed.quote} per {feed.base} vs references "
+                                    f"{expected:g} ({deviation:.1%})"), deviation
+    return None, deviation
+
+
+class ChainPriceWatch:
+    def __init__(self, chain: ChainConfig, pool: RpcPool, breaker: Breaker,
+                 config: OraclesConfig, metrics: Metrics) -> None:
+        self.chain = chain.name
+        self.pool = pool
+        self.multicall = Multicall(pool, address=chain.multicall3)
+        self.breaker = breaker
+        self.config = config
+        self.metrics = metrics
+        self.reference_feeds = [PriceFeed(symbol, address)
+                                for symbol, address in chain.reference_feeds.items()]
+        self.sequencer = (SequencerCheck(self.multicall, chain.sequencer_uptime_feed,
+                                         chain.sequencer_grace_period_s)
+                          if chain.sequencer_uptime_feed is not None else None)
+        self.references = References(config.references, metrics, config.reference_timeout_s)
+        self._declared: dict[str, list[PriceFeed]] = {}  # protocol -> its feeds, last said
+        self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
+        self._medians: dict[str, float | None] = {}
+        self._medians_at = float("-inf")
+        self._standing: set[tuple[str, str]] = set()
+        self._lock = asyncio.Lock()
+        # This block's work: its number, header, the feeds judged, problems per asset, the
+        # USD prices it trusts (judged feeds and reference medians), the sequencer's word.
+        self._block = -1
+        self._header: dict[str, str] | None = None
+        self._judged: set[PriceFeed] = set()
+        self._problems: dict[str, list[str]] = {}
+        self._usd: dict[str, float] = {}
+        self._sequencer: Problem | None = None
+        self._judged_for: dict[str, int] = {}  # protocol -> the last block judged for it
+        self.unchecked: set[str] = set()  # market keys said to have no reference
+
+    async def close(self) -> None:
+        await self.references.close()
+
+    # --- the executor's question ----------------------------------------------------------
+
+    async def gate(self, protocol: str, block: int) -> Gate:
+        paused = frozenset(await self.breaker.tripped(self.chain))
+        if self._judged_for.get(protocol, -1) < block:
+            return Gate(paused, f"the price watch has not judged block {block} (its reads "
+                                "failed): nothing is sent on unjudged prices")
+        if self._sequencer is not None and self._block == block:
+            return Gate(paused, f"sequencer: {self._sequencer.detail}")
+        return Gate(paused, None)
+
+    def known_assets(self) -> set[str]:
+        """Every asset the watch judges on this chain (the breaker's names: CLI checks)."""
+        return {f.key for feeds in self._declared.values() for f in feeds}
+
+    # --- the scanner's listener -----------------------------------------------------------
+
+    async def judge(self, protocol: str, block: int, feeds: Sequence[PriceFeed]) -> None:
+        """Judge `protocol`'s feeds at `block` (and, first in a block, every protocol's)."""
+        async with self._lock:  # two protocols' scans of one block: one read of the chain
+            self._declared[protocol] = list(feeds)
+            if block < self._block:
+                return  # an older block's late scan: the newer judgement stands
+            if block > self._block:
+                await self._start_block(block)
+                todo = [f for declared in self._declared.values() for f in declared]
+            else:
+                todo = [f for f in feeds if f not in self._judged]
+            await self._judge(block, todo)
+            self._judged_for[protocol] = block
+
+    async def _start_block(self, block: int) -> None:
+        header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
+        if header is None:
+            raise RuntimeError(f"{self.chain}: no header for block {block}")
+        self._block, self._header = block, header
+        self._judged, self._problems, self._usd = set(), {}, {}
+        now = int(header["timestamp"], 16)
+        self._sequencer = (await self.sequencer.problem(now, block)
+                           if self.sequencer is not None else None)
+
+    async def _judge(self, block: int, feeds: Iterable[PriceFeed]) -> None:
+        assert self._header is not None
+        now = int(self._header["timestamp"], 16)
+        feeds = list(dict.fromkeys(feeds))  # (the same feed declared twice is read once)
+        usd_feeds = [f for f in feeds if not f.is_rate]
+        rates = [f for f in feeds if f.is_rate]
+        references = [f for f in self.reference_feeds if f not in self._judged] if (
+            rates or usd_feeds) else []
+        readings = (await read_feeds(self.multicall, usd_feeds + references, block)
+                    if usd_feeds or references else [])
+        symbols = sorted({r.asset for r in readings} | {s for f in rates
+                                                        for s in (f.base, f.quote)})
+        await self._refresh_medians(symbols)
+        pyth = await self._pyth_problems(now, block, {r.asset for r in readings})
+        touched: dict[str, list[str]] = {}
+        for feed, reading in zip(usd_feeds + references, readings, strict=True):
+            problems = check_feed(reading, now, self.policy(reading.asset),
+                                  self._previous.get((feed.key, feed.source)))
+            self._previous[(feed.key, feed.source)] = reading
+            median = self._medians.get(reading.asset)
+            if median and reading.price > 0:
+                deviation = abs(reading.price - median) / median
+                self.metrics.oracle_deviation.labels(self.chain, reading.asset).set(deviation)
+                if deviation > self.config.max_deviation:
+                    problems.append(Problem("deviation", f"oracle {reading.price:g} vs "
+                                            f"reference median {median:g} ({deviation:.1%})"))
+            problems += pyth.get(reading.asset, [])
+            if not any(p.trips for p in problems) and reading.price > 0:
+                self._usd.setdefault(reading.asset, reading.price)
+            self._report(reading, problems, now, block)
+            if feed in references:
+                self._judged.add(feed)
+                continue  # a reference is believed or not: it trips nothing
+            self._judged.add(feed)
+            touched.setdefault(feed.key, []).extend(
+                f"{p.kind}: {p.detail}" for p in problems if p.trips)
+        for symbol, median_usd in self._medians.items():
+            if median_usd:
+                self._usd.setdefault(symbol, median_usd)
+        for feed in rates:
+            problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
+            if rate_deviation is not None:
+                self.metrics.oracle_deviation.labels(self.chain, feed.key).set(rate_deviation)
+            elif feed.key not in self.unchecked:
+                self.unchecked.add(feed.key)
+                missing = [s for s in (feed.base, feed.quote) if not self._usd.get(s)]
+                log.warning("oracle.rate_unchecked", chain=self.chain, asset=feed.key,
+                            market=feed.label, missing=missing,
+                            why="no trusted reference price for "
+                                f"{' and '.join(missing)}: configure chains[].reference_feeds "
+                                "or oracles.references for it; until then only the "
+                                "sequencer and manual trips pause this market")
+            self._judged.add(feed)
+            touched.setdefault(feed.key, []).extend(
+                [f"{problem.kind}: {problem.detail}"] if problem is not None else [])
+        for key, said in touched.items():
+            self._problems.setdefault(key, []).extend(said)
+            await self._observe(key, block)
+
+    async def _observe(self, key: str, block: int) -> None:
+        assert self._header is not None
+        problems = list(dict.fromkeys(self._problems.get(key, [])))
+        if self._sequencer is not None:
+            problems.append(f"{self._sequencer.kind}: {self._sequencer.detail}")
+        change = await self.breaker.observe(self.chain, key, problems,
+                                            int(self._header["timestamp"], 16),
+                                            block_hash=self._header.get("hash"))
+        if change is not None:
+            self.metrics.breaker_transitions.labels(
+                self.chain, key, "tripped" if change.tripped else "reset").inc()
+            (log.warning if change.tripped else log.info)(
+                "breaker.tripped" if change.tripped else "breaker.reset",
+                chain=self.chain, asset=key, reason=change.reason, block=block)
+        tripped = key in await self.breaker.tripped(self.chain)
+        self.metrics.breaker_state.labels(self.chain, key).set(1 if tripped else 0)
+
+    def _report(self, reading: FeedReading, problems: list[Problem], now: int,
+                block: int) -> None:
+        self.metrics.oracle_price.labels(self.chain, reading.asset).set(reading.price)
+        if reading.freshness != "unknown":
+            self.metrics.oracle_age.labels(self.chain, reading.asset).set(
+                max(0, now - reading.updated_at))
+        for p in problems:
+            if p.trips:
+                continue
+            self.metrics.oracle_anomalies.labels(self.chain, reading.asset, p.kind).inc()
+            if (reading.asset, p.kind) in self._standing:
+                continue  # a standing condition is logged once, counted every block
+            if p.kind == "freshness_unknown":
+                self._standing.add((reading.asset, p.kind))
+            log.warning("oracle.anomaly", chain=self.chain, asset=reading.asset,
+                        kind=p.kind, detail=p.detail, block=block)
+
+    def policy(self, symbol: str) -> FeedPolicy:
+        return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
+                          max_jump=self.config.max_jump, bound_margin=self.config.bound_margin)
+
+    async def _refresh_medians(self, assets: list[str]) -> None:
+        """Reference medians, fetched at most every `reference_interval_s` (public APIs
+        rate-limit); between fetches the last medians stand."""
+        if not self.config.references:
+            return
+        wanted = [a for a in assets if a not in self._medians]
+        now = time.monotonic()
+        if now - self._medians_at < self.config.reference_interval_s and not wanted:
+            return
+        if now - self._medians_at >= self.config.reference_interval_s:
+            self._medians_at, wanted = now, assets
+        quotes = await asyncio.gather(*(self.references.quotes(a) for a in wanted))
+        self._medians.update({a: median_price(q, self.config.min_sources)
+                              for a, q in zip(wanted, quotes, strict=True)})
+
+    async def _pyth_problems(self, now: int, block: int, symbols: set[str]
+                             ) -> dict[str, list[Problem]]:
+        pyth = self.config.pyth
+        if pyth is None or (pyth.chain is not None and pyth.chain != self.chain):
+            return {}
+        assets = [a for a in pyth.feeds if a in symbols]
+        if not assets:
+            return {}
+        results = await self.multicall.aggregate3(
+            [Call(pyth.contract, encode_call("getPriceUnsafe(bytes32)", ["bytes32"],
+                                             [bytes.fromhex(pyth.feeds[a][2:])]))
+             for a in assets], block)
+        out: dict[str, list[Problem]] = {}
+        for asset, res in zip(assets, results, strict=True):
+            if not res.success:
+                out[asset] = [Problem("pyth_stale", "no Pyth price for this feed")]
+                continue
+            price, conf, expo, publish_time = decode(["int64", "uint64", "int32", "uint256"],
+                                                     res.data)
+            p = PythPrice(asset, price, conf, expo, publish_time)
+            out[asset] = check_pyth(p, now, pyth.max_age_s, pyth.max_conf_ratio)
+            if price > 0:
+                self.metrics.pyth_conf_ratio.labels(self.chain, asset).set(conf / price)
+            self.metrics.pyth_age.labels(self.chain, asset).set(max(0, now - publish_time))
+        return out

@@ -1,0 +1,168 @@
+"""#29 item 2: one price watch per chain, for every protocol. A stale feed on one chain pauses
+that chain's liquidations only; a Morpho market whose own oracle disagrees with the reference
+prices of its two assets pauses that market; a daemon with Morpho alone has a working breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keeperd.config import parse_config
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from keeperd.protocols.morpho_blue.book import market_key
+from tests.conftest import _isolated, metric_value
+from tests.integration.test_breaker import block_time
+from tests.integration.test_morpho import drop_oracle, fund, morpho_config
+from tests.keeper_harness import (  # noqa: F401 - fixtures
+    KEEPER,
+    KEEPER_KEY,
+    fund_keeper,
+    keeper_key_env,
+)
+
+
+@pytest.fixture
+def other_chain(devnet_v30_session: Devnet) -> Iterator[Devnet]:
+    """A second chain: the Aave v3.0 devnet, a node of its own."""
+    yield from _isolated(devnet_v30_session)
+
+
+def aave_on(name: str, devnet: Devnet) -> tuple[dict[str, object], dict[str, object]]:
+    chain = {"name": name, "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+             "confirmations": 0, "poll_interval": 0.1}
+    protocol = {"kind": "aave_v3", "name": f"aave-{name}", "chain": name,
+                "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}
+    return chain, protocol
+
+
+async def completed(keeper, protocol: str, block: int) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 30
+    while keeper.daemon.scanners[protocol].completed_block < block:
+        assert time.monotonic() < deadline, f"{protocol} did not finish block {block}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stale_feed_on_one_chain_pauses_that_chain_only(
+        devnet: Devnet, other_chain: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The same WETH crash on two chains; on `arbitrum` it is published two hours old. Only
+    `arbitrum`'s WETH trips; `ethereum`'s borrowers are liquidated at once (with a breaker
+    keyed by symbol, one per daemon, the stale Arbitrum feed paused Ethereum too)."""
+    for d in (devnet, other_chain):
+        fund_keeper(d)
+    eth_chain, eth_aave = aave_on("ethereum", devnet)
+    arb_chain, arb_aave = aave_on("arbitrum", other_chain)
+    config = parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [eth_chain, arb_chain], "protocols": [eth_aave, arb_aave],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "oracles": {"heartbeat_s": 3600, "clear_after_s": 0},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+    keeper = await run_daemon(config)
+    await completed(keeper, "aave-ethereum", devnet.client.block_number())
+    await completed(keeper, "aave-arbitrum", other_chain.client.block_number())
+
+    other_chain.set_price_at("WETH", 2100.0, block_time(other_chain) - 7200)
+    devnet.set_price("WETH", 2100.0)
+    await completed(keeper, "aave-arbitrum", other_chain.mine(1))
+    await completed(keeper, "aave-ethereum", devnet.mine(1))
+    await completed(keeper, "aave-ethereum", devnet.mine(1))
+
+    metrics = keeper.daemon.metrics
+    assert metric_value(metrics, "keeperd_breaker_tripped",
+                        {"chain": "arbitrum", "asset": "WETH"}) == 1
+    assert metric_value(metrics, "keeperd_breaker_tripped",
+                        {"chain": "ethereum", "asset": "WETH"}) == 0
+    breaker = keeper.daemon.chains["ethereum"].prices.breaker
+    assert breaker is keeper.daemon.chains["arbitrum"].prices.breaker  # one table, two keys
+    assert await breaker.tripped("arbitrum") == {"WETH"}
+    assert await breaker.tripped("ethereum") == set()
+    # Arbitrum's borrowers are still under water; Ethereum's were liquidated.
+    view = keeper.daemon.scanners["aave-arbitrum"].view
+    assert view is not None and (view.health < 1).sum() > 20
+    journal = keeper.daemon.executors["aave-ethereum"].journal
+    entries = await journal.all()
+    assert len([e for e in entries if e.protocol == "aave-ethereum"]) > 20
+    assert [e for e in entries if e.protocol == "aave-arbitrum"] == []
+    assert metric_value(metrics, "keeperd_liquidations_total", {
+        "chain": "arbitrum", "protocol": "aave-arbitrum", "stage": "breaker_paused"}) > 0
+
+
+def morpho_with_references(devnet: Devnet, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Morpho alone on the chain, in liquidate mode, with the chain's own Chainlink-style
+    USD feeds of WETH and USDC as references (what an operator configures on mainnet)."""
+    config = morpho_config(devnet, tmp_path, "liquidate")
+    feeds = devnet.manifest["price_feeds"]
+    chain = config.chains[0].model_copy(update={"reference_feeds": {
+        s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
+    return config.model_copy(update={
+        "chains": [chain],
+        "oracles": config.oracles.model_copy(update={"clear_after_s": 0})})
+
+
+async def test_a_morpho_market_whose_oracle_lies_is_paused(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """WETH/USDC's own oracle drops 12 % while WETH's and USDC's feeds do not move: its
+    positions look under water, and the market is paused (its breaker key); WBTC/DAI's
+    oracle drops with its references and is liquidated. When WETH's feed follows (the crash
+    was real), the market resumes and is liquidated. Morpho alone: no Aave on the chain."""
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    lying = market_key(blue["WETH/USDC"]["id"])
+    honest = market_key(blue["WBTC/DAI"]["id"])
+    keeper = await run_daemon(morpho_with_references(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+    breaker = keeper.daemon.chains["devnet"].prices.breaker
+    assert await breaker.tripped("devnet") == set()
+
+    weth = devnet.price("WETH")
+    drop_oracle(devnet, "WETH/USDC", 0.88)  # the oracle alone: the references hold
+    devnet.set_price("WBTC", devnet.price("WBTC") * 0.85)  # feed and oracle alike
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    book = keeper.daemon.scanners["morpho"].book
+    under = [p for p in book.positions if book.health(p) < 1]
+    assert len(under) >= 2 and {p.market.name for p in under} == {"WETH/USDC"}  # held
+    assert await breaker.tripped("devnet") == {lying}
+    reason = (await breaker.reasons("devnet"))[lying]
+    assert reason.startswith("deviation:") and "WETH/USDC" in reason, reason
+    assert metric_value(keeper.daemon.metrics, "keeperd_breaker_tripped",
+                        {"chain": "devnet", "asset": lying}) == 1
+    journal = keeper.daemon.executors["morpho"].journal
+    sent = await journal.all()
+    assert sent and all(honest.split(":")[1][:18] == e.key.split(":")[2] for e in sent), [
+        e.key for e in sent]
+
+    devnet.set_price("WETH", weth * 0.88)  # the crash was real: WETH's feed follows
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    assert await breaker.tripped("devnet") == set()
+    markets = {e.key.split(":")[2] for e in await journal.all()
+               if e.status in (J.PENDING, J.INCLUDED)}
+    assert blue["WETH/USDC"]["id"][:18] in markets
+
+
+async def test_a_morpho_only_daemon_with_no_reference_says_so_and_still_trips_by_hand(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Without references a market's oracle cannot be judged: the watch says so once, by
+    name, and the breaker still works (an operator's trip of the market holds it)."""
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    keeper = await run_daemon(morpho_config(devnet, tmp_path, "liquidate"))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+    breaker = keeper.daemon.chains["devnet"].prices.breaker
+    await breaker.trip(market_key(blue["WETH/USDC"]["id"]), "manual: testing", manual=True)
+    drop_oracle(devnet, "WETH/USDC", 0.88)
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    book = keeper.daemon.scanners["morpho"].book
+    assert sum(book.health(p) < 1 for p in book.positions) >= 3
+    assert await keeper.daemon.executors["morpho"].journal.all() == []
+    watch = keeper.daemon.chains["devnet"].prices
+    assert watch.unchecked == {market_key(m["id"]) for m in blue.values()}
