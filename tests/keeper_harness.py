@@ -6,7 +6,9 @@ tests/integration/test_liquidation.py, which 40 other test modules imported it f
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +67,44 @@ async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
 
 def chain_health(devnet: Devnet, account: str) -> float:
     return devnet.account_data(account)[5] / 1e18
+
+
+async def assert_declined(executor: Any, accounts: set[str]) -> None:
+    """Each of `accounts` (left under water) is one keeperd sees as liquidatable and its own
+    decision declines for every pair it could liquidate — gas at the head's fees, slippage,
+    the bonus — dust no keeper pays gas for, not an account missed."""
+    result = executor._last
+    base_fee, native = await executor._base_fee(), executor._native_usd(result)
+    for account in sorted(accounts):
+        opportunities = executor.liquidator.plan(result, {account})
+        assert opportunities, f"{account} is under water and keeperd does not see it"
+        worth = [executor._decide(o, "check", base_fee, native) for o in opportunities]
+        assert worth == [None] * len(worth), (account, [o.gross_profit_usd
+                                                        for o in opportunities])
+
+
+def assert_declined_on_chain(devnet: Devnet, tmp_path: Path, accounts: set[str]) -> None:
+    """The same, for a test whose keeper ran in another process: a dry-run keeperd in this one
+    evaluates the head and decides on each account."""
+    from keeperd.daemon import Daemon
+    from keeperd.metrics import Metrics
+
+    async def check() -> None:
+        config = config_for(devnet, tmp_path / "declined", "dry-run", address=KEEPER)
+        stop = asyncio.Event()
+        daemon = Daemon(config, metrics=Metrics())
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 30)
+            running = Running(daemon, task, stop)
+            await running.evaluated_at(devnet.client.block_number())
+            await assert_declined(daemon.executors["aave"], accounts)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    if accounts:
+        asyncio.run(check())
 
 
 @pytest.fixture(autouse=True)

@@ -567,7 +567,8 @@ class Executor:
                 entry = J.JournalEntry(
                     str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                     decision.net_profit_usd, decision.budget_wei, result.block,
-                    J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail)
+                    J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
+                    planned=opp.planned)
                 if not await self.journal.record(entry):
                     stage(*self.labels, "skipped_journaled").inc()
                     continue
@@ -610,10 +611,12 @@ class Executor:
             log.info("liquidation.sent", opportunity=key, account=opp.account,
                      block=result.block, tx_hash=record.tx_hash, collateral=opp.collateral,
                      debt=opp.debt, expected_profit_usd=round(decision.net_profit_usd, 2),
+                     planned=_as_text(opp.planned),
                      block_to_broadcast_ms=round(elapsed * 1000, 2))
             self._event("sent", key, opp.account, result.block, {
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
-                "expected_profit_usd": round(decision.net_profit_usd, 2)})
+                "expected_profit_usd": round(decision.net_profit_usd, 2),
+                "planned": _as_text(opp.planned)})
 
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
@@ -953,6 +956,11 @@ class Executor:
             if isinstance(balance, int):
                 self.metrics.keeper_balance.labels(self.adapter.chain, symbol).set(
                     balance / 10**decimals)
+
+
+def _as_text(planned: Any) -> dict[str, str] | None:
+    """Planned token amounts for a log line or an event (as strings: JSON numbers lose them)."""
+    return None if planned is None else {k: str(v) for k, v in planned.items()}
 
 
 def _balance_of(token: str, owner: str) -> ContractCall:

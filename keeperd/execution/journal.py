@@ -10,7 +10,9 @@ sending a second liquidation for it.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey
@@ -54,6 +56,11 @@ class JournalEntry:
     # From the protocol's own event in the receipt, less gas (None until included): the one
     # figure of P&L that `keeperd status`, the demo and the profit metrics all show.
     realised_profit_usd: float | None = None
+    # What the plan expects the protocol's own liquidation event to show, by the event's
+    # field names, in token units (None: not planned here — a lost race seen, a row from
+    # before migration 9). Compared with the receipt, it says whether the chain did what
+    # keeperd priced.
+    planned: Mapping[str, int] | None = None
 
     @property
     def opportunity(self) -> OpportunityKey:
@@ -142,13 +149,13 @@ class Journal:
             return await self.db.execute(
                 "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
                 "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
-                "nonce, winner, detail, created_at, updated_at) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+                "nonce, winner, detail, created_at, updated_at, planned) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
                 "ON CONFLICT (key) DO NOTHING",
                 entry.key, entry.protocol, entry.account, entry.collateral, entry.debt,
                 str(entry.debt_to_cover), entry.expected_profit_usd, str(entry.max_fee_wei),
                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
-                now, now) > 0
+                now, now, _planned_text(entry.planned)) > 0
 
     async def fence(self) -> None:
         """Fail (FencedOut) unless this replica still holds the lease: for a transaction
@@ -193,9 +200,19 @@ class Journal:
 
 
 _COLUMNS = ("key, protocol, account, collateral, debt, debt_to_cover, expected_profit_usd, "
-            "max_fee_wei, detected_block, status, nonce, winner, detail, realised_profit_usd")
+            "max_fee_wei, detected_block, status, nonce, winner, detail, realised_profit_usd, "
+            "planned")
+
+
+def _planned_text(planned: Mapping[str, int] | None) -> str | None:
+    """As JSON, each amount a decimal string (token units exceed what a JSON number holds
+    exactly in most readers)."""
+    if planned is None:
+        return None
+    return json.dumps({k: str(int(v)) for k, v in planned.items()}, sort_keys=True)
 
 
 def _entry(r: tuple) -> JournalEntry:
+    planned = None if r[14] is None else {k: int(v) for k, v in json.loads(r[14]).items()}
     return JournalEntry(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), r[8], r[9],
-                        r[10], r[11], r[12], r[13])
+                        r[10], r[11], r[12], r[13], planned)

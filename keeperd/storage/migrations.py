@@ -180,6 +180,11 @@ _M9_BREAKER_PER_CHAIN = (
     "ALTER TABLE breaker_per_chain RENAME TO breaker",
 )
 
+# What each liquidation's plan expects the protocol's own event to show (JSON: the event's
+# fields by name, in token units), written with the row before anything is signed: the plan
+# compared with the chain after a restart as well as before (`execution/journal.py`).
+_M10_PLANNED_OUTCOME = ("ALTER TABLE liquidations ADD COLUMN planned TEXT",)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -193,6 +198,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (7, "where each breaker trip was observed"),
     (8, "the outbox names each sink by its id, not its place in the route"),
     (9, "the breaker keyed by chain and asset"),
+    (10, "each liquidation's planned outcome"),
 )
 
 
@@ -200,7 +206,8 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     """The frozen statements of one migration on one back-end."""
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
-            8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN}[version]
+            8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
+            10: _M10_PLANNED_OUTCOME}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -15,6 +15,7 @@ from keeperd.oracles.chainlink import read_feeds
 from keeperd.oracles.checks import FeedPolicy, check_feed
 from keeperd.protocols.aave_v3.adapter import oracle_feeds
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
+from tests.chain_amounts import assert_amounts_as_planned, frozen_clock, sent_from_journal
 from tests.integration.test_breaker import block_time
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
@@ -95,14 +96,17 @@ async def test_a_grace_period_holds_liquidations_until_it_ends(
     devnet.advance_time(601)
     # A few blocks: the keeper's own transactions are automined while it simulates its next
     # wave, and anvil answers a call racing the block it mines from a mix of two blocks (a
-    # simulation fails once and passes a block later; real nodes do not do this).
-    for _ in range(5):
-        await keeper.evaluated_at(devnet.mine(1))
-        liquidated = {e.account for e in await journal.by_status(J.INCLUDED)}
-        if len(liquidated & set(underwater)) >= 0.95 * len(underwater):
-            break
+    # simulation fails once and passes a block later; real nodes do not do this). The clock
+    # frozen past the grace period: each lands on the state it was planned on.
+    with frozen_clock(devnet):
+        for _ in range(5):
+            await keeper.evaluated_at(devnet.mine(1))
+            liquidated = {e.account for e in await journal.by_status(J.INCLUDED)}
+            if len(liquidated & set(underwater)) >= 0.95 * len(underwater):
+                break
     assert len(liquidated & set(underwater)) >= 0.95 * len(underwater)
     assert await journal.by_status(J.REVERTED) == []
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(liquidated))
 
 
 async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
@@ -113,12 +117,14 @@ async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
                                          key={"source": "env", "env": "KEEPER_KEY"}))
     tried = simulated_pairs(keeper)
     await keeper.evaluated_at(devnet.client.block_number())
-    devnet.set_price("WETH", 2100.0)
-    await keeper.evaluated_at(devnet.mine(1))
-    await keeper.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
     included = await journal.by_status(J.INCLUDED)
     assert len(included) > 10
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(included))
     assert not [e for e in await journal.all() if "USDC" in (e.collateral, e.debt)]
     assert await journal.by_status(J.REVERTED) == []
     assert tried and not [pair for pair in tried if "USDC" in pair]  # not even tried
@@ -154,12 +160,15 @@ async def test_collateral_the_reserve_cannot_pay_out_is_taken_as_atokens(
     keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
                                          key={"source": "env", "env": "KEEPER_KEY"}))
     await keeper.evaluated_at(devnet.client.block_number())
-    devnet.set_price("WETH", 2100.0)
-    await keeper.evaluated_at(devnet.mine(1))
-    await keeper.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
     weth_seized = [e for e in await journal.by_status(J.INCLUDED) if e.collateral == "WETH"]
     assert len(weth_seized) > 5
+    # (taken as aTokens or not, the pool seized what the plan said)
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(weth_seized))
     assert await journal.by_status(J.REVERTED) == []
     a_weth = m["aave_v3"]["reserves"]["WETH"]["a_token"]
     (held,) = token.decode_result("balanceOf", devnet.client.eth_call(

@@ -13,6 +13,11 @@ from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
+from tests.chain_amounts import (
+    assert_amounts_as_planned,
+    frozen_clock,
+    sent_from_journal,
+)
 from tests.conftest import metric_absent, metric_value
 
 # anvil's default mnemonic, account 5: a published test key, never used for anything real.
@@ -21,14 +26,13 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures, and names others im
     KEEPER_KEY,
     LIQUIDATION_CALL_TOPIC,
     Running,
+    assert_declined,
     chain_health,
     config_for,
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
 )
-from tests.keeperd_process import journal_rows as read_journal
-from tests.keeperd_process import start_keeperd, txs_per_key, wait_until
 
 
 async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
@@ -51,20 +55,23 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
     await keeper.evaluated_at(devnet.client.block_number())
 
     devnet.client.call("evm_setAutomine", False)
+    # The clock frozen from the crash on: the blocks that include the waves carry the time of
+    # the block each wave was planned on, so the pool must do what keeperd planned, exactly.
     try:
-        devnet.set_price_async("WETH", 2100.0)
-        crash_block = devnet.mine(1)
-        underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
-        debts = {a: devnet.account_data(a)[1] for a in underwater}
-        assert len(underwater) > 20
-        await keeper.evaluated_at(crash_block)
-        journal = keeper.daemon.executors["aave"].journal
-        pending = await journal.by_status(J.PENDING)
-        assert pending, "nothing was sent"
-        # Blocks come only when mined (with automine, each later transaction would get a
-        # block of its own): what is sent on evaluating block B lands in B + 1.
-        await keeper.evaluated_at(devnet.mine(1))  # the first wave lands; a second is sent
-        await keeper.evaluated_at(devnet.mine(1))  # (multi-debt accounts' other debt)
+        with frozen_clock(devnet):
+            devnet.set_price_async("WETH", 2100.0)
+            crash_block = devnet.mine(1)
+            underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+            debts = {a: devnet.account_data(a)[1] for a in underwater}
+            assert len(underwater) > 20
+            await keeper.evaluated_at(crash_block)
+            journal = keeper.daemon.executors["aave"].journal
+            pending = await journal.by_status(J.PENDING)
+            assert pending, "nothing was sent"
+            # Blocks come only when mined (with automine, each later transaction would get a
+            # block of its own): what is sent on evaluating block B lands in B + 1.
+            await keeper.evaluated_at(devnet.mine(1))  # the first wave lands; a second is sent
+            await keeper.evaluated_at(devnet.mine(1))  # (multi-debt accounts' other debt)
     finally:
         devnet.client.call("evm_setAutomine", True)
 
@@ -83,25 +90,15 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         receipt = devnet.client.call("eth_getTransactionReceipt", txs[-1].tx_hash)
         assert int(receipt["blockNumber"], 16) <= crash_block + 2
         assert devnet.account_data(entry.account)[1] < debts[entry.account]
-        # The pool repaid what keeperd's plan said, up to the interest of the block between
-        # the snapshot and inclusion (keeperd sends type(uint256).max; the pool caps it).
-        [event] = [e for e in receipt["logs"] if e["topics"][0] ==
-                   "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]
-        repaid = int(event["data"][2:66], 16)
-        assert entry.debt_to_cover <= repaid <= entry.debt_to_cover * (1 + 1e-6) + 1
+    # The pool repaid, seized and took as its fee what keeperd's plan said, to the unit
+    # (keeperd sends type(uint256).max: the pool caps it at what its rules allow).
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(included))
     liquidated = {e.account for e in included}
     assert liquidated <= underwater
     # Every account left is one keeperd's own pricing finds unprofitable (gas at the block's
     # fees, slippage, the bonus) for every pair it could liquidate — not one that was missed.
-    executor = keeper.daemon.executors["aave"]
-    result = executor._last
-    base_fee, native = await executor._base_fee(), executor._native_usd(result)
     left = underwater - liquidated
-    for account in left:
-        opportunities = executor.liquidator.plan(result, {account})
-        assert opportunities, account  # it is liquidatable: keeperd sees it
-        worth = [executor._decide(o, "check", base_fee, native) for o in opportunities]
-        assert worth == [None] * len(worth), (account, debts[account] / 1e8)
+    await assert_declined(keeper.daemon.executors["aave"], left)
     assert len(left) < 0.05 * len(underwater)  # (dust: a handful, not a class of accounts)
     if devnet.manifest["aave_v3"]["revision"] >= 10:
         by_address = {b["address"]: b for b in devnet.manifest["borrowers"]}
@@ -193,9 +190,10 @@ async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_
     liquidator._gas_limit = lambda plan: short  # type: ignore[method-assign]
     devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert len(sent) > 5
-        await keeper.evaluated_at(devnet.mine(1))
+        with frozen_clock(devnet):
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert len(sent) > 5
+            await keeper.evaluated_at(devnet.mine(1))
     finally:
         devnet.client.call("evm_setAutomine", True)
     for entry in sent:
@@ -205,6 +203,7 @@ async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_
         assert receipt["status"] == "0x1", entry.key
         assert int(receipt["gasUsed"], 16) > short  # it did need more than the plan said
     assert await journal.by_status(J.REVERTED) == []
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(sent))
 
 
 async def test_held_back_transaction_is_replaced_within_the_profit_cap(
@@ -216,30 +215,31 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
                                          priority_fee_gwei=1.0))
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
-    try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert sent
-        first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
-        # A base-fee spike prices the keeper's transactions out of the next blocks: to where
-        # the gas of the smaller liquidations costs more than they earn (~$50 a transaction),
-        # so their replacements would have to pay more than their prize to get in.
-        spike = max(first_fee * 3, 100 * 10**9)
-        for _ in range(4):
-            devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
-            await keeper.evaluated_at(devnet.mine(1))
-        # Blocks passed while they waited: still one opportunity per account, never a second.
-        # (A second entry for an account is legitimate only after its first was included:
-        # a half-liquidated position can be liquidatable again.)
-        waiting = [e.account for e in await journal.by_status(J.PENDING)]
-        assert len(waiting) == len(set(waiting))
-        by_account: dict[str, list[J.JournalEntry]] = {}
-        for e in await journal.all():
-            by_account.setdefault(e.account, []).append(e)
-        for entries in by_account.values():
-            assert all(e.status == J.INCLUDED for e in entries[:-1])
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):  # (to the end: what lands late lands on the planned state)
+        try:
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert sent
+            first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
+            # A base-fee spike prices the keeper's transactions out of the next blocks: to
+            # where the gas of the smaller liquidations costs more than they earn (~$50 a
+            # transaction), so their replacements would have to pay more than their prize.
+            spike = max(first_fee * 3, 100 * 10**9)
+            for _ in range(4):
+                devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(spike))
+                await keeper.evaluated_at(devnet.mine(1))
+            # Blocks passed while they waited: still one opportunity per account, never a
+            # second. (A second entry for an account is legitimate only after its first was
+            # included: a half-liquidated position can be liquidatable again.)
+            waiting = [e.account for e in await journal.by_status(J.PENDING)]
+            assert len(waiting) == len(set(waiting))
+            by_account: dict[str, list[J.JournalEntry]] = {}
+            for e in await journal.all():
+                by_account.setdefault(e.account, []).append(e)
+            for entries in by_account.values():
+                assert all(e.status == J.INCLUDED for e in entries[:-1])
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await keeper.evaluated_at(devnet.mine(1))
     replaced = 0
     for entry in sent:
         txs = await journal.txs(entry.key)
@@ -266,6 +266,7 @@ async def test_held_back_transaction_is_replaced_within_the_profit_cap(
         assert fee_usd + 1.0 <= earned_usd(devnet, receipt), (entry.key, fee_usd)
         paid_checked += 1
     assert paid_checked >= replaced
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), paid_checked)
 
 
 def usd_price(devnet: Devnet, symbol: str) -> float:
@@ -293,98 +294,26 @@ def earned_usd(devnet: Devnet, receipt: dict) -> float:  # type: ignore[type-arg
 @pytest.mark.slow
 def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
                                                                 tmp_path: Path) -> None:
-    import json
-    import os
-    import subprocess
-    import time
-
-    import yaml
+    """Killed the moment its first wave is in the mempool (tests/sigkill_harness.py): the
+    restart resumes those liquidations instead of signing them again, liquidates the rest,
+    and the pool does what each plan said; the index is as complete as a fresh one."""
+    from tests.faults.invariants import assert_index_complete
+    from tests.sigkill_harness import sigkill_after_broadcast_then_resume
 
     fund_keeper(devnet)
-    config = tmp_path / "keeperd.yaml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
+    killed = sigkill_after_broadcast_then_resume(devnet, tmp_path, {
         "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
                     "confirmations": 0, "poll_interval": 0.1}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
-        "metrics": {"enabled": False}, "logging": {"format": "json"},
-    }))
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    db = tmp_path / "state" / "keeperd.sqlite3"
-
-    logs = tmp_path / "keeperd.log"
-
-    def journal_rows() -> list[tuple[str, str]]:
-        return read_journal(db)
-
-    def start() -> subprocess.Popen[str]:
-        return start_keeperd(config, env, logs)
-
-    wait = wait_until
-    token = contracts.aave("MintableERC20")
-
-    def approved() -> bool:
-        pool = devnet.manifest["aave_v3"]["pool"]
-        return all(token.decode_result("allowance", devnet.client.eth_call(
-            address, token.encode_call("allowance", KEEPER, pool)))[0] > 0
-            for address in devnet.manifest["tokens"].values())
-
-    proc = start()
-    try:
-        # Started, approvals mined: now it only waits for blocks.
-        wait(lambda: db.exists() and approved(), "approvals", 60)
-        time.sleep(1.0)
-        devnet.client.call("evm_setAutomine", False)
-        devnet.set_price_async("WETH", 2100.0)
-        devnet.mine(1)
-        wait(lambda: len(journal_rows()) > 20 and
-             all(s == "pending" for _, s in journal_rows()), "liquidations sent")
-        time.sleep(0.5)  # let it finish broadcasting the batch
-    finally:
-        proc.kill()  # SIGKILL: no clean-up of any kind
-        proc.wait(timeout=10)
-    sent = dict(journal_rows())
-    in_pool = devnet.client.call("txpool_content")["pending"]
-    keeper_pending = {k.lower(): v for k, v in in_pool.items()}.get(KEEPER.lower(), {})
-    assert len(keeper_pending) == len(sent)
-
-    proc = start()
-    try:
-        # The restarted keeper resumes the journaled liquidations instead of sending again:
-        # give it time to start and evaluate the block with the crash, then mine.
-        time.sleep(3)
-        mined = devnet.mine(1)
-        wait(lambda: all(dict(journal_rows())[k] == "included" for k in sent), "included", 30)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-        proc.terminate()
-        proc.wait(timeout=10)
-    err = logs.read_text()
-    resumed = [json.loads(line) for line in err.splitlines()
-               if line.startswith("{") and '"journal.resumed"' in line]
-    assert len(resumed) == len(sent)
-    per_key = txs_per_key(db)
-    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
-    # On chain: in the block that included them, one LiquidationCall per account.
-    logs = devnet.client.call("eth_getLogs", {"fromBlock": hex(mined), "toBlock": hex(mined),
-                                              "address": devnet.manifest["aave_v3"]["pool"],
-                                              "topics": [
-        "0xe413a321e8681d831f4dbccbca790d2952b56f977908e45be37335533e005286"]})
-    users = [entry["topics"][3] for entry in logs]
-    assert len(users) == len(set(users)) == len(sent)
-    # The fault suite's invariants (#17): no opportunity under two nonces, no nonce shared,
-    # nothing of the wave left planned or pending (what the restarted keeper sent after it —
-    # the half-liquidated accounts again — may still be in flight when it is stopped); the
-    # index as complete as a fresh one.
-    from tests.faults.invariants import assert_index_complete, journal_problems, read_state
-
-    rows, txs, _ = read_state(db)
-    assert not journal_problems([(k, st) for k, st in rows
-                                 if k in sent or st == "planned"], txs)
-    asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave", mined - 1))
+        "metrics": {"enabled": False},
+    }, lambda: devnet.set_price("WETH", 2100.0), at_least=10)
+    # The crash's whole wave, not only the part killed: over 20 accounts liquidated.
+    assert len([s for s in killed.journaled if s.status == J.INCLUDED]) > 20
+    asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave",
+                                      killed.first_block - 1))
 
 
 async def test_the_key_never_reaches_logs_or_metrics(devnet: Devnet, tmp_path: Path,
@@ -452,13 +381,18 @@ async def test_flash_loan_executor_liquidates_without_capital(aave_devnet: Devne
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert len(sent) > 20
-        debt_before = {e.account: devnet.account_data(e.account)[1] for e in sent}
-        devnet.mine(1)
+        with frozen_clock(devnet):
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            assert len(sent) > 20
+            debt_before = {e.account: devnet.account_data(e.account)[1] for e in sent}
+            devnet.mine(1)
+            devnet.client.call("evm_setAutomine", True)
+            await keeper.evaluated_at(devnet.mine(1))
     finally:
         devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(devnet.mine(1))
+    # Through the FlashLiquidator too (it offers the pool a bound above the plan; the pool
+    # takes what its rules allow): each liquidation as planned, to the unit.
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(sent))
     included = {e.key for e in await journal.by_status(J.INCLUDED)}
     assert {e.key for e in sent} <= included
     for entry in sent:  # each liquidated account owes less than before its liquidation
@@ -509,11 +443,13 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
         capital="auto", flash_liquidator=devnet.manifest["flash_liquidator"]["address"],
         uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"]))
     await auto.evaluated_at(devnet.client.block_number())
-    devnet.set_price("WETH", 2100.0)
-    await auto.evaluated_at(devnet.mine(1))
-    await auto.evaluated_at(devnet.mine(1))
+    with frozen_clock(devnet):
+        devnet.set_price("WETH", 2100.0)
+        await auto.evaluated_at(devnet.mine(1))
+        await auto.evaluated_at(devnet.mine(1))
     journal = auto.daemon.executors["aave"].journal
     assert len(await journal.by_status(J.INCLUDED)) > 20
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), 20)
     assert await journal.by_status(J.REVERTED) == []
     # Nothing was forgone, so nothing is alerted as short (it said "not sent" of liquidations
     # the flash path had sent, seen by hand); the gauge still shows what the balance lacked.

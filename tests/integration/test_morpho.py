@@ -58,13 +58,19 @@ def fund(devnet: Devnet, who: str) -> None:
         devnet.client.send(who, address, token.encode_call("approve", morpho, 2**256 - 1))
 
 
-def drop_oracle(devnet: Devnet, market: str, factor: float) -> None:
+def drop_oracle(devnet: Devnet, market: str, factor: float, wait: bool = True) -> None:
+    """Move a market's oracle by `factor`; with `wait` False (automine off), only sent."""
     oracle_art = compiled()["OracleMock"]
     oracle = devnet.manifest["morpho_blue"]["markets"][market]["oracle"]
     (price,) = oracle_art.decode_result("price", devnet.client.eth_call(
         oracle, oracle_art.encode_call("price")))
-    devnet.client.send(devnet.manifest["aave_v3"]["admin"], oracle,
-                       oracle_art.encode_call("setPrice", int(price * factor)))
+    data = oracle_art.encode_call("setPrice", int(price * factor))
+    admin = devnet.manifest["aave_v3"]["admin"]
+    if wait:
+        devnet.client.send(admin, oracle, data)
+    else:
+        devnet.client.call("eth_sendTransaction", {"from": admin, "to": oracle,
+                                                   "data": "0x" + data.hex()})
 
 
 async def adapter_for(devnet: Devnet, pool, tmp_path: Path) -> MorphoBlueAdapter:  # type: ignore[no-untyped-def]
@@ -138,6 +144,14 @@ async def test_interest_accrues_exactly_as_the_contract_does(devnet: Devnet, poo
 
 async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_positions(
         devnet: Devnet, pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from keeperd.protocols.morpho_blue.liquidator import AHEAD_S
+    from tests.chain_amounts import (
+        assert_amounts_as_planned,
+        block_time,
+        mine_at,
+        sent_from_journal,
+    )
+
     monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
     fund(devnet, KEEPER)
     config = morpho_config(devnet, tmp_path, "liquidate")
@@ -148,23 +162,22 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
         await asyncio.wait_for(daemon.ready.wait(), 30)
         keeper = daemon.executors["morpho"]
         scanner = daemon.scanners["morpho"]
-        drop_oracle(devnet, "WETH/USDC", 0.9)
-        crash = devnet.client.block_number()
+        # Blocks from here come when mined (the drop's own too), each AHEAD_S after the one
+        # before: the time the keeper's plans accrue interest to, so Morpho must do what
+        # each plan said, exactly.
+        devnet.client.call("evm_setAutomine", False)
+        drop_oracle(devnet, "WETH/USDC", 0.9, wait=False)
+        crash = devnet.mine(1)
         deadline = time.monotonic() + 30
         while scanner.completed_block < crash:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        # What keeperd's math puts underwater at the crash block, read at that block (the
-        # keeper's own book may already be a later block's, with its liquidations mined:
-        # automine gives each transaction a block).
+        # What keeperd's math puts underwater at the crash block, read at that block.
         reader = await adapter_for(devnet, pool, tmp_path / "reader")
         await reader.discover(crash)
         book = await reader.snapshot(sorted(reader.accounts), crash)
         underwater = {(p.account, p.market.id) for p in book.positions if book.health(p) < 1}
         assert len(underwater) >= 3
-        for _ in range(4):
-            devnet.mine(1)
-            await asyncio.sleep(0.3)
         deadline = time.monotonic() + 30
         while True:
             included = [e for e in await keeper.journal.all() if e.status == J.INCLUDED]
@@ -172,9 +185,14 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
                 break
             assert time.monotonic() < deadline, [(e.account, e.status, e.detail)
                                                  for e in await keeper.journal.all()]
-            devnet.mine(1)
-            await asyncio.sleep(0.2)
+            mined = mine_at(devnet, block_time(devnet) + AHEAD_S)
+            while scanner.completed_block < mined:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+        devnet.client.call("evm_setAutomine", True)
         assert {e.account for e in included} == {a for a, _ in underwater}
+        assert_amounts_as_planned(devnet, await sent_from_journal(keeper.journal),
+                                  len(underwater))
         morpho_art = compiled()["Morpho"]
         for account, market_id in underwater:
             raw = devnet.client.eth_call(devnet.manifest["morpho_blue"]["morpho"],
@@ -186,6 +204,7 @@ async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_position
         healthy = {p.account for p in book.positions if book.health(p) >= 1}
         assert not healthy & {e.account for e in await keeper.journal.all()}
     finally:
+        devnet.client.call("evm_setAutomine", True)
         stop.set()
         await asyncio.wait_for(task, 15)
 
@@ -384,8 +403,16 @@ async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
         devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Seizing all of an underwater position's collateral writes its remaining debt off, and
     every other borrow share is worth less: the next liquidation in that market takes more
-    shares for the same collateral. keeperd plans each on the market the previous one leaves;
-    Morpho's own totals after the block equal that chain of plans to the unit."""
+    shares for the same collateral. keeperd's liquidator plans each on the market the
+    previous one leaves; sent in its order in one block, each does on chain what its plan
+    said, to the unit (with the previous one's bad debt in its price), and Morpho's totals
+    after the block are the accrued totals less what the events repaid and wrote off."""
+    from types import SimpleNamespace
+
+    from keeperd.protocols.morpho_blue.liquidator import AHEAD_S, MorphoLiquidator
+    from keeperd.protocols.sdk.contract import GasQuote
+    from tests.chain_amounts import chain_outcome, mine_at
+
     blue = devnet.manifest["morpho_blue"]
     morpho_art = compiled()["Morpho"]
     fund(devnet, LIQUIDATOR)
@@ -395,32 +422,71 @@ async def test_liquidations_in_one_block_are_planned_on_the_market_each_leaves(
     await adapter.discover(head)
     book = await adapter.snapshot(sorted(adapter.accounts), head)
     market_id = blue["markets"]["WETH/USDC"]["id"]
-    _, _, price, _ = book.markets[market_id]
-    under = [p for p in book.positions if p.market.id == market_id and book.health(p) < 1]
+    under = {p.account for p in book.positions
+             if p.market.id == market_id and book.health(p) < 1}
     assert len(under) >= 5
-    at = book.timestamp + 1
-    state = book.accrued(market_id, at)
-    plans = []
-    for p in under:
-        plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, p.market.lltv)
-        plans.append((p, plan))
-        state = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan, price,
-                                     p.market.lltv)
-    assert any(plan.bad_debt for _, plan in plans)
+    # The keeper's own liquidator: its plans (chained through the market each leaves) and its
+    # calls, with the LIQUIDATOR's own balance.
+    liquidator = MorphoLiquidator(adapter, morpho_config(devnet, tmp_path).keeper, LIQUIDATOR,
+                                  None)
+    opportunities = liquidator.plan(SimpleNamespace(book=book), under)
+    assert {o.account for o in opportunities} == under
+    calls = await liquidator.calls([(o, False) for o in opportunities], book,
+                                   GasQuote(0, 0.0, 1.0))
+    assert any(o.planned and o.planned["badDebtAssets"] for o in opportunities)
     devnet.client.call("evm_setAutomine", False)
     try:
-        for p, plan in plans:
+        for call in calls:
+            assert call is not None
             devnet.client.call("eth_sendTransaction", {
-                "from": LIQUIDATOR, "to": blue["morpho"], "gas": hex(500_000),
-                "data": "0x" + encode_liquidate(p.market.params, p.account, plan.seized_assets,
-                                                plan.repaid_shares).hex()})
-        devnet.client.call("evm_setNextBlockTimestamp", hex(at))
-        block = devnet.mine(1)
+                "from": LIQUIDATOR, "to": call.target, "gas": hex(500_000),
+                "data": "0x" + call.data.hex()})
+        # (where the plans accrued interest to: the snapshot's time and AHEAD_S)
+        block = mine_at(devnet, book.timestamp + AHEAD_S)
     finally:
         devnet.client.call("evm_setAutomine", True)
     receipts = devnet.client.call("eth_getBlockReceipts", hex(block))
-    assert len(receipts) == len(plans) and all(int(r["status"], 16) == 1 for r in receipts)
+    assert len(receipts) == len(calls) and all(int(r["status"], 16) == 1 for r in receipts)
+    seen = [chain_outcome(devnet, r, o.account, set(o.planned or {}))
+            for r, o in zip(receipts, opportunities, strict=True)]
+    assert seen == [o.planned for o in opportunities]
+    # Morpho's totals: what was there, accrued to the block, less what the events took out.
+    state = book.accrued(market_id, book.timestamp + AHEAD_S)
     on_chain = morpho_art.decode_result("market", devnet.client.eth_call(
         blue["morpho"], morpho_art.encode_call("market", bytes.fromhex(market_id[2:]))))
-    assert (on_chain[0], on_chain[2], on_chain[3]) == (
-        state.total_supply_assets, state.total_borrow_assets, state.total_borrow_shares)
+    repaid = sum(o["repaidAssets"] for o in seen if o)
+    bad = sum(o["badDebtAssets"] for o in seen if o)
+    assert (on_chain[0], on_chain[2]) == (state.total_supply_assets - bad,
+                                          state.total_borrow_assets - repaid - bad)
+
+
+@pytest.mark.slow
+def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
+        devnet: Devnet, tmp_path: Path) -> None:
+    """Killed the moment its wave is in the mempool (tests/sigkill_harness.py): the restart
+    resumes every liquidation instead of signing it again, and Morpho repays, seizes and
+    writes off what each plan said (the blocks land `AHEAD_S` after the one planned on: the
+    interest the plan accrues ahead)."""
+    from keeperd.protocols.morpho_blue.liquidator import AHEAD_S
+    from tests.sigkill_harness import sigkill_after_broadcast_then_resume
+
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]
+    killed = sigkill_after_broadcast_then_resume(devnet, tmp_path, {
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                       "morpho": blue["morpho"],
+                       "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
+    }, lambda: drop_oracle(devnet, "WETH/USDC", 0.8), ahead_s=AHEAD_S)
+    assert any(s.planned and s.planned["badDebtAssets"] > 0 for s in killed.wave)
+    # The whole crash in the killed wave (13 positions of one market; a wave is 16). With more,
+    # the restarted keeper plans the rest on the market as it is before its own resumed
+    # liquidations land ahead of them: their bad debt lowers every borrow share's worth, and
+    # the rest then repay other shares and write off other debt than planned (seen with a
+    # 30 % drop: 3 of 19 off in repaidShares and badDebtAssets). keeperd does not chain plans
+    # over its own pending liquidations (yet); this test keeps to what it plans exactly.
+    assert len(killed.journaled) == len(killed.wave)

@@ -1,24 +1,17 @@
 """The promises every protocol keeps, not only Aave: a tripped breaker and a down L2 sequencer
-hold Morpho Blue's liquidations as they hold Aave's; a Morpho liquidation pending when the
-daemon is killed is resumed at restart, never sent twice; one journaled but never signed is
-planned again."""
+hold Morpho Blue's liquidations as they hold Aave's; a Morpho liquidation journaled but never
+signed is planned again (one pending when the daemon is killed: test_morpho.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import time
 from pathlib import Path
-
-import yaml
 
 from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution.reconcile import resume_journal
-from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import metric_absent, metric_value, migrated
 from tests.integration.test_breaker import SequencerFeed, block_time
@@ -29,7 +22,6 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
     fund_keeper,
     keeper_key_env,
 )
-from tests.keeperd_process import journal_rows, start_keeperd, txs_per_key, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,71 +106,6 @@ async def test_a_down_sequencer_holds_morpho_too(
     await evaluated_everywhere(keeper, devnet.mine(1))
     await evaluated_everywhere(keeper, devnet.mine(1))
     assert len(await journaled(keeper, "morpho")) >= 3
-
-
-def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
-        devnet: Devnet, tmp_path: Path) -> None:
-    fund(devnet, KEEPER)
-    config = tmp_path / "keeperd.yaml"
-    blue = devnet.manifest["morpho_blue"]
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
-                    "confirmations": 0, "poll_interval": 0.1}],
-        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-                       "morpho": blue["morpho"],
-                       "markets": [m["id"] for m in blue["markets"].values()]}],
-        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPER_KEY"}},
-        "metrics": {"enabled": False}, "logging": {"format": "json"},
-        "risk": {"cascade": {"enabled": False}},
-    }))
-    env = dict(os.environ, KEEPER_KEY=KEEPER_KEY)
-    db = tmp_path / "state" / "keeperd.sqlite3"
-    logs = tmp_path / "keeperd.log"
-
-    def rows() -> list[tuple[str, str]]:
-        return journal_rows(db)
-
-    def start() -> subprocess.Popen[str]:
-        return start_keeperd(config, env, logs)
-
-    wait = wait_until
-
-    proc = start()
-    try:
-        wait(lambda: db.exists() and '"daemon.started"' in logs.read_text(), "ready", 60)
-        time.sleep(1.0)
-        devnet.client.call("evm_setAutomine", False)
-        devnet.set_price_async("WETH", 2100.0)
-        devnet.mine(1)
-        wait(lambda: len(rows()) >= 3 and all(s == "pending" for _, s in rows()),
-             "Morpho liquidations sent")
-        time.sleep(0.5)
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-    sent = dict(rows())
-    proc = start()
-    try:
-        wait(lambda: '"journal.resumed"' in logs.read_text(), "resumed", 60)
-        time.sleep(1.0)
-        mined = devnet.mine(1)
-        wait(lambda: all(dict(rows())[k] == "included" for k in sent), "included", 30)
-    finally:
-        devnet.client.call("evm_setAutomine", True)
-        proc.terminate()
-        proc.wait(timeout=10)
-    resumed = [json.loads(line) for line in logs.read_text().splitlines()
-               if line.startswith("{") and '"journal.resumed"' in line]
-    assert len(resumed) == len(sent)
-    per_key = txs_per_key(db)
-    assert all(per_key[k] == 1 for k in sent)  # one signed transaction per opportunity
-    events = devnet.client.call("eth_getLogs", {
-        "fromBlock": hex(mined), "toBlock": hex(mined), "address": blue["morpho"],
-        "topics": [LIQUIDATE]})
-    borrowers = [e["topics"][3] for e in events]
-    assert len(borrowers) == len(set(borrowers)) == len(sent)
 
 
 async def test_an_entry_journaled_but_never_signed_is_planned_again(tmp_path: Path) -> None:

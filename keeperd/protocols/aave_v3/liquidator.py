@@ -243,7 +243,9 @@ class AaveLiquidator(LiquidatorBase):
                      max(flash_amount(plan), int(plan.capital_needed * FLASH_BOUND_MARGIN) + 1),
                      plan.gross_profit_usd),
                 plan.gross_profit_usd, plan.seized_usd, plan.repaid_usd, self._gas_limit(plan),
-                plan))
+                plan, planned={"debtToCover": plan.debt_to_cover,
+                               "liquidatedCollateralAmount": plan.collateral_seized,
+                               "protocolFee": plan.protocol_fee}))
         return out
 
     def adjust(self, opportunities: list[Opportunity], book: AaveBook) -> list[Opportunity]:

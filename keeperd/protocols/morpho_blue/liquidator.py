@@ -148,8 +148,9 @@ class MorphoLiquidator(LiquidatorBase):
                 continue
             state = states[info.id]
             plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, info.lltv)
-            states[info.id] = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan,
-                                                   price, info.lltv)
+            after = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan, price,
+                                         info.lltv)
+            states[info.id] = after
             unit = 10**info.loan_decimals
             usd = loan_usd(info.loan_symbol)
             seized_usd = mm.mul_div_down(plan.expected_seized, price,
@@ -167,7 +168,14 @@ class MorphoLiquidator(LiquidatorBase):
                 int(self._gas_used.get(info.id[:18], self._gas_default)
                     * self.config.gas_limit_margin),
                 (p, plan),
-                f"market={info.id} seized={plan.expected_seized} bad_debt={plan.bad_debt}"))
+                f"market={info.id} seized={plan.expected_seized} bad_debt={plan.bad_debt}",
+                planned={"repaidAssets": plan.expected_repaid,
+                         "repaidShares": (plan.repaid_shares or mm.repaid_shares_for_seizure(
+                             plan.seized_assets, state, price, info.lltv)),
+                         "seizedAssets": plan.expected_seized,
+                         # (only a bad debt takes assets from the suppliers)
+                         "badDebtAssets": state.total_supply_assets
+                         - after.total_supply_assets}))
         return out
 
     @property

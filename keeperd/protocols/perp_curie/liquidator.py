@@ -35,6 +35,7 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -86,6 +87,13 @@ CLOSE_POSITION = "closePosition((address,uint160,uint256,uint256,bytes32))"
 QUIT_MARKET = "quitMarket(address,address)"
 DEPOSIT = "deposit(address,uint256)"
 LIQUIDATE_COLLATERAL = "liquidateCollateral(address,address,uint256,bool)"
+
+
+def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
+    """What Vault.CollateralLiquidated will show: the USDC paid in (`settlement`: the event's
+    repaid part plus the insurance fund's fee); and, asked for in tokens, the collateral
+    taken (asked for in USDC, the vault converts at its TWAP at inclusion: not planned)."""
+    return {"settlement": repaid} if in_usdc else {"settlement": repaid, "collateral": amount}
 
 
 class CurieLiquidator(LiquidatorBase):
@@ -209,7 +217,7 @@ class CurieLiquidator(LiquidatorBase):
             if size == 0:
                 continue
             notional = abs(size) * p.mark // cm.WAD
-            _, fee = cm.liquidation_fee(notional, book.penalty_ratio, t.account_value)
+            penalty, fee = cm.liquidation_fee(notional, book.penalty_ratio, t.account_value)
             unwind_fee = notional * self.adapter.fee_ratios.get(p.base, 1_000) // cm.RATIO
             margin_needed = (notional - fee) * book.im_ratio // cm.RATIO
             profit = (fee - unwind_fee) / cm.WAD
@@ -222,7 +230,9 @@ class CurieLiquidator(LiquidatorBase):
                     * self.config.gas_limit_margin * POOL_PATH_HEADROOM),
                 (t.account, p.base, size),
                 f"market={p.market} size={size} notional={notional} fee={fee} "
-                f"bad_debt={t.account_value < 0}"))
+                f"bad_debt={t.account_value < 0}",
+                planned={"positionSize": abs(size), "positionNotional": notional,
+                         "liquidationPenalty": penalty}))
         return sorted(out, key=lambda o: o.gross_profit_usd, reverse=True)
 
     def _plan_collateral(self, t: cm.CurieTrader) -> list[Opportunity]:
@@ -256,7 +266,7 @@ class CurieLiquidator(LiquidatorBase):
                 * self.config.gas_limit_margin),
             ("collateral", t.account, c.token, amount, in_usdc),
             f"collateral={c.asset} max_amount={c.max_liquidatable} repaid={repaid} "
-            f"of {c.max_repaid}")]
+            f"of {c.max_repaid}", planned=_collateral_planned(amount, repaid, in_usdc))]
 
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities
@@ -283,6 +293,7 @@ class CurieLiquidator(LiquidatorBase):
                 now = fresh.get(opp.key)
                 if in_usdc and isinstance(now, tuple | list):
                     amount = min(amount, int(now[0]) * COLLATERAL_SHARE_BPS // 10_000)
+                    opp = replace(opp, planned=_collateral_planned(amount, amount, True))
                 out.append(Call(opp, vault, encode_call(
                     LIQUIDATE_COLLATERAL, ["address", "address", "uint256", "bool"],
                     [trader, token, amount, in_usdc])))

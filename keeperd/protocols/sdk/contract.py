@@ -104,6 +104,9 @@ class Opportunity:
     gas_limit: int
     plan: Any  # the plug-in's own plan: what `Liquidator.calls` encodes
     detail: str = ""
+    # What the protocol's own liquidation event will show if the chain at inclusion is the
+    # chain planned on: the event's fields by name, in token units (journaled with the row).
+    planned: Mapping[str, int] | None = None
 
     @property
     def account(self) -> str:
