@@ -110,13 +110,32 @@ class Breaker:
                                   "asset = $4", "reset by operator", now, where, asset)
         return len(rows)
 
+    async def observe_many(self, chain: str, problems: dict[str, list[str]],
+                           now: float | None = None, *, block_hash: str | None = None
+                           ) -> tuple[list[Transition], set[str]]:
+        """Fold one judgement of several assets on `chain` in, reading the table once before
+        and once after (not once per asset): the trips and resets, and the assets paused on
+        `chain` afterwards."""
+        states = await self.states()
+        changes = []
+        for asset, said in problems.items():
+            change = await self._fold(chain, asset, said, now, block_hash,
+                                      states.get((chain, asset)))
+            if change is not None:
+                changes.append(change)
+        return changes, await self.tripped(chain)
+
     async def observe(self, chain: str, asset: str, problems: list[str],
                       now: float | None = None, *, block_hash: str | None = None
                       ) -> Transition | None:
         """Fold one evaluation of the asset's price on `chain` (at the block `block_hash`)
         in; return a trip or reset, if any."""
+        return await self._fold(chain, asset, problems, now, block_hash,
+                                (await self.states()).get((chain, asset)))
+
+    async def _fold(self, chain: str, asset: str, problems: list[str], now: float | None,
+                    block_hash: str | None, state: BreakerState | None) -> Transition | None:
         now = time.time() if now is None else now
-        state = (await self.states()).get((chain, asset))
         if problems:
             reason = "; ".join(problems)
             transition = None

@@ -180,7 +180,9 @@ class ChainPriceWatch:
             problems += pyth.get(reading.asset, [])
             if not any(p.trips for p in problems) and reading.price > 0:
                 self._usd.setdefault(reading.asset, reading.price)
-            self._report(reading, problems, now, block)
+            # A reference's price is not what any position rests on: it stays out of the
+            # protocol feeds' gauges (same labels; the two would overwrite each other).
+            self._report(reading, problems, now, block, gauges=feed not in references)
             if feed in references:
                 self._judged.add(feed)
                 continue  # a reference is believed or not: it trips nothing
@@ -208,29 +210,34 @@ class ChainPriceWatch:
                 [f"{problem.kind}: {problem.detail}"] if problem is not None else [])
         for key, said in touched.items():
             self._problems.setdefault(key, []).extend(said)
-            await self._observe(key, block)
+        await self._observe(touched, block)
 
-    async def _observe(self, key: str, block: int) -> None:
+    async def _observe(self, keys: Iterable[str], block: int) -> None:
+        """The breaker told what this block says of each key's price, the table read once."""
         assert self._header is not None
-        problems = list(dict.fromkeys(self._problems.get(key, [])))
-        if self._sequencer is not None:
-            problems.append(f"{self._sequencer.kind}: {self._sequencer.detail}")
-        change = await self.breaker.observe(self.chain, key, problems,
-                                            int(self._header["timestamp"], 16),
-                                            block_hash=self._header.get("hash"))
-        if change is not None:
+        sequencer = ([f"{self._sequencer.kind}: {self._sequencer.detail}"]
+                     if self._sequencer is not None else [])
+        problems = {key: list(dict.fromkeys(self._problems.get(key, []))) + sequencer
+                    for key in keys}
+        if not problems:
+            return
+        changes, tripped = await self.breaker.observe_many(
+            self.chain, problems, int(self._header["timestamp"], 16),
+            block_hash=self._header.get("hash"))
+        for change in changes:
             self.metrics.breaker_transitions.labels(
-                self.chain, key, "tripped" if change.tripped else "reset").inc()
+                self.chain, change.asset, "tripped" if change.tripped else "reset").inc()
             (log.warning if change.tripped else log.info)(
                 "breaker.tripped" if change.tripped else "breaker.reset",
-                chain=self.chain, asset=key, reason=change.reason, block=block)
-        tripped = key in await self.breaker.tripped(self.chain)
-        self.metrics.breaker_state.labels(self.chain, key).set(1 if tripped else 0)
+                chain=self.chain, asset=change.asset, reason=change.reason, block=block)
+        for key in problems:
+            self.metrics.breaker_state.labels(self.chain, key).set(1 if key in tripped else 0)
 
     def _report(self, reading: FeedReading, problems: list[Problem], now: int,
-                block: int) -> None:
-        self.metrics.oracle_price.labels(self.chain, reading.asset).set(reading.price)
-        if reading.freshness != "unknown":
+                block: int, *, gauges: bool = True) -> None:
+        if gauges:
+            self.metrics.oracle_price.labels(self.chain, reading.asset).set(reading.price)
+        if gauges and reading.freshness != "unknown":
             self.metrics.oracle_age.labels(self.chain, reading.asset).set(
                 max(0, now - reading.updated_at))
         for p in problems:

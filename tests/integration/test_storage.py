@@ -286,6 +286,37 @@ async def test_a_trip_on_one_chain_pauses_that_chain_only(db: Database) -> None:
     assert await breaker.tripped("arbitrum") == set() == await breaker.tripped("ethereum")
 
 
+async def test_one_judgement_reads_the_breaker_table_twice_however_many_assets(
+        db: Database) -> None:
+    """A block's judgement of many feeds folds them in with one read of the table before and
+    one after (it read the table twice per asset), and says what `observe` one by one says."""
+    from keeperd.oracles.breaker import Breaker
+
+    await migrate(db)
+    breaker = Breaker(db, clear_after_s=0)
+    await breaker.trip("DAI", "manual: maintenance", chain="eth", manual=True, now=0)
+    await breaker.observe("eth", "WBTC", ["stale"], now=0)
+    await breaker.observe("eth", "WBTC", [], now=1)  # clear since 1: resets at the next
+    reads = 0
+    fetch = db.fetch
+
+    async def counted(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await fetch(*args)  # type: ignore[arg-type]
+
+    db.fetch = counted  # type: ignore[method-assign]
+    try:
+        changes, tripped = await breaker.observe_many(
+            "eth", {f"A{i}": [] for i in range(20)} | {"WETH": ["stale: 7200 s"], "WBTC": [],
+                                                       "DAI": []}, now=2)
+    finally:
+        del db.fetch  # type: ignore[method-assign]
+    assert reads == 2
+    assert {(c.asset, c.tripped) for c in changes} == {("WETH", True), ("WBTC", False)}
+    assert tripped == {"WETH", "DAI"} == await breaker.tripped("eth")
+
+
 async def test_a_manual_trip_holds_until_an_operator_resets_it(db: Database) -> None:
     """On PostgreSQL the other process may be the other replica: a trip or reset typed on any
     host reaches the one that leads."""
