@@ -15,8 +15,13 @@
 ARG BASE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 FROM ${BASE} AS build
+# A C compiler with OpenMP, for the cascade kernels compiled ahead of time (setup.py): the
+# variant that runs where JIT may not (keeperd/risk/kernels.py picks it first).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY requirements ./requirements
 COPY keeperd ./keeperd
 # Every package from the lock, each file checked against its sha256; keeperd itself with
@@ -26,9 +31,15 @@ RUN python -m venv /opt/keeperd/.venv \
       -r requirements/runtime.lock \
  && /opt/keeperd/.venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
  && NUMBA_CACHE_DIR=/opt/keeperd/numba-cache /opt/keeperd/.venv/bin/python -c \
-      "from keeperd.risk.kernels import kernels; kernels()"
+      "from keeperd.risk.kernels import kernels; kernels()" \
+ && /opt/keeperd/.venv/bin/python -c \
+      "import keeperd.risk._kernels_aot"  # (built, not silently skipped: optional=True)
 
 FROM ${BASE}
+# libgomp1: the OpenMP runtime the compiled kernels link against (not in the slim image).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 keeperd \
  && useradd --system --uid 10001 --gid keeperd --home-dir /var/lib/keeperd --shell /usr/sbin/nologin keeperd \
  && mkdir -p /var/lib/keeperd /etc/keeperd \

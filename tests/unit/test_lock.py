@@ -79,3 +79,11 @@ def test_the_image_is_pinned_and_installs_from_the_lock() -> None:
                      install)
     assert re.search(r"pip install [^&]*--no-deps --no-build-isolation \.", install)
     assert "--upgrade pip" not in install  # (pip too comes from the lock)
+    # #31 item 1: the image runs the kernels compiled ahead of time, not numba's JIT: the
+    # build stage has a compiler and setup.py and fails if the optional extension was skipped;
+    # the final stage has the OpenMP runtime it links against.
+    build, final = install.split("\nFROM ${BASE}\n", 1)
+    assert re.search(r"^COPY [^\n]*\bsetup\.py\b", build, re.MULTILINE), "setup.py not copied"
+    assert re.search(r"apt-get install [^&]*\bgcc\b", build)
+    assert "import keeperd.risk._kernels_aot" in build
+    assert re.search(r"apt-get install [^&]*\blibgomp1\b", final)
