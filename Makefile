@@ -63,13 +63,15 @@ $(VENV)/wheelhouse/.built: requirements/runtime.lock $(VENV)/.installed
 LOCK_ARGS ?=
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet pip-tools
+	.lock-venv/bin/pip install --quiet pip-tools==7.7.0
+	# (the header's "make lock" line: pip-tools 7.7 reads it from the environment only; its
+	# --custom-compile-command flag is gone)
 	for out in runtime dev; do \
 	  extra=""; [ $$out = dev ] && extra="--extra dev"; \
+	  CUSTOM_COMPILE_COMMAND="make lock" \
 	  .lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links --no-annotate $$extra $(LOCK_ARGS) \
-	    --custom-compile-command "make lock" -o requirements/$$out.lock \
-	    pyproject.toml requirements/build.in || exit 1; \
+	    -o requirements/$$out.lock pyproject.toml requirements/build.in || exit 1; \
 	done
 	rm -rf .lock-venv
 
