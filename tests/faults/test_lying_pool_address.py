@@ -226,3 +226,26 @@ async def test_approvals_are_the_balance_and_follow_a_top_up(
     devnet.mine(1)  # (the approvals sent at the last evaluation)
     for token in filter(None, (usdc, usdt)):  # USDT: through zero, as it must
         assert allowance(devnet, token, pool) == balance(token)
+
+
+BALANCE_OF_KEEPER = "0x70a08231" + KEEPER[2:].lower().rjust(64, "0")
+
+
+async def test_a_lying_balance_cannot_raise_what_is_approved(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The allowance keeperd gives the pool is the keeper's balance (bounded approvals). One
+    endpoint answering a huge balance approved that much: the keeper's later top-ups were
+    exposed to the spender. Now the least any endpoint answers is approved."""
+    fund_keeper(devnet)
+    balance_of = {t: int(devnet.client.call("eth_call", {"to": t, "data": BALANCE_OF_KEEPER},
+                                            "latest"), 16)
+                  for t in devnet.manifest["tokens"].values()}
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.call_lies[BALANCE_OF_KEEPER] = "0x" + hex(10**30)[2:].rjust(64, "0")
+        config = config_for(devnet, tmp_path, "liquidate", rpc_urls=[
+            liar.url, devnet.manifest["rpc_url"]], key={"source": "env", "env": "KEEPER_KEY"})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        assert liar.faulted["eth_call"] > 0  # it was asked, and lied
+    pool = devnet.manifest["aave_v3"]["pool"]
+    assert {t: allowance(devnet, t, pool) for t in balance_of} == balance_of

@@ -12,6 +12,7 @@ from a non-zero allowance (USDT) are set to zero first.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,12 +38,20 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                      [keeper, spender]),
         ContractCall(token, "balanceOf(address)", ["address"], [keeper]))]
     answers = await call_many(pool, calls)
+    others = await _balances_elsewhere(pool, calls[1::2])
     approved = []
     for i, (token, symbol) in enumerate(tokens):
         allowance, balance = answers[2 * i], answers[2 * i + 1]
         for answer in (allowance, balance):
             if isinstance(answer, Exception):
                 raise answer
+        said = [b[i] for b in others if isinstance(b[i], int)]
+        if said and min(said) < balance:
+            log.warning("keeper.balance_disagreement", protocol=protocol, asset=symbol,
+                        balance=str(balance), least=str(min(said)),
+                        meaning="endpoints disagree on the keeper's balance: the least is "
+                                "approved")
+            balance = min(said)
         if allowance >= balance:
             continue
         if any(isinstance(key, UpkeepKey) and (key.protocol, key.action, key.subject)
@@ -59,3 +68,24 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                      bounded="the keeper's balance, not unlimited")
         approved.append(symbol)
     return approved
+
+
+async def _balances_elsewhere(pool: RpcPool, calls: Sequence[ContractCall]
+                              ) -> list[list[Any]]:
+    """The keeper's balances as each configured endpoint answers them (one batch each, side
+    by side); an endpoint that does not answer says nothing. Empty with a single endpoint."""
+    if len(pool.endpoints) < 2:
+        return []
+
+    async def ask(ep: Any) -> list[Any]:
+        answers = await pool.batch_on(ep, [("eth_call", c.params("latest")) for c in calls])
+        out: list[Any] = []
+        for c, answer in zip(calls, answers, strict=True):
+            try:
+                out.append(c.decode(answer) if isinstance(answer, str) else None)
+            except Exception:  # (a malformed answer says nothing)
+                out.append(None)
+        return out
+
+    said = await asyncio.gather(*(ask(ep) for ep in pool.endpoints), return_exceptions=True)
+    return [s for s in said if isinstance(s, list)]
