@@ -208,19 +208,16 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
 def _block_known_on(config: Config) -> Callable[[str, str], Coroutine[Any, Any, bool | None]]:
     """Whether a configured chain still has a block (None: not configured, or no answer)."""
     from keeperd.chain.connect import make_pool
-    from keeperd.chain.rpc import RpcError
     from keeperd.metrics import Metrics
+    from keeperd.oracles.breaker import block_known
 
     chains = {c.name: c for c in config.chains}
 
     async def known(chain: str, block_hash: str) -> bool | None:
         if chain not in chains:
             return None
-        try:
-            async with make_pool(chains[chain], Metrics()) as pool:
-                return await pool.request("eth_getBlockByHash", [block_hash, False]) is not None
-        except (RpcUnavailable, RpcError):
-            return None
+        async with make_pool(chains[chain], Metrics()) as pool:
+            return await block_known(pool, block_hash)
 
     return known
 

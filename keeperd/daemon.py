@@ -32,7 +32,7 @@ from keeperd.alerts.sources import watched_liquidations
 from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import (
     AlertsConfig,
     ChainConfig,
@@ -53,7 +53,7 @@ from keeperd.keys import KeyLoadError, SecretError, load_key
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
-from keeperd.oracles.breaker import Breaker
+from keeperd.oracles.breaker import Breaker, block_known
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
@@ -433,12 +433,7 @@ class Daemon:
 
     async def _block_known(self, chain: str, block_hash: str) -> bool | None:
         rt = self.chains.get(chain)
-        if rt is None:
-            return None
-        try:
-            return await rt.pool.request("eth_getBlockByHash", [block_hash, False]) is not None
-        except (RpcUnavailable, RpcError):
-            return None
+        return None if rt is None else await block_known(rt.pool, block_hash)
 
     @staticmethod
     def _price_listener(plugin: Plugin, rt: ChainRuntime) -> Callable[[Any], Awaitable[None]]:

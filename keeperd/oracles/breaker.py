@@ -15,10 +15,12 @@ while tripped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.storage.db import Database
 
 EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
@@ -46,6 +48,22 @@ class BreakerState:
 
 # Whether a chain still has a block: True, False, or None when it cannot tell (no answer).
 BlockKnown = Callable[[str, str], Awaitable[bool | None]]
+
+
+async def block_known(pool: RpcPool, block_hash: str) -> bool | None:
+    """Whether the chain still has the block, asked of every endpoint: gone only when each
+    endpoint that answers says so (one endpoint's null must not forget a trip); None when
+    none answers."""
+    async def ask(ep: object) -> bool | None:
+        try:
+            return await pool.call_endpoint(ep, "eth_getBlockByHash",  # type: ignore[arg-type]
+                                            [block_hash, False]) is not None
+        except (RpcUnavailable, RpcError):
+            return None
+
+    said = [s for s in await asyncio.gather(*(ask(ep) for ep in pool.endpoints))
+            if s is not None]
+    return None if not said else any(said)
 
 
 @dataclass(frozen=True)

@@ -249,3 +249,34 @@ async def test_a_lying_balance_cannot_raise_what_is_approved(
         assert liar.faulted["eth_call"] > 0  # it was asked, and lied
     pool = devnet.manifest["aave_v3"]["pool"]
     assert {t: allowance(devnet, t, pool) for t in balance_of} == balance_of
+
+
+class ForgetfulProxy(ChaosProxy):
+    """An endpoint that says it has no block of any hash."""
+
+    async def _answer(self, call, head):  # type: ignore[no-untyped-def]
+        if call.get("method") == "eth_getBlockByHash":
+            self.faulted["eth_getBlockByHash"] += 1
+            return {"jsonrpc": "2.0", "id": call.get("id"), "result": None}
+        return await super()._answer(call, head)
+
+
+async def test_one_endpoint_cannot_make_the_breaker_forget_a_trip(devnet: Devnet) -> None:
+    """An automatic trip is forgotten at start when its chain no longer has the block it was
+    observed at. That was one endpoint's word: a liar answering null for every block wiped
+    the trips (and the clear-for hysteresis). Now a block is gone only when every endpoint
+    that answers says so."""
+    from keeperd.chain.rpc import RpcPool
+    from keeperd.metrics import Metrics
+    from keeperd.oracles.breaker import block_known
+
+    head = devnet.client.call("eth_getBlockByNumber", "latest", False)["hash"]
+    unknown = "0x" + "ab" * 32
+    async with ForgetfulProxy(devnet.manifest["rpc_url"]) as liar:
+        urls = [liar.url, devnet.manifest["rpc_url"]]
+        async with RpcPool.from_urls("devnet", urls, metrics=Metrics()) as pool:
+            assert await block_known(pool, head) is True
+            assert await block_known(pool, unknown) is False  # every endpoint: gone
+        async with RpcPool.from_urls("devnet", urls[:1], metrics=Metrics()) as alone:
+            assert await block_known(alone, head) is False  # (one endpoint alone is believed)
+        assert liar.faulted["eth_getBlockByHash"] == 3
