@@ -94,7 +94,7 @@ def fund_keeper(devnet: Any) -> None:
                                                                   2**256 - 1))
 
 
-def crash(devnet: Any, protocol: str) -> None:
+def crash(devnet: Any, protocol: str) -> list[str]:
     """Send (not mine: automine is off) a WETH move that puts some of P's positions under
     water. Aave: only its feed's new round (Morpho's oracles stay: its positions are not
     touched). Morpho: its oracles and the feed together, as a market moves (an oracle moved
@@ -104,10 +104,19 @@ def crash(devnet: Any, protocol: str) -> None:
     price = devnet.price("WETH")
     moves = (devnet._price_moves("WETH", price * 0.85)[:1] if protocol == "aave"
              else devnet._price_moves("WETH", price * 0.975))
-    for to, data in moves:
-        devnet.client.call("eth_sendTransaction", {"from": admin, "to": to,
-                                                   "data": "0x" + data.hex(),
-                                                   "gas": hex(300_000)})
+    return [str(devnet.client.call("eth_sendTransaction", {
+        "from": admin, "to": to, "data": "0x" + data.hex(), "gas": hex(300_000)}))
+        for to, data in moves]
+
+
+def crash_block(devnet: Any, hashes: list[str]) -> int:
+    """The block the crash landed in (asked of the node: another block may be mined beside
+    the bench's own, e.g. by a transaction the daemon sent as automine went off)."""
+    blocks = {int(devnet.client.call("eth_getTransactionReceipt", h)["blockNumber"], 16)
+              for h in hashes}
+    if len(blocks) != 1:
+        raise RuntimeError(f"the crash's transactions landed in blocks {sorted(blocks)}")
+    return blocks.pop()
 
 
 class LogTail:
@@ -188,13 +197,14 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
             await wait_until(lambda: all(s.completed_block >= head
                                          for s in daemon.scanners.values()), 120)
             devnet.client.call("evm_setAutomine", False)
-            await asyncio.to_thread(crash, devnet, measured)
+            hashes = await asyncio.to_thread(crash, devnet, measured)
             if profile is not None:
                 loop.set_debug(True)
                 loop.slow_callback_duration = slow_ms / 1000
                 profile.steps.clear()
             started = time.perf_counter()
-            block = await asyncio.to_thread(devnet.mine, 1)
+            await asyncio.to_thread(devnet.mine, 1)
+            block = await asyncio.to_thread(crash_block, devnet, hashes)
             sent: dict[str, Any] | None = None
 
             def found() -> bool:
