@@ -12,8 +12,9 @@ own work. A scanner's work for a block is in two parts:
 
 Two rules order them across the daemon's scanners:
 
-1. after-work waits until no light liquidation path (another protocol's) is in flight;
-2. a heavy path waits, before it starts reading, until no light path is in flight. Heavy: its
+1. after-work waits until no light liquidation path (another protocol's) is running;
+2. a heavy path waits, before it starts reading, until no light path is in flight (running,
+   or due: its block has reached the scanner, whose task has not started it yet). Heavy: its
    recent paths held the loop HEAVY_S or more (the median of the last HISTORY), counted step
    by step (`LoopTime`: the time its own task ran, not the time others ran while it waited
    for an answer). Perp Curie encodes, decodes and evaluates every trader at every block in
@@ -21,8 +22,11 @@ Two rules order them across the daemon's scanners:
 
 Light paths never wait: between themselves they run as before. Every wait is bounded
 (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that much at most, never
-stops it. A path is in flight from the moment its block reaches the scanner (`due`, before the
-scanner's task even runs) until its executor has finished (`done`).
+stops it. A path is due from the moment its block reaches the scanner (`due`, before the
+scanner's task runs), running from its start (`running`) until its executor has finished
+(`done`). After-work waits for running paths only: a due path may belong to a scanner busy
+with its own after-work of the block before, and two scanners' after-work each waiting for
+the other's next path would wait for each other.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class LoopTime(Generic[T]):
             try:
                 yielded = steps.send(value) if error is None else steps.throw(error)
             except StopIteration as end:
-                return end.value  # type: ignore[no-any-return]
+                return end.value
             finally:
                 self.held_s += time.perf_counter() - started
             try:
@@ -81,6 +85,7 @@ class LiquidationFirst:
         self.wait_limit_s = wait_limit_s
         self.history = history
         self._in_flight: dict[str, int] = {}  # scanner -> the newest block its path is due for
+        self._running: set[str] = set()  # scanners whose path has started
         self._runs: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()
 
@@ -90,15 +95,20 @@ class LiquidationFirst:
         """A block reached the scanner: its path is in flight until `done`."""
         self._in_flight[name] = max(block, self._in_flight.get(name, block))
 
+    def running(self, name: str) -> None:
+        """The scanner's path started."""
+        self._running.add(name)
+
     def done(self, name: str, block: int | None) -> None:
         """The scanner's path for `block` ended (sent, or failed): unless a newer block is
         already due for it, it has none in flight. None: whatever is due (a stopping
         scanner)."""
+        self._running.discard(name)
         due = self._in_flight.get(name)
         if due is not None and (block is None or due <= block):
             del self._in_flight[name]
-            self._changed.set()
-            self._changed = asyncio.Event()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def took(self, name: str, seconds: float) -> None:
         """How long one path of the scanner held the loop (`LoopTime`)."""
@@ -111,8 +121,13 @@ class LiquidationFirst:
         return runs is not None and len(runs) > 0 and statistics.median(runs) >= self.heavy_s
 
     def light_in_flight(self, name: str) -> list[str]:
-        """The other scanners' light paths in flight."""
-        return sorted(n for n in self._in_flight if n != name and not self.heavy(n))
+        """The other scanners' light paths due or running."""
+        return sorted(n for n in self._in_flight.keys() | self._running
+                      if n != name and not self.heavy(n))
+
+    def light_running(self, name: str) -> list[str]:
+        """The other scanners' light paths running."""
+        return sorted(n for n in self._running if n != name and not self.heavy(n))
 
     async def before_path(self, name: str) -> bool:
         """A heavy path waits for the light ones; a light one goes at once. False: the wait
@@ -122,8 +137,8 @@ class LiquidationFirst:
         return await self._until(lambda: not self.light_in_flight(name))
 
     async def before_after_work(self, name: str) -> bool:
-        """After-work (metrics, alerts, the cascade) waits for the light paths."""
-        return await self._until(lambda: not self.light_in_flight(name))
+        """After-work (metrics, alerts, the cascade) waits for the light paths running."""
+        return await self._until(lambda: not self.light_running(name))
 
     async def _until(self, ready: Callable[[], bool]) -> bool:
         loop = asyncio.get_running_loop()

@@ -151,6 +151,7 @@ class ProtocolScanner:
         heavy path after the other protocols' light ones, and the after-work after them."""
         if self.order is not None:
             await self.order.before_path(self.name)
+            self.order.running(self.name)
         path = LoopTime(self._liquidation_path(block, full, seen_at))
         result = await path
         if self.order is not None:

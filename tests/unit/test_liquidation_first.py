@@ -64,8 +64,9 @@ async def test_a_heavy_path_waits_for_the_light_ones_and_a_light_one_never_waits
     order.due("morpho", 10)
     order.due("curie", 10)
     heavy = asyncio.create_task(order.before_path("curie"))
-    after = asyncio.create_task(order.before_after_work("curie"))
     assert await asyncio.wait_for(order.before_path("morpho"), 0.1)  # at once
+    order.running("morpho")
+    after = asyncio.create_task(order.before_after_work("curie"))
     await asyncio.sleep(0.05)
     assert not heavy.done() and not after.done()
     order.done("morpho", 10)
@@ -92,3 +93,21 @@ async def test_one_slow_run_does_not_make_a_light_path_heavy() -> None:
     for seconds in (0.01, 0.9, 0.01):
         order.took("aave", seconds)
     assert not order.heavy("aave")
+
+
+async def test_after_work_waits_for_running_paths_not_for_paths_only_due() -> None:
+    """Two light scanners, each doing its after-work of a block when the next arrives: each
+    one's next path is due, not running (its own task is in that after-work). Waiting for due
+    paths, each would wait for the other until the limit (seen in bench/isolation.py: a
+    Morpho liquidation 2 s late)."""
+    order = LiquidationFirst(heavy_s=0.05, wait_limit_s=5)
+    order.due("aave", 11)
+    order.due("morpho", 11)
+    assert await asyncio.wait_for(order.before_after_work("aave"), 0.5)
+    assert await asyncio.wait_for(order.before_after_work("morpho"), 0.5)
+    order.running("morpho")
+    waiting = asyncio.create_task(order.before_after_work("aave"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    order.done("morpho", 11)
+    assert await asyncio.wait_for(waiting, 1)
