@@ -7,9 +7,10 @@ One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.De
 real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
 the cascade monitor on). For each round and each measured protocol P, two daemons in turn,
 each started on the same devnet state (a snapshot, reverted to before every start): P alone,
-then Aave, Morpho and Curie together. Once the daemon has evaluated the head, automine goes
-off, P's own oracle drops (only P's: the figure is about the other protocols' *work*, not
-about their liquidations competing for the same nonce), one block is mined, and the daemon's
+then Aave, Morpho and Curie together. Once the daemon is quiet (every scanner done with the
+head), automine goes off, a price moves that puts some of P's positions under water and no
+other protocol's (`crash`: the figure is about the other protocols' *work*, not about their
+liquidations competing for the same nonce), one block is mined, and the daemon's
 own `liquidation.sent` of P at that block gives block_to_broadcast_ms (from the header's
 arrival to the node's acceptance of the raw transaction). Reported: the median per (P,
 config) and the ratio all / alone, both from this one run.
@@ -95,11 +96,13 @@ def fund_keeper(devnet: Any) -> None:
 
 
 def crash(devnet: Any, protocol: str) -> list[str]:
-    """Send (not mine: automine is off) a WETH move that puts some of P's positions under
-    water. Aave: only its feed's new round (Morpho's oracles stay: its positions are not
-    touched). Morpho: its oracles and the feed together, as a market moves (an oracle moved
-    alone would trip keeperd's breaker against the feed as its reference), small enough that
-    no Aave position goes under."""
+    """Send (not mine: automine is off) a price move that puts some of P's positions under
+    water and no other protocol's. Aave: WETH down 15 % on its feed only (Morpho's oracles stay:
+    its positions are not touched; with everything configured, keeperd's breaker then pauses
+    Morpho's WETH market, whose oracle now deviates from the feed — a stable's feed cannot be
+    used instead: Aave caps it). Morpho: WETH down 2.5 % on its oracles and the feed together,
+    as a market moves (an oracle moved alone would trip the breaker against the feed as its
+    reference), too little to put an Aave position under."""
     admin = devnet.manifest["aave_v3"]["admin"]
     price = devnet.price("WETH")
     moves = (devnet._price_moves("WETH", price * 0.85)[:1] if protocol == "aave"
@@ -193,9 +196,13 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
         task = asyncio.create_task(daemon.run(stop))
         try:
             await asyncio.wait_for(daemon.ready.wait(), 180)
-            head = devnet.client.block_number()
-            await wait_until(lambda: all(s.completed_block >= head
-                                         for s in daemon.scanners.values()), 120)
+            while True:  # quiet: every scanner done with the head, and no newer one
+                # (the daemon's own start-up transactions are mined meanwhile)
+                head = devnet.client.block_number()
+                await wait_until(lambda: all(s.completed_block >= head  # noqa: B023
+                                             for s in daemon.scanners.values()), 120)
+                if devnet.client.block_number() == head:
+                    break
             devnet.client.call("evm_setAutomine", False)
             hashes = await asyncio.to_thread(crash, devnet, measured)
             if profile is not None:

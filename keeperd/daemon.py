@@ -50,7 +50,7 @@ from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
 from keeperd.keys import KeyLoadError, SecretError, load_key
-from keeperd.liquidation_first import LiquidationFirst
+from keeperd.liquidation_first import LiquidationFirst, count_child_tasks
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
@@ -123,8 +123,8 @@ class Daemon:
         self.executors: dict[str, Executor] = {}
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
-        # One event loop for every protocol: their liquidation paths go first, heavy
-        # evaluations and everyone's after-work after them (liquidation_first.py).
+        # One event loop for every protocol: the light liquidation paths go first, heavy
+        # ones and everyone's after-work after them (liquidation_first.py).
         self.order = LiquidationFirst()
         self.index_store: IndexStore | None = None
         # With storage.url: this replica's lease loop (None: one machine, always acting).
@@ -239,6 +239,11 @@ class Daemon:
                 stack.enter_context(StateDirLock(self.config.state_dir))
             except StateDirLocked as exc:
                 raise StartupError(str(exc)) from None
+            # What a scanner's path starts (a multicall's chunks) counts in its weight.
+            loop = asyncio.get_running_loop()
+            previous = loop.get_task_factory()
+            loop.set_task_factory(count_child_tasks(previous))
+            stack.callback(loop.set_task_factory, previous)
             for chain in self.config.chains:
                 pool = make_pool(chain, self.metrics)
                 await stack.enter_async_context(pool)
@@ -403,8 +408,8 @@ class Daemon:
                             scheduler: AsyncIOScheduler) -> None:
         """One protocol through the one pipeline: its scanner, and the scanner's listeners in
         order — its liquidation path: the chain's price watch (this block's prices judged
-        first), the executor; its after-work, once no other protocol's light liquidation path
-        is in flight: the alerts, the cascade monitor (what-ifs after the block's liquidations
+        first), the executor; its after-work, once no other protocol's liquidation path is
+        running: the alerts, the cascade monitor (what-ifs after the block's liquidations
         and alerts)."""
         scanner = ProtocolScanner(plugin, self.metrics)
         scanner.order = self.order

@@ -12,21 +12,24 @@ own work. A scanner's work for a block is in two parts:
 
 Two rules order them across the daemon's scanners:
 
-1. after-work waits until no light liquidation path (another protocol's) is running;
-2. a heavy path waits, before it starts reading, until no light path is in flight (running,
-   or due: its block has reached the scanner, whose task has not started it yet). Heavy: its
-   recent paths held the loop HEAVY_S or more (the median of the last HISTORY), counted step
-   by step (`LoopTime`: the time its own task ran, not the time others ran while it waited
-   for an answer). Perp Curie encodes, decodes and evaluates every trader at every block in
-   Python; Aave's and Morpho's books on the devnet take a few milliseconds.
+1. a path waits, before it starts reading, for the paths in flight that are much lighter
+   than its own: those whose recent runs held the loop at most 1/LIGHTER of what its own do
+   (and its own at least MIN_WAIT_S: below that nothing is worth ordering). The weight of a
+   path is the median of its last HISTORY runs, counted step by step (`LoopTime`: the time
+   its own task ran, not the time others ran while it waited for an answer). Perp Curie
+   encodes, decodes and evaluates every trader at every block in Python (0.1-0.3 s of loop
+   on the project's machine); Aave's and Morpho's paths on the devnet hold it 5-60 ms, and
+   run side by side as before. The order is scale-free: on a faster machine all weights
+   shrink together;
+2. after-work waits until no other protocol's path is running.
 
-Light paths never wait: between themselves they run as before. Every wait is bounded
-(WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that much at most, never
-stops it. A path is due from the moment its block reaches the scanner (`due`, before the
-scanner's task runs), running from its start (`running`) until its executor has finished
-(`done`). After-work waits for running paths only: a due path may belong to a scanner busy
-with its own after-work of the block before, and two scanners' after-work each waiting for
-the other's next path would wait for each other.
+Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
+much at most, never stops it. A path is due from the moment its block reaches the scanner
+(`due`, before the scanner's task runs: a heavy scanner's task may run first), running from
+its start (`running`) until its executor has finished (`done`). No wait can be circular: a
+path waits only for strictly lighter ones, and running paths wait for nothing; after-work
+waits for running paths only, not for due ones (a due path may belong to a scanner busy with
+its own after-work of the block before).
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-# A path that holds the loop this long is heavy: it runs after the light ones.
-HEAVY_S = 0.05
+# A path waits for those in flight that hold the loop at most 1/LIGHTER of its own time...
+LIGHTER = 4.0
+# ...when its own is at least this long.
+MIN_WAIT_S = 0.02
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
 # Runs kept per scanner to judge its weight (their median: one slow run is no weight).
@@ -49,39 +55,85 @@ HISTORY = 5
 
 
 class LoopTime(Generic[T]):
-    """Awaits a coroutine and adds up how long its steps held the event loop: each resumption
-    of the coroutine by its task is timed, the waits between them are not (another task ran,
-    or the loop waited for the network)."""
+    """Awaits a coroutine and adds up how long it held the event loop: each resumption of the
+    coroutine by its task is timed, the waits between them are not (another task ran, or the
+    loop waited for the network). Tasks it starts (a multicall's chunks, gathered) are counted
+    too where the loop has `count_child_tasks` as its task factory (the daemon installs it)."""
 
     def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
         self.coro = coro
         self.held_s = 0.0
 
     def __await__(self) -> Generator[Any, Any, T]:
-        steps = self.coro.__await__()
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            started = time.perf_counter()
-            try:
-                yielded = steps.send(value) if error is None else steps.throw(error)
-            except StopIteration as end:
-                return end.value
-            finally:
-                self.held_s += time.perf_counter() - started
-            try:
-                value, error = (yield yielded), None
-            except GeneratorExit:
-                steps.close()
-                raise
-            except BaseException as exc:  # (cancellation included): thrown into the coroutine
-                value, error = None, exc
+        token = _counting.set(self)
+        try:
+            return (yield from _timed(self.coro, self))
+        finally:
+            _counting.reset(token)
+
+
+# The LoopTime of the path running in this context (tasks inherit their creator's context).
+_counting: ContextVar[LoopTime[Any] | None] = ContextVar("keeperd_loop_time", default=None)
+
+
+def _timed(coro: Coroutine[Any, Any, T], into: LoopTime[Any]) -> Generator[Any, Any, T]:
+    steps = coro.__await__()
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        started = time.perf_counter()
+        try:
+            yielded = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as end:
+            return end.value
+        finally:
+            into.held_s += time.perf_counter() - started
+        try:
+            value, error = (yield yielded), None
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:  # (cancellation included): thrown into the coroutine
+            value, error = None, exc
+
+
+class _Counted:
+    def __init__(self, coro: Coroutine[Any, Any, Any], into: LoopTime[Any]) -> None:
+        self.coro, self.into = coro, into
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _timed(self.coro, self.into)
+
+
+async def _counted(coro: Coroutine[Any, Any, T], into: LoopTime[Any]) -> T:
+    result: T = await _Counted(coro, into)
+    return result
+
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+
+def count_child_tasks(previous: TaskFactory | None = None) -> TaskFactory:
+    """A task factory for the loop: a task started inside a path being timed (`LoopTime`) adds
+    its steps to that path's time. `previous`: the factory the loop had, still used."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+                ) -> asyncio.Future[Any]:
+        into = _counting.get()
+        if into is not None and asyncio.iscoroutine(coro):
+            coro = _counted(coro, into)
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    return factory
 
 
 class LiquidationFirst:
-    def __init__(self, heavy_s: float = HEAVY_S, wait_limit_s: float = WAIT_LIMIT_S,
-                 history: int = HISTORY) -> None:
-        self.heavy_s = heavy_s
+    def __init__(self, lighter: float = LIGHTER, min_wait_s: float = MIN_WAIT_S,
+                 wait_limit_s: float = WAIT_LIMIT_S, history: int = HISTORY) -> None:
+        self.lighter = lighter
+        self.min_wait_s = min_wait_s
         self.wait_limit_s = wait_limit_s
         self.history = history
         self._in_flight: dict[str, int] = {}  # scanner -> the newest block its path is due for
@@ -116,29 +168,30 @@ class LiquidationFirst:
 
     # --- what they wait for -----------------------------------------------------------------
 
-    def heavy(self, name: str) -> bool:
+    def weight(self, name: str) -> float:
+        """Seconds of loop a path of the scanner holds (0 until one has run)."""
         runs = self._runs.get(name)
-        return runs is not None and len(runs) > 0 and statistics.median(runs) >= self.heavy_s
+        return statistics.median(runs) if runs else 0.0
 
-    def light_in_flight(self, name: str) -> list[str]:
-        """The other scanners' light paths due or running."""
+    def lighter_in_flight(self, name: str) -> list[str]:
+        """The other scanners' paths, due or running, much lighter than this one's."""
+        own = self.weight(name)
+        if own < self.min_wait_s:
+            return []
         return sorted(n for n in self._in_flight.keys() | self._running
-                      if n != name and not self.heavy(n))
+                      if n != name and self.weight(n) * self.lighter <= own)
 
-    def light_running(self, name: str) -> list[str]:
-        """The other scanners' light paths running."""
-        return sorted(n for n in self._running if n != name and not self.heavy(n))
+    def others_running(self, name: str) -> list[str]:
+        return sorted(n for n in self._running if n != name)
 
     async def before_path(self, name: str) -> bool:
-        """A heavy path waits for the light ones; a light one goes at once. False: the wait
-        reached its limit."""
-        if not self.heavy(name):
-            return True
-        return await self._until(lambda: not self.light_in_flight(name))
+        """A path waits for the much lighter ones in flight. False: the wait reached its
+        limit."""
+        return await self._until(lambda: not self.lighter_in_flight(name))
 
     async def before_after_work(self, name: str) -> bool:
-        """After-work (metrics, alerts, the cascade) waits for the light paths running."""
-        return await self._until(lambda: not self.light_running(name))
+        """After-work (metrics, alerts, the cascade) waits for the paths running."""
+        return await self._until(lambda: not self.others_running(name))
 
     async def _until(self, ready: Callable[[], bool]) -> bool:
         loop = asyncio.get_running_loop()

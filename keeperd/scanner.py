@@ -11,7 +11,7 @@ next run (and counted). Each run:
 3. when prices moved, the rows exposed to the moved assets (the plug-in's first pass) are
    evaluated and handed to the listeners first;
 4. evaluates health and hands the result to the liquidation path's listeners (the price
-   watch, the executor), then — once no other protocol's light liquidation path is in flight
+   watch, the executor), then — once no other protocol's liquidation path is running
    (`liquidation_first.py`) — publishes metrics and the liquidation gate and hands it to the
    after-work listeners (alerts, cascade monitor), in that order.
 """
@@ -58,6 +58,7 @@ class ProtocolScanner:
         self.after_listeners: list[Listener] = []
         # The daemon's order between its scanners (None: alone, nothing to wait for).
         self.order: LiquidationFirst | None = None
+        self.loop_held_s: float | None = None  # how long the last path held the event loop
         self._wanted: int | None = None
         self._wanted_seen_at = 0.0
         self._wake = asyncio.Event()
@@ -148,12 +149,14 @@ class ProtocolScanner:
                        seen_at: float | None = None) -> ScanResult:
         """The liquidation path (read, evaluate, the price watch, the executor), then the
         after-work (metrics, alerts, the cascade monitor) — with the daemon's `order`, a
-        heavy path after the other protocols' light ones, and the after-work after them."""
+        path after the other protocols' much lighter ones in flight, and the after-work after
+        the paths running."""
         if self.order is not None:
             await self.order.before_path(self.name)
             self.order.running(self.name)
         path = LoopTime(self._liquidation_path(block, full, seen_at))
         result = await path
+        self.loop_held_s = path.held_s
         if self.order is not None:
             self.order.took(self.name, path.held_s)
             self.order.done(self.name, block)
@@ -287,5 +290,6 @@ class ProtocolScanner:
                  min_health=round(float(finite.min()), 4) if finite.size else None,
                  debt_usd=round(summary.total_debt, 2),
                  debt_at_risk_usd={k: round(v, 2) for k, v in summary.debt_below.items()},
-                 seconds=round(result.seconds, 4))
+                 seconds=round(result.seconds, 4),
+                 loop_held_s=None if self.loop_held_s is None else round(self.loop_held_s, 4))
 
