@@ -193,7 +193,25 @@ def hardened_cascade_columns(book: str) -> dict[str, Figures | None]:
             "hardened (aot), 2 cores": cascade(book, "hardened_all_cores")}
 
 
+def isolation(protocol: str) -> dict[str, Figures | None]:
+    def of(key: str) -> Figures:
+        return lambda f: [f[0]["protocols"][protocol][key]]
+    return {"code": None, "protocol": None, "alone": of("alone_median_ms"),
+            "with Aave, Morpho, Curie": of("all_median_ms"),
+            "all / alone": of("ratio_all_over_alone")}
+
+
+ISOLATION_ROWS = {"`83dfee9` (this)": "isolation.json",
+                  "`2cfe953` (before), this bench": "isolation-baseline-2cfe953-final-bench.json",
+                  "`2cfe953` (before), first bench": "isolation-baseline-2cfe953.json"}
+
+
 TABLES: dict[tuple[str, ...], Table] = {
+    ("code", "protocol", "alone", "with Aave, Morpho, Curie", "all / alone"): Table(
+        {f"{code} | {name}": [file] for code, file in ISOLATION_ROWS.items()
+         for name in ("Aave", "Morpho")}, {},
+        {f"{code} | {name}": isolation(protocol) for code in ISOLATION_ROWS
+         for name, protocol in (("Aave", "aave"), ("Morpho", "morpho"))}),
     tuple(SCAN): Table({"10,000": ["scan-10000.json"], "100,000": ["scan-100000.json"]}, SCAN),
     tuple(BUILD): Table({
         "before `29cf963`": ["devnet-build-100000-29cf963.json"],

@@ -1,0 +1,151 @@
+"""The order between scanners on the one event loop (keeperd/liquidation_first.py): a path
+waits for the much lighter paths in flight, the after-work for the paths running, every wait
+is bounded; and `LoopTime` counts the time a coroutine's own steps held the loop, not the time
+it waited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from keeperd.liquidation_first import LiquidationFirst, LoopTime, count_child_tasks
+
+
+def hold(seconds: float) -> None:
+    """Holds the event loop, as a computation does (on purpose, here)."""
+    time.sleep(seconds)
+
+
+async def test_loop_time_counts_the_steps_not_the_waits() -> None:
+    async def work() -> str:
+        hold(0.05)
+        await asyncio.sleep(0.3)  # (does not hold it)
+        hold(0.05)
+        return "done"
+
+    timed = LoopTime(work())
+    assert await timed == "done"
+    assert 0.1 <= timed.held_s < 0.3
+
+
+async def test_loop_time_counts_the_tasks_a_path_starts_with_the_daemons_task_factory() -> None:
+    """A multicall gathers its chunks in tasks of their own: their decoding is the path's."""
+    async def chunk() -> int:
+        await asyncio.sleep(0)
+        hold(0.05)
+        return 1
+
+    async def path() -> int:
+        return sum(await asyncio.gather(chunk(), chunk()))
+
+    loop = asyncio.get_running_loop()
+    without = LoopTime(path())
+    assert await without == 2 and without.held_s < 0.05
+    previous = loop.get_task_factory()
+    loop.set_task_factory(count_child_tasks(previous))
+    try:
+        counted = LoopTime(path())
+        assert await counted == 2 and counted.held_s >= 0.1
+        outside = asyncio.create_task(chunk())  # (not in a path: not counted anywhere)
+        assert await outside == 1 and counted.held_s < 0.15
+    finally:
+        loop.set_task_factory(previous)
+
+
+async def test_loop_time_passes_errors_and_cancellation_through() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await LoopTime(fails())
+    cleaned: list[str] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append("finally")
+
+    async def timed() -> None:
+        await LoopTime(waits())
+
+    task = asyncio.create_task(timed())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally"]
+
+
+def weighed(**weights: float) -> LiquidationFirst:
+    order = LiquidationFirst(lighter=4, min_wait_s=0.02, wait_limit_s=5)
+    for name, seconds in weights.items():
+        order.took(name, seconds)
+    return order
+
+
+async def test_a_heavy_path_waits_for_the_much_lighter_ones_and_they_never_wait() -> None:
+    order = weighed(curie=0.15, aave=0.03, morpho=0.01)
+    for name in ("aave", "morpho", "curie"):
+        order.due(name, 10)
+    assert order.lighter_in_flight("curie") == ["aave", "morpho"]
+    # Aave and Morpho, within a factor 4 of each other, run side by side as before.
+    assert order.lighter_in_flight("aave") == [] and order.lighter_in_flight("morpho") == []
+    heavy = asyncio.create_task(order.before_path("curie"))
+    assert await asyncio.wait_for(order.before_path("morpho"), 0.1)  # at once
+    order.running("morpho")
+    order.done("aave", 10)
+    await asyncio.sleep(0.05)
+    assert not heavy.done()
+    order.done("morpho", 10)
+    assert await asyncio.wait_for(heavy, 1)
+
+
+async def test_after_work_waits_for_running_paths_not_for_paths_only_due() -> None:
+    """Two scanners, each doing its after-work of a block when the next arrives: each one's
+    next path is due, not running (its own task is in that after-work). Waiting for due paths,
+    each would wait for the other until the limit (seen in bench/isolation.py: a Morpho
+    liquidation 2 s late)."""
+    order = weighed(aave=0.03, morpho=0.01)
+    order.due("aave", 11)
+    order.due("morpho", 11)
+    assert await asyncio.wait_for(order.before_after_work("aave"), 0.5)
+    assert await asyncio.wait_for(order.before_after_work("morpho"), 0.5)
+    order.running("morpho")
+    waiting = asyncio.create_task(order.before_after_work("aave"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    order.done("morpho", 11)
+    assert await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_newer_block_keeps_a_path_in_flight_and_waits_are_bounded() -> None:
+    order = LiquidationFirst(wait_limit_s=0.1)
+    order.took("curie", 1.0)
+    order.took("aave", 0.01)
+    order.due("aave", 10)
+    order.due("aave", 11)  # (arrived while block 10 was evaluated)
+    order.done("aave", 10)
+    assert order.lighter_in_flight("curie") == ["aave"]
+    started = time.perf_counter()
+    assert await order.before_path("curie") is False  # gave up at its limit
+    assert time.perf_counter() - started < 1
+    order.done("aave", None)  # a stopping scanner: nothing of it in flight
+    assert order.lighter_in_flight("curie") == []
+    assert await order.before_path("curie") is True
+
+
+def test_weights_are_medians_and_small_paths_wait_for_nothing() -> None:
+    order = weighed(aave=0.01, morpho=0.001, toy=0.0)
+    for seconds in (0.9, 0.01):  # one slow run is no weight
+        order.took("aave", seconds)
+    assert order.weight("aave") == 0.01
+    order.due("morpho", 5)
+    assert order.lighter_in_flight("aave") == []  # (10 ms: not worth ordering)
+    order.took("toy", 1.0)
+    order.took("toy", 1.0)
+    order.due("aave", 5)
+    assert order.lighter_in_flight("toy") == ["aave", "morpho"]
