@@ -13,11 +13,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from numpy.typing import NDArray
 
+from keeperd.chain import scan_reader
 from keeperd.chain.rpc import HexData, RpcError, RpcPool
+
+log = structlog.get_logger(__name__)
 
 MULTICALL3_ADDRESS = to_checksum_address("0xcA11bde05977b3631167028862bE2a173976CA11")
 _AGGREGATE3 = function_signature_to_4byte_selector("aggregate3((address,bool,bytes)[])")
@@ -130,34 +134,37 @@ def address_bytes(addresses: Sequence[str]) -> NDArray[np.uint8]:
 @dataclass(frozen=True)
 class AddressCalls:
     """Calls of the shape `f(address)` (allowed to fail), as byte columns: row i calls
-    `targets[i]` with `selectors[i]` and the address `arguments[i]`."""
+    `targets[i]` with `selectors[i]` and the address `arguments[i]`, and reads the first
+    `words[i]` words of its answer."""
 
     targets: NDArray[np.uint8]  # (m, 20)
     selectors: NDArray[np.uint8]  # (m, 4)
     arguments: NDArray[np.uint8]  # (m, 20)
+    words: NDArray[np.uint8]  # (m,)
 
     @classmethod
-    def to(cls, target: str, selector_bytes: bytes, arguments: NDArray[np.uint8]) -> AddressCalls:
+    def to(cls, target: str, selector_bytes: bytes, arguments: NDArray[np.uint8],
+           words: int = 1) -> AddressCalls:
         """The same function of one contract, for each address in `arguments`."""
         m = len(arguments)
         return cls(np.broadcast_to(address_bytes([target])[0], (m, 20)),
                    np.broadcast_to(np.frombuffer(selector_bytes, dtype=np.uint8), (m, 4)),
-                   arguments)
+                   arguments, np.full(m, words, dtype=np.uint8))
 
     @classmethod
     def concat(cls, parts: Sequence[AddressCalls]) -> AddressCalls:
         if not parts:
             return cls(np.empty((0, 20), np.uint8), np.empty((0, 4), np.uint8),
-                       np.empty((0, 20), np.uint8))
-        return cls(np.concatenate([p.targets for p in parts]),
-                   np.concatenate([p.selectors for p in parts]),
-                   np.concatenate([p.arguments for p in parts]))
+                       np.empty((0, 20), np.uint8), np.empty(0, np.uint8))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("targets", "selectors", "arguments", "words")))
 
     def __len__(self) -> int:
         return len(self.arguments)
 
     def __getitem__(self, rows: slice) -> AddressCalls:
-        return AddressCalls(self.targets[rows], self.selectors[rows], self.arguments[rows])
+        return AddressCalls(self.targets[rows], self.selectors[rows], self.arguments[rows],
+                            self.words[rows])
 
     def calls(self) -> list[Call]:
         """The same as `Call`s (tests compare the two encodings)."""
@@ -298,6 +305,8 @@ class Multicall:
         # calldata would pass this size.
         self.max_request_bytes = max_request_bytes
         self._limit = asyncio.Semaphore(max_concurrency)
+        # Whether the node runs the scan reader (state overrides): None until first tried.
+        self._reader_works: bool | None = None
 
     async def aggregate3(
         self, calls: Sequence[Call], block: int | str = "latest"
@@ -325,19 +334,60 @@ class Multicall:
 
     async def aggregate3_columns(self, calls: AddressCalls, block: int | str = "latest"
                                  ) -> ResultColumns:
-        """`aggregate3` for calls held as columns (a scan's), answered as columns."""
+        """Calls held as columns (a scan's), answered as columns: through the scan reader
+        (scan_reader.py) while the node honours state overrides, else through aggregate3."""
         if not len(calls):
             return ResultColumns(b"", np.zeros(0, bool), np.zeros(0, np.int64),
                                  np.zeros(0, np.int64))
         block_tag = hex(block) if isinstance(block, int) else block
         # Every call costs the same: a chunk holds as many as the size cap allows (see _chunks).
-        per_call = 2 * (_WORD + _ADDRESS_CALL_TAIL)
-        size = max(1, min(self.chunk_size, (self.max_request_bytes - 200) // per_call))
-        parts = await asyncio.gather(*(
-            self._run_encoded(encode_address_calls(calls[lo:lo + size]),
-                              min(size, len(calls) - lo), block_tag)
-            for lo in range(0, len(calls), size)))
+        per_call = (2 * scan_reader.RECORD if self._reader_works is not False
+                    else 2 * (_WORD + _ADDRESS_CALL_TAIL))
+        room = self.max_request_bytes - 400 - len(scan_reader.READER_CODE)
+        size = max(1, min(self.chunk_size, room // per_call))
+        parts = await asyncio.gather(*(self._run_columns(calls[lo:lo + size], block_tag)
+                                       for lo in range(0, len(calls), size)))
         return ResultColumns.concat(parts)
+
+    async def _run_columns(self, calls: AddressCalls, block_tag: str) -> ResultColumns:
+        if self._reader_works is not False:
+            try:
+                answer = await self._run_reader(calls, block_tag)
+            except MulticallError as exc:
+                reader_error: MulticallError | None = exc
+            else:
+                self._reader_works = True
+                return answer
+        else:
+            reader_error = None
+        results = await self._run_encoded(encode_address_calls(calls), len(calls), block_tag)
+        if reader_error is not None and self._reader_works is None:
+            # aggregate3 answered where the reader did not: the node refuses (or ignores)
+            # state overrides. Read through aggregate3 from now on.
+            self._reader_works = False
+            log.warning("multicall.reader_unavailable", reason=str(reader_error),
+                        meaning="this node does not honour eth_call state overrides: scans "
+                        "go through Multicall3's aggregate3, slower for the node")
+        return results
+
+    async def _run_reader(self, calls: AddressCalls, block_tag: str) -> ResultColumns:
+        calldata = scan_reader.encode_reader_calls(calls.targets, calls.selectors,
+                                                   calls.arguments, calls.words)
+        tx = {"to": scan_reader.READER_ADDRESS, "data": HexData("0x" + calldata.hex())}
+        override = {scan_reader.READER_ADDRESS: {"code": scan_reader.READER_CODE}}
+        async with self._limit:
+            try:
+                raw = await self.pool.request("eth_call", [tx, block_tag, override])
+            except RpcError as exc:
+                raise MulticallError(f"the scan reader's {len(calls)} calls failed at block "
+                                     f"{block_tag}: {exc.message}") from exc
+        try:
+            data = bytes.fromhex(raw[2:])
+            success, start, length = scan_reader.decode_reader_answer(data, calls.words)
+        except (ValueError, TypeError) as exc:
+            raise MulticallError(f"the scan reader's answer could not be decoded: {exc}"
+                                 ) from exc
+        return ResultColumns(data, success, start, length)
 
     async def _run_chunk(self, calls: Sequence[Call], block_tag: str) -> list[CallResult]:
         return list(await self._run_encoded(encode_aggregate3(calls), len(calls), block_tag))

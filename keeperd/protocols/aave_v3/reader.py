@@ -302,7 +302,8 @@ class AaveV3Reader:
         res_a = await self.multicall.aggregate3_columns(AddressCalls.concat([
             AddressCalls.to(pool, abi.SELECT_GET_USER_CONFIGURATION, batch),
             AddressCalls.to(pool, abi.SELECT_GET_USER_EMODE, batch),
-            AddressCalls.to(pool, abi.SELECT_GET_USER_ACCOUNT_DATA, addresses[checked])]),
+            AddressCalls.to(pool, abi.SELECT_GET_USER_ACCOUNT_DATA, addresses[checked],
+                            words=6)]),
             block)
         answered = res_a.answered()
         answered[2 * m:] &= res_a.answered(6)[2 * m:]
