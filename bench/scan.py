@@ -4,10 +4,12 @@
 
 Starts the devnet seeded with N borrowers (built once and cached), then runs each side in its
 own process so that each one's peak RSS is its own:
-- keeperd: Multicall3 batches pinned to one block, hand-decoded, exact health for every
-  account, with its default cross-check (the pool's own getUserAccountData for one account in
-  ten, compared to the wei), then the float64 reprice after a WETH price change with no RPC
-  (`reprice_ms`, median of 25); and once more with every account cross-checked;
+- keeperd: its scan reader (an eth_call state override; keeperd/chain/scan_reader.py) pinned
+  to one block, decoded as columns, exact health for every account, with its default
+  cross-check (the pool's own getUserAccountData for one account in ten, compared to the
+  wei), then the float64 reprice after a WETH price change with no RPC
+  (`reprice_ms`, median of 25); once more with every account cross-checked; and once more
+  through Multicall3's aggregate3, as on a node that refuses state overrides;
 - baseline: web3.py's AsyncWeb3 with its default middleware, one
   `contract.functions.getUserAccountData(a).call()` per account, 16 in flight. Past
   --baseline-sample accounts it runs on a sample (its rate is what is compared) and says so.
@@ -49,7 +51,7 @@ def requests_sent(metrics: Any) -> int:
 
 
 async def keeperd_side(manifest: dict[str, Any], chunk: int,
-                       cross_check_every: int) -> dict[str, Any]:
+                       cross_check_every: int, scan_reader: bool = True) -> dict[str, Any]:
     from keeperd.chain.rpc import RpcPool
     from keeperd.config import parse_config
     from keeperd.metrics import Metrics
@@ -62,7 +64,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
         "state_dir": "/unused",
         "chains": [{"name": "devnet", "chain_id": manifest["chain_id"],
                     "rpc_urls": [manifest["rpc_url"]], "confirmations": 0,
-                    "multicall_chunk_size": chunk}],
+                    "multicall_chunk_size": chunk, "scan_reader": scan_reader}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": manifest["aave_v3"]["addresses_provider"],
                        "cross_check_every": cross_check_every}],
@@ -86,6 +88,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
             exact = exact_account_data(book.market, book.positions)
             seconds = time.perf_counter() - t
             rpc_requests = requests_sent(metrics) - before
+            read_through = adapter.multicall.reads_through
         await store.close()
 
     chain, checked = book.positions.chain_account_data, book.positions.chain_checked
@@ -109,6 +112,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "accounts_scanned": len(accounts),
         "multicall_chunk_size": chunk,
+        "read_through": read_through,
         "index_seconds": round(index_seconds, 3),
         "cross_checked_accounts": len(compared),
         "health_mismatches_vs_chain": mismatches,
@@ -180,13 +184,15 @@ def main() -> int:
                         "getUserAccountData (the run with every account is reported too)")
     parser.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
                         help="which Aave the devnet runs (default: today's)")
+    parser.add_argument("--no-scan-reader", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("keeperd", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:
         manifest = json.loads(args.manifest.read_text())
-        coro = (keeperd_side(manifest, args.chunk, args.cross_check_every)
+        coro = (keeperd_side(manifest, args.chunk, args.cross_check_every,
+                             not args.no_scan_reader)
                 if args.side == "keeperd" else baseline_side(manifest, args.baseline_sample))
         print(json.dumps(asyncio.run(coro)))
         return 0
@@ -212,6 +218,10 @@ def main() -> int:
                                                           str(args.cross_check_every)])
         checked_all = run_side("keeperd", keeperd_manifest, ["--chunk", str(args.chunk),
                                                               "--cross-check-every", "1"])
+        # The same scan through Multicall3's aggregate3 (a node without state overrides).
+        through_aggregate3 = run_side("keeperd", keeperd_manifest, [
+            "--chunk", str(args.chunk), "--cross-check-every", str(args.cross_check_every),
+            "--no-scan-reader"])
         baseline = run_side("baseline", baseline_manifest,
                             ["--baseline-sample", str(args.baseline_sample)])
     result = {
@@ -220,6 +230,7 @@ def main() -> int:
         "keeperd": keeperd,
         "baseline": baseline,
         "keeperd_every_account_cross_checked": checked_all,
+        "keeperd_through_aggregate3": through_aggregate3,
         "reprice_ms": keeperd["reprice_ms"],
         "speedup_accounts_per_s": round(keeperd["accounts_per_s"] / baseline["accounts_per_s"], 1),
         "requests_per_account": round(keeperd["rpc_requests"] / args.accounts, 5),
@@ -236,6 +247,10 @@ def main() -> int:
     print(f"  + every account   {c['seconds']:.3f} s  {c['accounts_per_s']:,.0f} acc/s  "
           f"{c['rpc_requests']} requests  (getUserAccountData for all {c['cross_checked_accounts']}"
           f", mismatches: {c['health_mismatches_vs_chain']})")
+    a = through_aggregate3
+    print(f"  via aggregate3    {a['seconds']:.3f} s  {a['accounts_per_s']:,.0f} acc/s  "
+          f"{a['rpc_requests']} requests  (no state override; mismatches: "
+          f"{a['health_mismatches_vs_chain']})")
     print(f"baseline            {b['seconds']:.3f} s  {b['accounts_per_s']:,.0f} acc/s  "
           f"{b['rpc_requests']} requests  peak RSS {b['peak_rss_mb']} MB  "
           f"(on {b['accounts_measured']} accounts)")

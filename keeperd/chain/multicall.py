@@ -295,6 +295,7 @@ class Multicall:
         chunk_size: int = 1000,
         max_request_bytes: int = 2_000_000,
         max_concurrency: int = 4,
+        scan_reader: bool = True,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -306,7 +307,7 @@ class Multicall:
         self.max_request_bytes = max_request_bytes
         self._limit = asyncio.Semaphore(max_concurrency)
         # Whether the node runs the scan reader (state overrides): None until first tried.
-        self._reader_works: bool | None = None
+        self._reader_works: bool | None = None if scan_reader else False
 
     async def aggregate3(
         self, calls: Sequence[Call], block: int | str = "latest"
@@ -388,6 +389,11 @@ class Multicall:
             raise MulticallError(f"the scan reader's answer could not be decoded: {exc}"
                                  ) from exc
         return ResultColumns(data, success, start, length)
+
+    @property
+    def reads_through(self) -> str:
+        """How a scan's calls went (or will go): "scan reader", "aggregate3" or "untried"."""
+        return {True: "scan reader", False: "aggregate3", None: "untried"}[self._reader_works]
 
     async def _run_chunk(self, calls: Sequence[Call], block_tag: str) -> list[CallResult]:
         return list(await self._run_encoded(encode_aggregate3(calls), len(calls), block_tag))

@@ -133,7 +133,11 @@ async def test_the_scan_reader_answers_as_aggregate3(pool: RpcPool, devnet: Devn
     calls = _scan_calls(devnet)
     reader = Multicall(pool, chunk_size=30)
     through_reader = await reader.aggregate3_columns(calls)
-    assert reader._reader_works is True
+    assert reader.reads_through == "scan reader"
+    told_not_to = Multicall(pool, scan_reader=False)  # (chains[].scan_reader: false)
+    through_aggregate3 = await told_not_to.aggregate3_columns(calls)
+    assert told_not_to.reads_through == "aggregate3"
+    assert _answers(through_aggregate3, calls) == _answers(through_reader, calls)
     plain = await Multicall(pool).aggregate3(calls.calls())
     expected = [tuple(int.from_bytes(r.data[32 * w:32 * w + 32], "big")
                       for w in range(int(calls.words[i])))
@@ -162,7 +166,7 @@ async def test_a_node_without_state_overrides_is_read_through_aggregate3(
         async with RpcPool.from_urls("devnet", [proxy.url], metrics=metrics) as pool:
             mc = Multicall(pool)
             first = await mc.aggregate3_columns(calls)
-            assert mc._reader_works is False and proxy.faulted["eth_call"] == 1
+            assert mc.reads_through == "aggregate3" and proxy.faulted["eth_call"] == 1
             again = await mc.aggregate3_columns(calls)
             assert proxy.faulted["eth_call"] == 1  # the reader is not tried again
     async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]]) as direct:
