@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -40,6 +41,14 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used (the node's, read from /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def requests_sent(metrics: Any) -> int:
@@ -83,10 +92,16 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
             accounts = sorted(adapter.accounts)
 
             before = requests_sent(metrics)
+            node_cpu, own_cpu = cpu_seconds(manifest.get("anvil_pid")), time.process_time()
             t = time.perf_counter()
             book = await adapter.snapshot(accounts, head)
+            read_seconds = time.perf_counter() - t
             exact = exact_account_data(book.market, book.positions)
             seconds = time.perf_counter() - t
+            # Where the time went: this process's CPU (encoding, decoding, the exact math,
+            # JSON, HTTP) and the node's (executing the calls, its JSON).
+            own_cpu = time.process_time() - own_cpu
+            node_cpu = cpu_seconds(manifest.get("anvil_pid")) - node_cpu
             rpc_requests = requests_sent(metrics) - before
             read_through = adapter.multicall.reads_through
         await store.close()
@@ -113,6 +128,10 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
         "accounts_scanned": len(accounts),
         "multicall_chunk_size": chunk,
         "read_through": read_through,
+        "read_seconds": round(read_seconds, 4),
+        "exact_math_seconds": round(seconds - read_seconds, 4),
+        "keeperd_cpu_seconds": round(own_cpu, 3),
+        "node_cpu_seconds": round(node_cpu, 3),
         "index_seconds": round(index_seconds, 3),
         "cross_checked_accounts": len(compared),
         "health_mismatches_vs_chain": mismatches,
@@ -208,6 +227,8 @@ def main() -> int:
         # keeperd finds its accounts itself (from logs); the baseline is handed its sample.
         # Neither side holds the 100k-entry manifest, whose size would count in its RSS.
         slim = {k: v for k, v in devnet.manifest.items() if k != "borrowers"}
+        assert devnet.anvil.process is not None
+        slim["anvil_pid"] = devnet.anvil.process.pid
         keeperd_manifest = Path(tmp) / "keeperd.json"
         keeperd_manifest.write_text(json.dumps(slim))
         baseline_manifest = Path(tmp) / "baseline.json"
@@ -244,13 +265,17 @@ def main() -> int:
           f"{k['rpc_requests']} requests  peak RSS {k['peak_rss_mb']} MB  "
           f"(health mismatches vs chain: {k['health_mismatches_vs_chain']})")
     c = checked_all
+    print(f"  CPU               keeperd {k['keeperd_cpu_seconds']} s, the node "
+          f"{k['node_cpu_seconds']} s; reading {k['read_seconds']} s, exact math "
+          f"{k['exact_math_seconds']} s")
     print(f"  + every account   {c['seconds']:.3f} s  {c['accounts_per_s']:,.0f} acc/s  "
           f"{c['rpc_requests']} requests  (getUserAccountData for all {c['cross_checked_accounts']}"
           f", mismatches: {c['health_mismatches_vs_chain']})")
     a = through_aggregate3
     print(f"  via aggregate3    {a['seconds']:.3f} s  {a['accounts_per_s']:,.0f} acc/s  "
           f"{a['rpc_requests']} requests  (no state override; mismatches: "
-          f"{a['health_mismatches_vs_chain']})")
+          f"{a['health_mismatches_vs_chain']}; CPU keeperd {a['keeperd_cpu_seconds']} s, "
+          f"the node {a['node_cpu_seconds']} s)")
     print(f"baseline            {b['seconds']:.3f} s  {b['accounts_per_s']:,.0f} acc/s  "
           f"{b['rpc_requests']} requests  peak RSS {b['peak_rss_mb']} MB  "
           f"(on {b['accounts_measured']} accounts)")
