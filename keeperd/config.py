@@ -174,7 +174,7 @@ class ChainConfig(_Model):
     scan_reader: bool = Field(
         default=True, description="Read full scans through keeperd's scan reader, a contract "
         "placed for the length of an eth_call by a state override (contracts/readers/"
-        "ScanReader.sol): the node does less than half the work of Multicall3. A node that "
+        "ScanReader.sol): much less work per call for the node than Multicall3. A node that "
         "refuses or ignores overrides is read through Multicall3 anyway; false: always.")
     explorer_url: HttpUrl | None = Field(
         default=None, description="Block-explorer base URL for links in alerts.")
