@@ -207,8 +207,9 @@ def _offsets(raw: NDArray[np.uint8], at: NDArray[np.int64], what: str) -> NDArra
 
 
 class ResultColumns(Sequence[CallResult]):
-    """aggregate3's answers in place: whether each call succeeded, and where its return data
-    lies in the answer. Indexing gives `CallResult`s; `words` reads many at once."""
+    """Answers in place (aggregate3's or the scan reader's): whether each call succeeded, and
+    where its return data lies in the answer. Indexing gives `CallResult`s; `words` reads
+    many at once."""
 
     def __init__(self, data: bytes, success: NDArray[np.bool_], start: NDArray[np.int64],
                  length: NDArray[np.int64]) -> None:
@@ -333,7 +334,7 @@ class Multicall:
         chunks.append(calls[start:])
         return chunks
 
-    async def aggregate3_columns(self, calls: AddressCalls, block: int | str = "latest"
+    async def read_columns(self, calls: AddressCalls, block: int | str = "latest"
                                  ) -> ResultColumns:
         """Calls held as columns (a scan's), answered as columns: through the scan reader
         (scan_reader.py) while the node honours state overrides, else through aggregate3."""

@@ -132,10 +132,10 @@ async def test_the_scan_reader_answers_as_aggregate3(pool: RpcPool, devnet: Devn
                                                      metrics) -> None:
     calls = _scan_calls(devnet)
     reader = Multicall(pool, chunk_size=30)
-    through_reader = await reader.aggregate3_columns(calls)
+    through_reader = await reader.read_columns(calls)
     assert reader.reads_through == "scan reader"
     told_not_to = Multicall(pool, scan_reader=False)  # (chains[].scan_reader: false)
-    through_aggregate3 = await told_not_to.aggregate3_columns(calls)
+    through_aggregate3 = await told_not_to.read_columns(calls)
     assert told_not_to.reads_through == "aggregate3"
     assert _answers(through_aggregate3, calls) == _answers(through_reader, calls)
     plain = await Multicall(pool).aggregate3(calls.calls())
@@ -165,12 +165,12 @@ async def test_a_node_without_state_overrides_is_read_through_aggregate3(
         proxy.state_overrides = node
         async with RpcPool.from_urls("devnet", [proxy.url], metrics=metrics) as pool:
             mc = Multicall(pool)
-            first = await mc.aggregate3_columns(calls)
+            first = await mc.read_columns(calls)
             assert mc.reads_through == "aggregate3" and proxy.faulted["eth_call"] == 1
-            again = await mc.aggregate3_columns(calls)
+            again = await mc.read_columns(calls)
             assert proxy.faulted["eth_call"] == 1  # the reader is not tried again
     async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]]) as direct:
-        honest = await Multicall(direct).aggregate3_columns(calls)
+        honest = await Multicall(direct).read_columns(calls)
     assert _answers(first, calls) == _answers(again, calls) == _answers(honest, calls)
 
 

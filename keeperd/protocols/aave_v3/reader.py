@@ -1,9 +1,11 @@
-"""Batched reads of an Aave V3 market through Multicall3, pinned to one block.
+"""Batched reads of an Aave V3 market, pinned to one block.
 
 Market: two multicalls (the reserve list, then each reserve's data, indexes, price and symbol,
-then eMode categories). Positions: phase A reads every account's getUserAccountData,
-configuration bitmap and eMode; phase B reads only the balances the bitmap says matter
-(aToken for collateral, debt tokens for borrows), so a typical account costs five calls.
+then eMode categories). Positions: phase A reads every account's configuration bitmap and
+eMode (and, for those cross-checked, the pool's getUserAccountData); phase B reads only the
+balances the bitmap says matter (aToken for collateral, debt tokens for borrows), so a typical
+account costs four or five calls. Positions are all f(address) calls: built and decoded as
+byte columns and sent through the scan reader (keeperd/chain/multicall.py, scan_reader.py).
 """
 
 from __future__ import annotations
@@ -299,7 +301,7 @@ class AaveV3Reader:
         checked = lo + np.flatnonzero(out.checked[lo:hi])
         # Phase A: every account's configuration bitmap, then its eMode, then the pool's own
         # account data for those cross-checked.
-        res_a = await self.multicall.aggregate3_columns(AddressCalls.concat([
+        res_a = await self.multicall.read_columns(AddressCalls.concat([
             AddressCalls.to(pool, abi.SELECT_GET_USER_CONFIGURATION, batch),
             AddressCalls.to(pool, abi.SELECT_GET_USER_EMODE, batch),
             AddressCalls.to(pool, abi.SELECT_GET_USER_ACCOUNT_DATA, addresses[checked],
@@ -355,7 +357,7 @@ class AaveV3Reader:
                 if len(rows):
                     parts.append(AddressCalls.to(token, select, addresses[rows]))
                     where.append((target, rows, col))
-        res_b = await self.multicall.aggregate3_columns(AddressCalls.concat(parts), block)
+        res_b = await self.multicall.read_columns(AddressCalls.concat(parts), block)
         answered = res_b.answered()
         if not answered.all():
             k = int(np.flatnonzero(~answered)[0])
