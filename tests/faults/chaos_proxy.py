@@ -246,6 +246,9 @@ class ChaosProxy:
             if lagging is not None:
                 self.faulted[method] += 1
                 return {**reply, **lagging}
+            # (the call as the lagging node sees it: its ranges clamped, "latest" its head —
+            # `params` is this method's copy, rewritten in place)
+            call = {**call, "params": params}
         return await self._forward(call)
 
     def _behind(self, method: str, params: list[Any], head: int) -> dict[str, Any] | None:
