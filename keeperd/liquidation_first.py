@@ -22,7 +22,10 @@ Two rules order them across the daemon's scanners:
    ms of loop since its calldata is encoded once), and a node executing them answers the
    other protocols' reads that much later. Counting the loop alone, Curie looked no longer
    four times Aave's weight and ran beside it (bench/isolation.py). The weight of a path is
-   the median of its last HISTORY runs. Aave's and Morpho's paths on the devnet weigh
+   the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
+   side by side stretch each other's time in flight (at a daemon's start every path waits
+   for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
+   more about the others than about the path; its lightest run does not. Aave's and Morpho's paths on the devnet weigh
    10-60 ms and run side by side as before. The order is scale-free: on a faster machine or
    node all weights shrink together;
 2. after-work waits until no other protocol's path is running.
@@ -39,7 +42,6 @@ its own after-work of the block before).
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -54,7 +56,7 @@ LIGHTER = 4.0
 MIN_WAIT_S = 0.02
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
-# Runs kept per scanner to judge its weight (their median: one slow run is no weight).
+# Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).
 HISTORY = 5
 
 
@@ -191,7 +193,7 @@ class LiquidationFirst:
     def weight(self, name: str) -> float:
         """Seconds a path of the scanner weighs (0 until one has run)."""
         runs = self._runs.get(name)
-        return statistics.median(runs) if runs else 0.0
+        return min(runs) if runs else 0.0
 
     def lighter_in_flight(self, name: str) -> list[str]:
         """The other scanners' paths, due or running, much lighter than this one's."""
