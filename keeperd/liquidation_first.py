@@ -25,9 +25,9 @@ Two rules order them across the daemon's scanners:
    the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
    side by side stretch each other's time in flight (at a daemon's start every path waits
    for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
-   more about the others than about the path; its lightest run does not. Aave's and Morpho's paths on the devnet weigh
-   10-60 ms and run side by side as before. The order is scale-free: on a faster machine or
-   node all weights shrink together;
+   more about the others than about the path; its lightest run does not. Aave's and
+   Morpho's paths on the devnet weigh 10-60 ms and run side by side as before. The order is
+   scale-free: on a faster machine or node all weights shrink together;
 2. after-work waits until no other protocol's path is running.
 
 Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
