@@ -13,14 +13,21 @@ own work. A scanner's work for a block is in two parts:
 Two rules order them across the daemon's scanners:
 
 1. a path waits, before it starts reading, for the paths in flight that are much lighter
-   than its own: those whose recent runs held the loop at most 1/LIGHTER of what its own do
-   (and its own at least MIN_WAIT_S: below that nothing is worth ordering). The weight of a
-   path is the median of its last HISTORY runs, counted step by step (`LoopTime`: the time
-   its own task ran, not the time others ran while it waited for an answer). Perp Curie
-   encodes, decodes and evaluates every trader at every block in Python (0.1-0.3 s of loop
-   on the project's machine); Aave's and Morpho's paths on the devnet hold it 5-60 ms, and
-   run side by side as before. The order is scale-free: on a faster machine all weights
-   shrink together;
+   than its own: those whose recent runs weighed at most 1/LIGHTER of what its own do (and
+   its own at least MIN_WAIT_S: below that nothing is worth ordering). A run weighs the
+   longer of the loop it held (`LoopTime`: the time its own task ran, counted step by step)
+   and its time in flight, from its start to its executor's end: the loop's time and the
+   node's, answering its reads. A heavy path loads both: Perp Curie asks some 2,000 views of
+   the node every block for 200 traders (0.4-0.6 s in flight on the project's machine, 40-90
+   ms of loop since its calldata is encoded once), and a node executing them answers the
+   other protocols' reads that much later. Counting the loop alone, Curie looked no longer
+   four times Aave's weight and ran beside it (bench/isolation.py). The weight of a path is
+   the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
+   side by side stretch each other's time in flight (at a daemon's start every path waits
+   for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
+   more about the others than about the path; its lightest run does not. Aave's and
+   Morpho's paths on the devnet weigh 10-60 ms and run side by side as before. The order is
+   scale-free: on a faster machine or node all weights shrink together;
 2. after-work waits until no other protocol's path is running.
 
 Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
@@ -35,7 +42,6 @@ its own after-work of the block before).
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -50,7 +56,7 @@ LIGHTER = 4.0
 MIN_WAIT_S = 0.02
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
-# Runs kept per scanner to judge its weight (their median: one slow run is no weight).
+# Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).
 HISTORY = 5
 
 
@@ -138,6 +144,8 @@ class LiquidationFirst:
         self.history = history
         self._in_flight: dict[str, int] = {}  # scanner -> the newest block its path is due for
         self._running: set[str] = set()  # scanners whose path has started
+        self._started: dict[str, float] = {}  # scanner -> when its running path started
+        self._held: dict[str, float] = {}  # scanner -> the loop its running path held
         self._runs: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()
 
@@ -150,12 +158,18 @@ class LiquidationFirst:
     def running(self, name: str) -> None:
         """The scanner's path started."""
         self._running.add(name)
+        self._started[name] = time.perf_counter()
+        self._held.pop(name, None)
 
     def done(self, name: str, block: int | None) -> None:
         """The scanner's path for `block` ended (sent, or failed): unless a newer block is
         already due for it, it has none in flight. None: whatever is due (a stopping
         scanner)."""
         self._running.discard(name)
+        started = self._started.pop(name, None)
+        if started is not None:  # the run weighs its time in flight, or the loop it held
+            self._record(name, max(time.perf_counter() - started,
+                                   self._held.pop(name, 0.0)))
         due = self._in_flight.get(name)
         if due is not None and (block is None or due <= block):
             del self._in_flight[name]
@@ -163,15 +177,23 @@ class LiquidationFirst:
         self._changed = asyncio.Event()
 
     def took(self, name: str, seconds: float) -> None:
-        """How long one path of the scanner held the loop (`LoopTime`)."""
+        """How long one path of the scanner held the loop (`LoopTime`). Told while the path
+        is running, it is weighed with the path's time in flight at `done`; otherwise it is
+        the run's weight."""
+        if name in self._started:
+            self._held[name] = seconds
+        else:
+            self._record(name, seconds)
+
+    def _record(self, name: str, seconds: float) -> None:
         self._runs.setdefault(name, deque(maxlen=self.history)).append(seconds)
 
     # --- what they wait for -----------------------------------------------------------------
 
     def weight(self, name: str) -> float:
-        """Seconds of loop a path of the scanner holds (0 until one has run)."""
+        """Seconds a path of the scanner weighs (0 until one has run)."""
         runs = self._runs.get(name)
-        return statistics.median(runs) if runs else 0.0
+        return min(runs) if runs else 0.0
 
     def lighter_in_flight(self, name: str) -> list[str]:
         """The other scanners' paths, due or running, much lighter than this one's."""

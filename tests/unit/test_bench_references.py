@@ -235,7 +235,9 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`83dfee9` (this)": "isolation.json",
+ISOLATION_ROWS = {"`91d45d1` (this)": "isolation.json",
+                  "`26e1ce0` (before, main)": "isolation-before-26e1ce0.json",
+                  "`83dfee9`, its own run": "isolation-83dfee9.json",
                   "`2cfe953` (before), this bench": "isolation-baseline-2cfe953-final-bench.json",
                   "`2cfe953` (before), first bench": "isolation-baseline-2cfe953.json"}
 
