@@ -66,9 +66,11 @@ class LoopTime(Generic[T]):
     loop waited for the network). Tasks it starts (a multicall's chunks, gathered) are counted
     too where the loop has `count_child_tasks` as its task factory (the daemon installs it)."""
 
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T],
+                 on_step: Callable[[float], None] | None = None) -> None:
         self.coro = coro
         self.held_s = 0.0
+        self.on_step = on_step  # told each step's time as it ends (LiquidationFirst.held)
 
     def __await__(self) -> Generator[Any, Any, T]:
         token = _counting.set(self)
@@ -93,7 +95,10 @@ def _timed(coro: Coroutine[Any, Any, T], into: LoopTime[Any]) -> Generator[Any, 
         except StopIteration as end:
             return end.value
         finally:
-            into.held_s += time.perf_counter() - started
+            step = time.perf_counter() - started
+            into.held_s += step
+            if into.on_step is not None:
+                into.on_step(step)
         try:
             value, error = (yield yielded), None
         except GeneratorExit:
@@ -148,6 +153,11 @@ class LiquidationFirst:
         self._held: dict[str, float] = {}  # scanner -> the loop its running path held
         self._runs: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()
+        # The loop every path has held so far (each step told as it ends), and its value when
+        # each running path started: a run's time in flight less what *other* paths held of
+        # the loop meanwhile is its own (a light path beside a heavy one is not heavy).
+        self._paths_held_s = 0.0
+        self._held_at_start: dict[str, float] = {}
 
     # --- what the scanners tell -------------------------------------------------------------
 
@@ -159,7 +169,12 @@ class LiquidationFirst:
         """The scanner's path started."""
         self._running.add(name)
         self._started[name] = time.perf_counter()
+        self._held_at_start[name] = self._paths_held_s
         self._held.pop(name, None)
+
+    def held(self, seconds: float) -> None:
+        """One step of a path held the loop this long (`LoopTime.on_step`)."""
+        self._paths_held_s += seconds
 
     def done(self, name: str, block: int | None) -> None:
         """The scanner's path for `block` ended (sent, or failed): unless a newer block is
@@ -167,9 +182,14 @@ class LiquidationFirst:
         scanner)."""
         self._running.discard(name)
         started = self._started.pop(name, None)
-        if started is not None:  # the run weighs its time in flight, or the loop it held
-            self._record(name, max(time.perf_counter() - started,
-                                   self._held.pop(name, 0.0)))
+        at_start = self._held_at_start.pop(name, self._paths_held_s)
+        if started is not None:
+            # The run weighs its time in flight less what the other paths held of the loop
+            # meanwhile (the node's time answering it counts; a neighbour's evaluation does
+            # not), or the loop it held itself if that is more.
+            own = self._held.pop(name, 0.0)
+            others = max(0.0, self._paths_held_s - at_start - own)
+            self._record(name, max(time.perf_counter() - started - others, own))
         due = self._in_flight.get(name)
         if due is not None and (block is None or due <= block):
             del self._in_flight[name]

@@ -154,7 +154,8 @@ class ProtocolScanner:
         if self.order is not None:
             await self.order.before_path(self.name)
             self.order.running(self.name)
-        path = LoopTime(self._liquidation_path(block, full, seen_at))
+        path = LoopTime(self._liquidation_path(block, full, seen_at),
+                        self.order.held if self.order is not None else None)
         result = await path
         self.loop_held_s = path.held_s
         if self.order is not None:

@@ -167,3 +167,25 @@ async def test_a_path_long_in_flight_is_heavy_however_little_loop_it_holds() -> 
     # A run that held the loop longer than it was in flight (a test's own figure) keeps it.
     order.took("toy", 0.5)
     assert order.weight("toy") == 0.5
+
+
+async def test_a_light_path_beside_a_heavy_one_is_not_weighed_heavy() -> None:
+    """A path in flight while another path holds the loop (the toy's one-second evaluation,
+    Curie's decoding) waits that long through no fault of its own: weighed by its time in
+    flight it looked as heavy as its neighbour, and lost its place before it (seen:
+    test_isolation failing, Morpho's liquidation behind the toy's evaluation)."""
+    order = weighed(toy=1.0)
+    order.running("morpho")
+    order.running("toy")
+    heavy = LoopTime(asyncio.sleep(0), order.held)  # the toy's steps, told as they end
+    await heavy
+    order.held(0.3)  # (its evaluation: the loop held 0.3 s while Morpho waited for it)
+    time.sleep(0.3)
+    order.took("toy", 0.3)
+    order.done("toy", 10)
+    await asyncio.sleep(0.02)  # Morpho's own wait for the node
+    order.took("morpho", 0.005)
+    order.done("morpho", 10)
+    assert 0.02 <= order.weight("morpho") < 0.1
+    order.due("morpho", 11)
+    assert order.lighter_in_flight("toy") == ["morpho"]
