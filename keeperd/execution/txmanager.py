@@ -402,6 +402,11 @@ class TxManager:
                 log.warning("tx.private_timeout", opportunity=key, nonce=p.nonce)
                 await self._send_again(p)
                 continue
+            if p.nonce_passed_at is not None:
+                # Its nonce is used (ours mined, its receipt not served yet, or another's):
+                # a replacement could only be refused as "nonce too low" — and would cost a
+                # signature. The next block settles it, included or dropped.
+                continue
             if block - p.sent_block < self.policy.replace_after_blocks:
                 if p.in_doubt:
                     await self._send_again(p)

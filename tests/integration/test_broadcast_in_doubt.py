@@ -161,3 +161,31 @@ async def test_a_receipt_served_a_block_after_the_nonce_is_not_a_drop(
         assert proxy.faulted["eth_getTransactionReceipt"] == 1
         [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
     assert (outcome.key, outcome.status, outcome.tx_hash) == ("e", "included", record.tx_hash)
+
+
+async def test_a_transaction_whose_nonce_is_used_is_not_replaced(
+        devnet: Devnet, pool: RpcPool, metrics: Metrics) -> None:
+    """Mined, its receipt not served yet (anvil between executing a block and storing it; a
+    provider whose receipts come from a node a block behind), two blocks after its send: it
+    was replaced — a replacement only ever refused ("nonce too low"), and one more signature
+    asked of a remote signer (seen: test_remote_signer counting one more signature than
+    nonces). Its nonce is used: the next block settles it."""
+    tx = manager(pool, metrics)
+    head = devnet.client.block_number()
+    await tx.send("a", SELF, b"", 21_000, 10**18, block=head)
+    devnet.mine(1)
+    request = pool.request
+
+    async def receipts_late(method: str, params: Any = (), **kwargs: Any) -> Any:
+        if method == "eth_getTransactionReceipt":
+            return None
+        return await request(method, params, **kwargs)
+
+    pool.request = receipts_late  # type: ignore[method-assign]
+    try:
+        assert await tx.watch(devnet.mine(2), lambda key: True) == []
+    finally:
+        pool.request = request  # type: ignore[method-assign]
+    assert len(tx.pending["a"].attempts) == 1  # not replaced
+    [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
+    assert outcome.status == "included"

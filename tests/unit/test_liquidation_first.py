@@ -180,7 +180,7 @@ async def test_a_light_path_beside_a_heavy_one_is_not_weighed_heavy() -> None:
     heavy = LoopTime(asyncio.sleep(0), order.held)  # the toy's steps, told as they end
     await heavy
     order.held(0.3)  # (its evaluation: the loop held 0.3 s while Morpho waited for it)
-    time.sleep(0.3)
+    time.sleep(0.3)  # noqa: ASYNC251 - the loop held, as an evaluation holds it
     order.took("toy", 0.3)
     order.done("toy", 10)
     await asyncio.sleep(0.02)  # Morpho's own wait for the node
