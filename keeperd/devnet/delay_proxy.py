@@ -70,6 +70,7 @@ class DelayProxy:
         self.ws_url = ""
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
 
     async def __aenter__(self) -> DelayProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
@@ -85,6 +86,8 @@ class DelayProxy:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for ws in list(self._sockets):  # (else the server waits for them to end)
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -137,6 +140,7 @@ class DelayProxy:
         assert self._session is not None and self.ws_target is not None
         client = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024)
         await client.prepare(request)
+        self._sockets.add(client)
         async with self._session.ws_connect(self.ws_target, max_msg_size=0) as node:
             async def upstream() -> None:
                 async for msg in client:
@@ -160,6 +164,7 @@ class DelayProxy:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await task
+        self._sockets.discard(client)
         await client.close()
         return client
 

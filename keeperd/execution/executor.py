@@ -242,6 +242,7 @@ class Executor:
                 # Bounded approvals follow the balances (a top-up approved in turn).
                 await self.liquidator.keep_allowances(result.block, result.book)
             await self._housekeep(result)
+            await self._keep_balances_warm(result)
         if self._last is None:
             self._last = result
         if not liquidatable:
@@ -251,7 +252,7 @@ class Executor:
             self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(
                 len(opportunities))
             return
-        await self._consider_all(opportunities, result, await self._base_fee(),
+        await self._consider_all(opportunities, result, await self._base_fee(result.block),
                                  self._native_usd(result))
 
     async def _consider_all(self, opportunities: list[Opportunity], result: ScanResult,
@@ -340,7 +341,9 @@ class Executor:
         if own is not None:  # capital that is not a token balance (Curie's margin)
             balances = own
         else:
-            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
+            # (at the scan's block, the head: asked ahead with its other reads)
+            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets],
+                                      result.block)
             balances = {a: v if isinstance(v, int) else 0
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
@@ -354,6 +357,18 @@ class Executor:
         self._short_of = short
         self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])
+
+    async def _keep_balances_warm(self, result: ScanResult) -> None:
+        """The keeper's balance of each token it repays with, read at every block after the
+        block's work (off the hot path): the pool then asks them again beside the next head's
+        other reads (chain/prefetch.py), and the capital stage finds them waiting instead of
+        spending a round trip between the first pass and the simulation."""
+        if self.keeper is None or self.mode != "liquidate" or self.config.capital == "flash-loan":
+            return
+        tokens = self.liquidator.tokens(result.book)
+        if tokens:
+            await call_many(self.pool, [_balance_of(a, self.keeper) for a, _, _ in tokens],
+                            result.block)
 
     async def _key_for(self, key: OpportunityKey) -> OpportunityKey | None:
         """The journal key to try this opportunity under: its own, or, after an on-chain
@@ -934,9 +949,14 @@ class Executor:
 
     # --- helpers --------------------------------------------------------------------------
 
-    async def _base_fee(self) -> int:
-        block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
-        return int(block.get("baseFeePerGas", "0x0"), 16)
+    async def _base_fee(self, block: int | None = None) -> int:
+        """The base fee of `block`'s header (asked by number: the head's header comes with
+        the reads asked ahead at its arrival, chain/prefetch.py), or of the latest."""
+        header = await self.pool.request(
+            "eth_getBlockByNumber", ["latest" if block is None else hex(block), False])
+        if header is None:  # (a node that lost the block since: the latest, as before)
+            header = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        return int(header.get("baseFeePerGas", "0x0"), 16)
 
     def _native_usd(self, result: ScanResult | None) -> float:
         own = self.liquidator.native_usd(result.book) if result is not None else None
