@@ -99,8 +99,12 @@ class DelayProxy:
         return next((h.at for h in self.heads if h.number == block), None)
 
     def first_send_after(self, start: float) -> Seen | None:
+        """The first broadcast after `start` and before the next head (a block that revealed
+        nothing to send has none: the next block's is not its)."""
+        end = min((h.at for h in self.heads if h.at > start), default=float("inf"))
         return next((r for r in sorted(self.requests, key=lambda r: r.arrived)
-                     if r.arrived >= start and "eth_sendRawTransaction" in r.methods), None)
+                     if start <= r.arrived < end and "eth_sendRawTransaction" in r.methods),
+                    None)
 
     def round_trips_to_send(self, block: int) -> int | None:
         """Sequential round trips from block's head reaching keeperd to the first broadcast

@@ -316,10 +316,20 @@ class Executor:
             calls.append((call, key))
         # (Overlapping one wave's simulation with the previous wave's broadcast was measured:
         # no gain, the node is the bottleneck.)
+        planned = time.perf_counter()
+        waves: list[dict[str, float]] = []
         for start in range(0, len(calls), WAVE):
             wave = calls[start:start + WAVE]
-            await self._wave(wave, await self._simulate(wave, result.block), result, base_fee,
-                             native_usd)
+            began = time.perf_counter()
+            simulations = await self._simulate(wave, result.block)
+            stages = {"size": len(wave), "simulate_ms": _ms(time.perf_counter() - began)}
+            await self._wave(wave, simulations, result, base_fee, native_usd, stages)
+            waves.append(stages)
+        if waves:
+            # Where a block's liquidations spend their time (bench/latency.py keeps it).
+            log.info("execution.timing", protocol=self.adapter.name, block=result.block,
+                     partial=result.partial, plan_ms=_ms(planned - result.seen_at),
+                     waves=waves)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
         for opp, checked, block, reason in checks:
@@ -536,7 +546,10 @@ class Executor:
         return Simulated(None, verdict)
 
     async def _wave(self, wave: list[tuple[Call, OpportunityKey]], simulations: list[object],
-                    result: ScanResult, base_fee: int, native_usd: float) -> None:
+                    result: ScanResult, base_fee: int, native_usd: float,
+                    timing: dict[str, float] | None = None) -> None:
+        timing = {} if timing is None else timing
+        began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
         to_send = []
         verified_keys: set[OpportunityKey] = set()
@@ -605,12 +618,15 @@ class Executor:
                 to_send.append((opp, key, decision, record, pending))
                 if verdict is not None:
                     verified_keys.add(key)
+        timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
         if not to_send:
             return
         crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         assert self.tx is not None
+        began = time.perf_counter()
         outcomes = await self.tx.broadcast_many([(record, pending)
                                                  for _, _, _, record, pending in to_send])
+        timing["broadcast_ms"] = _ms(time.perf_counter() - began)
         for (opp, key, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is not None:
                 await self.journal.set_status(key, J.DROPPED, detail=str(outcome)[:500])
@@ -976,6 +992,10 @@ class Executor:
             if isinstance(balance, int):
                 self.metrics.keeper_balance.labels(self.adapter.chain, symbol).set(
                     balance / 10**decimals)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
 
 
 def _as_text(planned: Any) -> dict[str, str] | None:
