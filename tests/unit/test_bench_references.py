@@ -164,6 +164,17 @@ LATENCY: dict[str, Figures | None] = {
     "first of each round p50 / p99": lambda f: [f[0]["first_per_round_p50_ms"],
                                                 f[0]["first_per_round_p99_ms"]],
 }
+LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
+    "code": None,
+    "delay per request": lambda f: [] if f[0].get("delay_ms") is None else [f[0]["delay_ms"]],
+    "liquidations (per round)": LATENCY["liquidations (per round)"],
+    "p50": LATENCY["p50"],
+    "p99": LATENCY["p99"],
+    "first of each round p50 / p99": LATENCY["first of each round p50 / p99"],
+    "p99 / first p50": lambda f: [f[0]["p99_ms"] / f[0]["first_per_round_p50_ms"]],
+    "round trips to the first send (max)": lambda f: (
+        [] if f[0].get("round_trips_max") is None else [f[0]["round_trips_max"]]),
+}
 BUILD: dict[str, Figures | None] = {
     "commit": None,
     "how": lambda f: [f[0]["stage_borrowers"]] if "stage_borrowers" in f[0] else [],
@@ -208,6 +219,12 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`10267b2` (this) | 0.2 % x 30": ["latency-10000-step0.2pct.json"],
         "`2843102` | 1 % x 30": ["latency-10000-2843102.json"],
     }, LATENCY),
+    tuple(LATENCY_ROUND_TRIPS): Table({
+        "`8b09efd` (main) | none": ["latency-10000-8b09efd-ab.json"],
+        "`51b6400` | none": ["latency-10000-51b6400.json"],
+        "`8b09efd` (main) | +50": ["latency-10000-delay50-8b09efd.json"],
+        "`51b6400` | +50": ["latency-10000-delay50-51b6400.json"],
+    }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
         "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],
