@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,8 +173,10 @@ LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
     "p99": LATENCY["p99"],
     "first of each round p50 / p99": LATENCY["first of each round p50 / p99"],
     "p99 / first p50": lambda f: [f[0]["p99_ms"] / f[0]["first_per_round_p50_ms"]],
-    "round trips to the first send (max)": lambda f: (
-        [] if f[0].get("round_trips_max") is None else [f[0]["round_trips_max"]]),
+    "round trips to the first send, max / median": lambda f: (
+        [] if f[0].get("round_trips_max") is None else [
+            f[0]["round_trips_max"], statistics.median(
+                t for t in f[0]["round_trips_head_to_first_send"] if t is not None)]),
 }
 BUILD: dict[str, Figures | None] = {
     "commit": None,
@@ -220,10 +223,13 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`2843102` | 1 % x 30": ["latency-10000-2843102.json"],
     }, LATENCY),
     tuple(LATENCY_ROUND_TRIPS): Table({
-        "`8b09efd` (main) | none": ["latency-10000-8b09efd-ab.json"],
-        "`51b6400` | none": ["latency-10000-51b6400.json"],
-        "`8b09efd` (main) | +50": ["latency-10000-delay50-8b09efd.json"],
-        "`51b6400` | +50": ["latency-10000-delay50-51b6400.json"],
+        "`8b09efd` (main), run A | none": ["latency-10000-8b09efd-ab.json"],
+        "`51b6400`, run A | none": ["latency-10000-51b6400.json"],
+        "`8b09efd` (main), run B | none": ["latency-10000-8b09efd-ab2.json"],
+        "`ed7ef63`, run B | none": ["latency-10000-ed7ef63.json"],
+        "`8b09efd` (main), run A | +50": ["latency-10000-delay50-8b09efd.json"],
+        "`51b6400`, run A | +50": ["latency-10000-delay50-51b6400.json"],
+        "`ed7ef63`, run B | +50": ["latency-10000-delay50-ed7ef63.json"],
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
