@@ -223,6 +223,7 @@ class RpcPool:
             )
 
     async def close(self) -> None:
+        self.prefetch.forget()  # (a batch still in flight is not waited for)
         if self._session is not None:
             await self._session.close()
             self._session = None
