@@ -230,6 +230,9 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`8b09efd` (main), run A | +50": ["latency-10000-delay50-8b09efd.json"],
         "`51b6400`, run A | +50": ["latency-10000-delay50-51b6400.json"],
         "`ed7ef63`, run B | +50": ["latency-10000-delay50-ed7ef63.json"],
+        "`8b09efd` (main), run C | none": ["latency-10000-8b09efd-ab3.json"],
+        "`e1feead`, run C | none": ["latency-10000-e1feead.json"],
+        "`e1feead`, run C | +50": ["latency-10000-delay50-e1feead.json"],
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
