@@ -4,10 +4,12 @@
 
 Starts the devnet seeded with N borrowers (built once and cached), then runs each side in its
 own process so that each one's peak RSS is its own:
-- keeperd: Multicall3 batches pinned to one block, hand-decoded, exact health for every
-  account, with its default cross-check (the pool's own getUserAccountData for one account in
-  ten, compared to the wei), then the float64 reprice after a WETH price change with no RPC
-  (`reprice_ms`, median of 25); and once more with every account cross-checked;
+- keeperd: its scan reader (an eth_call state override; keeperd/chain/scan_reader.py) pinned
+  to one block, decoded as columns, exact health for every account, with its default
+  cross-check (the pool's own getUserAccountData for one account in ten, compared to the
+  wei), then the float64 reprice after a WETH price change with no RPC
+  (`reprice_ms`, median of 25); once more with every account cross-checked; and once more
+  through Multicall3's aggregate3, as on a node that refuses state overrides;
 - baseline: web3.py's AsyncWeb3 with its default middleware, one
   `contract.functions.getUserAccountData(a).call()` per account, 16 in flight. Past
   --baseline-sample accounts it runs on a sample (its rate is what is compared) and says so.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -40,6 +43,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used (the node's, read from /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def requests_sent(metrics: Any) -> int:
     total = 0.0
     for metric in metrics.registry.collect():
@@ -49,7 +60,7 @@ def requests_sent(metrics: Any) -> int:
 
 
 async def keeperd_side(manifest: dict[str, Any], chunk: int,
-                       cross_check_every: int) -> dict[str, Any]:
+                       cross_check_every: int, scan_reader: bool = True) -> dict[str, Any]:
     from keeperd.chain.rpc import RpcPool
     from keeperd.config import parse_config
     from keeperd.metrics import Metrics
@@ -62,7 +73,7 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
         "state_dir": "/unused",
         "chains": [{"name": "devnet", "chain_id": manifest["chain_id"],
                     "rpc_urls": [manifest["rpc_url"]], "confirmations": 0,
-                    "multicall_chunk_size": chunk}],
+                    "multicall_chunk_size": chunk, "scan_reader": scan_reader}],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": manifest["aave_v3"]["addresses_provider"],
                        "cross_check_every": cross_check_every}],
@@ -81,11 +92,26 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
             accounts = sorted(adapter.accounts)
 
             before = requests_sent(metrics)
+            node_cpu, own_cpu = cpu_seconds(manifest.get("anvil_pid")), time.process_time()
             t = time.perf_counter()
             book = await adapter.snapshot(accounts, head)
+            read_seconds = time.perf_counter() - t
             exact = exact_account_data(book.market, book.positions)
             seconds = time.perf_counter() - t
+            # Where the time went: this process's CPU (encoding, decoding, the exact math,
+            # JSON, HTTP) and the node's (executing the calls, its JSON).
+            own_cpu = time.process_time() - own_cpu
+            node_cpu = cpu_seconds(manifest.get("anvil_pid")) - node_cpu
             rpc_requests = requests_sent(metrics) - before
+            read_through = adapter.multicall.reads_through
+            # The same scan again, a few times: on a shared machine one scan of a fraction of
+            # a second swings with the other processes' load (the headline stays the first).
+            again = []
+            for _ in range(4):
+                t = time.perf_counter()
+                repeat = await adapter.snapshot(accounts, head)
+                exact_account_data(repeat.market, repeat.positions)
+                again.append(round(time.perf_counter() - t, 4))
         await store.close()
 
     chain, checked = book.positions.chain_account_data, book.positions.chain_checked
@@ -109,6 +135,12 @@ async def keeperd_side(manifest: dict[str, Any], chunk: int,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "accounts_scanned": len(accounts),
         "multicall_chunk_size": chunk,
+        "read_through": read_through,
+        "seconds_scanned_again": again,
+        "read_seconds": round(read_seconds, 4),
+        "exact_math_seconds": round(seconds - read_seconds, 4),
+        "keeperd_cpu_seconds": round(own_cpu, 3),
+        "node_cpu_seconds": round(node_cpu, 3),
         "index_seconds": round(index_seconds, 3),
         "cross_checked_accounts": len(compared),
         "health_mismatches_vs_chain": mismatches,
@@ -180,13 +212,15 @@ def main() -> int:
                         "getUserAccountData (the run with every account is reported too)")
     parser.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
                         help="which Aave the devnet runs (default: today's)")
+    parser.add_argument("--no-scan-reader", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("keeperd", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:
         manifest = json.loads(args.manifest.read_text())
-        coro = (keeperd_side(manifest, args.chunk, args.cross_check_every)
+        coro = (keeperd_side(manifest, args.chunk, args.cross_check_every,
+                             not args.no_scan_reader)
                 if args.side == "keeperd" else baseline_side(manifest, args.baseline_sample))
         print(json.dumps(asyncio.run(coro)))
         return 0
@@ -202,6 +236,8 @@ def main() -> int:
         # keeperd finds its accounts itself (from logs); the baseline is handed its sample.
         # Neither side holds the 100k-entry manifest, whose size would count in its RSS.
         slim = {k: v for k, v in devnet.manifest.items() if k != "borrowers"}
+        assert devnet.anvil.process is not None
+        slim["anvil_pid"] = devnet.anvil.process.pid
         keeperd_manifest = Path(tmp) / "keeperd.json"
         keeperd_manifest.write_text(json.dumps(slim))
         baseline_manifest = Path(tmp) / "baseline.json"
@@ -212,6 +248,10 @@ def main() -> int:
                                                           str(args.cross_check_every)])
         checked_all = run_side("keeperd", keeperd_manifest, ["--chunk", str(args.chunk),
                                                               "--cross-check-every", "1"])
+        # The same scan through Multicall3's aggregate3 (a node without state overrides).
+        through_aggregate3 = run_side("keeperd", keeperd_manifest, [
+            "--chunk", str(args.chunk), "--cross-check-every", str(args.cross_check_every),
+            "--no-scan-reader"])
         baseline = run_side("baseline", baseline_manifest,
                             ["--baseline-sample", str(args.baseline_sample)])
     result = {
@@ -220,6 +260,7 @@ def main() -> int:
         "keeperd": keeperd,
         "baseline": baseline,
         "keeperd_every_account_cross_checked": checked_all,
+        "keeperd_through_aggregate3": through_aggregate3,
         "reprice_ms": keeperd["reprice_ms"],
         "speedup_accounts_per_s": round(keeperd["accounts_per_s"] / baseline["accounts_per_s"], 1),
         "requests_per_account": round(keeperd["rpc_requests"] / args.accounts, 5),
@@ -233,9 +274,18 @@ def main() -> int:
           f"{k['rpc_requests']} requests  peak RSS {k['peak_rss_mb']} MB  "
           f"(health mismatches vs chain: {k['health_mismatches_vs_chain']})")
     c = checked_all
+    print(f"  scanned again     {', '.join(f'{x:.3f}' for x in k['seconds_scanned_again'])} s")
+    print(f"  CPU               keeperd {k['keeperd_cpu_seconds']} s, the node "
+          f"{k['node_cpu_seconds']} s; reading {k['read_seconds']} s, exact math "
+          f"{k['exact_math_seconds']} s")
     print(f"  + every account   {c['seconds']:.3f} s  {c['accounts_per_s']:,.0f} acc/s  "
           f"{c['rpc_requests']} requests  (getUserAccountData for all {c['cross_checked_accounts']}"
           f", mismatches: {c['health_mismatches_vs_chain']})")
+    a = through_aggregate3
+    print(f"  via aggregate3    {a['seconds']:.3f} s  {a['accounts_per_s']:,.0f} acc/s  "
+          f"{a['rpc_requests']} requests  (no state override; mismatches: "
+          f"{a['health_mismatches_vs_chain']}; CPU keeperd {a['keeperd_cpu_seconds']} s, "
+          f"the node {a['node_cpu_seconds']} s)")
     print(f"baseline            {b['seconds']:.3f} s  {b['accounts_per_s']:,.0f} acc/s  "
           f"{b['rpc_requests']} requests  peak RSS {b['peak_rss_mb']} MB  "
           f"(on {b['accounts_measured']} accounts)")

@@ -171,6 +171,11 @@ class ChainConfig(_Model):
     max_request_bytes: int = Field(
         default=2_000_000, ge=10_000, description="Largest JSON-RPC request body keeperd sends "
         "(a Multicall3 chunk ends before it); anvil refuses bodies over 2 MiB.")
+    scan_reader: bool = Field(
+        default=True, description="Read full scans through keeperd's scan reader, a contract "
+        "placed for the length of an eth_call by a state override (contracts/readers/"
+        "ScanReader.sol): much less work per call for the node than Multicall3. A node that "
+        "refuses or ignores overrides is read through Multicall3 anyway; false: always.")
     explorer_url: HttpUrl | None = Field(
         default=None, description="Block-explorer base URL for links in alerts.")
     sequencer_uptime_feed: Address | None = Field(

@@ -50,6 +50,7 @@ from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
 from keeperd.keys import KeyLoadError, SecretError, load_key
+from keeperd.liquidation_first import LiquidationFirst, count_child_tasks
 from keeperd.logs import Redactor
 from keeperd.metrics import Metrics
 from keeperd.notify import Notifier
@@ -122,6 +123,9 @@ class Daemon:
         self.executors: dict[str, Executor] = {}
         self.chains: dict[str, ChainRuntime] = {}
         self.scanners: dict[str, ProtocolScanner] = {}
+        # One event loop for every protocol: the light liquidation paths go first, heavy
+        # ones and everyone's after-work after them (liquidation_first.py).
+        self.order = LiquidationFirst()
         self.index_store: IndexStore | None = None
         # With storage.url: this replica's lease loop (None: one machine, always acting).
         self.replica: Replica | None = None
@@ -235,6 +239,11 @@ class Daemon:
                 stack.enter_context(StateDirLock(self.config.state_dir))
             except StateDirLocked as exc:
                 raise StartupError(str(exc)) from None
+            # What a scanner's path starts (a multicall's chunks) counts in its weight.
+            loop = asyncio.get_running_loop()
+            previous = loop.get_task_factory()
+            loop.set_task_factory(count_child_tasks(previous))
+            stack.callback(loop.set_task_factory, previous)
             for chain in self.config.chains:
                 pool = make_pool(chain, self.metrics)
                 await stack.enter_async_context(pool)
@@ -398,9 +407,12 @@ class Daemon:
                             native_prices: dict[str, float],
                             scheduler: AsyncIOScheduler) -> None:
         """One protocol through the one pipeline: its scanner, and the scanner's listeners in
-        order — the chain's price watch (this block's prices judged first), the executor, the
-        alerts, the cascade monitor (what-ifs after the block's liquidations and alerts)."""
+        order — its liquidation path: the chain's price watch (this block's prices judged
+        first), the executor; its after-work, once no other protocol's liquidation path is
+        running: the alerts, the cascade monitor (what-ifs after the block's liquidations
+        and alerts)."""
         scanner = ProtocolScanner(plugin, self.metrics)
+        scanner.order = self.order
         scanner.listeners.append(self._price_listener(plugin, rt))
         executor: Executor | None = None
         if self.config.keeper.mode != "alert-only":
@@ -409,14 +421,14 @@ class Daemon:
             if executor is not None:
                 scanner.listeners.append(executor.on_scan)
                 self.executors[plugin.name] = executor
-        scanner.listeners.append(self._alert_listener(plugin, rt, breaker, executor))
+        scanner.after_listeners.append(self._alert_listener(plugin, rt, breaker, executor))
         if self.config.risk.cascade.enabled:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
                                      describe=plugin.describe,
                                      depth_of=plugin.cascade_depth,
                                      book_risk=plugin.book_risk)
-            scanner.listeners.append(cascade.on_scan)
+            scanner.after_listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade
         rt.blocks.subscribe(scanner.on_block_event)

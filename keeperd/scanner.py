@@ -10,8 +10,10 @@ next run (and counted). Each run:
    the touched accounts re-read (incremental, where the plug-in can);
 3. when prices moved, the rows exposed to the moved assets (the plug-in's first pass) are
    evaluated and handed to the listeners first;
-4. evaluates health, publishes metrics and the liquidation gate, hands the result to listeners
-   (oracle monitor, executor, alerts, cascade monitor), in that order.
+4. evaluates health and hands the result to the liquidation path's listeners (the price
+   watch, the executor), then — once no other protocol's liquidation path is running
+   (`liquidation_first.py`) — publishes metrics and the liquidation gate and hands it to the
+   after-work listeners (alerts, cascade monitor), in that order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import structlog
 
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
 from keeperd.chain.rpc import RpcError, RpcUnavailable
+from keeperd.liquidation_first import LiquidationFirst, LoopTime
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.contract import Plugin
 from keeperd.protocols.sdk.messages import ScanResult
@@ -49,7 +52,13 @@ class ProtocolScanner:
         self.stopping = False
         self.idle = asyncio.Event()
         self.view: HealthView | None = None
+        # The liquidation path (the price watch, the executor), then the after-work (alerts,
+        # the cascade monitor): see `evaluate`.
         self.listeners: list[Listener] = []
+        self.after_listeners: list[Listener] = []
+        # The daemon's order between its scanners (None: alone, nothing to wait for).
+        self.order: LiquidationFirst | None = None
+        self.loop_held_s: float | None = None  # how long the last path held the event loop
         self._wanted: int | None = None
         self._wanted_seen_at = 0.0
         self._wake = asyncio.Event()
@@ -94,6 +103,8 @@ class ProtocolScanner:
             self.metrics.scan_skipped.labels(*self.labels).inc()
         if self._wanted is None or block > self._wanted:
             self._wanted, self._wanted_seen_at = block, time.perf_counter()
+        if self.order is not None:
+            self.order.due(self.name, block)
         self._wake.set()
 
     def request_full_rescan(self) -> None:
@@ -108,6 +119,8 @@ class ProtocolScanner:
             await self._wake.wait()
             self._wake.clear()
             if self.stopping:
+                if self.order is not None:
+                    self.order.done(self.name, None)
                 continue  # no new work once the daemon is stopping
             self.idle.clear()
             block = self._wanted
@@ -125,6 +138,8 @@ class ProtocolScanner:
                           block=block, error=f"{type(exc).__name__}: {exc}")
                 continue
             finally:
+                if self.order is not None:  # (also when it failed before its executor ran)
+                    self.order.done(self.name, block)
                 self.metrics.scan_duration.labels(*self.labels, kind).observe(
                     time.perf_counter() - started)
 
@@ -132,6 +147,29 @@ class ProtocolScanner:
 
     async def evaluate(self, block: int, *, full: bool = False,
                        seen_at: float | None = None) -> ScanResult:
+        """The liquidation path (read, evaluate, the price watch, the executor), then the
+        after-work (metrics, alerts, the cascade monitor) — with the daemon's `order`, a
+        path after the other protocols' much lighter ones in flight, and the after-work after
+        the paths running."""
+        if self.order is not None:
+            await self.order.before_path(self.name)
+            self.order.running(self.name)
+        path = LoopTime(self._liquidation_path(block, full, seen_at),
+                        self.order.held if self.order is not None else None)
+        result = await path
+        self.loop_held_s = path.held_s
+        if self.order is not None:
+            self.order.took(self.name, path.held_s)
+            self.order.done(self.name, block)
+            await self.order.before_after_work(self.name)
+        self._publish(result)
+        await self._notify(result, self.after_listeners)
+        self.completed_block = block  # the block whose listeners have all finished
+        self.metrics.scans.labels(*self.labels, result.kind, "ok").inc()
+        return result
+
+    async def _liquidation_path(self, block: int, full: bool, seen_at: float | None
+                                ) -> ScanResult:
         started = time.perf_counter()
         seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
@@ -178,17 +216,15 @@ class ProtocolScanner:
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
-        self._publish(result)
         await self._notify(result)
-        self.completed_block = block  # the block whose listeners have all finished
-        self.metrics.scans.labels(*self.labels, kind, "ok").inc()
         return result
 
-    async def _notify(self, result: ScanResult) -> None:
+    async def _notify(self, result: ScanResult, listeners: list[Listener] | None = None
+                      ) -> None:
         """The one error policy for listeners: each runs in turn; one that raises is logged
         with its traceback and counted, and the next still gets the result (a failed
         simulation batch must not keep this block's alerts or cascade figures back)."""
-        for listener in self.listeners:
+        for listener in self.listeners if listeners is None else listeners:
             try:
                 await listener(result)
             except asyncio.CancelledError:
@@ -255,5 +291,6 @@ class ProtocolScanner:
                  min_health=round(float(finite.min()), 4) if finite.size else None,
                  debt_usd=round(summary.total_debt, 2),
                  debt_at_risk_usd={k: round(v, 2) for k, v in summary.debt_below.items()},
-                 seconds=round(result.seconds, 4))
+                 seconds=round(result.seconds, 4),
+                 loop_held_s=None if self.loop_held_s is None else round(self.loop_held_s, 4))
 

@@ -5,10 +5,13 @@ its `register` line, nothing else (loaded with KEEPERD_PLUGINS=tests.toy_protoco
 threshold; the token is priced by a Chainlink-style feed. Real chain data all the way: holders
 are discovered from the token's Transfer logs into keeperd's account index, balances and the
 price read in Multicall3 batches at the block. keeperd only watches it (no liquidator).
+With `evaluate_hold_s`, each evaluation holds the event loop that long (as a plug-in that
+computes in Python on a large book does), and is recorded in `evaluations`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +46,7 @@ class ToyVaultConfig(BaseModel):
     threshold: float = Field(default=0.8, gt=0, le=1)
     bonus: float = 0.05
     start_block: int = 0
+    evaluate_hold_s: float = Field(default=0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class ToyVault(LogIndexed, PluginBase):
             config.name, chain.name, pool, store, LogFilter((config.token,), ((TRANSFER,),)),
             _holders, start_block=config.start_block, confirmations=chain.confirmations,
             metrics=metrics)
+        # (block, perf_counter at the start, at the end) of each evaluation
+        self.evaluations: list[tuple[int, float, float]] = []
 
     async def start(self) -> None:
         await self.indexer.start()
@@ -102,6 +108,9 @@ class ToyVault(LogIndexed, PluginBase):
         return collateral, debt
 
     def evaluate(self, book: ToyBook, prices: Mapping[str, float] | None = None) -> HealthView:
+        started = time.perf_counter()
+        time.sleep(self.config.evaluate_hold_s)  # (blocking: the loop is held, as by CPU work)
+        self.evaluations.append((book.block, started, time.perf_counter()))
         collateral, debt = self._values(book, prices)
         with np.errstate(divide="ignore", invalid="ignore"):
             health = np.where(debt > 0, collateral * self.config.threshold / debt, np.inf)

@@ -56,6 +56,39 @@ _QUERY_TOO_LARGE = re.compile(
     r"response (size|is too)|query returned more", re.IGNORECASE)
 
 
+class HexData(str):
+    """A 0x-hex string keeperd built itself (a multicall's calldata: megabytes in a scan),
+    written into a request body as it is. json escapes a string character by character: a
+    2 MB eth_call took 11 ms to serialise, a tenth of a scan's Python time (#31)."""
+
+
+def dumps(payload: Any) -> str:
+    """json.dumps, but HexData goes in unescaped (hex needs no escaping), copied once."""
+    parts: list[str] = []
+    _write_json(payload, parts)
+    return "".join(parts)
+
+
+def _write_json(value: Any, parts: list[str]) -> None:
+    if isinstance(value, HexData):
+        parts += ('"', value, '"')
+    elif isinstance(value, dict) and all(type(k) is str for k in value):
+        parts.append("{")
+        for i, (k, v) in enumerate(value.items()):
+            parts += ("," if i else "", json.dumps(k), ":")
+            _write_json(v, parts)
+        parts.append("}")
+    elif isinstance(value, list | tuple):
+        parts.append("[")
+        for i, v in enumerate(value):
+            if i:
+                parts.append(",")
+            _write_json(v, parts)
+        parts.append("]")
+    else:
+        parts.append(json.dumps(value))
+
+
 class RpcError(Exception):
     """The node answered with a JSON-RPC error. Not retried: the request itself is at fault."""
 
@@ -219,7 +252,7 @@ class RpcPool:
             # One connection pool for all endpoints; per-request timeouts are set below.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
-                json_serialize=json.dumps,
+                json_serialize=dumps,
             )
 
     async def close(self) -> None:

@@ -116,6 +116,10 @@ class ChaosProxy:
         # A node that lies about one contract call: eth_call whose calldata starts with a key
         # (a selector, say) gets its value as the answer (an address it wants approved).
         self.call_lies: dict[str, str] = {}
+        # eth_call's third parameter, a state override (keeperd's scan reader rides on it):
+        # "honour" it as the node does, "refuse" the call as nodes without the feature do
+        # ("too many arguments"), or "ignore" it (forward the call without it).
+        self.state_overrides = "honour"
         self.streamed: list[int] = []  # bytes written of each endless answer
         self.seen: collections.Counter[str] = collections.Counter()
         self.faulted: collections.Counter[str] = collections.Counter()
@@ -218,6 +222,12 @@ class ChaosProxy:
                 if data.startswith(prefix.lower()):
                     self.faulted[method] += 1
                     return {**reply, "result": result}
+        if method == "eth_call" and len(params) > 2 and self.state_overrides != "honour":
+            self.faulted[method] += 1
+            if self.state_overrides == "refuse":
+                return {**reply, "error": {"code": -32602,
+                                           "message": "too many arguments, want at most 2"}}
+            call = {**call, "params": params[:2]}
         if self.lie_ahead is not None and _asks_head(method, params):
             self._heads_asked += 1
             if self._heads_asked % self.lie_every == 0:
@@ -236,6 +246,9 @@ class ChaosProxy:
             if lagging is not None:
                 self.faulted[method] += 1
                 return {**reply, **lagging}
+            # (the call as the lagging node sees it: its ranges clamped, "latest" its head —
+            # `params` is this method's copy, rewritten in place)
+            call = {**call, "params": params}
         return await self._forward(call)
 
     def _behind(self, method: str, params: list[Any], head: int) -> dict[str, Any] | None:

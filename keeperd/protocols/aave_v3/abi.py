@@ -54,31 +54,32 @@ def topic_address(value: str, cache: dict[str, str] | None = None) -> str:
 
 
 # --- calls -----------------------------------------------------------------------------------
-_GET_USER_ACCOUNT_DATA = selector("getUserAccountData(address)")
-_GET_USER_CONFIGURATION = selector("getUserConfiguration(address)")
-_GET_USER_EMODE = selector("getUserEMode(address)")
-_SCALED_BALANCE_OF = selector("scaledBalanceOf(address)")
-_BALANCE_OF = selector("balanceOf(address)")
+# (the SELECT_ selectors of f(address) calls also build a scan's calls as columns: reader.py)
+SELECT_GET_USER_ACCOUNT_DATA = selector("getUserAccountData(address)")
+SELECT_GET_USER_CONFIGURATION = selector("getUserConfiguration(address)")
+SELECT_GET_USER_EMODE = selector("getUserEMode(address)")
+SELECT_SCALED_BALANCE_OF = selector("scaledBalanceOf(address)")
+SELECT_BALANCE_OF = selector("balanceOf(address)")
 
 
 def get_user_account_data(user: str) -> bytes:
-    return address_call(_GET_USER_ACCOUNT_DATA, user)
+    return address_call(SELECT_GET_USER_ACCOUNT_DATA, user)
 
 
 def get_user_configuration(user: str) -> bytes:
-    return address_call(_GET_USER_CONFIGURATION, user)
+    return address_call(SELECT_GET_USER_CONFIGURATION, user)
 
 
 def get_user_emode(user: str) -> bytes:
-    return address_call(_GET_USER_EMODE, user)
+    return address_call(SELECT_GET_USER_EMODE, user)
 
 
 def scaled_balance_of(user: str) -> bytes:
-    return address_call(_SCALED_BALANCE_OF, user)
+    return address_call(SELECT_SCALED_BALANCE_OF, user)
 
 
 def balance_of(user: str) -> bytes:
-    return address_call(_BALANCE_OF, user)
+    return address_call(SELECT_BALANCE_OF, user)
 
 
 GET_RESERVES_LIST = selector("getReservesList()")

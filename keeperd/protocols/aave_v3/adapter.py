@@ -115,7 +115,8 @@ class AaveV3Adapter(PluginBase):
         self.metrics = metrics
         self.multicall = Multicall(pool, address=chain.multicall3,
                                    chunk_size=chain.multicall_chunk_size,
-                                   max_request_bytes=chain.max_request_bytes)
+                                   max_request_bytes=chain.max_request_bytes,
+                                   scan_reader=chain.scan_reader)
         self.reader: AaveV3Reader | None = None
         self.indexer: AccountIndexer | None = None
         # The revision and implementation last read: a change is logged in the block it is seen.

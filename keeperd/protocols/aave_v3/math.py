@@ -129,45 +129,71 @@ def exact_account_data(market: MarketState, pos: Positions,
 
 
 def _exact_pass(market: MarketState, pos: Positions) -> ExactAccountData:
+    """One pass of `exact_account_data`. Only the cells an account uses are computed (about
+    two of a market's reserves per account): the Python-integer arithmetic is the cost, a
+    third of a 10,000-account scan's Python time when every cell was (#31)."""
     n, r = pos.a_scaled.shape
-    units = np.array([10**x.decimals for x in market.reserves], dtype=object)[None, :]
-    income = np.array(market.income_index, dtype=object)[None, :]
-    debt_index = np.array(market.debt_index, dtype=object)[None, :]
+    units = np.array([10**x.decimals for x in market.reserves], dtype=object)
+    income = np.array(market.income_index, dtype=object)
+    debt_index = np.array(market.debt_index, dtype=object)
     p = effective_params(market, pos)
     v35 = market.rules.rounding_v35
 
     # v3.5: aToken balances round down, debt balances and debt in base currency round up.
-    collateral_tokens = (ray_mul_floor if v35 else ray_mul)(pos.a_scaled, income)
-    collateral_base = np.where(p.counts, (collateral_tokens * p.prices) // units, 0)
+    cr, cc = np.nonzero(p.counts)  # row-major: rows come sorted
+    collateral_tokens = (ray_mul_floor if v35 else ray_mul)(pos.a_scaled[cr, cc], income[cc])
+    collateral = (collateral_tokens * p.prices[cr, cc]) // units[cc]
+    collateral_base = _object_zeros((n, r))
+    collateral_base[cr, cc] = collateral
 
-    variable = np.where(pos.variable_scaled != 0,
-                        (ray_mul_ceil if v35 else ray_mul)(  # type: ignore[call-overload]
-                            pos.variable_scaled, debt_index), 0)
-    debt_tokens = variable + pos.stable_debt
-    debt_value = -((-debt_tokens * p.prices) // units) if v35 else (debt_tokens * p.prices) // units
-    debt_base = np.where(pos.borrowing_flag, debt_value, 0)
+    dr, dc = np.nonzero(pos.borrowing_flag)
+    scaled = pos.variable_scaled[dr, dc]
+    variable = np.where(scaled != 0, (ray_mul_ceil if v35 else ray_mul)(  # type: ignore[call-overload]
+        scaled, debt_index[dc]), 0)
+    debt_tokens = variable + pos.stable_debt[dr, dc]
+    debt_value = debt_tokens * p.prices[dr, dc]
+    debt = -((-debt_value) // units[dc]) if v35 else debt_value // units[dc]
+    debt_base = _object_zeros((n, r))
+    debt_base[dr, dc] = debt
 
-    total_collateral = collateral_base.sum(axis=1) if r else np.zeros(n, dtype=object)
-    total_debt = debt_base.sum(axis=1) if r else np.zeros(n, dtype=object)
-    ltv_sum = (collateral_base * p.ltv).sum(axis=1)
-    lt_sum = (collateral_base * p.lt).sum(axis=1)
+    total_collateral = _row_sums(n, cr, collateral)
+    total_debt = _row_sums(n, dr, debt)
+    ltv_sum = _row_sums(n, cr, collateral * p.ltv[cr, cc])
+    lt_sum = _row_sums(n, cr, collateral * p.lt[cr, cc])
 
-    avg_ltv = np.empty(n, dtype=object)
-    avg_lt = np.empty(n, dtype=object)
-    health = np.empty(n, dtype=object)
-    for i in range(n):
-        tc, td = int(total_collateral[i]), int(total_debt[i])
-        avg_ltv[i] = int(ltv_sum[i]) // tc if tc else 0
-        avg_lt[i] = int(lt_sum[i]) // tc if tc else 0
-        if td == 0:
-            health[i] = MAX_UINT256
-        elif v35:
-            # No basis-point floor: the weighted sum itself, over the debt, then / 100_00.
-            health[i] = wad_div(int(lt_sum[i]), td) // PERCENTAGE_FACTOR
-        else:
-            health[i] = wad_div(percent_mul(tc, avg_lt[i]), td)
+    has_collateral = total_collateral != 0
+    some_collateral = np.where(has_collateral, total_collateral, 1)
+    avg_ltv = np.where(has_collateral, ltv_sum // some_collateral, 0)
+    avg_lt = np.where(has_collateral, lt_sum // some_collateral, 0)
+    owes = np.flatnonzero(total_debt != 0)
+    td = total_debt[owes]
+    if v35:
+        # No basis-point floor: the weighted sum itself, over the debt, then / 100_00.
+        owed_health = (lt_sum[owes] * WAD + td // 2) // td // PERCENTAGE_FACTOR
+    else:
+        threshold_value = ((total_collateral[owes] * avg_lt[owes] + HALF_PERCENTAGE_FACTOR)
+                           // PERCENTAGE_FACTOR)  # percent_mul
+        owed_health = (threshold_value * WAD + td // 2) // td  # wad_div
+    health = np.full(n, MAX_UINT256, dtype=object)
+    health[owes] = owed_health
     return ExactAccountData(total_collateral, total_debt, avg_ltv, avg_lt, health,
                             collateral_base, debt_base)
+
+
+def _object_zeros(shape: int | tuple[int, int]) -> NDArray[np.object_]:
+    out = np.empty(shape, dtype=object)
+    out.fill(0)
+    return out
+
+
+def _row_sums(n: int, rows: NDArray[np.intp], values: NDArray[np.object_]
+              ) -> NDArray[np.object_]:
+    """Per row, the sum of `values` (Python integers) whose `rows` (sorted) name it."""
+    out = _object_zeros(n)
+    if len(rows):
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        out[rows[starts]] = np.add.reduceat(values, starts)
+    return out
 
 
 @dataclass(frozen=True)

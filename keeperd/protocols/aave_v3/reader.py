@@ -1,9 +1,11 @@
-"""Batched reads of an Aave V3 market through Multicall3, pinned to one block.
+"""Batched reads of an Aave V3 market, pinned to one block.
 
 Market: two multicalls (the reserve list, then each reserve's data, indexes, price and symbol,
-then eMode categories). Positions: phase A reads every account's getUserAccountData,
-configuration bitmap and eMode; phase B reads only the balances the bitmap says matter
-(aToken for collateral, debt tokens for borrows), so a typical account costs five calls.
+then eMode categories). Positions: phase A reads every account's configuration bitmap and
+eMode (and, for those cross-checked, the pool's getUserAccountData); phase B reads only the
+balances the bitmap says matter (aToken for collateral, debt tokens for borrows), so a typical
+account costs four or five calls. Positions are all f(address) calls: built and decoded as
+byte columns and sent through the scan reader (keeperd/chain/multicall.py, scan_reader.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from eth_abi import decode
 from eth_utils import to_checksum_address
 from numpy.typing import NDArray
 
-from keeperd.chain.multicall import Call, Multicall
+from keeperd.chain.multicall import AddressCalls, Call, Multicall, address_bytes
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions, Reserve
 from keeperd.protocols.aave_v3.identity import (
@@ -270,6 +272,10 @@ class AaveV3Reader:
         size = batch_accounts or 5_000
         out = _Columns(n, r)
         limit = asyncio.Semaphore(3)
+        try:
+            addresses = address_bytes(accounts)
+        except ValueError as exc:
+            raise AaveReadError(f"cannot read positions: {exc}") from exc
 
         if cross_check_every > 0:
             out.checked[(np.arange(n) + block) % cross_check_every == 0] = True
@@ -278,68 +284,91 @@ class AaveV3Reader:
 
         async def one(start: int) -> None:
             async with limit:
-                await self._read_batch(accounts, start, min(n, start + size), market, block, out)
+                await self._read_batch(accounts, addresses, start, min(n, start + size),
+                                       market, block, out)
 
         await asyncio.gather(*(one(s) for s in range(0, n, size)))
         return Positions(tuple(accounts), out.emode, out.collateral, out.borrowing,
                          out.a_scaled, out.variable, out.stable, out.chain_data, out.checked)
 
-    async def _read_batch(self, accounts: Sequence[str], lo: int, hi: int,
-                          market: MarketState, block: int, out: _Columns) -> None:
-        pool = self.addresses.pool
-        phase_a: list[Call] = []
-        for i in range(lo, hi):
-            a = accounts[i]
-            if out.checked[i]:
-                phase_a.append(Call(pool, abi.get_user_account_data(a)))
-            phase_a += [Call(pool, abi.get_user_configuration(a)),
-                        Call(pool, abi.get_user_emode(a))]
-        res_a = await self.multicall.aggregate3(phase_a, block)
-        ids = [x.id for x in market.reserves]
-        k = 0
-        for i in range(lo, hi):
-            if out.checked[i]:
-                account_data = res_a[k]
-                k += 1
-                if not account_data.success:
-                    raise AaveReadError(f"getUserAccountData({accounts[i]}) failed")
-                out.chain_data[i] = abi.decode_account_data(account_data.data)
-            config, user_emode = res_a[k], res_a[k + 1]
-            k += 2
-            if not (config.success and user_emode.success):
-                raise AaveReadError(f"reading account {accounts[i]} failed at block {block}")
-            bits = abi.decode_uint(config.data)
-            out.emode[i] = category = abi.decode_uint(user_emode.data)
-            if category and market.rules.emode_bitmaps and category not in market.emode:
+    async def _read_batch(self, accounts: Sequence[str], addresses: NDArray[np.uint8],
+                          lo: int, hi: int, market: MarketState, block: int,
+                          out: _Columns) -> None:
+        """Phase A then phase B for accounts lo..hi, built and decoded as columns
+        (multicall.AddressCalls): per call, no Python object is made but the returned word."""
+        pool, m = self.addresses.pool, hi - lo
+        batch = addresses[lo:hi]
+        checked = lo + np.flatnonzero(out.checked[lo:hi])
+        # Phase A: every account's configuration bitmap, then its eMode, then the pool's own
+        # account data for those cross-checked.
+        res_a = await self.multicall.read_columns(AddressCalls.concat([
+            AddressCalls.to(pool, abi.SELECT_GET_USER_CONFIGURATION, batch),
+            AddressCalls.to(pool, abi.SELECT_GET_USER_EMODE, batch),
+            AddressCalls.to(pool, abi.SELECT_GET_USER_ACCOUNT_DATA, addresses[checked],
+                            words=6)]),
+            block)
+        answered = res_a.answered()
+        answered[2 * m:] &= res_a.answered(6)[2 * m:]
+        if not answered.all():
+            k = int(np.flatnonzero(~answered)[0])
+            which = (lo + k if k < m else lo + k - m if k < 2 * m
+                     else int(checked[k - 2 * m]))
+            what = "getUserAccountData" if k >= 2 * m else "reading account"
+            raise AaveReadError(f"{what} {accounts[which]} failed at block {block}")
+        if len(checked):
+            data = np.stack([res_a.words(slice(2 * m, None), w) for w in range(6)], axis=1)
+            out.chain_data[checked] = data
+        # Bit 2*id of the configuration is "borrowing" reserve id, bit 2*id+1 "collateral".
+        bits = np.unpackbits(res_a.raw_words(slice(0, m)), axis=1)[:, ::-1]  # bit j at [:, j]
+        ids = np.array([x.id for x in market.reserves], dtype=np.intp)
+        out.borrowing[lo:hi] = bits[:, 2 * ids].astype(bool)
+        out.collateral[lo:hi] = bits[:, 2 * ids + 1].astype(bool)
+        emode_words = res_a.raw_words(slice(m, 2 * m))
+        if emode_words[:, :31].any():  # a uint8 in a word: anything above is a lie
+            k = int(np.flatnonzero(emode_words[:, :31].any(axis=1))[0])
+            raise AaveReadError(f"getUserEMode({accounts[lo + k]}) answered an impossible "
+                                f"category at block {block}")
+        out.emode[lo:hi] = categories = emode_words[:, 31].astype(np.int64)
+        if market.rules.emode_bitmaps:
+            unknown = np.flatnonzero((categories != 0)
+                                     & ~np.isin(categories, list(market.emode)))
+            if len(unknown):
                 # A category created since the last probe: probe again on the next read.
                 self._emode_ids = None
-                raise AaveReadError(f"account {accounts[i]} is in eMode category {category}, "
-                                    f"which the market read at block {block} does not have")
-            for col, rid in enumerate(ids):
-                out.borrowing[i, col] = (bits >> (2 * rid)) & 1
-                out.collateral[i, col] = (bits >> (2 * rid + 1)) & 1
-        del res_a, phase_a
+                k = int(unknown[0])
+                raise AaveReadError(
+                    f"account {accounts[lo + k]} is in eMode category {categories[k]}, "
+                    f"which the market read at block {block} does not have")
+        del res_a
 
-        # Phase B: only the balances that count.
-        phase_b: list[Call] = []
-        where: list[tuple[int, int, NDArray[np.object_]]] = []
-        for i in range(lo, hi):
-            a = accounts[i]
-            for col, reserve in enumerate(market.reserves):
-                if out.collateral[i, col]:
-                    phase_b.append(Call(reserve.a_token, abi.scaled_balance_of(a)))
-                    where.append((i, col, out.a_scaled))
-                if out.borrowing[i, col]:
-                    phase_b.append(Call(reserve.variable_debt_token, abi.scaled_balance_of(a)))
-                    where.append((i, col, out.variable))
-                    if int(reserve.stable_debt_token, 16):  # removed in v3.2
-                        phase_b.append(Call(reserve.stable_debt_token, abi.balance_of(a)))
-                        where.append((i, col, out.stable))
-        res_b = await self.multicall.aggregate3(phase_b, block)
-        for (i, col, target), res in zip(where, res_b, strict=True):
-            if not res.success:
-                raise AaveReadError(f"balance read for {accounts[i]} failed at block {block}")
-            target[i, col] = abi.decode_uint(res.data)
+        # Phase B: only the balances that count, reserve by reserve.
+        parts: list[AddressCalls] = []
+        where: list[tuple[NDArray[np.object_], NDArray[np.intp], int]] = []
+        for col, reserve in enumerate(market.reserves):
+            lending = lo + np.flatnonzero(out.collateral[lo:hi, col])
+            owing = lo + np.flatnonzero(out.borrowing[lo:hi, col])
+            reads = [(reserve.a_token, abi.SELECT_SCALED_BALANCE_OF, lending, out.a_scaled),
+                     (reserve.variable_debt_token, abi.SELECT_SCALED_BALANCE_OF, owing,
+                      out.variable)]
+            if int(reserve.stable_debt_token, 16):  # removed in v3.2
+                reads.append((reserve.stable_debt_token, abi.SELECT_BALANCE_OF, owing,
+                              out.stable))
+            for token, select, rows, target in reads:
+                if len(rows):
+                    parts.append(AddressCalls.to(token, select, addresses[rows]))
+                    where.append((target, rows, col))
+        res_b = await self.multicall.read_columns(AddressCalls.concat(parts), block)
+        answered = res_b.answered()
+        if not answered.all():
+            k = int(np.flatnonzero(~answered)[0])
+            rows = np.concatenate([w[1] for w in where])
+            raise AaveReadError(f"balance read for {accounts[int(rows[k])]} failed at "
+                                f"block {block}")
+        values = res_b.words()
+        k = 0
+        for target, rows, col in where:
+            target[rows, col] = values[k:k + len(rows)]
+            k += len(rows)
 
 
 class _Columns:

@@ -20,6 +20,7 @@ from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, ev
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import DEFAULT_SHOCKS, ConfigIssue, PerpCurieConfig
 from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.perp_curie.calldata import CallMemo, Checksums, word_int, word_uint
 from keeperd.protocols.sdk.contract import (
     LiquidationSeen,
     LogIndexed,
@@ -140,6 +141,9 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         self._statuses: dict[str, str] = {}  # base token -> the status last logged
         self._held: set[tuple[str, str]] = set()  # (trader, base): liquidatable, not open
         self._index_sources: dict[str, str | None] = {}  # base token -> its index aggregator
+        # Every block's calls, encoded once; the addresses its answers name, checksummed once.
+        self._calls = CallMemo()
+        self._checksums = Checksums()
 
     # --- start-up and the index ---------------------------------------------------------------
 
@@ -193,19 +197,18 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
     async def read(self, block: int, previous: CurieBook | None, touched: set[str],
                    dropped: set[str]) -> CurieBook:
         """Every trader, every block: the mark and funding move every account's value."""
-        a = self.addresses
+        a, memo, checksum = self.addresses, self._calls, self._checksums
         header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
         traders = sorted(self.accounts)
-        config_calls = [Call(a["ClearingHouseConfig"], encode_call(f"{g}()", [], []))
+        config_calls = [memo.call(a["ClearingHouseConfig"], f"{g}()", [])
                         for g in ("getMmRatio", "getLiquidationPenaltyRatio", "getImRatio")]
         per_trader = [c for t in traders for c in (
-            Call(a["AccountBalance"], encode_call("getBaseTokens(address)", ["address"], [t])),
-            Call(self.config.clearing_house,
-                 encode_call("getAccountValue(address)", ["address"], [t])),
-            Call(a["AccountBalance"], encode_call(
-                "getMarginRequirementForLiquidation(address)", ["address"], [t])),
-            Call(a["Vault"], encode_call("getFreeCollateral(address)", ["address"], [t])),
-            Call(a["Vault"], encode_call("getCollateralTokens(address)", ["address"], [t])))]
+            memo.call(a["AccountBalance"], "getBaseTokens(address)", ["address"], [t]),
+            memo.call(self.config.clearing_house, "getAccountValue(address)", ["address"], [t]),
+            memo.call(a["AccountBalance"], "getMarginRequirementForLiquidation(address)",
+                      ["address"], [t]),
+            memo.call(a["Vault"], "getFreeCollateral(address)", ["address"], [t]),
+            memo.call(a["Vault"], "getCollateralTokens(address)", ["address"], [t]))]
         first = await self.multicall.aggregate3(config_calls + per_trader, block)
         mm_ratio, penalty, im_ratio = (decode(["uint24"], r.data)[0] for r in first[:3])
         rows = []
@@ -214,12 +217,9 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             if not all(r.success for r in results):
                 raise ValueError(f"{self.name}: reading trader {t} failed at block {block}")
             bases_r, av_r, mm_r, free_r, tokens_r = results
-            rows.append((t, [str(to_checksum_address(b)) for b in
-                             decode(["address[]"], bases_r.data)[0]],
-                         decode(["int256"], av_r.data)[0], decode(["int256"], mm_r.data)[0],
-                         decode(["uint256"], free_r.data)[0],
-                         [str(to_checksum_address(c)) for c in
-                          decode(["address[]"], tokens_r.data)[0]]))
+            rows.append((t, [checksum(b) for b in decode(["address[]"], bases_r.data)[0]],
+                         word_int(av_r.data), word_int(mm_r.data), word_uint(free_r.data),
+                         [checksum(c) for c in decode(["address[]"], tokens_r.data)[0]]))
         bases = sorted({b for _, bs, *_ in rows for b in bs})
         tokens = sorted({c for *_, cs in rows for c in cs})
         await self._learn_symbols(bases)
@@ -229,47 +229,46 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         with_collateral = sorted({t for t, _ in held})
         n, k = len(bases), len(tokens)
         second = await self.multicall.aggregate3(
-            [Call(a["AccountBalance"], encode_call("getMarkPrice(address)", ["address"], [b]))
+            [memo.call(a["AccountBalance"], "getMarkPrice(address)", ["address"], [b])
              for b in bases]
-            + [Call(b, encode_call("getIndexPrice(uint256)", ["uint256"], [0])) for b in bases]
-            + [Call(a["CollateralManager"], encode_call(
-                "getPrice(address,uint256)", ["address", "uint256"],
-                [c, COLLATERAL_TWAP_INTERVAL])) for c in tokens]
-            + [Call(a["InsuranceFund"], encode_call("getInsuranceFundCapacity()", [], []))]
+            + [memo.call(b, "getIndexPrice(uint256)", ["uint256"], [0]) for b in bases]
+            + [memo.call(a["CollateralManager"], "getPrice(address,uint256)",
+                         ["address", "uint256"], [c, COLLATERAL_TWAP_INTERVAL])
+               for c in tokens]
+            + [memo.call(a["InsuranceFund"], "getInsuranceFundCapacity()", [])]
             + [c for t, token in held for c in (
-                Call(a["Vault"], encode_call("getBalanceByToken(address,address)",
-                                             ["address", "address"], [t, token])),
-                Call(a["Vault"], encode_call(
-                    "getMaxRepaidSettlementAndLiquidatableCollateral(address,address)",
-                    ["address", "address"], [t, token])))]
-            + [Call(a["Vault"], encode_call("isLiquidatable(address)", ["address"], [t]))
+                memo.call(a["Vault"], "getBalanceByToken(address,address)",
+                          ["address", "address"], [t, token]),
+                memo.call(a["Vault"],
+                          "getMaxRepaidSettlementAndLiquidatableCollateral(address,address)",
+                          ["address", "address"], [t, token]))]
+            + [memo.call(a["Vault"], "isLiquidatable(address)", ["address"], [t])
                for t in with_collateral]
             + [c for t, b in pairs for c in (
-                Call(a["AccountBalance"], encode_call("getTakerPositionSize(address,address)",
-                                                      ["address", "address"], [t, b])),
-                Call(a["AccountBalance"], encode_call("getTotalPositionValue(address,address)",
-                                                      ["address", "address"], [t, b])),
-                Call(a["AccountBalance"], encode_call("getTakerOpenNotional(address,address)",
-                                                      ["address", "address"], [t, b])))]
-            + [Call(b, encode_call(f"{g}()", [], [])) for b in bases
-               for g in ("isPaused", "isClosed")],
+                memo.call(a["AccountBalance"], "getTakerPositionSize(address,address)",
+                          ["address", "address"], [t, b]),
+                memo.call(a["AccountBalance"], "getTotalPositionValue(address,address)",
+                          ["address", "address"], [t, b]),
+                memo.call(a["AccountBalance"], "getTakerOpenNotional(address,address)",
+                          ["address", "address"], [t, b]))]
+            + [memo.call(b, f"{g}()", []) for b in bases for g in ("isPaused", "isClosed")],
             block)
+        memo.finish()
         statuses = second[len(second) - 2 * n:]
         markets = {b: Market(b, self._symbols[b], self.asset_of(self._symbols[b]),
-                             decode(["uint256"], second[i].data)[0],
-                             decode(["uint256"], second[n + i].data)[0],
+                             word_uint(second[i].data), word_uint(second[n + i].data),
                              _status(statuses[2 * i], statuses[2 * i + 1]))
                    for i, b in enumerate(bases)}
         self._log_statuses(markets, block)
-        prices = {c: decode(["uint256"], second[2 * n + i].data)[0]
+        prices = {c: word_uint(second[2 * n + i].data)
                   for i, c in enumerate(tokens) if second[2 * n + i].success}
         fund = second[2 * n + k]
-        capacity = decode(["int256"], fund.data)[0] if fund.success else None
+        capacity = word_int(fund.data) if fund.success else None
         collateral: dict[str, list[cm.CurieCollateral]] = {}
         values = iter(second[2 * n + k + 1: len(second) - 2 * n])
         for t, c in held:
             balance_r, max_r = next(values), next(values)
-            amount = decode(["int256"], balance_r.data)[0] if balance_r.success else 0
+            amount = word_int(balance_r.data) if balance_r.success else 0
             if amount <= 0 or c not in prices:
                 continue
             repaid, taken = (decode(["uint256", "uint256"], max_r.data) if max_r.success
@@ -284,13 +283,13 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         positions: dict[str, list[cm.CuriePosition]] = {}
         for t, b in pairs:
             size_r, value_r, open_r = next(values), next(values), next(values)
-            size = decode(["int256"], size_r.data)[0]
+            size = word_int(size_r.data)
             if size == 0:
                 continue
             m = markets[b]
             positions.setdefault(t, []).append(cm.CuriePosition(
-                b, m.symbol, m.asset, size, decode(["int256"], value_r.data)[0],
-                decode(["int256"], open_r.data)[0], m.mark))
+                b, m.symbol, m.asset, size, word_int(value_r.data), word_int(open_r.data),
+                m.mark))
         book_traders = tuple(cm.CurieTrader(t, av, mm, free, tuple(positions.get(t, ())),
                                             tuple(collateral.get(t, ())),
                                             t in collateral_liquidatable)

@@ -335,7 +335,8 @@ class PluginBase:
 
     def publish(self, book: Any, view: HealthView) -> None:
         """Its own risk metrics from an evaluated book, after the core's, every scan (no I/O:
-        what it needs is read into the book by `read`)."""
+        what it needs is read into the book by `read`), once no protocol's liquidation path
+        is running: its cost delays no liquidation (`keeperd/liquidation_first.py`)."""
 
     async def cascade_depth(self, book: Any, assets: Sequence[Any], block: int
                             ) -> list[Any] | None:

@@ -1,0 +1,336 @@
+"""Benchmark: is a protocol's first liquidation after a crash as fast with every other
+protocol configured as alone? (issue #31 item 4)
+
+    python bench/isolation.py --rounds 5 --out bench/results/isolation.json
+
+One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.Devnet`), the
+real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
+the cascade monitor on). For each round and each measured protocol P, two daemons in turn,
+each started on the same devnet state (a snapshot, reverted to before every start): P alone,
+then Aave, Morpho and Curie together. Once the daemon is quiet (every scanner done with the
+head), automine goes off, a price moves that puts some of P's positions under water and no
+other protocol's (`crash`: the figure is about the other protocols' *work*, not about their
+liquidations competing for the same nonce), one block is mined, and the daemon's
+own `liquidation.sent` of P at that block gives block_to_broadcast_ms (from the header's
+arrival to the node's acceptance of the raw transaction). Reported: the median per (P,
+config) and the ratio all / alone, both from this one run.
+
+Where the event loop was blocked is profiled in one extra round per P with everything
+configured: asyncio's debug mode logs every callback or task step that held the loop longer
+than `--slow-ms`; the result file keeps those steps, by task, that ran between the crash
+block's arrival and P's first broadcast (what P's liquidation waited behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# anvil's default mnemonic, account 5 (a published test key).
+KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
+KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+PROTOCOLS = ("aave", "morpho", "curie")
+MEASURED = ("aave", "morpho")  # (a Curie crash walks its mark over many blocks: not one block)
+
+
+def protocol_entry(devnet: Any, name: str) -> dict[str, Any]:
+    manifest = devnet.manifest
+    if name == "aave":
+        return {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                "addresses_provider": manifest["aave_v3"]["addresses_provider"]}
+    if name == "morpho":
+        blue = manifest["morpho_blue"]
+        return {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+                "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}
+    return {"kind": "perp_curie", "name": "curie", "chain": "devnet",
+            "clearing_house": manifest["perp_curie"]["clearing_house"],
+            "asset_symbols": {"vETH": "WETH", "vBTC": "WBTC"}}
+
+
+def config_for(devnet: Any, state_dir: str, protocols: tuple[str, ...]) -> Any:
+    from keeperd.config import parse_config
+
+    return parse_config({
+        "state_dir": state_dir,
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "ws_url": devnet.manifest["ws_url"], "confirmations": 0,
+                    "poll_interval": 0.5}],
+        "protocols": [protocol_entry(devnet, p) for p in protocols],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
+        "metrics": {"enabled": False},
+    }, env={})
+
+
+def fund_keeper(devnet: Any) -> None:
+    """Every reserve's token for Aave (the keeper's own balance is its capital), USDC and DAI
+    approved to Morpho."""
+    from keeperd.devnet import contracts
+
+    token = contracts.aave("MintableERC20")
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    morpho = devnet.manifest["morpho_blue"]["morpho"]
+    for symbol, address in devnet.manifest["tokens"].items():
+        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+        amount = int(50_000_000 / devnet.manifest["prices_usd"][symbol])
+        devnet.client.send(KEEPER, address, token.encode_call("mint", KEEPER,
+                                                              amount * 10**decimals))
+        if symbol in ("USDC", "DAI"):
+            devnet.client.send(KEEPER, address, token.encode_call("approve", morpho,
+                                                                  2**256 - 1))
+
+
+def crash(devnet: Any, protocol: str) -> list[str]:
+    """Send (not mine: automine is off) a price move that puts some of P's positions under
+    water and no other protocol's. Aave: WETH down 15 % on its feed only (Morpho's oracles stay:
+    its positions are not touched; with everything configured, keeperd's breaker then pauses
+    Morpho's WETH market, whose oracle now deviates from the feed — a stable's feed cannot be
+    used instead: Aave caps it). Morpho: WETH down 2.5 % on its oracles and the feed together,
+    as a market moves (an oracle moved alone would trip the breaker against the feed as its
+    reference), too little to put an Aave position under."""
+    admin = devnet.manifest["aave_v3"]["admin"]
+    price = devnet.price("WETH")
+    moves = (devnet._price_moves("WETH", price * 0.85)[:1] if protocol == "aave"
+             else devnet._price_moves("WETH", price * 0.975))
+    return [str(devnet.client.call("eth_sendTransaction", {
+        "from": admin, "to": to, "data": "0x" + data.hex(), "gas": hex(300_000)}))
+        for to, data in moves]
+
+
+def crash_block(devnet: Any, hashes: list[str]) -> int:
+    """The block the crash landed in (asked of the node: another block may be mined beside
+    the bench's own, e.g. by a transaction the daemon sent as automine went off)."""
+    blocks = {int(devnet.client.call("eth_getTransactionReceipt", h)["blockNumber"], 16)
+              for h in hashes}
+    if len(blocks) != 1:
+        raise RuntimeError(f"the crash's transactions landed in blocks {sorted(blocks)}")
+    return blocks.pop()
+
+
+class LogTail:
+    """The daemon's JSON log lines, read as they come (the daemon runs in this process)."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+        self.offset = 0
+        self.events: list[dict[str, Any]] = []
+        self.since = 0  # the first event of this round (block numbers repeat after a revert)
+
+    def start_round(self) -> None:
+        self.poll()
+        self.since = len(self.events)
+
+    def poll(self) -> None:
+        text = self.stream.getvalue()
+        end = text.rfind("\n") + 1
+        for line in text[self.offset:end].splitlines():
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+        self.offset = max(self.offset, end)
+
+    def first_sent(self, protocol: str, block: int) -> dict[str, Any] | None:
+        self.poll()
+        for event in self.events[self.since:]:
+            if (event.get("event") == "liquidation.sent" and event.get("block") == block
+                    and str(event.get("opportunity", "")).startswith(protocol + ":")):
+                return event
+        return None
+
+
+class SlowSteps(logging.Handler):
+    """asyncio's debug mode: 'Executing <Task ...> took 0.412 seconds', kept with the time
+    the step ended."""
+
+    PATTERN = re.compile(r"Executing (?P<what>.*) took (?P<s>[0-9.]+) seconds")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.steps: list[tuple[float, str, float]] = []  # (ended at perf_counter, what, s)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            self.steps.append((time.perf_counter(), describe_step(match["what"]),
+                               float(match["s"])))
+
+
+def describe_step(what: str) -> str:
+    """A task's name and the coroutine it runs, or a handle's callback (no addresses)."""
+    task = re.search(r"name='([^']+)' coro=<([\w.<>]+)\(", what)
+    if task:
+        return f"task {task[1]}: {task[2]}"
+    return re.sub(r" at 0x[0-9a-f]+", "", what)[:160]
+
+
+async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...],
+                    measured: str, tail: LogTail, profile: SlowSteps | None = None,
+                    slow_ms: float = 20.0) -> dict[str, Any]:
+    from keeperd.daemon import Daemon
+    from keeperd.metrics import Metrics
+
+    devnet.revert(snapshot[0])
+    snapshot[0] = devnet.snapshot()  # (a snapshot is used up by its revert)
+    devnet.client.call("evm_setAutomine", True)
+    devnet.refresh_feeds()
+    devnet.mine(1)
+    loop = asyncio.get_running_loop()
+    tail.start_round()
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(config_for(devnet, tmp, protocols), metrics=Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 180)
+            while True:  # quiet: every scanner done with the head, and no newer one
+                # (the daemon's own start-up transactions are mined meanwhile)
+                head = devnet.client.block_number()
+                await wait_until(lambda: all(s.completed_block >= head  # noqa: B023
+                                             for s in daemon.scanners.values()), 120)
+                if devnet.client.block_number() == head:
+                    break
+            devnet.client.call("evm_setAutomine", False)
+            hashes = await asyncio.to_thread(crash, devnet, measured)
+            if profile is not None:
+                loop.set_debug(True)
+                loop.slow_callback_duration = slow_ms / 1000
+                profile.steps.clear()
+            started = time.perf_counter()
+            await asyncio.to_thread(devnet.mine, 1)
+            block = await asyncio.to_thread(crash_block, devnet, hashes)
+            sent: dict[str, Any] | None = None
+
+            def found() -> bool:
+                nonlocal sent
+                sent = tail.first_sent(measured, block)
+                return sent is not None
+
+            await wait_until(found, 60)
+            sent_at = time.perf_counter()
+            # The other protocols' scans of the crash block, finished or not: how long they
+            # ran beside P's liquidation path.
+            await wait_until(lambda: all(s.completed_block >= block
+                                         for s in daemon.scanners.values()), 60)
+            loop.set_debug(False)
+            assert sent is not None
+            out: dict[str, Any] = {"block": block, "ms": sent["block_to_broadcast_ms"]}
+            if profile is not None:
+                out["blocked_before_broadcast"] = summarize_steps(
+                    [s for s in profile.steps if started <= s[0] <= sent_at])
+                out["blocked_in_block"] = summarize_steps(
+                    [s for s in profile.steps if s[0] >= started])
+            return out
+        finally:
+            loop.set_debug(False)
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            # What the round sent stays out of the next (the revert restores the state; the
+            # node's pool of pending transactions is dropped here).
+            devnet.client.call("anvil_dropAllTransactions")
+            devnet.client.call("evm_setAutomine", True)
+
+
+def summarize_steps(steps: list[tuple[float, str, float]]) -> list[dict[str, Any]]:
+    by: dict[str, list[float]] = {}
+    for _, what, seconds in steps:
+        by.setdefault(what, []).append(seconds)
+    rows = [{"step": what, "count": len(s), "total_ms": round(sum(s) * 1000, 1),
+             "max_ms": round(max(s) * 1000, 1)} for what, s in by.items()]
+    return sorted(rows, key=lambda r: -r["total_ms"])
+
+
+async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
+    async def check() -> None:
+        while not condition():  # noqa: ASYNC110 - a bench polls
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(check(), limit_s)
+
+
+async def run(rounds: int, measured: tuple[str, ...], slow_ms: float) -> dict[str, Any]:
+    import os
+
+    import structlog
+
+    from keeperd.devnet.handle import Devnet
+    from keeperd.logs import configure_logging
+
+    os.environ["KEEPERD_BENCH_KEY"] = KEEPER_KEY
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    tail = LogTail(out)
+    slow = SlowSteps()
+    logging.getLogger("asyncio").addHandler(slow)
+    figures: dict[str, dict[str, list[float]]] = {p: {"alone": [], "all": []} for p in measured}
+    profiles: dict[str, Any] = {}
+    try:
+        with Devnet() as devnet:
+            fund_keeper(devnet)
+            snapshot = [devnet.snapshot()]
+            for _ in range(rounds):
+                for p in measured:  # alone and all interleaved: the same machine load
+                    for label, protocols in (("alone", (p,)), ("all", PROTOCOLS)):
+                        r = await one_round(devnet, snapshot, protocols, p, tail)
+                        figures[p][label].append(r["ms"])
+                        print(f"{p} {label}: {r['ms']} ms", flush=True)
+            for p in measured:
+                profiles[p] = await one_round(devnet, snapshot, PROTOCOLS, p, tail,
+                                              profile=slow, slow_ms=slow_ms)
+    finally:
+        logging.getLogger("asyncio").removeHandler(slow)
+        structlog.reset_defaults()
+        if os.environ.get("KEEPERD_BENCH_LOG"):
+            Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())  # noqa: ASYNC240
+    result: dict[str, Any] = {"rounds": rounds, "protocols_all": list(PROTOCOLS),
+                              "slow_step_ms": slow_ms, "protocols": {}}
+    for p, by in figures.items():
+        alone, every = statistics.median(by["alone"]), statistics.median(by["all"])
+        result["protocols"][p] = {
+            "alone_ms": by["alone"], "all_ms": by["all"],
+            "alone_median_ms": round(alone, 2), "all_median_ms": round(every, 2),
+            "ratio_all_over_alone": round(every / alone, 3),
+            "profile_all": profiles.get(p)}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--protocols", nargs="+", choices=MEASURED, default=list(MEASURED))
+    parser.add_argument("--slow-ms", type=float, default=20.0,
+                        help="the profile round's threshold for a step that blocks the loop")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    from provenance import provenance  # bench/, beside this script
+
+    result = asyncio.run(run(args.rounds, tuple(args.protocols), args.slow_ms))
+    result.update(**provenance())
+    out = args.out or ROOT / "bench" / "results" / "isolation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for p, r in result["protocols"].items():
+        print(f"{p}: first liquidation after a crash, median of {args.rounds}: alone "
+              f"{r['alone_median_ms']} ms, with {', '.join(PROTOCOLS)} {r['all_median_ms']} ms:"
+              f" ratio {r['ratio_all_over_alone']}")
+        for row in (r["profile_all"] or {}).get("blocked_before_broadcast", [])[:5]:
+            print(f"    loop blocked before the broadcast: {row['total_ms']} ms "
+                  f"({row['count']}x, max {row['max_ms']}) {row['step']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""Liquidation paths first: the order in which the protocols' work for a block takes the
+event loop (issue #31 item 4).
+
+Every protocol runs on the one event loop, and a step that computes (decoding a large book,
+evaluating it, publishing its metrics, the alert engine, the cascade monitor's description of
+the book) holds the loop: another protocol's liquidation waits behind it, however short its
+own work. A scanner's work for a block is in two parts:
+
+- its liquidation path: reading the book, evaluating it, the price watch and the executor
+  (which sends);
+- its after-work: the metrics and the plug-in's publish hook, the alerts, the cascade monitor.
+
+Two rules order them across the daemon's scanners:
+
+1. a path waits, before it starts reading, for the paths in flight that are much lighter
+   than its own: those whose recent runs weighed at most 1/LIGHTER of what its own do (and
+   its own at least MIN_WAIT_S: below that nothing is worth ordering). A run weighs the
+   longer of the loop it held (`LoopTime`: the time its own task ran, counted step by step)
+   and its time in flight, from its start to its executor's end: the loop's time and the
+   node's, answering its reads. A heavy path loads both: Perp Curie asks some 2,000 views of
+   the node every block for 200 traders (0.4-0.6 s in flight on the project's machine, 40-90
+   ms of loop since its calldata is encoded once), and a node executing them answers the
+   other protocols' reads that much later. Counting the loop alone, Curie looked no longer
+   four times Aave's weight and ran beside it (bench/isolation.py). The weight of a path is
+   the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
+   side by side stretch each other's time in flight (at a daemon's start every path waits
+   for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
+   more about the others than about the path; its lightest run does not. Aave's and
+   Morpho's paths on the devnet weigh 10-60 ms and run side by side as before. The order is
+   scale-free: on a faster machine or node all weights shrink together;
+2. after-work waits until no other protocol's path is running.
+
+Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
+much at most, never stops it. A path is due from the moment its block reaches the scanner
+(`due`, before the scanner's task runs: a heavy scanner's task may run first), running from
+its start (`running`) until its executor has finished (`done`). No wait can be circular: a
+path waits only for strictly lighter ones, and running paths wait for nothing; after-work
+waits for running paths only, not for due ones (a due path may belong to a scanner busy with
+its own after-work of the block before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+# A path waits for those in flight that hold the loop at most 1/LIGHTER of its own time...
+LIGHTER = 4.0
+# ...when its own is at least this long.
+MIN_WAIT_S = 0.02
+# The longest any work waits for the light paths in flight.
+WAIT_LIMIT_S = 2.0
+# Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).
+HISTORY = 5
+
+
+class LoopTime(Generic[T]):
+    """Awaits a coroutine and adds up how long it held the event loop: each resumption of the
+    coroutine by its task is timed, the waits between them are not (another task ran, or the
+    loop waited for the network). Tasks it starts (a multicall's chunks, gathered) are counted
+    too where the loop has `count_child_tasks` as its task factory (the daemon installs it)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T],
+                 on_step: Callable[[float], None] | None = None) -> None:
+        self.coro = coro
+        self.held_s = 0.0
+        self.on_step = on_step  # told each step's time as it ends (LiquidationFirst.held)
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        token = _counting.set(self)
+        try:
+            return (yield from _timed(self.coro, self))
+        finally:
+            _counting.reset(token)
+
+
+# The LoopTime of the path running in this context (tasks inherit their creator's context).
+_counting: ContextVar[LoopTime[Any] | None] = ContextVar("keeperd_loop_time", default=None)
+
+
+def _timed(coro: Coroutine[Any, Any, T], into: LoopTime[Any]) -> Generator[Any, Any, T]:
+    steps = coro.__await__()
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        started = time.perf_counter()
+        try:
+            yielded = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as end:
+            return end.value
+        finally:
+            step = time.perf_counter() - started
+            into.held_s += step
+            if into.on_step is not None:
+                into.on_step(step)
+        try:
+            value, error = (yield yielded), None
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:  # (cancellation included): thrown into the coroutine
+            value, error = None, exc
+
+
+class _Counted:
+    def __init__(self, coro: Coroutine[Any, Any, Any], into: LoopTime[Any]) -> None:
+        self.coro, self.into = coro, into
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _timed(self.coro, self.into)
+
+
+async def _counted(coro: Coroutine[Any, Any, T], into: LoopTime[Any]) -> T:
+    result: T = await _Counted(coro, into)
+    return result
+
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+
+def count_child_tasks(previous: TaskFactory | None = None) -> TaskFactory:
+    """A task factory for the loop: a task started inside a path being timed (`LoopTime`) adds
+    its steps to that path's time. `previous`: the factory the loop had, still used."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+                ) -> asyncio.Future[Any]:
+        into = _counting.get()
+        if into is not None and asyncio.iscoroutine(coro):
+            coro = _counted(coro, into)
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    return factory
+
+
+class LiquidationFirst:
+    def __init__(self, lighter: float = LIGHTER, min_wait_s: float = MIN_WAIT_S,
+                 wait_limit_s: float = WAIT_LIMIT_S, history: int = HISTORY) -> None:
+        self.lighter = lighter
+        self.min_wait_s = min_wait_s
+        self.wait_limit_s = wait_limit_s
+        self.history = history
+        self._in_flight: dict[str, int] = {}  # scanner -> the newest block its path is due for
+        self._running: set[str] = set()  # scanners whose path has started
+        self._started: dict[str, float] = {}  # scanner -> when its running path started
+        self._held: dict[str, float] = {}  # scanner -> the loop its running path held
+        self._runs: dict[str, deque[float]] = {}
+        self._changed = asyncio.Event()
+        # The loop every path has held so far (each step told as it ends), and its value when
+        # each running path started: a run's time in flight less what *other* paths held of
+        # the loop meanwhile is its own (a light path beside a heavy one is not heavy).
+        self._paths_held_s = 0.0
+        self._held_at_start: dict[str, float] = {}
+
+    # --- what the scanners tell -------------------------------------------------------------
+
+    def due(self, name: str, block: int) -> None:
+        """A block reached the scanner: its path is in flight until `done`."""
+        self._in_flight[name] = max(block, self._in_flight.get(name, block))
+
+    def running(self, name: str) -> None:
+        """The scanner's path started."""
+        self._running.add(name)
+        self._started[name] = time.perf_counter()
+        self._held_at_start[name] = self._paths_held_s
+        self._held.pop(name, None)
+
+    def held(self, seconds: float) -> None:
+        """One step of a path held the loop this long (`LoopTime.on_step`)."""
+        self._paths_held_s += seconds
+
+    def done(self, name: str, block: int | None) -> None:
+        """The scanner's path for `block` ended (sent, or failed): unless a newer block is
+        already due for it, it has none in flight. None: whatever is due (a stopping
+        scanner)."""
+        self._running.discard(name)
+        started = self._started.pop(name, None)
+        at_start = self._held_at_start.pop(name, self._paths_held_s)
+        if started is not None:
+            # The run weighs its time in flight less what the other paths held of the loop
+            # meanwhile (the node's time answering it counts; a neighbour's evaluation does
+            # not), or the loop it held itself if that is more.
+            own = self._held.pop(name, 0.0)
+            others = max(0.0, self._paths_held_s - at_start - own)
+            self._record(name, max(time.perf_counter() - started - others, own))
+        due = self._in_flight.get(name)
+        if due is not None and (block is None or due <= block):
+            del self._in_flight[name]
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def took(self, name: str, seconds: float) -> None:
+        """How long one path of the scanner held the loop (`LoopTime`). Told while the path
+        is running, it is weighed with the path's time in flight at `done`; otherwise it is
+        the run's weight."""
+        if name in self._started:
+            self._held[name] = seconds
+        else:
+            self._record(name, seconds)
+
+    def _record(self, name: str, seconds: float) -> None:
+        self._runs.setdefault(name, deque(maxlen=self.history)).append(seconds)
+
+    # --- what they wait for -----------------------------------------------------------------
+
+    def weight(self, name: str) -> float:
+        """Seconds a path of the scanner weighs (0 until one has run)."""
+        runs = self._runs.get(name)
+        return min(runs) if runs else 0.0
+
+    def lighter_in_flight(self, name: str) -> list[str]:
+        """The other scanners' paths, due or running, much lighter than this one's."""
+        own = self.weight(name)
+        if own < self.min_wait_s:
+            return []
+        return sorted(n for n in self._in_flight.keys() | self._running
+                      if n != name and self.weight(n) * self.lighter <= own)
+
+    def others_running(self, name: str) -> list[str]:
+        return sorted(n for n in self._running if n != name)
+
+    async def before_path(self, name: str) -> bool:
+        """A path waits for the much lighter ones in flight. False: the wait reached its
+        limit."""
+        return await self._until(lambda: not self.lighter_in_flight(name))
+
+    async def before_after_work(self, name: str) -> bool:
+        """After-work (metrics, alerts, the cascade) waits for the paths running."""
+        return await self._until(lambda: not self.others_running(name))
+
+    async def _until(self, ready: Callable[[], bool]) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_limit_s
+        while not ready():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return ready()
+        return True
