@@ -69,9 +69,21 @@ def shape(method: str, params: Sequence[Any], head: int) -> Call | None:
         if len(p) <= where or _number(p[where]) != head:
             return None
         p[where] = 0
-    if len(json.dumps(p)) > MAX_PARAMS_CHARS:
+    if _rough_chars(p) > MAX_PARAMS_CHARS or len(json.dumps(p)) > MAX_PARAMS_CHARS:
         return None
     return method, p
+
+
+def _rough_chars(value: Any) -> int:
+    """At least the size of `value` in JSON, without writing it (a full scan's chunk is
+    megabytes of hex: serialising it only to find it too big would cost the scan)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _rough_chars(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(_rough_chars(v) for v in value)
+    return 1
 
 
 def at_block(call: Call, head: int) -> Call:
@@ -162,7 +174,10 @@ class HeadPrefetch:
         generation = self._current
         if generation is None or method not in _BLOCK_AT:
             return False, None
-        self.note(method, params)
+        call = shape(method, params, generation.head)
+        if call is None:
+            return False, None  # (never asked ahead: a read elsewhere than the head, too big)
+        self._remember(generation, call)
         key = _key(method, params)
         if key not in generation.answers and key in generation.in_flight \
                 and generation.task is not None and not generation.task.done():
