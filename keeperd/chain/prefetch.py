@@ -121,8 +121,8 @@ class _Generation:
 
 class HeadPrefetch:
     """One pool's prefetch: `head(number, hash)` on each new head, `forget()` on a reorg;
-    the pool asks `answer(method, params)` before it sends, and `note(method, params)` for
-    what it sent."""
+    the pool asks `answer(method, params)` before it sends (which also remembers the call for
+    the next head)."""
 
     def __init__(self, fetch: Fetch) -> None:
         self._fetch = fetch
@@ -192,14 +192,6 @@ class HeadPrefetch:
             return True, generation.answers[key]
         self.misses += 1
         return False, None
-
-    def note(self, method: str, params: Sequence[Any]) -> None:
-        generation = self._current
-        if generation is None:
-            return
-        call = shape(method, params, generation.head)
-        if call is not None:
-            self._remember(generation, call)
 
     @staticmethod
     def _remember(generation: _Generation, call: Call) -> None:
