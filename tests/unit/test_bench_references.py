@@ -296,6 +296,8 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`8b09efd` (main), run C | none": ["latency-10000-8b09efd-ab3.json"],
         "`e1feead`, run C | none": ["latency-10000-e1feead.json"],
         "`e1feead`, run C | +50": ["latency-10000-delay50-e1feead.json"],
+        "`ba47dfb` (main merged), run D | none": ["latency-10000-ba47dfb.json"],
+        "`ba47dfb` (main merged), run D | +50": ["latency-10000-delay50-ba47dfb.json"],
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
