@@ -9,7 +9,15 @@ balance as capital, websocket heads) in this process. Each round lowers the WETH
 half-liquidated ones liquidatable again). The latencies are the daemon's own measurement,
 logged with every `liquidation.sent`: from the moment the block's header reached keeperd to
 the moment the node accepted the raw transaction. Reported: p50 and p99 over every
-liquidation, and over the first liquidation of each round.
+liquidation, and over the first liquidation of each round, and the tail over the first (p99
+over the first's p50); the stages of each round's waves (plan, simulate, journal + sign,
+broadcast) from the daemon's `execution.timing` events.
+
+    python bench/latency.py --accounts 10000 --rounds 30 --delay-ms 50
+
+With `--delay-ms N` the daemon talks to anvil through the delay proxy (keeperd/devnet/
+delay_proxy.py: N ms on every HTTP request and websocket message it sends), which also counts
+the sequential round trips from each round's head to its first broadcast.
 """
 
 from __future__ import annotations
@@ -41,66 +49,80 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
-              aave: str = "v3.6") -> dict[str, Any]:
+              aave: str = "v3.6", delay_ms: float | None = None) -> dict[str, Any]:
+    import contextlib
     import os
 
-    from keeperd.config import parse_config
-    from keeperd.daemon import Daemon
-    from keeperd.devnet import contracts
+    from keeperd.devnet.delay_proxy import DelayProxy
     from keeperd.devnet.handle import Devnet
     from keeperd.logs import configure_logging
-    from keeperd.metrics import Metrics
 
     os.environ["KEEPERD_BENCH_KEY"] = KEEPER_KEY
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
     with Devnet(accounts, aave_version=aave) as devnet, tempfile.TemporaryDirectory() as tmp:
-        token = contracts.aave("MintableERC20")
-        keeper = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
-        for symbol in devnet.manifest["tokens"]:
-            decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
-            devnet.client.send(keeper, devnet.manifest["tokens"][symbol],
-                               token.encode_call("mint", keeper, 10**12 * 10**decimals))
-        config = parse_config({
-            "state_dir": tmp,
-            "chains": [{"name": "devnet", "chain_id": 31337,
-                        "rpc_urls": [devnet.manifest["rpc_url"]],
-                        "ws_url": devnet.manifest["ws_url"], "confirmations": 0,
-                        "poll_interval": 0.5, "multicall_chunk_size": 10_000}],
-            "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
-                           "addresses_provider":
-                               devnet.manifest["aave_v3"]["addresses_provider"]}],
-            "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                       "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
-            "metrics": {"enabled": False},
-            "risk": {"cascade": {"enabled": cascade}},
-        }, env={})
-        daemon = Daemon(config, metrics=Metrics())
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.ready.wait(), 120)
-        scanner = daemon.scanners["aave"]
+        proxy = (DelayProxy(devnet.manifest["rpc_url"], devnet.manifest["ws_url"],
+                            delay_s=delay_ms / 1000) if delay_ms is not None else None)
+        async with proxy if proxy is not None else contextlib.nullcontext():
+            return await _rounds(devnet, tmp, out, proxy, rounds, step, cascade, accounts)
 
-        async def completed(block: int) -> None:
-            while scanner.completed_block < block:  # noqa: ASYNC110 - a bench polls
-                await asyncio.sleep(0.005)
 
-        await asyncio.wait_for(completed(devnet.client.block_number()), 120)
-        price = devnet.price("WETH")
-        round_blocks: list[int] = []
-        # Blocks come when mined, like a real chain's: a broadcast lands in the mempool
-        # (with automine, anvil would mine a block inside every eth_sendRawTransaction).
-        devnet.client.call("evm_setAutomine", False)
-        for _ in range(rounds):
-            price *= 1 - step
-            await asyncio.to_thread(devnet.set_price_async, "WETH", price)
-            block = await asyncio.to_thread(devnet.mine, 1)
-            round_blocks.append(block)
-            await asyncio.wait_for(completed(block), 60)
-            # The round's liquidations are mined in the next block, before the next move.
-            await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: int,
+                  step: float, cascade: bool, accounts: int) -> dict[str, Any]:
+    import os
+
+    from keeperd.config import parse_config
+    from keeperd.daemon import Daemon
+    from keeperd.devnet import contracts
+    from keeperd.metrics import Metrics
+
+    token = contracts.aave("MintableERC20")
+    keeper = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+    for symbol in devnet.manifest["tokens"]:
+        decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
+        devnet.client.send(keeper, devnet.manifest["tokens"][symbol],
+                           token.encode_call("mint", keeper, 10**12 * 10**decimals))
+    config = parse_config({
+        "state_dir": tmp,
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [proxy.http_url if proxy else devnet.manifest["rpc_url"]],
+                    "ws_url": proxy.ws_url if proxy else devnet.manifest["ws_url"],
+                    "confirmations": 0,
+                    "poll_interval": 0.5, "multicall_chunk_size": 10_000}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider":
+                           devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
+        "metrics": {"enabled": False},
+        "risk": {"cascade": {"enabled": cascade}},
+    }, env={})
+    daemon = Daemon(config, metrics=Metrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    await asyncio.wait_for(daemon.ready.wait(), 120)
+    scanner = daemon.scanners["aave"]
+
+    async def completed(block: int) -> None:
+        while scanner.completed_block < block:  # noqa: ASYNC110 - a bench polls
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(completed(devnet.client.block_number()), 120)
+    price = devnet.price("WETH")
+    round_blocks: list[int] = []
+    # Blocks come when mined, like a real chain's: a broadcast lands in the mempool
+    # (with automine, anvil would mine a block inside every eth_sendRawTransaction).
+    devnet.client.call("evm_setAutomine", False)
+    for _ in range(rounds):
+        price *= 1 - step
+        await asyncio.to_thread(devnet.set_price_async, "WETH", price)
+        block = await asyncio.to_thread(devnet.mine, 1)
+        round_blocks.append(block)
+        await asyncio.wait_for(completed(block), 60)
+        # The round's liquidations are mined in the next block, before the next move.
+        await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
+    stop.set()
+    await asyncio.wait_for(task, 30)
 
     import structlog
 
@@ -108,14 +130,21 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
     if os.environ.get("KEEPERD_BENCH_LOG"):
         Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())  # noqa: ASYNC240
     sent: dict[int, list[float]] = {}  # block -> latencies of the liquidations it revealed
+    timings: dict[int, list[dict[str, Any]]] = {}  # block -> its execution.timing events
     for line in out.getvalue().splitlines():
         if not line.startswith("{"):
             continue
         event = json.loads(line)
         if event.get("event") == "liquidation.sent" and event.get("block") in round_blocks:
             sent.setdefault(event["block"], []).append(event["block_to_broadcast_ms"])
+        if event.get("event") == "execution.timing" and event.get("block") in round_blocks:
+            timings.setdefault(event["block"], []).append(
+                {k: event[k] for k in ("partial", "plan_ms", "waves")})
     every = [ms for per in sent.values() for ms in per]
     first = [min(per) for per in sent.values() if per]
+    trips = ([proxy.round_trips_to_send(b) for b in round_blocks]
+             if proxy is not None else [])
+    counted = [t for t in trips if t is not None]
     return {
         "accounts": accounts,
         "rounds": rounds,
@@ -128,6 +157,12 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
         "mean_liquidations_per_round": round(statistics.mean(len(v) for v in sent.values()), 1)
         if sent else 0,
         "price_step": step,
+        "tail_over_first": round(percentile(every, 99) / percentile(first, 50), 2)
+        if first else None,
+        "delay_ms": proxy.delay_s * 1000 if proxy is not None else None,
+        "round_trips_head_to_first_send": trips,
+        "round_trips_max": max(counted) if counted else None,
+        "stages_by_round": [{"block": b, "passes": timings.get(b, [])} for b in round_blocks],
     }
 
 
@@ -141,11 +176,14 @@ def main() -> int:
                         help="without the cascade engine's per-block what-ifs")
     parser.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
                         help="which Aave the devnet runs (default: today's)")
+    parser.add_argument("--delay-ms", type=float, default=None,
+                        help="through the delay proxy, N ms on every request the daemon sends "
+                             "(and the round trips from head to first broadcast counted)")
     args = parser.parse_args()
     from provenance import provenance  # bench/, beside this script
 
     result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade,
-                             args.aave))
+                             args.aave, args.delay_ms))
     result.update(cascade=not args.no_cascade, aave=args.aave, **provenance())
     tag = "" if args.aave == "v3.6" else f"-aave{args.aave}"
     out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}{tag}.json"
@@ -158,6 +196,10 @@ def main() -> int:
           f"max {result['max_ms']} ms")
     print(f"first liquidation of each round: p50 {result['first_per_round_p50_ms']} ms, "
           f"p99 {result['first_per_round_p99_ms']} ms")
+    print(f"tail over first: p99 / first p50 = {result['tail_over_first']}")
+    if result["delay_ms"] is not None:
+        print(f"+{result['delay_ms']} ms a request: round trips head -> first broadcast, max "
+              f"{result['round_trips_max']}: {result['round_trips_head_to_first_send']}")
     print(f"wrote {out}")
     return 0
 

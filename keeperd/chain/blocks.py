@@ -347,7 +347,12 @@ class BlockSource:
         self.head = header
 
     async def _emit(self, event: BlockEvent) -> None:
+        if isinstance(event, Reorg):
+            self.pool.prefetch.forget()
         if isinstance(event, NewBlock):
+            # This head's reads (those the last head needed) asked now, in one batch, while
+            # the subscribers start: chain/prefetch.py.
+            self.pool.prefetch.head(event.header.number, event.header.hash)
             self.metrics.blocks_seen.labels(self.chain).inc()
             self.metrics.head_block.labels(self.chain).set(event.header.number)
             self.metrics.head_timestamp.labels(self.chain).set(event.header.timestamp)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import structlog
 
+from keeperd.chain.prefetch import HeadPrefetch
 from keeperd.iokit import TokenBucket, backoff_delay
 from keeperd.metrics import Metrics, method_label
 
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 # JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
 # is wrong". -32005 is the EIP-1474 "limit exceeded"; the messages are what geth, erigon,
 # nethermind and the big providers say when a node is overloaded or missing recent state.
+PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a head's reads asked ahead answer no more than this
 _TRANSIENT_RPC_CODES = frozenset({-32005, -32016, 429})
 _TRANSIENT_RPC_MESSAGE = re.compile(
     r"rate limit|too many requests|timeout|timed out|header not found|missing trie node|"
@@ -227,6 +229,9 @@ class RpcPool:
         # it: one down at start that comes back serving another network is never followed.
         self.expected_chain_id = expected_chain_id
         self._reference: tuple[int, float] | None = None  # (head, when): best_head
+        # The head's reads asked ahead in one batch (chain/prefetch.py); the block source
+        # tells it each head. A pool no block source follows never asks ahead.
+        self.prefetch = HeadPrefetch(self._prefetch_batch)
         for ep in self.endpoints:
             self.metrics.rpc_endpoint_up.labels(chain, ep.name).set(1)
 
@@ -251,6 +256,7 @@ class RpcPool:
             )
 
     async def close(self) -> None:
+        self.prefetch.forget()  # (a batch still in flight is not waited for)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -265,6 +271,9 @@ class RpcPool:
         with `ResponseTooLarge` (the caller should ask for less), so one huge eth_getLogs
         answer cannot blow up the process's memory.
         """
+        hit, answer = await self.prefetch.answer(method, params)
+        if hit:
+            return answer
         response = await self.request_raw(method, params, max_response_bytes=max_response_bytes)
         error = response.get("error")
         if error is not None:
@@ -290,9 +299,15 @@ class RpcPool:
         """
         if not calls:
             return []
-        first_id, payload = self._batch_payload(calls)
-        body = await self._send("batch", payload, expect_list=True)
-        return self._batch_results(calls, first_id, body)
+        found = [await self.prefetch.answer(m, p) for m, p in calls]
+        missing = [call for call, (hit, _) in zip(calls, found, strict=True) if not hit]
+        asked: list[Any] = []
+        if missing:
+            first_id, payload = self._batch_payload(missing)
+            body = await self._send("batch", payload, expect_list=True)
+            asked = self._batch_results(missing, first_id, body)
+        answers = iter(asked)
+        return [answer if hit else next(answers) for hit, answer in found]
 
     async def batch_at(self, block: int, calls: Sequence[tuple[str, Sequence[Any]]], *,
                        max_response_bytes: int | None = None) -> tuple[dict[str, Any],
@@ -306,6 +321,20 @@ class RpcPool:
         without it is behind; its answer is dropped, counted (`outcome="behind"`), and the
         next endpoint asked. `EndpointsBehind` when none had it.
         """
+        found = [await self.prefetch.answer(m, p)
+                 for m, p in [("eth_getBlockByNumber", [hex(block), False]), *calls]]
+        if all(hit for hit, _ in found):
+            header, *results = (answer for _, answer in found)
+            return header, results
+        return await self._batch_at(block, calls, max_response_bytes=max_response_bytes)
+
+    async def _prefetch_batch(self, block: int, calls: list[tuple[str, list[Any]]]
+                              ) -> tuple[dict[str, Any], list[Any]]:
+        return await self._batch_at(block, calls, max_response_bytes=PREFETCH_MAX_BYTES)
+
+    async def _batch_at(self, block: int, calls: Sequence[tuple[str, Sequence[Any]]], *,
+                        max_response_bytes: int | None = None
+                        ) -> tuple[dict[str, Any], list[Any]]:
         asked = [("eth_getBlockByNumber", [hex(block), False]), *calls]
         first_id, payload = self._batch_payload(asked)
 

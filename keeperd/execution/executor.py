@@ -60,8 +60,14 @@ log = structlog.get_logger(__name__)
 RETRIES_AFTER_REVERT = 2
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
-# Liquidations simulated, signed and broadcast together; the most profitable go first.
+# Liquidations simulated, signed and broadcast together; the most profitable go first, in a
+# first wave of WAVE, then in waves of LATER_WAVE: each wave's broadcast is a round trip
+# after the wave before it, so the rest of a big block goes in as few as a provider's batch
+# limit allows (waves of 16 put the last of ~84 liquidations at 3x the first — #31 item 2;
+# bench/README.md). (A first wave of 8 was measured too: the first out ~10 ms sooner; the
+# SIGKILL-resume tests plan a crash's liquidations in one first wave, and 16 keeps that.)
 WAVE = 16
+LATER_WAVE = 100
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
@@ -242,6 +248,7 @@ class Executor:
                 # Bounded approvals follow the balances (a top-up approved in turn).
                 await self.liquidator.keep_allowances(result.block, result.book)
             await self._housekeep(result)
+            await self._keep_balances_warm(result)
         if self._last is None:
             self._last = result
         if not liquidatable:
@@ -251,7 +258,7 @@ class Executor:
             self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(
                 len(opportunities))
             return
-        await self._consider_all(opportunities, result, await self._base_fee(),
+        await self._consider_all(opportunities, result, await self._base_fee(result.block),
                                  self._native_usd(result))
 
     async def _consider_all(self, opportunities: list[Opportunity], result: ScanResult,
@@ -313,12 +320,37 @@ class Executor:
                 stage(*self.labels, "no_swap_pool").inc()
                 continue
             calls.append((call, key))
-        # (Overlapping one wave's simulation with the previous wave's broadcast was measured:
-        # no gain, the node is the bottleneck.)
-        for start in range(0, len(calls), WAVE):
-            wave = calls[start:start + WAVE]
-            await self._wave(wave, await self._simulate(wave, result.block), result, base_fee,
-                             native_usd)
+        # Every wave's simulation is asked at once (one round trip for the block, not one
+        # per wave: later waves used to wait for each earlier wave's simulation, signature
+        # and broadcast in turn); each wave is then journaled, signed and broadcast as soon
+        # as its own simulation is back, in order (its nonces follow the wave before).
+        planned = time.perf_counter()
+        waves: list[dict[str, float]] = []
+        batches = wave_split(calls)
+        simulating = [asyncio.ensure_future(self._simulate(wave, result.block))
+                      for wave in batches]
+        try:
+            for wave, simulation in zip(batches, simulating, strict=True):
+                began = time.perf_counter()
+                simulations = await simulation
+                ready = time.perf_counter()
+                # (simulate_ms: from the block's plan to this wave's answers; waited_ms: how
+                # long the wave waited for them after the wave before was sent)
+                stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
+                          "waited_ms": _ms(ready - began)}
+                await self._wave(wave, simulations, result, base_fee, native_usd, stages)
+                waves.append(stages)
+        finally:
+            for task in simulating:  # (a failure ends the block's sending, as it did)
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()  # (retrieved: the first one raised already)
+        if waves:
+            # Where a block's liquidations spend their time (bench/latency.py keeps it).
+            log.info("execution.timing", protocol=self.adapter.name, block=result.block,
+                     partial=result.partial, plan_ms=_ms(planned - result.seen_at),
+                     waves=waves)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
         for opp, checked, block, reason in checks:
@@ -340,7 +372,9 @@ class Executor:
         if own is not None:  # capital that is not a token balance (Curie's margin)
             balances = own
         else:
-            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets])
+            # (at the scan's block, the head: asked ahead with its other reads)
+            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets],
+                                      result.block)
             balances = {a: v if isinstance(v, int) else 0
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
@@ -354,6 +388,18 @@ class Executor:
         self._short_of = short
         self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])
+
+    async def _keep_balances_warm(self, result: ScanResult) -> None:
+        """The keeper's balance of each token it repays with, read at every block after the
+        block's work (off the hot path): the pool then asks them again beside the next head's
+        other reads (chain/prefetch.py), and the capital stage finds them waiting instead of
+        spending a round trip between the first pass and the simulation."""
+        if self.keeper is None or self.mode != "liquidate" or self.config.capital == "flash-loan":
+            return
+        tokens = self.liquidator.tokens(result.book)
+        if tokens:
+            await call_many(self.pool, [_balance_of(a, self.keeper) for a, _, _ in tokens],
+                            result.block)
 
     async def _key_for(self, key: OpportunityKey) -> OpportunityKey | None:
         """The journal key to try this opportunity under: its own, or, after an on-chain
@@ -521,7 +567,10 @@ class Executor:
         return Simulated(None, verdict)
 
     async def _wave(self, wave: list[tuple[Call, OpportunityKey]], simulations: list[object],
-                    result: ScanResult, base_fee: int, native_usd: float) -> None:
+                    result: ScanResult, base_fee: int, native_usd: float,
+                    timing: dict[str, float] | None = None) -> None:
+        timing = {} if timing is None else timing
+        began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
         to_send = []
         verified_keys: set[OpportunityKey] = set()
@@ -590,12 +639,15 @@ class Executor:
                 to_send.append((opp, key, decision, record, pending))
                 if verdict is not None:
                     verified_keys.add(key)
+        timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
         if not to_send:
             return
         crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         assert self.tx is not None
+        began = time.perf_counter()
         outcomes = await self.tx.broadcast_many([(record, pending)
                                                  for _, _, _, record, pending in to_send])
+        timing["broadcast_ms"] = _ms(time.perf_counter() - began)
         for (opp, key, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is not None:
                 await self.journal.set_status(key, J.DROPPED, detail=str(outcome)[:500])
@@ -934,9 +986,14 @@ class Executor:
 
     # --- helpers --------------------------------------------------------------------------
 
-    async def _base_fee(self) -> int:
-        block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
-        return int(block.get("baseFeePerGas", "0x0"), 16)
+    async def _base_fee(self, block: int | None = None) -> int:
+        """The base fee of `block`'s header (asked by number: the head's header comes with
+        the reads asked ahead at its arrival, chain/prefetch.py), or of the latest."""
+        header = await self.pool.request(
+            "eth_getBlockByNumber", ["latest" if block is None else hex(block), False])
+        if header is None:  # (a node that lost the block since: the latest, as before)
+            header = await self.pool.request("eth_getBlockByNumber", ["latest", False])
+        return int(header.get("baseFeePerGas", "0x0"), 16)
 
     def _native_usd(self, result: ScanResult | None) -> float:
         own = self.liquidator.native_usd(result.book) if result is not None else None
@@ -956,6 +1013,18 @@ class Executor:
             if isinstance(balance, int):
                 self.metrics.keeper_balance.labels(self.adapter.chain, symbol).set(
                     balance / 10**decimals)
+
+
+def wave_split(calls: list[Any]) -> list[list[Any]]:
+    """The block's liquidations, most profitable first, in waves (pure): WAVE, then
+    LATER_WAVE each."""
+    waves = [calls[:WAVE]] if calls else []
+    waves += [calls[start:start + LATER_WAVE] for start in range(WAVE, len(calls), LATER_WAVE)]
+    return waves
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
 
 
 def _as_text(planned: Any) -> dict[str, str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,19 @@ LATENCY: dict[str, Figures | None] = {
     "first of each round p50 / p99": lambda f: [f[0]["first_per_round_p50_ms"],
                                                 f[0]["first_per_round_p99_ms"]],
 }
+LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
+    "code": None,
+    "delay per request": lambda f: [] if f[0].get("delay_ms") is None else [f[0]["delay_ms"]],
+    "liquidations (per round)": LATENCY["liquidations (per round)"],
+    "p50": LATENCY["p50"],
+    "p99": LATENCY["p99"],
+    "first of each round p50 / p99": LATENCY["first of each round p50 / p99"],
+    "p99 / first p50": lambda f: [f[0]["p99_ms"] / f[0]["first_per_round_p50_ms"]],
+    "round trips to the first send, max / median": lambda f: (
+        [] if f[0].get("round_trips_max") is None else [
+            f[0]["round_trips_max"], statistics.median(
+                t for t in f[0]["round_trips_head_to_first_send"] if t is not None)]),
+}
 BUILD: dict[str, Figures | None] = {
     "commit": None,
     "how": lambda f: [f[0]["stage_borrowers"]] if "stage_borrowers" in f[0] else [],
@@ -271,6 +285,20 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`10267b2` (this) | 0.2 % x 30": ["latency-10000-step0.2pct.json"],
         "`2843102` | 1 % x 30": ["latency-10000-2843102.json"],
     }, LATENCY),
+    tuple(LATENCY_ROUND_TRIPS): Table({
+        "`8b09efd` (main), run A | none": ["latency-10000-8b09efd-ab.json"],
+        "`51b6400`, run A | none": ["latency-10000-51b6400.json"],
+        "`8b09efd` (main), run B | none": ["latency-10000-8b09efd-ab2.json"],
+        "`ed7ef63`, run B | none": ["latency-10000-ed7ef63.json"],
+        "`8b09efd` (main), run A | +50": ["latency-10000-delay50-8b09efd.json"],
+        "`51b6400`, run A | +50": ["latency-10000-delay50-51b6400.json"],
+        "`ed7ef63`, run B | +50": ["latency-10000-delay50-ed7ef63.json"],
+        "`8b09efd` (main), run C | none": ["latency-10000-8b09efd-ab3.json"],
+        "`e1feead`, run C | none": ["latency-10000-e1feead.json"],
+        "`e1feead`, run C | +50": ["latency-10000-delay50-e1feead.json"],
+        "`ba47dfb` (main merged), run D | none": ["latency-10000-ba47dfb.json"],
+        "`ba47dfb` (main merged), run D | +50": ["latency-10000-delay50-ba47dfb.json"],
+    }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
         "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],

@@ -1,0 +1,61 @@
+"""What the pool asks ahead at a new head (chain/prefetch.py), how the executor splits a
+block into waves, and how the delay proxy counts the round trips on a path
+(devnet/delay_proxy.py): the pure parts."""
+
+from __future__ import annotations
+
+from keeperd.chain.prefetch import MAX_PARAMS_CHARS, at_block, shape
+from keeperd.devnet.delay_proxy import Seen, sequential_depth
+from keeperd.execution.executor import LATER_WAVE, WAVE, wave_split
+
+TX = {"to": "0x" + "11" * 20, "data": "0xabcdef"}
+
+
+def test_a_read_at_the_head_is_asked_again_at_the_next_head() -> None:
+    call = shape("eth_call", [TX, hex(100)], 100)
+    assert call is not None
+    assert at_block(call, 101) == ("eth_call", [TX, hex(101)])
+    storage = shape("eth_getStorageAt", ["0x" + "22" * 20, "0x0", hex(100)], 100)
+    assert storage is not None and at_block(storage, 105)[1][2] == hex(105)
+    header = shape("eth_getBlockByNumber", [hex(100), False], 100)
+    assert header is not None and at_block(header, 101) == ("eth_getBlockByNumber",
+                                                            [hex(101), False])
+
+
+def test_a_log_range_ending_at_the_head_keeps_its_width() -> None:
+    logs = shape("eth_getLogs", [{"address": TX["to"], "fromBlock": hex(98),
+                                  "toBlock": hex(100)}], 100)
+    assert logs is not None
+    _, [f] = at_block(logs, 110)
+    assert (f["fromBlock"], f["toBlock"], f["address"]) == (hex(108), hex(110), TX["to"])
+
+
+def test_what_is_not_a_read_at_the_head_is_never_asked_ahead() -> None:
+    assert shape("eth_call", [TX, "latest"], 100) is None  # (a simulation: its own moment)
+    assert shape("eth_call", [TX, hex(99)], 100) is None  # a late read of an older block
+    assert shape("eth_sendRawTransaction", ["0x00"], 100) is None
+    assert shape("eth_estimateGas", [TX, hex(100)], 100) is None
+    assert shape("eth_getLogs", [{"fromBlock": hex(1), "toBlock": hex(100)}], 100) is None
+    assert shape("eth_getLogs", [{"blockHash": "0x" + "33" * 32}], 100) is None
+    big = {**TX, "data": "0x" + "00" * MAX_PARAMS_CHARS}
+    assert shape("eth_call", [big, hex(100)], 100) is None  # a full scan's chunk
+
+
+def test_the_first_wave_is_small_and_the_later_ones_larger() -> None:
+    calls = list(range(WAVE + 2 * LATER_WAVE + 3))
+    waves = wave_split(calls)
+    assert [len(w) for w in waves] == [WAVE, LATER_WAVE, LATER_WAVE, 3]
+    assert [c for w in waves for c in w] == calls  # most profitable first, none lost
+    assert wave_split([]) == []
+
+
+def test_requests_that_overlap_are_one_round_trip() -> None:
+    read = Seen(("eth_getLogs",), 0.0, 0.05)
+    beside = Seen(("eth_call",), 0.001, 0.052)
+    simulate = Seen(("eth_call",), 0.06, 0.11)
+    send = Seen(("eth_sendRawTransaction",), 0.12, 0.17)
+    assert sequential_depth([read, beside, simulate, send], 0.0, send) == 3
+    later = Seen(("eth_call",), 0.053, 0.1)  # after the read: a step of its own
+    send2 = Seen(("eth_sendRawTransaction",), 0.101, 0.15)
+    assert sequential_depth([read, beside, later, send2], 0.0, send2) == 3
+    assert sequential_depth([read, send], 0.0, send) == 2
