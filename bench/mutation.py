@@ -79,6 +79,8 @@ def main() -> int:
     for label, pattern in MODULES.items():
         if only and label not in only:
             continue
+        # (each module's own: the tree it copied into mutants/ at its start)
+        run = provenance()
         started = time.monotonic()
         # mutmut keeps verdicts and test timings in mutants/ across runs and only re-judges
         # what it thinks changed: each module's verdicts here come from a run from scratch.
@@ -92,8 +94,8 @@ def main() -> int:
         mine = {k: s for k, s in statuses().items() if fnmatch.fnmatchcase(k, pattern)}
         counts = Counter(mine.values())
         left = sorted(k for k, s in mine.items() if s not in ("killed", "caught by type check"))
-        modules[label] = {"commit": report["commit"], "dirty": report["dirty"],
-                          "date": report["date"], "children": int(children),
+        modules[label] = {"commit": run["commit"], "dirty": run["dirty"],
+                          "date": run["date"], "children": int(children),
                           **({"pytest_addopts": PYTEST_ADDOPTS[label]}
                              if label in PYTEST_ADDOPTS else {}),
                           "mutants": len(mine), "seconds": seconds, **dict(counts),
