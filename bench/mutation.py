@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -67,8 +68,20 @@ def diff(mutant: str, label: str) -> str:
                      if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
 
 
+def unselected_cases() -> list[str]:
+    """The unit files written for the mutation run that pyproject's [tool.mutmut] does not
+    select: mutmut would never run them, and their mutants would read "no tests" or survive."""
+    mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    selected = set(mutmut["pytest_add_cli_args_test_selection"])
+    return sorted(name for path in (ROOT / "tests" / "unit").glob("test_mut*.py")
+                  if (name := str(path.relative_to(ROOT))) not in selected)
+
+
 def main() -> int:
     os.chdir(ROOT)  # (mutmut reads its configuration and mutants/ from here)
+    if missing := unselected_cases():
+        print(f"pyproject's [tool.mutmut] does not select {missing}", file=sys.stderr)
+        return 2
     only = sys.argv[1:]  # module labels, to run a few; all by default
     children = os.environ.get("MUTATE_CHILDREN", "1")
     report: dict[str, object] = {"tool": "mutmut 3.8.1", **provenance(), "modules": {}}
