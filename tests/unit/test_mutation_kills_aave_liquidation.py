@@ -308,6 +308,10 @@ def test_zero_threshold_collateral_is_not_seized_before_v36() -> None:
     pos = positions({2: 1_000 * E6, 3: 2 * E18}, {1: 900 * E6})
     p = plan(m, pos)
     assert p is not None and p.collateral == "USDT" and p.collateral_seized == 940_500_000
+    # ... and one in an earlier column (WETH, threshold 0) does not end the search
+    reserves = (replace(RESERVES[0], liquidation_threshold=0), *RESERVES[1:])
+    p = plan(market(9, reserves=reserves), positions({0: E18, 2: 1_000 * E6}, {1: 900 * E6}))
+    assert p is not None and p.collateral == "USDT" and p.collateral_seized == 940_500_000
 
 
 def test_equal_pairs_keep_the_first_in_reserve_order() -> None:
@@ -388,13 +392,13 @@ def test_collateral_one_wei_under_2000_is_under_2000() -> None:
     assert p.collateral_seized == E18 - 1 and p.debt_to_cover == 1_904_761_904
 
 
-def test_collateral_one_wei_under_2100_needs_the_whole_debt_in_capital() -> None:
+def test_a_capped_plan_under_2100_needs_the_whole_debt_in_capital() -> None:
     # v3.6: 1.05 WETH - 1 wei ($2,099.99...) + $300 USDT against 2,000 USDC: health
     # (1,732.5 + 234) / 2,000 = 0.983, above the band. Capped: half the total, 1,000 USDC,
     # for 0.525 WETH, leaving $1,000 of debt and $1,049.99 of WETH: no dust, sent as
-    # type(uint256).max. The WETH is under $2,100, so the cap may not hold at inclusion: the
-    # capital is what all 2,000 USDC would take — the whole WETH, worth 2,099,999,999 USDC
-    # units floored, / 1.05 rounded up = 2,000,000,000.
+    # type(uint256).max. Both reserves are under $2,100, so the cap may not hold at
+    # inclusion: the capital is what all 2,000 USDC would take — the whole WETH, worth
+    # 2,099,999,999 USDC units floored, / 1.05 rounded up = 2,000,000,000.
     m = market(10)
     pos = positions({0: 105 * 10**16 - 1, 2: usd(m, 2, 300)}, {1: 2_000 * E6})
     assert 97 * 10**16 < hf_of(m, pos) < WAD

@@ -42,9 +42,10 @@ def test_exactly_100_dollars_is_taken_whole() -> None:
 
 
 def test_half_the_requirement_is_floored_as_curie_divides() -> None:
-    # accountValue >= marginRequirement / 2 in integers: with an odd requirement the floor
+    # accountValue >= marginRequirement / 2 in integers: with an odd requirement the floor.
+    # (A requirement of 1e15 + 1 wei: small enough for a float to hold its half, x.5.)
     eth = position("ETH", 5, 2_000)
-    requirement = 625 * WAD + 1
+    requirement = 10**15 + 1
     t = cm.CurieTrader("0xt", requirement // 2, requirement, 0, (eth,))
     assert cm.liquidatable_size(t, eth) == eth.size // 2
 
@@ -166,6 +167,19 @@ def test_collateral_health_takes_the_least_of_the_three_measures() -> None:
     # No USDC debt (value over the counted collateral): the requirement only
     assert cm.collateral_health(account(2_000, (eth,), (weth_margin(1, 2_000),)), RULES,
                                 MM) == pytest.approx(2_000 / 825)
+    # ... and ETH -50 %: 800 counted, value 600 - 800 = -$200, debt $1,000: 640 / 1,000
+    assert cm.collateral_health(debt_only, RULES, MM, {"ETH": 0.5}) == pytest.approx(0.64)
+    # A $10 position (requirement $0.825) on $0.50 of value: 0.5 / 0.825, under the debt
+    # ratio's 1,280 / 1,599.50
+    tiny = account(0.5, (position("ETH", 0.005, 2_000),), (weth_margin(1, 2_000),))
+    assert cm.collateral_health(tiny, RULES, MM) == pytest.approx(0.5 / 0.825)
+    # Value exactly the counted collateral: no USDC debt, the requirement only
+    even = account(1_600, (eth,), (weth_margin(1, 2_000),))
+    assert cm.collateral_health(even, RULES, MM) == pytest.approx(1_600 / 825)
+    # $0.50 of USDC debt over a $0.10 debt threshold: 0.2
+    cents = cm.CollateralRules(20_000, 800_000, 100_000)
+    assert cm.collateral_health(account(1_599.5, (), (weth_margin(1, 2_000),)), cents,
+                                MM) == pytest.approx(0.2)
     # Neither positions nor debt, or no collateral at all: nothing can liquidate it
     assert math.isinf(cm.collateral_health(account(2_000, (), (weth_margin(1, 2_000),)),
                                            RULES, MM))
