@@ -122,9 +122,12 @@ def test_depth_coverage_of_small_sales_and_of_none() -> None:
     # half a token sold: the pool absorbs 1,000 (1 / sqrt(0.95) - 1) = 25.98 before -5 %
     small = replace(r, tokens_sold=np.array([[0.5, 0.0]]))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a column that sold nothing divides by nothing quietly
-        coverage = small.depth_coverage([cp, NoImpact()], np.array([0.05, 0.04]))
+        # an asset that sold nothing divides by nothing quietly: a pool's absorbable tokens
+        # over 0 (divide), an empty pool's 0 over 0 (invalid)
+        warnings.simplefilter("error")
+        coverage = small.depth_coverage([cp, cp], np.array([0.05, 0.04]))
+        empty_pool = small.depth_coverage([cp, ConstantProduct(0.0)], np.array([0.05, 0.04]))
     assert coverage[0, 0] == pytest.approx(1_000 * (1 / np.sqrt(0.95) - 1) / 0.5)
-    assert np.isinf(coverage[0, 1])
+    assert np.isinf(coverage[0, 1]) and np.isinf(empty_pool[0, 1])
     with pytest.raises(ValueError):  # a depth model per asset, no fewer
         r.depth_coverage([cp], np.array([0.05, 0.04]))
