@@ -91,6 +91,8 @@ def test_a_market_without_reserves_owes_nothing() -> None:
     got = exact_account_data(m, pos)
     assert got.total_collateral_base.tolist() == got.total_debt_base.tolist() == [0, 0]
     assert got.health_factor.tolist() == [MAX_UINT256] * 2
+    for f in ("total_collateral_base", "total_debt_base"):
+        assert all(type(x) is int for x in getattr(got, f)), f
 
 
 # -- the float path --------------------------------------------------------------------------
@@ -138,3 +140,10 @@ def test_the_float_path_without_a_price_source() -> None:
     assert view.collateral_usd == pytest.approx([1_000, 2_000, 0, 2_000, 2_000, 0.5])
     assert view.health[0] == pytest.approx(975 / 990)
     assert view.drop_to_liquidation[3] == pytest.approx(0.36)
+
+
+def test_the_float_path_counts_stable_debt() -> None:
+    # 1 WETH against 500 USDC variable + 300 stable: 1,650 / 800
+    pos = book([(0, {0: E18}, {1: 500 * E6}, {1: 300 * E6})])
+    view = FastHealth(market(1), pos).evaluate()
+    assert view.debt_usd[0] == pytest.approx(800) and view.health[0] == pytest.approx(2.0625)
