@@ -147,3 +147,31 @@ def test_the_float_path_counts_stable_debt() -> None:
     pos = book([(0, {0: E18}, {1: 500 * E6}, {1: 300 * E6})])
     view = FastHealth(market(1), pos).evaluate()
     assert view.debt_usd[0] == pytest.approx(800) and view.health[0] == pytest.approx(2.0625)
+
+
+def test_the_exact_path_prices_an_emode_category_by_its_source() -> None:
+    # v3.0, eMode 1 at $1.01: 1,000 USDT -> 1,010e8 base, 990 USDC of debt -> 999.9e8;
+    # threshold 97.5 %: wadDiv(percentMul(1,010e8, 9,750), 999.9e8) = 0.98485 in wad
+    got = exact_account_data(stables_emode(), book([(1, {2: 1_000 * E6}, {1: 990 * E6}, {})]))
+    assert got.total_collateral_base.tolist() == [1_010 * 10**8]
+    assert got.total_debt_base.tolist() == [99_990_000_000]
+    assert got.health_factor.tolist() == [984_848_484_848_484_848]
+
+
+def test_ltv_zero_inside_an_emode_and_a_reserve_without_ltv() -> None:
+    # v3.6, category 3 (LTV 97 %) covering WETH and USDT, USDT's LTV 0 inside it (bit 2);
+    # category 1 has no user. 1 WETH + 1,000 USDT: (2,000e8 x 9,700 + 0) / 3,000e8 = 6,466
+    emode = {1: EModeCategory(1, 9_000, 9_300, 10_100, None, "unused", collateral_bitmap=0b10),
+             3: EModeCategory(3, 9_700, 9_750, 10_100, None, "mode", collateral_bitmap=0b101,
+                              ltvzero_bitmap=0b100)}
+    got = exact_account_data(market(10, emode=emode),
+                             book([(3, {0: E18, 2: 1_000 * E6}, {1: 100 * E6}, {})]))
+    assert got.ltv.tolist() == [6_466]
+    # v3.0: a reserve whose own LTV is 0 adds nothing to the average, even in an eMode whose
+    # LTV is 97 %: USDT alone averages 0
+    reserves = (RESERVES[0], replace(RESERVES[1], emode_category=1),
+                replace(RESERVES[2], emode_category=1, ltv=0), RESERVES[3])
+    m = market(1, reserves=reserves,
+               emode={1: EModeCategory(1, 9_700, 9_750, 10_100, None, "stables")})
+    got = exact_account_data(m, book([(1, {2: 1_000 * E6}, {1: 100 * E6}, {})]))
+    assert got.ltv.tolist() == [0]
