@@ -124,6 +124,7 @@ bench: setup
 # survivors go to bench/results/mutation.json. mutmut has its own venv (.venv-mutate: the dev
 # lock plus requirements/mutate.lock, hash-checked) so the test venv stays what dev.lock pins.
 # MUTATE_MODULES="risk/cascade.py ..." runs a few (labels in bench/mutation.py).
+# One worker by default (the machine is shared): `MUTATE_CHILDREN=2 make mutate` for two.
 MUTATE_VENV := .venv-mutate
 MUTATE_MODULES ?=
 $(MUTATE_VENV)/.installed: requirements/dev.lock requirements/mutate.lock

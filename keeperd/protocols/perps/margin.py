@@ -229,6 +229,10 @@ def liquidated_notional_by_move(accounts: Sequence[PerpAccount], coin: str,
             taken = (sum(clip(q) for q in account.positions) if p.margin_mode == "cross"
                      else clip(p))
             for m in moves:
-                if (move_to_liq < 0 and m <= move_to_liq) or (move_to_liq > 0 and m >= move_to_liq):
+                # Reaching the liquidation price against the position liquidates it: a long
+                # falling to it, a short rising to it. (Told apart by the sign of the move, an
+                # account exactly at maintenance, move 0, was liquidated by no move, and one
+                # already under it only by moves in its favour.)
+                if m <= move_to_liq if p.side > 0 else m >= move_to_liq:
                     out[m] += taken
     return out
