@@ -293,8 +293,11 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     liquidated = {d["trader"].lower() for d in done}
     assert len(liquidated) >= 10
     # What is left, keeperd's pricing showed unprofitable (a remnant of WETH margin worth
-    # less than the gas and the minimum profit), and it is rare.
-    assert len(dust) <= 0.05 * len(liquidated), dust
+    # less than the gas and the minimum profit: each one checked above), and it is rare. How
+    # many remnants a walk leaves depends on where the mark stood when each trader was
+    # liquidated: 1 to 4 of 50 in 14 runs on 2026-12-04, the session's starting code
+    # included (at 5 %, 2.5 allowed, one run in three failed on the count alone).
+    assert len(dust) <= 0.1 * len(liquidated), dust
     # WETH margin sold for USDC debt, by keeperd, paid from its wallet.
     sold = collateral_liquidations_on_chain(devnet, start)
     assert sold and all(d["liquidator"] == KEEPER.lower() for d in sold)
