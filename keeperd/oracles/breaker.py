@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.storage.db import Database
 
 EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
@@ -54,9 +54,9 @@ async def block_known(pool: RpcPool, block_hash: str) -> bool | None:
     """Whether the chain still has the block, asked of every endpoint: gone only when each
     endpoint that answers says so (one endpoint's null must not forget a trip); None when
     none answers."""
-    async def ask(ep: object) -> bool | None:
+    async def ask(ep: Endpoint) -> bool | None:
         try:
-            return await pool.call_endpoint(ep, "eth_getBlockByHash",  # type: ignore[arg-type]
+            return await pool.call_endpoint(ep, "eth_getBlockByHash",
                                             [block_hash, False]) is not None
         except (RpcUnavailable, RpcError):
             return None
