@@ -19,10 +19,11 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import structlog
@@ -36,7 +37,14 @@ from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import resume_journal, track_again
-from keeperd.execution.txmanager import FeePolicy, Outcome, SendRefused, TxManager
+from keeperd.execution.txmanager import (
+    FeePolicy,
+    Outcome,
+    Pending,
+    SendRefused,
+    TxManager,
+    TxRecord,
+)
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols.sdk.contract import (
@@ -98,7 +106,6 @@ class SecondOpinionRefused(Exception):
     """A second RPC endpoint saw the call revert where the first saw it succeed."""
 
 
-
 Keyed = tuple[Opportunity, OpportunityKey]  # (a plan, the journal key it is tried under)
 
 
@@ -109,6 +116,17 @@ class Decision:
     net_profit_usd: float
     gas_limit: int
     budget_wei: int  # the most this liquidation may pay in fees
+
+
+class _ToSend(NamedTuple):
+    """A liquidation of a wave, journaled and signed: what its broadcast reports on."""
+
+    opp: Opportunity
+    key: OpportunityKey
+    decision: Decision
+    record: TxRecord
+    pending: Pending
+    verified: bool
 
 
 def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee_per_gas: int,
@@ -322,30 +340,52 @@ class Executor:
             calls.append((call, key))
         # Every wave's simulation is asked at once (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
-        # and broadcast in turn); each wave is then journaled, signed and broadcast as soon
-        # as its own simulation is back, in order (its nonces follow the wave before).
+        # and broadcast in turn). Each wave is then journaled and signed as soon as its own
+        # simulation is back, in order (its nonces follow the wave before), and broadcast
+        # while the next is signed: the node takes a wave's transactions while this process
+        # signs the next ones (a wave's broadcast still starts only once the wave before has
+        # been answered, so the node sees the nonces in order).
         planned = time.perf_counter()
         waves: list[dict[str, float]] = []
         batches = wave_split(calls)
         simulating = [asyncio.ensure_future(self._simulate(wave, result.block))
                       for wave in batches]
+        sending: list[asyncio.Future[bool]] = []
         try:
             for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
                 simulations = await simulation
                 ready = time.perf_counter()
                 # (simulate_ms: from the block's plan to this wave's answers; waited_ms: how
-                # long the wave waited for them after the wave before was sent)
+                # long the wave waited for them after the wave before was signed)
                 stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
                           "waited_ms": _ms(ready - began)}
-                await self._wave(wave, simulations, result, base_fee, native_usd, stages)
                 waves.append(stages)
-        finally:
-            for task in simulating:  # (a failure ends the block's sending, as it did)
+                to_send = await self._prepare_wave(wave, simulations, result, base_fee,
+                                                   native_usd, stages)
+                if to_send:
+                    # (started outside the wave's journal transaction: its own writes must
+                    # not count as part of another wave's)
+                    sending.append(asyncio.ensure_future(self._send_wave(
+                        to_send, result, stages, planned, sending[-1] if sending else None)))
+        except BaseException:
+            for task in simulating:  # (a failure ends the block's signing, as it did)
                 if not task.done():
                     task.cancel()
                 elif not task.cancelled():
                     task.exception()  # (retrieved: the first one raised already)
+            raise
+        finally:
+            # What was signed is journaled: it is broadcast whatever happened since (as it
+            # was when each wave was sent before the next was signed).
+            refused = await asyncio.gather(*sending, return_exceptions=True)
+            if self.tx is not None and any(r is True for r in refused):
+                await self.tx.sync_nonce()  # a refused nonce leaves a gap: ask the node
+            for outcome in refused:
+                if isinstance(outcome, BaseException) and not isinstance(
+                        outcome, asyncio.CancelledError):
+                    log.error("liquidation.broadcast_failed", protocol=self.adapter.name,
+                              block=result.block, error=f"{type(outcome).__name__}: {outcome}")
         if waves:
             # Where a block's liquidations spend their time (bench/latency.py keeps it).
             log.info("execution.timing", protocol=self.adapter.name, block=result.block,
@@ -566,14 +606,14 @@ class Executor:
             return VerificationRefused(verdict.reason)
         return Simulated(None, verdict)
 
-    async def _wave(self, wave: list[tuple[Call, OpportunityKey]], simulations: list[object],
-                    result: ScanResult, base_fee: int, native_usd: float,
-                    timing: dict[str, float] | None = None) -> None:
-        timing = {} if timing is None else timing
+    async def _prepare_wave(self, wave: list[tuple[Call, OpportunityKey]],
+                            simulations: list[object], result: ScanResult, base_fee: int,
+                            native_usd: float, timing: dict[str, float]) -> list[_ToSend]:
+        """A simulated wave judged, journaled and signed in one commit: what is to be
+        broadcast (`_send_wave`)."""
         began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
-        to_send = []
-        verified_keys: set[OpportunityKey] = set()
+        to_send: list[_ToSend] = []
         async with self.journal.transaction():
             for (call, key), sim in zip(wave, simulations, strict=True):
                 opp = call.opportunity
@@ -636,28 +676,41 @@ class Executor:
                     await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
                     log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
                     continue
-                to_send.append((opp, key, decision, record, pending))
-                if verdict is not None:
-                    verified_keys.add(key)
+                to_send.append(_ToSend(opp, key, decision, record, pending,
+                                       verified=verdict is not None))
         timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
-        if not to_send:
-            return
-        crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
+        if to_send:
+            crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
+        return to_send
+
+    async def _send_wave(self, to_send: list[_ToSend], result: ScanResult,
+                         timing: dict[str, float], planned: float,
+                         before: asyncio.Future[bool] | None) -> bool:
+        """Broadcast a signed wave once the wave before it has been answered; True when the
+        node refused one of it (the caller re-reads the nonce when nothing is signing)."""
+        if before is not None:
+            with contextlib.suppress(Exception):  # (its failure is the caller's to log)
+                await asyncio.shield(before)
         assert self.tx is not None
         began = time.perf_counter()
-        outcomes = await self.tx.broadcast_many([(record, pending)
-                                                 for _, _, _, record, pending in to_send])
-        timing["broadcast_ms"] = _ms(time.perf_counter() - began)
-        for (opp, key, decision, record, _), outcome in zip(to_send, outcomes, strict=True):
+        outcomes = await self.tx.broadcast_many([(item.record, item.pending)
+                                                 for item in to_send], resync=False)
+        answered = time.perf_counter()
+        timing["broadcast_ms"] = _ms(answered - began)
+        timing["sent_ms"] = _ms(answered - planned)  # (from the block's plan)
+        # (the latency of each is when the node's answer reached us, not when it was logged)
+        elapsed = answered - result.seen_at
+        stage = self.metrics.liquidation_funnel.labels
+        for item, outcome in zip(to_send, outcomes, strict=True):
+            opp, key, decision, record = item.opp, item.key, item.decision, item.record
             if outcome is not None:
                 await self.journal.set_status(key, J.DROPPED, detail=str(outcome)[:500])
                 log.warning("liquidation.not_sent", opportunity=key, reason=str(outcome))
                 self._event("not_sent", key, opp.account, result.block,
                             {"reason": str(outcome)[:300]})
                 continue
-            elapsed = time.perf_counter() - result.seen_at
             stage(*self.labels, "sent").inc()
-            if key in verified_keys:
+            if item.verified:
                 self.metrics.liquidations_verified.labels(*self.labels, "sent").inc()
             self.metrics.block_to_broadcast.labels(*self.labels).observe(elapsed)
             log.info("liquidation.sent", opportunity=key, account=opp.account,
@@ -669,6 +722,7 @@ class Executor:
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
                 "expected_profit_usd": round(decision.net_profit_usd, 2),
                 "planned": _as_text(opp.planned)})
+        return any(outcome is not None for outcome in outcomes)
 
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took

@@ -271,9 +271,10 @@ class TxManager:
         self.pending[key] = pending
         return record, pending
 
-    async def broadcast(self, record: TxRecord, pending: Pending) -> None:
+    async def broadcast(self, record: TxRecord, pending: Pending, *, resync: bool = True
+                        ) -> None:
         try:
-            await self._broadcast(record, pending.private)
+            await self._broadcast(record, pending.private, resync=resync)
         except SendRefused:
             self.pending.pop(pending.key, None)
             raise
@@ -292,15 +293,18 @@ class TxManager:
                     meaning="the node may have it: tracked until a receipt or its nonce "
                             "is passed, and sent again each block")
 
-    async def broadcast_many(self, items: list[tuple[TxRecord, Pending]]
-                             ) -> list[SendRefused | None]:
+    async def broadcast_many(self, items: list[tuple[TxRecord, Pending]], *,
+                             resync: bool = True) -> list[SendRefused | None]:
         """Broadcast several signed transactions in one JSON-RPC batch (one HTTP round trip);
-        through the private endpoint, one by one. Returns None or the refusal, per item."""
+        through the private endpoint, one by one. Returns None or the refusal, per item.
+        `resync=False`: a refusal does not re-read the nonce here; the caller, which is
+        signing more under the nonces that follow, does so once nothing is being signed
+        (`sync_nonce`)."""
         if not items:
             return []
         if any(p.private for _, p in items) and self.private_pool is not None:
-            results = await asyncio.gather(*(self.broadcast(r, p) for r, p in items),
-                                           return_exceptions=True)
+            results = await asyncio.gather(*(self.broadcast(r, p, resync=resync)
+                                             for r, p in items), return_exceptions=True)
             return [r if isinstance(r, SendRefused) else None for r in results]
         try:
             answers = await self.pool.batch([("eth_sendRawTransaction", [r.raw])
@@ -323,7 +327,7 @@ class TxManager:
                 continue
             self._log_sent(record, pending)
             out.append(None)
-        if refused:
+        if refused and resync:
             await self.sync_nonce()  # a refused nonce leaves a gap: ask the node
         return out
 
@@ -356,7 +360,8 @@ class TxManager:
         self._log_sent(record, p)
         return record
 
-    async def _broadcast(self, record: TxRecord, private: bool) -> None:
+    async def _broadcast(self, record: TxRecord, private: bool, *, resync: bool = True
+                         ) -> None:
         """Send signed bytes. Refused by the node: SendRefused (the nonce re-read if it was
         the cause). No answer (a timeout, a reset) — or any failure of the private endpoint,
         which must not leak the transaction to the public mempool before
@@ -373,7 +378,8 @@ class TxManager:
                 return
             if private and "nonce" not in message:
                 raise InDoubt(f"private endpoint: {exc}") from None
-            await self.sync_nonce()  # a refused nonce may leave a gap: ask the node
+            if resync:
+                await self.sync_nonce()  # a refused nonce may leave a gap: ask the node
             raise SendRefused(f"broadcast of {record.tx_hash} failed: {exc}") from None
         except RpcUnavailable as exc:
             raise InDoubt(f"broadcast of {record.tx_hash}: {exc}") from None
