@@ -139,7 +139,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
             sent.setdefault(event["block"], []).append(event["block_to_broadcast_ms"])
         if event.get("event") == "execution.timing" and event.get("block") in round_blocks:
             timings.setdefault(event["block"], []).append(
-                {k: event[k] for k in ("partial", "plan_ms", "waves")})
+                {k: event.get(k) for k in ("partial", "plan_ms", "stages", "waves")})
     every = [ms for per in sent.values() for ms in per]
     first = [min(per) for per in sent.values() if per]
     trips = ([proxy.round_trips_to_send(b) for b in round_blocks]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import coincurve
-import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
+from keeperd.chain import rlp
 from keeperd.config import EnvKey, FileKey, KeySource, KeystoreKey
 from keeperd.execution.signer import UnsignedTx
 from keeperd.file_access import others_access
@@ -60,14 +60,16 @@ class KeeperKey:
 
     def sign_eip1559(self, *, chain_id: int, nonce: int, to: str, value: int, data: bytes,
                      gas: int, max_fee: int, tip: int) -> bytes:
-        """A signed type-2 transaction, byte-identical to eth_account's (a test checks) and
-        about six times faster: RLP and one secp256k1 signature, no dict validation. The hot
-        path signs dozens of liquidations per block."""
-        fields = [chain_id, nonce, tip, max_fee, gas, bytes.fromhex(to[2:]), value, data, []]
+        """A signed type-2 transaction, byte-identical to eth_account's and many times
+        faster: RLP (keeperd's own encoder) and one secp256k1 signature, no dict validation
+        (tests/unit/test_rlp.py checks the bytes). The hot path signs up to hundreds of
+        liquidations per block."""
+        fields: list[rlp.Item] = [chain_id, nonce, tip, max_fee, gas, bytes.fromhex(to[2:]),
+                                  value, data, []]
         digest = keccak(b"\x02" + rlp.encode(fields))
         sig = self._signer.sign_recoverable(digest, hasher=None)
         r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
-        return b"\x02" + bytes(rlp.encode([*fields, v, r, s]))
+        return b"\x02" + rlp.encode([*fields, v, r, s])
 
     async def sign(self, tx: UnsignedTx) -> bytes:
         """The local `Signer` (execution/signer.py)."""

@@ -169,6 +169,7 @@ class Executor:
         self._liquidatable: set[str] = set()
         self._last: ScanResult | None = None
         self._lost_race_checks: list[tuple[Opportunity, OpportunityKey, int, str]] = []
+        self._stages: dict[str, float] = {}  # the block's plan, step by step (execution.timing)
         # Debt assets the keeper's balance fell short of at the last liquidations considered.
         # What the keeper's balances could not pay for in the last block: `_short_of` as the
         # gauges show it, `capital_shortfall` (alerted) only when it was forgone — under
@@ -271,7 +272,10 @@ class Executor:
             self._last = result
         if not liquidatable:
             return
+        acting = time.perf_counter()
         opportunities = self.liquidator.plan(result, liquidatable)
+        self._stages = {"evaluated_ms": _ms(acting - result.seen_at),
+                        "plan_ms": _ms(time.perf_counter() - acting)}
         if self.mode == "alert-only":
             self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(
                 len(opportunities))
@@ -297,8 +301,10 @@ class Executor:
             log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
                         opportunities=len(opportunities), reason=conflict)
             return
+        mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
                 if self.prices is not None else None)
+        mark = self._stage("gate_ms", mark)
         paused = gate.paused if gate is not None else frozenset()
         hold = gate.hold if gate is not None else None
         fresh: list[Keyed] = []
@@ -326,12 +332,15 @@ class Executor:
                 stage(*self.labels, "unprofitable").inc()
                 continue
             fresh.append((opp, key))
+        mark = self._stage("journal_lookup_ms", mark)
         adjusted = self.liquidator.adjust([o for o, _ in fresh], result.book)
         keyed = [(o, key) for o, (_, key) in zip(adjusted, fresh, strict=True)]
         own, flash = await self._fund(keyed, result)
+        mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd)
         encoded = await self.liquidator.calls([(o, f) for o, _, f in chosen], result.book, gas)
+        self._stage("encode_ms", mark)
         calls: list[tuple[Call, OpportunityKey]] = []
         for (_, key, _), call in zip(chosen, encoded, strict=True):
             if call is None:
@@ -388,13 +397,21 @@ class Executor:
                               block=result.block, error=f"{type(outcome).__name__}: {outcome}")
         if waves:
             # Where a block's liquidations spend their time (bench/latency.py keeps it).
+            # (plan_ms: from the header's arrival to the first simulation asked; stages: its
+            # parts, from the header to the evaluated book handed here, then each step)
             log.info("execution.timing", protocol=self.adapter.name, block=result.block,
                      partial=result.partial, plan_ms=_ms(planned - result.seen_at),
-                     waves=waves)
+                     stages=self._stages, waves=waves)
         # Off the hot path: who beat us to the accounts whose simulation failed.
         checks, self._lost_race_checks = self._lost_race_checks, []
         for opp, checked, block, reason in checks:
             await self._maybe_lost_race(opp, checked, block, reason)
+
+    def _stage(self, name: str, since: float) -> float:
+        """Times one step of the block's plan (`execution.timing`); the time it ended."""
+        now = time.perf_counter()
+        self._stages[name] = _ms(now - since)
+        return now
 
     async def _fund(self, items: list[Keyed], result: ScanResult
                     ) -> tuple[list[Keyed], list[Keyed]]:

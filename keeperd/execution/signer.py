@@ -17,6 +17,7 @@ import coincurve
 import rlp
 from eth_utils import keccak, to_checksum_address
 
+from keeperd.chain import rlp as fast_rlp
 from keeperd.chain.rpc import redact_url
 
 
@@ -40,7 +41,7 @@ class UnsignedTx:
 
     def digest(self) -> bytes:
         """What the signature signs."""
-        return keccak(b"\x02" + rlp.encode(self.fields()))
+        return keccak(b"\x02" + fast_rlp.encode(self.fields()))
 
 
 class Signer(Protocol):
