@@ -29,6 +29,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,16 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
     await asyncio.wait_for(daemon.ready.wait(), 120)
     scanner = daemon.scanners["aave"]
 
-    async def completed(block: int) -> None:
-        while scanner.completed_block < block:  # noqa: ASYNC110 - a bench polls
+    # (when, this process's CPU, anvil's CPU): sampled while a round's block is worked on,
+    # to tell whether its tail waits for a busy machine, and which side is busy
+    anvil_pid = devnet.anvil.process.pid if devnet.anvil.process is not None else None
+    cpu_samples: dict[int, list[tuple[float, float, float]]] = {}
+
+    async def completed(block: int, sampled: bool = False) -> None:
+        while scanner.completed_block < block:  # (a bench polls)
+            if sampled:
+                cpu_samples.setdefault(block, []).append(
+                    (time.perf_counter(), time.process_time(), cpu_seconds(anvil_pid)))
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(completed(devnet.client.block_number()), 120)
@@ -116,9 +125,11 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
     for _ in range(rounds):
         price *= 1 - step
         await asyncio.to_thread(devnet.set_price_async, "WETH", price)
+        mined_at = (time.perf_counter(), time.process_time(), cpu_seconds(anvil_pid))
         block = await asyncio.to_thread(devnet.mine, 1)
         round_blocks.append(block)
-        await asyncio.wait_for(completed(block), 60)
+        cpu_samples[block] = [mined_at]
+        await asyncio.wait_for(completed(block, sampled=True), 60)
         # The round's liquidations are mined in the next block, before the next move.
         await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
     stop.set()
@@ -140,6 +151,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         if event.get("event") == "execution.timing" and event.get("block") in round_blocks:
             timings.setdefault(event["block"], []).append(
                 {k: event.get(k) for k in ("partial", "plan_ms", "stages", "waves")})
+    busy = [cpu_busy(cpu_samples.get(b, []), max(sent.get(b, [0.0]))) for b in round_blocks]
     every = [ms for per in sent.values() for ms in per]
     first = [min(per) for per in sent.values() if per]
     trips = ([proxy.round_trips_to_send(b) for b in round_blocks]
@@ -162,8 +174,40 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         "delay_ms": proxy.delay_s * 1000 if proxy is not None else None,
         "round_trips_head_to_first_send": trips,
         "round_trips_max": max(counted) if counted else None,
-        "stages_by_round": [{"block": b, "passes": timings.get(b, [])} for b in round_blocks],
+        "stages_by_round": [{"block": b, "passes": timings.get(b, []), "cpu": busy[i]}
+                            for i, b in enumerate(round_blocks)],
     }
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time of every thread of a process so far (ns-precise, from schedstat; 0 without
+    a pid or /proc)."""
+    if pid is None:
+        return 0.0
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
+def cpu_busy(samples: list[tuple[float, float, float]], last_ms: float) -> dict[str, float]:
+    """Over a round, from its block's mining to its last broadcast (the sample closest after
+    it): the wall time, and the CPU time keeperd's process and anvil's spent in it (on 2
+    cores, together near twice the wall time means the machine was the limit)."""
+    if len(samples) < 2 or not last_ms:
+        return {}
+    start = samples[0]
+    end = next((x for x in samples if x[0] - start[0] >= last_ms / 1000), samples[-1])
+    return {"wall_ms": _round_ms(end[0] - start[0]),
+            "keeperd_cpu_ms": _round_ms(end[1] - start[1]),
+            "anvil_cpu_ms": _round_ms(end[2] - start[2])}
+
+
+def _round_ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def main() -> int:
