@@ -129,6 +129,14 @@ class _ToSend(NamedTuple):
     verified: bool
 
 
+class _Sent(NamedTuple):
+    """A wave's broadcast: the node's answer for each (None: it has it) and when it came."""
+
+    items: list[_ToSend]
+    outcomes: list[SendRefused | None]
+    answered: float
+
+
 def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee_per_gas: int,
            native_usd: float, min_profit_usd: float, slippage_bps: int,
            flash_premium_bps: int = 0) -> Decision | None:
@@ -359,7 +367,7 @@ class Executor:
         batches = wave_split(calls)
         simulating = [asyncio.ensure_future(self._simulate(wave, result.block))
                       for wave in batches]
-        sending: list[asyncio.Future[bool]] = []
+        sending: list[asyncio.Future[_Sent]] = []
         try:
             for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
@@ -376,7 +384,7 @@ class Executor:
                     # (started outside the wave's journal transaction: its own writes must
                     # not count as part of another wave's)
                     sending.append(asyncio.ensure_future(self._send_wave(
-                        to_send, result, stages, planned, sending[-1] if sending else None)))
+                        to_send, stages, planned, sending[-1] if sending else None)))
         except BaseException:
             for task in simulating:  # (a failure ends the block's signing, as it did)
                 if not task.done():
@@ -386,15 +394,19 @@ class Executor:
             raise
         finally:
             # What was signed is journaled: it is broadcast whatever happened since (as it
-            # was when each wave was sent before the next was signed).
-            refused = await asyncio.gather(*sending, return_exceptions=True)
-            if self.tx is not None and any(r is True for r in refused):
-                await self.tx.sync_nonce()  # a refused nonce leaves a gap: ask the node
-            for outcome in refused:
-                if isinstance(outcome, BaseException) and not isinstance(
-                        outcome, asyncio.CancelledError):
+            # was when each wave was sent before the next was signed). Then the bookkeeping.
+            gap = False
+            for sent in await asyncio.gather(*sending, return_exceptions=True):
+                if isinstance(sent, _Sent):
+                    await self._report_sent(sent, result)
+                elif not isinstance(sent, asyncio.CancelledError):
                     log.error("liquidation.broadcast_failed", protocol=self.adapter.name,
-                              block=result.block, error=f"{type(outcome).__name__}: {outcome}")
+                              block=result.block, error=f"{type(sent).__name__}: {sent}")
+                # A refused nonce leaves a gap, and so may a wave whose broadcast failed
+                # altogether: the nonce is asked of the node.
+                gap = gap or not isinstance(sent, _Sent) or any(sent.outcomes)
+            if gap and self.tx is not None:
+                await self.tx.sync_nonce()
         if waves:
             # Where a block's liquidations spend their time (bench/latency.py keeps it).
             # (plan_ms: from the header's arrival to the first simulation asked; stages: its
@@ -704,25 +716,30 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
-    async def _send_wave(self, to_send: list[_ToSend], result: ScanResult,
-                         timing: dict[str, float], planned: float,
-                         before: asyncio.Future[bool] | None) -> bool:
-        """Broadcast a signed wave once the wave before it has been answered; True when the
-        node refused one of it (the caller re-reads the nonce when nothing is signing)."""
+    async def _send_wave(self, to_send: list[_ToSend], timing: dict[str, float],
+                         planned: float, before: asyncio.Future[_Sent] | None) -> _Sent:
+        """Broadcast a signed wave once the wave before it has been answered. What the node
+        answered is reported (`_report_sent`) once the block's last wave is out."""
         if before is not None:
             with contextlib.suppress(Exception):  # (its failure is the caller's to log)
                 await asyncio.shield(before)
         assert self.tx is not None
         began = time.perf_counter()
         outcomes = await self.tx.broadcast_many([(item.record, item.pending)
-                                                 for item in to_send], resync=False)
+                                                 for item in to_send], resync=False,
+                                                report=False)
         answered = time.perf_counter()
         timing["broadcast_ms"] = _ms(answered - began)
         timing["sent_ms"] = _ms(answered - planned)  # (from the block's plan)
-        # (the latency of each is when the node's answer reached us, not when it was logged)
-        elapsed = answered - result.seen_at
+        return _Sent(to_send, outcomes, answered)
+
+    async def _report_sent(self, sent: _Sent, result: ScanResult) -> None:
+        """A broadcast wave's bookkeeping: each liquidation sent is counted and logged, with
+        its latency as of the node's answer; each refused one is journaled as dropped."""
+        assert self.tx is not None
+        elapsed = sent.answered - result.seen_at
         stage = self.metrics.liquidation_funnel.labels
-        for item, outcome in zip(to_send, outcomes, strict=True):
+        for item, outcome in zip(sent.items, sent.outcomes, strict=True):
             opp, key, decision, record = item.opp, item.key, item.decision, item.record
             if outcome is not None:
                 await self.journal.set_status(key, J.DROPPED, detail=str(outcome)[:500])
@@ -730,6 +747,7 @@ class Executor:
                 self._event("not_sent", key, opp.account, result.block,
                             {"reason": str(outcome)[:300]})
                 continue
+            self.tx.report_sent(record, item.pending)
             stage(*self.labels, "sent").inc()
             if item.verified:
                 self.metrics.liquidations_verified.labels(*self.labels, "sent").inc()
@@ -743,7 +761,6 @@ class Executor:
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
                 "expected_profit_usd": round(decision.net_profit_usd, 2),
                 "planned": _as_text(opp.planned)})
-        return any(outcome is not None for outcome in outcomes)
 
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took

@@ -271,8 +271,8 @@ class TxManager:
         self.pending[key] = pending
         return record, pending
 
-    async def broadcast(self, record: TxRecord, pending: Pending, *, resync: bool = True
-                        ) -> None:
+    async def broadcast(self, record: TxRecord, pending: Pending, *, resync: bool = True,
+                        report: bool = True) -> None:
         try:
             await self._broadcast(record, pending.private, resync=resync)
         except SendRefused:
@@ -281,7 +281,8 @@ class TxManager:
         except InDoubt as exc:
             self._in_doubt(record, pending, exc)
             return
-        self._log_sent(record, pending)
+        if report:
+            self._log_sent(record, pending)
 
     def _in_doubt(self, record: TxRecord, pending: Pending, error: Exception) -> None:
         """A broadcast whose answer was lost may still be mined: it stays tracked (journaled
@@ -294,16 +295,18 @@ class TxManager:
                             "is passed, and sent again each block")
 
     async def broadcast_many(self, items: list[tuple[TxRecord, Pending]], *,
-                             resync: bool = True) -> list[SendRefused | None]:
+                             resync: bool = True, report: bool = True
+                             ) -> list[SendRefused | None]:
         """Broadcast several signed transactions in one JSON-RPC batch (one HTTP round trip);
         through the private endpoint, one by one. Returns None or the refusal, per item.
         `resync=False`: a refusal does not re-read the nonce here; the caller, which is
         signing more under the nonces that follow, does so once nothing is being signed
-        (`sync_nonce`)."""
+        (`sync_nonce`). `report=False`: the caller counts and logs each sent one later
+        (`report_sent`), off its hot path."""
         if not items:
             return []
         if any(p.private for _, p in items) and self.private_pool is not None:
-            results = await asyncio.gather(*(self.broadcast(r, p, resync=resync)
+            results = await asyncio.gather(*(self.broadcast(r, p, resync=resync, report=report)
                                              for r, p in items), return_exceptions=True)
             return [r if isinstance(r, SendRefused) else None for r in results]
         try:
@@ -325,7 +328,8 @@ class TxManager:
                 self.pending.pop(pending.key, None)
                 out.append(SendRefused(f"broadcast of {record.tx_hash} failed: {answer}"))
                 continue
-            self._log_sent(record, pending)
+            if report:
+                self._log_sent(record, pending)
             out.append(None)
         if refused and resync:
             await self.sync_nonce()  # a refused nonce leaves a gap: ask the node
@@ -340,6 +344,12 @@ class TxManager:
         await self._record(record)  # write-ahead: journaled before anyone can see it
         p.attempts.append(record)
         return record
+
+    def report_sent(self, record: TxRecord, p: Pending) -> None:
+        """Count and log a transaction broadcast with `report=False` (not one in doubt: that
+        one was logged as such)."""
+        if not p.in_doubt:
+            self._log_sent(record, p)
 
     def _log_sent(self, record: TxRecord, p: Pending) -> None:
         self.metrics.tx_sent.labels(self.pool.chain, record.kind).inc()
