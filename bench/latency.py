@@ -16,8 +16,9 @@ broadcast) from the daemon's `execution.timing` events.
     python bench/latency.py --accounts 10000 --rounds 30 --delay-ms 50
 
 With `--delay-ms N` the daemon talks to anvil through the delay proxy (keeperd/devnet/
-delay_proxy.py: N ms on every HTTP request and websocket message it sends), which also counts
-the sequential round trips from each round's head to its first broadcast.
+delay_proxy.py: N ms on every HTTP request and websocket message it sends, in a process of its
+own as a remote provider is), which also counts the sequential round trips from each round's
+head to its first broadcast.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
     import contextlib
     import os
 
-    from keeperd.devnet.delay_proxy import DelayProxy
+    from keeperd.devnet.delay_proxy import DelayProxyProcess
     from keeperd.devnet.handle import Devnet
     from keeperd.logs import configure_logging
 
@@ -62,8 +63,10 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
     with Devnet(accounts, aave_version=aave) as devnet, tempfile.TemporaryDirectory() as tmp:
-        proxy = (DelayProxy(devnet.manifest["rpc_url"], devnet.manifest["ws_url"],
-                            delay_s=delay_ms / 1000) if delay_ms is not None else None)
+        # (in a process of its own, as a remote provider is: its forwarding takes none of
+        # the daemon's CPU)
+        proxy = (DelayProxyProcess(devnet.manifest["rpc_url"], devnet.manifest["ws_url"],
+                                   delay_s=delay_ms / 1000) if delay_ms is not None else None)
         async with proxy if proxy is not None else contextlib.nullcontext():
             return await _rounds(devnet, tmp, out, proxy, rounds, step, cascade, accounts)
 
@@ -134,6 +137,8 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
     stop.set()
     await asyncio.wait_for(task, 30)
+    if proxy is not None:
+        await proxy.collect()
 
     import structlog
 

@@ -8,22 +8,30 @@ that holds the count: tests/integration/test_round_trips.py).
         ... point keeperd at proxy.http_url / proxy.ws_url ...
         proxy.round_trips_to_send(block)   # sequential requests from block's head to a send
 
+`DelayProxyProcess` runs the same proxy in a process of its own (`python -m
+keeperd.devnet.delay_proxy`), as a remote provider is: the bench uses it, so that forwarding
+keeperd's requests takes none of keeperd's CPU (`await proxy.collect()` fetches what it saw).
+
 The delay is one way (before the request is forwarded); answers and the node's websocket
 pushes (new heads) pass at once. Loopback only: a bench and test tool, never in the daemon.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+RECORD_PATH = "/_delay_proxy/record"
 
 
 @dataclass(frozen=True)
@@ -58,42 +66,16 @@ def sequential_depth(requests: list[Seen], start: float, target: Seen) -> int:
     return depth[index]
 
 
-class DelayProxy:
-    def __init__(self, http_target: str, ws_target: str | None = None, *,
-                 delay_s: float = 0.05) -> None:
-        self.http_target = http_target
-        self.ws_target = ws_target
+class Seeing:
+    """What a proxy saw (its requests and the heads it passed on), and the round trips
+    counted from it."""
+
+    def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.requests: list[Seen] = []
         self.heads: list[Head] = []
         self.http_url = ""
         self.ws_url = ""
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self._sockets: set[web.WebSocketResponse] = set()
-
-    async def __aenter__(self) -> DelayProxy:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("GET", "/", self._websocket)
-        app.router.add_route("POST", "/", self._http)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = _free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.http_url = f"http://127.0.0.1:{port}/"
-        self.ws_url = f"ws://127.0.0.1:{port}/"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for ws in list(self._sockets):  # (else the server waits for them to end)
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    # --- what was seen ------------------------------------------------------------------
 
     def head_at(self, block: int) -> float | None:
         return next((h.at for h in self.heads if h.number == block), None)
@@ -126,7 +108,52 @@ class DelayProxy:
                  r.methods) for r in sorted(self.requests, key=lambda r: r.arrived)
                 if start <= r.arrived <= send.arrived]
 
+
+
+class DelayProxy(Seeing):
+    """The proxy, on the caller's event loop (a test's: its requests are seen as they
+    happen). A bench runs it in its own process (`DelayProxyProcess`), as a remote provider
+    would be: its forwarding then takes none of keeperd's CPU."""
+
+    def __init__(self, http_target: str, ws_target: str | None = None, *,
+                 delay_s: float = 0.05, port: int | None = None) -> None:
+        super().__init__(delay_s)
+        self.http_target = http_target
+        self.ws_target = ws_target
+        self.port = port
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def __aenter__(self) -> DelayProxy:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("GET", "/", self._websocket)
+        app.router.add_route("POST", "/", self._http)
+        app.router.add_route("GET", RECORD_PATH, self._record)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = self.port or _free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.http_url = f"http://127.0.0.1:{port}/"
+        self.ws_url = f"ws://127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for ws in list(self._sockets):  # (else the server waits for them to end)
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
     # --- serving ------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> web.Response:
+        """What was seen so far, for the process that started this one."""
+        return web.json_response({
+            "requests": [[list(r.methods), r.arrived, r.answered] for r in self.requests],
+            "heads": [[h.number, h.at] for h in self.heads]})
 
     async def _http(self, request: web.Request) -> web.Response:
         arrived = time.perf_counter()
@@ -181,6 +208,52 @@ class DelayProxy:
                     self.heads.append(Head(int(number, 16), time.perf_counter()))
 
 
+class DelayProxyProcess(Seeing):
+    """The proxy in a process of its own (`python -m keeperd.devnet.delay_proxy`); what it saw
+    is fetched with `collect` (its clock is the same monotonic clock as this process's)."""
+
+    def __init__(self, http_target: str, ws_target: str | None = None, *,
+                 delay_s: float = 0.05) -> None:
+        super().__init__(delay_s)
+        self.http_target = http_target
+        self.ws_target = ws_target
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> DelayProxyProcess:
+        port = _free_port()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "keeperd.devnet.delay_proxy", "--http-target",
+            self.http_target, *(["--ws-target", self.ws_target] if self.ws_target else []),
+            "--delay-ms", str(self.delay_s * 1000), "--port", str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError("the delay proxy's process ended before it served")
+        ready = json.loads(line)
+        self.http_url, self.ws_url = ready["http_url"], ready["ws_url"]
+        return self
+
+    async def collect(self) -> None:
+        """Fetch what the proxy saw so far (round trips are counted from it)."""
+        async with aiohttp.ClientSession() as session, session.get(
+                self.http_url.rstrip("/") + RECORD_PATH) as resp:
+            record = await resp.json()
+        self.requests = [Seen(tuple(m), a, b) for m, a, b in record["requests"]]
+        self.heads = [Head(n, at) for n, at in record["heads"]]
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._process is None:
+            return
+        if self._process.stdin is not None:
+            self._process.stdin.close()  # (it ends when its input does)
+        try:
+            await asyncio.wait_for(self._process.wait(), 10)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+
+
 def _methods(body: bytes) -> tuple[str, ...]:
     try:
         parsed: Any = json.loads(body)
@@ -195,3 +268,25 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    async with DelayProxy(args.http_target, args.ws_target, delay_s=args.delay_ms / 1000,
+                          port=args.port) as proxy:
+        print(json.dumps({"http_url": proxy.http_url, "ws_url": proxy.ws_url}), flush=True)
+        # Until the parent closes our input (or dies).
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a JSON-RPC proxy adding a delay to every "
+                                                 "request (a bench's remote provider)")
+    parser.add_argument("--http-target", required=True)
+    parser.add_argument("--ws-target", default=None)
+    parser.add_argument("--delay-ms", type=float, default=50.0)
+    parser.add_argument("--port", type=int, default=None)
+    asyncio.run(_serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
