@@ -19,7 +19,6 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -358,10 +357,12 @@ class Executor:
         # Every wave's simulation is asked at once (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
         # and broadcast in turn). Each wave is then journaled and signed as soon as its own
-        # simulation is back, in order (its nonces follow the wave before), and broadcast
-        # while the next is signed: the node takes a wave's transactions while this process
-        # signs the next ones (a wave's broadcast still starts only once the wave before has
-        # been answered, so the node sees the nonces in order).
+        # simulation is back, in order (its nonces follow the wave before), and broadcast at
+        # once, while the next is signed: the node takes a wave's transactions while this
+        # process signs the next ones. (A wave's broadcast is not held until the wave
+        # before is answered: that was a round trip per wave against a remote node, which
+        # queues a nonce that comes early until the ones before it arrive, as it does
+        # within one batch.)
         planned = time.perf_counter()
         waves: list[dict[str, float]] = []
         batches = wave_split(calls)
@@ -379,12 +380,12 @@ class Executor:
                           "waited_ms": _ms(ready - began)}
                 waves.append(stages)
                 to_send = await self._prepare_wave(wave, simulations, result, base_fee,
-                                                   native_usd, stages)
+                                                   native_usd, stages, pause=bool(sending))
                 if to_send:
                     # (started outside the wave's journal transaction: its own writes must
                     # not count as part of another wave's)
                     sending.append(asyncio.ensure_future(self._send_wave(
-                        to_send, stages, planned, sending[-1] if sending else None)))
+                        to_send, stages, planned)))
         except BaseException:
             for task in simulating:  # (a failure ends the block's signing, as it did)
                 if not task.done():
@@ -637,9 +638,11 @@ class Executor:
 
     async def _prepare_wave(self, wave: list[tuple[Call, OpportunityKey]],
                             simulations: list[object], result: ScanResult, base_fee: int,
-                            native_usd: float, timing: dict[str, float]) -> list[_ToSend]:
+                            native_usd: float, timing: dict[str, float], *,
+                            pause: bool = False) -> list[_ToSend]:
         """A simulated wave judged, journaled and signed in one commit: what is to be
-        broadcast (`_send_wave`)."""
+        broadcast (`_send_wave`). `pause`: let the loop read the answers to the waves
+        broadcast meanwhile, between liquidations."""
         began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
         to_send: list[_ToSend] = []
@@ -707,22 +710,21 @@ class Executor:
                     continue
                 to_send.append(_ToSend(opp, key, decision, record, pending,
                                        verified=verdict is not None))
-                # Signing computes and the journal does not wait: without a pause the node's
-                # answer to the wave before (broadcast meanwhile) would be read only once this
-                # whole wave is signed, and counted that much later.
-                await asyncio.sleep(0)
+                if pause:
+                    # Signing computes and the journal does not wait: without a pause the
+                    # node's answer to the waves before (broadcast meanwhile) would be read
+                    # only once this whole wave is signed, and counted that much later. (The
+                    # first wave does not pause: nothing of the block is out yet.)
+                    await asyncio.sleep(0)
         timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
         if to_send:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
     async def _send_wave(self, to_send: list[_ToSend], timing: dict[str, float],
-                         planned: float, before: asyncio.Future[_Sent] | None) -> _Sent:
-        """Broadcast a signed wave once the wave before it has been answered. What the node
-        answered is reported (`_report_sent`) once the block's last wave is out."""
-        if before is not None:
-            with contextlib.suppress(Exception):  # (its failure is the caller's to log)
-                await asyncio.shield(before)
+                         planned: float) -> _Sent:
+        """Broadcast a signed wave. What the node answered is reported (`_report_sent`) once
+        the block's last wave is out."""
         assert self.tx is not None
         began = time.perf_counter()
         outcomes = await self.tx.broadcast_many([(item.record, item.pending)
