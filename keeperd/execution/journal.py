@@ -36,6 +36,7 @@ DROPPED = "dropped"
 SIMULATION_FAILED = "simulation_failed"
 TERMINAL = frozenset({DRY_RUN, INCLUDED, REVERTED, LOST_RACE, CANCELLED, DROPPED,
                       SIMULATION_FAILED})
+GET_MANY_CHUNK = 500  # keys in one `get_many` query (well under SQLite's bound parameters)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,19 @@ class Journal:
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM liquidations WHERE key = $1",
                                      str(key))
         return _entry(row) if row else None
+
+    async def get_many(self, keys: list[str]) -> dict[str, JournalEntry]:
+        """The entries journaled under any of `keys` (absent ones are not in the answer): one
+        query per GET_MANY_CHUNK keys, where a block's liquidations asked one by one cost a
+        query each before the first could be simulated."""
+        found: dict[str, JournalEntry] = {}
+        for start in range(0, len(keys), GET_MANY_CHUNK):
+            chunk = keys[start:start + GET_MANY_CHUNK]
+            marks = ",".join(f"${i + 1}" for i in range(len(chunk)))
+            rows = await self.db.fetch(
+                f"SELECT {_COLUMNS} FROM liquidations WHERE key IN ({marks})", *chunk)
+            found.update((r[0], _entry(r)) for r in rows)
+        return found
 
     async def by_status(self, *statuses: str) -> list[JournalEntry]:
         marks = ",".join(f"${i + 1}" for i in range(len(statuses)))

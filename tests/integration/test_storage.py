@@ -59,6 +59,18 @@ async def test_the_journal_never_records_an_opportunity_twice(db: Database) -> N
     assert await journal.get("nope") is None
 
 
+async def test_a_blocks_keys_are_looked_up_together_as_one_by_one(db: Database) -> None:
+    journal = await J.Journal.open(await migrated(db))
+    keys = [f"aave:0x{i:040x}:WETH:USDC:1" for i in range(2 * J.GET_MANY_CHUNK + 3)]
+    for key in keys[::7]:  # (journaled ones in every chunk, the last one's included)
+        assert await journal.record(entry(key, status=J.PENDING))
+    asked = [*keys, "nope", keys[7]]  # (one absent, one asked twice)
+    found = await journal.get_many(asked)
+    assert found == {k: e for k in asked if (e := await journal.get(k)) is not None}
+    assert set(found) == set(keys[::7])
+    assert await journal.get_many([]) == {}
+
+
 async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:
     journal = await J.Journal.open(await migrated(db))
     key = "aave:0xabc:WETH:USDC:1"
