@@ -76,6 +76,7 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # SIGKILL-resume tests plan a crash's liquidations in one first wave, and 16 keeps that.)
 WAVE = 16
 LATER_WAVE = 32
+SIGN_CHUNK = 32  # a simulated batch is signed and broadcast in parts of this many
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
@@ -371,22 +372,25 @@ class Executor:
                       for wave in batches]
         sending: list[asyncio.Future[_Sent]] = []
         try:
-            for wave, simulation in zip(batches, simulating, strict=True):
+            for batch, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
-                simulations = await simulation
+                answers = await simulation
                 ready = time.perf_counter()
-                # (simulate_ms: from the block's plan to this wave's answers; waited_ms: how
-                # long the wave waited for them after the wave before was signed)
-                stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
-                          "waited_ms": _ms(ready - began)}
-                waves.append(stages)
-                to_send = await self._prepare_wave(wave, simulations, result, base_fee,
-                                                   native_usd, stages, pause=bool(sending))
-                if to_send:
-                    # (started outside the wave's journal transaction: its own writes must
-                    # not count as part of another wave's)
-                    sending.append(asyncio.ensure_future(self._send_wave(
-                        to_send, stages, planned)))
+                for start in range(0, len(batch), SIGN_CHUNK):
+                    wave = batch[start:start + SIGN_CHUNK]
+                    # (simulate_ms: from the block's plan to this wave's answers; waited_ms:
+                    # how long the wave waited for them after the wave before was signed)
+                    stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
+                              "waited_ms": _ms(ready - began) if start == 0 else 0.0}
+                    waves.append(stages)
+                    to_send = await self._prepare_wave(
+                        wave, answers[start:start + SIGN_CHUNK], result, base_fee, native_usd,
+                        stages, pause=bool(sending))
+                    if to_send:
+                        # (started outside the wave's journal transaction: its own writes
+                        # must not count as part of another wave's)
+                        sending.append(asyncio.ensure_future(self._send_wave(
+                            to_send, stages, planned)))
         except BaseException:
             for task in simulating:  # (a failure ends the block's signing, as it did)
                 if not task.done():
