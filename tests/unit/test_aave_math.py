@@ -149,6 +149,32 @@ def test_reserve_configuration_bitmap_decodes() -> None:
     assert r.emode_category == 3
 
 
+def test_the_float_balances_carried_through_take_and_merge_are_a_fresh_conversion() -> None:
+    big = 2**80 + 12345  # (beyond float precision: the conversion rounds the same way)
+    rows = [(i % 2, [big * (i + 1), i, 0, 0], [0, big + i, 0, 0], [True] * 4, [True] * 4)
+            for i in range(6)]
+    base = positions(rows)
+    _ = base.float_balances  # converted once...
+    update = positions([(1, [5, 6, 7, 8], [9, 10, 11, 12], [True] * 4, [True] * 4)])
+    for derived in (base.take([4, 1, 3]), base.merge(update, drop={base.accounts[5]}),
+                    base.merge(update).take([0, 5])):
+        carried = derived.__dict__["float_balances"]  # ...and carried, not converted again
+        fresh = (derived.a_scaled.astype(np.float64),
+                 derived.variable_scaled.astype(np.float64),
+                 derived.stable_debt.astype(np.float64))
+        for a, b in zip(carried, fresh, strict=True):
+            assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_a_merge_that_changes_nothing_keeps_the_positions_as_they_are() -> None:
+    base = positions([(0, [1, 0, 0, 0], [0] * 4, [True] + [False] * 3, [False] * 4)] * 3)
+    empty = positions([])
+    assert base.merge(empty) is base
+    assert base.merge(empty, drop={"0xnot-indexed"}) is base
+    dropped = base.merge(empty, drop={base.accounts[1]})
+    assert dropped.accounts == (base.accounts[0], base.accounts[2])
+
+
 def test_positions_merge_replaces_adds_and_drops() -> None:
     base = positions([(0, [1, 0, 0, 0], [0] * 4, [True] + [False] * 3, [False] * 4)] * 3)
     update = positions([(1, [7, 0, 0, 0], [0] * 4, [True] + [False] * 3, [False] * 4)] * 2)

@@ -166,6 +166,15 @@ class Positions:
     def position_of(self) -> dict[str, int]:
         return {a: i for i, a in enumerate(self.accounts)}
 
+    @cached_property
+    def float_balances(self) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                      NDArray[np.float64]]:
+        """a_scaled, variable_scaled and stable_debt as float64, the float path's inputs:
+        converted from Python integers once per book and carried by `take` and `merge`
+        (every block's first pass used to convert the exposed accounts' cells anew)."""
+        return (self.a_scaled.astype(np.float64), self.variable_scaled.astype(np.float64),
+                self.stable_debt.astype(np.float64))
+
     @classmethod
     def empty(cls, reserves: int) -> Positions:
         return cls((), np.zeros(0, np.int64), np.zeros((0, reserves), bool),
@@ -174,25 +183,35 @@ class Positions:
 
     def take(self, rows: NDArray[np.intp] | Sequence[int]) -> Positions:
         idx = np.asarray(rows, dtype=np.intp)
-        return Positions(
+        out = Positions(
             tuple(self.accounts[i] for i in idx), self.emode[idx], self.collateral_flag[idx],
             self.borrowing_flag[idx], self.a_scaled[idx], self.variable_scaled[idx],
             self.stable_debt[idx],
             None if self.chain_account_data is None else self.chain_account_data[idx],
             None if self.chain_checked is None else self.chain_checked[idx])
+        floats = self.__dict__.get("float_balances")
+        if floats is not None:
+            out.__dict__["float_balances"] = tuple(a[idx] for a in floats)
+        return out
 
     def merge(self, update: Positions, drop: set[str] | None = None) -> Positions:
-        """These positions with `update`'s accounts replaced or added, and `drop` removed."""
+        """These positions with `update`'s accounts replaced or added, and `drop` removed.
+        Nothing to replace, add or remove (a block that moved only prices): these, as they
+        are (their conversions kept)."""
         drop = drop or set()
-        keep = [i for i, a in enumerate(self.accounts)
-                if a not in update.position_of and a not in drop]
+        gone = [self.position_of[a] for a in (*update.accounts, *drop)
+                if a in self.position_of]
+        if not len(update) and not gone:
+            return self
+        keep = np.setdiff1d(np.arange(len(self), dtype=np.intp),
+                            np.asarray(gone, dtype=np.intp), assume_unique=False)
         base = self.take(keep)
         chain = checked = None
         if base.chain_account_data is not None and update.chain_account_data is not None:
             chain = np.concatenate([base.chain_account_data, update.chain_account_data])
         if base.chain_checked is not None and update.chain_checked is not None:
             checked = np.concatenate([base.chain_checked, update.chain_checked])
-        return Positions(
+        out = Positions(
             base.accounts + update.accounts,
             np.concatenate([base.emode, update.emode]),
             np.concatenate([base.collateral_flag, update.collateral_flag]),
@@ -203,6 +222,12 @@ class Positions:
             chain,
             checked,
         )
+        floats = base.__dict__.get("float_balances")
+        if floats is not None:
+            out.__dict__["float_balances"] = tuple(
+                np.concatenate([a, b]) for a, b in zip(floats, update.float_balances,
+                                                       strict=True))
+        return out
 
     def dependents(self, column: int) -> NDArray[np.intp]:
         """Rows whose health depends on reserve `column`'s price (the reverse index)."""

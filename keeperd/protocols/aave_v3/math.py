@@ -217,11 +217,10 @@ class FastHealth:
         debt_index = np.array([float(x) for x in market.debt_index])[None, :] / RAY
         params = effective_params(market, pos)
         lt, counts = params.lt, params.counts
-        a_scaled = pos.a_scaled.astype(np.float64)
+        a_scaled, variable_scaled, stable_debt = pos.float_balances
         collateral_units = np.where(counts, a_scaled * income / units, 0.0)
-        variable = pos.variable_scaled.astype(np.float64) * debt_index
-        debt_units = np.where(pos.borrowing_flag,
-                              (variable + pos.stable_debt.astype(np.float64)) / units, 0.0)
+        variable = variable_scaled * debt_index
+        debt_units = np.where(pos.borrowing_flag, (variable + stable_debt) / units, 0.0)
         self.collateral_units = np.ascontiguousarray(collateral_units)
         self.weighted_units = np.ascontiguousarray(
             collateral_units * lt.astype(np.float64) / PERCENTAGE_FACTOR)
