@@ -128,10 +128,12 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
     for _ in range(rounds):
         price *= 1 - step
         await asyncio.to_thread(devnet.set_price_async, "WETH", price)
-        mined_at = (time.perf_counter(), time.process_time(), cpu_seconds(anvil_pid))
         block = await asyncio.to_thread(devnet.mine, 1)
+        # (from the mined block's return, about when its header reaches the daemon: anvil's
+        # own mining is not the round's work)
         round_blocks.append(block)
-        cpu_samples[block] = [mined_at]
+        cpu_samples[block] = [(time.perf_counter(), time.process_time(),
+                               cpu_seconds(anvil_pid))]
         await asyncio.wait_for(completed(block, sampled=True), 60)
         # The round's liquidations are mined in the next block, before the next move.
         await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
@@ -199,9 +201,11 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def cpu_busy(samples: list[tuple[float, float, float]], last_ms: float) -> dict[str, float]:
-    """Over a round, from its block's mining to its last broadcast (the sample closest after
-    it): the wall time, and the CPU time keeperd's process and anvil's spent in it (on 2
-    cores, together near twice the wall time means the machine was the limit)."""
+    """Over a round, from its block's mining (the node's answer) to its last broadcast: the
+    wall time, and the CPU time keeperd's process and anvil's spent in it (on 2 cores,
+    together near twice the wall time means the machine was the limit). The end is the first
+    sample at or after the last broadcast: samples are taken only when the daemon lets the
+    bench's task run, so the window may reach past it (an upper bound)."""
     if len(samples) < 2 or not last_ms:
         return {}
     start = samples[0]

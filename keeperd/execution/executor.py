@@ -77,6 +77,7 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 WAVE = 16
 LATER_WAVE = 32
 SIGN_CHUNK = 32  # a simulated batch is signed and broadcast in parts of this many
+PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
@@ -730,7 +731,7 @@ class Executor:
                     continue
                 to_send.append(_ToSend(opp, key, decision, record, pending,
                                        verified=verdict is not None))
-                if pause:
+                if pause and len(to_send) % PAUSE_EVERY == 0:
                     # Signing computes and the journal does not wait: without a pause the
                     # node's answer to the waves before (broadcast meanwhile) would be read
                     # only once this whole wave is signed, and counted that much later. (The
