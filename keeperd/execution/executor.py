@@ -75,8 +75,8 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # bench/README.md). (A first wave of 8 was measured too: the first out ~10 ms sooner; the
 # SIGKILL-resume tests plan a crash's liquidations in one first wave, and 16 keeps that.)
 WAVE = 16
-LATER_WAVE = 32
-SIGN_CHUNK = 32  # a simulated batch is signed and broadcast in parts of this many
+LATER_WAVE = 16
+SIGN_CHUNK = 16  # a simulated batch is signed and broadcast in parts of this many
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
