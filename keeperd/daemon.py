@@ -33,6 +33,7 @@ from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
+from keeperd.collector_hold import CollectorHold
 from keeperd.config import (
     AlertsConfig,
     ChainConfig,
@@ -126,6 +127,7 @@ class Daemon:
         # One event loop for every protocol: the light liquidation paths go first, heavy
         # ones and everyone's after-work after them (liquidation_first.py).
         self.order = LiquidationFirst()
+        self.collector = CollectorHold()  # the cyclic GC held off while paths run
         self.index_store: IndexStore | None = None
         # With storage.url: this replica's lease loop (None: one machine, always acting).
         self.replica: Replica | None = None
@@ -413,6 +415,7 @@ class Daemon:
         and alerts)."""
         scanner = ProtocolScanner(plugin, self.metrics)
         scanner.order = self.order
+        scanner.collector = self.collector
         scanner.listeners.append(self._price_listener(plugin, rt))
         executor: Executor | None = None
         if self.config.keeper.mode != "alert-only":

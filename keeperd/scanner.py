@@ -19,6 +19,7 @@ next run (and counted). Each run:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ import structlog
 
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
 from keeperd.chain.rpc import RpcError, RpcUnavailable
+from keeperd.collector_hold import CollectorHold
 from keeperd.liquidation_first import LiquidationFirst, LoopTime
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.contract import Plugin
@@ -58,6 +60,8 @@ class ProtocolScanner:
         self.after_listeners: list[Listener] = []
         # The daemon's order between its scanners (None: alone, nothing to wait for).
         self.order: LiquidationFirst | None = None
+        # The daemon's hold on the cyclic GC while liquidation paths run (None: not held).
+        self.collector: CollectorHold | None = None
         self.loop_held_s: float | None = None  # how long the last path held the event loop
         self._wanted: int | None = None
         self._wanted_seen_at = 0.0
@@ -156,7 +160,8 @@ class ProtocolScanner:
             self.order.running(self.name)
         path = LoopTime(self._liquidation_path(block, full, seen_at),
                         self.order.held if self.order is not None else None)
-        result = await path
+        with self.collector if self.collector is not None else contextlib.nullcontext():
+            result = await path
         self.loop_held_s = path.held_s
         if self.order is not None:
             self.order.took(self.name, path.held_s)

@@ -43,8 +43,11 @@ async def test_a_crash_block_is_liquidated_within_three_round_trips(
         for _ in range(2):
             await keeper.evaluated_at(devnet.mine(1), limit_s=30)
         devnet.set_price_async("WETH", devnet.price("WETH") * 0.7)
+        holds = keeper.daemon.collector.held
         crash = devnet.mine(1)
         await keeper.evaluated_at(crash, limit_s=30)
+        # (the crash block's path ran with the cyclic GC held: keeperd/collector_hold.py)
+        assert keeper.daemon.collector.held > holds and keeper.daemon.collector.holding == 0
         trips = proxy.round_trips_to_send(crash)
         path = "\n".join(map(str, proxy.path_to_send(crash)))
         assert trips is not None, f"no broadcast after block {crash}'s head:\n{path}"
