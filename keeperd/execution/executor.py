@@ -69,11 +69,12 @@ REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # Liquidations simulated, signed and broadcast together; the most profitable go first, in a
 # first wave of WAVE, then in waves of LATER_WAVE. Every wave's simulation is asked at once and
-# each wave is broadcast as soon as it is signed, while the next is signed: smaller later
-# waves keep the node and this process busy side by side (waves of 100 after the first left
-# each idle in turn: p99 2.6x the first liquidation's p50 against 2.1x with 32 in one run —
-# bench/README.md). (A first wave of 8 was measured too: the first out ~10 ms sooner; the
-# SIGKILL-resume tests plan a crash's liquidations in one first wave, and 16 keeps that.)
+# each wave is broadcast as soon as it is signed, while the next is signed. A block's last
+# liquidation goes out one wave's signature and broadcast after the node answers its
+# simulation: small later waves keep that short (waves of 100 put the tail at 2.6x the first
+# liquidation's p50 in one run, 32 at 2.1x; bench/README.md has the runs of 16). (A first
+# wave of 8 was measured too: the first out ~10 ms sooner; the SIGKILL-resume tests plan a
+# crash's liquidations in one first wave, and 16 keeps that.)
 WAVE = 16
 LATER_WAVE = 16
 SIGN_CHUNK = 16  # a simulated batch is signed and broadcast in parts of this many
