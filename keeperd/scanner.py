@@ -38,6 +38,20 @@ from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 log = structlog.get_logger(__name__)
 
 
+async def _quiet(probing: asyncio.Future[bool] | None) -> bool:
+    """The plug-in's answer, or False: not asked, or it failed (the read that follows asks
+    the node again and reports what fails)."""
+    if probing is None:
+        return False
+    try:
+        return await probing
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("positions.quiet_unknown", error=f"{type(exc).__name__}: {exc}")
+        return False
+
+
 Listener = Callable[[ScanResult], Awaitable[None]]
 
 
@@ -173,6 +187,10 @@ class ProtocolScanner:
         started = time.perf_counter()
         seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
+        # Beside the discovery: whether the block moved anything of this protocol's but time
+        # (the plug-in reads, ahead, what its read starts with). Only an order has use for it.
+        probing = (asyncio.ensure_future(adapter.quiet(block, self.book))
+                   if self.order is not None and not full and self.book is not None else None)
         try:
             touched = await adapter.discover(block)
         except (RpcError, RpcUnavailable) as exc:
@@ -191,7 +209,12 @@ class ProtocolScanner:
             if self._discovery_failing:
                 log.info("index.discovery_recovered", protocol=adapter.name, block=block)
             self._discovery_failing = False
+        finally:
+            quiet = await _quiet(probing)
         kind = "full" if full or self.book is None else "incremental"
+        if self.order is not None:
+            await self.order.before_read(self.name, quiet=quiet and kind == "incremental"
+                                         and not touched and not self._dropped)
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,
                                   self._dropped)
