@@ -147,7 +147,7 @@ class ChainPriceWatch:
         if block <= self._block or (self._ahead is not None and self._ahead[0] >= block):
             return
         feeds = tuple(self._first_reading())
-        if not any(self._declared.values()):  # (nothing judged: the references alone are not)
+        if not feeds or not any(self._declared.values()):  # (references alone: not judged)
             return
         reading = asyncio.ensure_future(read_feeds(self.multicall, list(feeds), block))
         # (one not taken — a newer head came first — must not warn of an unread error)
