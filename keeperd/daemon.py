@@ -276,8 +276,6 @@ class Daemon:
             for rt in self.chains.values():  # one price watch per chain, for every protocol
                 rt.prices = ChainPriceWatch(rt.config, rt.pool, breaker, self.config.oracles,
                                             self.metrics)
-                # (before the scanners: a head's feed reading starts beside their reads)
-                rt.blocks.subscribe(rt.prices.on_block_event)
                 stack.push_async_callback(rt.prices.close)
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}

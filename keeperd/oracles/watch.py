@@ -13,12 +13,6 @@ index beside Aave's source) never flap it.
 The executor of a protocol acts on a block only once the watch has judged that protocol's
 feeds at that block (`gate`): a watch that could not read the prices holds liquidations, never
 lets them through on last block's word.
-
-The reading itself starts when the head arrives (`on_block_event`), beside the protocols'
-own reads: the feeds every protocol declared last, at that block. The first scan's
-judgement takes those readings when it asks for the same feeds (else it reads anew): the
-first protocol to arrive no longer waits for a read of the others' feeds (issue #31 item 4).
-Nothing is judged ahead: only the round trip is.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ from dataclasses import dataclass
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.blocks import BlockEvent, NewBlock
 from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, OraclesConfig
@@ -112,9 +105,6 @@ class ChainPriceWatch:
         self._usd: dict[str, float] = {}
         self._sequencer: Problem | None = None
         self._judged_for: dict[str, int] = {}  # protocol -> the last block judged for it
-        # The readings started at a head's arrival: (block, the feeds, their reading).
-        self._ahead: tuple[int, tuple[PriceFeed, ...], asyncio.Future[list[FeedReading]]] | \
-            None = None
         self.unchecked: set[str] = set()  # market keys said to have no reference
 
     async def close(self) -> None:
@@ -134,48 +124,6 @@ class ChainPriceWatch:
     def known_assets(self) -> set[str]:
         """Every asset the watch judges on this chain (the breaker's names: CLI checks)."""
         return {f.key for feeds in self._declared.values() for f in feeds}
-
-    # --- the head's arrival ---------------------------------------------------------------
-
-    async def on_block_event(self, event: BlockEvent) -> None:
-        """A new head: its first judgement's reading starts now (the chain's block source
-        calls this before the scanners' handlers)."""
-        if isinstance(event, NewBlock):
-            self.read_ahead(event.header.number)
-
-    def read_ahead(self, block: int) -> None:
-        if block <= self._block or (self._ahead is not None and self._ahead[0] >= block):
-            return
-        feeds = tuple(self._first_reading())
-        if not feeds or not any(self._declared.values()):  # (references alone: not judged)
-            return
-        reading = asyncio.ensure_future(read_feeds(self.multicall, list(feeds), block))
-        # (one not taken — a newer head came first — must not warn of an unread error)
-        reading.add_done_callback(lambda r: r.cancelled() or r.exception())
-        self._ahead = (block, feeds, reading)
-
-    def _first_reading(self) -> list[PriceFeed]:
-        """What a block's first judgement reads: every declared USD feed, then the chain's
-        reference feeds (the order `_judge` reads them in)."""
-        feeds = list(dict.fromkeys(f for declared in self._declared.values() for f in declared))
-        return [f for f in feeds if not f.is_rate] + self.reference_feeds
-
-    async def _read(self, block: int, feeds: list[PriceFeed]) -> list[FeedReading]:
-        """The feeds at `block`: the reading started at the head's arrival when it is of
-        these very feeds, else a new one."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == block and ahead[1] == tuple(feeds):
-            try:
-                return await ahead[2]
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # this judgement is cancelled, not only the reading
-            except Exception:  # (read again below: a failure is reported there)
-                pass
-        if ahead is not None and ahead[0] > block:
-            self._ahead = ahead  # a newer block's: still to come
-        return await read_feeds(self.multicall, feeds, block)
 
     # --- the scanner's listener -----------------------------------------------------------
 
@@ -211,7 +159,7 @@ class ChainPriceWatch:
         rates = [f for f in feeds if f.is_rate]
         references = [f for f in self.reference_feeds if f not in self._judged] if (
             rates or usd_feeds) else []
-        readings = (await self._read(block, usd_feeds + references)
+        readings = (await read_feeds(self.multicall, usd_feeds + references, block)
                     if usd_feeds or references else [])
         symbols = sorted({r.asset for r in readings} | {s for f in rates
                                                         for s in (f.base, f.quote)})
