@@ -25,16 +25,18 @@ Two rules order them across the daemon's scanners:
    the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
    side by side stretch each other's time in flight (at a daemon's start every path waits
    for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
-   more about the others than about the path; its lightest run does not. Aave's and
-   Morpho's paths on the devnet weigh 10-60 ms and run side by side as before. The order is
-   scale-free: on a faster machine or node all weights shrink together;
+   more about the others than about the path; its lightest run does not (nor its waits
+   before its read: rules 2 and 3). The order is scale-free: on a faster machine or node all
+   weights shrink together;
 2. once its discovery is done, a path waits, before it reads, for the paths in flight
-   lighter than its own by LIGHTER_FIRST (weighed, not yet known ones), however light its
-   own (the lightest first: a heavier path's reads
-   and evaluation would otherwise share the node and the loop with it, and neither would be
-   as fast as alone), unless
+   lighter than its own (weighed ones: strictly less, times LIGHTER_FIRST), however light
+   its own: the lightest first. Side by side, a heavier path's reads and evaluation share
+   the node and the loop with the lighter one's, and neither is as fast as alone (Aave's
+   ~30 ms and Morpho's ~12 ms on the devnet: Morpho's first liquidation 1.5x later than
+   alone, bench/isolation.py); unless
 3. a path that knows its block changed nothing it rests on but time (no touched account,
-   its plug-in `quiet`: no price of its own moved) is waited for by no one, and itself
+   its plug-in's `quiet`: no market state, no price of its own moved) is waited for by no
+   one (neither by rule 1 nor 2), and itself
    waits, before it reads, until no other protocol's path that is not quiet is running:
    its read and evaluation follow the others' broadcasts;
 4. after-work waits until no other protocol's path is running.

@@ -4,7 +4,10 @@ the plug-in contract, `protocols/sdk/contract.py`).
 Every new block wakes the scanner; it evaluates the newest block it has been told about, so a
 slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the
 next run (and counted). Each run:
-1. catches the account index up (new and touched accounts come back);
+1. catches the account index up (new and touched accounts come back), and asks the plug-in
+   meanwhile whether the block moved anything of its own but time (`quiet`); with the
+   daemon's order, the read then waits for the lighter paths in flight, or, quiet and
+   touching no account, for the other paths running (`liquidation_first.py` rules 2-3);
 2. reads the book at the block: everyone (full: first run, after a reorg, and on the periodic
    full-rescan job, which also corrects drift the logs cannot show), or the previous book with
    the touched accounts re-read (incremental, where the plug-in can);
