@@ -249,7 +249,10 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`91d45d1` (this)": "isolation.json",
+ISOLATION_ROWS = {"`684e6f3` (this)": "isolation-684e6f3.json",
+                  "`684e6f3` (this), a second run": "isolation-684e6f3-second.json",
+                  "`617b740` (before, main)": "isolation-617b740.json",
+                  "`91d45d1` (second pass)": "isolation.json",
                   "`26e1ce0` (before, main)": "isolation-before-26e1ce0.json",
                   "`83dfee9`, its own run": "isolation-83dfee9.json",
                   "`2cfe953` (before), this bench": "isolation-baseline-2cfe953-final-bench.json",
