@@ -251,6 +251,7 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
 
 ISOLATION_ROWS = {"`684e6f3` (this)": "isolation-684e6f3.json",
                   "`684e6f3` (this), a second run": "isolation-684e6f3-second.json",
+                  "`a7065c3` (tried, reverted)": "isolation-a7065c3.json",
                   "`617b740` (before, main)": "isolation-617b740.json",
                   "`91d45d1` (second pass)": "isolation.json",
                   "`26e1ce0` (before, main)": "isolation-before-26e1ce0.json",
