@@ -28,7 +28,7 @@ Two rules order them across the daemon's scanners:
    more about the others than about the path; its lightest run does not (nor its waits
    before its read: rules 2 and 3). The order is scale-free: on a faster machine or node all
    weights shrink together;
-2. once its discovery is done, a path waits, before it reads, for the paths in flight
+2. once its discovery is done, a path waits, before it reads, for the running paths
    lighter than its own (weighed ones: strictly less, times LIGHTER_FIRST), however light
    its own: the lightest first. Side by side, a heavier path's reads and evaluation share
    the node and the loop with the lighter one's, and neither is as fast as alone (Aave's
@@ -36,19 +36,21 @@ Two rules order them across the daemon's scanners:
    alone, bench/isolation.py); unless
 3. a path that knows its block changed nothing it rests on but time (no touched account,
    its plug-in's `quiet`: no market state, no price of its own moved) is waited for by no
-   one (neither by rule 1 nor 2), and itself
-   waits, before it reads, until no other protocol's path that is not quiet is running:
-   its read and evaluation follow the others' broadcasts;
+   running path (rule 2 passes over it), and itself waits, before it reads, until no other
+   protocol's path that is not quiet is running: its read and evaluation follow the
+   others' broadcasts. A heavy path waits for it still (rule 1): its read beside Curie's
+   would be slowed by the node's load, and weigh as much;
 4. after-work waits until no other protocol's path is running.
 
 Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
 much at most, never stops it. A path is due from the moment its block reaches the scanner
 (`due`, before the scanner's task runs: a heavy scanner's task may run first), running from
 its start (`running`) until its executor has finished (`done`). No wait can be circular: a
-path waits only for strictly lighter ones, and running paths wait for nothing; after-work
+path not yet running waits only for strictly lighter ones (rule 1); a running one only for
+running ones: strictly lighter ones that are not quiet (rule 2), or, quiet, those that are
+not (rule 3): no running path waits for one not yet running, nor for a quiet one. After-work
 waits for running paths only, not for due ones (a due path may belong to a scanner busy with
-its own after-work of the block before). A quiet path is waited for by no one (rules 1 and
-2 pass over it), so its own waits (rule 3) close no circle either.
+its own after-work of the block before).
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ class LiquidationFirst:
 
     def quiet(self, name: str) -> None:
         """The scanner's running path found its block changed nothing it rests on but time
-        (rule 3): no one waits for it any more."""
+        (rule 3): no running path waits for it any more."""
         self._quiet.add(name)
         self._wake()
 
@@ -255,14 +257,13 @@ class LiquidationFirst:
         if own < self.min_wait_s:
             return []
         return sorted(n for n in self._in_flight.keys() | self._running
-                      if n != name and n not in self._quiet
-                      and self.weight(n) * self.lighter <= own)
+                      if n != name and self.weight(n) * self.lighter <= own)
 
     def lightest_first(self, name: str) -> list[str]:
-        """The other scanners' paths, due or running and not quiet, lighter than this one's
-        (rule 2: any margin; none while this one has no weight yet)."""
+        """The other scanners' running paths, not quiet, lighter than this one's (rule 2: any
+        margin; none not yet weighed)."""
         own = self.weight(name)
-        return sorted(n for n in self._in_flight.keys() | self._running
+        return sorted(n for n in self._running
                       if n != name and n not in self._quiet
                       and 0 < self.weight(n) * self.lighter_first < own)
 

@@ -214,14 +214,16 @@ async def test_a_path_not_yet_weighed_is_not_waited_for_before_a_read() -> None:
     never weighed could be the heaviest of all)."""
     order = weighed(aave=0.03)
     order.due("curie", 10)
+    order.running("curie")
     order.running("aave")
     assert order.lightest_first("aave") == []
     assert await asyncio.wait_for(order.before_read("aave"), 0.1)
 
 
-async def test_a_quiet_path_is_waited_for_by_no_one_and_reads_after_the_others() -> None:
+async def test_a_quiet_path_lets_the_others_read_first_and_reads_after_them() -> None:
     """Aave's crash moves nothing of Morpho's: Morpho, lighter, would make Aave's read wait
-    for its own. Quiet, it lets Aave's path go, and reads once Aave's path is done."""
+    for its own. Quiet, it lets Aave's path go, and reads once Aave's path is done; Curie's
+    path still waits for Morpho's (its reads would slow Morpho's, and weigh them heavy)."""
     order = weighed(aave=0.03, morpho=0.012, curie=0.3)
     for name in ("aave", "morpho", "curie"):
         order.due(name, 10)
@@ -235,10 +237,22 @@ async def test_a_quiet_path_is_waited_for_by_no_one_and_reads_after_the_others()
     assert await asyncio.wait_for(aave, 1)  # Morpho quiet: Aave reads at once
     await asyncio.sleep(0.05)
     assert not morpho.done()  # Morpho reads after Aave's path...
-    assert not heavy.done()  # ...and Curie starts after Aave's (Morpho quiet or not)
+    assert not heavy.done()  # ...and Curie starts after both
     order.done("aave", 10)
     assert await asyncio.wait_for(morpho, 1)
-    assert await asyncio.wait_for(heavy, 1)  # (a quiet path is waited for by no one)
+    await asyncio.sleep(0.05)
+    assert not heavy.done()
+    order.done("morpho", 10)
+    assert await asyncio.wait_for(heavy, 1)
+
+
+async def test_a_running_path_does_not_wait_before_its_read_for_one_not_yet_running() -> None:
+    """A path not yet running may itself wait (rule 1) for a quiet one, which waits for the
+    running ones: waiting for it, a running path would close a circle (to the limit)."""
+    order = weighed(aave=0.03, morpho=0.012)
+    order.due("morpho", 10)
+    order.running("aave")
+    assert await asyncio.wait_for(order.before_read("aave"), 0.1)
 
 
 async def test_quiet_paths_do_not_wait_for_each_other() -> None:
@@ -268,5 +282,6 @@ async def test_a_wait_before_the_read_is_no_weight() -> None:
     order.done("morpho", 10)
     assert order.weight("morpho") < 0.05
     order.due("morpho", 11)
+    order.running("morpho")
     order.running("aave")
     assert order.lightest_first("aave") == ["morpho"]
