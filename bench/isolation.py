@@ -1,7 +1,10 @@
 """Benchmark: is a protocol's first liquidation after a crash as fast with every other
 protocol configured as alone? (issue #31 item 4)
 
-    python bench/isolation.py --rounds 5 --out bench/results/isolation.json
+    python bench/isolation.py --rounds 7 --warm-blocks 5 --out bench/results/isolation.json
+
+(`--warm-blocks`: empty blocks each daemon evaluates before the crash, so that the order
+between its paths rests on the weights of a daemon that has run a while; see `run`.)
 
 One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.Devnet`), the
 real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
