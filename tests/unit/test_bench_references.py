@@ -250,6 +250,8 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
 
 
 ISOLATION_ROWS = {"`8bc977d` (this), warmed": "isolation-8bc977d-warm.json",
+                  "`f1975c0` (this, code of 8bc977d), warmed, a second run":
+                      "isolation-f1975c0-warm.json",
                   "`914df2b` (rules of 834701a), warmed": "isolation-914df2b-warm.json",
                   "`617b740` (before, main), warmed": "isolation-617b740-warm.json",
                   "`684e6f3` (rules of 834701a)": "isolation-684e6f3.json",
