@@ -1,7 +1,10 @@
 """Benchmark: is a protocol's first liquidation after a crash as fast with every other
 protocol configured as alone? (issue #31 item 4)
 
-    python bench/isolation.py --rounds 5 --out bench/results/isolation.json
+    python bench/isolation.py --rounds 7 --warm-blocks 5 --out bench/results/isolation.json
+
+(`--warm-blocks`: empty blocks each daemon evaluates before the crash, so that the order
+between its paths rests on the weights of a daemon that has run a while; see `run`.)
 
 One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.Devnet`), the
 real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
@@ -179,7 +182,7 @@ def describe_step(what: str) -> str:
 
 async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...],
                     measured: str, tail: LogTail, profile: SlowSteps | None = None,
-                    slow_ms: float = 20.0) -> dict[str, Any]:
+                    slow_ms: float = 20.0, warm_blocks: int = 0) -> dict[str, Any]:
     from keeperd.daemon import Daemon
     from keeperd.metrics import Metrics
 
@@ -196,6 +199,10 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
         task = asyncio.create_task(daemon.run(stop))
         try:
             await asyncio.wait_for(daemon.ready.wait(), 180)
+            for _ in range(warm_blocks):  # a daemon that has run a while (see `run`)
+                warm = await asyncio.to_thread(devnet.mine, 1)
+                await wait_until(lambda: all(s.completed_block >= warm  # noqa: B023
+                                             for s in daemon.scanners.values()), 120)
             while True:  # quiet: every scanner done with the head, and no newer one
                 # (the daemon's own start-up transactions are mined meanwhile)
                 head = devnet.client.block_number()
@@ -260,7 +267,12 @@ async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
     await asyncio.wait_for(check(), limit_s)
 
 
-async def run(rounds: int, measured: tuple[str, ...], slow_ms: float) -> dict[str, Any]:
+async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
+              warm_blocks: int = 0) -> dict[str, Any]:
+    """`warm_blocks`: empty blocks each daemon evaluates before the crash. The order between
+    the paths (keeperd/liquidation_first.py) weighs each by its lightest of its last 5
+    runs; a daemon just started has one or two, its start-up scans among them, and orders
+    its paths on a single sample — not what a daemon that has run for a while does."""
     import os
 
     import structlog
@@ -283,18 +295,21 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float) -> dict[st
             for _ in range(rounds):
                 for p in measured:  # alone and all interleaved: the same machine load
                     for label, protocols in (("alone", (p,)), ("all", PROTOCOLS)):
-                        r = await one_round(devnet, snapshot, protocols, p, tail)
+                        r = await one_round(devnet, snapshot, protocols, p, tail,
+                                            warm_blocks=warm_blocks)
                         figures[p][label].append(r["ms"])
                         print(f"{p} {label}: {r['ms']} ms", flush=True)
             for p in measured:
                 profiles[p] = await one_round(devnet, snapshot, PROTOCOLS, p, tail,
-                                              profile=slow, slow_ms=slow_ms)
+                                              profile=slow, slow_ms=slow_ms,
+                                              warm_blocks=warm_blocks)
     finally:
         logging.getLogger("asyncio").removeHandler(slow)
         structlog.reset_defaults()
         if os.environ.get("KEEPERD_BENCH_LOG"):
             Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())  # noqa: ASYNC240
-    result: dict[str, Any] = {"rounds": rounds, "protocols_all": list(PROTOCOLS),
+    result: dict[str, Any] = {"rounds": rounds, "warm_blocks": warm_blocks,
+                              "protocols_all": list(PROTOCOLS),
                               "slow_step_ms": slow_ms, "protocols": {}}
     for p, by in figures.items():
         alone, every = statistics.median(by["alone"]), statistics.median(by["all"])
@@ -312,11 +327,15 @@ def main() -> int:
     parser.add_argument("--protocols", nargs="+", choices=MEASURED, default=list(MEASURED))
     parser.add_argument("--slow-ms", type=float, default=20.0,
                         help="the profile round's threshold for a step that blocks the loop")
+    parser.add_argument("--warm-blocks", type=int, default=0,
+                        help="empty blocks each daemon evaluates before the crash (its "
+                             "paths' weights: their lightest of 5 runs)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from provenance import provenance  # bench/, beside this script
 
-    result = asyncio.run(run(args.rounds, tuple(args.protocols), args.slow_ms))
+    result = asyncio.run(run(args.rounds, tuple(args.protocols), args.slow_ms,
+                             args.warm_blocks))
     result.update(**provenance())
     out = args.out or ROOT / "bench" / "results" / "isolation.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,16 +25,30 @@ Two rules order them across the daemon's scanners:
    the lightest of its last HISTORY runs: what it costs when nothing competes with it. Paths
    side by side stretch each other's time in flight (at a daemon's start every path waits
    for the node behind the others: Aave's 0.8 s as long as Curie's), and a slow run says
-   more about the others than about the path; its lightest run does not. Aave's and
-   Morpho's paths on the devnet weigh 10-60 ms and run side by side as before. The order is
-   scale-free: on a faster machine or node all weights shrink together;
-2. after-work waits until no other protocol's path is running.
+   more about the others than about the path; its lightest run does not (nor its waits
+   before its read: rules 2 and 3). The order is scale-free: on a faster machine or node all
+   weights shrink together;
+2. once its discovery is done, a path waits, before it reads, for the running paths
+   lighter than its own (weighed ones: strictly less, times LIGHTER_FIRST), however light
+   its own: the lightest first. Side by side, a heavier path's reads and evaluation share
+   the node and the loop with the lighter one's, and neither is as fast as alone (Aave's
+   ~30 ms and Morpho's ~12 ms on the devnet: Morpho's first liquidation 1.5x later than
+   alone, bench/isolation.py); unless
+3. a path that knows its block changed nothing it rests on but time (no touched account,
+   its plug-in's `quiet`: no market state, no price of its own moved) is waited for by no
+   running path (rule 2 passes over it), and itself waits, before it reads, until no other
+   protocol's path that is not quiet is running: its read and evaluation follow the
+   others' broadcasts. A heavy path waits for it still (rule 1): its read beside Curie's
+   would be slowed by the node's load, and weigh as much;
+4. after-work waits until no other protocol's path is running.
 
 Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
 much at most, never stops it. A path is due from the moment its block reaches the scanner
 (`due`, before the scanner's task runs: a heavy scanner's task may run first), running from
 its start (`running`) until its executor has finished (`done`). No wait can be circular: a
-path waits only for strictly lighter ones, and running paths wait for nothing; after-work
+path not yet running waits only for strictly lighter ones (rule 1); a running one only for
+running ones: strictly lighter ones that are not quiet (rule 2), or, quiet, those that are
+not (rule 3): no running path waits for one not yet running, nor for a quiet one. After-work
 waits for running paths only, not for due ones (a due path may belong to a scanner busy with
 its own after-work of the block before).
 """
@@ -54,6 +68,8 @@ T = TypeVar("T")
 LIGHTER = 4.0
 # ...when its own is at least this long.
 MIN_WAIT_S = 0.02
+# Rule 2: a path reads after those in flight at most 1/LIGHTER_FIRST of its weight.
+LIGHTER_FIRST = 1.0
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
 # Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).
@@ -142,8 +158,10 @@ def count_child_tasks(previous: TaskFactory | None = None) -> TaskFactory:
 
 class LiquidationFirst:
     def __init__(self, lighter: float = LIGHTER, min_wait_s: float = MIN_WAIT_S,
-                 wait_limit_s: float = WAIT_LIMIT_S, history: int = HISTORY) -> None:
+                 wait_limit_s: float = WAIT_LIMIT_S, history: int = HISTORY,
+                 lighter_first: float = LIGHTER_FIRST) -> None:
         self.lighter = lighter
+        self.lighter_first = lighter_first
         self.min_wait_s = min_wait_s
         self.wait_limit_s = wait_limit_s
         self.history = history
@@ -158,6 +176,10 @@ class LiquidationFirst:
         # the loop meanwhile is its own (a light path beside a heavy one is not heavy).
         self._paths_held_s = 0.0
         self._held_at_start: dict[str, float] = {}
+        self._quiet: set[str] = set()  # running paths whose block changed nothing for them
+        # scanner -> (seconds its running path waited before its read, loop held meanwhile):
+        # neither is the path's own weight.
+        self._waited: dict[str, tuple[float, float]] = {}
 
     # --- what the scanners tell -------------------------------------------------------------
 
@@ -168,9 +190,17 @@ class LiquidationFirst:
     def running(self, name: str) -> None:
         """The scanner's path started."""
         self._running.add(name)
+        self._quiet.discard(name)
         self._started[name] = time.perf_counter()
         self._held_at_start[name] = self._paths_held_s
         self._held.pop(name, None)
+        self._waited.pop(name, None)
+
+    def quiet(self, name: str) -> None:
+        """The scanner's running path found its block changed nothing it rests on but time
+        (rule 3): no running path waits for it any more."""
+        self._quiet.add(name)
+        self._wake()
 
     def held(self, seconds: float) -> None:
         """One step of a path held the loop this long (`LoopTime.on_step`)."""
@@ -183,16 +213,22 @@ class LiquidationFirst:
         self._running.discard(name)
         started = self._started.pop(name, None)
         at_start = self._held_at_start.pop(name, self._paths_held_s)
+        self._quiet.discard(name)
+        waited, held_waiting = self._waited.pop(name, (0.0, 0.0))
         if started is not None:
             # The run weighs its time in flight less what the other paths held of the loop
             # meanwhile (the node's time answering it counts; a neighbour's evaluation does
-            # not), or the loop it held itself if that is more.
+            # not) and less its wait before its read (rules 2 and 3), or the loop it held
+            # itself if that is more.
             own = self._held.pop(name, 0.0)
-            others = max(0.0, self._paths_held_s - at_start - own)
-            self._record(name, max(time.perf_counter() - started - others, own))
+            others = max(0.0, self._paths_held_s - at_start - own - held_waiting)
+            self._record(name, max(time.perf_counter() - started - waited - others, own))
         due = self._in_flight.get(name)
         if due is not None and (block is None or due <= block):
             del self._in_flight[name]
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -223,13 +259,38 @@ class LiquidationFirst:
         return sorted(n for n in self._in_flight.keys() | self._running
                       if n != name and self.weight(n) * self.lighter <= own)
 
+    def lightest_first(self, name: str) -> list[str]:
+        """The other scanners' running paths, not quiet, lighter than this one's (rule 2: any
+        margin; none not yet weighed)."""
+        own = self.weight(name)
+        return sorted(n for n in self._running
+                      if n != name and n not in self._quiet
+                      and 0 < self.weight(n) * self.lighter_first < own)
+
     def others_running(self, name: str) -> list[str]:
         return sorted(n for n in self._running if n != name)
+
+    def others_acting(self, name: str) -> list[str]:
+        """The other scanners' running paths that are not quiet (what a quiet one waits for)."""
+        return sorted(n for n in self._running if n != name and n not in self._quiet)
 
     async def before_path(self, name: str) -> bool:
         """A path waits for the much lighter ones in flight. False: the wait reached its
         limit."""
         return await self._until(lambda: not self.lighter_in_flight(name))
+
+    async def before_read(self, name: str, *, quiet: bool = False) -> bool:
+        """Between a path's discovery and its read: a quiet one (its block changed nothing
+        it rests on but time) waits for the other paths running (rule 3); any other for the
+        lighter ones in flight (rule 2). False: the wait reached its limit."""
+        started, held = time.perf_counter(), self._paths_held_s
+        try:
+            if quiet:
+                self.quiet(name)
+                return await self._until(lambda: not self.others_acting(name))
+            return await self._until(lambda: not self.lightest_first(name))
+        finally:
+            self._waited[name] = (time.perf_counter() - started, self._paths_held_s - held)
 
     async def before_after_work(self, name: str) -> bool:
         """After-work (metrics, alerts, the cascade) waits for the paths running."""

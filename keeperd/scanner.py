@@ -4,7 +4,10 @@ the plug-in contract, `protocols/sdk/contract.py`).
 Every new block wakes the scanner; it evaluates the newest block it has been told about, so a
 slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the
 next run (and counted). Each run:
-1. catches the account index up (new and touched accounts come back);
+1. catches the account index up (new and touched accounts come back), and asks the plug-in
+   meanwhile whether the block moved anything of its own but time (`quiet`); with the
+   daemon's order, the read then waits for the lighter paths in flight, or, quiet and
+   touching no account, for the other paths running (`liquidation_first.py` rules 2-3);
 2. reads the book at the block: everyone (full: first run, after a reorg, and on the periodic
    full-rescan job, which also corrects drift the logs cannot show), or the previous book with
    the touched accounts re-read (incremental, where the plug-in can);
@@ -38,6 +41,20 @@ from keeperd.protocols.sdk.views import HealthView
 from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 
 log = structlog.get_logger(__name__)
+
+
+async def _quiet(probing: asyncio.Future[bool] | None) -> bool:
+    """The plug-in's answer, or False: not asked, or it failed (the read that follows asks
+    the node again and reports what fails)."""
+    if probing is None:
+        return False
+    try:
+        return await probing
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("positions.quiet_unknown", error=f"{type(exc).__name__}: {exc}")
+        return False
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -178,6 +195,10 @@ class ProtocolScanner:
         started = time.perf_counter()
         seen_at = started if seen_at is None else seen_at
         adapter = self.adapter
+        # Beside the discovery: whether the block moved anything of this protocol's but time
+        # (the plug-in reads, ahead, what its read starts with). Only an order has use for it.
+        probing = (asyncio.ensure_future(adapter.quiet(block, self.book))
+                   if self.order is not None and not full and self.book is not None else None)
         try:
             touched = await adapter.discover(block)
         except (RpcError, RpcUnavailable) as exc:
@@ -196,7 +217,12 @@ class ProtocolScanner:
             if self._discovery_failing:
                 log.info("index.discovery_recovered", protocol=adapter.name, block=block)
             self._discovery_failing = False
+        finally:
+            quiet = await _quiet(probing)
         kind = "full" if full or self.book is None else "incremental"
+        if self.order is not None:
+            await self.order.before_read(self.name, quiet=quiet and kind == "incremental"
+                                         and not touched and not self._dropped)
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,
                                   self._dropped)

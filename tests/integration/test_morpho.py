@@ -142,6 +142,34 @@ async def test_interest_accrues_exactly_as_the_contract_does(devnet: Devnet, poo
         assert on_chain[2] > book.markets[market_id][1].total_borrow_assets
 
 
+async def test_a_block_is_quiet_for_morpho_only_when_no_market_or_oracle_moved(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`quiet` (read beside the discovery, liquidation_first.py rule 3): a block that moved
+    no market state and no oracle price, only time; the read of that block takes what it
+    read ahead and is the book a fresh read gives."""
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    before = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert await adapter.quiet(head, None) is False  # nothing to compare with
+    head = devnet.mine(1)
+    assert await adapter.quiet(head, before) is True
+    taken = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert taken == await adapter.snapshot(sorted(adapter.accounts), head)
+    drop_oracle(devnet, "WETH/USDC", 0.97)
+    head = devnet.client.block_number()
+    assert await adapter.quiet(head, taken) is False
+    moved = await adapter.snapshot(sorted(adapter.accounts), head)
+    head = devnet.mine(1)
+    assert await adapter.quiet(head, moved) is True
+    morpho_art = compiled()["Morpho"]
+    any_market = next(iter(moved.markets.values()))[0]
+    devnet.client.send(devnet.manifest["aave_v3"]["admin"], devnet.manifest["morpho_blue"][
+        "morpho"], morpho_art.encode_call("accrueInterest", any_market.params), gas=1_000_000)
+    head = devnet.client.block_number()
+    assert await adapter.quiet(head, moved) is False  # a market's state moved
+
+
 async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_positions(
         devnet: Devnet, pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from keeperd.protocols.morpho_blue.liquidator import AHEAD_S

@@ -249,7 +249,17 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`91d45d1` (this)": "isolation.json",
+ISOLATION_ROWS = {"`8bc977d` (this), warmed": "isolation-8bc977d-warm.json",
+                  "`f1975c0` (this, code of 8bc977d), warmed, a second run":
+                      "isolation-f1975c0-warm.json",
+                  "`914df2b` (rules of 834701a), warmed": "isolation-914df2b-warm.json",
+                  "`617b740` (before, main), warmed": "isolation-617b740-warm.json",
+                  "`684e6f3` (rules of 834701a)": "isolation-684e6f3.json",
+                  "`684e6f3` (rules of 834701a), a second run":
+                      "isolation-684e6f3-second.json",
+                  "`a7065c3` (rules of 8bc977d)": "isolation-a7065c3.json",
+                  "`617b740` (before, main)": "isolation-617b740.json",
+                  "`91d45d1` (second pass)": "isolation.json",
                   "`26e1ce0` (before, main)": "isolation-before-26e1ce0.json",
                   "`83dfee9`, its own run": "isolation-83dfee9.json",
                   "`2cfe953` (before), this bench": "isolation-baseline-2cfe953-final-bench.json",

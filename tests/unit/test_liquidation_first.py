@@ -189,3 +189,99 @@ async def test_a_light_path_beside_a_heavy_one_is_not_weighed_heavy() -> None:
     assert 0.02 <= order.weight("morpho") < 0.1
     order.due("morpho", 11)
     assert order.lighter_in_flight("toy") == ["morpho"]
+
+
+async def test_the_lightest_path_reads_first_however_light() -> None:
+    """Aave's path (~30 ms on the devnet) and Morpho's (~12 ms), both under the floor of
+    rule 1, read side by side: each one's reads and evaluation shared the node and the loop
+    with the other's, and Morpho's first liquidation came 1.5x later than alone
+    (bench/isolation.py). Rule 2: the heavier reads after the lighter's path."""
+    order = weighed(aave=0.03, morpho=0.012)
+    for name in ("aave", "morpho"):
+        order.due(name, 10)
+        order.running(name)
+    assert order.lighter_in_flight("aave") == []  # (rule 1: under its floor, within 4x)
+    assert await asyncio.wait_for(order.before_read("morpho"), 0.1)  # at once
+    heavier = asyncio.create_task(order.before_read("aave"))
+    await asyncio.sleep(0.05)
+    assert not heavier.done()
+    order.done("morpho", 10)
+    assert await asyncio.wait_for(heavier, 1)
+
+
+async def test_a_path_not_yet_weighed_is_not_waited_for_before_a_read() -> None:
+    """At a daemon's start no path has a weight: none waits for another by rule 2 (a path
+    never weighed could be the heaviest of all)."""
+    order = weighed(aave=0.03)
+    order.due("curie", 10)
+    order.running("curie")
+    order.running("aave")
+    assert order.lightest_first("aave") == []
+    assert await asyncio.wait_for(order.before_read("aave"), 0.1)
+
+
+async def test_a_quiet_path_lets_the_others_read_first_and_reads_after_them() -> None:
+    """Aave's crash moves nothing of Morpho's: Morpho, lighter, would make Aave's read wait
+    for its own. Quiet, it lets Aave's path go, and reads once Aave's path is done; Curie's
+    path still waits for Morpho's (its reads would slow Morpho's, and weigh them heavy)."""
+    order = weighed(aave=0.03, morpho=0.012, curie=0.3)
+    for name in ("aave", "morpho", "curie"):
+        order.due(name, 10)
+    order.running("aave")
+    order.running("morpho")
+    heavy = asyncio.create_task(order.before_path("curie"))
+    aave = asyncio.create_task(order.before_read("aave"))
+    await asyncio.sleep(0.02)
+    assert not aave.done()  # Morpho, lighter, has not said yet
+    morpho = asyncio.create_task(order.before_read("morpho", quiet=True))
+    assert await asyncio.wait_for(aave, 1)  # Morpho quiet: Aave reads at once
+    await asyncio.sleep(0.05)
+    assert not morpho.done()  # Morpho reads after Aave's path...
+    assert not heavy.done()  # ...and Curie starts after both
+    order.done("aave", 10)
+    assert await asyncio.wait_for(morpho, 1)
+    await asyncio.sleep(0.05)
+    assert not heavy.done()
+    order.done("morpho", 10)
+    assert await asyncio.wait_for(heavy, 1)
+
+
+async def test_a_running_path_does_not_wait_before_its_read_for_one_not_yet_running() -> None:
+    """A path not yet running may itself wait (rule 1) for a quiet one, which waits for the
+    running ones: waiting for it, a running path would close a circle (to the limit)."""
+    order = weighed(aave=0.03, morpho=0.012)
+    order.due("morpho", 10)
+    order.running("aave")
+    assert await asyncio.wait_for(order.before_read("aave"), 0.1)
+
+
+async def test_quiet_paths_do_not_wait_for_each_other() -> None:
+    order = weighed(aave=0.03, morpho=0.012)
+    for name in ("aave", "morpho"):
+        order.due(name, 10)
+        order.running(name)
+    both = asyncio.gather(order.before_read("aave", quiet=True),
+                          order.before_read("morpho", quiet=True))
+    assert await asyncio.wait_for(both, 0.5) == [True, True]
+
+
+async def test_a_wait_before_the_read_is_no_weight() -> None:
+    """A quiet Morpho waits for Aave's whole path: weighed with that wait it would look
+    as heavy as Aave, and lose its place before Aave's read in the next crash."""
+    order = weighed(aave=0.03)
+    order.due("aave", 10)
+    order.running("aave")
+    order.running("morpho")
+    waiting = asyncio.create_task(order.before_read("morpho", quiet=True))
+    order.held(0.0)
+    await asyncio.sleep(0.1)
+    order.done("aave", 10)
+    assert await asyncio.wait_for(waiting, 1)
+    await asyncio.sleep(0.005)  # its read
+    order.took("morpho", 0.001)
+    order.done("morpho", 10)
+    assert order.weight("morpho") < 0.05
+    order.due("morpho", 11)
+    order.running("morpho")
+    order.running("aave")
+    assert order.lightest_first("aave") == ["morpho"]

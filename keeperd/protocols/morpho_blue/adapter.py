@@ -6,6 +6,7 @@ A view's rows are positions, one per (market, account): `labels` name the market
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,14 @@ import structlog
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call, event_topic
+from keeperd.chain.multicall import (
+    Call,
+    CallResult,
+    Multicall,
+    MulticallError,
+    encode_call,
+    event_topic,
+)
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ConfigIssue, MorphoBlueConfig
 from keeperd.protocols.morpho_blue import math as mm
@@ -85,6 +93,10 @@ def params_problem(market_id: str, params: bytes) -> str | None:
     return None
 
 
+# A block's header and its markets' (state, oracle price) results, in market order.
+_Markets = tuple[dict[str, Any], Sequence[CallResult]]
+
+
 class MorphoBlueAdapter(LogIndexed, PluginBase):
     kind = "morpho_blue"
     config_model = MorphoBlueConfig
@@ -102,6 +114,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         self.multicall = Multicall(pool, address=chain.multicall3,
                                    chunk_size=chain.multicall_chunk_size)
         self.markets: dict[str, MarketInfo] = {}
+        # The markets read ahead for a block by `quiet`, taken by the read of that block.
+        self._ahead: tuple[int, asyncio.Future[_Markets]] | None = None
         self._behind: dict[str, tuple[str, ...]] = {}  # oracle -> the feeds it composes
         self.indexer = AccountIndexer(
             config.name, chain.name, pool, store,
@@ -145,15 +159,48 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         await self.indexer.start()
 
 
+    async def _markets_at(self, block: int) -> _Markets:
+        """The block's header and, per market, its state and its oracle's price (one round
+        trip: the two requests go together)."""
+        header, first = await asyncio.gather(
+            self.pool.request("eth_getBlockByNumber", [hex(block), False]),
+            self.multicall.aggregate3(
+                [c for m in self.markets.values() for c in (
+                    Call(self.config.morpho, encode_call("market(bytes32)", ["bytes32"],
+                                                         [bytes.fromhex(m.id[2:])])),
+                    Call(m.oracle, encode_call("price()", [], [])))], block))
+        return header, first
+
+    async def quiet(self, block: int, previous: MorphoBook | None) -> bool:
+        """The markets' states and oracle prices are what the read starts with: read here,
+        beside the discovery, and kept for the read of the same block that follows. Quiet:
+        every market as in `previous` (same state, same price), so only interest moved."""
+        if previous is None:
+            return False
+        task = asyncio.ensure_future(self._markets_at(block))
+        self._ahead = (block, task)
+        _, first = await task
+        infos = list(self.markets.values())
+        for i, m in enumerate(infos):
+            state_res, price_res = first[2 * i], first[2 * i + 1]
+            before = previous.markets.get(m.id)
+            if (before is None or not (state_res.success and len(state_res.data) >= 192)
+                    or not (price_res.success and len(price_res.data) >= 32)):
+                return False
+            if (mm.MarketState(*decode(["uint128"] * 6, state_res.data)) != before[1]
+                    or decode(["uint256"], price_res.data)[0] != before[2]):
+                return False
+        return len(infos) == len(previous.markets)
+
     async def snapshot(self, accounts: Sequence[str], block: int) -> MorphoBook:
-        header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
+        ahead, self._ahead = self._ahead, None  # (asked by `quiet` for this block, or stale)
+        if ahead is not None and ahead[0] == block and not (
+                ahead[1].done() and ahead[1].exception() is not None):
+            header, first = await ahead[1]
+        else:
+            header, first = await self._markets_at(block)
         timestamp = int(header["timestamp"], 16)
         infos = list(self.markets.values())
-        first = await self.multicall.aggregate3(
-            [c for m in infos for c in (
-                Call(self.config.morpho, encode_call("market(bytes32)", ["bytes32"],
-                                                     [bytes.fromhex(m.id[2:])])),
-                Call(m.oracle, encode_call("price()", [], [])))], block)
         # A market whose oracle or rate model reverts is left out of this block (Morpho's own
         # liquidate would revert on it too): the others are evaluated and liquidated as usual.
         states: dict[str, tuple[mm.MarketState, int]] = {}

@@ -258,6 +258,13 @@ class Plugin(Protocol):
     def evaluate(self, book: Any, prices: Mapping[str, float] | None = None) -> HealthView:
         """Health and exposure of every row; `prices` (symbol -> USD) is a what-if."""
 
+    async def quiet(self, block: int, previous: Any | None) -> bool:
+        """True when `block` changed nothing its positions rest on but time (no price of its
+        own moved, no market state changed) — asked beside `discover`, as cheaply as the
+        read it starts anyway: with no touched account either, the scanner lets the other
+        protocols' liquidation paths go first (`liquidation_first.py`). False: something
+        moved, or it cannot tell."""
+
     def first_pass(self, previous: Any | None, book: Any
                    ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
         """When prices moved: (the rows exposed to them, those of them that may be under
@@ -348,6 +355,9 @@ class PluginBase:
         """Its insurance fund and risk lines for `keeperd simulate`; None: nothing beyond the
         cascade."""
         return None
+
+    async def quiet(self, block: int, previous: Any | None) -> bool:
+        return False  # it cannot tell before its read: its path goes as any other
 
     def first_pass(self, previous: Any | None, book: Any
                    ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
