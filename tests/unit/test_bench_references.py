@@ -308,6 +308,12 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`e1feead`, run C | +50": ["latency-10000-delay50-e1feead.json"],
         "`ba47dfb` (main merged), run D | none": ["latency-10000-ba47dfb.json"],
         "`ba47dfb` (main merged), run D | +50": ["latency-10000-delay50-ba47dfb.json"],
+        **{f"`{code}`{' (main)' if code == '80c7e36' else ''}, run E{i} | none":
+           [f"latency-10000-ab-{code}-{i}.json"]
+           for code in ("80c7e36", "f5830e3") for i in (1, 2, 3)},
+        **{f"`{code}`{' (main)' if code == '80c7e36' else ''}, run E{i} | +50":
+           [f"latency-10000-delay50-ab-{code}-{i}.json"]
+           for code in ("80c7e36", "f5830e3") for i in (1, 2)},
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
