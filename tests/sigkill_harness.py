@@ -111,9 +111,12 @@ def sigkill_after_broadcast_then_resume(
         assert "crash point tx.broadcast: SIGKILL" in logs[1].read_text()
         wave = liquidations()
         assert len(wave) >= at_least and {s.status for s in wave} == {"pending"}, wave
-        # Every one signed once, and in the node's mempool: nothing else was sent.
+        # Every one signed once; the node holds the wave killed at its broadcast and nothing
+        # that is not journaled. (A later wave is signed while the one before is broadcast:
+        # it may be journaled and not yet sent when the kill comes — the restart sends it,
+        # under its journaled nonce, and `_check` holds that nothing went twice.)
         assert all(len(s.tx_hashes) == 1 for s in wave)
-        assert keeper_in_mempool(devnet) == len(wave)
+        assert 1 <= keeper_in_mempool(devnet) <= len(wave), (keeper_in_mempool(devnet), wave)
         first_block = devnet.client.block_number() + 1
         proc = run(2, None)
         try:
