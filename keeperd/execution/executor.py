@@ -71,13 +71,12 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # first wave of WAVE, then in waves of LATER_WAVE. Every wave's simulation is asked at once and
 # each wave is broadcast as soon as it is signed, while the next is signed. A block's last
 # liquidation goes out one wave's signature and broadcast after the node answers its
-# simulation: small later waves keep that short (waves of 100 put the tail at 2.6x the first
-# liquidation's p50 in one run, 32 at 2.1x; bench/README.md has the runs of 16). (A first
-# wave of 8 was measured too: the first out ~10 ms sooner; the SIGKILL-resume tests plan a
-# crash's liquidations in one first wave, and 16 keeps that.)
+# simulation: small later waves keep that short (later waves of 100 and of 32 left a longer
+# tail in single runs of bench/latency.py; bench/README.md, "third pass", has the runs of 16).
+# (A first wave of 8 was measured too: the first out ~10 ms sooner; the SIGKILL-resume tests
+# plan a crash's liquidations in one first wave, and 16 keeps that.)
 WAVE = 16
 LATER_WAVE = 16
-SIGN_CHUNK = 16  # a simulated batch is signed and broadcast in parts of this many
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
@@ -374,25 +373,22 @@ class Executor:
                       for wave in batches]
         sending: list[asyncio.Future[_Sent]] = []
         try:
-            for batch, simulation in zip(batches, simulating, strict=True):
+            for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
-                answers = await simulation
+                simulations = await simulation
                 ready = time.perf_counter()
-                for start in range(0, len(batch), SIGN_CHUNK):
-                    wave = batch[start:start + SIGN_CHUNK]
-                    # (simulate_ms: from the block's plan to this wave's answers; waited_ms:
-                    # how long the wave waited for them after the wave before was signed)
-                    stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
-                              "waited_ms": _ms(ready - began) if start == 0 else 0.0}
-                    waves.append(stages)
-                    to_send = await self._prepare_wave(
-                        wave, answers[start:start + SIGN_CHUNK], result, base_fee, native_usd,
-                        stages, pause=bool(sending))
-                    if to_send:
-                        # (started outside the wave's journal transaction: its own writes
-                        # must not count as part of another wave's)
-                        sending.append(asyncio.ensure_future(self._send_wave(
-                            to_send, stages, planned)))
+                # (simulate_ms: from the block's plan to this wave's answers; waited_ms: how
+                # long the wave waited for them after the wave before was signed)
+                stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
+                          "waited_ms": _ms(ready - began)}
+                waves.append(stages)
+                to_send = await self._prepare_wave(wave, simulations, result, base_fee,
+                                                   native_usd, stages, pause=bool(sending))
+                if to_send:
+                    # (started outside the wave's journal transaction: its own writes must
+                    # not count as part of another wave's)
+                    sending.append(asyncio.ensure_future(self._send_wave(
+                        to_send, stages, planned)))
         except BaseException:
             for task in simulating:  # (a failure ends the block's signing, as it did)
                 if not task.done():
