@@ -12,6 +12,7 @@ from keeperd.daemon import Daemon
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from keeperd.execution.executor import WAVE
 from keeperd.metrics import Metrics
 from tests.chain_amounts import (
     assert_amounts_as_planned,
@@ -309,7 +310,7 @@ def test_sigkill_after_sending_then_restart_sends_nothing_twice(devnet: Devnet,
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPER_KEY"}},
         "metrics": {"enabled": False},
-    }, lambda: devnet.set_price("WETH", 2100.0), at_least=10)
+    }, lambda: devnet.set_price("WETH", 2100.0), at_least=WAVE)  # (the first wave, whole)
     # The crash's whole wave, not only the part killed: over 20 accounts liquidated.
     assert len([s for s in killed.journaled if s.status == J.INCLUDED]) > 20
     asyncio.run(assert_index_complete(devnet, tmp_path / "state", "aave",

@@ -73,8 +73,12 @@ class LogFilter:
         return out
 
 
-# (log, checksum cache for this batch) -> accounts the log touches
+# (log, checksum cache) -> accounts the log touches
 Extractor = Callable[[dict[str, Any], dict[str, str]], Iterable[str]]
+# Checksummed addresses kept across ranges: the logs of a block name the same borrowers block
+# after block (a crash's liquidations touch the accounts already watched), and checksumming
+# costs a keccak each. Emptied when it passes this size (a backfill over years of logs).
+CHECKSUM_CACHE_MAX = 200_000
 
 
 @dataclass
@@ -120,6 +124,7 @@ class AccountIndexer:
         # A log is ~1 kB of JSON; an answer past this is refused unread and the range halved.
         self.max_response_bytes = 4 * 1024 * target_logs
         self._known: set[str] = set()
+        self._checksums: dict[str, str] = {}
         self._indexed = start_block - 1  # what the persisted cursor says (loaded by `start`)
         # Read but not yet persisted (the state directory refused the write: a full disk, a
         # locked file): the last block read and its hash, and the accounts first seen since
@@ -136,6 +141,11 @@ class AccountIndexer:
         # awaits it, and an initial catch-up can take minutes): the catch-up sees the count
         # move and drops the range it read, which may be of the replaced branch.
         self._rewinds = 0
+
+    def _checksum_cache(self) -> dict[str, str]:
+        if len(self._checksums) > CHECKSUM_CACHE_MAX:
+            self._checksums.clear()
+        return self._checksums
 
     @property
     def accounts(self) -> set[str]:
@@ -214,7 +224,7 @@ class AccountIndexer:
                     chunk = max(1, chunk // 2)
                     continue
                 raise
-            cache: dict[str, str] = {}
+            cache = self._checksum_cache()
             for entry in logs:
                 if not entry.get("removed"):
                     block = int(entry["blockNumber"], 16)
@@ -358,14 +368,14 @@ class AccountIndexer:
                 raise
             count = len(logs)
             seen: dict[str, int] = {}
-            cache: dict[str, str] = {}
+            cache = self._checksum_cache()
             for entry in logs:
                 if entry.get("removed"):
                     continue
                 block = int(entry["blockNumber"], 16)
                 for account in self.extract(entry, cache):
                     seen.setdefault(account, block)
-            del logs[:], cache
+            del logs[:]
             crash_point("index.logs_read")
 
             def current(expected: int = rewinds) -> bool:
