@@ -69,8 +69,9 @@ RETRIES_AFTER_REVERT = 2
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # Liquidations simulated, signed and broadcast together; the most profitable go first, in a
-# first wave of WAVE, then in waves of LATER_WAVE. Every wave's simulation is asked at once and
-# each wave is broadcast as soon as it is signed, while the next is signed. A block's last
+# first wave of WAVE, then in waves of LATER_WAVE. Every wave's simulation is asked without
+# waiting for another wave (the later ones a moment after the first's), and each wave is
+# broadcast as soon as it is signed, while the next is signed. A block's last
 # liquidation goes out one wave's signature and broadcast after the node answers its
 # simulation: small later waves keep that short (later waves of 100 and of 32 left a longer
 # tail in single runs of bench/latency.py; bench/README.md, "third pass", has the runs of 16).
@@ -80,6 +81,11 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 WAVE = 8
 LATER_WAVE = 16
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
+# The later waves' simulations are asked when the first wave's is answered, or this long
+# after it was asked (at +50 ms a request, the first liquidation 194-196 ms against 203-209
+# asked together, and the tail no longer: bench/README.md, "fourth pass").
+LATER_SIMULATIONS_AFTER_S = 0.003
+WRITE_TURNS = 3  # loop turns for an aiohttp request to go from its task to the socket
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
 # then sent passed calls that ran out of gas on chain). One that fails there is measured, up
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
@@ -370,7 +376,7 @@ class Executor:
         gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd)
         calls = await self._encode(chosen, result.book, gas)
         self._stage("encode_ms", mark)
-        # Every wave's simulation is asked at once (one round trip for the block, not one
+        # Every wave's simulation is asked up front (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
         # and broadcast in turn). Each wave is then journaled and signed as soon as its own
         # simulation is back, in order (its nonces follow the wave before), and broadcast at
@@ -383,9 +389,20 @@ class Executor:
         waves: list[dict[str, float]] = []
         batches = wave_split(calls)
         simulating = [asyncio.ensure_future(self._simulate(wave, result.block))
-                      for wave in batches]
+                      for wave in batches[:1]]
         sending: list[asyncio.Future[_Sent]] = []
         try:
+            if len(batches) > 1:
+                # The later waves' simulations a moment after the first's: asked together,
+                # the node worked through them all beside the first wave's, and its broadcast
+                # waited on them (anvil takes a block's sends after the calls in flight). A
+                # few turns of the loop then put their requests on the wire before the first
+                # wave is signed.
+                await asyncio.wait(simulating, timeout=LATER_SIMULATIONS_AFTER_S)
+                simulating += [asyncio.ensure_future(self._simulate(wave, result.block))
+                               for wave in batches[1:]]
+                for _ in range(WRITE_TURNS):
+                    await asyncio.sleep(0)
             for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
                 simulations = await simulation
