@@ -183,3 +183,16 @@ def test_positions_merge_replaces_adds_and_drops() -> None:
     assert merged.accounts == update.accounts
     assert list(merged.emode) == [1, 1]
     assert merged.a_scaled[0, 0] == 7
+
+
+def test_take_of_every_row_in_order_keeps_the_positions_and_any_other_takes_those_rows() -> None:
+    rows = [(i % 2, [i + 1, 0, 0, 0], [0, 2 * i, 0, 0], [True] * 4, [i % 3 == 0] * 4)
+            for i in range(5)]
+    base = positions(rows)
+    assert base.take(np.arange(5)) is base  # (a price every account depends on moved)
+    for picked in ([4, 0, 2], [0, 1, 2, 3], [1, 0, 2, 3, 4], []):
+        taken = base.take(np.array(picked, dtype=np.intp))
+        assert taken is not base and taken.accounts == tuple(base.accounts[i] for i in picked)
+        for name in ("emode", "collateral_flag", "borrowing_flag", "a_scaled",
+                     "variable_scaled", "stable_debt"):
+            assert np.array_equal(getattr(taken, name), getattr(base, name)[picked]), name

@@ -317,7 +317,8 @@ class AaveV3Adapter(PluginBase):
         if not moved:
             return None
         positions = book.positions
-        exposed = np.unique(np.concatenate([positions.dependents(c) for c in moved]))
+        exposed = (positions.dependents(moved[0]) if len(moved) == 1  # (sorted, unique)
+                   else np.unique(np.concatenate([positions.dependents(c) for c in moved])))
         near = self.candidates(book, exposed)
         return exposed, near, self.evaluate(book, rows=near)
 
