@@ -47,6 +47,10 @@ def test_the_first_wave_is_small_and_the_later_ones_larger() -> None:
     assert [len(w) for w in waves] == [WAVE, LATER_WAVE, LATER_WAVE, 3]
     assert [c for w in waves for c in w] == calls  # most profitable first, none lost
     assert wave_split([]) == []
+    # A block of at most a later wave's size goes in one.
+    assert wave_split(list(range(LATER_WAVE))) == [list(range(LATER_WAVE))]
+    assert [len(w) for w in wave_split(list(range(LATER_WAVE + 1)))] == [WAVE, LATER_WAVE + 1
+                                                                         - WAVE]
 
 
 def test_requests_that_overlap_are_one_round_trip() -> None:
