@@ -199,6 +199,11 @@ LATENCY: dict[str, Figures | None] = {
     "first of each round p50 / p99": lambda f: [f[0]["first_per_round_p50_ms"],
                                                 f[0]["first_per_round_p99_ms"]],
 }
+# Run F (bench/README.md, "fourth pass"): each commit's runs without delay and at +50 ms.
+RUN_F = (("50f7552", " (c20f5d3 + bench)", {"none": range(1, 12), "+50": range(1, 5)}),
+         ("e7814c5", "", {"none": range(1, 4), "+50": range(1, 3)}),
+         ("31b6062", "", {"none": range(4, 6), "+50": range(3, 5)}),
+         ("5108123", " (this)", {"none": range(6, 12), "+50": range(5, 7)}))
 LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
     "code": None,
     "delay per request": lambda f: [] if f[0].get("delay_ms") is None else [f[0]["delay_ms"]],
@@ -249,7 +254,12 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`8bc977d` (this), warmed": "isolation-8bc977d-warm.json",
+ISOLATION_ROWS = {"`049f0c5` (a batch per protocol), warmed":
+                      "isolation-049f0c5-warm-clean.json",
+                  "`31b6062` (before, main), warmed, clean": "isolation-31b6062-warm-clean.json",
+                  "`89e4199` (code of 049f0c5), warmed, dirty": "isolation-89e4199-warm.json",
+                  "`31b6062` (before, main), warmed, dirty": "isolation-31b6062-warm.json",
+                  "`8bc977d`, warmed": "isolation-8bc977d-warm.json",
                   "`f1975c0` (this, code of 8bc977d), warmed, a second run":
                       "isolation-f1975c0-warm.json",
                   "`914df2b` (rules of 834701a), warmed": "isolation-914df2b-warm.json",
@@ -314,6 +324,10 @@ TABLES: dict[tuple[str, ...], Table] = {
         **{f"`{code}`{' (main)' if code == '80c7e36' else ''}, run E{i} | +50":
            [f"latency-10000-delay50-ab-{code}-{i}.json"]
            for code in ("80c7e36", "f5830e3") for i in (1, 2)},
+        **{f"`{code}`{label}, run F{i} | {delay}":
+           [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab4-{code}-{i}.json"]
+           for code, label, runs in RUN_F for delay in ("none", "+50")
+           for i in runs[delay]},
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
