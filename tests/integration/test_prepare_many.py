@@ -18,16 +18,12 @@ from keeperd.keys import _from_hex
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
+from tests.integration.test_resume_nonce import planned
 from tests.keeper_harness import KEEPER, KEEPER_KEY
 
 
 class WriteRefused(Exception):
     """The state database refused the wave's write (a full disk, a replica fenced out)."""
-
-
-def planned(key: str) -> J.JournalEntry:
-    return J.JournalEntry(key, "aave", KEEPER, "WETH", "USDC", 1, 1.0, 10**18, 1,
-                          J.PLANNED, None, None, None)
 
 
 async def test_a_wave_takes_its_nonces_in_order_and_gives_them_back_if_unjournaled(
