@@ -199,6 +199,7 @@ class ProtocolScanner:
         # (the plug-in reads, ahead, what its read starts with). Only an order has use for it.
         probing = (asyncio.ensure_future(adapter.quiet(block, self.book))
                    if self.order is not None and not full and self.book is not None else None)
+        marks = [time.perf_counter()]
         try:
             touched = await adapter.discover(block)
         except (RpcError, RpcUnavailable) as exc:
@@ -223,6 +224,7 @@ class ProtocolScanner:
         if self.order is not None:
             await self.order.before_read(self.name, quiet=quiet and kind == "incremental"
                                          and not touched and not self._dropped)
+        marks.append(time.perf_counter())
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,
                                   self._dropped)
@@ -230,23 +232,31 @@ class ProtocolScanner:
         if kind == "full":
             self._full_due = False
 
+        marks.append(time.perf_counter())
         priority = np.zeros(0, dtype=np.intp)
         first_pass = adapter.first_pass(previous, book)
+        marks.append(time.perf_counter())
+        stages = {"discover_ms": _ms(marks[1] - marks[0]), "read_ms": _ms(marks[2] - marks[1])}
         if first_pass is not None:
             # The executor acts on the accounts exposed to the moved prices before the rest
             # is evaluated.
             priority, near, first = first_pass
             partial = ScanResult(adapter.name, block, kind, book, first, near,
-                                 time.perf_counter() - started, seen_at, partial=True)
+                                 time.perf_counter() - started, seen_at, partial=True,
+                                 stages={**stages,
+                                         "first_pass_ms": _ms(marks[3] - marks[2])})
             await self._notify(partial)
             log.info("positions.price_moved", protocol=adapter.name, block=block,
                      dependents=len(priority), evaluated_first=len(near),
                      liquidatable=int(np.sum(first.health < 1.0)))
 
+        evaluating = time.perf_counter()
         view = adapter.evaluate(book)
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
-        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at)
+        result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at,
+                            stages={**stages, "evaluate_ms": _ms(time.perf_counter()
+                                                                 - evaluating)})
         await self._notify(result)
         return result
 
@@ -325,3 +335,6 @@ class ProtocolScanner:
                  seconds=round(result.seconds, 4),
                  loop_held_s=None if self.loop_held_s is None else round(self.loop_held_s, 4))
 
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)

@@ -303,7 +303,7 @@ class Executor:
             return
         acting = time.perf_counter()
         opportunities = self.liquidator.plan(result, liquidatable)
-        self._stages = {"evaluated_ms": _ms(acting - result.seen_at),
+        self._stages = {**result.stages, "evaluated_ms": _ms(acting - result.seen_at),
                         "plan_ms": _ms(time.perf_counter() - acting)}
         if self.mode == "alert-only":
             self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(

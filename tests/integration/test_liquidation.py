@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog
 
 from keeperd.daemon import Daemon
 from keeperd.devnet import contracts
@@ -65,7 +66,13 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
             underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
             debts = {a: devnet.account_data(a)[1] for a in underwater}
             assert len(underwater) > 20
-            await keeper.evaluated_at(crash_block)
+            with structlog.testing.capture_logs() as logs:
+                await keeper.evaluated_at(crash_block)
+            # Where the crash's path spent its time, step by step (bench/latency.py keeps it).
+            [first] = [e for e in logs if e["event"] == "execution.timing" and e["partial"]]
+            assert {"discover_ms", "read_ms", "first_pass_ms", "evaluated_ms", "plan_ms",
+                    "encode_ms"} <= set(first["stages"]), first
+            assert first["stages"]["first_pass_ms"] < first["stages"]["evaluated_ms"]
             journal = keeper.daemon.executors["aave"].journal
             pending = await journal.by_status(J.PENDING)
             assert pending, "nothing was sent"
