@@ -775,8 +775,7 @@ class Daemon:
             policy = FeePolicy.from_config(keeper)
             tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                            policy=policy, private_pool=private,
-                           record=lambda r: _journal_tx(journal, r),
-                           record_many=journal.record_txs)
+                           record=lambda r: _journal_tx(journal, r))
             tx_managers[rt.config.name] = tx
         return tx
 
