@@ -199,7 +199,6 @@ class ProtocolScanner:
         # (the plug-in reads, ahead, what its read starts with). Only an order has use for it.
         probing = (asyncio.ensure_future(adapter.quiet(block, self.book))
                    if self.order is not None and not full and self.book is not None else None)
-        marks = [time.perf_counter()]
         try:
             touched = await adapter.discover(block)
         except (RpcError, RpcUnavailable) as exc:
@@ -221,10 +220,11 @@ class ProtocolScanner:
         finally:
             quiet = await _quiet(probing)
         kind = "full" if full or self.book is None else "incremental"
+        discovered = time.perf_counter()
         if self.order is not None:
             await self.order.before_read(self.name, quiet=quiet and kind == "incremental"
                                          and not touched and not self._dropped)
-        marks.append(time.perf_counter())
+        reading = time.perf_counter()  # (after any wait for the other protocols' paths)
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,
                                   self._dropped)
@@ -232,11 +232,11 @@ class ProtocolScanner:
         if kind == "full":
             self._full_due = False
 
-        marks.append(time.perf_counter())
+        read = time.perf_counter()
         priority = np.zeros(0, dtype=np.intp)
         first_pass = adapter.first_pass(previous, book)
-        marks.append(time.perf_counter())
-        stages = {"discover_ms": _ms(marks[1] - marks[0]), "read_ms": _ms(marks[2] - marks[1])}
+        stages = {"discover_ms": _ms(discovered - started),
+                  "order_wait_ms": _ms(reading - discovered), "read_ms": _ms(read - reading)}
         if first_pass is not None:
             # The executor acts on the accounts exposed to the moved prices before the rest
             # is evaluated.
@@ -244,7 +244,7 @@ class ProtocolScanner:
             partial = ScanResult(adapter.name, block, kind, book, first, near,
                                  time.perf_counter() - started, seen_at, partial=True,
                                  stages={**stages,
-                                         "first_pass_ms": _ms(marks[3] - marks[2])})
+                                         "first_pass_ms": _ms(time.perf_counter() - read)})
             await self._notify(partial)
             log.info("positions.price_moved", protocol=adapter.name, block=block,
                      dependents=len(priority), evaluated_first=len(near),

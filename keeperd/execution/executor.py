@@ -75,14 +75,14 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # simulation: small later waves keep that short (later waves of 100 and of 32 left a longer
 # tail in single runs of bench/latency.py; bench/README.md, "third pass", has the runs of 16).
 # The first wave is smaller: it is what the node simulates, this process signs and the node
-# takes before the block's first liquidation is out (8 against 16: ~7 ms sooner, "fourth
-# pass").
+# takes before the block's first liquidation is out (bench/README.md, "fourth pass"). A block
+# of at most LATER_WAVE goes in one wave (`wave_split`).
 WAVE = 8
 LATER_WAVE = 16
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
-# after it was asked (at +50 ms a request, the first liquidation 194-196 ms against 203-209
-# asked together, and the tail no longer: bench/README.md, "fourth pass").
+# after it was asked: asked together, the node worked through them beside the first wave's
+# (its simulation's median 10.7 ms against 5.3 in bench/README.md's run F, "fourth pass").
 LATER_SIMULATIONS_AFTER_S = 0.003
 WRITE_TURNS = 3  # loop turns for an aiohttp request to go from its task to the socket
 # A call is simulated with the gas limit it is sent with (simulating with more gas than was
@@ -382,10 +382,9 @@ class Executor:
         try:
             if len(batches) > 1:
                 # The later waves' simulations a moment after the first's: asked together,
-                # the node worked through them all beside the first wave's, and its broadcast
-                # waited on them (anvil takes a block's sends after the calls in flight). A
-                # few turns of the loop then put their requests on the wire before the first
-                # wave is signed.
+                # the node worked through them all beside the first wave's, which came back
+                # that much later. A few turns of the loop then put their requests on the
+                # wire before the first wave is signed.
                 await asyncio.wait(simulating, timeout=LATER_SIMULATIONS_AFTER_S)
                 simulating += [asyncio.ensure_future(self._simulate(wave, result.block))
                                for wave in batches[1:]]

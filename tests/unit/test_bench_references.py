@@ -203,7 +203,7 @@ LATENCY: dict[str, Figures | None] = {
 RUN_F = (("50f7552", " (c20f5d3 + bench)", {"none": range(1, 12), "+50": range(1, 5)}),
          ("e7814c5", "", {"none": range(1, 4), "+50": range(1, 3)}),
          ("31b6062", "", {"none": range(4, 6), "+50": range(3, 5)}),
-         ("5108123", " (this)", {"none": range(6, 12), "+50": range(5, 7)}))
+         ("5108123", "", {"none": range(6, 12), "+50": range(5, 7)}))
 LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
     "code": None,
     "delay per request": lambda f: [] if f[0].get("delay_ms") is None else [f[0]["delay_ms"]],

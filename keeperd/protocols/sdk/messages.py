@@ -25,8 +25,9 @@ class ScanResult:
     seconds: float
     seen_at: float  # time.perf_counter() when the block reached keeperd
     partial: bool = False  # only the accounts exposed to a moved price, ahead of the rest
-    # Where the path spent its time up to this result, in ms (discover_ms, read_ms,
-    # first_pass_ms, evaluate_ms): the executor's `execution.timing` carries it.
+    # Where the path spent its time up to this result, in ms (discover_ms, order_wait_ms: behind
+    # other protocols' paths, read_ms, first_pass_ms, evaluate_ms): the executor's
+    # `execution.timing` carries it.
     stages: Mapping[str, float] = field(default_factory=dict)
 
 
