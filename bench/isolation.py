@@ -154,6 +154,18 @@ class LogTail:
                 return event
         return None
 
+    def timing(self, protocol: str, block: int) -> dict[str, Any] | None:
+        """The protocol's first `execution.timing` of the block: where its path spent the
+        time up to its first wave's broadcast (the scanner's steps, the plan's, the waves')."""
+        self.poll()
+        for event in self.events[self.since:]:
+            if (event.get("event") == "execution.timing" and event.get("block") == block
+                    and event.get("protocol") == protocol):
+                waves = event.get("waves") or []
+                return {"plan_ms": event.get("plan_ms"), "stages": event.get("stages"),
+                        "first_wave": waves[0] if waves else None}
+        return None
+
 
 class SlowSteps(logging.Handler):
     """asyncio's debug mode: 'Executing <Task ...> took 0.412 seconds', kept with the time
@@ -234,7 +246,8 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
                                          for s in daemon.scanners.values()), 60)
             loop.set_debug(False)
             assert sent is not None
-            out: dict[str, Any] = {"block": block, "ms": sent["block_to_broadcast_ms"]}
+            out: dict[str, Any] = {"block": block, "ms": sent["block_to_broadcast_ms"],
+                                   "timing": tail.timing(measured, block)}
             if profile is not None:
                 out["blocked_before_broadcast"] = summarize_steps(
                     [s for s in profile.steps if started <= s[0] <= sent_at])
@@ -258,6 +271,22 @@ def summarize_steps(steps: list[tuple[float, str, float]]) -> list[dict[str, Any
     rows = [{"step": what, "count": len(s), "total_ms": round(sum(s) * 1000, 1),
              "max_ms": round(max(s) * 1000, 1)} for what, s in by.items()]
     return sorted(rows, key=lambda r: -r["total_ms"])
+
+
+def median_stages(timings: list[dict[str, Any] | None]) -> dict[str, float]:
+    """Per step of the path (the scanner's, the plan's, the first wave's): its median over
+    the rounds that logged it."""
+    by: dict[str, list[float]] = {}
+    for timing in timings:
+        if timing is None:
+            continue
+        steps = {"plan_ms": timing.get("plan_ms"), **(timing.get("stages") or {}),
+                 **{f"wave1_{k}": v for k, v in (timing.get("first_wave") or {}).items()
+                    if k != "size"}}
+        for name, value in steps.items():
+            if isinstance(value, int | float):
+                by.setdefault(name, []).append(float(value))
+    return {name: round(statistics.median(values), 2) for name, values in by.items()}
 
 
 async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
@@ -287,6 +316,7 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
     slow = SlowSteps()
     logging.getLogger("asyncio").addHandler(slow)
     figures: dict[str, dict[str, list[float]]] = {p: {"alone": [], "all": []} for p in measured}
+    timings: dict[str, dict[str, list[Any]]] = {p: {"alone": [], "all": []} for p in measured}
     profiles: dict[str, Any] = {}
     try:
         with Devnet() as devnet:
@@ -298,6 +328,7 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
                         r = await one_round(devnet, snapshot, protocols, p, tail,
                                             warm_blocks=warm_blocks)
                         figures[p][label].append(r["ms"])
+                        timings[p][label].append(r["timing"])
                         print(f"{p} {label}: {r['ms']} ms", flush=True)
             for p in measured:
                 profiles[p] = await one_round(devnet, snapshot, PROTOCOLS, p, tail,
@@ -317,6 +348,11 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
             "alone_ms": by["alone"], "all_ms": by["all"],
             "alone_median_ms": round(alone, 2), "all_median_ms": round(every, 2),
             "ratio_all_over_alone": round(every / alone, 3),
+            # each round's path, step by step (`execution.timing`), and the medians of its
+            # steps: where the time with every protocol configured goes beyond alone's
+            "timing_alone": timings[p]["alone"], "timing_all": timings[p]["all"],
+            "stages_median_alone": median_stages(timings[p]["alone"]),
+            "stages_median_all": median_stages(timings[p]["all"]),
             "profile_all": profiles.get(p)}
     return result
 
