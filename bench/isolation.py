@@ -283,6 +283,10 @@ def median_stages(timings: list[dict[str, Any] | None]) -> dict[str, float]:
         steps = {"plan_ms": timing.get("plan_ms"), **(timing.get("stages") or {}),
                  **{f"wave1_{k}": v for k, v in (timing.get("first_wave") or {}).items()
                     if k != "size"}}
+        if isinstance(steps.get("evaluated_ms"), int | float) and isinstance(
+                steps.get("result_ms"), int | float):
+            # the listeners ahead of the executor (the price watch's judgement)
+            steps["before_executor_ms"] = steps["evaluated_ms"] - steps["result_ms"]
         for name, value in steps.items():
             if isinstance(value, int | float):
                 by.setdefault(name, []).append(float(value))

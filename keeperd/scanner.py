@@ -235,7 +235,7 @@ class ProtocolScanner:
         read = time.perf_counter()
         priority = np.zeros(0, dtype=np.intp)
         first_pass = adapter.first_pass(previous, book)
-        stages = {"discover_ms": _ms(discovered - started),
+        stages = {"path_wait_ms": _ms(started - seen_at), "discover_ms": _ms(discovered - started),
                   "order_wait_ms": _ms(reading - discovered), "read_ms": _ms(read - reading)}
         if first_pass is not None:
             # The executor acts on the accounts exposed to the moved prices before the rest
@@ -244,7 +244,8 @@ class ProtocolScanner:
             partial = ScanResult(adapter.name, block, kind, book, first, near,
                                  time.perf_counter() - started, seen_at, partial=True,
                                  stages={**stages,
-                                         "first_pass_ms": _ms(time.perf_counter() - read)})
+                                         "first_pass_ms": _ms(time.perf_counter() - read),
+                                         "result_ms": _ms(time.perf_counter() - seen_at)})
             await self._notify(partial)
             log.info("positions.price_moved", protocol=adapter.name, block=block,
                      dependents=len(priority), evaluated_first=len(near),
@@ -255,8 +256,9 @@ class ProtocolScanner:
         self.book, self.view = book, view
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at,
-                            stages={**stages, "evaluate_ms": _ms(time.perf_counter()
-                                                                 - evaluating)})
+                            stages={**stages,
+                                    "evaluate_ms": _ms(time.perf_counter() - evaluating),
+                                    "result_ms": _ms(time.perf_counter() - seen_at)})
         await self._notify(result)
         return result
 

@@ -25,9 +25,11 @@ class ScanResult:
     seconds: float
     seen_at: float  # time.perf_counter() when the block reached keeperd
     partial: bool = False  # only the accounts exposed to a moved price, ahead of the rest
-    # Where the path spent its time up to this result, in ms (discover_ms, order_wait_ms: behind
-    # other protocols' paths, read_ms, first_pass_ms, evaluate_ms): the executor's
-    # `execution.timing` carries it.
+    # Where the path spent its time up to this result, in ms (path_wait_ms: from the header
+    # to the path's start, behind other protocols' paths; discover_ms; order_wait_ms: before
+    # the read, behind them; read_ms; first_pass_ms or evaluate_ms; result_ms: from the
+    # header to this result, handed to the listeners): the executor's `execution.timing`
+    # carries it, beside its own evaluated_ms (from the header to the executor's turn).
     stages: Mapping[str, float] = field(default_factory=dict)
 
 
