@@ -51,6 +51,15 @@ def _number(tag: Any) -> int | None:
 def shape(method: str, params: Sequence[Any], head: int) -> Call | None:
     """The call with its block numbers as offsets from `head` (pure): None for a call that is
     not a read at (or, for logs, ending at) the head's block, or too big to ask ahead."""
+    shaped = _shaped(method, params, head)
+    return None if shaped is None else shaped[0]
+
+
+def _shaped(method: str, params: Sequence[Any], head: int) -> tuple[Call, str] | None:
+    """`shape`, and its key: the same call at every head has the same key, so a call is
+    written as JSON once per ask (a block's reads are up to MAX_PARAMS_TOTAL of it, and
+    writing each again at every step of the cache cost the loop ~1.5 ms a head with three
+    protocols configured: bench/README.md, isolation.py)."""
     where = _BLOCK_AT.get(method)
     if where is None:
         return None
@@ -69,9 +78,12 @@ def shape(method: str, params: Sequence[Any], head: int) -> Call | None:
         if len(p) <= where or _number(p[where]) != head:
             return None
         p[where] = 0
-    if _rough_chars(p) > MAX_PARAMS_CHARS or len(json.dumps(p)) > MAX_PARAMS_CHARS:
+    if _rough_chars(p) > MAX_PARAMS_CHARS:
         return None
-    return method, p
+    text = json.dumps(p, sort_keys=True)
+    if len(text) > MAX_PARAMS_CHARS:
+        return None
+    return (method, p), method + text
 
 
 def _rough_chars(value: Any) -> int:
@@ -101,14 +113,15 @@ def at_block(call: Call, head: int) -> Call:
     return method, p
 
 
-def _key(method: str, params: Sequence[Any]) -> str:
-    return method + json.dumps(list(params), sort_keys=True)
+# The key of the block's header, which every batch asked ahead carries (its shape's).
+_HEADER_KEY = "eth_getBlockByNumber" + json.dumps([0, False])
 
 
 @dataclass
 class _Generation:
     """One head's reads: asked ahead (the task), answered (results by call), and the calls
-    the code made at this head (remembered for the next)."""
+    the code made at this head (remembered for the next). Keyed by the call's shape
+    (`_shaped`), the same at every head."""
 
     head: int
     head_hash: str | None
@@ -142,11 +155,11 @@ class HeadPrefetch:
         self._current = generation
         if last is None or not last.asked or number <= last.head:
             return
+        keys = list(last.asked)
         calls = [at_block(c, number) for c in last.asked.values()]
-        generation.in_flight = {_key(*c) for c in calls} | {
-            _key("eth_getBlockByNumber", [hex(number), False])}
+        generation.in_flight = {*keys, _HEADER_KEY}
         generation.task = asyncio.get_running_loop().create_task(
-            self._ask(generation, calls))
+            self._ask(generation, keys, calls))
 
     def forget(self) -> None:
         """A reorg: the block numbers asked may name other blocks now."""
@@ -154,7 +167,8 @@ class HeadPrefetch:
             self._current.task.cancel()
         self._current = None
 
-    async def _ask(self, generation: _Generation, calls: list[Call]) -> None:
+    async def _ask(self, generation: _Generation, keys: list[str], calls: list[Call]
+                   ) -> None:
         try:
             header, results = await self._fetch(generation.head, calls)
         except asyncio.CancelledError:
@@ -163,10 +177,10 @@ class HeadPrefetch:
             return
         if generation.head_hash is not None and header.get("hash") != generation.head_hash:
             return  # the endpoint's block of that number is another one
-        generation.answers[_key("eth_getBlockByNumber", [hex(generation.head), False])] = header
-        for (method, params), result in zip(calls, results, strict=True):
+        generation.answers[_HEADER_KEY] = header
+        for key, result in zip(keys, results, strict=True):
             if not isinstance(result, Exception) and result is not None:
-                generation.answers[_key(method, params)] = result
+                generation.answers[key] = result
 
     async def answer(self, method: str, params: Sequence[Any]) -> tuple[bool, Any]:
         """(True, the answer) when this call was asked ahead for the current head (waiting
@@ -174,11 +188,11 @@ class HeadPrefetch:
         generation = self._current
         if generation is None or method not in _BLOCK_AT:
             return False, None
-        call = shape(method, params, generation.head)
-        if call is None:
+        shaped = _shaped(method, params, generation.head)
+        if shaped is None:
             return False, None  # (never asked ahead: a read elsewhere than the head, too big)
-        self._remember(generation, call)
-        key = _key(method, params)
+        call, key = shaped
+        self._remember(generation, call, key)
         if key not in generation.answers and key in generation.in_flight \
                 and generation.task is not None and not generation.task.done():
             task = generation.task
@@ -194,11 +208,10 @@ class HeadPrefetch:
         return False, None
 
     @staticmethod
-    def _remember(generation: _Generation, call: Call) -> None:
-        key = _key(*call)
+    def _remember(generation: _Generation, call: Call, key: str) -> None:
         if key in generation.asked or len(generation.asked) >= MAX_CALLS:
             return
-        chars = len(json.dumps(call[1]))
+        chars = len(key) - len(call[0])
         if generation.params_chars + chars > MAX_PARAMS_TOTAL:
             return
         generation.asked[key] = call

@@ -63,3 +63,37 @@ def test_requests_that_overlap_are_one_round_trip() -> None:
     send2 = Seen(("eth_sendRawTransaction",), 0.101, 0.15)
     assert sequential_depth([read, beside, later, send2], 0.0, send2) == 3
     assert sequential_depth([read, send], 0.0, send) == 2
+
+
+async def test_the_reads_of_a_head_are_asked_again_in_one_batch_and_answered_from_it() -> None:
+    from keeperd.chain.prefetch import HeadPrefetch
+
+    asked: list[tuple[int, list[object]]] = []
+
+    async def fetch(block: int, calls: list[tuple[str, list[object]]]
+                    ) -> tuple[dict[str, object], list[object]]:
+        asked.append((block, calls))
+        return {"number": hex(block)}, [f"{m}@{block}#{i}" for i, (m, _) in enumerate(calls)]
+
+    prefetch = HeadPrefetch(fetch)
+    logs = [{"address": TX["to"], "fromBlock": hex(98), "toBlock": hex(100)}]
+    prefetch.head(100)
+    # At the first head nothing was remembered: the code asks for itself (and is remembered).
+    assert await prefetch.answer("eth_call", [TX, hex(100)]) == (False, None)
+    assert await prefetch.answer("eth_getLogs", logs) == (False, None)
+    assert await prefetch.answer("eth_call", [TX, "latest"]) == (False, None)  # never kept
+    prefetch.head(101)
+    # The next head's reads: the same calls at 101, one batch, the answers waiting for them.
+    assert await prefetch.answer("eth_getLogs", [{**logs[0], "fromBlock": hex(99),
+                                                  "toBlock": hex(101)}]) == (
+        True, "eth_getLogs@101#1")
+    assert await prefetch.answer("eth_call", [TX, hex(101)]) == (True, "eth_call@101#0")
+    assert await prefetch.answer("eth_getBlockByNumber", [hex(101), False]) == (
+        True, {"number": hex(101)})
+    assert [(b, [m for m, _ in calls]) for b, calls in asked] == [
+        (101, ["eth_call", "eth_getLogs"])]
+    assert asked[0][1][0] == ("eth_call", [TX, hex(101)])
+    # Another call (other data) at this head is not in the batch: asked by the code.
+    other = {**TX, "data": "0x1234"}
+    assert await prefetch.answer("eth_call", [other, hex(101)]) == (False, None)
+    assert (prefetch.hits, prefetch.misses) == (3, 3)  # (two at the first head)
