@@ -31,7 +31,13 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
             log.info("journal.unsigned_forgotten", opportunity=entry.key,
                      meaning="journaled, never signed: it may be planned again")
     resumed = 0
-    for entry in await journal.by_status(J.PENDING):
+    # Lowest nonce first: each transaction the node is sent again can be mined at once (one
+    # sent before a lower nonce waits in the node's queue for it, and a crash in between left
+    # only that one there). The journal's order is not the nonces': a wave's rows are
+    # journaled in one write, with one time.
+    pending = sorted(await journal.by_status(J.PENDING),
+                     key=lambda e: (e.nonce is None, e.nonce or 0))
+    for entry in pending:
         if entry.protocol != protocol:
             continue
         if await track_again(journal, tx, entry, head):

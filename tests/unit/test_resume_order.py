@@ -1,0 +1,62 @@
+"""A restart sends its journaled transactions again lowest nonce first
+(`reconcile.resume_journal`): each one the node gets can be mined at once. The journal's own
+order is the time and key of its rows, and a wave's rows share one time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_utils import keccak
+
+from keeperd.execution import journal as J
+from keeperd.execution.reconcile import resume_journal
+from keeperd.execution.txmanager import GWEI, TxManager
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+from keeperd.storage.db import SqliteDatabase
+from tests.conftest import migrated
+
+POOL = "0x" + "22" * 20
+KEEPER = KeeperKey(Account.create())
+
+
+class Node:
+    chain = "devnet"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionCount":
+            return hex(19)
+        assert method == "eth_sendRawTransaction", method
+        self.sent.append(params[0])
+        return "0x" + "00" * 32
+
+
+async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Path) -> None:
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    # One wave, journaled in one write: one time for its rows, whose keys sort otherwise than
+    # their nonces.
+    wave = [("aave:0xc:c:d:v", 19), ("aave:0xa:c:d:v", 21), ("aave:0xb:c:d:v", 20)]
+    raws: dict[int, str] = {}
+    for key, nonce in wave:
+        raw = KEEPER.sign_eip1559(chain_id=31337, nonce=nonce, to=POOL, value=0,
+                                  data=b"\x01\x02", gas=300_000, max_fee=50 * GWEI,
+                                  tip=2 * GWEI)
+        raws[nonce] = "0x" + raw.hex()
+        await journal.record(J.JournalEntry(key, "aave", key.split(":")[1], "WETH", "USDC", 1,
+                                            5.0, 10**16, 100, J.PLANNED, None, None, None))
+        await journal.record_tx(J.TxRecord("0x" + keccak(raw).hex(), key, nonce, 50 * GWEI,
+                                           2 * GWEI, 300_000, raws[nonce], "liquidation", 0.0))
+    await db.execute("UPDATE liquidations SET created_at = 1")
+    assert [e.nonce for e in await journal.by_status(J.PENDING)] == [21, 20, 19]
+    node = Node()
+    tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce()
+    assert await resume_journal(journal, tx, "aave", 101) == 3
+    assert node.sent == [raws[19], raws[20], raws[21]]
+    await db.close()
