@@ -775,7 +775,8 @@ class Daemon:
             policy = FeePolicy.from_config(keeper)
             tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                            policy=policy, private_pool=private,
-                           record=lambda r: _journal_tx(journal, r))
+                           record=lambda r: _journal_tx(journal, r),
+                           record_many=journal.record_txs)
             tx_managers[rt.config.name] = tx
         return tx
 

@@ -41,6 +41,7 @@ from keeperd.execution.txmanager import (
     Outcome,
     Pending,
     SendRefused,
+    ToSign,
     TxManager,
     TxRecord,
 )
@@ -125,6 +126,17 @@ class Decision:
     net_profit_usd: float
     gas_limit: int
     budget_wei: int  # the most this liquidation may pay in fees
+
+
+class _Judged(NamedTuple):
+    """A liquidation of a wave whose simulation passed and which still pays: to journal."""
+
+    call: Call
+    key: OpportunityKey
+    opp: Opportunity
+    decision: Decision
+    entry: J.JournalEntry
+    verified: bool
 
 
 class _ToSend(NamedTuple):
@@ -681,76 +693,88 @@ class Executor:
         began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
         to_send: list[_ToSend] = []
+        judged: list[_Judged] = []
+        for (call, key), sim in zip(wave, simulations, strict=True):
+            opp = call.opportunity
+            if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
+                stage(*self.labels, "unprofitable").inc()  # the swap would not pay
+                continue
+            if isinstance(sim, SecondOpinionRefused):
+                stage(*self.labels, "second_opinion_refused").inc()
+                log.warning("liquidation.second_opinion_refused", opportunity=key,
+                            reason=str(sim), meaning="the endpoints disagree on this "
+                            "liquidation; one of them lies or lags: not sent")
+                continue
+            if isinstance(sim, VerificationRefused):
+                stage(*self.labels, "verification_refused").inc()
+                self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
+                log.info("liquidation.verification_refused", opportunity=key,
+                         reason=str(sim))
+                continue
+            if isinstance(sim, RpcError | RpcUnavailable):
+                stage(*self.labels, "simulation_failed").inc()
+                log.info("liquidation.simulation_failed", opportunity=key,
+                         error=str(sim)[:300])
+                self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
+                continue
+            stage(*self.labels, "simulated_ok").inc()
+            needed = sim.gas_needed if isinstance(sim, Simulated) else None
+            verdict = sim.verdict if isinstance(sim, Simulated) else None
+            if verdict is not None:
+                # Priced from what the chain did in the simulation, not from the plan.
+                opp = replace(opp, gross_profit_usd=verdict.gross_profit_usd,
+                              seized_usd=verdict.seized_usd, repaid_usd=verdict.repaid_usd,
+                              detail=f"{opp.detail} verified: {verdict.reason}".strip())
+            decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
+            if decision is None:
+                stage(*self.labels, "unprofitable").inc()
+                continue
+            stage(*self.labels, "profitable").inc()
+            detail = f"gas_limit={decision.gas_limit}" + (f" {opp.detail}" if opp.detail
+                                                           else "")
+            entry = J.JournalEntry(
+                str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
+                decision.net_profit_usd, decision.budget_wei, result.block,
+                J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
+                planned=opp.planned)
+            judged.append(_Judged(call, key, opp, decision, entry, verdict is not None))
+        # The wave is journaled in one transaction, a statement for its rows and two for its
+        # signed transactions (a round trip each on PostgreSQL), not three per liquidation.
         async with self.journal.transaction():
-            for (call, key), sim in zip(wave, simulations, strict=True):
-                opp = call.opportunity
-                if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
-                    stage(*self.labels, "unprofitable").inc()  # the swap would not pay
-                    continue
-                if isinstance(sim, SecondOpinionRefused):
-                    stage(*self.labels, "second_opinion_refused").inc()
-                    log.warning("liquidation.second_opinion_refused", opportunity=key,
-                                reason=str(sim), meaning="the endpoints disagree on this "
-                                "liquidation; one of them lies or lags: not sent")
-                    continue
-                if isinstance(sim, VerificationRefused):
-                    stage(*self.labels, "verification_refused").inc()
-                    self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
-                    log.info("liquidation.verification_refused", opportunity=key,
-                             reason=str(sim))
-                    continue
-                if isinstance(sim, RpcError | RpcUnavailable):
-                    stage(*self.labels, "simulation_failed").inc()
-                    log.info("liquidation.simulation_failed", opportunity=key,
-                             error=str(sim)[:300])
-                    self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
-                    continue
-                stage(*self.labels, "simulated_ok").inc()
-                needed = sim.gas_needed if isinstance(sim, Simulated) else None
-                verdict = sim.verdict if isinstance(sim, Simulated) else None
-                if verdict is not None:
-                    # Priced from what the chain did in the simulation, not from the plan.
-                    opp = replace(opp, gross_profit_usd=verdict.gross_profit_usd,
-                                  seized_usd=verdict.seized_usd, repaid_usd=verdict.repaid_usd,
-                                  detail=f"{opp.detail} verified: {verdict.reason}".strip())
-                decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
-                if decision is None:
-                    stage(*self.labels, "unprofitable").inc()
-                    continue
-                stage(*self.labels, "profitable").inc()
-                detail = f"gas_limit={decision.gas_limit}" + (f" {opp.detail}" if opp.detail
-                                                               else "")
-                entry = J.JournalEntry(
-                    str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
-                    decision.net_profit_usd, decision.budget_wei, result.block,
-                    J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
-                    planned=opp.planned)
-                if not await self.journal.record(entry):
+            inserted = await self.journal.record_many([j.entry for j in judged])
+            signing: list[_Judged] = []
+            for j in judged:
+                if j.entry.key not in inserted:
                     stage(*self.labels, "skipped_journaled").inc()
-                    continue
-                if self.mode == "dry-run" or self.tx is None:
+                elif self.mode == "dry-run" or self.tx is None:
                     stage(*self.labels, "dry_run").inc()
-                    log.info("liquidation.dry_run", opportunity=key, account=opp.account,
-                             collateral=opp.collateral, debt=opp.debt,
-                             debt_to_cover=str(opp.amount),
-                             expected_profit_usd=round(decision.net_profit_usd, 2))
-                    continue
-                try:
-                    record, pending = await self.tx.prepare(
-                        key, call.target, call.data, decision.gas_limit, decision.budget_wei,
-                        block=result.block, base_fee=base_fee)
-                except SendRefused as exc:
-                    await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
-                    log.warning("liquidation.not_sent", opportunity=key, reason=str(exc))
-                    continue
-                to_send.append(_ToSend(opp, key, decision, record, pending,
-                                       verified=verdict is not None))
-                if pause and len(to_send) % PAUSE_EVERY == 0:
-                    # Signing computes and the journal does not wait: without a pause the
-                    # node's answer to the waves before (broadcast meanwhile) would be read
-                    # only once this whole wave is signed, and counted that much later. (The
-                    # first wave does not pause: nothing of the block is out yet.)
-                    await asyncio.sleep(0)
+                    log.info("liquidation.dry_run", opportunity=j.key, account=j.opp.account,
+                             collateral=j.opp.collateral, debt=j.opp.debt,
+                             debt_to_cover=str(j.opp.amount),
+                             expected_profit_usd=round(j.decision.net_profit_usd, 2))
+                else:
+                    signing.append(j)
+            if signing:
+                assert self.tx is not None
+                # (`pause`: signing computes and the journal does not wait: without a pause
+                # the node's answer to the waves before, broadcast meanwhile, would be read
+                # only once this whole wave is signed, and counted that much later. The first
+                # wave does not pause: nothing of the block is out yet.)
+                prepared = await self.tx.prepare_many(
+                    [ToSign(j.key, j.call.target, j.call.data, j.decision.gas_limit,
+                            j.decision.budget_wei) for j in signing],
+                    block=result.block, base_fee=base_fee,
+                    pause_every=PAUSE_EVERY if pause else None)
+                for j, ready in zip(signing, prepared, strict=True):
+                    if isinstance(ready, SendRefused):
+                        await self.journal.set_status(j.key, J.DROPPED,
+                                                      detail=str(ready)[:500])
+                        log.warning("liquidation.not_sent", opportunity=j.key,
+                                    reason=str(ready))
+                        continue
+                    record, pending = ready
+                    to_send.append(_ToSend(j.opp, j.key, j.decision, record, pending,
+                                           verified=j.verified))
         timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
         if to_send:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)

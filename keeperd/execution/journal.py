@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey
@@ -37,6 +37,7 @@ SIMULATION_FAILED = "simulation_failed"
 TERMINAL = frozenset({DRY_RUN, INCLUDED, REVERTED, LOST_RACE, CANCELLED, DROPPED,
                       SIMULATION_FAILED})
 GET_MANY_CHUNK = 500  # keys in one `get_many` query (well under SQLite's bound parameters)
+RECORD_MANY_CHUNK = 50  # rows in one `record_many` insert (16 parameters a row)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,32 @@ class Journal:
                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
                 now, now, _planned_text(entry.planned)) > 0
 
+    async def record_many(self, entries: Sequence[JournalEntry]) -> set[str]:
+        """Insert new opportunities, a statement for many (a wave's, in its transaction): the
+        keys inserted. One already journaled is left out (never twice), as `record` says
+        False for it."""
+        inserted: set[str] = set()
+        if not entries:
+            return inserted
+        now = time.time()
+        async with self.db.transaction():
+            await self.db.fenced()
+            for start in range(0, len(entries), RECORD_MANY_CHUNK):
+                chunk = entries[start:start + RECORD_MANY_CHUNK]
+                rows = ",".join("(" + ",".join(f"${16 * i + j}" for j in range(1, 17)) + ")"
+                                for i in range(len(chunk)))
+                args = [value for e in chunk for value in (
+                    e.key, e.protocol, e.account, e.collateral, e.debt, str(e.debt_to_cover),
+                    e.expected_profit_usd, str(e.max_fee_wei), e.detected_block, e.status,
+                    e.nonce, e.winner, e.detail, now, now, _planned_text(e.planned))]
+                found = await self.db.fetch(
+                    "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
+                    "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
+                    "nonce, winner, detail, created_at, updated_at, planned) VALUES "
+                    f"{rows} ON CONFLICT (key) DO NOTHING RETURNING key", *args)
+                inserted.update(r[0] for r in found)
+        return inserted
+
     async def fence(self) -> None:
         """Fail (FencedOut) unless this replica still holds the lease: for a transaction
         that is not a liquidation (an approval, a deposit, their replacements and
@@ -194,6 +221,25 @@ class Journal:
                 "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
                 "WHERE key = $4", PENDING, tx.nonce if nonce_of_key is None else nonce_of_key,
                 time.time(), str(tx.key))
+
+    async def record_txs(self, txs: Sequence[TxRecord]) -> None:
+        """`record_tx` for many signed transactions (a wave's), in one transaction and two
+        statements instead of two each."""
+        if not txs:
+            return
+        now = time.time()
+        async with self.db.transaction():
+            await self.db.fenced()
+            await self.db.executemany(
+                "INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, "
+                "priority_fee, gas_limit, raw, kind, sent_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                [(tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas),
+                  str(tx.priority_fee), tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
+                 for tx in txs])
+            await self.db.executemany(
+                "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
+                "WHERE key = $4", [(PENDING, tx.nonce, now, str(tx.key)) for tx in txs])
 
     async def txs(self, key: JournalKey) -> list[TxRecord]:
         rows = await self.db.fetch(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -115,10 +115,22 @@ class InDoubt(Exception):
 
 
 Recorder = Callable[[TxRecord], Awaitable[None]]
+ManyRecorder = Callable[[Sequence[TxRecord]], Awaitable[None]]
 
 
 async def _no_record(tx: TxRecord) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class ToSign:
+    """A liquidation to sign (`TxManager.prepare_many`)."""
+
+    key: TxKey
+    to: str
+    data: bytes
+    gas_limit: int
+    budget_wei: int
 
 
 def node_has_it(message: str) -> bool:
@@ -134,7 +146,8 @@ def node_has_it(message: str) -> bool:
 class TxManager:
     def __init__(self, pool: RpcPool, signer: Signer, chain_id: int, *, metrics: Metrics,
                  policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
-                 record: Recorder | None = None) -> None:
+                 record: Recorder | None = None,
+                 record_many: ManyRecorder | None = None) -> None:
         self.pool = pool
         self.chain_id = chain_id
         self.metrics = metrics
@@ -146,6 +159,7 @@ class TxManager:
         self.signer = PolicedSigner(signer, self.signing_policy)
         self.private_pool = private_pool
         self._record = record or _no_record
+        self._record_many = record_many
         self._nonce: int | None = None
         self.pending: dict[TxKey, Pending] = {}
         # Nonces this process signed (or resumed from its journal), and how far the mined
@@ -249,15 +263,7 @@ class TxManager:
         is taken before the journal write (which may suspend, on a shared database) and given
         back if that write fails (a replica fenced out) and nothing took the next one."""
         assert self._nonce is not None, "sync_nonce() first"
-        base = base_fee
-        max_fee, tip = self.policy.fees_for(base)
-        if max_fee * gas_limit > budget_wei:
-            # Spend at most the budget: lower the fee cap, if that still clears the base fee.
-            max_fee = budget_wei // gas_limit
-            tip = min(tip, max(0, max_fee - base))
-            if max_fee <= base:
-                raise SendRefused(f"fee budget {budget_wei} wei does not cover the base fee "
-                                  f"({base} wei/gas x {gas_limit} gas)")
+        max_fee, tip = self._fees_within(base_fee, gas_limit, budget_wei)
         nonce = self._nonce
         self._nonce = nonce + 1
         pending = Pending(key, nonce, to, data, gas_limit, budget_wei, sent_block=block,
@@ -270,6 +276,76 @@ class TxManager:
             raise
         self.pending[key] = pending
         return record, pending
+
+    async def prepare_many(self, items: Sequence[ToSign], *, block: int, base_fee: int,
+                           pause_every: int | None = None
+                           ) -> list[tuple[TxRecord, Pending] | SendRefused]:
+        """`prepare` for a wave, in nonce order, journaled in one write after the last
+        signature instead of a write each (`record_many`; each item recorded in turn without
+        one). An item refused (its budget, the signer) is its SendRefused and takes no nonce.
+        If the write fails, nothing of the wave is kept: its nonces are given back (when
+        nothing took the next one) and the error raised. `pause_every`: let the loop run
+        between signatures, every so many."""
+        assert self._nonce is not None, "sync_nonce() first"
+        first = self._nonce
+        out: list[tuple[TxRecord, Pending] | SendRefused] = []
+        signed: list[tuple[TxRecord, Pending]] = []
+        try:
+            for item in items:
+                try:
+                    pending, max_fee, tip = self._take_nonce(item, block, base_fee)
+                except SendRefused as exc:
+                    out.append(exc)
+                    continue
+                try:
+                    tx_hash, raw = await self._sign(pending.nonce, item.to, item.data,
+                                                    item.gas_limit, max_fee, tip)
+                except SendRefused as exc:
+                    self._nonce = pending.nonce  # (the next one is not taken yet)
+                    out.append(exc)
+                    continue
+                record = TxRecord(tx_hash, item.key, pending.nonce, max_fee, tip,
+                                  item.gas_limit, "0x" + raw.hex(), "liquidation", time.time())
+                signed.append((record, pending))
+                out.append((record, pending))
+                if pause_every and len(signed) % pause_every == 0:
+                    await asyncio.sleep(0)
+            # Write-ahead: journaled before anyone can see them.
+            if self._record_many is not None:
+                await self._record_many([record for record, _ in signed])
+            else:
+                for record, _ in signed:
+                    await self._record(record)
+        except BaseException:
+            if signed and self._nonce == signed[-1][1].nonce + 1:
+                self._nonce = first
+            raise
+        for record, pending in signed:
+            pending.attempts.append(record)
+            self.pending[pending.key] = pending
+        return out
+
+    def _take_nonce(self, item: ToSign, block: int, base_fee: int
+                    ) -> tuple[Pending, int, int]:
+        assert self._nonce is not None
+        max_fee, tip = self._fees_within(base_fee, item.gas_limit, item.budget_wei)
+        nonce = self._nonce
+        self._nonce = nonce + 1
+        return (Pending(item.key, nonce, item.to, item.data, item.gas_limit, item.budget_wei,
+                        sent_block=block, private=self.private_pool is not None),
+                max_fee, tip)
+
+    def _fees_within(self, base: int, gas_limit: int, budget_wei: int) -> tuple[int, int]:
+        """The fee cap and tip, spending at most the budget: the cap lowered to fit, if that
+        still clears the base fee (SendRefused otherwise)."""
+        max_fee, tip = self.policy.fees_for(base)
+        if max_fee * gas_limit > budget_wei:
+            max_fee = budget_wei // gas_limit
+            tip = min(tip, max(0, max_fee - base))
+            if max_fee <= base:
+                raise SendRefused(f"fee budget {budget_wei} wei does not cover the base fee "
+                                  f"({base} wei/gas x {gas_limit} gas)")
+        return max_fee, tip
 
     async def broadcast(self, record: TxRecord, pending: Pending, *, resync: bool = True,
                         report: bool = True) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,31 @@ async def test_a_blocks_keys_are_looked_up_together_as_one_by_one(db: Database) 
     assert found == {k: e for k in asked if (e := await journal.get(k)) is not None}
     assert set(found) == set(keys[::7])
     assert await journal.get_many([]) == {}
+
+
+async def test_a_wave_is_journaled_as_one_by_one(db: Database) -> None:
+    """`record_many` and `record_txs` (a wave's rows in a few statements) leave what `record`
+    and `record_tx` would, and a key already journaled stays out of the wave: never twice."""
+    journal = await J.Journal.open(await migrated(db))
+    keys = [f"aave:0x{i:040x}:WETH:USDC:1" for i in range(J.RECORD_MANY_CHUNK + 7)]
+    assert await journal.record(entry(keys[3]))  # (journaled by an earlier pass)
+    wave = [entry(k) for k in [*keys, keys[5]]]  # (one twice in the wave itself)
+    wave[9] = replace(wave[9], planned={"debtToCover": 10**30, "liquidatedCollateralAmount": 5})
+    inserted = await journal.record_many(wave)
+    assert inserted == set(keys) - {keys[3]}
+    assert await journal.record_many([entry(keys[0])]) == set()
+    assert await journal.record_many([]) == set()
+    for w in wave[:len(keys)]:
+        got = await journal.get(w.key)
+        assert got is not None and got.planned == w.planned
+        assert got == w if w.key != keys[3] else got == entry(keys[3])
+    await journal.record_txs([signed(k, 40 + i, f"0x{i:02x}") for i, k in enumerate(keys[:3])])
+    await journal.record_txs([])
+    for i, k in enumerate(keys[:3]):
+        got = await journal.get(k)
+        assert got is not None and (got.status, got.nonce) == (J.PENDING, 40 + i)
+        assert await journal.txs(k) == [signed(k, 40 + i, f"0x{i:02x}")]
+    assert (await journal.get(keys[4])).status == J.PLANNED  # type: ignore[union-attr]
 
 
 async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:
