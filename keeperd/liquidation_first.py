@@ -29,15 +29,11 @@ Two rules order them across the daemon's scanners:
    before its read: rules 2 and 3). The order is scale-free: on a faster machine or node all
    weights shrink together;
 2. once its discovery is done, a path waits, before it reads, for the running paths
-   lighter than its own (weighed ones, by at least LIGHTER_FIRST times), however light its
-   own: the lightest first. Side by side, a heavier path's reads and evaluation share the
-   node and the loop with the lighter one's, and neither is as fast as alone (Aave's ~30 ms
-   and Morpho's ~12 ms on the devnet: Morpho's first liquidation 1.5x later than alone,
-   bench/isolation.py). Two paths that weigh about the same still read side by side: a
-   path's weight is good to some 10 % (Aave's 8.6-9.7 ms against Morpho's 8.1-9.1 ms in
-   the bench's warmed daemons), and ordering them by that noise made the one found heavier
-   wait for the other's whole path, 7-16 ms, in 13 of 62 of bench/isolation.py's Morpho
-   crashes; unless
+   lighter than its own (weighed ones: strictly less, times LIGHTER_FIRST), however light
+   its own: the lightest first. Side by side, a heavier path's reads and evaluation share
+   the node and the loop with the lighter one's, and neither is as fast as alone (Aave's
+   ~30 ms and Morpho's ~12 ms on the devnet: Morpho's first liquidation 1.5x later than
+   alone, bench/isolation.py); unless
 3. a path that knows its block changed nothing it rests on but time (no touched account,
    its plug-in's `quiet`: no market state, no price of its own moved) is waited for by no
    running path (rule 2 passes over it), and itself waits, before it reads, until no other
@@ -73,7 +69,7 @@ LIGHTER = 4.0
 # ...when its own is at least this long.
 MIN_WAIT_S = 0.02
 # Rule 2: a path reads after those in flight at most 1/LIGHTER_FIRST of its weight.
-LIGHTER_FIRST = 1.5
+LIGHTER_FIRST = 1.0
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
 # Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).

@@ -285,22 +285,3 @@ async def test_a_wait_before_the_read_is_no_weight() -> None:
     order.running("morpho")
     order.running("aave")
     assert order.lightest_first("aave") == ["morpho"]
-
-
-async def test_paths_of_about_the_same_weight_read_side_by_side() -> None:
-    """Rule 2's margin: warmed, Aave's path weighed 8.6-9.7 ms and Morpho's 8.1-9.1 ms; with
-    no margin the one found a hair heavier waited for the other's whole crash path (7-16 ms
-    in 13 of 62 of bench/isolation.py's Morpho crashes). Within LIGHTER_FIRST they do not
-    wait for each other; a path clearly lighter is still read first."""
-    order = weighed(aave=0.0092, morpho=0.0088)
-    for name in ("aave", "morpho"):
-        order.due(name, 10)
-        order.running(name)
-    assert order.lightest_first("aave") == [] and order.lightest_first("morpho") == []
-    assert await asyncio.wait_for(order.before_read("aave"), 0.1)
-    assert await asyncio.wait_for(order.before_read("morpho"), 0.1)
-    clearly = weighed(aave=0.03, morpho=0.012)
-    for name in ("aave", "morpho"):
-        clearly.due(name, 10)
-        clearly.running(name)
-    assert clearly.lightest_first("aave") == ["morpho"]
