@@ -204,6 +204,13 @@ RUN_F = (("50f7552", " (c20f5d3 + bench)", {"none": range(1, 12), "+50": range(1
          ("e7814c5", "", {"none": range(1, 4), "+50": range(1, 3)}),
          ("31b6062", "", {"none": range(4, 6), "+50": range(3, 5)}),
          ("5108123", "", {"none": range(6, 12), "+50": range(5, 7)}))
+# Run G (bench/README.md, "fifth pass"): pairs of one session, each against main of its hour.
+RUN_G = (("c251580", " (main)", {"none": range(1, 4)}),
+         ("6243928", " (signed ahead, not kept)", {"none": range(1, 4)}),
+         ("d0efa26", " (main)", {"none": range(1, 7), "+50": range(1, 3)}),
+         ("b542e8e", " (first wave encoded first, not kept)",
+          {"none": range(1, 4), "+50": range(1, 3)}),
+         ("797cf63", " (a wave journaled in one write)", {"none": range(1, 4)}))
 LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
     "code": None,
     "delay per request": lambda f: [] if f[0].get("delay_ms") is None else [f[0]["delay_ms"]],
@@ -254,7 +261,24 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`049f0c5` (a batch per protocol), warmed":
+ISOLATION_ROWS = {"`fc4d242` (rule 2 with a margin, reverted), 9 rounds, run G5":
+                      "isolation-fc4d242-warm9-g5.json",
+                  "`fc4d242` (rule 2 with a margin, reverted), 9 rounds, run G7":
+                      "isolation-fc4d242-warm9-g7.json",
+                  "`cf117a0`, 9 rounds, run G6": "isolation-cf117a0-warm9-g6.json",
+                  "`cf117a0`, 9 rounds, run G4": "isolation-cf117a0-warm9-g4.json",
+                  "`d6f7abd` (lighter paths started first, not kept), 9 rounds, run G3":
+                      "isolation-d6f7abd-warm9-g3.json",
+                  "`d0efa26`, 9 rounds, run G3": "isolation-d0efa26-warm9-g3.json",
+                  "`d0efa26`, 9 rounds, run G4": "isolation-d0efa26-warm9-g4.json",
+                  "`d0efa26`, run G1": "isolation-d0efa26-warm-g1.json",
+                  "`d0efa26`, run G2": "isolation-d0efa26-warm-g2.json",
+                  "`69c212e`, run G1": "isolation-69c212e-warm-g1.json",
+                  "`69c212e`, run G2": "isolation-69c212e-warm-g2.json",
+                  "`1875f22` (prefetch keys)": "isolation-1875f22-stages-warm.json",
+                  "`69c212e` (stages timed)": "isolation-69c212e-stages-warm.json",
+                  "`d2fd43f` (stages timed, first)": "isolation-d2fd43f-stages-warm.json",
+                  "`049f0c5` (a batch per protocol), warmed":
                       "isolation-049f0c5-warm-clean.json",
                   "`31b6062` (before, main), warmed, clean": "isolation-31b6062-warm-clean.json",
                   "`89e4199` (code of 049f0c5), warmed, dirty": "isolation-89e4199-warm.json",
@@ -328,6 +352,11 @@ TABLES: dict[tuple[str, ...], Table] = {
            [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab4-{code}-{i}.json"]
            for code, label, runs in RUN_F for delay in ("none", "+50")
            for i in runs[delay]},
+        **{f"`{code}`{label}, run G{i} | {delay}":
+           [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab5-{code}-{i}.json"]
+           for code, label, runs in RUN_G for delay in ("none", "+50")
+           for i in runs.get(delay, ())},
+        "`1875f22`, run G0 | +50": ["latency-10000-delay50-1875f22-1.json"],
     }, LATENCY_ROUND_TRIPS),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({

@@ -5,7 +5,6 @@ order is the time and key of its rows, and a wave's rows share one time."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from eth_account import Account
 from eth_utils import keccak
@@ -17,23 +16,10 @@ from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
+from tests.unit.test_journal_forgery import Node  # (a node that keeps what it is sent)
 
 POOL = "0x" + "22" * 20
 KEEPER = KeeperKey(Account.create())
-
-
-class Node:
-    chain = "devnet"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def request(self, method: str, params: Any = ()) -> Any:
-        if method == "eth_getTransactionCount":
-            return hex(19)
-        assert method == "eth_sendRawTransaction", method
-        self.sent.append(params[0])
-        return "0x" + "00" * 32
 
 
 async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Path) -> None:
@@ -58,5 +44,5 @@ async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Pa
     tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
     await tx.sync_nonce()
     assert await resume_journal(journal, tx, "aave", 101) == 3
-    assert node.sent == [raws[19], raws[20], raws[21]]
+    assert node.broadcast == [raws[19], raws[20], raws[21]]
     await db.close()
