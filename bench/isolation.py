@@ -16,7 +16,9 @@ other protocol's (`crash`: the figure is about the other protocols' *work*, not 
 liquidations competing for the same nonce), one block is mined, and the daemon's
 own `liquidation.sent` of P at that block gives block_to_broadcast_ms (from the header's
 arrival to the node's acceptance of the raw transaction). Reported: the median per (P,
-config) and the ratio all / alone, both from this one run.
+config) and the ratio all / alone, both from this one run. Each round also keeps P's
+`execution.timing` of the crash block (its path step by step: the scanner's steps, the
+plan's, the first wave's), and the file the medians of each step alone and with all three.
 
 Where the event loop was blocked is profiled in one extra round per P with everything
 configured: asyncio's debug mode logs every callback or task step that held the loop longer
