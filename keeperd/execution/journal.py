@@ -36,6 +36,11 @@ DROPPED = "dropped"
 SIMULATION_FAILED = "simulation_failed"
 TERMINAL = frozenset({DRY_RUN, INCLUDED, REVERTED, LOST_RACE, CANCELLED, DROPPED,
                       SIMULATION_FAILED})
+# A signed transaction journaled, and its opportunity's row marked as sent under its nonce.
+_INSERT_TX = ("INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, priority_fee, "
+              "gas_limit, raw, kind, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+_SET_PENDING = ("UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
+                "WHERE key = $4")
 GET_MANY_CHUNK = 500  # keys in one `get_many` query (well under SQLite's bound parameters)
 RECORD_MANY_CHUNK = 50  # rows in one `record_many` insert (16 parameters a row)
 
@@ -211,16 +216,10 @@ class Journal:
         lease fails here, before anything reaches the chain)."""
         async with self.db.transaction():
             await self.db.fenced()
-            await self.db.execute(
-                "INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, "
-                "priority_fee, gas_limit, raw, kind, sent_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
-                tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
-            await self.db.execute(
-                "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
-                "WHERE key = $4", PENDING, tx.nonce if nonce_of_key is None else nonce_of_key,
-                time.time(), str(tx.key))
+            await self.db.execute(_INSERT_TX, *_tx_row(tx))
+            await self.db.execute(_SET_PENDING, PENDING,
+                                  tx.nonce if nonce_of_key is None else nonce_of_key,
+                                  time.time(), str(tx.key))
 
     async def record_txs(self, txs: Sequence[TxRecord]) -> None:
         """`record_tx` for many signed transactions (a wave's), in one transaction and two
@@ -230,16 +229,9 @@ class Journal:
         now = time.time()
         async with self.db.transaction():
             await self.db.fenced()
-            await self.db.executemany(
-                "INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, "
-                "priority_fee, gas_limit, raw, kind, sent_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                [(tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas),
-                  str(tx.priority_fee), tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
-                 for tx in txs])
-            await self.db.executemany(
-                "UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
-                "WHERE key = $4", [(PENDING, tx.nonce, now, str(tx.key)) for tx in txs])
+            await self.db.executemany(_INSERT_TX, [_tx_row(tx) for tx in txs])
+            await self.db.executemany(_SET_PENDING,
+                                      [(PENDING, tx.nonce, now, str(tx.key)) for tx in txs])
 
     async def txs(self, key: JournalKey) -> list[TxRecord]:
         rows = await self.db.fetch(
@@ -276,3 +268,9 @@ def _entry(r: tuple) -> JournalEntry:
     planned = None if r[14] is None else {k: int(v) for k, v in json.loads(r[14]).items()}
     return JournalEntry(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), r[8], r[9],
                         r[10], r[11], r[12], r[13], planned)
+
+
+def _tx_row(tx: TxRecord) -> tuple[object, ...]:
+    """A signed transaction's row, in `_INSERT_TX`'s order."""
+    return (tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
+            tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
