@@ -131,8 +131,12 @@ async def test_a_paused_market_holds_its_liquidations_and_the_others_go_on(
     # Nothing in vBTC was journaled, nor even simulated (it would fail CH_MNO).
     journal = await keeper.daemon.executors["curie"].journal.all()
     assert not [e.key for e in journal if vbtc.lower() in e.key.lower()]
-    assert not [e for e in logs if e["event"] == "liquidation.simulation_failed"
-                and (vbtc.lower() in e["opportunity"].lower() or "CH_MNO" in e["error"])]
+    # (A vETH liquidation may fail its simulation when the position moved since it was read;
+    # the key is an OpportunityKey, its text the journal's.)
+    tried_in_vbtc = [e for e in logs if e["event"] == "liquidation.simulation_failed"
+                     and (vbtc.lower() in str(e["opportunity"]).lower()
+                          or "CH_MNO" in str(e["error"]))]
+    assert not tried_in_vbtc, tried_in_vbtc
     metrics = keeper.daemon.metrics
     labels = {"chain": "devnet", "protocol": "curie"}
     assert metric_value(metrics, "keeperd_liquidations_total", {**labels, "stage": "held"}) \
