@@ -224,6 +224,9 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
                                              for s in daemon.scanners.values()), 120)
                 if devnet.client.block_number() == head:
                     break
+            # What the order weighs each path by as the crash comes (ms)
+            weights = {s.adapter.name: round(daemon.order.weight(s.name) * 1000, 2)
+                       for s in daemon.scanners.values()}
             devnet.client.call("evm_setAutomine", False)
             hashes = await asyncio.to_thread(crash, devnet, measured)
             if profile is not None:
@@ -249,7 +252,8 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
             loop.set_debug(False)
             assert sent is not None
             out: dict[str, Any] = {"block": block, "ms": sent["block_to_broadcast_ms"],
-                                   "timing": tail.timing(measured, block)}
+                                   "timing": tail.timing(measured, block),
+                                   "weights_ms": weights}
             if profile is not None:
                 out["blocked_before_broadcast"] = summarize_steps(
                     [s for s in profile.steps if started <= s[0] <= sent_at])
@@ -324,6 +328,7 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
     figures: dict[str, dict[str, list[float]]] = {p: {"alone": [], "all": []} for p in measured}
     timings: dict[str, dict[str, list[Any]]] = {p: {"alone": [], "all": []} for p in measured}
     profiles: dict[str, Any] = {}
+    weights: dict[str, list[Any]] = {p: [] for p in measured}
     try:
         with Devnet() as devnet:
             fund_keeper(devnet)
@@ -335,7 +340,11 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
                                             warm_blocks=warm_blocks)
                         figures[p][label].append(r["ms"])
                         timings[p][label].append(r["timing"])
-                        print(f"{p} {label}: {r['ms']} ms", flush=True)
+                        if label == "all":
+                            weights[p].append(r["weights_ms"])
+                        print(f"{p} {label}: {r['ms']} ms (order_wait "
+                              f"{((r['timing'] or {}).get('stages') or {}).get('order_wait_ms')}"
+                              f" ms; weights, ms: {r['weights_ms']})", flush=True)
             for p in measured:
                 profiles[p] = await one_round(devnet, snapshot, PROTOCOLS, p, tail,
                                               profile=slow, slow_ms=slow_ms,
@@ -357,6 +366,8 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
             # each round's path, step by step (`execution.timing`), and the medians of its
             # steps: where the time with every protocol configured goes beyond alone's
             "timing_alone": timings[p]["alone"], "timing_all": timings[p]["all"],
+            # the order's weight of each path as each round's crash came (all three)
+            "weights_ms_all": weights[p],
             "stages_median_alone": median_stages(timings[p]["alone"]),
             "stages_median_all": median_stages(timings[p]["all"]),
             "profile_all": profiles.get(p)}

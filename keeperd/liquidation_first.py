@@ -33,13 +33,22 @@ Two rules order them across the daemon's scanners:
    its own: the lightest first. Side by side, a heavier path's reads and evaluation share
    the node and the loop with the lighter one's, and neither is as fast as alone (Aave's
    ~30 ms and Morpho's ~12 ms on the devnet: Morpho's first liquidation 1.5x later than
-   alone, bench/isolation.py); unless
+   alone, bench/isolation.py); but first
+2a. a path that knows, before its read, that a position of its own is under water at the
+   block's prices (its plug-in's `outlook`: "under") reads before the running paths that do
+   not know it, whatever their weights: they wait for its whole path. Weights are learnt on
+   ordinary blocks, and on those Aave's path and Morpho's weigh alike (8-10 ms each on the
+   devnet): in a crash of Morpho's, Aave came out lighter by a hair in 16 of 78 rounds and
+   Morpho waited 7-16 ms for Aave's whole path, which liquidated nothing. So that the order
+   does not hang on which path's discovery the loop handled first, a path that cannot tell
+   waits, before its read, for the running paths within LIGHTER of its weight to tell
+   theirs (their discovery, answered from the same batch: a millisecond or two); and
 3. a path that knows its block changed nothing it rests on but time (no touched account,
-   its plug-in's `quiet`: no market state, no price of its own moved) is waited for by no
-   running path (rule 2 passes over it), and itself waits, before it reads, until no other
-   protocol's path that is not quiet is running: its read and evaluation follow the
-   others' broadcasts. A heavy path waits for it still (rule 1): its read beside Curie's
-   would be slowed by the node's load, and weigh as much;
+   its plug-in's `outlook`: "quiet", no market state, no price of its own moved) is waited
+   for by no running path (rules 2 and 2a pass over it), and itself waits, before it reads,
+   until no other protocol's path that is not quiet is running: its read and evaluation
+   follow the others' broadcasts. A heavy path waits for it still (rule 1): its read beside
+   Curie's would be slowed by the node's load, and weigh as much;
 4. after-work waits until no other protocol's path is running.
 
 Every wait is bounded (WAIT_LIMIT_S): a path stuck on a slow endpoint delays the rest by that
@@ -47,8 +56,10 @@ much at most, never stops it. A path is due from the moment its block reaches th
 (`due`, before the scanner's task runs: a heavy scanner's task may run first), running from
 its start (`running`) until its executor has finished (`done`). No wait can be circular: a
 path not yet running waits only for strictly lighter ones (rule 1); a running one only for
-running ones: strictly lighter ones that are not quiet (rule 2), or, quiet, those that are
-not (rule 3): no running path waits for one not yet running, nor for a quiet one. After-work
+running ones, by a strict order once they have told their outlook (under, then the others
+by weight, then the quiet ones: rules 2, 2a, 3), and for one that has not told only until it
+does (its discovery waits for no one): no running path waits for one not yet running, nor
+for a quiet one. After-work
 waits for running paths only, not for due ones (a due path may belong to a scanner busy with
 its own after-work of the block before).
 """
@@ -70,6 +81,10 @@ LIGHTER = 4.0
 MIN_WAIT_S = 0.02
 # Rule 2: a path reads after those in flight at most 1/LIGHTER_FIRST of its weight.
 LIGHTER_FIRST = 1.0
+# What a running path told of its block before its read (`before_read`), in the order they
+# read: under water first, then the others (by weight), the quiet ones last.
+UNDER, MOVED, QUIET = "under", "moved", "quiet"
+_RANK = {UNDER: 0, MOVED: 1, QUIET: 2}
 # The longest any work waits for the light paths in flight.
 WAIT_LIMIT_S = 2.0
 # Runs kept per scanner to judge its weight (the lightest: slow runs are no weight).
@@ -176,7 +191,9 @@ class LiquidationFirst:
         # the loop meanwhile is its own (a light path beside a heavy one is not heavy).
         self._paths_held_s = 0.0
         self._held_at_start: dict[str, float] = {}
-        self._quiet: set[str] = set()  # running paths whose block changed nothing for them
+        # running paths' outlook, told before their read (UNDER, MOVED, QUIET); a running
+        # path absent here is still discovering
+        self._told: dict[str, str] = {}
         # scanner -> (seconds its running path waited before its read, loop held meanwhile):
         # neither is the path's own weight.
         self._waited: dict[str, tuple[float, float]] = {}
@@ -190,16 +207,19 @@ class LiquidationFirst:
     def running(self, name: str) -> None:
         """The scanner's path started."""
         self._running.add(name)
-        self._quiet.discard(name)
+        self._told.pop(name, None)
         self._started[name] = time.perf_counter()
         self._held_at_start[name] = self._paths_held_s
         self._held.pop(name, None)
         self._waited.pop(name, None)
 
-    def quiet(self, name: str) -> None:
-        """The scanner's running path found its block changed nothing it rests on but time
-        (rule 3): no running path waits for it any more."""
-        self._quiet.add(name)
+    def tell(self, name: str, outlook: str) -> None:
+        """What the scanner's running path found of its block before its read: UNDER (a
+        position of its own under water: rule 2a), QUIET (nothing of its own moved but
+        time: rule 3), or MOVED (anything else, or it cannot tell)."""
+        if outlook not in _RANK:
+            raise ValueError(f"an outlook is one of {sorted(_RANK)}: {outlook!r}")
+        self._told[name] = outlook
         self._wake()
 
     def held(self, seconds: float) -> None:
@@ -213,7 +233,7 @@ class LiquidationFirst:
         self._running.discard(name)
         started = self._started.pop(name, None)
         at_start = self._held_at_start.pop(name, self._paths_held_s)
-        self._quiet.discard(name)
+        self._told.pop(name, None)
         waited, held_waiting = self._waited.pop(name, (0.0, 0.0))
         if started is not None:
             # The run weighs its time in flight less what the other paths held of the loop
@@ -259,36 +279,56 @@ class LiquidationFirst:
         return sorted(n for n in self._in_flight.keys() | self._running
                       if n != name and self.weight(n) * self.lighter <= own)
 
+    def read_after(self, name: str, outlook: str = MOVED) -> list[str]:
+        """The other scanners' running paths this one reads after, its own outlook told:
+        those that told a more urgent one (rules 2a and 3), the lighter ones of the same
+        (rule 2: any margin; none not yet weighed; quiet ones wait for no one of theirs),
+        and, until they tell theirs, those that may yet come first: any for a quiet path,
+        the lighter ones for one under water, and for any other those within LIGHTER of
+        its weight (rule 2a: which discovery the loop handled first must not decide)."""
+        own, rank = self.weight(name), _RANK[outlook]
+        after = []
+        for n in self._running:
+            if n == name:
+                continue
+            weight = self.weight(n)
+            lighter = 0 < weight * self.lighter_first < own
+            told = self._told.get(n)
+            if told is not None:
+                if _RANK[told] < rank or (_RANK[told] == rank and outlook != QUIET and lighter):
+                    after.append(n)
+            elif outlook == QUIET or lighter or (
+                    outlook == MOVED and 0 < weight < own * self.lighter):
+                after.append(n)
+        return sorted(after)
+
     def lightest_first(self, name: str) -> list[str]:
-        """The other scanners' running paths, not quiet, lighter than this one's (rule 2: any
-        margin; none not yet weighed)."""
+        """Rule 2 alone: the other scanners' running paths, not quiet, lighter than this
+        one's (any margin; none not yet weighed)."""
         own = self.weight(name)
         return sorted(n for n in self._running
-                      if n != name and n not in self._quiet
+                      if n != name and self._told.get(n) != QUIET
                       and 0 < self.weight(n) * self.lighter_first < own)
 
     def others_running(self, name: str) -> list[str]:
         return sorted(n for n in self._running if n != name)
-
-    def others_acting(self, name: str) -> list[str]:
-        """The other scanners' running paths that are not quiet (what a quiet one waits for)."""
-        return sorted(n for n in self._running if n != name and n not in self._quiet)
 
     async def before_path(self, name: str) -> bool:
         """A path waits for the much lighter ones in flight. False: the wait reached its
         limit."""
         return await self._until(lambda: not self.lighter_in_flight(name))
 
-    async def before_read(self, name: str, *, quiet: bool = False) -> bool:
-        """Between a path's discovery and its read: a quiet one (its block changed nothing
-        it rests on but time) waits for the other paths running (rule 3); any other for the
-        lighter ones in flight (rule 2). False: the wait reached its limit."""
+    async def before_read(self, name: str, *, quiet: bool = False, under: bool = False
+                          ) -> bool:
+        """Between a path's discovery and its read: it tells its outlook (`under`: a position
+        of its own under water at the block's prices; `quiet`: nothing of its own moved but
+        time) and waits for the running paths it reads after (`read_after`: rules 2, 2a, 3).
+        False: the wait reached its limit."""
+        outlook = UNDER if under else QUIET if quiet else MOVED
         started, held = time.perf_counter(), self._paths_held_s
         try:
-            if quiet:
-                self.quiet(name)
-                return await self._until(lambda: not self.others_acting(name))
-            return await self._until(lambda: not self.lightest_first(name))
+            self.tell(name, outlook)
+            return await self._until(lambda: not self.read_after(name, outlook))
         finally:
             self._waited[name] = (time.perf_counter() - started, self._paths_held_s - held)
 

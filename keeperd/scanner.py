@@ -5,9 +5,10 @@ Every new block wakes the scanner; it evaluates the newest block it has been tol
 slow evaluation never queues up behind itself: blocks that arrive meanwhile are folded into the
 next run (and counted). Each run:
 1. catches the account index up (new and touched accounts come back), and asks the plug-in
-   meanwhile whether the block moved anything of its own but time (`quiet`); with the
-   daemon's order, the read then waits for the lighter paths in flight, or, quiet and
-   touching no account, for the other paths running (`liquidation_first.py` rules 2-3);
+   meanwhile what the block did to its own (`outlook`: nothing but time, a position under
+   water at its prices, or something else); with the daemon's order, the read then waits
+   for the paths in flight it comes after (`liquidation_first.py` rules 2-3): the ones under
+   water first, the lightest first, the quiet ones (touching no account) last;
 2. reads the book at the block: everyone (full: first run, after a reorg, and on the periodic
    full-rescan job, which also corrects drift the logs cannot show), or the previous book with
    the touched accounts re-read (incremental, where the plug-in can);
@@ -35,7 +36,7 @@ from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.collector_hold import CollectorHold
 from keeperd.liquidation_first import LiquidationFirst, LoopTime
 from keeperd.metrics import Metrics
-from keeperd.protocols.sdk.contract import Plugin
+from keeperd.protocols.sdk.contract import Outlook, Plugin
 from keeperd.protocols.sdk.messages import ScanResult
 from keeperd.protocols.sdk.views import HealthView
 from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
@@ -43,18 +44,18 @@ from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 log = structlog.get_logger(__name__)
 
 
-async def _quiet(probing: asyncio.Future[bool] | None) -> bool:
-    """The plug-in's answer, or False: not asked, or it failed (the read that follows asks
-    the node again and reports what fails)."""
+async def _outlook(probing: asyncio.Future[Outlook | None] | None) -> Outlook | None:
+    """The plug-in's answer, or None: not asked, it cannot tell, or it failed (the read that
+    follows asks the node again and reports what fails)."""
     if probing is None:
-        return False
+        return None
     try:
         return await probing
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.debug("positions.quiet_unknown", error=f"{type(exc).__name__}: {exc}")
-        return False
+        log.debug("positions.outlook_unknown", error=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 Listener = Callable[[ScanResult], Awaitable[None]]
@@ -197,7 +198,7 @@ class ProtocolScanner:
         adapter = self.adapter
         # Beside the discovery: whether the block moved anything of this protocol's but time
         # (the plug-in reads, ahead, what its read starts with). Only an order has use for it.
-        probing = (asyncio.ensure_future(adapter.quiet(block, self.book))
+        probing = (asyncio.ensure_future(adapter.outlook(block, self.book))
                    if self.order is not None and not full and self.book is not None else None)
         try:
             touched = await adapter.discover(block)
@@ -218,12 +219,14 @@ class ProtocolScanner:
                 log.info("index.discovery_recovered", protocol=adapter.name, block=block)
             self._discovery_failing = False
         finally:
-            quiet = await _quiet(probing)
+            outlook = await _outlook(probing)
         kind = "full" if full or self.book is None else "incremental"
         discovered = time.perf_counter()
         if self.order is not None:
-            await self.order.before_read(self.name, quiet=quiet and kind == "incremental"
-                                         and not touched and not self._dropped)
+            incremental = kind == "incremental"
+            await self.order.before_read(
+                self.name, under=outlook == "under" and incremental,
+                quiet=outlook == "quiet" and incremental and not touched and not self._dropped)
         reading = time.perf_counter()  # (after any wait for the other protocols' paths)
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,

@@ -9,6 +9,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keeperd.config import parse_config
@@ -142,32 +143,59 @@ async def test_interest_accrues_exactly_as_the_contract_does(devnet: Devnet, poo
         assert on_chain[2] > book.markets[market_id][1].total_borrow_assets
 
 
-async def test_a_block_is_quiet_for_morpho_only_when_no_market_or_oracle_moved(
+async def test_morphos_outlook_is_quiet_moved_or_under_water_as_the_block_is(
         devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`quiet` (read beside the discovery, liquidation_first.py rule 3): a block that moved
-    no market state and no oracle price, only time; the read of that block takes what it
-    read ahead and is the book a fresh read gives."""
+    """`outlook` (read beside the discovery, liquidation_first.py rules 2a and 3): "quiet" for
+    a block that moved no market state and no oracle price, only time; "under" when a
+    position is under water at the block's prices, as the read and evaluation that follow
+    find; "moved" otherwise. The read of that block takes what it read ahead and is the book
+    a fresh read gives."""
     adapter = await adapter_for(devnet, pool, tmp_path)
     head = devnet.client.block_number()
     await adapter.discover(head)
     before = await adapter.snapshot(sorted(adapter.accounts), head)
-    assert await adapter.quiet(head, None) is False  # nothing to compare with
+    assert await adapter.outlook(head, None) is None  # nothing to compare with
+    assert float(np.min(adapter.evaluate(before).health)) >= 1.0  # (none under to start)
     head = devnet.mine(1)
-    assert await adapter.quiet(head, before) is True
+    assert await adapter.outlook(head, before) == "quiet"
     taken = await adapter.snapshot(sorted(adapter.accounts), head)
     assert taken == await adapter.snapshot(sorted(adapter.accounts), head)
-    drop_oracle(devnet, "WETH/USDC", 0.97)
+    drop_oracle(devnet, "WETH/USDC", 1.001)  # up: every WETH borrower the healthier
     head = devnet.client.block_number()
-    assert await adapter.quiet(head, taken) is False
+    assert await adapter.outlook(head, taken) == "moved"
     moved = await adapter.snapshot(sorted(adapter.accounts), head)
     head = devnet.mine(1)
-    assert await adapter.quiet(head, moved) is True
+    assert await adapter.outlook(head, moved) == "quiet"
     morpho_art = compiled()["Morpho"]
     any_market = next(iter(moved.markets.values()))[0]
     devnet.client.send(devnet.manifest["aave_v3"]["admin"], devnet.manifest["morpho_blue"][
         "morpho"], morpho_art.encode_call("accrueInterest", any_market.params), gas=1_000_000)
     head = devnet.client.block_number()
-    assert await adapter.quiet(head, moved) is False  # a market's state moved
+    assert await adapter.outlook(head, moved) == "moved"  # a market's state moved
+    accrued = await adapter.snapshot(sorted(adapter.accounts), head)
+    # A drop that puts some under: "under", with the health last evaluated to screen by and
+    # without (each position checked), as the book read at that block says.
+    drop_oracle(devnet, "WETH/USDC", 0.9)
+    head = devnet.client.block_number()
+    assert adapter._evaluated is None or adapter._evaluated[0] is not accrued
+    assert await adapter.outlook(head, accrued) == "under"
+    adapter.evaluate(accrued)
+    assert adapter._evaluated is not None and adapter._evaluated[0] is accrued
+    assert await adapter.outlook(head, accrued) == "under"
+    crashed = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert float(np.min(adapter.evaluate(crashed).health)) < 1.0
+    # And a drop that leaves every position above water: moved, not under.
+    drop_oracle(devnet, "WETH/USDC", 1 / 0.9)
+    head = devnet.client.block_number()
+    restored = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert float(np.min(adapter.evaluate(restored).health)) >= 1.0
+    drop_oracle(devnet, "WETH/USDC", 0.999)
+    head = devnet.client.block_number()
+    after = await adapter.snapshot(sorted(adapter.accounts), head)
+    assert float(np.min(adapter.evaluate(after).health)) >= 1.0
+    assert await adapter.outlook(head, restored) == "moved"  # (each position checked)
+    adapter.evaluate(restored)
+    assert await adapter.outlook(head, restored) == "moved"  # (screened)
 
 
 async def test_an_oracle_drop_makes_the_daemon_liquidate_the_underwater_positions(

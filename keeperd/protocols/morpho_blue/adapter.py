@@ -36,6 +36,7 @@ from keeperd.protocols.morpho_blue.book import (
 from keeperd.protocols.sdk.contract import (
     LiquidationSeen,
     LogIndexed,
+    Outlook,
     PluginBase,
     PluginContext,
     account_topic,
@@ -116,6 +117,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         self.markets: dict[str, MarketInfo] = {}
         # The markets read ahead for a block by `quiet`, taken by the read of that block.
         self._ahead: tuple[int, asyncio.Future[_Markets]] | None = None
+        # The last book evaluated and its health per position (`outlook` screens with it).
+        self._evaluated: tuple[MorphoBook, np.ndarray] | None = None
         self._behind: dict[str, tuple[str, ...]] = {}  # oracle -> the feeds it composes
         self.indexer = AccountIndexer(
             config.name, chain.name, pool, store,
@@ -171,29 +174,58 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                     Call(m.oracle, encode_call("price()", [], [])))], block))
         return header, first
 
-    async def quiet(self, block: int, previous: MorphoBook | None) -> bool:
+    async def outlook(self, block: int, previous: MorphoBook | None) -> Outlook | None:
         """The markets' states and oracle prices are what the read starts with: read here,
         beside the discovery, and kept for the read of the same block that follows. Quiet:
-        every market as in `previous` (same state, same price), so only interest moved."""
+        every market as in `previous` (same state, same price), so only interest moved.
+        Under: a position of `previous` is under water at the block's prices and states."""
         if previous is None:
-            return False
+            return None
         task = asyncio.ensure_future(self._markets_at(block))
-        self._ahead = (block, task)
-        _, first = await task
+        self._ahead = (block, task)  # (the read of this block takes it: `snapshot`)
+        header, first = await task
         infos = list(self.markets.values())
+        now: dict[str, tuple[mm.MarketState, int]] = {}
         for i, m in enumerate(infos):
             state_res, price_res = first[2 * i], first[2 * i + 1]
-            before = previous.markets.get(m.id)
-            if (before is None or not (state_res.success and len(state_res.data) >= 192)
+            if (m.id not in previous.markets or not (state_res.success
+                                                     and len(state_res.data) >= 192)
                     or not (price_res.success and len(price_res.data) >= 32)):
-                return False
-            if (mm.MarketState(*decode(["uint128"] * 6, state_res.data)) != before[1]
-                    or decode(["uint256"], price_res.data)[0] != before[2]):
-                return False
-        return len(infos) == len(previous.markets)
+                return "moved"  # (the read says what is wrong)
+            now[m.id] = (mm.MarketState(*decode(["uint128"] * 6, state_res.data)),
+                         decode(["uint256"], price_res.data)[0])
+        moved = {i for i, (state, price) in now.items()
+                 if (state, price) != previous.markets[i][1:3]}
+        if not moved:
+            return "quiet" if len(infos) == len(previous.markets) else "moved"
+        return "under" if self._under_water(previous, int(header["timestamp"], 16), now,
+                                            moved) else "moved"
+
+    def _under_water(self, previous: MorphoBook, timestamp: int,
+                     now: dict[str, tuple[mm.MarketState, int]], moved: set[str]) -> bool:
+        """Whether a position of `previous`, in a market that moved, is under water at its
+        market's new state and price (interest to `timestamp` at the previous rate, which
+        the read of the block reads again). Screened by the health last evaluated: a
+        position stays where its collateral's price ratio moves it, and one more than 5 %
+        above it is left (a block's interest moves no health that far)."""
+        markets = {i: (info, *now[i], rate) if i in now else (info, state, price, rate)
+                   for i, (info, state, price, rate) in previous.markets.items()}
+        book = MorphoBook(previous.block, timestamp, markets, previous.positions)
+        evaluated = self._evaluated
+        health = evaluated[1] if evaluated is not None and evaluated[0] is previous else None
+        for row, p in enumerate(previous.positions):
+            if p.market.id not in moved or not p.borrow_shares:
+                continue
+            if health is not None:
+                before, after = previous.markets[p.market.id][2], now[p.market.id][1]
+                if before and health[row] * after / before >= 1.05:
+                    continue
+            if book.health(p) < 1.0:
+                return True
+        return False
 
     async def snapshot(self, accounts: Sequence[str], block: int) -> MorphoBook:
-        ahead, self._ahead = self._ahead, None  # (asked by `quiet` for this block, or stale)
+        ahead, self._ahead = self._ahead, None  # (asked by `outlook` for this block, or stale)
         if ahead is not None and ahead[0] == block and not (
                 ahead[1].done() and ahead[1].exception() is not None):
             header, first = await ahead[1]
@@ -262,6 +294,7 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                  ) -> HealthView:
         positions = book.positions
         health = np.array([book.health(p) for p in positions], dtype=np.float64)
+        self._evaluated = (book, health)
         unit = np.array([10**p.market.loan_decimals for p in positions], dtype=np.float64)
         usd = np.array([loan_usd(p.market.loan_symbol) for p in positions], dtype=np.float64)
         debt = np.array([book.debt(p) for p in positions], dtype=np.float64) / unit * usd \

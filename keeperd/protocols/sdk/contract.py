@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from eth_utils import to_checksum_address
@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # (types only: the config imports the registry, which imports
     from keeperd.metrics import Metrics
     from keeperd.risk.cascade import Asset, Portfolio  # (the kernels load when the cascade runs)
     from keeperd.storage.account_index import IndexStore
+
+
+# What a block did to a protocol's positions, told before its read (`Plugin.outlook`).
+Outlook = Literal["quiet", "moved", "under"]
 
 
 @dataclass(frozen=True)
@@ -258,12 +262,17 @@ class Plugin(Protocol):
     def evaluate(self, book: Any, prices: Mapping[str, float] | None = None) -> HealthView:
         """Health and exposure of every row; `prices` (symbol -> USD) is a what-if."""
 
-    async def quiet(self, block: int, previous: Any | None) -> bool:
-        """True when `block` changed nothing its positions rest on but time (no price of its
-        own moved, no market state changed) — asked beside `discover`, as cheaply as the
-        read it starts anyway: with no touched account either, the scanner lets the other
-        protocols' liquidation paths go first (`liquidation_first.py`). False: something
-        moved, or it cannot tell."""
+    async def outlook(self, block: int, previous: Any | None) -> Outlook | None:
+        """What `block` did to its positions, told before its read — asked beside `discover`,
+        as cheaply as the read it starts anyway (`liquidation_first.py` orders the protocols'
+        paths by it):
+        - "quiet": it changed nothing they rest on but time (no price of its own moved, no
+          market state changed); with no touched account either, the other protocols'
+          liquidation paths go first;
+        - "under": at the block's prices a position of `previous` is under water (it will
+          be liquidated: this path reads before the others that cannot say so);
+        - "moved": anything else.
+        None: it cannot tell before its read."""
 
     def first_pass(self, previous: Any | None, book: Any
                    ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
@@ -356,8 +365,8 @@ class PluginBase:
         cascade."""
         return None
 
-    async def quiet(self, block: int, previous: Any | None) -> bool:
-        return False  # it cannot tell before its read: its path goes as any other
+    async def outlook(self, block: int, previous: Any | None) -> Outlook | None:
+        return None  # it cannot tell before its read: its path goes as any other
 
     def first_pass(self, previous: Any | None, book: Any
                    ) -> tuple[np.ndarray, np.ndarray, HealthView] | None:
