@@ -417,6 +417,8 @@ class Daemon:
         scanner.order = self.order
         scanner.collector = self.collector
         scanner.listeners.append(self._price_listener(plugin, rt))
+        assert rt.prices is not None
+        scanner.reading_hooks.append(rt.prices.prepare)  # (judged while the read is out)
         executor: Executor | None = None
         if self.config.keeper.mode != "alert-only":
             executor = await self._make_executor(plugin, rt, journal, key, tx_managers, stack,

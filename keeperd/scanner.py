@@ -76,6 +76,9 @@ class ProtocolScanner:
         # the cascade monitor): see `evaluate`.
         self.listeners: list[Listener] = []
         self.after_listeners: list[Listener] = []
+        # Told the block as the path starts its read (after its wait for the other paths):
+        # work for the block that can go on while the node answers (the price watch's).
+        self.reading_hooks: list[Callable[[int], None]] = []
         # The daemon's order between its scanners (None: alone, nothing to wait for).
         self.order: LiquidationFirst | None = None
         # The daemon's hold on the cyclic GC while liquidation paths run (None: not held).
@@ -228,6 +231,8 @@ class ProtocolScanner:
                 self.name, under=outlook == "under" and incremental,
                 quiet=outlook == "quiet" and incremental and not touched and not self._dropped)
         reading = time.perf_counter()  # (after any wait for the other protocols' paths)
+        for hook in self.reading_hooks:
+            hook(block)
         previous = self.book
         book = await adapter.read(block, None if kind == "full" else previous, touched,
                                   self._dropped)

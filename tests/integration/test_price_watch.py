@@ -167,3 +167,66 @@ async def test_a_morpho_only_daemon_with_no_reference_says_so_and_still_trips_by
     assert await keeper.daemon.executors["morpho"].journal.all() == []
     watch = keeper.daemon.chains["devnet"].prices
     assert watch.unchecked == {market_key(m["id"]) for m in blue.values()}
+
+
+async def test_the_usd_feeds_judged_while_morphos_read_is_out_still_hold_its_liquidations(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """With Aave configured beside Morpho, the chain's USD feeds (Aave's) are judged as the
+    first path of a block starts its read (`ChainPriceWatch.prepare`), not on its path after
+    it. Morpho's crash with WETH's feed published two hours old: the feed is judged ahead,
+    WETH trips, and Morpho's WETH/USDC liquidations, which rest on WETH, are held; its
+    WBTC/DAI ones go (Aave's borrowers do not cross: WETH's feed stays where it was)."""
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]
+    config = parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.1}],
+        "protocols": [
+            {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+             "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+             "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "oracles": {"heartbeat_s": 3600, "clear_after_s": 0},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+    keeper = await run_daemon(config)
+    watch = keeper.daemon.chains["devnet"].prices
+    order: list[tuple[str, int]] = []  # what the watch did, in turn: ("ahead" | protocol, block)
+    prepare_inner, judge = watch._prepare, watch.judge
+
+    async def prepared(block: int) -> None:
+        await prepare_inner(block)
+        order.append(("ahead", block))
+
+    async def judged(protocol: str, block: int, feeds):  # type: ignore[no-untyped-def]
+        await judge(protocol, block, feeds)
+        order.append((protocol, block))
+
+    watch._prepare = prepared  # type: ignore[method-assign]
+    watch.judge = judged  # type: ignore[method-assign]
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+    weth = devnet.price("WETH")
+    devnet.set_price_at("WETH", weth, block_time(devnet) - 7200)  # the same price, stale
+    drop_oracle(devnet, "WETH/USDC", 0.85)
+    devnet.set_price("WBTC", devnet.price("WBTC") * 0.85)  # WBTC's feed and oracle alike
+    crash = devnet.mine(1)
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(crash, protocol=name)
+    at_crash = [who for who, block in order if block == crash]
+    assert at_crash[0] == "ahead" and set(at_crash[1:]) == {"aave", "morpho"}, order
+    breaker = watch.breaker
+    assert "WETH" in await breaker.tripped("devnet")
+    assert (await breaker.reasons("devnet"))["WETH"].startswith("stale")
+    book = keeper.daemon.scanners["morpho"].book
+    under = {p.market.name for p in book.positions if book.health(p) < 1}
+    assert under == {"WETH/USDC", "WBTC/DAI"}, under
+    journal = keeper.daemon.executors["morpho"].journal
+    markets = {e.key.split(":")[2] for e in await journal.all() if e.key.startswith("morpho:")}
+    assert markets == {blue["markets"]["WBTC/DAI"]["id"][:18]}, markets
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+        "chain": "devnet", "protocol": "morpho", "stage": "breaker_paused"}) > 0
