@@ -256,8 +256,6 @@ class Daemon:
                                      ws_url=chain.ws_url, metrics=self.metrics,
                                      ws_stall_after=chain.ws_stall_s, chain_id=chain.chain_id)
                 rt = ChainRuntime(chain, pool, source)
-                # A head's reads, a batch per liquidation path: the lightest path's first.
-                pool.prefetch.rank = self._prefetch_rank
                 source.subscribe(self._block_logger(rt))
                 self.chains[chain.name] = rt
             local = SqliteDatabase.open(self.config.state_dir / STATE_FILE)
@@ -449,11 +447,6 @@ class Daemon:
         scheduler.add_job(self._index_catch_up, "interval", args=[rt, plugin],
                           seconds=plugin.index_interval_s, max_instances=1,
                           coalesce=True, id=f"{plugin.name}:index")
-
-    def _prefetch_rank(self, asker: str | None) -> float:
-        """Where a path's batch of a head's reads goes (chain/prefetch.py): by the order's
-        weight of the path, the lightest first; reads outside any path first of all."""
-        return 0.0 if asker is None else self.order.weight(asker)
 
     async def _block_known(self, chain: str, block_hash: str) -> bool | None:
         rt = self.chains.get(chain)

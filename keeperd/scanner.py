@@ -32,7 +32,6 @@ import numpy as np
 import structlog
 
 from keeperd.chain.blocks import BlockEvent, NewBlock, Reorg
-from keeperd.chain.prefetch import ASKER
 from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.collector_hold import CollectorHold
 from keeperd.liquidation_first import LiquidationFirst, LoopTime
@@ -182,12 +181,8 @@ class ProtocolScanner:
             self.order.running(self.name)
         path = LoopTime(self._liquidation_path(block, full, seen_at),
                         self.order.held if self.order is not None else None)
-        asking = ASKER.set(self.name)  # (the next head's reads: a batch of this path's own)
-        try:
-            with self.collector if self.collector is not None else contextlib.nullcontext():
-                result = await path
-        finally:
-            ASKER.reset(asking)
+        with self.collector if self.collector is not None else contextlib.nullcontext():
+            result = await path
         self.loop_held_s = path.held_s
         if self.order is not None:
             self.order.took(self.name, path.held_s)

@@ -10,12 +10,6 @@ JSON-RPC batch — `batch_at`, so only an endpoint that has the block answers, i
 them. The steps then find their answers waiting (or in flight) instead of asking; a read that
 is new this block (an account touched in it) goes to the node as before.
 
-With several protocols on a chain, each liquidation path's reads go in a batch of their own
-(the path that asked them, `ASKER`, set by the scanner), asked together, the lightest path's
-first (`rank`): a node answers a small batch sooner, and keeperd reads its answer without
-first decoding every other path's — a heavy path's (Perp Curie's, which the daemon's order
-starts after the others) held the light ones' answers back by its own.
-
 Nothing is believed that would not have been: the answer is the node's to the very call the
 code makes, at the very block number; only when it was asked changes. The cache holds one
 block's answers and is emptied on every new head and every reorg. Answers that are errors are
@@ -27,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +37,6 @@ MAX_PARAMS_TOTAL = 512_000
 
 Call = tuple[str, list[Any]]
 Fetch = Callable[[int, list[Call]], Awaitable[tuple[dict[str, Any], list[Any]]]]
-
-# The liquidation path asking (its scanner's name), set by the scanner for the path's
-# duration (tasks it starts inherit it); None: a read outside any path.
-ASKER: ContextVar[str | None] = ContextVar("keeperd_prefetch_asker", default=None)
 
 
 def _number(tag: Any) -> int | None:
@@ -137,14 +126,10 @@ class _Generation:
     head: int
     head_hash: str | None
     answers: dict[str, Any] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
     asked: dict[str, Call] = field(default_factory=dict)
-    askers: dict[str, str | None] = field(default_factory=dict)  # key -> the first to ask
     params_chars: int = 0
-    in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # key -> its batch
-
-    def cancel(self) -> None:
-        for task in set(self.in_flight.values()):
-            task.cancel()
+    in_flight: set[str] = field(default_factory=set)  # the keys the task asks
 
 
 class HeadPrefetch:
@@ -157,40 +142,29 @@ class HeadPrefetch:
         self._current: _Generation | None = None
         self.hits = 0
         self.misses = 0
-        # The order the paths' batches are asked in: by this weight, the least first (the
-        # daemon's order: its paths' weights); None: as they first asked.
-        self.rank: Callable[[str | None], float] | None = None
 
     def head(self, number: int, block_hash: str | None = None) -> None:
-        """A new head: what the last head's reads were, asked at this one, in a batch per
-        path that asked them (tasks: the caller goes on at once; the code's first reads wait
-        for theirs), the lightest path's first."""
+        """A new head: what the last head's reads were, asked at this one, in one batch (a
+        task: the caller goes on at once; the code's first reads wait for it)."""
         last = self._current
         if last is not None and last.head == number and last.head_hash == block_hash:
             return
-        if last is not None:
-            last.cancel()
+        if last is not None and last.task is not None and not last.task.done():
+            last.task.cancel()
         generation = _Generation(number, block_hash)
         self._current = generation
         if last is None or not last.asked or number <= last.head:
             return
-        groups: dict[str | None, list[str]] = {}
-        for key in last.asked:
-            groups.setdefault(last.askers.get(key), []).append(key)
-        rank = self.rank
-        order = sorted(groups, key=rank) if rank is not None else list(groups)
-        loop = asyncio.get_running_loop()
-        for asker in order:
-            keys = groups[asker]
-            task = loop.create_task(self._ask(generation, keys,
-                                              [at_block(last.asked[k], number) for k in keys]))
-            generation.in_flight.update(dict.fromkeys(keys, task))
-            generation.in_flight.setdefault(_HEADER_KEY, task)
+        keys = list(last.asked)
+        calls = [at_block(c, number) for c in last.asked.values()]
+        generation.in_flight = {*keys, _HEADER_KEY}
+        generation.task = asyncio.get_running_loop().create_task(
+            self._ask(generation, keys, calls))
 
     def forget(self) -> None:
         """A reorg: the block numbers asked may name other blocks now."""
-        if self._current is not None:
-            self._current.cancel()
+        if self._current is not None and self._current.task is not None:
+            self._current.task.cancel()
         self._current = None
 
     async def _ask(self, generation: _Generation, keys: list[str], calls: list[Call]
@@ -203,7 +177,7 @@ class HeadPrefetch:
             return
         if generation.head_hash is not None and header.get("hash") != generation.head_hash:
             return  # the endpoint's block of that number is another one
-        generation.answers.setdefault(_HEADER_KEY, header)
+        generation.answers[_HEADER_KEY] = header
         for key, result in zip(keys, results, strict=True):
             if not isinstance(result, Exception) and result is not None:
                 generation.answers[key] = result
@@ -219,8 +193,9 @@ class HeadPrefetch:
             return False, None  # (never asked ahead: a read elsewhere than the head, too big)
         call, key = shaped
         self._remember(generation, call, key)
-        task = generation.in_flight.get(key)
-        if key not in generation.answers and task is not None and not task.done():
+        if key not in generation.answers and key in generation.in_flight \
+                and generation.task is not None and not generation.task.done():
+            task = generation.task
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -240,5 +215,4 @@ class HeadPrefetch:
         if generation.params_chars + chars > MAX_PARAMS_TOTAL:
             return
         generation.asked[key] = call
-        generation.askers[key] = ASKER.get()
         generation.params_chars += chars

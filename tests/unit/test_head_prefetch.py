@@ -4,8 +4,6 @@ block into waves, and how the delay proxy counts the round trips on a path
 
 from __future__ import annotations
 
-import asyncio
-
 from keeperd.chain.prefetch import MAX_PARAMS_CHARS, at_block, shape
 from keeperd.devnet.delay_proxy import Seen, sequential_depth
 from keeperd.execution.executor import LATER_WAVE, WAVE, wave_split
@@ -99,63 +97,3 @@ async def test_the_reads_of_a_head_are_asked_again_in_one_batch_and_answered_fro
     other = {**TX, "data": "0x1234"}
     assert await prefetch.answer("eth_call", [other, hex(101)]) == (False, None)
     assert (prefetch.hits, prefetch.misses) == (3, 3)  # (two at the first head)
-
-
-async def test_each_paths_reads_of_a_head_are_a_batch_of_their_own_the_lightest_first() -> None:
-    """Curie's reads (a heavy path, started after the others) held Morpho's answers back in
-    one batch with them: each path's reads are asked in a batch of their own, the lightest
-    path's first, and a path's answers wait for its own batch only."""
-    from keeperd.chain.prefetch import ASKER, HeadPrefetch
-
-    asked: list[tuple[int, list[str]]] = []
-    heavy_answered = asyncio.Event()
-
-    async def fetch(block: int, calls: list[tuple[str, list[object]]]
-                    ) -> tuple[dict[str, object], list[object]]:
-        asked.append((block, [str(p[0]["data"]) for _, p in calls]))
-        if any(p[0]["data"] == "0xcc" for _, p in calls):
-            await heavy_answered.wait()  # (the node still working on the heavy batch)
-        return ({"number": hex(block)},
-                [f"{p[0]['data']}@{block}" for _, p in calls])
-
-    prefetch = HeadPrefetch(fetch)
-    prefetch.rank = {None: 0.0, "curie": 0.3, "aave": 0.03, "morpho": 0.012}.__getitem__
-
-    def call(data: str, block: int) -> list[object]:
-        return [{**TX, "data": data}, hex(block)]
-
-    async def ask(asker: str | None, data: str, block: int) -> tuple[bool, object]:
-        token = ASKER.set(asker)
-        try:
-            return await prefetch.answer("eth_call", call(data, block))
-        finally:
-            ASKER.reset(token)
-
-    prefetch.head(100)
-    for asker, data in (("curie", "0xcc"), ("aave", "0xaa"), ("morpho", "0xbb"),
-                        (None, "0x00"), ("morpho", "0xaa")):  # (Aave's call, asked again)
-        await ask(asker, data, 100)
-    prefetch.head(101)
-    await asyncio.sleep(0)
-    assert asked == [(101, ["0x00"]), (101, ["0xbb"]), (101, ["0xaa"]), (101, ["0xcc"])]
-    # Morpho's and Aave's answers come while Curie's batch is still with the node.
-    assert await asyncio.wait_for(ask("morpho", "0xbb", 101), 0.5) == (True, "0xbb@101")
-    assert await asyncio.wait_for(ask("aave", "0xaa", 101), 0.5) == (True, "0xaa@101")
-    curie = asyncio.create_task(ask("curie", "0xcc", 101))
-    await asyncio.sleep(0.02)
-    assert not curie.done()
-    heavy_answered.set()
-    assert await asyncio.wait_for(curie, 0.5) == (True, "0xcc@101")
-    # A new head cancels the batches still in flight.
-    heavy_answered.clear()
-    for asker, data in (("curie", "0xcc"), ("morpho", "0xbb")):
-        await ask(asker, data, 101)  # (remembered for the next head)
-    prefetch.head(102)
-    await asyncio.sleep(0)
-    generation = prefetch._current
-    assert generation is not None
-    batches = set(generation.in_flight.values())
-    assert len(batches) == 3 and sum(not t.done() for t in batches) == 1  # Curie's
-    prefetch.head(103)
-    await asyncio.sleep(0)
-    assert all(t.done() for t in batches)
