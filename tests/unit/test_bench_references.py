@@ -261,7 +261,23 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {"`fc4d242` (rule 2 with a margin, reverted), 9 rounds, run G5":
+ISOLATION_ROWS = {("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
+                   "9 rounds, run H4"):
+                      "isolation-f6caf2e-watch-h4.json",
+                  ("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
+                   "9 rounds, run H5"):
+                      "isolation-f6caf2e-watch-h5.json",
+                  "`47dcc5d` (a path under water first), 9 rounds, run H1":
+                      "isolation-47dcc5d-outlook-h1.json",
+                  "`47dcc5d` (a path under water first), 9 rounds, run H2":
+                      "isolation-47dcc5d-outlook-h2.json",
+                  "`47dcc5d` (a path under water first), 9 rounds, run H3":
+                      "isolation-47dcc5d-outlook-h3.json",
+                  "`21f1e8c` (before, main), 9 rounds, run H2":
+                      "isolation-21f1e8c-warm9-h2.json",
+                  "`21f1e8c` (before, main), 9 rounds, run H3":
+                      "isolation-21f1e8c-warm9-h3.json",
+                  "`fc4d242` (rule 2 with a margin, reverted), 9 rounds, run G5":
                       "isolation-fc4d242-warm9-g5.json",
                   "`fc4d242` (rule 2 with a margin, reverted), 9 rounds, run G7":
                       "isolation-fc4d242-warm9-g7.json",
