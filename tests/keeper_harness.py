@@ -54,6 +54,24 @@ def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str]
     }, env={"KEEPER_KEY": KEEPER_KEY})
 
 
+def aave_and_morpho_config(devnet: Devnet, tmp_path: Path, keeper: dict[str, Any],
+                           **extra: Any):  # type: ignore[no-untyped-def]
+    """Aave and Morpho Blue (every devnet market) on the devnet, the cascade monitor off."""
+    blue = devnet.manifest["morpho_blue"]
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.1}],
+        "protocols": [
+            {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+             "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+             "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}],
+        "keeper": keeper, "metrics": {"enabled": False},
+        "risk": {"cascade": {"enabled": False}}, **extra}, env={"KEEPER_KEY": KEEPER_KEY})
+
+
 async def crash_and_collect(devnet: Devnet, keeper: Running, usd: float = 2100.0
                             ) -> tuple[int, J.Journal, list[J.JournalEntry]]:
     """With automine off (blocks come when mined): move WETH, mine the block, let keeperd

@@ -7,26 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
 from tests.integration.test_morpho import drop_oracle
+from tests.keeper_harness import aave_and_morpho_config
 
 
 async def test_each_path_tells_its_outlook_before_its_read(
         devnet: Devnet, run_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    blue = devnet.manifest["morpho_blue"]
-    keeper = await run_daemon(parse_config({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
-        "protocols": [
-            {"kind": "aave_v3", "name": "aave", "chain": "devnet",
-             "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
-            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-             "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}],
-        "keeper": {"mode": "alert-only"}, "metrics": {"enabled": False},
-        "risk": {"cascade": {"enabled": False}}}, env={}))
+    keeper = await run_daemon(aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"}))
     daemon = keeper.daemon
     names = {daemon.scanners[p].name: p for p in ("aave", "morpho")}
     told: list[tuple[str, str, int]] = []  # (protocol, outlook, block)

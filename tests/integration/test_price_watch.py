@@ -21,6 +21,7 @@ from tests.integration.test_morpho import drop_oracle, fund, morpho_config
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     KEEPER_KEY,
+    aave_and_morpho_config,
     fund_keeper,
     keeper_key_env,
 )
@@ -178,21 +179,10 @@ async def test_the_usd_feeds_judged_while_morphos_read_is_out_still_hold_its_liq
     WBTC/DAI ones go (Aave's borrowers do not cross: WETH's feed stays where it was)."""
     fund(devnet, KEEPER)
     blue = devnet.manifest["morpho_blue"]
-    config = parse_config({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
-        "protocols": [
-            {"kind": "aave_v3", "name": "aave", "chain": "devnet",
-             "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
-            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-             "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}],
-        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPER_KEY"}},
-        "oracles": {"heartbeat_s": 3600, "clear_after_s": 0},
-        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}},
-    }, env={"KEEPER_KEY": KEEPER_KEY})
+    config = aave_and_morpho_config(
+        devnet, tmp_path, {"mode": "liquidate", "min_profit_usd": 1.0,
+                           "key": {"source": "env", "env": "KEEPER_KEY"}},
+        oracles={"heartbeat_s": 3600, "clear_after_s": 0})
     keeper = await run_daemon(config)
     watch = keeper.daemon.chains["devnet"].prices
     order: list[tuple[str, int]] = []  # what the watch did, in turn: ("ahead" | protocol, block)
