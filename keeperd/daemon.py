@@ -76,6 +76,7 @@ from keeperd.storage.lease import (
 )
 from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
 from keeperd.storage.replica import Replica
+from keeperd.storage.wal_checkpoint import WalCheckpointer
 from keeperd.web import WebServer, make_app, read_bearer_token
 
 log = structlog.get_logger(__name__)
@@ -260,6 +261,10 @@ class Daemon:
                 self.chains[chain.name] = rt
             local = SqliteDatabase.open(self.config.state_dir / STATE_FILE)
             stack.push_async_callback(local.close)
+            # (its commits on the loop append to the log; the copy back, with its fsyncs,
+            # runs in a thread)
+            self.services.append(WalCheckpointer(local, self.config.state_dir / STATE_FILE,
+                                                 self.metrics))
             key = await self._open_signer(stack)
             db = await self._open_storage(stack, key, local)
             # The schema first, explicitly: every table the journal, the alerts and the

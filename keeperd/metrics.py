@@ -156,6 +156,11 @@ class Metrics:
             "Index catch-ups that stopped short because no endpoint had the range's last block "
             "yet (a node behind the head answers logs silently incomplete: never trusted).",
             ["chain", "protocol"], registry=r)
+        self.sqlite_checkpoints = Counter(
+            "keeperd_sqlite_checkpoints_total",
+            "Checkpoints of the SQLite state file's write-ahead log, run off the event loop "
+            "(storage/wal_checkpoint.py), by outcome (ok, failed).",
+            ["outcome"], registry=r)
         self.accounts_by_health = Gauge(
             "keeperd_accounts_by_health",
             "Accounts with debt by health-factor bucket (bucket = upper bound, or 'inf').",

@@ -123,6 +123,12 @@ async def test_a_30pct_weth_crash_is_liquidated_within_two_blocks(
         assert metric_value(metrics, "keeperd_breaker_tripped",
                             {"chain": "devnet", "asset": symbol}) == 0, symbol
     assert metric_value(metrics, "keeperd_liquidations_held", labels) == 0
+    # The state file's commits during the crash only appended to its log; a thread copied
+    # it back (storage/wal_checkpoint.py), never a commit on the loop.
+    assert await keeper.daemon.index_store.db.fetchval("PRAGMA wal_autocheckpoint") == 0
+    assert metric_value(metrics, "keeperd_sqlite_checkpoints_total", {"outcome": "ok"}) > 0
+    assert metric_value(metrics, "keeperd_sqlite_checkpoints_total",
+                        {"outcome": "failed"}) == 0
 
 
 async def test_dry_run_sends_nothing_and_records_what_it_would_send(
