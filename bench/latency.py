@@ -22,6 +22,17 @@ head to its first broadcast.
 
     python bench/latency.py --accounts 10000 --rounds 30 --cpu
 
+After each round (its liquidations in the node's pool, keeperd idle until the next block)
+the bench measures the node's own share of the round (`node_by_round`): the round's
+liquidations simulated again at the same head, a batch of 16 after another, then taken out of
+the pool and sent again byte for byte, 16 a batch, one batch after another. `p99_node_serial_ms`
+is the p99 the rounds would have if, after its plan (`plan_ms`: the head to the first
+simulation asked), each round's liquidations were spread evenly over that serial work, and
+`tail_over_first_node_serial` that over the measured first liquidation's p50. It is not a
+bound (anvil takes a send while it simulates: keeperd's overlapped waves come in under it);
+a measured p99 above it would say keeperd, not the node, is what the tail waits for.
+Without a delay only: through the proxy the replay would measure its delay.
+
 With `--cpu` each round also records the CPU time keeperd and anvil spent in it (`cpu`, an
 upper bound). It is sampled every 5 ms on the daemon's own loop, which costs the daemon ~7 %
 of its loop in a round: the latencies of such a run are not comparable with one without.
@@ -129,6 +140,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
 
     await asyncio.wait_for(completed(devnet.client.block_number()), 120)
     price = devnet.price("WETH")
+    node: dict[int, dict[str, float]] = {}
     round_blocks: list[int] = []
     # Blocks come when mined, like a real chain's: a broadcast lands in the mempool
     # (with automine, anvil would mine a block inside every eth_sendRawTransaction).
@@ -144,6 +156,8 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
             cpu_samples[block] = [(time.perf_counter(), time.process_time(),
                                    cpu_seconds(anvil_pid))]
         await asyncio.wait_for(completed(block, sampled=cpu), 60)
+        if proxy is None:
+            node[block] = await node_work(devnet.manifest["rpc_url"], keeper)
         # The round's liquidations are mined in the next block, before the next move.
         await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
     stop.set()
@@ -168,6 +182,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
             timings.setdefault(event["block"], []).append(
                 {k: event.get(k) for k in ("partial", "plan_ms", "stages", "waves")})
     busy = [cpu_busy(cpu_samples.get(b, []), max(sent.get(b, [0.0]))) for b in round_blocks]
+    serial = node_serial_latencies(sent, timings, node)
     every = [ms for per in sent.values() for ms in per]
     first = [min(per) for per in sent.values() if per]
     trips = ([proxy.round_trips_to_send(b) for b in round_blocks]
@@ -191,9 +206,74 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         "round_trips_head_to_first_send": trips,
         "round_trips_max": max(counted) if counted else None,
         "cpu_sampled": cpu,
+        "p99_node_serial_ms": round(percentile(serial, 99), 2) if serial else None,
+        "tail_over_first_node_serial": round(percentile(serial, 99) / percentile(first, 50), 2)
+        if serial and first else None,
+        "node_by_round": [{"block": b, **node[b]} for b in round_blocks if b in node],
         "stages_by_round": [{"block": b, "passes": timings.get(b, []), "cpu": busy[i]}
                             for i, b in enumerate(round_blocks)],
     }
+
+
+async def node_work(rpc_url: str, keeper: str) -> dict[str, float]:
+    """The node's serial share of a round (see the module's doc): the keeper's pending
+    liquidations simulated again at the head in batches of 16, one after another, then
+    removed from the pool and sent again, byte for byte, 16 a batch (the pool ends as it
+    was: the same transactions, the same hashes, mined by the next block)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async def rpc(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                    for i, (m, p) in enumerate(calls)]
+            async with session.post(rpc_url, json=body) as resp:
+                answers = sorted(await resp.json(), key=lambda a: a["id"])
+            for a in answers:
+                if "error" in a:
+                    raise RuntimeError(f"{calls[a['id']][0]}: {a['error']}")
+            return [a["result"] for a in answers]
+
+        [content] = await rpc([("txpool_content", [])])
+        mine = {k.lower(): v for k, v in content["pending"].items()}.get(keeper.lower(), {})
+        txs = [mine[n] for n in sorted(mine, key=int)]
+        if not txs:
+            return {"liquidations": 0, "simulate_ms": 0.0, "send_ms": 0.0, "node_ms": 0.0}
+        calls = [{"from": keeper, "to": t["to"], "data": t["input"], "gas": t["gas"]}
+                 for t in txs]
+        began = time.perf_counter()
+        for i in range(0, len(calls), 16):
+            await rpc([("eth_call", [c, "latest"]) for c in calls[i:i + 16]])
+        simulated = time.perf_counter()
+        hashes = [t["hash"] for t in txs]
+        raws = await rpc([("eth_getRawTransactionByHash", [h]) for h in hashes])
+        await rpc([("anvil_removePoolTransactions", [keeper])])
+        resent = time.perf_counter()
+        again: list[str] = []
+        for i in range(0, len(raws), 16):
+            again += await rpc([("eth_sendRawTransaction", [r]) for r in raws[i:i + 16]])
+        sent = time.perf_counter()
+        if [h.lower() for h in again] != [h.lower() for h in hashes]:
+            raise RuntimeError("the pool did not take the round's transactions back as they were")
+    return {"liquidations": len(txs), "simulate_ms": _round_ms(simulated - began),
+            "send_ms": _round_ms(sent - resent),
+            "node_ms": _round_ms(simulated - began + sent - resent)}
+
+
+def node_serial_latencies(sent: dict[int, list[float]],
+                          timings: dict[int, list[dict[str, Any]]],
+                          node: dict[int, dict[str, float]]) -> list[float]:
+    """Each round's liquidations as if the node did the round's work serially after the plan
+    (the head to the first simulation asked, from the round's first pass): the k-th of N
+    answered at k/N of the node's serial work for the round."""
+    serial: list[float] = []
+    for block, latencies in sent.items():
+        work = node.get(block)
+        plans = [t["plan_ms"] for t in timings.get(block, []) if t.get("plan_ms") is not None]
+        if work is None or not plans or not work["liquidations"]:
+            continue
+        n = len(latencies)
+        serial += [min(plans) + work["node_ms"] * (k + 1) / n for k in range(n)]
+    return serial
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -264,6 +344,10 @@ def main() -> int:
     print(f"first liquidation of each round: p50 {result['first_per_round_p50_ms']} ms, "
           f"p99 {result['first_per_round_p99_ms']} ms")
     print(f"tail over first: p99 / first p50 = {result['tail_over_first']}")
+    if result["p99_node_serial_ms"] is not None:
+        print(f"the node's serial work (each round's plan, then its liquidations simulated and "
+              f"sent one batch after another): p99 {result['p99_node_serial_ms']} ms, over the "
+              f"first's p50 {result['tail_over_first_node_serial']}")
     if result["delay_ms"] is not None:
         print(f"+{result['delay_ms']} ms a request: round trips head -> first broadcast, max "
               f"{result['round_trips_max']}: {result['round_trips_head_to_first_send']}")

@@ -16,21 +16,40 @@ Item = int | bytes | Sequence["Item"]
 
 
 def encode(item: Item) -> bytes:
+    # (exact types first: a signature encodes two lists of ints and short byte strings, and
+    # the isinstance chain and a recursion per integer were half of it)
+    kind = type(item)
+    if kind is int:
+        return _uint(item)  # type: ignore[arg-type]
+    if kind is bytes:
+        return _string(item)  # type: ignore[arg-type]
+    if kind is list or kind is tuple:
+        payload = b"".join([encode(x) for x in item])  # type: ignore[union-attr]
+        return _length(len(payload), 0xC0) + payload
     if isinstance(item, bytes | bytearray):
-        data = bytes(item)
-        if len(data) == 1 and data[0] < 0x80:
-            return data
-        return _length(len(data), 0x80) + data
+        return _string(bytes(item))
     if isinstance(item, int):
-        if item < 0:
-            raise ValueError(f"RLP encodes unsigned integers only, not {item}")
-        return encode(item.to_bytes((item.bit_length() + 7) // 8, "big"))
-    payload = b"".join(encode(x) for x in item)
+        return _uint(item)
+    payload = b"".join([encode(x) for x in item])
     return _length(len(payload), 0xC0) + payload
+
+
+def _string(data: bytes) -> bytes:
+    if len(data) == 1 and data[0] < 0x80:
+        return data
+    return _length(len(data), 0x80) + data
+
+
+def _uint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"RLP encodes unsigned integers only, not {value}")
+    if value < 0x80:
+        return b"\x80" if value == 0 else bytes((value,))
+    return _string(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
 def _length(length: int, offset: int) -> bytes:
     if length <= 55:
-        return bytes([offset + length])
+        return bytes((offset + length,))
     size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(size)]) + size
+    return bytes((offset + 55 + len(size),)) + size

@@ -69,9 +69,30 @@ def dumps(payload: Any) -> str:
     return "".join(parts)
 
 
+# What json.dumps writes at C speed. A request with no HexData in it (a signed transaction's
+# broadcast, a simulation's call) is written in one call: ~3 us instead of ~8-10 when each
+# key and value went through Python here, a liquidation's share of a crash's waves (#31).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # (as the rest of a body is written)
+
+
+def _plain(value: Any) -> bool:
+    """Nothing but JSON's own types inside (no HexData, no subclass)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return all(_plain(v) for v in value)
+    return False
+
+
 def _write_json(value: Any, parts: list[str]) -> None:
     if isinstance(value, HexData):
         parts += ('"', value, '"')
+    elif _plain(value):
+        parts.append(_COMPACT.encode(value))
     elif isinstance(value, dict) and all(type(k) is str for k in value):
         parts.append("{")
         for i, (k, v) in enumerate(value.items()):
