@@ -224,6 +224,15 @@ LATENCY_ROUND_TRIPS: dict[str, Figures | None] = {
             f[0]["round_trips_max"], statistics.median(
                 t for t in f[0]["round_trips_head_to_first_send"] if t is not None)]),
 }
+# Run I (bench/README.md, "sixth pass"): the node's serial share of each round beside it.
+LATENCY_NODE_SERIAL: dict[str, Figures | None] = {
+    **{k: v for k, v in LATENCY_ROUND_TRIPS.items() if not k.startswith("round trips")},
+    "the node's serial work: p99 / over the first's p50": lambda f: (
+        [] if f[0].get("p99_node_serial_ms") is None
+        else [f[0]["p99_node_serial_ms"], f[0]["tail_over_first_node_serial"]]),
+    "round trips to the first send, max / median":
+        LATENCY_ROUND_TRIPS["round trips to the first send, max / median"],
+}
 BUILD: dict[str, Figures | None] = {
     "commit": None,
     "how": lambda f: [f[0]["stage_borrowers"]] if "stage_borrowers" in f[0] else [],
@@ -374,6 +383,12 @@ TABLES: dict[tuple[str, ...], Table] = {
            for i in runs.get(delay, ())},
         "`1875f22`, run G0 | +50": ["latency-10000-delay50-1875f22-1.json"],
     }, LATENCY_ROUND_TRIPS),
+    tuple(LATENCY_NODE_SERIAL): Table({
+        f"`{code}`{label}, run I{i} | {delay}":
+        [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab6-{code}-{i}.json"]
+        for code, label in (("4baf8a5", " (main)"), ("81bd9c7", ""))
+        for delay, runs in (("none", (1, 2, 3, 4)), ("+50", (1, 2))) for i in runs
+    }, LATENCY_NODE_SERIAL),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
         "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],
