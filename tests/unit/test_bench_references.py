@@ -270,7 +270,11 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
+ISOLATION_ROWS = {**{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9c7-r21-j{i}.json"
+                     for i in (1, 2, 3, 4)},
+                  **{f"`26da2ca` (a head batch per path, not kept), 21 rounds, run J{i}":
+                     f"isolation-26da2ca-r21-j{i}.json" for i in (3, 4)},
+                  ("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
                    "9 rounds, run H4"):
                       "isolation-f6caf2e-watch-h4.json",
                   ("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
