@@ -271,7 +271,9 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
 
 
 ISOLATION_ROWS = {**{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9c7-r21-j{i}.json"
-                     for i in (1, 2, 3, 4)},
+                     for i in (1, 2, 3, 4, 5, 6)},
+                  **{f"`ea6fd86` (light reads in a batch of their own, not kept), 21 rounds, "
+                     f"run J{i}": f"isolation-ea6fd86-r21-j{i}.json" for i in (5, 6)},
                   **{f"`26da2ca` (a head batch per path, not kept), 21 rounds, run J{i}":
                      f"isolation-26da2ca-r21-j{i}.json" for i in (3, 4)},
                   ("`f6caf2e` (a path under water first, the USD feeds judged during the read), "
