@@ -54,20 +54,30 @@ def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str]
     }, env={"KEEPER_KEY": KEEPER_KEY})
 
 
+def devnet_chain(devnet: Devnet) -> dict[str, Any]:
+    """The devnet as a config's chain, its one endpoint polled fast."""
+    return {"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+            "confirmations": 0, "poll_interval": 0.1}
+
+
+def morpho_protocol(devnet: Devnet, **extra: Any) -> dict[str, Any]:
+    """Morpho Blue with every devnet market, as a config's protocol."""
+    blue = devnet.manifest["morpho_blue"]
+    return {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+            "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()],
+            **extra}
+
+
 def aave_and_morpho_config(devnet: Devnet, tmp_path: Path, keeper: dict[str, Any],
                            **extra: Any):  # type: ignore[no-untyped-def]
     """Aave and Morpho Blue (every devnet market) on the devnet, the cascade monitor off."""
-    blue = devnet.manifest["morpho_blue"]
     return parse_config({
         "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
+        "chains": [devnet_chain(devnet)],
         "protocols": [
             {"kind": "aave_v3", "name": "aave", "chain": "devnet",
              "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
-            {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-             "morpho": blue["morpho"], "markets": [m["id"] for m in blue["markets"].values()]}],
+            morpho_protocol(devnet)],
         "keeper": keeper, "metrics": {"enabled": False},
         "risk": {"cascade": {"enabled": False}}, **extra}, env={"KEEPER_KEY": KEEPER_KEY})
 

@@ -16,16 +16,13 @@ Item = int | bytes | Sequence["Item"]
 
 
 def encode(item: Item) -> bytes:
-    # (exact types first: a signature encodes two lists of ints and short byte strings, and
-    # the isinstance chain and a recursion per integer were half of it)
+    # (exact types first: a signature encodes lists of ints and short byte strings, and the
+    # isinstance chain and a recursion per integer were half of it)
     kind = type(item)
     if kind is int:
         return _uint(item)  # type: ignore[arg-type]
     if kind is bytes:
         return _string(item)  # type: ignore[arg-type]
-    if kind is list or kind is tuple:
-        payload = b"".join([encode(x) for x in item])  # type: ignore[union-attr]
-        return _length(len(payload), 0xC0) + payload
     if isinstance(item, bytes | bytearray):
         return _string(bytes(item))
     if isinstance(item, int):

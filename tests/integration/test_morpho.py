@@ -26,24 +26,21 @@ from keeperd.storage.account_index import IndexStore
 from tests.keeper_harness import (
     KEEPER,
     KEEPER_KEY,
+    devnet_chain,
+    morpho_protocol,
 )
 
 LIQUIDATOR = "0x000000000000000000000000000000000000bEEF"
 
 
 def morpho_config(devnet: Devnet, tmp_path: Path, mode: str = "alert-only"):  # type: ignore[no-untyped-def]
-    blue = devnet.manifest["morpho_blue"]
     keeper: dict[str, object] = {"mode": mode, "min_profit_usd": 1.0}
     if mode == "liquidate":
         keeper["key"] = {"source": "env", "env": "KEEPER_KEY"}
     return parse_config({
         "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
-        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-                       "morpho": blue["morpho"],
-                       "markets": [m["id"] for m in blue["markets"].values()]}],
+        "chains": [devnet_chain(devnet)],
+        "protocols": [morpho_protocol(devnet)],
         "keeper": keeper, "metrics": {"enabled": False},
         "risk": {"cascade": {"enabled": False}}}, env={"KEEPER_KEY": KEEPER_KEY})
 

@@ -21,6 +21,8 @@ from tests.integration.test_morpho import adapter_for
 from tests.keeper_harness import (
     KEEPER,
     KEEPER_KEY,
+    devnet_chain,
+    morpho_protocol,
 )
 
 pytestmark = pytest.mark.devnet
@@ -33,13 +35,9 @@ def config(devnet: Devnet, tmp_path: Path, capital: str) -> Any:
     blue = devnet.manifest["morpho_blue"]
     return parse_config({
         "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
-        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
-                       "morpho": blue["morpho"],
-                       "markets": [m["id"] for m in blue["markets"].values()],
-                       "liquidator_contract": blue["liquidator"]["address"]}],
+        "chains": [devnet_chain(devnet)],
+        "protocols": [morpho_protocol(devnet,
+                                      liquidator_contract=blue["liquidator"]["address"])],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0, "capital": capital,
                    "key": {"source": "env", "env": "KEEPER_KEY"},
                    # (keeper.capital flash-loan/auto wants the Aave contract too, today)
