@@ -48,11 +48,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# After a round: the node's work for its liquidations, {"liquidations", "node_ms", ...}.
+NodeProbe = Callable[[str, str], Awaitable[dict[str, Any]]]
 
 # anvil's default mnemonic, account 5 (a published test key).
 KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
@@ -69,7 +73,13 @@ def percentile(values: list[float], p: float) -> float:
 
 async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
               aave: str = "v3.6", delay_ms: float | None = None,
-              cpu: bool = False) -> dict[str, Any]:
+              cpu: bool = False, *, before_daemon: Callable[[Any], None] | None = None,
+              node_probe: NodeProbe | None = None,
+              keep_rounds: bool = False) -> dict[str, Any]:
+    """The rounds; `before_daemon(devnet)` runs once the keeper is funded, before the daemon
+    starts, and `node_probe(rpc_url, keeper)` after each round in place of `node_work`
+    (bench/wave_tx.py measures another way of sending the same liquidations with them);
+    `keep_rounds` keeps each round's latencies and timing events in the result."""
     import contextlib
     import os
 
@@ -87,11 +97,13 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
                                    delay_s=delay_ms / 1000) if delay_ms is not None else None)
         async with proxy if proxy is not None else contextlib.nullcontext():
             return await _rounds(devnet, tmp, out, proxy, rounds, step, cascade, accounts,
-                                 cpu)
+                                 cpu, before_daemon, node_probe or node_work, keep_rounds)
 
 
 async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: int,
-                  step: float, cascade: bool, accounts: int, cpu: bool) -> dict[str, Any]:
+                  step: float, cascade: bool, accounts: int, cpu: bool,
+                  before_daemon: Callable[[Any], None] | None,
+                  node_probe: NodeProbe, keep_rounds: bool) -> dict[str, Any]:
     import os
 
     from keeperd.config import parse_config
@@ -105,6 +117,8 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
         devnet.client.send(keeper, devnet.manifest["tokens"][symbol],
                            token.encode_call("mint", keeper, 10**12 * 10**decimals))
+    if before_daemon is not None:
+        before_daemon(devnet)
     config = parse_config({
         "state_dir": tmp,
         "chains": [{"name": "devnet", "chain_id": 31337,
@@ -157,7 +171,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
                                    cpu_seconds(anvil_pid))]
         await asyncio.wait_for(completed(block, sampled=cpu), 60)
         if proxy is None:
-            node[block] = await node_work(devnet.manifest["rpc_url"], keeper)
+            node[block] = await node_probe(devnet.manifest["rpc_url"], keeper)
         # The round's liquidations are mined in the next block, before the next move.
         await asyncio.wait_for(completed(await asyncio.to_thread(devnet.mine, 1)), 60)
     stop.set()
@@ -188,7 +202,9 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
     trips = ([proxy.round_trips_to_send(b) for b in round_blocks]
              if proxy is not None else [])
     counted = [t for t in trips if t is not None]
+    kept = {"sent_by_round": sent, "timings_by_round": timings} if keep_rounds else {}
     return {
+        **kept,
         "accounts": accounts,
         "rounds": rounds,
         "liquidations_sent": len(every),
