@@ -331,6 +331,20 @@ ISOLATION_ROWS = {**{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9
                   "`2cfe953` (before), first bench": "isolation-baseline-2cfe953.json"}
 
 
+def wave_columns(way: str) -> dict[str, Figures | None]:
+    """bench/wave_tx.py: one way of sending a round's liquidations (`each`, `wave`)."""
+    return {
+        "way": None,
+        "the node: simulate / accept a liquidation": lambda f: [
+            f[0]["ways"][way]["simulate_ms_per_liquidation"],
+            f[0]["ways"][way]["send_ms_per_liquidation"]],
+        "gas a liquidation": lambda f: [f[0]["ways"][way]["gas_per_liquidation"]],
+        "the node's serial work: p99 / over the first's p50": lambda f: [
+            f[0]["ways"][way]["p99_node_serial_ms"],
+            f[0]["ways"][way]["tail_over_first_node_serial"]],
+    }
+
+
 TABLES: dict[tuple[str, ...], Table] = {
     ("code", "protocol", "alone", "with Aave, Morpho, Curie", "all / alone"): Table(
         {f"{code} | {name}": [file] for code, file in ISOLATION_ROWS.items()
@@ -395,6 +409,14 @@ TABLES: dict[tuple[str, ...], Table] = {
         for code, label in (("4baf8a5", " (main)"), ("81bd9c7", ""))
         for delay, runs in (("none", (1, 2, 3, 4)), ("+50", (1, 2))) for i in runs
     }, LATENCY_NODE_SERIAL),
+    ("way", "the node: simulate / accept a liquidation", "gas a liquidation",
+     "the node's serial work: p99 / over the first's p50"): Table({
+        f"{label}, run K1": ["wave-tx-10000-7b06335.json"]
+        for label in ("one transaction per liquidation (keeperd)",
+                      "one transaction per wave of 16 (not built)")}, {}, {
+        f"{label}, run K1": wave_columns(way)
+        for label, way in (("one transaction per liquidation (keeperd)", "each"),
+                           ("one transaction per wave of 16 (not built)", "wave"))}),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
         "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],
