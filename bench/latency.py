@@ -231,6 +231,31 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
     }
 
 
+Rpc = Callable[[list[tuple[str, list[Any]]]], Awaitable[list[Any]]]
+
+
+def batch_rpc(session: Any, rpc_url: str) -> Rpc:
+    """A function asking the node a list of calls in one JSON-RPC batch: their results in
+    order, an error raised (the replays below read a quiet node: nothing may fail)."""
+    async def rpc(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                for i, (m, p) in enumerate(calls)]
+        async with session.post(rpc_url, json=body) as resp:
+            answers = sorted(await resp.json(), key=lambda a: a["id"])
+        for a in answers:
+            if "error" in a:
+                raise RuntimeError(f"{calls[a['id']][0]}: {a['error']}")
+        return [a["result"] for a in answers]
+    return rpc
+
+
+async def pending_of(rpc: Rpc, keeper: str) -> list[dict[str, Any]]:
+    """The keeper's transactions in the node's pool, by nonce."""
+    [content] = await rpc([("txpool_content", [])])
+    mine = {k.lower(): v for k, v in content["pending"].items()}.get(keeper.lower(), {})
+    return [mine[n] for n in sorted(mine, key=int)]
+
+
 async def node_work(rpc_url: str, keeper: str) -> dict[str, float]:
     """The node's serial share of a round (see the module's doc): the keeper's pending
     liquidations simulated again at the head in batches of 16, one after another, then
@@ -239,19 +264,8 @@ async def node_work(rpc_url: str, keeper: str) -> dict[str, float]:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        async def rpc(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
-                    for i, (m, p) in enumerate(calls)]
-            async with session.post(rpc_url, json=body) as resp:
-                answers = sorted(await resp.json(), key=lambda a: a["id"])
-            for a in answers:
-                if "error" in a:
-                    raise RuntimeError(f"{calls[a['id']][0]}: {a['error']}")
-            return [a["result"] for a in answers]
-
-        [content] = await rpc([("txpool_content", [])])
-        mine = {k.lower(): v for k, v in content["pending"].items()}.get(keeper.lower(), {})
-        txs = [mine[n] for n in sorted(mine, key=int)]
+        rpc = batch_rpc(session, rpc_url)
+        txs = await pending_of(rpc, keeper)
         if not txs:
             return {"liquidations": 0, "simulate_ms": 0.0, "send_ms": 0.0, "node_ms": 0.0}
         calls = [{"from": keeper, "to": t["to"], "data": t["input"], "gas": t["gas"]}

@@ -112,21 +112,11 @@ class WaveProbe:
     async def node_probe(self, rpc_url: str, keeper: str) -> dict[str, Any]:
         import aiohttp
         from eth_abi import decode
+        from latency import batch_rpc, pending_of
 
         async with aiohttp.ClientSession() as session:
-            async def rpc(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-                body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
-                        for i, (m, p) in enumerate(calls)]
-                async with session.post(rpc_url, json=body) as resp:
-                    answers = sorted(await resp.json(), key=lambda a: a["id"])
-                for a in answers:
-                    if "error" in a:
-                        raise RuntimeError(f"{calls[a['id']][0]}: {a['error']}")
-                return [a["result"] for a in answers]
-
-            [content] = await rpc([("txpool_content", [])])
-            mine = {k.lower(): v for k, v in content["pending"].items()}.get(keeper.lower(), {})
-            txs = [mine[n] for n in sorted(mine, key=int)]
+            rpc = batch_rpc(session, rpc_url)
+            txs = await pending_of(rpc, keeper)
             n = len(txs)
             if not n:
                 return {"liquidations": 0, "node_ms": 0.0}
@@ -187,9 +177,8 @@ class WaveProbe:
             else:
                 e_sim, e_send = await each()
                 w_sim, w_send, succeeded = await by_wave()
-            [content] = await rpc([("txpool_content", [])])
-            back = {k.lower(): v for k, v in content["pending"].items()}.get(keeper.lower(), {})
-            if sorted(t["hash"] for t in back.values()) != sorted(t["hash"] for t in txs):
+            back = await pending_of(rpc, keeper)
+            if [t["hash"] for t in back] != [t["hash"] for t in txs]:
                 raise RuntimeError("the pool did not take the round's transactions back")
             # gas used as the node executes them (its call tracer's, intrinsic gas included):
             # an estimate would not do for a wave, whose calls' failures do not revert it
