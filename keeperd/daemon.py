@@ -783,7 +783,8 @@ class Daemon:
             tx = TxManager(rt.pool, key, rt.config.chain_id, metrics=self.metrics,
                            policy=policy, private_pool=private,
                            record=lambda r: _journal_tx(journal, r),
-                           record_many=journal.record_txs)
+                           record_many=journal.record_txs,
+                           allowed_delegates=frozenset(keeper.allowed_delegates))
             tx_managers[rt.config.name] = tx
         return tx
 

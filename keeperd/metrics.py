@@ -238,6 +238,10 @@ class Metrics:
             "keeperd_keeper_foreign_transactions_total", "Transactions mined from the keeper's "
             "address that keeperd did not sign: the key is in use elsewhere (should stay 0).",
             ["chain"], registry=r)
+        self.keeper_runs_code = Gauge(
+            "keeperd_keeper_address_runs_code", "1 while the keeper's address runs code: "
+            "delegated (EIP-7702) to a contract, or the node says it is one (should be 0 "
+            "unless keeper.allowed_delegates names the delegate).", ["chain"], registry=r)
         self.liquidations_verified = Counter(
             "keeperd_liquidations_verified_total", "Liquidations simulated under verification, "
             "by outcome: sent (the chain confirmed health < 1 and a profitable outcome), "

@@ -41,7 +41,7 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
     RuleInfo("capital_shortfall", ("chain", "protocol", "asset"), ("warning",),
              "capital_shortfall", "the keeper's balance of a debt asset falls short"),
     RuleInfo("key_in_use_elsewhere", ("chain",), ("critical",), "key_in_use_elsewhere",
-             "another sender uses the keeper's key"),
+             "another sender uses the keeper's key, or its address is delegated (EIP-7702)"),
     RuleInfo("sending_paused", ("chain", "protocol"), ("critical",), "sending_paused",
              "keeperd paused a protocol's sending: reverts, or the gas cap"),
     RuleInfo("rpc_down", ("chain",), ("critical",), "rpc_down", "every RPC of a chain fails"),

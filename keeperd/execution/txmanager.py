@@ -27,6 +27,7 @@ from eth_utils import keccak
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
+from keeperd.execution.delegation import read_code, refusal
 from keeperd.execution.journal import TxRecord
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
@@ -147,7 +148,8 @@ class TxManager:
     def __init__(self, pool: RpcPool, signer: Signer, chain_id: int, *, metrics: Metrics,
                  policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
                  record: Recorder | None = None,
-                 record_many: ManyRecorder | None = None) -> None:
+                 record_many: ManyRecorder | None = None,
+                 allowed_delegates: frozenset[str] = frozenset()) -> None:
         self.pool = pool
         self.chain_id = chain_id
         self.metrics = metrics
@@ -168,6 +170,11 @@ class TxManager:
         self._foreign_checked: int | None = None
         self._foreign_checked_block = -1
         self.foreign_seen: tuple[int, int] | None = None  # (block, nonce) of the last one
+        # The address's code (EIP-7702, execution/delegation.py): why nothing may be sent
+        # from it while it runs code not allowed, and whether the last read of it failed.
+        self.allowed_delegates = allowed_delegates
+        self.code_refusal: str | None = None
+        self._code_unread = True
 
     @property
     def address(self) -> str:
@@ -182,9 +189,37 @@ class TxManager:
 
     async def sync_nonce_afresh(self) -> int:
         """At start and on a replica's promotion: what was mined before now (the previous
-        leader's transactions included) is history, not another sender."""
+        leader's transactions included) is history, not another sender; what code the
+        address runs is read afresh (a delegation made while keeperd was down)."""
         self._foreign_checked = None
+        await self.check_code(None)
         return await self.sync_nonce()
+
+    async def check_code(self, block: int | None) -> None:
+        """Read the address's code: a delegation to a contract not allowed holds every send
+        (`key_conflict`). A failed read keeps what was known and is tried again at the next
+        block."""
+        try:
+            code = read_code(await self.pool.request("eth_getCode", [self.address, "latest"]))
+        except (RpcError, RpcUnavailable, ValueError) as exc:
+            self._code_unread = True
+            log.warning("tx.keeper_code_unread", address=self.address, block=block,
+                        error=str(exc)[:200])
+            return
+        self._code_unread = False
+        self.metrics.keeper_runs_code.labels(self.pool.chain).set(0 if code.plain else 1)
+        why = refusal(self.address, code, self.allowed_delegates, block)
+        if (why is None) != (self.code_refusal is None):
+            if why is not None:
+                log.error("tx.keeper_address_delegated", address=self.address, block=block,
+                          delegate=code.delegate, reason=why)
+            else:
+                log.info("tx.keeper_address_plain_again", address=self.address, block=block,
+                         delegate=code.delegate)
+        elif code.delegate is not None and why is None:
+            log.info("tx.keeper_address_delegation_allowed", address=self.address,
+                     delegate=code.delegate)
+        self.code_refusal = why
 
     async def check_foreign(self, block: int) -> list[int]:
         """Once per block (several executors share this manager): the nonces mined since the
@@ -196,6 +231,9 @@ class TxManager:
             "eth_getTransactionCount", [self.address, "latest"]), 16)
         foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]
         self._foreign_checked = max(self._foreign_checked, mined)
+        if foreign or self._code_unread:
+            # (a delegation, or its revocation, moves the address's nonce, whoever sent it)
+            await self.check_code(block)
         if foreign:
             self._note_foreign(block, foreign)
             if self._nonce is not None and mined > self._nonce:
@@ -215,7 +253,10 @@ class TxManager:
                           f"wait until {FOREIGN_QUIET_BLOCKS} blocks pass without one")
 
     def key_conflict(self, block: int) -> str | None:
-        """Why new sends wait (another sender on this key, recently), or None."""
+        """Why new sends wait (the address delegated to code not allowed; another sender
+        on this key, recently), or None."""
+        if self.code_refusal is not None:
+            return self.code_refusal
         if self.foreign_seen is None:
             return None
         seen, nonce = self.foreign_seen

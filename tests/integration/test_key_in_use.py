@@ -6,8 +6,10 @@ nonces ("nonce too low", dropped and replanned liquidations)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
@@ -85,5 +87,129 @@ async def test_another_sender_on_the_key_is_told_and_waited_out(
                             {"chain": "devnet"}) == 1
         await keeper.daemon._alert_tick()
         assert await told(webhook, "key_in_use_elsewhere", "resolved")
+    finally:
+        webhook.close()
+
+
+# anvil's default mnemonic, account 0 (a published test key): a sponsor, as a drainer's
+# relayer would be: the keeper's key signs only the authorization.
+SPONSOR_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ZERO = "0x0000000000000000000000000000000000000000"
+
+
+def delegate(devnet: Devnet, to: str) -> None:
+    """The keeper's address delegated (EIP-7702) to `to` (the zero address: revoked), by an
+    authorization the keeper's key signs and another account sends."""
+    from eth_account import Account
+
+    keeper, sponsor = Account.from_key(KEEPER_KEY), Account.from_key(SPONSOR_KEY)
+    client = devnet.client
+    nonce = int(client.call("eth_getTransactionCount", KEEPER, "latest"), 16)
+    authorization = keeper.sign_authorization({"chainId": 31337, "address": to, "nonce": nonce})
+    base = int(client.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+    tx = {"type": 4, "chainId": 31337, "to": sponsor.address, "value": 0, "data": "0x",
+          "nonce": int(client.call("eth_getTransactionCount", sponsor.address, "pending"), 16),
+          "gas": 100_000, "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9,
+          "authorizationList": [authorization]}
+    client.call("eth_sendRawTransaction",
+                "0x" + sponsor.sign_transaction(tx).raw_transaction.hex())
+    client.mine(1)
+    code = client.call("eth_getCode", KEEPER, "latest")
+    assert code == ("0x" if to == ZERO else "0xef0100" + to[2:].lower()), code
+
+
+def delegation_config(devnet: Devnet, tmp_path: Path, webhook: Webhook,
+                      allowed: list[str] | None = None) -> Any:
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"},
+                   "allowed_delegates": allowed or []},
+        "alerts": {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}]},
+        "metrics": {"enabled": False},
+    }, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "w" * 32})
+
+
+async def test_a_delegated_keeper_address_sends_nothing_until_revoked(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A 7702 drainer's pattern: the key signed an authorization, someone else sent it. Unlike
+    another sender, waiting 10 quiet blocks does not end the hold: the delegate's code stays
+    until revoked."""
+    fund_keeper(devnet)
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook))
+        await keeper.evaluated_at(devnet.client.block_number())
+        metrics = keeper.daemon.metrics
+        assert metric_value(metrics, "keeperd_keeper_address_runs_code",
+                            {"chain": "devnet"}) == 0
+        drainer = devnet.manifest["aave_v3"]["pool"]  # (any contract: its code is the point)
+        delegate(devnet, drainer)
+        await keeper.evaluated_at(devnet.mine(1))
+        assert metric_value(metrics, "keeperd_keeper_address_runs_code",
+                            {"chain": "devnet"}) == 1
+        await keeper.daemon._alert_tick()
+        assert await told(webhook, "key_in_use_elsewhere", "firing")
+        firing = [b for _, b in webhook.received if b.get("rule") == "key_in_use_elsewhere"]
+        assert "delegated (EIP-7702)" in json.dumps(firing)
+        devnet.set_price("WETH", 2100.0)
+        underwater = {b["address"] for b in devnet.manifest["borrowers"]
+                      if chain_health(devnet, b["address"]) < 1.0}
+        assert len(underwater) > 20
+        # Held past the quiet blocks that end another sender's hold.
+        for _ in range(FOREIGN_QUIET_BLOCKS + 2):
+            await keeper.evaluated_at(devnet.mine(1))
+        journal = keeper.daemon.executors["aave"].journal
+        assert await journal.all() == []
+        assert metric_value(metrics, "keeperd_liquidations_total",
+                            {"chain": "devnet", "protocol": "aave", "stage": "held"}) > 0
+        # Revoked: the address is plain again, and after the revocation's own quiet blocks
+        # (it moved the nonce too) the liquidations go.
+        delegate(devnet, ZERO)
+        revoked = devnet.client.block_number()
+        await keeper.evaluated_at(devnet.mine(1))
+        assert metric_value(metrics, "keeperd_keeper_address_runs_code",
+                            {"chain": "devnet"}) == 0
+        while devnet.client.block_number() < revoked + FOREIGN_QUIET_BLOCKS + 4:
+            await keeper.evaluated_at(devnet.mine(1))
+        included = {e.account for e in await journal.by_status(J.INCLUDED)}
+        assert len(included) >= 0.9 * len(underwater)
+        await keeper.daemon._alert_tick()
+        assert await told(webhook, "key_in_use_elsewhere", "resolved")
+    finally:
+        webhook.close()
+
+
+async def test_a_delegation_found_at_start_holds_unless_the_operator_allowed_it(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    delegate_to = devnet.manifest["aave_v3"]["pool"]
+    delegate(devnet, delegate_to)
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook))
+        tx = keeper.daemon.executors["aave"].tx
+        assert tx is not None and tx.key_conflict(devnet.client.block_number()) is not None
+        assert "at start" in str(tx.key_conflict(devnet.client.block_number()))
+        keeper.stop.set()
+        await asyncio.wait_for(keeper.task, 10)
+        # The operator's own delegate, listed: sent as from an ordinary address.
+        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook,
+                                                    allowed=[delegate_to]))
+        tx = keeper.daemon.executors["aave"].tx
+        assert tx is not None and tx.key_conflict(devnet.client.block_number()) is None
+        assert metric_value(keeper.daemon.metrics, "keeperd_keeper_address_runs_code",
+                            {"chain": "devnet"}) == 1
+        devnet.set_price("WETH", 2100.0)
+        for _ in range(3):
+            await keeper.evaluated_at(devnet.mine(1))
+        journal = keeper.daemon.executors["aave"].journal
+        assert len(await journal.by_status(J.INCLUDED)) > 20
     finally:
         webhook.close()

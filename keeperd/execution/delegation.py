@@ -1,0 +1,69 @@
+"""What code the keeper's address runs (EIP-7702), and whether keeperd sends from it.
+
+Since Pectra (mainnet, May 2025) an account with a private key can delegate its address to a
+contract's code by signing an authorization: the address's code becomes the designator
+`0xef0100 || delegate`, and from then on a call to the address runs the delegate's code with
+the address's balance, tokens and approvals. Phishing for such signatures is how "7702
+drainers" empty accounts: the delegate lets its author move whatever the address holds, at
+any time. A keeper sending liquidations from a delegated address pays in repayments and
+receives the seized collateral into an address someone else may be sweeping.
+
+So the transaction manager reads its address's code at start and whenever a nonce it did not
+sign is mined (an authorization, whoever sponsors it, moves the authority's nonce; so does the
+revocation): while the address is delegated to a contract the operator did not allow
+(`keeper.allowed_delegates`), no liquidation is sent and `key_in_use_elsewhere` fires with the
+reason. A lying endpoint can claim a delegation (liquidations held and alerted: visible) or
+hide one (what keeperd knew before this check); it cannot make keeperd send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils import to_checksum_address
+
+DESIGNATOR = "ef0100"  # EIP-7702's delegation designator: 0xef0100 followed by the address
+
+
+@dataclass(frozen=True)
+class KeeperCode:
+    """The keeper's address's code: none (an ordinary account), a delegation (to `delegate`),
+    or other code (a contract: no key could sign for it; a lying answer or a wrong address)."""
+
+    delegate: str | None = None
+    other_code: bool = False
+
+    @property
+    def plain(self) -> bool:
+        return self.delegate is None and not self.other_code
+
+
+def read_code(code: str) -> KeeperCode:
+    """An `eth_getCode` answer read (pure). Raises ValueError for an answer that is not hex."""
+    if not isinstance(code, str) or not code.startswith("0x"):
+        raise ValueError(f"eth_getCode answered {code!r}, not hex")
+    body = code[2:].lower()
+    bytes.fromhex(body)  # (ValueError for anything but hex)
+    if not body:
+        return KeeperCode()
+    if body.startswith(DESIGNATOR) and len(body) == len(DESIGNATOR) + 40:
+        return KeeperCode(delegate=to_checksum_address("0x" + body[len(DESIGNATOR):]))
+    return KeeperCode(other_code=True)
+
+
+def refusal(address: str, code: KeeperCode, allowed: frozenset[str], block: int | None
+            ) -> str | None:
+    """Why no liquidation may be sent from `address` with this code (pure), or None: an
+    ordinary account, or one delegated to a contract in `allowed` (checksummed addresses)."""
+    if code.plain or (code.delegate is not None and code.delegate in allowed):
+        return None
+    seen = "at start" if block is None else f"at block {block}"
+    if code.delegate is not None:
+        return (f"the keeper's address {address} is delegated (EIP-7702) to {code.delegate} "
+                f"(read {seen}), code keeperd did not put there: whoever that code "
+                "lets in can move the keeper's funds. No liquidation is sent until the key "
+                "revokes it (an authorization to the zero address) or the operator allows it "
+                "in keeper.allowed_delegates")
+    return (f"the keeper's address {address} has contract code (read {seen}): an "
+            "address with a key has none, so the node lies or the address is wrong. No "
+            "liquidation is sent from it")
