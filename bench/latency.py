@@ -73,12 +73,14 @@ def percentile(values: list[float], p: float) -> float:
 
 async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
               aave: str = "v3.6", delay_ms: float | None = None,
-              cpu: bool = False, *, before_daemon: Callable[[Any], None] | None = None,
+              cpu: bool = False, *,
+              before_daemon: Callable[[Any], dict[str, Any]] | None = None,
               node_probe: NodeProbe | None = None,
               keep_rounds: bool = False) -> dict[str, Any]:
     """The rounds; `before_daemon(devnet)` runs once the keeper is funded, before the daemon
-    starts, and `node_probe(rpc_url, keeper)` after each round in place of `node_work`
-    (bench/wave_tx.py measures another way of sending the same liquidations with them);
+    starts (what it returns is added to the daemon's `keeper` config), and
+    `node_probe(rpc_url, keeper)` after each round in place of `node_work` (bench/wave_tx.py
+    measures another way of sending the same liquidations with them);
     `keep_rounds` keeps each round's latencies and timing events in the result."""
     import contextlib
     import os
@@ -102,7 +104,7 @@ async def run(accounts: int, rounds: int, step: float, cascade: bool = True,
 
 async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: int,
                   step: float, cascade: bool, accounts: int, cpu: bool,
-                  before_daemon: Callable[[Any], None] | None,
+                  before_daemon: Callable[[Any], dict[str, Any]] | None,
                   node_probe: NodeProbe, keep_rounds: bool) -> dict[str, Any]:
     import os
 
@@ -117,8 +119,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
         decimals = devnet.manifest["aave_v3"]["reserves"][symbol]["decimals"]
         devnet.client.send(keeper, devnet.manifest["tokens"][symbol],
                            token.encode_call("mint", keeper, 10**12 * 10**decimals))
-    if before_daemon is not None:
-        before_daemon(devnet)
+    keeper_extra = before_daemon(devnet) if before_daemon is not None else {}
     config = parse_config({
         "state_dir": tmp,
         "chains": [{"name": "devnet", "chain_id": 31337,
@@ -130,7 +131,7 @@ async def _rounds(devnet: Any, tmp: str, out: io.StringIO, proxy: Any, rounds: i
                        "addresses_provider":
                            devnet.manifest["aave_v3"]["addresses_provider"]}],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
+                   "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}, **keeper_extra},
         "metrics": {"enabled": False},
         "risk": {"cascade": {"enabled": cascade}},
     }, env={})

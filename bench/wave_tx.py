@@ -88,7 +88,9 @@ class WaveProbe:
         self.executor: str | None = None
         self.rounds: list[dict[str, Any]] = []
 
-    def delegate(self, devnet: Any) -> None:
+    def delegate(self, devnet: Any) -> dict[str, Any]:
+        """The executor deployed and the keeper delegated to it; the keeper's config then
+        allows that delegate (keeperd sends nothing from an address delegated elsewhere)."""
         client = devnet.client
         receipt = client.send(devnet.manifest["aave_v3"]["admin"], None,
                               bytes.fromhex(self.creation[2:]), gas=2_000_000)
@@ -108,6 +110,7 @@ class WaveProbe:
         want = "0xef0100" + self.executor[2:].lower()
         if code.lower() != want:
             raise RuntimeError(f"the keeper's code is {code}, not the delegation {want}")
+        return {"allowed_delegates": [self.executor]}
 
     async def node_probe(self, rpc_url: str, keeper: str) -> dict[str, Any]:
         import aiohttp
