@@ -217,6 +217,9 @@ class Executor:
         # Liquidations included in the last REORG_WATCH_BLOCKS blocks: key -> its block. A
         # reorg that takes that block away hands them back to the transaction manager.
         self._recently_included: dict[OpportunityKey, int] = {}
+        # Inclusions seen at a block the chain's head has not reached (`_recheck_inclusion`):
+        # checked again once it has.
+        self._included_ahead: dict[OpportunityKey, int] = {}
         self._included_pruned_at = -1  # (pruned once a block, not once a liquidation)
         # Balances are read every BALANCE_EVERY_BLOCKS blocks from the first full scan on (a
         # fixed "block % 10" missed them whenever that block's scan was coalesced away).
@@ -247,7 +250,8 @@ class Executor:
         preparation (approvals, parameters)."""
         if self.tx is not None:
             await self.tx.sync_nonce_afresh()
-            await resume_journal(self.journal, self.tx, self.adapter.name, head)
+            await resume_journal(self.journal, self.tx, self.adapter.name, head,
+                                 resend_if=self._still_succeeds)
             await self._watch_recent_inclusions(head)
             # Settle at once what was mined while we were down.
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
@@ -932,6 +936,13 @@ class Executor:
         if self.tx is None:
             return
         await self.tx.check_foreign(block)  # (alerted by the engine's tick: key_conflict)
+        for key, seen in list(self._included_ahead.items()):
+            if seen <= block:
+                del self._included_ahead[key]
+                entry = await self.journal.get(key)
+                if entry is not None and entry.status == J.INCLUDED:
+                    await self._recheck_inclusion(entry, seen, block,
+                                                  "the chain reached the block it was seen in")
         if not self.tx.pending:
             return
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
@@ -975,14 +986,44 @@ class Executor:
         if kept is not None:  # the chain (the new branch) has it
             self._recently_included[entry.opportunity] = int(kept["blockNumber"], 16)
             return
+        if block > head:
+            # keeperd saw it included at a block this chain has not reached: an endpoint
+            # behind (the receipt comes with the block), or another chain under the same id
+            # (a devnet started again from its state), or a reorg to a branch with fewer
+            # blocks. It stays included, nothing is sent, until the head reaches that block
+            # (`on_block` checks it again then).
+            self._included_ahead[entry.opportunity] = block
+            log.warning("liquidation.inclusion_ahead_of_chain", opportunity=entry.key,
+                        block=block, head=head, why=why,
+                        meaning="the chain's head is behind the block keeperd saw this "
+                                "liquidation in (an endpoint behind, a reorg to a shorter "
+                                "branch, or another chain: a devnet started again wants a new "
+                                "state_dir): checked again when the head reaches it")
+            return
         self._recently_included.pop(entry.opportunity, None)
         await self.journal.set_status(entry.key, J.PENDING,
                                       detail=f"block {block} reorganised away")
-        await track_again(self.journal, self.tx, entry, head)
+        await track_again(self.journal, self.tx, entry, head, resend_if=self._still_succeeds)
         self.metrics.liquidation_funnel.labels(*self.labels, "reorged_out").inc()
         log.warning("liquidation.reorged_out", opportunity=entry.key, block=block, why=why,
-                    meaning="pending again: rebroadcast under its nonce, settled on the new "
-                            "branch")
+                    meaning="pending again: rebroadcast under its nonce if its call still "
+                            "succeeds, settled on the new branch")
+
+    async def _still_succeeds(self, to: str, data: bytes, gas: int) -> bool:
+        """Whether a signed liquidation's call would succeed from the keeper at the head (a
+        reorged-out one is sent again only then: on the new branch the position may be
+        healthy, and its bytes would revert, every one of them counted by the breaker). An
+        endpoint that cannot tell says yes: the bytes were good when signed, and a nonce
+        left unsent holds every later one."""
+        try:
+            await self.pool.request("eth_call", [{
+                "from": self.keeper or to, "to": to, "data": "0x" + data.hex(),
+                "gas": hex(gas)}, "latest"])
+        except RpcError as exc:
+            return not ("revert" in str(exc).lower() or exc.code == 3)
+        except RpcUnavailable:
+            return True
+        return True
 
     def _owns(self, key: TxKey) -> bool:
         """This protocol's opportunities and approvals (executors of the other protocols on

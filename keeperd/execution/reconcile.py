@@ -11,6 +11,8 @@ signed again under a new nonce.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
@@ -23,9 +25,14 @@ from keeperd.protocols.sdk.keys import OpportunityKey
 
 log = structlog.get_logger(__name__)
 
+# Whether a transaction (to, data, gas) would still succeed from the keeper at the head.
+StillSucceeds = Callable[[str, bytes, int], Awaitable[bool]]
 
-async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head: int) -> int:
-    """Resume `protocol`'s entries; return how many signed transactions are tracked again."""
+
+async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head: int,
+                         resend_if: StillSucceeds | None = None) -> int:
+    """Resume `protocol`'s entries; return how many signed transactions are tracked again
+    (with `resend_if`, sent again only if their call would still succeed: `track_again`)."""
     for entry in await journal.by_status(J.PLANNED):
         if entry.protocol == protocol and await journal.forget_unsigned(entry.key):
             log.info("journal.unsigned_forgotten", opportunity=entry.key,
@@ -40,7 +47,7 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
     for entry in pending:
         if entry.protocol != protocol:
             continue
-        if await track_again(journal, tx, entry, head):
+        if await track_again(journal, tx, entry, head, resend_if):
             resumed += 1
             log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce)
         else:
@@ -49,10 +56,12 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
 
 
 async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
-                      head: int) -> bool:
+                      head: int, resend_if: StillSucceeds | None = None) -> bool:
     """Hand an opportunity's journaled transactions back to the transaction manager (after a
     restart, or when a reorg took its block away) and send its latest bytes again; False when
-    nothing was ever signed for it."""
+    nothing was ever signed for it. With `resend_if`, the bytes are sent again only if the
+    call would still succeed: one that would revert stays tracked, unsent, and its nonce is
+    cancelled like that of any opportunity gone (the manager's watch)."""
     key: OpportunityKey | None = None
     try:
         key = entry.opportunity
@@ -75,9 +84,14 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
-    tx.track(key, records, to_checksum_address(signed["to"]), bytes(signed["data"]),
-             entry.max_fee_wei, head)
-    await tx.rebroadcast(key)
+    to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
+    tx.track(key, records, to, data, entry.max_fee_wei, head)
+    if resend_if is None or await resend_if(to, data, int(signed["gas"])):
+        await tx.rebroadcast(key)
+    else:
+        log.warning("liquidation.not_sent_again", opportunity=entry.key, nonce=entry.nonce,
+                    meaning="its call would revert at the head now: not broadcast again; "
+                            "its nonce is cancelled unless the opportunity comes back")
     return True
 
 

@@ -114,3 +114,65 @@ async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
     assert keys <= included
     assert len(ours) == len(included)  # on the chain as it is now, each exactly once
     assert {len(await journal.txs(k)) for k in included} == {1}
+
+
+async def test_a_lost_wave_whose_positions_are_healthy_again_is_not_sent_and_its_nonces_go(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The chain keeperd restarts on no longer has the wave, nor the crash that made it: the
+    price is back (a devnet started again from its state; a reorg past the price update).
+    Each lost liquidation is checked before it is sent again: none would succeed, so none is
+    sent (they used to be rebroadcast and revert, every one counted by the revert breaker),
+    and their nonces are cancelled. While the chain's head is behind the block keeperd saw
+    them in, nothing is decided: they stay included until the head gets there."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    calm = devnet.snapshot()  # before the crash: WETH at its seeded price
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        crash, journal, sent = await crash_and_collect(devnet, keeper)
+        keys = {e.key for e in sent}
+        assert len(keys) > 20
+        await keeper.evaluated_at(devnet.mine(1))
+
+        async def included() -> bool:
+            return keys <= {e.key for e in await keeper.daemon.executors["aave"]
+                            .journal.by_status(J.INCLUDED)}
+
+        await wait_for(included, "the wave included")
+        keeper.stop.set()
+        await asyncio.wait_for(keeper.task, 15)
+        devnet.revert(calm)  # the chain without the crash, shorter than what keeperd saw
+        assert devnet.client.block_number() < crash
+        # (as a devnet started again: the wave's leftovers that were pending at the stop are
+        # not in its pool; a revert keeps them)
+        devnet.client.call("anvil_removePoolTransactions", KEEPER)
+        keeper = await run_daemon(config)
+        journal = keeper.daemon.executors["aave"].journal
+        assert keys <= {e.key for e in await journal.by_status(J.INCLUDED)}
+        # (nor the wave's partial leftovers, pending at the stop: checked before they are
+        # sent again too)
+        pool = devnet.client.call("txpool_content")
+        assert not {k.lower() for k in [*pool["pending"], *pool["queued"]]} & {KEEPER.lower()}
+        # The head passes the block: checked, found gone, not sent again; the nonces cancelled.
+        while devnet.client.block_number() < crash + 6:
+            await keeper.evaluated_at(devnet.mine(1))
+
+        async def settled() -> bool:
+            statuses = {e.key: e.status for e in await journal.all() if e.key in keys}
+            return all(s not in (J.INCLUDED, J.PENDING) for s in statuses.values())
+
+        for _ in range(10):
+            if await settled():
+                break
+            await keeper.evaluated_at(devnet.mine(1))
+        assert await settled()
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "reorged_out"}) == len(keys)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    assert keeper_liquidations(devnet, crash - 1) == []  # nothing liquidated on this chain
+    assert await journal.by_status(J.REVERTED) == []  # and nothing sent that reverted
+    cancelled = {e.key for e in await journal.by_status(J.CANCELLED)}
+    assert keys <= cancelled
