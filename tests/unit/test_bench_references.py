@@ -331,6 +331,9 @@ ISOLATION_ROWS = {**{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9
                   "`2cfe953` (before), first bench": "isolation-baseline-2cfe953.json"}
 
 
+WAVE_RUNS = {"K1": "wave-tx-10000-7b06335.json", "K2": "wave-tx-10000-763c694-k2.json"}
+
+
 def wave_columns(way: str) -> dict[str, Figures | None]:
     """bench/wave_tx.py: one way of sending a round's liquidations (`each`, `wave`)."""
     return {
@@ -411,10 +414,11 @@ TABLES: dict[tuple[str, ...], Table] = {
     }, LATENCY_NODE_SERIAL),
     ("way", "the node: simulate / accept a liquidation", "gas a liquidation",
      "the node's serial work: p99 / over the first's p50"): Table({
-        f"{label}, run K1": ["wave-tx-10000-7b06335.json"]
+        f"{label}, run {run}": [file]
+        for run, file in WAVE_RUNS.items()
         for label in ("one transaction per liquidation (keeperd)",
                       "one transaction per wave of 16 (not built)")}, {}, {
-        f"{label}, run K1": wave_columns(way)
+        f"{label}, run {run}": wave_columns(way) for run in WAVE_RUNS
         for label, way in (("one transaction per liquidation (keeperd)", "each"),
                            ("one transaction per wave of 16 (not built)", "wave"))}),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
