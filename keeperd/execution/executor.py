@@ -362,10 +362,14 @@ class Executor:
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
             held = opp.assets & paused
-            if held or hold is not None:
+            if held:
                 stage(*self.labels, "breaker_paused").inc()
                 log.info("liquidation.paused_by_breaker", opportunity=key, assets=sorted(held),
                          hold=hold)
+                continue
+            if hold is not None:  # (the watch's own hold: the block unjudged, the sequencer)
+                stage(*self.labels, "held").inc()
+                log.info("liquidation.held_by_price_watch", opportunity=key, hold=hold)
                 continue
             stage(*self.labels, "detected").inc()
             if self._decide(opp, key, base_fee, native_usd) is None:

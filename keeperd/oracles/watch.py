@@ -170,7 +170,16 @@ class ChainPriceWatch:
         async with self._lock:  # two protocols' scans of one block: one read of the chain
             self._declared[protocol] = list(feeds)
             if block < self._block:
-                return  # an older block's late scan: the newer judgement stands
+                # An older block's late scan (a slow path; another protocol's path, or
+                # `prepare`, already started the next block): the newer judgement stands, and
+                # what it has not judged of this protocol's feeds (its markets' rates) is
+                # judged at the newer block. Its liquidations were held for a whole block
+                # as "unjudged" before (Curie's path on the devnet, every crash).
+                todo = [f for f in feeds if f not in self._judged]
+                if todo:
+                    await self._judge(self._block, todo)
+                self._judged_for[protocol] = max(self._judged_for.get(protocol, -1), block)
+                return
             if block > self._block:
                 await self._start_block(block)
                 todo = [f for declared in self._declared.values() for f in declared]

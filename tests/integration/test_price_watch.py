@@ -220,3 +220,41 @@ async def test_the_usd_feeds_judged_while_morphos_read_is_out_still_hold_its_liq
     assert markets == {blue["markets"]["WBTC/DAI"]["id"][:18]}, markets
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": "morpho", "stage": "breaker_paused"}) > 0
+
+
+async def test_an_older_blocks_late_scan_is_judged_not_held(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A slow protocol's path of block N ends after another protocol's path started N+1 (the
+    watch moved on: `prepare`, or that protocol's own judge). Its scan of N used to be skipped
+    by the watch ("the newer judgement stands") without being marked judged, so the gate held
+    every liquidation of it for a whole block as "not judged (its reads failed)", counted as a
+    breaker pause though no read failed and no breaker tripped (Curie's on the devnet, every
+    crash). Now what the newer block has not judged of its feeds (a Morpho market's rate) is
+    judged at the newer block, and its block passes the gate."""
+    from keeperd.metrics import Metrics
+    from keeperd.oracles.watch import ChainPriceWatch
+
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    keeper = await run_daemon(config)
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+    rt = keeper.daemon.chains["devnet"]
+    assert rt.prices is not None
+    # A watch of its own on the daemon's chain and breaker (the daemon's own follows blocks)
+    watch = ChainPriceWatch(rt.config, rt.pool, rt.prices.breaker, config.oracles, Metrics())
+    try:
+        scanners = keeper.daemon.scanners
+        aave_feeds = await scanners["aave"].adapter.price_feeds(scanners["aave"].book)
+        morpho_feeds = await scanners["morpho"].adapter.price_feeds(scanners["morpho"].book)
+        rates = [f for f in morpho_feeds if f.is_rate]
+        assert rates
+        older = devnet.client.block_number()
+        newer = devnet.mine(1)
+        await watch.judge("aave", newer, aave_feeds)
+        assert (await watch.gate("morpho", older)).hold is not None  # never judged for it
+        await watch.judge("morpho", older, morpho_feeds)  # the late scan of the older block
+        assert (await watch.gate("morpho", older)).hold is None
+        assert set(rates) <= watch._judged  # its markets' rates, judged at the newer block
+        assert (await watch.gate("morpho", newer)).hold is not None  # not that one yet
+    finally:
+        await watch.close()
