@@ -482,7 +482,8 @@ class Daemon:
                 held=plugin.liquidation_hold(result.book),
                 verifying=plugin.liquidation_verification(result.book),
                 shortfalls=executor.capital_shortfall if executor is not None else None,
-                liquidations=seen, action=plugin.position_action)
+                liquidations=seen, action=plugin.position_action,
+                capital_fix=executor.capital_fix if executor is not None else None)
         return on_scan
 
     async def _alert_tick(self) -> None:

@@ -251,13 +251,16 @@ class AlertEngine:
                       verifying: str | None = None,
                       shortfalls: dict[str, Any] | None = None,
                       liquidations: Iterable[LiquidationSeen] = (),
-                      action: str = ACTION_POSITION) -> None:
+                      action: str = ACTION_POSITION,
+                      capital_fix: str | None = None) -> None:
         """One evaluation of a protocol, whichever. `tripped`: asset -> why its price is
         untrusted; `held`: why its liquidations are held (None: they are not); `verifying`:
         why they are sent only on the chain's word (rules keeperd does not know); `shortfalls`:
         debt asset -> what the keeper's balance lacked; `liquidations`: its liquidation events
         of watched accounts since the last evaluation (decoded by the plug-in); `action`: what
-        a watched borrower should do (the plug-in's words)."""
+        a watched borrower should do (the plug-in's words); `capital_fix`: what covers a
+        shortfall for this protocol (the executor's words: setting `capital: auto` helps only
+        where the protocol has a capital-free path and it is not set already)."""
         if result.partial:
             return
         protocol = protocol or result.protocol
@@ -268,7 +271,7 @@ class AlertEngine:
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:
-            conditions += self._capital_conditions(chain, protocol, shortfalls)
+            conditions += self._capital_conditions(chain, protocol, shortfalls, capital_fix)
         self._evaluate(conditions, chain, result.block)
         for seen in liquidations:
             self._liquidated(chain, protocol, seen, result.block)
@@ -460,8 +463,8 @@ class AlertEngine:
                    "the upgrade's release notes; a keeperd that knows the revision evaluates "
                    "it exactly again. To send nothing meanwhile, set unknown_revision: hold.")]
 
-    def _capital_conditions(self, chain: str, protocol: str, shortfalls: dict[str, Any]
-                            ) -> list[Condition]:
+    def _capital_conditions(self, chain: str, protocol: str, shortfalls: dict[str, Any],
+                            fix: str | None = None) -> list[Condition]:
         rule = self.config.rules.capital_shortfall
         route = self.config.route_for("capital_shortfall")
         if not rule.enabled or route is None:
@@ -481,9 +484,7 @@ class AlertEngine:
                          "not sent") if s else "",
                 resolved_summary=f"the keeper's {symbol} covers {protocol}'s liquidations "
                                  "again",
-                action="Fund the keeper with the debt asset, or set keeper.capital: auto "
-                       "to liquidate through the protocol's capital-free contract "
-                       "(FlashLiquidator, MorphoLiquidator) when it falls short.",
+                action=fix or "Fund the keeper with the debt asset.",
                 details={"missing": s.missing_tokens, "opportunities": s.opportunities,
                          "profit_forgone_usd": round(s.profit_forgone_usd, 2)} if s else None))
         return conditions

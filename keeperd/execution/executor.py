@@ -214,6 +214,7 @@ class Executor:
         self.acting: Callable[[], bool] = lambda: True
         self.on_fenced: Callable[[str], None] | None = None
         self.native_balance: float | None = None  # whole tokens, from publish_balances
+        self.capital_fix: str | None = None  # what covers a shortfall here (the alert's action)
         # Liquidations included in the last REORG_WATCH_BLOCKS blocks: key -> its block. A
         # reorg that takes that block away hands them back to the transaction manager.
         self._recently_included: dict[OpportunityKey, int] = {}
@@ -328,12 +329,14 @@ class Executor:
             return
         conflict = (self.tx.key_conflict(result.block)
                     if self.tx is not None and self.mode == "liquidate" else None)
-        conflict = conflict or (self.send_pause(result.block)
-                                if self.mode == "liquidate" else None)
-        if conflict is not None:
+        pause = (self.send_pause(result.block)
+                 if self.mode == "liquidate" and conflict is None else None)
+        if conflict is not None or pause is not None:
             stage(*self.labels, "held").inc(len(opportunities))
-            log.warning("liquidation.held_key_in_use", protocol=self.adapter.name,
-                        opportunities=len(opportunities), reason=conflict)
+            # (the key's own trouble, or keeperd's limits: each under its own name)
+            log.warning("liquidation.held_key_in_use" if conflict is not None
+                        else "liquidation.held_sending_paused", protocol=self.adapter.name,
+                        opportunities=len(opportunities), reason=conflict or pause)
             return
         mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
@@ -505,12 +508,15 @@ class Executor:
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
+        # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
+        # has none, and a keeper already on auto does not need telling)
+        fix = "fund the keeper with the debt asset" + (
+            ", or set keeper.capital: auto to liquidate through the protocol's capital-free "
+            "contract (FlashLiquidator, MorphoLiquidator) when it falls short"
+            if flash_path and self.config.capital != "auto" else "")
+        self.capital_fix = fix[0].upper() + fix[1:] + "."
         publish_shortfall(self.metrics, *self.labels, self._short_of, short,
-                          counted=not auto,
-                          fix="fund the keeper with the debt asset"
-                              + (", or set keeper.capital: auto to liquidate through the "
-                                 "protocol's capital-free contract (FlashLiquidator, "
-                                 "MorphoLiquidator) when it falls short" if flash_path else ""))
+                          counted=not auto, fix=fix)
         self._short_of = short
         self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])

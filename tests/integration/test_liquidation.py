@@ -440,6 +440,8 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     short = {s.symbol: s for s in executor.capital_shortfall.values()}
     assert {"USDC", "DAI"} <= set(short)
     assert sum(s.opportunities for s in short.values()) > 20
+    # (no FlashLiquidator configured: `capital: auto` would not help, so it is not advised)
+    assert executor.capital_fix == "Fund the keeper with the debt asset."
     labels = {"chain": "devnet", "protocol": "aave"}
     metrics = keeper.daemon.metrics
     assert metric_value(metrics, "keeperd_liquidations_total",
@@ -469,6 +471,7 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     # Nothing was forgone, so nothing is alerted as short (it said "not sent" of liquidations
     # the flash path had sent, seen by hand); the gauge still shows what the balance lacked.
     assert auto.daemon.executors["aave"].capital_shortfall == {}
+    assert "capital: auto" not in str(auto.daemon.executors["aave"].capital_fix)  # (set)
     assert metric_value(auto.daemon.metrics, "keeperd_liquidations_total",
                         {**labels, "stage": "no_capital"}) == 0
 

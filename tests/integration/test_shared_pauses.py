@@ -132,6 +132,7 @@ async def test_a_morpho_keeper_without_loan_tokens_is_told_not_simulated(
     assert (await journaled(keeper, "morpho")) == []
     [short] = morpho.capital_shortfall.values()
     assert short.symbol == "USDC" and short.opportunities >= 3 and short.missing > 0
+    assert morpho.capital_fix == "Fund the keeper with the debt asset."  # (no flash contract)
     labels = {"chain": "devnet", "protocol": "morpho"}
     metrics = keeper.daemon.metrics
     assert metric_absent(metrics, "keeperd_liquidations_total",

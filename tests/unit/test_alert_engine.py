@@ -296,9 +296,24 @@ async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> N
         "capital_shortfall", "firing", "warning")
     assert alert["labels"]["asset"] == "USDC"
     assert "lacks 2,500 USDC" in alert["summary"] and "3 liquidation(s)" in alert["summary"]
+    assert alert["action"] == "Fund the keeper with the debt asset."  # (no executor's words)
     await scan_with(3, {})
     resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "covers" in resolved["summary"]
+
+
+async def test_capital_shortfalls_advice_is_the_executors(setup: Setup) -> None:
+    """`capital: auto` is advice only where it helps (the executor knows: a protocol with a
+    capital-free path, not on auto already); Curie's shortfall was told to set it."""
+    from keeperd.execution.capital import Shortfall
+
+    short = {"0xusdc": Shortfall("0xusdc", "USDC", 6, 2_500 * 10**6, 3, 420.5)}
+    for block in (1, 2):
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped={},
+                                   protocol="curie", shortfalls=short,
+                                   capital_fix="Fund the keeper's vault with USDC.")
+    [fired] = await setup.entries(sink=1)
+    assert fired.alerts[0]["action"] == "Fund the keeper's vault with USDC."
 
 
 def test_grouping_is_per_rule_status_and_severity_for_people_and_none_for_machines() -> None:
