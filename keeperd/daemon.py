@@ -137,6 +137,8 @@ class Daemon:
         self.web: WebServer | None = None
         self.started_at = time.monotonic()
         self._heartbeat = time.monotonic()
+        # Why /readyz says no before the daemon has started (None once it has).
+        self._starting: str | None = "starting"
         self.ready = asyncio.Event()
         self.notifier = Notifier()
         # The long-running components (services.py), run, drained and stopped together.
@@ -174,6 +176,8 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Useful: every chain followed with a healthy RPC, every index caught up."""
         detail: dict[str, Any] = {}
+        if self._starting is not None:
+            return False, {"starting": self._starting}
         ok = bool(self.chains)
         now = time.monotonic()
         for name, rt in self.chains.items():
@@ -247,6 +251,17 @@ class Daemon:
             previous = loop.get_task_factory()
             loop.set_task_factory(count_child_tasks(previous))
             stack.callback(loop.set_task_factory, previous)
+            if self.config.metrics.enabled:
+                # Served from the start: while keeperd waits for an RPC endpoint (minutes,
+                # in a provider's outage) Prometheus and a probe see it there and not ready,
+                # with why, instead of a port that does not answer.
+                self.web = self._web_server()
+                await self.web.start()
+                stack.push_async_callback(self.web.stop)
+                log.info("web.listening", host=self.web.host, port=self.web.port,
+                         paths=["/metrics", "/healthz", "/readyz"])
+            starting = loop.create_task(self._heartbeat_loop(), name="heartbeat:start")
+            stack.callback(starting.cancel)
             for chain in self.config.chains:
                 pool = make_pool(chain, self.metrics)
                 await stack.enter_async_context(pool)
@@ -310,12 +325,8 @@ class Daemon:
                 await asyncio.to_thread(kernels)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
-            if self.config.metrics.enabled:
-                self.web = self._web_server()
-                await self.web.start()
-                stack.push_async_callback(self.web.stop)
-                log.info("web.listening", host=self.web.host, port=self.web.port,
-                         paths=["/metrics", "/healthz", "/readyz"])
+            starting.cancel()  # (the running daemon's own heartbeat takes over)
+            self._starting = None
             log.info("daemon.started", version=__version__, mode=self.config.keeper.mode,
                      chains=[c.name for c in self.config.chains],
                      protocols=[p.name for p in self.config.protocols])
@@ -628,6 +639,7 @@ class Daemon:
                     + "\n  ".join(lines)
                     + "\n  fix: point the URL at the right network, or correct the chain_id")
             if any(c.status == "ok" for c in checks):
+                self._starting = "starting"
                 break
             attempt += 1
             wait = min(2.0 ** (attempt - 1), START_WAIT_MAX_S)
@@ -636,6 +648,9 @@ class Daemon:
                       action=f"keeperd waits until an endpoint of chains[{index}].rpc_urls "
                              "answers (nothing is evaluated meanwhile); check the provider, "
                              "the URL and the network")
+            tried = "; ".join(f"{c.safe_url}: {c.detail}" for c in checks)
+            self._starting = (f"waiting for an RPC endpoint of {chain.name} (attempt "
+                              f"{attempt}): {tried}")
             self.notifier.status(f"waiting for an RPC endpoint of {chain.name} "
                                  f"(attempt {attempt})")
             self.notifier.send(f"EXTEND_TIMEOUT_USEC={int((wait + 30) * 1e6)}")

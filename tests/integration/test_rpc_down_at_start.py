@@ -19,8 +19,13 @@ from tests.tcp_proxy import main as tcp_proxy
 
 
 async def test_keeperd_waits_for_an_endpoint_then_starts(devnet: Devnet, tmp_path: Path) -> None:
+    import aiohttp
+
     port = free_port()  # nothing listens here yet
     config = config_for(devnet, tmp_path, "alert-only", rpc_urls=[f"http://127.0.0.1:{port}"])
+    web = free_port()
+    config = config.model_copy(update={"metrics": config.metrics.model_copy(
+        update={"enabled": True, "listen": "127.0.0.1", "port": web})})
     stop = asyncio.Event()
     daemon = Daemon(config, metrics=Metrics())
     task = asyncio.create_task(daemon.run(stop))
@@ -29,6 +34,16 @@ async def test_keeperd_waits_for_an_endpoint_then_starts(devnet: Devnet, tmp_pat
         await asyncio.sleep(2.2)  # two tries at least (the first, and after 1 s)
         assert not task.done(), task.exception() if task.done() else None
         assert not daemon.ready.is_set()
+        # Served while it waits: alive, not ready, and why (the port used to stay closed
+        # until an endpoint answered: to Prometheus, keeperd was simply down)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{web}/readyz") as resp:
+                assert resp.status == 503
+                assert "waiting for an RPC endpoint of devnet" in await resp.text()
+            async with session.get(f"http://127.0.0.1:{web}/healthz") as resp:
+                assert resp.status == 200
+            async with session.get(f"http://127.0.0.1:{web}/metrics") as resp:
+                assert resp.status == 200 and "keeperd_build_info" in await resp.text()
         target = urlparse(devnet.manifest["rpc_url"]).port
         assert target is not None
         proxy = asyncio.create_task(tcp_proxy(port, target))  # the provider is back
