@@ -64,7 +64,10 @@ class ConfigError(Exception):
 def _checksum(value: str) -> str:
     if not isinstance(value, str) or not is_address(value):
         raise ValueError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)")
-    return to_checksum_address(value)
+    # (a mixed-case one must carry its EIP-55 checksum: a contract's address with one digit
+    # mistyped used to pass offline, and online only as "holds no contract"; an account's,
+    # as keeper.address, not at all)
+    return to_checksum_address(_eip55(value))
 
 
 Address = Annotated[str, AfterValidator(_checksum)]
@@ -731,7 +734,7 @@ def _watched_account(value: str) -> str:
             raise ValueError(f"{value!r} is not a dYdX address (dydx1 + 38 bech32 characters, "
                              "optionally /subaccount)")
         return value
-    return _checksum(_eip55(value))
+    return _checksum(value)
 
 
 def _eip55(value: str) -> str:

@@ -71,6 +71,23 @@ def test_a_watched_address_with_a_wrong_checksum_is_refused_with_the_fix() -> No
     assert config.alerts.watchlists[0].accounts == [BOB, ALICE]
 
 
+def test_a_contract_or_keeper_address_with_a_mistyped_digit_is_refused_offline() -> None:
+    """A digit is not a letter: one mistyped changes the checksum the letters' cases must
+    carry. Any Address field (a protocol's contract, keeper.address) was only checksummed, so
+    it passed `check-config --offline`, and a keeper.address with a typo passed online too."""
+    provider = "0x2f39d218133AFaB8F2B819B1066c7E434Ad94E9e"  # Aave's mainnet PoolAddressesProvider
+    typo = provider.replace("94E9e", "95E9e")
+    found = issues_of({**MINIMAL, "protocols": [
+        {"kind": "aave_v3", "name": "aave", "chain": "devnet", "addresses_provider": typo}],
+        "keeper": {"mode": "dry-run", "address": ALICE.replace("79C8", "78C8")}})
+    assert set(found) == {"protocols[0].addresses_provider", "keeper.address"}
+    assert all("checksum" in why for why in found.values())
+    parse_config({**MINIMAL, "protocols": [  # the right one, and any all-lowercase one
+        {"kind": "aave_v3", "name": "aave", "chain": "devnet", "addresses_provider": provider},
+        {"kind": "aave_v3", "name": "aave2", "chain": "devnet",
+         "addresses_provider": typo.lower()}]}, env={})
+
+
 def test_inline_sink_secrets_are_refused(tmp_path: Path) -> None:
     def sinks(*entries: dict[str, Any]) -> dict[str, Any]:
         return {**MINIMAL, "alerts": {"routes": [{"name": "ops", "sinks": list(entries)}]}}

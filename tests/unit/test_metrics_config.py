@@ -89,6 +89,8 @@ def test_readyz_says_why_a_chain_is_not_followed() -> None:
     from keeperd.daemon import Daemon
 
     daemon = Daemon(parse_config(MINIMAL, env={}))
+    assert daemon.readiness() == (False, {"starting": "starting"})  # (not run yet)
+    daemon._starting = None  # (as `run` sets it once started)
 
     def chain(last_block_at: float | None) -> object:
         return SimpleNamespace(pool=SimpleNamespace(healthy_count=lambda: 1),
