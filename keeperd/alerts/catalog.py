@@ -10,6 +10,7 @@ against their source. Silences see an alert's labels plus `rule` and `severity` 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -88,6 +89,12 @@ def check_label(label: str, value: str | None = None, *, exact: bool = True) -> 
     if label not in LABELS:
         raise ValueError(f"no keeperd alert carries the label {label!r}"
                          f"{suggest(label, LABELS)}; labels: {', '.join(LABELS)}")
+    if label == "account" and value is not None and exact and not (
+            re.fullmatch(r"0x[0-9a-fA-F]{40}", value) or value.startswith("dydx1")):
+        # (a silence on `account=0xabc` muted nothing, and said nothing)
+        raise ValueError(f"account={value}: not an account any alert carries; an account is "
+                         "an address, 0x and 40 hex digits (or a dYdX address, dydx1...); "
+                         "for part of one, use a regex: account=~0xabc.*")
     known = KNOWN_VALUES.get(label)
     if value is not None and exact and known and value.lower() not in known:
         raise ValueError(f"{label}={value}: no keeperd alert has it"

@@ -94,7 +94,8 @@ def test_silence_refuses_a_label_or_rule_no_alert_carries(
     config = write(tmp_path)
     for match, hint in (("acount=0x1", "did you mean account?"),
                         ("rule=position_helth", "did you mean position_health?"),
-                        ("severity=warn", "did you mean warning?")):
+                        ("severity=warn", "did you mean warning?"),
+                        ("account=0xabc", "account=~0xabc.*")):
         assert cli.main(["silence", "add", "--config", config, "--match", match]) == 1
         err = capsys.readouterr().err
         assert hint in err and "Traceback" not in err
