@@ -1364,17 +1364,20 @@ def _join(path: str, key: str) -> str:
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
+    """An error's location as the YAML's path: without the tag pydantic puts after a list's
+    index or a field holding a tagged union (`keeper.key.file.path` is `keeper.key.path` in the
+    file: its `source: file` is no level of its own), nor its validator frames."""
     out = ""
-    skip_next_tag = False
+    after_union = False  # (the part before was a list's index or a tagged union's field)
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-            skip_next_tag = True
+            after_union = True
             continue
-        if skip_next_tag and part in _UNION_TAGS:
-            skip_next_tag = False
+        if after_union and part in _UNION_TAGS:
+            after_union = False
             continue
-        skip_next_tag = False
+        after_union = part in _UNION_FIELDS
         if isinstance(part, str) and (part.startswith("function-") or "[" in part):
             continue  # validator frames pydantic puts in the location
         out = _join(out, str(part))
@@ -1423,6 +1426,25 @@ def _union_tags(model: type[BaseModel]) -> set[str]:
 
 
 _UNION_TAGS = _union_tags(Config)
+
+
+def _union_fields(model: type[BaseModel]) -> set[str]:
+    """The fields holding one tagged union member (not a list of them): their annotation,
+    maybe optional, carries a discriminator."""
+    def discriminated(annotation: Any) -> bool:
+        for meta in getattr(annotation, "__metadata__", ()) or ():
+            if getattr(meta, "discriminator", None) is not None:
+                return True
+        if get_origin(annotation) is list:
+            return False
+        return any(discriminated(a) for a in get_args(annotation))
+
+    return {name for m, name in _model_fields(model)
+            if discriminated(m.model_fields[name].annotation)
+            or m.model_fields[name].discriminator is not None}
+
+
+_UNION_FIELDS = _union_fields(Config)
 
 
 def _fix_for(error: dict[str, Any]) -> str:

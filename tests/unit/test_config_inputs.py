@@ -228,3 +228,13 @@ async def test_without_its_sources_the_engine_waits_for_the_chain_protocols_tick
     assert without_position(metrics) is None  # morpho not evaluated yet
     await scanned(engine, "morpho", view_of([], []))
     assert without_position(metrics) == 1
+
+
+def test_a_key_sources_error_is_named_by_the_files_own_path() -> None:
+    """pydantic names the chosen member of a tagged union in its location
+    (`keeper.key.file.path`); the YAML has no `file:` level, so the path shown omits it."""
+    for key, path in (({"source": "file"}, "keeper.key.path"),
+                      ({"source": "env"}, "keeper.key.env"),
+                      ({"source": "keystore", "path": "/x"}, "keeper.key.password_file")):
+        found = issues_of({**MINIMAL, "keeper": {"mode": "liquidate", "key": key}})
+        assert path in found, (key, found)
