@@ -498,7 +498,16 @@ def _alerts_test(config: Config, route_name: str | None) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from keeperd.alerts.preview import render
-    from keeperd.simulate import ShockError, chart, parse_shock, round_table, simulate, summary
+    from keeperd.simulate import (
+        ProtocolChoiceError,
+        ShockError,
+        chart,
+        parse_shock,
+        pick_protocol,
+        round_table,
+        simulate,
+        summary,
+    )
 
     config = load_config(args.config)
     configure_logging("warning", "console")
@@ -507,6 +516,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     except ShockError as exc:
         print(f"keeperd: --shock {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    try:  # before the chain is read, with the names to choose from
+        pick_protocol(config, args.protocol)
+    except ProtocolChoiceError as exc:
+        raise UsageError(f"--protocol {exc}" if args.protocol is not None else str(exc)) \
+            from None
     name = "-".join(f"{a}{round(d * 100)}" for a, d in shocks.items())
     png = args.png or Path(f"keeperd-simulate-{name}.png")
     _check_writable("--png", png)  # before minutes of reading, not after
@@ -785,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     p.add_argument("--shock", action="append", required=True,
                    help="ASSET=-30%% (repeatable: several assets fall together)")
-    p.add_argument("--protocol", help="which configured protocol (default: the first)")
+    p.add_argument("--protocol", help="which configured protocol, by its `protocols[].name` "
+                   "(e.g. curie-devnet in config/devnet.yaml; default: the first)")
     p.add_argument("--png", type=Path, help="where to draw the chart "
                    "(default: keeperd-simulate-<shock>.png)")
     p.set_defaults(func=_cmd_simulate)

@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from aiohttp import web
@@ -36,6 +37,7 @@ from keeperd.daemon import Daemon
 from keeperd.devnet import contracts
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
+from keeperd.execution.journal import JournalEntry
 from keeperd.logs import configure_logging
 from keeperd.metrics import Metrics
 from keeperd.scan import sort_rows, to_table
@@ -95,6 +97,19 @@ def keeper_balances(devnet: Devnet) -> dict[str, float]:
 
 
 STILL_BLOCKS = 4  # blocks without a change after which the perps follow-up ends
+CURIE = "curie-devnet"  # config/devnet.yaml's Perp Curie protocol
+
+
+def of_protocol(entries: Iterable[JournalEntry], protocol: str) -> list[JournalEntry]:
+    """The journal is one for every protocol (one database): the entries of one of them."""
+    return [e for e in entries if e.protocol == protocol]
+
+
+def traders_liquidated(entries: Iterable[JournalEntry], protocol: str) -> set[str]:
+    """The accounts of `protocol` a liquidation of keeperd's was included for (not the
+    unwinds of what it took over, which repay no debt; nor another protocol's)."""
+    return {e.account for e in of_protocol(entries, protocol)
+            if e.status == "included" and e.debt}
 
 
 async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
@@ -107,8 +122,9 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
 
     await asyncio.to_thread(walk_mark, devnet.client, devnet.manifest, "WETH", price)
     await asyncio.to_thread(settle_collateral_twap, devnet.client, devnet.manifest)
-    scanner = daemon.scanners["curie-devnet"]
-    executor = daemon.executors.get("curie-devnet")
+    scanner = daemon.scanners[CURIE]
+    # (Its journal is every protocol's — one database: Curie's traders are counted apart.)
+    executor = daemon.executors.get(CURIE)
     # Until nothing is left, or nothing has changed for a few blocks with nothing in flight
     # (what is left after a partial liquidation may not be worth the gas at the demo's min
     # profit: waiting the 30 blocks out for it was most of the demo's run time).
@@ -118,13 +134,13 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
         await wait_for_block(daemon, devnet.mine(1))
         view = scanner.view
         left = 0 if view is None else int((view.health < 1.0).sum())
+        # (in flight on any protocol: the journal summary that follows shows settled rows)
         pending = await executor.journal.by_status("pending") if executor else []
         settled = settled + 1 if (left == previous and not pending) else 0
         previous = left
         if (left == 0 and not pending) or settled >= STILL_BLOCKS:
             break
-    done = ({e.account for e in await executor.journal.all()
-             if e.status == "included" and e.debt} if executor else set())  # (not unwinds)
+    done = traders_liquidated(await executor.journal.all(), CURIE) if executor else set()
     print(f"Curie mark {price:,.0f}; traders liquidated by keeperd: {len(done)}, still under "
           f"water: {left}")
 
@@ -295,7 +311,7 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
             finally:
                 devnet.client.call("evm_setAutomine", True)
             await wait_for_block(daemon, devnet.mine(1))
-            if "curie-devnet" in daemon.scanners:
+            if CURIE in daemon.scanners:
                 banner("Perp Curie: the mark walks to the new index; keeperd liquidates "
                        "and unwinds")
                 await perps_follow(daemon, devnet, new)

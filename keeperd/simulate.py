@@ -40,6 +40,34 @@ class ShockError(ValueError):
     pass
 
 
+class ProtocolChoiceError(ShockError):
+    """`--protocol` names no protocol the simulation can shock (the message lists those)."""
+
+
+def pick_protocol(config: Config, protocol: str | None) -> Any:
+    """The protocol named (or the first on-chain one): one whose book is read from a chain.
+    A name that is none of those: ProtocolChoiceError, its message the configured names."""
+    from keeperd.alerts.catalog import suggest
+
+    chain = config.chain_protocols
+    if protocol is None:
+        if not chain:
+            raise ProtocolChoiceError("the config has no on-chain protocol to shock")
+        return chain[0]
+    for p in chain:
+        if p.name == protocol:
+            return p
+    names = [p.name for p in chain]
+    choose = f"choose from {', '.join(names) or '(none configured)'}"
+    if any(p.name == protocol for p in config.protocols):
+        raise ProtocolChoiceError(f"{protocol!r} is a perp venue read over its API, not a "
+                                  f"book on a chain; {choose}")
+    # `curie` for `curie-devnet`: a prefix is a near miss too
+    starts = [n for n in names if n.lower().startswith(protocol.lower())]
+    hint = f" (did you mean {starts[0]}?)" if len(starts) == 1 else suggest(protocol, names)
+    raise ProtocolChoiceError(f"{protocol!r}: no such protocol in the config{hint}; {choose}")
+
+
 def parse_shock(text: str) -> tuple[str, float]:
     """'WETH=-30%' or 'WETH=-0.3' -> ('WETH', 0.30) (a drop, as a positive fraction)."""
     m = _SHOCK.match(text)
@@ -132,11 +160,7 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
                    ) -> Simulation:
     """The first configured protocol (or the one named) whose plug-in describes its book to
     the cascade engine, at the head, under `shocks`."""
-    candidates = [p for p in config.chain_protocols if protocol in (None, p.name)]
-    if not candidates:
-        raise ShockError(f"no protocol {protocol!r} in the config "
-                         f"({[p.name for p in config.chain_protocols]})")
-    proto = candidates[0]
+    proto = pick_protocol(config, protocol)
     store = await IndexStore.open(config.state_dir)
     try:
         async with _book_at_head(config, proto, store) as (plugin, book, head, pool):

@@ -10,27 +10,42 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import re
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
-from keeperd.config import Config, ConfigError, ConfigIssue, parse_config
+from keeperd.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    KeeperConfig,
+    KeeperMode,
+    _substitute,
+    parse_config,
+)
 from keeperd.storage.db import STATE_FILE, SqliteDatabase
 from keeperd.storage.summary import summarize
 
 _NO_CHAIN = {"name": "status", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}
-_ENV_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_MODES = get_args(KeeperMode)
+_DEFAULT_MODE = str(KeeperConfig.model_fields["mode"].default)
+UNKNOWN_MODE = "unknown"  # the file's keeper.mode, unresolved in this shell (or not a mode)
+STALE_AFTER_S = 60.0  # a status.json older than this is not a running daemon's
 
 
 def status_config(path: str | Path) -> tuple[Config, str]:
     """The config as `keeperd status` needs it — where the state is — without the secrets a
     running daemon needs (alert tokens, webhook secrets, the key, provider keys in RPC URLs):
     the operator asking what the daemon does may not hold them. Returns the config and the
-    keeper mode the file says (the running daemon's own comes from status.json)."""
+    keeper mode the file says (the running daemon's own comes from status.json).
+
+    The mode is read on its own — its ${ENV} filled in, checked against the modes — never by
+    validating a `keeper` section: that would demand the key (or address) `liquidate` and
+    `dry-run` need, which status does not use. A mode this shell cannot resolve (a variable
+    only the daemon's environment has) is `unknown`, not an error: the state is still read."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -40,19 +55,26 @@ def status_config(path: str | Path) -> tuple[Config, str]:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc}", "")]) from None
     if not isinstance(data, dict):
-        return parse_config(data, str(path)), "?"  # (says what is wrong)
-    keeper = data.get("keeper")
-    mode = str(keeper.get("mode", "dry-run")) if isinstance(keeper, dict) else "dry-run"
-    if isinstance(keeper, dict) and isinstance(keeper.get("mode"), str) \
-            and _ENV_NAME.search(keeper["mode"]):
-        mode = str(parse_config({"state_dir": ".", "chains": [_NO_CHAIN],
-                                 "keeper": {"mode": keeper["mode"]}}, str(path)).keeper.mode)
+        return parse_config(data, str(path)), UNKNOWN_MODE  # (says what is wrong)
     # Only where the state is: the chains, protocols, alerts and key (and the variables they
     # name, provider keys in RPC URLs among them) do not matter to reading it.
     reduced = {"state_dir": data.get("state_dir"), "chains": [_NO_CHAIN],
                "keeper": {"mode": "alert-only"},
                **({"storage": data["storage"]} if "storage" in data else {})}
-    return parse_config(reduced, str(path)), mode
+    return parse_config(reduced, str(path)), file_mode(data.get("keeper"))
+
+
+def file_mode(keeper: Any, env: dict[str, str] | None = None) -> str:
+    """The mode a config's `keeper` section says, with this environment's variables (by
+    default the process's): one of the keeper modes, or `unknown`."""
+    if not isinstance(keeper, dict) or keeper.get("mode") is None:
+        return _DEFAULT_MODE
+    issues: list[ConfigIssue] = []
+    mode = _substitute(keeper["mode"], "keeper.mode", dict(os.environ) if env is None else env,
+                       issues)
+    if mode is None and not issues:  # `${KEEPERD_MODE:-}` unset: the field's default
+        return _DEFAULT_MODE
+    return mode if not issues and mode in _MODES else UNKNOWN_MODE
 
 
 def pid_running(pid: int) -> bool:
@@ -66,24 +88,43 @@ def pid_running(pid: int) -> bool:
     return True
 
 
+def daemon_state(status: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """What status.json says of the daemon. Only a running daemon (its pid exists, the file
+    fresh) is ready, alive or doing something; a stopped or killed one left the file with its
+    last words, kept apart under `last_report` (with the mode it ran in)."""
+    now = time.time() if now is None else now
+    pid = status.get("pid")
+    age = now - float(status.get("updated_at", 0))
+    exists = isinstance(pid, int) and pid > 0 and pid_running(pid)
+    if exists and age < STALE_AFTER_S:
+        return {"running": True, "pid": pid, "status_age_s": round(age, 1),
+                "mode": status.get("mode"), "ready": status.get("ready"),
+                "alive": status.get("alive"), "status": status.get("status"),
+                "detail": status.get("detail")}
+    note = (f"pid {pid} exists but has not written status.json for {age:,.0f} s: hung, or "
+            "the pid is another process's now" if exists
+            else f"last status.json {age:,.0f} s ago, from pid {pid}")
+    return {"running": False, "ready": False, "alive": False, "note": note,
+            "last_report": {"pid": pid, "age_s": round(age, 1), "mode": status.get("mode"),
+                            "ready": status.get("ready"), "alive": status.get("alive"),
+                            "status": status.get("status")}}
+
+
 def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
+    """`mode` is the running daemon's (`mode_source` daemon) or else the config's as this
+    shell reads it (`mode_source` config); a stopped daemon's is its `last_report`'s."""
     state = config.state_dir
-    out: dict[str, Any] = {"state_dir": str(state),
-                           "mode": config_mode or config.keeper.mode,
-                           "config_mode": config_mode or config.keeper.mode}
+    config_mode = config_mode or config.keeper.mode
+    out: dict[str, Any] = {"state_dir": str(state), "mode": config_mode, "mode_source": "config",
+                           "config_mode": config_mode}
     status_file = state / "status.json"
     if status_file.is_file():
-        status = json.loads(status_file.read_text())
-        age = time.time() - float(status.get("updated_at", 0))
-        running = pid_running(int(status.get("pid", -1))) and age < 60
-        if running and status.get("mode"):
-            out["mode"] = status["mode"]  # the running daemon's, not the file's
-        out["daemon"] = {"running": running, "pid": status.get("pid"),
-                         "status_age_s": round(age, 1), "ready": status.get("ready"),
-                         "alive": status.get("alive"), "status": status.get("status"),
-                         "detail": status.get("detail")}
+        daemon = out["daemon"] = daemon_state(json.loads(status_file.read_text()))
+        if daemon["running"] and daemon.get("mode"):
+            out["mode"], out["mode_source"] = daemon["mode"], "daemon"
     else:
-        out["daemon"] = {"running": False, "note": "no status.json: never started here"}
+        out["daemon"] = {"running": False, "ready": False, "alive": False,
+                         "note": "no status.json: never started here"}
     db_path = state / STATE_FILE
     if db_path.is_file():
         out.update(_run(_local_summary(db_path)))
@@ -131,13 +172,34 @@ def _usd(value: float) -> str:
     return f"${value:,.2f}"
 
 
+def _mode_line(info: dict[str, Any]) -> str:
+    """The mode and whose it is: the running daemon's, or this shell's reading of the config
+    (beside the mode a stopped daemon last ran in, when status.json recorded it)."""
+    d = info["daemon"]
+    mode, config_mode = info["mode"], info.get("config_mode")
+    if d.get("running") and info.get("mode_source") == "daemon":
+        if config_mode == UNKNOWN_MODE:
+            return (f"{mode} (running; the config file's keeper.mode does not resolve to a "
+                    "mode with this shell's environment)")
+        if config_mode and config_mode != mode:
+            return (f"{mode} (running; the config file, with this shell's environment, says "
+                    f"{config_mode}: a variable the daemon had may be unset here)")
+        return f"{mode} (the running daemon's)"
+    if mode == UNKNOWN_MODE:
+        text = ("unknown (the config's keeper.mode does not resolve to a mode with this "
+                "shell's environment)")
+    else:
+        text = f"{mode} (the config's, read with this shell's environment)"
+    last = (d.get("last_report") or {}).get("mode")
+    if last:
+        text += (f"; the daemon last seen here ran in {last}" if last != mode
+                 else "; the daemon last seen here ran in it too")
+    return text
+
+
 def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
-    mode = info["mode"]
-    if info.get("config_mode") and info["config_mode"] != mode:
-        mode += (f" (running; the config file, with this shell's environment, says "
-                 f"{info['config_mode']}: a variable the daemon had may be unset here)")
-    lines = [f"state directory  {info['state_dir']}", f"mode             {mode}"]
+    lines = [f"state directory  {info['state_dir']}", f"mode             {_mode_line(info)}"]
     if d.get("running"):
         lines.append(f"daemon           running (pid {d['pid']}), "
                      f"{'ready' if d.get('ready') else 'NOT ready'}, "

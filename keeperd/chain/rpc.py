@@ -148,24 +148,51 @@ class _TransientError(Exception):
         self.outcome = outcome
 
 
-def redact_url(url: str) -> str:
-    """The URL without credentials, query string or path segments that look like API keys.
+# The path segments a logged URL shows (letter case aside): versions (`v2`, `v0.1`) and the
+# public route and network words of providers', venues' and alert sinks' URLs. Any other
+# segment is shown as `***`, whatever it looks like: see `redact_url`.
+_PUBLIC_VERSION = re.compile(r"v\d{1,2}(?:\.\d{1,2}){0,2}", re.IGNORECASE)
+_PUBLIC_SEGMENTS = frozenset({
+    "rpc", "jsonrpc", "api", "ws", "wss", "http", "https", "ext", "bc", "c", "lb", "ogrpc",
+    "evm", "eth", "ethereum", "mainnet", "arbitrum", "arbitrum-one", "optimism", "base",
+    "polygon", "bsc", "avalanche", "gnosis", "sepolia", "holesky",
+    "info", "exchange", "perpetualmarkets", "addresses", "subaccountnumber",
+    "parentsubaccountnumber", "hook", "hooks", "webhook", "webhooks", "alerts", "services",
+    "sendmessage",
+})
 
-    Providers put keys in the userinfo, in the query, or as the last path segment
-    (`https://eth-mainnet.example/v2/<key>`); Telegram puts its bot token in the path.
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, query string, fragment, or any path segment that may be a
+    key: the scheme, host and port stay (which endpoint it was).
+
+    Providers put keys in the userinfo, in the query, or anywhere in the path, of any length
+    and alphabet: `https://eth-mainnet.g.alchemy.com/v2/<key>`, `https://mainnet.infura.io/
+    v3/<key>`, `https://<name>.quiknode.pro/<token>/`, `https://rpc.ankr.com/eth/<key>`;
+    Telegram puts its bot token in the path. A short key cannot be told from a word by its
+    looks (`/v2/abc`), so no rule of length or letters is safe: a segment is shown only if it
+    is known to be public — a version, or a word on `_PUBLIC_SEGMENTS` — and every other one
+    is `***`. An over-redacted URL in a log costs a little reading; a leaked key costs the key.
+    Punctuation that ends it (a URL at the end of a sentence, `<url>: refused`) stays.
     """
+    tail = url[len(url.rstrip(".,:;!?")):]
+    url = url[:len(url) - len(tail)]
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
+        port = parts.port
     except ValueError:
         return "[unparseable url]"
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
     segments = [
-        "***" if len(seg) >= 16 or (any(ch.isdigit() for ch in seg) and len(seg) >= 8) else seg
+        seg if not seg or seg.lower() in _PUBLIC_SEGMENTS or _PUBLIC_VERSION.fullmatch(seg)
+        else "***"
         for seg in parts.path.split("/")
     ]
-    return urlunsplit((parts.scheme, host, "/".join(segments), "", ""))
+    return urlunsplit((parts.scheme, host, "/".join(segments), "", "")) + tail
 
 
 @dataclass

@@ -3,6 +3,7 @@ them, the protocol of each liquidation, and no secret needed to ask (#27 item 11
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -79,3 +80,158 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
     info = json.loads(capsys.readouterr().out)
     assert info["mode"] == "dry-run" and info["liquidations"] == {"included": 2, "dry_run": 1}
     assert {row["protocol"] for row in info["last_liquidations"]} == {"aave-core"}
+
+
+# --- the mode without the key; a stopped daemon is not ready --------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVNET_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
+
+ENV_MODE = """
+state_dir: {state}
+chains:
+  - name: ethereum
+    chain_id: 1
+    rpc_urls: ["https://eth.example/v2/${{PROVIDER_KEY}}"]
+keeper:
+  mode: ${{KEEPERD_MODE:-alert-only}}
+  {key}
+"""
+
+
+@pytest.mark.parametrize(("mode", "key"), [
+    ("liquidate", "key: {source: env, env: KEEPERD_TEST_KEY}"),  # the key's variable set
+    ("liquidate", "key: {source: file, path: /nonexistent/keeper.key}"),
+    ("dry-run", "key: {source: env, env: KEEPERD_TEST_KEY}"),
+    ("dry-run", ""),  # no key nor address: the daemon would refuse it, status reads the state
+    ("alert-only", ""),
+])
+def test_status_reads_a_mode_from_the_environment_without_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        mode: str, key: str) -> None:
+    """`keeper.mode: ${KEEPERD_MODE}` resolving to liquidate or dry-run: status never
+    validates the keeper section (whose key it does not use), so it answers (it said "mode
+    'liquidate' needs `key`" although the key was set)."""
+    monkeypatch.setenv("KEEPERD_MODE", mode)
+    monkeypatch.setenv("KEEPERD_TEST_KEY", DEVNET_KEY)
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(ENV_MODE.format(state=tmp_path / "state", key=key))
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["mode"], info["config_mode"], info["mode_source"]) == (mode, mode, "config")
+    assert main(["status", "--config", str(config)]) == 0
+    assert (f"mode             {mode} (the config's, read with this shell's environment)"
+            in capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (ROOT / "config" / "mainnet")
+                                           .glob("*.yaml")))
+def test_status_answers_on_every_mainnet_profile_as_shipped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        profile: str) -> None:
+    """The profiles say `mode: ${KEEPERD_MODE:-dry-run}` and a key file the operator asking
+    may not read; their RPC URLs' variables unset too."""
+    for name in ("KEEPERD_MODE", "KEEPERD_KEY_FILE", "ETH_RPC_PRIMARY", "ETH_RPC_SECONDARY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KEEPERD_STATE_DIR", str(tmp_path / "state"))
+    config = tmp_path / profile
+    config.write_text((ROOT / "config" / "mainnet" / profile).read_text())
+    assert main(["status", "--config", str(config), "--json"]) == 0, capsys.readouterr().err
+    info = json.loads(capsys.readouterr().out)
+    assert info["state_dir"] == str(tmp_path / "state") and info["mode"] == "dry-run"
+    monkeypatch.setenv("KEEPERD_MODE", "liquidate")
+    assert main(["status", "--config", str(config), "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["mode"] == "liquidate"
+
+
+def test_the_files_mode_as_this_shell_reads_it() -> None:
+    from keeperd.status import file_mode
+
+    assert file_mode(None) == file_mode({}) == file_mode({"mode": None}) == "alert-only"
+    assert file_mode({"mode": "dry-run"}, {}) == "dry-run"
+    assert file_mode({"mode": "${M}"}, {"M": "liquidate"}) == "liquidate"
+    assert file_mode({"mode": "${M:-dry-run}"}, {}) == "dry-run"
+    assert file_mode({"mode": "${M:-}"}, {}) == "alert-only"  # unset means the default
+    assert file_mode({"mode": "${M}"}, {}) == "unknown"  # only the daemon's environment has it
+    assert file_mode({"mode": "${M}"}, {"M": "liquidat"}) == "unknown"
+    assert file_mode({"mode": 3}, {}) == "unknown"
+
+
+def dead_pid() -> int:
+    """A pid no process has (one that has just exited and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_a_stopped_daemon_is_neither_ready_nor_alive(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILLed (or stopped) liquidate-mode daemon leaves status.json saying ready and
+    alive: `--json` said so too next to "running": false. Its last words are kept apart, and
+    the mode shown says whose it is."""
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("PROVIDER_KEY", raising=False)
+    config.write_text(config.read_text().replace("mode: liquidate", "mode: alert-only"))
+    asyncio.run(write_state(tmp_path / "state"))
+    pid = dead_pid()
+    (tmp_path / "state" / "status.json").write_text(json.dumps(
+        {"pid": pid, "updated_at": time.time() - 5, "mode": "liquidate", "ready": True,
+         "alive": True, "status": "following", "detail": {"replica": {"role": "leader"}}}))
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    d = info["daemon"]
+    assert (d["running"], d["ready"], d["alive"]) == (False, False, False), d
+    assert "pid" not in d and "status" not in d and "detail" not in d
+    assert d["last_report"]["pid"] == pid and d["last_report"]["mode"] == "liquidate"
+    assert (info["mode"], info["mode_source"]) == ("alert-only", "config")
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert ("mode             alert-only (the config's, read with this shell's environment); "
+            "the daemon last seen here ran in liquidate") in out, out
+    assert f"daemon           not running (last status.json 5 s ago, from pid {pid})" in out
+    assert "ready" not in out and "alive" not in out and "this replica" not in out
+    assert "liquidations     included 2, dry_run 1" in out
+
+
+def test_a_hung_daemon_with_a_stale_status_is_not_running(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its pid exists (this process stands in) but status.json is minutes old."""
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("PROVIDER_KEY", raising=False)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "status.json").write_text(json.dumps(
+        {"pid": os.getpid(), "updated_at": time.time() - 600, "mode": "liquidate",
+         "ready": True, "alive": True, "status": "following", "detail": {}}))
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["daemon"]
+    assert (d["running"], d["ready"], d["alive"]) == (False, False, False)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (f"not running (pid {os.getpid()} exists but has not written status.json for "
+            "600 s: hung") in out, out
+    assert "liquidate (the config's, read with this shell's environment); the daemon last " \
+        "seen here ran in it too" in out
+
+
+def test_a_running_daemons_mode_is_said_to_be_its_own(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("PROVIDER_KEY", raising=False)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "status.json").write_text(json.dumps(
+        {"pid": os.getpid(), "updated_at": time.time(), "mode": "liquidate", "ready": False,
+         "alive": True, "status": "catching up", "detail": {}}))
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["mode"], info["mode_source"]) == ("liquidate", "daemon")
+    assert (info["daemon"]["running"], info["daemon"]["ready"]) == (True, False)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "mode             liquidate (the running daemon's)" in out
+    assert f"running (pid {os.getpid()}), NOT ready, alive" in out
