@@ -625,6 +625,7 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     devnet = Devnet(args.accounts, args.seed, port=args.port, detached=True,
                     log_path=paths.devnet_dir() / "anvil.log", aave_version=args.aave)
     devnet.start()
+    _set_aside_last_devnets_state(paths.devnet_dir() / "keeperd-state")
     assert devnet.anvil.process is not None
     pid_path.write_text(str(devnet.anvil.process.pid))
     devnet.write_manifest(manifest_path)
@@ -636,6 +637,34 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(manifest_path)
     return EXIT_OK
+
+
+def _set_aside_last_devnets_state(state_dir: Path) -> None:
+    """A devnet started again is a new chain from the seeded state: the journal config/
+    devnet.yaml's default state directory holds belongs to the chain that is gone (its
+    opportunities recorded there would be skipped on this one, its liquidations checked
+    against a chain that never had them). It is moved aside, kept, unless a keeperd still
+    runs on it."""
+    import datetime
+
+    from keeperd.statelock import StateDirLock, StateDirLocked
+    from keeperd.storage.db import STATE_FILE
+
+    if not (state_dir / STATE_FILE).is_file():
+        return
+    try:
+        with StateDirLock(state_dir):
+            pass
+    except StateDirLocked:
+        print(f"keeperd: a keeperd still runs on {state_dir}, whose journal belongs to the "
+              "devnet that is gone: stop it, and start it again on a fresh state directory "
+              "(KEEPERD_STATE_DIR=...)", file=sys.stderr)
+        return
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = state_dir.with_name(f"{state_dir.name}.before-{stamp}")
+    state_dir.rename(kept)
+    print(f"the last devnet's keeperd state moved to {kept} (its journal belongs to the chain "
+          "that is gone); config/devnet.yaml starts on a fresh one", file=sys.stderr)
 
 
 def _cmd_devnet_down(_: argparse.Namespace) -> int:

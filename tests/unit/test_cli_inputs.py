@@ -250,3 +250,26 @@ def test_the_rule_catalog_names_every_rule_keeperd_raises() -> None:
         raised |= set(re.findall(r"\b(?:Condition|Alert)\(\s*\"([a-z_]+)\"", path.read_text()))
     assert raised - {"test"} == set(RULES)  # ("test": `alerts test`, sent straight to a sink)
     assert {r.toggle for r in RULES.values() if r.toggle} == set(RulesConfig.model_fields)
+
+
+def test_a_devnet_started_again_sets_the_last_ones_keeperd_state_aside(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """By hand: `devnet down`, `devnet up`, `run` again on config/devnet.yaml's default state
+    directory sent the gone chain's liquidations again (65 reverted, the breaker paused
+    sending). `devnet up` moves that state aside, kept, unless a keeperd runs on it."""
+    from keeperd.statelock import StateDirLock
+    from keeperd.storage.db import STATE_FILE
+
+    state = tmp_path / "keeperd-state"
+    cli._set_aside_last_devnets_state(state)  # none yet: nothing to do
+    assert not state.exists() and capsys.readouterr().err == ""
+    state.mkdir()
+    (state / STATE_FILE).write_text("journal")
+    with StateDirLock(state):  # a keeperd running on it: left alone, and said
+        cli._set_aside_last_devnets_state(state)
+    assert (state / STATE_FILE).is_file() and "still runs on" in capsys.readouterr().err
+    cli._set_aside_last_devnets_state(state)
+    assert not state.exists()
+    [kept] = tmp_path.glob("keeperd-state.before-*")
+    assert (kept / STATE_FILE).read_text() == "journal"
+    assert "moved to" in capsys.readouterr().err
