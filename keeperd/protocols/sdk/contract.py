@@ -218,7 +218,10 @@ class Liquidator(Protocol):
         """(opportunity, through the flash path) -> the call to send; None: it cannot be."""
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
-        """A receipt: what this kind of liquidation really costs in gas."""
+        """A receipt: the gas limit this kind of liquidation really needs (the executor's
+        reading of its gasUsed, the refund and the 1/64 reserve added back:
+        `executor.RECEIPT_TO_LIMIT`); a liquidator's limit is the most it has learnt, times
+        `gas_limit_margin` for the state a later block brings."""
 
     def native_usd(self, book: Any) -> float | None:
         """The chain's native token in USD as this protocol prices it (None: it does not)."""
