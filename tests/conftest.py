@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from keeperd.chain.rpc import RpcPool
@@ -428,3 +429,14 @@ async def run_daemon() -> AsyncIterator:
         # its block and the block's receipts under three separate locks. A test that ends
         # while keeperd settles its last block (the lost-race test did, twice) met it.
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """A command configures structlog for the process (onto a captured stream): the
+    configuration before the test is put back after it (modules whose tests run commands use
+    it: `pytestmark = pytest.mark.usefixtures("logging_restored")`)."""
+    saved = structlog.get_config()
+    yield
+    structlog.reset_defaults()
+    structlog.configure(**saved)

@@ -10,12 +10,10 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import yaml
 
 from keeperd import cli
@@ -27,13 +25,7 @@ from tests.integration.test_daemon import write_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """Commands configure structlog for the process (onto the captured stderr): put it back."""
-    saved = structlog.get_config()
-    yield
-    structlog.reset_defaults()
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("logging_restored")  # (tests/conftest.py)
 
 
 @pytest.fixture

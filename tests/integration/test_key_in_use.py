@@ -36,11 +36,10 @@ async def told(webhook: Webhook, rule: str, status: str, limit_s: float = 10) ->
     return False
 
 
-async def test_another_sender_on_the_key_is_told_and_waited_out(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    fund_keeper(devnet)
-    webhook = Webhook()
-    config = parse_config({
+def key_config(devnet: Devnet, tmp_path: Path, webhook: Webhook,
+               allowed: list[str] | None = None) -> Any:
+    """Aave in liquidate mode on the tests' keeper, its alerts to `webhook`."""
+    return parse_config({
         "state_dir": str(tmp_path / "state"),
         "chains": [{"name": "devnet", "chain_id": 31337,
                     "rpc_urls": [devnet.manifest["rpc_url"]],
@@ -48,11 +47,19 @@ async def test_another_sender_on_the_key_is_told_and_waited_out(
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+                   "key": {"source": "env", "env": "KEEPER_KEY"},
+                   "allowed_delegates": allowed or []},
         "alerts": {"routes": [{"name": "ops", "sinks": [
             {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}]},
         "metrics": {"enabled": False},
     }, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "w" * 32})
+
+
+async def test_another_sender_on_the_key_is_told_and_waited_out(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    webhook = Webhook()
+    config = key_config(devnet, tmp_path, webhook)
     try:
         keeper = await run_daemon(config)
         await keeper.evaluated_at(devnet.client.block_number())
@@ -118,24 +125,6 @@ def delegate(devnet: Devnet, to: str) -> None:
     assert code == ("0x" if to == ZERO else "0xef0100" + to[2:].lower()), code
 
 
-def delegation_config(devnet: Devnet, tmp_path: Path, webhook: Webhook,
-                      allowed: list[str] | None = None) -> Any:
-    return parse_config({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]],
-                    "confirmations": 0, "poll_interval": 0.1}],
-        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
-                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
-        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPER_KEY"},
-                   "allowed_delegates": allowed or []},
-        "alerts": {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": webhook.url, "secret": "${WEBHOOK_SECRET}"}]}]},
-        "metrics": {"enabled": False},
-    }, env={"KEEPER_KEY": KEEPER_KEY, "WEBHOOK_SECRET": "w" * 32})
-
-
 async def test_a_delegated_keeper_address_sends_nothing_until_revoked(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """A 7702 drainer's pattern: the key signed an authorization, someone else sent it. Unlike
@@ -144,7 +133,7 @@ async def test_a_delegated_keeper_address_sends_nothing_until_revoked(
     fund_keeper(devnet)
     webhook = Webhook()
     try:
-        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook))
+        keeper = await run_daemon(key_config(devnet, tmp_path, webhook))
         await keeper.evaluated_at(devnet.client.block_number())
         metrics = keeper.daemon.metrics
         assert metric_value(metrics, "keeperd_keeper_address_runs_code",
@@ -197,14 +186,14 @@ async def test_a_delegation_found_at_start_holds_unless_the_operator_allowed_it(
     delegate(devnet, delegate_to)
     webhook = Webhook()
     try:
-        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook))
+        keeper = await run_daemon(key_config(devnet, tmp_path, webhook))
         tx = keeper.daemon.executors["aave"].tx
         assert tx is not None and tx.key_conflict(devnet.client.block_number()) is not None
         assert "at start" in str(tx.key_conflict(devnet.client.block_number()))
         keeper.stop.set()
         await asyncio.wait_for(keeper.task, 10)
         # The operator's own delegate, listed: sent as from an ordinary address.
-        keeper = await run_daemon(delegation_config(devnet, tmp_path, webhook,
+        keeper = await run_daemon(key_config(devnet, tmp_path, webhook,
                                                     allowed=[delegate_to]))
         tx = keeper.daemon.executors["aave"].tx
         assert tx is not None and tx.key_conflict(devnet.client.block_number()) is None

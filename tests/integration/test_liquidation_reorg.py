@@ -29,6 +29,21 @@ async def wait_for(check, what: str, limit_s: float = 20) -> None:  # type: igno
         await asyncio.sleep(0.05)
 
 
+async def stop_once_included(keeper, keys: set[str], devnet: Devnet  # type: ignore[no-untyped-def]
+                             ) -> None:
+    """Mine the block holding the wave, wait until every key of it is journaled included,
+    and stop the daemon."""
+    await keeper.evaluated_at(devnet.mine(1))
+
+    async def included() -> bool:
+        return keys <= {e.key for e in await keeper.daemon.executors["aave"]
+                        .journal.by_status(J.INCLUDED)}
+
+    await wait_for(included, "the wave included")
+    keeper.stop.set()
+    await asyncio.wait_for(keeper.task, 15)
+
+
 async def test_liquidations_whose_block_is_reorganised_away_are_sent_again_once(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     fund_keeper(devnet)
@@ -87,15 +102,7 @@ async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
         keys = {e.key for e in sent}
         assert len(keys) > 20
         before = devnet.snapshot()
-        await keeper.evaluated_at(devnet.mine(1))
-
-        async def included() -> bool:
-            return keys <= {e.key for e in await keeper.daemon.executors["aave"]
-                            .journal.by_status(J.INCLUDED)}
-
-        await wait_for(included, "the wave included")
-        keeper.stop.set()
-        await asyncio.wait_for(keeper.task, 15)
+        await stop_once_included(keeper, keys, devnet)
         devnet.revert(before)  # while it is down, the wave's block is reorganised away
         devnet.mine(2)
         keeper = await run_daemon(config)
@@ -104,7 +111,11 @@ async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
         assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
             "chain": "devnet", "protocol": "aave", "stage": "reorged_out"}) == len(keys)
         await keeper.evaluated_at(devnet.mine(1))
-        await wait_for(included, "the wave included on the new branch")
+
+        async def included_again() -> bool:
+            return keys <= {e.key for e in await journal.by_status(J.INCLUDED)}
+
+        await wait_for(included_again, "the wave included on the new branch")
     finally:
         devnet.client.call("evm_setAutomine", True)
     ours = keeper_liquidations(devnet, crash)
@@ -134,15 +145,7 @@ async def test_a_lost_wave_whose_positions_are_healthy_again_is_not_sent_and_its
         crash, journal, sent = await crash_and_collect(devnet, keeper)
         keys = {e.key for e in sent}
         assert len(keys) > 20
-        await keeper.evaluated_at(devnet.mine(1))
-
-        async def included() -> bool:
-            return keys <= {e.key for e in await keeper.daemon.executors["aave"]
-                            .journal.by_status(J.INCLUDED)}
-
-        await wait_for(included, "the wave included")
-        keeper.stop.set()
-        await asyncio.wait_for(keeper.task, 15)
+        await stop_once_included(keeper, keys, devnet)
         devnet.revert(calm)  # the chain without the crash, shorter than what keeperd saw
         assert devnet.client.block_number() < crash
         # (as a devnet started again: the wave's leftovers that were pending at the stop are

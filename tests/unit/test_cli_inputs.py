@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 
 from keeperd import cli
@@ -25,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALICE = "0xABC0000000000000000000000000000000000001"
 
 
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """Commands configure structlog for the process (onto the captured stderr): put it back."""
-    saved = structlog.get_config()
-    yield
-    structlog.reset_defaults()
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("logging_restored")  # (tests/conftest.py)
 
 
 HOOK_SECRET = "a-webhook-secret-of-32-or-more-bytes"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -15,13 +14,7 @@ from keeperd.chain.connect import check_chain_ids
 from keeperd.chain.rpc import Endpoint, RpcPool, RpcPoolSettings, redact_url
 from keeperd.logs import Redactor, configure_logging
 
-
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    saved = structlog.get_config()
-    yield
-    structlog.reset_defaults()
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("logging_restored")  # (tests/conftest.py)
 
 
 @pytest.mark.parametrize(("url", "shown"), [

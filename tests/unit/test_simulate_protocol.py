@@ -6,11 +6,9 @@ commands name protocols config/devnet.yaml has (`--protocol curie` said "--shock
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 
 from keeperd import cli
@@ -21,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVNET = ROOT / "config" / "devnet.yaml"
 
 
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    saved = structlog.get_config()
-    yield
-    structlog.reset_defaults()
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("logging_restored")  # (tests/conftest.py)
 
 
 @pytest.fixture

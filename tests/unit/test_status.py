@@ -197,16 +197,23 @@ def test_a_stopped_daemon_is_neither_ready_nor_alive(
     assert "liquidations     included 2, dry_run 1" in out
 
 
-def test_a_hung_daemon_with_a_stale_status_is_not_running(
-        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its pid exists (this process stands in) but status.json is minutes old."""
+def this_process_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, age_s: float,
+                          ready: bool, status: str) -> None:
+    """A status.json written `age_s` ago by a liquidate-mode daemon whose pid is this
+    process's (one that exists), the config's secrets unset."""
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.delenv("PROVIDER_KEY", raising=False)
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "status.json").write_text(json.dumps(
-        {"pid": os.getpid(), "updated_at": time.time() - 600, "mode": "liquidate",
-         "ready": True, "alive": True, "status": "following", "detail": {}}))
+        {"pid": os.getpid(), "updated_at": time.time() - age_s, "mode": "liquidate",
+         "ready": ready, "alive": True, "status": status, "detail": {}}))
+
+
+def test_a_hung_daemon_with_a_stale_status_is_not_running(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its pid exists (this process stands in) but status.json is minutes old."""
+    this_process_reported(tmp_path, monkeypatch, age_s=600, ready=True, status="following")
     assert main(["status", "--config", str(config), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)["daemon"]
     assert (d["running"], d["ready"], d["alive"]) == (False, False, False)
@@ -221,12 +228,7 @@ def test_a_hung_daemon_with_a_stale_status_is_not_running(
 def test_a_running_daemons_mode_is_said_to_be_its_own(
         config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
-    monkeypatch.delenv("PROVIDER_KEY", raising=False)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "status.json").write_text(json.dumps(
-        {"pid": os.getpid(), "updated_at": time.time(), "mode": "liquidate", "ready": False,
-         "alive": True, "status": "catching up", "detail": {}}))
+    this_process_reported(tmp_path, monkeypatch, age_s=0, ready=False, status="catching up")
     assert main(["status", "--config", str(config), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["mode"], info["mode_source"]) == ("liquidate", "daemon")
