@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-WAVE = 16  # keeperd's wave (execution/executor.py `wave_split`)
+WAVE = 16  # keeperd's later waves (execution/executor.py `LATER_WAVE`)
 CHAIN_ID = 31337
 
 # Made for this measurement; not a part keeperd ships or calls. Only the address itself may
