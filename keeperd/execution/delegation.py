@@ -11,9 +11,12 @@ receives the seized collateral into an address someone else may be sweeping.
 So the transaction manager reads its address's code at start and whenever a nonce it did not
 sign is mined (an authorization, whoever sponsors it, moves the authority's nonce; so does the
 revocation): while the address is delegated to a contract the operator did not allow
-(`keeper.allowed_delegates`), no liquidation is sent and `key_in_use_elsewhere` fires with the
-reason. A lying endpoint can claim a delegation (liquidations held and alerted: visible) or
-hide one (what keeperd knew before this check); it cannot make keeperd send.
+(`keeper.allowed_delegates`), no new liquidation is sent and `key_in_use_elsewhere` fires with
+the reason (what is already in flight, approvals and housekeeping are not held). A lying
+endpoint can claim a delegation (liquidations held and alerted: visible) or hide one (what
+keeperd knew before this check). Known gaps (issue #31's note): a read that fails at start
+holds nothing until one succeeds, and a delegation that takes a nonce keeperd signed and has
+in flight is not re-read.
 """
 
 from __future__ import annotations

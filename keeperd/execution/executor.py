@@ -1040,7 +1040,7 @@ class Executor:
                 "from": self.keeper or to, "to": to, "data": "0x" + data.hex(),
                 "gas": hex(gas)}, "latest"])
         except RpcError as exc:
-            return not ("revert" in str(exc).lower() or exc.code == 3)
+            return self._reverted(exc) is None  # (the second opinion's reading of a revert)
         except RpcUnavailable:
             return True
         return True
