@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,11 +123,15 @@ def telegram_429(retry_after: int) -> Callable[[], web.Response]:
          "parameters": {"retry_after": retry_after}}, status=429)
 
 
-def webhook_app(rec: Recorder) -> web.Application:
+def webhook_app(rec: Recorder, *,
+                before_answer: Callable[[], Awaitable[None]] | None = None) -> web.Application:
+    """`before_answer`: awaited once a request is read (a receiver slow to answer)."""
     async def hook(request: web.Request) -> web.Response:
         raw = await request.read()
         entry = {"raw": raw, "headers": dict(request.headers), "at": time.monotonic()}
         rec.requests.append(entry)
+        if before_answer is not None:
+            await before_answer()
         scripted = rec.next_scripted()
         if scripted is not None:
             return scripted

@@ -79,6 +79,10 @@ class Dispatcher:
         self._unrecorded: set[int] = set()
         self._session: aiohttp.ClientSession | None = None
         self._adopted = False  # rows queued before sink ids: given ids at the start only
+        # Sends under way. A reload or a stop lets them finish and be recorded: cancelled
+        # mid-request, the receiver may have the notification while its row stays pending,
+        # and it would go out twice.
+        self._delivering: set[asyncio.Task[bool]] = set()
 
     def configure(self, routes: list[RouteConfig]) -> None:
         """Build the sinks of these routes (reading secret files now: an error names the
@@ -137,8 +141,17 @@ class Dispatcher:
                         for t in tasks:
                             t.cancel()
                         await asyncio.gather(*tasks, return_exceptions=True)
+                        await self._let_deliveries_finish()
             finally:
                 self._session = None
+
+    async def _let_deliveries_finish(self) -> None:
+        """Wait for the sends under way (each bounded by its sink's timeout), on a reload
+        before the new sinks start, on a stop before the session closes."""
+        for outcome in await asyncio.gather(*self._delivering, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("alerts.outbox_unavailable", error=f"{type(outcome).__name__}: "
+                            f"{outcome}", during="a send finished on reload or stop")
 
     async def flush(self, budget_s: float) -> int:
         """On stop: deliver what is due now, within `budget_s`; the rest stays on disk."""
@@ -204,7 +217,10 @@ class Dispatcher:
             await asyncio.sleep(wait)
             return
         rt.bucket.take()
-        await self._deliver(rt, entries[0], self._session)
+        delivery = asyncio.create_task(self._deliver(rt, entries[0], self._session))
+        self._delivering.add(delivery)
+        delivery.add_done_callback(self._delivering.discard)
+        await asyncio.shield(delivery)
         await self._refresh_metrics()
 
     async def _deliver(self, rt: SinkRuntime, entry: Entry,

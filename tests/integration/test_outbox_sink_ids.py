@@ -125,6 +125,38 @@ async def test_reordered_sinks_keep_their_pending_notifications_across_a_reload(
     await db.close()
 
 
+async def test_a_reload_while_a_notification_is_on_the_wire_sends_it_once(
+        tmp_path: Path, running: Callable[[Dispatcher], None]) -> None:
+    """A reload cancelled the sink loops mid-request: the receiver had the notification, its row
+    stayed pending, and the new loop sent it again (seen in CI as a duplicate `for-b-0`). Now
+    the send under way finishes, is recorded, and nothing goes out twice."""
+    rec = Recorder()
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_ok() -> None:
+        arrived.set()
+        await release.wait()
+
+    async with serve(webhook_app(rec, before_answer=slow_ok)) as url:
+        db = SqliteDatabase.open(tmp_path / "state.db")
+        await migrate(db)
+        dispatcher = Dispatcher(Outbox(db), FAST, Metrics())
+        config = write_config(tmp_path / "v1.yaml", [{"name": "ops", "sinks": [hook(url)]}])
+        reload(dispatcher, config)
+        await queue(dispatcher, "ops", 0, "once")
+        running(dispatcher)
+        await asyncio.wait_for(arrived.wait(), 15)
+        reload(dispatcher, config)  # SIGHUP while the receiver holds the request
+        await asyncio.sleep(0.3)  # (before the fix, the new loop had resent it by now)
+        release.set()
+        await until(lambda: len(rec.accepted) >= 1, dispatcher)
+        await asyncio.sleep(0.5)  # nothing more arrives
+        assert [e["body"]["summary"] for e in rec.accepted] == ["once"]
+        assert len(rec.requests) == 1
+        assert [(st, s) for _, st, s in await states(db)] == [(DELIVERED, "once")]
+    await db.close()
+
+
 async def test_a_removed_sinks_notifications_are_reported_then_rerouted_or_dropped(
         tmp_path: Path, running: Callable[[Dispatcher], None],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
