@@ -470,8 +470,8 @@ class KeeperConfig(_Model):
         "liquidation's own profit.")
     allowed_delegates: list[Address] = Field(
         default_factory=list, description="Contracts the keeper's address may be delegated "
-        "to (EIP-7702) while keeperd sends from it. Delegated to any other, nothing is sent "
-        "and key_in_use_elsewhere fires: a delegate's code can move everything the address "
+        "to (EIP-7702) while keeperd sends from it. Delegated to any other, the key signs "
+        "nothing and key_in_use_elsewhere fires: a delegate's code can move everything the address "
         "holds (the 7702 drainers). Empty (the default): an ordinary address only.")
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ from keeperd.config import (
     is_loopback,
     load_config,
 )
+from keeperd.execution.delegation import KeyHold
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import Journal, TxRecord
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
@@ -504,7 +505,7 @@ class Daemon:
         for executor in self.executors.values():
             if executor.native_balance is not None:
                 balances[executor.adapter.chain] = executor.native_balance
-        conflicts: dict[str, str | None] = {}
+        conflicts: dict[str, KeyHold | None] = {}
         pauses: dict[tuple[str, str], str | None] = {}
         for executor in self.executors.values():
             last = executor._last

@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from aiohttp import web
 
 from keeperd.alerts.sinks import verify
@@ -133,7 +134,9 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
     for _ in range(30):
         await wait_for_block(daemon, devnet.mine(1))
         view = scanner.view
-        left = 0 if view is None else int((view.health < 1.0).sum())
+        under = [] if view is None else [view.accounts[int(i)]
+                                          for i in np.flatnonzero(view.health < 1.0)]
+        left = len(set(under))
         # (in flight on any protocol: the journal summary that follows shows settled rows)
         pending = await executor.journal.by_status("pending") if executor else []
         settled = settled + 1 if (left == previous and not pending) else 0
@@ -141,8 +144,13 @@ async def perps_follow(daemon: Daemon, devnet: Devnet, price: float) -> None:
         if (left == 0 and not pending) or settled >= STILL_BLOCKS:
             break
     done = traders_liquidated(await executor.journal.all(), CURIE) if executor else set()
+    # What is left, judged as keeperd judges it: dust its own pricing declines (the bonus
+    # less slippage and gas under min_profit_usd), or missed.
+    declined = await executor.declined(set(under)) if executor else {}
     print(f"Curie mark {price:,.0f}; traders liquidated by keeperd: {len(done)}, still under "
-          f"water: {left}")
+          f"water: {left}, {len(declined)} of them declined by keeperd's pricing (the best "
+          f"prize, {max(declined.values(), default=0):,.2f} USD, does not pay the gas at the "
+          f"fee cap and min_profit_usd {daemon.config.keeper.min_profit_usd:g})")
 
 
 async def show_journal(daemon: Daemon) -> None:

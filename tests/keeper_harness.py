@@ -101,14 +101,11 @@ async def assert_declined(executor: Any, accounts: set[str]) -> None:
     """Each of `accounts` (left under water) is one keeperd sees as liquidatable and its own
     decision declines for every pair it could liquidate — gas at the head's fees, slippage,
     the bonus — dust no keeper pays gas for, not an account missed."""
-    result = executor._last
-    base_fee, native = await executor._base_fee(), executor._native_usd(result)
-    for account in sorted(accounts):
-        opportunities = executor.liquidator.plan(result, {account})
+    declined = await executor.declined(accounts)
+    for account in sorted(accounts - set(declined)):
+        opportunities = executor.liquidator.plan(executor._last, {account})
         assert opportunities, f"{account} is under water and keeperd does not see it"
-        worth = [executor._decide(o, "check", base_fee, native) for o in opportunities]
-        assert worth == [None] * len(worth), (account, [o.gross_profit_usd
-                                                        for o in opportunities])
+        raise AssertionError((account, [o.gross_profit_usd for o in opportunities]))
 
 
 def assert_declined_on_chain(devnet: Devnet, tmp_path: Path, accounts: set[str]) -> None:

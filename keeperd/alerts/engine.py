@@ -36,6 +36,7 @@ from keeperd.alerts.state import AlertState
 from keeperd.chain.blocks import BlockEvent, Reorg
 from keeperd.config import AlertsConfig, Config, WatchlistConfig
 from keeperd.crashpoints import crash_point
+from keeperd.execution.delegation import KeyHold
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.contract import LiquidationSeen
 from keeperd.protocols.sdk.messages import ExecutionEvent
@@ -543,7 +544,7 @@ class AlertEngine:
     async def tick(self, *, rpc_healthy: dict[str, int],
                    index_lag: dict[tuple[str, str], int | None],
                    keeper_balance: dict[str, float | None],
-                   key_conflicts: dict[str, str | None] | None = None,
+                   key_conflicts: dict[str, KeyHold | None] | None = None,
                    send_pauses: dict[tuple[str, str], str | None] | None = None) -> None:
         """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
         the silences added from the CLI since the last tick)."""
@@ -574,16 +575,15 @@ class AlertEngine:
                            "add a fallback endpoint to chains[].rpc_urls."))
         route = self.config.route_for("key_in_use_elsewhere")
         if rules.key_in_use_elsewhere.enabled and route:
-            for chain, why in (key_conflicts or {}).items():
+            for chain, key_hold in (key_conflicts or {}).items():
                 conditions.append(Condition(
                     "key_in_use_elsewhere", route, {"chain": chain},
-                    "critical" if why else None, None, None, self.repeat_interval(route),
-                    summary=f"{chain}: {why}",
-                    resolved_summary=f"{chain}: no transaction but keeperd's from the keeper's "
-                                     "address for a while: liquidations go on",
-                    action="Stop the other keeper or tool using this key (two keepers need "
-                           "one state database: storage.url and replicas), or give keeperd a "
-                           "key of its own."))
+                    "critical" if key_hold else None, None, None, self.repeat_interval(route),
+                    summary=f"{chain}: {key_hold.reason if key_hold else ''}",
+                    resolved_summary=f"{chain}: the keeper's key is keeperd's alone again (no "
+                                     "other sender for a while, its address runs no code "
+                                     "not allowed): liquidations go on",
+                    action=key_hold.action if key_hold else ""))
         route = self.config.route_for("sending_paused")
         if rules.sending_paused.enabled and route:
             for (chain, protocol), why in (send_pauses or {}).items():

@@ -8,15 +8,13 @@ drainers" empty accounts: the delegate lets its author move whatever the address
 any time. A keeper sending liquidations from a delegated address pays in repayments and
 receives the seized collateral into an address someone else may be sweeping.
 
-So the transaction manager reads its address's code at start and whenever a nonce it did not
-sign is mined (an authorization, whoever sponsors it, moves the authority's nonce; so does the
-revocation): while the address is delegated to a contract the operator did not allow
-(`keeper.allowed_delegates`), no new liquidation is sent and `key_in_use_elsewhere` fires with
-the reason (what is already in flight, approvals and housekeeping are not held). A lying
-endpoint can claim a delegation (liquidations held and alerted: visible) or hide one (what
-keeperd knew before this check). Known gaps (issue #31's note): a read that fails at start
-holds nothing until one succeeds, and a delegation that takes a nonce keeperd signed and has
-in flight is not re-read.
+So the transaction manager reads its address's code at start and with every block's mined
+nonce (one batch): while the address is delegated to a contract the operator did not allow
+(`keeper.allowed_delegates`), the key signs nothing — no liquidation, no replacement of one in
+flight, no approval, no housekeeping — and `key_in_use_elsewhere` fires with the reason. While
+the code cannot be read (at start, or an endpoint's answer that is not code), new liquidations
+wait for it. A lying endpoint can claim a delegation (sending held and alerted: visible) or
+hide one (what keeperd knew before this check).
 """
 
 from __future__ import annotations
@@ -26,6 +24,27 @@ from dataclasses import dataclass
 from eth_utils import to_checksum_address
 
 DESIGNATOR = "ef0100"  # EIP-7702's delegation designator: 0xef0100 followed by the address
+
+# What the operator does about each hold on the keeper's key (`KeyHold.action`).
+OTHER_SENDER_ACTION = ("Stop the other keeper or tool using this key (two keepers need one "
+                       "state database: storage.url and replicas), or give keeperd a key of "
+                       "its own.")
+DELEGATED_ACTION = ("If you did not sign this delegation, the key is compromised: move the "
+                    "funds to a new key and configure keeperd with it. If you did, revoke it "
+                    "(an EIP-7702 authorization to the zero address) or list the delegate in "
+                    "keeper.allowed_delegates.")
+CODE_ACTION = ("An address with a private key has no contract code: check keeper.address / "
+               "the key, and the RPC endpoints (one may lie).")
+UNREAD_ACTION = ("keeperd reads the code again every block; check the RPC endpoints "
+                 "(keeperd_rpc_* metrics) if this lasts.")
+
+
+@dataclass(frozen=True)
+class KeyHold:
+    """Why the keeper's key waits, and what the operator does about it."""
+
+    reason: str
+    action: str
 
 
 @dataclass(frozen=True)
@@ -55,18 +74,19 @@ def read_code(code: str) -> KeeperCode:
 
 
 def refusal(address: str, code: KeeperCode, allowed: frozenset[str], block: int | None
-            ) -> str | None:
-    """Why no liquidation may be sent from `address` with this code (pure), or None: an
-    ordinary account, or one delegated to a contract in `allowed` (checksummed addresses)."""
+            ) -> KeyHold | None:
+    """Why nothing may be signed for `address` with this code (pure), or None: an ordinary
+    account, or one delegated to a contract in `allowed` (checksummed addresses)."""
     if code.plain or (code.delegate is not None and code.delegate in allowed):
         return None
     seen = "at start" if block is None else f"at block {block}"
     if code.delegate is not None:
-        return (f"the keeper's address {address} is delegated (EIP-7702) to {code.delegate} "
-                f"(read {seen}), code keeperd did not put there: whoever that code "
-                "lets in can move the keeper's funds. No liquidation is sent until the key "
-                "revokes it (an authorization to the zero address) or the operator allows it "
-                "in keeper.allowed_delegates")
-    return (f"the keeper's address {address} has contract code (read {seen}): an "
-            "address with a key has none, so the node lies or the address is wrong. No "
-            "liquidation is sent from it")
+        return KeyHold(
+            f"the keeper's address {address} is delegated (EIP-7702) to {code.delegate} "
+            f"(read {seen}), code keeperd did not put there: whoever that code lets in can "
+            "move the keeper's funds. The key signs nothing until the delegation is revoked "
+            "(an authorization to the zero address) or the operator allows it in "
+            "keeper.allowed_delegates", DELEGATED_ACTION)
+    return KeyHold(f"the keeper's address {address} has contract code (read {seen}): an "
+                   "address with a key has none, so the node lies or the address is wrong. "
+                   "The key signs nothing for it", CODE_ACTION)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -172,17 +172,26 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
            native_usd: float, min_profit_usd: float, slippage_bps: int,
            flash_premium_bps: int = 0) -> Decision | None:
     """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
-    it (and the flash-loan premium on what was borrowed); the gas at the fee cap comes off
-    that; below `min_profit_usd`, with no price for gas, or unpriced (NaN), nothing is sent.
-    The fee budget is what keeps it `min_profit_usd` in profit whatever the fee market does."""
+    it (and the flash-loan premium on what was borrowed); the gas it is charged at the fee
+    cap comes off that; below `min_profit_usd`, with no price for gas, or unpriced (NaN),
+    nothing is sent. The fee budget is what keeps it `min_profit_usd` in profit whatever the
+    fee market does.
+
+    The gas charged is the limit less what a limit carries and a successful transaction
+    gets back (the refund and the 1/64 reserve: `RECEIPT_TO_LIMIT`): the receipt's figure the
+    liquidators learnt the limit from, times their margin. Priced at the limit, every
+    liquidation was judged 31 % dearer in gas than it is, and a trader's remains worth
+    $27-34 were left to others. The budget is in the tx manager's terms, fee cap times limit:
+    it holds the charged gas to `min_profit_usd` (one that ran to its limit — out of gas, a
+    revert late in the call — could cost up to RECEIPT_TO_LIMIT times the fees)."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
     prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
-    gas_usd = gas_limit * fee_per_gas / 1e18 * native_usd
+    gas_usd = gas_limit / RECEIPT_TO_LIMIT * fee_per_gas / 1e18 * native_usd
     net = prize_usd - gas_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
-    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18)
+    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18 * RECEIPT_TO_LIMIT)
     return Decision(o, key, net, gas_limit, budget_wei)
 
 
@@ -337,8 +346,9 @@ class Executor:
         if self.adapter.liquidation_hold(result.book) is not None:
             stage(*self.labels, "held").inc(len(opportunities))
             return
-        conflict = (self.tx.key_conflict(result.block)
+        key_hold = (self.tx.send_hold(result.block)
                     if self.tx is not None and self.mode == "liquidate" else None)
+        conflict = key_hold.reason if key_hold is not None else None
         pause = (self.send_pause(result.block)
                  if self.mode == "liquidate" and conflict is None else None)
         if conflict is not None or pause is not None:
@@ -852,7 +862,8 @@ class Executor:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
         rather than repeats them; a reverted one is tried again under a retry key."""
-        if self.tx is None or self.mode != "liquidate" or self.keeper is None:
+        if self.tx is None or self.mode != "liquidate" or self.keeper is None or \
+                self.tx.signing_held() is not None:
             return
         todo = []
         for base_key, target, data, gas in self.liquidator.housekeeping(result):
@@ -1204,6 +1215,23 @@ class Executor:
             log.exception("alerts.event_failed", kind="flush", error=str(exc))
 
     # --- helpers --------------------------------------------------------------------------
+
+    async def declined(self, accounts: Iterable[str]) -> dict[str, float]:
+        """Of `accounts` (under water at the last evaluated block), those this keeper's own
+        pricing declines for every pair it could liquidate — gas at the head's fees, slippage,
+        the bonus, `min_profit_usd` — with the best gross prize on offer: dust no keeper pays
+        gas for. One it has no plan for is not among them (missed, not declined)."""
+        result = self._last
+        if result is None:
+            return {}
+        base_fee, native = await self._base_fee(), self._native_usd(result)
+        out: dict[str, float] = {}
+        for account in accounts:
+            opportunities = self.liquidator.plan(result, {account})
+            if opportunities and all(self._decide(o, o.key, base_fee, native) is None
+                                     for o in opportunities):
+                out[account] = max(o.gross_profit_usd for o in opportunities)
+        return out
 
     async def _base_fee(self, block: int | None = None) -> int:
         """The base fee of `block`'s header (asked by number: the head's header comes with

@@ -27,7 +27,13 @@ from eth_utils import keccak
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
-from keeperd.execution.delegation import read_code, refusal
+from keeperd.execution.delegation import (
+    OTHER_SENDER_ACTION,
+    UNREAD_ACTION,
+    KeyHold,
+    read_code,
+    refusal,
+)
 from keeperd.execution.journal import TxRecord
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
@@ -170,11 +176,13 @@ class TxManager:
         self._foreign_checked: int | None = None
         self._foreign_checked_block = -1
         self.foreign_seen: tuple[int, int] | None = None  # (block, nonce) of the last one
-        # The address's code (EIP-7702, execution/delegation.py): why nothing may be sent
-        # from it while it runs code not allowed, and whether the last read of it failed.
+        # The address's code (EIP-7702, execution/delegation.py): why nothing may be signed
+        # for it while it runs code not allowed, and since when its reads fail (None: the
+        # last one answered, or none was made yet).
         self.allowed_delegates = allowed_delegates
-        self.code_refusal: str | None = None
-        self._code_unread = True
+        self.code_refusal: KeyHold | None = None
+        self._code_unread_since: int | None = None
+        self._delegate: str | None = None  # (the last read's, to log a change once)
 
     @property
     def address(self) -> str:
@@ -196,44 +204,61 @@ class TxManager:
         return await self.sync_nonce()
 
     async def check_code(self, block: int | None) -> None:
-        """Read the address's code: a delegation to a contract not allowed holds every send
-        (`key_conflict`). A failed read keeps what was known and is tried again at the next
-        block."""
+        """Read the address's code: a delegation to a contract not allowed holds every
+        signature (`signing_held`, `key_conflict`)."""
         try:
-            code = read_code(await self.pool.request("eth_getCode", [self.address, "latest"]))
+            answer = await self.pool.request("eth_getCode", [self.address, "latest"])
+        except (RpcError, RpcUnavailable) as exc:
+            answer = exc
+        self._judge_code(answer, block)
+
+    def _judge_code(self, answer: object, block: int | None) -> None:
+        """An `eth_getCode` answer (or the error in its place) taken in. One that is not code
+        keeps what was known, and new liquidations wait until a read answers."""
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            code = read_code(answer)  # type: ignore[arg-type]
         except (RpcError, RpcUnavailable, ValueError) as exc:
-            self._code_unread = True
+            if self._code_unread_since is None:
+                self._code_unread_since = -1 if block is None else block
             log.warning("tx.keeper_code_unread", address=self.address, block=block,
-                        error=str(exc)[:200])
+                        error=str(exc)[:200], meaning="new liquidations wait until the "
+                        "keeper's address's code is read (EIP-7702 delegation)")
             return
-        self._code_unread = False
+        self._code_unread_since = None
         self.metrics.keeper_runs_code.labels(self.pool.chain).set(0 if code.plain else 1)
         why = refusal(self.address, code, self.allowed_delegates, block)
         if (why is None) != (self.code_refusal is None):
             if why is not None:
                 log.error("tx.keeper_address_delegated", address=self.address, block=block,
-                          delegate=code.delegate, reason=why)
+                          delegate=code.delegate, reason=why.reason)
             else:
                 log.info("tx.keeper_address_plain_again", address=self.address, block=block,
                          delegate=code.delegate)
-        elif code.delegate is not None and why is None:
+        elif code.delegate is not None and why is None and code.delegate != self._delegate:
             log.info("tx.keeper_address_delegation_allowed", address=self.address,
                      delegate=code.delegate)
         self.code_refusal = why
+        self._delegate = code.delegate
 
     async def check_foreign(self, block: int) -> list[int]:
-        """Once per block (several executors share this manager): the nonces mined since the
-        last check that this process did not sign — another sender on the keeper's key."""
+        """Once per block (several executors share this manager), in one batch: the nonces
+        mined since the last check that this process did not sign — another sender on the
+        keeper's key — and the code the address runs (a delegation may take a nonce keeperd
+        signed and has in flight: no nonce of another's shows it, the code does)."""
         if block <= self._foreign_checked_block or self._foreign_checked is None:
             return []
         self._foreign_checked_block = block
-        mined = int(await self.pool.request(
-            "eth_getTransactionCount", [self.address, "latest"]), 16)
+        count, code = await self.pool.batch([
+            ("eth_getTransactionCount", [self.address, "latest"]),
+            ("eth_getCode", [self.address, "latest"])])
+        if isinstance(count, Exception):
+            raise count
+        mined = int(count, 16)
+        self._judge_code(code, block)
         foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]
         self._foreign_checked = max(self._foreign_checked, mined)
-        if foreign or self._code_unread:
-            # (a delegation, or its revocation, moves the address's nonce, whoever sent it)
-            await self.check_code(block)
         if foreign:
             self._note_foreign(block, foreign)
             if self._nonce is not None and mined > self._nonce:
@@ -252,9 +277,9 @@ class TxManager:
                           "address: another keeper or tool uses this key; new liquidations "
                           f"wait until {FOREIGN_QUIET_BLOCKS} blocks pass without one")
 
-    def key_conflict(self, block: int) -> str | None:
-        """Why new sends wait (the address delegated to code not allowed; another sender
-        on this key, recently), or None."""
+    def key_conflict(self, block: int) -> KeyHold | None:
+        """Why the key is not keeperd's alone (alerted, `key_in_use_elsewhere`): its address
+        delegated to code not allowed; another sender on it, recently. Or None."""
         if self.code_refusal is not None:
             return self.code_refusal
         if self.foreign_seen is None:
@@ -262,10 +287,27 @@ class TxManager:
         seen, nonce = self.foreign_seen
         if block - seen >= FOREIGN_QUIET_BLOCKS:
             return None
-        return (f"a transaction keeperd did not sign (nonce {nonce}) was mined from the "
-                f"keeper's address {self.address} at block {seen}: the key is in use "
-                f"elsewhere; new liquidations wait until {FOREIGN_QUIET_BLOCKS} blocks pass "
-                "without another")
+        return KeyHold(f"a transaction keeperd did not sign (nonce {nonce}) was mined from the "
+                       f"keeper's address {self.address} at block {seen}: the key is in use "
+                       f"elsewhere; new liquidations wait until {FOREIGN_QUIET_BLOCKS} blocks "
+                       "pass without another", OTHER_SENDER_ACTION)
+
+    def send_hold(self, block: int) -> KeyHold | None:
+        """Why new liquidations wait on the key: `key_conflict`, or its address's code not
+        read since `_code_unread_since` (not alerted by itself: a failed read is an RPC's
+        trouble, which rpc_down and the quarantine report)."""
+        conflict = self.key_conflict(block)
+        if conflict is not None or self._code_unread_since is None:
+            return conflict
+        since = "at start" if self._code_unread_since < 0 else \
+            f"since block {self._code_unread_since}"
+        return KeyHold(f"the keeper's address's code could not be read {since}: whether it "
+                       "is delegated (EIP-7702) is unknown", UNREAD_ACTION)
+
+    def signing_held(self) -> KeyHold | None:
+        """Why the key signs nothing at all — not a replacement, an approval or a follow-up
+        either: its address runs code not allowed."""
+        return self.code_refusal
 
     async def base_fee(self) -> int:
         block = await self.pool.request("eth_getBlockByNumber", ["latest", False])
@@ -274,7 +316,11 @@ class TxManager:
     async def _sign(self, nonce: int, to: str, data: bytes, gas: int, max_fee: int, tip: int,
                     value: int = 0) -> tuple[str, bytes]:
         """Through the signing policy, then the signer: refused or unreachable, SendRefused
-        (nothing signed, nothing journaled)."""
+        (nothing signed, nothing journaled). Nothing is signed while the address runs code
+        not allowed (`signing_held`), whoever asks."""
+        held = self.signing_held()
+        if held is not None:
+            raise SendRefused(f"not signed: {held.reason}")
         try:
             raw = await self.signer.sign(UnsignedTx(self.chain_id, nonce, to, value, data, gas,
                                                     max_fee, tip))
@@ -543,6 +589,10 @@ class TxManager:
             if block - p.sent_block < self.policy.replace_after_blocks:
                 if p.in_doubt:
                     await self._send_again(p)
+                continue
+            if self.signing_held() is not None:
+                # (signed bytes stay as they are: a replacement is a new signature; the hold's
+                # reason is logged and alerted where it is found)
                 continue
             if not still_wanted(key) and not p.cancelling:
                 p.cancelling = True

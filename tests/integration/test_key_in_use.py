@@ -104,9 +104,9 @@ SPONSOR_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff8
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
-def delegate(devnet: Devnet, to: str) -> None:
+def delegate(devnet: Devnet, to: str, tip_gwei: int = 1) -> None:
     """The keeper's address delegated (EIP-7702) to `to` (the zero address: revoked), by an
-    authorization the keeper's key signs and another account sends."""
+    authorization the keeper's key signs (for its next nonce) and another account sends."""
     from eth_account import Account
 
     keeper, sponsor = Account.from_key(KEEPER_KEY), Account.from_key(SPONSOR_KEY)
@@ -116,7 +116,8 @@ def delegate(devnet: Devnet, to: str) -> None:
     base = int(client.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
     tx = {"type": 4, "chainId": 31337, "to": sponsor.address, "value": 0, "data": "0x",
           "nonce": int(client.call("eth_getTransactionCount", sponsor.address, "pending"), 16),
-          "gas": 100_000, "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9,
+          "gas": 100_000, "maxFeePerGas": 2 * base + tip_gwei * 10**9,
+          "maxPriorityFeePerGas": tip_gwei * 10**9,
           "authorizationList": [authorization]}
     client.call("eth_sendRawTransaction",
                 "0x" + sponsor.sign_transaction(tx).raw_transaction.hex())
@@ -200,9 +201,65 @@ async def test_a_delegation_found_at_start_holds_unless_the_operator_allowed_it(
         assert metric_value(keeper.daemon.metrics, "keeperd_keeper_address_runs_code",
                             {"chain": "devnet"}) == 1
         devnet.set_price("WETH", 2100.0)
+        journal = keeper.daemon.executors["aave"].journal
+        for _ in range(10):  # (sent, each mined at once, then settled at a next block)
+            await keeper.evaluated_at(devnet.mine(1))
+            if len(await journal.by_status(J.INCLUDED)) > 20:
+                break
+        assert len(await journal.by_status(J.INCLUDED)) > 20
+    finally:
+        webhook.close()
+
+
+async def test_a_delegation_taking_a_nonce_keeperd_has_in_flight_is_seen_a_block_later(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The authorization is signed for the keeper's next nonce — one keeperd signed and has in
+    flight — and outbids it: no nonce of another's is mined, so reading the code only then
+    never found it (liquidations went on from the drained address). The code is read with
+    every block's nonce: the next block holds every signature and alerts."""
+    fund_keeper(devnet)
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(key_config(devnet, tmp_path, webhook))
+        await keeper.evaluated_at(devnet.client.block_number())
+        executor = keeper.daemon.executors["aave"]
+        tx, metrics = executor.tx, keeper.daemon.metrics
+        assert tx is not None
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            devnet.set_price_async("WETH", 2100.0)
+            await keeper.evaluated_at(devnet.mine(1))
+            in_flight = {p.nonce: p for p in tx.pending.values()}
+            assert in_flight, "nothing was sent"
+            first = min(in_flight)
+            assert int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"),
+                       16) == first
+            delegate(devnet, devnet.manifest["aave_v3"]["pool"], tip_gwei=500)
+            taken = in_flight[first].attempts[-1].tx_hash
+            assert devnet.client.call("eth_getTransactionReceipt", taken) is None  # (the
+            # authorization took its nonce)
+            # (the block's own first wave goes before its read: a block's price-exposed
+            # accounts are acted on first; the code is read with the block's full evaluation)
+            await keeper.evaluated_at(devnet.client.block_number())
+            signed = len(await executor.journal.all())
+            # A further drop: more accounts under, none of them sent for.
+            devnet.set_price_async("WETH", 1900.0)
+            await keeper.evaluated_at(devnet.mine(1))
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        assert metric_value(metrics, "keeperd_keeper_address_runs_code",
+                            {"chain": "devnet"}) == 1
+        held = tx.signing_held()
+        assert held is not None and "delegated (EIP-7702)" in held.reason
         for _ in range(3):
             await keeper.evaluated_at(devnet.mine(1))
-        journal = keeper.daemon.executors["aave"].journal
-        assert len(await journal.by_status(J.INCLUDED)) > 20
+        assert len(await executor.journal.all()) == signed
+        assert metric_value(metrics, "keeperd_liquidations_total",
+                            {"chain": "devnet", "protocol": "aave", "stage": "held"}) > 0
+        await keeper.daemon._alert_tick()
+        assert await told(webhook, "key_in_use_elsewhere", "firing")
+        firing = [b for _, b in webhook.received if b.get("rule") == "key_in_use_elsewhere"]
+        assert "delegated (EIP-7702)" in json.dumps(firing)
+        assert "new key" in json.dumps(firing)  # (the delegation's action, not another sender's)
     finally:
         webhook.close()

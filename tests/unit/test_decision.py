@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keeperd.execution.capital import Need
-from keeperd.execution.executor import decide
+from keeperd.execution.executor import RECEIPT_TO_LIMIT, decide
 from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
 GWEI = 10**9
@@ -19,13 +19,16 @@ def plan(repaid_usd: float, seized_usd: float) -> Opportunity:
 
 def test_profit_is_the_bonus_less_slippage_and_gas() -> None:
     # $10,000 repaid, $10,500 seized: $500 bonus, 0.5 % slippage on the seized ($52.5),
-    # 300k gas at 20 gwei with ETH at $2,000 ($12).
-    d = decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=20 * GWEI,
+    # a 393k gas limit, of which 300k is charged (the rest is the refund and the 1/64
+    # reserve a limit carries), at 20 gwei with ETH at $2,000 ($12).
+    d = decide(plan(10_000, 10_500), "k", gas_limit=393_000, fee_per_gas=20 * GWEI,
                native_usd=2_000, min_profit_usd=5, slippage_bps=50)
+    assert RECEIPT_TO_LIMIT == 1.31
     assert d is not None
     assert d.net_profit_usd == pytest.approx(500 - 52.5 - 12)
-    # The budget keeps min_profit_usd whatever the fees: (447.5 - 5) USD in wei at $2,000.
-    assert d.budget_wei == int((447.5 - 5) / 2_000 * 1e18)
+    # The budget keeps min_profit_usd whatever the fees: (447.5 - 5) USD in wei at $2,000,
+    # for the gas charged; the tx manager holds fee cap x limit to it, hence x 1.31.
+    assert d.budget_wei == int((447.5 - 5) / 2_000 * 1e18 * 1.31)
 
 
 def test_a_flash_loan_pays_its_premium_on_what_it_borrowed() -> None:

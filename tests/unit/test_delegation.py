@@ -3,10 +3,19 @@ and when that holds keeperd's sends (execution/delegation.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from eth_account import Account
 from eth_utils import to_checksum_address
 
+from keeperd.chain.rpc import RpcUnavailable
 from keeperd.execution.delegation import KeeperCode, read_code, refusal
+from keeperd.execution.txmanager import Pending, SendRefused, TxManager
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+from keeperd.protocols.sdk import approvals
+from keeperd.protocols.sdk.keys import UpkeepKey
 
 KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 DELEGATE = to_checksum_address("0x" + "ab" * 20)
@@ -41,9 +50,10 @@ def test_an_answer_that_is_not_hex_is_refused(answer: object) -> None:
 
 def test_sends_are_refused_from_a_delegated_address_unless_the_delegate_is_allowed() -> None:
     delegated = read_code("0xef0100" + "ab" * 20)
-    why = refusal(KEEPER, delegated, frozenset(), 123)
-    assert why is not None and DELEGATE in why and "block 123" in why
-    assert "allowed_delegates" in why and "revokes" in why
+    hold = refusal(KEEPER, delegated, frozenset(), 123)
+    assert hold is not None and DELEGATE in hold.reason and "block 123" in hold.reason
+    assert "allowed_delegates" in hold.reason and "revoked" in hold.reason
+    assert "new key" in hold.action and "allowed_delegates" in hold.action
     assert refusal(KEEPER, delegated, frozenset({DELEGATE}), 123) is None
     other = to_checksum_address("0x" + "cd" * 20)
     assert refusal(KEEPER, delegated, frozenset({other}), 123) is not None
@@ -53,5 +63,106 @@ def test_sends_are_refused_from_a_delegated_address_unless_the_delegate_is_allow
 def test_an_ordinary_address_sends_and_other_code_never_does() -> None:
     assert refusal(KEEPER, read_code("0x"), frozenset(), 1) is None
     # (allowing delegates does not allow a contract's own code)
-    why = refusal(KEEPER, read_code("0x6080"), frozenset({DELEGATE}), 1)
-    assert why is not None and "contract code" in why
+    hold = refusal(KEEPER, read_code("0x6080"), frozenset({DELEGATE}), 1)
+    assert hold is not None and "contract code" in hold.reason
+
+
+# --- the transaction manager's use of it ------------------------------------------------------
+
+SIGNER = KeeperKey(Account.create())
+PLAIN, DELEGATED = "0x", "0xef0100" + "ab" * 20
+
+
+class Node:
+    """The keeper's node, as far as these checks ask it: the code answer is scripted (a
+    string, or an exception raised in its place), everything asked is recorded."""
+
+    chain = "devnet"
+
+    def __init__(self, code: object, mined: int = 0) -> None:
+        self.code, self.mined = code, mined
+        self.asked: list[str] = []
+
+    def answer(self, method: str) -> Any:
+        self.asked.append(method)
+        if method == "eth_getCode":
+            if isinstance(self.code, Exception):
+                raise self.code
+            return self.code
+        if method == "eth_getTransactionCount":
+            return hex(self.mined)
+        raise AssertionError(f"not expected: {method}")
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        return self.answer(method)
+
+    async def batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
+        out = []
+        for method, _ in calls:
+            try:
+                out.append(self.answer(method))
+            except Exception as exc:  # (in place, as RpcPool.batch returns them)
+                out.append(exc)
+        return out
+
+
+async def started(node: Node) -> TxManager:
+    tx = TxManager(node, SIGNER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce_afresh()
+    return tx
+
+
+@pytest.mark.parametrize("answer", [RpcUnavailable("every endpoint failed"), "not code"])
+async def test_a_code_read_that_fails_at_start_holds_new_liquidations_until_one_answers(
+        answer: object) -> None:
+    """(It let them through: a read failing at start held nothing.) Not alerted by itself —
+    an RPC's failure is rpc_down's — and nothing but new liquidations waits on it."""
+    node = Node(answer)
+    tx = await started(node)
+    hold = tx.send_hold(5)
+    assert hold is not None and "could not be read at start" in hold.reason
+    assert tx.key_conflict(5) is None and tx.signing_held() is None
+    node.code = PLAIN
+    await tx.check_foreign(6)  # (every block: the code rides with the mined nonce)
+    assert tx.send_hold(6) is None
+    node.code = RpcUnavailable("down again")
+    await tx.check_foreign(7)
+    hold = tx.send_hold(7)
+    assert hold is not None and "since block 7" in hold.reason
+
+
+async def test_the_code_is_read_every_block_even_when_no_nonce_of_anothers_is_mined() -> None:
+    """A delegation can take a nonce keeperd signed and has in flight: then no foreign nonce
+    shows it (it read the code only on a foreign nonce). Every block's read finds it."""
+    node = Node(PLAIN)
+    tx = await started(node)
+    tx._ours.add(0)  # keeperd signed nonce 0; the authorization took it
+    node.code, node.mined = DELEGATED, 1
+    assert await tx.check_foreign(1) == []  # no other sender seen...
+    assert tx.signing_held() is not None  # ...the delegation is
+    assert tx.key_conflict(1) == tx.signing_held() == tx.send_hold(1)
+
+
+async def test_a_delegated_address_signs_nothing_whoever_asks() -> None:
+    """Not only new liquidations: approvals, follow-ups and replacements of what is in flight
+    are signatures too (they went on)."""
+    node = Node(DELEGATED)
+    tx = await started(node)
+    held = tx.signing_held()
+    assert held is not None and "delegated (EIP-7702)" in held.reason
+    with pytest.raises(SendRefused, match=r"not signed: .*delegated"):
+        await tx.prepare(UpkeepKey("aave", "deposit", "0x" + "11" * 20, "1"), "0x" + "11" * 20,
+                         b"", 50_000, 10**18, block=1, base_fee=10**9)
+    node.asked.clear()
+    assert await approvals.keep_allowances(tx, node, protocol="aave",  # type: ignore[arg-type]
+                                           keeper=SIGNER.address, spender="0x" + "22" * 20,
+                                           tokens=[("0x" + "33" * 20, "USDC")], head=1) == []
+    assert node.asked == []  # (not even read: nothing would be signed)
+    # One in flight, due for replacement: left as it was signed, not replaced or cancelled.
+    key = UpkeepKey("aave", "deposit", "0x" + "11" * 20, "0")
+    tx.pending[key] = Pending(key, 0, "0x" + "11" * 20, b"", 50_000, 10**18, sent_block=1)
+    node.asked.clear()
+    node.code, node.mined = DELEGATED, 0
+    assert await tx.watch(100, lambda k: True) == []
+    assert "eth_sendRawTransaction" not in node.asked and key in tx.pending
+    assert tx.pending[key].attempts == [] and not tx.pending[key].cancelling

@@ -44,6 +44,13 @@ class FakeJournal:
         return []
 
 
+class FakeExecutor:
+    journal = FakeJournal()
+
+    async def declined(self, accounts: set[str]) -> dict[str, float]:
+        return {}
+
+
 async def test_perps_follow_prints_curies_count(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     curie = types.ModuleType("keeperd.devnet.curie")
@@ -53,8 +60,9 @@ async def test_perps_follow_prints_curies_count(monkeypatch: pytest.MonkeyPatch,
     scanner = types.SimpleNamespace(completed_block=10**9, view=None)
     daemon: Any = types.SimpleNamespace(
         scanners={"curie-devnet": scanner},
-        executors={name: types.SimpleNamespace(journal=FakeJournal())
-                   for name in ("aave-devnet", "morpho-devnet", "curie-devnet")})
+        executors={name: FakeExecutor()
+                   for name in ("aave-devnet", "morpho-devnet", "curie-devnet")},
+        config=types.SimpleNamespace(keeper=types.SimpleNamespace(min_profit_usd=1.0)))
     devnet: Any = types.SimpleNamespace(client=None, manifest={}, mine=lambda n: 1)
     await demo.perps_follow(daemon, devnet, 2100.0)
     assert ("Curie mark 2,100; traders liquidated by keeperd: 3, still under water: 0"

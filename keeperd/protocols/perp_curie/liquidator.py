@@ -126,6 +126,8 @@ class CurieLiquidator(LiquidatorBase):
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
         await self._confirm_vault()
+        if self.tx.signing_held() is not None:
+            return  # (no deposit or approval while the key signs nothing: logged by the tx)
         usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
                                   ).call(self.adapter.pool)
         held, allowance, wallet = await call_many(self.adapter.pool, [

@@ -32,7 +32,12 @@ APPROVE_BUDGET_WEI = 10**18
 async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str, spender: str,
                           tokens: Sequence[tuple[str, str]], head: int) -> list[str]:
     """Approve `spender` the keeper's balance of each (token, symbol) whose allowance is below
-    it and has no approval of it in flight; the symbols approved."""
+    it and has no approval of it in flight; the symbols approved. None while the key signs
+    nothing (its address delegated to code not allowed: `TxManager.signing_held`)."""
+    held = tx.signing_held()
+    if held is not None:
+        log.warning("keeper.approvals_held", protocol=protocol, reason=held.reason)
+        return []
     calls = [c for token, _ in tokens for c in (
         ContractCall(token, "allowance(address,address)", ["address", "address"],
                      [keeper, spender]),
