@@ -166,7 +166,9 @@ def main() -> int:
     if args.hardened_worker:
         hardened_worker(args.hardened_worker, args.positions, args.shocks, args.repeat)
         return 0
-    from provenance import provenance  # bench/, beside this script
+    from provenance import provenance, settled  # bench/, beside this script
+
+    measured = provenance()  # (before the run: the code it loads)
 
     g = grid(args.shocks)
     k = len(g.shock)
@@ -236,7 +238,7 @@ def main() -> int:
         "books": figures,
         "reference_sample_positions": args.sample,
         "numpy_version": np.__version__,
-        **provenance(),
+        **settled(measured),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -76,7 +76,9 @@ def main() -> int:
                              "uses it instead of building it again")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from provenance import provenance  # bench/, beside this script
+    from provenance import provenance, settled  # bench/, beside this script
+
+    measured = provenance()  # (before the run: the code it loads)
 
     devnet_dir = Path(tempfile.mkdtemp(prefix="keeperd-build-"))
     compiled = ROOT / ".devnet" / "solc"  # (the compiler's cache: measure the build, not solc)
@@ -126,7 +128,7 @@ def main() -> int:
         **loaded,
         "measured_with": "VmRSS of the build's Python process and of its anvil child, "
                          "sampled every second; then of an anvil started from the built state",
-        **provenance(),
+        **settled(measured),
     }
     print(json.dumps(result, indent=1))
     if args.out:

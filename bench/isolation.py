@@ -385,11 +385,13 @@ def main() -> int:
                              "paths' weights: their lightest of 5 runs)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from provenance import provenance  # bench/, beside this script
+    from provenance import provenance, settled  # bench/, beside this script
+
+    measured = provenance()  # (before the run: the code it loads)
 
     result = asyncio.run(run(args.rounds, tuple(args.protocols), args.slow_ms,
                              args.warm_blocks))
-    result.update(**provenance())
+    result.update(**settled(measured))
     out = args.out or ROOT / "bench" / "results" / "isolation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -358,11 +358,13 @@ def main() -> int:
                              "(every 5 ms, on the daemon's loop: it costs the daemon ~7 %% of "
                              "its loop in a round and lengthens the tail it measures)")
     args = parser.parse_args()
-    from provenance import provenance  # bench/, beside this script
+    from provenance import provenance, settled  # bench/, beside this script
+
+    measured = provenance()  # (before the run: the code it loads)
 
     result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade,
                              args.aave, args.delay_ms, args.cpu))
-    result.update(cascade=not args.no_cascade, aave=args.aave, **provenance())
+    result.update(cascade=not args.no_cascade, aave=args.aave, **settled(measured))
     tag = "" if args.aave == "v3.6" else f"-aave{args.aave}"
     out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

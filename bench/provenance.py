@@ -42,3 +42,14 @@ def provenance() -> dict[str, Any]:
                     "python": platform.python_version()},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def settled(started: dict[str, Any]) -> dict[str, Any]:
+    """The provenance a run took at its start (`provenance()` then: the code it loaded), with
+    when it ended and whether the tree moved meanwhile (a commit, an edit: `changed_during_
+    run`, the figures then belong to neither state with certainty). Taken at the end only, a
+    file named the commit made while the run measured the one before."""
+    now = provenance()
+    return {**started, "ended": now["date"],
+            "changed_during_run": (now["commit"], now["dirty"]) != (started["commit"],
+                                                                    started["dirty"])}

@@ -252,14 +252,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import latency
-    from provenance import provenance  # bench/, beside this script
+    from provenance import provenance, settled  # bench/, beside this script
+
+    measured = provenance()  # (before the run: the code it loads)
 
     probe = WaveProbe(latency.KEEPER_KEY)
     result = asyncio.run(latency.run(args.accounts, args.rounds, args.step,
                                      before_daemon=probe.delegate,
                                      node_probe=probe.node_probe, keep_rounds=True))
     result["ways"] = summarize(result)
-    result.update(executor=probe.executor, **provenance())
+    result.update(executor=probe.executor, **settled(measured))
     out = args.out or ROOT / "bench" / "results" / f"wave-tx-{args.accounts}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

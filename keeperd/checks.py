@@ -17,7 +17,8 @@ from keeperd.config import (
     ConfigError,
     ConfigIssue,
     RemoteSignerKey,
-    load_config,
+    read_config_tree,
+    validate_config,
     webhook_secret_problem,
 )
 from keeperd.execution.signer import RemoteSigner, SignerError
@@ -260,10 +261,15 @@ def check_config(path: Path, online: bool = True,
                  warn: Callable[[ConfigIssue], None] | None = None) -> Config:
     """Raise ConfigError with every problem found; return the config when it is sound.
     Warnings (online: watched accounts without a position) go to `warn`, or to stderr."""
-    config = load_config(path)
-    issues = local_issues(config)
+    config, issues = validate_config(read_config_tree(path), str(path))
+    if config is None:
+        raise ConfigError(str(path), issues)
+    # (with unset variables the key and secret files are checked too; the chains are not:
+    # their URLs may be what is unset)
+    unset = {issue.path for issue in issues}
+    issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = []
-    if online:
+    if online and not issues:
         issues += asyncio.run(online_issues(config, warnings))
     for w in warnings:
         if warn is not None:

@@ -8,6 +8,7 @@ caught at start rather than silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import ipaddress
@@ -1329,15 +1330,22 @@ class Config(_Model):
 
 # --- loading --------------------------------------------------------------------------------
 
+# What an unset variable stands as when the rest of a config is checked (`validate_config`):
+# a string most fields take, URLs included; nothing keeperd could reach.
+UNSET_STAND_IN = "http://unset-{n}.invalid"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIssue]) -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string of the parsed YAML tree."""
+def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIssue],
+                unset_as: str = "") -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string of the parsed YAML tree; an unset
+    variable is an issue, and `unset_as` in its place."""
     if isinstance(node, dict):
-        return {k: _substitute(v, _join(path, str(k)), env, issues) for k, v in node.items()}
+        return {k: _substitute(v, _join(path, str(k)), env, issues, unset_as)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{path}[{i}]", env, issues) for i, v in enumerate(node)]
+        return [_substitute(v, f"{path}[{i}]", env, issues, unset_as)
+                for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -1350,7 +1358,9 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
         issues.append(ConfigIssue(path, f"environment variable {name} is not set",
                                   f"export {name}=... before starting keeperd, or write "
                                   f"${{{name}:-default}} to give a default"))
-        return ""
+        if not unset_as:
+            return ""
+        return unset_as.format(n=len(issues))  # (each its own: two URLs are not one)
 
     result = _ENV_REF.sub(replace, node)
     # `key: ${OPTIONAL:-}` that resolves to nothing means "not set", not an empty string.
@@ -1486,30 +1496,49 @@ def _fix_for(error: dict[str, Any]) -> str:
 def parse_config(data: Any, source: str = "<config>",
                  env: dict[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML/JSON tree. Raises ConfigError listing every problem."""
+    config, issues = validate_config(data, source, env)
+    if issues or config is None:
+        raise ConfigError(source, issues)
+    return config
+
+
+def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | None = None
+                    ) -> tuple[Config | None, list[ConfigIssue]]:
+    """Every problem of the tree, and the config it makes when the only problems are unset
+    environment variables (those fields left empty: `keeperd check-config` checks the rest
+    of what it would load, the key file, at once), or when there are none."""
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
-        raise ConfigError(source, [ConfigIssue("", "the file must hold a mapping (key: value)",
-                                               "start from config/example.yaml")])
+        return None, [ConfigIssue("", "the file must hold a mapping (key: value)",
+                                  "start from config/example.yaml")]
     # the file as written, before ${ENV} is filled in
     inline = _inline_secret_issues(data) + _inline_metrics_token(data)
     issues: list[ConfigIssue] = []
-    data = _substitute(data, "", env, issues)
-    if issues:
-        raise ConfigError(source, issues + inline)
+    written, data = data, _substitute(data, "", env, issues)
+    # The rest is validated too, with the unset variables left empty: one run names every
+    # problem (an unset RPC variable stopped it before a missing key file was told). What a
+    # field says of its own empty value is left out: the unset variable is its problem.
+    unset_at = {issue.path for issue in issues}
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
+        errors = [(_format_loc(tuple(err["loc"])), err) for err in exc.errors(include_url=False)]
+        if unset_at and all(where in unset_at for where, _ in errors):
+            # Nothing wrong but the unset ones: a config to check the rest of what would be
+            # loaded (the key file) with a stand-in for them — never one to run (its issues).
+            with contextlib.suppress(ValidationError):
+                return Config.model_validate(_substitute(written, "", env, [],
+                                                         UNSET_STAND_IN)), issues + inline
+        for where, err in errors:
+            if where in unset_at:
+                continue
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            issues.append(ConfigIssue(_format_loc(tuple(err["loc"])), msg,
-                                      _fix_for(dict(err))))
-        raise ConfigError(source, issues + inline) from None
+            issues.append(ConfigIssue(where, msg, _fix_for(dict(err))))
+        return None, issues + inline
     issues += _reference_issues(config) + sink_id_issues(config.alerts.routes) + inline
-    if issues:
-        raise ConfigError(source, issues)
-    return config
+    return config, issues
 
 
 def _reference_issues(config: Config) -> list[ConfigIssue]:
@@ -1524,6 +1553,11 @@ def _reference_issues(config: Config) -> list[ConfigIssue]:
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read, substitute and validate a YAML config file."""
+    return parse_config(read_config_tree(path), str(path), env)
+
+
+def read_config_tree(path: str | Path) -> Any:
+    """A config file's YAML tree, as written (ConfigError: unreadable, not YAML)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -1541,7 +1575,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML at {where}: {problem}",
                                                   "fix the YAML syntax there")]) from None
-    return parse_config(data, str(path), env)
+    return data
 
 
 def config_json_schema() -> dict[str, Any]:

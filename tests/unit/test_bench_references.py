@@ -72,6 +72,9 @@ def provenance_problems(result: dict[str, Any]) -> list[str]:
             problems.append(f"date {result.get('date')!r} has no time and zone")
     except ValueError:
         problems.append(f"date {result.get('date')!r} is not ISO 8601")
+    if result.get("changed_during_run") is True:  # (files from before it was kept lack it)
+        problems.append("the tree moved during the run (a commit or an edit): its figures "
+                        "belong to neither state")
     machine = result.get("machine") or {}
     if not (isinstance(machine.get("cpus"), int) and machine.get("cpu_model")
             and re.fullmatch(r"\d+\.\d+\.\d+", str(machine.get("python")))):

@@ -360,3 +360,31 @@ def test_the_flash_path_needs_each_protocols_own_contract() -> None:
             (config("auto", aave, uniswap_v3_factory=factory), "needs keeper.flash_liquidator")):
         [(_, message, _)] = issues_of(data)
         assert says in message, message
+
+
+def test_check_config_names_an_unset_variable_and_a_missing_key_file_in_one_run(
+        tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A new user of a mainnet profile met one problem per run: the unset RPC variables
+    first, then, once exported, the key file. Both are told at once now; what an unset field
+    would say of its own empty value is not, and the stand-in never makes a config that
+    runs (`load_config` still refuses)."""
+    from keeperd.cli import main
+    from keeperd.config import ConfigError, load_config
+
+    monkeypatch.delenv("TEST_RPC_A", raising=False)
+    monkeypatch.delenv("TEST_RPC_B", raising=False)
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(
+        "state_dir: /tmp/keeperd-state\nchains:\n  - name: mainnet\n    chain_id: 1\n"
+        "    rpc_urls: ['${TEST_RPC_A}', '${TEST_RPC_B}']\nprotocols: []\n"
+        "keeper:\n  mode: liquidate\n  key:\n    source: file\n"
+        f"    path: {tmp_path / 'keeper.key'}\n")
+    assert main(["check-config", str(config), "--offline"]) == 2  # (EXIT_CONFIG)
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err, err
+    assert "chains[0].rpc_urls[0]: environment variable TEST_RPC_A is not set" in err
+    assert "chains[0].rpc_urls[1]: environment variable TEST_RPC_B is not set" in err
+    assert f"keeper.key.path: key file {tmp_path / 'keeper.key'} does not exist" in err
+    assert "unset" not in err.replace("is not set", "")  # (no stand-in shown)
+    with pytest.raises(ConfigError, match="TEST_RPC_A is not set"):
+        load_config(config)
