@@ -104,6 +104,25 @@ RECEIPT_TO_LIMIT = 1.31
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
+SWAP_BELOW_BOUND = "0x" + function_signature_to_4byte_selector(
+    "SwapBelowBound(uint256,uint256)").hex()
+
+
+def swap_would_not_pay(error: object) -> str | None:
+    """Which guard of keeperd's seller contracts refused a simulated liquidation — the sale
+    of the seized collateral left too little (NotEnoughProfit) or paid under the oracle rate
+    less max_swap_slippage_bps (SwapBelowBound) — or None. The selector is read from the
+    error's data and from its message: a node that measures gas (eth_estimateGas) names a
+    custom error in its message only ("custom error 0x092faa7a: ..."), and the crash's
+    measured sales were counted as failed simulations, then checked as lost races."""
+    if not isinstance(error, RpcError):
+        return None
+    data, message = str(error.data or "").lower(), error.message.lower()
+    for name, selector in (("NotEnoughProfit", NOT_ENOUGH_PROFIT),
+                           ("SwapBelowBound", SWAP_BELOW_BOUND)):
+        if data.startswith(selector) or f"custom error {selector}" in message:
+            return name
+    return None
 FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "held",
                  "no_capital")
 
@@ -731,8 +750,10 @@ class Executor:
         judged: list[_Judged] = []
         for (call, key), sim in zip(wave, simulations, strict=True):
             opp = call.opportunity
-            if isinstance(sim, RpcError) and NOT_ENOUGH_PROFIT in str(sim.data or ""):
+            guard = swap_would_not_pay(sim)
+            if guard is not None:
                 stage(*self.labels, "unprofitable").inc()  # the swap would not pay
+                log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard)
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 stage(*self.labels, "second_opinion_refused").inc()

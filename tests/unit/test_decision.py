@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.execution.capital import Need
-from keeperd.execution.executor import RECEIPT_TO_LIMIT, decide
+from keeperd.execution.executor import (
+    NOT_ENOUGH_PROFIT,
+    RECEIPT_TO_LIMIT,
+    decide,
+    swap_would_not_pay,
+)
 from keeperd.protocols.sdk.contract import Opportunity, OpportunityKey
 
 GWEI = 10**9
@@ -57,3 +63,23 @@ def test_an_unpriced_opportunity_is_never_sent() -> None:
     nan = float("nan")
     assert decide(plan(nan, nan), "k", gas_limit=300_000, fee_per_gas=GWEI, native_usd=2_000,
                   min_profit_usd=0, slippage_bps=0) is None
+
+
+@pytest.mark.parametrize(("error", "guard"), [
+    # eth_call: the revert's data
+    (RpcError("eth_call", 3, "execution reverted", NOT_ENOUGH_PROFIT + "00" * 64),
+     "NotEnoughProfit"),
+    # eth_estimateGas on anvil: the custom error named in the message only (as recorded)
+    (RpcError("eth_estimateGas", 3, "execution reverted: custom error 0x092faa7a: "
+              "0000000000000000000000000000000000000000000000000000012c33e8ad69"
+              "0000000000000000000000000000000000000000000000000000012d5c8184c0"),
+     "SwapBelowBound"),
+    (RpcError("eth_call", 3, "execution reverted", "0xdeadbeef" + NOT_ENOUGH_PROFIT[2:]), None),
+    (RpcError("eth_call", 3, "execution reverted: nonce too low"), None),
+    (RpcUnavailable("down"), None),
+])
+def test_a_seller_contracts_guard_is_read_as_unprofitable(error: Exception,
+                                                          guard: str | None) -> None:
+    """(A measured sale's SwapBelowBound was counted as a failed simulation, then checked
+    as a lost race.) Only at the start of the data, or named as the custom error."""
+    assert swap_would_not_pay(error) == guard
