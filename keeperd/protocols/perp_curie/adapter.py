@@ -7,6 +7,7 @@ notional — the contracts' own views, so keeperd's figures equal theirs to the 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,21 @@ from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
+
+
+def asset_symbol_typos(mapping: Mapping[str, str], markets: Iterable[str]
+                       ) -> list[tuple[str, str]]:
+    """(key, market) for each key of `asset_symbols` that names no market but looks like one
+    the mapping leaves out (pure): `vEHT: WETH` beside a vETH market. That market is then
+    priced as its default name (ETH), which no other protocol may price: the price watch
+    cannot check it against them, and a shock of WETH does not move it. A key no market is
+    like may be a market with no trader yet: not told."""
+    known = set(markets)
+    unmapped = {m.lower(): m for m in sorted(known) if m not in mapping}  # (case aside)
+    return [(key, unmapped[close[0]]) for key in sorted(mapping) if key not in known
+            for close in [difflib.get_close_matches(key.lower(), list(unmapped), n=1,
+                                                    cutoff=0.6)]
+            if close]
 
 POSITION_CHANGED = event_topic(
     "PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)")
@@ -133,6 +149,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             metrics=metrics)
         self.addresses: dict[str, str] = {}
         self._symbols: dict[str, str] = {}
+        self._typos_told: set[str] = set()  # (asset_symbols keys told once: a typo)
         self.fee_ratios: dict[str, int] = {}  # base token -> exchange fee (parts per million)
         self.pools: dict[str, str] = {}  # base token -> its Uniswap V3 pool
         # collateral token -> (symbol, decimals, price feed decimals, collateral ratio)
@@ -398,6 +415,17 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 self.fee_ratios[b] = decode(["uint24"], fee.data)[0]
             if pool.success:
                 self.pools[b] = to_checksum_address("0x" + pool.data[12:32].hex())
+        for key, market in asset_symbol_typos(self.config.asset_symbols, self._symbols.values()):
+            if key not in self._typos_told:
+                self._typos_told.add(key)
+                log.error("curie.asset_symbols_typo", protocol=self.name, key=key,
+                          market=market, priced_as=self.asset_of(market),
+                          meaning=f"asset_symbols names {key}, which no market is; market "
+                                  f"{market} is priced as {self.asset_of(market)}, which "
+                                  "other protocols may not price (the price watch and shocks "
+                                  "pass it by)",
+                          fix=f"write {market}: {self.config.asset_symbols[key]} in "
+                              "asset_symbols")
 
     # --- evaluation (pure) ----------------------------------------------------------------------
 
