@@ -269,7 +269,7 @@ def check_config(path: Path, online: bool = True,
     unset = {issue.path for issue in issues}
     issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = []
-    if online and not issues:
+    if online and not unset:
         issues += asyncio.run(online_issues(config, warnings))
     for w in warnings:
         if warn is not None:

@@ -1527,8 +1527,10 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             # Nothing wrong but the unset ones: a config to check the rest of what would be
             # loaded (the key file) with a stand-in for them — never one to run (its issues).
             with contextlib.suppress(ValidationError):
-                return Config.model_validate(_substitute(written, "", env, [],
-                                                         UNSET_STAND_IN)), issues + inline
+                stand_in = Config.model_validate(_substitute(written, "", env, [],
+                                                             UNSET_STAND_IN))
+                return stand_in, (issues + _reference_issues(stand_in)
+                                  + sink_id_issues(stand_in.alerts.routes) + inline)
         for where, err in errors:
             if where in unset_at:
                 continue

@@ -135,23 +135,41 @@ class Dispatcher:
                               for rt in self.sinks.values()
                               if isinstance(rt.sink, AlertmanagerSink)]
                     tasks.append(asyncio.create_task(self._metrics_loop()))
+                    stopping = False
                     try:
                         await self._reconfigured.wait()
+                    except asyncio.CancelledError:
+                        stopping = True
+                        raise
                     finally:
                         for t in tasks:
                             t.cancel()
                         await asyncio.gather(*tasks, return_exceptions=True)
-                        await self._let_deliveries_finish()
+                        await self._let_deliveries_finish(
+                            self.settings.flush_on_stop_s if stopping else None)
             finally:
                 self._session = None
 
-    async def _let_deliveries_finish(self) -> None:
-        """Wait for the sends under way (each bounded by its sink's timeout), on a reload
-        before the new sinks start, on a stop before the session closes."""
-        for outcome in await asyncio.gather(*self._delivering, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                log.warning("alerts.outbox_unavailable", error=f"{type(outcome).__name__}: "
-                            f"{outcome}", during="a send finished on reload or stop")
+    async def _let_deliveries_finish(self, limit_s: float | None) -> None:
+        """Wait for the sends under way: on a reload before the new sinks start (each is
+        bounded by its sink's timeout); on a stop within `limit_s` (flush_on_stop_s: the
+        unit's stop timeout leaves no more), after which one still out is cut short — its
+        row stays pending, and the receiver may get it again after the restart."""
+        if not self._delivering:
+            return
+        done, left = await asyncio.wait(set(self._delivering), timeout=limit_s)
+        for task in left:
+            task.cancel()
+            log.warning("alerts.send_cut_short", limit_s=limit_s,
+                        meaning="a send still out at stop: its notification stays in the "
+                                "outbox and may reach the receiver twice")
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, Exception):
+                log.warning("alerts.outbox_unavailable", error=f"{type(error).__name__}: "
+                            f"{error}", during="a send finished on reload or stop")
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def flush(self, budget_s: float) -> int:
         """On stop: deliver what is due now, within `budget_s`; the rest stays on disk."""

@@ -11,10 +11,11 @@ receives the seized collateral into an address someone else may be sweeping.
 So the transaction manager reads its address's code at start and with every block's mined
 nonce (one batch): while the address is delegated to a contract the operator did not allow
 (`keeper.allowed_delegates`), the key signs nothing — no liquidation, no replacement of one in
-flight, no approval, no housekeeping — and `key_in_use_elsewhere` fires with the reason. While
-the code cannot be read (at start, or an endpoint's answer that is not code), new liquidations
-wait for it. A lying endpoint can claim a delegation (sending held and alerted: visible) or
-hide one (what keeperd knew before this check).
+flight, no approval, no housekeeping — nor are bytes it signed before broadcast again, and
+`key_in_use_elsewhere` fires with the reason. While the code cannot be read (at start, or an
+answer that is not code, asked of every endpoint in turn), new liquidations wait for it, and
+past FOREIGN_QUIET_BLOCKS that is alerted too. A lying endpoint can claim a delegation
+(sending held and alerted: visible) or hide one (what keeperd knew before this check).
 """
 
 from __future__ import annotations

@@ -49,12 +49,14 @@ from keeperd.execution.txmanager import (
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols.sdk.contract import (
+    RECEIPT_TO_LIMIT,
     Call,
     GasQuote,
     Liquidator,
     Opportunity,
     Plugin,
     Verdict,
+    charged_gas,
 )
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey
 from keeperd.protocols.sdk.messages import ExecutionEvent, ScanResult
@@ -92,15 +94,7 @@ WRITE_TURNS = 3  # loop turns for an aiohttp request to go from its task to the 
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
 # and if it succeeds so, sent with what it needs times `gas_limit_margin`.
 SIMULATION_GAS_FACTOR = 3
-# A receipt's gasUsed is what a transaction paid, not the limit it needed: the storage refund
-# is taken off it (up to a fifth of the gas, EIP-3529), and every call keeps 1/64 of its gas
-# back (EIP-150). Measured on the devnet's flash liquidations, the least limit that works is
-# 1.307x the receipt's figure, every time: a limit of the learned figure x gas_limit_margin
-# (1.25) covered a call using at most ~96 % of it, and a liquidation one second later than its
-# simulation (the reserves' interest and the swap pool's price record written again, +19k)
-# ran out of gas at 618,625 of 646,851 (the `reverted` seen by hand). What the liquidators
-# learn is the limit the receipt says was needed.
-RECEIPT_TO_LIMIT = 1.31
+# (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote)
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
@@ -192,25 +186,18 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
            flash_premium_bps: int = 0) -> Decision | None:
     """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
     it (and the flash-loan premium on what was borrowed); the gas it is charged at the fee
-    cap comes off that; below `min_profit_usd`, with no price for gas, or unpriced (NaN),
-    nothing is sent. The fee budget is what keeps it `min_profit_usd` in profit whatever the
-    fee market does.
-
-    The gas charged is the limit less what a limit carries and a successful transaction
-    gets back (the refund and the 1/64 reserve: `RECEIPT_TO_LIMIT`): the receipt's figure the
-    liquidators learnt the limit from, times their margin. Priced at the limit, every
-    liquidation was judged 31 % dearer in gas than it is, and a trader's remains worth
-    $27-34 were left to others. The budget is in the tx manager's terms, fee cap times limit:
-    it holds the charged gas to `min_profit_usd` (one that ran to its limit — out of gas, a
-    revert late in the call — could cost up to RECEIPT_TO_LIMIT times the fees)."""
+    cap (`charged_gas`, as `GasQuote.gas_usd` prices the seller contracts' bar) comes off
+    that; below `min_profit_usd`, with no price for gas, or unpriced (NaN), nothing is sent.
+    The fee budget is what keeps it `min_profit_usd` in profit whatever the fee market does,
+    worst case included: the tx manager holds fee cap x the whole limit under it."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
     prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
-    gas_usd = gas_limit / RECEIPT_TO_LIMIT * fee_per_gas / 1e18 * native_usd
+    gas_usd = charged_gas(gas_limit) * fee_per_gas / 1e18 * native_usd
     net = prize_usd - gas_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
-    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18 * RECEIPT_TO_LIMIT)
+    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18)
     return Decision(o, key, net, gas_limit, budget_wei)
 
 
@@ -297,7 +284,13 @@ class Executor:
                             if self.tx.pending else []):
                 await self._settle(outcome)
         await self._flush_events()
-        await self.liquidator.prepare(head)
+        try:
+            await self.liquidator.prepare(head)
+        except SendRefused as exc:  # (the key held: its address delegated; a fee over budget)
+            log.warning("keeper.preparation_refused", protocol=self.adapter.name,
+                        reason=str(exc)[:300],
+                        meaning="approvals or deposits were not sent; they are tried again "
+                                "with the balances, every few blocks")
 
     # --- per scan -------------------------------------------------------------------------
 
@@ -338,7 +331,11 @@ class Executor:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
                 # Bounded approvals follow the balances (a top-up approved in turn).
-                await self.liquidator.keep_allowances(result.block, result.book)
+                try:
+                    await self.liquidator.keep_allowances(result.block, result.book)
+                except SendRefused as exc:  # (the key held meanwhile, a fee over budget)
+                    log.warning("keeper.approval_refused", protocol=self.adapter.name,
+                                reason=str(exc)[:300], retry="with the next balances")
             await self._housekeep(result)
             await self._keep_balances_warm(result)
         if self._last is None:

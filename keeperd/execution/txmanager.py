@@ -150,6 +150,14 @@ def node_has_it(message: str) -> bool:
         "already imported" in m
 
 
+def _is_code(answer: object) -> bool:
+    try:
+        read_code(answer)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
 class TxManager:
     def __init__(self, pool: RpcPool, signer: Signer, chain_id: int, *, metrics: Metrics,
                  policy: FeePolicy | None = None, private_pool: RpcPool | None = None,
@@ -210,7 +218,22 @@ class TxManager:
             answer = await self.pool.request("eth_getCode", [self.address, "latest"])
         except (RpcError, RpcUnavailable) as exc:
             answer = exc
-        self._judge_code(answer, block)
+        self._judge_code(await self._code_elsewhere(answer), block)
+
+    async def _code_elsewhere(self, answer: object) -> object:
+        """`answer` if it is code; else the first endpoint's, asked one by one, that is (an
+        error inside a batch is not failed over: one endpoint answering eth_getCode with an
+        error or junk held every liquidation). The first failure if none is."""
+        if _is_code(answer):
+            return answer
+        for ep in getattr(self.pool, "endpoints", ()):
+            try:
+                other = await self.pool.call_endpoint(ep, "eth_getCode", [self.address, "latest"])
+            except (RpcError, RpcUnavailable):
+                continue
+            if _is_code(other):
+                return other
+        return answer
 
     def _judge_code(self, answer: object, block: int | None) -> None:
         """An `eth_getCode` answer (or the error in its place) taken in. One that is not code
@@ -256,7 +279,9 @@ class TxManager:
         if isinstance(count, Exception):
             raise count
         mined = int(count, 16)
-        self._judge_code(code, block)
+        self._judge_code(await self._code_elsewhere(code), block)
+        if self._code_unread_since == -1:
+            self._code_unread_since = block  # (unread since start: counted from here)
         foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]
         self._foreign_checked = max(self._foreign_checked, mined)
         if foreign:
@@ -279,9 +304,17 @@ class TxManager:
 
     def key_conflict(self, block: int) -> KeyHold | None:
         """Why the key is not keeperd's alone (alerted, `key_in_use_elsewhere`): its address
-        delegated to code not allowed; another sender on it, recently. Or None."""
+        delegated to code not allowed; its code unreadable for FOREIGN_QUIET_BLOCKS blocks
+        (new liquidations held that long: `send_hold`); another sender on it, recently. Or
+        None."""
         if self.code_refusal is not None:
             return self.code_refusal
+        since = self._code_unread_since
+        if since is not None and since >= 0 and block - since >= FOREIGN_QUIET_BLOCKS:
+            return KeyHold(f"the keeper's address's code could not be read since block "
+                           f"{since} (no endpoint answered eth_getCode with code): whether "
+                           "it is delegated (EIP-7702) is unknown, and new liquidations wait",
+                           UNREAD_ACTION)
         if self.foreign_seen is None:
             return None
         seen, nonce = self.foreign_seen
@@ -294,8 +327,8 @@ class TxManager:
 
     def send_hold(self, block: int) -> KeyHold | None:
         """Why new liquidations wait on the key: `key_conflict`, or its address's code not
-        read since `_code_unread_since` (not alerted by itself: a failed read is an RPC's
-        trouble, which rpc_down and the quarantine report)."""
+        read since `_code_unread_since` (alerted once that lasts FOREIGN_QUIET_BLOCKS: a
+        block's failed read is an RPC's trouble, retried on every endpoint)."""
         conflict = self.key_conflict(block)
         if conflict is not None or self._code_unread_since is None:
             return conflict
@@ -660,7 +693,11 @@ class TxManager:
         p.sent_block = block
 
     async def _send_again(self, p: Pending) -> None:
-        """An in-doubt transaction's last bytes, sent again (a node that has them says so)."""
+        """An in-doubt transaction's last bytes, sent again (a node that has them says so).
+        Not while the key signs nothing (`signing_held`): bytes signed before still pay into
+        an address a delegate may sweep; sent once the hold ends."""
+        if self._holding_bytes(p):
+            return
         try:
             await self._broadcast(p.attempts[-1], p.private)
             p.in_doubt = False
@@ -674,7 +711,7 @@ class TxManager:
         journal write and the broadcast must not leave it unsent. The node answers "already
         known" when it has it, which is fine."""
         p = self.pending.get(key)
-        if p is None or not p.attempts:
+        if p is None or not p.attempts or self._holding_bytes(p):
             return
         try:
             await self._broadcast(p.attempts[-1], private=False)
@@ -683,6 +720,18 @@ class TxManager:
         except InDoubt as exc:
             p.in_doubt = True
             log.info("tx.rebroadcast_in_doubt", opportunity=key, error=str(exc)[:200])
+
+    def _holding_bytes(self, p: Pending) -> bool:
+        """True (and the transaction marked in doubt: sent again every block once the hold
+        ends) while the key signs nothing."""
+        held = self.signing_held()
+        if held is None:
+            return False
+        if not p.in_doubt:
+            log.warning("tx.broadcast_held", opportunity=p.key, nonce=p.nonce,
+                        reason=held.reason[:200])
+        p.in_doubt = True
+        return True
 
     def track(self, key: TxKey, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
               block: int) -> None:

@@ -376,15 +376,36 @@ def test_check_config_names_an_unset_variable_and_a_missing_key_file_in_one_run(
     config = tmp_path / "keeperd.yaml"
     config.write_text(
         "state_dir: /tmp/keeperd-state\nchains:\n  - name: mainnet\n    chain_id: 1\n"
-        "    rpc_urls: ['${TEST_RPC_A}', '${TEST_RPC_B}']\nprotocols: []\n"
+        "    rpc_urls: ['${TEST_RPC_A}', '${TEST_RPC_B}']\n"
+        "protocols:\n  - kind: aave_v3\n    name: aave\n    chain: mainet\n"
+        "    addresses_provider: '0x2f39d218133AFaB8F2B819B1066c7E434Ad94E9e'\n"
         "keeper:\n  mode: liquidate\n  key:\n    source: file\n"
         f"    path: {tmp_path / 'keeper.key'}\n")
     assert main(["check-config", str(config), "--offline"]) == 2  # (EXIT_CONFIG)
     err = capsys.readouterr().err
-    assert "3 problem(s)" in err, err
+    assert "4 problem(s)" in err, err
+    assert "protocols[0].chain: no chain named 'mainet'" in err
     assert "chains[0].rpc_urls[0]: environment variable TEST_RPC_A is not set" in err
     assert "chains[0].rpc_urls[1]: environment variable TEST_RPC_B is not set" in err
     assert f"keeper.key.path: key file {tmp_path / 'keeper.key'} does not exist" in err
     assert "unset" not in err.replace("is not set", "")  # (no stand-in shown)
     with pytest.raises(ConfigError, match="TEST_RPC_A is not set"):
         load_config(config)
+
+
+def test_check_config_reports_a_local_problem_and_the_chains_together(
+        tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A missing key file does not hide what only the chains can tell (an endpoint that does
+    not answer); only unset variables skip the chains (their URLs may be what is unset)."""
+    from keeperd.cli import main
+
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(
+        "state_dir: /tmp/keeperd-state\nchains:\n  - name: devnet\n    chain_id: 31337\n"
+        "    rpc_urls: [http://127.0.0.1:9]\nprotocols: []\n"
+        "keeper:\n  mode: liquidate\n  key:\n    source: file\n"
+        f"    path: {tmp_path / 'keeper.key'}\n")
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "keeper.key.path: key file" in err and "does not exist" in err
+    assert "chains[0].rpc_urls[0]: http://127.0.0.1:9 does not answer" in err, err

@@ -32,9 +32,10 @@ def test_profit_is_the_bonus_less_slippage_and_gas() -> None:
     assert RECEIPT_TO_LIMIT == 1.31
     assert d is not None
     assert d.net_profit_usd == pytest.approx(500 - 52.5 - 12)
-    # The budget keeps min_profit_usd whatever the fees: (447.5 - 5) USD in wei at $2,000,
-    # for the gas charged; the tx manager holds fee cap x limit to it, hence x 1.31.
-    assert d.budget_wei == int((447.5 - 5) / 2_000 * 1e18 * 1.31)
+    # The budget keeps min_profit_usd whatever the fees, worst case included (the whole
+    # limit burnt): (447.5 - 5) USD in wei at $2,000; the tx manager holds fee cap x limit
+    # under it.
+    assert d.budget_wei == int((447.5 - 5) / 2_000 * 1e18)
 
 
 def test_a_flash_loan_pays_its_premium_on_what_it_borrowed() -> None:
@@ -83,3 +84,20 @@ def test_a_seller_contracts_guard_is_read_as_unprofitable(error: Exception,
     """(A measured sale's SwapBelowBound was counted as a failed simulation, then checked
     as a lost race.) Only at the start of the data, or named as the custom error."""
     assert swap_would_not_pay(error) == guard
+
+
+def test_the_seller_contracts_bar_is_the_decisions_own() -> None:
+    """A flash liquidation's contract reverts unless it keeps `least_profit` of the debt
+    asset; the decision sends when the prize clears gas and min_profit_usd. Priced apart
+    (the bar at the whole limit, the decision at the charged gas), a prize between the two
+    passed the decision and reverted in every simulation, measured again by estimateGas."""
+    from keeperd.protocols.sdk.contract import GasQuote
+
+    quote = GasQuote(fee_per_gas=20 * GWEI, native_usd=2_000, min_profit_usd=5)
+    gas_limit = 393_000
+    bar_usd = quote.least_profit(gas_limit, 1.0, 6) / 1e6  # in a $1 token of 6 decimals
+    for prize in (bar_usd - 0.01, bar_usd + 0.01):
+        d = decide(plan(10_000, 10_000 + prize), "k", gas_limit=gas_limit,
+                   fee_per_gas=quote.fee_per_gas, native_usd=quote.native_usd,
+                   min_profit_usd=quote.min_profit_usd, slippage_bps=0)
+        assert (d is not None) == (prize >= bar_usd), prize

@@ -11,7 +11,8 @@ from eth_utils import to_checksum_address
 
 from keeperd.chain.rpc import RpcUnavailable
 from keeperd.execution.delegation import KeeperCode, read_code, refusal
-from keeperd.execution.txmanager import Pending, SendRefused, TxManager
+from keeperd.execution.journal import TxRecord
+from keeperd.execution.txmanager import FOREIGN_QUIET_BLOCKS, Pending, SendRefused, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk import approvals
@@ -82,6 +83,7 @@ class Node:
     def __init__(self, code: object, mined: int = 0) -> None:
         self.code, self.mined = code, mined
         self.asked: list[str] = []
+        self.endpoints: list[str] = []  # (none to ask one by one, unless a test gives some)
 
     def answer(self, method: str) -> Any:
         self.asked.append(method)
@@ -91,6 +93,10 @@ class Node:
             return self.code
         if method == "eth_getTransactionCount":
             return hex(self.mined)
+        if method == "eth_getTransactionReceipt":
+            return None  # (not mined)
+        if method == "eth_getBlockByNumber":
+            return {"baseFeePerGas": hex(10**9), "number": "0x64"}
         raise AssertionError(f"not expected: {method}")
 
     async def request(self, method: str, params: Any = ()) -> Any:
@@ -129,6 +135,32 @@ async def test_a_code_read_that_fails_at_start_holds_new_liquidations_until_one_
     await tx.check_foreign(7)
     hold = tx.send_hold(7)
     assert hold is not None and "since block 7" in hold.reason
+    # Held that long, it is alerted (a lying endpoint's junk held every liquidation, silently).
+    assert tx.key_conflict(7 + FOREIGN_QUIET_BLOCKS - 1) is None
+    alerted = tx.key_conflict(7 + FOREIGN_QUIET_BLOCKS)
+    assert alerted is not None and "since block 7" in alerted.reason
+    assert "RPC endpoints" in alerted.action
+
+
+async def test_a_code_answer_that_is_not_code_is_asked_of_every_endpoint() -> None:
+    """An error inside a batch is not failed over: the code is asked of each endpoint in
+    turn, and the first that answers code counts."""
+    node = Node("junk")
+    node.endpoints = ["bad", "good"]
+    asked: list[str] = []
+
+    async def call_endpoint(ep: str, method: str, params: Any = ()) -> Any:
+        asked.append(ep)
+        if ep == "bad":
+            raise RpcUnavailable("bad is down")
+        return DELEGATED
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    tx = await started(node)
+    assert asked == ["bad", "good"]
+    held = tx.signing_held()
+    assert held is not None and "delegated (EIP-7702)" in held.reason
+    assert tx.send_hold(5) == held
 
 
 async def test_the_code_is_read_every_block_even_when_no_nonce_of_anothers_is_mined() -> None:
@@ -158,11 +190,14 @@ async def test_a_delegated_address_signs_nothing_whoever_asks() -> None:
                                            keeper=SIGNER.address, spender="0x" + "22" * 20,
                                            tokens=[("0x" + "33" * 20, "USDC")], head=1) == []
     assert node.asked == []  # (not even read: nothing would be signed)
-    # One in flight, due for replacement: left as it was signed, not replaced or cancelled.
+    # One in flight, due for replacement: left as it was signed — not even priced for a
+    # replacement (the base fee never asked), not cancelled.
     key = UpkeepKey("aave", "deposit", "0x" + "11" * 20, "0")
-    tx.pending[key] = Pending(key, 0, "0x" + "11" * 20, b"", 50_000, 10**18, sent_block=1)
+    sent = TxRecord("0x" + "ab" * 32, key, 0, 10**9, 10**9, 50_000, "0x02", "liquidation", 0.0)
+    tx.pending[key] = Pending(key, 0, "0x" + "11" * 20, b"", 50_000, 10**18, [sent],
+                              sent_block=1)
     node.asked.clear()
     node.code, node.mined = DELEGATED, 0
     assert await tx.watch(100, lambda k: True) == []
-    assert "eth_sendRawTransaction" not in node.asked and key in tx.pending
-    assert tx.pending[key].attempts == [] and not tx.pending[key].cancelling
+    assert set(node.asked) == {"eth_getTransactionCount", "eth_getTransactionReceipt"}
+    assert tx.pending[key].attempts == [sent] and not tx.pending[key].cancelling

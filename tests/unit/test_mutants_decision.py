@@ -4,7 +4,7 @@ native token under $1 is a price, and the decision carries what it decided on.""
 
 from __future__ import annotations
 
-from keeperd.execution.executor import RECEIPT_TO_LIMIT, decide
+from keeperd.execution.executor import decide
 from tests.unit.test_decision import plan
 
 
@@ -19,8 +19,7 @@ def test_a_native_token_under_one_dollar_still_prices_gas() -> None:
     # A chain whose gas token is worth $0.50 (a sidechain): the budget is in its wei.
     d = decide(plan(10_000, 10_500), "k", gas_limit=300_000, fee_per_gas=0, native_usd=0.5,
                min_profit_usd=100, slippage_bps=0)
-    # ($500 - $100) / $0.50, for the gas charged: in fee cap x limit, RECEIPT_TO_LIMIT more
-    assert d is not None and d.budget_wei == int(800 * 10**18 * RECEIPT_TO_LIMIT)
+    assert d is not None and d.budget_wei == 800 * 10**18  # ($500 - $100) / $0.50
 
 
 def test_the_decision_names_its_opportunity_key_and_gas_limit() -> None:

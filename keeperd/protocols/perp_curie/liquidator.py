@@ -107,6 +107,9 @@ class CurieLiquidator(LiquidatorBase):
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
+        # The margin deposit did not go at start (the key held: its address delegated; a fee
+        # over budget): tried again with the allowances, until it does.
+        self._margin_due = False
 
     def signing_rules(self) -> list[Allowed]:
         ch, vault = self.adapter.config.clearing_house, self.adapter.addresses["Vault"]
@@ -125,6 +128,7 @@ class CurieLiquidator(LiquidatorBase):
         target = self.adapter.config.keeper_margin_usd
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
+        self._margin_due = True  # (until it is done)
         await self._confirm_vault()
         if self.tx.signing_held() is not None:
             return  # (no deposit or approval while the key signs nothing: logged by the tx)
@@ -145,9 +149,11 @@ class CurieLiquidator(LiquidatorBase):
                                             head=head)
         missing = int(target * 10**6) - held
         if missing <= 0:
+            self._margin_due = False
             return
         amount = min(missing, wallet)
         if amount <= 0:
+            self._margin_due = False  # (the balance's own trouble: told, not retried)
             log.warning("curie.keeper_margin_short", protocol=self.adapter.name,
                         wanted_usd=target, held_usd=held / 10**6,
                         fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
@@ -156,12 +162,17 @@ class CurieLiquidator(LiquidatorBase):
                            a["Vault"],
                            encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head)
+        self._margin_due = False
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
 
     async def keep_allowances(self, head: int, book: Any = None) -> None:
-        """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn."""
+        """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn; the
+        margin deposit too, if it did not go at start."""
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
+            return
+        if self._margin_due and self.tx.signing_held() is None:
+            await self.prepare(head)  # (its approval included)
             return
         a = self.adapter.addresses
         await approvals.keep_allowances(
