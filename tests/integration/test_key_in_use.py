@@ -263,3 +263,33 @@ async def test_a_delegation_taking_a_nonce_keeperd_has_in_flight_is_seen_a_block
         assert "new key" in json.dumps(firing)  # (the delegation's action, not another sender's)
     finally:
         webhook.close()
+
+
+async def test_curies_margin_deposit_held_by_a_delegation_goes_once_it_is_revoked(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The key signs nothing while delegated, the margin deposit of Curie's start included;
+    it ran at start only, so a revocation left takeovers without margin until a restart.
+    Now it is tried again with the allowances (every BALANCE_EVERY_BLOCKS blocks)."""
+    from keeperd.execution.executor import BALANCE_EVERY_BLOCKS
+    from tests.integration.test_curie import chain_view, curie_config
+
+    fund_keeper(devnet)
+    delegate(devnet, devnet.manifest["aave_v3"]["pool"])
+    data = curie_config(devnet, tmp_path)
+    data["protocols"][0]["keeper_margin_usd"] = 100_000
+    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
+                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    keeper = await run_daemon(parse_config(data, env={"KEEPER_KEY": KEEPER_KEY}))
+    vault = devnet.manifest["perp_curie"]["vault"]
+
+    def margin() -> int:
+        return int(chain_view(devnet, vault, "Vault", "getBalance", KEEPER))
+
+    await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    assert margin() == 0  # held: nothing signed
+    delegate(devnet, ZERO)
+    for _ in range(3 * BALANCE_EVERY_BLOCKS):
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+        if margin() > 0:
+            break
+    assert margin() == 100_000 * 10**6
