@@ -116,6 +116,8 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 plugin = registry.plugin_class(proto.kind)
                 if plugin is not None:  # (a perp venue has no contract to check)
                     issues += await plugin.check_config(pool, proto, pi)
+            if len(issues) == sound:  # (contracts at every address: start each as run does)
+                issues += await start_issues(config, chain, pool, metrics)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
@@ -128,6 +130,41 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     issues += await signer_issues(config)
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
+    return issues
+
+
+async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics
+                       ) -> list[ConfigIssue]:
+    """Each protocol of the chain started as `keeperd run` starts it (its contracts read:
+    an Aave addresses provider that answers like one, Morpho's markets that exist), into an
+    index in a temporary directory. Code at an address was all that was checked: a wrong
+    market id passed, and `run` then refused to start. Asked twice (one wrong answer is an
+    endpoint's, not the config's)."""
+    issues: list[ConfigIssue] = []
+    with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
+        store = await IndexStore.open(Path(tmp))
+        try:
+            for pi, proto in enumerate(config.protocols):
+                if getattr(proto, "chain", None) != chain.name:
+                    continue
+                error: Exception | None = None
+                for _ in range(2):
+                    try:
+                        plugin = registry.create(proto, PluginContext(chain, pool, store,
+                                                                      metrics))
+                        await plugin.start()
+                        error = None
+                        break
+                    except Exception as exc:
+                        error = exc
+                if error is not None:
+                    issues.append(ConfigIssue(
+                        f"protocols[{pi}]", f"keeperd run would not start it: "
+                        f"{type(error).__name__}: {error}"[:500],
+                        "check this protocol's addresses and ids against the chain (and the "
+                        "RPC endpoints: one may answer wrongly)"))
+        finally:
+            await store.close()
     return issues
 
 

@@ -60,7 +60,7 @@ from keeperd.oracles.breaker import Breaker, block_known
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
-from keeperd.protocols.sdk.contract import Plugin, PluginContext
+from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
@@ -96,6 +96,13 @@ START_WAIT_MAX_S = 30.0
 
 class StartupError(Exception):
     """keeperd cannot start with this configuration; the message says why and what to do."""
+
+
+# A plug-in's start reads the protocol's contracts; one answer an endpoint got wrong (junk,
+# an error, parameters that do not hash to the market id) failed the daemon's start with a
+# traceback. It is asked again, this many times in all, the waits doubling from 1 s (~30 s).
+PLUGIN_START_TRIES = 5
+PLUGIN_START_FIRST_WAIT_S = 1.0
 
 
 @dataclass
@@ -308,7 +315,7 @@ class Daemon:
                 rt = self.chains[proto.chain]
                 plugin = registry.create(proto, PluginContext(rt.config, rt.pool, self.index_store,
                                                            self.metrics))
-                await plugin.start()
+                await self._start_plugin(plugin)
                 await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
                                          native_prices, scheduler)
             for venue in self.config.perp_venues:
@@ -419,6 +426,33 @@ class Daemon:
         log.info("alerts.started", routes=[r.name for r in self.config.alerts.routes],
                  watchlists=[w.name for w in self.config.alerts.watchlists],
                  outbox_pending=pending)
+
+    async def _start_plugin(self, plugin: Plugin) -> None:
+        """`plugin.start()`, asked again while it fails (every answer may lie, and the next
+        may come from another endpoint); what fails every time is a StartupError that names
+        the protocol, with the last error (a config's wrong address fails so, and says so)."""
+        delay, waited = PLUGIN_START_FIRST_WAIT_S, 0.0
+        for attempt in range(1, PLUGIN_START_TRIES + 1):
+            try:
+                await plugin.start()
+                return
+            except (asyncio.CancelledError, StartRefused):
+                raise  # (a refusal is the plug-in's verdict, not a failed read)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:400]
+                if attempt == PLUGIN_START_TRIES:
+                    raise StartupError(
+                        f"protocol {plugin.name}: its contracts could not be read at start "
+                        f"({attempt} tries over {waited:.0f} s); the last error: "
+                        f"{error}\n  fix: check the protocol's addresses in the config "
+                        "(`keeperd check-config` checks them against the chains) and the RPC "
+                        "endpoints (one may answer wrongly)") from None
+                log.warning("protocol.start_failed", protocol=plugin.name, attempt=attempt,
+                            error=error, retry_in_s=delay,
+                            meaning="asked again: an endpoint's answer may have been wrong")
+                await asyncio.sleep(delay)
+                waited += delay
+                delay *= 2
 
     async def _add_protocol(self, plugin: Plugin, rt: ChainRuntime, journal: Journal,
                             key: Signer | None, tx_managers: dict[str, TxManager],

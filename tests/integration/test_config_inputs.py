@@ -111,3 +111,20 @@ def test_check_config_against_the_chain_refuses_what_run_refuses(devnet: Devnet,
     ok = check_config(tmp_path, config)
     assert ok.returncode == 0, ok.stderr
     assert ": warning: " not in ok.stderr
+
+
+def test_check_config_starts_each_protocol_as_run_would(devnet: Devnet,
+                                                        tmp_path: Path) -> None:
+    """A Morpho market id one digit off, and an Aave addresses provider that is another
+    contract: both have code where code was all that was checked, so check-config said OK and
+    `run` then refused to start (a by-hand trial)."""
+    config = config_for(devnet, tmp_path)
+    del config["alerts"]["watchlists"]  # (the watchlist check starts them too: not this)
+    good = config["protocols"][1]["markets"][0]
+    config["protocols"][1]["markets"][0] = good[:-1] + ("0" if good[-1] != "0" else "1")
+    config["protocols"][0]["addresses_provider"] = devnet.manifest["morpho_blue"]["morpho"]
+    bad = check_config(tmp_path, config)
+    assert bad.returncode == 2, bad.stderr
+    assert "protocols[0]: keeperd run would not start it" in bad.stderr
+    assert "protocols[1]: keeperd run would not start it" in bad.stderr
+    assert "does not exist" in bad.stderr

@@ -1,0 +1,44 @@
+"""A by-hand trial's finding: one endpoint's wrong answers while keeperd starts (junk to a
+protocol's first reads) crashed the start with a traceback, every protocol with it, though
+the same faults once running are quarantined. A plug-in's start is asked again (the waits
+doubling); what fails every time is one clear error naming the protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import structlog
+
+from keeperd import daemon as daemon_module
+from keeperd.daemon import StartupError
+from keeperd.devnet.handle import Devnet
+from tests.faults.chaos_proxy import ChaosProxy, Fault
+from tests.keeper_harness import config_for, keeper_key_env  # noqa: F401 - fixtures
+
+JUNK = "0x" + "ff" * 7  # (not a whole word: no decoder takes it)
+
+
+async def test_junk_answers_at_start_are_asked_again_and_the_daemon_starts(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_module, "PLUGIN_START_FIRST_WAIT_S", 0.05)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.faults["eth_call"] = Fault.answer(JUNK, times=2)
+        config = config_for(devnet, tmp_path, "alert-only", rpc_urls=[liar.url])
+        with structlog.testing.capture_logs() as logs:
+            keeper = await run_daemon(config)
+            await keeper.evaluated_at(devnet.client.block_number())
+    failed = [e for e in logs if e["event"] == "protocol.start_failed"]
+    assert failed and failed[0]["protocol"] == "aave" and failed[0]["attempt"] == 1
+    assert liar.faulted["eth_call"] == 2
+
+
+async def test_a_start_that_fails_every_time_is_one_clear_error(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_module, "PLUGIN_START_FIRST_WAIT_S", 0.01)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.faults["eth_call"] = Fault.answer(JUNK)
+        config = config_for(devnet, tmp_path, "alert-only", rpc_urls=[liar.url])
+        with pytest.raises(StartupError, match=r"protocol aave: its contracts could not be "
+                                               r"read at start \(5 tries"):
+            await run_daemon(config)
