@@ -1351,11 +1351,15 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
 
     def replace(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        if name in env:
+        # As the shell's `:-`: a variable set but empty takes the default too (an empty
+        # line in a systemd EnvironmentFile, `docker -e NAME=`), and without one it is
+        # named, not met as the field's own complaint about an empty value.
+        if env.get(name):
             return env[name]
         if default is not None:
             return default
-        issues.append(ConfigIssue(path, f"environment variable {name} is not set",
+        unset = "is set but empty" if name in env else "is not set"
+        issues.append(ConfigIssue(path, f"environment variable {name} {unset}",
                                   f"export {name}=... before starting keeperd, or write "
                                   f"${{{name}:-default}} to give a default"))
         if not unset_as:

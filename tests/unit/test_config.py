@@ -409,3 +409,20 @@ def test_check_config_reports_a_local_problem_and_the_chains_together(
     err = capsys.readouterr().err
     assert "keeper.key.path: key file" in err and "does not exist" in err
     assert "chains[0].rpc_urls[0]: http://127.0.0.1:9 does not answer" in err, err
+
+
+def test_a_variable_set_but_empty_takes_the_default_or_is_named() -> None:
+    """`${KEEPERD_MODE:-alert-only}` with KEEPERD_MODE= (an EnvironmentFile's empty line) was
+    the empty string, refused as "Input should be 'alert-only'..." without the variable's
+    name; the shell's `:-` takes the default then, and so does keeperd."""
+    from keeperd.config import ConfigError, parse_config
+
+    data = {"state_dir": "/tmp/k", "chains": [{"name": "x", "chain_id": 1,
+                                                "rpc_urls": ["${RPC}"]}],
+            "keeper": {"mode": "${KEEPERD_MODE:-alert-only}"}}
+    config = parse_config(data, env={"RPC": "http://127.0.0.1:9", "KEEPERD_MODE": ""})
+    assert config.keeper.mode == "alert-only"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, env={"RPC": ""})
+    assert "chains[0].rpc_urls[0]: environment variable RPC is set but empty" in str(
+        refused.value)
