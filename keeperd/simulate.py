@@ -74,7 +74,12 @@ def parse_shock(text: str) -> tuple[str, float]:
     if not m:
         raise ShockError(f"{text!r}: write ASSET=-30% (or ASSET=-0.3)")
     value = float(m.group(2)) / (100.0 if m.group(3) else 1.0)
-    drop = -value if value < 0 else value
+    if value >= 0:
+        # (WETH=30% was read as a 30 % drop, and printed as one: a user meaning a rise —
+        # what liquidates perp shorts — got the opposite without a word)
+        raise ShockError(f"{text!r}: a shock is a price drop, written with its minus sign "
+                         f"({m.group(1)}=-{m.group(2)}{m.group(3)}); rises are not modelled")
+    drop = -value
     if not 0 < drop < 1:
         raise ShockError(f"{text!r}: the drop must be between 0 and 100 %")
     return m.group(1), drop

@@ -66,3 +66,17 @@ def test_the_docs_simulate_commands_name_the_devnet_configs_protocols(devnet_env
     docs = " ".join((ROOT / "docs" / "protocols.md").read_text().split())  # lines unwrapped
     used = re.findall(r"keeperd simulate [^`]*--protocol ([^\s`]+)", docs)
     assert used and set(used) <= names, (used, names)
+
+
+def test_a_shock_is_a_drop_with_its_sign() -> None:
+    """`WETH=30%` was modelled, and printed, as a 30 % drop: a user meaning a rise got the
+    opposite silently. It is refused with the way to write a drop."""
+    from keeperd.simulate import ShockError, parse_shock
+
+    assert parse_shock("WETH=-30%") == ("WETH", 0.30)
+    assert parse_shock("WETH=-0.3") == ("WETH", 0.30)
+    for rise in ("WETH=30%", "WETH=0.3", "WETH=+20%", "WETH=0%"):
+        with pytest.raises(ShockError):
+            parse_shock(rise)
+    with pytest.raises(ShockError, match=r"WETH=-30%.*rises are not modelled"):
+        parse_shock("WETH=30%")
