@@ -622,9 +622,21 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
         print(f"keeperd: a devnet is already running (pid {pid_path.read_text().strip()}); "
               "stop it with: keeperd devnet down", file=sys.stderr)
         return EXIT_FAILURE
+    if args.port is not None and _port_in_use(args.port):
+        print(f"keeperd devnet up: port {args.port} is in use on 127.0.0.1 (another node or "
+              "service)\n  fix: pick a free one, e.g. keeperd devnet up --port "
+              f"{args.port + 2}", file=sys.stderr)
+        return EXIT_FAILURE
+    from keeperd.devnet.anvil import AnvilError
+
     devnet = Devnet(args.accounts, args.seed, port=args.port, detached=True,
                     log_path=paths.devnet_dir() / "anvil.log", aave_version=args.aave)
-    devnet.start()
+    try:
+        devnet.start()
+    except AnvilError as exc:
+        print(f"keeperd devnet up: {exc}\n  (anvil's log: {paths.devnet_dir() / 'anvil.log'})",
+              file=sys.stderr)
+        return EXIT_FAILURE
     _set_aside_last_devnets_state(paths.devnet_dir() / "keeperd-state")
     assert devnet.anvil.process is not None
     pid_path.write_text(str(devnet.anvil.process.pid))
@@ -632,11 +644,30 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     devnet.close()
     # stdout is the manifest's path (scripts read it); people read the rest.
     print(f"devnet up: RPC {devnet.manifest['rpc_url']}, websocket {devnet.manifest['ws_url']}"
-          f" (pid {devnet.anvil.process.pid}); config/devnet.yaml reaches it with "
+          f" (pid {devnet.anvil.process.pid}); {_devnet_config(args.aave)} reaches it with "
           f"KEEPERD_DEVNET_RPC={devnet.manifest['rpc_url']}; stop it with: keeperd devnet down",
           file=sys.stderr)
     print(manifest_path)
     return EXIT_OK
+
+
+def _devnet_config(aave_version: str) -> str:
+    """The shipped config for a devnet of this Aave version (config/devnet.yaml's addresses
+    are v3.6's: against a v3.0 devnet its provider is another contract)."""
+    return "config/devnet-aave-v3.0.yaml" if aave_version == "v3.0" else "config/devnet.yaml"
+
+
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # (as anvil binds: a port a devnet just left, in TIME_WAIT, is free to it)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _set_aside_last_devnets_state(state_dir: Path) -> None:

@@ -109,6 +109,18 @@ class Anvil:
             cmd += ["--no-mining"]
         return cmd + list(self.extra_args)
 
+    def _last_words(self) -> str:
+        """The end of anvil's log, where it says why it stopped ("Address already in use"):
+        the exit code alone sent a user reading the log to find it."""
+        if self.log_path is None:
+            return ""
+        try:
+            lines = [ln.strip() for ln in Path(self.log_path).read_text(
+                errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return f": {' / '.join(lines[-2:])[:300]}" if lines else ""
+
     def start(self, timeout: float = 60.0) -> Anvil:
         if self.process is not None:
             raise AnvilError("anvil already started by this handle")
@@ -135,8 +147,8 @@ class Anvil:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AnvilError(f"anvil exited with code {self.process.returncode} "
-                                 f"(command: {' '.join(self.command())})")
+                raise AnvilError(f"anvil exited with code {self.process.returncode}"
+                                 f"{self._last_words()} (command: {' '.join(self.command())})")
             try:
                 chain_id = int(rpc_call(self.rpc_url, "eth_chainId", timeout=2), 16)
             except (OSError, urllib.error.URLError, AnvilError) as exc:

@@ -245,5 +245,18 @@ def test_devnet_up_prints_where_the_chain_is(devnet_dir: Path,
         assert (f"devnet up: RPC http://127.0.0.1:{port}, websocket ws://127.0.0.1:{port}"
                 in captured.err)
         assert f"KEEPERD_DEVNET_RPC=http://127.0.0.1:{port}" in captured.err
-    finally:
+        assert "config/devnet.yaml reaches it" in captured.err
+        # The port taken (this devnet's): said, with the fix, no traceback.
         assert cli.main(["devnet", "down"]) == 0
+        import socket
+
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            assert cli.main(["devnet", "up", "--port", str(port)]) == 1
+        err = capsys.readouterr().err
+        assert f"port {port} is in use" in err and "--port" in err
+        assert "Traceback" not in err
+    finally:
+        cli.main(["devnet", "down"])
