@@ -38,6 +38,15 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
             log.info("journal.unsigned_forgotten", opportunity=entry.key,
                      meaning="journaled, never signed: it may be planned again")
     resumed = 0
+    # The nonces mined already: a transaction under one of them was included (or its nonce
+    # taken): nothing to send again or simulate — the watch settles it from its receipt. (A
+    # restart after a SIGKILL warned "would revert ... not broadcast again" of liquidations
+    # mined before it, then logged them included a moment later.)
+    try:
+        mined: int | None = int(await tx.pool.request(
+            "eth_getTransactionCount", [tx.address, "latest"]), 16)
+    except Exception:  # (unknown: each is checked as before)
+        mined = None
     # Lowest nonce first: each transaction the node is sent again can be mined at once (one
     # sent before a lower nonce waits in the node's queue for it, and a crash in between left
     # only that one there). The journal's order is not the nonces': a wave's rows are
@@ -47,7 +56,7 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
     for entry in pending:
         if entry.protocol != protocol:
             continue
-        if await track_again(journal, tx, entry, head, resend_if):
+        if await track_again(journal, tx, entry, head, resend_if, mined_nonce=mined):
             resumed += 1
             log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce)
         else:
@@ -56,12 +65,15 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
 
 
 async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
-                      head: int, resend_if: StillSucceeds | None = None) -> bool:
+                      head: int, resend_if: StillSucceeds | None = None, *,
+                      mined_nonce: int | None = None) -> bool:
     """Hand an opportunity's journaled transactions back to the transaction manager (after a
     restart, or when a reorg took its block away) and send its latest bytes again; False when
     nothing was ever signed for it. With `resend_if`, the bytes are sent again only if the
     call would still succeed: one that would revert stays tracked, unsent, and its nonce is
-    cancelled like that of any opportunity gone (the manager's watch)."""
+    cancelled like that of any opportunity gone (the manager's watch). `mined_nonce`: the
+    address's mined nonce count, when known: one signed under a nonce below it is tracked
+    only (its receipt settles it)."""
     key: OpportunityKey | None = None
     try:
         key = entry.opportunity
@@ -86,6 +98,8 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
     to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
     tx.track(key, records, to, data, entry.max_fee_wei, head)
+    if mined_nonce is not None and records[0].nonce < mined_nonce:
+        return True  # (its nonce is mined: settled by the watch, from its receipt)
     if resend_if is None or await resend_if(to, data, int(signed["gas"])):
         await tx.rebroadcast(key)
     else:

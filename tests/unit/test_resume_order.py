@@ -46,3 +46,43 @@ async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Pa
     assert await resume_journal(journal, tx, "aave", 101) == 3
     assert node.broadcast == [raws[19], raws[20], raws[21]]
     await db.close()
+
+
+async def test_one_whose_nonce_is_mined_is_tracked_not_simulated_or_sent(tmp_path: Path
+                                                                         ) -> None:
+    """A restart after a SIGKILL warned "its call would revert at the head now: not broadcast
+    again" of liquidations mined before it (their call reverts: the position is liquidated),
+    then logged them included a moment later. One under a nonce already mined is tracked for
+    the watch to settle from its receipt; only the others are checked and sent."""
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    raws: dict[int, str] = {}
+    for key, nonce in (("aave:0xa:c:d:v", 4), ("aave:0xb:c:d:v", 5)):
+        raw = KEEPER.sign_eip1559(chain_id=31337, nonce=nonce, to=POOL, value=0,
+                                  data=b"\x01\x02", gas=300_000, max_fee=50 * GWEI,
+                                  tip=2 * GWEI)
+        raws[nonce] = "0x" + raw.hex()
+        await journal.record(J.JournalEntry(key, "aave", key.split(":")[1], "WETH", "USDC", 1,
+                                            5.0, 10**16, 100, J.PLANNED, None, None, None))
+        await journal.record_tx(J.TxRecord("0x" + keccak(raw).hex(), key, nonce, 50 * GWEI,
+                                           2 * GWEI, 300_000, raws[nonce], "liquidation", 0.0))
+
+    class Mined(Node):
+        async def request(self, method: str, params: object = ()) -> object:
+            if method == "eth_getTransactionCount":
+                return "0x5"  # nonce 4 mined, 5 not
+            return await super().request(method, params)
+
+    node = Mined()
+    tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce()
+    checked: list[bytes] = []
+
+    async def still_succeeds(to: str, data: bytes, gas: int) -> bool:
+        checked.append(data)
+        return True
+
+    assert await resume_journal(journal, tx, "aave", 101, resend_if=still_succeeds) == 2
+    assert len(checked) == 1 and node.broadcast == [raws[5]]
+    assert {p.nonce for p in tx.pending.values()} == {4, 5}  # (both watched)
+    await db.close()
