@@ -797,6 +797,11 @@ class RpcDownRule(RuleToggle):
                            "unhealthy for this long.")
 
 
+class VenueDownRule(RuleToggle):
+    after_s: float = Field(default=120.0, ge=0, description="A perp venue's polls all failing "
+                           "for this long (its watched accounts unwatched meanwhile).")
+
+
 class IndexLagRule(RuleToggle):
     warn_blocks: int = Field(default=20, ge=1)
     critical_blocks: int = Field(default=100, ge=1)
@@ -836,6 +841,7 @@ class RulesConfig(_Model):
         "liquidations and how much profit were forgone.")
     keeper_balance: KeeperBalanceRule = Field(default_factory=KeeperBalanceRule)
     rpc_down: RpcDownRule = Field(default_factory=RpcDownRule)
+    venue_down: VenueDownRule = Field(default_factory=VenueDownRule)
     index_lag: IndexLagRule = Field(default_factory=IndexLagRule)
     cascade: CascadeRule = Field(default_factory=CascadeRule)
 

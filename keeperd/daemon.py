@@ -551,7 +551,8 @@ class Daemon:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
-                keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses)
+                keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses,
+                venues_failing={name: perp.failing for name, perp in self.perps.items()})
         except Exception as exc:
             log.exception("alerts.tick_failed", error=str(exc))
 

@@ -545,9 +545,12 @@ class AlertEngine:
                    index_lag: dict[tuple[str, str], int | None],
                    keeper_balance: dict[str, float | None],
                    key_conflicts: dict[str, KeyHold | None] | None = None,
-                   send_pauses: dict[tuple[str, str], str | None] | None = None) -> None:
-        """Operator conditions that need no block: all RPCs down, index lag, gas balance (and
-        the silences added from the CLI since the last tick)."""
+                   send_pauses: dict[tuple[str, str], str | None] | None = None,
+                   venues_failing: dict[str, tuple[float, str] | None] | None = None) -> None:
+        """Operator conditions that need no block: all RPCs down, index lag, gas balance, a
+        perp venue's polls failing (`venues_failing`: since when, wall clock, and the last
+        error; None: its last poll answered) — and the silences added from the CLI since the
+        last tick."""
         scanned = {p for _, p in index_lag}  # (the daemon's scanners: every chain protocol)
         if self.sources is None and (self._ticked is None or not scanned <= self._ticked):
             self._ticked = (self._ticked or set()) | scanned
@@ -573,6 +576,23 @@ class AlertEngine:
                     resolved_summary=f"{chain}: an RPC endpoint answers again",
                     action="Check the providers (keeperd_rpc_* metrics say which fail how); "
                            "add a fallback endpoint to chains[].rpc_urls."))
+        route = self.config.route_for("venue_down")
+        if rules.venue_down.enabled and route:
+            # (a holder's Telegram message before a Hyperliquid liquidation depends on it: the
+            # polls' failures were a log line and a counter only)
+            for venue, failing in (venues_failing or {}).items():
+                down_for = now - failing[0] if failing else 0.0
+                down = failing is not None and down_for >= rules.venue_down.after_s
+                conditions.append(Condition(
+                    "venue_down", route, {"venue": venue}, "critical" if down else None, None,
+                    None, self.repeat_interval(route),
+                    summary=f"perp venue {venue}: every poll has failed for {down_for:.0f} s "
+                            f"({failing[1] if failing else ''}): its watched accounts are not "
+                            "read, and their health alerts cannot fire",
+                    resolved_summary=f"perp venue {venue}: its API answers again",
+                    action="Check the venue's status and keeperd's access to its API_url "
+                           "(keeperd_perp_polls_total{outcome=\"error\"}); the accounts are "
+                           "read again at the next poll that answers."))
         route = self.config.route_for("key_in_use_elsewhere")
         if rules.key_in_use_elsewhere.enabled and route:
             for chain, key_hold in (key_conflicts or {}).items():

@@ -339,3 +339,42 @@ async def test_a_monitor_keeps_its_venue_client_across_polls() -> None:
     assert kinds.count("meta") == kinds.count("clearinghouseState") == 4
     assert took >= 0.9 * (len(asked) - 1) / 4  # one request at once, then 4 a second
     assert account.positions
+
+
+async def test_a_venue_that_does_not_answer_is_alerted_by_the_daemon(
+        devnet: Devnet, tmp_path: Path) -> None:
+    """A by-hand trial: a watched Hyperliquid account behind an API that did not answer was a
+    log line and a counter — /readyz ready, no alert — for as long as it lasted."""
+    from keeperd.daemon import Daemon
+    from keeperd.metrics import Metrics
+    from tests.alert_fakes import Recorder, webhook_app
+
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as hook:
+        config = parse_config({
+            "state_dir": str(tmp_path / "state"),
+            "chains": [{"name": "devnet", "chain_id": 31337,
+                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                        "poll_interval": 0.2}],
+            "protocols": [{"kind": "hyperliquid", "api_url": "http://127.0.0.1:9",
+                           "accounts": [HL_USER], "poll_interval_s": 0.2,
+                           "timeout_s": 0.5}],
+            "alerts": {"routes": [{"name": "ops", "sinks": [
+                {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
+                "rules": {"venue_down": {"after_s": 0.5}}},
+            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s" * 32})
+        daemon = Daemon(config, metrics=Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 30)
+            deadline = time.monotonic() + 20
+            while not [e for e in rec.accepted if e["body"]["rule"] == "venue_down"]:
+                assert time.monotonic() < deadline, "no venue_down alert"
+                await daemon._alert_tick()
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "venue_down"]
+    assert alert["severity"] == "critical" and "hyperliquid" in alert["summary"]

@@ -223,6 +223,28 @@ async def test_operator_rules(setup: Setup) -> None:
     assert sorted(resolved) == ["index_lag", "keeper_balance", "rpc_down"]
 
 
+async def test_a_perp_venue_whose_polls_all_fail_is_alerted_and_resolved(setup: Setup
+                                                                         ) -> None:
+    """(A by-hand trial: a Hyperliquid venue unreachable was a log line and a counter; the
+    holder watching an account there got nothing while it could not be read.)"""
+    engine, since = setup.engine, setup.clock.now
+    failing = {"hl": (since, "ClientConnectorError: cannot connect"), "dydx": None}
+    await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                      venues_failing=failing)
+    assert await setup.entries() == []  # not yet for after_s (120 s)
+    setup.clock.now += 121
+    await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                      venues_failing=failing)
+    [alert] = [e.alerts[0] for e in await setup.entries(1)]
+    assert (alert["rule"], alert["severity"], alert["labels"]["venue"]) == (
+        "venue_down", "critical", "hl")
+    assert "cannot connect" in alert["summary"] and "121 s" in alert["summary"]
+    setup.clock.now += 1
+    await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                      venues_failing={"hl": None, "dydx": None})
+    assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
+
+
 async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     from keeperd.protocols.sdk.messages import ExecutionEvent
 

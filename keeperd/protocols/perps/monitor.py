@@ -3,6 +3,8 @@ the watchlists' health alerts (health = equity / maintenance margin, as for lend
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import structlog
 
@@ -36,6 +38,9 @@ class PerpMonitor:
         # started afresh and a missing API type was asked for and warned about every time).
         self._reader: HyperliquidClient | DydxClient | None = None
         metrics.perp_polls.labels(config.name, "error")
+        # Since when (wall clock) every poll has failed, and the last error; None: the last
+        # answered (the alert engine's venue_down).
+        self.failing: tuple[float, str] | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -51,8 +56,11 @@ class PerpMonitor:
             accounts = await self._reader.accounts(self.config.accounts)
         except Exception as exc:  # the venue is down or lying: counted, retried next poll
             self.metrics.perp_polls.labels(venue, "error").inc()
-            log.warning("perps.poll_failed", venue=venue, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("perps.poll_failed", venue=venue, error=error)
+            self.failing = (self.failing[0] if self.failing else time.time(), error[:200])
             return self.accounts
+        self.failing = None
         self.metrics.perp_polls.labels(venue, "ok").inc()
         self.accounts = accounts
         self._publish(accounts)
