@@ -721,7 +721,8 @@ class Daemon:
                 return
             head = rt.blocks.head.number if rt.blocks.head else event.ancestor.number
             try:
-                await executor.on_reorg(event.ancestor.number, head)
+                await executor.on_reorg(event.ancestor.number, head,
+                                        past_window=event.past_window)
             except Exception as exc:  # the block source goes on; the next reorg checks again
                 log.exception("liquidation.reorg_check_failed", protocol=executor.adapter.name,
                               error=f"{type(exc).__name__}: {exc}")

@@ -69,6 +69,9 @@ class Reorg:
 
     ancestor: BlockHeader
     dropped: tuple[BlockHeader, ...]
+    # Deeper than the remembered blocks: the true ancestor is at or below `ancestor`, and
+    # what keeperd saw below it may be gone too.
+    past_window: bool = False
 
     @property
     def depth(self) -> int:
@@ -310,7 +313,8 @@ class BlockSource:
                             "past_window": True, "meaning": "deeper than the remembered "
                             "blocks: the true ancestor is at or below the one reported; "
                             "the account index checks its own block hashes"}))
-            await self._emit(Reorg(ancestor_header, tuple(replaced)))
+            await self._emit(Reorg(ancestor_header, tuple(replaced),
+                                   past_window=ancestor is None))
         for h in branch:
             if self._window.get(h.number) == h:
                 continue

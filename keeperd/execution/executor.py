@@ -999,12 +999,20 @@ class Executor:
         for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
             await self._settle(outcome)
 
-    async def on_reorg(self, ancestor: int, head: int) -> None:
+    async def on_reorg(self, ancestor: int, head: int, *, past_window: bool = False) -> None:
         """Blocks after `ancestor` were replaced. A liquidation of ours mined in one of them
         is final only if the new branch has it too: otherwise it is pending again — tracked
         and rebroadcast under its own nonce, settled anew (included on this branch, or dropped
-        when its nonce went to another transaction, and then planned again)."""
+        when its nonce went to another transaction, and then planned again). `past_window`:
+        the true ancestor is deeper than the blocks remembered — every recent inclusion in
+        the journal is checked, as at a restart (those below the reported ancestor stayed
+        included on a chain that did not have them, and their accounts were skipped as
+        journaled: a by-hand trial)."""
         if self.tx is None or not self.acting():
+            return
+        if past_window:  # (within REORG_WATCH_BLOCKS below the oldest block remembered)
+            await self._watch_recent_inclusions(ancestor, "a reorg deeper than the "
+                                                          "remembered blocks", head=head)
             return
         for key, block in list(self._recently_included.items()):
             if block <= ancestor:
@@ -1014,15 +1022,19 @@ class Executor:
                 continue
             await self._recheck_inclusion(entry, block, head, f"a reorg to {ancestor}")
 
-    async def _watch_recent_inclusions(self, head: int) -> None:
+    async def _watch_recent_inclusions(self, since: int,
+                                       why: str = "a reorg while keeperd was down", *,
+                                       head: int | None = None) -> None:
         """An inclusion is final only once buried `REORG_WATCH_BLOCKS` deep. The watch list is
-        memory: at start the journal's recent inclusions are checked against the chain (a
-        reorg while keeperd was down may have taken them away) and watched again."""
+        memory: at start the journal's recent inclusions (within REORG_WATCH_BLOCKS below
+        `since`, the head) are checked against the chain (a reorg while keeperd was down may
+        have taken them away) and watched again; so after a reorg deeper than the remembered
+        blocks (`since`: the oldest of them)."""
+        head = since if head is None else head
         for entry in await self.journal.by_status(J.INCLUDED):
             if (entry.protocol == self.adapter.name and not self._is_housekeeping(entry)
-                    and entry.detected_block >= head - REORG_WATCH_BLOCKS):
-                await self._recheck_inclusion(entry, entry.detected_block, head,
-                                              "a reorg while keeperd was down")
+                    and entry.detected_block >= since - REORG_WATCH_BLOCKS):
+                await self._recheck_inclusion(entry, entry.detected_block, head, why)
 
     async def _recheck_inclusion(self, entry: J.JournalEntry, block: int, head: int,
                                  why: str) -> None:

@@ -15,6 +15,7 @@ from keeperd.metrics import Metrics
 from keeperd.storage.account_index import IndexStore
 from tests.faults.invariants import assert_index_complete
 from tests.integration.test_aave_adapter import make_adapter
+from tests.keeper_harness import keeper_key_env  # noqa: F401 - fixture
 
 NEWCOMER = "0x000000000000000000000000000000000000bEEF"
 WINDOW = 4
@@ -61,3 +62,46 @@ async def test_a_reorg_deeper_than_the_window_drops_what_the_old_branch_brought(
     head = devnet.client.block_number()
     await store.close()
     await assert_index_complete(devnet, tmp_path, "aave", head)
+
+
+async def test_a_reorg_deeper_than_the_window_rechecks_the_journals_inclusions(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """(A by-hand trial: the liquidations of a crash below the reported ancestor stayed
+    `included` on a chain that did not have them, and their accounts, under water again, were
+    skipped as journaled.) After a reorg deeper than the remembered blocks every recent
+    inclusion is checked against the chain, as at a restart: none stays included without its
+    receipt."""
+    from keeperd.execution import journal as J
+    from tests.keeper_harness import config_for, fund_keeper
+
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    snap = devnet.snapshot()
+    devnet.set_price("WETH", 2100.0)
+    journal = keeper.daemon.executors["aave"].journal
+    for _ in range(10):
+        await keeper.evaluated_at(devnet.mine(1))
+        if len(await journal.by_status(J.INCLUDED)) > 20:
+            break
+    included = await journal.by_status(J.INCLUDED)
+    assert len(included) > 20
+    for _ in range(7):  # the crash falls out of the window (128 blocks remembered)
+        await keeper.evaluated_at(devnet.mine(20))
+    devnet.revert(snap)  # a branch from before the crash, longer: none of them on it
+    devnet.advance_time(30, mine=False)
+    devnet.mine(200)  # (past the old head: the new branch is the longer)
+
+    def on_chain(tx_hash: str) -> bool:
+        return devnet.client.call("eth_getTransactionReceipt", tx_hash) is not None
+
+    async def included_off_chain() -> list[str]:
+        return [e.key for e in await journal.by_status(J.INCLUDED)
+                if not any(on_chain(t.tx_hash) for t in await journal.txs(e.key))]
+
+    for _ in range(20):  # (the reorg's checks run beside the blocks' evaluation)
+        await keeper.evaluated_at(devnet.mine(1))
+        if not await included_off_chain():
+            break
+    assert await included_off_chain() == []
