@@ -1288,32 +1288,7 @@ class Config(_Model):
         if pyth is not None and pyth.chain is not None and pyth.chain not in chain_names:
             raise ValueError(f"oracles.pyth.chain {pyth.chain!r} is not a configured chain "
                              f"(chains: {', '.join(chain_names) or 'none'})")
-        self._flash_contracts()
         return self
-
-    def _flash_contracts(self) -> None:
-        """`capital: flash-loan | auto` needs, per protocol, the contract its capital-free
-        path goes through: Aave's `keeper.flash_liquidator`, Morpho's own
-        `liquidator_contract` (with `auto`, a Morpho without one uses the keeper's balance),
-        and the Uniswap factory both sell on."""
-        keeper = self.keeper
-        if keeper.capital == "own-balance":
-            return
-        wanted = f"capital {keeper.capital!r}"
-        for p in self.protocols:
-            if isinstance(p, AaveV3Config) and keeper.flash_liquidator is None:
-                raise ValueError(f"{wanted} with protocol {p.name!r} (aave_v3) needs "
-                                 "keeper.flash_liquidator (contracts/FlashLiquidator.sol)")
-            if isinstance(p, MorphoBlueConfig) and p.liquidator_contract is None \
-                    and keeper.capital == "flash-loan":
-                raise ValueError(f"{wanted} with protocol {p.name!r} (morpho_blue) needs its "
-                                 "liquidator_contract (contracts/MorphoLiquidator.sol), or "
-                                 "capital: auto to use the keeper's balance there")
-            uses_swap = isinstance(p, AaveV3Config) or (
-                isinstance(p, MorphoBlueConfig) and p.liquidator_contract is not None)
-            if uses_swap and keeper.uniswap_v3_factory is None:
-                raise ValueError(f"{wanted} with protocol {p.name!r} needs "
-                                 "keeper.uniswap_v3_factory (the pools it sells on)")
 
     @property
     def chain_protocols(self) -> list[Any]:
@@ -1540,6 +1515,7 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                 stand_in = Config.model_validate(_substitute(written, "", env, [],
                                                              UNSET_STAND_IN))
                 return stand_in, (issues + _reference_issues(stand_in)
+                                  + _flash_issues(stand_in)
                                   + sink_id_issues(stand_in.alerts.routes) + inline)
         for where, err in errors:
             if where in unset_at:
@@ -1549,8 +1525,42 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                 msg = "unknown field"
             issues.append(ConfigIssue(where, msg, _fix_for(dict(err))))
         return None, issues + inline
-    issues += _reference_issues(config) + sink_id_issues(config.alerts.routes) + inline
+    issues += (_reference_issues(config) + _flash_issues(config)
+               + sink_id_issues(config.alerts.routes) + inline)
     return config, issues
+
+
+def _flash_issues(config: Config) -> list[ConfigIssue]:
+    """`capital: flash-loan | auto` needs, per protocol, the contract its capital-free path
+    goes through: Aave's `keeper.flash_liquidator`, Morpho's own `liquidator_contract` (with
+    `auto`, a Morpho without one uses the keeper's balance), and the Uniswap factory both sell
+    on. Each named by its field, with the fix (it was "(top level)", without one)."""
+    keeper = config.keeper
+    if keeper.capital == "own-balance":
+        return []
+    wanted = f"capital {keeper.capital!r}"
+    issues: list[ConfigIssue] = []
+    for i, p in enumerate(config.protocols):
+        if isinstance(p, AaveV3Config) and keeper.flash_liquidator is None:
+            issues.append(ConfigIssue(
+                "keeper.flash_liquidator", f"{wanted} with protocol {p.name!r} (aave_v3) needs "
+                "the address of your FlashLiquidator (contracts/FlashLiquidator.sol)",
+                "deploy one (README.md, \"Mainnet quick start\") and set it here (the mainnet "
+                "profiles read KEEPERD_FLASH_LIQUIDATOR), or use capital: own-balance"))
+        if isinstance(p, MorphoBlueConfig) and p.liquidator_contract is None \
+                and keeper.capital == "flash-loan":
+            issues.append(ConfigIssue(
+                f"protocols[{i}].liquidator_contract", f"{wanted} with protocol {p.name!r} "
+                "(morpho_blue) needs its MorphoLiquidator (contracts/MorphoLiquidator.sol)",
+                "set it, or use capital: auto to liquidate with the keeper's balance there"))
+        uses_swap = isinstance(p, AaveV3Config) or (
+            isinstance(p, MorphoBlueConfig) and p.liquidator_contract is not None)
+        if uses_swap and keeper.uniswap_v3_factory is None:
+            issues.append(ConfigIssue(
+                "keeper.uniswap_v3_factory", f"{wanted} with protocol {p.name!r} needs the "
+                "Uniswap V3 factory whose pools it sells the seized collateral on",
+                "set the chain's UniswapV3Factory address"))
+    return list({(i.path, i.message): i for i in issues}.values())
 
 
 def _reference_issues(config: Config) -> list[ConfigIssue]:

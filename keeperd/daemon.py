@@ -195,7 +195,12 @@ class Daemon:
             detail[name] = {"healthy_endpoints": healthy,
                             "head": rt.blocks.head.number if rt.blocks.head else None,
                             "following": fresh}
-            if not fresh:  # say why, not only that (an idle devnet mines no block)
+            if not fresh and healthy == 0:  # (the endpoints first: the chain may be fine)
+                detail[name]["why"] = (
+                    "no healthy RPC endpoint: none answers" + (
+                        "" if rt.last_block_at is None else
+                        f" (no new block for {now - rt.last_block_at:.0f} s)"))
+            elif not fresh:  # say why, not only that (an idle devnet mines no block)
                 detail[name]["why"] = (
                     "no block seen yet" if rt.last_block_at is None else
                     f"no new block for {now - rt.last_block_at:.0f} s (more than "

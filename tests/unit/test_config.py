@@ -354,12 +354,18 @@ def test_the_flash_path_needs_each_protocols_own_contract() -> None:
     assert parse_config(config("flash-loan", with_contract, uniswap_v3_factory=factory),
                         env={}).keeper.flash_liquidator is None
     assert parse_config(config("auto", morpho), env={})  # Morpho on its own balance
-    for data, says in (
-            (config("flash-loan", morpho), "needs its liquidator_contract"),
-            (config("flash-loan", with_contract), "needs keeper.uniswap_v3_factory"),
-            (config("auto", aave, uniswap_v3_factory=factory), "needs keeper.flash_liquidator")):
-        [(_, message, _)] = issues_of(data)
-        assert says in message, message
+    # Each by its field, with the fix (it was "(top level)" without one: a by-hand trial).
+    for data, field, says in (
+            (config("flash-loan", morpho), "protocols[0].liquidator_contract",
+             "needs its MorphoLiquidator"),
+            (config("flash-loan", with_contract), "keeper.uniswap_v3_factory",
+             "needs the Uniswap V3 factory"),
+            (config("auto", aave, uniswap_v3_factory=factory), "keeper.flash_liquidator",
+             "needs the address of your FlashLiquidator")):
+        [(path, message, fix)] = issues_of(data)
+        assert (path, says in message, bool(fix)) == (field, True, True), (path, message)
+    [(_, _, fix)] = issues_of(config("auto", aave, uniswap_v3_factory=factory))
+    assert "KEEPERD_FLASH_LIQUIDATOR" in fix
 
 
 def test_check_config_names_an_unset_variable_and_a_missing_key_file_in_one_run(
