@@ -169,6 +169,7 @@ class AlertEngine:
         self._ticked: set[str] | None = None  # the chain protocols `tick` named (no tick: None)
         self._held: dict[str, set[str]] = {}
         self._without: set[tuple[str, str]] = set()
+        self._had_position: set[str] = set()  # watched accounts seen holding one (lowercase)
         self.configure(config)
         self._pending: list[tuple[str, Alert]] = []
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
@@ -380,8 +381,19 @@ class AlertEngine:
             found = [a for w_, a in self._without if w_ == w.name and a not in missing]
             self._without = (self._without - {(w.name, a) for a in found}
                              | {(w.name, a) for a in new})
-            if new:
-                log.warning("watchlist.without_position", watchlist=w.name, accounts=new,
+            had = {a.lower() for s in scope for a in self._held[s]}
+            self._had_position |= {a.lower() for a in w.accounts if a.lower() in had}
+            # (one that held a position here before was liquidated, repaid or closed: not a
+            # typo — the demo's liquidated accounts were told to check their address)
+            gone = [a for a in new if a.lower() in self._had_position]
+            never = [a for a in new if a.lower() not in self._had_position]
+            if gone:
+                log.info("watchlist.position_gone", watchlist=w.name, accounts=gone,
+                         protocols=sorted(scope),
+                         meaning="these held a position here and hold none now (liquidated, "
+                         "repaid or closed): nothing to alert on until they open one")
+            if never:
+                log.warning("watchlist.without_position", watchlist=w.name, accounts=never,
                             protocols=sorted(scope),
                             meaning="no position (collateral, debt or perp margin) in any of "
                             "these protocols: the account cannot alert",

@@ -217,6 +217,20 @@ async def test_an_account_held_in_one_protocol_of_several_has_a_position(tmp_pat
     assert [e["accounts"] for e in logs if e["event"] == "watchlist.position_found"] == [[BOB]]
 
 
+async def test_an_account_whose_position_is_gone_is_not_called_a_typo(tmp_path: Path
+                                                                     ) -> None:
+    """(The demo's liquidated watched accounts were told "check the address (a typo reads as
+    an empty account)".) One that held a position and holds none now is told so, at info."""
+    engine, metrics = await engine_for(tmp_path, [ALICE, CAROL], sources=["aave"])
+    await scanned(engine, "aave", view_of([ALICE], [5_000.0]))
+    with capture_logs() as logs:
+        await scanned(engine, "aave", view_of([ALICE], [0.0]))  # liquidated to nothing
+    assert without_position(metrics) == 2
+    [gone] = [e for e in logs if e["event"] == "watchlist.position_gone"]
+    assert gone["accounts"] == [ALICE] and gone["log_level"] == "info"
+    assert [e["accounts"] for e in logs if e["event"] == "watchlist.without_position"] == []
+
+
 async def test_without_its_sources_the_engine_waits_for_the_chain_protocols_tick_names(
         tmp_path: Path) -> None:
     """The daemon as it is: the chain protocols come from `tick` (its scanners)."""
