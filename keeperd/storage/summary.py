@@ -19,8 +19,14 @@ from keeperd.storage.db import Database
 # Curie's unwinds, journaled with no collateral and no debt) apart.
 _PROTOCOL_ROWS = ("SELECT protocol, status, account, collateral, debt, realised_profit_usd "
                   "FROM liquidations")
+# A liquidation names its pair; the keeper's own follow-ups (housekeeping: Curie's unwinds of
+# what it took over) name none, and are counted apart (`keeperd status` counted them among the
+# liquidations: 161 where the protocols' lines added up to 153, and showed the keeper's own
+# address, pair "/", among the latest).
+_A_LIQUIDATION = "(COALESCE(collateral, '') <> '' OR COALESCE(debt, '') <> '')"
 _LAST_LIQUIDATIONS = ("SELECT protocol, account, status, collateral, debt, "
                       "expected_profit_usd, winner, detected_block FROM liquidations "
+                      f"WHERE {_A_LIQUIDATION} "
                       "ORDER BY updated_at DESC, detected_block DESC LIMIT 5")
 _INDEX = ("SELECT c.protocol, c.block, (SELECT COUNT(*) FROM accounts a "
           "WHERE a.protocol = c.protocol) FROM index_cursor c")
@@ -45,7 +51,8 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
                         for p, b, n in await db.fetch(_INDEX)}
     if "liquidations" in present:
         out["liquidations"] = {str(s): int(n) for s, n in await db.fetch(
-            "SELECT status, COUNT(*) FROM liquidations GROUP BY status")}
+            f"SELECT status, COUNT(*) FROM liquidations WHERE {_A_LIQUIDATION} "
+            "GROUP BY status")}
         out["by_protocol"] = protocol_summary(await db.fetch(_PROTOCOL_ROWS))
         out["last_liquidations"] = [last_liquidation(r)
                                     for r in await db.fetch(_LAST_LIQUIDATIONS)]

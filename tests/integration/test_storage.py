@@ -482,14 +482,15 @@ async def test_the_status_summary_reads_alike_on_both_back_ends(db: Database) ->
     await journal.record(J.JournalEntry("curie:0xk:unwind:0xbase:5", "curie", "0xk", "", "",
                                         0, 0.0, 0, 1, J.INCLUDED, None, None, "housekeeping"))
     summary = await summarize(db)
-    assert summary["liquidations"] == {"planned": 1, "included": 2}
+    # (the housekeeping row counted apart, not among the liquidations nor the latest)
+    assert summary["liquidations"] == {"planned": 1, "included": 1}
     assert summary["by_protocol"] == {
         "aave": {"liquidations": {"planned": 1, "included": 1}, "accounts_liquidated": 1,
                  "realised_pnl_usd": 12.5, "housekeeping": 0},
         "curie": {"liquidations": {}, "accounts_liquidated": 0, "realised_pnl_usd": 0.0,
                   "housekeeping": 1}}
     assert sorted(r["status"] for r in summary["last_liquidations"]) == [
-        "included", "included", "planned"]
+        "included", "planned"]
     assert summary["alerts_firing"] == []
     assert summary["outbox"] == {"pending": 0, "dead": 0, "delivered": 0,
                                  "oldest_pending_s": None}
