@@ -438,6 +438,19 @@ async def _alerts(args: argparse.Namespace, config: Config) -> int:
         if args.action == "retry":
             n = await outbox.requeue_dead()
             print(f"{n} dead-lettered notification(s) requeued; the daemon delivers them")
+            # A sink whose URL or chat id was fixed has another derived id: what waits for the
+            # old one is never sent there (a trial's Telegram fix, then "NOT CONFIGURED").
+            configured = {(r.name, sink.sink_id) for r in config.alerts.routes
+                          for sink in r.sinks}
+            for (route, sink), (waiting, _) in sorted((await outbox.stats()).items()):
+                if (route, sink) not in configured:
+                    ids = [f"{route}/{x.sink_id}" for r in config.alerts.routes
+                           if r.name == route for x in r.sinks]
+                    print(f"warning: {waiting} of them wait for {route}/{sink}, a sink no longer "
+                          "in the config (a changed URL or chat id changes a derived id): "
+                          f"`keeperd alerts outbox reroute {route}/{sink} --to "
+                          f"{ids[0] if ids else 'ROUTE/SINK_ID'}` sends them there, or give the "
+                          "sink `id:` to keep its id across such changes", file=sys.stderr)
             return EXIT_OK
         firing = (await AlertState(db).load()).firing()
         print(f"firing: {len(firing)}")

@@ -89,10 +89,17 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     if problem is not None or key is None:
         # Whoever can write the state database must not get the keeper to sign, replace or
         # cancel a transaction of their making: nothing of this row is trusted or sent.
+        rotated = problem is not None and problem.startswith("signed by ")
         log.error("journal.row_refused", opportunity=entry.key, problem=problem,
-                  meaning="a journaled transaction keeperd did not sign (the state database "
-                          "was written by someone else, or is corrupt): not resumed, not "
-                          "replaced; check who can write the state directory")
+                  meaning="a journaled transaction this keeper's key did not sign: not "
+                          "resumed, not replaced, its outcome not recorded"
+                          + ("; if the key was changed while this was in flight (the old "
+                             "key's address above), its outcome is on chain under that "
+                             "address — change keys only with nothing pending (`keeperd "
+                             "status`); otherwise the state database was written by someone "
+                             "else" if rotated else
+                             "; the state database was written by someone else, or is "
+                             "corrupt: check who can write the state directory"))
         await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()

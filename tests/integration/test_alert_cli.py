@@ -100,4 +100,9 @@ def test_alerts_test_list_and_retry(tmp_path: Path) -> None:
     retried = keeperd("alerts", "retry", "--config", str(config))
     assert "1 dead-lettered notification(s) requeued" in retried.stdout
     assert asyncio.run(outbox.entries())[0].state == "pending"
+    # It was queued for a sink id the config no longer has (a URL fixed changes a derived
+    # id): requeued, it would never be sent; the way to send it is said.
+    assert "1 of them wait for ops/webhook-1, a sink no longer in the config" in retried.stderr
+    assert re.search(r"keeperd alerts outbox reroute ops/webhook-1 --to "
+                     r"ops/webhook-127\.0\.0\.1-[0-9a-f]{10}", retried.stderr), retried.stderr
     db.conn.close()
