@@ -448,7 +448,8 @@ class Metrics:
             ["watchlist"], registry=r)
         self.notifications = Counter(
             "keeperd_notifications_total", "Delivery attempts by route, sink and outcome "
-            "(delivered, retry, rate_limited, dead).", ["route", "sink", "outcome"], registry=r)
+            "(delivered, retry, rate_limited, dead; silenced: dropped by a silence added after it "
+            "was queued).", ["route", "sink", "outcome"], registry=r)
         self.outbox_depth = Gauge(
             "keeperd_outbox_pending", "Notifications waiting in the outbox, by route and sink.",
             ["route", "sink"], registry=r)

@@ -73,6 +73,11 @@ class Dispatcher:
         self.rng = rng
         self.sinks: dict[tuple[str, str], SinkRuntime] = {}  # by (route, sink id)
         self.firing_provider: FiringProvider | None = None
+        # The silence muting a queued alert now (its id), or None (the alert engine's): a
+        # silence added while notifications wait in the outbox — a sink down, the moment an
+        # operator silences the noise — applies to them too, as Alertmanager's does at
+        # notification time (they were all delivered when the sink came back: a trial).
+        self.silenced: Callable[[dict[str, Any]], str | None] | None = None
         self._reconfigured = asyncio.Event()
         # Rows a sink accepted whose "delivered" could not be written (a full disk): never
         # sent again, marked once the database takes writes.
@@ -247,6 +252,15 @@ class Dispatcher:
             await self.outbox.delivered(entry.id, time.time())
             self._unrecorded.discard(entry.id)
             return True
+        if self.silenced is not None:
+            muted = [self.silenced(a) for a in entry.alerts]
+            if all(m is not None for m in muted):
+                await self.outbox.drop_entry(entry.id, f"silenced after it was queued "
+                                                       f"(silence {muted[0]})")
+                self.metrics.notifications.labels(rt.route, rt.sink_id, "silenced").inc()
+                log.info("alerts.dropped_silenced", route=rt.route, sink=rt.sink_id,
+                         entry=entry.id, rule=entry.alerts[0]["rule"], silence=muted[0])
+                return False
         if not await self.outbox.claim(entry.id):  # delivered by another replica meanwhile
             return False
         result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,

@@ -175,6 +175,7 @@ class AlertEngine:
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
         self._rpc_down_since: dict[str, float] = {}
         dispatcher.firing_provider = self.firing
+        dispatcher.silenced = self._silence_of
 
     @classmethod
     async def open(cls, db: Database, config: AlertsConfig, dispatcher: Dispatcher,
@@ -718,6 +719,13 @@ class AlertEngine:
                 self.state.record(fp, c.rule, c.route, new, chain, block, alert.to_json())
             self._suppressed.discard(fp)
             self._pending.append((c.route, alert))
+
+    def _silence_of(self, queued: dict[str, Any]) -> str | None:
+        """The silence muting a queued alert (its outbox payload) now, or None."""
+        labels = {**(queued.get("labels") or {}), "rule": str(queued.get("rule")),
+                  "severity": str(queued.get("severity"))}
+        silence = self.silences.matching(labels, self.clock())
+        return None if silence is None else str(silence.id or "config")
 
     def _silenced(self, alert: Alert) -> bool:
         labels = {**alert.labels, "rule": alert.rule, "severity": alert.severity}

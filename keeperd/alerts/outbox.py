@@ -185,6 +185,11 @@ class Outbox:
             "UPDATE outbox SET sink = $1 WHERE route = $2 AND sink = $3 AND sink_kind = $4",
             sink, route, legacy_sink(index), sink_kind)
 
+    async def drop_entry(self, entry_id: int, reason: str) -> None:
+        """One pending notification not to be sent (silenced after it was queued)."""
+        await self.db.execute("UPDATE outbox SET state = $1, last_error = $2 WHERE id = $3 "
+                              "AND state = $4", DROPPED, reason[:500], entry_id, PENDING)
+
     async def drop(self, route: str, sink: str) -> int:
         """Give up the pending rows of a sink (kept as `dropped`, pruned with the history)."""
         return await self.db.execute(

@@ -157,6 +157,39 @@ async def test_a_reload_while_a_notification_is_on_the_wire_sends_it_once(
     await db.close()
 
 
+async def test_a_silence_added_while_notifications_wait_drops_those_it_matches(
+        tmp_path: Path, running: Callable[[Dispatcher], None]) -> None:
+    """(A trial: a silence added while the sink was down, then the sink back — the five
+    notifications queued before the silence were all delivered.) What a silence matches at
+    delivery is dropped, counted and logged; the rest goes."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        db = SqliteDatabase.open(tmp_path / "state.db")
+        await migrate(db)
+        metrics = Metrics()
+        dispatcher = Dispatcher(Outbox(db), FAST, metrics)
+        reload(dispatcher, write_config(tmp_path / "v1.yaml",
+                                        [{"name": "ops", "sinks": [hook(url)]}]))
+        for summary in ("noisy-0", "keep", "noisy-1"):
+            await queue(dispatcher, "ops", 0, summary)
+        # (the engine's: the silence muting a queued alert now — here, the noisy account's)
+        dispatcher.silenced = lambda a: "s-1" if a["labels"]["account"].startswith(
+            "noisy") else None
+        with structlog.testing.capture_logs() as logs:
+            running(dispatcher)
+            await until(lambda: len(rec.accepted) >= 1, dispatcher)
+            await asyncio.sleep(0.3)  # nothing more arrives
+    assert summaries(rec) == ["keep"]
+    assert [(st, s) for _, st, s in await states(db)] == [
+        (DROPPED, "noisy-0"), (DELIVERED, "keep"), (DROPPED, "noisy-1")]
+    sink = dispatcher.route_sinks("ops")[0].sink_id
+    assert metric_value(metrics, "keeperd_notifications_total",
+                        {"route": "ops", "sink": sink, "outcome": "silenced"}) == 2
+    assert [e["silence"] for e in logs if e["event"] == "alerts.dropped_silenced"] == [
+        "s-1", "s-1"]
+    await db.close()
+
+
 async def test_a_removed_sinks_notifications_are_reported_then_rerouted_or_dropped(
         tmp_path: Path, running: Callable[[Dispatcher], None],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -158,6 +158,18 @@ async def test_silence_mutes_then_lets_a_still_firing_alert_through(setup: Setup
     assert [e.alerts[0]["kind"] for e in await setup.entries(sink=1)] == ["firing"]
 
 
+async def test_a_silence_added_later_mutes_what_already_waits_in_the_outbox(
+        setup: Setup) -> None:
+    """The dispatcher asks the engine, at delivery, which silence mutes a queued alert."""
+    await setup.scan(1, [1.1, 1.5])
+    [queued] = await setup.entries(sink=1)
+    silenced = setup.engine.dispatcher.silenced
+    assert silenced is not None and silenced(queued.alerts[0]) is None
+    silence = await setup.engine.silences.add([f"account={ACCOUNTS[0]}"], 600, "on it",
+                                              now=setup.clock.now)
+    assert silenced(queued.alerts[0]) == str(silence)
+
+
 async def test_config_silence_by_regex(tmp_path: Path) -> None:
     s = await Setup.open(tmp_path / "s.db", alerts_config(silences=[
         {"matchers": ["watchlist=~ali.*", "severity=warning"], "comment": "quiet warnings"}]))
