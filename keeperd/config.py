@@ -1595,8 +1595,16 @@ def read_config_tree(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
+        fix = "fix the YAML syntax there"
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) \
+            else ""
+        if re.search(r"[\[{,:]\s*\$\{", line) and re.search(r"[\[{]", line):
+            # `{kind: telegram, bot_token: ${TG_TOKEN}}`, `[${RPC}]`: in YAML's flow style `{`
+            # opens a mapping, so an unquoted reference there breaks it
+            fix = ('quote the ${VAR} references inside { ... } or [ ... ] (flow style), e.g. '
+                   'bot_token: "${TG_TOKEN}"')
         raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML at {where}: {problem}",
-                                                  "fix the YAML syntax there")]) from None
+                                                  fix)]) from None
     return data
 
 

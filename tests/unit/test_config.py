@@ -432,3 +432,17 @@ def test_a_variable_set_but_empty_takes_the_default_or_is_named() -> None:
         parse_config(data, env={"RPC": ""})
     assert "chains[0].rpc_urls[0]: environment variable RPC is set but empty" in str(
         refused.value)
+
+
+def test_an_unquoted_reference_in_flow_style_yaml_says_to_quote_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`{kind: telegram, bot_token: ${TG_TOKEN}}` (the flow style the docs use) is not YAML:
+    the error said only "expected ',' or '}', but got '{'"."""
+    from keeperd.config import ConfigError, load_config
+
+    path = tmp_path / "k.yaml"
+    path.write_text("state_dir: /tmp/x\nalerts:\n  routes:\n    - {name: ops, sinks: "
+                    "[{kind: telegram, bot_token: ${TG_TOKEN}, chat_id: 1}]}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env={"TG_TOKEN": "1:x"})
+    [issue] = refused.value.issues
+    assert "not valid YAML" in issue.message and 'bot_token: "${TG_TOKEN}"' in issue.fix
