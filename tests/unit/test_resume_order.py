@@ -22,14 +22,11 @@ POOL = "0x" + "22" * 20
 KEEPER = KeeperKey(Account.create())
 
 
-async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Path) -> None:
-    db = SqliteDatabase.open(tmp_path / "state.sqlite")
-    journal = await J.Journal.open(await migrated(db))
-    # One wave, journaled in one write: one time for its rows, whose keys sort otherwise than
-    # their nonces.
-    wave = [("aave:0xc:c:d:v", 19), ("aave:0xa:c:d:v", 21), ("aave:0xb:c:d:v", 20)]
+async def journaled(journal: J.Journal, keyed: list[tuple[str, int]]) -> dict[int, str]:
+    """Each (key, nonce) journaled with a liquidation the keeper signed: its raw bytes by
+    nonce."""
     raws: dict[int, str] = {}
-    for key, nonce in wave:
+    for key, nonce in keyed:
         raw = KEEPER.sign_eip1559(chain_id=31337, nonce=nonce, to=POOL, value=0,
                                   data=b"\x01\x02", gas=300_000, max_fee=50 * GWEI,
                                   tip=2 * GWEI)
@@ -38,6 +35,16 @@ async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Pa
                                             5.0, 10**16, 100, J.PLANNED, None, None, None))
         await journal.record_tx(J.TxRecord("0x" + keccak(raw).hex(), key, nonce, 50 * GWEI,
                                            2 * GWEI, 300_000, raws[nonce], "liquidation", 0.0))
+    return raws
+
+
+async def test_a_restart_sends_the_journal_again_lowest_nonce_first(tmp_path: Path) -> None:
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    # One wave, journaled in one write: one time for its rows, whose keys sort otherwise than
+    # their nonces.
+    wave = [("aave:0xc:c:d:v", 19), ("aave:0xa:c:d:v", 21), ("aave:0xb:c:d:v", 20)]
+    raws = await journaled(journal, wave)
     await db.execute("UPDATE liquidations SET created_at = 1")
     assert [e.nonce for e in await journal.by_status(J.PENDING)] == [21, 20, 19]
     node = Node()
@@ -56,16 +63,7 @@ async def test_one_whose_nonce_is_mined_is_tracked_not_simulated_or_sent(tmp_pat
     the watch to settle from its receipt; only the others are checked and sent."""
     db = SqliteDatabase.open(tmp_path / "state.sqlite")
     journal = await J.Journal.open(await migrated(db))
-    raws: dict[int, str] = {}
-    for key, nonce in (("aave:0xa:c:d:v", 4), ("aave:0xb:c:d:v", 5)):
-        raw = KEEPER.sign_eip1559(chain_id=31337, nonce=nonce, to=POOL, value=0,
-                                  data=b"\x01\x02", gas=300_000, max_fee=50 * GWEI,
-                                  tip=2 * GWEI)
-        raws[nonce] = "0x" + raw.hex()
-        await journal.record(J.JournalEntry(key, "aave", key.split(":")[1], "WETH", "USDC", 1,
-                                            5.0, 10**16, 100, J.PLANNED, None, None, None))
-        await journal.record_tx(J.TxRecord("0x" + keccak(raw).hex(), key, nonce, 50 * GWEI,
-                                           2 * GWEI, 300_000, raws[nonce], "liquidation", 0.0))
+    raws = await journaled(journal, [("aave:0xa:c:d:v", 4), ("aave:0xb:c:d:v", 5)])
 
     class Mined(Node):
         async def request(self, method: str, params: object = ()) -> object:
