@@ -94,6 +94,20 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
 START_WAIT_MAX_S = 30.0
 
 
+def _ends_quietly_at_stop(job: Callable[..., Awaitable[Any]]
+                          ) -> Callable[..., Awaitable[None]]:
+    """A scheduled job cut short by the stop ends without a word: apscheduler logs a
+    cancellation as the job's error, with a traceback, at every stop that caught a perp poll
+    or an index catch-up under way (a trial: an error-level traceback on each restart)."""
+    @functools.wraps(job)
+    async def run(*args: Any) -> None:
+        try:
+            await job(*args)
+        except asyncio.CancelledError:
+            log.debug("daemon.job_cut_at_stop", job=getattr(job, "__qualname__", str(job)))
+    return run
+
+
 class StartupError(Exception):
     """keeperd cannot start with this configuration; the message says why and what to do."""
 
@@ -327,7 +341,8 @@ class Daemon:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)
                 self.perps[venue.name] = perp
-                scheduler.add_job(perp.poll, "interval", seconds=venue.poll_interval_s,
+                scheduler.add_job(_ends_quietly_at_stop(perp.poll), "interval",
+                                  seconds=venue.poll_interval_s,
                                   max_instances=1, coalesce=True, id=f"{venue.name}:poll",
                                   next_run_time=datetime.now(UTC))
             if self.cascades:
@@ -500,7 +515,8 @@ class Daemon:
             scheduler.add_job(scanner.request_full_rescan, "interval",
                               seconds=plugin.full_rescan_interval_s, max_instances=1,
                               coalesce=True, id=f"{plugin.name}:full-rescan")
-        scheduler.add_job(self._index_catch_up, "interval", args=[rt, plugin],
+        scheduler.add_job(_ends_quietly_at_stop(self._index_catch_up), "interval",
+                          args=[rt, plugin],
                           seconds=plugin.index_interval_s, max_instances=1,
                           coalesce=True, id=f"{plugin.name}:index")
 

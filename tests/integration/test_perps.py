@@ -378,3 +378,43 @@ async def test_a_venue_that_does_not_answer_is_alerted_by_the_daemon(
             await asyncio.wait_for(task, 15)
     [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "venue_down"]
     assert alert["severity"] == "critical" and "hyperliquid" in alert["summary"]
+
+
+async def test_a_stop_during_a_venue_poll_logs_no_error(
+        devnet: Devnet, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A trial: each stop that caught a poll under way logged apscheduler's "Job ... raised an
+    exception" with a CancelledError traceback, at error level."""
+    import logging
+
+    from aiohttp import web
+
+    from keeperd.daemon import Daemon
+    from keeperd.metrics import Metrics
+
+    polled, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        polled.set()
+        await release.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/info", hang)
+    async with serve(app) as url:
+        config = parse_config({
+            "state_dir": str(tmp_path / "state"),
+            "chains": [{"name": "devnet", "chain_id": 31337,
+                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                        "poll_interval": 0.2}],
+            "protocols": [{"kind": "hyperliquid", "api_url": url, "accounts": [HL_USER],
+                           "poll_interval_s": 0.2, "timeout_s": 20}],
+            "metrics": {"enabled": False}}, env={})
+        daemon = Daemon(config, metrics=Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        with caplog.at_level(logging.WARNING):
+            await asyncio.wait_for(polled.wait(), 30)
+            stop.set()
+            await asyncio.wait_for(task, 15)
+        release.set()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
