@@ -123,8 +123,13 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
         if daemon["running"] and daemon.get("mode"):
             out["mode"], out["mode_source"] = daemon["mode"], "daemon"
     else:
-        out["daemon"] = {"running": False, "ready": False, "alive": False,
-                         "note": "no status.json: never started here"}
+        note = "no status.json: never started here"
+        if not state.is_absolute():
+            # (config/devnet.yaml's `.devnet/keeperd-state`: asked from another directory,
+            # a running daemon looked as if it had never started)
+            note += (f" — state_dir {state} is relative, read from {Path.cwd()}: run this "
+                     "from the directory keeperd runs in, or set KEEPERD_STATE_DIR")
+        out["daemon"] = {"running": False, "ready": False, "alive": False, "note": note}
     db_path = state / STATE_FILE
     if db_path.is_file():
         out.update(_run(_local_summary(db_path)))

@@ -237,3 +237,21 @@ def test_a_running_daemons_mode_is_said_to_be_its_own(
     out = capsys.readouterr().out
     assert "mode             liquidate (the running daemon's)" in out
     assert f"running (pid {os.getpid()}), NOT ready, alive" in out
+
+
+def test_a_relative_state_dir_asked_from_elsewhere_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """config/devnet.yaml's `state_dir: .devnet/keeperd-state` asked from /tmp: the running
+    daemon looked as if it had never started, without a word about where it was looked for."""
+    config = tmp_path / "keeperd.yaml"
+    config.write_text("state_dir: .devnet/keeperd-state\nchains:\n  - name: devnet\n"
+                      "    chain_id: 31337\n    rpc_urls: [http://127.0.0.1:8545]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("KEEPERD_STATE_DIR", raising=False)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "never started here" in out
+    assert f"state_dir .devnet/keeperd-state is relative, read from {elsewhere}" in out
