@@ -116,14 +116,15 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 plugin = registry.plugin_class(proto.kind)
                 if plugin is not None:  # (a perp venue has no contract to check)
                     issues += await plugin.check_config(pool, proto, pi)
-            if len(issues) == sound:  # (contracts at every address: start each as run does)
-                issues += await start_issues(config, chain, pool, metrics)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
-            elif config.alerts.watchlists and len(issues) == sound:  # (contracts there)
+                continue  # (every protocol reads through it: not started, not blamed)
+            if len(issues) == sound:  # (contracts at every address: start each as run does)
+                issues += await start_issues(config, chain, pool, metrics)
+            if config.alerts.watchlists and len(issues) == sound:  # (contracts there)
                 holders |= await chain_holders(config, chain, pool, metrics, warnings)
     issues += await venue_issues(config, holders)
     issues += await storage_issues(config)

@@ -114,7 +114,7 @@ class StartupError(Exception):
 
 # A plug-in's start reads the protocol's contracts; one answer an endpoint got wrong (junk,
 # an error, parameters that do not hash to the market id) failed the daemon's start with a
-# traceback. It is asked again, this many times in all, the waits doubling from 1 s (~30 s).
+# traceback. It is asked again, this many times in all, the waits doubling from 1 s (15 s).
 PLUGIN_START_TRIES = 5
 PLUGIN_START_FIRST_WAIT_S = 1.0
 
@@ -462,8 +462,8 @@ class Daemon:
                 error = f"{type(exc).__name__}: {exc}"[:400]
                 if attempt == PLUGIN_START_TRIES:
                     raise StartupError(
-                        f"protocol {plugin.name}: its contracts could not be read at start "
-                        f"({attempt} tries over {waited:.0f} s); the last error: "
+                        f"protocol {plugin.name}: its start (reading its contracts) failed "
+                        f"{attempt} times over {waited:.0f} s; the last error: "
                         f"{error}\n  fix: check the protocol's addresses in the config "
                         "(`keeperd check-config` checks them against the chains) and the RPC "
                         "endpoints (one may answer wrongly)") from None

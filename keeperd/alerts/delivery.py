@@ -253,7 +253,10 @@ class Dispatcher:
             self._unrecorded.discard(entry.id)
             return True
         if self.silenced is not None:
-            muted = [self.silenced(a) for a in entry.alerts]
+            # (a resolution goes through a silence, as the engine lets it: the receiver must
+            # learn that what it was told has ended — dropped, its incident stayed open)
+            muted = [None if a.get("status") == "resolved" else self.silenced(a)
+                     for a in entry.alerts]
             if all(m is not None for m in muted):
                 await self.outbox.drop_entry(entry.id, f"silenced after it was queued "
                                                        f"(silence {muted[0]})")

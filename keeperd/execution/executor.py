@@ -1010,12 +1010,14 @@ class Executor:
         journaled: a by-hand trial)."""
         if self.tx is None or not self.acting():
             return
+        checked: set[OpportunityKey] = set()
         if past_window:  # (within REORG_WATCH_BLOCKS below the oldest block remembered)
-            await self._watch_recent_inclusions(ancestor, "a reorg deeper than the "
-                                                          "remembered blocks", head=head)
-            return
+            checked = await self._watch_recent_inclusions(
+                ancestor, "a reorg deeper than the remembered blocks", head=head)
         for key, block in list(self._recently_included.items()):
-            if block <= ancestor:
+            # (past the window, every one watched: the true ancestor is below the reported
+            # one, and one detected long ago may have been included lately)
+            if (block <= ancestor and not past_window) or key in checked:
                 continue
             entry = await self.journal.get(key)
             if entry is None:
@@ -1024,17 +1026,20 @@ class Executor:
 
     async def _watch_recent_inclusions(self, since: int,
                                        why: str = "a reorg while keeperd was down", *,
-                                       head: int | None = None) -> None:
+                                       head: int | None = None) -> set[OpportunityKey]:
         """An inclusion is final only once buried `REORG_WATCH_BLOCKS` deep. The watch list is
         memory: at start the journal's recent inclusions (within REORG_WATCH_BLOCKS below
         `since`, the head) are checked against the chain (a reorg while keeperd was down may
         have taken them away) and watched again; so after a reorg deeper than the remembered
         blocks (`since`: the oldest of them)."""
         head = since if head is None else head
+        checked: set[OpportunityKey] = set()
         for entry in await self.journal.by_status(J.INCLUDED):
             if (entry.protocol == self.adapter.name and not self._is_housekeeping(entry)
                     and entry.detected_block >= since - REORG_WATCH_BLOCKS):
                 await self._recheck_inclusion(entry, entry.detected_block, head, why)
+                checked.add(entry.opportunity)
+        return checked
 
     async def _recheck_inclusion(self, entry: J.JournalEntry, block: int, head: int,
                                  why: str) -> None:

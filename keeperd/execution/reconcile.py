@@ -39,9 +39,9 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
                      meaning="journaled, never signed: it may be planned again")
     resumed = 0
     # The nonces mined already: a transaction under one of them was included (or its nonce
-    # taken): nothing to send again or simulate — the watch settles it from its receipt. (A
-    # restart after a SIGKILL warned "would revert ... not broadcast again" of liquidations
-    # mined before it, then logged them included a moment later.)
+    # taken): not simulated — the watch settles it from its receipt. (A restart after a
+    # SIGKILL warned "would revert ... not broadcast again" of liquidations mined before it,
+    # then logged them included a moment later.)
     try:
         mined: int | None = int(await tx.pool.request(
             "eth_getTransactionCount", [tx.address, "latest"]), 16)
@@ -72,8 +72,8 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     nothing was ever signed for it. With `resend_if`, the bytes are sent again only if the
     call would still succeed: one that would revert stays tracked, unsent, and its nonce is
     cancelled like that of any opportunity gone (the manager's watch). `mined_nonce`: the
-    address's mined nonce count, when known: one signed under a nonce below it is tracked
-    only (its receipt settles it)."""
+    address's mined nonce count, when known: one signed under a nonce below it is sent again
+    without its simulation (its receipt settles it)."""
     key: OpportunityKey | None = None
     try:
         key = entry.opportunity
@@ -106,7 +106,11 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
     tx.track(key, records, to, data, entry.max_fee_wei, head)
     if mined_nonce is not None and records[0].nonce < mined_nonce:
-        return True  # (its nonce is mined: settled by the watch, from its receipt)
+        # Its nonce is mined (one endpoint's word): not simulated — its call reverts now if
+        # it was included — but its bytes go again all the same, which is harmless ("nonce
+        # too low", "already known") if that word was true and sends it if it was not.
+        await tx.rebroadcast(key, resync=False)
+        return True
     if resend_if is None or await resend_if(to, data, int(signed["gas"])):
         await tx.rebroadcast(key)
     else:

@@ -706,15 +706,17 @@ class TxManager:
         except (InDoubt, SendRefused) as exc:  # settled by its receipt or its nonce
             log.info("tx.in_doubt_still", opportunity=p.key, error=str(exc)[:200])
 
-    async def rebroadcast(self, key: TxKey) -> None:
+    async def rebroadcast(self, key: TxKey, *, resync: bool = True) -> None:
         """Send a resumed transaction's latest signed bytes again: a crash between the
         journal write and the broadcast must not leave it unsent. The node answers "already
-        known" when it has it, which is fine."""
+        known" when it has it, which is fine. `resync=False`: a refusal does not re-read the
+        nonce (one mined already is refused "nonce too low"; re-read mid-resume, the node's
+        count could fall below nonces tracked and not yet sent)."""
         p = self.pending.get(key)
         if p is None or not p.attempts or self._holding_bytes(p):
             return
         try:
-            await self._broadcast(p.attempts[-1], private=False)
+            await self._broadcast(p.attempts[-1], private=False, resync=resync)
         except SendRefused as exc:
             log.info("tx.rebroadcast_refused", opportunity=key, error=str(exc)[:200])
         except InDoubt as exc:

@@ -39,6 +39,6 @@ async def test_a_start_that_fails_every_time_is_one_clear_error(
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.faults["eth_call"] = Fault.answer(JUNK)
         config = config_for(devnet, tmp_path, "alert-only", rpc_urls=[liar.url])
-        with pytest.raises(StartupError, match=r"protocol aave: its contracts could not be "
-                                               r"read at start \(5 tries"):
+        with pytest.raises(StartupError, match=r"protocol aave: its start \(reading its "
+                                               r"contracts\) failed 5 times"):
             await run_daemon(config)

@@ -172,16 +172,21 @@ async def test_a_silence_added_while_notifications_wait_drops_those_it_matches(
                                         [{"name": "ops", "sinks": [hook(url)]}]))
         for summary in ("noisy-0", "keep", "noisy-1"):
             await queue(dispatcher, "ops", 0, summary)
+        # A resolution of the noisy account's: it goes, silence or not (the receiver must
+        # learn it ended).
+        resolved = {**alert("noisy-2"), "status": "resolved", "kind": "resolved"}
+        rt = dispatcher.route_sinks("ops")[0]
+        await dispatcher.outbox.put("ops", rt.sink_id, rt.sink.kind, [resolved], None, None)
         # (the engine's: the silence muting a queued alert now — here, the noisy account's)
         dispatcher.silenced = lambda a: "s-1" if a["labels"]["account"].startswith(
             "noisy") else None
         with structlog.testing.capture_logs() as logs:
             running(dispatcher)
-            await until(lambda: len(rec.accepted) >= 1, dispatcher)
+            await until(lambda: len(rec.accepted) >= 2, dispatcher)
             await asyncio.sleep(0.3)  # nothing more arrives
-    assert summaries(rec) == ["keep"]
+    assert summaries(rec) == ["keep", "noisy-2"]
     assert [(st, s) for _, st, s in await states(db)] == [
-        (DROPPED, "noisy-0"), (DELIVERED, "keep"), (DROPPED, "noisy-1")]
+        (DROPPED, "noisy-0"), (DELIVERED, "keep"), (DROPPED, "noisy-1"), (DELIVERED, "noisy-2")]
     sink = dispatcher.route_sinks("ops")[0].sink_id
     assert metric_value(metrics, "keeperd_notifications_total",
                         {"route": "ops", "sink": sink, "outcome": "silenced"}) == 2
