@@ -136,6 +136,24 @@ def test_scan_shows_aave_morpho_and_hyperliquid_in_one_table(devnet: Devnet,
             and not line.startswith(("...", " "))} >= {"morpho", "aave"}
 
 
+def venue_config(devnet: Devnet, tmp_path: Path, venue: dict[str, Any],
+                 hook: str | None = None, alerts: dict[str, Any] | None = None) -> Any:
+    """The devnet's chain and one Hyperliquid venue watching HL_USER (`venue`: its API and
+    polling); with `hook`, alerts to that webhook (`alerts`: the rest of the section)."""
+    data: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.2}],
+        "protocols": [{"kind": "hyperliquid", "accounts": [HL_USER], **venue}],
+        "metrics": {"enabled": False}}
+    if hook is not None:
+        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
+            **(alerts or {})}
+    return parse_config(data, env={"WEBHOOK_SECRET": "s" * 32})
+
+
 async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at_risk(
         devnet: Devnet, tmp_path: Path) -> None:
     from keeperd.daemon import Daemon
@@ -145,18 +163,11 @@ async def test_daemon_watches_a_perp_account_alerts_and_exports_open_interest_at
 
     rec = Recorder()
     async with serve(hyperliquid_app()) as hl, serve(webhook_app(rec)) as hook:
-        config = parse_config({
-            "state_dir": str(tmp_path / "state"),
-            "chains": [{"name": "devnet", "chain_id": 31337,
-                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                        "poll_interval": 0.2}],
-            "protocols": [{"kind": "hyperliquid", "api_url": hl, "accounts": [HL_USER],
-                           "poll_interval_s": 0.5, "liquidation_rule": "fixed-maintenance"}],
-            "alerts": {"routes": [{"name": "ops", "sinks": [
-                {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
-                "watchlists": [{"name": "trader", "accounts": [HL_USER], "warn": 40.0,
-                                "critical": 35.0, "route": "ops"}]},
-            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s" * 32})
+        config = venue_config(
+            devnet, tmp_path, {"api_url": hl, "poll_interval_s": 0.5,
+                               "liquidation_rule": "fixed-maintenance"},
+            hook, {"watchlists": [{"name": "trader", "accounts": [HL_USER], "warn": 40.0,
+                                   "critical": 35.0, "route": "ops"}]})
         metrics = Metrics()
         daemon = Daemon(config, metrics=metrics)
         stop = asyncio.Event()
@@ -351,18 +362,10 @@ async def test_a_venue_that_does_not_answer_is_alerted_by_the_daemon(
 
     rec = Recorder()
     async with serve(webhook_app(rec)) as hook:
-        config = parse_config({
-            "state_dir": str(tmp_path / "state"),
-            "chains": [{"name": "devnet", "chain_id": 31337,
-                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                        "poll_interval": 0.2}],
-            "protocols": [{"kind": "hyperliquid", "api_url": "http://127.0.0.1:9",
-                           "accounts": [HL_USER], "poll_interval_s": 0.2,
-                           "timeout_s": 0.5}],
-            "alerts": {"routes": [{"name": "ops", "sinks": [
-                {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
-                "rules": {"venue_down": {"after_s": 0.5}}},
-            "metrics": {"enabled": False}}, env={"WEBHOOK_SECRET": "s" * 32})
+        config = venue_config(
+            devnet, tmp_path, {"api_url": "http://127.0.0.1:9", "poll_interval_s": 0.2,
+                               "timeout_s": 0.5},
+            hook, {"rules": {"venue_down": {"after_s": 0.5}}})
         daemon = Daemon(config, metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
@@ -401,14 +404,8 @@ async def test_a_stop_during_a_venue_poll_logs_no_error(
     app = web.Application()
     app.router.add_post("/info", hang)
     async with serve(app) as url:
-        config = parse_config({
-            "state_dir": str(tmp_path / "state"),
-            "chains": [{"name": "devnet", "chain_id": 31337,
-                        "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                        "poll_interval": 0.2}],
-            "protocols": [{"kind": "hyperliquid", "api_url": url, "accounts": [HL_USER],
-                           "poll_interval_s": 0.2, "timeout_s": 20}],
-            "metrics": {"enabled": False}}, env={})
+        config = venue_config(devnet, tmp_path, {"api_url": url, "poll_interval_s": 0.2,
+                                                 "timeout_s": 20})
         daemon = Daemon(config, metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
