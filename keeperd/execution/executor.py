@@ -56,7 +56,6 @@ from keeperd.protocols.sdk.contract import (
     Opportunity,
     Plugin,
     Verdict,
-    charged_gas,
 )
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey
 from keeperd.protocols.sdk.messages import ExecutionEvent, ScanResult
@@ -94,7 +93,8 @@ WRITE_TURNS = 3  # loop turns for an aiohttp request to go from its task to the 
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
 # and if it succeeds so, sent with what it needs times `gas_limit_margin`.
 SIMULATION_GAS_FACTOR = 3
-# (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote)
+# (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote, whose
+# gas_usd the decision prices with)
 
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
@@ -193,7 +193,7 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
     prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
-    gas_usd = charged_gas(gas_limit) * fee_per_gas / 1e18 * native_usd
+    gas_usd = GasQuote(fee_per_gas, native_usd, min_profit_usd).gas_usd(gas_limit)
     net = prize_usd - gas_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
