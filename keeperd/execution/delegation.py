@@ -15,7 +15,10 @@ flight, no approval, no housekeeping — nor are bytes it signed before broadcas
 `key_in_use_elsewhere` fires with the reason. While the code cannot be read (at start, or an
 answer that is not code, asked of every endpoint in turn), new liquidations wait for it, and
 past FOREIGN_QUIET_BLOCKS that is alerted too. A lying endpoint can claim a delegation
-(sending held and alerted: visible) or hide one (what keeperd knew before this check).
+(sending held and alerted: visible) or hide one from a start (what keeperd knew before this
+check), but not lift a refusal: with two endpoints or more configured, the key signs again
+only once two of them say the refused code is gone and none says it is still there
+(`tx.keeper_code_disputed` while they disagree).
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ class TxManager:
             answer = await self.pool.request("eth_getCode", [self.address, "latest"])
         except (RpcError, RpcUnavailable) as exc:
             answer = exc
-        self._judge_code(await self._code_elsewhere(answer), block)
+        await self._judge_code(await self._code_elsewhere(answer), block)
 
     async def _code_elsewhere(self, answer: object) -> object:
         """`answer` if it is code; else the first endpoint's, asked one by one, that is (an
@@ -235,9 +235,39 @@ class TxManager:
                 return other
         return answer
 
-    def _judge_code(self, answer: object, block: int | None) -> None:
+    async def _lift_confirmed(self, block: int | None) -> bool:
+        """Whether the endpoints agree the refused code is gone: each asked in turn, none
+        answering code still refused, and two of them at least answering code that is not
+        (one, when only one is configured). One endpoint's `0x` lifted a refusal: a lying
+        or stale endpoint could let a compromised key sign again."""
+        endpoints = list(getattr(self.pool, "endpoints", ()))
+        if len(endpoints) < 2:
+            return True  # (the one endpoint's answer is all there is to know)
+        agreeing: list[str] = []
+        refusing: list[str] = []
+        for ep in endpoints:
+            try:
+                answer = await self.pool.call_endpoint(ep, "eth_getCode", [self.address,
+                                                                           "latest"])
+                code = read_code(answer)
+            except (RpcError, RpcUnavailable, ValueError):
+                continue
+            name = getattr(ep, "name", str(ep))
+            held = refusal(self.address, code, self.allowed_delegates, block)
+            (agreeing if held is None else refusing).append(name)
+        if refusing or len(agreeing) < 2:
+            log.warning("tx.keeper_code_disputed", address=self.address, block=block,
+                        plain=agreeing, still_refused=refusing,
+                        meaning="one endpoint says the keeper's address no longer runs the "
+                                "refused code; the key stays held until two endpoints agree "
+                                "and none disagrees")
+            return False
+        return True
+
+    async def _judge_code(self, answer: object, block: int | None) -> None:
         """An `eth_getCode` answer (or the error in its place) taken in. One that is not code
-        keeps what was known, and new liquidations wait until a read answers."""
+        keeps what was known, and new liquidations wait until a read answers. A refusal is
+        lifted only when the endpoints agree (`_lift_confirmed`)."""
         try:
             if isinstance(answer, Exception):
                 raise answer
@@ -250,8 +280,11 @@ class TxManager:
                         "keeper's address's code is read (EIP-7702 delegation)")
             return
         self._code_unread_since = None
-        self.metrics.keeper_runs_code.labels(self.pool.chain).set(0 if code.plain else 1)
         why = refusal(self.address, code, self.allowed_delegates, block)
+        if why is None and self.code_refusal is not None \
+                and not await self._lift_confirmed(block):
+            return  # (the refusal stands)
+        self.metrics.keeper_runs_code.labels(self.pool.chain).set(0 if code.plain else 1)
         if (why is None) != (self.code_refusal is None):
             if why is not None:
                 log.error("tx.keeper_address_delegated", address=self.address, block=block,
@@ -279,7 +312,7 @@ class TxManager:
         if isinstance(count, Exception):
             raise count
         mined = int(count, 16)
-        self._judge_code(await self._code_elsewhere(code), block)
+        await self._judge_code(await self._code_elsewhere(code), block)
         if self._code_unread_since == -1:
             self._code_unread_since = block  # (unread since start: counted from here)
         foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]

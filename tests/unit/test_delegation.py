@@ -163,6 +163,60 @@ async def test_a_code_answer_that_is_not_code_is_asked_of_every_endpoint() -> No
     assert tx.send_hold(5) == held
 
 
+async def test_one_endpoint_saying_plain_does_not_lift_a_refusal() -> None:
+    """(The first endpoint to answer `0x` lifted it: a lying or stale endpoint could let a
+    compromised key sign again.) With two endpoints or more, the key signs again only once two
+    say the refused code is gone and none says it is still there."""
+    node = Node(DELEGATED)
+    node.endpoints = ["a", "b", "c"]
+    codes = {"a": DELEGATED, "b": DELEGATED, "c": DELEGATED}
+
+    async def call_endpoint(ep: str, method: str, params: Any = ()) -> Any:
+        answer = codes[ep]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    tx = await started(node)
+    assert tx.signing_held() is not None
+    # One endpoint (the pool's answer, and "a" asked alone) says the delegation is gone...
+    node.code, codes["a"] = PLAIN, PLAIN
+    await tx.check_foreign(1)
+    assert tx.signing_held() is not None  # ...two others still see it
+    # Two say plain, one still delegated: disputed, held.
+    codes["b"] = PLAIN
+    await tx.check_foreign(2)
+    assert tx.signing_held() is not None and tx.send_hold(2) is not None
+    # One says plain, the others cannot be read: not two, held.
+    codes["b"] = codes["c"] = RpcUnavailable("down")
+    await tx.check_foreign(3)
+    assert tx.signing_held() is not None
+    # Two agree and none disagrees (the third down): lifted.
+    codes["b"] = PLAIN
+    await tx.check_foreign(4)
+    assert tx.signing_held() is None and tx.send_hold(4) is None
+    # A refusal is still set by one endpoint's answer: holding is the safe side.
+    node.code = DELEGATED
+    await tx.check_foreign(5)
+    assert tx.signing_held() is not None
+
+
+async def test_with_one_endpoint_its_answer_lifts_a_refusal() -> None:
+    node = Node(DELEGATED)
+    node.endpoints = ["only"]
+
+    async def call_endpoint(ep: str, method: str, params: Any = ()) -> Any:
+        return node.code
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    tx = await started(node)
+    assert tx.signing_held() is not None
+    node.code = PLAIN
+    await tx.check_foreign(1)
+    assert tx.signing_held() is None
+
+
 async def test_the_code_is_read_every_block_even_when_no_nonce_of_anothers_is_mined() -> None:
     """A delegation can take a nonce keeperd signed and has in flight: then no foreign nonce
     shows it (it read the code only on a foreign nonce). Every block's read finds it."""
