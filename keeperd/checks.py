@@ -25,7 +25,7 @@ from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
-from keeperd.protocols.sdk.contract import PluginContext
+from keeperd.protocols.sdk.contract import Plugin, PluginContext
 from keeperd.storage.account_index import IndexStore
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
@@ -122,10 +122,19 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
                 continue  # (every protocol reads through it: not started, not blamed)
-            if len(issues) == sound:  # (contracts at every address: start each as run does)
-                issues += await start_issues(config, chain, pool, metrics)
-            if config.alerts.watchlists and len(issues) == sound:  # (contracts there)
-                holders |= await chain_holders(config, chain, pool, metrics, warnings)
+            if len(issues) != sound:
+                continue  # (no contract at some address: said; nothing started)
+            # Each protocol started as run does, into an index in a temporary directory
+            # (check-config never writes the daemon's state), then read for the watchlists.
+            with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
+                store = await IndexStore.open(Path(tmp))
+                try:
+                    found, started = await start_issues(config, chain, pool, metrics, store)
+                    issues += found
+                    if config.alerts.watchlists and not found:
+                        holders |= await chain_holders(config, chain, pool, started, warnings)
+                finally:
+                    await store.close()
     issues += await venue_issues(config, holders)
     issues += await storage_issues(config)
     issues += await signer_issues(config)
@@ -134,73 +143,61 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     return issues
 
 
-async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics
-                       ) -> list[ConfigIssue]:
+async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,
+                       store: IndexStore) -> tuple[list[ConfigIssue], dict[int, Plugin]]:
     """Each protocol of the chain started as `keeperd run` starts it (its contracts read:
-    an Aave addresses provider that answers like one, Morpho's markets that exist), into an
-    index in a temporary directory. Code at an address was all that was checked: a wrong
-    market id passed, and `run` then refused to start. Asked twice (one wrong answer is an
-    endpoint's, not the config's)."""
+    an Aave addresses provider that answers like one, Morpho's markets that exist), into
+    `store`. Code at an address was all that was checked: a wrong market id passed, and
+    `run` then refused to start. Asked twice (one wrong answer is an endpoint's, not the
+    config's). The issues, and the plug-ins started (by protocol index)."""
     issues: list[ConfigIssue] = []
-    with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
-        store = await IndexStore.open(Path(tmp))
-        try:
-            for pi, proto in enumerate(config.protocols):
-                if getattr(proto, "chain", None) != chain.name:
-                    continue
-                error: Exception | None = None
-                for _ in range(2):
-                    try:
-                        plugin = registry.create(proto, PluginContext(chain, pool, store,
-                                                                      metrics))
-                        await plugin.start()
-                        error = None
-                        break
-                    except Exception as exc:
-                        error = exc
-                if error is not None:
-                    issues.append(ConfigIssue(
-                        f"protocols[{pi}]", f"keeperd run would not start it: "
-                        f"{type(error).__name__}: {error}"[:500],
-                        "check this protocol's addresses and ids against the chain (and the "
-                        "RPC endpoints: one may answer wrongly)"))
-        finally:
-            await store.close()
-    return issues
+    started: dict[int, Plugin] = {}
+    for pi, proto in enumerate(config.protocols):
+        if getattr(proto, "chain", None) != chain.name:
+            continue
+        error: Exception | None = None
+        for _ in range(2):
+            try:
+                plugin = registry.create(proto, PluginContext(chain, pool, store, metrics))
+                await plugin.start()
+                started[pi], error = plugin, None
+                break
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            issues.append(ConfigIssue(
+                f"protocols[{pi}]", f"keeperd run would not start it: "
+                f"{type(error).__name__}: {error}"[:500],
+                "check this protocol's addresses and ids against the chain (and the "
+                "RPC endpoints: one may answer wrongly)"))
+    return issues, started
 
 
-async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,
-                        warnings: list[ConfigIssue] | None) -> Holders:
-    """Each protocol of the chain read as `keeperd scan` reads it (its accounts indexed from
-    `start_block`, every one read and evaluated at the head), into an index in a temporary
-    directory: check-config never writes the daemon's state. A protocol that cannot be read
-    is left out (and said): no account is called empty for want of reading it."""
+async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool,
+                        started: dict[int, Plugin], warnings: list[ConfigIssue] | None
+                        ) -> Holders:
+    """Each protocol of the chain (`started` by `start_issues`) read as `keeperd scan` reads
+    it (its accounts indexed from `start_block`, every one read and evaluated at the head).
+    A protocol that cannot be read is left out (and said): no account is called empty for
+    want of reading it."""
     from keeperd.alerts.engine import holds_position
 
     holders: Holders = {}
-    with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
-        store = await IndexStore.open(Path(tmp))
+    head = int(await pool.request("eth_blockNumber"), 16)
+    for pi, plugin in started.items():
+        proto = config.protocols[pi]
         try:
-            head = int(await pool.request("eth_blockNumber"), 16)
-            for pi, proto in enumerate(config.protocols):
-                if getattr(proto, "chain", None) != chain.name:
-                    continue
-                try:
-                    plugin = registry.create(proto, PluginContext(chain, pool, store, metrics))
-                    await plugin.start()
-                    await plugin.discover(head)
-                    view = plugin.evaluate(await plugin.read(head, None, set(), set()))
-                except Exception as exc:  # reported; the account checks skip this protocol
-                    if warnings is not None:
-                        warnings.append(ConfigIssue(
-                            f"protocols[{pi}]", f"its positions could not be read to check "
-                            f"the watchlists: {type(exc).__name__}: {exc}", ""))
-                    continue
-                holders[proto.name] = {
-                    a.lower() for i, a in enumerate(view.accounts)
-                    if holds_position(float(view.collateral_usd[i]), float(view.debt_usd[i]))}
-        finally:
-            await store.close()
+            await plugin.discover(head)
+            view = plugin.evaluate(await plugin.read(head, None, set(), set()))
+        except Exception as exc:  # reported; the account checks skip this protocol
+            if warnings is not None:
+                warnings.append(ConfigIssue(
+                    f"protocols[{pi}]", f"its positions could not be read to check "
+                    f"the watchlists: {type(exc).__name__}: {exc}", ""))
+            continue
+        holders[proto.name] = {
+            a.lower() for i, a in enumerate(view.accounts)
+            if holds_position(float(view.collateral_usd[i]), float(view.debt_usd[i]))}
     return holders
 
 
