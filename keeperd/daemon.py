@@ -679,24 +679,36 @@ class Daemon:
 
     async def _check_chain(self, chain: ChainConfig, pool: RpcPool, stop: asyncio.Event
                            ) -> bool:
-        """Every endpoint on the configured chain; at least one answering. While none
-        answers keeperd waits for one (asked again with backoff, each wait logged, systemd's
-        start timeout extended): a provider down at boot must not turn into a restart loop
-        whose log says the opposite. False when a stop came meanwhile."""
+        """At least one endpoint answering on the configured chain. While none answers
+        keeperd waits for one (asked again with backoff, each wait logged, systemd's start
+        timeout extended): a provider down at boot must not turn into a restart loop whose
+        log says the opposite. An endpoint of another network is never used (the pool's
+        `chain_ok`), said at error level and in `keeperd_rpc_endpoint_up` (the shipped rule
+        `KeeperdRpcEndpointDown`); the start is refused only when every endpoint answers for
+        another network (a wrong chain_id, or every URL wrong): a backup URL gone wrong must
+        not stop a keeper its primary serves — it did, and under systemd restart-looped.
+        False when a stop came meanwhile."""
         index = self.config.chains.index(chain)
         attempt = 0
         while True:
             checks = await check_chain_ids(pool, chain.chain_id)
             wrong = [c for c in checks if c.status == "wrong_chain"]
-            if wrong:
-                lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
-                         for c in wrong]
+            lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
+                     for c in wrong]
+            if wrong and len(wrong) == len(checks):
                 raise StartupError(
-                    "refusing to start: an RPC endpoint belongs to another network\n  "
+                    "refusing to start: every RPC endpoint belongs to another network\n  "
                     + "\n  ".join(lines)
-                    + "\n  fix: point the URL at the right network, or correct the chain_id")
+                    + "\n  fix: point the URLs at the right network, or correct the chain_id")
             if any(c.status == "ok" for c in checks):
                 self._starting = "starting"
+                for c in wrong:
+                    log.error("rpc.endpoint_wrong_chain", chain=chain.name, endpoint=c.index,
+                              url=c.safe_url, detail=c.detail,
+                              field=f"chains[{index}].rpc_urls[{c.index}]",
+                              action="never used; point the URL at the right network "
+                                     "(keeperd runs on the other endpoints, without the "
+                                     "redundancy configured)")
                 break
             attempt += 1
             wait = min(2.0 ** (attempt - 1), START_WAIT_MAX_S)

@@ -1,5 +1,6 @@
 """The daemon as a real process: follows the devnet, serves metrics, survives an RPC
-endpoint's death by failing over, refuses a wrong chain, stops cleanly on SIGTERM."""
+endpoint's death by failing over, refuses a wrong chain (runs on the right endpoints when
+only some serve another network), stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -152,6 +153,36 @@ def test_refuses_an_rpc_of_another_chain(devnet: Devnet, tmp_path: Path) -> None
     assert proc.returncode == 2
     assert "chains[0].rpc_urls[0]" in proc.stderr
     assert "chain id 31337" in proc.stderr and "the config says 1" in proc.stderr
+
+
+def test_runs_on_its_endpoints_when_a_backup_serves_another_network(devnet: Devnet,
+                                                                    tmp_path: Path) -> None:
+    """(It refused to start, and under systemd restart-looped: a backup URL gone wrong stopped
+    a keeper its primary served.) The endpoint of another network — a real node, chain id 1 —
+    is never used, said at error level with its field and in keeperd_rpc_endpoint_up; the
+    daemon follows the chain on the other."""
+    from keeperd.devnet.anvil import Anvil
+
+    with Anvil(chain_id=1) as other:
+        config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"],
+                                                       other.rpc_url])
+        proc = start(config)
+        try:
+            wait_for(lambda: get(port, "/readyz")[0] == 200, what="/readyz")
+            head = devnet.mine(2)
+            wait_for(lambda: sample(port, "keeperd_head_block_number", chain="devnet") == head,
+                     what="head metric")
+            wait_for(lambda: sample(port, "keeperd_rpc_endpoint_up", chain="devnet",
+                                    endpoint="1") == 0, what="endpoint 1 marked unused")
+            assert sample(port, "keeperd_rpc_endpoint_up", chain="devnet", endpoint="0") == 1
+        finally:
+            code, _, out = stop(proc)
+    assert code == 0, out
+    wrong = [json.loads(line) for line in out.splitlines() if line.startswith("{")
+             and json.loads(line)["event"] == "rpc.endpoint_wrong_chain"]
+    assert wrong and wrong[0]["field"] == "chains[0].rpc_urls[1]"
+    assert "chain id 1" in wrong[0]["detail"] and "never used" in wrong[0]["action"]
+    assert wrong[0]["level"] == "error"
 
 
 def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
