@@ -87,10 +87,11 @@ def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
         yield "metrics.bearer_token_file", config.metrics.bearer_token_file
 
 
-async def online_issues(config: Config, warnings: list[ConfigIssue] | None = None
-                        ) -> list[ConfigIssue]:
+async def online_issues(config: Config, warnings: list[ConfigIssue] | None = None,
+                        checked: list[str] | None = None) -> list[ConfigIssue]:
     """Problems only the chains can reveal: wrong chain ids, dead RPCs, addresses with no code.
-    Watched accounts no configured protocol holds a position for go to `warnings`."""
+    Watched accounts no configured protocol holds a position for go to `warnings`; what each
+    protocol's start found and checked (its plug-in's `started`) to `checked`."""
     issues: list[ConfigIssue] = []
     metrics = Metrics()
     holders: Holders = {}
@@ -131,6 +132,12 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 try:
                     found, started = await start_issues(config, chain, pool, metrics, store)
                     issues += found
+                    if checked is not None:
+                        for pi, running in started.items():
+                            proto = config.protocols[pi]
+                            checked.append(f"protocols[{pi}] {proto.name} ({proto.kind} on "
+                                           f"{chain.name}): "
+                                           f"{running.started() or 'started as run starts it'}")
                     if config.alerts.watchlists and not found:
                         holders |= await chain_holders(config, chain, pool, started, warnings)
                 finally:
@@ -293,9 +300,11 @@ async def venue_issues(config: Config, holders: Holders | None = None) -> list[C
 
 
 def check_config(path: Path, online: bool = True,
-                 warn: Callable[[ConfigIssue], None] | None = None) -> Config:
+                 warn: Callable[[ConfigIssue], None] | None = None,
+                 checked: list[str] | None = None) -> Config:
     """Raise ConfigError with every problem found; return the config when it is sound.
-    Warnings (online: watched accounts without a position) go to `warn`, or to stderr."""
+    Warnings (online: watched accounts without a position) go to `warn`, or to stderr; what
+    was found and checked on the chains (a line per protocol) to `checked`."""
     config, issues = validate_config(read_config_tree(path), str(path))
     if config is None:
         raise ConfigError(str(path), issues)
@@ -305,7 +314,7 @@ def check_config(path: Path, online: bool = True,
     issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = []
     if online and not unset:
-        issues += asyncio.run(online_issues(config, warnings))
+        issues += asyncio.run(online_issues(config, warnings, checked))
     for w in warnings:
         if warn is not None:
             warn(w)

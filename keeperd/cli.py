@@ -112,10 +112,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     path = args.path or args.config_path
-    config = check_config(Path(path), online=not args.offline)
+    checked: list[str] = []
+    config = check_config(Path(path), online=not args.offline, checked=checked)
     where = "offline" if args.offline else "against the chains"
     print(f"{path}: OK ({len(config.chains)} chain(s), {len(config.protocols)} "
           f"protocol(s), mode {config.keeper.mode}; checked {where})")
+    for line in checked:
+        print(f"  {line}")
     return EXIT_OK
 
 

@@ -128,3 +128,17 @@ def test_check_config_starts_each_protocol_as_run_would(devnet: Devnet,
     assert "protocols[0]: keeperd run would not start it" in bad.stderr
     assert "protocols[1]: keeperd run would not start it" in bad.stderr
     assert "does not exist" in bad.stderr
+
+
+def test_check_config_says_what_it_found_on_the_chain(devnet: Devnet, tmp_path: Path) -> None:
+    """(It said "OK" and nothing of what it had checked: the pool revision keeperd judged, the
+    Morpho markets it found.) A line per protocol, from its plug-in's start."""
+    ok = check_config(tmp_path, config_for(devnet, tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    aave = next(line for line in lines if line.strip().startswith("protocols[0]"))
+    pool = devnet.manifest["aave_v3"]["pool"]
+    assert f"pool {pool}, POOL_REVISION" in aave and "rules keeperd knows" in aave
+    morpho = next(line for line in lines if line.strip().startswith("protocols[1]"))
+    markets = len(config_for(devnet, tmp_path)["protocols"][1]["markets"])
+    assert f"{markets} market(s) exist with the configured ids" in morpho and "LLTV" in morpho

@@ -121,6 +121,7 @@ class AaveV3Adapter(PluginBase):
         self.indexer: AccountIndexer | None = None
         # The revision and implementation last read: a change is logged in the block it is seen.
         self._seen_rules: dict[str, Any] | None = None
+        self._start_market: MarketState | None = None  # (what `started` says)
         # The parity gate: keeperd's health against getUserAccountData (see record_parity).
         self.parity_mismatch: tuple[int, int] | None = None  # (block, accounts) while held
         self._parity_suspects: set[str] = set()  # accounts whose last check disagreed
@@ -146,6 +147,7 @@ class AaveV3Adapter(PluginBase):
         head = int(await self.pool.request("eth_blockNumber"), 16)
         market = await self.reader.read_market(head)
         self._seen_rules = self._describe_rules(market)
+        self._start_market = market
         log.info("aave.pool_rules", protocol=self.name, block=head, **self._seen_rules)
         # Pool events, plus aToken transfers (which move collateral without a Pool event).
         addresses = (self.reader.addresses.pool, *(r.a_token for r in market.reserves))
@@ -155,6 +157,21 @@ class AaveV3Adapter(PluginBase):
             extract_accounts, start_block=c.start_block,
             confirmations=self.chain_config.confirmations, metrics=self.metrics)
         await self.indexer.start()
+
+    def started(self) -> str | None:
+        market = self._start_market
+        if market is None or self.reader is None:
+            return None
+        rules = market.rules
+        if rules.known:
+            verdict = "rules keeperd knows"
+        elif self.config.unknown_revision == "hold":
+            verdict = "not a revision keeperd knows: its liquidations are held (unknown_revision)"
+        else:
+            verdict = ("not a revision keeperd knows: each liquidation is sent only on the "
+                       "chain's own answer (unknown_revision: verify)")
+        return (f"pool {self.reader.addresses.pool}, POOL_REVISION {rules.revision} "
+                f"({rules.release}): {verdict}; {len(market.reserves)} reserves")
 
     # --- gates: when keeperd must not act on its own numbers --------------------------------
 

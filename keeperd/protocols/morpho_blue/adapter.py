@@ -161,6 +161,12 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         # (After the markets: a market that does not exist is a config error, said first.)
         await self.indexer.start()
 
+    def started(self) -> str | None:
+        markets = ", ".join(f"{m.name} (LLTV {m.lltv / 1e16:g} %)"
+                            for m in self.markets.values())
+        return (f"Morpho {self.config.morpho}: {len(self.markets)} market(s) exist with the "
+                f"configured ids: {markets}")
+
 
     async def _markets_at(self, block: int) -> _Markets:
         """The block's header and, per market, its state and its oracle's price (one round

@@ -203,6 +203,13 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 *(int.from_bytes(r.data[:32], "big") for r in rules))
         await self.indexer.start()
 
+    def started(self) -> str | None:
+        a = self.addresses
+        rules = ("its collateral manager's rules read" if self.collateral_rules is not None
+                 else "no non-settlement collateral (USDC margin only)")
+        return (f"ClearingHouse {self.config.clearing_house} answers as one: vault "
+                f"{a.get('Vault')}, settlement token {a.get('SettlementToken')}; {rules}")
+
 
     def asset_of(self, symbol: str) -> str:
         if symbol in self.config.asset_symbols:

@@ -268,6 +268,10 @@ class Plugin(Protocol):
     async def start(self) -> None:
         """Resolve addresses, load the persisted index, check it against the chain."""
 
+    def started(self) -> str | None:
+        """What `start` found on the chain and checked, in one line (`keeperd check-config`
+        prints it: the operator sees what was verified, not only that nothing failed)."""
+
     @property
     def accounts(self) -> set[str]:
         """Every account the index knows."""
@@ -375,6 +379,9 @@ class PluginBase:
         """Problems `keeperd check-config` finds in its entry against the chain (contracts
         deployed where it says)."""
         return []
+
+    def started(self) -> str | None:
+        return None  # nothing to say beyond "started"
 
     def publish(self, book: Any, view: HealthView) -> None:
         """Its own risk metrics from an evaluated book, after the core's, every scan (no I/O:
