@@ -160,6 +160,15 @@ class DevnetControl:
                                     self._aggregator.encode_call("latestAnswer"))
         return int.from_bytes(data, "big", signed=True) / 10**PRICE_DECIMALS
 
+    def oracle_price(self, token: str) -> float:
+        """What the AaveOracle says `token` is worth, in USD: its source's answer (an adapter's
+        for wstETH, which follows ETH/USD; a seeded constant was used: the wrong worth after a
+        move)."""
+        oracle = contracts.aave("AaveOracle")
+        answer = oracle.decode_result("getAssetPrice", self.client.eth_call(
+            self.manifest["aave_v3"]["oracle"], oracle.encode_call("getAssetPrice", token)))
+        return int(answer[0]) / 10**PRICE_DECIMALS
+
     def open_position(self, user: str, collateral: str, collateral_amount: float, debt: str,
                       debt_amount: float, *, emode: int = 0) -> None:
         """Make `user` supply `collateral_amount` of one asset and borrow `debt_amount` of
@@ -192,8 +201,7 @@ class DevnetControl:
         admin = self.manifest["aave_v3"]["admin"]
         minted: dict[str, float] = {}
         for symbol, token in sorted(self.manifest["tokens"].items()):
-            price = (self.price(symbol) if symbol in self.manifest["price_feeds"]
-                     else float(self.manifest["prices_usd"][symbol]))
+            price = self.oracle_price(token)
             decimals = reserves[symbol]["decimals"]
             units = int(usd / price * 10**decimals)
             self.client.send(admin, token, token_art.encode_call("mint", who, units))

@@ -39,16 +39,19 @@ def devnet_dir(tmp_path: Path) -> Path:
 
 
 def test_fund_mints_every_devnet_token_and_gas(devnet: Devnet, devnet_dir: Path) -> None:
+    """Each token's worth at the pool's own price, after a move too: wstETH's (a ratio
+    adapter on ETH/USD, no feed of its own) follows ETH (it was minted at a seeded $3,600)."""
     devnet.write_manifest(devnet_dir / "manifest.json")
+    devnet.set_price("WETH", devnet.price("WETH") * 0.7)
     devnet.client.call("anvil_setBalance", WHO, "0x0")
     before = balances(devnet, WHO)
     run = keeperd(devnet_dir, WHO.lower(), "--usd", "250000")
     assert run.returncode == 0, run.stderr
     after = balances(devnet, WHO)
     decimals = {s: r["decimals"] for s, r in devnet.manifest["aave_v3"]["reserves"].items()}
+    ratio = devnet.manifest["prices_usd"]["wstETH"] / devnet.manifest["prices_usd"]["WETH"]
     for symbol in devnet.manifest["tokens"]:
-        price = (devnet.price(symbol) if symbol in devnet.manifest["price_feeds"]
-                 else devnet.manifest["prices_usd"][symbol])  # (wstETH: a ratio, no feed)
+        price = (devnet.price("WETH") * ratio if symbol == "wstETH" else devnet.price(symbol))
         worth = (after[symbol] - before[symbol]) / 10**decimals[symbol] * price
         assert worth == pytest.approx(250_000, rel=1e-6), symbol
         assert f"{symbol}: +" in run.stdout
