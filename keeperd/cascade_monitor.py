@@ -55,6 +55,22 @@ def shock_label(shock: float) -> str:
     return f"{shock:g}"
 
 
+# A perp book's cash, its unit of account (Perp Curie's `describe`): never part of the joint
+# "everything correlated" move — every column falling together, the unit with them, moves
+# nothing against it, and Curie's joint scenario liquidated no one at any shock.
+NUMERAIRE = "USD"
+
+
+def scenario_text(scenario: str, shock: float) -> str:
+    """A scenario at a shock, as the cascade alert says it."""
+    if scenario == "joint":
+        return f"a {shock:.0%} drop of every non-stable asset at once"
+    if scenario == NUMERAIRE:
+        return (f"a {shock:.0%} fall of USD against every other asset (each up "
+                f"{1 / (1 - shock) - 1:.0%}: shorts squeezed)")
+    return f"a {shock:.0%} drop of {scenario}"
+
+
 # A protocol's book -> its portfolio and the description of its asset columns.
 Describe = Callable[[Any], tuple[Portfolio, list[Asset]] | None]
 # A plug-in's depth for each asset column of its book, at a block.
@@ -63,7 +79,7 @@ DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel] | Non
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
     symbols = [a.symbol for a in assets]
-    stables = {s.lower() for s in config.stable_assets}
+    stables = {s.lower() for s in config.stable_assets} | {NUMERAIRE.lower()}
     joint = [s for s in symbols if s.lower() not in stables]
     return with_followers(shock_grid(symbols, config.shocks, joint=joint), symbols,
                           {a.symbol: a.follows for a in assets if a.follows})
@@ -273,9 +289,9 @@ class CascadeMonitor:
         await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
             self.alerts.repeat_interval(route),
-            summary=f"a {target:.0%} drop of {scenario} would leave ${bad:,.0f} of bad debt on "
-                    f"{self.protocol} after a {int(r.rounds[worst])}-round cascade (final drop "
-                    f"{float(r.final_drop[worst]):.1%}){fund}",
+            summary=f"{scenario_text(scenario, float(target))} would leave ${bad:,.0f} of bad "
+                    f"debt on {self.protocol} after a {int(r.rounds[worst])}-round cascade "
+                    f"(final drop {float(r.final_drop[worst]):.1%}){fund}",
             resolved_summary=f"bad debt at a {target:.0%} drop on {self.protocol} is back to "
                              f"${bad:,.0f}",
             action="Review the largest positions in that asset and the depth assumptions; "
