@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 from eth_utils import keccak
 
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution.delegation import (
@@ -226,7 +226,7 @@ class TxManager:
         error or junk held every liquidation). The first failure if none is."""
         if _is_code(answer):
             return answer
-        for ep in getattr(self.pool, "endpoints", ()):
+        for ep in self._endpoints_of_our_chain():
             try:
                 other = await self.pool.call_endpoint(ep, "eth_getCode", [self.address, "latest"])
             except (RpcError, RpcUnavailable):
@@ -235,12 +235,18 @@ class TxManager:
                 return other
         return answer
 
+    def _endpoints_of_our_chain(self) -> list[Endpoint]:
+        """The pool's endpoints, but those known to serve another network: what one of those
+        says of the keeper's address is of another chain's account."""
+        return [ep for ep in getattr(self.pool, "endpoints", ())
+                if getattr(getattr(ep, "health", None), "chain_ok", None) is not False]
+
     async def _lift_confirmed(self, block: int | None) -> bool:
         """Whether the endpoints agree the refused code is gone: each asked in turn, none
         answering code still refused, and two of them at least answering code that is not
         (one, when only one is configured). One endpoint's `0x` lifted a refusal: a lying
         or stale endpoint could let a compromised key sign again."""
-        endpoints = list(getattr(self.pool, "endpoints", ()))
+        endpoints = self._endpoints_of_our_chain()
         if len(endpoints) < 2:
             return True  # (the one endpoint's answer is all there is to know)
         agreeing: list[str] = []

@@ -3,6 +3,7 @@ and when that holds keeperd's sends (execution/delegation.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -200,6 +201,35 @@ async def test_one_endpoint_saying_plain_does_not_lift_a_refusal() -> None:
     node.code = DELEGATED
     await tx.check_foreign(5)
     assert tx.signing_held() is not None
+
+
+async def test_an_endpoint_of_another_network_has_no_say() -> None:
+    """keeperd runs beside a backup endpoint of another network (never used): its answers about
+    the keeper's address are another chain's account. Its `0x` is not the second vote a
+    refusal needs lifted."""
+    ours = SimpleNamespace(name="ours", health=SimpleNamespace(chain_ok=True))
+    down = SimpleNamespace(name="down", health=SimpleNamespace(chain_ok=None))
+    other = SimpleNamespace(name="other", health=SimpleNamespace(chain_ok=False))
+    node = Node(DELEGATED)
+    node.endpoints = [ours, down, other]  # type: ignore[list-item]
+    codes: dict[str, object] = {"ours": DELEGATED, "down": RpcUnavailable("down"),
+                                "other": PLAIN}
+
+    async def call_endpoint(ep: SimpleNamespace, method: str, params: Any = ()) -> Any:
+        answer = codes[ep.name]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    tx = await started(node)
+    assert tx.signing_held() is not None
+    node.code = codes["ours"] = PLAIN
+    await tx.check_foreign(1)
+    assert tx.signing_held() is not None  # one vote of our chain's two: held
+    codes["down"] = PLAIN
+    await tx.check_foreign(2)
+    assert tx.signing_held() is None
 
 
 async def test_with_one_endpoint_its_answer_lifts_a_refusal() -> None:
