@@ -440,6 +440,13 @@ class RpcPool:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
         return self._batch_results(calls, first_id, body)
 
+    @property
+    def voters(self) -> list[Endpoint]:
+        """The endpoints whose answers count when several are asked the same question (an
+        address to approve, a block still there, the keeper's code or balances): all but those
+        known to serve another network, whose answers are another chain's."""
+        return [ep for ep in self.endpoints if ep.health.chain_ok is not False]
+
     async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = ()) -> Any:
         """One attempt on one given endpoint, no failover (start-up checks, probes)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,

@@ -236,10 +236,9 @@ class TxManager:
         return answer
 
     def _endpoints_of_our_chain(self) -> list[Endpoint]:
-        """The pool's endpoints, but those known to serve another network: what one of those
-        says of the keeper's address is of another chain's account."""
-        return [ep for ep in getattr(self.pool, "endpoints", ())
-                if getattr(getattr(ep, "health", None), "chain_ok", None) is not False]
+        """The pool's voters (`RpcPool.voters`: not those of another network, whose answers are
+        of another chain's account); a pool without them (a test's) has none to ask."""
+        return list(getattr(self.pool, "voters", getattr(self.pool, "endpoints", ())))
 
     async def _lift_confirmed(self, block: int | None) -> bool:
         """Whether the endpoints agree the refused code is gone: each asked in turn, none

@@ -61,7 +61,7 @@ async def block_known(pool: RpcPool, block_hash: str) -> bool | None:
         except (RpcUnavailable, RpcError):
             return None
 
-    said = [s for s in await asyncio.gather(*(ask(ep) for ep in pool.endpoints))
+    said = [s for s in await asyncio.gather(*(ask(ep) for ep in pool.voters))
             if s is not None]
     return None if not said else any(said)
 

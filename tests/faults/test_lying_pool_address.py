@@ -62,7 +62,7 @@ async def test_a_pinned_pool_is_used_whatever_an_endpoint_says(
 
 async def test_one_remote_endpoint_alone_is_not_believed() -> None:
     class Pool:
-        endpoints = [SimpleNamespace(safe_url="https://eth.provider.example/v2/***")]
+        endpoints = voters = [SimpleNamespace(safe_url="https://eth.provider.example/v2/***")]
 
         async def call_endpoint(self, ep: object, method: str, params: object) -> str:
             return "0x" + "00" * 12 + "11" * 20

@@ -266,6 +266,9 @@ async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # ty
             await pool.probe()
             assert pool.endpoints[0].health.chain_ok is False
             assert pool.endpoints[1].health.chain_ok is True
+            # Nor asked when every endpoint is (an address to approve, the keeper's code, a
+            # block still there): its answers are another chain's.
+            assert pool.voters == [pool.endpoints[1]]
             for _ in range(5):
                 assert int(await pool.request("eth_blockNumber"), 16) == head
     assert "eth_chainId" in seen

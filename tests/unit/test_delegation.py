@@ -207,11 +207,10 @@ async def test_an_endpoint_of_another_network_has_no_say() -> None:
     """keeperd runs beside a backup endpoint of another network (never used): its answers about
     the keeper's address are another chain's account. Its `0x` is not the second vote a
     refusal needs lifted."""
-    ours = SimpleNamespace(name="ours", health=SimpleNamespace(chain_ok=True))
-    down = SimpleNamespace(name="down", health=SimpleNamespace(chain_ok=None))
-    other = SimpleNamespace(name="other", health=SimpleNamespace(chain_ok=False))
+    ours, down, other = (SimpleNamespace(name=n) for n in ("ours", "down", "other"))
     node = Node(DELEGATED)
     node.endpoints = [ours, down, other]  # type: ignore[list-item]
+    node.voters = [ours, down]  # type: ignore[attr-defined]  # (RpcPool.voters: not `other`)
     codes: dict[str, object] = {"ours": DELEGATED, "down": RpcUnavailable("down"),
                                 "other": PLAIN}
 

@@ -79,7 +79,7 @@ async def _balances_elsewhere(pool: RpcPool, calls: Sequence[ContractCall]
                               ) -> list[list[Any]]:
     """The keeper's balances as each configured endpoint answers them (one batch each, side
     by side); an endpoint that does not answer says nothing. Empty with a single endpoint."""
-    if len(pool.endpoints) < 2:
+    if len(pool.voters) < 2:
         return []
 
     async def ask(ep: Any) -> list[Any]:
@@ -92,5 +92,5 @@ async def _balances_elsewhere(pool: RpcPool, calls: Sequence[ContractCall]
                 out.append(None)
         return out
 
-    said = await asyncio.gather(*(ask(ep) for ep in pool.endpoints), return_exceptions=True)
+    said = await asyncio.gather(*(ask(ep) for ep in pool.voters), return_exceptions=True)
     return [s for s in said if isinstance(s, list)]

@@ -29,7 +29,7 @@ async def confirm_address(pool: RpcPool, source: str, getter: str, *, expected: 
     is on this machine. `what` says what is at stake; `pin` is the config field that pins it."""
     call = ContractCall(source, getter, returns=["address"])
     answers: dict[str, str] = {}
-    for ep in pool.endpoints:
+    for ep in pool.voters:
         try:
             raw = await pool.call_endpoint(ep, "eth_call", [
                 {"to": source, "data": "0x" + call.data.hex()}, "latest"])
