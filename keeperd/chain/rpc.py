@@ -435,10 +435,18 @@ class RpcPool:
             return []
         first_id, payload = self._batch_payload(calls)
         try:
+            await self._of_our_chain(ep)
             body = await self._attempt(ep, "batch", payload, expect_list=True)
         except _TransientError as exc:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
         return self._batch_results(calls, first_id, body)
+
+    async def _of_our_chain(self, ep: Endpoint) -> None:
+        """An endpoint asked by name (a vote, a second opinion) is of this chain, asked its
+        chain id first if that is not known yet (one down at start, back since): the answer
+        of one serving another network is another chain's."""
+        if not await self._serves_our_chain(ep):
+            raise _TransientError("wrong_chain", "serves another network (never used)")
 
     @property
     def voters(self) -> list[Endpoint]:
@@ -452,6 +460,8 @@ class RpcPool:
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
         try:
+            if method != "eth_chainId":  # (the start's own check of it)
+                await self._of_our_chain(ep)
             body = await self._attempt(ep, method, payload, expect_list=False)
         except _TransientError as exc:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None

@@ -263,6 +263,14 @@ async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # ty
             head = int(await pool.request("eth_blockNumber"), 16)  # 0 is down: 1 answers
             assert head == devnet.client.block_number()
             down[0] = False  # back, on another network
+            # Asked by name first (a vote on the keeper's code): its chain id, then nothing.
+            before = len(seen)
+            with pytest.raises(RpcUnavailable, match="another network"):
+                await pool.call_endpoint(pool.endpoints[0], "eth_getCode",
+                                         ["0x" + "11" * 20, "latest"])
+            with pytest.raises(RpcUnavailable, match="another network"):
+                await pool.batch_on(pool.endpoints[0], [("eth_blockNumber", [])])
+            assert seen[before:] == ["eth_chainId"]  # (asked once, then known)
             await pool.probe()
             assert pool.endpoints[0].health.chain_ok is False
             assert pool.endpoints[1].health.chain_ok is True
