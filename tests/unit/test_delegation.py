@@ -3,6 +3,7 @@ and when that holds keeperd's sends (execution/delegation.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -164,21 +165,25 @@ async def test_a_code_answer_that_is_not_code_is_asked_of_every_endpoint() -> No
     assert tx.send_hold(5) == held
 
 
+def answering(node: Node, codes: dict[str, object], name: Callable[[Any], str]) -> None:
+    """Each endpoint asked by name answers the code scripted for it (or raises it)."""
+    async def call_endpoint(ep: Any, method: str, params: Any = ()) -> Any:
+        answer = codes[name(ep)]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+
+
 async def test_one_endpoint_saying_plain_does_not_lift_a_refusal() -> None:
     """(The first endpoint to answer `0x` lifted it: a lying or stale endpoint could let a
     compromised key sign again.) With two endpoints or more, the key signs again only once two
     say the refused code is gone and none says it is still there."""
     node = Node(DELEGATED)
     node.endpoints = ["a", "b", "c"]
-    codes = {"a": DELEGATED, "b": DELEGATED, "c": DELEGATED}
-
-    async def call_endpoint(ep: str, method: str, params: Any = ()) -> Any:
-        answer = codes[ep]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    codes: dict[str, object] = {"a": DELEGATED, "b": DELEGATED, "c": DELEGATED}
+    answering(node, codes, str)
     tx = await started(node)
     assert tx.signing_held() is not None
     # One endpoint (the pool's answer, and "a" asked alone) says the delegation is gone...
@@ -213,14 +218,7 @@ async def test_an_endpoint_of_another_network_has_no_say() -> None:
     node.voters = [ours, down]  # type: ignore[attr-defined]  # (RpcPool.voters: not `other`)
     codes: dict[str, object] = {"ours": DELEGATED, "down": RpcUnavailable("down"),
                                 "other": PLAIN}
-
-    async def call_endpoint(ep: SimpleNamespace, method: str, params: Any = ()) -> Any:
-        answer = codes[ep.name]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    answering(node, codes, lambda ep: ep.name)
     tx = await started(node)
     assert tx.signing_held() is not None
     node.code = codes["ours"] = PLAIN
