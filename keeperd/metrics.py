@@ -281,7 +281,8 @@ class Metrics:
             "keeperd_liquidations_total",
             "Liquidation opportunities by stage: detected, profitable, unprofitable, "
             "simulated_ok, simulation_failed, dry_run, sent, included, reverted, lost_race, "
-            "cancelled, dropped, skipped_journaled.",
+            "cancelled, dropped, skipped_journaled, skipped_in_flight (a transaction for the "
+            "same position in flight under its earlier version).",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",

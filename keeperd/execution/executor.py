@@ -221,6 +221,10 @@ class Executor:
         # that does not price it (Morpho without an ETH market) uses another's.
         self.native_prices = native_prices if native_prices is not None else {}
         self._liquidatable: set[str] = set()
+        # In-flight liquidations whose position has changed since they were signed (a plan
+        # for it now has another version): not replaced with their old calldata, cancelled
+        # (`_still_wanted`); the position is planned afresh once their nonce is settled.
+        self._superseded: set[OpportunityKey] = set()
         self._last: ScanResult | None = None
         self._lost_race_checks: list[tuple[Opportunity, OpportunityKey, int, str]] = []
         self._stages: dict[str, float] = {}  # the block's plan, step by step (execution.timing)
@@ -384,8 +388,24 @@ class Executor:
         # The block's keys asked of the journal in one query; a key whose transaction was
         # reverted or dropped is looked at again for its retry key (`_key_for`, rare).
         journaled = await self.journal.get_many([str(o.key.retry(0)) for o in opportunities])
+        in_flight = self._positions_in_flight()
         for opp in opportunities:
             key: OpportunityKey | None = opp.key.retry(0)
+            flying = in_flight.get((opp.key.account, opp.key.position))
+            if flying is not None and flying.retry(0) != key:
+                # A transaction for this very position is in flight under another version
+                # of it (signed before a reorg or a restart on a chain that moved, or before
+                # someone else changed the position): a second liquidation of it now would
+                # revert or take what the first takes. The first is cancelled, not replaced
+                # with its old amounts; this one is planned once its nonce settles.
+                stage(*self.labels, "skipped_in_flight").inc()
+                if flying not in self._superseded:
+                    self._superseded.add(flying)
+                    log.info("liquidation.position_in_flight", opportunity=key,
+                             in_flight=flying, meaning="a transaction for this position is in "
+                             "flight under its earlier version: that one is cancelled unless "
+                             "mined first, and this one waits for its nonce to settle")
+                continue
             entry = journaled.get(str(key))
             if entry is not None and entry.status in (J.REVERTED, J.DROPPED):
                 key = await self._key_for(opp.key)
@@ -994,6 +1014,7 @@ class Executor:
                                                   "the chain reached the block it was seen in")
         if not self.tx.pending:
             return
+        self._superseded &= set(self.tx.pending)  # (settled ones are forgotten)
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
                   and await self._still_wanted(key)}
         for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
@@ -1096,9 +1117,18 @@ class Executor:
         the chain share the transaction manager)."""
         return key.protocol == self.adapter.name
 
+    def _positions_in_flight(self) -> dict[tuple[str, tuple[str, ...]], OpportunityKey]:
+        """This protocol's liquidations in flight, by (account, position)."""
+        if self.tx is None:
+            return {}
+        return {(k.account, k.position): k for k in self.tx.pending
+                if isinstance(k, OpportunityKey) and self._owns(k)}
+
     async def _still_wanted(self, key: TxKey) -> bool:
         if isinstance(key, UpkeepKey):
             return True  # replaced until mined, never cancelled: the next wave may need it
+        if key in self._superseded:
+            return False  # (its position has moved on: cancelled, planned afresh)
         entry = await self.journal.get(key)
         return entry is not None and (entry.account in self._liquidatable
                                       or self._is_housekeeping(entry))

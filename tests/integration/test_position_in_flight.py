@@ -1,0 +1,76 @@
+"""One position, one liquidation in flight (a by-hand trial: a devnet started again under an
+old state directory). A liquidation signed for a position that has since changed — tracked
+again after a restart or a reorg, or stuck while its borrower acted — used to leave the
+position open to a second plan under its new version: both were sent, and one reverted (nine
+in the trial, and the revert breaker paused the protocol). Now the new plan waits while the
+first is in flight, and the first is cancelled rather than sent again with its old amounts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.faults.invariants import keeper_liquidations
+from tests.keeper_harness import (  # noqa: F401 - fixtures
+    KEEPER,
+    config_for,
+    crash_and_collect,
+    fund_keeper,
+    keeper_key_env,
+)
+
+BORROWER_TOPIC = 3  # LiquidationCall(collateral, debt, user, ...): the user is topic 3
+
+
+def supply(devnet: Devnet, user: str, symbol: str, units: int) -> None:
+    """`user` supplies `units` more of `symbol` (anvil impersonates it)."""
+    from keeperd.devnet import contracts
+
+    token, pool = devnet.manifest["tokens"][symbol], devnet.manifest["aave_v3"]["pool"]
+    token_art, pool_art = contracts.aave("MintableERC20"), contracts.aave("Pool")
+    devnet.client.send(user, token, token_art.encode_call("mint", user, units))
+    devnet.client.send(user, token, token_art.encode_call("approve", pool, units))
+    devnet.client.send(user, pool, pool_art.encode_call("supply", token, units, user, 0))
+
+
+async def test_a_position_changed_under_a_liquidation_in_flight_is_liquidated_once(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        crash, journal, sent = await crash_and_collect(devnet, keeper)
+        assert sent
+        # The wave never reaches a block (as after a restart on a chain that lost it), and
+        # one borrower changes the position it was signed for: more collateral, more debt,
+        # still under water at the crash's price.
+        devnet.client.call("anvil_removePoolTransactions", KEEPER)
+        tokens = devnet.manifest["tokens"]
+
+        def symbol(asset: str) -> str:  # (the journal names an asset by symbol or address)
+            return next((s for s, t in tokens.items()
+                         if asset.lower() in (s.lower(), t.lower())), asset)
+
+        borrower = next(e for e in sent if symbol(e.collateral) == "WETH").account
+        devnet.client.call("evm_setAutomine", True)  # (its transactions, a block each)
+        await asyncio.to_thread(supply, devnet, borrower, "WETH", 10**15)
+        devnet.client.call("evm_setAutomine", False)
+        assert devnet.account_data(borrower)[5] < 10**18  # (still under water)
+        await keeper.evaluated_at(devnet.mine(1))
+        for _ in range(12):  # the stuck wave replaced (or cancelled), settled, planned again
+            await keeper.evaluated_at(devnet.mine(1))
+            pending = await journal.by_status(J.PENDING)
+            if not pending and not keeper.daemon.executors["aave"].tx.pending:
+                break
+        await asyncio.sleep(0)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    ours = keeper_liquidations(devnet, crash)
+    of_borrower = [e for e in ours
+                   if e["topics"][BORROWER_TOPIC][-40:].lower() == borrower[2:].lower()]
+    assert len(of_borrower) == 1, of_borrower
+    assert await journal.by_status(J.REVERTED) == []
