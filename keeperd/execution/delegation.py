@@ -17,8 +17,9 @@ answer that is not code, asked of every endpoint in turn), new liquidations wait
 past FOREIGN_QUIET_BLOCKS that is alerted too. A lying endpoint can claim a delegation
 (sending held and alerted: visible) or hide one from a start (what keeperd knew before this
 check), but not lift a refusal: with two endpoints or more configured, the key signs again
-only once two of them say the refused code is gone and none says it is still there
-(`tx.keeper_code_disputed` while they disagree).
+only once two of them say, at the block judged, that the refused code is gone and none says
+it is still there (one behind that block, or of another network, has no say;
+`tx.keeper_code_disputed` while they disagree).
 """
 
 from __future__ import annotations

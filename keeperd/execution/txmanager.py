@@ -30,6 +30,7 @@ from keeperd.crashpoints import crash_point
 from keeperd.execution.delegation import (
     OTHER_SENDER_ACTION,
     UNREAD_ACTION,
+    KeeperCode,
     KeyHold,
     read_code,
     refusal,
@@ -237,35 +238,50 @@ class TxManager:
 
     def _endpoints_of_our_chain(self) -> list[Endpoint]:
         """The pool's voters (`RpcPool.voters`: not those of another network, whose answers are
-        of another chain's account); a pool without them (a test's) has none to ask."""
-        return list(getattr(self.pool, "voters", getattr(self.pool, "endpoints", ())))
+        of another chain's account)."""
+        return list(self.pool.voters)
 
     async def _lift_confirmed(self, block: int | None) -> bool:
-        """Whether the endpoints agree the refused code is gone: each asked in turn, none
-        answering code still refused, and two of them at least answering code that is not
-        (one, when only one is configured). One endpoint's `0x` lifted a refusal: a lying
-        or stale endpoint could let a compromised key sign again."""
-        endpoints = self._endpoints_of_our_chain()
-        if len(endpoints) < 2:
-            return True  # (the one endpoint's answer is all there is to know)
+        """Whether the endpoints agree the refused code is gone: each asked (side by side) at
+        `block` — one that has not reached it has no say: behind, its latest block may be
+        from before the delegation — none answering code still refused, and two at least
+        answering code that is not, when two endpoints or more are configured (one of
+        another network counts towards that number but never votes: the refusal stands until
+        the config is mended). One endpoint's `0x` lifted a refusal: a lying or stale
+        endpoint could let a compromised key sign again."""
+        needed = 2 if len(self.pool.endpoints) >= 2 else 1
+        at = "latest" if block is None else hex(block)
+        voters = self._endpoints_of_our_chain()
+
+        async def ask(ep: Endpoint) -> KeeperCode | None:
+            try:
+                return read_code(await self.pool.call_endpoint(ep, "eth_getCode",
+                                                               [self.address, at]))
+            except (RpcError, RpcUnavailable, ValueError):
+                return None
+
+        said = await asyncio.gather(*(ask(ep) for ep in voters))
         agreeing: list[str] = []
         refusing: list[str] = []
-        for ep in endpoints:
-            try:
-                answer = await self.pool.call_endpoint(ep, "eth_getCode", [self.address,
-                                                                           "latest"])
-                code = read_code(answer)
-            except (RpcError, RpcUnavailable, ValueError):
-                continue
+        unanswered: list[str] = []
+        for ep, code in zip(voters, said, strict=True):
             name = getattr(ep, "name", str(ep))
-            held = refusal(self.address, code, self.allowed_delegates, block)
-            (agreeing if held is None else refusing).append(name)
-        if refusing or len(agreeing) < 2:
+            if code is None:
+                unanswered.append(name)
+            elif refusal(self.address, code, self.allowed_delegates, block) is None:
+                agreeing.append(name)
+            else:
+                refusing.append(name)
+        if refusing or len(agreeing) < needed:
             log.warning("tx.keeper_code_disputed", address=self.address, block=block,
-                        plain=agreeing, still_refused=refusing,
-                        meaning="one endpoint says the keeper's address no longer runs the "
-                                "refused code; the key stays held until two endpoints agree "
-                                "and none disagrees")
+                        plain=agreeing, still_refused=refusing, unanswered=unanswered,
+                        configured=len(self.pool.endpoints),
+                        meaning=f"not every endpoint says the keeper's address no longer runs "
+                                f"the refused code: the key stays held until {needed} agree at "
+                                "this block and none disagrees",
+                        fix="if the delegation is revoked, check the endpoints named "
+                            "unanswered or still refused (down, behind, of another network, "
+                            "or lying)")
             return False
         return True
 

@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from keeperd.chain.rpc import RpcUnavailable
+from keeperd.chain.rpc import RpcError, RpcUnavailable
 from keeperd.execution.delegation import KeeperCode, read_code, refusal
 from keeperd.execution.journal import TxRecord
 from keeperd.execution.txmanager import FOREIGN_QUIET_BLOCKS, Pending, SendRefused, TxManager
@@ -86,6 +86,16 @@ class Node:
         self.code, self.mined = code, mined
         self.asked: list[str] = []
         self.endpoints: list[str] = []  # (none to ask one by one, unless a test gives some)
+        self._voters: list[Any] | None = None
+
+    @property
+    def voters(self) -> list[Any]:
+        """RpcPool.voters: every endpoint unless a test says one is of another network."""
+        return self.endpoints if self._voters is None else self._voters
+
+    @voters.setter
+    def voters(self, voters: list[Any]) -> None:
+        self._voters = voters
 
     def answer(self, method: str) -> Any:
         self.asked.append(method)
@@ -215,7 +225,7 @@ async def test_an_endpoint_of_another_network_has_no_say() -> None:
     ours, down, other = (SimpleNamespace(name=n) for n in ("ours", "down", "other"))
     node = Node(DELEGATED)
     node.endpoints = [ours, down, other]  # type: ignore[list-item]
-    node.voters = [ours, down]  # type: ignore[attr-defined]  # (RpcPool.voters: not `other`)
+    node.voters = [ours, down]  # (RpcPool.voters: not `other`)
     codes: dict[str, object] = {"ours": DELEGATED, "down": RpcUnavailable("down"),
                                 "other": PLAIN}
     answering(node, codes, lambda ep: ep.name)
@@ -226,6 +236,47 @@ async def test_an_endpoint_of_another_network_has_no_say() -> None:
     assert tx.signing_held() is not None  # one vote of our chain's two: held
     codes["down"] = PLAIN
     await tx.check_foreign(2)
+    assert tx.signing_held() is None
+
+
+async def test_a_backup_of_another_network_keeps_the_refusal_until_the_config_is_mended(
+        ) -> None:
+    """Two endpoints configured, one of another network: one vote is all there can be, and
+    two are needed. (With it left out of the count, the one endpoint left decided alone.)"""
+    ours, other = SimpleNamespace(name="ours"), SimpleNamespace(name="other")
+    node = Node(DELEGATED)
+    node.endpoints = [ours, other]  # type: ignore[list-item]
+    node.voters = [ours]
+    answering(node, {"ours": PLAIN, "other": PLAIN}, lambda ep: ep.name)
+    tx = await started(node)
+    node.code = PLAIN
+    for block in range(1, 4):
+        await tx.check_foreign(block)
+        assert tx.signing_held() is not None
+
+
+async def test_an_endpoint_behind_the_block_has_no_say() -> None:
+    """Asked at the block being judged: an endpoint that has not reached it answers nothing
+    (at `latest` it says `0x` truthfully, its latest being from before the delegation)."""
+    node = Node(DELEGATED)
+    node.endpoints = ["fresh", "behind", "liar"]
+    heads = {"fresh": 10, "behind": 4, "liar": 10}
+    codes = {"fresh": DELEGATED, "behind": PLAIN, "liar": PLAIN}
+
+    async def call_endpoint(ep: str, method: str, params: Any = ()) -> Any:
+        at = params[1]
+        if at != "latest" and int(at, 16) > heads[ep]:
+            raise RpcError(method, -32000, "header not found")
+        return codes[ep]
+
+    node.call_endpoint = call_endpoint  # type: ignore[attr-defined]
+    tx = await started(node)
+    node.code = PLAIN  # (the pool's answer: the liar's)
+    codes["fresh"] = RpcUnavailable("a moment down")
+    await tx.check_foreign(5)  # the liar, and the one behind at block 5: not two
+    assert tx.signing_held() is not None
+    codes["fresh"] = PLAIN  # revoked, and seen so by an endpoint at the block
+    await tx.check_foreign(6)
     assert tx.signing_held() is None
 
 
