@@ -841,6 +841,10 @@ class RulesConfig(_Model):
         "liquidations and how much profit were forgone.")
     keeper_balance: KeeperBalanceRule = Field(default_factory=KeeperBalanceRule)
     rpc_down: RpcDownRule = Field(default_factory=RpcDownRule)
+    rpc_wrong_chain: RuleToggle = Field(
+        default_factory=RuleToggle, description="An RPC endpoint answers for another network: "
+        "never used, the chain runs without the redundancy configured (and a delegation's "
+        "refusal cannot be lifted while it stands).")
     venue_down: VenueDownRule = Field(default_factory=VenueDownRule)
     index_lag: IndexLagRule = Field(default_factory=IndexLagRule)
     cascade: CascadeRule = Field(default_factory=CascadeRule)

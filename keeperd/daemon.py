@@ -573,7 +573,10 @@ class Daemon:
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
                 keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses,
-                venues_failing={name: perp.failing for name, perp in self.perps.items()})
+                venues_failing={name: perp.failing for name, perp in self.perps.items()},
+                rpc_wrong_chain={(n, ep.name): ep.safe_url if ep.health.chain_ok is False
+                                 else None
+                                 for n, rt in self.chains.items() for ep in rt.pool.endpoints})
         except Exception as exc:
             log.exception("alerts.tick_failed", error=str(exc))
 
@@ -684,10 +687,12 @@ class Daemon:
         timeout extended): a provider down at boot must not turn into a restart loop whose
         log says the opposite. An endpoint of another network is never used (the pool's
         `chain_ok`), said at error level and in `keeperd_rpc_endpoint_up` (the shipped rule
-        `KeeperdRpcEndpointDown`); the start is refused only when every endpoint answers for
-        another network (a wrong chain_id, or every URL wrong): a backup URL gone wrong must
-        not stop a keeper its primary serves — it did, and under systemd restart-looped.
-        False when a stop came meanwhile."""
+        `KeeperdRpcEndpointDown`, the `rpc_wrong_chain` alert); the start is refused when
+        the first endpoint (listed best) or every endpoint answers for another network — a
+        wrong chain_id is the likelier mistake then, and a stray URL that happens to match it
+        must not be what keeperd runs on — but a backup URL gone wrong must not stop a keeper
+        its primary serves: it did, and under systemd restart-looped. False when a stop came
+        meanwhile."""
         index = self.config.chains.index(chain)
         attempt = 0
         while True:
@@ -695,9 +700,11 @@ class Daemon:
             wrong = [c for c in checks if c.status == "wrong_chain"]
             lines = [f"chains[{index}].rpc_urls[{c.index}]: {c.safe_url} {c.detail}"
                      for c in wrong]
-            if wrong and len(wrong) == len(checks):
+            if wrong and (len(wrong) == len(checks) or wrong[0].index == 0):
+                which = ("every RPC endpoint belongs" if len(wrong) == len(checks)
+                         else "the first RPC endpoint (listed best) belongs")
                 raise StartupError(
-                    "refusing to start: every RPC endpoint belongs to another network\n  "
+                    f"refusing to start: {which} to another network\n  "
                     + "\n  ".join(lines)
                     + "\n  fix: point the URLs at the right network, or correct the chain_id")
             if any(c.status == "ok" for c in checks):

@@ -46,6 +46,8 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
     RuleInfo("sending_paused", ("chain", "protocol"), ("critical",), "sending_paused",
              "keeperd paused a protocol's sending: reverts, or the gas cap"),
     RuleInfo("rpc_down", ("chain",), ("critical",), "rpc_down", "every RPC of a chain fails"),
+    RuleInfo("rpc_wrong_chain", ("chain", "endpoint"), ("warning",), "rpc_wrong_chain",
+             "an RPC endpoint answers for another network: never used"),
     RuleInfo("venue_down", ("venue",), ("critical",), "venue_down",
              "a perp venue's API fails: its watched accounts are not read"),
     RuleInfo("index_lag", ("chain", "protocol"), ("warning", "critical"), "index_lag",

@@ -559,11 +559,13 @@ class AlertEngine:
                    keeper_balance: dict[str, float | None],
                    key_conflicts: dict[str, KeyHold | None] | None = None,
                    send_pauses: dict[tuple[str, str], str | None] | None = None,
-                   venues_failing: dict[str, tuple[float, str] | None] | None = None) -> None:
-        """Operator conditions that need no block: all RPCs down, index lag, gas balance, a
-        perp venue's polls failing (`venues_failing`: since when, wall clock, and the last
-        error; None: its last poll answered) — and the silences added from the CLI since the
-        last tick."""
+                   venues_failing: dict[str, tuple[float, str] | None] | None = None,
+                   rpc_wrong_chain: dict[tuple[str, str], str | None] | None = None) -> None:
+        """Operator conditions that need no block: all RPCs down, an endpoint of another
+        network (`rpc_wrong_chain`: by chain and endpoint, its URL as logged when it is one,
+        else None), index lag, gas balance, a perp venue's polls failing (`venues_failing`:
+        since when, wall clock, and the last error; None: its last poll answered) — and the
+        silences added from the CLI since the last tick."""
         scanned = {p for _, p in index_lag}  # (the daemon's scanners: every chain protocol)
         if self.sources is None and (self._ticked is None or not scanned <= self._ticked):
             self._ticked = (self._ticked or set()) | scanned
@@ -589,6 +591,20 @@ class AlertEngine:
                     resolved_summary=f"{chain}: an RPC endpoint answers again",
                     action="Check the providers (keeperd_rpc_* metrics say which fail how); "
                            "add a fallback endpoint to chains[].rpc_urls."))
+        route = self.config.route_for("rpc_wrong_chain")
+        if rules.rpc_wrong_chain.enabled and route:
+            # (a backup gone wrong used to stop the start; now it is kept out and keeperd runs
+            # on the others, which must not go unnoticed: keeperd_rpc_endpoint_up is 0 too)
+            for (chain, endpoint), url in (rpc_wrong_chain or {}).items():
+                conditions.append(Condition(
+                    "rpc_wrong_chain", route, {"chain": chain, "endpoint": endpoint},
+                    "warning" if url else None, None, None, self.repeat_interval(route),
+                    summary=f"{chain}: RPC endpoint {endpoint} ({url}) answers for another "
+                            "network: it is never used, and keeperd runs on the others "
+                            "without the redundancy configured",
+                    resolved_summary=f"{chain}: RPC endpoint {endpoint} is on the chain again",
+                    action=f"Point chains[].rpc_urls[{endpoint}] at the right network (or "
+                           "remove it), then restart keeperd."))
         route = self.config.route_for("venue_down")
         if rules.venue_down.enabled and route:
             # (a holder's Telegram message before a Hyperliquid liquidation depends on it: the

@@ -185,6 +185,22 @@ def test_runs_on_its_endpoints_when_a_backup_serves_another_network(devnet: Devn
     assert wrong[0]["level"] == "error"
 
 
+def test_refuses_when_its_first_endpoint_serves_another_network(devnet: Devnet,
+                                                               tmp_path: Path) -> None:
+    """The endpoint listed best on another network: a wrong chain_id is the likelier mistake,
+    and the URL that matches it may be the stray one."""
+    from keeperd.devnet.anvil import Anvil
+
+    with Anvil(chain_id=1) as other:
+        config, _ = write_config(tmp_path, devnet, [other.rpc_url, devnet.manifest["rpc_url"]])
+        proc = subprocess.run([sys.executable, "-m", "keeperd", "run", "--config",
+                               str(config)], capture_output=True, text=True, timeout=30,
+                              cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "the first RPC endpoint (listed best) belongs to another network" in proc.stderr
+    assert "chains[0].rpc_urls[0]" in proc.stderr
+
+
 def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
                                                          tmp_path: Path) -> None:
     config, _ = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])

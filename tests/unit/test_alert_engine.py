@@ -257,6 +257,23 @@ async def test_a_perp_venue_whose_polls_all_fail_is_alerted_and_resolved(setup: 
     assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
 
 
+async def test_an_endpoint_of_another_network_is_alerted(setup: Setup) -> None:
+    """(keeperd now starts beside a backup of another network instead of refusing: that must
+    not go unnoticed by an operator who relies on keeperd's own alerts.)"""
+    engine = setup.engine
+    await engine.tick(rpc_healthy={"mainnet": 1}, index_lag={}, keeper_balance={},
+                      rpc_wrong_chain={("mainnet", "0"): None,
+                                       ("mainnet", "1"): "https://arb.example/v2/***"})
+    [alert] = [e.alerts[0] for e in await setup.entries(1)]
+    assert (alert["rule"], alert["severity"], alert["labels"]) == (
+        "rpc_wrong_chain", "warning", {"chain": "mainnet", "endpoint": "1"})
+    assert "arb.example" in alert["summary"] and "rpc_urls[1]" in alert["action"]
+    setup.clock.now += 60
+    await engine.tick(rpc_healthy={"mainnet": 2}, index_lag={}, keeper_balance={},
+                      rpc_wrong_chain={("mainnet", "0"): None, ("mainnet", "1"): None})
+    assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
+
+
 async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     from keeperd.protocols.sdk.messages import ExecutionEvent
 
