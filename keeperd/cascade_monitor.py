@@ -292,8 +292,8 @@ class CascadeMonitor:
             summary=f"{scenario_text(scenario, float(target))} would leave ${bad:,.0f} of bad "
                     f"debt on {self.protocol} after a {int(r.rounds[worst])}-round cascade "
                     f"(final drop {float(r.final_drop[worst]):.1%}){fund}",
-            resolved_summary=f"bad debt at a {target:.0%} drop on {self.protocol} is back to "
-                             f"${bad:,.0f}",
+            resolved_summary=f"bad debt after {scenario_text(scenario, float(target))} on "
+                             f"{self.protocol} is back to ${bad:,.0f}",
             action="Review the largest positions in that asset and the depth assumptions; "
                    "consider lower caps or higher thresholds for it.",
             details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),

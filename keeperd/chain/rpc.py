@@ -456,7 +456,9 @@ class RpcPool:
         return [ep for ep in self.endpoints if ep.health.chain_ok is not False]
 
     async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = ()) -> Any:
-        """One attempt on one given endpoint, no failover (start-up checks, probes)."""
+        """One attempt on one given endpoint, no failover (start-up checks, probes, votes);
+        an endpoint whose network is not known yet is asked its chain id first, and one of
+        another network is refused (`RpcUnavailable`) without being asked."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
         try:

@@ -205,8 +205,14 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
 
     def started(self) -> str | None:
         a = self.addresses
-        rules = ("its collateral manager's rules read" if self.collateral_rules is not None
-                 else "no non-settlement collateral (USDC margin only)")
+        manager = a.get("CollateralManager", "0x" + "0" * 40)
+        if self.collateral_rules is not None:
+            rules = f"collateral manager {manager}: its rules read"
+        elif int(manager, 16) == 0:
+            rules = "no collateral manager: USDC is the only margin"
+        else:  # (there is one, and its rules did not read: not "USDC only")
+            rules = (f"collateral manager {manager}: its rules could not be read (a trader's "
+                     "non-USDC margin is then not judged for a collateral liquidation)")
         return (f"ClearingHouse {self.config.clearing_house} answers as one: vault "
                 f"{a.get('Vault')}, settlement token {a.get('SettlementToken')}; {rules}")
 
