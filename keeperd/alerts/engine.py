@@ -270,14 +270,17 @@ class AlertEngine:
         rows = watched_rows(result.view, protocol, chain, self.watched, action,
                             lambda a: self._link(chain, "address", a))
         self._holding(protocol, rows)
+        # (a watched account's liquidation is told before its health alert resolves: the
+        # holder was told "recovered" first, then "liquidated")
+        for seen in liquidations:
+            self._liquidated(chain, protocol, seen, result.block)
         conditions = self._watchlist_conditions(rows, tripped)
+        conditions += self._gone_conditions(protocol, chain, conditions)
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:
             conditions += self._capital_conditions(chain, protocol, shortfalls, capital_fix)
         self._evaluate(conditions, chain, result.block)
-        for seen in liquidations:
-            self._liquidated(chain, protocol, seen, result.block)
         self._oracle_conditions(tripped, chain, result.block)
         await self.commit()
 
@@ -310,7 +313,8 @@ class AlertEngine:
                 action="Add margin or reduce the position: at health 1.0 the venue "
                        "liquidates it."))
         self._holding(venue, rows)
-        self._evaluate(self._watchlist_conditions(rows, {}), None, None)
+        conditions = self._watchlist_conditions(rows, {})
+        self._evaluate(conditions + self._gone_conditions(venue, None, conditions), None, None)
         await self.commit()
 
     def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str]
@@ -340,9 +344,32 @@ class AlertEngine:
                     summary=f"{w.name}: {row.where} has {row.measure} {hf}{row.measure_note}, "
                             f"below {'critical' if severity == 'critical' else 'warn'} "
                             f"{limit}{row.tail}",
-                    resolved_summary=f"{w.name}: {row.where} recovered: {row.measure} {hf} "
-                                     f"(warn at {w.warn})",
+                    resolved_summary=(
+                        f"{w.name}: {row.where} recovered: {row.measure} {hf} (warn at "
+                        f"{w.warn})" if holds_position(row.details["collateral_usd"],
+                                                       row.details["debt_usd"])
+                        else f"{w.name}: {row.where} holds no position any more (closed, "
+                             "repaid or liquidated)"),
                     action=row.action, details=details, inhibited_by=inhibited))
+        return out
+
+    def _gone_conditions(self, source: str, chain: str | None,
+                         present: list[Condition]) -> list[Condition]:
+        """The watched positions of `source` whose health alert fires and that its evaluation
+        no longer has a row for (a Morpho market position closed by its liquidation): resolved.
+        Nothing evaluated them any more, and the holder's critical alert fired on, its last
+        health repeated, after the position was gone (a by-hand trial)."""
+        told = {fingerprint(c.rule, c.labels) for c in present}
+        out = []
+        for route, labels in self.state.routes_of("position_health"):
+            if labels.get("protocol") != source or labels.get("chain") != chain \
+                    or fingerprint("position_health", labels) in told:
+                continue
+            out.append(Condition(
+                "position_health", route, dict(labels), None, None, None, 0.0, summary="",
+                resolved_summary=f"{labels.get('watchlist')}: {labels.get('account')} on "
+                                 f"{source} holds no position there any more (closed, repaid "
+                                 "or liquidated)"))
         return out
 
     def _watch_key(self, account: str) -> str | None:

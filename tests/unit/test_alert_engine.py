@@ -257,6 +257,22 @@ async def test_a_perp_venue_whose_polls_all_fail_is_alerted_and_resolved(setup: 
     assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
 
 
+async def test_a_watched_position_gone_from_the_book_resolves(setup: Setup) -> None:
+    """(A by-hand trial: a watched Morpho position closed by its liquidation left the book,
+    and its critical alert fired on for good, its last health repeated.)"""
+    await setup.scan(10, [0.9, 1.5])
+    assert [(e.alerts[0]["severity"], e.status) for e in await setup.entries(1)] == [
+        ("critical", "firing")]
+    setup.clock.now += 12
+    await setup.scan(11, [])  # (its row is gone: the position closed)
+    resolved = (await setup.entries(1))[-1]
+    assert resolved.status == "resolved"
+    assert "holds no position there any more" in resolved.alerts[0]["summary"]
+    setup.clock.now += 5 * 3600
+    await setup.scan(12, [])
+    assert len(await setup.entries(1)) == 2  # nothing repeats after it
+
+
 async def test_an_endpoint_of_another_network_is_alerted(setup: Setup) -> None:
     """(keeperd now starts beside a backup of another network instead of refusing: that must
     not go unnoticed by an operator who relies on keeperd's own alerts.)"""
