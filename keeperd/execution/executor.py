@@ -221,9 +221,10 @@ class Executor:
         # that does not price it (Morpho without an ETH market) uses another's.
         self.native_prices = native_prices if native_prices is not None else {}
         self._liquidatable: set[str] = set()
-        # In-flight liquidations whose position has changed since they were signed (a plan
-        # for it now has another version): not replaced with their old calldata, cancelled
-        # (`_still_wanted`); the position is planned afresh once their nonce is settled.
+        # Liquidations tracked again (a restart, a reorg) whose position has changed since
+        # they were signed (a plan for it now has another version): not replaced with their
+        # old calldata, cancelled (`_still_wanted`); the position is planned afresh once
+        # their nonce is settled.
         self._superseded: set[OpportunityKey] = set()
         self._last: ScanResult | None = None
         self._lost_race_checks: list[tuple[Opportunity, OpportunityKey, int, str]] = []
@@ -393,11 +394,11 @@ class Executor:
             key: OpportunityKey | None = opp.key.retry(0)
             flying = in_flight.get((opp.key.account, opp.key.position))
             if flying is not None and flying.retry(0) != key:
-                # A transaction for this very position is in flight under another version
-                # of it (signed before a reorg or a restart on a chain that moved, or before
-                # someone else changed the position): a second liquidation of it now would
-                # revert or take what the first takes. The first is cancelled, not replaced
-                # with its old amounts; this one is planned once its nonce settles.
+                # A transaction for this very position, tracked again after a restart or a
+                # reorg, is in flight under another version of it (signed on a chain state
+                # that moved): a second liquidation of it now would revert or take what the
+                # first takes. The first is cancelled, not replaced with its old amounts;
+                # this one is planned once its nonce settles.
                 stage(*self.labels, "skipped_in_flight").inc()
                 if flying not in self._superseded:
                     self._superseded.add(flying)
@@ -1118,11 +1119,16 @@ class Executor:
         return key.protocol == self.adapter.name
 
     def _positions_in_flight(self) -> dict[tuple[str, tuple[str, ...]], OpportunityKey]:
-        """This protocol's liquidations in flight, by (account, position)."""
+        """This protocol's liquidations in flight that were tracked again from the journal
+        (after a restart or a reorg: signed on a chain state that may not be this one's), by
+        (account, position). Not those sent by this process: one of those under another
+        version than the plan's is, all but always, just mined (its receipt read at the block's
+        full evaluation; the price-exposed pass comes first), and a crash's second liquidation
+        of a half-liquidated position must not wait for that."""
         if self.tx is None:
             return {}
-        return {(k.account, k.position): k for k in self.tx.pending
-                if isinstance(k, OpportunityKey) and self._owns(k)}
+        return {(k.account, k.position): k for k, p in self.tx.pending.items()
+                if isinstance(k, OpportunityKey) and p.resumed and self._owns(k)}
 
     async def _still_wanted(self, key: TxKey) -> bool:
         if isinstance(key, UpkeepKey):

@@ -98,6 +98,10 @@ class Pending:
     # The block at which its nonce was first seen passed with no receipt of ours (see
     # `_settle`): dropped only if that still holds at a later block.
     nonce_passed_at: int | None = None
+    # Tracked again from the journal (a restart, a reorg): signed on a chain state that may
+    # not be this one's, so its position may have moved on under it (the executor plans
+    # that position only once it is settled: `Executor._positions_in_flight`).
+    resumed: bool = False
 
     def __post_init__(self) -> None:
         if self.first_block < 0:
@@ -797,6 +801,6 @@ class TxManager:
         first = records[0]
         self._ours.update(r.nonce for r in records)
         self.pending[key] = Pending(key, first.nonce, to, data, first.gas_limit, budget_wei,
-                                    attempts=list(records), sent_block=block)
+                                    attempts=list(records), sent_block=block, resumed=True)
         if self._nonce is not None:
             self._nonce = max(self._nonce, first.nonce + 1)
