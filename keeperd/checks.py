@@ -25,7 +25,7 @@ from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
-from keeperd.protocols.sdk.contract import Plugin, PluginContext
+from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.storage.account_index import IndexStore
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
@@ -132,6 +132,7 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 try:
                     found, started = await start_issues(config, chain, pool, metrics, store)
                     issues += found
+                    issues += await liquidator_issues(config, pool, started)
                     if checked is not None:
                         for pi, running in started.items():
                             proto = config.protocols[pi]
@@ -178,6 +179,45 @@ async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metric
                 "check this protocol's addresses and ids against the chain (and the "
                 "RPC endpoints: one may answer wrongly)"))
     return issues, started
+
+
+def keeper_address(config: Config) -> str | None:
+    """The keeper's address as `run` would have it (None when its key does not load: said by
+    `local_issues`)."""
+    source = config.keeper.key
+    if isinstance(source, RemoteSignerKey):
+        return source.address
+    if source is None:
+        return config.keeper.address
+    try:
+        return load_key(source).address
+    except KeyLoadError:
+        return None
+
+
+async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Plugin]
+                            ) -> list[ConfigIssue]:
+    """Each started protocol's liquidator confirms on the chain what its liquidations trust
+    (`confirm`: the pool the keeper approves, a flash-liquidation contract, a vault), as
+    `run` does before it sends anything; check-config sends nothing. A FlashLiquidator with
+    no code passed check-config, and `run` refused to start (a by-hand trial)."""
+    if config.keeper.mode == "alert-only":
+        return []
+    issues: list[ConfigIssue] = []
+    address = keeper_address(config)
+    head = int(await pool.request("eth_blockNumber"), 16)
+    for pi, plugin in started.items():
+        liquidator = plugin.liquidator(config.keeper, address, None)
+        if liquidator is None:
+            continue  # (watched only)
+        try:
+            await liquidator.confirm(head)
+        except StartRefused as exc:
+            field, _, why = str(exc).partition(": ")
+            issues.append(ConfigIssue(field if why else f"protocols[{pi}]", why or str(exc),
+                                      "keeperd run refuses to start on it: fix the address, "
+                                      "or deploy the contract it names"))
+    return issues
 
 
 async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool,

@@ -142,3 +142,22 @@ def test_check_config_says_what_it_found_on_the_chain(devnet: Devnet, tmp_path: 
     morpho = next(line for line in lines if line.strip().startswith("protocols[1]"))
     markets = len(config_for(devnet, tmp_path)["protocols"][1]["markets"])
     assert f"{markets} market(s) exist with the configured ids" in morpho and "LLTV" in morpho
+
+
+def test_check_config_confirms_what_the_liquidations_trust(devnet: Devnet,
+                                                           tmp_path: Path) -> None:
+    """(A by-hand trial: a keeper.flash_liquidator with no code, or another contract, passed
+    check-config, and `run` then refused to start.) The liquidators' own confirmations run
+    as `run` runs them before it sends anything."""
+    key = tmp_path / "keeper.key"
+    key.write_text(KEY + "\n")
+    os.chmod(key, 0o600)
+    config = config_for(devnet, tmp_path, keeper={
+        "mode": "liquidate", "key": {"source": "file", "path": str(key)},
+        "capital": "auto", "flash_liquidator": TYPO,
+        "uniswap_v3_factory": devnet.manifest["uniswap_v3"]["factory"]})
+    del config["alerts"]["watchlists"]
+    bad = check_config(tmp_path, config)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "keeper.flash_liquidator" in bad.stderr and TYPO in bad.stderr
+    assert "keeperd run refuses to start on it" in bad.stderr

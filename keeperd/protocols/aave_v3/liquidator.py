@@ -130,6 +130,7 @@ class AaveLiquidator(LiquidatorBase):
         self.flash_premium_bps = 9  # Aave V3's default FLASHLOAN_PREMIUM_TOTAL; read at start
         self._gas_used: dict[tuple[str, str], int] = {}
         self.supports_flash = config.flash_liquidator is not None
+        self._market_read: MarketState | None = None  # (`confirm`'s, for `prepare`)
 
     @cached_property
     def swap_pools(self) -> SwapPools:
@@ -152,19 +153,29 @@ class AaveLiquidator(LiquidatorBase):
                                  "aave flash liquidation"))
         return rules
 
+    async def confirm(self, head: int) -> None:
+        """The pool the keeper approves (liquidate mode) and the FlashLiquidator (when the
+        flash path is configured), confirmed; the market read is kept for `prepare`."""
+        self._market_read = None
+        if self.config.mode == "liquidate":
+            self._market_read = await self.adapter.read_market(head)
+            await self._confirm_pool(self._market_read)
+        if (self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None
+                and self.config.flash_liquidator is not None):
+            await self._confirm_flash_liquidator()
+
     async def prepare(self, head: int) -> None:
-        """Approve the pool once per reserve (own capital); read the flash premium."""
-        if self.tx is not None and self.config.mode == "liquidate":
-            market = await self.adapter.read_market(head)  # (once: both below read it)
-            await self._confirm_pool(market)
-            if self.config.capital in ("own-balance", "auto"):
-                await self._ensure_approvals(head, market)
+        """`confirm`; approve the pool once per reserve (own capital); read the flash
+        premium."""
+        await self.confirm(head)
+        market = self._market_read
+        if self.tx is not None and self.config.mode == "liquidate" and market is not None \
+                and self.config.capital in ("own-balance", "auto"):
+            await self._ensure_approvals(head, market)
         if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
             self.flash_premium_bps = await ContractCall(
                 self._pool_address, "FLASHLOAN_PREMIUM_TOTAL()", returns=["uint128"]
             ).call(self.pool)
-            if self.config.flash_liquidator is not None:
-                await self._confirm_flash_liquidator()
 
     async def _confirm_flash_liquidator(self) -> None:
         """Its factory and owner (`confirm_seller`), and the pool it flash-borrows from and

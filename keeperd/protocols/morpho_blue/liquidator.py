@@ -99,11 +99,15 @@ class MorphoLiquidator(LiquidatorBase):
                                  "morpho liquidation through its liquidate callback"))
         return rules
 
-    async def prepare(self, head: int) -> None:
-        """Check the contract the capital-free path trusts; approve Morpho the keeper's
-        balance of each loan token for its own capital (not needed when none of it is used)."""
+    async def confirm(self, head: int) -> None:
+        """The contract the capital-free path trusts."""
         if self._callback_path:
             await self._confirm_contract()
+
+    async def prepare(self, head: int) -> None:
+        """`confirm`; approve Morpho the keeper's balance of each loan token for its own
+        capital (not needed when none of it is used)."""
+        await self.confirm(head)
         await self.keep_allowances(head)
 
     async def keep_allowances(self, head: int, book: Any = None) -> None:

@@ -129,7 +129,7 @@ class CurieLiquidator(LiquidatorBase):
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
         self._margin_due = True  # (until it is done)
-        await self._confirm_vault()
+        await self.confirm(head)
         if self.tx.signing_held() is not None:
             return  # (no deposit or approval while the key signs nothing: logged by the tx)
         usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
@@ -178,6 +178,11 @@ class CurieLiquidator(LiquidatorBase):
         await approvals.keep_allowances(
             self.tx, self.adapter.pool, protocol=self.adapter.name, keeper=self.keeper,
             spender=a["Vault"], tokens=[(a["SettlementToken"], "USDC")], head=head)
+
+    async def confirm(self, head: int) -> None:
+        """The Vault the keeper's USDC is approved to (liquidate mode)."""
+        if self.config.mode == "liquidate":
+            await self._confirm_vault()
 
     async def _confirm_vault(self) -> None:
         """The Vault is approved the keeper's USDC and takes its deposits: pinned (`vault`)

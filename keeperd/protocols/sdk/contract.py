@@ -228,8 +228,14 @@ class Liquidator(Protocol):
         the signing policy, which signs nothing else (execution/signer_policy.py). Asked once
         the plug-in has started, before `prepare`."""
 
+    async def confirm(self, head: int) -> None:
+        """The read-only half of `prepare`: each contract its liquidations trust (the pool
+        approved, a flash-liquidation contract, a vault) confirmed on the chain, or
+        `StartRefused` naming the field and the fix. `keeperd check-config` runs it with no
+        transaction manager (it sends nothing); `prepare` starts with it."""
+
     async def prepare(self, head: int) -> None:
-        """Before anything is sent: approvals, parameters read once."""
+        """Before anything is sent: `confirm`, then approvals, parameters read once."""
 
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         """The liquidations of `accounts` (liquidatable in `result`), most profitable first."""
@@ -425,6 +431,9 @@ class LiquidatorBase:
 
     def signing_rules(self) -> list[Allowed]:
         return []
+
+    async def confirm(self, head: int) -> None:
+        """Nothing it trusts beyond the protocol's own contracts."""
 
     async def keep_allowances(self, head: int, book: Any) -> None:
         """Every 10 blocks: top up what its contracts may take from the keeper."""
