@@ -64,7 +64,13 @@ class ConfigError(Exception):
 
 def _checksum(value: str) -> str:
     if not isinstance(value, str) or not is_address(value):
-        raise ValueError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)")
+        digits = (f"{len(value) - 2} characters" if isinstance(value, str)
+                  and value.startswith("0x") else "no 0x")
+        raise ValueError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits); "
+                         f"fix: copy the whole address again (this one has {digits} after 0x)"
+                         if digits != "no 0x" else
+                         f"{value!r} is not an Ethereum address (0x followed by 40 hex digits); "
+                         "fix: copy the whole address again, 0x included")
     # (a mixed-case one must carry its EIP-55 checksum: a contract's address with one digit
     # mistyped used to pass offline, and online only as "holds no contract"; an account's,
     # as keeper.address, not at all)
@@ -778,7 +784,8 @@ class WatchlistConfig(_Model):
     def _ordered(self) -> WatchlistConfig:
         if self.critical >= self.warn:
             raise ValueError("`critical` must be below `warn` (health falls from warn to "
-                             "critical)")
+                             f"critical); fix: set critical under {self.warn:g} (e.g. warn: "
+                             "1.2, critical: 1.05), or raise warn")
         return self
 
 
@@ -901,16 +908,20 @@ class AlertsConfig(_Model):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"route names must be unique; repeated: {sorted(dupes)}")
-        used = [(f"watchlist {w.name!r}", w.route) for w in self.watchlists]
+        # (paths below alerts: the issue names the field, `validate_config`)
+        used = [(f"watchlists[{i}].route", w.route) for i, w in enumerate(self.watchlists)]
         used += [("operator_route", self.operator_route)] if self.operator_route else []
         for rule in RulesConfig.model_fields:
             route = getattr(self.rules, rule).route
             if route:
-                used.append((f"rules.{rule}", route))
-        for who, route in used:
+                used.append((f"rules.{rule}.route", route))
+        for where, route in used:
             if route not in names:
-                raise ValueError(f"{who} uses route {route!r}, which is not defined under "
-                                 f"alerts.routes (defined: {sorted(names)})")
+                close = difflib.get_close_matches(str(route), names, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"@{where}: route {route!r} is not defined under "
+                                 f"alerts.routes; fix: {hint}use one of {sorted(names)}, or "
+                                 f"add a route named {route!r} under alerts.routes")
         return self
 
     def route_for(self, rule: str) -> str | None:
@@ -1527,7 +1538,11 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            issues.append(ConfigIssue(where, msg, _fix_for(dict(err))))
+            if msg.startswith("@"):  # a model's check naming the field below it
+                below, _, msg = msg[1:].partition(": ")
+                where = f"{where}.{below}" if where and not where.startswith("(") else below
+            msg, _, fix = msg.partition("; fix: ")  # (a validator's own fix)
+            issues.append(ConfigIssue(where, msg, fix or _fix_for(dict(err))))
         return None, issues + inline
     issues += (_reference_issues(config) + _flash_issues(config)
                + sink_id_issues(config.alerts.routes) + inline)

@@ -179,8 +179,29 @@ def test_watchlist_routes_and_rule_routes_are_checked() -> None:
     sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
     data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
                                  "rules": {"oracle": {"route": "pager"}}})
-    [(path, message, _)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
-    assert path == "alerts" and "rules.oracle uses route 'pager'" in message
+    [(path, message, fix)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
+    # (the field itself, not `alerts`, where the check runs; a fix with the routes there are)
+    assert path == "alerts.rules.oracle.route" and "route 'pager' is not defined" in message
+    assert "use one of ['ops']" in fix
+
+
+def test_a_watchlist_s_mistakes_name_the_field_and_the_fix() -> None:
+    """(A by-hand trial: an undefined route was reported at `alerts` with no fix line, and
+    `critical` above `warn` or a 39-digit address with none either.)"""
+    sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
+    watch = {"name": "w", "route": "opps", "accounts": ["0x" + "1" * 40]}
+    data = dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
+                                 "watchlists": [watch]})
+    [(path, message, fix)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
+    assert path == "alerts.watchlists[0].route" and "did you mean 'ops'?" in fix
+    watch.update(route="ops", warn=1.1, critical=1.2)
+    [(path, message, fix)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
+    assert path == "alerts.watchlists[0]" and "must be below `warn`" in message
+    assert "set critical under 1.1" in fix
+    watch.update(critical=1.0, accounts=["0x" + "1" * 39])
+    [(path, message, fix)] = issues_of(data, {"WEBHOOK_SECRET": HOOK_SECRET})
+    assert path == "alerts.watchlists[0].accounts[0]"
+    assert "this one has 39 characters after 0x" in fix
 
 
 def test_error_paths_never_carry_a_union_tag() -> None:
@@ -269,10 +290,10 @@ def test_a_webhook_secret_under_32_bytes_is_refused_at_load(tmp_path: Path) -> N
             {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${S}"}]}]}), \
             {"S": secret}
 
-    [(path, message, _)] = issues_of(*hook("é" * 15 + "x"))  # 31 bytes, 16 characters
+    [(path, message, fix)] = issues_of(*hook("é" * 15 + "x"))  # 31 bytes, 16 characters
     assert path == "alerts.routes[0].sinks[0].secret"
     assert "31 bytes" in message and "at least 32" in message
-    assert "openssl rand -hex 32" in message
+    assert "openssl rand -hex 32" in fix
     data, env = hook("é" * 16)  # 32 bytes: bytes are counted, not characters
     parse_config(data, env=env)
 
