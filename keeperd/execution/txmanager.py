@@ -776,6 +776,11 @@ class TxManager:
         try:
             await self._broadcast(p.attempts[-1], private=False, resync=resync)
         except SendRefused as exc:
+            if not resync and "nonce too low" in str(exc).lower():
+                # (expected: its nonce is mined, as the resume read; its receipt settles it.
+                # Logged as a refusal, it read like trouble at every restart: a by-hand trial)
+                log.debug("tx.rebroadcast_already_mined", opportunity=key, nonce=p.nonce)
+                return
             log.info("tx.rebroadcast_refused", opportunity=key, error=str(exc)[:200])
         except InDoubt as exc:
             p.in_doubt = True
