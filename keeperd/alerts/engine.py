@@ -169,7 +169,6 @@ class AlertEngine:
         self._ticked: set[str] | None = None  # the chain protocols `tick` named (no tick: None)
         self._held: dict[str, set[str]] = {}
         self._without: set[tuple[str, str]] = set()
-        self._had_position: set[str] = set()  # watched accounts seen holding one (lowercase)
         self.configure(config)
         self._pending: list[tuple[str, Alert]] = []
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
@@ -410,11 +409,14 @@ class AlertEngine:
             self._without = (self._without - {(w.name, a) for a in found}
                              | {(w.name, a) for a in new})
             had = {a.lower() for s in scope for a in self._held[s]}
-            self._had_position |= {a.lower() for a in w.accounts if a.lower() in had}
+            # (remembered in the state database: after a restart a liquidated watched account
+            # was called a likely typo again)
+            self.state.mark_held({a.lower() for a in w.accounts if a.lower() in had},
+                                 self.clock())
             # (one that held a position here before was liquidated, repaid or closed: not a
             # typo — the demo's liquidated accounts were told to check their address)
-            gone = [a for a in new if a.lower() in self._had_position]
-            never = [a for a in new if a.lower() not in self._had_position]
+            gone = [a for a in new if self.state.held_before(a.lower())]
+            never = [a for a in new if not self.state.held_before(a.lower())]
             if gone:
                 log.info("watchlist.position_gone", watchlist=w.name, accounts=gone,
                          protocols=sorted(scope),

@@ -12,7 +12,7 @@ state that says "told" with no notification on its way (a lost alert until its r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from keeperd.alerts.lifecycle import Told
@@ -35,9 +35,10 @@ class Changes:
 
     states: dict[str, Remembered | None]
     cursors: dict[str, int]
+    held: dict[str, float] = field(default_factory=dict)  # account -> since (new ones)
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.cursors)
+        return bool(self.states or self.cursors or self.held)
 
 
 class AlertState:
@@ -45,6 +46,7 @@ class AlertState:
         self.db = db
         self._rows: dict[str, Remembered] = {}
         self._cursors: dict[str, int] = {}
+        self._held: set[str] = set()
         self._changes = Changes({}, {})
 
     async def load(self) -> AlertState:
@@ -56,8 +58,20 @@ class AlertState:
                                        json.loads(r[9])) for r in rows}
         self._cursors = {r[0]: int(r[1]) for r in await self.db.fetch(
             "SELECT name, block FROM alert_cursor")}
+        self._held = {r[0] for r in await self.db.fetch("SELECT account FROM watched_held")}
         self._changes = Changes({}, {})
         return self
+
+    # --- watched accounts seen holding a position -------------------------------------------
+
+    def held_before(self, account: str) -> bool:
+        """Whether the watched `account` (lowercase) was ever seen holding a position."""
+        return account in self._held
+
+    def mark_held(self, accounts: set[str], now: float) -> None:
+        for account in accounts - self._held:
+            self._held.add(account)
+            self._changes.held[account] = now
 
     # --- per fingerprint ------------------------------------------------------------------
 
@@ -143,6 +157,8 @@ class AlertState:
             self._changes.states.setdefault(fp, row)
         for name, block in changes.cursors.items():
             self._changes.cursors.setdefault(name, block)
+        for account, since in changes.held.items():
+            self._changes.held.setdefault(account, since)
 
     async def write(self, changes: Changes) -> None:
         """Write `changes` (inside the caller's transaction)."""
@@ -164,3 +180,6 @@ class AlertState:
             await self.db.execute("INSERT INTO alert_cursor (name, block) VALUES ($1, $2) "
                                   "ON CONFLICT (name) DO UPDATE SET block = excluded.block",
                                   name, block)
+        for account, since in changes.held.items():
+            await self.db.execute("INSERT INTO watched_held (account, since) VALUES ($1, $2) "
+                                  "ON CONFLICT (account) DO NOTHING", account, since)

@@ -185,6 +185,15 @@ _M9_BREAKER_PER_CHAIN = (
 # compared with the chain after a restart as well as before (`execution/journal.py`).
 _M10_PLANNED_OUTCOME = ("ALTER TABLE liquidations ADD COLUMN planned TEXT",)
 
+# The watched accounts seen holding a position (lowercase): one holding none later was closed,
+# repaid or liquidated, not mistyped — remembered across restarts (`alerts/state.py`).
+_M11_WATCHED_HELD = (
+    """CREATE TABLE watched_held (
+    account TEXT PRIMARY KEY,
+    since   DOUBLE PRECISION NOT NULL
+)""",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -199,6 +208,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (8, "the outbox names each sink by its id, not its place in the route"),
     (9, "the breaker keyed by chain and asset"),
     (10, "each liquidation's planned outcome"),
+    (11, "the watched accounts seen holding a position"),
 )
 
 
@@ -207,7 +217,7 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
-            10: _M10_PLANNED_OUTCOME}[version]
+            10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

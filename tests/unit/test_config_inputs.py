@@ -229,6 +229,14 @@ async def test_an_account_whose_position_is_gone_is_not_called_a_typo(tmp_path: 
     [gone] = [e for e in logs if e["event"] == "watchlist.position_gone"]
     assert gone["accounts"] == [ALICE] and gone["log_level"] == "info"
     assert [e["accounts"] for e in logs if e["event"] == "watchlist.without_position"] == []
+    # After a restart too (the memory was the process's: a by-hand trial's liquidated watched
+    # accounts were called likely typos again at every start).
+    again, _ = await engine_for(tmp_path, [ALICE, CAROL], sources=["aave"])
+    with capture_logs() as logs:
+        await scanned(again, "aave", view_of([ALICE], [0.0]))
+    assert [e["accounts"] for e in logs if e["event"] == "watchlist.position_gone"] == [[ALICE]]
+    assert [e["accounts"] for e in logs
+            if e["event"] == "watchlist.without_position"] == [[CAROL]]
 
 
 async def test_without_its_sources_the_engine_waits_for_the_chain_protocols_tick_names(
