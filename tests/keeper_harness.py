@@ -54,6 +54,16 @@ def config_for(devnet: Devnet, tmp_path: Path, mode: str, *, rpc_urls: list[str]
     }, env={"KEEPER_KEY": KEEPER_KEY})
 
 
+async def liquidating(devnet: Devnet, tmp_path: Path, run_daemon: Any) -> tuple[Any, Any]:
+    """A funded keeper in liquidate mode (its key from the environment), caught up with the
+    head: (its config, the running daemon)."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    return config, keeper
+
+
 def devnet_chain(devnet: Devnet) -> dict[str, Any]:
     """The devnet as a config's chain, its one endpoint polled fast."""
     return {"name": "devnet", "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],

@@ -19,6 +19,7 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
     crash_and_collect,
     fund_keeper,
     keeper_key_env,
+    liquidating,
 )
 
 
@@ -92,10 +93,7 @@ async def test_a_reorg_while_keeperd_is_stopped_sends_the_lost_wave_again_once(
     """The watch over recent inclusions is memory: a restart used to forget it, so a reorg
     while keeperd was down left the wave "included" though the chain no longer had it. At
     start the journal's recent inclusions are checked against the chain."""
-    fund_keeper(devnet)
-    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
-    keeper = await run_daemon(config)
-    await keeper.evaluated_at(devnet.client.block_number())
+    config, keeper = await liquidating(devnet, tmp_path, run_daemon)
     devnet.client.call("evm_setAutomine", False)
     try:
         crash, journal, sent = await crash_and_collect(devnet, keeper)
@@ -135,10 +133,7 @@ async def test_a_lost_wave_whose_positions_are_healthy_again_is_not_sent_and_its
     sent (they used to be rebroadcast and revert, every one counted by the revert breaker),
     and their nonces are cancelled. While the chain's head is behind the block keeperd saw
     them in, nothing is decided: they stay included until the head gets there."""
-    fund_keeper(devnet)
-    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
-    keeper = await run_daemon(config)
-    await keeper.evaluated_at(devnet.client.block_number())
+    config, keeper = await liquidating(devnet, tmp_path, run_daemon)
     calm = devnet.snapshot()  # before the crash: WETH at its seeded price
     devnet.client.call("evm_setAutomine", False)
     try:

@@ -15,10 +15,9 @@ from keeperd.execution import journal as J
 from tests.faults.invariants import keeper_liquidations
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
-    config_for,
     crash_and_collect,
-    fund_keeper,
     keeper_key_env,
+    liquidating,
 )
 
 BORROWER_TOPIC = 3  # LiquidationCall(collateral, debt, user, ...): the user is topic 3
@@ -37,10 +36,7 @@ def supply(devnet: Devnet, user: str, symbol: str, units: int) -> None:
 
 async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once_at_a_time(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    fund_keeper(devnet)
-    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
-    keeper = await run_daemon(config)
-    await keeper.evaluated_at(devnet.client.block_number())
+    config, keeper = await liquidating(devnet, tmp_path, run_daemon)
     devnet.client.call("evm_setAutomine", False)
     try:
         crash, journal, sent = await crash_and_collect(devnet, keeper)
