@@ -398,7 +398,7 @@ class Daemon:
         stack.push_async_callback(lease.close)
         stack.push_async_callback(db.close)
         self.replica = Replica(lease, storage.lease, self.metrics,
-                               on_promoted=self._promoted)
+                               on_promoted=self._promoted, on_leading=self._leading)
         self.services.append(self.replica)
         log.info("replica.started", identity=identity, holder=lease.holder,
                  lease_s=storage.lease.length_s, storage=redact_url(storage.url))
@@ -418,6 +418,12 @@ class Daemon:
             await executor.start(head)
             log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
 
+    async def _leading(self) -> None:
+        """Just promoted: each executor acts on the standby's last evaluation, if it is of
+        the head (it used to wait for the next block)."""
+        for executor in self.executors.values():
+            await executor.act_on_last()
+
     def _dump_tasks(self) -> None:
         """SIGUSR1: log where every task is waiting (for a daemon that seems stuck)."""
         import io
@@ -435,8 +441,9 @@ class Daemon:
             self.dispatcher.configure(self.config.alerts.routes)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        tells = self.replica.tells if self.replica is not None else (lambda: True)
         self.alerts = await AlertEngine.open(db, self.config.alerts, self.dispatcher,
-                                             self.metrics, acting=acting,
+                                             self.metrics, acting=tells,
                                              explorers=AlertEngine.explorers_of(self.config),
                                              sources=AlertEngine.sources_of(self.config))
         self.alert_config_subscribers.append(self.alerts.configure)

@@ -221,6 +221,8 @@ class Executor:
         # that does not price it (Morpho without an ETH market) uses another's.
         self.native_prices = native_prices if native_prices is not None else {}
         self._liquidatable: set[str] = set()
+        # One evaluation acted on at a time: a scan's, or the last one's at a promotion.
+        self._acting = asyncio.Lock()
         # Liquidations tracked again (a restart, a reorg) whose position has changed since
         # they were signed (a plan for it now has another version): not replaced with their
         # old calldata, cancelled (`_still_wanted`); the position is planned afresh once
@@ -297,6 +299,20 @@ class Executor:
                         meaning="approvals or deposits were not sent; they are tried again "
                                 "with the balances, every few blocks")
 
+    async def act_on_last(self) -> None:
+        """Just promoted to leader: act on the last evaluation this replica made as a standby
+        (it followed and evaluated every block, and sent nothing), if it is of the head; an
+        older one is left to the next block's."""
+        last = self._last
+        if last is None or last.partial or not self.acting():
+            return
+        head = int(await self.pool.request("eth_blockNumber"), 16)
+        if last.block < head:
+            return
+        log.info("liquidation.acting_on_promotion", protocol=self.adapter.name,
+                 block=last.block)
+        await self.on_scan(last)  # (as the scan of that block would have, had it led)
+
     # --- per scan -------------------------------------------------------------------------
 
     async def on_scan(self, result: ScanResult) -> None:
@@ -308,7 +324,8 @@ class Executor:
                 self._last = result
             return
         try:
-            await self._act(result)
+            async with self._acting:
+                await self._act(result)
         except FencedOut as exc:
             log.error("liquidation.fenced_out", protocol=self.adapter.name, error=str(exc),
                       meaning="another replica holds the lease: nothing more is sent here")

@@ -32,12 +32,18 @@ class Replica:
     name = "replica"
 
     def __init__(self, lease: Lease, config: LeaseConfig, metrics: Metrics,
-                 on_promoted: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 on_promoted: Callable[[int], Awaitable[None]] | None = None,
+                 on_leading: Callable[[], Awaitable[None]] | None = None) -> None:
         self.lease = lease
         self.config = config
         self.metrics = metrics
         self.on_promoted = on_promoted
+        # Once leading: act on what the standby already evaluated (it waited for the next
+        # block: up to a block's time in the middle of a crash wave, a by-hand trial).
+        self.on_leading = on_leading
         self.role = STANDBY
+        # True while `on_promoted` reconciles: what it settles is told (`promoting`).
+        self.promoting = False
         self._renewed_at: float | None = None  # monotonic
         self._told_elsewhere: str | None = None
         self._stop = asyncio.Event()
@@ -46,6 +52,13 @@ class Replica:
     @property
     def identity(self) -> str:
         return self.lease.identity
+
+    def tells(self) -> bool:
+        """Whether this replica's alert engine writes what it found: leading, or reconciling
+        the journal on its way to lead — the liquidations it settles then (the last leader's,
+        included while it was down) were dropped as a standby's, never told (a by-hand
+        trial)."""
+        return self.promoting or self.is_leader()
 
     def is_leader(self) -> bool:
         """Leading, and within the lease as this process last renewed it: a loop that stalls
@@ -137,6 +150,12 @@ class Replica:
         log.warning("replica.promoted", identity=self.identity, epoch=epoch,
                     holder=self.lease.holder, meaning="this replica signs and sends now")
         self._publish()
+        if self.on_leading is not None:
+            try:
+                await self.on_leading()
+            except Exception as exc:  # (the next block acts as ever)
+                log.error("replica.first_act_failed", identity=self.identity,
+                          error=f"{type(exc).__name__}: {exc}")
 
     async def _promote(self, epoch: int) -> None:
         """`on_promoted` (the journal's reconciliation, which may take longer than a lease on
@@ -160,9 +179,11 @@ class Replica:
                                 error=f"{type(exc).__name__}: {exc}")
 
         renewing = asyncio.create_task(keep_renewing())
+        self.promoting = True
         try:
             await self.on_promoted(epoch)
         finally:
+            self.promoting = False
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing

@@ -151,6 +151,9 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         killed_at = time.monotonic()
         procs["a"].wait(timeout=10)
         sent_by_a = {k for k, s in journal().items() if s == "pending"}
+        # Its wave is mined while b is still a standby: b settles it while it reconciles,
+        # and must tell it (a standby's alerts are dropped: those were, for good).
+        mined = devnet.mine(1)
         pair.wait(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
         failover = time.monotonic() - killed_at
         assert failover <= LEASE["length_s"] + 2 * LEASE["renew_every_s"] + 1.0, failover
@@ -158,6 +161,10 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
         # anew under another nonce.
         resumed = {e["opportunity"] for e in events(logs["b"], "journal.resumed")}
         assert resumed == sent_by_a
+        # b acts on the block it evaluated as a standby at once, not at the next block (no
+        # block is mined meanwhile: it waited for one).
+        pair.wait(lambda: [e for e in events(logs["b"], "liquidation.acting_on_promotion")
+                           if e["block"] == mined], "b acts on the block it evaluated", 15)
         for _ in range(6):
             devnet.mine(1)
             time.sleep(1.0)
@@ -181,6 +188,11 @@ def test_two_replicas_one_liquidates_and_the_standby_finishes_a_crash_after_sigk
     assert len(set(told.values())) == len(told)  # b never told again what a had told
     assert events(logs["b"], "alerts.delivered")  # the new leader delivers
     assert any(b["rule"] == "liquidation" for _, b in webhook.received)
+    # Every inclusion is told, a's settled by b while it reconciled as well (those were
+    # dropped as a standby's alerts, never told).
+    included_told = {b["details"]["opportunity"] for _, b in webhook.received
+                     if b["rule"] == "liquidation" and b["labels"].get("event") == "included"}
+    assert {k for k, s in journal().items() if s == "included"} <= included_told
     statuses = journal()
     assert "reverted" not in statuses.values()
     # Never twice: one signed transaction per opportunity (a's, resumed by b, or b's own)...
