@@ -285,10 +285,11 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
 
     try:
         password = storage.password()
-    except (ConfigError, OSError) as exc:
-        field = "storage.password_env" if storage.password_env else "storage.password_file"
-        return [ConfigIssue(field, str(exc).splitlines()[-1].strip(),
-                            "set the variable or point at a readable file")]
+    except ConfigError as exc:  # (its own issues: the variable named, and the fix)
+        return list(exc.issues)
+    except OSError as exc:
+        return [ConfigIssue("storage.password_file", f"cannot read {storage.password_file}: "
+                            f"{exc.strerror}", "point it at a file keeperd's user can read")]
     lease = Lease(with_password(storage.connect_url, password), "check-config",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)

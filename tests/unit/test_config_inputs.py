@@ -260,3 +260,19 @@ def test_a_key_sources_error_is_named_by_the_files_own_path() -> None:
                       ({"source": "keystore", "path": "/x"}, "keeper.key.password_file")):
         found = issues_of({**MINIMAL, "keeper": {"mode": "liquidate", "key": key}})
         assert path in found, (key, found)
+
+
+async def test_an_unset_postgresql_password_variable_is_named(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """(check-config printed only the fix line, twice: `storage.password_env: fix: export
+    it...`, not which variable was unset — a by-hand trial.)"""
+    from keeperd.checks import storage_issues
+
+    monkeypatch.delenv("KEEPERD_TEST_PG_UNSET", raising=False)
+    config = parse_config({**MINIMAL, "storage": {
+        "url": "postgresql://keeper@127.0.0.1:1/keeperd",
+        "password_env": "KEEPERD_TEST_PG_UNSET"}})
+    [issue] = await storage_issues(config)
+    assert issue.path == "storage.password_env"
+    assert "KEEPERD_TEST_PG_UNSET is not set" in issue.message
+    assert issue.fix == "export it, or use storage.password_file"
