@@ -134,8 +134,20 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
     if db_path.is_file():
         out.update(_run(_local_summary(db_path)))
     if config.storage.url is not None:
-        out.update(_shared(config))
+        shared = _shared(config)
+        if "replicas_error" in shared:
+            # The journal and the alerts live on PostgreSQL: the local file's empty tables
+            # read as "none yet", "0 pending" during an outage that hid 114 liquidations
+            # (a by-hand trial). Unknown, said as such.
+            for key in SHARED_KEYS:
+                out.pop(key, None)
+            out["shared_unknown"] = True
+        out.update(shared)
     return out
+
+
+# What `summarize` reads from the tables that live on PostgreSQL when storage.url is set.
+SHARED_KEYS = ("liquidations", "by_protocol", "last_liquidations", "alerts_firing", "outbox")
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -222,6 +234,10 @@ def render(info: dict[str, Any]) -> str:
                      f"{r['epoch']}), {state}")
     if "replicas_error" in info:
         lines.append(f"replicas         unknown: {info['replicas_error']}")
+    if info.get("shared_unknown"):
+        lines.append("liquidations     unknown (PostgreSQL unreachable: the journal is there)")
+        lines.append("alerts           unknown (PostgreSQL unreachable: the alert state and "
+                     "outbox are there)")
     role = ((d.get("detail") or {}).get("replica") or {}).get("role") if d.get("running") \
         else None
     if role:

@@ -255,3 +255,21 @@ def test_a_relative_state_dir_asked_from_elsewhere_says_so(
     out = capsys.readouterr().out
     assert "never started here" in out
     assert f"state_dir .devnet/keeperd-state is relative, read from {elsewhere}" in out
+
+
+def test_with_postgresql_unreachable_the_shared_tables_are_unknown_not_empty(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(A by-hand trial: during a PostgreSQL outage `status` printed "liquidations none yet"
+    and "0 pending" from the local file's empty tables, over a journal of 114 liquidations.)"""
+    state = tmp_path / "state"
+    state.mkdir()
+    asyncio.run(write_state(state))  # (a local file whose tables say something: not read)
+    config = tmp_path / "keeperd.yaml"
+    config.write_text(f"state_dir: {state}\nstorage:\n  url: postgresql://keeper@127.0.0.1:1/k\n"
+                      "chains:\n  - name: devnet\n    chain_id: 31337\n"
+                      "    rpc_urls: [http://127.0.0.1:8545]\n")
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "replicas         unknown" in out
+    assert "liquidations     unknown (PostgreSQL unreachable" in out
+    assert "none yet" not in out and "included" not in out and "alert outbox" not in out
