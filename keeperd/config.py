@@ -126,10 +126,22 @@ def _tls_if_credentials(value: str) -> str:
     must not travel in clear."""
     if _plain_to_remote(value):
         parts = urlsplit(value)
-        if parts.username or parts.password or parts.query or len(parts.path.strip("/")) >= 16:
+        if parts.username or parts.password or parts.query or any(
+                _looks_like_a_key(segment) for segment in parts.path.split("/")):
             raise ValueError("this URL carries credentials (user info, or a key in its path "
-                             "or query) over plain http: use https/wss")
+                             "or query) over plain http; fix: use https:// (wss://) for it, "
+                             "or reach the node on 127.0.0.1")
     return value
+
+
+def _looks_like_a_key(segment: str) -> bool:
+    """A path segment as providers issue keys: long (16 characters or more), or letters and
+    digits mixed (8 or more). Judged per segment: the whole path's length refused a node's
+    plain `/ethereum/mainnet/archive` and passed `/v2/` with a short key after it."""
+    if len(segment) >= 16:
+        return True
+    return (len(segment) >= 8 and any(c.isdigit() for c in segment)
+            and any(c.isalpha() for c in segment))
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]

@@ -229,10 +229,13 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
 
     parse_config(with_chain("http://10.0.0.5:8545"), env={})  # a node next door, no key
     parse_config(with_chain("http://127.0.0.1:8545/v3/0123456789abcdef0123"), env={})
+    # (judged per path segment: a node's long plain path is no key, a short mixed one is)
+    parse_config(with_chain("http://10.0.0.5:8545/ethereum/mainnet/archive"), env={})
     for leaky in ("http://eth.example/v3/0123456789abcdef0123", "http://u:p@eth.example",
-                  "http://eth.example/?apikey=abc"):
-        [(path, message, _)] = issues_of(with_chain(leaky))
+                  "http://eth.example/?apikey=abc", "http://10.1.2.3:8545/v2/k3y4b1c9"):
+        [(path, message, fix)] = issues_of(with_chain(leaky))
         assert path == "chains[0].rpc_urls[0]" and "credentials" in message
+        assert "use https://" in fix
     sinks = {"routes": [{"name": "ops", "sinks": [
         {"kind": "webhook", "url": "http://hooks.example/x", "secret": "${WEBHOOK_SECRET}"},
         {"kind": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"},
