@@ -533,10 +533,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(f"keeperd: --shock {exc}", file=sys.stderr)
         return EXIT_FAILURE
     try:  # before the chain is read, with the names to choose from
-        pick_protocol(config, args.protocol)
+        chosen = pick_protocol(config, args.protocol)
     except ProtocolChoiceError as exc:
         raise UsageError(f"--protocol {exc}" if args.protocol is not None else str(exc)) \
             from None
+    others = [p.name for p in config.chain_protocols if p.name != chosen.name]
+    if args.protocol is None and others:
+        # (the README's command showed the first protocol's book only, without a word of the
+        # others' exposure to the same move: a by-hand trial)
+        print(f"keeperd simulate: {chosen.name} (the first protocol); the others are "
+              f"simulated one at a time with --protocol: {', '.join(others)}",
+              file=sys.stderr)
     name = "-".join(f"{a}{round(d * 100)}" for a, d in shocks.items())
     png = args.png or Path(f"keeperd-simulate-{name}.png")
     _check_writable("--png", png)  # before minutes of reading, not after

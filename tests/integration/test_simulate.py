@@ -64,7 +64,9 @@ def test_simulate_shocks_a_morpho_book_too(devnet: Devnet, tmp_path: Path) -> No
         "state_dir": str(tmp_path / "state"),
         "chains": [{"name": "devnet", "chain_id": 31337,
                     "rpc_urls": [devnet.manifest["rpc_url"]]}],
-        "protocols": [{"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+                      {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
                        "morpho": blue["morpho"],
                        "markets": [m["id"] for m in blue["markets"].values()]}]}))
     run = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config", str(config),
@@ -80,3 +82,12 @@ def test_simulate_shocks_a_morpho_book_too(devnet: Devnet, tmp_path: Path) -> No
     expected = sum(1 for b in blue["borrowers"]
                    if b["market"] in weth_markets and b["planned_health"] * 0.7 < 1)
     assert liquidated == expected > 0
+    # Without --protocol: the first one's book, and a word of the others (the README's
+    # command showed Aave's alone, without one of Morpho's exposure to the same move).
+    first = subprocess.run([sys.executable, "-m", "keeperd", "simulate", "--config",
+                            str(config), "--shock", "WETH=-30%",
+                            "--png", str(tmp_path / "chart.png")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("aave at block")
+    assert "the others are simulated one at a time with --protocol: morpho" in first.stderr
