@@ -201,6 +201,10 @@ def _mode_line(info: dict[str, Any]) -> str:
         if config_mode and config_mode != mode:
             return (f"{mode} (running; the config file, with this shell's environment, says "
                     f"{config_mode}: a variable the daemon had may be unset here)")
+        role = ((d.get("detail") or {}).get("replica") or {}).get("role")
+        if role == "standby" and mode != "alert-only":
+            # (a standby said "doing liquidate", though it sends nothing: a by-hand trial)
+            return f"{mode} once leading (the running daemon's; a standby sends nothing)"
         return f"{mode} (the running daemon's)"
     if mode == UNKNOWN_MODE:
         text = ("unknown (the config's keeper.mode does not resolve to a mode with this "

@@ -198,7 +198,7 @@ def test_a_stopped_daemon_is_neither_ready_nor_alive(
 
 
 def this_process_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, age_s: float,
-                          ready: bool, status: str) -> None:
+                          ready: bool, status: str, detail: dict | None = None) -> None:
     """A status.json written `age_s` ago by a liquidate-mode daemon whose pid is this
     process's (one that exists), the config's secrets unset."""
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
@@ -206,7 +206,7 @@ def this_process_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, ag
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "status.json").write_text(json.dumps(
         {"pid": os.getpid(), "updated_at": time.time() - age_s, "mode": "liquidate",
-         "ready": ready, "alive": True, "status": status, "detail": {}}))
+         "ready": ready, "alive": True, "status": status, "detail": detail or {}}))
 
 
 def test_a_hung_daemon_with_a_stale_status_is_not_running(
@@ -237,6 +237,18 @@ def test_a_running_daemons_mode_is_said_to_be_its_own(
     out = capsys.readouterr().out
     assert "mode             liquidate (the running daemon's)" in out
     assert f"running (pid {os.getpid()}), NOT ready, alive" in out
+
+
+def test_a_standby_replica_is_not_said_to_liquidate(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A by-hand trial: a standby's status read "liquidate (the running daemon's)".)"""
+    this_process_reported(tmp_path, monkeypatch, age_s=0, ready=True, status="ready",
+                          detail={"replica": {"role": "standby", "epoch": 3}})
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "liquidate once leading (the running daemon's; a standby sends nothing)" in out
+    assert "this replica     standby" in out
 
 
 def test_a_relative_state_dir_asked_from_elsewhere_says_so(
