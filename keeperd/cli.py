@@ -198,11 +198,15 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
             states = await breaker.states()
             if not states:
                 print("no breaker has ever tripped")
-            else:
-                print(f"{'ASSET':8} {'CHAIN':12} {'STATE':18} REASON  (chain *: every chain)")
+            # (as wide as the longest asset: a Morpho market's `morpho:<id>` is 73
+            # characters, and pushed the other columns out of line)
+            width = max([8, *(len(s.asset) for s in states.values())])
+            if states:
+                print(f"{'ASSET':{width}} {'CHAIN':12} {'STATE':18} REASON  "
+                      "(chain *: every chain)")
             for s in sorted(states.values(), key=lambda s: (s.asset, s.chain)):
                 what = ("TRIPPED" + (" (manual)" if s.manual else "")) if s.tripped else "ok"
-                print(f"{s.asset:8} {s.chain:12} {what:18} {s.reason or ''}")
+                print(f"{s.asset:{width}} {s.chain:12} {what:18} {s.reason or ''}")
     finally:
         await db.close()
     return EXIT_OK
