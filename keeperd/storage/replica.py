@@ -46,6 +46,7 @@ class Replica:
         self.promoting = False
         self._renewed_at: float | None = None  # monotonic
         self._told_elsewhere: str | None = None
+        self._told_standby = False  # (said once per time it becomes a standby)
         self._stop = asyncio.Event()
         self._publish()
 
@@ -76,6 +77,7 @@ class Replica:
                       reason=reason, meaning="this replica stops sending; another takes over")
             self.metrics.lease_losses.labels(self.identity).inc()
         self.role = STANDBY
+        self._told_standby = False
         self.lease.epoch = None
         self._publish()
 
@@ -110,6 +112,12 @@ class Replica:
                         error=f"{type(exc).__name__}: {exc}")
             return
         if epoch is None:
+            if not self._told_standby:
+                # (a standby said nothing of it at start beyond `replica.started`)
+                self._told_standby = True
+                log.info("replica.standby", identity=self.identity, holder=self.lease.holder,
+                         meaning="another replica leads: this one follows and evaluates, "
+                                 "sends nothing, and takes over when its lease expires")
             elsewhere = self.lease.held_elsewhere
             if elsewhere is not None and elsewhere != self._told_elsewhere:
                 log.warning("replica.key_led_elsewhere", identity=self.identity,
