@@ -55,17 +55,12 @@ def shock_label(shock: float) -> str:
     return f"{shock:g}"
 
 
-# A perp book's cash, its unit of account (Perp Curie's `describe`): never part of the joint
-# "everything correlated" move — every column falling together, the unit with them, moves
-# nothing against it, and Curie's joint scenario liquidated no one at any shock.
-NUMERAIRE = "USD"
-
-
-def scenario_text(scenario: str, shock: float) -> str:
-    """A scenario at a shock, as the cascade alert says it."""
+def scenario_text(scenario: str, shock: float, numeraire: bool = False) -> str:
+    """A scenario at a shock, as the cascade alert says it (`numeraire`: the scenario is the
+    book's unit of account falling, `Asset.numeraire`)."""
     if scenario == "joint":
         return f"a {shock:.0%} drop of every non-stable asset at once"
-    if scenario == NUMERAIRE:
+    if numeraire:
         return (f"a {shock:.0%} fall of USD against every other asset (each up "
                 f"{1 / (1 - shock) - 1:.0%}: shorts squeezed)")
     return f"a {shock:.0%} drop of {scenario}"
@@ -79,7 +74,11 @@ DepthOf = Callable[[Any, Sequence[Asset], int], Awaitable[list[DepthModel] | Non
 
 def columns_for(assets: Sequence[Asset], config: CascadeConfig) -> Columns:
     symbols = [a.symbol for a in assets]
-    stables = {s.lower() for s in config.stable_assets} | {NUMERAIRE.lower()}
+    # (a perp book's cash, its unit of account, is never part of the joint "everything
+    # correlated" move: every column falling together, the unit with them, moves nothing
+    # against it, and Curie's joint scenario liquidated no one at any shock)
+    stables = ({s.lower() for s in config.stable_assets}
+               | {a.symbol.lower() for a in assets if a.numeraire})
     joint = [s for s in symbols if s.lower() not in stables]
     return with_followers(shock_grid(symbols, config.shocks, joint=joint), symbols,
                           {a.symbol: a.follows for a in assets if a.follows})
@@ -189,7 +188,7 @@ class CascadeMonitor:
         self.last, self.baseline, self.last_block = result, baseline, block
         self._publish(result, depth, assets)
         self._publish_baseline(baseline)
-        await self._alert(result, block)
+        await self._alert(result, block, {a.symbol for a in assets if a.numeraire})
         worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
         log.info("cascade.evaluated", protocol=self.protocol, block=block,
                  positions=len(portfolio), columns=len(columns.shock),
@@ -266,7 +265,8 @@ class CascadeMonitor:
             m.cascade_baseline_liquidated_debt.labels(*labels).set(float(repaid[0]))
             m.cascade_baseline_bad_debt.labels(*labels).set(float(bad[0]))
 
-    async def _alert(self, r: CascadeResult, block: int) -> None:
+    async def _alert(self, r: CascadeResult, block: int,
+                     numeraires: set[str] | None = None) -> None:
         if self.alerts is None or self.alerts_config is None:
             return
         rule = self.alerts_config.rules.cascade
@@ -280,6 +280,7 @@ class CascadeMonitor:
         worst = int(at[np.argmax(r.bad_debt[at])])
         bad = float(r.bad_debt[worst])
         scenario = r.columns.scenario[worst]
+        moved = scenario_text(scenario, float(target), scenario in (numeraires or set()))
         levels = Levels(rule.warn_bad_debt_usd, rule.critical_bad_debt_usd, "above")
         labels = {"chain": self.chain, "protocol": self.protocol}
         severity = self.alerts.severity_for("cascade_risk", labels, bad, levels)
@@ -289,11 +290,11 @@ class CascadeMonitor:
         await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
             self.alerts.repeat_interval(route),
-            summary=f"{scenario_text(scenario, float(target))} would leave ${bad:,.0f} of bad "
-                    f"debt on {self.protocol} after a {int(r.rounds[worst])}-round cascade "
-                    f"(final drop {float(r.final_drop[worst]):.1%}){fund}",
-            resolved_summary=f"bad debt after {scenario_text(scenario, float(target))} on "
-                             f"{self.protocol} is back to ${bad:,.0f}",
+            summary=f"{moved} would leave ${bad:,.0f} of bad debt on {self.protocol} after a "
+                    f"{int(r.rounds[worst])}-round cascade (final drop "
+                    f"{float(r.final_drop[worst]):.1%}){fund}",
+            resolved_summary=f"bad debt after {moved} on {self.protocol} is back to "
+                             f"${bad:,.0f}",
             action="Review the largest positions in that asset and the depth assumptions; "
                    "consider lower caps or higher thresholds for it.",
             details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),

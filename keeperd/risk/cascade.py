@@ -50,6 +50,9 @@ class Asset:
     price_usd: float
     bonus: float  # the liquidation bonus when it is the collateral (0.05 = 5 %)
     follows: str | None = None  # the asset whose feed its price is built on (wstETH: WETH)
+    # The book's unit of account (a perp book's cash): never in the joint move, where
+    # falling with everything it would move nothing against it (`cascade_monitor.py`).
+    numeraire: bool = False
 
 
 

@@ -15,7 +15,8 @@ def test_a_perp_books_cash_is_not_in_the_joint_move() -> None:
     """(Curie's USD column fell with ETH and BTC in the joint scenario: everything, the unit
     of account with it, moving together moved nothing against it, and the scenario showed no
     liquidation at any shock.)"""
-    assets = [Asset(s, "0x" + "00" * 20, 18, 1.0, 0.05) for s in ("ETH", "BTC", "USD")]
+    assets = [Asset(s, "0x" + "00" * 20, 18, 1.0, 0.05, numeraire=s == "USD")
+              for s in ("ETH", "BTC", "USD")]
     cols = columns_for(assets, CascadeConfig(shocks=[0.2]))
     joint = list(cols.scenario).index("joint")
     assert cols.multiplier[joint].tolist() == pytest.approx([0.8, 0.8, 1.0])
@@ -30,4 +31,4 @@ def test_a_perp_books_cash_is_not_in_the_joint_move() -> None:
     ("USD", "a 20% fall of USD against every other asset (each up 25%: shorts squeezed)"),
 ])
 def test_the_alert_says_what_a_scenario_moves(scenario: str, says: str) -> None:
-    assert scenario_text(scenario, 0.2) == says
+    assert scenario_text(scenario, 0.2, numeraire=scenario == "USD") == says

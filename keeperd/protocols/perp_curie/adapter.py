@@ -617,7 +617,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         collateral_tokens = {c.asset: c.token for t in book.traders for c in t.collateral}
         assets = [Asset(s, by_asset[s].base if s in by_asset else collateral_tokens[s], 18,
                         prices[i], share) for i, s in enumerate(symbols[:-1])]
-        assets.append(Asset("USD", "0x" + "0" * 40, 6, 1.0, 0.0))
+        assets.append(Asset("USD", "0x" + "0" * 40, 6, 1.0, 0.0, numeraire=True))
         return portfolio, assets
 
     async def cascade_depth(self, book: CurieBook, assets: Sequence[Any], block: int
