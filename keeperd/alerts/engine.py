@@ -274,7 +274,8 @@ class AlertEngine:
         for seen in liquidations:
             self._liquidated(chain, protocol, seen, result.block)
         conditions = self._watchlist_conditions(rows, tripped)
-        conditions += self._gone_conditions(protocol, chain, conditions)
+        conditions += self._gone_conditions(protocol, chain, conditions,
+                                            getattr(result.view, "unread", ()))
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:
@@ -352,17 +353,21 @@ class AlertEngine:
                     action=row.action, details=details, inhibited_by=inhibited))
         return out
 
-    def _gone_conditions(self, source: str, chain: str | None,
-                         present: list[Condition]) -> list[Condition]:
+    def _gone_conditions(self, source: str, chain: str | None, present: list[Condition],
+                         unread: Iterable[Mapping[str, str]] = ()) -> list[Condition]:
         """The watched positions of `source` whose health alert fires and that its evaluation
         no longer has a row for (a Morpho market position closed by its liquidation): resolved.
         Nothing evaluated them any more, and the holder's critical alert fired on, its last
-        health repeated, after the position was gone (a by-hand trial)."""
+        health repeated, after the position was gone (a by-hand trial). Not those where the
+        evaluation could not read (`HealthView.unread`: a market whose oracle did not answer):
+        unknown is not gone, and an endpoint failing that read must not silence the alert."""
         told = {fingerprint(c.rule, c.labels) for c in present}
+        unknown = [dict(u) for u in unread]
         out = []
         for route, labels in self.state.routes_of("position_health"):
             if labels.get("protocol") != source or labels.get("chain") != chain \
-                    or fingerprint("position_health", labels) in told:
+                    or fingerprint("position_health", labels) in told \
+                    or any(u.items() <= labels.items() for u in unknown):
                 continue
             out.append(Condition(
                 "position_health", route, dict(labels), None, None, None, 0.0, summary="",

@@ -273,6 +273,31 @@ async def test_a_watched_position_gone_from_the_book_resolves(setup: Setup) -> N
     assert len(await setup.entries(1)) == 2  # nothing repeats after it
 
 
+async def test_a_watched_position_unread_is_unknown_not_gone(setup: Setup) -> None:
+    """A market whose oracle did not answer is left out of Morpho's evaluation for the block:
+    its watched positions are unknown, not closed (an endpoint failing that read resolved
+    the critical alert: the review of the gone check)."""
+    def morpho(block: int, rows: list[tuple[str, float]], unread: list[str]) -> Any:
+        n = len(rows)
+        view = HealthView(
+            accounts=[a for a, _ in rows], health=np.array([h for _, h in rows]),
+            collateral_usd=np.full(n, 10_000.0), debt_usd=np.full(n, 8_000.0),
+            liquidation_threshold=np.full(n, 0.8), main_collateral=["WETH"] * n,
+            drop_to_liquidation=np.full(n, 0.1), assets=[frozenset(SYMBOLS)] * n,
+            labels=[{"market": "WETH/USDC"}] * n, unread=[{"market": m} for m in unread])
+        return SimpleNamespace(protocol="morpho", block=block, partial=False, view=view,
+                               book=None)
+
+    engine = setup.engine
+    await engine.on_scan(morpho(10, [(ACCOUNTS[0], 0.9)], []), chain="devnet", tripped={})
+    assert [e.status for e in await setup.entries(1)] == ["firing"]
+    setup.clock.now += 12
+    await engine.on_scan(morpho(11, [], ["WETH/USDC"]), chain="devnet", tripped={})
+    assert [e.status for e in await setup.entries(1)] == ["firing"]  # unknown: still firing
+    await engine.on_scan(morpho(12, [], []), chain="devnet", tripped={})
+    assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
+
+
 async def test_an_endpoint_of_another_network_is_alerted(setup: Setup) -> None:
     """(keeperd now starts beside a backup of another network instead of refusing: that must
     not go unnoticed by an operator who relies on keeperd's own alerts.)"""

@@ -318,7 +318,9 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
             drop_to_liquidation=drop,
             labels=[{"market": p.market.name} for p in positions],
             assets=[frozenset({p.market.collateral_symbol, p.market.loan_symbol})
-                    for p in positions])
+                    for p in positions],
+            unread=[{"market": m.name} for market_id, m in self.markets.items()
+                    if market_id not in book.markets])
 
     def first_pass(self, previous: MorphoBook | None, book: MorphoBook) -> None:
         return None  # every position is evaluated at once (one multicall, no reverse index)

@@ -70,6 +70,10 @@ class HealthView:
     # the account to maintenance): fields for its details, and a sentence for its summary.
     details: Sequence[Mapping[str, Any]] | None = None
     notes: Sequence[str] | None = None
+    # The positions this evaluation could not read (Morpho Blue: a market whose state, oracle
+    # or rate model did not answer: {"market": "WETH/USDC"}): a watched row missing there is
+    # unknown, not gone (an endpoint failing that read must not resolve its alert).
+    unread: Sequence[Mapping[str, str]] = ()
 
     def row_labels(self, i: int) -> Mapping[str, str]:
         return self.labels[i] if self.labels is not None else {}
