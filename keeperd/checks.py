@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from keeperd.chain.connect import check_chain_ids, make_pool
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import (
     ChainConfig,
     Config,
@@ -217,6 +217,11 @@ async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Pl
             issues.append(ConfigIssue(field if why else f"protocols[{pi}]", why or str(exc),
                                       "keeperd run refuses to start on it: fix the address, "
                                       "or deploy the contract it names"))
+        except (RpcError, RpcUnavailable) as exc:  # (the endpoint's, said as such)
+            issues.append(ConfigIssue(
+                f"protocols[{pi}]", f"what its liquidations trust could not be confirmed: "
+                f"{type(exc).__name__}: {exc}"[:500],
+                "check the RPC endpoints (keeperd run asks the same at start)"))
     return issues
 
 

@@ -135,11 +135,13 @@ def _tls_if_credentials(value: str) -> str:
 
 
 def _looks_like_a_key(segment: str) -> bool:
-    """A path segment as providers issue keys: long (16 characters or more), or letters and
-    digits mixed (8 or more). Judged per segment: the whole path's length refused a node's
-    plain `/ethereum/mainnet/archive` and passed `/v2/` with a short key after it."""
-    if len(segment) >= 16:
-        return True
+    """A path segment as providers issue keys: long (16 characters or more), hex or digits
+    only from 12, or letters and digits mixed from 8. Judged per segment: the whole path's
+    length refused a node's plain `/ethereum/mainnet/archive` and passed `/v2/` with a short
+    key after it."""
+    if len(segment) >= 16 or (len(segment) >= 12 and all(
+            c in "0123456789abcdefABCDEF" for c in segment)):
+        return True  # (long, or a hex or digit string of 12 or more)
     return (len(segment) >= 8 and any(c.isdigit() for c in segment)
             and any(c.isalpha() for c in segment))
 

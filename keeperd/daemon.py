@@ -413,6 +413,8 @@ class Daemon:
             await self.alerts.load()
             if self.dispatcher is not None:
                 self.dispatcher.wake()
+        if self.replica is not None:
+            self.replica.promotion_tells = True  # (what it settles now is told)
         for name, executor in self.executors.items():
             head = int(await executor.pool.request("eth_blockNumber"), 16)
             await executor.start(head)
@@ -421,8 +423,12 @@ class Daemon:
     async def _leading(self) -> None:
         """Just promoted: each executor acts on the standby's last evaluation, if it is of
         the head (it used to wait for the next block)."""
-        for executor in self.executors.values():
-            await executor.act_on_last()
+        for name, executor in self.executors.items():
+            try:
+                await executor.act_on_last()
+            except Exception as exc:  # (the others still act; this one at the next block)
+                log.error("replica.first_act_failed", protocol=name,
+                          error=f"{type(exc).__name__}: {exc}")
 
     def _dump_tasks(self) -> None:
         """SIGUSR1: log where every task is waiting (for a daemon that seems stuck)."""

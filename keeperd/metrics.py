@@ -282,7 +282,8 @@ class Metrics:
             "Liquidation opportunities by stage: detected, profitable, unprofitable, "
             "simulated_ok, simulation_failed, dry_run, sent, included, reverted, lost_race, "
             "cancelled, dropped, skipped_journaled, skipped_in_flight (a transaction for the "
-            "same position in flight under its earlier version).",
+            "same account, tracked again after a restart or a reorg, in flight under its "
+            "earlier position).",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",

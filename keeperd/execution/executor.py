@@ -307,11 +307,15 @@ class Executor:
         if last is None or last.partial or not self.acting():
             return
         head = int(await self.pool.request("eth_blockNumber"), 16)
-        if last.block < head:
-            return
-        log.info("liquidation.acting_on_promotion", protocol=self.adapter.name,
-                 block=last.block)
-        await self.on_scan(last)  # (as the scan of that block would have, had it led)
+        async with self._acting:
+            # (checked again under the lock: a newer block's scan may have come and acted
+            # while the head was asked — acting on the older one after it would send plans
+            # of a state that is gone, a position's old version among them)
+            if self._last is not last or last.block < head or not self.acting():
+                return
+            log.info("liquidation.acting_on_promotion", protocol=self.adapter.name,
+                     block=last.block)
+            await self._act_fenced(last)  # (as the scan of that block would have, had it led)
 
     # --- per scan -------------------------------------------------------------------------
 
@@ -323,9 +327,13 @@ class Executor:
             if not result.partial:
                 self._last = result
             return
+        async with self._acting:
+            await self._act_fenced(result)
+
+    async def _act_fenced(self, result: ScanResult) -> None:
+        """`_act` (under `_acting`), a refused fence demoting this replica."""
         try:
-            async with self._acting:
-                await self._act(result)
+            await self._act(result)
         except FencedOut as exc:
             log.error("liquidation.fenced_out", protocol=self.adapter.name, error=str(exc),
                       meaning="another replica holds the lease: nothing more is sent here")
@@ -409,19 +417,20 @@ class Executor:
         in_flight = self._positions_in_flight()
         for opp in opportunities:
             key: OpportunityKey | None = opp.key.retry(0)
-            flying = in_flight.get((opp.key.account, opp.key.position))
-            if flying is not None and flying.retry(0) != key:
-                # A transaction for this very position, tracked again after a restart or a
-                # reorg, is in flight under another version of it (signed on a chain state
-                # that moved): a second liquidation of it now would revert or take what the
-                # first takes. The first is cancelled, not replaced with its old amounts;
-                # this one is planned once its nonce settles.
+            flying = in_flight.get(opp.key.account, set())
+            if flying and key not in flying:
+                # A transaction for this account, tracked again after a restart or a reorg,
+                # is in flight under another version of its position or another pair (signed
+                # on a chain state that moved; health is the account's, whichever pair): a
+                # second liquidation of it now would revert or take what the first takes.
+                # The first is cancelled, not replaced with its old amounts; this one is
+                # planned once its nonce settles.
                 stage(*self.labels, "skipped_in_flight").inc()
-                if flying not in self._superseded:
-                    self._superseded.add(flying)
+                for old in sorted(flying - self._superseded, key=str):
+                    self._superseded.add(old)
                     log.info("liquidation.position_in_flight", opportunity=key,
-                             in_flight=flying, meaning="a transaction for this position is in "
-                             "flight under its earlier version: that one is cancelled unless "
+                             in_flight=old, meaning="a transaction for this account is in "
+                             "flight under its earlier position: that one is cancelled unless "
                              "mined first, and this one waits for its nonce to settle")
                 continue
             entry = journaled.get(str(key))
@@ -1030,9 +1039,10 @@ class Executor:
                 if entry is not None and entry.status == J.INCLUDED:
                     await self._recheck_inclusion(entry, seen, block,
                                                   "the chain reached the block it was seen in")
+        self._superseded &= {k.retry(0) for k in self.tx.pending
+                             if isinstance(k, OpportunityKey)}  # (settled ones are forgotten)
         if not self.tx.pending:
             return
-        self._superseded &= set(self.tx.pending)  # (settled ones are forgotten)
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
                   and await self._still_wanted(key)}
         for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
@@ -1135,22 +1145,25 @@ class Executor:
         the chain share the transaction manager)."""
         return key.protocol == self.adapter.name
 
-    def _positions_in_flight(self) -> dict[tuple[str, tuple[str, ...]], OpportunityKey]:
+    def _positions_in_flight(self) -> dict[str, set[OpportunityKey]]:
         """This protocol's liquidations in flight that were tracked again from the journal
         (after a restart or a reorg: signed on a chain state that may not be this one's), by
-        (account, position). Not those sent by this process: one of those under another
-        version than the plan's is, all but always, just mined (its receipt read at the block's
-        full evaluation; the price-exposed pass comes first), and a crash's second liquidation
-        of a half-liquidated position must not wait for that."""
+        account (their keys as first tried). Not those sent by this process: one of those
+        under another version than the plan's is, all but always, just mined (its receipt
+        read at the block's full evaluation; the price-exposed pass comes first), and a
+        crash's second liquidation of a half-liquidated position must not wait for that."""
+        out: dict[str, set[OpportunityKey]] = {}
         if self.tx is None:
-            return {}
-        return {(k.account, k.position): k for k, p in self.tx.pending.items()
-                if isinstance(k, OpportunityKey) and p.resumed and self._owns(k)}
+            return out
+        for k, p in self.tx.pending.items():
+            if isinstance(k, OpportunityKey) and p.resumed and self._owns(k):
+                out.setdefault(k.account, set()).add(k.retry(0))
+        return out
 
     async def _still_wanted(self, key: TxKey) -> bool:
         if isinstance(key, UpkeepKey):
             return True  # replaced until mined, never cancelled: the next wave may need it
-        if key in self._superseded:
+        if isinstance(key, OpportunityKey) and key.retry(0) in self._superseded:
             return False  # (its position has moved on: cancelled, planned afresh)
         entry = await self.journal.get(key)
         return entry is not None and (entry.account in self._liquidatable

@@ -31,6 +31,7 @@ TABLES = {
     # What was told, and what is still to be told (ids are the target's own).
     "alert_state": "fingerprint, rule, route, severity, value, told_at, since, chain, block, alert",
     "alert_cursor": "name, block",
+    "watched_held": "account, since",
     "silences": "matchers, comment, created_by, created_at, ends_at",
     "breaker": "chain, asset, tripped, manual, reason, since, clear_since, block_hash",
     "outbox": ("route, sink, sink_kind, idempotency_key, chain, block, status, priority, "

@@ -42,8 +42,13 @@ class Replica:
         # block: up to a block's time in the middle of a crash wave, a by-hand trial).
         self.on_leading = on_leading
         self.role = STANDBY
-        # True while `on_promoted` reconciles: what it settles is told (`promoting`).
+        # While `on_promoted` reconciles: what it settles is told (`tells`), once the alert
+        # state was read afresh (`promotion_tells`, set by the daemon) and for as long as the
+        # lease is still held (`_promotion_lost`: the renewal beside it failed).
         self.promoting = False
+        self.promotion_tells = False
+        self._promotion_lost = False
+        self._first_act: asyncio.Task[None] | None = None
         self._renewed_at: float | None = None  # monotonic
         self._told_elsewhere: str | None = None
         self._told_standby = False  # (said once per time it becomes a standby)
@@ -58,8 +63,9 @@ class Replica:
         """Whether this replica's alert engine writes what it found: leading, or reconciling
         the journal on its way to lead — the liquidations it settles then (the last leader's,
         included while it was down) were dropped as a standby's, never told (a by-hand
-        trial)."""
-        return self.promoting or self.is_leader()
+        trial) — once it has read the last leader's alert state, while its lease holds."""
+        return self.is_leader() or (self.promoting and self.promotion_tells
+                                    and not self._promotion_lost)
 
     def is_leader(self) -> bool:
         """Leading, and within the lease as this process last renewed it: a loop that stalls
@@ -159,11 +165,16 @@ class Replica:
                     holder=self.lease.holder, meaning="this replica signs and sends now")
         self._publish()
         if self.on_leading is not None:
-            try:
-                await self.on_leading()
-            except Exception as exc:  # (the next block acts as ever)
-                log.error("replica.first_act_failed", identity=self.identity,
-                          error=f"{type(exc).__name__}: {exc}")
+            # A task: the lease loop goes on renewing while it acts (a crash wave's first
+            # act can take longer than the lease).
+            self._first_act = asyncio.create_task(self._act_first(self.on_leading))
+
+    async def _act_first(self, act: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await act()
+        except Exception as exc:  # (the next block acts as ever)
+            log.error("replica.first_act_failed", identity=self.identity,
+                      error=f"{type(exc).__name__}: {exc}")
 
     async def _promote(self, epoch: int) -> None:
         """`on_promoted` (the journal's reconciliation, which may take longer than a lease on
@@ -180,6 +191,7 @@ class Replica:
                         self.metrics.lease_renewals.labels(self.identity, "ok").inc()
                     else:
                         self.metrics.lease_renewals.labels(self.identity, "lost").inc()
+                        self._promotion_lost = True  # (nothing more is told meanwhile)
                         return  # lost: the check after the promotion says so
                 except Exception as exc:
                     self.metrics.lease_renewals.labels(self.identity, "error").inc()
@@ -187,11 +199,11 @@ class Replica:
                                 error=f"{type(exc).__name__}: {exc}")
 
         renewing = asyncio.create_task(keep_renewing())
-        self.promoting = True
+        self.promoting, self._promotion_lost = True, False
         try:
             await self.on_promoted(epoch)
         finally:
-            self.promoting = False
+            self.promoting = self.promotion_tells = False
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
@@ -206,7 +218,12 @@ class Replica:
         self._stop.set()
 
     async def drained(self) -> None:
-        """On a clean stop: hand the lease over at once instead of after its expiry."""
+        """On a clean stop: hand the lease over at once instead of after its expiry (the
+        first act of a promotion, if still under way, ended first)."""
+        if self._first_act is not None and not self._first_act.done():
+            self._first_act.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first_act
         if self.role == LEADER:
             self.role = STANDBY
             await self._release()

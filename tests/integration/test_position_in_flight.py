@@ -12,6 +12,7 @@ from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from tests.conftest import metric_value
 from tests.faults.invariants import keeper_liquidations
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
@@ -68,6 +69,9 @@ async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once
             if not await journal.by_status(J.PENDING) \
                     and not keeper.daemon.executors["aave"].tx.pending:
                 break
+        # (the guard is what held the new plan back: not a timing that happened to)
+        assert (metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "skipped_in_flight"}) or 0) >= 1
     finally:
         devnet.client.call("evm_setAutomine", True)
     ours = keeper_liquidations(devnet, crash)

@@ -54,6 +54,9 @@ async def single_machine_journal(state_dir: Path) -> None:
         '"summary": "WETH price untrusted"}')
     await Outbox(journal.db).put("ops", "webhook-1", "webhook", [
         {"rule": "oracle", "status": "firing", "severity": "critical"}], "devnet", 7)
+    # A watched account seen holding a position (its emptiness later is not a typo).
+    await journal.db.execute("INSERT INTO watched_held (account, since) VALUES ($1, $2)",
+                             "0xabc0", 1.0)
     await journal.db.close()
 
 
@@ -77,6 +80,7 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
     assert out.returncode == 0, out.stderr
     assert "3 rows of liquidations, 3 rows of liquidation_txs" in out.stdout
     assert "1 rows of alert_state" in out.stdout and "1 rows of outbox" in out.stdout
+    assert "1 rows of watched_held" in out.stdout
     listed = keeperd("alerts", "list", "--config", str(config)).stdout  # read from PostgreSQL
     assert "firing: 1" in listed and "outbox: 1 pending, 0 dead" in listed
 
