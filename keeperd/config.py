@@ -64,13 +64,16 @@ class ConfigError(Exception):
 
 def _checksum(value: str) -> str:
     if not isinstance(value, str) or not is_address(value):
-        digits = (f"{len(value) - 2} characters" if isinstance(value, str)
-                  and value.startswith("0x") else "no 0x")
-        raise ValueError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits); "
-                         f"fix: copy the whole address again (this one has {digits} after 0x)"
-                         if digits != "no 0x" else
-                         f"{value!r} is not an Ethereum address (0x followed by 40 hex digits); "
-                         "fix: copy the whole address again, 0x included")
+        what = "is not an Ethereum address (0x followed by 40 hex digits)"
+        if not (isinstance(value, str) and value.startswith("0x")):
+            fix = "copy the whole address again, 0x included"
+        elif len(value) != 42:
+            fix = f"copy the whole address again (this one has {len(value) - 2} characters " \
+                  "after 0x)"
+        else:
+            odd = sorted({c for c in value[2:] if c not in "0123456789abcdefABCDEF"})
+            fix = f"it holds {', '.join(map(repr, odd))}, not hex digits: copy it again"
+        raise ValueError(f"{value!r} {what}; fix: {fix}")
     # (a mixed-case one must carry its EIP-55 checksum: a contract's address with one digit
     # mistyped used to pass offline, and online only as "holds no contract"; an account's,
     # as keeper.address, not at all)
