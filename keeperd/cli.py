@@ -122,12 +122,24 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note_fresh_state(config: Config, command: str) -> None:
+    """A relative state_dir that does not exist here: the command builds a fresh index in
+    this directory (minutes of reading from start_block), which it did without a word when
+    run from another directory than the daemon's (a by-hand trial)."""
+    state = config.state_dir
+    if not state.is_absolute() and not state.exists():
+        print(f"keeperd {command}: state_dir {state} is relative and there is none in "
+              f"{Path.cwd()}: a fresh account index is built there (run from the directory "
+              "keeperd runs in, or set KEEPERD_STATE_DIR, to use its index)", file=sys.stderr)
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
     import time
 
     from keeperd import scan
 
     config = load_config(args.config)
+    _note_fresh_state(config, "scan")
     names = [p.name for p in config.chain_protocols] + [v.name for v in config.perp_venues]
     for name in args.protocol or ():
         _choose("--protocol", name, names, "configured protocol or venue")
@@ -530,6 +542,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
 
     config = load_config(args.config)
+    _note_fresh_state(config, "simulate")
     configure_logging("warning", "console")
     try:
         shocks = dict(parse_shock(s) for s in args.shock)

@@ -285,3 +285,22 @@ def test_with_postgresql_unreachable_the_shared_tables_are_unknown_not_empty(
     assert "replicas         unknown" in out
     assert "liquidations     unknown (PostgreSQL unreachable" in out
     assert "none yet" not in out and "included" not in out and "alert outbox" not in out
+
+
+def test_scan_and_simulate_say_when_a_relative_state_dir_is_fresh_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """(A by-hand trial: `simulate` run from /tmp built a fresh index there, minutes of
+    reading, without a word.)"""
+    from keeperd.cli import _note_fresh_state
+    from keeperd.config import parse_config
+
+    config = parse_config({"state_dir": ".devnet/keeperd-state", "chains": [
+        {"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:8545"]}]})
+    monkeypatch.chdir(tmp_path)
+    _note_fresh_state(config, "simulate")
+    err = capsys.readouterr().err
+    assert f"state_dir .devnet/keeperd-state is relative and there is none in {tmp_path}" in err
+    (tmp_path / ".devnet" / "keeperd-state").mkdir(parents=True)
+    _note_fresh_state(config, "simulate")
+    assert capsys.readouterr().err == ""  # (one there: its index is used, nothing to say)
