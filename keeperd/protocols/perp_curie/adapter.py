@@ -201,6 +201,13 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         if all(r.success and len(r.data) >= 32 for r in rules):
             self.collateral_rules = cm.CollateralRules(
                 *(int.from_bytes(r.data[:32], "big") for r in rules))
+        elif int(self.addresses["CollateralManager"], 16):
+            # (there is a manager, and its rules did not read: said, not passed over — a
+            # trader's non-USDC margin is then not judged for a collateral liquidation)
+            log.warning("curie.collateral_rules_unread", protocol=self.name,
+                        collateral_manager=self.addresses["CollateralManager"],
+                        meaning="non-USDC margin is not judged for collateral liquidations "
+                                "until keeperd starts again and reads them")
         await self.indexer.start()
 
     def started(self) -> str | None:
