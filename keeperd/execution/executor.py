@@ -280,7 +280,12 @@ class Executor:
 
     async def start(self, head: int) -> None:
         """Reconcile the journal before anything new is sent; then the liquidator's own
-        preparation (approvals, parameters)."""
+        preparation (approvals, parameters). Under `_acting`: an act of an earlier leadership
+        still under way ends first."""
+        async with self._acting:
+            await self._start(head)
+
+    async def _start(self, head: int) -> None:
         if self.tx is not None:
             await self.tx.sync_nonce_afresh()
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
@@ -306,11 +311,11 @@ class Executor:
         last = self._last
         if last is None or last.partial or not self.acting():
             return
-        head = int(await self.pool.request("eth_blockNumber"), 16)
         async with self._acting:
-            # (checked again under the lock: a newer block's scan may have come and acted
-            # while the head was asked — acting on the older one after it would send plans
-            # of a state that is gone, a position's old version among them)
+            # (checked under the lock: a newer block's scan may have come and acted meanwhile
+            # — acting on the older one after it would send plans of a state that is gone, a
+            # position's old version among them)
+            head = int(await self.pool.request("eth_blockNumber"), 16)
             if self._last is not last or last.block < head or not self.acting():
                 return
             log.info("liquidation.acting_on_promotion", protocol=self.adapter.name,
@@ -415,6 +420,9 @@ class Executor:
         # reverted or dropped is looked at again for its retry key (`_key_for`, rare).
         journaled = await self.journal.get_many([str(o.key.retry(0)) for o in opportunities])
         in_flight = self._positions_in_flight()
+        # (a flying key planned as it is now is current: it waits for its own settlement, it
+        # is not cancelled — another market or pair of the account waits for it meanwhile)
+        current = {o.key.retry(0) for o in opportunities}
         for opp in opportunities:
             key: OpportunityKey | None = opp.key.retry(0)
             flying = in_flight.get(opp.key.account, set())
@@ -426,7 +434,7 @@ class Executor:
                 # The first is cancelled, not replaced with its old amounts; this one is
                 # planned once its nonce settles.
                 stage(*self.labels, "skipped_in_flight").inc()
-                for old in sorted(flying - self._superseded, key=str):
+                for old in sorted(flying - self._superseded - current, key=str):
                     self._superseded.add(old)
                     log.info("liquidation.position_in_flight", opportunity=key,
                              in_flight=old, meaning="a transaction for this account is in "
@@ -434,7 +442,7 @@ class Executor:
                              "mined first, and this one waits for its nonce to settle")
                 continue
             entry = journaled.get(str(key))
-            if entry is not None and entry.status in (J.REVERTED, J.DROPPED):
+            if entry is not None and entry.status in (J.REVERTED, J.DROPPED, J.CANCELLED):
                 key = await self._key_for(opp.key)
                 entry = await self.journal.get(key) if key is not None else None
             if (entry is not None and entry.status == J.DRY_RUN and self.mode != "dry-run"
@@ -623,8 +631,11 @@ class Executor:
             candidate = key.retry(attempt)
             entry = await self.journal.get(candidate)
             # (a dropped transaction's nonce went to another: it can never be mined, so the
-            # opportunity — say, after a reorg took its block — may be tried again)
-            if entry is None or entry.status not in (J.REVERTED, J.DROPPED):
+            # opportunity — say, after a reorg took its block — may be tried again; so may a
+            # cancelled one, whose cancel was mined in its place: its account recovered, or
+            # its position moved on, and the same position under water again was skipped as
+            # journaled for good)
+            if entry is None or entry.status not in (J.REVERTED, J.DROPPED, J.CANCELLED):
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
 

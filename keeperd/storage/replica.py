@@ -85,6 +85,8 @@ class Replica:
         self.role = STANDBY
         self._told_standby = False
         self.lease.epoch = None
+        if self._first_act is not None and not self._first_act.done():
+            self._first_act.cancel()  # (it would act on under the next leadership's epoch)
         self._publish()
 
     async def step(self) -> None:
@@ -136,6 +138,12 @@ class Replica:
         self._renewed_at = now
         log.info("replica.lease_taken", identity=self.identity, epoch=epoch,
                  holder=self.lease.holder, next="reconciling the journal before acting")
+        if self._first_act is not None and not self._first_act.done():
+            # (an act of an earlier leadership still under way ends before this one
+            # reconciles: the two would sign beside each other)
+            self._first_act.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first_act
         if self.on_promoted is not None:
             try:
                 await self._promote(epoch)
@@ -157,6 +165,12 @@ class Replica:
             log.error("replica.promotion_outlived_lease", identity=self.identity, epoch=epoch,
                       meaning="the lease was lost while reconciling; this replica stays standby")
             self.lease.epoch = None
+            self._publish()
+            return
+        if self._stop.is_set():
+            # (a stop came while it reconciled: it hands the lease over at once rather than
+            # start leading as the daemon shuts down, the lease left to expire)
+            await self._release()
             self._publish()
             return
         self._renewed_at = time.monotonic()
@@ -221,6 +235,11 @@ class Replica:
         """On a clean stop: hand the lease over at once instead of after its expiry (the
         first act of a promotion, if still under way, ended first)."""
         if self._first_act is not None and not self._first_act.done():
+            # (the first act's wave may finish as the drain lets running work finish: one
+            # renewal interval, then it is cut short — what it signed is journaled)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._first_act),
+                                       self.config.renew_every_s)
             self._first_act.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_act

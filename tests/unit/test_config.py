@@ -232,7 +232,8 @@ def test_secrets_never_cross_a_network_in_clear() -> None:
     # (judged per path segment: a node's long plain path is no key, a short mixed one is)
     parse_config(with_chain("http://10.0.0.5:8545/ethereum/mainnet/archive"), env={})
     for leaky in ("http://eth.example/v3/0123456789abcdef0123", "http://u:p@eth.example",
-                  "http://eth.example/?apikey=abc", "http://10.1.2.3:8545/v2/k3y4b1c9"):
+                  "http://eth.example/?apikey=abc", "http://10.1.2.3:8545/v2/k3y4b1c9",
+                  "http://10.1.2.3:8545/rpc/123456789012345"):
         [(path, message, fix)] = issues_of(with_chain(leaky))
         assert path == "chains[0].rpc_urls[0]" and "credentials" in message
         assert "use https://" in fix
