@@ -274,8 +274,7 @@ class AlertEngine:
         for seen in liquidations:
             self._liquidated(chain, protocol, seen, result.block)
         conditions = self._watchlist_conditions(rows, tripped)
-        conditions += self._gone_conditions(protocol, chain, conditions,
-                                            getattr(result.view, "unread", ()))
+        conditions += self._gone_conditions(protocol, chain, conditions, result.view.unread)
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying)
         if shortfalls is not None:

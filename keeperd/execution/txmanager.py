@@ -231,7 +231,7 @@ class TxManager:
         error or junk held every liquidation). The first failure if none is."""
         if _is_code(answer):
             return answer
-        for ep in self._endpoints_of_our_chain():
+        for ep in self.pool.voters:  # (not one of another network: another chain's answer)
             try:
                 other = await self.pool.call_endpoint(ep, "eth_getCode", [self.address, "latest"])
             except (RpcError, RpcUnavailable):
@@ -239,11 +239,6 @@ class TxManager:
             if _is_code(other):
                 return other
         return answer
-
-    def _endpoints_of_our_chain(self) -> list[Endpoint]:
-        """The pool's voters (`RpcPool.voters`: not those of another network, whose answers are
-        of another chain's account)."""
-        return list(self.pool.voters)
 
     async def _lift_confirmed(self, block: int | None) -> bool:
         """Whether the endpoints agree the refused code is gone: each asked (side by side) at
@@ -255,7 +250,7 @@ class TxManager:
         endpoint could let a compromised key sign again."""
         needed = 2 if len(self.pool.endpoints) >= 2 else 1
         at = "latest" if block is None else hex(block)
-        voters = self._endpoints_of_our_chain()
+        voters = self.pool.voters
 
         async def ask(ep: Endpoint) -> KeeperCode | None:
             try:
