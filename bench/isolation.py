@@ -8,7 +8,8 @@ between its paths rests on the weights of a daemon that has run a while; see `ru
 
 One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.Devnet`), the
 real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
-the cascade monitor on). For each round and each measured protocol P, two daemons in turn,
+the cascade monitor on; the chain's USD feeds of Morpho's assets as its `reference_feeds` in
+both configs, as docs/protocols.md tells a Morpho operator: `--no-references` for none). For each round and each measured protocol P, two daemons in turn,
 each started on the same devnet state (a snapshot, reverted to before every start): P alone,
 then Aave, Morpho and Curie together. Once the daemon is quiet (every scanner done with the
 head), automine goes off, a price moves that puts some of P's positions under water and no
@@ -50,6 +51,9 @@ KEEPER_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba
 KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 PROTOCOLS = ("aave", "morpho", "curie")
 MEASURED = ("aave", "morpho")  # (a Curie crash walks its mark over many blocks: not one block)
+# The chain's own USD feeds of Morpho's markets' assets, the chain's `reference_feeds` in both
+# configs (`--no-references`: none, as before 2026-12-05, see `config_for`).
+REFERENCE_SYMBOLS = ("WETH", "USDC", "DAI", "WBTC")
 
 
 def protocol_entry(devnet: Any, name: str) -> dict[str, Any]:
@@ -66,7 +70,15 @@ def protocol_entry(devnet: Any, name: str) -> dict[str, Any]:
             "asset_symbols": {"vETH": "WETH", "vBTC": "WBTC"}}
 
 
-def config_for(devnet: Any, state_dir: str, protocols: tuple[str, ...]) -> Any:
+def config_for(devnet: Any, state_dir: str, protocols: tuple[str, ...],
+               references: bool = True) -> Any:
+    """The daemon's config, the same chain whatever the protocols. `references`: the chain's
+    USD feeds of Morpho's assets as `reference_feeds`, what docs/protocols.md tells a
+    Morpho operator to configure (without them every Morpho market's own oracle goes
+    unchecked, `oracle.rate_unchecked`). Without references the two configs differ in more
+    than the other protocols: with Aave on the chain, Morpho's oracles are checked against
+    Aave's feeds (the price watch's work for Morpho, on Morpho's path), alone they are not
+    checked at all, and the ratio counts that safety check as interference."""
     from keeperd.config import parse_config
 
     return parse_config({
@@ -74,7 +86,9 @@ def config_for(devnet: Any, state_dir: str, protocols: tuple[str, ...]) -> Any:
         "chains": [{"name": "devnet", "chain_id": 31337,
                     "rpc_urls": [devnet.manifest["rpc_url"]],
                     "ws_url": devnet.manifest["ws_url"], "confirmations": 0,
-                    "poll_interval": 0.5}],
+                    "poll_interval": 0.5,
+                    "reference_feeds": {s: devnet.manifest["price_feeds"][s]
+                                        for s in REFERENCE_SYMBOLS} if references else {}}],
         "protocols": [protocol_entry(devnet, p) for p in protocols],
         "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
                    "key": {"source": "env", "env": "KEEPERD_BENCH_KEY"}},
@@ -196,7 +210,8 @@ def describe_step(what: str) -> str:
 
 async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...],
                     measured: str, tail: LogTail, profile: SlowSteps | None = None,
-                    slow_ms: float = 20.0, warm_blocks: int = 0) -> dict[str, Any]:
+                    slow_ms: float = 20.0, warm_blocks: int = 0, references: bool = True
+                    ) -> dict[str, Any]:
     from keeperd.daemon import Daemon
     from keeperd.metrics import Metrics
 
@@ -208,7 +223,7 @@ async def one_round(devnet: Any, snapshot: list[str], protocols: tuple[str, ...]
     loop = asyncio.get_running_loop()
     tail.start_round()
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = Daemon(config_for(devnet, tmp, protocols), metrics=Metrics())
+        daemon = Daemon(config_for(devnet, tmp, protocols, references), metrics=Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         try:
@@ -307,7 +322,7 @@ async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
 
 
 async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
-              warm_blocks: int = 0) -> dict[str, Any]:
+              warm_blocks: int = 0, references: bool = True) -> dict[str, Any]:
     """`warm_blocks`: empty blocks each daemon evaluates before the crash. The order between
     the paths (keeperd/liquidation_first.py) weighs each by its lightest of its last 5
     runs; a daemon just started has one or two, its start-up scans among them, and orders
@@ -337,7 +352,7 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
                 for p in measured:  # alone and all interleaved: the same machine load
                     for label, protocols in (("alone", (p,)), ("all", PROTOCOLS)):
                         r = await one_round(devnet, snapshot, protocols, p, tail,
-                                            warm_blocks=warm_blocks)
+                                            warm_blocks=warm_blocks, references=references)
                         figures[p][label].append(r["ms"])
                         timings[p][label].append(r["timing"])
                         if label == "all":
@@ -348,13 +363,14 @@ async def run(rounds: int, measured: tuple[str, ...], slow_ms: float,
             for p in measured:
                 profiles[p] = await one_round(devnet, snapshot, PROTOCOLS, p, tail,
                                               profile=slow, slow_ms=slow_ms,
-                                              warm_blocks=warm_blocks)
+                                              warm_blocks=warm_blocks, references=references)
     finally:
         logging.getLogger("asyncio").removeHandler(slow)
         structlog.reset_defaults()
         if os.environ.get("KEEPERD_BENCH_LOG"):
             Path(os.environ["KEEPERD_BENCH_LOG"]).write_text(out.getvalue())  # noqa: ASYNC240
     result: dict[str, Any] = {"rounds": rounds, "warm_blocks": warm_blocks,
+                              "reference_feeds": list(REFERENCE_SYMBOLS) if references else [],
                               "protocols_all": list(PROTOCOLS),
                               "slow_step_ms": slow_ms, "protocols": {}}
     for p, by in figures.items():
@@ -383,6 +399,9 @@ def main() -> int:
     parser.add_argument("--warm-blocks", type=int, default=0,
                         help="empty blocks each daemon evaluates before the crash (its "
                              "paths' weights: their lightest of 5 runs)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="no chains[].reference_feeds in either config (the bench's "
+                             "definition before 2026-12-05: see config_for)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from provenance import provenance, settled  # bench/, beside this script
@@ -390,7 +409,7 @@ def main() -> int:
     measured = provenance()  # (before the run: the code it loads)
 
     result = asyncio.run(run(args.rounds, tuple(args.protocols), args.slow_ms,
-                             args.warm_blocks))
+                             args.warm_blocks, not args.no_references))
     result.update(**settled(measured))
     out = args.out or ROOT / "bench" / "results" / "isolation.json"
     out.parent.mkdir(parents=True, exist_ok=True)

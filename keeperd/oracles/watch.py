@@ -131,7 +131,9 @@ class ChainPriceWatch:
         (and the references) is judged now, in a task, while the node answers that read —
         not on the first path's liquidation path after its read, where it cost the first
         protocol of a crash ~1 ms of every other protocol's feeds (bench/isolation.py).
-        A market's rate is judged in its own protocol's `judge`: it comes with the book."""
+        A market's rate is judged in its own protocol's `judge`: it comes with the book; the
+        references it is checked against are judged here (with Morpho alone on a chain, no
+        USD feed is declared, and they were read on its path after its read: ~0.5 ms)."""
         if block <= self._block or (self._preparing is not None
                                     and self._preparing[0] >= block):
             return
@@ -144,8 +146,9 @@ class ChainPriceWatch:
                 return  # (a path's own `judge` came first)
             try:
                 await self._start_block(block)
-                await self._judge(block, [f for declared in self._declared.values()
-                                          for f in declared if not f.is_rate])
+                declared = [f for feeds in self._declared.values() for f in feeds]
+                await self._judge(block, [f for f in declared if not f.is_rate],
+                                  references=any(f.is_rate for f in declared))
             except asyncio.CancelledError:
                 self._block = -1
                 raise
@@ -198,22 +201,25 @@ class ChainPriceWatch:
         self._sequencer = (await self.sequencer.problem(now, block)
                            if self.sequencer is not None else None)
 
-    async def _judge(self, block: int, feeds: Iterable[PriceFeed]) -> None:
+    async def _judge(self, block: int, feeds: Iterable[PriceFeed], references: bool = False
+                     ) -> None:
+        """Judge `feeds` at `block`, with the references not yet judged this block when
+        there is anything to judge or `references` (a rate to come: `prepare`)."""
         assert self._header is not None
         now = int(self._header["timestamp"], 16)
         feeds = list(dict.fromkeys(feeds))  # (the same feed declared twice is read once)
         usd_feeds = [f for f in feeds if not f.is_rate]
         rates = [f for f in feeds if f.is_rate]
-        references = [f for f in self.reference_feeds if f not in self._judged] if (
-            rates or usd_feeds) else []
-        readings = (await read_feeds(self.multicall, usd_feeds + references, block)
-                    if usd_feeds or references else [])
+        references_due = [f for f in self.reference_feeds if f not in self._judged] if (
+            rates or usd_feeds or references) else []
+        readings = (await read_feeds(self.multicall, usd_feeds + references_due, block)
+                    if usd_feeds or references_due else [])
         symbols = sorted({r.asset for r in readings} | {s for f in rates
                                                         for s in (f.base, f.quote)})
         await self._refresh_medians(symbols)
         pyth = await self._pyth_problems(now, block, {r.asset for r in readings})
         touched: dict[str, list[str]] = {}
-        for feed, reading in zip(usd_feeds + references, readings, strict=True):
+        for feed, reading in zip(usd_feeds + references_due, readings, strict=True):
             problems = check_feed(reading, now, self.policy(reading.asset),
                                   self._previous.get((feed.key, feed.source)))
             self._previous[(feed.key, feed.source)] = reading
@@ -229,8 +235,8 @@ class ChainPriceWatch:
                 self._usd.setdefault(reading.asset, reading.price)
             # A reference's price is not what any position rests on: it stays out of the
             # protocol feeds' gauges (same labels; the two would overwrite each other).
-            self._report(reading, problems, now, block, gauges=feed not in references)
-            if feed in references:
+            self._report(reading, problems, now, block, gauges=feed not in references_due)
+            if feed in references_due:
                 self._judged.add(feed)
                 continue  # a reference is believed or not: it trips nothing
             self._judged.add(feed)

@@ -150,6 +150,38 @@ async def test_a_morpho_market_whose_oracle_lies_is_paused(
     assert blue["WETH/USDC"]["id"][:18] in markets
 
 
+async def test_morphos_references_are_judged_while_its_read_is_out(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Morpho alone with the chain's references: no USD feed is declared, only its markets'
+    rates, and the references those are checked against are read ahead by the watch's own
+    task (`prepare`) as Morpho's read starts, not on Morpho's path after its read (where
+    they cost a Morpho-only daemon ~0.5 ms of every crash: bench/isolation.py). The check
+    still holds: a market whose oracle lies is paused at that block."""
+    from keeperd.oracles import watch as watch_module
+
+    fund(devnet, KEEPER)
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    reads: list[tuple[int, str, frozenset[str]]] = []  # (block, task, feeds read)
+    real_read = watch_module.read_feeds
+
+    async def read_feeds(multicall, feeds, block="latest"):  # type: ignore[no-untyped-def]
+        task = asyncio.current_task()
+        reads.append((block, task.get_name() if task else "", frozenset(f.key for f in feeds)))
+        return await real_read(multicall, feeds, block)
+
+    monkeypatch.setattr(watch_module, "read_feeds", read_feeds)
+    keeper = await run_daemon(morpho_with_references(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+    drop_oracle(devnet, "WETH/USDC", 0.88)  # the oracle alone: the references hold
+    crash = devnet.mine(1)
+    await keeper.evaluated_at(crash, protocol="morpho")
+    at_crash = [(task, feeds) for block, task, feeds in reads if block == crash]
+    assert at_crash == [("devnet:price-watch:%d" % crash,
+                         frozenset({"WETH", "USDC", "DAI", "WBTC"}))], at_crash
+    breaker = keeper.daemon.chains["devnet"].prices.breaker
+    assert await breaker.tripped("devnet") == {market_key(blue["WETH/USDC"]["id"])}
+
+
 async def test_a_morpho_only_daemon_with_no_reference_says_so_and_still_trips_by_hand(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Without references a market's oracle cannot be judged: the watch says so once, by
