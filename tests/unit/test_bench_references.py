@@ -273,7 +273,22 @@ def isolation(protocol: str) -> dict[str, Figures | None]:
             "all / alone": of("ratio_all_over_alone")}
 
 
-ISOLATION_ROWS = {**{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9c7-r21-j{i}.json"
+ISOLATION_ROWS = {**{f"`9bec96f` (main, {kind}), 11 rounds, run L{i}":
+                     f"isolation-9bec96f-r11-{file}-l{i}.json" for i in (1, 2)
+                     for kind, file in (("references", "refs"), ("no references", "norefs"))},
+                  "`8d931db` (references, read on Morpho's path), 11 rounds, run M0":
+                      "isolation-8d931db-refs-r11.json",
+                  **{f"`8d931db` (references, read on Morpho's path), Morpho only, 11 rounds, "
+                     f"run M{i}": f"isolation-8d931db-refs-morpho-r11-{i}.json" for i in (1, 2)},
+                  ("`f9a6e90` with the header oracle (not kept), references, Morpho only, "
+                   "11 rounds, run M1"): "isolation-header-oracle-refs-morpho-r11.json",
+                  **{f"`f9a6e90` with the header oracle (not kept), no references, Morpho "
+                     f"only, 11 rounds, run N{i}": f"isolation-header-oracle-r11-{i}.json"
+                     for i in (1, 2)},
+                  **{f"`f9a6e90` (a batch per path, not kept), no references, Morpho only, "
+                     f"11 rounds, run N{i}": f"isolation-prefetch-groups3-r11-{i + 2}.json"
+                     for i in (1, 2)},
+                  **{f"`81bd9c7` (main), 21 rounds, run J{i}": f"isolation-81bd9c7-r21-j{i}.json"
                      for i in (1, 2, 3, 4, 5, 6)},
                   **{f"`ea6fd86` (light reads in a batch of their own, not kept), 21 rounds, "
                      f"run J{i}": f"isolation-ea6fd86-r21-j{i}.json" for i in (5, 6)},
