@@ -9,8 +9,9 @@ between its paths rests on the weights of a daemon that has run a while; see `ru
 One devnet (Aave, Morpho Blue and Perp Curie deployed, `keeperd.devnet.handle.Devnet`), the
 real daemon in this process (liquidate mode, websocket heads, the default config otherwise:
 the cascade monitor on; the chain's USD feeds of Morpho's assets as its `reference_feeds` in
-both configs, as docs/protocols.md tells a Morpho operator: `--no-references` for none). For each round and each measured protocol P, two daemons in turn,
-each started on the same devnet state (a snapshot, reverted to before every start): P alone,
+both configs, as docs/protocols.md tells a Morpho operator: `--no-references` for none).
+For each round and each measured protocol P, two daemons in turn, each started on the same
+devnet state (a snapshot, reverted to before every start): P alone,
 then Aave, Morpho and Curie together. Once the daemon is quiet (every scanner done with the
 head), automine goes off, a price moves that puts some of P's positions under water and no
 other protocol's (`crash`: the figure is about the other protocols' *work*, not about their

@@ -60,17 +60,24 @@ async def perp_rows(venues: Sequence[HyperliquidConfig | DydxV4Config]) -> list[
 
 
 def perp_row(account: PerpAccount, moves: bool) -> AccountRow:
+    """A venue account's row: its main asset is the position nearest its liquidation price,
+    with the move that gets there (a short's is a rise: `rise_to_liquidation`)."""
     data = account.to_json(maintenance_moves=moves)
-    distances = [p["distance_to_liquidation"] for p in data["positions"]  # type: ignore[attr-defined]
-                 if p["distance_to_liquidation"] is not None]
+    positions: list[dict[str, Any]] = data["positions"]  # type: ignore[assignment]
+    nearest = min((p for p in positions if p["distance_to_liquidation"] is not None),
+                  key=lambda p: p["distance_to_liquidation"], default=None)
     largest = max(account.positions, key=lambda p: p.notional, default=None)
+    rises = nearest is not None and nearest["liquidation_price"] > nearest["mark_price"]
+    distance = None if nearest is None else nearest["distance_to_liquidation"]
     return AccountRow(
         protocol=account.venue, account=account.account,
         health_factor=None if math.isinf(account.health) else account.health,
         collateral_usd=account.account_value, debt_usd=account.notional,
         liquidation_threshold=None,
-        main_collateral=largest.coin if largest else None,
-        drop_to_liquidation=min(distances) if distances else None,
+        main_collateral=(nearest["coin"] if nearest is not None
+                         else largest.coin if largest else None),
+        drop_to_liquidation=None if rises else distance,
+        rise_to_liquidation=distance if rises else None,
         extra=data)
 
 
@@ -91,7 +98,7 @@ def _fmt_usd(v: float) -> str:
 
 def to_table(rows: list[AccountRow], limit: int | None = None) -> str:
     header = ("protocol", "account", "health", "collateral USD", "debt USD", "liq. threshold",
-              "main collateral", "drop to liq.")
+              "main asset", "to liq.")
     body: list[tuple[str, ...]] = []
     for r in rows[:limit] if limit else rows:
         body.append((
@@ -100,7 +107,9 @@ def to_table(rows: list[AccountRow], limit: int | None = None) -> str:
             _fmt_usd(r.collateral_usd), _fmt_usd(r.debt_usd),
             f"{r.liquidation_threshold:.2%}" if r.liquidation_threshold else "-",
             r.main_collateral or "-",
-            f"{r.drop_to_liquidation:.2%}" if r.drop_to_liquidation is not None else "-",
+            f"{r.drop_to_liquidation:.2%} drop" if r.drop_to_liquidation is not None
+            else f"{r.rise_to_liquidation:.2%} rise" if r.rise_to_liquidation is not None
+            else "-",
         ))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(header)]

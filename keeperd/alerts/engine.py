@@ -87,6 +87,7 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
             continue
         labels = view.row_labels(i)
         drop = float(view.drop_to_liquidation[i])
+        rise = view.row_rise(i)
         where = (f"{account} in {protocol} {' '.join(labels.values())}" if labels
                  else f"{account} on {protocol}")
         note = view.row_note(i)
@@ -96,6 +97,9 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
              "debt_usd": round(float(view.debt_usd[i]), 2),
              "main_collateral": view.main_collateral[i],
              "drop_to_liquidation": None if np.isnan(drop) else round(drop, 6),
+             # (a short's: its holder must hear "rise", never "drop")
+             **({"rise_to_liquidation": round(rise, 6)} if rise is not None else {}),
+             **({"main_is_position": True} if view.main_is_position else {}),
              **view.row_details(i), **labels, "explorer_url": link(account)},
             where, action, tail=f"; {note}" if note else ""))
     return out

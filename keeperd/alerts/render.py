@@ -91,9 +91,11 @@ def _facts(alert: dict[str, Any]) -> str:
     if d.get("debt_usd") is not None:
         parts.append(f"debt ${d['debt_usd']:,.2f}")
     if d.get("main_collateral"):
-        drop = d.get("drop_to_liquidation")
-        parts.append(f"main collateral {d['main_collateral']}"
-                     + (f", liquidatable after a {drop:.1%} drop" if drop else ""))
+        drop, rise = d.get("drop_to_liquidation"), d.get("rise_to_liquidation")
+        parts.append(f"main {'position' if d.get('main_is_position') else 'collateral'} "
+                     f"{d['main_collateral']}"
+                     + (f", liquidatable after a {drop:.1%} drop" if drop
+                        else f", liquidatable after a {rise:.1%} rise" if rise else ""))
     if d.get("tx_hash"):
         parts.append(f"tx {d['tx_hash']}")
     if alert.get("block") is not None:

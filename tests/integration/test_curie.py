@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -120,6 +121,23 @@ async def test_every_seeded_trader_is_read_as_the_contracts_see_it(
                    if not p["weth_share"])
     view = adapter.evaluate(book)
     assert (view.health[[i for i, t in enumerate(book.traders) if t.positions]] > 1).all()
+    # Which way each trader's main market must move to liquidate it, and how far: moved so
+    # (its WETH margin with it), the account meets its maintenance. A short's is a rise
+    # (it was told as a drop of the same size: a holder warned the wrong way).
+    moves = {"rise": 0, "drop": 0}
+    for i, t in enumerate(book.traders):
+        largest = max(t.positions, key=lambda p: p.notional, default=None)
+        if largest is None:
+            continue
+        rise, drop = view.row_rise(i), float(view.drop_to_liquidation[i])
+        assert (rise is None) != np.isnan(drop), (t.account, rise, drop)
+        moves["rise" if rise is not None else "drop"] += 1
+        av, mm = cm.shocked(t, {largest.asset: 1 + (rise if rise is not None else -drop)},
+                            book.mm_ratio)
+        assert av == pytest.approx(mm, rel=1e-6), t.account
+        if not t.collateral:
+            assert (rise is not None) == (largest.size < 0), t.account
+    assert moves["rise"] >= 10 and moves["drop"] >= 10, moves
     adapter.publish(book, view)
     # Risk by index move, per block: what a 25 % WETH drop would liquidate (by the same
     # shock as the what-if), the bad debt it would leave, and the fund that pays it.

@@ -176,7 +176,7 @@ async def test_morphos_references_are_judged_while_its_read_is_out(
     crash = devnet.mine(1)
     await keeper.evaluated_at(crash, protocol="morpho")
     at_crash = [(task, feeds) for block, task, feeds in reads if block == crash]
-    assert at_crash == [("devnet:price-watch:%d" % crash,
+    assert at_crash == [(f"devnet:price-watch:{crash}",
                          frozenset({"WETH", "USDC", "DAI", "WBTC"}))], at_crash
     breaker = keeper.daemon.chains["devnet"].prices.breaker
     assert await breaker.tripped("devnet") == {market_key(blue["WETH/USDC"]["id"])}

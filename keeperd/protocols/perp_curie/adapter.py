@@ -465,6 +465,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         value = np.empty(n)
         notional = np.empty(n)
         drop = np.full(n, np.nan)
+        rise = np.full(n, np.nan)
         main: list[str | None] = []
         index = {b: m.index for b, m in book.markets.items()}
         details: list[dict[str, Any]] = []
@@ -485,10 +486,12 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             largest = max(t.positions, key=lambda p: p.notional, default=None)
             main.append(largest.asset if largest else None)
             if largest is not None and not factors:
-                price = cm.liquidation_price(t, largest, book.mm_ratio)
-                if price is not None and largest.mark:
-                    drop[i] = max(0.0, 1 - price / (largest.mark / cm.WAD)) \
-                        if largest.size > 0 else max(0.0, price / (largest.mark / cm.WAD) - 1)
+                # (a short's is a rise: said as a drop, a holder was told the wrong way)
+                move = cm.move_to_liquidation(t, largest, book.mm_ratio)
+                if move is not None and move > 0:
+                    rise[i] = move
+                elif move is not None:
+                    drop[i] = -move
             if not factors:
                 hours = cm.hours_to_maintenance(t, index)
                 details.append({
@@ -502,8 +505,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         return HealthView(
             accounts=[t.account for t in book.traders], health=health, collateral_usd=value,
             debt_usd=notional, liquidation_threshold=np.full(n, book.mm_ratio / cm.RATIO),
-            main_collateral=main, drop_to_liquidation=drop,
-            assets=[t.assets for t in book.traders],
+            main_collateral=main, drop_to_liquidation=drop, rise_to_liquidation=rise,
+            main_is_position=True, assets=[t.assets for t in book.traders],
             details=details or None, notes=notes or None)
 
     def book_risk(self, book: CurieBook) -> BookRisk:
@@ -547,6 +550,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 liquidation_threshold=book.mm_ratio / cm.RATIO,
                 main_collateral=view.main_collateral[i],
                 drop_to_liquidation=None if np.isnan(drop) else round(drop, 6),
+                rise_to_liquidation=None if (r := view.row_rise(i)) is None else round(r, 6),
                 extra={
                     "chain": self.chain,
                     "account_value_usd": t.account_value / cm.WAD,

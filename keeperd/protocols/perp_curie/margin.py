@@ -209,6 +209,24 @@ def liquidation_price(trader: CurieTrader, position: CuriePosition, mm_ratio: in
     return x * position.mark / WAD if x > 0 else None
 
 
+def move_to_liquidation(trader: CurieTrader, position: CuriePosition, mm_ratio: int
+                        ) -> float | None:
+    """The move of this market's mark, as a signed fraction of it, at which the account
+    reaches its maintenance margin (the other markets unchanged, collateral in the same asset
+    moving with it): -0.04 a 4 % drop, +0.04 a 4 % rise; 0 when it is there already; None
+    when no price above zero gets it there. A short is liquidated by a rise, a long by a drop
+    — and a short margined in its own asset (WETH margin behind a vETH short) may be by a
+    drop: which way is read from where the price is, not from the position's side."""
+    price = liquidation_price(trader, position, mm_ratio)
+    if price is None or not position.mark:
+        return None
+    mark = position.mark / WAD
+    av, mm = trader.account_value, trader.margin_requirement
+    if av < mm:
+        return 0.0  # already under maintenance
+    return price / mark - 1.0
+
+
 def at_risk(traders: list[CurieTrader] | tuple[CurieTrader, ...], asset: str, move: float,
             mm_ratio: int) -> tuple[float, float]:
     """(notional of the accounts a `move` of `asset` makes liquidatable, the bad debt they

@@ -23,9 +23,12 @@ class AccountRow:
     collateral_usd: float
     debt_usd: float
     liquidation_threshold: float | None  # weighted, as a fraction (0.825)
-    main_collateral: str | None
+    main_collateral: str | None  # a perp account: the asset of the position nearest it
     drop_to_liquidation: float | None  # fraction of the main collateral's price
     extra: dict[str, Any] = field(default_factory=dict)
+    # A short's: the rise of that asset's price that liquidates it (drop_to_liquidation is
+    # then None: each field says what its name says).
+    rise_to_liquidation: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -37,6 +40,7 @@ class AccountRow:
             "liquidation_threshold": self.liquidation_threshold,
             "main_collateral": self.main_collateral,
             "drop_to_liquidation": self.drop_to_liquidation,
+            "rise_to_liquidation": self.rise_to_liquidation,
         }
         out.update(self.extra)
         return out
@@ -61,6 +65,11 @@ class HealthView:
     liquidation_threshold: NDArray[np.float64]
     main_collateral: Sequence[str | None]
     drop_to_liquidation: NDArray[np.float64]  # NaN where no drop of it liquidates
+    # Where a rise of the main asset's price liquidates (a perp short): its size, NaN
+    # elsewhere; None: no row is liquidated by a rise (lending: collateral falls).
+    rise_to_liquidation: NDArray[np.float64] | None = None
+    # True: `main_collateral` is a position's asset (perps), not collateral (alerts say so).
+    main_is_position: bool = False
     # Which position a row is, beyond its account (Morpho Blue: {"market": "WETH/USDC"}).
     labels: Sequence[Mapping[str, str]] | None = None
     # The symbols each row's health rests on: an untrusted price of one of them inhibits its
@@ -74,6 +83,13 @@ class HealthView:
     # or rate model did not answer: {"market": "WETH/USDC"}): a watched row missing there is
     # unknown, not gone (an endpoint failing that read must not resolve its alert).
     unread: Sequence[Mapping[str, str]] = ()
+
+    def row_rise(self, i: int) -> float | None:
+        """The rise of the row's main asset that liquidates it, if that is what does."""
+        if self.rise_to_liquidation is None:
+            return None
+        rise = float(self.rise_to_liquidation[i])
+        return None if np.isnan(rise) else rise
 
     def row_labels(self, i: int) -> Mapping[str, str]:
         return self.labels[i] if self.labels is not None else {}
