@@ -502,6 +502,7 @@ class Daemon:
         scanner.collector = self.collector
         scanner.listeners.append(self._price_listener(plugin, rt))
         assert rt.prices is not None
+        rt.prices.expect(plugin.name)
         scanner.reading_hooks.append(rt.prices.prepare)  # (judged while the read is out)
         executor: Executor | None = None
         if self.config.keeper.mode != "alert-only":

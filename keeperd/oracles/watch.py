@@ -45,6 +45,10 @@ from keeperd.protocols.sdk.feeds import PriceFeed
 
 log = structlog.get_logger(__name__)
 
+# Blocks after the first rate without a reference within which the chain's other protocols
+# are waited for to declare their feeds (one that never scans does not silence the warning).
+DECLARE_WITHIN_BLOCKS = 5
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -91,6 +95,11 @@ class ChainPriceWatch:
                           if chain.sequencer_uptime_feed is not None else None)
         self.references = References(config.references, metrics, config.reference_timeout_s)
         self._declared: dict[str, list[PriceFeed]] = {}  # protocol -> its feeds, last said
+        # The chain's protocols (`expect`), and the first block judged: until each has
+        # declared its feeds (or DECLARE_WITHIN_BLOCKS passed), a market rate with no
+        # reference yet is not said to have none — another protocol's feeds may be it.
+        self._expected: set[str] = set()
+        self._first_judged: int | None = None
         self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
@@ -119,6 +128,16 @@ class ChainPriceWatch:
         if self._sequencer is not None and self._block == block:
             return Gate(paused, f"sequencer: {self._sequencer.detail}")
         return Gate(paused, None)
+
+    def expect(self, protocol: str) -> None:
+        """`protocol` runs on this chain: its feeds will be declared at its first scan."""
+        self._expected.add(protocol)
+
+    def _all_declared(self, block: int) -> bool:
+        if self._first_judged is None:
+            self._first_judged = block
+        return (self._expected <= self._declared.keys()
+                or block - self._first_judged >= DECLARE_WITHIN_BLOCKS)
 
     def known_assets(self) -> set[str]:
         """Every asset the watch judges on this chain (the breaker's names: CLI checks)."""
@@ -249,7 +268,13 @@ class ChainPriceWatch:
             problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
             if rate_deviation is not None:
                 self.metrics.oracle_deviation.labels(self.chain, feed.key).set(rate_deviation)
-            elif feed.key not in self.unchecked:
+                if feed.key in self.unchecked:
+                    self.unchecked.discard(feed.key)
+                    log.info("oracle.rate_checked", chain=self.chain, asset=feed.key,
+                             market=feed.label, meaning="its assets have reference prices now")
+            elif feed.key not in self.unchecked and self._all_declared(block):
+                # (at a start, Morpho's first scan can come before Aave's feeds are declared:
+                # "no reference" was said of markets Aave's feeds then checked every block)
                 self.unchecked.add(feed.key)
                 missing = [s for s in (feed.base, feed.quote) if not self._usd.get(s)]
                 log.warning("oracle.rate_unchecked", chain=self.chain, asset=feed.key,

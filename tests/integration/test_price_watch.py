@@ -182,6 +182,31 @@ async def test_morphos_references_are_judged_while_its_read_is_out(
     assert await breaker.tripped("devnet") == {market_key(blue["WETH/USDC"]["id"])}
 
 
+async def test_with_aave_beside_it_no_morpho_market_is_said_to_have_no_reference(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Aave's feeds price WETH, USDC, WBTC and DAI, and every Morpho market's oracle is
+    checked against them from the first block on. At a start Morpho's first scan could come
+    before Aave had declared its feeds, and each market was named as having "no trusted
+    reference price... only the sequencer and manual trips pause this market" (an operator
+    then configures references it does not need, or stops trusting the warning)."""
+    import structlog
+
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    with structlog.testing.capture_logs() as logs:
+        keeper = await run_daemon(config)
+        for _ in range(3):
+            block = devnet.mine(1)
+            for name in ("aave", "morpho"):
+                await keeper.evaluated_at(block, protocol=name)
+    watch = keeper.daemon.chains["devnet"].prices
+    assert [e for e in logs if e["event"] == "oracle.rate_unchecked"] == []
+    assert watch.unchecked == set()
+    for m in blue.values():  # (each market's deviation from its references, measured)
+        assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
+                            {"chain": "devnet", "asset": market_key(m["id"])}) < 0.05
+
+
 async def test_a_morpho_only_daemon_with_no_reference_says_so_and_still_trips_by_hand(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Without references a market's oracle cannot be judged: the watch says so once, by
