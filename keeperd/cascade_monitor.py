@@ -200,7 +200,7 @@ class CascadeMonitor:
         return result
 
     async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
-        fund = self.config.insurance_fund
+        fund = self.config.fund_for(self.protocol)
         if fund is None:
             risk = self.book_risk(book) if self.book_risk is not None else None
             value = risk.insurance_fund_usd if risk is not None else None

@@ -25,8 +25,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializeAsAny,
+    Tag,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -997,6 +999,15 @@ DEFAULT_STABLES = ["USDC", "USDT", "DAI", "FRAX", "LUSD", "GHO", "PYUSD", "USDe"
                    "USDS", "sUSDe", "EURC"]
 
 
+def _fund_form(value: Any) -> str:
+    """`insurance_fund` is one fund ({usd: ...}, {token, holder}) or one per protocol name:
+    told apart by its keys, so a typo in either is named as that form's (not both)."""
+    if isinstance(value, dict) and value and all(
+            isinstance(v, dict | FundConfig) for v in value.values()):
+        return "each"
+    return "one"
+
+
 class CascadeConfig(_Model):
     enabled: bool = True
     shocks: list[float] = Field(default_factory=lambda: list(DEFAULT_SHOCKS), min_length=1,
@@ -1019,7 +1030,20 @@ class CascadeConfig(_Model):
     depth: dict[str, DepthConfig] = Field(
         default_factory=dict, description="Per asset symbol; an asset without one is "
         "assumed infinitely deep (its price is not moved by liquidations).")
-    insurance_fund: FundConfig | None = None
+    insurance_fund: Annotated[
+        Annotated[FundConfig, Tag("one")] | Annotated[dict[str, FundConfig], Tag("each")],
+        Discriminator(_fund_form)] | None = Field(
+        default=None, description="What bad debt is measured against: one protocol's fund "
+        "({usd: ...} or {token, holder}) when one protocol is configured, else per protocol "
+        "name ({aave: {usd: ...}}); a protocol with none uses what it reads on chain (Perp "
+        "Curie's InsuranceFund) or has none. A fund is one protocol's: it was counted as "
+        "each configured protocol's own.")
+
+    def fund_for(self, protocol: str) -> FundConfig | None:
+        """The fund configured for `protocol` (a lone fund: the one protocol's)."""
+        if isinstance(self.insurance_fund, dict):
+            return self.insurance_fund.get(protocol)
+        return self.insurance_fund
 
     @field_validator("shocks")
     @classmethod
@@ -1444,11 +1468,19 @@ def _union_tags(model: type[BaseModel]) -> set[str]:
     `source`s, sink `kind`s...): pydantic puts the chosen one in an error's location, and the
     path shown to the user leaves it out. Derived from the models, so a new member of a union
     cannot be forgotten here."""
+    def tagged(annotation: Any) -> Iterator[str]:  # (a callable discriminator's `Tag`s)
+        for meta in getattr(annotation, "__metadata__", ()) or ():
+            if isinstance(meta, Tag):
+                yield meta.tag
+        for arg in get_args(annotation):
+            yield from tagged(arg)
+
     tags: set[str] = set()
     for m, name in _model_fields(model):
         annotation = m.model_fields[name].annotation
         if get_origin(annotation) is Literal and len(get_args(annotation)) == 1:
             tags.add(str(get_args(annotation)[0]))
+        tags.update(tagged(annotation))
     return tags
 
 
@@ -1547,7 +1579,7 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                 stand_in = Config.model_validate(_substitute(written, "", env, [],
                                                              UNSET_STAND_IN))
                 return stand_in, (issues + _reference_issues(stand_in)
-                                  + _flash_issues(stand_in)
+                                  + _flash_issues(stand_in) + _fund_issues(stand_in)
                                   + sink_id_issues(stand_in.alerts.routes) + inline)
         for where, err in errors:
             if where in unset_at:
@@ -1561,9 +1593,38 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             msg, _, fix = msg.partition("; fix: ")  # (a validator's own fix)
             issues.append(ConfigIssue(where, msg, fix or _fix_for(dict(err))))
         return None, issues + inline
-    issues += (_reference_issues(config) + _flash_issues(config)
+    issues += (_reference_issues(config) + _flash_issues(config) + _fund_issues(config)
                + sink_id_issues(config.alerts.routes) + inline)
     return config, issues
+
+
+def _fund_issues(config: Config) -> list[ConfigIssue]:
+    """risk.cascade.insurance_fund: a fund is one protocol's. One fund with several
+    protocols was counted as each one's (three times the money, Curie's own on-chain fund
+    replaced); a name that is no protocol's would be a fund no one uses."""
+    fund = config.risk.cascade.insurance_fund
+    names = [p.name for p in config.chain_protocols]
+    where = "risk.cascade.insurance_fund"
+    if fund is None or not config.risk.cascade.enabled:
+        return []
+    if isinstance(fund, FundConfig):
+        if len(names) <= 1:
+            return []
+        written = ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}"
+                            for k, v in fund.model_dump(exclude_none=True).items())
+        return [ConfigIssue(where, f"one fund for {len(names)} protocols ({', '.join(names)}): "
+                            "it would be counted as each one's",
+                            f"name the protocol whose fund it is, e.g. insurance_fund: "
+                            f"{{{names[0]}: {{{written}}}}}")]
+    issues = []
+    for name in fund:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+            issues.append(ConfigIssue(
+                f"{where}.{name}", f"no protocol named {name!r}",
+                (f"did you mean {close[0]!r}? " if close else "")
+                + f"the protocols are {', '.join(names) or 'none'}"))
+    return issues
 
 
 def _flash_issues(config: Config) -> list[ConfigIssue]:

@@ -187,7 +187,8 @@ async def simulate(config: Config, shocks: dict[str, float], protocol: str | Non
     cascade = config.risk.cascade
     result = run_cascade(portfolio, columns, depth, max_rounds=cascade.max_rounds,
                          tolerance=cascade.tolerance)
-    fund = cascade.insurance_fund.usd if cascade.insurance_fund is not None else None
+    configured = cascade.fund_for(proto.name)  # (this protocol's: a fund is one protocol's)
+    fund = configured.usd if configured is not None else None
     if fund is None and risk is not None:
         fund = risk.insurance_fund_usd  # the protocol's own fund, read at the head
     return Simulation(proto.name, head, shocks, result, portfolio.assets, portfolio.prices,

@@ -105,7 +105,9 @@ counts the positions liquidatable at today's prices."""
         {"kind": "perp_curie", "name": "curie", "chain": "devnet",
          "clearing_house": devnet.manifest["perp_curie"]["clearing_house"],
          "asset_symbols": {"vETH": "WETH", "vBTC": "WBTC"}}]
-    data["risk"] = {"cascade": {"min_interval_s": 0, "insurance_fund": {"usd": 100000},
+    aave = data["protocols"][0]["name"]  # (its fund: Curie reads its own, Morpho has none)
+    data["risk"] = {"cascade": {"min_interval_s": 0,
+                                "insurance_fund": {aave: {"usd": 100000}},
                                 "depth": {"WETH": {"kind": "uniswap_v3", "pool": pool_between(
                                     devnet.manifest, "WETH", "USDC")}}}}
     config.write_text(yaml.safe_dump(data))

@@ -471,3 +471,47 @@ def test_an_unquoted_reference_in_flow_style_yaml_says_to_quote_it(tmp_path) -> 
         load_config(path, env={"TG_TOKEN": "1:x"})
     [issue] = refused.value.issues
     assert "not valid YAML" in issue.message and 'bot_token: "${TG_TOKEN}"' in issue.fix
+
+
+def two_protocols(fund: object) -> dict:
+    data = json.loads(json.dumps(MINIMAL))
+    data["protocols"] = [
+        {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+         "addresses_provider": "0x" + "11" * 20},
+        {"kind": "morpho_blue", "name": "morpho", "chain": "devnet",
+         "morpho": "0x" + "22" * 20, "markets": ["0x" + "33" * 32]}]
+    data["risk"] = {"cascade": {"insurance_fund": fund}}
+    return data
+
+
+def test_an_insurance_fund_is_one_protocols() -> None:
+    """One fund with several protocols was counted as each one's own (the shipped devnet
+    config's $250k three times, Curie's on-chain fund replaced): refused, with the fix."""
+    [(path, message, fix)] = issues_of(two_protocols({"usd": 250000}))
+    assert path == "risk.cascade.insurance_fund"
+    assert "one fund for 2 protocols (aave, morpho)" in message
+    assert fix.endswith("insurance_fund: {aave: {usd: 250000}}")
+    cascade = parse_config(two_protocols({"aave": {"usd": 250000}}), env={}).risk.cascade
+    assert cascade.fund_for("aave") is not None and cascade.fund_for("aave").usd == 250000
+    assert cascade.fund_for("morpho") is None  # (its own, read on chain, or none)
+    [(path, message, fix)] = issues_of(two_protocols({"avae": {"usd": 1}}))
+    assert (path, message) == ("risk.cascade.insurance_fund.avae", "no protocol named 'avae'")
+    assert fix.startswith("did you mean 'aave'?")
+    # A typo in either form is named in that form only.
+    [(path, message, fix)] = issues_of(two_protocols({"aave": {"usdd": 1}}))
+    assert path == "risk.cascade.insurance_fund.aave.usdd" and "did you mean `usd`" in fix
+    one = json.loads(json.dumps(MINIMAL))
+    one["risk"] = {"cascade": {"insurance_fund": {"usdd": 1}}}
+    [(path, message, fix)] = issues_of(one)
+    assert path == "risk.cascade.insurance_fund.usdd" and "did you mean `usd`" in fix
+    one["risk"] = {"cascade": {"insurance_fund": {"usd": 5_000_000}}}  # one protocol: its own
+    assert parse_config(one, env={}).risk.cascade.fund_for("anything").usd == 5_000_000
+
+
+def test_the_shipped_devnet_configs_give_the_fund_to_aave_alone() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name in ("devnet.yaml", "devnet-aave-v3.0.yaml"):
+        cascade = load_config(root / "config" / name, env={}).risk.cascade
+        assert cascade.fund_for("aave-devnet").usd == 250000
+        assert cascade.fund_for("morpho-devnet") is None
+        assert cascade.fund_for("curie-devnet") is None  # (InsuranceFund on chain)
