@@ -20,7 +20,7 @@ again when it becomes the leader). Delivery is the dispatcher's job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -276,7 +276,7 @@ class AlertEngine:
         # (a watched account's liquidation is told before its health alert resolves: the
         # holder was told "recovered" first, then "liquidated")
         for seen in liquidations:
-            self._liquidated(chain, protocol, seen, result.block)
+            self._liquidated(chain, protocol, seen, result.block, rows)
         conditions = self._watchlist_conditions(rows, tripped)
         conditions += self._gone_conditions(protocol, chain, conditions, result.view.unread)
         conditions += self._held_conditions(chain, protocol, held)
@@ -348,11 +348,16 @@ class AlertEngine:
                             f"below {'critical' if severity == 'critical' else 'warn'} "
                             f"{limit}{row.tail}",
                     resolved_summary=(
-                        f"{w.name}: {row.where} recovered: {row.measure} {hf} (warn at "
-                        f"{w.warn})" if holds_position(row.details["collateral_usd"],
-                                                       row.details["debt_usd"])
-                        else f"{w.name}: {row.where} holds no position any more (closed, "
-                             "repaid or liquidated)"),
+                        f"{w.name}: {row.where} holds no position any more (closed, "
+                        "repaid or liquidated)" if not holds_position(
+                            row.details["collateral_usd"], row.details["debt_usd"])
+                        # (no debt: "recovered: health ∞" read as good news after a
+                        # liquidation that took it all)
+                        else f"{w.name}: {row.where} has nothing at risk any more (no debt "
+                             "or open position: repaid, closed or liquidated)"
+                        if not np.isfinite(health)
+                        else f"{w.name}: {row.where} recovered: {row.measure} {hf} (warn at "
+                             f"{w.warn})"),
                     action=row.action, details=details, inhibited_by=inhibited))
         return out
 
@@ -461,7 +466,26 @@ class AlertEngine:
     def watched_accounts(self) -> list[str]:
         return [self.checksummed[a] for a in self.watched]
 
-    def _liquidated(self, chain: str, protocol: str, seen: LiquidationSeen, block: int) -> None:
+    @staticmethod
+    def _left_after(seen: LiquidationSeen, rows: Sequence[WatchedRow]) -> str:
+        """What a liquidated position is left with at the evaluated block, in the holder's
+        words: it said "may still be at risk" of a position whose whole debt was repaid, and
+        never the health a partial liquidation left (the alert de-escalates without a word)."""
+        mine = [r for r in rows if r.account.lower() == seen.account.lower()
+                and seen.labels.items() <= r.labels.items()]
+        if not mine:
+            return "Nothing is left of the position there."
+        debt = sum(float(r.details.get("debt_usd") or 0.0) for r in mine)
+        collateral = sum(float(r.details.get("collateral_usd") or 0.0) for r in mine)
+        if debt <= 0:
+            return (f"Its whole debt was repaid: nothing is left at risk there (collateral "
+                    f"${collateral:,.2f} left, yours to withdraw).")
+        health = min(r.health for r in mine)
+        return (f"What is left: debt ${debt:,.2f}, health {health:.4f} now (below 1.0 it may "
+                "be liquidated again): add collateral or repay.")
+
+    def _liquidated(self, chain: str, protocol: str, seen: LiquidationSeen, block: int,
+                    rows: Sequence[WatchedRow] = ()) -> None:
         account_lower = seen.account.lower()
         for w in self.watched.get(account_lower, []):
             if w.protocols is not None and protocol not in w.protocols:
@@ -472,7 +496,7 @@ class AlertEngine:
             self._emit(w.route, Alert(
                 "position_liquidated", "critical", "event", labels,
                 f"{w.name}: {account} on {protocol} was liquidated: {seen.summary}",
-                action="The remaining position may still be at risk: check its health.",
+                action=self._left_after(seen, rows),
                 details={**seen.details, "tx_hash": seen.tx_hash,
                          "explorer_url": self._link(chain, "tx", seen.tx_hash)},
                 chain=chain, block=seen.block or block, starts_at=self.clock(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -202,6 +203,16 @@ async def test_a_watched_position_liquidated_by_the_keeper(
         [liquidated] = hooks(webhook, "position_liquidated")
         assert liquidated["account"] == ALICE[0] and liquidated["severity"] == "critical"
         assert liquidated["details"]["tx_hash"].startswith("0x")
+        # What the liquidation left, at the block it was told, as the chain says it (it said
+        # "may still be at risk: check its health" of a position with no debt left). Alice's
+        # small position (under $2,000 of collateral) goes whole: debt 0, collateral left.
+        collateral, debt = devnet.account_data(ALICE[0])[:2]
+        assert debt == 0
+        left = re.fullmatch(r"Its whole debt was repaid: nothing is left at risk there "
+                            r"\(collateral \$([\d,.]+) left, yours to withdraw\)\.",
+                            liquidated["action"])
+        assert left is not None, liquidated["action"]
+        assert float(left.group(1).replace(",", "")) == pytest.approx(collateral / 1e8, abs=0.01)
         await eventually(lambda: any(b["labels"]["event"] == "included"
                                      and b["account"] == ALICE[0]
                                      for b in hooks(webhook, "liquidation")),
@@ -212,6 +223,15 @@ async def test_a_watched_position_liquidated_by_the_keeper(
         assert ours["details"]["tx_hash"] == tx  # the keeper's own transaction
         await eventually(lambda: any("was liquidated" in m["text"] for m in telegram.accepted),
                          "the holder's Telegram message")
+        # Its health alert resolves as what it is: nothing at risk (no debt), not "recovered:
+        # health ∞", which read as good news after a liquidation that took it all.
+        await eventually(lambda: [b for b in hooks(webhook, "position_health")
+                                  if b["account"] == ALICE[0] and b["kind"] == "resolved"],
+                         "alice's health alert resolved")
+        [resolved] = [b for b in hooks(webhook, "position_health")
+                      if b["account"] == ALICE[0] and b["kind"] == "resolved"]
+        assert "has nothing at risk any more (no debt or open position" in resolved["summary"]
+        assert "recovered" not in resolved["summary"]
 
 
 def test_outbox_survives_sigkill_and_sighup_reloads_watchlists(devnet: Devnet,

@@ -462,3 +462,30 @@ async def test_alerts_of_a_removed_watchlist_entry_are_resolved(setup: Setup,
         ("resolved", ACCOUNTS[0])]
     assert metric_value(again.metrics, "keeperd_alerts_firing",
                         {"rule": "position_health", "severity": "warning"}) == 0
+
+
+def test_a_liquidated_holder_hears_what_is_left() -> None:
+    """The liquidation event said "may still be at risk: check its health" whatever was
+    left: of a position with no debt left, and without the health a partial liquidation
+    left (the health alert then de-escalates without a message)."""
+    from keeperd.alerts.engine import AlertEngine, WatchedRow
+    from keeperd.protocols.sdk.contract import LiquidationSeen
+
+    def seen(labels: dict[str, str]) -> LiquidationSeen:
+        return LiquidationSeen("0xAbC", "0xkeeper", 7, "0xtx", "0x1", "repaid", 10.0, 11.0,
+                               {}, labels)
+
+    def row(market: str, debt: float, collateral: float, health: float) -> WatchedRow:
+        return WatchedRow("morpho", "devnet", "0xabc", {"market": market}, health,
+                          frozenset(), {"debt_usd": debt, "collateral_usd": collateral},
+                          "0xabc in morpho", "act")
+
+    rows = [row("WETH/USDC", 1_500.0, 2_000.0, 1.1056), row("WBTC/DAI", 0.0, 50.0, np.inf)]
+    assert AlertEngine._left_after(seen({"market": "WETH/USDC"}), rows) == (
+        "What is left: debt $1,500.00, health 1.1056 now (below 1.0 it may be liquidated "
+        "again): add collateral or repay.")
+    assert AlertEngine._left_after(seen({"market": "WBTC/DAI"}), rows) == (
+        "Its whole debt was repaid: nothing is left at risk there (collateral $50.00 left, "
+        "yours to withdraw).")
+    assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows) == (
+        "Nothing is left of the position there.")
