@@ -302,6 +302,7 @@ class AlertEngine:
                 "collateral_usd": round(account.account_value, 2),
                 "debt_usd": round(account.notional, 2),
                 "maintenance_margin_usd": round(account.maintenance_margin, 2),
+                "main_is_position": True,  # (a perp account: rendered as equity, notional)
                 "positions": [{"coin": p.coin, "size": p.size, "mark_price": p.mark_price,
                                "liquidation_price": account.liquidation_price(
                                    p, maintenance_moves=maintenance_moves)}

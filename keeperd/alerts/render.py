@@ -86,13 +86,14 @@ def render(alerts: Sequence[dict[str, Any]], markup: Markup) -> str:
 def _facts(alert: dict[str, Any]) -> str:
     d = alert.get("details", {})
     parts = []
+    perp = bool(d.get("main_is_position"))  # (a perp account: its equity and open notional)
     if d.get("collateral_usd") is not None:
-        parts.append(f"collateral ${d['collateral_usd']:,.2f}")
+        parts.append(f"{'account value' if perp else 'collateral'} ${d['collateral_usd']:,.2f}")
     if d.get("debt_usd") is not None:
-        parts.append(f"debt ${d['debt_usd']:,.2f}")
+        parts.append(f"{'open notional' if perp else 'debt'} ${d['debt_usd']:,.2f}")
     if d.get("main_collateral"):
         drop, rise = d.get("drop_to_liquidation"), d.get("rise_to_liquidation")
-        parts.append(f"main {'position' if d.get('main_is_position') else 'collateral'} "
+        parts.append(f"main {'position' if perp else 'collateral'} "
                      f"{d['main_collateral']}"
                      + (f", liquidatable after a {drop:.1%} drop" if drop
                         else f", liquidatable after a {rise:.1%} rise" if rise else ""))

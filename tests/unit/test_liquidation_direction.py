@@ -73,6 +73,8 @@ def test_the_alert_says_which_way_and_what_the_asset_is() -> None:
                             rise_to_liquidation=0.044, main_is_position=True)], "text")
     assert "main position vETH, liquidatable after a 4.4% rise" in short
     assert "drop" not in short
+    # A perp account's figures are its equity and open notional, not collateral and debt.
+    assert "account value $2,000.00 · open notional $10,000.00" in short
     loan = render([watched(main_collateral="WETH", drop_to_liquidation=0.25)], "text")
     assert "main collateral WETH, liquidatable after a 25.0% drop" in loan
 
