@@ -60,10 +60,34 @@ class DevnetControl:
         oracle of every Morpho Blue market that prices it. With `walk_perps`, Perp Curie's
         market of the asset follows too: its index at once, its mark walked to it by trades
         and chain time (several blocks, 16 s apart: `curie.walk_mark`)."""
-        for to, data in self._price_moves(symbol, usd):  # an unknown symbol fails first
-            self.client.send(self.manifest["aave_v3"]["admin"], to, data)
+        moves = self._price_moves(symbol, usd)  # (an unknown symbol fails first)
+        admin = self.manifest["aave_v3"]["admin"]
+        if len(moves) > 1 and self.client.call("anvil_getAutomine"):
+            self._in_one_block(admin, moves)
+        else:
+            for to, data in moves:
+                self.client.send(admin, to, data)
         if walk_perps:
             self._walk_mark(symbol, usd)
+
+    def _in_one_block(self, sender: str, moves: list[tuple[str, bytes]]) -> None:
+        """Send `moves` and mine them in one block. A feed and the Morpho oracles of its asset
+        move together on a chain (a MorphoChainlinkOracleV2 reads the feed); mined one a
+        block, keeperd judged a block where they disagreed, tripped the market's breaker on
+        the deviation and sent a critical oracle alert, by hand on one move in three."""
+        self.client.call("evm_setAutomine", False)
+        try:
+            hashes = [str(self.client.call("eth_sendTransaction", {
+                "from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(200_000)}))
+                for to, data in moves]
+            self.client.mine(1)
+        finally:
+            self.client.call("evm_setAutomine", True)
+        for tx_hash in hashes:
+            receipt = self.client.wait_receipt(tx_hash)
+            if int(receipt["status"], 16) != 1:
+                raise DevnetRpcError(f"price move {tx_hash} reverted: "
+                                     f"{self.client.revert_reason(tx_hash)}")
 
     def _walk_mark(self, symbol: str, usd: float) -> None:
         """Walk Curie's mark to the new index, for as many walks as it takes (MARK_WALKS).

@@ -176,9 +176,16 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
             markets[name]["oracle"], oracle_art.encode_call("price")))[0]
 
     weth_usdc, wbtc_dai = morpho_price("WETH/USDC"), morpho_price("WBTC/DAI")
+    before = devnet.client.block_number()
     devnet.set_price("WETH", devnet.price("WETH") * 0.7)
-    # Morpho's WETH/USDC oracle (collateral in loan units, 1e36-scaled) fell with Aave's feed.
+    # Morpho's WETH/USDC oracle (collateral in loan units, 1e36-scaled) fell with Aave's feed,
+    # in the same block (one a block, keeperd saw a block where they disagreed and tripped
+    # the market's breaker: a by-hand trial's false critical oracle alert).
+    assert devnet.client.block_number() == before + 1
+    assert len(devnet.client.call("eth_getBlockByNumber", hex(before + 1),
+                                  False)["transactions"]) == 2
     assert morpho_price("WETH/USDC") == pytest.approx(weth_usdc * 0.7, rel=1e-9)
+    assert devnet.client.call("anvil_getAutomine") is True
     assert morpho_price("WBTC/DAI") == wbtc_dai
     devnet.set_price("DAI", 0.5)  # a loan token's fall raises the collateral's price in it
     assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
