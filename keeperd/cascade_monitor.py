@@ -284,9 +284,9 @@ class CascadeMonitor:
         levels = Levels(rule.warn_bad_debt_usd, rule.critical_bad_debt_usd, "above")
         labels = {"chain": self.chain, "protocol": self.protocol}
         severity = self.alerts.severity_for("cascade_risk", labels, bad, levels)
-        fund = "" if self.fund_usd is None else (
-            f"; the fund (${self.fund_usd:,.0f}) covers "
-            f"{self.fund_usd / bad:.0%}" if bad > 0 else "")
+        fund = "" if self.fund_usd is None or bad <= 0 else (
+            "; no insurance fund: its lenders take it" if self.fund_usd == 0
+            else f"; the fund (${self.fund_usd:,.0f}) covers {self.fund_usd / bad:.0%}")
         await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
             self.alerts.repeat_interval(route),

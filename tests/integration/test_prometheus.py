@@ -133,7 +133,8 @@ async def test_real_prometheus_scrapes_keeperd_and_loads_the_rules(devnet: Devne
         borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
         data["protocols"][0]["cross_check_every"] = 1
         data.update({
-            "risk": {"cascade": {"min_interval_s": 0, "insurance_fund": {"usd": 100000},
+            "risk": {"cascade": {"min_interval_s": 0,
+                                 "insurance_fund": {"aave": {"usd": 100000}},
                                  "depth": {"WETH": {"kind": "uniswap_v3", "pool": pool_between(
                                      devnet.manifest, "WETH", "USDC")}}}},
             "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,

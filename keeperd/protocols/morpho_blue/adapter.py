@@ -43,7 +43,7 @@ from keeperd.protocols.sdk.contract import (
 )
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
-from keeperd.protocols.sdk.views import AccountRow, HealthView
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -324,6 +324,13 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
 
     def first_pass(self, previous: MorphoBook | None, book: MorphoBook) -> None:
         return None  # every position is evaluated at once (one multicall, no reverse index)
+
+    def book_risk(self, book: MorphoBook) -> BookRisk:
+        """Morpho Blue has no insurance fund: a position's bad debt is realised at its
+        liquidation as a loss to its market's lenders. The fund is $0 (known), not unknown:
+        the risk team's coverage reads none, and no configured fund may stand for it."""
+        return BookRisk(0.0, ["no insurance fund: a market's bad debt is a loss to its "
+                              "lenders, realised at the liquidation that leaves it"])
 
     def liquidation_hold(self, book: MorphoBook) -> str | None:
         return None
