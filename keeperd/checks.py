@@ -16,7 +16,9 @@ from keeperd.config import (
     Config,
     ConfigError,
     ConfigIssue,
+    KeeperConfig,
     RemoteSignerKey,
+    keeper_of_tree,
     read_config_tree,
     validate_config,
     webhook_secret_problem,
@@ -36,13 +38,7 @@ def local_issues(config: Config) -> list[ConfigIssue]:
     """What `keeperd run` would refuse on this machine, offline: the keeper's key (loaded as
     run loads it, unless alert-only, which never reads it) and every file holding a secret
     (there, readable by this user, not empty, not readable by its group or others)."""
-    issues: list[ConfigIssue] = []
-    if (config.keeper.key is not None and config.keeper.mode != "alert-only"
-            and config.keeper.key.source != "remote"):  # (a remote signer: online_issues)
-        try:
-            load_key(config.keeper.key)
-        except KeyLoadError as exc:
-            issues.append(ConfigIssue(exc.field or "keeper.key", str(exc), exc.fix))
+    issues = key_issues(config.keeper)
     for field, path in secret_files(config):
         try:
             check_secret_file(path, field)
@@ -55,6 +51,19 @@ def local_issues(config: Config) -> list[ConfigIssue]:
                 why, _, fix = problem.partition("; fix: ")
                 issues.append(ConfigIssue(field, why, fix))
     return issues
+
+
+def key_issues(keeper: KeeperConfig | None) -> list[ConfigIssue]:
+    """The keeper's key, loaded as `run` loads it (unless alert-only, which never reads it;
+    a remote signer is asked online: `signer_issues`)."""
+    if keeper is None or keeper.key is None or keeper.mode == "alert-only" \
+            or keeper.key.source == "remote":
+        return []
+    try:
+        load_key(keeper.key)
+    except KeyLoadError as exc:
+        return [ConfigIssue(exc.field or "keeper.key", str(exc), exc.fix)]
+    return []
 
 
 async def signer_issues(config: Config) -> list[ConfigIssue]:
@@ -351,8 +360,14 @@ def check_config(path: Path, online: bool = True,
     """Raise ConfigError with every problem found; return the config when it is sound.
     Warnings (online: watched accounts without a position) go to `warn`, or to stderr; what
     was found and checked on the chains (a line per protocol) to `checked`."""
-    config, issues = validate_config(read_config_tree(path), str(path))
+    tree = read_config_tree(path)
+    config, issues = validate_config(tree, str(path))
     if config is None:
+        # (the key too, when its section is sound: one run tells every problem)
+        keeper = keeper_of_tree(tree)
+        told = {i.path for i in issues}
+        issues += [i for i in key_issues(keeper) if keeper is not None
+                   and not any(i.path == t or i.path.startswith(f"{t}.") for t in told)]
         raise ConfigError(str(path), issues)
     # (with unset variables the key and secret files are checked too; the chains are not:
     # their URLs may be what is unset)

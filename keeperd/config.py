@@ -1590,12 +1590,89 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             if msg.startswith("@"):  # a model's check naming the field below it
                 below, _, msg = msg[1:].partition(": ")
                 where = f"{where}.{below}" if where and not where.startswith("(") else below
+            if _follows_from_unset(where, msg, unset_at):
+                continue
             msg, _, fix = msg.partition("; fix: ")  # (a validator's own fix)
             issues.append(ConfigIssue(where, msg, fix or _fix_for(dict(err))))
+        # What the model's own cross-checks would say, read from the tree: they run only
+        # once every field below them validated, and a run that stopped there told the
+        # next problem only after this one was fixed (four runs, by hand).
+        told = {i.path for i in issues}
+        issues += [i for i in _tree_reference_issues(data) if i.path not in told]
         return None, issues + inline
     issues += (_reference_issues(config) + _flash_issues(config) + _fund_issues(config)
                + sink_id_issues(config.alerts.routes) + inline)
     return config, issues
+
+
+def keeper_of_tree(data: Any, env: dict[str, str] | None = None) -> KeeperConfig | None:
+    """The `keeper` section alone, from a tree that may not validate as a whole (None when it
+    does not validate itself): `check-config` checks its key on a config with other problems
+    too, so that one run tells them all."""
+    if not isinstance(data, dict) or not isinstance(data.get("keeper"), dict):
+        return None
+    env = dict(os.environ) if env is None else env
+    try:
+        return KeeperConfig.model_validate(_substitute(data["keeper"], "keeper", env, []))
+    except ValidationError:
+        return None
+
+
+def _follows_from_unset(where: str, message: str, unset_at: set[str]) -> bool:
+    """A model's complaint about a field left empty by its unset ${VAR} (a sink's "set
+    exactly one of `bot_token` ... and `bot_token_file`"): the unset variable is the problem,
+    already told, and the complaint's fix would send the user elsewhere."""
+    prefix = f"{where}." if where and not where.startswith("(") else ""
+    for path in unset_at:
+        if path.startswith(prefix) and "." not in path[len(prefix):] \
+                and f"`{path[len(prefix):]}`" in message:
+            return True
+    return False
+
+
+def _tree_reference_issues(data: Any) -> list[ConfigIssue]:
+    """`_reference_issues` and the alert routes' check on the tree as written, for a config
+    that did not validate (best effort: a part of the wrong shape is left to the model's own
+    errors)."""
+    def named(items: Any) -> list[str]:
+        return [str(i["name"]) for i in items if isinstance(i, dict) and "name" in i] \
+            if isinstance(items, list) else []
+
+    if not isinstance(data, dict):
+        return []
+    issues = []
+    chains = named(data.get("chains"))
+    protocols = data.get("protocols")
+    for i, p in enumerate(protocols if isinstance(protocols, list) else []):
+        chain = p.get("chain") if isinstance(p, dict) else None
+        if isinstance(chain, str) and chains and chain not in chains:
+            issues.append(ConfigIssue(f"protocols[{i}].chain", f"no chain named {chain!r}",
+                                      f"use one of {chains} or add a chain with that name "
+                                      "under `chains`"))
+    alerts = data.get("alerts")
+    if not isinstance(alerts, dict):
+        return issues
+    routes = named(alerts.get("routes"))
+    used = []
+    watchlists = alerts.get("watchlists")
+    for i, w in enumerate(watchlists if isinstance(watchlists, list) else []):
+        if isinstance(w, dict) and isinstance(w.get("route"), str):
+            used.append((f"alerts.watchlists[{i}].route", w["route"]))
+    if isinstance(alerts.get("operator_route"), str):
+        used.append(("alerts.operator_route", alerts["operator_route"]))
+    rules = alerts.get("rules")
+    for rule, spec in (rules.items() if isinstance(rules, dict) else []):
+        if isinstance(spec, dict) and isinstance(spec.get("route"), str):
+            used.append((f"alerts.rules.{rule}.route", spec["route"]))
+    for where, route in used:
+        if route not in routes:
+            close = difflib.get_close_matches(route, routes, n=1, cutoff=0.6)
+            issues.append(ConfigIssue(
+                where, f"route {route!r} is not defined under alerts.routes",
+                (f"did you mean {close[0]!r}? " if close else "")
+                + f"use one of {sorted(routes)}, or add a route named {route!r} under "
+                  "alerts.routes"))
+    return issues
 
 
 def _fund_issues(config: Config) -> list[ConfigIssue]:

@@ -276,3 +276,43 @@ async def test_an_unset_postgresql_password_variable_is_named(monkeypatch: pytes
     assert issue.path == "storage.password_env"
     assert "KEEPERD_TEST_PG_UNSET is not set" in issue.message
     assert issue.fix == "export it, or use storage.password_file"
+
+
+def test_check_config_tells_every_problem_in_one_run(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A by-hand trial fixed one config in four runs: the model's cross-checks (a protocol's
+    chain, a watchlist's route) ran only once every field below them validated, and the key
+    only once the whole config did. Now one run tells all five; and an unset ${VAR} for a
+    sink's token is told as that, without the sink's "set exactly one of `bot_token` ...
+    and `bot_token_file`", whose fix points elsewhere."""
+    monkeypatch.delenv("TG_TOKEN_UNSET", raising=False)
+    monkeypatch.delenv("KEEPERD_MISSING_KEY", raising=False)
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(f"""
+state_dir: {tmp_path / 'state'}
+chains:
+  - {{name: devnet, chain_id: 31337, rpc_urls: ["http://127.0.0.1:8545"]}}
+protocols:
+  - {{kind: aave_v3, name: aave, chain: mainnet,
+     addresses_provider: "0x9A9f2CCfdE556A7E9Ff0848998Aa4a0CFD8863AE"}}
+keeper:
+  mode: liquidate
+  key: {{source: env, env: KEEPERD_MISSING_KEY}}
+alerts:
+  routes:
+    - name: holders
+      sinks:
+        - kind: telegram
+          bot_token: ${{TG_TOKEN_UNSET}}
+          chat_id: -100
+  watchlists:
+    - {{name: w, accounts: ["0xa5CB510B5dab81e08f1685376D2cAaE9Aa6C37A3"], warn: 1.05,
+       critical: 1.2, route: holder}}
+""")
+    issues = offline_issues(path)
+    assert set(issues) == {"alerts.routes[0].sinks[0].bot_token", "alerts.watchlists[0]",
+                           "protocols[0].chain", "alerts.watchlists[0].route",
+                           "keeper.key.env"}, issues
+    assert "did you mean 'holders'?" in issues["alerts.watchlists[0].route"]
+    assert "KEEPERD_MISSING_KEY" in issues["keeper.key.env"]
+    assert not any("set exactly one" in text for text in issues.values()), issues
