@@ -392,7 +392,9 @@ class Metrics:
         self.perp_liquidated_notional = Gauge(
             "keeperd_perp_liquidated_notional_usd", "Open interest of the watched accounts "
             "liquidated if the coin moves by `move` (a fraction; negative: down), the other "
-            "marks unchanged (cross margin takes the whole account).",
+            "marks unchanged (cross margin takes the whole account), valued at the moved "
+            "marks: a larger fall can show less notional than a smaller one (the same "
+            "positions, priced lower).",
             ["venue", "coin", "move"], registry=r)
         self.perp_bad_debt = Gauge(
             "keeperd_perp_bad_debt_usd", "Negative account value (bad debt, which the "

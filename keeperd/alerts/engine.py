@@ -347,7 +347,9 @@ class AlertEngine:
                     self.repeat_interval(w.route),
                     summary=f"{w.name}: {row.where} has {row.measure} {hf}{row.measure_note}, "
                             f"below {'critical' if severity == 'critical' else 'warn'} "
-                            f"{limit}{row.tail}",
+                            f"{limit}{row.tail}"
+                            # (below 1.0 the holder must read "now", not infer it)
+                            + ("; under 1.0: it can be liquidated now" if health < 1.0 else ""),
                     resolved_summary=(
                         f"{w.name}: {row.where} holds no position any more (closed, "
                         "repaid or liquidated)" if not holds_position(

@@ -99,6 +99,11 @@ def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, in
 class CurieLiquidator(LiquidatorBase):
     flash_premium_bps = 0
     supports_flash = False
+    # (its capital is free collateral in the Vault: "fund the keeper with the debt asset"
+    # sent an operator to buy a token that was not what was missing)
+    capital_fix = ("raise keeper_margin_usd on this protocol's entry (the keeper's free "
+                   "collateral in Curie's Vault, deposited from its USDC at start) and fund "
+                   "the keeper with that much USDC")
 
     def __init__(self, adapter: PerpCurieAdapter, config: KeeperConfig, keeper: str | None,
                  tx: Any) -> None:

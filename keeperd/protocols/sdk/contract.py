@@ -213,6 +213,9 @@ class Liquidator(Protocol):
 
     flash_premium_bps: int  # 0 when the protocol has no flash-loan path
     supports_flash: bool  # a capital-free path the capital stage may send it down
+    # What covers a shortfall of the capital `balances` gives (None: token balances, and the
+    # core's own words: fund the keeper with the debt asset)
+    capital_fix: str | None
 
     async def keep_allowances(self, head: int, book: Any) -> None:
         """Every 10 blocks: top up what its contracts may take from the keeper."""
@@ -428,6 +431,7 @@ class LiquidatorBase:
 
     flash_premium_bps: int = 0
     supports_flash: bool = False  # a capital-free path (the executor's capital stage)
+    capital_fix: str | None = None
 
     def signing_rules(self) -> list[Allowed]:
         return []
