@@ -19,6 +19,7 @@ from keeperd.config import (
     KeeperConfig,
     RemoteSignerKey,
     keeper_of_tree,
+    operator_route_warnings,
     read_config_tree,
     validate_config,
     webhook_secret_problem,
@@ -373,7 +374,7 @@ def check_config(path: Path, online: bool = True,
     # their URLs may be what is unset)
     unset = {issue.path for issue in issues}
     issues += [i for i in local_issues(config) if i.path not in unset]
-    warnings: list[ConfigIssue] = []
+    warnings: list[ConfigIssue] = operator_route_warnings(config.alerts)
     if online and not unset:
         issues += asyncio.run(online_issues(config, warnings, checked))
     for w in warnings:

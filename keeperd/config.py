@@ -1605,6 +1605,25 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
     return config, issues
 
 
+def operator_route_warnings(alerts: AlertsConfig) -> list[ConfigIssue]:
+    """With no `operator_route`, the keeper's own alerts (cascade, oracle, RPC, keeper
+    balance) go to the first route; when a watchlist's holders are on it, they get those
+    too (as documented, and a surprise to a holder in a by-hand trial)."""
+    if alerts.operator_route or not alerts.routes:
+        return []
+    first = alerts.routes[0].name
+    lists = sorted({w.name for w in alerts.watchlists if w.route == first})
+    rules = [r for r in RulesConfig.model_fields if alerts.route_for(r) == first]
+    if not lists or not rules:
+        return []
+    shown = ", ".join(rules[:4]) + (f" and {len(rules) - 4} more" if len(rules) > 4 else "")
+    return [ConfigIssue("alerts.operator_route", f"not set: the keeper's own alerts ({shown}) "
+                        f"go to the first route, {first!r}, which watchlist(s) "
+                        f"{', '.join(lists)} send holders' alerts to",
+                        "set alerts.operator_route to a route of your own (or give each "
+                        "rule its route under alerts.rules)")]
+
+
 def keeper_of_tree(data: Any, env: dict[str, str] | None = None) -> KeeperConfig | None:
     """The `keeper` section alone, from a tree that may not validate as a whole (None when it
     does not validate itself): `check-config` checks its key on a config with other problems

@@ -44,6 +44,7 @@ from keeperd.config import (
     RemoteSignerKey,
     is_loopback,
     load_config,
+    operator_route_warnings,
 )
 from keeperd.execution.delegation import KeyHold
 from keeperd.execution.executor import Executor
@@ -355,6 +356,9 @@ class Daemon:
             stack.callback(scheduler.shutdown, wait=False)
             starting.cancel()  # (the running daemon's own heartbeat takes over)
             self._starting = None
+            for issue in operator_route_warnings(self.config.alerts):
+                log.warning("alerts.operator_route_unset", problem=issue.message,
+                            fix=issue.fix)
             log.info("daemon.started", version=__version__, mode=self.config.keeper.mode,
                      chains=[c.name for c in self.config.chains],
                      protocols=[p.name for p in self.config.protocols])

@@ -316,3 +316,28 @@ alerts:
     assert "did you mean 'holders'?" in issues["alerts.watchlists[0].route"]
     assert "KEEPERD_MISSING_KEY" in issues["keeper.key.env"]
     assert not any("set exactly one" in text for text in issues.values()), issues
+
+
+def test_holders_on_the_first_route_are_told_they_get_the_operators_alerts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no operator_route the keeper's own alerts go to the first route: documented, and
+    a surprise to a holder whose Telegram got cascade and oracle alerts (a by-hand trial).
+    check-config warns when a watchlist shares that route; not once the route is set."""
+    monkeypatch.setenv("HOOK_SECRET", "s" * 40)
+    secret = "${HOOK_SECRET}"
+    data = {**MINIMAL, "state_dir": str(tmp_path / "state"), "alerts": {
+        "routes": [{"name": "holders", "sinks": [
+            {"kind": "webhook", "url": "http://127.0.0.1:9/x", "secret": secret}]},
+            {"name": "ops", "sinks": [
+                {"kind": "webhook", "url": "http://127.0.0.1:9/y", "secret": secret}]}],
+        "watchlists": [{"name": "w", "route": "holders",
+                        "accounts": ["0xa5CB510B5dab81e08f1685376D2cAaE9Aa6C37A3"]}]}}
+    warned: list[Any] = []
+    check_config(write(tmp_path, data), online=False, warn=warned.append)
+    [warning] = warned
+    assert warning.path == "alerts.operator_route" and "'holders'" in warning.message
+    assert "watchlist(s) w" in warning.message
+    data["alerts"]["operator_route"] = "ops"
+    warned.clear()
+    check_config(write(tmp_path, data), online=False, warn=warned.append)
+    assert warned == []
