@@ -471,10 +471,12 @@ async def _alerts(args: argparse.Namespace, config: Config) -> int:
                           f"{ids[0] if ids else 'ROUTE/SINK_ID'}` sends them there, or give the "
                           "sink `id:` to keep its id across such changes", file=sys.stderr)
             return EXIT_OK
-        firing = (await AlertState(db).load()).firing()
-        print(f"firing: {len(firing)}")
-        for a in firing:
-            print(f"  {a['severity']:8} {a['rule']:18} {a['summary']}")
+        firing = (await AlertState(db).load()).firing_now()
+        print(f"firing: {len(firing)} (each as last told)")
+        for a, now in firing:
+            quiet = (f" (now {now}: recovered from {a['severity']} without a message)"
+                     if now != a["severity"] else "")
+            print(f"  {now:8} {a['rule']:18} {a['summary']}{quiet}")
         stats = await outbox.stats()
         print(f"outbox: {sum(n for n, _ in stats.values())} pending, "
               f"{await outbox.dead_count()} dead")

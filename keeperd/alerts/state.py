@@ -110,6 +110,12 @@ class AlertState:
         rows = sorted(self._rows.values(), key=lambda r: r.told.since)
         return [r.alert for r in rows if route is None or r.route == route]
 
+    def firing_now(self) -> list[tuple[dict[str, Any], str]]:
+        """`firing`, each with its severity now: a position back from critical to warning
+        is not told (lifecycle), and its last message still says critical."""
+        rows = sorted(self._rows.values(), key=lambda r: r.told.since)
+        return [(r.alert, r.told.severity) for r in rows]
+
     def counts(self) -> dict[tuple[str, str], int]:
         """(rule, severity) -> how many fire."""
         out: dict[tuple[str, str], int] = {}

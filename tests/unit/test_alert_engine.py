@@ -493,3 +493,16 @@ def test_a_liquidated_holder_hears_what_is_left() -> None:
         "yours to withdraw).")
     assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows) == (
         "Nothing is left of the position there.")
+
+
+async def test_the_firing_list_says_when_a_position_recovered_without_a_message(
+        setup: Setup) -> None:
+    """Back from critical to warning is not told (a new fall to critical is), and `keeperd
+    alerts list` showed the last message, "critical ... 0.98", for a position at 1.11."""
+    from keeperd.alerts.state import AlertState
+
+    await setup.scan(1, [1.04])  # critical
+    await setup.scan(2, [1.11])  # warning again: no message
+    assert len(await setup.entries(sink=1)) == 1
+    [(alert, now)] = (await AlertState(setup.db).load()).firing_now()
+    assert alert["severity"] == "critical" and now == "warning"
