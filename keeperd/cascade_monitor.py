@@ -285,7 +285,7 @@ class CascadeMonitor:
         labels = {"chain": self.chain, "protocol": self.protocol}
         severity = self.alerts.severity_for("cascade_risk", labels, bad, levels)
         fund = "" if self.fund_usd is None or bad <= 0 else (
-            "; no insurance fund: its lenders take it" if self.fund_usd == 0
+            "; no insurance fund covers it" if self.fund_usd == 0
             else f"; the fund (${self.fund_usd:,.0f}) covers {self.fund_usd / bad:.0%}")
         await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,

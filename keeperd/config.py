@@ -1701,7 +1701,7 @@ def _fund_issues(config: Config) -> list[ConfigIssue]:
     fund = config.risk.cascade.insurance_fund
     names = [p.name for p in config.chain_protocols]
     where = "risk.cascade.insurance_fund"
-    if fund is None or not config.risk.cascade.enabled:
+    if fund is None:  # (checked with the cascade off too: `keeperd simulate` reads it)
         return []
     if isinstance(fund, FundConfig):
         if len(names) <= 1:

@@ -67,8 +67,11 @@ def perp_row(account: PerpAccount, moves: bool) -> AccountRow:
     nearest = min((p for p in positions if p["distance_to_liquidation"] is not None),
                   key=lambda p: p["distance_to_liquidation"], default=None)
     largest = max(account.positions, key=lambda p: p.notional, default=None)
-    rises = nearest is not None and nearest["liquidation_price"] > nearest["mark_price"]
     distance = None if nearest is None else nearest["distance_to_liquidation"]
+    if nearest is not None and account.health < 1.0:
+        distance = 0.0  # under maintenance: now (a long's price is then above its mark)
+    rises = bool(distance) and nearest is not None \
+        and nearest["liquidation_price"] > nearest["mark_price"]
     return AccountRow(
         protocol=account.venue, account=account.account,
         health_factor=None if math.isinf(account.health) else account.health,
@@ -107,7 +110,8 @@ def to_table(rows: list[AccountRow], limit: int | None = None) -> str:
             _fmt_usd(r.collateral_usd), _fmt_usd(r.debt_usd),
             f"{r.liquidation_threshold:.2%}" if r.liquidation_threshold else "-",
             r.main_collateral or "-",
-            f"{r.drop_to_liquidation:.2%} drop" if r.drop_to_liquidation is not None
+            "now" if r.drop_to_liquidation == 0 or r.rise_to_liquidation == 0
+            else f"{r.drop_to_liquidation:.2%} drop" if r.drop_to_liquidation is not None
             else f"{r.rise_to_liquidation:.2%} rise" if r.rise_to_liquidation is not None
             else "-",
         ))

@@ -258,7 +258,7 @@ def summary(sim: Simulation) -> str:
     ]
     if sim.fund_usd is not None:
         bad = float(r.bad_debt[0])
-        cover = ("no bad debt" if bad <= 0 else "none: the lenders take it"
+        cover = ("no bad debt" if bad <= 0 else "nothing covers it"
                  if sim.fund_usd == 0 else f"covers {sim.fund_usd / bad:.0%} of it")
         lines.append(f"insurance fund ${sim.fund_usd:,.0f}: {cover}")
     lines += sim.notes

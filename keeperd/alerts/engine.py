@@ -276,7 +276,7 @@ class AlertEngine:
         # (a watched account's liquidation is told before its health alert resolves: the
         # holder was told "recovered" first, then "liquidated")
         for seen in liquidations:
-            self._liquidated(chain, protocol, seen, result.block, rows)
+            self._liquidated(chain, protocol, seen, result.block, rows, result.view.unread)
         conditions = self._watchlist_conditions(rows, tripped)
         conditions += self._gone_conditions(protocol, chain, conditions, result.view.unread)
         conditions += self._held_conditions(chain, protocol, held)
@@ -358,7 +358,7 @@ class AlertEngine:
                         # liquidation that took it all)
                         else f"{w.name}: {row.where} has nothing at risk any more (no debt "
                              "or open position: repaid, closed or liquidated)"
-                        if not np.isfinite(health)
+                        if not row.details["debt_usd"]
                         else f"{w.name}: {row.where} recovered: {row.measure} {hf} (warn at "
                              f"{w.warn})"),
                     action=row.action, details=details, inhibited_by=inhibited))
@@ -470,25 +470,39 @@ class AlertEngine:
         return [self.checksummed[a] for a in self.watched]
 
     @staticmethod
-    def _left_after(seen: LiquidationSeen, rows: Sequence[WatchedRow]) -> str:
+    def _left_after(seen: LiquidationSeen, rows: Sequence[WatchedRow],
+                    unread: Iterable[Mapping[str, str]] = ()) -> str:
         """What a liquidated position is left with at the evaluated block, in the holder's
         words: it said "may still be at risk" of a position whose whole debt was repaid, and
-        never the health a partial liquidation left (the alert de-escalates without a word)."""
-        mine = [r for r in rows if r.account.lower() == seen.account.lower()
-                and seen.labels.items() <= r.labels.items()]
+        never the health a partial liquidation left (the alert de-escalates without a word).
+        A row is the event's position when the labels it has agree (Curie's rows are whole
+        accounts; its events name a market); one the evaluation could not read (`unread`)
+        is unknown, not gone."""
+        def same(labels: Mapping[str, str]) -> bool:
+            return all(labels[k] == v for k, v in seen.labels.items() if k in labels)
+
+        mine = [r for r in rows if r.account.lower() == seen.account.lower() and same(r.labels)]
         if not mine:
+            if any(same(u) and u for u in unread):
+                return ("It could not be read at this block (its market's state or oracle "
+                        "did not answer): check its health.")
             return "Nothing is left of the position there."
+        perp = any(r.details.get("main_is_position") for r in mine)
         debt = sum(float(r.details.get("debt_usd") or 0.0) for r in mine)
         collateral = sum(float(r.details.get("collateral_usd") or 0.0) for r in mine)
         if debt <= 0:
-            return (f"Its whole debt was repaid: nothing is left at risk there (collateral "
+            return ("No open position is left there." if perp else
+                    f"Its whole debt was repaid: nothing is left at risk there (collateral "
                     f"${collateral:,.2f} left, yours to withdraw).")
         health = min(r.health for r in mine)
-        return (f"What is left: debt ${debt:,.2f}, health {health:.4f} now (below 1.0 it may "
-                "be liquidated again): add collateral or repay.")
+        return (f"What is left: {'open notional' if perp else 'debt'} ${debt:,.2f}, health "
+                f"{health:.4f} now (below 1.0 it may be liquidated again): "
+                + ("add margin or reduce the position." if perp
+                   else "add collateral or repay."))
 
     def _liquidated(self, chain: str, protocol: str, seen: LiquidationSeen, block: int,
-                    rows: Sequence[WatchedRow] = ()) -> None:
+                    rows: Sequence[WatchedRow] = (),
+                    unread: Iterable[Mapping[str, str]] = ()) -> None:
         account_lower = seen.account.lower()
         for w in self.watched.get(account_lower, []):
             if w.protocols is not None and protocol not in w.protocols:
@@ -499,7 +513,7 @@ class AlertEngine:
             self._emit(w.route, Alert(
                 "position_liquidated", "critical", "event", labels,
                 f"{w.name}: {account} on {protocol} was liquidated: {seen.summary}",
-                action=self._left_after(seen, rows),
+                action=self._left_after(seen, rows, unread),
                 details={**seen.details, "tx_hash": seen.tx_hash,
                          "explorer_url": self._link(chain, "tx", seen.tx_hash)},
                 chain=chain, block=seen.block or block, starts_at=self.clock(),

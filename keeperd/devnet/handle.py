@@ -8,6 +8,7 @@ the demo and the benchmarks use to move it: set a price, mine, advance time, sna
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import TracebackType
@@ -76,11 +77,20 @@ class DevnetControl:
         block, keeperd judged a block where they disagreed, tripped the market's breaker on
         the deviation and sent a critical oracle alert, by hand on one move in three."""
         self.client.call("evm_setAutomine", False)
+        hashes: list[str] = []
         try:
-            hashes = [str(self.client.call("eth_sendTransaction", {
-                "from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(200_000)}))
-                for to, data in moves]
+            for to, data in moves:
+                hashes.append(str(self.client.call("eth_sendTransaction", {
+                    "from": sender, "to": to, "data": "0x" + data.hex(),
+                    "gas": hex(200_000)})))
             self.client.mine(1)
+        except BaseException:
+            # (half a move left in the pool would be mined with the next transaction: the
+            # split this method is for)
+            for tx_hash in hashes:
+                with contextlib.suppress(Exception):
+                    self.client.call("anvil_dropTransaction", tx_hash)
+            raise
         finally:
             self.client.call("evm_setAutomine", True)
         for tx_hash in hashes:

@@ -601,8 +601,8 @@ class Executor:
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
         # has none, and a keeper already on auto does not need telling)
-        fix = (self.liquidator.capital_fix if own is not None and self.liquidator.capital_fix
-               else "fund the keeper with the debt asset") + (
+        fix = ((own is not None and self.liquidator.capital_fix(set(short)))
+               or "fund the keeper with the debt asset") + (
             ", or set keeper.capital: auto to liquidate through the protocol's capital-free "
             "contract (FlashLiquidator, MorphoLiquidator) when it falls short"
             if flash_path and self.config.capital != "auto" else "")

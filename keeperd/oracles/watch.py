@@ -45,9 +45,12 @@ from keeperd.protocols.sdk.feeds import PriceFeed
 
 log = structlog.get_logger(__name__)
 
-# Blocks after the first rate without a reference within which the chain's other protocols
-# are waited for to declare their feeds (one that never scans does not silence the warning).
+# How long after the first rate without a reference the chain's other protocols are waited
+# for to declare their feeds (a large book's first scan takes a while; one that never scans
+# does not silence the warning): this many blocks and seconds both (5 blocks is ~1 s on an
+# L2).
 DECLARE_WITHIN_BLOCKS = 5
+DECLARE_WITHIN_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class ChainPriceWatch:
         # declared its feeds (or DECLARE_WITHIN_BLOCKS passed), a market rate with no
         # reference yet is not said to have none — another protocol's feeds may be it.
         self._expected: set[str] = set()
-        self._first_judged: int | None = None
+        self._first_judged: tuple[int, float] | None = None  # (block, monotonic time)
         self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
@@ -135,9 +138,11 @@ class ChainPriceWatch:
 
     def _all_declared(self, block: int) -> bool:
         if self._first_judged is None:
-            self._first_judged = block
+            self._first_judged = (block, time.monotonic())
+        first_block, first_at = self._first_judged
         return (self._expected <= self._declared.keys()
-                or block - self._first_judged >= DECLARE_WITHIN_BLOCKS)
+                or (block - first_block >= DECLARE_WITHIN_BLOCKS
+                    and time.monotonic() - first_at >= DECLARE_WITHIN_S))
 
     def known_assets(self) -> set[str]:
         """Every asset the watch judges on this chain (the breaker's names: CLI checks)."""

@@ -126,17 +126,21 @@ async def test_every_seeded_trader_is_read_as_the_contracts_see_it(
     # (it was told as a drop of the same size: a holder warned the wrong way).
     moves = {"rise": 0, "drop": 0}
     for i, t in enumerate(book.traders):
-        largest = max(t.positions, key=lambda p: p.notional, default=None)
-        if largest is None:
+        if not t.positions:
             continue
+        # (its main market: the one nearest its liquidation)
+        [main] = [p for p in t.positions if p.asset == view.main_collateral[i]]
         rise, drop = view.row_rise(i), float(view.drop_to_liquidation[i])
         assert (rise is None) != np.isnan(drop), (t.account, rise, drop)
         moves["rise" if rise is not None else "drop"] += 1
-        av, mm = cm.shocked(t, {largest.asset: 1 + (rise if rise is not None else -drop)},
-                            book.mm_ratio)
+        move = rise if rise is not None else -drop
+        av, mm = cm.shocked(t, {main.asset: 1 + move}, book.mm_ratio)
         assert av == pytest.approx(mm, rel=1e-6), t.account
+        for other in t.positions:  # no other market is nearer its liquidation
+            other_move = cm.move_to_liquidation(t, other, book.mm_ratio)
+            assert other_move is None or abs(other_move) >= abs(move) - 1e-12
         if not t.collateral:
-            assert (rise is not None) == (largest.size < 0), t.account
+            assert (rise is not None) == (main.size < 0), t.account
     assert moves["rise"] >= 10 and moves["drop"] >= 10, moves
     adapter.publish(book, view)
     # Risk by index move, per block: what a 25 % WETH drop would liquidate (by the same

@@ -493,6 +493,18 @@ def test_a_liquidated_holder_hears_what_is_left() -> None:
         "yours to withdraw).")
     assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows) == (
         "Nothing is left of the position there.")
+    # A market the evaluation could not read is unknown, not gone.
+    assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows,
+                                   [{"market": "wstETH/WETH"}]).startswith(
+        "It could not be read at this block")
+    # Curie: its rows are whole accounts (no labels), its events name a market; a perp's
+    # figures are its open notional, what is left a position to reduce.
+    curie = [WatchedRow("curie", "devnet", "0xabc", {}, 1.05, frozenset(),
+                        {"debt_usd": 9_000.0, "collateral_usd": 700.0,
+                         "main_is_position": True}, "0xabc on curie", "act")]
+    assert AlertEngine._left_after(seen({"market": "vETH"}), curie) == (
+        "What is left: open notional $9,000.00, health 1.0500 now (below 1.0 it may be "
+        "liquidated again): add margin or reduce the position.")
 
 
 async def test_the_firing_list_says_when_a_position_recovered_without_a_message(

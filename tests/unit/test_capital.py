@@ -25,3 +25,19 @@ def test_most_profitable_first_then_what_still_fits() -> None:
 def test_enough_balance_means_no_shortfall() -> None:
     funded, unfunded, short = allocate([("usdc", 5, 1.0)], need, {"usdc": 5})
     assert funded == [("usdc", 5, 1.0)] and unfunded == [] and short == {}
+
+
+def test_a_curie_shortfall_names_what_is_short() -> None:
+    """Curie's capital is two things: free collateral in its Vault (takeovers; raised by
+    keeper_margin_usd) and the wallet's USDC (collateral liquidations; keeper_margin_usd
+    moves it into the Vault, so raising it there would make that worse). "Fund the keeper
+    with the debt asset" named neither; one fix named the Vault for both."""
+    from keeperd.protocols.perp_curie.liquidator import VAULT, CurieLiquidator
+
+    fix = CurieLiquidator.capital_fix
+    vault = fix(None, {VAULT})  # type: ignore[arg-type]
+    wallet = fix(None, {"0xUSDC"})  # type: ignore[arg-type]
+    assert vault is not None and "keeper_margin_usd" in vault and "wallet" not in vault
+    assert wallet is not None and wallet.startswith("fund the keeper's wallet with USDC")
+    assert fix(None, {VAULT, "0xUSDC"}) == f"{vault}; {wallet}"  # type: ignore[arg-type]
+    assert fix(None, set()) is None  # type: ignore[arg-type]

@@ -489,6 +489,9 @@ def test_an_insurance_fund_is_one_protocols() -> None:
     config's $250k three times, Curie's on-chain fund replaced): refused, with the fix."""
     [(path, message, fix)] = issues_of(two_protocols({"usd": 250000}))
     assert path == "risk.cascade.insurance_fund"
+    off = two_protocols({"usd": 250000})  # (checked with the cascade off: simulate reads it)
+    off["risk"]["cascade"]["enabled"] = False
+    assert [p for p, _, _ in issues_of(off)] == ["risk.cascade.insurance_fund"]
     assert "one fund for 2 protocols (aave, morpho)" in message
     assert fix.endswith("insurance_fund: {aave: {usd: 250000}}")
     cascade = parse_config(two_protocols({"aave": {"usd": 250000}}), env={}).risk.cascade

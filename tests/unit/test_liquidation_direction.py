@@ -102,3 +102,12 @@ def test_a_venue_rows_asset_is_its_nearest_position_with_that_positions_move() -
     assert alone.main_collateral == "BTC" and alone.rise_to_liquidation is None
     assert alone.drop_to_liquidation is not None and 0 < alone.drop_to_liquidation < 1
     assert f"{alone.drop_to_liquidation:.2%} drop" in to_table([alone])
+
+
+def test_a_venue_account_under_maintenance_is_liquidatable_now() -> None:
+    """Under maintenance a long's liquidation price is above its mark: compared, it read as
+    "2.63% rise". It is neither way: now."""
+    eth = PerpPosition("ETH", 10.0, 2_000.0, 2_000.0, 0.0, "cross", maintenance_fraction=0.05)
+    row = perp_row(PerpAccount("hyperliquid", "0xabc", 500.0, (eth,)), True)  # health 0.5
+    assert row.drop_to_liquidation == 0.0 and row.rise_to_liquidation is None
+    assert "now" in to_table([row]).splitlines()[-1]

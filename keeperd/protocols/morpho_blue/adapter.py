@@ -328,7 +328,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
     def book_risk(self, book: MorphoBook) -> BookRisk:
         """Morpho Blue has no insurance fund: a position's bad debt is realised at its
         liquidation as a loss to its market's lenders. The fund is $0 (known), not unknown:
-        the risk team's coverage reads none, and no configured fund may stand for it."""
+        the risk team's coverage reads none (a fund configured for this protocol, in
+        risk.cascade.insurance_fund, is the operator's word and stands instead)."""
         return BookRisk(0.0, ["no insurance fund: a market's bad debt is a loss to its "
                               "lenders, realised at the liquidation that leaves it"])
 

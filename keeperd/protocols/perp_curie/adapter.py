@@ -483,15 +483,20 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 health[i] = min(health[i], cm.collateral_health(
                     t, book.collateral_rules, book.mm_ratio, factors))
             value[i], notional[i] = av, total
-            largest = max(t.positions, key=lambda p: p.notional, default=None)
-            main.append(largest.asset if largest else None)
-            if largest is not None and not factors:
-                # (a short's is a rise: said as a drop, a holder was told the wrong way)
-                move = cm.move_to_liquidation(t, largest, book.mm_ratio)
-                if move is not None and move > 0:
-                    rise[i] = move
-                elif move is not None:
-                    drop[i] = -move
+            # Its main market: the one nearest its liquidation, with the move that gets it
+            # there (a short's is a rise: said as a drop, a holder was told the wrong way);
+            # the largest when none can be told (a what-if).
+            main_position = max(t.positions, key=lambda p: p.notional, default=None)
+            if main_position is not None and not factors:
+                moves = [(abs(move), move, p) for p in t.positions
+                         if (move := cm.move_to_liquidation(t, p, book.mm_ratio)) is not None]
+                if moves:
+                    _, move, main_position = min(moves, key=lambda x: x[0])
+                    if move > 0:
+                        rise[i] = move
+                    else:
+                        drop[i] = -move if move < 0 else 0.0
+            main.append(main_position.asset if main_position else None)
             if not factors:
                 hours = cm.hours_to_maintenance(t, index)
                 details.append({

@@ -35,6 +35,7 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +100,6 @@ def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, in
 class CurieLiquidator(LiquidatorBase):
     flash_premium_bps = 0
     supports_flash = False
-    # (its capital is free collateral in the Vault: "fund the keeper with the debt asset"
-    # sent an operator to buy a token that was not what was missing)
-    capital_fix = ("raise keeper_margin_usd on this protocol's entry (the keeper's free "
-                   "collateral in Curie's Vault, deposited from its USDC at start) and fund "
-                   "the keeper with that much USDC")
 
     def __init__(self, adapter: PerpCurieAdapter, config: KeeperConfig, keeper: str | None,
                  tx: Any) -> None:
@@ -204,6 +200,20 @@ class CurieLiquidator(LiquidatorBase):
         await confirm_address(self.adapter.pool, self.adapter.config.clearing_house,
                               "getVault()", expected=vault, what="Curie's Vault",
                               where=where, pin="vault")
+
+    def capital_fix(self, short: Collection[str]) -> str | None:
+        """Takeovers are short of free collateral in the Vault (`keeper_margin_usd`, deposited
+        from the wallet at start), collateral liquidations of the wallet's USDC: "fund the
+        keeper with the debt asset" named neither."""
+        fixes = []
+        if VAULT in short:
+            fixes.append("raise keeper_margin_usd on this protocol's entry (takeovers need "
+                         "free collateral in Curie's Vault, deposited from the keeper's USDC "
+                         "at the next start) and fund the keeper with that much USDC")
+        if set(short) - {VAULT}:
+            fixes.append("fund the keeper's wallet with USDC beyond keeper_margin_usd "
+                         "(collateral liquidations pay from it)")
+        return "; ".join(fixes) or None
 
     async def balances(self, assets: list[str]) -> dict[str, int]:
         """For the capital stage: free collateral in the Vault (takeovers) and the wallet's

@@ -21,7 +21,7 @@ Rows of a view are positions: one per account for a cross-margined protocol (Aav
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -213,15 +213,16 @@ class Liquidator(Protocol):
 
     flash_premium_bps: int  # 0 when the protocol has no flash-loan path
     supports_flash: bool  # a capital-free path the capital stage may send it down
-    # What covers a shortfall of the capital `balances` gives (None: token balances, and the
-    # core's own words: fund the keeper with the debt asset)
-    capital_fix: str | None
 
     async def keep_allowances(self, head: int, book: Any) -> None:
         """Every 10 blocks: top up what its contracts may take from the keeper."""
 
     async def balances(self, assets: list[str]) -> dict[str, int] | None:
         """Capital that is not a token balance, or None (the core reads token balances)."""
+
+    def capital_fix(self, short: Collection[str]) -> str | None:
+        """What covers a shortfall of these assets of `balances` (None: the core's words,
+        fund the keeper with the debt asset)."""
 
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its journaled follow-ups: (key, target, calldata, gas)."""
@@ -431,7 +432,9 @@ class LiquidatorBase:
 
     flash_premium_bps: int = 0
     supports_flash: bool = False  # a capital-free path (the executor's capital stage)
-    capital_fix: str | None = None
+
+    def capital_fix(self, short: Collection[str]) -> str | None:
+        return None  # token balances: the core's words
 
     def signing_rules(self) -> list[Allowed]:
         return []
