@@ -620,6 +620,8 @@ class Daemon:
         if "metrics" not in needs_restart and self._metrics_token_changed(new):
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
+        for issue in operator_route_warnings(new.alerts):  # (as at start)
+            log.warning("alerts.operator_route_unset", problem=issue.message, fix=issue.fix)
         log.info("daemon.reloaded", reloaded=["alerts"],
                  routes=[r.name for r in new.alerts.routes],
                  watchlists=[w.name for w in new.alerts.watchlists],

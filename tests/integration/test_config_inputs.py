@@ -39,6 +39,7 @@ def config_for(devnet: Devnet, tmp_path: Path, **extra: Any) -> dict[str, Any]:
              "morpho": m["morpho_blue"]["morpho"],
              "markets": [x["id"] for x in m["morpho_blue"]["markets"].values()]}],
         "alerts": {
+            "operator_route": "ops",  # (the holders' route by choice: check-config says so else)
             "routes": [{"name": "ops", "sinks": [{"kind": "webhook",
                                                   "url": "http://127.0.0.1:9/hook",
                                                   "secret_file": str(hook_secret)}]}],
