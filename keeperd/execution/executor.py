@@ -262,6 +262,11 @@ class Executor:
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
         self._gas_spent: list[tuple[float, float]] = []
+        # Settled before the native token had a price (a start-up reconciliation, before the
+        # first scan): (key, tx, gas in native units, realised profit before gas, included),
+        # priced at the first scan (`_price_settled_gas`). They were booked with no gas: the
+        # P&L over-stated and the gas counter missed them (a by-hand trial).
+        self._gas_unpriced: list[tuple[J.JournalKey, str | None, float, float, bool]] = []
         self._pause_reason: str | None = None
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
@@ -361,6 +366,8 @@ class Executor:
             native = self.liquidator.native_usd(result.book)
             if native:
                 self.native_prices[self.adapter.chain] = native
+            if self._gas_unpriced:
+                await self._price_settled_gas(result)
             await self.on_block(result.block)
             if result.block >= self._balances_due:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
@@ -1199,10 +1206,18 @@ class Executor:
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)
-        gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+        gas_native = outcome.gas_used * outcome.effective_gas_price / 1e18
+        gas_usd = gas_native * native_usd
+        unpriced = bool(gas_native) and not native_usd
+        if unpriced:
+            self._gas_unpriced.append((key, outcome.tx_hash, gas_native,
+                                       self._realised_profit(outcome)
+                                       if outcome.status == "included" else 0.0,
+                                       outcome.status == "included"))
         if outcome.gas_used:
-            self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
-            self._gas_spent.append((time.time(), gas_usd))
+            if not unpriced:
+                self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+                self._gas_spent.append((time.time(), gas_usd))
             if outcome.status in ("included", "reverted"):
                 self.liquidator.learn(key, math.ceil(outcome.gas_used * RECEIPT_TO_LIMIT))
         block = _receipt_block(outcome)
@@ -1354,6 +1369,27 @@ class Executor:
         if header is None:  # (a node that lost the block since: the latest, as before)
             header = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         return int(header.get("baseFeePerGas", "0x0"), 16)
+
+    async def _price_settled_gas(self, result: ScanResult) -> None:
+        """The gas of what was settled before the native token had a price, priced now: the
+        gas counter, and each inclusion's realised profit net of it (the journal's, which
+        `keeperd status` sums; the metrics' loss counter takes the gas, as the profit counter
+        took the gross)."""
+        native_usd = self._native_usd(result)
+        if not native_usd:
+            return
+        pending, self._gas_unpriced = self._gas_unpriced, []
+        for key, tx_hash, gas_native, gross, included in pending:
+            gas_usd = gas_native * native_usd
+            self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+            self._gas_spent.append((time.time(), gas_usd))
+            if included:
+                self.metrics.liquidation_loss.labels(*self.labels).inc(gas_usd)
+                await self.journal.set_status(
+                    key, J.INCLUDED, detail=f"tx={tx_hash} profit_usd={gross - gas_usd:.2f}",
+                    realised_profit_usd=gross - gas_usd)
+        log.info("liquidation.gas_priced", protocol=self.adapter.name, settled=len(pending),
+                 native_usd=round(native_usd, 2))
 
     def _native_usd(self, result: ScanResult | None) -> float:
         own = self.liquidator.native_usd(result.book) if result is not None else None

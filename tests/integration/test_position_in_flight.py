@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_value
@@ -79,3 +81,43 @@ async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once
               if e["topics"][BORROWER_TOPIC][-40:].lower() == borrower[2:].lower()]
     assert blocks and len(blocks) == len(set(blocks)), blocks  # never two in one block
     assert await journal.by_status(J.REVERTED) == []
+
+
+async def test_inclusions_settled_at_a_start_are_net_of_their_gas(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A wave mined while keeperd was down is settled at its next start, before any block is
+    evaluated: the native token had no price yet, and each inclusion was booked without its
+    gas (the P&L over by the gas, the gas counter without them: a by-hand trial). Now its
+    gas is priced at the first block: the counter has it, and the journal's profit, which
+    `keeperd status` sums, is the metrics' profit less their loss."""
+    config, keeper = await liquidating(devnet, tmp_path, run_daemon)
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        _, journal, sent = await crash_and_collect(devnet, keeper)
+        assert sent
+        keeper.stop.set()
+        await asyncio.wait_for(keeper.task, 15)
+        devnet.mine(1)  # the wave is mined while keeperd is down
+        keeper = await run_daemon(config)  # settles it at its start
+        journal = keeper.daemon.executors["aave"].journal
+        await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    included = [e for e in await journal.all() if e.status == J.INCLUDED]
+    assert {e.key for e in included} >= {e.key for e in sent}
+    native_usd = devnet.price("WETH")
+    gas_usd = 0.0
+    for e in included:
+        tx = e.detail.split("tx=")[1].split()[0]
+        receipt = devnet.client.call("eth_getTransactionReceipt", tx)
+        gas_usd += (int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+                    / 1e18 * native_usd)
+        assert f"profit_usd={e.realised_profit_usd:.2f}" in e.detail  # (one figure)
+    labels = {"chain": "devnet", "protocol": "aave"}
+    metrics = keeper.daemon.metrics
+    assert gas_usd > 0
+    assert metric_value(metrics, "keeperd_liquidation_gas_cost_usd_total", labels) == \
+        pytest.approx(gas_usd, rel=1e-9)
+    net = (metric_value(metrics, "keeperd_liquidation_profit_usd_total", labels)
+           - metric_value(metrics, "keeperd_liquidation_loss_usd_total", labels))
+    assert sum(e.realised_profit_usd for e in included) == pytest.approx(net, abs=0.01)
