@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keeperd.config import Config
+from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import Lease, LeaseRow, unreachable, with_password
 from keeperd.storage.migrations import migrate
@@ -73,12 +74,27 @@ class Copied:
 
 
 async def copy_sqlite_to_postgres(config: Config) -> Copied:
+    """The single machine's journal, alert state and outbox into an empty PostgreSQL
+    database, holding the state directory's lock throughout: a keeperd still running on it
+    would send and tell things after the copy that the replicas never learn of (a copy taken
+    beside a running keeper missed its next liquidation in a by-hand trial)."""
     if config.storage.url is None:
         raise StorageError("storage.url is not set: name the PostgreSQL database to copy to")
     path = sqlite_path(config)
     if not path.exists():
         raise StorageError(f"{path} does not exist: nothing to copy (state_dir is where the "
                            "single machine kept its state)")
+    try:
+        lock = StateDirLock(config.state_dir).acquire()
+    except StateDirLocked as exc:
+        raise StorageError(f"{exc}; a copy needs keeperd stopped on it") from None
+    try:
+        return await _copy(config, path)
+    finally:
+        lock.release()
+
+
+async def _copy(config: Config, path: Path) -> Copied:
     source = SqliteDatabase.open(path)
     target = await open_configured(config)
     try:

@@ -75,6 +75,15 @@ def test_an_operator_moves_the_journal_to_postgresql(tmp_path: Path,
     assert keeperd("storage", "migrate", "--config", str(config)).stdout.strip() == \
         "postgresql: up to date"
 
+    # Not while a keeperd runs on the state directory: what it sent after the copy would be
+    # unknown to the replicas (a by-hand trial's copy missed the next liquidation).
+    from keeperd.statelock import StateDirLock
+
+    with StateDirLock(tmp_path / "state"):
+        held = keeperd("storage", "copy", "--from", "sqlite", "--to", "postgres",
+                       "--config", str(config))
+    assert held.returncode == 1 and "another keeperd holds" in held.stderr, held.stderr
+    assert "a copy needs keeperd stopped on it" in held.stderr
     out = keeperd("storage", "copy", "--from", "sqlite", "--to", "postgres",
                   "--config", str(config))
     assert out.returncode == 0, out.stderr
