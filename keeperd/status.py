@@ -147,7 +147,8 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
 
 
 # What `summarize` reads from the tables that live on PostgreSQL when storage.url is set.
-SHARED_KEYS = ("liquidations", "by_protocol", "last_liquidations", "alerts_firing", "outbox")
+SHARED_KEYS = ("liquidations", "by_protocol", "last_liquidations", "alerts_firing", "outbox",
+               "breakers")
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -261,6 +262,12 @@ def render(info: dict[str, Any]) -> str:
                          f"{row['account']:<43} {row['collateral']}/{row['debt']:<12} "
                          f"{_usd(row['expected_profit_usd']):>15}"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
+    if "breakers" in info:
+        paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
+                  f"({'by hand: ' if b['manual'] else ''}"
+                  f"{b['reason'][:80]})" for b in info["breakers"]]
+        lines.append("paused           " + ("; ".join(paused) + " — its liquidations are held "
+                                            "(keeperd breaker list)" if paused else "none"))
     firing = info.get("alerts_firing")
     if firing is not None:
         by_rule: dict[str, int] = {}

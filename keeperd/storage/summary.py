@@ -60,6 +60,15 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
         out["alerts_firing"] = firing_summary(
             json.loads(r[0]) for r in await db.fetch(
                 "SELECT alert FROM alert_state ORDER BY since"))
+    if "breaker" in present:
+        # (a tripped breaker holds every liquidation on its asset: `status` said "16
+        # liquidatable" of positions all held, a by-hand trial)
+        out["breakers"] = [
+            {"chain": str(chain), "asset": str(asset), "manual": bool(manual),
+             "reason": str(reason or "tripped")}
+            for chain, asset, manual, reason in await db.fetch(
+                "SELECT chain, asset, manual, reason FROM breaker WHERE tripped = 1 "
+                "ORDER BY chain, asset")]
     if "outbox" in present:
         out["outbox"] = outbox_summary(
             await db.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state"),
