@@ -1094,10 +1094,13 @@ class PythConfig(_Model):
 
 
 class OraclesConfig(_Model):
-    heartbeat_s: int = Field(default=3_600, gt=0, description="Default feed heartbeat: an "
-                             "answer older than this trips the breaker.")
+    heartbeat_s: int = Field(default=3_600, gt=0, description="The default feed heartbeat: "
+                             "an answer older than this trips the breaker, unless the feed's "
+                             "own rounds show a longer heartbeat (a day for USDC / USD on "
+                             "Ethereum): then that, x 1.1 + 2 min, at most two days.")
     heartbeats: dict[str, int] = Field(default_factory=dict,
-                                       description="Per-asset heartbeats (symbol -> seconds).")
+                                       description="Per-asset heartbeats (symbol -> seconds): "
+                                       "these stand instead of the default and the learnt.")
     max_jump: float = Field(default=0.25, gt=0, description="Largest believable move between "
                             "two consecutive rounds (fraction).")
     bound_margin: float = Field(default=0.005, ge=0, description="An answer this close to the "

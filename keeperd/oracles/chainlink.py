@@ -98,7 +98,8 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
         round_id, answer, _, updated_at, _ = round_data(latest.data)
         reading = FeedReading(key, source, round_id, answer, updated_at, decimals,
                               _int(lo.data) if lo.success else None,
-                              _int(hi.data) if hi.success else None)
+                              _int(hi.data) if hi.success else None,
+                              timed_by=((source, round_id),))
         readings.append(reading)
         if agg.success and len(agg.data) >= 32 and not lo.success:
             # A proxy: the bounds live on the aggregator behind it.
@@ -129,5 +130,6 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
                 continue
             # The adapter's "round" changes whenever one of its aggregators publishes.
             readings[index] = replace(readings[index], updated_at=min(times),
-                                      round_id=sum(round_ids))
+                                      round_id=sum(round_ids),
+                                      timed_by=tuple(zip(behind, round_ids, strict=True)))
     return readings

@@ -26,6 +26,9 @@ class FeedReading:
     # (an adapter answering latestAnswer only, timed by the oldest aggregator it wraps), or
     # "unknown" (no aggregator found behind it: the age cannot be judged).
     freshness: str = "round"
+    # The aggregators and their latest rounds `updated_at` comes from (their heartbeats:
+    # oracles/heartbeats.py): the source itself, or the aggregators an adapter wraps.
+    timed_by: tuple[tuple[str, int], ...] = ()
 
     @property
     def price(self) -> float:

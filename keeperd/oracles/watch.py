@@ -39,6 +39,7 @@ from keeperd.oracles.checks import (
     check_feed,
     check_pyth,
 )
+from keeperd.oracles.heartbeats import Heartbeats, allowed_age
 from keeperd.oracles.references import References, median_price
 from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.sdk.feeds import PriceFeed
@@ -88,6 +89,10 @@ class ChainPriceWatch:
         self.chain = chain.name
         self.pool = pool
         self.multicall = Multicall(pool, address=chain.multicall3)
+        # Each aggregator's heartbeat, learnt from its rounds (a day-heartbeat feed was
+        # "stale" under the one default hour: oracles/heartbeats.py)
+        self.heartbeats = Heartbeats(self.multicall)
+        self._learning: asyncio.Task[None] | None = None
         self.breaker = breaker
         self.config = config
         self.metrics = metrics
@@ -184,9 +189,11 @@ class ChainPriceWatch:
                           error=f"{type(exc).__name__}: {exc}")
 
     async def close(self) -> None:
-        if self._preparing is not None:
-            self._preparing[1].cancel()
-            await asyncio.gather(self._preparing[1], return_exceptions=True)
+        for task in (self._preparing[1] if self._preparing is not None else None,
+                     self._learning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.references.close()
 
     # --- the scanner's listener -----------------------------------------------------------
@@ -242,9 +249,10 @@ class ChainPriceWatch:
                                                         for s in (f.base, f.quote)})
         await self._refresh_medians(symbols)
         pyth = await self._pyth_problems(now, block, {r.asset for r in readings})
+        await self._learn_heartbeats(readings, block)
         touched: dict[str, list[str]] = {}
         for feed, reading in zip(usd_feeds + references_due, readings, strict=True):
-            problems = check_feed(reading, now, self.policy(reading.asset),
+            problems = check_feed(reading, now, self.policy(reading.asset, reading),
                                   self._previous.get((feed.key, feed.source)))
             self._previous[(feed.key, feed.source)] = reading
             median = self._medians.get(reading.asset)
@@ -334,9 +342,43 @@ class ChainPriceWatch:
             log.warning("oracle.anomaly", chain=self.chain, asset=reading.asset,
                         kind=p.kind, detail=p.detail, block=block)
 
-    def policy(self, symbol: str) -> FeedPolicy:
-        return FeedPolicy(heartbeat_s=self.config.heartbeats.get(symbol, self.config.heartbeat_s),
-                          max_jump=self.config.max_jump, bound_margin=self.config.bound_margin)
+    def policy(self, symbol: str, reading: FeedReading | None = None) -> FeedPolicy:
+        """How `symbol`'s feed is judged: the heartbeat configured for it, else the longer of
+        the default and what its rounds taught (`Heartbeats`)."""
+        configured = self.config.heartbeats.get(symbol)
+        heartbeat = configured if configured is not None else allowed_age(
+            self.config.heartbeat_s,
+            self.heartbeats.of(reading.timed_by) if reading is not None and reading.timed_by
+            else None)
+        return FeedPolicy(heartbeat_s=int(heartbeat), max_jump=self.config.max_jump,
+                          bound_margin=self.config.bound_margin)
+
+    async def _learn_heartbeats(self, readings: Sequence[FeedReading], block: int) -> None:
+        """Aggregators seen for the first time are learnt before they are judged (one
+        multicall, at a start); the others again every RELEARN_S, in a task of their own
+        (not on a liquidation path). A read that fails leaves the default: judged as before."""
+        sources = [s for r in readings for s in r.timed_by
+                   if r.asset not in self.config.heartbeats]
+        unknown = self.heartbeats.unknown(sources)
+        if unknown:
+            try:
+                await self.heartbeats.learn(unknown, block)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("oracle.heartbeats_unread", chain=self.chain,
+                            error=f"{type(exc).__name__}: {exc}",
+                            meaning="feeds judged against oracles.heartbeat_s until they read")
+        due = self.heartbeats.due(sources)
+        if due and (self._learning is None or self._learning.done()):
+            self._learning = asyncio.get_running_loop().create_task(
+                self._relearn(due, block), name=f"{self.chain}:heartbeats")
+
+    async def _relearn(self, due: list[tuple[str, int]], block: int) -> None:
+        try:
+            await self.heartbeats.learn(due, block)
+        except Exception as exc:  # (the last learnt stands)
+            log.debug("oracle.heartbeats_unread", chain=self.chain, error=str(exc))
 
     async def _refresh_medians(self, assets: list[str]) -> None:
         """Reference medians, fetched at most every `reference_interval_s` (public APIs

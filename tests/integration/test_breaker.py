@@ -206,3 +206,32 @@ async def test_wide_pyth_confidence_pauses_like_staleness(devnet: Devnet, tmp_pa
     await keeper.evaluated_at(devnet.mine(1))
     await keeper.evaluated_at(devnet.mine(1))
     assert metric_value(metrics, "keeperd_breaker_tripped", labels) == 0
+
+
+async def test_a_feeds_heartbeat_is_learnt_from_its_rounds(devnet: Devnet, tmp_path: Path,
+                                                           run_daemon) -> None:
+    """On Ethereum USDC / USD publishes once a day when its price is quiet; ETH / USD every
+    hour. Under one default hour a day-heartbeat feed read "stale" for most of the day and
+    its asset's liquidations were held (every USDC pair of an Aave market; the devnet keeps
+    its feeds fresh and hid it). Each feed's heartbeat is learnt from its own last rounds:
+    USDC's round five hours old is fresh; WETH's, two hours old after rounds ten minutes
+    apart, is stale."""
+    now = block_time(devnet)
+    for k in range(7, -1, -1):  # a day apart, the last five hours ago
+        devnet.set_price_at("USDC", 1.0, now - 5 * 3600 - k * 86_400)
+    weth = devnet.price("WETH")
+    for k in range(7, -1, -1):  # ten minutes apart, the last two hours ago
+        devnet.set_price_at("WETH", weth, now - 2 * 3600 - k * 600)
+    config = config_for(devnet, tmp_path, "alert-only")
+    config = config.model_copy(update={"oracles": config.oracles.model_copy(
+        update={"heartbeat_s": 3600, "clear_after_s": 0})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.mine(1))
+    breaker = keeper.daemon.chains["devnet"].prices.breaker
+    tripped = await breaker.tripped("devnet")
+    # (wstETH's adapter is timed by WETH's feed: as old)
+    assert "USDC" not in tripped and tripped <= {"WETH", "wstETH"} and "WETH" in tripped
+    assert (await breaker.reasons("devnet"))["WETH"].startswith("stale")
+    watch = keeper.daemon.chains["devnet"].prices
+    usdc = devnet.manifest["price_feeds"]["USDC"]
+    assert watch.heartbeats.of([(usdc, 1)]) == pytest.approx(86_400)

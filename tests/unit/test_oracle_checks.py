@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from keeperd.oracles.checks import FeedPolicy, FeedReading, check_feed
 
 NOW = 1_700_000_000
@@ -57,3 +59,18 @@ def test_pyth_age_and_confidence() -> None:
     old = PythPrice("WETH", 3000_00000000, 1, -8, NOW - 61)
     assert [p.kind for p in check_pyth(old, NOW, 60, 0.01)] == ["pyth_stale"]
     assert all(p.trips for p in check_pyth(wide, NOW, 60, 0.01) + check_pyth(old, NOW, 60, 0.01))
+
+
+def test_a_heartbeat_is_the_median_gap_of_the_rounds() -> None:
+    """Quiet rounds are heartbeat rounds, moves add shorter ones, one outage among them does
+    not move the median; too few rounds teach nothing."""
+    from keeperd.oracles.heartbeats import MAX_LEARNED_S, allowed_age, heartbeat_of
+
+    day = 86_400
+    assert heartbeat_of([k * day for k in range(8)]) == day
+    assert heartbeat_of([0, 600, 1200, 3600 * 30, 3600 * 30 + 600, 3600 * 30 + 1200]) == 600
+    assert heartbeat_of([0, 3600, 7200]) is None  # two gaps
+    assert allowed_age(3600, None) == 3600
+    assert allowed_age(3600, 600) == 3600  # the default is a floor
+    assert allowed_age(3600, day) == pytest.approx(day * 1.1 + 120)
+    assert allowed_age(3600, 30 * day) == MAX_LEARNED_S  # a feed stopped for a month: capped
