@@ -63,6 +63,12 @@ MORPHO_PARAMS_FROM_DOCS = {
 }
 # Chainlink's L2 sequencer uptime feed, in the Aave book's Chainlink libraries.
 SEQUENCER_FEEDS = {42161: "ChainlinkArbitrum", 8453: "ChainlinkBase"}
+# A chain's reference feeds (Morpho's markets' oracles are checked against them): symbol ->
+# the constant of the book's Chainlink library of the chain.
+CHAINLINK_LIBRARY = {1: "ChainlinkEthereum"}
+REFERENCE_FEEDS = {"WETH": "ETH__USD", "USDC": "USDC__USD", "USDT": "USDT__USD",
+                   "DAI": "DAI__USD", "WBTC": "BTC__USD", "cbBTC": "cbBTC__USD",
+                   "wstETH": "wstETH__USD_Calculated", "sUSDe": "sUSDe__USD_Calculated"}
 # What an operator exports (placeholders: offline, nothing is dialled).
 ENV = {f"{chain}_RPC_{which}": f"https://rpc-{which.lower()}.example/v2/placeholder"
        for chain in ("ETH", "ARB", "BASE") for which in ("PRIMARY", "SECONDARY")}
@@ -83,6 +89,11 @@ def _checked_addresses(config: Config) -> list[tuple[str, str | None, str]]:
         feeds = address_book.aave_library(SEQUENCER_FEEDS[chain.chain_id])
         out.append(("chains[0].sequencer_uptime_feed", chain.sequencer_uptime_feed,
                     to_checksum_address(feeds["L2_Sequencer_Uptime_Status_Feed"])))
+    if chain.reference_feeds:
+        library = address_book.aave_library(CHAINLINK_LIBRARY[chain.chain_id])
+        for symbol, address in chain.reference_feeds.items():
+            out.append((f"chains[0].reference_feeds.{symbol}", address,
+                        to_checksum_address(library[REFERENCE_FEEDS[symbol]])))
     for i, proto in enumerate(config.protocols):
         if isinstance(proto, AaveV3Config):
             book: dict[str, Any]
