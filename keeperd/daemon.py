@@ -521,7 +521,10 @@ class Daemon:
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
                                      describe=plugin.describe,
                                      depth_of=plugin.cascade_depth,
-                                     book_risk=plugin.book_risk)
+                                     book_risk=plugin.book_risk,
+                                     after_work=functools.partial(
+                                         self.order.before_after_work, scanner.name))
+            stack.push_async_callback(cascade.close)
             scanner.after_listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)
             self.cascades[plugin.name] = cascade
