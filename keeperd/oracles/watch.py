@@ -131,8 +131,10 @@ class ChainPriceWatch:
     async def gate(self, protocol: str, block: int) -> Gate:
         paused = frozenset(await self.breaker.tripped(self.chain))
         if self._judged_for.get(protocol, -1) < block:
-            return Gate(paused, f"the price watch has not judged block {block} (its reads "
-                                "failed): nothing is sent on unjudged prices")
+            return Gate(paused, f"the price watch has not judged block {block} (its feed "
+                                "reads or its breaker's database failed: the error is "
+                                "logged as positions.listener_failed): nothing is sent on "
+                                "unjudged prices")
         if self._sequencer is not None and self._block == block:
             return Gate(paused, f"sequencer: {self._sequencer.detail}")
         return Gate(paused, None)
