@@ -195,6 +195,9 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, "/".join(segments), "", "")) + tail
 
 
+PROBE_BENCHED_MAX_S = 10.0  # the longest a benched endpoint goes unprobed
+
+
 @dataclass
 class EndpointHealth:
     latency_ewma: float | None = None
@@ -204,6 +207,9 @@ class EndpointHealth:
     head: int | None = None
     benched_until: float = 0.0
     bench_seconds: float = 0.0
+    # While benched, the next probe no sooner than this (a dead endpoint was probed every
+    # poll interval, for good: twice a second on the devnet, each a transport error counted)
+    probe_after: float = 0.0
     # Whether it serves the pool's chain: unknown until asked (eth_chainId), and an endpoint
     # found on another network is never used again.
     chain_ok: bool | None = None
@@ -502,6 +508,14 @@ class RpcPool:
         return ep.health.chain_ok
 
     async def _probe_one(self, ep: Endpoint) -> None:
+        now = time.monotonic()
+        if ep.health.benched_until > now:
+            # A benched endpoint is probed as often as its cooldown says, at most every
+            # PROBE_BENCHED_MAX_S: it still comes back that soon once it answers.
+            if now < ep.health.probe_after:
+                return
+            ep.health.probe_after = now + min(max(ep.health.bench_seconds, 1.0),
+                                              PROBE_BENCHED_MAX_S)
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_blockNumber",
                    "params": []}
         try:

@@ -282,3 +282,17 @@ async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # ty
     assert "eth_chainId" in seen
     assert seen.count("eth_blockNumber") == 0  # not one request went to it after it answered
     assert pool.healthy_count() == 1
+
+
+async def test_a_dead_endpoint_is_probed_as_its_bench_says() -> None:
+    """A dead endpoint was probed at every poll interval for good (twice a second on the
+    devnet, each probe a transport error counted; a by-hand trial). Benched, it is probed
+    as often as its cooldown says, at most every 10 s."""
+    url = f"http://127.0.0.1:{free_port()}"
+    async with RpcPool.from_urls("t", [url], settings=FAST, metrics=Metrics()) as pool:
+        ep = pool.endpoints[0]
+        for _ in range(20):
+            await pool.probe()
+        # (FAST benches after its few failures: the rest of the probes wait for the bench)
+        assert ep.health.benched_until > 0
+        assert ep.health.errors <= FAST.bench_after + 1, ep.health.errors
