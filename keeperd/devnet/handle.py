@@ -110,8 +110,12 @@ class DevnetControl:
         for walk in range(MARK_WALKS):
             try:
                 walk_mark(self.client, self.manifest, symbol, usd)
-            except DevnetRpcError:
-                raise
+            except DevnetRpcError as exc:
+                # (Curie refused a trade of the walk: the other protocols moved all the same,
+                # and "the devnet refused it" read as if nothing had: a by-hand trial)
+                raise PriceWalkError(
+                    f"Curie's mark did not follow: {exc}; the other protocols (Aave's feed, "
+                    "Morpho's oracles) have the new price") from exc
             except RuntimeError as exc:  # the mark did not reach it: it needs more time
                 last = exc
                 continue
