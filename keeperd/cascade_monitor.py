@@ -325,8 +325,9 @@ class CascadeMonitor:
             summary=f"{moved} would leave ${bad:,.0f} of bad debt on {self.protocol} after a "
                     f"{int(r.rounds[worst])}-round cascade (final drop "
                     f"{float(r.final_drop[worst]):.1%}){fund}",
-            resolved_summary=f"bad debt after {moved} on {self.protocol} is back to "
-                             f"${bad:,.0f}",
+            # (the worst scenario now, which may not be the one that fired: said as such)
+            resolved_summary=f"the worst bad debt a {float(target):.0%} shock leaves on "
+                             f"{self.protocol} is back to ${bad:,.0f} (now {moved})",
             action="Review the largest positions in that asset and the depth assumptions; "
                    "consider lower caps or higher thresholds for it.",
             details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),
