@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,15 +38,23 @@ def supply(devnet: Devnet, user: str, symbol: str, units: int) -> None:
     devnet.client.send(user, pool, pool_art.encode_call("supply", token, units, user, 0))
 
 
-async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once_at_a_time(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+async def stopped_after_a_wave(devnet: Devnet, tmp_path: Path, run_daemon  # type: ignore[no-untyped-def]
+                               ) -> tuple[Any, int, list[J.JournalEntry]]:
+    """A liquidating keeperd, automine off (the caller turns it back on): a crash's wave sent,
+    not mined, and keeperd stopped. (config, the crash block, what it sent)."""
     config, keeper = await liquidating(devnet, tmp_path, run_daemon)
     devnet.client.call("evm_setAutomine", False)
+    crash, _, sent = await crash_and_collect(devnet, keeper)
+    assert sent
+    keeper.stop.set()
+    await asyncio.wait_for(keeper.task, 15)
+    return config, crash, sent
+
+
+async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once_at_a_time(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     try:
-        crash, journal, sent = await crash_and_collect(devnet, keeper)
-        assert sent
-        keeper.stop.set()
-        await asyncio.wait_for(keeper.task, 15)
+        config, crash, sent = await stopped_after_a_wave(devnet, tmp_path, run_daemon)
         # While keeperd is down the wave leaves the node's pool (as on a chain started again
         # from its state), and one borrower changes the position it was signed for: more
         # collateral, still under water at the crash's price.
@@ -90,13 +99,8 @@ async def test_inclusions_settled_at_a_start_are_net_of_their_gas(
     gas (the P&L over by the gas, the gas counter without them: a by-hand trial). Now its
     gas is priced at the first block: the counter has it, and the journal's profit, which
     `keeperd status` sums, is the metrics' profit less their loss."""
-    config, keeper = await liquidating(devnet, tmp_path, run_daemon)
-    devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
-        assert sent
-        keeper.stop.set()
-        await asyncio.wait_for(keeper.task, 15)
+        config, _, sent = await stopped_after_a_wave(devnet, tmp_path, run_daemon)
         devnet.mine(1)  # the wave is mined while keeperd is down
         keeper = await run_daemon(config)  # settles it at its start
         journal = keeper.daemon.executors["aave"].journal

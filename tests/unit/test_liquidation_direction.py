@@ -13,15 +13,7 @@ from keeperd.alerts.render import render
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perps.margin import PerpAccount, PerpPosition
 from keeperd.scan import perp_row, to_table
-
-WAD = 10**18
-MM = 62_500  # 6.25 %
-
-
-def position(asset: str, size: float, mark: float) -> cm.CuriePosition:
-    s = int(size * WAD)
-    return cm.CuriePosition("0x" + asset, "v" + asset, asset, s, s * int(mark * 10**6) // 10**6,
-                            -s * int(mark), int(mark * WAD))
+from tests.unit.test_curie_margin import MM, WAD, position
 
 
 def trader(av: float, *positions: cm.CuriePosition,
