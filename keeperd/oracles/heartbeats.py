@@ -30,6 +30,7 @@ MARGIN = 1.1  # a heartbeat round is a little late now and then...
 LATENCY_S = 120  # ...and takes up to ~40 s to land on chain
 MAX_LEARNED_S = 2 * 86_400  # no longer than two days, whatever the rounds say
 RELEARN_S = 6 * 3_600
+RETRY_S = 60.0  # rounds that did not read are asked again this soon
 
 
 def heartbeat_of(times: Sequence[int]) -> float | None:
@@ -86,6 +87,13 @@ class Heartbeats:
                         continue
             k += n
             self._learnt[address.lower()] = (heartbeat_of([t for t in times if t > 0]), now)
+
+    def unread(self, sources: Iterable[tuple[str, int]]) -> None:
+        """Their rounds did not read: asked again in RETRY_S (a failing endpoint must not cost
+        every block a round trip, nor leave a day-heartbeat feed "stale" for RELEARN_S)."""
+        at = time.monotonic() - RELEARN_S + RETRY_S
+        for address, _ in sources:
+            self._learnt.setdefault(address.lower(), (None, at))
 
     def of(self, sources: Iterable[tuple[str, int]]) -> float | None:
         """The heartbeat of a reading timed by `sources` (the longest of theirs: the reading

@@ -368,9 +368,11 @@ class ChainPriceWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.heartbeats.unread(unknown)
                 log.warning("oracle.heartbeats_unread", chain=self.chain,
                             error=f"{type(exc).__name__}: {exc}",
-                            meaning="feeds judged against oracles.heartbeat_s until they read")
+                            meaning="feeds judged against oracles.heartbeat_s until they "
+                                    "read (asked again in a minute)")
         due = self.heartbeats.due(sources)
         if due and (self._learning is None or self._learning.done()):
             self._learning = asyncio.get_running_loop().create_task(

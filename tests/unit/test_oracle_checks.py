@@ -74,3 +74,19 @@ def test_a_heartbeat_is_the_median_gap_of_the_rounds() -> None:
     assert allowed_age(3600, 600) == 3600  # the default is a floor
     assert allowed_age(3600, day) == pytest.approx(day * 1.1 + 120)
     assert allowed_age(3600, 30 * day) == MAX_LEARNED_S  # a feed stopped for a month: capped
+
+
+def test_rounds_that_did_not_read_are_asked_again_in_a_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not at every block (a round trip each on a failing endpoint), not after six hours (a
+    day-heartbeat feed judged against the default hour meanwhile)."""
+    from keeperd.oracles import heartbeats as hb
+
+    now = [1000.0]
+    monkeypatch.setattr(hb.time, "monotonic", lambda: now[0])
+    book = hb.Heartbeats(None)  # type: ignore[arg-type]
+    sources = [("0xFeed", 5)]
+    book.unread(sources)
+    assert book.unknown(sources) == [] and book.due(sources) == []
+    now[0] += hb.RETRY_S + 1
+    assert book.due(sources) == sources and book.of(sources) is None
