@@ -256,11 +256,14 @@ def render(info: dict[str, Any]) -> str:
                          f"{_usd(p['realised_pnl_usd'])}{extra}")
         if info.get("last_liquidations"):
             lines.append("  latest         status            protocol     account"
-                         "                                     pair          expected profit")
+                         "                                     pair          expected profit"
+                         "  realised (net of gas)")
         for row in info.get("last_liquidations", []):
+            realised = row.get("realised_profit_usd")
             lines.append(f"                 {row['status']:<17} {row['protocol']:<12} "
                          f"{row['account']:<43} {row['collateral']}/{row['debt']:<12} "
                          f"{_usd(row['expected_profit_usd']):>15}"
+                         f"  {'-' if realised is None else _usd(realised):>21}"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
     if "breakers" in info:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "

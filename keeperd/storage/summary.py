@@ -25,7 +25,8 @@ _PROTOCOL_ROWS = ("SELECT protocol, status, account, collateral, debt, realised_
 # address, pair "/", among the latest).
 _A_LIQUIDATION = "(COALESCE(collateral, '') <> '' OR COALESCE(debt, '') <> '')"
 _LAST_LIQUIDATIONS = ("SELECT protocol, account, status, collateral, debt, "
-                      "expected_profit_usd, winner, detected_block FROM liquidations "
+                      "expected_profit_usd, winner, detected_block, realised_profit_usd "
+                      "FROM liquidations "
                       f"WHERE {_A_LIQUIDATION} "
                       "ORDER BY updated_at DESC, detected_block DESC LIMIT 5")
 _INDEX = ("SELECT c.protocol, c.block, (SELECT COUNT(*) FROM accounts a "
@@ -99,9 +100,10 @@ def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]
 
 
 def last_liquidation(row: Iterable[Any]) -> dict[str, Any]:
-    protocol, account, status, collateral, debt, profit, winner, block = row
+    protocol, account, status, collateral, debt, profit, winner, block, realised = row
     return {"protocol": protocol, "account": account, "status": status,
             "collateral": collateral, "debt": debt, "expected_profit_usd": round(profit, 2),
+            "realised_profit_usd": None if realised is None else round(realised, 2),
             "winner": winner, "block": block}
 
 

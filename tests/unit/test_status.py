@@ -48,6 +48,8 @@ async def write_state(state: Path) -> None:
         await journal.record(J.JournalEntry(
             f"aave-core:0x{i:040x}:a:b:v", "aave-core", f"0x{i:040x}", "WETH", "USDC", 10**6,
             profit, 10**15, 100 + i, status, None, None, None))
+    await journal.set_status(f"aave-core:0x{0:040x}:a:b:v", J.INCLUDED,
+                             realised_profit_usd=1_522_900.5)
     await db.close()
 
 
@@ -76,6 +78,7 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
     assert "liquidations     included 2, dry_run 1" in out
     assert "{" not in out and "e+0" not in out, out
     assert "$1,523,040.00" in out and "aave-core" in out
+    assert "realised (net of gas)" in out and "$1,522,900.50" in out
     assert "paused           none" in out
     # A tripped breaker holds every liquidation on its asset: said (it showed only the
     # liquidatable accounts, all held; a by-hand trial).
