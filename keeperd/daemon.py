@@ -168,6 +168,9 @@ class Daemon:
         self.services: list[Service] = []
         # Who takes a new alerting configuration on SIGHUP (the engine, cascade monitors).
         self.alert_config_subscribers: list[Callable[[AlertsConfig], None]] = []
+        # The alert tick's failures: since when, and when last logged (`_alert_tick`)
+        self._tick_failing_since: float | None = None
+        self._tick_told_at = 0.0
 
     # --- health -----------------------------------------------------------------------------
 
@@ -599,7 +602,21 @@ class Daemon:
                                  else None
                                  for n, rt in self.chains.items() for ep in rt.pool.endpoints})
         except Exception as exc:
-            log.exception("alerts.tick_failed", error=str(exc))
+            # The first failure with its traceback, then one line a minute while it lasts
+            # (a PostgreSQL outage logged a traceback every 5 s: a by-hand trial).
+            now = time.monotonic()
+            if self._tick_failing_since is None:
+                self._tick_failing_since = self._tick_told_at = now
+                log.exception("alerts.tick_failed", error=str(exc))
+            elif now - self._tick_told_at >= 60:
+                self._tick_told_at = now
+                log.error("alerts.tick_failed", error=str(exc),
+                          failing_s=round(now - self._tick_failing_since))
+        else:
+            if self._tick_failing_since is not None:
+                log.info("alerts.tick_recovered",
+                         after_s=round(time.monotonic() - self._tick_failing_since))
+                self._tick_failing_since = None
 
     def _reload(self) -> None:
         """SIGHUP (systemctl reload): re-read the config file; apply alert routes, watchlists,

@@ -518,3 +518,38 @@ async def test_the_firing_list_says_when_a_position_recovered_without_a_message(
     assert len(await setup.entries(sink=1)) == 1
     [(alert, now)] = (await AlertState(setup.db).load()).firing_now()
     assert alert["severity"] == "critical" and now == "warning"
+
+
+async def test_a_failing_alert_tick_is_logged_once_a_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL outage made every 5 s tick log a traceback (a by-hand trial): the first
+    failure with it, then a line a minute, and its recovery once."""
+    import structlog
+
+    from keeperd import daemon as daemon_module
+    from keeperd.config import parse_config
+    from keeperd.daemon import Daemon
+
+    config = parse_config({"state_dir": "/tmp/keeperd-tick-test", "chains": [
+        {"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:9"]}]}, env={})
+    daemon = Daemon(config, metrics=Metrics())
+    failing = [True]
+
+    class Engine:
+        async def tick(self, **_: Any) -> None:
+            if failing[0]:
+                raise ConnectionError("Connect call failed")
+
+    daemon.alerts = Engine()  # type: ignore[assignment]
+    now = [100.0]
+    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(20):  # 100 s of ticks, 5 s apart
+            await daemon._alert_tick()
+            now[0] += 5
+        failing[0] = False
+        await daemon._alert_tick()
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert events == [("alerts.tick_failed", "error"), ("alerts.tick_failed", "error"),
+                      ("alerts.tick_recovered", "info")], events
+    assert "exc_info" in logs[0] and "exc_info" not in logs[1]
