@@ -1096,8 +1096,10 @@ class PythConfig(_Model):
 class OraclesConfig(_Model):
     heartbeat_s: int = Field(default=3_600, gt=0, description="The default feed heartbeat: "
                              "an answer older than this trips the breaker, unless the feed's "
-                             "own rounds show a longer heartbeat (a day for USDC / USD on "
-                             "Ethereum): then that, x 1.1 + 2 min, at most two days.")
+                             "own last rounds show a longer heartbeat (a day for USDC / USD "
+                             "on Ethereum; their second-longest gap): then that, x 1.1 + "
+                             "2 min, at most two days. Each aggregator an adapter wraps by "
+                             "its own.")
     heartbeats: dict[str, int] = Field(default_factory=dict,
                                        description="Per-asset heartbeats (symbol -> seconds): "
                                        "these stand instead of the default and the learnt.")

@@ -262,11 +262,11 @@ class Executor:
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
         self._gas_spent: list[tuple[float, float]] = []
-        # Settled before the native token had a price (a start-up reconciliation, before the
-        # first scan): (key, tx, gas in native units, realised profit before gas, included),
-        # priced at the first scan (`_price_settled_gas`). They were booked with no gas: the
-        # P&L over-stated and the gas counter missed them (a by-hand trial).
-        self._gas_unpriced: list[tuple[J.JournalKey, str | None, float, float, bool]] = []
+        # Settled before any book was evaluated (a start-up reconciliation, before the first
+        # scan): no prices yet to value the liquidation nor its gas. Their outcomes, booked
+        # at the first scan with a native price (`_book_settled_at_start`): they were booked
+        # gross of gas (by a later fix, at 0 profit), the gas counter without them.
+        self._unbooked: list[Outcome] = []
         self._pause_reason: str | None = None
         for stage in FUNNEL_STAGES:
             metrics.liquidation_funnel.labels(*self.labels, stage)
@@ -366,8 +366,8 @@ class Executor:
             native = self.liquidator.native_usd(result.book)
             if native:
                 self.native_prices[self.adapter.chain] = native
-            if self._gas_unpriced:
-                await self._price_settled_gas(result)
+            if self._unbooked:
+                await self._book_settled_at_start(result)
             await self.on_block(result.block)
             if result.block >= self._balances_due:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
@@ -1206,16 +1206,13 @@ class Executor:
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)
-        gas_native = outcome.gas_used * outcome.effective_gas_price / 1e18
-        gas_usd = gas_native * native_usd
-        unpriced = bool(gas_native) and not native_usd
-        if unpriced:
-            self._gas_unpriced.append((key, outcome.tx_hash, gas_native,
-                                       self._realised_profit(outcome)
-                                       if outcome.status == "included" else 0.0,
-                                       outcome.status == "included"))
+        gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+        # (no book yet: its profit and gas are booked at the first scan)
+        unbooked = self._last is None or (bool(outcome.gas_used) and not native_usd)
+        if unbooked and outcome.status in ("included", "reverted"):
+            self._unbooked.append(outcome)
         if outcome.gas_used:
-            if not unpriced:
+            if not unbooked:
                 self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
                 self._gas_spent.append((time.time(), gas_usd))
             if outcome.status in ("included", "reverted"):
@@ -1231,20 +1228,21 @@ class Executor:
                             if b < block - REORG_WATCH_BLOCKS]:
                     del self._recently_included[old]
         if outcome.status == "included":
-            profit = self._realised_profit(outcome) - gas_usd
-            # (a counter only grows: gains and losses apart; their difference is the P&L the
-            # journal holds, entry by entry)
-            if profit >= 0:
-                self.metrics.liquidation_profit.labels(*self.labels).inc(profit)
+            profit: float | None = None  # (settled at start: booked at the first scan)
+            if unbooked:
+                await self.journal.set_status(key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
+                                              "profit_usd=pending (settled at start)")
             else:
-                self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
-            await self.journal.set_status(key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
-                                    f"profit_usd={profit:.2f}", realised_profit_usd=profit)
+                profit = self._book_profit(outcome, gas_usd)
+                await self.journal.set_status(
+                    key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}",
+                    realised_profit_usd=profit)
             stage(*self.labels, "included").inc()
+            rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
-                     realised_profit_usd=round(profit, 2), gas_used=outcome.gas_used)
+                     realised_profit_usd=rounded, gas_used=outcome.gas_used)
             self._event("included", key, entry.account, block, {
-                "tx_hash": outcome.tx_hash, "profit_usd": round(profit, 2),
+                "tx_hash": outcome.tx_hash, "profit_usd": rounded,
                 "gas_used": outcome.gas_used})
             return
         if outcome.status == "reverted":
@@ -1370,26 +1368,47 @@ class Executor:
             header = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         return int(header.get("baseFeePerGas", "0x0"), 16)
 
-    async def _price_settled_gas(self, result: ScanResult) -> None:
-        """The gas of what was settled before the native token had a price, priced now: the
-        gas counter, and each inclusion's realised profit net of it (the journal's, which
-        `keeperd status` sums; the metrics' loss counter takes the gas, as the profit counter
-        took the gross)."""
+    def _book_profit(self, outcome: Outcome, gas_usd: float) -> float:
+        """An inclusion's realised profit net of its gas, into the counters (a counter only
+        grows: gains and losses apart; their difference is the P&L the journal holds, entry
+        by entry)."""
+        profit = self._realised_profit(outcome) - gas_usd
+        if profit >= 0:
+            self.metrics.liquidation_profit.labels(*self.labels).inc(profit)
+        else:
+            self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
+        return profit
+
+    async def _book_settled_at_start(self, result: ScanResult) -> None:
+        """What was settled before any book was evaluated, booked at this first scan: its
+        gas at the native token's price, an inclusion's profit from its event at this book's
+        prices, net of the gas (the journal's, which `keeperd status` sums, and the
+        counters'). Old gas: not in the hourly gas budget. An entry no longer included (a
+        reorg since) is left to its new settlement; one that fails to book stays listed."""
         native_usd = self._native_usd(result)
         if not native_usd:
             return
-        pending, self._gas_unpriced = self._gas_unpriced, []
-        for key, tx_hash, gas_native, gross, included in pending:
-            gas_usd = gas_native * native_usd
-            self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
-            self._gas_spent.append((time.time(), gas_usd))
-            if included:
-                self.metrics.liquidation_loss.labels(*self.labels).inc(gas_usd)
+        booked = 0
+        for outcome in list(self._unbooked):
+            key = outcome.key
+            gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+            entry = None if isinstance(key, UpkeepKey) else await self.journal.get(key)
+            if isinstance(key, UpkeepKey) or (outcome.status == "included" and (
+                    entry is None or entry.status != J.INCLUDED)):
+                self._unbooked.remove(outcome)
+                continue
+            if outcome.gas_used:
+                self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+            if outcome.status == "included":
+                profit = self._book_profit(outcome, gas_usd)
                 await self.journal.set_status(
-                    key, J.INCLUDED, detail=f"tx={tx_hash} profit_usd={gross - gas_usd:.2f}",
-                    realised_profit_usd=gross - gas_usd)
-        log.info("liquidation.gas_priced", protocol=self.adapter.name, settled=len(pending),
-                 native_usd=round(native_usd, 2))
+                    key, J.INCLUDED,
+                    detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}",
+                    realised_profit_usd=profit)
+            self._unbooked.remove(outcome)
+            booked += 1
+        log.info("liquidation.settled_at_start_booked", protocol=self.adapter.name,
+                 booked=booked, native_usd=round(native_usd, 2))
 
     def _native_usd(self, result: ScanResult | None) -> float:
         own = self.liquidator.native_usd(result.book) if result is not None else None

@@ -99,7 +99,7 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
         reading = FeedReading(key, source, round_id, answer, updated_at, decimals,
                               _int(lo.data) if lo.success else None,
                               _int(hi.data) if hi.success else None,
-                              timed_by=((source, round_id),))
+                              timed_by=((source, round_id, updated_at),))
         readings.append(reading)
         if agg.success and len(agg.data) >= 32 and not lo.success:
             # A proxy: the bounds live on the aggregator behind it.
@@ -131,5 +131,6 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
             # The adapter's "round" changes whenever one of its aggregators publishes.
             readings[index] = replace(readings[index], updated_at=min(times),
                                       round_id=sum(round_ids),
-                                      timed_by=tuple(zip(behind, round_ids, strict=True)))
+                                      timed_by=tuple(zip(behind, round_ids, times,
+                                                         strict=True)))
     return readings

@@ -26,9 +26,10 @@ class FeedReading:
     # (an adapter answering latestAnswer only, timed by the oldest aggregator it wraps), or
     # "unknown" (no aggregator found behind it: the age cannot be judged).
     freshness: str = "round"
-    # The aggregators and their latest rounds `updated_at` comes from (their heartbeats:
-    # oracles/heartbeats.py): the source itself, or the aggregators an adapter wraps.
-    timed_by: tuple[tuple[str, int], ...] = ()
+    # The aggregators `updated_at` comes from, each with its latest round and that round's
+    # time (their heartbeats: oracles/heartbeats.py): the source itself, or the aggregators
+    # an adapter wraps (each judged by its own heartbeat: FeedPolicy.ages).
+    timed_by: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def price(self) -> float:
@@ -40,6 +41,9 @@ class FeedPolicy:
     heartbeat_s: int = 3_600
     max_jump: float = 0.25  # relative change between consecutive readings
     bound_margin: float = 0.005  # "pinned" within this fraction of min/max answer
+    # The age each of the reading's `timed_by` may reach (its own heartbeat); empty: the
+    # reading's `updated_at` against `heartbeat_s`
+    ages: tuple[float, ...] = ()
 
 
 # What pauses liquidations: a price that is old or nonsense. A large jump or a new source is
@@ -106,6 +110,16 @@ def check_feed(reading: FeedReading, now: int, policy: FeedPolicy,
                                 "and no aggregator was found behind it: its age is unknown"))
     elif reading.updated_at == 0:
         problems.append(Problem("incomplete", "the latest round has no timestamp"))
+    elif policy.ages and len(policy.ages) == len(reading.timed_by):
+        # each aggregator against its own heartbeat (an adapter over a day-heartbeat feed
+        # and an hour-heartbeat one is stale when either is)
+        for (address, _, updated_at), allowed in zip(reading.timed_by, policy.ages,
+                                                      strict=True):
+            age = now - updated_at
+            if age > allowed:
+                problems.append(Problem("stale", f"last update {age} s ago, heartbeat "
+                                                 f"{allowed:.0f} s ({address})"))
+                break
     else:
         age = now - reading.updated_at
         if age > policy.heartbeat_s:

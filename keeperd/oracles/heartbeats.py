@@ -6,25 +6,27 @@ stablecoins on Ethereum. One heartbeat for every feed cannot be right: at the de
 day-heartbeat feed reads "stale" for most of the day and its asset's liquidations are held
 (every USDC pair of an Aave market on mainnet); at a day, an hour-heartbeat feed that stops
 is believed for a day. The devnet's feeds are kept fresh and hid it. A feed's heartbeat is
-not on chain, but its rounds are: the median gap between its last rounds is its heartbeat
-when the price is quiet (heartbeat rounds) and shorter when it moves (deviation rounds), so
-it never reads longer than the heartbeat, and one long outage among the rounds does not move
-it. The watch takes the longer of that (with a margin for the round's way on chain) and its
-configured default as the age a feed may reach, capped at MAX_LEARNED_S; a heartbeat
-configured for the asset (`oracles.heartbeats`) stands instead.
+not on chain, but its rounds are: the gaps between its last ROUNDS rounds are its heartbeat
+when the price is quiet (heartbeat rounds) and shorter when it moves (deviation rounds). The
+second-longest gap is taken: a heartbeat as soon as two of the rounds were quiet, and one
+long outage among them does not count. Where that is longer than the configured default, a
+feed may be that old (with a margin for the round's way on chain), at most MAX_LEARNED_S; a
+heartbeat configured for the asset (`oracles.heartbeats`) stands instead. Each aggregator an
+adapter wraps is judged by its own (`Heartbeats.of` per source). A relearn that teaches
+nothing (a proxy's new phase, an aggregator with few rounds) keeps what was learnt.
 """
 
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 from collections.abc import Iterable, Sequence
 
 from keeperd.chain.multicall import Call, Multicall, encode_call
 from keeperd.oracles.chainlink import round_data
 
-ROUNDS = 8  # rounds read back from the latest
+ROUNDS = 16  # rounds read back from the latest
+PHASE = 1 << 64  # a proxy's round id: phaseId << 64 | the phase aggregator's round
 MIN_GAPS = 3  # fewer gaps than this teach nothing
 MARGIN = 1.1  # a heartbeat round is a little late now and then...
 LATENCY_S = 120  # ...and takes up to ~40 s to land on chain
@@ -34,19 +36,26 @@ RETRY_S = 60.0  # rounds that did not read are asked again this soon
 
 
 def heartbeat_of(times: Sequence[int]) -> float | None:
-    """The median gap between consecutive rounds' `updatedAt` (any order), or None when
-    there are too few to say (pure)."""
+    """The second-longest gap between consecutive rounds' `updatedAt` (any order), or None
+    when there are too few to say (pure)."""
     ordered = sorted(set(times))
-    gaps = [b - a for a, b in itertools.pairwise(ordered)]
-    return float(statistics.median(gaps)) if len(gaps) >= MIN_GAPS else None
+    gaps = sorted(b - a for a, b in itertools.pairwise(ordered))
+    return float(gaps[-2]) if len(gaps) >= MIN_GAPS else None
 
 
 def allowed_age(default_s: float, learnt_s: float | None) -> float:
-    """The age a feed may reach before it is stale: its learnt heartbeat with the margin,
-    never under the configured default nor over MAX_LEARNED_S (pure)."""
-    if learnt_s is None:
+    """The age a feed may reach before it is stale: the configured default, unless its
+    learnt heartbeat is longer: then that with the margin, at most MAX_LEARNED_S (pure)."""
+    if learnt_s is None or learnt_s <= default_s:
         return default_s
-    return max(default_s, min(learnt_s * MARGIN + LATENCY_S, MAX_LEARNED_S))
+    return min(learnt_s * MARGIN + LATENCY_S, MAX_LEARNED_S)
+
+
+def rounds_back(latest: int) -> list[int]:
+    """The round ids before `latest` within its phase, newest first, ROUNDS in all with it
+    (a proxy's phase starts at round 1: an id below is another phase's or none)."""
+    phase, number = divmod(latest, PHASE)
+    return [phase * PHASE + number - i for i in range(ROUNDS) if number - i >= 1]
 
 
 class Heartbeats:
@@ -72,33 +81,34 @@ class Heartbeats:
         A round that does not answer (before a phase's first, or none at all) is left out."""
         if not sources:
             return
-        calls = [Call(a, encode_call("getRoundData(uint80)", ["uint80"], [r - i]))
-                 for a, r in sources for i in range(ROUNDS) if r - i > 0]
+        ids = [rounds_back(r) for _, r in sources]
+        calls = [Call(a, encode_call("getRoundData(uint80)", ["uint80"], [i]))
+                 for (a, _), back in zip(sources, ids, strict=True) for i in back]
         results = await self.multicall.aggregate3(calls, block)
         now, k = time.monotonic(), 0
-        for address, latest in sources:
-            n = sum(1 for i in range(ROUNDS) if latest - i > 0)
+        for (address, _), back in zip(sources, ids, strict=True):
             times = []
-            for res in results[k:k + n]:
+            for res in results[k:k + len(back)]:
                 if res.success and len(res.data) >= 160:
                     try:
                         times.append(round_data(res.data)[3])
-                    except ValueError:
+                    except Exception:  # (a malformed word: that round teaches nothing)
                         continue
-            k += n
-            self._learnt[address.lower()] = (heartbeat_of([t for t in times if t > 0]), now)
+            k += len(back)
+            learnt = heartbeat_of([t for t in times if t > 0])
+            if learnt is None:  # (keep what an earlier read taught: a new phase has few)
+                learnt = self._learnt.get(address.lower(), (None, 0.0))[0]
+            self._learnt[address.lower()] = (learnt, now)
 
     def unread(self, sources: Iterable[tuple[str, int]]) -> None:
-        """Their rounds did not read: asked again in RETRY_S (a failing endpoint must not cost
-        every block a round trip, nor leave a day-heartbeat feed "stale" for RELEARN_S)."""
+        """Their rounds did not read: asked again in RETRY_S, keeping what was learnt (a
+        failing endpoint must not cost every block a round trip, nor leave a day-heartbeat
+        feed "stale" for RELEARN_S)."""
         at = time.monotonic() - RELEARN_S + RETRY_S
         for address, _ in sources:
-            self._learnt.setdefault(address.lower(), (None, at))
+            key = address.lower()
+            self._learnt[key] = (self._learnt.get(key, (None, 0.0))[0], at)
 
-    def of(self, sources: Iterable[tuple[str, int]]) -> float | None:
-        """The heartbeat of a reading timed by `sources` (the longest of theirs: the reading
-        is as old as its oldest); None when one of them taught nothing."""
-        learnt = [self._learnt.get(a.lower(), (None, 0.0))[0] for a, _ in sources]
-        if not learnt or any(h is None for h in learnt):
-            return None
-        return max(h for h in learnt if h is not None)
+    def of(self, address: str) -> float | None:
+        """An aggregator's learnt heartbeat (None: none)."""
+        return self._learnt.get(address.lower(), (None, 0.0))[0]

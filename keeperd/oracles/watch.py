@@ -345,21 +345,23 @@ class ChainPriceWatch:
                         kind=p.kind, detail=p.detail, block=block)
 
     def policy(self, symbol: str, reading: FeedReading | None = None) -> FeedPolicy:
-        """How `symbol`'s feed is judged: the heartbeat configured for it, else the longer of
-        the default and what its rounds taught (`Heartbeats`)."""
+        """How `symbol`'s feed is judged: the heartbeat configured for it, else each
+        aggregator it is timed by against its own (`Heartbeats`: the default, or what its
+        rounds taught when that is longer)."""
         configured = self.config.heartbeats.get(symbol)
-        heartbeat = configured if configured is not None else allowed_age(
-            self.config.heartbeat_s,
-            self.heartbeats.of(reading.timed_by) if reading is not None and reading.timed_by
-            else None)
-        return FeedPolicy(heartbeat_s=int(heartbeat), max_jump=self.config.max_jump,
-                          bound_margin=self.config.bound_margin)
+        ages: tuple[float, ...] = ()
+        if configured is None and reading is not None and reading.timed_by:
+            ages = tuple(allowed_age(self.config.heartbeat_s, self.heartbeats.of(address))
+                         for address, _, _ in reading.timed_by)
+        return FeedPolicy(heartbeat_s=configured if configured is not None
+                          else self.config.heartbeat_s, max_jump=self.config.max_jump,
+                          bound_margin=self.config.bound_margin, ages=ages)
 
     async def _learn_heartbeats(self, readings: Sequence[FeedReading], block: int) -> None:
         """Aggregators seen for the first time are learnt before they are judged (one
         multicall, at a start); the others again every RELEARN_S, in a task of their own
         (not on a liquidation path). A read that fails leaves the default: judged as before."""
-        sources = [s for r in readings for s in r.timed_by
+        sources = [(address, round_id) for r in readings for address, round_id, _ in r.timed_by
                    if r.asset not in self.config.heartbeats]
         unknown = self.heartbeats.unknown(sources)
         if unknown:
@@ -381,7 +383,8 @@ class ChainPriceWatch:
     async def _relearn(self, due: list[tuple[str, int]], block: int) -> None:
         try:
             await self.heartbeats.learn(due, block)
-        except Exception as exc:  # (the last learnt stands)
+        except Exception as exc:  # (the last learnt stands; asked again in a minute)
+            self.heartbeats.unread(due)
             log.debug("oracle.heartbeats_unread", chain=self.chain, error=str(exc))
 
     async def _refresh_medians(self, assets: list[str]) -> None:

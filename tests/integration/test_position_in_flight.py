@@ -95,10 +95,10 @@ async def test_a_position_changed_under_a_resumed_liquidation_is_liquidated_once
 async def test_inclusions_settled_at_a_start_are_net_of_their_gas(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """A wave mined while keeperd was down is settled at its next start, before any block is
-    evaluated: the native token had no price yet, and each inclusion was booked without its
-    gas (the P&L over by the gas, the gas counter without them: a by-hand trial). Now its
-    gas is priced at the first block: the counter has it, and the journal's profit, which
-    `keeperd status` sums, is the metrics' profit less their loss."""
+    evaluated: no prices yet, and each inclusion was booked without its gas (the P&L over by
+    the gas, the gas counter without them: a by-hand trial), its profit valued without a
+    book. Now both are booked at the first evaluated block: the counter has the gas, and the
+    journal's profit, which `keeperd status` sums, is the metrics' profit less their loss."""
     try:
         config, _, sent = await stopped_after_a_wave(devnet, tmp_path, run_daemon)
         devnet.mine(1)  # the wave is mined while keeperd is down
@@ -117,6 +117,8 @@ async def test_inclusions_settled_at_a_start_are_net_of_their_gas(
         gas_usd += (int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
                     / 1e18 * native_usd)
         assert f"profit_usd={e.realised_profit_usd:.2f}" in e.detail  # (one figure)
+        # (its profit valued at the first book's prices: with no book it read 0, less gas)
+        assert e.realised_profit_usd > 0
     labels = {"chain": "devnet", "protocol": "aave"}
     metrics = keeper.daemon.metrics
     assert gas_usd > 0

@@ -61,19 +61,43 @@ def test_pyth_age_and_confidence() -> None:
     assert all(p.trips for p in check_pyth(wide, NOW, 60, 0.01) + check_pyth(old, NOW, 60, 0.01))
 
 
-def test_a_heartbeat_is_the_median_gap_of_the_rounds() -> None:
-    """Quiet rounds are heartbeat rounds, moves add shorter ones, one outage among them does
-    not move the median; too few rounds teach nothing."""
-    from keeperd.oracles.heartbeats import MAX_LEARNED_S, allowed_age, heartbeat_of
+def test_a_heartbeat_is_the_second_longest_gap_of_the_rounds() -> None:
+    """Quiet rounds are heartbeat rounds, moves add shorter ones: two quiet gaps among
+    many moves teach the heartbeat, one outage among them does not; too few rounds teach
+    nothing. A learnt heartbeat no longer than the default leaves the default."""
+    from keeperd.oracles.heartbeats import MAX_LEARNED_S, allowed_age, heartbeat_of, rounds_back
 
     day = 86_400
     assert heartbeat_of([k * day for k in range(8)]) == day
     assert heartbeat_of([0, 600, 1200, 3600 * 30, 3600 * 30 + 600, 3600 * 30 + 1200]) == 600
+    moving_day_feed = [0, day, 2 * day, *(2 * day + 300 * k for k in range(1, 13))]
+    assert heartbeat_of(moving_day_feed) == day  # (the median was 300 s)
     assert heartbeat_of([0, 3600, 7200]) is None  # two gaps
     assert allowed_age(3600, None) == 3600
-    assert allowed_age(3600, 600) == 3600  # the default is a floor
+    assert allowed_age(3600, 600) == 3600 and allowed_age(3600, 3600) == 3600
     assert allowed_age(3600, day) == pytest.approx(day * 1.1 + 120)
     assert allowed_age(3600, 30 * day) == MAX_LEARNED_S  # a feed stopped for a month: capped
+    # A proxy's rounds: back within its phase only (a new phase has few).
+    phase = 1 << 64
+    assert rounds_back(5 * phase + 3) == [5 * phase + 3, 5 * phase + 2, 5 * phase + 1]
+    assert len(rounds_back(40)) == 16 and rounds_back(40)[-1] == 25
+
+
+def test_an_adapters_aggregators_are_each_judged_by_their_own_heartbeat() -> None:
+    """WBTC = WBTC/BTC (a day) x BTC/USD (an hour): judged by the longer, a BTC/USD stopped
+    20 h read fresh. Each is judged by its own."""
+    now = 1_000_000
+    reading = FeedReading("WBTC", "0xadapter", 1, 60_000 * 10**8, now - 20 * 3600, 8,
+                          freshness="wrapped",
+                          timed_by=(("0xwbtcbtc", 7, now - 20 * 3600),
+                                    ("0xbtcusd", 9, now - 20 * 3600)))
+    ages = (86_400 * 1.1 + 120, 3600.0)
+    [stale] = [p for p in check_feed(reading, now, FeedPolicy(ages=ages)) if p.kind == "stale"]
+    assert "0xbtcusd" in stale.detail
+    fresh = FeedReading("WBTC", "0xadapter", 1, 60_000 * 10**8, now - 20 * 3600, 8,
+                        freshness="wrapped", timed_by=(("0xwbtcbtc", 7, now - 20 * 3600),
+                                                       ("0xbtcusd", 9, now - 600)))
+    assert not [p for p in check_feed(fresh, now, FeedPolicy(ages=ages)) if p.kind == "stale"]
 
 
 def test_rounds_that_did_not_read_are_asked_again_in_a_minute(
@@ -89,4 +113,4 @@ def test_rounds_that_did_not_read_are_asked_again_in_a_minute(
     book.unread(sources)
     assert book.unknown(sources) == [] and book.due(sources) == []
     now[0] += hb.RETRY_S + 1
-    assert book.due(sources) == sources and book.of(sources) is None
+    assert book.due(sources) == sources and book.of("0xFeed") is None
