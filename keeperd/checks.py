@@ -108,16 +108,28 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     for ci, chain in enumerate(config.chains):
         async with make_pool(chain, metrics) as pool:
             checks = await check_chain_ids(pool, chain.chain_id)
+            # As `run` judges them: a backup endpoint down or of another network is a warning
+            # (run starts without it: check-config failed a deploy `run` would have made); the
+            # first endpoint of another network, or none answering for this one, an error.
+            answering = any(c.status == "ok" for c in checks)
             for check in checks:
                 path = f"chains[{ci}].rpc_urls[{check.index}]"
                 if check.status == "wrong_chain":
-                    issues.append(ConfigIssue(path, f"{check.safe_url} {check.detail}",
-                                              "point this URL at the right network or fix "
-                                              f"chains[{ci}].chain_id"))
+                    issue = ConfigIssue(path, f"{check.safe_url} {check.detail}",
+                                        "point this URL at the right network or fix "
+                                        f"chains[{ci}].chain_id")
                 elif check.status == "unreachable":
-                    issues.append(ConfigIssue(path, f"{check.safe_url} does not answer: "
-                                              f"{check.detail}",
-                                              "check the URL, the node and the firewall"))
+                    issue = ConfigIssue(path, f"{check.safe_url} does not answer: "
+                                        f"{check.detail}" + ("; run starts without it"
+                                                             if answering else ""),
+                                        "check the URL, the node and the firewall")
+                else:
+                    continue
+                refused = not answering or (check.status == "wrong_chain" and check.index == 0)
+                if refused:
+                    issues.append(issue)
+                elif warnings is not None:
+                    warnings.append(issue)
             if not any(c.status == "ok" for c in checks):
                 continue  # nothing to ask about contracts
             sound = len(issues)

@@ -216,6 +216,15 @@ def test_check_config_finds_missing_code_and_wrong_chain(devnet: Devnet,
     assert bad.returncode == 2
     assert "protocols[0].addresses_provider" in bad.stderr and "holds no contract" in bad.stderr
     assert "chains[0].rpc_urls[1]" in bad.stderr and "does not answer" in bad.stderr
+    # A backup down alone is what `run` starts without: a warning, not a refusal (a
+    # deploy gated on check-config failed where run would have started; a by-hand trial).
+    data["protocols"][0]["addresses_provider"] = devnet.manifest["aave_v3"]["addresses_provider"]
+    config.write_text(yaml.safe_dump(data))
+    backup_down = subprocess.run([sys.executable, "-m", "keeperd", "check-config", str(config)],
+                                 capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert backup_down.returncode == 0, backup_down.stderr
+    assert "warning: chains[0].rpc_urls[1]" in backup_down.stderr
+    assert "run starts without it" in backup_down.stderr
 
 
 def test_check_config_names_a_pool_revision_keeperd_does_not_know(devnet: Devnet,
