@@ -18,11 +18,20 @@ nothing (a proxy's new phase, an aggregator with few rounds) keeps what was lear
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.multicall import (
+    Call,
+    CallResult,
+    Multicall,
+    decode_aggregate3,
+    encode_aggregate3,
+    encode_call,
+)
 from keeperd.oracles.chainlink import round_data
 
 ROUNDS = 16  # rounds read back from the latest
@@ -58,12 +67,26 @@ def rounds_back(latest: int) -> list[int]:
     return [phase * PHASE + number - i for i in range(ROUNDS) if number - i >= 1]
 
 
+def _times(results: Sequence[CallResult]) -> list[int]:
+    times = []
+    for res in results:
+        if res.success and len(res.data) >= 160:
+            try:
+                updated_at = round_data(res.data)[3]
+            except Exception:  # (a malformed word: that round teaches nothing)
+                continue
+            if updated_at > 0:
+                times.append(updated_at)
+    return times
+
+
 class Heartbeats:
     """What the watch learnt of each aggregator (by address): (heartbeat or None, when)."""
 
     def __init__(self, multicall: Multicall) -> None:
         self.multicall = multicall
         self._learnt: dict[str, tuple[float | None, float]] = {}
+        self._asked = 1  # endpoints the last learn asked
 
     def unknown(self, sources: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
         """The (aggregator, latest round) not learnt yet."""
@@ -77,28 +100,52 @@ class Heartbeats:
                 and now - seen[1] > RELEARN_S]
 
     async def learn(self, sources: Sequence[tuple[str, int]], block: int | str) -> None:
-        """Read each aggregator's last ROUNDS rounds (one multicall) and keep its heartbeat.
-        A round that does not answer (before a phase's first, or none at all) is left out."""
+        """Read each aggregator's last ROUNDS rounds and keep its heartbeat. A round that
+        does not answer (before a phase's first, or none at all) is left out. With two
+        endpoints or more, two are asked and the shorter heartbeat of each aggregator is
+        kept: a longer one relaxes the staleness check, and one endpoint's answer alone must
+        not (a lie could let a stopped feed be believed for two days); with only one of them
+        answering, its word stands for RETRY_S, then both are asked again."""
         if not sources:
             return
         ids = [rounds_back(r) for _, r in sources]
         calls = [Call(a, encode_call("getRoundData(uint80)", ["uint80"], [i]))
                  for (a, _), back in zip(sources, ids, strict=True) for i in back]
-        results = await self.multicall.aggregate3(calls, block)
+        answers = await self._answers(calls, block)
         now, k = time.monotonic(), 0
+        retry_at = now - RELEARN_S + RETRY_S if len(answers) < self._asked else now
         for (address, _), back in zip(sources, ids, strict=True):
-            times = []
-            for res in results[k:k + len(back)]:
-                if res.success and len(res.data) >= 160:
-                    try:
-                        times.append(round_data(res.data)[3])
-                    except Exception:  # (a malformed word: that round teaches nothing)
-                        continue
+            said = [heartbeat_of(_times(results[k:k + len(back)])) for results in answers]
             k += len(back)
-            learnt = heartbeat_of([t for t in times if t > 0])
+            known = [h for h in said if h is not None]
+            learnt = min(known) if known else None
             if learnt is None:  # (keep what an earlier read taught: a new phase has few)
                 learnt = self._learnt.get(address.lower(), (None, 0.0))[0]
-            self._learnt[address.lower()] = (learnt, now)
+            self._learnt[address.lower()] = (learnt, retry_at)
+
+    async def _answers(self, calls: Sequence[Call], block: int | str
+                       ) -> list[Sequence[CallResult]]:
+        """The calls' results from up to two endpoints (each one attempt), or from the pool
+        when it has one; raises when none answers."""
+        pool = self.multicall.pool
+        voters = list(pool.voters)[:2] if hasattr(pool, "voters") else []
+        self._asked = len(voters) if len(voters) >= 2 else 1
+        if len(voters) < 2:
+            return [await self.multicall.aggregate3(calls, block)]
+        tag = hex(block) if isinstance(block, int) else block
+        data = "0x" + encode_aggregate3(calls).hex()
+
+        async def ask(ep: Any) -> Sequence[CallResult]:
+            raw = await pool.call_endpoint(ep, "eth_call",
+                                           [{"to": self.multicall.address, "data": data}, tag])
+            return decode_aggregate3(bytes.fromhex(str(raw)[2:]))
+
+        got = await asyncio.gather(*(ask(ep) for ep in voters), return_exceptions=True)
+        answers = [g for g in got if not isinstance(g, BaseException)
+                   and len(g) == len(calls)]
+        if not answers:
+            raise RuntimeError(f"no endpoint answered the rounds: {got[0]!r}"[:300])
+        return answers
 
     def unread(self, sources: Iterable[tuple[str, int]]) -> None:
         """Their rounds did not read: asked again in RETRY_S, keeping what was learnt (a

@@ -114,3 +114,40 @@ def test_rounds_that_did_not_read_are_asked_again_in_a_minute(
     assert book.unknown(sources) == [] and book.due(sources) == []
     now[0] += hb.RETRY_S + 1
     assert book.due(sources) == sources and book.of("0xFeed") is None
+
+
+async def test_two_endpoints_are_asked_and_the_shorter_heartbeat_kept() -> None:
+    """A longer heartbeat relaxes the staleness check: one endpoint's answer alone must not
+    set it (a lie could let a stopped feed be believed for two days). Two are asked, the
+    shorter kept; one answering alone is believed only until both are asked again."""
+    from eth_abi import encode
+
+    from keeperd.oracles import heartbeats as hb
+
+    def rounds(gap: int) -> str:
+        # getRoundData(40 - i) for i in 0..15, newest first, `gap` apart
+        results = [(True, encode(["uint80", "int256", "uint256", "uint256", "uint80"],
+                                 [40 - i, 1, 0, 10**8 - i * gap, 40 - i])) for i in range(16)]
+        return "0x" + encode(["(bool,bytes)[]"], [results]).hex()
+
+    class Pool:
+        voters = ["honest", "liar"]
+        down: set[str] = set()
+
+        async def call_endpoint(self, ep: str, method: str, params: list) -> str:
+            if ep in self.down:
+                raise ConnectionError(ep)
+            return rounds(3600 if ep == "honest" else 2 * 86_400)
+
+    class FakeMulticall:
+        pool = Pool()
+        address = "0x" + "ca" * 20
+
+    FEED, OTHER = "0x" + "fe" * 20, "0x" + "0e" * 20
+    book = hb.Heartbeats(FakeMulticall())  # type: ignore[arg-type]
+    await book.learn([(FEED, 40)], 100)
+    assert book.of(FEED) == 3600 and book.due([(FEED, 40)]) == []
+    FakeMulticall.pool.down = {"honest"}
+    await book.learn([(OTHER, 40)], 100)
+    assert book.of(OTHER) == 2 * 86_400  # (the one answer, for now)
+    assert book.due([(OTHER, 40)]) == []  # ...asked again within RETRY_S
