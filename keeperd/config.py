@@ -936,11 +936,8 @@ class AlertsConfig(_Model):
                 used.append((f"rules.{rule}.route", route))
         for where, route in used:
             if route not in names:
-                close = difflib.get_close_matches(str(route), names, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(f"@{where}: route {route!r} is not defined under "
-                                 f"alerts.routes; fix: {hint}use one of {sorted(names)}, or "
-                                 f"add a route named {route!r} under alerts.routes")
+                issue = _undefined_route(where, str(route), names)
+                raise ValueError(f"@{where}: {issue.message}; fix: {issue.fix}")
         return self
 
     def route_for(self, rule: str) -> str | None:
@@ -1670,9 +1667,7 @@ def _tree_reference_issues(data: Any) -> list[ConfigIssue]:
     for i, p in enumerate(protocols if isinstance(protocols, list) else []):
         chain = p.get("chain") if isinstance(p, dict) else None
         if isinstance(chain, str) and chains and chain not in chains:
-            issues.append(ConfigIssue(f"protocols[{i}].chain", f"no chain named {chain!r}",
-                                      f"use one of {chains} or add a chain with that name "
-                                      "under `chains`"))
+            issues.append(_undefined_chain(i, chain, chains))
     alerts = data.get("alerts")
     if not isinstance(alerts, dict):
         return issues
@@ -1688,14 +1683,8 @@ def _tree_reference_issues(data: Any) -> list[ConfigIssue]:
     for rule, spec in (rules.items() if isinstance(rules, dict) else []):
         if isinstance(spec, dict) and isinstance(spec.get("route"), str):
             used.append((f"alerts.rules.{rule}.route", spec["route"]))
-    for where, route in used:
-        if route not in routes:
-            close = difflib.get_close_matches(route, routes, n=1, cutoff=0.6)
-            issues.append(ConfigIssue(
-                where, f"route {route!r} is not defined under alerts.routes",
-                (f"did you mean {close[0]!r}? " if close else "")
-                + f"use one of {sorted(routes)}, or add a route named {route!r} under "
-                  "alerts.routes"))
+    issues += [_undefined_route(where, route, routes) for where, route in used
+               if route not in routes]
     return issues
 
 
@@ -1761,14 +1750,25 @@ def _flash_issues(config: Config) -> list[ConfigIssue]:
     return list({(i.path, i.message): i for i in issues}.values())
 
 
+def _undefined_route(where: str, route: str, names: list[str]) -> ConfigIssue:
+    """A route a field names that alerts.routes does not define (the model's check and the
+    tree's, `_tree_reference_issues`)."""
+    close = difflib.get_close_matches(route, names, n=1, cutoff=0.6)
+    return ConfigIssue(where, f"route {route!r} is not defined under alerts.routes",
+                       (f"did you mean {close[0]!r}? " if close else "")
+                       + f"use one of {sorted(names)}, or add a route named {route!r} under "
+                         "alerts.routes")
+
+
+def _undefined_chain(i: int, chain: str, names: list[str]) -> ConfigIssue:
+    return ConfigIssue(f"protocols[{i}].chain", f"no chain named {chain!r}",
+                       f"use one of {names} or add a chain with that name under `chains`")
+
+
 def _reference_issues(config: Config) -> list[ConfigIssue]:
     names = [c.name for c in config.chains]
-    return [
-        ConfigIssue(f"protocols[{i}].chain", f"no chain named {p.chain!r}",
-                    f"use one of {names} or add a chain with that name under `chains`")
-        for i, p in enumerate(config.protocols)
-        if p.chain is not None and p.chain not in names
-    ]
+    return [_undefined_chain(i, p.chain, names) for i, p in enumerate(config.protocols)
+            if p.chain is not None and p.chain not in names]
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -264,8 +264,8 @@ class Executor:
         self._gas_spent: list[tuple[float, float]] = []
         # Settled before any book was evaluated (a start-up reconciliation, before the first
         # scan): no prices yet to value the liquidation nor its gas. Their outcomes, booked
-        # at the first scan with a native price (`_book_settled_at_start`): they were booked
-        # gross of gas (by a later fix, at 0 profit), the gas counter without them.
+        # at the first scan with a native price (`_book_settled_at_start`): booked at once,
+        # their profit read 0 and their gas went unpriced.
         self._unbooked: list[Outcome] = []
         self._pause_reason: str | None = None
         for stage in FUNNEL_STAGES:

@@ -86,7 +86,6 @@ class Heartbeats:
     def __init__(self, multicall: Multicall) -> None:
         self.multicall = multicall
         self._learnt: dict[str, tuple[float | None, float]] = {}
-        self._asked = 1  # endpoints the last learn asked
 
     def unknown(self, sources: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
         """The (aggregator, latest round) not learnt yet."""
@@ -111,9 +110,10 @@ class Heartbeats:
         ids = [rounds_back(r) for _, r in sources]
         calls = [Call(a, encode_call("getRoundData(uint80)", ["uint80"], [i]))
                  for (a, _), back in zip(sources, ids, strict=True) for i in back]
-        answers = await self._answers(calls, block)
+        answers, asked = await self._answers(calls, block)
         now, k = time.monotonic(), 0
-        retry_at = now - RELEARN_S + RETRY_S if len(answers) < self._asked else now
+        # (one endpoint of two answered: its word stands until both are asked again)
+        learnt_at = now - RELEARN_S + RETRY_S if len(answers) < asked else now
         for (address, _), back in zip(sources, ids, strict=True):
             said = [heartbeat_of(_times(results[k:k + len(back)])) for results in answers]
             k += len(back)
@@ -121,17 +121,16 @@ class Heartbeats:
             learnt = min(known) if known else None
             if learnt is None:  # (keep what an earlier read taught: a new phase has few)
                 learnt = self._learnt.get(address.lower(), (None, 0.0))[0]
-            self._learnt[address.lower()] = (learnt, retry_at)
+            self._learnt[address.lower()] = (learnt, learnt_at)
 
     async def _answers(self, calls: Sequence[Call], block: int | str
-                       ) -> list[Sequence[CallResult]]:
+                       ) -> tuple[list[Sequence[CallResult]], int]:
         """The calls' results from up to two endpoints (each one attempt), or from the pool
-        when it has one; raises when none answers."""
+        when it has one, and how many were asked; raises when none answers."""
         pool = self.multicall.pool
-        voters = list(pool.voters)[:2] if hasattr(pool, "voters") else []
-        self._asked = len(voters) if len(voters) >= 2 else 1
+        voters = list(pool.voters)[:2]
         if len(voters) < 2:
-            return [await self.multicall.aggregate3(calls, block)]
+            return [await self.multicall.aggregate3(calls, block)], 1
         tag = hex(block) if isinstance(block, int) else block
         data = "0x" + encode_aggregate3(calls).hex()
 
@@ -145,7 +144,7 @@ class Heartbeats:
                    and len(g) == len(calls)]
         if not answers:
             raise RuntimeError(f"no endpoint answered the rounds: {got[0]!r}"[:300])
-        return answers
+        return answers, len(voters)
 
     def unread(self, sources: Iterable[tuple[str, int]]) -> None:
         """Their rounds did not read: asked again in RETRY_S, keeping what was learnt (a

@@ -103,9 +103,10 @@ class ChainPriceWatch:
                           if chain.sequencer_uptime_feed is not None else None)
         self.references = References(config.references, metrics, config.reference_timeout_s)
         self._declared: dict[str, list[PriceFeed]] = {}  # protocol -> its feeds, last said
-        # The chain's protocols (`expect`), and the first block judged: until each has
-        # declared its feeds (or DECLARE_WITHIN_BLOCKS passed), a market rate with no
-        # reference yet is not said to have none — another protocol's feeds may be it.
+        # The chain's protocols (`expect`), and when a rate first lacked a reference: until
+        # each has declared its feeds (or DECLARE_WITHIN_BLOCKS and _S have passed), a
+        # market rate with no reference yet is not said to have none — another protocol's
+        # feeds may be it.
         self._expected: set[str] = set()
         self._first_judged: tuple[int, float] | None = None  # (block, monotonic time)
         self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
