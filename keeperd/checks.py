@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from keeperd.chain import l1_fee
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import (
@@ -145,6 +146,12 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
                 continue  # (every protocol reads through it: not started, not blamed)
+            fee_error, fee_warning, fee_note = await l1_fee_issues(chain, ci, pool)
+            issues += fee_error
+            if warnings is not None:
+                warnings += fee_warning
+            if fee_note is not None and checked is not None:
+                checked.append(fee_note)
             if len(issues) != sound:
                 continue  # (no contract at some address: said; nothing started)
             # Each protocol started as run does, into an index in a temporary directory
@@ -171,6 +178,48 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
     return issues
+
+
+# What check-config asks the oracle about: a liquidation-sized call (a selector and five
+# words), to the chain's Multicall3 (any address does: only the bytes are priced).
+_SAMPLE_CALL = bytes.fromhex("00f5d0a4") + bytes(range(1, 161))
+
+
+async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
+                        ) -> tuple[list[ConfigIssue], list[ConfigIssue], str | None]:
+    """Whether the chain prices the fees keeperd expects it to (chain/l1_fee.py): priced as
+    an OP Stack chain, its GasPriceOracle must answer (an error, and nothing checked); a chain
+    keeperd does not know whose oracle answers is a warning (its L1 data fee would go
+    unpriced); what it charges now for a liquidation-sized call is the note. (errors,
+    warnings, note)"""
+    charges = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
+    if not charges and chain.l1_data_fee == "none":
+        return [], [], None
+    method, params = l1_fee.l1_fee_request(chain.chain_id, chain.multicall3, _SAMPLE_CALL,
+                                           500_000)
+    try:
+        fee: int | Exception = l1_fee.decode_fee(await pool.request(method, params))
+    except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
+        fee = exc
+    path = f"chains[{ci}].l1_data_fee"
+    if charges and isinstance(fee, Exception):
+        return [ConfigIssue(
+            path, f"{chain.name} is priced as an OP Stack chain, and its GasPriceOracle "
+            f"({l1_fee.GAS_PRICE_ORACLE}) did not say what a transaction pays ({fee}): "
+            "keeperd would send no liquidation there",
+            "check the RPC endpoints; set l1_data_fee: none only if this chain charges no "
+            "L1 data fee")], [], None
+    if charges:
+        return [], [], (f"chains[{ci}] {chain.name}: the L1 data fee is priced into each "
+                      f"liquidation from its GasPriceOracle ({fee:,} wei now for a "
+                      f"{len(_SAMPLE_CALL)}-byte call)")
+    if isinstance(fee, int) and fee > 0:
+        return [], [ConfigIssue(
+            path, f"{chain.name} (chain id {chain.chain_id}) answers as an OP Stack chain "
+            f"(its GasPriceOracle prices a {len(_SAMPLE_CALL)}-byte call at {fee:,} wei) but "
+            "keeperd does not know it as one: its L1 data fee would not be priced",
+            "set l1_data_fee: op-stack (or none if the chain charges no L1 data fee)")], None
+    return [], [], None
 
 
 async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,

@@ -212,6 +212,11 @@ class ChainConfig(_Model):
         "1: down). While the sequencer is down, and for `sequencer_grace_period_s` after it "
         "comes back, every asset of the chain is paused.")
     sequencer_grace_period_s: int = Field(default=3_600, ge=0)
+    l1_data_fee: Literal["auto", "op-stack", "none"] = Field(
+        default="auto", description="Whether the chain's transactions pay an OP Stack L1 data "
+        "fee (and operator fee) beside their gas, priced into every liquidation from the "
+        "chain's GasPriceOracle (keeperd/chain/l1_fee.py). auto: for the OP Stack chains "
+        "keeperd knows by chain id (OP Mainnet, Base, Unichain, ...); op-stack for another.")
     reference_feeds: dict[str, Address] = Field(
         default_factory=dict, description="Chainlink-style USD feeds on this chain (symbol -> "
         "aggregator or proxy) that the price watch reads every block as references: a market's "

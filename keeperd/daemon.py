@@ -30,6 +30,7 @@ from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
 from keeperd.alerts.sources import watched_liquidations
 from keeperd.cascade_monitor import CascadeMonitor
+from keeperd.chain import l1_fee
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
@@ -882,8 +883,16 @@ class Daemon:
             return None  # a protocol keeperd only watches
         if tx is not None:  # (before prepare: approvals are signed there)
             tx.signing_policy.allow(*liquidator.signing_rules())
+        chain = rt.config
+        op_stack = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
+        if op_stack:
+            log.info("liquidation.l1_data_fee_priced", protocol=plugin.name, chain=chain.name,
+                     oracle=l1_fee.GAS_PRICE_ORACLE, meaning="each liquidation's L1 data fee "
+                     "(and operator fee) is asked of the chain's GasPriceOracle with its "
+                     "simulation and comes off its profit; unread, it is not sent")
         executor = Executor(keeper, plugin, liquidator, rt.pool, journal, self.metrics, tx,
-                            address, rt.prices, native_prices)
+                            address, rt.prices, native_prices,
+                            op_stack_chain_id=chain.chain_id if op_stack else None)
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
             executor.events_flush = self.alerts.commit

@@ -297,7 +297,8 @@ class Metrics:
             ["chain", "protocol"], registry=r)
         self.liquidation_gas_cost = Counter(
             "keeperd_liquidation_gas_cost_usd_total",
-            "Gas paid for liquidation transactions (included or reverted), in USD.",
+            "Gas paid for liquidation transactions (included or reverted), in USD; on an OP "
+            "Stack chain with the L1 data fee (and operator fee) its receipts say it paid.",
             ["chain", "protocol"], registry=r)
         self.block_to_broadcast = Histogram(
             "keeperd_block_to_broadcast_seconds",

@@ -19,6 +19,7 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +30,7 @@ import numpy as np
 import structlog
 from eth_utils import function_signature_to_4byte_selector
 
+from keeperd.chain import l1_fee
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
@@ -129,6 +131,16 @@ class Simulated:
 
     gas_needed: int | None
     verdict: Verdict | None = None
+    # On an OP Stack chain, what the chain's oracle says it pays beside its gas (wei): its
+    # L1 data fee, and the operator fee as a function of the gas it is sent with.
+    l1_fee_wei: int = 0
+    operator_fee: l1_fee.OperatorFee = l1_fee.NO_OPERATOR_FEE
+
+    def fee_beside_gas(self, gas_limit: int) -> int:
+        """What the decision prices beside the gas (wei): the chain's fees, FEE_HEADROOM
+        over what its oracle said at the simulation."""
+        fee = self.l1_fee_wei + self.operator_fee.fee(gas_limit)
+        return math.ceil(fee * l1_fee.FEE_HEADROOM)
 
 
 class VerificationRefused(Exception):
@@ -148,7 +160,8 @@ class Decision:
     key: OpportunityKey
     net_profit_usd: float
     gas_limit: int
-    budget_wei: int  # the most this liquidation may pay in fees
+    budget_wei: int  # the most this liquidation may pay in fees for its gas
+    fee_beside_gas_wei: int = 0  # an OP Stack chain's L1 data and operator fees, priced
 
 
 class _Judged(NamedTuple):
@@ -183,29 +196,32 @@ class _Sent(NamedTuple):
 
 def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee_per_gas: int,
            native_usd: float, min_profit_usd: float, slippage_bps: int,
-           flash_premium_bps: int = 0) -> Decision | None:
+           flash_premium_bps: int = 0, fee_beside_gas_wei: int = 0) -> Decision | None:
     """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
     it (and the flash-loan premium on what was borrowed); the gas it is charged at the fee
     cap (`charged_gas`, as `GasQuote.gas_usd` prices the seller contracts' bar) comes off
-    that; below `min_profit_usd`, with no price for gas, or unpriced (NaN), nothing is sent.
-    The fee budget is what keeps it `min_profit_usd` in profit whatever the fee market does,
-    worst case included: the tx manager holds fee cap x the whole limit under it."""
+    that, and so does what the chain charges beside the gas (`fee_beside_gas_wei`: an OP
+    Stack chain's L1 data fee); below `min_profit_usd`, with no price for gas, or unpriced
+    (NaN), nothing is sent. The fee budget is what keeps it `min_profit_usd` in profit
+    whatever the fee market does, worst case included: the tx manager holds fee cap x the
+    whole limit under it (the fee beside the gas is taken off it first)."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
     prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
     gas_usd = GasQuote(fee_per_gas, native_usd, min_profit_usd).gas_usd(gas_limit)
-    net = prize_usd - gas_usd
+    net = prize_usd - gas_usd - fee_beside_gas_wei / 1e18 * native_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
-    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18)
-    return Decision(o, key, net, gas_limit, budget_wei)
+    budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18) - fee_beside_gas_wei
+    return Decision(o, key, net, gas_limit, budget_wei, fee_beside_gas_wei)
 
 
 class Executor:
     def __init__(self, config: KeeperConfig, plugin: Plugin, liquidator: Liquidator,
                  pool: RpcPool, journal: J.Journal, metrics: Metrics, tx: TxManager | None,
                  keeper_address: str | None, prices: ChainPriceWatch | None = None,
-                 native_prices: dict[str, float] | None = None) -> None:
+                 native_prices: dict[str, float] | None = None, *,
+                 op_stack_chain_id: int | None = None) -> None:
         self.config = config
         self.adapter = plugin
         self.liquidator = liquidator
@@ -215,6 +231,9 @@ class Executor:
         self.tx = tx
         self.keeper = keeper_address
         self.prices = prices  # None: nothing gates on prices (tests of other stages)
+        # The chain's id where it charges OP Stack fees beside the gas (chain/l1_fee.py):
+        # each liquidation's are asked of the chain with its simulation and priced.
+        self.op_stack_chain_id = op_stack_chain_id
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -688,14 +707,21 @@ class Executor:
 
         pairs = list(zip(wave, overrides, strict=True))
         second = self._second_endpoint()
+        # (an OP Stack chain's fees for each call ride in the same batches)
+        fees = self._fee_requests(wave, "latest")
+        second_fees: list[Any] | None = None
         if second is None:
-            answers = await self.pool.batch([request(c, o) for (c, _), o in pairs])
+            answers = await self.pool.batch([*(request(c, o) for (c, _), o in pairs), *fees])
             opinions: list[Any] | None = None
         else:
             answers, opinions = await asyncio.gather(
-                self.pool.batch([request(c, o) for (c, _), o in pairs]),
-                self._second_opinion(second, [request(c, o, hex(block), SIMULATION_GAS_FACTOR)
-                                              for (c, _), o in pairs]))
+                self.pool.batch([*(request(c, o) for (c, _), o in pairs), *fees]),
+                self._second_opinion(second, [
+                    *(request(c, o, hex(block), SIMULATION_GAS_FACTOR) for (c, _), o in pairs),
+                    *self._fee_requests(wave, hex(block))]))
+            if opinions is not None:
+                opinions, second_fees = opinions[:len(wave)], opinions[len(wave):]
+        answers, fee_answers = answers[:len(wave)], answers[len(wave):]
         out: list[object] = [
             a if isinstance(a, Exception)
             else self._verdict(c, a) if c.verification is not None else Simulated(None)
@@ -718,7 +744,57 @@ class Executor:
                     if reverted is not None:
                         out[i] = SecondOpinionRefused(f"endpoint {second.name} "
                                                       f"({second.safe_url}): {reverted}")
+        if fees:
+            self._price_fees(out, fee_answers, second_fees)
         return out
+
+    def _fee_requests(self, wave: list[tuple[Call, OpportunityKey]], at: str
+                      ) -> list[tuple[str, list[Any]]]:
+        """On an OP Stack chain, the reads of what each call pays beside its gas: its L1
+        data fee, then the operator fee's two points (none elsewhere)."""
+        if self.op_stack_chain_id is None:
+            return []
+        return [*(l1_fee.l1_fee_request(self.op_stack_chain_id, c.target, c.data,
+                                        c.opportunity.gas_limit, at) for c, _ in wave),
+                *l1_fee.operator_fee_requests(at)]
+
+    @staticmethod
+    def _price_fees(out: list[object], answers: list[Any], second: list[Any] | None) -> None:
+        """Each simulated call priced with the chain's fees beside its gas (`answers`, as
+        `_fee_requests` asked them); with a second endpoint's answers, the higher fee of the
+        two (a low one lets a loss through). A call whose fee is unknown is not sent
+        (`FeeUnread`); the second endpoint's failure leaves the first's figure."""
+        n = len(out)
+
+        def operator_fee(fee_answers: list[Any]) -> l1_fee.OperatorFee:
+            return l1_fee.OperatorFee.from_answers(fee_answers[n:])
+
+        try:
+            operator: l1_fee.OperatorFee | l1_fee.FeeUnread = operator_fee(answers)
+        except l1_fee.FeeUnread as exc:
+            operator = exc
+        if second is not None and isinstance(operator, l1_fee.OperatorFee):
+            try:
+                other = operator_fee(second)
+                operator = l1_fee.OperatorFee(max(operator.constant_wei, other.constant_wei),
+                                              max(operator.per_probe_wei, other.per_probe_wei))
+            except l1_fee.FeeUnread:
+                pass
+        for i, sim in enumerate(out):
+            if not isinstance(sim, Simulated):
+                continue
+            if isinstance(operator, l1_fee.FeeUnread):
+                out[i] = operator
+                continue
+            try:
+                fee = l1_fee.decode_fee(answers[i])
+            except l1_fee.FeeUnread as exc:
+                out[i] = exc
+                continue
+            if second is not None:
+                with contextlib.suppress(l1_fee.FeeUnread):
+                    fee = max(fee, l1_fee.decode_fee(second[i]))
+            out[i] = replace(sim, l1_fee_wei=fee, operator_fee=operator)
 
     def _second_endpoint(self) -> Endpoint | None:
         """The endpoint a second opinion comes from: the next one after the one the first
@@ -830,6 +906,12 @@ class Executor:
                 log.info("liquidation.verification_refused", opportunity=key,
                          reason=str(sim))
                 continue
+            if isinstance(sim, l1_fee.FeeUnread):
+                stage(*self.labels, "fee_unread").inc()
+                log.warning("liquidation.fee_unread", opportunity=key, reason=str(sim),
+                            meaning="this chain charges an L1 data fee beside the gas and its "
+                            "GasPriceOracle did not say how much: not sent")
+                continue
             if isinstance(sim, RpcError | RpcUnavailable):
                 stage(*self.labels, "simulation_failed").inc()
                 log.info("liquidation.simulation_failed", opportunity=key,
@@ -844,12 +926,15 @@ class Executor:
                 opp = replace(opp, gross_profit_usd=verdict.gross_profit_usd,
                               seized_usd=verdict.seized_usd, repaid_usd=verdict.repaid_usd,
                               detail=f"{opp.detail} verified: {verdict.reason}".strip())
-            decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed)
+            decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed,
+                                    sim if isinstance(sim, Simulated) else None)
             if decision is None:
                 stage(*self.labels, "unprofitable").inc()
                 continue
             stage(*self.labels, "profitable").inc()
-            detail = f"gas_limit={decision.gas_limit}" + (f" {opp.detail}" if opp.detail
+            detail = f"gas_limit={decision.gas_limit}" + (
+                f" fee_beside_gas_wei={decision.fee_beside_gas_wei}"
+                if decision.fee_beside_gas_wei else "") + (f" {opp.detail}" if opp.detail
                                                            else "")
             entry = J.JournalEntry(
                 str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
@@ -1033,8 +1118,11 @@ class Executor:
         return self.fees.fees_for(base_fee)[0]
 
     def _decide(self, opp: Opportunity, key: OpportunityKey, base_fee: int, native_usd: float,
-                flash: bool | None = None, gas_needed: int | None = None
-                ) -> Decision | None:
+                flash: bool | None = None, gas_needed: int | None = None,
+                simulated: Simulated | None = None) -> Decision | None:
+        """`simulated`: the chain's fees beside the gas are priced from it (before the
+        simulation, an OP Stack chain's are not known yet: the plan's first judgement
+        leaves them out, the simulated one counts them)."""
         use_flash = (self.config.capital == "flash-loan" and self.supports_flash
                      if flash is None else flash)
         gas_limit = opp.gas_limit if gas_needed is None else max(
@@ -1043,7 +1131,9 @@ class Executor:
                       fee_per_gas=self._fee_per_gas(base_fee), native_usd=native_usd,
                       min_profit_usd=self.config.min_profit_usd,
                       slippage_bps=self.config.swap_slippage_bps,
-                      flash_premium_bps=self.liquidator.flash_premium_bps if use_flash else 0)
+                      flash_premium_bps=self.liquidator.flash_premium_bps if use_flash else 0,
+                      fee_beside_gas_wei=(simulated.fee_beside_gas(gas_limit)
+                                          if simulated is not None else 0))
 
     # --- per block ------------------------------------------------------------------------
 
@@ -1206,7 +1296,7 @@ class Executor:
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)
-        gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+        gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
         # (no book yet: its profit and gas are booked at the first scan)
         unbooked = self._last is None or (bool(outcome.gas_used) and not native_usd)
         if unbooked and outcome.status in ("included", "reverted"):
@@ -1263,6 +1353,25 @@ class Executor:
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
                                         entry.account)
+
+    async def _paid_wei(self, outcome: Outcome) -> int:
+        """What a mined transaction cost the keeper: its gas, and what an OP Stack chain
+        charged beside it — the receipt's L1 data fee, and an operator fee where the receipt
+        says one was charged (asked of the chain's oracle at the receipt's block: its
+        formula changed with Jovian; unread, it is left out and logged)."""
+        paid = (outcome.gas_used * outcome.effective_gas_price
+                + l1_fee.receipt_fee_wei(outcome.receipt))
+        if outcome.gas_used and l1_fee.receipt_has_operator_fee(outcome.receipt):
+            block = _receipt_block(outcome)
+            at = hex(block) if block is not None else "latest"
+            try:
+                answers = await self.pool.batch(l1_fee.operator_fee_requests(at))
+                paid += l1_fee.OperatorFee.from_answers(answers).fee(outcome.gas_used)
+            except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
+                log.warning("liquidation.operator_fee_unread", tx_hash=outcome.tx_hash,
+                            error=str(exc)[:200], meaning="the booked gas cost leaves out "
+                            "the operator fee this transaction paid")
+        return paid
 
     def _realised_profit(self, outcome: Outcome) -> float:
         """From our liquidation event: through a seller contract (the flash and callback
@@ -1391,7 +1500,7 @@ class Executor:
         booked = 0
         for outcome in list(self._unbooked):
             key = outcome.key
-            gas_usd = outcome.gas_used * outcome.effective_gas_price / 1e18 * native_usd
+            gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
             entry = None if isinstance(key, UpkeepKey) else await self.journal.get(key)
             if isinstance(key, UpkeepKey) or (outcome.status == "included" and (
                     entry is None or entry.status != J.INCLUDED)):

@@ -1,0 +1,153 @@
+"""The fees an OP Stack chain charges a transaction beside its gas: the L1 data fee, and
+since Isthmus the operator fee.
+
+On OP Mainnet, Base, Unichain and the other OP Stack chains a transaction pays its gas at the
+L2's fee, plus the cost of posting its bytes to Ethereum: the L1 data fee, taken from the
+sender's balance on top of `gasUsed x effectiveGasPrice` and reported in the receipt's
+`l1Fee`. On Base the L2 gas of a liquidation costs a fraction of a cent while the data fee
+follows Ethereum's base and blob fees: it is often most of what a transaction costs, and
+during an L1 fee spike it can cost more than a small liquidation earns. A keeper that prices
+gas alone sends those at a loss and books a profit it did not make.
+
+keeperd does not compute the fee itself (Fjord prices the FastLZ-compressed size of the
+transaction with parameters the chain moves every block): it asks the chain's own
+GasPriceOracle predeploy, `getL1Fee(unsigned transaction)`, for each liquidation in the batch
+that simulates it (no round trip of its own), and `getOperatorFee(gas)` twice a wave (the fee
+is linear in the gas: its constant and its slope). The decision prices the fee with
+`FEE_HEADROOM` over what the oracle says: the L1 parameters follow Ethereum's blocks, whose
+base fee may rise 12.5 % a block between the simulation and the inclusion.
+
+Every answer may lie: with a second endpoint the same reads go to it beside the simulation's
+second opinion, and the higher fee is kept (a low one would let a loss through; a high one
+only holds a liquidation back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode, encode
+
+from keeperd.chain import rlp
+from keeperd.chain.rpc import RpcError, RpcUnavailable
+
+GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"  # every OP Stack chain's
+GET_L1_FEE = bytes.fromhex("49948e0e")  # getL1Fee(bytes)
+GET_OPERATOR_FEE = bytes.fromhex("275aedd2")  # getOperatorFee(uint256)
+# The OP Stack chains keeperd knows (their chain ids); another one is named in the config
+# (`chains[].l1_data_fee: op-stack`).
+OP_STACK_CHAINS: Mapping[int, str] = {
+    10: "OP Mainnet", 8453: "Base", 130: "Unichain", 480: "World Chain", 57073: "Ink",
+    1868: "Soneium", 34443: "Mode", 7777777: "Zora", 252: "Fraxtal", 81457: "Blast",
+    11155420: "OP Sepolia", 84532: "Base Sepolia"}
+FEE_HEADROOM = 1.25  # two L1 blocks of the largest base-fee rise (1.125 x 1.125 ~ 1.27)
+OPERATOR_FEE_PROBE_GAS = 1_000_000  # the slope's measure: getOperatorFee(0) and of this much
+# The unsigned transaction the oracle is asked about has the size of the one keeperd signs:
+# its nonce, fees and gas limit are placeholders of the largest likely length (the fee is
+# priced on bytes; a few more than sent err on the side of paying).
+_PLACEHOLDER_NONCE = 2**24 - 1
+_PLACEHOLDER_FEE = 2**56 - 1
+
+
+def charges_l1_fee(chain_id: int, setting: str) -> bool:
+    """Whether a chain's transactions pay the OP Stack fees: `setting` is the chain's
+    `l1_data_fee` (auto: the chains of OP_STACK_CHAINS)."""
+    if setting == "auto":
+        return chain_id in OP_STACK_CHAINS
+    return setting == "op-stack"
+
+
+def unsigned_tx(chain_id: int, to: str, data: bytes, gas_limit: int) -> bytes:
+    """An EIP-1559 transaction as keeperd would sign it to `to` with `data`, unsigned, fully
+    RLP-encoded (what `getL1Fee` prices: it adds the signature's 68 bytes itself)."""
+    fields: list[Any] = [chain_id, _PLACEHOLDER_NONCE, _PLACEHOLDER_FEE, _PLACEHOLDER_FEE,
+                         gas_limit, bytes.fromhex(to.removeprefix("0x")), 0, data, []]
+    return b"\x02" + rlp.encode(fields)
+
+
+def l1_fee_request(chain_id: int, to: str, data: bytes, gas_limit: int,
+                   at: str = "latest") -> tuple[str, list[Any]]:
+    """The `eth_call` asking the chain what a transaction to `to` with `data` pays in L1 data
+    fee (wei)."""
+    payload = GET_L1_FEE + encode(["bytes"], [unsigned_tx(chain_id, to, data, gas_limit)])
+    return "eth_call", [{"to": GAS_PRICE_ORACLE, "data": "0x" + payload.hex()}, at]
+
+
+def operator_fee_requests(at: str = "latest") -> list[tuple[str, list[Any]]]:
+    """The two `eth_call`s that give the operator fee's constant and slope."""
+    return [("eth_call", [{"to": GAS_PRICE_ORACLE, "data": "0x" + (
+        GET_OPERATOR_FEE + encode(["uint256"], [gas])).hex()}, at])
+        for gas in (0, OPERATOR_FEE_PROBE_GAS)]
+
+
+class FeeUnread(Exception):
+    """The chain's fee oracle gave no usable answer: what a transaction costs is unknown."""
+
+
+def decode_fee(answer: object) -> int:
+    """A fee read's answer in wei; FeeUnread for an error or an answer that is not one."""
+    if isinstance(answer, RpcError | RpcUnavailable):
+        raise FeeUnread(f"the GasPriceOracle's fee could not be read: {answer}"[:300])
+    try:
+        (fee,) = decode(["uint256"], bytes.fromhex(str(answer).removeprefix("0x")))
+    except Exception as exc:  # (a lying or broken endpoint: not a uint256)
+        raise FeeUnread(f"the GasPriceOracle answered {str(answer)[:80]!r}: {exc}") from None
+    return int(fee)
+
+
+@dataclass(frozen=True)
+class OperatorFee:
+    """The operator fee as a function of gas (Isthmus: gas x scalar / 1e6 + constant;
+    Jovian: gas x scalar x 100 + constant): linear, so two of the chain's own answers define
+    it. Zero where the chain charges none (before Isthmus, or its parameters zero)."""
+
+    constant_wei: int = 0
+    per_probe_wei: int = 0  # what OPERATOR_FEE_PROBE_GAS of gas adds to the constant
+
+    @classmethod
+    def from_answers(cls, answers: list[object]) -> OperatorFee:
+        """From `operator_fee_requests`' answers. An oracle without the function (before
+        Isthmus: it reverts) charges none; any other failure is FeeUnread."""
+        if all(_is_revert(a) for a in answers):
+            return cls()
+        at_zero, at_probe = (decode_fee(a) for a in answers)
+        return cls(at_zero, max(0, at_probe - at_zero))
+
+    def fee(self, gas: int) -> int:
+        return self.constant_wei - (-self.per_probe_wei * gas // OPERATOR_FEE_PROBE_GAS)
+
+
+NO_OPERATOR_FEE = OperatorFee()
+
+
+def _is_revert(answer: object) -> bool:
+    return isinstance(answer, RpcError) and ("revert" in str(answer).lower()
+                                             or answer.code == 3)
+
+
+def receipt_fee_wei(receipt: Mapping[str, Any] | None) -> int:
+    """What a receipt says the transaction paid beside its gas: the L1 data fee (`l1Fee`, in
+    every OP Stack receipt of a transaction that is not a deposit); 0 where there is none."""
+    if not receipt:
+        return 0
+    value = receipt.get("l1Fee")
+    try:
+        return int(str(value), 16) if value else 0
+    except ValueError:
+        return 0
+
+
+def receipt_has_operator_fee(receipt: Mapping[str, Any] | None) -> bool:
+    """Whether a receipt says an operator fee was charged (Isthmus' receipt fields, non-zero):
+    its amount is then asked of the chain's oracle (the formula changed with Jovian)."""
+    if not receipt:
+        return False
+    for name in ("operatorFeeScalar", "operatorFeeConstant"):
+        try:
+            if int(str(receipt.get(name) or "0x0"), 16):
+                return True
+        except ValueError:
+            continue
+    return False

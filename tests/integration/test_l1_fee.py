@@ -1,0 +1,120 @@
+"""An OP Stack chain's L1 data fee priced into every liquidation, from the chain's own
+GasPriceOracle (the published predeploy code, keeperd/devnet/op_stack.py)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import rlp
+import structlog
+from eth_abi import decode, encode
+
+from keeperd.chain import l1_fee
+from keeperd.devnet import op_stack
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.conftest import metric_value
+from tests.integration import test_config_inputs as config_inputs
+from tests.keeper_harness import config_for, fund_keeper, keeper_key_env  # noqa: F401
+
+GWEI = 10**9
+
+
+def _oracle_fee(devnet: Devnet, raw: str) -> int:
+    """What the chain's oracle says a signed transaction pays in L1 data fee: asked about the
+    transaction unsigned, as the oracle's callers do."""
+    body = bytes.fromhex(raw.removeprefix("0x"))
+    assert body[0] == 2
+    unsigned = b"\x02" + rlp.encode(rlp.decode(body[1:])[:9])
+    answer = devnet.client.eth_call(l1_fee.GAS_PRICE_ORACLE,
+                                    l1_fee.GET_L1_FEE + encode(["bytes"], [unsigned]))
+    return int(decode(["uint256"], answer)[0])
+
+
+async def test_an_l1_data_fee_over_the_prize_holds_liquidations_and_a_small_one_is_priced(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """On a chain declared OP Stack, each liquidation's L1 data fee is asked of the chain's
+    GasPriceOracle with its simulation and comes off its profit: while L1 fees make every
+    liquidation cost more than it earns, nothing is sent (a keeper that priced the gas alone
+    sent them all); at an ordinary fee they go, each journaled with what the oracle says its
+    signed transaction pays, with the headroom."""
+    fund_keeper(devnet)
+    # An L1 fee spike: the L1 base fee at 10^13 gwei prices a liquidation's bytes in ETH by
+    # the thousand.
+    op_stack.install(devnet.client, l1_base_fee=10**13 * GWEI, blob_base_fee=GWEI)
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    config.chains[0] = config.chains[0].model_copy(update={"l1_data_fee": "op-stack"})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    executor = keeper.daemon.executors["aave"]
+    assert executor.op_stack_chain_id == 31337
+    labels = {"chain": "devnet", "protocol": "aave"}
+    with structlog.testing.capture_logs() as logs:
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.client.block_number())
+    assert await executor.journal.all() == []
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "simulated_ok"}) > 20
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "sent"}) == 0
+    assert not [e for e in logs if e["event"] == "liquidation.fee_unread"]
+
+    # Back to an ordinary day on OP Mainnet: 20 gwei on L1, blobs at 1 gwei.
+    op_stack.set_l1_fees(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
+    await keeper.evaluated_at(devnet.mine(1))
+    pending = await executor.journal.by_status(J.PENDING, J.INCLUDED)
+    assert len(pending) > 20
+    for entry in pending:
+        [tx] = await executor.journal.txs(entry.key)
+        charged = _oracle_fee(devnet, tx.raw)
+        assert charged > 0
+        priced = int(re.search(r"fee_beside_gas_wei=(\d+)", entry.detail or "")[1])
+        # (asked about a transaction of the signed one's size or a few bytes more)
+        assert math.ceil(charged * l1_fee.FEE_HEADROOM) <= priced <= charged * 1.5, (
+            priced, charged)
+
+
+async def test_an_oracle_that_does_not_answer_holds_liquidations_on_an_op_stack_chain(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Declared OP Stack, with no GasPriceOracle to say what a transaction pays: what each
+    liquidation costs is unknown, so none is sent (`fee_unread`, logged with the reason)."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    config.chains[0] = config.chains[0].model_copy(update={"l1_data_fee": "op-stack"})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    with structlog.testing.capture_logs() as logs:
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.client.block_number())
+    executor = keeper.daemon.executors["aave"]
+    assert await executor.journal.all() == []
+    unread = [e for e in logs if e["event"] == "liquidation.fee_unread"]
+    assert len(unread) > 20
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {"chain": "devnet", "protocol": "aave", "stage": "fee_unread"}
+                        ) == len(unread)
+
+
+def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
+                                                               tmp_path: Path) -> None:
+    """Declared OP Stack with no oracle answering: an error naming the field (run would send
+    nothing there). With the predeploys: what a liquidation-sized call pays now. Undeclared
+    on a chain whose oracle answers: a warning (its L1 data fee would go unpriced)."""
+    config = config_inputs.config_for(devnet, tmp_path)
+    del config["alerts"]["watchlists"]
+    config["chains"][0]["l1_data_fee"] = "op-stack"
+    bad = config_inputs.check_config(tmp_path, config)
+    assert bad.returncode == 2, bad.stderr
+    assert "chains[0].l1_data_fee" in bad.stderr and "GasPriceOracle" in bad.stderr
+    op_stack.install(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
+    ok = config_inputs.check_config(tmp_path, config)
+    assert ok.returncode == 0, ok.stderr
+    [note] = [line for line in ok.stdout.splitlines() if "L1 data fee is priced" in line]
+    assert re.search(r"\(\d[\d,]* wei now for a 164-byte call\)", note), note
+    config["chains"][0]["l1_data_fee"] = "auto"  # (31337: not a chain keeperd knows)
+    warned = config_inputs.check_config(tmp_path, config)
+    assert warned.returncode == 0, warned.stderr
+    [warning] = [line for line in warned.stderr.splitlines() if ": warning: " in line]
+    assert "chains[0].l1_data_fee" in warning and "answers as an OP Stack chain" in warning

@@ -1,0 +1,151 @@
+"""An OP Stack chain's fees beside the gas: asked of the chain, priced into each decision,
+the higher of two endpoints' figures kept, and booked from the receipt (without a chain)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import rlp
+from eth_abi import decode, encode
+
+from keeperd.chain import l1_fee
+from keeperd.chain.rpc import RpcError
+from keeperd.config import parse_config
+from keeperd.execution.executor import Executor, Simulated, decide
+from keeperd.execution.txmanager import Outcome
+from tests.unit.test_decision import GWEI, plan
+
+
+def word(value: int) -> str:
+    return "0x" + encode(["uint256"], [value]).hex()
+
+
+REVERT = RpcError("eth_call", 3, "execution reverted")
+
+
+def test_the_chains_keeperd_knows_and_the_setting() -> None:
+    assert l1_fee.charges_l1_fee(8453, "auto") and l1_fee.charges_l1_fee(10, "auto")
+    assert not l1_fee.charges_l1_fee(1, "auto") and not l1_fee.charges_l1_fee(42161, "auto")
+    assert l1_fee.charges_l1_fee(31337, "op-stack") and not l1_fee.charges_l1_fee(8453, "none")
+    chain = {"name": "base", "chain_id": 8453, "rpc_urls": ["http://127.0.0.1:1"]}
+    config = parse_config({"state_dir": "/tmp/x", "chains": [chain], "protocols": []})
+    assert config.chains[0].l1_data_fee == "auto"
+    with pytest.raises(Exception, match="l1_data_fee"):
+        parse_config({"state_dir": "/tmp/x", "chains": [{**chain, "l1_data_fee": "optimism"}],
+                      "protocols": []})
+
+
+def test_the_oracle_is_asked_about_the_transaction_keeperd_signs_unsigned() -> None:
+    data = bytes.fromhex("00ab") * 80
+    method, (call, at) = l1_fee.l1_fee_request(8453, "0x" + "12" * 20, data, 700_000)
+    assert (method, at, call["to"]) == ("eth_call", "latest", l1_fee.GAS_PRICE_ORACLE)
+    payload = bytes.fromhex(call["data"][2:])
+    assert payload[:4] == l1_fee.GET_L1_FEE
+    (unsigned,) = decode(["bytes"], payload[4:])
+    assert unsigned[0] == 2  # an EIP-1559 transaction, its fields in order, no signature
+    fields = rlp.decode(unsigned[1:])
+    assert len(fields) == 9
+    assert int.from_bytes(fields[0], "big") == 8453
+    assert int.from_bytes(fields[4], "big") == 700_000
+    assert fields[5] == bytes.fromhex("12" * 20) and fields[7] == data and fields[8] == []
+    # Its nonce and fees take as many bytes as any keeperd signs (the fee is priced on bytes).
+    assert len(fields[1]) == 3 and len(fields[2]) == len(fields[3]) == 7
+
+
+def test_the_operator_fee_is_two_points_of_a_line_and_none_before_isthmus() -> None:
+    # An oracle without getOperatorFee (before Isthmus) reverts: no operator fee.
+    assert l1_fee.OperatorFee.from_answers([REVERT, REVERT]).fee(500_000) == 0
+    # Isthmus, scalar 2,000 (x gas / 1e6) and constant 10^9 wei: 10^9 + 2,000 x 1e6 / 1e6.
+    fee = l1_fee.OperatorFee.from_answers([word(10**9), word(10**9 + 2_000)])
+    assert fee.fee(500_000) == 10**9 + 1_000
+    assert fee.fee(333_333) == 10**9 + 667  # (rounded up: never under what is charged)
+    # Jovian, scalar 5 (x gas x 100): 500 wei a gas.
+    assert l1_fee.OperatorFee.from_answers([word(0), word(500 * 10**6)]).fee(300_000) == (
+        500 * 300_000)
+    # Any other failure, or an answer that is not a number, leaves the cost unknown.
+    with pytest.raises(l1_fee.FeeUnread):
+        l1_fee.OperatorFee.from_answers([RpcError("eth_call", -32000, "rate limited"), REVERT])
+    with pytest.raises(l1_fee.FeeUnread):
+        l1_fee.OperatorFee.from_answers(["0x", "0x"])
+
+
+def test_the_fee_beside_the_gas_comes_off_the_profit_and_the_budget() -> None:
+    # $500 bonus, $12 of gas (tests/unit/test_decision.py); an L1 data fee of 0.01 ETH ($20).
+    plain = decide(plan(10_000, 10_500), "k", gas_limit=393_000, fee_per_gas=20 * GWEI,
+                   native_usd=2_000, min_profit_usd=5, slippage_bps=50)
+    fee = 10**16
+    priced = decide(plan(10_000, 10_500), "k", gas_limit=393_000, fee_per_gas=20 * GWEI,
+                    native_usd=2_000, min_profit_usd=5, slippage_bps=50,
+                    fee_beside_gas_wei=fee)
+    assert plain is not None and priced is not None
+    assert priced.net_profit_usd == pytest.approx(plain.net_profit_usd - 20)
+    # What the gas may cost at most leaves the fee paid and min_profit_usd kept.
+    assert priced.budget_wei == plain.budget_wei - fee
+    assert priced.fee_beside_gas_wei == fee
+    # A fee over the prize: not sent.
+    assert decide(plan(10_000, 10_500), "k", gas_limit=393_000, fee_per_gas=20 * GWEI,
+                  native_usd=2_000, min_profit_usd=5, slippage_bps=50,
+                  fee_beside_gas_wei=25 * 10**16) is None
+
+
+def test_a_simulation_is_priced_with_headroom_over_the_oracles_figure() -> None:
+    sim = Simulated(None, l1_fee_wei=10**12,
+                    operator_fee=l1_fee.OperatorFee(10**9, 2_000))
+    assert sim.fee_beside_gas(500_000) == int((10**12 + 10**9 + 1_000) * l1_fee.FEE_HEADROOM)
+    assert Simulated(None).fee_beside_gas(500_000) == 0
+
+
+def test_the_higher_of_two_endpoints_fees_is_kept_and_an_unread_one_holds() -> None:
+    def priced(answers: list[Any], second: list[Any] | None, n: int = 2) -> list[object]:
+        out: list[object] = [Simulated(None) for _ in range(n)]
+        Executor._price_fees(out, answers, second)
+        return out
+
+    operator = [REVERT, REVERT]
+    first, second = priced([word(100), word(900), *operator],
+                       [word(300), word(700), *operator])
+    assert isinstance(first, Simulated) and first.l1_fee_wei == 300
+    assert isinstance(second, Simulated) and second.l1_fee_wei == 900
+    # The second endpoint down or lying with junk: the first's figures stand.
+    [alone] = priced([word(100), *operator], [RpcError("eth_call", -32000, "down"), "0x1",
+                                              "0x2"], n=1)
+    assert isinstance(alone, Simulated) and alone.l1_fee_wei == 100
+    # The first endpoint's figure unknown: not sent, whatever the second says.
+    [held] = priced([REVERT, *operator], [word(100), *operator], n=1)
+    assert isinstance(held, l1_fee.FeeUnread)
+    # The operator fee unknown: nothing of the wave is priced.
+    wave = priced([word(1), word(2), RpcError("eth_call", -32000, "x"), REVERT], None)
+    assert all(isinstance(o, l1_fee.FeeUnread) for o in wave)
+    # A failed simulation stays what it was.
+    out: list[object] = [REVERT, Simulated(None)]
+    Executor._price_fees(out, [word(5), word(6), *operator], None)
+    assert out[0] is REVERT and isinstance(out[1], Simulated) and out[1].l1_fee_wei == 6
+
+
+async def test_what_a_receipt_paid_is_its_gas_its_l1_fee_and_its_operator_fee() -> None:
+    asked: list[Any] = []
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        asked.append(requests)
+        return [word(10**9), word(10**9 + 2_000)]
+
+    ex: Any = Executor.__new__(Executor)
+    ex.pool = SimpleNamespace(batch=batch)
+    # An OP Stack receipt (op-geth's fields): gas at the L2's price, and the L1 data fee.
+    receipt = {"blockNumber": "0x10", "gasUsed": hex(300_000),
+               "effectiveGasPrice": hex(5 * 10**6), "l1Fee": hex(4 * 10**12),
+               "l1GasPrice": hex(20 * GWEI), "l1GasUsed": hex(1_600)}
+    outcome = Outcome("k", "included", "0x1", 300_000, 5 * 10**6, receipt)
+    assert await ex._paid_wei(outcome) == 300_000 * 5 * 10**6 + 4 * 10**12
+    assert asked == []  # no operator fee charged: nothing asked
+    # Since Isthmus a receipt names the operator fee's parameters: its amount is the chain's
+    # oracle's, at the receipt's block (its formula changed with Jovian).
+    charged = {**receipt, "operatorFeeScalar": hex(2_000), "operatorFeeConstant": hex(10**9)}
+    outcome = Outcome("k", "included", "0x1", 300_000, 5 * 10**6, charged)
+    assert await ex._paid_wei(outcome) == (300_000 * 5 * 10**6 + 4 * 10**12 + 10**9 + 600)
+    assert [r[1][1] for r in asked[0]] == ["0x10", "0x10"]
+    # An Ethereum receipt: the gas alone.
+    plain = Outcome("k", "included", "0x1", 300_000, 20 * GWEI, {"gasUsed": hex(300_000)})
+    assert await ex._paid_wei(plain) == 300_000 * 20 * GWEI
