@@ -592,7 +592,8 @@ class Daemon:
             if executor.tx is not None and last is not None:
                 conflicts[executor.adapter.chain] = (conflicts.get(executor.adapter.chain)
                                                      or executor.tx.key_conflict(last.block))
-                pauses[executor.labels] = executor.send_pause(last.block)
+                pauses[executor.labels] = (executor.send_pause(last.block)
+                                           or executor.fee_hold(last.block))
         try:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},

@@ -44,7 +44,8 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
     RuleInfo("key_in_use_elsewhere", ("chain",), ("critical",), "key_in_use_elsewhere",
              "another sender uses the keeper's key, or its address is delegated (EIP-7702)"),
     RuleInfo("sending_paused", ("chain", "protocol"), ("critical",), "sending_paused",
-             "keeperd paused a protocol's sending: reverts, or the gas cap"),
+             "keeperd paused a protocol's sending: reverts, the gas cap, or an L1 data fee "
+             "it cannot read"),
     RuleInfo("rpc_down", ("chain",), ("critical",), "rpc_down", "every RPC of a chain fails"),
     RuleInfo("rpc_wrong_chain", ("chain", "endpoint"), ("warning",), "rpc_wrong_chain",
              "an RPC endpoint answers for another network: never used"),

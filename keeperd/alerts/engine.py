@@ -722,7 +722,8 @@ class AlertEngine:
                     action="Evaluation and alerts go on. Reverts: check the RPC endpoints "
                            "(one may lie about the chain's state) and the reverted "
                            "transactions; the gas cap: raise keeper.max_gas_usd_per_hour if "
-                           "the spend was right."))
+                           "the spend was right; an L1 data fee unread: check that the "
+                           "endpoints answer eth_call to the chain's GasPriceOracle."))
         route = self.config.route_for("index_lag")
         if rules.index_lag.enabled and route:
             levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,

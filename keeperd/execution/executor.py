@@ -95,6 +95,9 @@ WRITE_TURNS = 3  # loop turns for an aiohttp request to go from its task to the 
 # to this multiple of the plan (the plan may be short of a receipt's worth of experience),
 # and if it succeeds so, sent with what it needs times `gas_limit_margin`.
 SIMULATION_GAS_FACTOR = 3
+# Blocks of liquidations held for an unread L1 data fee before it is alerted (`fee_hold`): one
+# failed read is an endpoint's moment, not the keeper's trouble.
+FEE_UNREAD_HOLD_BLOCKS = 5
 # (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote, whose
 # gas_usd the decision prices with)
 
@@ -234,6 +237,9 @@ class Executor:
         # The chain's id where it charges OP Stack fees beside the gas (chain/l1_fee.py):
         # each liquidation's are asked of the chain with its simulation and priced.
         self.op_stack_chain_id = op_stack_chain_id
+        # The blocks since which, and at which last, a liquidation was held because that fee
+        # could not be read (`fee_hold`); cleared by a fee read.
+        self._fee_unread: tuple[int, int] | None = None
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -908,6 +914,8 @@ class Executor:
                 continue
             if isinstance(sim, l1_fee.FeeUnread):
                 stage(*self.labels, "fee_unread").inc()
+                since = self._fee_unread[0] if self._fee_unread else result.block
+                self._fee_unread = (since, result.block)
                 log.warning("liquidation.fee_unread", opportunity=key, reason=str(sim),
                             meaning="this chain charges an L1 data fee beside the gas and its "
                             "GasPriceOracle did not say how much: not sent")
@@ -919,6 +927,8 @@ class Executor:
                 self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                 continue
             stage(*self.labels, "simulated_ok").inc()
+            if self.op_stack_chain_id is not None:
+                self._fee_unread = None
             needed = sim.gas_needed if isinstance(sim, Simulated) else None
             verdict = sim.verdict if isinstance(sim, Simulated) else None
             if verdict is not None:
@@ -1110,6 +1120,19 @@ class Executor:
                 protocol=self.adapter.name, reason=reason or self._pause_reason)
             self._pause_reason = reason
         return reason
+
+    def fee_hold(self, block: int) -> str | None:
+        """Why liquidations have not been sent for FEE_UNREAD_HOLD_BLOCKS blocks or more: the
+        chain's L1 data fee unread at each of them (none read since), the last one recent.
+        Not a pause (the next wave asks again): told as one (alert sending_paused)."""
+        if self._fee_unread is None:
+            return None
+        since, last = self._fee_unread
+        if last - since < FEE_UNREAD_HOLD_BLOCKS or last < block - FEE_UNREAD_HOLD_BLOCKS:
+            return None
+        return (f"this chain's L1 data fee could not be read from its GasPriceOracle "
+                f"({l1_fee.GAS_PRICE_ORACLE}) since block {since}: no liquidation is sent "
+                "without it")
 
     def _is_housekeeping(self, entry: J.JournalEntry) -> bool:
         return self.keeper is not None and entry.account.lower() == self.keeper.lower()

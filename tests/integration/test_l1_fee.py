@@ -15,6 +15,7 @@ from keeperd.chain import l1_fee
 from keeperd.devnet import op_stack
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from keeperd.execution.executor import FEE_UNREAD_HOLD_BLOCKS
 from tests.conftest import metric_value
 from tests.integration import test_config_inputs as config_inputs
 from tests.keeper_harness import config_for, fund_keeper, keeper_key_env  # noqa: F401
@@ -95,6 +96,21 @@ async def test_an_oracle_that_does_not_answer_holds_liquidations_on_an_op_stack_
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
                         {"chain": "devnet", "protocol": "aave", "stage": "fee_unread"}
                         ) == len(unread)
+    # One block of it is an endpoint's moment; five are the keeper's trouble, told as a
+    # pause of its sending (alert sending_paused).
+    first = devnet.client.block_number()
+    assert executor.fee_hold(first) is None
+    for _ in range(FEE_UNREAD_HOLD_BLOCKS):
+        await keeper.evaluated_at(devnet.mine(1))
+    head = devnet.client.block_number()
+    why = executor.fee_hold(head)
+    assert why is not None and f"since block {first}" in why and "GasPriceOracle" in why
+    assert await executor.journal.all() == []
+    # The oracle answers again: the next block's liquidations go, and the hold ends.
+    op_stack.install(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
+    await keeper.evaluated_at(devnet.mine(1))
+    assert len(await executor.journal.by_status(J.PENDING, J.INCLUDED)) > 20
+    assert executor.fee_hold(devnet.client.block_number()) is None
 
 
 def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
