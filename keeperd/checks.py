@@ -180,28 +180,34 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     return issues
 
 
-# What check-config asks the oracle about: a liquidation-sized call (a selector and five
-# words), to the chain's Multicall3 (any address does: only the bytes are priced).
-_SAMPLE_CALL = bytes.fromhex("00f5d0a4") + bytes(range(1, 161))
-
-
 async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
                         ) -> tuple[list[ConfigIssue], list[ConfigIssue], str | None]:
-    """Whether the chain prices the fees keeperd expects it to (chain/l1_fee.py): priced as
-    an OP Stack chain, its GasPriceOracle must answer (an error, and nothing checked); a chain
-    keeperd does not know whose oracle answers is a warning (its L1 data fee would go
-    unpriced); what it charges now for a liquidation-sized call is the note. (errors,
-    warnings, note)"""
+    """Whether the chain prices the fees keeperd expects it to (chain/l1_fee.py), as `run`
+    reads them: priced as an OP Stack chain, its GasPriceOracle must say what a
+    liquidation-sized call pays, L1 data fee and operator fee (else an error: run would send
+    nothing there); a chain keeperd does not know whose oracle answers, or a known one set to
+    `none`, is a warning (its fee would go unpriced); what it charges now is the note.
+    (errors, warnings, note)"""
+    path = f"chains[{ci}].l1_data_fee"
     charges = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
     if not charges and chain.l1_data_fee == "none":
-        return [], [], None
-    method, params = l1_fee.l1_fee_request(chain.chain_id, chain.multicall3, _SAMPLE_CALL,
-                                           500_000)
+        known = l1_fee.OP_STACK_CHAINS.get(chain.chain_id)
+        return [], [ConfigIssue(
+            path, f"{chain.name} is {known}, an OP Stack chain: its transactions pay an L1 "
+            "data fee beside their gas, and `none` leaves it out of every liquidation's price",
+            "remove l1_data_fee (auto prices it)")] if known else [], None
+    method, params = l1_fee.l1_fee_request(chain.chain_id, l1_fee.SAMPLE_TO,
+                                           l1_fee.SAMPLE_CALL, l1_fee.SAMPLE_GAS)
+    fee: int | Exception
     try:
-        fee: int | Exception = l1_fee.decode_fee(await pool.request(method, params))
+        data_fee = l1_fee.decode_fee(await pool.request(method, params))
+        operator = (l1_fee.OperatorFee.from_answers(
+            await pool.batch(l1_fee.operator_fee_requests())) if charges
+            else l1_fee.NO_OPERATOR_FEE)
+        fee = data_fee + operator.fee(l1_fee.SAMPLE_GAS)
     except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
         fee = exc
-    path = f"chains[{ci}].l1_data_fee"
+    size = len(l1_fee.SAMPLE_CALL)
     if charges and isinstance(fee, Exception):
         return [ConfigIssue(
             path, f"{chain.name} is priced as an OP Stack chain, and its GasPriceOracle "
@@ -209,17 +215,21 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
             "keeperd would send no liquidation there",
             "check the RPC endpoints; set l1_data_fee: none only if this chain charges no "
             "L1 data fee")], [], None
-    if charges:
-        return [], [], (f"chains[{ci}] {chain.name}: the L1 data fee is priced into each "
-                      f"liquidation from its GasPriceOracle ({fee:,} wei now for a "
-                      f"{len(_SAMPLE_CALL)}-byte call)")
+    if charges and isinstance(fee, int):
+        return [], [], (f"chains[{ci}] {chain.name}: the L1 data and operator fees are priced "
+                        f"into each liquidation from its GasPriceOracle ({_gwei(fee)} now "
+                        f"for a {size}-byte call)")
     if isinstance(fee, int) and fee > 0:
         return [], [ConfigIssue(
             path, f"{chain.name} (chain id {chain.chain_id}) answers as an OP Stack chain "
-            f"(its GasPriceOracle prices a {len(_SAMPLE_CALL)}-byte call at {fee:,} wei) but "
-            "keeperd does not know it as one: its L1 data fee would not be priced",
+            f"(its GasPriceOracle prices a {size}-byte call at {_gwei(fee)}) but keeperd does "
+            "not know it as one: its L1 data fee would not be priced",
             "set l1_data_fee: op-stack (or none if the chain charges no L1 data fee)")], None
     return [], [], None
+
+
+def _gwei(wei: int) -> str:
+    return f"{wei / 1e9:,.6g} gwei"
 
 
 async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,

@@ -496,9 +496,9 @@ class KeeperConfig(_Model):
         "that cannot answer (behind, down) does not hold a send.")
     max_gas_usd_per_hour: float | None = Field(
         default=None, gt=0, description="The most the keeper may spend on gas (receipts' gas "
-        "x price, reverted ones included) in any hour; past it, sending pauses (alert "
-        "sending_paused) until the hour's spend falls back. Unset: no cap beyond each "
-        "liquidation's own profit.")
+        "x price, with an OP Stack chain's L1 data fee, reverted ones included) in any "
+        "hour; past it, sending pauses (alert sending_paused) until the hour's spend falls "
+        "back. Unset: no cap beyond each liquidation's own profit.")
     allowed_delegates: list[Address] = Field(
         default_factory=list, description="Contracts the keeper's address may be delegated "
         "to (EIP-7702) while keeperd sends from it. Delegated to any other, the key signs "

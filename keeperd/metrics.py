@@ -283,7 +283,8 @@ class Metrics:
             "simulated_ok, simulation_failed, dry_run, sent, included, reverted, lost_race, "
             "cancelled, dropped, skipped_journaled, skipped_in_flight (a transaction for the "
             "same account, tracked again after a restart or a reorg, in flight under its "
-            "earlier position).",
+            "earlier position), fee_unread (an OP Stack chain's L1 data fee unknown: not "
+            "sent), fee_second_opinion_unavailable (that fee read from one endpoint of two).",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",

@@ -15,11 +15,14 @@ GasPriceOracle predeploy, `getL1Fee(unsigned transaction)`, for each liquidation
 that simulates it (no round trip of its own), and `getOperatorFee(gas)` twice a wave (the fee
 is linear in the gas: its constant and its slope). The decision prices the fee with
 `FEE_HEADROOM` over what the oracle says: the L1 parameters follow Ethereum's blocks, whose
-base fee may rise 12.5 % a block between the simulation and the inclusion.
+base fee may rise 12.5 % a block between the simulation and the inclusion. The fee is read
+once, at the simulation: a replacement or a rebroadcast after a reorg is not priced again
+(their fee budget already leaves the first figure, with its headroom, paid).
 
 Every answer may lie: with a second endpoint the same reads go to it beside the simulation's
 second opinion, and the higher fee is kept (a low one would let a loss through; a high one
-only holds a liquidation back).
+only holds a liquidation back); when only one of the two answers, its figure is used and the
+missing opinion counted.
 """
 
 from __future__ import annotations
@@ -42,13 +45,23 @@ OP_STACK_CHAINS: Mapping[int, str] = {
     10: "OP Mainnet", 8453: "Base", 130: "Unichain", 480: "World Chain", 57073: "Ink",
     1868: "Soneium", 34443: "Mode", 7777777: "Zora", 252: "Fraxtal", 81457: "Blast",
     11155420: "OP Sepolia", 84532: "Base Sepolia"}
-FEE_HEADROOM = 1.25  # two L1 blocks of the largest base-fee rise (1.125 x 1.125 ~ 1.27)
+# The headroom over the oracle's figure, as a fraction (exact on wei): more than one L1 block's
+# largest base-fee rise (12.5 %) between the simulation and the inclusion.
+FEE_HEADROOM = (5, 4)
+# A liquidation-sized call (a selector and ten words: the flash paths' calls are this long),
+# priced where no liquidation has been yet: check-config's figure, the start's estimate.
+SAMPLE_TO = "0x" + "5a" * 20
+SAMPLE_CALL = bytes.fromhex("00f5d0a4") + bytes(range(1, 256)) + bytes(range(65))
+SAMPLE_GAS = 600_000
 OPERATOR_FEE_PROBE_GAS = 1_000_000  # the slope's measure: getOperatorFee(0) and of this much
 # The unsigned transaction the oracle is asked about has the size of the one keeperd signs:
 # its nonce, fees and gas limit are placeholders of the largest likely length (the fee is
 # priced on bytes; a few more than sent err on the side of paying).
-_PLACEHOLDER_NONCE = 2**24 - 1
-_PLACEHOLDER_FEE = 2**56 - 1
+# (Distinct, irregular values: Fjord prices the FastLZ-compressed size, and repeated
+# placeholder bytes would compress to less than a real transaction's.)
+_PLACEHOLDER_NONCE = 0xA5C3F1
+_PLACEHOLDER_TIP = 0x7FA3C15E9B2D41
+_PLACEHOLDER_MAX_FEE = 0x6E1B9D3F58A7C2
 
 
 def charges_l1_fee(chain_id: int, setting: str) -> bool:
@@ -62,7 +75,7 @@ def charges_l1_fee(chain_id: int, setting: str) -> bool:
 def unsigned_tx(chain_id: int, to: str, data: bytes, gas_limit: int) -> bytes:
     """An EIP-1559 transaction as keeperd would sign it to `to` with `data`, unsigned, fully
     RLP-encoded (what `getL1Fee` prices: it adds the signature's 68 bytes itself)."""
-    fields: list[Any] = [chain_id, _PLACEHOLDER_NONCE, _PLACEHOLDER_FEE, _PLACEHOLDER_FEE,
+    fields: list[Any] = [chain_id, _PLACEHOLDER_NONCE, _PLACEHOLDER_TIP, _PLACEHOLDER_MAX_FEE,
                          gas_limit, bytes.fromhex(to.removeprefix("0x")), 0, data, []]
     return b"\x02" + rlp.encode(fields)
 
@@ -115,6 +128,11 @@ class OperatorFee:
         at_zero, at_probe = (decode_fee(a) for a in answers)
         return cls(at_zero, max(0, at_probe - at_zero))
 
+    @staticmethod
+    def highest(fees: list[OperatorFee]) -> OperatorFee:
+        """Of several endpoints' readings, the one charging most at any gas."""
+        return OperatorFee(max(f.constant_wei for f in fees), max(f.per_probe_wei for f in fees))
+
     def fee(self, gas: int) -> int:
         return self.constant_wei - (-self.per_probe_wei * gas // OPERATOR_FEE_PROBE_GAS)
 
@@ -122,9 +140,19 @@ class OperatorFee:
 NO_OPERATOR_FEE = OperatorFee()
 
 
+def with_headroom(fee_wei: int) -> int:
+    """The fee as the decision prices it: FEE_HEADROOM over the oracle's, rounded up."""
+    num, den = FEE_HEADROOM
+    return -(-fee_wei * num // den)
+
+
 def _is_revert(answer: object) -> bool:
-    return isinstance(answer, RpcError) and ("revert" in str(answer).lower()
-                                             or answer.code == 3)
+    """A call the code refused (a function the oracle lacks): clients word it differently
+    (geth "execution reverted", others "VM execution error")."""
+    if not isinstance(answer, RpcError):
+        return False
+    text = str(answer).lower()
+    return answer.code == 3 or "revert" in text or "execution error" in text
 
 
 def receipt_fee_wei(receipt: Mapping[str, Any] | None) -> int:

@@ -19,7 +19,6 @@ protocol — a funnel of stages, each counted in `keeperd_liquidations_total{sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -142,8 +141,7 @@ class Simulated:
     def fee_beside_gas(self, gas_limit: int) -> int:
         """What the decision prices beside the gas (wei): the chain's fees, FEE_HEADROOM
         over what its oracle said at the simulation."""
-        fee = self.l1_fee_wei + self.operator_fee.fee(gas_limit)
-        return math.ceil(fee * l1_fee.FEE_HEADROOM)
+        return l1_fee.with_headroom(self.l1_fee_wei + self.operator_fee.fee(gas_limit))
 
 
 class VerificationRefused(Exception):
@@ -206,8 +204,9 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
     that, and so does what the chain charges beside the gas (`fee_beside_gas_wei`: an OP
     Stack chain's L1 data fee); below `min_profit_usd`, with no price for gas, or unpriced
     (NaN), nothing is sent. The fee budget is what keeps it `min_profit_usd` in profit
-    whatever the fee market does, worst case included: the tx manager holds fee cap x the
-    whole limit under it (the fee beside the gas is taken off it first)."""
+    whatever the gas fee market does, worst case included: the tx manager holds fee cap x
+    the whole limit under it (the fee beside the gas, as priced at the simulation with its
+    headroom, is taken off it first: an L1 fee rising past that headroom is not bounded)."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
     prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
@@ -240,6 +239,11 @@ class Executor:
         # The blocks since which, and at which last, a liquidation was held because that fee
         # could not be read (`fee_hold`); cleared by a fee read.
         self._fee_unread: tuple[int, int] | None = None
+        # What a liquidation is expected to pay beside its gas, for the seller contracts'
+        # on-chain profit bar (`GasQuote.fee_beside_gas_wei`, encoded before the simulation
+        # prices it): the most a liquidation of the last priced wave paid, or at start a
+        # liquidation-sized call's.
+        self._fee_estimate_wei = 0
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -326,6 +330,8 @@ class Executor:
                             if self.tx.pending else []):
                 await self._settle(outcome)
         await self._flush_events()
+        if self.op_stack_chain_id is not None:
+            await self._estimate_fee_at_start()
         try:
             await self.liquidator.prepare(head)
         except SendRefused as exc:  # (the key held: its address delegated; a fee over budget)
@@ -508,7 +514,8 @@ class Executor:
         own, flash = await self._fund(keyed, result)
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
-        gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd)
+        gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd,
+                       self._fee_estimate_wei)
         calls = await self._encode(chosen, result.book, gas)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
@@ -728,6 +735,9 @@ class Executor:
             if opinions is not None:
                 opinions, second_fees = opinions[:len(wave)], opinions[len(wave):]
         answers, fee_answers = answers[:len(wave)], answers[len(wave):]
+        if fees and second is not None and second_fees is None:
+            self.metrics.liquidation_funnel.labels(
+                *self.labels, "fee_second_opinion_unavailable").inc(len(wave))
         out: list[object] = [
             a if isinstance(a, Exception)
             else self._verdict(c, a) if c.verification is not None else Simulated(None)
@@ -751,7 +761,14 @@ class Executor:
                         out[i] = SecondOpinionRefused(f"endpoint {second.name} "
                                                       f"({second.safe_url}): {reverted}")
         if fees:
-            self._price_fees(out, fee_answers, second_fees)
+            lone = self._price_fees(out, fee_answers, second_fees)
+            if lone and second_fees is not None:
+                self.metrics.liquidation_funnel.labels(
+                    *self.labels, "fee_second_opinion_unavailable").inc(lone)
+            priced = [s.fee_beside_gas(c.opportunity.gas_limit)
+                      for s, (c, _) in zip(out, wave, strict=True) if isinstance(s, Simulated)]
+            if priced:
+                self._fee_estimate_wei = max(priced)
         return out
 
     def _fee_requests(self, wave: list[tuple[Call, OpportunityKey]], at: str
@@ -765,42 +782,68 @@ class Executor:
                 *l1_fee.operator_fee_requests(at)]
 
     @staticmethod
-    def _price_fees(out: list[object], answers: list[Any], second: list[Any] | None) -> None:
+    def _price_fees(out: list[object], answers: list[Any], second: list[Any] | None) -> int:
         """Each simulated call priced with the chain's fees beside its gas (`answers`, as
         `_fee_requests` asked them); with a second endpoint's answers, the higher fee of the
-        two (a low one lets a loss through). A call whose fee is unknown is not sent
-        (`FeeUnread`); the second endpoint's failure leaves the first's figure."""
+        two (a low one lets a loss through); when one endpoint's read fails, the other's
+        figure. A call whose fee neither gives is not sent (`FeeUnread`). Returns how many
+        figures rested on one endpoint though two were asked (counted by the caller)."""
         n = len(out)
+        lone = 0
 
-        def operator_fee(fee_answers: list[Any]) -> l1_fee.OperatorFee:
-            return l1_fee.OperatorFee.from_answers(fee_answers[n:])
+        def higher(read: Callable[[list[Any]], Any],
+                   combine: Callable[[list[Any]], Any] = max) -> Any:
+            """The higher of the endpoints' readings; FeeUnread when none reads."""
+            nonlocal lone
+            readings: list[Any] = []
+            error: l1_fee.FeeUnread | None = None
+            for fee_answers in (answers, *([second] if second is not None else [])):
+                try:
+                    readings.append(read(fee_answers))
+                except l1_fee.FeeUnread as exc:
+                    error = error or exc
+            if not readings:
+                assert error is not None
+                raise error
+            if second is not None and len(readings) == 1:
+                lone += 1
+            return combine(readings)
 
         try:
-            operator: l1_fee.OperatorFee | l1_fee.FeeUnread = operator_fee(answers)
+            operator: l1_fee.OperatorFee | l1_fee.FeeUnread = higher(
+                lambda a: l1_fee.OperatorFee.from_answers(a[n:]), l1_fee.OperatorFee.highest)
         except l1_fee.FeeUnread as exc:
             operator = exc
-        if second is not None and isinstance(operator, l1_fee.OperatorFee):
-            try:
-                other = operator_fee(second)
-                operator = l1_fee.OperatorFee(max(operator.constant_wei, other.constant_wei),
-                                              max(operator.per_probe_wei, other.per_probe_wei))
-            except l1_fee.FeeUnread:
-                pass
         for i, sim in enumerate(out):
             if not isinstance(sim, Simulated):
                 continue
             if isinstance(operator, l1_fee.FeeUnread):
                 out[i] = operator
                 continue
+            def read_fee(fee_answers: list[Any], i: int = i) -> int:
+                return l1_fee.decode_fee(fee_answers[i])
+
             try:
-                fee = l1_fee.decode_fee(answers[i])
+                fee = higher(read_fee)
             except l1_fee.FeeUnread as exc:
                 out[i] = exc
                 continue
-            if second is not None:
-                with contextlib.suppress(l1_fee.FeeUnread):
-                    fee = max(fee, l1_fee.decode_fee(second[i]))
             out[i] = replace(sim, l1_fee_wei=fee, operator_fee=operator)
+        return lone
+
+    async def _estimate_fee_at_start(self) -> None:
+        """The seller contracts' first on-chain profit bar (`_fee_estimate_wei`), before any
+        liquidation has been priced: what a liquidation-sized call pays now (with headroom)."""
+        method, params = l1_fee.l1_fee_request(self.op_stack_chain_id or 0, l1_fee.SAMPLE_TO,
+                                               l1_fee.SAMPLE_CALL, l1_fee.SAMPLE_GAS)
+        try:
+            fee = l1_fee.decode_fee(await self.pool.request(method, params))
+        except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
+            log.warning("liquidation.fee_estimate_unread", protocol=self.adapter.name,
+                        error=str(exc)[:200], meaning="the seller contracts' first profit bar "
+                        "leaves the L1 data fee out until a liquidation is priced")
+            return
+        self._fee_estimate_wei = l1_fee.with_headroom(fee)
 
     def _second_endpoint(self) -> Endpoint | None:
         """The endpoint a second opinion comes from: the next one after the one the first
@@ -917,8 +960,9 @@ class Executor:
                 since = self._fee_unread[0] if self._fee_unread else result.block
                 self._fee_unread = (since, result.block)
                 log.warning("liquidation.fee_unread", opportunity=key, reason=str(sim),
-                            meaning="this chain charges an L1 data fee beside the gas and its "
-                            "GasPriceOracle did not say how much: not sent")
+                            meaning="this chain charges fees beside the gas (the L1 data fee, "
+                            "the operator fee) and its GasPriceOracle did not say how much: "
+                            "not sent")
                 continue
             if isinstance(sim, RpcError | RpcUnavailable):
                 stage(*self.labels, "simulation_failed").inc()

@@ -15,6 +15,7 @@ from keeperd.chain.rpc import RpcError
 from keeperd.config import parse_config
 from keeperd.execution.executor import Executor, Simulated, decide
 from keeperd.execution.txmanager import Outcome
+from keeperd.protocols.sdk.contract import GasQuote
 from tests.unit.test_decision import GWEI, plan
 
 
@@ -91,10 +92,23 @@ def test_the_fee_beside_the_gas_comes_off_the_profit_and_the_budget() -> None:
 
 
 def test_a_simulation_is_priced_with_headroom_over_the_oracles_figure() -> None:
+    # A quarter over the oracle's figure (more than one L1 block's largest base-fee rise),
+    # exact on wei and rounded up.
     sim = Simulated(None, l1_fee_wei=10**12,
                     operator_fee=l1_fee.OperatorFee(10**9, 2_000))
-    assert sim.fee_beside_gas(500_000) == int((10**12 + 10**9 + 1_000) * l1_fee.FEE_HEADROOM)
+    assert sim.fee_beside_gas(500_000) == (10**12 + 10**9 + 1_000) * 5 // 4
+    assert l1_fee.with_headroom(3) == 4 and l1_fee.with_headroom(2**80 + 1) == (
+        5 * 2**78 + 2)
     assert Simulated(None).fee_beside_gas(500_000) == 0
+
+
+def test_the_seller_contracts_profit_bar_counts_the_fee_beside_the_gas() -> None:
+    """The bar a flash liquidation's contract enforces on chain is the executor's decision's:
+    with the L1 data fee left out, a sale that lost that fee passed it."""
+    plain = GasQuote(20 * GWEI, 2_000, 5)
+    with_fee = GasQuote(20 * GWEI, 2_000, 5, fee_beside_gas_wei=10**16)  # $20
+    assert with_fee.least_profit(300_000, 1.0, 6) - plain.least_profit(300_000, 1.0, 6) == (
+        pytest.approx(20 * 10**6, abs=1))
 
 
 def test_the_higher_of_two_endpoints_fees_is_kept_and_an_unread_one_holds() -> None:
@@ -108,13 +122,24 @@ def test_the_higher_of_two_endpoints_fees_is_kept_and_an_unread_one_holds() -> N
                        [word(300), word(700), *operator])
     assert isinstance(first, Simulated) and first.l1_fee_wei == 300
     assert isinstance(second, Simulated) and second.l1_fee_wei == 900
-    # The second endpoint down or lying with junk: the first's figures stand.
-    [alone] = priced([word(100), *operator], [RpcError("eth_call", -32000, "down"), "0x1",
-                                              "0x2"], n=1)
-    assert isinstance(alone, Simulated) and alone.l1_fee_wei == 100
-    # The first endpoint's figure unknown: not sent, whatever the second says.
-    [held] = priced([REVERT, *operator], [word(100), *operator], n=1)
+    # The operator fee: each endpoint's line, the higher constant and the higher slope.
+    [both] = priced([word(100), word(10**9), word(10**9 + 2_000)],
+                    [word(100), word(5 * 10**8), word(5 * 10**8 + 9_000)], n=1)
+    assert isinstance(both, Simulated)
+    assert both.operator_fee == l1_fee.OperatorFee(10**9, 9_000)
+    # The second endpoint down or lying with junk: the first's figures stand (and the
+    # other way round); told as one endpoint's.
+    out: list[object] = [Simulated(None)]
+    lone = Executor._price_fees(out, [word(100), *operator],
+                                [RpcError("eth_call", -32000, "down"), "0x1", "0x2"])
+    assert isinstance(out[0], Simulated) and out[0].l1_fee_wei == 100 and lone == 2
+    [other] = priced([REVERT, *operator], [word(100), *operator], n=1)
+    assert isinstance(other, Simulated) and other.l1_fee_wei == 100
+    # Neither endpoint's figure: not sent.
+    [held] = priced([REVERT, *operator], [REVERT, *operator], n=1)
     assert isinstance(held, l1_fee.FeeUnread)
+    [alone_unread] = priced(["0x", *operator], None, n=1)
+    assert isinstance(alone_unread, l1_fee.FeeUnread)
     # The operator fee unknown: nothing of the wave is priced.
     wave = priced([word(1), word(2), RpcError("eth_call", -32000, "x"), REVERT], None)
     assert all(isinstance(o, l1_fee.FeeUnread) for o in wave)
@@ -149,3 +174,70 @@ async def test_what_a_receipt_paid_is_its_gas_its_l1_fee_and_its_operator_fee() 
     # An Ethereum receipt: the gas alone.
     plain = Outcome("k", "included", "0x1", 300_000, 20 * GWEI, {"gasUsed": hex(300_000)})
     assert await ex._paid_wei(plain) == 300_000 * 20 * GWEI
+
+
+async def test_a_wave_is_simulated_with_its_fees_asked_of_both_endpoints() -> None:
+    """`_simulate` puts each call's fee reads in the batches that simulate it, on the first
+    endpoint and on the second (at the planned block): each call is priced with the higher
+    figure, the wave's next profit bar with the most a call paid; with the second endpoint
+    silent, the first's figures, counted as one endpoint's."""
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.sdk.contract import Call
+
+    sent: dict[str, list[Any]] = {}
+    second_answers: list[Any] | None = None
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        sent["first"] = requests
+        return ["0x", "0x", word(1_000), word(50), REVERT, REVERT]
+
+    async def batch_on(ep: Any, requests: list[Any]) -> list[Any] | None:
+        sent["second"] = requests
+        return second_answers
+
+    ex: Any = Executor.__new__(Executor)
+    ex.config = SimpleNamespace(mode="liquidate", second_opinion=True)
+    ex.keeper = "0x" + "cd" * 20
+    ex.op_stack_chain_id = 8453
+    ex.metrics = Metrics()
+    ex.labels = ("base", "aave")
+    ex._fee_estimate_wei = 0
+    ex.pool = SimpleNamespace(batch=batch, ranked=lambda: ["ep0", "ep1"])
+    ex._second_opinion = batch_on
+    wave = [(Call(plan(10_000, 10_500), "0x" + "12" * 20, bytes(100 + i)), f"k{i}")
+            for i in range(2)]
+
+    second_answers = ["0x", "0x", word(400), word(900), REVERT, REVERT]
+    out = await ex._simulate(wave, 77)
+    assert [o.l1_fee_wei for o in out] == [1_000, 900]
+    assert ex._fee_estimate_wei == 1_000 * 5 // 4
+    # Two simulations, two L1 fee reads (each of its call's bytes), two operator fee reads.
+    for name, at in (("first", "latest"), ("second", hex(77))):
+        methods = [r[0] for r in sent[name]]
+        assert methods == ["eth_call"] * 6, methods
+        fee_reads = [r[1] for r in sent[name][2:4]]
+        assert all(call["to"] == l1_fee.GAS_PRICE_ORACLE and block == at
+                   for call, block in fee_reads)
+        assert [len(call["data"]) for call, _ in fee_reads] == sorted(
+            len(call["data"]) for call, _ in fee_reads)  # (call 1 is a byte longer)
+
+    second_answers = None  # (the second endpoint gave nothing)
+    out = await ex._simulate(wave, 78)
+    assert [o.l1_fee_wei for o in out] == [1_000, 50]
+    labels = {"chain": "base", "protocol": "aave", "stage": "fee_second_opinion_unavailable"}
+    assert ex.metrics.registry.get_sample_value("keeperd_liquidations_total", labels) == 2
+
+
+async def test_check_config_warns_of_a_known_op_stack_chain_set_to_none() -> None:
+    from keeperd.checks import l1_fee_issues
+
+    chain = {"name": "base", "chain_id": 8453, "rpc_urls": ["http://127.0.0.1:1"],
+             "l1_data_fee": "none"}
+    config = parse_config({"state_dir": "/tmp/x", "chains": [chain], "protocols": []})
+    errors, warnings, note = await l1_fee_issues(config.chains[0], 0, None)  # type: ignore[arg-type]
+    assert errors == [] and note is None
+    [warning] = warnings
+    assert warning.path == "chains[0].l1_data_fee" and "Base, an OP Stack chain" in (
+        warning.message)
+    other = config.chains[0].model_copy(update={"chain_id": 1})
+    assert await l1_fee_issues(other, 0, None) == ([], [], None)  # type: ignore[arg-type]

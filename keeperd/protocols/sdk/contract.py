@@ -103,6 +103,9 @@ class GasQuote:
     fee_per_gas: int  # wei
     native_usd: float
     min_profit_usd: float
+    # What a liquidation is expected to pay beside its gas (an OP Stack chain's L1 data and
+    # operator fees, with headroom: the executor's last priced figure), in wei.
+    fee_beside_gas_wei: int = 0
 
     def gas_usd(self, gas_limit: int) -> float:
         """What a liquidation sent with `gas_limit` is expected to pay for its gas at this
@@ -111,9 +114,12 @@ class GasQuote:
 
     def least_profit(self, gas_limit: int, token_usd: float, decimals: int) -> int:
         """What a seller contract must keep of the token it repays in (units), or revert:
-        enough to pay for the gas at this fee and still clear `min_profit_usd` — the bar the
-        executor's decision sets, or one that passed it would revert in simulation."""
-        return int((self.min_profit_usd + self.gas_usd(gas_limit)) / token_usd * 10**decimals)
+        enough to pay for the gas at this fee, and what the chain charges beside it, and still
+        clear `min_profit_usd` — the bar the executor's decision sets, or one that passed it
+        would revert in simulation."""
+        beside_usd = self.fee_beside_gas_wei / 1e18 * self.native_usd
+        return int((self.min_profit_usd + self.gas_usd(gas_limit) + beside_usd) / token_usd
+                   * 10**decimals)
 
 
 @dataclass(frozen=True)
