@@ -14,7 +14,7 @@
     keeperd storage migrate|copy|leases  the state database; a single machine's journal to
                                          PostgreSQL; who holds the replicas' lease
     keeperd config-schema                the config's JSON Schema (for editors)
-    keeperd devnet up|down|set-price|mine|fund  the local chain for demos and tests
+    keeperd devnet up|down|set-price|l1-fee|mine|fund  the local chain for demos and tests
 """
 
 from __future__ import annotations
@@ -769,6 +769,25 @@ def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devnet_l1_fee(args: argparse.Namespace) -> int:
+    from keeperd.chain import l1_fee
+    from keeperd.devnet import op_stack
+
+    gwei = 10**9
+    with _devnet_control(_read_manifest()) as control:
+        op_stack.install(control.client, l1_base_fee=int(args.l1_base_fee_gwei * gwei),
+                         blob_base_fee=int(args.blob_base_fee_gwei * gwei))
+        method, params = l1_fee.l1_fee_request(31337, l1_fee.SAMPLE_TO, l1_fee.SAMPLE_CALL,
+                                               l1_fee.SAMPLE_GAS)
+        fee = l1_fee.decode_fee(control.client.call(method, *params))
+    print(f"GasPriceOracle at {l1_fee.GAS_PRICE_ORACLE}: a {len(l1_fee.SAMPLE_CALL)}-byte "
+          f"call pays {fee / gwei:,.6g} gwei of L1 data fee now (L1 base fee "
+          f"{args.l1_base_fee_gwei:g} gwei, blobs {args.blob_base_fee_gwei:g} gwei)")
+    print("keeperd prices it where chains[].l1_data_fee is op-stack: config/devnet.yaml takes "
+          "KEEPERD_L1_DATA_FEE=op-stack")
+    return EXIT_OK
+
+
 def _cmd_devnet_mine(args: argparse.Namespace) -> int:
     with _devnet_control(_read_manifest()) as control:
         print(control.mine(args.blocks))
@@ -986,6 +1005,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
     p.add_argument("usd", type=_positive(float), help="the new price in USD (> 0)")
     p.set_defaults(func=_cmd_devnet_set_price)
+    p = _command(dsub, "l1-fee", "price transactions as an OP Stack chain (Base) does",
+                 "Places the published L1Block and GasPriceOracle predeploys on the devnet "
+                 "(as on Base and OP Mainnet) with these L1 fees, OP Mainnet's scalars, and "
+                 "says what a liquidation-sized call pays; run again to move the fees. The "
+                 "devnet itself charges no L1 fee: keeperd prices it into each liquidation "
+                 "where chains[].l1_data_fee is op-stack.")
+    p.add_argument("l1_base_fee_gwei", metavar="L1_BASE_FEE_GWEI", type=_positive(float),
+                   help="Ethereum's base fee the L1 data fee follows, in gwei (e.g. 20)")
+    p.add_argument("--blob-base-fee-gwei", type=_positive(float, zero=True), default=1.0,
+                   help="Ethereum's blob base fee, in gwei (default 1)")
+    p.set_defaults(func=_cmd_devnet_l1_fee)
     p = _command(dsub, "mine", "mine blocks", "Prints the head's number afterwards.")
     p.add_argument("blocks", type=_positive(int, zero=True), nargs="?", default=1,
                    help="how many (default 1)")

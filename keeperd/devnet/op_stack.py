@@ -28,6 +28,8 @@ DEPOSITOR = "0xDeaDDEaDDeAdDeAdDEAdDEaddeAddEAdDEAd0001"  # the OP Stack's syste
 SET_L1_BLOCK_VALUES_ECOTONE = "440a5e20"  # setL1BlockValuesEcotone(), its arguments packed
 SET_ECOTONE = "22b90ab3"
 SET_FJORD = "8e98b106"
+IS_ECOTONE = "4ef6e224"
+IS_FJORD = "960e3a23"
 # OP Mainnet's fee scalars since Ecotone (the superchain-ops playbook "Mainnet - Ecotone Blobs
 # Gas Configuration": L1BaseFeeScalar 1368, BlobBaseFeeScalar 810949).
 OP_MAINNET_BASE_FEE_SCALAR = 1368
@@ -53,17 +55,24 @@ def install(client: DevnetClient, *, l1_base_fee: int, blob_base_fee: int,
             blob_base_fee_scalar: int = OP_MAINNET_BLOB_BASE_FEE_SCALAR) -> None:
     """The L1Block and GasPriceOracle predeploys with their parameters, and the oracle at
     Fjord (the fee formula of OP Mainnet and Base since July 2024). Mines the depositor's
-    transactions (the node must mine them: automine on)."""
-    client.call("anvil_setCode", L1_BLOCK, _deployed_code("L1Block"))
-    client.call("anvil_setCode", GAS_PRICE_ORACLE, _deployed_code("GasPriceOracle"))
+    transactions (the node must mine them: automine on). Again on a devnet that has them:
+    the code stays, the fees move."""
+    for address, name in ((L1_BLOCK, "L1Block"), (GAS_PRICE_ORACLE, "GasPriceOracle")):
+        code = _deployed_code(name)
+        if client.call("eth_getCode", address, "latest").lower() != code.lower():
+            client.call("anvil_setCode", address, code)
     client.call("anvil_impersonateAccount", DEPOSITOR)
     client.call("anvil_setBalance", DEPOSITOR, hex(10**18))
     try:
         set_l1_fees(client, l1_base_fee=l1_base_fee, blob_base_fee=blob_base_fee,
                     base_fee_scalar=base_fee_scalar, blob_base_fee_scalar=blob_base_fee_scalar,
                     impersonated=True)
-        _as_depositor(client, GAS_PRICE_ORACLE, "0x" + SET_ECOTONE)
-        _as_depositor(client, GAS_PRICE_ORACLE, "0x" + SET_FJORD)
+        # (once each: the oracle refuses a second activation, and a run again only moves
+        # the fees)
+        for flag, activate in ((IS_ECOTONE, SET_ECOTONE), (IS_FJORD, SET_FJORD)):
+            if not int.from_bytes(client.eth_call(GAS_PRICE_ORACLE, bytes.fromhex(flag)),
+                                  "big"):
+                _as_depositor(client, GAS_PRICE_ORACLE, "0x" + activate)
     finally:
         client.call("anvil_stopImpersonatingAccount", DEPOSITOR)
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import rlp
 import structlog
 from eth_abi import decode, encode
 
+from keeperd import cli
 from keeperd.chain import l1_fee
+from keeperd.config import load_config
 from keeperd.devnet import op_stack
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution.executor import FEE_UNREAD_HOLD_BLOCKS
 from tests.conftest import metric_value
 from tests.integration import test_config_inputs as config_inputs
+from tests.integration.test_cli_inputs import devnet_dir  # noqa: F401 - a fixture
 from tests.keeper_harness import config_for, fund_keeper, keeper_key_env  # noqa: F401
 
 GWEI = 10**9
@@ -132,3 +136,26 @@ def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
     assert warned.returncode == 0, warned.stderr
     [warning] = [line for line in warned.stderr.splitlines() if ": warning: " in line]
     assert "chains[0].l1_data_fee" in warning and "answers as an OP Stack chain" in warning
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_the_devnet_prices_like_base_by_hand(
+        devnet: Devnet, devnet_dir: Path,  # noqa: F811 - the fixture imported above
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`keeperd devnet l1-fee` puts the fee oracle on a running devnet and says what a
+    liquidation-sized call pays; config/devnet.yaml prices it with KEEPERD_L1_DATA_FEE."""
+    devnet.write_manifest(devnet_dir / "manifest.json")
+    assert cli.main(["devnet", "l1-fee", "20"]) == 0
+    first = capsys.readouterr().out
+    assert cli.main(["devnet", "l1-fee", "2000", "--blob-base-fee-gwei", "5"]) == 0
+    second = capsys.readouterr().out
+
+    def paid(out: str) -> float:
+        return float(re.search(r"a 324-byte call pays ([\d.,e+]+) gwei", out)[1].replace(",", ""))
+
+    assert 0 < paid(first) < paid(second)
+    assert "KEEPERD_L1_DATA_FEE=op-stack" in second
+    root = Path(__file__).resolve().parents[2]
+    assert load_config(root / "config/devnet.yaml", env={}).chains[0].l1_data_fee == "auto"
+    assert load_config(root / "config/devnet.yaml", env={"KEEPERD_L1_DATA_FEE": "op-stack"}
+                       ).chains[0].l1_data_fee == "op-stack"
