@@ -191,11 +191,7 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
     path = f"chains[{ci}].l1_data_fee"
     charges = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
     if not charges and chain.l1_data_fee == "none":
-        known = l1_fee.OP_STACK_CHAINS.get(chain.chain_id)
-        return [], [ConfigIssue(
-            path, f"{chain.name} is {known}, an OP Stack chain: its transactions pay an L1 "
-            "data fee beside their gas, and `none` leaves it out of every liquidation's price",
-            "remove l1_data_fee (auto prices it)")] if known else [], None
+        return [], [], None  # (a known OP Stack chain set so: warned offline)
     method, params = l1_fee.l1_fee_request(chain.chain_id, l1_fee.SAMPLE_TO,
                                            l1_fee.SAMPLE_CALL, l1_fee.SAMPLE_GAS)
     fee: int | Exception
@@ -213,23 +209,31 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
             path, f"{chain.name} is priced as an OP Stack chain, and its GasPriceOracle "
             f"({l1_fee.GAS_PRICE_ORACLE}) did not say what a transaction pays ({fee}): "
             "keeperd would send no liquidation there",
-            "check the RPC endpoints; set l1_data_fee: none only if this chain charges no "
-            "L1 data fee")], [], None
+            "check the RPC endpoints; if this chain is not an OP Stack chain, set "
+            "l1_data_fee: none (on the devnet, `keeperd devnet l1-fee 20` places the "
+            "oracle)")], [], None
     if charges and isinstance(fee, int):
         return [], [], (f"chains[{ci}] {chain.name}: the L1 data and operator fees are priced "
-                        f"into each liquidation from its GasPriceOracle ({_gwei(fee)} now "
-                        f"for a {size}-byte call)")
+                        "into each liquidation from its GasPriceOracle "
+                        f"({l1_fee.fee_text(fee)} now for a {size}-byte call)")
     if isinstance(fee, int) and fee > 0:
         return [], [ConfigIssue(
             path, f"{chain.name} (chain id {chain.chain_id}) answers as an OP Stack chain "
-            f"(its GasPriceOracle prices a {size}-byte call at {_gwei(fee)}) but keeperd does "
-            "not know it as one: its L1 data fee would not be priced",
+            f"(its GasPriceOracle prices a {size}-byte call at {l1_fee.fee_text(fee)}) but "
+            "keeperd does not know it as one: its L1 data fee would not be priced",
             "set l1_data_fee: op-stack (or none if the chain charges no L1 data fee)")], None
     return [], [], None
 
 
-def _gwei(wei: int) -> str:
-    return f"{wei / 1e9:,.6g} gwei"
+def l1_fee_unpriced_warning(chain: ChainConfig, ci: int) -> ConfigIssue | None:
+    """A chain keeperd knows as OP Stack set to `l1_data_fee: none` (no chain needed)."""
+    known = l1_fee.OP_STACK_CHAINS.get(chain.chain_id)
+    if known is None or chain.l1_data_fee != "none":
+        return None
+    return ConfigIssue(
+        f"chains[{ci}].l1_data_fee", f"{chain.name} is {known}, an OP Stack chain: its "
+        "transactions pay an L1 data fee beside their gas, and `none` leaves it out of every "
+        "liquidation's price", "remove l1_data_fee (auto prices it)")
 
 
 async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,
@@ -446,6 +450,8 @@ def check_config(path: Path, online: bool = True,
     unset = {issue.path for issue in issues}
     issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = operator_route_warnings(config.alerts)
+    warnings += [w for ci, chain in enumerate(config.chains)
+                 if (w := l1_fee_unpriced_warning(chain, ci)) is not None]
     if online and not unset:
         issues += asyncio.run(online_issues(config, warnings, checked))
     for w in warnings:

@@ -781,8 +781,8 @@ def _cmd_devnet_l1_fee(args: argparse.Namespace) -> int:
                                                l1_fee.SAMPLE_GAS)
         fee = l1_fee.decode_fee(control.client.call(method, *params))
     print(f"GasPriceOracle at {l1_fee.GAS_PRICE_ORACLE}: a {len(l1_fee.SAMPLE_CALL)}-byte "
-          f"call pays {fee / gwei:,.6g} gwei of L1 data fee now (L1 base fee "
-          f"{args.l1_base_fee_gwei:g} gwei, blobs {args.blob_base_fee_gwei:g} gwei)")
+          f"call pays {l1_fee.fee_text(fee)} of L1 data fee now (L1 base fee "
+          f"{args.l1_base_fee_gwei:,} gwei, blobs {args.blob_base_fee_gwei:,} gwei)")
     print("keeperd prices it where chains[].l1_data_fee is op-stack: config/devnet.yaml takes "
           "KEEPERD_L1_DATA_FEE=op-stack")
     return EXIT_OK
@@ -1011,7 +1011,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "says what a liquidation-sized call pays; run again to move the fees. The "
                  "devnet itself charges no L1 fee: keeperd prices it into each liquidation "
                  "where chains[].l1_data_fee is op-stack.")
-    p.add_argument("l1_base_fee_gwei", metavar="L1_BASE_FEE_GWEI", type=_positive(float),
+    p.add_argument("l1_base_fee_gwei", metavar="L1_BASE_FEE_GWEI",
+                   type=_positive(float, zero=True),
                    help="Ethereum's base fee the L1 data fee follows, in gwei (e.g. 20)")
     p.add_argument("--blob-base-fee-gwei", type=_positive(float, zero=True), default=1.0,
                    help="Ethereum's blob base fee, in gwei (default 1)")
@@ -1038,7 +1039,9 @@ def _positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str],
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text}: must be a finite number")
+        if value < 0 or (value == 0 and not zero):
             raise argparse.ArgumentTypeError(
                 f"{text}: must be {'0 or more' if zero else 'more than 0'}")
         return value

@@ -296,6 +296,11 @@ class Metrics:
             "keeperd_liquidation_loss_usd_total",
             "Realised loss of included liquidations that lost (gas above what they gained).",
             ["chain", "protocol"], registry=r)
+        self.liquidation_fee_beside_gas = Gauge(
+            "keeperd_liquidation_fee_beside_gas_usd", "On an OP Stack chain: the most a "
+            "liquidation of the last simulated wave was priced to pay beside its gas (the L1 "
+            "data and operator fees the chain's GasPriceOracle gave, with keeperd's headroom), "
+            "in USD.", ["chain", "protocol"], registry=r)
         self.liquidation_gas_cost = Counter(
             "keeperd_liquidation_gas_cost_usd_total",
             "Gas paid for liquidation transactions (included or reverted), in USD; on an OP "

@@ -257,7 +257,7 @@ def render(info: dict[str, Any]) -> str:
         if info.get("last_liquidations"):
             lines.append("  latest         status            protocol     account"
                          "                                     pair          expected profit"
-                         "  realised (net of gas)")
+                         " realised (net of fees)")
         for row in info.get("last_liquidations", []):
             realised = row.get("realised_profit_usd")
             lines.append(f"                 {row['status']:<17} {row['protocol']:<12} "
@@ -269,7 +269,7 @@ def render(info: dict[str, Any]) -> str:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
                   f"({'by hand: ' if b['manual'] else ''}"
                   f"{b['reason'][:80]})" for b in info["breakers"]]
-        lines.append("paused           " + ("; ".join(paused) + " — its liquidations are held "
+        lines.append("assets paused    " + ("; ".join(paused) + " — its liquidations are held "
                                             "(keeperd breaker list)" if paused else "none"))
     firing = info.get("alerts_firing")
     if firing is not None:

@@ -99,10 +99,20 @@ class FeeUnread(Exception):
     """The chain's fee oracle gave no usable answer: what a transaction costs is unknown."""
 
 
+def fee_text(wei: int) -> str:
+    """A fee as an operator reads it: gwei, or ETH from a thousandth of one on."""
+    if wei >= 10**15:
+        return f"{wei / 1e18:,.6f} ETH"
+    return f"{wei / 1e9:,.3f} gwei"
+
+
 def decode_fee(answer: object) -> int:
     """A fee read's answer in wei; FeeUnread for an error or an answer that is not one."""
     if isinstance(answer, RpcError | RpcUnavailable):
         raise FeeUnread(f"the GasPriceOracle's fee could not be read: {answer}"[:300])
+    if str(answer) in ("0x", ""):
+        raise FeeUnread(f"nothing answered at {GAS_PRICE_ORACLE}: no GasPriceOracle there "
+                        "(this chain has no OP Stack predeploys?)")
     try:
         (fee,) = decode(["uint256"], bytes.fromhex(str(answer).removeprefix("0x")))
     except Exception as exc:  # (a lying or broken endpoint: not a uint256)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -244,6 +245,7 @@ class Executor:
         # prices it): the most a liquidation of the last priced wave paid, or at start a
         # liquidation-sized call's.
         self._fee_estimate_wei = 0
+        self._bar_fee_wei = 0  # that estimate, as the block's calls were encoded with it
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
         # The chain's native token in USD, shared by the executors of one chain: a protocol
@@ -297,7 +299,7 @@ class Executor:
         # their profit read 0 and their gas went unpriced.
         self._unbooked: list[Outcome] = []
         self._pause_reason: str | None = None
-        for stage in FUNNEL_STAGES:
+        for stage in (*FUNNEL_STAGES, *(("fee_unread",) if op_stack_chain_id else ())):
             metrics.liquidation_funnel.labels(*self.labels, stage)
         metrics.liquidation_profit.labels(*self.labels)  # (0 until one is included: a series)
         metrics.liquidation_loss.labels(*self.labels)
@@ -516,6 +518,7 @@ class Executor:
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd,
                        self._fee_estimate_wei)
+        self._bar_fee_wei = self._fee_estimate_wei  # (said when a contract's bar refuses)
         calls = await self._encode(chosen, result.book, gas)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
@@ -840,8 +843,10 @@ class Executor:
             fee = l1_fee.decode_fee(await self.pool.request(method, params))
         except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
             log.warning("liquidation.fee_estimate_unread", protocol=self.adapter.name,
-                        error=str(exc)[:200], meaning="the seller contracts' first profit bar "
-                        "leaves the L1 data fee out until a liquidation is priced")
+                        error=str(exc)[:200], meaning="this chain's GasPriceOracle did not "
+                        "answer: a liquidation whose L1 data fee cannot be read when it is "
+                        "simulated is not sent (the seller contracts' profit bar leaves the "
+                        "fee out until one is priced)")
             return
         self._fee_estimate_wei = l1_fee.with_headroom(fee)
 
@@ -936,12 +941,22 @@ class Executor:
         stage = self.metrics.liquidation_funnel.labels
         to_send: list[_ToSend] = []
         judged: list[_Judged] = []
+        # (an OP Stack chain's fees: told once a wave, not once a liquidation a block)
+        unread: list[str] = []
+        over_fee: list[int] = []
+        priced = [s.fee_beside_gas(c.opportunity.gas_limit) for s, (c, _) in
+                  zip(simulations, wave, strict=True) if isinstance(s, Simulated)]
+        if self.op_stack_chain_id is not None and priced:
+            self.metrics.liquidation_fee_beside_gas.labels(*self.labels).set(
+                max(priced) / 1e18 * native_usd)
         for (call, key), sim in zip(wave, simulations, strict=True):
             opp = call.opportunity
             guard = swap_would_not_pay(sim)
             if guard is not None:
                 stage(*self.labels, "unprofitable").inc()  # the swap would not pay
-                log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard)
+                log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
+                         **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
+                            if self._bar_fee_wei else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 stage(*self.labels, "second_opinion_refused").inc()
@@ -959,10 +974,7 @@ class Executor:
                 stage(*self.labels, "fee_unread").inc()
                 since = self._fee_unread[0] if self._fee_unread else result.block
                 self._fee_unread = (since, result.block)
-                log.warning("liquidation.fee_unread", opportunity=key, reason=str(sim),
-                            meaning="this chain charges fees beside the gas (the L1 data fee, "
-                            "the operator fee) and its GasPriceOracle did not say how much: "
-                            "not sent")
+                unread.append(str(sim))
                 continue
             if isinstance(sim, RpcError | RpcUnavailable):
                 stage(*self.labels, "simulation_failed").inc()
@@ -984,6 +996,8 @@ class Executor:
                                     sim if isinstance(sim, Simulated) else None)
             if decision is None:
                 stage(*self.labels, "unprofitable").inc()
+                if isinstance(sim, Simulated) and sim.l1_fee_wei:
+                    over_fee.append(sim.fee_beside_gas(opp.gas_limit))
                 continue
             stage(*self.labels, "profitable").inc()
             detail = f"gas_limit={decision.gas_limit}" + (
@@ -996,6 +1010,18 @@ class Executor:
                 J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
                 planned=opp.planned)
             judged.append(_Judged(call, key, opp, decision, entry, verdict is not None))
+        if unread:
+            log.warning("liquidation.fee_unread", protocol=self.adapter.name,
+                        block=result.block, opportunities=len(unread), reason=unread[0],
+                        meaning="this chain charges fees beside the gas (the L1 data fee, the "
+                        "operator fee) and its GasPriceOracle did not say how much: not sent")
+        if over_fee:
+            log.info("liquidation.unprofitable_with_fee_beside_gas", protocol=self.adapter.name,
+                     block=result.block, opportunities=len(over_fee),
+                     fee_beside_gas=l1_fee.fee_text(max(over_fee)),
+                     fee_beside_gas_usd=round(max(over_fee) / 1e18 * native_usd, 2),
+                     meaning="simulated, but the chain's L1 data fee (with its headroom) takes "
+                     "them below keeper.min_profit_usd: not sent")
         # The wave is journaled in one transaction, a statement for its rows and two for its
         # signed transactions (a round trip each on PostgreSQL), not three per liquidation.
         async with self.journal.transaction():
@@ -1392,8 +1418,8 @@ class Executor:
             else:
                 profit = self._book_profit(outcome, gas_usd)
                 await self.journal.set_status(
-                    key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}",
-                    realised_profit_usd=profit)
+                    key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
+                    f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
             stage(*self.labels, "included").inc()
             rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
@@ -1579,8 +1605,8 @@ class Executor:
                 profit = self._book_profit(outcome, gas_usd)
                 await self.journal.set_status(
                     key, J.INCLUDED,
-                    detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}",
-                    realised_profit_usd=profit)
+                    detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
+                    f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
             self._unbooked.remove(outcome)
             booked += 1
         log.info("liquidation.settled_at_start_booked", protocol=self.adapter.name,
@@ -1630,6 +1656,19 @@ def _as_text(planned: Any) -> dict[str, str] | None:
 
 def _balance_of(token: str, owner: str) -> ContractCall:
     return ContractCall(token, "balanceOf(address)", ["address"], [owner])
+
+
+def _fee_detail(entry: J.JournalEntry | None, outcome: Outcome) -> str:
+    """What an included row keeps of an OP Stack chain's fee beside the gas: as priced (the
+    planned row's figure) and as paid (the receipt's `l1Fee`); nothing elsewhere."""
+    parts = []
+    priced = re.search(r"fee_beside_gas_wei=\d+", entry.detail or "") if entry else None
+    if priced:
+        parts.append(priced[0])
+    paid = l1_fee.receipt_fee_wei(outcome.receipt)
+    if paid:
+        parts.append(f"l1_fee_paid_wei={paid}")
+    return "".join(f" {part}" for part in parts)
 
 
 def _receipt_block(outcome: Outcome) -> int | None:

@@ -64,6 +64,13 @@ async def test_an_l1_data_fee_over_the_prize_holds_liquidations_and_a_small_one_
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
                         {**labels, "stage": "sent"}) == 0
     assert not [e for e in logs if e["event"] == "liquidation.fee_unread"]
+    # What held them is said, with the fee (once a wave), and shown as a gauge.
+    told = [e for e in logs if e["event"] == "liquidation.unprofitable_with_fee_beside_gas"]
+    assert sum(e["opportunities"] for e in told) > 20
+    assert all(e["fee_beside_gas"].endswith(" ETH") and e["fee_beside_gas_usd"] > 10_000
+               for e in told), told[0]
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidation_fee_beside_gas_usd",
+                        labels) > 10_000
 
     # Back to an ordinary day on OP Mainnet: 20 gwei on L1, blobs at 1 gwei.
     op_stack.set_l1_fees(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
@@ -93,11 +100,13 @@ async def test_an_oracle_that_does_not_answer_holds_liquidations_on_an_op_stack_
         await keeper.evaluated_at(devnet.client.block_number())
     executor = keeper.daemon.executors["aave"]
     assert await executor.journal.all() == []
+    # (told once a wave, with how many it held and why: not once a liquidation a block)
     unread = [e for e in logs if e["event"] == "liquidation.fee_unread"]
-    assert len(unread) > 20
+    assert sum(e["opportunities"] for e in unread) > 20
+    assert all("no GasPriceOracle there" in e["reason"] for e in unread), unread[0]
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
                         {"chain": "devnet", "protocol": "aave", "stage": "fee_unread"}
-                        ) == len(unread)
+                        ) == sum(e["opportunities"] for e in unread)
     # One block of it is an endpoint's moment; five are the keeper's trouble, told as a
     # pause of its sending (alert sending_paused).
     first = devnet.client.block_number()
@@ -125,7 +134,8 @@ def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
     config["chains"][0]["l1_data_fee"] = "op-stack"
     bad = config_inputs.check_config(tmp_path, config)
     assert bad.returncode == 2, bad.stderr
-    assert "chains[0].l1_data_fee" in bad.stderr and "GasPriceOracle" in bad.stderr
+    assert "chains[0].l1_data_fee" in bad.stderr and "no GasPriceOracle there" in bad.stderr
+    assert "keeperd devnet l1-fee 20" in bad.stderr
     op_stack.install(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
     ok = config_inputs.check_config(tmp_path, config)
     assert ok.returncode == 0, ok.stderr
@@ -147,11 +157,13 @@ def test_the_devnet_prices_like_base_by_hand(
     devnet.write_manifest(devnet_dir / "manifest.json")
     assert cli.main(["devnet", "l1-fee", "20"]) == 0
     first = capsys.readouterr().out
-    assert cli.main(["devnet", "l1-fee", "2000", "--blob-base-fee-gwei", "5"]) == 0
+    assert cli.main(["devnet", "l1-fee", "2000000", "--blob-base-fee-gwei", "5"]) == 0
     second = capsys.readouterr().out
 
     def paid(out: str) -> float:
-        return float(re.search(r"a 324-byte call pays ([\d.,e+]+) gwei", out)[1].replace(",", ""))
+        found = re.search(r"a 324-byte call pays ([\d.,]+) (gwei|ETH) of L1 data fee", out)
+        assert found, out
+        return float(found[1].replace(",", "")) * (1e9 if found[2] == "ETH" else 1)
 
     assert 0 < paid(first) < paid(second)
     assert "KEEPERD_L1_DATA_FEE=op-stack" in second

@@ -228,16 +228,73 @@ async def test_a_wave_is_simulated_with_its_fees_asked_of_both_endpoints() -> No
     assert ex.metrics.registry.get_sample_value("keeperd_liquidations_total", labels) == 2
 
 
-async def test_check_config_warns_of_a_known_op_stack_chain_set_to_none() -> None:
-    from keeperd.checks import l1_fee_issues
+def test_check_config_warns_offline_of_a_known_op_stack_chain_set_to_none(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from keeperd.checks import check_config
 
-    chain = {"name": "base", "chain_id": 8453, "rpc_urls": ["http://127.0.0.1:1"],
-             "l1_data_fee": "none"}
-    config = parse_config({"state_dir": "/tmp/x", "chains": [chain], "protocols": []})
-    errors, warnings, note = await l1_fee_issues(config.chains[0], 0, None)  # type: ignore[arg-type]
-    assert errors == [] and note is None
-    [warning] = warnings
-    assert warning.path == "chains[0].l1_data_fee" and "Base, an OP Stack chain" in (
-        warning.message)
-    other = config.chains[0].model_copy(update={"chain_id": 1})
-    assert await l1_fee_issues(other, 0, None) == ([], [], None)  # type: ignore[arg-type]
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(
+        "state_dir: /tmp/x\nchains:\n  - {name: base, chain_id: 8453, l1_data_fee: none,\n"
+        "     rpc_urls: ['http://127.0.0.1:1']}\nprotocols: []\n")
+    check_config(path, online=False)
+    warning = capsys.readouterr().err
+    assert "warning: chains[0].l1_data_fee" in warning and "Base, an OP Stack chain" in warning
+    assert "remove l1_data_fee" in warning
+    path.write_text(path.read_text().replace("8453", "1"))
+    check_config(path, online=False)
+    assert "l1_data_fee" not in capsys.readouterr().err
+
+
+def test_what_counts_as_an_oracle_without_the_function() -> None:
+    """An oracle before Isthmus has no getOperatorFee: each client words the revert its own
+    way; a refusal of another kind (a rate limit, a timeout) is not one, and holds."""
+    for refused in (RpcError("eth_call", 3, "x"),
+                    RpcError("eth_call", -32000, "execution reverted"),
+                    RpcError("eth_call", -32015, "VM execution error."),
+                    RpcError("eth_call", -32000, "Execution Reverted: 0x")):
+        assert l1_fee.OperatorFee.from_answers([refused, refused]) == l1_fee.NO_OPERATOR_FEE
+    for other in (RpcError("eth_call", -32005, "rate limited"), RpcError("eth_call", 4, "x"),
+                  "0x"):
+        with pytest.raises(l1_fee.FeeUnread):
+            l1_fee.OperatorFee.from_answers([other, other])
+    # A line that would fall with the gas (a lying endpoint) charges its constant, never less.
+    assert l1_fee.OperatorFee.from_answers([word(10**9), word(10**8)]) == (
+        l1_fee.OperatorFee(10**9, 0))
+
+
+def test_the_reads_are_the_oracles_and_say_why_they_failed() -> None:
+    zero, probe = l1_fee.operator_fee_requests()
+    for (method, (call, at)), gas in ((zero, 0), (probe, l1_fee.OPERATOR_FEE_PROBE_GAS)):
+        assert (method, at, set(call)) == ("eth_call", "latest", {"to", "data"})
+        assert call["to"] == l1_fee.GAS_PRICE_ORACLE and call["data"].startswith("0x")
+        data = bytes.fromhex(call["data"][2:])
+        assert data[:4] == l1_fee.GET_OPERATOR_FEE and decode(["uint256"], data[4:]) == (gas,)
+    assert l1_fee.operator_fee_requests("0x10")[0][1][1] == "0x10"
+    _, (call, _) = l1_fee.l1_fee_request(10, "0x" + "12" * 20, b"\x01", 1)
+    assert call["data"].startswith("0x49948e0e")
+    # No value rides on a liquidation: the unsigned transaction's value is 0.
+    (unsigned,) = decode(["bytes"], bytes.fromhex(call["data"][10:]))
+    assert rlp.decode(unsigned[1:])[6] == b""
+    # What failed is said (the endpoint's error, or what it answered instead of a number).
+    with pytest.raises(l1_fee.FeeUnread, match="rate limited"):
+        l1_fee.decode_fee(RpcError("eth_call", -32005, "rate limited"))
+    with pytest.raises(l1_fee.FeeUnread, match="answered '0x1234'"):
+        l1_fee.decode_fee("0x1234")
+    with pytest.raises(l1_fee.FeeUnread, match="no GasPriceOracle there"):
+        l1_fee.decode_fee("0x")
+
+
+def test_what_a_receipt_says_was_charged_beside_the_gas() -> None:
+    assert l1_fee.receipt_fee_wei(None) == 0 and l1_fee.receipt_fee_wei({}) == 0
+    assert l1_fee.receipt_fee_wei({"l1Fee": "0x0"}) == 0
+    assert l1_fee.receipt_fee_wei({"l1Fee": "0x10"}) == 16
+    assert l1_fee.receipt_fee_wei({"l1Fee": "junk"}) == 0  # (a broken field: not a fee)
+    assert not l1_fee.receipt_has_operator_fee(None)
+    assert not l1_fee.receipt_has_operator_fee({"gasUsed": "0x1"})
+    assert not l1_fee.receipt_has_operator_fee(
+        {"operatorFeeScalar": "0x0", "operatorFeeConstant": "0x0"})
+    assert l1_fee.receipt_has_operator_fee({"operatorFeeScalar": "0x1"})
+    assert l1_fee.receipt_has_operator_fee({"operatorFeeConstant": "0x1"})
+    # (one field broken, the other charging: charged)
+    assert l1_fee.receipt_has_operator_fee(
+        {"operatorFeeScalar": "junk", "operatorFeeConstant": "0x5"})

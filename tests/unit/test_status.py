@@ -78,8 +78,8 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
     assert "liquidations     included 2, dry_run 1" in out
     assert "{" not in out and "e+0" not in out, out
     assert "$1,523,040.00" in out and "aave-core" in out
-    assert "realised (net of gas)" in out and "$1,522,900.50" in out
-    assert "paused           none" in out
+    assert "realised (net of fees)" in out and "$1,522,900.50" in out
+    assert "assets paused    none" in out
     # A tripped breaker holds every liquidation on its asset: said (it showed only the
     # liquidatable accounts, all held; a by-hand trial).
     from keeperd.oracles.breaker import Breaker
@@ -88,7 +88,7 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
     await Breaker(db).trip("WBTC", "testing", manual=True)
     await db.close()
     assert main(["status", "--config", str(config)]) == 0
-    assert ("paused           WBTC on every chain (by hand: testing) — its liquidations are "
+    assert ("assets paused    WBTC on every chain (by hand: testing) — its liquidations are "
             "held (keeperd breaker list)") in capsys.readouterr().out
     assert main(["status", "--config", str(config), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
