@@ -298,3 +298,12 @@ def test_what_a_receipt_says_was_charged_beside_the_gas() -> None:
     # (one field broken, the other charging: charged)
     assert l1_fee.receipt_has_operator_fee(
         {"operatorFeeScalar": "junk", "operatorFeeConstant": "0x5"})
+
+
+def test_fees_are_said_in_gwei_or_from_a_thousandth_of_an_eth_in_eth() -> None:
+    assert l1_fee.fee_text(352_106_000_000) == "352.106 gwei"
+    assert l1_fee.fee_text(10**15 - 10**6) == "999,999.999 gwei"
+    assert l1_fee.fee_text(10**15) == "0.001000 ETH"
+    assert l1_fee.fee_text(617_190_000 * 10**9) == "0.617190 ETH"
+    with pytest.raises(l1_fee.FeeUnread, match="no GasPriceOracle there"):
+        l1_fee.decode_fee("")
