@@ -210,8 +210,8 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
             f"({l1_fee.GAS_PRICE_ORACLE}) did not say what a transaction pays ({fee}): "
             "keeperd would send no liquidation there",
             "check the RPC endpoints; if this chain is not an OP Stack chain, set "
-            "l1_data_fee: none (on the devnet, `keeperd devnet l1-fee 20` places the "
-            "oracle)")], [], None
+            "l1_data_fee: none" + (" (on the devnet, `keeperd devnet l1-fee 20` places the "
+                                   "oracle)" if chain.chain_id == 31337 else ""))], [], None
     if charges and isinstance(fee, int):
         return [], [], (f"chains[{ci}] {chain.name}: the L1 data and operator fees are priced "
                         "into each liquidation from its GasPriceOracle "
@@ -227,13 +227,11 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
 
 def l1_fee_unpriced_warning(chain: ChainConfig, ci: int) -> ConfigIssue | None:
     """A chain keeperd knows as OP Stack set to `l1_data_fee: none` (no chain needed)."""
-    known = l1_fee.OP_STACK_CHAINS.get(chain.chain_id)
-    if known is None or chain.l1_data_fee != "none":
+    reason = l1_fee.unpriced_reason(chain.chain_id, chain.l1_data_fee)
+    if reason is None:
         return None
-    return ConfigIssue(
-        f"chains[{ci}].l1_data_fee", f"{chain.name} is {known}, an OP Stack chain: its "
-        "transactions pay an L1 data fee beside their gas, and `none` leaves it out of every "
-        "liquidation's price", "remove l1_data_fee (auto prices it)")
+    return ConfigIssue(f"chains[{ci}].l1_data_fee", f"{chain.name}: {reason}",
+                       "remove l1_data_fee (auto prices it)")
 
 
 async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,

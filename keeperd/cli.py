@@ -782,7 +782,7 @@ def _cmd_devnet_l1_fee(args: argparse.Namespace) -> int:
         fee = l1_fee.decode_fee(control.client.call(method, *params))
     print(f"GasPriceOracle at {l1_fee.GAS_PRICE_ORACLE}: a {len(l1_fee.SAMPLE_CALL)}-byte "
           f"call pays {l1_fee.fee_text(fee)} of L1 data fee now (L1 base fee "
-          f"{args.l1_base_fee_gwei:,} gwei, blobs {args.blob_base_fee_gwei:,} gwei)")
+          f"{args.l1_base_fee_gwei:,g} gwei, blobs {args.blob_base_fee_gwei:,g} gwei)")
     print("keeperd prices it where chains[].l1_data_fee is op-stack: config/devnet.yaml takes "
           "KEEPERD_L1_DATA_FEE=op-stack")
     return EXIT_OK

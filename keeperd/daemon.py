@@ -886,6 +886,11 @@ class Daemon:
             tx.signing_policy.allow(*liquidator.signing_rules())
         chain = rt.config
         op_stack = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
+        unpriced = l1_fee.unpriced_reason(chain.chain_id, chain.l1_data_fee)
+        if unpriced is not None:
+            log.warning("liquidation.l1_data_fee_unpriced", protocol=plugin.name,
+                        chain=chain.name, reason=unpriced,
+                        action=f"remove chains[].l1_data_fee of {chain.name} (auto prices it)")
         if op_stack:
             log.info("liquidation.l1_data_fee_priced", protocol=plugin.name, chain=chain.name,
                      oracle=l1_fee.GAS_PRICE_ORACLE, meaning="each liquidation's L1 data fee "

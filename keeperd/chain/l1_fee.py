@@ -48,10 +48,11 @@ OP_STACK_CHAINS: Mapping[int, str] = {
 # The headroom over the oracle's figure, as a fraction (exact on wei): more than one L1 block's
 # largest base-fee rise (12.5 %) between the simulation and the inclusion.
 FEE_HEADROOM = (5, 4)
-# A liquidation-sized call (a selector and ten words: the flash paths' calls are this long),
-# priced where no liquidation has been yet: check-config's figure, the start's estimate.
+# A liquidation-sized call (a selector and seven words: Aave's flash liquidation, the shortest
+# of the seller contracts' calls, whose profit bar the start's estimate sets), priced where no
+# liquidation has been yet: check-config's figure, the start's estimate.
 SAMPLE_TO = "0x" + "5a" * 20
-SAMPLE_CALL = bytes.fromhex("00f5d0a4") + bytes(range(1, 256)) + bytes(range(65))
+SAMPLE_CALL = bytes.fromhex("00f5d0a4") + bytes(range(1, 225))
 SAMPLE_GAS = 600_000
 OPERATOR_FEE_PROBE_GAS = 1_000_000  # the slope's measure: getOperatorFee(0) and of this much
 # The unsigned transaction the oracle is asked about has the size of the one keeperd signs:
@@ -62,6 +63,16 @@ OPERATOR_FEE_PROBE_GAS = 1_000_000  # the slope's measure: getOperatorFee(0) and
 _PLACEHOLDER_NONCE = 0xA5C3F1
 _PLACEHOLDER_TIP = 0x7FA3C15E9B2D41
 _PLACEHOLDER_MAX_FEE = 0x6E1B9D3F58A7C2
+
+
+def unpriced_reason(chain_id: int, setting: str) -> str | None:
+    """Why a chain's fee beside the gas goes unpriced though keeperd knows it charges one (a
+    chain of OP_STACK_CHAINS set to `none`), or None."""
+    known = OP_STACK_CHAINS.get(chain_id)
+    if known is None or setting != "none":
+        return None
+    return (f"{known} is an OP Stack chain: its transactions pay an L1 data fee beside their "
+            "gas, and `l1_data_fee: none` leaves it out of every liquidation's price")
 
 
 def charges_l1_fee(chain_id: int, setting: str) -> bool:

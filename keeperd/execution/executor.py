@@ -166,6 +166,15 @@ class Decision:
     fee_beside_gas_wei: int = 0  # an OP Stack chain's L1 data and operator fees, priced
 
 
+class FeeReading(NamedTuple):
+    """A wave's reads of an OP Stack chain's fees: how many figures rested on one endpoint of
+    two, each call's L1 data fee (None: unread), the operator fee (None: unread)."""
+
+    lone: int
+    fees: list[int | None]
+    operator: l1_fee.OperatorFee | None
+
+
 class _Judged(NamedTuple):
     """A liquidation of a wave whose simulation passed and which still pays: to journal."""
 
@@ -245,6 +254,7 @@ class Executor:
         # prices it): the most a liquidation of the last priced wave paid, or at start a
         # liquidation-sized call's.
         self._fee_estimate_wei = 0
+        self._fee_read_at = -1  # the last block at which a fee read answered
         self._bar_fee_wei = 0  # that estimate, as the block's calls were encoded with it
         self.fees = FeePolicy.from_config(config)
         self.labels = (plugin.chain, plugin.name)
@@ -516,9 +526,7 @@ class Executor:
         own, flash = await self._fund(keyed, result)
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
-        gas = GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd,
-                       self._fee_estimate_wei)
-        self._bar_fee_wei = self._fee_estimate_wei  # (said when a contract's bar refuses)
+        gas = self._gas_quote(base_fee, native_usd)
         calls = await self._encode(chosen, result.book, gas)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
@@ -764,15 +772,29 @@ class Executor:
                         out[i] = SecondOpinionRefused(f"endpoint {second.name} "
                                                       f"({second.safe_url}): {reverted}")
         if fees:
-            lone = self._price_fees(out, fee_answers, second_fees)
-            if lone and second_fees is not None:
+            reading = self._price_fees(out, fee_answers, second_fees)
+            if reading.lone and second_fees is not None:
                 self.metrics.liquidation_funnel.labels(
-                    *self.labels, "fee_second_opinion_unavailable").inc(lone)
-            priced = [s.fee_beside_gas(c.opportunity.gas_limit)
-                      for s, (c, _) in zip(out, wave, strict=True) if isinstance(s, Simulated)]
-            if priced:
-                self._fee_estimate_wei = max(priced)
+                    *self.labels, "fee_second_opinion_unavailable").inc(reading.lone)
+            self._learn_fees(reading, [c.opportunity.gas_limit for c, _ in wave], block)
         return out
+
+    def _learn_fees(self, reading: FeeReading, gas_limits: list[int], block: int) -> None:
+        """What the wave's fee reads teach, whatever each call's simulation did: the fee is
+        readable (`fee_hold`), and the seller contracts' next profit bar is the median call's
+        fee with its headroom. (From every call read, not only those that simulated: a bar
+        set too high makes every seller contract's call revert on it, and learnt from those
+        alone it never came down. The median: one large call, or one endpoint's high answer,
+        does not raise the bar of all the others.)"""
+        if reading.operator is None:
+            return
+        operator = reading.operator
+        fees = sorted(l1_fee.with_headroom(fee + operator.fee(gas))
+                      for fee, gas in zip(reading.fees, gas_limits, strict=True)
+                      if fee is not None)
+        if fees:
+            self._fee_read_at = block
+            self._fee_estimate_wei = fees[len(fees) // 2]
 
     def _fee_requests(self, wave: list[tuple[Call, OpportunityKey]], at: str
                       ) -> list[tuple[str, list[Any]]]:
@@ -785,17 +807,19 @@ class Executor:
                 *l1_fee.operator_fee_requests(at)]
 
     @staticmethod
-    def _price_fees(out: list[object], answers: list[Any], second: list[Any] | None) -> int:
+    def _price_fees(out: list[object], answers: list[Any], second: list[Any] | None
+                    ) -> FeeReading:
         """Each simulated call priced with the chain's fees beside its gas (`answers`, as
         `_fee_requests` asked them); with a second endpoint's answers, the higher fee of the
         two (a low one lets a loss through); when one endpoint's read fails, the other's
-        figure. A call whose fee neither gives is not sent (`FeeUnread`). Returns how many
-        figures rested on one endpoint though two were asked (counted by the caller)."""
+        figure. A call whose fee neither gives is not sent (`FeeUnread`). Returns what was
+        read, for every call whatever its simulation did."""
         n = len(out)
         lone = 0
+        fees: list[int | None] = [None] * n
 
         def higher(read: Callable[[list[Any]], Any],
-                   combine: Callable[[list[Any]], Any] = max) -> Any:
+                   combine: Callable[[list[Any]], Any] = max, count: bool = True) -> Any:
             """The higher of the endpoints' readings; FeeUnread when none reads."""
             nonlocal lone
             readings: list[Any] = []
@@ -808,31 +832,33 @@ class Executor:
             if not readings:
                 assert error is not None
                 raise error
-            if second is not None and len(readings) == 1:
+            if second is not None and len(readings) == 1 and count:
                 lone += 1
             return combine(readings)
 
         try:
             operator: l1_fee.OperatorFee | l1_fee.FeeUnread = higher(
-                lambda a: l1_fee.OperatorFee.from_answers(a[n:]), l1_fee.OperatorFee.highest)
+                lambda a: l1_fee.OperatorFee.from_answers(a[n:]), l1_fee.OperatorFee.highest,
+                count=False)
         except l1_fee.FeeUnread as exc:
             operator = exc
         for i, sim in enumerate(out):
-            if not isinstance(sim, Simulated):
-                continue
-            if isinstance(operator, l1_fee.FeeUnread):
-                out[i] = operator
-                continue
             def read_fee(fee_answers: list[Any], i: int = i) -> int:
                 return l1_fee.decode_fee(fee_answers[i])
 
             try:
-                fee = higher(read_fee)
+                fee = higher(read_fee, count=isinstance(sim, Simulated))
             except l1_fee.FeeUnread as exc:
-                out[i] = exc
+                if isinstance(sim, Simulated):
+                    out[i] = exc
                 continue
-            out[i] = replace(sim, l1_fee_wei=fee, operator_fee=operator)
-        return lone
+            fees[i] = fee
+            if not isinstance(sim, Simulated):
+                continue
+            out[i] = (operator if isinstance(operator, l1_fee.FeeUnread)
+                      else replace(sim, l1_fee_wei=fee, operator_fee=operator))
+        return FeeReading(lone, fees, None if isinstance(operator, l1_fee.FeeUnread)
+                          else operator)
 
     async def _estimate_fee_at_start(self) -> None:
         """The seller contracts' first on-chain profit bar (`_fee_estimate_wei`), before any
@@ -972,7 +998,11 @@ class Executor:
                 continue
             if isinstance(sim, l1_fee.FeeUnread):
                 stage(*self.labels, "fee_unread").inc()
-                since = self._fee_unread[0] if self._fee_unread else result.block
+                # (a run of unread blocks: one long past, or a read since, starts anew)
+                run = self._fee_unread
+                since = (run[0] if run is not None and run[1] >= result.block
+                         - FEE_UNREAD_HOLD_BLOCKS and self._fee_read_at < run[0]
+                         else result.block)
                 self._fee_unread = (since, result.block)
                 unread.append(str(sim))
                 continue
@@ -996,8 +1026,11 @@ class Executor:
                                     sim if isinstance(sim, Simulated) else None)
             if decision is None:
                 stage(*self.labels, "unprofitable").inc()
-                if isinstance(sim, Simulated) and sim.l1_fee_wei:
-                    over_fee.append(sim.fee_beside_gas(opp.gas_limit))
+                # (the fee's doing only if, without it, this decision would have sent it)
+                if isinstance(sim, Simulated) and self._decide(
+                        opp, key, base_fee, native_usd, call.flash, needed) is not None:
+                    over_fee.append(sim.fee_beside_gas(
+                        self._gas_limit(opp, needed)))
                 continue
             stage(*self.labels, "profitable").inc()
             detail = f"gas_limit={decision.gas_limit}" + (
@@ -1020,8 +1053,9 @@ class Executor:
                      block=result.block, opportunities=len(over_fee),
                      fee_beside_gas=l1_fee.fee_text(max(over_fee)),
                      fee_beside_gas_usd=round(max(over_fee) / 1e18 * native_usd, 2),
-                     meaning="simulated, but the chain's L1 data fee (with its headroom) takes "
-                     "them below keeper.min_profit_usd: not sent")
+                     meaning="simulated, but the chain's fees beside the gas (L1 data and "
+                     "operator fees, with their headroom) take them below "
+                     "keeper.min_profit_usd: not sent")
         # The wave is journaled in one transaction, a statement for its rows and two for its
         # signed transactions (a round trip each on PostgreSQL), not three per liquidation.
         async with self.journal.transaction():
@@ -1198,6 +1232,8 @@ class Executor:
         if self._fee_unread is None:
             return None
         since, last = self._fee_unread
+        if self._fee_read_at >= since:
+            return None
         if last - since < FEE_UNREAD_HOLD_BLOCKS or last < block - FEE_UNREAD_HOLD_BLOCKS:
             return None
         return (f"this chain's L1 data fee could not be read from its GasPriceOracle "
@@ -1218,8 +1254,7 @@ class Executor:
         leaves them out, the simulated one counts them)."""
         use_flash = (self.config.capital == "flash-loan" and self.supports_flash
                      if flash is None else flash)
-        gas_limit = opp.gas_limit if gas_needed is None else max(
-            opp.gas_limit, int(gas_needed * self.config.gas_limit_margin))
+        gas_limit = self._gas_limit(opp, gas_needed)
         return decide(opp, key, gas_limit=gas_limit,
                       fee_per_gas=self._fee_per_gas(base_fee), native_usd=native_usd,
                       min_profit_usd=self.config.min_profit_usd,
@@ -1227,6 +1262,19 @@ class Executor:
                       flash_premium_bps=self.liquidator.flash_premium_bps if use_flash else 0,
                       fee_beside_gas_wei=(simulated.fee_beside_gas(gas_limit)
                                           if simulated is not None else 0))
+
+    def _gas_quote(self, base_fee: int, native_usd: float) -> GasQuote:
+        """What the liquidator encodes the seller contracts' profit bar with: this block's gas
+        price, and on an OP Stack chain the fee beside the gas it last learnt."""
+        self._bar_fee_wei = self._fee_estimate_wei  # (said when a contract's bar refuses)
+        return GasQuote(self._fee_per_gas(base_fee), native_usd, self.config.min_profit_usd,
+                        self._fee_estimate_wei)
+
+    def _gas_limit(self, opp: Opportunity, gas_needed: int | None) -> int:
+        """The limit a liquidation is sent with: the plan's, or what its simulation measured
+        it needs with the margin, whichever is more."""
+        return opp.gas_limit if gas_needed is None else max(
+            opp.gas_limit, int(gas_needed * self.config.gas_limit_margin))
 
     # --- per block ------------------------------------------------------------------------
 
@@ -1414,7 +1462,8 @@ class Executor:
             profit: float | None = None  # (settled at start: booked at the first scan)
             if unbooked:
                 await self.journal.set_status(key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
-                                              "profit_usd=pending (settled at start)")
+                                              "profit_usd=pending (settled at start)"
+                                              f"{_fee_detail(entry, outcome)}")
             else:
                 profit = self._book_profit(outcome, gas_usd)
                 await self.journal.set_status(

@@ -3,8 +3,10 @@ GasPriceOracle (the published predeploy code, keeperd/devnet/op_stack.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rlp
@@ -18,8 +20,10 @@ from keeperd.devnet import op_stack
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution.executor import FEE_UNREAD_HOLD_BLOCKS
+from tests.alert_fakes import Webhook
 from tests.conftest import metric_value
 from tests.integration import test_config_inputs as config_inputs
+from tests.integration import test_key_in_use as key_in_use
 from tests.integration.test_cli_inputs import devnet_dir  # noqa: F401 - a fixture
 from tests.keeper_harness import config_for, fund_keeper, keeper_key_env  # noqa: F401
 
@@ -89,10 +93,20 @@ async def test_an_l1_data_fee_over_the_prize_holds_liquidations_and_a_small_one_
 async def test_an_oracle_that_does_not_answer_holds_liquidations_on_an_op_stack_chain(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Declared OP Stack, with no GasPriceOracle to say what a transaction pays: what each
-    liquidation costs is unknown, so none is sent (`fee_unread`, logged with the reason)."""
+    liquidation costs is unknown, so none is sent (`fee_unread`, logged with the reason);
+    five blocks of it are alerted as sending paused, resolved once the oracle answers."""
     fund_keeper(devnet)
-    config = config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
+    webhook = Webhook()
+    config = key_in_use.key_config(devnet, tmp_path, webhook)
     config.chains[0] = config.chains[0].model_copy(update={"l1_data_fee": "op-stack"})
+    try:
+        await _unread_oracle_holds(devnet, config, run_daemon, webhook)
+    finally:
+        webhook.close()
+
+
+async def _unread_oracle_holds(devnet: Devnet, config: Any, run_daemon: Any,
+                               webhook: Webhook) -> None:
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.client.block_number())
     with structlog.testing.capture_logs() as logs:
@@ -117,11 +131,17 @@ async def test_an_oracle_that_does_not_answer_holds_liquidations_on_an_op_stack_
     why = executor.fee_hold(head)
     assert why is not None and f"since block {first}" in why and "GasPriceOracle" in why
     assert await executor.journal.all() == []
+    await keeper.daemon._alert_tick()
+    assert await key_in_use.told(webhook, "sending_paused", "firing")
+    [alert] = [b for _, b in webhook.received if b.get("rule") == "sending_paused"]
+    assert f"since block {first}" in json.dumps(alert), alert
     # The oracle answers again: the next block's liquidations go, and the hold ends.
     op_stack.install(devnet.client, l1_base_fee=20 * GWEI, blob_base_fee=GWEI)
     await keeper.evaluated_at(devnet.mine(1))
     assert len(await executor.journal.by_status(J.PENDING, J.INCLUDED)) > 20
     assert executor.fee_hold(devnet.client.block_number()) is None
+    await keeper.daemon._alert_tick()
+    assert await key_in_use.told(webhook, "sending_paused", "resolved")
 
 
 def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
@@ -140,7 +160,7 @@ def test_check_config_says_whether_the_chains_l1_fee_is_priced(devnet: Devnet,
     ok = config_inputs.check_config(tmp_path, config)
     assert ok.returncode == 0, ok.stderr
     [note] = [line for line in ok.stdout.splitlines() if "operator fees are priced" in line]
-    assert re.search(r"\([\d.,]+ gwei now for a 324-byte call\)", note), note
+    assert re.search(r"\([\d.,]+ gwei now for a 228-byte call\)", note), note
     config["chains"][0]["l1_data_fee"] = "auto"  # (31337: not a chain keeperd knows)
     warned = config_inputs.check_config(tmp_path, config)
     assert warned.returncode == 0, warned.stderr
@@ -161,7 +181,7 @@ def test_the_devnet_prices_like_base_by_hand(
     second = capsys.readouterr().out
 
     def paid(out: str) -> float:
-        found = re.search(r"a 324-byte call pays ([\d.,]+) (gwei|ETH) of L1 data fee", out)
+        found = re.search(r"a 228-byte call pays ([\d.,]+) (gwei|ETH) of L1 data fee", out)
         assert found, out
         return float(found[1].replace(",", "")) * (1e9 if found[2] == "ETH" else 1)
 

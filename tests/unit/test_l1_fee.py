@@ -130,9 +130,10 @@ def test_the_higher_of_two_endpoints_fees_is_kept_and_an_unread_one_holds() -> N
     # The second endpoint down or lying with junk: the first's figures stand (and the
     # other way round); told as one endpoint's.
     out: list[object] = [Simulated(None)]
-    lone = Executor._price_fees(out, [word(100), *operator],
-                                [RpcError("eth_call", -32000, "down"), "0x1", "0x2"])
-    assert isinstance(out[0], Simulated) and out[0].l1_fee_wei == 100 and lone == 2
+    reading = Executor._price_fees(out, [word(100), *operator],
+                                   [RpcError("eth_call", -32000, "down"), "0x1", "0x2"])
+    # (counted once a liquidation: the wave's operator reading is not one)
+    assert isinstance(out[0], Simulated) and out[0].l1_fee_wei == 100 and reading.lone == 1
     [other] = priced([REVERT, *operator], [word(100), *operator], n=1)
     assert isinstance(other, Simulated) and other.l1_fee_wei == 100
     # Neither endpoint's figure: not sent.
@@ -238,7 +239,7 @@ def test_check_config_warns_offline_of_a_known_op_stack_chain_set_to_none(
         "     rpc_urls: ['http://127.0.0.1:1']}\nprotocols: []\n")
     check_config(path, online=False)
     warning = capsys.readouterr().err
-    assert "warning: chains[0].l1_data_fee" in warning and "Base, an OP Stack chain" in warning
+    assert "warning: chains[0].l1_data_fee" in warning and "Base is an OP Stack chain" in warning
     assert "remove l1_data_fee" in warning
     path.write_text(path.read_text().replace("8453", "1"))
     check_config(path, online=False)
@@ -307,3 +308,67 @@ def test_fees_are_said_in_gwei_or_from_a_thousandth_of_an_eth_in_eth() -> None:
     assert l1_fee.fee_text(617_190_000 * 10**9) == "0.617190 ETH"
     with pytest.raises(l1_fee.FeeUnread, match="no GasPriceOracle there"):
         l1_fee.decode_fee("")
+
+
+def fee_executor() -> Any:
+    ex: Any = Executor.__new__(Executor)
+    ex._fee_estimate_wei, ex._fee_read_at, ex._fee_unread = 0, -1, None
+    return ex
+
+
+def test_the_profit_bar_learns_from_every_call_read_and_comes_down() -> None:
+    """The seller contracts' bar is the median call's fee with its headroom, learnt from
+    every call whose fee was read, whatever its simulation did: learnt from the calls that
+    simulated alone, a bar set too high (an L1 spike that ended) made each of them revert on
+    it, and never came down."""
+    ex = fee_executor()
+    ex._fee_estimate_wei = 10**17  # (a spike's)
+    out: list[object] = [REVERT, REVERT, REVERT]  # (every call refused by that bar)
+    reading = Executor._price_fees(out, [word(10**12), word(3 * 10**12), word(9 * 10**18),
+                                         word(0), word(2_000)], None)
+    assert reading.fees == [10**12, 3 * 10**12, 9 * 10**18]
+    assert reading.operator == l1_fee.OperatorFee(0, 2_000)
+    ex._learn_fees(reading, [500_000] * 3, 40)
+    # (the median: the one huge call does not set everyone's bar)
+    assert ex._fee_estimate_wei == (3 * 10**12 + 1_000) * 5 // 4 and ex._fee_read_at == 40
+    # An operator fee unread teaches nothing.
+    ex._learn_fees(reading._replace(operator=None), [500_000] * 3, 41)
+    assert ex._fee_read_at == 40
+
+
+def test_the_bar_is_encoded_with_what_was_learnt() -> None:
+    ex = fee_executor()
+    ex.fees = SimpleNamespace(fees_for=lambda base: (2 * base, 1))
+    ex.config = SimpleNamespace(min_profit_usd=5.0)
+    ex._fee_estimate_wei = 7 * 10**15
+    quote = ex._gas_quote(10**9, 2_000.0)
+    assert quote == GasQuote(2 * 10**9, 2_000.0, 5.0, 7 * 10**15)
+    assert ex._bar_fee_wei == 7 * 10**15
+
+
+def test_a_fee_hold_is_a_run_of_unread_blocks_not_two_failures_far_apart() -> None:
+    from keeperd.execution.executor import FEE_UNREAD_HOLD_BLOCKS as HOLD
+
+    ex = fee_executor()
+    ex._fee_unread = (100, 100)  # one failed read at block 100, then nothing to liquidate
+    assert ex.fee_hold(300) is None
+    # Unread at every wave from block 100 to 100 + HOLD: held, and said since when.
+    ex._fee_unread = (100, 100 + HOLD)
+    assert "since block 100" in ex.fee_hold(100 + HOLD)
+    # ...but not once a read answered since, nor long after the last failure.
+    ex._fee_read_at = 102
+    assert ex.fee_hold(100 + HOLD) is None
+    ex._fee_read_at = -1
+    assert ex.fee_hold(100 + 3 * HOLD) is None
+
+
+def test_an_included_row_keeps_the_fee_as_priced_and_as_paid() -> None:
+    from keeperd.execution import journal as J
+    from keeperd.execution.executor import _fee_detail
+
+    entry = J.JournalEntry("k", "aave", "0xa", "WETH", "USDC", 1, 10.0, 1, 5, J.PENDING, 3,
+                           None, "gas_limit=500000 fee_beside_gas_wei=1250 eMode 1")
+    receipt = {"l1Fee": hex(1_000)}
+    outcome = Outcome("k", "included", "0x1", 1, 1, receipt)
+    assert _fee_detail(entry, outcome) == " fee_beside_gas_wei=1250 l1_fee_paid_wei=1000"
+    assert _fee_detail(None, Outcome("k", "included", "0x1", 1, 1, {})) == ""
