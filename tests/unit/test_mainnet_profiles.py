@@ -52,7 +52,7 @@ SPARKLEND = {"sparklend-ethereum": {
     "oracle": "0x8105f69D9C41644c6A0803fDA7D03Aa70996cFD9",
     "data_provider": "0xFc21d6d146E6086B8359705C8b28512a983db0cb",
     "pool_impl": "0x5aE329203E00f76891094DcfedD5Aca082a50e1b"}}
-MORPHO = {"morpho-blue-ethereum"}
+MORPHO = {"morpho-blue-ethereum", "morpho-blue-base"}
 # Morpho markets whose MarketParams are in no pinned package (loan, collateral, oracle, irm,
 # lltv; a name is a key of morpho-ts's address registry): from Morpho's app and docs. The test
 # checks that they hash to the id the profile lists, so a wrong one cannot pass unnoticed.
@@ -65,7 +65,7 @@ MORPHO_PARAMS_FROM_DOCS = {
 SEQUENCER_FEEDS = {42161: "ChainlinkArbitrum", 8453: "ChainlinkBase"}
 # A chain's reference feeds (Morpho's markets' oracles are checked against them): symbol ->
 # the constant of the book's Chainlink library of the chain.
-CHAINLINK_LIBRARY = {1: "ChainlinkEthereum"}
+CHAINLINK_LIBRARY = {1: "ChainlinkEthereum", 8453: "ChainlinkBase"}
 REFERENCE_FEEDS = {"WETH": "ETH__USD", "USDC": "USDC__USD", "USDT": "USDT__USD",
                    "DAI": "DAI__USD", "WBTC": "BTC__USD", "cbBTC": "cbBTC__USD",
                    "wstETH": "wstETH__USD_Calculated", "sUSDe": "sUSDe__USD_Calculated"}
@@ -218,13 +218,16 @@ def test_aave_pool_oracle_and_data_provider_are_pinned(name: str) -> None:
             f"{name}: {proto.name} must pin pool, oracle and data_provider"
 
 
-def test_morpho_markets_hash_from_their_params_and_lend_priced_stablecoins() -> None:
-    (proto,) = _load("morpho-blue-ethereum.yaml").protocols
+@pytest.mark.parametrize("name", sorted(f"{m}.yaml" for m in MORPHO))
+def test_morpho_markets_hash_from_their_params_and_lend_priced_stablecoins(name: str) -> None:
+    config = _load(name)
+    (proto,) = config.protocols
     assert isinstance(proto, MorphoBlueConfig)
-    book = address_book.morpho_book(1)
+    book = address_book.morpho_book(config.chains[0].chain_id)
     registry = book["addresses"]
     fixtures = {m["id"].lower(): m for m in book["markets"].values()}
-    stables = {to_checksum_address(registry[s]) for s in ("usdc", "usdt", "dai")}
+    stables = {to_checksum_address(registry[s]) for s in ("usdc", "usdt", "dai")
+               if s in registry}
     collaterals = set()
     for market_id in proto.markets:
         params: tuple[str, str, str, str, int]
