@@ -970,11 +970,12 @@ class Executor:
         # (an OP Stack chain's fees: told once a wave, not once a liquidation a block)
         unread: list[str] = []
         over_fee: list[int] = []
-        priced = [s.fee_beside_gas(c.opportunity.gas_limit) for s, (c, _) in
-                  zip(simulations, wave, strict=True) if isinstance(s, Simulated)]
-        if self.op_stack_chain_id is not None and priced:
-            self.metrics.liquidation_fee_beside_gas.labels(*self.labels).set(
-                max(priced) / 1e18 * native_usd)
+        if self.op_stack_chain_id is not None:  # (nothing more a liquidation elsewhere)
+            priced = [s.fee_beside_gas(c.opportunity.gas_limit) for s, (c, _) in
+                      zip(simulations, wave, strict=True) if isinstance(s, Simulated)]
+            if priced:
+                self.metrics.liquidation_fee_beside_gas.labels(*self.labels).set(
+                    max(priced) / 1e18 * native_usd)
         for (call, key), sim in zip(wave, simulations, strict=True):
             opp = call.opportunity
             guard = swap_would_not_pay(sim)
@@ -1027,7 +1028,8 @@ class Executor:
             if decision is None:
                 stage(*self.labels, "unprofitable").inc()
                 # (the fee's doing only if, without it, this decision would have sent it)
-                if isinstance(sim, Simulated) and self._decide(
+                if self.op_stack_chain_id is not None and isinstance(
+                        sim, Simulated) and self._decide(
                         opp, key, base_fee, native_usd, call.flash, needed) is not None:
                     over_fee.append(sim.fee_beside_gas(
                         self._gas_limit(opp, needed)))
