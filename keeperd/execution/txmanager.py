@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from eth_utils import keccak
@@ -690,11 +691,7 @@ class TxManager:
             receipt = await self.pool.request("eth_getTransactionReceipt", [record.tx_hash])
             if receipt is None:
                 continue
-            ok = int(receipt["status"], 16) == 1
-            status = ("cancelled" if record.kind == "cancel" else
-                      "included" if ok else "reverted")
-            return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
-                           int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
+            return self._outcome(p, record, receipt)
         if latest_nonce > p.nonce:
             # The nonce was used by a transaction we do not know (another process with this
             # key, or a replacement we never recorded): ours can no longer be mined — if
@@ -705,8 +702,39 @@ class TxManager:
             if p.nonce_passed_at is None:
                 p.nonce_passed_at = block
             if block > p.nonce_passed_at:
+                # On a 2-second chain "a later block" is 2 s: a provider's receipt node that
+                # far behind made a mined liquidation a drop, another sender on the key (a
+                # false alert, sending held) and a replan. Every endpoint is asked first.
+                found = await self._receipt_elsewhere(p)
+                if found is not None:
+                    return found
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
+        return None
+
+    def _outcome(self, p: Pending, record: TxRecord, receipt: dict[str, Any]) -> Outcome:
+        ok = int(receipt["status"], 16) == 1
+        status = ("cancelled" if record.kind == "cancel" else
+                  "included" if ok else "reverted")
+        return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
+                       int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
+
+    async def _receipt_elsewhere(self, p: Pending) -> Outcome | None:
+        """A receipt of any of the attempts from any endpoint (each asked once, in one batch):
+        before a nonce passed without one is called a drop."""
+        attempts = list(reversed(p.attempts))
+        for ep in self.pool.voters:
+            try:
+                receipts = await self.pool.batch_on(
+                    ep, [("eth_getTransactionReceipt", [r.tx_hash]) for r in attempts])
+            except (RpcError, RpcUnavailable):
+                continue
+            for record, receipt in zip(attempts, receipts, strict=True):
+                if isinstance(receipt, dict) and receipt.get("transactionHash", "").lower() \
+                        == record.tx_hash.lower():
+                    log.info("tx.receipt_from_another_endpoint", opportunity=p.key,
+                             tx_hash=record.tx_hash, endpoint=ep.safe_url)
+                    return self._outcome(p, record, receipt)
         return None
 
     async def _replace(self, p: Pending, block: int) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+import structlog
 
 from keeperd.chain.rpc import RpcPool, RpcPoolSettings, RpcUnavailable
 from keeperd.devnet.handle import Devnet
@@ -189,3 +190,28 @@ async def test_a_transaction_whose_nonce_is_used_is_not_replaced(
     assert len(tx.pending["a"].attempts) == 1  # not replaced
     [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
     assert outcome.status == "included"
+
+
+async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_drop(
+        devnet: Devnet, metrics: Metrics) -> None:
+    """On a 2-second chain "a later block" is 2 s: a provider whose receipts come from a node
+    further behind made a mined liquidation a drop — the key's other sender alerted, sending
+    held, the position planned again. Before a nonce passed without a receipt is called a
+    drop, every endpoint is asked for it."""
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
+            RpcPool.from_urls("devnet", [proxy.url, devnet.manifest["rpc_url"]],
+                              metrics=metrics) as pool:
+        tx = manager(pool, metrics)
+        record = await tx.send("r", SELF, b"", 21_000, 10**18,
+                               block=devnet.client.block_number())
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (every time)
+        assert await tx.watch(devnet.mine(1), lambda key: True) == []
+        with structlog.testing.capture_logs() as logs:
+            [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
+    assert (outcome.key, outcome.status, outcome.tx_hash) == ("r", "included", record.tx_hash)
+    [told] = [e for e in logs if e["event"] == "tx.receipt_from_another_endpoint"]
+    assert told["endpoint"] != pool.endpoints[0].safe_url
+    assert not [e for e in logs if e["event"] == "tx.key_in_use_elsewhere"]
+    assert tx.key_conflict(devnet.client.block_number()) is None
