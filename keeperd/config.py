@@ -485,7 +485,8 @@ class KeeperConfig(_Model):
         default=3, ge=1, description="This many of a protocol's liquidations reverted on chain "
         "within `revert_breaker_blocks` pause its sending (alert sending_paused) until that "
         "many blocks pass without another: a lying endpoint can make healthy accounts look "
-        "liquidatable, and every send of them burns gas.")
+        "liquidatable, and every send of them burns gas. A race lost to another keeper's "
+        "liquidation of the account, mined first, is not counted (the crash's competition).")
     revert_breaker_blocks: int = Field(default=50, ge=1)
     second_opinion: bool = Field(
         default=True, description="With two or more RPC endpoints on the chain, simulate each "

@@ -1481,14 +1481,19 @@ class Executor:
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
-            self._reverts.append(block if block is not None else
-                                 (self._last.block if self._last is not None else 0))
             await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
-            await self._maybe_lost_race(None, key, entry.detected_block, "reverted",
-                                        entry.account)
+            winner = await self._maybe_lost_race(None, key, entry.detected_block, "reverted",
+                                                 entry.account, until=block)
+            if winner is None:
+                # (the revert breaker is for reverts nobody explains: an endpoint that makes
+                # healthy accounts look liquidatable. A race lost to another keeper's
+                # liquidation, mined first, is the crash's competition: three of them in a
+                # cascade paused sending for 50 blocks, the rest of the crash with it.)
+                self._reverts.append(block if block is not None else
+                                     (self._last.block if self._last is not None else 0))
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
@@ -1543,18 +1548,21 @@ class Executor:
         return 0.0
 
     async def _maybe_lost_race(self, opp: Opportunity | None, key: OpportunityKey, since_block: int,
-                               reason: str, account: str | None = None) -> None:
-        """If someone else's liquidation hit this account since we saw it, record it."""
+                               reason: str, account: str | None = None, *,
+                               until: int | None = None) -> str | None:
+        """If someone else's liquidation hit this account since we saw it (and, `until`, no
+        later than that block: ours reverted there), record it; the winner, or None."""
         account = opp.account if opp is not None else account
         if account is None:
-            return
+            return None
         book = self._last.book if self._last is not None else None
         try:
             logs = await self.pool.request("eth_getLogs", [{
-                "fromBlock": hex(max(0, since_block - 1)), "toBlock": "latest",
+                "fromBlock": hex(max(0, since_block - 1)),
+                "toBlock": hex(until) if until is not None else "latest",
                 **self.adapter.liquidation_logs(book, [account])}])
         except (RpcError, RpcUnavailable):
-            return
+            return None
         winners = [seen.liquidator for e in logs
                    if (seen := self.adapter.decode_liquidation(e, book)) is not None]
         # Ours: the keeper, and the contracts it liquidates through (the FlashLiquidator, the
@@ -1563,7 +1571,7 @@ class Executor:
         ours |= {r.to.lower() for r in self.liquidator.signing_rules() if r.to != "*"}
         others = [w for w in winners if w.lower() not in ours]
         if not others:
-            return
+            return None
         winner = others[-1]
         if await self.journal.get(key) is None and opp is not None:
             await self.journal.record(J.JournalEntry(
@@ -1574,6 +1582,7 @@ class Executor:
         self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
         log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
         self._event("lost_race", key, account, None, {"winner": winner, "reason": reason})
+        return winner
 
     def _event(self, kind: str, key: OpportunityKey, account: str, block: int | None,
                details: dict[str, Any]) -> None:

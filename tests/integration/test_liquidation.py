@@ -185,6 +185,12 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     assert len(entries) == 1, entries
     assert entries[0].status == J.LOST_RACE, (entries, crash, chain_health(devnet, victim))
     assert entries[0].winner == competitor
+    # Ours reverted behind the competitor's: a lost race, not a revert nobody explains, so
+    # it does not count toward the revert breaker (three in a cascade paused sending).
+    executor = keeper.daemon.executors["aave"]
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {"chain": "devnet", "protocol": "aave", "stage": "reverted"}) == 1
+    assert executor._reverts == []
     # Not retried: the next blocks send nothing more for that account.
     await keeper.evaluated_at(devnet.mine(1))
     assert len([e for e in await journal.all() if e.account == victim]) == 1
