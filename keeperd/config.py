@@ -486,7 +486,8 @@ class KeeperConfig(_Model):
         "within `revert_breaker_blocks` pause its sending (alert sending_paused) until that "
         "many blocks pass without another: a lying endpoint can make healthy accounts look "
         "liquidatable, and every send of them burns gas. A race lost to another keeper's "
-        "liquidation of the account, mined first, is not counted (the crash's competition).")
+        "liquidation of the account, mined before ours and after the block it was planned "
+        "on, is not counted (the crash's competition).")
     revert_breaker_blocks: int = Field(default=50, ge=1)
     second_opinion: bool = Field(
         default=True, description="With two or more RPC endpoints on the chain, simulate each "

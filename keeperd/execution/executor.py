@@ -1485,15 +1485,22 @@ class Executor:
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
-            winner = await self._maybe_lost_race(None, key, entry.detected_block, "reverted",
-                                                 entry.account, until=block)
-            if winner is None:
-                # (the revert breaker is for reverts nobody explains: an endpoint that makes
-                # healthy accounts look liquidatable. A race lost to another keeper's
-                # liquidation, mined first, is the crash's competition: three of them in a
-                # cascade paused sending for 50 blocks, the rest of the crash with it.)
-                self._reverts.append(block if block is not None else
-                                     (self._last.block if self._last is not None else 0))
+            # Counted first (whatever fails below, a revert counts), then taken back if it was
+            # a race lost: the revert breaker is for reverts nobody explains (an endpoint that
+            # makes healthy accounts look liquidatable). A race lost to another keeper's
+            # liquidation mined before ours, after the block we planned on, is the crash's
+            # competition: three of them in a cascade paused sending for 50 blocks.
+            counted = block if block is not None else (
+                self._last.block if self._last is not None else 0)
+            self._reverts.append(counted)
+            receipt = outcome.receipt or {}
+            ours = ((block, int(str(receipt["transactionIndex"]), 16))
+                    if block is not None and receipt.get("transactionIndex") else None)
+            winner = await self._maybe_lost_race(
+                None, key, entry.detected_block, "reverted", entry.account, until=block,
+                before=ours, after=entry.detected_block)
+            if winner is not None and counted in self._reverts:
+                self._reverts.remove(counted)
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
@@ -1549,9 +1556,12 @@ class Executor:
 
     async def _maybe_lost_race(self, opp: Opportunity | None, key: OpportunityKey, since_block: int,
                                reason: str, account: str | None = None, *,
-                               until: int | None = None) -> str | None:
-        """If someone else's liquidation hit this account since we saw it (and, `until`, no
-        later than that block: ours reverted there), record it; the winner, or None."""
+                               until: int | None = None, before: tuple[int, int] | None = None,
+                               after: int | None = None) -> str | None:
+        """If someone else's liquidation hit this account since we saw it, record it; the
+        winner, or None. `until`: no later than that block; `before`: mined before that
+        (block, transaction index), ours that reverted; `after`: in a later block than that
+        one (the one planned on, whose state already held what was mined in it)."""
         account = opp.account if opp is not None else account
         if account is None:
             return None
@@ -1563,6 +1573,8 @@ class Executor:
                 **self.adapter.liquidation_logs(book, [account])}])
         except (RpcError, RpcUnavailable):
             return None
+        if before is not None or after is not None:
+            logs = [e for e in logs if _mined_between(e, after, before)]
         winners = [seen.liquidator for e in logs
                    if (seen := self.adapter.decode_liquidation(e, book)) is not None]
         # Ours: the keeper, and the contracts it liquidates through (the FlashLiquidator, the
@@ -1716,6 +1728,16 @@ def _as_text(planned: Any) -> dict[str, str] | None:
 
 def _balance_of(token: str, owner: str) -> ContractCall:
     return ContractCall(token, "balanceOf(address)", ["address"], [owner])
+
+
+def _mined_between(entry: Any, after: int | None, before: tuple[int, int] | None) -> bool:
+    """Whether a log was mined in a block after `after` and before (block, transaction
+    index) `before`; one without its position is not."""
+    try:
+        where = (int(str(entry["blockNumber"]), 16), int(str(entry["transactionIndex"]), 16))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (after is None or where[0] > after) and (before is None or where < before)
 
 
 def _fee_detail(entry: J.JournalEntry | None, outcome: Outcome) -> str:

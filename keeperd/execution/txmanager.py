@@ -52,6 +52,8 @@ REPLACEMENT_MIN_BUMP = 1.10
 # keeper or tool) holds new liquidations until this many blocks pass without another one: two
 # senders on one key fight over nonces ("nonce too low", replaced and dropped liquidations).
 FOREIGN_QUIET_BLOCKS = 10
+# Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
+RECEIPT_WAIT_BLOCKS = 10
 
 
 @dataclass(frozen=True)
@@ -704,10 +706,17 @@ class TxManager:
             if block > p.nonce_passed_at:
                 # On a 2-second chain "a later block" is 2 s: a provider's receipt node that
                 # far behind made a mined liquidation a drop, another sender on the key (a
-                # false alert, sending held) and a replan. Every endpoint is asked first.
-                found = await self._receipt_elsewhere(p)
-                if found is not None:
-                    return found
+                # false alert, sending held) and a replan. Every endpoint is asked first; one
+                # that has a receipt postpones the drop (up to RECEIPT_WAIT_BLOCKS), and the
+                # settlement still comes from the pool's own answer: another endpoint's
+                # receipt alone (it may lie) never settles it.
+                if block - p.nonce_passed_at <= RECEIPT_WAIT_BLOCKS:
+                    elsewhere = await self._receipt_elsewhere(p)
+                    if elsewhere is not None:
+                        log.info("tx.drop_postponed", opportunity=p.key, nonce=p.nonce,
+                                 endpoint=elsewhere, meaning="another endpoint has its "
+                                 "receipt: settled once the pool serves it")
+                        return None
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
@@ -719,22 +728,20 @@ class TxManager:
         return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
                        int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
 
-    async def _receipt_elsewhere(self, p: Pending) -> Outcome | None:
-        """A receipt of any of the attempts from any endpoint (each asked once, in one batch):
-        before a nonce passed without one is called a drop."""
-        attempts = list(reversed(p.attempts))
-        for ep in self.pool.voters:
-            try:
-                receipts = await self.pool.batch_on(
-                    ep, [("eth_getTransactionReceipt", [r.tx_hash]) for r in attempts])
-            except (RpcError, RpcUnavailable):
+    async def _receipt_elsewhere(self, p: Pending) -> str | None:
+        """Which endpoint, if any, has a receipt of one of the attempts (every endpoint asked
+        at once, a batch each), before a nonce passed without one is called a drop. A
+        malformed answer is no answer."""
+        calls = [("eth_getTransactionReceipt", [r.tx_hash]) for r in p.attempts]
+        voters = self.pool.voters
+        answers = await asyncio.gather(*(self.pool.batch_on(ep, calls) for ep in voters),
+                                       return_exceptions=True)
+        for ep, receipts in zip(voters, answers, strict=True):
+            if not isinstance(receipts, list) or len(receipts) != len(calls):
                 continue
-            for record, receipt in zip(attempts, receipts, strict=True):
-                if isinstance(receipt, dict) and receipt.get("transactionHash", "").lower() \
-                        == record.tx_hash.lower():
-                    log.info("tx.receipt_from_another_endpoint", opportunity=p.key,
-                             tx_hash=record.tx_hash, endpoint=ep.safe_url)
-                    return self._outcome(p, record, receipt)
+            for record, receipt in zip(p.attempts, receipts, strict=True):
+                if _is_receipt_of(receipt, record.tx_hash):
+                    return ep.safe_url
         return None
 
     async def _replace(self, p: Pending, block: int) -> None:
@@ -832,3 +839,14 @@ class TxManager:
                                     attempts=list(records), sent_block=block, resumed=True)
         if self._nonce is not None:
             self._nonce = max(self._nonce, first.nonce + 1)
+
+
+def _is_receipt_of(answer: object, tx_hash: str) -> bool:
+    """Whether an answer has the shape of a mined receipt of `tx_hash`."""
+    if not isinstance(answer, dict):
+        return False
+    found = answer.get("transactionHash")
+    return (isinstance(found, str) and found.lower() == tx_hash.lower()
+            and answer.get("status") in ("0x0", "0x1")
+            and isinstance(answer.get("blockHash"), str)
+            and isinstance(answer.get("blockNumber"), str))

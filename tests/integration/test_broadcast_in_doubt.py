@@ -197,7 +197,9 @@ async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_dr
     """On a 2-second chain "a later block" is 2 s: a provider whose receipts come from a node
     further behind made a mined liquidation a drop — the key's other sender alerted, sending
     held, the position planned again. Before a nonce passed without a receipt is called a
-    drop, every endpoint is asked for it."""
+    drop, every endpoint is asked: one that has it postpones the drop, and the settlement
+    comes from the pool's own answer once it serves it (another endpoint's receipt alone,
+    which may lie, settles nothing)."""
     from tests.faults.chaos_proxy import ChaosProxy, Fault
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
@@ -206,12 +208,43 @@ async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_dr
         tx = manager(pool, metrics)
         record = await tx.send("r", SELF, b"", 21_000, 10**18,
                                block=devnet.client.block_number())
-        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (every time)
+        # (the pool's endpoint serves no receipt for two blocks, the batch asked of it too)
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None, times=3)
         assert await tx.watch(devnet.mine(1), lambda key: True) == []
         with structlog.testing.capture_logs() as logs:
-            [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
+            assert await tx.watch(devnet.mine(1), lambda key: True) == []
+        [told] = [e for e in logs if e["event"] == "tx.drop_postponed"]
+        assert told["endpoint"] == pool.endpoints[1].safe_url
+        assert not [e for e in logs if e["event"] == "tx.key_in_use_elsewhere"]
+        [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
     assert (outcome.key, outcome.status, outcome.tx_hash) == ("r", "included", record.tx_hash)
-    [told] = [e for e in logs if e["event"] == "tx.receipt_from_another_endpoint"]
-    assert told["endpoint"] != pool.endpoints[0].safe_url
-    assert not [e for e in logs if e["event"] == "tx.key_in_use_elsewhere"]
     assert tx.key_conflict(devnet.client.block_number()) is None
+
+
+async def test_a_drop_is_not_postponed_by_a_malformed_receipt_nor_for_ever(
+        devnet: Devnet, metrics: Metrics) -> None:
+    """Another endpoint's answer is only asked whether to wait: a malformed one is no answer
+    (it stopped the executor every block), and one that keeps claiming a receipt the pool
+    never serves waits RECEIPT_WAIT_BLOCKS, not for ever."""
+    from keeperd.execution.txmanager import RECEIPT_WAIT_BLOCKS, _is_receipt_of
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    good = {"transactionHash": "0xAB", "status": "0x1", "blockHash": "0x01",
+            "blockNumber": "0x5"}
+    assert _is_receipt_of(good, "0xab")
+    for broken in ({**good, "transactionHash": None}, {**good, "status": "0x2"},
+                   {**good, "transactionHash": "0xac"}, "0x1", None,
+                   {k: v for k, v in good.items() if k != "blockHash"}):
+        assert not _is_receipt_of(broken, "0xab")
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
+            RpcPool.from_urls("devnet", [proxy.url, devnet.manifest["rpc_url"]],
+                              metrics=metrics) as pool:
+        tx = manager(pool, metrics)
+        await tx.send("s", SELF, b"", 21_000, 10**18, block=devnet.client.block_number())
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (never served)
+        outcomes: list[Any] = []
+        for _ in range(RECEIPT_WAIT_BLOCKS + 2):
+            outcomes += await tx.watch(devnet.mine(1), lambda key: True)
+            if outcomes:
+                break
+    assert [o.status for o in outcomes] == ["dropped"]
