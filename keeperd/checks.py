@@ -25,6 +25,7 @@ from keeperd.config import (
     validate_config,
     webhook_secret_problem,
 )
+from keeperd.devnet.anvil import DEFAULT_CHAIN_ID
 from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
@@ -192,16 +193,10 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
     charges = l1_fee.charges_l1_fee(chain.chain_id, chain.l1_data_fee)
     if not charges and chain.l1_data_fee == "none":
         return [], [], None  # (a known OP Stack chain set so: warned offline)
-    method, params = l1_fee.l1_fee_request(chain.chain_id, l1_fee.SAMPLE_TO,
-                                           l1_fee.SAMPLE_CALL, l1_fee.SAMPLE_GAS)
     fee: int | Exception
     try:
-        data_fee = l1_fee.decode_fee(await pool.request(method, params))
-        operator = (l1_fee.OperatorFee.from_answers(
-            await pool.batch(l1_fee.operator_fee_requests())) if charges
-            else l1_fee.NO_OPERATOR_FEE)
-        fee = data_fee + operator.fee(l1_fee.SAMPLE_GAS)
-    except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
+        fee = await l1_fee.sample_fee(pool, chain.chain_id)
+    except l1_fee.FeeUnread as exc:
         fee = exc
     size = len(l1_fee.SAMPLE_CALL)
     if charges and isinstance(fee, Exception):
@@ -211,7 +206,8 @@ async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool
             "keeperd would send no liquidation there",
             "check the RPC endpoints; if this chain is not an OP Stack chain, set "
             "l1_data_fee: none" + (" (on the devnet, `keeperd devnet l1-fee 20` places the "
-                                   "oracle)" if chain.chain_id == 31337 else ""))], [], None
+                                   "oracle)" if chain.chain_id == DEFAULT_CHAIN_ID else "")
+        )], [], None
     if charges and isinstance(fee, int):
         return [], [], (f"chains[{ci}] {chain.name}: the L1 data and operator fees are priced "
                         "into each liquidation from its GasPriceOracle "

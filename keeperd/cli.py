@@ -777,7 +777,8 @@ def _cmd_devnet_l1_fee(args: argparse.Namespace) -> int:
     with _devnet_control(_read_manifest()) as control:
         op_stack.install(control.client, l1_base_fee=int(args.l1_base_fee_gwei * gwei),
                          blob_base_fee=int(args.blob_base_fee_gwei * gwei))
-        method, params = l1_fee.l1_fee_request(31337, l1_fee.SAMPLE_TO, l1_fee.SAMPLE_CALL,
+        method, params = l1_fee.l1_fee_request(int(control.manifest["chain_id"]),
+                                               l1_fee.SAMPLE_TO, l1_fee.SAMPLE_CALL,
                                                l1_fee.SAMPLE_GAS)
         fee = l1_fee.decode_fee(control.client.call(method, *params))
     print(f"GasPriceOracle at {l1_fee.GAS_PRICE_ORACLE}: a {len(l1_fee.SAMPLE_CALL)}-byte "

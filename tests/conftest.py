@@ -431,11 +431,13 @@ async def run_daemon() -> AsyncIterator:
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def logging_restored() -> Iterator[None]:
-    """A command configures structlog for the process (onto a captured stream): the
-    configuration before the test is put back after it (modules whose tests run commands use
-    it: `pytestmark = pytest.mark.usefixtures("logging_restored")`)."""
+    """A command configures structlog for the process (onto a captured stream, its level
+    filter at the command's level): the configuration before the test is put back after it,
+    for every test. (Named by the modules whose tests run commands; it was theirs alone, and
+    a `keeperd check-config` run by tests/unit/test_config.py left a warning-level filter on
+    the worker: a later test's `capture_logs` saw no info event.)"""
     saved = structlog.get_config()
     yield
     structlog.reset_defaults()

@@ -4,9 +4,8 @@ since Isthmus the operator fee.
 On OP Mainnet, Base, Unichain and the other OP Stack chains a transaction pays its gas at the
 L2's fee, plus the cost of posting its bytes to Ethereum: the L1 data fee, taken from the
 sender's balance on top of `gasUsed x effectiveGasPrice` and reported in the receipt's
-`l1Fee`. On Base the L2 gas of a liquidation costs a fraction of a cent while the data fee
-follows Ethereum's base and blob fees: it is often most of what a transaction costs, and
-during an L1 fee spike it can cost more than a small liquidation earns. A keeper that prices
+`l1Fee`. The data fee follows Ethereum's base and blob fees, not the L2's: at times more than
+the gas itself, and during an L1 fee spike more than a small liquidation earns. A keeper that prices
 gas alone sends those at a loss and books a profit it did not make.
 
 keeperd does not compute the fee itself (Fjord prices the FastLZ-compressed size of the
@@ -34,7 +33,7 @@ from typing import Any
 from eth_abi import decode, encode
 
 from keeperd.chain import rlp
-from keeperd.chain.rpc import RpcError, RpcUnavailable
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 
 GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"  # every OP Stack chain's
 GET_L1_FEE = bytes.fromhex("49948e0e")  # getL1Fee(bytes)
@@ -108,6 +107,19 @@ def operator_fee_requests(at: str = "latest") -> list[tuple[str, list[Any]]]:
 
 class FeeUnread(Exception):
     """The chain's fee oracle gave no usable answer: what a transaction costs is unknown."""
+
+
+async def sample_fee(pool: RpcPool, chain_id: int) -> int:
+    """What a liquidation-sized call (SAMPLE_CALL, at SAMPLE_GAS) pays beside its gas now: its
+    L1 data fee and the operator fee, as the executor reads them. FeeUnread when the chain's
+    oracle does not say (an endpoint's error included)."""
+    method, params = l1_fee_request(chain_id, SAMPLE_TO, SAMPLE_CALL, SAMPLE_GAS)
+    try:
+        data_fee = decode_fee(await pool.request(method, params))
+        operator = OperatorFee.from_answers(await pool.batch(operator_fee_requests()))
+    except (RpcError, RpcUnavailable) as exc:
+        raise FeeUnread(f"the GasPriceOracle's fee could not be read: {exc}"[:300]) from None
+    return data_fee + operator.fee(SAMPLE_GAS)
 
 
 def fee_text(wei: int) -> str:

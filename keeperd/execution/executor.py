@@ -247,11 +247,11 @@ class Executor:
         # each liquidation's are asked of the chain with its simulation and priced.
         self.op_stack_chain_id = op_stack_chain_id
         # The blocks since which, and at which last, a liquidation was held because that fee
-        # could not be read (`fee_hold`); cleared by a fee read.
+        # could not be read (`fee_hold`); a fee read since (`_fee_read_at`) ends it.
         self._fee_unread: tuple[int, int] | None = None
         # What a liquidation is expected to pay beside its gas, for the seller contracts'
         # on-chain profit bar (`GasQuote.fee_beside_gas_wei`, encoded before the simulation
-        # prices it): the most a liquidation of the last priced wave paid, or at start a
+        # prices it): the median call's of the last wave read, or at start a
         # liquidation-sized call's.
         self._fee_estimate_wei = 0
         self._fee_read_at = -1  # the last block at which a fee read answered
@@ -746,9 +746,6 @@ class Executor:
             if opinions is not None:
                 opinions, second_fees = opinions[:len(wave)], opinions[len(wave):]
         answers, fee_answers = answers[:len(wave)], answers[len(wave):]
-        if fees and second is not None and second_fees is None:
-            self.metrics.liquidation_funnel.labels(
-                *self.labels, "fee_second_opinion_unavailable").inc(len(wave))
         out: list[object] = [
             a if isinstance(a, Exception)
             else self._verdict(c, a) if c.verification is not None else Simulated(None)
@@ -773,9 +770,13 @@ class Executor:
                                                       f"({second.safe_url}): {reverted}")
         if fees:
             reading = self._price_fees(out, fee_answers, second_fees)
-            if reading.lone and second_fees is not None:
+            # (each figure of two endpoints asked that rests on one: the second gave no
+            # answers at all, or not that one)
+            lone = reading.lone if second_fees is not None else (
+                len(wave) if second is not None else 0)
+            if lone:
                 self.metrics.liquidation_funnel.labels(
-                    *self.labels, "fee_second_opinion_unavailable").inc(reading.lone)
+                    *self.labels, "fee_second_opinion_unavailable").inc(lone)
             self._learn_fees(reading, [c.opportunity.gas_limit for c, _ in wave], block)
         return out
 
@@ -863,11 +864,9 @@ class Executor:
     async def _estimate_fee_at_start(self) -> None:
         """The seller contracts' first on-chain profit bar (`_fee_estimate_wei`), before any
         liquidation has been priced: what a liquidation-sized call pays now (with headroom)."""
-        method, params = l1_fee.l1_fee_request(self.op_stack_chain_id or 0, l1_fee.SAMPLE_TO,
-                                               l1_fee.SAMPLE_CALL, l1_fee.SAMPLE_GAS)
         try:
-            fee = l1_fee.decode_fee(await self.pool.request(method, params))
-        except (RpcError, RpcUnavailable, l1_fee.FeeUnread) as exc:
+            fee = await l1_fee.sample_fee(self.pool, self.op_stack_chain_id or 0)
+        except l1_fee.FeeUnread as exc:
             log.warning("liquidation.fee_estimate_unread", protocol=self.adapter.name,
                         error=str(exc)[:200], meaning="this chain's GasPriceOracle did not "
                         "answer: a liquidation whose L1 data fee cannot be read when it is "
@@ -1014,8 +1013,6 @@ class Executor:
                 self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                 continue
             stage(*self.labels, "simulated_ok").inc()
-            if self.op_stack_chain_id is not None:
-                self._fee_unread = None
             needed = sim.gas_needed if isinstance(sim, Simulated) else None
             verdict = sim.verdict if isinstance(sim, Simulated) else None
             if verdict is not None:
@@ -1481,10 +1478,6 @@ class Executor:
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
-            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
-            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
-            self._event("reverted", key, entry.account, block,
-                        {"tx_hash": outcome.tx_hash})
             # Counted first (whatever fails below, a revert counts), then taken back if it was
             # a race lost: the revert breaker is for reverts nobody explains (an endpoint that
             # makes healthy accounts look liquidatable). A race lost to another keeper's
@@ -1493,6 +1486,10 @@ class Executor:
             counted = block if block is not None else (
                 self._last.block if self._last is not None else 0)
             self._reverts.append(counted)
+            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
+            self._event("reverted", key, entry.account, block,
+                        {"tx_hash": outcome.tx_hash})
             receipt = outcome.receipt or {}
             ours = ((block, int(str(receipt["transactionIndex"]), 16))
                     if block is not None and receipt.get("transactionIndex") else None)

@@ -20,7 +20,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from eth_utils import keccak
@@ -693,7 +692,11 @@ class TxManager:
             receipt = await self.pool.request("eth_getTransactionReceipt", [record.tx_hash])
             if receipt is None:
                 continue
-            return self._outcome(p, record, receipt)
+            ok = int(receipt["status"], 16) == 1
+            status = ("cancelled" if record.kind == "cancel" else
+                      "included" if ok else "reverted")
+            return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
+                           int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
         if latest_nonce > p.nonce:
             # The nonce was used by a transaction we do not know (another process with this
             # key, or a replacement we never recorded): ours can no longer be mined — if
@@ -720,13 +723,6 @@ class TxManager:
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
-
-    def _outcome(self, p: Pending, record: TxRecord, receipt: dict[str, Any]) -> Outcome:
-        ok = int(receipt["status"], 16) == 1
-        status = ("cancelled" if record.kind == "cancel" else
-                  "included" if ok else "reverted")
-        return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
-                       int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
 
     async def _receipt_elsewhere(self, p: Pending) -> str | None:
         """Which endpoint, if any, has a receipt of one of the attempts (every endpoint asked
