@@ -631,6 +631,64 @@ def _cmd_storage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_wave(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    redactor = configure_logging("warning", "console")
+    chains = [c.name for c in config.chains]
+    if not chains:
+        raise UsageError("the config names no chain")
+    name = _choose("--chain", args.chain, chains, "chain") if args.chain else chains[0]
+    if args.chain is None and len(chains) > 1:
+        raise UsageError(f"the config has {len(chains)} chains: say which with --chain "
+                         f"({', '.join(chains)})")
+    chain = next(c for c in config.chains if c.name == name)
+    try:
+        return asyncio.run(_wave(args, config, chain, redactor))
+    except Exception as exc:
+        from keeperd.execution.wave_setup import WaveSetupError
+        from keeperd.keys import SecretError
+        from keeperd.statelock import StateDirLocked
+
+        if isinstance(exc, (WaveSetupError, StateDirLocked, SecretError)):
+            raise CommandFailed(redactor.scrub(str(exc))) from None
+        raise
+
+
+async def _wave(args: argparse.Namespace, config: Config, chain: Any, redactor: Any) -> int:
+    from keeperd.chain.connect import make_pool
+    from keeperd.checks import keeper_address
+    from keeperd.config import RemoteSignerKey
+    from keeperd.execution.wave_setup import WaveSetup, read_state
+    from keeperd.hardening import forbid_core_dumps
+    from keeperd.keys import load_key
+    from keeperd.metrics import Metrics
+    from keeperd.statelock import StateDirLock
+
+    async with make_pool(chain, Metrics()) as pool:
+        if args.action == "status":
+            keeper = keeper_address(config)
+            if keeper is None:
+                raise UsageError("the keeper's address is unknown: keeper.key (or "
+                                 "keeper.address) is needed")
+            print((await read_state(pool, chain.name, keeper)).render())
+            return EXIT_OK
+        source = config.keeper.key
+        if source is None or isinstance(source, RemoteSignerKey):
+            raise UsageError(
+                f"keeperd wave {args.action} signs with the keeper's local key (keeper.key: "
+                "env, file or keystore); a remote signer signs EIP-7702 authorizations with "
+                "its own tooling (the delegate: `keeperd wave status` prints its address)")
+        forbid_core_dumps()  # (before the key is in memory, as the daemon does)
+        key = load_key(source)
+        redactor.add(key.secret_hex())
+        # (never beside a running keeperd on this state directory: its nonces)
+        with StateDirLock(config.state_dir):
+            setup = WaveSetup(pool, chain, config.keeper, key, wait_s=args.wait)
+            state = await getattr(setup, args.action)()
+        print(state.render())
+    return EXIT_OK
+
+
 def _cmd_config_schema(_: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
@@ -979,6 +1037,23 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the target (postgres: storage.url)")
         p.set_defaults(func=_cmd_storage)
 
+    p = _command(sub, "wave", "keeperd's wave executor: many liquidations in one "
+                 "transaction (EIP-7702)",
+                 "status: where KeeperWave is and what the keeper's address runs, from every "
+                 "endpoint; deploy: put KeeperWave at its fixed address on the chain (through "
+                 "the deterministic deployment proxy); delegate: the keeper's address runs "
+                 "KeeperWave (an EIP-7702 authorization signed by its key); revoke: an "
+                 "ordinary address again. Run with keeperd stopped (the state directory's lock "
+                 "is taken). docs/operations.md, 'Wave transactions'.")
+    p.add_argument("action", choices=("status", "deploy", "delegate", "revoke"),
+                   help="status, deploy, delegate or revoke")
+    p.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    p.add_argument("--chain", default=None,
+                   help="which configured chain (a `chains[].name`; needed with several)")
+    p.add_argument("--wait", type=_positive(float), default=180.0,
+                   help="seconds to wait for the transaction's receipt (default 180)")
+    p.set_defaults(func=_cmd_wave)
+
     p = _command(sub, "config-schema", "print the config's JSON Schema",
                  "For editors: YAML language servers validate and complete the config with it.")
     p.set_defaults(func=_cmd_config_schema)
@@ -1055,7 +1130,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "breaker" and args.action != "list" and not args.asset:
         parser.error("breaker trip|reset needs an ASSET (a token symbol, e.g. WETH)")
-    where = " ".join(filter(None, (args.command, getattr(args, "devnet_command", None))))
+    where = " ".join(filter(None, (args.command, getattr(args, "devnet_command", None),
+                                   getattr(args, "action", None) if args.command == "wave"
+                                   else None)))
     try:
         return int(args.func(args))
     except UsageError as exc:

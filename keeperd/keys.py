@@ -71,6 +71,13 @@ class KeeperKey:
         r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
         return b"\x02" + rlp.encode([*fields, v, r, s])
 
+    def sign_authorization(self, *, chain_id: int, address: str, nonce: int) -> Any:
+        """An EIP-7702 authorization: the address's code becomes a delegation to `address`
+        (the zero address: none). Only `keeperd wave` asks for one (execution/wave_setup.py),
+        at an operator's command."""
+        return self._account.sign_authorization(
+            {"chainId": chain_id, "address": address, "nonce": nonce})
+
     async def sign(self, tx: UnsignedTx) -> bytes:
         """The local `Signer` (execution/signer.py)."""
         return self.sign_eip1559(chain_id=tx.chain_id, nonce=tx.nonce, to=tx.to, value=tx.value,

@@ -84,8 +84,12 @@ def compile_sources(
     optimizer_runs: int = 200,
     evm_version: str = "paris",
     via_ir: bool = False,
+    metadata_hash: bool = True,
 ) -> dict[str, CompiledContract]:
-    """Compile {file name: source}; return {contract name: CompiledContract}."""
+    """Compile {file name: source}; return {contract name: CompiledContract}. Without
+    `metadata_hash` the code does not end with a hash of the sources' text (solc's
+    `bytecodeHash: none`): a comment edited leaves the bytes, and so a CREATE2 address,
+    as they were."""
     settings: dict[str, Any] = {
         "optimizer": {"enabled": True, "runs": optimizer_runs},
         "evmVersion": evm_version,
@@ -93,6 +97,8 @@ def compile_sources(
         "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object",
                                         "evm.deployedBytecode.object"]}},
     }
+    if not metadata_hash:
+        settings["metadata"] = {"bytecodeHash": "none"}
     request = {"language": "Solidity",
                "sources": {name: {"content": src} for name, src in sorted(sources.items())},
                "settings": settings}
@@ -113,7 +119,8 @@ def compile_sources(
 _LOCAL_IMPORT = re.compile(r'^\s*import\s+"\./([A-Za-z0-9_]+\.sol)";', re.MULTILINE)
 
 
-def compile_project_contracts(names: list[str]) -> dict[str, CompiledContract]:
+def compile_project_contracts(names: list[str], *, metadata_hash: bool = True
+                              ) -> dict[str, CompiledContract]:
     """Compile files from the repo's contracts/ folder (e.g. ["Multicall3.sol"]), with the
     files they import from it."""
     root = paths.contracts_dir()
@@ -124,7 +131,7 @@ def compile_project_contracts(names: list[str]) -> dict[str, CompiledContract]:
         if name not in sources:
             sources[name] = (root / name).read_text()
             wanted.extend(_LOCAL_IMPORT.findall(sources[name]))
-    return compile_sources(sources)
+    return compile_sources(sources, metadata_hash=metadata_hash)
 
 
 def load_sources(folder: Path, pattern: str = "**/*.sol") -> dict[str, str]:

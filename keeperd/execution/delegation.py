@@ -10,16 +10,17 @@ receives the seized collateral into an address someone else may be sweeping.
 
 So the transaction manager reads its address's code at start and with every block's mined
 nonce (one batch): while the address is delegated to a contract the operator did not allow
-(`keeper.allowed_delegates`), the key signs nothing — no liquidation, no replacement of one in
-flight, no approval, no housekeeping — nor are bytes it signed before broadcast again, and
-`key_in_use_elsewhere` fires with the reason. While the code cannot be read (at start, or an
-answer that is not code, asked of every endpoint in turn), new liquidations wait for it, and
-past FOREIGN_QUIET_BLOCKS that is alerted too. A lying endpoint can claim a delegation
-(sending held and alerted: visible) or hide one from a start (what keeperd knew before this
-check), but not lift a refusal: with two endpoints or more configured, the key signs again
-only once two of them say, at the block judged, that the refused code is gone and none says
-it is still there (one behind that block, or of another network, has no say;
-`tx.keeper_code_disputed` while they disagree).
+(`keeper.allowed_delegates`) and that is not keeperd's own wave executor (KeeperWave, at the
+address keeperd derives from its code: execution/wave_code.py), the key signs nothing — no
+liquidation, no replacement of one in flight, no approval, no housekeeping — nor are bytes
+it signed before broadcast again, and `key_in_use_elsewhere` fires with the reason. While
+the code cannot be read (at start, or an answer that is not code, asked of every endpoint in
+turn), new liquidations wait for it, and past FOREIGN_QUIET_BLOCKS that is alerted too. A
+lying endpoint can claim a delegation (sending held and alerted: visible) or hide one from a
+start (what keeperd knew before this check), but not lift a refusal: with two endpoints or
+more configured, the key signs again only once two of them say, at the block judged, that
+the refused code is gone and none says it is still there (one behind that block, or of
+another network, has no say; `tx.keeper_code_disputed` while they disagree).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
+
+from keeperd.execution.wave_code import WAVE_ADDRESS
 
 DESIGNATOR = "ef0100"  # EIP-7702's delegation designator: 0xef0100 followed by the address
 
@@ -36,8 +39,8 @@ OTHER_SENDER_ACTION = ("Stop the other keeper or tool using this key (two keeper
                        "its own.")
 DELEGATED_ACTION = ("If you did not sign this delegation, the key is compromised: move the "
                     "funds to a new key and configure keeperd with it. If you did, revoke it "
-                    "(an EIP-7702 authorization to the zero address) or list the delegate in "
-                    "keeper.allowed_delegates.")
+                    "(`keeperd wave revoke`: an EIP-7702 authorization to the zero address) or "
+                    "list the delegate in keeper.allowed_delegates.")
 CODE_ACTION = ("An address with a private key has no contract code: check keeper.address / "
                "the key, and the RPC endpoints (one may lie).")
 UNREAD_ACTION = ("keeperd reads the code again every block; check the RPC endpoints "
@@ -81,8 +84,10 @@ def read_code(code: str) -> KeeperCode:
 def refusal(address: str, code: KeeperCode, allowed: frozenset[str], block: int | None
             ) -> KeyHold | None:
     """Why nothing may be signed for `address` with this code (pure), or None: an ordinary
-    account, or one delegated to a contract in `allowed` (checksummed addresses)."""
-    if code.plain or (code.delegate is not None and code.delegate in allowed):
+    account, or one delegated to a contract in `allowed` (checksummed addresses) or to
+    keeperd's own KeeperWave (whatever code is at its derived address is its code)."""
+    if code.plain or (code.delegate is not None
+                      and (code.delegate in allowed or code.delegate == WAVE_ADDRESS)):
         return None
     seen = "at start" if block is None else f"at block {block}"
     if code.delegate is not None:

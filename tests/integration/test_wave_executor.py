@@ -1,0 +1,184 @@
+"""keeperd's wave executor on the devnet, from the operator's commands to a wave's receipt:
+`keeperd wave deploy` puts KeeperWave at the address keeperd derives, `delegate` makes the
+keeper's address run it, a wave from the keeper to itself makes its calls (a failing one not
+undoing the others, a starved one skipped, a huge revert cut short), nobody else can make it
+call anything, and `revoke` leaves an ordinary address. A lying endpoint stops `delegate`;
+a running keeperd, or transactions of the key still pending, stop the commands that sign."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from keeperd.cli import main
+from keeperd.devnet import contracts
+from keeperd.devnet.client import DevnetRpcError
+from keeperd.devnet.handle import Devnet
+from keeperd.devnet.solc import compile_sources
+from keeperd.execution import wave_code as W
+from keeperd.statelock import StateDirLock
+from tests.faults.chaos_proxy import ChaosProxy, Fault
+from tests.keeper_harness import KEEPER, KEEPER_KEY, fund_keeper
+
+OTHER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's account 1
+NOT_SELF = "0x29c3b7ee"  # KeeperWave's NotSelf()
+# Reverts with 4,000 bytes of data: a wave must not pay to copy them all.
+LOUD_REVERT_SOL = """
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.19;
+contract LoudRevert {
+    fallback() external {
+        assembly { revert(0, 4000) }
+    }
+}
+"""
+
+
+def _config(devnet: Devnet, tmp_path: Path, rpc_urls: list[str] | None = None) -> Path:
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(json.dumps({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": rpc_urls or [devnet.manifest["rpc_url"]]}],
+        "keeper": {"mode": "liquidate", "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False},
+    }))
+    return path
+
+
+def _wave(config: Path, action: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["wave", action, "--config", str(config), "--wait", "30"])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def _code(devnet: Devnet, address: str) -> str:
+    return str(devnet.client.call("eth_getCode", address, "latest")).lower()
+
+
+def test_deploy_delegate_wave_and_revoke(devnet: Devnet, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    config = _config(devnet, tmp_path)
+    assert _code(devnet, W.DEPLOYER) != "0x", "the devnet lacks the deployment proxy"
+    code, out = _wave(config, "status", capsys)
+    assert code == 0 and "executor none" in out and "`keeperd wave deploy`" in out
+
+    # Delegating before the code is there is refused: the address would run nothing.
+    code, out = _wave(config, "delegate", capsys)
+    assert code == 1 and "`keeperd wave deploy` first" in out
+    assert _code(devnet, KEEPER) == "0x"
+
+    code, out = _wave(config, "deploy", capsys)
+    assert code == 0, out
+    assert W.is_wave_code(_code(devnet, W.WAVE_ADDRESS))
+    assert "executor KeeperWave; keeper's address ordinary" in out
+    code, out = _wave(config, "deploy", capsys)
+    assert code == 0 and "already at" in out
+
+    code, out = _wave(config, "delegate", capsys)
+    assert code == 0, out
+    assert _code(devnet, KEEPER) == "0xef0100" + W.WAVE_ADDRESS[2:].lower()
+    assert "ready: the keeper's address runs KeeperWave" in out
+
+    # A wave: each call from the keeper's address, a failure not undoing the others.
+    usdc = devnet.manifest["tokens"]["USDC"]
+    token = contracts.aave("MintableERC20")
+    loud = devnet.client.deploy(OTHER, bytes.fromhex(compile_sources(
+        {"LoudRevert.sol": LOUD_REVERT_SOL})["LoudRevert"].bytecode[2:]))
+
+    def balance(of: str) -> int:
+        return int(devnet.client.call("eth_call", {"to": usdc, "data": "0x" + token.encode_call(
+            "balanceOf", of).hex()}, "latest"), 16)
+
+    before = balance(OTHER)
+    calls = [
+        W.WaveCall(usdc, 100_000, token.encode_call("transfer", OTHER, 1)),
+        W.WaveCall(usdc, 100_000, token.encode_call("transfer", OTHER, 2**200)),  # reverts
+        W.WaveCall(OTHER, 100_000, b"\x12\x34"),  # no code: not a success
+        W.WaveCall(loud, 100_000, b""),
+        W.WaveCall(usdc, 30_000_000, token.encode_call("transfer", OTHER, 2)),  # starved
+        W.WaveCall(usdc, 100_000, token.encode_call("transfer", OTHER, 3)),
+    ]
+    receipt = devnet.client.send(KEEPER, KEEPER, W.encode_execute(calls), gas=2_000_000)
+    assert int(receipt["status"], 16) == 1
+    outcome = W.read_wave_logs(receipt["logs"], KEEPER)
+    assert outcome is not None and outcome.calls == 6
+    assert outcome.succeeded == frozenset({0, 5})
+    assert set(outcome.failed) == {1, 2, 3}
+    assert outcome.failed[2] == b"no code at target"
+    assert len(outcome.failed[3]) == 256  # (of 4,000)
+    assert outcome.starved == frozenset({4})
+    assert balance(OTHER) - before == 1 + 3
+
+    # Nobody else can make the keeper's address call anything.
+    steal = W.encode_execute([W.WaveCall(usdc, 100_000, token.encode_call(
+        "transfer", OTHER, balance(KEEPER)))])
+    with pytest.raises(DevnetRpcError, match="reverted"):
+        devnet.client.send(OTHER, KEEPER, steal, gas=500_000)
+    with pytest.raises(DevnetRpcError, match=NOT_SELF):
+        devnet.client.call("eth_call", {"from": OTHER, "to": KEEPER,
+                                        "data": "0x" + steal.hex()}, "latest")
+    assert balance(OTHER) - before == 4
+    # Plain ETH still reaches the delegated address.
+    paid = int(devnet.client.call("eth_getBalance", KEEPER, "latest"), 16)
+    devnet.client.send(OTHER, KEEPER, b"", value=10**15)
+    assert int(devnet.client.call("eth_getBalance", KEEPER, "latest"), 16) == paid + 10**15
+
+    code, out = _wave(config, "revoke", capsys)
+    assert code == 0, out
+    assert _code(devnet, KEEPER) == "0x"
+    code, out = _wave(config, "revoke", capsys)
+    assert code == 0 and "nothing to revoke" in out
+
+
+async def test_a_lying_endpoint_stops_the_delegation(devnet: Devnet, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    honest = _config(devnet, tmp_path)
+    code, out = await asyncio.to_thread(_wave, honest, "deploy", capsys)
+    assert code == 0, out
+    assert W.is_wave_code(_code(devnet, W.WAVE_ADDRESS))
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.faults["eth_getCode"] = Fault.answer("0x")
+        config = _config(devnet, tmp_path, [devnet.manifest["rpc_url"], liar.url])
+        code, out = await asyncio.to_thread(_wave, config, "delegate", capsys)
+    assert code == 1 and "disagree on the code at " + W.WAVE_ADDRESS in out
+    assert ": none" in out and ": KeeperWave" in out
+    assert _code(devnet, KEEPER) == "0x"
+
+
+def test_commands_that_sign_wait_for_the_daemon_and_the_pool(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    config = _config(devnet, tmp_path)
+    with StateDirLock(tmp_path / "state"):  # (as a running keeperd holds it)
+        code, out = _wave(config, "deploy", capsys)
+    assert code == 1 and "another keeperd holds" in out
+    assert _code(devnet, W.WAVE_ADDRESS) in ("0x", "0x0")
+    # A transaction of the key's still in the pool: nothing signed beside it.
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.client.call("eth_sendTransaction", {"from": KEEPER, "to": OTHER, "value": "0x1"})
+        code, out = _wave(config, "deploy", capsys)
+        assert code == 1 and "still waiting in the node's pool" in out
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+        devnet.mine(1)
+    # A remote signer: the command says how instead.
+    remote = json.loads(config.read_text())
+    remote["keeper"]["key"] = {"source": "remote", "url": "http://127.0.0.1:9/",
+                               "address": KEEPER}
+    config.write_text(json.dumps(remote))
+    code, out = _wave(config, "delegate", capsys)
+    assert code == 2 and "local key" in out and KEEPER_KEY[2:] not in out

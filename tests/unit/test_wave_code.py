@@ -1,0 +1,106 @@
+"""keeperd's wave executor, its bytes and its address: the constants keeperd ships are what the
+pinned solc makes of contracts/KeeperWave.sol, and the address is their CREATE2 address; a
+wave's calldata and its receipt's events read as the contract writes them."""
+
+from __future__ import annotations
+
+from eth_abi import decode, encode
+from eth_utils import keccak
+
+from keeperd.devnet.solc import compile_project_contracts
+from keeperd.execution import wave_code as W
+from keeperd.execution.delegation import KeeperCode, read_code, refusal
+
+KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+OTHER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def test_shipped_code_is_the_compiled_source() -> None:
+    compiled = compile_project_contracts(["KeeperWave.sol"], metadata_hash=False)["KeeperWave"]
+    assert compiled.bytecode == "0x" + W.CREATION_CODE.hex()
+    assert "0x" + keccak(bytes.fromhex(compiled.deployed_bytecode[2:])).hex() \
+        == W.RUNTIME_CODE_HASH
+    assert W.is_wave_code(compiled.deployed_bytecode)
+    assert not W.is_wave_code(compiled.deployed_bytecode + "00")
+    assert not W.is_wave_code("0x")
+    assert not W.is_wave_code("0xzz")
+    # The selector and the events the contract's ABI declares.
+    abi = {item["name"]: item for item in compiled.abi if "name" in item}
+    assert [i["type"] for i in abi["execute"]["inputs"][0]["components"]] \
+        == ["address", "uint256", "bytes"]
+    assert {"WaveExecuted", "CallFailed", "CallStarved"} <= set(abi)
+
+
+def test_address_is_the_create2_address_of_the_code() -> None:
+    assert W.wave_address() == W.WAVE_ADDRESS
+    # (another salt or other code: another address)
+    assert W.wave_address(salt=b"\x00" * 32) != W.WAVE_ADDRESS
+    assert W.wave_address(creation_code=W.CREATION_CODE + b"\x00") != W.WAVE_ADDRESS
+    assert W.deployment_input()[:32] == W.SALT == keccak(b"keeperd KeeperWave")
+
+
+def test_execute_calldata() -> None:
+    calls = [W.WaveCall(OTHER, 300_000, b"\x01\x02"), W.WaveCall(KEEPER, 5, b"")]
+    data = W.encode_execute(calls)
+    assert data[:4] == keccak(b"execute((address,uint256,bytes)[])")[:4]
+    (decoded,) = decode(["(address,uint256,bytes)[]"], data[4:])
+    assert [(a.lower(), g, d) for a, g, d in decoded] \
+        == [(OTHER.lower(), 300_000, b"\x01\x02"), (KEEPER.lower(), 5, b"")]
+    for wrong in ([], [calls[0]] * 257):
+        try:
+            W.encode_execute(wrong)
+        except ValueError as exc:
+            assert "1 to 256" in str(exc)
+        else:
+            raise AssertionError("a wave of 0 or 257 calls was encoded")
+
+
+def test_gas_limit_covers_every_call_and_the_largest_share_kept_back() -> None:
+    calls = [W.WaveCall(OTHER, 400_000, b"\x00" * 300)] * 16
+    limit = W.wave_gas_limit(calls)
+    own = 16 * 400_000
+    assert limit > own + 400_000 // 63 + 16 * 20_000 + 21_000
+    # ...and not wildly more (a limit is what the fee budget holds back)
+    assert limit < own * 1.15
+
+
+def _log(address: str, topics: list[str], data: bytes) -> dict[str, object]:
+    return {"address": address, "topics": topics, "data": "0x" + data.hex()}
+
+
+def _index(i: int) -> str:
+    return "0x" + i.to_bytes(32, "big").hex()
+
+
+def test_receipt_read_from_the_keepers_own_events_only() -> None:
+    executed = _log(KEEPER.lower(), [W.WAVE_EXECUTED], encode(["uint256", "uint256"],
+                                                              [0b101, 4]))
+    failed = _log(KEEPER, [W.CALL_FAILED, _index(1)], encode(["bytes"], [b"\x08\xc3\x79\xa0"]))
+    starved = _log(KEEPER, [W.CALL_STARVED, _index(3)], b"")
+    # Another address's events of the same shape (any contract can emit them) count for
+    # nothing: not a second WaveExecuted, not a failure.
+    forged = _log(OTHER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b1111, 4]))
+    forged_fail = _log(OTHER, [W.CALL_FAILED, _index(0)], encode(["bytes"], [b"x"]))
+    outcome = W.read_wave_logs([forged, executed, failed, forged_fail, starved], KEEPER)
+    assert outcome is not None
+    assert outcome.calls == 4
+    assert outcome.succeeded == frozenset({0, 2})
+    assert dict(outcome.failed) == {1: b"\x08\xc3\x79\xa0"}
+    assert outcome.starved == frozenset({3})
+    assert outcome.ok(0) and not outcome.ok(1) and not outcome.ok(3)
+    # No WaveExecuted of the keeper's (no KeeperWave ran: a reverted wave, a delegation gone),
+    # or two of them (no single wave): no outcome, so nothing is called included.
+    assert W.read_wave_logs([forged, failed], KEEPER) is None
+    assert W.read_wave_logs([executed, executed], KEEPER) is None
+
+
+def test_keepers_own_executor_is_never_refused() -> None:
+    designator = "0xef0100" + W.WAVE_ADDRESS[2:].lower()
+    code = read_code(designator)
+    assert code == KeeperCode(delegate=W.WAVE_ADDRESS)
+    assert refusal(KEEPER, code, frozenset(), 7) is None
+    # ...while any other delegate is, unless listed
+    other = read_code("0xef0100" + OTHER[2:].lower())
+    hold = refusal(KEEPER, other, frozenset(), 7)
+    assert hold is not None and "keeperd wave revoke" in hold.action
+    assert refusal(KEEPER, other, frozenset({OTHER}), 7) is None
