@@ -28,10 +28,14 @@ contract KeeperWave {
         bytes data;
     }
 
-    /// One per wave: bit i of `succeeded` is set when call i succeeded. keeperd settles each
-    /// liquidation from this event, emitted by the keeper's own address, and from the
-    /// protocol's own liquidation event.
+    /// One per wave, its last log: bit i of `succeeded` is set when call i succeeded. keeperd
+    /// settles each liquidation from the events of the keeper's own address (no other code
+    /// can emit them) and from the protocol's own liquidation event.
     event WaveExecuted(uint256 succeeded, uint256 calls);
+    /// Call `index` succeeded. Each call's own marker (this, CallFailed or CallStarved) comes
+    /// right after the logs the call emitted: the receipt's logs between two markers are one
+    /// call's (its protocol's liquidation event, and so its profit).
+    event CallSucceeded(uint256 indexed index);
     /// Why call `index` failed: the first RETURN_CAP bytes of its revert data.
     event CallFailed(uint256 indexed index, bytes reason);
     /// Call `index` was not made: the gas left could not give it its own limit (the wave's
@@ -60,6 +64,7 @@ contract KeeperWave {
             (bool ok, bytes memory reason) = _call(c.target, c.gas, c.data);
             if (ok) {
                 succeeded |= 1 << i;
+                emit CallSucceeded(i);
             } else {
                 emit CallFailed(i, reason);
             }

@@ -48,6 +48,8 @@ from keeperd.execution.txmanager import (
     TxManager,
     TxRecord,
 )
+from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
+from keeperd.execution.waves import split_wave
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols.sdk.contract import (
@@ -59,7 +61,7 @@ from keeperd.protocols.sdk.contract import (
     Plugin,
     Verdict,
 )
-from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey, WaveKey
 from keeperd.protocols.sdk.messages import ExecutionEvent, ScanResult
 from keeperd.protocols.sdk.swap import seller_outcome
 from keeperd.storage.lease import FencedOut
@@ -84,6 +86,9 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # of at most LATER_WAVE goes in one wave (`wave_split`).
 WAVE = 8
 LATER_WAVE = 16
+# A mined wave that ran no KeeperWave (`_settle_wave`): waves go one transaction each for
+# this many blocks.
+WAVES_OFF_BLOCKS = 50
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
 # after it was asked: asked together, the node worked through them beside the first wave's
@@ -302,6 +307,9 @@ class Executor:
         # keeperd's own safety limits on sending (`send_pause`): blocks of recent on-chain
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
+        # Waves go one transaction each until this block: a mined wave ran no KeeperWave (the
+        # delegation read was wrong, or gone by the time it was mined).
+        self._waves_off_until = 0
         self._gas_spent: list[tuple[float, float]] = []
         # Settled before any book was evaluated (a start-up reconciliation, before the first
         # scan): no prices yet to value the liquidation nor its gas. Their outcomes, booked
@@ -1073,15 +1081,7 @@ class Executor:
                     signing.append(j)
             if signing:
                 assert self.tx is not None
-                # (`pause`: signing computes and the journal does not wait: without a pause
-                # the node's answer to the waves before, broadcast meanwhile, would be read
-                # only once this whole wave is signed, and counted that much later. The first
-                # wave does not pause: nothing of the block is out yet.)
-                prepared = await self.tx.prepare_many(
-                    [ToSign(j.key, j.call.target, j.call.data, j.decision.gas_limit,
-                            j.decision.budget_wei) for j in signing],
-                    block=result.block, base_fee=base_fee,
-                    pause_every=PAUSE_EVERY if pause else None)
+                prepared = await self._sign_wave(signing, result.block, base_fee, pause)
                 for j, ready in zip(signing, prepared, strict=True):
                     if isinstance(ready, SendRefused):
                         await self.journal.set_status(j.key, J.DROPPED,
@@ -1097,15 +1097,49 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
+    async def _sign_wave(self, signing: list[_Judged], block: int, base_fee: int, pause: bool
+                         ) -> list[tuple[TxRecord, Pending] | SendRefused]:
+        """Sign a judged wave: as one transaction to the keeper's own address (KeeperWave's
+        `execute`, each call with its own limit) when `wave_transactions` is on, the address
+        runs KeeperWave and the wave has two liquidations or more; otherwise one
+        transaction each. Each liquidation's answer: the (shared) signed record, or why it
+        was refused. A wave whose fees its members' budgets together cannot cover goes one
+        transaction each. `pause`: let the loop run between signatures (signing computes and
+        the journal does not wait: without a pause the node's answers to the waves
+        broadcast meanwhile would be read only once this whole wave is signed; the first
+        wave does not pause: nothing of the block is out yet)."""
+        assert self.tx is not None
+        if (self.config.wave_transactions and len(signing) > 1
+                and self.tx.runs_wave_executor and block >= self._waves_off_until):
+            calls = [WaveCall(j.call.target, j.decision.gas_limit, j.call.data)
+                     for j in signing]
+            wave = WaveKey(self.adapter.name, tuple(j.key for j in signing))
+            [ready] = await self.tx.prepare_many(
+                [ToSign(wave, self.tx.address, encode_execute(calls), wave_gas_limit(calls),
+                        sum(j.decision.budget_wei for j in signing))],
+                block=block, base_fee=base_fee)
+            if not isinstance(ready, SendRefused):
+                return [ready] * len(signing)
+            log.info("liquidation.wave_refused", protocol=self.adapter.name, block=block,
+                     liquidations=len(signing), reason=str(ready)[:300],
+                     meaning="sent one transaction each instead")
+        return await self.tx.prepare_many(
+            [ToSign(j.key, j.call.target, j.call.data, j.decision.gas_limit,
+                    j.decision.budget_wei) for j in signing],
+            block=block, base_fee=base_fee, pause_every=PAUSE_EVERY if pause else None)
+
     async def _send_wave(self, to_send: list[_ToSend], timing: dict[str, float],
                          planned: float) -> _Sent:
         """Broadcast a signed wave. What the node answered is reported (`_report_sent`) once
         the block's last wave is out."""
         assert self.tx is not None
         began = time.perf_counter()
-        outcomes = await self.tx.broadcast_many([(item.record, item.pending)
-                                                 for item in to_send], resync=False,
-                                                report=False)
+        # (a wave sent as one transaction: its members share one record, broadcast once)
+        unique = list({id(item.pending): (item.record, item.pending)
+                       for item in to_send}.values())
+        answers = await self.tx.broadcast_many(unique, resync=False, report=False)
+        by_pending = {id(p): answer for (_, p), answer in zip(unique, answers, strict=True)}
+        outcomes = [by_pending[id(item.pending)] for item in to_send]
         answered = time.perf_counter()
         timing["broadcast_ms"] = _ms(answered - began)
         timing["sent_ms"] = _ms(answered - planned)  # (from the block's plan)
@@ -1117,6 +1151,7 @@ class Executor:
         assert self.tx is not None
         elapsed = sent.answered - result.seen_at
         stage = self.metrics.liquidation_funnel.labels
+        reported: set[int] = set()
         for item, outcome in zip(sent.items, sent.outcomes, strict=True):
             opp, key, decision, record = item.opp, item.key, item.decision, item.record
             if outcome is not None:
@@ -1125,7 +1160,9 @@ class Executor:
                 self._event("not_sent", key, opp.account, result.block,
                             {"reason": str(outcome)[:300]})
                 continue
-            self.tx.report_sent(record, item.pending)
+            if id(item.pending) not in reported:  # (a wave's: once)
+                reported.add(id(item.pending))
+                self.tx.report_sent(record, item.pending)
             stage(*self.labels, "sent").inc()
             if item.verified:
                 self.metrics.liquidations_verified.labels(*self.labels, "sent").inc()
@@ -1288,8 +1325,8 @@ class Executor:
                 if entry is not None and entry.status == J.INCLUDED:
                     await self._recheck_inclusion(entry, seen, block,
                                                   "the chain reached the block it was seen in")
-        self._superseded &= {k.retry(0) for k in self.tx.pending
-                             if isinstance(k, OpportunityKey)}  # (settled ones are forgotten)
+        self._superseded &= {k.retry(0) for k in _opportunities(self.tx.pending)}
+        # (settled ones are forgotten)
         if not self.tx.pending:
             return
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
@@ -1405,13 +1442,21 @@ class Executor:
         if self.tx is None:
             return out
         for k, p in self.tx.pending.items():
-            if isinstance(k, OpportunityKey) and p.resumed and self._owns(k):
-                out.setdefault(k.account, set()).add(k.retry(0))
+            if p.resumed and self._owns(k):
+                for member in _opportunities([k]):
+                    out.setdefault(member.account, set()).add(member.retry(0))
         return out
 
     async def _still_wanted(self, key: TxKey) -> bool:
         if isinstance(key, UpkeepKey):
             return True  # replaced until mined, never cancelled: the next wave may need it
+        if isinstance(key, WaveKey):
+            # (replaced whole while any of its liquidations stands: one gone fails inside it
+            # at its own gas; cancelled when none does)
+            for member in key.members:
+                if await self._still_wanted(member):
+                    return True
+            return False
         if isinstance(key, OpportunityKey) and key.retry(0) in self._superseded:
             return False  # (its position has moved on: cancelled, planned afresh)
         entry = await self.journal.get(key)
@@ -1421,6 +1466,9 @@ class Executor:
     async def _settle(self, outcome: Outcome) -> None:
         key = outcome.key
         if isinstance(key, UpkeepKey):
+            return
+        if isinstance(key, WaveKey):
+            await self._settle_wave(outcome, key)
             return
         crash_point("tx.settled")
         entry = await self.journal.get(key)
@@ -1445,7 +1493,8 @@ class Executor:
             if not unbooked:
                 self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
                 self._gas_spent.append((time.time(), gas_usd))
-            if outcome.status in ("included", "reverted"):
+            if outcome.status in ("included", "reverted") and not outcome.wave_size:
+                # (a wave's member has a share of the wave's gas, not its call's: not learnt)
                 self.liquidator.learn(key, math.ceil(outcome.gas_used * RECEIPT_TO_LIMIT))
         block = _receipt_block(outcome)
         if outcome.status == "included" and block is not None:
@@ -1506,6 +1555,35 @@ class Executor:
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
                                         entry.account)
+
+    async def _settle_wave(self, outcome: Outcome, key: WaveKey) -> None:
+        """A wave's settlement, each liquidation's in the order of its call
+        (execution/waves.py)."""
+        assert self.tx is not None
+        members, read = split_wave(outcome, self.tx.address)
+        if outcome.status == "included" and read is None:
+            # Mined, yet no KeeperWave ran: the address was not delegated to it when the wave
+            # was mined (a lying read of its code, or a revocation since). Its calls were not
+            # made: each counts as reverted (the breaker counts them), and waves wait.
+            block = _receipt_block(outcome) or 0
+            self._waves_off_until = block + WAVES_OFF_BLOCKS
+            log.error("liquidation.wave_not_executed", protocol=self.adapter.name,
+                      tx_hash=outcome.tx_hash, liquidations=len(key.members),
+                      meaning="the wave was mined but the keeper's address ran no KeeperWave: "
+                              "none of its liquidations was made; one transaction each for "
+                              f"{WAVES_OFF_BLOCKS} blocks. Check `keeperd wave status`")
+        elif read is not None:
+            log.info("liquidation.wave_settled", protocol=self.adapter.name,
+                     tx_hash=outcome.tx_hash, liquidations=len(key.members),
+                     succeeded=len(read.succeeded), failed=len(read.failed),
+                     starved=len(read.starved), gas_used=outcome.gas_used)
+            if read.starved:
+                log.error("liquidation.wave_starved", protocol=self.adapter.name,
+                          tx_hash=outcome.tx_hash, calls=sorted(read.starved),
+                          meaning="the wave's gas limit left calls without their own: a bug "
+                                  "in keeperd's wave limit; those liquidations were not made")
+        for member in members:
+            await self._settle(member)
 
     async def _paid_wei(self, outcome: Outcome) -> int:
         """What a mined transaction cost the keeper: its gas, and what an OP Stack chain
@@ -1663,8 +1741,9 @@ class Executor:
         for outcome in list(self._unbooked):
             key = outcome.key
             gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
-            entry = None if isinstance(key, UpkeepKey) else await self.journal.get(key)
-            if isinstance(key, UpkeepKey) or (outcome.status == "included" and (
+            entry = (await self.journal.get(key) if isinstance(key, OpportunityKey)
+                     else None)
+            if not isinstance(key, OpportunityKey) or (outcome.status == "included" and (
                     entry is None or entry.status != J.INCLUDED)):
                 self._unbooked.remove(outcome)
                 continue
@@ -1699,6 +1778,17 @@ class Executor:
             if isinstance(balance, int):
                 self.metrics.keeper_balance.labels(self.adapter.chain, symbol).set(
                     balance / 10**decimals)
+
+
+def _opportunities(keys: Iterable[TxKey]) -> list[OpportunityKey]:
+    """The liquidations among transaction keys: a wave's members, or the key itself."""
+    out: list[OpportunityKey] = []
+    for key in keys:
+        if isinstance(key, WaveKey):
+            out.extend(key.members)
+        elif isinstance(key, OpportunityKey):
+            out.append(key)
+    return out
 
 
 def wave_split(calls: list[Any]) -> list[list[Any]]:

@@ -1,7 +1,9 @@
 """The liquidation journal: every attempt, written before its transaction is broadcast.
 
 One row per opportunity (its key says which position, which pair and how much debt), one row
-per signed transaction (the first and each replacement). Because the row and the signed
+per signed transaction (the first and each replacement) and opportunity: a wave's transaction
+(many liquidations in one, execution/wave_code.py) has a row under each of its liquidations,
+with the index of its call in the wave. Because the row and the signed
 transaction's hash are stored before the broadcast, a crash at any point leaves enough to
 find out afterwards what happened — and the opportunity's key stops a restarted keeperd from
 sending a second liquidation for it.
@@ -15,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from keeperd.protocols.sdk.keys import OpportunityKey, TxKey
+from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, WaveKey
 from keeperd.storage.db import Database
 from keeperd.storage.migrations import SchemaBehind, pending
 
@@ -38,7 +40,8 @@ TERMINAL = frozenset({DRY_RUN, INCLUDED, REVERTED, LOST_RACE, CANCELLED, DROPPED
                       SIMULATION_FAILED})
 # A signed transaction journaled, and its opportunity's row marked as sent under its nonce.
 _INSERT_TX = ("INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas, priority_fee, "
-              "gas_limit, raw, kind, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+              "gas_limit, raw, kind, sent_at, wave_index) VALUES "
+              "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
 _SET_PENDING = ("UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
                 "WHERE key = $4")
 GET_MANY_CHUNK = 500  # keys in one `get_many` query (well under SQLite's bound parameters)
@@ -88,6 +91,9 @@ class TxRecord:
     raw: str
     kind: str  # "liquidation" | "replacement" | "cancel"
     sent_at: float
+    # Read back under a member of a wave: its call's index in the wave (None: a transaction of
+    # its own). Written: the key, a WaveKey, says the members.
+    wave_index: int | None = None
 
 
 class Journal:
@@ -216,10 +222,11 @@ class Journal:
         lease fails here, before anything reaches the chain)."""
         async with self.db.transaction():
             await self.db.fenced()
-            await self.db.execute(_INSERT_TX, *_tx_row(tx))
-            await self.db.execute(_SET_PENDING, PENDING,
-                                  tx.nonce if nonce_of_key is None else nonce_of_key,
-                                  time.time(), str(tx.key))
+            await self.db.executemany(_INSERT_TX, _tx_rows(tx))
+            nonce = tx.nonce if nonce_of_key is None else nonce_of_key
+            now = time.time()
+            await self.db.executemany(_SET_PENDING, [(PENDING, nonce, now, key)
+                                                     for key in _keys(tx)])
 
     async def record_txs(self, txs: Sequence[TxRecord]) -> None:
         """`record_tx` for many signed transactions (a wave's), in one transaction and two
@@ -229,17 +236,25 @@ class Journal:
         now = time.time()
         async with self.db.transaction():
             await self.db.fenced()
-            await self.db.executemany(_INSERT_TX, [_tx_row(tx) for tx in txs])
-            await self.db.executemany(_SET_PENDING,
-                                      [(PENDING, tx.nonce, now, str(tx.key)) for tx in txs])
+            await self.db.executemany(_INSERT_TX, [row for tx in txs for row in _tx_rows(tx)])
+            await self.db.executemany(_SET_PENDING, [(PENDING, tx.nonce, now, key)
+                                                     for tx in txs for key in _keys(tx)])
 
     async def txs(self, key: JournalKey) -> list[TxRecord]:
         rows = await self.db.fetch(
             "SELECT tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, kind, "
-            "sent_at FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash", str(key))
+            "sent_at, wave_index FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash",
+            str(key))
         # (each record under the key as the caller holds it: typed, or a row's text)
-        return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8])
-                for r in rows]
+        return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8],
+                         None if r[9] is None else int(r[9])) for r in rows]
+
+    async def wave_members(self, tx_hash: str) -> dict[str, int]:
+        """The keys a wave's transaction was journaled under, each with its call's index."""
+        rows = await self.db.fetch(
+            "SELECT key, wave_index FROM liquidation_txs WHERE tx_hash = $1 AND "
+            "wave_index IS NOT NULL", tx_hash)
+        return {r[0]: int(r[1]) for r in rows}
 
     async def set_status(self, key: JournalKey, status: str, *, winner: str | None = None,
                          detail: str | None = None,
@@ -270,7 +285,18 @@ def _entry(r: tuple) -> JournalEntry:
                         r[10], r[11], r[12], r[13], planned)
 
 
-def _tx_row(tx: TxRecord) -> tuple[object, ...]:
-    """A signed transaction's row, in `_INSERT_TX`'s order."""
-    return (tx.tx_hash, str(tx.key), tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee),
-            tx.gas_limit, tx.raw, tx.kind, tx.sent_at)
+def _keys(tx: TxRecord) -> list[str]:
+    """The journal keys a signed transaction is written under: a wave's members, or its own."""
+    if isinstance(tx.key, WaveKey):
+        return [str(member) for member in tx.key.members]
+    return [str(tx.key)]
+
+
+def _tx_rows(tx: TxRecord) -> list[tuple[object, ...]]:
+    """A signed transaction's rows, in `_INSERT_TX`'s order: one, or one per wave member."""
+    common = (tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee), tx.gas_limit, tx.raw,
+              tx.kind, tx.sent_at)
+    if isinstance(tx.key, WaveKey):
+        return [(tx.tx_hash, str(member), *common, i)
+                for i, member in enumerate(tx.key.members)]
+    return [(tx.tx_hash, str(tx.key), *common, tx.wave_index)]

@@ -12,6 +12,7 @@ signed again under a new nonce.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import structlog
 from eth_account import Account
@@ -21,7 +22,7 @@ from hexbytes import HexBytes
 
 from keeperd.execution import journal as J
 from keeperd.execution.txmanager import TxManager
-from keeperd.protocols.sdk.keys import OpportunityKey
+from keeperd.protocols.sdk.keys import OpportunityKey, WaveKey
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,9 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
     records = await journal.txs(key or entry.key)
     if not records:
         return False
+    if key is not None and bad_key is None and records[-1].wave_index is not None:
+        return await _track_wave_again(journal, tx, entry, records, head, resend_if,
+                                       mined_nonce=mined_nonce)
     problem = bad_key or next(
         (p for r in records if (p := forged(r, tx, records[0].nonce))), None)
     if problem is not None or key is None:
@@ -117,6 +121,58 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         log.warning("liquidation.not_sent_again", opportunity=entry.key, nonce=entry.nonce,
                     meaning="its call would revert at the head now: not broadcast again; "
                             "its nonce is cancelled unless the opportunity comes back")
+    return True
+
+
+async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
+                            records: list[J.TxRecord], head: int,
+                            resend_if: StillSucceeds | None, *, mined_nonce: int | None
+                            ) -> bool:
+    """`track_again` for a liquidation sent in a wave (execution/waves.py): the wave is
+    tracked once, under its members as journaled with its latest transaction (each in its
+    call's place), whichever member comes first; the others find it tracked. Each of its
+    journaled transactions must be one this keeper signed, under one nonce, and be journaled
+    under every member in the same place: otherwise nothing of it is trusted."""
+    members = await journal.wave_members(records[-1].tx_hash)
+    problem: str | None = None
+    wave: WaveKey | None = None
+    try:
+        ordered = sorted(members.items(), key=lambda kv: kv[1])
+        if [i for _, i in ordered] != list(range(len(ordered))):
+            raise ValueError(f"its calls' places are {sorted(members.values())}")
+        wave = WaveKey(entry.protocol, tuple(OpportunityKey.parse(k) for k, _ in ordered))
+    except ValueError as exc:
+        problem = f"its wave's members do not read ({exc})"
+    if wave is not None and wave in tx.pending:
+        return True  # (another member tracked it)
+    if problem is None:
+        problem = next((p for r in records if (p := forged(r, tx, records[0].nonce))), None)
+    if problem is None:
+        for record in records:
+            placed = await journal.wave_members(record.tx_hash)
+            if placed != members:
+                problem = f"its transaction {record.tx_hash} is journaled under other members"
+                break
+    if problem is not None or wave is None:
+        log.error("journal.row_refused", opportunity=entry.key, problem=problem,
+                  meaning="a journaled wave this keeper cannot trust: not resumed, not "
+                          "replaced, its outcome not recorded; the state database was written "
+                          "by someone else, or is corrupt")
+        await journal.set_status(entry.key, J.DROPPED, detail=f"refused: {problem}"[:500])
+        return True
+    signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
+    to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
+    budget = 0
+    for member in wave.members:
+        found = await journal.get(member)
+        budget += found.max_fee_wei if found is not None else 0
+    tx.track(wave, [replace(r, key=wave, wave_index=None) for r in records], to, data,
+             budget, head)
+    if (mined_nonce is not None and records[0].nonce < mined_nonce) or resend_if is None \
+            or await resend_if(to, data, int(signed["gas"])):
+        await tx.rebroadcast(wave, resync=mined_nonce is None or records[0].nonce >= mined_nonce)
+    log.info("journal.wave_resumed", wave=str(wave), liquidations=len(wave.members),
+             nonce=records[0].nonce)
     return True
 
 

@@ -10,6 +10,9 @@ lying endpoint's answer turned into calldata — gets one only for a call keeper
 - an ERC-20 `approve` whose spender is one of the declared spenders (the token itself does
   not matter: an approval moves nothing, the spender is who could);
 - the keeper's cancel: nothing, to itself;
+- a wave (the keeper's address delegated to KeeperWave: execution/wave_code.py): `execute`
+  on the keeper's own address, each of whose calls is one of the above but the cancel (a call
+  the policy would sign alone), none to the keeper's own address;
 
 on the configured chain, with no value, at a max fee per gas within `max_fee_gwei`.
 """
@@ -19,9 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import structlog
+from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
+from keeperd.execution.wave_code import EXECUTE
 from keeperd.protocols.sdk.contract import APPROVE, Allowed
 
 log = structlog.get_logger(__name__)
@@ -64,22 +69,37 @@ class SignerPolicy:
         if tx.max_fee > self.max_fee_per_gas_wei or tx.tip > tx.max_fee:
             raise PolicyRefused(f"max fee {tx.max_fee} wei/gas (tip {tx.tip}) is over the "
                                 f"cap keeper.max_fee_gwei ({self.max_fee_per_gas_wei} wei)")
-        to = tx.to.lower()
+        if tx.to.lower() == self.keeper.lower():
+            if not tx.data:
+                return "cancel"
+            if tx.data[:4] != EXECUTE:
+                raise PolicyRefused("a call to the keeper's own address with data that is "
+                                    "no wave")
+            try:
+                (calls,) = decode(["(address,uint256,bytes)[]"], tx.data[4:])
+            except Exception:
+                raise PolicyRefused("a wave whose calls do not decode") from None
+            if not calls:
+                raise PolicyRefused("a wave of no calls")
+            purposes = [self._call_purpose(str(target), bytes(data)) for target, _, data in calls]
+            return f"wave of {len(calls)}: " + ", ".join(sorted(set(purposes)))
+        return self._call_purpose(tx.to, tx.data)
+
+    def _call_purpose(self, target: str, data: bytes) -> str:
+        to = target.lower()
         if to == self.keeper.lower():
-            if tx.data:
-                raise PolicyRefused("a call to the keeper's own address with data")
-            return "cancel"
-        purpose = self._calls.get((to, tx.data[:4]))
+            raise PolicyRefused("a call to the keeper's own address inside a wave")
+        purpose = self._calls.get((to, data[:4]))
         if purpose is not None:
             return purpose
-        if tx.data[:4] == selector(APPROVE) and len(tx.data) == 68:
-            spender = "0x" + tx.data[16:36].hex()
-            if tx.data[4:16] == bytes(12) and spender in self._spenders:
+        if data[:4] == selector(APPROVE) and len(data) == 68:
+            spender = "0x" + data[16:36].hex()
+            if data[4:16] == bytes(12) and spender in self._spenders:
                 return self._spenders[spender]
-            raise PolicyRefused(f"an approval of {to_checksum_address(tx.to)} to "
+            raise PolicyRefused(f"an approval of {to_checksum_address(target)} to "
                                 f"{to_checksum_address(spender)}, which is no spender "
                                 "keeperd approves")
-        raise PolicyRefused(f"a call of 0x{tx.data[:4].hex()} on {to_checksum_address(tx.to)}"
+        raise PolicyRefused(f"a call of 0x{data[:4].hex()} on {to_checksum_address(target)}"
                             ", which is no call keeperd makes")
 
 

@@ -38,6 +38,7 @@ from keeperd.execution.delegation import (
 from keeperd.execution.journal import TxRecord
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
+from keeperd.execution.wave_code import WAVE_ADDRESS
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.keys import TxKey
 
@@ -118,6 +119,9 @@ class Outcome:
     gas_used: int = 0
     effective_gas_price: int = 0
     receipt: dict | None = None
+    # A liquidation's share of a wave's settlement (execution/waves.py): how many shared it
+    # (0: a transaction of its own). Its gas is a share, not what its call used.
+    wave_size: int = 0
 
 
 class SendRefused(Exception):
@@ -202,6 +206,14 @@ class TxManager:
     @property
     def address(self) -> str:
         return self.signer.address
+
+    @property
+    def runs_wave_executor(self) -> bool:
+        """The last read of the address's code says it runs KeeperWave (delegated to it:
+        execution/wave_code.py), and nothing holds the key: a wave may be sent as one
+        transaction."""
+        return (self._delegate == WAVE_ADDRESS and self.code_refusal is None
+                and self._code_unread_since is None)
 
     async def sync_nonce(self) -> int:
         self._nonce = int(await self.pool.request(

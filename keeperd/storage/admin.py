@@ -28,7 +28,7 @@ TABLES = {
                      "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, "
                      "detail, created_at, updated_at, realised_profit_usd, planned"),
     "liquidation_txs": ("tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, "
-                        "kind, sent_at"),
+                        "kind, sent_at, wave_index"),
     # What was told, and what is still to be told (ids are the target's own).
     "alert_state": "fingerprint, rule, route, severity, value, told_at, since, chain, block, alert",
     "alert_cursor": "name, block",

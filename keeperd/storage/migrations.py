@@ -194,6 +194,32 @@ _M11_WATCHED_HELD = (
 )""",
 )
 
+# A wave of liquidations sent as one transaction (execution/wave_code.py): the wave's signed
+# transaction is journaled under each of its liquidations, with the index of its call in the
+# wave (`wave_index`; NULL for a transaction of one liquidation). One hash under many keys,
+# so the primary key is the pair.
+_M12_WAVE_TXS = (
+    """CREATE TABLE liquidation_txs_by_key (
+    tx_hash          TEXT NOT NULL,
+    key              TEXT NOT NULL REFERENCES liquidations(key),
+    nonce            BIGINT NOT NULL,
+    max_fee_per_gas  TEXT NOT NULL,
+    priority_fee     TEXT NOT NULL,
+    gas_limit        BIGINT NOT NULL,
+    raw              TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    sent_at          DOUBLE PRECISION NOT NULL,
+    wave_index       BIGINT,
+    PRIMARY KEY (tx_hash, key)
+)""",
+    "INSERT INTO liquidation_txs_by_key (tx_hash, key, nonce, max_fee_per_gas, priority_fee, "
+    "gas_limit, raw, kind, sent_at) SELECT tx_hash, key, nonce, max_fee_per_gas, "
+    "priority_fee, gas_limit, raw, kind, sent_at FROM liquidation_txs",
+    "DROP TABLE liquidation_txs",
+    "ALTER TABLE liquidation_txs_by_key RENAME TO liquidation_txs",
+    "CREATE INDEX IF NOT EXISTS liquidation_txs_by_key_index ON liquidation_txs (key)",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -209,6 +235,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (9, "the breaker keyed by chain and asset"),
     (10, "each liquidation's planned outcome"),
     (11, "the watched accounts seen holding a position"),
+    (12, "a wave's transaction journaled under each of its liquidations"),
 )
 
 
@@ -217,7 +244,7 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
-            10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD}[version]
+            10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -29,6 +29,7 @@ PINNED = {
     (9, "sqlite"): "058ae0b05dc2066c", (9, "postgresql"): "058ae0b05dc2066c",
     (10, "sqlite"): "1851e2b530c61230", (10, "postgresql"): "1851e2b530c61230",
     (11, "sqlite"): "96ac8720ca82eb0f", (11, "postgresql"): "96ac8720ca82eb0f",
+    (12, "sqlite"): "6e3ff7b3eca22945", (12, "postgresql"): "6e3ff7b3eca22945",
 }
 
 
@@ -59,9 +60,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9, 10, 11]
+        assert await migrate(db) == [7, 8, 9, 10, 11, 12]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
@@ -82,7 +83,7 @@ async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
         await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
         await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
         await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
-        assert await migrate(db) == [9, 10, 11]
+        assert await migrate(db) == [9, 10, 11, 12]
         states = await Breaker(db).states()
         assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
         assert states[(EVERY_CHAIN, "WBTC")].manual

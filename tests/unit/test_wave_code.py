@@ -28,7 +28,7 @@ def test_shipped_code_is_the_compiled_source() -> None:
     abi = {item["name"]: item for item in compiled.abi if "name" in item}
     assert [i["type"] for i in abi["execute"]["inputs"][0]["components"]] \
         == ["address", "uint256", "bytes"]
-    assert {"WaveExecuted", "CallFailed", "CallStarved"} <= set(abi)
+    assert {"WaveExecuted", "CallSucceeded", "CallFailed", "CallStarved"} <= set(abi)
 
 
 def test_address_is_the_create2_address_of_the_code() -> None:
@@ -73,25 +73,39 @@ def _index(i: int) -> str:
 
 
 def test_receipt_read_from_the_keepers_own_events_only() -> None:
-    executed = _log(KEEPER.lower(), [W.WAVE_EXECUTED], encode(["uint256", "uint256"],
-                                                              [0b101, 4]))
-    failed = _log(KEEPER, [W.CALL_FAILED, _index(1)], encode(["bytes"], [b"\x08\xc3\x79\xa0"]))
+    liquidation0 = _log(OTHER, ["0x" + "aa" * 32], b"first call's event")
+    ok0 = _log(KEEPER.lower(), [W.CALL_SUCCEEDED, _index(0)], b"")
+    # Another address's events of the same shape (any contract can emit them) are only that
+    # call's logs: not a marker, not a second WaveExecuted.
+    forged_fail = _log(OTHER, [W.CALL_FAILED, _index(2)], encode(["bytes"], [b"x"]))
+    failed1 = _log(KEEPER, [W.CALL_FAILED, _index(1)], encode(["bytes"], [b"\x08\xc3\x79\xa0"]))
+    liquidation2 = _log(OTHER, ["0x" + "bb" * 32], b"third call's event")
+    ok2 = _log(KEEPER, [W.CALL_SUCCEEDED, _index(2)], b"")
     starved = _log(KEEPER, [W.CALL_STARVED, _index(3)], b"")
-    # Another address's events of the same shape (any contract can emit them) count for
-    # nothing: not a second WaveExecuted, not a failure.
     forged = _log(OTHER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b1111, 4]))
-    forged_fail = _log(OTHER, [W.CALL_FAILED, _index(0)], encode(["bytes"], [b"x"]))
-    outcome = W.read_wave_logs([forged, executed, failed, forged_fail, starved], KEEPER)
+    executed = _log(KEEPER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b101, 4]))
+    outcome = W.read_wave_logs([liquidation0, ok0, forged_fail, failed1, liquidation2, ok2,
+                                starved, forged, executed], KEEPER)
     assert outcome is not None
     assert outcome.calls == 4
     assert outcome.succeeded == frozenset({0, 2})
     assert dict(outcome.failed) == {1: b"\x08\xc3\x79\xa0"}
     assert outcome.starved == frozenset({3})
     assert outcome.ok(0) and not outcome.ok(1) and not outcome.ok(3)
+    # Each call's logs: those after the marker before it, up to its own.
+    assert outcome.logs[0] == [liquidation0]
+    assert outcome.logs[1] == [forged_fail]
+    assert outcome.logs[2] == [liquidation2]
+    assert outcome.logs[3] == []
+    # A success bit without its marker is no success (the two must agree).
+    unmarked = W.read_wave_logs([liquidation0, failed1, liquidation2, ok2, executed], KEEPER)
+    assert unmarked is not None and unmarked.succeeded == frozenset({2})
     # No WaveExecuted of the keeper's (no KeeperWave ran: a reverted wave, a delegation gone),
-    # or two of them (no single wave): no outcome, so nothing is called included.
-    assert W.read_wave_logs([forged, failed], KEEPER) is None
+    # two of them (no single wave), or one that does not decode: no outcome, so nothing is
+    # called included.
+    assert W.read_wave_logs([forged, ok0, failed1], KEEPER) is None
     assert W.read_wave_logs([executed, executed], KEEPER) is None
+    assert W.read_wave_logs([ok0, _log(KEEPER, [W.WAVE_EXECUTED], b"\x01")], KEEPER) is None
 
 
 def test_keepers_own_executor_is_never_refused() -> None:

@@ -6,6 +6,10 @@
   and nothing else splits it.
 - `UpkeepKey`: an approval or a margin deposit. Never journaled (fenced only); it lives in the
   transaction manager's memory while in flight.
+- `WaveKey`: a wave of one protocol's liquidations sent as one transaction (the keeper's
+  address delegated to KeeperWave: execution/wave_code.py); its members are the
+  liquidations' keys in the order of their calls. The journal keeps the wave's signed
+  transactions under each member (execution/journal.py), never under a key of its own.
 
 Who owns a key is a field (`protocol`), never a prefix of its text.
 """
@@ -86,4 +90,26 @@ class UpkeepKey:
         return str(self)
 
 
-TxKey = OpportunityKey | UpkeepKey
+@dataclass(frozen=True, order=True)
+class WaveKey:
+    """Many liquidations of one protocol in one transaction: `members[i]` is call i's."""
+
+    protocol: str
+    members: tuple[OpportunityKey, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("a wave has at least one member")
+        if any(m.protocol != self.protocol for m in self.members):
+            raise ValueError("a wave's members are of its protocol")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("a wave names each member once")
+
+    def __str__(self) -> str:
+        return f"wave:{self.members[0]}+{len(self.members) - 1}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+TxKey = OpportunityKey | UpkeepKey | WaveKey

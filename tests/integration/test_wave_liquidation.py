@@ -1,0 +1,155 @@
+"""A crash liquidated in waves: the keeper's address delegated to KeeperWave (by the operator's
+`keeperd wave` commands) and `keeper.wave_transactions` on, a block's liquidations go out as
+one transaction a wave, each settles from its own call (included with its own profit, or a
+race lost inside the wave without undoing the rest), and a restart resumes a wave once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from keeperd.cli import main
+from keeperd.config import parse_config
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from keeperd.execution import wave_code as W
+from tests.chain_amounts import assert_amounts_as_planned, frozen_clock, sent_from_journal
+from tests.conftest import metric_value
+from tests.keeper_harness import KEEPER, KEEPER_KEY, chain_health, fund_keeper
+
+
+def delegate_keeper(devnet: Devnet, tmp_path: Path) -> None:
+    """`keeperd wave deploy` and `keeperd wave delegate`, as an operator runs them."""
+    path = tmp_path / "wave.yaml"
+    path.write_text(json.dumps({
+        "state_dir": str(tmp_path / "wave-state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]]}],
+        "keeper": {"mode": "liquidate", "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}}))
+    saved = structlog.get_config()  # (a command sets the process's log level to its own)
+    try:
+        for action in ("deploy", "delegate"):
+            assert main(["wave", action, "--config", str(path), "--wait", "30"]) == 0, action
+    finally:
+        structlog.reset_defaults()
+        structlog.configure(**saved)
+    assert devnet.client.call("eth_getCode", KEEPER, "latest").lower() \
+        == "0xef0100" + W.WAVE_ADDRESS[2:].lower()
+
+
+def wave_config(devnet: Devnet, tmp_path: Path, waves: bool = True) -> Any:
+    return parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]],
+                    "confirmations": 0, "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"},
+                   "wave_transactions": waves},
+        "metrics": {"enabled": False},
+        "risk": {"cascade": {"enabled": False}},
+    }, env={"KEEPER_KEY": KEEPER_KEY})
+
+
+async def test_a_crash_goes_out_in_waves_each_settled_from_its_own_call(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    await asyncio.to_thread(delegate_keeper, devnet, tmp_path)
+    borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
+    keeper = await run_daemon(wave_config(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.client.block_number())
+    competitor = "0x00000000000000000000000000000000C0FfeE00"
+    fund_keeper(devnet, competitor, approve=True)
+    victim = next(b["address"] for b in devnet.manifest["borrowers"]
+                  if b["collateral"] == ["WETH"] and b["debt"] == "DAI"
+                  and 1.02 < chain_health(devnet, b["address"]) < 1.3)
+    nonce_before = int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"), 16)
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        with frozen_clock(devnet):
+            devnet.set_price_async("WETH", 2100.0)
+            crash = devnet.mine(1)
+            underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+            assert len(underwater) > 20 and victim in underwater
+            # Another keeper takes one account first (a higher tip): ours fails inside its
+            # wave, and the rest of the wave stands.
+            devnet.client.call("eth_sendTransaction", {
+                "from": competitor, "to": devnet.manifest["aave_v3"]["pool"],
+                "gas": hex(1_500_000), "maxPriorityFeePerGas": hex(500 * 10**9),
+                "maxFeePerGas": hex(1000 * 10**9),
+                "data": "0x" + contracts.aave("Pool").encode_call(
+                    "liquidationCall", devnet.manifest["tokens"]["WETH"],
+                    devnet.manifest["tokens"]["DAI"], victim, 2**256 - 1, False).hex()})
+            with structlog.testing.capture_logs() as logs:
+                await keeper.evaluated_at(crash)
+                journal = keeper.daemon.executors["aave"].journal
+                pending = await journal.by_status(J.PENDING)
+                assert len(pending) > 20
+                await keeper.evaluated_at(devnet.mine(1))
+                await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+
+    # Few transactions for many liquidations: a wave's members share its transaction.
+    hashes = {t.tx_hash for e in pending for t in await journal.txs(e.key)}
+    assert len(hashes) < len(pending) / 4, (len(hashes), len(pending))
+    ours = [t for b in range(crash + 1, crash + 3) for t in devnet.client.call(
+        "eth_getBlockByNumber", hex(b), True)["transactions"] if t["from"] == KEEPER.lower()]
+    waves = {t["hash"] for t in ours if t["to"] == KEEPER.lower()}
+    assert hashes <= waves, (hashes, [(t["hash"], t["to"]) for t in ours])
+    assert int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"), 16) \
+        == nonce_before + len(ours)
+    settled = [e for e in logs if e["event"] == "liquidation.wave_settled"]
+    assert settled and sum(e["liquidations"] for e in settled) >= len(pending)
+    assert not [e for e in logs if e["event"] in ("liquidation.wave_not_executed",
+                                                  "liquidation.wave_starved")]
+    included = await journal.by_status(J.INCLUDED)
+    mine = [e for e in await journal.all() if e.account == victim]
+    assert [e.status for e in mine] == [J.LOST_RACE], mine
+    assert mine[0].winner == competitor
+    assert {e.account for e in pending} - {victim} <= {e.account for e in included}
+    assert await journal.by_status(J.REVERTED) == []
+    # Each liquidation's profit from its own call's event, not the wave's first: they differ.
+    profits = [e.realised_profit_usd for e in included]
+    assert all(p is not None and p > 0 for p in profits)
+    assert len({round(p, 6) for p in profits if p is not None}) > len(included) / 2
+    # Each did on chain exactly what keeperd planned (amounts to the unit).
+    assert_amounts_as_planned(devnet, await sent_from_journal(journal), len(included))
+    # A race lost inside a wave is no revert nobody explains: the breaker did not count it.
+    executor = keeper.daemon.executors["aave"]
+    assert executor._reverts == []
+    labels = {"chain": "devnet", "protocol": "aave"}
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "included"}) == len(included)
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidation_gas_cost_usd_total",
+                        labels) > 0
+
+
+async def test_waves_off_or_the_address_not_delegated_send_one_transaction_each(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wave_transactions` on without the delegation: each liquidation its own transaction,
+    as before (nothing is sent to an address that does not run KeeperWave)."""
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    keeper = await run_daemon(wave_config(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await keeper.evaluated_at(devnet.client.block_number())
+    journal = keeper.daemon.executors["aave"].journal
+    sent = [e for e in await journal.all() if e.status in (J.PENDING, J.INCLUDED)]
+    assert len(sent) > 20
+    records = [t for e in sent for t in await journal.txs(e.key)]
+    assert len({t.tx_hash for t in records}) >= len(sent)
+    assert all(t.wave_index is None for t in records)
+    assert all(t["to"] != KEEPER.lower() for t in (
+        devnet.client.call("eth_getTransactionByHash", r.tx_hash) for r in records))
