@@ -33,6 +33,13 @@ bound (anvil takes a send while it simulates: keeperd's overlapped waves come in
 a measured p99 above it would say keeperd, not the node, is what the tail waits for.
 Without a delay only: through the proxy the replay would measure its delay.
 
+    python bench/latency.py --accounts 10000 --rounds 30 --waves
+
+With `--waves` the keeper's address is delegated to keeperd's KeeperWave before the daemon
+starts (deployed at its derived address, as `keeperd wave deploy` and `keeperd wave delegate`
+do) and `keeper.wave_transactions` is on: each wave of a block's liquidations is one
+transaction (execution/wave_code.py); the latencies are still each liquidation's.
+
 With `--cpu` each round also records the CPU time keeperd and anvil spent in it (`cpu`, an
 upper bound). It is sampled every 5 ms on the daemon's own loop, which costs the daemon ~7 %
 of its loop in a round: the latencies of such a run are not comparable with one without.
@@ -340,6 +347,32 @@ def _round_ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+def delegate_to_wave(devnet: Any) -> dict[str, Any]:
+    """KeeperWave deployed at its derived address and the keeper's address delegated to it
+    (the `keeperd wave` commands' transactions, signed here); the keeper's config then sends
+    waves as one transaction each."""
+    from eth_account import Account
+
+    from keeperd.execution import wave_code
+
+    client = devnet.client
+    keeper = Account.from_key(KEEPER_KEY)
+    if client.call("eth_getCode", wave_code.WAVE_ADDRESS, "latest") in ("0x", "0x0"):
+        client.send(keeper.address, wave_code.DEPLOYER, wave_code.deployment_input())
+    nonce = int(client.call("eth_getTransactionCount", keeper.address, "latest"), 16)
+    authorization = keeper.sign_authorization(
+        {"chainId": 31337, "address": wave_code.WAVE_ADDRESS, "nonce": nonce + 1})
+    raw = keeper.sign_transaction({
+        "type": 4, "chainId": 31337, "nonce": nonce, "to": keeper.address, "value": 0,
+        "data": "0x", "gas": 100_000, "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9,
+        "authorizationList": [authorization]}).raw_transaction
+    client.wait_receipt(client.call("eth_sendRawTransaction", "0x" + raw.hex()))
+    code = client.call("eth_getCode", keeper.address, "latest").lower()
+    if code != "0xef0100" + wave_code.WAVE_ADDRESS[2:].lower():
+        raise RuntimeError(f"the keeper's code is {code}, not the delegation to KeeperWave")
+    return {"wave_transactions": True}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10_000)
@@ -357,15 +390,20 @@ def main() -> int:
                         help="sample keeperd's and anvil's CPU time through each round "
                              "(every 5 ms, on the daemon's loop: it costs the daemon ~7 %% of "
                              "its loop in a round and lengthens the tail it measures)")
+    parser.add_argument("--waves", action="store_true",
+                        help="the keeper delegated to KeeperWave and wave_transactions on: a "
+                             "wave of liquidations is one transaction")
     args = parser.parse_args()
     from provenance import provenance, settled  # bench/, beside this script
 
     measured = provenance()  # (before the run: the code it loads)
 
     result = asyncio.run(run(args.accounts, args.rounds, args.step, not args.no_cascade,
-                             args.aave, args.delay_ms, args.cpu))
-    result.update(cascade=not args.no_cascade, aave=args.aave, **settled(measured))
-    tag = "" if args.aave == "v3.6" else f"-aave{args.aave}"
+                             args.aave, args.delay_ms, args.cpu,
+                             before_daemon=delegate_to_wave if args.waves else None))
+    result.update(cascade=not args.no_cascade, aave=args.aave, waves=args.waves,
+                  **settled(measured))
+    tag = ("" if args.aave == "v3.6" else f"-aave{args.aave}") + ("-waves" if args.waves else "")
     out = args.out or ROOT / "bench" / "results" / f"latency-{args.accounts}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -17,9 +17,9 @@ pragma solidity 0.8.19;
 ///
 ///         What the delegation must not open: only the address itself may call `execute`
 ///         (a call from anyone else reverts), and the contract has no storage, no owner, no
-///         upgrade and no way to move funds but the keeper's own calls. Plain transfers of
-///         ETH and safe transfers of NFTs to the keeper still arrive, as they did to the
-///         undelegated address.
+///         upgrade and no way to move funds but the keeper's own calls. ETH, safe transfers
+///         of NFTs and calls it does not know still arrive and do nothing, as they did at
+///         the undelegated address.
 contract KeeperWave {
     struct Call {
         address target;
@@ -92,7 +92,11 @@ contract KeeperWave {
         if (ok) reason = "";
     }
 
+    /// As an ordinary address: ETH and calls it does not know (a token's hook, a transfer
+    /// with data) are taken and do nothing, as they did before the delegation.
     receive() external payable {}
+
+    fallback() external payable {}
 
     function onERC721Received(address, address, uint256, bytes calldata)
         external pure returns (bytes4)

@@ -645,12 +645,17 @@ def _cmd_wave(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_wave(args, config, chain, redactor))
     except Exception as exc:
+        from keeperd.chain.rpc import RpcError
         from keeperd.execution.wave_setup import WaveSetupError
         from keeperd.keys import SecretError
         from keeperd.statelock import StateDirLocked
 
         if isinstance(exc, (WaveSetupError, StateDirLocked, SecretError)):
             raise CommandFailed(redactor.scrub(str(exc))) from None
+        if isinstance(exc, RpcError):  # (a node's refusal: funds, nonce, a revert)
+            raise CommandFailed(redactor.scrub(
+                f"the node refused: {exc}; nothing more was sent (`keeperd wave status` says "
+                "what the chain holds)")) from None
         raise
 
 

@@ -513,8 +513,9 @@ class KeeperConfig(_Model):
     allowed_delegates: list[Address] = Field(
         default_factory=list, description="Contracts the keeper's address may be delegated "
         "to (EIP-7702) while keeperd sends from it. Delegated to any other, the key signs "
-        "nothing and key_in_use_elsewhere fires: a delegate's code can move everything the address "
-        "holds (the 7702 drainers). Empty (the default): an ordinary address only.")
+        "nothing and key_in_use_elsewhere fires: a delegate's code can move everything the "
+        "address holds (the 7702 drainers). Empty (the default): an ordinary address, or "
+        "one delegated to keeperd's own KeeperWave (`keeperd wave`), only.")
 
     @model_validator(mode="after")
     def _key_for_liquidate(self) -> KeeperConfig:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
 
-from keeperd.execution.wave_code import WAVE_ADDRESS
+from keeperd.execution.wave_code import KNOWN_WAVE_ADDRESSES
 
 DESIGNATOR = "ef0100"  # EIP-7702's delegation designator: 0xef0100 followed by the address
 
@@ -85,9 +85,10 @@ def refusal(address: str, code: KeeperCode, allowed: frozenset[str], block: int 
             ) -> KeyHold | None:
     """Why nothing may be signed for `address` with this code (pure), or None: an ordinary
     account, or one delegated to a contract in `allowed` (checksummed addresses) or to
-    keeperd's own KeeperWave (whatever code is at its derived address is its code)."""
+    keeperd's own KeeperWave, today's or an earlier one (whatever code is at a derived
+    address is that code)."""
     if code.plain or (code.delegate is not None
-                      and (code.delegate in allowed or code.delegate == WAVE_ADDRESS)):
+                      and (code.delegate in allowed or code.delegate in KNOWN_WAVE_ADDRESSES)):
         return None
     seen = "at start" if block is None else f"at block {block}"
     if code.delegate is not None:

@@ -1115,7 +1115,8 @@ class Executor:
                      for j in signing]
             wave = WaveKey(self.adapter.name, tuple(j.key for j in signing))
             [ready] = await self.tx.prepare_many(
-                [ToSign(wave, self.tx.address, encode_execute(calls), wave_gas_limit(calls),
+                [ToSign(wave, self.tx.address, encode_execute(calls, self.tx.address),
+                        wave_gas_limit(calls),
                         sum(j.decision.budget_wei for j in signing))],
                 block=block, base_fee=base_fee)
             if not isinstance(ready, SendRefused):

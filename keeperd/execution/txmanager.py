@@ -52,6 +52,9 @@ REPLACEMENT_MIN_BUMP = 1.10
 # keeper or tool) holds new liquidations until this many blocks pass without another one: two
 # senders on one key fight over nonces ("nonce too low", replaced and dropped liquidations).
 FOREIGN_QUIET_BLOCKS = 10
+# A cancel's limit from an address delegated to code (`_cancel_gas`): measured 21,055 used
+# from one delegated to KeeperWave; room for a delegate's heavier `receive`.
+DELEGATED_CANCEL_GAS = 40_000
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
 RECEIPT_WAIT_BLOCKS = 10
 
@@ -206,6 +209,12 @@ class TxManager:
     @property
     def address(self) -> str:
         return self.signer.address
+
+    def _cancel_gas(self) -> int:
+        """A cancel's limit: a transfer to self costs 21,000, but an address delegated to code
+        (EIP-7702: KeeperWave, an allowed delegate) runs that code on it (the delegation
+        resolved cold, its `receive`): 21,000 there reverts, still taking the nonce."""
+        return 21_000 if self._delegate is None else DELEGATED_CANCEL_GAS
 
     @property
     def runs_wave_executor(self) -> bool:
@@ -600,7 +609,7 @@ class TxManager:
 
     async def _sign_record(self, p: Pending, max_fee: int, tip: int, kind: str) -> TxRecord:
         to, data, value = (self.address, b"", 0) if p.cancelling else (p.to, p.data, 0)
-        gas = 21_000 if p.cancelling else p.gas_limit
+        gas = self._cancel_gas() if p.cancelling else p.gas_limit
         tx_hash, raw = await self._sign(p.nonce, to, data, gas, max_fee, tip, value)
         record = TxRecord(tx_hash, p.key, p.nonce, max_fee, tip, gas, "0x" + raw.hex(), kind,
                           time.time())
@@ -773,7 +782,7 @@ class TxManager:
                         action="waiting with the current fee (keeper.max_fee_gwei)")
             p.sent_block = block
             return
-        gas = 21_000 if p.cancelling else p.gas_limit
+        gas = self._cancel_gas() if p.cancelling else p.gas_limit
         if max_fee * gas > p.budget_wei:
             self.metrics.tx_fee_capped.labels(self.pool.chain).inc()
             log.warning("tx.replacement_over_budget", opportunity=p.key, nonce=p.nonce,

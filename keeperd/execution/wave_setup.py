@@ -29,12 +29,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import ChainConfig, KeeperConfig
 from keeperd.execution.delegation import KeeperCode, read_code
 from keeperd.execution.wave_code import (
     DEPLOYER,
+    KNOWN_WAVE_ADDRESSES,
     WAVE_ADDRESS,
     deployment_input,
     is_wave_code,
@@ -42,7 +44,8 @@ from keeperd.execution.wave_code import (
 from keeperd.keys import KeeperKey
 
 NO_DELEGATE = "0x0000000000000000000000000000000000000000"
-DELEGATION_GAS = 100_000  # a type-4 transaction with one authorization: ~46,000 used
+DELEGATION_GAS = 100_000  # a type-4 transaction with one authorization: ~37,000-46,000 used
+AFTER_WAIT_S = 15.0  # how long the endpoints may take to show a mined transaction's effect
 GWEI = 10**9
 
 
@@ -85,17 +88,24 @@ class WaveState:
             lines.append("  ready: the keeper's address runs KeeperWave")
         elif not self.deployed:
             lines.append("  not deployed on every endpoint: `keeperd wave deploy`")
-        elif codes == {"ordinary"}:
-            lines.append("  deployed; the keeper's address is ordinary: `keeperd wave delegate`")
+        elif codes <= {"ordinary", PAST}:
+            lines.append(f"  deployed; the keeper's address is {' / '.join(sorted(codes))}: "
+                         "`keeperd wave delegate`")
         return "\n".join(lines)
+
+
+PAST = "delegated to an earlier KeeperWave"
 
 
 def _describe_keeper(code: KeeperCode) -> str:
     if code.plain:
         return "ordinary"
     if code.delegate is not None:
-        return ("delegated to KeeperWave" if code.delegate == WAVE_ADDRESS
-                else f"delegated to {code.delegate}")
+        if code.delegate == WAVE_ADDRESS:
+            return "delegated to KeeperWave"
+        if code.delegate in KNOWN_WAVE_ADDRESSES:
+            return PAST
+        return f"delegated to {code.delegate}"
     return "contract code"
 
 
@@ -152,6 +162,14 @@ class WaveSetup:
                 f"an endpoint says {WAVE_ADDRESS} holds other code than KeeperWave, which "
                 "CREATE2 makes impossible: it lies, or serves another chain. Check the "
                 "endpoints: " + "; ".join(f"{v.endpoint}: {v.executor}" for v in state.views))
+        proxy = await self._codes(DEPLOYER)
+        if not proxy or any(code in ("0x", "0x0", "") for code in proxy.values()):
+            raise WaveSetupError(
+                f"the deterministic deployment proxy ({DEPLOYER}) is not on {self.chain.name} "
+                "for every endpoint (" + "; ".join(f"{url}: {'code' if len(c) > 3 else 'none'}"
+                                                   for url, c in proxy.items())
+                + "): KeeperWave's address is derived from it; a chain without it needs the "
+                "proxy deployed first (its published presigned transaction)")
         data = deployment_input()
         gas = int(await self.pool.request("eth_estimateGas", [{
             "from": self.key.address, "to": DEPLOYER, "data": "0x" + data.hex()}]), 16)
@@ -161,6 +179,9 @@ class WaveSetup:
 
     async def delegate(self) -> WaveState:
         state = await read_state(self.pool, self.chain.name, self.key.address)
+        if not state.answered:
+            raise WaveSetupError(f"no endpoint of {self.chain.name} answered: " + "; ".join(
+                f"{v.endpoint}: {v.executor}" for v in state.views))
         if not state.deployed:
             seen = "; ".join(f"{v.endpoint}: {v.executor}" for v in state.views)
             if any(v.executor == "KeeperWave" for v in state.views):
@@ -178,7 +199,7 @@ class WaveSetup:
             self.say(f"{self.key.address} already runs KeeperWave on {self.chain.name}: "
                      "nothing to do")
             return state
-        if codes - {"ordinary", "delegated to KeeperWave"}:
+        if codes - {"ordinary", "delegated to KeeperWave", PAST}:
             raise WaveSetupError(
                 f"the keeper's address {self.key.address} runs other code ("
                 + ", ".join(sorted(codes)) + "): if you did not delegate it, the key is "
@@ -201,22 +222,69 @@ class WaveSetup:
         authorization = self.key.sign_authorization(
             chain_id=self.chain.chain_id, address=delegate, nonce=nonce + 1)
         sent = await self._send({"type": 4, "to": self.key.address, "data": b"",
-                                 "gas": DELEGATION_GAS,
+                                 "gas": await self._delegation_gas(authorization),
                                  "authorizationList": [authorization]}, what, nonce=nonce)
         return await self._after(sent, want_keeper=("ordinary" if delegate == NO_DELEGATE
                                                     else "delegated to KeeperWave"))
 
+    async def _delegation_gas(self, authorization: Any) -> int:
+        """The type-4 transaction's limit: the node's estimate with its authorization, and a
+        margin (on Arbitrum the limit also pays for posting the transaction to L1, which no
+        fixed figure covers); DELEGATION_GAS when the node cannot estimate one."""
+        auth = {"chainId": hex(authorization.chain_id),
+                "address": "0x" + bytes(authorization.address).hex(),
+                "nonce": hex(authorization.nonce), "yParity": hex(authorization.y_parity),
+                "r": hex(authorization.r), "s": hex(authorization.s)}
+        try:
+            estimate = int(await self.pool.request("eth_estimateGas", [{
+                "from": self.key.address, "to": self.key.address, "data": "0x",
+                "authorizationList": [auth]}]), 16)
+        except (RpcError, RpcUnavailable, ValueError, TypeError):
+            return DELEGATION_GAS
+        return max(DELEGATION_GAS, estimate * 3 // 2)
+
+    async def _codes(self, address: str) -> dict[str, str]:
+        """The code at `address` as each endpoint that answers says it."""
+        async def ask(ep: Endpoint) -> tuple[str, str | None]:
+            try:
+                return ep.safe_url, str(await self.pool.call_endpoint(
+                    ep, "eth_getCode", [address, "latest"]))
+            except (RpcError, RpcUnavailable):
+                return ep.safe_url, None
+        answers = await asyncio.gather(*(ask(ep) for ep in self.pool.voters))
+        return {url: code for url, code in answers if code is not None}
+
     async def _nonce(self) -> int:
-        """The key's next nonce, refused while transactions from it wait in the pool."""
-        latest, pending = await asyncio.gather(
-            self.pool.request("eth_getTransactionCount", [self.key.address, "latest"]),
-            self.pool.request("eth_getTransactionCount", [self.key.address, "pending"]))
-        if int(latest, 16) != int(pending, 16):
+        """The key's next nonce, as every endpoint that answers says it; refused while they
+        disagree (one lagging or lying would leave a transaction under a nonce that waits
+        for others) or while transactions from it wait in the pool."""
+        async def ask(ep: Endpoint) -> tuple[int, int] | None:
+            try:
+                latest, pending = await asyncio.gather(
+                    self.pool.call_endpoint(ep, "eth_getTransactionCount",
+                                            [self.key.address, "latest"]),
+                    self.pool.call_endpoint(ep, "eth_getTransactionCount",
+                                            [self.key.address, "pending"]))
+                return int(latest, 16), int(pending, 16)
+            except (RpcError, RpcUnavailable, ValueError, TypeError):
+                return None
+        said = [a for a in await asyncio.gather(*(ask(ep) for ep in self.pool.voters))
+                if a is not None]
+        if not said:
+            raise WaveSetupError(f"no endpoint of {self.chain.name} said the key's nonce")
+        if len({latest for latest, _ in said}) > 1:
+            raise WaveSetupError(
+                f"the endpoints disagree on {self.key.address}'s nonce "
+                f"({sorted({latest for latest, _ in said})}): one lags or lies; try again "
+                "when they agree")
+        latest = said[0][0]
+        pending = max(p for _, p in said)
+        if pending != latest:
             raise WaveSetupError(
                 f"transactions from {self.key.address} are still waiting in the node's pool "
-                f"(nonce {int(latest, 16)} mined, {int(pending, 16)} pending): let them "
-                "settle (start keeperd and let it finish them) before this command")
-        return int(latest, 16)
+                f"(nonce {latest} mined, {pending} pending): let them settle (start keeperd "
+                "and let it finish them) before this command")
+        return latest
 
     async def _send(self, fields: dict[str, object], what: str, *, nonce: int | None = None
                     ) -> Sent:
@@ -243,8 +311,13 @@ class WaveSetup:
         while True:
             receipt = await self.pool.request("eth_getTransactionReceipt", [tx_hash])
             if receipt:
-                return Sent(tx_hash, int(receipt["blockNumber"], 16),
-                            int(receipt["status"], 16), int(receipt["gasUsed"], 16))
+                try:
+                    return Sent(tx_hash, int(receipt["blockNumber"], 16),
+                                int(receipt["status"], 16), int(receipt["gasUsed"], 16))
+                except (KeyError, TypeError, ValueError):
+                    raise WaveSetupError(f"{what} {tx_hash}: its receipt does not read "
+                                         f"({str(receipt)[:200]}); `keeperd wave status` "
+                                         "says what the chain holds") from None
             if time.monotonic() > deadline:
                 raise WaveSetupError(
                     f"{what} {tx_hash} not mined after {self.wait_s:.0f} s: it may still be; "
@@ -257,7 +330,15 @@ class WaveSetup:
             raise WaveSetupError(f"{sent.tx_hash} reverted in block {sent.block} "
                                  f"(gas used {sent.gas_used})")
         self.say(f"mined in block {sent.block} (gas used {sent.gas_used})")
-        state = await read_state(self.pool, self.chain.name, self.key.address)
+        # (an endpoint a block behind has not seen it yet: asked again for a while)
+        deadline = time.monotonic() + AFTER_WAIT_S
+        while True:
+            state = await read_state(self.pool, self.chain.name, self.key.address)
+            done = ((not want_deployed or state.deployed) and
+                    (want_keeper is None or state.keeper_codes() == {want_keeper}))
+            if done or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
         if want_deployed and not state.deployed:
             raise WaveSetupError("mined, yet not every endpoint finds KeeperWave's code:\n"
                                  + state.render())

@@ -31,6 +31,8 @@ def split_wave(outcome: Outcome, keeper: str) -> tuple[list[Outcome], WaveOutcom
     receipt = outcome.receipt
     read = (read_wave_logs(receipt.get("logs") or [], keeper)
             if receipt is not None and outcome.status == "included" else None)
+    if read is not None and read.calls != n:  # (not the wave journaled: nothing of it trusted)
+        read = None
     gas = _shares(outcome.gas_used, n)
     l1 = _shares(int(str(receipt["l1Fee"]), 16), n) if receipt and receipt.get("l1Fee") else None
     out: list[Outcome] = []

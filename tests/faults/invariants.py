@@ -65,17 +65,24 @@ def read_state(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]],
     return rows, txs, outbox
 
 
-def journal_problems(rows: list[tuple[Any, ...]], txs: list[tuple[Any, ...]]) -> list[str]:
+def journal_problems(rows: list[tuple[Any, ...]], txs: list[tuple[Any, ...]], *,
+                     waves: bool = False) -> list[str]:
     """What breaks the journal's invariants (empty: none): an opportunity signed under two
-    nonces, a nonce two opportunities share, an entry left planned or pending."""
+    nonces, a nonce two opportunities share, an entry left planned or pending. With `waves`,
+    the members of one wave share its nonce (each holds the same transactions under it), and
+    nothing else does."""
     problems = []
     keys_of_nonce: dict[int, set[str]] = {}
     nonces_of_key: dict[str, set[int]] = {}
-    for key, nonce, _ in txs:
+    hashes: dict[tuple[str, int], set[str]] = {}
+    for key, nonce, tx_hash in txs:
         keys_of_nonce.setdefault(int(nonce), set()).add(key)
         nonces_of_key.setdefault(key, set()).add(int(nonce))
-    problems += [f"nonce {n} shared by {sorted(k)}" for n, k in keys_of_nonce.items()
-                 if len(k) > 1]
+        hashes.setdefault((key, int(nonce)), set()).add(tx_hash)
+    for n, keys in keys_of_nonce.items():
+        if len(keys) > 1 and not (waves and len({frozenset(hashes[(k, n)])
+                                                  for k in keys}) == 1):
+            problems.append(f"nonce {n} shared by {sorted(keys)}")
     problems += [f"{key} signed under nonces {sorted(n)}" for key, n in nonces_of_key.items()
                  if len(n) > 1]
     problems += [f"{key} left {status}" for key, status in rows

@@ -45,8 +45,11 @@ def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
 
 
 def fill(disk: Path) -> Path:
+    """Write until the disk is full. (The suppression wraps the file's close too: the close
+    flushes what the last write left buffered, and on a full disk that raised ENOSPC past a
+    suppression inside the `with`, now and then: CI, 2026-12-06.)"""
     filler = disk / "filler"
-    with filler.open("wb") as f, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb") as f:
         while True:
             f.write(b"\0" * 65536)
             f.flush()

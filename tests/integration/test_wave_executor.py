@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_abi import encode
 
 from keeperd.cli import main
 from keeperd.devnet import contracts
@@ -182,3 +183,133 @@ def test_commands_that_sign_wait_for_the_daemon_and_the_pool(
     config.write_text(json.dumps(remote))
     code, out = _wave(config, "delegate", capsys)
     assert code == 2 and "local key" in out and KEEPER_KEY[2:] not in out
+
+
+# Calls back into the keeper's `execute` (as a liquidation's callback could), asking it to
+# send everything to the caller; bubbles the answer up.
+REENTER_SOL = """
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.19;
+contract Reenter {
+    bytes public steal;
+    function set(bytes calldata data) external { steal = data; }
+    fallback() external {
+        (bool ok, bytes memory reason) = msg.sender.call(steal);
+        if (!ok) assembly { revert(add(reason, 32), mload(reason)) }
+    }
+}
+"""
+# Fails unless it was given at least the gas its calldata names (less what its first opcodes
+# take): a call made with less than its own limit shows as a failure, not a success.
+GAS_PROBE_SOL = """
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.19;
+contract GasProbe {
+    fallback() external {
+        assembly { if lt(add(gas(), 200), calldataload(0)) { revert(0, 0) } }
+    }
+}
+"""
+
+
+def _delegated(devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(devnet, tmp_path)
+    for action in ("deploy", "delegate"):
+        code, out = _wave(config, action, capsys)
+        assert code == 0, out
+
+
+def _deploy(devnet: Devnet, source: str, name: str) -> str:
+    return devnet.client.deploy(OTHER, bytes.fromhex(compile_sources(
+        {f"{name}.sol": source})[name].bytecode[2:]))
+
+
+def test_a_callback_cannot_make_the_keeper_call_anything(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    _delegated(devnet, tmp_path, capsys)
+    usdc = devnet.manifest["tokens"]["USDC"]
+    token = contracts.aave("MintableERC20")
+    reenter = _deploy(devnet, REENTER_SOL, "Reenter")
+    held = int(devnet.client.call("eth_call", {"to": usdc, "data": "0x" + token.encode_call(
+        "balanceOf", KEEPER).hex()}, "latest"), 16)
+    steal = W.encode_execute([W.WaveCall(usdc, 100_000, token.encode_call(
+        "transfer", reenter, held))])
+    set_steal = bytes.fromhex("0399321e") + encode(["bytes"], [steal])  # set(bytes)
+    devnet.client.send(OTHER, reenter, set_steal)
+    receipt = devnet.client.send(KEEPER, KEEPER, W.encode_execute(
+        [W.WaveCall(reenter, 300_000, b"\x01")]), gas=1_000_000)
+    outcome = W.read_wave_logs(receipt["logs"], KEEPER)
+    assert outcome is not None and outcome.succeeded == frozenset()
+    assert outcome.failed[0][:4] == bytes.fromhex(NOT_SELF[2:])
+    assert int(devnet.client.call("eth_call", {"to": usdc, "data": "0x" + token.encode_call(
+        "balanceOf", KEEPER).hex()}, "latest"), 16) == held
+
+
+def test_a_call_gets_its_own_limit_or_is_skipped_never_less(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Swept over the wave's gas around the edge where the call no longer fits: at every
+    limit, the call either ran with all of its own gas or was skipped as starved (a call
+    made with less would fail, and read as a race lost)."""
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    _delegated(devnet, tmp_path, capsys)
+    probe = _deploy(devnet, GAS_PROBE_SOL, "GasProbe")
+    call_gas = 200_000
+    data = W.encode_execute([W.WaveCall(probe, call_gas, call_gas.to_bytes(32, "big"))])
+    seen: dict[str, int] = {}
+    for wave_gas in range(call_gas + 3_000, call_gas + 60_000, 500):
+        [block] = devnet.client.call("eth_simulateV1", {"blockStateCalls": [{"calls": [{
+            "from": KEEPER, "to": KEEPER, "data": "0x" + data.hex(),
+            "gas": hex(wave_gas)}]}]}, "latest")
+        [result] = block["calls"]
+        if int(result["status"], 16) != 1:
+            seen["wave out of gas"] = seen.get("wave out of gas", 0) + 1
+            continue
+        outcome = W.read_wave_logs(result["logs"], KEEPER)
+        assert outcome is not None, result
+        assert not outcome.failed, (wave_gas, outcome)
+        kind = "made" if outcome.ok(0) else "starved"
+        assert kind == "made" or outcome.starved == frozenset({0})
+        seen[kind] = seen.get(kind, 0) + 1
+    assert seen.get("made") and seen.get("starved"), seen  # (the sweep crossed the edge)
+    # The limit keeperd gives such a wave is past the edge.
+    limit = W.wave_gas_limit([W.WaveCall(probe, call_gas, call_gas.to_bytes(32, "big"))])
+    [block] = devnet.client.call("eth_simulateV1", {"blockStateCalls": [{"calls": [{
+        "from": KEEPER, "to": KEEPER, "data": "0x" + data.hex(), "gas": hex(limit)}]}]},
+        "latest")
+    outcome = W.read_wave_logs(block["calls"][0]["logs"], KEEPER)
+    assert outcome is not None and outcome.ok(0)
+
+
+async def test_a_cancel_from_the_delegated_keeper_is_mined_not_reverted(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A cancel is a transfer of nothing to the keeper's own address; delegated, that address
+    runs KeeperWave's `receive`, which 21,000 gas does not cover (the nonce taken, the
+    transaction reverted). The transaction manager gives it room once it reads the code."""
+    import asyncio
+
+    from eth_account import Account
+
+    from keeperd.chain.rpc import RpcPool
+    from keeperd.execution.txmanager import TxManager
+    from keeperd.keys import KeeperKey
+    from keeperd.metrics import Metrics
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    await asyncio.to_thread(_delegated, devnet, tmp_path, capsys)
+    async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]]) as pool:
+        tx = TxManager(pool, KeeperKey(Account.from_key(KEEPER_KEY)), 31337,
+                       metrics=Metrics())
+        await tx.check_code(None)
+        gas = tx._cancel_gas()
+    assert tx.runs_wave_executor
+    short = devnet.client.call("eth_sendTransaction", {"from": KEEPER, "to": KEEPER,
+                                                        "gas": hex(21_000)})
+    assert devnet.client.wait_receipt(short)["status"] == "0x0"
+    cancel = devnet.client.call("eth_sendTransaction", {"from": KEEPER, "to": KEEPER,
+                                                         "gas": hex(gas)})
+    assert devnet.client.wait_receipt(cancel)["status"] == "0x1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from eth_abi import encode
 from eth_account import Account
 
 from keeperd.chain.multicall import encode_call
@@ -13,6 +14,7 @@ from keeperd.execution.signer_policy import (
     PolicyRefused,
     SignerPolicy,
 )
+from keeperd.execution.wave_code import EXECUTE
 from keeperd.keys import KeeperKey
 from keeperd.protocols.aave_v3.liquidator import FLASH_LIQUIDATE, LIQUIDATION_CALL
 
@@ -46,6 +48,13 @@ def approve(spender: str) -> bytes:
     return encode_call("approve(address,uint256)", ["address", "uint256"], [spender, 2**256 - 1])
 
 
+def wave(*calls: tuple[str, bytes]) -> bytes:
+    """KeeperWave's `execute` of these calls (built here, not by keeperd's encoder: a forged
+    wave need not come from it)."""
+    return EXECUTE + encode(["(address,uint256,bytes)[]"], [[(to, 100_000, data)
+                                                             for to, data in calls]])
+
+
 def test_the_calls_keeperd_makes_pass() -> None:
     p = policy()
     assert p.check(tx(POOL, liquidation())) == "aave liquidation"
@@ -54,6 +63,9 @@ def test_the_calls_keeperd_makes_pass() -> None:
     assert p.check(tx(FLASH, encode_call(
         FLASH_LIQUIDATE, ["address", "address", "address", "uint256", "uint24", "uint256",
                           "uint256"], [TOKEN, TOKEN, ATTACKER, 1, 3000, 0, 0]))) == "flash"
+    assert p.check(tx(KEEPER, wave((POOL, liquidation()), (POOL, liquidation()),
+                                   (TOKEN, approve(POOL))))) \
+        == "wave of 3: aave liquidation, approval of the pool"
 
 
 @pytest.mark.parametrize(("unsigned", "why"), [
@@ -62,7 +74,17 @@ def test_the_calls_keeperd_makes_pass() -> None:
     (tx(TOKEN, approve(ATTACKER)), "no spender keeperd approves"),
     (tx(FLASH, liquidation()), "no call keeperd makes"),  # a known function, the wrong contract
     (tx(ATTACKER, b""), "no call keeperd makes"),  # a plain transfer out
-    (tx(KEEPER, b"\x01"), "keeper's own address with data"),
+    (tx(KEEPER, b"\x01"), "keeper's own address with data that is no wave"),
+    # A wave is signed only if each of its calls would be signed alone.
+    (tx(KEEPER, wave((POOL, liquidation()), (TOKEN, encode_call(
+        "transfer(address,uint256)", ["address", "uint256"], [ATTACKER, 10**24])))),
+     "no call keeperd makes"),
+    (tx(KEEPER, wave((POOL, liquidation()), (TOKEN, approve(ATTACKER)))),
+     "no spender keeperd approves"),
+    (tx(KEEPER, wave((KEEPER, b""))), "keeper's own address inside a wave"),
+    (tx(KEEPER, wave((KEEPER, wave((POOL, liquidation()))))), "inside a wave"),
+    (tx(KEEPER, EXECUTE + b"\x00" * 31), "do not decode"),
+    (tx(KEEPER, EXECUTE + encode(["(address,uint256,bytes)[]"], [[]])), "no calls"),
     (tx(POOL, liquidation(), value=1), "value"),
     (tx(POOL, liquidation(), chain_id=1), "chain id 1"),
     (tx(POOL, liquidation(), max_fee=501 * GWEI), "max_fee_gwei"),
