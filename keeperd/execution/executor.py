@@ -1405,7 +1405,8 @@ class Executor:
         self._recently_included.pop(entry.opportunity, None)
         await self.journal.set_status(entry.key, J.PENDING,
                                       detail=f"block {block} reorganised away")
-        await track_again(self.journal, self.tx, entry, head, resend_if=self._still_succeeds)
+        await track_again(self.journal, self.tx, entry, head, resend_if=self._still_succeeds,
+                          reorged=True)
         self.metrics.liquidation_funnel.labels(*self.labels, "reorged_out").inc()
         log.warning("liquidation.reorged_out", opportunity=entry.key, block=block, why=why,
                     meaning="pending again: rebroadcast under its nonce if its call still "
@@ -1583,8 +1584,13 @@ class Executor:
                           tx_hash=outcome.tx_hash, calls=sorted(read.starved),
                           meaning="the wave's gas limit left calls without their own: a bug "
                                   "in keeperd's wave limit; those liquidations were not made")
+        # (only those still pending: a settlement a crash cut short left the others settled,
+        # and they are not booked twice)
+        pending = {str(k) for k, e in (await self.journal.get_many(
+            [str(m.key) for m in members])).items() if e.status == J.PENDING}
         for member in members:
-            await self._settle(member)
+            if str(member.key) in pending:
+                await self._settle(member)
 
     async def _paid_wei(self, outcome: Outcome) -> int:
         """What a mined transaction cost the keeper: its gas, and what an OP Stack chain

@@ -67,7 +67,7 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
 
 async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
                       head: int, resend_if: StillSucceeds | None = None, *,
-                      mined_nonce: int | None = None) -> bool:
+                      mined_nonce: int | None = None, reorged: bool = False) -> bool:
     """Hand an opportunity's journaled transactions back to the transaction manager (after a
     restart, or when a reorg took its block away) and send its latest bytes again; False when
     nothing was ever signed for it. With `resend_if`, the bytes are sent again only if the
@@ -87,7 +87,7 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         return False
     if key is not None and bad_key is None and records[-1].wave_index is not None:
         return await _track_wave_again(journal, tx, entry, records, head, resend_if,
-                                       mined_nonce=mined_nonce)
+                                       mined_nonce=mined_nonce, reorged=reorged)
     problem = bad_key or next(
         (p for r in records if (p := forged(r, tx, records[0].nonce))), None)
     if problem is not None or key is None:
@@ -126,13 +126,16 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
 
 async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
                             records: list[J.TxRecord], head: int,
-                            resend_if: StillSucceeds | None, *, mined_nonce: int | None
-                            ) -> bool:
+                            resend_if: StillSucceeds | None, *, mined_nonce: int | None,
+                            reorged: bool = False) -> bool:
     """`track_again` for a liquidation sent in a wave (execution/waves.py): the wave is
     tracked once, under its members as journaled with its latest transaction (each in its
     call's place), whichever member comes first; the others find it tracked. Each of its
     journaled transactions must be one this keeper signed, under one nonce, and be journaled
-    under every member in the same place: otherwise nothing of it is trusted."""
+    under every member in the same place: otherwise nothing of it is trusted. `reorged`: its
+    block was reorganised away, so every member is pending again (one whose call failed in
+    the old block may succeed in the new, and the other way round); at a restart only those
+    still pending are (the others were settled before the crash)."""
     members = await journal.wave_members(records[-1].tx_hash)
     problem: str | None = None
     wave: WaveKey | None = None
@@ -166,6 +169,10 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
     for member in wave.members:
         found = await journal.get(member)
         budget += found.max_fee_wei if found is not None else 0
+    if reorged:
+        for member in wave.members:
+            await journal.set_status(member, J.PENDING, detail="its wave's block reorganised "
+                                     "away")
     tx.track(wave, [replace(r, key=wave, wave_index=None) for r in records], to, data,
              budget, head)
     if (mined_nonce is not None and records[0].nonce < mined_nonce) or resend_if is None \

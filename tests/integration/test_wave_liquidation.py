@@ -153,3 +153,48 @@ async def test_waves_off_or_the_address_not_delegated_send_one_transaction_each(
     assert all(t.wave_index is None for t in records)
     assert all(t["to"] != KEEPER.lower() for t in (
         devnet.client.call("eth_getTransactionByHash", r.tx_hash) for r in records))
+
+
+async def test_a_wave_whose_block_is_reorganised_away_is_sent_again_once(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a transaction of one liquidation (tests/integration/test_liquidation_reorg.py): its
+    members pending again, the wave tracked once and its same bytes sent again, each member
+    settled on the new branch, each liquidation on chain once."""
+    from tests.faults.invariants import keeper_liquidations
+    from tests.integration.test_liquidation_reorg import wait_for
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    await asyncio.to_thread(delegate_keeper, devnet, tmp_path)
+    keeper = await run_daemon(wave_config(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        await keeper.evaluated_at(crash)
+        journal = keeper.daemon.executors["aave"].journal
+        keys = {e.key for e in await journal.by_status(J.PENDING)}
+        assert len(keys) > 20
+        before = devnet.snapshot()  # the crash block, the waves in the mempool
+        await keeper.evaluated_at(devnet.mine(1))
+
+        async def all_included() -> bool:
+            return keys <= {e.key for e in await journal.by_status(J.INCLUDED)}
+
+        await wait_for(all_included, "the waves included")
+        devnet.revert(before)
+        devnet.mine(2)
+
+        async def pending_again() -> bool:
+            return keys <= {e.key for e in await journal.by_status(J.PENDING)}
+
+        await wait_for(pending_again, "the reorged-out waves pending again")
+        await keeper.evaluated_at(devnet.mine(1))  # the waves sent again
+        await wait_for(all_included, "the waves included on the new branch")
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    assert len(keeper_liquidations(devnet, crash)) == len(keys)  # each once, on this branch
+    hashes = {k: [t.tx_hash for t in await journal.txs(k)] for k in keys}
+    assert all(len(h) == 1 for h in hashes.values())  # the same signed wave, not a new one
+    assert len({h[0] for h in hashes.values()}) < len(keys) / 4
