@@ -37,8 +37,8 @@ Without a delay only: through the proxy the replay would measure its delay.
 
 With `--waves` the keeper's address is delegated to keeperd's KeeperWave before the daemon
 starts (deployed at its derived address, as `keeperd wave deploy` and `keeperd wave delegate`
-do) and `keeper.wave_transactions` is on: each wave of a block's liquidations is one
-transaction (execution/wave_code.py); the latencies are still each liquidation's.
+do): a block's liquidations go out as one transaction (a delegated address has one in flight
+at a time; execution/wave_code.py); the latencies are still each liquidation's.
 
 With `--cpu` each round also records the CPU time keeperd and anvil spent in it (`cpu`, an
 upper bound). It is sampled every 5 ms on the daemon's own loop, which costs the daemon ~7 %
@@ -349,8 +349,8 @@ def _round_ms(seconds: float) -> float:
 
 def delegate_to_wave(devnet: Any) -> dict[str, Any]:
     """KeeperWave deployed at its derived address and the keeper's address delegated to it
-    (the `keeperd wave` commands' transactions, signed here); the keeper's config then sends
-    waves as one transaction each."""
+    (the `keeperd wave` commands' transactions, signed here): keeperd then sends a block's
+    liquidations as one transaction."""
     from eth_account import Account
 
     from keeperd.execution import wave_code
@@ -370,7 +370,7 @@ def delegate_to_wave(devnet: Any) -> dict[str, Any]:
     code = client.call("eth_getCode", keeper.address, "latest").lower()
     if code != "0xef0100" + wave_code.WAVE_ADDRESS[2:].lower():
         raise RuntimeError(f"the keeper's code is {code}, not the delegation to KeeperWave")
-    return {"wave_transactions": True}
+    return {}
 
 
 def main() -> int:
@@ -391,8 +391,8 @@ def main() -> int:
                              "(every 5 ms, on the daemon's loop: it costs the daemon ~7 %% of "
                              "its loop in a round and lengthens the tail it measures)")
     parser.add_argument("--waves", action="store_true",
-                        help="the keeper delegated to KeeperWave and wave_transactions on: a "
-                             "wave of liquidations is one transaction")
+                        help="the keeper delegated to KeeperWave: a block's liquidations in one "
+                             "transaction")
     args = parser.parse_args()
     from provenance import provenance, settled  # bench/, beside this script
 

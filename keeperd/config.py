@@ -501,15 +501,6 @@ class KeeperConfig(_Model):
         "x price, with an OP Stack chain's L1 data fee, reverted ones included) in any "
         "hour; past it, sending pauses (alert sending_paused) until the hour's spend falls "
         "back. Unset: no cap beyond each liquidation's own profit.")
-    wave_transactions: bool = Field(
-        default=False, description="Send a wave of a protocol's liquidations found in one "
-        "block (up to 16; 8 in a block's first) as one transaction, when the keeper's "
-        "address is delegated to keeperd's KeeperWave (`keeperd wave deploy`, then `keeperd "
-        "wave delegate`): each liquidation is still simulated alone and given its own gas, "
-        "and one that fails inside the wave (a race lost) does not undo the others. Fewer "
-        "transactions for the node to take, and about half the gas of each liquidation after "
-        "the first (bench/README.md). Without the delegation, or until it is read, each "
-        "liquidation is its own transaction, as with false.")
     allowed_delegates: list[Address] = Field(
         default_factory=list, description="Contracts the keeper's address may be delegated "
         "to (EIP-7702) while keeperd sends from it. Delegated to any other, the key signs "

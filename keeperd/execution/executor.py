@@ -48,7 +48,14 @@ from keeperd.execution.txmanager import (
     TxManager,
     TxRecord,
 )
-from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
+from keeperd.execution.wave_code import (
+    EXECUTE,
+    MAX_CALLS,
+    WaveCall,
+    encode_execute,
+    read_wave_logs,
+    wave_gas_limit,
+)
 from keeperd.execution.waves import split_wave
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
@@ -86,9 +93,13 @@ BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) ar
 # of at most LATER_WAVE goes in one wave (`wave_split`).
 WAVE = 8
 LATER_WAVE = 16
-# A mined wave that ran no KeeperWave (`_settle_wave`): waves go one transaction each for
-# this many blocks.
+# A mined wave that ran no KeeperWave (`_settle_wave`): no wave for this many blocks.
 WAVES_OFF_BLOCKS = 50
+# A wave member's receipt: its share of the operator fee the wave paid (`_settle_wave`).
+OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
+# The most gas a wave's transaction asks (`wave_gas_limit`): EIP-7825 caps a transaction at
+# 2**24 (16,777,216) since Fusaka; the rest of a block's liquidations wait for a later block.
+WAVE_GAS_CAP = 16_000_000
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
 # after it was asked: asked together, the node worked through them beside the first wave's
@@ -307,9 +318,11 @@ class Executor:
         # keeperd's own safety limits on sending (`send_pause`): blocks of recent on-chain
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
-        # Waves go one transaction each until this block: a mined wave ran no KeeperWave (the
-        # delegation read was wrong, or gone by the time it was mined).
+        # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
+        # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
+        # Members of a wave in flight found no longer wanted when it was replaced.
+        self._unwanted_in_waves: set[OpportunityKey] = set()
         self._gas_spent: list[tuple[float, float]] = []
         # Settled before any book was evaluated (a start-up reconciliation, before the first
         # scan): no prices yet to value the liquidation nor its gas. Their outcomes, booked
@@ -427,8 +440,14 @@ class Executor:
                 try:
                     await self.liquidator.keep_allowances(result.block, result.book)
                 except SendRefused as exc:  # (the key held meanwhile, a fee over budget)
+                    # (a delegated address's one transaction in flight: tried again at the
+                    # next block, not the next balances — liquidations wait on approvals)
+                    busy = self.tx is not None and self.tx.one_in_flight() is not None
+                    if busy:
+                        self._balances_due = result.block + 1
                     log.warning("keeper.approval_refused", protocol=self.adapter.name,
-                                reason=str(exc)[:300], retry="with the next balances")
+                                reason=str(exc)[:300],
+                                retry="at the next block" if busy else "with the next balances")
             await self._housekeep(result)
             await self._keep_balances_warm(result)
         if self._last is None:
@@ -466,6 +485,15 @@ class Executor:
             log.warning("liquidation.held_key_in_use" if conflict is not None
                         else "liquidation.held_sending_paused", protocol=self.adapter.name,
                         opportunities=len(opportunities), reason=conflict or pause)
+            return
+        # A delegated address (EIP-7702) has one transaction in flight at a time: the block's
+        # liquidations go in one (a KeeperWave wave, or the first alone), once nothing of the
+        # key's is in flight; until then they wait, unjournaled, and are planned again.
+        one_tx = self.mode == "liquidate" and self.tx is not None and self.tx.delegated
+        if one_tx and self.tx is not None and (busy := self.tx.one_in_flight()) is not None:
+            stage(*self.labels, "held").inc(len(opportunities))
+            log.info("liquidation.held_one_in_flight", protocol=self.adapter.name,
+                     block=result.block, opportunities=len(opportunities), reason=str(busy))
             return
         mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
@@ -563,6 +591,8 @@ class Executor:
                                for wave in batches[1:]]
                 for _ in range(WRITE_TURNS):
                     await asyncio.sleep(0)
+            gathered: list[tuple[Call, OpportunityKey]] = []
+            answers: list[object] = []
             for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
                 simulations = await simulation
@@ -572,8 +602,15 @@ class Executor:
                 stages = {"size": len(wave), "simulate_ms": _ms(ready - planned),
                           "waited_ms": _ms(ready - began)}
                 waves.append(stages)
+                if one_tx:  # (one transaction for the block: signed once every answer is in)
+                    gathered += wave
+                    answers += simulations
+                    if len(gathered) < len(calls):
+                        continue
+                    wave, simulations = gathered, answers
                 to_send = await self._prepare_wave(wave, simulations, result, base_fee,
-                                                   native_usd, stages, pause=bool(sending))
+                                                   native_usd, stages, pause=bool(sending),
+                                                   one_tx=one_tx)
                 if to_send:
                     # (started outside the wave's journal transaction: its own writes must
                     # not count as part of another wave's)
@@ -966,10 +1003,13 @@ class Executor:
     async def _prepare_wave(self, wave: list[tuple[Call, OpportunityKey]],
                             simulations: list[object], result: ScanResult, base_fee: int,
                             native_usd: float, timing: dict[str, float], *,
-                            pause: bool = False) -> list[_ToSend]:
+                            pause: bool = False, one_tx: bool = False) -> list[_ToSend]:
         """A simulated wave judged, journaled and signed in one commit: what is to be
         broadcast (`_send_wave`). `pause`: let the loop read the answers to the waves
-        broadcast meanwhile, between liquidations."""
+        broadcast meanwhile, between liquidations. `one_tx`: the key may send one
+        transaction (its address delegated): the block's liquidations in one KeeperWave
+        wave within WAVE_GAS_CAP, or the first alone; the others wait for a later block,
+        unjournaled."""
         began = time.perf_counter()
         stage = self.metrics.liquidation_funnel.labels
         to_send: list[_ToSend] = []
@@ -1063,6 +1103,8 @@ class Executor:
                      meaning="simulated, but the chain's fees beside the gas (L1 data and "
                      "operator fees, with their headroom) take them below "
                      "keeper.min_profit_usd: not sent")
+        if one_tx and judged:
+            judged = self._one_transaction(judged, result.block)
         # The wave is journaled in one transaction, a statement for its rows and two for its
         # signed transactions (a round trip each on PostgreSQL), not three per liquidation.
         async with self.journal.transaction():
@@ -1097,20 +1139,46 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
+    def _one_transaction(self, judged: list[_Judged], block: int) -> list[_Judged]:
+        """What of a block's judged liquidations goes in the one transaction a delegated key
+        may have in flight: the most profitable first, as many as a KeeperWave wave takes
+        within WAVE_GAS_CAP (EIP-7825's cap on a transaction's gas, 2**24, with room), or
+        the first alone when the address runs other code. The rest wait (not journaled:
+        planned again at a later block)."""
+        assert self.tx is not None
+        if self.tx.runs_wave_executor and block >= self._waves_off_until:
+            taken: list[_Judged] = []
+            calls: list[WaveCall] = []
+            for j in judged[:MAX_CALLS]:
+                call = WaveCall(j.call.target, j.decision.gas_limit, j.call.data)
+                if taken and wave_gas_limit([*calls, call]) > WAVE_GAS_CAP:
+                    break
+                taken.append(j)
+                calls.append(call)
+        else:
+            taken = judged[:1]
+        left = len(judged) - len(taken)
+        if left:
+            self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(left)
+            log.info("liquidation.held_one_in_flight", protocol=self.adapter.name, block=block,
+                     opportunities=left, sent=len(taken),
+                     reason="the keeper's address is delegated (EIP-7702): one transaction in "
+                     "flight at a time" + (", a wave within its gas cap"
+                                           if self.tx.runs_wave_executor else ""))
+        return taken
+
     async def _sign_wave(self, signing: list[_Judged], block: int, base_fee: int, pause: bool
                          ) -> list[tuple[TxRecord, Pending] | SendRefused]:
-        """Sign a judged wave: as one transaction to the keeper's own address (KeeperWave's
-        `execute`, each call with its own limit) when `wave_transactions` is on, the address
-        runs KeeperWave and the wave has two liquidations or more; otherwise one
-        transaction each. Each liquidation's answer: the (shared) signed record, or why it
-        was refused. A wave whose fees its members' budgets together cannot cover goes one
-        transaction each. `pause`: let the loop run between signatures (signing computes and
-        the journal does not wait: without a pause the node's answers to the waves
-        broadcast meanwhile would be read only once this whole wave is signed; the first
-        wave does not pause: nothing of the block is out yet)."""
+        """Sign a judged wave. From an address that runs KeeperWave, two liquidations or
+        more go as one transaction to itself (`execute`, each call with its own limit; the
+        wave's budget its members'); otherwise one transaction each. Each liquidation's
+        answer: the (shared) signed record, or why it was refused. `pause`: let the loop run
+        between signatures (signing computes and the journal does not wait: without a pause
+        the node's answers to the waves broadcast meanwhile would be read only once this
+        whole wave is signed; the first wave does not pause: nothing of the block is out
+        yet)."""
         assert self.tx is not None
-        if (self.config.wave_transactions and len(signing) > 1
-                and self.tx.runs_wave_executor and block >= self._waves_off_until):
+        if len(signing) > 1 and self.tx.runs_wave_executor:
             calls = [WaveCall(j.call.target, j.decision.gas_limit, j.call.data)
                      for j in signing]
             wave = WaveKey(self.adapter.name, tuple(j.key for j in signing))
@@ -1119,11 +1187,10 @@ class Executor:
                         wave_gas_limit(calls),
                         sum(j.decision.budget_wei for j in signing))],
                 block=block, base_fee=base_fee)
-            if not isinstance(ready, SendRefused):
-                return [ready] * len(signing)
-            log.info("liquidation.wave_refused", protocol=self.adapter.name, block=block,
-                     liquidations=len(signing), reason=str(ready)[:300],
-                     meaning="sent one transaction each instead")
+            if isinstance(ready, SendRefused):
+                log.warning("liquidation.wave_refused", protocol=self.adapter.name,
+                            block=block, liquidations=len(signing), reason=str(ready)[:300])
+            return [ready] * len(signing)
         return await self.tx.prepare_many(
             [ToSign(j.key, j.call.target, j.call.data, j.decision.gas_limit,
                     j.decision.budget_wei) for j in signing],
@@ -1382,9 +1449,17 @@ class Executor:
         """Watch an included liquidation on if the chain has its receipt (maybe in another
         block now); otherwise it is pending again, its signed bytes rebroadcast."""
         assert self.tx is not None
+        records = await self.journal.txs(entry.key)
         receipts = [await self.pool.request("eth_getTransactionReceipt", [t.tx_hash])
-                    for t in await self.journal.txs(entry.key)]
+                    for t in records]
         kept = next((r for r in receipts if r is not None), None)
+        place = records[-1].wave_index if records else None
+        if kept is not None and place is not None:
+            # A wave mined again in another block may have run this call otherwise: included
+            # only if it succeeded there too (else pending again, settled anew).
+            read = read_wave_logs(kept.get("logs") or [], self.tx.address)
+            if read is None or not read.ok(place):
+                kept = None
         if kept is not None:  # the chain (the new branch) has it
             self._recently_included[entry.opportunity] = int(kept["blockNumber"], 16)
             return
@@ -1419,13 +1494,21 @@ class Executor:
         endpoint that cannot tell says yes: the bytes were good when signed, and a nonce
         left unsent holds every later one."""
         try:
-            await self.pool.request("eth_call", [{
+            answer = await self.pool.request("eth_call", [{
                 "from": self.keeper or to, "to": to, "data": "0x" + data.hex(),
                 "gas": hex(gas)}, "latest"])
         except RpcError as exc:
             return self._reverted(exc) is None  # (the second opinion's reading of a revert)
         except RpcUnavailable:
             return True
+        if self.keeper is not None and to.lower() == self.keeper.lower() \
+                and data[:4] == EXECUTE:
+            # A wave never reverts for a call that fails inside it: it still succeeds if any
+            # of its calls does (`execute` answers which did).
+            try:
+                return int(str(answer), 16) != 0
+            except ValueError:
+                return True
         return True
 
     def _owns(self, key: TxKey) -> bool:
@@ -1454,10 +1537,13 @@ class Executor:
             return True  # replaced until mined, never cancelled: the next wave may need it
         if isinstance(key, WaveKey):
             # (replaced whole while any of its liquidations stands: one gone fails inside it
-            # at its own gas; cancelled when none does)
-            for member in key.members:
-                if await self._still_wanted(member):
-                    return True
+            # at its own gas, and settles as cancelled, not as a revert; the wave is cancelled
+            # when none stands)
+            wanted = [await self._still_wanted(member) for member in key.members]
+            if any(wanted):
+                self._unwanted_in_waves.update(m for m, w in zip(key.members, wanted,
+                                                                  strict=True) if not w)
+                return True
             return False
         if isinstance(key, OpportunityKey) and key.retry(0) in self._superseded:
             return False  # (its position has moved on: cancelled, planned afresh)
@@ -1536,7 +1622,8 @@ class Executor:
             # competition: three of them in a cascade paused sending for 50 blocks.
             counted = block if block is not None else (
                 self._last.block if self._last is not None else 0)
-            self._reverts.append(counted)
+            if outcome.counts_revert:
+                self._reverts.append(counted)
             await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
@@ -1547,8 +1634,16 @@ class Executor:
             winner = await self._maybe_lost_race(
                 None, key, entry.detected_block, "reverted", entry.account, until=block,
                 before=ours, after=entry.detected_block)
-            if winner is not None and counted in self._reverts:
+            unwanted = winner is None and key in self._unwanted_in_waves
+            if (winner is not None or unwanted) and outcome.counts_revert \
+                    and counted in self._reverts:
                 self._reverts.remove(counted)
+            if unwanted:
+                # Its wave was sent again (replaced) for its other liquidations after this one
+                # was no longer wanted: its call failing is what a cancel would have been.
+                await self.journal.set_status(
+                    key, J.CANCELLED, detail=f"tx={outcome.tx_hash}: its call failed in a "
+                    "wave replaced after it was no longer wanted")
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
@@ -1563,17 +1658,27 @@ class Executor:
         (execution/waves.py)."""
         assert self.tx is not None
         members, read = split_wave(outcome, self.tx.address)
+        if outcome.gas_used and l1_fee.receipt_has_operator_fee(outcome.receipt):
+            # The operator fee once for the wave (its constant is per transaction), shared out
+            # as its gas is.
+            whole = await self._paid_wei(replace(outcome, effective_gas_price=0, receipt={
+                k: v for k, v in (outcome.receipt or {}).items() if k != "l1Fee"}))
+            n = len(members)
+            members = [replace(m, receipt={**(m.receipt or {}), OPERATOR_FEE_SHARE:
+                                           whole // n + (whole % n if i == 0 else 0)})
+                       for i, m in enumerate(members)]
         if outcome.status == "included" and read is None:
             # Mined, yet no KeeperWave ran: the address was not delegated to it when the wave
             # was mined (a lying read of its code, or a revocation since). Its calls were not
-            # made: each counts as reverted (the breaker counts them), and waves wait.
+            # made: each is dropped (planned again, not a revert), and waves wait.
             block = _receipt_block(outcome) or 0
             self._waves_off_until = block + WAVES_OFF_BLOCKS
             log.error("liquidation.wave_not_executed", protocol=self.adapter.name,
                       tx_hash=outcome.tx_hash, liquidations=len(key.members),
                       meaning="the wave was mined but the keeper's address ran no KeeperWave: "
-                              "none of its liquidations was made; one transaction each for "
-                              f"{WAVES_OFF_BLOCKS} blocks. Check `keeperd wave status`")
+                              "none of its liquidations was made (dropped: planned again); no "
+                              f"wave for {WAVES_OFF_BLOCKS} blocks. Check `keeperd wave "
+                              "status`")
         elif read is not None:
             log.info("liquidation.wave_settled", protocol=self.adapter.name,
                      tx_hash=outcome.tx_hash, liquidations=len(key.members),
@@ -1591,6 +1696,7 @@ class Executor:
         for member in members:
             if str(member.key) in pending:
                 await self._settle(member)
+            self._unwanted_in_waves.discard(member.key)  # (type: OpportunityKey)
 
     async def _paid_wei(self, outcome: Outcome) -> int:
         """What a mined transaction cost the keeper: its gas, and what an OP Stack chain
@@ -1599,6 +1705,9 @@ class Executor:
         formula changed with Jovian; unread, it is left out and logged)."""
         paid = (outcome.gas_used * outcome.effective_gas_price
                 + l1_fee.receipt_fee_wei(outcome.receipt))
+        share = (outcome.receipt or {}).get(OPERATOR_FEE_SHARE)
+        if share is not None:  # (a wave's member: its share of the fee read once for the wave)
+            return paid + int(share)
         if outcome.gas_used and l1_fee.receipt_has_operator_fee(outcome.receipt):
             block = _receipt_block(outcome)
             at = hex(block) if block is not None else "latest"

@@ -241,10 +241,13 @@ class Journal:
                                                      for tx in txs for key in _keys(tx)])
 
     async def txs(self, key: JournalKey) -> list[TxRecord]:
+        # (a wave's bytes are kept once, in its first call's row: `_tx_rows`)
         rows = await self.db.fetch(
-            "SELECT tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, kind, "
-            "sent_at, wave_index FROM liquidation_txs WHERE key = $1 ORDER BY sent_at, tx_hash",
-            str(key))
+            "SELECT t.tx_hash, t.key, t.nonce, t.max_fee_per_gas, t.priority_fee, t.gas_limit, "
+            "CASE WHEN t.wave_index IS NULL OR t.wave_index = 0 THEN t.raw ELSE "
+            "(SELECT w.raw FROM liquidation_txs w WHERE w.tx_hash = t.tx_hash AND "
+            "w.wave_index = 0) END, t.kind, t.sent_at, t.wave_index FROM liquidation_txs t "
+            "WHERE t.key = $1 ORDER BY t.sent_at, t.tx_hash", str(key))
         # (each record under the key as the caller holds it: typed, or a row's text)
         return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8],
                          None if r[9] is None else int(r[9])) for r in rows]
@@ -293,10 +296,12 @@ def _keys(tx: TxRecord) -> list[str]:
 
 
 def _tx_rows(tx: TxRecord) -> list[tuple[object, ...]]:
-    """A signed transaction's rows, in `_INSERT_TX`'s order: one, or one per wave member."""
-    common = (tx.nonce, str(tx.max_fee_per_gas), str(tx.priority_fee), tx.gas_limit, tx.raw,
-              tx.kind, tx.sent_at)
+    """A signed transaction's rows, in `_INSERT_TX`'s order: one, or one per wave member, the
+    wave's bytes in its first call's row only (16 copies of a wave of 16 were ~200 KB a
+    wave, written before its broadcast)."""
+    fees = (str(tx.max_fee_per_gas), str(tx.priority_fee), tx.gas_limit)
     if isinstance(tx.key, WaveKey):
-        return [(tx.tx_hash, str(member), *common, i)
-                for i, member in enumerate(tx.key.members)]
-    return [(tx.tx_hash, str(tx.key), *common, tx.wave_index)]
+        return [(tx.tx_hash, str(member), tx.nonce, *fees, tx.raw if i == 0 else "",
+                 tx.kind, tx.sent_at, i) for i, member in enumerate(tx.key.members)]
+    return [(tx.tx_hash, str(tx.key), tx.nonce, *fees, tx.raw, tx.kind, tx.sent_at,
+             tx.wave_index)]

@@ -147,6 +147,10 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
     except ValueError as exc:
         problem = f"its wave's members do not read ({exc})"
     if wave is not None and wave in tx.pending:
+        if reorged:  # (tracked at this start before the reorg was seen: its members too)
+            for member in wave.members:
+                await journal.set_status(member, J.PENDING, detail="its wave's block "
+                                         "reorganised away")
         return True  # (another member tracked it)
     if problem is None:
         problem = next((p for r in records if (p := forged(r, tx, records[0].nonce))), None)

@@ -19,6 +19,7 @@ on the configured chain, with no value, at a max fee per gas within `max_fee_gwe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -31,6 +32,9 @@ from keeperd.protocols.sdk.contract import APPROVE, Allowed
 
 log = structlog.get_logger(__name__)
 
+
+
+MAX_CALL_GAS = 2**24  # a wave's call: no more than a transaction may ask (EIP-7825)
 
 
 def selector(function: str) -> bytes:
@@ -50,6 +54,9 @@ class SignerPolicy:
     chain_id: int
     keeper: str
     max_fee_per_gas_wei: int
+    # Whether the keeper's address runs KeeperWave now (the transaction manager's code read):
+    # a wave is signed only then (under other code `execute` may mean anything).
+    waves_allowed: Callable[[], bool] = lambda: False
     _calls: dict[tuple[str, bytes], str] = field(default_factory=dict)
     _spenders: dict[str, str] = field(default_factory=dict)
 
@@ -75,12 +82,16 @@ class SignerPolicy:
             if tx.data[:4] != EXECUTE:
                 raise PolicyRefused("a call to the keeper's own address with data that is "
                                     "no wave")
+            if not self.waves_allowed():
+                raise PolicyRefused("a wave while the keeper's address does not run KeeperWave")
             try:
                 (calls,) = decode(["(address,uint256,bytes)[]"], tx.data[4:])
             except Exception:
                 raise PolicyRefused("a wave whose calls do not decode") from None
             if not calls:
                 raise PolicyRefused("a wave of no calls")
+            if any(gas > MAX_CALL_GAS for _, gas, _ in calls):
+                raise PolicyRefused(f"a wave's call asks more than {MAX_CALL_GAS} gas")
             purposes = [self._call_purpose(str(target), bytes(data)) for target, _, data in calls]
             return f"wave of {len(calls)}: " + ", ".join(sorted(set(purposes)))
         return self._call_purpose(tx.to, tx.data)

@@ -55,6 +55,8 @@ FOREIGN_QUIET_BLOCKS = 10
 # A cancel's limit from an address delegated to code (`_cancel_gas`): measured 21,055 used
 # from one delegated to KeeperWave; room for a delegate's heavier `receive`.
 DELEGATED_CANCEL_GAS = 40_000
+ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transaction in "
+                 "flight: nodes take one at a time from such an address")
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
 RECEIPT_WAIT_BLOCKS = 10
 
@@ -125,6 +127,9 @@ class Outcome:
     # A liquidation's share of a wave's settlement (execution/waves.py): how many shared it
     # (0: a transaction of its own). Its gas is a share, not what its call used.
     wave_size: int = 0
+    # Whether its revert counts toward the revert breaker: a wave that reverted as a whole is
+    # one revert, counted on its first member only.
+    counts_revert: bool = True
 
 
 class SendRefused(Exception):
@@ -185,7 +190,8 @@ class TxManager:
         # Every signature goes through it; liquidators add the calls they make
         # (`signing_policy.allow`) before they send.
         self.signing_policy = SignerPolicy(chain_id, signer.address,
-                                           self.policy.max_fee_per_gas_wei)
+                                           self.policy.max_fee_per_gas_wei,
+                                           waves_allowed=lambda: self.runs_wave_executor)
         self.signer = PolicedSigner(signer, self.signing_policy)
         self.private_pool = private_pool
         self._record = record or _no_record
@@ -215,6 +221,20 @@ class TxManager:
         (EIP-7702: KeeperWave, an allowed delegate) runs that code on it (the delegation
         resolved cold, its `receive`): 21,000 there reverts, still taking the nonce."""
         return 21_000 if self._delegate is None else DELEGATED_CANCEL_GAS
+
+    @property
+    def delegated(self) -> bool:
+        """The address runs code (EIP-7702), as last read: nodes then keep one transaction of
+        it in flight at a time (geth's and reth's pools refuse a second one: "in-flight
+        transaction limit reached for delegated accounts"), so keeperd sends one at a time."""
+        return self._delegate is not None
+
+    def one_in_flight(self) -> SendRefused | None:
+        """Why a new transaction may not be signed now (the address delegated and one of its
+        transactions in flight), or None."""
+        if self.delegated and self.pending:
+            return SendRefused(ONE_IN_FLIGHT)
+        return None
 
     @property
     def runs_wave_executor(self) -> bool:
@@ -459,6 +479,8 @@ class TxManager:
         is taken before the journal write (which may suspend, on a shared database) and given
         back if that write fails (a replica fenced out) and nothing took the next one."""
         assert self._nonce is not None, "sync_nonce() first"
+        if (held := self.one_in_flight()) is not None:
+            raise held
         max_fee, tip = self._fees_within(base_fee, gas_limit, budget_wei)
         nonce = self._nonce
         self._nonce = nonce + 1
@@ -488,6 +510,10 @@ class TxManager:
         signed: list[tuple[TxRecord, Pending]] = []
         try:
             for item in items:
+                # (delegated: one in flight, this call's first included)
+                if self.delegated and (self.pending or signed):
+                    out.append(SendRefused(ONE_IN_FLIGHT))
+                    continue
                 try:
                     pending, max_fee, tip = self._take_nonce(item, block, base_fee)
                 except SendRefused as exc:

@@ -4,8 +4,9 @@ A wave (many liquidations in one transaction: execution/wave_code.py) settles as
 transaction — included, reverted, cancelled or dropped — and each of its liquidations settles
 from that: a mined wave's call is included if KeeperWave's own events say it succeeded, and
 reverted otherwise (the executor then asks whether a race was lost, as for any revert); a
-wave that reverted as a whole, or whose receipt shows no KeeperWave ran (the delegation gone
-when it was mined), reverts every call; a cancelled or dropped wave cancels or drops them all.
+wave that reverted as a whole reverts every call (one revert for the breaker); one whose
+receipt shows no KeeperWave ran (the delegation gone when it was mined) made no call: each is
+dropped, free to be planned again; a cancelled or dropped wave cancels or drops them all.
 
 Each liquidation's settlement carries its share of what the wave paid (gas and an OP Stack
 chain's L1 data fee, split evenly: the chain does not say what each call cost) and a receipt
@@ -39,14 +40,18 @@ def split_wave(outcome: Outcome, keeper: str) -> tuple[list[Outcome], WaveOutcom
     for i, member in enumerate(key.members):
         status = outcome.status
         if status == "included":
-            status = "included" if read is not None and read.ok(i) else "reverted"
+            # (no KeeperWave ran, or its receipt is not this wave's: no call was made that
+            # keeperd can tell of; dropped, so each may be planned again, and not counted as
+            # a revert: the breaker is for calls that ran and failed)
+            status = ("dropped" if read is None else "included" if read.ok(i) else "reverted")
         own: dict[str, Any] | None = None
         if receipt is not None:
             own = {**receipt, "logs": list(read.logs.get(i, [])) if read is not None else []}
             if l1 is not None:
                 own["l1Fee"] = hex(l1[i])
         out.append(Outcome(member, status, outcome.tx_hash, gas[i],
-                           outcome.effective_gas_price, own, wave_size=n))
+                           outcome.effective_gas_price, own, wave_size=n,
+                           counts_revert=outcome.status != "reverted" or i == 0))
     return out, read
 
 

@@ -1,5 +1,5 @@
 """#17's crash points with the liquidations sent in waves (one transaction each: the keeper's
-address delegated to KeeperWave, `keeper.wave_transactions` on): SIGKILL after a wave is
+address delegated to KeeperWave): SIGKILL after a wave is
 journaled and signed, after its broadcast, and while its receipt is being settled, one
 `keeperd run` after another on one state directory — then no liquidation made twice, none
 left pending, the nonce of each wave shared by its members only, and every member of a
@@ -32,7 +32,6 @@ def test_sigkill_on_a_waves_way_to_the_chain_repeats_and_loses_nothing(
     state = tmp_path / "state"
     path = config(devnet, state, "http://127.0.0.1:9/", [], 0)
     settings = yaml.safe_load(path.read_text())
-    settings["keeper"]["wave_transactions"] = True
     settings["metrics"] = {"enabled": False}
     del settings["alerts"]
     path.write_text(yaml.safe_dump(settings))

@@ -17,7 +17,7 @@ from keeperd.execution.reconcile import resume_journal
 from keeperd.execution.txmanager import GWEI, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
-from keeperd.protocols.sdk.keys import OpportunityKey
+from keeperd.protocols.sdk.keys import OpportunityKey, WaveKey
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
 
@@ -112,3 +112,51 @@ async def test_a_row_whose_key_is_not_an_opportunity_key_is_refused(tmp_path: Pa
     assert entry is not None and entry.status == J.DROPPED
     assert "not an opportunity key" in (entry.detail or "")
     assert tx.pending == {} and node.broadcast == []
+
+
+async def wave_resumed(tmp_path: Path, tx_hash: str, raw: str, *, tamper: str | None = None
+                       ) -> tuple[TxManager, Node, list[J.JournalEntry]]:
+    """A wave of three journaled under its members (its bytes once, in the first call's row),
+    then resumed; `tamper` rewrites a row first as someone with the database could."""
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    keys = [f"aave:0x{i}:c:d:v" for i in range(3)]
+    for key in keys:
+        await journal.record(J.JournalEntry(key, "aave", key.split(":")[1], "WETH", "USDC", 1,
+                                            5.0, 10**16, 100, J.PLANNED, None, None, None))
+    wave = WaveKey("aave", tuple(OpportunityKey.parse(k) for k in keys))
+    await journal.record_tx(J.TxRecord(tx_hash, wave, 0, 50 * GWEI, 2 * GWEI, 300_000, raw,
+                                       "liquidation", 0.0))
+    # Each member reads the wave's bytes back, and its own place in it.
+    for i, key in enumerate(keys):
+        [record] = await journal.txs(key)
+        assert (record.raw, record.wave_index, record.tx_hash) == (raw, i, tx_hash)
+    if tamper == "a member moved":
+        await db.execute("UPDATE liquidation_txs SET wave_index = 5 WHERE key = $1", keys[2])
+    elif tamper == "bytes not the hash's":
+        await db.execute("UPDATE liquidation_txs SET raw = $1 WHERE wave_index = 0",
+                         signed(KEEPER, nonce=0, to=ATTACKER)[1])
+    node = Node()
+    tx = TxManager(node, KEEPER, 31337, metrics=Metrics())  # type: ignore[arg-type]
+    await tx.sync_nonce()
+    await resume_journal(journal, tx, "aave", 101)
+    entries = [e for k in keys if (e := await journal.get(k)) is not None]
+    await db.close()
+    return tx, node, entries
+
+
+async def test_a_wave_is_resumed_once_under_its_members(tmp_path: Path) -> None:
+    tx, node, entries = await wave_resumed(tmp_path, *signed(KEEPER))
+    [key] = tx.pending
+    assert isinstance(key, WaveKey) and [str(m) for m in key.members] == [e.key for e in entries]
+    assert len(node.broadcast) == 1  # (the wave's bytes, once)
+    assert all(e.status == J.PENDING for e in entries)
+
+
+@pytest.mark.parametrize("tamper", ["a member moved", "bytes not the hash's"])
+async def test_a_tampered_wave_is_refused_and_nothing_is_sent(tmp_path: Path,
+                                                              tamper: str) -> None:
+    tx, node, entries = await wave_resumed(tmp_path, *signed(KEEPER), tamper=tamper)
+    assert tx.pending == {} and node.broadcast == []
+    assert any(e.status == J.DROPPED and (e.detail or "").startswith("refused: ")
+               for e in entries)

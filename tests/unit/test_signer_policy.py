@@ -26,8 +26,8 @@ ATTACKER = "0x" + "66" * 20
 GWEI = 10**9
 
 
-def policy() -> SignerPolicy:
-    p = SignerPolicy(31337, KEEPER, 500 * GWEI)
+def policy(waves: bool = True) -> SignerPolicy:
+    p = SignerPolicy(31337, KEEPER, 500 * GWEI, waves_allowed=lambda: waves)
     p.allow(Allowed(POOL, LIQUIDATION_CALL, "aave liquidation"),
             Allowed.approval(POOL, "approval of the pool"),
             Allowed(FLASH, FLASH_LIQUIDATE, "flash"))
@@ -85,6 +85,9 @@ def test_the_calls_keeperd_makes_pass() -> None:
     (tx(KEEPER, wave((KEEPER, wave((POOL, liquidation()))))), "inside a wave"),
     (tx(KEEPER, EXECUTE + b"\x00" * 31), "do not decode"),
     (tx(KEEPER, EXECUTE + encode(["(address,uint256,bytes)[]"], [[]])), "no calls"),
+    (tx(KEEPER, EXECUTE + encode(["(address,uint256,bytes)[]"], [[(POOL, 2**24 + 1,
+                                                                    liquidation())]])),
+     "more than 16777216 gas"),
     (tx(POOL, liquidation(), value=1), "value"),
     (tx(POOL, liquidation(), chain_id=1), "chain id 1"),
     (tx(POOL, liquidation(), max_fee=501 * GWEI), "max_fee_gwei"),
@@ -95,6 +98,11 @@ def test_the_calls_keeperd_makes_pass() -> None:
 def test_anything_else_is_refused_with_its_reason(unsigned: UnsignedTx, why: str) -> None:
     with pytest.raises(PolicyRefused, match=why):
         policy().check(unsigned)
+
+
+def test_a_wave_is_signed_only_while_the_address_runs_keeperwave() -> None:
+    with pytest.raises(PolicyRefused, match="does not run KeeperWave"):
+        policy(waves=False).check(tx(KEEPER, wave((POOL, liquidation()))))
 
 
 async def test_a_refused_transaction_reaches_no_signer() -> None:

@@ -54,14 +54,15 @@ def test_each_member_settles_from_its_own_call() -> None:
 
 
 def test_a_receipt_that_is_not_the_journaled_wave_is_not_trusted() -> None:
-    # No KeeperWave ran (mined as a call to an ordinary address): every call reverted.
+    # No KeeperWave ran (mined as a call to an ordinary address): no call was made — each is
+    # dropped (planned again), not a revert the breaker would count.
     plain = {"status": "0x1", "blockNumber": "0x10", "logs": []}
     members, read = split_wave(Outcome(WAVE, "included", "0xabc", 30_000, 7, plain), KEEPER)
-    assert read is None and [m.status for m in members] == ["reverted"] * 3
+    assert read is None and [m.status for m in members] == ["dropped"] * 3
     # Its own count of calls is not the wave's: nothing of it read.
     members, read = split_wave(Outcome(WAVE, "included", "0xabc", 30_000, 7,
                                        receipt(0b111, calls=4)), KEEPER)
-    assert read is None and [m.status for m in members] == ["reverted"] * 3
+    assert read is None and [m.status for m in members] == ["dropped"] * 3
 
 
 def test_a_wave_that_did_not_run_settles_every_member_alike() -> None:
@@ -72,6 +73,9 @@ def test_a_wave_that_did_not_run_settles_every_member_alike() -> None:
         assert read is None
         assert [m.status for m in members] == [status] * 3
         assert sum(m.gas_used for m in members) == 60_000
+        # A wave that reverted whole is one revert for the breaker, not three.
+        assert [m.counts_revert for m in members] == (
+            [True, False, False] if status == "reverted" else [True] * 3)
 
 
 def test_limit_keeps_eip_7623s_floor_and_refuses_a_call_to_the_keeper() -> None:

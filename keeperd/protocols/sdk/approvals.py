@@ -21,12 +21,14 @@ import structlog
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcPool
+from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
 from keeperd.protocols.sdk.keys import UpkeepKey
 
 log = structlog.get_logger(__name__)
 
 APPROVE_GAS = 120_000
 APPROVE_BUDGET_WEI = 10**18
+WAVE_SUBJECT = "wave"  # an approval key's subject for a wave of them (a KeeperWave address)
 
 
 async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str, spender: str,
@@ -45,6 +47,7 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
     answers = await call_many(pool, calls)
     others = await _balances_elsewhere(pool, calls[1::2])
     approved = []
+    wanted: list[tuple[str, str, list[int]]] = []  # (token, symbol, the amounts in turn)
     for i, (token, symbol) in enumerate(tokens):
         allowance, balance = answers[2 * i], answers[2 * i + 1]
         for answer in (allowance, balance):
@@ -59,20 +62,39 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
             balance = min(said)
         if allowance >= balance:
             continue
-        if any(isinstance(key, UpkeepKey) and (key.protocol, key.action, key.subject)
-               == (protocol, "approve", token) for key in tx.pending):
+        if any(isinstance(key, UpkeepKey) and (key.protocol, key.action) == (protocol, "approve")
+               and key.subject in (token, WAVE_SUBJECT) for key in tx.pending):
             continue  # one in flight already: its inclusion is what this waits for
-        for amount in ([0] if allowance else []) + [balance]:
+        wanted.append((token, symbol, ([0] if allowance else []) + [balance]))
+    if wanted and getattr(tx, "runs_wave_executor", False):
+        # A delegated address has one transaction in flight at a time: every approval (a
+        # USDT-like token's zero first) in one KeeperWave wave, not one a block.
+        wave = [WaveCall(token, APPROVE_GAS, _approve(spender, amount))
+                for token, _, amounts in wanted for amount in amounts]
+        record = await tx.send(
+            UpkeepKey(protocol, "approve", WAVE_SUBJECT, f"{len(wave)}@{head}"), tx.address,
+            encode_execute(wave, tx.address), wave_gas_limit(wave),
+            budget_wei=APPROVE_BUDGET_WEI * len(wave), block=head)
+        for _, symbol, amounts in wanted:
+            log.info("keeper.approval_sent", protocol=protocol, asset=symbol, spender=spender,
+                     amount=str(amounts[-1]), tx_hash=record.tx_hash, wave=len(wave),
+                     bounded="the keeper's balance, not unlimited")
+        return [symbol for _, symbol, _ in wanted]
+    for token, symbol, amounts in wanted:
+        for amount in amounts:
             record = await tx.send(
                 UpkeepKey(protocol, "approve", token, f"{amount}@{head}"), token,
-                encode_call("approve(address,uint256)", ["address", "uint256"],
-                            [spender, amount]),
-                APPROVE_GAS, budget_wei=APPROVE_BUDGET_WEI, block=head)
+                _approve(spender, amount), APPROVE_GAS, budget_wei=APPROVE_BUDGET_WEI,
+                block=head)
             log.info("keeper.approval_sent", protocol=protocol, asset=symbol,
                      spender=spender, amount=str(amount), tx_hash=record.tx_hash,
                      bounded="the keeper's balance, not unlimited")
         approved.append(symbol)
     return approved
+
+
+def _approve(spender: str, amount: int) -> bytes:
+    return encode_call("approve(address,uint256)", ["address", "uint256"], [spender, amount])
 
 
 async def _balances_elsewhere(pool: RpcPool, calls: Sequence[ContractCall]
