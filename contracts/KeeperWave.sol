@@ -32,10 +32,12 @@ contract KeeperWave {
     /// settles each liquidation from the events of the keeper's own address (no other code
     /// can emit them) and from the protocol's own liquidation event.
     event WaveExecuted(uint256 succeeded, uint256 calls);
-    /// Call `index` succeeded. Each call's own marker (this, CallFailed or CallStarved) comes
-    /// right after the logs the call emitted: the receipt's logs between two markers are one
-    /// call's (its protocol's liquidation event, and so its profit).
-    event CallSucceeded(uint256 indexed index);
+    /// Call `index` succeeded, using `gasUsed` (before the transaction's refund). Each call's
+    /// own marker (this, CallFailed or CallStarved) comes right after the logs the call
+    /// emitted: the receipt's logs between two markers are one call's (its protocol's
+    /// liquidation event, and so its profit). The gas is what keeperd learns limits from: the
+    /// receipt's is the wave's.
+    event CallSucceeded(uint256 indexed index, uint256 gasUsed);
     /// Why call `index` failed: the first RETURN_CAP bytes of its revert data.
     event CallFailed(uint256 indexed index, bytes reason);
     /// Call `index` was not made: the gas left could not give it its own limit (the wave's
@@ -61,10 +63,11 @@ contract KeeperWave {
                 emit CallStarved(i);
                 continue;
             }
+            uint256 before = gasleft();
             (bool ok, bytes memory reason) = _call(c.target, c.gas, c.data);
             if (ok) {
                 succeeded |= 1 << i;
-                emit CallSucceeded(i);
+                emit CallSucceeded(i, before - gasleft());
             } else {
                 emit CallFailed(i, reason);
             }

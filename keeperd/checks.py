@@ -147,6 +147,10 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                                           f"no Multicall3 at {chain.multicall3}",
                                           "deploy one or set the address of this chain's"))
                 continue  # (every protocol reads through it: not started, not blamed)
+            code_error, code_note = await keeper_code_issues(config, ci, pool)
+            issues += code_error
+            if code_note is not None and checked is not None:
+                checked.append(code_note)
             fee_error, fee_warning, fee_note = await l1_fee_issues(chain, ci, pool)
             issues += fee_error
             if warnings is not None:
@@ -179,6 +183,40 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
     return issues
+
+
+async def keeper_code_issues(config: Config, ci: int, pool: RpcPool
+                             ) -> tuple[list[ConfigIssue], str | None]:
+    """What the keeper's address runs on this chain (EIP-7702), judged as `run` judges it: an
+    error when the key would sign nothing there (delegated to code not allowed, or contract
+    code), else a line saying how it sends (waves through KeeperWave, one transaction in
+    flight under another delegate). Nothing in alert-only mode or without an address."""
+    from keeperd.execution.delegation import read_code, refusal
+    from keeperd.execution.wave_code import KNOWN_WAVE_ADDRESSES, WAVE_ADDRESS
+
+    address = keeper_address(config) if config.keeper.mode != "alert-only" else None
+    if address is None:
+        return [], None
+    try:
+        code = read_code(await pool.request("eth_getCode", [address, "latest"]))
+    except (RpcError, RpcUnavailable, ValueError) as exc:
+        return [ConfigIssue(f"chains[{ci}].rpc_urls", f"the keeper's address's code could not "
+                            f"be read ({exc}); run waits for it before sending",
+                            "check the RPC endpoints")], None
+    hold = refusal(address, code, frozenset(config.keeper.allowed_delegates), None)
+    if hold is not None:
+        return [ConfigIssue("keeper.allowed_delegates", hold.reason, hold.action)], None
+    where = f"keeper {address} on chains[{ci}]"
+    if code.delegate == WAVE_ADDRESS:
+        return [], (f"{where}: delegated to KeeperWave ({WAVE_ADDRESS}): a block's "
+                    "liquidations in one transaction")
+    if code.delegate in KNOWN_WAVE_ADDRESSES:
+        return [], (f"{where}: delegated to an earlier KeeperWave ({code.delegate}): one "
+                    "liquidation a block until `keeperd wave delegate` moves it")
+    if code.delegate is not None:
+        return [], (f"{where}: delegated to {code.delegate} (keeper.allowed_delegates): one "
+                    "transaction in flight at a time, one liquidation a block")
+    return [], None
 
 
 async def l1_fee_issues(chain: ChainConfig, ci: int, pool: RpcPool

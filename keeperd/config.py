@@ -506,7 +506,9 @@ class KeeperConfig(_Model):
         "to (EIP-7702) while keeperd sends from it. Delegated to any other, the key signs "
         "nothing and key_in_use_elsewhere fires: a delegate's code can move everything the "
         "address holds (the 7702 drainers). Empty (the default): an ordinary address, or "
-        "one delegated to keeperd's own KeeperWave (`keeperd wave`), only.")
+        "one delegated to keeperd's own KeeperWave (`keeperd wave`), only. A delegated "
+        "address has one transaction in flight at a time (nodes refuse a second): one "
+        "liquidation a block, or a KeeperWave wave.")
 
     @model_validator(mode="after")
     def _key_for_liquidate(self) -> KeeperConfig:

@@ -95,6 +95,9 @@ WAVE = 8
 LATER_WAVE = 16
 # A mined wave that ran no KeeperWave (`_settle_wave`): no wave for this many blocks.
 WAVES_OFF_BLOCKS = 50
+# A delegated key under code other than KeeperWave sends one liquidation a block: this many
+# of the most profitable are simulated for it (the first that passes goes).
+ALONE_CANDIDATES = 4
 # A wave member's receipt: its share of the operator fee the wave paid (`_settle_wave`).
 OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
 # The most gas a wave's transaction asks (`wave_gas_limit`): EIP-7825 caps a transaction at
@@ -564,6 +567,8 @@ class Executor:
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = self._gas_quote(base_fee, native_usd)
         calls = await self._encode(chosen, result.book, gas)
+        if one_tx:  # (only what one transaction can take is simulated, with some to spare)
+            calls = self._fit_one_transaction(calls, result.block)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
@@ -1139,6 +1144,28 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
+    def _fit_one_transaction(self, calls: list[tuple[Call, OpportunityKey]], block: int
+                             ) -> list[tuple[Call, OpportunityKey]]:
+        """Of a block's calls (the most profitable first), those the one transaction of a
+        delegated key could take, by their planned limits, and a quarter more for those that
+        fail their simulation (a KeeperWave wave); a few for the one liquidation under other
+        code. The rest wait for a later block unsimulated: a crash's backlog was simulated
+        whole at every block, to send a wave of it."""
+        assert self.tx is not None
+        if self.tx.runs_wave_executor and block >= self._waves_off_until:
+            room, taken = WAVE_GAS_CAP * 5 // 4, len(calls)
+            for i, (call, _) in enumerate(calls):
+                if room < 0 or i >= MAX_CALLS * 5 // 4:
+                    taken = i
+                    break
+                room -= call.opportunity.gas_limit + 25_000
+        else:
+            taken = ALONE_CANDIDATES
+        if len(calls) > taken:
+            self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(
+                len(calls) - taken)
+        return calls[:taken]
+
     def _one_transaction(self, judged: list[_Judged], block: int) -> list[_Judged]:
         """What of a block's judged liquidations goes in the one transaction a delegated key
         may have in flight: the most profitable first, as many as a KeeperWave wave takes
@@ -1582,8 +1609,9 @@ class Executor:
                 self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
                 self._gas_spent.append((time.time(), gas_usd))
             if outcome.status in ("included", "reverted") and not outcome.wave_size:
-                # (a wave's member has a share of the wave's gas, not its call's: not learnt)
                 self.liquidator.learn(key, math.ceil(outcome.gas_used * RECEIPT_TO_LIMIT))
+            elif outcome.call_gas:  # (a wave's member: its call's own gas, not the share)
+                self.liquidator.learn(key, math.ceil(outcome.call_gas * RECEIPT_TO_LIMIT))
         block = _receipt_block(outcome)
         if outcome.status == "included" and block is not None:
             self._recently_included[key] = block

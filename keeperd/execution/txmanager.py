@@ -130,6 +130,8 @@ class Outcome:
     # Whether its revert counts toward the revert breaker: a wave that reverted as a whole is
     # one revert, counted on its first member only.
     counts_revert: bool = True
+    # A wave member's call's own gas, as KeeperWave measured it (None: not known).
+    call_gas: int | None = None
 
 
 class SendRefused(Exception):

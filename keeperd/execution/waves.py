@@ -51,7 +51,8 @@ def split_wave(outcome: Outcome, keeper: str) -> tuple[list[Outcome], WaveOutcom
                 own["l1Fee"] = hex(l1[i])
         out.append(Outcome(member, status, outcome.tx_hash, gas[i],
                            outcome.effective_gas_price, own, wave_size=n,
-                           counts_revert=outcome.status != "reverted" or i == 0))
+                           counts_revert=outcome.status != "reverted" or i == 0,
+                           call_gas=read.gas.get(i) if read is not None else None))
     return out, read
 
 

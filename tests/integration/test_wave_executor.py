@@ -85,6 +85,10 @@ def test_deploy_delegate_wave_and_revoke(devnet: Devnet, tmp_path: Path,
     assert code == 0, out
     assert _code(devnet, KEEPER) == "0xef0100" + W.WAVE_ADDRESS[2:].lower()
     assert "ready: the keeper's address runs KeeperWave" in out
+    # check-config says how it will send, as run judges the address's code.
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"keeper {KEEPER} on chains[0]: delegated to KeeperWave" in out, out
 
     # A wave: each call from the keeper's address, a failure not undoing the others.
     usdc = devnet.manifest["tokens"]["USDC"]
@@ -135,6 +139,13 @@ def test_deploy_delegate_wave_and_revoke(devnet: Devnet, tmp_path: Path,
     assert _code(devnet, KEEPER) == "0x"
     code, out = _wave(config, "revoke", capsys)
     assert code == 0 and "nothing to revoke" in out
+    # Delegated to code keeperd did not put there: check-config fails as run would hold.
+    from tests.integration.test_key_in_use import delegate
+
+    delegate(devnet, devnet.manifest["aave_v3"]["pool"])
+    assert main(["check-config", str(config)]) == 2
+    out = "".join(capsys.readouterr())
+    assert "keeper.allowed_delegates" in out and "code keeperd did not put there" in out, out
 
 
 async def test_a_lying_endpoint_stops_the_delegation(devnet: Devnet, tmp_path: Path,

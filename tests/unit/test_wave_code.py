@@ -74,13 +74,13 @@ def _index(i: int) -> str:
 
 def test_receipt_read_from_the_keepers_own_events_only() -> None:
     liquidation0 = _log(OTHER, ["0x" + "aa" * 32], b"first call's event")
-    ok0 = _log(KEEPER.lower(), [W.CALL_SUCCEEDED, _index(0)], b"")
+    ok0 = _log(KEEPER.lower(), [W.CALL_SUCCEEDED, _index(0)], encode(["uint256"], [123_456]))
     # Another address's events of the same shape (any contract can emit them) are only that
     # call's logs: not a marker, not a second WaveExecuted.
     forged_fail = _log(OTHER, [W.CALL_FAILED, _index(2)], encode(["bytes"], [b"x"]))
     failed1 = _log(KEEPER, [W.CALL_FAILED, _index(1)], encode(["bytes"], [b"\x08\xc3\x79\xa0"]))
     liquidation2 = _log(OTHER, ["0x" + "bb" * 32], b"third call's event")
-    ok2 = _log(KEEPER, [W.CALL_SUCCEEDED, _index(2)], b"")
+    ok2 = _log(KEEPER, [W.CALL_SUCCEEDED, _index(2)], encode(["uint256"], [99_000]))
     starved = _log(KEEPER, [W.CALL_STARVED, _index(3)], b"")
     forged = _log(OTHER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b1111, 4]))
     executed = _log(KEEPER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b101, 4]))
@@ -92,6 +92,7 @@ def test_receipt_read_from_the_keepers_own_events_only() -> None:
     assert dict(outcome.failed) == {1: b"\x08\xc3\x79\xa0"}
     assert outcome.starved == frozenset({3})
     assert outcome.ok(0) and not outcome.ok(1) and not outcome.ok(3)
+    assert dict(outcome.gas) == {0: 123_456, 2: 99_000}
     # Each call's logs: those after the marker before it, up to its own.
     assert outcome.logs[0] == [liquidation0]
     assert outcome.logs[1] == [forged_fail]

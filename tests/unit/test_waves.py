@@ -30,9 +30,9 @@ def _event(n: int) -> dict[str, object]:
 
 
 def receipt(bits: int, calls: int = 3, **extra: object) -> dict[str, object]:
-    logs = [_event(0), _marker(W.CALL_SUCCEEDED, 0),
+    logs = [_event(0), _marker(W.CALL_SUCCEEDED, 0, encode(["uint256"], [210_000])),
             _marker(W.CALL_FAILED, 1, encode(["bytes"], [b"raced"])),
-            _event(2), _marker(W.CALL_SUCCEEDED, 2),
+            _event(2), _marker(W.CALL_SUCCEEDED, 2, encode(["uint256"], [190_000])),
             _log(KEEPER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [bits, calls]))]
     return {"status": "0x1", "blockNumber": "0x10", "transactionIndex": "0x2", "logs": logs,
             **extra}
@@ -48,6 +48,8 @@ def test_each_member_settles_from_its_own_call() -> None:
     assert [int(str(m.receipt["l1Fee"]), 16) for m in members if m.receipt] == [35, 33, 33]
     assert all(m.wave_size == 3 and m.tx_hash == "0xabc" and m.effective_gas_price == 7
                for m in members)
+    # What each call used, to learn limits from (none for one that failed).
+    assert [m.call_gas for m in members] == [210_000, None, 190_000]
     # Each member's receipt holds its call's logs only: its own protocol event.
     assert [m.receipt["logs"] for m in members if m.receipt] == [[_event(0)], [], [_event(2)]]
     assert all(m.receipt and m.receipt["blockNumber"] == "0x10" for m in members)
