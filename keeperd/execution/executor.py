@@ -493,10 +493,11 @@ class Executor:
         # liquidations go in one (a KeeperWave wave, or the first alone), once nothing of the
         # key's is in flight; until then they wait, unjournaled, and are planned again.
         one_tx = self.mode == "liquidate" and self.tx is not None and self.tx.delegated
-        if one_tx and self.tx is not None and (busy := self.tx.one_in_flight()) is not None:
+        if one_tx and self.tx is not None and not await self.tx.slot_free_at(result.block):
             stage(*self.labels, "held").inc(len(opportunities))
             log.info("liquidation.held_one_in_flight", protocol=self.adapter.name,
-                     block=result.block, opportunities=len(opportunities), reason=str(busy))
+                     block=result.block, opportunities=len(opportunities),
+                     reason=str(self.tx.one_in_flight()))
             return
         mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
@@ -565,10 +566,10 @@ class Executor:
         own, flash = await self._fund(keyed, result)
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
+        if one_tx:  # (only what one transaction can take is encoded and simulated)
+            chosen = self._fit_one_transaction(chosen, result.block)
         gas = self._gas_quote(base_fee, native_usd)
         calls = await self._encode(chosen, result.book, gas)
-        if one_tx:  # (only what one transaction can take is simulated, with some to spare)
-            calls = self._fit_one_transaction(calls, result.block)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
@@ -1144,27 +1145,27 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
-    def _fit_one_transaction(self, calls: list[tuple[Call, OpportunityKey]], block: int
-                             ) -> list[tuple[Call, OpportunityKey]]:
-        """Of a block's calls (the most profitable first), those the one transaction of a
-        delegated key could take, by their planned limits, and a quarter more for those that
-        fail their simulation (a KeeperWave wave); a few for the one liquidation under other
-        code. The rest wait for a later block unsimulated: a crash's backlog was simulated
-        whole at every block, to send a wave of it."""
+    def _fit_one_transaction(self, chosen: list[tuple[Opportunity, OpportunityKey, bool]],
+                             block: int) -> list[tuple[Opportunity, OpportunityKey, bool]]:
+        """Of a block's liquidations (the most profitable first), those the one transaction
+        of a delegated key could take, by their planned limits, and a quarter more for those
+        that fail their simulation (a KeeperWave wave); a few for the one liquidation under
+        other code. The rest wait for a later block, neither encoded nor simulated: a crash's
+        backlog was simulated whole at every block, to send a wave of it."""
         assert self.tx is not None
         if self.tx.runs_wave_executor and block >= self._waves_off_until:
-            room, taken = WAVE_GAS_CAP * 5 // 4, len(calls)
-            for i, (call, _) in enumerate(calls):
+            room, taken = WAVE_GAS_CAP * 5 // 4, len(chosen)
+            for i, (opp, _, _) in enumerate(chosen):
                 if room < 0 or i >= MAX_CALLS * 5 // 4:
                     taken = i
                     break
-                room -= call.opportunity.gas_limit + 25_000
+                room -= opp.gas_limit + 25_000
         else:
             taken = ALONE_CANDIDATES
-        if len(calls) > taken:
+        if len(chosen) > taken:
             self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(
-                len(calls) - taken)
-        return calls[:taken]
+                len(chosen) - taken)
+        return chosen[:taken]
 
     def _one_transaction(self, judged: list[_Judged], block: int) -> list[_Judged]:
         """What of a block's judged liquidations goes in the one transaction a delegated key

@@ -213,6 +213,9 @@ class TxManager:
         self.code_refusal: KeyHold | None = None
         self._code_unread_since: int | None = None
         self._delegate: str | None = None  # (the last read's, to log a change once)
+        # The address's mined nonce as last read for a delegated key (`slot_free_at`): what
+        # is below it is no longer in any pool, though it may not be settled yet.
+        self._mined_floor = 0
 
     @property
     def address(self) -> str:
@@ -233,10 +236,29 @@ class TxManager:
 
     def one_in_flight(self) -> SendRefused | None:
         """Why a new transaction may not be signed now (the address delegated and one of its
-        transactions in flight), or None."""
-        if self.delegated and self.pending:
+        transactions in flight: not yet passed by the mined nonce last read,
+        `slot_free_at`), or None."""
+        if self.delegated and any(p.nonce >= self._mined_floor for p in self.pending.values()):
             return SendRefused(ONE_IN_FLIGHT)
         return None
+
+    async def slot_free_at(self, block: int) -> bool:
+        """Whether a delegated address may sign again at `block`: every transaction of it in
+        flight mined by then (its mined nonce past them), though not settled yet (the watch
+        reads receipts later, with the block's full evaluation). The nonce is read at the
+        block through `batch_at`, so the head's prefetch asks it ahead from the next block
+        on: a crash's price-exposed pass waited for the whole evaluation's settlement, a
+        wave mined the block before still counted as in flight (6-9 round trips to the first
+        broadcast through bench/latency.py's proxy)."""
+        if self.one_in_flight() is None:
+            return True
+        try:
+            _, [count] = await self.pool.batch_at(
+                block, [("eth_getTransactionCount", [self.address, hex(block)])])
+            self._mined_floor = max(self._mined_floor, int(str(count), 16))
+        except (RpcError, RpcUnavailable, ValueError, TypeError):
+            return False
+        return self.one_in_flight() is None
 
     @property
     def runs_wave_executor(self) -> bool:
@@ -513,7 +535,7 @@ class TxManager:
         try:
             for item in items:
                 # (delegated: one in flight, this call's first included)
-                if self.delegated and (self.pending or signed):
+                if (signed and self.delegated) or self.one_in_flight() is not None:
                     out.append(SendRefused(ONE_IN_FLIGHT))
                     continue
                 try:

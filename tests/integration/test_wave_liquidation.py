@@ -142,6 +142,22 @@ async def test_a_crash_goes_out_in_waves_each_settled_from_its_own_call(
                         {**labels, "stage": "included"}) == len(included)
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidation_gas_cost_usd_total",
                         labels) > 0
+    # A wave settled again (a restart after a settlement a crash cut short): what was settled
+    # is not booked twice.
+    from keeperd.execution.txmanager import Outcome
+    from keeperd.protocols.sdk.keys import OpportunityKey, WaveKey
+
+    tx_hash = next(iter(hashes))
+    placed = await journal.wave_members(tx_hash)
+    wave = WaveKey("aave", tuple(OpportunityKey.parse(k) for k, _ in
+                                 sorted(placed.items(), key=lambda kv: kv[1])))
+    receipt = devnet.client.call("eth_getTransactionReceipt", tx_hash)
+    counted = metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                           {**labels, "stage": "included"})
+    await executor._settle(Outcome(wave, "included", tx_hash, int(receipt["gasUsed"], 16),
+                                   int(receipt["effectiveGasPrice"], 16), receipt))
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "included"}) == counted
 
 
 async def test_an_ordinary_address_sends_one_transaction_each(
@@ -207,3 +223,48 @@ async def test_a_wave_whose_block_is_reorganised_away_is_sent_again_once(
     hashes = {k: [t.tx_hash for t in await journal.txs(k)] for k in keys}
     assert all(len(h) == 1 for h in hashes.values())  # the same signed wave, not a new one
     assert len({h[0] for h in hashes.values()}) < len(keys) / 4
+
+
+async def test_a_stuck_wave_is_replaced_whole_then_cancelled_once_none_of_it_stands(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base-fee spike holds the wave out of the next block: it is replaced whole (one nonce,
+    fees up) while its liquidations stand. WETH then recovers: none stands any more, and
+    the wave's nonce is cancelled — its liquidations cancelled, no revert counted."""
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    await asyncio.to_thread(delegate_keeper, devnet, tmp_path)
+    config = wave_config(devnet, tmp_path)
+    config = config.model_copy(update={"keeper": config.keeper.model_copy(update={
+        "replace_after_blocks": 1, "base_fee_headroom": 1.0, "priority_fee_gwei": 1.0})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    journal = keeper.daemon.executors["aave"].journal
+    price = devnet.price("WETH")
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        sent = await journal.by_status(J.PENDING)
+        assert len(sent) >= 10
+        first_fee = (await journal.txs(sent[0].key))[0].max_fee_per_gas
+        devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(first_fee * 3))
+        await keeper.evaluated_at(devnet.mine(1))  # (the wave left out; then replaced)
+        assert keeper_in_mempool(devnet) == 1
+        records = {e.key: await journal.txs(e.key) for e in sent}
+        assert all(len(r) == 2 for r in records.values()), "the wave was not replaced"
+        assert len({r[-1].tx_hash for r in records.values()}) == 1  # (replaced whole)
+        assert all(r[-1].max_fee_per_gas > r[0].max_fee_per_gas for r in records.values())
+        # The recovery, mined before the replaced wave (its fee under the spike again).
+        devnet.client.call("anvil_dropTransaction", records[sent[0].key][-1].tx_hash)
+        devnet.set_price_async("WETH", price)
+        await keeper.evaluated_at(devnet.mine(1))
+        assert all(chain_health(devnet, e.account) >= 1.0 for e in sent)
+        for _ in range(10):
+            await keeper.evaluated_at(devnet.mine(1))
+            if not await journal.by_status(J.PENDING):
+                break
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    statuses = {e.key: e.status for e in await journal.all() if e.key in records}
+    assert set(statuses.values()) == {J.CANCELLED}, statuses
+    assert keeper.daemon.executors["aave"]._reverts == []

@@ -131,6 +131,13 @@ async def wave_resumed(tmp_path: Path, tx_hash: str, raw: str, *, tamper: str | 
     for i, key in enumerate(keys):
         [record] = await journal.txs(key)
         assert (record.raw, record.wave_index, record.tx_hash) == (raw, i, tx_hash)
+    wave = WaveKey("aave", tuple(OpportunityKey.parse(k) for k in keys))
+    if tamper == "a replacement placed otherwise":
+        # (a later copy of the wave journaled under its members in another order)
+        other = WaveKey("aave", tuple(reversed(wave.members)))
+        tx_hash2, raw2 = signed(KEEPER, nonce=0, to=KEEPER.address)
+        await journal.record_tx(J.TxRecord(tx_hash2, other, 0, 60 * GWEI, 3 * GWEI, 300_000,
+                                           raw2, "replacement", 1.0))
     if tamper == "a member moved":
         await db.execute("UPDATE liquidation_txs SET wave_index = 5 WHERE key = $1", keys[2])
     elif tamper == "bytes not the hash's":
@@ -153,7 +160,8 @@ async def test_a_wave_is_resumed_once_under_its_members(tmp_path: Path) -> None:
     assert all(e.status == J.PENDING for e in entries)
 
 
-@pytest.mark.parametrize("tamper", ["a member moved", "bytes not the hash's"])
+@pytest.mark.parametrize("tamper", ["a member moved", "bytes not the hash's",
+                                    "a replacement placed otherwise"])
 async def test_a_tampered_wave_is_refused_and_nothing_is_sent(tmp_path: Path,
                                                               tamper: str) -> None:
     tx, node, entries = await wave_resumed(tmp_path, *signed(KEEPER), tamper=tamper)
