@@ -366,6 +366,19 @@ def wave_columns(way: str) -> dict[str, Figures | None]:
     }
 
 
+# The eighth pass (bench/README.md): one transaction each beside waves, in the same minutes.
+WAVE_LATENCY_ROWS = {
+    "`f5bd0fc`, run W1.2 | one transaction each": ["latency-10000-w1-f5bd0fc-single-2.json"],
+    **{f"`f5bd0fc`, run W1.{i} | several waves in flight (not kept)":
+       [f"latency-10000-w1-f5bd0fc-waves-{i}.json"] for i in (1, 2)},
+    **{f"`b2f61d9`, run W4.{i} | {way}": [f"latency-10000-w4-b2f61d9-{name}-{i}.json"]
+       for i in (1, 2) for way, name in (("one transaction each", "single"),
+                                         ("one wave a block", "waves"))},
+    "`f8d5520`, run W3 | one transaction each | +50":
+        ["latency-10000-delay50-w3-f8d5520-single.json"],
+    "`b2f61d9`, run W4 | one wave a block | +50": ["latency-10000-delay50-w4-b2f61d9-waves.json"],
+}
+
 TABLES: dict[tuple[str, ...], Table] = {
     ("code", "protocol", "alone", "with Aave, Morpho, Curie", "all / alone"): Table(
         {f"{code} | {name}": [file] for code, file in ISOLATION_ROWS.items()
@@ -439,6 +452,9 @@ TABLES: dict[tuple[str, ...], Table] = {
         f"{label}, run {run}": wave_columns(way) for run in WAVE_RUNS
         for label, way in (("one transaction per liquidation (keeperd)", "each"),
                            ("one transaction per wave of 16 (not built)", "wave"))}),
+    ("code", "way", *list(LATENCY_ROUND_TRIPS)[1:]): Table(WAVE_LATENCY_ROWS, {
+        "code": None, "way": None,
+        **{k: v for k, v in LATENCY_ROUND_TRIPS.items() if k != "code"}}),
     ("code, devnet", "scan 10k", "requests", "peak RSS", "speed-up vs baseline",
      "latency p50 / p99", "first of a round p50 / p99"): Table({
         "`3d774d5`, v3.0": ["scan-10000-v3.0.json", "latency-10000-v3.0.json"],
