@@ -105,16 +105,56 @@ class Lineage:
                 if line.startswith("{") and f'"{name}"' in line]
 
 
+def crash_through_the_chain_points(keeper: Lineage, devnet: Devnet, borrowers: list[str]
+                                   ) -> tuple[int, set[str]]:
+    """A crash (automine off: blocks when mined), and a `keeperd run` dying at each point of
+    its liquidations' way to the chain — journaled and signed, broadcast, settling (the block
+    mined, a receipt seen and not yet journaled) — then one that lives, started: the crash's
+    block, and the accounts it put under water."""
+    devnet.client.call("evm_setAutomine", False)
+    devnet.set_price_async("WETH", 2100.0)
+    devnet.mine(1)
+    crash_block = devnet.client.block_number()
+    underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+    for point in ("journal.signed", "tx.broadcast"):
+        keeper.start(point)
+        keeper.died_at(point)
+    keeper.start("tx.settled")
+    wait_until(lambda: keeper.events("daemon.started"), "started", 60)
+    devnet.mine(1)
+    keeper.died_at("tx.settled")
+    keeper.start(None)
+    wait_until(lambda: keeper.events("daemon.started"), "started", 60)
+    return crash_block, underwater
+
+
+def mine_until_settled(devnet: Devnet, db: Path, limit_s: float = 60) -> None:
+    """Blocks until the crash is done: every journaled liquidation settled and nothing of the
+    keeper's left in the mempool, three blocks in a row that journal nothing new (a
+    liquidation held by a failed cross-check — anvil answering a read that races its mining —
+    waits for a clean round of checks, a few blocks later; what is left under water then is
+    checked to be dust by the caller)."""
+    def settled(rows: list[tuple[Any, ...]]) -> bool:
+        return bool(rows) and all(s in ("included", "lost_race", "reverted")
+                                  for _, s in rows) and keeper_in_mempool(devnet) == 0
+
+    deadline = time.monotonic() + limit_s
+    quiet, seen = 0, -1
+    while quiet < 3:
+        assert time.monotonic() < deadline, "the crash's liquidations did not finish"
+        devnet.mine(1)
+        time.sleep(1.0)
+        rows = read_state(db)[0]
+        quiet = quiet + 1 if settled(rows) and len(rows) == seen else 0
+        seen = len(rows)
+
+
 def crash_lineage(devnet: Devnet, state: Path, webhook: Webhook) -> dict[str, Any]:
     borrowers = [b["address"] for b in devnet.manifest["borrowers"]]
     metrics_port = free_port()
     keeper = Lineage(devnet, state, config(devnet, state, webhook.url, borrowers[:60],
                                            metrics_port))
     db = state / "keeperd.sqlite3"
-
-    def journal() -> dict[str, str]:
-        return dict(read_state(db)[0])
-
     try:
         # The first catch-up of the account index dies between reading and writing a range.
         keeper.start("index.logs_read")
@@ -131,40 +171,8 @@ def crash_lineage(devnet: Devnet, state: Path, webhook: Webhook) -> dict[str, An
         keeper.died_at("sink.accepted")
         in_doubt = webhook.received[-1][0]
         # The crash: a wave of liquidations, with every death on its way to the chain.
-        devnet.client.call("evm_setAutomine", False)
-        devnet.set_price_async("WETH", 2100.0)
-        devnet.mine(1)
-        crash_block = devnet.client.block_number()
-        underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
-        for point in ("journal.signed", "tx.broadcast"):
-            keeper.start(point)
-            keeper.died_at(point)
-        # One dies settling: the wave's block mined, a receipt seen and not yet journaled.
-        keeper.start("tx.settled")
-        wait_until(lambda: keeper.events("daemon.started"), "started", 60)
-        devnet.mine(1)
-        keeper.died_at("tx.settled")
-        # The last one lives: it reconciles, finishes the wave, delivers what is left.
-        keeper.start(None)
-        wait_until(lambda: keeper.events("daemon.started"), "started", 60)
-        # Blocks until the wave is done: every journaled liquidation settled, nothing of
-        # the keeper's left in the mempool (a liquidation held by a failed cross-check —
-        # anvil answering a read that races its mining — waits for a clean round of checks,
-        # a few blocks later; what is left under water then is checked to be dust below).
-        def settled() -> bool:
-            entries = journal()
-            return bool(entries) and all(
-                s in ("included", "lost_race", "reverted") for s in entries.values()) and (
-                keeper_in_mempool(devnet) == 0)
-
-        deadline = time.monotonic() + 60
-        quiet, seen = 0, -1
-        while quiet < 3:  # three blocks in a row that journal nothing new
-            assert time.monotonic() < deadline, "the wave did not finish"
-            devnet.mine(1)
-            time.sleep(1.0)
-            quiet = quiet + 1 if settled() and len(journal()) == seen else 0
-            seen = len(journal())
+        crash_block, underwater = crash_through_the_chain_points(keeper, devnet, borrowers)
+        mine_until_settled(devnet, db)
         wait_until(lambda: not [r for r in read_state(db)[2] if r[1] == "pending"],
                    "every alert delivered", 30)
         exported = get(metrics_port, "/metrics")[1]  # (what Prometheus would store)

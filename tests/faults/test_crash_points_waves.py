@@ -7,7 +7,6 @@ mined wave settled from its own call."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,15 @@ import yaml
 
 from keeperd.devnet.handle import Devnet
 from tests.faults.invariants import journal_problems, keeper_liquidations, read_state
-from tests.faults.test_crash_points import Lineage, config
+from tests.faults.test_crash_points import (
+    Lineage,
+    config,
+    crash_through_the_chain_points,
+    mine_until_settled,
+)
 from tests.integration.test_wave_liquidation import delegate_keeper
-from tests.keeper_harness import KEEPER_KEY, chain_health, fund_keeper
+from tests.keeper_harness import KEEPER_KEY, fund_keeper
 from tests.keeperd_process import wait_until
-from tests.sigkill_harness import keeper_in_mempool
 
 
 @pytest.mark.slow
@@ -43,35 +46,9 @@ def test_sigkill_on_a_waves_way_to_the_chain_repeats_and_loses_nothing(
         keeper.start(None)
         wait_until(lambda: keeper.events("daemon.started"), "started", 60)
         keeper.stop()
-        devnet.client.call("evm_setAutomine", False)
-        devnet.set_price_async("WETH", 2100.0)
-        devnet.mine(1)
-        underwater = {a for a in borrowers if chain_health(devnet, a) < 1.0}
+        _, underwater = crash_through_the_chain_points(keeper, devnet, borrowers)
         assert len(underwater) > 20
-        for point in ("journal.signed", "tx.broadcast"):
-            keeper.start(point)
-            keeper.died_at(point)
-        keeper.start("tx.settled")
-        wait_until(lambda: keeper.events("daemon.started"), "started", 60)
-        devnet.mine(1)
-        keeper.died_at("tx.settled")
-        keeper.start(None)
-        wait_until(lambda: keeper.events("daemon.started"), "started", 60)
-
-        def settled() -> bool:
-            rows = read_state(db)[0]
-            return bool(rows) and all(s in ("included", "lost_race", "reverted")
-                                      for _, s in rows) and keeper_in_mempool(devnet) == 0
-
-        deadline = time.monotonic() + 60
-        quiet, seen = 0, -1
-        while quiet < 3:
-            assert time.monotonic() < deadline, "the waves did not finish"
-            devnet.mine(1)
-            time.sleep(1.0)
-            count = len(read_state(db)[0])
-            quiet = quiet + 1 if settled() and count == seen else 0
-            seen = count
+        mine_until_settled(devnet, db)
     finally:
         devnet.client.call("evm_setAutomine", True)
         keeper.stop()

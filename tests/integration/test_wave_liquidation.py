@@ -15,14 +15,13 @@ import pytest
 import structlog
 
 from keeperd.cli import main
-from keeperd.config import parse_config
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.execution import wave_code as W
 from tests.chain_amounts import assert_amounts_as_planned, frozen_clock, sent_from_journal
 from tests.conftest import metric_value
-from tests.keeper_harness import KEEPER, KEEPER_KEY, chain_health, fund_keeper
+from tests.keeper_harness import KEEPER, KEEPER_KEY, chain_health, config_for, fund_keeper
 from tests.sigkill_harness import keeper_in_mempool
 
 
@@ -47,18 +46,8 @@ def delegate_keeper(devnet: Devnet, tmp_path: Path) -> None:
 
 
 def wave_config(devnet: Devnet, tmp_path: Path) -> Any:
-    return parse_config({
-        "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]],
-                    "confirmations": 0, "poll_interval": 0.1}],
-        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
-                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
-        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
-                   "key": {"source": "env", "env": "KEEPER_KEY"}},
-        "metrics": {"enabled": False},
-        "risk": {"cascade": {"enabled": False}},
-    }, env={"KEEPER_KEY": KEEPER_KEY})
+    """Aave in liquidate mode on the tests' keeper (its key from the environment)."""
+    return config_for(devnet, tmp_path, "liquidate", key={"source": "env", "env": "KEEPER_KEY"})
 
 
 async def test_a_crash_goes_out_in_waves_each_settled_from_its_own_call(
