@@ -39,6 +39,8 @@ MODULES = {
     "execution/capital.py": "keeperd.execution.capital.*",
     "execution/executor.py:decide": "keeperd.execution.executor.x_decide__mutmut_*",
     "chain/l1_fee.py": "keeperd.chain.l1_fee.*",
+    "execution/waves.py": "keeperd.execution.waves.*",
+    "execution/wave_code.py": "keeperd.execution.wave_code.*",
 }
 # The cascade's kernels come in three variants (aot, numba, numpy: risk/kernels.py) that
 # cascade.py drives the same way, and the tests check each against the plain reference: a

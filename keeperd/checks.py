@@ -190,11 +190,11 @@ async def keeper_code_issues(config: Config, ci: int, pool: RpcPool
     """What the keeper's address runs on this chain (EIP-7702), judged as `run` judges it: an
     error when the key would sign nothing there (delegated to code not allowed, or contract
     code), else a line saying how it sends (waves through KeeperWave, one transaction in
-    flight under another delegate). Nothing in alert-only mode or without an address."""
+    flight under another delegate). Only in liquidate mode: nothing else signs."""
     from keeperd.execution.delegation import read_code, refusal
     from keeperd.execution.wave_code import KNOWN_WAVE_ADDRESSES, WAVE_ADDRESS
 
-    address = keeper_address(config) if config.keeper.mode != "alert-only" else None
+    address = keeper_address(config) if config.keeper.mode == "liquidate" else None
     if address is None:
         return [], None
     try:

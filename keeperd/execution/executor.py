@@ -44,6 +44,7 @@ from keeperd.execution.txmanager import (
     Outcome,
     Pending,
     SendRefused,
+    SlotBusy,
     ToSign,
     TxManager,
     TxRecord,
@@ -97,7 +98,7 @@ LATER_WAVE = 16
 WAVES_OFF_BLOCKS = 50
 # A delegated key under code other than KeeperWave sends one liquidation a block: this many
 # of the most profitable are simulated for it (the first that passes goes).
-ALONE_CANDIDATES = 4
+ALONE_CANDIDATES = 16
 # A wave member's receipt: its share of the operator fee the wave paid (`_settle_wave`).
 OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
 # The most gas a wave's transaction asks (`wave_gas_limit`): EIP-7825 caps a transaction at
@@ -566,10 +567,10 @@ class Executor:
         own, flash = await self._fund(keyed, result)
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
-        if one_tx:  # (only what one transaction can take is encoded and simulated)
-            chosen = self._fit_one_transaction(chosen, result.block)
         gas = self._gas_quote(base_fee, native_usd)
         calls = await self._encode(chosen, result.book, gas)
+        if one_tx:  # (only what one transaction can take is simulated, with some to spare)
+            calls = self._fit_one_transaction(calls, result.block)
         self._stage("encode_ms", mark)
         # Every wave's simulation is asked up front (one round trip for the block, not one
         # per wave: later waves used to wait for each earlier wave's simulation, signature
@@ -1131,6 +1132,12 @@ class Executor:
                 assert self.tx is not None
                 prepared = await self._sign_wave(signing, result.block, base_fee, pause)
                 for j, ready in zip(signing, prepared, strict=True):
+                    if isinstance(ready, SlotBusy):
+                        # (the key's one slot taken meanwhile: as if never planned — not a
+                        # drop, which would spend one of its retries)
+                        await self.journal.forget_unsigned(j.key)
+                        stage(*self.labels, "held").inc()
+                        continue
                     if isinstance(ready, SendRefused):
                         await self.journal.set_status(j.key, J.DROPPED,
                                                       detail=str(ready)[:500])
@@ -1145,27 +1152,27 @@ class Executor:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
 
-    def _fit_one_transaction(self, chosen: list[tuple[Opportunity, OpportunityKey, bool]],
-                             block: int) -> list[tuple[Opportunity, OpportunityKey, bool]]:
-        """Of a block's liquidations (the most profitable first), those the one transaction
+    def _fit_one_transaction(self, calls: list[tuple[Call, OpportunityKey]], block: int
+                             ) -> list[tuple[Call, OpportunityKey]]:
+        """Of a block's encoded calls (the most profitable first), those the one transaction
         of a delegated key could take, by their planned limits, and a quarter more for those
-        that fail their simulation (a KeeperWave wave); a few for the one liquidation under
-        other code. The rest wait for a later block, neither encoded nor simulated: a crash's
+        that fail their simulation (a KeeperWave wave); ALONE_CANDIDATES for the one
+        liquidation under other code. The rest wait for a later block unsimulated: a crash's
         backlog was simulated whole at every block, to send a wave of it."""
         assert self.tx is not None
         if self.tx.runs_wave_executor and block >= self._waves_off_until:
-            room, taken = WAVE_GAS_CAP * 5 // 4, len(chosen)
-            for i, (opp, _, _) in enumerate(chosen):
+            room, taken = WAVE_GAS_CAP * 5 // 4, len(calls)
+            for i, (call, _) in enumerate(calls):
                 if room < 0 or i >= MAX_CALLS * 5 // 4:
                     taken = i
                     break
-                room -= opp.gas_limit + 25_000
+                room -= call.opportunity.gas_limit + 25_000
         else:
             taken = ALONE_CANDIDATES
-        if len(chosen) > taken:
+        if len(calls) > taken:
             self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(
-                len(chosen) - taken)
-        return chosen[:taken]
+                len(calls) - taken)
+        return calls[:taken]
 
     def _one_transaction(self, judged: list[_Judged], block: int) -> list[_Judged]:
         """What of a block's judged liquidations goes in the one transaction a delegated key
@@ -1280,6 +1287,10 @@ class Executor:
         if self.tx is None or self.mode != "liquidate" or self.keeper is None or \
                 self.tx.signing_held() is not None:
             return
+        # A delegated key's one slot busy: nothing journaled, asked again at the next block
+        # (a follow-up refused for the slot was dropped for good: an unhedged position kept).
+        if not await self.tx.slot_free_at(result.block):
+            return
         todo = []
         for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
@@ -1322,6 +1333,8 @@ class Executor:
                     to_send.append(await self.tx.prepare(key, target, data, gas, budget,
                                                    block=result.block, base_fee=base_fee))
                     keys.append(key)
+                except SlotBusy:  # (one sent for the slot: the rest at a later block)
+                    await self.journal.forget_unsigned(key)
                 except SendRefused as exc:
                     await self.journal.set_status(key, J.DROPPED, detail=str(exc)[:500])
         for key, (record, _), refused in zip(keys, to_send,
@@ -1427,6 +1440,17 @@ class Executor:
             return
         wanted = {key for key in list(self.tx.pending) if self._owns(key)
                   and await self._still_wanted(key)}
+        due = block - self.tx.policy.replace_after_blocks
+        for tx_key in wanted:
+            pending = self.tx.pending.get(tx_key)
+            if isinstance(tx_key, WaveKey) and pending is not None \
+                    and pending.sent_block <= due:
+                # Replaced now for the liquidations of it that stand: one that no longer does
+                # fails inside the replacement, what a cancel would have been — settled as
+                # cancelled, not counted as a revert (`_settle`).
+                for member in tx_key.members:
+                    if not await self._still_wanted(member):
+                        self._unwanted_in_waves.add(member)
         for outcome in await self.tx.watch(block, wanted.__contains__, self._owns):
             await self._settle(outcome)
 
@@ -1564,14 +1588,11 @@ class Executor:
         if isinstance(key, UpkeepKey):
             return True  # replaced until mined, never cancelled: the next wave may need it
         if isinstance(key, WaveKey):
-            # (replaced whole while any of its liquidations stands: one gone fails inside it
-            # at its own gas, and settles as cancelled, not as a revert; the wave is cancelled
-            # when none stands)
-            wanted = [await self._still_wanted(member) for member in key.members]
-            if any(wanted):
-                self._unwanted_in_waves.update(m for m, w in zip(key.members, wanted,
-                                                                  strict=True) if not w)
-                return True
+            # (replaced whole while any of its liquidations stands — one gone fails inside it
+            # at its own gas: `on_block`; cancelled when none stands)
+            for member in key.members:
+                if await self._still_wanted(member):
+                    return True
             return False
         if isinstance(key, OpportunityKey) and key.retry(0) in self._superseded:
             return False  # (its position has moved on: cancelled, planned afresh)

@@ -148,9 +148,7 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
         problem = f"its wave's members do not read ({exc})"
     if wave is not None and wave in tx.pending:
         if reorged:  # (tracked at this start before the reorg was seen: its members too)
-            for member in wave.members:
-                await journal.set_status(member, J.PENDING, detail="its wave's block "
-                                         "reorganised away")
+            await _wave_pending_again(journal, wave)
         return True  # (another member tracked it)
     if problem is None:
         problem = next((p for r in records if (p := forged(r, tx, records[0].nonce))), None)
@@ -174,9 +172,7 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
         found = await journal.get(member)
         budget += found.max_fee_wei if found is not None else 0
     if reorged:
-        for member in wave.members:
-            await journal.set_status(member, J.PENDING, detail="its wave's block reorganised "
-                                     "away")
+        await _wave_pending_again(journal, wave)
     tx.track(wave, [replace(r, key=wave, wave_index=None) for r in records], to, data,
              budget, head)
     if (mined_nonce is not None and records[0].nonce < mined_nonce) or resend_if is None \
@@ -185,6 +181,18 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
     log.info("journal.wave_resumed", wave=str(wave), liquidations=len(wave.members),
              nonce=records[0].nonce)
     return True
+
+
+async def _wave_pending_again(journal: J.Journal, wave: WaveKey) -> None:
+    """A wave's block reorganised away: its members whose calls did not succeed there are
+    pending again with it (on the new branch they may). One included stays included, and is
+    checked on its own (`Executor._recheck_inclusion`): set pending here, its settlement
+    would be booked a second time."""
+    for member in wave.members:
+        entry = await journal.get(member)
+        if entry is not None and entry.status != J.INCLUDED:
+            await journal.set_status(member, J.PENDING,
+                                     detail="its wave's block reorganised away")
 
 
 def forged(record: J.TxRecord, tx: TxManager, nonce: int) -> str | None:

@@ -138,6 +138,12 @@ class SendRefused(Exception):
     """The transaction was not sent (fees over budget, or the node refused it)."""
 
 
+class SlotBusy(SendRefused):
+    """Not signed: the address is delegated and a transaction of it is in flight (nodes take
+    one at a time from such an address). Nothing was signed or journaled for it: the caller
+    plans it again later, as if never planned."""
+
+
 class InDoubt(Exception):
     """The broadcast's answer never came: the transaction may be in the mempool."""
 
@@ -213,9 +219,9 @@ class TxManager:
         self.code_refusal: KeyHold | None = None
         self._code_unread_since: int | None = None
         self._delegate: str | None = None  # (the last read's, to log a change once)
-        # The address's mined nonce as last read for a delegated key (`slot_free_at`): what
-        # is below it is no longer in any pool, though it may not be settled yet.
-        self._mined_floor = 0
+        # The address's mined count as last read (`check_foreign`, `slot_free_at`): for a
+        # delegated key, the slot is free when nothing signed is above it.
+        self._mined_at: int | None = None
 
     @property
     def address(self) -> str:
@@ -234,31 +240,42 @@ class TxManager:
         transaction limit reached for delegated accounts"), so keeperd sends one at a time."""
         return self._delegate is not None
 
-    def one_in_flight(self) -> SendRefused | None:
-        """Why a new transaction may not be signed now (the address delegated and one of its
-        transactions in flight: not yet passed by the mined nonce last read,
-        `slot_free_at`), or None."""
-        if self.delegated and any(p.nonce >= self._mined_floor for p in self.pending.values()):
-            return SendRefused(ONE_IN_FLIGHT)
-        return None
+    def one_in_flight(self) -> SlotBusy | None:
+        """Why a new transaction may not be signed now, or None: the address is delegated and
+        a transaction of it is in flight — the next nonce to sign (the node's pending count at
+        the last sync, or past what this process signed since) is above the mined count last
+        read (`_mined_at`: each read replaces the last, a reorg's lower count included), or,
+        before any read, anything is pending."""
+        if not self.delegated:
+            return None
+        if self._mined_at is not None and self._nonce is not None:
+            busy = self._nonce > self._mined_at
+        else:
+            busy = bool(self.pending)
+        return SlotBusy(ONE_IN_FLIGHT) if busy else None
 
     async def slot_free_at(self, block: int) -> bool:
-        """Whether a delegated address may sign again at `block`: every transaction of it in
-        flight mined by then (its mined nonce past them), though not settled yet (the watch
-        reads receipts later, with the block's full evaluation). The nonce is read at the
-        block through `batch_at`, so the head's prefetch asks it ahead from the next block
-        on: a crash's price-exposed pass waited for the whole evaluation's settlement, a
-        wave mined the block before still counted as in flight (6-9 round trips to the first
-        broadcast through bench/latency.py's proxy)."""
-        if self.one_in_flight() is None:
+        """Whether a delegated address may sign again at `block`: what it had in flight mined
+        by then, though not settled yet (the watch reads receipts later, with the block's
+        full evaluation: a crash's price-exposed pass waited for it, the wave mined the block
+        before still counted as in flight). The count is read at the block through
+        `batch_at`, as `check_foreign` reads it every block: the head's prefetch asks it
+        ahead."""
+        if not self.delegated or (not self.pending and self.one_in_flight() is None):
             return True
         try:
             _, [count] = await self.pool.batch_at(
                 block, [("eth_getTransactionCount", [self.address, hex(block)])])
-            self._mined_floor = max(self._mined_floor, int(str(count), 16))
+            self._note_mined(count)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             return False
         return self.one_in_flight() is None
+
+    def _note_mined(self, count: object) -> None:
+        """A mined count read (hex): it replaces the last, capped at the next nonce to sign
+        (a count above it is no reason to think more was mined than was sent)."""
+        mined = int(str(count), 16)
+        self._mined_at = mined if self._nonce is None else min(mined, self._nonce)
 
     @property
     def runs_wave_executor(self) -> bool:
@@ -393,9 +410,11 @@ class TxManager:
         if block <= self._foreign_checked_block or self._foreign_checked is None:
             return []
         self._foreign_checked_block = block
-        count, code = await self.pool.batch([
-            ("eth_getTransactionCount", [self.address, "latest"]),
-            ("eth_getCode", [self.address, "latest"])])
+        # (at the block, through batch_at: the head's prefetch asks them ahead of the next
+        # block, and `slot_free_at` finds the count there)
+        _, (count, code) = await self.pool.batch_at(block, [
+            ("eth_getTransactionCount", [self.address, hex(block)]),
+            ("eth_getCode", [self.address, hex(block)])])
         if isinstance(count, Exception):
             raise count
         mined = int(count, 16)
@@ -408,6 +427,7 @@ class TxManager:
             self._note_foreign(block, foreign)
             if self._nonce is not None and mined > self._nonce:
                 self._nonce = mined  # (never sign under a nonce the other took)
+        self._note_mined(count)
         return foreign
 
     def _note_foreign(self, block: int, nonces: list[int]) -> None:
@@ -536,7 +556,7 @@ class TxManager:
             for item in items:
                 # (delegated: one in flight, this call's first included)
                 if (signed and self.delegated) or self.one_in_flight() is not None:
-                    out.append(SendRefused(ONE_IN_FLIGHT))
+                    out.append(SlotBusy(ONE_IN_FLIGHT))
                     continue
                 try:
                     pending, max_fee, tip = self._take_nonce(item, block, base_fee)
@@ -902,6 +922,8 @@ class TxManager:
         the node yet, and the next new transaction must not be signed under it."""
         first = records[0]
         self._ours.update(r.nonce for r in records)
+        if self._mined_at is not None:  # (its nonce in flight again: a reorg, a restart)
+            self._mined_at = min(self._mined_at, first.nonce)
         self.pending[key] = Pending(key, first.nonce, to, data, first.gas_limit, budget_wei,
                                     attempts=list(records), sent_block=block, resumed=True)
         if self._nonce is not None:

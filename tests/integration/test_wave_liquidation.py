@@ -103,6 +103,12 @@ async def test_a_crash_goes_out_in_waves_each_settled_from_its_own_call(
             if t["from"] == KEEPER.lower()]
     assert ours and all(t["to"] == KEEPER.lower() for t in ours), ours
     assert hashes <= {t["hash"] for t in ours}
+    # Each wave within EIP-7825's cap (anvil enforces none), and what waited for the slot
+    # was never journaled (a drop would have spent one of its retries).
+    from keeperd.execution.executor import WAVE_GAS_CAP
+
+    assert all(int(t["gas"], 16) <= WAVE_GAS_CAP for t in ours)
+    assert await journal.by_status(J.DROPPED) == []
     settled = [e for e in logs if e["event"] == "liquidation.wave_settled"]
     assert settled and sum(e["liquidations"] for e in settled) >= len(pending)
     # The crash's liquidations did not fit one wave under its gas cap: the rest went in the

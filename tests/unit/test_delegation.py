@@ -123,6 +123,11 @@ class Node:
                 out.append(exc)
         return out
 
+    async def batch_at(self, block: int, calls: list[tuple[str, Any]]
+                       ) -> tuple[dict[str, Any], list[Any]]:
+        """RpcPool.batch_at: the block's header, then each call's answer (or its error)."""
+        return {"number": hex(block)}, await self.batch(calls)
+
 
 async def started(node: Node) -> TxManager:
     tx = TxManager(node, SIGNER, 31337, metrics=Metrics())  # type: ignore[arg-type]

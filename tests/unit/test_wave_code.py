@@ -31,7 +31,15 @@ def test_shipped_code_is_the_compiled_source() -> None:
     assert {"WaveExecuted", "CallSucceeded", "CallFailed", "CallStarved"} <= set(abi)
 
 
+# Pinned: once a KeeperWave has shipped, keys are delegated to its address. A change of the
+# contract moves it: add the old address to PAST_WAVE_ADDRESSES (keys delegated to it keep
+# signing) and pin the new one here.
+SHIPPED = "0x3Fb0A80de1bc64B2F032F9C0Ae85A1CD53a08e6C"
+
+
 def test_address_is_the_create2_address_of_the_code() -> None:
+    assert W.WAVE_ADDRESS == SHIPPED, "KeeperWave moved: keep its old address allowed"
+    assert SHIPPED not in W.PAST_WAVE_ADDRESSES
     assert W.wave_address() == W.WAVE_ADDRESS
     # (another salt or other code: another address)
     assert W.wave_address(salt=b"\x00" * 32) != W.WAVE_ADDRESS

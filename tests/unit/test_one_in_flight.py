@@ -1,0 +1,153 @@
+"""A delegated address has one transaction in flight at a time (real pools refuse a second
+from it): the transaction manager signs nothing new while one is, judged from the mined count
+last read — each read replacing the last, so a reorg's lower count makes the slot busy again
+and one lying count frees it for one transaction at most — and the executor's follow-ups
+refused for the slot are left unjournaled, to be sent once it frees (a follow-up dropped for
+it was never sent again)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from keeperd.execution import journal as J
+from keeperd.execution.executor import Executor
+from keeperd.execution.signer_policy import Allowed, selector
+from keeperd.execution.txmanager import GWEI, FeePolicy, SlotBusy, TxManager
+from keeperd.execution.wave_code import WAVE_ADDRESS
+from keeperd.keys import KeeperKey
+from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.keys import OpportunityKey
+from keeperd.storage.db import SqliteDatabase
+from tests.conftest import migrated
+
+TARGET = "0x" + "22" * 20
+CALL = "liquidate()"
+
+
+class Node:
+    """The RPC pool as the transaction manager uses it, the mined count set by the test."""
+
+    chain = "devnet"
+    voters: list[Any] = []
+    endpoints: list[Any] = []
+
+    def __init__(self) -> None:
+        self.mined = 5
+        self.sent: list[str] = []
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionCount":
+            return hex(self.mined)
+        if method == "eth_getBlockByNumber":
+            return {"baseFeePerGas": hex(GWEI)}
+        if method == "eth_sendRawTransaction":
+            self.sent.append(params[0])
+            return "0x" + "00" * 32
+        raise AssertionError(method)
+
+    async def batch_at(self, block: int, calls: Any) -> Any:
+        return {}, [hex(self.mined)]
+
+    async def batch(self, calls: Any) -> Any:
+        return ["0x30000" if method == "eth_estimateGas" else await self.request(method, params)
+                for method, params in calls]
+
+
+def delegated(node: Node) -> TxManager:
+    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics(), policy=FeePolicy())
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx._delegate = WAVE_ADDRESS  # (as the code read would have it)
+    tx._nonce = node.mined
+    return tx
+
+
+def key(n: int) -> OpportunityKey:
+    return OpportunityKey("aave", "0x" + f"{n:040x}", ("c", "d"), "v")
+
+
+async def sign(tx: TxManager, n: int, block: int) -> Any:
+    return await tx.prepare(key(n), TARGET, selector(CALL), 300_000, 10**18, block=block,
+                            base_fee=GWEI)
+
+
+async def test_one_at_a_time_and_free_again_once_mined() -> None:
+    node = Node()
+    tx = delegated(node)
+    await sign(tx, 1, 10)
+    with pytest.raises(SlotBusy):
+        await sign(tx, 2, 10)
+    assert not await tx.slot_free_at(10)  # (nothing mined yet)
+    node.mined = 6
+    assert await tx.slot_free_at(11)  # mined, though not settled: free
+    await sign(tx, 2, 11)
+
+
+async def test_a_reorg_lowering_the_mined_count_makes_the_slot_busy_again() -> None:
+    node = Node()
+    tx = delegated(node)
+    record, _ = await sign(tx, 1, 10)
+    node.mined = 6
+    assert await tx.slot_free_at(11)
+    del tx.pending[key(1)]  # (the watch settled it included)
+    # A reorg takes its block away: tracked again under its nonce, and the count is 5 again.
+    node.mined = 5
+    tx.track(key(1), [record], TARGET, selector(CALL), 10**18, 12)
+    assert not await tx.slot_free_at(12)
+    with pytest.raises(SlotBusy):
+        await sign(tx, 2, 12)
+
+
+async def test_one_lying_count_frees_the_slot_for_one_transaction_at_most() -> None:
+    node = Node()
+    tx = delegated(node)
+    await sign(tx, 1, 10)
+    node.mined = 10**9  # one endpoint's lie
+    assert await tx.slot_free_at(11)
+    await sign(tx, 2, 11)  # (a node would refuse it: one more at most)
+    node.mined = 5  # the truth again
+    assert not await tx.slot_free_at(12)
+    with pytest.raises(SlotBusy):
+        await sign(tx, 3, 12)
+
+
+class Unwinds:
+    def __init__(self, items: list[tuple[OpportunityKey, str, bytes, int]]) -> None:
+        self.items = items
+
+    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        return [i for i in self.items]
+
+
+async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: Path) -> None:
+    node = Node()
+    tx = delegated(node)
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    keeper = tx.address
+    first = OpportunityKey("curie", keeper, ("unwind", "0xaa"), "100")
+    second = OpportunityKey("curie", keeper, ("unwind", "0xbb"), "200")
+    ex: Any = Executor.__new__(Executor)
+    ex.tx, ex.keeper, ex.journal, ex.pool = tx, keeper, journal, node
+    ex.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
+    ex.fees = FeePolicy()
+    ex.adapter = SimpleNamespace(name="curie")
+    ex.liquidator = Unwinds([(first, TARGET, selector(CALL), 300_000),
+                             (second, TARGET, selector(CALL), 300_000)])
+    await ex._housekeep(SimpleNamespace(block=10))
+    assert len(node.sent) == 1
+    assert await journal.get(second) is None  # (not journaled: not a drop)
+    await ex._housekeep(SimpleNamespace(block=11))  # (the slot still busy: nothing)
+    assert len(node.sent) == 1
+    node.mined = 6  # the first mined
+    ex.liquidator.items = ex.liquidator.items[1:]  # (done: the liquidator lists it no more)
+    await ex._housekeep(SimpleNamespace(block=12))
+    assert len(node.sent) == 2
+    assert await journal.get(second) is not None  # (journaled now: its signed transaction
+    # is recorded by the daemon's recorder, not wired here)
+    await db.close()
