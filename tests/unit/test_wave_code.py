@@ -127,3 +127,53 @@ def test_keepers_own_executor_is_never_refused() -> None:
     hold = refusal(KEEPER, other, frozenset(), 7)
     assert hold is not None and "keeperd wave revoke" in hold.action
     assert refusal(KEEPER, other, frozenset({OTHER}), 7) is None
+
+
+def test_receipt_edges() -> None:
+    """What `make mutate` found unexercised: a removed log, another address's log and the
+    keeper's own non-marker log in the middle, a marker without its success bit, a log
+    without data, the exact bounds."""
+    ok0 = _log(KEEPER, [W.CALL_SUCCEEDED, _index(0)], encode(["uint256"], [1]))
+    removed = {**_log(KEEPER, [W.CALL_SUCCEEDED, _index(1)], encode(["uint256"], [1])),
+               "removed": True}
+    other = _log(OTHER, ["0x" + "cc" * 32], b"")
+    own = _log(KEEPER, ["0x" + "dd" * 32], b"")  # (no marker: one of the call's logs)
+    starved = {"address": KEEPER, "topics": [W.CALL_STARVED, _index(1)]}  # (no data at all)
+    ok2 = _log(KEEPER, [W.CALL_SUCCEEDED, _index(2)], encode(["uint256"], [2]))
+    executed = _log(KEEPER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b001, 3]))
+    outcome = W.read_wave_logs([ok0, removed, other, own, starved, ok2, executed], KEEPER)
+    assert outcome is not None
+    # The removed log is no marker; the others before call 1's are its logs, in order.
+    assert outcome.logs[1] == [other, own]
+    assert outcome.starved == frozenset({1})
+    # Call 2's marker without its bit: no success (the bit and the marker must agree).
+    assert outcome.succeeded == frozenset({0})
+    assert dict(outcome.gas) == {0: 1, 2: 2}
+
+
+def test_code_and_size_bounds() -> None:
+    assert not W.is_wave_code("0x") and not W.is_wave_code("0") and not W.is_wave_code(None)
+    assert not W.is_wave_code("0x0")
+    assert not W.is_wave_code("1x" + "00" * 40)
+    W.encode_execute([W.WaveCall(OTHER, 1, b"")] * W.MAX_CALLS)  # (256: the most)
+    try:
+        W.encode_execute([W.WaveCall(KEEPER, 1, b"")], KEEPER.lower())
+    except ValueError as exc:
+        assert str(exc) == "a wave's call to the keeper's own address"
+    else:
+        raise AssertionError("a call to the keeper was encoded")
+
+
+def test_gas_limit_is_its_documented_budget() -> None:
+    """The limit, term by term (wave_gas_limit's docstring): the calls' own limits, the
+    largest's 1/63 kept back, 25,000 a call, 10,000, 21,000 and 16 gas a byte of calldata;
+    or EIP-7623's floor, whichever is more."""
+    calls = [W.WaveCall(OTHER, 300_000, b"\x01" * 200), W.WaveCall(OTHER, 630_000, b"")]
+    data = (200 + 96) + (0 + 96) + 68
+    budget = 21_000 + 16 * data + 930_000 + 630_000 // 63 + 25_000 * 2 + 10_000
+    assert W.wave_gas_limit(calls) == budget
+    heavy = [W.WaveCall(OTHER, 1, b"\x01" * 5_000), W.WaveCall(OTHER, 1, b"\x00" * 5_000)]
+    encoded = W.encode_execute(heavy)
+    zeros = encoded.count(0)
+    assert W.wave_gas_limit(heavy) == 21_000 + 10 * zeros + 40 * (len(encoded) - zeros)
+    assert W.wave_gas_limit([]) == 21_000 + 16 * 68 + 10_000

@@ -94,3 +94,17 @@ def test_limit_keeps_eip_7623s_floor_and_refuses_a_call_to_the_keeper() -> None:
         assert "keeper's own address" in str(exc)
     else:
         raise AssertionError("a wave calling the keeper itself was encoded")
+
+
+def test_a_member_without_a_receipt_or_a_marker() -> None:
+    # Cancelled: no receipt for anyone.
+    members, _ = split_wave(Outcome(WAVE, "cancelled", "0xabc", 21_000, 7, None), KEEPER)
+    assert [m.receipt for m in members] == [None] * 3
+    # Mined, call 1's marker missing (its bit unset): its receipt holds no logs.
+    logs = [_event(0), _marker(W.CALL_SUCCEEDED, 0, encode(["uint256"], [1])),
+            _log(KEEPER, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b001, 3]))]
+    members, read = split_wave(Outcome(WAVE, "included", "0xabc", 90_000, 7,
+                                       {"status": "0x1", "logs": logs}), KEEPER)
+    assert read is not None
+    assert [m.receipt["logs"] for m in members if m.receipt] == [[_event(0)], [], []]
+    assert [m.status for m in members] == ["included", "reverted", "reverted"]
