@@ -650,7 +650,14 @@ def _cmd_wave(args: argparse.Namespace) -> int:
         from keeperd.keys import SecretError
         from keeperd.statelock import StateDirLocked
 
-        if isinstance(exc, (WaveSetupError, StateDirLocked, SecretError)):
+        if isinstance(exc, StateDirLocked):
+            # (not run's advice of another state_dir: that would sign beside the running
+            # keeperd with its key, which reads the transaction as another sender on it)
+            raise CommandFailed(
+                f"keeperd is running on {config.state_dir}: stop it first (`systemctl stop "
+                "keeperd`; with replicas, every one of them). keeperd wave signs with its "
+                "key, and another state_dir would not make that safe.") from None
+        if isinstance(exc, (WaveSetupError, SecretError)):
             raise CommandFailed(redactor.scrub(str(exc))) from None
         if isinstance(exc, RpcError):  # (a node's refusal: funds, nonce, a revert)
             raise CommandFailed(redactor.scrub(
@@ -672,6 +679,8 @@ async def _wave(args: argparse.Namespace, config: Config, chain: Any, redactor: 
     async with make_pool(chain, Metrics()) as pool:
         if args.action == "status":
             keeper = keeper_address(config)
+            if keeper is None and config.keeper.key is not None:
+                load_key(config.keeper.key)  # (raises what keeps it from loading: said)
             if keeper is None:
                 raise UsageError("the keeper's address is unknown: keeper.key (or "
                                  "keeper.address) is needed")
