@@ -697,7 +697,11 @@ class Executor:
             # (at the scan's block, the head: asked ahead with its other reads)
             answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets],
                                       result.block)
-            balances = {a: v if isinstance(v, int) else 0
+            # Less what the key's liquidations in flight will pull (this protocol's and every
+            # other's on the chain: one key, one balance): two protocols each allocated the
+            # whole balance, and 13 liquidations reverted for want of USDC (a by-hand trial).
+            pulls = self.tx.in_flight_pulls() if self.tx is not None else {}
+            balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
@@ -1147,6 +1151,10 @@ class Executor:
                     record, pending = ready
                     to_send.append(_ToSend(j.opp, j.key, j.decision, record, pending,
                                            verified=j.verified))
+                    if not j.call.flash:  # (what it pulls from the keeper's balance, until
+                        # mined: another protocol's capital stage, or the next block's, must
+                        # not count it again)
+                        self.tx.reserve(pending.key, j.opp.need.asset, j.opp.need.amount)
         timing["journal_sign_ms"] = _ms(time.perf_counter() - began)
         if to_send:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)

@@ -222,6 +222,8 @@ class TxManager:
         # The address's mined count as last read (`check_foreign`, `slot_free_at`): for a
         # delegated key, the slot is free when nothing signed is above it.
         self._mined_at: int | None = None
+        # What each liquidation in flight pulls from the key's balances (`reserve`).
+        self._pulls: dict[TxKey, dict[str, int]] = {}
 
     @property
     def address(self) -> str:
@@ -232,6 +234,26 @@ class TxManager:
         (EIP-7702: KeeperWave, an allowed delegate) runs that code on it (the delegation
         resolved cold, its `receive`): 21,000 there reverts, still taking the nonce."""
         return 21_000 if self._delegate is None else DELEGATED_CANCEL_GAS
+
+    def reserve(self, key: TxKey, asset: str, amount: int) -> None:
+        """What a signed liquidation will pull from the keeper's balance of `asset` (a wave:
+        its members' together), counted by `in_flight_pulls` until it is mined."""
+        pulls = self._pulls.setdefault(key, {})
+        pulls[asset.lower()] = pulls.get(asset.lower(), 0) + amount
+
+    def in_flight_pulls(self) -> dict[str, int]:
+        """By asset (lowercase), what the key's transactions in flight will pull from its
+        balances: those still pending and not below the mined count last read (a mined one's
+        pull is in the balance already). Shared by every protocol's executor on the chain."""
+        for key in [k for k in self._pulls if k not in self.pending]:
+            del self._pulls[key]  # (settled, dropped, refused)
+        out: dict[str, int] = {}
+        for key, pulls in self._pulls.items():
+            if self._mined_at is not None and self.pending[key].nonce < self._mined_at:
+                continue
+            for asset, amount in pulls.items():
+                out[asset] = out.get(asset, 0) + amount
+        return out
 
     @property
     def delegated(self) -> bool:

@@ -151,3 +151,21 @@ async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: 
     assert await journal.get(second) is not None  # (journaled now: its signed transaction
     # is recorded by the daemon's recorder, not wired here)
     await db.close()
+
+
+async def test_what_liquidations_in_flight_pull_is_counted_until_mined() -> None:
+    node = Node()
+    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics(), policy=FeePolicy())
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx._nonce = 5
+    await sign(tx, 1, 10)
+    await sign(tx, 2, 10)
+    tx.reserve(key(1), "0xUSDC", 300)
+    tx.reserve(key(2), "0xusdc", 200)
+    tx.reserve(key(2), "0xdai", 7)
+    assert tx.in_flight_pulls() == {"0xusdc": 500, "0xdai": 7}
+    tx._note_mined(hex(6))  # (nonce 5, key 1's, mined: its pull is in the balance already)
+    assert tx.in_flight_pulls() == {"0xusdc": 200, "0xdai": 7}
+    del tx.pending[key(2)]  # (settled or dropped: nothing more to pull)
+    assert tx.in_flight_pulls() == {}

@@ -1,0 +1,57 @@
+"""One key, one balance: Aave and Morpho on one chain both repay in USDC. Each protocol's
+capital stage allocated the keeper's whole USDC balance to its own liquidations, and what
+the other (or the block before) had in flight was not subtracted: a by-hand trial's crash
+asked for 1.61M USDC against 1.55M held, 13 liquidations reverted and the revert breaker
+paused sending. Now what the key's liquidations in flight will pull is reserved across the
+protocols: a crash larger than the keeper's USDC sends what it can pay for, and nothing
+reverts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.keeper_harness import (  # noqa: F401 - fixtures
+    KEEPER,
+    aave_and_morpho_config,
+    chain_health,
+    fund_keeper,
+    keeper_key_env,
+)
+
+AWAY = "0x00000000000000000000000000000000000Dead1"
+
+
+async def test_two_protocols_on_one_token_never_spend_more_than_the_keeper_holds(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    token = contracts.aave("MintableERC20")
+    usdc = devnet.manifest["tokens"]["USDC"]
+    held = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
+    keep = 400_000 * 10**6  # (less than the crash's USDC liquidations ask, together)
+    devnet.client.send(KEEPER, usdc, token.encode_call("transfer", AWAY, held - keep))
+    config = aave_and_morpho_config(devnet, tmp_path, {
+        "mode": "liquidate", "min_profit_usd": 1.0,
+        "key": {"source": "env", "env": "KEEPER_KEY"}})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        for _ in range(3):
+            await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    sent = {}
+    for name in ("aave", "morpho"):
+        journal = keeper.daemon.executors[name].journal
+        sent[name] = [e for e in await journal.all() if e.debt.lower() in (usdc.lower(), "usdc")]
+        assert await journal.by_status(J.REVERTED) == [], name
+        assert keeper.daemon.executors[name]._reverts == [], name
+    # Both protocols liquidated USDC debt, within what the keeper held.
+    assert sent["aave"] and sent["morpho"], {k: len(v) for k, v in sent.items()}
+    left = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
+    assert 0 <= left < keep
