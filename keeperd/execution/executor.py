@@ -1099,7 +1099,9 @@ class Executor:
                 str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                 decision.net_profit_usd, decision.budget_wei, result.block,
                 J.DRY_RUN if self.mode == "dry-run" else J.PLANNED, None, None, detail,
-                planned=opp.planned)
+                planned=opp.planned,
+                # (what a restart reserves while it is in flight: as `reserve` below)
+                pulls=None if call.flash else {opp.need.asset.lower(): opp.need.amount})
             judged.append(_Judged(call, key, opp, decision, entry, verdict is not None))
         if unread:
             log.warning("liquidation.fee_unread", protocol=self.adapter.name,

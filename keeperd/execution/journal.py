@@ -45,7 +45,7 @@ _INSERT_TX = ("INSERT INTO liquidation_txs (tx_hash, key, nonce, max_fee_per_gas
 _SET_PENDING = ("UPDATE liquidations SET status = $1, nonce = $2, updated_at = $3 "
                 "WHERE key = $4")
 GET_MANY_CHUNK = 500  # keys in one `get_many` query (well under SQLite's bound parameters)
-RECORD_MANY_CHUNK = 50  # rows in one `record_many` insert (16 parameters a row)
+RECORD_MANY_CHUNK = 50  # rows in one `record_many` insert (17 parameters a row)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ class JournalEntry:
     # before migration 9). Compared with the receipt, it says whether the chain did what
     # keeperd priced.
     planned: Mapping[str, int] | None = None
+    # What its transaction will pull from the keeper's balances, by token (lowercase): the
+    # capital stage's need (None: it pulls nothing, or a row from before migration 13). A
+    # restart reserves it for the resumed transaction until mined (`reconcile.track_again`).
+    pulls: Mapping[str, int] | None = None
 
     @property
     def opportunity(self) -> OpportunityKey:
@@ -175,13 +179,13 @@ class Journal:
             return await self.db.execute(
                 "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
                 "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
-                "nonce, winner, detail, created_at, updated_at, planned) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+                "nonce, winner, detail, created_at, updated_at, planned, pulls) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
                 "ON CONFLICT (key) DO NOTHING",
                 entry.key, entry.protocol, entry.account, entry.collateral, entry.debt,
                 str(entry.debt_to_cover), entry.expected_profit_usd, str(entry.max_fee_wei),
                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
-                now, now, _planned_text(entry.planned)) > 0
+                now, now, _planned_text(entry.planned), _planned_text(entry.pulls)) > 0
 
     async def record_many(self, entries: Sequence[JournalEntry]) -> set[str]:
         """Insert new opportunities, a statement for many (a wave's, in its transaction): the
@@ -195,16 +199,17 @@ class Journal:
             await self.db.fenced()
             for start in range(0, len(entries), RECORD_MANY_CHUNK):
                 chunk = entries[start:start + RECORD_MANY_CHUNK]
-                rows = ",".join("(" + ",".join(f"${16 * i + j}" for j in range(1, 17)) + ")"
+                rows = ",".join("(" + ",".join(f"${17 * i + j}" for j in range(1, 18)) + ")"
                                 for i in range(len(chunk)))
                 args = [value for e in chunk for value in (
                     e.key, e.protocol, e.account, e.collateral, e.debt, str(e.debt_to_cover),
                     e.expected_profit_usd, str(e.max_fee_wei), e.detected_block, e.status,
-                    e.nonce, e.winner, e.detail, now, now, _planned_text(e.planned))]
+                    e.nonce, e.winner, e.detail, now, now, _planned_text(e.planned),
+                    _planned_text(e.pulls))]
                 found = await self.db.fetch(
                     "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
                     "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
-                    "nonce, winner, detail, created_at, updated_at, planned) VALUES "
+                    "nonce, winner, detail, created_at, updated_at, planned, pulls) VALUES "
                     f"{rows} ON CONFLICT (key) DO NOTHING RETURNING key", *args)
                 inserted.update(r[0] for r in found)
         return inserted
@@ -271,7 +276,7 @@ class Journal:
 
 _COLUMNS = ("key, protocol, account, collateral, debt, debt_to_cover, expected_profit_usd, "
             "max_fee_wei, detected_block, status, nonce, winner, detail, realised_profit_usd, "
-            "planned")
+            "planned, pulls")
 
 
 def _planned_text(planned: Mapping[str, int] | None) -> str | None:
@@ -285,7 +290,20 @@ def _planned_text(planned: Mapping[str, int] | None) -> str | None:
 def _entry(r: tuple) -> JournalEntry:
     planned = None if r[14] is None else {k: int(v) for k, v in json.loads(r[14]).items()}
     return JournalEntry(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), r[8], r[9],
-                        r[10], r[11], r[12], r[13], planned)
+                        r[10], r[11], r[12], r[13], planned, _pulls(r[15]))
+
+
+def _pulls(text: str | None) -> Mapping[str, int] | None:
+    """A row's pulls, or None when it has none or they do not read as token amounts: they
+    only ever hold capital back (a row cannot make keeperd spend more than it holds), and a
+    bad one must not stop the journal from being read."""
+    if text is None:
+        return None
+    try:
+        found = {str(k).lower(): int(v) for k, v in json.loads(text).items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return found if all(v >= 0 for v in found.values()) else None
 
 
 def _keys(tx: TxRecord) -> list[str]:

@@ -108,7 +108,7 @@ async def track_again(journal: J.Journal, tx: TxManager, entry: J.JournalEntry,
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
     to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
-    tx.track(key, records, to, data, entry.max_fee_wei, head)
+    tx.track(key, records, to, data, entry.max_fee_wei, head, pulls=entry.pulls)
     if mined_nonce is not None and records[0].nonce < mined_nonce:
         # Its nonce is mined (one endpoint's word): not simulated — its call reverts now if
         # it was included — but its bytes go again all the same, which is harmless ("nonce
@@ -167,14 +167,16 @@ async def _track_wave_again(journal: J.Journal, tx: TxManager, entry: J.JournalE
         return True
     signed = TypedTransaction.from_bytes(HexBytes(records[0].raw)).as_dict()
     to, data = to_checksum_address(signed["to"]), bytes(signed["data"])
-    budget = 0
+    budget, pulls = 0, dict[str, int]()
     for member in wave.members:
         found = await journal.get(member)
         budget += found.max_fee_wei if found is not None else 0
+        for asset, amount in ((found.pulls or {}) if found is not None else {}).items():
+            pulls[asset] = pulls.get(asset, 0) + amount
     if reorged:
         await _wave_pending_again(journal, wave)
     tx.track(wave, [replace(r, key=wave, wave_index=None) for r in records], to, data,
-             budget, head)
+             budget, head, pulls=pulls)
     if (mined_nonce is not None and records[0].nonce < mined_nonce) or resend_if is None \
             or await resend_if(to, data, int(signed["gas"])):
         await tx.rebroadcast(wave, resync=mined_nonce is None or records[0].nonce >= mined_nonce)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -938,11 +938,17 @@ class TxManager:
         return True
 
     def track(self, key: TxKey, records: list[TxRecord], to: str, data: bytes, budget_wei: int,
-              block: int) -> None:
+              block: int, pulls: Mapping[str, int] | None = None) -> None:
         """Resume watching a journaled transaction after a restart. Its nonce stays taken:
         one signed and journaled but never broadcast (a crash in between) is not counted by
-        the node yet, and the next new transaction must not be signed under it."""
+        the node yet, and the next new transaction must not be signed under it. `pulls`: what
+        it will pull from the key's balances (the journal's), reserved until it is mined as
+        when it was signed — a restart in a crash otherwise let the first block's
+        liquidations count a balance its resumed ones were about to take."""
         first = records[0]
+        self._pulls.pop(key, None)  # (tracked anew: what it pulls is these, not added twice)
+        for asset, amount in (pulls or {}).items():
+            self.reserve(key, asset, amount)
         self._ours.update(r.nonce for r in records)
         if self._mined_at is not None:  # (its nonce in flight again: a reorg, a restart)
             self._mined_at = min(self._mined_at, first.nonce)

@@ -220,6 +220,12 @@ _M12_WAVE_TXS = (
     "CREATE INDEX IF NOT EXISTS liquidation_txs_by_key_index ON liquidation_txs (key)",
 )
 
+# What each liquidation's signed transaction will pull from the keeper's balances (JSON: token
+# address to amount, a decimal string; NULL for one that pulls nothing: a capital-free path, a
+# row from before this): a restart reserves it for the resumed transactions until they are
+# mined, as the run that signed them did (`TxManager.reserve`).
+_M13_LIQUIDATION_PULLS = ("ALTER TABLE liquidations ADD COLUMN pulls TEXT",)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -236,6 +242,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (10, "each liquidation's planned outcome"),
     (11, "the watched accounts seen holding a position"),
     (12, "a wave's transaction journaled under each of its liquidations"),
+    (13, "what each liquidation pulls from the keeper's balances"),
 )
 
 
@@ -244,7 +251,8 @@ def statements(version: int, dialect: str) -> Sequence[str]:
     return {1: _M1_JOURNAL, 2: _m2_alerts(dialect), 3: _M3_BREAKER, 4: _M4_ACCOUNT_INDEX,
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
-            10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS}[version]
+            10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS,
+            13: _M13_LIQUIDATION_PULLS}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -13,6 +13,7 @@ from pathlib import Path
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from tests.conftest import metric_series
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     aave_and_morpho_config,
@@ -53,5 +54,50 @@ async def test_two_protocols_on_one_token_never_spend_more_than_the_keeper_holds
         assert keeper.daemon.executors[name]._reverts == [], name
     # Both protocols liquidated USDC debt, within what the keeper held.
     assert sent["aave"] and sent["morpho"], {k: len(v) for k, v in sent.items()}
+    left = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
+    assert 0 <= left < keep
+
+
+async def test_a_restart_reserves_what_its_resumed_liquidations_will_pull(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Stopped while a crash's liquidations wait in the pool, keeperd resumes them at its next
+    start; what they will pull is the journal's, reserved again until they are mined. Without
+    it the restarted keeper counted the whole balance for the crash's liquidations it had not
+    sent yet, and 8 of the two sets reverted once mined."""
+    fund_keeper(devnet)
+    token = contracts.aave("MintableERC20")
+    usdc = devnet.manifest["tokens"]["USDC"]
+    held = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
+    keep = 400_000 * 10**6
+    devnet.client.send(KEEPER, usdc, token.encode_call("transfer", AWAY, held - keep))
+    config = aave_and_morpho_config(devnet, tmp_path, {
+        "mode": "liquidate", "min_profit_usd": 1.0,
+        "key": {"source": "env", "env": "KEEPER_KEY"}})
+    first = await run_daemon(config)
+    await first.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        await first.evaluated_at(devnet.mine(1))
+        journals = {name: first.daemon.executors[name].journal for name in ("aave", "morpho")}
+        in_pool = [e for j in journals.values() for e in await j.by_status(J.PENDING)]
+        assert in_pool, "the crash's first liquidations were not sent"
+        assert all(e.pulls for e in in_pool if e.debt.lower() == usdc.lower())
+        first.stop.set()
+        await first.task
+        second = await run_daemon(config)  # (the same state: it resumes them)
+        # (its first block before they are mined: the restart's own plan is what is tested)
+        await second.evaluated_at(devnet.client.block_number())
+        for _ in range(4):
+            await second.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    for name in ("aave", "morpho"):
+        journal = second.daemon.executors[name].journal
+        assert await journal.by_status(J.REVERTED) == [], name
+        assert second.daemon.executors[name]._reverts == [], name
+        # Nor one simulated against a balance its resumed liquidations were taking.
+        assert metric_series(second.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": name, "stage": "simulation_failed"}) is None, name
     left = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
     assert 0 <= left < keep

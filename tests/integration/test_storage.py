@@ -80,13 +80,14 @@ async def test_a_wave_is_journaled_as_one_by_one(db: Database) -> None:
     assert await journal.record(entry(keys[3]))  # (journaled by an earlier pass)
     wave = [entry(k) for k in [*keys, keys[5]]]  # (one twice in the wave itself)
     wave[9] = replace(wave[9], planned={"debtToCover": 10**30, "liquidatedCollateralAmount": 5})
+    wave[10] = replace(wave[10], pulls={"0x" + "ab" * 20: 10**30})
     inserted = await journal.record_many(wave)
     assert inserted == set(keys) - {keys[3]}
     assert await journal.record_many([entry(keys[0])]) == set()
     assert await journal.record_many([]) == set()
     for w in wave[:len(keys)]:
         got = await journal.get(w.key)
-        assert got is not None and got.planned == w.planned
+        assert got is not None and got.planned == w.planned and got.pulls == w.pulls
         assert got == w if w.key != keys[3] else got == entry(keys[3])
     await journal.record_txs([signed(k, 40 + i, f"0x{i:02x}") for i, k in enumerate(keys[:3])])
     await journal.record_txs([])
@@ -95,6 +96,23 @@ async def test_a_wave_is_journaled_as_one_by_one(db: Database) -> None:
         assert got is not None and (got.status, got.nonce) == (J.PENDING, 40 + i)
         assert await journal.txs(k) == [signed(k, 40 + i, f"0x{i:02x}")]
     assert (await journal.get(keys[4])).status == J.PLANNED  # type: ignore[union-attr]
+
+
+async def test_what_a_liquidation_pulls_is_read_back_or_not_at_all(db: Database) -> None:
+    """A restart reserves what a resumed liquidation will pull (`reconcile.track_again`): the
+    row's amounts come back exact, and a row whose pulls do not read as token amounts (written
+    by someone else) reads as none, without stopping the journal from being read."""
+    journal = await J.Journal.open(await migrated(db))
+    pulls = {"0x" + "cd" * 20: 2**255 + 1}
+    await journal.record(replace(entry("aave:0x1:WETH:USDC:1"), pulls=pulls))
+    assert (await journal.get("aave:0x1:WETH:USDC:1")).pulls == pulls  # type: ignore[union-attr]
+    for i, text in enumerate(['{"0xcd": "-5"}', "[1, 2]", '{"0xcd": "many"}', "not json"]):
+        key = f"aave:0x{i + 2}:WETH:USDC:1"
+        await journal.record(entry(key))
+        await db.execute("UPDATE liquidations SET pulls = $1 WHERE key = $2", text, key)
+        got = await journal.get(key)
+        assert got is not None and got.pulls is None, text
+    assert len(await journal.all()) == 5
 
 
 async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:

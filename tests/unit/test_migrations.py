@@ -30,6 +30,7 @@ PINNED = {
     (10, "sqlite"): "1851e2b530c61230", (10, "postgresql"): "1851e2b530c61230",
     (11, "sqlite"): "96ac8720ca82eb0f", (11, "postgresql"): "96ac8720ca82eb0f",
     (12, "sqlite"): "6e3ff7b3eca22945", (12, "postgresql"): "6e3ff7b3eca22945",
+    (13, "sqlite"): "cbb2966a94defebd", (13, "postgresql"): "cbb2966a94defebd",
 }
 
 
@@ -60,9 +61,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9, 10, 11, 12]
+        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
@@ -83,11 +84,28 @@ async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
         await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
         await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
         await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
-        assert await migrate(db) == [9, 10, 11, 12]
+        assert await migrate(db) == [9, 10, 11, 12, 13]
         states = await Breaker(db).states()
         assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
         assert states[(EVERY_CHAIN, "WBTC")].manual
         assert states[("arbitrum", "WETH")].block_hash == "0xabc"
         assert await Breaker(db).tripped("ethereum") == {"WBTC"}
+    finally:
+        await db.close()
+
+
+async def test_storage_copy_moves_every_column_the_migrations_make(tmp_path: Path) -> None:
+    """`keeperd storage copy` names each table's columns (`storage/admin.py`): a column a new
+    migration adds and the copy leaves out would be lost moving to PostgreSQL (a liquidation's
+    planned outcome, what a resumed one pulls)."""
+    from keeperd.storage.admin import TABLES
+
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    try:
+        await migrate(db)
+        for table, columns in TABLES.items():
+            rows = await db.fetch(f"SELECT name FROM pragma_table_info('{table}')")
+            made = {r[0] for r in rows} - {"id"}  # (the target numbers its own rows)
+            assert made == {c.strip() for c in columns.split(",")}, table
     finally:
         await db.close()
