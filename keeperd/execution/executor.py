@@ -700,7 +700,7 @@ class Executor:
             # Less what the key's liquidations in flight will pull (this protocol's and every
             # other's on the chain: one key, one balance): two protocols each allocated the
             # whole balance, and 13 liquidations reverted for want of USDC (a by-hand trial).
-            pulls = self.tx.in_flight_pulls() if self.tx is not None else {}
+            pulls = self.tx.in_flight_pulls(result.block) if self.tx is not None else {}
             balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                         for a, v in zip(assets, answers, strict=True)}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)

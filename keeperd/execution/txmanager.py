@@ -55,6 +55,9 @@ FOREIGN_QUIET_BLOCKS = 10
 # A cancel's limit from an address delegated to code (`_cancel_gas`): measured 21,055 used
 # from one delegated to KeeperWave; room for a delegate's heavier `receive`.
 DELEGATED_CANCEL_GAS = 40_000
+# How long a settled liquidation's pull is kept for balances read before its block
+# (`in_flight_pulls`): a scan further behind the head than this is not expected.
+MINED_PULLS_KEPT_BLOCKS = 64
 ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transaction in "
                  "flight: nodes take one at a time from such an address")
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
@@ -222,8 +225,11 @@ class TxManager:
         # The address's mined count as last read (`check_foreign`, `slot_free_at`): for a
         # delegated key, the slot is free when nothing signed is above it.
         self._mined_at: int | None = None
-        # What each liquidation in flight pulls from the key's balances (`reserve`).
+        # What each liquidation in flight pulls from the key's balances (`reserve`); and, for
+        # one settled included, the block it was mined in with what it pulled: a balance read
+        # at an earlier block (a scan behind the head) does not show that pull yet.
         self._pulls: dict[TxKey, dict[str, int]] = {}
+        self._mined_pulls: dict[TxKey, tuple[int, dict[str, int]]] = {}
 
     @property
     def address(self) -> str:
@@ -241,10 +247,14 @@ class TxManager:
         pulls = self._pulls.setdefault(key, {})
         pulls[asset.lower()] = pulls.get(asset.lower(), 0) + amount
 
-    def in_flight_pulls(self) -> dict[str, int]:
+    def in_flight_pulls(self, block: int | None = None) -> dict[str, int]:
         """By asset (lowercase), what the key's transactions in flight will pull from its
         balances: those still pending and not below the mined count last read (a mined one's
-        pull is in the balance already). Shared by every protocol's executor on the chain."""
+        pull is in the balance already). Shared by every protocol's executor on the chain.
+        `block`: the block the balances were read at — one settled included in a later
+        block still counts (the watch settles from the latest receipts: with the scan a
+        block behind, a restart's resumed liquidations mined meanwhile freed a balance the
+        scan's block still showed, and the next liquidations' simulations failed for it)."""
         for key in [k for k in self._pulls if k not in self.pending]:
             del self._pulls[key]  # (settled, dropped, refused)
         out: dict[str, int] = {}
@@ -253,6 +263,14 @@ class TxManager:
                 continue
             for asset, amount in pulls.items():
                 out[asset] = out.get(asset, 0) + amount
+        if block is not None:
+            for key in [k for k, (at, _) in self._mined_pulls.items()
+                        if at < block - MINED_PULLS_KEPT_BLOCKS]:
+                del self._mined_pulls[key]
+            for at, pulls in self._mined_pulls.values():
+                if at > block:
+                    for asset, amount in pulls.items():
+                        out[asset] = out.get(asset, 0) + amount
         return out
 
     @property
@@ -773,6 +791,12 @@ class TxManager:
             if outcome is not None:
                 outcomes.append(outcome)
                 del self.pending[key]
+                pulled = self._pulls.pop(key, None)
+                if pulled and outcome.status == "included" and outcome.receipt is not None:
+                    # (a receipt's block is one endpoint's word: one far ahead would hold
+                    # the capital back for good)
+                    mined = min(int(outcome.receipt["blockNumber"], 16), block + 16)
+                    self._mined_pulls[key] = (mined, pulled)
                 continue
             if p.private and self.private_pool is not None and \
                     block - p.first_block >= self.policy.private_timeout_blocks:

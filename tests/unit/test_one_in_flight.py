@@ -169,3 +169,55 @@ async def test_what_liquidations_in_flight_pull_is_counted_until_mined() -> None
     assert tx.in_flight_pulls() == {"0xusdc": 200, "0xdai": 7}
     del tx.pending[key(2)]  # (settled or dropped: nothing more to pull)
     assert tx.in_flight_pulls() == {}
+
+
+class Mined(Node):
+    """A node that has mined everything sent, in block 12."""
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionReceipt":
+            return {"transactionHash": params[0], "status": "0x1", "gasUsed": "0x5208",
+                    "blockHash": "0x" + "ab" * 32, "blockNumber": hex(12)}
+        return await super().request(method, params)
+
+
+async def test_a_settled_pull_still_counts_for_a_balance_read_before_its_block() -> None:
+    """The watch settles from the latest receipts; a scan a block behind reads the balances
+    at its own block, which do not show a pull mined after it (a restart's resumed
+    liquidations, mined while its first scan ran: the next ones' simulations failed for
+    it). A receipt's block far ahead (one endpoint's word) holds the capital 16 blocks at
+    most."""
+    node = Mined()
+    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics(), policy=FeePolicy())
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx._nonce = 5
+    await sign(tx, 1, 10)
+    tx.reserve(key(1), "0xusdc", 300)
+    node.mined = 6
+    [outcome] = await tx.watch(12, lambda k: True)
+    assert outcome.status == "included" and key(1) not in tx.pending
+    assert tx.in_flight_pulls(11) == {"0xusdc": 300}  # (read before it was mined)
+    assert tx.in_flight_pulls(12) == {} and tx.in_flight_pulls() == {}
+    assert tx.in_flight_pulls(11) == {"0xusdc": 300}  # (kept for a scan further behind)
+    assert tx.in_flight_pulls(12 + 65) == {}  # (forgotten once far behind)
+    assert tx.in_flight_pulls(11) == {}
+
+    far = Mined()
+    far_tx = TxManager(far, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                       metrics=Metrics(), policy=FeePolicy())
+    far_tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    far_tx._nonce = 5
+    await sign(far_tx, 1, 10)
+    far_tx.reserve(key(1), "0xusdc", 300)
+
+    async def lying(method: str, params: Any = ()) -> Any:
+        answer = await Mined.request(far, method, params)
+        if method == "eth_getTransactionReceipt":
+            answer["blockNumber"] = hex(10**12)
+        return answer
+    far.request = lying  # type: ignore[method-assign]
+    far.mined = 6
+    await far_tx.watch(12, lambda k: True)
+    assert far_tx.in_flight_pulls(12 + 15) == {"0xusdc": 300}
+    assert far_tx.in_flight_pulls(12 + 16) == {}
