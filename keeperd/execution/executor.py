@@ -493,13 +493,20 @@ class Executor:
         # A delegated address (EIP-7702) has one transaction in flight at a time: the block's
         # liquidations go in one (a KeeperWave wave, or the first alone), once nothing of the
         # key's is in flight; until then they wait, unjournaled, and are planned again.
+        # The protocols on the chain take the slot in turn (`TxManager.slot_turn`).
         one_tx = self.mode == "liquidate" and self.tx is not None and self.tx.delegated
-        if one_tx and self.tx is not None and not await self.tx.slot_free_at(result.block):
-            stage(*self.labels, "held").inc(len(opportunities))
-            log.info("liquidation.held_one_in_flight", protocol=self.adapter.name,
-                     block=result.block, opportunities=len(opportunities),
-                     reason=str(self.tx.one_in_flight()))
-            return
+        if one_tx and self.tx is not None:
+            turn: str | None = None
+            if not await self.tx.slot_free_at(result.block) or (
+                    turn := self.tx.slot_turn(self.adapter.name, result.block)) is not None:
+                self.tx.want_slot(self.adapter.name, result.block)
+                stage(*self.labels, "held").inc(len(opportunities))
+                log.info("liquidation.held_one_in_flight", protocol=self.adapter.name,
+                         block=result.block, opportunities=len(opportunities),
+                         reason=str(self.tx.one_in_flight()) if turn is None else
+                         f"the key's one transaction of this block is {turn}'s turn "
+                         "(held out of it longer)")
+                return
         mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
                 if self.prices is not None else None)
@@ -1142,6 +1149,8 @@ class Executor:
                         # (the key's one slot taken meanwhile: as if never planned — not a
                         # drop, which would spend one of its retries)
                         await self.journal.forget_unsigned(j.key)
+                        if all(isinstance(r, SendRefused) for r in prepared):
+                            self.tx.want_slot(self.adapter.name, result.block)  # (none had it)
                         stage(*self.labels, "held").inc()
                         continue
                     if isinstance(ready, SendRefused):

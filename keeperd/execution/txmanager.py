@@ -230,6 +230,9 @@ class TxManager:
         # at an earlier block (a scan behind the head) does not show that pull yet.
         self._pulls: dict[TxKey, dict[str, int]] = {}
         self._mined_pulls: dict[TxKey, tuple[int, dict[str, int]]] = {}
+        # A delegated key's one slot, shared by the protocols on the chain: since which block
+        # each has been held out of it (first, last), until it takes it (`slot_turn`).
+        self._slot_wanted: dict[str, tuple[int, int]] = {}
 
     @property
     def address(self) -> str:
@@ -293,6 +296,29 @@ class TxManager:
         else:
             busy = bool(self.pending)
         return SlotBusy(ONE_IN_FLIGHT) if busy else None
+
+    def want_slot(self, protocol: str, block: int) -> None:
+        """`protocol` had liquidations to send at `block` and did not get the slot."""
+        since, _ = self._slot_wanted.get(protocol, (block, block))
+        self._slot_wanted[protocol] = (since, block)
+
+    def slot_turn(self, protocol: str, block: int) -> str | None:
+        """The protocol whose turn a delegated key's free slot is at `block` rather than
+        `protocol`'s, or None: the one held out of it longest (held at the last block or
+        this one). The protocols on a chain share the key's one transaction a block, and the
+        one whose path runs first took it every block of a cascade, the others waiting until
+        it had nothing left; in turn, one waits a block at most for each other one."""
+        if not self.delegated:
+            return None
+        mine = self._slot_wanted.get(protocol, (block + 1, block))[0]
+        waiting = sorted((since, other) for other, (since, last) in self._slot_wanted.items()
+                         if other != protocol and last >= block - 1
+                         and (since, other) < (mine, protocol))
+        return waiting[0][1] if waiting else None
+
+    def _took_slot(self, key: TxKey) -> None:
+        if self.delegated:
+            self._slot_wanted.pop(key.protocol, None)
 
     async def slot_free_at(self, block: int) -> bool:
         """Whether a delegated address may sign again at `block`: what it had in flight mined
@@ -577,6 +603,7 @@ class TxManager:
                 self._nonce = nonce
             raise
         self.pending[key] = pending
+        self._took_slot(key)
         return record, pending
 
     async def prepare_many(self, items: Sequence[ToSign], *, block: int, base_fee: int,
@@ -629,6 +656,7 @@ class TxManager:
         for record, pending in signed:
             pending.attempts.append(record)
             self.pending[pending.key] = pending
+            self._took_slot(pending.key)
         return out
 
     def _take_nonce(self, item: ToSign, block: int, base_fee: int

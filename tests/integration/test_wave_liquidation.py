@@ -263,3 +263,40 @@ async def test_a_stuck_wave_is_replaced_whole_then_cancelled_once_none_of_it_sta
     statuses = {e.key: e.status for e in await journal.all() if e.key in records}
     assert set(statuses.values()) == {J.CANCELLED}, statuses
     assert keeper.daemon.executors["aave"]._reverts == []
+
+
+async def test_protocols_on_one_delegated_key_take_its_slot_in_turn(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Aave and Morpho on one delegated key: one transaction a block between them. The one
+    whose path ran first took the slot every block until its backlog was gone; now, each
+    having liquidations left, they take it in turn. (A wave's gas capped at 4M here: this
+    devnet's crash is a wave or two of each protocol at the real cap.)"""
+    from keeperd.execution import executor
+    from tests.keeper_harness import aave_and_morpho_config
+
+    monkeypatch.setattr(executor, "WAVE_GAS_CAP", 4_000_000)
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    await asyncio.to_thread(delegate_keeper, devnet, tmp_path)
+    keeper = await run_daemon(aave_and_morpho_config(devnet, tmp_path, {
+        "mode": "liquidate", "min_profit_usd": 1.0,
+        "key": {"source": "env", "env": "KEEPER_KEY"}}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    journal = keeper.daemon.executors["aave"].journal
+    taker: dict[int, set[str]] = {}
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        block = devnet.mine(1)
+        for _ in range(4):
+            await keeper.evaluated_at(block, protocol="aave")
+            await keeper.evaluated_at(block, protocol="morpho")
+            sent = {e.protocol for e in await journal.all()
+                    if e.status in (J.PENDING, J.INCLUDED) and e.detected_block == block}
+            taker[block] = sent
+            block = devnet.mine(1)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    assert all(len(protocols) <= 1 for protocols in taker.values())  # (one wave a block)
+    turns = [p for b in sorted(taker) for p in taker[b]]
+    assert turns[:4] in (["aave", "morpho"] * 2, ["morpho", "aave"] * 2), taker

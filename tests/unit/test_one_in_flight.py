@@ -221,3 +221,39 @@ async def test_a_settled_pull_still_counts_for_a_balance_read_before_its_block()
     await far_tx.watch(12, lambda k: True)
     assert far_tx.in_flight_pulls(12 + 15) == {"0xusdc": 300}
     assert far_tx.in_flight_pulls(12 + 16) == {}
+
+
+async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
+    """Aave's path runs first every block: without turns it took the slot at every block of
+    a cascade, and Morpho's liquidations waited until Aave had none left."""
+    node = Node()
+    tx = delegated(node)
+
+    async def take(protocol: str, n: int, block: int) -> None:
+        assert await tx.slot_free_at(block) and tx.slot_turn(protocol, block) is None
+        await tx.prepare(OpportunityKey(protocol, "0x" + f"{n:040x}", ("c", "d"), "v"),
+                         TARGET, selector(CALL), 300_000, 10**18, block=block, base_fee=GWEI)
+        node.mined += 1  # (mined by the next block)
+
+    assert tx.slot_turn("aave", 10) is None  # (nobody waits: no turn to give)
+    await take("aave", 1, 10)
+    tx.want_slot("morpho", 10)  # (its path, after Aave's: the slot taken)
+    assert tx.slot_turn("aave", 11) == "morpho"  # (Aave yields the next block...)
+    tx.want_slot("aave", 11)
+    await take("morpho", 2, 11)  # (...to Morpho, held out of it longer)
+    tx.want_slot("curie", 11)
+    assert tx.slot_turn("morpho", 12) == "aave"  # (Aave, since 11; Curie since 11 too:
+    assert tx.slot_turn("curie", 12) == "aave"   # the order between equals is the name's)
+    await take("aave", 3, 12)
+    tx.want_slot("curie", 12)  # (held again: its turn not come)
+    assert tx.slot_turn("aave", 13) == "curie"
+    await take("curie", 4, 13)
+    # A claim not renewed lapses: one that had nothing more to send keeps no one waiting.
+    tx.want_slot("morpho", 14)
+    assert tx.slot_turn("aave", 15) == "morpho" and tx.slot_turn("aave", 16) is None
+    # An address not delegated sends as many as it likes: no turns.
+    plain = Node()
+    tx_plain = TxManager(plain, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                         metrics=Metrics(), policy=FeePolicy())
+    tx_plain.want_slot("morpho", 10)
+    assert tx_plain.slot_turn("aave", 10) is None
