@@ -58,6 +58,9 @@ DELEGATED_CANCEL_GAS = 40_000
 # How long a settled liquidation's pull is kept for balances read before its block
 # (`in_flight_pulls`): a scan further behind the head than this is not expected.
 MINED_PULLS_KEPT_BLOCKS = 64
+# How long new liquidations wait for transactions found in the node's pool at start that
+# keeperd's journal does not know (`key_conflict`), if they are not mined.
+UNKNOWN_IN_FLIGHT_BLOCKS = 50
 ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transaction in "
                  "flight: nodes take one at a time from such an address")
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
@@ -215,6 +218,11 @@ class TxManager:
         self._foreign_checked: int | None = None
         self._foreign_checked_block = -1
         self.foreign_seen: tuple[int, int] | None = None  # (block, nonce) of the last one
+        # At start, the nonces in the node's pool from the key (mined count, pending count)
+        # and the block the hold on them began: those the journal did not resume are another
+        # sender's (`key_conflict`).
+        self._in_flight_at_start: tuple[int, int] | None = None
+        self._in_flight_since: int | None = None
         # The address's code (EIP-7702, execution/delegation.py): why nothing may be signed
         # for it while it runs code not allowed, and since when its reads fail (None: the
         # last one answered, or none was made yet).
@@ -364,7 +372,19 @@ class TxManager:
         address runs is read afresh (a delegation made while keeperd was down)."""
         self._foreign_checked = None
         await self.check_code(None)
-        return await self.sync_nonce()
+        pending = await self.sync_nonce()
+        try:
+            mined = int(await self.pool.request(
+                "eth_getTransactionCount", [self.address, "latest"]), 16)
+        except (RpcError, RpcUnavailable, ValueError, TypeError):
+            mined = pending  # (unknown: as before, the pool's count is history)
+        if mined < pending:
+            # Transactions of the key wait in the node's pool. Those the journal resumes are
+            # ours; any other is another sender's — a keeperd started on another state
+            # directory (a typo) whose liquidations are still in flight: signed after them,
+            # the same liquidations again were mined behind them and reverted.
+            self._in_flight_at_start = (mined, pending)
+        return pending
 
     async def check_code(self, block: int | None) -> None:
         """Read the address's code: a delegation to a contract not allowed holds every
@@ -531,11 +551,51 @@ class TxManager:
                        f"elsewhere; new liquidations wait until {FOREIGN_QUIET_BLOCKS} blocks "
                        "pass without another", OTHER_SENDER_ACTION)
 
+    def _unknown_in_flight(self, block: int) -> list[int]:
+        """The nonces found in the node's pool at start that the journal did not resume,
+        while none of them is mined (the mined count read each block) and for at most
+        UNKNOWN_IN_FLIGHT_BLOCKS blocks (dropped from the pool, they never are)."""
+        if self._in_flight_at_start is None:
+            return []
+        low, high = self._in_flight_at_start
+        unknown = [n for n in range(low, high) if n not in self._ours]
+        if unknown and self._in_flight_since is None:
+            self._in_flight_since = block
+            log.warning("tx.unknown_in_flight", address=self.address, block=block,
+                        nonces=unknown[:10], count=len(unknown),
+                        meaning="transactions of the keeper's address that keeperd's journal "
+                                "does not know wait in the node's pool (keeperd run with "
+                                "another state directory? another tool on this key? its own "
+                                "approvals, cut short by a crash): new liquidations wait "
+                                "until they are mined")
+        mined = self._mined_at if self._mined_at is not None else low
+        if not unknown or mined > unknown[-1] or \
+                block - (self._in_flight_since or block) >= UNKNOWN_IN_FLIGHT_BLOCKS:
+            if unknown and mined < high:
+                log.warning("tx.unknown_in_flight_not_mined", address=self.address,
+                            nonces=unknown[:10], blocks=UNKNOWN_IN_FLIGHT_BLOCKS,
+                            meaning="the transactions found in the pool at start were not "
+                                    "mined: new liquidations go again")
+            self._in_flight_at_start = None
+            return []
+        return unknown
+
     def send_hold(self, block: int) -> KeyHold | None:
         """Why new liquidations wait on the key: `key_conflict`, or its address's code not
         read since `_code_unread_since` (alerted once that lasts FOREIGN_QUIET_BLOCKS: a
         block's failed read is an RPC's trouble, retried on every endpoint)."""
         conflict = self.key_conflict(block)
+        if conflict is None and (waiting := self._unknown_in_flight(block)):
+            # (not a conflict, alerted: the key's own approvals, unjournaled, cut short by
+            # a crash, look the same until mined — and wait one block)
+            return KeyHold(
+                f"{len(waiting)} transaction(s) keeperd's journal does not know wait in the "
+                f"node's pool from the keeper's address (nonces {waiting[0]}-{waiting[-1]}, "
+                "found at start): new liquidations wait until they are mined (at most "
+                f"{UNKNOWN_IN_FLIGHT_BLOCKS} blocks): signed after them, the same "
+                "liquidations again would revert behind them",
+                "If keeperd ran with another state_dir, start it again with the usual one: "
+                "its journal knows these transactions. " + OTHER_SENDER_ACTION)
         if conflict is not None or self._code_unread_since is None:
             return conflict
         since = "at start" if self._code_unread_since < 0 else \

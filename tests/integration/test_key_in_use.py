@@ -300,3 +300,46 @@ async def test_curies_margin_deposit_held_by_a_delegation_goes_once_it_is_revoke
         if margin() > 0:
             break
     assert margin() == 100_000 * 10**6
+
+
+async def test_a_start_on_another_state_directory_waits_for_what_is_in_flight(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Killed in a crash and started again with a typo in its state directory, keeperd's
+    journal knows nothing of the liquidations in the node's pool: it sent every one again
+    under new nonces, behind the first ones, and each reverted once mined (a by-hand trial:
+    27 of 27). It now waits for what it found in the pool at start to be mined."""
+    fund_keeper(devnet)
+    webhook = Webhook()
+    config = key_config(devnet, tmp_path, webhook)
+    typo = config.model_copy(update={"state_dir": tmp_path / "stat"})
+    try:
+        first = await run_daemon(config)
+        await first.evaluated_at(devnet.client.block_number())
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            devnet.set_price_async("WETH", 2100.0)
+            crash = devnet.mine(1)
+            await first.evaluated_at(crash)
+            sent = {e.account for e in await first.daemon.executors["aave"].journal.by_status(
+                J.PENDING)}
+            assert len(sent) > 20
+            first.stop.set()
+            await first.task
+            second = await run_daemon(typo)
+            await second.evaluated_at(devnet.client.block_number())
+            journal = second.daemon.executors["aave"].journal
+            assert await journal.all() == []  # (held: nothing planned on the pool's nonces)
+            for _ in range(3):
+                await second.evaluated_at(devnet.mine(1))
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await second.evaluated_at(devnet.mine(1))
+        assert await journal.by_status(J.REVERTED) == []
+        # What it sent, it sent once the first ones were mined: the positions' rest (a
+        # liquidation takes half of a position's debt), included.
+        assert {e.status for e in await journal.all()} <= {J.INCLUDED}
+        assert all(e.detected_block > crash for e in await journal.all())
+        assert metric_value(second.daemon.metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "held"}) > 0
+    finally:
+        webhook.close()
