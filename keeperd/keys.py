@@ -98,7 +98,12 @@ class KeeperKey:
 
 def _from_hex(text: str, where: str, field: str = "keeper.key") -> KeeperKey:
     value = text.strip()
+    digits = value[2:] if value[:2] in ("0x", "0X") else value
     try:
+        # Exactly 64 digits: eth_account pads a shorter odd-length text, so a key missing a
+        # digit (a paste cut short) loaded as another key, with an address nobody funded.
+        if len(digits) != 64:
+            raise ValueError("not 64 hex digits")
         account = Account.from_key(value)
     except Exception:
         # Deliberately not chained: the original exception's message may quote the value.

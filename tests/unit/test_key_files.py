@@ -170,3 +170,19 @@ def test_a_directory_or_unreadable_keystore_is_an_error_not_a_traceback(
         tmp_path: Path) -> None:
     with pytest.raises(KeyLoadError, match="not a regular file"):
         load_key(FileKey(source="file", path=tmp_path))
+
+
+@pytest.mark.parametrize("digits", [63, 62, 65, 1])
+def test_a_key_not_of_64_hex_digits_is_refused_not_padded_into_another(digits: int) -> None:
+    """eth_account pads an odd-length text: a key missing its last digit loaded as another
+    key, whose address nobody funded (a by-hand trial), with no error."""
+    from keeperd.config import EnvKey
+
+    text = (SECRET[2:] + "7")[:digits]
+    for value in (text, "0x" + text):
+        with pytest.raises(KeyLoadError, match="64 hex digits"):
+            load_key(EnvKey(source="env", env="K"), {"K": value})
+    assert load_key(EnvKey(source="env", env="K"), {"K": SECRET}).address == ADDRESS
+    assert load_key(EnvKey(source="env", env="K"), {"K": SECRET[2:]}).address == ADDRESS
+    assert load_key(EnvKey(source="env", env="K"), {"K": " 0X" + SECRET[2:] + "\n"}).address \
+        == ADDRESS
