@@ -294,7 +294,9 @@ class Metrics:
             ["chain", "protocol"], registry=r)
         self.liquidation_loss = Counter(
             "keeperd_liquidation_loss_usd_total",
-            "Realised loss of included liquidations that lost (gas above what they gained).",
+            "Realised loss of included liquidations that lost (gas above what they gained), "
+            "and the gas of those that gained nothing: reverted (a race lost included) or "
+            "cancelled.",
             ["chain", "protocol"], registry=r)
         self.liquidation_fee_beside_gas = Gauge(
             "keeperd_liquidation_fee_beside_gas_usd", "On an OP Stack chain: the most a "

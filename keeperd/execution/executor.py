@@ -1643,7 +1643,7 @@ class Executor:
         gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
         # (no book yet: its profit and gas are booked at the first scan)
         unbooked = self._last is None or (bool(outcome.gas_used) and not native_usd)
-        if unbooked and outcome.status in ("included", "reverted"):
+        if unbooked and outcome.status in ("included", "reverted", "cancelled"):
             self._unbooked.append(outcome)
         if outcome.gas_used:
             if not unbooked:
@@ -1694,6 +1694,8 @@ class Executor:
             if outcome.counts_revert:
                 self._reverts.append(counted)
             await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            if not unbooked:
+                await self._book_gas_only(key, gas_usd)
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
@@ -1717,6 +1719,8 @@ class Executor:
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
         await self.journal.set_status(key, status, detail=outcome.tx_hash)
+        if outcome.gas_used and not unbooked:  # (a cancel mined: its gas paid)
+            await self._book_gas_only(key, gas_usd)
         log.info(f"liquidation.{outcome.status}", opportunity=key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
@@ -1913,6 +1917,13 @@ class Executor:
             self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
         return profit
 
+    async def _book_gas_only(self, key: OpportunityKey, gas_usd: float) -> None:
+        """A liquidation that gained nothing and paid gas (reverted, a race lost, cancelled):
+        its gas is its realised loss, in the journal and the counters — the P&L left it
+        out, and read above what the wallet held (a by-hand trial: $2.46 of reverts' gas)."""
+        self.metrics.liquidation_loss.labels(*self.labels).inc(gas_usd)
+        await self.journal.set_realised(key, -gas_usd)
+
     async def _book_settled_at_start(self, result: ScanResult) -> None:
         """What was settled before any book was evaluated, booked at this first scan: its
         gas at the native token's price, an inclusion's profit from its event at this book's
@@ -1940,6 +1951,8 @@ class Executor:
                     key, J.INCLUDED,
                     detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
+            elif outcome.gas_used:
+                await self._book_gas_only(key, gas_usd)
             self._unbooked.remove(outcome)
             booked += 1
         log.info("liquidation.settled_at_start_booked", protocol=self.adapter.name,

@@ -264,6 +264,11 @@ class Journal:
             "wave_index IS NOT NULL", tx_hash)
         return {r[0]: int(r[1]) for r in rows}
 
+    async def set_realised(self, key: JournalKey, usd: float) -> None:
+        """An entry's realised profit (negative: a loss), its status unchanged."""
+        await self.db.execute("UPDATE liquidations SET realised_profit_usd = $1, "
+                              "updated_at = $2 WHERE key = $3", usd, time.time(), str(key))
+
     async def set_status(self, key: JournalKey, status: str, *, winner: str | None = None,
                          detail: str | None = None,
                          realised_profit_usd: float | None = None) -> None:

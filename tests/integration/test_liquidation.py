@@ -191,6 +191,13 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
                         {"chain": "devnet", "protocol": "aave", "stage": "reverted"}) == 1
     assert executor._reverts == []
+    # Its gas is a realised loss: the P&L is what the wallet shows (it left reverts out).
+    assert entries[0].realised_profit_usd is not None and entries[0].realised_profit_usd < 0
+    gas = metric_value(keeper.daemon.metrics, "keeperd_liquidation_gas_cost_usd_total",
+                       {"chain": "devnet", "protocol": "aave"})
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidation_loss_usd_total", {
+        "chain": "devnet", "protocol": "aave"}) >= -entries[0].realised_profit_usd > 0
+    assert -entries[0].realised_profit_usd < gas
     # Not retried: the next blocks send nothing more for that account.
     await keeper.evaluated_at(devnet.mine(1))
     assert len([e for e in await journal.all() if e.account == victim]) == 1
