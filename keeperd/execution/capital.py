@@ -86,18 +86,24 @@ def allocate(items: Sequence[T], need: Callable[[T], Need], balances: Mapping[st
 
 def publish_shortfall(metrics: Metrics, chain: str, protocol: str,
                       previous: Mapping[str, Shortfall], short: Mapping[str, Shortfall], *,
-                      counted: bool, fix: str) -> None:
+                      counted: bool, fix: str, newly: Sequence[Need] = ()) -> None:
     """The one way a shortfall is reported: the gauge per asset (back to 0 when it is over)
-    and, when the liquidations were forgone (`counted`), the funnel, the profit and a log."""
+    and, when the liquidations were forgone (`counted`), a log and — for `newly`, the
+    forgone liquidations not forgone at the last pass — the funnel and the profit. (Each
+    pass counted its whole shortfall: a crash's unfunded liquidations, evaluated twice a
+    block and again each block, were counted twice as forgone in one block, and again.)"""
     for asset in {*previous, *short}:
         s = short.get(asset) or previous[asset]
         metrics.capital_shortfall.labels(chain, protocol, s.symbol).set(
             s.missing_tokens if asset in short else 0)
     if not counted:
         return
+    for need in newly:
+        metrics.liquidation_funnel.labels(chain, protocol, "no_capital").inc()
+        metrics.capital_forgone.labels(chain, protocol).inc(need.profit_usd)
+    if not newly and set(short) == set(previous):
+        return  # (the same shortfall as at the last pass: logged then)
     for s in short.values():
-        metrics.liquidation_funnel.labels(chain, protocol, "no_capital").inc(s.opportunities)
-        metrics.capital_forgone.labels(chain, protocol).inc(s.profit_forgone_usd)
         log.warning("liquidation.no_capital", protocol=protocol, asset=s.symbol,
                     missing=round(s.missing_tokens, 6), opportunities=s.opportunities,
                     profit_forgone_usd=round(s.profit_forgone_usd, 2), fix=fix)

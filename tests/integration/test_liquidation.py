@@ -471,6 +471,17 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     assert metric_value(metrics, "keeperd_capital_shortfall_tokens",
                         {**labels, "asset": "USDC"}) == short["USDC"].missing_tokens
     assert metric_value(metrics, "keeperd_capital_forgone_usd_total", labels) > 0
+    # Each forgone liquidation is counted once while it stays forgone: the crash's block was
+    # evaluated twice (the price-exposed pass, then the full one) and counted twice, and
+    # each later block again.
+    forgone = sum(s.opportunities for s in short.values())
+    profit = sum(s.profit_forgone_usd for s in short.values())
+    for _ in range(2):
+        await keeper.evaluated_at(devnet.mine(1))
+    assert metric_value(metrics, "keeperd_liquidations_total",
+                        {**labels, "stage": "no_capital"}) == forgone
+    assert metric_value(metrics, "keeperd_capital_forgone_usd_total", labels) \
+        == pytest.approx(profit, rel=1e-3)
     keeper.stop.set()
     await keeper.task
     devnet.revert(snap)
