@@ -833,6 +833,16 @@ def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
     _choose("SYMBOL", args.symbol, sorted(manifest["price_feeds"]), "asset on the devnet")
     with _devnet_control(manifest) as control:
         before = control.price(args.symbol)
+        if not control.client.call("anvil_getAutomine"):
+            # Blocks come only when mined (as the demo's crash and the docs' trials do): the
+            # moves wait in the pool, all of them, for the next block. (Sent one by one and
+            # waited for, it hung a minute, said "the devnet refused it" and left the feed's
+            # move in the pool without the Morpho oracles' — a by-hand trial.)
+            control.set_price_async(args.symbol, args.usd)
+            print(f"{args.symbol}: {before:g} -> {args.usd:g} USD with the next block mined "
+                  "(automine is off: `keeperd devnet mine`); Perp Curie's mark is not walked "
+                  "(its walk mines blocks: set prices with automine on for Curie to follow)")
+            return EXIT_OK
         try:
             control.set_price(args.symbol, args.usd, walk_perps=True)
         except PriceWalkError as exc:

@@ -76,6 +76,28 @@ def test_set_price_climbs_back_after_a_crash(
     assert head - updated_at < 120
 
 
+def test_set_price_with_automine_off_moves_every_protocol_in_the_next_block(
+        devnet: Devnet, devnet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Blocks mined by hand (a crash to watch step by step): the moves wait in the pool, all
+    of them, for the next block. The command hung a minute, said "the devnet refused it",
+    and left the feed's move in the pool without the Morpho oracles' (a by-hand trial)."""
+    devnet.write_manifest(devnet_dir / "manifest.json")
+    start = devnet.price("WETH")
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        assert cli.main(["devnet", "set-price", "WETH", f"{start * 0.7:g}"]) == 0
+        assert "with the next block mined" in capsys.readouterr().out
+        assert devnet.price("WETH") == pytest.approx(start)  # (not mined yet)
+        pool = devnet.client.call("txpool_status")
+        moves = devnet._price_moves("WETH", start * 0.7)  # (the feed, Morpho's WETH oracles)
+        assert int(pool["pending"], 16) == len(moves) > 1
+        assert cli.main(["devnet", "mine", "1"]) == 0
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    assert devnet.price("WETH") == pytest.approx(start * 0.7, rel=1e-6)
+    assert int(devnet.client.call("txpool_status")["pending"], 16) == 0
+
+
 def feed_ages(devnet: Devnet) -> dict[str, int]:
     head = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
     return {symbol: head - int.from_bytes(devnet.client.eth_call(
