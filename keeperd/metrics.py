@@ -284,7 +284,9 @@ class Metrics:
             "cancelled, dropped, skipped_journaled, skipped_in_flight (a transaction for the "
             "same account, tracked again after a restart or a reorg, in flight under its "
             "earlier position), fee_unread (an OP Stack chain's L1 data fee unknown: not "
-            "sent), fee_second_opinion_unavailable (that fee read from one endpoint of two).",
+            "sent), fee_second_opinion_unavailable (that fee read from one endpoint of two), "
+            "resumed (sent before a restart, tracked again at start: with sent, what the "
+            "settled stages add up to).",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",

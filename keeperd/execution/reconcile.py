@@ -59,6 +59,8 @@ async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head:
             continue
         if await track_again(journal, tx, entry, head, resend_if, mined_nonce=mined):
             resumed += 1
+            # (its settlement is counted in this process: so is where it came from)
+            tx.metrics.liquidation_funnel.labels(tx.pool.chain, protocol, "resumed").inc()
             log.info("journal.resumed", opportunity=entry.key, nonce=entry.nonce)
         else:
             await journal.set_status(entry.key, J.DROPPED, detail="no transaction signed")
