@@ -497,20 +497,9 @@ class Executor:
         # A delegated address (EIP-7702) has one transaction in flight at a time: the block's
         # liquidations go in one (a KeeperWave wave, or the first alone), once nothing of the
         # key's is in flight; until then they wait, unjournaled, and are planned again.
-        # The protocols on the chain take the slot in turn (`TxManager.slot_turn`).
+        # (whether the slot is free, and whose turn it is, is judged once the block's
+        # liquidations are known to be worth sending: below, before their simulation)
         one_tx = self.mode == "liquidate" and self.tx is not None and self.tx.delegated
-        if one_tx and self.tx is not None:
-            turn: str | None = None
-            if not await self.tx.slot_free_at(result.block) or (
-                    turn := self.tx.slot_turn(self.adapter.name, result.block)) is not None:
-                self.tx.want_slot(self.adapter.name, result.block)
-                stage(*self.labels, "held").inc(len(opportunities))
-                log.info("liquidation.held_one_in_flight", protocol=self.adapter.name,
-                         block=result.block, opportunities=len(opportunities),
-                         reason=str(self.tx.one_in_flight()) if turn is None else
-                         f"the key's one transaction of this block is {turn}'s turn "
-                         "(held out of it longer)")
-                return
         mark = time.perf_counter()
         gate = (await self.prices.gate(self.adapter.name, result.block)
                 if self.prices is not None else None)
@@ -580,6 +569,8 @@ class Executor:
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = self._gas_quote(base_fee, native_usd)
         calls = await self._encode(chosen, result.book, gas)
+        if one_tx and calls and not await self._slot_is_ours(result.block, len(calls)):
+            return
         if one_tx:  # (only what one transaction can take is simulated, with some to spare)
             calls = self._fit_one_transaction(calls, result.block)
         self._stage("encode_ms", mark)
@@ -1181,6 +1172,27 @@ class Executor:
         if to_send:
             crash_point("journal.signed")  # (the wave is one transaction: before it, nothing)
         return to_send
+
+    async def _slot_is_ours(self, block: int, liquidations: int) -> bool:
+        """A delegated key's one transaction (`TxManager.one_in_flight`), for this protocol's
+        liquidations worth sending at `block`: free, and its turn (`slot_turn`: the protocols
+        on the chain take it in turn). Held otherwise, with a claim on a later turn — made
+        only with liquidations to send (a protocol whose positions were dust, paused or
+        unfunded took every other turn and sent nothing)."""
+        assert self.tx is not None
+        turn: str | None = None
+        if await self.tx.slot_free_at(block) and (
+                turn := self.tx.slot_turn(self.adapter.name, block)) is None:
+            self.tx.forget_want(self.adapter.name)  # (its turn: had, whatever it signs)
+            return True
+        self.tx.want_slot(self.adapter.name, block)
+        self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(liquidations)
+        log.info("liquidation.held_one_in_flight", protocol=self.adapter.name, block=block,
+                 opportunities=liquidations,
+                 reason=str(self.tx.one_in_flight()) if turn is None else
+                 f"the key's one transaction of this block is {turn}'s turn (held out of it "
+                 "longer)")
+        return False
 
     def _fit_one_transaction(self, calls: list[tuple[Call, OpportunityKey]], block: int
                              ) -> list[tuple[Call, OpportunityKey]]:

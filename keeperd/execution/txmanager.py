@@ -306,9 +306,14 @@ class TxManager:
         return SlotBusy(ONE_IN_FLIGHT) if busy else None
 
     def want_slot(self, protocol: str, block: int) -> None:
-        """`protocol` had liquidations to send at `block` and did not get the slot."""
-        since, _ = self._slot_wanted.get(protocol, (block, block))
-        self._slot_wanted[protocol] = (since, block)
+        """`protocol` had liquidations to send at `block` and did not get the slot (a claim
+        not renewed the block after lapses: one made again starts anew)."""
+        since, last = self._slot_wanted.get(protocol, (block, block))
+        self._slot_wanted[protocol] = (since if last >= block - 1 else block, block)
+
+    def forget_want(self, protocol: str) -> None:
+        """`protocol`'s turn came: its claim is spent, whether or not it signs."""
+        self._slot_wanted.pop(protocol, None)
 
     def slot_turn(self, protocol: str, block: int) -> str | None:
         """The protocol whose turn a delegated key's free slot is at `block` rather than

@@ -248,9 +248,16 @@ async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
     tx.want_slot("curie", 12)  # (held again: its turn not come)
     assert tx.slot_turn("aave", 13) == "curie"
     await take("curie", 4, 13)
-    # A claim not renewed lapses: one that had nothing more to send keeps no one waiting.
+    # A claim not renewed lapses: one that had nothing more to send keeps no one waiting,
+    # and one made again later waits from then (an old claim gave priority for good).
     tx.want_slot("morpho", 14)
     assert tx.slot_turn("aave", 15) == "morpho" and tx.slot_turn("aave", 16) is None
+    tx.want_slot("aave", 20)
+    tx.want_slot("morpho", 20)  # (its claim of 14 lapsed: from 20, as Aave's)
+    assert tx.slot_turn("morpho", 21) == "aave"  # (equals: the name's order)
+    # A turn had is spent, whether or not anything is signed in it.
+    tx.forget_want("aave")
+    assert tx.slot_turn("morpho", 21) is None
     # An address not delegated sends as many as it likes: no turns.
     plain = Node()
     tx_plain = TxManager(plain, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
