@@ -1666,8 +1666,8 @@ class Executor:
         gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
         # (no book yet: its profit and gas are booked at the first scan)
         unbooked = self._last is None or (bool(outcome.gas_used) and not native_usd)
-        if unbooked and outcome.status in ("included", "reverted", "cancelled"):
-            self._unbooked.append(outcome)
+        if unbooked and (outcome.status in ("included", "reverted") or outcome.gas_used):
+            self._unbooked.append(outcome)  # (a cancel, a wave's drop: their gas paid)
         if outcome.gas_used:
             if not unbooked:
                 self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
@@ -1693,7 +1693,7 @@ class Executor:
                                               "profit_usd=pending (settled at start)"
                                               f"{_fee_detail(entry, outcome)}")
             else:
-                profit = self._book_profit(outcome, gas_usd)
+                profit = self._book_profit(outcome, gas_usd, entry.realised_profit_usd)
                 await self.journal.set_status(
                     key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
@@ -1718,7 +1718,7 @@ class Executor:
                 self._reverts.append(counted)
             await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             if not unbooked:
-                await self._book_gas_only(key, gas_usd)
+                await self._book_gas_only(key, gas_usd, entry.realised_profit_usd)
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
@@ -1742,8 +1742,11 @@ class Executor:
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
         await self.journal.set_status(key, status, detail=outcome.tx_hash)
-        if outcome.gas_used and not unbooked:  # (a cancel mined: its gas paid)
-            await self._book_gas_only(key, gas_usd)
+        if not unbooked and (outcome.gas_used or entry.realised_profit_usd is not None):
+            # (a cancel mined: its gas paid; a drop after a reorg took its inclusion away:
+            # nothing realised any more)
+            await self._book_gas_only(key, gas_usd if outcome.gas_used else 0.0,
+                                      entry.realised_profit_usd)
         log.info(f"liquidation.{outcome.status}", opportunity=key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
@@ -1929,22 +1932,29 @@ class Executor:
             header = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         return int(header.get("baseFeePerGas", "0x0"), 16)
 
-    def _book_profit(self, outcome: Outcome, gas_usd: float) -> float:
-        """An inclusion's realised profit net of its gas, into the counters (a counter only
-        grows: gains and losses apart; their difference is the P&L the journal holds, entry
-        by entry)."""
+    def _book_profit(self, outcome: Outcome, gas_usd: float, prior: float | None) -> float:
+        """An inclusion's realised profit net of its gas, into the counters (`_count`)."""
         profit = self._realised_profit(outcome) - gas_usd
-        if profit >= 0:
-            self.metrics.liquidation_profit.labels(*self.labels).inc(profit)
-        else:
-            self.metrics.liquidation_loss.labels(*self.labels).inc(-profit)
+        self._count(profit, prior)
         return profit
 
-    async def _book_gas_only(self, key: OpportunityKey, gas_usd: float) -> None:
+    def _count(self, realised: float, prior: float | None) -> None:
+        """A realised figure into the counters, less what its entry held before (`prior`: a
+        settlement again after a reorg — the counters only grow, gains and losses apart, and
+        their difference must stay the P&L the journal holds, entry by entry)."""
+        delta = realised - (prior or 0.0)
+        if delta >= 0:
+            self.metrics.liquidation_profit.labels(*self.labels).inc(delta)
+        else:
+            self.metrics.liquidation_loss.labels(*self.labels).inc(-delta)
+
+    async def _book_gas_only(self, key: OpportunityKey, gas_usd: float,
+                             prior: float | None) -> None:
         """A liquidation that gained nothing and paid gas (reverted, a race lost, cancelled):
         its gas is its realised loss, in the journal and the counters — the P&L left it
-        out, and read above what the wallet held (a by-hand trial: $2.46 of reverts' gas)."""
-        self.metrics.liquidation_loss.labels(*self.labels).inc(gas_usd)
+        out, and read above what the wallet held (a by-hand trial: $2.46 of reverts' gas).
+        (No gas, as a drop after a reorg took its inclusion: nothing realised, 0.)"""
+        self._count(-gas_usd, prior)
         await self.journal.set_realised(key, -gas_usd)
 
     async def _book_settled_at_start(self, result: ScanResult) -> None:
@@ -1968,14 +1978,15 @@ class Executor:
                 continue
             if outcome.gas_used:
                 self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+            prior = entry.realised_profit_usd if entry is not None else None
             if outcome.status == "included":
-                profit = self._book_profit(outcome, gas_usd)
+                profit = self._book_profit(outcome, gas_usd, prior)
                 await self.journal.set_status(
                     key, J.INCLUDED,
                     detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
             elif outcome.gas_used:
-                await self._book_gas_only(key, gas_usd)
+                await self._book_gas_only(key, gas_usd, prior)
             self._unbooked.remove(outcome)
             booked += 1
         log.info("liquidation.settled_at_start_booked", protocol=self.adapter.name,

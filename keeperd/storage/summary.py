@@ -80,8 +80,9 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
 
 def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]:
     """Per protocol: liquidations by status, the accounts liquidated (included), the realised
-    P&L (the journal's, entry by entry: what the profit and loss counters add up to), and the
-    housekeeping transactions."""
+    P&L (the journal's, entry by entry — inclusions' profit net of gas, and the gas of those
+    that gained nothing: what the profit and loss counters add up to), and the housekeeping
+    transactions."""
     out: dict[str, dict[str, Any]] = {}
     for protocol, status, account, collateral, debt, realised in rows:
         p = out.setdefault(protocol, {"liquidations": {}, "accounts_liquidated": set(),
@@ -92,7 +93,8 @@ def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]
         p["liquidations"][status] = p["liquidations"].get(status, 0) + 1
         if status == "included":
             p["accounts_liquidated"].add(account)
-            p["realised_pnl_usd"] += realised or 0.0
+        # (every entry's: a revert's, a lost race's, a cancel's gas is a realised loss)
+        p["realised_pnl_usd"] += realised or 0.0
     for p in out.values():
         p["accounts_liquidated"] = len(p["accounts_liquidated"])
         p["realised_pnl_usd"] = round(p["realised_pnl_usd"], 2)

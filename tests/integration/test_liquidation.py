@@ -198,6 +198,15 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidation_loss_usd_total", {
         "chain": "devnet", "protocol": "aave"}) >= -entries[0].realised_profit_usd > 0
     assert -entries[0].realised_profit_usd < gas
+    # `keeperd status`'s P&L (every entry's realised figure) is what the counters add up to.
+    from keeperd.storage.summary import protocol_summary
+    rows = [(e.protocol, e.status, e.account, e.collateral, e.debt, e.realised_profit_usd)
+            for e in await journal.all()]
+    gained = (metric_value(keeper.daemon.metrics, "keeperd_liquidation_profit_usd_total",
+                           {"chain": "devnet", "protocol": "aave"})
+              - metric_value(keeper.daemon.metrics, "keeperd_liquidation_loss_usd_total",
+                             {"chain": "devnet", "protocol": "aave"}))
+    assert protocol_summary(rows)["aave"]["realised_pnl_usd"] == pytest.approx(gained, abs=0.01)
     # Not retried: the next blocks send nothing more for that account.
     await keeper.evaluated_at(devnet.mine(1))
     assert len([e for e in await journal.all() if e.account == victim]) == 1
