@@ -61,6 +61,10 @@ MINED_PULLS_KEPT_BLOCKS = 64
 # How long new liquidations wait for transactions found in the node's pool at start that
 # keeperd's journal does not know (`key_conflict`), if they are not mined.
 UNKNOWN_IN_FLIGHT_BLOCKS = 50
+# More transactions from one sender than a pool keeps (geth's 5,120 slots are shared by all
+# senders; a crash's block from one key is a few hundred): a pending count further above the
+# mined one is not believed (`sync_nonce_afresh`).
+UNKNOWN_IN_FLIGHT_MAX = 1024
 ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transaction in "
                  "flight: nodes take one at a time from such an address")
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
@@ -233,6 +237,7 @@ class TxManager:
         # The address's mined count as last read (`check_foreign`, `slot_free_at`): for a
         # delegated key, the slot is free when nothing signed is above it.
         self._mined_at: int | None = None
+        self._mined_at_block: int | None = None  # (the block it was read at)
         # What each liquidation in flight pulls from the key's balances (`reserve`); and, for
         # one settled included, the block it was mined in with what it pulled: a balance read
         # at an earlier block (a scan behind the head) does not show that pull yet.
@@ -270,8 +275,10 @@ class TxManager:
             del self._pulls[key]  # (settled, dropped, refused)
         out: dict[str, int] = {}
         for key, pulls in self._pulls.items():
-            if self._mined_at is not None and self.pending[key].nonce < self._mined_at:
-                continue
+            if self._mined_at is not None and self.pending[key].nonce < self._mined_at and (
+                    block is None or self._mined_at_block is None
+                    or self._mined_at_block <= block):
+                continue  # (mined by the block the balances were read at: in them already)
             for asset, amount in pulls.items():
                 out[asset] = out.get(asset, 0) + amount
         if block is not None:
@@ -345,16 +352,17 @@ class TxManager:
         try:
             _, [count] = await self.pool.batch_at(
                 block, [("eth_getTransactionCount", [self.address, hex(block)])])
-            self._note_mined(count)
+            self._note_mined(count, block)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             return False
         return self.one_in_flight() is None
 
-    def _note_mined(self, count: object) -> None:
-        """A mined count read (hex): it replaces the last, capped at the next nonce to sign
-        (a count above it is no reason to think more was mined than was sent)."""
+    def _note_mined(self, count: object, block: int) -> None:
+        """A mined count read (hex) at `block`: it replaces the last, capped at the next nonce
+        to sign (a count above it is no reason to think more was mined than was sent)."""
         mined = int(str(count), 16)
         self._mined_at = mined if self._nonce is None else min(mined, self._nonce)
+        self._mined_at_block = block
 
     @property
     def runs_wave_executor(self) -> bool:
@@ -365,8 +373,12 @@ class TxManager:
                 and self._code_unread_since is None)
 
     async def sync_nonce(self) -> int:
-        self._nonce = int(await self.pool.request(
+        count = int(await self.pool.request(
             "eth_getTransactionCount", [self.address, "pending"]), 16)
+        # Never under a nonce tracked here: one resumed but not sent again (its call would
+        # revert now) is not in the node's count, and each protocol's start syncs again —
+        # the second start took the first one's resumed nonce (a review).
+        self._nonce = max(count, max((p.nonce + 1 for p in self.pending.values()), default=0))
         if self._foreign_checked is None:
             self._foreign_checked = self._nonce  # what came before is history
         return self._nonce
@@ -376,6 +388,7 @@ class TxManager:
         leader's transactions included) is history, not another sender; what code the
         address runs is read afresh (a delegation made while keeperd was down)."""
         self._foreign_checked = None
+        self._in_flight_at_start, self._in_flight_since = None, None
         await self.check_code(None)
         pending = await self.sync_nonce()
         try:
@@ -383,7 +396,12 @@ class TxManager:
                 "eth_getTransactionCount", [self.address, "latest"]), 16)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             mined = pending  # (unknown: as before, the pool's count is history)
-        if mined < pending:
+        if pending - mined > UNKNOWN_IN_FLIGHT_MAX:
+            # (more than any pool keeps from one sender: one endpoint's word, not a reason
+            # to hold — nor to walk a range of 2^64 nonces)
+            log.warning("tx.pool_count_implausible", address=self.address, mined=mined,
+                        pending=pending, meaning="not held for what the pool holds")
+        elif mined < pending:
             # Transactions of the key wait in the node's pool. Those the journal resumes are
             # ours; any other is another sender's — a keeperd started on another state
             # directory (a typo) whose liquidations are still in flight: signed after them,
@@ -518,7 +536,8 @@ class TxManager:
             self._note_foreign(block, foreign)
             if self._nonce is not None and mined > self._nonce:
                 self._nonce = mined  # (never sign under a nonce the other took)
-        self._note_mined(count)
+        self._note_mined(count, block)
+        self._unknown_in_flight(block)  # (its hold's clock runs from the first block)
         return foreign
 
     def _note_foreign(self, block: int, nonces: list[int]) -> None:
@@ -576,12 +595,12 @@ class TxManager:
         mined = self._mined_at if self._mined_at is not None else low
         if not unknown or mined > unknown[-1] or \
                 block - (self._in_flight_since or block) >= UNKNOWN_IN_FLIGHT_BLOCKS:
-            if unknown and mined < high:
+            if unknown and mined <= unknown[-1]:
                 log.warning("tx.unknown_in_flight_not_mined", address=self.address,
                             nonces=unknown[:10], blocks=UNKNOWN_IN_FLIGHT_BLOCKS,
                             meaning="the transactions found in the pool at start were not "
                                     "mined: new liquidations go again")
-            self._in_flight_at_start = None
+            self._in_flight_at_start, self._in_flight_since = None, None
             return []
         return unknown
 
@@ -885,11 +904,11 @@ class TxManager:
                 outcomes.append(outcome)
                 del self.pending[key]
                 pulled = self._pulls.pop(key, None)
-                if pulled and outcome.status == "included" and outcome.receipt is not None:
+                if pulled and outcome.status == "included":
                     # (a receipt's block is one endpoint's word: one far ahead would hold
-                    # the capital back for good)
-                    mined = min(int(outcome.receipt["blockNumber"], 16), block + 16)
-                    self._mined_pulls[key] = (mined, pulled)
+                    # the capital back for good; one unreadable is the watch's block)
+                    self._mined_pulls[key] = (min(_mined_block(outcome, block), block + 16),
+                                              pulled)
                 continue
             if p.private and self.private_pool is not None and \
                     block - p.first_block >= self.policy.private_timeout_blocks:
@@ -1064,6 +1083,7 @@ class TxManager:
         liquidations count a balance its resumed ones were about to take."""
         first = records[0]
         self._pulls.pop(key, None)  # (tracked anew: what it pulls is these, not added twice)
+        self._mined_pulls.pop(key, None)  # (a reorg took its inclusion: pending again)
         for asset, amount in (pulls or {}).items():
             self.reserve(key, asset, amount)
         self._ours.update(r.nonce for r in records)
@@ -1073,6 +1093,15 @@ class TxManager:
                                     attempts=list(records), sent_block=block, resumed=True)
         if self._nonce is not None:
             self._nonce = max(self._nonce, first.nonce + 1)
+
+
+def _mined_block(outcome: Outcome, block: int) -> int:
+    """The block a settled transaction's receipt says it was mined in; `block` when the
+    receipt does not say it readably."""
+    try:
+        return int(str((outcome.receipt or {})["blockNumber"]), 16)
+    except (KeyError, ValueError, TypeError):
+        return block
 
 
 def _is_receipt_of(answer: object, tx_hash: str) -> bool:

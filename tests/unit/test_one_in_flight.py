@@ -165,8 +165,12 @@ async def test_what_liquidations_in_flight_pull_is_counted_until_mined() -> None
     tx.reserve(key(2), "0xusdc", 200)
     tx.reserve(key(2), "0xdai", 7)
     assert tx.in_flight_pulls() == {"0xusdc": 500, "0xdai": 7}
-    tx._note_mined(hex(6))  # (nonce 5, key 1's, mined: its pull is in the balance already)
+    tx._note_mined(hex(6), 12)  # (nonce 5, key 1's, mined: its pull is in the balance)
     assert tx.in_flight_pulls() == {"0xusdc": 200, "0xdai": 7}
+    assert tx.in_flight_pulls(12) == {"0xusdc": 200, "0xdai": 7}
+    # (but not in a balance read at a block before the count was: another protocol's
+    # scan a block ahead read it)
+    assert tx.in_flight_pulls(11) == {"0xusdc": 500, "0xdai": 7}
     del tx.pending[key(2)]  # (settled or dropped: nothing more to pull)
     assert tx.in_flight_pulls() == {}
 
@@ -264,3 +268,77 @@ async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
                          metrics=Metrics(), policy=FeePolicy())
     tx_plain.want_slot("morpho", 10)
     assert tx_plain.slot_turn("aave", 10) is None
+
+
+class Pool(Node):
+    """A node whose pool holds transactions of the key: `pool_count` is its pending count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool_count = 5
+        self.receipt_block: Any = hex(12)
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionCount":
+            return hex(self.pool_count if params[1] == "pending" else self.mined)
+        if method == "eth_getCode":
+            return "0x"
+        if method == "eth_getTransactionReceipt":
+            if self.mined <= 5:
+                return None
+            return {"transactionHash": params[0], "status": "0x1", "gasUsed": "0x5208",
+                    "blockHash": "0x" + "ab" * 32, "blockNumber": self.receipt_block}
+        return await super().request(method, params)
+
+    async def batch_at(self, block: int, calls: Any) -> Any:
+        return {}, [await self.request(m, p) for m, p in calls]
+
+
+def pooled() -> tuple[Pool, TxManager]:
+    node = Pool()
+    node.voters = []
+    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics(), policy=FeePolicy())
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    return node, tx
+
+
+async def test_what_another_sender_has_in_the_pool_at_start_holds_until_mined() -> None:
+    """Unknown nonces in the pool at start hold new liquidations until mined; the hold is
+    armed again at the next start (a replica's promotion) and lifts after 50 blocks if they
+    never are. A pending count no pool could hold (one endpoint's word) is not believed —
+    walked, 2^64 nonces froze the process."""
+    node, tx = pooled()
+    node.mined, node.pool_count = 5, 8
+    await tx.sync_nonce_afresh()
+    assert tx.send_hold(10) is not None and "nonces 5-7" in tx.send_hold(10).reason
+    await tx.check_foreign(10)
+    assert tx.send_hold(11) is not None
+    node.mined = 8  # (the other keeper's liquidations mined)
+    await tx.check_foreign(11)
+    assert tx.send_hold(11) is None
+    # Promoted again later: armed again, its clock from the first block after.
+    node.pool_count = 10
+    await tx.sync_nonce_afresh()
+    await tx.check_foreign(100)
+    assert tx.send_hold(100) is not None and tx.send_hold(149) is not None
+    assert tx.send_hold(150) is None  # (never mined: not held for good)
+    node.mined, node.pool_count = 10, 2**64 - 1
+    await tx.sync_nonce_afresh()
+    assert tx.send_hold(200) is None
+
+
+async def test_a_start_signs_above_what_it_tracks_and_a_receipt_without_block_settles() -> None:
+    """Each protocol's start syncs the nonce again: a resumed transaction not sent again (not
+    in the node's count) kept its nonce only until the next sync. And a receipt whose block
+    does not read is settled all the same (it raised out of the watch, the settlement lost)."""
+    node, tx = pooled()
+    await tx.sync_nonce()
+    record, _ = await sign(tx, 1, 10)
+    tx.pending.clear()
+    tx.track(key(1), [record], TARGET, selector(CALL), 10**18, 10)  # (resumed, unsent)
+    assert await tx.sync_nonce() == 6  # (the node counts 5: nonce 5 is ours)
+    tx.reserve(key(1), "0xusdc", 300)
+    node.mined, node.receipt_block = 6, None
+    [outcome] = await tx.watch(12, lambda k: True)
+    assert outcome.status == "included" and tx.in_flight_pulls(11) == {"0xusdc": 300}
