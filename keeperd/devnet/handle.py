@@ -177,7 +177,11 @@ class DevnetControl:
         mark walk's quarter hours, `mine` of thousands of blocks) and any feed's round is
         older than `max_age_s`, publish a new round at today's price on every feed. Called
         after each devnet command, so a devnet never shows feeds staler than a real chain's
-        (a stale one trips keeperd's breaker, rightly). True if it refreshed."""
+        (a stale one trips keeperd's breaker, rightly). True if it refreshed. Not with
+        automine off: blocks are the operator's then, and the new rounds would wait in the
+        pool behind a price just moved, to undo it in the next block."""
+        if not self.client.call("anvil_getAutomine"):
+            return False
         head = int(self.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
         for symbol in self.manifest["price_feeds"]:
             updated_at = int.from_bytes(self.client.eth_call(

@@ -298,10 +298,11 @@ class Executor:
         # `capital: auto` the capital-free path took it, and nothing was left unsent.
         self._short_of: dict[str, Shortfall] = {}
         self.capital_shortfall: dict[str, Shortfall] = {}
-        # The positions whose liquidation was forgone for want of capital, by the last block
-        # it was: each counted once while it stays forgone (`publish_shortfall`; by position,
-        # not key: a key's version moves with the position's interest, block after block).
-        self._forgone_at: dict[tuple[str, tuple[str, ...]], int] = {}
+        # The positions whose liquidation was forgone for want of capital at the last full
+        # pass (and the price-exposed passes since): each counted once while it stays
+        # forgone (`publish_shortfall`; by position, not key: a key's version moves with the
+        # position's interest, block after block).
+        self._forgone: set[tuple[str, tuple[str, ...]]] = set()
         # Outcomes, for the alert engine (its subscriber): noted as they happen, written
         # together (`events_flush`) once the block's work — or the start's — is done.
         self.events: Callable[[ExecutionEvent], None] | None = None
@@ -715,13 +716,12 @@ class Executor:
             "contract (FlashLiquidator, MorphoLiquidator) when it falls short"
             if flash_path and self.config.capital != "auto" else "")
         self.capital_fix = fix[0].upper() + fix[1:] + "."
-        newly = [o.need for o, k in unfunded
-                 if self._forgone_at.get((k.account, k.position), -2) < result.block - 1
+        # (a block not funded — held, paused — changes nothing: the same positions still
+        # forgone at the next are not counted again)
+        forgone = {(k.account, k.position) for _, k in unfunded} if not auto else set()
+        newly = [o.need for o, k in unfunded if (k.account, k.position) not in self._forgone
                  ] if not auto else []
-        for _, k in unfunded:
-            self._forgone_at[(k.account, k.position)] = result.block
-        for gone in [p for p, at in self._forgone_at.items() if at < result.block - 1]:
-            del self._forgone_at[gone]
+        self._forgone = (self._forgone | forgone) if result.partial else forgone
         publish_shortfall(self.metrics, *self.labels, self._short_of, short,
                           counted=not auto, fix=fix, newly=newly)
         self._short_of = short
