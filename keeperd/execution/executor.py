@@ -694,18 +694,20 @@ class Executor:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
         own = await self.liquidator.balances(assets) if assets else {}
-        if own is not None:  # capital that is not a token balance (Curie's margin)
-            balances = own
+        if own is not None:  # capital that is not only a token balance (Curie's margin)
+            read: dict[str, object] = dict(own)
         else:
             # (at the scan's block, the head: asked ahead with its other reads)
             answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets],
                                       result.block)
-            # Less what the key's liquidations in flight will pull (this protocol's and every
-            # other's on the chain: one key, one balance): two protocols each allocated the
-            # whole balance, and 13 liquidations reverted for want of USDC (a by-hand trial).
-            pulls = self.tx.in_flight_pulls(result.block) if self.tx is not None else {}
-            balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
-                        for a, v in zip(assets, answers, strict=True)}
+            read = dict(zip(assets, answers, strict=True))
+        # Less what the key's liquidations in flight will pull (this protocol's and every
+        # other's on the chain: one key, one balance — Curie's wallet USDC too): two
+        # protocols each allocated the whole balance, and 13 liquidations reverted for want
+        # of USDC (a by-hand trial).
+        pulls = self.tx.in_flight_pulls(result.block) if self.tx is not None else {}
+        balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
+                    for a, v in read.items()}
         funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
