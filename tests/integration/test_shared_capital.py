@@ -9,6 +9,7 @@ reverts."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,19 +26,29 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
 )
 
 AWAY = "0x00000000000000000000000000000000000Dead1"
+KEEP = 400_000 * 10**6  # (the keeper's USDC: less than the crash's USDC liquidations ask)
+
+
+def keeper_short_of_usdc(devnet: Devnet, tmp_path: Path) -> Any:
+    """Aave and Morpho in liquidate mode on a keeper holding KEEP USDC."""
+    fund_keeper(devnet)
+    held = usdc_held(devnet)
+    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
+        "MintableERC20").encode_call("transfer", AWAY, held - KEEP))
+    return aave_and_morpho_config(devnet, tmp_path, {
+        "mode": "liquidate", "min_profit_usd": 1.0,
+        "key": {"source": "env", "env": "KEEPER_KEY"}})
+
+
+def usdc_held(devnet: Devnet) -> int:
+    usdc = devnet.manifest["tokens"]["USDC"]
+    return int(devnet.client.eth_call(usdc, contracts.aave("MintableERC20").encode_call(
+        "balanceOf", KEEPER)).hex(), 16)
 
 
 async def test_two_protocols_on_one_token_never_spend_more_than_the_keeper_holds(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    fund_keeper(devnet)
-    token = contracts.aave("MintableERC20")
-    usdc = devnet.manifest["tokens"]["USDC"]
-    held = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
-    keep = 400_000 * 10**6  # (less than the crash's USDC liquidations ask, together)
-    devnet.client.send(KEEPER, usdc, token.encode_call("transfer", AWAY, held - keep))
-    config = aave_and_morpho_config(devnet, tmp_path, {
-        "mode": "liquidate", "min_profit_usd": 1.0,
-        "key": {"source": "env", "env": "KEEPER_KEY"}})
+    config = keeper_short_of_usdc(devnet, tmp_path)
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
@@ -51,13 +62,13 @@ async def test_two_protocols_on_one_token_never_spend_more_than_the_keeper_holds
     sent = {}
     for name in ("aave", "morpho"):
         journal = keeper.daemon.executors[name].journal
+        usdc = devnet.manifest["tokens"]["USDC"]
         sent[name] = [e for e in await journal.all() if e.debt.lower() in (usdc.lower(), "usdc")]
         assert await journal.by_status(J.REVERTED) == [], name
         assert keeper.daemon.executors[name]._reverts == [], name
     # Both protocols liquidated USDC debt, within what the keeper held.
     assert sent["aave"] and sent["morpho"], {k: len(v) for k, v in sent.items()}
-    left = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
-    assert 0 <= left < keep
+    assert 0 <= usdc_held(devnet) < KEEP
 
 
 @pytest.mark.parametrize("first_block", ["before_mining", "while_mining"])
@@ -69,15 +80,7 @@ async def test_a_restart_reserves_what_its_resumed_liquidations_will_pull(
     sent yet, and 8 of the two sets reverted once mined. `while_mining`: the restarted
     keeper's first block evaluated while the next is mined (the resumed liquidations settled
     from the latest receipts, the balances read at its block: still counted)."""
-    fund_keeper(devnet)
-    token = contracts.aave("MintableERC20")
-    usdc = devnet.manifest["tokens"]["USDC"]
-    held = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
-    keep = 400_000 * 10**6
-    devnet.client.send(KEEPER, usdc, token.encode_call("transfer", AWAY, held - keep))
-    config = aave_and_morpho_config(devnet, tmp_path, {
-        "mode": "liquidate", "min_profit_usd": 1.0,
-        "key": {"source": "env", "env": "KEEPER_KEY"}})
+    config = keeper_short_of_usdc(devnet, tmp_path)
     first = await run_daemon(config)
     await first.evaluated_at(devnet.client.block_number())
     devnet.client.call("evm_setAutomine", False)
@@ -87,7 +90,8 @@ async def test_a_restart_reserves_what_its_resumed_liquidations_will_pull(
         in_pool = await first.daemon.executors["aave"].journal.by_status(J.PENDING)  # (one
         # state database: every protocol's)
         assert in_pool, "the crash's first liquidations were not sent"
-        assert all(e.pulls for e in in_pool if e.debt.lower() == usdc.lower())
+        usdc = devnet.manifest["tokens"]["USDC"].lower()
+        assert all(e.pulls for e in in_pool if e.debt.lower() == usdc)
         first.stop.set()
         await first.task
         second = await run_daemon(config)  # (the same state: it resumes them)
@@ -104,8 +108,7 @@ async def test_a_restart_reserves_what_its_resumed_liquidations_will_pull(
         # Nor one simulated against a balance its resumed liquidations were taking.
         assert metric_series(second.daemon.metrics, "keeperd_liquidations_total", {
             "chain": "devnet", "protocol": name, "stage": "simulation_failed"}) is None, name
-    left = int(devnet.client.eth_call(usdc, token.encode_call("balanceOf", KEEPER)).hex(), 16)
-    assert 0 <= left < keep
+    assert 0 <= usdc_held(devnet) < KEEP
     # What the restarted keeper settled, it counts as resumed (not sent by it).
     assert sum(metric_value(second.daemon.metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": name, "stage": "resumed"})

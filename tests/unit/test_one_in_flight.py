@@ -67,6 +67,15 @@ def delegated(node: Node) -> TxManager:
     return tx
 
 
+def manager(node: Node) -> TxManager:
+    """A transaction manager of an address that runs no code, its next nonce 5."""
+    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics(), policy=FeePolicy())
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx._nonce = 5
+    return tx
+
+
 def key(n: int) -> OpportunityKey:
     return OpportunityKey("aave", "0x" + f"{n:040x}", ("c", "d"), "v")
 
@@ -154,11 +163,7 @@ async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: 
 
 
 async def test_what_liquidations_in_flight_pull_is_counted_until_mined() -> None:
-    node = Node()
-    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
-                   metrics=Metrics(), policy=FeePolicy())
-    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
-    tx._nonce = 5
+    tx = manager(Node())
     await sign(tx, 1, 10)
     await sign(tx, 2, 10)
     tx.reserve(key(1), "0xUSDC", 300)
@@ -192,10 +197,7 @@ async def test_a_settled_pull_still_counts_for_a_balance_read_before_its_block()
     it). A receipt's block far ahead (one endpoint's word) holds the capital 16 blocks at
     most."""
     node = Mined()
-    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
-                   metrics=Metrics(), policy=FeePolicy())
-    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
-    tx._nonce = 5
+    tx = manager(node)
     await sign(tx, 1, 10)
     tx.reserve(key(1), "0xusdc", 300)
     node.mined = 6
@@ -208,10 +210,7 @@ async def test_a_settled_pull_still_counts_for_a_balance_read_before_its_block()
     assert tx.in_flight_pulls(11) == {}
 
     far = Mined()
-    far_tx = TxManager(far, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
-                       metrics=Metrics(), policy=FeePolicy())
-    far_tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
-    far_tx._nonce = 5
+    far_tx = manager(far)
     await sign(far_tx, 1, 10)
     far_tx.reserve(key(1), "0xusdc", 300)
 
@@ -263,9 +262,7 @@ async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
     tx.forget_want("aave")
     assert tx.slot_turn("morpho", 21) is None
     # An address not delegated sends as many as it likes: no turns.
-    plain = Node()
-    tx_plain = TxManager(plain, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
-                         metrics=Metrics(), policy=FeePolicy())
+    tx_plain = manager(Node())
     tx_plain.want_slot("morpho", 10)
     assert tx_plain.slot_turn("aave", 10) is None
 
@@ -296,10 +293,8 @@ class Pool(Node):
 
 def pooled() -> tuple[Pool, TxManager]:
     node = Pool()
-    node.voters = []
-    tx = TxManager(node, KeeperKey(Account.create()), 31337,  # type: ignore[arg-type]
-                   metrics=Metrics(), policy=FeePolicy())
-    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx = manager(node)
+    tx._nonce = None
     return node, tx
 
 
