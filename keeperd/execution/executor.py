@@ -32,6 +32,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.chain import l1_fee
 from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.revert_reason import reason_of
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
@@ -103,6 +104,8 @@ ALONE_CANDIDATES = 16
 OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
 # The most gas a wave's transaction asks (`wave_gas_limit`): EIP-7825 caps a transaction at
 # 2**24 (16,777,216) since Fusaka; the rest of a block's liquidations wait for a later block.
+# How long a reverted liquidation's trace is waited for (its reason, for the log).
+REVERT_TRACE_S = 3.0
 WAVE_GAS_CAP = 16_000_000
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
@@ -327,6 +330,7 @@ class Executor:
         # keeperd's own safety limits on sending (`send_pause`): blocks of recent on-chain
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
+        self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
@@ -1397,9 +1401,12 @@ class Executor:
         self._reverts = [b for b in self._reverts if b > block - cfg.revert_breaker_blocks]
         reason = None
         if len(self._reverts) >= cfg.revert_breaker_reverts:
+            why = (f", the last one: {self._last_revert_reason}"
+                   if self._last_revert_reason else "")
             reason = (f"{len(self._reverts)} liquidations reverted on chain in the last "
-                      f"{cfg.revert_breaker_blocks} blocks (last at block {self._reverts[-1]}): "
-                      f"sending waits until {cfg.revert_breaker_blocks} blocks pass without one")
+                      f"{cfg.revert_breaker_blocks} blocks (last at block {self._reverts[-1]}"
+                      f"{why}): sending waits until {cfg.revert_breaker_blocks} blocks pass "
+                      "without one")
         now = time.time() if now is None else now
         self._gas_spent = [(t, usd) for t, usd in self._gas_spent if t > now - 3600]
         spent = sum(usd for _, usd in self._gas_spent)
@@ -1718,10 +1725,16 @@ class Executor:
                 self._last.block if self._last is not None else 0)
             if outcome.counts_revert:
                 self._reverts.append(counted)
-            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            why = await self._revert_reason(outcome)
+            if outcome.counts_revert and why is not None:
+                self._last_revert_reason = why
+            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}" + (
+                f" reverted: {why}" if why else ""))
             if not unbooked:
                 await self._book_gas_only(key, gas_usd, entry.realised_profit_usd)
-            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
+            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash,
+                        reason=why or "not traced (the endpoint does not serve "
+                        "debug_traceTransaction)")
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
             receipt = outcome.receipt or {}
@@ -1949,6 +1962,20 @@ class Executor:
             self.metrics.liquidation_profit.labels(*self.labels).inc(delta)
         else:
             self.metrics.liquidation_loss.labels(*self.labels).inc(-delta)
+
+    async def _revert_reason(self, outcome: Outcome) -> str | None:
+        """Why a transaction of one liquidation reverted, from the node's call trace (chain/
+        revert_reason.py; a wave's member has its own call's reason in the wave's events), or
+        None: not served, or not in time (REVERT_TRACE_S)."""
+        if outcome.wave_size or outcome.tx_hash is None:
+            return None
+        try:
+            trace = await asyncio.wait_for(self.pool.request(
+                "debug_traceTransaction", [outcome.tx_hash, {"tracer": "callTracer"}]),
+                REVERT_TRACE_S)
+        except (RpcError, RpcUnavailable, TimeoutError):
+            return None
+        return reason_of(trace, self.liquidator.error_names())
 
     async def _book_gas_only(self, key: OpportunityKey, gas_usd: float,
                              prior: float | None) -> None:

@@ -212,6 +212,42 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     assert len([e for e in await journal.all() if e.account == victim]) == 1
 
 
+async def test_a_revert_nobody_explains_is_logged_with_its_reason(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The price back up in the block that mines the crash's liquidations (its move paid a
+    higher tip): they revert, and no other keeper took them. The receipt says only that
+    they failed; the node's trace says why, in the journal, the log and the revert
+    breaker's reason (an operator traced them by hand)."""
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    start = devnet.price("WETH")
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        devnet.set_price_async("WETH", 2100.0)
+        crash = devnet.mine(1)
+        await keeper.evaluated_at(crash)
+        for to, data in devnet._price_moves("WETH", start):
+            devnet.client.call("eth_sendTransaction", {
+                "from": devnet.manifest["aave_v3"]["admin"], "to": to,
+                "data": "0x" + data.hex(), "gas": hex(200_000),
+                "maxPriorityFeePerGas": hex(500 * 10**9), "maxFeePerGas": hex(1000 * 10**9)})
+        await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    await keeper.evaluated_at(devnet.mine(1))
+    journal = keeper.daemon.executors["aave"].journal
+    reverted = await journal.by_status(J.REVERTED)
+    assert len(reverted) > 3
+    # Aave's own error, by name (v3.6's custom error, 0x930bb771 in the trace), in the pool's
+    # logic
+    assert all(e.detail and " reverted: HealthFactorNotBelowThreshold in 0x" in e.detail
+               for e in reverted), [e.detail for e in reverted]
+    pause = keeper.daemon.executors["aave"].send_pause(devnet.client.block_number())
+    assert pause is not None and "the last one: HealthFactorNotBelowThreshold in" in pause
+
+
 async def test_a_liquidation_short_of_gas_at_the_plan_is_measured_and_sent_with_what_it_needs(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """A wave is simulated with one eth_call each at the gas limit the plan sends; a call

@@ -6,6 +6,7 @@ repay) when the capital stage sends it down the flash path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState
+from keeperd.protocols.aave_v3.errors import ERRORS
 from keeperd.protocols.aave_v3.liquidation import LiquidationPlan, plan_liquidations
 from keeperd.protocols.aave_v3.math import exact_account_data
 from keeperd.protocols.sdk import approvals
@@ -140,6 +142,9 @@ class AaveLiquidator(LiquidatorBase):
     def _pool_address(self) -> str:
         reader = self.adapter.reader
         return reader.addresses.pool if reader is not None else ""
+
+    def error_names(self) -> Mapping[str, str]:
+        return ERRORS  # (v3.6's custom errors: "45" is HealthFactorNotBelowThreshold)
 
     def signing_rules(self) -> list[Allowed]:
         """The pool's liquidationCall and the pool as the one spender (own capital); the

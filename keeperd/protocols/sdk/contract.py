@@ -230,6 +230,10 @@ class Liquidator(Protocol):
         """What covers a shortfall of these assets of `balances` (None: the core's words,
         fund the keeper with the debt asset)."""
 
+    def error_names(self) -> Mapping[str, str]:
+        """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
+        liquidation's reason names them (chain/revert_reason.py)."""
+
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its journaled follow-ups: (key, target, calldata, gas)."""
 
@@ -441,6 +445,9 @@ class LiquidatorBase:
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         return None  # token balances: the core's words
+
+    def error_names(self) -> Mapping[str, str]:
+        return {}  # (reverts with a message, or none known)
 
     def signing_rules(self) -> list[Allowed]:
         return []

@@ -1,0 +1,75 @@
+"""A reverted liquidation's reason, from the node's call trace (chain/revert_reason.py): the
+deepest failed call's message, panic code or custom error by name, and where it failed; the
+tables of custom errors true to the sources they are taken from."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from eth_utils import keccak
+
+from keeperd.chain.revert_reason import OWN_ERRORS, OWN_SIGNATURES, reason_of
+from keeperd.protocols.aave_v3.errors import ERRORS, SIGNATURES
+
+ROOT = Path(__file__).resolve().parents[2]
+POOL, IMPL, TOKEN = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
+
+
+def error_string(message: str) -> str:
+    data = message.encode()
+    return ("0x08c379a0" + f"{32:064x}" + f"{len(data):064x}"
+            + data.hex().ljust((len(data) + 31) // 32 * 64, "0"))
+
+
+def call(to: str, output: str = "0x", error: str | None = "execution reverted",
+         calls: list[dict[str, object]] | None = None, **extra: object) -> dict[str, object]:
+    return {"type": "CALL", "to": to, "output": output, "error": error, "calls": calls or [],
+            **extra}
+
+
+def test_the_deepest_failure_speaks_by_its_message_its_panic_or_its_name() -> None:
+    transfer = call(TOKEN, error_string("ERC20: transfer amount exceeds balance"))
+    nested = call(POOL, calls=[call(TOKEN, error=None), call(IMPL, calls=[transfer])])
+    assert reason_of(nested) == f"ERC20: transfer amount exceeds balance in {TOKEN}"
+    named = call(POOL, calls=[call(IMPL, "0x930bb771")])
+    assert reason_of(named, ERRORS) == f"HealthFactorNotBelowThreshold in {IMPL}"
+    assert reason_of(named) == f"custom error 0x930bb771 in {IMPL}"  # (not known: its bytes)
+    panic = call(POOL, "0x4e487b71" + f"{0x11:064x}")
+    assert reason_of(panic) == f"panic 0x11 in {POOL}"
+    said = call(POOL, "0x", revertReason="45")  # (the tracer's own decoding, when it has one)
+    assert reason_of(said) == f"45 in {POOL}"
+    ours = call(POOL, "0x" + keccak(text="NotEnoughProfit(uint256,uint256)")[:4].hex() + "00" * 64)
+    assert reason_of(ours) == f"NotEnoughProfit in {POOL}"
+    assert reason_of(call(POOL, "0x")) == f"execution reverted in {POOL}"
+
+
+def test_a_trace_that_does_not_read_says_nothing_or_little() -> None:
+    assert reason_of(None) is None and reason_of("junk") is None
+    assert reason_of(call(POOL, error=None)) is None  # (nothing failed)
+    loud = call(POOL, error_string("\x1b[2J" + "x" * 500))
+    text = reason_of(loud)
+    assert text is not None and len(text) == 200 and "\x1b" not in text
+    deep: dict[str, object] = call(POOL)
+    for _ in range(1000):  # (a trace nested deeper than any call stack: walked 64 deep)
+        deep = call(POOL, calls=[deep])
+    assert reason_of(deep) == f"execution reverted in {POOL}"
+
+
+def signatures(source: str) -> list[str]:
+    """Each `error Name(type name, ...);` of a Solidity source, as its signature."""
+    out = []
+    for m in re.finditer(r"^\s*error\s+(\w+)\(([^)]*)\);", source, re.M):
+        types = [p.strip().split()[0] for p in m.group(2).split(",") if p.strip()]
+        out.append(f"{m.group(1)}({','.join(types)})")
+    return out
+
+
+def test_the_error_tables_are_the_sources() -> None:
+    errors_sol = ROOT / ("node_modules/@aave-dao/aave-v3-origin/src/contracts/protocol/"
+                         "libraries/helpers/Errors.sol")
+    assert list(SIGNATURES) == signatures(errors_sol.read_text())
+    assert "930bb771" in ERRORS and len(ERRORS) == len(SIGNATURES)
+    own = [s for f in sorted((ROOT / "contracts").glob("*.sol"))
+           for s in signatures(f.read_text())]
+    assert sorted(OWN_SIGNATURES) == sorted(own) and len(OWN_ERRORS) == len(own)
