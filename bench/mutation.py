@@ -41,6 +41,7 @@ MODULES = {
     "chain/l1_fee.py": "keeperd.chain.l1_fee.*",
     "execution/waves.py": "keeperd.execution.waves.*",
     "execution/wave_code.py": "keeperd.execution.wave_code.*",
+    "chain/revert_reason.py": "keeperd.chain.revert_reason.*",
 }
 # The cascade's kernels come in three variants (aot, numba, numpy: risk/kernels.py) that
 # cascade.py drives the same way, and the tests check each against the plain reference: a
