@@ -653,14 +653,18 @@ class TxManager:
         return "0x" + keccak(raw).hex(), raw
 
     async def send(self, key: TxKey, to: str, data: bytes, gas_limit: int, budget_wei: int,
-                   *, block: int, base_fee: int | None = None) -> TxRecord:
+                   *, block: int, base_fee: int | None = None,
+                   pulls: Mapping[str, int] | None = None) -> TxRecord:
         """Sign, journal, then broadcast. Raises SendRefused when the fee would exceed the
-        budget or the node refuses the transaction."""
+        budget or the node refuses the transaction. `pulls`: what it takes from the key's
+        balances (by token), reserved from its signature until it is mined (`reserve`)."""
         if self._nonce is None:
             await self.sync_nonce()
         base = await self.base_fee() if base_fee is None else base_fee
         record, pending = await self.prepare(key, to, data, gas_limit, budget_wei,
                                              block=block, base_fee=base)
+        for asset, amount in (pulls or {}).items():
+            self.reserve(key, asset, amount)
         [refused] = await self.broadcast_many([(record, pending)])
         if refused is not None:
             raise refused

@@ -13,31 +13,41 @@ from typing import Any
 
 import pytest
 
+from keeperd.config import parse_config
 from keeperd.devnet import contracts
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.conftest import metric_series, metric_value
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
-    aave_and_morpho_config,
+    KEEPER_KEY,
     chain_health,
+    devnet_chain,
     fund_keeper,
     keeper_key_env,
+    morpho_protocol,
 )
 
 AWAY = "0x00000000000000000000000000000000000Dead1"
 KEEP = 400_000 * 10**6  # (the keeper's USDC: less than the crash's USDC liquidations ask)
 
 
-def keeper_short_of_usdc(devnet: Devnet, tmp_path: Path) -> Any:
-    """Aave and Morpho in liquidate mode on a keeper holding KEEP USDC."""
+def keeper_short_of_usdc(devnet: Devnet, tmp_path: Path,
+                         also: list[dict[str, Any]] | None = None) -> Any:
+    """Aave and Morpho (and `also`) in liquidate mode on a keeper holding KEEP USDC."""
     fund_keeper(devnet)
     held = usdc_held(devnet)
     devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
         "MintableERC20").encode_call("transfer", AWAY, held - KEEP))
-    return aave_and_morpho_config(devnet, tmp_path, {
-        "mode": "liquidate", "min_profit_usd": 1.0,
-        "key": {"source": "env", "env": "KEEPER_KEY"}})
+    return parse_config({
+        "state_dir": str(tmp_path / "state"), "chains": [devnet_chain(devnet)],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]},
+                      morpho_protocol(devnet), *(also or [])],
+        "keeper": {"mode": "liquidate", "min_profit_usd": 1.0,
+                   "key": {"source": "env", "env": "KEEPER_KEY"}},
+        "metrics": {"enabled": False}, "risk": {"cascade": {"enabled": False}}},
+        env={"KEEPER_KEY": KEEPER_KEY})
 
 
 def usdc_held(devnet: Devnet) -> int:
@@ -113,3 +123,34 @@ async def test_a_restart_reserves_what_its_resumed_liquidations_will_pull(
     assert sum(metric_value(second.daemon.metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": name, "stage": "resumed"})
         for name in ("aave", "morpho")) == len(in_pool)
+
+
+async def test_curies_margin_deposit_is_set_aside_from_the_others_liquidations(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Perp Curie's margin deposit takes the keeper's USDC into its vault (up to
+    `keeper_margin_usd`); sent at start, it was not counted by Aave's and Morpho's capital
+    stages, whose liquidations of the same block were planned on the whole wallet: mined
+    behind the deposit, 7 reverted and both protocols paused for 50 blocks (a by-hand
+    trial). The deposit's pull is reserved like a liquidation's."""
+    config = keeper_short_of_usdc(devnet, tmp_path, also=[{
+        "kind": "perp_curie", "name": "curie", "chain": "devnet",
+        "clearing_house": devnet.manifest["perp_curie"]["clearing_house"],
+        "asset_symbols": {"vETH": "WETH", "vBTC": "WBTC"}, "keeper_margin_usd": 2_000_000}])
+    usdc, erc20 = devnet.manifest["tokens"]["USDC"], contracts.aave("MintableERC20")
+    for spender in (devnet.manifest["aave_v3"]["pool"], devnet.manifest["morpho_blue"]["morpho"],
+                    devnet.manifest["perp_curie"]["vault"]):  # (no approval waits at start)
+        devnet.client.send(KEEPER, usdc, erc20.encode_call("approve", spender, 2**255))
+    devnet.set_price("WETH", 2100.0)  # (the crash mined before the start: its first block)
+    devnet.client.call("evm_setAutomine", False)  # (the deposit stays in the pool meanwhile)
+    try:
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        for _ in range(3):
+            await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    journal = keeper.daemon.executors["aave"].journal
+    assert await journal.by_status(J.REVERTED) == []
+    assert not [e for e in await journal.all() if e.debt.lower() == usdc.lower()], \
+        "a USDC liquidation was sent against the USDC the deposit took"
+    assert usdc_held(devnet) == 0  # (the deposit took it all: the config's margin wants more)

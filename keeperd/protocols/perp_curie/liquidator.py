@@ -152,7 +152,13 @@ class CurieLiquidator(LiquidatorBase):
         if missing <= 0:
             self._margin_due = False
             return
-        amount = min(missing, wallet)
+        # (less what the key's liquidations in flight will take from the wallet: Aave's and
+        # Morpho's on the chain repay in this USDC — a deposit planned on the whole wallet
+        # left their liquidations of the same block short, and 7 reverted: a by-hand trial)
+        taken = self.tx.in_flight_pulls().get(usdc.lower(), 0)
+        amount = min(missing, wallet - taken)
+        if amount <= 0 and taken:
+            return  # (the wallet's USDC is for liquidations in flight: tried again later)
         if amount <= 0:
             self._margin_due = False  # (the balance's own trouble: told, not retried)
             log.warning("curie.keeper_margin_short", protocol=self.adapter.name,
@@ -162,7 +168,8 @@ class CurieLiquidator(LiquidatorBase):
         await self.tx.send(UpkeepKey(self.adapter.name, "deposit", a["Vault"], str(head)),
                            a["Vault"],
                            encode_call(DEPOSIT, ["address", "uint256"],
-                                       [usdc, amount]), 400_000, budget_wei=10**18, block=head)
+                                       [usdc, amount]), 400_000, budget_wei=10**18, block=head,
+                           pulls={usdc: amount})  # (the others' capital stages see it)
         self._margin_due = False
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)

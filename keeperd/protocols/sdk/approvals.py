@@ -63,7 +63,9 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
         if allowance >= balance:
             continue
         if any(isinstance(key, UpkeepKey) and (key.protocol, key.action) == (protocol, "approve")
-               and key.subject in (token, WAVE_SUBJECT) for key in tx.pending):
+               and key.subject.lower() in (token.lower(), WAVE_SUBJECT) for key in tx.pending):
+            # (by address, whatever its case: Curie's USDC read from the vault, lowercase, and
+            # the same token checksummed from its addresses went as two approvals)
             continue  # one in flight already: its inclusion is what this waits for
         wanted.append((token, symbol, ([0] if allowance else []) + [balance]))
     if wanted and getattr(tx, "runs_wave_executor", False):
