@@ -331,6 +331,9 @@ class Executor:
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
+        # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
+        # were held behind the block's liquidations, or refused for its slot.
+        self._allowances_due = False
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
@@ -446,21 +449,17 @@ class Executor:
             if self._unbooked:
                 await self._book_settled_at_start(result)
             await self.on_block(result.block)
+            # A delegated key's one transaction a block goes to the block's liquidations
+            # first: its approvals after them, if the slot is still free (an approval of
+            # seized collateral took a crash's slot, and the protocol's turn: a trial).
+            approvals_after = (bool(liquidatable) and self.mode == "liquidate"
+                               and self.tx is not None and self.tx.delegated)
             if result.block >= self._balances_due:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
-                # Bounded approvals follow the balances (a top-up approved in turn).
-                try:
-                    await self.liquidator.keep_allowances(result.block, result.book)
-                except SendRefused as exc:  # (the key held meanwhile, a fee over budget)
-                    # (a delegated address's one transaction in flight: tried again at the
-                    # next block, not the next balances — liquidations wait on approvals)
-                    busy = self.tx is not None and self.tx.one_in_flight() is not None
-                    if busy:
-                        self._balances_due = result.block + 1
-                    log.warning("keeper.approval_refused", protocol=self.adapter.name,
-                                reason=str(exc)[:300],
-                                retry="at the next block" if busy else "with the next balances")
+                self._allowances_due = True
+            if self._allowances_due and not approvals_after:
+                await self._keep_allowances(result)
             await self._housekeep(result)
             await self._keep_balances_warm(result)
         if self._last is None:
@@ -477,6 +476,23 @@ class Executor:
             return
         await self._consider_all(opportunities, result, await self._base_fee(result.block),
                                  self._native_usd(result))
+        if self._allowances_due and not result.partial:
+            await self._keep_allowances(result)
+
+    async def _keep_allowances(self, result: ScanResult) -> None:
+        """Bounded approvals follow the balances (a top-up approved in turn)."""
+        self._allowances_due = False
+        try:
+            await self.liquidator.keep_allowances(result.block, result.book)
+        except SendRefused as exc:  # (the key held meanwhile, a fee over budget)
+            # (a delegated address's one transaction in flight: tried again at the next
+            # block, not the next balances — liquidations wait on approvals)
+            busy = self.tx is not None and self.tx.one_in_flight() is not None
+            if busy:
+                self._allowances_due = True
+            log.warning("keeper.approval_refused", protocol=self.adapter.name,
+                        reason=str(exc)[:300],
+                        retry="at the next block" if busy else "with the next balances")
 
     async def _consider_all(self, opportunities: list[Opportunity], result: ScanResult,
                             base_fee: int, native_usd: float) -> None:
