@@ -695,12 +695,39 @@ async def _wave(args: argparse.Namespace, config: Config, chain: Any, redactor: 
         forbid_core_dumps()  # (before the key is in memory, as the daemon does)
         key = load_key(source)
         redactor.add(key.secret_hex())
-        # (never beside a running keeperd on this state directory: its nonces)
+        # (never beside a running keeperd on this state directory: its nonces; nor beside a
+        # replica on another machine: the shared database's lease on this key says so)
         with StateDirLock(config.state_dir):
+            await _no_replica_running(config, key.address)
             setup = WaveSetup(pool, chain, config.keeper, key, wait_s=args.wait)
             state = await getattr(setup, args.action)()
         print(state.render())
     return EXIT_OK
+
+
+async def _no_replica_running(config: Config, address: str) -> None:
+    """With replicas (storage.url): refuse while one holds the lease of this key (a replica
+    elsewhere sends with it; the state directory's lock knows only this machine's keeperd —
+    a revoke beside a live leader was read as another sender on the key, and held its
+    liquidations for 10 blocks: a by-hand trial)."""
+    from keeperd.execution.wave_setup import WaveSetupError
+    from keeperd.storage.admin import StorageError, leases
+
+    if config.storage.url is None:
+        return
+    try:
+        rows = await leases(config)
+    except StorageError as exc:
+        raise WaveSetupError(f"{exc}: with replicas, keeperd wave first checks that none is "
+                             "running (their lease)") from None
+    live = [r for r in rows if r.identity.startswith(address.lower() + "@")
+            and r.expires_in_s > 0]
+    if live:
+        r = live[0]
+        raise WaveSetupError(
+            f"replica {r.holder} holds the lease of this key ({r.identity}, epoch {r.epoch}, "
+            f"{r.expires_in_s:.0f} s more): stop every replica first (`systemctl stop "
+            "keeperd` on each); keeperd wave signs with its key")
 
 
 def _cmd_config_schema(_: argparse.Namespace) -> int:

@@ -324,3 +324,35 @@ async def test_a_cancel_from_the_delegated_keeper_is_mined_not_reverted(
     cancel = devnet.client.call("eth_sendTransaction", {"from": KEEPER, "to": KEEPER,
                                                          "gas": hex(gas)})
     assert devnet.client.wait_receipt(cancel)["status"] == "0x1"
+
+
+async def test_the_wave_commands_refuse_while_a_replica_holds_the_keys_lease(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], postgres_dsn: str) -> None:
+    """With replicas the state directory's lock knows only this machine's keeperd: a revoke
+    run beside a live leader elsewhere was read by it as another sender on the key, and held
+    its liquidations for 10 blocks (a by-hand trial). The shared database's lease says one
+    runs."""
+    import asyncio
+
+    from keeperd.storage.lease import Lease, identity_of
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    fund_keeper(devnet)
+    path = _config(devnet, tmp_path)
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "storage": {"url": postgres_dsn}}))
+    leader = Lease(postgres_dsn, identity_of(KEEPER, [31337]), holder="replica-a",
+                   address=KEEPER, chain_ids=[31337])
+    await leader.connect()
+    try:
+        assert await leader.try_acquire() is not None
+        for action in ("deploy", "delegate", "revoke"):
+            code, out = await asyncio.to_thread(_wave, path, action, capsys)
+            assert code == 1 and "replica replica-a holds the lease of this key" in out, out
+        assert _code(devnet, W.WAVE_ADDRESS) == "0x"  # (nothing sent)
+        await leader.release()
+        code, out = await asyncio.to_thread(_wave, path, "deploy", capsys)
+        assert code == 0, out  # (no replica running: as without replicas)
+    finally:
+        await leader.close()
