@@ -221,11 +221,22 @@ async def test_approvals_are_the_balance_and_follow_a_top_up(
     for token in filter(None, (usdc, usdt)):
         devnet.client.send(minter, token, erc20.encode_call("mint", KEEPER, 10**12))
     assert allowance(devnet, usdc, pool) < balance(usdc)
+    topped = devnet.client.block_number()
     for _ in range(12):
         await keeper.evaluated_at(devnet.mine(1))
     devnet.mine(1)  # (the approvals sent at the last evaluation)
     for token in filter(None, (usdc, usdt)):  # USDT: through zero, as it must
         assert allowance(devnet, token, pool) == balance(token)
+    # Only USDT through zero: every token went through it, two approvals a top-up each.
+    approvals: dict[str, list[int]] = {}
+    for number in range(topped + 1, devnet.client.block_number() + 1):
+        block = devnet.client.call("eth_getBlockByNumber", hex(number), True)
+        for t in block["transactions"]:
+            if t["from"].lower() == KEEPER.lower() and t["input"].startswith("0x095ea7b3"):
+                approvals.setdefault(t["to"].lower(), []).append(int(t["input"][-64:], 16))
+    assert approvals[usdc.lower()] == [balance(usdc)]
+    if usdt:
+        assert approvals[usdt.lower()] == [0, balance(usdt)]
 
 
 BALANCE_OF_KEEPER = "0x70a08231" + KEEPER[2:].lower().rjust(64, "0")

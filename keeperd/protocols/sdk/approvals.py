@@ -7,7 +7,9 @@ liquidation waits on an approval. What it bounds is a top-up: USDC sent to the k
 not exposed to the spender (a proxy upgraded to something hostile, a pool bug) until keeperd
 looks again and approves the new balance — at start and every few blocks
 (`Executor.publish_balances`), never in the middle of a wave. Tokens that refuse an approval
-from a non-zero allowance (USDT) are set to zero first.
+from a non-zero allowance (USDT) are set to zero first: which ones, the approval simulated
+from the keeper says (every token went through zero, two transactions a top-up each: a
+by-hand trial counted 17 approvals at one start).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import structlog
 
 from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
 from keeperd.protocols.sdk.keys import UpkeepKey
 
@@ -48,6 +50,7 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
     others = await _balances_elsewhere(pool, calls[1::2])
     approved = []
     wanted: list[tuple[str, str, list[int]]] = []  # (token, symbol, the amounts in turn)
+    over: list[int] = []  # (those of `wanted` with an allowance already)
     for i, (token, symbol) in enumerate(tokens):
         allowance, balance = answers[2 * i], answers[2 * i + 1]
         for answer in (allowance, balance):
@@ -67,7 +70,10 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
             # (by address, whatever its case: Curie's USDC read from the vault, lowercase, and
             # the same token checksummed from its addresses went as two approvals)
             continue  # one in flight already: its inclusion is what this waits for
-        wanted.append((token, symbol, ([0] if allowance else []) + [balance]))
+        wanted.append((token, symbol, [balance]))
+        if allowance:
+            over.append(len(wanted) - 1)  # (from a non-zero allowance: USDT-like refuse it)
+    await _zero_first_where_refused(pool, keeper, spender, [wanted[i] for i in over])
     if wanted and getattr(tx, "runs_wave_executor", False):
         # A delegated address has one transaction in flight at a time: every approval (a
         # USDT-like token's zero first) in one KeeperWave wave, not one a block.
@@ -93,6 +99,25 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                      bounded="the keeper's balance, not unlimited")
         approved.append(symbol)
     return approved
+
+
+async def _zero_first_where_refused(pool: RpcPool, keeper: str, spender: str,
+                                    over: list[tuple[str, str, list[int]]]) -> None:
+    """Put a zero approval first for each token (of those with an allowance already) that
+    refuses the new amount over it, as USDT does: the approval simulated from the keeper (one
+    batch). Unknown — an endpoint's failure — is a zero first, as before."""
+    if not over:
+        return
+    try:
+        answers: list[Any] = await pool.batch([
+            ("eth_call", [{"from": keeper, "to": token,
+                           "data": "0x" + _approve(spender, amounts[-1]).hex()}, "latest"])
+            for token, _, amounts in over])
+    except (RpcError, RpcUnavailable):
+        answers = [RpcError("eth_call", 0, "not asked")] * len(over)
+    for (_, _, amounts), answer in zip(over, answers, strict=True):
+        if isinstance(answer, Exception):
+            amounts.insert(0, 0)
 
 
 def _approve(spender: str, amount: int) -> bytes:
