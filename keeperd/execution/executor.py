@@ -334,6 +334,7 @@ class Executor:
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
+        self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
@@ -1209,11 +1210,13 @@ class Executor:
             return True
         self.tx.want_slot(self.adapter.name, block)
         self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(liquidations)
-        log.info("liquidation.held_one_in_flight", protocol=self.adapter.name, block=block,
-                 opportunities=liquidations,
-                 reason=str(self.tx.one_in_flight()) if turn is None else
-                 f"the key's one transaction of this block is {turn}'s turn (held out of it "
-                 "longer)")
+        if block != self._held_said_at:  # (once a block: its two passes said it twice)
+            self._held_said_at = block
+            log.info("liquidation.held_one_in_flight", protocol=self.adapter.name, block=block,
+                     opportunities=liquidations,
+                     reason=str(self.tx.one_in_flight()) if turn is None else
+                     f"the key's one transaction of this block is {turn}'s turn (held out of "
+                     "it longer)")
         return False
 
     def _fit_one_transaction(self, calls: list[tuple[Call, OpportunityKey]], block: int
