@@ -338,3 +338,25 @@ async def test_a_delegated_address_signs_nothing_whoever_asks() -> None:
     assert await tx.watch(100, lambda k: True) == []
     assert set(node.asked) == {"eth_getTransactionCount", "eth_getTransactionReceipt"}
     assert tx.pending[key].attempts == [sent] and not tx.pending[key].cancelling
+
+
+async def test_approvals_wait_while_another_sender_uses_the_key() -> None:
+    """The liquidations' hold on another sender holds approvals too: nothing is read or
+    signed (a trial saw approvals go through it, their nonces the other's to take)."""
+    from keeperd.execution.delegation import KeyHold
+    from keeperd.protocols.sdk.approvals import keep_allowances
+
+    class Held:
+        def signing_held(self) -> None:
+            return None
+
+        def key_conflict(self, block: int) -> KeyHold:
+            return KeyHold(f"another sender at block {block}", "stop it")
+
+    class NoPool:
+        async def batch(self, calls: object) -> object:
+            raise AssertionError("read while held")
+
+    assert await keep_allowances(Held(), NoPool(), protocol="aave",  # type: ignore[arg-type]
+                                 keeper="0x" + "11" * 20, spender="0x" + "22" * 20,
+                                 tokens=[("0x" + "33" * 20, "USDC")], head=7) == []

@@ -37,8 +37,11 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                           tokens: Sequence[tuple[str, str]], head: int) -> list[str]:
     """Approve `spender` the keeper's balance of each (token, symbol) whose allowance is below
     it and has no approval of it in flight; the symbols approved. None while the key signs
-    nothing (its address delegated to code not allowed: `TxManager.signing_held`)."""
-    held = tx.signing_held()
+    nothing (its address delegated to code not allowed: `TxManager.signing_held`), nor while
+    another sender uses it (`key_conflict`: the liquidations' hold; the other would take the
+    approval's nonce, or it the other's — a trial saw approvals sent through that hold)."""
+    conflict = getattr(tx, "key_conflict", None)
+    held = tx.signing_held() or (conflict(head) if conflict is not None else None)
     if held is not None:
         log.warning("keeper.approvals_held", protocol=protocol, reason=held.reason)
         return []
