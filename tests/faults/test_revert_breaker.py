@@ -72,6 +72,7 @@ def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
                                       max_gas_usd_per_hour=100.0)
     executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
     executor._reverts, executor._pause_reason = [], None
+    executor._last_revert_reason = None
     executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
     assert "max_gas_usd_per_hour" in (executor.send_pause(10, now=2_100.0) or "")
     assert executor.send_pause(10, now=4_650.0) is None  # the first spend is an hour old
