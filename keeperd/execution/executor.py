@@ -49,6 +49,7 @@ from keeperd.execution.txmanager import (
     ToSign,
     TxManager,
     TxRecord,
+    is_receipt_of,
 )
 from keeperd.execution.wave_code import (
     EXECUTE,
@@ -104,6 +105,8 @@ ALONE_CANDIDATES = 16
 OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
 # The most gas a wave's transaction asks (`wave_gas_limit`): EIP-7825 caps a transaction at
 # 2**24 (16,777,216) since Fusaka; the rest of a block's liquidations wait for a later block.
+# An inclusion settled at a start, before a block gave its prices: booked at the first one.
+UNBOOKED_MARK = "profit_usd=pending"
 # How long a reverted liquidation's trace is waited for (its reason, for the log).
 REVERT_TRACE_S = 3.0
 WAVE_GAS_CAP = 16_000_000
@@ -375,6 +378,7 @@ class Executor:
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
             await self._watch_recent_inclusions(head)
+            await self._unbooked_by_a_run_before()
             # Settle at once what was mined while we were down.
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                             if self.tx.pending else []):
@@ -1718,7 +1722,7 @@ class Executor:
             profit: float | None = None  # (settled at start: booked at the first scan)
             if unbooked:
                 await self.journal.set_status(key, J.INCLUDED, detail=f"tx={outcome.tx_hash} "
-                                              "profit_usd=pending (settled at start)"
+                                              f"{UNBOOKED_MARK} (settled at start)"
                                               f"{_fee_detail(entry, outcome)}")
             else:
                 profit = self._book_profit(outcome, gas_usd, entry.realised_profit_usd)
@@ -2004,6 +2008,39 @@ class Executor:
         (No gas, as a drop after a reorg took its inclusion: nothing realised, 0.)"""
         self._count(-gas_usd, prior)
         await self.journal.set_realised(key, -gas_usd)
+
+    async def _unbooked_by_a_run_before(self) -> None:
+        """Inclusions settled at an earlier start that ended before its first evaluated block
+        booked them (`profit_usd=pending` in their row): their receipts read again, booked at
+        this run's first block (`_book_settled_at_start`). They stayed out of the P&L for good
+        (a restart loop before the first block)."""
+        assert self.tx is not None
+        for entry in await self.journal.by_status(J.INCLUDED):
+            if (entry.protocol != self.adapter.name or entry.realised_profit_usd is not None
+                    or UNBOOKED_MARK not in (entry.detail or "")):
+                continue
+            try:
+                key = entry.opportunity
+            except ValueError:
+                continue
+            for record in reversed(await self.journal.txs(key)):
+                receipt = await self.pool.request("eth_getTransactionReceipt",
+                                                  [record.tx_hash])
+                if not is_receipt_of(receipt, record.tx_hash) or receipt["status"] != "0x1":
+                    continue
+                outcome = Outcome(key, "included", record.tx_hash,
+                                  int(str(receipt["gasUsed"]), 16),
+                                  int(str(receipt.get("effectiveGasPrice", "0x0")), 16), receipt)
+                if record.wave_index is not None:  # (its own share and its own call's logs)
+                    places = await self.journal.wave_members(record.tx_hash)
+                    wave = WaveKey(key.protocol, tuple(OpportunityKey.parse(k) for k, _ in
+                                                       sorted(places.items(),
+                                                              key=lambda kv: kv[1])))
+                    members, _ = split_wave(replace(outcome, key=wave), self.tx.address)
+                    outcome = members[record.wave_index]
+                if outcome.status == "included" and outcome.key == key:
+                    self._unbooked.append(outcome)
+                break
 
     async def _book_settled_at_start(self, result: ScanResult) -> None:
         """What was settled before any book was evaluated, booked at this first scan: its

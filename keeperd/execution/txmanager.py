@@ -989,7 +989,7 @@ class TxManager:
             if not isinstance(receipts, list) or len(receipts) != len(calls):
                 continue
             for record, receipt in zip(p.attempts, receipts, strict=True):
-                if _is_receipt_of(receipt, record.tx_hash):
+                if is_receipt_of(receipt, record.tx_hash):
                     return ep.safe_url
         return None
 
@@ -1108,7 +1108,7 @@ def _mined_block(outcome: Outcome, block: int) -> int:
         return block
 
 
-def _is_receipt_of(answer: object, tx_hash: str) -> bool:
+def is_receipt_of(answer: object, tx_hash: str) -> bool:
     """Whether an answer has the shape of a mined receipt of `tx_hash`."""
     if not isinstance(answer, dict):
         return False

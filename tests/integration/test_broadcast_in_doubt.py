@@ -226,16 +226,16 @@ async def test_a_drop_is_not_postponed_by_a_malformed_receipt_nor_for_ever(
     """Another endpoint's answer is only asked whether to wait: a malformed one is no answer
     (it stopped the executor every block), and one that keeps claiming a receipt the pool
     never serves waits RECEIPT_WAIT_BLOCKS, not for ever."""
-    from keeperd.execution.txmanager import RECEIPT_WAIT_BLOCKS, _is_receipt_of
+    from keeperd.execution.txmanager import RECEIPT_WAIT_BLOCKS, is_receipt_of
     from tests.faults.chaos_proxy import ChaosProxy, Fault
 
     good = {"transactionHash": "0xAB", "status": "0x1", "blockHash": "0x01",
             "blockNumber": "0x5"}
-    assert _is_receipt_of(good, "0xab")
+    assert is_receipt_of(good, "0xab")
     for broken in ({**good, "transactionHash": None}, {**good, "status": "0x2"},
                    {**good, "transactionHash": "0xac"}, "0x1", None,
                    {k: v for k, v in good.items() if k != "blockHash"}):
-        assert not _is_receipt_of(broken, "0xab")
+        assert not is_receipt_of(broken, "0xab")
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
             RpcPool.from_urls("devnet", [proxy.url, devnet.manifest["rpc_url"]],
                               metrics=metrics) as pool:

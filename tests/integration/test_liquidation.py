@@ -584,3 +584,42 @@ def test_the_flash_liquidator_reverts_when_the_swap_leaves_too_little(aave_devne
     refused = estimate(10**30)
     assert isinstance(refused, Exception) and NOT_ENOUGH_PROFIT[2:] in str(refused), refused
     assert isinstance(estimate(1), str)  # the same liquidation clears a small bound
+
+
+async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Settled at a start before any block gave its prices, an inclusion is booked at the
+    first evaluated block (its row says `profit_usd=pending` until then); a start that ended
+    before that block left it out of the P&L for good. The next start reads its receipt
+    again and books it."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "env", "env": "KEEPER_KEY"})
+    first = await run_daemon(config)
+    await first.evaluated_at(devnet.client.block_number())
+    devnet.set_price("WETH", 2100.0)
+    await first.evaluated_at(devnet.mine(1))
+    journal = first.daemon.executors["aave"].journal
+    included = (await journal.by_status(J.INCLUDED))[:3]
+    assert included and all(e.realised_profit_usd is not None for e in included)
+    hashes = {e.key: (await journal.txs(e.key))[-1].tx_hash for e in included}
+    first.stop.set()
+    await first.task
+    # The rows as a start cut short leaves them: settled, not booked.
+    from keeperd.storage.db import STATE_FILE, SqliteDatabase
+
+    db = SqliteDatabase.open(config.state_dir / STATE_FILE)
+    try:
+        for key, tx_hash in hashes.items():
+            await db.execute("UPDATE liquidations SET realised_profit_usd = NULL, detail = $1 "
+                             "WHERE key = $2", f"tx={tx_hash} profit_usd=pending (settled at "
+                             "start)", key)
+    finally:
+        await db.close()
+    second = await run_daemon(config)
+    await second.evaluated_at(devnet.mine(1))
+    for e in included:
+        again = await second.daemon.executors["aave"].journal.get(e.key)
+        assert again is not None and again.realised_profit_usd == pytest.approx(
+            e.realised_profit_usd, abs=0.05), (again, e)
+        assert "pending" not in (again.detail or "")

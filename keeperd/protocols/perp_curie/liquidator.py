@@ -131,8 +131,11 @@ class CurieLiquidator(LiquidatorBase):
             return
         self._margin_due = True  # (until it is done)
         await self.confirm(head)
-        if self.tx.signing_held() is not None:
-            return  # (no deposit or approval while the key signs nothing: logged by the tx)
+        if self.tx.signing_held() is not None or self.tx.key_conflict(head) is not None:
+            # (no deposit or approval while the key signs nothing, logged by the tx; nor while
+            # another sender uses it: the approvals wait, and a deposit without its approval
+            # reverts — tried again with the allowances, every few blocks)
+            return
         usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
                                   ).call(self.adapter.pool)
         held, allowance, wallet = await call_many(self.adapter.pool, [
