@@ -44,7 +44,17 @@ def reason_of(trace: Any, errors: Mapping[str, str] | None = None) -> str | None
     reason = (said if isinstance(said, str) and said else _decoded(
         call.get("output"), {**OWN_ERRORS, **(errors or {})}) or str(call.get("error")))
     where = call.get("to")
-    text = reason + (f" in {where}" if isinstance(where, str) else "")
+    return _printable(reason + (f" in {where}" if isinstance(where, str) else ""))
+
+
+def decoded_revert(output: str, errors: Mapping[str, str] | None = None) -> str | None:
+    """A revert's return data (hex) as text (`_decoded`), printable and bounded: a wave's
+    member's own call's failure, as KeeperWave's event carries it."""
+    said = _decoded(output, {**OWN_ERRORS, **(errors or {})})
+    return None if said is None else _printable(said)
+
+
+def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:MAX_CHARS]
 
 

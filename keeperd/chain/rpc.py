@@ -461,16 +461,19 @@ class RpcPool:
         known to serve another network, whose answers are another chain's."""
         return [ep for ep in self.endpoints if ep.health.chain_ok is not False]
 
-    async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = ()) -> Any:
+    async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = (), *,
+                            judged: bool = True) -> Any:
         """One attempt on one given endpoint, no failover (start-up checks, probes, votes);
         an endpoint whose network is not known yet is asked its chain id first, and one of
-        another network is refused (`RpcUnavailable`) without being asked."""
+        another network is refused (`RpcUnavailable`) without being asked. `judged=False`: its
+        failure does not count against the endpoint (a method many providers limit or do not
+        serve, asked for the log's sake: `debug_traceTransaction`)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
         try:
             if method != "eth_chainId":  # (the start's own check of it)
                 await self._of_our_chain(ep)
-            body = await self._attempt(ep, method, payload, expect_list=False)
+            body = await self._attempt(ep, method, payload, expect_list=False, judged=judged)
         except _TransientError as exc:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
         if body.get("error") is not None:
@@ -650,7 +653,8 @@ class RpcPool:
 
     async def _attempt(self, ep: Endpoint, method: str, payload: Any, *,
                        expect_list: bool, max_response_bytes: int | None = None,
-                       check: Callable[[Endpoint, Any], str | None] | None = None) -> Any:
+                       check: Callable[[Endpoint, Any], str | None] | None = None,
+                       judged: bool = True) -> Any:
         assert self._session is not None, "RpcPool used outside `async with` (call open())"
         wait = ep.take_token(time.monotonic())
         if wait > 0:
@@ -720,10 +724,12 @@ class RpcPool:
             if check is not None and (reason := check(ep, body)) is not None:
                 outcome = "behind"
                 raise _TransientError(outcome, reason)
-            self._record_success(ep, time.perf_counter() - started)
+            if judged:
+                self._record_success(ep, time.perf_counter() - started)
             return body
         except _TransientError:
-            self._record_failure(ep)
+            if judged:  # (a question the endpoint may well not serve: not its health)
+                self._record_failure(ep)
             raise
         except ResponseTooLarge:
             self._record_success(ep, time.perf_counter() - started)  # the node is fine

@@ -32,7 +32,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.chain import l1_fee
 from keeperd.chain.calls import ContractCall, call_many
-from keeperd.chain.revert_reason import reason_of
+from keeperd.chain.revert_reason import decoded_revert, reason_of
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
@@ -107,8 +107,11 @@ OPERATOR_FEE_SHARE = "keeperdOperatorFeeShare"
 # 2**24 (16,777,216) since Fusaka; the rest of a block's liquidations wait for a later block.
 # An inclusion settled at a start, before a block gave its prices: booked at the first one.
 UNBOOKED_MARK = "profit_usd=pending"
-# How long a reverted liquidation's trace is waited for (its reason, for the log).
-REVERT_TRACE_S = 3.0
+# How long a reverted liquidation's trace is waited for (its reason, for the log), and how
+# many are asked a block, once its liquidations are sent.
+REVERT_TRACE_S = 2.0
+REVERT_TRACES_PER_BLOCK = 2
+REVERT_TRACES_KEPT = 32
 WAVE_GAS_CAP = 16_000_000
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
@@ -334,6 +337,7 @@ class Executor:
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
+        self._to_trace: list[Outcome] = []  # (reverts nobody explained: `_trace_reverts`)
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
@@ -429,6 +433,8 @@ class Executor:
         """`_act` (under `_acting`), a refused fence demoting this replica."""
         try:
             await self._act(result)
+            if self._to_trace and not result.partial:
+                await self._trace_reverts()
         except FencedOut as exc:
             log.error("liquidation.fenced_out", protocol=self.adapter.name, error=str(exc),
                       meaning="another replica holds the lease: nothing more is sent here")
@@ -1748,16 +1754,10 @@ class Executor:
                 self._last.block if self._last is not None else 0)
             if outcome.counts_revert:
                 self._reverts.append(counted)
-            why = await self._revert_reason(outcome)
-            if outcome.counts_revert and why is not None:
-                self._last_revert_reason = why
-            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}" + (
-                f" reverted: {why}" if why else ""))
+            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
             if not unbooked:
                 await self._book_gas_only(key, gas_usd, entry.realised_profit_usd)
-            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash,
-                        reason=why or "not traced (the endpoint does not serve "
-                        "debug_traceTransaction)")
+            log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
             self._event("reverted", key, entry.account, block,
                         {"tx_hash": outcome.tx_hash})
             receipt = outcome.receipt or {}
@@ -1770,6 +1770,8 @@ class Executor:
             if (winner is not None or unwanted) and outcome.counts_revert \
                     and counted in self._reverts:
                 self._reverts.remove(counted)
+            if winner is None and not unwanted:  # (nobody explains it: why, once the
+                self._to_trace.append(outcome)   # block's liquidations are sent)
             if unwanted:
                 # Its wave was sent again (replaced) for its other liquidations after this one
                 # was no longer wanted: its call failing is what a cancel would have been.
@@ -1986,19 +1988,46 @@ class Executor:
         else:
             self.metrics.liquidation_loss.labels(*self.labels).inc(-delta)
 
+    async def _trace_reverts(self) -> None:
+        """Why the reverts nobody explained reverted (`_revert_reason`), after the block's
+        liquidations went out — a few a block (REVERT_TRACES_PER_BLOCK; the rest at the next
+        blocks): in the log, the journal row and the revert breaker's reason."""
+        todo = self._to_trace[:REVERT_TRACES_PER_BLOCK]
+        # (the rest at the next blocks, a few dozen at most: reverts are rare, or a breaker
+        # paused the protocol, and one reason tells what the others say)
+        self._to_trace = self._to_trace[REVERT_TRACES_PER_BLOCK:][:REVERT_TRACES_KEPT]
+        for outcome in todo:
+            why = await self._revert_reason(outcome)
+            if why is None or not isinstance(outcome.key, OpportunityKey):
+                continue
+            if outcome.counts_revert:
+                self._last_revert_reason = why
+            entry = await self.journal.get(outcome.key)
+            if entry is not None and entry.status == J.REVERTED:
+                await self.journal.set_status(outcome.key, J.REVERTED,
+                                              detail=f"tx={outcome.tx_hash} reverted: {why}")
+            log.warning("liquidation.revert_reason", opportunity=outcome.key,
+                        tx_hash=outcome.tx_hash, reason=why)
+
     async def _revert_reason(self, outcome: Outcome) -> str | None:
-        """Why a transaction of one liquidation reverted, from the node's call trace (chain/
-        revert_reason.py; a wave's member has its own call's reason in the wave's events), or
-        None: not served, or not in time (REVERT_TRACE_S)."""
-        if outcome.wave_size or outcome.tx_hash is None:
+        """Why a liquidation reverted: a wave's member from its own call's failure in the
+        wave's events, else from the node's call trace (chain/revert_reason.py) — asked of
+        the first endpoint alone, its failure not held against it (providers limit or refuse
+        debug_* methods), within REVERT_TRACE_S. None: not said."""
+        errors = self.liquidator.error_names()
+        if outcome.wave_size:
+            data = outcome.revert_data
+            return None if data is None else decoded_revert("0x" + data.hex(), errors)
+        voters = self.pool.voters
+        if outcome.tx_hash is None or not voters:
             return None
         try:
-            trace = await asyncio.wait_for(self.pool.request(
-                "debug_traceTransaction", [outcome.tx_hash, {"tracer": "callTracer"}]),
-                REVERT_TRACE_S)
+            trace = await asyncio.wait_for(self.pool.call_endpoint(
+                voters[0], "debug_traceTransaction",
+                [outcome.tx_hash, {"tracer": "callTracer"}], judged=False), REVERT_TRACE_S)
         except (RpcError, RpcUnavailable, TimeoutError):
             return None
-        return reason_of(trace, self.liquidator.error_names())
+        return reason_of(trace, errors)
 
     async def _book_gas_only(self, key: OpportunityKey, gas_usd: float,
                              prior: float | None) -> None:

@@ -142,6 +142,9 @@ class Outcome:
     counts_revert: bool = True
     # A wave member's call's own gas, as KeeperWave measured it (None: not known).
     call_gas: int | None = None
+    # A wave member's call's revert data, as KeeperWave's `CallFailed` carries it (up to
+    # 256 bytes; None: it did not fail, or not a wave's member).
+    revert_data: bytes | None = None
 
 
 class SendRefused(Exception):

@@ -52,7 +52,8 @@ def split_wave(outcome: Outcome, keeper: str) -> tuple[list[Outcome], WaveOutcom
         out.append(Outcome(member, status, outcome.tx_hash, gas[i],
                            outcome.effective_gas_price, own, wave_size=n,
                            counts_revert=outcome.status != "reverted" or i == 0,
-                           call_gas=read.gas.get(i) if read is not None else None))
+                           call_gas=read.gas.get(i) if read is not None else None,
+                           revert_data=read.failed.get(i) if read is not None else None))
     return out, read
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
-from keeperd.chain.revert_reason import reason_of
+from keeperd.chain.revert_reason import decoded_revert, reason_of
 from keeperd.protocols.aave_v3.errors import ERRORS
 
 POOL, IMPL, TOKEN = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
@@ -59,3 +59,12 @@ def test_a_trace_that_does_not_read_says_nothing_or_little() -> None:
     for _ in range(1000):  # (a trace nested deeper than any call stack: walked 64 deep)
         deep = call(POOL, calls=[deep])
     assert reason_of(deep) == f"execution reverted in {POOL}"
+
+
+def test_a_waves_member_says_why_from_its_own_calls_failure() -> None:
+    """KeeperWave's `CallFailed` carries the call's revert data (up to 256 bytes): a
+    member's reason without a trace."""
+    assert decoded_revert(error_string("health factor not below threshold")) == \
+        "health factor not below threshold"
+    assert decoded_revert("0x930bb771", ERRORS) == "HealthFactorNotBelowThreshold"
+    assert decoded_revert("0x") is None and decoded_revert(error_string("\x00ok")) == "?ok"

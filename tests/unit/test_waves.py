@@ -48,8 +48,9 @@ def test_each_member_settles_from_its_own_call() -> None:
     assert [int(str(m.receipt["l1Fee"]), 16) for m in members if m.receipt] == [35, 33, 33]
     assert all(m.wave_size == 3 and m.tx_hash == "0xabc" and m.effective_gas_price == 7
                for m in members)
-    # What each call used, to learn limits from (none for one that failed).
+    # What each call used, to learn limits from (none for one that failed); why it failed.
     assert [m.call_gas for m in members] == [210_000, None, 190_000]
+    assert [m.revert_data for m in members] == [None, b"raced", None]
     # Each member's receipt holds its call's logs only: its own protocol event.
     assert [m.receipt["logs"] for m in members if m.receipt] == [[_event(0)], [], [_event(2)]]
     assert all(m.receipt and m.receipt["blockNumber"] == "0x10" for m in members)
