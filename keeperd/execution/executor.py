@@ -84,6 +84,9 @@ log = structlog.get_logger(__name__)
 RETRIES_AFTER_REVERT = 2
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
+# How long a delegated key's due approvals wait behind its protocol's liquidations before
+# they go first (`_act`).
+APPROVALS_WAIT_BLOCKS = 3
 # Liquidations simulated, signed and broadcast together; the most profitable go first, in a
 # first wave of WAVE, then in waves of LATER_WAVE. Every wave's simulation is asked without
 # waiting for another wave (the later ones a moment after the first's), and each wave is
@@ -341,6 +344,7 @@ class Executor:
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
+        self._allowances_due_since = 0
         self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
@@ -463,12 +467,18 @@ class Executor:
             # A delegated key's one transaction a block goes to the block's liquidations
             # first: its approvals after them, if the slot is still free (an approval of
             # seized collateral took a crash's slot, and the protocol's turn: a trial).
-            approvals_after = (bool(liquidatable) and self.mode == "liquidate"
-                               and self.tx is not None and self.tx.delegated)
+            # (not for ever: after APPROVALS_WAIT_BLOCKS they go first — a cascade's every
+            # block would keep a top-up its liquidations need waiting)
             if result.block >= self._balances_due:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
+                if not self._allowances_due:
+                    self._allowances_due_since = result.block
                 self._allowances_due = True
+            approvals_after = (bool(liquidatable) and self.mode == "liquidate"
+                               and self.tx is not None and self.tx.delegated
+                               and result.block - self._allowances_due_since
+                               < APPROVALS_WAIT_BLOCKS)
             if self._allowances_due and not approvals_after:
                 await self._keep_allowances(result)
             await self._housekeep(result)
@@ -491,7 +501,15 @@ class Executor:
             await self._keep_allowances(result)
 
     async def _keep_allowances(self, result: ScanResult) -> None:
-        """Bounded approvals follow the balances (a top-up approved in turn)."""
+        """Bounded approvals follow the balances (a top-up approved in turn). A delegated
+        key's wait, with nothing read, while its one slot is taken or another protocol's
+        turn (they took a protocol's turn, a trial and a review)."""
+        tx = self.tx
+        if tx is not None and tx.delegated and (
+                tx.one_in_flight() is not None
+                or tx.slot_turn(self.adapter.name, result.block) is not None):
+            self._allowances_due = True
+            return
         self._allowances_due = False
         try:
             await self.liquidator.keep_allowances(result.block, result.book)

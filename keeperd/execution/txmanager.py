@@ -40,7 +40,7 @@ from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.execution.wave_code import WAVE_ADDRESS
 from keeperd.metrics import Metrics
-from keeperd.protocols.sdk.keys import TxKey
+from keeperd.protocols.sdk.keys import TxKey, UpkeepKey
 
 log = structlog.get_logger(__name__)
 
@@ -340,7 +340,7 @@ class TxManager:
         return waiting[0][1] if waiting else None
 
     def _took_slot(self, key: TxKey) -> None:
-        if self.delegated:
+        if self.delegated and not isinstance(key, UpkeepKey):  # (an approval: not its turn)
             self._slot_wanted.pop(key.protocol, None)
 
     async def slot_free_at(self, block: int) -> bool:
