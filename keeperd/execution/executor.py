@@ -39,7 +39,7 @@ from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
-from keeperd.execution.reconcile import resume_journal, track_again
+from keeperd.execution.reconcile import forged, resume_journal, track_again
 from keeperd.execution.txmanager import (
     FeePolicy,
     Outcome,
@@ -2061,33 +2061,47 @@ class Executor:
         booked them (`profit_usd=pending` in their row): their receipts read again, booked at
         this run's first block (`_book_settled_at_start`). They stayed out of the P&L for good
         (a restart loop before the first block)."""
-        assert self.tx is not None
         for entry in await self.journal.by_status(J.INCLUDED):
             if (entry.protocol != self.adapter.name or entry.realised_profit_usd is not None
                     or UNBOOKED_MARK not in (entry.detail or "")):
                 continue
             try:
-                key = entry.opportunity
-            except ValueError:
+                await self._unbooked_again(entry)
+            except Exception as exc:  # (a row or an answer that does not read: not booked,
+                # said; a start must not fail on it, at every restart)
+                log.warning("liquidation.unbooked_not_read", opportunity=entry.key,
+                            error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _unbooked_again(self, entry: J.JournalEntry) -> None:
+        """One row of `_unbooked_by_a_run_before`: its transaction's receipt, if the journal's
+        bytes are the keeper's (`reconcile.forged`: a row written by someone else must not
+        book another sender's liquidation as ours)."""
+        assert self.tx is not None
+        key = entry.opportunity
+        records = await self.journal.txs(key)
+        if not records or any(forged(r, self.tx, records[0].nonce) for r in records):
+            return
+        for record in reversed(records):
+            receipt = await self.pool.request("eth_getTransactionReceipt",
+                                              [record.tx_hash])
+            if not is_receipt_of(receipt, record.tx_hash) or receipt["status"] != "0x1":
                 continue
-            for record in reversed(await self.journal.txs(key)):
-                receipt = await self.pool.request("eth_getTransactionReceipt",
-                                                  [record.tx_hash])
-                if not is_receipt_of(receipt, record.tx_hash) or receipt["status"] != "0x1":
-                    continue
-                outcome = Outcome(key, "included", record.tx_hash,
-                                  int(str(receipt["gasUsed"]), 16),
-                                  int(str(receipt.get("effectiveGasPrice", "0x0")), 16), receipt)
-                if record.wave_index is not None:  # (its own share and its own call's logs)
-                    places = await self.journal.wave_members(record.tx_hash)
-                    wave = WaveKey(key.protocol, tuple(OpportunityKey.parse(k) for k, _ in
-                                                       sorted(places.items(),
-                                                              key=lambda kv: kv[1])))
-                    members, _ = split_wave(replace(outcome, key=wave), self.tx.address)
-                    outcome = members[record.wave_index]
-                if outcome.status == "included" and outcome.key == key:
-                    self._unbooked.append(outcome)
-                break
+            outcome = Outcome(key, "included", record.tx_hash,
+                              int(str(receipt["gasUsed"]), 16),
+                              int(str(receipt.get("effectiveGasPrice", "0x0")), 16), receipt)
+            if record.wave_index is not None:  # (its own share and its own call's logs)
+                places = await self.journal.wave_members(record.tx_hash)
+                ordered = sorted(places.items(), key=lambda kv: kv[1])
+                if [i for _, i in ordered] != list(range(len(ordered))):
+                    return  # (not a wave keeperd journaled)
+                wave = WaveKey(key.protocol, tuple(OpportunityKey.parse(k)
+                                                   for k, _ in ordered))
+                members, _ = split_wave(replace(outcome, key=wave), self.tx.address)
+                outcome = members[record.wave_index]
+            if outcome.status == "included" and outcome.key == key and not any(
+                    (o.key, o.tx_hash) == (key, outcome.tx_hash) for o in self._unbooked):
+                self._unbooked.append(outcome)
+            break
 
     async def _book_settled_at_start(self, result: ScanResult) -> None:
         """What was settled before any book was evaluated, booked at this first scan: its

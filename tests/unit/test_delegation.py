@@ -360,3 +360,15 @@ async def test_approvals_wait_while_another_sender_uses_the_key() -> None:
     assert await keep_allowances(Held(), NoPool(), protocol="aave",  # type: ignore[arg-type]
                                  keeper="0x" + "11" * 20, spender="0x" + "22" * 20,
                                  tokens=[("0x" + "33" * 20, "USDC")], head=7) == []
+
+
+def test_an_approval_is_taken_only_when_its_simulation_says_so() -> None:
+    """Nothing returned (USDT-style) or true: one approval; a revert, false (a token that
+    refuses by returning it), junk: a zero approval first."""
+    from keeperd.chain.rpc import RpcError
+    from keeperd.protocols.sdk.approvals import _approve_accepted
+
+    assert _approve_accepted("0x") and _approve_accepted("0x" + "0" * 63 + "1")
+    for refused in ("0x" + "0" * 64, RpcError("eth_call", 3, "reverted"), None, "0x12",
+                    "0x" + "zz" * 32, 1):
+        assert not _approve_accepted(refused), refused

@@ -173,7 +173,8 @@ class CurieLiquidator(LiquidatorBase):
                            encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head,
                            pulls={usdc: amount})  # (the others' capital stages see it)
-        self._margin_due = False
+        # (one trimmed by liquidations in flight tops up with the next balances)
+        self._margin_due = amount < missing and taken > 0
         log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
                  usd=amount / 10**6)
 

@@ -119,8 +119,23 @@ async def _zero_first_where_refused(pool: RpcPool, keeper: str, spender: str,
     except (RpcError, RpcUnavailable):
         answers = [RpcError("eth_call", 0, "not asked")] * len(over)
     for (_, _, amounts), answer in zip(over, answers, strict=True):
-        if isinstance(answer, Exception):
+        if not _approve_accepted(answer):
             amounts.insert(0, 0)
+
+
+def _approve_accepted(answer: Any) -> bool:
+    """An approve's simulated answer that says it was taken: nothing returned (USDT-style
+    tokens without a return value), or a true word. A revert, `false` (a token that refuses
+    by returning it), or an answer that does not read: a zero first."""
+    if not isinstance(answer, str) or not answer.startswith("0x"):
+        return False
+    data = answer[2:]
+    if data == "":
+        return True
+    try:
+        return len(data) == 64 and int(data, 16) != 0
+    except ValueError:
+        return False
 
 
 def _approve(spender: str, amount: int) -> bytes:
