@@ -39,7 +39,10 @@ def reason_of(trace: Any, errors: Mapping[str, str] | None = None) -> str | None
         failed = [c for c in call.get("calls") or [] if isinstance(c, dict) and c.get("error")]
         if not failed:
             break
-        call = failed[-1]
+        # (the one whose revert the caller passed on, by its data; a failure the caller
+        # caught and went on from is not why: else the last)
+        passed_on = [c for c in failed if c.get("output") and c.get("output") == call.get("output")]
+        call = (passed_on or failed)[-1]
     said = call.get("revertReason")
     reason = (said if isinstance(said, str) and said else _decoded(
         call.get("output"), {**OWN_ERRORS, **(errors or {})}) or str(call.get("error")))

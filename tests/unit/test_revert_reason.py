@@ -42,6 +42,10 @@ def test_the_deepest_failure_speaks_by_its_message_its_panic_or_its_name() -> No
     # The failed call, wherever it is among the calls; a tracer's empty reason is none.
     after = call(POOL, calls=[call(IMPL, error_string("no")), call(TOKEN, error=None)])
     assert reason_of(after) == f"no in {IMPL}"
+    # A failure the caller caught and went on from is not why: the one it passed on is.
+    caught = call(POOL, error_string("passed on"), calls=[
+        call(IMPL, error_string("passed on")), call(TOKEN, error_string("caught"))])
+    assert reason_of(caught) == f"passed on in {IMPL}"
     empty = call(POOL, error_string("from the output"), revertReason="")
     assert reason_of(empty) == f"from the output in {POOL}"
     assert reason_of({"error": "out of gas", "calls": []}) == "out of gas"  # (no address)
