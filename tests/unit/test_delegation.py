@@ -372,3 +372,27 @@ def test_an_approval_is_taken_only_when_its_simulation_says_so() -> None:
     for refused in ("0x" + "0" * 64, RpcError("eth_call", 3, "reverted"), None, "0x12",
                     "0x" + "zz" * 32, 1):
         assert not _approve_accepted(refused), refused
+
+
+async def test_an_approval_is_taken_as_accepted_only_if_every_endpoint_says_so() -> None:
+    """One endpoint saying a USDT-like token accepts an approval over its allowance made its
+    every top-up fail on chain: each endpoint that answers is asked, and one refusal (or
+    false) is a zero first."""
+    from keeperd.chain.rpc import RpcError
+    from keeperd.protocols.sdk.approvals import _zero_first_where_refused
+
+    class Pool:
+        voters = ["liar", "honest"]
+
+        async def batch(self, calls: list[object]) -> list[object]:
+            return ["0x"] * len(calls)  # (the liar answers first)
+
+        async def batch_on(self, ep: str, calls: list[object]) -> list[object]:
+            if ep == "honest":
+                return [RpcError("eth_call", 3, "revert"), "0x" + "0" * 63 + "1"]
+            return ["0x"] * len(calls)
+
+    over = [("0x" + "aa" * 20, "USDT", [500]), ("0x" + "bb" * 20, "DAI", [700])]
+    await _zero_first_where_refused(Pool(), "0x" + "11" * 20,  # type: ignore[arg-type]
+                                    "0x" + "22" * 20, over)
+    assert [amounts for _, _, amounts in over] == [[0, 500], [700]]

@@ -111,15 +111,20 @@ async def _zero_first_where_refused(pool: RpcPool, keeper: str, spender: str,
     batch). Unknown — an endpoint's failure — is a zero first, as before."""
     if not over:
         return
+    calls = [("eth_call", [{"from": keeper, "to": token,
+                            "data": "0x" + _approve(spender, amounts[-1]).hex()}, "latest"])
+             for token, _, amounts in over]
     try:
-        answers: list[Any] = await pool.batch([
-            ("eth_call", [{"from": keeper, "to": token,
-                           "data": "0x" + _approve(spender, amounts[-1]).hex()}, "latest"])
-            for token, _, amounts in over])
+        answers: list[Any] = await pool.batch(calls)
     except (RpcError, RpcUnavailable):
         answers = [RpcError("eth_call", 0, "not asked")] * len(over)
-    for (_, _, amounts), answer in zip(over, answers, strict=True):
-        if not _approve_accepted(answer):
+    # (and every other endpoint that answers must agree: one saying "accepted" of a token
+    # that refuses would make its every top-up fail on chain)
+    elsewhere = await asyncio.gather(*(pool.batch_on(ep, calls) for ep in pool.voters),
+                                     return_exceptions=True) if len(pool.voters) > 1 else []
+    for i, ((_, _, amounts), answer) in enumerate(zip(over, answers, strict=True)):
+        said = [a[i] for a in elsewhere if isinstance(a, list) and len(a) == len(over)]
+        if not _approve_accepted(answer) or not all(map(_approve_accepted, said)):
             amounts.insert(0, 0)
 
 
