@@ -178,7 +178,7 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                 finally:
                     await store.close()
     issues += await venue_issues(config, holders)
-    issues += await storage_issues(config)
+    issues += await storage_issues(config, checked)
     issues += await signer_issues(config)
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
@@ -396,9 +396,12 @@ def watchlist_warnings(config: Config, holders: Holders) -> list[ConfigIssue]:
     return out
 
 
-async def storage_issues(config: Config) -> list[ConfigIssue]:
+async def storage_issues(config: Config, checked: list[str] | None = None
+                         ) -> list[ConfigIssue]:
     """With storage.url: PostgreSQL answers with these credentials and may hold the lease
-    table (the connection keeperd's replicas will make, opened and closed)."""
+    table (the connection keeperd's replicas will make, opened and closed); `checked` gets a
+    line saying so, and who holds the leases (on success it said nothing of storage: a
+    trial)."""
     storage = config.storage
     if storage.url is None:
         return []
@@ -417,7 +420,7 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
                   statement_timeout_s=storage.lease.statement_timeout_s)
     try:
         await lease.connect()
-        await lease.rows()
+        rows = await lease.rows()
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
                             f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
@@ -425,6 +428,11 @@ async def storage_issues(config: Config) -> list[ConfigIssue]:
                             "that the user may create tables)")]
     finally:
         await lease.close()
+    if checked is not None:
+        live = [r for r in rows if r.expires_in_s > 0]
+        held = "; ".join(f"{r.identity} held by {r.holder} (epoch {r.epoch})" for r in live)
+        checked.append(f"storage: PostgreSQL at {redact_url(storage.url)} answered; "
+                       + (f"leases: {held}" if held else "no replica holds a lease now"))
     return []
 
 

@@ -147,3 +147,26 @@ def test_check_config_tries_the_database(tmp_path: Path, postgres_server: str) -
     assert bad.returncode == 2
     assert "storage.url: PostgreSQL at " in bad.stderr and "no_such_database" in bad.stderr
     assert "fix: check the host, the database, the user" in bad.stderr
+
+
+async def test_check_config_says_what_the_database_answered(tmp_path: Path,
+                                                            postgres_dsn: str) -> None:
+    """On success it said nothing of storage (a trial): now a line, with who holds the
+    leases."""
+    from keeperd.checks import storage_issues
+    from keeperd.config import load_config
+
+    config = load_config(write_config(tmp_path, postgres_dsn))
+    checked: list[str] = []
+    assert await storage_issues(config, checked) == []
+    assert len(checked) == 1 and checked[0].startswith("storage: PostgreSQL at ")
+    assert checked[0].endswith("answered; no replica holds a lease now")
+    lease = Lease(postgres_dsn, "0xabc@1", holder="replica-a")
+    await lease.connect()
+    try:
+        assert await lease.try_acquire() is not None
+        checked = []
+        assert await storage_issues(config, checked) == []
+        assert checked[0].endswith("leases: 0xabc@1 held by replica-a (epoch 1)")
+    finally:
+        await lease.close()
