@@ -399,18 +399,35 @@ class TxManager:
                 "eth_getTransactionCount", [self.address, "latest"]), 16)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             mined = pending  # (unknown: as before, the pool's count is history)
-        if pending - mined > UNKNOWN_IN_FLIGHT_MAX:
+        # (the least any endpoint counts: one lying count must not hold liquidations for
+        # UNKNOWN_IN_FLIGHT_BLOCKS)
+        counted = min([pending, *await self._pending_counts_elsewhere()]) \
+            if mined < pending else pending
+        if counted - mined > UNKNOWN_IN_FLIGHT_MAX:
             # (more than any pool keeps from one sender: one endpoint's word, not a reason
             # to hold — nor to walk a range of 2^64 nonces)
             log.warning("tx.pool_count_implausible", address=self.address, mined=mined,
-                        pending=pending, meaning="not held for what the pool holds")
-        elif mined < pending:
+                        pending=counted, meaning="not held for what the pool holds")
+        elif mined < counted:
             # Transactions of the key wait in the node's pool. Those the journal resumes are
             # ours; any other is another sender's — a keeperd started on another state
             # directory (a typo) whose liquidations are still in flight: signed after them,
             # the same liquidations again were mined behind them and reverted.
-            self._in_flight_at_start = (mined, pending)
+            self._in_flight_at_start = (mined, counted)
         return pending
+
+    async def _pending_counts_elsewhere(self) -> list[int]:
+        """The key's pending count as each endpoint answers it (those that do)."""
+        said = await asyncio.gather(*(self.pool.call_endpoint(
+            ep, "eth_getTransactionCount", [self.address, "pending"])
+            for ep in self.pool.voters), return_exceptions=True)
+        out = []
+        for answer in said:
+            try:
+                out.append(int(str(answer), 16))
+            except ValueError:
+                continue  # (an error, or an answer that does not read: says nothing)
+        return out
 
     async def check_code(self, block: int | None) -> None:
         """Read the address's code: a delegation to a contract not allowed holds every

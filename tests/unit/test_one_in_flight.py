@@ -274,6 +274,7 @@ class Pool(Node):
         super().__init__()
         self.pool_count = 5
         self.receipt_block: Any = hex(12)
+        self.elsewhere: dict[str, int] = {}
 
     async def request(self, method: str, params: Any = ()) -> Any:
         if method == "eth_getTransactionCount":
@@ -289,6 +290,12 @@ class Pool(Node):
 
     async def batch_at(self, block: int, calls: Any) -> Any:
         return {}, [await self.request(m, p) for m, p in calls]
+
+    async def call_endpoint(self, ep: str, method: str, params: Any = ()) -> Any:
+        """Another endpoint (`voters`): its pending count is `elsewhere[ep]`."""
+        if method == "eth_getTransactionCount" and params[1] == "pending":
+            return hex(self.elsewhere[ep])
+        return await self.request(method, params)
 
 
 def pooled() -> tuple[Pool, TxManager]:
@@ -321,6 +328,14 @@ async def test_what_another_sender_has_in_the_pool_at_start_holds_until_mined() 
     node.mined, node.pool_count = 10, 2**64 - 1
     await tx.sync_nonce_afresh()
     assert tx.send_hold(200) is None
+    # One endpoint's count of 30 in its pool, another's of none: the least is believed (a
+    # lying count held liquidations 50 blocks).
+    node.pool_count, node.voters, node.elsewhere = 40, ["a", "b"], {"a": 40, "b": 10}
+    await tx.sync_nonce_afresh()
+    assert tx.send_hold(300) is None
+    node.elsewhere["b"] = 12
+    await tx.sync_nonce_afresh()
+    assert tx.send_hold(400) is not None and "nonces 10-11" in tx.send_hold(400).reason
 
 
 async def test_a_start_signs_above_what_it_tracks_and_a_receipt_without_block_settles() -> None:
