@@ -62,6 +62,7 @@ from keeperd.execution.wave_code import (
 from keeperd.execution.waves import split_wave
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
+from keeperd.protocols.sdk.approvals import WAVE_SUBJECT
 from keeperd.protocols.sdk.contract import (
     RECEIPT_TO_LIMIT,
     Call,
@@ -1701,6 +1702,8 @@ class Executor:
     async def _settle(self, outcome: Outcome) -> None:
         key = outcome.key
         if isinstance(key, UpkeepKey):
+            if outcome.status == "reverted":
+                self._upkeep_reverted(key, outcome)
             return
         if isinstance(key, WaveKey):
             await self._settle_wave(outcome, key)
@@ -1809,6 +1812,18 @@ class Executor:
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
                                         entry.account)
+
+    def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome) -> None:
+        """An approval or a deposit that reverted on chain: said (it went unseen), and a
+        token's approval made through zero from then on (what USDT-like tokens need, which a
+        lying or mistaken simulation said this one did not)."""
+        if key.action == "approve" and self.tx is not None and key.subject != WAVE_SUBJECT:
+            self.tx.approval_reverted.add(key.subject.lower())
+        log.warning("keeper.upkeep_reverted", protocol=self.adapter.name, action=key.action,
+                    subject=key.subject, tx_hash=outcome.tx_hash,
+                    next=("approvals of this token go through zero first"
+                          if key.action == "approve" and key.subject != WAVE_SUBJECT
+                          else "sent again at the next balances"))
 
     async def _settle_wave(self, outcome: Outcome, key: WaveKey) -> None:
         """A wave's settlement, each liquidation's in the order of its call

@@ -230,6 +230,11 @@ class TxManager:
         # sender's (`key_conflict`).
         self._in_flight_at_start: tuple[int, int] | None = None
         self._in_flight_since: int | None = None
+        # Tokens an approval of which from this key reverted on chain (lowercase): their
+        # approvals over a non-zero allowance go through zero first from then on, whatever a
+        # simulation says (protocols/sdk/approvals.py: one endpoint's lie that a USDT-like
+        # token accepts cost a reverted approval, and an unapproved top-up, every time).
+        self.approval_reverted: set[str] = set()
         # The address's code (EIP-7702, execution/delegation.py): why nothing may be signed
         # for it while it runs code not allowed, and since when its reads fail (None: the
         # last one answered, or none was made yet).

@@ -4,10 +4,12 @@ endpoint that answers (and, with one endpoint, only one on this machine is belie
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import structlog
 from eth_utils import function_signature_to_4byte_selector
 
 from keeperd.devnet.handle import Devnet
@@ -291,3 +293,56 @@ async def test_one_endpoint_cannot_make_the_breaker_forget_a_trip(devnet: Devnet
         async with RpcPool.from_urls("devnet", urls[:1], metrics=Metrics()) as alone:
             assert await block_known(alone, head) is False  # (one endpoint alone is believed)
         assert liar.faulted["eth_getBlockByHash"] == 3
+
+
+APPROVE = "0x095ea7b3"
+
+
+async def test_a_lie_that_usdt_takes_an_approval_over_its_allowance_costs_one_revert(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Which tokens need a zero approval first, the approval simulated from the keeper says;
+    a single endpoint that says USDT takes one over its allowance made every top-up's
+    approval revert on chain, unseen (an upkeep's revert was not even logged). Now the revert
+    is said, and that token's approvals go through zero from then on."""
+    from keeperd.devnet import contracts
+
+    usdt = devnet.manifest["tokens"].get("USDT")
+    if usdt is None:
+        pytest.skip("a devnet without its USDT")
+    fund_keeper(devnet)
+    pool = devnet.manifest["aave_v3"]["pool"]
+    erc20 = contracts.aave("MintableERC20")
+
+    def balance() -> int:
+        return int(erc20.decode_result("balanceOf", devnet.client.eth_call(
+            usdt, erc20.encode_call("balanceOf", KEEPER)))[0])
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar, contextlib.AsyncExitStack() as stack:
+        logs = stack.enter_context(structlog.testing.capture_logs())
+        liar.call_lies[APPROVE] = "0x" + "1".rjust(64, "0")  # "accepted", of every approve
+        keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate", rpc_urls=[
+            liar.url], key={"source": "env", "env": "KEEPER_KEY"}))
+        await keeper.evaluated_at(devnet.mine(1))
+        devnet.mine(1)
+        assert allowance(devnet, usdt, pool) == balance() > 0  # (from zero: no lie matters)
+        minter = devnet.client.accounts()[0]
+        devnet.client.send(minter, usdt, erc20.encode_call("mint", KEEPER, 10**12))
+        topped = devnet.client.block_number()
+        for _ in range(40):
+            await keeper.evaluated_at(devnet.mine(1))
+            if allowance(devnet, usdt, pool) == balance():
+                break
+        assert liar.faulted["eth_call"] > 0  # it was asked, and lied
+    assert allowance(devnet, usdt, pool) == balance()
+    sent: list[tuple[int, str]] = []  # (the amount, the receipt's status) of each approval
+    for number in range(topped + 1, devnet.client.block_number() + 1):
+        block = devnet.client.call("eth_getBlockByNumber", hex(number), True)
+        for t in block["transactions"]:
+            if (t["from"].lower(), t["to"].lower()) == (KEEPER.lower(), usdt.lower()) \
+                    and t["input"].startswith(APPROVE):
+                status = devnet.client.call("eth_getTransactionReceipt", t["hash"])["status"]
+                sent.append((int(t["input"][-64:], 16), status))
+    # One revert (the lie believed once), then through zero.
+    assert [s for _, s in sent] == ["0x0", "0x1", "0x1"] and sent[1][0] == 0, sent
+    said = [e for e in logs if e["event"] == "keeper.upkeep_reverted"]
+    assert [e["subject"].lower() for e in said] == [usdt.lower()], said

@@ -15,7 +15,7 @@ by-hand trial counted 17 approvals at one start).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
@@ -76,7 +76,8 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
         wanted.append((token, symbol, [balance]))
         if allowance:
             over.append(len(wanted) - 1)  # (from a non-zero allowance: USDT-like refuse it)
-    await _zero_first_where_refused(pool, keeper, spender, [wanted[i] for i in over])
+    await _zero_first_where_refused(pool, keeper, spender, [wanted[i] for i in over],
+                                    reverted=getattr(tx, "approval_reverted", set()))
     if wanted and getattr(tx, "runs_wave_executor", False):
         # A delegated address has one transaction in flight at a time: every approval (a
         # USDT-like token's zero first) in one KeeperWave wave, not one a block.
@@ -105,10 +106,17 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
 
 
 async def _zero_first_where_refused(pool: RpcPool, keeper: str, spender: str,
-                                    over: list[tuple[str, str, list[int]]]) -> None:
+                                    over: list[tuple[str, str, list[int]]], *,
+                                    reverted: Collection[str] = ()) -> None:
     """Put a zero approval first for each token (of those with an allowance already) that
     refuses the new amount over it, as USDT does: the approval simulated from the keeper (one
-    batch). Unknown — an endpoint's failure — is a zero first, as before."""
+    batch). Unknown — an endpoint's failure — is a zero first, as before; so is a token an
+    approval of which reverted on chain (`reverted`, lowercase: the simulation was wrong once,
+    a single endpoint's lie or a token's change, and is not asked again)."""
+    for token, _, amounts in over:
+        if token.lower() in reverted:
+            amounts.insert(0, 0)
+    over = [w for w in over if w[0].lower() not in reverted]
     if not over:
         return
     calls = [("eth_call", [{"from": keeper, "to": token,
