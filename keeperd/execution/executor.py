@@ -1775,7 +1775,8 @@ class Executor:
                 self._last.block if self._last is not None else 0)
             if outcome.counts_revert:
                 self._reverts.append(counted)
-            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}")
+            await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}" + (
+                f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             if not unbooked:
                 await self._book_gas_only(key, gas_usd, entry.realised_profit_usd)
             log.warning("liquidation.reverted", opportunity=key, tx_hash=outcome.tx_hash)
@@ -1786,7 +1787,7 @@ class Executor:
                     if block is not None and receipt.get("transactionIndex") else None)
             winner = await self._maybe_lost_race(
                 None, key, entry.detected_block, "reverted", entry.account, until=block,
-                before=ours, after=entry.detected_block)
+                before=ours, after=entry.detected_block, unbooked=unbooked)
             unwanted = winner is None and key in self._unwanted_in_waves
             if (winner is not None or unwanted) and outcome.counts_revert \
                     and counted in self._reverts:
@@ -1802,7 +1803,8 @@ class Executor:
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
-        await self.journal.set_status(key, status, detail=outcome.tx_hash)
+        await self.journal.set_status(key, status, detail=str(outcome.tx_hash) + (
+            f" {UNBOOKED_MARK} (settled at start)" if unbooked and outcome.gas_used else ""))
         if not unbooked and (outcome.gas_used or entry.realised_profit_usd is not None):
             # (a cancel mined: its gas paid; a drop after a reorg took its inclusion away:
             # nothing realised any more)
@@ -1811,7 +1813,8 @@ class Executor:
         log.info(f"liquidation.{outcome.status}", opportunity=key)
         if status == J.CANCELLED:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
-                                        entry.account)
+                                        entry.account,
+                                        unbooked=unbooked and bool(outcome.gas_used))
 
     def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome) -> None:
         """An approval or a deposit that reverted on chain: said (it went unseen), and a
@@ -1920,11 +1923,13 @@ class Executor:
     async def _maybe_lost_race(self, opp: Opportunity | None, key: OpportunityKey, since_block: int,
                                reason: str, account: str | None = None, *,
                                until: int | None = None, before: tuple[int, int] | None = None,
-                               after: int | None = None) -> str | None:
+                               after: int | None = None, unbooked: bool = False
+                               ) -> str | None:
         """If someone else's liquidation hit this account since we saw it, record it; the
         winner, or None. `until`: no later than that block; `before`: mined before that
         (block, transaction index), ours that reverted; `after`: in a later block than that
-        one (the one planned on, whose state already held what was mined in it)."""
+        one (the one planned on, whose state already held what was mined in it); `unbooked`:
+        its gas not booked yet (settled at start: the row keeps saying so)."""
         account = opp.account if opp is not None else account
         if account is None:
             return None
@@ -1953,7 +1958,8 @@ class Executor:
                 str(key), self.adapter.name, opp.account, opp.collateral, opp.debt, opp.amount,
                 0.0, 0, since_block, J.LOST_RACE, None, winner, reason))
         else:
-            await self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason)
+            await self.journal.set_status(key, J.LOST_RACE, winner=winner, detail=reason + (
+                f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
         self.metrics.liquidation_funnel.labels(*self.labels, "lost_race").inc()
         log.info("liquidation.lost_race", opportunity=key, account=account, winner=winner)
         self._event("lost_race", key, account, None, {"winner": winner, "reason": reason})
@@ -2072,11 +2078,14 @@ class Executor:
         await self.journal.set_realised(key, -gas_usd)
 
     async def _unbooked_by_a_run_before(self) -> None:
-        """Inclusions settled at an earlier start that ended before its first evaluated block
-        booked them (`profit_usd=pending` in their row): their receipts read again, booked at
-        this run's first block (`_book_settled_at_start`). They stayed out of the P&L for good
-        (a restart loop before the first block)."""
-        for entry in await self.journal.by_status(J.INCLUDED):
+        """Inclusions, reverts and mined cancels settled at an earlier start that ended before
+        its first evaluated block booked them (`profit_usd=pending` in their row): their
+        receipts read again, booked at this run's first block (`_book_settled_at_start`). They
+        stayed out of the P&L for good (a restart loop before the first block); a revert's
+        or a cancel's gas too, until a review of the first fix found it."""
+        entries = [e for status in (J.INCLUDED, J.REVERTED, J.CANCELLED, J.LOST_RACE)
+                   for e in await self.journal.by_status(status)]
+        for entry in entries:
             if (entry.protocol != self.adapter.name or entry.realised_profit_usd is not None
                     or UNBOOKED_MARK not in (entry.detail or "")):
                 continue
@@ -2096,13 +2105,19 @@ class Executor:
         records = await self.journal.txs(key)
         if not records or any(forged(r, self.tx, records[0].nonce) for r in records):
             return
+        # (what its settlement made of the one mined record of its nonce: a race lost is
+        # its revert's or its cancel's)
+        wanted = {J.INCLUDED: ("included",), J.REVERTED: ("reverted",),
+                  J.CANCELLED: ("cancelled",),
+                  J.LOST_RACE: ("reverted", "cancelled")}.get(entry.status, ())
         for record in reversed(records):
             receipt = await self.pool.request("eth_getTransactionReceipt",
                                               [record.tx_hash])
-            if not is_receipt_of(receipt, record.tx_hash) or receipt["status"] != "0x1":
+            if not is_receipt_of(receipt, record.tx_hash):
                 continue
-            outcome = Outcome(key, "included", record.tx_hash,
-                              int(str(receipt["gasUsed"]), 16),
+            mined = ("cancelled" if record.kind == "cancel" else
+                     "included" if receipt["status"] == "0x1" else "reverted")
+            outcome = Outcome(key, mined, record.tx_hash, int(str(receipt["gasUsed"]), 16),
                               int(str(receipt.get("effectiveGasPrice", "0x0")), 16), receipt)
             if record.wave_index is not None:  # (its own share and its own call's logs)
                 places = await self.journal.wave_members(record.tx_hash)
@@ -2113,7 +2128,7 @@ class Executor:
                                                    for k, _ in ordered))
                 members, _ = split_wave(replace(outcome, key=wave), self.tx.address)
                 outcome = members[record.wave_index]
-            if outcome.status == "included" and outcome.key == key and not any(
+            if outcome.status in wanted and outcome.key == key and not any(
                     (o.key, o.tx_hash) == (key, outcome.tx_hash) for o in self._unbooked):
                 self._unbooked.append(outcome)
             break

@@ -150,14 +150,14 @@ async def test_dry_run_sends_nothing_and_records_what_it_would_send(
     assert len(await journal.by_status(J.DRY_RUN)) == len(recorded)
 
 
-async def test_a_competitor_first_is_recorded_as_lost_not_retried(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    fund_keeper(devnet)
-    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
-                                         key={"source": "env", "env": "KEEPER_KEY"}))
+COMPETITOR = "0x00000000000000000000000000000000C0FfeE00"  # checksummed
+
+
+async def lose_a_race(devnet: Devnet, keeper: Running) -> str:
+    """A crash whose liquidation of one account a competitor's higher tip gets mined before
+    the keeper's (which reverts behind it); that account."""
     await keeper.evaluated_at(devnet.client.block_number())
-    competitor = "0x00000000000000000000000000000000C0FfeE00"  # checksummed
-    fund_keeper(devnet, competitor, approve=True)
+    fund_keeper(devnet, COMPETITOR, approve=True)
     # Healthy now (interest may have pushed some seeded accounts under 1 already: the keeper
     # liquidates those at once, before any competitor), liquidatable after the crash.
     victim = next(b["address"] for b in devnet.manifest["borrowers"]
@@ -170,7 +170,7 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
         crash = devnet.mine(1)
         # The competitor pays a higher tip, so its liquidation is mined first.
         devnet.client.call("eth_sendTransaction", {
-            "from": competitor, "to": devnet.manifest["aave_v3"]["pool"], "gas": hex(1_500_000),
+            "from": COMPETITOR, "to": devnet.manifest["aave_v3"]["pool"], "gas": hex(1_500_000),
             "maxPriorityFeePerGas": hex(500 * 10**9), "maxFeePerGas": hex(1000 * 10**9),
             "data": "0x" + pool_art.encode_call(
                 "liquidationCall", devnet.manifest["tokens"]["WETH"],
@@ -180,11 +180,20 @@ async def test_a_competitor_first_is_recorded_as_lost_not_retried(
     finally:
         devnet.client.call("evm_setAutomine", True)
     await keeper.evaluated_at(devnet.mine(1))
+    return victim
+
+
+async def test_a_competitor_first_is_recorded_as_lost_not_retried(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    victim = await lose_a_race(devnet, keeper)
     journal = keeper.daemon.executors["aave"].journal
     entries = [e for e in await journal.all() if e.account == victim]
     assert len(entries) == 1, entries
-    assert entries[0].status == J.LOST_RACE, (entries, crash, chain_health(devnet, victim))
-    assert entries[0].winner == competitor
+    assert entries[0].status == J.LOST_RACE, (entries, chain_health(devnet, victim))
+    assert entries[0].winner == COMPETITOR
     # Ours reverted behind the competitor's: a lost race, not a revert nobody explains, so
     # it does not count toward the revert breaker (three in a cascade paused sending).
     executor = keeper.daemon.executors["aave"]
@@ -629,3 +638,40 @@ async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
         assert again is not None and again.realised_profit_usd == pytest.approx(
             e.realised_profit_usd, abs=0.05), (again, e)
         assert "pending" not in (again.detail or "")
+
+
+async def test_a_lost_races_gas_a_start_did_not_book_is_booked_at_the_next_start(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """As an inclusion (above), a revert's or a mined cancel's gas settled at a start before
+    any block gave the native price is booked at the first evaluated block; a start that ended
+    before it left that loss out of the P&L for good (a race lost: its row's reason replaced
+    the mark that said so). The next start reads the receipt again and books it."""
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "env", "env": "KEEPER_KEY"})
+    first = await run_daemon(config)
+    victim = await lose_a_race(devnet, first)
+    journal = first.daemon.executors["aave"].journal
+    [lost] = [e for e in await journal.all() if e.account == victim]
+    assert lost.status == J.LOST_RACE and lost.realised_profit_usd is not None
+    assert lost.realised_profit_usd < 0
+    first.stop.set()
+    await first.task
+    # Settled, not booked: as a start cut short leaves it (the settlement's own words).
+    from keeperd.storage.db import STATE_FILE, SqliteDatabase
+
+    db = SqliteDatabase.open(config.state_dir / STATE_FILE)
+    try:
+        await db.execute("UPDATE liquidations SET realised_profit_usd = NULL, detail = $1 "
+                         "WHERE key = $2", f"{lost.detail} profit_usd=pending (settled at "
+                         "start)", lost.key)
+    finally:
+        await db.close()
+    second = await run_daemon(config)
+    await second.evaluated_at(devnet.mine(1))
+    again = await second.daemon.executors["aave"].journal.get(lost.key)
+    assert again is not None and again.realised_profit_usd == pytest.approx(
+        lost.realised_profit_usd, abs=0.05), (again, lost)
+    assert metric_value(second.daemon.metrics, "keeperd_liquidation_loss_usd_total", {
+        "chain": "devnet", "protocol": "aave"}) == pytest.approx(-lost.realised_profit_usd,
+                                                                 abs=0.05)
