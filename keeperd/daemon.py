@@ -342,6 +342,8 @@ class Daemon:
                 await self._start_plugin(plugin)
                 await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
                                          native_prices, scheduler)
+            if self.replica is None:
+                await self._start_executors()
             for venue in self.config.perp_venues:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)
@@ -423,10 +425,21 @@ class Daemon:
                 self.dispatcher.wake()
         if self.replica is not None:
             self.replica.promotion_tells = True  # (what it settles now is told)
-        for name, executor in self.executors.items():
-            head = int(await executor.pool.request("eth_blockNumber"), 16)
-            await executor.start(head)
+        for name, head in (await self._start_executors()).items():
             log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
+
+    async def _start_executors(self) -> dict[str, int]:
+        """Every executor's journal reconciled, then each one's preparation (approvals, a
+        deposit): an approval sent before another protocol on the same key had resumed its
+        journaled, unbroadcast liquidation took that one's nonce, and the liquidation never
+        went. The head each started at, by protocol."""
+        heads: dict[str, int] = {}
+        for name, executor in self.executors.items():
+            heads[name] = int(await executor.pool.request("eth_blockNumber"), 16)
+            await executor.reconcile(heads[name])
+        for name, executor in self.executors.items():
+            await executor.prepare(heads[name])
+        return heads
 
     async def _leading(self) -> None:
         """Just promoted: each executor acts on the standby's last evaluation, if it is of
@@ -907,9 +920,8 @@ class Daemon:
             # A replica acts only while it leads; it reconciles when it is promoted.
             executor.acting = self.replica.is_leader
             executor.on_fenced = self.replica.demote
-            return executor
-        head = int(await rt.pool.request("eth_blockNumber"), 16)
-        await executor.start(head)
+        # (started once every protocol's is made: `_start_executors`; a replica's when it
+        # is promoted)
         return executor
 
     async def _tx_manager(self, rt: ChainRuntime, key: Signer | None,

@@ -374,14 +374,24 @@ class Executor:
 
     # --- start-up -------------------------------------------------------------------------
 
-    async def start(self, head: int) -> None:
-        """Reconcile the journal before anything new is sent; then the liquidator's own
-        preparation (approvals, parameters). Under `_acting`: an act of an earlier leadership
-        still under way ends first."""
+    async def reconcile(self, head: int) -> None:
+        """At start, before anything new is sent: what the journal says was signed, tracked
+        again under its own nonces (rebroadcast), and what was mined while down, settled.
+        Then `prepare`; with several protocols on one key, every one's `reconcile` before any
+        one's `prepare` (the daemon's `_start_executors`). Under `_acting`: an act of an
+        earlier leadership still under way ends first."""
         async with self._acting:
-            await self._start(head)
+            await self._reconcile(head)
 
-    async def _start(self, head: int) -> None:
+    async def prepare(self, head: int) -> None:
+        """The liquidator's own preparation (approvals, parameters, Curie's deposit): only
+        once every protocol sharing the key has reconciled — an approval sent first took the
+        nonce of another protocol's journaled, unbroadcast liquidation, which then never went
+        (a review)."""
+        async with self._acting:
+            await self._prepare(head)
+
+    async def _reconcile(self, head: int) -> None:
         if self.tx is not None:
             await self.tx.sync_nonce_afresh()
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
@@ -393,6 +403,8 @@ class Executor:
                             if self.tx.pending else []):
                 await self._settle(outcome)
         await self._flush_events()
+
+    async def _prepare(self, head: int) -> None:
         if self.op_stack_chain_id is not None:
             await self._estimate_fee_at_start()
         try:

@@ -5,6 +5,7 @@ the two was dropped or replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,10 @@ from keeperd.keys import _from_hex
 from keeperd.metrics import Metrics
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
-from tests.keeper_harness import (
+from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     KEEPER_KEY,
+    keeper_key_env,
 )
 
 
@@ -66,3 +68,61 @@ async def test_a_transaction_journaled_but_never_broadcast_keeps_its_nonce(
         receipt = devnet.client.call("eth_getTransactionReceipt", tx_hash)
         assert receipt is not None and int(receipt["status"], 16) == 1
     assert int(devnet.client.call("eth_getTransactionCount", KEEPER, "latest"), 16) == before + 2
+
+
+async def test_an_approval_at_start_never_takes_another_protocols_journaled_nonce(
+        devnet: Devnet, pool: RpcPool, tmp_path: Path, run_daemon) -> None:
+    """Killed with a Morpho liquidation journaled and not broadcast, keeperd restarts with
+    an approval due for Aave (a top-up, or collateral a crash seized): each protocol's start
+    resumed its own journal and then sent its approvals, so Aave's approval, first, took the
+    nonce of Morpho's journaled transaction, which then never went (nonce too low; on a
+    chain with blocks to wait for, the two at one nonce). Every protocol's journal is resumed
+    before any protocol sends anything."""
+    from keeperd.devnet import contracts
+    from keeperd.storage.db import STATE_FILE
+    from tests.keeper_harness import aave_and_morpho_config, fund_keeper
+
+    fund_keeper(devnet)
+    config = aave_and_morpho_config(devnet, tmp_path, {
+        "mode": "liquidate", "min_profit_usd": 1.0, "key": {"source": "env", "env": "KEEPER_KEY"}})
+    assert [p.name for p in config.protocols] == ["aave", "morpho"]
+    first = await run_daemon(config)  # (its approvals, at start)
+    await first.evaluated_at(devnet.mine(1))
+    first.stop.set()
+    await first.task
+    # Morpho's liquidation signed and journaled, the process killed before its broadcast.
+    db = SqliteDatabase.open(config.state_dir / STATE_FILE)
+    try:
+        journal = await J.Journal.open(db)
+        killed = TxManager(pool, _from_hex(KEEPER_KEY, "test"), 31337, metrics=Metrics(),
+                           record=journal.record_tx)
+        await killed.sync_nonce()
+        await journal.record(dataclasses.replace(planned("morpho:0xa:c:d:1"),
+                                                 protocol="morpho"))
+
+        async def dead(*args: object, **kwargs: object) -> None:
+            raise Killed
+
+        killed.broadcast_many = dead  # type: ignore[method-assign,assignment]
+        with pytest.raises(Killed):
+            await killed.send("morpho:0xa:c:d:1", KEEPER, b"", 21_000, 10**18,
+                              block=devnet.client.block_number())
+        [signed] = await journal.txs("morpho:0xa:c:d:1")
+    finally:
+        await db.close()
+    # An approval due for Aave at the next start: USDC topped up.
+    erc20 = contracts.aave("MintableERC20")
+    devnet.client.send(devnet.client.accounts()[0], devnet.manifest["tokens"]["USDC"],
+                       erc20.encode_call("mint", KEEPER, 10**12))
+    second = await run_daemon(config)
+    await second.evaluated_at(devnet.mine(1))
+    devnet.mine(1)
+    receipt = devnet.client.call("eth_getTransactionReceipt", signed.tx_hash)
+    assert receipt is not None and int(receipt["status"], 16) == 1, \
+        "Morpho's journaled transaction did not go under its nonce"
+    # And Aave's approval went, after it.
+    approvals = [t for n in range(int(receipt["blockNumber"], 16),
+                                  devnet.client.block_number() + 1)
+                 for t in devnet.client.call("eth_getBlockByNumber", hex(n), True)["transactions"]
+                 if t["from"].lower() == KEEPER.lower() and t["input"].startswith("0x095ea7b3")]
+    assert approvals and all(int(t["nonce"], 16) > signed.nonce for t in approvals)
