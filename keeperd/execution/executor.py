@@ -2095,12 +2095,8 @@ class Executor:
         receipts read again, booked at this run's first block (`_book_settled_at_start`). They
         stayed out of the P&L for good (a restart loop before the first block); a revert's
         or a cancel's gas too, until a review of the first fix found it."""
-        entries = [e for status in (J.INCLUDED, J.REVERTED, J.CANCELLED, J.LOST_RACE)
-                   for e in await self.journal.by_status(status)]
-        for entry in entries:
-            if (entry.protocol != self.adapter.name or entry.realised_profit_usd is not None
-                    or UNBOOKED_MARK not in (entry.detail or "")):
-                continue
+        for entry in await self.journal.unbooked(self.adapter.name, UNBOOKED_MARK, J.INCLUDED,
+                                                 J.REVERTED, J.CANCELLED, J.LOST_RACE):
             try:
                 await self._unbooked_again(entry)
             except Exception as exc:  # (a row or an answer that does not read: not booked,

@@ -144,6 +144,17 @@ class Journal:
             "ORDER BY created_at, key", *statuses)
         return [_entry(r) for r in rows]
 
+    async def unbooked(self, protocol: str, mark: str, *statuses: str) -> list[JournalEntry]:
+        """`protocol`'s rows of those statuses with no realised figure whose detail holds
+        `mark` (settled, not booked yet: the executor's `_unbooked_by_a_run_before`), without
+        reading the whole journal at every start."""
+        marks = ",".join(f"${i + 3}" for i in range(len(statuses)))
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND "
+            f"realised_profit_usd IS NULL AND detail LIKE $2 AND status IN ({marks}) "
+            "ORDER BY created_at, key", protocol, f"%{mark}%", *statuses)
+        return [e for e in map(_entry, rows) if mark in (e.detail or "")]
+
     async def all(self) -> list[JournalEntry]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM liquidations ORDER BY created_at, key")
