@@ -425,21 +425,21 @@ class Daemon:
                 self.dispatcher.wake()
         if self.replica is not None:
             self.replica.promotion_tells = True  # (what it settles now is told)
-        for name, head in (await self._start_executors()).items():
-            log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
+        await self._start_executors(epoch)
 
-    async def _start_executors(self) -> dict[str, int]:
+    async def _start_executors(self, epoch: int | None = None) -> None:
         """Every executor's journal reconciled, then each one's preparation (approvals, a
         deposit): an approval sent before another protocol on the same key had resumed its
         journaled, unbroadcast liquidation took that one's nonce, and the liquidation never
-        went. The head each started at, by protocol."""
+        went. `epoch`: a promotion's (each reconciliation logged before any approval)."""
         heads: dict[str, int] = {}
         for name, executor in self.executors.items():
             heads[name] = int(await executor.pool.request("eth_blockNumber"), 16)
             await executor.reconcile(heads[name])
+            if epoch is not None:
+                log.info("replica.reconciled", protocol=name, epoch=epoch, head=heads[name])
         for name, executor in self.executors.items():
             await executor.prepare(heads[name])
-        return heads
 
     async def _leading(self) -> None:
         """Just promoted: each executor acts on the standby's last evaluation, if it is of
