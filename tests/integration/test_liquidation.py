@@ -249,14 +249,18 @@ async def test_a_revert_nobody_explains_is_logged_with_its_reason(
     journal = keeper.daemon.executors["aave"].journal
     reverted = await journal.by_status(J.REVERTED)
     assert len(reverted) > 3
-    # (traced after each block's liquidations are sent, two a block: off their path)
-    for _ in range(len(reverted) // 2 + 1):
+    # (traced after each block's liquidations are sent, two a block: off their path; under
+    # a full run's load a block's scan may find its head moved on: blocks until done)
+    wanted = min(len(reverted), 2 + 32)  # (two a block, 32 more kept, the rest not traced)
+    for _ in range(3 * (wanted // 2 + 1)):
         await keeper.evaluated_at(devnet.mine(1))
-    reverted = await journal.by_status(J.REVERTED)
+        reverted = await journal.by_status(J.REVERTED)
+        reasoned = [e for e in reverted if e.detail and " reverted: " in e.detail]
+        if len(reasoned) >= wanted:
+            break
     # Aave's own error, by name (v3.6's custom error, 0x930bb771 in the trace), in the pool's
     # logic
-    reasoned = [e for e in reverted if e.detail and " reverted: " in e.detail]
-    assert len(reasoned) >= min(len(reverted), 2 + 32)  # (two a block, 32 more kept)
+    assert len(reasoned) == wanted
     assert all(" reverted: HealthFactorNotBelowThreshold in 0x" in (e.detail or "")
                for e in reasoned), [e.detail for e in reasoned]
     pause = keeper.daemon.executors["aave"].send_pause(devnet.client.block_number())
