@@ -343,7 +343,7 @@ class Daemon:
                 await self._add_protocol(plugin, rt, journal, key, tx_managers, stack, breaker,
                                          native_prices, scheduler)
             if self.replica is None:
-                await self._start_executors()
+                await self._prepare_executors()
             for venue in self.config.perp_venues:
                 perp = PerpMonitor(venue, self.metrics, self.alerts)
                 stack.push_async_callback(perp.close)
@@ -425,21 +425,19 @@ class Daemon:
                 self.dispatcher.wake()
         if self.replica is not None:
             self.replica.promotion_tells = True  # (what it settles now is told)
-        await self._start_executors(epoch)
+        for name, executor in self.executors.items():
+            head = int(await executor.pool.request("eth_blockNumber"), 16)
+            await executor.reconcile(head)
+            log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
+        await self._prepare_executors()
 
-    async def _start_executors(self, epoch: int | None = None) -> None:
-        """Every executor's journal reconciled, then each one's preparation (approvals, a
-        deposit): an approval sent before another protocol on the same key had resumed its
-        journaled, unbroadcast liquidation took that one's nonce, and the liquidation never
-        went. `epoch`: a promotion's (each reconciliation logged before any approval)."""
-        heads: dict[str, int] = {}
-        for name, executor in self.executors.items():
-            heads[name] = int(await executor.pool.request("eth_blockNumber"), 16)
-            await executor.reconcile(heads[name])
-            if epoch is not None:
-                log.info("replica.reconciled", protocol=name, epoch=epoch, head=heads[name])
-        for name, executor in self.executors.items():
-            await executor.prepare(heads[name])
+    async def _prepare_executors(self) -> None:
+        """Each executor's preparation (approvals, a deposit), once every executor's journal
+        is reconciled: an approval sent before another protocol on the same key had resumed
+        its journaled, unbroadcast liquidation took that one's nonce, and the liquidation
+        never went (a review)."""
+        for executor in self.executors.values():
+            await executor.prepare(int(await executor.pool.request("eth_blockNumber"), 16))
 
     async def _leading(self) -> None:
         """Just promoted: each executor acts on the standby's last evaluation, if it is of
@@ -920,8 +918,10 @@ class Daemon:
             # A replica acts only while it leads; it reconciles when it is promoted.
             executor.acting = self.replica.is_leader
             executor.on_fenced = self.replica.demote
-        # (started once every protocol's is made: `_start_executors`; a replica's when it
-        # is promoted)
+            return executor  # (reconciled and prepared when promoted)
+        # Its journal resumed at once (what it signed goes out while the other protocols
+        # start); its approvals once every protocol's is (`_prepare_executors`).
+        await executor.reconcile(int(await rt.pool.request("eth_blockNumber"), 16))
         return executor
 
     async def _tx_manager(self, rt: ChainRuntime, key: Signer | None,

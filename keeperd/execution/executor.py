@@ -378,7 +378,7 @@ class Executor:
         """At start, before anything new is sent: what the journal says was signed, tracked
         again under its own nonces (rebroadcast), and what was mined while down, settled.
         Then `prepare`; with several protocols on one key, every one's `reconcile` before any
-        one's `prepare` (the daemon's `_start_executors`). Under `_acting`: an act of an
+        one's `prepare` (the daemon's `_prepare_executors`). Under `_acting`: an act of an
         earlier leadership still under way ends first."""
         async with self._acting:
             await self._reconcile(head)
@@ -1815,8 +1815,10 @@ class Executor:
             return
         status = J.CANCELLED if outcome.status == "cancelled" else J.DROPPED
         stage(*self.labels, outcome.status).inc()
-        await self.journal.set_status(key, status, detail=str(outcome.tx_hash) + (
-            f" {UNBOOKED_MARK} (settled at start)" if unbooked and outcome.gas_used else ""))
+        await self.journal.set_status(key, status, detail=None if outcome.tx_hash is None
+                                      else outcome.tx_hash + (
+                                          f" {UNBOOKED_MARK} (settled at start)"
+                                          if unbooked and outcome.gas_used else ""))
         if not unbooked and (outcome.gas_used or entry.realised_profit_usd is not None):
             # (a cancel mined: its gas paid; a drop after a reorg took its inclusion away:
             # nothing realised any more)
@@ -1829,16 +1831,23 @@ class Executor:
                                         unbooked=unbooked and bool(outcome.gas_used))
 
     def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome) -> None:
-        """An approval or a deposit that reverted on chain: said (it went unseen), and a
-        token's approval made through zero from then on (what USDT-like tokens need, which a
-        lying or mistaken simulation said this one did not)."""
+        """An approval or a deposit that reverted on chain: said (it went unseen). A token's
+        approval of an amount reverted: made through zero from then on, for this run (what
+        USDT-like tokens need, which a lying or mistaken simulation said this one did not); a
+        zero approval reverted: the token refuses zeros (as BNB does), so none goes first any
+        more — either way a revert a top-up at most, not every one. (A wave's approvals fail
+        inside a wave that succeeds: not seen here.)"""
+        next_time = "not sent again by this run (a restart tries again)"
         if key.action == "approve" and self.tx is not None and key.subject != WAVE_SUBJECT:
-            self.tx.approval_reverted.add(key.subject.lower())
+            token = key.subject.lower()
+            if key.tag.startswith("0@"):
+                self.tx.approval_reverted.discard(token)
+                next_time = "the next approvals of this token without a zero first"
+            else:
+                self.tx.approval_reverted.add(token)
+                next_time = "the next approvals of this token through zero first"
         log.warning("keeper.upkeep_reverted", protocol=self.adapter.name, action=key.action,
-                    subject=key.subject, tx_hash=outcome.tx_hash,
-                    next=("approvals of this token go through zero first"
-                          if key.action == "approve" and key.subject != WAVE_SUBJECT
-                          else "sent again at the next balances"))
+                    subject=key.subject, tx_hash=outcome.tx_hash, next=next_time)
 
     async def _settle_wave(self, outcome: Outcome, key: WaveKey) -> None:
         """A wave's settlement, each liquidation's in the order of its call
@@ -2055,8 +2064,12 @@ class Executor:
                 self._last_revert_reason = why
             entry = await self.journal.get(outcome.key)
             if entry is not None and entry.status == J.REVERTED:
-                await self.journal.set_status(outcome.key, J.REVERTED,
-                                              detail=f"tx={outcome.tx_hash} reverted: {why}")
+                # (a revert settled at start and not booked yet keeps saying so)
+                unbooked = entry.realised_profit_usd is None and UNBOOKED_MARK in (
+                    entry.detail or "")
+                await self.journal.set_status(
+                    outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash} reverted: {why}" + (
+                        f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             log.warning("liquidation.revert_reason", opportunity=outcome.key,
                         tx_hash=outcome.tx_hash, reason=why)
 
@@ -2096,7 +2109,8 @@ class Executor:
         stayed out of the P&L for good (a restart loop before the first block); a revert's
         or a cancel's gas too, until a review of the first fix found it."""
         for entry in await self.journal.unbooked(self.adapter.name, UNBOOKED_MARK, J.INCLUDED,
-                                                 J.REVERTED, J.CANCELLED, J.LOST_RACE):
+                                                 J.REVERTED, J.CANCELLED, J.LOST_RACE,
+                                                 J.DROPPED):
             try:
                 await self._unbooked_again(entry)
             except Exception as exc:  # (a row or an answer that does not read: not booked,
@@ -2116,7 +2130,7 @@ class Executor:
         # (what its settlement made of the one mined record of its nonce: a race lost is
         # its revert's or its cancel's)
         wanted = {J.INCLUDED: ("included",), J.REVERTED: ("reverted",),
-                  J.CANCELLED: ("cancelled",),
+                  J.CANCELLED: ("cancelled",), J.DROPPED: ("dropped",),  # (a wave's share)
                   J.LOST_RACE: ("reverted", "cancelled")}.get(entry.status, ())
         for record in reversed(records):
             receipt = await self.pool.request("eth_getTransactionReceipt",

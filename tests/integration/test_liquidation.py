@@ -153,9 +153,10 @@ async def test_dry_run_sends_nothing_and_records_what_it_would_send(
 COMPETITOR = "0x00000000000000000000000000000000C0FfeE00"  # checksummed
 
 
-async def lose_a_race(devnet: Devnet, keeper: Running) -> str:
+async def lose_a_race(devnet: Devnet, keeper: Running, *, stopped: bool = False) -> str:
     """A crash whose liquidation of one account a competitor's higher tip gets mined before
-    the keeper's (which reverts behind it); that account."""
+    the keeper's (which reverts behind it); that account. `stopped`: the keeper stopped with
+    its liquidation in the pool, before the block that mines both."""
     await keeper.evaluated_at(devnet.client.block_number())
     fund_keeper(devnet, COMPETITOR, approve=True)
     # Healthy now (interest may have pushed some seeded accounts under 1 already: the keeper
@@ -176,10 +177,14 @@ async def lose_a_race(devnet: Devnet, keeper: Running) -> str:
                 "liquidationCall", devnet.manifest["tokens"]["WETH"],
                 devnet.manifest["tokens"]["DAI"], victim, 2**256 - 1, False).hex()})
         await keeper.evaluated_at(crash)
+        if stopped:
+            keeper.stop.set()
+            await keeper.task
         devnet.mine(1)
     finally:
         devnet.client.call("evm_setAutomine", True)
-    await keeper.evaluated_at(devnet.mine(1))
+    if not stopped:
+        await keeper.evaluated_at(devnet.mine(1))
     return victim
 
 
@@ -645,37 +650,35 @@ async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
 
 
 async def test_a_lost_races_gas_a_start_did_not_book_is_booked_at_the_next_start(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """As an inclusion (above), a revert's or a mined cancel's gas settled at a start before
     any block gave the native price is booked at the first evaluated block; a start that ended
     before it left that loss out of the P&L for good (a race lost: its row's reason replaced
     the mark that said so). The next start reads the receipt again and books it."""
+    from keeperd.execution.executor import Executor
+
     fund_keeper(devnet)
     config = config_for(devnet, tmp_path, "liquidate",
                         key={"source": "env", "env": "KEEPER_KEY"})
-    first = await run_daemon(config)
-    victim = await lose_a_race(devnet, first)
-    journal = first.daemon.executors["aave"].journal
-    [lost] = [e for e in await journal.all() if e.account == victim]
-    assert lost.status == J.LOST_RACE and lost.realised_profit_usd is not None
-    assert lost.realised_profit_usd < 0
-    first.stop.set()
-    await first.task
-    # Settled, not booked: as a start cut short leaves it (the settlement's own words).
-    from keeperd.storage.db import STATE_FILE, SqliteDatabase
+    victim = await lose_a_race(devnet, await run_daemon(config), stopped=True)
+    # Mined while it was down: settled by the next start, which ends before booking it.
+    with monkeypatch.context() as patch:
+        async def ended_first(self: Executor, result: object) -> None:
+            return None
 
-    db = SqliteDatabase.open(config.state_dir / STATE_FILE)
-    try:
-        await db.execute("UPDATE liquidations SET realised_profit_usd = NULL, detail = $1 "
-                         "WHERE key = $2", f"{lost.detail} profit_usd=pending (settled at "
-                         "start)", lost.key)
-    finally:
-        await db.close()
-    second = await run_daemon(config)
-    await second.evaluated_at(devnet.mine(1))
-    again = await second.daemon.executors["aave"].journal.get(lost.key)
-    assert again is not None and again.realised_profit_usd == pytest.approx(
-        lost.realised_profit_usd, abs=0.05), (again, lost)
-    assert metric_value(second.daemon.metrics, "keeperd_liquidation_loss_usd_total", {
-        "chain": "devnet", "protocol": "aave"}) == pytest.approx(-lost.realised_profit_usd,
-                                                                 abs=0.05)
+        patch.setattr(Executor, "_book_settled_at_start", ended_first)
+        second = await run_daemon(config)
+        await second.evaluated_at(devnet.client.block_number())
+        journal = second.daemon.executors["aave"].journal
+        [lost] = [e for e in await journal.all() if e.account == victim]
+        second.stop.set()
+        await second.task
+    assert lost.status == J.LOST_RACE and lost.winner == COMPETITOR, lost
+    assert lost.realised_profit_usd is None and "profit_usd=pending" in (lost.detail or "")
+    third = await run_daemon(config)
+    await third.evaluated_at(devnet.mine(1))
+    again = await third.daemon.executors["aave"].journal.get(lost.key)
+    assert again is not None and again.realised_profit_usd is not None
+    assert again.realised_profit_usd < 0  # (its gas)
+    assert metric_value(third.daemon.metrics, "keeperd_liquidation_loss_usd_total", {
+        "chain": "devnet", "protocol": "aave"}) == pytest.approx(-again.realised_profit_usd)

@@ -126,14 +126,18 @@ async def test_settled_rows_not_booked_are_found_by_their_mark(db: Database) -> 
             "aave:0x3:W:U:1": (J.REVERTED, f"tx=0x3 {mark}", -1.0),  # (booked)
             "aave:0x4:W:U:1": (J.REVERTED, "tx=0x4 profitXusd=pending", None),  # (LIKE's _)
             "aave:0x5:W:U:1": (J.PENDING, f"{mark}", None),
+            "aave:0x7:W:U:1": (J.CANCELLED, f"0x7 {mark} (settled at start)", None),
+            "aave:0x8:W:U:1": (J.DROPPED, f"0x8 {mark} (settled at start)", None),
             "morpho:0x6:W:U:1": (J.INCLUDED, f"tx=0x6 {mark}", None)}
     for key, (status, detail, realised) in rows.items():
         await journal.record(replace(entry(key), protocol=key.split(":")[0]))
         await journal.set_status(key, status, detail=detail)
         if realised is not None:
             await journal.set_realised(key, realised)
-    found = await journal.unbooked("aave", mark, J.INCLUDED, J.REVERTED, J.LOST_RACE)
-    assert [e.key for e in found] == ["aave:0x1:W:U:1", "aave:0x2:W:U:1"]
+    found = await journal.unbooked("aave", mark, J.INCLUDED, J.REVERTED, J.LOST_RACE,
+                                   J.CANCELLED, J.DROPPED)
+    assert [e.key for e in found] == ["aave:0x1:W:U:1", "aave:0x2:W:U:1", "aave:0x7:W:U:1",
+                                      "aave:0x8:W:U:1"]
 
 
 async def test_a_signed_transaction_is_journaled_before_it_is_sent(db: Database) -> None:
