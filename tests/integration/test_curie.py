@@ -426,3 +426,88 @@ async def test_unwinds_trade_against_the_markets_own_pools(
                          depth)
     assert (result.accounts >= result.static_accounts).all()
     assert (result.amplification >= 1.0 - 1e-9).all()
+
+
+@pytest.mark.slow
+async def test_weth_margin_is_bought_only_when_it_is_worth_what_the_vault_asks(
+        devnet: Devnet, tmp_path: Path, run_daemon,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vault sells a trader's WETH margin at its 15-minute TWAP less 10 %; in a crash the
+    TWAP lags above the price WETH sells for. A by-hand trial's 18 collateral liquidations
+    paid $63,348 for WETH worth $54,653, each planned as a profit and booked as its gas alone.
+    Now a collateral liquidation is valued at the lower of the TWAP and the feed's latest,
+    and its realised profit is the WETH at the latest price less the USDC paid."""
+    import asyncio
+
+    from keeperd.devnet import contracts
+    from keeperd.execution import journal as J
+    from tests.keeper_harness import KEEPER, KEEPER_KEY
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
+        "MintableERC20").encode_call("mint", KEEPER, 20_000_000 * 10**6))
+    data = curie_config(devnet, tmp_path)
+    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
+    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
+                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    keeper = await run_daemon(parse_config(data))
+    start = devnet.client.block_number()
+    # The crash, the vault's TWAP left behind it.
+    await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.75,
+                            walk_perps=True)
+    spot = devnet.price("WETH")
+    for _ in range(3):
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    book = keeper.daemon.scanners["curie"].book
+    lagging = [(t.account, c) for t in book.traders for c in t.collateral
+               if t.collateral_liquidatable and c.max_repaid > 0]
+    assert lagging and all(c.spot_price < c.price for _, c in lagging)
+    # What the vault would sell at a loss, at the TWAP's price alone a profit: the bait.
+    at_a_loss = [c for _, c in lagging
+                 if c.max_liquidatable / 1e18 * spot < c.max_repaid / 1e6
+                 < cm.CurieCollateral(c.token, c.asset, c.max_liquidatable, c.decimals,
+                                      c.price, c.price_decimals, c.ratio).value / 1e18]
+    assert at_a_loss
+
+    def bought(since: int) -> list[tuple[float, float, str]]:
+        """(WETH taken, USDC paid, its transaction) of each of the keeper's collateral
+        liquidations."""
+        logs = devnet.client.call("eth_getLogs", {
+            "fromBlock": hex(since), "toBlock": "latest",
+            "address": devnet.manifest["perp_curie"]["vault"],
+            "topics": [COLLATERAL_TOPIC, None, None, "0x" + KEEPER[2:].lower().rjust(64, "0")]})
+        out = []
+        for e in logs:
+            words = [int(e["data"][2 + 64 * i: 66 + 64 * i], 16) for i in range(3)]
+            out.append((words[0] / 1e18, (words[1] + words[2]) / 1e6, e["transactionHash"]))
+        return out
+
+    assert all(taken * spot >= paid for taken, paid, _ in bought(start)), bought(start)
+    # Once the TWAP has caught up, the same margin is worth buying, and booked at its worth.
+    settle_collateral_twap(devnet)
+    settled = devnet.client.block_number()
+    for _ in range(4):
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    after = bought(settled)
+    assert after, "no collateral liquidation once the TWAP caught up"
+    assert all(taken * spot >= paid for taken, paid, _ in after)
+    journal = keeper.daemon.executors["curie"].journal
+    for _ in range(5):  # (the last block's settled)
+        if not await journal.by_status(J.PENDING):
+            break
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    sold = [e for e in await journal.all()
+            if "collateral-" in e.key and e.status == J.INCLUDED]
+    assert len(sold) == len(bought(start))
+    booked = sum(e.realised_profit_usd or 0.0 for e in sold)
+    worth = sum(taken * spot - paid for taken, paid, _ in bought(start))
+    gas = 0.0  # (each one's, in ETH at WETH's price)
+    for *_, tx_hash in bought(start):
+        receipt = devnet.client.call("eth_getTransactionReceipt", tx_hash)
+        gas += int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16) / 1e18 * spot
+    assert booked == pytest.approx(worth - gas, abs=0.01 * len(sold)), (booked, worth, gas)
+
+
+COLLATERAL_TOPIC = "0x" + __import__("eth_utils").keccak(
+    text="CollateralLiquidated(address,address,address,uint256,uint256,uint256,uint24)").hex()

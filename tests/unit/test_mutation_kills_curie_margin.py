@@ -8,6 +8,7 @@ account on non-settlement collateral (no unit case reached it before)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -195,3 +196,8 @@ def test_collateral_liquidation_value_is_the_tokens_one_call_takes() -> None:
     wbtc = cm.CurieCollateral("0xwbtc", "BTC", 10**8, 8, 60_000 * 10**8, 8, 700_000,
                               max_liquidatable=5 * 10**7)
     assert cm.collateral_liquidation_value(wbtc) == 30_000 * WAD
+    # The feed's latest under the TWAP (a crash): the tokens are worth that; above it, the
+    # TWAP's (what the vault prices them at); 0, not read: the TWAP's.
+    assert cm.collateral_liquidation_value(replace(c, spot_price=1_500 * WAD)) == 750 * WAD
+    assert cm.collateral_liquidation_value(replace(c, spot_price=2_500 * WAD)) == 1_000 * WAD
+    assert cm.collateral_liquidation_value(replace(c, spot_price=0)) == 1_000 * WAD

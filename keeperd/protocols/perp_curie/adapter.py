@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,9 @@ class CurieBook:
     im_ratio: int
     insurance_fund_capacity: int | None  # InsuranceFund.getInsuranceFundCapacity, USDC units
     collateral_rules: cm.CollateralRules | None = None  # None: no collateral manager
+    # Each collateral token's latest feed price (CollateralManager.getPrice(token, 0), at its
+    # feed's decimals): what a collateral liquidation's tokens are worth, booked at it.
+    collateral_spot: Mapping[str, int] = field(default_factory=dict)
 
     def not_open(self) -> dict[str, Market]:
         """The markets whose positions cannot be liquidated now (base token -> market)."""
@@ -272,6 +275,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             + [memo.call(a["CollateralManager"], "getPrice(address,uint256)",
                          ["address", "uint256"], [c, COLLATERAL_TWAP_INTERVAL])
                for c in tokens]
+            + [memo.call(a["CollateralManager"], "getPrice(address,uint256)",
+                         ["address", "uint256"], [c, 0]) for c in tokens]
             + [memo.call(a["InsuranceFund"], "getInsuranceFundCapacity()", [])]
             + [c for t, token in held for c in (
                 memo.call(a["Vault"], "getBalanceByToken(address,address)",
@@ -299,10 +304,12 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         self._log_statuses(markets, block)
         prices = {c: word_uint(second[2 * n + i].data)
                   for i, c in enumerate(tokens) if second[2 * n + i].success}
-        fund = second[2 * n + k]
+        spot = {c: word_uint(second[2 * n + k + i].data)
+                for i, c in enumerate(tokens) if second[2 * n + k + i].success}
+        fund = second[2 * n + 2 * k]
         capacity = word_int(fund.data) if fund.success else None
         collateral: dict[str, list[cm.CurieCollateral]] = {}
-        values = iter(second[2 * n + k + 1: len(second) - 2 * n])
+        values = iter(second[2 * n + 2 * k + 1: len(second) - 2 * n])
         for t, c in held:
             balance_r, max_r = next(values), next(values)
             amount = word_int(balance_r.data) if balance_r.success else 0
@@ -313,7 +320,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             symbol, decimals, price_decimals, ratio = self.collaterals[c]
             collateral.setdefault(t, []).append(cm.CurieCollateral(
                 c, self.asset_of(symbol), amount, decimals, prices[c], price_decimals, ratio,
-                repaid, taken))
+                repaid, taken, spot.get(c, 0)))
         collateral_liquidatable = {
             t for t in with_collateral
             if (r := next(values)).success and decode(["bool"], r.data)[0]}
@@ -332,7 +339,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                                             t in collateral_liquidatable)
                              for t, _, av, mm, free, _ in rows)
         return CurieBook(block, int(header["timestamp"], 16), markets, book_traders, mm_ratio,
-                         penalty, im_ratio, capacity, self.collateral_rules)
+                         penalty, im_ratio, capacity, self.collateral_rules, spot)
 
     def _log_statuses(self, markets: Mapping[str, Market], block: int) -> None:
         """Once per change: a market that stops (or starts again) holds (or frees) every
@@ -662,7 +669,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                            ) -> LiquidationSeen | None:
         topics = entry.get("topics") or []
         if len(topics) == 4 and topics[0] == COLLATERAL_LIQUIDATED:
-            return self._decode_collateral_liquidation(entry, topics)
+            return self._decode_collateral_liquidation(entry, topics, book)
         if len(topics) < 3 or topics[0] != POSITION_LIQUIDATED:
             return None
         notional, size, fee, liquidator = decode(["uint256", "uint256", "uint256", "address"],
@@ -683,25 +690,30 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             # bad debt, which the event does not say: the half is the sure part).
             profit_usd=fee / 2 / cm.WAD)
 
-    def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str]
-                                       ) -> LiquidationSeen:
+    def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str],
+                                       book: CurieBook | None) -> LiquidationSeen:
         taken, repaid, fund_fee, _discount = decode(
             ["uint256", "uint256", "uint256", "uint24"], bytes.fromhex(entry["data"][2:]))
         token = to_checksum_address("0x" + topics[2][-40:])
-        symbol, decimals, *_ = self.collaterals.get(token, (token, 18, 18, 0))
+        symbol, decimals, price_decimals, _ = self.collaterals.get(token, (token, 18, 18, 0))
         paid = (repaid + fund_fee) / 10**6
         block = entry.get("blockNumber")
+        # What the liquidator gained: the tokens at the feed's latest price, less the USDC it
+        # paid (the vault priced them at its TWAP, above the market in a crash: booking
+        # nothing but the gas hid a trial's $8,695 loss). Unknown without a book's price.
+        spot = book.collateral_spot.get(token) if book is not None else None
+        seized = taken / 10**decimals * spot / 10**price_decimals if spot else None
         return LiquidationSeen(
             to_checksum_address("0x" + topics[1][-40:]),
             to_checksum_address("0x" + topics[3][-40:]),
             int(block, 16) if block else None, entry.get("transactionHash") or "",
             entry.get("logIndex") or "",
             f"{taken / 10**decimals:,.6g} {symbol} of margin sold for ${paid:,.2f} of its USDC "
-            f"debt", repaid / 10**6, None,
+            f"debt", repaid / 10**6, seized,
             {"collateral": symbol, "amount": taken / 10**decimals, "repaid_usd": repaid / 10**6,
              "insurance_fund_fee_usd": fund_fee / 10**6,
              "liquidator": "0x" + topics[3][-40:].lower()},
-            {"market": symbol})
+            {"market": symbol}, profit_usd=None if seized is None else seized - paid)
 
     async def price_feeds(self, book: CurieBook) -> list[PriceFeed]:
         """Each market's index: the Chainlink aggregator behind its base token's feed

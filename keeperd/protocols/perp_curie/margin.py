@@ -62,6 +62,9 @@ class CurieCollateral:
     # may repay (settlement-token units) and take (token units); 0 while not liquidatable.
     max_repaid: int = 0
     max_liquidatable: int = 0
+    # CollateralManager.getPrice(token, 0): the feed's latest, `price_decimals` (0: not
+    # read). The vault prices a liquidation at its TWAP; what the tokens are worth is this.
+    spot_price: int = 0
 
     @property
     def value(self) -> int:
@@ -159,10 +162,14 @@ def collateral_health(trader: CurieTrader, rules: CollateralRules, mm_ratio: int
 
 
 def collateral_liquidation_value(c: CurieCollateral) -> int:
-    """USD (18 decimals) at the vault's TWAP of the collateral one collateral liquidation
-    takes: the liquidator pays `max_repaid` USDC for `max_liquidatable` tokens priced at the
-    TWAP less the discount (10 % for WETH), 3 % of the payment going to the insurance fund."""
-    return CurieCollateral(c.token, c.asset, c.max_liquidatable, c.decimals, c.price,
+    """USD (18 decimals) of the collateral one collateral liquidation takes, at the lower of
+    the vault's TWAP and the feed's latest price: the liquidator pays `max_repaid` USDC for
+    `max_liquidatable` tokens priced at the TWAP less the discount (10 % for WETH), 3 % of
+    the payment going to the insurance fund — and in a crash the 15-minute TWAP lags above
+    the price the tokens sell for (a by-hand trial paid $63,348 for WETH worth $54,653, each
+    planned as a profit)."""
+    price = min(c.price, c.spot_price) if c.spot_price > 0 else c.price
+    return CurieCollateral(c.token, c.asset, c.max_liquidatable, c.decimals, price,
                            c.price_decimals, c.ratio).value
 
 
