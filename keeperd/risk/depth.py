@@ -44,6 +44,8 @@ class ConstantProduct:
 
     def multiplier(self, tokens_sold: NDArray[np.float64]) -> NDArray[np.float64]:
         x = self.reserve_tokens
+        if x <= 0:  # (no liquidity at the price: any sale takes it to nothing; 0/0 was NaN)
+            return np.where(tokens_sold > 0, 0.0, 1.0)
         return (x / (x + np.maximum(tokens_sold, 0.0))) ** 2
 
     def absorbable_tokens(self, max_drop: float) -> float:

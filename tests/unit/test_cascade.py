@@ -103,6 +103,10 @@ def test_depth_curve_and_coverage() -> None:
     coverage = r.depth_coverage([cp, NoImpact()], np.array([0.05, 0.04]))
     assert coverage[0, 0] == pytest.approx(cp.absorbable_tokens(0.05) / r.tokens_sold[0, 0])
     assert math.isinf(coverage[0, 1])
+    # A pool with no liquidity at its price (a devnet's after a crash): nothing sold keeps
+    # the price, anything sold takes it to nothing (0/0 was NaN, warned on every what-if).
+    empty = ConstantProduct(0.0)
+    assert list(empty.multiplier(np.array([0.0, 1.0]))) == [1.0, 0.0]
 
 
 def test_uniswap_v3_virtual_reserves() -> None:
