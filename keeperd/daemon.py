@@ -582,7 +582,8 @@ class Daemon:
                                               result.block)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
-                held=plugin.liquidation_hold(result.book),
+                held=plugin.liquidation_hold(result.book) or (
+                    executor.liquidator.hold() if executor is not None else None),
                 verifying=plugin.liquidation_verification(result.book),
                 shortfalls=executor.capital_shortfall if executor is not None else None,
                 liquidations=seen, action=plugin.position_action,

@@ -1424,6 +1424,8 @@ class Executor:
             if not isinstance(estimate, str):
                 log.info("liquidation.housekeeping_deferred", opportunity=key,
                          error=str(estimate)[:300])
+                self.liquidator.housekeeping_settled(key, result.block,
+                                                     f"its simulation failed: {estimate}"[:300])
                 continue
             ready.append((key, target, data,
                           max(gas, int(int(estimate, 16) * self.config.gas_limit_margin))))
@@ -1731,6 +1733,10 @@ class Executor:
             (log.info if status == J.INCLUDED else log.warning)(
                 "liquidation.housekeeping_settled", opportunity=key,
                 status=outcome.status, tx_hash=outcome.tx_hash)
+            if status in (J.INCLUDED, J.REVERTED):
+                self.liquidator.housekeeping_settled(
+                    key, _receipt_block(outcome) or 0,
+                    None if status == J.INCLUDED else f"reverted on chain ({outcome.tx_hash})")
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)

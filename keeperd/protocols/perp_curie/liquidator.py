@@ -21,7 +21,13 @@ the trader's account value is negative), and must keep free collateral at the in
 - what the keeper holds afterwards is unwound in a following transaction (`closePosition`), a
   housekeeping call of the next block, journaled like a liquidation so a restart never sends
   it twice (in a paused market it waits; in a closed one it is settled at the closing price by
-  `quitMarket`).
+  `quitMarket`);
+- an unwind that cannot go (its simulation fails: the pool has no liquidity at the price, a
+  slippage guard) or reverts holds new takeovers in that market until one is included: each
+  would add to a position the keeper cannot close (a by-hand trial's keeper grew its vETH
+  from 1,271 to 1,314 through 22 failed unwinds, unalerted). The hold is told as
+  `liquidations_held` with the position and what to do; collateral liquidations and other
+  markets go on.
 
 Collateral liquidations (`Vault.liquidateCollateral`) are the second kind: once the vault
 calls a trader with non-settlement collateral (WETH) liquidatable, anyone may pay part of its
@@ -79,6 +85,8 @@ LIQUIDATE_COLLATERAL_GAS = 500_000
 COLLATERAL_SHARE_BPS = 9_900  # of the most a collateral liquidation may repay
 CLOSE_GAS = 900_000
 DEADLINE = 2**255
+# ClearingHouse's "position size is zero": an unwind simulated once the last one went.
+NOTHING_TO_UNWIND = "CH_PSZ"
 UNWIND = "unwind"  # the position part of the keeper's own follow-up keys (housekeeping)
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 # What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
@@ -111,6 +119,12 @@ class CurieLiquidator(LiquidatorBase):
         # The margin deposit did not go at start (the key held: its address delegated; a fee
         # over budget): tried again with the allowances, until it does.
         self._margin_due = False
+        # Markets (base token) whose unwind failed: (since which block, why), until one of
+        # them is included or the keeper holds nothing there; their takeovers are held.
+        self._unwind_failing: dict[str, tuple[int, str]] = {}
+        self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
+        self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
+        self._told_held: frozenset[str] = frozenset()
 
     def signing_rules(self) -> list[Allowed]:
         ch, vault = self.adapter.config.clearing_house, self.adapter.addresses["Vault"]
@@ -239,9 +253,52 @@ class CurieLiquidator(LiquidatorBase):
         return {VAULT: int(free) if isinstance(free, int) else 0,
                 usdc: int(wallet) if isinstance(wallet, int) else 0}
 
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
+                             ) -> None:
+        if key.position[0] != UNWIND:
+            return
+        base = key.position[1]
+        if failed is not None and NOTHING_TO_UNWIND in failed:
+            return  # (simulated after the last unwind went: nothing is held there)
+        if failed is None:
+            self._unwind_failing.pop(base, None)
+        elif base not in self._unwind_failing:
+            self._unwind_failing[base] = (block, failed)
+
+    def hold(self) -> str | None:
+        if not self._unwind_failing:
+            return None
+        held = []
+        for base, (since, why) in sorted(self._unwind_failing.items()):
+            symbol = self._symbols.get(base, base)
+            size = self._held_sizes.get(base, 0) / cm.WAD
+            held.append(f"the keeper's {size:,.6g} {symbol} cannot be unwound since block "
+                        f"{since} ({why[:160]}): takeovers in {symbol} are held")
+        return ("; ".join(held) + ". Close it by hand (ClearingHouse.closePosition from the "
+                "keeper) if the pool will not take it; each later takeover would add to it")
+
+    def _unwinds_failing(self, book: CurieBook) -> frozenset[str]:
+        """The markets whose takeovers wait (`_unwind_failing`), as of this book: one where
+        the keeper holds nothing any more (closed by hand, settled) is free again."""
+        mine = next((t for t in book.traders
+                     if self.keeper is not None and t.account.lower() == self.keeper.lower()),
+                    None)
+        self._held_sizes = {p.base: p.size for p in mine.positions} if mine else {}
+        self._symbols = {b: m.symbol for b, m in book.markets.items()}
+        for base in [b for b in self._unwind_failing if not self._held_sizes.get(b)]:
+            del self._unwind_failing[base]
+        failing = frozenset(self._unwind_failing)
+        if failing != self._told_held:
+            (log.error if failing else log.info)(
+                "curie.takeovers_held" if failing else "curie.takeovers_released",
+                protocol=self.adapter.name, markets=sorted(failing), reason=self.hold())
+            self._told_held = failing
+        return failing
+
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         book: CurieBook = result.book
         out = []
+        unwinding = self._unwinds_failing(book)
         for t in book.traders:
             if t.account not in accounts:
                 continue
@@ -250,9 +307,11 @@ class CurieLiquidator(LiquidatorBase):
             if not (cm.is_liquidatable(t) and t.positions):
                 out += self._plan_collateral(t)
                 continue
-            p = max((p for p in t.positions if book.markets[p.base].is_open),
+            p = max((p for p in t.positions if book.markets[p.base].is_open
+                     and p.base not in unwinding),
                     key=lambda p: p.notional, default=None)
-            if p is None:  # every position in a paused or closed market: held
+            if p is None:  # every position in a paused or closed market (or one whose
+                # unwinds fail): held
                 self.adapter.metrics.liquidation_funnel.labels(
                     self.adapter.chain, self.adapter.name, "held").inc()
                 out += self._plan_collateral(t)  # (the vault's, bound to no market)
@@ -354,6 +413,7 @@ class CurieLiquidator(LiquidatorBase):
         if self.keeper is None:
             return []
         book: CurieBook = result.book
+        self._unwinds_failing(book)  # (a market the keeper no longer holds is free again)
         mine = next((t for t in book.traders if t.account.lower() == self.keeper.lower()), None)
         if mine is None:
             return []

@@ -237,6 +237,15 @@ class Liquidator(Protocol):
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its journaled follow-ups: (key, target, calldata, gas)."""
 
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
+                             ) -> None:
+        """A follow-up's fate: `failed` says why it could not go (its simulation failed) or
+        reverted on chain; None: it was included."""
+
+    def hold(self) -> str | None:
+        """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
+        market whose unwinds fail), or None; told as `liquidations_held`."""
+
     def signing_rules(self) -> list[Allowed]:
         """Every call it sends — contract and function, and the spenders it approves — for
         the signing policy, which signs nothing else (execution/signer_policy.py). Asked once
@@ -466,6 +475,13 @@ class LiquidatorBase:
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
         return []
+
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
+                             ) -> None:
+        """A follow-up's fate (default: nothing depends on it)."""
+
+    def hold(self) -> str | None:
+        return None  # (its liquidations held only by the core's gates)
 
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities  # no block-wide limit

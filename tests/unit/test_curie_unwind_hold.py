@@ -1,0 +1,64 @@
+"""Perp Curie's hold on takeovers while the keeper's position cannot be unwound
+(`CurieLiquidator.housekeeping_settled`, `hold`): set by an unwind that failed, not by one
+simulated after the last one went (`CH_PSZ`: nothing held); released by an included unwind,
+or once the keeper holds nothing in that market."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import structlog
+
+from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.perp_curie.adapter import CurieBook, Market
+from keeperd.protocols.perp_curie.liquidator import UNWIND, CurieLiquidator
+from keeperd.protocols.sdk.keys import OpportunityKey
+
+KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
+VETH = "0x" + "e1" * 20
+VBTC = "0x" + "b1" * 20
+
+
+def liquidator() -> Any:
+    out: Any = CurieLiquidator.__new__(CurieLiquidator)
+    out.keeper = KEEPER
+    out.adapter = SimpleNamespace(name="curie")
+    out._unwind_failing, out._held_sizes, out._symbols = {}, {}, {}
+    out._told_held = frozenset()
+    return out
+
+
+def book(held: dict[str, int]) -> CurieBook:
+    markets = {VETH: Market(VETH, "vETH", "WETH", 0, 0), VBTC: Market(VBTC, "vBTC", "WBTC", 0, 0)}
+    mine = cm.CurieTrader(KEEPER, 0, 0, 0, tuple(
+        cm.CuriePosition(b, markets[b].symbol, markets[b].asset, size, 0, 0, 0)
+        for b, size in held.items()))
+    return CurieBook(1, 0, markets, (mine,), 62_500, 25_000, 100_000, None)
+
+
+def unwind(base: str) -> OpportunityKey:
+    return OpportunityKey("curie", KEEPER, (UNWIND, base), "5")
+
+
+def test_a_failed_unwind_holds_its_market_until_one_goes_or_nothing_is_held() -> None:
+    liq = liquidator()
+    liq.housekeeping_settled(unwind(VETH), 10, "its simulation failed: ... CH_PSZ")
+    assert liq.hold() is None  # (nothing left to unwind: not a failure)
+    liq.housekeeping_settled(unwind(VETH), 11, "its simulation failed: ... CH_F0S")
+    liq.housekeeping_settled(unwind(VETH), 12, "reverted on chain (0xabc)")
+    with structlog.testing.capture_logs() as logs:
+        assert liq._unwinds_failing(book({VETH: 5 * 10**18, VBTC: 10**18})) == {VETH}
+    hold = liq.hold()
+    assert hold is not None and "5 vETH cannot be unwound since block 11" in hold
+    assert "CH_F0S" in hold and "vBTC" not in hold
+    assert [e["event"] for e in logs] == ["curie.takeovers_held"]
+    liq.housekeeping_settled(unwind(VETH), 13, None)  # (one went)
+    assert liq.hold() is None
+    liq.housekeeping_settled(unwind(VBTC), 14, "reverted on chain (0xdef)")
+    assert liq._unwinds_failing(book({VBTC: 10**18})) == {VBTC}
+    assert liq._unwinds_failing(book({})) == frozenset()  # (closed by hand)
+    assert liq.hold() is None
+    # A takeover's own settlement says nothing of unwinds.
+    liq.housekeeping_settled(OpportunityKey("curie", KEEPER, (VETH,), "1"), 15, "x")
+    assert liq.hold() is None
