@@ -39,6 +39,9 @@ def legacy_sink(index: int) -> str:
 
 
 PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted"
+# A sink's pending rows looked at for the next to send, oldest first (a backlog beyond it
+# waits for the first ones to go).
+PENDING_SCANNED = 2_000
 DROPPED = "dropped"
 
 
@@ -117,13 +120,26 @@ class Outbox:
     async def due(self, route: str, sink: str, now: float | None = None, limit: int = 1,
                   *, horizon: float = 1e15) -> list[Entry]:
         """Pending entries whose time has come — or lies more than `horizon` seconds ahead
-        (only a wall clock stepped back since they were scheduled puts them there)."""
+        (only a wall clock stepped back since they were scheduled puts them there) — the most
+        severe first, except that a notification never goes before an older one pending for
+        the same alert (fingerprint): after an outage a holder's backlog went critical first,
+        then the older warning and its resolution, and the last message said "recovered" of
+        a position that could be liquidated (a by-hand trial)."""
         now = time.time() if now is None else now
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 AND route = $2 AND sink = $3 "
-            "AND (next_at <= $4 OR next_at > $5) ORDER BY priority DESC, id LIMIT $6",
-            PENDING, route, sink, now, now + horizon, limit)
-        return [_entry(r) for r in rows]
+            f"ORDER BY id LIMIT {PENDING_SCANNED}", PENDING, route, sink)
+        seen: set[str] = set()
+        eligible: list[tuple[int, int, Entry]] = []
+        for row in rows:
+            entry = _entry(row)
+            prints = {str(a.get("fingerprint")) for a in entry.alerts}
+            if (entry.next_at <= now or entry.next_at > now + horizon) and not prints & seen:
+                eligible.append((-max(severity_rank(a["severity"]) for a in entry.alerts),
+                                 entry.id, entry))
+            seen |= prints
+        eligible.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in eligible[:limit]]
 
     async def claim(self, entry_id: int) -> bool:
         """Before a send: this replica may deliver (the lease's fence, on PostgreSQL) and the

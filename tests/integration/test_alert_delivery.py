@@ -312,6 +312,36 @@ async def test_over_a_sinks_rate_limit_critical_goes_first_and_none_is_dropped(
     assert len(keys) == len(set(keys)) == 9
 
 
+async def test_after_an_outage_one_alerts_messages_arrive_in_their_order(
+        harness_factory: Any) -> None:
+    """A holder's backlog after an outage: the most severe goes first, but never before an
+    older message of the same alert. Sent by severity alone, the critical went first, then
+    the older warning and its resolution: the holder's last message said "recovered" of a
+    position that could be liquidated (a by-hand trial)."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
+        h.task.cancel()  # (the receiver down: the outage's messages queue)
+        await asyncio.gather(h.task, return_exceptions=True)
+        dave = make_alert(7)
+        other = dict(make_alert(8), severity="critical")
+        await h.put([dict(dave, status="resolved", kind="resolved")])  # (warning)
+        await h.put([dave])  # (warning again)
+        await h.put([dict(dave, status="resolved", kind="resolved", severity="warning")])
+        await h.put([other])
+        await h.put([dict(dave, severity="critical", summary="under 1.0: liquidatable now")])
+        h.task = asyncio.create_task(h.dispatcher.run())
+        await h.until(lambda: len(rec.accepted) == 5)
+    order = [(e["body"]["labels"]["account"][-1], e["body"]["status"], e["body"]["severity"])
+             for e in rec.accepted]
+    # The other alert's critical first (nothing of its own before it); dave's in order.
+    assert order[0] == ("8", "firing", "critical")
+    assert [o for o in order if o[0] == "7"] == [
+        ("7", "resolved", "warning"), ("7", "firing", "warning"),
+        ("7", "resolved", "warning"), ("7", "firing", "critical")]
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:
