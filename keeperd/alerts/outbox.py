@@ -18,6 +18,7 @@ nothing more).
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted
 # A sink's pending rows looked at for the next to send, oldest first (a backlog beyond it
 # waits for the first ones to go).
 PENDING_SCANNED = 2_000
+_FINGERPRINT = re.compile(r'"fingerprint"\s*:\s*"((?:[^"\\]|\\.)*)"')
 DROPPED = "dropped"
 
 
@@ -126,20 +128,25 @@ class Outbox:
         then the older warning and its resolution, and the last message said "recovered" of
         a position that could be liquidated (a by-hand trial)."""
         now = time.time() if now is None else now
+        # (the fingerprints read from the payload's text, not parsed: this runs before every
+        # send, on the loop, over a backlog of up to PENDING_SCANNED rows)
         rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 AND route = $2 AND sink = $3 "
-            f"ORDER BY id LIMIT {PENDING_SCANNED}", PENDING, route, sink)
+            "SELECT id, next_at, priority, payload FROM outbox WHERE state = $1 AND route = $2 "
+            f"AND sink = $3 ORDER BY id LIMIT {PENDING_SCANNED}", PENDING, route, sink)
         seen: set[str] = set()
-        eligible: list[tuple[int, int, Entry]] = []
-        for row in rows:
-            entry = _entry(row)
-            prints = {str(a.get("fingerprint")) for a in entry.alerts}
-            if (entry.next_at <= now or entry.next_at > now + horizon) and not prints & seen:
-                eligible.append((-max(severity_rank(a["severity"]) for a in entry.alerts),
-                                 entry.id, entry))
+        eligible: list[tuple[int, int]] = []  # (-priority, id)
+        for entry_id, next_at, priority, payload in rows:
+            prints = set(_FINGERPRINT.findall(payload))
+            if (next_at <= now or next_at > now + horizon) and not prints & seen:
+                eligible.append((-int(priority), int(entry_id)))
             seen |= prints
-        eligible.sort(key=lambda t: (t[0], t[1]))
-        return [e for _, _, e in eligible[:limit]]
+        chosen = [entry_id for _, entry_id in sorted(eligible)[:limit]]
+        if not chosen:
+            return []
+        marks = ",".join(f"${i + 1}" for i in range(len(chosen)))
+        found = {r[0]: _entry(r) for r in await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", *chosen)}
+        return [found[i] for i in chosen if i in found]
 
     async def claim(self, entry_id: int) -> bool:
         """Before a send: this replica may deliver (the lease's fence, on PostgreSQL) and the
