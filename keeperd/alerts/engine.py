@@ -44,6 +44,9 @@ from keeperd.storage.db import Database
 
 log = structlog.get_logger(__name__)
 
+# A position's health under which anyone may liquidate it: crossing it is always news.
+LIQUIDATABLE_BELOW = 1.0
+
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
     "sent": ("info", "sent", ""),
@@ -349,7 +352,8 @@ class AlertEngine:
                             f"below {'critical' if severity == 'critical' else 'warn'} "
                             f"{limit}{row.tail}"
                             # (below 1.0 the holder must read "now", not infer it)
-                            + ("; under 1.0: it can be liquidated now" if health < 1.0 else ""),
+                            + ("; under 1.0: it can be liquidated now"
+                               if health < LIQUIDATABLE_BELOW else ""),
                     resolved_summary=(
                         f"{w.name}: {row.where} holds no position any more (closed, "
                         "repaid or liquidated)" if not holds_position(
@@ -461,7 +465,8 @@ class AlertEngine:
                      ) -> tuple[Levels, str | None, float, str]:
         """A watchlist's levels, the severity `health` deserves, the threshold it is under,
         and the health as text."""
-        levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step)
+        levels = Levels(w.warn, w.critical, "below", w.clear_margin, w.escalation_step,
+                        edge=LIQUIDATABLE_BELOW)
         severity = self.severity_for("position_health", labels, health, levels)
         limit = w.critical if severity == "critical" else w.warn
         return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"

@@ -20,6 +20,9 @@ class Levels:
     direction: Literal["below", "above"] = "below"
     clear_margin: float = 0.0  # a level clears only once the value is this far past it
     escalation_step: float | None = None  # re-alert when the value worsens this much
+    # A value past which it is news whatever the step (a position's health under 1.0: it can
+    # be liquidated now — a fall from 1.02 to 0.99 under a step of 0.05 said nothing).
+    edge: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ def decide(told: Told | None, severity: str | None, value: float | None, now: fl
         return "firing"
     if severity_rank(severity) > severity_rank(told.severity):
         return "escalated"
+    if (levels is not None and levels.edge is not None and value is not None
+            and told.value is not None and _worse(levels, value, levels.edge)
+            and not _worse(levels, told.value, levels.edge)):
+        return "escalated"  # (it crossed the edge since it was last told)
     step = levels.escalation_step if levels else None
     if step and value is not None and told.value is not None and levels is not None:
         worsened = (told.value - value) if levels.direction == "below" else (value - told.value)

@@ -140,6 +140,17 @@ async def test_escalation_repeat_and_resolution(setup: Setup) -> None:
                         {"rule": "position_health", "severity": "critical"}) == 0
 
 
+async def test_falling_under_one_is_told_within_a_step(setup: Setup) -> None:
+    """1.02 to 0.99 is less than the escalation step (0.05), and it can be liquidated now:
+    told (it said nothing: a by-hand trial)."""
+    await setup.scan(1, [1.02])
+    await setup.scan(2, [0.99])
+    await setup.scan(3, [0.985])
+    kinds = [(e.alerts[0]["kind"], e.alerts[0]["summary"].endswith("liquidated now"))
+             for e in await setup.entries(sink=1)]
+    assert kinds == [("firing", False), ("escalated", True)]
+
+
 async def test_state_survives_a_restart(setup: Setup, tmp_path: Path) -> None:
     await setup.scan(1, [1.15])
     again = await Setup.open(tmp_path / "state.db")

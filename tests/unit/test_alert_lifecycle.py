@@ -36,6 +36,19 @@ def test_escalates_to_critical_and_again_when_worse_by_a_step() -> None:
         "firing", "escalated", None, "escalated", None]
 
 
+def test_crossing_the_edge_is_news_whatever_the_step() -> None:
+    """A position falling from 1.02 to 0.99 (less than a step) can be liquidated now: the
+    holder is told (a by-hand trial's went unsaid); staying under it is not news again."""
+    edged = Levels(warn=1.2, critical=1.05, direction="below", clear_margin=0.02,
+                   escalation_step=0.05, edge=1.0)
+    told = Told("critical", 1.02, 0.0, 0.0)
+    assert decide(told, "critical", 0.99, 12.0, HEALTH, 3600) is None  # (no edge: silent)
+    assert decide(told, "critical", 0.99, 12.0, edged, 3600) == "escalated"
+    under = after(told, "escalated", "critical", 0.99, 12.0)
+    assert decide(under, "critical", 0.985, 24.0, edged, 3600) is None
+    assert decide(told, "critical", 1.0, 12.0, edged, 3600) is None  # (at it: not under)
+
+
 def test_recovery_from_critical_to_warning_is_silent_but_a_new_fall_is_news() -> None:
     assert run([1.04, 1.08, 1.1, 1.04]) == ["firing", None, None, "escalated"]
 
