@@ -1613,6 +1613,7 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
         issues += [i for i in _tree_reference_issues(data) if i.path not in told]
         return None, issues + inline
     issues += (_reference_issues(config) + _flash_issues(config) + _fund_issues(config)
+               + _watchlist_protocol_issues(config)
                + sink_id_issues(config.alerts.routes) + inline)
     return config, issues
 
@@ -1724,6 +1725,25 @@ def _fund_issues(config: Config) -> list[ConfigIssue]:
                 f"{where}.{name}", f"no protocol named {name!r}",
                 (f"did you mean {close[0]!r}? " if close else "")
                 + f"the protocols are {', '.join(names) or 'none'}"))
+    return issues
+
+
+def _watchlist_protocol_issues(config: Config) -> list[ConfigIssue]:
+    """A watchlist's `protocols` each names a configured protocol or perp venue: a typo was
+    accepted and the watchlist covered nothing, its holders told nothing (a by-hand trial:
+    `aave-devent` passed check-config)."""
+    names = [p.name for p in config.protocols] + [v.name for v in config.perp_venues]
+    issues = []
+    for i, w in enumerate(config.alerts.watchlists):
+        for j, name in enumerate(w.protocols or []):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+                issues.append(ConfigIssue(
+                    f"alerts.watchlists[{i}].protocols[{j}]",
+                    f"no protocol or perp venue named {name!r}: watchlist {w.name!r} would "
+                    "watch nothing there",
+                    (f"did you mean {close[0]!r}? " if close else "")
+                    + f"the protocols and venues are {', '.join(names) or 'none'}"))
     return issues
 
 

@@ -511,6 +511,25 @@ def test_an_insurance_fund_is_one_protocols() -> None:
     assert parse_config(one, env={}).risk.cascade.fund_for("anything").usd == 5_000_000
 
 
+def test_a_watchlists_protocols_are_configured_ones() -> None:
+    """A typo in a watchlist's `protocols` was accepted (check-config said OK) and the
+    watchlist watched nothing there: refused, with the name it meant."""
+    data = two_protocols(None)
+    data["alerts"] = {
+        "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:1/h",
+                                             "secret": "${S}"}]}],
+        "watchlists": [{"name": "gina", "route": "ops", "accounts": ["0x" + "ab" * 20],
+                        "protocols": ["aave", "morhpo"]}]}
+    data["risk"] = {}
+    [(path, message, fix)] = issues_of(data, env={"S": "s" * 32})
+    assert path == "alerts.watchlists[0].protocols[1]"
+    assert "no protocol or perp venue named 'morhpo'" in message and "'gina'" in message
+    assert fix.startswith("did you mean 'morpho'?")
+    data["alerts"]["watchlists"][0]["protocols"] = ["aave", "morpho"]
+    assert parse_config(data, env={"S": "s" * 32}).alerts.watchlists[0].protocols == [
+        "aave", "morpho"]
+
+
 def test_the_shipped_devnet_configs_give_the_fund_to_aave_alone() -> None:
     root = Path(__file__).resolve().parents[2]
     for name in ("devnet.yaml", "devnet-aave-v3.0.yaml"):
