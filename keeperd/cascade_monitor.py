@@ -218,7 +218,7 @@ class CascadeMonitor:
         seconds = time.perf_counter() - started
         self.metrics.cascade_duration.labels(self.chain, self.protocol).observe(seconds)
         self.last, self.baseline, self.last_block = result, baseline, block
-        self._publish(result, depth, assets)
+        self._publish(result, depth, assets, baseline)
         self._publish_baseline(baseline)
         await self._alert(result, block, {a.symbol for a in assets if a.numeraire})
         worst = int(np.argmax(result.bad_debt)) if len(result.bad_debt) else None
@@ -253,10 +253,16 @@ class CascadeMonitor:
         self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
         return value
 
-    def _publish(self, r: CascadeResult, depth: list[DepthModel], assets: list[Asset]) -> None:
+    def _publish(self, r: CascadeResult, depth: list[DepthModel], assets: list[Asset],
+                 baseline: CascadeResult) -> None:
+        """The grid's figures. The critical shock and the depth coverage count what a shock
+        liquidates beyond today's liquidatable positions (the baseline, published beside):
+        with them counted, a stablecoin's 1 % "liquidated" the baseline and its market was
+        "too thin" for the WETH the baseline sells (alerts for every asset, a trial)."""
         m = self.metrics
         base = (self.chain, self.protocol)
-        coverage = r.depth_coverage(depth, np.array([a.bonus for a in assets]))
+        coverage = r.depth_coverage(depth, np.array([a.bonus for a in assets]),
+                                    baseline.tokens_sold[0])
         for k, (scenario, shock) in enumerate(zip(r.columns.scenario, r.columns.shock,
                                                   strict=True)):
             s = shock_label(float(shock))
@@ -282,7 +288,8 @@ class CascadeMonitor:
             m.cascade_toxic_debt.labels(*labels4, "with").set(
                 float(r.toxic_debt_with_slippage[k]))
         for scenario in dict.fromkeys(r.columns.scenario):
-            critical = r.critical_shock(scenario, self.config.min_liquidation_usd)
+            critical = r.critical_shock(scenario, self.config.min_liquidation_usd,
+                                        float(baseline.repaid[0]))
             m.cascade_critical_shock.labels(*base, scenario).set(
                 math.nan if critical is None else critical)
         m.cascade_block.labels(*base).set(self.last_block)

@@ -200,12 +200,15 @@ class CascadeResult:
         return np.divide(self.final_drop, self.columns.shock,
                          out=np.ones_like(self.columns.shock), where=self.columns.shock > 0)
 
-    def critical_shock(self, scenario: str, min_repaid_usd: float) -> float | None:
+    def critical_shock(self, scenario: str, min_repaid_usd: float,
+                       baseline_repaid: float = 0.0) -> float | None:
         """The smallest shock (interpolated on the grid) whose cascade liquidates at least
-        `min_repaid_usd` of debt; None if none on the grid does."""
+        `min_repaid_usd` of debt beyond `baseline_repaid` (what is liquidatable at today's
+        prices: counted in, every scenario's critical shock was the grid's first, a
+        stablecoin's "1 %" included — a by-hand trial); None if none on the grid does."""
         idx = [i for i, s in enumerate(self.columns.scenario) if s == scenario]
         shocks = self.columns.shock[idx]
-        repaid = self.repaid[idx]
+        repaid = self.repaid[idx] - baseline_repaid
         order = np.argsort(shocks)
         shocks, repaid = shocks[order], repaid[order]
         hit = np.flatnonzero(repaid >= min_repaid_usd)
@@ -218,14 +221,18 @@ class CascadeResult:
         t = (min_repaid_usd - repaid[j - 1]) / (repaid[j] - repaid[j - 1])
         return float(shocks[j - 1] + t * (shocks[j] - shocks[j - 1]))
 
-    def depth_coverage(self, depth: Sequence[DepthModel], bonus_by_asset: F64) -> F64:
+    def depth_coverage(self, depth: Sequence[DepthModel], bonus_by_asset: F64,
+                       baseline_sold: F64 | None = None) -> F64:
         """(K, A) collateral the market absorbs before its price falls by the liquidation
-        bonus, ÷ collateral the column's liquidations sell (inf where nothing is sold)."""
+        bonus, ÷ collateral the column's liquidations sell beyond `baseline_sold` (A,: what
+        today's liquidatable positions sell, in every column alike) — inf where nothing
+        more is sold."""
         absorbable = np.array([d.absorbable_tokens(float(b))
                                for d, b in zip(depth, bonus_by_asset, strict=True)])
+        sold = self.tokens_sold if baseline_sold is None else np.maximum(
+            self.tokens_sold - baseline_sold[None, :], 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.tokens_sold > 0, absorbable[None, :] / self.tokens_sold,
-                            np.inf)
+            return np.where(sold > 1e-12, absorbable[None, :] / sold, np.inf)
 
 
 class _Plan:

@@ -98,6 +98,24 @@ def test_critical_shock_interpolates_between_grid_points() -> None:
     # 200: between (0.3, 100) and (0.4, 300): 0.35
     assert r.critical_shock("A", 200.0) == pytest.approx(0.35)
     assert r.critical_shock("A", 301.0) is None
+    # Beyond a baseline of 20 liquidatable today: 40 more is 60 in all, 0.15 as above; the
+    # first point repays nothing more, so 10 more is no longer the grid's first point.
+    assert r.critical_shock("A", 40.0, baseline_repaid=20.0) == pytest.approx(0.15)
+    assert r.critical_shock("A", 10.0, baseline_repaid=20.0) == pytest.approx(0.1125)
+    assert r.critical_shock("A", 281.0, baseline_repaid=20.0) is None
+
+
+def test_depth_coverage_counts_what_the_shock_adds_to_the_baseline() -> None:
+    book = weth_book([100.0], [150_000.0])
+    r = run_cascade(book, shock_grid(book.assets, [0.1]))
+    cp = ConstantProduct(1000.0)
+    r = replace(r, tokens_sold=np.array([[30.0, 0.0], [10.0, 0.0]]))
+    absorbable = cp.absorbable_tokens(0.05)
+    full = r.depth_coverage([cp, NoImpact()], np.array([0.05, 0.04]))
+    assert full[0, 0] == pytest.approx(absorbable / 30.0)
+    beyond = r.depth_coverage([cp, NoImpact()], np.array([0.05, 0.04]), np.array([10.0, 0.0]))
+    assert beyond[0, 0] == pytest.approx(absorbable / 20.0)
+    assert np.isinf(beyond[1, 0]) and np.isinf(beyond[0, 1])  # (nothing more sold)
 
 
 def test_followers_skip_what_the_book_lacks_and_keep_their_own_flags() -> None:
