@@ -315,3 +315,39 @@ async def test_an_older_blocks_late_scan_is_judged_not_held(
         assert (await watch.gate("morpho", newer)).hold is not None  # not that one yet
     finally:
         await watch.close()
+
+
+async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A Morpho market's own oracle 12 % off its references trips that market's breaker; a
+    holder watching a position there was told "under 1.0: it can be liquidated now, add
+    collateral" on the untrusted rate, with no word of it (a by-hand trial: an Aave
+    position's alert says "do not act on this price yet" when its feed is untrusted)."""
+    from tests.alert_fakes import Recorder, webhook_app
+    from tests.conftest import serve
+
+    blue = devnet.manifest["morpho_blue"]
+    watched = next(b["address"] for b in blue["borrowers"]
+                   if b["market"] == "WETH/USDC" and 1.0 < b["planned_health"] < 1.1)
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as hook:
+        data = morpho_with_references(devnet, tmp_path).model_dump(mode="json")
+        data["keeper"] = {"mode": "alert-only"}
+        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
+            "watchlists": [{"name": "desk", "accounts": [watched], "route": "ops"}]}
+        keeper = await run_daemon(parse_config(data, env={"WEBHOOK_SECRET": "s" * 32}))
+        await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+        drop_oracle(devnet, "WETH/USDC", 0.88)
+        lying = market_key(blue["markets"]["WETH/USDC"]["id"])
+        deadline = time.monotonic() + 20
+        while not [e for e in rec.accepted if e["body"]["rule"] == "position_health"
+                   and e["body"]["health_factor"] < 1.0]:
+            assert time.monotonic() < deadline, [e["body"]["summary"] for e in rec.accepted]
+            await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+            await asyncio.sleep(0.1)
+        assert lying in await keeper.daemon.chains["devnet"].prices.breaker.tripped("devnet")
+    [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "position_health"
+               and e["body"]["health_factor"] < 1.0]
+    assert alert["account"] == watched
+    assert any(lying in why for why in alert["inhibited_by"]), alert["inhibited_by"]

@@ -317,8 +317,10 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
             main_collateral=[p.market.collateral_symbol for p in positions],
             drop_to_liquidation=drop,
             labels=[{"market": p.market.name} for p in positions],
-            assets=[frozenset({p.market.collateral_symbol, p.market.loan_symbol})
-                    for p in positions],
+            # (and the market's own oracle, by its breaker name: a watched position's alert
+            # says when the rate it is judged by is untrusted, as Aave's does for its feeds)
+            assets=[frozenset({p.market.collateral_symbol, p.market.loan_symbol,
+                               market_key(p.market.id)}) for p in positions],
             unread=[{"market": m.name} for market_id, m in self.markets.items()
                     if market_id not in book.markets])
 
