@@ -32,15 +32,37 @@ def test_a_curie_shortfall_names_what_is_short() -> None:
     keeper_margin_usd) and the wallet's USDC (collateral liquidations; keeper_margin_usd
     moves it into the Vault, so raising it there would make that worse). "Fund the keeper
     with the debt asset" named neither; one fix named the Vault for both."""
+    from types import SimpleNamespace
+    from typing import Any
+
     from keeperd.protocols.perp_curie.liquidator import VAULT, CurieLiquidator
 
-    fix = CurieLiquidator.capital_fix
-    vault = fix(None, {VAULT})  # type: ignore[arg-type]
-    wallet = fix(None, {"0xUSDC"})  # type: ignore[arg-type]
-    assert vault is not None and "keeper_margin_usd" in vault and "wallet" not in vault
+    def curie(mode: str, held_usd: float, wallet_usd: float) -> Any:
+        liq: Any = CurieLiquidator.__new__(CurieLiquidator)
+        liq.config = SimpleNamespace(mode=mode)
+        liq.adapter = SimpleNamespace(config=SimpleNamespace(keeper_margin_usd=2_000_000))
+        liq._capital_read = (int(held_usd * 10**6), int(wallet_usd * 10**6))
+        return liq
+
+    # The margin deposited and used up: raise it (and fund the wallet for it).
+    spent = curie("liquidate", 2_000_000, 5_000)
+    vault = spent.capital_fix({VAULT})
+    wallet = spent.capital_fix({"0xUSDC"})
+    assert vault is not None and vault.startswith("raise keeper_margin_usd")
+    assert "wallet" not in vault
     assert wallet is not None and wallet.startswith("fund the keeper's wallet with USDC")
-    assert fix(None, {VAULT, "0xUSDC"}) == f"{vault}; {wallet}"  # type: ignore[arg-type]
-    assert fix(None, set()) is None  # type: ignore[arg-type]
+    assert spent.capital_fix({VAULT, "0xUSDC"}) == f"{vault}; {wallet}"
+    assert spent.capital_fix(set()) is None
+    # Not deposited, the wallet short of it: fund the wallet (raising the margin, already
+    # $2M, was the advice a by-hand trial got with an empty wallet).
+    empty = curie("liquidate", 0, 100).capital_fix({VAULT})
+    assert empty is not None and empty.startswith("fund the keeper's wallet with USDC")
+    assert "2,000,000" in empty and "100 in the wallet" in empty
+    waiting = curie("liquidate", 0, 5_000_000).capital_fix({VAULT})
+    assert waiting is not None and waiting.startswith("the margin deposit has not gone yet")
+    # A dry run deposits nothing: said so (it was told to raise the margin).
+    rehearsal = curie("dry-run", 0, 10_000_000).capital_fix({VAULT})
+    assert rehearsal is not None and rehearsal.startswith("dry-run deposits nothing")
 
 
 def test_a_shortfall_is_published_and_each_forgone_liquidation_counted_once() -> None:

@@ -125,6 +125,9 @@ class CurieLiquidator(LiquidatorBase):
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
+        # (the keeper's margin in the Vault and its wallet's USDC, as `balances` last read
+        # them: what `capital_fix` tells a shortfall to do)
+        self._capital_read = (0, 0)
 
     def signing_rules(self) -> list[Allowed]:
         ch, vault = self.adapter.config.clearing_house, self.adapter.addresses["Vault"]
@@ -231,7 +234,22 @@ class CurieLiquidator(LiquidatorBase):
         from the wallet at start), collateral liquidations of the wallet's USDC: "fund the
         keeper with the debt asset" named neither."""
         fixes = []
-        if VAULT in short:
+        target = int(self.adapter.config.keeper_margin_usd * 10**6)
+        held, wallet = self._capital_read
+        if VAULT in short and self.config.mode != "liquidate":
+            # (a trial's dry-run was told to raise a margin it never deposits)
+            fixes.append(f"{self.config.mode} deposits nothing: takeovers need free "
+                         "collateral in Curie's Vault, which liquidate mode deposits at start "
+                         "(keeper_margin_usd from the keeper's USDC); to rehearse them, "
+                         "deposit into the Vault from the keeper first")
+        elif VAULT in short and held < target and wallet < target - held:
+            fixes.append(f"fund the keeper's wallet with USDC: keeperd deposits up to "
+                         f"keeper_margin_usd ({target / 10**6:,.0f}) into Curie's Vault, "
+                         f"{held / 10**6:,.0f} there now, {wallet / 10**6:,.0f} in the wallet")
+        elif VAULT in short and held < target:
+            fixes.append("the margin deposit has not gone yet (curie.keeper_margin_* in the "
+                         "log says why); it is tried again with the balances")
+        elif VAULT in short:
             fixes.append("raise keeper_margin_usd on this protocol's entry (takeovers need "
                          "free collateral in Curie's Vault, deposited from the keeper's USDC "
                          "at the next start) and fund the keeper with that much USDC")
@@ -246,12 +264,15 @@ class CurieLiquidator(LiquidatorBase):
         if self.keeper is None:
             return {}
         usdc = self.adapter.addresses["SettlementToken"]
-        free, wallet = await call_many(self.adapter.pool, [
-            ContractCall(self.adapter.addresses["Vault"], "getFreeCollateral(address)",
-                         ["address"], [self.keeper]),
-            ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
-        return {VAULT: int(free) if isinstance(free, int) else 0,
-                usdc: int(wallet) if isinstance(wallet, int) else 0}
+        vault = self.adapter.addresses["Vault"]
+        free, wallet, held = await call_many(self.adapter.pool, [
+            ContractCall(vault, "getFreeCollateral(address)", ["address"], [self.keeper]),
+            ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper]),
+            ContractCall(vault, "getBalance(address)", ["address"], [self.keeper],
+                         ["int256"])])
+        wallet = int(wallet) if isinstance(wallet, int) else 0
+        self._capital_read = (int(held) if isinstance(held, int) else 0, wallet)
+        return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
                              ) -> None:
