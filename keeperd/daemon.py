@@ -31,7 +31,7 @@ from keeperd.alerts.outbox import Outbox
 from keeperd.alerts.sources import watched_liquidations
 from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain import l1_fee
-from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
+from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg, confirmed_head
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcPool
 from keeperd.collector_hold import CollectorHold
@@ -426,7 +426,7 @@ class Daemon:
         if self.replica is not None:
             self.replica.promotion_tells = True  # (what it settles now is told)
         for name, executor in self.executors.items():
-            head = int(await executor.pool.request("eth_blockNumber"), 16)
+            head = await confirmed_head(executor.pool)
             await executor.reconcile(head)
             log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
         await self._prepare_executors()
@@ -437,7 +437,7 @@ class Daemon:
         its journaled, unbroadcast liquidation took that one's nonce, and the liquidation
         never went (a review)."""
         for executor in self.executors.values():
-            await executor.prepare(int(await executor.pool.request("eth_blockNumber"), 16))
+            await executor.prepare(await confirmed_head(executor.pool))
 
     async def _leading(self) -> None:
         """Just promoted: each executor acts on the standby's last evaluation, if it is of
@@ -922,7 +922,7 @@ class Daemon:
             return executor  # (reconciled and prepared when promoted)
         # Its journal resumed at once (what it signed goes out while the other protocols
         # start); its approvals once every protocol's is (`_prepare_executors`).
-        await executor.reconcile(int(await rt.pool.request("eth_blockNumber"), 16))
+        await executor.reconcile(await confirmed_head(rt.pool))
         return executor
 
     async def _tx_manager(self, rt: ChainRuntime, key: Signer | None,

@@ -376,3 +376,19 @@ class BlockSource:
                 log.exception("block_source.subscriber_failed", chain=self.chain,
                               block_event=type(event).__name__, subscriber=name,
                               error=f"{type(exc).__name__}: {exc}")
+
+
+async def confirmed_head(pool: RpcPool, tries: int = 5) -> int:
+    """The chain's head as the pool answers it, confirmed by its own header: a number no
+    block has (an endpoint's made-up far-future head, which the block source holds back) is
+    asked again. For what a start pins to one block: the executors' reconciliation and
+    preparation read the pool's rules at it, and one lying answer failed the start ("block
+    height is 474 but requested was 10474": the fault suite)."""
+    for _ in range(tries):
+        head = int(await pool.request("eth_blockNumber"), 16)
+        header = await pool.request("eth_getBlockByNumber", [hex(head), False])
+        if isinstance(header, dict) and int(str(header.get("number") or "0x0"), 16) == head:
+            return head
+        log.warning("chain.head_unconfirmed", chain=pool.chain, head=head,
+                    meaning="no block has that number: asked again")
+    raise RpcUnavailable(f"{pool.chain}: no head the chain confirms in {tries} tries")

@@ -114,3 +114,22 @@ async def test_a_node_telling_far_future_heads_changes_nothing(
         assert scanner.completed_block <= head  # never the made-up head
         await check_invariants(devnet, keeper, entries, crash)
     await assert_index_complete(devnet, tmp_path / "state", "aave", crash)
+
+
+async def test_a_start_pins_its_reads_to_a_head_the_chain_confirms(devnet: Devnet) -> None:
+    """What a start pins to one block (the executors' reconciliation, the pool's rules read
+    for its approvals) takes a head whose header exists: a made-up far-future number failed
+    the start ("block height is 474 but requested was 10474", the fault suite's lying node).
+    Asked again while no block has it; none confirmed: unavailable, not a crash elsewhere."""
+    from keeperd.chain.blocks import confirmed_head
+    from keeperd.chain.rpc import RpcPool, RpcUnavailable
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
+        proxy.lie_ahead, proxy.lie_every = 10_000, 2
+        async with RpcPool.from_urls("devnet", [proxy.url]) as pool:
+            await pool.request("eth_blockNumber")  # (the next head it is asked: a lie)
+            head = await confirmed_head(pool)
+            assert proxy.lies_told == 1 and head == devnet.client.block_number()
+            proxy.lie_every = 1  # every head a lie
+            with pytest.raises(RpcUnavailable):
+                await confirmed_head(pool)
