@@ -405,6 +405,17 @@ async def test_the_cascade_engine_models_the_book_as_the_what_if_does(
                 under.append(t.account)
         assert int(result.static_accounts[k]) == len(under), (shock, len(under))
     assert int(result.static_accounts[-1]) > 0
+    # The numeraire's scenario (USD -10 %: every asset up by 1/0.9, the shorts' squeeze)
+    # moves the plug-in's what-if too, as every asset up by that much (it moved nothing: a
+    # short's health unchanged under a squeeze, `keeperd simulate`'s alerts, a trial).
+    squeeze = adapter.evaluate(book, {"USD": 0.9})
+    up = adapter.evaluate(book, {a.symbol: a.price_usd / 0.9 for a in assets
+                                 if not a.numeraire})
+    today = adapter.evaluate(book)
+    np.testing.assert_allclose(squeeze.health, up.health, rtol=1e-9)
+    shorts = [i for i, t in enumerate(book.traders)
+              if t.positions and all(p.size < 0 for p in t.positions)]
+    assert shorts and all(squeeze.health[i] < today.health[i] for i in shorts)
 
 
 async def test_unwinds_trade_against_the_markets_own_pools(

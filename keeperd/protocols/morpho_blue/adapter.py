@@ -300,13 +300,26 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                  ) -> HealthView:
         positions = book.positions
         health = np.array([book.health(p) for p in positions], dtype=np.float64)
-        self._evaluated = (book, health)
         unit = np.array([10**p.market.loan_decimals for p in positions], dtype=np.float64)
         usd = np.array([loan_usd(p.market.loan_symbol) for p in positions], dtype=np.float64)
         debt = np.array([book.debt(p) for p in positions], dtype=np.float64) / unit * usd \
             if positions else np.zeros(0)
         coll = np.array([book.collateral_value(p) for p in positions], dtype=np.float64) \
             / unit * usd if positions else np.zeros(0)
+        if prices:
+            # A what-if (keeperd simulate's alerts): each side by its USD move from the price
+            # the cascade's portfolio gives it today (a market's health is linear in its
+            # oracle's rate, collateral over loan). It was ignored: "no alert" for a holder
+            # the shock's cascade liquidated (a by-hand trial).
+            from keeperd.protocols.morpho_blue.portfolio import morpho_usd_prices
+
+            today = morpho_usd_prices(book)
+            move = {s: prices[s] / today[s] for s in prices if today.get(s)}
+            c = np.array([move.get(p.market.collateral_symbol, 1.0) for p in positions])
+            d = np.array([move.get(p.market.loan_symbol, 1.0) for p in positions])
+            health, coll, debt = health * c / d, coll * c, debt * d
+        else:
+            self._evaluated = (book, health)
         with np.errstate(divide="ignore", invalid="ignore"):
             drop = np.where(np.isfinite(health) & (health > 0),
                             np.maximum(0.0, 1.0 - 1.0 / health), np.nan)

@@ -15,6 +15,12 @@ from keeperd.protocols.morpho_blue.book import USD_PEGGED, MorphoBook
 from keeperd.risk.cascade import Asset, Portfolio
 
 
+def morpho_usd_prices(book: MorphoBook) -> dict[str, float]:
+    """USD per whole token of each asset, as `describe_morpho` prices them (the first market
+    of a collateral's rate, stablecoin loans at 1)."""
+    return {a.symbol: a.price_usd for a in describe_morpho(book)[1]}
+
+
 def describe_morpho(book: MorphoBook) -> tuple[Portfolio, list[Asset]]:
     markets = [(info, state, price, rate) for info, state, price, rate in book.markets.values()
                if info.loan_symbol in USD_PEGGED]

@@ -459,14 +459,18 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
     def evaluate(self, book: CurieBook, prices: Mapping[str, float] | None = None
                  ) -> HealthView:
         """Health = account value / margin requirement (below 1: liquidatable). With `prices`
-        (asset symbol -> USD) the marks move by the same factor as each asset's index."""
+        (asset symbol -> USD) the marks move by the same factor as each asset's index; a move
+        of the numeraire (`USD`, the cascade's short squeeze: USD=-10 %) moves every asset the
+        other way (it was ignored: a short's health unchanged under a squeeze, a trial)."""
         factors = {}
+        usd = prices.get("USD", 1.0) if prices else 1.0
         for m in book.markets.values():
-            if prices and m.asset in prices and m.index:
-                factors[m.asset] = prices[m.asset] / (m.index / cm.WAD)
+            if prices and m.index and (m.asset in prices or usd != 1.0):
+                today = m.index / cm.WAD
+                factors[m.asset] = prices.get(m.asset, today) / today / usd
         for asset, twap in self._collateral_prices(book).items():
-            if prices and asset in prices and asset not in factors and twap:
-                factors[asset] = prices[asset] / twap
+            if prices and asset not in factors and twap and (asset in prices or usd != 1.0):
+                factors[asset] = prices.get(asset, twap) / twap / usd
         n = len(book.traders)
         health = np.empty(n)
         value = np.empty(n)
