@@ -839,13 +839,23 @@ def _set_aside_last_devnets_state(state_dir: Path) -> None:
           "that is gone); config/devnet.yaml starts on a fresh one", file=sys.stderr)
 
 
-def _cmd_devnet_down(_: argparse.Namespace) -> int:
+def _cmd_devnet_down(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
     from keeperd.devnet.anvil import stop_pid
 
     manifest_path, pid_path = _devnet_files()
     if not pid_path.is_file():
         print("keeperd: no devnet is running here", file=sys.stderr)
         return EXIT_OK
+    if args.port is not None and manifest_path.is_file():
+        # (`up --port` was documented, `down --port` refused as an unknown argument: a trial)
+        running = urlsplit(json.loads(manifest_path.read_text()).get("rpc_url", "")).port
+        if running is not None and running != args.port:
+            print(f"keeperd: the devnet of this directory runs on port {running}, not "
+                  f"{args.port}; `devnet down` stops it (one devnet per directory: "
+                  "KEEPERD_DEVNET_DIR names another)", file=sys.stderr)
+            return EXIT_CONFIG
     stopped = stop_pid(int(pid_path.read_text()))
     pid_path.unlink(missing_ok=True)
     manifest_path.unlink(missing_ok=True)
@@ -1124,7 +1134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which Aave V3 to deploy: today's v3.6 (default, compiled from the "
                         "published sources) or the 2022 v3.0 some forks still run")
     p.set_defaults(func=_cmd_devnet_up)
-    p = _command(dsub, "down", "stop the background devnet")
+    p = _command(dsub, "down", "stop the background devnet of this directory")
+    p.add_argument("--port", type=int, default=None,
+                   help="refuse unless that devnet runs on this port (the one `up --port` "
+                        "started: one devnet per directory)")
     p.set_defaults(func=_cmd_devnet_down)
     p = _command(dsub, "set-price", "set an asset's oracle price in USD",
                  "For every protocol on the devnet: Aave's feed, Morpho Blue's oracles, and "

@@ -146,8 +146,12 @@ def test_devnet_cli_up_set_price_mine_down(tmp_path: Path, aave: str) -> None:
         assert run("set-price", "WETH", "2000") == "WETH: 3000 -> 2000 USD"
         before = int(run("mine", "0") or 0)
         assert int(run("mine", "3")) == before + 3
+        # `down --port` (as `up --port`): another port is not this directory's devnet
+        wrong = subprocess.run([*keeperd, "down", "--port", str(port + 1)], env=env,
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert wrong.returncode == 2 and f"runs on port {port}, not {port + 1}" in wrong.stderr
     finally:
-        assert "stopped" in run("down")
+        assert "stopped" in run("down", "--port", str(port))
     assert not Path(manifest_path).exists()
 
 
