@@ -71,14 +71,17 @@ def pick_protocol(config: Config, protocol: str | None) -> Any:
 def parse_shock(text: str) -> tuple[str, float]:
     """'WETH=-30%' or 'WETH=-0.3' -> ('WETH', 0.30) (a drop, as a positive fraction)."""
     m = _SHOCK.match(text)
+    rise = ("; a rise (what liquidates perp shorts) is the numeraire's drop on a perp book: "
+            "USD=-x% (Perp Curie)")
     if not m:
-        raise ShockError(f"{text!r}: write ASSET=-30% (or ASSET=-0.3)")
+        raise ShockError(f"{text!r}: write ASSET=-30% (or ASSET=-0.3)"
+                         + (rise if "=+" in text else ""))
     value = float(m.group(2)) / (100.0 if m.group(3) else 1.0)
     if value >= 0:
         # (WETH=30% was read as a 30 % drop, and printed as one: a user meaning a rise —
         # what liquidates perp shorts — got the opposite without a word)
         raise ShockError(f"{text!r}: a shock is a price drop, written with its minus sign "
-                         f"({m.group(1)}=-{m.group(2)}{m.group(3)}); rises are not modelled")
+                         f"({m.group(1)}=-{m.group(2)}{m.group(3)}){rise}")
     drop = -value
     if not 0 < drop < 1:
         raise ShockError(f"{text!r}: the drop must be between 0 and 100 %")

@@ -78,5 +78,8 @@ def test_a_shock_is_a_drop_with_its_sign() -> None:
     for rise in ("WETH=30%", "WETH=0.3", "WETH=+20%", "WETH=0%"):
         with pytest.raises(ShockError):
             parse_shock(rise)
-    with pytest.raises(ShockError, match=r"WETH=-30%.*rises are not modelled"):
+    with pytest.raises(ShockError, match=r"WETH=-30%.*a rise .* USD=-x%"):
         parse_shock("WETH=30%")
+    # (`+` did not read as a number at all: the hint was only "write ASSET=-30%", a trial)
+    with pytest.raises(ShockError, match=r"a rise .* USD=-x%"):
+        parse_shock("WETH=+20%")
