@@ -260,7 +260,8 @@ class Metrics:
             ["source", "asset"], registry=r)
         self.oracle_deviation = Gauge(
             "keeperd_oracle_deviation_ratio",
-            "|oracle - reference median| / reference median, per asset.",
+            "|oracle - reference median| / reference median, per asset (NaN: not measured, "
+            "a market rate whose assets have no trusted reference price).",
             ["chain", "asset"], registry=r)
         self.pyth_conf_ratio = Gauge(
             "keeperd_pyth_confidence_ratio", "Pyth confidence width over price (sigma/mu).",

@@ -18,6 +18,7 @@ lets them through on last block's word.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -289,6 +290,9 @@ class ChainPriceWatch:
                     log.info("oracle.rate_checked", chain=self.chain, asset=feed.key,
                              market=feed.label, meaning="its assets have reference prices now")
             elif feed.key not in self.unchecked and self._all_declared(block):
+                # (its last deviation would stay on the dashboard, healthy-looking, while
+                # nothing checks it: NaN, "not measured", as its help says — a trial)
+                self.metrics.oracle_deviation.labels(self.chain, feed.key).set(math.nan)
                 # (at a start, Morpho's first scan can come before Aave's feeds are declared:
                 # "no reference" was said of markets Aave's feeds then checked every block)
                 self.unchecked.add(feed.key)

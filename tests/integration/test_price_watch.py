@@ -351,3 +351,26 @@ async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
                and e["body"]["health_factor"] < 1.0]
     assert alert["account"] == watched
     assert any(lying in why for why in alert["inhibited_by"]), alert["inhibited_by"]
+
+
+async def test_a_market_rate_nothing_checks_any_more_shows_no_deviation(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Morpho's market rates checked against the chain's USD feeds; the feeds go stale (two
+    hours without a round): the rates are unchecked (`oracle.rate_unchecked`), and their
+    deviation gauge says "not measured" (NaN) — a trial saw the last value stay on the
+    dashboard, healthy-looking, while nothing checked it."""
+    import math
+
+    keeper = await run_daemon(morpho_with_references(devnet, tmp_path))
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    key = market_key(devnet.manifest["morpho_blue"]["markets"]["WETH/USDC"]["id"])
+
+    def deviation() -> float:
+        return metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
+                            {"chain": "devnet", "asset": key})
+
+    assert deviation() < 0.01  # (checked: the rate agrees with its references)
+    devnet.client.call("evm_increaseTime", 7200)
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+    assert math.isnan(deviation())
