@@ -799,6 +799,9 @@ class AlertEngine:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:
                     self.state.set_severity(fp, new.severity)
+                if told is not None and c.severity is not None:  # (still firing)
+                    self.state.refresh(fp, replace(alert, kind="firing",
+                                                   starts_at=told.since).to_json())
                 continue
             if decision == "resolved":
                 assert told is not None

@@ -45,6 +45,11 @@ class AlertState:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._rows: dict[str, Remembered] = {}
+        # What each firing alert says now, when that is not news (its value moved less than
+        # a step): what a re-send to Alertmanager carries (it carried the first message's
+        # text for hours: a trial). Memory only: after a restart, the told one until the
+        # next evaluation.
+        self._latest: dict[str, dict[str, Any]] = {}
         self._cursors: dict[str, int] = {}
         self._held: set[str] = set()
         self._changes = Changes({}, {})
@@ -88,7 +93,16 @@ class AlertState:
                                           Told(severity, told.value, told.at, told.since),
                                           row.chain, row.block, row.alert))
 
+    def refresh(self, fingerprint: str, alert: dict[str, Any]) -> None:
+        """What a firing alert says now, told or not (`_latest`), under the severity it was
+        told with (a label to Alertmanager: a change would be another alert there)."""
+        row = self._rows.get(fingerprint)
+        if row is not None:
+            self._latest[fingerprint] = {**alert,
+                                         "severity": row.alert.get("severity", alert["severity"])}
+
     def forget(self, fingerprint: str) -> None:
+        self._latest.pop(fingerprint, None)
         if self._rows.pop(fingerprint, None) is not None:
             self._changes.states[fingerprint] = None
 
@@ -100,15 +114,18 @@ class AlertState:
                                                             since), chain, block, alert))
 
     def _put(self, fingerprint: str, row: Remembered) -> None:
+        self._latest.pop(fingerprint, None)
         self._rows[fingerprint] = row
         self._changes.states[fingerprint] = row
 
     # --- views ----------------------------------------------------------------------------
 
     def firing(self, route: str | None = None) -> list[dict[str, Any]]:
-        """The alerts as last told, oldest first."""
-        rows = sorted(self._rows.values(), key=lambda r: r.told.since)
-        return [r.alert for r in rows if route is None or r.route == route]
+        """The alerts firing, oldest first, each as it reads now (`refresh`), else as last
+        told."""
+        rows = sorted(self._rows.items(), key=lambda kv: kv[1].told.since)
+        return [self._latest.get(fp, r.alert) for fp, r in rows
+                if route is None or r.route == route]
 
     def firing_now(self) -> list[tuple[dict[str, Any], str]]:
         """`firing`, each with its severity now: a position back from critical to warning

@@ -151,6 +151,23 @@ async def test_falling_under_one_is_told_within_a_step(setup: Setup) -> None:
     assert kinds == [("firing", False), ("escalated", True)]
 
 
+async def test_a_resend_carries_what_the_alert_says_now(setup: Setup) -> None:
+    """Alertmanager is sent what fires again and again (`firing`): it carried the first
+    message's text while the value moved (a trial's "$5.6M of bad debt" at $7.8M). The
+    latest reading, not news to the holder (no new message), under the severity told."""
+    await setup.scan(1, [1.15])
+    await setup.scan(2, [1.13])  # (less than a step: no message)
+    assert len(await setup.entries(sink=1)) == 1
+    [now] = setup.engine.firing("people")
+    assert "1.1300" in now["summary"] and now["severity"] == "warning"
+    assert now["details"]["health_factor"] == 1.13 and now["block"] == 2
+    first = (await setup.entries(sink=1))[0].alerts[0]
+    assert now["starts_at"] == first["starts_at"]
+    await setup.scan(3, [1.03])  # critical: told, and that is what fires
+    [now] = setup.engine.firing("people")
+    assert "1.0300" in now["summary"] and now["kind"] == "escalated"
+
+
 async def test_state_survives_a_restart(setup: Setup, tmp_path: Path) -> None:
     await setup.scan(1, [1.15])
     again = await Setup.open(tmp_path / "state.db")
