@@ -62,6 +62,22 @@ async def test_a_pinned_pool_is_used_whatever_an_endpoint_says(
     assert all(allowance(devnet, t, pool) > 0 for t in devnet.manifest["tokens"].values())
 
 
+@pytest.mark.slow  # (the start asks again, with backoff, before it fails: ~15 s)
+async def test_a_pin_the_provider_disagrees_with_is_said(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A pinned pool stands whatever an endpoint says of the provider's (above); one the
+    provider does not name is said at start, with both addresses: a wrong pin (a token's
+    address here) failed as "getReservesList() failed on 0x…", naming neither (a trial)."""
+    config = config_for(devnet, tmp_path, "alert-only")
+    wrong = devnet.manifest["tokens"]["USDC"]
+    aave = config.protocols[0].model_copy(update={"pool": wrong})
+    with structlog.testing.capture_logs() as logs, pytest.raises(Exception):  # noqa: B017
+        await run_daemon(config.model_copy(update={"protocols": [aave]}))
+    said = [e for e in logs if e["event"] == "aave.pinned_pool_differs"]
+    assert said and said[0]["pinned"] == wrong
+    assert said[0]["provider_says"].lower() == devnet.manifest["aave_v3"]["pool"].lower()
+
+
 async def test_one_remote_endpoint_alone_is_not_believed() -> None:
     class Pool:
         endpoints = voters = [SimpleNamespace(safe_url="https://eth.provider.example/v2/***")]

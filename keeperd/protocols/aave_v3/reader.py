@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import structlog
 from eth_abi import decode
 from eth_utils import to_checksum_address
 from numpy.typing import NDArray
@@ -29,6 +30,8 @@ from keeperd.protocols.aave_v3.identity import (
     recognise,
 )
 from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
+
+log = structlog.get_logger(__name__)
 
 ZERO = "0x0000000000000000000000000000000000000000"
 # Blocks between two probes of which eMode categories exist (v3.2+).
@@ -76,6 +79,13 @@ class AaveV3Reader:
             raise AaveReadError(f"{addresses_provider} does not answer like an Aave V3 "
                                 "PoolAddressesProvider (getPool/getPriceOracle failed)")
         found = [abi.decode_address(r.data) for r in results]
+        if pool is not None and pool.lower() != found[0].lower():
+            # The pin stands (an endpoint may lie about getPool: the pin is what protects the
+            # keeper's approvals), but said: a wrong pin failed later as "getReservesList()
+            # failed on 0x0165…", naming neither the pin nor the provider (a trial).
+            log.warning("aave.pinned_pool_differs", pinned=pool, provider=addresses_provider,
+                        provider_says=found[0],
+                        meaning="the pinned pool is used; if its reads fail, check the pin")
         return cls(multicall, AaveAddresses(
             addresses_provider, pool or found[0], oracle or found[1],
             data_provider or (found[2] if found[2] != ZERO else None)), accepted_revisions,
