@@ -80,21 +80,27 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
     withdraw_the_makers_liquidity(devnet, "WETH")
     with structlog.testing.capture_logs() as logs:
         devnet.set_price("WETH", devnet.price("WETH") * 0.9)
-        sizes = []
-        for _ in range(8):
+        for _ in range(12):  # (until an unwind has failed: simulated, or reverted on chain)
             await keeper.evaluated_at(devnet.mine(1), protocol="curie")
-            sizes.append(keepers_size(devnet, "WETH"))
-        # It took some over, could not unwind them; the index falls on, and more go under.
-        assert sizes[-1] and executor.liquidator.hold() is not None, sizes
+            if executor.liquidator.hold() is not None:
+                break
+        assert executor.liquidator.hold() is not None, keepers_size(devnet, "WETH")
+        for _ in range(2):  # (what was in flight when it learnt it, mined)
+            await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+        at_hold = keepers_size(devnet, "WETH")
+        # The index falls on, and more go under.
         devnet.set_price("WETH", devnet.price("WETH") * 0.85)
+        sizes = []
         for _ in range(4):
             await keeper.evaluated_at(devnet.mine(1), protocol="curie")
             sizes.append(keepers_size(devnet, "WETH"))
     # None taken over while its position could not be unwound (the trial's kept adding).
-    held = [s for s in sizes if s]
-    assert held and len(set(held)) == 1, sizes
-    deferred = [e for e in logs if e["event"] == "liquidation.housekeeping_deferred"]
-    assert deferred and all("CH_PSZ" not in e["error"] for e in deferred)
+    assert at_hold and sizes == [at_hold] * 4, (at_hold, sizes)
+    failed = [e for e in logs if e["event"] == "liquidation.housekeeping_deferred"
+              and "CH_PSZ" not in e["error"]] + [
+        e for e in logs if e["event"] == "liquidation.housekeeping_settled"
+        and e["status"] == "reverted"]
+    assert failed
     hold = executor.liquidator.hold()
     assert hold is not None and "cannot be unwound" in hold and "vETH" in hold, hold
     assert [e["event"] for e in logs if e["event"].startswith("curie.takeovers")] == [
