@@ -226,7 +226,8 @@ class Dispatcher:
             return
         entries = await self.outbox.due(rt.route, rt.sink_id, now, horizon=self._horizon())
         if not entries:
-            next_at = await self.outbox.next_due_at(rt.route, rt.sink_id)
+            next_at = await self.outbox.next_eligible_at(rt.route, rt.sink_id,
+                                                         horizon=self._horizon())
             timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - now))
             rt.wake.clear()
             with contextlib.suppress(TimeoutError):

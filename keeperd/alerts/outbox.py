@@ -43,6 +43,7 @@ PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted
 # A sink's pending rows looked at for the next to send, oldest first (a backlog beyond it
 # waits for the first ones to go).
 PENDING_SCANNED = 2_000
+SEVERE_SCANNED = 64
 _FINGERPRINT = re.compile(r'"fingerprint"\s*:\s*"((?:[^"\\]|\\.)*)"')
 DROPPED = "dropped"
 
@@ -128,25 +129,48 @@ class Outbox:
         then the older warning and its resolution, and the last message said "recovered" of
         a position that could be liquidated (a by-hand trial)."""
         now = time.time() if now is None else now
-        # (the fingerprints read from the payload's text, not parsed: this runs before every
-        # send, on the loop, over a backlog of up to PENDING_SCANNED rows)
-        rows = await self.db.fetch(
-            "SELECT id, next_at, priority, payload FROM outbox WHERE state = $1 AND route = $2 "
-            f"AND sink = $3 ORDER BY id LIMIT {PENDING_SCANNED}", PENDING, route, sink)
-        seen: set[str] = set()
-        eligible: list[tuple[int, int]] = []  # (-priority, id)
-        for entry_id, next_at, priority, payload in rows:
-            prints = set(_FINGERPRINT.findall(payload))
-            if (next_at <= now or next_at > now + horizon) and not prints & seen:
-                eligible.append((-int(priority), int(entry_id)))
-            seen |= prints
-        chosen = [entry_id for _, entry_id in sorted(eligible)[:limit]]
+        chosen, _ = await self._pick(route, sink, now, horizon, limit)
         if not chosen:
             return []
         marks = ",".join(f"${i + 1}" for i in range(len(chosen)))
         found = {r[0]: _entry(r) for r in await self.db.fetch(
             f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", *chosen)}
         return [found[i] for i in chosen if i in found]
+
+    async def next_eligible_at(self, route: str, sink: str, *, horizon: float = 1e15
+                               ) -> float | None:
+        """When the next entry may go (`due`'s rules): the earliest time of the entries no
+        older one of the same alert holds back. (The earliest of all waited for a newer one
+        held behind an older one in backoff: the loop spun, a review.)"""
+        return (await self._pick(route, sink, time.time(), horizon, 0))[1]
+
+    async def _pick(self, route: str, sink: str, now: float, horizon: float, limit: int
+                    ) -> tuple[list[int], float | None]:
+        """(the ids to send now, at most `limit`, most severe first; the earliest time an
+        entry no older one holds back is due). Looked at: the PENDING_SCANNED oldest pending
+        rows and the most severe due ones (a critical one beyond a long backlog still goes
+        first; one beyond the window is held back only by the rows looked at). The
+        fingerprints are read from the payload's text, not parsed: this runs before every
+        send, on the loop."""
+        oldest = await self.db.fetch(
+            "SELECT id, next_at, priority, payload FROM outbox WHERE state = $1 AND route = $2 "
+            f"AND sink = $3 ORDER BY id LIMIT {PENDING_SCANNED}", PENDING, route, sink)
+        severe = await self.db.fetch(
+            "SELECT id, next_at, priority, payload FROM outbox WHERE state = $1 AND route = $2 "
+            "AND sink = $3 AND (next_at <= $4 OR next_at > $5) ORDER BY priority DESC, id "
+            f"LIMIT {SEVERE_SCANNED}", PENDING, route, sink, now, now + horizon)
+        rows = sorted({int(r[0]): r for r in (*oldest, *severe)}.values(), key=lambda r: r[0])
+        seen: set[str] = set()
+        eligible: list[tuple[int, int]] = []  # (-priority, id)
+        wake: float | None = None
+        for entry_id, next_at, priority, payload in rows:
+            prints = set(_FINGERPRINT.findall(payload))
+            if not prints & seen:
+                if next_at <= now or next_at > now + horizon:
+                    eligible.append((-int(priority), int(entry_id)))
+                wake = next_at if wake is None else min(wake, next_at)
+            seen |= prints
+        return [entry_id for _, entry_id in sorted(eligible)[:limit]], wake
 
     async def claim(self, entry_id: int) -> bool:
         """Before a send: this replica may deliver (the lease's fence, on PostgreSQL) and the
@@ -155,11 +179,6 @@ class Outbox:
             await self.db.fenced()
             state = await self.db.fetchval("SELECT state FROM outbox WHERE id = $1", entry_id)
         return bool(state == PENDING)
-
-    async def next_due_at(self, route: str, sink: str) -> float | None:
-        value = await self.db.fetchval("SELECT MIN(next_at) FROM outbox WHERE state = $1 "
-                                       "AND route = $2 AND sink = $3", PENDING, route, sink)
-        return None if value is None else float(value)
 
     async def delivered(self, entry_id: int, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -342,6 +342,38 @@ async def test_after_an_outage_one_alerts_messages_arrive_in_their_order(
         ("7", "resolved", "warning"), ("7", "firing", "critical")]
 
 
+async def test_a_message_held_behind_an_older_one_in_backoff_waits_for_it(
+        harness_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's next wake is the earliest entry no older one of its alert holds back: it
+    was the earliest of all, a newer one already due behind an older one in backoff, and the
+    loop woke 100 times a second (a review). And a critical one beyond the rows looked at in
+    a long backlog still goes first."""
+    import keeperd.alerts.outbox as outbox_module
+
+    h = harness_factory([{"name": "r", "sinks": [{
+        "kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": SECRET}]}])
+    h.task.cancel()
+    await asyncio.gather(h.task, return_exceptions=True)
+    sink = h.sink_id()
+    now = time.time()
+    dave = make_alert(7)
+    await h.put([dave])
+    [older] = await h.outbox.due("r", sink, now + 1)
+    await h.outbox.retry(older.id, now + 100, "HTTP 503")  # (in backoff)
+    await h.put([dict(dave, severity="critical")])  # (due now, held behind it)
+    assert await h.outbox.due("r", sink, now + 1) == []
+    wake = await h.outbox.next_eligible_at("r", sink)
+    assert wake is not None and wake == pytest.approx(now + 100)
+    # A long backlog (3 rows looked at here): a critical one beyond it goes first.
+    monkeypatch.setattr(outbox_module, "PENDING_SCANNED", 3)
+    for i in range(4):
+        await h.put([make_alert(20 + i)])
+    await h.put([dict(make_alert(30), severity="critical")])
+    [first] = await h.outbox.due("r", sink, now + 1)
+    assert first.alerts[0]["labels"]["account"].endswith("1e")  # (30: 0x...1e)
+    assert first.alerts[0]["severity"] == "critical"
+
+
 async def test_webhook_gives_up_after_max_attempts(harness_factory: Any) -> None:
     rec = Recorder(script=[status(500)] * 10)
     async with serve(webhook_app(rec)) as url:
