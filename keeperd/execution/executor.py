@@ -1408,6 +1408,11 @@ class Executor:
                 if entry is None or entry.status != J.REVERTED:
                     key = None if entry is not None else candidate  # journaled: in hand
                     break
+            else:  # (every retry reverted: nothing more is sent for it — said every block,
+                # so a start after it knows too: the liquidator's hold lived in memory)
+                self.liquidator.housekeeping_settled(
+                    base_key, result.block, f"its {RETRIES_AFTER_REVERT + 1} tries reverted "
+                    "on chain", lasting=True)
             if key is not None:
                 todo.append((key, target, data, gas))
         if not todo:
@@ -1424,8 +1429,10 @@ class Executor:
             if not isinstance(estimate, str):
                 log.info("liquidation.housekeeping_deferred", opportunity=key,
                          error=str(estimate)[:300])
-                self.liquidator.housekeeping_settled(key, result.block,
-                                                     f"its simulation failed: {estimate}"[:300])
+                reverted = self._reverted(estimate)
+                if reverted is not None:  # (an endpoint's trouble says nothing of the call)
+                    self.liquidator.housekeeping_settled(
+                        key, result.block, f"its simulation reverted: {reverted}"[:300])
                 continue
             ready.append((key, target, data,
                           max(gas, int(int(estimate, 16) * self.config.gas_limit_margin))))

@@ -1,7 +1,8 @@
 """Perp Curie's hold on takeovers while the keeper's position cannot be unwound
-(`CurieLiquidator.housekeeping_settled`, `hold`): set by an unwind that failed, not by one
-simulated after the last one went (`CH_PSZ`: nothing held); released by an included unwind,
-or once the keeper holds nothing in that market."""
+(`CurieLiquidator.housekeeping_settled`, `hold`): set by an unwind that failed in three
+blocks without an inclusion between (one block's failure is routine in a crash), or whose
+retries are spent; not by one simulated after the last one went (`CH_PSZ`: nothing held);
+released by an included unwind, or once the keeper holds nothing in that market."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def liquidator() -> Any:
     out.keeper = KEEPER
     out.adapter = SimpleNamespace(name="curie")
     out._unwind_failing, out._held_sizes, out._symbols = {}, {}, {}
+    out._unwind_failures = {}
     out._told_held = frozenset()
     return out
 
@@ -45,17 +47,23 @@ def test_a_failed_unwind_holds_its_market_until_one_goes_or_nothing_is_held() ->
     liq = liquidator()
     liq.housekeeping_settled(unwind(VETH), 10, "its simulation failed: ... CH_PSZ")
     assert liq.hold() is None  # (nothing left to unwind: not a failure)
-    liq.housekeeping_settled(unwind(VETH), 11, "its simulation failed: ... CH_F0S")
+    liq.housekeeping_settled(unwind(VETH), 11, "its simulation reverted: ... CH_F0S")
+    liq.housekeeping_settled(unwind(VETH), 11, "its simulation reverted: ... CH_F0S")
     liq.housekeeping_settled(unwind(VETH), 12, "reverted on chain (0xabc)")
+    assert liq.hold() is None  # (two blocks: a crash's price limit passes by itself)
+    liq.housekeeping_settled(unwind(VETH), 13, "its simulation reverted: ... CH_F0S")
     with structlog.testing.capture_logs() as logs:
         assert liq._unwinds_failing(book({VETH: 5 * 10**18, VBTC: 10**18})) == {VETH}
     hold = liq.hold()
     assert hold is not None and "5 vETH cannot be unwound since block 11" in hold
     assert "CH_F0S" in hold and "vBTC" not in hold
     assert [e["event"] for e in logs] == ["curie.takeovers_held"]
-    liq.housekeeping_settled(unwind(VETH), 13, None)  # (one went)
+    liq.housekeeping_settled(unwind(VETH), 14, None)  # (one went)
     assert liq.hold() is None
-    liq.housekeeping_settled(unwind(VBTC), 14, "reverted on chain (0xdef)")
+    liq.housekeeping_settled(unwind(VETH), 15, "reverted on chain (0x1)")  # (counted afresh)
+    assert liq.hold() is None
+    # Every retry reverted (said every block, after a restart too): held at once.
+    liq.housekeeping_settled(unwind(VBTC), 16, "its 3 tries reverted on chain", lasting=True)
     assert liq._unwinds_failing(book({VBTC: 10**18})) == {VBTC}
     assert liq._unwinds_failing(book({})) == frozenset()  # (closed by hand)
     assert liq.hold() is None

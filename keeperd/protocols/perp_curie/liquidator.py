@@ -22,8 +22,9 @@ the trader's account value is negative), and must keep free collateral at the in
   housekeeping call of the next block, journaled like a liquidation so a restart never sends
   it twice (in a paused market it waits; in a closed one it is settled at the closing price by
   `quitMarket`);
-- an unwind that cannot go (its simulation fails: the pool has no liquidity at the price, a
-  slippage guard) or reverts holds new takeovers in that market until one is included: each
+- an unwind that cannot go in three blocks (its simulation reverts: the pool has no
+  liquidity at the price, a slippage guard; or it reverts on chain), or whose retries are
+  spent, holds new takeovers in that market until one is included: each
   would add to a position the keeper cannot close (a by-hand trial's keeper grew its vETH
   from 1,271 to 1,314 through 22 failed unwinds, unalerted). The hold is told as
   `liquidations_held` with the position and what to do; collateral liquidations and other
@@ -87,6 +88,9 @@ CLOSE_GAS = 900_000
 DEADLINE = 2**255
 # ClearingHouse's "position size is zero": an unwind simulated once the last one went.
 NOTHING_TO_UNWIND = "CH_PSZ"
+# Blocks an unwind fails in (simulated or on chain), none included between, before its
+# market's takeovers are held.
+UNWIND_FAILED_BLOCKS = 3
 UNWIND = "unwind"  # the position part of the keeper's own follow-up keys (housekeeping)
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 # What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
@@ -122,6 +126,7 @@ class CurieLiquidator(LiquidatorBase):
         # Markets (base token) whose unwind failed: (since which block, why), until one of
         # them is included or the keeper holds nothing there; their takeovers are held.
         self._unwind_failing: dict[str, tuple[int, str]] = {}
+        self._unwind_failures: dict[str, set[int]] = {}  # (blocks it failed in, not held yet)
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
@@ -274,8 +279,12 @@ class CurieLiquidator(LiquidatorBase):
         self._capital_read = (int(held) if isinstance(held, int) else 0, wallet)
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
-    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
-                             ) -> None:
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
+                             lasting: bool = False) -> None:
+        """An unwind's fate. A failure in one block is routine in a crash (the price moved
+        its 1000 ticks already: the next block's goes); in UNWIND_FAILED_BLOCKS blocks without
+        an inclusion between, or once no retry is left, its market's takeovers are held
+        (held at the first, every crash raised and resolved the alert, a review)."""
         if key.position[0] != UNWIND:
             return
         base = key.position[1]
@@ -283,8 +292,13 @@ class CurieLiquidator(LiquidatorBase):
             return  # (simulated after the last unwind went: nothing is held there)
         if failed is None:
             self._unwind_failing.pop(base, None)
-        elif base not in self._unwind_failing:
-            self._unwind_failing[base] = (block, failed)
+            self._unwind_failures.pop(base, None)
+            return
+        blocks = self._unwind_failures.setdefault(base, set())
+        blocks.add(block)
+        if base not in self._unwind_failing and (lasting
+                                                 or len(blocks) >= UNWIND_FAILED_BLOCKS):
+            self._unwind_failing[base] = (min(blocks), failed)
 
     def hold(self) -> str | None:
         if not self._unwind_failing:
@@ -308,6 +322,8 @@ class CurieLiquidator(LiquidatorBase):
         self._symbols = {b: m.symbol for b, m in book.markets.items()}
         for base in [b for b in self._unwind_failing if not self._held_sizes.get(b)]:
             del self._unwind_failing[base]
+        for base in [b for b in self._unwind_failures if not self._held_sizes.get(b)]:
+            del self._unwind_failures[base]
         failing = frozenset(self._unwind_failing)
         if failing != self._told_held:
             (log.error if failing else log.info)(

@@ -237,10 +237,11 @@ class Liquidator(Protocol):
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its journaled follow-ups: (key, target, calldata, gas)."""
 
-    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
-                             ) -> None:
-        """A follow-up's fate: `failed` says why it could not go (its simulation failed) or
-        reverted on chain; None: it was included."""
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
+                             lasting: bool = False) -> None:
+        """A follow-up's fate: `failed` says why it could not go (its simulation reverted) or
+        reverted on chain; None: it was included. `lasting`: it will not be tried again
+        (every retry reverted)."""
 
     def hold(self) -> str | None:
         """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
@@ -476,8 +477,8 @@ class LiquidatorBase:
         """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
         return []
 
-    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None
-                             ) -> None:
+    def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
+                             lasting: bool = False) -> None:
         """A follow-up's fate (default: nothing depends on it)."""
 
     def hold(self) -> str | None:
