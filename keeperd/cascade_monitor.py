@@ -142,6 +142,7 @@ class CascadeMonitor:
         self.baseline: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
+        self.no_fund = False  # (the protocol has none: its coverage is not published)
         self._last_at = 0.0
         self._running = False
 
@@ -233,9 +234,11 @@ class CascadeMonitor:
 
     async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.fund_for(self.protocol)
+        self.no_fund = False
         if fund is None:
             risk = self.book_risk(book) if self.book_risk is not None else None
             value = risk.insurance_fund_usd if risk is not None else None
+            self.no_fund = risk is not None and risk.no_fund
             if value is not None:
                 self.metrics.cascade_fund.labels(self.chain, self.protocol).set(value)
             return value
@@ -276,7 +279,7 @@ class CascadeMonitor:
                 m.cascade_seized.labels(*labels).set(float(seized[k]))
                 m.cascade_bonus.labels(*labels).set(float(bonus_paid[k]))
                 m.cascade_bad_debt.labels(*labels).set(float(bad[k]))
-                if self.fund_usd is not None:
+                if self.fund_usd is not None and not self.no_fund:
                     ratio = self.fund_usd / float(bad[k]) if bad[k] > 0 else math.inf
                     m.cascade_fund_coverage.labels(*labels).set(ratio)
             labels4 = (*base, scenario, s)

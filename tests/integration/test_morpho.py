@@ -294,12 +294,17 @@ async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # ty
     assert float(result.static_repaid[0]) == pytest.approx(debt, rel=2e-3)
     metrics = Metrics()
     monitor = CascadeMonitor(CascadeConfig(), "devnet", "morpho", pool, metrics,
-                             describe=describe_morpho)
+                             describe=describe_morpho, book_risk=adapter.book_risk)
     await monitor.evaluate(after, after.block)
     # the book is already underwater for `underwater` positions: any further drop takes them
     assert metric_value(metrics, "keeperd_cascade_liquidated_accounts",
                         {"chain": "devnet", "protocol": "morpho", "asset": "WETH",
                          "shock": "0.01", "model": "static"}) >= underwater
+    # No fund: shown as $0, and no coverage ratio (its 0 fired KeeperdFundShortOfBadDebt
+    # for good: a trial)
+    assert metric_value(metrics, "keeperd_cascade_insurance_fund_usd",
+                        {"chain": "devnet", "protocol": "morpho"}) == 0
+    assert not [s for m in metrics.cascade_fund_coverage.collect() for s in m.samples]
 
 
 async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Path) -> None:

@@ -342,11 +342,15 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
 
     def book_risk(self, book: MorphoBook) -> BookRisk:
         """Morpho Blue has no insurance fund: a position's bad debt is realised at its
-        liquidation as a loss to its market's lenders. The fund is $0 (known), not unknown:
-        the risk team's coverage reads none (a fund configured for this protocol, in
-        risk.cascade.insurance_fund, is the operator's word and stands instead)."""
+        liquidation as a loss to its market's lenders. The fund is $0 (known), not unknown
+        (the dashboard's line, the alert's "no insurance fund covers it"), but no fund, not
+        one drained: no coverage ratio, whose 0 fired `KeeperdFundShortOfBadDebt` for good (a
+        trial; a rule that skipped $0 funds would miss a real one drained, a review). A fund
+        configured for this protocol, in risk.cascade.insurance_fund, is the operator's word
+        and stands instead."""
         return BookRisk(0.0, ["no insurance fund: a market's bad debt is a loss to its "
-                              "lenders, realised at the liquidation that leaves it"])
+                              "lenders, realised at the liquidation that leaves it"],
+                        no_fund=True)
 
     def liquidation_hold(self, book: MorphoBook) -> str | None:
         return None

@@ -52,6 +52,8 @@ class BookRisk:
 
     insurance_fund_usd: float | None  # what pays its bad debt, when the protocol has one
     lines: list[str]  # for `keeperd simulate`
+    # No fund at all (its $0 is not a fund drained): no coverage ratio is published.
+    no_fund: bool = False
 
 
 @dataclass(frozen=True)
