@@ -42,6 +42,7 @@ def test_a_curie_shortfall_names_what_is_short() -> None:
         liq.config = SimpleNamespace(mode=mode)
         liq.adapter = SimpleNamespace(config=SimpleNamespace(keeper_margin_usd=2_000_000))
         liq._capital_read = (int(held_usd * 10**6), int(wallet_usd * 10**6))
+        liq._margin_due = False
         return liq
 
     # The margin deposited and used up: raise it (and fund the wallet for it).
@@ -58,8 +59,13 @@ def test_a_curie_shortfall_names_what_is_short() -> None:
     empty = curie("liquidate", 0, 100).capital_fix({VAULT})
     assert empty is not None and empty.startswith("fund the keeper's wallet with USDC")
     assert "2,000,000" in empty and "100 in the wallet" in empty
-    waiting = curie("liquidate", 0, 5_000_000).capital_fix({VAULT})
+    assert "at its next start" in empty  # (nothing deposits before: `_margin_due` unset)
+    pending = curie("liquidate", 0, 5_000_000)
+    waiting = pending.capital_fix({VAULT})
     assert waiting is not None and waiting.startswith("the margin deposit has not gone yet")
+    assert waiting.endswith("restart keeperd to deposit it, or deposit by hand")
+    pending._margin_due = True  # (a deposit refused at start: retried with the balances)
+    assert str(pending.capital_fix({VAULT})).endswith("tried again with the balances")
     # A dry run deposits nothing: said so (it was told to raise the margin).
     rehearsal = curie("dry-run", 0, 10_000_000).capital_fix({VAULT})
     assert rehearsal is not None and rehearsal.startswith("dry-run deposits nothing")

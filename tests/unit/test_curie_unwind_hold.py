@@ -6,9 +6,11 @@ released by an included unwind, or once the keeper holds nothing in that market.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import structlog
 
 from keeperd.protocols.perp_curie import margin as cm
@@ -70,3 +72,18 @@ def test_a_failed_unwind_holds_its_market_until_one_goes_or_nothing_is_held() ->
     # A takeover's own settlement says nothing of unwinds.
     liq.housekeeping_settled(OpportunityKey("curie", KEEPER, (VETH,), "1"), 15, "x")
     assert liq.hold() is None
+
+
+def test_weth_margin_with_its_latest_price_unread_is_not_bought() -> None:
+    """Valued at the TWAP alone, a crash's lag would be bought as a profit (the loss the
+    spot valuation is for): no collateral liquidation while the latest price is unread."""
+    liq = liquidator()
+    liq.adapter = SimpleNamespace(name="curie", addresses={"SettlementToken": "0x" + "aa" * 20})
+    liq.config, liq._gas_used = SimpleNamespace(gas_limit_margin=1.2), {}
+    weth = cm.CurieCollateral("0x" + "cc" * 20, "WETH", 10**18, 18, 2_000 * 10**8, 8, 800_000,
+                              max_repaid=1_800 * 10**6, max_liquidatable=10**18, spot_price=0)
+    trader = cm.CurieTrader("0x" + "dd" * 20, 0, 0, 0, (), (weth,), collateral_liquidatable=True)
+    assert liq._plan_collateral(trader) == []
+    read = replace(trader, collateral=(replace(weth, spot_price=2_000 * 10**8),))
+    [bought] = liq._plan_collateral(read)
+    assert bought.gross_profit_usd == pytest.approx(200.0)  # ($2,000 of WETH for $1,800)

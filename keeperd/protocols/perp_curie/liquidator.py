@@ -248,12 +248,18 @@ class CurieLiquidator(LiquidatorBase):
                          "(keeper_margin_usd from the keeper's USDC); to rehearse them, "
                          "deposit into the Vault from the keeper first")
         elif VAULT in short and held < target and wallet < target - held:
+            when = ("with the next balances" if self._margin_due
+                    else "at its next start (or deposit by hand)")
             fixes.append(f"fund the keeper's wallet with USDC: keeperd deposits up to "
-                         f"keeper_margin_usd ({target / 10**6:,.0f}) into Curie's Vault, "
-                         f"{held / 10**6:,.0f} there now, {wallet / 10**6:,.0f} in the wallet")
+                         f"keeper_margin_usd ({target / 10**6:,.0f}) into Curie's Vault "
+                         f"{when}; {held / 10**6:,.0f} there now, {wallet / 10**6:,.0f} in "
+                         "the wallet")
         elif VAULT in short and held < target:
             fixes.append("the margin deposit has not gone yet (curie.keeper_margin_* in the "
-                         "log says why); it is tried again with the balances")
+                         "log says why); " + ("it is tried again with the balances"
+                                              if self._margin_due else
+                                              "restart keeperd to deposit it, or deposit by "
+                                              "hand"))
         elif VAULT in short:
             fixes.append("raise keeper_margin_usd on this protocol's entry (takeovers need "
                          "free collateral in Curie's Vault, deposited from the keeper's USDC "
@@ -381,7 +387,9 @@ class CurieLiquidator(LiquidatorBase):
             return []
         c = max((c for c in t.collateral if c.max_repaid > 0),
                 key=lambda c: c.max_repaid, default=None)
-        if c is None:
+        if c is None or c.spot_price <= 0:
+            # (its latest price unread: valued at the TWAP alone, a crash's lag would be
+            # bought as a profit — the loss this valuation is for; a review)
             return []
         usdc = self.adapter.addresses["SettlementToken"]
         value = cm.collateral_liquidation_value(c) / cm.WAD
