@@ -582,8 +582,9 @@ class Daemon:
                                               result.block)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
-                held=plugin.liquidation_hold(result.book) or (
-                    executor.liquidator.hold() if executor is not None else None),
+                held="; ".join(filter(None, (
+                    plugin.liquidation_hold(result.book),
+                    executor.liquidator.hold() if executor is not None else None))) or None,
                 verifying=plugin.liquidation_verification(result.book),
                 shortfalls=executor.capital_shortfall if executor is not None else None,
                 liquidations=seen, action=plugin.position_action,

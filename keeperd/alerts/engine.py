@@ -799,7 +799,9 @@ class AlertEngine:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:
                     self.state.set_severity(fp, new.severity)
-                if told is not None and c.severity is not None:  # (still firing)
+                held = bool(c.inhibited_by) and self.config.inhibition == "hold"
+                if told is not None and c.severity is not None and not held:  # (firing;
+                    # a reading on an untrusted price held back, as its message would be)
                     self.state.refresh(fp, replace(alert, kind="firing",
                                                    starts_at=told.since).to_json())
                 continue

@@ -61,6 +61,7 @@ class AlertState:
                                    "since, chain, block, alert FROM alert_state")
         self._rows = {r[0]: Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6]), r[7], r[8],
                                        json.loads(r[9])) for r in rows}
+        self._latest = {}  # (a replica promoted again: its old readings are not the state)
         self._cursors = {r[0]: int(r[1]) for r in await self.db.fetch(
             "SELECT name, block FROM alert_cursor")}
         self._held = {r[0] for r in await self.db.fetch("SELECT account FROM watched_held")}

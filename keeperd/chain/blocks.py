@@ -384,7 +384,9 @@ async def confirmed_head(pool: RpcPool, tries: int = 5) -> int:
     asked again. For what a start pins to one block: the executors' reconciliation and
     preparation read the pool's rules at it, and one lying answer failed the start ("block
     height is 474 but requested was 10474": the fault suite)."""
-    for _ in range(tries):
+    for attempt in range(tries):
+        if attempt:  # (an endpoint a block behind another: a moment for it to catch up)
+            await asyncio.sleep(0.5 * attempt)
         head = int(await pool.request("eth_blockNumber"), 16)
         header = await pool.request("eth_getBlockByNumber", [hex(head), False])
         if isinstance(header, dict) and int(str(header.get("number") or "0x0"), 16) == head:

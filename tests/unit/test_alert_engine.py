@@ -166,6 +166,20 @@ async def test_a_resend_carries_what_the_alert_says_now(setup: Setup) -> None:
     await setup.scan(3, [1.03])  # critical: told, and that is what fires
     [now] = setup.engine.firing("people")
     assert "1.0300" in now["summary"] and now["kind"] == "escalated"
+    await setup.scan(4, [1.02])
+    # A replica promoted again reads what the leader told, not its own old readings.
+    await setup.engine.state.load()
+    [now] = setup.engine.firing("people")
+    assert "1.0300" in now["summary"]
+
+
+async def test_a_reading_on_an_untrusted_price_is_not_resent_under_hold(
+        tmp_path: Path) -> None:
+    hold = await Setup.open(tmp_path / "h.db", alerts_config(inhibition="hold"))
+    await hold.scan(1, [1.15])
+    await hold.scan(2, [1.13], {"WETH": "stale: updated 7200 s ago"})
+    [now] = [a for a in hold.engine.firing("people") if a["rule"] == "position_health"]
+    assert "1.1500" in now["summary"]  # (held back, as its message would be)
 
 
 async def test_state_survives_a_restart(setup: Setup, tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
-"""Perp Curie's hold on takeovers while the keeper's position cannot be unwound
+"""Perp Curie's liquidator, its rules beside the devnet's (tests/integration/test_curie*.py).
+
+The hold on takeovers while the keeper's position cannot be unwound
 (`CurieLiquidator.housekeeping_settled`, `hold`): set by an unwind that failed in three
 blocks without an inclusion between (one block's failure is routine in a crash), or whose
 retries are spent; not by one simulated after the last one went (`CH_PSZ`: nothing held);
-released by an included unwind, or once the keeper holds nothing in that market."""
+released by an included unwind, or once the keeper holds nothing in that market. WETH margin
+bought only with its latest price read, and booked at it."""
 
 from __future__ import annotations
 
@@ -87,3 +90,34 @@ def test_weth_margin_with_its_latest_price_unread_is_not_bought() -> None:
     read = replace(trader, collateral=(replace(weth, spot_price=2_000 * 10**8),))
     [bought] = liq._plan_collateral(read)
     assert bought.gross_profit_usd == pytest.approx(200.0)  # ($2,000 of WETH for $1,800)
+
+
+def test_weth_margin_bought_is_booked_at_its_latest_price() -> None:
+    """The realised profit of a collateral liquidation: the WETH taken at the feed's latest
+    price (the book's `collateral_spot`), less the USDC paid, insurance fund share
+    included — not at the vault's TWAP, and not nothing (its gas alone hid a trial's loss)."""
+    from eth_abi import encode
+
+    from keeperd.protocols.perp_curie.adapter import COLLATERAL_LIQUIDATED, PerpCurieAdapter
+
+    token, trader, keeper = "0x" + "cc" * 20, "0x" + "dd" * 20, KEEPER
+    adapter: Any = PerpCurieAdapter.__new__(PerpCurieAdapter)
+    adapter.collaterals = {to_checksum(token): ("WETH", 18, 8, 800_000)}
+    entry = {"topics": [COLLATERAL_LIQUIDATED, "0x" + trader[2:].rjust(64, "0"),
+                        "0x" + token[2:].rjust(64, "0"), "0x" + keeper[2:].lower().rjust(64, "0")],
+             "data": "0x" + encode(["uint256", "uint256", "uint256", "uint24"],
+                                   [2 * 10**18, 4_000 * 10**6, 120 * 10**6, 100_000]).hex(),
+             "blockNumber": "0x10", "transactionHash": "0xab", "logIndex": "0x0"}
+    # The TWAP said $2,400 (a crash's lag); the feed says $1,900 now: 2 WETH worth $3,800
+    # for $4,120 paid.
+    book = SimpleNamespace(collateral_spot={to_checksum(token): 1_900 * 10**8})
+    seen = adapter.decode_liquidation(entry, book)
+    assert seen.seized_usd == pytest.approx(3_800.0)
+    assert seen.profit_usd == pytest.approx(3_800.0 - 4_120.0)
+    assert adapter.decode_liquidation(entry, None).profit_usd is None  # (no price: unknown)
+
+
+def to_checksum(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)
