@@ -44,6 +44,24 @@ def curie_config(devnet: Devnet, tmp_path: Path) -> dict[str, Any]:
         "risk": {"cascade": {"enabled": False}}}
 
 
+def funded_curie_keeper(devnet: Devnet, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Curie in liquidate mode, the keeper holding $20M of USDC ($10M of it for margin) and
+    gas: its config, the key in the environment."""
+    from keeperd.devnet import contracts
+    from tests.keeper_harness import KEEPER, KEEPER_KEY
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
+    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
+        "MintableERC20").encode_call("mint", KEEPER, 20_000_000 * 10**6))
+    data = curie_config(devnet, tmp_path)
+    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
+    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
+                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    return data
+
+
 async def read_book(devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics
                     ) -> tuple[PerpCurieAdapter, CurieBook]:
     config = parse_config(curie_config(devnet, tmp_path))
@@ -256,22 +274,12 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
         monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from keeperd.devnet import contracts
     from tests.keeper_harness import (
     KEEPER,
-    KEEPER_KEY,
 )
 
-    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
-    token = contracts.aave("MintableERC20")
-    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
-    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"],
-                       token.encode_call("mint", KEEPER, 20_000_000 * 10**6))
-    data = curie_config(devnet, tmp_path)
-    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
-    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
-                      "key": {"source": "env", "env": "KEEPER_KEY"}}
-    keeper = await run_daemon(parse_config(data))
+    keeper = await run_daemon(parse_config(funded_curie_keeper(devnet, tmp_path,
+                                                               monkeypatch)))
     start = devnet.client.block_number()
     curie = devnet.manifest["perp_curie"]
     traders = [t["address"] for t in devnet.manifest["perp_traders"]]
@@ -450,19 +458,11 @@ async def test_weth_margin_is_bought_only_when_it_is_worth_what_the_vault_asks(
     and its realised profit is the WETH at the latest price less the USDC paid."""
     import asyncio
 
-    from keeperd.devnet import contracts
     from keeperd.execution import journal as J
-    from tests.keeper_harness import KEEPER, KEEPER_KEY
+    from tests.keeper_harness import KEEPER
 
-    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
-    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
-    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
-        "MintableERC20").encode_call("mint", KEEPER, 20_000_000 * 10**6))
-    data = curie_config(devnet, tmp_path)
-    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
-    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
-                      "key": {"source": "env", "env": "KEEPER_KEY"}}
-    keeper = await run_daemon(parse_config(data))
+    keeper = await run_daemon(parse_config(funded_curie_keeper(devnet, tmp_path,
+                                                               monkeypatch)))
     start = devnet.client.block_number()
     # The crash, the vault's TWAP left behind it.
     await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.75,

@@ -22,10 +22,9 @@ from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import POSITION_LIQUIDATED
 from keeperd.protocols.perp_curie.liquidator import CurieLiquidator
 from tests.conftest import metric_value
-from tests.integration.test_curie import chain_liquidatable, curie_config, read_book
+from tests.integration.test_curie import chain_liquidatable, funded_curie_keeper, read_book
 from tests.keeper_harness import (
     KEEPER,
-    KEEPER_KEY,
 )
 
 
@@ -50,7 +49,6 @@ def liquidated_on_chain(devnet: Devnet, since: int) -> list[tuple[str, str]]:
 async def test_a_paused_market_holds_its_liquidations_and_the_others_go_on(
         devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics,
         run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    from keeperd.devnet import contracts
 
     curie = devnet.manifest["perp_curie"]
     veth, vbtc = curie["base_tokens"]["WETH"], curie["base_tokens"]["WBTC"]
@@ -78,14 +76,7 @@ async def test_a_paused_market_holds_its_liquidations_and_the_others_go_on(
                                         "data": "0x" + artifact("ClearingHouse").encode_call(
                                             "liquidate", next(iter(held)), vbtc, 0).hex()})
 
-    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
-    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
-    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
-        "MintableERC20").encode_call("mint", KEEPER, 20_000_000 * 10**6))
-    data = curie_config(devnet, tmp_path)
-    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
-    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
-                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    data = funded_curie_keeper(devnet, tmp_path, monkeypatch)
     start = devnet.client.block_number()
     with capture_logs() as logs:
         keeper = await run_daemon(parse_config(data))

@@ -12,13 +12,12 @@ import pytest
 import structlog
 
 from keeperd.config import parse_config
-from keeperd.devnet import contracts
 from keeperd.devnet.curie import DEADLINE, artifact
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.alert_fakes import Webhook
-from tests.integration.test_curie import chain_view, curie_config
-from tests.keeper_harness import KEEPER, KEEPER_KEY
+from tests.integration.test_curie import chain_view, funded_curie_keeper
+from tests.keeper_harness import KEEPER
 
 
 def withdraw_the_makers_liquidity(devnet: Devnet, symbol: str) -> None:
@@ -49,14 +48,7 @@ def keepers_size(devnet: Devnet, symbol: str) -> int:
 async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
         devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch,
         request: pytest.FixtureRequest) -> None:
-    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
-    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))
-    devnet.client.send(KEEPER, devnet.manifest["tokens"]["USDC"], contracts.aave(
-        "MintableERC20").encode_call("mint", KEEPER, 20_000_000 * 10**6))
-    data = curie_config(devnet, tmp_path)
-    data["protocols"][0]["keeper_margin_usd"] = 10_000_000
-    data["keeper"] = {"mode": "liquidate", "min_profit_usd": 1.0,
-                      "key": {"source": "env", "env": "KEEPER_KEY"}}
+    data = funded_curie_keeper(devnet, tmp_path, monkeypatch)
     hook = Webhook()
     request.addfinalizer(hook.close)
     data["alerts"] = {
