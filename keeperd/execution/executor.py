@@ -1434,6 +1434,7 @@ class Executor:
                     self.liquidator.housekeeping_settled(
                         key, result.block, f"its simulation reverted: {reverted}"[:300])
                 continue
+            self.liquidator.housekeeping_settled(key, result.block, None, simulated=True)
             ready.append((key, target, data,
                           max(gas, int(int(estimate, 16) * self.config.gas_limit_margin))))
         if not ready:

@@ -108,3 +108,16 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
         await asyncio.sleep(0.1)
     assert told and told[0]["status"] == "firing", [b["rule"] for _, b in hook.received]
     assert "cannot be unwound" in told[0]["summary"] and "vETH" in told[0]["summary"]
+    # A restart (its hold lived in memory: the first block after it took one more over, and
+    # the alert said "resume", a trial): what the keeper holds from before waits for an
+    # unwind that passes, and none does here.
+    keeper.stop.set()
+    await keeper.task
+    again = await run_daemon(parse_config(data, env={"HOOK_SECRET": "s" * 32}))
+    devnet.set_price("WETH", devnet.price("WETH") * 0.9)
+    after = []
+    for _ in range(5):
+        await again.evaluated_at(devnet.mine(1), protocol="curie")
+        after.append(keepers_size(devnet, "WETH"))
+    assert after == [at_hold] * 5, (at_hold, after)
+    assert again.daemon.executors["curie"].liquidator.hold() is not None

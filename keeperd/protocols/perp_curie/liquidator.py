@@ -127,6 +127,13 @@ class CurieLiquidator(LiquidatorBase):
         # them is included or the keeper holds nothing there; their takeovers are held.
         self._unwind_failing: dict[str, tuple[int, str]] = {}
         self._unwind_failures: dict[str, set[int]] = {}  # (blocks it failed in, not held yet)
+        # Markets the keeper held a position in at its first book (None: not read yet): held
+        # until one of their unwinds passes its simulation or is included — the hold above
+        # lives in memory, and a restart took one more position over that it could not
+        # close, and told the operator "resume" (a by-hand trial). The housekeeping that
+        # simulates them runs before the block's plan: a restart that can unwind loses no
+        # block.
+        self._unverified: set[str] | None = None
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
@@ -286,7 +293,7 @@ class CurieLiquidator(LiquidatorBase):
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
-                             lasting: bool = False) -> None:
+                             lasting: bool = False, simulated: bool = False) -> None:
         """An unwind's fate. A failure in one block is routine in a crash (the price moved
         its 1000 ticks already: the next block's goes); in UNWIND_FAILED_BLOCKS blocks without
         an inclusion between, or once no retry is left, its market's takeovers are held
@@ -296,9 +303,11 @@ class CurieLiquidator(LiquidatorBase):
         base = key.position[1]
         if failed is not None and NOTHING_TO_UNWIND in failed:
             return  # (simulated after the last unwind went: nothing is held there)
-        if failed is None:
+        if failed is None:  # (included, or its simulation passed: it goes)
             self._unwind_failing.pop(base, None)
             self._unwind_failures.pop(base, None)
+            if self._unverified is not None:
+                self._unverified.discard(base)
             return
         blocks = self._unwind_failures.setdefault(base, set())
         blocks.add(block)
@@ -307,7 +316,8 @@ class CurieLiquidator(LiquidatorBase):
             self._unwind_failing[base] = (min(blocks), failed)
 
     def hold(self) -> str | None:
-        if not self._unwind_failing:
+        unverified = sorted((self._unverified or set()) - set(self._unwind_failing))
+        if not self._unwind_failing and not unverified:
             return None
         held = []
         for base, (since, why) in sorted(self._unwind_failing.items()):
@@ -315,6 +325,11 @@ class CurieLiquidator(LiquidatorBase):
             size = self._held_sizes.get(base, 0) / cm.WAD
             held.append(f"the keeper's {size:,.6g} {symbol} cannot be unwound since block "
                         f"{since} ({why[:160]}): takeovers in {symbol} are held")
+        for base in unverified:
+            symbol = self._symbols.get(base, base)
+            size = self._held_sizes.get(base, 0) / cm.WAD
+            held.append(f"the keeper holds {size:,.6g} {symbol} from before this start, not "
+                        f"yet shown to unwind: takeovers in {symbol} wait for its unwind")
         return ("; ".join(held) + ". Close it by hand (ClearingHouse.closePosition from the "
                 "keeper) if the pool will not take it; each later takeover would add to it")
 
@@ -326,11 +341,15 @@ class CurieLiquidator(LiquidatorBase):
                     None)
         self._held_sizes = {p.base: p.size for p in mine.positions} if mine else {}
         self._symbols = {b: m.symbol for b, m in book.markets.items()}
+        if self._unverified is None:  # (only what liquidate mode unwinds; a dry run never)
+            self._unverified = ({b for b, size in self._held_sizes.items() if size}
+                                if self.config.mode == "liquidate" else set())
+        self._unverified &= {b for b, size in self._held_sizes.items() if size}
         for base in [b for b in self._unwind_failing if not self._held_sizes.get(b)]:
             del self._unwind_failing[base]
         for base in [b for b in self._unwind_failures if not self._held_sizes.get(b)]:
             del self._unwind_failures[base]
-        failing = frozenset(self._unwind_failing)
+        failing = frozenset(self._unwind_failing) | frozenset(self._unverified)
         if failing != self._told_held:
             (log.error if failing else log.info)(
                 "curie.takeovers_held" if failing else "curie.takeovers_released",

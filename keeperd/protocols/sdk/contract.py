@@ -238,10 +238,10 @@ class Liquidator(Protocol):
         """Its journaled follow-ups: (key, target, calldata, gas)."""
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
-                             lasting: bool = False) -> None:
+                             lasting: bool = False, simulated: bool = False) -> None:
         """A follow-up's fate: `failed` says why it could not go (its simulation reverted) or
-        reverted on chain; None: it was included. `lasting`: it will not be tried again
-        (every retry reverted)."""
+        reverted on chain; None: it was included (`simulated`: its simulation passed, it goes
+        now). `lasting`: it will not be tried again (every retry reverted)."""
 
     def hold(self) -> str | None:
         """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
@@ -478,7 +478,7 @@ class LiquidatorBase:
         return []
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
-                             lasting: bool = False) -> None:
+                             lasting: bool = False, simulated: bool = False) -> None:
         """A follow-up's fate (default: nothing depends on it)."""
 
     def hold(self) -> str | None:
