@@ -807,8 +807,10 @@ class AlertEngine:
                 continue
             if decision == "resolved":
                 assert told is not None
+                # (no action: a resolution told a holder "add collateral or repay: below 1.0
+                # anyone may liquidate" of a position that had recovered, a trial)
                 alert = replace(alert, severity=told.severity, kind="resolved",
-                                summary=c.resolved_summary, starts_at=told.since)
+                                summary=c.resolved_summary, starts_at=told.since, action="")
             else:
                 alert = replace(alert, kind=decision,
                                 starts_at=told.since if told else now)

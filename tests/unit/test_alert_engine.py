@@ -132,6 +132,7 @@ async def test_escalation_repeat_and_resolution(setup: Setup) -> None:
                      ("resolved", "critical")]
     resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "recovered" in resolved["summary"]
+    assert resolved["action"] == ""  # (the firing advice is not the resolution's)
     # Under 1.0 the message says it can be liquidated now; above, it does not.
     summaries = [e.alerts[0]["summary"] for e in await setup.entries(sink=1)]
     assert [s.endswith("under 1.0: it can be liquidated now") for s in summaries] == [
