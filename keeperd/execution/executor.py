@@ -345,7 +345,10 @@ class Executor:
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
-        self._allowances_due_since = 0
+        # (blocks they have waited behind liquidations: after APPROVALS_WAIT_BLOCKS they go
+        # first; counted from when they were due, a wait behind the start's own approvals in
+        # flight, with nothing to liquidate, let them take a crash's first turn: a CI run)
+        self._allowances_deferred = 0
         self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
@@ -486,12 +489,13 @@ class Executor:
                 self._balances_due = result.block + BALANCE_EVERY_BLOCKS
                 await self.publish_balances(result.block)
                 if not self._allowances_due:
-                    self._allowances_due_since = result.block
+                    self._allowances_deferred = 0
                 self._allowances_due = True
             approvals_after = (bool(liquidatable) and self.mode == "liquidate"
                                and self.tx is not None and self.tx.delegated
-                               and result.block - self._allowances_due_since
-                               < APPROVALS_WAIT_BLOCKS)
+                               and self._allowances_deferred < APPROVALS_WAIT_BLOCKS)
+            if self._allowances_due and approvals_after:
+                self._allowances_deferred += 1
             if self._allowances_due and not approvals_after:
                 await self._keep_allowances(result)
             await self._housekeep(result)

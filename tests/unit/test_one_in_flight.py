@@ -21,6 +21,7 @@ from keeperd.execution.txmanager import GWEI, FeePolicy, SlotBusy, TxManager
 from keeperd.execution.wave_code import WAVE_ADDRESS
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.contract import LiquidatorBase
 from keeperd.protocols.sdk.keys import OpportunityKey
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
@@ -125,7 +126,7 @@ async def test_one_lying_count_frees_the_slot_for_one_transaction_at_most() -> N
         await sign(tx, 3, 12)
 
 
-class Unwinds:
+class Unwinds(LiquidatorBase):
     def __init__(self, items: list[tuple[OpportunityKey, str, bytes, int]]) -> None:
         self.items = items
 
