@@ -113,6 +113,34 @@ def test_liquidation_price_with_another_market() -> None:
     assert cm.liquidation_price(t, eth, MM) == pytest.approx(2_000 * 8_375 / 9_375)
 
 
+def test_move_to_liquidation_is_signed_by_where_the_price_is() -> None:
+    """The move of the mark, as a signed fraction, that reaches maintenance: a long by a
+    drop (-), a short by a rise (+), 0 when already under, None with no such price or
+    no mark."""
+    eth = position("ETH", 5, 2_000)
+    btc = position("BTC", 0.1, 60_000)
+    long = account(2_000, (eth, btc))
+    assert cm.move_to_liquidation(long, eth, MM) == pytest.approx(8_375 / 9_375 - 1.0)
+    # 5 ETH short on $1,000: -1,000 + 10,000 (x - 1)... 1,000 - 10,000 (x - 1) = 625 x
+    # -> x = 11,000 / 10,625: a 3.53 % rise.
+    short = position("ETH", -5, 2_000)
+    assert cm.move_to_liquidation(account(1_000, (short,)), short, MM) == pytest.approx(
+        11_000 / 10_625 - 1.0)
+    # Already under maintenance ($500 against $625): 0, whatever the price says.
+    under = account(500, (short,))
+    assert under.account_value < under.margin_requirement
+    assert cm.move_to_liquidation(under, short, MM) == 0.0
+    # No price gets there (value equals the position: only at 0), or no mark: None.
+    assert cm.move_to_liquidation(account(10_000, (eth,)), eth, MM) is None
+    no_mark = replace(eth, mark=0)  # (its price is 0 then: no move of nothing)
+    assert cm.move_to_liquidation(account(2_000, (no_mark, btc)), no_mark, MM) is None
+    # At maintenance exactly (not under): the price itself, a move of 0 — not the 0 of
+    # "already under".
+    at = account(625, (short,))
+    assert at.account_value == at.margin_requirement
+    assert cm.move_to_liquidation(at, short, MM) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_liquidation_price_edges() -> None:
     # No position: none, even with WETH margin in the asset.
     margin = weth_margin(1, 2_000)
