@@ -83,6 +83,9 @@ log = structlog.get_logger(__name__)
 # a planned leftover into dust between the snapshot and inclusion): it is planned again, under
 # a new key, this many times at most, and simulated first each time.
 RETRIES_AFTER_REVERT = 2
+# How an unwind's try ends that lets the next go (housekeeping: a position the keeper holds
+# stays held until one is included).
+UNWIND_RETRIED = frozenset({J.REVERTED, J.DROPPED, J.CANCELLED})
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # How long a delegated key's due approvals wait behind its protocol's liquidations before
@@ -1395,7 +1398,8 @@ class Executor:
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
-        rather than repeats them; a reverted one is tried again under a retry key."""
+        rather than repeats them; one that reverted or was never mined (refused, its nonce
+        taken, cancelled) is tried again under a retry key."""
         if self.tx is None or self.mode != "liquidate" or self.keeper is None or \
                 self.tx.signing_held() is not None:
             return
@@ -1406,17 +1410,25 @@ class Executor:
         todo = []
         for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
+            failed: list[str] = []
             for n in range(RETRIES_AFTER_REVERT + 1):
                 candidate = base_key.retry(n)
                 entry = await self.journal.get(candidate)
-                if entry is None or entry.status != J.REVERTED:
+                # A try that ended without unwinding — reverted, or never mined (its send
+                # refused, its nonce taken, cancelled) — leaves the position held: the next
+                # try goes. A drop used to be the end of it: the keeper's position held
+                # unhedged for good, with no alert. A try that did unwind after all makes the
+                # next one's simulation say so (nothing to unwind): nothing is sent.
+                if entry is None or entry.status not in UNWIND_RETRIED:
                     key = None if entry is not None else candidate  # journaled: in hand
                     break
-            else:  # (every retry reverted: nothing more is sent for it — said every block,
-                # so a start after it knows too: the liquidator's hold lived in memory)
+                failed.append(entry.status if entry.status == J.REVERTED or not entry.detail
+                              else f"{entry.status} ({entry.detail[:80]})")
+            else:  # (every try failed: nothing more is sent for it — said every block, so
+                # a start after it knows too: the liquidator's hold lived in memory)
                 self.liquidator.housekeeping_settled(
-                    base_key, result.block, f"its {RETRIES_AFTER_REVERT + 1} tries reverted "
-                    "on chain", lasting=True)
+                    base_key, result.block, f"its {RETRIES_AFTER_REVERT + 1} tries failed: "
+                    + ", ".join(failed), lasting=True)
             if key is not None:
                 todo.append((key, target, data, gas))
         if not todo:
@@ -1741,7 +1753,9 @@ class Executor:
         if self._is_housekeeping(entry):
             status = {"included": J.INCLUDED, "reverted": J.REVERTED,
                       "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
-            await self.journal.set_status(key, status, detail=f"tx={outcome.tx_hash}")
+            await self.journal.set_status(key, status, detail=(
+                f"tx={outcome.tx_hash}" if outcome.tx_hash else
+                "never mined: its nonce went to another transaction"))
             (log.info if status == J.INCLUDED else log.warning)(
                 "liquidation.housekeeping_settled", opportunity=key,
                 status=outcome.status, tx_hash=outcome.tx_hash)

@@ -69,7 +69,8 @@ def test_a_failed_unwind_holds_its_market_until_one_goes_or_nothing_is_held() ->
     liq.housekeeping_settled(unwind(VETH), 15, "reverted on chain (0x1)")  # (counted afresh)
     assert liq.hold() is None
     # Every retry reverted (said every block, after a restart too): held at once.
-    liq.housekeeping_settled(unwind(VBTC), 16, "its 3 tries reverted on chain", lasting=True)
+    liq.housekeeping_settled(unwind(VBTC), 16,
+                             "its 3 tries failed: reverted, reverted, reverted", lasting=True)
     assert liq._unwinds_failing(book({VBTC: 10**18})) == {VBTC}
     assert liq._unwinds_failing(book({})) == frozenset()  # (closed by hand)
     assert liq.hold() is None
