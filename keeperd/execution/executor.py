@@ -1751,18 +1751,7 @@ class Executor:
         if entry is None:
             return
         if self._is_housekeeping(entry):
-            status = {"included": J.INCLUDED, "reverted": J.REVERTED,
-                      "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
-            await self.journal.set_status(key, status, detail=(
-                f"tx={outcome.tx_hash}" if outcome.tx_hash else
-                "never mined: its nonce went to another transaction"))
-            (log.info if status == J.INCLUDED else log.warning)(
-                "liquidation.housekeeping_settled", opportunity=key,
-                status=outcome.status, tx_hash=outcome.tx_hash)
-            if status in (J.INCLUDED, J.REVERTED):
-                self.liquidator.housekeeping_settled(
-                    key, _receipt_block(outcome) or 0,
-                    None if status == J.INCLUDED else f"reverted on chain ({outcome.tx_hash})")
+            await self._settle_housekeeping(outcome, entry)
             return
         stage = self.metrics.liquidation_funnel.labels
         native_usd = self._native_usd(self._last)
@@ -1798,8 +1787,9 @@ class Executor:
             else:
                 profit = self._book_profit(outcome, gas_usd, entry.realised_profit_usd)
                 await self.journal.set_status(
-                    key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
-                    f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
+                    key, J.INCLUDED, detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f} "
+                    f"gas_usd={gas_usd:.2f}{_fee_detail(entry, outcome)}",
+                    realised_profit_usd=profit)
             stage(*self.labels, "included").inc()
             rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
@@ -1861,6 +1851,41 @@ class Executor:
             await self._maybe_lost_race(None, key, entry.detected_block, "cancelled",
                                         entry.account,
                                         unbooked=unbooked and bool(outcome.gas_used))
+
+    async def _settle_housekeeping(self, outcome: Outcome, entry: J.JournalEntry) -> None:
+        """A follow-up's settlement (Curie's unwind): its status, and what it realised — its
+        own trades' gain or loss (`Liquidator.realised`) less its gas, a revert's or a mined
+        cancel's gas alone — booked as a liquidation's is, in the journal and the counters.
+        Neither was booked: the P&L showed a takeover's share of the penalty, whatever
+        closing the position cost, and none of the unwinds' gas."""
+        key = entry.opportunity
+        status = {"included": J.INCLUDED, "reverted": J.REVERTED,
+                  "cancelled": J.CANCELLED}.get(outcome.status, J.DROPPED)
+        native_usd = self._native_usd(self._last)
+        gas_usd = await self._paid_wei(outcome) / 1e18 * native_usd
+        detail = (f"tx={outcome.tx_hash}" if outcome.tx_hash else
+                  "never mined: its nonce went to another transaction")
+        realised: float | None = None
+        if outcome.gas_used and (self._last is None or not native_usd):
+            self._unbooked.append(outcome)  # (booked at the first scan, as a liquidation's)
+            detail += f" {UNBOOKED_MARK} (settled at start)"
+        elif outcome.gas_used:
+            self.metrics.liquidation_gas_cost.labels(*self.labels).inc(gas_usd)
+            self._gas_spent.append((time.time(), gas_usd))
+            realised = (self._realised_profit(outcome) if status == J.INCLUDED else 0.0) \
+                - gas_usd
+            self._count(realised, entry.realised_profit_usd)
+            detail += f" profit_usd={realised:.2f} gas_usd={gas_usd:.2f}"
+        await self.journal.set_status(key, status, detail=detail,
+                                      realised_profit_usd=realised)
+        (log.info if status == J.INCLUDED else log.warning)(
+            "liquidation.housekeeping_settled", opportunity=key, status=outcome.status,
+            tx_hash=outcome.tx_hash,
+            realised_profit_usd=None if realised is None else round(realised, 2))
+        if status in (J.INCLUDED, J.REVERTED):
+            self.liquidator.housekeeping_settled(
+                key, _receipt_block(outcome) or 0,
+                None if status == J.INCLUDED else f"reverted on chain ({outcome.tx_hash})")
 
     def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome) -> None:
         """An approval or a deposit that reverted on chain: said (it went unseen). A token's
@@ -1958,14 +1983,19 @@ class Executor:
         overstate what slippage took."""
         if outcome.receipt is None:
             return 0.0
+        # (beside the event's figure: what the keeper's own trades realised — Curie's unwind
+        # is all of it, its takeover's netting against a position held a part)
+        return self._event_profit(outcome.receipt) + self.liquidator.realised(outcome.receipt)
+
+    def _event_profit(self, receipt: dict[str, Any]) -> float:
         book = self._last.book if self._last is not None else None
-        for entry in outcome.receipt.get("logs", []):
+        for entry in receipt.get("logs", []):
             seen = self.adapter.decode_liquidation(entry, book)
             if seen is None:
                 continue
             if seen.profit_usd is not None:
                 return seen.profit_usd
-            sold = seller_outcome(outcome.receipt, seen.liquidator)
+            sold = seller_outcome(receipt, seen.liquidator)
             if sold is not None and sold[0] > 0 and seen.repaid_usd is not None:
                 repaid, profit = sold
                 return profit / repaid * seen.repaid_usd
@@ -2213,7 +2243,7 @@ class Executor:
                 profit = self._book_profit(outcome, gas_usd, prior)
                 await self.journal.set_status(
                     key, J.INCLUDED,
-                    detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f}"
+                    detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f} gas_usd={gas_usd:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
             elif outcome.gas_used:
                 await self._book_gas_only(key, gas_usd, prior)

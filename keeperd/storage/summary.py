@@ -81,14 +81,17 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
 def protocol_summary(rows: Iterable[Iterable[Any]]) -> dict[str, dict[str, Any]]:
     """Per protocol: liquidations by status, the accounts liquidated (included), the realised
     P&L (the journal's, entry by entry — inclusions' profit net of gas, and the gas of those
-    that gained nothing: what the profit and loss counters add up to), and the housekeeping
-    transactions."""
+    that gained nothing, and the housekeeping's gains, losses and gas: what the profit and
+    loss counters add up to), and the housekeeping transactions."""
     out: dict[str, dict[str, Any]] = {}
     for protocol, status, account, collateral, debt, realised in rows:
         p = out.setdefault(protocol, {"liquidations": {}, "accounts_liquidated": set(),
                                       "realised_pnl_usd": 0.0, "housekeeping": 0})
         if not collateral and not debt:
             p["housekeeping"] += 1
+            # (what closing a takeover's position gained or lost, and its gas, is the
+            # protocol's too: a takeover's P&L alone said half its penalty)
+            p["realised_pnl_usd"] += realised or 0.0
             continue
         p["liquidations"][status] = p["liquidations"].get(status, 0) + 1
         if status == "included":

@@ -7,6 +7,7 @@ under the index shock predicted them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from keeperd.chain.rpc import RpcPool
 from keeperd.config import parse_config
 from keeperd.devnet.curie import artifact
 from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
 from keeperd.metrics import Metrics
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -79,6 +81,13 @@ def chain_view(devnet: Devnet, contract: str, name: str, fn: str, *args: Any) ->
     (value,) = art.decode_result(fn, devnet.client.eth_call(contract, art.encode_call(fn, *args)),
                                  len(args))
     return value
+
+
+def gas_booked(entry: J.JournalEntry) -> float:
+    """An included row's gas in USD, as its detail keeps it."""
+    found = re.search(r"gas_usd=(-?[\d.]+)", entry.detail or "")
+    assert found, entry.detail
+    return float(found[1])
 
 
 def chain_liquidatable(devnet: Devnet, traders: list[str]) -> set[str]:
@@ -280,8 +289,13 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
 
     keeper = await run_daemon(parse_config(funded_curie_keeper(devnet, tmp_path,
                                                                monkeypatch)))
-    start = devnet.client.block_number()
     curie = devnet.manifest["perp_curie"]
+    while not chain_view(devnet, curie["vault"], "Vault", "getBalance", KEEPER):
+        devnet.mine(1)  # (the margin deposited at start, before anything is taken over)
+        await asyncio.sleep(0.1)
+    value_before = chain_view(devnet, curie["clearing_house"], "ClearingHouse",
+                              "getAccountValue", KEEPER)
+    start = devnet.client.block_number()
     traders = [t["address"] for t in devnet.manifest["perp_traders"]]
     # The walk mines blocks (the mark moves in steps); keeperd liquidates along the way.
     await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.75,
@@ -350,6 +364,18 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     # contracts did, to the unit. (During the walk the mark moves between a plan and its
     # inclusion by the walk's own trades — that is the scenario — and so do the amounts:
     # the SIGKILL test below checks a whole wave of takeovers exactly.)
+    # What its takeovers and their unwinds were booked as, gas added back, is what they did to
+    # the keeper's account in the Vault: the penalty's share, the unwinds' gain or loss and
+    # the funding, to the cent a row (the journal keeps each figure to the cent). A takeover
+    # was booked at half its penalty and an unwind at nothing, whatever closing cost.
+    value_after = chain_view(devnet, curie["clearing_house"], "ClearingHouse",
+                             "getAccountValue", KEEPER)
+    positions = [e for e in await journal.all()
+                 if e.status == "included" and ":collateral-" not in e.key]
+    booked = sum((e.realised_profit_usd or 0.0) + gas_booked(e) for e in positions)
+    assert booked == pytest.approx((value_after - value_before) / 1e18,
+                                   abs=0.01 * len(positions)), [
+        (e.key[-30:], e.realised_profit_usd, e.detail) for e in positions]
     planned_after = {e.key for e in await journal.all()
                      if e.detected_block >= walked and ":unwind:" not in e.key}
     after = [s for s in await sent_from_journal(journal) if s.key in planned_after]

@@ -524,13 +524,15 @@ async def test_the_status_summary_reads_alike_on_both_back_ends(db: Database) ->
     await journal.set_status("aave:0xb:c:d:1", J.INCLUDED, realised_profit_usd=12.5)
     await journal.record(J.JournalEntry("curie:0xk:unwind:0xbase:5", "curie", "0xk", "", "",
                                         0, 0.0, 0, 1, J.INCLUDED, None, None, "housekeeping"))
+    await journal.set_status("curie:0xk:unwind:0xbase:5", J.INCLUDED, realised_profit_usd=-3.25)
     summary = await summarize(db)
-    # (the housekeeping row counted apart, not among the liquidations nor the latest)
+    # (the housekeeping row counted apart, not among the liquidations nor the latest; what it
+    # realised is the protocol's P&L)
     assert summary["liquidations"] == {"planned": 1, "included": 1}
     assert summary["by_protocol"] == {
         "aave": {"liquidations": {"planned": 1, "included": 1}, "accounts_liquidated": 1,
                  "realised_pnl_usd": 12.5, "housekeeping": 0},
-        "curie": {"liquidations": {}, "accounts_liquidated": 0, "realised_pnl_usd": 0.0,
+        "curie": {"liquidations": {}, "accounts_liquidated": 0, "realised_pnl_usd": -3.25,
                   "housekeeping": 1}}
     assert sorted(r["status"] for r in summary["last_liquidations"]) == [
         "included", "planned"]

@@ -135,3 +135,50 @@ def to_checksum(address: str) -> str:
     from eth_utils import to_checksum_address
 
     return to_checksum_address(address)
+
+
+HOUSE = "0x" + "c4" * 20  # the ClearingHouse
+
+
+def event(signature: str, trader: str, types: list[str], values: list[int],
+          address: str = HOUSE) -> dict[str, Any]:
+    from eth_abi import encode
+
+    from keeperd.chain.multicall import event_topic
+    return {"address": address,
+            "topics": [event_topic(signature), "0x" + trader.lower()[2:].rjust(64, "0"),
+                       "0x" + VETH[2:].rjust(64, "0")],
+            "data": "0x" + encode(types, values).hex()}
+
+
+POSITION_CHANGED = "PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)"
+CHANGED = ["int256", "int256", "uint256", "int256", "int256", "uint256"]
+
+
+def test_what_the_keepers_own_trades_realised_is_read_from_its_receipt() -> None:
+    """An unwind's gain or loss (PositionChanged's realizedPnl, net of the exchange fee), a
+    closed market's settlement (PositionClosed), the funding it paid — the keeper's only, from
+    the ClearingHouse only: the takeover's share of the penalty is a discount in the price
+    the position opened at, realised by the unwind; booking half the penalty at the takeover
+    counted it whatever the unwind cost."""
+    liq = liquidator()
+    liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(clearing_house=HOUSE))
+    other = "0x" + "77" * 20
+    receipt = {"logs": [
+        # the unwind: 3 vETH sold, $1,234.50 realised below what it was taken over at
+        event(POSITION_CHANGED, KEEPER, CHANGED,
+              [-3 * 10**18, 7_000 * 10**18, 7 * 10**18, 0, -1_234_500_000_000_000_000_000, 1]),
+        event("FundingPaymentSettled(address,address,int256)", KEEPER, ["int256"],
+              [10 * 10**18]),  # (paid)
+        event("PositionClosed(address,address,int256,int256,int256,int256,uint256)", KEEPER,
+              ["int256", "int256", "int256", "int256", "uint256"],
+              [10**18, 2_000 * 10**18, -1_900 * 10**18, 100 * 10**18, 2_000 * 10**18]),
+        # another trader's, and a look-alike from another contract: not the keeper's
+        event(POSITION_CHANGED, other, CHANGED, [1, 1, 0, 0, 5_000 * 10**18, 1]),
+        event(POSITION_CHANGED, KEEPER, CHANGED, [1, 1, 0, 0, 5_000 * 10**18, 1],
+              address=other),
+        {"address": HOUSE, "topics": [], "data": "0x"}]}
+    assert liq.realised(receipt) == pytest.approx(-1_234.5 - 10 + 100)
+    assert liq.realised({"logs": []}) == 0.0
+    liq.keeper = None
+    assert liq.realised(receipt) == 0.0

@@ -12,6 +12,7 @@ from eth_utils import keccak
 
 from keeperd.execution.executor import Executor
 from keeperd.execution.txmanager import Outcome
+from keeperd.protocols.sdk.contract import LiquidatorBase
 
 CONTRACT = "0x" + "ab" * 20
 KEEPER = "0x" + "cd" * 20
@@ -27,6 +28,7 @@ def realised(liquidator: str, logs: list[dict[str, Any]]) -> float:
                            seized_usd=2_100.0)
     ex.adapter = SimpleNamespace(
         decode_liquidation=lambda e, book: seen if e.get("protocol") else None)
+    ex.liquidator = LiquidatorBase()  # (nothing realised beyond the event)
     receipt = {"logs": [{"protocol": True}, *logs]}
     return float(ex._realised_profit(Outcome("k", "included", "0x1", receipt=receipt)))
 

@@ -690,9 +690,12 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             {"market": market, "size": size / cm.WAD, "notional_usd": notional / cm.WAD,
              "penalty_usd": fee / cm.WAD, "liquidator": liquidator.lower()},
             {"market": market},
-            # The liquidator's share: half the penalty (all of it when the trader is left with
-            # bad debt, which the event does not say: the half is the sure part).
-            profit_usd=fee / 2 / cm.WAD)
+            # The takeover itself realises nothing: the liquidator's share of the penalty (half;
+            # all of it when the trader is left with bad debt) is a discount in the price its
+            # position opens at, realised with the rest of that position by the unwind
+            # (`PerpCurieLiquidator.realised`, from the keeper's own trades' events). Booking
+            # half the penalty here counted it whatever closing the position cost.
+            profit_usd=0.0)
 
     def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str],
                                        book: CurieBook | None) -> LiquidationSeen:

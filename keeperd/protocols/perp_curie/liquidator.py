@@ -42,15 +42,16 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from eth_abi import decode
 from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall, call_many
-from keeperd.chain.multicall import encode_call
+from keeperd.chain.multicall import encode_call, event_topic
 from keeperd.config import KeeperConfig
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
@@ -100,6 +101,16 @@ CLOSE_POSITION = "closePosition((address,uint160,uint256,uint256,bytes32))"
 QUIT_MARKET = "quitMarket(address,address)"
 DEPOSIT = "deposit(address,uint256)"
 LIQUIDATE_COLLATERAL = "liquidateCollateral(address,address,uint256,bool)"
+# What a trade of the keeper's realises (the ClearingHouse's events, the trader indexed first):
+# a position reduced or closed (realizedPnl, net of the exchange fee), one settled in a closed
+# market, and the funding it paid (positive: paid) — (topic, data types, realised at, sign).
+REALISED_EVENTS = {
+    event_topic("PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)"):
+        (["int256", "int256", "uint256", "int256", "int256", "uint256"], 4, 1),
+    event_topic("PositionClosed(address,address,int256,int256,int256,int256,uint256)"):
+        (["int256", "int256", "int256", "int256", "uint256"], 3, 1),
+    event_topic("FundingPaymentSettled(address,address,int256)"): (["int256"], 0, -1),
+}
 
 
 def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
@@ -495,6 +506,27 @@ class CurieLiquidator(LiquidatorBase):
                                                  [self.keeper, p.base]), CLOSE_GAS))
             # (paused: every way out reverts until the market reopens or closes)
         return out
+
+    def realised(self, receipt: Mapping[str, Any]) -> float:
+        """What the keeper's own trades in this transaction realised, in USD: an unwind's
+        gain or loss against the price it took the position over at (the exchange fee taken),
+        a takeover netted against a position it held, the funding either settled. Booked
+        beside the takeover's share of the penalty: the journal and `keeperd status` said a
+        takeover earned half its penalty whatever closing it cost (a by-hand trial)."""
+        if self.keeper is None:
+            return 0.0
+        house = self.adapter.config.clearing_house.lower()
+        mine = "0x" + self.keeper.lower()[2:].rjust(64, "0")
+        total = 0
+        for entry in receipt.get("logs") or []:
+            topics = entry.get("topics") or []
+            event = REALISED_EVENTS.get(str(topics[0]).lower()) if len(topics) >= 2 else None
+            if event is None or str(entry.get("address", "")).lower() != house or \
+                    str(topics[1]).lower() != mine:
+                continue
+            types, at, sign = event
+            total += sign * decode(types, bytes.fromhex(str(entry["data"])[2:]))[at]
+        return total / cm.WAD
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
         if key.position[0] != UNWIND:  # (an unwind is not a takeover: its gas says nothing)

@@ -247,6 +247,11 @@ class Liquidator(Protocol):
         """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
         market whose unwinds fail), or None; told as `liquidations_held`."""
 
+    def realised(self, receipt: Mapping[str, Any]) -> float:
+        """What a transaction of the keeper's (a liquidation, a follow-up) realised for it in
+        USD beyond its liquidation event's figure, from its receipt (Curie: its own trades'
+        realised PnL less funding — an unwind's gain or loss); 0.0: nothing beyond."""
+
     def signing_rules(self) -> list[Allowed]:
         """Every call it sends — contract and function, and the spenders it approves — for
         the signing policy, which signs nothing else (execution/signer_policy.py). Asked once
@@ -483,6 +488,9 @@ class LiquidatorBase:
 
     def hold(self) -> str | None:
         return None  # (its liquidations held only by the core's gates)
+
+    def realised(self, receipt: Mapping[str, Any]) -> float:
+        return 0.0  # (its liquidation event says all it gains)
 
     def adjust(self, opportunities: list[Opportunity], book: Any) -> list[Opportunity]:
         return opportunities  # no block-wide limit
