@@ -264,8 +264,9 @@ async def test_a_revert_nobody_explains_is_logged_with_its_reason(
         if len(reasoned) >= wanted:
             break
     # Aave's own error, by name (v3.6's custom error, 0x930bb771 in the trace), in the pool's
-    # logic. (A trace the node does not answer within REVERT_TRACE_S is not asked again: a
-    # full run's load left 16 and 30 of 34 traced; never more than the 34 kept.)
+    # logic. (A trace the node does not answer within REVERT_TRACE_S is asked again at later
+    # blocks, REVERT_TRACE_TRIES in all: at one asking a full run's load left 16 and 30 of 34
+    # traced; never more than the 34 kept.)
     assert wanted // 2 <= len(reasoned) <= wanted, (len(reasoned), wanted)
     assert all(" reverted: HealthFactorNotBelowThreshold in 0x" in (e.detail or "")
                for e in reasoned), [e.detail for e in reasoned]
