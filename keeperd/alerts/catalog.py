@@ -33,7 +33,7 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
     RuleInfo("liquidation", ("chain", "protocol", "account", "event"), ("info", "warning"),
              "liquidation", "keeperd's own liquidations: sent, included, reverted, lost, "
              "not sent (label event)"),
-    RuleInfo("oracle", ("asset",), ("critical",), "oracle",
+    RuleInfo("oracle", ("chain", "asset"), ("critical",), "oracle",
              "a price untrusted: its breaker is tripped"),
     RuleInfo("liquidations_held", ("chain", "protocol"), ("critical",), "liquidations_held",
              "liquidations on a market are held"),
