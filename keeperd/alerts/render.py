@@ -60,27 +60,66 @@ def title(alerts: Sequence[dict[str, Any]]) -> str:
 
 def render(alerts: Sequence[dict[str, Any]], markup: Markup) -> str:
     """One message for a group of alerts (one or many) that share rule, status and severity."""
+    header, blocks, action = _pieces(alerts, markup, "")
+    return "\n".join([header, *blocks, *([action] if action else [])])
+
+
+def render_parts(alerts: Sequence[dict[str, Any]], markup: Markup, limit: int) -> list[str]:
+    """`render`, as messages of at most `limit` characters: split between alerts, never
+    inside one (an alert's facts and its warnings stay under its summary), each part headed
+    by the title and `part k/n`, the action under the last. A line split used to start a
+    later part with an orphan: the facts of an alert whose summary ended the part before, and
+    no title saying what they were (a by-hand trial). One alert longer than a message is cut
+    on its lines (`split_message`)."""
+    whole = render(alerts, markup)
+    if len(whole) <= limit:
+        return [whole]
+    room = len(_pieces(alerts, markup, " · part 999/999")[0]) + 1
+    _, blocks, action = _pieces(alerts, markup, "")
+    groups: list[list[str]] = [[]]
+    used = room
+    for block in blocks:
+        if groups[-1] and used + len(block) + 1 > limit:
+            groups.append([])
+            used = room
+        groups[-1].append(block)
+        used += len(block) + 1
+    if action and used + len(action) + 1 > limit:
+        groups.append([])
+    n = len(groups)
+    out = []
+    for k, group in enumerate(groups, 1):
+        header = _pieces(alerts, markup, f" · part {k}/{n}")[0]
+        text = "\n".join([header, *group, *([action] if action and k == n else [])])
+        out += split_message(text, limit)
+    return out
+
+
+def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
+            ) -> tuple[str, list[str], str | None]:
+    """(the title line, one block of lines per alert, the action line) of `render`."""
     esc = _escape(markup)
     first = alerts[0]
     icon = "✅" if first["status"] == "resolved" else _ICON.get(first["severity"], "")
     if first["kind"] == "retracted":
         icon = "↩️"
-    lines = [f"{icon} {_bold(markup, esc(title(alerts)))}".strip()]
+    header = f"{icon} {_bold(markup, esc(title(alerts) + part))}".strip()
+    blocks = []
     for alert in alerts:
         line = esc(alert["summary"])
         link = alert.get("details", {}).get("explorer_url")
         if link:
             line += " · " + _link(markup, link, "explorer")
-        lines.append(line)
+        lines = [line]
         facts = _facts(alert)
         if facts:
             lines.append("    " + esc(facts))
         for reason in alert.get("inhibited_by", []):
             lines.append("    ⚠️ " + esc(f"do not act on this price yet: {reason}"))
+        blocks.append("\n".join(lines))
     action = first.get("action")
-    if action and first["status"] == "firing":
-        lines.append("➜ " + esc(action))
-    return "\n".join(lines)
+    return header, blocks, ("➜ " + esc(action) if action and first["status"] == "firing"
+                            else None)
 
 
 def _facts(alert: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from keeperd import __version__
-from keeperd.alerts.render import Markup, render, split_message, title
+from keeperd.alerts.render import Markup, render_parts, title
 from keeperd.chain.rpc import redact_url
 from keeperd.config import (
     AlertmanagerSinkConfig,
@@ -163,7 +163,7 @@ class TelegramSink:
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
                    idempotency_key: str, start_part: int = 0) -> Delivery:
-        parts = split_message(render(alerts, "html"), TELEGRAM_LIMIT)
+        parts = render_parts(alerts, "html", TELEGRAM_LIMIT)
 
         async def post_one(text: str, done: int) -> Delivery:
             body: dict[str, Any] = {"chat_id": self.config.chat_id, "text": text,
@@ -271,7 +271,7 @@ class _ChatWebhookSink:
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
                    idempotency_key: str, start_part: int = 0) -> Delivery:
-        parts = split_message(render(alerts, self.markup), self.limit)
+        parts = render_parts(alerts, self.markup, self.limit)
 
         async def post_one(text: str, done: int) -> Delivery:
             return await _post(session, self.url(), json_body=self.body(text),

@@ -7,7 +7,7 @@ import html
 import pytest
 
 from keeperd.alerts.model import Alert
-from keeperd.alerts.render import render, split_message
+from keeperd.alerts.render import render, render_parts, split_message
 from keeperd.alerts.silences import parse_matcher
 from keeperd.alerts.sinks import TELEGRAM_LIMIT, sign, verify, webhook_body
 
@@ -33,6 +33,32 @@ def test_long_messages_split_on_lines_under_the_limit() -> None:
     assert len(parts) >= 2
     assert all(len(p) <= TELEGRAM_LIMIT for p in parts)
     assert "\n".join(parts) == text  # nothing lost or repeated
+
+
+def test_a_long_group_is_split_between_alerts_each_part_titled() -> None:
+    """A part never starts with the facts of an alert whose summary ended the part before
+    (a by-hand trial's Telegram message did, with no title saying what it was): each part
+    has the title and its number, each alert whole, the action under the last."""
+    alerts = [alert(f"account {i} & more <b>not a tag</b>",
+                    details={"collateral_usd": 1_000.0 + i, "debt_usd": 900.0},
+                    block=100 + i) for i in range(300)]
+    parts = render_parts(alerts, "html", TELEGRAM_LIMIT)
+    n = len(parts)
+    assert n >= 3 and all(len(p) <= TELEGRAM_LIMIT for p in parts)
+    seen = []
+    for k, part in enumerate(parts, 1):
+        lines = part.split("\n")
+        assert lines[0] == f"🟠 <b>WARNING · position health · 300 alerts · part {k}/{n}</b>"
+        body = lines[1:-1] if k == n else lines[1:]
+        assert len(body) % 2 == 0, body[:2]
+        for summary, facts in zip(body[::2], body[1::2], strict=True):
+            i = int(summary.split()[1])
+            assert facts == f"    collateral ${1_000 + i:,.2f} · debt $900.00 · block {100 + i}"
+            seen.append(i)
+        assert (lines[-1] == "➜ Add collateral &lt;now&gt; &amp; repay") == (k == n)
+    assert seen == list(range(300))  # each alert once, in order
+    # (one that fits is one message, as before)
+    assert render_parts(alerts[:3], "html", TELEGRAM_LIMIT) == [render(alerts[:3], "html")]
 
 
 def test_a_single_huge_line_is_cut_outside_entities() -> None:
