@@ -45,7 +45,6 @@ MAY_BE_EMPTY = {
     "keeperd_notifications_total": "no alert routes",
     "keeperd_alerts_firing": "no alert routes",
     "keeperd_outbox_pending": "no alert routes",
-    "keeperd_perp_accounts_below": "no perp venue (Hyperliquid, dYdX) watched",
 }
 
 

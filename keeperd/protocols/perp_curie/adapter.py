@@ -32,6 +32,7 @@ from keeperd.protocols.sdk.contract import (
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
 from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
+from keeperd.risk.health import RISK_LEVELS, bucket_label
 
 log = structlog.get_logger(__name__)
 
@@ -365,6 +366,12 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 self.metrics.perp_liquidated_notional.labels(self.name, asset,
                                                              f"{move:g}").set(notional)
                 self.metrics.perp_bad_debt.labels(self.name, asset, f"{move:g}").set(bad)
+        # (the accounts near liquidation, as the venues' are counted: the dashboard's perp
+        # panel showed the venues' only, and nothing for a Curie operator)
+        health = np.asarray(view.health, dtype=float)
+        for level in RISK_LEVELS:
+            self.metrics.perp_accounts_below.labels(self.name, bucket_label(level)).set(
+                int(np.count_nonzero(health < level)))
         index = {b: m.index for b, m in book.markets.items()}
         hours = [h for t in book.traders
                  if (h := cm.hours_to_maintenance(t, index)) is not None]
