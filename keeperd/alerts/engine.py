@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 # A position's health under which anyone may liquidate it: crossing it is always news.
 LIQUIDATABLE_BELOW = 1.0
+# A capital shortfall is told again when the profit it forgoes has grown this many times.
+SHORTFALL_RETELL_RATIO = 2.0
 
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
@@ -575,7 +577,11 @@ class AlertEngine:
             conditions.append(Condition(
                 "capital_shortfall", route, {"chain": chain, "protocol": protocol,
                                              "asset": symbol},
-                "warning" if s else None, None, None, self.repeat_interval(route),
+                "warning" if s else None, s.profit_forgone_usd if s else None,
+                # (told again once the profit forgone has doubled since: a crash's growing
+                # shortfall kept its first, small figure until the repeat interval)
+                Levels(0.0, direction="above", escalation_ratio=SHORTFALL_RETELL_RATIO),
+                self.repeat_interval(route),
                 summary=(f"the keeper lacks {_amount(s.missing_tokens)} {symbol} on {protocol}: "
                          f"{s.opportunities} liquidation(s) worth ${s.profit_forgone_usd:,.2f} "
                          "not sent") if s else "",

@@ -23,6 +23,10 @@ class Levels:
     # A value past which it is news whatever the step (a position's health under 1.0: it can
     # be liquidated now — a fall from 1.02 to 0.99 under a step of 0.05 said nothing).
     edge: float | None = None
+    # Re-alert when the value has grown this many times over what was last told ("above":
+    # a shortfall's forgone profit, $40 when first told and $80,000 a crash later, said
+    # nothing until the repeat interval).
+    escalation_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ def decide(told: Told | None, severity: str | None, value: float | None, now: fl
         worsened = (told.value - value) if levels.direction == "below" else (value - told.value)
         if worsened >= step - 1e-12:
             return "escalated"
+    ratio = levels.escalation_ratio if levels else None
+    if ratio and value is not None and told.value is not None and told.value > 0 and \
+            value >= told.value * ratio:
+        return "escalated"
     if now - told.at >= repeat_s:
         return "repeat"
     return None

@@ -436,7 +436,16 @@ async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> N
     assert alert["labels"]["asset"] == "USDC"
     assert "lacks 2,500 USDC" in alert["summary"] and "3 liquidation(s)" in alert["summary"]
     assert alert["action"] == "Fund the keeper with the debt asset."  # (no executor's words)
-    await scan_with(3, {})
+    # A crash's shortfall grows: told again once the profit forgone has doubled (it kept its
+    # first figure until the repeat interval), not for every change.
+    await scan_with(3, {"0xusdc": Shortfall("0xusdc", "USDC", 6, 3_000 * 10**6, 4, 800.0)})
+    assert len(await setup.entries(sink=1)) == 1
+    await scan_with(4, {"0xusdc": Shortfall("0xusdc", "USDC", 6, 90_000 * 10**6, 60,
+                                            25_000.0)})
+    grown = (await setup.entries(sink=1))[-1].alerts[0]
+    assert grown["status"] == "firing" and "60 liquidation(s) worth $25,000.00" in \
+        grown["summary"]
+    await scan_with(5, {})
     resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "covers" in resolved["summary"]
 

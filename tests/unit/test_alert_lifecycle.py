@@ -49,6 +49,19 @@ def test_crossing_the_edge_is_news_whatever_the_step() -> None:
     assert decide(told, "critical", 1.0, 12.0, edged, 3600) is None  # (at it: not under)
 
 
+def test_a_value_grown_by_the_ratio_is_news() -> None:
+    """A capital shortfall's forgone profit: told again once it has doubled since last told
+    ($40 at first, $80,000 a crash later, said nothing until the repeat interval)."""
+    grown = Levels(0.0, direction="above", escalation_ratio=2.0)
+    told = Told("warning", 40.0, 0.0, 0.0)
+    assert decide(told, "warning", 79.0, 12.0, grown, 3600) is None
+    assert decide(told, "warning", 80.0, 12.0, grown, 3600) == "escalated"
+    again = after(told, "escalated", "warning", 80_000.0, 12.0)
+    assert decide(again, "warning", 100_000.0, 24.0, grown, 3600) is None
+    assert decide(again, "warning", 20.0, 24.0, grown, 3600) is None  # (less: not news)
+    assert decide(Told("warning", 0.0, 0.0, 0.0), "warning", 5.0, 12.0, grown, 3600) is None
+
+
 def test_recovery_from_critical_to_warning_is_silent_but_a_new_fall_is_news() -> None:
     assert run([1.04, 1.08, 1.1, 1.04]) == ["firing", None, None, "escalated"]
 
