@@ -318,7 +318,8 @@ class PerpCurieConfig(_Model):
     keeper_margin_usd: float = Field(
         default=0.0, ge=0, description="USDC the keeper keeps deposited in the Vault as margin "
         "for the positions it takes over when liquidating (10 % of a liquidated notional is "
-        "needed until it is unwound); topped up from the keeper's wallet at start.")
+        "needed until it is unwound); deposited from the keeper's wallet at start, and "
+        "refilled to it once under 90 % of it (unwinds' losses, funding).")
 
 
 class _PerpVenueConfig(_Model):

@@ -59,13 +59,17 @@ def test_a_curie_shortfall_names_what_is_short() -> None:
     empty = curie("liquidate", 0, 100).capital_fix({VAULT})
     assert empty is not None and empty.startswith("fund the keeper's wallet with USDC")
     assert "2,000,000" in empty and "100 in the wallet" in empty
-    assert "at its next start" in empty  # (nothing deposits before: `_margin_due` unset)
+    assert "with the next balances" in empty  # (under 90 % of it: refilled every few blocks)
+    # Just over 90 % of it, losses having taken the rest: refilled only once under.
+    near = curie("liquidate", 1_900_000, 50_000).capital_fix({VAULT})
+    assert near is not None and near.startswith("fund the keeper's wallet with USDC")
+    assert "once the margin is under 90% of it (or deposit by hand)" in near
+    assert str(curie("liquidate", 1_900_000, 5_000_000).capital_fix({VAULT})).startswith(
+        "raise keeper_margin_usd")
     pending = curie("liquidate", 0, 5_000_000)
     waiting = pending.capital_fix({VAULT})
     assert waiting is not None and waiting.startswith("the margin deposit has not gone yet")
-    assert waiting.endswith("restart keeperd to deposit it, or deposit by hand")
-    pending._margin_due = True  # (a deposit refused at start: retried with the balances)
-    assert str(pending.capital_fix({VAULT})).endswith("tried again with the balances")
+    assert waiting.endswith("tried again with the balances")
     # A dry run deposits nothing: said so (it was told to raise the margin).
     rehearsal = curie("dry-run", 0, 10_000_000).capital_fix({VAULT})
     assert rehearsal is not None and rehearsal.startswith("dry-run deposits nothing")

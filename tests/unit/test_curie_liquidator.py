@@ -182,3 +182,74 @@ def test_what_the_keepers_own_trades_realised_is_read_from_its_receipt() -> None
     assert liq.realised({"logs": []}) == 0.0
     liq.keeper = None
     assert liq.realised(receipt) == 0.0
+
+
+class Sender:
+    """The transaction manager as the margin deposit uses it: what it sent."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Any, Any] = {}
+        self.sent: list[int] = []
+
+    def signing_held(self) -> None:
+        return None
+
+    def key_conflict(self, head: int) -> None:
+        return None
+
+    def in_flight_pulls(self) -> dict[str, int]:
+        return {}
+
+    async def send(self, key: Any, to: str, data: bytes, gas: int, **kw: Any) -> None:
+        self.sent.append(kw["pulls"][USDC])
+
+
+USDC = "0x" + "0c" * 20
+
+
+@pytest.mark.parametrize(("ours", "others", "deposited"), [
+    # deposit 6M, owed -1M (an unwind's loss): 5M of 10M, refilled to 10M
+    ((6_000_000, -1_000_000, 20_000_000), [], 5_000_000),
+    # 9.5M: over 90 % of it, no deposit per dollar lost
+    ((9_500_000, 0, 20_000_000), [], 0),
+    # one endpoint says the margin is gone: another says it is whole — no deposit
+    ((0, 0, 20_000_000), [(10_000_000, 0, 20_000_000)], 0),
+    # one endpoint says the wallet holds more than the others: the least is deposited from
+    ((0, 0, 20_000_000), [(0, 0, 3_000_000)], 3_000_000),
+])
+async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
+        monkeypatch: pytest.MonkeyPatch, ours: tuple[int, int, int],
+        others: list[tuple[int, int, int]], deposited: int) -> None:
+    """The margin is refilled up to `keeper_margin_usd` once under 90 % of it, counted as the
+    Vault settles it (deposit plus what the keeper's trades realised and still owe: an unwind's
+    loss is owed, the deposit alone never showed it); the most any endpoint says is there,
+    the wallet the least (one lying answer must not move the wallet's USDC into the Vault)."""
+    from keeperd.chain.calls import ContractCall
+    from keeperd.protocols.perp_curie import liquidator as module
+
+    liq = liquidator()
+    liq.tx = Sender()
+    liq._margin_due = False
+    liq._margin_short_told = False
+    liq.adapter = SimpleNamespace(
+        name="curie", pool=None, config=SimpleNamespace(keeper_margin_usd=10_000_000),
+        addresses={"Vault": "0x" + "0a" * 20, "AccountBalance": "0x" + "0b" * 20})
+
+    def answers(deposit: int, owed: int, wallet: int) -> list[Any]:
+        return [deposit * 10**6, (owed * 10**18, 0, 0), 10**30, wallet * 10**6]
+
+    async def settlement_token(self: ContractCall, pool: Any, block: Any = "latest") -> str:
+        return USDC
+
+    async def call_many(pool: Any, calls: list[ContractCall], block: Any = "latest"
+                        ) -> list[Any]:
+        return answers(*ours)
+
+    async def by_endpoint(pool: Any, calls: list[ContractCall]) -> list[list[Any]]:
+        return [[a for i, a in enumerate(answers(*o)) if i != 2] for o in others]
+
+    monkeypatch.setattr(ContractCall, "call", settlement_token)
+    monkeypatch.setattr(module, "call_many", call_many)
+    monkeypatch.setattr(module.approvals, "by_endpoint", by_endpoint)
+    await liq.keep_allowances(100)
+    assert liq.tx.sent == ([deposited * 10**6] if deposited else [])

@@ -92,6 +92,9 @@ NOTHING_TO_UNWIND = "CH_PSZ"
 # Blocks an unwind fails in (simulated or on chain), none included between, before its
 # market's takeovers are held.
 UNWIND_FAILED_BLOCKS = 3
+# The margin in the Vault is refilled up to `keeper_margin_usd` once under this share of it
+# (unwinds' losses, funding): not for every dollar an unwind loses (a deposit each).
+MARGIN_REFILL_BELOW = 0.9
 UNWIND = "unwind"  # the position part of the keeper's own follow-up keys (housekeeping)
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 # What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
@@ -111,6 +114,17 @@ REALISED_EVENTS = {
         (["int256", "int256", "int256", "int256", "uint256"], 3, 1),
     event_topic("FundingPaymentSettled(address,address,int256)"): (["int256"], 0, -1),
 }
+
+
+def _settled_margin(deposit: Any, pnl: Any) -> int | None:
+    """The keeper's margin in the Vault in USDC units (6 decimals): its deposit plus its owed
+    realised PnL and pending maker fees (18 decimals), as the Vault counts its settlement
+    balance (funding pending left out: it moves every block); None if either is unread."""
+    if not isinstance(deposit, int) or not isinstance(pnl, tuple | list) or len(pnl) < 3 or \
+            not all(isinstance(v, int) for v in pnl):
+        return None
+    owed, _unrealised, fee = pnl[0], pnl[1], pnl[2]
+    return deposit + (owed + fee) // 10**12
 
 
 def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
@@ -134,6 +148,7 @@ class CurieLiquidator(LiquidatorBase):
         # The margin deposit did not go at start (the key held: its address delegated; a fee
         # over budget): tried again with the allowances, until it does.
         self._margin_due = False
+        self._margin_short_told = False  # (a wallet too short to refill: said once)
         # Markets (base token) whose unwind failed: (since which block, why), until one of
         # them is included or the keeper holds nothing there; their takeovers are held.
         self._unwind_failing: dict[str, tuple[int, str]] = {}
@@ -165,12 +180,30 @@ class CurieLiquidator(LiquidatorBase):
         """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
         `keeper_margin_usd` (the vault approved once); what stays in the wallet pays for
         collateral liquidations."""
-        a = self.adapter.addresses
-        target = self.adapter.config.keeper_margin_usd
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
         self._margin_due = True  # (until it is done)
         await self.confirm(head)
+        await self._keep_margin(head, 1.0)
+
+    async def keep_allowances(self, head: int, book: Any = None) -> None:
+        """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn; the
+        margin deposit too, if it did not go at start, and a refill once unwinds' losses
+        have taken the margin under MARGIN_REFILL_BELOW of `keeper_margin_usd` (it was
+        deposited at start only: a margin eaten by losses stopped the takeovers, each a
+        `capital_shortfall`, until a restart or a deposit by hand)."""
+        if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
+            return
+        await self._keep_margin(head, 1.0 if self._margin_due else MARGIN_REFILL_BELOW)
+
+    async def _keep_margin(self, head: int, below: float) -> None:
+        """The vault's allowance topped up, and the margin deposited up to
+        `keeper_margin_usd` when it is under `below` of it. The margin is the most any
+        endpoint says is there, the wallet the least: one lying answer must not make keeperd
+        deposit the wallet's USDC (which Aave's and Morpho's liquidations may repay with)."""
+        assert self.tx is not None and self.keeper is not None
+        a = self.adapter.addresses
+        target = self.adapter.config.keeper_margin_usd
         if self.tx.signing_held() is not None or self.tx.key_conflict(head) is not None:
             # (no deposit or approval while the key signs nothing, logged by the tx; nor while
             # another sender uses it: the approvals wait, and a deposit without its approval
@@ -178,12 +211,31 @@ class CurieLiquidator(LiquidatorBase):
             return
         usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
                                   ).call(self.adapter.pool)
-        held, allowance, wallet = await call_many(self.adapter.pool, [
-            ContractCall(a["Vault"], "getBalance(address)", ["address"], [self.keeper],
-                         ["int256"]),
+        # The margin as the Vault settles it: the deposit plus what the keeper's trades
+        # realised and not yet settled into it (an unwind's loss is owed, not taken from the
+        # deposit: the deposit alone never showed it).
+        deposit_call = ContractCall(a["Vault"], "getBalance(address)", ["address"],
+                                    [self.keeper], ["int256"])
+        pnl_call = ContractCall(a["AccountBalance"], "getPnlAndPendingFee(address)",
+                                ["address"], [self.keeper], ["int256", "int256", "uint256"])
+        wallet_call = ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])
+        deposit, pnl, allowance, wallet = await call_many(self.adapter.pool, [
+            deposit_call, pnl_call,
             ContractCall(usdc, "allowance(address,address)", ["address", "address"],
                          [self.keeper, a["Vault"]]),
-            ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper])])
+            wallet_call])
+        held = _settled_margin(deposit, pnl)
+        if not isinstance(allowance, int) or not isinstance(wallet, int):
+            return  # (unread: asked again with the next allowances)
+        for other in await approvals.by_endpoint(self.adapter.pool,
+                                                 [deposit_call, pnl_call, wallet_call]):
+            said = _settled_margin(other[0], other[1])
+            if said is not None and (held is None or said > held):
+                held = said
+            if isinstance(other[2], int) and other[2] < wallet:
+                wallet = other[2]
+        if held is None:
+            return  # (unread: asked again with the next allowances)
         # The vault pulls USDC for deposits and for collateral liquidations: approved the
         # wallet's balance (protocols/sdk/approvals.py), topped up as the balance is.
         if allowance < wallet:
@@ -191,10 +243,15 @@ class CurieLiquidator(LiquidatorBase):
                                             protocol=self.adapter.name, keeper=self.keeper,
                                             spender=a["Vault"], tokens=[(usdc, "USDC")],
                                             head=head)
-        missing = int(target * 10**6) - held
-        if missing <= 0:
+        wanted = int(target * 10**6)
+        missing = wanted - held
+        if held >= wanted * below or missing <= 0:
             self._margin_due = False
             return
+        if any(isinstance(k, UpkeepKey) and (k.protocol, k.action) == (self.adapter.name,
+                                                                       "deposit")
+               for k in self.tx.pending):
+            return  # (one in flight: its inclusion is what this waits for)
         # (less what the key's liquidations in flight will take from the wallet: Aave's and
         # Morpho's on the chain repay in this USDC — a deposit planned on the whole wallet
         # left their liquidations of the same block short, and 7 reverted: a by-hand trial)
@@ -203,33 +260,26 @@ class CurieLiquidator(LiquidatorBase):
         if amount <= 0 and taken:
             return  # (the wallet's USDC is for liquidations in flight: tried again later)
         if amount <= 0:
+            if self._margin_due or not self._margin_short_told:
+                log.warning("curie.keeper_margin_short", protocol=self.adapter.name,
+                            wanted_usd=target, held_usd=held / 10**6,
+                            fix="fund the keeper with USDC: it deposits up to "
+                                "keeper_margin_usd")
             self._margin_due = False  # (the balance's own trouble: told, not retried)
-            log.warning("curie.keeper_margin_short", protocol=self.adapter.name,
-                        wanted_usd=target, held_usd=held / 10**6,
-                        fix="fund the keeper with USDC: it deposits up to keeper_margin_usd")
+            self._margin_short_told = True
             return
+        self._margin_short_told = False
         await self.tx.send(UpkeepKey(self.adapter.name, "deposit", a["Vault"], str(head)),
                            a["Vault"],
                            encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head,
                            pulls={usdc: amount})  # (the others' capital stages see it)
+        refill = not self._margin_due
         # (one trimmed by liquidations in flight tops up with the next balances)
         self._margin_due = amount < missing and taken > 0
-        log.info("curie.keeper_margin_deposited", protocol=self.adapter.name,
-                 usd=amount / 10**6)
-
-    async def keep_allowances(self, head: int, book: Any = None) -> None:
-        """Every few blocks: a top-up of the keeper's USDC approved to the Vault in turn; the
-        margin deposit too, if it did not go at start."""
-        if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
-            return
-        if self._margin_due and self.tx.signing_held() is None:
-            await self.prepare(head)  # (its approval included)
-            return
-        a = self.adapter.addresses
-        await approvals.keep_allowances(
-            self.tx, self.adapter.pool, protocol=self.adapter.name, keeper=self.keeper,
-            spender=a["Vault"], tokens=[(a["SettlementToken"], "USDC")], head=head)
+        log.info("curie.keeper_margin_refilled" if refill else "curie.keeper_margin_deposited",
+                 protocol=self.adapter.name, usd=amount / 10**6, held_usd=held / 10**6,
+                 wanted_usd=target)
 
     async def confirm(self, head: int) -> None:
         """The Vault the keeper's USDC is approved to (liquidate mode)."""
@@ -254,11 +304,13 @@ class CurieLiquidator(LiquidatorBase):
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         """Takeovers are short of free collateral in the Vault (`keeper_margin_usd`, deposited
-        from the wallet at start), collateral liquidations of the wallet's USDC: "fund the
-        keeper with the debt asset" named neither."""
+        from the wallet at start and refilled), collateral liquidations of the wallet's USDC:
+        "fund the keeper with the debt asset" named neither."""
         fixes = []
         target = int(self.adapter.config.keeper_margin_usd * 10**6)
         held, wallet = self._capital_read
+        # (the margin is deposited at start, refilled once under MARGIN_REFILL_BELOW of it)
+        refills = self._margin_due or held < target * MARGIN_REFILL_BELOW
         if VAULT in short and self.config.mode != "liquidate":
             # (a trial's dry-run was told to raise a margin it never deposits)
             fixes.append(f"{self.config.mode} deposits nothing: takeovers need free "
@@ -266,18 +318,16 @@ class CurieLiquidator(LiquidatorBase):
                          "(keeper_margin_usd from the keeper's USDC); to rehearse them, "
                          "deposit into the Vault from the keeper first")
         elif VAULT in short and held < target and wallet < target - held:
-            when = ("with the next balances" if self._margin_due
-                    else "at its next start (or deposit by hand)")
+            when = ("with the next balances" if refills else
+                    f"once the margin is under {MARGIN_REFILL_BELOW:.0%} of it (or deposit by "
+                    "hand)")
             fixes.append(f"fund the keeper's wallet with USDC: keeperd deposits up to "
                          f"keeper_margin_usd ({target / 10**6:,.0f}) into Curie's Vault "
                          f"{when}; {held / 10**6:,.0f} there now, {wallet / 10**6:,.0f} in "
                          "the wallet")
-        elif VAULT in short and held < target:
+        elif VAULT in short and refills:
             fixes.append("the margin deposit has not gone yet (curie.keeper_margin_* in the "
-                         "log says why); " + ("it is tried again with the balances"
-                                              if self._margin_due else
-                                              "restart keeperd to deposit it, or deposit by "
-                                              "hand"))
+                         "log says why); it is tried again with the balances")
         elif VAULT in short:
             fixes.append("raise keeper_margin_usd on this protocol's entry (takeovers need "
                          "free collateral in Curie's Vault, deposited from the keeper's USDC "
@@ -294,13 +344,16 @@ class CurieLiquidator(LiquidatorBase):
             return {}
         usdc = self.adapter.addresses["SettlementToken"]
         vault = self.adapter.addresses["Vault"]
-        free, wallet, held = await call_many(self.adapter.pool, [
+        free, wallet, deposit, pnl = await call_many(self.adapter.pool, [
             ContractCall(vault, "getFreeCollateral(address)", ["address"], [self.keeper]),
             ContractCall(usdc, "balanceOf(address)", ["address"], [self.keeper]),
             ContractCall(vault, "getBalance(address)", ["address"], [self.keeper],
-                         ["int256"])])
+                         ["int256"]),
+            ContractCall(self.adapter.addresses["AccountBalance"],
+                         "getPnlAndPendingFee(address)", ["address"], [self.keeper],
+                         ["int256", "int256", "uint256"])])
         wallet = int(wallet) if isinstance(wallet, int) else 0
-        self._capital_read = (int(held) if isinstance(held, int) else 0, wallet)
+        self._capital_read = (_settled_margin(deposit, pnl) or 0, wallet)
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,

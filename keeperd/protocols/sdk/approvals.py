@@ -50,7 +50,7 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
                      [keeper, spender]),
         ContractCall(token, "balanceOf(address)", ["address"], [keeper]))]
     answers = await call_many(pool, calls)
-    others = await _balances_elsewhere(pool, calls[1::2])
+    others = await by_endpoint(pool, calls[1::2])
     approved = []
     wanted: list[tuple[str, str, list[int]]] = []  # (token, symbol, the amounts in turn)
     over: list[int] = []  # (those of `wanted` with an allowance already)
@@ -155,10 +155,11 @@ def _approve(spender: str, amount: int) -> bytes:
     return encode_call("approve(address,uint256)", ["address", "uint256"], [spender, amount])
 
 
-async def _balances_elsewhere(pool: RpcPool, calls: Sequence[ContractCall]
+async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall]
                               ) -> list[list[Any]]:
-    """The keeper's balances as each configured endpoint answers them (one batch each, side
-    by side); an endpoint that does not answer says nothing. Empty with a single endpoint."""
+    """Each call as each configured endpoint answers it (one batch each, side by side; a
+    slot it did not answer, None): the keeper's balances, its margin. An endpoint that does
+    not answer at all says nothing. Empty with a single endpoint."""
     if len(pool.voters) < 2:
         return []
 
