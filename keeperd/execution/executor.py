@@ -1745,8 +1745,12 @@ class Executor:
     async def _settle(self, outcome: Outcome) -> None:
         key = outcome.key
         if isinstance(key, UpkeepKey):
+            calls = (self.tx.approval_waves.pop(key, None) if self.tx is not None
+                     and key.subject == WAVE_SUBJECT else None)
             if outcome.status == "reverted":
                 self._upkeep_reverted(key, outcome)
+            elif outcome.status == "included" and calls:
+                self._wave_approvals_failed(key, outcome, calls)
             return
         if isinstance(key, WaveKey):
             await self._settle_wave(outcome, key)
@@ -1892,13 +1896,30 @@ class Executor:
                 key, _receipt_block(outcome) or 0,
                 None if status == J.INCLUDED else f"reverted on chain ({outcome.tx_hash})")
 
-    def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome) -> None:
+    def _wave_approvals_failed(self, key: UpkeepKey, outcome: Outcome,
+                               calls: list[tuple[str, int]]) -> None:
+        """A wave of approvals mined: each call that failed inside it, read from KeeperWave's
+        events, as an approval that reverted on its own (`_upkeep_reverted`): a wave that
+        succeeds says nothing of its calls, and a USDT-like token's approval over its
+        allowance failed in every top-up's wave, unseen."""
+        assert self.tx is not None
+        read = read_wave_logs((outcome.receipt or {}).get("logs") or [], self.tx.address)
+        if read is None or read.calls != len(calls):
+            return  # (not the wave sent: nothing of it trusted)
+        for i, (token, amount) in enumerate(calls):
+            if not read.ok(i):
+                self._upkeep_reverted(UpkeepKey(key.protocol, "approve", token,
+                                                f"{amount}@{key.tag.split('@')[-1]}"),
+                                      outcome, in_wave=True)
+
+    def _upkeep_reverted(self, key: UpkeepKey, outcome: Outcome, *,
+                         in_wave: bool = False) -> None:
         """An approval or a deposit that reverted on chain: said (it went unseen). A token's
         approval of an amount reverted: made through zero from then on, for this run (what
         USDT-like tokens need, which a lying or mistaken simulation said this one did not); a
         zero approval reverted: the token refuses zeros (as BNB does), so none goes first any
         more — either way a revert a top-up at most, not every one. (A wave's approvals fail
-        inside a wave that succeeds: not seen here.)"""
+        inside a wave that succeeds: read from its events, `_wave_approvals_failed`.)"""
         next_time = "not sent again by this run (a restart tries again)"
         if key.action == "approve" and self.tx is not None and key.subject != WAVE_SUBJECT:
             token = key.subject.lower()
@@ -1909,7 +1930,8 @@ class Executor:
                 self.tx.approval_reverted.add(token)
                 next_time = "the next approvals of this token through zero first"
         log.warning("keeper.upkeep_reverted", protocol=self.adapter.name, action=key.action,
-                    subject=key.subject, tx_hash=outcome.tx_hash, next=next_time)
+                    subject=key.subject, tx_hash=outcome.tx_hash, next=next_time,
+                    **({"in_wave": True} if in_wave else {}))
 
     async def _settle_wave(self, outcome: Outcome, key: WaveKey) -> None:
         """A wave's settlement, each liquidation's in the order of its call

@@ -235,6 +235,9 @@ class TxManager:
         # simulation says (protocols/sdk/approvals.py: one endpoint's lie that a USDT-like
         # token accepts cost a reverted approval, and an unapproved top-up, every time).
         self.approval_reverted: set[str] = set()
+        # What each wave of approvals sent approves, call by call (token, amount): a call that
+        # fails inside a wave that succeeds is read from the wave's receipt at its settlement.
+        self.approval_waves: dict[UpkeepKey, list[tuple[str, int]]] = {}
         # The address's code (EIP-7702, execution/delegation.py): why nothing may be signed
         # for it while it runs code not allowed, and since when its reads fail (None: the
         # last one answered, or none was made yet).

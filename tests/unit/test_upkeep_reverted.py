@@ -2,7 +2,8 @@
 that token's approvals go through zero for the rest of the run (a USDT-like token a lying
 simulation said accepts one over its allowance); a zero's revert takes it back (a token that
 refuses zeros, as BNB does, would otherwise revert a zero every top-up); a wave's approvals,
-or a deposit's revert, mark nothing."""
+or a deposit's revert, mark nothing — but an approval that failed inside a wave that
+succeeded is read from KeeperWave's events and marks its token as its own revert would."""
 
 from __future__ import annotations
 
@@ -52,3 +53,30 @@ def test_a_waves_or_a_deposits_revert_is_said_and_marks_nothing(action: str,
     [said] = reverted(ex, action, subject, "3@501")
     assert ex.tx.approval_reverted == set()
     assert said["action"] == action and "not sent again by this run" in said["next"]
+
+
+async def test_an_approval_that_failed_inside_a_mined_wave_is_seen() -> None:
+    """A delegated key sends its approvals as one KeeperWave wave, which succeeds whatever
+    its calls do: USDT's approval over its allowance failed in every top-up's wave, unseen."""
+    from eth_abi import encode
+
+    from keeperd.execution import wave_code as W
+    from tests.unit.test_waves import _log, _marker
+
+    ex = executor()
+    from tests.unit.test_waves import KEEPER as keeper
+    other = "0x" + "0d" * 20
+    key = UpkeepKey("aave", "approve", WAVE_SUBJECT, "2@501")
+    ex.tx = SimpleNamespace(approval_reverted=set(), address=keeper,
+                            approval_waves={key: [(other, 7), (TOKEN, 51 * 10**12)]})
+    logs = [_marker(W.CALL_SUCCEEDED, 0, encode(["uint256"], [40_000])),
+            _marker(W.CALL_FAILED, 1, encode(["bytes"], [b""])),
+            _log(keeper, [W.WAVE_EXECUTED], encode(["uint256", "uint256"], [0b01, 2]))]
+    with structlog.testing.capture_logs() as seen:
+        await ex._settle(Outcome(key, "included", "0xabc", 90_000,
+                                 receipt={"status": "0x1", "logs": logs}))
+    [said] = [e for e in seen if e["event"] == "keeper.upkeep_reverted"]
+    assert ex.tx.approval_reverted == {TOKEN.lower()}  # (the one that failed, alone)
+    assert said["subject"] == TOKEN and said["in_wave"] is True
+    assert "through zero first" in said["next"]
+    assert ex.tx.approval_waves == {}  # (settled: forgotten)

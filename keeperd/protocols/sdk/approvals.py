@@ -83,10 +83,14 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
         # USDT-like token's zero first) in one KeeperWave wave, not one a block.
         wave = [WaveCall(token, APPROVE_GAS, _approve(spender, amount))
                 for token, _, amounts in wanted for amount in amounts]
-        record = await tx.send(
-            UpkeepKey(protocol, "approve", WAVE_SUBJECT, f"{len(wave)}@{head}"), tx.address,
-            encode_execute(wave, tx.address), wave_gas_limit(wave),
-            budget_wei=APPROVE_BUDGET_WEI * len(wave), block=head)
+        key = UpkeepKey(protocol, "approve", WAVE_SUBJECT, f"{len(wave)}@{head}")
+        record = await tx.send(key, tx.address, encode_execute(wave, tx.address),
+                               wave_gas_limit(wave), budget_wei=APPROVE_BUDGET_WEI * len(wave),
+                               block=head)
+        waves = getattr(tx, "approval_waves", None)
+        if waves is not None:  # (each call's fate is read at the wave's settlement)
+            waves[key] = [(token, amount) for token, _, amounts in wanted
+                          for amount in amounts]
         for _, symbol, amounts in wanted:
             log.info("keeper.approval_sent", protocol=protocol, asset=symbol, spender=spender,
                      amount=str(amounts[-1]), tx_hash=record.tx_hash, wave=len(wave),
