@@ -632,7 +632,10 @@ class AlertEngine:
         severity, verb, action = _LIQUIDATION_EVENTS[event]
         tx = details.get("tx_hash")
         profit = details.get("profit_usd")
-        money = f" (profit ${profit:,.2f})" if isinstance(profit, int | float) else ""
+        later = details.get("realised_later")
+        money = ((f" (realised ${profit:,.2f} so far: {later})" if later
+                  else f" (profit ${profit:,.2f})")
+                 if isinstance(profit, int | float) else "")
         self._emit(route, Alert(
             "liquidation", severity, "event",
             {"chain": chain, "protocol": protocol, "account": account, "event": event},

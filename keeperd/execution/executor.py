@@ -1803,9 +1803,10 @@ class Executor:
             rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=rounded, gas_used=outcome.gas_used)
+            later = self._realised_later(outcome)
             self._event("included", key, entry.account, block, {
                 "tx_hash": outcome.tx_hash, "profit_usd": rounded,
-                "gas_used": outcome.gas_used})
+                "gas_used": outcome.gas_used, **({"realised_later": later} if later else {})})
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
@@ -2013,6 +2014,16 @@ class Executor:
         # (beside the event's figure: what the keeper's own trades realised — Curie's unwind
         # is all of it, its takeover's netting against a position held a part)
         return self._event_profit(outcome.receipt) + self.liquidator.realised(outcome.receipt)
+
+    def _realised_later(self, outcome: Outcome) -> str | None:
+        """Where our liquidation's gain is realised when not in it (its event says so: Perp
+        Curie's takeover, realised by the unwind), or None."""
+        book = self._last.book if self._last is not None else None
+        for entry in (outcome.receipt or {}).get("logs", []):
+            seen = self.adapter.decode_liquidation(entry, book)
+            if seen is not None:
+                return seen.realised_later
+        return None
 
     def _event_profit(self, receipt: dict[str, Any]) -> float:
         book = self._last.book if self._last is not None else None

@@ -374,6 +374,17 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     got = [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await setup.entries(sink=1)]
     assert got == [("liquidation", "event"), ("oracle", "firing"), ("oracle", "resolved")]
     assert "profit $12.50" in (await setup.entries(sink=1))[0].alerts[0]["summary"]
+    # A Curie takeover realises its prize when its position is unwound: its inclusion says so
+    # (it said "profit $-6.12", its gas, as if it had lost).
+    setup.engine.on_liquidation(ExecutionEvent(
+        "included", "devnet", "curie", ACCOUNTS[1], "curie:x:0xbase:5", 11,
+        {"tx_hash": "0xdef", "profit_usd": -6.12,
+         "realised_later": "its share of the penalty is realised when the position is "
+                           "unwound"}))
+    await setup.scan(12, [1.5], {})
+    said = (await setup.entries(sink=1))[-1].alerts[0]["summary"]
+    assert said.endswith("included (realised $-6.12 so far: its share of the penalty is "
+                         "realised when the position is unwound)"), said
 
 
 async def test_an_oracle_alert_is_per_chain(setup: Setup) -> None:

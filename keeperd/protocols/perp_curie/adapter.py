@@ -702,7 +702,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             # position opens at, realised with the rest of that position by the unwind
             # (`PerpCurieLiquidator.realised`, from the keeper's own trades' events). Booking
             # half the penalty here counted it whatever closing the position cost.
-            profit_usd=0.0)
+            profit_usd=0.0, realised_later="its share of the penalty is realised when the "
+            "position is unwound")
 
     def _decode_collateral_liquidation(self, entry: dict[str, Any], topics: list[str],
                                        book: CurieBook | None) -> LiquidationSeen:

@@ -208,8 +208,11 @@ class LiquidationSeen:
     details: Mapping[str, Any]
     labels: Mapping[str, str]  # which position (Morpho: its market)
     # What the liquidator gained, when it is not seized minus repaid (Perp Curie: a takeover
-    # moves no token; the liquidator's share of the penalty is its prize).
+    # realises nothing itself, 0.0).
     profit_usd: float | None = None
+    # Where the gain is realised when not here (Perp Curie: "by the unwind"), for the words
+    # of an inclusion whose realised figure is its gas alone.
+    realised_later: str | None = None
 
 
 @runtime_checkable
