@@ -250,7 +250,10 @@ def render(info: dict[str, Any]) -> str:
     if "liquidations" in info:
         lines.append(f"liquidations     {_counts(info['liquidations']) or 'none yet'}")
         for protocol, p in info.get("by_protocol", {}).items():
-            extra = f", {p['housekeeping']} housekeeping" if p["housekeeping"] else ""
+            # (a takeover's row realises its gas only: what it gains is booked on the unwind
+            # that closes its position, which `latest` does not list)
+            extra = (f", {p['housekeeping']} housekeeping (unwinds: a takeover's gain is "
+                     "realised there)" if p["housekeeping"] else "")
             lines.append(f"  {protocol:<15}{_counts(p['liquidations']) or 'none'}; "
                          f"{p['accounts_liquidated']} accounts liquidated, realised P&L "
                          f"{_usd(p['realised_pnl_usd'])}{extra}")
