@@ -85,17 +85,25 @@ def am_alerts(url: str, active: bool = True) -> list[dict[str, Any]]:
         return json.loads(resp.read())
 
 
-async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
-                                                            tmp_path: Path) -> None:
+async def delivering_to(url: str, tmp_path: Path
+                        ) -> tuple[SqliteDatabase, Outbox, Dispatcher, asyncio.Task[None], int]:
+    """keeperd's outbox and dispatcher, its one route an Alertmanager sink to `url`,
+    delivering: (the database, the outbox, the dispatcher, its task, the sink's id)."""
     database = SqliteDatabase.open(tmp_path / "state.db")
     await migrate(database)
-    db = database.conn
     outbox = Outbox(database)
     dispatcher = Dispatcher(outbox, OutboxConfig(backoff_initial_s=0.05), Metrics())
     dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
-        {"kind": "alertmanager", "url": alertmanager}]})])
+        {"kind": "alertmanager", "url": url}]})])
     task = asyncio.create_task(dispatcher.run())
     [sink_id] = [rt.sink_id for rt in dispatcher.route_sinks("am")]
+    return database, outbox, dispatcher, task, sink_id
+
+
+async def test_alerts_reach_a_real_alertmanager_and_resolve(alertmanager: str,
+                                                            tmp_path: Path) -> None:
+    database, outbox, dispatcher, task, sink_id = await delivering_to(alertmanager, tmp_path)
+    db = database.conn
     account = "0x" + "ab" * 20
     labels = {"chain": "devnet", "protocol": "aave", "account": account, "watchlist": "w"}
     firing = Alert("position_health", "critical", "firing", labels,
@@ -207,14 +215,7 @@ async def test_prometheus_copies_of_keeperds_own_alerts_are_held_while_keeperds_
     the shipped inhibit rules, each of keeperd's own alerts, delivered by its sink, holds
     Prometheus's copy for the same labels, and only that one."""
     url = inhibiting_alertmanager
-    database = SqliteDatabase.open(tmp_path / "state.db")
-    await migrate(database)
-    outbox = Outbox(database)
-    dispatcher = Dispatcher(outbox, OutboxConfig(backoff_initial_s=0.05), Metrics())
-    dispatcher.configure([RouteConfig.model_validate({"name": "am", "sinks": [
-        {"kind": "alertmanager", "url": url}]})])
-    task = asyncio.create_task(dispatcher.run())
-    [sink_id] = [rt.sink_id for rt in dispatcher.route_sinks("am")]
+    database, outbox, dispatcher, task, sink_id = await delivering_to(url, tmp_path)
     values = {"chain": "devnet", "asset": "WETH", "venue": "hyperliquid", "protocol": "aave"}
     try:
         ours, copies = [], []
