@@ -216,9 +216,11 @@ USDC = "0x" + "0c" * 20
     ((0, 0, 20_000_000), [(10_000_000, 0, 20_000_000)], 0),
     # one endpoint says the wallet holds more than the others: the least is deposited from
     ((0, 0, 20_000_000), [(0, 0, 3_000_000)], 3_000_000),
+    # our own endpoint does not answer the margin: another's word alone moves nothing
+    ((0, None, 20_000_000), [(0, 0, 20_000_000)], 0),
 ])
 async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
-        monkeypatch: pytest.MonkeyPatch, ours: tuple[int, int, int],
+        monkeypatch: pytest.MonkeyPatch, ours: tuple[int, int | None, int],
         others: list[tuple[int, int, int]], deposited: int) -> None:
     """The margin is refilled up to `keeper_margin_usd` once under 90 % of it, counted as the
     Vault settles it (deposit plus what the keeper's trades realised and still owe: an unwind's
@@ -235,8 +237,10 @@ async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
         name="curie", pool=None, config=SimpleNamespace(keeper_margin_usd=10_000_000),
         addresses={"Vault": "0x" + "0a" * 20, "AccountBalance": "0x" + "0b" * 20})
 
-    def answers(deposit: int, owed: int, wallet: int) -> list[Any]:
-        return [deposit * 10**6, (owed * 10**18, 0, 0), 10**30, wallet * 10**6]
+    def answers(deposit: int, owed: int | None, wallet: int) -> list[Any]:
+        pnl = (RuntimeError("execution reverted") if owed is None  # (a call's failure)
+               else (owed * 10**18, 0, 0))
+        return [deposit * 10**6, pnl, 10**30, wallet * 10**6]
 
     async def settlement_token(self: ContractCall, pool: Any, block: Any = "latest") -> str:
         return USDC

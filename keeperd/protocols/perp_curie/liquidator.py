@@ -230,12 +230,10 @@ class CurieLiquidator(LiquidatorBase):
         for other in await approvals.by_endpoint(self.adapter.pool,
                                                  [deposit_call, pnl_call, wallet_call]):
             said = _settled_margin(other[0], other[1])
-            if said is not None and (held is None or said > held):
-                held = said
+            if said is not None and held is not None and said > held:
+                held = said  # (our own endpoint unread: no deposit on another's word alone)
             if isinstance(other[2], int) and other[2] < wallet:
                 wallet = other[2]
-        if held is None:
-            return  # (unread: asked again with the next allowances)
         # The vault pulls USDC for deposits and for collateral liquidations: approved the
         # wallet's balance (protocols/sdk/approvals.py), topped up as the balance is.
         if allowance < wallet:
@@ -243,6 +241,8 @@ class CurieLiquidator(LiquidatorBase):
                                             protocol=self.adapter.name, keeper=self.keeper,
                                             spender=a["Vault"], tokens=[(usdc, "USDC")],
                                             head=head)
+        if held is None:
+            return  # (the margin unread: asked again with the next allowances)
         wanted = int(target * 10**6)
         missing = wanted - held
         if held >= wanted * below or missing <= 0:
