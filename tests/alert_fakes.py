@@ -144,6 +144,15 @@ def webhook_app(rec: Recorder, *,
     return app
 
 
+def webhook_watchlist(hook: str, accounts: list[str], **levels: float) -> dict[str, Any]:
+    """A config's `alerts`: one route to the signed webhook served at `hook` (its secret
+    `${WEBHOOK_SECRET}`), and a watchlist `desk` of `accounts` on it (`levels`: warn,
+    critical)."""
+    return {"routes": [{"name": "ops", "sinks": [
+        {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
+        "watchlists": [{"name": "desk", "accounts": accounts, **levels, "route": "ops"}]}
+
+
 def slack_app(rec: Recorder) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
         body = await request.json()

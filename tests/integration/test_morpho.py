@@ -308,7 +308,7 @@ async def test_the_cascade_engine_reads_morpho_books(devnet: Devnet, pool,  # ty
 
 
 async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Path) -> None:
-    from tests.alert_fakes import Recorder, webhook_app
+    from tests.alert_fakes import Recorder, webhook_app, webhook_watchlist
     from tests.conftest import serve
 
     blue = devnet.manifest["morpho_blue"]
@@ -318,10 +318,7 @@ async def test_a_watched_morpho_borrower_is_warned(devnet: Devnet, tmp_path: Pat
     rec = Recorder()
     async with serve(webhook_app(rec)) as hook:
         data = morpho_config(devnet, tmp_path).model_dump(mode="json")
-        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
-            "watchlists": [{"name": "desk", "accounts": [watched], "warn": 1.2,
-                            "critical": 1.05, "route": "ops"}]}
+        data["alerts"] = webhook_watchlist(hook, [watched], warn=1.2, critical=1.05)
         from keeperd.config import parse_config as parse
 
         daemon = Daemon(parse(data, env={"WEBHOOK_SECRET": "s" * 32}), metrics=Metrics())

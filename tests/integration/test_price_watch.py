@@ -323,7 +323,7 @@ async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
     holder watching a position there was told "under 1.0: it can be liquidated now, add
     collateral" on the untrusted rate, with no word of it (a by-hand trial: an Aave
     position's alert says "do not act on this price yet" when its feed is untrusted)."""
-    from tests.alert_fakes import Recorder, webhook_app
+    from tests.alert_fakes import Recorder, webhook_app, webhook_watchlist
     from tests.conftest import serve
 
     blue = devnet.manifest["morpho_blue"]
@@ -333,9 +333,7 @@ async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
     async with serve(webhook_app(rec)) as hook:
         data = morpho_with_references(devnet, tmp_path).model_dump(mode="json")
         data["keeper"] = {"mode": "alert-only"}
-        data["alerts"] = {"routes": [{"name": "ops", "sinks": [
-            {"kind": "webhook", "url": f"{hook}/hook", "secret": "${WEBHOOK_SECRET}"}]}],
-            "watchlists": [{"name": "desk", "accounts": [watched], "route": "ops"}]}
+        data["alerts"] = webhook_watchlist(hook, [watched])
         keeper = await run_daemon(parse_config(data, env={"WEBHOOK_SECRET": "s" * 32}))
         await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
         drop_oracle(devnet, "WETH/USDC", 0.88)
