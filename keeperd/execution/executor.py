@@ -86,6 +86,9 @@ RETRIES_AFTER_REVERT = 2
 # How an unwind's try ends that lets the next go (housekeeping: a position the keeper holds
 # stays held until one is included).
 UNWIND_RETRIED = frozenset({J.REVERTED, J.DROPPED, J.CANCELLED})
+# An unwind's tries at most, refused or dropped ones included (a block each): then it is left
+# to the operator, as after RETRIES_AFTER_REVERT + 1 reverts.
+UNWIND_TRIES_MAX = 16
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
 # How long a delegated key's due approvals wait behind its protocol's liquidations before
@@ -547,6 +550,12 @@ class Executor:
             log.warning("keeper.approval_refused", protocol=self.adapter.name,
                         reason=str(exc)[:300],
                         retry="at the next block" if busy else "with the next balances")
+        except (RpcError, RpcUnavailable) as exc:
+            # (a read that failed: asked again at the next block — the block's housekeeping
+            # and liquidations go on, which an error here used to end for the block)
+            self._allowances_due = True
+            log.warning("keeper.allowances_unread", protocol=self.adapter.name,
+                        error=str(exc)[:300], retry="at the next block")
 
     async def _consider_all(self, opportunities: list[Opportunity], result: ScanResult,
                             base_fee: int, native_usd: float) -> None:
@@ -1416,7 +1425,8 @@ class Executor:
         for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
             failed: list[str] = []
-            for n in range(RETRIES_AFTER_REVERT + 1):
+            reverted = 0
+            for n in range(UNWIND_TRIES_MAX):
                 candidate = base_key.retry(n)
                 entry = await self.journal.get(candidate)
                 # A try that ended without unwinding — reverted, or never mined (its send
@@ -1429,11 +1439,19 @@ class Executor:
                     break
                 failed.append(entry.status if entry.status == J.REVERTED or not entry.detail
                               else f"{entry.status} ({entry.detail[:80]})")
-            else:  # (every try failed: nothing more is sent for it — said every block, so
-                # a start after it knows too: the liquidator's hold lived in memory)
+                # (only a revert on chain counts against the retries: a refused send — a fee
+                # spike, a node's hiccup — is not the unwind failing, and must not leave it to
+                # the operator after three blocks)
+                reverted += entry.status == J.REVERTED
+                if reverted > RETRIES_AFTER_REVERT:
+                    break
+            if key is None and (reverted > RETRIES_AFTER_REVERT
+                                or len(failed) >= UNWIND_TRIES_MAX):
+                # (nothing more is sent for it — said every block, so a start after it knows
+                # too: the liquidator's hold lives in memory)
                 self.liquidator.housekeeping_settled(
-                    base_key, result.block, f"its {RETRIES_AFTER_REVERT + 1} tries failed: "
-                    + ", ".join(failed), lasting=True)
+                    base_key, result.block, f"its {len(failed)} tries failed: "
+                    + ", ".join(failed[-6:]), lasting=True)
             if key is not None:
                 todo.append((key, target, data, gas))
         if not todo:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from keeperd.execution import journal as J
-from keeperd.execution.executor import RETRIES_AFTER_REVERT, Executor
+from keeperd.execution.executor import RETRIES_AFTER_REVERT, UNWIND_TRIES_MAX, Executor
 from keeperd.execution.signer_policy import selector
 from keeperd.execution.txmanager import FeePolicy
 from keeperd.protocols.sdk.keys import OpportunityKey
@@ -70,20 +70,40 @@ async def test_an_unwind_never_mined_is_tried_again(tmp_path: Path) -> None:
     await ex.db.close()
 
 
-async def test_an_unwind_whose_every_try_failed_holds_its_market(tmp_path: Path) -> None:
+async def test_an_unwind_that_reverted_three_times_holds_its_market(tmp_path: Path) -> None:
     node = Node()
     ex, unwind = await executor(tmp_path, node)
-    assert RETRIES_AFTER_REVERT == 2  # (three tries below)
+    assert RETRIES_AFTER_REVERT == 2  # (three reverts below)
     await ended(ex, unwind.retry(0), J.REVERTED, "tx=0x01")
     await ended(ex, unwind.retry(1), J.DROPPED, "refused: nonce too low")
-    await ended(ex, unwind.retry(2), J.CANCELLED, "tx=0x03")
+    await ended(ex, unwind.retry(2), J.REVERTED, "tx=0x03")
+    await ended(ex, unwind.retry(3), J.CANCELLED, "tx=0x04")
+    # Two reverts, a drop and a cancel: the fifth try goes (a refused send is not the
+    # unwind failing: three of them left it to the operator).
     await ex._housekeep(SimpleNamespace(block=12))
-    assert node.sent == []
+    assert len(node.sent) == 1
+    assert await ex.journal.get(unwind.retry(4)) is not None
+    assert not [s for s in ex.liquidator.settled if s[3]]  # (nothing lasting)
+    await ex.journal.set_status(unwind.retry(4), J.REVERTED, detail="tx=0x05")
+    ex.liquidator.settled.clear()
+    await ex._housekeep(SimpleNamespace(block=13))
+    assert len(node.sent) == 1  # (the third revert: nothing more)
     [(key, block, why, lasting)] = ex.liquidator.settled
-    assert (key, block, lasting) == (unwind, 12, True)
-    assert why is not None
-    assert why.startswith("its 3 tries failed: reverted, dropped (refused: nonce too low), "
-                          "cancelled")
+    assert (key, block, lasting) == (unwind, 13, True)
+    assert why == ("its 5 tries failed: reverted, dropped (refused: nonce too low), reverted, "
+                   "cancelled (tx=0x04), reverted")
+    await ex.db.close()
+
+
+async def test_an_unwind_refused_many_times_is_left_to_the_operator(tmp_path: Path) -> None:
+    node = Node()
+    ex, unwind = await executor(tmp_path, node)
+    for n in range(UNWIND_TRIES_MAX):
+        await ended(ex, unwind.retry(n), J.DROPPED, "refused: fee over budget")
+    await ex._housekeep(SimpleNamespace(block=14))
+    assert node.sent == []
+    [(_, _, why, lasting)] = ex.liquidator.settled
+    assert lasting and why is not None and why.startswith(f"its {UNWIND_TRIES_MAX} tries")
     await ex.db.close()
 
 

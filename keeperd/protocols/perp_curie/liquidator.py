@@ -42,6 +42,7 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ UNWIND_FAILED_BLOCKS = 3
 # The margin in the Vault is refilled up to `keeper_margin_usd` once under this share of it
 # (unwinds' losses, funding): not for every dollar an unwind loses (a deposit each).
 MARGIN_REFILL_BELOW = 0.9
+REFILL_WINDOW_S = 86_400  # refills within it add up to one margin at most
 UNWIND = "unwind"  # the position part of the keeper's own follow-up keys (housekeeping)
 VAULT = "vault"  # the capital "asset": free collateral in the Vault
 # What the keeper sends: ClearingHouse takeovers and unwinds, Vault deposits and collateral
@@ -149,6 +151,8 @@ class CurieLiquidator(LiquidatorBase):
         # over budget): tried again with the allowances, until it does.
         self._margin_due = False
         self._margin_short_told = False  # (a wallet too short to refill: said once)
+        self._refills: list[tuple[float, int]] = []  # (when, USDC units) within a day
+        self._refills_spent_told = False
         # Markets (base token) whose unwind failed: (since which block, why), until one of
         # them is included or the keeper holds nothing there; their takeovers are held.
         self._unwind_failing: dict[str, tuple[int, str]] = {}
@@ -209,8 +213,7 @@ class CurieLiquidator(LiquidatorBase):
             # another sender uses it: the approvals wait, and a deposit without its approval
             # reverts — tried again with the allowances, every few blocks)
             return
-        usdc = await ContractCall(a["Vault"], "getSettlementToken()", returns=["address"]
-                                  ).call(self.adapter.pool)
+        usdc = a["SettlementToken"]
         # The margin as the Vault settles it: the deposit plus what the keeper's trades
         # realised and not yet settled into it (an unwind's loss is owed, not taken from the
         # deposit: the deposit alone never showed it).
@@ -244,10 +247,32 @@ class CurieLiquidator(LiquidatorBase):
         if held is None:
             return  # (the margin unread: asked again with the next allowances)
         wanted = int(target * 10**6)
-        missing = wanted - held
+        # (never more than the margin itself, whatever is read: a negative margin — one
+        # lying answer of a huge loss owed — would have asked for the whole wallet)
+        missing = min(wanted, wanted - held)
         if held >= wanted * below or missing <= 0:
             self._margin_due = False
             return
+        refill = not self._margin_due
+        if refill:
+            # Refills follow losses: at most one margin's worth a day (REFILL_WINDOW_S),
+            # then the takeovers wait for the operator (capital_shortfall says so) — an
+            # unwind's losses must not drain the wallet a refill at a time.
+            now = time.time()
+            self._refills = [(t, usd) for t, usd in self._refills if t > now - REFILL_WINDOW_S]
+            room = wanted - sum(usd for _, usd in self._refills)
+            if room <= 0:
+                if not self._refills_spent_told:
+                    log.error("curie.keeper_margin_refills_spent", protocol=self.adapter.name,
+                              held_usd=held / 10**6, wanted_usd=target,
+                              refilled_usd=sum(usd for _, usd in self._refills) / 10**6,
+                              meaning="unwinds' losses took a whole margin within a day: no "
+                                      "more is deposited until a day has passed since the "
+                                      "first refill (or a restart); check the unwinds")
+                    self._refills_spent_told = True
+                return
+            missing = min(missing, room)
+        self._refills_spent_told = False
         if any(isinstance(k, UpkeepKey) and (k.protocol, k.action) == (self.adapter.name,
                                                                        "deposit")
                for k in self.tx.pending):
@@ -274,12 +299,14 @@ class CurieLiquidator(LiquidatorBase):
                            encode_call(DEPOSIT, ["address", "uint256"],
                                        [usdc, amount]), 400_000, budget_wei=10**18, block=head,
                            pulls={usdc: amount})  # (the others' capital stages see it)
-        refill = not self._margin_due
         # (one trimmed by liquidations in flight tops up with the next balances)
         self._margin_due = amount < missing and taken > 0
-        log.info("curie.keeper_margin_refilled" if refill else "curie.keeper_margin_deposited",
-                 protocol=self.adapter.name, usd=amount / 10**6, held_usd=held / 10**6,
-                 wanted_usd=target)
+        if refill:
+            self._refills.append((time.time(), amount))
+        (log.warning if refill else log.info)(
+            "curie.keeper_margin_refilled" if refill else "curie.keeper_margin_deposited",
+            protocol=self.adapter.name, usd=amount / 10**6, held_usd=held / 10**6,
+            wanted_usd=target)
 
     async def confirm(self, head: int) -> None:
         """The Vault the keeper's USDC is approved to (liquidate mode)."""
