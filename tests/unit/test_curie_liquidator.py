@@ -207,6 +207,20 @@ class Sender:
 USDC = "0x" + "0c" * 20
 
 
+def margin_keeper() -> Any:
+    """A Curie keeper in liquidate mode, $10M of margin wanted, its deposits recorded."""
+    liq = liquidator()
+    liq.tx = Sender()
+    liq._margin_due = False
+    liq._margin_short_told = False
+    liq._refills, liq._refills_spent_told = [], False
+    liq.adapter = SimpleNamespace(
+        name="curie", pool=None, config=SimpleNamespace(keeper_margin_usd=10_000_000),
+        addresses={"Vault": "0x" + "0a" * 20, "AccountBalance": "0x" + "0b" * 20,
+                   "SettlementToken": USDC})
+    return liq
+
+
 @pytest.mark.parametrize(("ours", "others", "deposited"), [
     # deposit 6M, owed -1M (an unwind's loss): 5M of 10M, refilled to 10M
     ((6_000_000, -1_000_000, 20_000_000), [], 5_000_000),
@@ -218,6 +232,9 @@ USDC = "0x" + "0c" * 20
     ((0, 0, 20_000_000), [(0, 0, 3_000_000)], 3_000_000),
     # our own endpoint does not answer the margin: another's word alone moves nothing
     ((0, None, 20_000_000), [(0, 0, 20_000_000)], 0),
+    # one lying answer of a huge loss owed: never more than the margin (it asked for the
+    # whole wallet)
+    ((10_000_000, -1_000_000_000, 20_000_000), [], 10_000_000),
 ])
 async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
         monkeypatch: pytest.MonkeyPatch, ours: tuple[int, int | None, int],
@@ -229,21 +246,12 @@ async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
     from keeperd.chain.calls import ContractCall
     from keeperd.protocols.perp_curie import liquidator as module
 
-    liq = liquidator()
-    liq.tx = Sender()
-    liq._margin_due = False
-    liq._margin_short_told = False
-    liq.adapter = SimpleNamespace(
-        name="curie", pool=None, config=SimpleNamespace(keeper_margin_usd=10_000_000),
-        addresses={"Vault": "0x" + "0a" * 20, "AccountBalance": "0x" + "0b" * 20})
+    liq = margin_keeper()
 
     def answers(deposit: int, owed: int | None, wallet: int) -> list[Any]:
         pnl = (RuntimeError("execution reverted") if owed is None  # (a call's failure)
                else (owed * 10**18, 0, 0))
         return [deposit * 10**6, pnl, 10**30, wallet * 10**6]
-
-    async def settlement_token(self: ContractCall, pool: Any, block: Any = "latest") -> str:
-        return USDC
 
     async def call_many(pool: Any, calls: list[ContractCall], block: Any = "latest"
                         ) -> list[Any]:
@@ -252,8 +260,42 @@ async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
     async def by_endpoint(pool: Any, calls: list[ContractCall]) -> list[list[Any]]:
         return [[a for i, a in enumerate(answers(*o)) if i != 2] for o in others]
 
-    monkeypatch.setattr(ContractCall, "call", settlement_token)
     monkeypatch.setattr(module, "call_many", call_many)
     monkeypatch.setattr(module.approvals, "by_endpoint", by_endpoint)
     await liq.keep_allowances(100)
     assert liq.tx.sent == ([deposited * 10**6] if deposited else [])
+
+
+async def test_refills_add_up_to_one_margin_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refills follow the unwinds' losses: a margin's worth a day at most, then the takeovers
+    wait for the operator (said once, as an error) — losses must not drain the wallet a
+    refill at a time."""
+    from keeperd.protocols.perp_curie import liquidator as module
+
+    liq = margin_keeper()
+    margins = iter([6_000_000, 6_000_000, 6_000_000, 9_500_000])
+
+    async def call_many(pool: Any, calls: list[Any], block: Any = "latest") -> list[Any]:
+        return [next(margins) * 10**6, (0, 0, 0), 10**30, 50_000_000 * 10**6]
+
+    async def by_endpoint(pool: Any, calls: list[Any]) -> list[list[Any]]:
+        return []
+
+    monkeypatch.setattr(module, "call_many", call_many)
+    monkeypatch.setattr(module.approvals, "by_endpoint", by_endpoint)
+    with structlog.testing.capture_logs() as logs:
+        for head in (100, 110, 120):
+            await liq.keep_allowances(head)
+    assert liq.tx.sent == [4_000_000 * 10**6, 4_000_000 * 10**6, 2_000_000 * 10**6]
+    monkeypatch.setattr(module.time, "time", lambda: 10**10)  # (a day later)
+    await liq.keep_allowances(130)  # (over 90 % of it: nothing)
+    assert len(liq.tx.sent) == 3
+    refilled = [e for e in logs if e["event"] == "curie.keeper_margin_refilled"]
+    assert [e["log_level"] for e in refilled] == ["warning"] * 3
+    assert not [e for e in logs if e["event"] == "curie.keeper_margin_refills_spent"]
+    liq._refills = [(10**10 - 60, 10_000_000 * 10**6)]  # (a whole margin refilled just now)
+    margins = iter([1_000_000])
+    with structlog.testing.capture_logs() as logs:
+        await liq.keep_allowances(140)
+    assert len(liq.tx.sent) == 3
+    assert [e["event"] for e in logs] == ["curie.keeper_margin_refills_spent"]
