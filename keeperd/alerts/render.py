@@ -69,8 +69,8 @@ def render_parts(alerts: Sequence[dict[str, Any]], markup: Markup, limit: int) -
     inside one (an alert's facts and its warnings stay under its summary), each part headed
     by the title and `part k/n`, the action under the last. A line split used to start a
     later part with an orphan: the facts of an alert whose summary ended the part before, and
-    no title saying what they were (a by-hand trial). One alert longer than a message is cut
-    on its lines (`split_message`)."""
+    no title saying what they were (a by-hand trial). With one alert longer than a message,
+    the whole is cut on its lines (`split_message`), unnumbered."""
     whole = render(alerts, markup)
     if len(whole) <= limit:
         return [whole]
@@ -91,7 +91,9 @@ def render_parts(alerts: Sequence[dict[str, Any]], markup: Markup, limit: int) -
     for k, group in enumerate(groups, 1):
         header = _pieces(alerts, markup, f" · part {k}/{n}")[0]
         text = "\n".join([header, *group, *([action] if action and k == n else [])])
-        out += split_message(text, limit)
+        if len(text) > limit:  # (one alert longer than a message: numbered parts would lie)
+            return split_message(whole, limit)
+        out.append(text)
     return out
 
 

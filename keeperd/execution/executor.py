@@ -1425,7 +1425,7 @@ class Executor:
         for base_key, target, data, gas in self.liquidator.housekeeping(result):
             key = None
             failed: list[str] = []
-            reverted = 0
+            reverts = 0
             for n in range(UNWIND_TRIES_MAX):
                 candidate = base_key.retry(n)
                 entry = await self.journal.get(candidate)
@@ -1442,10 +1442,10 @@ class Executor:
                 # (only a revert on chain counts against the retries: a refused send — a fee
                 # spike, a node's hiccup — is not the unwind failing, and must not leave it to
                 # the operator after three blocks)
-                reverted += entry.status == J.REVERTED
-                if reverted > RETRIES_AFTER_REVERT:
+                reverts += entry.status == J.REVERTED
+                if reverts > RETRIES_AFTER_REVERT:
                     break
-            if key is None and (reverted > RETRIES_AFTER_REVERT
+            if key is None and (reverts > RETRIES_AFTER_REVERT
                                 or len(failed) >= UNWIND_TRIES_MAX):
                 # (nothing more is sent for it — said every block, so a start after it knows
                 # too: the liquidator's hold lives in memory)
@@ -1926,7 +1926,7 @@ class Executor:
         if read is None or read.calls != len(calls):
             return  # (not the wave sent: nothing of it trusted)
         for i, (token, amount) in enumerate(calls):
-            if not read.ok(i):
+            if i in read.failed:  # (its call ran and failed: one starved of gas says nothing)
                 self._upkeep_reverted(UpkeepKey(key.protocol, "approve", token,
                                                 f"{amount}@{key.tag.split('@')[-1]}"),
                                       outcome, in_wave=True)

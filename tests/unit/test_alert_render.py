@@ -59,6 +59,11 @@ def test_a_long_group_is_split_between_alerts_each_part_titled() -> None:
     assert seen == list(range(300))  # each alert once, in order
     # (one that fits is one message, as before)
     assert render_parts(alerts[:3], "html", TELEGRAM_LIMIT) == [render(alerts[:3], "html")]
+    # One alert longer than a message: the whole cut on its lines, unnumbered (a part k/n
+    # would not count the pieces of the long one).
+    huge = [alerts[0], alert("x " * 3_000), alerts[1]]
+    assert render_parts(huge, "html", TELEGRAM_LIMIT) == split_message(
+        render(huge, "html"), TELEGRAM_LIMIT)
 
 
 def test_a_single_huge_line_is_cut_outside_entities() -> None:

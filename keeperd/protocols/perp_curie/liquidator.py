@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from eth_abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall, call_many
@@ -605,7 +606,10 @@ class CurieLiquidator(LiquidatorBase):
                     str(topics[1]).lower() != mine:
                 continue
             types, at, sign = event
-            total += sign * decode(types, bytes.fromhex(str(entry["data"])[2:]))[at]
+            try:
+                total += sign * decode(types, bytes.fromhex(str(entry["data"])[2:]))[at]
+            except (ValueError, TypeError, DecodingError):  # (a log that does not read:
+                continue  # nothing of it booked, the settlement goes on)
         return total / cm.WAD
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
