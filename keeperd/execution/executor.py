@@ -2174,7 +2174,7 @@ class Executor:
         # (the rest at the next blocks, a few dozen at most: reverts are rare, or a breaker
         # paused the protocol, and one reason tells what the others say)
         self._to_trace = self._to_trace[REVERT_TRACES_PER_BLOCK:][:REVERT_TRACES_KEPT]
-        for outcome, asked in todo:
+        for i, (outcome, asked) in enumerate(todo):
             try:
                 why = await self._revert_reason(outcome)
             except TraceUnanswered as exc:  # (asked again after the others, a few times)
@@ -2183,7 +2183,10 @@ class Executor:
                 else:
                     log.info("liquidation.revert_unexplained", opportunity=outcome.key,
                              tx_hash=outcome.tx_hash, tries=asked + 1, error=str(exc)[:200])
-                continue
+                # (the node is slow now: the block's other traces wait for a later block
+                # rather than hold the next block's liquidations up another REVERT_TRACE_S)
+                self._to_trace[:0] = todo[i + 1:]
+                break
             if why is None or not isinstance(outcome.key, OpportunityKey):
                 continue
             if outcome.counts_revert:

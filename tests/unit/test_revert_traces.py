@@ -92,3 +92,18 @@ async def test_an_endpoint_without_debug_methods_is_not_asked_again(tmp_path: Pa
     entry = await ex.journal.get(key)
     assert entry is not None and entry.detail == "tx=0x01"
     await ex.db.close()
+
+
+async def test_a_slow_node_is_not_asked_again_in_the_same_block(tmp_path: Path) -> None:
+    """A trace not answered in time says the node is slow now: the block's other trace waits
+    for a later block (each asking holds the next block's liquidations up to REVERT_TRACE_S)."""
+    node = Node([TimeoutError(), TRACE, TRACE])
+    ex, key = await executor(tmp_path, node)
+    other = Outcome(key, "reverted", "0x02", 50_000, 1, {})
+    ex._to_trace.append((other, 0))
+    await ex._trace_reverts()
+    assert node.asked == 1
+    assert [(o.tx_hash, n) for o, n in ex._to_trace] == [("0x02", 0), ("0x01", 1)]
+    await ex._trace_reverts()
+    assert node.asked == 3 and ex._to_trace == []
+    await ex.db.close()
