@@ -381,7 +381,9 @@ class CurieLiquidator(LiquidatorBase):
                          "getPnlAndPendingFee(address)", ["address"], [self.keeper],
                          ["int256", "int256", "uint256"])])
         wallet = int(wallet) if isinstance(wallet, int) else 0
-        self._capital_read = (_settled_margin(deposit, pnl) or 0, wallet)
+        settled = _settled_margin(deposit, pnl)  # (unread: the deposit, as told before)
+        self._capital_read = (settled if settled is not None else
+                              deposit if isinstance(deposit, int) else 0, wallet)
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
