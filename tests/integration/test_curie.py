@@ -83,6 +83,14 @@ def chain_view(devnet: Devnet, contract: str, name: str, fn: str, *args: Any) ->
     return value
 
 
+def chain_view3(devnet: Devnet, contract: str, name: str, fn: str, *args: Any
+                ) -> tuple[Any, ...]:
+    """A view returning several values, as a tuple."""
+    art = artifact(name)
+    return tuple(art.decode_result(fn, devnet.client.eth_call(contract, art.encode_call(
+        fn, *args)), len(args)))
+
+
 def gas_booked(entry: J.JournalEntry) -> float:
     """An included row's gas in USD, as its detail keeps it."""
     found = re.search(r"gas_usd=(-?[\d.]+)", entry.detail or "")
@@ -376,6 +384,15 @@ async def test_a_weth_drop_is_liquidated_by_keeperd_and_what_it_took_over_is_unw
     assert booked == pytest.approx((value_after - value_before) / 1e18,
                                    abs=0.01 * len(positions)), [
         (e.key[-30:], e.realised_profit_usd, e.detail) for e in positions]
+    # The margin the refill counts (deposit + owed realised PnL + pending fees) is, once the
+    # keeper holds nothing, its account value: the unwinds' gains and losses are owed, not in
+    # the deposit (which alone said the margin was whole).
+    from keeperd.protocols.perp_curie.liquidator import settled_margin
+    deposit = chain_view(devnet, curie["vault"], "Vault", "getBalance", KEEPER)
+    pnl = chain_view3(devnet, curie["account_balance"], "AccountBalance",
+                      "getPnlAndPendingFee", KEEPER)
+    assert pnl[0] != 0  # (something is owed: the check below is not the deposit's alone)
+    assert settled_margin(deposit, pnl) == value_after // 10**12
     planned_after = {e.key for e in await journal.all()
                      if e.detected_block >= walked and ":unwind:" not in e.key}
     after = [s for s in await sent_from_journal(journal) if s.key in planned_after]

@@ -119,7 +119,7 @@ REALISED_EVENTS = {
 }
 
 
-def _settled_margin(deposit: Any, pnl: Any) -> int | None:
+def settled_margin(deposit: Any, pnl: Any) -> int | None:
     """The keeper's margin in the Vault in USDC units (6 decimals): its deposit plus its owed
     realised PnL and pending maker fees (18 decimals), as the Vault counts its settlement
     balance (funding pending left out: it moves every block); None if either is unread."""
@@ -228,12 +228,12 @@ class CurieLiquidator(LiquidatorBase):
             ContractCall(usdc, "allowance(address,address)", ["address", "address"],
                          [self.keeper, a["Vault"]]),
             wallet_call])
-        held = _settled_margin(deposit, pnl)
+        held = settled_margin(deposit, pnl)
         if not isinstance(allowance, int) or not isinstance(wallet, int):
             return  # (unread: asked again with the next allowances)
         for other in await approvals.by_endpoint(self.adapter.pool,
                                                  [deposit_call, pnl_call, wallet_call]):
-            said = _settled_margin(other[0], other[1])
+            said = settled_margin(other[0], other[1])
             if said is not None and held is not None and said > held:
                 held = said  # (our own endpoint unread: no deposit on another's word alone)
             if isinstance(other[2], int) and other[2] < wallet:
@@ -381,7 +381,7 @@ class CurieLiquidator(LiquidatorBase):
                          "getPnlAndPendingFee(address)", ["address"], [self.keeper],
                          ["int256", "int256", "uint256"])])
         wallet = int(wallet) if isinstance(wallet, int) else 0
-        settled = _settled_margin(deposit, pnl)  # (unread: the deposit, as told before)
+        settled = settled_margin(deposit, pnl)  # (unread: the deposit, as told before)
         self._capital_read = (settled if settled is not None else
                               deposit if isinstance(deposit, int) else 0, wallet)
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
