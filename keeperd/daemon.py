@@ -73,6 +73,7 @@ from keeperd.storage.lease import (
     Lease,
     fence,
     identity_of,
+    mismatch,
     redact_url,
     unreachable,
     with_password,
@@ -397,9 +398,15 @@ class Daemon:
         dsn = with_password(storage.connect_url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s,
-                      address=address if address != "watch" else None, chain_ids=chain_ids)
+                      address=address if address != "watch" else None, chain_ids=chain_ids,
+                      mode=self.config.keeper.mode)
         try:
             await lease.connect()
+            refused = mismatch(identity, address, self.config.keeper.mode,
+                               await lease.live_elsewhere())
+            if refused is not None:
+                await lease.close()
+                raise StartupError(refused)
             db = await PostgresDatabase.connect(
                 dsn, statement_timeout_s=storage.statement_timeout_s,
                 fence=lambda conn: fence(conn, identity, lease.holder, lease.epoch))

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS keeper_lease (
 );
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS address TEXT;
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS chain_ids BIGINT[];
+ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS mode TEXT;
 """
 
 
@@ -46,6 +47,36 @@ def identity_of(address: str, chain_ids: Sequence[int]) -> str:
     chain names, which two replicas may spell differently while sharing one key and one
     nonce."""
     return f"{address.lower()}@{','.join(str(c) for c in sorted(set(chain_ids)))}"
+
+
+def _address_named(identity: str) -> str:
+    """The address a lease's name holds: `<address>@<chain ids>`, or an older keeperd's
+    `<chain names>:<address>`."""
+    return identity.split("@", 1)[0] if "@" in identity else identity.rsplit(":", 1)[-1]
+
+
+def mismatch(identity: str, address: str, mode: str,
+             live: Sequence[tuple[str, str, str | None]]) -> str | None:
+    """Why this replica must not join the replicas whose live leases are `live`, or None.
+    One database holds one keeper's journal, alert state and outbox: a replica of another
+    key (or of none: an alert-only one) would lead beside it and tell every alert again (a
+    by-hand trial: three "resolved" for one price); one of another mode would take the lease
+    when it next expires and send nothing (a dry run led a crash: nothing liquidated, no
+    alert)."""
+    for other, other_address, other_mode in live:
+        if other_address != address.lower():
+            return (f"storage.url: this database is led by another keeper ({other}), this "
+                    f"replica is {identity}: replicas sharing a database run one key on the "
+                    "same chains (its journal, alert state and outbox are the database's); "
+                    "give this one keeper.key and chains like the others', or its own "
+                    "database")
+        if other_mode is not None and other_mode != mode:
+            return (f"storage.url: the replica leading {other} runs keeper.mode "
+                    f"{other_mode}, this one {mode}: it would take the lease when it next "
+                    "expires and act in its own mode; run every replica in one mode "
+                    "(keeper.mode, KEEPERD_MODE) — a lease this replica held before a crash "
+                    "ends within storage.lease.length_s")
+    return None
 
 
 class FencedOut(RuntimeError):
@@ -122,7 +153,8 @@ class Lease:
 
     def __init__(self, dsn: str, identity: str, *, holder: str | None = None,
                  length_s: float = 10.0, statement_timeout_s: float = 2.0,
-                 address: str | None = None, chain_ids: Sequence[int] = ()) -> None:
+                 address: str | None = None, chain_ids: Sequence[int] = (),
+                 mode: str | None = None) -> None:
         if not 0 < statement_timeout_s < length_s:
             raise ValueError("the lease's statement timeout must be shorter than the lease")
         self.dsn = dsn
@@ -132,6 +164,7 @@ class Lease:
         self.statement_timeout_s = statement_timeout_s
         self.address = address.lower() if address else None
         self.chain_ids = sorted(set(chain_ids))
+        self.mode = mode  # keeper.mode, written with the lease (`live_elsewhere`)
         self.epoch: int | None = None  # the epoch held, None: standby
         self.held_elsewhere: str | None = None  # the other identity that kept it from us
         self._conn: Any = None
@@ -183,16 +216,17 @@ class Lease:
             epoch = await conn.fetchval(
                 """
                 INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
-                                               address, chain_ids)
-                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5)
+                                               address, chain_ids, mode)
+                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5, $6)
                 ON CONFLICT (identity) DO UPDATE
                    SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
                        expires_at = EXCLUDED.expires_at, renewed_at = now(),
-                       address = EXCLUDED.address, chain_ids = EXCLUDED.chain_ids
+                       address = EXCLUDED.address, chain_ids = EXCLUDED.chain_ids,
+                       mode = EXCLUDED.mode
                  WHERE l.expires_at <= now()
                 RETURNING epoch
                 """, self.identity, self.holder, self.length_s, self.address,
-                self.chain_ids or None)
+                self.chain_ids or None, self.mode)
         self.epoch = epoch
         return epoch
 
@@ -220,6 +254,15 @@ class Lease:
                 "UPDATE keeper_lease SET expires_at = now() WHERE identity = $1 AND holder = $2 "
                 "AND epoch = $3", self.identity, self.holder, self.epoch)
             self.epoch = None
+
+    async def live_elsewhere(self) -> list[tuple[str, str, str | None]]:
+        """The leases another process holds now: (identity, the address it names — "watch"
+        for a keyless one —, its keeper.mode or None when written by an older keeperd)."""
+        records = await (await self._ready()).fetch(
+            "SELECT identity, address, mode FROM keeper_lease "
+            "WHERE expires_at > now() AND holder <> $1 ORDER BY identity", self.holder)
+        return [(r["identity"], (r["address"] or _address_named(r["identity"])).lower(),
+                 r["mode"]) for r in records]
 
     async def rows(self) -> list[LeaseRow]:
         """Every identity's lease (for `keeperd status`)."""

@@ -1,0 +1,68 @@
+"""Replicas sharing a database run one keeper: the same key on the same chains, in one mode.
+A replica that does not refuses to start, naming the field. A by-hand trial joined a dry-run
+replica to a liquidating one: it took the lease at the next expiry and a crash went
+unliquidated, with no alert; and an alert-only replica without the key led beside them (its
+own lease, `watch@…`) and told every alert again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeperd.config import parse_config
+from keeperd.daemon import StartupError
+from keeperd.devnet.handle import Devnet
+from keeperd.storage.lease import Lease, identity_of, mismatch
+from tests.keeper_harness import KEEPER, KEEPER_KEY
+
+
+def replica(devnet: Devnet, tmp_path: Path, dsn: str, name: str,
+            keeper: dict[str, Any]) -> Any:
+    return parse_config({
+        "state_dir": str(tmp_path / name),
+        "storage": {"url": dsn, "lease": {"length_s": 3.0, "renew_every_s": 1.0,
+                                          "statement_timeout_s": 0.8}},
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": keeper, "metrics": {"enabled": False}})
+
+
+async def test_a_replica_of_another_mode_or_key_refuses_to_join(
+        devnet: Devnet, tmp_path: Path, postgres_dsn: str, run_daemon,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    key = {"source": "env", "env": "KEEPER_KEY"}
+    leader = Lease(postgres_dsn, identity_of(KEEPER, [31337]), holder="replica-a",
+                   address=KEEPER, chain_ids=[31337], mode="liquidate")
+    await leader.connect()
+    try:
+        assert await leader.try_acquire() is not None
+        with pytest.raises(StartupError, match=r"runs keeper\.mode liquidate, this one "
+                                               r"dry-run"):
+            await run_daemon(replica(devnet, tmp_path, postgres_dsn, "b",
+                                     {"mode": "dry-run", "key": key}))
+        with pytest.raises(StartupError, match="led by another keeper"):
+            await run_daemon(replica(devnet, tmp_path, postgres_dsn, "c",
+                                     {"mode": "alert-only"}))
+        # The same keeper in the same mode joins, as a standby.
+        standby = await run_daemon(replica(devnet, tmp_path, postgres_dsn, "d",
+                                           {"mode": "liquidate", "key": key}))
+        assert standby.daemon.replica is not None and standby.daemon.replica.lease.epoch is None
+    finally:
+        await leader.close()
+
+
+def test_what_a_replica_may_join() -> None:
+    ours = identity_of(KEEPER, [1])
+    assert mismatch(ours, KEEPER, "liquidate", []) is None
+    assert mismatch(ours, KEEPER, "liquidate", [(ours, KEEPER.lower(), "liquidate")]) is None
+    # (a lease an older keeperd wrote says no mode: not refused for it)
+    assert mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), None)]) is None
+    said = mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), "liquidate")])
+    assert said is not None and said.startswith("storage.url: the replica leading")
+    said = mismatch("watch@1", "watch", "alert-only", [(ours, KEEPER.lower(), "liquidate")])
+    assert said is not None and "led by another keeper" in said
