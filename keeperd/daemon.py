@@ -68,6 +68,7 @@ from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
 from keeperd.storage.account_index import IndexStore
+from keeperd.storage.chain_identity import OtherChain, check_chain
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import (
     Lease,
@@ -321,6 +322,19 @@ class Daemon:
             if db is not local:
                 await migrate(local, only=INDEX_MIGRATIONS)
             journal = await Journal.open(db)
+            where = ("storage.url" if db is not local
+                     else f"the state directory {self.config.state_dir}")
+            seen = {str(p): int(b) for p, b in await db.fetch(
+                "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
+                if b is not None}
+            for rt in self.chains.values():  # (a journal of another chain of the same id)
+                last = max((seen[p.name] for p in self.config.chain_protocols
+                            if p.chain == rt.config.name and p.name in seen), default=None)
+                try:
+                    await check_chain(db, rt.config.name, rt.config.chain_id, rt.pool, where,
+                                      last)
+                except OtherChain as exc:
+                    raise StartupError(str(exc)) from None
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):

@@ -226,6 +226,17 @@ _M12_WAVE_TXS = (
 # mined, as the run that signed them did (`TxManager.reserve`).
 _M13_LIQUIDATION_PULLS = ("ALTER TABLE liquidations ADD COLUMN pulls TEXT",)
 
+# The chain each journal was kept on, by its genesis block's hash (`storage/chain_identity.py`):
+# a devnet started again has the same chain id and another history, and a journal of the old
+# one stalled a crash on the new (a by-hand trial reusing a replicas' database).
+_M14_CHAIN_GENESIS = (
+    """CREATE TABLE chain_genesis (
+    chain_id BIGINT PRIMARY KEY,
+    genesis  TEXT NOT NULL,
+    seen_at  DOUBLE PRECISION NOT NULL
+)""",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -243,6 +254,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (11, "the watched accounts seen holding a position"),
     (12, "a wave's transaction journaled under each of its liquidations"),
     (13, "what each liquidation pulls from the keeper's balances"),
+    (14, "the chain each journal was kept on"),
 )
 
 
@@ -252,7 +264,7 @@ def statements(version: int, dialect: str) -> Sequence[str]:
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
             10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS,
-            13: _M13_LIQUIDATION_PULLS}[version]
+            13: _M13_LIQUIDATION_PULLS, 14: _M14_CHAIN_GENESIS}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -31,6 +31,7 @@ PINNED = {
     (11, "sqlite"): "96ac8720ca82eb0f", (11, "postgresql"): "96ac8720ca82eb0f",
     (12, "sqlite"): "6e3ff7b3eca22945", (12, "postgresql"): "6e3ff7b3eca22945",
     (13, "sqlite"): "cbb2966a94defebd", (13, "postgresql"): "cbb2966a94defebd",
+    (14, "sqlite"): "3c2ba277b201546d", (14, "postgresql"): "3c2ba277b201546d",
 }
 
 
@@ -61,9 +62,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13, 14\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13]
+        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
@@ -84,7 +85,7 @@ async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
         await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
         await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
         await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
-        assert await migrate(db) == [9, 10, 11, 12, 13]
+        assert await migrate(db) == [9, 10, 11, 12, 13, 14]
         states = await Breaker(db).states()
         assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
         assert states[(EVERY_CHAIN, "WBTC")].manual

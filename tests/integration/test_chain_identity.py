@@ -1,0 +1,94 @@
+"""A state directory (or a replicas' database) is one chain's: its journal opened on another
+chain of the same id — a devnet started again from its saved state (the same genesis, a
+shorter history), another devnet (another genesis) — refuses the start, naming the fix. A
+by-hand trial reused a replicas' database on a devnet started again: a crash went
+unliquidated behind "inclusions ahead of the chain", and the old chain's signed transactions
+were rebroadcast into the new one's pool, to be mined later as liquidations never booked."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from keeperd.daemon import StartupError
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from keeperd.storage.chain_identity import OtherChain, check_chain
+from keeperd.storage.db import SqliteDatabase
+from keeperd.storage.migrations import migrate
+from tests.keeper_harness import config_for
+
+
+async def journal_at(tmp_path: Path) -> SqliteDatabase:
+    db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
+    await migrate(db)
+    return db
+
+
+async def test_a_journal_of_a_longer_history_or_another_genesis_refuses_the_start(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    config = config_for(devnet, tmp_path, "alert-only")
+    keeper = await run_daemon(config)  # (the first start records the chain)
+    keeper.stop.set()
+    await asyncio.wait_for(keeper.task, 10)
+    head = devnet.client.block_number()
+    db = await journal_at(tmp_path)
+    try:
+        # The journal saw blocks this chain has not reached: a devnet started again.
+        journal = await J.Journal.open(db)
+        await journal.record(J.JournalEntry("aave:0xa:c:d:1", "aave", "0xa", "c", "d", 1, 1.0,
+                                            0, head + 500, J.PLANNED, None, None, None))
+    finally:
+        await db.close()
+    with pytest.raises(StartupError, match=rf"saw block {head + 500} of devnet .* no "
+                                           r"endpoint's chain has reached it"):
+        await run_daemon(config)
+    db = await journal_at(tmp_path)
+    try:
+        await db.execute("DELETE FROM liquidations")
+        await db.execute("UPDATE chain_genesis SET genesis = $1", "0x" + "ab" * 32)
+    finally:
+        await db.close()
+    with pytest.raises(StartupError, match="kept on another chain with chain id 31337"):
+        await run_daemon(config)
+
+
+class Pool:
+    """The pool's answer for block 0, and each endpoint's."""
+
+    def __init__(self, answer: str, each: list[str]) -> None:
+        self.answer = answer
+        self.voters = list(range(len(each)))
+        self.each = each
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        return {"hash": self.answer}
+
+    async def call_endpoint(self, endpoint: int, method: str, params: Any, *,
+                            judged: bool = True) -> Any:
+        if method == "eth_blockNumber":
+            return hex(100)
+        return {"hash": self.each[endpoint]}
+
+
+async def test_one_endpoints_word_does_not_refuse_the_start(tmp_path: Path) -> None:
+    recorded, other = "0x" + "11" * 32, "0x" + "22" * 32
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    await migrate(db)
+    try:
+        await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here")
+        with structlog.testing.capture_logs() as logs:
+            await check_chain(db, "devnet", 1, Pool(other, [other, recorded]), "here")
+        assert [e["event"] for e in logs] == ["state.chain_disagreement"]
+        with pytest.raises(OtherChain, match="genesis 0x1111"):
+            await check_chain(db, "devnet", 1, Pool(other, [other, other]), "here")
+        # (an endpoint a few blocks behind the journal is a lagging one)
+        await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", 110)
+        with pytest.raises(OtherChain, match="saw block 117"):
+            await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", 117)
+    finally:
+        await db.close()
