@@ -1821,10 +1821,9 @@ class Executor:
             rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=rounded, gas_used=outcome.gas_used)
-            later = self._realised_later(outcome)
-            self._event("included", key, entry.account, block, {
-                "tx_hash": outcome.tx_hash, "profit_usd": rounded,
-                "gas_used": outcome.gas_used, **({"realised_later": later} if later else {})})
+            if profit is not None:  # (settled at start: told once booked, with its profit —
+                # it was told at once, its profit null, and never again: a by-hand trial)
+                self._tell_included(outcome, key, entry.account, block, rounded)
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
@@ -2032,6 +2031,13 @@ class Executor:
         # (beside the event's figure: what the keeper's own trades realised — Curie's unwind
         # is all of it, its takeover's netting against a position held a part)
         return self._event_profit(outcome.receipt) + self.liquidator.realised(outcome.receipt)
+
+    def _tell_included(self, outcome: Outcome, key: OpportunityKey, account: str,
+                       block: int | None, profit: float | None) -> None:
+        later = self._realised_later(outcome)
+        self._event("included", key, account, block, {
+            "tx_hash": outcome.tx_hash, "profit_usd": profit,
+            "gas_used": outcome.gas_used, **({"realised_later": later} if later else {})})
 
     def _realised_later(self, outcome: Outcome) -> str | None:
         """Where our liquidation's gain is realised when not in it (its event says so: Perp
@@ -2318,6 +2324,9 @@ class Executor:
                     key, J.INCLUDED,
                     detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f} gas_usd={gas_usd:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
+                if entry is not None and not self._is_housekeeping(entry):
+                    self._tell_included(outcome, key, entry.account, _receipt_block(outcome),
+                                        round(profit, 2))
             elif outcome.gas_used:
                 await self._book_gas_only(key, gas_usd, prior)
             self._unbooked.remove(outcome)

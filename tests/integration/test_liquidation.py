@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -613,11 +614,23 @@ def test_the_flash_liquidator_reverts_when_the_swap_leaves_too_little(aave_devne
 
 
 async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """Settled at a start before any block gave its prices, an inclusion is booked at the
     first evaluated block (its row says `profit_usd=pending` until then); a start that ended
     before that block left it out of the P&L for good. The next start reads its receipt
-    again and books it."""
+    again and books it — and tells it then, with its profit (it was told at once, its profit
+    null, and never again: a by-hand trial)."""
+    from keeperd.execution.executor import Executor
+
+    told: list[tuple[str, str, Any]] = []
+    tell = Executor._event
+
+    def recording(self: Executor, kind: str, key: Any, account: str, block: int | None,
+                  details: dict[str, Any]) -> None:
+        told.append((kind, str(key), details.get("profit_usd")))
+        tell(self, kind, key, account, block, details)
+
+    monkeypatch.setattr(Executor, "_event", recording)
     fund_keeper(devnet)
     config = config_for(devnet, tmp_path, "liquidate",
                         key={"source": "env", "env": "KEEPER_KEY"})
@@ -642,6 +655,7 @@ async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
                              "start)", key)
     finally:
         await db.close()
+    told.clear()
     second = await run_daemon(config)
     await second.evaluated_at(devnet.mine(1))
     for e in included:
@@ -649,6 +663,8 @@ async def test_an_inclusion_a_start_did_not_book_is_booked_at_the_next_start(
         assert again is not None and again.realised_profit_usd == pytest.approx(
             e.realised_profit_usd, abs=0.05), (again, e)
         assert "pending" not in (again.detail or "")
+        assert [p for kind, key, p in told if kind == "included" and key == e.key] == [
+            round(again.realised_profit_usd, 2)], told
 
 
 async def test_a_lost_races_gas_a_start_did_not_book_is_booked_at_the_next_start(
