@@ -240,8 +240,9 @@ class Metrics:
             ["chain"], registry=r)
         self.keeper_runs_code = Gauge(
             "keeperd_keeper_address_runs_code", "1 while the keeper's address runs code: "
-            "delegated (EIP-7702) to a contract, or the node says it is one (should be 0 "
-            "unless keeper.allowed_delegates names the delegate).", ["chain"], registry=r)
+            "delegated (EIP-7702) to a contract, or the node says it is one (1 is expected "
+            "with KeeperWave delegated or keeper.allowed_delegates naming the delegate; 0 "
+            "otherwise).", ["chain"], registry=r)
         self.liquidations_verified = Counter(
             "keeperd_liquidations_verified_total", "Liquidations simulated under verification, "
             "by outcome: sent (the chain confirmed health < 1 and a profitable outcome), "

@@ -636,10 +636,13 @@ class AlertEngine:
         money = ((f" (realised ${profit:,.2f} so far: {later})" if later
                   else f" (profit ${profit:,.2f})")
                  if isinstance(profit, int | float) else "")
+        # (the pair: one account's liquidations of two debts read as one told twice, a trial)
+        pair = (f" ({details['collateral']}/{details['debt']})"
+                if details.get("collateral") and details.get("debt") else "")
         self._emit(route, Alert(
             "liquidation", severity, "event",
             {"chain": chain, "protocol": protocol, "account": account, "event": event},
-            f"liquidation of {account} on {protocol} {verb}{money}",
+            f"liquidation of {account}{pair} on {protocol} {verb}{money}",
             action=action,
             details={**details, "opportunity": opportunity,
                      "explorer_url": self._link(chain, "tx", tx) if tx else None},

@@ -1823,7 +1823,7 @@ class Executor:
                      realised_profit_usd=rounded, gas_used=outcome.gas_used)
             if profit is not None:  # (settled at start: told once booked, with its profit —
                 # it was told at once, its profit null, and never again: a by-hand trial)
-                self._tell_included(outcome, key, entry.account, block, rounded)
+                self._tell_included(outcome, key, entry, block, rounded)
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
@@ -2032,12 +2032,13 @@ class Executor:
         # is all of it, its takeover's netting against a position held a part)
         return self._event_profit(outcome.receipt) + self.liquidator.realised(outcome.receipt)
 
-    def _tell_included(self, outcome: Outcome, key: OpportunityKey, account: str,
+    def _tell_included(self, outcome: Outcome, key: OpportunityKey, entry: J.JournalEntry,
                        block: int | None, profit: float | None) -> None:
         later = self._realised_later(outcome)
-        self._event("included", key, account, block, {
-            "tx_hash": outcome.tx_hash, "profit_usd": profit,
-            "gas_used": outcome.gas_used, **({"realised_later": later} if later else {})})
+        self._event("included", key, entry.account, block, {
+            "tx_hash": outcome.tx_hash, "profit_usd": profit, "gas_used": outcome.gas_used,
+            "collateral": entry.collateral, "debt": entry.debt,
+            **({"realised_later": later} if later else {})})
 
     def _realised_later(self, outcome: Outcome) -> str | None:
         """Where our liquidation's gain is realised when not in it (its event says so: Perp
@@ -2325,7 +2326,7 @@ class Executor:
                     detail=f"tx={outcome.tx_hash} profit_usd={profit:.2f} gas_usd={gas_usd:.2f}"
                     f"{_fee_detail(entry, outcome)}", realised_profit_usd=profit)
                 if entry is not None and not self._is_housekeeping(entry):
-                    self._tell_included(outcome, key, entry.account, _receipt_block(outcome),
+                    self._tell_included(outcome, key, entry, _receipt_block(outcome),
                                         round(profit, 2))
             elif outcome.gas_used:
                 await self._book_gas_only(key, gas_usd, prior)

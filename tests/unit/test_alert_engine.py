@@ -385,6 +385,15 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
     said = (await setup.entries(sink=1))[-1].alerts[0]["summary"]
     assert said.endswith("included (realised $-6.12 so far: its share of the penalty is "
                          "realised when the position is unwound)"), said
+    # The pair: one account's liquidations of two debts read as one told twice (a trial).
+    for debt in ("USDC", "DAI"):
+        setup.engine.on_liquidation(ExecutionEvent(
+            "sent", "devnet", "aave", ACCOUNTS[2], f"aave:x:WETH:{debt}:1", 13,
+            {"tx_hash": "0x1", "collateral": "WETH", "debt": debt}))
+    await setup.scan(14, [1.5], {})
+    summaries = [e.alerts[0]["summary"] for e in (await setup.entries(sink=1))[-2:]]
+    assert [s.split(" on ")[0].rsplit(" ", 1)[1] for s in summaries] == [
+        "(WETH/USDC)", "(WETH/DAI)"], summaries
 
 
 async def test_an_oracle_alert_is_per_chain(setup: Setup) -> None:
