@@ -84,7 +84,21 @@ class WaveState:
         for v in self.views:
             lines.append(f"  {v.endpoint}: executor {v.executor}; keeper's address {v.keeper}")
         codes = self.keeper_codes()
-        if self.deployed and codes == {"delegated to KeeperWave"}:
+        foreign = sorted(c for c in codes if c.startswith("delegated to 0x")
+                         or c == "contract code")
+        if not self.answered:
+            # (a wave deploy is not what a dead or wrong endpoint needs: a trial was told so)
+            lines.append("  no endpoint answered: check chains[].rpc_urls (the log says why)")
+        elif foreign:
+            lines.append(f"  the keeper's address runs code keeperd does not know "
+                         f"({' / '.join(foreign)}): keeperd signs nothing from it; "
+                         "`keeperd wave revoke` if that delegation is not yours, else name "
+                         "the delegate in keeper.allowed_delegates")
+        elif len(codes) > 1:
+            lines.append(f"  the endpoints disagree on the keeper's address "
+                         f"({' / '.join(sorted(codes))}): one of them lags or lies; check "
+                         "them before delegating or revoking")
+        elif self.deployed and codes == {"delegated to KeeperWave"}:
             lines.append("  ready: the keeper's address runs KeeperWave")
         elif not self.deployed:
             lines.append("  not deployed on every endpoint: `keeperd wave deploy`")
