@@ -83,12 +83,11 @@ async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: 
                     meaning="no endpoint answered block 0: the journal is not checked "
                             "against this chain at this start")
         return
-    recorded = await db.fetchval("SELECT genesis FROM chain_genesis WHERE chain_id = $1",
-                                 chain_id)
+    recorded = await db.fetchval("SELECT genesis FROM chain_genesis WHERE chain = $1", name)
     if recorded is None:
-        await db.execute("INSERT INTO chain_genesis (chain_id, genesis, seen_at) "
-                         "VALUES ($1, $2, $3) ON CONFLICT (chain_id) DO NOTHING",
-                         chain_id, genesis, time.time())
+        await db.execute("INSERT INTO chain_genesis (chain, chain_id, genesis, seen_at) "
+                         "VALUES ($1, $2, $3, $4) ON CONFLICT (chain) DO NOTHING",
+                         name, chain_id, genesis, time.time())
         return
     if str(recorded).lower() == genesis:
         return

@@ -229,9 +229,12 @@ _M13_LIQUIDATION_PULLS = ("ALTER TABLE liquidations ADD COLUMN pulls TEXT",)
 # The chain each journal was kept on, by its genesis block's hash (`storage/chain_identity.py`):
 # a devnet started again has the same chain id and another history, and a journal of the old
 # one stalled a crash on the new (a by-hand trial reusing a replicas' database).
+# Keyed by the config's chain name: two chains of one id may be configured side by side (two
+# devnets), each its own genesis.
 _M14_CHAIN_GENESIS = (
     """CREATE TABLE chain_genesis (
-    chain_id BIGINT PRIMARY KEY,
+    chain    TEXT PRIMARY KEY,
+    chain_id BIGINT NOT NULL,
     genesis  TEXT NOT NULL,
     seen_at  DOUBLE PRECISION NOT NULL
 )""",

@@ -31,7 +31,7 @@ PINNED = {
     (11, "sqlite"): "96ac8720ca82eb0f", (11, "postgresql"): "96ac8720ca82eb0f",
     (12, "sqlite"): "6e3ff7b3eca22945", (12, "postgresql"): "6e3ff7b3eca22945",
     (13, "sqlite"): "cbb2966a94defebd", (13, "postgresql"): "cbb2966a94defebd",
-    (14, "sqlite"): "3c2ba277b201546d", (14, "postgresql"): "3c2ba277b201546d",
+    (14, "sqlite"): "23961dd99509ffda", (14, "postgresql"): "23961dd99509ffda",
 }
 
 
