@@ -76,7 +76,8 @@ async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: 
                 f"{chain_id}), and no endpoint's chain has reached it (the highest head "
                 f"{max(heads)}) — a devnet started again from its saved state, or an "
                 "endpoint of another network with the same id; its liquidations and nonces "
-                f"are that chain's. {FIX}")
+                f"are that chain's (if instead every endpoint lags that far, wait for one "
+                f"that does not). {FIX}")
     genesis = await genesis_of(pool)
     if genesis is None:
         log.warning("state.chain_unchecked", chain=name,
