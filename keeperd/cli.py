@@ -680,7 +680,16 @@ async def _wave(args: argparse.Namespace, config: Config, chain: Any, redactor: 
         if args.action == "status":
             keeper = keeper_address(config)
             if keeper is None and config.keeper.key is not None:
-                load_key(config.keeper.key)  # (raises what keeps it from loading: said)
+                from keeperd.keys import SecretError
+
+                try:
+                    keeper = load_key(config.keeper.key).address
+                except SecretError as exc:  # (a read-only command: the address is enough)
+                    if config.keeper.address is None:
+                        raise UsageError(f"{exc}; `keeperd wave status` only reads: set "
+                                         "keeper.address to the keeper's address to run it "
+                                         "without the key") from None
+                    keeper = config.keeper.address
             if keeper is None:
                 raise UsageError("the keeper's address is unknown: keeper.key (or "
                                  "keeper.address) is needed")

@@ -59,6 +59,22 @@ def _code(devnet: Devnet, address: str) -> str:
     return str(devnet.client.call("eth_getCode", address, "latest")).lower()
 
 
+def test_wave_status_only_reads_so_the_address_is_enough(
+        devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A read-only command asked for the private key (a by-hand trial): without it, the
+    keeper's address in keeper.address does, and its absence is said with that fix."""
+    monkeypatch.delenv("KEEPER_KEY", raising=False)
+    config = _config(devnet, tmp_path)
+    code, out = _wave(config, "status", capsys)
+    assert code != 0 and "only reads: set keeper.address" in out, out
+    raw = json.loads(config.read_text())
+    raw["keeper"]["address"] = KEEPER
+    config.write_text(json.dumps(raw))
+    code, out = _wave(config, "status", capsys)
+    assert code == 0 and f"keeper {KEEPER}" in out and "executor" in out, out
+
+
 def test_deploy_delegate_wave_and_revoke(devnet: Devnet, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
