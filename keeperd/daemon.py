@@ -627,7 +627,8 @@ class Daemon:
                 conflicts[executor.adapter.chain] = (conflicts.get(executor.adapter.chain)
                                                      or executor.tx.key_conflict(last.block))
                 pauses[executor.labels] = (executor.send_pause(last.block)
-                                           or executor.fee_hold(last.block))
+                                           or executor.fee_hold(last.block)
+                                           or executor.waves_hold(last.block))
         try:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},

@@ -364,6 +364,7 @@ class Executor:
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
+        self._waves_off_why = ""  # (`waves_hold`: told as sending_paused while it lasts)
         # Members of a wave in flight found no longer wanted when it was replaced.
         self._unwanted_in_waves: set[OpportunityKey] = set()
         self._gas_spent: list[tuple[float, float]] = []
@@ -1530,6 +1531,14 @@ class Executor:
             self._pause_reason = reason
         return reason
 
+    def waves_hold(self, block: int) -> str | None:
+        """Why a delegated key sends one liquidation a block instead of its waves (a wave
+        mined with no KeeperWave run), while it lasts; told as sending_paused (it was an error
+        log only: a crash's throughput cut to one a block, unalerted, a by-hand trial)."""
+        if block >= self._waves_off_until or not self._waves_off_why:
+            return None
+        return self._waves_off_why
+
     def fee_hold(self, block: int) -> str | None:
         """Why liquidations have not been sent for FEE_UNREAD_HOLD_BLOCKS blocks or more: the
         chain's L1 data fee unread at each of them (none read since), the last one recent.
@@ -1971,6 +1980,12 @@ class Executor:
             # made: each is dropped (planned again, not a revert), and waves wait.
             block = _receipt_block(outcome) or 0
             self._waves_off_until = block + WAVES_OFF_BLOCKS
+            self._waves_off_why = (
+                f"a wave of {len(key.members)} liquidations (tx {outcome.tx_hash}) was mined "
+                "but the keeper's address ran no KeeperWave (a delegation revoked, or an "
+                "endpoint's lying read of its code): none of them was made; no wave until "
+                f"block {self._waves_off_until}, one liquidation a block meanwhile — check "
+                "`keeperd wave status`")
             log.error("liquidation.wave_not_executed", protocol=self.adapter.name,
                       tx_hash=outcome.tx_hash, liquidations=len(key.members),
                       meaning="the wave was mined but the keeper's address ran no KeeperWave: "
