@@ -322,19 +322,8 @@ class Daemon:
             if db is not local:
                 await migrate(local, only=INDEX_MIGRATIONS)
             journal = await Journal.open(db)
-            where = ("storage.url" if db is not local
-                     else f"the state directory {self.config.state_dir}")
-            seen = {str(p): int(b) for p, b in await db.fetch(
-                "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
-                if b is not None}
-            for rt in self.chains.values():  # (a journal of another chain of the same id)
-                last = max((seen[p.name] for p in self.config.chain_protocols
-                            if p.chain == rt.config.name and p.name in seen), default=None)
-                try:
-                    await check_chain(db, rt.config.name, rt.config.chain_id, rt.pool, where,
-                                      last)
-                except OtherChain as exc:
-                    raise StartupError(str(exc)) from None
+            await self._check_journal_chains(db, journal, "storage.url" if db is not local
+                                             else f"the state directory {self.config.state_dir}")
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):
@@ -393,6 +382,18 @@ class Daemon:
                 stack.callback(loop.remove_signal_handler, signal.SIGUSR1)
             await self._run_tasks(stop)
         log.info("daemon.stopped")
+
+    async def _check_journal_chains(self, db: Database, journal: Journal, where: str) -> None:
+        """Each chain is the one the journal was kept on (`storage/chain_identity.py`), or the
+        start is refused (`where`: the state, for the message)."""
+        seen = await journal.last_blocks()
+        for rt in self.chains.values():
+            last = max((seen[p.name] for p in self.config.chain_protocols
+                        if p.chain == rt.config.name and p.name in seen), default=None)
+            try:
+                await check_chain(db, rt.config.name, rt.config.chain_id, rt.pool, where, last)
+            except OtherChain as exc:
+                raise StartupError(str(exc)) from None
 
     async def _open_storage(self, stack: contextlib.AsyncExitStack, key: Signer | None,
                             local: SqliteDatabase) -> Database:

@@ -22,7 +22,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -67,6 +67,7 @@ from keeperd.protocols.sdk.contract import (
     RECEIPT_TO_LIMIT,
     Call,
     GasQuote,
+    LiquidationSeen,
     Liquidator,
     Opportunity,
     Plugin,
@@ -2058,19 +2059,19 @@ class Executor:
     def _realised_later(self, outcome: Outcome) -> str | None:
         """Where our liquidation's gain is realised when not in it (its event says so: Perp
         Curie's takeover, realised by the unwind), or None."""
-        book = self._last.book if self._last is not None else None
-        for entry in (outcome.receipt or {}).get("logs", []):
-            seen = self.adapter.decode_liquidation(entry, book)
-            if seen is not None:
-                return seen.realised_later
-        return None
+        seen = next(self._seen_in(outcome.receipt or {}), None)
+        return seen.realised_later if seen is not None else None
 
-    def _event_profit(self, receipt: dict[str, Any]) -> float:
+    def _seen_in(self, receipt: dict[str, Any]) -> Iterator[LiquidationSeen]:
+        """The receipt's liquidation events of the protocol, decoded, in order."""
         book = self._last.book if self._last is not None else None
         for entry in receipt.get("logs", []):
             seen = self.adapter.decode_liquidation(entry, book)
-            if seen is None:
-                continue
+            if seen is not None:
+                yield seen
+
+    def _event_profit(self, receipt: dict[str, Any]) -> float:
+        for seen in self._seen_in(receipt):
             if seen.profit_usd is not None:
                 return seen.profit_usd
             sold = seller_outcome(receipt, seen.liquidator)

@@ -155,6 +155,13 @@ class Journal:
             "ORDER BY created_at, key", protocol, f"%{mark}%", *statuses)
         return [e for e in map(_entry, rows) if mark in (e.detail or "")]
 
+    async def last_blocks(self) -> dict[str, int]:
+        """Per protocol, the latest block a row was planned at (storage/chain_identity.py:
+        a chain that has not reached it is not the one this journal was kept on)."""
+        return {str(p): int(b) for p, b in await self.db.fetch(
+            "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
+            if b is not None}
+
     async def all(self) -> list[JournalEntry]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM liquidations ORDER BY created_at, key")

@@ -16,7 +16,6 @@ genesis no endpoint answers is not checked (logged): the start goes on.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -68,8 +67,8 @@ async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: 
     last block the journal saw on it (`journal_block`) — a devnet started again from its
     saved state has the same genesis and a shorter history (`where`: the state, for the
     message)."""
-    if journal_block is not None:
-        heads = await _heads(pool)
+    if journal_block is not None and await _head(pool) + BEHIND_BLOCKS < journal_block:
+        heads = await _heads(pool)  # (every endpoint asked only when the pool's is behind)
         if heads and max(heads) + BEHIND_BLOCKS < journal_block:
             raise OtherChain(
                 f"{where}: its journal saw block {journal_block} of {name} (chain id "
@@ -109,6 +108,14 @@ FIX = ("Use a new state directory (KEEPERD_STATE_DIR or state_dir; `keeperd devn
        "moves the devnet's aside) or, with replicas, a new database (storage.url)")
 
 
+async def _head(pool: Any) -> int:
+    """The pool's head; an unanswered one counts as far behind (every endpoint is asked)."""
+    try:
+        return int(str(await pool.request("eth_blockNumber")), 16)
+    except (RpcError, RpcUnavailable, ValueError):
+        return -BEHIND_BLOCKS - 1
+
+
 async def _heads(pool: Any) -> list[int]:
     """Each endpoint's head (those that answer); the pool's alone with one endpoint."""
     voters = list(getattr(pool, "voters", []))
@@ -119,7 +126,6 @@ async def _heads(pool: Any) -> list[int]:
                                                          judged=False)), 16))
         except (RpcError, RpcUnavailable, TimeoutError, ValueError):
             continue
-    if not voters:
-        with contextlib.suppress(RpcError, RpcUnavailable, ValueError):
-            out.append(int(str(await pool.request("eth_blockNumber")), 16))
+    if not voters and (head := await _head(pool)) >= 0:
+        out.append(head)
     return out

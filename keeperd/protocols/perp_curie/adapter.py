@@ -700,7 +700,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             # The takeover itself realises nothing: the liquidator's share of the penalty (half;
             # all of it when the trader is left with bad debt) is a discount in the price its
             # position opens at, realised with the rest of that position by the unwind
-            # (`PerpCurieLiquidator.realised`, from the keeper's own trades' events). Booking
+            # (`CurieLiquidator.realised`, from the keeper's own trades' events). Booking
             # half the penalty here counted it whatever closing the position cost.
             profit_usd=0.0, realised_later="its share of the penalty is realised when the "
             "position is unwound")

@@ -593,9 +593,10 @@ class CurieLiquidator(LiquidatorBase):
     def realised(self, receipt: Mapping[str, Any]) -> float:
         """What the keeper's own trades in this transaction realised, in USD: an unwind's
         gain or loss against the price it took the position over at (the exchange fee taken),
-        a takeover netted against a position it held, the funding either settled. Booked
-        beside the takeover's share of the penalty: the journal and `keeperd status` said a
-        takeover earned half its penalty whatever closing it cost (a by-hand trial)."""
+        a takeover netted against a position it held, the funding either settled — the
+        takeover's share of the penalty included, a discount in its position's price. The
+        journal and `keeperd status` said a takeover earned half its penalty whatever closing
+        it cost (a by-hand trial)."""
         if self.keeper is None:
             return 0.0
         house = self.adapter.config.clearing_house.lower()

@@ -159,8 +159,7 @@ def _approve(spender: str, amount: int) -> bytes:
     return encode_call("approve(address,uint256)", ["address", "uint256"], [spender, amount])
 
 
-async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall]
-                              ) -> list[list[Any]]:
+async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall]) -> list[list[Any]]:
     """Each call as each configured endpoint answers it (one batch each, side by side; a
     slot it did not answer, None): the keeper's balances, its margin. An endpoint that does
     not answer at all says nothing. Empty with a single endpoint."""

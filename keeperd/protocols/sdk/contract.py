@@ -244,7 +244,8 @@ class Liquidator(Protocol):
                              lasting: bool = False, simulated: bool = False) -> None:
         """A follow-up's fate: `failed` says why it could not go (its simulation reverted) or
         reverted on chain; None: it was included (`simulated`: its simulation passed, it goes
-        now). `lasting`: it will not be tried again (every retry reverted)."""
+        now). `lasting`: it will not be tried again (its retries reverted, or too many tries
+        ended unmined)."""
 
     def hold(self) -> str | None:
         """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
