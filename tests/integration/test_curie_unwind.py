@@ -121,3 +121,92 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
         after.append(keepers_size(devnet, "WETH"))
     assert after == [at_hold] * 5, (at_hold, after)
     assert again.daemon.executors["curie"].liquidator.hold() is not None
+
+
+def open_keepers_long(devnet: Devnet, usd: float) -> None:
+    """The keeper's own long in vETH, bought for `usd` of vUSD on $1M of margin: a position
+    it holds at start, as after a takeover (the daemon unwinds it)."""
+    from keeperd.devnet.curie import deposit
+
+    curie = devnet.manifest["perp_curie"]
+    deposit(devnet.client, KEEPER, curie["settlement_token"], curie["vault"], 1_000_000)
+    devnet.client.send(KEEPER, curie["clearing_house"], artifact("ClearingHouse").encode_call(
+        "openPosition", (curie["base_tokens"]["WETH"], False, True, int(usd * 10**18), 0,
+                         DEADLINE, 0, b"\0" * 32)), gas=3_000_000)
+
+
+def sell_into_the_pool(devnet: Devnet, to_price: float) -> None:
+    """One trade of the arbitrageur's, mined with no chain time passing, that pushes vETH's
+    pool down to `to_price` (a sandwich's front leg, a maker's panic): its spot moves, its
+    TWAPs and the index (hence the mark, their median) hardly."""
+    from keeperd.devnet.curie import sqrt_price_x96
+
+    curie = devnet.manifest["perp_curie"]
+    devnet.client.send(curie["arbitrageur"], curie["clearing_house"],
+                       artifact("ClearingHouse").encode_call("openPosition", (
+                           curie["base_tokens"]["WETH"], True, True, 10**30, 0, DEADLINE,
+                           sqrt_price_x96(to_price), b"\0" * 32)), gas=3_000_000)
+
+
+def unwind_fill_price(devnet: Devnet, tx_hash: str) -> float:
+    """What the keeper's unwind sold its vETH at (vUSD a vETH, before the exchange fee),
+    from the ClearingHouse's PositionChanged of the keeper in the unwind's receipt."""
+    from eth_abi import decode
+
+    from keeperd.chain.multicall import event_topic
+
+    topic = event_topic(
+        "PositionChanged(address,address,int256,int256,uint256,int256,int256,uint256)")
+    receipt = devnet.client.call("eth_getTransactionReceipt", tx_hash)
+    for entry in receipt["logs"]:
+        if entry["topics"][0] == topic and entry["topics"][1].endswith(KEEPER[2:].lower()):
+            size, notional, *_ = decode(["int256", "int256", "uint256", "int256", "int256",
+                                         "uint256"], bytes.fromhex(entry["data"][2:]))
+            return abs(notional) / abs(size)
+    raise AssertionError(f"no PositionChanged of the keeper in {tx_hash}")
+
+
+@pytest.mark.slow
+async def test_an_unwind_never_fills_beyond_its_bound_from_the_index_and_mark(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """closePosition went with no slippage bound: an unwind sold whatever the pool paid, a
+    sandwich's or a panic's price included. Now it goes only within unwind_max_slippage_bps
+    (300) of the lower of the index and the mark: the pool's spot 7 % under both, the unwind
+    waits (its simulation reverts CH_TLRS: no gas), holds the market's takeovers with the
+    reason, and goes once the pool is back."""
+    from keeperd.devnet.curie import walk_mark
+
+    data = funded_curie_keeper(devnet, tmp_path, monkeypatch)
+    price = devnet.price("WETH")
+    open_keepers_long(devnet, 500_000)
+    held = keepers_size(devnet, "WETH")
+    assert held > 0
+    sell_into_the_pool(devnet, price * 0.93)
+    keeper = await run_daemon(parse_config(data))
+    executor = keeper.daemon.executors["curie"]
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    # Not sold into the pool's 7 %: its simulation reverted on the bound, every block.
+    assert keepers_size(devnet, "WETH") == held
+    assert not [e for e in await executor.journal.all() if ":unwind:" in e.key]
+    deferred = [e["error"] for e in logs if e["event"] == "liquidation.housekeeping_deferred"]
+    assert len(deferred) >= 3 and all("CH_TLRS" in e for e in deferred), deferred
+    hold = executor.liquidator.hold()
+    assert hold is not None and "CH_TLRS" in hold and "unwind_max_slippage_bps (300 bps)" \
+        in hold, hold
+    # The pool back at the index: the unwind goes, within its bound.
+    await asyncio.to_thread(walk_mark, devnet.client, devnet.manifest, "WETH", price)
+    for _ in range(20):
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+        if keepers_size(devnet, "WETH") == 0 and not await executor.journal.by_status(
+                J.PENDING):
+            break
+    assert keepers_size(devnet, "WETH") == 0
+    unwinds = [e for e in await executor.journal.all() if ":unwind:" in e.key]
+    assert [e.status for e in unwinds] == [J.INCLUDED], [(e.key, e.status) for e in unwinds]
+    mined = [t.tx_hash for t in await executor.journal.txs(unwinds[0].key)
+             if devnet.client.call("eth_getTransactionReceipt", t.tx_hash)]
+    assert len(mined) == 1
+    assert unwind_fill_price(devnet, mined[0]) >= price * 0.97
+    assert executor.liquidator.hold() is None

@@ -299,3 +299,50 @@ async def test_refills_add_up_to_one_margin_a_day(monkeypatch: pytest.MonkeyPatc
         await liq.keep_allowances(140)
     assert len(liq.tx.sent) == 3
     assert [e["event"] for e in logs] == ["curie.keeper_margin_refills_spent"]
+
+
+def test_an_unwind_is_bounded_by_the_kinder_of_the_index_and_the_mark() -> None:
+    """closePosition's oppositeAmountBound (0 is none at all): closing a long, the least vUSD
+    it may receive — the lower of index and mark, less the slippage; closing a short, the
+    most it may pay — the higher, plus it; unread prices, no bound and no unwind."""
+    from keeperd.protocols.perp_curie.liquidator import unwind_bound
+
+    market = Market(VETH, "vETH", "WETH", 2_000 * cm.WAD, 1_980 * cm.WAD)  # (mark, index)
+    long_bound = unwind_bound(5 * cm.WAD, market, 300)
+    assert long_bound == 5 * 1_980 * 9_700 * cm.WAD // 10_000  # (9,603 vUSD)
+    short_bound = unwind_bound(-5 * cm.WAD, market, 300)
+    assert short_bound == 5 * 2_000 * 10_300 * cm.WAD // 10_000  # (10,300 vUSD)
+    # (rounded toward the unwind's side: never looser than the bound asked)
+    assert unwind_bound(-1, replace(market, mark=3, index=3), 0) == 1
+    assert unwind_bound(1, replace(market, mark=3, index=3), 300) == 1  # (not 0: no bound)
+    assert unwind_bound(5 * cm.WAD, replace(market, mark=0), 300) == \
+        5 * 1_980 * 9_700 * cm.WAD // 10_000  # (the one price read)
+    assert unwind_bound(5 * cm.WAD, replace(market, mark=0, index=0), 300) is None
+    assert unwind_bound(0, market, 300) is None
+
+
+def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> None:
+    liq = liquidator()
+    liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(
+        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20))
+    for block in (10, 11, 12):
+        liq.housekeeping_settled(unwind(VETH), block,
+                                 "its simulation reverted: execution reverted: CH_TLRS")
+    liq._unwinds_failing(book({VETH: 5 * 10**18}))
+    hold = liq.hold()
+    assert hold is not None and "CH_TLRS: the pool would close it beyond " \
+        "unwind_max_slippage_bps (300 bps)" in hold, hold
+    # The keeper's long, its market's prices unread (0): nothing to unwind with, said.
+    liq2 = liquidator()
+    liq2.adapter = liq.adapter
+    unread = book({VETH: 5 * 10**18})
+    for block in (20, 21, 22):
+        assert liq2.housekeeping(SimpleNamespace(book=replace(unread, block=block))) == []
+    hold = liq2.hold()
+    assert hold is not None and "no price to bound its unwind by" in hold, hold
+    # Priced, it goes with its bound in the calldata.
+    priced = replace(unread, markets={**unread.markets, VETH: replace(
+        unread.markets[VETH], mark=2_000 * cm.WAD, index=2_000 * cm.WAD)})
+    ((key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=priced))
+    assert key.position == (UNWIND, VETH)
+    assert int.from_bytes(data[4 + 64:4 + 96], "big") == 5 * 2_000 * 9_700 * cm.WAD // 10_000

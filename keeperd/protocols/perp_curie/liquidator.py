@@ -91,6 +91,9 @@ CLOSE_GAS = 900_000
 DEADLINE = 2**255
 # ClearingHouse's "position size is zero": an unwind simulated once the last one went.
 NOTHING_TO_UNWIND = "CH_PSZ"
+# closePosition's slippage bound (ours, `unwind_bound`) refused the close: too little
+# received closing a long, too much asked closing a short.
+SLIPPAGE_BOUND = ("CH_TLRS", "CH_TMRS")
 # Blocks an unwind fails in (simulated or on chain), none included between, before its
 # market's takeovers are held.
 UNWIND_FAILED_BLOCKS = 3
@@ -128,6 +131,20 @@ def settled_margin(deposit: Any, pnl: Any) -> int | None:
         return None
     owed, _unrealised, fee = pnl[0], pnl[1], pnl[2]
     return deposit + (owed + fee) // 10**12
+
+
+def unwind_bound(size: int, market: Any, slippage_bps: int) -> int | None:
+    """closePosition's `oppositeAmountBound` for the keeper's position of `size` (signed, 18
+    decimals): closing a long sells it for at least its size at the lower of the market's
+    index and mark less `slippage_bps` (CH_TLRS below that); closing a short buys it back for
+    at most its size at the higher of the two plus `slippage_bps` (CH_TMRS above). A bound of
+    0 is none at all to the ClearingHouse: None when neither price is read."""
+    prices = [p for p in (market.index, market.mark) if isinstance(p, int) and p > 0]
+    if not prices or not size:
+        return None
+    if size > 0:
+        return max(1, abs(size) * min(prices) * (10_000 - slippage_bps) // (10_000 * cm.WAD))
+    return -(-abs(size) * max(prices) * (10_000 + slippage_bps) // (10_000 * cm.WAD))
 
 
 def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
@@ -403,6 +420,11 @@ class CurieLiquidator(LiquidatorBase):
             if self._unverified is not None:
                 self._unverified.discard(base)
             return
+        code = next((c for c in SLIPPAGE_BOUND if c in failed), None)
+        if code is not None:
+            failed = (f"{code}: the pool would close it beyond unwind_max_slippage_bps "
+                      f"({self.adapter.config.unwind_max_slippage_bps} bps) from the index "
+                      "and mark")
         blocks = self._unwind_failures.setdefault(base, set())
         blocks.add(block)
         if base not in self._unwind_failing and (lasting
@@ -581,9 +603,15 @@ class CurieLiquidator(LiquidatorBase):
             status = book.markets[p.base].status
             key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
             if status == OPEN:
+                bound = unwind_bound(p.size, book.markets[p.base],
+                                     self.adapter.config.unwind_max_slippage_bps)
+                if bound is None:  # (no price to bound it by: no unwind at any price)
+                    self.housekeeping_settled(key, book.block, "the market's index and mark "
+                                              "are unread: no price to bound its unwind by")
+                    continue
                 out.append((key, ch, encode_call(
                     CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
-                    [(p.base, 0, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
+                    [(p.base, 0, bound, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
             elif status == CLOSED:  # settled at the closing price (closePosition: CH_MNO)
                 out.append((key, ch, encode_call(QUIT_MARKET, ["address", "address"],
                                                  [self.keeper, p.base]), CLOSE_GAS))
