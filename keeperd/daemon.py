@@ -552,6 +552,7 @@ class Daemon:
             if executor is not None:
                 scanner.listeners.append(executor.on_scan)
                 self.executors[plugin.name] = executor
+                stack.push_async_callback(executor.close)  # (its background traces)
         scanner.after_listeners.append(self._alert_listener(plugin, rt, breaker, executor))
         if self.config.risk.cascade.enabled:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,

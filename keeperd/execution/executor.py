@@ -127,6 +127,7 @@ REVERT_TRACE_S = 2.0
 REVERT_TRACE_TRIES = 3
 REVERT_TRACES_PER_BLOCK = 2
 REVERT_TRACES_KEPT = 32
+UNASKED = object()  # (a trace not asked: the node was slow at an earlier one of the block)
 WAVE_GAS_CAP = 16_000_000
 PAUSE_EVERY = 8  # liquidations signed between two looks at the node's answers
 # The later waves' simulations are asked when the first wave's is answered, or this long
@@ -354,6 +355,7 @@ class Executor:
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
+        self._tracing: asyncio.Task[list[tuple[Outcome, int, Any]]] | None = None
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
@@ -466,7 +468,7 @@ class Executor:
         """`_act` (under `_acting`), a refused fence demoting this replica."""
         try:
             await self._act(result)
-            if self._to_trace and not result.partial:
+            if (self._to_trace or self._tracing is not None) and not result.partial:
                 await self._trace_reverts()
         except FencedOut as exc:
             log.error("liquidation.fenced_out", protocol=self.adapter.name, error=str(exc),
@@ -2190,26 +2192,65 @@ class Executor:
             self.metrics.liquidation_loss.labels(*self.labels).inc(-delta)
 
     async def _trace_reverts(self) -> None:
-        """Why the reverts nobody explained reverted (`_revert_reason`), after the block's
-        liquidations went out — a few a block (REVERT_TRACES_PER_BLOCK; the rest at the next
-        blocks): in the log, the journal row and the revert breaker's reason."""
-        todo = self._to_trace[:REVERT_TRACES_PER_BLOCK]
-        # (the rest at the next blocks, a few dozen at most: reverts are rare, or a breaker
-        # paused the protocol, and one reason tells what the others say)
-        self._to_trace = self._to_trace[REVERT_TRACES_PER_BLOCK:][:REVERT_TRACES_KEPT]
+        """Why the reverts nobody explained reverted (`_revert_reason`), asked in the
+        background once a block's liquidations went out — a few a block
+        (REVERT_TRACES_PER_BLOCK; the rest at the next blocks) — and put in the log, the
+        journal row and the revert breaker's reason at the end of a later block's act, once
+        answered. The next block's liquidations never wait for a trace: asked on the act
+        path, a slow node held each block's liquidations up to REVERT_TRACE_S behind it."""
+        if self._tracing is not None:
+            if not self._tracing.done():
+                return  # (still asking: what it learns is put down at a later block)
+            asking, self._tracing = self._tracing, None
+            try:
+                answers = asking.result()
+            except asyncio.CancelledError:
+                answers = []
+            except Exception as exc:  # (a bug of its own: said, never the act's end)
+                log.error("liquidation.revert_trace_failed", protocol=self.adapter.name,
+                          error=f"{type(exc).__name__}: {exc}"[:300])
+                answers = []
+            await self._put_down_reasons(answers)
+        if self._to_trace:
+            todo = self._to_trace[:REVERT_TRACES_PER_BLOCK]
+            # (the rest at the next blocks, a few dozen at most: reverts are rare, or a
+            # breaker paused the protocol, and one reason tells what the others say)
+            self._to_trace = self._to_trace[REVERT_TRACES_PER_BLOCK:][:REVERT_TRACES_KEPT]
+            self._tracing = asyncio.create_task(self._ask_reasons(todo),
+                                                name=f"{self.adapter.name}:revert-traces")
+
+    async def _ask_reasons(self, todo: list[tuple[Outcome, int]]
+                           ) -> list[tuple[Outcome, int, Any]]:
+        """Each revert's reason, in turn: (outcome, times asked before, the reason — None:
+        not said; TraceUnanswered: not answered in time; UNASKED: the node was slow, not
+        asked this time)."""
+        out: list[tuple[Outcome, int, Any]] = []
         for i, (outcome, asked) in enumerate(todo):
             try:
-                why = await self._revert_reason(outcome)
-            except TraceUnanswered as exc:  # (asked again after the others, a few times)
+                out.append((outcome, asked, await self._revert_reason(outcome)))
+            except TraceUnanswered as exc:
+                out.append((outcome, asked, exc))
+                # (the node is slow now: the others wait for a later block rather than add
+                # to its load)
+                out += [(o, n, UNASKED) for o, n in todo[i + 1:]]
+                break
+        return out
+
+    async def _put_down_reasons(self, answers: list[tuple[Outcome, int, Any]]) -> None:
+        """The answers of `_ask_reasons`: a reason into the journal row, the log and the
+        breaker's reason; an unanswered trace asked again later (REVERT_TRACE_TRIES in all);
+        one not asked, first at the next asking."""
+        unasked = [(o, n) for o, n, why in answers if why is UNASKED]
+        for outcome, asked, why in answers:
+            if why is UNASKED:
+                continue
+            if isinstance(why, TraceUnanswered):
                 if asked + 1 < REVERT_TRACE_TRIES:
                     self._to_trace.append((outcome, asked + 1))
                 else:
                     log.info("liquidation.revert_unexplained", opportunity=outcome.key,
-                             tx_hash=outcome.tx_hash, tries=asked + 1, error=str(exc)[:200])
-                # (the node is slow now: the block's other traces wait for a later block
-                # rather than hold the next block's liquidations up another REVERT_TRACE_S)
-                self._to_trace[:0] = todo[i + 1:]
-                break
+                             tx_hash=outcome.tx_hash, tries=asked + 1, error=str(why)[:200])
+                continue
             if why is None or not isinstance(outcome.key, OpportunityKey):
                 continue
             if outcome.counts_revert:
@@ -2224,6 +2265,15 @@ class Executor:
                         f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             log.warning("liquidation.revert_reason", opportunity=outcome.key,
                         tx_hash=outcome.tx_hash, reason=why)
+        self._to_trace[:0] = unasked
+
+    async def close(self) -> None:
+        """At the daemon's stop: a trace still asked for is given up (its revert stays
+        journaled without its reason)."""
+        if self._tracing is not None:
+            self._tracing.cancel()
+            await asyncio.gather(self._tracing, return_exceptions=True)
+            self._tracing = None
 
     async def _revert_reason(self, outcome: Outcome) -> str | None:
         """Why a liquidation reverted: a wave's member from its own call's failure in the

@@ -1,11 +1,16 @@
-"""A revert nobody explains is traced (`Executor._trace_reverts`): a trace the node did not
-answer in time — a crash's load — is asked again at a later block, a few times in all
-(under a full test run's load 16 and 30 of 34 kept reverts were traced at the first asking,
-and the rest never); one the endpoint refuses (no debug_* there) is not asked again."""
+"""A revert nobody explains is traced (`Executor._trace_reverts`): asked in the background
+once a block's liquidations went out, its answer put down at a later block's end — the next
+block's liquidations never wait for it (a slow node held each block's up to REVERT_TRACE_S);
+a trace the node did not answer in time — a crash's load — is asked again at a later block,
+a few times in all (under a full test run's load 16 and 30 of 34 kept reverts were traced at
+the first asking, and the rest never); one the endpoint refuses (no debug_* there) is not
+asked again."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -53,7 +58,17 @@ async def executor(tmp_path: Path, node: Node) -> tuple[Any, OpportunityKey]:
                                            9, J.PLANNED, None, None, None))
     await ex.journal.set_status(key, J.REVERTED, detail="tx=0x01")
     ex._to_trace = [(Outcome(key, "reverted", "0x01", 50_000, 1, {}), 0)]
+    ex._tracing = None
+    ex.adapter = SimpleNamespace(name="aave")
     return ex, key
+
+
+async def block_end(ex: Any) -> None:
+    """One block's act ends: the last asking's answers put down, the next asked — and, for
+    the test, answered before the next block."""
+    await ex._trace_reverts()
+    if ex._tracing is not None:
+        await asyncio.wait([ex._tracing])
 
 
 @pytest.mark.parametrize("busy", [TimeoutError(), RpcError("debug_traceTransaction", -32000,
@@ -62,8 +77,8 @@ async def test_a_trace_not_answered_is_asked_again_at_a_later_block(tmp_path: Pa
                                                                     busy: Exception) -> None:
     node = Node([busy, busy, TRACE])
     ex, key = await executor(tmp_path, node)
-    for _ in range(REVERT_TRACE_TRIES):
-        await ex._trace_reverts()
+    for _ in range(REVERT_TRACE_TRIES + 1):
+        await block_end(ex)
     assert node.asked == 3  # (without the retries: once, and the reason never known)
     entry = await ex.journal.get(key)
     assert entry is not None and entry.detail == (
@@ -77,7 +92,7 @@ async def test_a_trace_is_asked_a_few_times_at_most(tmp_path: Path) -> None:
     node = Node([TimeoutError()])
     ex, _ = await executor(tmp_path, node)
     for _ in range(REVERT_TRACE_TRIES + 3):
-        await ex._trace_reverts()
+        await block_end(ex)
     assert node.asked == REVERT_TRACE_TRIES
     assert ex._to_trace == []
     await ex.db.close()
@@ -87,7 +102,7 @@ async def test_an_endpoint_without_debug_methods_is_not_asked_again(tmp_path: Pa
     node = Node([RpcError("debug_traceTransaction", -32601, "the method does not exist")])
     ex, key = await executor(tmp_path, node)
     for _ in range(REVERT_TRACE_TRIES):
-        await ex._trace_reverts()
+        await block_end(ex)
     assert node.asked == 1
     entry = await ex.journal.get(key)
     assert entry is not None and entry.detail == "tx=0x01"
@@ -101,9 +116,50 @@ async def test_a_slow_node_is_not_asked_again_in_the_same_block(tmp_path: Path) 
     ex, key = await executor(tmp_path, node)
     other = Outcome(key, "reverted", "0x02", 50_000, 1, {})
     ex._to_trace.append((other, 0))
-    await ex._trace_reverts()
+    await block_end(ex)
     assert node.asked == 1
-    assert [(o.tx_hash, n) for o, n in ex._to_trace] == [("0x02", 0), ("0x01", 1)]
-    await ex._trace_reverts()
+    await ex._trace_reverts()  # (put down; the next asked)
+    assert node.asked == 1 and ex._tracing is not None
+    await block_end(ex)
     assert node.asked == 3 and ex._to_trace == []
+    await ex.db.close()
+
+
+async def test_the_next_blocks_act_never_waits_for_a_trace(tmp_path: Path) -> None:
+    """A node that takes its time with a trace: the block's act ends at once, and so does
+    every later one while it is asked; its answer is put down at the first block's end after
+    it came. A stop gives it up."""
+    answered = asyncio.Event()
+
+    class SlowNode(Node):
+        async def call_endpoint(self, endpoint: str, method: str, params: Any, *,
+                                judged: bool = True) -> Any:
+            self.asked += 1
+            await answered.wait()
+            return TRACE
+
+    node = SlowNode([])
+    ex, key = await executor(tmp_path, node)
+    await asyncio.wait_for(ex._trace_reverts(), 0.5)
+    await asyncio.sleep(0)
+    assert node.asked == 1
+    for _ in range(3):  # (later blocks: no wait, nothing asked twice)
+        await asyncio.wait_for(ex._trace_reverts(), 0.5)
+    assert node.asked == 1
+    entry = await ex.journal.get(key)
+    assert entry is not None and entry.detail == "tx=0x01"
+    answered.set()
+    await asyncio.wait([ex._tracing])
+    await ex._trace_reverts()
+    entry = await ex.journal.get(key)
+    assert entry is not None and entry.detail.endswith("HealthFactorNotBelowThreshold in 0x"
+                                                       + "aa" * 20)
+    # A stop while one is asked: cancelled, nothing left running.
+    answered.clear()
+    ex._to_trace = [(Outcome(key, "reverted", "0x03", 50_000, 1, {}), 0)]
+    await ex._trace_reverts()
+    asking = ex._tracing
+    assert asking is not None and not asking.done()
+    await ex.close()
+    assert asking.cancelled() and ex._tracing is None
     await ex.db.close()
