@@ -87,6 +87,11 @@ def main() -> int:
         print(f"pyproject's [tool.mutmut] does not select {missing}", file=sys.stderr)
         return 2
     only = sys.argv[1:]  # module labels, to run a few; all by default
+    if unknown := [a for a in only if a not in MODULES]:
+        # (a typo, or --help, ran nothing and still rewrote the file's commit and date)
+        print(f"usage: bench/mutation.py [MODULE ...]; not a module: {' '.join(unknown)}; "
+              f"the modules: {' '.join(MODULES)}", file=sys.stderr)
+        return 2
     children = os.environ.get("MUTATE_CHILDREN", "1")
     report: dict[str, object] = {"tool": "mutmut 3.8.1", **provenance(), "modules": {}}
     # A run of a few modules keeps the others' last figures (each with its own commit, date).
