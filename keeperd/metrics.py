@@ -288,7 +288,9 @@ class Metrics:
             "earlier position), fee_unread (an OP Stack chain's L1 data fee unknown: not "
             "sent), fee_second_opinion_unavailable (that fee read from one endpoint of two), "
             "resumed (sent before a restart, tracked again at start: with sent, what the "
-            "settled stages add up to).",
+            "settled stages add up to), held (not considered this block: a market's gate, "
+            "the key's hold, a sending pause, the liquidator's own hold; counted again at "
+            "every block it lasts, as detected is).",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",
