@@ -49,7 +49,8 @@ from keeperd.config import (
 )
 from keeperd.execution.delegation import KeyHold
 from keeperd.execution.executor import Executor
-from keeperd.execution.journal import Journal, TxRecord
+from keeperd.execution.journal import PENDING, Journal, TxRecord
+from keeperd.execution.reconcile import unconfigured_in_flight
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
@@ -324,6 +325,7 @@ class Daemon:
             journal = await Journal.open(db)
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
                                              else f"the state directory {self.config.state_dir}")
+            await self._check_journal_protocols(journal)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):
@@ -382,6 +384,19 @@ class Daemon:
                 stack.callback(loop.remove_signal_handler, signal.SIGUSR1)
             await self._run_tasks(stop)
         log.info("daemon.stopped")
+
+    async def _check_journal_protocols(self, journal: Journal) -> None:
+        """Liquidations in flight of a protocol no longer configured refuse a start that
+        sends (`reconcile.unconfigured_in_flight`); in another mode they are said."""
+        why = unconfigured_in_flight(await journal.by_status(PENDING),
+                                     {p.name for p in self.config.chain_protocols})
+        if why is None:
+            return
+        if self.config.keeper.mode == "liquidate":
+            raise StartupError(why)
+        log.warning("journal.unconfigured_in_flight", problem=why,
+                    meaning="nothing is sent in this mode; liquidate mode refuses to start "
+                            "until they are settled")
 
     async def _check_journal_chains(self, db: Database, journal: Journal, where: str) -> None:
         """Each chain is the one the journal was kept on (`storage/chain_identity.py`), or the

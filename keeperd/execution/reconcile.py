@@ -30,6 +30,34 @@ log = structlog.get_logger(__name__)
 StillSucceeds = Callable[[str, bytes, int], Awaitable[bool]]
 
 
+def unconfigured_in_flight(pending: list[J.JournalEntry], configured: set[str]
+                           ) -> str | None:
+    """Why a start in liquidate mode must not go on: signed, unsettled liquidations of a
+    protocol the config no longer has (removed, or renamed: rows are keyed by its name). Each
+    protocol resumes only its own rows, so theirs would be tracked by nothing — mined and
+    never booked (`keeperd status` pending for good), or left in the node's pool under the
+    key's nonces, which the start then called another sender's (a by-hand trial). None: every
+    row in flight is a configured protocol's."""
+    orphans: dict[str, list[J.JournalEntry]] = {}
+    for entry in pending:
+        if entry.protocol not in configured:
+            orphans.setdefault(entry.protocol, []).append(entry)
+    if not orphans:
+        return None
+    said = []
+    for protocol, entries in sorted(orphans.items()):
+        nonces = sorted(e.nonce for e in entries if e.nonce is not None)
+        span = f", nonces {nonces[0]}-{nonces[-1]}" if nonces else ""
+        said.append(f"{len(entries)} of `{protocol}`{span}")
+    names = ", ".join(f"`{p}`" for p in sorted(orphans))
+    return (f"the journal holds liquidations signed and not settled yet of protocols this "
+            f"config does not have ({'; '.join(said)}): removed or renamed (journal rows are "
+            "keyed by the protocol's name), nothing would track their transactions — mined "
+            "and never booked, or left in the node's pool under the key's nonces. Put "
+            f"{names} back under `protocols` as before and start keeperd until `keeperd "
+            "status` shows none of it pending (a few blocks), then remove or rename it")
+
+
 async def resume_journal(journal: J.Journal, tx: TxManager, protocol: str, head: int,
                          resend_if: StillSucceeds | None = None) -> int:
     """Resume `protocol`'s entries; return how many signed transactions are tracked again
