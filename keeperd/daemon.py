@@ -266,8 +266,27 @@ class Daemon:
             view = scanner.view
             if view is not None:
                 liq = int((view.health < 1.0).sum())
-                parts.append(f"{name}: {len(view.accounts)} accounts, {liq} liquidatable")
+                # (accounts with a position: the index counts every account it has seen)
+                parts.append(f"{name}: {len(view.accounts)} accounts with a position, {liq} "
+                             "liquidatable")
+            if (held := self._held_by_keeperd(name)) is not None:
+                parts.append(f"{name}: new liquidations held ({held[:200]})")
         return f"{self.config.keeper.mode}; " + "; ".join(parts)
+
+    def _held_by_keeperd(self, protocol: str) -> str | None:
+        """Why keeperd itself holds a protocol's new liquidations now (the key's hold, its
+        own sending limits), for `keeperd status`: a start on a key with transactions in
+        flight held 67 liquidatable positions while status said "liquidations none yet"
+        (a by-hand trial)."""
+        executor = self.executors.get(protocol)
+        last = executor._last if executor is not None else None
+        if executor is None or last is None or executor.tx is None or \
+                self.config.keeper.mode != "liquidate":
+            return None
+        hold = executor.tx.send_hold(last.block)
+        return hold.reason if hold is not None else (
+            executor.send_pause(last.block) or executor.fee_hold(last.block)
+            or executor.waves_hold(last.block))
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -642,7 +661,7 @@ class Daemon:
             last = executor._last
             if executor.tx is not None and last is not None:
                 conflicts[executor.adapter.chain] = (conflicts.get(executor.adapter.chain)
-                                                     or executor.tx.key_conflict(last.block))
+                                                     or executor.tx.key_alert(last.block))
                 pauses[executor.labels] = (executor.send_pause(last.block)
                                            or executor.fee_hold(last.block)
                                            or executor.waves_hold(last.block))

@@ -411,7 +411,22 @@ class Executor:
 
     async def _reconcile(self, head: int) -> None:
         if self.tx is not None:
-            await self.tx.sync_nonce_afresh()
+            sent = await self.tx.sync_nonce_afresh()
+            if sent and not self.tx.history_told and not await self.journal.last_blocks():
+                # (a state_dir typo: a journal of its own, the P&L split from the real one's
+                # for good, a by-hand trial — held, not refused: a keeper that has sent only
+                # its approvals says the same)
+                self.tx.history_told = True
+                log.warning("journal.empty_on_a_used_key", chain=self.adapter.chain,
+                            address=self.tx.address, transactions=sent,
+                            state_dir_journal="no liquidation recorded",
+                            meaning="the key has sent transactions on this chain, and this "
+                                    "journal records no liquidation: if keeperd liquidated "
+                                    "with this key from another state_dir, stop and start "
+                                    "it with that one (its journal holds their P&L and what "
+                                    "is in flight); keeperd's own approvals and deposits "
+                                    "count too, so a keeper that has not liquidated yet "
+                                    "sees this")
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
             await self._watch_recent_inclusions(head)

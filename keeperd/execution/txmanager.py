@@ -61,6 +61,8 @@ MINED_PULLS_KEPT_BLOCKS = 64
 # How long new liquidations wait for transactions found in the node's pool at start that
 # keeperd's journal does not know (`key_conflict`), if they are not mined.
 UNKNOWN_IN_FLIGHT_BLOCKS = 50
+# ... and after how many of them that wait is told (`key_alert`).
+UNKNOWN_IN_FLIGHT_TOLD_BLOCKS = 3
 # More transactions from one sender than a pool keeps (geth's 5,120 slots are shared by all
 # senders; a crash's block from one key is a few hundred): a pending count further above the
 # mined one is not believed (`sync_nonce_afresh`).
@@ -230,6 +232,7 @@ class TxManager:
         # sender's (`key_conflict`).
         self._in_flight_at_start: tuple[int, int] | None = None
         self._in_flight_since: int | None = None
+        self.history_told = False  # (`journal.empty_on_a_used_key`: once a chain, at start)
         # Tokens an approval of which from this key reverted on chain (lowercase): their
         # approvals over a non-zero allowance go through zero first from then on, whatever a
         # simulation says (protocols/sdk/approvals.py: one endpoint's lie that a USDT-like
@@ -549,9 +552,15 @@ class TxManager:
         self._foreign_checked_block = block
         # (at the block, through batch_at: the head's prefetch asks them ahead of the next
         # block, and `slot_free_at` finds the count there)
-        _, (count, code) = await self.pool.batch_at(block, [
+        # (while transactions found in the pool at start hold new liquidations, the pool's
+        # own count too: dropped from it — a fee spike's eviction — they are never mined,
+        # and held the key UNKNOWN_IN_FLIGHT_BLOCKS for nothing)
+        watching_pool = self._in_flight_at_start is not None
+        _, (count, code, *in_pool) = await self.pool.batch_at(block, [
             ("eth_getTransactionCount", [self.address, hex(block)]),
-            ("eth_getCode", [self.address, hex(block)])])
+            ("eth_getCode", [self.address, hex(block)]),
+            *([("eth_getTransactionCount", [self.address, "pending"])] if watching_pool
+              else [])])
         if isinstance(count, Exception):
             raise count
         mined = int(count, 16)
@@ -565,8 +574,33 @@ class TxManager:
             if self._nonce is not None and mined > self._nonce:
                 self._nonce = mined  # (never sign under a nonce the other took)
         self._note_mined(count, block)
+        if in_pool and self._in_flight_at_start is not None:
+            self._gone_from_pool(in_pool[0], mined, block)
         self._unknown_in_flight(block)  # (its hold's clock runs from the first block)
         return foreign
+
+    def _gone_from_pool(self, answer: object, mined: int, block: int) -> None:
+        """The transactions found in the pool at start, no longer there unmined: the pool
+        counts none of the key's beyond what is mined (none of keeperd's own in flight
+        either, so the count is theirs alone). Their hold ends: nothing of them can be mined
+        any more, and new liquidations are not signed behind them. (One endpoint's count: a
+        lie ends the hold early, and the same liquidations again revert behind them — gas,
+        as before the hold.)"""
+        try:
+            counted = int(str(answer), 16)
+        except ValueError:
+            return  # (an error, or an answer that does not read: the hold goes on)
+        assert self._in_flight_at_start is not None
+        low, high = self._in_flight_at_start
+        if counted <= mined < high and not self.pending:
+            log.warning("tx.unknown_in_flight_gone", address=self.address, block=block,
+                        nonces=f"{max(low, mined)}-{high - 1}",
+                        meaning="the transactions found in the node's pool at start are no "
+                                "longer there, unmined (evicted, replaced elsewhere): new "
+                                "liquidations go again")
+            self._in_flight_at_start, self._in_flight_since = None, None
+            if self._nonce is not None and self._nonce > mined:
+                self._nonce = mined  # (their nonces are free again: signed from the first)
 
     def _note_foreign(self, block: int, nonces: list[int]) -> None:
         """Nonces of the keeper's address used by transactions keeperd did not sign: mined
@@ -638,22 +672,41 @@ class TxManager:
         block's failed read is an RPC's trouble, retried on every endpoint)."""
         conflict = self.key_conflict(block)
         if conflict is None and (waiting := self._unknown_in_flight(block)):
-            # (not a conflict, alerted: the key's own approvals, unjournaled, cut short by
-            # a crash, look the same until mined — and wait one block)
-            return KeyHold(
-                f"{len(waiting)} transaction(s) keeperd's journal does not know wait in the "
-                f"node's pool from the keeper's address (nonces {waiting[0]}-{waiting[-1]}, "
-                "found at start): new liquidations wait until they are mined (at most "
-                f"{UNKNOWN_IN_FLIGHT_BLOCKS} blocks): signed after them, the same "
-                "liquidations again would revert behind them",
-                "If keeperd ran with another state_dir, start it again with the usual one: "
-                "its journal knows these transactions. " + OTHER_SENDER_ACTION)
+            # (not a conflict at once: the key's own approvals, unjournaled, cut short by a
+            # crash, look the same until mined — and wait one block; told by `key_alert`
+            # once it lasts)
+            return self._unknown_hold(waiting)
         if conflict is not None or self._code_unread_since is None:
             return conflict
         since = "at start" if self._code_unread_since < 0 else \
             f"since block {self._code_unread_since}"
         return KeyHold(f"the keeper's address's code could not be read {since}: whether it "
                        "is delegated (EIP-7702) is unknown", UNREAD_ACTION)
+
+    def _unknown_hold(self, waiting: list[int]) -> KeyHold:
+        return KeyHold(
+            f"{len(waiting)} transaction(s) keeperd's journal does not know wait in the "
+            f"node's pool from the keeper's address (nonces {waiting[0]}-{waiting[-1]}, "
+            "found at start): new liquidations wait until they are mined (at most "
+            f"{UNKNOWN_IN_FLIGHT_BLOCKS} blocks): signed after them, the same "
+            "liquidations again would revert behind them",
+            "If keeperd ran with another state_dir, start it again with the usual one: "
+            "its journal knows these transactions. " + OTHER_SENDER_ACTION)
+
+    def key_alert(self, block: int) -> KeyHold | None:
+        """What `key_in_use_elsewhere` tells: `key_conflict`; or transactions the journal does
+        not know, found in the pool at start, still unmined UNKNOWN_IN_FLIGHT_TOLD_BLOCKS
+        blocks on (a start on another state directory mid-crash held 67 liquidations with
+        no page, a by-hand trial; the key's own approvals cut short by a crash are mined at
+        the next block, and are not told)."""
+        conflict = self.key_conflict(block)
+        if conflict is not None:
+            return conflict
+        waiting = self._unknown_in_flight(block)
+        since = self._in_flight_since
+        if waiting and since is not None and block - since >= UNKNOWN_IN_FLIGHT_TOLD_BLOCKS:
+            return self._unknown_hold(waiting)
+        return None
 
     def signing_held(self) -> KeyHold | None:
         """Why the key signs nothing at all — not a replacement, an approval or a follow-up

@@ -31,7 +31,7 @@ async def test_a_renamed_protocols_liquidations_in_flight_refuse_a_liquidating_s
     config, keeper = await liquidating(devnet, tmp_path, run_daemon)
     devnet.client.call("evm_setAutomine", False)
     try:
-        _, journal, sent = await crash_and_collect(devnet, keeper)
+        *_, sent = await crash_and_collect(devnet, keeper)
         assert len(sent) > 3
         keeper.stop.set()
         await asyncio.wait_for(keeper.task, 10)

@@ -343,3 +343,62 @@ async def test_a_start_on_another_state_directory_waits_for_what_is_in_flight(
             "chain": "devnet", "protocol": "aave", "stage": "held"}) > 0
     finally:
         webhook.close()
+
+
+async def test_what_a_fee_spike_evicts_from_the_pool_holds_a_start_no_longer(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The same start, the first one's transactions evicted from the pool by a fee spike
+    (nobody bumps them: their keeperd is gone; anvil evicts what cannot pay the base fee):
+    they can never be mined, yet new liquidations waited for them 50 blocks, unalerted, and
+    were then signed above a nonce gap. Now the pool's own count, read each block while the
+    hold lasts, ends it once they are gone, and signing starts from the first free nonce. The
+    empty journal on a key with history is said at start."""
+    import structlog
+
+    fund_keeper(devnet)
+    webhook = Webhook()
+    config = key_config(devnet, tmp_path, webhook)
+    typo = config.model_copy(update={"state_dir": tmp_path / "stat"})
+    base = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+    try:
+        first = await run_daemon(config)
+        await first.evaluated_at(devnet.client.block_number())
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            devnet.set_price_async("WETH", 2100.0)
+            await first.evaluated_at(devnet.mine(1))
+            first_journal = first.daemon.executors["aave"].journal
+            pending = await first_journal.by_status(J.PENDING)
+            assert len(pending) > 20
+            most = max([t.max_fee_per_gas for e in pending
+                        for t in await first_journal.txs(e.key)])
+            first.stop.set()
+            await first.task
+            with structlog.testing.capture_logs() as logs:
+                second = await run_daemon(typo)
+                await second.evaluated_at(devnet.client.block_number())
+                journal = second.daemon.executors["aave"].journal
+                assert await journal.all() == []  # (held: they are in the pool)
+                assert "aave: new liquidations held" in second.daemon._status_line()
+                # The spike: evicted, never to be mined.
+                devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(4 * most))
+                await second.evaluated_at(devnet.mine(1))
+                devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(base))
+                for _ in range(3):
+                    await second.evaluated_at(devnet.mine(1))
+            events = [e["event"] for e in logs]
+            assert "journal.empty_on_a_used_key" in events
+            assert "tx.unknown_in_flight_gone" in events, [
+                e for e in events if e.startswith("tx.")]
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        for _ in range(2):
+            await second.evaluated_at(devnet.mine(1))
+        # Liquidated by the second keeperd from the first free nonce (no gap: all mined).
+        entries = await journal.all()
+        assert len(entries) >= 0.9 * len(pending), (len(entries), len(pending))
+        assert {e.status for e in entries} == {J.INCLUDED}, [
+            (e.status, e.detail) for e in entries if e.status != J.INCLUDED]
+        assert "held" not in second.daemon._status_line()
+    finally:
+        webhook.close()
