@@ -110,3 +110,56 @@ def test_weth_margin_counts_its_ratio_and_moves_with_its_asset() -> None:
     btc_only = cm.CurieTrader("0xb", 1_000 * WAD, 0, 0, (position("BTC", 0.1, 60_000),), (c,))
     assert btc_only.assets == {"BTC", "ETH"}
     assert cm.shocked(btc_only, {"BTC": 1.0, "ETH": 0.5}, MM)[0] == pytest.approx(1_000 - 800)
+
+
+RULES = cm.CollateralRules(mm_buffer=20_000, debt_ratio=800_000, debt_threshold=10_000 * 10**6)
+
+
+def health(t: cm.CurieTrader, x: float, asset: str = "ETH") -> float:
+    """What the adapter's view calls health under a move of `asset`: the lower of the
+    position rule and the Vault's collateral rules."""
+    av, mm = cm.shocked(t, {asset: x}, MM)
+    return min(av / mm if mm > 0 else float("inf"),
+               cm.collateral_health(t, RULES, MM, {asset: x}))
+
+
+@pytest.mark.parametrize("size, av, margin", [
+    (5, 1_500, 1.0),  # a long on WETH margin: its margin goes first (the buffer)
+    (-5, 1_500, 1.0),  # a short on WETH margin, hedged
+    (5, 1_000, 2.0),  # USDC debt beside WETH margin: over 80 % of the counted margin
+    (-3, 800, 0.5),
+    (8, 7_000, 10.0),  # USDC debt near the threshold
+])
+def test_the_liquidation_price_is_the_nearest_rule_that_health_counts(
+        size: float, av: float, margin: float) -> None:
+    """A holder on WETH margin was told a distance to liquidation its collateral passed
+    first: health counts the Vault's collateral rules (maintenance + buffer, the USDC debt
+    over 80 % of the counted margin or over the threshold), and the price said only the
+    position's (a by-hand trial: health 0.93 beside "2.7e-05 to liquidation"). The price is
+    now where health reaches 1, and nearer today's price it is above 1."""
+    eth = position("ETH", size, 2_000)
+    t = cm.CurieTrader("0xt", int(av * WAD), cm.mul_ratio(eth.notional, MM), 0, (eth,),
+                       (weth_margin(margin, 2_000),))
+    assert health(t, 1.0) > 1.0
+    price = cm.liquidation_price(t, eth, MM, RULES)
+    assert price is not None
+    x = price / 2_000
+    assert health(t, x) == pytest.approx(1.0, abs=1e-9)
+    for k in (0.1, 0.5, 0.9, 0.99):
+        assert health(t, 1 + k * (x - 1)) > 1.0, k
+    assert health(t, 1 + 1.01 * (x - 1)) < 1.0
+    move = cm.move_to_liquidation(t, eth, MM, RULES)
+    assert move == pytest.approx(x - 1)
+    # Without the rules, only the position's: never nearer than the one with them.
+    plain = cm.liquidation_price(t, eth, MM)
+    assert plain is None or abs(plain / 2_000 - 1) >= abs(x - 1) - 1e-12
+
+
+def test_a_trader_whose_margin_may_be_sold_now_is_at_its_liquidation() -> None:
+    eth = position("ETH", 5, 2_000)
+    c = weth_margin(1, 2_000)
+    # Over maintenance (650 > 625) but under maintenance + buffer (825).
+    t = cm.CurieTrader("0xt", 650 * WAD, cm.mul_ratio(eth.notional, MM), 0, (eth,), (c,))
+    assert not cm.is_liquidatable(t) and cm.collateral_health(t, RULES, MM) < 1.0
+    assert cm.move_to_liquidation(t, eth, MM, RULES) == 0.0
+    assert (cm.move_to_liquidation(t, eth, MM) or 0) < 0  # (the position rule alone: later)

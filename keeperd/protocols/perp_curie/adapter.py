@@ -507,7 +507,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             main_position = max(t.positions, key=lambda p: p.notional, default=None)
             if main_position is not None and not factors:
                 moves = [(abs(move), move, p) for p in t.positions
-                         if (move := cm.move_to_liquidation(t, p, book.mm_ratio)) is not None]
+                         if (move := cm.move_to_liquidation(
+                             t, p, book.mm_ratio, book.collateral_rules)) is not None]
                 if moves:
                     _, move, main_position = min(moves, key=lambda x: x[0])
                     if move > 0:
@@ -590,7 +591,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                     "positions": [{
                         "market": p.market, "asset": p.asset, "size": p.size / cm.WAD,
                         "notional_usd": p.notional / cm.WAD, "mark_price": p.mark / cm.WAD,
-                        "liquidation_price": cm.liquidation_price(t, p, book.mm_ratio)}
+                        "liquidation_price": cm.liquidation_price(
+                            t, p, book.mm_ratio, book.collateral_rules)}
                         for p in t.positions]}))
         return out
 

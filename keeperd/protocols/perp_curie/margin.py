@@ -196,42 +196,73 @@ def shocked(trader: CurieTrader, factors: Mapping[str, float], mm_ratio: int
     return av, total * mm_ratio / RATIO
 
 
-def liquidation_price(trader: CurieTrader, position: CuriePosition, mm_ratio: int
-                      ) -> float | None:
-    """The mark of this market at which the account reaches its maintenance margin, the
-    other markets unchanged, collateral in the same asset moving with it (None: no such
-    price above zero)."""
-    if position.size == 0:
+def _multiplier_at(slope: float, level: float) -> float | None:
+    """x > 0 solving slope * x = level (None: none)."""
+    if slope == 0:
         return None
-    m = mm_ratio / RATIO
-    v = position.value / WAD
-    w = trader.collateral_exposure(position.asset)
-    others = (trader.total_abs_value - position.notional) / WAD
+    x = level / slope
+    return x if x > 0 else None
+
+
+def liquidation_multipliers(trader: CurieTrader, position: CuriePosition, mm_ratio: int,
+                            rules: CollateralRules | None = None) -> list[float]:
+    """The multipliers x of this market's mark (the other markets unchanged, collateral in
+    the same asset moving with it) at which a liquidation rule is met: the account at its
+    maintenance margin (the position's takeover); with `rules` and non-settlement collateral,
+    each of the Vault's collateral rules (`collateral_health`'s three measures: its WETH margin
+    sold). Each is linear in x, so it is met beyond its root, away from today's price."""
+    asset = position.asset
+    v = sum(p.value for p in trader.positions if p.asset == asset) / WAD
+    n = sum(p.notional for p in trader.positions if p.asset == asset) / WAD
+    others = trader.total_abs_value / WAD - n
+    w = trader.collateral_exposure(asset)
     av = trader.account_value / WAD
-    # av + (v + w)(x - 1) = m (others + |v| x), for the multiplier x of this mark.
-    denominator = v + w - m * abs(v)
-    if denominator == 0:
-        return None
-    x = (v + w - av + m * others) / denominator
-    return x * position.mark / WAD if x > 0 else None
+    # av(x) = av + (v + w)(x - 1); the requirement at ratio r: r (others + n x).
+    roots = []
+    for ratio in [mm_ratio / RATIO] + (
+            [(mm_ratio + rules.mm_buffer) / RATIO] if rules and trader.collateral else []):
+        roots.append(_multiplier_at(v + w - ratio * n, v + w - av + ratio * others))
+    if rules is not None and trader.collateral:
+        # The USDC debt: counted collateral - account value, with counted(x) = c_o + w x.
+        c_o = sum(c.counted for c in trader.collateral) / WAD - w
+        r = rules.debt_ratio / RATIO
+        # debt(x) = r counted(x)  <=>  av(x) = (1 - r) counted(x)
+        roots.append(_multiplier_at(v + w - (1 - r) * w, (1 - r) * c_o - av + v + w))
+        # debt(x) = threshold  <=>  c_o + w x - av(x) = threshold
+        roots.append(_multiplier_at(-v, rules.debt_threshold / 10**6 - c_o + av - v - w))
+    return [x for x in roots if x is not None]
 
 
-def move_to_liquidation(trader: CurieTrader, position: CuriePosition, mm_ratio: int
-                        ) -> float | None:
-    """The move of this market's mark, as a signed fraction of it, at which the account
-    reaches its maintenance margin (the other markets unchanged, collateral in the same asset
-    moving with it): -0.04 a 4 % drop, +0.04 a 4 % rise; 0 when it is there already; None
-    when no price above zero gets it there. A short is liquidated by a rise, a long by a drop
-    — and a short margined in its own asset (WETH margin behind a vETH short) may be by a
-    drop: which way is read from where the price is, not from the position's side."""
-    price = liquidation_price(trader, position, mm_ratio)
-    if price is None or not position.mark:
+def liquidation_price(trader: CurieTrader, position: CuriePosition, mm_ratio: int,
+                      rules: CollateralRules | None = None) -> float | None:
+    """The mark of this market, nearest today's, at which the account is liquidated —
+    reaches its maintenance margin or, with `rules`, its WETH margin may be sold by the
+    Vault's rules (which `health` counts too: a holder with WETH margin was told a distance
+    its collateral passed first, a by-hand trial) — the other markets unchanged, collateral
+    in the same asset moving with it (None: no such price above zero)."""
+    if position.size == 0 or not position.mark:
         return None
-    mark = position.mark / WAD
-    av, mm = trader.account_value, trader.margin_requirement
-    if av < mm:
-        return 0.0  # already under maintenance
-    return price / mark - 1.0
+    roots = liquidation_multipliers(trader, position, mm_ratio, rules)
+    if not roots:
+        return None
+    return min(roots, key=lambda x: abs(x - 1.0)) * position.mark / WAD
+
+
+def move_to_liquidation(trader: CurieTrader, position: CuriePosition, mm_ratio: int,
+                        rules: CollateralRules | None = None) -> float | None:
+    """The move of this market's mark, as a signed fraction of it, at which the account is
+    liquidated (`liquidation_price`): -0.04 a 4 % drop, +0.04 a 4 % rise; 0 when it is there
+    already; None when no price above zero gets it there. A short is liquidated by a rise, a
+    long by a drop — and a short margined in its own asset (WETH margin behind a vETH short)
+    may be by a drop: which way is read from where the price is, not from the position's
+    side."""
+    price = liquidation_price(trader, position, mm_ratio, rules)
+    if price is None:
+        return None
+    if is_liquidatable(trader) or (rules is not None and trader.collateral and
+                                   collateral_health(trader, rules, mm_ratio) < 1.0):
+        return 0.0  # already there
+    return price / (position.mark / WAD) - 1.0
 
 
 def at_risk(traders: list[CurieTrader] | tuple[CurieTrader, ...], asset: str, move: float,
