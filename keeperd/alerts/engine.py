@@ -96,6 +96,12 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
         where = (f"{account} in {protocol} {' '.join(labels.values())}" if labels
                  else f"{account} on {protocol}")
         note = view.row_note(i)
+        priced = view.row_price(i)
+        at: dict[str, Any] = {}
+        move = rise if rise is not None else (-drop if not np.isnan(drop) else None)
+        if priced is not None and move:
+            at = {"liquidation_price": round(priced[0] * (1.0 + move), 6),
+                  "price_unit": priced[1]}
         out.append(WatchedRow(
             protocol, chain, account, labels, float(view.health[i]), view.row_assets(i),
             {"collateral_usd": round(float(view.collateral_usd[i]), 2),
@@ -105,7 +111,7 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
              # (a short's: its holder must hear "rise", never "drop")
              **({"rise_to_liquidation": round(rise, 6)} if rise is not None else {}),
              **({"main_is_position": True} if view.main_is_position else {}),
-             **view.row_details(i), **labels, "explorer_url": link(account)},
+             **at, **view.row_details(i), **labels, "explorer_url": link(account)},
             where, action, tail=f"; {note}" if note else ""))
     return out
 

@@ -137,12 +137,22 @@ def _facts(alert: dict[str, Any]) -> str:
         parts.append(f"main {'position' if perp else 'collateral'} "
                      f"{d['main_collateral']}"
                      + (f", liquidatable after a {drop:.1%} drop" if drop
-                        else f", liquidatable after a {rise:.1%} rise" if rise else ""))
+                        else f", liquidatable after a {rise:.1%} rise" if rise else "")
+                     + (f" ({d['main_collateral']} at {_price(d['liquidation_price'], unit)})"
+                        if (drop or rise) and d.get("liquidation_price")
+                        and (unit := d.get("price_unit")) else ""))
     if d.get("tx_hash"):
         parts.append(f"tx {d['tx_hash']}")
     if alert.get("block") is not None:
         parts.append(f"block {alert['block']}")
     return " · ".join(parts)
+
+
+def _price(value: float, unit: str) -> str:
+    """A price as a holder reads it: $2,380.15 in USD, 1.0512 WETH in another token."""
+    digits = 2 if value >= 100 else 4 if value >= 1 else 6
+    amount = f"{value:,.{digits}f}"
+    return f"${amount}" if unit == "USD" else f"{amount} {unit}"
 
 
 def split_message(text: str, limit: int) -> list[str]:

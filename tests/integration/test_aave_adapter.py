@@ -176,6 +176,7 @@ async def test_the_drop_to_liquidation_is_where_the_chain_liquidates(
         i = min(rows, key=lambda r: view.drop_to_liquidation[r])  # the nearest, the likeliest
         account, drop = view.accounts[i], float(view.drop_to_liquidation[i])  # to be disturbed
         price = float(prices[column])
+        assert view.row_price(i) == (pytest.approx(devnet.price(symbol)), "USD")  # (alerts')
         snap = devnet.snapshot()
         try:
             devnet.set_price(symbol, price * (1 - drop * (1 - epsilon)))

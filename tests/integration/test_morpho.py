@@ -152,7 +152,12 @@ async def test_morphos_outlook_is_quiet_moved_or_under_water_as_the_block_is(
     await adapter.discover(head)
     before = await adapter.snapshot(sorted(adapter.accounts), head)
     assert await adapter.outlook(head, None) is None  # nothing to compare with
-    assert float(np.min(adapter.evaluate(before).health)) >= 1.0  # (none under to start)
+    view = adapter.evaluate(before)
+    assert float(np.min(view.health)) >= 1.0  # (none under to start)
+    # The price a holder's alert names (in the loan token): the oracle's rate of its market.
+    weth = [i for i, labels in enumerate(view.labels or []) if labels["market"] == "WETH/USDC"]
+    assert weth and all(view.row_price(i) == (pytest.approx(devnet.price("WETH"), rel=1e-6),
+                                              "USDC") for i in weth)
     head = devnet.mine(1)
     assert await adapter.outlook(head, before) == "quiet"
     taken = await adapter.snapshot(sorted(adapter.accounts), head)

@@ -103,3 +103,32 @@ def test_a_venue_account_under_maintenance_is_liquidatable_now() -> None:
     row = perp_row(PerpAccount("hyperliquid", "0xabc", 500.0, (eth,)), True)  # health 0.5
     assert row.drop_to_liquidation == 0.0 and row.rise_to_liquidation is None
     assert "now" in to_table([row]).splitlines()[-1]
+
+
+def test_the_alert_says_the_price_that_liquidates() -> None:
+    """A holder told "liquidatable after a 16.2 % drop" had to work out the price from one
+    it was not told (a by-hand trial): the price is said beside the move, in the unit the
+    position is judged in (a Morpho market's loan token), and not under health 1 (no move)."""
+    import numpy as np
+
+    from keeperd.alerts.engine import watched_rows
+    from keeperd.protocols.sdk.views import HealthView
+
+    accounts = ["0x" + "a1" * 20, "0x" + "a2" * 20, "0x" + "a3" * 20, "0x" + "a4" * 20]
+    view = HealthView(
+        accounts=accounts, health=np.array([1.19, 1.1, 0.9, 1.3]),
+        collateral_usd=np.ones(4), debt_usd=np.ones(4), liquidation_threshold=np.ones(4),
+        main_collateral=["WETH", "vETH", "WETH", "wstETH"],
+        drop_to_liquidation=np.array([0.162, np.nan, 0.0, 0.05]),
+        rise_to_liquidation=np.array([np.nan, 0.044, np.nan, np.nan]),
+        main_price=np.array([2_840.0, 2_000.0, 2_300.0, 1.2]),
+        price_unit=["USD", "USD", "USD", "WETH"])
+    rows = watched_rows(view, "p", "c", {a.lower(): {} for a in accounts}, "", lambda _: None)
+    said = [r.details.get("liquidation_price") for r in rows]
+    assert said == [pytest.approx(2_840 * 0.838), pytest.approx(2_000 * 1.044), None,
+                    pytest.approx(1.14)]
+    text = render([watched(**rows[0].details)], "text")
+    assert "main collateral WETH, liquidatable after a 16.2% drop (WETH at $2,379.92)" in text
+    assert "(vETH at $2,088.00)" in render([watched(**rows[1].details)], "text")
+    assert " at $" not in render([watched(**rows[2].details)], "text")
+    assert "(wstETH at 1.1400 WETH)" in render([watched(**rows[3].details)], "text")

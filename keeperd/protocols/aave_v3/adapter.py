@@ -354,6 +354,11 @@ class AaveV3Adapter(PluginBase):
                                for h in exact.health_factor], dtype=np.float64)
         symbols = book.market.symbols
         used = positions.collateral_flag | positions.borrowing_flag
+        main_price = None
+        if not prices:  # (a what-if's rows have no price of today's to say)
+            usd = book.market.prices_usd()
+            main_price = np.where(fast.main_column >= 0, usd[np.maximum(fast.main_column, 0)],
+                                  np.nan)
         return HealthView(
             accounts=positions.accounts,
             health=health,
@@ -363,6 +368,7 @@ class AaveV3Adapter(PluginBase):
             main_collateral=[symbols[m] if m >= 0 else None for m in fast.main_column],
             drop_to_liquidation=fast.drop_to_liquidation,
             assets=RowAssets(used, symbols),
+            main_price=main_price,
         )
 
     def candidates(self, book: AaveBook, rows: np.ndarray, below: float = 1.0005) -> np.ndarray:

@@ -323,6 +323,11 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         with np.errstate(divide="ignore", invalid="ignore"):
             drop = np.where(np.isfinite(health) & (health > 0),
                             np.maximum(0.0, 1.0 - 1.0 / health), np.nan)
+        # (its oracle's rate, a whole collateral token in loan tokens: what a drop is of)
+        rate = None if prices else np.array([
+            book.markets[p.market.id][2] * 10**p.market.collateral_decimals
+            / mm.ORACLE_PRICE_SCALE / 10**p.market.loan_decimals
+            if p.market.id in book.markets else np.nan for p in positions], dtype=np.float64)
         return HealthView(
             accounts=[p.account for p in positions], health=health, collateral_usd=coll,
             debt_usd=debt,
@@ -335,7 +340,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
             assets=[frozenset({p.market.collateral_symbol, p.market.loan_symbol,
                                market_key(p.market.id)}) for p in positions],
             unread=[{"market": m.name} for market_id, m in self.markets.items()
-                    if market_id not in book.markets])
+                    if market_id not in book.markets],
+            main_price=rate, price_unit=[p.market.loan_symbol for p in positions])
 
     def first_pass(self, previous: MorphoBook | None, book: MorphoBook) -> None:
         return None  # every position is evaluated at once (one multicall, no reverse index)

@@ -484,6 +484,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         notional = np.empty(n)
         drop = np.full(n, np.nan)
         rise = np.full(n, np.nan)
+        mark = np.full(n, np.nan)  # (the main market's, today: with the move, its price)
         main: list[str | None] = []
         index = {b: m.index for b, m in book.markets.items()}
         details: list[dict[str, Any]] = []
@@ -516,6 +517,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                     else:
                         drop[i] = -move if move < 0 else 0.0
             main.append(main_position.asset if main_position else None)
+            if main_position is not None and not factors:
+                mark[i] = main_position.mark / cm.WAD
             if not factors:
                 hours = cm.hours_to_maintenance(t, index)
                 details.append({
@@ -531,7 +534,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             debt_usd=notional, liquidation_threshold=np.full(n, book.mm_ratio / cm.RATIO),
             main_collateral=main, drop_to_liquidation=drop, rise_to_liquidation=rise,
             main_is_position=True, assets=[t.assets for t in book.traders],
-            details=details or None, notes=notes or None)
+            details=details or None, notes=notes or None,
+            main_price=None if factors else mark)
 
     def book_risk(self, book: CurieBook) -> BookRisk:
         """For `keeperd simulate`: the insurance fund's capacity and the accounts funding

@@ -85,6 +85,12 @@ class HealthView:
     # or rate model did not answer: {"market": "WETH/USDC"}): a watched row missing there is
     # unknown, not gone (an endpoint failing that read must not resolve its alert).
     unread: Sequence[Mapping[str, str]] = ()
+    # The main asset's price today (NaN: not known; None: no row's), in `price_unit` of the
+    # row ("USD", or a Morpho market's loan token its oracle rate is in): with the drop (or
+    # rise) to liquidation, the price that liquidates — what a holder's alert says (a by-hand
+    # trial's holder had to work out 2,840 x (1 - 16.2 %) from "a 16.2 % drop").
+    main_price: NDArray[np.float64] | None = None
+    price_unit: Sequence[str] | None = None
 
     def row_rise(self, i: int) -> float | None:
         """The rise of the row's main asset that liquidates it, if that is what does."""
@@ -92,6 +98,15 @@ class HealthView:
             return None
         rise = float(self.rise_to_liquidation[i])
         return None if np.isnan(rise) else rise
+
+    def row_price(self, i: int) -> tuple[float, str] | None:
+        """(the row's main asset's price today, its unit), if known."""
+        if self.main_price is None:
+            return None
+        price = float(self.main_price[i])
+        if not np.isfinite(price) or price <= 0:
+            return None
+        return price, self.price_unit[i] if self.price_unit is not None else "USD"
 
     def row_labels(self, i: int) -> Mapping[str, str]:
         return self.labels[i] if self.labels is not None else {}
