@@ -267,8 +267,11 @@ class Dispatcher:
                 return False
         if not await self.outbox.claim(entry.id):  # delivered by another replica meanwhile
             return False
-        result = await rt.sink.send(session, entry.alerts, entry.idempotency_key,
-                                    entry.parts_done)
+        # (each alert with the time it was queued: the same at every attempt, so a message
+        # split in parts renders the same parts again)
+        result = await rt.sink.send(session, [{**a, "queued_at": entry.created_at}
+                                              for a in entry.alerts],
+                                    entry.idempotency_key, entry.parts_done)
         now = time.time()
         labels = (rt.route, rt.sink_id)
         fields = {"route": rt.route, "sink": rt.sink_id, "entry": entry.id,

@@ -8,6 +8,7 @@ several, never inside an HTML entity or tag.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -106,6 +107,12 @@ def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
     if first["kind"] == "retracted":
         icon = "↩️"
     header = f"{icon} {_bold(markup, esc(title(alerts) + part))}".strip()
+    if first.get("queued_at"):
+        # (when keeperd told it, not when it arrives: a message delivered after a sink's
+        # outage said only its block, and read as news — a by-hand trial's came 33 s late,
+        # and with the outbox's backoff it may come a quarter hour late)
+        header += " · " + esc(time.strftime("%d %b %H:%M:%S UTC",
+                                            time.gmtime(float(first["queued_at"]))))
     blocks = []
     for alert in alerts:
         line = esc(alert["summary"])

@@ -146,3 +146,18 @@ def test_sink_headers_cannot_replace_the_signature() -> None:
             {"kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "${WEBHOOK_SECRET}",
              "headers": {"X-Keeperd-Signature": "t=1,v1=forged"}}]}]}},
         env={"WEBHOOK_SECRET": "s" * 32})
+
+
+def test_a_message_says_when_it_was_told_in_every_part() -> None:
+    """A message delivered after a sink's outage said only its block and read as news (a
+    by-hand trial's came 33 s late; the outbox's backoff may make it a quarter hour): each
+    part's title says when keeperd queued it — the same at every attempt, so a message resent
+    from its third part renders the same parts."""
+    queued = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
+    one = render([{**alert("health 1.05"), "queued_at": queued}], "plain")
+    assert one.splitlines()[0].endswith(" · 30 Nov 00:53:20 UTC")
+    many = [{**alert(f"account {i} " + "x" * 300), "queued_at": queued} for i in range(40)]
+    parts = render_parts(many, "html", TELEGRAM_LIMIT)
+    assert len(parts) > 1 and all("30 Nov 00:53:20 UTC" in p.splitlines()[0] for p in parts)
+    assert render_parts(many, "html", TELEGRAM_LIMIT) == parts
+    assert " UTC" not in render([alert("health 1.05")], "plain").splitlines()[0]
