@@ -65,10 +65,16 @@ class ConfigError(Exception):
 
 
 def _checksum(value: str) -> str:
-    if not isinstance(value, str) or not is_address(value):
+    # (eth_utils takes 40 hex digits without 0x as an address: a mixed-case one was then
+    # blamed on its checksum, a by-hand trial's missing 0x)
+    if not isinstance(value, str) or not value.startswith("0x") or \
+            not is_address(value):
         what = "is not an Ethereum address (0x followed by 40 hex digits)"
-        if not (isinstance(value, str) and value.startswith("0x")):
-            fix = "copy the whole address again, 0x included"
+        if isinstance(value, str) and not value.startswith("0x") and \
+                re.fullmatch(r"[0-9a-fA-F]{40}", value):
+            fix = f"it lacks its 0x: write 0x{value}"
+        elif not (isinstance(value, str) and value.startswith("0x")):
+            fix = "copy the whole address again, 0x included (ENS names are not resolved)"
         elif len(value) != 42:
             fix = f"copy the whole address again (this one has {len(value) - 2} characters " \
                   "after 0x)"

@@ -220,8 +220,11 @@ class AlertEngine:
                 self.watched.setdefault(account.lower(), []).append(w)
                 self.checksummed[account.lower()] = account
         self._held = {}  # (the held sets name only the accounts watched when they were made)
+        # (an account taken out of its watchlist is forgotten, not "found": its removal was
+        # logged as watchlist.position_found, a by-hand trial)
+        listed = {(w.name, a) for w in config.watchlists for a in w.accounts}
         names = {w.name for w in config.watchlists}
-        self._without = {(w, a) for w, a in self._without if w in names}
+        self._without = {(w, a) for w, a in self._without if (w, a) in listed}
         self._resolve_unwatched()  # (SIGHUP; at start the state is empty until `load`)
         gauge = self.metrics.watched_without_position
         for sample in [s for m in gauge.collect() for s in m.samples]:

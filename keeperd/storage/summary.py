@@ -58,9 +58,11 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
         out["last_liquidations"] = [last_liquidation(r)
                                     for r in await db.fetch(_LAST_LIQUIDATIONS)]
     if "alert_state" in present:
+        # (each at its severity now, as `keeperd alerts list` and keeperd_alerts_firing say:
+        # one back from critical to warning is not told, and its message says critical)
         out["alerts_firing"] = firing_summary(
-            json.loads(r[0]) for r in await db.fetch(
-                "SELECT alert FROM alert_state ORDER BY since"))
+            {**json.loads(r[0]), "severity": str(r[1])} for r in await db.fetch(
+                "SELECT alert, severity FROM alert_state ORDER BY since"))
     if "breaker" in present:
         # (a tripped breaker holds every liquidation on its asset: `status` said "16
         # liquidatable" of positions all held, a by-hand trial)

@@ -71,6 +71,15 @@ def test_a_watched_address_with_a_wrong_checksum_is_refused_with_the_fix() -> No
     assert config.alerts.watchlists[0].accounts == [BOB, ALICE]
 
 
+def test_an_address_without_its_0x_is_told_so_not_blamed_on_its_checksum() -> None:
+    """40 hex digits without 0x passed eth_utils as an address, and a mixed-case one was
+    blamed on its checksum (a by-hand trial); an ENS name is not resolved, and says so."""
+    found = issues_of(watching(BOB, ALICE[2:], "alice.eth"), {"S": "s" * 32})
+    assert f"it lacks its 0x: write {ALICE}" in found["alerts.watchlists[0].accounts[1]"]
+    assert "checksum" not in found["alerts.watchlists[0].accounts[1]"]
+    assert "ENS names are not resolved" in found["alerts.watchlists[0].accounts[2]"]
+
+
 def test_a_contract_or_keeper_address_with_a_mistyped_digit_is_refused_offline() -> None:
     """A digit is not a letter: one mistyped changes the checksum the letters' cases must
     carry. Any Address field (a protocol's contract, keeper.address) was only checksummed, so
@@ -215,6 +224,15 @@ async def test_an_account_held_in_one_protocol_of_several_has_a_position(tmp_pat
         await scanned(engine, "aave", view_of([BOB, CAROL], [10.0, 0.0]))
     assert without_position(metrics) == 1
     assert [e["accounts"] for e in logs if e["event"] == "watchlist.position_found"] == [[BOB]]
+    # Carol taken out of the watchlist (SIGHUP): forgotten, not "found" (a by-hand trial).
+    engine.configure(AlertsConfig.model_validate({
+        **engine.config.model_dump(mode="json", exclude_none=True),
+        "watchlists": [{"name": "w", "accounts": [ALICE, BOB], "route": "ops"}]}))
+    with capture_logs() as logs:
+        await scanned(engine, "aave", view_of([BOB], [10.0]))
+        await scanned(engine, "morpho", view_of([ALICE], [5_000.0]))
+    assert without_position(metrics) == 0
+    assert not [e for e in logs if e["event"] == "watchlist.position_found"], logs
 
 
 async def test_an_account_whose_position_is_gone_is_not_called_a_typo(tmp_path: Path
