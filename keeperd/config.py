@@ -1556,7 +1556,8 @@ def _fix_for(error: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         return f"add `{error.get('ctx', {}).get('discriminator', 'kind')}`"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return "bring the value into the allowed range"
+        return ("bring the value into the allowed range (`keeperd config-schema` gives both "
+                "ends of it)")
     if kind in ("too_short", "list_type"):
         return "give a list with at least one entry"
     if kind == "string_pattern_mismatch":

@@ -34,6 +34,7 @@ def liquidator() -> Any:
     out._unwind_failures, out._unverified = {}, set()
     out.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
     out._told_held = frozenset()
+    out._bound_told = set()
     return out
 
 
@@ -324,7 +325,7 @@ def test_an_unwind_is_bounded_by_the_kinder_of_the_index_and_the_mark() -> None:
 def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> None:
     liq = liquidator()
     liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(
-        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20))
+        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={})
     for block in (10, 11, 12):
         liq.housekeeping_settled(unwind(VETH), block,
                                  "its simulation reverted: execution reverted: CH_TLRS")
@@ -346,3 +347,16 @@ def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> 
     ((key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=priced))
     assert key.position == (UNWIND, VETH)
     assert int.from_bytes(data[4 + 64:4 + 96], "big") == 5 * 2_000 * 9_700 * cm.WAD // 10_000
+    # A bound under the market's exchange fee can never fill: said once, as an error (a
+    # trial's 5 bps held $327k of vETH unwound, with only CH_TLRS to go by).
+    liq2.adapter.fee_ratios = {VETH: 1_000}  # (0.1 %)
+    liq2.adapter.config.unwind_max_slippage_bps = 10
+    with structlog.testing.capture_logs() as logs:
+        liq2.housekeeping(SimpleNamespace(book=priced))
+        liq2.housekeeping(SimpleNamespace(book=priced))
+    told = [e for e in logs if e["event"] == "curie.unwind_bound_below_fee"]
+    assert len(told) == 1 and told[0]["log_level"] == "error" and told[0]["market"] == "vETH"
+    liq2.adapter.config.unwind_max_slippage_bps, liq2._bound_told = 11, set()
+    with structlog.testing.capture_logs() as logs:
+        liq2.housekeeping(SimpleNamespace(book=priced))
+    assert not [e for e in logs if e["event"] == "curie.unwind_bound_below_fee"]

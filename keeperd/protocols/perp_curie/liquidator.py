@@ -185,6 +185,7 @@ class CurieLiquidator(LiquidatorBase):
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
+        self._bound_told: set[str] = set()  # (markets whose fee is over the unwind's bound)
         # (the keeper's margin in the Vault and its wallet's USDC, as `balances` last read
         # them: what `capital_fix` tells a shortfall to do)
         self._capital_read = (0, 0)
@@ -467,7 +468,9 @@ class CurieLiquidator(LiquidatorBase):
             del self._unwind_failures[base]
         failing = frozenset(self._unwind_failing) | frozenset(self._unverified)
         if failing != self._told_held:
-            (log.error if failing else log.info)(
+            # (an error when an unwind failed; a warning when it only waits for a start's
+            # first unwind, routine after a restart — released at the next block as a rule)
+            (log.error if self._unwind_failing else log.warning if failing else log.info)(
                 "curie.takeovers_held" if failing else "curie.takeovers_released",
                 protocol=self.adapter.name, markets=sorted(failing), reason=self.hold())
             self._told_held = failing
@@ -603,8 +606,18 @@ class CurieLiquidator(LiquidatorBase):
             status = book.markets[p.base].status
             key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
             if status == OPEN:
-                bound = unwind_bound(p.size, book.markets[p.base],
-                                     self.adapter.config.unwind_max_slippage_bps)
+                bps = self.adapter.config.unwind_max_slippage_bps
+                fee = self.adapter.fee_ratios.get(p.base)
+                if fee is not None and bps * 100 <= fee and p.base not in self._bound_told:
+                    # (a trial's 5 bps kept $327k of vETH unwound: the fee alone is over it)
+                    self._bound_told.add(p.base)
+                    log.error("curie.unwind_bound_below_fee", protocol=self.adapter.name,
+                              market=book.markets[p.base].symbol, unwind_max_slippage_bps=bps,
+                              exchange_fee_bps=fee / 100,
+                              meaning="every unwind in this market reverts on its bound (the "
+                                      "exchange fee alone is over it) and its takeovers are "
+                                      "held: raise unwind_max_slippage_bps above the fee")
+                bound = unwind_bound(p.size, book.markets[p.base], bps)
                 if bound is None:  # (no price to bound it by: no unwind at any price)
                     self.housekeeping_settled(key, book.block, "the market's index and mark "
                                               "are unread: no price to bound its unwind by")
