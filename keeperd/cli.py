@@ -36,7 +36,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from keeperd.chain.rpc import RpcUnavailable
-from keeperd.config import Config, ConfigError, config_json_schema, load_config
+from keeperd.config import (
+    Config,
+    ConfigError,
+    config_json_schema,
+    load_config,
+    mistyped_variables,
+    parse_config,
+    read_config_tree,
+    referenced_variables,
+)
 from keeperd.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -70,11 +79,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from keeperd.daemon import Daemon, StartupError
     from keeperd.web import ListenError
 
-    config = load_config(args.config)
+    tree = read_config_tree(args.config)
+    config = parse_config(tree, str(args.config))
     # The daemon adds the key and the sinks' secrets to this redactor: it must be the one
     # the log pipeline runs.
     redactor = configure_logging(config.logging.level, config.logging.format)
     log = structlog.get_logger("keeperd")
+    for issue in mistyped_variables(tree):
+        log.warning("config.variable_unread", problem=issue.message, fix=issue.fix)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -96,7 +108,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except ListenError as exc:  # (a failure a restart may mend: the port's holder may go)
         log.error("daemon.startup_failed", reason=str(exc))
-        print(f"keeperd: {redactor.scrub(str(exc))}", file=sys.stderr)
+        port = (tree.get("metrics") or {}).get("port") if isinstance(tree, dict) else None
+        names = sorted(referenced_variables(port))
+        # ("set metrics.port" of a config that reads it from a variable: name the variable)
+        via = (f" (this config reads metrics.port from {', '.join(names)}: "
+               f"export {names[0]}=<a free port>)" if names else "")
+        print(f"keeperd: {redactor.scrub(str(exc))}{via}", file=sys.stderr)
         return EXIT_FAILURE
     # Anything else escapes to sys.excepthook, which configure_logging has made log it
     # (so redacted): the final traceback holds no secret the daemon registered.

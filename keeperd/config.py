@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -1435,6 +1435,39 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
     if result == "" and _ENV_REF.fullmatch(node.strip()):
         return None
     return result
+
+
+# What keeperd reads of the environment itself, beside a config's ${...} references.
+OWN_VARIABLES = frozenset({"KEEPERD_DEVNET_DIR", "KEEPERD_PLUGINS", "KEEPERD_PROJECT_ROOT",
+                           "KEEPERD_CRASH_AT", "KEEPERD_DEVNET_RPC", "KEEPERD_DEVNET_KEY"})
+
+
+def referenced_variables(node: Any) -> set[str]:
+    """The ${VAR} names a config tree (as written) refers to."""
+    if isinstance(node, dict):
+        return set().union(*(referenced_variables(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(referenced_variables(v) for v in node))
+    return {m.group(1) for m in _ENV_REF.finditer(node)} if isinstance(node, str) else set()
+
+
+def mistyped_variables(tree: Any, env: Mapping[str, str] | None = None) -> list[ConfigIssue]:
+    """KEEPERD_* variables set that nothing reads and that are a letter or two from one the
+    config does read: a typo (`KEEPERD_DEVNET_RCP`) left the config's default in force with no
+    word — on a machine where another node answers the default, against the wrong chain (a
+    by-hand trial). Only near misses are told: a variable another config reads is not one."""
+    env = os.environ if env is None else env
+    read = referenced_variables(tree)
+    known = read | OWN_VARIABLES
+    out = []
+    for name in sorted(n for n in env if n.startswith("KEEPERD_") and n not in known):
+        close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.85)
+        if close:
+            out.append(ConfigIssue(
+                "(environment)", f"{name} is set, and nothing reads it",
+                f"did you mean {close[0]}? The config reads {close[0]}"
+                + (" (unset: its default is in force)" if close[0] not in env else "")))
+    return out
 
 
 def _join(path: str, key: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -194,6 +195,22 @@ def test_metrics_port_in_use_is_one_line(devnet: Devnet, tmp_path: Path) -> None
     assert "Traceback" not in run.stderr
     assert f"keeperd: metrics: 127.0.0.1:{port} is already in use" in run.stderr
     assert "set metrics.port to a free port" in run.stderr
+    assert "reads metrics.port from" not in run.stderr
+    # The port from a variable (as config/devnet.yaml's): the variable is named, with a
+    # misspelt one beside it told as such (a by-hand trial set "metrics.port" by neither).
+    data = yaml.safe_load(config.read_text())
+    data["metrics"]["port"] = "${KEEPERD_METRICS_PORT:-%d}" % port
+    config.write_text(yaml.safe_dump(data))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        run = subprocess.run([sys.executable, "-m", "keeperd", "run", "--config", str(config),
+                              "--duration", "30"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "KEEPERD_METRICS_PROT": "1"})
+    assert run.returncode == 1
+    assert ("this config reads metrics.port from KEEPERD_METRICS_PORT: export "
+            "KEEPERD_METRICS_PORT=<a free port>") in run.stderr
+    assert '"event": "config.variable_unread"' in run.stdout + run.stderr
 
 
 def simulate_config(tmp_path: Path, devnet: Devnet) -> tuple[Path, list[str], str]:

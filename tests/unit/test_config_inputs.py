@@ -359,3 +359,21 @@ def test_holders_on_the_first_route_are_told_they_get_the_operators_alerts(
     warned.clear()
     check_config(write(tmp_path, data), online=False, warn=warned.append)
     assert warned == []
+
+
+def test_a_mistyped_keeperd_variable_is_told_not_left_to_the_default() -> None:
+    """`KEEPERD_DEVNET_RCP` left the config's `${KEEPERD_DEVNET_RPC:-http://127.0.0.1:8545}`
+    default in force, with no word (a by-hand trial): a near miss of a variable the config
+    reads is told; one no config near it reads (another config's) is not."""
+    from keeperd.config import mistyped_variables
+
+    tree = {"chains": [{"rpc_urls": ["${KEEPERD_DEVNET_RPC:-http://127.0.0.1:8545}"]}],
+            "keeper": {"mode": "${KEEPERD_MODE:-alert-only}"}}
+    [told] = mistyped_variables(tree, {"KEEPERD_DEVNET_RCP": "http://x", "KEEPERD_MODE": "x",
+                                       "KEEPERD_PG_PASSWORD": "p", "KEEPERD_PLUGINS": "a",
+                                       "PATH": "/bin"})
+    assert "KEEPERD_DEVNET_RCP is set, and nothing reads it" in told.message
+    assert "did you mean KEEPERD_DEVNET_RPC?" in told.fix and "default is in force" in told.fix
+    assert mistyped_variables(tree, {"KEEPERD_DEVNET_RPC": "http://x"}) == []
+    assert [i.message for i in mistyped_variables(tree, {"KEEPERD_MDOE": "liquidate"})] == [
+        "KEEPERD_MDOE is set, and nothing reads it"]
