@@ -338,8 +338,11 @@ class CascadeMonitor:
             # (the worst scenario now, which may not be the one that fired: said as such)
             resolved_summary=f"the worst bad debt a {float(target):.0%} shock leaves on "
                              f"{self.protocol} is back to ${bad:,.0f} (now {moved})",
-            action="Review the largest positions in that asset and the depth assumptions; "
-                   "consider lower caps or higher thresholds for it.",
+            action=("Review the largest positions in the assets it moves and the depth "
+                    "assumptions; consider lower caps or higher thresholds for them."
+                    if scenario == "joint" or scenario in (numeraires or set()) else
+                    f"Review the largest positions in {scenario} and the depth assumptions; "
+                    "consider lower caps or higher thresholds for it."),
             details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),
                      "amplification": round(float(r.amplification[worst]), 4),
                      "fund_usd": self.fund_usd})], self.chain, block)
