@@ -271,6 +271,15 @@ class Daemon:
                              "liquidatable")
             if (held := self._held_by_keeperd(name)) is not None:
                 parts.append(f"{name}: new liquidations held ({held[:200]})")
+            executor = self.executors.get(name)
+            if executor is not None and executor.capital_shortfall:
+                # (a dry run's Curie takeovers, short of a margin only liquidate mode
+                # deposits, showed no row and no word in status: a by-hand trial)
+                short = executor.capital_shortfall.values()
+                parts.append(f"{name}: {sum(s.opportunities for s in short)} liquidation(s) "
+                             f"short of capital ({', '.join(sorted(s.symbol for s in short))})"
+                             + (f": {executor.capital_fix[:200]}" if executor.capital_fix
+                                else ""))
         return f"{self.config.keeper.mode}; " + "; ".join(parts)
 
     def _held_by_keeperd(self, protocol: str) -> str | None:

@@ -534,6 +534,10 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
     assert sum(s.opportunities for s in short.values()) > 20
     # (no FlashLiquidator configured: `capital: auto` would not help, so it is not advised)
     assert executor.capital_fix == "Fund the keeper with the debt asset."
+    # `keeperd status` says it too (its doing line said only "N liquidatable").
+    status = keeper.daemon._status_line()
+    assert f"aave: {sum(s.opportunities for s in short.values())} liquidation(s) short of " \
+        f"capital ({', '.join(sorted(short))}): Fund the keeper with the debt asset." in status
     labels = {"chain": "devnet", "protocol": "aave"}
     metrics = keeper.daemon.metrics
     assert metric_value(metrics, "keeperd_liquidations_total",
