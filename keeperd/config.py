@@ -326,14 +326,17 @@ class PerpCurieConfig(_Model):
         "for the positions it takes over when liquidating (10 % of a liquidated notional is "
         "needed until it is unwound); deposited from the keeper's wallet at start, and "
         "refilled to it once under 90 % of it (unwinds' losses, funding).")
-    unwind_max_slippage_bps: int = Field(
-        default=300, ge=0, le=5_000, description="The worst price an unwind of a position "
-        "the keeper took over may close at, in basis points beyond the market's index or "
-        "mark (whichever is kinder to the unwind): closePosition's own slippage bound, so "
-        "a thin or sandwiched pool reverts the unwind (its simulation first: no gas) instead "
-        "of filling it at any price. The pool's fee, the close's own price impact and a "
-        "sandwich's take all count. An unwind held by it for 3 blocks holds the market's "
-        "takeovers (`liquidations_held`) until it goes.")
+    unwind_max_slippage_bps: int | None = Field(
+        default=None, ge=0, le=5_000, description="How far beyond the market's index or mark "
+        "(whichever is kinder to the unwind), in basis points, an unwind of a position the "
+        "keeper took over may push the pool's price: closePosition's price limit. What the "
+        "pool cannot take within it is left for a later block (a partial close); a pool "
+        "already beyond it (a sandwich's front leg, a panic) makes the unwind's simulation "
+        "revert, at no gas. Unset: no limit beyond Curie's own (1,000 ticks, ~10 %, a block). "
+        "Set it where arbitrage brings the pool back to the index between blocks: without "
+        "arbitrage the keeper's own sale leaves the pool at the limit, and the rest of its "
+        "position waits (an unwind held 3 blocks holds the market's takeovers, "
+        "`liquidations_held`).")
 
 
 class _PerpVenueConfig(_Model):

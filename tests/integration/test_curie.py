@@ -169,10 +169,18 @@ async def test_every_seeded_trader_is_read_as_the_contracts_see_it(
         assert (rise is None) != np.isnan(drop), (t.account, rise, drop)
         moves["rise" if rise is not None else "drop"] += 1
         move = rise if rise is not None else -drop
+        # (there, health — the position's rule or, with WETH margin, the Vault's collateral
+        # rules, whichever is nearer: a holder on WETH margin was told a distance its margin
+        # passed first — is 1)
         av, mm = cm.shocked(t, {main.asset: 1 + move}, book.mm_ratio)
-        assert av == pytest.approx(mm, rel=1e-6), t.account
+        health = av / mm
+        if t.collateral and book.collateral_rules is not None:
+            health = min(health, cm.collateral_health(
+                t, book.collateral_rules, book.mm_ratio, {main.asset: 1 + move}))
+        assert health == pytest.approx(1.0, rel=1e-6), t.account
         for other in t.positions:  # no other market is nearer its liquidation
-            other_move = cm.move_to_liquidation(t, other, book.mm_ratio)
+            other_move = cm.move_to_liquidation(t, other, book.mm_ratio,
+                                                book.collateral_rules)
             assert other_move is None or abs(other_move) >= abs(move) - 1e-12
         if not t.collateral:
             assert (rise is not None) == (main.size < 0), t.account

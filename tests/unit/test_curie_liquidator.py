@@ -34,7 +34,6 @@ def liquidator() -> Any:
     out._unwind_failures, out._unverified = {}, set()
     out.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
     out._told_held = frozenset()
-    out._bound_told = set()
     return out
 
 
@@ -302,24 +301,31 @@ async def test_refills_add_up_to_one_margin_a_day(monkeypatch: pytest.MonkeyPatc
     assert [e["event"] for e in logs] == ["curie.keeper_margin_refills_spent"]
 
 
-def test_an_unwind_is_bounded_by_the_kinder_of_the_index_and_the_mark() -> None:
-    """closePosition's oppositeAmountBound (0 is none at all): closing a long, the least vUSD
-    it may receive — the lower of index and mark, less the slippage; closing a short, the
-    most it may pay — the higher, plus it; unread prices, no bound and no unwind."""
-    from keeperd.protocols.perp_curie.liquidator import unwind_bound
+def sqrt_price(price: float) -> int:
+    import math
+
+    return math.isqrt(int(price * 10**6) * 2**192 // 10**6)
+
+
+def test_an_unwind_is_limited_by_the_kinder_of_the_index_and_the_mark() -> None:
+    """closePosition's price limit (0 is none at all): closing a long sells down to the lower
+    of index and mark less the slippage; closing a short buys up to the higher, plus it;
+    unread prices, no limit and no unwind."""
+    from keeperd.protocols.perp_curie.liquidator import unwind_price_limit
 
     market = Market(VETH, "vETH", "WETH", 2_000 * cm.WAD, 1_980 * cm.WAD)  # (mark, index)
-    long_bound = unwind_bound(5 * cm.WAD, market, 300)
-    assert long_bound == 5 * 1_980 * 9_700 * cm.WAD // 10_000  # (9,603 vUSD)
-    short_bound = unwind_bound(-5 * cm.WAD, market, 300)
-    assert short_bound == 5 * 2_000 * 10_300 * cm.WAD // 10_000  # (10,300 vUSD)
-    # (rounded toward the unwind's side: never looser than the bound asked)
-    assert unwind_bound(-1, replace(market, mark=3, index=3), 0) == 1
-    assert unwind_bound(1, replace(market, mark=3, index=3), 300) == 1  # (not 0: no bound)
-    assert unwind_bound(5 * cm.WAD, replace(market, mark=0), 300) == \
-        5 * 1_980 * 9_700 * cm.WAD // 10_000  # (the one price read)
-    assert unwind_bound(5 * cm.WAD, replace(market, mark=0, index=0), 300) is None
-    assert unwind_bound(0, market, 300) is None
+    assert unwind_price_limit(5 * cm.WAD, market, 300) == sqrt_price(1_980 * 0.97)
+    assert unwind_price_limit(-5 * cm.WAD, market, 300) == sqrt_price(2_000 * 1.03)
+    # (as a price: 1,920.6 and 2,060 vUSD a vETH)
+    assert (unwind_price_limit(5 * cm.WAD, market, 300) / 2**96) ** 2 == \
+        pytest.approx(1_920.6, rel=1e-12)
+    assert unwind_price_limit(5 * cm.WAD, replace(market, mark=0), 300) == \
+        sqrt_price(1_980 * 0.97)  # (the one price read)
+    assert unwind_price_limit(5 * cm.WAD, replace(market, mark=0, index=0), 300) is None
+    assert unwind_price_limit(0, market, 300) is None
+    # (a floor rounds up, a ceiling down: never looser than asked)
+    floor = unwind_price_limit(1, replace(market, mark=3, index=3), 1)
+    assert floor is not None and floor > 0
 
 
 def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> None:
@@ -328,10 +334,10 @@ def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> 
         unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={})
     for block in (10, 11, 12):
         liq.housekeeping_settled(unwind(VETH), block,
-                                 "its simulation reverted: execution reverted: CH_TLRS")
+                                 "its simulation reverted: execution reverted: SPL")
     liq._unwinds_failing(book({VETH: 5 * 10**18}))
     hold = liq.hold()
-    assert hold is not None and "CH_TLRS: the pool would close it beyond " \
+    assert hold is not None and "SPL: the pool's price is beyond " \
         "unwind_max_slippage_bps (300 bps)" in hold, hold
     # The keeper's long, its market's prices unread (0): nothing to unwind with, said.
     liq2 = liquidator()
@@ -346,17 +352,9 @@ def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> 
         unread.markets[VETH], mark=2_000 * cm.WAD, index=2_000 * cm.WAD)})
     ((key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=priced))
     assert key.position == (UNWIND, VETH)
-    assert int.from_bytes(data[4 + 64:4 + 96], "big") == 5 * 2_000 * 9_700 * cm.WAD // 10_000
-    # A bound under the market's exchange fee can never fill: said once, as an error (a
-    # trial's 5 bps held $327k of vETH unwound, with only CH_TLRS to go by).
-    liq2.adapter.fee_ratios = {VETH: 1_000}  # (0.1 %)
-    liq2.adapter.config.unwind_max_slippage_bps = 10
-    with structlog.testing.capture_logs() as logs:
-        liq2.housekeeping(SimpleNamespace(book=priced))
-        liq2.housekeeping(SimpleNamespace(book=priced))
-    told = [e for e in logs if e["event"] == "curie.unwind_bound_below_fee"]
-    assert len(told) == 1 and told[0]["log_level"] == "error" and told[0]["market"] == "vETH"
-    liq2.adapter.config.unwind_max_slippage_bps, liq2._bound_told = 11, set()
-    with structlog.testing.capture_logs() as logs:
-        liq2.housekeeping(SimpleNamespace(book=priced))
-    assert not [e for e in logs if e["event"] == "curie.unwind_bound_below_fee"]
+    assert int.from_bytes(data[4 + 32:4 + 64], "big") == sqrt_price(2_000 * 0.97)
+    assert int.from_bytes(data[4 + 64:4 + 96], "big") == 0  # (no amount bound)
+    # Unset: Curie's own limit only (0), and an unread price does not hold the unwind.
+    liq2.adapter.config.unwind_max_slippage_bps = None
+    ((_key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=unread))
+    assert int.from_bytes(data[4 + 32:4 + 64], "big") == 0

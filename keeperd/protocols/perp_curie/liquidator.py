@@ -42,6 +42,8 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
@@ -91,9 +93,9 @@ CLOSE_GAS = 900_000
 DEADLINE = 2**255
 # ClearingHouse's "position size is zero": an unwind simulated once the last one went.
 NOTHING_TO_UNWIND = "CH_PSZ"
-# closePosition's slippage bound (ours, `unwind_bound`) refused the close: too little
-# received closing a long, too much asked closing a short.
-SLIPPAGE_BOUND = ("CH_TLRS", "CH_TMRS")
+# The pool's price already beyond the unwind's price limit (ours, `unwind_price_limit`):
+# Uniswap's swap refuses to start ("SPL").
+PRICE_LIMIT_PASSED = re.compile(r"\bSPL\b")
 # Blocks an unwind fails in (simulated or on chain), none included between, before its
 # market's takeovers are held.
 UNWIND_FAILED_BLOCKS = 3
@@ -133,18 +135,25 @@ def settled_margin(deposit: Any, pnl: Any) -> int | None:
     return deposit + (owed + fee) // 10**12
 
 
-def unwind_bound(size: int, market: Any, slippage_bps: int) -> int | None:
-    """closePosition's `oppositeAmountBound` for the keeper's position of `size` (signed, 18
-    decimals): closing a long sells it for at least its size at the lower of the market's
-    index and mark less `slippage_bps` (CH_TLRS below that); closing a short buys it back for
-    at most its size at the higher of the two plus `slippage_bps` (CH_TMRS above). A bound of
-    0 is none at all to the ClearingHouse: None when neither price is read."""
+def unwind_price_limit(size: int, market: Any, slippage_bps: int) -> int | None:
+    """closePosition's `sqrtPriceLimitX96` for the keeper's position of `size` (signed, 18
+    decimals): closing a long sells into the pool down to the lower of the market's index
+    and mark less `slippage_bps`, closing a short buys up to the higher of the two plus it —
+    the pool's price never pushed beyond, whatever it takes: what it cannot take there is a
+    partial close (the rest at a later block), and a pool already beyond it (a sandwich's
+    front leg, a panic) reverts the swap (`SPL`) in its simulation, at no gas. An amount bound
+    (`oppositeAmountBound`) instead reverted every close whose size moved the pool past it —
+    a crash's unwinds, at the 1,000 ticks a block Curie allows, held for good. None when
+    neither price is read (no limit at all is none to the ClearingHouse)."""
     prices = [p for p in (market.index, market.mark) if isinstance(p, int) and p > 0]
     if not prices or not size:
         return None
-    if size > 0:
-        return max(1, abs(size) * min(prices) * (10_000 - slippage_bps) // (10_000 * cm.WAD))
-    return -(-abs(size) * max(prices) * (10_000 + slippage_bps) // (10_000 * cm.WAD))
+    if size > 0:  # (a floor: rounded up, never looser)
+        limit = -(-min(prices) * (10_000 - slippage_bps) // 10_000)
+    else:  # (a ceiling: rounded down)
+        limit = max(prices) * (10_000 + slippage_bps) // 10_000
+    # vUSD per vETH in the pool (base is token0): sqrt(price) x 2^96.
+    return max(1, math.isqrt(limit * 2**192 // cm.WAD))
 
 
 def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
@@ -185,7 +194,6 @@ class CurieLiquidator(LiquidatorBase):
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
-        self._bound_told: set[str] = set()  # (markets whose fee is over the unwind's bound)
         # (the keeper's margin in the Vault and its wallet's USDC, as `balances` last read
         # them: what `capital_fix` tells a shortfall to do)
         self._capital_read = (0, 0)
@@ -421,9 +429,8 @@ class CurieLiquidator(LiquidatorBase):
             if self._unverified is not None:
                 self._unverified.discard(base)
             return
-        code = next((c for c in SLIPPAGE_BOUND if c in failed), None)
-        if code is not None:
-            failed = (f"{code}: the pool would close it beyond unwind_max_slippage_bps "
+        if PRICE_LIMIT_PASSED.search(failed):
+            failed = (f"SPL: the pool's price is beyond unwind_max_slippage_bps "
                       f"({self.adapter.config.unwind_max_slippage_bps} bps) from the index "
                       "and mark")
         blocks = self._unwind_failures.setdefault(base, set())
@@ -607,24 +614,15 @@ class CurieLiquidator(LiquidatorBase):
             key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
             if status == OPEN:
                 bps = self.adapter.config.unwind_max_slippage_bps
-                fee = self.adapter.fee_ratios.get(p.base)
-                if fee is not None and bps * 100 <= fee and p.base not in self._bound_told:
-                    # (a trial's 5 bps kept $327k of vETH unwound: the fee alone is over it)
-                    self._bound_told.add(p.base)
-                    log.error("curie.unwind_bound_below_fee", protocol=self.adapter.name,
-                              market=book.markets[p.base].symbol, unwind_max_slippage_bps=bps,
-                              exchange_fee_bps=fee / 100,
-                              meaning="every unwind in this market reverts on its bound (the "
-                                      "exchange fee alone is over it) and its takeovers are "
-                                      "held: raise unwind_max_slippage_bps above the fee")
-                bound = unwind_bound(p.size, book.markets[p.base], bps)
-                if bound is None:  # (no price to bound it by: no unwind at any price)
+                limit = (0 if bps is None  # (Curie's own limit only)
+                         else unwind_price_limit(p.size, book.markets[p.base], bps))
+                if limit is None:  # (no price to bound it by: no unwind at any price)
                     self.housekeeping_settled(key, book.block, "the market's index and mark "
                                               "are unread: no price to bound its unwind by")
                     continue
                 out.append((key, ch, encode_call(
                     CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
-                    [(p.base, 0, bound, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
+                    [(p.base, limit, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
             elif status == CLOSED:  # settled at the closing price (closePosition: CH_MNO)
                 out.append((key, ch, encode_call(QUIT_MARKET, ["address", "address"],
                                                  [self.keeper, p.base]), CLOSE_GAS))
