@@ -199,7 +199,7 @@ def test_metrics_port_in_use_is_one_line(devnet: Devnet, tmp_path: Path) -> None
     # The port from a variable (as config/devnet.yaml's): the variable is named, with a
     # misspelt one beside it told as such (a by-hand trial set "metrics.port" by neither).
     data = yaml.safe_load(config.read_text())
-    data["metrics"]["port"] = "${KEEPERD_METRICS_PORT:-%d}" % port
+    data["metrics"]["port"] = "${KEEPERD_METRICS_PORT:-" + str(port) + "}"
     config.write_text(yaml.safe_dump(data))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
