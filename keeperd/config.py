@@ -67,6 +67,8 @@ class ConfigError(Exception):
 def _checksum(value: str) -> str:
     # (eth_utils takes 40 hex digits without 0x as an address: a mixed-case one was then
     # blamed on its checksum, a by-hand trial's missing 0x)
+    if isinstance(value, str) and value.startswith("0X"):
+        value = "0x" + value[2:]  # (as eth_utils took it before 0x was required)
     if not isinstance(value, str) or not value.startswith("0x") or \
             not is_address(value):
         what = "is not an Ethereum address (0x followed by 40 hex digits)"
@@ -1461,6 +1463,15 @@ def mistyped_variables(tree: Any, env: Mapping[str, str] | None = None) -> list[
     by-hand trial). Only near misses are told: a variable another config reads is not one."""
     env = os.environ if env is None else env
     read = referenced_variables(tree)
+    # (and the variables the config names to be read, not through ${...}: the key's, the
+    # database password's)
+    if isinstance(tree, dict):
+        key = (tree.get("keeper") or {}).get("key") if isinstance(tree.get("keeper"), dict) \
+            else None
+        storage = tree.get("storage")
+        read |= {str(v) for v in (key.get("env") if isinstance(key, dict) else None,
+                                   storage.get("password_env") if isinstance(storage, dict)
+                                   else None) if isinstance(v, str)}
     known = read | OWN_VARIABLES
     out = []
     for name in sorted(n for n in env if n.startswith("KEEPERD_") and n not in known):

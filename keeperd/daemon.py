@@ -33,7 +33,7 @@ from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain import l1_fee
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg, confirmed_head
 from keeperd.chain.connect import check_chain_ids, make_pool
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.collector_hold import CollectorHold
 from keeperd.config import (
     AlertsConfig,
@@ -353,7 +353,7 @@ class Daemon:
             journal = await Journal.open(db)
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
                                              else f"the state directory {self.config.state_dir}")
-            await self._check_journal_protocols(journal)
+            await self._check_journal_protocols(journal, key)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):
@@ -413,18 +413,39 @@ class Daemon:
             await self._run_tasks(stop)
         log.info("daemon.stopped")
 
-    async def _check_journal_protocols(self, journal: Journal) -> None:
+    async def _check_journal_protocols(self, journal: Journal, key: Signer | None) -> None:
         """Liquidations in flight of a protocol no longer configured refuse a start that
-        sends (`reconcile.unconfigured_in_flight`); in another mode they are said."""
-        why = unconfigured_in_flight(await journal.by_status(PENDING),
-                                     {p.name for p in self.config.chain_protocols})
+        sends (`reconcile.unconfigured_in_flight`) — those whose nonce the key has not mined
+        on some configured chain: one under every chain's count can be in no pool any more
+        (its P&L only unbooked: said, not refused — a review); in another mode they are
+        said."""
+        pending = await journal.by_status(PENDING)
+        configured = {p.name for p in self.config.chain_protocols}
+        if all(e.protocol in configured for e in pending):
+            return
+        why = unconfigured_in_flight(pending, configured)
+        if self.config.keeper.mode == "liquidate" and key is not None:
+            counts = []
+            for rt in self.chains.values():
+                try:
+                    counts.append(int(await rt.pool.request(
+                        "eth_getTransactionCount", [key.address, "latest"]), 16))
+                except (RpcError, RpcUnavailable, ValueError, TypeError):
+                    counts = []  # (a chain unread: every row may still be in flight there)
+                    break
+            refused = unconfigured_in_flight(pending, configured,
+                                             min(counts) if counts else None)
+            if refused is not None:
+                raise StartupError(refused)
         if why is None:
             return
-        if self.config.keeper.mode == "liquidate":
-            raise StartupError(why)
         log.warning("journal.unconfigured_in_flight", problem=why,
-                    meaning="nothing is sent in this mode; liquidate mode refuses to start "
-                            "until they are settled")
+                    meaning="their transactions are mined or replaced on every configured "
+                            "chain (under the key's mined nonce): only their P&L waits, "
+                            "booked once the protocol is configured again"
+                    if self.config.keeper.mode == "liquidate" else
+                    "nothing is sent in this mode; liquidate mode refuses to start while any "
+                    "of them may still be in a pool")
 
     async def _check_journal_chains(self, db: Database, journal: Journal, where: str) -> None:
         """Each chain is the one the journal was kept on (`storage/chain_identity.py`), or the

@@ -100,7 +100,8 @@ def watched_rows(view: Any, protocol: str, chain: str, watched: Mapping[str, Any
         at: dict[str, Any] = {}
         move = rise if rise is not None else (-drop if not np.isnan(drop) else None)
         if priced is not None and move:
-            at = {"liquidation_price": round(priced[0] * (1.0 + move), 6),
+            # (to significant digits: a Morpho rate of 1e-9 loan tokens rounded to 0)
+            at = {"liquidation_price": float(f"{priced[0] * (1.0 + move):.6g}"),
                   "price_unit": priced[1]}
         out.append(WatchedRow(
             protocol, chain, account, labels, float(view.health[i]), view.row_assets(i),

@@ -157,8 +157,8 @@ def _facts(alert: dict[str, Any]) -> str:
 
 def _price(value: float, unit: str) -> str:
     """A price as a holder reads it: $2,380.15 in USD, 1.0512 WETH in another token."""
-    digits = 2 if value >= 100 else 4 if value >= 1 else 6
-    amount = f"{value:,.{digits}f}"
+    amount = (f"{value:,.2f}" if value >= 100 else f"{value:,.4f}" if value >= 1
+              else f"{value:.4g}")  # (significant digits: a rate of 1e-9 is not 0.000000)
     return f"${amount}" if unit == "USD" else f"{amount} {unit}"
 
 

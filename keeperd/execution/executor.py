@@ -1434,7 +1434,9 @@ class Executor:
         rather than repeats them; one that reverted or was never mined (refused, its nonce
         taken, cancelled) is tried again under a retry key."""
         if self.tx is None or self.mode != "liquidate" or self.keeper is None or \
-                self.tx.signing_held() is not None:
+                self.tx.signing_held() is not None or self.tx.unknown_wait(result.block):
+            # (nor while transactions found in the pool at start hold the key: signed above
+            # them, an unwind would sit behind the gap they leave if evicted)
             return
         # A delegated key's one slot busy: nothing journaled, asked again at the next block
         # (a follow-up refused for the slot was dropped for good: an unhedged position kept).
@@ -2249,6 +2251,11 @@ class Executor:
                 # to its load)
                 out += [(o, n, UNASKED) for o, n in todo[i + 1:]]
                 break
+            except Exception as exc:  # (a trace that does not read: this one unexplained,
+                # the others still asked — one malformed answer lost the whole batch, a review)
+                log.info("liquidation.revert_unexplained", opportunity=outcome.key,
+                         tx_hash=outcome.tx_hash, error=f"{type(exc).__name__}: {exc}"[:200])
+                out.append((outcome, asked, None))
         return out
 
     async def _put_down_reasons(self, answers: list[tuple[Outcome, int, Any]]) -> None:
@@ -2256,6 +2263,7 @@ class Executor:
         breaker's reason; an unanswered trace asked again later (REVERT_TRACE_TRIES in all);
         one not asked, first at the next asking."""
         unasked = [(o, n) for o, n, why in answers if why is UNASKED]
+        self._to_trace[:0] = unasked  # (first, whatever the writes below do)
         for outcome, asked, why in answers:
             if why is UNASKED:
                 continue
@@ -2280,7 +2288,6 @@ class Executor:
                         f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             log.warning("liquidation.revert_reason", opportunity=outcome.key,
                         tx_hash=outcome.tx_hash, reason=why)
-        self._to_trace[:0] = unasked
 
     async def close(self) -> None:
         """At the daemon's stop: a trace still asked for is given up (its revert stays

@@ -30,8 +30,8 @@ log = structlog.get_logger(__name__)
 StillSucceeds = Callable[[str, bytes, int], Awaitable[bool]]
 
 
-def unconfigured_in_flight(pending: list[J.JournalEntry], configured: set[str]
-                           ) -> str | None:
+def unconfigured_in_flight(pending: list[J.JournalEntry], configured: set[str],
+                           mined: int | None = None) -> str | None:
     """Why a start in liquidate mode must not go on: signed, unsettled liquidations of a
     protocol the config no longer has (removed, or renamed: rows are keyed by its name). Each
     protocol resumes only its own rows, so theirs would be tracked by nothing — mined and
@@ -40,7 +40,11 @@ def unconfigured_in_flight(pending: list[J.JournalEntry], configured: set[str]
     row in flight is a configured protocol's."""
     orphans: dict[str, list[J.JournalEntry]] = {}
     for entry in pending:
-        if entry.protocol not in configured:
+        # (`mined`: the least mined nonce count of the key on the configured chains — a row
+        # under it can no longer be in any pool of theirs: mined or replaced, its P&L only
+        # unbooked, which `journal_orphans_settled` says)
+        if entry.protocol not in configured and (
+                mined is None or entry.nonce is None or entry.nonce >= mined):
             orphans.setdefault(entry.protocol, []).append(entry)
     if not orphans:
         return None

@@ -574,33 +574,41 @@ class TxManager:
             if self._nonce is not None and mined > self._nonce:
                 self._nonce = mined  # (never sign under a nonce the other took)
         self._note_mined(count, block)
-        if in_pool and self._in_flight_at_start is not None:
-            self._gone_from_pool(in_pool[0], mined, block)
+        if in_pool and self._in_flight_at_start is not None and \
+                self._pool_counts_none(in_pool[0], mined):
+            # (every endpoint must say so: one endpoint's word ends no hold)
+            others = await self._pending_counts_elsewhere()
+            if others and max(others) <= mined:
+                self._gone_from_pool(mined, block)
         self._unknown_in_flight(block)  # (its hold's clock runs from the first block)
         return foreign
 
-    def _gone_from_pool(self, answer: object, mined: int, block: int) -> None:
-        """The transactions found in the pool at start, no longer there unmined: the pool
-        counts none of the key's beyond what is mined (none of keeperd's own in flight
-        either, so the count is theirs alone). Their hold ends: nothing of them can be mined
-        any more, and new liquidations are not signed behind them. (One endpoint's count: a
-        lie ends the hold early, and the same liquidations again revert behind them — gas,
-        as before the hold.)"""
+    @staticmethod
+    def _pool_counts_none(answer: object, mined: int) -> bool:
+        """The pool's pending count (hex) says nothing of the key's waits beyond `mined`."""
         try:
-            counted = int(str(answer), 16)
+            return int(str(answer), 16) <= mined
         except ValueError:
-            return  # (an error, or an answer that does not read: the hold goes on)
+            return False  # (an error, or an answer that does not read: the hold goes on)
+
+    def _gone_from_pool(self, mined: int, block: int) -> None:
+        """The transactions found in the pool at start, no longer there unmined: every
+        endpoint's pool counts none of the key's beyond what is mined. Their hold ends:
+        nothing of them can be mined any more, and new liquidations are not signed above the
+        gap they leave. Only while keeperd has taken no nonce since its start (every send
+        waits behind the hold, `send_hold`; a nonce taken mid-signature would be handed out
+        twice by a reset): its next nonce goes back to the first free one."""
         assert self._in_flight_at_start is not None
         low, high = self._in_flight_at_start
-        if counted <= mined < high and not self.pending:
-            log.warning("tx.unknown_in_flight_gone", address=self.address, block=block,
-                        nonces=f"{max(low, mined)}-{high - 1}",
-                        meaning="the transactions found in the node's pool at start are no "
-                                "longer there, unmined (evicted, replaced elsewhere): new "
-                                "liquidations go again")
-            self._in_flight_at_start, self._in_flight_since = None, None
-            if self._nonce is not None and self._nonce > mined:
-                self._nonce = mined  # (their nonces are free again: signed from the first)
+        if self.pending or self._nonce != high or mined >= high:
+            return  # (mined after all, or something of ours signed above them: as before)
+        log.warning("tx.unknown_in_flight_gone", address=self.address, block=block,
+                    nonces=f"{max(low, mined)}-{high - 1}",
+                    meaning="the transactions found in the node's pool at start are no "
+                            "longer there, unmined (evicted, replaced elsewhere): new "
+                            "liquidations go again, from the first free nonce")
+        self._in_flight_at_start, self._in_flight_since = None, None
+        self._nonce = mined
 
     def _note_foreign(self, block: int, nonces: list[int]) -> None:
         """Nonces of the keeper's address used by transactions keeperd did not sign: mined
@@ -692,6 +700,21 @@ class TxManager:
             "liquidations again would revert behind them",
             "If keeperd ran with another state_dir, start it again with the usual one: "
             "its journal knows these transactions. " + OTHER_SENDER_ACTION)
+
+    def upkeep_hold(self, block: int) -> KeyHold | None:
+        """Why approvals and deposits wait: `key_conflict`, or transactions found in the pool
+        at start that the journal does not know (signed during that wait, ours took nonces
+        above theirs: evicted, they left a gap no later transaction of ours could pass, and
+        a reset of the nonce was no longer safe — a review)."""
+        conflict = self.key_conflict(block)
+        if conflict is not None:
+            return conflict
+        waiting = self._unknown_in_flight(block)
+        return self._unknown_hold(waiting) if waiting else None
+
+    def unknown_wait(self, block: int) -> bool:
+        """Whether transactions found in the pool at start still hold the key's sends."""
+        return bool(self._unknown_in_flight(block))
 
     def key_alert(self, block: int) -> KeyHold | None:
         """What `key_in_use_elsewhere` tells: `key_conflict`; or transactions the journal does

@@ -47,9 +47,18 @@ async def test_a_renamed_protocols_liquidations_in_flight_refuse_a_liquidating_s
             watcher.stop.set()
             await asyncio.wait_for(watcher.task, 10)
         assert [e for e in logs if e["event"] == "journal.unconfigured_in_flight"]
+        # Mined meanwhile (under the key's mined nonce: in no pool any more), they no
+        # longer refuse the start: only their P&L waits for the protocol's own name.
+        devnet.mine(1)
+        with structlog.testing.capture_logs() as logs:
+            renamed_keeper = await run_daemon(renamed(config, "aave-v3"))
+            renamed_keeper.stop.set()
+            await asyncio.wait_for(renamed_keeper.task, 10)
+        [said] = [e for e in logs if e["event"] == "journal.unconfigured_in_flight"]
+        assert "mined or replaced" in said["meaning"]
     finally:
         devnet.client.call("evm_setAutomine", True)
-    # Its own name back: resumed, and settled as they are mined.
+    # Its own name back: resumed, and settled (booked) from their receipts.
     keeper = await run_daemon(config)
     for _ in range(20):
         await keeper.evaluated_at(devnet.mine(1))
@@ -61,6 +70,13 @@ async def test_a_renamed_protocols_liquidations_in_flight_refuse_a_liquidating_s
 def entry(protocol: str, nonce: int | None) -> J.JournalEntry:
     return J.JournalEntry(f"{protocol}:0xa:c:d:{nonce}", protocol, "0xa", "c", "d", 1, 1.0, 0,
                           1, J.PENDING, nonce, None, None)
+
+
+def test_rows_under_the_mined_nonce_are_in_no_pool() -> None:
+    rows = [entry("old", 5), entry("old", 7)]
+    assert unconfigured_in_flight(rows, {"aave"}, mined=8) is None
+    why = unconfigured_in_flight(rows, {"aave"}, mined=6)
+    assert why is not None and "1 of `old`, nonces 7-7" in why
 
 
 def test_only_rows_of_unconfigured_protocols_are_named() -> None:

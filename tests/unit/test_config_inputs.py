@@ -377,3 +377,10 @@ def test_a_mistyped_keeperd_variable_is_told_not_left_to_the_default() -> None:
     assert mistyped_variables(tree, {"KEEPERD_DEVNET_RPC": "http://x"}) == []
     assert [i.message for i in mistyped_variables(tree, {"KEEPERD_MDOE": "liquidate"})] == [
         "KEEPERD_MDOE is set, and nothing reads it"]
+    # (a variable the config names to be read — the key's, the database password's — is read)
+    keyed = {**tree, "keeper": {"mode": "${KEEPERD_MODE:-alert-only}",
+                                "key": {"source": "env", "env": "KEEPERD_MODES"}}}
+    assert mistyped_variables(keyed, {"KEEPERD_MODES": "0xkey"}) == []
+    # ("0X" is taken as 0x, as it was)
+    config = parse_config(watching(BOB, "0X" + ALICE[2:]), env={"S": "s" * 32})
+    assert config.alerts.watchlists[0].accounts == [BOB, ALICE]

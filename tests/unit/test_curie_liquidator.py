@@ -197,6 +197,9 @@ class Sender:
     def key_conflict(self, head: int) -> None:
         return None
 
+    def upkeep_hold(self, head: int) -> None:
+        return None
+
     def in_flight_pulls(self) -> dict[str, int]:
         return {}
 

@@ -132,3 +132,12 @@ def test_the_alert_says_the_price_that_liquidates() -> None:
     assert "(vETH at $2,088.00)" in render([watched(**rows[1].details)], "text")
     assert " at $" not in render([watched(**rows[2].details)], "text")
     assert "(wstETH at 1.1400 WETH)" in render([watched(**rows[3].details)], "text")
+    # A tiny rate (a memecoin in WETH) to significant digits, not rounded to nothing.
+    tiny = HealthView(
+        accounts=accounts[:1], health=np.array([1.25]), collateral_usd=np.ones(1),
+        debt_usd=np.ones(1), liquidation_threshold=np.ones(1), main_collateral=["SHIB"],
+        drop_to_liquidation=np.array([0.2]), main_price=np.array([1.234567e-9]),
+        price_unit=["WETH"])
+    [row] = watched_rows(tiny, "p", "c", {accounts[0].lower(): {}}, "", lambda _: None)
+    assert row.details["liquidation_price"] == pytest.approx(0.9876536e-9, rel=1e-6)
+    assert "(SHIB at 9.877e-10 WETH)" in render([watched(**row.details)], "text")

@@ -163,3 +163,24 @@ async def test_the_next_blocks_act_never_waits_for_a_trace(tmp_path: Path) -> No
     await ex.close()
     assert asking.cancelled() and ex._tracing is None
     await ex.db.close()
+
+
+async def test_a_trace_that_does_not_read_loses_only_itself(tmp_path: Path) -> None:
+    """One malformed answer failed the whole asking: the answered and the unasked were lost
+    with it (a review). Now it is unexplained, and the others are put down."""
+    node = Node([{"calls": "not a trace", "error": 7}, TRACE])
+    ex, key = await executor(tmp_path, node)
+
+    async def reason(outcome: Outcome) -> str | None:
+        if outcome.tx_hash == "0x01":
+            raise TypeError("a trace that does not read")
+        return "HealthFactorNotBelowThreshold"
+
+    ex._revert_reason = reason
+    ex._to_trace.append((Outcome(key, "reverted", "0x02", 50_000, 1, {}), 0))
+    await block_end(ex)
+    await ex._trace_reverts()
+    assert ex._tracing is None and ex._to_trace == []
+    entry = await ex.journal.get(key)
+    assert entry is not None and entry.detail == "tx=0x02 reverted: HealthFactorNotBelowThreshold"
+    await ex.db.close()

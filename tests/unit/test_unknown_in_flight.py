@@ -51,10 +51,30 @@ def test_the_wait_ends_at_its_limit_whatever_the_pool() -> None:
 def test_transactions_gone_from_the_pool_end_the_wait_and_free_their_nonces() -> None:
     tx = manager()
     tx.send_hold(100)
-    tx._gone_from_pool("0x3a", 12, 101)  # (the pool still counts them: 58)
-    assert tx.send_hold(101) is not None
-    tx._gone_from_pool("junk", 12, 102)  # (an answer that does not read: nothing)
-    assert tx.send_hold(102) is not None
-    tx._gone_from_pool(hex(12), 12, 103)  # (none beyond the mined count: evicted)
+    assert not tx._pool_counts_none("0x3a", 12)  # (the pool still counts them: 58)
+    assert not tx._pool_counts_none("junk", 12)  # (an answer that does not read: nothing)
+    assert tx._pool_counts_none(hex(12), 12)
+    tx._gone_from_pool(12, 103)  # (every endpoint's pool: none beyond the mined count)
     assert tx.send_hold(103) is None and tx.key_alert(110) is None
     assert tx._nonce == 12  # (signed from the first free nonce, not above a gap at 58)
+
+
+def test_no_reset_once_a_nonce_was_taken_since_start() -> None:
+    """A nonce taken since the start (a signature under way, an approval signed above them)
+    must never be handed out again by the reset (a review): the wait ends at its limit, as
+    before."""
+    tx = manager()
+    tx._nonce = 59  # (58 taken by a send of ours)
+    tx._gone_from_pool(12, 103)
+    assert tx._nonce == 59 and tx.send_hold(103) is not None
+
+
+def test_approvals_deposits_and_unwinds_wait_with_the_liquidations() -> None:
+    """Signed during the wait, they took nonces above the unknown ones: evicted, those left
+    a gap nothing of ours could pass, and the reset was no longer safe (a review)."""
+    tx = manager()
+    held = tx.upkeep_hold(100)
+    assert held is not None and "keeperd's journal does not know" in held.reason
+    assert tx.unknown_wait(100)
+    tx._mined_at = 58
+    assert tx.upkeep_hold(101) is None and not tx.unknown_wait(101)

@@ -235,7 +235,7 @@ class CurieLiquidator(LiquidatorBase):
         assert self.tx is not None and self.keeper is not None
         a = self.adapter.addresses
         target = self.adapter.config.keeper_margin_usd
-        if self.tx.signing_held() is not None or self.tx.key_conflict(head) is not None:
+        if self.tx.signing_held() is not None or self.tx.upkeep_hold(head) is not None:
             # (no deposit or approval while the key signs nothing, logged by the tx; nor while
             # another sender uses it: the approvals wait, and a deposit without its approval
             # reverts — tried again with the allowances, every few blocks)

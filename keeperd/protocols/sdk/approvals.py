@@ -40,7 +40,7 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
     nothing (its address delegated to code not allowed: `TxManager.signing_held`), nor while
     another sender uses it (`key_conflict`: the liquidations' hold; the other would take the
     approval's nonce, or it the other's — a trial saw approvals sent through that hold)."""
-    conflict = getattr(tx, "key_conflict", None)
+    conflict = getattr(tx, "upkeep_hold", None) or getattr(tx, "key_conflict", None)
     held = tx.signing_held() or (conflict(head) if conflict is not None else None)
     if held is not None:
         log.warning("keeper.approvals_held", protocol=protocol, reason=held.reason)
