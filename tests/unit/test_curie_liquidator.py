@@ -104,6 +104,31 @@ def test_weth_margin_with_its_latest_price_unread_is_not_bought() -> None:
     read = replace(trader, collateral=(replace(weth, spot_price=2_000 * 10**8),))
     [bought] = liq._plan_collateral(read)
     assert bought.gross_profit_usd == pytest.approx(200.0)  # ($2,000 of WETH for $1,800)
+    # Held by a pause of any asset the account rests on (its vBTC position's too).
+    vbtc = cm.CuriePosition(VBTC, "vBTC", "WBTC", 10**18, 60_000 * 10**18, 0, 60_000 * 10**18)
+    [bought] = liq._plan_collateral(replace(read, positions=(vbtc,)))
+    assert bought.assets == {"WETH", "WBTC"}
+
+
+def test_a_takeover_rests_on_every_asset_of_its_account() -> None:
+    """A trial's WETH pause (a breaker trip) let 11 takeovers in vBTC go whose traders were
+    under water by WETH's fall (their vETH positions, their WETH margin): the opportunity
+    named only its market's asset, and the breaker holds by those."""
+    liq = liquidator()
+    liq.adapter = SimpleNamespace(name="curie", fee_ratios={}, addresses={})
+    liq._gas_used = {}
+    liq.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
+    eth = cm.CuriePosition(VETH, "vETH", "WETH", 50 * 10**18, 50 * 2_000 * 10**18, 0,
+                           2_000 * 10**18)
+    btc = cm.CuriePosition(VBTC, "vBTC", "WBTC", 10**18, 60_000 * 10**18, 0, 60_000 * 10**18)
+    trader = cm.CurieTrader("0x" + "dd" * 20, 5_000 * 10**18, 10_000 * 10**18, 0, (eth, btc))
+    result = SimpleNamespace(book=replace(book({}), traders=(trader,)))
+    [plan] = liq.plan(result, {trader.account})  # (its largest position first)
+    assert plan.collateral == "vETH" and plan.assets == {"WETH", "WBTC"}
+    small = replace(trader, positions=(replace(eth, size=10**17, value=200 * 10**18), btc))
+    [plan] = liq.plan(SimpleNamespace(book=replace(book({}), traders=(small,))),
+                      {trader.account})
+    assert plan.collateral == "vBTC" and plan.assets == {"WETH", "WBTC"}  # (the trial's case)
 
 
 def test_weth_margin_bought_is_booked_at_its_latest_price() -> None:

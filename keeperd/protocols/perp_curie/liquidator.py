@@ -514,7 +514,10 @@ class CurieLiquidator(LiquidatorBase):
             profit = (fee - unwind_fee) / cm.WAD
             out.append(Opportunity(
                 OpportunityKey(self.adapter.name, t.account, (p.base,), str(p.size)),
-                p.market, "USDC", abs(size), frozenset({p.asset}),
+                # (every asset the account's health rests on, not this market's alone: the
+                # breaker holds the liquidation on any of them — a trial's WETH pause let 11
+                # takeovers of vBTC go whose traders were under water by WETH's fall)
+                p.market, "USDC", abs(size), t.assets,
                 Need(VAULT, "USDC (free collateral)", 6, margin_needed // 10**12 + 1, profit),
                 profit, notional / cm.WAD, 0.0,
                 int(max(self._gas_used.get(p.base, 0), LIQUIDATE_GAS)
@@ -553,7 +556,7 @@ class CurieLiquidator(LiquidatorBase):
         paid = repaid / 10**6
         return [Opportunity(
             OpportunityKey(self.adapter.name, t.account, (c.token,), f"collateral-{c.amount}"),
-            c.asset, "USDC", repaid, frozenset({c.asset}),
+            c.asset, "USDC", repaid, t.assets,
             Need(usdc, "USDC", 6, need, value - paid), value - paid, value, paid,
             int(max(self._gas_used.get(c.token, 0), LIQUIDATE_COLLATERAL_GAS)
                 * self.config.gas_limit_margin),
