@@ -512,10 +512,11 @@ class KeeperConfig(_Model):
     second_opinion: bool = Field(
         default=True, description="With two or more RPC endpoints on the chain, simulate each "
         "liquidation on a second one too, at the block it was planned on, beside the first "
-        "(no added round trip unless the second is the slower): a call the second endpoint "
-        "sees revert is not sent. One lying endpoint can fabricate a liquidatable account and "
-        "a simulation that passes; it cannot make another endpoint agree. A second endpoint "
-        "that cannot answer (behind, down) does not hold a send.")
+        "(no added round trip unless the second is the slower, and then 0.5 s at most): a "
+        "call the second endpoint sees revert is not sent. One lying endpoint can fabricate a "
+        "liquidatable account and a simulation that passes; it cannot make another endpoint "
+        "agree. A second endpoint that cannot answer (behind, down, benched, slower than that) "
+        "does not hold a send.")
     max_gas_usd_per_hour: float | None = Field(
         default=None, gt=0, description="The most the keeper may spend on gas (receipts' gas "
         "x price, with an OP Stack chain's L1 data fee, reverted ones included) in any "

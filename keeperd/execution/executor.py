@@ -121,6 +121,8 @@ UNBOOKED_MARK = "profit_usd=pending"
 # How long a reverted liquidation's trace is waited for (its reason, for the log), and how
 # many are asked a block, once its liquidations are sent.
 REVERT_TRACE_S = 2.0
+# How long a second opinion is waited for once the first endpoint has answered a simulation.
+SECOND_OPINION_GRACE_S = 0.5
 # A trace the node did not answer in time (a crash's load) is asked again at a later block,
 # this many times in all: under a full test run's load 16 and 30 of 34 kept reverts were
 # traced at the first asking. An endpoint that refuses debug_* is not asked again.
@@ -907,11 +909,27 @@ class Executor:
             answers = await self.pool.batch([*(request(c, o) for (c, _), o in pairs), *fees])
             opinions: list[Any] | None = None
         else:
-            answers, opinions = await asyncio.gather(
-                self.pool.batch([*(request(c, o) for (c, _), o in pairs), *fees]),
-                self._second_opinion(second, [
-                    *(request(c, o, hex(block), SIMULATION_GAS_FACTOR) for (c, _), o in pairs),
-                    *self._fee_requests(wave, hex(block))]))
+            # (held in `asking`, awaited or cancelled below)
+            asking = asyncio.create_task(self._second_opinion(second, [  # noqa: RUF006
+                *(request(c, o, hex(block), SIMULATION_GAS_FACTOR) for (c, _), o in pairs),
+                *self._fee_requests(wave, hex(block))]))
+            try:
+                answers = await self.pool.batch([*(request(c, o) for (c, _), o in pairs),
+                                                 *fees])
+                # (once the first has answered, the second gets SECOND_OPINION_GRACE_S more:
+                # a hanging one held every liquidation its 10 s request timeout — a trial)
+                opinions = await asyncio.wait_for(asyncio.shield(asking),
+                                                  SECOND_OPINION_GRACE_S)
+            except TimeoutError:
+                asking.cancel()
+                self.metrics.liquidation_funnel.labels(*self.labels,
+                                                       "second_opinion_unavailable").inc()
+                log.info("liquidation.second_opinion_unavailable", endpoint=second.safe_url,
+                         error=f"no answer within {SECOND_OPINION_GRACE_S} s of the first")
+                opinions = None
+            finally:
+                if not asking.done():
+                    asking.cancel()
             if opinions is not None:
                 opinions, second_fees = opinions[:len(wave)], opinions[len(wave):]
         answers, fee_answers = answers[:len(wave)], answers[len(wave):]
@@ -1046,11 +1064,15 @@ class Executor:
 
     def _second_endpoint(self) -> Endpoint | None:
         """The endpoint a second opinion comes from: the next one after the one the first
-        batch goes to (None with a single endpoint, or `second_opinion: false`)."""
+        batch goes to, if it is healthy (None with a single endpoint, a second benched,
+        lagging or of another chain, or `second_opinion: false`: a benched one was asked at
+        every liquidation, each waiting for its timeout — a trial)."""
         if not self.config.second_opinion:
             return None
         ranked = self.pool.ranked()
-        return ranked[1] if len(ranked) >= 2 else None
+        if len(ranked) < 2 or not self.pool.is_healthy(ranked[1]):
+            return None
+        return ranked[1]
 
     async def _second_opinion(self, ep: Endpoint, requests: list[tuple[str, list[Any]]]
                               ) -> list[Any] | None:

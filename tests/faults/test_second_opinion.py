@@ -79,3 +79,43 @@ async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_rev
         # The control: believed, sent, reverted on chain — gas burnt.
         assert "USDC" in by_debt and refused is None  # (never once refused)
         assert {e.debt for e in reverted} == {"USDC"}
+
+
+@pytest.mark.slow
+async def test_a_hanging_second_endpoint_does_not_hold_the_liquidations(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The second opinion was awaited with the first: a backup that hangs on calls (its
+    heads still fresh, so not benched) held every liquidation its 10 s request timeout (a
+    trial: block-to-broadcast 11,037 ms). It gets SECOND_OPINION_GRACE_S once the first has
+    answered, then the first's verdict stands, counted as unavailable."""
+    from keeperd.execution.executor import SECOND_OPINION_GRACE_S
+    from tests.faults.chaos_proxy import Fault
+
+    fund_keeper(devnet)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as backup:
+        config = config_for(devnet, tmp_path, "liquidate",
+                            rpc_urls=[devnet.manifest["rpc_url"], backup.url],
+                            key={"source": "env", "env": "KEEPER_KEY"})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        backup.faults["eth_call"] = Fault.hang()
+        backup.faults["eth_simulateV1"] = Fault.hang()
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            _, journal, sent = await crash_and_collect(devnet, keeper)
+            devnet.mine(1)
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        await keeper.evaluated_at(devnet.mine(1))
+        metrics = keeper.daemon.metrics
+        unavailable = metric_series(metrics, "keeperd_liquidations_total", {
+            "chain": "devnet", "protocol": "aave", "stage": "second_opinion_unavailable"})
+        waits = metric_series(metrics, "keeperd_block_to_broadcast_seconds_sum",
+                              {"chain": "devnet", "protocol": "aave"})
+        count = metric_series(metrics, "keeperd_block_to_broadcast_seconds_count",
+                              {"chain": "devnet", "protocol": "aave"})
+    assert len(sent) > 10 and unavailable is not None and unavailable > 0
+    assert {e.key for e in sent} <= {e.key for e in await journal.by_status(J.INCLUDED)}
+    # (each wave waits the grace once, not the 10 s request timeout)
+    assert SECOND_OPINION_GRACE_S < 1.0
+    assert waits is not None and count and waits / count < 3.0, waits / count
