@@ -1133,6 +1133,12 @@ class OraclesConfig(_Model):
                                        "these stand instead of the default and the learnt.")
     max_jump: float = Field(default=0.25, gt=0, description="Largest believable move between "
                             "two consecutive rounds (fraction).")
+    second_read: bool = Field(
+        default=True, description="With two or more healthy RPC endpoints on a chain, read "
+        "the price feeds on the second one too, at the same block, and judge both readings "
+        "(the first alone cannot hide a stale round): each block's judgement then waits for "
+        "the second up to 0.3 s after the first (its reading dropped, counted, if later). "
+        "false: the first endpoint's reading alone, no wait.")
     bound_margin: float = Field(default=0.005, ge=0, description="An answer this close to the "
                                 "aggregator's minAnswer/maxAnswer counts as pinned.")
     clear_after_s: float = Field(default=300.0, ge=0, description="A tripped breaker resets "

@@ -270,6 +270,11 @@ class Metrics:
         self.pyth_age = Gauge(
             "keeperd_pyth_age_seconds", "Seconds since the Pyth price's publish time.",
             ["chain", "asset"], registry=r)
+        self.oracle_second_reads = Counter(
+            "keeperd_oracle_second_reads_total",
+            "The price watch's feeds read on a second endpoint at the same block, by outcome: "
+            "read (each feed compared), unavailable (not in time, or failed: the first alone).",
+            ["chain", "outcome"], registry=r)
         self.oracle_anomalies = Counter(
             "keeperd_oracle_anomalies_total",
             "Feed oddities that do not pause liquidations alone (jump, source_changed).",

@@ -812,3 +812,14 @@ def _is_transient_rpc_error(error: dict[str, Any]) -> bool:
     if code == 3 or "revert" in message.lower():
         return False
     return bool(_TRANSIENT_RPC_MESSAGE.search(message))
+
+
+class OnEndpoint:
+    """A pool's face that asks one of its endpoints only (a second reading of the same
+    block: no failover, or the answer would be the first endpoint's again)."""
+
+    def __init__(self, pool: RpcPool, endpoint: Endpoint) -> None:
+        self.pool, self.endpoint = pool, endpoint
+
+    async def request(self, method: str, params: Sequence[Any] = (), **_: Any) -> Any:
+        return await self.pool.call_endpoint(self.endpoint, method, params)

@@ -51,13 +51,14 @@ class FeedPolicy:
 # liquidating; a deviation from independent references is what confirms a bad price.
 TRIPPING = frozenset({"stale", "non_positive", "incomplete", "bound_pinned", "deviation",
                       "sequencer_down", "sequencer_grace", "pyth_non_positive", "pyth_stale",
-                      "pyth_confidence"})
+                      "pyth_confidence", "disagreement"})
 
 
 @dataclass(frozen=True)
 class Problem:
     kind: str  # stale | non_positive | incomplete | bound_pinned | deviation | jump |
-    #            source_changed | freshness_unknown (reported, not tripping)
+    #            source_changed | freshness_unknown (reported, not tripping) | disagreement
+    #            (two endpoints' readings of one block)
     detail: str
 
     @property

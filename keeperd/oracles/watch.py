@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.multicall import Call, Multicall, encode_call
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call
+from keeperd.chain.rpc import OnEndpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import ChainConfig, OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -46,6 +46,8 @@ from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.sdk.feeds import PriceFeed
 
 log = structlog.get_logger(__name__)
+# How long the second endpoint's reading of the feeds is waited for once the first's is in.
+SECOND_READ_GRACE_S = 0.3
 
 # How long after the first rate without a reference the chain's other protocols are waited
 # for to declare their feeds (a large book's first scan takes a while; one that never scans
@@ -247,17 +249,19 @@ class ChainPriceWatch:
         rates = [f for f in feeds if f.is_rate]
         references_due = [f for f in self.reference_feeds if f not in self._judged] if (
             rates or usd_feeds or references) else []
-        readings = (await read_feeds(self.multicall, usd_feeds + references_due, block)
-                    if usd_feeds or references_due else [])
+        read = usd_feeds + references_due
+        readings, seconds = (await self._read_twice(read, block) if read else ([], None))
         symbols = sorted({r.asset for r in readings} | {s for f in rates
                                                         for s in (f.base, f.quote)})
         await self._refresh_medians(symbols)
         pyth = await self._pyth_problems(now, block, {r.asset for r in readings})
         await self._learn_heartbeats(readings, block)
         touched: dict[str, list[str]] = {}
-        for feed, reading in zip(usd_feeds + references_due, readings, strict=True):
+        for i, (feed, reading) in enumerate(zip(read, readings, strict=True)):
             problems = check_feed(reading, now, self.policy(reading.asset, reading),
                                   self._previous.get((feed.key, feed.source)))
+            if seconds is not None:
+                problems += self._second_problems(reading, seconds[i], now, problems)
             self._previous[(feed.key, feed.source)] = reading
             median = self._medians.get(reading.asset)
             if median and reading.price > 0:
@@ -309,6 +313,58 @@ class ChainPriceWatch:
         for key, said in touched.items():
             self._problems.setdefault(key, []).extend(said)
         await self._observe(touched, block)
+
+    async def _read_twice(self, feeds: list[PriceFeed], block: int
+                          ) -> tuple[list[FeedReading], list[FeedReading] | None]:
+        """The feeds' readings from the pool, and — with a second healthy endpoint — from
+        that one too, at the same block, waited for SECOND_READ_GRACE_S once the first is
+        in (None: none, or not in time). One endpoint was all the watch read: a lie of one
+        feed's round made a two-hour-old price look fresh, and liquidations went on it with
+        no alert (a by-hand trial)."""
+        ranked = self.pool.ranked()
+        second = ranked[1] if self.config.second_read and len(ranked) >= 2 and \
+            self.pool.is_healthy(ranked[1]) else None
+        if second is None:
+            return await read_feeds(self.multicall, feeds, block), None
+        other = Multicall(OnEndpoint(self.pool, second),  # type: ignore[arg-type]
+                          address=self.multicall.address, scan_reader=False)
+        # (held in `asking`: awaited, or cancelled and its outcome taken, below)
+        asking = asyncio.create_task(read_feeds(other, feeds, block))
+        try:
+            readings = await read_feeds(self.multicall, feeds, block)
+            try:
+                seconds: list[FeedReading] | None = await asyncio.wait_for(
+                    asyncio.shield(asking), SECOND_READ_GRACE_S)
+            except (TimeoutError, RpcError, RpcUnavailable, MulticallError, ValueError) as exc:
+                self.metrics.oracle_second_reads.labels(self.chain, "unavailable").inc()
+                log.debug("oracle.second_read_unavailable", chain=self.chain, block=block,
+                          endpoint=second.safe_url, error=f"{type(exc).__name__}: {exc}"[:200])
+                seconds = None
+            return readings, seconds
+        finally:
+            if not asking.done():
+                asking.cancel()
+            elif not asking.cancelled():
+                asking.exception()  # (its failure taken: said above, or the first's raised)
+
+    def _second_problems(self, first: FeedReading, second: FeedReading, now: int,
+                         found: list[Problem]) -> list[Problem]:
+        """What the second endpoint's reading of a feed says that the first's does not: its
+        own problems (stale, non-positive...), and a disagreement with the first on the
+        round at the same block — one of the two lies or lags; either way the price is not
+        one to act on until they agree."""
+        self.metrics.oracle_second_reads.labels(self.chain, "read").inc()
+        kinds = {p.kind for p in found}
+        out = [Problem(p.kind, f"second endpoint: {p.detail}")
+               for p in check_feed(second, now, self.policy(second.asset, second), None)
+               if p.kind not in kinds]
+        if (first.price, first.updated_at) != (second.price, second.updated_at) and \
+                "disagreement" not in kinds:
+            out.append(Problem("disagreement", f"two endpoints read the feed differently at "
+                               f"the same block: {first.price:g} updated at "
+                               f"{first.updated_at} against {second.price:g} at "
+                               f"{second.updated_at}"))
+        return out
 
     async def _observe(self, keys: Iterable[str], block: int) -> None:
         """The breaker told what this block says of each key's price, the table read once."""

@@ -116,6 +116,9 @@ class ChaosProxy:
         # A node that lies about one contract call: eth_call whose calldata starts with a key
         # (a selector, say) gets its value as the answer (an address it wants approved).
         self.call_lies: dict[str, str] = {}
+        # A node that answers eth_call from an older block's state while its head is current
+        # (a stale replica behind a load balancer, or a liar hiding a feed's age).
+        self.calls_at: int | None = None
         # eth_call's third parameter, a state override (keeperd's scan reader rides on it):
         # "honour" it as the node does, "refuse" the call as nodes without the feature do
         # ("too many arguments"), or "ignore" it (forward the call without it).
@@ -222,6 +225,10 @@ class ChaosProxy:
                 if data.startswith(prefix.lower()):
                     self.faulted[method] += 1
                     return {**reply, "result": result}
+        if method == "eth_call" and self.calls_at is not None and len(params) > 1:
+            self.faulted[method] += 1
+            params[1] = hex(self.calls_at)
+            call = {**call, "params": params}
         if method == "eth_call" and len(params) > 2 and self.state_overrides != "honour":
             self.faulted[method] += 1
             if self.state_overrides == "refuse":

@@ -235,3 +235,34 @@ async def test_a_feeds_heartbeat_is_learnt_from_its_rounds(devnet: Devnet, tmp_p
     watch = keeper.daemon.chains["devnet"].prices
     usdc = devnet.manifest["price_feeds"]["USDC"]
     assert watch.heartbeats.of(usdc) == pytest.approx(86_400)
+
+
+async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The price watch read its feeds from one endpoint: a first endpoint answering calls
+    from an older block's state (a stale replica, or a liar) made a two-hour-old WETH round
+    look fresh — no trip, no alert, and a trial's keeper liquidated on it. The feeds are read
+    on a second endpoint too, at the same block: its stale reading (and the two readings'
+    disagreement) trips the breaker."""
+    from tests.faults.chaos_proxy import ChaosProxy
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        config = config_for(devnet, tmp_path, "alert-only",
+                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]])
+        config = config.model_copy(update={"oracles": config.oracles.model_copy(
+            update={"heartbeat_s": 3600})})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        liar.calls_at = devnet.client.block_number()  # (its state frozen: every feed fresh)
+        devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+        metrics = keeper.daemon.metrics
+        assert liar.faulted["eth_call"] > 0
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": "WETH"}) == 1
+        states = await keeper.daemon.chains["devnet"].prices.breaker.states()
+        reason = states[("devnet", "WETH")].reason or ""
+        assert "second endpoint: stale" in reason or "disagreement" in reason, reason
+        assert metric_value(metrics, "keeperd_oracle_second_reads_total",
+                            {"chain": "devnet", "outcome": "read"}) > 0
