@@ -295,7 +295,7 @@ class Daemon:
         hold = executor.tx.send_hold(last.block)
         return hold.reason if hold is not None else (
             executor.send_pause(last.block) or executor.fee_hold(last.block)
-            or executor.waves_hold(last.block))
+            or executor.waves_hold(last.block) or executor.opinion_hold(last.block))
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -694,7 +694,8 @@ class Daemon:
                                                      or executor.tx.key_alert(last.block))
                 pauses[executor.labels] = (executor.send_pause(last.block)
                                            or executor.fee_hold(last.block)
-                                           or executor.waves_hold(last.block))
+                                           or executor.waves_hold(last.block)
+                                           or executor.opinion_hold(last.block))
         try:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},

@@ -123,6 +123,8 @@ UNBOOKED_MARK = "profit_usd=pending"
 REVERT_TRACE_S = 2.0
 # How long a second opinion is waited for once the first endpoint has answered a simulation.
 SECOND_OPINION_GRACE_S = 0.5
+# Blocks in a row with a second opinion refusing a liquidation before it is told.
+OPINION_REFUSED_BLOCKS = 3
 # A trace the node did not answer in time (a crash's load) is asked again at a later block,
 # this many times in all: under a full test run's load 16 and 30 of 34 kept reverts were
 # traced at the first asking. An endpoint that refuses debug_* is not asked again.
@@ -370,6 +372,7 @@ class Executor:
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
         self._waves_off_why = ""  # (`waves_hold`: told as sending_paused while it lasts)
+        self._refused_blocks: dict[int, str] = {}  # (`opinion_hold`: block -> why refused)
         # Members of a wave in flight found no longer wanted when it was replaced.
         self._unwanted_in_waves: set[OpportunityKey] = set()
         self._gas_spent: list[tuple[float, float]] = []
@@ -1180,6 +1183,7 @@ class Executor:
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 stage(*self.labels, "second_opinion_refused").inc()
+                self._refused_blocks[result.block] = str(sim)
                 log.warning("liquidation.second_opinion_refused", opportunity=key,
                             reason=str(sim), meaning="the endpoints disagree on this "
                             "liquidation; one of them lies or lags: not sent")
@@ -1572,6 +1576,21 @@ class Executor:
                 protocol=self.adapter.name, reason=reason or self._pause_reason)
             self._pause_reason = reason
         return reason
+
+    def opinion_hold(self, block: int) -> str | None:
+        """Why liquidations keep failing their second opinion: refused in each of the last
+        OPINION_REFUSED_BLOCKS blocks (one endpoint's simulations against the other's, every
+        block: one of them lies or lags, and a liquidation was missed for good with no alert
+        — a trial); told as sending_paused while it lasts."""
+        self._refused_blocks = {b: why for b, why in self._refused_blocks.items()
+                                if b > block - OPINION_REFUSED_BLOCKS}
+        if len(self._refused_blocks) < OPINION_REFUSED_BLOCKS:
+            return None
+        last = self._refused_blocks[max(self._refused_blocks)]
+        return (f"the second endpoint has refused liquidations the first simulates in each "
+                f"of the last {OPINION_REFUSED_BLOCKS} blocks ({last[:200]}): one of the two "
+                "endpoints lies or lags — check both (keeperd_rpc_* metrics) and drop the "
+                "wrong one")
 
     def waves_hold(self, block: int) -> str | None:
         """Why a delegated key sends one liquidation a block instead of its waves (a wave
