@@ -10,6 +10,7 @@ liquidation repaying USDC reverts for real, the others succeed."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_utils import function_signature_to_4byte_selector
@@ -43,6 +44,20 @@ async def revoke_allowance(devnet: Devnet, symbol: str) -> None:
     devnet.client.call("anvil_setStorageAt", token, slot, "0x" + "00" * 32)
 
 
+async def crash_sent_and_mined(devnet: Devnet, keeper: Any) -> tuple[J.Journal,
+                                                                     list[J.JournalEntry]]:
+    """A crash's block evaluated with automine off, what keeperd sent for it mined, and the
+    next block evaluated: (the journal, what was sent)."""
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        _, journal, sent = await crash_and_collect(devnet, keeper)
+        devnet.mine(1)
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    await keeper.evaluated_at(devnet.mine(1))
+    return journal, sent
+
+
 @pytest.mark.parametrize("second_opinion", [True, False], ids=["second-opinion", "without"])
 async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_revert(
         devnet: Devnet, tmp_path: Path, run_daemon, second_opinion: bool) -> None:
@@ -56,13 +71,7 @@ async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_rev
         await keeper.evaluated_at(devnet.client.block_number())
         await revoke_allowance(devnet, "USDC")
         liar.call_lies[LIQUIDATION_CALL] = "0x"  # "it succeeds", whatever the chain says
-        devnet.client.call("evm_setAutomine", False)
-        try:
-            _, journal, sent = await crash_and_collect(devnet, keeper)
-            devnet.mine(1)
-        finally:
-            devnet.client.call("evm_setAutomine", True)
-        await keeper.evaluated_at(devnet.mine(1))
+        journal, sent = await crash_sent_and_mined(devnet, keeper)
         refused = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
                                 {"chain": "devnet", "protocol": "aave",
                                  "stage": "second_opinion_refused"})
@@ -100,13 +109,7 @@ async def test_a_hanging_second_endpoint_does_not_hold_the_liquidations(
         await keeper.evaluated_at(devnet.client.block_number())
         backup.faults["eth_call"] = Fault.hang()
         backup.faults["eth_simulateV1"] = Fault.hang()
-        devnet.client.call("evm_setAutomine", False)
-        try:
-            _, journal, sent = await crash_and_collect(devnet, keeper)
-            devnet.mine(1)
-        finally:
-            devnet.client.call("evm_setAutomine", True)
-        await keeper.evaluated_at(devnet.mine(1))
+        journal, sent = await crash_sent_and_mined(devnet, keeper)
         metrics = keeper.daemon.metrics
         unavailable = metric_series(metrics, "keeperd_liquidations_total", {
             "chain": "devnet", "protocol": "aave", "stage": "second_opinion_unavailable"})

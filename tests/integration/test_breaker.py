@@ -256,7 +256,6 @@ async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
         liar.calls_at = devnet.client.block_number()  # (its state frozen: every feed fresh)
         devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
         await keeper.evaluated_at(devnet.mine(1))
-        await keeper.evaluated_at(devnet.mine(1))
         metrics = keeper.daemon.metrics
         assert liar.faulted["eth_call"] > 0
         assert metric_value(metrics, "keeperd_breaker_tripped",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -38,6 +39,18 @@ def withdraw_the_makers_liquidity(devnet: Devnet, symbol: str) -> None:
             gas=3_000_000)
 
 
+async def mined_until_unwound(devnet: Devnet, keeper: Any, blocks: int) -> None:
+    """Blocks mined, each evaluated, until the keeper holds no vETH and nothing of its is
+    pending (at most `blocks`); it must get there."""
+    executor = keeper.daemon.executors["curie"]
+    for _ in range(blocks):
+        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+        if keepers_size(devnet, "WETH") == 0 and not await executor.journal.by_status(
+                J.PENDING):
+            break
+    assert keepers_size(devnet, "WETH") == 0
+
+
 def keepers_size(devnet: Devnet, symbol: str) -> int:
     curie = devnet.manifest["perp_curie"]
     return int(chain_view(devnet, curie["account_balance"], "AccountBalance",
@@ -60,12 +73,7 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
     await asyncio.to_thread(devnet.set_price, "WETH", devnet.price("WETH") * 0.85,
                             walk_perps=True)
     executor = keeper.daemon.executors["curie"]
-    for _ in range(30):
-        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
-        if keepers_size(devnet, "WETH") == 0 and not await executor.journal.by_status(
-                J.PENDING):
-            break
-    assert keepers_size(devnet, "WETH") == 0
+    await mined_until_unwound(devnet, keeper, 30)
     taken = len([e for e in await executor.journal.all() if ":unwind:" not in e.key])
     assert taken, "no takeover in the first drop"
     # The maker leaves vETH's pool; the index falls on: more traders go under.
@@ -198,12 +206,7 @@ async def test_an_unwind_never_fills_beyond_its_bound_from_the_index_and_mark(
         in hold, hold
     # The pool back at the index: the unwind goes, within its bound.
     await asyncio.to_thread(walk_mark, devnet.client, devnet.manifest, "WETH", price)
-    for _ in range(20):
-        await keeper.evaluated_at(devnet.mine(1), protocol="curie")
-        if keepers_size(devnet, "WETH") == 0 and not await executor.journal.by_status(
-                J.PENDING):
-            break
-    assert keepers_size(devnet, "WETH") == 0
+    await mined_until_unwound(devnet, keeper, 20)
     unwinds = [e for e in await executor.journal.all() if ":unwind:" in e.key]
     assert unwinds and {e.status for e in unwinds} == {J.INCLUDED}, [
         (e.key, e.status) for e in unwinds]

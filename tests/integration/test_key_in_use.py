@@ -302,29 +302,37 @@ async def test_curies_margin_deposit_held_by_a_delegation_goes_once_it_is_revoke
     assert margin() == 100_000 * 10**6
 
 
+async def stopped_mid_crash(devnet: Devnet, tmp_path: Path, run_daemon: Any, webhook: Webhook
+                            ) -> tuple[Any, int, list[J.JournalEntry], J.Journal]:
+    """A funded keeper's crash evaluated with automine off (turned back on by the caller)
+    and its liquidations left in the node's pool, the keeper stopped. (A config on a
+    mistyped state directory, the crash block, what it left pending, its journal.)"""
+    fund_keeper(devnet)
+    config = key_config(devnet, tmp_path, webhook)
+    first = await run_daemon(config)
+    await first.evaluated_at(devnet.client.block_number())
+    devnet.client.call("evm_setAutomine", False)
+    devnet.set_price_async("WETH", 2100.0)
+    crash = devnet.mine(1)
+    await first.evaluated_at(crash)
+    journal = first.daemon.executors["aave"].journal
+    pending = await journal.by_status(J.PENDING)
+    assert len(pending) > 20
+    first.stop.set()
+    await first.task
+    return config.model_copy(update={"state_dir": tmp_path / "stat"}), crash, pending, journal
+
+
 async def test_a_start_on_another_state_directory_waits_for_what_is_in_flight(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Killed in a crash and started again with a typo in its state directory, keeperd's
     journal knows nothing of the liquidations in the node's pool: it sent every one again
     under new nonces, behind the first ones, and each reverted once mined (a by-hand trial:
     27 of 27). It now waits for what it found in the pool at start to be mined."""
-    fund_keeper(devnet)
     webhook = Webhook()
-    config = key_config(devnet, tmp_path, webhook)
-    typo = config.model_copy(update={"state_dir": tmp_path / "stat"})
     try:
-        first = await run_daemon(config)
-        await first.evaluated_at(devnet.client.block_number())
-        devnet.client.call("evm_setAutomine", False)
         try:
-            devnet.set_price_async("WETH", 2100.0)
-            crash = devnet.mine(1)
-            await first.evaluated_at(crash)
-            sent = {e.account for e in await first.daemon.executors["aave"].journal.by_status(
-                J.PENDING)}
-            assert len(sent) > 20
-            first.stop.set()
-            await first.task
+            typo, crash, _, _ = await stopped_mid_crash(devnet, tmp_path, run_daemon, webhook)
             second = await run_daemon(typo)
             await second.evaluated_at(devnet.client.block_number())
             journal = second.daemon.executors["aave"].journal
@@ -355,25 +363,14 @@ async def test_what_a_fee_spike_evicts_from_the_pool_holds_a_start_no_longer(
     empty journal on a key with history is said at start."""
     import structlog
 
-    fund_keeper(devnet)
     webhook = Webhook()
-    config = key_config(devnet, tmp_path, webhook)
-    typo = config.model_copy(update={"state_dir": tmp_path / "stat"})
     base = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
     try:
-        first = await run_daemon(config)
-        await first.evaluated_at(devnet.client.block_number())
-        devnet.client.call("evm_setAutomine", False)
         try:
-            devnet.set_price_async("WETH", 2100.0)
-            await first.evaluated_at(devnet.mine(1))
-            first_journal = first.daemon.executors["aave"].journal
-            pending = await first_journal.by_status(J.PENDING)
-            assert len(pending) > 20
+            typo, _, pending, first_journal = await stopped_mid_crash(devnet, tmp_path,
+                                                                      run_daemon, webhook)
             most = max([t.max_fee_per_gas for e in pending
                         for t in await first_journal.txs(e.key)])
-            first.stop.set()
-            await first.task
             with structlog.testing.capture_logs() as logs:
                 second = await run_daemon(typo)
                 await second.evaluated_at(devnet.client.block_number())
