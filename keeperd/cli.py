@@ -235,7 +235,13 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
                       "(chain *: every chain)")
             for s in sorted(states.values(), key=lambda s: (s.asset, s.chain)):
                 what = ("TRIPPED" + (" (manual)" if s.manual else "")) if s.tripped else "ok"
-                print(f"{s.asset:{width}} {s.chain:12} {what:18} {s.reason or ''}")
+                # (its feed fresh again, the breaker clears after clear_after_s of chain
+                # time: `list` said TRIPPED and nothing of it — a trial)
+                clearing = (f"; clear since {time.strftime('%H:%M:%S', time.gmtime(s.clear_since))}"
+                            f" UTC chain time, resets once clear for "
+                            f"{config.oracles.clear_after_s:g} s"
+                            if s.tripped and not s.manual and s.clear_since is not None else "")
+                print(f"{s.asset:{width}} {s.chain:12} {what:18} {s.reason or ''}{clearing}")
     finally:
         await db.close()
     return EXIT_OK

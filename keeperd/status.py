@@ -271,7 +271,7 @@ def render(info: dict[str, Any]) -> str:
     if "breakers" in info:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
                   f"({'by hand: ' if b['manual'] else ''}"
-                  f"{b['reason'][:80]})" for b in info["breakers"]]
+                  f"{_clip(b['reason'], 160)})" for b in info["breakers"]]
         lines.append("assets paused    " + ("; ".join(paused) + " — its liquidations are held "
                                             "(keeperd breaker list)" if paused else "none"))
     firing = info.get("alerts_firing")
@@ -287,3 +287,12 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"alert outbox     {o['pending']} pending{wait}, {o['dead']} dead "
                      f"(keeperd alerts retry), {o['delivered']} delivered")
     return "\n".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word's end (an address or a price cut in half
+    read as another one: a trial)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[:cut if cut > limit // 2 else limit].rstrip(" ;,:") + " …"

@@ -160,6 +160,18 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
     listed = {(line.split()[0], line.split()[1]): line.split()[2] for line in out.splitlines()
               if ":" not in line.split()[0] and line.split()[0] != "ASSET"}
     assert listed == {("USDT", "devnet"): "TRIPPED", ("WBTC", "*"): "TRIPPED"}
+    assert "clear since" not in out
+
+    async def usdt_fresh_again() -> None:  # (a clean judgement: clearing, not yet reset)
+        db = SqliteDatabase.open(tmp_path / "state" / STATE_FILE)
+        await Breaker(db).observe("devnet", "USDT", [], 3_600, block_hash=head_hash())
+        await db.close()
+
+    asyncio.run(usdt_fresh_again())
+    assert cli.main(["breaker", "list", "--config", str(config)]) == 0
+    [usdt] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("USDT")]
+    assert "TRIPPED" in usdt and "clear since 01:00:00 UTC chain time, resets once clear " \
+        "for 300 s" in usdt, usdt
 
     # The daemon's start forgets it alike (and judges WETH's feed, fine, at its next block).
     (tmp_path / "state" / STATE_FILE).unlink()
