@@ -955,7 +955,10 @@ class TxManager:
 
     def _log_sent(self, record: TxRecord, p: Pending) -> None:
         self.metrics.tx_sent.labels(self.pool.chain, record.kind).inc()
-        log.info("tx.sent", opportunity=p.key, kind=record.kind, tx_hash=record.tx_hash,
+        # (an approval's or a deposit's said as such: "liquidation" misled a trial)
+        said = (f"{p.key.action}" + ("" if record.kind == "liquidation" else f" {record.kind}")
+                if isinstance(p.key, UpkeepKey) else record.kind)
+        log.info("tx.sent", opportunity=p.key, kind=said, tx_hash=record.tx_hash,
                  nonce=p.nonce, max_fee_gwei=round(record.max_fee_per_gas / GWEI, 3),
                  tip_gwei=round(record.priority_fee / GWEI, 3), gas_limit=record.gas_limit,
                  private=p.private)
