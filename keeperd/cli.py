@@ -212,9 +212,15 @@ async def _breaker(args: argparse.Namespace, config: Config) -> int:
                   "at the daemon's next block and stay paused (restarts included) until "
                   f"`keeperd breaker reset {args.asset}`")
         elif args.action == "reset":
+            # (where it was tripped, not "every chain" for a trip on one: a trial)
+            tripped = sorted("every chain" if c == EVERY_CHAIN else c
+                             for (c, a), st in (await breaker.states()).items()
+                             if a == args.asset and st.tripped
+                             and (args.chain is None or c == args.chain))
             cleared = await breaker.reset(args.asset, args.chain)
             if cleared:
-                print(f"{args.asset} on {where}: reset ({cleared} trip(s) cleared); "
+                print(f"{args.asset} on {', '.join(tripped) or where}: reset ({cleared} "
+                      "trip(s) cleared); "
                       "liquidations resume at the daemon's next block (an automatic trip "
                       "comes back if the feed is still bad)")
             else:

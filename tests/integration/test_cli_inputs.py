@@ -172,6 +172,11 @@ def test_a_trip_observed_on_a_chain_that_is_gone_is_forgotten(
     [usdt] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("USDT")]
     assert "TRIPPED" in usdt and "clear since 01:00:00 UTC chain time, resets once clear " \
         "for 300 s" in usdt, usdt
+    # A reset says where the trips it cleared were (it said "every chain" of one on devnet).
+    assert cli.main(["breaker", "reset", "USDT", "--config", str(config)]) == 0
+    assert "USDT on devnet: reset (1 trip(s) cleared)" in capsys.readouterr().out
+    assert cli.main(["breaker", "reset", "WBTC", "--config", str(config)]) == 0
+    assert "WBTC on every chain: reset (1 trip(s) cleared)" in capsys.readouterr().out
 
     # The daemon's start forgets it alike (and judges WETH's feed, fine, at its next block).
     (tmp_path / "state" / STATE_FILE).unlink()
