@@ -223,9 +223,14 @@ def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
     lines = [f"state directory  {info['state_dir']}", f"mode             {_mode_line(info)}"]
     if d.get("running"):
+        detail = d.get("detail") if isinstance(d.get("detail"), dict) else {}
+        # (why not ready, as /readyz says it: status said "NOT ready" alone, a trial)
+        why = "; ".join(f"{name}: {v['why']}" for name, v in detail.items()
+                        if isinstance(v, dict) and v.get("why"))
         lines.append(f"daemon           running (pid {d['pid']}), "
-                     f"{'ready' if d.get('ready') else 'NOT ready'}, "
-                     f"{'alive' if d.get('alive') else 'NOT alive'}")
+                     f"{'ready' if d.get('ready') else 'NOT ready'}"
+                     + (f" ({_clip(why, 200)})" if why and not d.get("ready") else "")
+                     + f", {'alive' if d.get('alive') else 'NOT alive'}")
         lines.append(f"doing            {d.get('status')}")
     else:
         lines.append("daemon           not running" + (f" ({d['note']})" if "note" in d else ""))

@@ -250,7 +250,9 @@ def test_a_hung_daemon_with_a_stale_status_is_not_running(
 def test_a_running_daemons_mode_is_said_to_be_its_own(
         config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    this_process_reported(tmp_path, monkeypatch, age_s=0, ready=False, status="catching up")
+    this_process_reported(tmp_path, monkeypatch, age_s=0, ready=False, status="catching up",
+                          detail={"mainnet": {"healthy_endpoints": 0, "following": False,
+                                              "why": "no healthy RPC endpoint: none answers"}})
     assert main(["status", "--config", str(config), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["mode"], info["mode_source"]) == ("liquidate", "daemon")
@@ -258,7 +260,9 @@ def test_a_running_daemons_mode_is_said_to_be_its_own(
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "mode             liquidate (the running daemon's)" in out
-    assert f"running (pid {os.getpid()}), NOT ready, alive" in out
+    # (and why, as /readyz says it: "NOT ready" alone left an operator to curl it, a trial)
+    assert (f"running (pid {os.getpid()}), NOT ready (mainnet: no healthy RPC endpoint: none "
+            "answers), alive") in out
 
 
 def test_a_standby_replica_is_not_said_to_liquidate(
