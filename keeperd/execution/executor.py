@@ -956,8 +956,12 @@ class Executor:
                 if isinstance(out[i], Simulated):
                     reverted = self._reverted(opinion)
                     if reverted is not None:
-                        out[i] = SecondOpinionRefused(f"endpoint {second.name} "
-                                                      f"({second.safe_url}): {reverted}")
+                        # (both named: which one lies is not known here — the refusal named
+                        # the second alone, the honest one when the first lied, a trial)
+                        first = self.pool.ranked()[0]
+                        out[i] = SecondOpinionRefused(
+                            f"endpoint {first.name} ({first.safe_url}) simulates it, endpoint "
+                            f"{second.name} ({second.safe_url}) sees it revert: {reverted}")
         if fees:
             reading = self._price_fees(out, fee_answers, second_fees)
             # (each figure of two endpoints asked that rests on one: the second gave no
