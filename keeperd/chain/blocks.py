@@ -160,20 +160,7 @@ class BlockSource:
         raw = await self.pool.request("eth_getBlockByNumber", ["latest", False])
         if raw is None:
             return
-        header = BlockHeader.from_rpc(raw)
-        best = self.pool.best_head
-        if best is not None and header.number < best:
-            # The endpoint asked is behind another's head, within the lag that keeps it
-            # first (a frozen node 1-3 blocks back: a trial's crash block went unseen for
-            # 39 s): the newer header, from an endpoint that has it.
-            try:
-                newer, _ = await self.pool.batch_at(best, [])
-                if newer is not None:
-                    header = BlockHeader.from_rpc(newer)
-            except (RpcUnavailable, RpcError, MalformedHeader) as exc:
-                log.debug("block_source.newer_head_unread", chain=self.chain, head=best,
-                          error=str(exc)[:200])
-        await self.process_header(header)
+        await self.process_header(BlockHeader.from_rpc(raw))
 
     async def _follow_poll(self) -> None:
         while True:

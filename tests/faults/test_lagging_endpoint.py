@@ -82,20 +82,3 @@ async def test_a_lagging_first_endpoint_is_failed_over(devnet: Devnet, tmp_path:
     await store.close()
     await assert_index_complete(devnet, tmp_path, "aave", head)
 
-
-async def test_the_daemon_follows_the_head_past_a_first_endpoint_frozen_a_block_or_two_back(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    """A first endpoint frozen 1-3 blocks behind stays first (within max_head_lag): the
-    block source polled its `latest`, and a trial's crash block went unseen for 39 s. The
-    newer header is taken from an endpoint that has it; the daemon evaluates the head."""
-    from tests.keeper_harness import config_for
-
-    async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
-        config = config_for(devnet, tmp_path, "alert-only",
-                            rpc_urls=[proxy.url, devnet.manifest["rpc_url"]])
-        keeper = await run_daemon(config)
-        await keeper.evaluated_at(devnet.client.block_number())
-        proxy.lag = 2
-        for _ in range(3):
-            head = devnet.mine(1)
-            await keeper.evaluated_at(head, limit_s=10)

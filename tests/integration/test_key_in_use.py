@@ -303,10 +303,11 @@ async def test_curies_margin_deposit_held_by_a_delegation_goes_once_it_is_revoke
 
 
 async def stopped_mid_crash(devnet: Devnet, tmp_path: Path, run_daemon: Any, webhook: Webhook
-                            ) -> tuple[Any, int, list[J.JournalEntry], J.Journal]:
+                            ) -> tuple[Any, int, list[J.JournalEntry], int]:
     """A funded keeper's crash evaluated with automine off (turned back on by the caller)
     and its liquidations left in the node's pool, the keeper stopped. (A config on a
-    mistyped state directory, the crash block, what it left pending, its journal.)"""
+    mistyped state directory, the crash block, what it left pending, the highest fee cap
+    it signed them with.)"""
     fund_keeper(devnet)
     config = key_config(devnet, tmp_path, webhook)
     first = await run_daemon(config)
@@ -318,9 +319,10 @@ async def stopped_mid_crash(devnet: Devnet, tmp_path: Path, run_daemon: Any, web
     journal = first.daemon.executors["aave"].journal
     pending = await journal.by_status(J.PENDING)
     assert len(pending) > 20
+    most = max([t.max_fee_per_gas for e in pending for t in await journal.txs(e.key)])
     first.stop.set()
     await first.task
-    return config.model_copy(update={"state_dir": tmp_path / "stat"}), crash, pending, journal
+    return config.model_copy(update={"state_dir": tmp_path / "stat"}), crash, pending, most
 
 
 async def test_a_start_on_another_state_directory_waits_for_what_is_in_flight(
@@ -367,10 +369,8 @@ async def test_what_a_fee_spike_evicts_from_the_pool_holds_a_start_no_longer(
     base = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
     try:
         try:
-            typo, _, pending, first_journal = await stopped_mid_crash(devnet, tmp_path,
-                                                                      run_daemon, webhook)
-            most = max([t.max_fee_per_gas for e in pending
-                        for t in await first_journal.txs(e.key)])
+            typo, _, pending, most = await stopped_mid_crash(devnet, tmp_path, run_daemon,
+                                                             webhook)
             with structlog.testing.capture_logs() as logs:
                 second = await run_daemon(typo)
                 await second.evaluated_at(devnet.client.block_number())
