@@ -22,12 +22,13 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.multicall import Call, Multicall, MulticallError, encode_call
-from keeperd.chain.rpc import OnEndpoint, RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.rpc import OnEndpoint, RpcPool
 from keeperd.config import ChainConfig, OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -92,6 +93,7 @@ class ChainPriceWatch:
         self.chain = chain.name
         self.pool = pool
         self.multicall = Multicall(pool, address=chain.multicall3)
+        self._second_name = ""  # (the endpoint the last second reading came from)
         # Each aggregator's heartbeat, learnt from its rounds (a day-heartbeat feed was
         # "stale" under the one default hour: oracles/heartbeats.py)
         self.heartbeats = Heartbeats(self.multicall)
@@ -328,14 +330,21 @@ class ChainPriceWatch:
             return await read_feeds(self.multicall, feeds, block), None
         other = Multicall(OnEndpoint(self.pool, second),  # type: ignore[arg-type]
                           address=self.multicall.address, scan_reader=False)
+        # At the judged header's hash (EIP-1898): honest endpoints on two forks of one height
+        # read different rounds, and that is no lie — a second on another fork says it has
+        # no such block, and its reading is not used.
+        at: Any = ({"blockHash": self._header["hash"], "requireCanonical": True}
+                   if self._header is not None and self._header.get("hash") else block)
         # (held in `asking`: awaited, or cancelled and its outcome taken, below)
-        asking = asyncio.create_task(read_feeds(other, feeds, block))
+        asking = asyncio.create_task(read_feeds(other, feeds, at))
         try:
             readings = await read_feeds(self.multicall, feeds, block)
             try:
                 seconds: list[FeedReading] | None = await asyncio.wait_for(
                     asyncio.shield(asking), SECOND_READ_GRACE_S)
-            except (TimeoutError, RpcError, RpcUnavailable, MulticallError, ValueError) as exc:
+                self._second_name = f"endpoint {second.name} ({second.safe_url})"
+            except Exception as exc:  # (any failure of the second's is the second's: a
+                # reading that does not decode held every liquidation of the chain, a review)
                 self.metrics.oracle_second_reads.labels(self.chain, "unavailable").inc()
                 log.debug("oracle.second_read_unavailable", chain=self.chain, block=block,
                           endpoint=second.safe_url, error=f"{type(exc).__name__}: {exc}"[:200])
@@ -360,10 +369,13 @@ class ChainPriceWatch:
                if p.kind not in kinds]
         if (first.price, first.updated_at) != (second.price, second.updated_at) and \
                 "disagreement" not in kinds:
+            # (which one lies is not known here: both named; one lying second can pause an
+            # asset this way — the price of no single endpoint hiding a stale round)
             out.append(Problem("disagreement", f"two endpoints read the feed differently at "
                                f"the same block: {first.price:g} updated at "
-                               f"{first.updated_at} against {second.price:g} at "
-                               f"{second.updated_at}"))
+                               f"{first.updated_at} (endpoint "
+                               f"{self.pool.ranked()[0].name}) against {second.price:g} at "
+                               f"{second.updated_at} ({self._second_name})"))
         return out
 
     async def _observe(self, keys: Iterable[str], block: int) -> None:

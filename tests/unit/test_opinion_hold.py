@@ -13,7 +13,7 @@ def test_refusals_in_every_one_of_the_last_blocks_are_told() -> None:
     ex: Any = Executor.__new__(Executor)
     ex._refused_blocks = {}
     assert ex.opinion_hold(10) is None
-    for block in range(10, 10 + OPINION_REFUSED_BLOCKS - 1):
+    for block in range(10, 10 + OPINION_REFUSED_BLOCKS - 1):  # (consecutive here)
         ex._refused_blocks[block] = "endpoint 1 (http://b): eth_call reverted"
         assert ex.opinion_hold(block) is None  # (a block or two: a race, a lag)
     last = 10 + OPINION_REFUSED_BLOCKS - 1
@@ -21,5 +21,7 @@ def test_refusals_in_every_one_of_the_last_blocks_are_told() -> None:
     told = ex.opinion_hold(last)
     assert told is not None and "one of the two endpoints lies or lags" in told
     assert "endpoint 1 (http://b)" in told
-    # A block without a refusal ends it.
-    assert ex.opinion_hold(last + 1) is None
+    # A block with nothing refused between does not end it (it flapped), two do.
+    assert ex.opinion_hold(last + 1) is not None
+    assert ex.opinion_hold(last + 2) is not None
+    assert ex.opinion_hold(last + 3) is None
