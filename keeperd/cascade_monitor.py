@@ -329,6 +329,13 @@ class CascadeMonitor:
         fund = "" if self.fund_usd is None or bad <= 0 else (
             "; no insurance fund covers it" if self.fund_usd == 0
             else f"; the fund (${self.fund_usd:,.0f}) covers {self.fund_usd / bad:.0%}")
+        # (its figures rest on the book's prices: one untrusted, the alert says so — and,
+        # with inhibition: hold, waits — as a holder's does; it fired on a price the breaker
+        # distrusted, unannotated, a trial)
+        priced = set(r.columns.scenario)
+        inhibited = tuple(f"{a} price untrusted: {why}" for a, why in
+                          sorted(self.alerts.untrusted.get(self.chain, {}).items())
+                          if a in priced)
         await self.alerts.observe([Condition(
             "cascade_risk", route, labels, severity, bad, levels,
             self.alerts.repeat_interval(route),
@@ -345,4 +352,5 @@ class CascadeMonitor:
                     "consider lower caps or higher thresholds for it."),
             details={"scenario": scenario, "shock": float(target), "bad_debt_usd": round(bad, 2),
                      "amplification": round(float(r.amplification[worst]), 4),
-                     "fund_usd": self.fund_usd})], self.chain, block)
+                     "fund_usd": self.fund_usd},
+            inhibited_by=inhibited)], self.chain, block)

@@ -947,8 +947,9 @@ class AlertsConfig(_Model):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     inhibition: Literal["annotate", "hold"] = Field(
         default="annotate", description="Position alerts on an account whose oracle is stale or "
-        "whose breaker is tripped: sent with a warning not to act on the price (annotate), or "
-        "held until the price is trusted again (hold).")
+        "whose breaker is tripped, and cascade alerts of a book with such a price: sent with a "
+        "warning not to act on the price (annotate), or held until the price is trusted again "
+        "(hold).")
     silences: list[SilenceConfig] = Field(default_factory=list)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 

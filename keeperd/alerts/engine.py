@@ -177,6 +177,9 @@ class AlertEngine:
         self.metrics = metrics
         self.clock = clock
         self.explorers = explorers or {}
+        # Per chain, the assets whose price is untrusted at its last evaluation (asset ->
+        # why): a cascade's figures rest on those prices too.
+        self.untrusted: dict[str, dict[str, str]] = {}
         self.silences = Silences(db)
         self.config = config
         # Watched accounts without a position: per source, the watched keys its latest full
@@ -284,6 +287,7 @@ class AlertEngine:
         where the protocol has a capital-free path and it is not set already)."""
         if result.partial:
             return
+        self.untrusted[chain] = dict(tripped)  # (the cascade's alerts are annotated by it)
         protocol = protocol or result.protocol
         rows = watched_rows(result.view, protocol, chain, self.watched, action,
                             lambda a: self._link(chain, "address", a))

@@ -168,6 +168,21 @@ async def test_bad_debt_above_the_threshold_raises_a_cascade_alert(
     assert "30% drop" in alert["summary"] and "the fund ($1,000) covers" in alert["summary"]
     await monitor.evaluate(book, head + 1)  # same figures: not news
     assert len(await Outbox(db).entries()) == 1
+    assert alert["inhibited_by"] == []
+    # Its figures rest on the book's prices: one untrusted (the breaker's), the alert says so
+    # (it fired on a distrusted price, unannotated: a trial).
+    db2 = SqliteDatabase.open(tmp_path / "alerts2.db")
+    await migrate(db2)
+    dispatcher2 = Dispatcher(Outbox(db2), OutboxConfig(), metrics)
+    dispatcher2.configure(alerts_config.routes)
+    engine2 = await AlertEngine.open(db2, alerts_config, dispatcher2, metrics)
+    engine2.untrusted["devnet"] = {"WETH": "stale: last update 7200 s ago", "NOPE": "x"}
+    monitor2 = CascadeMonitor(CascadeConfig(insurance_fund={"usd": 1000.0}), "devnet", "aave",
+                              pool, metrics, engine2, alerts_config, describe=describe_aave)
+    await monitor2.evaluate(book, head)
+    [entry] = await Outbox(db2).entries()
+    assert entry.alerts[0]["inhibited_by"] == ["WETH price untrusted: stale: last update "
+                                               "7200 s ago"]
 
 
 async def test_the_pools_depth_is_what_a_real_swap_moves(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
