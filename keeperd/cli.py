@@ -1206,7 +1206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(dsub, "set-price", "set an asset's oracle price in USD",
                  "For every protocol on the devnet: Aave's feed, Morpho Blue's oracles, and "
                  "Perp Curie's index, its mark walked to it by trades and chain time.")
-    _devnet_symbol(p)
+    p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
     p.add_argument("usd", type=_positive(float), help="the new price in USD (> 0)")
     p.set_defaults(func=_cmd_devnet_set_price)
     p = _command(dsub, "stale", "make an asset's price feed stale",
@@ -1214,7 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "feed, and keeps it so (the devnet commands' heartbeat refresh skips it) until "
                  "`devnet set-price` moves it: to rehearse keeperd's breaker (its "
                  "heartbeat_s is an hour by default).")
-    _devnet_symbol(p)
+    p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
     p.add_argument("--age", type=_positive(int), default=7_200,
                    help="how old the round is, in seconds (default 7200)")
     p.set_defaults(func=_cmd_devnet_stale)
@@ -1243,11 +1243,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="USD worth of each token (default 10,000,000)")
     p.set_defaults(func=_cmd_devnet_fund)
     return parser
-
-
-def _devnet_symbol(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, "
-                        "USDC...)")
 
 
 def _positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
