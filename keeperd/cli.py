@@ -906,9 +906,6 @@ def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
 
     manifest = _read_manifest()
     _choose("SYMBOL", args.symbol, sorted(manifest["price_feeds"]), "asset on the devnet")
-    if args.symbol in (manifest.get("held_stale") or []):  # (`devnet stale`: moved, fresh)
-        manifest["held_stale"] = [s for s in manifest["held_stale"] if s != args.symbol]
-        _write_manifest(manifest)
     with _devnet_control(manifest) as control:
         before = control.price(args.symbol)
         if not control.client.call("anvil_getAutomine"):
@@ -926,29 +923,6 @@ def _cmd_devnet_set_price(args: argparse.Namespace) -> int:
         except PriceWalkError as exc:
             raise CommandFailed(str(exc)) from None
         print(f"{args.symbol}: {before:g} -> {control.price(args.symbol):g} USD")
-    return EXIT_OK
-
-
-def _write_manifest(manifest: dict[str, Any]) -> None:
-    """The running devnet's manifest written again (atomically: others read it)."""
-    path = _devnet_files()[0]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(path)
-
-
-def _cmd_devnet_stale(args: argparse.Namespace) -> int:
-    manifest = _read_manifest()
-    _choose("SYMBOL", args.symbol, sorted(manifest["price_feeds"]), "asset on the devnet")
-    with _devnet_control(manifest) as control:
-        now = int(control.client.call("eth_getBlockByNumber", "latest", False)["timestamp"],
-                  16)
-        price = control.price(args.symbol)
-        control.set_price_at(args.symbol, price, now - args.age)
-        manifest["held_stale"] = sorted(control.held_stale | {args.symbol})
-        _write_manifest(manifest)
-    print(f"{args.symbol}: its feed's round ({price:g} USD) is {args.age} s old, and stays so "
-          f"until `keeperd devnet set-price {args.symbol} <usd>`")
     return EXIT_OK
 
 
@@ -1209,15 +1183,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
     p.add_argument("usd", type=_positive(float), help="the new price in USD (> 0)")
     p.set_defaults(func=_cmd_devnet_set_price)
-    p = _command(dsub, "stale", "make an asset's price feed stale",
-                 "Publishes a round at today's price dated --age seconds ago on the asset's "
-                 "feed, and keeps it so (the devnet commands' heartbeat refresh skips it) until "
-                 "`devnet set-price` moves it: to rehearse keeperd's breaker (its "
-                 "heartbeat_s is an hour by default).")
-    p.add_argument("symbol", help="the asset, as the devnet spells it (WETH, WBTC, USDC...)")
-    p.add_argument("--age", type=_positive(int), default=7_200,
-                   help="how old the round is, in seconds (default 7200)")
-    p.set_defaults(func=_cmd_devnet_stale)
     p = _command(dsub, "l1-fee", "price transactions as an OP Stack chain (Base) does",
                  "Places the published L1Block and GasPriceOracle predeploys on the devnet "
                  "(as on Base and OP Mainnet) with these L1 fees, OP Mainnet's scalars, and "

@@ -152,20 +152,12 @@ class DevnetControl:
                 moves.append((market["oracle"], oracle_art.encode_call("setPrice", answer)))
         return moves
 
-    @property
-    def held_stale(self) -> set[str]:
-        """Feeds made stale on purpose (`devnet stale`): left so until `set-price` moves
-        them — the heartbeat's refresh undid a stale feed set up by hand (a trial)."""
-        return set(self.manifest.get("held_stale") or [])
-
     def refresh_feeds(self) -> None:
-        """Publish a new round at the current price on every feed (but those held stale on
-        purpose). A cached state may be hours old while anvil's clock is the wall clock:
-        without this, every feed would look stale (and keeperd's breaker would rightly pause
-        everything)."""
+        """Publish a new round at the current price on every feed. A cached state may be
+        hours old while anvil's clock is the wall clock: without this, every feed would look
+        stale (and keeperd's breaker would rightly pause everything)."""
         for symbol in self.manifest["price_feeds"]:
-            if symbol not in self.held_stale:
-                self.set_price(symbol, self.price(symbol))
+            self.set_price(symbol, self.price(symbol))
         admin = self.manifest["aave_v3"]["admin"]
         curie = self.manifest.get("perp_curie")
         if curie:
@@ -174,8 +166,7 @@ class DevnetControl:
             from keeperd.devnet.curie import refresh_index
 
             for symbol in curie["index_feeds"]:
-                if symbol not in self.held_stale:  # (its index reads the same aggregator)
-                    refresh_index(self.client, self.manifest, symbol)
+                refresh_index(self.client, self.manifest, symbol)
         for feed in self.manifest.get("extra_feeds", {}).values():
             answer = int.from_bytes(self.client.eth_call(
                 feed, self._aggregator.encode_call("latestAnswer")), "big", signed=True)
@@ -192,7 +183,7 @@ class DevnetControl:
         if not self.client.call("anvil_getAutomine"):
             return False
         head = int(self.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
-        for symbol in set(self.manifest["price_feeds"]) - self.held_stale:
+        for symbol in self.manifest["price_feeds"]:
             updated_at = int.from_bytes(self.client.eth_call(
                 self._feed(symbol), self._aggregator.encode_call("latestTimestamp")), "big")
             if head - updated_at > max_age_s:

@@ -77,36 +77,6 @@ def test_set_price_climbs_back_after_a_crash(
     assert head - updated_at < 120
 
 
-def test_a_feed_made_stale_stays_stale_until_its_price_is_set(
-        devnet: Devnet, devnet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every devnet command refreshes feeds older than 10 minutes (as a real chain's
-    heartbeat would): a stale feed set up by hand to rehearse the breaker was undone by the
-    next `mine` (a trial). `devnet stale` keeps it so until `set-price` moves it."""
-    def age(symbol: str) -> int:
-        head = int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"],
-                   16)
-        (_, _, _, updated_at, _) = devnet._aggregator.decode_result(
-            "latestRoundData", devnet.client.eth_call(
-                devnet.manifest["price_feeds"][symbol],
-                devnet._aggregator.encode_call("latestRoundData")))
-        return head - updated_at
-
-    devnet.write_manifest(devnet_dir / "manifest.json")
-    start = devnet.price("WETH")
-    assert cli.main(["devnet", "stale", "WETH", "--age", "7200"]) == 0
-    assert "stays so until `keeperd devnet set-price WETH <usd>`" in capsys.readouterr().out
-    devnet.advance_time(900)  # (a quarter hour: every other feed past the refresh's age)
-    assert cli.main(["devnet", "mine", "1"]) == 0
-    assert age("WETH") >= 7200 + 900 and age("WBTC") < 120  # (the others refreshed)
-    assert devnet.price("WETH") == pytest.approx(start)
-    assert cli.main(["devnet", "set-price", "WETH", f"{start:g}"]) == 0
-    assert age("WETH") < 900  # (a round at the move; Curie's walk moves chain time on)
-    devnet.advance_time(900)
-    assert cli.main(["devnet", "mine", "1"]) == 0
-    assert age("WETH") < 120  # (refreshed again with the others)
-    assert cli.main(["devnet", "stale", "weth"]) == 2  # (did you mean WETH?)
-
-
 def test_set_price_with_automine_off_moves_every_protocol_in_the_next_block(
         devnet: Devnet, devnet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Blocks mined by hand (a crash to watch step by step): the moves wait in the pool, all
