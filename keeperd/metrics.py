@@ -272,8 +272,9 @@ class Metrics:
             ["chain", "asset"], registry=r)
         self.oracle_second_reads = Counter(
             "keeperd_oracle_second_reads_total",
-            "The price watch's feeds read on a second endpoint at the same block, by outcome: "
-            "read (each feed compared), unavailable (not in time, or failed: the first alone).",
+            "The price watch's readings of a block's feeds on a second endpoint, by outcome: "
+            "read (each feed compared with the first's), unavailable (not in time, or failed: "
+            "the first alone).",
             ["chain", "outcome"], registry=r)
         self.oracle_anomalies = Counter(
             "keeperd_oracle_anomalies_total",

@@ -419,7 +419,7 @@ class Executor:
     async def _reconcile(self, head: int) -> None:
         if self.tx is not None:
             sent = await self.tx.sync_nonce_afresh()
-            if sent and not self.tx.history_told and not await self.journal.last_blocks():
+            if sent and not self.tx.history_told and await self.journal.is_empty():
                 # (a state_dir typo: a journal of its own, the P&L split from the real one's
                 # for good, a by-hand trial — held, not refused: a keeper that has sent only
                 # its approvals says the same)
@@ -926,11 +926,8 @@ class Executor:
                 opinions = await asyncio.wait_for(asyncio.shield(asking),
                                                   SECOND_OPINION_GRACE_S)
             except TimeoutError:
-                asking.cancel()
-                self.metrics.liquidation_funnel.labels(*self.labels,
-                                                       "second_opinion_unavailable").inc()
-                log.info("liquidation.second_opinion_unavailable", endpoint=second.safe_url,
-                         error=f"no answer within {SECOND_OPINION_GRACE_S} s of the first")
+                self._opinion_unavailable(
+                    second, f"no answer within {SECOND_OPINION_GRACE_S} s of the first")
                 opinions = None
             finally:
                 if not asking.done():
@@ -1091,11 +1088,13 @@ class Executor:
             return await self.pool.batch_on(ep, requests)
         except Exception as exc:  # (any failure of the second's: its verdict is missing, not
             # the wave's end — a review)
-            self.metrics.liquidation_funnel.labels(*self.labels,
-                                                   "second_opinion_unavailable").inc()
-            log.info("liquidation.second_opinion_unavailable", endpoint=ep.safe_url,
-                     error=str(exc)[:200])
+            self._opinion_unavailable(ep, str(exc)[:200])
             return None
+
+    def _opinion_unavailable(self, ep: Endpoint, error: str) -> None:
+        """No second opinion for a wave: counted and logged; the first's verdict stands."""
+        self.metrics.liquidation_funnel.labels(*self.labels, "second_opinion_unavailable").inc()
+        log.info("liquidation.second_opinion_unavailable", endpoint=ep.safe_url, error=error)
 
     @staticmethod
     def _reverted(opinion: Any) -> str | None:

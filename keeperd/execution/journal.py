@@ -162,6 +162,10 @@ class Journal:
             "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
             if b is not None}
 
+    async def is_empty(self) -> bool:
+        """No liquidation recorded at all (one row read, not the table)."""
+        return await self.db.fetchrow("SELECT 1 FROM liquidations LIMIT 1") is None
+
     async def all(self) -> list[JournalEntry]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM liquidations ORDER BY created_at, key")

@@ -42,7 +42,7 @@ def unconfigured_in_flight(pending: list[J.JournalEntry], configured: set[str],
     for entry in pending:
         # (`mined`: the least mined nonce count of the key on the configured chains — a row
         # under it can no longer be in any pool of theirs: mined or replaced, its P&L only
-        # unbooked, which `journal_orphans_settled` says)
+        # unbooked: the daemon logs `journal.unconfigured_in_flight`)
         if entry.protocol not in configured and (
                 mined is None or entry.nonce is None or entry.nonce >= mined):
             orphans.setdefault(entry.protocol, []).append(entry)

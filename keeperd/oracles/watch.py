@@ -93,7 +93,6 @@ class ChainPriceWatch:
         self.chain = chain.name
         self.pool = pool
         self.multicall = Multicall(pool, address=chain.multicall3)
-        self._second_name = ""  # (the endpoint the last second reading came from)
         # Each aggregator's heartbeat, learnt from its rounds (a day-heartbeat feed was
         # "stale" under the one default hour: oracles/heartbeats.py)
         self.heartbeats = Heartbeats(self.multicall)
@@ -252,7 +251,7 @@ class ChainPriceWatch:
         references_due = [f for f in self.reference_feeds if f not in self._judged] if (
             rates or usd_feeds or references) else []
         read = usd_feeds + references_due
-        readings, seconds = (await self._read_twice(read, block) if read else ([], None))
+        readings, second = (await self._read_twice(read, block) if read else ([], None))
         symbols = sorted({r.asset for r in readings} | {s for f in rates
                                                         for s in (f.base, f.quote)})
         await self._refresh_medians(symbols)
@@ -262,8 +261,9 @@ class ChainPriceWatch:
         for i, (feed, reading) in enumerate(zip(read, readings, strict=True)):
             problems = check_feed(reading, now, self.policy(reading.asset, reading),
                                   self._previous.get((feed.key, feed.source)))
-            if seconds is not None:
-                problems += self._second_problems(reading, seconds[i], now, problems)
+            if second is not None:
+                problems += self._second_problems(reading, second[1][i], second[0], now,
+                                                  problems)
             self._previous[(feed.key, feed.source)] = reading
             median = self._medians.get(reading.asset)
             if median and reading.price > 0:
@@ -317,12 +317,12 @@ class ChainPriceWatch:
         await self._observe(touched, block)
 
     async def _read_twice(self, feeds: list[PriceFeed], block: int
-                          ) -> tuple[list[FeedReading], list[FeedReading] | None]:
-        """The feeds' readings from the pool, and — with a second healthy endpoint — from
-        that one too, at the same block, waited for SECOND_READ_GRACE_S once the first is
-        in (None: none, or not in time). One endpoint was all the watch read: a lie of one
-        feed's round made a two-hour-old price look fresh, and liquidations went on it with
-        no alert (a by-hand trial)."""
+                          ) -> tuple[list[FeedReading], tuple[str, list[FeedReading]] | None]:
+        """The feeds' readings from the pool, and — with a second healthy endpoint — that
+        endpoint's name and its readings, at the same block, waited for SECOND_READ_GRACE_S
+        once the first is in (None: none, or not in time). One endpoint was all the watch
+        read: a lie of one feed's round made a two-hour-old price look fresh, and
+        liquidations went on it with no alert (a by-hand trial)."""
         ranked = self.pool.ranked()
         second = ranked[1] if self.config.second_read and len(ranked) >= 2 and \
             self.pool.is_healthy(ranked[1]) else None
@@ -340,29 +340,27 @@ class ChainPriceWatch:
         try:
             readings = await read_feeds(self.multicall, feeds, block)
             try:
-                seconds: list[FeedReading] | None = await asyncio.wait_for(
-                    asyncio.shield(asking), SECOND_READ_GRACE_S)
-                self._second_name = f"endpoint {second.name} ({second.safe_url})"
+                seconds = await asyncio.wait_for(asyncio.shield(asking), SECOND_READ_GRACE_S)
             except Exception as exc:  # (any failure of the second's is the second's: a
                 # reading that does not decode held every liquidation of the chain, a review)
                 self.metrics.oracle_second_reads.labels(self.chain, "unavailable").inc()
                 log.debug("oracle.second_read_unavailable", chain=self.chain, block=block,
                           endpoint=second.safe_url, error=f"{type(exc).__name__}: {exc}"[:200])
-                seconds = None
-            return readings, seconds
+                return readings, None
+            self.metrics.oracle_second_reads.labels(self.chain, "read").inc()
+            return readings, (f"endpoint {second.name} ({second.safe_url})", seconds)
         finally:
             if not asking.done():
                 asking.cancel()
             elif not asking.cancelled():
                 asking.exception()  # (its failure taken: said above, or the first's raised)
 
-    def _second_problems(self, first: FeedReading, second: FeedReading, now: int,
-                         found: list[Problem]) -> list[Problem]:
+    def _second_problems(self, first: FeedReading, second: FeedReading, second_name: str,
+                         now: int, found: list[Problem]) -> list[Problem]:
         """What the second endpoint's reading of a feed says that the first's does not: its
         own problems (stale, non-positive...), and a disagreement with the first on the
         round at the same block — one of the two lies or lags; either way the price is not
         one to act on until they agree."""
-        self.metrics.oracle_second_reads.labels(self.chain, "read").inc()
         kinds = {p.kind for p in found}
         out = [Problem(p.kind, f"second endpoint: {p.detail}")
                for p in check_feed(second, now, self.policy(second.asset, second), None)
@@ -375,7 +373,7 @@ class ChainPriceWatch:
                                f"the same block: {first.price:g} updated at "
                                f"{first.updated_at} (endpoint "
                                f"{self.pool.ranked()[0].name}) against {second.price:g} at "
-                               f"{second.updated_at} ({self._second_name})"))
+                               f"{second.updated_at} ({second_name})"))
         return out
 
     async def _observe(self, keys: Iterable[str], block: int) -> None:
