@@ -183,13 +183,18 @@ class BlockSource:
             log.info("block_source.websocket_subscribed", chain=self.chain)
             # Catch up once: heads mined while we were polling or reconnecting.
             await self.poll_once()
+            heard = time.monotonic()
             while True:
                 self.last_attempt = time.monotonic()
                 try:
-                    msg = await ws.receive(timeout=self.ws_stall_after)
+                    msg = await ws.receive(timeout=min(self.poll_interval, self.ws_stall_after))
                 except TimeoutError:
-                    raise ConnectionError(f"subscription stalled: no message for "
-                                          f"{self.ws_stall_after:g} s") from None
+                    if time.monotonic() - heard >= self.ws_stall_after:
+                        raise ConnectionError(f"subscription stalled: no message for "
+                                              f"{self.ws_stall_after:g} s") from None
+                    await self._catch_up_with_the_pool()
+                    continue
+                heard = time.monotonic()
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED,
                                     aiohttp.WSMsgType.CLOSING):
@@ -202,6 +207,30 @@ class BlockSource:
                     continue
                 raw = data["params"]["result"]
                 await self.process_header(BlockHeader.from_rpc(raw))
+
+    async def _catch_up_with_the_pool(self) -> None:
+        """A quiet subscription while the HTTP endpoints' probes credit a later head: the
+        socket's node may be frozen while its socket lives (it sent nothing for a poll
+        interval; the stall limit is minutes on L1). The head is asked as polling asks it,
+        of the ranked endpoints, never the one that claims the later block: a liar's claim
+        costs a request, not a header. Before, a frozen socket hid every block until
+        `ws_stall_s` passed."""
+        best = self.pool.best_head
+        if best is None or self.head is None or best <= self.head.number:
+            return
+        before = self.head.number
+        try:
+            await self.poll_once()
+        except (RpcUnavailable, RpcError, MalformedHeader) as exc:
+            self.metrics.block_source_errors.labels(self.chain, "poll").inc()
+            log.warning("block_source.poll_failed", chain=self.chain, error=str(exc))
+            return
+        if self.head.number > before:
+            self.metrics.block_source_errors.labels(self.chain, "websocket_behind").inc()
+            log.warning("block_source.websocket_behind", chain=self.chain, socket_head=before,
+                        polled_head=self.head.number,
+                        meaning="the subscription said nothing of blocks the HTTP endpoints "
+                                "have: followed by polling while it is quiet")
 
     async def _check_chain_id(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The websocket must serve the configured chain: asked once per connection, before

@@ -38,10 +38,12 @@ from keeperd.metrics import Metrics, method_label
 
 log = structlog.get_logger(__name__)
 
+# Two other endpoints this many blocks past an endpoint's head rank it after them.
+QUORUM_BEHIND_BLOCKS = 2
+PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a head's reads asked ahead answer no more than this
 # JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
 # is wrong". -32005 is the EIP-1474 "limit exceeded"; the messages are what geth, erigon,
 # nethermind and the big providers say when a node is overloaded or missing recent state.
-PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a head's reads asked ahead answer no more than this
 _TRANSIENT_RPC_CODES = frozenset({-32005, -32016, 429})
 _TRANSIENT_RPC_MESSAGE = re.compile(
     r"rate limit|too many requests|timeout|timed out|header not found|missing trie node|"
@@ -537,20 +539,31 @@ class RpcPool:
         """The head other endpoints' lag is judged against. Not simply the highest claim: one
         endpoint that overstates its head (a liar, a misrouted node) would become it and mark
         the operator's own node lagging. A head counts when another endpoint is near it (or
-        beyond), or when it is as far past the last reference as the time since allows;
-        failing both, the lower median of the heads."""
-        heads = sorted(ep.health.head for ep in self.endpoints if ep.health.head is not None)
+        beyond); when none is, when it is as far past the last reference as the time since
+        allows; failing both, the lower median of the heads.
+
+        A claim credited by time alone does not count against two endpoints it is past by
+        more than the lag: with the time rule open to every claim, one endpoint answering four
+        blocks past two agreeing ones became the reference in the next probe, made both of
+        them lagging (unhealthy: no second opinion, no second feed reading) and was followed
+        alone. (With two endpoints, one far past the other, nothing tells a lagging node from
+        a liar but time: it decides, as before.)"""
+        now = time.monotonic()
+        known = sorted((ep.health.head, ep.health.benched_until <= now)
+                       for ep in self.endpoints if ep.health.head is not None)
+        heads = [head for head, _ in known]
         if not heads:
             return None
         lag = self.settings.max_head_lag
-        now = time.monotonic()
         previous = self._reference
 
         def credible(i: int, head: int) -> bool:
             others = heads[:i] + heads[i + 1:]
             if not others or any(o >= head - lag for o in others):
                 return True
-            if previous is None:
+            # (every other is past the lag here: two that answer outvote it; a benched one's
+            # head is only its last answer)
+            if previous is None or sum(live for j, (_, live) in enumerate(known) if j != i) >= 2:
                 return False
             # (the reference's time is when it last moved: a chain's head moves every block)
             ref, since = previous
@@ -560,6 +573,20 @@ class RpcPool:
         if previous is None or best > previous[0]:
             self._reference = (best, now)
         return best
+
+    def behind_quorum(self, ep: Endpoint) -> bool:
+        """Two other endpoints both have a block at least QUORUM_BEHIND_BLOCKS past this
+        one's head: it is frozen or slow, though still within `max_head_lag` (a first
+        endpoint stuck a block or three back hid those blocks from the keeper until it
+        lagged). Ranked after the endpoints that are not, still healthy. Two others, not the
+        best head: one endpoint's claim alone must not move the honest ones down (with two
+        endpoints there is no quorum, and nothing is demoted this way)."""
+        if ep.health.head is None:
+            return False
+        others = sorted((o.health.head for o in self.endpoints
+                         if o is not ep and o.health.head is not None
+                         and o.health.chain_ok is not False), reverse=True)
+        return len(others) >= 2 and others[1] - ep.health.head >= QUORUM_BEHIND_BLOCKS
 
     def is_healthy(self, ep: Endpoint, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -585,20 +612,22 @@ class RpcPool:
 
         Operators list their endpoints best first (their own node, then a paid provider, then
         a public one), so among usable endpoints the configured order wins. An endpoint is
-        demoted when it is benched, lags the best head, failed since its last success, or is
-        much slower than the fastest one (latency EWMA above 4x the best plus 50 ms).
+        demoted when it is benched, lags the best head, is behind two others (`behind_quorum`),
+        failed since its last success, or is much slower than the fastest one (latency EWMA
+        above 4x the best plus 50 ms).
         """
         now = time.monotonic()
         latencies = [ep.health.latency_ewma for ep in self.endpoints
                      if ep.health.latency_ewma is not None]
         slow_above = 4 * min(latencies) + 0.05 if latencies else float("inf")
 
-        def key(ep: Endpoint) -> tuple[int, float, int, int, int]:
+        def key(ep: Endpoint) -> tuple[int, float, int, int, int, int]:
             benched = ep.health.benched_until > now
             tier = 2 if benched else (1 if self._is_lagging(ep) else 0)
             latency = ep.health.latency_ewma
             slow = 1 if latency is not None and latency > slow_above else 0
             return (tier, ep.health.benched_until if benched else 0.0,
+                    1 if self.behind_quorum(ep) else 0,
                     min(ep.health.consecutive_failures, 1), slow, self.endpoints.index(ep))
 
         return sorted((ep for ep in self.endpoints if ep.health.chain_ok is not False), key=key)

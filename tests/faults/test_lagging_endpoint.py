@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keeperd.chain.blocks import BlockSource
 from keeperd.chain.rpc import RpcPool
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
@@ -82,3 +83,26 @@ async def test_a_lagging_first_endpoint_is_failed_over(devnet: Devnet, tmp_path:
     await store.close()
     await assert_index_complete(devnet, tmp_path, "aave", head)
 
+
+
+async def test_a_first_endpoint_frozen_within_the_lag_hides_no_block(devnet: Devnet) -> None:
+    """The operator's first endpoint two blocks behind (within `max_head_lag`, 3) stayed
+    first: polling asked it for the head and the keeper saw those blocks only once it lagged
+    past the limit. Two other endpoints past it rank it after them: the head is theirs."""
+    rpc = devnet.manifest["rpc_url"]
+    async with ChaosProxy(rpc) as first, ChaosProxy(rpc) as second, ChaosProxy(rpc) as third, \
+            RpcPool.from_urls("devnet", [first.url, second.url, third.url]) as pool:
+        source = BlockSource(pool)
+        await pool.probe()
+        await source.poll_once()
+        start = devnet.client.block_number()
+        assert source.head is not None and source.head.number == start
+        first.lag = 2
+        devnet.mine(2)
+        await pool.probe()  # (the daemon's probe loop, every poll interval)
+        await source.poll_once()
+        assert source.head.number == start + 2
+        assert pool.healthy_count() == 3 and pool.ranked()[-1] is pool.endpoints[0]
+        first.lag = None  # it catches up: first again
+        await pool.probe()
+        assert pool.ranked()[0] is pool.endpoints[0]

@@ -211,6 +211,55 @@ async def test_a_stalled_subscription_falls_back_to_polling(pool: RpcPool,
         "keeperd_block_source_errors_total", {"chain": "devnet", "source": "websocket"}) == 1
 
 
+async def test_a_frozen_subscription_is_caught_up_by_polling_long_before_its_stall(
+        pool: RpcPool, devnet: Devnet) -> None:
+    """A websocket whose node froze while its socket lives hid every block for `ws_stall_s`
+    (a minute by default: five mainnet blocks). When the HTTP endpoints' probes credit a
+    later head and the socket said nothing for a poll interval, the head is polled."""
+    from aiohttp import WSMsgType, web
+
+    from tests.conftest import serve
+
+    async def frozen(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=1)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_json({"jsonrpc": "2.0", "id": 1, "result": "0x1"})  # subscribed
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", frozen)
+    async with serve(app) as url:
+        source = BlockSource(pool, ws_url=url.replace("http", "ws"), poll_interval=0.1,
+                             ws_stall_after=60, ws_retry_after=60)
+        events = recorder(source)
+        task = asyncio.create_task(source.run())
+        try:
+            for _ in range(100):
+                if events:
+                    break
+                await asyncio.sleep(0.02)
+            start = events[-1].header.number  # type: ignore[union-attr]
+            devnet.mine(2)
+            await asyncio.sleep(0.3)
+            assert events[-1].header.number == start  # type: ignore[union-attr]  # not asked
+            await pool.probe()  # (the daemon's probe loop: every poll interval)
+            for _ in range(100):
+                if events[-1].header.number == start + 2:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert [e.header.number for e in events[-2:]] == [start + 1, start + 2]  # type: ignore[union-attr]
+    sample = pool.metrics.registry.get_sample_value
+    assert sample("keeperd_block_source_errors_total",
+                  {"chain": "devnet", "source": "websocket_behind"}) == 1
+    assert sample("keeperd_block_source_errors_total",
+                  {"chain": "devnet", "source": "websocket"}) is None  # no stall, no reconnect
+
+
 async def test_a_websocket_of_another_chain_is_never_followed(pool: RpcPool,
                                                               devnet: Devnet) -> None:
     """A ws_url that answers for another network (chain id 1 here): keeperd refuses its

@@ -173,6 +173,62 @@ def test_an_endpoint_overstating_its_head_does_not_make_the_others_lag(
     assert two.best_head == 100
 
 
+def test_one_endpoint_a_few_blocks_past_two_agreeing_ones_is_not_the_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim four blocks past two agreeing endpoints was credited by time at the next
+    probe (0.25 s a block): it became the reference, both honest endpoints lagged (unhealthy:
+    no second opinion, no second feed reading) and the liar was followed alone."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
+           Endpoint("liar", "http://c", None)]
+    pool = RpcPool("t", eps)  # (the daemon's settings: 3 blocks of lag, 0.25 s a block)
+    for ep in eps:
+        ep.health.head = 100
+    assert pool.best_head == 100
+    for probe in range(12):  # probes 2 s apart; the liar stays four blocks past the chain
+        clock[0] += 2.0
+        eps[2].health.head = (eps[0].health.head or 0) + 4
+        assert pool.best_head == eps[0].health.head
+        assert pool.healthy_count() == 3
+        assert [e.name for e in pool.ranked()] == ["own-node", "provider", "liar"]
+        if probe % 6 == 5:  # the chain moves on every 12 s
+            eps[0].health.head = eps[1].health.head = (eps[0].health.head or 0) + 1
+    # A benched endpoint's head is its last answer, not a vote: one live endpoint far past
+    # the other live one is still credited by time (a node resyncing, a provider at the head).
+    eps[0].health.head, eps[1].health.head, eps[2].health.head = 50, 100, 200
+    eps[0].health.benched_until = clock[0] + 60
+    clock[0] += 30.0
+    assert pool.best_head == 200
+    assert pool.ranked()[0].name == "liar"  # (here: the one at the chain's head)
+
+
+def test_an_endpoint_two_behind_two_others_ranks_after_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first endpoint frozen a block or three back stayed first while within
+    `max_head_lag`: polling asked it for the head, which hid those blocks. Two others past it
+    by two blocks rank it after them; it stays healthy (a second opinion may come from it).
+    One endpoint's claim alone moves nobody down, and two endpoints make no quorum."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
+           Endpoint("public", "http://c", None)]
+    pool = RpcPool("t", eps)
+    for ep, head in zip(eps, (100, 101, 100), strict=True):
+        ep.health.head = head
+    assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]  # one block
+    eps[1].health.head = eps[2].health.head = 102
+    assert [e.name for e in pool.ranked()] == ["provider", "public", "own-node"]
+    assert pool.healthy_count() == 3 and pool.behind_quorum(eps[0])
+    eps[0].health.head = 102  # it catches up: first again
+    assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]
+    eps[1].health.head, eps[2].health.head = 105, 102  # one claim alone: nobody moves
+    assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]
+    two = RpcPool("t", eps[:2])
+    eps[0].health.head, eps[1].health.head = 100, 103
+    assert [e.name for e in two.ranked()] == ["own-node", "provider"]
+
+
 def test_configured_order_wins_unless_an_endpoint_is_much_slower() -> None:
     eps = [Endpoint("primary", "http://a", None), Endpoint("fallback", "http://b", None)]
     pool = RpcPool("t", eps)
