@@ -296,7 +296,9 @@ class Metrics:
             "resumed (sent before a restart, tracked again at start: with sent, what the "
             "settled stages add up to), held (not considered this block: a market's gate, "
             "the key's hold, a sending pause, the liquidator's own hold; counted again at "
-            "every block it lasts, as detected is).",
+            "every block it lasts, as detected is). Each opportunity is counted at a stage "
+            "once a block, though the block's price-exposed pass and its full pass both "
+            "consider it.",
             ["chain", "protocol", "stage"], registry=r)
         self.liquidation_profit = Counter(
             "keeperd_liquidation_profit_usd_total",

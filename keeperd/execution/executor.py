@@ -370,6 +370,10 @@ class Executor:
         # flight, with nothing to liquidate, let them take a crash's first turn: a CI run)
         self._allowances_deferred = 0
         self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
+        # The funnel's stages told this block, by opportunity: a block's price-exposed pass
+        # and its full pass consider the same opportunity twice (`_tell`).
+        self._told_block = -1
+        self._told: set[tuple[OpportunityKey, str]] = set()
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
@@ -590,7 +594,8 @@ class Executor:
         stage = self.metrics.liquidation_funnel.labels
         # (the scanner publishes the gate and logs its changes; here it only holds)
         if self.adapter.liquidation_hold(result.book) is not None:
-            stage(*self.labels, "held").inc(len(opportunities))
+            for o in opportunities:
+                self._tell(result.block, o.key.retry(0), "held")
             return
         key_hold = (self.tx.send_hold(result.block)
                     if self.tx is not None and self.mode == "liquidate" else None)
@@ -598,11 +603,14 @@ class Executor:
         pause = (self.send_pause(result.block)
                  if self.mode == "liquidate" and conflict is None else None)
         if conflict is not None or pause is not None:
-            stage(*self.labels, "held").inc(len(opportunities))
-            # (the key's own trouble, or keeperd's limits: each under its own name)
-            log.warning("liquidation.held_key_in_use" if conflict is not None
-                        else "liquidation.held_sending_paused", protocol=self.adapter.name,
-                        opportunities=len(opportunities), reason=conflict or pause)
+            told = [self._tell(result.block, o.key.retry(0), "held") for o in opportunities]
+            # (the key's own trouble, or keeperd's limits: each under its own name; once a
+            # block, whichever pass met its opportunities first)
+            if any(told):
+                log.warning("liquidation.held_key_in_use" if conflict is not None
+                            else "liquidation.held_sending_paused",
+                            protocol=self.adapter.name, opportunities=len(opportunities),
+                            reason=conflict or pause)
             return
         # A delegated address (EIP-7702) has one transaction in flight at a time: the block's
         # liquidations go in one (a KeeperWave wave, or the first alone), once nothing of the
@@ -634,7 +642,7 @@ class Executor:
                 # second liquidation of it now would revert or take what the first takes.
                 # The first is cancelled, not replaced with its old amounts; this one is
                 # planned once its nonce settles.
-                stage(*self.labels, "skipped_in_flight").inc()
+                self._tell(result.block, opp.key.retry(0), "skipped_in_flight")
                 for old in sorted(flying - self._superseded - current, key=str):
                     self._superseded.add(old)
                     log.info("liquidation.position_in_flight", opportunity=key,
@@ -652,23 +660,25 @@ class Executor:
                 log.info("liquidation.dry_run_record_replaced", opportunity=key)
                 entry = None
             if key is None or entry is not None:
-                stage(*self.labels, "skipped_journaled").inc()
+                # (not for what this block's earlier pass journaled: told as it went)
+                if key is None or not self._told_this_block(result.block, key):
+                    stage(*self.labels, "skipped_journaled").inc()
                 continue
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
             held = opp.assets & paused
             if held:
-                stage(*self.labels, "breaker_paused").inc()
-                log.info("liquidation.paused_by_breaker", opportunity=key, assets=sorted(held),
-                         hold=hold)
+                if self._tell(result.block, key, "breaker_paused"):
+                    log.info("liquidation.paused_by_breaker", opportunity=key,
+                             assets=sorted(held), hold=hold, block=result.block)
                 continue
             if hold is not None:  # (the watch's own hold: the block unjudged, the sequencer)
-                stage(*self.labels, "held").inc()
-                log.info("liquidation.held_by_price_watch", opportunity=key, hold=hold)
+                if self._tell(result.block, key, "held"):
+                    log.info("liquidation.held_by_price_watch", opportunity=key, hold=hold)
                 continue
-            stage(*self.labels, "detected").inc()
+            self._tell(result.block, key, "detected")
             if self._decide(opp, key, base_fee, native_usd) is None:
-                stage(*self.labels, "unprofitable").inc()
+                self._tell(result.block, key, "unprofitable")
                 continue
             fresh.append((opp, key))
         mark = self._stage("journal_lookup_ms", mark)
@@ -783,6 +793,24 @@ class Executor:
                 continue
             calls.append((call, key))
         return calls
+
+    def _tell(self, block: int, key: OpportunityKey, stage: str) -> bool:
+        """Count `key` at funnel `stage` once a block; True the first time (when the caller
+        logs it too). A block's price-exposed pass and its full pass consider the same
+        opportunity, each judged afresh (a second endpoint a block behind may have caught
+        up): counted and logged per pass, a refusal or a breaker's pause read twice on the
+        dashboard and in the log."""
+        if block != self._told_block:
+            self._told_block, self._told = block, set()
+        if (key, stage) in self._told:
+            return False
+        self._told.add((key, stage))
+        self.metrics.liquidation_funnel.labels(*self.labels, stage).inc()
+        return True
+
+    def _told_this_block(self, block: int, key: OpportunityKey) -> bool:
+        """Whether an earlier pass of this block told `key` (sent it, say: journaled now)."""
+        return block == self._told_block and any(k == key for k, _ in self._told)
 
     def _stage(self, name: str, since: float) -> float:
         """Times one step of the block's plan (`execution.timing`); the time it ended."""
@@ -1182,23 +1210,23 @@ class Executor:
             opp = call.opportunity
             guard = swap_would_not_pay(sim)
             if guard is not None:
-                stage(*self.labels, "unprofitable").inc()  # the swap would not pay
-                log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
-                         **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
-                            if self._bar_fee_wei else {}))
+                if self._tell(result.block, key, "unprofitable"):  # the swap would not pay
+                    log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
+                             **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
+                                if self._bar_fee_wei else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):
-                stage(*self.labels, "second_opinion_refused").inc()
                 self._refused_blocks[result.block] = str(sim)
-                log.warning("liquidation.second_opinion_refused", opportunity=key,
-                            reason=str(sim), meaning="the endpoints disagree on this "
-                            "liquidation; one of them lies or lags: not sent")
+                if self._tell(result.block, key, "second_opinion_refused"):
+                    log.warning("liquidation.second_opinion_refused", opportunity=key,
+                                reason=str(sim), meaning="the endpoints disagree on this "
+                                "liquidation; one of them lies or lags: not sent")
                 continue
             if isinstance(sim, VerificationRefused):
-                stage(*self.labels, "verification_refused").inc()
-                self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
-                log.info("liquidation.verification_refused", opportunity=key,
-                         reason=str(sim))
+                if self._tell(result.block, key, "verification_refused"):
+                    self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
+                    log.info("liquidation.verification_refused", opportunity=key,
+                             reason=str(sim))
                 continue
             if isinstance(sim, l1_fee.FeeUnread):
                 stage(*self.labels, "fee_unread").inc()
@@ -1211,12 +1239,12 @@ class Executor:
                 unread.append(str(sim))
                 continue
             if isinstance(sim, RpcError | RpcUnavailable):
-                stage(*self.labels, "simulation_failed").inc()
-                log.info("liquidation.simulation_failed", opportunity=key,
-                         error=str(sim)[:300])
+                if self._tell(result.block, key, "simulation_failed"):
+                    log.info("liquidation.simulation_failed", opportunity=key,
+                             error=str(sim)[:300])
                 self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                 continue
-            stage(*self.labels, "simulated_ok").inc()
+            self._tell(result.block, key, "simulated_ok")
             needed = sim.gas_needed if isinstance(sim, Simulated) else None
             verdict = sim.verdict if isinstance(sim, Simulated) else None
             if verdict is not None:
@@ -1227,7 +1255,7 @@ class Executor:
             decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed,
                                     sim if isinstance(sim, Simulated) else None)
             if decision is None:
-                stage(*self.labels, "unprofitable").inc()
+                self._tell(result.block, key, "unprofitable")
                 # (the fee's doing only if, without it, this decision would have sent it)
                 if self.op_stack_chain_id is not None and isinstance(
                         sim, Simulated) and self._decide(
@@ -1235,7 +1263,7 @@ class Executor:
                     over_fee.append(sim.fee_beside_gas(
                         self._gas_limit(opp, needed)))
                 continue
-            stage(*self.labels, "profitable").inc()
+            self._tell(result.block, key, "profitable")
             detail = f"gas_limit={decision.gas_limit}" + (
                 f" fee_beside_gas_wei={decision.fee_beside_gas_wei}"
                 if decision.fee_beside_gas_wei else "") + (f" {opp.detail}" if opp.detail

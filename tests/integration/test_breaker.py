@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from keeperd.devnet.handle import Devnet
 from tests.conftest import metric_value
@@ -35,9 +36,10 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
     keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.client.block_number())
     # A crash published with a timestamp two hours old: underwater accounts, untrusted price.
-    devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
-    stale_block = devnet.client.block_number()
-    await keeper.evaluated_at(devnet.mine(1))
+    with structlog.testing.capture_logs() as logs:
+        devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+        stale_block = devnet.client.block_number()
+        await keeper.evaluated_at(devnet.mine(1))
     journal = keeper.daemon.executors["aave"].journal
     scanner = keeper.daemon.scanners["aave"]
     assert scanner.view is not None and (scanner.view.health < 1).sum() > 20  # still evaluated
@@ -45,8 +47,13 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
     metrics = keeper.daemon.metrics
     assert metric_value(metrics, "keeperd_breaker_tripped",
                         {"chain": "devnet", "asset": "WETH"}) == 1
+    # Told once a block per opportunity: the crash block's price-exposed pass and its full
+    # pass both meet the paused ones (counted and logged twice each, before).
+    paused = [(e["opportunity"], e["block"]) for e in logs
+              if e["event"] == "liquidation.paused_by_breaker"]
+    assert paused and len(paused) == len(set(paused))
     assert metric_value(metrics, "keeperd_liquidations_total", {
-        "chain": "devnet", "protocol": "aave", "stage": "breaker_paused"}) > 0
+        "chain": "devnet", "protocol": "aave", "stage": "breaker_paused"}) == len(paused)
     assert metric_value(metrics, "keeperd_oracle_age_seconds",
                         {"chain": "devnet", "asset": "WETH"}) >= 7200
     # A fresh round: clear at once (clear_after_s = 0), reset on the next block, liquidate.
