@@ -550,8 +550,8 @@ class Executor:
         self._stages = {**result.stages, "evaluated_ms": _ms(acting - result.seen_at),
                         "plan_ms": _ms(time.perf_counter() - acting)}
         if self.mode == "alert-only":
-            self.metrics.liquidation_funnel.labels(*self.labels, "detected").inc(
-                len(opportunities))
+            for o in opportunities:
+                self._tell(result.block, o.key.retry(0), "detected")
             return
         await self._consider_all(opportunities, result, await self._base_fee(result.block),
                                  self._native_usd(result))
