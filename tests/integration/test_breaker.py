@@ -272,4 +272,3 @@ async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
         assert "second endpoint: stale" in reason or "disagreement" in reason, reason
         assert metric_value(metrics, "keeperd_oracle_second_reads_total",
                             {"chain": "devnet", "outcome": "read"}) > 0
-
