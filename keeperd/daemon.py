@@ -235,6 +235,11 @@ class Daemon:
             lag = self._index_lag(scanner)
             caught_up = lag is not None and lag <= self.config.metrics.ready_max_index_lag
             detail[name] = {"index_lag_blocks": lag, "evaluated_block": scanner.completed_block}
+            if not caught_up:  # (status said "NOT ready" with no reason for this: a review)
+                detail[name]["why"] = (
+                    "its index has not reached a head yet" if lag is None else
+                    f"its index is {lag} blocks behind the head (more than "
+                    f"metrics.ready_max_index_lag, {self.config.metrics.ready_max_index_lag})")
             ok = ok and caught_up
         if self.state_error is not None:
             detail["state_dir"] = {"error": self.state_error}

@@ -227,6 +227,8 @@ def render(info: dict[str, Any]) -> str:
         # (why not ready, as /readyz says it: status said "NOT ready" alone, a trial)
         why = "; ".join(f"{name}: {v['why']}" for name, v in detail.items()
                         if isinstance(v, dict) and v.get("why"))
+        if isinstance(detail.get("starting"), str):  # (a start under way: what it waits for)
+            why = detail["starting"]
         lines.append(f"daemon           running (pid {d['pid']}), "
                      f"{'ready' if d.get('ready') else 'NOT ready'}"
                      + (f" ({_clip(why, 200)})" if why and not d.get("ready") else "")

@@ -59,6 +59,10 @@ async def test_readyz_fails_on_index_lag_and_with_every_rpc_down_and_comes_back(
         lagging = await until(port, 503, "index lag", mine=devnet)
         assert lagging["status"] == "not ready"
         assert lagging["aave"]["index_lag_blocks"] > 3 and lagging["devnet"]["following"], lagging
+        # (and why, for `keeperd status`: it said "NOT ready" alone for an index behind)
+        assert lagging["aave"]["why"] == (
+            f"its index is {lagging['aave']['index_lag_blocks']} blocks behind the head (more "
+            "than metrics.ready_max_index_lag, 3)"), lagging
         assert (await probe(port, "/healthz"))[0] == 200
         # ...while the positions already known are still evaluated at the head (a node's
         # logs failing in a crash must not stop the liquidations of known borrowers), and

@@ -225,7 +225,7 @@ def this_process_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, ag
     process's (one that exists), the config's secrets unset."""
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.delenv("PROVIDER_KEY", raising=False)
-    (tmp_path / "state").mkdir()
+    (tmp_path / "state").mkdir(exist_ok=True)
     (tmp_path / "state" / "status.json").write_text(json.dumps(
         {"pid": os.getpid(), "updated_at": time.time() - age_s, "mode": "liquidate",
          "ready": ready, "alive": True, "status": status, "detail": detail or {}}))
@@ -263,6 +263,11 @@ def test_a_running_daemons_mode_is_said_to_be_its_own(
     # (and why, as /readyz says it: "NOT ready" alone left an operator to curl it, a trial)
     assert (f"running (pid {os.getpid()}), NOT ready (mainnet: no healthy RPC endpoint: none "
             "answers), alive") in out
+    this_process_reported(tmp_path, monkeypatch, age_s=0, ready=False, status="starting",
+                          detail={"starting": "waiting for an RPC endpoint of mainnet"})
+    assert main(["status", "--config", str(config)]) == 0
+    assert (f"running (pid {os.getpid()}), NOT ready (waiting for an RPC endpoint of "
+            "mainnet), alive") in capsys.readouterr().out
 
 
 def test_a_standby_replica_is_not_said_to_liquidate(
