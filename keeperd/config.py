@@ -420,6 +420,15 @@ class EnvKey(_Model):
     source: Literal["env"]
     env: str = Field(min_length=1, description="Name of the variable holding the hex key.")
 
+    @field_validator("env")
+    @classmethod
+    def _a_variable_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):  # (not echoed: a key, maybe)
+            raise ValueError("not an environment variable's name (letters, digits and '_', "
+                             "not starting with a digit); fix: write the name of the variable "
+                             "holding the key (`env: KEEPER_KEY`), never the key")
+        return value
+
 
 class FileKey(_Model):
     source: Literal["file"]
@@ -746,6 +755,38 @@ def _inline_secret_issues(data: dict[str, Any]) -> list[ConfigIssue]:
                     "a secret written into the file: secrets never go inline",
                     f"write `{field}: ${{VARIABLE}}` and set VARIABLE in keeperd's environment, "
                     f"or use `{field}_file:` (a file only keeperd's user can read)"))
+    return issues
+
+
+# A private key's shape (32 bytes of hex). Morpho market ids have it too, so it is looked for
+# only where a name or a path belongs.
+_KEY_SHAPED = re.compile(r"\s*(0x)?[0-9a-fA-F]{64}\s*")
+_NAME_FIELDS = ("env", "path", "password_file", "password_env")
+
+
+def _key_in_name_issues(data: dict[str, Any], at: str = "") -> list[ConfigIssue]:
+    """A private key pasted where the name of its variable or its file belongs
+    (`keeper.key.env: 0x8b3a...`): the errors that follow ("environment variable 0x8b3a...
+    is not set", "key file 0x8b3a... does not exist") printed it whole, into the log and
+    journald (a by-hand trial). Found on the tree as written, and never echoed."""
+    issues = []
+    for name, value in data.items():
+        where = f"{at}.{name}" if at else str(name)
+        if isinstance(value, dict):
+            issues += _key_in_name_issues(value, where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    issues += _key_in_name_issues(item, f"{where}[{i}]")
+        elif (name in _NAME_FIELDS or str(name).endswith(("_env", "_file"))) and \
+                isinstance(value, str) and _KEY_SHAPED.fullmatch(value):
+            issues.append(ConfigIssue(
+                where, "holds what looks like a private key itself, not the name of the "
+                "variable or file holding it (not shown: treat it as exposed if this file "
+                "was shared)",
+                "put the key in a variable or a file only keeperd's user can read, and "
+                "write its name here (" + (f"`{name}: KEEPER_KEY`" if "env" in str(name)
+                                           else f"`{name}: /etc/keeperd/keeper-key`") + ")"))
     return issues
 
 
@@ -1644,7 +1685,12 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
         return None, [ConfigIssue("", "the file must hold a mapping (key: value)",
                                   "start from config/example.yaml")]
     # the file as written, before ${ENV} is filled in
-    inline = _inline_secret_issues(data) + _inline_metrics_token(data)
+    inline = (_inline_secret_issues(data) + _inline_metrics_token(data)
+              + _key_in_name_issues(data))
+    if any(i.message.startswith("holds what looks like a private key") for i in inline):
+        # (nothing else is validated: a field's own error could print the value)
+        return None, [i for i in inline
+                      if i.message.startswith("holds what looks like a private key")]
     issues: list[ConfigIssue] = []
     written, data = data, _substitute(data, "", env, issues)
     # The rest is validated too, with the unset variables left empty: one run names every
@@ -1889,7 +1935,9 @@ def read_config_tree(path: str | Path) -> Any:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc.strerror}",
                                                   "check the file's permissions")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # (a SafeLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(str(path), [ConfigIssue(exc.where, exc.message, exc.fix)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -1905,6 +1953,37 @@ def read_config_tree(path: str | Path) -> Any:
         raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML at {where}: {problem}",
                                                   fix)]) from None
     return data
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping of the file names one key twice. YAML's loaders keep the last silently: a
+    snippet pasted below a profile, starting with its own `protocols:`, replaced the
+    profile's protocols and `check-config` said OK (a by-hand trial)."""
+
+    def __init__(self, key: str, first: int, again: int) -> None:
+        super().__init__(key)
+        self.where = key
+        self.message = (f"written twice in one mapping (lines {first} and {again}): the "
+                        "second would replace the first whole")
+        self.fix = (f"merge the two `{key}:` blocks into one (a list's items under one "
+                    "key), or remove one")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # (`<<:` merges are YAML's own way of writing keys again)
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise DuplicateKey(str(key), seen[key], line)
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_json_schema() -> dict[str, Any]:

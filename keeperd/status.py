@@ -21,8 +21,10 @@ from keeperd.config import (
     Config,
     ConfigError,
     ConfigIssue,
+    DuplicateKey,
     KeeperConfig,
     KeeperMode,
+    UniqueKeyLoader,
     _substitute,
     parse_config,
 )
@@ -48,7 +50,9 @@ def status_config(path: str | Path) -> tuple[Config, str]:
     only the daemon's environment has) is `unknown`, not an error: the state is still read."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # (a SafeLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(str(path), [ConfigIssue(exc.where, exc.message, exc.fix)]) from None
     except FileNotFoundError:
         raise ConfigError(str(path), [ConfigIssue("", "file not found",
                                                   "check the path given to --config")]) from None

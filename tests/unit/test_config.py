@@ -127,6 +127,52 @@ def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
     assert "line" in str(info.value) and str(bad) in str(info.value)
 
 
+def test_a_key_written_twice_in_one_mapping_is_refused_with_its_lines(tmp_path: Path) -> None:
+    """A snippet pasted below a profile, with its own `protocols:`, replaced the profile's
+    protocols, and check-config said OK (a by-hand trial): YAML keeps the last silently."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("state_dir: /tmp/x\nchains:\n  - name: devnet\n    chain_id: 31337\n"
+                     "    rpc_urls: [http://127.0.0.1:8545]\n    poll_interval: 1\n"
+                     "    poll_interval: 2\nprotocols: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(twice)
+    [issue] = info.value.issues
+    assert (issue.path, issue.message) == (
+        "poll_interval", "written twice in one mapping (lines 6 and 7): the second would "
+        "replace the first whole")
+    # YAML's own merge keys are not a repeat
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("defaults: &d {chain_id: 31337, rpc_urls: [http://127.0.0.1:8545]}\n"
+                      "state_dir: /tmp/x\nchains:\n  - <<: *d\n    name: devnet\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(merged)
+    assert [i.path for i in info.value.issues] == ["defaults"]  # (an unknown field, only)
+
+
+@pytest.mark.parametrize("source", [{"source": "env", "env": "0x" + "8b3a" * 16},
+                                    {"source": "file", "path": "8b3a" * 16},
+                                    {"source": "keystore", "path": "/k.json",
+                                     "password_file": "0x" + "8b3a" * 16}])
+def test_a_key_pasted_where_its_name_belongs_is_refused_and_never_echoed(
+        source: dict[str, str]) -> None:
+    """`keeper.key.env: 0x8b3a...` printed the key whole: "environment variable 0x8b3a... is
+    not set", at error level, into journald (a by-hand trial)."""
+    data = {**MINIMAL, "keeper": {"mode": "liquidate", "key": source}}
+    found = issues_of(data)
+    assert len(found) == 1 and "looks like a private key itself" in found[0][1], found
+    assert "8b3a" not in repr(found)
+    with_a_space = {**MINIMAL, "keeper": {"mode": "liquidate",
+                                          "key": {"source": "env", "env": "KEEPER KEY"}}}
+    assert issues_of(with_a_space)[0][:2] == (
+        "keeper.key.env", "not an environment variable's name (letters, digits and '_', not "
+        "starting with a digit)")
+    # a Morpho market id has a key's shape, and is no secret
+    market = {**MINIMAL, "protocols": [{"name": "m", "kind": "morpho_blue", "chain": "devnet",
+                                        "morpho": "0x" + "11" * 20,
+                                        "markets": ["0x" + "ab" * 32]}]}
+    assert parse_config(market, "test.yaml", {}).protocols[0].name == "m"
+
+
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     load_config(root / "devnet.yaml", env={})
