@@ -497,10 +497,15 @@ class KeeperConfig(_Model):
         default="WETH", description="Reserve whose price values the native gas token.")
     gas_limit_margin: float = Field(default=1.25, ge=1.0, le=3.0,
                                     description="Gas limit = estimate x this.")
-    priority_fee_gwei: float = Field(default=2.0, ge=0)
+    # (gwei: a figure written in wei, 1e9 times too large, paid the whole cap as the tip of
+    # every transaction and passed check-config — a by-hand trial; the bounds catch that)
+    priority_fee_gwei: float = Field(default=2.0, ge=0, le=10_000, description="The tip, in "
+                                     "gwei (not wei); at most max_fee_gwei.")
     base_fee_headroom: float = Field(
-        default=2.0, ge=1.0, description="maxFeePerGas = base fee x this + priority fee.")
-    max_fee_gwei: float = Field(default=500.0, gt=0, description="Hard cap on maxFeePerGas.")
+        default=2.0, ge=1.0, le=20.0,
+        description="maxFeePerGas = base fee x this + priority fee.")
+    max_fee_gwei: float = Field(default=500.0, gt=0, le=100_000,
+                                description="Hard cap on maxFeePerGas, in gwei (not wei).")
     fee_bump: float = Field(default=1.125, ge=1.1, le=3.0,
                             description="Fee multiplier of a replacement (nodes need >= 1.1).")
     replace_after_blocks: int = Field(
@@ -551,6 +556,11 @@ class KeeperConfig(_Model):
                 f"max_swap_slippage_bps ({self.max_swap_slippage_bps}) is below "
                 f"swap_slippage_bps ({self.swap_slippage_bps}): every flash swap priced as "
                 "expected would revert; raise max_swap_slippage_bps")
+        if self.priority_fee_gwei > self.max_fee_gwei:
+            raise ValueError(
+                f"@priority_fee_gwei: {self.priority_fee_gwei:g} gwei is above max_fee_gwei "
+                f"({self.max_fee_gwei:g}): every transaction would pay the whole cap as its "
+                "tip; fix: set the tip in gwei (2 is typical on Ethereum, 0.001 on L2s)")
         if self.mode == "dry-run" and self.key is None and self.address is None:
             raise ValueError("mode 'dry-run' needs `key` or `address` (simulations run from "
                              "the keeper's address, which must hold the debt assets)")
@@ -886,8 +896,9 @@ class RuleToggle(_Model):
 
 
 class KeeperBalanceRule(RuleToggle):
-    warn_below: float = Field(default=0.1, ge=0, description="Native token (ETH) balance.")
-    critical_below: float = Field(default=0.02, ge=0)
+    warn_below: float = Field(default=0.1, ge=0, le=1e6, description="Native token (ETH) "
+                              "balance, in whole tokens (not wei).")
+    critical_below: float = Field(default=0.02, ge=0, le=1e6)
 
 
 class RpcDownRule(RuleToggle):
@@ -1164,13 +1175,15 @@ class PythConfig(_Model):
 
 
 class OraclesConfig(_Model):
-    heartbeat_s: int = Field(default=3_600, gt=0, description="The default feed heartbeat: "
+    heartbeat_s: int = Field(default=3_600, gt=0, le=604_800, description="The default feed "
+                             "heartbeat, in seconds (a week at most: longer would never trip): "
                              "an answer older than this trips the breaker, unless the feed's "
                              "own last rounds show a longer heartbeat (a day for USDC / USD "
                              "on Ethereum; their second-longest gap): then that, x 1.1 + "
                              "2 min, at most two days. Each aggregator an adapter wraps by "
                              "its own.")
-    heartbeats: dict[str, int] = Field(default_factory=dict,
+    heartbeats: dict[str, Annotated[int, Field(gt=0, le=604_800)]] = Field(
+                                       default_factory=dict,
                                        description="Per-asset heartbeats (symbol -> seconds): "
                                        "these stand instead of the default and the learnt.")
     max_jump: float = Field(default=0.25, gt=0, description="Largest believable move between "
@@ -1190,8 +1203,9 @@ class OraclesConfig(_Model):
         "their median.")
     min_sources: int = Field(default=2, ge=1, description="Sources that must answer for a "
                              "median to count.")
-    max_deviation: float = Field(default=0.05, gt=0, description="Oracle vs reference median "
-                                 "beyond this (fraction) trips the breaker.")
+    max_deviation: float = Field(default=0.05, gt=0, le=1.0, description="Oracle vs "
+                                 "reference median beyond this (a fraction: 0.05 is 5 %; 5 "
+                                 "would never trip) trips the breaker.")
     reference_interval_s: float = Field(default=15.0, gt=0, description="Seconds between "
                                         "reference fetches (public APIs rate-limit).")
     reference_timeout_s: float = Field(default=3.0, gt=0)
@@ -1417,6 +1431,18 @@ class Config(_Model):
         dupes = {n for n in chain_names if chain_names.count(n) > 1}
         if dupes:
             raise ValueError(f"chain names must be unique; repeated: {sorted(dupes)}")
+        ids = [c.chain_id for c in self.chains]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            # (two entries of one chain: two nonce sequences for one key, each taking the
+            # other's transactions for another sender's — a crash's liquidations held, and a
+            # key_in_use_elsewhere page, a by-hand trial)
+            names = [c.name for c in self.chains if c.chain_id == twice[0]]
+            again = [i for i, c in enumerate(self.chains) if c.chain_id == twice[0]][1]
+            raise ValueError(
+                f"@chains[{again}].chain_id: chain id {twice[0]} is configured twice ({', '.join(names)}): one chain, one "
+                "entry (one nonce sequence for the key); fix: keep one chains[] entry and "
+                f"point every protocol of it at that name (protocols[].chain: {names[0]})")
         proto_names = [p.name for p in self.protocols]
         dupes = {n for n in proto_names if proto_names.count(n) > 1}
         if dupes:
@@ -1629,6 +1655,14 @@ def _union_fields(model: type[BaseModel]) -> set[str]:
 _UNION_FIELDS = _union_fields(Config)
 
 
+# What a range error's fix says first, by the field's name (its unit).
+_UNITS = (("_gwei", "the unit is gwei, not wei; "), ("_bps", "the unit is basis points "
+          "(100 = 1 %); "), ("_s", "the unit is seconds; "), ("_usd", "the unit is dollars; "),
+          ("deviation", "a fraction (0.05 = 5 %), not a percentage; "),
+          ("_jump", "a fraction (0.25 = 25 %), not a percentage; "),
+          ("_below", "whole tokens, not wei; "))
+
+
 def _fix_for(error: dict[str, Any]) -> str:
     kind = error["type"]
     loc = error["loc"]
@@ -1652,8 +1686,11 @@ def _fix_for(error: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         return f"add `{error.get('ctx', {}).get('discriminator', 'kind')}`"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return ("bring the value into the allowed range (`keeperd config-schema` gives both "
-                "ends of it)")
+        # (the unit first: a figure in the wrong one is the usual way past a bound)
+        field = str(error.get("loc", ("",))[-1])
+        unit = next((text for suffix, text in _UNITS if field.endswith(suffix)), "")
+        return (f"{unit}bring the value into the allowed range (`keeperd config-schema` gives "
+                "both ends of it)")
     if kind in ("too_short", "list_type"):
         return "give a list with at least one entry"
     if kind == "string_pattern_mismatch":

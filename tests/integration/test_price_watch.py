@@ -5,6 +5,7 @@ prices of its two assets pauses that market; a daemon with Morpho alone has a wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +31,23 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
 @pytest.fixture
 def other_chain(devnet_v30_session: Devnet, request: pytest.FixtureRequest
                 ) -> Iterator[Devnet]:
-    """A second chain: the Aave v3.0 devnet, a node of its own."""
-    yield from _isolated(devnet_v30_session, request)
+    """A second chain: the Aave v3.0 devnet, a node of its own, under chain id 31338 while
+    the test runs (two chains never share an id: keeperd refuses one configured twice)."""
+    for other in _isolated(devnet_v30_session, request):
+        other.client.call("anvil_setChainId", OTHER_CHAIN_ID)
+        try:
+            yield other
+        finally:
+            with contextlib.suppress(Exception):  # (a dead anvil restarts with its own)
+                other.client.call("anvil_setChainId", 31337)
 
 
-def aave_on(name: str, devnet: Devnet) -> tuple[dict[str, object], dict[str, object]]:
-    chain = {"name": name, "chain_id": 31337, "rpc_urls": [devnet.manifest["rpc_url"]],
+OTHER_CHAIN_ID = 31338
+
+
+def aave_on(name: str, devnet: Devnet, chain_id: int = 31337
+            ) -> tuple[dict[str, object], dict[str, object]]:
+    chain = {"name": name, "chain_id": chain_id, "rpc_urls": [devnet.manifest["rpc_url"]],
              "confirmations": 0, "poll_interval": 0.1}
     protocol = {"kind": "aave_v3", "name": f"aave-{name}", "chain": name,
                 "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}
@@ -57,7 +69,7 @@ async def test_a_stale_feed_on_one_chain_pauses_that_chain_only(
     for d in (devnet, other_chain):
         fund_keeper(d)
     eth_chain, eth_aave = aave_on("ethereum", devnet)
-    arb_chain, arb_aave = aave_on("arbitrum", other_chain)
+    arb_chain, arb_aave = aave_on("arbitrum", other_chain, OTHER_CHAIN_ID)
     config = parse_config({
         "state_dir": str(tmp_path / "state"),
         "chains": [eth_chain, arb_chain], "protocols": [eth_aave, arb_aave],

@@ -173,6 +173,41 @@ def test_a_key_pasted_where_its_name_belongs_is_refused_and_never_echoed(
     assert parse_config(market, "test.yaml", {}).protocols[0].name == "m"
 
 
+def test_figures_in_the_wrong_unit_are_refused_with_the_unit() -> None:
+    """A tip written in wei (2e9) paid the 500 gwei cap as the tip of every transaction, and a
+    deviation of 5 (meant: 5 %) switched the deviation breaker off; check-config said OK to
+    both (a by-hand trial)."""
+    def keeper(**fields: object) -> dict:
+        return {**MINIMAL, "keeper": {"mode": "alert-only", **fields}}
+
+    assert issues_of(keeper(priority_fee_gwei=2_000_000_000)) == [(
+        "keeper.priority_fee_gwei", "Input should be less than or equal to 10000",
+        "the unit is gwei, not wei; bring the value into the allowed range (`keeperd "
+        "config-schema` gives both ends of it)")]
+    assert issues_of(keeper(max_fee_gwei=500_000_000_000))[0][2].startswith(
+        "the unit is gwei, not wei")
+    assert issues_of(keeper(priority_fee_gwei=600))[0][:2] == (
+        "keeper.priority_fee_gwei", "600 gwei is above max_fee_gwei (500): every transaction "
+        "would pay the whole cap as its tip")
+    assert issues_of({**MINIMAL, "oracles": {"max_deviation": 5}})[0][2].startswith(
+        "a fraction (0.05 = 5 %), not a percentage")
+    assert issues_of({**MINIMAL, "oracles": {"heartbeat_s": 3_600_000}})[0][0] == \
+        "oracles.heartbeat_s"
+    assert issues_of({**MINIMAL, "alerts": {"rules": {"keeper_balance": {
+        "warn_below": 1e17}}}})[0][2].startswith("whole tokens, not wei")
+
+
+def test_one_chain_configured_twice_is_refused() -> None:
+    """Two entries with one chain id: two nonce sequences for one key, each taking the other's
+    transactions for another sender's (a crash's liquidations held: a by-hand trial)."""
+    data = {**MINIMAL, "chains": [*MINIMAL["chains"], {
+        "name": "devnet-b", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:8546"]}]}
+    assert issues_of(data) == [(
+        "chains[1].chain_id", "chain id 31337 is configured twice (devnet, devnet-b): one "
+        "chain, one entry (one nonce sequence for the key)", "keep one chains[] entry and "
+        "point every protocol of it at that name (protocols[].chain: devnet)")]
+
+
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     load_config(root / "devnet.yaml", env={})
