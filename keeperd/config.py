@@ -1345,7 +1345,10 @@ class StorageConfig(_Model):
             raise ValueError(f"the scheme {parts.scheme!r} is not postgresql: write "
                              "postgresql://user@host:5432/database (leave storage.url out for "
                              "the embedded SQLite file)")
-        if parts.password:
+        # (libpq and asyncpg take it from the query too: `?password=` connected, and was
+        # printed whole by check-config, the start's log and status — a by-hand trial)
+        query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
+        if parts.password or query & {"password", "sslpassword"}:
             raise ValueError("the password must not be in storage.url (it would reach logs "
                              "and process listings): use storage.password_env or "
                              "storage.password_file")
@@ -1440,8 +1443,9 @@ class Config(_Model):
             names = [c.name for c in self.chains if c.chain_id == twice[0]]
             again = [i for i, c in enumerate(self.chains) if c.chain_id == twice[0]][1]
             raise ValueError(
-                f"@chains[{again}].chain_id: chain id {twice[0]} is configured twice ({', '.join(names)}): one chain, one "
-                "entry (one nonce sequence for the key); fix: keep one chains[] entry and "
+                f"@chains[{again}].chain_id: chain id {twice[0]} is configured twice "
+                f"({', '.join(names)}): one chain, one entry (one nonce sequence for the "
+                "key); fix: keep one chains[] entry and "
                 f"point every protocol of it at that name (protocols[].chain: {names[0]})")
         proto_names = [p.name for p in self.protocols]
         dupes = {n for n in proto_names if proto_names.count(n) > 1}

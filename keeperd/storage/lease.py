@@ -19,6 +19,7 @@ server sessions.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import uuid
@@ -112,10 +113,11 @@ def redact_url(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc if parts.password is None else parts.netloc.replace(
+        f":{parts.password}@", ":***@")
+    # (a password in the query: the config refuses it; redacted here all the same)
+    query = re.sub(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def unreachable(url: str, exc: BaseException) -> str:
