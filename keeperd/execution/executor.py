@@ -979,16 +979,28 @@ class Executor:
                 out[i] = (Simulated(int(estimate, 16)) if isinstance(estimate, str)
                           else estimate)
         if opinions is not None and second is not None:
-            for i, opinion in enumerate(opinions):
-                if isinstance(out[i], Simulated):
-                    reverted = self._reverted(opinion)
-                    if reverted is not None:
-                        # (both named: which one lies is not known here — the refusal named
-                        # the second alone, the honest one when the first lied, a trial)
-                        first = self.pool.ranked()[0]
-                        out[i] = SecondOpinionRefused(
-                            f"endpoint {first.name} ({first.safe_url}) simulates it, endpoint "
-                            f"{second.name} ({second.safe_url}) sees it revert: {reverted}")
+            disputed = {i: reverted for i, opinion in enumerate(opinions)
+                        if isinstance(out[i], Simulated)
+                        and (reverted := self._reverted(opinion)) is not None}
+            if disputed:
+                # Asked again at "latest", as the first was: a plan of an older block (a
+                # start's, a promotion's) met the second's state at that block, before the
+                # approvals sent since — 11 sound liquidations refused after a restart, a
+                # by-hand trial. Refused only when it reverts there too (or says nothing).
+                again = await self._second_opinion(second, [
+                    request(wave[i][0], overrides[i], "latest", SIMULATION_GAS_FACTOR)
+                    for i in disputed])
+                for (i, reverted), latest in zip(disputed.items(), again or [None] * len(
+                        disputed), strict=True):
+                    if again is not None and not isinstance(latest, Exception) \
+                            and self._reverted(latest) is None:
+                        continue  # (it succeeds there: an answer, not an error it gave)
+                    # (both named: which one lies is not known here — the refusal named
+                    # the second alone, the honest one when the first lied, a trial)
+                    first = self.pool.ranked()[0]
+                    out[i] = SecondOpinionRefused(
+                        f"endpoint {first.name} ({first.safe_url}) simulates it, endpoint "
+                        f"{second.name} ({second.safe_url}) sees it revert: {reverted}")
         if fees:
             reading = self._price_fees(out, fee_answers, second_fees)
             # (each figure of two endpoints asked that rests on one: the second gave no

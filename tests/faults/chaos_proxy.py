@@ -119,6 +119,9 @@ class ChaosProxy:
         # A node that answers eth_call from an older block's state while its head is current
         # (a stale replica behind a load balancer, or a liar hiding a feed's age).
         self.calls_at: int | None = None
+        # Only eth_calls asked at a block number are answered from this block's state ("latest"
+        # goes on): what a node sees of a plan's older block, before what was mined since.
+        self.numbered_calls_at: int | None = None
         # eth_call's third parameter, a state override (keeperd's scan reader rides on it):
         # "honour" it as the node does, "refuse" the call as nodes without the feature do
         # ("too many arguments"), or "ignore" it (forward the call without it).
@@ -228,6 +231,11 @@ class ChaosProxy:
         if method == "eth_call" and self.calls_at is not None and len(params) > 1:
             self.faulted[method] += 1
             params[1] = hex(self.calls_at)
+            call = {**call, "params": params}
+        if method == "eth_call" and self.numbered_calls_at is not None and len(params) > 1 \
+                and isinstance(params[1], str) and params[1].startswith("0x"):
+            self.faulted[method] += 1
+            params[1] = hex(self.numbered_calls_at)
             call = {**call, "params": params}
         if method == "eth_call" and len(params) > 2 and self.state_overrides != "honour":
             self.faulted[method] += 1

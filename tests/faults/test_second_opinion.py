@@ -90,6 +90,30 @@ async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_rev
         assert {e.debt for e in reverted} == {"USDC"}
 
 
+async def test_a_second_that_saw_the_plans_block_revert_is_asked_again_at_latest(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The first simulates at "latest", the second at the planned block: a plan of an older
+    block (a restart's, a promotion's) met the second's state before what was mined since,
+    and 11 sound liquidations were refused as "one of them lies or lags" (a by-hand trial).
+    Here the second sees every numbered block as the one before the crash: each refusal is
+    asked again at "latest", where the liquidation succeeds, and it goes."""
+    fund_keeper(devnet)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as second:
+        config = config_for(devnet, tmp_path, "liquidate",
+                            rpc_urls=[devnet.manifest["rpc_url"], second.url],
+                            key={"source": "env", "env": "KEEPER_KEY"})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        second.numbered_calls_at = devnet.client.block_number()  # (before the crash)
+        journal, sent = await crash_sent_and_mined(devnet, keeper)
+        refused = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
+                                {"chain": "devnet", "protocol": "aave",
+                                 "stage": "second_opinion_refused"})
+    assert second.faulted["eth_call"] > 0  # the second was asked at the plan's block
+    assert len(sent) > 20 and refused is None
+    assert await journal.by_status(J.REVERTED) == []
+
+
 @pytest.mark.slow
 async def test_a_hanging_second_endpoint_does_not_hold_the_liquidations(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
