@@ -4,6 +4,7 @@ machine (the key, every secret file), then check it against the live chains."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -168,6 +169,14 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                     found, started = await start_issues(config, chain, pool, metrics, store)
                     issues += found
                     issues += await liquidator_issues(config, pool, started)
+                    verifying = [config.protocols[pi].name for pi, running in started.items()
+                                 if running.verification_at_start() is not None]
+                    if verifying:
+                        simulate_error, simulate_warning = await simulate_support_issues(
+                            pool, ci, verifying)
+                        issues += simulate_error
+                        if warnings is not None:
+                            warnings += simulate_warning
                     if checked is not None:
                         for pi, running in started.items():
                             proto = config.protocols[pi]
@@ -184,6 +193,36 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
     return issues
+
+
+async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]
+                                  ) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
+    """Liquidations sent on the chain's word are simulated with `eth_simulateV1`: an endpoint
+    that does not serve it fails every one of them (`simulation_failed`, nothing sent) — with
+    v3.7's rules verified, every Ethereum Core liquidation. (errors: no endpoint serves it;
+    warnings: some do not)"""
+    probe = [{"blockStateCalls": [{"calls": []}]}, "latest"]
+    lacking: list[tuple[int, str, str]] = []
+    for i, ep in enumerate(pool.endpoints):
+        try:
+            await pool.call_endpoint(ep, "eth_simulateV1", probe)
+        except RpcError as exc:
+            if exc.code == -32601 or re.search(r"not (found|supported|available)|does not "
+                                               r"exist|unknown method", str(exc), re.I):
+                lacking.append((i, ep.safe_url, str(exc)[:120]))
+        except RpcUnavailable:
+            continue  # (down: said with the chain ids)
+    if not lacking:
+        return [], []
+    names = ", ".join(protocols)
+    told = [ConfigIssue(f"chains[{ci}].rpc_urls[{i}]", f"{url} does not serve eth_simulateV1 "
+                        f"({error}): {names} send each liquidation only on a simulation of "
+                        "it, which fails there", "use an endpoint that serves eth_simulateV1 "
+                        "(geth, reth, Nethermind, Erigon, most providers), or list one first")
+            for i, url, error in lacking]
+    if len(lacking) == len(pool.endpoints):
+        return told, []
+    return [], told
 
 
 async def keeper_code_issues(config: Config, ci: int, pool: RpcPool

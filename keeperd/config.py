@@ -267,17 +267,20 @@ class AaveV3Config(_Model):
         "no block arrives.")
     unknown_revision: Literal["verify", "hold"] = Field(
         default="verify", description="What keeperd does on a pool whose rules it does not "
-        "know for sure (a POOL_REVISION it does not know, or a known number on a pool "
-        "implementation it does not recognise: a fork's, or an upgrade's): `verify` "
+        "know for sure (a POOL_REVISION it does not know, a known number on a pool "
+        "implementation it does not recognise: a fork's, or an upgrade's; or a revision whose "
+        "rules it follows from the sources without having run them against a real pool: "
+        "v3.7, revision 11, Ethereum Core's since June 2026): `verify` "
         "evaluates with the nearest known rules and sends a liquidation only when the chain "
         "confirms it at that block (the pool's own getUserAccountData below 1, the exact "
         "liquidationCall simulated from the keeper, the profit from the simulated outcome); "
         "`hold` sends nothing on that market (evaluation and alerts go on).")
     accept_revisions: list[int] = Field(
-        default_factory=list, description="POOL_REVISION values keeperd does not know but the "
-        "operator has checked (release notes, a fork) and accepts: liquidations go on under "
-        "the rules of the nearest known revision below, without verification, whatever the "
-        "pool's implementation.")
+        default_factory=list, description="POOL_REVISION values keeperd does not know (or "
+        "knows from the sources only: 11) but the operator has checked (release notes, a fork, "
+        "keeperd's rules in docs/protocols.md) and accepts: liquidations go on under the rules "
+        "of that revision (of the nearest known below, for one keeperd does not know), without "
+        "verification, whatever the pool's implementation.")
     parity_gate: bool = Field(
         default=True, description="A difference between keeperd's health factor and the "
         "pool's getUserAccountData (see cross_check_every) holds liquidations on this market "

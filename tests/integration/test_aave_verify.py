@@ -150,6 +150,52 @@ async def test_unrecognised_rules_are_liquidated_on_the_chains_word(
         webhook.close()
 
 
+async def test_known_rules_never_run_against_a_real_pool_are_verified_too(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ethereum Core runs v3.7, recognised by Aave's published POOL_IMPL: keeperd's rules for
+    it come from the sources by hand (its package is not published), and they went out
+    unverified (a by-hand trial). A revision known but not tested is verified like an
+    unknown one. The devnet's v3.6 stands in for it here, taken out of the tested ones."""
+    from keeperd.protocols.aave_v3 import revisions
+
+    monkeypatch.setattr(revisions, "TESTED_REVISIONS", frozenset({1}))
+    fund_keeper(devnet)
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(config(devnet, tmp_path, webhook))
+        await keeper.evaluated_at(devnet.client.block_number())
+        executor = keeper.daemon.executors["aave"]
+        book = executor._last.book
+        assert book.market.implementation is not None
+        assert book.market.implementation.recognised_as == "built: v3.6"  # (known code)
+        assert "has not run them against a real pool" in str(
+            executor.adapter.liquidation_verification(book))
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.client.block_number())
+        for _ in range(2):
+            await keeper.evaluated_at(devnet.mine(1))
+        journal = executor.journal
+        sent = [e for e in await journal.all() if e.status != J.DRY_RUN]
+        assert len(sent) > 20 and await journal.by_status(J.REVERTED) == []
+        labels = {"chain": "devnet", "protocol": "aave"}
+        assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_verified_total",
+                            {**labels, "outcome": "sent"}) == len(sent)
+        firing = [b for b in await told(webhook, "revision_unverified")
+                  if b["status"] == "firing"]
+        assert len(firing) == 1 and "not run them against a real pool" in str(firing[0])
+    finally:
+        webhook.close()
+
+
+def test_an_operator_accepting_an_untested_revision_trusts_it() -> None:
+    from keeperd.protocols.aave_v3.revisions import TESTED_REVISIONS, rules_for
+
+    assert 11 not in TESTED_REVISIONS
+    assert rules_for(11).known and not rules_for(11).tested
+    assert rules_for(11, {11}).tested and rules_for(10).tested and rules_for(1).tested
+    assert not rules_for(99).known and not rules_for(99).tested
+
+
 async def test_unrecognised_rules_under_hold_send_nothing(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     run_unrecognised_code(devnet)
@@ -193,3 +239,33 @@ async def test_an_unrecognised_pool_found_by_asking_is_not_approved(
     pool = devnet.manifest["aave_v3"]["pool"]
     assert all(allowance(devnet, token, pool) == 0
                for token in devnet.manifest["tokens"].values())
+
+
+async def test_check_config_asks_whether_the_endpoints_serve_eth_simulate_v1(
+        devnet: Devnet) -> None:
+    """Verified liquidations are simulated with eth_simulateV1: an endpoint without it fails
+    every one (nothing sent). check-config asks each endpoint when a protocol will verify: a
+    warning for some, an error when none serves it."""
+    from aiohttp import web
+
+    from keeperd.checks import simulate_support_issues
+    from tests.conftest import serve
+
+    async def without(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": {
+            "code": -32601, "message": "the method eth_simulateV1 does not exist/is not "
+            "available"}})
+
+    app = web.Application()
+    app.router.add_post("/", without)
+    async with serve(app) as old_node:
+        async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"], old_node]) as pool:
+            errors, warnings = await simulate_support_issues(pool, 0, ["aave"])
+        assert errors == [] and [w.path for w in warnings] == ["chains[0].rpc_urls[1]"]
+        assert "does not serve eth_simulateV1" in warnings[0].message
+        async with RpcPool.from_urls("devnet", [old_node]) as pool:
+            errors, warnings = await simulate_support_issues(pool, 0, ["aave"])
+        assert [e.path for e in errors] == ["chains[0].rpc_urls[0]"] and warnings == []
+        async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]]) as pool:
+            assert await simulate_support_issues(pool, 0, ["aave"]) == ([], [])

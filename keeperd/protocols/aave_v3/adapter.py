@@ -39,8 +39,17 @@ async def revision_issues(pool: RpcPool, proto: AaveV3Config, pi: int) -> list[C
     except (RpcError, RpcUnavailable):
         return []  # a missing contract is reported above; a v3.0 fork may lack the getter
     rules = rules_for(revision, set(proto.accept_revisions))
-    if rules.known:
+    if rules.known and rules.tested:
         return []
+    if rules.known:
+        return [ConfigIssue(
+            f"protocols[{pi}].accept_revisions",
+            f"the pool reports POOL_REVISION {revision} ({rules.release}), whose rules keeperd "
+            "follows from its sources without having run them against a real pool: "
+            f"liquidations on {proto.name!r} would be held (unknown_revision: hold)",
+            f"set unknown_revision: verify (each liquidation sent on the chain's own answer), "
+            f"or, having checked keeperd's rules for it (docs/protocols.md), add {revision} "
+            "to accept_revisions")]
     return [ConfigIssue(
         f"protocols[{pi}].accept_revisions",
         f"the pool reports POOL_REVISION {revision}, which keeperd does not know "
@@ -163,8 +172,17 @@ class AaveV3Adapter(PluginBase):
         if market is None or self.reader is None:
             return None
         rules = market.rules
-        if rules.known:
+        if rules.known and rules.tested:
             verdict = "rules keeperd knows"
+        elif rules.known and self.config.unknown_revision == "hold":
+            verdict = ("rules keeperd follows from their sources, not run against a real pool: "
+                       f"its liquidations are held (unknown_revision: hold; accept_revisions: "
+                       f"[{rules.revision}] trusts them)")
+        elif rules.known:
+            verdict = ("rules keeperd follows from their sources, not run against a real pool: "
+                       "each liquidation is sent only on the chain's own answer "
+                       f"(unknown_revision: verify; accept_revisions: [{rules.revision}] trusts "
+                       "them)")
         elif self.config.unknown_revision == "hold":
             verdict = "not a revision keeperd knows: its liquidations are held (unknown_revision)"
         else:
@@ -181,10 +199,15 @@ class AaveV3Adapter(PluginBase):
     def liquidation_verification(self, book: AaveBook) -> str | None:
         return self.verification_for(book.market)
 
+    def verification_at_start(self) -> str | None:
+        market = self._start_market
+        return self.verification_for(market) if market is not None else None
+
     def verification_for(self, market: MarketState) -> str | None:
         """Why each liquidation on this market is sent only on the chain's word (rules keeperd
         does not know for sure, under `unknown_revision: verify`), or None."""
-        if market.rules.known or self.config.unknown_revision != "verify":
+        if (market.rules.known and market.rules.tested) \
+                or self.config.unknown_revision != "verify":
             return None
         return self._doubt(market)
 
@@ -192,6 +215,9 @@ class AaveV3Adapter(PluginBase):
     def _doubt(market: MarketState) -> str:
         rules, impl = market.rules, market.implementation
         where = f" on implementation {impl.address}" if impl is not None else ""
+        if rules.known:
+            return (f"POOL_REVISION {rules.revision} ({rules.release}){where}: keeperd follows "
+                    "its rules from the sources and has not run them against a real pool")
         return (f"POOL_REVISION {rules.revision} ({rules.release}){where} is not one keeperd "
                 "knows")
 
@@ -199,7 +225,7 @@ class AaveV3Adapter(PluginBase):
     def _describe_rules(market: MarketState) -> dict[str, Any]:
         impl = market.implementation
         return {"revision": market.rules.revision, "release": market.rules.release,
-                "known": market.rules.known,
+                "known": market.rules.known, "tested": market.rules.tested,
                 "implementation": impl.address if impl is not None else None,
                 "fingerprint": impl.fingerprint if impl is not None else None,
                 "recognised_as": impl.recognised_as if impl is not None else None}
@@ -207,7 +233,7 @@ class AaveV3Adapter(PluginBase):
     def hold_for(self, market: MarketState) -> str | None:
         """Why liquidations on this market are held, or None. Evaluation and alerts go on."""
         rules = market.rules
-        if not rules.known and self.config.unknown_revision == "hold":
+        if not (rules.known and rules.tested) and self.config.unknown_revision == "hold":
             return (f"{self._doubt(market)} (unknown_revision: hold); after checking the "
                     f"upgrade's release notes, add {rules.revision} to accept_revisions of "
                     f"protocol {self.name!r}, or set unknown_revision: verify to liquidate "

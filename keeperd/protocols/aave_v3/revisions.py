@@ -23,7 +23,9 @@ Revisions 1 and 10 are tested against a real pool on the devnet; the others foll
 published sources (11's package is not published: it cannot be built on the devnet). A
 revision not in this table, or a known number on code keeperd does not recognise
 (identity.py), is *unknown*: keeperd evaluates with the nearest known rules and, by default,
-sends a liquidation only when the chain confirms it (`unknown_revision: verify`).
+sends a liquidation only when the chain confirms it (`unknown_revision: verify`). A known
+revision not tested (`tested`) is verified the same way, unless the operator accepts it
+(`accept_revisions`): v3.7, Ethereum Core's since June 2026, is one.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class AaveRules:
     # liquidated while the sequencer is down or in its grace period; v3.7 removed it.
     price_sentinel: bool = True
     known: bool = True
+    # Run against a real pool in keeperd's tests (TESTED_REVISIONS), or accepted by the
+    # operator. Known but untested rules (v3.7's, derived by hand from its sources: its
+    # package is not published) are verified against the chain like unknown ones.
+    tested: bool = True
 
 
 _RELEASES: dict[int, str] = {1: "v3.0", 2: "v3.0.2", 3: "v3.1", 4: "v3.2", 5: "v3.2", 6: "v3.2",
@@ -72,4 +78,5 @@ def rules_for(revision: int, accepted: frozenset[int] | set[int] = frozenset()) 
         rounding_v37=base >= 11,
         price_sentinel=base < 11,
         known=revision in _RELEASES or revision in accepted,
+        tested=revision in TESTED_REVISIONS or revision in accepted,
     )

@@ -357,6 +357,10 @@ class Plugin(Protocol):
         """Why each liquidation on this book may be sent only on the chain's own word (its
         `Call.verification`), or None: the plug-in knows the rules the book runs."""
 
+    def verification_at_start(self) -> str | None:
+        """As `liquidation_verification`, for what its start read (`check-config` then asks
+        the endpoints whether they serve the `eth_simulateV1` the verification needs)."""
+
     def rows(self, book: Any, view: HealthView) -> list[AccountRow]:
         """Per-row display for `keeperd scan`."""
 
@@ -447,6 +451,9 @@ class PluginBase:
 
     def liquidation_verification(self, book: Any) -> str | None:
         return None  # it knows the rules its book runs
+
+    def verification_at_start(self) -> str | None:
+        return None
 
     async def price_feeds(self, book: Any) -> list[PriceFeed]:
         return []  # no on-chain price to judge
