@@ -634,6 +634,7 @@ def _check_writable(option: str, path: Path) -> None:
 
 def _cmd_storage(args: argparse.Namespace) -> int:
     from keeperd.storage import admin
+    from keeperd.storage.migrations import SchemaAhead
 
     config = load_config(args.config)
     try:
@@ -654,7 +655,7 @@ def _cmd_storage(args: argparse.Namespace) -> int:
                          else f"EXPIRED {-r.expires_in_s:.1f} s ago: no replica acts")
                 print(f"{r.identity}: held by {r.holder}, epoch {r.epoch}, {state}, renewed "
                       f"{r.since_renewal_s:.1f} s ago")
-    except admin.StorageError as exc:
+    except (admin.StorageError, SchemaAhead) as exc:
         print(f"keeperd storage {args.storage_command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

@@ -80,7 +80,7 @@ from keeperd.storage.lease import (
     unreachable,
     with_password,
 )
-from keeperd.storage.migrations import INDEX_MIGRATIONS, migrate
+from keeperd.storage.migrations import INDEX_MIGRATIONS, SchemaAhead, migrate
 from keeperd.storage.replica import Replica
 from keeperd.storage.wal_checkpoint import WalCheckpointer
 from keeperd.web import WebServer, make_app, read_bearer_token
@@ -352,9 +352,12 @@ class Daemon:
             db = await self._open_storage(stack, key, local)
             # The schema first, explicitly: every table the journal, the alerts and the
             # breaker read (with replicas, the account index stays in this one's own file).
-            await migrate(db)
-            if db is not local:
-                await migrate(local, only=INDEX_MIGRATIONS)
+            try:
+                await migrate(db)
+                if db is not local:
+                    await migrate(local, only=INDEX_MIGRATIONS)
+            except SchemaAhead as exc:
+                raise StartupError(f"storage: {exc}") from None
             journal = await Journal.open(db)
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
                                              else f"the state directory {self.config.state_dir}")

@@ -882,15 +882,16 @@ class AlertEngine:
             return
         self._pending.append((route, alert))
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
         """Group what this input produced and write it to the outbox in one transaction with
-        the state changes it made. A standby replica writes neither (the leader tells); a write
-        that fails keeps both for the next commit."""
+        the state changes it made (inside a caller's transaction, as part of it: the executor
+        marks its outcomes told in the same one). A standby replica writes neither (the
+        leader tells): False then. A write that fails keeps both for the next commit."""
         pending, self._pending = self._pending, []
         changes = self.state.take_changes()
         if not self.acting():
             self._refresh_firing_gauge()
-            return
+            return False
         queued = self._queue(pending)
         if changes or queued:
             try:
@@ -911,6 +912,7 @@ class AlertEngine:
         if queued:
             self.dispatcher.wake()
         self._refresh_firing_gauge()
+        return True
 
     def _queue(self, pending: list[tuple[str, Alert]]) -> list[Queued]:
         """Per route, per sink: the notifications (grouped for people, one per alert for

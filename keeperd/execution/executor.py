@@ -200,6 +200,10 @@ class VerificationRefused(Exception):
     """The chain did not confirm a liquidation under verification (health, outcome)."""
 
 
+# The outcomes the journal records as told (its `told` column, migration 15).
+TOLD_OUTCOMES = frozenset({"sent", "included", "reverted", "lost_race"})
+
+
 class SecondOpinionRefused(Exception):
     """A second RPC endpoint saw the call revert where the first saw it succeed."""
 
@@ -337,7 +341,11 @@ class Executor:
         # Outcomes, for the alert engine (its subscriber): noted as they happen, written
         # together (`events_flush`) once the block's work — or the start's — is done.
         self.events: Callable[[ExecutionEvent], None] | None = None
-        self.events_flush: Callable[[], Awaitable[None]] | None = None
+        self.events_flush: Callable[[], Awaitable[bool]] | None = None
+        # Outcomes queued to the alerts and not yet written (key, outcome): marked told in
+        # the journal in the transaction that writes their notifications (`_flush_events`);
+        # what a killed process left untold is told by the next start (`_tell_untold`).
+        self._told_pending: list[tuple[str, str]] = []
         # Replicas: whether this one leads (signs and sends), and whom to tell when a fenced
         # write shows it no longer does. One process alone always acts.
         self.acting: Callable[[], bool] = lambda: True
@@ -446,6 +454,7 @@ class Executor:
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                             if self.tx.pending else []):
                 await self._settle(outcome)
+            await self._tell_untold()
         await self._flush_events()
 
     async def _prepare(self, head: int) -> None:
@@ -2243,16 +2252,46 @@ class Executor:
         try:
             self.events(ExecutionEvent(kind, self.adapter.chain, self.adapter.name, account,
                                        str(key), block, details))
+            if kind in TOLD_OUTCOMES:
+                self._told_pending.append((str(key), kind))
         except Exception as exc:  # alerting must never disturb a liquidation
             log.exception("alerts.event_failed", kind=kind, error=str(exc))
 
     async def _flush_events(self) -> None:
         if self.events_flush is None:
             return
+        told, self._told_pending = self._told_pending, []
         try:
-            await self.events_flush()
+            # (one transaction: the notifications and the journal's word that they went — a
+            # settlement is journaled when seen, told with the block's alerts; killed between
+            # the two, a replica left its `included` untold for good, a by-hand trial)
+            async with self.journal.transaction():
+                if await self.events_flush() and told:
+                    await self.journal.mark_told(told)
         except Exception as exc:  # kept by the engine for its next write
+            self._told_pending[:0] = told
             log.exception("alerts.event_failed", kind="flush", error=str(exc))
+
+    async def _tell_untold(self) -> None:
+        """At a start or a promotion: the outcomes journaled and never told (the process that
+        settled them died before its alerts were written), told now, marked `told_late`."""
+        try:
+            untold = await self.journal.untold(self.adapter.name)
+        except Exception as exc:  # (a read of the alerts' bookkeeping: never a start's end)
+            log.warning("alerts.untold_unread", protocol=self.adapter.name, error=str(exc))
+            return
+        for entry, outcome in untold:
+            txs = await self.journal.txs(entry.key)
+            details: dict[str, Any] = {
+                "tx_hash": txs[-1].tx_hash if txs else None, "collateral": entry.collateral,
+                "debt": entry.debt, "told_late": "settled by a run that ended before telling"}
+            if outcome == "included":
+                details["profit_usd"] = entry.realised_profit_usd
+            if outcome == "lost_race":
+                details["winner"] = entry.winner
+            self._event(outcome, entry.opportunity, entry.account, None, details)
+        if untold:
+            log.info("alerts.told_late", protocol=self.adapter.name, outcomes=len(untold))
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -286,6 +286,24 @@ class Journal:
             "wave_index IS NOT NULL", tx_hash)
         return {r[0]: int(r[1]) for r in rows}
 
+    async def mark_told(self, told: Sequence[tuple[str, str]]) -> None:
+        """Each (key, outcome) as told to the alerts: in the transaction that queues the
+        notifications (the executor's `_flush_events`)."""
+        for key, outcome in told:
+            await self.db.execute("UPDATE liquidations SET told = $1 WHERE key = $2",
+                                  outcome, key)
+
+    async def untold(self, protocol: str, limit: int = 500) -> list[tuple[JournalEntry, str]]:
+        """`protocol`'s rows whose outcome was journaled and not told (a process killed in
+        between), each with the outcome to tell: `sent` for one in flight, else its status."""
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND ("
+            "(status = $2 AND told IS NULL) OR (status IN ($3, $4, $5) AND "
+            "(told IS NULL OR told <> status))) ORDER BY created_at, key LIMIT $6",
+            protocol, PENDING, INCLUDED, REVERTED, LOST_RACE, limit)
+        entries = [_entry(r) for r in rows]
+        return [(e, "sent" if e.status == PENDING else e.status) for e in entries]
+
     async def set_realised(self, key: JournalKey, usd: float) -> None:
         """An entry's realised profit (negative: a loss), its status unchanged."""
         await self.db.execute("UPDATE liquidations SET realised_profit_usd = $1, "

@@ -26,7 +26,7 @@ from keeperd.storage.summary import summarize
 TABLES = {
     "liquidations": ("key, protocol, account, collateral, debt, debt_to_cover, "
                      "expected_profit_usd, max_fee_wei, detected_block, status, nonce, winner, "
-                     "detail, created_at, updated_at, realised_profit_usd, planned, pulls"),
+                     "detail, created_at, updated_at, realised_profit_usd, planned, pulls, told"),
     "liquidation_txs": ("tx_hash, key, nonce, max_fee_per_gas, priority_fee, gas_limit, raw, "
                         "kind, sent_at, wave_index"),
     # What was told, and what is still to be told (ids are the target's own).

@@ -240,6 +240,16 @@ _M14_CHAIN_GENESIS = (
 )""",
 )
 
+# The last outcome of each liquidation told to the alerts (`sent`, `included`, `reverted`,
+# `lost_race`), written in the transaction that queues its notification: a settlement is
+# journaled at once and told with the block's other alerts, and a replica killed between the
+# two left its `included` untold for good — the next leader found the row settled (a by-hand
+# trial). What was settled before this is taken as told.
+_M15_OUTCOME_TOLD = (
+    "ALTER TABLE liquidations ADD COLUMN told TEXT",
+    "UPDATE liquidations SET told = status",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -258,6 +268,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (12, "a wave's transaction journaled under each of its liquidations"),
     (13, "what each liquidation pulls from the keeper's balances"),
     (14, "the chain each journal was kept on"),
+    (15, "the last outcome of each liquidation told"),
 )
 
 
@@ -267,7 +278,8 @@ def statements(version: int, dialect: str) -> Sequence[str]:
             5: _M5_INDEX_FILTER, 6: _M6_REALISED_PROFIT, 7: _M7_BREAKER_OBSERVED_AT,
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
             10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS,
-            13: _M13_LIQUIDATION_PULLS, 14: _M14_CHAIN_GENESIS}[version]
+            13: _M13_LIQUIDATION_PULLS, 14: _M14_CHAIN_GENESIS,
+            15: _M15_OUTCOME_TOLD}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.
@@ -288,6 +300,16 @@ class SchemaBehind(RuntimeError):
     """The state database lacks migrations this keeperd needs."""
 
 
+class SchemaAhead(RuntimeError):
+    """The state database holds migrations this keeperd does not know: a newer keeperd
+    migrated it (its tables may mean what this one's code does not say)."""
+
+
+async def unknown_versions(db: Database) -> list[int]:
+    known = {v for v, _ in NAMES}
+    return [v for v in await applied(db) if v not in known]
+
+
 async def pending(db: Database, only: Collection[int] | None = None) -> list[int]:
     """The migrations (of `only`, when given) not applied yet."""
     done = set(await applied(db))
@@ -303,6 +325,15 @@ async def migrate(db: Database, *, only: Collection[int] | None = None) -> list[
         if db.dialect == "postgresql":
             await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         done = set(await applied(db))
+        ahead = sorted(done - {v for v, _ in NAMES})
+        if ahead:
+            # (it ran on such a database as if up to date, with a newer one's tables under
+            # it: a replica rolled back beside newer ones, a by-hand trial)
+            raise SchemaAhead(
+                f"the state database holds migrations {ahead}, which this keeperd (up to "
+                f"{NAMES[-1][0]}) does not know: a newer keeperd migrated it; run that version "
+                "(replicas on one database: upgrade them all), or restore a backup taken "
+                "before the upgrade")
         for version, name in NAMES:
             if version in done or (only is not None and version not in only):
                 continue

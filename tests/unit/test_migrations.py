@@ -13,7 +13,7 @@ import pytest
 
 from keeperd.execution.journal import Journal
 from keeperd.storage.db import SqliteDatabase
-from keeperd.storage.migrations import NAMES, SchemaBehind, migrate, statements
+from keeperd.storage.migrations import NAMES, SchemaAhead, SchemaBehind, migrate, statements
 
 # sha256 (first 16 hex digits) of each migration's statements, joined by "\n;\n". A new
 # migration adds its line; an existing line never changes.
@@ -32,6 +32,7 @@ PINNED = {
     (12, "sqlite"): "6e3ff7b3eca22945", (12, "postgresql"): "6e3ff7b3eca22945",
     (13, "sqlite"): "cbb2966a94defebd", (13, "postgresql"): "cbb2966a94defebd",
     (14, "sqlite"): "23961dd99509ffda", (14, "postgresql"): "23961dd99509ffda",
+    (15, "sqlite"): "b533a14e37cc0119", (15, "postgresql"): "b533a14e37cc0119",
 }
 
 
@@ -62,9 +63,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13, 14\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13, 14, 15\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14]
+        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14, 15]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
@@ -85,7 +86,7 @@ async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
         await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
         await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
         await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
-        assert await migrate(db) == [9, 10, 11, 12, 13, 14]
+        assert await migrate(db) == [9, 10, 11, 12, 13, 14, 15]
         states = await Breaker(db).states()
         assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
         assert states[(EVERY_CHAIN, "WBTC")].manual
@@ -108,5 +109,39 @@ async def test_storage_copy_moves_every_column_the_migrations_make(tmp_path: Pat
             rows = await db.fetch(f"SELECT name FROM pragma_table_info('{table}')")
             made = {r[0] for r in rows} - {"id"}  # (the target numbers its own rows)
             assert made == {c.strip() for c in columns.split(",")}, table
+    finally:
+        await db.close()
+
+
+async def test_a_database_a_newer_keeperd_migrated_is_refused(tmp_path: Path) -> None:
+    """A database holding migration 16 (a newer keeperd's) ran as up to date (a by-hand
+    trial): its tables may mean what this code does not say."""
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    try:
+        await migrate(db)
+        await db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         "VALUES ($1, $2, $3)", NAMES[-1][0] + 1, "from the future", 0.0)
+        with pytest.raises(SchemaAhead, match=rf"holds migrations \[{NAMES[-1][0] + 1}\]"):
+            await migrate(db)
+    finally:
+        await db.close()
+
+
+async def test_outcomes_settled_before_migration_15_are_taken_as_told(tmp_path: Path) -> None:
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    try:
+        await migrate(db, only=range(1, 15))
+        await db.execute("INSERT INTO liquidations (key, protocol, account, collateral, debt, "
+                         "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, "
+                         "status, created_at, updated_at) VALUES ('k', 'aave', '0xa', 'WETH', "
+                         "'USDC', '1', 1.0, '1', 1, 'included', 0, 0)")
+        assert await migrate(db) == [15]
+        journal = await Journal.open(db)
+        assert await journal.untold("aave") == []
+        await db.execute("UPDATE liquidations SET told = NULL")
+        [(entry, outcome)] = await journal.untold("aave")
+        assert (entry.key, outcome) == ("k", "included")
+        await journal.mark_told([("k", "included")])
+        assert await journal.untold("aave") == []
     finally:
         await db.close()
