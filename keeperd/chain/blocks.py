@@ -207,16 +207,18 @@ class BlockSource:
                     continue
                 raw = data["params"]["result"]
                 await self.process_header(BlockHeader.from_rpc(raw))
+                # (a socket that speaks but lags: on a fast chain it is never quiet)
+                await self._catch_up_with_the_pool(behind_by=2)
 
-    async def _catch_up_with_the_pool(self) -> None:
-        """A quiet subscription while the HTTP endpoints' probes credit a later head: the
-        socket's node may be frozen while its socket lives (it sent nothing for a poll
-        interval; the stall limit is minutes on L1). The head is asked as polling asks it,
-        of the ranked endpoints, never the one that claims the later block: a liar's claim
-        costs a request, not a header. Before, a frozen socket hid every block until
-        `ws_stall_s` passed."""
+    async def _catch_up_with_the_pool(self, behind_by: int = 1) -> None:
+        """A subscription quiet for a poll interval while the HTTP endpoints' probes credit a
+        later head (or one that speaks but is `behind_by` blocks behind it): the socket's
+        node may be frozen or lagging while its socket lives (the stall limit is minutes on
+        L1). The head is asked as polling asks it, of the ranked endpoints (a claim alone
+        ranks no endpoint first: `RpcPool.best_head`, `behind_quorum`): a lone liar's claim
+        costs a request. Before, a frozen socket hid every block until `ws_stall_s`."""
         best = self.pool.best_head
-        if best is None or self.head is None or best <= self.head.number:
+        if best is None or self.head is None or best < self.head.number + behind_by:
             return
         before = self.head.number
         try:
@@ -227,7 +229,7 @@ class BlockSource:
             return
         if self.head.number > before:
             self.metrics.block_source_errors.labels(self.chain, "websocket_behind").inc()
-            log.warning("block_source.websocket_behind", chain=self.chain, socket_head=before,
+            log.info("block_source.websocket_behind", chain=self.chain, socket_head=before,
                         polled_head=self.head.number,
                         meaning="the subscription said nothing of blocks the HTTP endpoints "
                                 "have: followed by polling while it is quiet")

@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 # Two other endpoints this many blocks past an endpoint's head rank it after them.
 QUORUM_BEHIND_BLOCKS = 2
+# An endpoint whose head has not moved for this long outvotes no one (`best_head`).
+VOTE_FRESH_S = 30.0
 PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a head's reads asked ahead answer no more than this
 # JSON-RPC error codes and messages that mean "this node cannot answer now", not "your request
 # is wrong". -32005 is the EIP-1474 "limit exceeded"; the messages are what geth, erigon,
@@ -215,6 +217,18 @@ class EndpointHealth:
     # Whether it serves the pool's chain: unknown until asked (eth_chainId), and an endpoint
     # found on another network is never used again.
     chain_ok: bool | None = None
+    # When a probe last found its head higher (time.monotonic()), and how many probes in a
+    # row since found it where it was: a frozen node's head stops, a live one's moves.
+    head_moved_at: float | None = None
+    probes_unmoved: int = 0
+
+    def probed(self, head: int, now: float) -> None:
+        """A probe's answer: the endpoint's head now."""
+        if self.head is None or head > self.head:
+            self.head_moved_at, self.probes_unmoved = now, 0
+        else:
+            self.probes_unmoved += 1
+        self.head = head
 
 
 @dataclass
@@ -529,7 +543,7 @@ class RpcPool:
             body = await self._attempt(ep, "eth_blockNumber", payload, expect_list=False)
             result = body.get("result")
             if isinstance(result, str):
-                ep.health.head = int(result, 16)
+                ep.health.probed(int(result, 16), time.monotonic())
                 ep.health.benched_until = 0.0
         except _TransientError:
             pass
@@ -543,13 +557,14 @@ class RpcPool:
         allows; failing both, the lower median of the heads.
 
         A claim credited by time alone does not count against two endpoints it is past by
-        more than the lag: with the time rule open to every claim, one endpoint answering four
-        blocks past two agreeing ones became the reference in the next probe, made both of
-        them lagging (unhealthy: no second opinion, no second feed reading) and was followed
-        alone. (With two endpoints, one far past the other, nothing tells a lagging node from
-        a liar but time: it decides, as before.)"""
+        more than the lag whose heads still move (`_votes`): with the time rule open to every
+        claim, one endpoint answering four blocks past two agreeing ones became the reference
+        in the next probe, made both of them lagging (unhealthy: no second opinion, no second
+        feed reading) and was followed alone. Two frozen together at one height outvote no
+        one once their heads have stood still for VOTE_FRESH_S. (With two endpoints, one far
+        past the other, nothing tells a lagging node from a liar but time: it decides.)"""
         now = time.monotonic()
-        known = sorted((ep.health.head, ep.health.benched_until <= now)
+        known = sorted((ep.health.head, self._votes(ep, now))
                        for ep in self.endpoints if ep.health.head is not None)
         heads = [head for head, _ in known]
         if not heads:
@@ -561,32 +576,55 @@ class RpcPool:
             others = heads[:i] + heads[i + 1:]
             if not others or any(o >= head - lag for o in others):
                 return True
-            # (every other is past the lag here: two that answer outvote it; a benched one's
-            # head is only its last answer)
-            if previous is None or sum(live for j, (_, live) in enumerate(known) if j != i) >= 2:
+            # (every other is past the lag here: two whose heads still move outvote it — a
+            # pair frozen at one height does not, or it would hide the chain from the one
+            # endpoint that follows it)
+            if previous is None or sum(votes for j, (_, votes) in enumerate(known)
+                                       if j != i) >= 2:
                 return False
             # (the reference's time is when it last moved: a chain's head moves every block)
             ref, since = previous
             return head <= ref + lag + (now - since) / self.settings.min_block_seconds
         candidates = [h for i, h in enumerate(heads) if credible(i, h)]
         best = max(candidates) if candidates else heads[(len(heads) - 1) // 2]
-        if previous is None or best > previous[0]:
+        if previous is None or best > previous[0] or best < previous[0] - lag:
+            # (down too, past the lag: a claim credited once and outvoted since must not stay
+            # the reference the time rule counts from)
             self._reference = (best, now)
         return best
 
+    @staticmethod
+    def _votes(ep: Endpoint, now: float) -> bool:
+        """Whether an endpoint's head may outvote a lone claim: its head moved within
+        VOTE_FRESH_S (benched or not: a few 429s must not hand the head to a liar)."""
+        moved = ep.health.head_moved_at
+        return moved is not None and now - moved <= VOTE_FRESH_S
+
     def behind_quorum(self, ep: Endpoint) -> bool:
         """Two other endpoints both have a block at least QUORUM_BEHIND_BLOCKS past this
-        one's head: it is frozen or slow, though still within `max_head_lag` (a first
-        endpoint stuck a block or three back hid those blocks from the keeper until it
-        lagged). Ranked after the endpoints that are not, still healthy. Two others, not the
-        best head: one endpoint's claim alone must not move the honest ones down (with two
-        endpoints there is no quorum, and nothing is demoted this way)."""
-        if ep.health.head is None:
+        one's head, and its head did not move at the last probe: it is frozen or slow, though
+        still within `max_head_lag` (a first endpoint stuck a block or three back hid those
+        blocks from the keeper until it lagged). Ranked after the endpoints that are not,
+        still healthy. Two others, not the best head: one endpoint's claim alone must not
+        move the honest ones down (with two endpoints there is no quorum, and nothing is
+        demoted this way)."""
+        if ep.health.head is None or ep.health.probes_unmoved < 1:
+            # (not while its head still moves: on a fast chain one endpoint routinely two
+            # blocks past it, and a liar claiming the same, put the liar first — a review)
             return False
         others = sorted((o.health.head for o in self.endpoints
                          if o is not ep and o.health.head is not None
                          and o.health.chain_ok is not False), reverse=True)
         return len(others) >= 2 and others[1] - ep.health.head >= QUORUM_BEHIND_BLOCKS
+
+    def second(self) -> Endpoint | None:
+        """The endpoint a second opinion (or a second reading) comes from: the first after
+        `ranked()[0]` that is healthy and not behind two others (one behind answers nothing
+        at the block asked, and that silence read as agreement — a review), or None."""
+        ranked = self.ranked()
+        now = time.monotonic()
+        return next((ep for ep in ranked[1:] if self.is_healthy(ep, now)
+                     and not self.behind_quorum(ep)), None)
 
     def is_healthy(self, ep: Endpoint, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

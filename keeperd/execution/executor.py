@@ -382,6 +382,7 @@ class Executor:
         # and its full pass consider the same opportunity twice (`_tell`).
         self._told_block = -1
         self._told: set[tuple[OpportunityKey, str]] = set()
+        self._told_keys: set[OpportunityKey] = set()  # (every key of `_told`)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
@@ -612,10 +613,12 @@ class Executor:
         pause = (self.send_pause(result.block)
                  if self.mode == "liquidate" and conflict is None else None)
         if conflict is not None or pause is not None:
-            told = [self._tell(result.block, o.key.retry(0), "held") for o in opportunities]
+            why = "held_key_in_use" if conflict is not None else "held_sending_paused"
+            told = [(self._tell(result.block, o.key.retry(0), "held"),
+                     self._first(result.block, o.key.retry(0), why)) for o in opportunities]
             # (the key's own trouble, or keeperd's limits: each under its own name; once a
             # block, whichever pass met its opportunities first)
-            if any(told):
+            if any(new_reason for _, new_reason in told):
                 log.warning("liquidation.held_key_in_use" if conflict is not None
                             else "liquidation.held_sending_paused",
                             protocol=self.adapter.name, opportunities=len(opportunities),
@@ -669,9 +672,12 @@ class Executor:
                 log.info("liquidation.dry_run_record_replaced", opportunity=key)
                 entry = None
             if key is None or entry is not None:
-                # (not for what this block's earlier pass journaled: told as it went)
-                if key is None or not self._told_this_block(result.block, key):
+                # (once a block, and not for what this block's earlier pass journaled: told
+                # as it went)
+                if key is None:
                     stage(*self.labels, "skipped_journaled").inc()
+                elif not self._told_this_block(result.block, key):
+                    self._tell(result.block, key, "skipped_journaled")
                 continue
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
@@ -697,7 +703,7 @@ class Executor:
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = self._gas_quote(base_fee, native_usd)
-        calls = await self._encode(chosen, result.book, gas)
+        calls = await self._encode(chosen, result.block, result.book, gas)
         if one_tx and calls and not await self._slot_is_ours(result.block, len(calls)):
             return
         if one_tx:  # (only what one transaction can take is simulated, with some to spare)
@@ -788,8 +794,8 @@ class Executor:
         for opp, checked, block, reason in checks:
             await self._maybe_lost_race(opp, checked, block, reason)
 
-    async def _encode(self, chosen: list[tuple[Opportunity, OpportunityKey, bool]], book: Any,
-                      gas: GasQuote) -> list[tuple[Call, OpportunityKey]]:
+    async def _encode(self, chosen: list[tuple[Opportunity, OpportunityKey, bool]], block: int,
+                      book: Any, gas: GasQuote) -> list[tuple[Call, OpportunityKey]]:
         """The calls to send for (opportunity, key, through the flash path); one the
         liquidator cannot make (no swap pool) is counted and left out."""
         if not chosen:
@@ -798,7 +804,7 @@ class Executor:
         calls: list[tuple[Call, OpportunityKey]] = []
         for (_, key, _), call in zip(chosen, encoded, strict=True):
             if call is None:
-                self.metrics.liquidation_funnel.labels(*self.labels, "no_swap_pool").inc()
+                self._tell(block, key, "no_swap_pool")
                 continue
             calls.append((call, key))
         return calls
@@ -809,17 +815,25 @@ class Executor:
         opportunity, each judged afresh (a second endpoint a block behind may have caught
         up): counted and logged per pass, a refusal or a breaker's pause read twice on the
         dashboard and in the log."""
-        if block != self._told_block:
-            self._told_block, self._told = block, set()
-        if (key, stage) in self._told:
+        if not self._first(block, key, stage):
             return False
-        self._told.add((key, stage))
         self.metrics.liquidation_funnel.labels(*self.labels, stage).inc()
+        return True
+
+    def _first(self, block: int, key: OpportunityKey, what: str) -> bool:
+        """True the first time this block `key` meets `what` (a stage, or a reason logged
+        under a stage several reasons share)."""
+        if block != self._told_block:
+            self._told_block, self._told, self._told_keys = block, set(), set()
+        if (key, what) in self._told:
+            return False
+        self._told.add((key, what))
+        self._told_keys.add(key)
         return True
 
     def _told_this_block(self, block: int, key: OpportunityKey) -> bool:
         """Whether an earlier pass of this block told `key` (sent it, say: journaled now)."""
-        return block == self._told_block and any(k == key for k, _ in self._told)
+        return block == self._told_block and key in self._told_keys
 
     def _stage(self, name: str, since: float) -> float:
         """Times one step of the block's plan (`execution.timing`); the time it ended."""
@@ -1118,16 +1132,13 @@ class Executor:
         self._fee_estimate_wei = l1_fee.with_headroom(fee)
 
     def _second_endpoint(self) -> Endpoint | None:
-        """The endpoint a second opinion comes from: the next one after the one the first
-        batch goes to, if it is healthy (None with a single endpoint, a second benched,
-        lagging or of another chain, or `second_opinion: false`: a benched one was asked at
-        every liquidation, each waiting for its timeout — a trial)."""
+        """The endpoint a second opinion comes from: the first healthy one after the one the
+        first batch goes to, not behind two others (`RpcPool.second`; None with a single
+        endpoint, none such, or `second_opinion: false`: a benched one was asked at every
+        liquidation, each waiting for its timeout — a trial)."""
         if not self.config.second_opinion:
             return None
-        ranked = self.pool.ranked()
-        if len(ranked) < 2 or not self.pool.is_healthy(ranked[1]):
-            return None
-        return ranked[1]
+        return self.pool.second()
 
     async def _second_opinion(self, ep: Endpoint, requests: list[tuple[str, list[Any]]]
                               ) -> list[Any] | None:
@@ -1231,7 +1242,8 @@ class Executor:
             opp = call.opportunity
             guard = swap_would_not_pay(sim)
             if guard is not None:
-                if self._tell(result.block, key, "unprofitable"):  # the swap would not pay
+                self._tell(result.block, key, "unprofitable")  # the swap would not pay
+                if self._first(result.block, key, "swap_would_not_pay"):
                     log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
                              **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
                                 if self._bar_fee_wei else {}))
@@ -1250,14 +1262,14 @@ class Executor:
                              reason=str(sim))
                 continue
             if isinstance(sim, l1_fee.FeeUnread):
-                stage(*self.labels, "fee_unread").inc()
                 # (a run of unread blocks: one long past, or a read since, starts anew)
                 run = self._fee_unread
                 since = (run[0] if run is not None and run[1] >= result.block
                          - FEE_UNREAD_HOLD_BLOCKS and self._fee_read_at < run[0]
                          else result.block)
                 self._fee_unread = (since, result.block)
-                unread.append(str(sim))
+                if self._tell(result.block, key, "fee_unread"):  # (logged as counted)
+                    unread.append(str(sim))
                 continue
             if isinstance(sim, RpcError | RpcUnavailable):
                 if self._tell(result.block, key, "simulation_failed"):
@@ -1338,7 +1350,7 @@ class Executor:
                         await self.journal.forget_unsigned(j.key)
                         if all(isinstance(r, SendRefused) for r in prepared):
                             self.tx.want_slot(self.adapter.name, result.block)  # (none had it)
-                        stage(*self.labels, "held").inc()
+                        self._tell(result.block, j.key, "held")
                         continue
                     if isinstance(ready, SendRefused):
                         await self.journal.set_status(j.key, J.DROPPED,

@@ -117,6 +117,7 @@ class ChainPriceWatch:
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
+        self._anomaly_series: set[str] = set()  # assets whose anomaly counters are exported
         self._lock = asyncio.Lock()
         # This block's work: its number, header, the feeds judged, problems per asset, the
         # USD prices it trusts (judged feeds and reference medians), the sequencer's word.
@@ -323,9 +324,7 @@ class ChainPriceWatch:
         once the first is in (None: none, or not in time). One endpoint was all the watch
         read: a lie of one feed's round made a two-hour-old price look fresh, and
         liquidations went on it with no alert (a by-hand trial)."""
-        ranked = self.pool.ranked()
-        second = ranked[1] if self.config.second_read and len(ranked) >= 2 and \
-            self.pool.is_healthy(ranked[1]) else None
+        second = self.pool.second() if self.config.second_read else None
         if second is None:
             return await read_feeds(self.multicall, feeds, block), None
         other = Multicall(OnEndpoint(self.pool, second),  # type: ignore[arg-type]
@@ -399,6 +398,13 @@ class ChainPriceWatch:
 
     def _report(self, reading: FeedReading, problems: list[Problem], now: int,
                 block: int, *, gauges: bool = True) -> None:
+        if reading.asset not in self._anomaly_series:
+            # (exported at 0 from the first reading: a counter series born at 1 is no
+            # increase() to Prometheus, and KeeperdOraclePriceJump missed a process's first
+            # jump — a review)
+            self._anomaly_series.add(reading.asset)
+            for kind in ("jump", "source_changed"):
+                self.metrics.oracle_anomalies.labels(self.chain, reading.asset, kind)
         if gauges:
             self.metrics.oracle_price.labels(self.chain, reading.asset).set(reading.price)
         if gauges and reading.freshness != "unknown":

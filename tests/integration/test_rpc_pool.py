@@ -173,6 +173,13 @@ def test_an_endpoint_overstating_its_head_does_not_make_the_others_lag(
     assert two.best_head == 100
 
 
+def probe(clock: list[float], eps: list[Endpoint], *heads: int) -> None:
+    """One probe round 2 s after the last: each endpoint answers its head."""
+    clock[0] += 2.0
+    for ep, head in zip(eps, heads, strict=True):
+        ep.health.probed(head, clock[0])
+
+
 def test_one_endpoint_a_few_blocks_past_two_agreeing_ones_is_not_the_reference(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A claim four blocks past two agreeing endpoints was credited by time at the next
@@ -183,49 +190,75 @@ def test_one_endpoint_a_few_blocks_past_two_agreeing_ones_is_not_the_reference(
     eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
            Endpoint("liar", "http://c", None)]
     pool = RpcPool("t", eps)  # (the daemon's settings: 3 blocks of lag, 0.25 s a block)
-    for ep in eps:
-        ep.health.head = 100
+    probe(clock, eps, 100, 100, 100)
     assert pool.best_head == 100
-    for probe in range(12):  # probes 2 s apart; the liar stays four blocks past the chain
-        clock[0] += 2.0
-        eps[2].health.head = (eps[0].health.head or 0) + 4
-        assert pool.best_head == eps[0].health.head
+    chain = 100
+    for round_ in range(60):  # probes 2 s apart for two minutes; a block every 12 s
+        chain += round_ % 6 == 5
+        probe(clock, eps, chain, chain, chain + 4)  # the liar stays four blocks past it
+        assert pool.best_head == chain
         assert pool.healthy_count() == 3
         assert [e.name for e in pool.ranked()] == ["own-node", "provider", "liar"]
-        if probe % 6 == 5:  # the chain moves on every 12 s
-            eps[0].health.head = eps[1].health.head = (eps[0].health.head or 0) + 1
-    # A benched endpoint's head is its last answer, not a vote: one live endpoint far past
-    # the other live one is still credited by time (a node resyncing, a provider at the head).
-    eps[0].health.head, eps[1].health.head, eps[2].health.head = 50, 100, 200
-    eps[0].health.benched_until = clock[0] + 60
-    clock[0] += 30.0
-    assert pool.best_head == 200
-    assert pool.ranked()[0].name == "liar"  # (here: the one at the chain's head)
+        assert pool.second() is eps[1]
+    # A few 429s bench the provider for a while: its last head still votes (the liar's claim
+    # was taken in that window, and stayed the reference the time rule counted from)
+    eps[1].health.benched_until = clock[0] + 10
+    probe(clock, eps, chain, chain, chain + 4)
+    assert pool.best_head == chain and pool.ranked()[0] is eps[0]
+
+
+def test_two_endpoints_frozen_together_outvote_the_live_one_only_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two endpoints stuck at one height (one provider's two nodes) vetoed the one endpoint
+    that follows the chain for good (a review): a head that has not moved for VOTE_FRESH_S
+    outvotes no one, and the live endpoint's head is credited by time again."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("p1", "http://a", None), Endpoint("p2", "http://b", None),
+           Endpoint("own-node", "http://c", None)]
+    pool = RpcPool("t", eps)
+    chain = 100
+    probe(clock, eps, chain, chain, chain)
+    followed = []
+    for _ in range(40):  # 80 s: a block every 2 s, the pair frozen at 100
+        chain += 1
+        probe(clock, eps, 100, 100, chain)
+        followed.append(pool.ranked()[0].name)
+    assert followed[-1] == "own-node" and pool.best_head == chain
+    stuck_for = 2.0 * followed.index("own-node")
+    assert rpc_module.VOTE_FRESH_S <= stuck_for <= rpc_module.VOTE_FRESH_S + 6, stuck_for
+    assert pool.healthy_count() == 1  # (the pair lags: not asked for second opinions)
 
 
 def test_an_endpoint_two_behind_two_others_ranks_after_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The first endpoint frozen a block or three back stayed first while within
     `max_head_lag`: polling asked it for the head, which hid those blocks. Two others past it
-    by two blocks rank it after them; it stays healthy (a second opinion may come from it).
-    One endpoint's claim alone moves nobody down, and two endpoints make no quorum."""
+    by two blocks rank it after them, once its head did not move at a probe; it stays
+    healthy. One endpoint's claim alone moves nobody down, nor does a live head two blocks
+    behind (a fast chain's routine, which a liar claiming the same turned into a demotion:
+    a review), and two endpoints make no quorum."""
     clock = [1_000.0]
     monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
     eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
            Endpoint("public", "http://c", None)]
     pool = RpcPool("t", eps)
-    for ep, head in zip(eps, (100, 101, 100), strict=True):
-        ep.health.head = head
+    probe(clock, eps, 100, 101, 100)
     assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]  # one block
-    eps[1].health.head = eps[2].health.head = 102
+    probe(clock, eps, 101, 103, 103)  # own-node moved: two behind, but live
+    assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]
+    probe(clock, eps, 101, 104, 104)  # it did not move: frozen, behind two others
     assert [e.name for e in pool.ranked()] == ["provider", "public", "own-node"]
     assert pool.healthy_count() == 3 and pool.behind_quorum(eps[0])
-    eps[0].health.head = 102  # it catches up: first again
+    assert pool.second() is eps[2]  # (the frozen one is no second opinion)
+    probe(clock, eps, 104, 104, 104)  # it catches up: first again
     assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]
-    eps[1].health.head, eps[2].health.head = 105, 102  # one claim alone: nobody moves
+    probe(clock, eps, 104, 107, 104)  # one claim alone: nobody moves
+    probe(clock, eps, 104, 108, 104)
     assert [e.name for e in pool.ranked()] == ["own-node", "provider", "public"]
     two = RpcPool("t", eps[:2])
-    eps[0].health.head, eps[1].health.head = 100, 103
+    probe(clock, eps[:2], 109, 111)
+    probe(clock, eps[:2], 109, 111)  # frozen two behind, within the lag: no quorum of two
     assert [e.name for e in two.ranked()] == ["own-node", "provider"]
 
 

@@ -204,7 +204,7 @@ async def test_a_wave_is_simulated_with_its_fees_asked_of_both_endpoints() -> No
     ex.labels = ("base", "aave")
     ex._fee_estimate_wei = 0
     ex.pool = SimpleNamespace(batch=batch, ranked=lambda: ["ep0", "ep1"],
-                              is_healthy=lambda ep: True)
+                              second=lambda: "ep1")
     ex._second_opinion = batch_on
     wave = [(Call(plan(10_000, 10_500), "0x" + "12" * 20, bytes(100 + i)), f"k{i}")
             for i in range(2)]
