@@ -77,6 +77,7 @@ from keeperd.storage.lease import (
     identity_of,
     mismatch,
     redact_url,
+    shared_config,
     unreachable,
     with_password,
 )
@@ -486,11 +487,11 @@ class Daemon:
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s,
                       address=address if address != "watch" else None, chain_ids=chain_ids,
-                      mode=self.config.keeper.mode)
+                      mode=self.config.keeper.mode, shared=shared_config(self.config))
         try:
             await lease.connect()
             refused = mismatch(identity, address, self.config.keeper.mode,
-                               await lease.live_elsewhere())
+                               await lease.live_elsewhere(), lease.shared)
             if refused is not None:
                 await lease.close()
                 raise StartupError(refused)

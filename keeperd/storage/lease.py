@@ -18,6 +18,7 @@ server sessions.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS keeper_lease (
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS address TEXT;
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS chain_ids BIGINT[];
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS mode TEXT;
+ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS shared TEXT;
 """
 
 
@@ -56,15 +58,38 @@ def _address_named(identity: str) -> str:
     return identity.split("@", 1)[0] if "@" in identity else identity.rsplit(":", 1)[-1]
 
 
-def mismatch(identity: str, address: str, mode: str,
-             live: Sequence[tuple[str, str, str | None]]) -> str | None:
+# What one live lease says of its holder: (identity, address, keeper.mode, what its config
+# shares with every replica — `shared_config` — or None from an older keeperd).
+Live = tuple[str, str, str | None, "dict[str, list[str]] | None"]
+
+
+def shared_config(config: Any) -> dict[str, list[str]]:
+    """What every replica of one database must configure alike, as the lease records it: the
+    chains, the protocols (a replica without one led a crash of it, unliquidated and
+    unalerted for 21 blocks), the alert sinks (one leading with its own webhook sent the
+    real receiver nothing) and the lease's timing (a longer lease slowed a failover to
+    35 s) — by-hand trials."""
+    lease = config.storage.lease
+    return {
+        "chains": sorted(f"{c.name} (chain id {c.chain_id})" for c in config.chains),
+        "protocols": sorted(f"{p.name} ({p.kind}" + (f" on {p.chain})" if getattr(
+            p, "chain", None) else ")") for p in config.protocols),
+        "alert sinks": sorted(f"{r.name}: {s.sink_id}" for r in config.alerts.routes
+                              for s in r.sinks),
+        "storage.lease": [f"length_s {lease.length_s:g}", f"renew_every_s "
+                          f"{lease.renew_every_s:g}"],
+    }
+
+
+def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
+             shared: dict[str, list[str]] | None = None) -> str | None:
     """Why this replica must not join the replicas whose live leases are `live`, or None.
     One database holds one keeper's journal, alert state and outbox: a replica of another
     key (or of none: an alert-only one) would lead beside it and tell every alert again (a
     by-hand trial: three "resolved" for one price); one of another mode would take the lease
     when it next expires and send nothing (a dry run led a crash: nothing liquidated, no
     alert)."""
-    for other, other_address, other_mode in live:
+    for other, other_address, other_mode, other_shared in live:
         if other_address != address.lower():
             return (f"storage.url: this database is led by another keeper ({other}), this "
                     f"replica is {identity}: replicas sharing a database run one key on the "
@@ -77,7 +102,25 @@ def mismatch(identity: str, address: str, mode: str,
                     "expires and act in its own mode; run every replica in one mode "
                     "(keeper.mode, KEEPERD_MODE) — a lease this replica held before a crash "
                     "ends within storage.lease.length_s")
+        if other_shared is not None and shared is not None and other_shared != shared:
+            differs = [f"{part}: the leader's {', '.join(other_shared.get(part, [])) or 'none'}"
+                       f"; this one's {', '.join(shared.get(part, [])) or 'none'}"
+                       for part in sorted(shared.keys() | other_shared.keys())
+                       if other_shared.get(part) != shared.get(part)]
+            return ("storage.url: replicas of one database run one config, and this one "
+                    f"differs from the replica leading {other}: " + "; ".join(differs)
+                    + ". It would lead with it at the next failover. Fix: give every replica "
+                    "the same; to change it, stop every replica, then start them with the "
+                    "new config")
     return None
+
+
+def _shared(text: str | None) -> dict[str, list[str]] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None  # (a row this code cannot read: not a reason to refuse)
+    return value if isinstance(value, dict) else None
 
 
 class FencedOut(RuntimeError):
@@ -156,7 +199,7 @@ class Lease:
     def __init__(self, dsn: str, identity: str, *, holder: str | None = None,
                  length_s: float = 10.0, statement_timeout_s: float = 2.0,
                  address: str | None = None, chain_ids: Sequence[int] = (),
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, shared: dict[str, list[str]] | None = None) -> None:
         if not 0 < statement_timeout_s < length_s:
             raise ValueError("the lease's statement timeout must be shorter than the lease")
         self.dsn = dsn
@@ -167,6 +210,7 @@ class Lease:
         self.address = address.lower() if address else None
         self.chain_ids = sorted(set(chain_ids))
         self.mode = mode  # keeper.mode, written with the lease (`live_elsewhere`)
+        self.shared = shared  # `shared_config`, written with it too
         self.epoch: int | None = None  # the epoch held, None: standby
         self.held_elsewhere: str | None = None  # the other identity that kept it from us
         self._conn: Any = None
@@ -218,17 +262,18 @@ class Lease:
             epoch = await conn.fetchval(
                 """
                 INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
-                                               address, chain_ids, mode)
-                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5, $6)
+                                               address, chain_ids, mode, shared)
+                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5, $6, $7)
                 ON CONFLICT (identity) DO UPDATE
                    SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
                        expires_at = EXCLUDED.expires_at, renewed_at = now(),
                        address = EXCLUDED.address, chain_ids = EXCLUDED.chain_ids,
-                       mode = EXCLUDED.mode
+                       mode = EXCLUDED.mode, shared = EXCLUDED.shared
                  WHERE l.expires_at <= now()
                 RETURNING epoch
                 """, self.identity, self.holder, self.length_s, self.address,
-                self.chain_ids or None, self.mode)
+                self.chain_ids or None, self.mode,
+                json.dumps(self.shared, sort_keys=True) if self.shared is not None else None)
         self.epoch = epoch
         return epoch
 
@@ -257,14 +302,15 @@ class Lease:
                 "AND epoch = $3", self.identity, self.holder, self.epoch)
             self.epoch = None
 
-    async def live_elsewhere(self) -> list[tuple[str, str, str | None]]:
+    async def live_elsewhere(self) -> list[Live]:
         """The leases another process holds now: (identity, the address it names — "watch"
-        for a keyless one —, its keeper.mode or None when written by an older keeperd)."""
+        for a keyless one —, its keeper.mode and its `shared_config`, each None when written
+        by an older keeperd)."""
         records = await (await self._ready()).fetch(
-            "SELECT identity, address, mode FROM keeper_lease "
+            "SELECT identity, address, mode, shared FROM keeper_lease "
             "WHERE expires_at > now() AND holder <> $1 ORDER BY identity", self.holder)
         return [(r["identity"], (r["address"] or _address_named(r["identity"])).lower(),
-                 r["mode"]) for r in records]
+                 r["mode"], _shared(r["shared"])) for r in records]
 
     async def rows(self) -> list[LeaseRow]:
         """Every identity's lease (for `keeperd status`)."""

@@ -59,10 +59,42 @@ async def test_a_replica_of_another_mode_or_key_refuses_to_join(
 def test_what_a_replica_may_join() -> None:
     ours = identity_of(KEEPER, [1])
     assert mismatch(ours, KEEPER, "liquidate", []) is None
-    assert mismatch(ours, KEEPER, "liquidate", [(ours, KEEPER.lower(), "liquidate")]) is None
+    assert mismatch(ours, KEEPER, "liquidate",
+                    [(ours, KEEPER.lower(), "liquidate", None)]) is None
     # (a lease an older keeperd wrote says no mode: not refused for it)
-    assert mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), None)]) is None
-    said = mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), "liquidate")])
+    assert mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), None, None)]) is None
+    said = mismatch(ours, KEEPER, "dry-run", [(ours, KEEPER.lower(), "liquidate", None)])
     assert said is not None and said.startswith("storage.url: the replica leading")
-    said = mismatch("watch@1", "watch", "alert-only", [(ours, KEEPER.lower(), "liquidate")])
+    said = mismatch("watch@1", "watch", "alert-only",
+                    [(ours, KEEPER.lower(), "liquidate", None)])
     assert said is not None and "led by another keeper" in said
+    # One config: the leader's protocols, chains, sinks and lease timing (a replica without
+    # Curie led a crash of it, unliquidated and unalerted: a by-hand trial)
+    full = {"protocols": ["aave (aave_v3 on devnet)", "curie (perp_curie on devnet)"],
+            "chains": ["devnet (chain id 1)"]}
+    less = {**full, "protocols": ["aave (aave_v3 on devnet)"]}
+    leader = [(ours, KEEPER.lower(), "liquidate", full)]
+    assert mismatch(ours, KEEPER, "liquidate", leader, full) is None
+    said = mismatch(ours, KEEPER, "liquidate", leader, less)
+    assert said is not None and ("protocols: the leader's aave (aave_v3 on devnet), curie "
+                                 "(perp_curie on devnet); this one's aave (aave_v3 on "
+                                 "devnet)") in said
+    # (a lease an older keeperd wrote says nothing of its config: not refused for it)
+    assert mismatch(ours, KEEPER, "liquidate", [(ours, KEEPER.lower(), "liquidate", None)],
+                    less) is None
+
+
+async def test_a_replica_of_another_config_refuses_to_join(
+        devnet: Devnet, tmp_path: Path, postgres_dsn: str, run_daemon,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    key = {"source": "env", "env": "KEEPER_KEY"}
+    first = await run_daemon(replica(devnet, tmp_path, postgres_dsn, "a",
+                                     {"mode": "liquidate", "key": key}))
+    assert first.daemon.replica is not None
+    other = replica(devnet, tmp_path, postgres_dsn, "b", {"mode": "liquidate", "key": key})
+    other = other.model_copy(update={"storage": other.storage.model_copy(update={
+        "lease": other.storage.lease.model_copy(update={"length_s": 6.0})})})
+    with pytest.raises(StartupError, match=r"storage\.lease: the leader's length_s 3, "
+                                           r"renew_every_s 1; this one's length_s 6"):
+        await run_daemon(other)
