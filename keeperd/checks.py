@@ -137,9 +137,18 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
             if not any(c.status == "ok" for c in checks):
                 continue  # nothing to ask about contracts
             sound = len(issues)
+            head = int(await pool.request("eth_blockNumber"), 16)
             for pi, proto in enumerate(config.protocols):
                 if getattr(proto, "chain", None) != chain.name:
                     continue
+                start_block = getattr(proto, "start_block", 0) or 0
+                if start_block > head:
+                    # (it indexed nothing and said nothing: a by-hand trial watched no one)
+                    issues.append(ConfigIssue(
+                        f"protocols[{pi}].start_block", f"{start_block} is past the chain's "
+                        f"head ({head}): nothing would be indexed, no position watched",
+                        "set it to the block the protocol's contracts were deployed at, or "
+                        "leave it out"))
                 plugin = registry.plugin_class(proto.kind)
                 if plugin is not None:  # (a perp venue has no contract to check)
                     issues += await plugin.check_config(pool, proto, pi)

@@ -447,3 +447,32 @@ def test_scan_cli_json_lists_every_borrower_with_the_chains_health(devnet: Devne
         assert row["protocol"] == "aave-devnet"
         assert row["health_factor"] == devnet.account_data(b["address"])[5] / 1e18
         assert row["collateral_usd"] > 0 and row["debt_usd"] > 0
+
+
+@pytest.mark.parametrize("where", ["past the head", "after every borrower"])
+async def test_a_start_block_that_indexes_nobody_is_told(
+        devnet: Devnet, pool: RpcPool, store: IndexStore, metrics: Metrics, where: str) -> None:
+    """A start_block past the head, or after the borrowers' first events, watched no account
+    and said nothing: check-config OK, the start silent (a by-hand trial)."""
+    import structlog
+
+    head = devnet.client.block_number()
+    config = parse_config({
+        "state_dir": "/unused",
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": [pool.endpoints[0].url],
+                    "confirmations": 0}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"],
+                       "start_block": head + 1_000 if where == "past the head" else head}],
+    }, env={})
+    adapter = AaveV3Adapter(config.protocols[0],
+                            PluginContext(config.chains[0], pool, store, metrics))
+    with structlog.testing.capture_logs() as logs:
+        await adapter.start()
+        await adapter.discover(head)
+        await adapter.discover(devnet.mine(1))
+    told = [e for e in logs if e["event"] in ("index.start_block_ahead", "index.no_accounts")]
+    assert [e["event"] for e in told] == (["index.start_block_ahead"] if where == "past the head"
+                                          else ["index.no_accounts"])  # (once)
+    assert "start_block" in told[0]["fix"]
+    assert not adapter.accounts

@@ -132,6 +132,7 @@ class AccountIndexer:
         # borrower is watched from memory — and the backlog is written with the next range
         # (or alone) once the directory takes it.
         self._read_to = start_block - 1
+        self._told_ahead = self._told_empty = False  # (said once each: start_block's doubts)
         self._read_to_hash: str | None = None
         self._unwritten: dict[str, int] = {}
         self._started = False
@@ -332,6 +333,16 @@ class AccountIndexer:
         if not self._started:
             raise RuntimeError(f"{self.protocol}: AccountIndexer.start() was not awaited")
         target = head - self.confirmations
+        if target < self.start_block and not self._told_ahead:
+            # (a start_block past the head indexed nothing and said nothing: a by-hand trial
+            # watched no account, check-config and the start both silent)
+            self._told_ahead = True
+            log.error("index.start_block_ahead", protocol=self.protocol,
+                      start_block=self.start_block, head=head,
+                      meaning="nothing is indexed until the chain reaches start_block: no "
+                              "position is watched meanwhile",
+                      fix=f"set protocols[{self.protocol}].start_block to the block the "
+                          "protocol's contracts were deployed at (or leave it out)")
         writable = await self._write_backlog()
         start = self._read_to + 1
         update = IndexUpdate(start, start - 1, set(), set(), 0)
@@ -428,6 +439,17 @@ class AccountIndexer:
                          blocks_per_s=round(done / (now - started)), chunk=self.chunk,
                          accounts=len(self._known))
         self.metrics.accounts_tracked.labels(self.chain, self.protocol).set(len(self._known))
+        if not self._known and not self._told_empty and update.to_block >= target >= \
+                self.start_block:
+            # (a start_block after the borrowers' first events watched none of them, silently)
+            self._told_empty = True
+            log.warning("index.no_accounts", protocol=self.protocol,
+                        from_block=self.start_block, to_block=update.to_block,
+                        meaning="no event of this protocol names an account in these blocks: "
+                                "nothing is watched",
+                        fix=f"if it has positions, set protocols[{self.protocol}].start_block "
+                            "to the block its contracts were deployed at (or leave it out), "
+                            "and check its addresses")
         if update.logs:
             log.info("index.caught_up", protocol=self.protocol, to_block=update.to_block,
                      logs=update.logs, new_accounts=len(update.new),
