@@ -380,6 +380,7 @@ class Executor:
         self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
         # The funnel's stages told this block, by opportunity: a block's price-exposed pass
         # and its full pass consider the same opportunity twice (`_tell`).
+        self._standby_balances_due = 0  # (a standby's balance gauges, read every few blocks)
         self._told_block = -1
         self._told: set[tuple[OpportunityKey, str]] = set()
         self._told_keys: set[OpportunityKey] = set()  # (every key of `_told`)
@@ -496,6 +497,16 @@ class Executor:
         if not self.acting():
             if not result.partial:
                 self._last = result
+                if result.block >= self._standby_balances_due:
+                    # (the wallet's gauges on every replica: a standby, or one that led once,
+                    # exported its last value for good, and KeeperdLowGas paged on a full
+                    # wallet — a by-hand trial)
+                    self._standby_balances_due = result.block + BALANCE_EVERY_BLOCKS
+                    try:
+                        await self.publish_balances(result.block)
+                    except (RpcError, RpcUnavailable) as exc:
+                        log.info("keeper.balances_unread", protocol=self.adapter.name,
+                                 error=str(exc)[:200])
             return
         async with self._acting:
             await self._act_fenced(result)

@@ -15,6 +15,7 @@ from keeperd.config import parse_config
 from keeperd.daemon import StartupError
 from keeperd.devnet.handle import Devnet
 from keeperd.storage.lease import Lease, identity_of, mismatch
+from tests.conftest import metric_value
 from tests.keeper_harness import KEEPER, KEEPER_KEY
 
 
@@ -52,6 +53,12 @@ async def test_a_replica_of_another_mode_or_key_refuses_to_join(
         standby = await run_daemon(replica(devnet, tmp_path, postgres_dsn, "d",
                                            {"mode": "liquidate", "key": key}))
         assert standby.daemon.replica is not None and standby.daemon.replica.lease.epoch is None
+        # A standby reads the wallet too: a replica that never led exported no balance, and
+        # one that led once its last for good (KeeperdLowGas paged on a full wallet).
+        devnet.client.call("anvil_setBalance", KEEPER, hex(7 * 10**17))
+        await standby.evaluated_at(devnet.mine(1))
+        assert metric_value(standby.daemon.metrics, "keeperd_keeper_balance",
+                            {"chain": "devnet", "asset": "native"}) == pytest.approx(0.7)
     finally:
         await leader.close()
 
