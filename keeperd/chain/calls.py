@@ -60,7 +60,23 @@ async def call_many(pool: RpcPool, calls: Sequence[ContractCall],
     """Every call in one JSON-RPC batch; a failed one's slot holds its exception."""
     if not calls:
         return []
-    answers = await pool.batch([("eth_call", c.params(block)) for c in calls])
+    return _decoded(calls, await pool.batch([("eth_call", c.params(block)) for c in calls]))
+
+
+async def call_many_at_latest(pool: RpcPool, calls: Sequence[ContractCall]
+                              ) -> tuple[int | str, list[Any]]:
+    """`call_many` at "latest", and the block that was: its number asked in the same batch
+    ("latest" again when it does not read), for reading the same calls elsewhere at it."""
+    raw = await pool.batch([("eth_blockNumber", []),
+                            *(("eth_call", c.params("latest")) for c in calls)])
+    try:
+        block: int | str = int(str(raw[0]), 16)
+    except ValueError:
+        block = "latest"
+    return block, _decoded(calls, raw[1:])
+
+
+def _decoded(calls: Sequence[ContractCall], answers: Sequence[Any]) -> list[Any]:
     out: list[Any] = []
     for c, answer in zip(calls, answers, strict=True):
         if isinstance(answer, str):

@@ -385,3 +385,26 @@ async def test_a_dead_endpoint_is_probed_as_its_bench_says() -> None:
         # (FAST benches after its few failures: the rest of the probes wait for the bench)
         assert ep.health.benched_until > 0
         assert ep.health.errors <= FAST.bench_after + 1, ep.health.errors
+
+
+async def test_each_endpoints_answer_is_read_at_the_block_asked(devnet: Devnet) -> None:
+    """The keeper's balance as each endpoint says it, read beside the first reading: each at
+    "latest", a moment apart, disagreed in every crash (liquidations move the balance) —
+    false keeper.balance_disagreement warnings, a by-hand trial. Both now read one block."""
+    from keeperd.chain.calls import ContractCall, call_many, call_many_at_latest
+    from keeperd.protocols.sdk.approvals import by_endpoint
+
+    rich = "0x00000000000000000000000000000000000b0b00"
+    rpc = devnet.manifest["rpc_url"]
+    async with RpcPool.from_urls("devnet", [rpc, rpc.replace("127.0.0.1", "localhost")]) as pool:
+        balance = ContractCall(devnet.manifest["multicall3"], "getEthBalance(address)",
+                               ["address"], [rich])
+        devnet.client.call("anvil_setBalance", rich, hex(5))
+        block = devnet.mine(1)
+        devnet.mine(1)
+        devnet.client.call("anvil_setBalance", rich, hex(9))  # (the head's state, in place)
+        assert await call_many(pool, [balance], block) == [5]
+        assert await by_endpoint(pool, [balance], block) == [[5], [5]]
+        assert await by_endpoint(pool, [balance]) == [[9], [9]]
+        # (the approvals read the first at "latest" and learn which block that was)
+        assert await call_many_at_latest(pool, [balance]) == (block + 1, [9])

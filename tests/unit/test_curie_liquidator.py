@@ -285,7 +285,8 @@ async def test_the_margin_refill_trusts_no_single_answer_to_move_the_wallet(
                         ) -> list[Any]:
         return answers(*ours)
 
-    async def by_endpoint(pool: Any, calls: list[ContractCall]) -> list[list[Any]]:
+    async def by_endpoint(pool: Any, calls: list[ContractCall], block: Any = "latest"
+                          ) -> list[list[Any]]:
         return [[a for i, a in enumerate(answers(*o)) if i != 2] for o in others]
 
     monkeypatch.setattr(module, "call_many", call_many)
@@ -306,7 +307,7 @@ async def test_refills_add_up_to_one_margin_a_day(monkeypatch: pytest.MonkeyPatc
     async def call_many(pool: Any, calls: list[Any], block: Any = "latest") -> list[Any]:
         return [next(margins) * 10**6, (0, 0, 0), 10**30, 50_000_000 * 10**6]
 
-    async def by_endpoint(pool: Any, calls: list[Any]) -> list[list[Any]]:
+    async def by_endpoint(pool: Any, calls: list[Any], block: Any = "latest") -> list[list[Any]]:
         return []
 
     monkeypatch.setattr(module, "call_many", call_many)

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from keeperd.chain.calls import ContractCall, call_many
+from keeperd.chain.calls import ContractCall, call_many_at_latest
 from keeperd.chain.multicall import encode_call
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
@@ -49,8 +49,10 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
         ContractCall(token, "allowance(address,address)", ["address", "address"],
                      [keeper, spender]),
         ContractCall(token, "balanceOf(address)", ["address"], [keeper]))]
-    answers = await call_many(pool, calls)
-    others = await by_endpoint(pool, calls[1::2])
+    # (the others at the block the first answered at, asked in its batch: at the scan's
+    # head, an approval mined since read as missing and went again)
+    block, answers = await call_many_at_latest(pool, calls)
+    others = await by_endpoint(pool, calls[1::2], block)
     approved = []
     wanted: list[tuple[str, str, list[int]]] = []  # (token, symbol, the amounts in turn)
     over: list[int] = []  # (those of `wanted` with an allowance already)
@@ -159,15 +161,19 @@ def _approve(spender: str, amount: int) -> bytes:
     return encode_call("approve(address,uint256)", ["address", "uint256"], [spender, amount])
 
 
-async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall]) -> list[list[Any]]:
-    """Each call as each configured endpoint answers it (one batch each, side by side; a
-    slot it did not answer, None): the keeper's balances, its margin. An endpoint that does
-    not answer at all says nothing. Empty with a single endpoint."""
+async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall],
+                      block: int | str = "latest") -> list[list[Any]]:
+    """Each call as each configured endpoint answers it at `block` (one batch each, side by
+    side; a slot it did not answer, None): the keeper's balances, its margin. An endpoint
+    that does not answer at all (or has no such block yet) says nothing. Empty with a single
+    endpoint. At the block the first reading was taken at: each at "latest", a moment apart,
+    disagreed during every crash (liquidations move the balances) — false
+    `keeper.balance_disagreement` warnings in a by-hand trial."""
     if len(pool.voters) < 2:
         return []
 
     async def ask(ep: Any) -> list[Any]:
-        answers = await pool.batch_on(ep, [("eth_call", c.params("latest")) for c in calls])
+        answers = await pool.batch_on(ep, [("eth_call", c.params(block)) for c in calls])
         out: list[Any] = []
         for c, answer in zip(calls, answers, strict=True):
             try:
