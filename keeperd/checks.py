@@ -196,12 +196,39 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                         holders |= await chain_holders(config, chain, pool, started, warnings)
                 finally:
                     await store.close()
+    if warnings is not None:
+        warnings += await reference_warnings(config)
     issues += await venue_issues(config, holders)
     issues += await storage_issues(config, checked)
     issues += await signer_issues(config)
     if warnings is not None:
         warnings += watchlist_warnings(config, holders)
     return issues
+
+
+async def reference_warnings(config: Config) -> list[ConfigIssue]:
+    """Each reference source asked once (its first market): one that does not answer leaves
+    the oracles' deviation check to the others, and with fewer than `min_sources` it is off
+    (it went off silently with the shipped exchanges unreachable: a by-hand trial)."""
+    from keeperd.oracles.references import References
+
+    found = []
+    for i, source in enumerate(config.oracles.references):
+        if not source.markets:
+            continue
+        refs = References([source], Metrics(), timeout_s=config.oracles.reference_timeout_s)
+        try:
+            answered = await refs.quotes(next(iter(source.markets)))
+        finally:
+            await refs.close()
+        if not answered:
+            found.append(ConfigIssue(
+                f"oracles.references[{i}]", f"{source.name} ({source.url}) gave no price "
+                f"for {next(iter(source.markets))}: the deviation check rests on the other "
+                f"sources, and is off for an asset fewer than {config.oracles.min_sources} "
+                "(oracles.min_sources) of them price",
+                "check keeperd's access to it (a firewall, a proxy), or remove it"))
+    return found
 
 
 async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]

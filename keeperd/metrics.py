@@ -253,6 +253,10 @@ class Metrics:
         self.reference_requests = Counter(
             "keeperd_reference_requests_total", "Reference price fetches by source and outcome "
             "(ok, error, timeout).", ["source", "outcome"], registry=r)
+        self.reference_median_missing = Gauge(
+            "keeperd_reference_median_missing", "1 while fewer than oracles.min_sources "
+            "reference sources answer for an asset: its deviation check is off meanwhile.",
+            ["chain", "asset"], registry=r)
         self.reference_latency = Histogram(
             "keeperd_reference_request_duration_seconds", "Reference price fetch time.",
             ["source"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)

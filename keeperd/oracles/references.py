@@ -106,6 +106,11 @@ class References:
             await self._session.close()
             self._session = None
 
+    @property
+    def assets(self) -> set[str]:
+        """The assets some source prices."""
+        return {a for s in self.sources for a in s.markets}
+
     async def quotes(self, asset: str) -> list[Quote]:
         if self._session is None:
             self._session = aiohttp.ClientSession()

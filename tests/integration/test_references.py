@@ -141,3 +141,36 @@ async def test_oracle_20pct_off_the_reference_median_trips_the_breaker(
     scanner = keeper.daemon.scanners["aave"]
     assert scanner.view is not None and (scanner.view.health < 1).sum() > 0
     assert await keeper.daemon.executors["aave"].journal.all() == []
+
+
+async def test_references_that_stop_answering_are_told(
+        devnet: Devnet, tmp_path: Path, venues, run_daemon) -> None:
+    """The deviation check goes off for an asset while fewer than min_sources answer: it was
+    six info lines and nothing else when the shipped exchanges could not be reached (a
+    by-hand trial). Now a gauge (KeeperdReferencesUnavailable) and one warning, and back."""
+    import structlog
+
+    found, configs = venues
+    config = config_for(devnet, tmp_path, "alert-only")
+    config = config.model_copy(update={"oracles": config.oracles.model_copy(update={
+        "references": configs, "min_sources": 3, "reference_interval_s": 0.01,
+        "reference_timeout_s": 0.5})})
+    keeper = await run_daemon(config)
+    await keeper.evaluated_at(devnet.client.block_number())
+    metrics = keeper.daemon.metrics
+    labels = {"chain": "devnet", "asset": "WETH"}
+    assert metric_value(metrics, "keeperd_reference_median_missing", labels) == 0
+    with structlog.testing.capture_logs() as logs:
+        for venue in ("binance", "coinbase"):
+            found[venue].mode = "error"
+        for _ in range(3):
+            await keeper.evaluated_at(devnet.mine(1))
+        assert metric_value(metrics, "keeperd_reference_median_missing", labels) == 1
+        for venue in ("binance", "coinbase"):
+            found[venue].mode = "ok"
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+    assert metric_value(metrics, "keeperd_reference_median_missing", labels) == 0
+    said = [e["event"] for e in logs if e["event"].startswith("reference.median_")
+            and e.get("asset") == "WETH"]
+    assert said == ["reference.median_unavailable", "reference.median_back"]
