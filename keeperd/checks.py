@@ -162,6 +162,11 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
             issues += code_error
             if code_note is not None and checked is not None:
                 checked.append(code_note)
+            gas_warning, gas_note = await keeper_gas(config, ci, pool)
+            if warnings is not None:
+                warnings += gas_warning
+            if gas_note is not None and checked is not None:
+                checked.append(gas_note)
             fee_error, fee_warning, fee_note = await l1_fee_issues(chain, ci, pool)
             issues += fee_error
             if warnings is not None:
@@ -259,6 +264,29 @@ async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]
     if len(lacking) == len(pool.endpoints):
         return told, []
     return [], told
+
+
+async def keeper_gas(config: Config, ci: int, pool: RpcPool
+                     ) -> tuple[list[ConfigIssue], str | None]:
+    """In liquidate mode: the keeper's address and its gas on this chain, said (check-config
+    said OK for a random key with no gas, and named no address: a by-hand trial); a warning
+    under the keeper_balance rule's critical level."""
+    address = keeper_address(config) if config.keeper.mode == "liquidate" else None
+    if address is None:
+        return [], None
+    try:
+        native = int(await pool.request("eth_getBalance", [address, "latest"]), 16) / 1e18
+    except (RpcError, RpcUnavailable, ValueError):
+        return [], None  # (an endpoint's trouble: said with the chain ids)
+    note = f"keeper {address} on chains[{ci}] ({config.chains[ci].name}): {native:.6g} native"
+    floor = config.alerts.rules.keeper_balance.critical_below
+    if native > floor:
+        return [], note
+    return [ConfigIssue(f"chains[{ci}]", f"the keeper {address} holds {native:.6g} of the "
+                        f"native token (under {floor:g}, alerts.rules.keeper_balance."
+                        "critical_below): " + ("no transaction can be sent" if native == 0
+                                               else "a crash's transactions would run out"),
+                        "send it gas before liquidate mode needs it")], note
 
 
 async def keeper_code_issues(config: Config, ci: int, pool: RpcPool

@@ -162,3 +162,20 @@ def test_check_config_confirms_what_the_liquidations_trust(devnet: Devnet,
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "keeper.flash_liquidator" in bad.stderr and TYPO in bad.stderr
     assert "keeperd run refuses to start on it" in bad.stderr
+
+
+def test_check_config_names_the_keeper_and_its_gas(devnet: Devnet, tmp_path: Path) -> None:
+    """(A by-hand trial: in liquidate mode a random key with no gas passed check-config, and
+    the keeper's address was named nowhere.)"""
+    key = tmp_path / "keeper.key"
+    key.write_text("0x" + "12" * 32 + "\n")  # (an address that holds nothing)
+    os.chmod(key, 0o600)
+    config = config_for(devnet, tmp_path, keeper={
+        "mode": "liquidate", "key": {"source": "file", "path": str(key)}})
+    del config["alerts"]["watchlists"]
+    done = check_config(tmp_path, config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    keeper = "0x1C5A77d9FA7eF466951B2F01F724BCa3A5820b63"
+    assert f"keeper {keeper} on chains[0] (devnet): 0 native" in done.stdout, done.stdout
+    assert (f"warning: chains[0]: the keeper {keeper} holds 0 of the native token"
+            in done.stderr + done.stdout)
