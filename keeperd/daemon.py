@@ -483,6 +483,10 @@ class Daemon:
         identity = identity_of(address, chain_ids)
         password = storage.password()
         self.redactor.add(password)  # (every form of it: the DSN holds it URL-quoted)
+        if storage.password_env:
+            # (held in the DSN from here, reconnections included: out of /proc/<pid>/environ
+            # as the key's variable is — it stayed there, a by-hand trial)
+            drop_from_environment(storage.password_env)
         dsn = with_password(storage.connect_url, password)
         lease = Lease(dsn, identity, length_s=storage.lease.length_s,
                       statement_timeout_s=storage.lease.statement_timeout_s,

@@ -76,10 +76,13 @@ class Replica:
         return (self.role == LEADER and self._renewed_at is not None
                 and time.monotonic() - self._renewed_at <= margin)
 
-    def demote(self, reason: str) -> None:
-        """Stop acting now (a fenced write failed, a renewal failed or came too late)."""
+    def demote(self, reason: str, epoch: int | None = None) -> None:
+        """Stop acting now (a fenced write failed, a renewal failed or came too late).
+        `epoch`: the one led, when the lease already forgot it (a lost renewal clears it:
+        the log said `epoch: null`)."""
         if self.role == LEADER:
-            log.error("replica.demoted", identity=self.identity, epoch=self.lease.epoch,
+            log.error("replica.demoted", identity=self.identity,
+                      epoch=self.lease.epoch if epoch is None else epoch,
                       reason=reason, meaning="this replica stops sending; another takes over")
             self.metrics.lease_losses.labels(self.identity).inc()
         self.role = STANDBY
@@ -95,6 +98,7 @@ class Replica:
         if self.role == LEADER:
             stale = (self._renewed_at is not None and now - self._renewed_at
                      > self.config.length_s - self.config.renew_every_s)
+            led = self.lease.epoch
             try:
                 ok = await self.lease.renew()
             except Exception as exc:  # the database is unreachable or slow: counted
@@ -106,7 +110,7 @@ class Replica:
                 return
             if not ok:
                 self.metrics.lease_renewals.labels(self.identity, "lost").inc()
-                self.demote("the lease was taken over (or expired) before this renewal")
+                self.demote("the lease was taken over (or expired) before this renewal", led)
                 return
             self.metrics.lease_renewals.labels(self.identity, "ok").inc()
             self._renewed_at = now

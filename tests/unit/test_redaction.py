@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import io
 import json
 import logging
@@ -223,6 +224,9 @@ async def test_the_postgresql_password_is_registered(monkeypatch: pytest.MonkeyP
         with pytest.raises(StartupError):
             await daemon._open_storage(stack, None, None)  # type: ignore[arg-type]
     assert redactor.scrub(f"password={SECRET}") == "password=[redacted]"
+    # ...and out of the environment once read, as the key's variable is (it stayed in
+    # /proc/<pid>/environ: a by-hand trial)
+    assert "KEEPERD_TEST_PG_PASSWORD" not in os.environ
 
 
 def test_webhook_header_values_are_registered() -> None:
