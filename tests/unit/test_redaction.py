@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
