@@ -209,6 +209,7 @@ class AlertEngine:
         await self.silences.refresh(self.clock())
         self._pending = []
         self._resolve_unwatched()
+        self._resolve_unconfigured()
         self._refresh_firing_gauge()
 
     # --- configuration (SIGHUP swaps it) -----------------------------------------------------
@@ -250,6 +251,31 @@ class AlertEngine:
                     f"{labels.get('account')} is no longer watched (removed from the config)"))
         if gone:
             log.info("alerts.unwatched_resolved", alerts=len(gone))
+            self._evaluate(gone, None, None)
+
+    def _resolve_unconfigured(self) -> None:
+        """Alerts of a protocol the config no longer has (a market held, a shortfall, a
+        pause) stayed firing for good, in `alerts list` and `status`: nothing evaluates them
+        any more (a by-hand trial removed Curie). They are resolved at start, told as such.
+        (Watched positions are the watchlists': `_resolve_unwatched`.)"""
+        if self.sources is None:
+            return
+        from keeperd.alerts.catalog import RULES
+
+        gone = []
+        for rule, info in RULES.items():
+            if "protocol" not in info.labels or rule in ("position_health",
+                                                         "position_liquidated", "liquidation"):
+                continue
+            for route, labels in self.state.routes_of(rule):
+                protocol = labels.get("protocol")
+                if protocol is not None and protocol not in self.sources:
+                    gone.append(Condition(
+                        rule, route, dict(labels), None, None, None, 0.0, summary="",
+                        resolved_summary=f"{protocol}: no longer configured, so no longer "
+                        "evaluated (its positions, and the keeper's own, are not watched)"))
+        if gone:
+            log.info("alerts.unconfigured_resolved", alerts=len(gone))
             self._evaluate(gone, None, None)
 
     @classmethod

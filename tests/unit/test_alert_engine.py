@@ -72,7 +72,8 @@ class Setup:
     """An engine over a real state database (SQLite, migrated as the daemon does)."""
 
     @classmethod
-    async def open(cls, path: Path, config: AlertsConfig | None = None) -> Setup:
+    async def open(cls, path: Path, config: AlertsConfig | None = None,
+                   sources: list[str] | None = None) -> Setup:
         self = cls()
         self.db = SqliteDatabase.open(path)
         await migrate(self.db)
@@ -83,7 +84,7 @@ class Setup:
         self.dispatcher = Dispatcher(self.outbox, OutboxConfig(), self.metrics)
         self.dispatcher.configure(config.routes)
         self.engine = await AlertEngine.open(self.db, config, self.dispatcher, self.metrics,
-                                             clock=self.clock)
+                                             clock=self.clock, sources=sources)
         return self
 
     async def scan(self, block: int, health: list[float],
@@ -436,6 +437,28 @@ async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
     await held(5, None)
     resolved = (await setup.entries(sink=1))[-1].alerts[0]
     assert resolved["status"] == "resolved" and "resume" in resolved["summary"]
+
+
+async def test_alerts_of_a_protocol_no_longer_configured_are_resolved_at_start(
+        setup: Setup, tmp_path: Path) -> None:
+    """A protocol removed from the config (a by-hand trial removed Curie) left its
+    liquidations_held firing for good, in `alerts list` and `status`: nothing evaluated it
+    any more. A start without it resolves it, saying why."""
+    await setup.engine.on_scan(scan(1, [1.5]), chain="devnet", tripped={}, protocol="aave",
+                               held="held for a reason")
+    assert [e.alerts[0]["status"] for e in await setup.entries(sink=1)] == ["firing"]
+    again = await Setup.open(tmp_path / "state.db", sources=["morpho"])
+    await again.engine.commit()
+    told = [e.alerts[0] for e in await again.entries(sink=1)]
+    assert [(a["rule"], a["status"]) for a in told] == [
+        ("liquidations_held", "firing"), ("liquidations_held", "resolved")]
+    assert "aave: no longer configured" in told[-1]["summary"]
+    kept = await Setup.open(tmp_path / "kept.db", sources=["aave"])  # (configured: kept)
+    await kept.engine.on_scan(scan(1, [1.5]), chain="devnet", tripped={}, protocol="aave",
+                              held="held for a reason")
+    again = await Setup.open(tmp_path / "kept.db", sources=["aave"])
+    await again.engine.commit()
+    assert [e.alerts[0]["status"] for e in await again.entries(sink=1)] == ["firing"]
 
 
 async def test_capital_shortfall_fires_per_asset_and_resolves(setup: Setup) -> None:
