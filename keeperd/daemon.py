@@ -275,6 +275,12 @@ class Daemon:
                 # (accounts with a position: the index counts every account it has seen)
                 parts.append(f"{name}: {len(view.accounts)} accounts with a position, {liq} "
                              "liquidatable")
+            # (status named none of these: only alert names, a by-hand trial)
+            if scanner.hold_reason is not None:
+                parts.append(f"{name}: liquidations held ({scanner.hold_reason[:200]})")
+            elif scanner.verification_reason is not None:
+                parts.append(f"{name}: each liquidation sent only on the chain's word "
+                             f"({scanner.verification_reason[:160]})")
             if (held := self._held_by_keeperd(name)) is not None:
                 parts.append(f"{name}: new liquidations held ({held[:200]})")
             executor = self.executors.get(name)
@@ -628,6 +634,7 @@ class Daemon:
                                                  breaker, native_prices)
             if executor is not None:
                 scanner.listeners.append(executor.on_scan)
+                scanner.holds.append(executor.liquidator.hold)
                 self.executors[plugin.name] = executor
                 stack.push_async_callback(executor.close)  # (its background traces)
         scanner.after_listeners.append(self._alert_listener(plugin, rt, breaker, executor))

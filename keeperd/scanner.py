@@ -93,8 +93,21 @@ class ProtocolScanner:
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
         self._verification_reason: str | None = None
+        # Other holds on this protocol's liquidations, beside its plug-in's gate (the
+        # liquidator's own: Curie's takeovers while unwinds fail), in the same gauge.
+        self.holds: list[Callable[[], str | None]] = []
         # Export the should-stay-zero counters from the start, so alerts can rely on them.
         metrics.scan_skipped.labels(*self.labels)
+
+    @property
+    def hold_reason(self) -> str | None:
+        """Why its liquidations are held, as of its last full scan (None: they are not)."""
+        return self._hold_reason
+
+    @property
+    def verification_reason(self) -> str | None:
+        """Why each is sent only on the chain's word, as of its last full scan, or None."""
+        return self._verification_reason
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -303,7 +316,10 @@ class ProtocolScanner:
         self.metrics.total_collateral.labels(chain, protocol).set(summary.total_collateral)
         self.adapter.publish(result.book, view)
         # The gate, published every scan and in every mode (alert-only included).
-        hold = self.adapter.liquidation_hold(result.book)
+        # (the liquidator's hold was alerted and not in the gauge: 0 while the alert said
+        # critical, a by-hand trial)
+        hold = "; ".join(filter(None, (self.adapter.liquidation_hold(result.book),
+                                       *(h() for h in self.holds)))) or None
         self.metrics.liquidations_held.labels(chain, protocol).set(1 if hold else 0)
         if hold != self._hold_reason:
             (log.error if hold else log.info)(

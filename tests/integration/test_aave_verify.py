@@ -170,6 +170,8 @@ async def test_known_rules_never_run_against_a_real_pool_are_verified_too(
         assert book.market.implementation.recognised_as == "built: v3.6"  # (known code)
         assert "has not run them against a real pool" in str(
             executor.adapter.liquidation_verification(book))
+        assert "aave: each liquidation sent only on the chain's word" in \
+            keeper.daemon._status_line()
         devnet.set_price("WETH", 2100.0)
         await keeper.evaluated_at(devnet.client.block_number())
         for _ in range(2):
@@ -215,6 +217,7 @@ async def test_unrecognised_rules_under_hold_send_nothing(
         assert await executor.journal.all() == []
         labels = {"chain": "devnet", "protocol": "aave"}
         assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_held", labels) == 1
+        assert "aave: liquidations held (POOL_REVISION 10" in keeper.daemon._status_line()
         assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total",
                             {**labels, "stage": "held"}) > 0
         held = [b for b in await told(webhook, "liquidations_held") if b["status"] == "firing"]

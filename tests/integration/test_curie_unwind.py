@@ -17,6 +17,7 @@ from keeperd.devnet.curie import DEADLINE, artifact
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from tests.alert_fakes import Webhook
+from tests.conftest import metric_value
 from tests.integration.test_curie import chain_view, funded_curie_keeper
 from tests.keeper_harness import KEEPER
 
@@ -105,6 +106,11 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
     assert hold is not None and "cannot be unwound" in hold and "vETH" in hold, hold
     assert [e["event"] for e in logs if e["event"].startswith("curie.takeovers")] == [
         "curie.takeovers_held"]
+    # In the gauge and in status too (the alert said critical while both said nothing: a
+    # by-hand trial)
+    assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_held",
+                        {"chain": "devnet", "protocol": "curie"}) == 1
+    assert "curie: liquidations held (" in keeper.daemon._status_line()
     # Others stay liquidatable in vETH, and none is taken over while it holds.
     view = keeper.daemon.scanners["curie"].view
     assert view is not None and (view.health < 1).any()
