@@ -21,6 +21,7 @@ from keeperd.config import (
     KeeperConfig,
     RemoteSignerKey,
     keeper_of_tree,
+    metrics_exposure_warnings,
     mistyped_variables,
     operator_route_warnings,
     read_config_tree,
@@ -594,6 +595,7 @@ def check_config(path: Path, online: bool = True,
     unset = {issue.path for issue in issues}
     issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = operator_route_warnings(config.alerts)
+    warnings += metrics_exposure_warnings(config.metrics)
     warnings += mistyped_variables(tree)
     warnings += [w for ci, chain in enumerate(config.chains)
                  if (w := l1_fee_unpriced_warning(chain, ci)) is not None]

@@ -777,6 +777,37 @@ _KEY_SHAPED = re.compile(r"\s*(0x)?[0-9a-fA-F]{64}\s*")
 _NAME_FIELDS = ("env", "path", "password_file", "password_env")
 
 
+_KEY_FIELDS = ("private_key", "privatekey", "secret_key", "key_hex", "value", "hex", "secret")
+
+
+def _inline_key_issues(data: dict[str, Any]) -> list[ConfigIssue]:
+    """The keeper's key written into the file itself (`keeper.key: "0x..."`, or a field of
+    its own: `private_key:`): told as that, never echoed. (It read "Input should be a valid
+    dictionary" with no fix, or "did you mean `private_rpc_url`?": a by-hand trial.)"""
+    keeper = data.get("keeper")
+    if not isinstance(keeper, dict):
+        return []
+    places = []
+    if isinstance(keeper.get("key"), str):
+        if _ENV_REF.fullmatch(keeper["key"].strip()):
+            return [ConfigIssue("keeper.key", "a ${VARIABLE} reference: keeper.key says where "
+                                "the key is, not the key",
+                                f"keeper.key: {{source: env, env: "
+                                f"{keeper['key'].strip()[2:-1].split(':')[0]}}}")]
+        places.append("keeper.key")
+    places += [f"keeper.{f}" for f in keeper if str(f).lower() in _KEY_FIELDS]
+    key = keeper.get("key")
+    if isinstance(key, dict):
+        places += [f"keeper.key.{f}" for f in key if str(f).lower() in _KEY_FIELDS]
+    return [ConfigIssue(
+        where, "holds what looks like the private key itself (not shown): the key never goes "
+        "into the file, which travels (backups, diffs, a repository) — treat it as exposed if "
+        "this file was shared",
+        "keeper.key: {source: env, env: KEEPER_KEY} (the variable set in keeperd's "
+        "environment), or {source: file, path: ...} (a file only keeperd's user can read)")
+        for where in places]
+
+
 def _key_in_name_issues(data: dict[str, Any], at: str = "") -> list[ConfigIssue]:
     """A private key pasted where the name of its variable or its file belongs
     (`keeper.key.env: 0x8b3a...`): the errors that follow ("environment variable 0x8b3a...
@@ -1417,6 +1448,19 @@ class StorageConfig(_Model):
         return None
 
 
+def _what_it_watches(protocol: Any) -> list[tuple[str, ...]]:
+    """(chain, contract, market) of what a protocol entry watches, for the chain protocols
+    whose identity is one address (and Morpho's markets)."""
+    chain = getattr(protocol, "chain", None)
+    if isinstance(protocol, AaveV3Config):
+        return [(str(chain), protocol.addresses_provider.lower())]
+    if isinstance(protocol, MorphoBlueConfig):
+        return [(str(chain), protocol.morpho.lower(), m.lower()) for m in protocol.markets]
+    if isinstance(protocol, PerpCurieConfig):
+        return [(str(chain), protocol.clearing_house.lower())]
+    return []
+
+
 class Config(_Model):
     state_dir: Path = Field(description="Directory for the local state (the SQLite file: "
                             "index, journal, outbox; with storage.url, what stays local). "
@@ -1454,6 +1498,18 @@ class Config(_Model):
         dupes = {n for n in proto_names if proto_names.count(n) > 1}
         if dupes:
             raise ValueError(f"protocol names must be unique; repeated: {sorted(dupes)}")
+        # One market under two names: evaluated twice, each name's liquidations racing the
+        # other's (47 simulations failed) and its alerts told twice (a by-hand trial).
+        seen: dict[tuple[str, ...], tuple[int, str]] = {}
+        for i, p in enumerate(self.protocols):
+            for what in _what_it_watches(p):
+                first = seen.setdefault(what, (i, p.name))
+                if first[0] != i:
+                    raise ValueError(
+                        f"@protocols[{i}]: {p.name} watches what protocols[{first[0]}] "
+                        f"({first[1]}) watches ({' '.join(what[1:])} on {what[0]}): one "
+                        "market under two names is evaluated twice, each racing the other's "
+                        "liquidations; fix: keep one of them")
         pyth = self.oracles.pyth
         if pyth is not None and pyth.chain is not None and pyth.chain not in chain_names:
             raise ValueError(f"oracles.pyth.chain {pyth.chain!r} is not a configured chain "
@@ -1730,11 +1786,10 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                                   "start from config/example.yaml")]
     # the file as written, before ${ENV} is filled in
     inline = (_inline_secret_issues(data) + _inline_metrics_token(data)
-              + _key_in_name_issues(data))
-    if any(i.message.startswith("holds what looks like a private key") for i in inline):
+              + _key_in_name_issues(data) + _inline_key_issues(data))
+    if any(i.message.startswith("holds what looks like") for i in inline):
         # (nothing else is validated: a field's own error could print the value)
-        return None, [i for i in inline
-                      if i.message.startswith("holds what looks like a private key")]
+        return None, [i for i in inline if i.message.startswith("holds what looks like")]
     issues: list[ConfigIssue] = []
     written, data = data, _substitute(data, "", env, issues)
     # The rest is validated too, with the unset variables left empty: one run names every
@@ -1772,11 +1827,28 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
         # next problem only after this one was fixed (four runs, by hand).
         told = {i.path for i in issues}
         issues += [i for i in _tree_reference_issues(data) if i.path not in told]
-        return None, issues + inline
+        # (a field the inline checks told of is not told again by the model's words)
+        inline_at = {i.path for i in inline}
+        return None, [i for i in issues if i.path not in inline_at] + inline
     issues += (_reference_issues(config) + _flash_issues(config) + _fund_issues(config)
                + _watchlist_protocol_issues(config)
                + sink_id_issues(config.alerts.routes) + inline)
     return config, issues
+
+
+def metrics_exposure_warnings(metrics: MetricsConfig) -> list[ConfigIssue]:
+    """/metrics on an address beyond loopback with no bearer token: the book, the keeper's
+    balances and its P&L to whoever reaches the port (accepted without a word: a by-hand
+    trial)."""
+    if not metrics.enabled or metrics.listen in ("127.0.0.1", "::1", "localhost") or \
+            metrics.listen.startswith("127.") or metrics.bearer_token is not None or \
+            metrics.bearer_token_file is not None:
+        return []
+    return [ConfigIssue("metrics.bearer_token", f"not set, and /metrics listens on "
+                        f"{metrics.listen}: the positions, the keeper's balances and its P&L "
+                        "to whoever reaches the port",
+                        "set metrics.bearer_token (${ENV}) or bearer_token_file, and the same "
+                        "in Prometheus's scrape config; or listen on 127.0.0.1")]
 
 
 def operator_route_warnings(alerts: AlertsConfig) -> list[ConfigIssue]:

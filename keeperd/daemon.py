@@ -45,6 +45,7 @@ from keeperd.config import (
     RemoteSignerKey,
     is_loopback,
     load_config,
+    metrics_exposure_warnings,
     operator_route_warnings,
 )
 from keeperd.execution.delegation import KeyHold
@@ -413,6 +414,9 @@ class Daemon:
             self._starting = None
             for issue in operator_route_warnings(self.config.alerts):
                 log.warning("alerts.operator_route_unset", problem=issue.message,
+                            fix=issue.fix)
+            for issue in metrics_exposure_warnings(self.config.metrics):
+                log.warning("metrics.exposed_without_token", problem=issue.message,
                             fix=issue.fix)
             log.info("daemon.started", version=__version__, mode=self.config.keeper.mode,
                      chains=[c.name for c in self.config.chains],

@@ -265,7 +265,7 @@ def render(info: dict[str, Any]) -> str:
             # that closes its position, which `latest` does not list)
             extra = (f", {p['housekeeping']} housekeeping (unwinds: a takeover's gain is "
                      "realised there)" if p["housekeeping"] else "")
-            lines.append(f"  {protocol:<15}{_counts(p['liquidations']) or 'none'}; "
+            lines.append(f"  {protocol}: {_counts(p['liquidations']) or 'none'}; "
                          f"{p['accounts_liquidated']} accounts liquidated, realised P&L "
                          f"{_usd(p['realised_pnl_usd'])}{extra}")
         if info.get("last_liquidations"):

@@ -208,6 +208,41 @@ def test_one_chain_configured_twice_is_refused() -> None:
         "point every protocol of it at that name (protocols[].chain: devnet)")]
 
 
+def test_the_key_written_into_the_file_is_told_as_that_and_never_echoed() -> None:
+    """`keeper.key: "0x..."` read "Input should be a valid dictionary" with no fix, and
+    `private_key:` "did you mean private_rpc_url?" (a by-hand trial)."""
+    key = "0x" + "8b3a" * 16
+    for keeper in ({"mode": "liquidate", "key": key},
+                   {"mode": "liquidate", "private_key": key},
+                   {"mode": "liquidate", "key": {"source": "env", "value": key}}):
+        found = issues_of({**MINIMAL, "keeper": keeper})
+        assert len(found) == 1 and "the private key itself" in found[0][1], found
+        assert found[0][2].startswith("keeper.key: {source: env, env: KEEPER_KEY}")
+        assert "8b3a" not in repr(found)
+    assert issues_of({**MINIMAL, "keeper": {"mode": "liquidate", "key": "${MY_KEY}"}},
+                     env={"MY_KEY": key}) == [(
+        "keeper.key", "a ${VARIABLE} reference: keeper.key says where the key is, not the key",
+        "keeper.key: {source: env, env: MY_KEY}")]
+
+
+def test_one_market_under_two_names_is_refused() -> None:
+    """Evaluated twice, each name's liquidations racing the other's (47 simulations failed)
+    and its alerts told twice (a by-hand trial)."""
+    aave = {"kind": "aave_v3", "chain": "devnet", "addresses_provider": "0x" + "11" * 20}
+    found = issues_of({**MINIMAL, "protocols": [{**aave, "name": "a"}, {**aave, "name": "b"}]})
+    assert found[0][0] == "protocols[1]" and "watches what protocols[0] (a) watches" in \
+        found[0][1], found
+
+
+def test_metrics_open_beyond_loopback_without_a_token_is_warned_of() -> None:
+    from keeperd.config import metrics_exposure_warnings
+
+    config = parse_config({**MINIMAL, "metrics": {"listen": "0.0.0.0"}}, "t", {})
+    [warning] = metrics_exposure_warnings(config.metrics)
+    assert warning.path == "metrics.bearer_token" and "0.0.0.0" in warning.message
+    assert metrics_exposure_warnings(parse_config(MINIMAL, "t", {}).metrics) == []
+
+
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     load_config(root / "devnet.yaml", env={})
