@@ -1170,8 +1170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="anvil's port on 127.0.0.1 (default 8545; config/devnet.yaml reads "
                         "KEEPERD_DEVNET_RPC for another)")
     p.add_argument("--aave", choices=("v3.6", "v3.0"), default="v3.6",
-                   help="which Aave V3 to deploy: today's v3.6 (default, compiled from the "
-                        "published sources) or the 2022 v3.0 some forks still run")
+                   help="which Aave V3 to deploy: v3.6, the newest published release "
+                        "(default, compiled from its sources; mainnet runs v3.7, verified at "
+                        "run time) or the 2022 v3.0 some forks still run")
     p.set_defaults(func=_cmd_devnet_up)
     p = _command(dsub, "down", "stop the background devnet of this directory")
     p.add_argument("--port", type=int, default=None,

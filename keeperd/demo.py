@@ -1,7 +1,7 @@
 """`make demo`: keeperd on its embedded default, end to end, in about a minute.
 
-1. starts the devnet (anvil with Aave v3.6, the newest published, built from its published sources, and 300
-   seeded borrowers);
+1. starts the devnet (anvil with Aave v3.6, the newest published, built from its sources,
+   and 300 seeded borrowers);
 2. runs the keeperd daemon on config/devnet.yaml, pointed at that devnet, in `liquidate` mode
    with anvil's published test account 5 as the keeper (funded with the debt assets), on the
    Aave V3 market and the two Morpho Blue markets;

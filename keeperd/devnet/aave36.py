@@ -1,4 +1,5 @@
-"""Deploy Aave V3 v3.6 (POOL_REVISION 10, the newest published release) from the compiled published sources, shaped
+"""Deploy Aave V3 v3.6 (POOL_REVISION 10, the newest published release) from its compiled
+sources, shaped
 like Aave V3 Ethereum where keeperd's behaviour depends on it:
 
 - price sources as Aave's oracle has them: WETH on a Chainlink-style aggregator, stablecoins
