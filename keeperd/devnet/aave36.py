@@ -1,6 +1,5 @@
 """Deploy Aave V3 v3.6 (POOL_REVISION 10, the newest published release) from its compiled
-sources, shaped
-like Aave V3 Ethereum where keeperd's behaviour depends on it:
+sources, shaped like Aave V3 Ethereum where keeperd's behaviour depends on it:
 
 - price sources as Aave's oracle has them: WETH on a Chainlink-style aggregator, stablecoins
   behind price-cap adapters, WBTC behind a WBTC/BTC x BTC/USD adapter, wstETH behind a ratio
