@@ -452,6 +452,10 @@ class Metrics:
         self.lease_epoch = Gauge(
             "keeperd_lease_epoch", "The lease epoch this replica holds (0: none).",
             ["identity"], registry=r)
+        self.clock_skew = Gauge(
+            "keeperd_clock_skew_seconds", "This process's wall clock less the shared "
+            "database's (replicas): webhook signatures, the outbox's retry windows and its "
+            "ages run on the wall clock.", registry=r)
         self.lease_renewals = Counter(
             "keeperd_lease_renewals_total", "Lease renewals and takeover attempts, by outcome "
             "(ok, lost, error).", ["identity", "outcome"], registry=r)

@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -301,6 +302,15 @@ class Lease:
                 "UPDATE keeper_lease SET expires_at = now() WHERE identity = $1 AND holder = $2 "
                 "AND epoch = $3", self.identity, self.holder, self.epoch)
             self.epoch = None
+
+    async def clock_skew(self) -> float:
+        """This process's wall clock less the database's, in seconds (the database's read
+        at the middle of the round trip)."""
+        before = time.time()
+        db_now = await (await self._ready()).fetchval(
+            "SELECT extract(epoch from clock_timestamp())")
+        after = time.time()
+        return (before + after) / 2 - float(db_now)
 
     async def live_elsewhere(self) -> list[Live]:
         """The leases another process holds now: (identity, the address it names — "watch"

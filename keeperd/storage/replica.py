@@ -28,6 +28,10 @@ log = structlog.get_logger(__name__)
 LEADER, STANDBY = "leader", "standby"
 
 
+CLOCK_CHECK_S = 30.0  # the wall clock checked against the database's this often
+CLOCK_SKEW_WARN_S = 5.0  # beyond this it is said (replica.clock_skewed, KeeperdClockSkewed)
+
+
 class Replica:
     name = "replica"
 
@@ -52,6 +56,8 @@ class Replica:
         self._renewed_at: float | None = None  # monotonic
         self._told_elsewhere: str | None = None
         self._told_standby = False  # (said once per time it becomes a standby)
+        self._clock_checked_at = float("-inf")
+        self._clock_told = False
         self._stop = asyncio.Event()
         self._publish()
 
@@ -92,9 +98,34 @@ class Replica:
             self._first_act.cancel()  # (it would act on under the next leadership's epoch)
         self._publish()
 
+    async def _check_clock(self, now: float) -> None:
+        """The wall clock against the database's, every CLOCK_CHECK_S: a replica two hours
+        ahead signed every webhook two hours ahead (receivers refuse those) and, leading,
+        dead-lettered 51 pending notifications at once, the outbox's windows judged against
+        the other replicas' times; as a standby its outbox age paged (a by-hand trial)."""
+        if now < self._clock_checked_at + CLOCK_CHECK_S:
+            return
+        self._clock_checked_at = now
+        try:
+            skew = await self.lease.clock_skew()
+        except Exception:  # (the database's trouble: the lease's own calls say it)
+            return
+        self.metrics.clock_skew.set(round(skew, 3))
+        off = abs(skew) > CLOCK_SKEW_WARN_S
+        if off and not self._clock_told:
+            log.error("replica.clock_skewed", identity=self.identity, skew_s=round(skew, 1),
+                      meaning="this machine's clock is that far from the database's: its "
+                              "webhook signatures are refused by receivers and, leading, it "
+                              "may give up on pending alerts",
+                      fix="synchronise the clock (chrony, systemd-timesyncd)")
+        elif not off and self._clock_told:
+            log.info("replica.clock_agrees", identity=self.identity, skew_s=round(skew, 1))
+        self._clock_told = off
+
     async def step(self) -> None:
         """One turn of the loop (tests drive it directly)."""
         now = time.monotonic()
+        await self._check_clock(now)
         if self.role == LEADER:
             stale = (self._renewed_at is not None and now - self._renewed_at
                      > self.config.length_s - self.config.renew_every_s)

@@ -145,3 +145,31 @@ async def test_postgresql_restarted_under_a_leader_loses_nothing(postgres: Any,
     finally:
         await db.close()
         await lease.close()
+
+
+async def test_a_replica_whose_clock_is_off_the_databases_says_so(postgres_dsn: str) -> None:
+    """A replica two hours ahead signed every webhook two hours ahead (refused) and, leading,
+    dead-lettered 51 pending notifications at once, with no word of its clock (a by-hand
+    trial). Its skew against the database's clock is measured, exported and said."""
+    import structlog
+
+    metrics = Metrics()
+    r = await replica(postgres_dsn, "a", [], metrics)
+    try:
+        assert abs(await r.lease.clock_skew()) < 1.0  # (one machine: the same clock)
+        await r.step()
+        assert abs(metric_value(metrics, "keeperd_clock_skew_seconds")) < 1.0
+        true_skew = r.lease.clock_skew
+
+        async def two_hours_ahead() -> float:
+            return await true_skew() + 7200
+
+        r.lease.clock_skew = two_hours_ahead  # type: ignore[method-assign]
+        r._clock_checked_at = float("-inf")
+        with structlog.testing.capture_logs() as logs:
+            await r.step()
+            await r.step()  # (said once)
+        assert metric_value(metrics, "keeperd_clock_skew_seconds") > 7199
+        assert [e["event"] for e in logs if "clock" in e["event"]] == ["replica.clock_skewed"]
+    finally:
+        await r.lease.close()
