@@ -526,6 +526,7 @@ async def storage_issues(config: Config, checked: list[str] | None = None
     try:
         await lease.connect()
         rows = await lease.rows()
+        live = await lease.live_elsewhere()
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
                             f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
@@ -534,10 +535,21 @@ async def storage_issues(config: Config, checked: list[str] | None = None
     finally:
         await lease.close()
     if checked is not None:
-        live = [r for r in rows if r.expires_in_s > 0]
-        held = "; ".join(f"{r.identity} held by {r.holder} (epoch {r.epoch})" for r in live)
+        held = "; ".join(f"{r.identity} held by {r.holder} (epoch {r.epoch})" for r in rows
+                         if r.expires_in_s > 0)
         checked.append(f"storage: PostgreSQL at {redact_url(storage.url)} answered; "
                        + (f"leases: {held}" if held else "no replica holds a lease now"))
+    # As `run` judges joining the replicas leading there (check-config said OK of a replica
+    # run then refused: another mode, another key: a by-hand trial)
+    from keeperd.storage.lease import identity_of, mismatch, shared_config
+
+    address = keeper_address(config) or config.keeper.address or "watch"
+    refused = mismatch(identity_of(address, [c.chain_id for c in config.chains]), address,
+                       config.keeper.mode, live, shared_config(config))
+    if refused is not None:
+        where, _, why = refused.partition(": ")
+        return [ConfigIssue(where, why, "keeperd run refuses to start beside that lease: "
+                            "make this replica's config match the leader's (above)")]
     return []
 
 

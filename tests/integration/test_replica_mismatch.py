@@ -42,6 +42,13 @@ async def test_a_replica_of_another_mode_or_key_refuses_to_join(
     await leader.connect()
     try:
         assert await leader.try_acquire() is not None
+        # check-config says what run will (it said OK of a replica run refused: a trial)
+        from keeperd.checks import storage_issues
+
+        [said] = await storage_issues(replica(devnet, tmp_path, postgres_dsn, "b",
+                                              {"mode": "dry-run", "key": key}))
+        assert said.path == "storage.url" and "runs keeper.mode liquidate, this one dry-run" \
+            in said.message
         with pytest.raises(StartupError, match=r"runs keeper\.mode liquidate, this one "
                                                r"dry-run"):
             await run_daemon(replica(devnet, tmp_path, postgres_dsn, "b",
