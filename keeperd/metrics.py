@@ -293,7 +293,11 @@ class Metrics:
             "keeperd_liquidations_total",
             "Liquidation opportunities by stage: detected, profitable, unprofitable, "
             "simulated_ok, simulation_failed, dry_run, sent, included, reverted, lost_race, "
-            "cancelled, dropped, skipped_journaled, skipped_in_flight (a transaction for the "
+            "cancelled, dropped, breaker_paused (a price it rests on untrusted), no_capital, "
+            "no_swap_pool, verification_refused (the chain did not confirm it), "
+            "second_opinion_refused (a second endpoint saw it revert), "
+            "second_opinion_unavailable, skipped_journaled, skipped_in_flight (a transaction "
+            "for the "
             "same account, tracked again after a restart or a reorg, in flight under its "
             "earlier position), fee_unread (an OP Stack chain's L1 data fee unknown: not "
             "sent), fee_second_opinion_unavailable (that fee read from one endpoint of two), "

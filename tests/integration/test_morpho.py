@@ -550,3 +550,19 @@ def test_a_morpho_liquidation_pending_at_sigkill_is_resumed_never_sent_twice(
     # 30 % drop: 3 of 19 off in repaidShares and badDebtAssets). keeperd does not chain plans
     # over its own pending liquidations (yet); this test keeps to what it plans exactly.
     assert len(killed.journaled) == len(killed.wave)
+
+
+async def test_an_address_that_is_not_morpho_is_refused_by_name(devnet: Devnet, pool,  # type: ignore[no-untyped-def]
+                                                                tmp_path: Path) -> None:
+    """(A by-hand trial: another contract as `morpho` failed as "InsufficientDataBytes: Tried
+    to read 32 bytes", naming neither the field nor the address.)"""
+    from keeperd.protocols.sdk.contract import StartRefused
+
+    config = morpho_config(devnet, tmp_path)
+    aave_pool = devnet.manifest["aave_v3"]["pool"]
+    wrong = config.protocols[0].model_copy(update={"morpho": aave_pool})
+    adapter = MorphoBlueAdapter(wrong, PluginContext(  # type: ignore[arg-type]
+        config.chains[0], pool, await IndexStore.open(tmp_path), Metrics()))
+    with pytest.raises(StartRefused, match=rf"\.morpho: {aave_pool} does not answer "
+                                           r"idToMarketParams as Morpho Blue does"):
+        await adapter.start()

@@ -18,7 +18,7 @@ from keeperd.protocols.aave_v3 import abi
 from keeperd.protocols.aave_v3.book import AaveBook, MarketState, Positions, Reserve
 from keeperd.protocols.aave_v3.math import MAX_UINT256, FastHealth, exact_account_data
 from keeperd.protocols.aave_v3.reader import AaveV3Reader
-from keeperd.protocols.aave_v3.revisions import rules_for
+from keeperd.protocols.aave_v3.revisions import LATEST_KNOWN, rules_for
 from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, PluginContext, account_topic
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
@@ -184,9 +184,10 @@ class AaveV3Adapter(PluginBase):
                        f"(unknown_revision: verify; accept_revisions: [{rules.revision}] trusts "
                        "them)")
         elif self.config.unknown_revision == "hold":
-            verdict = "not a revision keeperd knows: its liquidations are held (unknown_revision)"
+            verdict = (f"{self._unknown_what(market)}: its liquidations are held "
+                       "(unknown_revision)")
         else:
-            verdict = ("not a revision keeperd knows: each liquidation is sent only on the "
+            verdict = (f"{self._unknown_what(market)}: each liquidation is sent only on the "
                        "chain's own answer (unknown_revision: verify)")
         return (f"pool {self.reader.addresses.pool}, POOL_REVISION {rules.revision} "
                 f"({rules.release}): {verdict}; {len(market.reserves)} reserves")
@@ -210,6 +211,16 @@ class AaveV3Adapter(PluginBase):
                 or self.config.unknown_revision != "verify":
             return None
         return self._doubt(market)
+
+    @staticmethod
+    def _unknown_what(market: MarketState) -> str:
+        """What keeperd does not know of an unknown market: the number, or the code behind a
+        number it knows (check-config said "not a revision keeperd knows" of the code)."""
+        if market.rules.revision in range(1, LATEST_KNOWN + 1) and market.implementation \
+                is not None and not market.implementation.recognised:
+            return (f"code keeperd does not recognise at {market.implementation.address} "
+                    "(a fork's, or an upgrade not yet published)")
+        return "not a revision keeperd knows"
 
     @staticmethod
     def _doubt(market: MarketState) -> str:

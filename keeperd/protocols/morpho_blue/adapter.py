@@ -39,6 +39,7 @@ from keeperd.protocols.sdk.contract import (
     Outlook,
     PluginBase,
     PluginContext,
+    StartRefused,
     account_topic,
 )
 from keeperd.protocols.sdk.feeds import PriceFeed
@@ -141,6 +142,13 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                  for m in self.config.markets]
         results = await self.multicall.aggregate3(calls)
         for market_id, result in zip(self.config.markets, results, strict=True):
+            if not result.success or len(result.data) < 5 * 32:
+                # (a contract that is not Morpho: "InsufficientDataBytes", naming nothing —
+                # a by-hand trial)
+                raise StartRefused(
+                    f"protocols[{self.name}].morpho: {self.config.morpho} does not answer "
+                    f"idToMarketParams as Morpho Blue does (for market {market_id}): not the "
+                    "Morpho contract; check the address (the chain's Morpho Blue)")
             loan, collateral, oracle, irm, lltv = decode(
                 ["address", "address", "address", "address", "uint256"], result.data)
             if int(loan, 16) == 0:
