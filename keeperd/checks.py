@@ -250,7 +250,8 @@ async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]
             await pool.call_endpoint(ep, "eth_simulateV1", probe)
         except RpcError as exc:
             if exc.code == -32601 or re.search(r"not (found|supported|available)|does not "
-                                               r"exist|unknown method", str(exc), re.I):
+                                               r"exist|unknown method|unsupported",
+                                               str(exc), re.I):
                 lacking.append((i, ep.safe_url, str(exc)[:120]))
         except RpcUnavailable:
             continue  # (down: said with the chain ids)

@@ -327,10 +327,11 @@ def _on_state_database(command: Callable[[argparse.Namespace, Config], Coroutine
     """Run a command against the state database; one it cannot reach is named, not a
     traceback."""
     from keeperd.storage.admin import StorageError
+    from keeperd.storage.migrations import SchemaAhead
 
     try:
         return asyncio.run(command(args, config))
-    except StorageError as exc:
+    except (StorageError, SchemaAhead) as exc:  # (a newer keeperd's database: said)
         print(f"keeperd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

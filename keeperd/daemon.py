@@ -768,6 +768,8 @@ class Daemon:
         if "metrics" not in needs_restart and self._metrics_token_changed(new):
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
+        if self.replica is not None:  # (the sinks the lease says, at its next renewal)
+            self.replica.lease.shared = shared_config(self.config)
         for issue in operator_route_warnings(new.alerts):  # (as at start)
             log.warning("alerts.operator_route_unset", problem=issue.message, fix=issue.fix)
         log.info("daemon.reloaded", reloaded=["alerts"],
@@ -1028,6 +1030,7 @@ class Daemon:
         if self.alerts is not None:
             executor.events = self.alerts.on_liquidation
             executor.events_flush = self.alerts.commit
+            self.alerts.mark_told = executor.journal.mark_told
         rt.blocks.subscribe(self._reorg_listener(rt, executor))
         if self.replica is not None:
             # A replica acts only while it leads; it reconciles when it is promoted.

@@ -20,7 +20,7 @@ again when it becomes the leader). Delivery is the dispatcher's job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +49,8 @@ LIQUIDATABLE_BELOW = 1.0
 # A capital shortfall is told again when the profit it forgoes has grown this many times.
 SHORTFALL_RETELL_RATIO = 2.0
 
+# The executors' outcomes the journal records as told (its `told` column, migration 15).
+TOLD_OUTCOMES = frozenset({"sent", "included", "reverted", "lost_race"})
 _LIQUIDATION_EVENTS = {
     # executor outcome -> severity, summary verb, what to do
     "sent": ("info", "sent", ""),
@@ -190,6 +192,10 @@ class AlertEngine:
         self._without: set[tuple[str, str]] = set()
         self.configure(config)
         self._pending: list[tuple[str, Alert]] = []
+        # The executors' outcomes met since the last commit (opportunity key, outcome), and
+        # where to record them told (the journal's `mark_told`, set by the daemon).
+        self._told_outcomes: list[tuple[str, str]] = []
+        self.mark_told: Callable[[Sequence[tuple[str, str]]], Awaitable[None]] | None = None
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
         self._rpc_down_since: dict[str, float] = {}
         dispatcher.firing_provider = self.firing
@@ -665,6 +671,8 @@ class AlertEngine:
         `events_flush` (this engine's `commit`) once its block's work is done."""
         event, chain, protocol, account = e.kind, e.chain, e.protocol, e.account
         opportunity, block, details = e.opportunity, e.block, e.details
+        if event in TOLD_OUTCOMES:  # (told, or not to be told: either way, not again)
+            self._told_outcomes.append((opportunity, event))
         rule = self.config.rules.liquidation
         route = self.config.route_for("liquidation")
         if not rule.enabled or route is None or event not in _LIQUIDATION_EVENTS:
@@ -914,19 +922,28 @@ class AlertEngine:
         marks its outcomes told in the same one). A standby replica writes neither (the
         leader tells): False then. A write that fails keeps both for the next commit."""
         pending, self._pending = self._pending, []
+        outcomes, self._told_outcomes = self._told_outcomes, []
         changes = self.state.take_changes()
         if not self.acting():
+            # (a standby's, or a promotion's before it reads the alert state: untold in the
+            # journal, told by the leader's next start or promotion)
             self._refresh_firing_gauge()
             return False
         queued = self._queue(pending)
-        if changes or queued:
+        if changes or queued or outcomes:
             try:
                 async with self.db.transaction():
                     await self.state.write(changes)
                     if queued:
                         await self.outbox.put_all(queued, self.clock())
+                    # (the journal's word that they went, in the same transaction: killed
+                    # between a settlement and its alert, a replica left its `included`
+                    # untold for good — a by-hand trial)
+                    if outcomes and self.mark_told is not None:
+                        await self.mark_told(outcomes)
             except BaseException:
                 self._pending[:0] = pending
+                self._told_outcomes[:0] = outcomes
                 self.state.give_back(changes)
                 raise
             crash_point("alerts.committed")

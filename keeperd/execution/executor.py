@@ -200,10 +200,6 @@ class VerificationRefused(Exception):
     """The chain did not confirm a liquidation under verification (health, outcome)."""
 
 
-# The outcomes the journal records as told (its `told` column, migration 15).
-TOLD_OUTCOMES = frozenset({"sent", "included", "reverted", "lost_race"})
-
-
 class SecondOpinionRefused(Exception):
     """A second RPC endpoint saw the call revert where the first saw it succeed."""
 
@@ -342,10 +338,6 @@ class Executor:
         # together (`events_flush`) once the block's work — or the start's — is done.
         self.events: Callable[[ExecutionEvent], None] | None = None
         self.events_flush: Callable[[], Awaitable[bool]] | None = None
-        # Outcomes queued to the alerts and not yet written (key, outcome): marked told in
-        # the journal in the transaction that writes their notifications (`_flush_events`);
-        # what a killed process left untold is told by the next start (`_tell_untold`).
-        self._told_pending: list[tuple[str, str]] = []
         # Replicas: whether this one leads (signs and sends), and whom to tell when a fenced
         # write shows it no longer does. One process alone always acts.
         self.acting: Callable[[], bool] = lambda: True
@@ -448,6 +440,7 @@ class Executor:
                                     "is in flight); keeperd's own approvals and deposits "
                                     "count too, so a keeper that has not liquidated yet "
                                     "sees this")
+            await self._tell_untold()  # (before this start's own settlements: told once)
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
             await self._watch_recent_inclusions(head)
@@ -456,7 +449,6 @@ class Executor:
             for outcome in (await self.tx.watch(head, lambda key: False, self._owns)
                             if self.tx.pending else []):
                 await self._settle(outcome)
-            await self._tell_untold()
         await self._flush_events()
 
     async def _prepare(self, head: int) -> None:
@@ -1021,9 +1013,12 @@ class Executor:
                 # start's, a promotion's) met the second's state at that block, before the
                 # approvals sent since — 11 sound liquidations refused after a restart, a
                 # by-hand trial. Refused only when it reverts there too (or says nothing).
-                again = await self._second_opinion(second, [
-                    request(wave[i][0], overrides[i], "latest", SIMULATION_GAS_FACTOR)
-                    for i in disputed])
+                try:  # (a hanging second holds no wave past its grace: refused then)
+                    again = await asyncio.wait_for(self._second_opinion(second, [
+                        request(wave[i][0], overrides[i], "latest", SIMULATION_GAS_FACTOR)
+                        for i in disputed]), SECOND_OPINION_GRACE_S)
+                except TimeoutError:
+                    again = None
                 for (i, reverted), latest in zip(disputed.items(), again or [None] * len(
                         disputed), strict=True):
                     if again is not None and not isinstance(latest, Exception) \
@@ -2275,34 +2270,30 @@ class Executor:
         try:
             self.events(ExecutionEvent(kind, self.adapter.chain, self.adapter.name, account,
                                        str(key), block, details))
-            if kind in TOLD_OUTCOMES:
-                self._told_pending.append((str(key), kind))
         except Exception as exc:  # alerting must never disturb a liquidation
             log.exception("alerts.event_failed", kind=kind, error=str(exc))
 
     async def _flush_events(self) -> None:
         if self.events_flush is None:
             return
-        told, self._told_pending = self._told_pending, []
         try:
-            # (one transaction: the notifications and the journal's word that they went — a
-            # settlement is journaled when seen, told with the block's alerts; killed between
-            # the two, a replica left its `included` untold for good, a by-hand trial)
-            async with self.journal.transaction():
-                if await self.events_flush() and told:
-                    await self.journal.mark_told(told)
+            # (the engine marks the outcomes told in the journal in the transaction that
+            # writes their notifications: `AlertEngine.commit`)
+            await self.events_flush()
         except Exception as exc:  # kept by the engine for its next write
-            self._told_pending[:0] = told
             log.exception("alerts.event_failed", kind="flush", error=str(exc))
 
     async def _tell_untold(self) -> None:
-        """At a start or a promotion: the outcomes journaled and never told (the process that
-        settled them died before its alerts were written), told now, marked `told_late`."""
+        """At a start or a promotion, before anything is settled: the outcomes an earlier run
+        journaled and never told (it died before its alerts were written), told now, marked
+        `told_late`. Not a follow-up's (Curie's unwinds: no liquidation event), nor one left
+        to be booked at the first block (`profit_usd=pending`: told when it is booked)."""
         try:
-            untold = await self.journal.untold(self.adapter.name)
+            untold = await self.journal.untold(self.adapter.name, UNBOOKED_MARK)
         except Exception as exc:  # (a read of the alerts' bookkeeping: never a start's end)
             log.warning("alerts.untold_unread", protocol=self.adapter.name, error=str(exc))
             return
+        untold = [(e, o) for e, o in untold if not self._is_housekeeping(e)]
         for entry, outcome in untold:
             txs = await self.journal.txs(entry.key)
             details: dict[str, Any] = {

@@ -201,9 +201,9 @@ class Journal:
             return await self.db.execute(
                 "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
                 "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
-                "nonce, winner, detail, created_at, updated_at, planned, pulls) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-                "ON CONFLICT (key) DO NOTHING",
+                "nonce, winner, detail, created_at, updated_at, planned, pulls, told) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+                "'') ON CONFLICT (key) DO NOTHING",
                 entry.key, entry.protocol, entry.account, entry.collateral, entry.debt,
                 str(entry.debt_to_cover), entry.expected_profit_usd, str(entry.max_fee_wei),
                 entry.detected_block, entry.status, entry.nonce, entry.winner, entry.detail,
@@ -221,8 +221,8 @@ class Journal:
             await self.db.fenced()
             for start in range(0, len(entries), RECORD_MANY_CHUNK):
                 chunk = entries[start:start + RECORD_MANY_CHUNK]
-                rows = ",".join("(" + ",".join(f"${17 * i + j}" for j in range(1, 18)) + ")"
-                                for i in range(len(chunk)))
+                rows = ",".join("(" + ",".join(f"${17 * i + j}" for j in range(1, 18))
+                                + ", '')" for i in range(len(chunk)))
                 args = [value for e in chunk for value in (
                     e.key, e.protocol, e.account, e.collateral, e.debt, str(e.debt_to_cover),
                     e.expected_profit_usd, str(e.max_fee_wei), e.detected_block, e.status,
@@ -231,8 +231,8 @@ class Journal:
                 found = await self.db.fetch(
                     "INSERT INTO liquidations (key, protocol, account, collateral, debt, "
                     "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, status, "
-                    "nonce, winner, detail, created_at, updated_at, planned, pulls) VALUES "
-                    f"{rows} ON CONFLICT (key) DO NOTHING RETURNING key", *args)
+                    "nonce, winner, detail, created_at, updated_at, planned, pulls, told) "
+                    f"VALUES {rows} ON CONFLICT (key) DO NOTHING RETURNING key", *args)
                 inserted.update(r[0] for r in found)
         return inserted
 
@@ -287,20 +287,34 @@ class Journal:
         return {r[0]: int(r[1]) for r in rows}
 
     async def mark_told(self, told: Sequence[tuple[str, str]]) -> None:
-        """Each (key, outcome) as told to the alerts: in the transaction that queues the
-        notifications (the executor's `_flush_events`)."""
+        """Each (key, outcome) as told to the alerts (the alert engine's commit, in the
+        transaction that queues their notifications): one statement on PostgreSQL, where
+        each is a round trip under the connection a crash's next block waits for."""
+        if not told:
+            return
+        if self.db.dialect == "postgresql":
+            await self.db.execute(
+                "UPDATE liquidations SET told = t.outcome FROM (SELECT unnest($1::text[]) AS "
+                "key, unnest($2::text[]) AS outcome) AS t WHERE liquidations.key = t.key",
+                [k for k, _ in told], [o for _, o in told])
+            return
         for key, outcome in told:
             await self.db.execute("UPDATE liquidations SET told = $1 WHERE key = $2",
                                   outcome, key)
 
-    async def untold(self, protocol: str, limit: int = 500) -> list[tuple[JournalEntry, str]]:
+    async def untold(self, protocol: str, unbooked_mark: str, limit: int = 500
+                     ) -> list[tuple[JournalEntry, str]]:
         """`protocol`'s rows whose outcome was journaled and not told (a process killed in
-        between), each with the outcome to tell: `sent` for one in flight, else its status."""
+        between), each with the outcome to tell: `sent` for one in flight, else its status.
+        Only rows this code journaled (`told` '' at first): an older keeperd's, beside this
+        one during a rolling upgrade, told its own and wrote nothing of it. Not those whose
+        detail says they wait to be booked (`unbooked_mark`: told when they are)."""
         rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND ("
-            "(status = $2 AND told IS NULL) OR (status IN ($3, $4, $5) AND "
-            "(told IS NULL OR told <> status))) ORDER BY created_at, key LIMIT $6",
-            protocol, PENDING, INCLUDED, REVERTED, LOST_RACE, limit)
+            f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND told IS NOT NULL "
+            "AND ((status = $2 AND told = '') OR (status IN ($3, $4, $5) AND "
+            "told <> status)) AND (detail IS NULL OR detail NOT LIKE $6) "
+            "ORDER BY created_at, key LIMIT $7",
+            protocol, PENDING, INCLUDED, REVERTED, LOST_RACE, f"%{unbooked_mark}%", limit)
         entries = [_entry(r) for r in rows]
         return [(e, "sent" if e.status == PENDING else e.status) for e in entries]
 

@@ -106,10 +106,9 @@ class References:
             await self._session.close()
             self._session = None
 
-    @property
-    def assets(self) -> set[str]:
-        """The assets some source prices."""
-        return {a for s in self.sources for a in s.markets}
+    def sources_for(self, asset: str) -> int:
+        """How many sources price `asset`."""
+        return sum(1 for s in self.sources if asset in s.markets)
 
     async def quotes(self, asset: str) -> list[Quote]:
         if self._session is None:

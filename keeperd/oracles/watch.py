@@ -478,8 +478,10 @@ class ChainPriceWatch:
         quotes = await asyncio.gather(*(self.references.quotes(a) for a in wanted))
         for asset, said in zip(wanted, quotes, strict=True):
             median = median_price(said, self.config.min_sources)
-            if asset not in self.references.assets:
-                self._medians[asset] = None  # (no source prices it: nothing is missing)
+            if self.references.sources_for(asset) < self.config.min_sources:
+                # (no source prices it, or fewer than min_sources by configuration: never a
+                # median, so nothing is missing — check-config says so)
+                self._medians[asset] = None
                 continue
             missing = median is None
             was = self._medians.get(asset, 0.0) is None

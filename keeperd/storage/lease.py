@@ -71,10 +71,14 @@ def shared_config(config: Any) -> dict[str, list[str]]:
     real receiver nothing) and the lease's timing (a longer lease slowed a failover to
     35 s) — by-hand trials."""
     lease = config.storage.lease
+    ids = {c.name: c.chain_id for c in config.chains}
+    # (by chain id, not the config's chain names, which replicas may spell differently)
     return {
-        "chains": sorted(f"{c.name} (chain id {c.chain_id})" for c in config.chains),
-        "protocols": sorted(f"{p.name} ({p.kind}" + (f" on {p.chain})" if getattr(
-            p, "chain", None) else ")") for p in config.protocols),
+        "version": ["1"],
+        "chains": sorted(f"chain id {c.chain_id}" for c in config.chains),
+        "protocols": sorted(f"{p.name} ({p.kind}" + (
+            f" on chain id {ids.get(p.chain, p.chain)})" if getattr(p, "chain", None)
+            else ")") for p in config.protocols),
         "alert sinks": sorted(f"{r.name}: {s.sink_id}" for r in config.alerts.routes
                               for s in r.sinks),
         "storage.lease": [f"length_s {lease.length_s:g}", f"renew_every_s "
@@ -103,16 +107,21 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
                     "expires and act in its own mode; run every replica in one mode "
                     "(keeper.mode, KEEPERD_MODE) — a lease this replica held before a crash "
                     "ends within storage.lease.length_s")
-        if other_shared is not None and shared is not None and other_shared != shared:
-            differs = [f"{part}: the leader's {', '.join(other_shared.get(part, [])) or 'none'}"
-                       f"; this one's {', '.join(shared.get(part, [])) or 'none'}"
-                       for part in sorted(shared.keys() | other_shared.keys())
-                       if other_shared.get(part) != shared.get(part)]
+        # (only what both know: another version's parts are its own)
+        parts = sorted((set(shared or {}) & set(other_shared or {})) - {"version"})
+        differs = [f"{part}: the leader's {', '.join(other_shared[part]) or 'none'}; this "
+                   f"one's {', '.join(shared[part]) or 'none'}" for part in parts
+                   if shared is not None and other_shared is not None
+                   and other_shared[part] != shared[part]]
+        if differs:
+            hint = (" (a sink's id comes from its kind and destination: where replicas reach "
+                    "one differently, give it the same explicit `id:`)"
+                    if any(d.startswith("alert sinks") for d in differs) else "")
             return ("storage.url: replicas of one database run one config, and this one "
                     f"differs from the replica leading {other}: " + "; ".join(differs)
-                    + ". It would lead with it at the next failover. Fix: give every replica "
-                    "the same; to change it, stop every replica, then start them with the "
-                    "new config")
+                    + f"{hint}. It would lead with it at the next failover. Fix: give every "
+                    "replica the same; to change it, stop every replica, then start them "
+                    "with the new config")
     return None
 
 
@@ -286,10 +295,11 @@ class Lease:
         epoch = await conn.fetchval(
             """
             UPDATE keeper_lease SET expires_at = now() + make_interval(secs => $4),
-                   renewed_at = now()
+                   renewed_at = now(), shared = COALESCE($5, shared)
              WHERE identity = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
             RETURNING epoch
-            """, self.identity, self.holder, self.epoch, self.length_s)
+            """, self.identity, self.holder, self.epoch, self.length_s,
+            json.dumps(self.shared, sort_keys=True) if self.shared is not None else None)
         if epoch is None:
             self.epoch = None
             return False

@@ -56,13 +56,14 @@ async def test_a_replica_of_another_mode_or_key_refuses_to_join(
         with pytest.raises(StartupError, match="led by another keeper"):
             await run_daemon(replica(devnet, tmp_path, postgres_dsn, "c",
                                      {"mode": "alert-only"}))
-        # The same keeper in the same mode joins, as a standby.
+        # The same keeper in the same mode joins, as a standby. (the wallet set first: the
+        # standby reads it every few blocks, from its first evaluation)
+        devnet.client.call("anvil_setBalance", KEEPER, hex(7 * 10**17))
         standby = await run_daemon(replica(devnet, tmp_path, postgres_dsn, "d",
                                            {"mode": "liquidate", "key": key}))
         assert standby.daemon.replica is not None and standby.daemon.replica.lease.epoch is None
         # A standby reads the wallet too: a replica that never led exported no balance, and
         # one that led once its last for good (KeeperdLowGas paged on a full wallet).
-        devnet.client.call("anvil_setBalance", KEEPER, hex(7 * 10**17))
         await standby.evaluated_at(devnet.mine(1))
         assert metric_value(standby.daemon.metrics, "keeperd_keeper_balance",
                             {"chain": "devnet", "asset": "native"}) == pytest.approx(0.7)
@@ -85,7 +86,7 @@ def test_what_a_replica_may_join() -> None:
     # One config: the leader's protocols, chains, sinks and lease timing (a replica without
     # Curie led a crash of it, unliquidated and unalerted: a by-hand trial)
     full = {"protocols": ["aave (aave_v3 on devnet)", "curie (perp_curie on devnet)"],
-            "chains": ["devnet (chain id 1)"]}
+            "chains": ["chain id 1"], "version": ["1"]}
     less = {**full, "protocols": ["aave (aave_v3 on devnet)"]}
     leader = [(ours, KEEPER.lower(), "liquidate", full)]
     assert mismatch(ours, KEEPER, "liquidate", leader, full) is None
@@ -93,9 +94,12 @@ def test_what_a_replica_may_join() -> None:
     assert said is not None and ("protocols: the leader's aave (aave_v3 on devnet), curie "
                                  "(perp_curie on devnet); this one's aave (aave_v3 on "
                                  "devnet)") in said
-    # (a lease an older keeperd wrote says nothing of its config: not refused for it)
+    # (a lease an older keeperd wrote says nothing of its config: not refused for it; one of
+    # another version is compared on the parts both know)
     assert mismatch(ours, KEEPER, "liquidate", [(ours, KEEPER.lower(), "liquidate", None)],
                     less) is None
+    newer = [(ours, KEEPER.lower(), "liquidate", {**full, "version": ["2"], "new part": ["x"]})]
+    assert mismatch(ours, KEEPER, "liquidate", newer, full) is None
 
 
 async def test_a_replica_of_another_config_refuses_to_join(

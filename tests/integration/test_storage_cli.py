@@ -166,7 +166,9 @@ async def test_check_config_says_what_the_database_answered(tmp_path: Path,
     try:
         assert await lease.try_acquire() is not None
         checked = []
-        assert await storage_issues(config, checked) == []
+        # (another keeper's lease: run would refuse to join it, and check-config says so)
+        [refused] = await storage_issues(config, checked)
+        assert refused.path == "storage.url" and "led by another keeper" in refused.message
         assert checked[0].endswith("leases: 0xabc@1 held by replica-a (epoch 1)")
     finally:
         await lease.close()

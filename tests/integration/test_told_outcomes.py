@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
@@ -48,17 +52,18 @@ async def test_an_outcome_left_untold_is_told_at_the_next_start(
         assert len(included) > 20
         told = await included_told(webhook, {e.key for e in included})
         assert len(told) == len(included)  # each told once, as it settled
-        assert await journal.untold("aave") == []  # ...and journaled as told
+        assert await journal.untold("aave", "profit_usd=pending") == []  # ...journaled as told
         keeper.stop.set()
         await asyncio.wait_for(keeper.task, 10)
 
         # What a process killed between the settlement and its alerts leaves: rows settled,
-        # their `included` never written to the outbox.
+        # their `sent` told and their `included` never written to the outbox.
         lost = included[:5]
         db = SqliteDatabase.open(settings.state_dir / STATE_FILE)
         try:
             for e in lost:
-                await db.execute("UPDATE liquidations SET told = NULL WHERE key = $1", e.key)
+                await db.execute("UPDATE liquidations SET told = 'sent' WHERE key = $1",
+                                 e.key)
         finally:
             await db.close()
         webhook.received.clear()
@@ -71,6 +76,50 @@ async def test_an_outcome_left_untold_is_told_at_the_next_start(
         others = [b for _, b in webhook.received if b.get("rule") == "liquidation"
                   and b["details"].get("opportunity") not in late]
         assert others == []  # nothing told twice
-        assert await again.daemon.executors["aave"].journal.untold("aave") == []
+        assert await again.daemon.executors["aave"].journal.untold(
+            "aave", "profit_usd=pending") == []
     finally:
         webhook.close()
+
+
+async def test_outcomes_settled_by_a_restart_are_told_once(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart with a crash's liquidations mined while it was down (and one race lost):
+    each outcome settled by the start, and booked at its first block, is told once — a
+    review found 45 of 56 told twice (once as told_late with no profit, then booked)."""
+    from keeperd.execution.executor import Executor
+    from tests.integration.test_liquidation import config_for, lose_a_race
+
+    told: list[tuple[str, str]] = []
+    tell = Executor._event
+
+    def recording(self: Executor, kind: str, key: Any, account: str, block: int | None,
+                  details: dict[str, Any]) -> None:
+        told.append((kind, str(key)))
+        tell(self, kind, key, account, block, details)
+
+    monkeypatch.setattr(Executor, "_event", recording)
+    fund_keeper(devnet)
+    config = config_for(devnet, tmp_path, "liquidate",
+                        key={"source": "env", "env": "KEEPER_KEY"})
+    victim = await lose_a_race(devnet, await run_daemon(config), stopped=True)
+    told.clear()
+    again = await run_daemon(config)
+    await again.evaluated_at(devnet.mine(1))
+    await again.evaluated_at(devnet.mine(1))
+    journal = again.daemon.executors["aave"].journal
+    settled = {e.key: e.status for e in await journal.all()
+               if e.status in (J.INCLUDED, J.LOST_RACE, J.REVERTED)}
+    assert len(settled) > 20 and J.LOST_RACE in settled.values()
+    outcomes = Counter((kind, key) for kind, key in told if kind != "sent")
+    assert max(outcomes.values()) == 1, [o for o, n in outcomes.items() if n > 1][:3]
+    [lost] = [k for k, s in settled.items() if s == J.LOST_RACE]
+    assert ("lost_race", lost) in outcomes and victim in lost
+    assert await journal.untold("aave", "profit_usd=pending") == []
+    # ...and a third start tells nothing again
+    again.stop.set()
+    await asyncio.wait_for(again.task, 10)
+    told.clear()
+    third = await run_daemon(config)
+    await third.evaluated_at(devnet.mine(1))
+    assert [t for t in told if t[0] != "sent"] == []

@@ -137,11 +137,16 @@ async def test_outcomes_settled_before_migration_15_are_taken_as_told(tmp_path: 
                          "'USDC', '1', 1.0, '1', 1, 'included', 0, 0)")
         assert await migrate(db) == [15]
         journal = await Journal.open(db)
-        assert await journal.untold("aave") == []
+        unbooked = "profit_usd=pending"
+        assert await journal.untold("aave", unbooked) == []
+        # (a row an older keeperd journals beside this one, in a rolling upgrade, says
+        # nothing of what it told: it told its own, and is not told again)
         await db.execute("UPDATE liquidations SET told = NULL")
-        [(entry, outcome)] = await journal.untold("aave")
+        assert await journal.untold("aave", unbooked) == []
+        await db.execute("UPDATE liquidations SET told = 'sent'")  # (this code's, untold)
+        [(entry, outcome)] = await journal.untold("aave", unbooked)
         assert (entry.key, outcome) == ("k", "included")
         await journal.mark_told([("k", "included")])
-        assert await journal.untold("aave") == []
+        assert await journal.untold("aave", unbooked) == []
     finally:
         await db.close()

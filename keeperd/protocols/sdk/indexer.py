@@ -333,7 +333,7 @@ class AccountIndexer:
         if not self._started:
             raise RuntimeError(f"{self.protocol}: AccountIndexer.start() was not awaited")
         target = head - self.confirmations
-        if target < self.start_block and not self._told_ahead:
+        if head < self.start_block and not self._told_ahead:
             # (a start_block past the head indexed nothing and said nothing: a by-hand trial
             # watched no account, check-config and the start both silent)
             self._told_ahead = True
