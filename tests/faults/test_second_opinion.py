@@ -44,6 +44,18 @@ async def revoke_allowance(devnet: Devnet, symbol: str) -> None:
     devnet.client.call("anvil_setStorageAt", token, slot, "0x" + "00" * 32)
 
 
+async def keeper_with_second(devnet: Devnet, tmp_path: Path, run_daemon: Any,
+                             second: ChaosProxy) -> Any:
+    """A funded keeper in liquidate mode whose second endpoint is `second` (a chaos proxy in
+    front of the devnet), having evaluated the head."""
+    fund_keeper(devnet)
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         rpc_urls=[devnet.manifest["rpc_url"], second.url],
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.client.block_number())
+    return keeper
+
+
 async def crash_sent_and_mined(devnet: Devnet, keeper: Any) -> tuple[J.Journal,
                                                                      list[J.JournalEntry]]:
     """A crash's block evaluated with automine off, what keeperd sent for it mined, and the
@@ -97,13 +109,8 @@ async def test_a_second_that_saw_the_plans_block_revert_is_asked_again_at_latest
     and 11 sound liquidations were refused as "one of them lies or lags" (a by-hand trial).
     Here the second sees every numbered block as the one before the crash: each refusal is
     asked again at "latest", where the liquidation succeeds, and it goes."""
-    fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as second:
-        config = config_for(devnet, tmp_path, "liquidate",
-                            rpc_urls=[devnet.manifest["rpc_url"], second.url],
-                            key={"source": "env", "env": "KEEPER_KEY"})
-        keeper = await run_daemon(config)
-        await keeper.evaluated_at(devnet.client.block_number())
+        keeper = await keeper_with_second(devnet, tmp_path, run_daemon, second)
         second.numbered_calls_at = devnet.client.block_number()  # (before the crash)
         journal, sent = await crash_sent_and_mined(devnet, keeper)
         refused = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
@@ -124,13 +131,8 @@ async def test_a_hanging_second_endpoint_does_not_hold_the_liquidations(
     from keeperd.execution.executor import SECOND_OPINION_GRACE_S
     from tests.faults.chaos_proxy import Fault
 
-    fund_keeper(devnet)
     async with ChaosProxy(devnet.manifest["rpc_url"]) as backup:
-        config = config_for(devnet, tmp_path, "liquidate",
-                            rpc_urls=[devnet.manifest["rpc_url"], backup.url],
-                            key={"source": "env", "env": "KEEPER_KEY"})
-        keeper = await run_daemon(config)
-        await keeper.evaluated_at(devnet.client.block_number())
+        keeper = await keeper_with_second(devnet, tmp_path, run_daemon, backup)
         backup.faults["eth_call"] = Fault.hang()
         backup.faults["eth_simulateV1"] = Fault.hang()
         journal, sent = await crash_sent_and_mined(devnet, keeper)

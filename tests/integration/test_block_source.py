@@ -1,11 +1,56 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg
 from keeperd.chain.rpc import RpcPool
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
+
+
+def silent_websocket() -> Any:
+    """A websocket server that accepts eth_subscribe, answers pings, then says nothing (the
+    socket open: a stalled subscription, or a node frozen behind a live socket)."""
+    from aiohttp import WSMsgType, web
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=1)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_json({"jsonrpc": "2.0", "id": 1, "result": "0x1"})  # subscribed
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", silent)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def following(source: BlockSource) -> AsyncIterator[list[BlockEvent]]:
+    """`source` running, once it has told a first head: the events it tells."""
+    events = recorder(source)
+    task = asyncio.create_task(source.run())
+    try:
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        yield events
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def reached(events: list[BlockEvent], number: int, tries: int) -> None:
+    """Until the last event's block is `number` (20 ms a try), or the tries run out."""
+    for _ in range(tries):
+        if events[-1].header.number >= number:  # type: ignore[union-attr]
+            return
+        await asyncio.sleep(0.02)
 
 
 def recorder(source: BlockSource) -> list[BlockEvent]:
@@ -173,39 +218,15 @@ async def test_a_stalled_subscription_falls_back_to_polling(pool: RpcPool,
                                                             devnet: Devnet) -> None:
     """A websocket that accepts eth_subscribe, answers pings and then says nothing (the
     socket stays open): keeperd gives it `ws_stall_after`, then polls."""
-    from aiohttp import WSMsgType, web
-
     from tests.conftest import serve
 
-    async def silent(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=1)
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                await ws.send_json({"jsonrpc": "2.0", "id": 1, "result": "0x1"})  # subscribed
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/", silent)
-    async with serve(app) as url:
+    async with serve(silent_websocket()) as url:
         source = BlockSource(pool, ws_url=url.replace("http", "ws"), poll_interval=0.1,
                              ws_stall_after=0.5, ws_retry_after=30)
-        events = recorder(source)
-        task = asyncio.create_task(source.run())
-        try:
-            for _ in range(100):
-                if events:
-                    break
-                await asyncio.sleep(0.02)
+        async with following(source) as events:
             start = events[-1].header.number  # type: ignore[union-attr]
             devnet.mine(1)  # nothing will come over the silent websocket
-            for _ in range(150):
-                if events[-1].header.number > start:  # type: ignore[union-attr]
-                    break
-                await asyncio.sleep(0.02)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await reached(events, start + 1, 150)
     assert events[-1].header.number == start + 1  # type: ignore[union-attr]
     assert pool.metrics.registry.get_sample_value(
         "keeperd_block_source_errors_total", {"chain": "devnet", "source": "websocket"}) == 1
@@ -216,42 +237,18 @@ async def test_a_frozen_subscription_is_caught_up_by_polling_long_before_its_sta
     """A websocket whose node froze while its socket lives hid every block for `ws_stall_s`
     (a minute by default: five mainnet blocks). When the HTTP endpoints' probes credit a
     later head and the socket said nothing for a poll interval, the head is polled."""
-    from aiohttp import WSMsgType, web
-
     from tests.conftest import serve
 
-    async def frozen(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=1)
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                await ws.send_json({"jsonrpc": "2.0", "id": 1, "result": "0x1"})  # subscribed
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/", frozen)
-    async with serve(app) as url:
+    async with serve(silent_websocket()) as url:
         source = BlockSource(pool, ws_url=url.replace("http", "ws"), poll_interval=0.1,
                              ws_stall_after=60, ws_retry_after=60)
-        events = recorder(source)
-        task = asyncio.create_task(source.run())
-        try:
-            for _ in range(100):
-                if events:
-                    break
-                await asyncio.sleep(0.02)
+        async with following(source) as events:
             start = events[-1].header.number  # type: ignore[union-attr]
             devnet.mine(2)
             await asyncio.sleep(0.3)
             assert events[-1].header.number == start  # type: ignore[union-attr]  # not asked
             await pool.probe()  # (the daemon's probe loop: every poll interval)
-            for _ in range(100):
-                if events[-1].header.number == start + 2:  # type: ignore[union-attr]
-                    break
-                await asyncio.sleep(0.02)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await reached(events, start + 2, 100)
     assert [e.header.number for e in events[-2:]] == [start + 1, start + 2]  # type: ignore[union-attr]
     sample = pool.metrics.registry.get_sample_value
     assert sample("keeperd_block_source_errors_total",
