@@ -192,23 +192,11 @@ async def test_websocket_new_heads(pool: RpcPool, devnet: Devnet) -> None:
     # (chain_id: the websocket is asked eth_chainId first, and anvil's answer passes)
     source = BlockSource(pool, ws_url=devnet.manifest["ws_url"], poll_interval=30,
                          chain_id=31337)
-    events = recorder(source)
-    task = asyncio.create_task(source.run())
-    try:
-        for _ in range(100):
-            if events:
-                break
-            await asyncio.sleep(0.02)
+    async with following(source) as events:
         start = events[-1].header.number  # type: ignore[union-attr]
         devnet.mine(1)
         devnet.mine(1)
-        for _ in range(200):
-            if len([e for e in events if isinstance(e, NewBlock)]) >= 3:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await reached(events, start + 2, 200)
     numbers = [e.header.number for e in events if isinstance(e, NewBlock)]
     # Poll interval is 30 s, so these arrived over the websocket.
     assert numbers[-2:] == [start + 1, start + 2]
