@@ -1566,6 +1566,11 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
         if default is not None:
             return default
         unset = "is set but empty" if name in env else "is not set"
+        if name not in env:
+            # (a typo in the reference, or in the export: said by name, never by value)
+            close = difflib.get_close_matches(name, [k for k, v in env.items() if v],
+                                              n=1, cutoff=0.8)
+            unset += f" (did you mean {close[0]}? it is set)" if close else ""
         issues.append(ConfigIssue(path, f"environment variable {name} {unset}",
                                   f"export {name}=... before starting keeperd, or write "
                                   f"${{{name}:-default}} to give a default"))

@@ -107,6 +107,10 @@ def test_missing_env_reference_names_field_and_variable() -> None:
     [(path, message, fix)] = issues_of(data)
     assert path == "chains[0].rpc_urls[1]"
     assert "SECOND_RPC" in message and "export SECOND_RPC" in fix
+    # (a typo of a variable that is set: named, its value never shown — a by-hand trial)
+    [(_, message, _)] = issues_of(data, {"SECOND_PRC": "http://secret-key@b:1"})
+    assert message == ("environment variable SECOND_RPC is not set (did you mean SECOND_PRC? "
+                       "it is set)")
 
 
 def test_watchlist_route_must_exist_and_thresholds_order() -> None:
