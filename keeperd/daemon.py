@@ -769,7 +769,14 @@ class Daemon:
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
         if self.replica is not None:  # (the sinks the lease says, at its next renewal)
-            self.replica.lease.shared = shared_config(self.config)
+            before, self.replica.lease.shared = (self.replica.lease.shared,
+                                                 shared_config(self.config))
+            if before is not None and before != self.replica.lease.shared:
+                log.warning("replica.shared_config_reloaded", identity=self.replica.identity,
+                            meaning="what replicas share changed here: a standby still on "
+                                    "the old config says replica.config_differs, and leads "
+                                    "with it at a failover",
+                            fix="restart every other replica with this config")
         for issue in operator_route_warnings(new.alerts):  # (as at start)
             log.warning("alerts.operator_route_unset", problem=issue.message, fix=issue.fix)
         log.info("daemon.reloaded", reloaded=["alerts"],

@@ -456,6 +456,10 @@ class Metrics:
         self.lease_epoch = Gauge(
             "keeperd_lease_epoch", "The lease epoch this replica holds (0: none).",
             ["identity"], registry=r)
+        self.replica_config_differs = Gauge(
+            "keeperd_replica_config_differs", "1 while this standby's config differs from "
+            "the leader's in what replicas share (it would lead with its own at a failover).",
+            ["identity"], registry=r)
         self.clock_skew = Gauge(
             "keeperd_clock_skew_seconds", "This process's wall clock less the shared "
             "database's (replicas): webhook signatures, the outbox's retry windows and its "

@@ -18,6 +18,7 @@ server sessions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -66,24 +68,40 @@ Live = tuple[str, str, str | None, "dict[str, list[str]] | None"]
 
 def shared_config(config: Any) -> dict[str, list[str]]:
     """What every replica of one database must configure alike, as the lease records it: the
-    chains, the protocols (a replica without one led a crash of it, unliquidated and
-    unalerted for 21 blocks), the alert sinks (one leading with its own webhook sent the
-    real receiver nothing) and the lease's timing (a longer lease slowed a failover to
-    35 s) — by-hand trials."""
+    chains (by name too: the alerts' state is keyed by it, and a replica spelling it another
+    way told every firing alert again at a failover, the old ones left firing), the
+    protocols (a replica without one led a crash of it, unliquidated and unalerted for 21
+    blocks), where the capital comes from, the alert sinks — their destinations and secrets
+    by digest, never in clear (one leading with its own webhook, or another signing secret,
+    sent the real receiver nothing it could verify) — and the lease's timing (a longer lease
+    slowed a failover to 35 s): by-hand trials."""
     lease = config.storage.lease
-    ids = {c.name: c.chain_id for c in config.chains}
-    # (by chain id, not the config's chain names, which replicas may spell differently)
     return {
-        "version": ["1"],
-        "chains": sorted(f"chain id {c.chain_id}" for c in config.chains),
-        "protocols": sorted(f"{p.name} ({p.kind}" + (
-            f" on chain id {ids.get(p.chain, p.chain)})" if getattr(p, "chain", None)
-            else ")") for p in config.protocols),
-        "alert sinks": sorted(f"{r.name}: {s.sink_id}" for r in config.alerts.routes
-                              for s in r.sinks),
+        "version": ["2"],
+        "chains": sorted(f"{c.name} (chain id {c.chain_id})" for c in config.chains),
+        "protocols": sorted(f"{p.name} ({p.kind}" + (f" on {p.chain})" if getattr(
+            p, "chain", None) else ")") for p in config.protocols),
+        "keeper.capital": [str(config.keeper.capital)],
+        "alert sinks": sorted(f"{r.name}: {s.sink_id} ({_sink_digest(s)})"
+                              for r in config.alerts.routes for s in r.sinks),
         "storage.lease": [f"length_s {lease.length_s:g}", f"renew_every_s "
                           f"{lease.renew_every_s:g}"],
     }
+
+
+def _sink_digest(sink: Any) -> str:
+    """A digest of where a sink delivers and with what secret: its fields, a `*_file` one
+    read for its content (replicas keep their credentials at paths of their own)."""
+    fields = sink.model_dump(mode="json")
+    for name in [n for n in fields if n.endswith("_file")]:
+        path = fields.pop(name)
+        if path:
+            try:
+                fields[name.removesuffix("_file")] = Path(path).read_text().strip()
+            except OSError:
+                fields[name] = path  # (unreadable here: the sink's own start says so)
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return "digest " + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
@@ -114,8 +132,8 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
                    if shared is not None and other_shared is not None
                    and other_shared[part] != shared[part]]
         if differs:
-            hint = (" (a sink's id comes from its kind and destination: where replicas reach "
-                    "one differently, give it the same explicit `id:`)"
+            hint = (" (a sink's digest covers its destination and its secret: replicas "
+                    "must deliver to the same place with the same secret)"
                     if any(d.startswith("alert sinks") for d in differs) else "")
             return ("storage.url: replicas of one database run one config, and this one "
                     f"differs from the replica leading {other}: " + "; ".join(differs)

@@ -58,6 +58,7 @@ class Replica:
         self._told_standby = False  # (said once per time it becomes a standby)
         self._clock_checked_at = float("-inf")
         self._clock_told = False
+        self._config_told: str | None = None  # (replica.config_differs: said once a reason)
         self._stop = asyncio.Event()
         self._publish()
 
@@ -122,9 +123,35 @@ class Replica:
             log.info("replica.clock_agrees", identity=self.identity, skew_s=round(skew, 1))
         self._clock_told = off
 
+    async def _check_config(self) -> None:
+        """A standby against the leader's config (the lease's `shared`), with the clock's
+        check: a reload that changed the leader's sinks left a running standby on the old
+        ones, and at the failover it led with them, saying nothing (a by-hand trial). Said
+        once while it lasts; the standby still takes over when it must (leading on an older
+        config is better than no leader), and the error says to restart it."""
+        from keeperd.storage.lease import mismatch
+
+        if self.role == LEADER or self.lease.shared is None:
+            return
+        try:
+            live = await self.lease.live_elsewhere()
+        except Exception:  # (the database's trouble: the lease's own calls say it)
+            return
+        why = mismatch(self.identity, self.lease.address or "watch", self.lease.mode or "",
+                       live, self.lease.shared)
+        self.metrics.replica_config_differs.labels(self.identity).set(int(why is not None))
+        if why is not None and why != self._config_told:
+            log.error("replica.config_differs", identity=self.identity, reason=why,
+                      meaning="at a failover this replica leads with its own config",
+                      fix="restart it with the leader's config (or stop every replica and "
+                          "start them with one)")
+        self._config_told = why
+
     async def step(self) -> None:
         """One turn of the loop (tests drive it directly)."""
         now = time.monotonic()
+        if now >= self._clock_checked_at + CLOCK_CHECK_S:
+            await self._check_config()
         await self._check_clock(now)
         if self.role == LEADER:
             stale = (self._renewed_at is not None and now - self._renewed_at

@@ -173,3 +173,37 @@ async def test_a_replica_whose_clock_is_off_the_databases_says_so(postgres_dsn: 
         assert [e["event"] for e in logs if "clock" in e["event"]] == ["replica.clock_skewed"]
     finally:
         await r.lease.close()
+
+
+async def test_a_standby_on_another_config_than_the_leaders_says_so(postgres_dsn: str) -> None:
+    """A reload of the leader's sinks left a running standby on the old ones; at the failover
+    it led with them, saying nothing (a by-hand trial). It now checks the leader's config
+    every CLOCK_CHECK_S, says when it differs, and still takes over when it must."""
+    import structlog
+
+    def lease(holder: str, sink: str) -> Lease:
+        return Lease(postgres_dsn, "0xk@1", holder=holder, length_s=CONFIG.length_s,
+                     statement_timeout_s=CONFIG.statement_timeout_s, address="0xk",
+                     chain_ids=[1], mode="liquidate",
+                     shared={"version": ["2"], "alert sinks": [sink]})
+
+    metrics = Metrics()
+    leader, standby = lease("a", "ops: webhook-new"), lease("b", "ops: webhook-old")
+    await leader.connect()
+    await standby.connect()
+    try:
+        assert await leader.try_acquire() is not None
+        b = Replica(standby, CONFIG, metrics)
+        with structlog.testing.capture_logs() as logs:
+            await b.step()
+            b._clock_checked_at = float("-inf")
+            await b.step()  # (said once)
+        assert b.role == STANDBY
+        said = [e for e in logs if e["event"] == "replica.config_differs"]
+        assert len(said) == 1 and "alert sinks: the leader's ops: webhook-new; this one's " \
+            "ops: webhook-old" in said[0]["reason"]
+        assert metric_value(metrics, "keeperd_replica_config_differs",
+                            {"identity": "0xk@1"}) == 1
+    finally:
+        await leader.close()
+        await standby.close()

@@ -86,7 +86,7 @@ def test_what_a_replica_may_join() -> None:
     # One config: the leader's protocols, chains, sinks and lease timing (a replica without
     # Curie led a crash of it, unliquidated and unalerted: a by-hand trial)
     full = {"protocols": ["aave (aave_v3 on devnet)", "curie (perp_curie on devnet)"],
-            "chains": ["chain id 1"], "version": ["1"]}
+            "chains": ["devnet (chain id 1)"], "version": ["2"]}
     less = {**full, "protocols": ["aave (aave_v3 on devnet)"]}
     leader = [(ours, KEEPER.lower(), "liquidate", full)]
     assert mismatch(ours, KEEPER, "liquidate", leader, full) is None
@@ -98,8 +98,40 @@ def test_what_a_replica_may_join() -> None:
     # another version is compared on the parts both know)
     assert mismatch(ours, KEEPER, "liquidate", [(ours, KEEPER.lower(), "liquidate", None)],
                     less) is None
-    newer = [(ours, KEEPER.lower(), "liquidate", {**full, "version": ["2"], "new part": ["x"]})]
+    newer = [(ours, KEEPER.lower(), "liquidate", {**full, "version": ["3"], "new part": ["x"]})]
     assert mismatch(ours, KEEPER, "liquidate", newer, full) is None
+
+
+def test_the_shared_config_sees_a_sinks_destination_and_secret_never_in_clear(
+        tmp_path: Path) -> None:
+    """A replica with another webhook secret joined, and after the failover every webhook
+    carried a signature the receiver could not verify; an explicit `id:` let another URL
+    through; another chain name told every firing alert again (a by-hand trial)."""
+    from keeperd.storage.lease import shared_config
+
+    def config(secret: str = "", url: str = "https://hooks.example/k", chain: str = "devnet",
+               **sink: str) -> Any:
+        given = {"secret": "${HOOK}"} if secret else {}
+        return parse_config({
+            "state_dir": str(tmp_path), "storage": {"url": "postgresql://k@127.0.0.1/k"},
+            "chains": [{"name": chain, "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}],
+            "alerts": {"routes": [{"name": "ops", "sinks": [
+                {"kind": "webhook", "url": url, **given, **sink}]}]}}, env={"HOOK": secret})
+
+    one = shared_config(config("s" * 32))
+    assert one == shared_config(config("s" * 32))
+    assert one["alert sinks"] != shared_config(config("t" * 32))["alert sinks"]
+    assert "s" * 32 not in str(one)  # (a digest, never the secret)
+    same_id = shared_config(config("s" * 32, url="https://other.example/k",
+                                   id=one["alert sinks"][0].split(": ")[1].split(" ")[0]))
+    assert one["alert sinks"] != same_id["alert sinks"]
+    assert one["chains"] != shared_config(config("s" * 32, chain="mainnet"))["chains"]
+    # A secret from a file: its content counts, not the path (each unit has its own)
+    for name in ("a", "b"):
+        (tmp_path / name).write_text("s" * 32 + "\n")
+        (tmp_path / name).chmod(0o600)
+    assert shared_config(config(secret_file=str(tmp_path / "a"))) == \
+        shared_config(config(secret_file=str(tmp_path / "b")))
 
 
 async def test_a_replica_of_another_config_refuses_to_join(
