@@ -230,9 +230,10 @@ async def reference_warnings(config: Config) -> list[ConfigIssue]:
         if not answered:
             found.append(ConfigIssue(
                 f"oracles.references[{i}]", f"{source.name} ({source.url}) gave no price "
-                f"for {next(iter(source.markets))}: the deviation check rests on the other "
-                f"sources, and is off for an asset fewer than {config.oracles.min_sources} "
-                "(oracles.min_sources) of them price",
+                f"for {next(iter(source.markets))}, its first market (unreachable, or an "
+                "answer that does not read): the deviation check rests on the other sources, "
+                f"and is off for any asset fewer than {config.oracles.min_sources} "
+                "(oracles.min_sources) sources price",
                 "check keeperd's access to it (a firewall, a proxy), or remove it"))
     return found
 
