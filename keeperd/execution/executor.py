@@ -370,9 +370,9 @@ class Executor:
         # flight, with nothing to liquidate, let them take a crash's first turn: a CI run)
         self._allowances_deferred = 0
         self._held_said_at = -1  # (the block `liquidation.held_one_in_flight` was logged at)
+        self._standby_balances_due = 0  # (a standby's balance gauges, read every few blocks)
         # The funnel's stages told this block, by opportunity: a block's price-exposed pass
         # and its full pass consider the same opportunity twice (`_tell`).
-        self._standby_balances_due = 0  # (a standby's balance gauges, read every few blocks)
         self._told_block = -1
         self._told: set[tuple[OpportunityKey, str]] = set()
         self._told_keys: set[OpportunityKey] = set()  # (every key of `_told`)
@@ -2293,6 +2293,11 @@ class Executor:
         except Exception as exc:  # (a read of the alerts' bookkeeping: never a start's end)
             log.warning("alerts.untold_unread", protocol=self.adapter.name, error=str(exc))
             return
+        # (a follow-up is never told: marked so, or its rows came back at every start and,
+        # past the query's limit, kept real outcomes out)
+        follow_ups = [(e.key, e.status) for e, _ in untold if self._is_housekeeping(e)]
+        if follow_ups:
+            await self.journal.mark_told(follow_ups)
         untold = [(e, o) for e, o in untold if not self._is_housekeeping(e)]
         for entry, outcome in untold:
             txs = await self.journal.txs(entry.key)
