@@ -641,7 +641,8 @@ class Daemon:
                 scanner.holds.append(executor.liquidator.hold)
                 self.executors[plugin.name] = executor
                 stack.push_async_callback(executor.close)  # (its background traces)
-        scanner.after_listeners.append(self._alert_listener(plugin, rt, breaker, executor))
+        scanner.after_listeners.append(self._alert_listener(plugin, rt, breaker, executor,
+                                                            scanner))
         if self.config.risk.cascade.enabled:
             cascade = CascadeMonitor(self.config.risk.cascade, rt.config.name, plugin.name,
                                      rt.pool, self.metrics, self.alerts, self.config.alerts,
@@ -682,7 +683,8 @@ class Daemon:
         return on_scan
 
     def _alert_listener(self, plugin: Plugin, rt: ChainRuntime, breaker: Breaker,
-                        executor: Executor | None) -> Callable[[Any], Awaitable[None]]:
+                        executor: Executor | None, scanner: ProtocolScanner
+                        ) -> Callable[[Any], Awaitable[None]]:
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
@@ -693,10 +695,9 @@ class Daemon:
                                               result.block)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
-                held="; ".join(filter(None, (
-                    plugin.liquidation_hold(result.book),
-                    executor.liquidator.hold() if executor is not None else None))) or None,
-                verifying=plugin.liquidation_verification(result.book),
+                # (as the scanner published them for this block, just before its after-
+                # listeners: the plug-in's gate and the liquidator's own hold)
+                held=scanner.hold_reason, verifying=scanner.verification_reason,
                 shortfalls=executor.capital_shortfall if executor is not None else None,
                 liquidations=seen, action=plugin.position_action,
                 capital_fix=executor.capital_fix if executor is not None else None)

@@ -15,18 +15,14 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
-
 from keeperd.config import (
     Config,
-    ConfigError,
     ConfigIssue,
-    DuplicateKey,
     KeeperConfig,
     KeeperMode,
-    UniqueKeyLoader,
     _substitute,
     parse_config,
+    read_config_tree,
 )
 from keeperd.storage.db import STATE_FILE, SqliteDatabase
 from keeperd.storage.summary import summarize
@@ -49,15 +45,7 @@ def status_config(path: str | Path) -> tuple[Config, str]:
     `dry-run` need, which status does not use. A mode this shell cannot resolve (a variable
     only the daemon's environment has) is `unknown`, not an error: the state is still read."""
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # (a SafeLoader)
-    except DuplicateKey as exc:
-        raise ConfigError(str(path), [ConfigIssue(exc.where, exc.message, exc.fix)]) from None
-    except FileNotFoundError:
-        raise ConfigError(str(path), [ConfigIssue("", "file not found",
-                                                  "check the path given to --config")]) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {exc}", "")]) from None
+    data = read_config_tree(path)  # (as `run` reads it: a key written twice refused)
     if not isinstance(data, dict):
         return parse_config(data, str(path)), UNKNOWN_MODE  # (says what is wrong)
     # Only where the state is: the chains, protocols, alerts and key (and the variables they

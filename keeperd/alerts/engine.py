@@ -918,9 +918,9 @@ class AlertEngine:
 
     async def commit(self) -> bool:
         """Group what this input produced and write it to the outbox in one transaction with
-        the state changes it made (inside a caller's transaction, as part of it: the executor
-        marks its outcomes told in the same one). A standby replica writes neither (the
-        leader tells): False then. A write that fails keeps both for the next commit."""
+        the state changes it made, and the executors' outcomes marked told in the journal
+        (`mark_told`) in the same one. A standby replica writes none of it (the leader
+        tells): False then. A write that fails keeps all of it for the next commit."""
         pending, self._pending = self._pending, []
         outcomes, self._told_outcomes = self._told_outcomes, []
         changes = self.state.take_changes()

@@ -230,9 +230,9 @@ class BlockSource:
         if self.head.number > before:
             self.metrics.block_source_errors.labels(self.chain, "websocket_behind").inc()
             log.info("block_source.websocket_behind", chain=self.chain, socket_head=before,
-                        polled_head=self.head.number,
-                        meaning="the subscription said nothing of blocks the HTTP endpoints "
-                                "have: followed by polling while it is quiet")
+                     polled_head=self.head.number,
+                     meaning="the subscription said nothing of blocks the HTTP endpoints "
+                             "have, or said them late: followed by polling meanwhile")
 
     async def _check_chain_id(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The websocket must serve the configured chain: asked once per connection, before

@@ -99,14 +99,11 @@ class Replica:
             self._first_act.cancel()  # (it would act on under the next leadership's epoch)
         self._publish()
 
-    async def _check_clock(self, now: float) -> None:
+    async def _check_clock(self) -> None:
         """The wall clock against the database's, every CLOCK_CHECK_S: a replica two hours
         ahead signed every webhook two hours ahead (receivers refuse those) and, leading,
         dead-lettered 51 pending notifications at once, the outbox's windows judged against
         the other replicas' times; as a standby its outbox age paged (a by-hand trial)."""
-        if now < self._clock_checked_at + CLOCK_CHECK_S:
-            return
-        self._clock_checked_at = now
         try:
             skew = await self.lease.clock_skew()
         except Exception:  # (the database's trouble: the lease's own calls say it)
@@ -132,6 +129,9 @@ class Replica:
         from keeperd.storage.lease import mismatch
 
         if self.role == LEADER or self.lease.shared is None:
+            # (a standby that differed and leads now: nothing to differ from)
+            self.metrics.replica_config_differs.labels(self.identity).set(0)
+            self._config_told = None
             return
         try:
             live = await self.lease.live_elsewhere()
@@ -150,9 +150,10 @@ class Replica:
     async def step(self) -> None:
         """One turn of the loop (tests drive it directly)."""
         now = time.monotonic()
-        if now >= self._clock_checked_at + CLOCK_CHECK_S:
+        if now >= self._clock_checked_at + CLOCK_CHECK_S:  # (the peers: every CLOCK_CHECK_S)
+            self._clock_checked_at = now
             await self._check_config()
-        await self._check_clock(now)
+            await self._check_clock()
         if self.role == LEADER:
             stale = (self._renewed_at is not None and now - self._renewed_at
                      > self.config.length_s - self.config.renew_every_s)
