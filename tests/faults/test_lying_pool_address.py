@@ -260,17 +260,24 @@ async def test_approvals_are_the_balance_and_follow_a_top_up(
 BALANCE_OF_KEEPER = "0x70a08231" + KEEPER[2:].lower().rjust(64, "0")
 
 
+@pytest.mark.parametrize("block_lie", [False, True], ids=["balance", "balance-and-block"])
 async def test_a_lying_balance_cannot_raise_what_is_approved(
-        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+        devnet: Devnet, tmp_path: Path, run_daemon, block_lie: bool) -> None:
     """The allowance keeperd gives the pool is the keeper's balance (bounded approvals). One
     endpoint answering a huge balance approved that much: the keeper's later top-ups were
-    exposed to the spender. Now the least any endpoint answers is approved."""
+    exposed to the spender. Now the least any endpoint answers is approved — also when the
+    liar names a block no other has for the others to be read at (they answered nothing,
+    and its balance went alone: reading the change once more)."""
+    from tests.faults.chaos_proxy import Fault
+
     fund_keeper(devnet)
     balance_of = {t: int(devnet.client.call("eth_call", {"to": t, "data": BALANCE_OF_KEEPER},
                                             "latest"), 16)
                   for t in devnet.manifest["tokens"].values()}
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.call_lies[BALANCE_OF_KEEPER] = "0x" + hex(10**30)[2:].rjust(64, "0")
+        if block_lie:  # (in batches only: its probes, single calls, tell the truth)
+            liar.faults["eth_blockNumber"] = Fault("answer", hex(10**9), batches_only=True)
         config = config_for(devnet, tmp_path, "liquidate", rpc_urls=[
             liar.url, devnet.manifest["rpc_url"]], key={"source": "env", "env": "KEEPER_KEY"})
         keeper = await run_daemon(config)

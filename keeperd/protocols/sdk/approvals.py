@@ -53,6 +53,11 @@ async def keep_allowances(tx: Any, pool: RpcPool, *, protocol: str, keeper: str,
     # head, an approval mined since read as missing and went again)
     block, answers = await call_many_at_latest(pool, calls)
     others = await by_endpoint(pool, calls[1::2], block)
+    if len(others) < len(pool.voters) or any(b is None for said in others for b in said):
+        # (the block is the first endpoint's word: one it made up left the others without an
+        # answer, and its own balance, however inflated, was approved — the endpoints that
+        # said nothing there are asked at "latest", as before)
+        others = await by_endpoint(pool, calls[1::2])
     approved = []
     wanted: list[tuple[str, str, list[int]]] = []  # (token, symbol, the amounts in turn)
     over: list[int] = []  # (those of `wanted` with an allowance already)
