@@ -215,7 +215,9 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
 async def reference_warnings(config: Config) -> list[ConfigIssue]:
     """Each reference source asked once (its first market): one that does not answer leaves
     the oracles' deviation check to the others, and with fewer than `min_sources` it is off
-    (it went off silently with the shipped exchanges unreachable: a by-hand trial)."""
+    (it went off silently with the shipped exchanges unreachable: a by-hand trial). Each
+    says why it gave nothing (refused, timed out, an HTTP status, an answer that does not
+    read) and which assets it prices: a bare "gave no price" left the operator guessing."""
     from keeperd.oracles.references import References
 
     found = []
@@ -228,13 +230,18 @@ async def reference_warnings(config: Config) -> list[ConfigIssue]:
         finally:
             await refs.close()
         if not answered:
+            asked = next(iter(source.markets))
+            why = refs.last_failure.get(source.name, "an answer that does not read")
+            others = [a for a in source.markets if a != asked]
+            priced = asked + (f" (and {', '.join(others[:5])}"
+                              f"{', …' if len(others) > 5 else ''})" if others else "")
             found.append(ConfigIssue(
-                f"oracles.references[{i}]", f"{source.name} ({source.url}) gave no price "
-                f"for {next(iter(source.markets))}, its first market (unreachable, or an "
-                "answer that does not read): the deviation check rests on the other sources, "
-                f"and is off for any asset fewer than {config.oracles.min_sources} "
-                "(oracles.min_sources) sources price",
-                "check keeperd's access to it (a firewall, a proxy), or remove it"))
+                f"oracles.references[{i}]",
+                f"{source.name} ({source.url}) gave no price for {asked}: {why}. While it "
+                f"does not answer, the deviation check of {priced} rests on the other "
+                f"sources alone, and is off for an asset fewer than "
+                f"{config.oracles.min_sources} sources (oracles.min_sources) answer for",
+                "check keeperd's access to it (a firewall, a proxy, the URL), or remove it"))
     return found
 
 

@@ -100,6 +100,9 @@ class References:
         self.metrics = metrics
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
+        # Why each source last gave no price (by source name), for what check-config says: a
+        # bare "gave no price" left the operator to guess between a firewall and a typo.
+        self.last_failure: dict[str, str] = {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -133,8 +136,10 @@ class References:
             price = parse(source.kind, body, market)
         except TimeoutError:
             outcome = "timeout"
+            self.last_failure[source.name] = f"no answer within {self.timeout_s:g} s"
         except (aiohttp.ClientError, BadAnswer, ValueError) as exc:  # BodyTooLarge too
             outcome = "error"
+            self.last_failure[source.name] = (str(exc) or type(exc).__name__)[:200]
             log.info("reference.failed", source=source.name, asset=asset, error=str(exc)[:200])
         finally:
             self.metrics.reference_requests.labels(source.name, outcome).inc()

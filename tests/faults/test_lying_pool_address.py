@@ -71,8 +71,11 @@ async def test_a_pin_the_provider_disagrees_with_is_said(
     config = config_for(devnet, tmp_path, "alert-only")
     wrong = devnet.manifest["tokens"]["USDC"]
     aave = config.protocols[0].model_copy(update={"pool": wrong})
-    with structlog.testing.capture_logs() as logs, pytest.raises(Exception):  # noqa: B017
+    with structlog.testing.capture_logs() as logs, \
+            pytest.raises(Exception) as refused:
         await run_daemon(config.model_copy(update={"protocols": [aave]}))
+    # (the refusal itself names the provider's pool: check-config prints only it)
+    assert devnet.manifest["aave_v3"]["pool"].lower() in str(refused.value).lower()
     said = [e for e in logs if e["event"] == "aave.pinned_pool_differs"]
     assert said and said[0]["pinned"] == wrong
     assert said[0]["provider_says"].lower() == devnet.manifest["aave_v3"]["pool"].lower()

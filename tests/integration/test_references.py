@@ -174,3 +174,37 @@ async def test_references_that_stop_answering_are_told(
     said = [e["event"] for e in logs if e["event"].startswith("reference.median_")
             and e.get("asset") == "WETH"]
     assert said == ["reference.median_unavailable", "reference.median_back"]
+
+
+async def test_check_config_says_why_each_source_gave_no_price(venues) -> None:
+    """check-config's warning names the cause (an HTTP status, a timeout, an answer that does
+    not read, a refused connection) and every asset the source prices: "gave no price for
+    WETH, its first market" left a by-hand trial guessing between a firewall and a typo."""
+    import socket
+    from types import SimpleNamespace
+
+    from keeperd.checks import reference_warnings
+    from keeperd.config import OraclesConfig
+
+    found, configs = venues
+    found["binance"].mode = "error"
+    found["coinbase"].mode = "timeout"
+    found["kraken"].mode = "garbage"
+    with socket.socket() as s:  # (a port nothing listens on: the connection is refused)
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    refused = ReferenceSourceConfig(kind="binance", name="closed", url=closed,
+                                    markets={"WETH": "ETHUSDT", "WBTC": "BTCUSDT"})
+    oracles = OraclesConfig(references=[*configs, refused], min_sources=2,
+                            reference_timeout_s=0.5)
+    warnings = await reference_warnings(SimpleNamespace(oracles=oracles))  # type: ignore[arg-type]
+    by_field = {w.path: w.message for w in warnings}
+    assert set(by_field) == {"oracles.references[0]", "oracles.references[1]",
+                             "oracles.references[2]", "oracles.references[4]"}  # (pyth answers)
+    assert "HTTP 400" in by_field["oracles.references[0]"]
+    assert "no answer within 0.5 s" in by_field["oracles.references[1]"]
+    assert "unexpected answer" in by_field["oracles.references[2]"] or \
+        "Expecting value" in by_field["oracles.references[2]"]
+    assert "Cannot connect" in by_field["oracles.references[4]"]
+    assert "WETH (and WBTC)" in by_field["oracles.references[4]"]
+    assert "fewer than 2 sources (oracles.min_sources)" in by_field["oracles.references[4]"]

@@ -62,6 +62,8 @@ class AaveV3Reader:
         self._emode_probed_at = 0
         self._links: dict[str, str] | None = None
         self._links_read_at = 0
+        # The provider's pool when a pinned one differs (`resolve`): named when the pin fails.
+        self.provider_pool: str | None = None
 
     @classmethod
     async def resolve(cls, multicall: Multicall, addresses_provider: str, *,
@@ -86,10 +88,13 @@ class AaveV3Reader:
             log.warning("aave.pinned_pool_differs", pinned=pool, provider=addresses_provider,
                         provider_says=found[0],
                         meaning="the pinned pool is used; if its reads fail, check the pin")
-        return cls(multicall, AaveAddresses(
+        reader = cls(multicall, AaveAddresses(
             addresses_provider, pool or found[0], oracle or found[1],
             data_provider or (found[2] if found[2] != ZERO else None)), accepted_revisions,
             chain_id)
+        if pool is not None and pool.lower() != found[0].lower():
+            reader.provider_pool = found[0]
+        return reader
 
     async def read_market(self, block: int) -> MarketState:
         pool, oracle = self.addresses.pool, self.addresses.oracle
@@ -102,7 +107,10 @@ class AaveV3Reader:
                  Call(self.multicall.address, abi.GET_CURRENT_BLOCK_TIMESTAMP)], block),
             self._implementation_address(block))
         if not first[0].success:
-            raise AaveReadError(f"getReservesList() failed on {pool} at block {block}")
+            pinned = "" if self.provider_pool is None else (
+                f" (the pinned pool: its addresses provider {self.addresses.addresses_provider} "
+                f"names {self.provider_pool}; check protocols[].pool, or leave it out)")
+            raise AaveReadError(f"getReservesList() failed on {pool}{pinned} at block {block}")
         assets = abi.decode_address_list(first[0].data)
         base_unit = abi.decode_uint(first[1].data) if first[1].success else 10**8
         # Forks without POOL_REVISION() run the v3.0 code they were forked from.
