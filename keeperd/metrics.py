@@ -246,7 +246,8 @@ class Metrics:
         self.liquidations_verified = Counter(
             "keeperd_liquidations_verified_total", "Liquidations simulated under verification, "
             "by outcome: sent (the chain confirmed health < 1 and a profitable outcome), "
-            "refused (it did not).", ["chain", "protocol", "outcome"], registry=r)
+            "dry_run (confirmed so, and recorded: dry-run mode sends nothing), refused (it "
+            "did not).", ["chain", "protocol", "outcome"], registry=r)
         self.breaker_state = Gauge(
             "keeperd_breaker_tripped", "1 while liquidations depending on the asset are paused.",
             ["chain", "asset"], registry=r)

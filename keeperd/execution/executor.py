@@ -1340,6 +1340,9 @@ class Executor:
                     stage(*self.labels, "skipped_journaled").inc()
                 elif self.mode == "dry-run" or self.tx is None:
                     stage(*self.labels, "dry_run").inc()
+                    if j.verified:  # (it stayed at 0 in dry-run, a by-hand trial)
+                        self.metrics.liquidations_verified.labels(*self.labels,
+                                                                  "dry_run").inc()
                     log.info("liquidation.dry_run", opportunity=j.key, account=j.opp.account,
                              collateral=j.opp.collateral, debt=j.opp.debt,
                              debt_to_cover=str(j.opp.amount),

@@ -189,6 +189,39 @@ async def test_known_rules_never_run_against_a_real_pool_are_verified_too(
         webhook.close()
 
 
+async def test_a_dry_run_counts_what_the_chain_confirmed(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dry-run under verification: what the chain confirmed (and keeperd only recorded) is
+    counted, outcome `dry_run` (the counter stayed at 0 in a by-hand trial's dry run, where
+    an operator checks verification before trusting it with money)."""
+    from keeperd.protocols.aave_v3 import revisions
+
+    monkeypatch.setattr(revisions, "TESTED_REVISIONS", frozenset({1}))
+    fund_keeper(devnet)
+    webhook = Webhook()
+    try:
+        base = config(devnet, tmp_path, webhook)
+        dry = base.model_copy(update={"keeper": base.keeper.model_copy(
+            update={"mode": "dry-run"})})
+        keeper = await run_daemon(dry)
+        await keeper.evaluated_at(devnet.client.block_number())
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.client.block_number())
+        await keeper.evaluated_at(devnet.mine(1))
+        journal = keeper.daemon.executors["aave"].journal
+        recorded = await journal.all()
+        assert len(recorded) > 20 and all(e.status == J.DRY_RUN for e in recorded)
+        labels = {"chain": "devnet", "protocol": "aave"}
+        metrics = keeper.daemon.metrics
+        assert metric_value(metrics, "keeperd_liquidations_verified_total",
+                            {**labels, "outcome": "dry_run"}) == len(recorded)
+        with pytest.raises(AssertionError, match="no series"):  # (nothing sent)
+            metric_value(metrics, "keeperd_liquidations_verified_total",
+                         {**labels, "outcome": "sent"})
+    finally:
+        webhook.close()
+
+
 def test_an_operator_accepting_an_untested_revision_trusts_it() -> None:
     from keeperd.protocols.aave_v3.revisions import TESTED_REVISIONS, rules_for
 
