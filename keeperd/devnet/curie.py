@@ -52,6 +52,12 @@ DEFAULT_TRADERS = 200
 # Maker liquidity per market, USD on each side, in a band around the index.
 MAKER_DEPTH_USD = 40_000_000.0
 MAKER_BAND = 0.5  # ticks from price x 0.5 to price x 1.5
+# ... and a thinner band far beyond it (price / 20 to price x 20), as Curie's pools on Optimism
+# have liquidity well past the price: with the band alone, a few large moves took the price
+# where no liquidity was, and every later swap, the keeper's own unwind included, reverted
+# with CH_F0S (a swap within a region with no liquidity; a by-hand trial), in either direction.
+MAKER_BACKSTOP_USD = 10_000_000.0
+MAKER_BACKSTOP_RANGE = 20.0
 ARB_MARGIN_USD = 50_000_000.0
 INSURANCE_FUND_USD = 5_000_000.0
 # Trades of one block: enough to seed quickly, few enough that a block's net flow stays far
@@ -263,15 +269,18 @@ def deploy_curie(client: DevnetClient, manifest: dict[str, Any], prices: dict[st
         d.call(feeds[symbol]["chainlink_v3"], artifact("ChainlinkPriceFeedV3"), "update")
 
     maker, arbitrageur = accounts[6], accounts[7]
-    for account, usd in ((maker, 2 * MAKER_DEPTH_USD * 0.5 * len(MARKETS)),
+    for account, usd in ((maker, (MAKER_DEPTH_USD + MAKER_BACKSTOP_USD) * len(MARKETS)),
                          (arbitrageur, ARB_MARGIN_USD)):
         deposit(client, account, usdc, vault, usd)
     for symbol, base in bases.items():
         price = prices[symbol]
-        client.send(maker, ch, ch_art.encode_call("addLiquidity", (
-            base, int(MAKER_DEPTH_USD / price * 10**18), int(MAKER_DEPTH_USD * 10**18),
-            tick_at(price * (1 - MAKER_BAND)), tick_at(price * (1 + MAKER_BAND)), 0, 0, False,
-            DEADLINE)), gas=OPEN_GAS)
+        for depth, lower, upper in (
+                (MAKER_DEPTH_USD, price * (1 - MAKER_BAND), price * (1 + MAKER_BAND)),
+                (MAKER_BACKSTOP_USD, price / MAKER_BACKSTOP_RANGE,
+                 price * MAKER_BACKSTOP_RANGE)):
+            client.send(maker, ch, ch_art.encode_call("addLiquidity", (
+                base, int(depth / price * 10**18), int(depth * 10**18), tick_at(lower),
+                tick_at(upper), 0, 0, False, DEADLINE)), gas=OPEN_GAS)
 
     plans = plan_traders(traders, seed_value)
     _seed_traders(client, plans, usdc, vault, ch, bases, collaterals["WETH"], prices["WETH"])

@@ -195,6 +195,25 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
     assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
 
 
+def test_curies_mark_follows_moves_past_the_makers_band(devnet: Devnet) -> None:
+    """Large moves each way take the mark beyond the maker's main band (index x 0.5-1.5):
+    with that band alone, the price came to rest where no liquidity was and every later swap
+    reverted with CH_F0S, set-price's walk and the keeper's own unwinds alike, until the
+    devnet was built again (a by-hand trial)."""
+    from keeperd.devnet import curie
+
+    ab = curie.artifact("AccountBalance")
+    perp = devnet.manifest["perp_curie"]
+    start = devnet.price("WETH")
+    for factor in (0.5, 0.3, 1.5, 0.9):  # (down past the band's edge, then back up past it)
+        target = start * factor
+        devnet.set_price("WETH", target, walk_perps=True)
+        (mark,) = ab.decode_result("getMarkPrice", devnet.client.eth_call(
+            perp["account_balance"], ab.encode_call("getMarkPrice",
+                                                    perp["base_tokens"]["WETH"])))
+        assert mark / 1e18 == pytest.approx(target, rel=2e-3)
+
+
 def deploy_and_mint(client: Any, token_art: Any) -> tuple[str, str]:
     """A token deployed and minted on a bare node: blocks, logs and state to carry over."""
     sender = client.accounts()[2]
