@@ -1628,7 +1628,8 @@ class Executor:
     def send_pause(self, block: int, now: float | None = None) -> str | None:
         """Why this protocol's sending is paused by keeperd's own limits, or None: too many
         of its liquidations reverted lately (a lying endpoint can make healthy accounts look
-        liquidatable; every send of them burns gas), or the last hour's gas reached the cap."""
+        liquidatable; every send of them burns gas), the last hour's gas reached the cap, or
+        the head followed is one endpoint's word against two others (`RpcPool.contested`)."""
         cfg = self.config
         self._reverts = [b for b in self._reverts if b > block - cfg.revert_breaker_blocks]
         reason = None
@@ -1646,6 +1647,10 @@ class Executor:
                 spent >= cfg.max_gas_usd_per_hour:
             reason = (f"${spent:,.2f} of gas spent in the last hour, at the "
                       f"max_gas_usd_per_hour cap (${cfg.max_gas_usd_per_hour:,.2f})")
+        if reason is None:
+            # (one endpoint's head against two that still answer: a liar past a halted
+            # chain, followed alone, decided every send — a trial)
+            reason = self.pool.contested()
         if reason != self._pause_reason:
             (log.error if reason else log.info)(
                 "liquidation.sending_paused" if reason else "liquidation.sending_resumed",

@@ -52,6 +52,10 @@ REPLACEMENT_MIN_BUMP = 1.10
 # keeper or tool) holds new liquidations until this many blocks pass without another one: two
 # senders on one key fight over nonces ("nonce too low", replaced and dropped liquidations).
 FOREIGN_QUIET_BLOCKS = 10
+# What an operator does when the head keeperd follows is one endpoint's word (`contested`).
+CONTESTED_ACTION = ("Check each RPC endpoint's head against a block explorer "
+                    "(keeperd_rpc_endpoint_head_lag_blocks): remove or fix the one that is "
+                    "wrong.")
 # A cancel's limit from an address delegated to code (`_cancel_gas`): measured 21,055 used
 # from one delegated to KeeperWave; room for a delegate's heavier `receive`.
 DELEGATED_CANCEL_GAS = 40_000
@@ -705,12 +709,17 @@ class TxManager:
         """Why approvals and deposits wait: `key_conflict`, or transactions found in the pool
         at start that the journal does not know (signed during that wait, ours took nonces
         above theirs: evicted, they left a gap no later transaction of ours could pass, and
-        a reset of the nonce was no longer safe — a review)."""
+        a reset of the nonce was no longer safe — a review); or the head followed being one
+        endpoint's word against two others (`RpcPool.contested`: the balances an approval is
+        sized by would be its word too)."""
         conflict = self.key_conflict(block)
         if conflict is not None:
             return conflict
         waiting = self._unknown_in_flight(block)
-        return self._unknown_hold(waiting) if waiting else None
+        if waiting:
+            return self._unknown_hold(waiting)
+        contested = self.pool.contested()
+        return None if contested is None else KeyHold(contested, CONTESTED_ACTION)
 
     def unknown_wait(self, block: int) -> bool:
         """Whether transactions found in the pool at start still hold the key's sends."""

@@ -65,12 +65,14 @@ async def test_liquidations_reverting_on_chain_pause_sending(
 def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
     from types import SimpleNamespace
 
+    from keeperd.chain.rpc import Endpoint, RpcPool
     from keeperd.execution.executor import Executor
 
     executor = Executor.__new__(Executor)
     executor.config = SimpleNamespace(revert_breaker_blocks=50, revert_breaker_reverts=3,  # type: ignore[assignment]
                                       max_gas_usd_per_hour=100.0)
     executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
+    executor.pool = RpcPool("t", [Endpoint("a", "http://a", None)])  # (no head: uncontested)
     executor._reverts, executor._pause_reason = [], None
     executor._last_revert_reason = None
     executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
@@ -79,3 +81,32 @@ def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
     executor._reverts = [5, 6, 7]
     assert "3 liquidations reverted" in (executor.send_pause(10, now=4_650.0) or "")
     assert executor.send_pause(57, now=4_650.0) is None  # 50 blocks since the last
+
+
+def test_a_contested_head_pauses_sending_and_approvals() -> None:
+    """The head followed being one endpoint's word against two others (`RpcPool.contested`:
+    a liar past a halted chain, test_rpc_pool) pauses the protocol's sending, told as
+    sending_paused, and holds approvals and deposits: the balances they are sized by, and
+    the simulations the sends rest on, would be that endpoint's word alone."""
+    from types import SimpleNamespace
+
+    from keeperd.execution.executor import Executor
+    from keeperd.execution.txmanager import CONTESTED_ACTION, TxManager
+    from keeperd.metrics import Metrics
+
+    why = "the head followed (block 130) is one endpoint's word (http://c): ..."
+    contested = SimpleNamespace(contested=lambda: why)
+    executor = Executor.__new__(Executor)
+    executor.config = SimpleNamespace(revert_breaker_blocks=50, revert_breaker_reverts=3,  # type: ignore[assignment]
+                                      max_gas_usd_per_hour=None)
+    executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
+    executor.pool = contested  # type: ignore[assignment]
+    executor._reverts, executor._pause_reason = [], None
+    executor._last_revert_reason = None
+    executor._gas_spent = []
+    assert executor.send_pause(10) == why
+    tx = TxManager(contested, SimpleNamespace(address="0x" + "11" * 20), 31337,  # type: ignore[arg-type]
+                   metrics=Metrics())
+    held = tx.upkeep_hold(10)
+    assert held is not None and held.reason == why and held.action == CONTESTED_ACTION
+    assert tx.key_alert(10) is None  # (not the key's trouble: told as sending_paused)

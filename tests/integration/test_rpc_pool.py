@@ -228,6 +228,47 @@ def test_two_endpoints_frozen_together_outvote_the_live_one_only_for_a_while(
     stuck_for = 2.0 * followed.index("own-node")
     assert rpc_module.VOTE_FRESH_S <= stuck_for <= rpc_module.VOTE_FRESH_S + 6, stuck_for
     assert pool.healthy_count() == 1  # (the pair lags: not asked for second opinions)
+    # Followed for reads, but one endpoint's word against two: nothing of the keeper's money
+    # goes on it (`contested`; a chain halt with a liar past it looks the same).
+    assert "one endpoint's word" in (pool.contested() or "")
+    probe(clock, eps, chain + 1, chain + 1, chain + 1)  # the pair caught up: agreed again
+    assert pool.contested() is None
+
+
+def test_a_claim_past_a_halted_chain_is_followed_but_moves_no_money(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain halts; two honest endpoints stand at its last block and still answer; a
+    third invents a block every 2 s past it. Once the honest heads have stood still for
+    VOTE_FRESH_S the invented head is credited by time (a stalled pair must not hide the
+    chain), and with no second opinion it decided the keeper's sends alone (a trial). Now the
+    pool says the head is contested, which holds every send and approval (alerted), until
+    the chain moves again and the honest pair outvotes the claim."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
+           Endpoint("liar", "http://c", None)]
+    pool = RpcPool("t", eps)
+    for head in range(100, 105):
+        probe(clock, eps, head, head, head)
+        assert pool.best_head == head  # (asked at every probe, as polling does)
+    invented = 104
+    for _ in range(25):  # 50 s of a halted chain
+        invented += 1
+        probe(clock, eps, 104, 104, invented)
+        pool.ranked()
+    assert pool.best_head == invented and pool.ranked()[0].name == "liar"
+    held = pool.contested()
+    assert held is not None and f"block {invented}" in held and "block 104" in held
+    assert "http://c" in held
+    probe(clock, eps, 105, 105, invented + 1)  # the chain moves again: the pair votes
+    assert pool.best_head == 105 and pool.contested() is None
+    # Two endpoints: no majority against either; time decides, and nothing is contested.
+    two = RpcPool("t", eps[1:])
+    for _ in range(25):
+        invented += 1
+        probe(clock, eps[1:], 105, invented)
+        two.ranked()
+    assert two.best_head == invented and two.contested() is None
 
 
 def test_an_endpoint_two_behind_two_others_ranks_after_them(

@@ -8,6 +8,7 @@ mined, and signing resumes from the first free nonce instead of above a gap)."""
 
 from __future__ import annotations
 
+from keeperd.chain.rpc import Endpoint, RpcPool
 from keeperd.execution.txmanager import (
     UNKNOWN_IN_FLIGHT_BLOCKS,
     UNKNOWN_IN_FLIGHT_TOLD_BLOCKS,
@@ -23,7 +24,8 @@ class Signer:
 
 
 def manager(mined: int = 12, counted: int = 58) -> TxManager:
-    tx = TxManager(None, Signer(), 31337, metrics=Metrics())  # type: ignore[arg-type]
+    pool = RpcPool("t", [Endpoint("a", "http://a", None)])  # (no head read: not contested)
+    tx = TxManager(pool, Signer(), 31337, metrics=Metrics())  # type: ignore[arg-type]
     tx._in_flight_at_start = (mined, counted)
     tx._mined_at, tx._nonce = mined, counted
     return tx
