@@ -51,7 +51,7 @@ from keeperd.config import (
 from keeperd.execution.delegation import KeyHold
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import PENDING, Journal, TxRecord
-from keeperd.execution.reconcile import unconfigured_in_flight
+from keeperd.execution.reconcile import unconfigured_holdings, unconfigured_in_flight
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
@@ -370,6 +370,7 @@ class Daemon:
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
                                              else f"the state directory {self.config.state_dir}")
             await self._check_journal_protocols(journal, key)
+            await self._check_journal_holdings(journal)
             self.index_store = IndexStore(local)
             breaker = Breaker(db, self.config.oracles.clear_after_s)
             for gone in await breaker.forget_gone(self._block_known):
@@ -465,6 +466,18 @@ class Daemon:
                     if self.config.keeper.mode == "liquidate" else
                     "nothing is sent in this mode; liquidate mode refuses to start while any "
                     "of them may still be in a pool")
+
+    async def _check_journal_holdings(self, journal: Journal) -> None:
+        """Positions the keeper holds in a protocol no longer configured (Curie's takeovers
+        not unwound, `Journal.holdings`) refuse a start in liquidate mode: nothing would
+        watch, unwind or tell them. In another mode nothing is unwound either way: said."""
+        why = unconfigured_holdings(await journal.holdings(),
+                                    {p.name for p in self.config.protocols})
+        if why is None:
+            return
+        if self.config.keeper.mode == "liquidate":
+            raise StartupError(why)
+        log.warning("journal.unconfigured_holdings", problem=why)
 
     async def _check_journal_chains(self, db: Database, journal: Journal, where: str) -> None:
         """Each chain is the one the journal was kept on (`storage/chain_identity.py`), or the

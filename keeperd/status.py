@@ -140,7 +140,7 @@ def collect(config: Config, config_mode: str | None = None) -> dict[str, Any]:
 
 # What `summarize` reads from the tables that live on PostgreSQL when storage.url is set.
 SHARED_KEYS = ("liquidations", "by_protocol", "last_liquidations", "alerts_firing", "outbox",
-               "breakers")
+               "breakers", "holdings")
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -267,6 +267,14 @@ def render(info: dict[str, Any]) -> str:
                          f"{_usd(row['expected_profit_usd']):>15}"
                          f"  {'-' if realised is None else _usd(realised):>21}"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
+    if "holdings" in info:
+        # (what the keeper's own liquidations left it holding — Curie's takeovers until
+        # unwound: a protocol is removed from the config only once nothing is held there)
+        held: dict[str, list[str]] = {}
+        for h in info["holdings"]:
+            held.setdefault(h["protocol"], []).append(f"{h['holding']} (block {h['block']})")
+        lines.append("keeper holds     " + ("; ".join(f"{p}: {', '.join(v)}"
+                                                    for p, v in held.items()) or "nothing"))
     if "breakers" in info:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
                   f"({'by hand: ' if b['manual'] else ''}"

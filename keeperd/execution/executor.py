@@ -379,6 +379,9 @@ class Executor:
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
         # wrong, or gone by the time it was mined).
         self._waves_off_until = 0
+        # What the journal holds of the keeper's own holdings here (`_record_holdings`):
+        # None until this start wrote them once.
+        self._holdings_written: dict[str, str] | None = None
         self._waves_off_why = ""  # (`waves_hold`: told as sending_paused while it lasts)
         self._refused_blocks: dict[int, str] = {}  # (`opinion_hold`: block -> why refused)
         # Members of a wave in flight found no longer wanted when it was replaced.
@@ -553,6 +556,7 @@ class Executor:
             if self._allowances_due and not approvals_after:
                 await self._keep_allowances(result)
             await self._housekeep(result)
+            await self._record_holdings(result)
             await self._keep_balances_warm(result)
         if self._last is None:
             self._last = result
@@ -1529,6 +1533,23 @@ class Executor:
                 "tx_hash": record.tx_hash, "collateral": opp.collateral, "debt": opp.debt,
                 "expected_profit_usd": round(decision.net_profit_usd, 2),
                 "planned": _as_text(opp.planned)})
+
+    async def _record_holdings(self, result: ScanResult) -> None:
+        """What the keeper holds in this protocol (`keeper_holdings`), journaled when it
+        changes: a start without the protocol is refused while it holds something there
+        (`Daemon._check_journal_holdings`)."""
+        held = self.liquidator.keeper_holdings(result.book)
+        if held is None or held == self._holdings_written:
+            return
+        try:
+            await self.journal.set_holdings(self.adapter.name, held, result.block)
+        except FencedOut:
+            raise
+        except Exception as exc:  # (asked again at the next block: a write's trouble)
+            log.warning("journal.holdings_unwritten", protocol=self.adapter.name,
+                        error=str(exc)[:200])
+            return
+        self._holdings_written = dict(held)
 
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took

@@ -318,6 +318,29 @@ class Journal:
         entries = [_entry(r) for r in rows]
         return [(e, "sent" if e.status == PENDING else e.status) for e in entries]
 
+    async def holdings(self) -> dict[str, dict[str, tuple[str, int]]]:
+        """What the keeper holds, by protocol and market: (the holding as text, the block it
+        was read at) — as each protocol last wrote it (`set_holdings`)."""
+        rows = await self.db.fetch("SELECT protocol, market, holding, block FROM "
+                                   "keeper_holdings ORDER BY protocol, market")
+        found: dict[str, dict[str, tuple[str, int]]] = {}
+        for protocol, market, holding, block in rows:
+            found.setdefault(protocol, {})[market] = (holding, int(block))
+        return found
+
+    async def set_holdings(self, protocol: str, held: Mapping[str, str], block: int) -> None:
+        """A protocol's holdings of the keeper as read at `block` (market -> text), in place
+        of what it held before; fenced (a replica that lost the lease writes nothing)."""
+        async with self.db.transaction():
+            await self.db.fenced()
+            await self.db.execute("DELETE FROM keeper_holdings WHERE protocol = $1", protocol)
+            now = time.time()
+            if held:
+                await self.db.executemany(
+                    "INSERT INTO keeper_holdings (protocol, market, holding, block, "
+                    "updated_at) VALUES ($1, $2, $3, $4, $5)",
+                    [(protocol, market, text, block, now) for market, text in held.items()])
+
     async def set_realised(self, key: JournalKey, usd: float) -> None:
         """An entry's realised profit (negative: a loss), its status unchanged."""
         await self.db.execute("UPDATE liquidations SET realised_profit_usd = $1, "

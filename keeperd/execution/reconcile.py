@@ -11,7 +11,7 @@ signed again under a new nonce.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -250,3 +250,27 @@ def forged(record: J.TxRecord, tx: TxManager, nonce: int) -> str | None:
     if int(fields["nonce"]) != record.nonce or record.nonce != nonce:
         return f"nonce {fields['nonce']} in its bytes, {record.nonce} in the journal"
     return None
+
+
+def unconfigured_holdings(holdings: Mapping[str, Mapping[str, tuple[str, int]]],
+                          configured: set[str]) -> str | None:
+    """Why a start must not go on: the keeper holds something (`Journal.holdings`: Curie's
+    takeovers not unwound) in a protocol the config no longer has — nothing would watch it,
+    unwind it or tell its liquidation (a by-hand trial removed Curie with a position held:
+    the only word was a resolved alert's text). None: nothing held outside the config."""
+    held = {p: markets for p, markets in holdings.items()
+            if p not in configured and markets}
+    if not held:
+        return None
+    said = []
+    for protocol, markets in sorted(held.items()):
+        block = max(b for _, b in markets.values())
+        what = ", ".join(text for text, _ in markets.values())
+        said.append(f"`{protocol}`: {what} (read at block {block})")
+    names = ", ".join(f"`{p}`" for p in sorted(held))
+    return (f"the keeper holds positions in protocols this config does not have "
+            f"({'; '.join(said)}): nothing would watch them, unwind them or tell their "
+            f"liquidation. Put {names} back under `protocols` as before: keeperd unwinds what "
+            "the keeper holds there, and once `keeperd status` shows nothing held, remove it "
+            "(closed by hand: start keeperd with it once, so that it reads them closed)")
+

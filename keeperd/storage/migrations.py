@@ -250,6 +250,21 @@ _M15_OUTCOME_TOLD = (
     "UPDATE liquidations SET told = status",
 )
 
+# What the keeper itself holds in each protocol after its liquidations (Curie's takeovers), by
+# market, as last read from the chain: a start whose config no longer has the protocol is
+# refused while it holds something there — nothing would watch or unwind it (a by-hand trial
+# removed Curie with a position held; the only word was a resolved alert's text).
+_M16_KEEPER_HOLDINGS = (
+    """CREATE TABLE keeper_holdings (
+    protocol   TEXT NOT NULL,
+    market     TEXT NOT NULL,
+    holding    TEXT NOT NULL,
+    block      BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (protocol, market)
+)""",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -269,6 +284,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (13, "what each liquidation pulls from the keeper's balances"),
     (14, "the chain each journal was kept on"),
     (15, "the last outcome of each liquidation told"),
+    (16, "what the keeper itself holds in each protocol"),
 )
 
 
@@ -279,7 +295,7 @@ def statements(version: int, dialect: str) -> Sequence[str]:
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
             10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS,
             13: _M13_LIQUIDATION_PULLS, 14: _M14_CHAIN_GENESIS,
-            15: _M15_OUTCOME_TOLD}[version]
+            15: _M15_OUTCOME_TOLD, 16: _M16_KEEPER_HOLDINGS}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -57,6 +57,13 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
         out["by_protocol"] = protocol_summary(await db.fetch(_PROTOCOL_ROWS))
         out["last_liquidations"] = [last_liquidation(r)
                                     for r in await db.fetch(_LAST_LIQUIDATIONS)]
+    if "keeper_holdings" in present:
+        out["holdings"] = [
+            {"protocol": str(protocol), "market": str(market), "holding": str(holding),
+             "block": int(block)}
+            for protocol, market, holding, block in await db.fetch(
+                "SELECT protocol, market, holding, block FROM keeper_holdings "
+                "ORDER BY protocol, market")]
     if "alert_state" in present:
         # (each at its severity now, as `keeperd alerts list` and keeperd_alerts_firing say:
         # one back from critical to warning is not told, and its message says critical)

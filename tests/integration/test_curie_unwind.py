@@ -226,3 +226,47 @@ async def test_an_unwind_never_fills_beyond_its_bound_from_the_index_and_mark(
         assert len(mined) == 1
         assert unwind_fill_price(devnet, mined[0]) >= price * 0.97
     assert executor.liquidator.hold() is None
+
+
+async def test_a_protocol_the_keeper_holds_positions_in_is_not_removed_silently(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper's own positions in Curie (its takeovers until unwound) are journaled as
+    read; a start whose config no longer has Curie is refused in liquidate mode while it
+    holds one (nothing would watch, unwind or tell it: a by-hand trial removed Curie with a
+    position held, and the only word was a resolved alert's text), said in another mode, and
+    goes once Curie, configured again, read the position closed."""
+    from keeperd.daemon import StartupError
+
+    data = funded_curie_keeper(devnet, tmp_path, monkeypatch)
+    open_keepers_long(devnet, 200_000)
+    dry = {**data, "keeper": {**data["keeper"], "mode": "dry-run"}}
+    keeper = await run_daemon(parse_config(dry))
+    await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    holdings = await keeper.daemon.executors["curie"].journal.holdings()
+    assert list(holdings) == ["curie"] and "vETH (long)" in str(holdings["curie"])
+    keeper.stop.set()
+    await keeper.task
+    aave = {"kind": "aave_v3", "name": "aave", "chain": "devnet",
+            "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}
+    without = {**data, "protocols": [aave]}
+    with pytest.raises(StartupError, match=r"`curie`: .*vETH \(long\).*Put `curie` back"):
+        await run_daemon(parse_config(without))
+    with structlog.testing.capture_logs() as logs:  # (another mode: said, not refused)
+        other = await run_daemon(parse_config({**without, "keeper": dry["keeper"]}))
+    assert [e for e in logs if e["event"] == "journal.unconfigured_holdings"]
+    other.stop.set()
+    await other.task
+    # Closed by hand; Curie configured once reads it closed; then it may go.
+    curie = devnet.manifest["perp_curie"]
+    devnet.client.send(KEEPER, curie["clearing_house"], artifact("ClearingHouse").encode_call(
+        "closePosition", (curie["base_tokens"]["WETH"], 0, 0, DEADLINE, b"\0" * 32)),
+        gas=3_000_000)
+    assert keepers_size(devnet, "WETH") == 0
+    keeper = await run_daemon(parse_config(dry))
+    await keeper.evaluated_at(devnet.mine(1), protocol="curie")
+    assert await keeper.daemon.executors["curie"].journal.holdings() == {}
+    keeper.stop.set()
+    await keeper.task
+    again = await run_daemon(parse_config(without))
+    again.stop.set()
+    await again.task

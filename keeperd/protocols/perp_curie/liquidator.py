@@ -457,6 +457,20 @@ class CurieLiquidator(LiquidatorBase):
         return ("; ".join(held) + ". Close it by hand (ClearingHouse.closePosition from the "
                 "keeper) if the pool will not take it; each later takeover would add to it")
 
+    def keeper_holdings(self, book: Any) -> Mapping[str, str] | None:
+        """The keeper's own positions in the book (its takeovers not yet unwound), by base
+        token: "1.25 vETH (short)"."""
+        if self.keeper is None:
+            return None
+        mine = next((t for t in book.traders if t.account.lower() == self.keeper.lower()),
+                    None)
+        if mine is None:
+            return {}
+        return {p.base: f"{abs(p.size) / cm.WAD:,.6g} "
+                        f"{book.markets[p.base].symbol if p.base in book.markets else p.base} "
+                        f"({'long' if p.size > 0 else 'short'})"
+                for p in mine.positions if p.size}
+
     def _unwinds_failing(self, book: CurieBook) -> frozenset[str]:
         """The markets whose takeovers wait (`_unwind_failing`), as of this book: one where
         the keeper holds nothing any more (closed by hand, settled) is free again."""

@@ -251,6 +251,12 @@ class Liquidator(Protocol):
         """Why the liquidator itself holds some of its liquidations (Curie: takeovers in a
         market whose unwinds fail), or None; told as `liquidations_held`."""
 
+    def keeper_holdings(self, book: Any) -> Mapping[str, str] | None:
+        """What the keeper itself holds in this protocol as of `book` (Curie: the positions
+        it took over and has not unwound), market -> the holding as text; None when its
+        liquidations leave the keeper nothing to hold. Kept in the journal: a start whose
+        config lacks the protocol is refused while it holds something there."""
+
     def realised(self, receipt: Mapping[str, Any]) -> float:
         """What a transaction of the keeper's (a liquidation, a follow-up) realised for it in
         USD beyond its liquidation event's figure, from its receipt (Curie: its own trades'
@@ -499,6 +505,12 @@ class LiquidatorBase:
 
     def hold(self) -> str | None:
         return None  # (its liquidations held only by the core's gates)
+
+    def keeper_holdings(self, book: Any) -> Mapping[str, str] | None:
+        """What the keeper itself holds in this protocol as of `book` (market -> the holding
+        as text), kept in the journal so that a start without the protocol refuses while it
+        holds something there; None: its liquidations leave the keeper nothing to hold."""
+        return None
 
     def realised(self, receipt: Mapping[str, Any]) -> float:
         return 0.0  # (its liquidation event says all it gains)
