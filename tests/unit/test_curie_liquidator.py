@@ -33,7 +33,7 @@ def liquidator() -> Any:
     out._unwind_failing, out._held_sizes, out._symbols = {}, {}, {}
     out._unwind_failures, out._unverified = {}, set()
     out.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
-    out._told_held = frozenset()
+    out._told_held, out._mine_of = frozenset(), None
     return out
 
 

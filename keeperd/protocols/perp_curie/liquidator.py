@@ -194,6 +194,7 @@ class CurieLiquidator(LiquidatorBase):
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
+        self._mine_of: tuple[CurieBook, cm.CurieTrader | None] | None = None  # (`_mine`)
         # (the keeper's margin in the Vault and its wallet's USDC, as `balances` last read
         # them: what `capital_fix` tells a shortfall to do)
         self._capital_read = (0, 0)
@@ -457,13 +458,23 @@ class CurieLiquidator(LiquidatorBase):
         return ("; ".join(held) + ". Close it by hand (ClearingHouse.closePosition from the "
                 "keeper) if the pool will not take it; each later takeover would add to it")
 
+    def _mine(self, book: CurieBook) -> cm.CurieTrader | None:
+        """The keeper's own account in the book, or None: looked up once a book (the plan,
+        the follow-ups and the holdings each asked, a scan of every trader each)."""
+        if self._mine_of is not None and self._mine_of[0] is book:
+            return self._mine_of[1]
+        keeper = self.keeper.lower() if self.keeper is not None else None
+        mine = None if keeper is None else next(
+            (t for t in book.traders if t.account.lower() == keeper), None)
+        self._mine_of = (book, mine)
+        return mine
+
     def keeper_holdings(self, book: Any) -> Mapping[str, str] | None:
         """The keeper's own positions in the book (its takeovers not yet unwound), by base
         token: "1.25 vETH (short)"."""
         if self.keeper is None:
             return None
-        mine = next((t for t in book.traders if t.account.lower() == self.keeper.lower()),
-                    None)
+        mine = self._mine(book)
         if mine is None:
             return {}
         return {p.base: f"{abs(p.size) / cm.WAD:,.6g} "
@@ -474,9 +485,7 @@ class CurieLiquidator(LiquidatorBase):
     def _unwinds_failing(self, book: CurieBook) -> frozenset[str]:
         """The markets whose takeovers wait (`_unwind_failing`), as of this book: one where
         the keeper holds nothing any more (closed by hand, settled) is free again."""
-        mine = next((t for t in book.traders
-                     if self.keeper is not None and t.account.lower() == self.keeper.lower()),
-                    None)
+        mine = self._mine(book)
         self._held_sizes = {p.base: p.size for p in mine.positions} if mine else {}
         self._symbols = {b: m.symbol for b, m in book.markets.items()}
         if self._unverified is None:  # (only what liquidate mode unwinds; a dry run never)
@@ -621,7 +630,7 @@ class CurieLiquidator(LiquidatorBase):
             return []
         book: CurieBook = result.book
         self._unwinds_failing(book)  # (a market the keeper no longer holds is free again)
-        mine = next((t for t in book.traders if t.account.lower() == self.keeper.lower()), None)
+        mine = self._mine(book)
         if mine is None:
             return []
         ch = self.adapter.config.clearing_house
