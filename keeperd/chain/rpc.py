@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 # Two other endpoints this many blocks past an endpoint's head rank it after them.
 QUORUM_BEHIND_BLOCKS = 2
+# ... or, while its head still moves, after this many probes in a row behind them.
+BEHIND_PROBES = 3
 # An endpoint whose head has not moved for this long outvotes no one (`best_head`).
 VOTE_FRESH_S = 30.0
 PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a head's reads asked ahead answer no more than this
@@ -221,14 +223,21 @@ class EndpointHealth:
     # row since found it where it was: a frozen node's head stops, a live one's moves.
     head_moved_at: float | None = None
     probes_unmoved: int = 0
+    # The head the last probe found: movement is judged against it, not against `head`,
+    # which a read that found no block lowers (`_batch_at`) — a frozen endpoint's next probe
+    # read as a head that moved, and it voted and ranked as live (a review).
+    probed_head: int | None = None
+    # Probes in a row that found two other endpoints QUORUM_BEHIND_BLOCKS or more past it
+    # (`RpcPool.behind_quorum`): one that moves but stays behind stays behind.
+    probes_behind: int = 0
 
     def probed(self, head: int, now: float) -> None:
         """A probe's answer: the endpoint's head now."""
-        if self.head is None or head > self.head:
+        if self.probed_head is None or head > self.probed_head:
             self.head_moved_at, self.probes_unmoved = now, 0
         else:
             self.probes_unmoved += 1
-        self.head = head
+        self.head = self.probed_head = head
 
 
 @dataclass
@@ -504,7 +513,24 @@ class RpcPool:
         not retried: its job is to measure that endpoint.
         """
         await asyncio.gather(*(self._probe_one(ep) for ep in self.endpoints))
+        self.count_behind()
         self._publish_health()
+
+    def count_behind(self) -> None:
+        """After a probe round: each endpoint's run of probes behind two others
+        (`EndpointHealth.probes_behind`)."""
+        for ep in self.endpoints:
+            ep.health.probes_behind = (ep.health.probes_behind + 1
+                                       if self._two_past(ep) else 0)
+
+    def _two_past(self, ep: Endpoint) -> bool:
+        """Two other endpoints have a head QUORUM_BEHIND_BLOCKS or more past this one's."""
+        if ep.health.head is None:
+            return False
+        others = sorted((o.health.head for o in self.endpoints
+                         if o is not ep and o.health.head is not None
+                         and o.health.chain_ok is not False), reverse=True)
+        return len(others) >= 2 and others[1] - ep.health.head >= QUORUM_BEHIND_BLOCKS
 
     async def _serves_our_chain(self, ep: Endpoint) -> bool:
         """Ask an endpoint of unknown network for its chain id once (transient failures
@@ -631,20 +657,21 @@ class RpcPool:
 
     def behind_quorum(self, ep: Endpoint) -> bool:
         """Two other endpoints both have a block at least QUORUM_BEHIND_BLOCKS past this
-        one's head, and its head did not move at the last probe: it is frozen or slow, though
-        still within `max_head_lag` (a first endpoint stuck a block or three back hid those
+        one's head, and its head did not move at the last probe (or it stayed behind them for
+        BEHIND_PROBES probes in a row): it is frozen or slow, though still within
+        `max_head_lag` (a first endpoint stuck a block or three back hid those
         blocks from the keeper until it lagged). Ranked after the endpoints that are not,
         still healthy. Two others, not the best head: one endpoint's claim alone must not
         move the honest ones down (with two endpoints there is no quorum, and nothing is
         demoted this way)."""
-        if ep.health.head is None or ep.health.probes_unmoved < 1:
-            # (not while its head still moves: on a fast chain one endpoint routinely two
-            # blocks past it, and a liar claiming the same, put the liar first — a review)
+        if ep.health.head is None or (ep.health.probes_unmoved < 1
+                                      and ep.health.probes_behind < BEHIND_PROBES):
+            # (not while its head still moves, for a probe or two: on a fast chain one
+            # endpoint routinely two blocks past it, and a liar claiming the same, put the
+            # liar first — a review; but one that moves and stays behind hid those blocks
+            # for good)
             return False
-        others = sorted((o.health.head for o in self.endpoints
-                         if o is not ep and o.health.head is not None
-                         and o.health.chain_ok is not False), reverse=True)
-        return len(others) >= 2 and others[1] - ep.health.head >= QUORUM_BEHIND_BLOCKS
+        return self._two_past(ep)
 
     def second(self) -> Endpoint | None:
         """The endpoint a second opinion (or a second reading) comes from: the first after

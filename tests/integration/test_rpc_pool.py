@@ -303,6 +303,44 @@ def test_an_endpoint_two_behind_two_others_ranks_after_them(
     assert [e.name for e in two.ranked()] == ["own-node", "provider"]
 
 
+def test_an_endpoint_that_moves_but_stays_behind_two_others_ranks_after_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first endpoint that moves at every probe but stays three blocks behind two others
+    (within `max_head_lag`) stayed first for good: its head moved, so it never counted as
+    behind, and polling asked it for the head, three blocks late at every block. After
+    BEHIND_PROBES probes in a row behind them it ranks after them; caught up, first again."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
+           Endpoint("public", "http://c", None)]
+    pool = RpcPool("t", eps)
+    order = []
+    for head in range(100, 100 + rpc_module.BEHIND_PROBES + 1):
+        probe(clock, eps, head - 3, head, head)
+        pool.count_behind()
+        order.append(pool.ranked()[0].name)
+    assert order[:rpc_module.BEHIND_PROBES - 1] == ["own-node"] * (rpc_module.BEHIND_PROBES - 1)
+    assert order[-1] == "provider" and pool.behind_quorum(eps[0])
+    probe(clock, eps, 110, 110, 110)
+    pool.count_behind()
+    assert pool.ranked()[0].name == "own-node"
+
+
+def test_a_read_that_found_no_block_does_not_make_a_frozen_head_move() -> None:
+    """A batch at a block the endpoint lacks lowers its head to the block before (as far as
+    is known); its next probe, the same frozen head, read as a head that moved: it voted and
+    ranked as live (a review)."""
+    ep = Endpoint("frozen", "http://a", None)
+    ep.health.probed(100, 1_000.0)
+    ep.health.probed(100, 1_002.0)
+    assert ep.health.probes_unmoved == 1
+    ep.health.head = 99  # (what `_batch_at` does when it has no block 100... here, 101)
+    ep.health.probed(100, 1_004.0)
+    assert ep.health.probes_unmoved == 2 and ep.health.head_moved_at == 1_000.0
+    ep.health.probed(101, 1_006.0)  # (a real move)
+    assert ep.health.probes_unmoved == 0 and ep.health.head_moved_at == 1_006.0
+
+
 def test_configured_order_wins_unless_an_endpoint_is_much_slower() -> None:
     eps = [Endpoint("primary", "http://a", None), Endpoint("fallback", "http://b", None)]
     pool = RpcPool("t", eps)
