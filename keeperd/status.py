@@ -267,14 +267,15 @@ def render(info: dict[str, Any]) -> str:
                          f"{_usd(row['expected_profit_usd']):>15}"
                          f"  {'-' if realised is None else _usd(realised):>21}"
                          + (f" (won by {row['winner']})" if row["winner"] else ""))
-    if "holdings" in info:
+    if info.get("holdings"):
         # (what the keeper's own liquidations left it holding — Curie's takeovers until
-        # unwound: a protocol is removed from the config only once nothing is held there)
+        # unwound: a protocol is removed from the config only once nothing is held there;
+        # no line when nothing is: alert-only reads none, and "nothing" would say it did)
         held: dict[str, list[str]] = {}
         for h in info["holdings"]:
             held.setdefault(h["protocol"], []).append(f"{h['holding']} (block {h['block']})")
-        lines.append("keeper holds     " + ("; ".join(f"{p}: {', '.join(v)}"
-                                                    for p, v in held.items()) or "nothing"))
+        lines.append("keeper holds     " + "; ".join(f"{p}: {', '.join(v)}"
+                                                     for p, v in held.items()))
     if "breakers" in info:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
                   f"({'by hand: ' if b['manual'] else ''}"

@@ -271,6 +271,7 @@ def unconfigured_holdings(holdings: Mapping[str, Mapping[str, tuple[str, int]]],
     return (f"the keeper holds positions in protocols this config does not have "
             f"({'; '.join(said)}): nothing would watch them, unwind them or tell their "
             f"liquidation. Put {names} back under `protocols` as before: keeperd unwinds what "
-            "the keeper holds there, and once `keeperd status` shows nothing held, remove it "
-            "(closed by hand: start keeperd with it once, so that it reads them closed)")
+            "the keeper holds there; remove it once `keeperd status`'s \"keeper holds\" line "
+            "no longer names it (closed by hand: start keeperd with it once, so that it "
+            "reads them closed)")
 

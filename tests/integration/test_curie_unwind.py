@@ -246,6 +246,11 @@ async def test_a_protocol_the_keeper_holds_positions_in_is_not_removed_silently(
     assert list(holdings) == ["curie"] and "vETH (long)" in str(holdings["curie"])
     keeper.stop.set()
     await keeper.task
+    from keeperd.status import collect, render
+
+    shown = [line for line in render(collect(parse_config(dry))).splitlines()
+             if line.startswith("keeper holds")]
+    assert len(shown) == 1 and "curie: " in shown[0] and "vETH (long)" in shown[0], shown
     aave = {"kind": "aave_v3", "name": "aave", "chain": "devnet",
             "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}
     without = {**data, "protocols": [aave]}
@@ -267,6 +272,7 @@ async def test_a_protocol_the_keeper_holds_positions_in_is_not_removed_silently(
     assert await keeper.daemon.executors["curie"].journal.holdings() == {}
     keeper.stop.set()
     await keeper.task
+    assert "keeper holds" not in render(collect(parse_config(dry)))
     again = await run_daemon(parse_config(without))
     again.stop.set()
     await again.task
