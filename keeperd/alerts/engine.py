@@ -788,7 +788,9 @@ class AlertEngine:
                            "(one may lie about the chain's state) and the reverted "
                            "transactions; the gas cap: raise keeper.max_gas_usd_per_hour if "
                            "the spend was right; an L1 data fee unread: check that the "
-                           "endpoints answer eth_call to the chain's GasPriceOracle."))
+                           "endpoints answer eth_call to the chain's GasPriceOracle; the head "
+                           "one endpoint's word: check each endpoint's head against a block "
+                           "explorer and remove or fix the wrong one."))
         route = self.config.route_for("index_lag")
         if rules.index_lag.enabled and route:
             levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,

@@ -621,32 +621,37 @@ class RpcPool:
 
     def contested(self) -> str | None:
         """Why the head keeperd follows is one endpoint's word against two or more others
-        that still answer, more than the lag behind it, or None. `best_head` credits such a
-        claim by time once their heads have stood still for VOTE_FRESH_S, so that a stalled
-        pair does not hide the chain: that is also what a chain halt looks like to an
+        whose heads stand still, more than the lag behind it, or None. `best_head` credits
+        such a claim by time once their heads have stood still for VOTE_FRESH_S, so that a
+        stalled pair does not hide the chain: that is also what a chain halt looks like to an
         endpoint inventing blocks past it, and followed alone, with no second opinion, its
-        word would have decided the keeper's sends. Reads follow it; anything that moves the
-        keeper's money waits (`Executor.send_pause`, approvals and deposits), alerted, until
-        two endpoints agree again."""
+        word would have decided the keeper's sends. Reads follow it; what moves the keeper's
+        money waits (`Executor.send_pause`, approvals and deposits, follow-ups, new
+        signatures of transactions in flight), alerted, until two endpoints agree again.
+
+        The endpoints counted are those `best_head` counts (benched ones too: a few 429s of
+        an honest endpoint must not end the hold); an endpoint behind that still moves (a
+        lagging public node on a fast chain) votes, and does not make the head contested."""
         best = self.best_head
         if best is None:
             return None
         lag = self.settings.max_head_lag
         now = time.monotonic()
-        usable = [ep for ep in self.endpoints if ep.health.head is not None
-                  and ep.health.chain_ok is not False and ep.health.benched_until <= now]
-        near = [ep for ep in usable if ep.health.head >= best - lag]  # type: ignore[operator]
-        behind = [ep for ep in usable if ep.health.head < best - lag]  # type: ignore[operator]
-        if len(near) != 1 or len(behind) < 2:
+        known = [ep for ep in self.endpoints
+                 if ep.health.head is not None and ep.health.chain_ok is not False]
+        near = [ep for ep in known if ep.health.head >= best - lag]  # type: ignore[operator]
+        still = [ep for ep in known if ep.health.head < best - lag  # type: ignore[operator]
+                 and not self._votes(ep, now)]
+        if len(near) != 1 or len(still) < 2:
             return None
-        heads = sorted(ep.health.head for ep in behind if ep.health.head is not None)
+        heads = sorted(ep.health.head for ep in still if ep.health.head is not None)
         at = f"{heads[0]}" if heads[0] == heads[-1] else f"{heads[0]}-{heads[-1]}"
         return (f"the head followed (block {best}) is one endpoint's word "
-                f"({near[0].safe_url}): {len(behind)} others that answer stand at block {at}, "
-                f"more than max_head_lag ({lag}) behind it, their heads still for "
-                f"{VOTE_FRESH_S:g} s or more (a chain halted while one endpoint invents "
-                "blocks past it, or those endpoints stalled): nothing that moves the keeper's "
-                "money goes until two endpoints agree")
+                f"({near[0].safe_url}): {len(still)} others stand at block {at}, more than "
+                f"max_head_lag ({lag}) behind it, their heads still for {VOTE_FRESH_S:g} s or "
+                "more (a chain halted while one endpoint invents blocks past it, or those "
+                "endpoints stalled): nothing that moves the keeper's money goes until two "
+                "endpoints agree")
 
     @staticmethod
     def _votes(ep: Endpoint, now: float) -> bool:

@@ -393,6 +393,7 @@ class Executor:
         # their profit read 0 and their gas went unpriced.
         self._unbooked: list[Outcome] = []
         self._pause_reason: str | None = None
+        self._pause_kind: tuple[str | None, str | None] = (None, None)  # (`send_pause`)
         for stage in (*FUNNEL_STAGES, *(("fee_unread",) if op_stack_chain_id else ())):
             metrics.liquidation_funnel.labels(*self.labels, stage)
         metrics.liquidation_profit.labels(*self.labels)  # (0 until one is included: a series)
@@ -426,6 +427,9 @@ class Executor:
             await self._prepare(head)
 
     async def _reconcile(self, head: int) -> None:
+        # (a leadership's first block writes its holdings: another leader may have written
+        # since this replica last did — a review)
+        self._holdings_written = None
         if self.tx is not None:
             sent = await self.tx.sync_nonce_afresh()
             if sent and not self.tx.history_told and await self.journal.is_empty():
@@ -521,6 +525,13 @@ class Executor:
             await self._flush_events()
 
     async def _act(self, result: ScanResult) -> None:
+        await self._act_on(result)
+        if not result.partial:
+            # (after the block's liquidations: in a Curie cascade the holdings change most
+            # blocks, and their write is a fenced transaction — a review)
+            await self._record_holdings(result)
+
+    async def _act_on(self, result: ScanResult) -> None:
         view = result.view
         liquidatable = {view.accounts[int(i)] for i in np.flatnonzero(view.health < 1.0)}
         if not liquidatable and not result.partial and self._short_of:
@@ -556,7 +567,6 @@ class Executor:
             if self._allowances_due and not approvals_after:
                 await self._keep_allowances(result)
             await self._housekeep(result)
-            await self._record_holdings(result)
             await self._keep_balances_warm(result)
         if self._last is None:
             self._last = result
@@ -1557,9 +1567,12 @@ class Executor:
         rather than repeats them; one that reverted or was never mined (refused, its nonce
         taken, cancelled) is tried again under a retry key."""
         if self.tx is None or self.mode != "liquidate" or self.keeper is None or \
-                self.tx.signing_held() is not None or self.tx.unknown_wait(result.block):
+                self.tx.signing_held() is not None or self.tx.unknown_wait(result.block) \
+                or self.pool.contested() is not None:
             # (nor while transactions found in the pool at start hold the key: signed above
-            # them, an unwind would sit behind the gap they leave if evicted)
+            # them, an unwind would sit behind the gap they leave if evicted; nor while the
+            # head is one endpoint's word: an unwind's price bound is read from its mark and
+            # index, its simulation run on it — a review)
             return
         # A delegated key's one slot busy: nothing journaled, asked again at the next block
         # (a follow-up refused for the slot was dropped for good: an unhedged position kept).
@@ -1653,8 +1666,9 @@ class Executor:
         the head followed is one endpoint's word against two others (`RpcPool.contested`)."""
         cfg = self.config
         self._reverts = [b for b in self._reverts if b > block - cfg.revert_breaker_blocks]
-        reason = None
+        reason, kind = None, None
         if len(self._reverts) >= cfg.revert_breaker_reverts:
+            kind = "reverts"
             why = (f", the last one: {self._last_revert_reason}"
                    if self._last_revert_reason else "")
             reason = (f"{len(self._reverts)} liquidations reverted on chain in the last "
@@ -1666,17 +1680,22 @@ class Executor:
         spent = sum(usd for _, usd in self._gas_spent)
         if reason is None and cfg.max_gas_usd_per_hour is not None and \
                 spent >= cfg.max_gas_usd_per_hour:
+            kind = "gas"
             reason = (f"${spent:,.2f} of gas spent in the last hour, at the "
                       f"max_gas_usd_per_hour cap (${cfg.max_gas_usd_per_hour:,.2f})")
         if reason is None:
             # (one endpoint's head against two that still answer: a liar past a halted
-            # chain, followed alone, decided every send — a trial)
+            # chain, followed alone, decided every send — a review)
             reason = self.pool.contested()
-        if reason != self._pause_reason:
+            kind = "contested" if reason is not None else None
+        # (logged when the kind of pause changes, not its text: a contested head's numbers
+        # move every block, and each was an error line — a review)
+        if (kind, reason if kind == "reverts" else None) != self._pause_kind:
             (log.error if reason else log.info)(
                 "liquidation.sending_paused" if reason else "liquidation.sending_resumed",
                 protocol=self.adapter.name, reason=reason or self._pause_reason)
-            self._pause_reason = reason
+            self._pause_kind = (kind, reason if kind == "reverts" else None)
+        self._pause_reason = reason
         return reason
 
     def opinion_hold(self, block: int) -> str | None:

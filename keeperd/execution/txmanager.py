@@ -1047,9 +1047,12 @@ class TxManager:
                 if p.in_doubt:
                     await self._send_again(p)
                 continue
-            if self.signing_held() is not None:
+            if self.signing_held() is not None or self.pool.contested() is not None:
                 # (signed bytes stay as they are: a replacement is a new signature; the hold's
-                # reason is logged and alerted where it is found)
+                # reason is logged and alerted where it is found — a head that is one
+                # endpoint's word also judged `still_wanted` and the fee: a liar past a halted
+                # chain turned live liquidations into cancels, or bumped fees by invented
+                # blocks, a review)
                 continue
             if not still_wanted(key) and not p.cancelling:
                 p.cancelling = True

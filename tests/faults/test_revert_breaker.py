@@ -74,6 +74,7 @@ def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
     executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
     executor.pool = RpcPool("t", [Endpoint("a", "http://a", None)])  # (no head: uncontested)
     executor._reverts, executor._pause_reason = [], None
+    executor._pause_kind = (None, None)
     executor._last_revert_reason = None
     executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
     assert "max_gas_usd_per_hour" in (executor.send_pause(10, now=2_100.0) or "")
@@ -90,6 +91,8 @@ def test_a_contested_head_pauses_sending_and_approvals() -> None:
     the simulations the sends rest on, would be that endpoint's word alone."""
     from types import SimpleNamespace
 
+    import structlog
+
     from keeperd.execution.executor import Executor
     from keeperd.execution.txmanager import CONTESTED_ACTION, TxManager
     from keeperd.metrics import Metrics
@@ -102,11 +105,54 @@ def test_a_contested_head_pauses_sending_and_approvals() -> None:
     executor.adapter = SimpleNamespace(name="aave")  # type: ignore[assignment]
     executor.pool = contested  # type: ignore[assignment]
     executor._reverts, executor._pause_reason = [], None
+    executor._pause_kind = (None, None)
     executor._last_revert_reason = None
     executor._gas_spent = []
     assert executor.send_pause(10) == why
+    with structlog.testing.capture_logs() as logs:  # (its heads move every block: said once)
+        for head in range(131, 140):
+            contested.contested = lambda head=head: why.replace("130", str(head))
+            assert executor.send_pause(head) == why.replace("130", str(head))
+        contested.contested = lambda: None
+        assert executor.send_pause(140) is None
+    assert [e["event"] for e in logs] == ["liquidation.sending_resumed"]
+    contested.contested = lambda: why
     tx = TxManager(contested, SimpleNamespace(address="0x" + "11" * 20), 31337,  # type: ignore[arg-type]
                    metrics=Metrics())
     held = tx.upkeep_hold(10)
     assert held is not None and held.reason == why and held.action == CONTESTED_ACTION
     assert tx.key_alert(10) is None  # (not the key's trouble: told as sending_paused)
+
+
+async def test_no_follow_up_goes_while_the_head_is_contested() -> None:
+    """Curie's unwinds (the keeper's follow-ups) wait while the head is one endpoint's word:
+    an unwind's price bound is read from that endpoint's mark and index, and its simulation
+    run on it (a review). Asked again at each block; planned once the head is agreed."""
+    from types import SimpleNamespace
+
+    from keeperd.execution.executor import Executor
+
+    asked: list[int] = []
+
+    class Liquidator:
+        def housekeeping(self, result: object) -> list[object]:
+            asked.append(result.block)  # type: ignore[attr-defined]
+            return []
+
+    executor = Executor.__new__(Executor)
+    executor.config = SimpleNamespace(mode="liquidate")  # type: ignore[assignment]
+    executor.keeper = "0x" + "11" * 20
+    executor.liquidator = Liquidator()  # type: ignore[assignment]
+
+    async def slot_free_at(block: int) -> bool:
+        return True
+
+    executor.tx = SimpleNamespace(signing_held=lambda: None,  # type: ignore[assignment]
+                                  unknown_wait=lambda block: False, slot_free_at=slot_free_at)
+    why: list[str | None] = ["the head followed (block 130) is one endpoint's word"]
+    executor.pool = SimpleNamespace(contested=lambda: why[0])  # type: ignore[assignment]
+    await executor._housekeep(SimpleNamespace(block=130))  # type: ignore[arg-type]
+    assert asked == []
+    why[0] = None
+    await executor._housekeep(SimpleNamespace(block=131))  # type: ignore[arg-type]
+    assert asked == [131]

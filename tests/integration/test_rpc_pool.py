@@ -260,6 +260,9 @@ def test_a_claim_past_a_halted_chain_is_followed_but_moves_no_money(
     held = pool.contested()
     assert held is not None and f"block {invented}" in held and "block 104" in held
     assert "http://c" in held
+    eps[1].health.benched_until = clock[0] + 10  # (an honest one's 429s: still held)
+    assert pool.contested() is not None
+    eps[1].health.benched_until = 0.0
     probe(clock, eps, 105, 105, invented + 1)  # the chain moves again: the pair votes
     assert pool.best_head == 105 and pool.contested() is None
     # Two endpoints: no majority against either; time decides, and nothing is contested.
@@ -303,7 +306,32 @@ def test_an_endpoint_two_behind_two_others_ranks_after_them(
     assert [e.name for e in two.ranked()] == ["own-node", "provider"]
 
 
-def test_an_endpoint_that_moves_but_stays_behind_two_others_ranks_after_them(
+def test_a_lagging_endpoint_that_still_moves_does_not_contest_the_head(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An L2 at 4 blocks a second: the own node follows the chain, one public endpoint has
+    stood still for minutes, the other lags 1-6 blocks but moves. When it lags past
+    `max_head_lag` the own node's head is credited by time (one voter is not two), and it
+    is not contested: only endpoints whose heads stand still make a head contested (a
+    review: sends paused 60 % of the time, the alert flapping)."""
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    eps = [Endpoint("own-node", "http://a", None), Endpoint("frozen", "http://b", None),
+           Endpoint("lagging", "http://c", None)]
+    pool = RpcPool("t", eps, settings=RpcPoolSettings(min_block_seconds=0.25))
+    eps[1].health.probed(900, clock[0] - 60)  # (its head last moved a minute ago)
+    chain = 1_000
+    contested = []
+    for i in range(120):  # 4 minutes, a probe every 2 s
+        chain += 8
+        probe(clock, eps, chain, 900, chain - 1 - i % 6)
+        pool.ranked()
+        contested.append(pool.contested())
+        if i % 6 >= 3:  # (4-6 behind: the own node's head is credited by time)
+            assert pool.best_head == chain
+    assert not any(contested)
+
+
+async def test_an_endpoint_that_moves_but_stays_behind_two_others_ranks_after_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A first endpoint that moves at every probe but stays three blocks behind two others
     (within `max_head_lag`) stayed first for good: its head moved, so it never counted as
@@ -314,15 +342,22 @@ def test_an_endpoint_that_moves_but_stays_behind_two_others_ranks_after_them(
     eps = [Endpoint("own-node", "http://a", None), Endpoint("provider", "http://b", None),
            Endpoint("public", "http://c", None)]
     pool = RpcPool("t", eps)
+    heads: dict[str, int] = {}
+
+    async def answer(ep: Endpoint) -> None:  # (each endpoint's head, as its probe reads it)
+        ep.health.probed(heads[ep.name], clock[0])
+
+    monkeypatch.setattr(pool, "_probe_one", answer)
     order = []
     for head in range(100, 100 + rpc_module.BEHIND_PROBES + 1):
-        probe(clock, eps, head - 3, head, head)
-        pool.count_behind()
+        clock[0] += 2.0
+        heads.update({"own-node": head - 3, "provider": head, "public": head})
+        await pool.probe()  # (counts the runs behind, as the daemon's probes do)
         order.append(pool.ranked()[0].name)
     assert order[:rpc_module.BEHIND_PROBES - 1] == ["own-node"] * (rpc_module.BEHIND_PROBES - 1)
     assert order[-1] == "provider" and pool.behind_quorum(eps[0])
-    probe(clock, eps, 110, 110, 110)
-    pool.count_behind()
+    heads.update({"own-node": 110, "provider": 110, "public": 110})
+    await pool.probe()
     assert pool.ranked()[0].name == "own-node"
 
 

@@ -387,3 +387,17 @@ def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> 
     liq2.adapter.config.unwind_max_slippage_bps = None
     ((_key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=unread))
     assert int.from_bytes(data[4 + 32:4 + 64], "big") == 0
+
+
+def test_the_keepers_holdings_as_the_book_shows_them() -> None:
+    """What the journal keeps of the keeper's own positions: each market's, signed; nothing
+    once it holds none; and None — nothing known, what was journaled stays — while the book
+    does not have the keeper at all (an index that has not reached its first trade: a
+    review; a start without Curie passed while it held one)."""
+    from dataclasses import replace
+
+    liq = liquidator()
+    assert liq.keeper_holdings(book({VETH: 5 * 10**18, VBTC: -(10**17)})) == {
+        VETH: "5 vETH (long)", VBTC: "0.1 vBTC (short)"}
+    assert liq.keeper_holdings(book({})) == {}
+    assert liq.keeper_holdings(replace(book({}), traders=())) is None

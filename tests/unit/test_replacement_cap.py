@@ -56,3 +56,42 @@ async def test_replacements_never_pass_the_fee_cap_nor_the_tip_its_max_fee() -> 
     for (a, b), (c, d) in pairwise(fees):
         assert c >= a * 1.1 and d >= b * 1.1
     assert node.sent == len(fees) - 1
+
+
+class Watched(Node):
+    """A node for `watch`: nothing mined (no receipt; the nonce not passed), and whether the
+    head it follows is one endpoint's word (`RpcPool.contested`)."""
+
+    def __init__(self, base_fee: int) -> None:
+        super().__init__(base_fee)
+        self.contested_why: str | None = None
+
+    async def request(self, method: str, params: Any = ()) -> Any:
+        if method == "eth_getTransactionCount":
+            return hex(7)
+        if method == "eth_getTransactionReceipt":
+            return None
+        return await super().request(method, params)
+
+    def contested(self) -> str | None:
+        return self.contested_why
+
+
+async def test_no_replacement_nor_cancel_is_signed_while_the_head_is_contested() -> None:
+    """While the head is one endpoint's word (a liar past a halted chain), a stuck
+    transaction is not replaced or cancelled: `still_wanted` and the fee would be judged on
+    that endpoint's state, and its invented blocks would count towards
+    `replace_after_blocks` (a review). The bytes signed stay; once the head is agreed, the
+    replacement goes."""
+    node = Watched(base_fee=10 * GWEI)
+    tx = TxManager(node, KeeperKey(Account.create()), 31337, metrics=Metrics(),  # type: ignore[arg-type]
+                   policy=FeePolicy(max_fee_per_gas_wei=500 * GWEI))
+    tx.signing_policy.allow(Allowed(TARGET, CALL, "test"))
+    tx.pending["k"] = pending = stuck(20 * GWEI, 2 * GWEI)
+    node.contested_why = "the head followed (block 130) is one endpoint's word"
+    for block in range(10, 30):
+        await tx.watch(block, still_wanted=lambda key: False)
+    assert len(pending.attempts) == 1 and not pending.cancelling and node.sent == 0
+    node.contested_why = None
+    await tx.watch(30, still_wanted=lambda key: False)
+    assert len(pending.attempts) == 2 and pending.cancelling  # (not wanted: cancelled now)

@@ -471,12 +471,14 @@ class CurieLiquidator(LiquidatorBase):
 
     def keeper_holdings(self, book: Any) -> Mapping[str, str] | None:
         """The keeper's own positions in the book (its takeovers not yet unwound), by base
-        token: "1.25 vETH (short)"."""
+        token: "1.25 vETH (short)". None while the keeper is not among the book's traders
+        (never traded, or an index that has not reached its first trade yet: nothing known,
+        and what was journaled stays — a review)."""
         if self.keeper is None:
             return None
         mine = self._mine(book)
         if mine is None:
-            return {}
+            return None
         return {p.base: f"{abs(p.size) / cm.WAD:,.6g} "
                         f"{book.markets[p.base].symbol if p.base in book.markets else p.base} "
                         f"({'long' if p.size > 0 else 'short'})"
