@@ -235,8 +235,13 @@ class CascadeMonitor:
     async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
         fund = self.config.fund_for(self.protocol)
         self.no_fund = False
+        risk = self.book_risk(book) if self.book_risk is not None else None
+        if risk is not None and risk.outstanding_bad_debt_usd is not None:
+            # (what a crash already did: the grid's figures fall once it has liquidated the
+            # book, and its rules resolved while the bad debt stayed — a by-hand trial)
+            self.metrics.bad_debt_outstanding.labels(self.chain, self.protocol).set(
+                risk.outstanding_bad_debt_usd)
         if fund is None:
-            risk = self.book_risk(book) if self.book_risk is not None else None
             value = risk.insurance_fund_usd if risk is not None else None
             self.no_fund = risk is not None and risk.no_fund
             if value is not None:

@@ -404,6 +404,13 @@ class Metrics:
             "volatile assets: joint) whose cascade liquidates at least "
             "risk.cascade.min_liquidation_usd (NaN: none up to the largest shock).",
             ["chain", "protocol", "asset"], registry=r)
+        self.bad_debt_outstanding = Gauge(
+            "keeperd_bad_debt_outstanding_usd", "Bad debt the protocol already carries, "
+            "realised and not yet covered: Aave v3.3+ its reserves' deficit "
+            "(getReserveDeficit, at the block's oracle prices), Perp Curie its accounts with "
+            "no position left and a negative value. Not exported for Morpho Blue, whose "
+            "lenders take a bad debt at the liquidation that leaves it.",
+            ["chain", "protocol"], registry=r)
         self.cascade_fund = Gauge(
             "keeperd_cascade_insurance_fund_usd", "The insurance / default fund bad debt is "
             "measured against.", ["chain", "protocol"], registry=r)

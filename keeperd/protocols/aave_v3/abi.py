@@ -128,6 +128,10 @@ def get_liquidation_grace_period(asset: str) -> bytes:
     return encode_call("getLiquidationGracePeriod(address)", ["address"], [asset])
 
 
+def get_reserve_deficit(asset: str) -> bytes:
+    return encode_call("getReserveDeficit(address)", ["address"], [asset])
+
+
 def get_virtual_underlying_balance(asset: str) -> bytes:
     return encode_call("getVirtualUnderlyingBalance(address)", ["address"], [asset])
 

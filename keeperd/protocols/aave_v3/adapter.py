@@ -22,7 +22,7 @@ from keeperd.protocols.aave_v3.revisions import LATEST_KNOWN, rules_for
 from keeperd.protocols.sdk.contract import LiquidationSeen, PluginBase, PluginContext, account_topic
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
-from keeperd.protocols.sdk.views import AccountRow, HealthView
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 
 log = structlog.get_logger(__name__)
 
@@ -193,6 +193,24 @@ class AaveV3Adapter(PluginBase):
                 f"({rules.release}): {verdict}; {len(market.reserves)} reserves")
 
     # --- gates: when keeperd must not act on its own numbers --------------------------------
+
+    def book_risk(self, book: AaveBook) -> BookRisk | None:
+        """The bad debt the pool carries already: its reserves' deficit (v3.3+), written off
+        when a liquidation leaves a position with debt and no collateral, until Umbrella or
+        the treasury covers it. A crash's ~$820k of it on the devnet showed nowhere: the
+        cascade's figures are what a shock would do, and fell once the crash had done it (a
+        by-hand trial). Priced at the block's oracle prices. None before v3.3 (no deficit)."""
+        market = book.market
+        if not market.deficits:
+            return None
+        owed = [(r.symbol, d / 10**r.decimals * p / market.base_unit)
+                for r, d, p in zip(market.reserves, market.deficits, market.prices,
+                                   strict=True) if d]
+        total = sum(usd for _, usd in owed)
+        lines = ([f"reserve deficit (bad debt written off, not yet covered): ${total:,.2f} "
+                  "(" + ", ".join(f"{sym} ${usd:,.2f}" for sym, usd in owed) + ")"]
+                 if owed else ["no reserve deficit"])
+        return BookRisk(None, lines, outstanding_bad_debt_usd=total)
 
     def liquidation_hold(self, book: AaveBook) -> str | None:
         return self.hold_for(book.market)

@@ -90,6 +90,10 @@ class MarketState:
     price_links: Mapping[str, str] = field(default_factory=dict)
     # The pool's logic contract at `block` and whether keeperd recognises its code (identity.py)
     implementation: Implementation | None = None
+    # Each reserve's deficit (v3.3+, getReserveDeficit: debt written off when a liquidation
+    # left a position with no collateral, until covered), in its token's units; () before v3.3
+    # or unread.
+    deficits: tuple[int, ...] = ()
 
     def emode_covers(self, category: int, column: int) -> bool:
         """Whether eMode `category` applies its parameters to reserve `column`'s collateral:

@@ -123,7 +123,9 @@ class AaveV3Reader:
             rules = replace(rules, known=False,
                             release=f"{rules.release} by number; code not recognised")
         timestamp = abi.decode_uint(first[3].data) if first[3].success else 0
-        per_reserve = 7 if rules.grace_periods else 5
+        # (the deficit rides in the same multicall: a risk figure, no round trip of its own)
+        deficits_read = rules.close_factor_v33
+        per_reserve = 5 + (2 if rules.grace_periods else 0) + (1 if deficits_read else 0)
         calls: list[Call] = []
         for asset in assets:
             calls += [Call(pool, abi.get_reserve_data(asset)),
@@ -134,13 +136,21 @@ class AaveV3Reader:
             if rules.grace_periods:
                 calls += [Call(pool, abi.get_liquidation_grace_period(asset)),
                           Call(pool, abi.get_virtual_underlying_balance(asset))]
+            if deficits_read:
+                calls.append(Call(pool, abi.get_reserve_deficit(asset)))
         results = await self.multicall.aggregate3(calls, block)
         reserves: list[Reserve] = []
         income: list[int] = []
         debt_index: list[int] = []
         prices: list[int] = []
+        deficits: list[int] = []
         for k, asset in enumerate(assets):
-            data, inc, dbt, price, sym, *v31 = results[k * per_reserve:(k + 1) * per_reserve]
+            row = results[k * per_reserve:(k + 1) * per_reserve]
+            if deficits_read:
+                *row, deficit = row
+                deficits.append(abi.decode_uint(deficit.data)
+                                if deficit.success and len(deficit.data) >= 32 else 0)
+            data, inc, dbt, price, sym, *v31 = row
             if not (data.success and inc.success and dbt.success and price.success):
                 raise AaveReadError(f"reading reserve {asset} failed at block {block}")
             (rd,) = decode([abi.RESERVE_DATA], data.data)
@@ -167,7 +177,7 @@ class AaveV3Reader:
             emode, emode_prices = await self._read_emode_legacy(reserves, block)
         return MarketState(block, tuple(reserves), tuple(income), tuple(debt_index),
                            tuple(prices), base_unit, emode, emode_prices, rules, timestamp,
-                           dict(self._links), implementation)
+                           dict(self._links), implementation, tuple(deficits))
 
     async def _implementation_address(self, block: int) -> str:
         """The pool proxy's logic contract at `block` (EIP-1967); the pool itself when the

@@ -54,6 +54,11 @@ class BookRisk:
     lines: list[str]  # for `keeperd simulate`
     # No fund at all (its $0 is not a fund drained): no coverage ratio is published.
     no_fund: bool = False
+    # Bad debt the protocol already carries, realised, in USD (Aave v3.3+: its reserves'
+    # deficit, until covered; Perp Curie: accounts with no position left and a negative
+    # value, until settled against the fund); None where the protocol keeps none (Morpho
+    # Blue: its lenders take it at the liquidation) or it is not read.
+    outstanding_bad_debt_usd: float | None = None
 
 
 @dataclass(frozen=True)
