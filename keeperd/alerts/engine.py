@@ -517,7 +517,12 @@ class AlertEngine:
                         edge=LIQUIDATABLE_BELOW)
         severity = self.severity_for("position_health", labels, health, levels)
         limit = w.critical if severity == "critical" else w.warn
-        return levels, severity, limit, "∞" if not np.isfinite(health) else f"{health:.4f}"
+        # (below zero: a perp account whose value is negative — "health -1.1451" read as a
+        # glitch, a by-hand trial)
+        text = ("∞" if not np.isfinite(health) else
+                f"{health:.4f} (below zero: the account owes more than it holds)"
+                if health < 0 else f"{health:.4f}")
+        return levels, severity, limit, text
 
     def watched_accounts(self) -> list[str]:
         return [self.checksummed[a] for a in self.watched]
@@ -543,6 +548,13 @@ class AlertEngine:
         perp = any(r.details.get("main_is_position") for r in mine)
         debt = sum(float(r.details.get("debt_usd") or 0.0) for r in mine)
         collateral = sum(float(r.details.get("collateral_usd") or 0.0) for r in mine)
+        if debt <= 0 and not perp and collateral < 0.01:
+            # (every collateral seized and no debt left: what it did not cover was written
+            # off — Aave's deficit, a Morpho market's lenders' loss — not repaid: "its whole
+            # debt was repaid" of $97k written off, a by-hand trial)
+            return ("All its collateral was seized and no debt is left there: any debt the "
+                    "collateral did not cover was written off by the protocol, not repaid. "
+                    "Nothing is left at risk there.")
         if debt <= 0:
             return ("No open position is left there." if perp else
                     f"Its whole debt was repaid: nothing is left at risk there (collateral "

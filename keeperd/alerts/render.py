@@ -136,9 +136,10 @@ def _facts(alert: dict[str, Any]) -> str:
     parts = []
     perp = bool(d.get("main_is_position"))  # (a perp account: its equity and open notional)
     if d.get("collateral_usd") is not None:
-        parts.append(f"{'account value' if perp else 'collateral'} ${d['collateral_usd']:,.2f}")
+        parts.append(f"{'account value' if perp else 'collateral'} "
+                     f"{usd_text(d['collateral_usd'])}")
     if d.get("debt_usd") is not None:
-        parts.append(f"{'open notional' if perp else 'debt'} ${d['debt_usd']:,.2f}")
+        parts.append(f"{'open notional' if perp else 'debt'} {usd_text(d['debt_usd'])}")
     if d.get("main_collateral"):
         drop, rise = d.get("drop_to_liquidation"), d.get("rise_to_liquidation")
         parts.append(f"main {'position' if perp else 'collateral'} "
@@ -153,6 +154,12 @@ def _facts(alert: dict[str, Any]) -> str:
     if alert.get("block") is not None:
         parts.append(f"block {alert['block']}")
     return " · ".join(parts)
+
+
+def usd_text(value: float) -> str:
+    """$1,234.56, and -$2,277.40 below zero (a perp account's value: "$-2,277.40" read as a
+    typo, a by-hand trial)."""
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
 
 
 def _price(value: float, unit: str) -> str:

@@ -588,6 +588,11 @@ def test_a_liquidated_holder_hears_what_is_left() -> None:
         "yours to withdraw).")
     assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows) == (
         "Nothing is left of the position there.")
+    # Every collateral seized, no debt left: the rest was written off, not repaid.
+    gone = [row("WETH/USDC", 0.0, 0.0, np.inf)]
+    assert AlertEngine._left_after(seen({"market": "WETH/USDC"}), gone).startswith(
+        "All its collateral was seized and no debt is left there: any debt the collateral "
+        "did not cover was written off by the protocol, not repaid.")
     # A market the evaluation could not read is unknown, not gone.
     assert AlertEngine._left_after(seen({"market": "wstETH/WETH"}), rows,
                                    [{"market": "wstETH/WETH"}]).startswith(

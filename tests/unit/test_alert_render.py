@@ -161,3 +161,11 @@ def test_a_message_says_when_it_was_told_in_every_part() -> None:
     assert len(parts) > 1 and all("30 Nov 00:53:20 UTC" in p.splitlines()[0] for p in parts)
     assert render_parts(many, "html", TELEGRAM_LIMIT) == parts
     assert " UTC" not in render([alert("health 1.05")], "plain").splitlines()[0]
+
+
+def test_a_negative_amount_reads_as_one() -> None:
+    """A perp account's value below zero: "$-2,277.40" read as a typo (a by-hand trial)."""
+    from keeperd.alerts.render import usd_text
+
+    assert usd_text(-2277.4) == "-$2,277.40" and usd_text(1234.5) == "$1,234.50"
+    assert usd_text(0.0) == "$0.00"
