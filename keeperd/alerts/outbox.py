@@ -45,6 +45,10 @@ PENDING, DELIVERED, DEAD, RETRACTED = "pending", "delivered", "dead", "retracted
 PENDING_SCANNED = 2_000
 SEVERE_SCANNED = 64
 _FINGERPRINT = re.compile(r'"fingerprint"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# The accounts a message is about (its alerts' `account`): one account's messages keep their
+# order whatever their rules — a "liquidated" went ahead of the older "can be liquidated now"
+# after an outage, and the holder's last message said the latter (a by-hand trial).
+_ACCOUNT = re.compile(r'"account"\s*:\s*"(0x[0-9a-fA-F]{40})"')
 DROPPED = "dropped"
 
 
@@ -147,7 +151,8 @@ class Outbox:
     async def _pick(self, route: str, sink: str, now: float, horizon: float, limit: int
                     ) -> tuple[list[int], float | None]:
         """(the ids to send now, at most `limit`, most severe first; the earliest time an
-        entry no older one holds back is due). Looked at: the PENDING_SCANNED oldest pending
+        entry no older one holds back is due: an older one of the same alert, or about the
+        same account). Looked at: the PENDING_SCANNED oldest pending
         rows and the most severe due ones (a critical one beyond a long backlog still goes
         first; one beyond the window is held back only by the rows looked at). The
         fingerprints are read from the payload's text, not parsed: this runs before every
@@ -164,7 +169,8 @@ class Outbox:
         eligible: list[tuple[int, int]] = []  # (-priority, id)
         wake: float | None = None
         for entry_id, next_at, priority, payload in rows:
-            prints = set(_FINGERPRINT.findall(payload))
+            prints = set(_FINGERPRINT.findall(payload)) | {
+                "account:" + a.lower() for a in _ACCOUNT.findall(payload)}
             if not prints & seen:
                 if next_at <= now or next_at > now + horizon:
                     eligible.append((-int(priority), int(entry_id)))

@@ -331,15 +331,22 @@ async def test_after_an_outage_one_alerts_messages_arrive_in_their_order(
         await h.put([dict(dave, status="resolved", kind="resolved", severity="warning")])
         await h.put([other])
         await h.put([dict(dave, severity="critical", summary="under 1.0: liquidatable now")])
+        # (another rule about the same account: its liquidation, critical, queued last, goes
+        # last of dave's — it went ahead of the older "liquidatable now", a by-hand trial)
+        await h.put([dict(dave, rule="position_liquidated", severity="critical",
+                          fingerprint="liquidated-7", summary="dave was liquidated")])
         h.task = asyncio.create_task(h.dispatcher.run())
-        await h.until(lambda: len(rec.accepted) == 5)
-    order = [(e["body"]["labels"]["account"][-1], e["body"]["status"], e["body"]["severity"])
-             for e in rec.accepted]
+        await h.until(lambda: len(rec.accepted) == 6)
+    order = [(e["body"]["labels"]["account"][-1], e["body"]["status"], e["body"]["severity"],
+              e["body"]["rule"]) for e in rec.accepted]
     # The other alert's critical first (nothing of its own before it); dave's in order.
-    assert order[0] == ("8", "firing", "critical")
+    assert order[0] == ("8", "firing", "critical", "position_health")
     assert [o for o in order if o[0] == "7"] == [
-        ("7", "resolved", "warning"), ("7", "firing", "warning"),
-        ("7", "resolved", "warning"), ("7", "firing", "critical")]
+        ("7", "resolved", "warning", "position_health"),
+        ("7", "firing", "warning", "position_health"),
+        ("7", "resolved", "warning", "position_health"),
+        ("7", "firing", "critical", "position_health"),
+        ("7", "firing", "critical", "position_liquidated")]
 
 
 async def test_a_message_held_behind_an_older_one_in_backoff_waits_for_it(
