@@ -72,7 +72,10 @@ def _checksum(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("0x") or \
             not is_address(value):
         what = "is not an Ethereum address (0x followed by 40 hex digits)"
-        if isinstance(value, str) and not value.startswith("0x") and \
+        if isinstance(value, str) and value.strip() != value:
+            # (" 0x…": it said "0x included" of an address that had its 0x, a by-hand trial)
+            fix = f"remove the spaces around it: {value.strip()!r}"
+        elif isinstance(value, str) and not value.startswith("0x") and \
                 re.fullmatch(r"[0-9a-fA-F]{40}", value):
             fix = f"it lacks its 0x: write 0x{value}"
         elif not (isinstance(value, str) and value.startswith("0x")):

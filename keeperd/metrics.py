@@ -497,6 +497,11 @@ class Metrics:
             "looks at holds a position for (no collateral, no debt, no perp margin in any of "
             "their latest evaluations): they cannot alert; often a mistyped address.",
             ["watchlist"], registry=r)
+        self.watched_never_held = Gauge(
+            "keeperd_watched_never_held", "Of keeperd_watched_without_position, the accounts "
+            "never seen holding a position since they were listed (not liquidated, repaid or "
+            "closed): most often a mistyped address. Alerted to the watchlist's route "
+            "(watched_without_position).", ["watchlist"], registry=r)
         self.notifications = Counter(
             "keeperd_notifications_total", "Delivery attempts by route, sink and outcome "
             "(delivered, retry, rate_limited, dead; silenced: dropped by a silence added after it "

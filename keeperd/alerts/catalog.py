@@ -30,6 +30,9 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
              "a watched position's health below its watchlist's warn or critical level"),
     RuleInfo("position_liquidated", ("chain", "protocol", "account", "watchlist"),
              ("critical",), None, "a watched position was liquidated (by anyone)"),
+    RuleInfo("watched_without_position", ("account", "watchlist"), ("warning",), None,
+             "a watched account holds no position on its watchlist's protocols and never "
+             "did since it was listed (a typo, most often): nothing about it can be told"),
     RuleInfo("liquidation", ("chain", "protocol", "account", "event"), ("info", "warning"),
              "liquidation", "keeperd's own liquidations: sent, included, reverted, lost, "
              "not sent (label event)"),

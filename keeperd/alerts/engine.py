@@ -237,10 +237,10 @@ class AlertEngine:
         names = {w.name for w in config.watchlists}
         self._without = {(w, a) for w, a in self._without if (w, a) in listed}
         self._resolve_unwatched()  # (SIGHUP; at start the state is empty until `load`)
-        gauge = self.metrics.watched_without_position
-        for sample in [s for m in gauge.collect() for s in m.samples]:
-            if sample.labels["watchlist"] not in names:
-                gauge.remove(sample.labels["watchlist"])
+        for gauge in (self.metrics.watched_without_position, self.metrics.watched_never_held):
+            for sample in [s for m in gauge.collect() for s in m.samples]:
+                if sample.labels["watchlist"] not in names:
+                    gauge.remove(sample.labels["watchlist"])
 
     def _resolve_unwatched(self) -> None:
         """Alerts of a watchlist entry the config no longer has (the list, or the account in
@@ -248,13 +248,15 @@ class AlertEngine:
         more. They are resolved, told as such."""
         watched = {(w.name, a.lower()) for w in self.config.watchlists for a in w.accounts}
         gone = []
-        for route, labels in self.state.routes_of("position_health"):
-            keys = account_keys(labels.get("account", ""))
-            if not any((labels.get("watchlist"), k) in watched for k in keys):
-                gone.append(Condition(
-                    "position_health", route, dict(labels), None, None, None, 0.0,
-                    summary="", resolved_summary=f"{labels.get('watchlist')}: "
-                    f"{labels.get('account')} is no longer watched (removed from the config)"))
+        for rule in ("position_health", "watched_without_position"):
+            for route, labels in self.state.routes_of(rule):
+                keys = account_keys(labels.get("account", ""))
+                if not any((labels.get("watchlist"), k) in watched for k in keys):
+                    gone.append(Condition(
+                        rule, route, dict(labels), None, None, None, 0.0,
+                        summary="", resolved_summary=f"{labels.get('watchlist')}: "
+                        f"{labels.get('account')} is no longer watched (removed from the "
+                        "config)"))
         if gone:
             log.info("alerts.unwatched_resolved", alerts=len(gone))
             self._evaluate(gone, None, None)
@@ -464,6 +466,7 @@ class AlertEngine:
             return  # (not one tick yet: which chain protocols exist is unknown)
         known = self.sources if self.sources is not None else (
             (self._ticked or set()) | set(self._held))
+        told: list[Condition] = []
         for w in self.config.watchlists:
             scope = known if w.protocols is None else (
                 known & set(w.protocols) if self.sources is not None else set(w.protocols))
@@ -499,6 +502,32 @@ class AlertEngine:
                             "the protocol it has its position on")
             if found:
                 log.info("watchlist.position_found", watchlist=w.name, accounts=found)
+            self.metrics.watched_never_held.labels(w.name).set(
+                sum(1 for a in missing if not self.state.held_before(a.lower())))
+            if scope:  # (no protocol evaluated yet to hold one: no verdict to tell)
+                told.extend(self._without_condition(w, a, sorted(scope),
+                                                    a in missing
+                                                    and not self.state.held_before(a.lower()))
+                            for a in w.accounts)
+        if told:
+            self._evaluate(told, None, None)
+
+    def _without_condition(self, w: WatchlistConfig, account: str, protocols: list[str],
+                           without: bool) -> Condition:
+        """`watched_without_position`, to the watchlist's own route: an account that no
+        protocol of its list holds a position for and never did cannot alert — a typo, most
+        often; it was a log line and a gauge no rule watched, and a holder who reads only
+        their chat never learnt that their watchlist watched nothing (a by-hand trial)."""
+        name = self.checksummed.get(account.lower(), account)
+        where = ", ".join(protocols)
+        return Condition(
+            "watched_without_position", w.route, {"watchlist": w.name, "account": name},
+            "warning" if without else None, None, None, 0.0,
+            summary=f"{w.name}: {name} holds no position on {where}, and has not since it was "
+                    "listed: nothing about it can be told",
+            resolved_summary=f"{w.name}: {name} holds a position now: it is watched",
+            action="Check the address (a mistyped one reads as an empty account), or add "
+                   "the protocol it holds its position on to the watchlist's protocols.")
 
     def severity_for(self, rule: str, labels: dict[str, str], value: float,
                      levels: Levels) -> str | None:

@@ -81,12 +81,28 @@ def test_the_daemon_tells_and_counts_watched_accounts_without_position(devnet: D
         wait_for(lambda: sample(port, "keeperd_watched_without_position", watchlist="w")
                  is not None, timeout=60, what="the without-position gauge")
         assert sample(port, "keeperd_watched_without_position", watchlist="w") == 1
+        assert sample(port, "keeperd_watched_never_held", watchlist="w") == 1
     finally:
         code, _, logs = stop(proc)
     assert code == 0, logs
     told = [json.loads(line) for line in logs.splitlines() if line.startswith("{")
             and json.loads(line)["event"] == "watchlist.without_position"]
     assert [(e["level"], e["accounts"]) for e in told] == [("warning", [TYPO])]
+    # ...and to the watchlist's own route: a holder who reads only their chat learns their
+    # entry watches nothing (a log line and a gauge no rule watched, a by-hand trial).
+    import sqlite3
+
+    from eth_utils import to_checksum_address
+
+    from keeperd.storage.db import STATE_FILE
+
+    with sqlite3.connect(tmp_path / "state" / STATE_FILE) as db:
+        payloads = [json.loads(r[0]) for r in db.execute(
+            "SELECT payload FROM outbox WHERE route = 'ops'")]
+    without = [a for p in payloads for a in p if a["rule"] == "watched_without_position"]
+    assert [(a["account"], a["severity"], a["status"]) for a in without] == [
+        (to_checksum_address(TYPO), "warning", "firing")]
+    assert "Check the address" in without[0]["action"]
 
 
 def test_check_config_against_the_chain_refuses_what_run_refuses(devnet: Devnet,

@@ -78,6 +78,9 @@ def test_an_address_without_its_0x_is_told_so_not_blamed_on_its_checksum() -> No
     assert f"it lacks its 0x: write {ALICE}" in found["alerts.watchlists[0].accounts[1]"]
     assert "checksum" not in found["alerts.watchlists[0].accounts[1]"]
     assert "ENS names are not resolved" in found["alerts.watchlists[0].accounts[2]"]
+    # Pasted with a space: said so, not "0x included" of an address that has its 0x.
+    found = issues_of(watching(BOB, " " + ALICE), {"S": "s" * 32})
+    assert f"remove the spaces around it: '{ALICE}'" in found["alerts.watchlists[0].accounts[1]"]
 
 
 def test_a_contract_or_keeper_address_with_a_mistyped_digit_is_refused_offline() -> None:
