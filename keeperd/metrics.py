@@ -174,7 +174,8 @@ class Metrics:
             "Collateral (USD) of accounts whose health factor is below the `below` level.",
             ["chain", "protocol", "below"], registry=r)
         self.total_debt = Gauge(
-            "keeperd_debt_usd", "Total debt (USD) of tracked accounts.",
+            "keeperd_debt_usd", "Total debt (USD) of tracked accounts (a perp protocol's: "
+            "their open notional).",
             ["chain", "protocol"], registry=r)
         self.total_collateral = Gauge(
             "keeperd_collateral_usd", "Total collateral (USD) of tracked accounts.",
@@ -423,8 +424,9 @@ class Metrics:
                                             5, 10), registry=r)
         # --- perpetual venues (watched accounts only: a venue's whole book is not public) ---
         self.perp_accounts_below = Gauge(
-            "keeperd_perp_accounts_below", "Watched perp accounts whose health (equity / "
-            "maintenance margin) is below each level.", ["venue", "below"], registry=r)
+            "keeperd_perp_accounts_below", "Perp accounts whose health (equity / maintenance "
+            "margin) is below each level: a venue's watched accounts, every trader of an "
+            "on-chain perp protocol (Perp Curie).", ["venue", "below"], registry=r)
         self.perp_notional = Gauge(
             "keeperd_perp_notional_usd", "Open notional of the watched accounts, by coin.",
             ["venue", "coin"], registry=r)

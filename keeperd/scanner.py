@@ -302,7 +302,7 @@ class ProtocolScanner:
 
     def _publish(self, result: ScanResult) -> None:
         view = result.view
-        summary = summarize(view.health, view.collateral_usd, view.debt_usd)
+        summary = summarize(view.health, view.collateral_usd, view.debt_usd, view.at_risk_usd)
         chain, protocol = self.labels
         for bucket, count in summary.buckets.items():
             self.metrics.accounts_by_health.labels(chain, protocol, bucket).set(count)

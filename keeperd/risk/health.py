@@ -27,15 +27,19 @@ def bucket_label(bound: float) -> str:
 
 
 def summarize(health: NDArray[np.float64], collateral_usd: NDArray[np.float64],
-              debt_usd: NDArray[np.float64]) -> HealthSummary:
-    """Bucket counts and exposure below each risk level. `health` is inf where no debt."""
+              debt_usd: NDArray[np.float64],
+              at_risk_usd: NDArray[np.float64] | None = None) -> HealthSummary:
+    """Bucket counts and exposure below each risk level. `health` is inf where no debt.
+    `at_risk_usd`: what a liquidation of each account would repay, where it differs from its
+    debt (`HealthView.at_risk_usd`): the debt below each level sums it."""
     has_debt = np.isfinite(health)
+    at_risk = debt_usd if at_risk_usd is None else at_risk_usd
     h = health[has_debt]
     edges = np.array((-np.inf, *HEALTH_BUCKETS, np.inf))
     counts, _ = np.histogram(h, bins=edges)
     labels = [bucket_label(b) for b in HEALTH_BUCKETS] + ["inf"]
     buckets = {label: int(c) for label, c in zip(labels, counts, strict=True)}
-    debt_below = {bucket_label(level): float(debt_usd[has_debt & (health < level)].sum())
+    debt_below = {bucket_label(level): float(at_risk[has_debt & (health < level)].sum())
                   for level in RISK_LEVELS}
     coll_below = {bucket_label(level): float(collateral_usd[has_debt & (health < level)].sum())
                   for level in RISK_LEVELS}

@@ -163,3 +163,29 @@ def test_a_trader_whose_margin_may_be_sold_now_is_at_its_liquidation() -> None:
     assert not cm.is_liquidatable(t) and cm.collateral_health(t, RULES, MM) < 1.0
     assert cm.move_to_liquidation(t, eth, MM, RULES) == 0.0
     assert (cm.move_to_liquidation(t, eth, MM) or 0) < 0  # (the position rule alone: later)
+
+
+def test_debt_at_risk_counts_what_a_margin_liquidation_repays_not_the_notional() -> None:
+    """An account liquidatable through its WETH margin alone, its position above maintenance:
+    what a liquidation repays is the USDC its margin covers, not its $10,000 notional (debt
+    at risk said $374,802 of what was $2,074, a by-hand trial). One liquidatable through its
+    position counts its notional, as before."""
+    from dataclasses import replace
+
+    from keeperd.protocols.perp_curie.adapter import CurieBook, Market, PerpCurieAdapter
+    from keeperd.risk.health import summarize
+
+    eth = position("ETH", 5, 2_000)
+    margin = replace(weth_margin(1, 2_000), max_repaid=900 * 10**6)
+    by_margin = cm.CurieTrader("0xa", 650 * WAD, cm.mul_ratio(eth.notional, MM), 0, (eth,),
+                               (margin,))
+    by_position = cm.CurieTrader("0xb", 500 * WAD, cm.mul_ratio(eth.notional, MM), 0, (eth,))
+    market = Market("0xETH", "vETH", "ETH", 2_000 * WAD, 2_000 * WAD)
+    book = CurieBook(1, 0, {"0xETH": market}, (by_margin, by_position), MM, 25_000, 100_000,
+                     None, RULES)
+    view = PerpCurieAdapter.__new__(PerpCurieAdapter).evaluate(book)
+    assert view.health[0] < 1.0 and view.health[1] < 1.0
+    assert view.at_risk_usd is not None
+    assert list(view.at_risk_usd) == [pytest.approx(900.0), pytest.approx(10_000.0)]
+    assert summarize(view.health, view.collateral_usd, view.debt_usd,
+                     view.at_risk_usd).debt_below["1"] == pytest.approx(10_900.0)

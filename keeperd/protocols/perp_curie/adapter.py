@@ -482,6 +482,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         health = np.empty(n)
         value = np.empty(n)
         notional = np.empty(n)
+        at_risk = np.empty(n)  # (`HealthView.at_risk_usd`)
         drop = np.full(n, np.nan)
         rise = np.full(n, np.nan)
         mark = np.full(n, np.nan)  # (the main market's, today: with the move, its price)
@@ -497,10 +498,21 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                 av, mm = t.account_value / cm.WAD, t.margin_requirement / cm.WAD
                 total = t.total_abs_value / cm.WAD
             health[i] = av / mm if mm > 0 else np.inf
+            at_risk[i] = total
             if book.collateral_rules is not None and t.collateral:
                 # Its WETH margin may be liquidated before (or after) its positions.
-                health[i] = min(health[i], cm.collateral_health(
-                    t, book.collateral_rules, book.mm_ratio, factors))
+                margin_health = cm.collateral_health(t, book.collateral_rules, book.mm_ratio,
+                                                     factors)
+                if margin_health < health[i]:
+                    # (its collateral goes first: what a liquidation repays is the USDC it
+                    # owes against it, as much as the vault lets one take now — not its
+                    # positions' notional; while none may be taken yet, the collateral's
+                    # worth bounds it)
+                    repaid = sum(c.max_repaid for c in t.collateral) / 10**6
+                    at_risk[i] = repaid if repaid > 0 else sum(
+                        c.amount / 10**c.decimals * c.price / 10**c.price_decimals
+                        for c in t.collateral)
+                    health[i] = margin_health
             value[i], notional[i] = av, total
             # Its main market: the one nearest its liquidation, with the move that gets it
             # there (a short's is a rise: said as a drop, a holder was told the wrong way);
@@ -535,7 +547,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             main_collateral=main, drop_to_liquidation=drop, rise_to_liquidation=rise,
             main_is_position=True, assets=[t.assets for t in book.traders],
             details=details or None, notes=notes or None,
-            main_price=None if factors else mark)
+            main_price=None if factors else mark, at_risk_usd=at_risk)
 
     def book_risk(self, book: CurieBook) -> BookRisk:
         """The insurance fund's capacity, the bad debt already realised (accounts with no

@@ -96,6 +96,11 @@ class HealthView:
     # trial's holder had to work out 2,840 x (1 - 16.2 %) from "a 16.2 % drop").
     main_price: NDArray[np.float64] | None = None
     price_unit: Sequence[str] | None = None
+    # What a liquidation of the row would repay, where it differs from `debt_usd` (Perp
+    # Curie: an account liquidatable through its collateral alone, its positions above
+    # maintenance, risks the collateral's USDC debt, not its open notional — debt at risk
+    # said $374,802 of what was $2,074, a by-hand trial); None: `debt_usd`.
+    at_risk_usd: NDArray[np.float64] | None = None
 
     def row_rise(self, i: int) -> float | None:
         """The rise of the row's main asset that liquidates it, if that is what does."""
