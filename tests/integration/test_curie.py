@@ -211,7 +211,8 @@ async def test_every_seeded_trader_is_read_as_the_contracts_see_it(
         assert bool(view.notes[i]) == (h is not None and h <= 168)
     risk = adapter.book_risk(book)
     assert risk.insurance_fund_usd is not None and risk.insurance_fund_usd >= 5_000_000
-    assert len(risk.lines) == 3
+    assert len(risk.lines) == 4  # (three horizons, and the bad debt already realised)
+    assert risk.outstanding_bad_debt_usd == 0.0  # (the seeded book: nobody below zero)
 
 
 def test_keeperd_scan_lists_every_trader_with_its_margin(devnet: Devnet, tmp_path: Path

@@ -41,6 +41,9 @@ class Node:
         self.mined = 5
         self.sent: list[str] = []
 
+    def contested(self) -> str | None:
+        return None  # (its head agreed: nothing held for it)
+
     async def request(self, method: str, params: Any = ()) -> Any:
         if method == "eth_getTransactionCount":
             return hex(self.mined)
