@@ -24,6 +24,7 @@ _RULE_TITLE = {
     "rpc_down": "RPC down",
     "index_lag": "index lag",
     "cascade_risk": "cascade risk",
+    "watched_without_position": "watched account without a position",
 }
 
 

@@ -660,3 +660,32 @@ async def test_a_failing_alert_tick_is_logged_once_a_minute(
     assert events == [("alerts.tick_failed", "error"), ("alerts.tick_failed", "error"),
                       ("alerts.tick_recovered", "info")], events
     assert "exc_info" in logs[0] and "exc_info" not in logs[1]
+
+
+async def test_a_watched_account_without_a_position_is_told_once_its_index_is_complete(
+        setup: Setup) -> None:
+    """A watched account no protocol holds a position for, and never did, is told to the
+    watchlist's route — once, not again at every scan (it repeated every block, a review) —
+    only once the protocol's index has caught up (a half-built index made real holders look
+    like typos), and resolved when it holds one."""
+    await setup.scan(1, [1.5, 1.5, 1.5])  # (no tick yet: the index's state unknown)
+    await setup.engine.tick(rpc_healthy={}, index_lag={("devnet", "aave"): 500},
+                            keeper_balance={})
+    await setup.scan(2, [1.5, 1.5, 1.5])  # (500 blocks behind: not complete)
+    assert not [e for e in await setup.entries(sink=1)
+                if e.alerts[0]["rule"] == "watched_without_position"]
+    await setup.engine.tick(rpc_healthy={}, index_lag={("devnet", "aave"): 0},
+                            keeper_balance={})
+    for block in range(3, 8):
+        setup.clock.now += 12
+        await setup.scan(block, [1.5, 1.5, 1.5])
+    told = [e.alerts[0] for e in await setup.entries(sink=1)
+            if e.alerts[0]["rule"] == "watched_without_position"]
+    assert [(a["status"], a["account"]) for a in told] == [("firing", ACCOUNTS[3])]
+    assert "Check the address" in told[0]["action"]
+    assert metric_value(setup.metrics, "keeperd_watched_never_held", {"watchlist": "alice"}) == 1
+    await setup.scan(8, [1.5, 1.5, 1.5, 1.5])  # (it holds one now)
+    told = [e.alerts[0] for e in await setup.entries(sink=1)
+            if e.alerts[0]["rule"] == "watched_without_position"]
+    assert [(a["status"], a["account"]) for a in told] == [
+        ("firing", ACCOUNTS[3]), ("resolved", ACCOUNTS[3])]
