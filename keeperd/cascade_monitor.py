@@ -142,6 +142,9 @@ class CascadeMonitor:
         self.baseline: CascadeResult | None = None
         self.last_block = -1
         self.fund_usd: float | None = None
+        # Each part of the protocol's realised bad debt at the last evaluation that knew them
+        # (`_publish_bad_debt`; None: none yet).
+        self._bad_debt_seen: dict[str, float] | None = None
         self.no_fund = False  # (the protocol has none: its coverage is not published)
         self._last_at = 0.0
         self._running = False
@@ -202,11 +205,15 @@ class CascadeMonitor:
         portfolio, assets = described
         assert tuple(a.symbol for a in assets) == tuple(portfolio.assets)
         columns = columns_for(assets, self.config)
+        # (before the depth read: a crash's quote failing there left what it realised
+        # unpublished — a review)
+        risk = self.book_risk(book) if self.book_risk is not None else None
+        self._publish_bad_debt(risk)
         own = (await self.depth_of(book, assets, block) if self.depth_of is not None
                else None)  # (None: the protocol trades against the chain's spot market)
         depth = own if own is not None else await read_depth(self.config, assets, self.pool,
                                                               block)
-        self.fund_usd = await self._fund(book, assets, block)
+        self.fund_usd = await self._fund(risk, assets, block)
         run = functools.partial(run_cascade, portfolio, depth=depth,
                                 max_rounds=self.config.max_rounds,
                                 tolerance=self.config.tolerance, threads=self.config.threads)
@@ -232,15 +239,40 @@ class CascadeMonitor:
                      "amplification": round(float(result.amplification[worst]), 4)})
         return result
 
-    async def _fund(self, book: Any, assets: Sequence[Asset], block: int) -> float | None:
+    def _publish_bad_debt(self, risk: BookRisk | None) -> None:
+        """The bad debt the protocol carries (`keeperd_bad_debt_outstanding_usd`; NaN while
+        unknown), and each increase of a part of it since the last evaluation, priced now
+        (`keeperd_bad_debt_realised_usd_total`): what a crash already did — the grid's
+        figures fall once it has liquidated the book, and its rules resolved while the bad
+        debt stayed (a by-hand trial). The first evaluation only records the parts: a
+        start's deficit is not news."""
+        if risk is None or (risk.outstanding_bad_debt_usd is None
+                            and risk.bad_debt_parts is None):
+            return
+        labels = (self.chain, self.protocol)
+        outstanding = risk.outstanding_bad_debt_usd  # (NaN: the protocol's read failed)
+        self.metrics.bad_debt_outstanding.labels(*labels).set(
+            math.nan if outstanding is None else outstanding)
+        realised = self.metrics.bad_debt_realised.labels(*labels)  # (0 from the first)
+        parts = risk.bad_debt_parts
+        if parts is None:
+            return  # (unknown this time: compared with the next known reading)
+        seen = self._bad_debt_seen
+        if seen is not None:
+            grown = sum((amount - seen.get(key, 0.0)) * usd
+                        for key, (amount, usd) in parts.items()
+                        if amount > seen.get(key, 0.0))
+            if grown > 0:
+                realised.inc(grown)
+                log.warning("cascade.bad_debt_realised", protocol=self.protocol,
+                            usd=round(grown, 2), outstanding_usd=round(outstanding, 2)
+                            if outstanding is not None else None)
+        self._bad_debt_seen = {key: amount for key, (amount, _) in parts.items()}
+
+    async def _fund(self, risk: BookRisk | None, assets: Sequence[Asset], block: int
+                    ) -> float | None:
         fund = self.config.fund_for(self.protocol)
         self.no_fund = False
-        risk = self.book_risk(book) if self.book_risk is not None else None
-        if risk is not None and risk.outstanding_bad_debt_usd is not None:
-            # (what a crash already did: the grid's figures fall once it has liquidated the
-            # book, and its rules resolved while the bad debt stayed — a by-hand trial)
-            self.metrics.bad_debt_outstanding.labels(self.chain, self.protocol).set(
-                risk.outstanding_bad_debt_usd)
         if fund is None:
             value = risk.insurance_fund_usd if risk is not None else None
             self.no_fund = risk is not None and risk.no_fund

@@ -412,6 +412,12 @@ class Metrics:
             "no position left and a negative value. Not exported for Morpho Blue, whose "
             "lenders take a bad debt at the liquidation that leaves it.",
             ["chain", "protocol"], registry=r)
+        self.bad_debt_realised = Counter(
+            "keeperd_bad_debt_realised_usd_total", "Bad debt the protocol realised while keeperd "
+            "watched: each increase of a part of keeperd_bad_debt_outstanding_usd (an Aave "
+            "reserve's deficit in its tokens, a Curie account's) priced when it happened; a "
+            "price move of a deficit already there is none.", ["chain", "protocol"],
+            registry=r)
         self.cascade_fund = Gauge(
             "keeperd_cascade_insurance_fund_usd", "The insurance / default fund bad debt is "
             "measured against.", ["chain", "protocol"], registry=r)

@@ -277,6 +277,12 @@ async def test_the_bad_debt_a_crash_left_is_published_as_the_pool_holds_it(
     from tests.keeper_harness import liquidating
 
     _, keeper = await liquidating(devnet, tmp_path, run_daemon)
+    monitor = keeper.daemon.cascades["aave"]
+    for _ in range(100):  # (its first evaluation records the deficit there is: none)
+        if monitor.last_block:
+            break
+        await asyncio.sleep(0.1)
+    assert monitor.last_block
     devnet.set_price("WETH", devnet.price("WETH") * 0.45)
     for _ in range(6):  # (the crash's liquidations, and what follows them)
         await keeper.evaluated_at(devnet.mine(1))
@@ -288,12 +294,16 @@ async def test_the_bad_debt_a_crash_left_is_published_as_the_pool_holds_it(
             manifest["pool"], abi.get_reserve_deficit(asset)), "big")
         owed += deficit / 10**reserve["decimals"] * devnet.oracle_price(asset)
     assert owed > 1_000, "the crash left no deficit: nothing to check"
-    monitor = keeper.daemon.cascades["aave"]
     for _ in range(100):  # (the cascade evaluates at most every min_interval_s)
         await keeper.evaluated_at(devnet.mine(1))
         published = keeper.daemon.metrics.bad_debt_outstanding.labels("devnet", "aave")
         if published._value.get() > 0 and monitor.last_block >= devnet.client.block_number() - 1:
             break
         await asyncio.sleep(0.2)
-    assert metric_value(keeper.daemon.metrics, "keeperd_bad_debt_outstanding_usd",
-                        {"chain": "devnet", "protocol": "aave"}) == pytest.approx(owed, rel=1e-3)
+    labels = {"chain": "devnet", "protocol": "aave"}
+    metrics = keeper.daemon.metrics
+    assert metric_value(metrics, "keeperd_bad_debt_outstanding_usd", labels) == \
+        pytest.approx(owed, rel=1e-3)
+    # ...and realised since the start, priced when it happened (the prices stood still since)
+    assert metric_value(metrics, "keeperd_bad_debt_realised_usd_total", labels) == \
+        pytest.approx(owed, rel=1e-3)

@@ -32,3 +32,48 @@ def test_a_perp_books_cash_is_not_in_the_joint_move() -> None:
 ])
 def test_the_alert_says_what_a_scenario_moves(scenario: str, says: str) -> None:
     assert scenario_text(scenario, 0.2, numeraire=scenario == "USD") == says
+
+
+def test_bad_debt_realised_is_each_parts_increase_priced_when_it_happened() -> None:
+    """A deficit already there re-priced by a rebound is no new bad debt (the gauge's
+    difference over 30 minutes called a 6 % rebound of $820k "grew by $50k", a review); an
+    increase of a part in its own unit is, at its price then. The first reading is a start's,
+    not news; an unknown one is NaN and compared with the next known."""
+    import math
+
+    from keeperd.cascade_monitor import CascadeMonitor
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.sdk.views import BookRisk
+    from tests.conftest import metric_value
+
+    monitor = CascadeMonitor.__new__(CascadeMonitor)
+    monitor.metrics, monitor.chain, monitor.protocol = Metrics(), "devnet", "aave"
+    monitor._bad_debt_seen = None
+    labels = {"chain": "devnet", "protocol": "aave"}
+
+    def reading(weth: float, price: float, usdc: float = 0.0) -> BookRisk:
+        parts = {"WETH": (weth, price), **({"USDC": (usdc, 1.0)} if usdc else {})}
+        return BookRisk(None, [], outstanding_bad_debt_usd=weth * price + usdc,
+                        bad_debt_parts=parts)
+
+    monitor._publish_bad_debt(reading(100.0, 2_000.0))  # (at start: recorded, not news)
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == 0
+    monitor._publish_bad_debt(reading(100.0, 2_200.0))  # (a rebound: re-priced only)
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == 0
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_outstanding_usd", labels) == 220_000
+    monitor._publish_bad_debt(BookRisk(None, []))  # (nothing known: nothing published)
+    monitor._publish_bad_debt(BookRisk(None, [], outstanding_bad_debt_usd=None,
+                                       bad_debt_parts=None))
+    monitor._publish_bad_debt(reading(130.0, 2_000.0, usdc=5_000.0))  # (a crash's)
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == \
+        30 * 2_000.0 + 5_000.0
+    monitor._publish_bad_debt(reading(90.0, 2_000.0))  # (covered in part: no news)
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == \
+        65_000.0
+    # A read that failed (Aave: getReserveDeficit on a fork without it): unknown, not $0.
+    monitor._publish_bad_debt(BookRisk(None, ["unknown"], outstanding_bad_debt_usd=math.nan))
+    assert math.isnan(metric_value(monitor.metrics, "keeperd_bad_debt_outstanding_usd",
+                                   labels))
+    monitor._publish_bad_debt(reading(95.0, 2_000.0))  # (known again: compared with 90)
+    assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == \
+        75_000.0

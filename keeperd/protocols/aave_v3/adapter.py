@@ -3,6 +3,7 @@ reader, the exact math and the liquidation planner."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -203,14 +204,21 @@ class AaveV3Adapter(PluginBase):
         market = book.market
         if not market.deficits:
             return None
-        owed = [(r.symbol, d / 10**r.decimals * p / market.base_unit)
-                for r, d, p in zip(market.reserves, market.deficits, market.prices,
-                                   strict=True) if d]
-        total = sum(usd for _, usd in owed)
+        if any(d is None for d in market.deficits):
+            unread = [r.symbol for r, d in zip(market.reserves, market.deficits, strict=True)
+                      if d is None]
+            return BookRisk(None, [f"reserve deficit unknown: getReserveDeficit failed for "
+                                   f"{', '.join(unread)}"],
+                            outstanding_bad_debt_usd=math.nan)  # (unknown, not $0)
+        parts = {r.symbol: (d / 10**r.decimals, p / market.base_unit)
+                 for r, d, p in zip(market.reserves, market.deficits, market.prices,
+                                    strict=True) if d}
+        total = sum(amount * usd for amount, usd in parts.values())
         lines = ([f"reserve deficit (bad debt written off, not yet covered): ${total:,.2f} "
-                  "(" + ", ".join(f"{sym} ${usd:,.2f}" for sym, usd in owed) + ")"]
-                 if owed else ["no reserve deficit"])
-        return BookRisk(None, lines, outstanding_bad_debt_usd=total)
+                  "(" + ", ".join(f"{sym} ${amount * usd:,.2f}"
+                                  for sym, (amount, usd) in parts.items()) + ")"]
+                 if parts else ["no reserve deficit"])
+        return BookRisk(None, lines, outstanding_bad_debt_usd=total, bad_debt_parts=parts)
 
     def liquidation_hold(self, book: AaveBook) -> str | None:
         return self.hold_for(book.market)

@@ -91,9 +91,9 @@ class MarketState:
     # The pool's logic contract at `block` and whether keeperd recognises its code (identity.py)
     implementation: Implementation | None = None
     # Each reserve's deficit (v3.3+, getReserveDeficit: debt written off when a liquidation
-    # left a position with no collateral, until covered), in its token's units; () before v3.3
-    # or unread.
-    deficits: tuple[int, ...] = ()
+    # left a position with no collateral, until covered), in its token's units (None: its
+    # read failed); () before v3.3.
+    deficits: tuple[int | None, ...] = ()
 
     def emode_covers(self, category: int, column: int) -> bool:
         """Whether eMode `category` applies its parameters to reserve `column`'s collateral:

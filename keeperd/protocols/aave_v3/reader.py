@@ -143,13 +143,14 @@ class AaveV3Reader:
         income: list[int] = []
         debt_index: list[int] = []
         prices: list[int] = []
-        deficits: list[int] = []
+        deficits: list[int | None] = []
         for k, asset in enumerate(assets):
             row = results[k * per_reserve:(k + 1) * per_reserve]
             if deficits_read:
                 *row, deficit = row
+                # (a call that failed is unknown, not $0 — a fork without the view)
                 deficits.append(abi.decode_uint(deficit.data)
-                                if deficit.success and len(deficit.data) >= 32 else 0)
+                                if deficit.success and len(deficit.data) >= 32 else None)
             data, inc, dbt, price, sym, *v31 = row
             if not (data.success and inc.success and dbt.success and price.success):
                 raise AaveReadError(f"reading reserve {asset} failed at block {block}")

@@ -563,11 +563,12 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         # (accounts whose positions are gone and whose value is below zero: their bad debt is
         # realised, settled against the fund; the cascade models positions, and left out a
         # crash's 12 such accounts, -$131k, a by-hand trial)
-        owed = sum(-t.account_value for t in book.traders
-                   if not t.positions and t.account_value < 0) / cm.WAD
+        parts = {t.account: (-t.account_value / cm.WAD, 1.0) for t in book.traders
+                 if not t.positions and t.account_value < 0}
+        owed = sum(amount for amount, _ in parts.values())
         lines.append(f"accounts with no position left and a negative value: ${owed:,.2f} of "
-                     "bad debt, settled against the insurance fund")
-        return BookRisk(fund, lines, outstanding_bad_debt_usd=owed)
+                     "bad debt, owed to the insurance fund until settled")
+        return BookRisk(fund, lines, outstanding_bad_debt_usd=owed, bad_debt_parts=parts)
 
     @staticmethod
     def _collateral_prices(book: CurieBook) -> dict[str, float]:

@@ -59,6 +59,11 @@ class BookRisk:
     # value, until settled against the fund); None where the protocol keeps none (Morpho
     # Blue: its lenders take it at the liquidation) or it is not read.
     outstanding_bad_debt_usd: float | None = None
+    # ...its parts, each in its own unit with what a unit is worth now (Aave: each reserve's
+    # deficit in its tokens, at the oracle; Curie: each account's, in USD): an increase of a
+    # part is bad debt newly realised, priced when it happened — a price move of a deficit
+    # already there is none (`keeperd_bad_debt_realised_usd_total`). None: not known.
+    bad_debt_parts: Mapping[str, tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)
