@@ -287,6 +287,10 @@ class Dispatcher:
                 raise
             self.metrics.notifications.labels(*labels, "delivered").inc()
             log.info("alerts.delivered", status=entry.status, **fields)
+            # (the sink answers again: what waits in backoff for it goes now — an older
+            # message of an account in a 15-minute backoff held that account's newer
+            # critical one while the sink delivered others, a review)
+            await self.outbox.expedite(rt.route, rt.sink_id, now)
             return True
         error = self.redactor.scrub(result.error) if self.redactor else result.error
         if result.retry_after is not None:

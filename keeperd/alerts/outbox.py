@@ -48,7 +48,7 @@ _FINGERPRINT = re.compile(r'"fingerprint"\s*:\s*"((?:[^"\\]|\\.)*)"')
 # The accounts a message is about (its alerts' `account`): one account's messages keep their
 # order whatever their rules — a "liquidated" went ahead of the older "can be liquidated now"
 # after an outage, and the holder's last message said the latter (a by-hand trial).
-_ACCOUNT = re.compile(r'"account"\s*:\s*"(0x[0-9a-fA-F]{40})"')
+_ACCOUNT = re.compile(r'"account"\s*:\s*"((?:[^"\\]|\\.)+)"')  # (0x…, 0x…@dex, …/128)
 DROPPED = "dropped"
 
 
@@ -185,6 +185,13 @@ class Outbox:
             await self.db.fenced()
             state = await self.db.fetchval("SELECT state FROM outbox WHERE id = $1", entry_id)
         return bool(state == PENDING)
+
+    async def expedite(self, route: str, sink: str, now: float) -> None:
+        """A sink that accepted a message: its entries waiting in backoff are due now (they
+        waited for the sink, which answers again)."""
+        await self.db.execute("UPDATE outbox SET next_at = $1 WHERE state = $2 AND "
+                              "route = $3 AND sink = $4 AND next_at > $1",
+                              now, PENDING, route, sink)
 
     async def delivered(self, entry_id: int, now: float | None = None) -> None:
         now = time.time() if now is None else now

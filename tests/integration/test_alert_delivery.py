@@ -422,3 +422,28 @@ def test_token_bucket_spaces_requests() -> None:
     assert bucket.wait_time() == 0
     bucket.take()
     assert 29 < bucket.wait_time() <= 30  # the third of a 2-per-minute budget waits ~30 s
+
+
+async def test_a_sink_that_answers_again_sends_what_waited_in_backoff(
+        harness_factory: Any) -> None:
+    """An account's older message in backoff (the sink failed it) holds the account's newer
+    ones back; once the sink accepts another message, what waited for it goes at once — a
+    newer critical waited out a 15-minute backoff while the sink delivered others (a
+    review)."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
+        h.task.cancel()
+        await asyncio.gather(h.task, return_exceptions=True)
+        sink, now = h.sink_id(), time.time()
+        dave = make_alert(7)
+        await h.put([dave])
+        [older] = await h.outbox.due("r", sink, now + 1)
+        await h.outbox.retry(older.id, now + 100, "HTTP 503")  # (failed: in backoff)
+        await h.put([dict(dave, severity="critical", summary="under 1.0")])
+        await h.put([make_alert(8)])  # (another account's: the sink takes it)
+        h.task = asyncio.create_task(h.dispatcher.run())
+        await h.until(lambda: len(rec.accepted) == 3, limit_s=10)
+    order = [(e["body"]["labels"]["account"][-1], e["body"]["severity"]) for e in rec.accepted]
+    assert order == [("8", "warning"), ("7", "warning"), ("7", "critical")]
