@@ -167,7 +167,9 @@ class Metrics:
             ["chain", "protocol", "bucket"], registry=r)
         self.debt_at_risk = Gauge(
             "keeperd_debt_at_risk_usd",
-            "Debt (USD) of accounts whose health factor is below the `below` level.",
+            "Debt (USD) of accounts whose health factor is below the `below` level (a perp "
+            "account: its open notional, or, liquidatable through its margin alone, what a "
+            "margin liquidation repays).",
             ["chain", "protocol", "below"], registry=r)
         self.collateral_at_risk = Gauge(
             "keeperd_collateral_at_risk_usd",
