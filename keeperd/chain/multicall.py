@@ -19,7 +19,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_
 from numpy.typing import NDArray
 
 from keeperd.chain import scan_reader
-from keeperd.chain.rpc import HexData, RpcError, RpcPool
+from keeperd.chain.rpc import HexData, RpcError, RpcPool, aggregate3_answer
 
 log = structlog.get_logger(__name__)
 
@@ -379,6 +379,8 @@ class Multicall:
         override = {scan_reader.READER_ADDRESS: {"code": scan_reader.READER_CODE}}
         async with self._limit:
             try:
+                # ("0x" is a node's answer that ignores state overrides: the reader's
+                # fallback, not the endpoint's fault)
                 raw = await self.pool.request("eth_call", [tx, block_tag, override])
             except RpcError as exc:
                 raise MulticallError(f"the scan reader's {len(calls)} calls failed at block "
@@ -403,7 +405,8 @@ class Multicall:
         tx: dict[str, str] = {"to": self.address, "data": HexData("0x" + calldata.hex())}
         async with self._limit:
             try:
-                raw = await self.pool.request("eth_call", [tx, block_tag])
+                raw = await self.pool.request("eth_call", [tx, block_tag],
+                                              shape=aggregate3_answer(count))
             except RpcError as exc:
                 raise MulticallError(
                     f"aggregate3 of {count} calls failed at block {block_tag}: {exc.message}"

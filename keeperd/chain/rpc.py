@@ -146,6 +146,64 @@ class EndpointsBehind(RpcUnavailable):
     """No endpoint asked had the block an answer must include yet (`batch_at`)."""
 
 
+# Why a result is not what its method returns, or None when it is (`request(shape=...)`).
+Shape = Callable[[Any], "str | None"]
+_HEX = re.compile(r"0x[0-9a-fA-F]*")
+
+
+def hex_quantity(result: Any) -> str | None:
+    """A quantity (eth_blockNumber, eth_getTransactionCount): 0x and hex digits."""
+    if isinstance(result, str) and len(result) > 2 and _HEX.fullmatch(result):
+        return None
+    return f"not a hex quantity: {str(result)[:60]!r}"
+
+
+def hex_data(result: Any) -> str | None:
+    """Data (eth_call): 0x and whole bytes."""
+    if isinstance(result, str) and len(result) % 2 == 0 and _HEX.fullmatch(result):
+        return None
+    return f"not hex data: {str(result)[:60]!r}"
+
+
+def block_header(result: Any) -> str | None:
+    """A block (eth_getBlockByNumber): its number and hash at least; None (no such block
+    yet) is an answer."""
+    if result is None or (isinstance(result, dict)
+                          and hex_quantity(result.get("number")) is None
+                          and hex_data(result.get("hash")) is None):
+        return None
+    return f"not a block header: {str(result)[:80]!r}"
+
+
+def aggregate3_answer(count: int) -> Shape:
+    """Multicall3's aggregate3 of `count` calls: ABI data holding `count` results ("0x", a
+    liar's empty answer, failed every block's evaluation with no failover, a by-hand
+    trial)."""
+    def shape(result: Any) -> str | None:
+        if (why := hex_data(result)) is not None:
+            return why
+        if len(result) < 2 + 128:
+            return f"an aggregate3 answer of {(len(result) - 2) // 2} bytes"
+        offset = int(result[2:66], 16)
+        if offset > (len(result) - 2) // 2 - 32:
+            return "an aggregate3 answer whose array offset is past its end"
+        found = int(result[2 + 2 * offset: 2 + 2 * offset + 64], 16)
+        return None if found == count else f"{found} aggregate3 results for {count} calls"
+    return shape
+
+
+# What each method returns, judged on every answer `request` gets (the callers read them as
+# that: "0xZZ" for a head raised in the probe and crashed the daemon at every start, a
+# by-hand trial). Methods not here are the caller's to judge.
+METHOD_SHAPES: dict[str, Shape] = {
+    "eth_blockNumber": hex_quantity, "eth_chainId": hex_quantity,
+    "eth_getTransactionCount": hex_quantity, "eth_getBalance": hex_quantity,
+    "eth_gasPrice": hex_quantity, "eth_maxPriorityFeePerGas": hex_quantity,
+    "eth_estimateGas": hex_quantity, "eth_call": hex_data, "eth_getCode": hex_data,
+    "eth_getBlockByNumber": block_header, "eth_getBlockByHash": block_header,
+}
+
+
 class _TransientError(Exception):
     """One attempt on one endpoint failed in a way another attempt may not."""
 
@@ -343,17 +401,20 @@ class RpcPool:
     # --- public calls -------------------------------------------------------------------
 
     async def request(self, method: str, params: Sequence[Any] = (), *,
-                      max_response_bytes: int | None = None) -> Any:
+                      max_response_bytes: int | None = None,
+                      shape: Shape | None = None) -> Any:
         """Send one call and return its `result`; raise RpcError or RpcUnavailable.
 
         With `max_response_bytes`, an answer larger than that is not read: the call fails
         with `ResponseTooLarge` (the caller should ask for less), so one huge eth_getLogs
         answer cannot blow up the process's memory.
         """
+        shape = shape or METHOD_SHAPES.get(method)
         hit, answer = await self.prefetch.answer(method, params)
-        if hit:
-            return answer
-        response = await self.request_raw(method, params, max_response_bytes=max_response_bytes)
+        if hit and (shape is None or shape(answer) is None):
+            return answer  # (one asked ahead that is not what the method returns: asked again)
+        response = await self.request_raw(method, params, max_response_bytes=max_response_bytes,
+                                          shape=shape)
         error = response.get("error")
         if error is not None:
             raise RpcError(method, int(error.get("code", 0)), str(error.get("message")),
@@ -361,12 +422,16 @@ class RpcPool:
         return response.get("result")
 
     async def request_raw(self, method: str, params: Sequence[Any] = (), *,
-                          max_response_bytes: int | None = None) -> dict[str, Any]:
-        """Send one call and return the whole JSON-RPC response (errors included)."""
+                          max_response_bytes: int | None = None,
+                          shape: Shape | None = None) -> dict[str, Any]:
+        """Send one call and return the whole JSON-RPC response (errors included). `shape`:
+        why a result is not what the method returns (None: it is), judged on each answer;
+        one that is not is the endpoint's fault, failed over like a dead one."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
         body = await self._send(method, payload, expect_list=False,
-                                max_response_bytes=max_response_bytes)
+                                max_response_bytes=max_response_bytes,
+                                shape=shape or METHOD_SHAPES.get(method))
         assert isinstance(body, dict)
         return body
 
@@ -383,7 +448,8 @@ class RpcPool:
         asked: list[Any] = []
         if missing:
             first_id, payload = self._batch_payload(missing)
-            body = await self._send("batch", payload, expect_list=True)
+            body = await self._send("batch", payload, expect_list=True,
+                                    shape=self._batch_shape(missing, first_id))
             asked = self._batch_results(missing, first_id, body)
         answers = iter(asked)
         return [answer if hit else next(answers) for hit, answer in found]
@@ -428,9 +494,25 @@ class RpcPool:
             return f"has no block {block} yet (its answer: {str(header)[:120]})"
 
         body = await self._send("batch", payload, expect_list=True,
-                                max_response_bytes=max_response_bytes, check=has_block)
+                                max_response_bytes=max_response_bytes, check=has_block,
+                                shape=self._batch_shape(asked, first_id))
         header, *results = self._batch_results(asked, first_id, body)
         return header, results
+
+    @staticmethod
+    def _batch_shape(calls: Sequence[tuple[str, Sequence[Any]]], first_id: int) -> Shape:
+        """A batch's answers judged as `request` judges each (METHOD_SHAPES): one that is not
+        what its method returns fails the batch over, as a bad response."""
+        shapes = {first_id + i: METHOD_SHAPES.get(m) for i, (m, _) in enumerate(calls)}
+
+        def shape(body: Any) -> str | None:
+            for item in body:
+                judge = shapes.get(item.get("id"))
+                if judge is not None and item.get("error") is None and \
+                        (why := judge(item.get("result"))) is not None:
+                    return why
+            return None
+        return shape
 
     def _batch_payload(self, calls: Sequence[tuple[str, Sequence[Any]]]
                        ) -> tuple[int, list[dict[str, Any]]]:
@@ -467,7 +549,8 @@ class RpcPool:
         first_id, payload = self._batch_payload(calls)
         try:
             await self._of_our_chain(ep)
-            body = await self._attempt(ep, "batch", payload, expect_list=True)
+            body = await self._attempt(ep, "batch", payload, expect_list=True,
+                                       shape=self._batch_shape(calls, first_id))
         except _TransientError as exc:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
         return self._batch_results(calls, first_id, body)
@@ -566,10 +649,10 @@ class RpcPool:
         try:
             if not await self._serves_our_chain(ep):
                 return
-            body = await self._attempt(ep, "eth_blockNumber", payload, expect_list=False)
-            result = body.get("result")
-            if isinstance(result, str):
-                ep.health.probed(int(result, 16), time.monotonic())
+            body = await self._attempt(ep, "eth_blockNumber", payload, expect_list=False,
+                                       shape=hex_quantity)
+            if body.get("error") is None:
+                ep.health.probed(int(body["result"], 16), time.monotonic())
                 ep.health.benched_until = 0.0
         except _TransientError:
             pass
@@ -733,7 +816,8 @@ class RpcPool:
 
     async def _send(self, method: str, payload: Any, *, expect_list: bool,
                     max_response_bytes: int | None = None,
-                    check: Callable[[Endpoint, Any], str | None] | None = None) -> Any:
+                    check: Callable[[Endpoint, Any], str | None] | None = None,
+                    shape: Shape | None = None) -> Any:
         s = self.settings
         last_error = "no attempt made"
         last_outcome = ""
@@ -762,7 +846,8 @@ class RpcPool:
                     last_error = f"endpoint {ep.name} ({ep.safe_url}): another chain"
                     continue
                 body = await self._attempt(ep, method, payload, expect_list=expect_list,
-                                           max_response_bytes=max_response_bytes, check=check)
+                                           max_response_bytes=max_response_bytes, check=check,
+                                           shape=shape)
             except _TransientError as exc:
                 last_error = f"endpoint {ep.name} ({ep.safe_url}): {exc}"
                 last_outcome = exc.outcome
@@ -782,7 +867,7 @@ class RpcPool:
     async def _attempt(self, ep: Endpoint, method: str, payload: Any, *,
                        expect_list: bool, max_response_bytes: int | None = None,
                        check: Callable[[Endpoint, Any], str | None] | None = None,
-                       judged: bool = True) -> Any:
+                       shape: Shape | None = None, judged: bool = True) -> Any:
         assert self._session is not None, "RpcPool used outside `async with` (call open())"
         wait = ep.take_token(time.monotonic())
         if wait > 0:
@@ -849,6 +934,14 @@ class RpcPool:
                     outcome = "rate_limited" if err.get("code") in (-32005, 429) else "rpc_error"
                     raise _TransientError(outcome, f"node said: {err.get('message')}")
                 outcome = "rpc_error"
+            if shape is not None and (expect_list or body.get("error") is None) and \
+                    (reason := shape(body if expect_list else body.get("result"))) is not None:
+                # (a result the method never returns — "0xZZ" for a head, {} for a header,
+                # "0x" for a multicall: the endpoint's fault, failed over and benched; it was
+                # an exception in the caller that crashed the daemon or failed every block,
+                # a by-hand trial)
+                outcome = "bad_response"
+                raise _TransientError(outcome, f"{method}: {reason}")
             if check is not None and (reason := check(ep, body)) is not None:
                 outcome = "behind"
                 raise _TransientError(outcome, reason)
@@ -883,6 +976,8 @@ class RpcPool:
         for item in items:
             if not isinstance(item, dict) or ("result" not in item and "error" not in item):
                 return None
+            if expect_list and not isinstance(item.get("id"), int | str | None):
+                return None  # (a list as an id raised TypeError in the caller, a trial)
             err = item.get("error")
             if err is not None and not (isinstance(err, dict)
                                         and isinstance(err.get("code", 0), int)):

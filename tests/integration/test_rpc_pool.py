@@ -16,7 +16,7 @@ from keeperd.chain.web3_provider import make_web3
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
 from keeperd.metrics import Metrics
-from tests.conftest import metric_absent, metric_value, serve
+from tests.conftest import metric_absent, metric_series, metric_value, serve
 
 FAST = RpcPoolSettings(timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.05,
                        bench_after=2, bench_min_seconds=30)
@@ -424,16 +424,25 @@ async def test_malformed_answers_are_the_endpoints_fault_not_a_crash(devnet: Dev
         proxy.faults["*"] = Fault.body(b'{"jsonrpc": "2.0", "id": 1, "error": "boom"}')
         proxy.faults["eth_getBlockByNumber"] = Fault.body(  # a header without fields
             b'{"jsonrpc": "2.0", "id": 1, "result": {"number": "0x5"}}')
-        async with RpcPool.from_urls("devnet", [proxy.url], metrics=metrics) as only_the_liar:
+        async with RpcPool.from_urls("devnet", [proxy.url], metrics=metrics,
+                                     settings=FAST) as only_the_liar:
             source = BlockSource(only_the_liar, poll_interval=0.05)
             task = asyncio.create_task(source.run())
-            await asyncio.sleep(0.5)
-            assert not task.done()  # still following, not crashed
+            for _ in range(300):  # (each poll fails over and backs off first: not a block)
+                await asyncio.sleep(0.1)
+                assert not task.done()  # still following, not crashed
+                if (metric_series(metrics, "keeperd_block_source_errors_total",
+                                  {"chain": "devnet", "source": "poll"}) or 0) >= 3:
+                    break
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert proxy.faulted["eth_getBlockByNumber"] >= 1
     assert metric_value(metrics, "keeperd_block_source_errors_total",
                         {"chain": "devnet", "source": "poll"}) >= 3
+    # (the header without fields is the endpoint's fault: a bad response, failed over)
+    assert metric_value(metrics, "keeperd_rpc_requests_total", {
+        "chain": "devnet", "endpoint": "0", "method": "eth_getBlockByNumber",
+        "outcome": "bad_response"}) >= 1
 
 
 async def test_an_endpoint_of_another_chain_is_never_used(devnet) -> None:  # type: ignore[no-untyped-def]
@@ -522,3 +531,42 @@ async def test_each_endpoints_answer_is_read_at_the_block_asked(devnet: Devnet) 
         assert await by_endpoint(pool, [balance]) == [[9], [9]]
         # (the approvals read the first at "latest" and learn which block that was)
         assert await call_many_at_latest(pool, [balance]) == (block + 1, [9])
+
+
+async def test_a_result_no_method_returns_is_the_endpoints_fault(devnet: Devnet) -> None:
+    """One endpoint of three answering results of the wrong shape — a head "0xZZ" (raised
+    in the probe: the daemon crashed at every start, a by-hand trial), a multicall "0x" (every
+    block's evaluation failed, the endpoint kept first), a batch whose ids are lists
+    (TypeError in the caller): each is a bad response, failed over to the next endpoint and
+    counted; nothing raises into the caller."""
+    from keeperd.chain.multicall import Call, Multicall
+    from keeperd.protocols.aave_v3 import abi
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    metrics = Metrics()
+    m = devnet.manifest
+    async with ChaosProxy(m["rpc_url"]) as proxy:
+        def pool() -> RpcPool:  # (a fresh one each time: the liar first again)
+            return RpcPool.from_urls("devnet", [proxy.url, m["rpc_url"]], metrics=metrics,
+                                     settings=FAST)
+
+        async with pool() as first:
+            proxy.faults["eth_blockNumber"] = Fault.answer("0xZZ")
+            await first.probe()  # (raised ValueError out of the probe loop)
+        async with pool() as second:
+            assert int(await second.request("eth_blockNumber"), 16) == \
+                devnet.client.block_number()
+        async with pool() as third:
+            proxy.faults["eth_call"] = Fault.answer("0x")
+            [reserves] = await Multicall(third, address=m["multicall3"]).aggregate3(
+                [Call(m["aave_v3"]["pool"], abi.GET_RESERVES_LIST)])
+            assert reserves.success and len(abi.decode_address_list(reserves.data)) > 3
+        async with pool() as fourth:
+            proxy.faults["*"] = Fault.body(
+                b'[{"jsonrpc": "2.0", "id": [1], "result": "0x1"}]')
+            answers = await fourth.batch([("eth_chainId", []), ("eth_blockNumber", [])])
+            assert int(answers[0], 16) == 31337
+    for method in ("eth_blockNumber", "eth_call", "batch"):
+        assert metric_value(metrics, "keeperd_rpc_requests_total", {
+            "chain": "devnet", "endpoint": "0", "method": method,
+            "outcome": "bad_response"}) >= 1, method
