@@ -570,3 +570,35 @@ async def test_a_result_no_method_returns_is_the_endpoints_fault(devnet: Devnet)
         assert metric_value(metrics, "keeperd_rpc_requests_total", {
             "chain": "devnet", "endpoint": "0", "method": method,
             "outcome": "bad_response"}) >= 1, method
+
+
+def test_a_backup_claiming_blocks_past_the_chain_is_not_believed_faster_than_blocks_come(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two endpoints on mainnet, the backup claiming 12 blocks past the first, which follows
+    the chain (a block every 12 s): with the 0.25 s a block any chain got, the claim was
+    credited within a second, the honest endpoint made lagging and the liar followed alone
+    (74 liquidations sent on its state, every one reverted, a by-hand trial). A known
+    chain's head moves on no faster than its blocks come."""
+    from keeperd.chain.connect import make_pool, min_block_seconds
+    from keeperd.config import ChainConfig
+
+    mainnet = ChainConfig(name="mainnet", chain_id=1,
+                          rpc_urls=["https://own.example", "https://backup.example"])
+    assert min_block_seconds(mainnet) == pytest.approx(10.8)
+    assert min_block_seconds(mainnet.model_copy(update={"block_time_s": 2.0})) == \
+        pytest.approx(1.8)
+    assert min_block_seconds(mainnet.model_copy(update={"chain_id": 31337})) == 0.25
+    clock = [1_000.0]
+    monkeypatch.setattr(rpc_module.time, "monotonic", lambda: clock[0])
+    for settings, believed in ((make_pool(mainnet, Metrics()).settings, False),
+                               (RpcPoolSettings(), True)):
+        eps = [Endpoint("own", "http://a", None), Endpoint("backup", "http://b", None)]
+        pool = RpcPool("mainnet", eps, settings=settings)
+        followed = []
+        for i in range(150):  # 5 minutes, a probe every 2 s
+            head = 20_000_000 + i // 6
+            probe(clock, eps, head, head + 12)
+            followed.append(pool.best_head == head + 12)
+        assert any(followed) is believed, settings
+        if not believed:
+            assert pool.is_healthy(eps[0]) and pool.ranked()[0].name == "own"
