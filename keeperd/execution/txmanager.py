@@ -1085,32 +1085,57 @@ class TxManager:
                 # that has a receipt postpones the drop (up to RECEIPT_WAIT_BLOCKS), and the
                 # settlement still comes from the pool's own answer: another endpoint's
                 # receipt alone (it may lie) never settles it.
-                if block - p.nonce_passed_at <= RECEIPT_WAIT_BLOCKS:
-                    elsewhere = await self._receipt_elsewhere(p)
-                    if elsewhere is not None:
-                        log.info("tx.drop_postponed", opportunity=p.key, nonce=p.nonce,
-                                 endpoint=elsewhere, meaning="another endpoint has its "
-                                 "receipt: settled once the pool serves it")
-                        return None
+                elsewhere = await self._receipt_elsewhere(p)
+                if len(elsewhere) >= 2:
+                    # (two endpoints agree it was mined, whatever the first says: a first
+                    # endpoint serving no receipt made 48 mined liquidations drops, "another
+                    # sender" and a 10-block hold — a by-hand trial; one endpoint's receipt
+                    # alone still settles nothing, it may lie)
+                    record, receipt = elsewhere[0][1], elsewhere[0][2]
+                    ok = int(receipt["status"], 16) == 1
+                    log.warning("tx.settled_by_other_endpoints", opportunity=p.key,
+                                nonce=p.nonce, endpoints=[url for url, *_ in elsewhere],
+                                meaning="the first endpoint serves no receipt of it; two others "
+                                "do")
+                    return Outcome(p.key, "cancelled" if record.kind == "cancel" else
+                                   "included" if ok else "reverted", record.tx_hash,
+                                   _quantity(receipt.get("gasUsed")),
+                                   _quantity(receipt.get("effectiveGasPrice")), receipt)
+                if elsewhere and block - p.nonce_passed_at <= RECEIPT_WAIT_BLOCKS:
+                    log.info("tx.drop_postponed", opportunity=p.key, nonce=p.nonce,
+                             endpoint=elsewhere[0][0], meaning="another endpoint has its "
+                             "receipt: settled once the pool serves it")
+                    return None
+                if elsewhere:
+                    # (an endpoint says ours was mined: dropped as far as the pool knows, but
+                    # not another sender's — no key_in_use_elsewhere, no hold)
+                    log.warning("tx.receipt_disputed", opportunity=p.key, nonce=p.nonce,
+                                endpoint=elsewhere[0][0],
+                                meaning="one endpoint has its receipt, the pool's does not: "
+                                "settled as dropped; check the endpoints")
+                    return Outcome(p.key, "dropped", None)
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
 
-    async def _receipt_elsewhere(self, p: Pending) -> str | None:
-        """Which endpoint, if any, has a receipt of one of the attempts (every endpoint asked
-        at once, a batch each), before a nonce passed without one is called a drop. A
-        malformed answer is no answer."""
+    async def _receipt_elsewhere(self, p: Pending
+                                 ) -> list[tuple[str, TxRecord, dict[str, str]]]:
+        """The endpoints that have a receipt of one of the attempts (every endpoint asked at
+        once, a batch each), before a nonce passed without one is called a drop: (its URL,
+        the attempt, the receipt), one per endpoint. A malformed answer is no answer."""
         calls = [("eth_getTransactionReceipt", [r.tx_hash]) for r in p.attempts]
         voters = self.pool.voters
         answers = await asyncio.gather(*(self.pool.batch_on(ep, calls) for ep in voters),
                                        return_exceptions=True)
+        found = []
         for ep, receipts in zip(voters, answers, strict=True):
             if not isinstance(receipts, list) or len(receipts) != len(calls):
                 continue
             for record, receipt in zip(p.attempts, receipts, strict=True):
                 if is_receipt_of(receipt, record.tx_hash):
-                    return ep.safe_url
-        return None
+                    found.append((ep.safe_url, record, receipt))
+                    break
+        return found
 
     async def _replace(self, p: Pending, block: int) -> None:
         last = p.attempts[-1]
@@ -1225,6 +1250,14 @@ def _mined_block(outcome: Outcome, block: int) -> int:
         return int(str((outcome.receipt or {})["blockNumber"]), 16)
     except (KeyError, ValueError, TypeError):
         return block
+
+
+def _quantity(value: object) -> int:
+    """A receipt's hex quantity; 0 when it has none that reads."""
+    try:
+        return int(str(value), 16)
+    except ValueError:
+        return 0
 
 
 def is_receipt_of(answer: object, tx_hash: str) -> bool:

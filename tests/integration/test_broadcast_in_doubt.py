@@ -243,8 +243,37 @@ async def test_a_drop_is_not_postponed_by_a_malformed_receipt_nor_for_ever(
         await tx.send("s", SELF, b"", 21_000, 10**18, block=devnet.client.block_number())
         proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (never served)
         outcomes: list[Any] = []
-        for _ in range(RECEIPT_WAIT_BLOCKS + 2):
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(RECEIPT_WAIT_BLOCKS + 2):
+                outcomes += await tx.watch(devnet.mine(1), lambda key: True)
+                if outcomes:
+                    break
+    assert [o.status for o in outcomes] == ["dropped"]
+    # (an endpoint says ours was mined: disputed, not another sender's — no alert, no hold;
+    # it was key_in_use_elsewhere, critical, and 10 blocks of held liquidations, a trial)
+    assert [e for e in logs if e["event"] == "tx.receipt_disputed"]
+    assert not [e for e in logs if e["event"] == "tx.key_in_use_elsewhere"]
+    assert tx.key_conflict(devnet.client.block_number()) is None
+
+
+async def test_two_endpoints_receipts_settle_what_the_first_never_serves(
+        devnet: Devnet, metrics: Metrics) -> None:
+    """A first endpoint that serves no receipt, two others that do: two endpoints agreeing
+    settle it, as included (48 mined liquidations were journaled dropped, the key called in
+    use elsewhere, a by-hand trial); one alone would not."""
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    url = devnet.manifest["rpc_url"]
+    async with ChaosProxy(url) as proxy, \
+            RpcPool.from_urls("devnet", [proxy.url, url, url], metrics=metrics) as pool:
+        tx = manager(pool, metrics)
+        record = await tx.send("t", SELF, b"", 21_000, 10**18,
+                               block=devnet.client.block_number())
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (never served)
+        outcomes: list[Any] = []
+        for _ in range(4):
             outcomes += await tx.watch(devnet.mine(1), lambda key: True)
             if outcomes:
                 break
-    assert [o.status for o in outcomes] == ["dropped"]
+    assert [(o.status, o.tx_hash) for o in outcomes] == [("included", record.tx_hash)]
+    assert tx.key_conflict(devnet.client.block_number()) is None
