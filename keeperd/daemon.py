@@ -28,7 +28,7 @@ from keeperd import __version__, crashpoints
 from keeperd.alerts.delivery import Dispatcher
 from keeperd.alerts.engine import AlertEngine
 from keeperd.alerts.outbox import Outbox
-from keeperd.alerts.sources import watched_liquidations
+from keeperd.alerts.sources import second_reading, watched_liquidations
 from keeperd.cascade_monitor import CascadeMonitor
 from keeperd.chain import l1_fee
 from keeperd.chain.blocks import BlockEvent, BlockSource, NewBlock, Reorg, confirmed_head
@@ -706,6 +706,10 @@ class Daemon:
             # listener still runs)
             seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,
                                               result.block)
+            # (the watched rows read again on another endpoint: one alone hid a position
+            # under water from its holder, a by-hand trial — after the block's
+            # liquidations, in this listener)
+            result = await second_reading(self.alerts, plugin, rt.pool, result, self.metrics)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
                 # (as the scanner published them for this block, just before its after-

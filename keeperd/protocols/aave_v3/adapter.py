@@ -195,6 +195,32 @@ class AaveV3Adapter(PluginBase):
 
     # --- gates: when keeperd must not act on its own numbers --------------------------------
 
+    async def health_elsewhere(self, book: AaveBook, accounts: Sequence[str], endpoint: Any
+                               ) -> dict[str, float] | None:
+        """The pool's own getUserAccountData health of `accounts` at the book's block, in one
+        aggregate3 on `endpoint` (an account with no debt: inf)."""
+        from eth_abi import decode
+
+        from keeperd.chain.multicall import decode_aggregate3_columns, encode_aggregate3
+
+        if not accounts or self.reader is None:
+            return None
+        calls = [Call(self.reader.addresses.pool, abi.get_user_account_data(a))
+                 for a in accounts]
+        tx = {"to": self.multicall.address, "data": "0x" + encode_aggregate3(calls).hex()}
+        [answer] = await self.pool.batch_on(endpoint, [("eth_call", [tx, hex(book.block)])])
+        if not isinstance(answer, str):
+            return None
+        results = decode_aggregate3_columns(bytes.fromhex(answer[2:]))
+        if len(results) != len(accounts):
+            return None
+        found = {}
+        for account, r in zip(accounts, results, strict=True):
+            if r.success and len(r.data) >= 192:
+                data = decode(["uint256"] * 6, r.data)
+                found[account] = math.inf if data[1] == 0 else data[5] / 1e18
+        return found
+
     def book_risk(self, book: AaveBook) -> BookRisk | None:
         """The bad debt the pool carries already: its reserves' deficit (v3.3+), written off
         when a liquidation leaves a position with debt and no collateral, until Umbrella or

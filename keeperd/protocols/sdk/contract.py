@@ -398,6 +398,13 @@ class Plugin(Protocol):
     def book_risk(self, book: Any) -> BookRisk | None:
         """Its insurance fund and lines for `keeperd simulate`, or None."""
 
+    async def health_elsewhere(self, book: Any, accounts: Sequence[str], endpoint: Any
+                               ) -> dict[str, float] | None:
+        """The protocol's own health of `accounts` at the book's block, as another endpoint
+        than the one the book was read from answers (`endpoint`, one attempt): the second
+        reading of watched accounts, so that one endpoint alone cannot hide a position going
+        under water from its holder (`alerts/sources.py`). None: it cannot be asked."""
+
 
 @dataclass(frozen=True)
 class PluginContext:
@@ -447,6 +454,10 @@ class PluginBase:
         """Its insurance fund and risk lines for `keeperd simulate`; None: nothing beyond the
         cascade."""
         return None
+
+    async def health_elsewhere(self, book: Any, accounts: Sequence[str], endpoint: Any
+                               ) -> dict[str, float] | None:
+        return None  # no second reading of its watched accounts
 
     async def outlook(self, block: int, previous: Any | None) -> Outlook | None:
         return None  # it cannot tell before its read: its path goes as any other
