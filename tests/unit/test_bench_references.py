@@ -438,10 +438,15 @@ TABLES: dict[tuple[str, ...], Table] = {
         "`1875f22`, run G0 | +50": ["latency-10000-delay50-1875f22-1.json"],
     }, LATENCY_ROUND_TRIPS),
     tuple(LATENCY_NODE_SERIAL): Table({
-        f"`{code}`{label}, run I{i} | {delay}":
-        [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab6-{code}-{i}.json"]
-        for code, label in (("4baf8a5", " (main)"), ("81bd9c7", ""))
-        for delay, runs in (("none", (1, 2, 3, 4)), ("+50", (1, 2))) for i in runs
+        **{f"`{code}`{label}, run I{i} | {delay}":
+           [f"latency-10000-{'delay50-' if delay == '+50' else ''}ab6-{code}-{i}.json"]
+           for code, label in (("4baf8a5", " (main)"), ("81bd9c7", ""))
+           for delay, runs in (("none", (1, 2, 3, 4)), ("+50", (1, 2))) for i in runs},
+        # (session 31: main at its start, and its end beside it)
+        **{f"`81ca2a5` (main at the start), run S{i} | none":
+           [f"latency-10000-s31-81ca2a5-{i}.json"] for i in (1, 2, 3)},
+        **{f"`1456e16` (the session's end), run S{i} | none":
+           [f"latency-10000-s31-1456e16-{i - 1}.json"] for i in (2, 3)},
     }, LATENCY_NODE_SERIAL),
     ("way", "the node: simulate / accept a liquidation", "gas a liquidation",
      "the node's serial work: p99 / over the first's p50"): Table({
