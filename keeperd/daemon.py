@@ -698,6 +698,8 @@ class Daemon:
     def _alert_listener(self, plugin: Plugin, rt: ChainRuntime, breaker: Breaker,
                         executor: Executor | None, scanner: ProtocolScanner
                         ) -> Callable[[Any], Awaitable[None]]:
+        disputed: set[str] = set()  # (the watched accounts whose health is disputed now)
+
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
@@ -709,7 +711,8 @@ class Daemon:
             # (the watched rows read again on another endpoint: one alone hid a position
             # under water from its holder, a by-hand trial — after the block's
             # liquidations, in this listener)
-            result = await second_reading(self.alerts, plugin, rt.pool, result, self.metrics)
+            result = await second_reading(self.alerts, plugin, rt.pool, result, self.metrics,
+                                          disputed)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
                 # (as the scanner published them for this block, just before its after-

@@ -132,6 +132,12 @@ class ProtocolScanner:
             dropped = await self.adapter.on_reorg(event.ancestor.number)
             self._dropped.update(dropped)
             self._full_due = True
+            # (the block wanted only ever rose: after a lying endpoint's invented chain was
+            # abandoned, every evaluation asked for its height, 100 blocks past the real
+            # head, and failed until the chain got there — a crash unevaluated meanwhile,
+            # a by-hand trial; the reorg's new blocks follow as NewBlock events)
+            if self._wanted is not None and self._wanted > event.ancestor.number:
+                self._wanted = event.ancestor.number
             return
         if isinstance(event, NewBlock):
             self.request(event.header.number)

@@ -50,13 +50,16 @@ HEALTH_DISPUTE = 1e-6
 
 
 async def second_reading(engine: Any, plugin: Plugin, pool: Any, result: Any,
-                         metrics: Any) -> Any:
+                         metrics: Any, told: set[str] | None = None) -> Any:
     """`result` with each watched row's health the lower of the first endpoint's (the
     book's) and another endpoint's protocol at the same block (`Plugin.health_elsewhere`):
     a first endpoint lying about one account's collateral hid its fall under water from its
     holder, and the pool's cross-check, asked of the same endpoint, agreed (a by-hand trial).
     One endpoint alone can no longer silence a holder's alert; a disagreement is logged and
-    counted (keeperd_health_mismatch_total). No second endpoint, or no answer: as it was."""
+    counted (keeperd_health_mismatch_total). No second endpoint, or no answer: as it was.
+    `told`: the accounts whose dispute was logged and lasts (the caller's, kept between
+    blocks): logged once while it lasts, counted every block (an error line a block, a
+    by-hand trial)."""
     second = pool.second()
     view = result.view
     if second is None or view is None:
@@ -84,13 +87,25 @@ async def second_reading(engine: Any, plugin: Plugin, pool: Any, result: Any,
         health[i] = other
         disputed.append({"account": view.accounts[i], "first": round(mine, 6),
                          "second": round(other, 6)})
+    now = {d["account"].lower() for d in disputed}
+    if told is not None:
+        ended = told - now
+        if ended:
+            log.info("positions.health_dispute_ended", protocol=plugin.name,
+                     block=result.block, accounts=sorted(ended)[:10])
+        new = [d for d in disputed if d["account"].lower() not in told]
+        told.clear()
+        told.update(now)
+    else:
+        new = disputed
     if not disputed:
         return result
     metrics.health_mismatches.labels(plugin.chain, plugin.name).inc(len(disputed))
-    log.error("positions.health_disputed", protocol=plugin.name, block=result.block,
-              endpoint=second.safe_url, accounts=disputed[:10],
-              meaning="another endpoint's pool says these watched positions are less healthy "
-                      "than the first endpoint's reading: alerted on the lower; one of the "
-                      "endpoints lies or lags")
+    if new:
+        log.error("positions.health_disputed", protocol=plugin.name, block=result.block,
+                  endpoint=second.safe_url, accounts=new[:10],
+                  meaning="another endpoint's pool says these watched positions are less "
+                          "healthy than the first endpoint's reading: alerted on the lower "
+                          "while it lasts; one of the endpoints lies or lags")
     return dataclasses.replace(result, view=dataclasses.replace(view, health=health))
 

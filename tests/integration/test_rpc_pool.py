@@ -602,3 +602,25 @@ def test_a_backup_claiming_blocks_past_the_chain_is_not_believed_faster_than_blo
         assert any(followed) is believed, settings
         if not believed:
             assert pool.is_healthy(eps[0]) and pool.ranked()[0].name == "own"
+
+
+async def test_a_short_call_answer_is_asked_of_the_second_endpoint(devnet: Devnet) -> None:
+    """A first endpoint answering "0x" to every eth_call: the calls made one at a time (the
+    cascade's depth reads, the keeper's allowances) failed every block while it stayed first
+    (a by-hand trial). A short answer is asked once of the second endpoint, whose full one
+    stands; a contract that is not there is short on both, as before."""
+    from keeperd.chain.calls import ContractCall, ShortAnswer, call_many
+    from tests.faults.chaos_proxy import ChaosProxy, Fault
+
+    m = devnet.manifest
+    usdc = m["tokens"]["USDC"]
+    decimals = ContractCall(usdc, "decimals()", returns=["uint8"])
+    async with ChaosProxy(m["rpc_url"]) as proxy, \
+            RpcPool.from_urls("devnet", [proxy.url, m["rpc_url"]], settings=FAST) as pool:
+        proxy.faults["eth_call"] = Fault.answer("0x")
+        assert await decimals.call(pool) == 6
+        [again] = await call_many(pool, [decimals])
+        assert again == 6
+        nowhere = ContractCall("0x" + "11" * 20, "decimals()", returns=["uint8"])
+        with pytest.raises(ShortAnswer):
+            await nowhere.call(pool)

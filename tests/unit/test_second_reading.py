@@ -81,3 +81,18 @@ async def test_a_higher_health_elsewhere_or_no_answer_leaves_the_first_reading()
                                 SimpleNamespace(second=lambda: SECOND),
                                 result([math.inf]), metrics)
     assert list(seen.view.health) == [0.8]
+
+
+async def test_a_lasting_dispute_is_logged_once_and_counted_every_block() -> None:
+    metrics, told = Metrics(), set()
+    pool = SimpleNamespace(second=lambda: SECOND)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            await second_reading(engine(ALICE), Plugin({ALICE: 0.9}), pool,
+                                 result([1.2, 1.5]), metrics, told)
+        await second_reading(engine(ALICE), Plugin({ALICE: 1.2}), pool,
+                             result([1.2, 1.5]), metrics, told)
+    assert [e["event"] for e in logs] == ["positions.health_disputed",
+                                          "positions.health_dispute_ended"]
+    assert metric_value(metrics, "keeperd_health_mismatch_total",
+                        {"chain": "devnet", "protocol": "aave"}) == 3

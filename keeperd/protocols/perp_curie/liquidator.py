@@ -431,9 +431,11 @@ class CurieLiquidator(LiquidatorBase):
                 self._unverified.discard(base)
             return
         if PRICE_LIMIT_PASSED.search(failed):
-            failed = (f"SPL: the pool's price is beyond unwind_max_slippage_bps "
-                      f"({self.adapter.config.unwind_max_slippage_bps} bps) from the index "
-                      "and mark")
+            bps = self.adapter.config.unwind_max_slippage_bps
+            # ("(None bps)" when unset: then the bound is Curie's own, a by-hand trial)
+            failed = ("SPL: the pool's price is beyond " + (
+                f"unwind_max_slippage_bps ({bps} bps) from the index and mark" if bps is not None
+                else "the price limit of the unwind (Curie's own)"))
         blocks = self._unwind_failures.setdefault(base, set())
         blocks.add(block)
         if base not in self._unwind_failing and (lasting
