@@ -152,6 +152,9 @@ FEE_UNREAD_HOLD_BLOCKS = 5
 # (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote, whose
 # gas_usd the decision prices with)
 
+# The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
+# counted by the revert breaker, which is for reverts no one explains.
+OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
 SWAP_BELOW_BOUND = "0x" + function_signature_to_4byte_selector(
@@ -358,6 +361,9 @@ class Executor:
         # keeperd's own safety limits on sending (`send_pause`): blocks of recent on-chain
         # reverts, and (wall time, USD) of the gas receipts paid.
         self._reverts: list[int] = []
+        # A revert's block as counted, by transaction, until its reason is read
+        # (`_put_down_reasons`: one of keeperd's own guards is taken back).
+        self._revert_counted: dict[str, int] = {}
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
@@ -1666,6 +1672,8 @@ class Executor:
         the head followed is one endpoint's word against two others (`RpcPool.contested`)."""
         cfg = self.config
         self._reverts = [b for b in self._reverts if b > block - cfg.revert_breaker_blocks]
+        self._revert_counted = {tx: b for tx, b in self._revert_counted.items()
+                                if b > block - cfg.revert_breaker_blocks}
         reason, kind = None, None
         if len(self._reverts) >= cfg.revert_breaker_reverts:
             kind = "reverts"
@@ -2030,6 +2038,8 @@ class Executor:
                 self._last.block if self._last is not None else 0)
             if outcome.counts_revert:
                 self._reverts.append(counted)
+                if outcome.tx_hash:
+                    self._revert_counted[outcome.tx_hash] = counted
             await self.journal.set_status(key, J.REVERTED, detail=f"tx={outcome.tx_hash}" + (
                 f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             if not unbooked:
@@ -2472,7 +2482,16 @@ class Executor:
                 continue
             if why is None or not isinstance(outcome.key, OpportunityKey):
                 continue
-            if outcome.counts_revert:
+            counted = self._revert_counted.pop(outcome.tx_hash or "", None)
+            if outcome.counts_revert and OWN_GUARDS.search(why):
+                # (keeperd's own seller contract refused a sale the pool no longer paid for:
+                # the block's earlier liquidations through the same pool moved it, or a
+                # sandwich — gas only, and not an endpoint's lie: three flash liquidations
+                # through one pool in one block paused 49 sound ones for 50 blocks, a by-hand
+                # trial)
+                if counted is not None and counted in self._reverts:
+                    self._reverts.remove(counted)
+            elif outcome.counts_revert:
                 self._last_revert_reason = why
             entry = await self.journal.get(outcome.key)
             if entry is not None and entry.status == J.REVERTED:

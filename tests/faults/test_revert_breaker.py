@@ -75,6 +75,7 @@ def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
     executor.pool = RpcPool("t", [Endpoint("a", "http://a", None)])  # (no head: uncontested)
     executor._reverts, executor._pause_reason = [], None
     executor._pause_kind = (None, None)
+    executor._revert_counted = {}
     executor._last_revert_reason = None
     executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
     assert "max_gas_usd_per_hour" in (executor.send_pause(10, now=2_100.0) or "")
@@ -106,6 +107,7 @@ def test_a_contested_head_pauses_sending_and_approvals() -> None:
     executor.pool = contested  # type: ignore[assignment]
     executor._reverts, executor._pause_reason = [], None
     executor._pause_kind = (None, None)
+    executor._revert_counted = {}
     executor._last_revert_reason = None
     executor._gas_spent = []
     assert executor.send_pause(10) == why
@@ -156,3 +158,36 @@ async def test_no_follow_up_goes_while_the_head_is_contested() -> None:
     why[0] = None
     await executor._housekeep(SimpleNamespace(block=131))  # type: ignore[arg-type]
     assert asked == [131]
+
+
+async def test_a_revert_of_keeperds_own_sale_guard_is_taken_back_from_the_breaker() -> None:
+    """Three flash liquidations through one pool in one block, each simulated alone: the
+    later ones' sales paid less than the guard allows once the first moved the pool, and
+    reverted (SwapBelowBound, gas only). Counted, they paused 49 sound liquidations for 50
+    blocks (a by-hand trial). Once its reason is read, a revert of keeperd's own guard is
+    taken back; one nobody explains (the pool's own refusal) still counts."""
+    from keeperd.execution.executor import Executor
+    from keeperd.execution.txmanager import Outcome
+    from keeperd.protocols.sdk.keys import OpportunityKey
+
+    class Journal:
+        async def get(self, key: object) -> None:
+            return None
+
+    executor = Executor.__new__(Executor)
+    executor.journal = Journal()  # type: ignore[assignment]
+    executor._to_trace = []
+    executor._reverts, executor._last_revert_reason = [100, 100, 101], None
+    executor._revert_counted = {"0xa": 100, "0xb": 100, "0xc": 101}
+
+    def reverted(tx: str) -> Outcome:
+        return Outcome(OpportunityKey("aave", "0x" + tx[-1] * 40, ("WBTC", "USDC"), "1"),
+                       "reverted", tx)
+
+    await executor._put_down_reasons([
+        (reverted("0xa"), 0, "SwapBelowBound(1000, 990) in 0xFlashLiquidator"),
+        (reverted("0xb"), 0, "NotEnoughProfit(5, 7) in 0xFlashLiquidator"),
+        (reverted("0xc"), 0, "HealthFactorNotBelowThreshold in 0xPool")])
+    assert executor._reverts == [101]
+    assert executor._last_revert_reason == "HealthFactorNotBelowThreshold in 0xPool"
+    assert executor._revert_counted == {}
