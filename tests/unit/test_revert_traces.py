@@ -59,6 +59,7 @@ async def executor(tmp_path: Path, node: Node) -> tuple[Any, OpportunityKey]:
     await ex.journal.set_status(key, J.REVERTED, detail="tx=0x01")
     ex._to_trace = [(Outcome(key, "reverted", "0x01", 50_000, 1, {}), 0)]
     ex._tracing = None
+    ex._reverts, ex._revert_counted = [9], {"0x01": 9}  # (the revert breaker's count)
     ex.adapter = SimpleNamespace(name="aave")
     return ex, key
 
