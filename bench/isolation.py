@@ -128,8 +128,8 @@ def crash(devnet: Any, protocol: str) -> list[str]:
     moves = (devnet._price_moves("WETH", price * 0.85)[:1] if protocol == "aave"
              else devnet._price_moves("WETH", price * 0.975))
     return [str(devnet.client.call("eth_sendTransaction", {
-        "from": admin, "to": to, "data": "0x" + data.hex(), "gas": hex(300_000)}))
-        for to, data in moves]
+        "from": admin, "to": to, "data": "0x" + data.hex(), "gas": hex(gas or 300_000)}))
+        for to, data, gas in moves]
 
 
 def crash_block(devnet: Any, hashes: list[str]) -> int:

@@ -14,11 +14,13 @@ from keeperd.chain import l1_fee
 from keeperd.chain.connect import check_chain_ids, make_pool
 from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
 from keeperd.config import (
+    AaveV3Config,
     ChainConfig,
     Config,
     ConfigError,
     ConfigIssue,
     KeeperConfig,
+    MorphoBlueConfig,
     RemoteSignerKey,
     keeper_of_tree,
     metrics_exposure_warnings,
@@ -186,9 +188,10 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                     issues += await liquidator_issues(config, pool, started)
                     verifying = [config.protocols[pi].name for pi, running in started.items()
                                  if running.verification_at_start() is not None]
-                    if verifying:
+                    selling = [] if verifying else flash_sellers(config, chain.name)
+                    if verifying or selling:
                         simulate_error, simulate_warning = await simulate_support_issues(
-                            pool, ci, verifying)
+                            pool, ci, verifying, selling)
                         issues += simulate_error
                         if warnings is not None:
                             warnings += simulate_warning
@@ -245,12 +248,26 @@ async def reference_warnings(config: Config) -> list[ConfigIssue]:
     return found
 
 
-async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]
+def flash_sellers(config: Config, chain: str) -> list[str]:
+    """The protocols on `chain` whose liquidations may sell the seized collateral in a swap
+    pool (liquidate mode, capital flash-loan or auto, their seller contract set)."""
+    keeper = config.keeper
+    if keeper.mode != "liquidate" or keeper.capital == "own-balance":
+        return []
+    return [p.name for p in config.protocols if p.chain == chain and (
+        (isinstance(p, AaveV3Config) and keeper.flash_liquidator is not None)
+        or (isinstance(p, MorphoBlueConfig) and p.liquidator_contract is not None))]
+
+
+async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str],
+                                  sellers: list[str] | None = None
                                   ) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
     """Liquidations sent on the chain's word are simulated with `eth_simulateV1`: an endpoint
     that does not serve it fails every one of them (`simulation_failed`, nothing sent) — with
     v3.7's rules verified, every Ethereum Core liquidation. (errors: no endpoint serves it;
-    warnings: some do not)"""
+    warnings: some do not.) The flash paths' sales through one pool are simulated in turn
+    with it (execution/sales.py): without it only a block's first sale through a pool goes
+    (`sellers`: warnings only)."""
     probe = [{"blockStateCalls": [{"calls": []}]}, "latest"]
     lacking: list[tuple[int, str, str]] = []
     for i, ep in enumerate(pool.endpoints):
@@ -265,6 +282,15 @@ async def simulate_support_issues(pool: RpcPool, ci: int, protocols: list[str]
             continue  # (down: said with the chain ids)
     if not lacking:
         return [], []
+    if not protocols:
+        return [], [ConfigIssue(
+            f"chains[{ci}].rpc_urls[{i}]", f"{url} does not serve eth_simulateV1 ({error}): "
+            f"{', '.join(sellers or [])} sell what a liquidation seizes in a swap pool, and "
+            "a block's later sales through one pool are simulated after its earlier ones "
+            "with it; while this endpoint answers first, only the first sale through a pool "
+            "goes each block (the rest wait: simulated alone they would pass and revert)",
+            "use an endpoint that serves eth_simulateV1 (geth, reth, Nethermind, Erigon, most "
+            "providers), or list one first") for i, url, error in lacking]
     names = ", ".join(protocols)
     told = [ConfigIssue(f"chains[{ci}].rpc_urls[{i}]", f"{url} does not serve eth_simulateV1 "
                         f"({error}): {names} send each liquidation only on a simulation of "

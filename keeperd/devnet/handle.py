@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from keeperd.chain.multicall import encode_call
 from keeperd.devnet import contracts
 from keeperd.devnet.aave import PRICE_DECIMALS
 from keeperd.devnet.anvil import Anvil
@@ -37,6 +38,10 @@ class PriceWalkError(RuntimeError):
 # heartbeat a config sets (an hour, example.yaml's and Chainlink's volatile feeds).
 FRESH_FEED_S = 600
 MINE_RUN = 250  # blocks per anvil_mine call (`DevnetControl.mine`)
+MOVE_GAS = 200_000  # a feed's round, a Morpho oracle's price: sent unestimated in one block
+# The pools' alignment: every pool's reads through the oracle's sources, a swap where one
+# moved (a crash moves a handful; well under a block's gas for the devnet's ~20 pools)
+ALIGN_GAS_BASE, ALIGN_GAS_PER_POOL = 100_000, 250_000
 
 
 class DevnetControl:
@@ -66,12 +71,12 @@ class DevnetControl:
         if len(moves) > 1 and self.client.call("anvil_getAutomine"):
             self._in_one_block(admin, moves)
         else:
-            for to, data in moves:
-                self.client.send(admin, to, data)
+            for to, data, gas in moves:
+                self.client.send(admin, to, data, gas=gas)
         if walk_perps:
             self._walk_mark(symbol, usd)
 
-    def _in_one_block(self, sender: str, moves: list[tuple[str, bytes]]) -> None:
+    def _in_one_block(self, sender: str, moves: list[tuple[str, bytes, int | None]]) -> None:
         """Send `moves` and mine them in one block. A feed and the Morpho oracles of its asset
         move together on a chain (a MorphoChainlinkOracleV2 reads the feed); mined one a
         block, keeperd judged a block where they disagreed, tripped the market's breaker on
@@ -79,10 +84,10 @@ class DevnetControl:
         self.client.call("evm_setAutomine", False)
         hashes: list[str] = []
         try:
-            for to, data in moves:
+            for to, data, gas in moves:
                 hashes.append(str(self.client.call("eth_sendTransaction", {
                     "from": sender, "to": to, "data": "0x" + data.hex(),
-                    "gas": hex(200_000)})))
+                    "gas": hex(gas or MOVE_GAS)})))
             self.client.mine(1)
         except BaseException:
             # (half a move left in the pool would be mined with the next transaction: the
@@ -131,11 +136,15 @@ class DevnetControl:
         """The same, sent without waiting for it to be mined (automine off)."""
         return [str(self.client.call("eth_sendTransaction", {
             "from": self.manifest["aave_v3"]["admin"], "to": to, "data": "0x" + data.hex(),
-            "gas": hex(200_000)})) for to, data in self._price_moves(symbol, usd)]
+            "gas": hex(gas or MOVE_GAS)})) for to, data, gas in self._price_moves(symbol, usd)]
 
-    def _price_moves(self, symbol: str, usd: float) -> list[tuple[str, bytes]]:
+    def _price_moves(self, symbol: str, usd: float) -> list[tuple[str, bytes, int | None]]:
+        """(to, calldata, gas or None to estimate) of each transaction of a move, in the
+        order they must be mined: the feed's new round, the Morpho oracles of the asset,
+        then the Uniswap pools brought to the oracle's new prices (`_pools_follow`)."""
         moves = [(self._feed(symbol),
-                  self._aggregator.encode_call("setAnswer", round(usd * 10**PRICE_DECIMALS)))]
+                  self._aggregator.encode_call("setAnswer", round(usd * 10**PRICE_DECIMALS)),
+                  None)]
         blue = self.manifest.get("morpho_blue")
         if blue:
             from keeperd.devnet.morpho import compiled, oracle_price
@@ -149,8 +158,39 @@ class DevnetControl:
                           for s in (market["collateral"], market["loan"])}
                 answer = oracle_price(prices[market["collateral"]], prices[market["loan"]],
                                       decimals[market["collateral"]], decimals[market["loan"]])
-                moves.append((market["oracle"], oracle_art.encode_call("setPrice", answer)))
-        return moves
+                moves.append((market["oracle"], oracle_art.encode_call("setPrice", answer),
+                              None))
+        return moves + self._pools_follow()
+
+    def align_pools(self) -> None:
+        """The arbitrageur's next move: every Uniswap pool of the devnet's pairs back at the
+        oracle's prices (a keeper's sales leave a pool below them; on a chain arbitrage
+        closes the gap within a block or two, on the devnet nothing does until this or the
+        next price move). With automine off it waits in the pool for the next block."""
+        admin = self.manifest["aave_v3"]["admin"]
+        for to, data, gas in self._pools_follow():
+            if self.client.call("anvil_getAutomine"):
+                self.client.send(admin, to, data, gas=gas)
+            else:
+                self.client.call("eth_sendTransaction", {
+                    "from": admin, "to": to, "data": "0x" + data.hex(),
+                    "gas": hex(gas or MOVE_GAS)})
+
+    def _pools_follow(self) -> list[tuple[str, bytes, int | None]]:
+        """The arbitrage a real chain does within the block: every Uniswap pool of the
+        devnet's pairs swapped to the price the Aave oracle gives its two tokens once the
+        feed has moved (DevnetLiquidity.align reads them in its own transaction, after the
+        feed's: wstETH's and the other adapters' prices follow as the oracle's do). A
+        devnet whose pools kept their old price sold every crash's seized collateral above
+        the crashed price, and several of a keeper's sales through one pool in one block
+        never met their bound, as they do on a chain."""
+        dex = self.manifest.get("uniswap_v3") or {}
+        helper, pools = dex.get("liquidity_helper"), sorted((dex.get("pools") or {}).values())
+        if not helper or not pools:
+            return []
+        data = encode_call("align(address[],address)", ["address[]", "address"],
+                           [pools, self.manifest["aave_v3"]["oracle"]])
+        return [(helper, data, ALIGN_GAS_BASE + ALIGN_GAS_PER_POOL * len(pools))]
 
     def refresh_feeds(self) -> None:
         """Publish a new round at the current price on every feed. A cached state may be

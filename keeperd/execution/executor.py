@@ -22,7 +22,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -37,6 +37,7 @@ from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution import journal as J
+from keeperd.execution import sales
 from keeperd.execution.allowances import AllowanceOverrides
 from keeperd.execution.capital import Shortfall, allocate, publish_shortfall
 from keeperd.execution.reconcile import forged, resume_journal, track_again
@@ -176,6 +177,48 @@ def swap_would_not_pay(error: object) -> str | None:
         if data.startswith(selector) or f"custom error {selector}" in message:
             return name
     return None
+class InTurnUnavailable(Exception):
+    """A sale simulated in turn with the block's earlier sales through its pool got no
+    answer: the endpoint refused the simulated block as a whole (no `eth_simulateV1`, say).
+    Not sent this block: alone it would pass where its turn may fail."""
+
+
+def _in_turn_part(answer: Any, first: int, last: int) -> Any:
+    """One sale's results in its pool's simulated block, as an `eth_simulateV1` answer of
+    its own (what `_verdict` and `_reverted` read); the request's failure as a whole is
+    InTurnUnavailable."""
+    if isinstance(answer, Exception):
+        return InTurnUnavailable(str(answer)[:300])
+    try:
+        calls = answer[0]["calls"]
+        if len(calls) < last:
+            raise ValueError(f"{len(calls)} results for {last} calls")
+        return [{"calls": calls[first:last]}]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return InTurnUnavailable(f"unexpected eth_simulateV1 answer: {exc}")
+
+
+class InTurnReverted(RpcError):
+    """A sale that reverts once the keeper's sales ahead of it through its pool are mined
+    (`ahead` of them, through `pool`): its error and data as the simulated block gave them."""
+
+    def __init__(self, code: int, message: str, data: Any, ahead: int, pool: str) -> None:
+        super().__init__("eth_simulateV1", code, message, data)
+        self.ahead, self.pool = ahead, pool
+
+
+def _in_turn_verdict(answer: Any, ahead: int, pool: str) -> Simulated | RpcError:
+    """A sale in turn: Simulated when its call succeeded after the sales ahead of it, else
+    its revert with the error's data (a seller's guard is read from it)."""
+    call = answer[0]["calls"][-1]
+    if int(call.get("status", "0x0"), 16) == 1:
+        return Simulated(None)
+    error = call.get("error") or {}
+    return InTurnReverted(int(error.get("code", 3)),
+                          str(error.get("message", "execution reverted")),
+                          error.get("data") or call.get("returnData"), ahead, pool)
+
+
 FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "held",
                  "no_capital")
 
@@ -744,7 +787,11 @@ class Executor:
         planned = time.perf_counter()
         waves: list[dict[str, float]] = []
         batches = wave_split(calls)
-        simulating = [asyncio.ensure_future(self._simulate(wave, result.block))
+        # (each wave's sales through a pool simulated after the keeper's in flight there
+        # and the earlier waves')
+        sold = sales.sold_before([[c for c, _ in wave] for wave in batches],
+                                 self.tx.sales_in_flight() if self.tx is not None else None)
+        simulating = [asyncio.ensure_future(self._simulate(wave, result.block, sold[0]))
                       for wave in batches[:1]]
         sending: list[asyncio.Future[_Sent]] = []
         try:
@@ -754,8 +801,9 @@ class Executor:
                 # that much later. A few turns of the loop then put their requests on the
                 # wire before the first wave is signed.
                 await asyncio.wait(simulating, timeout=LATER_SIMULATIONS_AFTER_S)
-                simulating += [asyncio.ensure_future(self._simulate(wave, result.block))
-                               for wave in batches[1:]]
+                simulating += [asyncio.ensure_future(self._simulate(wave, result.block,
+                                                                    sold[n]))
+                               for n, wave in enumerate(batches[1:], start=1)]
                 for _ in range(WRITE_TURNS):
                     await asyncio.sleep(0)
             gathered: list[tuple[Call, OpportunityKey]] = []
@@ -940,12 +988,21 @@ class Executor:
                 return candidate  # new, or journaled/in flight/done: the caller skips that
         return None
 
-    async def _simulate(self, wave: list[tuple[Call, OpportunityKey]], block: int) -> list[object]:
+    async def _simulate(self, wave: list[tuple[Call, OpportunityKey]], block: int,
+                        before: Mapping[str, Sequence[sales.Sale]] | None = None
+                        ) -> list[object]:
         """Each call of the wave as it would be sent: from the keeper, against the latest
         block, with the gas limit the plan sends it with — one `eth_call` each, one batch. A
         revert fails it with its data. (Against "pending", anvil first re-executes its whole
         mempool, which costs more than it tells: our own earlier liquidations never share a
         position with this one.)
+
+        Sales through one swap pool are simulated in turn (execution/sales.py): the calls
+        selling through a pool the block sells through already (`before`: the earlier
+        waves' sales, by pool) or more than once in this wave go in one `eth_simulateV1`
+        block after those sales, in the order they are sent; each is judged by its own
+        result there. The block's first sale through a pool is asked alone too, and that
+        answer stands for it.
 
         A call that fails may only be short of gas at the plan's limit — which rarely looks
         like running out of gas: an inner call starved by the 63/64 rule makes the outer one
@@ -953,7 +1010,8 @@ class Executor:
         SIMULATION_GAS_FACTOR times the plan): it succeeds for a call short of gas, which is
         then sent with what it needs; a real revert fails there too, with its data. (Every
         call was gas-estimated for a while: a binary search of executions per call, which
-        tripled the block-to-broadcast latency of a wave — bench/README.md.) Successes are
+        tripled the block-to-broadcast latency of a wave — bench/README.md.) A sale in turn
+        is not measured alone (alone it would pass where its turn fails). Successes are
         `Simulated`.
 
         With a second endpoint (`second_opinion`), the same calls go to it beside the first,
@@ -961,10 +1019,26 @@ class Executor:
         (`SecondOpinionRefused`)."""
         sender = self.keeper or wave[0][0].target
         overrides = [await self._dry_run_approval(c) for c, _ in wave]
+        turns = sales.in_turn([c for c, _ in wave], before or {})
+        # (index in the wave -> its turn; the block's first sale through a pool is asked
+        # alone as well, and its own answer stands)
+        turn_of = {i: t for t in turns for i in t.members if i != t.alone}
 
         def tx(call: Call, gas: int) -> dict[str, str]:
             return {"from": sender, "to": call.target, "data": "0x" + call.data.hex(),
                     "gas": hex(gas)}
+
+        def ahead(i: int) -> int:
+            """The keeper's sales ahead of wave index `i` through its pool."""
+            turn = turn_of[i]
+            return len(turn.before) + turn.members.index(i)
+
+        def entries(call: Call, gas: int) -> list[dict[str, str]]:
+            """The call's part of a simulated block: the protocol's own reads first when
+            it is sent only on the chain's word, then the call."""
+            reads = [{"from": sender, "to": to, "data": "0x" + data.hex()}
+                     for to, data in (call.verification.reads if call.verification else ())]
+            return [*reads, tx(call, gas)]
 
         def request(call: Call, override: dict[str, Any] | None, at: str = "latest",
                     spare: int = 1) -> tuple[str, list[Any]]:
@@ -972,29 +1046,72 @@ class Executor:
             if call.verification is None:
                 return "eth_call", [tx(call, gas), at, *([override] if override else [])]
             # The protocol's own reads, then the liquidation, in one simulated block.
-            reads = [{"from": sender, "to": to, "data": "0x" + data.hex()}
-                     for to, data in call.verification.reads]
-            state: dict[str, Any] = {"calls": [*reads, tx(call, gas)]}
+            state: dict[str, Any] = {"calls": entries(call, gas)}
             if override:
                 state["stateOverrides"] = override
             return "eth_simulateV1", [{"blockStateCalls": [state], "validation": False}, at]
 
-        pairs = list(zip(wave, overrides, strict=True))
+        def turn_request(turn: sales.InTurn, at: str, spare: int, upto: int | None = None
+                         ) -> tuple[tuple[str, list[Any]], dict[int, tuple[int, int]]]:
+            """One pool's sales in one simulated block: the earlier waves' first, then the
+            wave's in order (up to and including wave index `upto`); each member's slice of
+            the results. (The flash paths have no state override: dry-run's approvals are
+            for a keeper's own capital.)"""
+            calls = [{"from": sender, "to": sale.to, "data": "0x" + sale.data.hex(),
+                      "gas": hex(sale.gas * spare)} for sale in turn.before]
+            slices: dict[int, tuple[int, int]] = {}
+            for i in turn.members:
+                part = entries(wave[i][0], wave[i][0].opportunity.gas_limit * spare)
+                slices[i] = (len(calls), len(calls) + len(part))
+                calls += part
+                if i == upto:
+                    break
+            return ("eth_simulateV1", [{"blockStateCalls": [{"calls": calls}],
+                                        "validation": False}, at]), slices
+
+        def requests(at: str, spare: int) -> tuple[list[tuple[str, list[Any]]],
+                                                   list[dict[int, tuple[int, int]]]]:
+            """The wave's requests: each call alone but the sales in turn, then a request
+            per turn (with each member's slice)."""
+            asked = [request(c, o, at, spare) for i, ((c, _), o) in enumerate(
+                zip(wave, overrides, strict=True)) if i not in turn_of]
+            slices = []
+            for turn in turns:
+                ask, members = turn_request(turn, at, spare)
+                asked.append(ask)
+                slices.append(members)
+            return asked, slices
+
+        def per_call(answers: list[Any], slices: list[dict[int, tuple[int, int]]]
+                     ) -> list[Any]:
+            """The requests' answers, one per call of the wave: a sale in turn gets its own
+            results shaped as an `eth_simulateV1` answer of its own, or `InTurnUnavailable`
+            when the turn's request failed as a whole (a revert fails a call, not the
+            block)."""
+            alone = iter(answers[:len(answers) - len(slices)])
+            out: list[Any] = [None if i in turn_of else next(alone) for i in range(len(wave))]
+            for answer, members in zip(answers[len(answers) - len(slices):], slices,
+                                       strict=True):
+                for i, (first, last) in members.items():
+                    if i in turn_of:
+                        out[i] = _in_turn_part(answer, first, last)
+            return out
+
         second = self._second_endpoint()
+        asked, slices = requests("latest", 1)
         # (an OP Stack chain's fees for each call ride in the same batches)
         fees = self._fee_requests(wave, "latest")
         second_fees: list[Any] | None = None
         if second is None:
-            answers = await self.pool.batch([*(request(c, o) for (c, _), o in pairs), *fees])
+            answers = await self.pool.batch([*asked, *fees])
             opinions: list[Any] | None = None
         else:
+            second_asked, second_slices = requests(hex(block), SIMULATION_GAS_FACTOR)
             # (held in `asking`, awaited or cancelled below)
-            asking = asyncio.create_task(self._second_opinion(second, [  # noqa: RUF006
-                *(request(c, o, hex(block), SIMULATION_GAS_FACTOR) for (c, _), o in pairs),
-                *self._fee_requests(wave, hex(block))]))
+            asking = asyncio.create_task(self._second_opinion(second, [
+                *second_asked, *self._fee_requests(wave, hex(block))]))
             try:
-                answers = await self.pool.batch([*(request(c, o) for (c, _), o in pairs),
-                                                 *fees])
+                answers = await self.pool.batch([*asked, *fees])
                 # (once the first has answered, the second gets SECOND_OPINION_GRACE_S more:
                 # a hanging one held every liquidation its 10 s request timeout — a trial)
                 opinions = await asyncio.wait_for(asyncio.shield(asking),
@@ -1007,16 +1124,19 @@ class Executor:
                 if not asking.done():
                     asking.cancel()
             if opinions is not None:
-                opinions, second_fees = opinions[:len(wave)], opinions[len(wave):]
-        answers, fee_answers = answers[:len(wave)], answers[len(wave):]
+                opinions, second_fees = (per_call(opinions[:len(second_asked)], second_slices),
+                                         opinions[len(second_asked):])
+        answers, fee_answers = per_call(answers[:len(asked)], slices), answers[len(asked):]
         out: list[object] = [
             a if isinstance(a, Exception)
-            else self._verdict(c, a) if c.verification is not None else Simulated(None)
-            for (c, _), a in zip(wave, answers, strict=True)]
+            else self._verdict(c, a) if c.verification is not None
+            else _in_turn_verdict(a, ahead(i), turn_of[i].pool) if i in turn_of
+            else Simulated(None)
+            for i, ((c, _), a) in enumerate(zip(wave, answers, strict=True))]
         # (a liquidation under verification is not measured for gas: it is sent only as the
-        # chain simulated it)
+        # chain simulated it; nor is a sale in turn)
         short = [i for i, a in enumerate(out) if isinstance(a, RpcError)
-                 and wave[i][0].verification is None]
+                 and wave[i][0].verification is None and i not in turn_of]
         if short:
             estimates = await self.pool.batch([("eth_estimateGas", [tx(
                 wave[i][0], wave[i][0].opportunity.gas_limit * SIMULATION_GAS_FACTOR),
@@ -1033,12 +1153,21 @@ class Executor:
                 # start's, a promotion's) met the second's state at that block, before the
                 # approvals sent since — 11 sound liquidations refused after a restart, a
                 # by-hand trial. Refused only when it reverts there too (or says nothing).
+                # (a sale in turn: after the sales ahead of it, as the first simulated it)
+                again_asked = [
+                    turn_request(turn_of[i], "latest", SIMULATION_GAS_FACTOR, upto=i)
+                    if i in turn_of else (request(wave[i][0], overrides[i], "latest",
+                                                  SIMULATION_GAS_FACTOR), None)
+                    for i in disputed]
                 try:  # (a hanging second holds no wave past its grace: refused then)
-                    again = await asyncio.wait_for(self._second_opinion(second, [
-                        request(wave[i][0], overrides[i], "latest", SIMULATION_GAS_FACTOR)
-                        for i in disputed]), SECOND_OPINION_GRACE_S)
+                    again = await asyncio.wait_for(self._second_opinion(
+                        second, [ask for ask, _ in again_asked]), SECOND_OPINION_GRACE_S)
                 except TimeoutError:
                     again = None
+                if again is not None:
+                    again = [answer if members is None else _in_turn_part(answer, *members[i])
+                             for i, answer, (_, members) in zip(disputed, again, again_asked,
+                                                                strict=True)]
                 for (i, reverted), latest in zip(disputed.items(), again or [None] * len(
                         disputed), strict=True):
                     if again is not None and not isinstance(latest, Exception) \
@@ -1258,6 +1387,7 @@ class Executor:
         # (an OP Stack chain's fees: told once a wave, not once a liquidation a block)
         unread: list[str] = []
         over_fee: list[int] = []
+        in_turn_told = False
         if self.op_stack_chain_id is not None:  # (nothing more a liquidation elsewhere)
             priced = [s.fee_beside_gas(c.opportunity.gas_limit) for s, (c, _) in
                       zip(simulations, wave, strict=True) if isinstance(s, Simulated)]
@@ -1272,7 +1402,11 @@ class Executor:
                 if self._first(result.block, key, "swap_would_not_pay"):
                     log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
                              **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
-                                if self._bar_fee_wei else {}))
+                                if self._bar_fee_wei else {}),
+                             **({"sales_ahead": sim.ahead, "swap_pool": sim.pool,
+                                 "meaning": "the keeper's sales ahead of it through the same "
+                                 "pool leave too little for it: planned again next block"}
+                                if isinstance(sim, InTurnReverted) else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 self._refused_blocks[result.block] = str(sim)
@@ -1280,6 +1414,17 @@ class Executor:
                     log.warning("liquidation.second_opinion_refused", opportunity=key,
                                 reason=str(sim), meaning="the endpoints disagree on this "
                                 "liquidation; one of them lies or lags: not sent")
+                continue
+            if isinstance(sim, InTurnUnavailable):
+                # (once a block: the endpoint's answer is the same for every sale in turn)
+                if self._tell(result.block, key, "held") and not in_turn_told:
+                    in_turn_told = True
+                    log.warning("liquidation.sale_in_turn_unsimulated", opportunity=key,
+                                error=str(sim), meaning="this block sells through the same "
+                                "swap pool before it; simulated alone it would pass where it "
+                                "may revert once the earlier sales have moved the pool, and "
+                                "the endpoint did not simulate them in turn (eth_simulateV1): "
+                                "held for a later block")
                 continue
             if isinstance(sim, VerificationRefused):
                 if self._tell(result.block, key, "verification_refused"):
@@ -1390,6 +1535,9 @@ class Executor:
                     record, pending = ready
                     to_send.append(_ToSend(j.opp, j.key, j.decision, record, pending,
                                            verified=j.verified))
+                    if j.call.sells_through:  # (later sales through its pool are
+                        # simulated after it until it is mined: `sales_in_flight`)
+                        self.tx.sells(pending.key, j.call.sells_through)
                     if not j.call.flash:  # (what it pulls from the keeper's balance, until
                         # mined: another protocol's capital stage, or the next block's, must
                         # not count it again)

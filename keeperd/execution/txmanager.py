@@ -36,6 +36,7 @@ from keeperd.execution.delegation import (
     refusal,
 )
 from keeperd.execution.journal import TxRecord
+from keeperd.execution.sales import Sale
 from keeperd.execution.signer import Signer, SignerError, UnsignedTx
 from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.execution.wave_code import WAVE_ADDRESS
@@ -245,6 +246,8 @@ class TxManager:
         # What each wave of approvals sent approves, call by call (token, amount): a call that
         # fails inside a wave that succeeds is read from the wave's receipt at its settlement.
         self.approval_waves: dict[UpkeepKey, list[tuple[str, int]]] = {}
+        # The swap pools each liquidation in flight sells through (`sells`).
+        self._sales: dict[TxKey, set[str]] = {}
         # The address's code (EIP-7702, execution/delegation.py): why nothing may be signed
         # for it while it runs code not allowed, and since when its reads fail (None: the
         # last one answered, or none was made yet).
@@ -280,6 +283,31 @@ class TxManager:
         its members' together), counted by `in_flight_pulls` until it is mined."""
         pulls = self._pulls.setdefault(key, {})
         pulls[asset.lower()] = pulls.get(asset.lower(), 0) + amount
+
+    def sells(self, key: TxKey, pool: str) -> None:
+        """A signed liquidation sells through the swap `pool` (a wave: each pool its
+        members sell through): the later sales there are simulated after it until it is
+        mined (`sales_in_flight`)."""
+        self._sales.setdefault(key, set()).add(pool.lower())
+
+    def sales_in_flight(self) -> dict[str, list[Sale]]:
+        """By swap pool (lowercase), the key's transactions in flight that sell through it,
+        in nonce order: those still pending, not being cancelled and not below the mined
+        count last read. Shared by every protocol's executor on the chain (one pool, one
+        key's nonces)."""
+        for key in [k for k in self._sales if k not in self.pending]:
+            del self._sales[key]  # (settled, dropped, refused)
+        out: dict[str, list[Pending]] = {}
+        for key, pools in self._sales.items():
+            pending = self.pending[key]
+            if pending.cancelling or (self._mined_at is not None
+                                      and pending.nonce < self._mined_at):
+                continue
+            for pool in pools:
+                out.setdefault(pool, []).append(pending)
+        return {pool: [Sale(p.to, p.data, p.gas_limit)
+                       for p in sorted(flying, key=lambda p: p.nonce)]
+                for pool, flying in out.items()}
 
     def in_flight_pulls(self, block: int | None = None) -> dict[str, int]:
         """By asset (lowercase), what the key's transactions in flight will pull from its

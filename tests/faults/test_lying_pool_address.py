@@ -122,7 +122,9 @@ async def test_a_lying_factory_answer_cannot_name_the_flash_swap_pool(
         devnet.client.call("evm_setAutomine", False)
         try:
             _, journal, sent = await crash_and_collect(devnet, keeper)
-            assert len(sent) > 20
+            # (the crash's sales through the real pools, as many as each pool pays for
+            # within the bound: the rest wait for arbitrage to bring the pools back)
+            assert len(sent) >= 4
             devnet.mine(1)
         finally:
             devnet.client.call("evm_setAutomine", True)

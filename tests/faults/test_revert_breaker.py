@@ -19,10 +19,10 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures
 
 def restore_first(devnet: Devnet, symbol: str, usd: float) -> None:
     """The price back up, queued to be mined before everything else in the next block."""
-    for to, data in devnet._price_moves(symbol, usd):
+    for to, data, gas in devnet._price_moves(symbol, usd):
         devnet.client.call("eth_sendTransaction", {
             "from": devnet.manifest["aave_v3"]["admin"], "to": to, "data": "0x" + data.hex(),
-            "gas": hex(200_000), "maxFeePerGas": hex(2_000 * 10**9),
+            "gas": hex(gas or 200_000), "maxFeePerGas": hex(2_000 * 10**9),
             "maxPriorityFeePerGas": hex(1_000 * 10**9)})
 
 

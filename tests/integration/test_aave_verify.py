@@ -24,6 +24,7 @@ from tests.conftest import metric_value
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER_KEY,
     chain_health,
+    config_for,
     fund_keeper,
     keeper_key_env,
 )
@@ -305,3 +306,19 @@ async def test_check_config_asks_whether_the_endpoints_serve_eth_simulate_v1(
         assert [e.path for e in errors] == ["chains[0].rpc_urls[0]"] and warnings == []
         async with RpcPool.from_urls("devnet", [devnet.manifest["rpc_url"]]) as pool:
             assert await simulate_support_issues(pool, 0, ["aave"]) == ([], [])
+        # A flash seller without verification: a warning even when no endpoint serves it
+        # (only a block's first sale through a pool goes; the rest wait).
+        async with RpcPool.from_urls("devnet", [old_node]) as pool:
+            errors, warnings = await simulate_support_issues(pool, 0, [], ["aave"])
+        assert errors == [] and [w.path for w in warnings] == ["chains[0].rpc_urls[0]"]
+        assert "only the first sale through a pool goes each block" in warnings[0].message
+        from keeperd.checks import flash_sellers
+
+        config = config_for(devnet, Path("/tmp/unused"), "liquidate", capital="flash-loan",
+                            key={"source": "env", "env": "KEEPER_KEY"},
+                            flash_liquidator=devnet.manifest["flash_liquidator"]["address"],
+                            uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"])
+        assert flash_sellers(config, "devnet") == ["aave"]
+        assert flash_sellers(config.model_copy(update={"keeper": config.keeper.model_copy(
+            update={"capital": "own-balance"})}), "devnet") == []
+        assert flash_sellers(config, "elsewhere") == []

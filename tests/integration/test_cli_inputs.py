@@ -90,7 +90,8 @@ def test_set_price_with_automine_off_moves_every_protocol_in_the_next_block(
         assert "with the next block mined" in capsys.readouterr().out
         assert devnet.price("WETH") == pytest.approx(start)  # (not mined yet)
         pool = devnet.client.call("txpool_status")
-        moves = devnet._price_moves("WETH", start * 0.7)  # (the feed, Morpho's WETH oracles)
+        # (the feed, Morpho's WETH oracles, the Uniswap pools' alignment)
+        moves = devnet._price_moves("WETH", start * 0.7)
         assert int(pool["pending"], 16) == len(moves) > 1
         assert cli.main(["devnet", "mine", "1"]) == 0
     finally:

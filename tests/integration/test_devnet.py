@@ -186,13 +186,38 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
     # in the same block (one a block, keeperd saw a block where they disagreed and tripped
     # the market's breaker: a by-hand trial's false critical oracle alert).
     assert devnet.client.block_number() == before + 1
+    # (the feed, the Morpho market's oracle, and the Uniswap pools' alignment)
     assert len(devnet.client.call("eth_getBlockByNumber", hex(before + 1),
-                                  False)["transactions"]) == 2
+                                  False)["transactions"]) == 3
     assert morpho_price("WETH/USDC") == pytest.approx(weth_usdc * 0.7, rel=1e-9)
     assert devnet.client.call("anvil_getAutomine") is True
     assert morpho_price("WBTC/DAI") == wbtc_dai
     devnet.set_price("DAI", 0.5)  # a loan token's fall raises the collateral's price in it
     assert morpho_price("WBTC/DAI") == pytest.approx(wbtc_dai * 2, rel=1e-9)
+    # The Uniswap pools follow in the same block, as arbitrage moves them on a chain (they
+    # kept the seeded prices: a crash's flash sales sold far above it, and a keeper's sales
+    # through one pool never met their bound, as they do on a chain).
+    assert pool_price(devnet, "WETH", "USDC") == pytest.approx(
+        devnet.oracle_price(devnet.manifest["tokens"]["WETH"]), rel=1e-4)
+    assert pool_price(devnet, "WBTC", "DAI") == pytest.approx(
+        devnet.price("WBTC") / 0.5, rel=1e-4)
+    assert pool_price(devnet, "wstETH", "WETH") == pytest.approx(1.2, rel=1e-4)  # (both ETH)
+
+
+def pool_price(devnet: Devnet, sold: str, bought: str) -> float:
+    """What the devnet's Uniswap pool of the pair pays for a whole `sold`, in `bought`."""
+    from keeperd.chain.multicall import encode_call
+    from keeperd.devnet.uniswap import pool_between
+
+    tokens = devnet.manifest["tokens"]
+    decimals = {s: r["decimals"] for s, r in devnet.manifest["aave_v3"]["reserves"].items()}
+    pool = pool_between(devnet.manifest, sold, bought)
+    sqrt_price = int.from_bytes(devnet.client.eth_call(pool, encode_call("slot0()", [], []))[:32],
+                                "big")
+    raw = (sqrt_price / 2**96) ** 2  # token1 units per token0 unit
+    zero_sold = int(tokens[sold], 16) < int(tokens[bought], 16)
+    price = raw if zero_sold else 1 / raw
+    return price * 10 ** (decimals[sold] - decimals[bought])
 
 
 def test_curies_mark_follows_moves_past_the_makers_band(devnet: Devnet) -> None:

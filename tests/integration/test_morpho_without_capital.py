@@ -82,6 +82,10 @@ async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
         included = await journal.by_status(J.INCLUDED)
         if len(included) >= len(underwater):
             break
+        # (the devnet's pools follow each price move, and a few of the crash's sales through
+        # one leave it below the bound: the arbitrage a chain does between blocks brings it
+        # back for the next ones)
+        devnet.align_pools()
         await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
     assert {e.account for e in included} == {a for a, _ in underwater}
     assert await journal.by_status(J.REVERTED) == []

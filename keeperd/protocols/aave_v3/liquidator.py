@@ -343,8 +343,8 @@ class AaveLiquidator(LiquidatorBase):
         plan: LiquidationPlan = opp.plan
         if not flash:
             return Call(opp, self._pool_address, liquidation_calldata(plan))
-        if not self.swap_pools.get(plan.collateral_asset, plan.debt_asset) or \
-                plan.receive_a_token:
+        swap_pool = self.swap_pools.get(plan.collateral_asset, plan.debt_asset)
+        if not swap_pool or plan.receive_a_token:
             return None  # no pool to sell into, or the seized underlying cannot be paid out
         debt_col = market.column(plan.debt_asset)
         virtual = market.reserves[debt_col].virtual_balance
@@ -359,7 +359,8 @@ class AaveLiquidator(LiquidatorBase):
         data = flash_calldata(plan.collateral_asset, plan.debt_asset, plan.account,
                               flash_amount(plan), self.config.swap_fee, min_profit, min_out)
         assert self.config.flash_liquidator is not None
-        return Call(opp, self.config.flash_liquidator, data, flash=True)
+        return Call(opp, self.config.flash_liquidator, data, flash=True,
+                    sells_through=swap_pool)
 
     def tokens(self, book: AaveBook) -> list[tuple[str, str, int]]:
         """(address, symbol, decimals) of what the keeper repays with."""

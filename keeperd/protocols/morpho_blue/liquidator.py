@@ -220,8 +220,8 @@ class MorphoLiquidator(LiquidatorBase):
         position, plan = opp.plan
         info = position.market
         usd = loan_usd(info.loan_symbol)
-        if self.contract is None or math.isnan(usd) or \
-                not self.swap_pools.get(info.collateral_token, info.loan_token):
+        swap_pool = self.swap_pools.get(info.collateral_token, info.loan_token)
+        if self.contract is None or math.isnan(usd) or not swap_pool:
             return None
         _, _, price, _ = book.markets[info.id]
         data = callback_calldata(
@@ -230,7 +230,7 @@ class MorphoLiquidator(LiquidatorBase):
             gas.least_profit(opp.gas_limit, usd, info.loan_decimals),
             # (the oracle's price is loan units per collateral unit, scaled by 1e36)
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
-        return Call(opp, self.contract, data, flash=True)
+        return Call(opp, self.contract, data, flash=True, sells_through=swap_pool)
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
         market = key.position[0]  # (its id's first 18 characters)

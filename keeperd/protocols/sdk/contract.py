@@ -190,6 +190,9 @@ class Call:
     data: bytes
     flash: bool = False  # through a flash-loan contract (its premium counts against profit)
     verification: Verification | None = None  # send only on the chain's own word
+    # The swap pool it sells the seized collateral in (the flash paths): the block's sales
+    # through one pool are simulated in turn (execution/sales.py), as they will be mined.
+    sells_through: str | None = None
 
 
 @dataclass(frozen=True)

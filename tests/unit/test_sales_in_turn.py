@@ -1,0 +1,165 @@
+"""A block's sales through one swap pool are simulated in turn (execution/sales.py and
+`Executor._simulate`): each after the keeper's sales in flight there and the ones ahead of
+it in the block, as they will be mined. Simulated each alone, a devnet crash's flash
+liquidations all passed, and 39 reverted on chain (SwapBelowBound): the earlier sales had
+moved the pool."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from keeperd.chain.rpc import RpcError
+from keeperd.execution import sales
+from keeperd.execution.executor import (
+    SWAP_BELOW_BOUND,
+    Executor,
+    InTurnUnavailable,
+    Simulated,
+    swap_would_not_pay,
+)
+from keeperd.metrics import Metrics
+from keeperd.protocols.sdk.contract import Call
+from tests.unit.test_decision import plan
+
+KEEPER = "0x" + "cd" * 20
+SELLER = "0x" + "12" * 20
+POOL_A = "0x" + "aA" * 20  # (mixed case, as a checksummed address is)
+POOL_B = "0x" + "bb" * 20
+BELOW = SWAP_BELOW_BOUND + "00" * 64  # SwapBelowBound(uint256,uint256)
+
+
+def sale(i: int, pool: str | None) -> Call:
+    return Call(plan(10_000, 10_500), SELLER, bytes([i]) * 4, flash=True, sells_through=pool)
+
+
+def ok() -> dict[str, Any]:
+    return {"status": "0x1", "returnData": "0x", "gasUsed": "0x1"}
+
+
+def below() -> dict[str, Any]:
+    return {"status": "0x0", "returnData": BELOW,
+            "error": {"code": 3, "message": "execution reverted", "data": BELOW}}
+
+
+def test_what_sells_ahead_of_each_wave() -> None:
+    """In flight first (the nonces before), then the waves ahead, in order; pools by any
+    case; a pool sold once, first in the block, needs no turn."""
+    flying = sales.Sale(SELLER, b"old", 9)
+    waves = [[sale(1, POOL_A), sale(2, POOL_B), sale(3, None)],
+             [sale(4, POOL_A.lower()), sale(5, POOL_A)]]
+    ahead = sales.sold_before(waves, {POOL_A.lower(): [flying]})
+    assert ahead[0] == {POOL_A.lower(): (flying,)}
+    assert ahead[1] == {POOL_A.lower(): (flying, sales.Sale.of(waves[0][0])),
+                        POOL_B.lower(): (sales.Sale.of(waves[0][1]),)}
+    [turn] = sales.in_turn(waves[0], ahead[0])  # (B: once, first: alone; 3 sells nothing)
+    assert (turn.pool, turn.members, turn.alone) == (POOL_A.lower(), (0,), None)
+    assert sales.in_turn(waves[0], {}) == []
+    [turn] = sales.in_turn([sale(1, POOL_A), sale(2, POOL_B), sale(3, POOL_A)], {})
+    assert (turn.members, turn.alone) == ((0, 2), 0)
+
+
+def executor(batch: Any) -> Any:
+    ex: Any = Executor.__new__(Executor)
+    ex.config = SimpleNamespace(mode="liquidate", second_opinion=False)
+    ex.keeper = KEEPER
+    ex.op_stack_chain_id = None
+    ex.metrics = Metrics()
+    ex.labels = ("devnet", "aave")
+    ex.pool = SimpleNamespace(batch=batch, second=lambda: None)
+    return ex
+
+
+async def test_the_second_sale_through_a_pool_is_judged_after_the_first() -> None:
+    asked: list[list[Any]] = []
+    answers: list[Any] = []
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        asked.append(requests)
+        return answers
+
+    wave = [(sale(1, POOL_A), "k1"), (sale(2, POOL_B), "k2"), (sale(3, POOL_A), "k3")]
+    answers = ["0x", "0x", [{"calls": [ok(), below()]}]]
+    out = await executor(batch)._simulate(wave, 7)
+    # The first through A and the one through B alone; A's two in one simulated block.
+    [requests] = asked  # (a sale failing in turn is not measured alone: it would pass)
+    assert [r[0] for r in requests] == ["eth_call", "eth_call", "eth_simulateV1"]
+    assert [r[1][0]["data"] for r in requests[:2]] == ["0x01010101", "0x02020202"]
+    [block] = requests[2][1][0]["blockStateCalls"]
+    assert [(c["from"], c["data"]) for c in block["calls"]] == [
+        (KEEPER, "0x01010101"), (KEEPER, "0x03030303")]
+    assert isinstance(out[0], Simulated) and isinstance(out[1], Simulated)
+    assert isinstance(out[2], RpcError) and swap_would_not_pay(out[2]) == "SwapBelowBound"
+    assert (out[2].ahead, out[2].pool) == (1, POOL_A.lower())  # (what the log says)
+
+    # Both pass in turn: both go.
+    asked.clear()
+    answers = ["0x", "0x", [{"calls": [ok(), ok()]}]]
+    out = await executor(batch)._simulate(wave, 7)
+    assert all(isinstance(o, Simulated) for o in out)
+
+    # The endpoint refuses the simulated block (no eth_simulateV1): the first sale through
+    # the pool still goes on its own answer, the second waits.
+    answers = ["0x", "0x", RpcError("eth_simulateV1", -32601, "method not found")]
+    out = await executor(batch)._simulate(wave, 7)
+    assert isinstance(out[0], Simulated) and isinstance(out[1], Simulated)
+    assert isinstance(out[2], InTurnUnavailable)
+
+
+async def test_a_sale_after_ones_in_flight_is_simulated_after_them() -> None:
+    """A sale of an earlier pass or block not mined yet goes first in the simulated block,
+    the wave's first sale through that pool after it (not alone)."""
+    asked: list[list[Any]] = []
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        asked.append(requests)
+        return ["0x", [{"calls": [ok(), below()]}]]
+
+    flying = sales.Sale(SELLER, b"\x09" * 4, 400_000)
+    wave = [(sale(1, POOL_A), "k1"), (sale(2, POOL_B), "k2")]
+    out = await executor(batch)._simulate(wave, 7, {POOL_A.lower(): (flying,)})
+    [requests] = asked
+    assert [r[0] for r in requests] == ["eth_call", "eth_simulateV1"]
+    assert requests[0][1][0]["data"] == "0x02020202"  # (B's alone)
+    [block] = requests[1][1][0]["blockStateCalls"]
+    assert [(c["data"], c["gas"]) for c in block["calls"]] == [
+        ("0x09090909", hex(400_000)), ("0x01010101", hex(wave[0][0].opportunity.gas_limit))]
+    assert swap_would_not_pay(out[0]) == "SwapBelowBound" and out[0].ahead == 1
+    assert isinstance(out[1], Simulated)
+
+
+async def test_a_second_opinion_judges_a_sale_in_turn_too() -> None:
+    """The second endpoint gets the same simulated block at the planned block; a sale it
+    sees revert in turn is asked again in turn at the latest block, and refused when it
+    reverts there too."""
+    from keeperd.execution.executor import SecondOpinionRefused
+
+    seconds: list[list[Any]] = []
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        return ["0x", [{"calls": [ok(), ok()]}]]
+
+    async def second_opinion(ep: Any, requests: list[Any]) -> list[Any]:
+        seconds.append(requests)
+        if len(seconds) == 1:
+            return ["0x", [{"calls": [ok(), below()]}]]
+        return [[{"calls": [ok(), below()]}]]
+
+    ex = executor(batch)
+    ex.config = SimpleNamespace(mode="liquidate", second_opinion=True)
+    first_ep = SimpleNamespace(name="a", safe_url="http://a")
+    second_ep = SimpleNamespace(name="b", safe_url="http://b")
+    ex.pool = SimpleNamespace(batch=batch, second=lambda: second_ep,
+                              ranked=lambda: [first_ep, second_ep])
+    ex._second_opinion = second_opinion
+    wave = [(sale(1, POOL_A), "k1"), (sale(3, POOL_A), "k3")]
+    out = await ex._simulate(wave, 7)
+    assert isinstance(out[0], Simulated)
+    assert isinstance(out[1], SecondOpinionRefused), out[1]
+    planned, again = seconds
+    assert [r[0] for r in planned] == ["eth_call", "eth_simulateV1"]
+    assert planned[1][1][1] == hex(7)
+    [(method, (simulated, at))] = again
+    assert (method, at) == ("eth_simulateV1", "latest")
+    assert [c["data"] for c in simulated["blockStateCalls"][0]["calls"]] == [
+        "0x01010101", "0x03030303"]
