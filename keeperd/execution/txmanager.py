@@ -1114,6 +1114,21 @@ class TxManager:
                 # settlement still comes from the pool's own answer: another endpoint's
                 # receipt alone (it may lie) never settles it.
                 elsewhere = await self._receipt_elsewhere(p)
+                if len(elsewhere) == 1 and await self._in_block_of_the_pool(elsewhere[0][2]):
+                    # (one other endpoint's receipt, and the pool's own block at its height
+                    # holds the transaction: two endpoints' words. With two endpoints, a
+                    # first serving no receipts left mined liquidations journaled dropped —
+                    # the accounting wrong, "sent" never followed by "included", a trial)
+                    record, receipt = elsewhere[0][1], elsewhere[0][2]
+                    ok = int(receipt["status"], 16) == 1
+                    log.warning("tx.settled_by_block_body", opportunity=p.key, nonce=p.nonce,
+                                endpoint=elsewhere[0][0], block=receipt.get("blockNumber"),
+                                meaning="the first endpoint serves no receipt of it; another "
+                                "does, and the first's own block holds it")
+                    return Outcome(p.key, "cancelled" if record.kind == "cancel" else
+                                   "included" if ok else "reverted", record.tx_hash,
+                                   _quantity(receipt.get("gasUsed")),
+                                   _quantity(receipt.get("effectiveGasPrice")), receipt)
                 if len(elsewhere) >= 2:
                     # (two endpoints agree it was mined, whatever the first says: a first
                     # endpoint serving no receipt made 48 mined liquidations drops, "another
@@ -1145,6 +1160,21 @@ class TxManager:
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
+
+    async def _in_block_of_the_pool(self, receipt: dict[str, str]) -> bool:
+        """Whether the pool's own block at the receipt's height is the receipt's block and
+        lists its transaction (a second endpoint's word beside the receipt's: an endpoint
+        that withholds receipts but serves blocks corroborates a mined transaction)."""
+        try:
+            block = await self.pool.request("eth_getBlockByNumber",
+                                            [receipt["blockNumber"], False])
+            return (isinstance(block, dict)
+                    and str(block.get("hash", "")).lower()
+                    == str(receipt.get("blockHash", "")).lower()
+                    and str(receipt["transactionHash"]).lower()
+                    in {str(t).lower() for t in block.get("transactions") or []})
+        except (RpcError, RpcUnavailable, KeyError, TypeError, ValueError):
+            return False
 
     async def _receipt_elsewhere(self, p: Pending
                                  ) -> list[tuple[str, TxRecord, dict[str, str]]]:

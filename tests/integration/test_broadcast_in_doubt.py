@@ -199,7 +199,8 @@ async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_dr
     held, the position planned again. Before a nonce passed without a receipt is called a
     drop, every endpoint is asked: one that has it postpones the drop, and the settlement
     comes from the pool's own answer once it serves it (another endpoint's receipt alone,
-    which may lie, settles nothing)."""
+    which may lie, settles nothing) — or from the pool's own block at the receipt's height,
+    when it lists the transaction (two endpoints' words)."""
     from tests.faults.chaos_proxy import ChaosProxy, Fault
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy, \
@@ -208,8 +209,10 @@ async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_dr
         tx = manager(pool, metrics)
         record = await tx.send("r", SELF, b"", 21_000, 10**18,
                                block=devnet.client.block_number())
-        # (the pool's endpoint serves no receipt for two blocks, the batch asked of it too)
+        # (the pool's endpoint serves no receipt for two blocks, the batch asked of it too,
+        # nor its blocks: nothing beside the other endpoint's receipt)
         proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None, times=3)
+        proxy.faults["eth_getBlockByNumber"] = Fault.answer(None, times=1)
         assert await tx.watch(devnet.mine(1), lambda key: True) == []
         with structlog.testing.capture_logs() as logs:
             assert await tx.watch(devnet.mine(1), lambda key: True) == []
@@ -217,8 +220,27 @@ async def test_a_receipt_one_endpoint_lags_on_is_asked_of_the_others_before_a_dr
         assert told["endpoint"] == pool.endpoints[1].safe_url
         assert not [e for e in logs if e["event"] == "tx.key_in_use_elsewhere"]
         [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
-    assert (outcome.key, outcome.status, outcome.tx_hash) == ("r", "included", record.tx_hash)
-    assert tx.key_conflict(devnet.client.block_number()) is None
+        assert (outcome.key, outcome.status, outcome.tx_hash) == (
+            "r", "included", record.tx_hash)
+        assert tx.key_conflict(devnet.client.block_number()) is None
+
+        # The pool's endpoint never serves its receipts but serves its blocks: its block at
+        # the other's receipt's height lists the transaction — settled included at once.
+        # (With two endpoints, a first withholding receipts left mined liquidations
+        # journaled dropped: "sent", never "included", a by-hand trial.)
+        record = await tx.send("t", SELF, b"", 21_000, 10**18,
+                               block=devnet.client.block_number())
+        proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)
+        assert await tx.watch(devnet.mine(1), lambda key: True) == []
+        with structlog.testing.capture_logs() as logs:
+            [outcome] = await tx.watch(devnet.mine(1), lambda key: True)
+        assert (outcome.key, outcome.status, outcome.tx_hash) == (
+            "t", "included", record.tx_hash)
+        assert outcome.gas_used == 21_000
+        [told] = [e for e in logs if e["event"] == "tx.settled_by_block_body"]
+        assert told["endpoint"] == pool.endpoints[1].safe_url
+        assert not [e for e in logs if e["event"] in ("tx.key_in_use_elsewhere",
+                                                      "tx.receipt_disputed")]
 
 
 async def test_a_drop_is_not_postponed_by_a_malformed_receipt_nor_for_ever(
@@ -242,6 +264,9 @@ async def test_a_drop_is_not_postponed_by_a_malformed_receipt_nor_for_ever(
         tx = manager(pool, metrics)
         await tx.send("s", SELF, b"", 21_000, 10**18, block=devnet.client.block_number())
         proxy.faults["eth_getTransactionReceipt"] = Fault.answer(None)  # (never served)
+        # (and its blocks hold no such transaction: the other endpoint's word alone)
+        proxy.faults["eth_getBlockByNumber"] = Fault.answer(
+            {"hash": "0x" + "00" * 32, "number": "0x1", "transactions": []})
         outcomes: list[Any] = []
         with structlog.testing.capture_logs() as logs:
             for _ in range(RECEIPT_WAIT_BLOCKS + 2):
