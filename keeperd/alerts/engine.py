@@ -606,11 +606,18 @@ class AlertEngine:
             return ("All its collateral was seized and no debt is left there: any debt the "
                     "collateral did not cover was written off by the protocol, not repaid. "
                     "Nothing is left at risk there.")
+        health = min(r.health for r in mine)
+        if debt <= 0 and perp and np.isfinite(health):
+            # (Curie: no position left, but a non-USDC margin still under what it owes
+            # against it may be liquidated on its own; "No open position is left" was said of
+            # such an account, a by-hand trial)
+            return (f"No open position is left there, but its margin is still at risk: health "
+                    f"{health:.4f} now (below 1.0 its collateral may be liquidated): add USDC "
+                    "margin or repay what it owes.")
         if debt <= 0:
             return ("No open position is left there." if perp else
                     f"Its whole debt was repaid: nothing is left at risk there (collateral "
                     f"${collateral:,.2f} left, yours to withdraw).")
-        health = min(r.health for r in mine)
         return (f"What is left: {'open notional' if perp else 'debt'} ${debt:,.2f}, health "
                 f"{health:.4f} now (below 1.0 it may be liquidated again): "
                 + ("add margin or reduce the position." if perp

@@ -606,6 +606,19 @@ def test_a_liquidated_holder_hears_what_is_left() -> None:
     assert AlertEngine._left_after(seen({"market": "vETH"}), curie) == (
         "What is left: open notional $9,000.00, health 1.0500 now (below 1.0 it may be "
         "liquidated again): add margin or reduce the position.")
+    # No position left: nothing at risk — unless its WETH margin still owes USDC against it
+    # (health finite: the vault's rule), which can be liquidated on its own.
+    closed = [WatchedRow("curie", "devnet", "0xabc", {}, np.inf, frozenset(),
+                         {"debt_usd": 0.0, "collateral_usd": 700.0,
+                          "main_is_position": True}, "0xabc on curie", "act")]
+    assert AlertEngine._left_after(seen({"market": "vETH"}), closed) == (
+        "No open position is left there.")
+    owing = [WatchedRow("curie", "devnet", "0xabc", {}, 0.97, frozenset(),
+                        {"debt_usd": 0.0, "collateral_usd": -120.0,
+                         "main_is_position": True}, "0xabc on curie", "act")]
+    assert AlertEngine._left_after(seen({"market": "vETH"}), owing) == (
+        "No open position is left there, but its margin is still at risk: health 0.9700 now "
+        "(below 1.0 its collateral may be liquidated): add USDC margin or repay what it owes.")
 
 
 async def test_the_firing_list_says_when_a_position_recovered_without_a_message(
