@@ -14,7 +14,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from keeperd.chain.code import IMPLEMENTATION_SLOT, code_fingerprint
+from keeperd.chain.code import IMPLEMENTATION_SLOT, linked_fingerprint, missing_codes
 from keeperd.devnet.handle import Devnet
 
 TABLE = (Path(__file__).resolve().parent.parent / "protocols" / "aave_v3"
@@ -27,10 +27,13 @@ def built_implementation(devnet: Devnet) -> dict[str, Any]:
     aave = devnet.manifest["aave_v3"]
     slot = devnet.client.call("eth_getStorageAt", aave["pool"], IMPLEMENTATION_SLOT, "latest")
     address = to_checksum_address("0x" + str(slot)[-40:])
-    code = devnet.client.call("eth_getCode", address, "latest")
+
+    codes: dict[str, bytes] = {}
+    while wanted := missing_codes(address, codes):  # (the pool's code, then its libraries')
+        codes.update((a, bytes.fromhex(str(devnet.client.call("eth_getCode", a, "latest"))[2:]))
+                     for a in wanted)
     return {"release": aave["version"], "revision": int(aave["revision"]),
-            "fingerprint": code_fingerprint(bytes.fromhex(str(code)[2:])),
-            "address_on_devnet": address}
+            "fingerprint": linked_fingerprint(address, codes), "address_on_devnet": address}
 
 
 def main() -> None:

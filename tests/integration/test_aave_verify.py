@@ -100,6 +100,77 @@ async def test_the_devnet_pools_are_recognised_by_their_code(aave_devnet: Devnet
         assert "code not recognised" in upgraded.rules.release
 
 
+def relink(devnet: Devnet, change: str | None = None) -> list[str]:
+    """Point the pool proxy at a copy of its implementation linked to copies of its libraries,
+    each at a new address (their addresses in every copy rewritten): another deployment of the
+    same code — unless `change` names a library address whose copy gets one more byte
+    before its metadata (a changed LiquidationLogic, as far as a fingerprint can tell).
+    Returns the libraries' addresses."""
+    from keeperd.chain.code import library_addresses, strip_metadata
+
+    pool = devnet.manifest["aave_v3"]["pool"]
+    slot = devnet.client.call("eth_getStorageAt", pool, IMPLEMENTATION_SLOT, "latest")
+    implementation = "0x" + str(slot)[-40:]
+
+    def code_of(address: str) -> bytes:
+        return bytes.fromhex(str(devnet.client.call("eth_getCode", address, "latest"))[2:])
+
+    code = code_of(implementation)
+    libraries = [a for a in library_addresses(code) if code_of(a)]
+    assert len(libraries) >= 4, libraries  # (Supply, Borrow, Liquidation, Pool logic, ...)
+    moved = {old: "0x" + f"{0xf1b0000 + i:040x}" for i, old in enumerate(libraries)}
+
+    def rewritten(raw: bytes) -> str:
+        text = raw.hex()
+        for old, new in moved.items():
+            text = text.replace(old[2:].lower(), new[2:])
+        return "0x" + text
+
+    for old, new in moved.items():
+        raw = code_of(old)
+        if old == change:
+            body = strip_metadata(raw)
+            raw = body + b"\x00" + raw[len(body):]
+        devnet.client.call("anvil_setCode", new, rewritten(raw))
+    devnet.client.call("anvil_setCode", FORK_IMPLEMENTATION, rewritten(code))
+    devnet.client.call("anvil_setStorageAt", pool, IMPLEMENTATION_SLOT,
+                       "0x" + FORK_IMPLEMENTATION[2:].rjust(64, "0"))
+    return libraries
+
+
+async def test_a_pool_linked_to_changed_libraries_is_not_recognised(aave_devnet: Devnet) -> None:
+    """Aave's Pool keeps its rules in libraries it delegatecalls (LiquidationLogic, ...),
+    linked by address — the addresses a fingerprint zeroes to be the same for every
+    deployment. A pool linked to a changed LiquidationLogic passed as the v3.6 keeperd tested,
+    sent unverified liquidations, and lost $254k on a devnet (a by-hand trial). The libraries'
+    code is fingerprinted with the pool's: another deployment of the same libraries is
+    recognised, one changed library is not."""
+    m = aave_devnet.manifest
+    built = built_implementation(aave_devnet)
+    async with RpcPool.from_urls("devnet", [m["rpc_url"]]) as pool:
+        reader = await AaveV3Reader.resolve(Multicall(pool, address=m["multicall3"]),
+                                            m["aave_v3"]["addresses_provider"], chain_id=31337)
+        snap = aave_devnet.snapshot()
+        libraries = relink(aave_devnet)  # (the same libraries, deployed elsewhere)
+        market = await reader.read_market(aave_devnet.mine(1))
+        assert market.implementation is not None
+        assert market.implementation.address.lower() == FORK_IMPLEMENTATION
+        assert market.implementation.recognised_as == f"built: {built['release']}"
+        assert market.rules.known
+        aave_devnet.revert(snap)
+        for library in libraries:  # (each one changed in turn: LiquidationLogic among them)
+            snap = aave_devnet.snapshot()
+            relink(aave_devnet, change=library)
+            fresh = await AaveV3Reader.resolve(Multicall(pool, address=m["multicall3"]),
+                                               m["aave_v3"]["addresses_provider"],
+                                               chain_id=31337)
+            market = await fresh.read_market(aave_devnet.mine(1))
+            assert market.implementation is not None
+            assert not market.implementation.recognised, library
+            assert not market.rules.known and "code not recognised" in market.rules.release
+            aave_devnet.revert(snap)
+
+
 async def test_unrecognised_rules_are_liquidated_on_the_chains_word(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """A 30 % WETH crash on a pool whose code keeperd does not recognise: at least 95 % of the

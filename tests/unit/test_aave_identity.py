@@ -37,6 +37,43 @@ def test_the_metadata_trailer_is_cut_and_push_data_is_not_read_as_opcodes() -> N
     assert strip_metadata(b"\x00") == b"\x00"
 
 
+def test_the_libraries_a_code_links_are_in_its_fingerprint() -> None:
+    """The zeroed PUSH20s are where the rules live (a pool's LiquidationLogic): the linked
+    libraries' fingerprints join the code's. The same libraries deployed elsewhere keep it;
+    one changed library does not; a library's own address in its code (its delegatecall
+    guard), the all-ones mask and addresses without code are no libraries."""
+    from keeperd.chain.code import library_addresses, linked_fingerprint, missing_codes
+
+    mask = b"\x73" + b"\xff" * 20 + b"\x16"  # PUSH20 0xff..ff AND
+
+    def library(own: bytes, rule: int) -> bytes:
+        return b"\x73" + own + b"\x61" + rule.to_bytes(2, "big") + b"\x00" + METADATA
+
+    def pool(lib: bytes, other: bytes) -> bytes:
+        return (b"\x73" + lib + mask + b"\x73" + other + b"\x50"
+                + runtime(b"\x11" * 20, lib, 1000))
+
+    def deployment(lib: bytes, rule: int) -> dict[str, bytes]:
+        return {"0x" + "aa" * 20: pool(lib, b"\x77" * 20), "0x" + lib.hex(): library(lib, rule),
+                "0x" + "77" * 20: b""}
+
+    one, two = b"\x22" * 20, b"\x44" * 20
+    assert library_addresses(pool(one, b"\x77" * 20)) == ["0x" + "22" * 20, "0x" + "77" * 20]
+    here, there = deployment(one, 7), deployment(two, 7)
+    assert missing_codes("0x" + "aa" * 20, {}) == {"0x" + "aa" * 20}
+    assert missing_codes("0x" + "aa" * 20, here) == set()
+    assert missing_codes("0x" + "aa" * 20, {"0x" + "aa" * 20: here["0x" + "aa" * 20]}) == {
+        "0x" + "22" * 20, "0x" + "77" * 20}
+    pool_fp = linked_fingerprint("0x" + "aa" * 20, here)
+    assert pool_fp == linked_fingerprint("0x" + "AA" * 20, there)
+    assert pool_fp != code_fingerprint(here["0x" + "aa" * 20])  # (the library is in it)
+    assert pool_fp != linked_fingerprint("0x" + "aa" * 20, deployment(one, 8))
+    # A code that links nothing keeps its own fingerprint.
+    alone = runtime(b"\x11" * 20, b"\x33" * 20, 5)
+    assert linked_fingerprint("0x" + "bb" * 20, {"0x" + "bb" * 20: alone,
+                                                "0x" + "33" * 20: b""}) == code_fingerprint(alone)
+
+
 def test_aaves_published_implementations_are_recognised_on_their_chain_only() -> None:
     from keeperd.protocols.aave_v3.identity import recognise
     from keeperd.protocols.aave_v3.published import published_markets

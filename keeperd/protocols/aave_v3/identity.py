@@ -16,8 +16,12 @@ The fingerprint is the keccak of the runtime code with every PUSH20 and PUSH32 o
 and the compiler's metadata trailer cut off: what changes from one deployment of the same
 sources to another is exactly those — linked library addresses (PUSH20) and immutables such as
 the addresses provider (PUSH32 placeholders) — while the rules (the code and its smaller
-constants) stay in. A revision number keeperd knows, on code it does not recognise, is
-*unknown*: its liquidations are verified against the chain (adapter.py, docs/protocols.md).
+constants) stay in; and beside it the fingerprints of the libraries at those addresses
+(`linked_fingerprint`), where the Pool keeps most of its rules (LiquidationLogic, PoolLogic,
+...): without them a pool linked to a changed LiquidationLogic passed as the v3.6 keeperd
+tested, and its unverified liquidations lost $254k on a devnet (a by-hand trial). A
+revision number keeperd knows, on code it does not recognise, is *unknown*: its liquidations
+are verified against the chain (adapter.py, docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from pathlib import Path
 from keeperd.chain.code import (  # noqa: F401 - re-exported
     IMPLEMENTATION_SLOT,
     code_fingerprint,
+    linked_fingerprint,
+    read_linked_fingerprint,
     strip_metadata,
 )
 

@@ -26,7 +26,7 @@ from keeperd.protocols.aave_v3.book import EModeCategory, MarketState, Positions
 from keeperd.protocols.aave_v3.identity import (
     IMPLEMENTATION_SLOT,
     Implementation,
-    code_fingerprint,
+    read_linked_fingerprint,
     recognise,
 )
 from keeperd.protocols.aave_v3.revisions import AaveRules, rules_for
@@ -192,12 +192,20 @@ class AaveV3Reader:
         return to_checksum_address(f"0x{value:040x}")
 
     async def _identify(self, address: str, revision: int, block: int) -> Implementation:
-        """Its code's fingerprint (read once per implementation address: code at an address
-        does not change) and whether keeperd recognises it (identity.py)."""
+        """Its code's fingerprint with the libraries it links (read once per implementation
+        address: code at an address does not change, nor the library addresses in it) and
+        whether keeperd recognises it (identity.py)."""
         fingerprint = self._fingerprints.get(address)
         if fingerprint is None:
-            code = await self.multicall.pool.request("eth_getCode", [address, hex(block)])
-            fingerprint = code_fingerprint(bytes.fromhex(str(code)[2:]))
+            async def codes(addresses: list[str]) -> list[bytes]:
+                answers = await self.multicall.pool.batch(
+                    [("eth_getCode", [a, hex(block)]) for a in addresses])
+                for answer in answers:
+                    if not isinstance(answer, str):  # (unread: asked again next block)
+                        raise AaveReadError(f"eth_getCode of the pool's code failed: {answer}")
+                return [bytes.fromhex(str(a)[2:]) for a in answers]
+
+            fingerprint = await read_linked_fingerprint(address, codes)
             self._fingerprints[address] = fingerprint
         return Implementation(address, fingerprint,
                               recognise(self.chain_id, address, fingerprint, revision))
