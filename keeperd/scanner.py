@@ -90,6 +90,11 @@ class ProtocolScanner:
         self._full_due = True
         self._discovery_failing = False  # the index's log reads fail: see evaluate
         self._dropped: set[str] = set()
+        # Accounts a discovery returned whose evaluation did not complete (a read that
+        # failed, an unknown eMode category): read again with the next block's. The index
+        # gives each touch once; a failed block forgot them until the full rescan (3 min 22 s
+        # of a liquidatable account unseen, a by-hand trial).
+        self._carried: set[str] = set()
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
         self._verification_reason: str | None = None
@@ -242,6 +247,9 @@ class ProtocolScanner:
             self._discovery_failing = False
         finally:
             outlook = await _outlook(probing)
+        if self._carried:
+            touched = set(touched) | self._carried
+        self._carried = set(touched)  # (until the book they are read into is kept)
         kind = "full" if full or self.book is None else "incremental"
         discovered = time.perf_counter()
         if self.order is not None:
@@ -281,6 +289,7 @@ class ProtocolScanner:
         evaluating = time.perf_counter()
         view = adapter.evaluate(book)
         self.book, self.view = book, view
+        self._carried = set()
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at,
                             stages={**stages,
