@@ -748,6 +748,13 @@ class AlertEngine:
         if not rule.enabled or route is None or event not in _LIQUIDATION_EVENTS:
             return
         severity, verb, action = _LIQUIDATION_EVENTS[event]
+        if event == "included" and details.get("lost_money"):
+            # (24 included at a $254k loss were info events, a by-hand trial)
+            severity, verb, action = "critical", "included AT A LOSS", (
+                f"{details['lost_money']} (expected ${details.get('expected_profit_usd', 0):,.2f} "
+                "profit). The protocol paid less than keeperd planned: check its code and "
+                "price sources; keeperd pauses sending after keeper.revert_breaker_reverts "
+                "such losses.")
         tx = details.get("tx_hash")
         profit = details.get("profit_usd")
         later = details.get("realised_later")

@@ -153,6 +153,11 @@ FEE_UNREAD_HOLD_BLOCKS = 5
 # (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote, whose
 # gas_usd the decision prices with)
 
+# An included liquidation that lost before its gas counts toward the pause (`_lost_money`)
+# when it gave this much less collateral per debt than the plan (the plug-in compares), or,
+# where the plug-in cannot compare, when it lost this share of what it repaid.
+LOSS_RATE_SHORT = 0.02
+LOSS_SHARE = 0.02
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
@@ -407,6 +412,9 @@ class Executor:
         # A revert's block as counted, by transaction, until its reason is read
         # (`_put_down_reasons`: one of keeperd's own guards is taken back).
         self._revert_counted: dict[str, int] = {}
+        # Blocks of included liquidations that lost money (`_lost_money`): they pause sending
+        # as reverts do.
+        self._losses: list[int] = []
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
@@ -1823,7 +1831,15 @@ class Executor:
         self._revert_counted = {tx: b for tx, b in self._revert_counted.items()
                                 if b > block - cfg.revert_breaker_blocks}
         reason, kind = None, None
-        if len(self._reverts) >= cfg.revert_breaker_reverts:
+        self._losses = [b for b in self._losses if b > block - cfg.revert_breaker_blocks]
+        if len(self._losses) >= cfg.revert_breaker_reverts:
+            kind = "losses"
+            reason = (f"{len(self._losses)} included liquidations lost money in the last "
+                      f"{cfg.revert_breaker_blocks} blocks (last at block {self._losses[-1]}): "
+                      "the protocol paid less than keeperd's plan — its rules, a price source "
+                      f"or the sale may have changed; sending waits until "
+                      f"{cfg.revert_breaker_blocks} blocks pass without one")
+        elif len(self._reverts) >= cfg.revert_breaker_reverts:
             kind = "reverts"
             why = (f", the last one: {self._last_revert_reason}"
                    if self._last_revert_reason else "")
@@ -2171,9 +2187,21 @@ class Executor:
             rounded = None if profit is None else round(profit, 2)
             log.info("liquidation.included", opportunity=key, tx_hash=outcome.tx_hash,
                      realised_profit_usd=rounded, gas_used=outcome.gas_used)
+            loss = (self._lost_money(outcome, entry, profit, gas_usd)
+                    if profit is not None and entry.realised_profit_usd is None else None)
+            if loss is not None:
+                self._losses.append(block if block is not None else (
+                    self._last.block if self._last is not None else 0))
+                log.error("liquidation.lost_money", opportunity=key, tx_hash=outcome.tx_hash,
+                          expected_profit_usd=round(entry.expected_profit_usd, 2),
+                          realised_profit_usd=rounded, why=loss,
+                          meaning="the protocol paid less than keeperd's plan: its rules, a "
+                          "price source or the sale may have changed; "
+                          f"{self.config.revert_breaker_reverts} of these within "
+                          f"{self.config.revert_breaker_blocks} blocks pause sending")
             if profit is not None:  # (settled at start: told once booked, with its profit —
                 # it was told at once, its profit null, and never again: a by-hand trial)
-                self._tell_included(outcome, key, entry, block, rounded)
+                self._tell_included(outcome, key, entry, block, rounded, loss)
             return
         if outcome.status == "reverted":
             stage(*self.labels, "reverted").inc()
@@ -2391,12 +2419,41 @@ class Executor:
         return self._event_profit(outcome.receipt) + self.liquidator.realised(outcome.receipt)
 
     def _tell_included(self, outcome: Outcome, key: OpportunityKey, entry: J.JournalEntry,
-                       block: int | None, profit: float | None) -> None:
+                       block: int | None, profit: float | None, loss: str | None = None
+                       ) -> None:
         later = self._realised_later(outcome)
         self._event("included", key, entry.account, block, {
             "tx_hash": outcome.tx_hash, "profit_usd": profit, "gas_used": outcome.gas_used,
             "collateral": entry.collateral, "debt": entry.debt,
-            **({"realised_later": later} if later else {})})
+            **({"realised_later": later} if later else {}),
+            **({"lost_money": loss, "expected_profit_usd": round(entry.expected_profit_usd, 2)}
+               if loss else {})})
+
+    def _lost_money(self, outcome: Outcome, entry: J.JournalEntry, profit: float,
+                    gas_usd: float) -> str | None:
+        """Why an included liquidation counts as money lost, or None: it lost before its gas
+        (seized worth less than repaid, or a sale that paid less than the loan), and — where
+        the plug-in can compare the protocol's event with the plan (`paid_short`) — it gave
+        LOSS_RATE_SHORT or more less collateral per debt than planned (a price that moved
+        since the plan changes that rate by its move; a crash's continuing fall raises it),
+        else the loss is LOSS_SHARE of what it repaid or more. A pool linked to changed
+        liquidation code lost $254k in 24 included liquidations, each told as an info event,
+        nothing paused (a by-hand trial)."""
+        gross = profit + gas_usd
+        if gross >= 0 or outcome.receipt is None:
+            return None
+        short = self.liquidator.paid_short(outcome.receipt, entry.account, entry.planned)
+        if short is not None:
+            if short < LOSS_RATE_SHORT:
+                return None
+            return (f"the protocol gave {short:.1%} less collateral per debt repaid than "
+                    f"keeperd's plan; ${-gross:,.2f} lost before gas")
+        seen = next((s for s in self._seen_in(outcome.receipt)
+                     if s.account.lower() == entry.account.lower()), None)
+        repaid = seen.repaid_usd if seen is not None else None
+        if repaid and -gross < LOSS_SHARE * repaid:
+            return None
+        return f"${-gross:,.2f} lost before gas"
 
     def _realised_later(self, outcome: Outcome) -> str | None:
         """Where our liquidation's gain is realised when not in it (its event says so: Perp

@@ -397,6 +397,23 @@ async def test_liquidation_events_and_oracle_alerts(setup: Setup) -> None:
         "(WETH/USDC)", "(WETH/DAI)"], summaries
 
 
+async def test_a_liquidation_included_at_a_loss_is_critical(setup: Setup) -> None:
+    """24 liquidations that lost $254k on a pool with changed liquidation code were each an
+    info event (a by-hand trial)."""
+    from keeperd.protocols.sdk.messages import ExecutionEvent
+
+    setup.engine.on_liquidation(ExecutionEvent(
+        "included", "devnet", "aave", ACCOUNTS[0], "aave:x:WETH:USDT:1", 7,
+        {"tx_hash": "0xabc", "profit_usd": -74_321.62, "expected_profit_usd": 59_118.59,
+         "lost_money": "the protocol gave 9.1% less collateral per debt repaid than "
+                       "keeperd's plan; $74,300.00 lost before gas"}))
+    await setup.scan(8, [1.5], {})
+    [alert] = [e.alerts[0] for e in await setup.entries(sink=1)]
+    assert (alert["rule"], alert["severity"]) == ("liquidation", "critical")
+    assert "included AT A LOSS (profit $-74,321.62)" in alert["summary"]
+    assert "expected $59,118.59 profit" in alert["action"]
+
+
 async def test_an_oracle_alert_is_per_chain(setup: Setup) -> None:
     """#29 item 2: WETH untrusted on arbitrum fires once, labelled with its chain; ethereum's
     scans (WETH fine there) neither resolve nor repeat it; arbitrum's clear resolves it."""

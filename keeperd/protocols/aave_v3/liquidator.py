@@ -362,6 +362,21 @@ class AaveLiquidator(LiquidatorBase):
         return Call(opp, self.config.flash_liquidator, data, flash=True,
                     sells_through=swap_pool)
 
+    def paid_short(self, receipt: Mapping[str, Any], account: str,
+                   planned: Mapping[str, int] | None) -> float | None:
+        """The LiquidationCall's collateral per debt repaid against the plan's (both the
+        liquidator's share, the protocol fee apart)."""
+        debt = (planned or {}).get("debtToCover")
+        collateral = (planned or {}).get("liquidatedCollateralAmount")
+        if not debt or not collateral:
+            return None
+        for entry in receipt.get("logs") or []:
+            event = abi.decode_liquidation_call(entry)
+            if event is None or event.user.lower() != account.lower() or not event.debt_repaid:
+                continue
+            return 1 - (event.collateral_seized / event.debt_repaid) / (collateral / debt)
+        return None
+
     def tokens(self, book: AaveBook) -> list[tuple[str, str, int]]:
         """(address, symbol, decimals) of what the keeper repays with."""
         return [(r.asset, r.symbol, r.decimals) for r in book.market.reserves]

@@ -236,6 +236,11 @@ class Liquidator(Protocol):
         """What covers a shortfall of these assets of `balances` (None: the core's words,
         fund the keeper with the debt asset)."""
 
+    def paid_short(self, receipt: Mapping[str, Any], account: str,
+                   planned: Mapping[str, int] | None) -> float | None:
+        """How far the collateral its event gave per debt repaid fell short of the plan's
+        (`LiquidatorBase.paid_short`)."""
+
     def error_names(self) -> Mapping[str, str]:
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
@@ -491,6 +496,15 @@ class LiquidatorBase:
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         return None  # token balances: the core's words
+
+    def paid_short(self, receipt: Mapping[str, Any], account: str,
+                   planned: Mapping[str, int] | None) -> float | None:
+        """How far the collateral the protocol's own event in `receipt` gave per debt repaid
+        fell short of the plan's (0.09: 9 % less; below 0: more), or None when it cannot
+        say (no plan journaled, no event of `account`). The executor's loss guard reads it:
+        a shortfall beyond a price's move says the rules keeperd planned on are not the
+        pool's."""
+        return None
 
     def error_names(self) -> Mapping[str, str]:
         return {}  # (reverts with a message, or none known)
