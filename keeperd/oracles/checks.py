@@ -135,10 +135,26 @@ def check_feed(reading: FeedReading, now: int, policy: FeedPolicy,
             problems.append(Problem("bound_pinned", f"answer {reading.answer} sits at the "
                                                     f"aggregator's {name} {bound}"))
     if previous is not None:
-        if previous.source != reading.source:
+        if previous.source != reading.source:  # (see also `source_replaced`)
             problems.append(Problem("source_changed", f"{previous.source} -> {reading.source}"))
         elif previous.answer > 0 and reading.round_id != previous.round_id:
             jump = abs(reading.answer - previous.answer) / previous.answer
             if jump > policy.max_jump:
                 problems.append(Problem("jump", f"{jump:.1%} since the previous round"))
+    return problems
+
+
+def source_replaced(reading: FeedReading, before: FeedReading, policy: FeedPolicy
+                    ) -> list[Problem]:
+    """A protocol's source for an asset replaced (governance's `setAssetSources`): said, with
+    how far the new source's price is from the old one's last (a jump past `max_jump` too).
+    The watch keeps readings by (asset, source), so a new source had no previous reading and
+    neither check could fire: WETH's source swapped to a feed 29 % away went untold, and 56
+    liquidations followed at its price (a by-hand trial)."""
+    problems = [Problem("source_changed", f"{before.source} -> {reading.source}")]
+    if before.price > 0 and reading.price > 0:
+        jump = abs(reading.price - before.price) / before.price
+        if jump > policy.max_jump:
+            problems.append(Problem("jump", f"{jump:.1%} from the replaced source's last "
+                                            f"price ({before.price:g} -> {reading.price:g})"))
     return problems

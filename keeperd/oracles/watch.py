@@ -40,6 +40,7 @@ from keeperd.oracles.checks import (
     PythPrice,
     check_feed,
     check_pyth,
+    source_replaced,
 )
 from keeperd.oracles.heartbeats import Heartbeats, allowed_age
 from keeperd.oracles.references import References, median_price
@@ -114,6 +115,8 @@ class ChainPriceWatch:
         self._expected: set[str] = set()
         self._first_judged: tuple[int, float] | None = None  # (block, monotonic time)
         self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
+        # (key, new source) -> (key, the source it replaced in a protocol's declaration)
+        self._replacing: dict[tuple[str, str], tuple[str, str]] = {}
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
@@ -210,6 +213,7 @@ class ChainPriceWatch:
         """Judge `protocol`'s feeds at `block` (and, first in a block that `prepare` did not
         start, every protocol's)."""
         async with self._lock:  # two protocols' scans of one block: one read of the chain
+            self._note_replaced(self._declared.get(protocol), feeds)
             self._declared[protocol] = list(feeds)
             if block < self._block:
                 # An older block's late scan (a slow path; another protocol's path, or
@@ -229,6 +233,22 @@ class ChainPriceWatch:
                 todo = [f for f in feeds if f not in self._judged]
             await self._judge(block, todo)
             self._judged_for[protocol] = block
+
+    def _note_replaced(self, before: Sequence[PriceFeed] | None,
+                       now: Sequence[PriceFeed]) -> None:
+        """A protocol's feed of a key whose source changed since its last declaration
+        (governance's `setAssetSources`): its first reading is judged against the replaced
+        source's last (`source_replaced`). The watch keeps readings by (key, source): a new
+        source had no previous reading, and WETH's source swapped to a feed 29 % away went
+        untold (a by-hand trial)."""
+        if not before:
+            return
+        old = {(f.key, f.source) for f in before}
+        new = {(f.key, f.source) for f in now}
+        gone = {key: (key, source) for key, source in old - new}
+        for key, source in new - old:
+            if key in gone:
+                self._replacing[(key, source)] = gone[key]
 
     async def _start_block(self, block: int) -> None:
         header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
@@ -260,8 +280,12 @@ class ChainPriceWatch:
         await self._learn_heartbeats(readings, block)
         touched: dict[str, list[str]] = {}
         for i, (feed, reading) in enumerate(zip(read, readings, strict=True)):
-            problems = check_feed(reading, now, self.policy(reading.asset, reading),
-                                  self._previous.get((feed.key, feed.source)))
+            previous = self._previous.get((feed.key, feed.source))
+            problems = check_feed(reading, now, self.policy(reading.asset, reading), previous)
+            replaced = self._replacing.pop((feed.key, feed.source), None)
+            if previous is None and replaced in self._previous:
+                problems += source_replaced(reading, self._previous[replaced],
+                                            self.policy(reading.asset, reading))
             if second is not None:
                 problems += self._second_problems(reading, second[1][i], second[0], now,
                                                   problems)

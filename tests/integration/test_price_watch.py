@@ -384,3 +384,35 @@ async def test_a_market_rate_nothing_checks_any_more_shows_no_deviation(
     await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
     await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
     assert math.isnan(deviation())
+
+
+async def test_a_replaced_price_source_is_told_with_its_move(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Governance replaces WETH's source in the AaveOracle with a feed 40 % lower: told (the
+    watch kept readings by source, so a new source had no previous one: a feed 29 % away went
+    untold and 56 liquidations followed at its price — a by-hand trial)."""
+    import structlog
+
+    from keeperd.chain.multicall import encode_call
+    from keeperd.devnet.uniswap import ours
+    from tests.keeper_harness import config_for
+
+    keeper = await run_daemon(config_for(devnet, tmp_path, "alert-only"))
+    await keeper.evaluated_at(devnet.client.block_number())
+    admin, aave = devnet.manifest["aave_v3"]["admin"], devnet.manifest["aave_v3"]
+    new = devnet.client.deploy(admin, ours("TestAggregator").deploy_data(
+        8, "ETH / USD (replacement)", round(devnet.price("WETH") * 0.6 * 10**8)))
+    with structlog.testing.capture_logs() as logs:
+        devnet.client.send(admin, aave["oracle"], encode_call(
+            "setAssetSources(address[],address[])", ["address[]", "address[]"],
+            [[devnet.manifest["tokens"]["WETH"]], [new]]))
+        await keeper.evaluated_at(devnet.client.block_number())
+        await keeper.evaluated_at(devnet.mine(1))
+    told = {e["kind"]: e["detail"] for e in logs
+            if e["event"] == "oracle.anomaly" and e["asset"] == "WETH"}
+    assert set(told) == {"source_changed", "jump"}, told
+    assert told["source_changed"].lower().endswith(new.lower())
+    assert told["jump"].startswith("40.0% from the replaced source's last price")
+    for kind in ("source_changed", "jump"):
+        assert metric_value(keeper.daemon.metrics, "keeperd_oracle_anomalies_total",
+                            {"chain": "devnet", "asset": "WETH", "kind": kind}) == 1
