@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -335,18 +337,46 @@ async def test_an_unrecognised_pool_found_by_asking_is_not_approved(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """#28 item 1: a pool keeperd found through the provider (not pinned) gets the keeper's
     approvals only if its code is a deployment keeperd knows; unrecognised code must be pinned
-    by the operator, who has checked it. Nothing is approved."""
-    from keeperd.protocols.sdk.contract import StartRefused
+    by the operator, who has checked it. Nothing is approved — and the daemon runs, saying so
+    (it refused to start, while a running daemon seeing the same upgrade went on approving:
+    the first restart after an upgrade left the keeper down, a by-hand trial)."""
     from tests.faults.test_lying_pool_address import allowance
 
     run_unrecognised_code(devnet)
     devnet.mine(1)
     fund_keeper(devnet)
-    with pytest.raises(StartRefused, match=r"does not recognise .* set `pool:`"):
-        await run_daemon(config(devnet, tmp_path, Webhook(), pool=None))
+    webhook = Webhook()
+    try:
+        keeper = await run_daemon(config(devnet, tmp_path, webhook, pool=None))
+        await keeper.evaluated_at(devnet.mine(1))
+        executor = keeper.daemon.executors["aave"]
+        await executor.liquidator.keep_allowances(devnet.client.block_number(),
+                                                  executor._last.book)
+        held = [b for b in await told(webhook, "liquidations_held") if b["status"] == "firing"]
+        assert held and "set `protocols[aave].pool`" in str(held[0]), held
+    finally:
+        webhook.close()
     pool = devnet.manifest["aave_v3"]["pool"]
     assert all(allowance(devnet, token, pool) == 0
                for token in devnet.manifest["tokens"].values())
+
+    # A pool upgraded under a running daemon to code it does not recognise: no approval
+    # more from then on, the same rule.
+    from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
+
+    liquidator: Any = AaveLiquidator.__new__(AaveLiquidator)
+    liquidator.adapter = SimpleNamespace(config=SimpleNamespace(
+        pool=None, addresses_provider="0xprovider"), name="aave",
+        reader=SimpleNamespace(addresses=SimpleNamespace(pool="0xpool")))
+    liquidator._approvals_held = None
+    known = SimpleNamespace(rules=SimpleNamespace(known=True))
+    unknown = SimpleNamespace(rules=SimpleNamespace(known=False))
+    liquidator._note_approval_hold(known)
+    assert liquidator.hold() is None
+    liquidator._note_approval_hold(unknown)
+    assert "approvals of it are held" in str(liquidator.hold())
+    liquidator._note_approval_hold(known)
+    assert liquidator.hold() is None
 
 
 async def test_check_config_asks_whether_the_endpoints_serve_eth_simulate_v1(

@@ -133,6 +133,8 @@ class AaveLiquidator(LiquidatorBase):
         self._gas_used: dict[tuple[str, str], int] = {}
         self.supports_flash = config.flash_liquidator is not None
         self._market_read: MarketState | None = None  # (`confirm`'s, for `prepare`)
+        # Why the keeper's approvals of the pool are held (`_approval_hold`), or None.
+        self._approvals_held: str | None = None
 
     @cached_property
     def swap_pools(self) -> SwapPools:
@@ -175,7 +177,8 @@ class AaveLiquidator(LiquidatorBase):
         await self.confirm(head)
         market = self._market_read
         if self.tx is not None and self.config.mode == "liquidate" and market is not None \
-                and self.config.capital in ("own-balance", "auto"):
+                and self.config.capital in ("own-balance", "auto") \
+                and self._approvals_held is None:
             await self._ensure_approvals(head, market)
         if self.config.capital in ("flash-loan", "auto") and self.adapter.reader is not None:
             self.flash_premium_bps = await ContractCall(
@@ -210,12 +213,35 @@ class AaveLiquidator(LiquidatorBase):
         await confirm_address(self.pool, self.adapter.config.addresses_provider, "getPool()",
                               expected=self._pool_address, what="the Aave pool",
                               where=where, pin="pool")
-        if market is not None and not market.rules.known:
-            raise StartRefused(
-                f"{where}: the pool behind {self.adapter.config.addresses_provider} "
+        if market is not None:
+            self._note_approval_hold(market)
+
+    def _approval_hold(self, market: MarketState) -> str | None:
+        """Why the keeper approves nothing more to the pool, or None: liquidate mode
+        approves a pool keeperd found by asking (not pinned) only while it runs code keeperd
+        recognises. At a start on unrecognised code this refused the start, while a running
+        daemon seeing the same upgrade went on approving (a by-hand trial): one rule now, at
+        start and every block — approvals held, told, the daemon up (alerts, verified
+        liquidations within the allowances it has, the flash path)."""
+        if self.adapter.config.pool is not None or market.rules.known:
+            return None
+        return (f"the pool behind {self.adapter.config.addresses_provider} "
                 f"({self._pool_address}) runs code keeperd does not recognise as a published "
-                "Aave deployment; liquidate mode approves it the keeper's tokens only when "
-                "the config pins it: check the address, then set `pool:`")
+                "Aave deployment, and the config does not pin it: the keeper's approvals of it "
+                "are held (liquidations from the keeper's balance go only within the "
+                "allowances it has). Check the address, then set "
+                f"`protocols[{self.adapter.name}].pool`")
+
+    def _note_approval_hold(self, market: MarketState) -> None:
+        held = self._approval_hold(market)
+        if (held is None) != (self._approvals_held is None):
+            (log.error if held else log.info)(
+                "aave.approvals_held" if held else "aave.approvals_resumed",
+                protocol=self.adapter.name, reason=held or self._approvals_held)
+        self._approvals_held = held
+
+    def hold(self) -> str | None:
+        return self._approvals_held
 
     async def _ensure_approvals(self, head: int, market: MarketState) -> None:
         """The pool approved the keeper's balance of each reserve (protocols/sdk/approvals.py)."""
@@ -228,14 +254,19 @@ class AaveLiquidator(LiquidatorBase):
 
     async def keep_allowances(self, head: int, book: AaveBook) -> None:
         """Every few blocks, on the block's book: a top-up approved in turn."""
+        if self.config.mode == "liquidate":
+            self._note_approval_hold(book.market)
         if (self.tx is not None and self.keeper is not None and self.config.mode == "liquidate"
-                and self.config.capital in ("own-balance", "auto")):
+                and self.config.capital in ("own-balance", "auto")
+                and self._approvals_held is None):
             await self._ensure_approvals(head, book.market)
 
     # --- planning (pure) ---------------------------------------------------------------------
 
     def plan(self, result: Any, accounts: set[str]) -> list[Opportunity]:
         book: AaveBook = result.book
+        if self.config.mode == "liquidate":
+            self._note_approval_hold(book.market)
         positions = book.positions
         rows = [positions.position_of[a] for a in sorted(accounts)]
         subset = positions.take(rows)
