@@ -1452,8 +1452,13 @@ class Executor:
                 continue
             if isinstance(sim, RpcError | RpcUnavailable):
                 if self._tell(result.block, key, "simulation_failed"):
+                    # (the revert's own words where its data says them: a node's
+                    # eth_simulateV1 said "execution failed" of MustNotLeaveDust, a trial)
+                    said = (decoded_revert(str(sim.data), self.liquidator.error_names())
+                            if isinstance(sim, RpcError) and isinstance(sim.data, str)
+                            and len(sim.data) >= 10 else None)
                     log.info("liquidation.simulation_failed", opportunity=key,
-                             error=str(sim)[:300])
+                             error=str(sim)[:300], **({"reason": said} if said else {}))
                 self._lost_race_checks.append((opp, key, result.block, str(sim)[:200]))
                 continue
             self._tell(result.block, key, "simulated_ok")
@@ -1466,6 +1471,19 @@ class Executor:
                               detail=f"{opp.detail} verified: {verdict.reason}".strip())
             decision = self._decide(opp, key, base_fee, native_usd, call.flash, needed,
                                     sim if isinstance(sim, Simulated) else None)
+            if decision is None and verdict is not None and verdict.gross_profit_usd \
+                    < call.opportunity.gross_profit_usd * (1 - LOSS_RATE_SHORT):
+                # The chain's own outcome pays less than the plan said, too little to send: a
+                # refusal of the verification, not a plan's pricing (192 such were counted
+                # unprofitable, nothing logged, on a pool whose changed code paid 9 % less —
+                # a trial).
+                if self._tell(result.block, key, "verification_refused"):
+                    self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
+                    log.info("liquidation.verification_refused", opportunity=key,
+                             reason=f"the simulated outcome does not pay: {verdict.reason}",
+                             planned_profit_usd=round(call.opportunity.gross_profit_usd, 2),
+                             simulated_profit_usd=round(opp.gross_profit_usd, 2))
+                continue
             if decision is None:
                 self._tell(result.block, key, "unprofitable")
                 # (the fee's doing only if, without it, this decision would have sent it)
