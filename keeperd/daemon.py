@@ -591,6 +591,7 @@ class Daemon:
         tells = self.replica.tells if self.replica is not None else (lambda: True)
         self.alerts = await AlertEngine.open(db, self.config.alerts, self.dispatcher,
                                              self.metrics, acting=tells,
+                                             sends=self.config.keeper.mode == "liquidate",
                                              explorers=AlertEngine.explorers_of(self.config),
                                              sources=AlertEngine.sources_of(self.config))
         self.alert_config_subscribers.append(self.alerts.configure)

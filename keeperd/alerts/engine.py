@@ -148,6 +148,10 @@ class Condition:
     action: str = ""
     details: dict[str, Any] | None = None
     inhibited_by: tuple[str, ...] = ()
+    # Told again when its summary changes while it fires (a new upgrade to another unknown
+    # revision kept the first one's message: an open alert naming revision 11 while the pool
+    # ran 13, a by-hand trial).
+    retell_on_change: bool = False
 
 
 def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
@@ -167,12 +171,13 @@ class AlertEngine:
                  metrics: Metrics, *, explorers: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.time,
                  acting: Callable[[], bool] = lambda: True,
-                 sources: Iterable[str] | None = None) -> None:
+                 sources: Iterable[str] | None = None, sends: bool = True) -> None:
         """Call `load` before the first input (or build it with `open`). `sources`: every
         protocol and venue whose evaluations will come (`sources_of`); without it, the chain
         protocols `tick` names and the venues that have reported."""
         self.db = db
         self.acting = acting
+        self.sends = sends  # (liquidate mode: the keeper sends; its alerts' words say so)
         self.state = AlertState(db)
         self.outbox = dispatcher.outbox
         self.dispatcher = dispatcher
@@ -336,7 +341,7 @@ class AlertEngine:
         conditions = self._watchlist_conditions(rows, tripped)
         conditions += self._gone_conditions(protocol, chain, conditions, result.view.unread)
         conditions += self._held_conditions(chain, protocol, held)
-        conditions += self._verification_conditions(chain, protocol, verifying)
+        conditions += self._verification_conditions(chain, protocol, verifying, held)
         if shortfalls is not None:
             conditions += self._capital_conditions(chain, protocol, shortfalls, capital_fix)
         self._evaluate(conditions, chain, result.block)
@@ -662,21 +667,30 @@ class AlertEngine:
             action="Positions are still evaluated and alerted on; keeperd sends nothing on "
                    "this market until the cause above is cleared.")]
 
-    def _verification_conditions(self, chain: str, protocol: str, why: str | None
-                                 ) -> list[Condition]:
+    def _verification_conditions(self, chain: str, protocol: str, why: str | None,
+                                 held: str | None = None) -> list[Condition]:
         rule = self.config.rules.revision_unverified
         route = self.config.route_for("revision_unverified")
         if not rule.enabled or route is None:
             return []
+        action = ("Liquidations go on, each sent only when the chain confirms it in a "
+                  "simulation (the pool's own health below 1, a profitable outcome). Check "
+                  "the upgrade's release notes; a keeperd that knows the revision evaluates "
+                  "it exactly again. To send nothing meanwhile, set unknown_revision: hold."
+                  if self.sends else
+                  "keeperd sends nothing in this mode; positions are evaluated with the "
+                  "nearest rules it knows, so health figures and alerts may be off by what the "
+                  "upgrade changed. Check the upgrade's release notes.")
         return [Condition(
             "revision_unverified", route, {"chain": chain, "protocol": protocol},
             "warning" if why else None, None, None, self.repeat_interval(route),
             summary=f"{protocol} ({chain}) runs rules keeperd does not know: {why}",
-            resolved_summary=f"keeperd knows the rules {protocol} ({chain}) runs again",
-            action="Liquidations go on, each sent only when the chain confirms it in a "
-                   "simulation (the pool's own health below 1, a profitable outcome). Check "
-                   "the upgrade's release notes; a keeperd that knows the revision evaluates "
-                   "it exactly again. To send nothing meanwhile, set unknown_revision: hold.")]
+            # (a restart under unknown_revision: hold said "keeperd knows the rules again"
+            # of a revision it still did not know, a by-hand trial)
+            resolved_summary=(f"{protocol} ({chain}): its liquidations are held now, not "
+                              f"verified ({held[:200]})" if held else
+                              f"keeperd knows the rules {protocol} ({chain}) runs again"),
+            action=action, retell_on_change=True)]
 
     def _capital_conditions(self, chain: str, protocol: str, shortfalls: dict[str, Any],
                             fix: str | None = None) -> list[Condition]:
@@ -943,6 +957,10 @@ class AlertEngine:
             fp = alert.fingerprint
             told = self._told(fp)
             decision = decide(told, c.severity, c.value, now, c.levels, c.repeat_s)
+            if decision is None and c.retell_on_change and told is not None \
+                    and c.severity is not None \
+                    and self.state.told_summary(fp) not in (None, c.summary):
+                decision = "firing"
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:

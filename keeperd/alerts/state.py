@@ -85,6 +85,11 @@ class AlertState:
         row = self._rows.get(fingerprint)
         return row.told if row else None
 
+    def told_summary(self, fingerprint: str) -> str | None:
+        """The summary of the message last told for it (None: not firing)."""
+        row = self._rows.get(fingerprint)
+        return str(row.alert.get("summary")) if row else None
+
     def set_severity(self, fingerprint: str, severity: str) -> None:
         row = self._rows.get(fingerprint)
         if row is None:

@@ -719,3 +719,39 @@ async def test_a_watched_account_without_a_position_is_told_once_its_index_is_co
             if e.alerts[0]["rule"] == "watched_without_position"]
     assert [(a["status"], a["account"]) for a in told] == [
         ("firing", ACCOUNTS[3]), ("resolved", ACCOUNTS[3])]
+
+
+async def test_an_unverified_revision_is_told_again_when_it_changes(
+        setup: Setup, tmp_path: Path) -> None:
+    """Each new unknown upgrade is told (an open alert named revision 11 while the pool ran
+    13: the later upgrades were log lines only); a switch to unknown_revision: hold resolves
+    it in words that say so (it said "keeperd knows the rules again" of a revision it still
+    did not know); alert-only mode is not told that liquidations go on (a by-hand trial)."""
+    async def scan_with(block: int, verifying: str | None, held: str | None = None) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped={},
+                                   verifying=verifying, held=held)
+
+    async def told(of: Setup = setup) -> list[dict[str, Any]]:
+        return [a for e in await of.entries(sink=1) for a in e.alerts
+                if a["rule"] == "revision_unverified"]
+
+    await scan_with(1, "POOL_REVISION 11 is not one keeperd knows")
+    await scan_with(2, "POOL_REVISION 11 is not one keeperd knows")
+    assert [(a["kind"], "11" in a["summary"]) for a in await told()] == [("firing", True)]
+    assert (await told())[0]["action"].startswith("Liquidations go on")
+    await scan_with(3, "POOL_REVISION 12 is not one keeperd knows")
+    await scan_with(4, "POOL_REVISION 12 is not one keeperd knows")
+    assert [(a["kind"], a["summary"][-35:]) for a in await told()] == [
+        ("firing", "EVISION 11 is not one keeperd knows"),
+        ("firing", "EVISION 12 is not one keeperd knows")]
+    await scan_with(5, None, held="POOL_REVISION 12 is not one keeperd knows "
+                                  "(unknown_revision: hold)")
+    resolved = (await told())[-1]
+    assert resolved["kind"] == "resolved"
+    assert "its liquidations are held now, not verified" in resolved["summary"]
+
+    quiet = await Setup.open(tmp_path / "alert-only.db")
+    quiet.engine.sends = False
+    await quiet.engine.on_scan(scan(1, [1.5]), chain="devnet", tripped={},
+                               verifying="POOL_REVISION 11 is not one keeperd knows")
+    assert (await told(quiet))[0]["action"].startswith("keeperd sends nothing in this mode")
