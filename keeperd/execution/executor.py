@@ -415,6 +415,8 @@ class Executor:
         # Blocks of included liquidations that lost money (`_lost_money`): they pause sending
         # as reverts do.
         self._losses: list[int] = []
+        # What the protocol's own state held back at the last block (`_tell_unplanned`).
+        self._unplanned: dict[str, int] = {}
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
@@ -633,6 +635,8 @@ class Executor:
         opportunities = self.liquidator.plan(result, liquidatable)
         self._stages = {**result.stages, "evaluated_ms": _ms(acting - result.seen_at),
                         "plan_ms": _ms(time.perf_counter() - acting)}
+        if not result.partial and len(opportunities) < len(liquidatable):
+            self._tell_unplanned(result, liquidatable, opportunities)
         if self.mode == "alert-only":
             for o in opportunities:
                 self._tell(result.block, o.key.retry(0), "detected")
@@ -641,6 +645,28 @@ class Executor:
                                  self._native_usd(result))
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
+
+    def _tell_unplanned(self, result: ScanResult, liquidatable: set[str],
+                        opportunities: list[Opportunity]) -> None:
+        """Liquidatable accounts the protocol's own state holds back (a paused reserve, a
+        grace period: `Liquidator.unplanned`): counted `held` each block, and logged when
+        its reasons change (they were skipped with no word: 16 accounts, $3.1M of debt,
+        behind a paused reserve, a by-hand trial)."""
+        reasons = dict(self.liquidator.unplanned(
+            result, liquidatable, {o.account for o in opportunities}))
+        held = sum(reasons.values())
+        if held:
+            self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(held)
+        if set(reasons) != set(self._unplanned):  # (its reasons, not its counts, changed)
+            if reasons:
+                log.warning("liquidation.held_by_protocol", protocol=self.adapter.name,
+                            block=result.block, accounts=held, reasons=reasons,
+                            meaning="under water, but the protocol does not let them be "
+                            "liquidated now: planned again when it does")
+            elif self._unplanned:
+                log.info("liquidation.held_by_protocol_over", protocol=self.adapter.name,
+                         block=result.block)
+        self._unplanned = reasons
 
     async def _keep_allowances(self, result: ScanResult) -> None:
         """Bounded approvals follow the balances (a top-up approved in turn). A delegated

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import structlog
+
 from keeperd.chain.multicall import Multicall
 from keeperd.chain.rpc import RpcPool
 from keeperd.devnet import aave_origin
@@ -95,8 +97,12 @@ async def test_a_grace_period_holds_liquidations_until_it_ends(
     # block and automined before the clock froze accrued interest in between (13 units, seen
     # once).
     with frozen_clock(devnet):
-        devnet.set_price("WETH", 2100.0)
-        await keeper.evaluated_at(devnet.mine(1))
+        with structlog.testing.capture_logs() as logs:
+            devnet.set_price("WETH", 2100.0)
+            await keeper.evaluated_at(devnet.mine(1))
+        [held] = [e for e in logs if e["event"] == "liquidation.held_by_protocol"]
+        assert [r.split(" until ")[0] for r in held["reasons"]] == [
+            "reserve WETH in its liquidation grace period"], held
         weth_users = [b["address"] for b in devnet.manifest["borrowers"]
                       if "WETH" in b["collateral"] or "WETH" in b["debts"]]
         underwater = [a for a in weth_users if chain_health(devnet, a) < 1]
@@ -128,10 +134,13 @@ async def test_a_paused_reserve_is_left_alone_and_the_rest_liquidated(
                                          key={"source": "env", "env": "KEEPER_KEY"}))
     tried = simulated_pairs(keeper)
     await keeper.evaluated_at(devnet.client.block_number())
-    with frozen_clock(devnet):
+    with frozen_clock(devnet), structlog.testing.capture_logs() as logs:
         devnet.set_price("WETH", 2100.0)
         await keeper.evaluated_at(devnet.mine(1))
         await keeper.evaluated_at(devnet.mine(1))
+    # Said, with how many (they were skipped with no word, a by-hand trial), once.
+    [held] = [e for e in logs if e["event"] == "liquidation.held_by_protocol"]
+    assert list(held["reasons"]) == ["reserve USDC paused"] and held["accounts"] > 5
     journal = keeper.daemon.executors["aave"].journal
     included = await journal.by_status(J.INCLUDED)
     assert len(included) > 10

@@ -6,7 +6,7 @@ repay) when the capital stage sends it down the flash path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -392,6 +392,30 @@ class AaveLiquidator(LiquidatorBase):
         assert self.config.flash_liquidator is not None
         return Call(opp, self.config.flash_liquidator, data, flash=True,
                     sells_through=swap_pool)
+
+    def unplanned(self, result: Any, accounts: Collection[str],
+                  planned: Collection[str]) -> Mapping[str, int]:
+        """A reserve the account uses that the pool will not liquidate now: paused or
+        inactive, or in its grace period (v3.1+)."""
+        book: AaveBook = result.book
+        market, positions = book.market, book.positions
+        closed = {c: ("paused" if r.paused else "inactive" if not r.active
+                      else f"in its liquidation grace period until {r.grace_until}")
+                  for c, r in enumerate(market.reserves) if not market.liquidatable_now(c)}
+        if not closed:
+            return {}
+        out: dict[str, int] = {}
+        for account in set(accounts) - set(planned):
+            row = positions.position_of.get(account)
+            if row is None:
+                continue
+            used = positions.collateral_flag[row] | positions.borrowing_flag[row]
+            why = sorted({f"{market.reserves[c].symbol} {closed[c]}" for c in closed
+                          if used[c]})
+            if why:
+                key = "reserve " + ", ".join(why)
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def paid_short(self, receipt: Mapping[str, Any], account: str,
                    planned: Mapping[str, int] | None) -> float | None:

@@ -241,6 +241,10 @@ class Liquidator(Protocol):
         """How far the collateral its event gave per debt repaid fell short of the plan's
         (`LiquidatorBase.paid_short`)."""
 
+    def unplanned(self, result: Any, accounts: Collection[str],
+                  planned: Collection[str]) -> Mapping[str, int]:
+        """Why liquidatable accounts got no plan, by reason (`LiquidatorBase.unplanned`)."""
+
     def error_names(self) -> Mapping[str, str]:
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
@@ -496,6 +500,15 @@ class LiquidatorBase:
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         return None  # token balances: the core's words
+
+    def unplanned(self, result: Any, accounts: Collection[str],
+                  planned: Collection[str]) -> Mapping[str, int]:
+        """Why liquidatable `accounts` got no plan (`planned`: those that did), as the
+        protocol's own state says: reason -> how many accounts (Aave: a reserve paused, or in
+        its grace period). Empty: nothing the protocol holds (dust, pricing: the
+        decision's). 16 accounts under water behind a paused reserve were skipped with no
+        word (a by-hand trial)."""
+        return {}
 
     def paid_short(self, receipt: Mapping[str, Any], account: str,
                    planned: Mapping[str, int] | None) -> float | None:
