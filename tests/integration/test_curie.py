@@ -583,3 +583,30 @@ async def test_weth_margin_is_bought_only_when_it_is_worth_what_the_vault_asks(
 
 COLLATERAL_TOPIC = "0x" + __import__("eth_utils").keccak(
     text="CollateralLiquidated(address,address,address,uint256,uint256,uint256,uint24)").hex()
+
+
+async def test_the_collateral_managers_rules_are_read_again(
+        devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Governance changes the CollateralManager's debt threshold: keeperd's health figures of
+    non-USDC margin follow (read at start only, they kept the old rules until a restart, a
+    by-hand trial). Read again every COLLATERAL_RULES_EVERY blocks; a change is logged."""
+    import structlog
+
+    from keeperd.protocols.perp_curie import adapter as curie_adapter
+
+    monkeypatch.setattr(curie_adapter, "COLLATERAL_RULES_EVERY", 1)
+    reader, book = await read_book(devnet, pool, tmp_path, metrics)
+    assert book.collateral_rules is not None
+    threshold = book.collateral_rules.debt_threshold
+    manager = devnet.manifest["perp_curie"]["collateral_manager"]
+    art = artifact("CollateralManager")
+    devnet.client.send(devnet.client.accounts()[0], manager,
+                       art.encode_call("setDebtThreshold", threshold // 2))
+    with structlog.testing.capture_logs() as logs:
+        head = devnet.mine(1)
+        again = await reader.read(head, book, set(), set())
+    assert again.collateral_rules is not None
+    assert again.collateral_rules.debt_threshold == threshold // 2
+    [changed] = [e for e in logs if e["event"] == "curie.collateral_rules_changed"]
+    assert changed["block"] == head

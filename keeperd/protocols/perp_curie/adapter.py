@@ -58,6 +58,9 @@ POSITION_LIQUIDATED = event_topic(
 COLLATERAL_LIQUIDATED = event_topic(
     "CollateralLiquidated(address,address,address,uint256,uint256,uint256,uint24)")
 COLLATERAL_TWAP_INTERVAL = 900  # Vault._COLLATERAL_TWAP_INTERVAL
+# The CollateralManager's rules are read again this often (blocks): governance changes them
+# rarely, and the vault's own isLiquidatable read each block decides a collateral liquidation.
+COLLATERAL_RULES_EVERY = 300
 # Horizons of `keeperd_perp_funding_to_maintenance_accounts`, hours.
 FUNDING_HORIZONS_H = (24, 72, 168)
 # A market's BaseToken status. Only an open market trades: on a paused one (the owner's
@@ -159,6 +162,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         # collateral token -> (symbol, decimals, price feed decimals, collateral ratio)
         self.collaterals: dict[str, tuple[str, int, int, int]] = {}
         self.collateral_rules: cm.CollateralRules | None = None
+        self._rules_read_at = 0  # (the block `collateral_rules` were last read at)
         self._statuses: dict[str, str] = {}  # base token -> the status last logged
         self._held: set[tuple[str, str]] = set()  # (trader, base): liquidatable, not open
         self._index_sources: dict[str, str | None] = {}  # base token -> its index aggregator
@@ -198,14 +202,8 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             self.addresses["Vault"], encode_call("getSettlementToken()", [], []))])
         self.addresses["SettlementToken"] = to_checksum_address(
             "0x" + settlement.data[12:32].hex())
-        rules = await self.multicall.aggregate3([
-            Call(self.addresses["CollateralManager"], encode_call(f"{g}()", [], []))
-            for g in ("getMmRatioBuffer", "getDebtNonSettlementTokenValueRatio",
-                      "getDebtThreshold")])
-        if all(r.success and len(r.data) >= 32 for r in rules):
-            self.collateral_rules = cm.CollateralRules(
-                *(int.from_bytes(r.data[:32], "big") for r in rules))
-        elif int(self.addresses["CollateralManager"], 16):
+        if not await self._read_collateral_rules(None) \
+                and int(self.addresses["CollateralManager"], 16):
             # (there is a manager, and its rules did not read: said, not passed over — a
             # trader's non-USDC margin is then not judged for a collateral liquidation)
             log.warning("curie.collateral_rules_unread", protocol=self.name,
@@ -213,6 +211,26 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                         meaning="non-USDC margin is not judged for collateral liquidations "
                                 "until keeperd starts again and reads them")
         await self.indexer.start()
+
+    async def _read_collateral_rules(self, block: int | None) -> bool:
+        """The CollateralManager's rules (its margin buffer, debt ratio and threshold), into
+        `collateral_rules`; a change since the last read is logged. False: unread. Read at
+        start and every COLLATERAL_RULES_EVERY blocks (read at start only, a governance
+        change left the health figures of non-USDC margin on the old rules until a
+        restart, a by-hand trial)."""
+        rules = await self.multicall.aggregate3([
+            Call(self.addresses["CollateralManager"], encode_call(f"{g}()", [], []))
+            for g in ("getMmRatioBuffer", "getDebtNonSettlementTokenValueRatio",
+                      "getDebtThreshold")], "latest" if block is None else block)
+        self._rules_read_at = block or 0
+        if not all(r.success and len(r.data) >= 32 for r in rules):
+            return False
+        read = cm.CollateralRules(*(int.from_bytes(r.data[:32], "big") for r in rules))
+        if self.collateral_rules is not None and read != self.collateral_rules:
+            log.warning("curie.collateral_rules_changed", protocol=self.name, block=block,
+                        before=str(self.collateral_rules), now=str(read))
+        self.collateral_rules = read
+        return True
 
     def started(self) -> str | None:
         a = self.addresses
@@ -238,6 +256,9 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
     async def read(self, block: int, previous: CurieBook | None, touched: set[str],
                    dropped: set[str]) -> CurieBook:
         """Every trader, every block: the mark and funding move every account's value."""
+        if self.collateral_rules is not None \
+                and block - self._rules_read_at >= COLLATERAL_RULES_EVERY:
+            await self._read_collateral_rules(block)
         a, memo, checksum = self.addresses, self._calls, self._checksums
         header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
         traders = sorted(self.accounts)
