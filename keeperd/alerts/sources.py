@@ -16,6 +16,7 @@ import numpy as np
 import structlog
 
 from keeperd.protocols.sdk.contract import LiquidationSeen, Plugin
+from keeperd.protocols.sdk.views import row_key
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +81,9 @@ async def second_reading(engine: Any, plugin: Plugin, pool: Any, result: Any,
     health = view.health.copy()
     disputed = []
     for i in rows:
-        other, mine = found.get(view.accounts[i]), float(view.health[i])
+        labels = view.labels[i] if view.labels is not None else None
+        other = found.get(row_key(view.accounts[i], labels), found.get(view.accounts[i]))
+        mine = float(view.health[i])
         if other is None or not other < mine or (
                 np.isfinite(mine) and other >= mine * (1 - HEALTH_DISPUTE)):
             continue

@@ -40,3 +40,27 @@ async def test_the_second_reading_is_the_pools_own_health(devnet: Devnet, pool, 
         pools = math.inf if data[1] == 0 else data[5] / 1e18
         assert found[account] == pytest.approx(pools, rel=1e-12), account
         assert float(view.health[i]) == pytest.approx(found[account], rel=1e-9), account
+
+
+async def test_morphos_second_reading_is_its_positions_health_per_market(
+        devnet: Devnet, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Morpho Blue's second reading: each watched position's health, read on the endpoint
+    given the way the book is read (a first endpoint lying about one account's collateral
+    could hide its fall from its holder on Morpho too: only Aave had a second reading),
+    keyed per market — an account's two markets are two rows."""
+    from keeperd.protocols.sdk.views import row_key
+    from tests.integration.test_morpho import adapter_for
+
+    adapter = await adapter_for(devnet, pool, tmp_path)
+    head = devnet.client.block_number()
+    await adapter.discover(head)
+    book = await adapter.read(head, None, set(), set())
+    view = adapter.evaluate(book)
+    accounts = sorted({p.account for p in book.positions})[:6]
+    found = await adapter.health_elsewhere(book, accounts, pool.endpoints[0])
+    assert found is not None
+    rows = [i for i, a in enumerate(view.accounts) if a in accounts]
+    assert set(found) == {row_key(view.accounts[i], view.labels[i]) for i in rows}
+    for i in rows:
+        assert found[row_key(view.accounts[i], view.labels[i])] == pytest.approx(
+            float(view.health[i]), rel=1e-12)

@@ -96,3 +96,21 @@ async def test_a_lasting_dispute_is_logged_once_and_counted_every_block() -> Non
                                           "positions.health_dispute_ended"]
     assert metric_value(metrics, "keeperd_health_mismatch_total",
                         {"chain": "devnet", "protocol": "aave"}) == 3
+
+
+async def test_a_position_read_again_is_matched_by_its_market() -> None:
+    """Morpho's rows are (account, market): a lower health read for one market lowers that
+    row only, not the account's other market."""
+    from dataclasses import replace
+
+    from keeperd.protocols.sdk.views import row_key
+
+    first = result([1.2, 1.5])
+    first = replace(first, view=replace(first.view, accounts=[ALICE, ALICE],
+                                        labels=[{"market": "WETH/USDC"},
+                                                {"market": "WBTC/DAI"}]))
+    plugin = Plugin({row_key(ALICE, {"market": "WETH/USDC"}): 0.9,
+                     row_key(ALICE, {"market": "WBTC/DAI"}): 1.5})
+    seen = await second_reading(engine(ALICE), plugin, SimpleNamespace(second=lambda: SECOND),
+                                first, Metrics())
+    assert seen.view.health.tolist() == [0.9, 1.5]

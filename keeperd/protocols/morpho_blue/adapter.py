@@ -7,6 +7,7 @@ A view's rows are positions, one per (market, account): `labels` name the market
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from keeperd.chain.multicall import (
     encode_call,
     event_topic,
 )
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import OnEndpoint, RpcPool
 from keeperd.config import ConfigIssue, MorphoBlueConfig
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.book import (
@@ -44,7 +45,7 @@ from keeperd.protocols.sdk.contract import (
 )
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.protocols.sdk.indexer import AccountIndexer, LogFilter
-from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
+from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView, row_key
 
 log = structlog.get_logger(__name__)
 
@@ -297,6 +298,25 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         log.warning("morpho.market_unreadable", protocol=self.name, market=market.name,
                     part=part, block=block,
                     meaning="left out of this block; the other markets go on")
+
+    async def health_elsewhere(self, book: MorphoBook, accounts: Sequence[str], endpoint: Any
+                               ) -> dict[str, float] | None:
+        """Each of `accounts`' positions' health at the book's block, read on `endpoint`
+        alone the way the book is read (its markets' states, oracle prices, rate models and
+        the positions, interest accrued to the block's time), keyed per position
+        (`row_key`: an account's markets are rows of their own). A market the endpoint
+        cannot read is left out (the first's reading stands there)."""
+        if not accounts:
+            return None
+        other = copy.copy(self)
+        other.pool = OnEndpoint(self.pool, endpoint)  # type: ignore[assignment]
+        other.multicall = Multicall(other.pool,
+                                    address=self.multicall.address, scan_reader=False)
+        other._ahead = None
+        other._unreadable = lambda *args: None  # type: ignore[method-assign]
+        second = await other.snapshot(accounts, book.block)
+        return {row_key(p.account, {"market": p.market.name}): second.health(p)
+                for p in second.positions}
 
     async def read(self, block: int, previous: MorphoBook | None, touched: set[str],
                    dropped: set[str]) -> MorphoBook:

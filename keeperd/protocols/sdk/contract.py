@@ -415,7 +415,9 @@ class Plugin(Protocol):
         """The protocol's own health of `accounts` at the book's block, as another endpoint
         than the one the book was read from answers (`endpoint`, one attempt): the second
         reading of watched accounts, so that one endpoint alone cannot hide a position going
-        under water from its holder (`alerts/sources.py`). None: it cannot be asked."""
+        under water from its holder (`alerts/sources.py`). Keyed by account, or by
+        `views.row_key(account, labels)` where an account has several rows (Morpho's markets).
+        None: it cannot be asked."""
 
 
 @dataclass(frozen=True)

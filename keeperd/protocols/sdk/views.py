@@ -134,3 +134,10 @@ class HealthView:
 
     def row_assets(self, i: int) -> frozenset[str]:
         return self.assets[i] if self.assets is not None else frozenset()
+
+
+def row_key(account: str, labels: Mapping[str, str] | None) -> str:
+    """One row of a view, beyond its account (a second reading keyed per position: Morpho's
+    account in one market is not its account in another)."""
+    parts = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+    return f"{account.lower()}|{parts}"
