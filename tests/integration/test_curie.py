@@ -610,3 +610,23 @@ async def test_the_collateral_managers_rules_are_read_again(
     assert again.collateral_rules.debt_threshold == threshold // 2
     [changed] = [e for e in logs if e["event"] == "curie.collateral_rules_changed"]
     assert changed["block"] == head
+
+
+async def test_curies_second_reading_is_the_contracts_margin_ratio(
+        devnet: Devnet, pool: RpcPool, tmp_path: Path, metrics: Metrics) -> None:
+    """Perp Curie's second reading (`health_elsewhere`): each account's value over its margin
+    requirement for liquidation, asked of the endpoint given — keeperd's own figure, or a
+    lower one where the account's WETH margin has its own rule (never higher: a disagreement
+    is a lie or a lag)."""
+    reader, book = await read_book(devnet, pool, tmp_path, metrics)
+    view = reader.evaluate(book)
+    traders = [t for t in book.traders if t.positions][:10]
+    found = await reader.health_elsewhere(book, [t.account for t in traders],
+                                          pool.endpoints[0])
+    assert found is not None and set(found) == {t.account for t in traders}
+    for t in traders:
+        mine = float(view.health[view.accounts.index(t.account)])
+        if t.collateral:
+            assert found[t.account] >= mine * (1 - 1e-12), t.account
+        else:
+            assert found[t.account] == pytest.approx(mine, rel=1e-12), t.account

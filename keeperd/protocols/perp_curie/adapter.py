@@ -18,7 +18,7 @@ from eth_abi import decode
 from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import OnEndpoint, RpcPool
 from keeperd.config import DEFAULT_SHOCKS, ConfigIssue, PerpCurieConfig
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.calldata import CallMemo, Checksums, word_int, word_uint
@@ -483,6 +483,34 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
                               "asset_symbols")
 
     # --- evaluation (pure) ----------------------------------------------------------------------
+
+    async def health_elsewhere(self, book: CurieBook, accounts: Sequence[str], endpoint: Any
+                               ) -> dict[str, float] | None:
+        """Each of `accounts`' account value over its margin requirement for liquidation,
+        as the ClearingHouse and AccountBalance answer on `endpoint` at the book's block (a
+        first endpoint could hide a Curie account's fall from its holder: only Aave and
+        Morpho had a second reading). Its non-USDC margin's own rule is not read again: the
+        reading is never lower than keeperd's for an honest pair of endpoints, so a
+        disagreement is a lie or a lag, not the rule left out."""
+        if not accounts:
+            return None
+        other = Multicall(OnEndpoint(self.pool, endpoint),  # type: ignore[arg-type]
+                          address=self.multicall.address, scan_reader=False)
+        calls = [c for a in accounts for c in (
+            Call(self.config.clearing_house, encode_call("getAccountValue(address)",
+                                                         ["address"], [a])),
+            Call(self.addresses["AccountBalance"], encode_call(
+                "getMarginRequirementForLiquidation(address)", ["address"], [a])))]
+        results = await other.aggregate3(calls, book.block)
+        found: dict[str, float] = {}
+        for i, account in enumerate(accounts):
+            value, margin = results[2 * i], results[2 * i + 1]
+            if not (value.success and margin.success and len(value.data) >= 32
+                    and len(margin.data) >= 32):
+                continue
+            required = word_int(margin.data)
+            found[account] = word_int(value.data) / required if required > 0 else np.inf
+        return found
 
     def evaluate(self, book: CurieBook, prices: Mapping[str, float] | None = None
                  ) -> HealthView:
