@@ -154,10 +154,8 @@ FEE_UNREAD_HOLD_BLOCKS = 5
 # gas_usd the decision prices with)
 
 # An included liquidation that lost before its gas counts toward the pause (`_lost_money`)
-# when it gave this much less collateral per debt than the plan (the plug-in compares), or,
-# where the plug-in cannot compare, when it lost this share of what it repaid.
+# when it gave this much less collateral per debt than the plan (the plug-in compares).
 LOSS_RATE_SHORT = 0.02
-LOSS_SHARE = 0.02
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
@@ -2475,29 +2473,23 @@ class Executor:
 
     def _lost_money(self, outcome: Outcome, entry: J.JournalEntry, profit: float,
                     gas_usd: float) -> str | None:
-        """Why an included liquidation counts as money lost, or None: it lost before its gas
-        (seized worth less than repaid, or a sale that paid less than the loan), and — where
-        the plug-in can compare the protocol's event with the plan (`paid_short`) — it gave
-        LOSS_RATE_SHORT or more less collateral per debt than planned (a price that moved
-        since the plan changes that rate by its move; a crash's continuing fall raises it),
-        else the loss is LOSS_SHARE of what it repaid or more. A pool linked to changed
-        liquidation code lost $254k in 24 included liquidations, each told as an info event,
-        nothing paused (a by-hand trial)."""
+        """Why an included liquidation counts as money lost to the protocol paying less than
+        planned, or None: it lost before its gas, and the protocol's own event gave
+        LOSS_RATE_SHORT or more less collateral per debt than the plan (`paid_short`: a price
+        that moved since the plan changes that rate by its move; a crash's continuing fall
+        raises it). Where the plug-in cannot compare (a Curie takeover's funding and
+        netting, a collateral priced after a further fall), a loss is the market's, told as
+        the inclusion it is, and pauses nothing (a review). A pool linked to changed
+        liquidation code lost $254k in 24 included liquidations, each told as an info
+        event, nothing paused (a by-hand trial)."""
         gross = profit + gas_usd
-        if gross >= 0 or outcome.receipt is None:
+        if gross >= 0 or outcome.receipt is None or outcome.lone_receipt:
             return None
         short = self.liquidator.paid_short(outcome.receipt, entry.account, entry.planned)
-        if short is not None:
-            if short < LOSS_RATE_SHORT:
-                return None
-            return (f"the protocol gave {short:.1%} less collateral per debt repaid than "
-                    f"keeperd's plan; ${-gross:,.2f} lost before gas")
-        seen = next((s for s in self._seen_in(outcome.receipt)
-                     if s.account.lower() == entry.account.lower()), None)
-        repaid = seen.repaid_usd if seen is not None else None
-        if repaid and -gross < LOSS_SHARE * repaid:
+        if short is None or short < LOSS_RATE_SHORT:
             return None
-        return f"${-gross:,.2f} lost before gas"
+        return (f"the protocol gave {short:.1%} less collateral per debt repaid than "
+                f"keeperd's plan; ${-gross:,.2f} lost before gas")
 
     def _realised_later(self, outcome: Outcome) -> str | None:
         """Where our liquidation's gain is realised when not in it (its event says so: Perp

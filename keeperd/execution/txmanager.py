@@ -149,6 +149,10 @@ class Outcome:
     counts_revert: bool = True
     # A wave member's call's own gas, as KeeperWave measured it (None: not known).
     call_gas: int | None = None
+    # Settled on one other endpoint's receipt, its inclusion confirmed by the first's block
+    # (`tx.settled_by_block_body`): its status, logs and gas are that one endpoint's word,
+    # so it feeds neither the revert breaker nor the loss guard (a review).
+    lone_receipt: bool = False
     # A wave member's call's revert data, as KeeperWave's `CallFailed` carries it (up to
     # 256 bytes; None: it did not fail, or not a wave's member).
     revert_data: bytes | None = None
@@ -1114,7 +1118,8 @@ class TxManager:
                 # settlement still comes from the pool's own answer: another endpoint's
                 # receipt alone (it may lie) never settles it.
                 elsewhere = await self._receipt_elsewhere(p)
-                if len(elsewhere) == 1 and await self._in_block_of_the_pool(elsewhere[0][2]):
+                if len(elsewhere) == 1 and await self._in_block_of_the_pool(
+                        elsewhere[0][2], elsewhere[0][0]):
                     # (one other endpoint's receipt, and the pool's own block at its height
                     # holds the transaction: two endpoints' words. With two endpoints, a
                     # first serving no receipts left mined liquidations journaled dropped —
@@ -1128,7 +1133,8 @@ class TxManager:
                     return Outcome(p.key, "cancelled" if record.kind == "cancel" else
                                    "included" if ok else "reverted", record.tx_hash,
                                    _quantity(receipt.get("gasUsed")),
-                                   _quantity(receipt.get("effectiveGasPrice")), receipt)
+                                   _quantity(receipt.get("effectiveGasPrice")), receipt,
+                                   counts_revert=False, lone_receipt=True)
                 if len(elsewhere) >= 2:
                     # (two endpoints agree it was mined, whatever the first says: a first
                     # endpoint serving no receipt made 48 mined liquidations drops, "another
@@ -1161,13 +1167,18 @@ class TxManager:
                 return Outcome(p.key, "dropped", None)
         return None
 
-    async def _in_block_of_the_pool(self, receipt: dict[str, str]) -> bool:
-        """Whether the pool's own block at the receipt's height is the receipt's block and
-        lists its transaction (a second endpoint's word beside the receipt's: an endpoint
-        that withholds receipts but serves blocks corroborates a mined transaction)."""
+    async def _in_block_of_the_pool(self, receipt: dict[str, str], source: str) -> bool:
+        """Whether the first endpoint's own block at the receipt's height is the receipt's
+        block and lists its transaction (a second endpoint's word beside the receipt's: an
+        endpoint that withholds receipts but serves blocks corroborates a mined transaction).
+        Asked of the first endpoint that is not the receipt's `source` (URL), by name: the
+        pool's request may fail over to the receipt's own endpoint (a review)."""
+        others = [ep for ep in self.pool.ranked() if ep.safe_url != source]
+        if not others:
+            return False
         try:
-            block = await self.pool.request("eth_getBlockByNumber",
-                                            [receipt["blockNumber"], False])
+            [block] = await self.pool.batch_on(others[0], [
+                ("eth_getBlockByNumber", [receipt["blockNumber"], False])])
             return (isinstance(block, dict)
                     and str(block.get("hash", "")).lower()
                     == str(receipt.get("blockHash", "")).lower()

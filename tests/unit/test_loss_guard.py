@@ -1,5 +1,5 @@
-"""An included liquidation that lost money is told critical and counts toward a pause, as
-reverts do: a pool linked to changed liquidation code paid 9 % less collateral per debt than
+"""An included liquidation that lost money because the protocol paid less than planned is told
+critical and counts toward a pause, as reverts do: a pool linked to changed liquidation code paid 9 % less collateral per debt than
 keeperd's plan, and 24 liquidations lost $254k, each told as an info event, nothing paused
 (a by-hand trial)."""
 
@@ -18,6 +18,7 @@ from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
 from keeperd.protocols.sdk.contract import LiquidatorBase
 
 USER = "0x" + "ab" * 20
+POOL = "0x" + "a0" * 20
 LIQUIDATION_CALL = "0x" + keccak(
     text="LiquidationCall(address,address,address,uint256,uint256,address,bool)").hex()
 
@@ -26,7 +27,7 @@ def liquidation_log(user: str, repaid: int, seized: int) -> dict[str, Any]:
     def topic(address: str) -> str:
         return "0x" + address[2:].rjust(64, "0")
 
-    return {"topics": [LIQUIDATION_CALL, topic("0x" + "01" * 20), topic("0x" + "02" * 20),
+    return {"address": POOL, "topics": [LIQUIDATION_CALL, topic("0x" + "01" * 20), topic("0x" + "02" * 20),
                        topic(user)],
             "data": "0x" + encode(["uint256", "uint256", "address", "bool"],
                                   [repaid, seized, "0x" + "cd" * 20, False]).hex()}
@@ -37,7 +38,10 @@ PLANNED = {"debtToCover": 1_000_000, "liquidatedCollateralAmount": 500_000, "pro
 
 def test_aave_compares_the_event_with_the_plan() -> None:
     liquidator: Any = AaveLiquidator.__new__(AaveLiquidator)
+    liquidator.adapter = SimpleNamespace(reader=SimpleNamespace(
+        addresses=SimpleNamespace(pool=POOL)))
     receipt = {"logs": [liquidation_log("0x" + "ee" * 20, 1, 1),  # (another account's)
+                        {**liquidation_log(USER, 1, 1), "address": "0x" + "99" * 20},
                         liquidation_log(USER, 2_000_000, 910_000)]}
     assert liquidator.paid_short(receipt, USER.upper().replace("0X", "0x"),
                                  PLANNED) == 1 - 0.455 / 0.5
@@ -68,10 +72,33 @@ def test_a_loss_counts_when_the_pool_paid_less_than_planned() -> None:
     # than a price can in a block (the rules held).
     assert executor(0.09)._lost_money(outcome, entry(), -5.0, 5.0) is None
     assert executor(0.005)._lost_money(outcome, entry(), -105.0, 5.0) is None
-    # A plug-in that cannot compare: a loss of 2 % of what it repaid or more counts.
-    assert executor(None)._lost_money(outcome, entry(), -305.0, 5.0) == "$300.00 lost before gas"
-    assert executor(None)._lost_money(outcome, entry(), -105.0, 5.0) is None
+    # A plug-in that cannot compare (a Curie takeover's funding and netting, a collateral
+    # priced after a further fall): the market's loss, told as an inclusion, no pause.
+    assert executor(None)._lost_money(outcome, entry(), -305.0, 5.0) is None
     assert LiquidatorBase().paid_short({}, USER, PLANNED) is None
+    # Settled on one other endpoint's receipt (its logs that endpoint's word): no pause.
+    lone = Outcome("k", "included", "0x1", receipt={"logs": [{}]}, lone_receipt=True)
+    assert executor(0.09)._lost_money(lone, entry(), -705.0, 5.0) is None
+
+
+def test_morpho_compares_its_liquidate_event_with_the_plan() -> None:
+    from keeperd.protocols.morpho_blue.adapter import LIQUIDATE
+    from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator
+
+    morpho = "0x" + "bb" * 20
+    liquidator: Any = MorphoLiquidator.__new__(MorphoLiquidator)
+    liquidator.adapter = SimpleNamespace(config=SimpleNamespace(morpho=morpho))
+
+    def liquidate(by: str, borrower: str, repaid: int, seized: int) -> dict[str, Any]:
+        return {"address": by, "topics": [LIQUIDATE, "0x" + "11" * 32, "0x" + "22" * 32,
+                                          "0x" + borrower[2:].rjust(64, "0")],
+                "data": "0x" + encode(["uint256"] * 5, [repaid, 7, seized, 0, 0]).hex()}
+
+    planned = {"repaidAssets": 1_000, "seizedAssets": 500}
+    receipt = {"logs": [liquidate("0x" + "cc" * 20, USER, 1_000, 1),  # (not Morpho's)
+                        liquidate(morpho, USER, 2_000, 910)]}
+    assert liquidator.paid_short(receipt, USER, planned) == 1 - 0.455 / 0.5
+    assert liquidator.paid_short(receipt, USER, None) is None
 
 
 def test_losses_pause_sending_as_reverts_do() -> None:

@@ -427,7 +427,8 @@ class AaveLiquidator(LiquidatorBase):
             return None
         for entry in receipt.get("logs") or []:
             event = abi.decode_liquidation_call(entry)
-            if event is None or event.user.lower() != account.lower() or not event.debt_repaid:
+            if event is None or event.user.lower() != account.lower() or not event.debt_repaid \
+                    or str(entry.get("address", "")).lower() != self._pool_address.lower():
                 continue
             return 1 - (event.collateral_seized / event.debt_repaid) / (collateral / debt)
         return None

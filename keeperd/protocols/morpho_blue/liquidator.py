@@ -16,6 +16,7 @@ in the callback and repays from the sale (no flash loan, no premium).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,7 +25,12 @@ from eth_utils import to_checksum_address
 from keeperd.chain.multicall import encode_call
 from keeperd.config import KeeperConfig
 from keeperd.protocols.morpho_blue import math as mm
-from keeperd.protocols.morpho_blue.adapter import LIQUIDATE_CALL, MARKET_PARAMS, encode_liquidate
+from keeperd.protocols.morpho_blue.adapter import (
+    LIQUIDATE,
+    LIQUIDATE_CALL,
+    MARKET_PARAMS,
+    encode_liquidate,
+)
 from keeperd.protocols.morpho_blue.book import MorphoBook, loan_usd, market_key
 from keeperd.protocols.sdk import approvals
 from keeperd.protocols.sdk.contract import (
@@ -231,6 +237,27 @@ class MorphoLiquidator(LiquidatorBase):
             # (the oracle's price is loan units per collateral unit, scaled by 1e36)
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
         return Call(opp, self.contract, data, flash=True, sells_through=swap_pool)
+
+    def paid_short(self, receipt: Mapping[str, Any], account: str,
+                   planned: Mapping[str, int] | None) -> float | None:
+        """Morpho's Liquidate event's collateral seized per loan repaid against the plan's."""
+        repaid_plan = (planned or {}).get("repaidAssets")
+        seized_plan = (planned or {}).get("seizedAssets")
+        if not repaid_plan or not seized_plan:
+            return None
+        for entry in receipt.get("logs") or []:
+            topics = entry.get("topics") or []
+            if len(topics) < 4 or topics[0] != LIQUIDATE \
+                    or str(entry.get("address", "")).lower() \
+                    != self.adapter.config.morpho.lower() \
+                    or topics[3][-40:].lower() != account[-40:].lower():
+                continue
+            data = str(entry["data"])[2:]
+            repaid, seized = int(data[:64], 16), int(data[128:192], 16)
+            if not repaid:
+                return None
+            return 1 - (seized / repaid) / (seized_plan / repaid_plan)
+        return None
 
     def learn(self, key: OpportunityKey, gas_used: int) -> None:
         market = key.position[0]  # (its id's first 18 characters)
