@@ -75,7 +75,7 @@ def test_the_gas_spend_cap_pauses_until_the_hour_passes() -> None:
     executor.pool = RpcPool("t", [Endpoint("a", "http://a", None)])  # (no head: uncontested)
     executor._reverts, executor._pause_reason = [], None
     executor._pause_kind = (None, None)
-    executor._revert_counted = {}
+    executor._revert_counted, executor._losses = {}, []
     executor._last_revert_reason = None
     executor._gas_spent = [(1_000.0, 60.0), (2_000.0, 45.0)]
     assert "max_gas_usd_per_hour" in (executor.send_pause(10, now=2_100.0) or "")
@@ -107,7 +107,7 @@ def test_a_contested_head_pauses_sending_and_approvals() -> None:
     executor.pool = contested  # type: ignore[assignment]
     executor._reverts, executor._pause_reason = [], None
     executor._pause_kind = (None, None)
-    executor._revert_counted = {}
+    executor._revert_counted, executor._losses = {}, []
     executor._last_revert_reason = None
     executor._gas_spent = []
     assert executor.send_pause(10) == why

@@ -1,7 +1,7 @@
-"""An included liquidation that lost money because the protocol paid less than planned is told
-critical and counts toward a pause, as reverts do: a pool linked to changed liquidation code paid 9 % less collateral per debt than
-keeperd's plan, and 24 liquidations lost $254k, each told as an info event, nothing paused
-(a by-hand trial)."""
+"""An included liquidation that lost money because the protocol paid less than planned is
+told critical and counts toward a pause, as reverts do: a pool linked to changed liquidation
+code paid 9 % less collateral per debt than keeperd's plan, and 24 liquidations lost $254k,
+each told as an info event, nothing paused (a by-hand trial)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def liquidation_log(user: str, repaid: int, seized: int) -> dict[str, Any]:
     def topic(address: str) -> str:
         return "0x" + address[2:].rjust(64, "0")
 
-    return {"address": POOL, "topics": [LIQUIDATION_CALL, topic("0x" + "01" * 20), topic("0x" + "02" * 20),
+    return {"address": POOL,
+            "topics": [LIQUIDATION_CALL, topic("0x" + "01" * 20), topic("0x" + "02" * 20),
                        topic(user)],
             "data": "0x" + encode(["uint256", "uint256", "address", "bool"],
                                   [repaid, seized, "0x" + "cd" * 20, False]).hex()}

@@ -32,7 +32,10 @@ def test_hexdata_anywhere_reads_back_as_the_same_string(payload: Any, data: byte
              "params": [{"to": "0x" + "ab" * 20, "data": hexdata}, "latest"]}, payload,
             (hexdata, [payload, hexdata])]
     assert json.loads(dumps(body)) == json.loads(json.dumps(body))
-    assert dumps(body).count(f'"{hexdata}"') == 3
+    # (three values; a payload's own keys or strings may spell the same text: hypothesis
+    # drew {"0x": null} beside the empty data "0x")
+    assert dumps(body).count(f'"{hexdata}"') == json.dumps(
+        body, separators=(",", ":")).count(f'"{hexdata}"')
 
 
 def test_a_batch_of_signed_transactions_is_written_as_json_writes_it() -> None:
