@@ -156,6 +156,12 @@ FEE_UNREAD_HOLD_BLOCKS = 5
 # An included liquidation that lost before its gas counts toward the pause (`_lost_money`)
 # when it gave this much less collateral per debt than the plan (the plug-in compares).
 LOSS_RATE_SHORT = 0.02
+# A sale simulated in turn (execution/sales.py) runs with SIMULATION_GAS_FACTOR times its
+# gas: what it needs is its gas used with this headroom (the 63/64 rule at each call it
+# makes: flash loan, liquidation, swap, callback); simulated blocks of at most this much of
+# limits each.
+TURN_GAS_HEADROOM = 1.1
+TURN_BLOCK_GAS = 15_000_000
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
@@ -193,7 +199,7 @@ def _in_turn_part(answer: Any, first: int, last: int) -> Any:
     if isinstance(answer, Exception):
         return InTurnUnavailable(str(answer)[:300])
     try:
-        calls = answer[0]["calls"]
+        calls = [c for block in answer for c in block["calls"]]  # (the state carries on)
         if len(calls) < last:
             raise ValueError(f"{len(calls)} results for {last} calls")
         return [{"calls": calls[first:last]}]
@@ -210,12 +216,17 @@ class InTurnReverted(RpcError):
         self.ahead, self.pool = ahead, pool
 
 
-def _in_turn_verdict(answer: Any, ahead: int, pool: str) -> Simulated | RpcError:
-    """A sale in turn: Simulated when its call succeeded after the sales ahead of it, else
-    its revert with the error's data (a seller's guard is read from it)."""
+def _in_turn_verdict(answer: Any, ahead: int, pool: str, planned_gas: int
+                     ) -> Simulated | RpcError:
+    """A sale in turn: Simulated when its call succeeded after the sales ahead of it (with
+    what it needs when its gas used, with TURN_GAS_HEADROOM for the calls it makes, passes
+    the plan's limit), else its revert with the error's data (a seller's guard is read from
+    it)."""
     call = answer[0]["calls"][-1]
     if int(call.get("status", "0x0"), 16) == 1:
-        return Simulated(None)
+        used = int(str(call.get("gasUsed") or "0x0"), 16)
+        needed = int(used * TURN_GAS_HEADROOM) + 1
+        return Simulated(needed if needed > planned_gas else None)
     error = call.get("error") or {}
     return InTurnReverted(int(error.get("code", 3)),
                           str(error.get("message", "execution reverted")),
@@ -1083,22 +1094,43 @@ class Executor:
                 state["stateOverrides"] = override
             return "eth_simulateV1", [{"blockStateCalls": [state], "validation": False}, at]
 
-        def turn_request(turn: sales.InTurn, at: str, spare: int, upto: int | None = None
+        def turn_request(turn: sales.InTurn, at: str, upto: int | None = None
                          ) -> tuple[tuple[str, list[Any]], dict[int, tuple[int, int]]]:
-            """One pool's sales in one simulated block: the earlier waves' first, then the
-            wave's in order (up to and including wave index `upto`); each member's slice of
-            the results. (The flash paths have no state override: dry-run's approvals are
-            for a keeper's own capital.)"""
-            calls = [{"from": sender, "to": sale.to, "data": "0x" + sale.data.hex(),
-                      "gas": hex(sale.gas * spare)} for sale in turn.before]
+            """One pool's sales simulated in turn: the sales ahead first, then the wave's in
+            order (up to and including wave index `upto`); each member's slice of the
+            results. Every call with SIMULATION_GAS_FACTOR times its gas, on both endpoints
+            alike (a sale ahead that needs more than its plan is sent with what it needs; a
+            member's need is read from its gasUsed, `_in_turn_verdict`), in simulated
+            blocks of at most TURN_BLOCK_GAS of limits each (eth_simulateV1 refuses a block
+            past the chain's gas limit; the state carries from one to the next). (The flash
+            paths have no state override: dry-run's approvals are for a keeper's own
+            capital.)"""
+            blocks: list[list[dict[str, str]]] = [[]]
+            room = TURN_BLOCK_GAS
+            done = 0
+
+            def add(part: list[dict[str, str]]) -> tuple[int, int]:
+                nonlocal room, done
+                gas = sum(int(c.get("gas", "0x0"), 16) for c in part)
+                if blocks[-1] and gas > room:
+                    blocks.append([])
+                    room = TURN_BLOCK_GAS
+                blocks[-1].extend(part)
+                room -= gas
+                done += len(part)
+                return done - len(part), done
+
+            for sale in turn.before:
+                add([{"from": sender, "to": sale.to, "data": "0x" + sale.data.hex(),
+                      "gas": hex(sale.gas * SIMULATION_GAS_FACTOR)}])
             slices: dict[int, tuple[int, int]] = {}
             for i in turn.members:
-                part = entries(wave[i][0], wave[i][0].opportunity.gas_limit * spare)
-                slices[i] = (len(calls), len(calls) + len(part))
-                calls += part
+                call = wave[i][0]
+                slices[i] = add(entries(call, call.opportunity.gas_limit
+                                        * SIMULATION_GAS_FACTOR))
                 if i == upto:
                     break
-            return ("eth_simulateV1", [{"blockStateCalls": [{"calls": calls}],
+            return ("eth_simulateV1", [{"blockStateCalls": [{"calls": b} for b in blocks],
                                         "validation": False}, at]), slices
 
         def requests(at: str, spare: int) -> tuple[list[tuple[str, list[Any]]],
@@ -1109,7 +1141,7 @@ class Executor:
                 zip(wave, overrides, strict=True)) if i not in turn_of]
             slices = []
             for turn in turns:
-                ask, members = turn_request(turn, at, spare)
+                ask, members = turn_request(turn, at)
                 asked.append(ask)
                 slices.append(members)
             return asked, slices
@@ -1158,13 +1190,27 @@ class Executor:
             if opinions is not None:
                 opinions, second_fees = (per_call(opinions[:len(second_asked)], second_slices),
                                          opinions[len(second_asked):])
+                lost = next((o for o in opinions if isinstance(o, InTurnUnavailable)), None)
+                if lost is not None:  # (the first's verdict stands for them: said, counted)
+                    self._opinion_unavailable(second, f"sales in turn: {lost}")
         answers, fee_answers = per_call(answers[:len(asked)], slices), answers[len(asked):]
-        out: list[object] = [
-            a if isinstance(a, Exception)
-            else self._verdict(c, a) if c.verification is not None
-            else _in_turn_verdict(a, ahead(i), turn_of[i].pool) if i in turn_of
-            else Simulated(None)
-            for i, ((c, _), a) in enumerate(zip(wave, answers, strict=True))]
+
+        def judged(i: int, call: Call, answer: Any) -> object:
+            if isinstance(answer, Exception):
+                return answer
+            if i not in turn_of:
+                return self._verdict(call, answer) if call.verification is not None \
+                    else Simulated(None)
+            measured = _in_turn_verdict(answer, ahead(i), turn_of[i].pool,
+                                        call.opportunity.gas_limit)
+            if call.verification is None or not isinstance(measured, Simulated):
+                return measured
+            verdict = self._verdict(call, answer)  # (and what it needs, measured in turn)
+            return (replace(verdict, gas_needed=measured.gas_needed)
+                    if isinstance(verdict, Simulated) else verdict)
+
+        out: list[object] = [judged(i, c, a)
+                             for i, ((c, _), a) in enumerate(zip(wave, answers, strict=True))]
         # (a liquidation under verification is not measured for gas: it is sent only as the
         # chain simulated it; nor is a sale in turn)
         short = [i for i, a in enumerate(out) if isinstance(a, RpcError)
@@ -1187,7 +1233,7 @@ class Executor:
                 # by-hand trial. Refused only when it reverts there too (or says nothing).
                 # (a sale in turn: after the sales ahead of it, as the first simulated it)
                 again_asked = [
-                    turn_request(turn_of[i], "latest", SIMULATION_GAS_FACTOR, upto=i)
+                    turn_request(turn_of[i], "latest", upto=i)
                     if i in turn_of else (request(wave[i][0], overrides[i], "latest",
                                                   SIMULATION_GAS_FACTOR), None)
                     for i in disputed]

@@ -122,8 +122,10 @@ async def test_a_sale_after_ones_in_flight_is_simulated_after_them() -> None:
     assert [r[0] for r in requests] == ["eth_call", "eth_simulateV1"]
     assert requests[0][1][0]["data"] == "0x02020202"  # (B's alone)
     [block] = requests[1][1][0]["blockStateCalls"]
+    # (each with SIMULATION_GAS_FACTOR its gas, on both endpoints alike)
     assert [(c["data"], c["gas"]) for c in block["calls"]] == [
-        ("0x09090909", hex(400_000)), ("0x01010101", hex(wave[0][0].opportunity.gas_limit))]
+        ("0x09090909", hex(3 * 400_000)),
+        ("0x01010101", hex(3 * wave[0][0].opportunity.gas_limit))]
     assert swap_would_not_pay(out[0]) == "SwapBelowBound" and out[0].ahead == 1
     assert isinstance(out[1], Simulated)
 
@@ -163,3 +165,57 @@ async def test_a_second_opinion_judges_a_sale_in_turn_too() -> None:
     assert (method, at) == ("eth_simulateV1", "latest")
     assert [c["data"] for c in simulated["blockStateCalls"][0]["calls"]] == [
         "0x01010101", "0x03030303"]
+
+
+
+async def test_a_turn_is_split_into_blocks_and_each_sale_measured() -> None:
+    """A crash's turn of many sales through one pool goes in several simulated blocks (one
+    past the chain's gas limit is refused whole: every sale held); a sale that passes only
+    with more than its plan's gas is sent with what it used, with headroom."""
+    from keeperd.execution.executor import TURN_BLOCK_GAS, TURN_GAS_HEADROOM
+
+    asked: list[list[Any]] = []
+    planned = sale(0, POOL_A).opportunity.gas_limit
+    per_block = TURN_BLOCK_GAS // (3 * planned)
+    n = 2 * per_block + 1
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        asked.append(requests)
+        blocks = requests[-1][1][0]["blockStateCalls"]
+        used = [{**ok(), "gasUsed": hex(planned * 2 if i == n - 1 else planned // 2)}
+                for i in range(n)]
+        answer, k = [], 0
+        for b in blocks:
+            answer.append({"calls": used[k:k + len(b["calls"])]})
+            k += len(b["calls"])
+        return ["0x", answer]
+
+    wave = [(sale(i, POOL_A), f"k{i}") for i in range(n)]
+    out = await executor(batch)._simulate(wave, 7)
+    blocks = asked[0][-1][1][0]["blockStateCalls"]
+    assert len(blocks) == 3 and [len(b["calls"]) for b in blocks] == [
+        per_block, per_block, 1]
+    assert all(sum(int(c["gas"], 16) for c in b["calls"]) <= TURN_BLOCK_GAS for b in blocks)
+    assert [o.gas_needed for o in out[:-1]] == [None] * (n - 1)  # type: ignore[attr-defined]
+    assert out[-1].gas_needed == int(planned * 2 * TURN_GAS_HEADROOM) + 1  # type: ignore[attr-defined]
+
+
+async def test_a_second_endpoint_that_cannot_simulate_a_turn_is_counted() -> None:
+    from tests.conftest import metric_value
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        return ["0x", [{"calls": [ok(), ok()]}]]
+
+    async def second_opinion(ep: Any, requests: list[Any]) -> list[Any]:
+        return ["0x", RpcError("eth_simulateV1", -32601, "method not found")]
+
+    ex = executor(batch)
+    ex.config = SimpleNamespace(mode="liquidate", second_opinion=True)
+    second_ep = SimpleNamespace(name="b", safe_url="http://b")
+    ex.pool = SimpleNamespace(batch=batch, second=lambda: second_ep,
+                              ranked=lambda: [second_ep])
+    ex._second_opinion = second_opinion
+    out = await ex._simulate([(sale(1, POOL_A), "k1"), (sale(3, POOL_A), "k3")], 7)
+    assert all(isinstance(o, Simulated) for o in out)  # (the first's verdict stands)
+    assert metric_value(ex.metrics, "keeperd_liquidations_total", {
+        "chain": "devnet", "protocol": "aave", "stage": "second_opinion_unavailable"}) == 1
