@@ -43,6 +43,10 @@ from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 
 log = structlog.get_logger(__name__)
 
+# Blocks the accounts of a failed evaluation are read again with the next ones (`_carried`)
+# before they are left to the periodic full rescan.
+CARRIED_BLOCKS = 10
+
 
 async def _outlook(probing: asyncio.Future[Outlook | None] | None) -> Outlook | None:
     """The plug-in's answer, or None: not asked, it cannot tell, or it failed (the read that
@@ -95,6 +99,7 @@ class ProtocolScanner:
         # gives each touch once; a failed block forgot them until the full rescan (3 min 22 s
         # of a liquidatable account unseen, a by-hand trial).
         self._carried: set[str] = set()
+        self._carried_since = 0  # (the block the accounts carried were first given at)
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
         self._verification_reason: str | None = None
@@ -247,8 +252,18 @@ class ProtocolScanner:
             self._discovery_failing = False
         finally:
             outlook = await _outlook(probing)
+        if self._carried and block - self._carried_since > CARRIED_BLOCKS:
+            # (an account whose read fails every time would fail every block: given up on
+            # after CARRIED_BLOCKS, read again by the periodic full rescan, as before)
+            log.warning("positions.carried_dropped", protocol=adapter.name, block=block,
+                        accounts=len(self._carried), since=self._carried_since,
+                        meaning="accounts whose evaluation kept failing are left to the "
+                                "next full rescan")
+            self._carried = set()
         if self._carried:
             touched = set(touched) | self._carried
+        else:
+            self._carried_since = block
         self._carried = set(touched)  # (until the book they are read into is kept)
         kind = "full" if full or self.book is None else "incremental"
         discovered = time.perf_counter()

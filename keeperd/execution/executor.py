@@ -639,12 +639,14 @@ class Executor:
         if self._last is None:
             self._last = result
         if not liquidatable:
+            if self._unplanned and not result.partial:
+                self._tell_unplanned(result, liquidatable, [])
             return
         acting = time.perf_counter()
         opportunities = self.liquidator.plan(result, liquidatable)
         self._stages = {**result.stages, "evaluated_ms": _ms(acting - result.seen_at),
                         "plan_ms": _ms(time.perf_counter() - acting)}
-        if not result.partial and len(opportunities) < len(liquidatable):
+        if not result.partial and (len(opportunities) < len(liquidatable) or self._unplanned):
             self._tell_unplanned(result, liquidatable, opportunities)
         if self.mode == "alert-only":
             for o in opportunities:
@@ -661,8 +663,9 @@ class Executor:
         grace period: `Liquidator.unplanned`): counted `held` each block, and logged when
         its reasons change (they were skipped with no word: 16 accounts, $3.1M of debt,
         behind a paused reserve, a by-hand trial)."""
-        reasons = dict(self.liquidator.unplanned(
-            result, liquidatable, {o.account for o in opportunities}))
+        planned = {o.account for o in opportunities}
+        reasons = dict(self.liquidator.unplanned(result, liquidatable, planned)) \
+            if liquidatable - planned else {}
         held = sum(reasons.values())
         if held:
             self.metrics.liquidation_funnel.labels(*self.labels, "held").inc(held)

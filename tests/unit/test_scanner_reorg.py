@@ -74,3 +74,29 @@ async def test_accounts_a_failed_evaluation_was_given_are_read_with_the_next_blo
     await scanner._liquidation_path(4, False, None)
     assert adapter.reads == [(1, "full", set()), (2, "incremental", {"0xa"}),
                              (3, "incremental", {"0xa", "0xb"}), (4, "incremental", set())]
+
+
+async def test_accounts_whose_evaluation_keeps_failing_are_left_to_the_full_rescan() -> None:
+    import pytest
+
+    from keeperd.scanner import CARRIED_BLOCKS
+
+    adapter = Reading()
+    last = 3 + CARRIED_BLOCKS
+    adapter.touches = {b: ({"0xa"} if b == 2 else set()) for b in range(1, last + 2)}
+    failing = set(range(2, last))
+
+    async def read(block: int, previous: Any, touched: set[str], dropped: set[str]) -> str:
+        adapter.reads.append((block, "incremental" if previous else "full", set(touched)))
+        if block in failing:
+            raise RuntimeError("its read fails")
+        return f"book {block}"
+
+    adapter.read = read  # type: ignore[method-assign]
+    scanner: Any = ProtocolScanner(adapter, Metrics())  # type: ignore[arg-type]
+    await scanner._liquidation_path(1, True, None)
+    for block in sorted(failing):
+        with pytest.raises(RuntimeError):
+            await scanner._liquidation_path(block, False, None)
+    await scanner._liquidation_path(last, False, None)
+    assert adapter.reads[-2][2] == {"0xa"} and adapter.reads[-1] == (last, "incremental", set())

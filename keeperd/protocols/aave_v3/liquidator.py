@@ -223,7 +223,8 @@ class AaveLiquidator(LiquidatorBase):
         daemon seeing the same upgrade went on approving (a by-hand trial): one rule now, at
         start and every block — approvals held, told, the daemon up (alerts, verified
         liquidations within the allowances it has, the flash path)."""
-        if self.adapter.config.pool is not None or market.rules.known:
+        if self.adapter.config.pool is not None or market.rules.known \
+                or self.config.capital == "flash-loan":  # (nothing to approve there)
             return None
         return (f"the pool behind {self.adapter.config.addresses_provider} "
                 f"({self._pool_address}) runs code keeperd does not recognise as a published "
