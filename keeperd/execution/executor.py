@@ -297,6 +297,30 @@ class _Judged(NamedTuple):
     verified: bool
 
 
+class _TurnsOfTheBlock:
+    """A block's sales through swap pools as they were judged (`_consider_all`): which
+    failed in turn behind a sale that passed its simulation and was then not sent."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[Call, OpportunityKey]] = []
+        self.unsent: set[str] = set()  # pools a sale passed in and was not sent through
+
+    def note(self, wave: list[tuple[Call, OpportunityKey]], simulations: list[object],
+             sent: list[_ToSend]) -> None:
+        signed = {t.key for t in sent}
+        for (call, key), sim in zip(wave, simulations, strict=True):
+            if not call.sells_through:
+                continue
+            if isinstance(sim, InTurnReverted):
+                self.failed.append((call, key))
+            elif isinstance(sim, Simulated) and key not in signed:
+                self.unsent.add(call.sells_through.lower())
+
+    def again(self) -> list[tuple[Call, OpportunityKey]]:
+        return [(c, k) for c, k in self.failed
+                if c.sells_through is not None and c.sells_through.lower() in self.unsent]
+
+
 class _ToSend(NamedTuple):
     """A liquidation of a wave, journaled and signed: what its broadcast reports on."""
 
@@ -854,6 +878,7 @@ class Executor:
                     await asyncio.sleep(0)
             gathered: list[tuple[Call, OpportunityKey]] = []
             answers: list[object] = []
+            turns = _TurnsOfTheBlock()
             for wave, simulation in zip(batches, simulating, strict=True):
                 began = time.perf_counter()
                 simulations = await simulation
@@ -872,9 +897,26 @@ class Executor:
                 to_send = await self._prepare_wave(wave, simulations, result, base_fee,
                                                    native_usd, stages, pause=bool(sending),
                                                    one_tx=one_tx)
+                turns.note(wave, simulations, to_send)
                 if to_send:
                     # (started outside the wave's journal transaction: its own writes must
                     # not count as part of another wave's)
+                    sending.append(asyncio.ensure_future(self._send_wave(
+                        to_send, stages, planned)))
+            again = turns.again() if self.mode == "liquidate" and not one_tx \
+                and self.tx is not None else []
+            if again:
+                # Sales that failed in turn behind one that passed but was not sent (refused,
+                # unprofitable after its fees): simulated again behind what was sent — else
+                # the block's largest sale, refused every block, held every later one through
+                # its pool for good (a review).
+                stages = {"size": len(again), "again": 1.0}
+                waves.append(stages)
+                assert self.tx is not None
+                to_send = await self._prepare_wave(
+                    again, await self._simulate(again, result.block, self.tx.sales_in_flight()),
+                    result, base_fee, native_usd, stages, pause=bool(sending))
+                if to_send:
                     sending.append(asyncio.ensure_future(self._send_wave(
                         to_send, stages, planned)))
         except BaseException:

@@ -219,3 +219,25 @@ async def test_a_second_endpoint_that_cannot_simulate_a_turn_is_counted() -> Non
     assert all(isinstance(o, Simulated) for o in out)  # (the first's verdict stands)
     assert metric_value(ex.metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": "aave", "stage": "second_opinion_unavailable"}) == 1
+
+
+def test_a_sale_behind_one_not_sent_is_asked_again() -> None:
+    """Sales that failed in turn behind a sale that passed and was then not sent (refused by
+    the second opinion, unprofitable after its fees) are simulated again behind what was
+    sent: else the block's largest sale, refused every block, held every later one through
+    its pool for good (a review)."""
+    from types import SimpleNamespace as NS
+
+    from keeperd.execution.executor import InTurnReverted, _TurnsOfTheBlock
+
+    first, second, third = sale(1, POOL_A), sale(2, POOL_A), sale(3, POOL_B)
+    below_bound = InTurnReverted(3, "execution reverted", BELOW, 1, POOL_A.lower())
+    turns = _TurnsOfTheBlock()
+    turns.note([(first, "k1"), (second, "k2"), (third, "k3")],
+               [Simulated(None), below_bound, Simulated(None)],
+               [NS(key="k3")])  # (k1 passed and was not sent: refused after)
+    assert turns.again() == [(second, "k2")]
+    sent_all = _TurnsOfTheBlock()
+    sent_all.note([(first, "k1"), (second, "k2")], [Simulated(None), below_bound],
+                  [NS(key="k1")])
+    assert sent_all.again() == []  # (behind what was sent: its failure stands)
