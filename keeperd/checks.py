@@ -469,11 +469,6 @@ async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Pl
             continue  # (watched only)
         try:
             await liquidator.confirm(head)
-            held = liquidator.hold()
-            if held:
-                issues.append(ConfigIssue(
-                    f"protocols[{pi}].pool" if "`protocols[" in held else f"protocols[{pi}]",
-                    held, "keeperd run starts, and holds what this says until it is fixed"))
         except StartRefused as exc:
             field, _, why = str(exc).partition(": ")
             issues.append(ConfigIssue(field if why else f"protocols[{pi}]", why or str(exc),

@@ -688,7 +688,7 @@ class AlertEngine:
             # (a restart under unknown_revision: hold said "keeperd knows the rules again"
             # of a revision it still did not know, a by-hand trial)
             resolved_summary=(f"{protocol} ({chain}): its liquidations are held now, not "
-                              f"verified ({held[:200]})" if held else
+                              f"verified ({held[:600]})" if held else
                               f"keeperd knows the rules {protocol} ({chain}) runs again"),
             action=action, retell_on_change=True)]
 
@@ -890,7 +890,10 @@ class AlertEngine:
                            "the spend was right; an L1 data fee unread: check that the "
                            "endpoints answer eth_call to the chain's GasPriceOracle; the head "
                            "one endpoint's word: check each endpoint's head against a block "
-                           "explorer and remove or fix the wrong one."))
+                           "explorer and remove or fix the wrong one; liquidations at a loss: "
+                           "the protocol paid less than keeperd planned — check its code (an "
+                           "upgrade, an accepted revision) and its price sources before "
+                           "sending resumes."))
         route = self.config.route_for("index_lag")
         if rules.index_lag.enabled and route:
             levels = Levels(rules.index_lag.warn_blocks, rules.index_lag.critical_blocks,

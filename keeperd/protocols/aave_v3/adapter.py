@@ -189,7 +189,9 @@ class AaveV3Adapter(PluginBase):
                        "(unknown_revision)")
         else:
             verdict = (f"{self._unknown_what(market)}: each liquidation is sent only on the "
-                       "chain's own answer (unknown_revision: verify)")
+                       "chain's own answer (unknown_revision: verify)"
+                       + ("; not pinned (`pool:`): the keeper approves it nothing"
+                          if self.config.pool is None else ""))
         return (f"pool {self.reader.addresses.pool}, POOL_REVISION {rules.revision} "
                 f"({rules.release}): {verdict}; {len(market.reserves)} reserves")
 
@@ -262,7 +264,11 @@ class AaveV3Adapter(PluginBase):
         if (market.rules.known and market.rules.tested) \
                 or self.config.unknown_revision != "verify":
             return None
-        return self._doubt(market)
+        unpinned = ("; the config does not pin the pool, so the keeper approves it nothing "
+                    f"more until `protocols[{self.name}].pool` is set (liquidations from the "
+                    "keeper's balance go only within the allowances it has; flash ones go on)"
+                    if self.config.pool is None and not market.rules.known else "")
+        return self._doubt(market) + unpinned
 
     @staticmethod
     def _unknown_what(market: MarketState) -> str:

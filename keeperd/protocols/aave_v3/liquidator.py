@@ -241,7 +241,11 @@ class AaveLiquidator(LiquidatorBase):
                 protocol=self.adapter.name, reason=held or self._approvals_held)
         self._approvals_held = held
 
-    def hold(self) -> str | None:
+    def approvals_held(self) -> str | None:
+        """Why the keeper approves nothing more to the pool (`_approval_hold`), or None.
+        Not a liquidations hold (`hold`): verified and flash liquidations go on — told as
+        such, it said "keeperd sends nothing" while 58 went out (a by-hand trial); the
+        adapter's verification reason says it (`AaveV3Adapter.verification_for`)."""
         return self._approvals_held
 
     async def _ensure_approvals(self, head: int, market: MarketState) -> None:
