@@ -1526,10 +1526,15 @@ class Executor:
                     log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
                              **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
                                 if self._bar_fee_wei else {}),
-                             **({"sales_ahead": sim.ahead, "swap_pool": sim.pool,
-                                 "meaning": "the keeper's sales ahead of it through the same "
-                                 "pool leave too little for it: planned again next block"}
-                                if isinstance(sim, InTurnReverted) else {}))
+                             **({"sales_simulated_ahead": sim.ahead, "swap_pool": sim.pool,
+                                 "meaning": "simulated after the keeper's other sales through "
+                                 "the same pool this block (and those in flight), it would "
+                                 "pay too little: planned again next block"}
+                                if isinstance(sim, InTurnReverted) else
+                                {"meaning": "the pool pays less than the bound for this sale "
+                                 "alone (its depth, or its price below the oracle's): planned "
+                                 "again each block, at the same size"}
+                                if guard == "SwapBelowBound" else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 self._refused_blocks[result.block] = str(sim)
