@@ -1523,6 +1523,10 @@ class Executor:
             if guard is not None:
                 self._tell(result.block, key, "unprofitable")  # the swap would not pay
                 if self._first(result.block, key, "swap_would_not_pay"):
+                    # (once a block: a pair too large for its pool alone is planned smaller)
+                    smaller = (self.liquidator.sale_too_large(opp, result.block)
+                               if guard == "SwapBelowBound" and call.flash
+                               and not isinstance(sim, InTurnReverted) else None)
                     log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
                              **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
                                 if self._bar_fee_wei else {}),
@@ -1532,8 +1536,10 @@ class Executor:
                                  "pay too little: planned again next block"}
                                 if isinstance(sim, InTurnReverted) else
                                 {"meaning": "the pool pays less than the bound for this sale "
-                                 "alone (its depth, or its price below the oracle's): planned "
-                                 "again each block, at the same size"}
+                                 "alone (its depth, or its price below the oracle's): "
+                                 + (f"planned at a debt to cover of {smaller} from the next "
+                                    "block" if smaller is not None else
+                                    "planned again each block at this size")}
                                 if guard == "SwapBelowBound" else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):

@@ -241,3 +241,19 @@ def test_a_sale_behind_one_not_sent_is_asked_again() -> None:
     sent_all.note([(first, "k1"), (second, "k2")], [Simulated(None), below_bound],
                   [NS(key="k1")])
     assert sent_all.again() == []  # (behind what was sent: its failure stands)
+
+
+def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_a_tenth() -> None:
+    from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
+
+    liquidator: Any = AaveLiquidator.__new__(AaveLiquidator)
+    liquidator._sale_caps, liquidator._sale_floors = {}, {}
+
+    def opp(debt_to_cover: int) -> Any:
+        return SimpleNamespace(plan=SimpleNamespace(
+            account="0xAA", collateral_asset="0xC0", debt_asset="0xD0",
+            debt_to_cover=debt_to_cover))
+
+    caps = [liquidator.sale_too_large(opp(d), 7) for d in (1_000, 500, 250, 125)]
+    assert caps == [500, 250, 125, None]  # (62 would be under a tenth of the first 1,000)
+    assert liquidator._sale_caps == {("0xaa", "0xc0", "0xd0"): (125, 7)}

@@ -23,7 +23,7 @@ keeper's own balance must hold for it: the most the pool may take at inclusion.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,8 +231,12 @@ def _no_collateral_left(market: MarketState, pos: Positions, row: int, col: int,
 
 
 def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
-                 row: int) -> LiquidationPlan | None:
-    """The best liquidation of one account, or None if it is not liquidatable."""
+                 row: int, caps: Mapping[tuple[str, str, str], int] | None = None
+                 ) -> LiquidationPlan | None:
+    """The best liquidation of one account, or None if it is not liquidatable. `caps`: the
+    most debt to cover for (account, collateral asset, debt asset), lowercase (a flash sale
+    too large for its pool's depth: `AaveLiquidator.sale_too_large`); a capped plan sends its
+    exact amount, within the dust rules."""
     hf = int(exact.health_factor[row])
     if hf >= WAD:
         return None
@@ -282,8 +286,17 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
                                debt_price, debt_unit, coll_price, coll_unit)
             seized, covered, fee = seizure.of(debt_to_cover)
             amount_to_send: int | None = None  # None: type(uint256).max, the pool's cap
-            if _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance, seized,
-                            coll_price, coll_unit):
+            cap = caps.get((str(pos.accounts[row]).lower(), coll_reserve.asset.lower(),
+                            debt_reserve.asset.lower())) if caps else None
+            if cap is not None and cap < covered:
+                seized, covered, fee = seizure.of(cap)
+                if covered <= 0 or _leaves_dust(market, user_debt, covered, debt_price,
+                                                debt_unit, balance, seized, coll_price,
+                                                coll_unit):
+                    continue
+                amount_to_send = covered
+            elif _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance,
+                              seized, coll_price, coll_unit):
                 # MustNotLeaveDust on the most the rules allow: a smaller amount that leaves
                 # the floor (and a margin) of both debt and collateral, sent as is.
                 smaller = _within_dust_floor(market, user_debt, seizure)
@@ -323,9 +336,11 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
 
 
 def plan_liquidations(market: MarketState, pos: Positions, exact: ExactAccountData,
-                      rows: Iterable[int] | None = None) -> list[LiquidationPlan]:
+                      rows: Iterable[int] | None = None,
+                      caps: Mapping[tuple[str, str, str], int] | None = None
+                      ) -> list[LiquidationPlan]:
     """Plans for every liquidatable account among `rows` (all by default), best first."""
     candidates = (np.flatnonzero([int(h) < WAD for h in exact.health_factor])
                   if rows is None else rows)
-    plans = [p for r in candidates if (p := plan_account(market, pos, exact, int(r)))]
+    plans = [p for r in candidates if (p := plan_account(market, pos, exact, int(r), caps))]
     return sorted(plans, key=lambda p: p.gross_profit_usd, reverse=True)

@@ -58,6 +58,9 @@ BAD_DEBT_GAS_PER_ASSET = 100_000
 # what the rules allow at inclusion, the rest goes back with the loan).
 FLASH_BOUND_MARGIN = 1.001
 FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
+# A flash sale's smaller size (`sale_too_large`) holds this many blocks: then the full size is
+# tried again (a pool brought back by arbitrage may take it whole).
+SALE_CAP_BLOCKS = 50
 LIQUIDATION_CALL = "liquidationCall(address,address,address,uint256,bool)"
 
 
@@ -135,6 +138,10 @@ class AaveLiquidator(LiquidatorBase):
         self._market_read: MarketState | None = None  # (`confirm`'s, for `prepare`)
         # Why the keeper's approvals of the pool are held (`_approval_hold`), or None.
         self._approvals_held: str | None = None
+        # (account, collateral, debt) -> (the most debt to cover, the block it was set at): a
+        # flash sale too large for its pool's depth (`sale_too_large`).
+        self._sale_caps: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self._sale_floors: dict[tuple[str, str, str], int] = {}  # (the first plan's amount)
 
     @cached_property
     def swap_pools(self) -> SwapPools:
@@ -275,7 +282,10 @@ class AaveLiquidator(LiquidatorBase):
         positions = book.positions
         rows = [positions.position_of[a] for a in sorted(accounts)]
         subset = positions.take(rows)
-        plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset))
+        caps = {pair: cap for pair, (cap, since) in self._sale_caps.items()
+                if book.block - since <= SALE_CAP_BLOCKS}
+        plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset),
+                                  caps=caps or None)
         symbols = book.market.symbols
         out = []
         for plan in plans:
@@ -397,6 +407,21 @@ class AaveLiquidator(LiquidatorBase):
         assert self.config.flash_liquidator is not None
         return Call(opp, self.config.flash_liquidator, data, flash=True,
                     sells_through=swap_pool)
+
+    def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
+        """A flash sale of `opp` failed its bound alone (SwapBelowBound: the pool's depth pays
+        too little for it at its size): the pair is planned at half that debt to cover from
+        the next block, SALE_CAP_BLOCKS at a time, down to a tenth of the first plan's. The
+        devnet's two largest positions ($2.7M of debt) failed so every block, never
+        liquidated (a by-hand trial). Returns the new cap, or None at the floor."""
+        plan: LiquidationPlan = opp.plan
+        pair = (plan.account.lower(), plan.collateral_asset.lower(), plan.debt_asset.lower())
+        first = self._sale_floors.setdefault(pair, plan.debt_to_cover)
+        cap = plan.debt_to_cover // 2
+        if cap < first // 10 or cap <= 0:
+            return None
+        self._sale_caps[pair] = (cap, block)
+        return cap
 
     def unplanned(self, result: Any, accounts: Collection[str],
                   planned: Collection[str]) -> Mapping[str, int]:

@@ -245,6 +245,9 @@ class Liquidator(Protocol):
                   planned: Collection[str]) -> Mapping[str, int]:
         """Why liquidatable accounts got no plan, by reason (`LiquidatorBase.unplanned`)."""
 
+    def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
+        """Plan this flash sale's pair smaller (`LiquidatorBase.sale_too_large`)."""
+
     def error_names(self) -> Mapping[str, str]:
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
@@ -502,6 +505,11 @@ class LiquidatorBase:
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         return None  # token balances: the core's words
+
+    def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
+        """A flash sale of `opp` failed its bound alone (the pool's depth): plan the pair
+        smaller from the next block, if the plug-in can (the new cap, or None)."""
+        return None
 
     def unplanned(self, result: Any, accounts: Collection[str],
                   planned: Collection[str]) -> Mapping[str, int]:
