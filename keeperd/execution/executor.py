@@ -542,6 +542,13 @@ class Executor:
             await self._tell_untold()  # (before this start's own settlements: told once)
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
+            for key, pending in list(self.tx.pending.items()):
+                # (a resumed sale is simulated ahead of new ones through its pool: a crash
+                # restarted mid-way otherwise sold into a pool its own sales in flight moved)
+                pool = (self.liquidator.sale_pool(pending.to, pending.data)
+                        if self._owns(key) else None)
+                if pool is not None:
+                    self.tx.sells(key, pool)
             await self._watch_recent_inclusions(head)
             await self._unbooked_by_a_run_before()
             # Settle at once what was mined while we were down.

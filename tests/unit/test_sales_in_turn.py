@@ -257,3 +257,25 @@ def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_a_tenth() -> N
     caps = [liquidator.sale_too_large(opp(d), 7) for d in (1_000, 500, 250, 125)]
     assert caps == [500, 250, 125, None]  # (62 would be under a tenth of the first 1,000)
     assert liquidator._sale_caps == {("0xaa", "0xc0", "0xd0"): (125, 7)}
+
+
+def test_a_resumed_sale_names_its_pool_from_its_calldata() -> None:
+    """After a restart, the sales in flight are read back from their signed calldata, so new
+    sales through their pools are simulated behind them until they are mined."""
+    from keeperd.protocols.aave_v3.liquidator import AaveLiquidator, flash_calldata
+    from keeperd.protocols.morpho_blue.liquidator import MorphoLiquidator, callback_calldata
+    from keeperd.protocols.sdk.swap import uniswap_v3_pool
+
+    factory, flash, morpho_seller = "0x" + "fa" * 20, "0x" + "f1" * 20, "0x" + "f2" * 20
+    weth, usdc = "0x" + "11" * 20, "0x" + "22" * 20
+    config = SimpleNamespace(flash_liquidator=flash, uniswap_v3_factory=factory)
+    aave: Any = AaveLiquidator.__new__(AaveLiquidator)
+    aave.config = config
+    data = flash_calldata(weth, usdc, "0x" + "ab" * 20, 10**9, 500, 1, 2)
+    assert aave.sale_pool(flash, data) == uniswap_v3_pool(factory, weth, usdc, 500)
+    assert aave.sale_pool("0x" + "99" * 20, data) is None  # (not the FlashLiquidator)
+    morpho: Any = MorphoLiquidator.__new__(MorphoLiquidator)
+    morpho.config, morpho.contract = config, morpho_seller
+    params = (usdc, weth, "0x" + "0c" * 20, "0x" + "0d" * 20, 86 * 10**16)
+    data = callback_calldata(params, "0x" + "ab" * 20, 10**18, 0, 3000, 1, 2)
+    assert morpho.sale_pool(morpho_seller, data) == uniswap_v3_pool(factory, weth, usdc, 3000)

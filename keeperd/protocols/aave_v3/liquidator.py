@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
+from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
 from keeperd.chain.calls import ContractCall
@@ -41,6 +42,7 @@ from keeperd.protocols.sdk.swap import (
     answer,
     confirm_seller,
     min_out_per_in,
+    uniswap_v3_pool,
 )
 
 if TYPE_CHECKING:
@@ -407,6 +409,17 @@ class AaveLiquidator(LiquidatorBase):
         assert self.config.flash_liquidator is not None
         return Call(opp, self.config.flash_liquidator, data, flash=True,
                     sells_through=swap_pool)
+
+    def sale_pool(self, target: str, data: bytes) -> str | None:
+        """A FlashLiquidator.liquidate's pool: its pair and fee tier, derived (CREATE2)."""
+        flash, factory = self.config.flash_liquidator, self.config.uniswap_v3_factory
+        if flash is None or factory is None or target.lower() != str(flash).lower() \
+                or data[:4] != encode_call(FLASH_LIQUIDATE, [], [])[:4]:
+            return None
+        collateral, debt, _, _, fee, _, _ = abi_decode(
+            ["address", "address", "address", "uint256", "uint24", "uint256", "uint256"],
+            data[4:])
+        return uniswap_v3_pool(factory, collateral, debt, fee)
 
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """A flash sale of `opp` failed its bound alone (SwapBelowBound: the pool's depth pays

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import encode_call
@@ -48,6 +49,7 @@ from keeperd.protocols.sdk.swap import (
     answer,
     confirm_seller,
     min_out_per_in,
+    uniswap_v3_pool,
 )
 
 if TYPE_CHECKING:
@@ -237,6 +239,19 @@ class MorphoLiquidator(LiquidatorBase):
             # (the oracle's price is loan units per collateral unit, scaled by 1e36)
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
         return Call(opp, self.contract, data, flash=True, sells_through=swap_pool)
+
+    def sale_pool(self, target: str, data: bytes) -> str | None:
+        """A MorphoLiquidator.liquidate's pool: its market's pair and the fee tier, derived."""
+        factory = self.config.uniswap_v3_factory
+        if self.contract is None or factory is None \
+                or target.lower() != str(self.contract).lower() \
+                or data[:4] != encode_call(CALLBACK_LIQUIDATE, [], [])[:4]:
+            return None
+        params, _, _, _, fee, _, _ = abi_decode(
+            [MARKET_PARAMS, "address", "uint256", "uint256", "uint24", "uint256", "uint256"],
+            data[4:])
+        loan, collateral = params[0], params[1]
+        return uniswap_v3_pool(factory, collateral, loan, fee)
 
     def paid_short(self, receipt: Mapping[str, Any], account: str,
                    planned: Mapping[str, int] | None) -> float | None:

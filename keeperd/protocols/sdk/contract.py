@@ -248,6 +248,9 @@ class Liquidator(Protocol):
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """Plan this flash sale's pair smaller (`LiquidatorBase.sale_too_large`)."""
 
+    def sale_pool(self, target: str, data: bytes) -> str | None:
+        """The swap pool a signed call sells through (`LiquidatorBase.sale_pool`)."""
+
     def error_names(self) -> Mapping[str, str]:
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
@@ -509,6 +512,12 @@ class LiquidatorBase:
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """A flash sale of `opp` failed its bound alone (the pool's depth): plan the pair
         smaller from the next block, if the plug-in can (the new cap, or None)."""
+        return None
+
+    def sale_pool(self, target: str, data: bytes) -> str | None:
+        """The swap pool a signed call of its sells through (`Call.sells_through`), read from
+        its calldata: a sale resumed after a restart is simulated ahead of new ones through
+        that pool until mined. None: it sells through none."""
         return None
 
     def unplanned(self, result: Any, accounts: Collection[str],
