@@ -43,9 +43,9 @@ from keeperd.risk.health import RISK_LEVELS, bucket_label, summarize
 
 log = structlog.get_logger(__name__)
 
-# Blocks the accounts of a failed evaluation are read again with the next ones (`_carried`)
-# before they are left to the periodic full rescan.
-CARRIED_BLOCKS = 10
+# Failed evaluations in a row the accounts of a failed evaluation are read again with the
+# next ones (`_carried`) before they are left to the periodic full rescan.
+CARRIED_TRIES = 5
 
 
 async def _outlook(probing: asyncio.Future[Outlook | None] | None) -> Outlook | None:
@@ -100,6 +100,7 @@ class ProtocolScanner:
         # of a liquidatable account unseen, a by-hand trial).
         self._carried: set[str] = set()
         self._carried_since = 0  # (the block the accounts carried were first given at)
+        self._carried_tries = 0  # (failed evaluations in a row since)
         self._liquidatable: set[str] = set()
         self._hold_reason: str | None = None
         self._verification_reason: str | None = None
@@ -252,14 +253,18 @@ class ProtocolScanner:
             self._discovery_failing = False
         finally:
             outlook = await _outlook(probing)
-        if self._carried and block - self._carried_since > CARRIED_BLOCKS:
-            # (an account whose read fails every time would fail every block: given up on
-            # after CARRIED_BLOCKS, read again by the periodic full rescan, as before)
+        if self._carried:  # (the evaluation before this one failed)
+            self._carried_tries += 1
+        if self._carried_tries > CARRIED_TRIES:
+            # (an account whose read fails every time would fail every evaluation: given up
+            # on after CARRIED_TRIES failed ones in a row — counted in evaluations, not
+            # blocks, which a fast chain's skipped ones would run through at once — and
+            # read again by the periodic full rescan, as before)
             log.warning("positions.carried_dropped", protocol=adapter.name, block=block,
                         accounts=len(self._carried), since=self._carried_since,
                         meaning="accounts whose evaluation kept failing are left to the "
                                 "next full rescan")
-            self._carried = set()
+            self._carried, self._carried_tries = set(), 0
         if self._carried:
             touched = set(touched) | self._carried
         else:
@@ -304,7 +309,7 @@ class ProtocolScanner:
         evaluating = time.perf_counter()
         view = adapter.evaluate(book)
         self.book, self.view = book, view
-        self._carried = set()
+        self._carried, self._carried_tries = set(), 0
         seconds = time.perf_counter() - started
         result = ScanResult(adapter.name, block, kind, book, view, priority, seconds, seen_at,
                             stages={**stages,

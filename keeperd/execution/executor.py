@@ -312,8 +312,12 @@ class _TurnsOfTheBlock:
             if not call.sells_through:
                 continue
             if isinstance(sim, InTurnReverted):
-                self.failed.append((call, key))
-            elif isinstance(sim, Simulated) and key not in signed:
+                if swap_would_not_pay(sim) is not None:  # (a race lost is told once)
+                    self.failed.append((call, key))
+            elif isinstance(sim, Simulated | SecondOpinionRefused | VerificationRefused
+                            | l1_fee.FeeUnread) and key not in signed:
+                # (it passed on the first endpoint, moving the pool for those behind it,
+                # and was not sent: refused after, or unprofitable)
                 self.unsent.add(call.sells_through.lower())
 
     def again(self) -> list[tuple[Call, OpportunityKey]]:
@@ -542,13 +546,7 @@ class Executor:
             await self._tell_untold()  # (before this start's own settlements: told once)
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
-            for key, pending in list(self.tx.pending.items()):
-                # (a resumed sale is simulated ahead of new ones through its pool: a crash
-                # restarted mid-way otherwise sold into a pool its own sales in flight moved)
-                pool = (self.liquidator.sale_pool(pending.to, pending.data)
-                        if self._owns(key) else None)
-                if pool is not None:
-                    self.tx.sells(key, pool)
+            self._register_sales()
             await self._watch_recent_inclusions(head)
             await self._unbooked_by_a_run_before()
             # Settle at once what was mined while we were down.
@@ -687,6 +685,20 @@ class Executor:
                                  self._native_usd(result))
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
+
+    def _register_sales(self) -> None:
+        """Every sale of this protocol's in flight registered as one (`TxManager.sells`),
+        its pool read from its signed calldata (`Liquidator.sale_pool`): those resumed at a
+        start or put back by a reorg were not, and new sales through their pools were
+        simulated without them ahead (a review)."""
+        if self.tx is None:
+            return
+        for key, pending in list(self.tx.pending.items()):
+            if self.tx.sells_already(key) or not self._owns(key):
+                continue
+            pool = self.liquidator.sale_pool(pending.to, pending.data)
+            if pool is not None:
+                self.tx.sells(key, pool)
 
     def _tell_unplanned(self, result: ScanResult, liquidatable: set[str],
                         opportunities: list[Opportunity]) -> None:
@@ -866,6 +878,7 @@ class Executor:
         batches = wave_split(calls)
         # (each wave's sales through a pool simulated after the keeper's in flight there
         # and the earlier waves')
+        self._register_sales()
         sold = sales.sold_before([[c for c, _ in wave] for wave in batches],
                                  self.tx.sales_in_flight() if self.tx is not None else None)
         simulating = [asyncio.ensure_future(self._simulate(wave, result.block, sold[0]))

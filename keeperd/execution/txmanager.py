@@ -294,6 +294,9 @@ class TxManager:
         mined (`sales_in_flight`)."""
         self._sales.setdefault(key, set()).add(pool.lower())
 
+    def sells_already(self, key: TxKey) -> bool:
+        return key in self._sales
+
     def sales_in_flight(self) -> dict[str, list[Sale]]:
         """By swap pool (lowercase), the key's transactions in flight that sell through it,
         in nonce order: those still pending, not being cancelled and not below the mined

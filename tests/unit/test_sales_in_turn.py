@@ -241,9 +241,22 @@ def test_a_sale_behind_one_not_sent_is_asked_again() -> None:
     sent_all.note([(first, "k1"), (second, "k2")], [Simulated(None), below_bound],
                   [NS(key="k1")])
     assert sent_all.again() == []  # (behind what was sent: its failure stands)
+    # A sale that passed on the first endpoint and was refused after (the second opinion,
+    # the judge, an unread fee) moved the pool for the next ones all the same.
+    from keeperd.execution.executor import SecondOpinionRefused
+
+    refused = _TurnsOfTheBlock()
+    refused.note([(first, "k1"), (second, "k2")],
+                 [SecondOpinionRefused("the second sees it revert"), below_bound], [])
+    assert refused.again() == [(second, "k2")]
+    # A sale behind it that failed for another reason (a race lost) is not asked again.
+    raced = _TurnsOfTheBlock()
+    raced.note([(first, "k1"), (second, "k2")],
+               [Simulated(None), InTurnReverted(3, "execution reverted", "0x", 1, "p")], [])
+    assert raced.again() == []
 
 
-def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_a_tenth() -> None:
+def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_an_eighth() -> None:
     from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
 
     liquidator: Any = AaveLiquidator.__new__(AaveLiquidator)
@@ -255,7 +268,7 @@ def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_a_tenth() -> N
             debt_to_cover=debt_to_cover))
 
     caps = [liquidator.sale_too_large(opp(d), 7) for d in (1_000, 500, 250, 125)]
-    assert caps == [500, 250, 125, None]  # (62 would be under a tenth of the first 1,000)
+    assert caps == [500, 250, 125, None]  # (62 would be under an eighth of the first 1,000)
     assert liquidator._sale_caps == {("0xaa", "0xc0", "0xd0"): (125, 7)}
 
 

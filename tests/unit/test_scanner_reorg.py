@@ -79,10 +79,10 @@ async def test_accounts_a_failed_evaluation_was_given_are_read_with_the_next_blo
 async def test_accounts_whose_evaluation_keeps_failing_are_left_to_the_full_rescan() -> None:
     import pytest
 
-    from keeperd.scanner import CARRIED_BLOCKS
+    from keeperd.scanner import CARRIED_TRIES
 
     adapter = Reading()
-    last = 3 + CARRIED_BLOCKS
+    last = 3 + CARRIED_TRIES
     adapter.touches = {b: ({"0xa"} if b == 2 else set()) for b in range(1, last + 2)}
     failing = set(range(2, last))
 

@@ -266,7 +266,8 @@ class AaveV3Adapter(PluginBase):
             return None
         unpinned = ("; the config does not pin the pool, so the keeper approves it nothing "
                     f"more until `protocols[{self.name}].pool` is set (liquidations from the "
-                    "keeper's balance go only within the allowances it has; flash ones go on)"
+                    "keeper's balance go only within the allowances it has; flash ones, "
+                    "which need none, go on)"
                     if self.config.pool is None and not market.rules.known else "")
         return self._doubt(market) + unpinned
 

@@ -203,11 +203,15 @@ def _capital_needed(market: MarketState, s: _Seizure, user_debt: int, covered: i
 
 def _leaves_dust(market: MarketState, user_debt: int, covered: int, debt_price: int,
                  debt_unit: int, balance: int, taken: int, coll_price: int,
-                 coll_unit: int) -> bool:
-    """v3.3+: a partial liquidation must leave at least $1,000 of debt and of collateral."""
+                 coll_unit: int, margin: float = 1.0) -> bool:
+    """v3.3+: a partial liquidation must leave at least $1,000 of debt and of collateral
+    (`margin` times it: an amount chosen below the rules' most keeps a margin for the moves
+    until inclusion)."""
     if not market.rules.close_factor_v33 or covered >= user_debt or taken >= balance:
         return False
     floor = MIN_LEFTOVER_USD * market.base_unit
+    if margin != 1.0:
+        floor = int(floor * margin)
     debt_left = _ceil_div((user_debt - covered) * debt_price, debt_unit)
     collateral_left = (balance - taken) * coll_price // coll_unit
     return debt_left < floor or collateral_left < floor
@@ -288,12 +292,15 @@ def plan_account(market: MarketState, pos: Positions, exact: ExactAccountData,
             amount_to_send: int | None = None  # None: type(uint256).max, the pool's cap
             cap = caps.get((str(pos.accounts[row]).lower(), coll_reserve.asset.lower(),
                             debt_reserve.asset.lower())) if caps else None
+            capped = None
             if cap is not None and cap < covered:
-                seized, covered, fee = seizure.of(cap)
-                if covered <= 0 or _leaves_dust(market, user_debt, covered, debt_price,
-                                                debt_unit, balance, seized, coll_price,
-                                                coll_unit):
-                    continue
+                capped = seizure.of(cap)
+                if capped[1] <= 0 or _leaves_dust(market, user_debt, capped[1], debt_price,
+                                                  debt_unit, balance, capped[0], coll_price,
+                                                  coll_unit, margin=DUST_FLOOR_MARGIN):
+                    capped = None  # (a cap that would leave dust: the pair as the rules go)
+            if capped is not None:
+                seized, covered, fee = capped
                 amount_to_send = covered
             elif _leaves_dust(market, user_debt, covered, debt_price, debt_unit, balance,
                               seized, coll_price, coll_unit):

@@ -424,7 +424,7 @@ class AaveLiquidator(LiquidatorBase):
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """A flash sale of `opp` failed its bound alone (SwapBelowBound: the pool's depth pays
         too little for it at its size): the pair is planned at half that debt to cover from
-        the next block, SALE_CAP_BLOCKS at a time, down to a tenth of the first plan's. The
+        the next block, SALE_CAP_BLOCKS at a time, down to an eighth of the first plan's. The
         devnet's two largest positions ($2.7M of debt) failed so every block, never
         liquidated (a by-hand trial). Returns the new cap, or None at the floor."""
         plan: LiquidationPlan = opp.plan
