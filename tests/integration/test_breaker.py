@@ -264,10 +264,12 @@ async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
             update={"heartbeat_s": 3600})})
         keeper = await run_daemon(config)
         await keeper.evaluated_at(devnet.client.block_number())
-        # (a block mined by this test: anvil keeps no state of the block a test's snapshot
-        # was reverted to once it mines past it — every call at it answered "block height is
-        # 474 but requested was 470" wherever this test followed another on its worker)
-        await keeper.evaluated_at(devnet.mine(1))
+        # (a block mined by this test, and not the first after the snapshot's revert: anvil
+        # keeps no state of the block a test's snapshot was reverted to once it mines past
+        # it — every call at it answered "block height is 474 but requested was 470"
+        # wherever this test followed another on its worker — and once, under a full run's
+        # load, the first block mined after it was gone too: "473 but requested was 471")
+        await keeper.evaluated_at(devnet.mine(2))
         liar.calls_at = devnet.client.block_number()  # (its state frozen: every feed fresh)
         devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
         await keeper.evaluated_at(devnet.mine(1))
