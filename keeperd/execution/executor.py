@@ -161,6 +161,8 @@ LOSS_RATE_SHORT = 0.02
 # makes: flash loan, liquidation, swap, callback); simulated blocks of at most this much of
 # limits each.
 TURN_GAS_HEADROOM = 1.1
+# A lasting verification refusal of one opportunity is logged again this often (blocks).
+REFUSAL_RETELL_BLOCKS = 100
 TURN_BLOCK_GAS = 15_000_000
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
@@ -454,6 +456,7 @@ class Executor:
         self._losses: list[int] = []
         # What the protocol's own state held back at the last block (`_tell_unplanned`).
         self._unplanned: dict[str, int] = {}
+        self._refusals_said: dict[OpportunityKey, int] = {}  # (`_refusal_said`)
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
@@ -685,6 +688,18 @@ class Executor:
                                  self._native_usd(result))
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
+
+    def _refusal_said(self, key: OpportunityKey, block: int) -> bool:
+        """Whether to log a verification refusal of `key` now: once, then again every
+        REFUSAL_RETELL_BLOCKS while it lasts (the same 36 accounts were 432 lines in a
+        trial's few minutes; the counter still counts each block's)."""
+        said = self._refusals_said.get(key)
+        if said is not None and block - said < REFUSAL_RETELL_BLOCKS:
+            return False
+        if len(self._refusals_said) > 10_000:
+            self._refusals_said.clear()
+        self._refusals_said[key] = block
+        return True
 
     def _register_sales(self) -> None:
         """Every sale of this protocol's in flight registered as one (`TxManager.sells`),
@@ -1583,8 +1598,9 @@ class Executor:
             if isinstance(sim, VerificationRefused):
                 if self._tell(result.block, key, "verification_refused"):
                     self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
-                    log.info("liquidation.verification_refused", opportunity=key,
-                             reason=str(sim))
+                    if self._refusal_said(key, result.block):
+                        log.info("liquidation.verification_refused", opportunity=key,
+                                 reason=str(sim))
                 continue
             if isinstance(sim, l1_fee.FeeUnread):
                 # (a run of unread blocks: one long past, or a read since, starts anew)
@@ -1625,10 +1641,12 @@ class Executor:
                 # a trial).
                 if self._tell(result.block, key, "verification_refused"):
                     self.metrics.liquidations_verified.labels(*self.labels, "refused").inc()
-                    log.info("liquidation.verification_refused", opportunity=key,
-                             reason=f"the simulated outcome does not pay: {verdict.reason}",
-                             planned_profit_usd=round(call.opportunity.gross_profit_usd, 2),
-                             simulated_profit_usd=round(opp.gross_profit_usd, 2))
+                    if self._refusal_said(key, result.block):
+                        log.info("liquidation.verification_refused", opportunity=key,
+                                 reason=f"the simulated outcome does not pay: {verdict.reason}",
+                                 planned_profit_usd=round(call.opportunity.gross_profit_usd,
+                                                          2),
+                                 simulated_profit_usd=round(opp.gross_profit_usd, 2))
                 continue
             if decision is None:
                 self._tell(result.block, key, "unprofitable")

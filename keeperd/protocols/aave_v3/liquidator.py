@@ -6,6 +6,7 @@ repay) when the capital stage sends it down the flash path.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from functools import cached_property
@@ -443,7 +444,8 @@ class AaveLiquidator(LiquidatorBase):
         book: AaveBook = result.book
         market, positions = book.market, book.positions
         closed = {c: ("paused" if r.paused else "inactive" if not r.active
-                      else f"in its liquidation grace period until {r.grace_until}")
+                      else "in its liquidation grace period until "
+                      + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.grace_until)))
                   for c, r in enumerate(market.reserves) if not market.liquidatable_now(c)}
         if not closed:
             return {}
