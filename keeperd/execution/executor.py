@@ -161,9 +161,9 @@ LOSS_RATE_SHORT = 0.02
 # makes: flash loan, liquidation, swap, callback); simulated blocks of at most this much of
 # limits each.
 TURN_GAS_HEADROOM = 1.1
+TURN_BLOCK_GAS = 15_000_000
 # A lasting verification refusal of one opportunity is logged again this often (blocks).
 REFUSAL_RETELL_BLOCKS = 100
-TURN_BLOCK_GAS = 15_000_000
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
@@ -188,6 +188,8 @@ def swap_would_not_pay(error: object) -> str | None:
         if data.startswith(selector) or f"custom error {selector}" in message:
             return name
     return None
+
+
 class InTurnUnavailable(Exception):
     """A sale simulated in turn with the block's earlier sales through its pool got no
     answer: the endpoint refused the simulated block as a whole (no `eth_simulateV1`, say).
@@ -1585,7 +1587,7 @@ class Executor:
                                 "liquidation; one of them lies or lags: not sent")
                 continue
             if isinstance(sim, InTurnUnavailable):
-                # (once a block: the endpoint's answer is the same for every sale in turn)
+                # (once a wave: the endpoint's answer is the same for every sale in turn)
                 if self._tell(result.block, key, "held") and not in_turn_told:
                     in_turn_told = True
                     log.warning("liquidation.sale_in_turn_unsimulated", opportunity=key,
