@@ -1574,10 +1574,11 @@ class Executor:
                                 if isinstance(sim, InTurnReverted) else
                                 {"meaning": "the pool pays less than the bound for this sale "
                                  "alone (its depth, or its price below the oracle's): "
-                                 + (f"planned at a debt to cover of {smaller} from the next "
-                                    "block" if smaller is not None else
+                                 + ("planned at half this size from the next block"
+                                    if smaller is not None else
                                     "planned again each block at this size")}
-                                if guard == "SwapBelowBound" else {}))
+                                if guard == "SwapBelowBound" else {}),
+                             **({"planned_size": smaller} if smaller is not None else {}))
                 continue
             if isinstance(sim, SecondOpinionRefused):
                 self._refused_blocks[result.block] = str(sim)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from eth_utils import keccak, to_checksum_address
 
 from keeperd.config import parse_config
@@ -108,3 +109,61 @@ async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
     assert balances(devnet, KEEPER) == keeper_before
     assert metric_value(keeper.daemon.metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": "morpho", "stage": "no_capital"}) == 0
+
+
+async def test_a_sale_too_large_for_its_pool_is_seized_in_smaller_parts(
+        devnet: Devnet, pool: Any, tmp_path: Path, run_daemon: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A position whose seized collateral is too large for its pool's depth (the sale alone
+    pays under the bound, SwapBelowBound) is seized at half, then a quarter, ... from the
+    next block, as Aave's are: sent again at its whole size every block, it was never
+    liquidated (Aave's two largest, in a by-hand trial; Morpho's had no way down)."""
+    from keeperd.devnet.morpho import compiled
+
+    monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+    blue = devnet.manifest["morpho_blue"]
+    market = blue["markets"]["WETH/USDC"]
+    morpho_art, token = compiled()["Morpho"], contracts.aave("MintableERC20")
+    params = (devnet.manifest["tokens"]["USDC"], devnet.manifest["tokens"]["WETH"],
+              market["oracle"], market["irm"], market["lltv"])
+    # $4.5M of WETH borrowing $2.98M (health 1.3): after WETH's 30 % fall, seizing for all
+    # its debt sells ~$3.1M of WETH into a pool of ~$42M a side (-7 %, under the 3 % bound);
+    # a quarter of it passes.
+    whale = "0x00000000000000000000000000000000000A1e5E"
+    weth = devnet.manifest["tokens"]["WETH"]
+    collateral = int(4_500_000 / devnet.price("WETH") * 10**18)
+    devnet.client.call("anvil_setBalance", whale, hex(10**19))
+    devnet.client.send(whale, weth, token.encode_call("mint", whale, collateral))
+    devnet.client.send(whale, weth, token.encode_call("approve", blue["morpho"], 2**256 - 1))
+    devnet.client.send(whale, blue["morpho"], morpho_art.encode_call(
+        "supplyCollateral", params, collateral, whale, b""), gas=500_000)
+    devnet.client.send(whale, blue["morpho"], morpho_art.encode_call(
+        "borrow", params, int(4_500_000 * 0.86 / 1.3 * 10**6), 0, whale, whale),
+        gas=500_000)
+    devnet.client.call("anvil_setBalance", KEEPER, hex(100 * 10**18))  # gas, no tokens
+
+    def whale_collateral() -> int:
+        position = morpho_art.decode_result("position", devnet.client.eth_call(
+            blue["morpho"], morpho_art.encode_call("position", bytes.fromhex(market["id"][2:]),
+                                                   whale)))
+        return int(position[2])
+
+    keeper = await run_daemon(config(devnet, tmp_path, "flash-loan"))
+    await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+    with structlog.testing.capture_logs() as logs:
+        devnet.set_price("WETH", devnet.price("WETH") * 0.7)
+        await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
+        for _ in range(12):
+            devnet.align_pools()  # (the arbitrage a chain does between blocks)
+            await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
+            if whale_collateral() < collateral // 2:
+                break
+    journal = keeper.daemon.executors["morpho"].journal
+    # Seized in parts smaller than its whole, each through the pool, none reverted.
+    whale_included = [e for e in await journal.by_status(J.INCLUDED) if e.account.lower() == whale.lower()]
+    assert whale_included, "the largest position was not liquidated"
+    assert len(whale_included) >= 2  # (a quarter each time: more than one was needed)
+    assert 0 < whale_collateral() < collateral // 2
+    assert any("planned at half this size" in str(e.get("meaning")) for e in logs
+               if e["event"] == "liquidation.swap_would_not_pay")
+    assert await journal.by_status(J.REVERTED) == []

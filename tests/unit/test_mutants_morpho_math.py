@@ -229,3 +229,20 @@ def test_one_wei_of_collateral_left_is_not_a_bad_debt() -> None:
     after = after_liquidation(M, 574_425 * 10**12 + 1, DEBT_SHARES, plan, PRICE, LLTV_50)
     assert after.total_borrow_assets == 2_001 * WAD
     assert after.total_supply_assets == M.total_supply_assets
+
+
+def test_a_sale_too_large_for_its_pool_seizes_at_most_its_cap_by_assets() -> None:
+    # 0.25 collateral = 500 quoted; / 1.15 = 434.782608695652173913..., rounded up.
+    capped = plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50, most_seized=WAD // 4)
+    assert capped == MorphoLiquidation(WAD // 4, 0, WAD // 4, 434_782_608_695_652_173_914,
+                                       False)
+    # A bad debt capped is no bad debt: the rest of the collateral stays, as does the debt.
+    assert plan_liquidation(WAD // 2, DEBT_SHARES, M, PRICE, LLTV_50,
+                            most_seized=WAD // 4) == capped
+    after = after_liquidation(M, WAD // 2, DEBT_SHARES, capped, PRICE, LLTV_50)
+    assert after.total_supply_assets == M.total_supply_assets
+    # A cap the plan is within changes nothing (0.575 seized of 1 repays by shares).
+    whole = plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50)
+    assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50,
+                            most_seized=575 * 10**15) == whole
+    assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50, most_seized=0) == whole

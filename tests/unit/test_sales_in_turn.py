@@ -258,9 +258,10 @@ def test_a_sale_behind_one_not_sent_is_asked_again() -> None:
 
 def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_an_eighth() -> None:
     from keeperd.protocols.aave_v3.liquidator import AaveLiquidator
+    from keeperd.protocols.sdk.sale_caps import SaleCaps
 
     liquidator: Any = AaveLiquidator.__new__(AaveLiquidator)
-    liquidator._sale_caps, liquidator._sale_floors = {}, {}
+    liquidator.sale_caps = SaleCaps()
 
     def opp(debt_to_cover: int) -> Any:
         return SimpleNamespace(plan=SimpleNamespace(
@@ -269,7 +270,27 @@ def test_a_sale_too_large_for_its_pool_is_planned_at_half_down_to_an_eighth() ->
 
     caps = [liquidator.sale_too_large(opp(d), 7) for d in (1_000, 500, 250, 125)]
     assert caps == [500, 250, 125, None]  # (62 would be under an eighth of the first 1,000)
-    assert liquidator._sale_caps == {("0xaa", "0xc0", "0xd0"): (125, 7)}
+    assert liquidator.sale_caps.at(8) == {("0xaa", "0xc0", "0xd0"): 125}
+
+
+def test_a_smaller_size_holds_its_blocks_then_the_pair_is_forgotten() -> None:
+    """The whole size is tried again after the hold (arbitrage may have brought the pool
+    back), and a pair whose cap lapsed leaves nothing behind: a failure then halves from
+    its new size (they were kept for the life of the process)."""
+    from keeperd.protocols.sdk.sale_caps import SaleCaps
+
+    caps: Any = SaleCaps(hold_blocks=50)
+    assert caps.halve("a", 1_001, 100) == 500
+    assert caps.halve("b", 64, 120) == 32
+    assert caps.halve("a", 500, 101) == 250
+    assert caps.halve("a", 250, 102) == 125  # (1,001 // 8 = 125: an eighth still goes)
+    assert caps.halve("a", 125, 103) is None
+    assert caps.at(152) == {"a": 125, "b": 32}  # (held 50 blocks from its last halving)
+    assert caps.at(153) == {"b": 32}
+    assert len(caps) == 1  # forgotten, not only hidden
+    assert caps.halve("a", 800, 160) == 400  # from its new whole size
+    assert caps.halve("a", 100, 161) is None  # (50 < 800 // 8)
+    assert caps.at(10_000) == {} and len(caps) == 0
 
 
 def test_a_resumed_sale_names_its_pool_from_its_calldata() -> None:

@@ -38,6 +38,7 @@ from keeperd.protocols.sdk.contract import (
     Verdict,
     Verification,
 )
+from keeperd.protocols.sdk.sale_caps import SaleCaps
 from keeperd.protocols.sdk.swap import (
     SwapPools,
     answer,
@@ -61,9 +62,6 @@ BAD_DEBT_GAS_PER_ASSET = 100_000
 # what the rules allow at inclusion, the rest goes back with the loan).
 FLASH_BOUND_MARGIN = 1.001
 FLASH_LIQUIDATE = "liquidate(address,address,address,uint256,uint24,uint256,uint256)"
-# A flash sale's smaller size (`sale_too_large`) holds this many blocks: then the full size is
-# tried again (a pool brought back by arbitrage may take it whole).
-SALE_CAP_BLOCKS = 50
 LIQUIDATION_CALL = "liquidationCall(address,address,address,uint256,bool)"
 
 
@@ -141,10 +139,9 @@ class AaveLiquidator(LiquidatorBase):
         self._market_read: MarketState | None = None  # (`confirm`'s, for `prepare`)
         # Why the keeper's approvals of the pool are held (`_approval_hold`), or None.
         self._approvals_held: str | None = None
-        # (account, collateral, debt) -> (the most debt to cover, the block it was set at): a
-        # flash sale too large for its pool's depth (`sale_too_large`).
-        self._sale_caps: dict[tuple[str, str, str], tuple[int, int]] = {}
-        self._sale_floors: dict[tuple[str, str, str], int] = {}  # (the first plan's amount)
+        # The most debt to cover by (account, collateral, debt), lowercase: a flash sale too
+        # large for its pool's depth (`sale_too_large`).
+        self.sale_caps: SaleCaps[tuple[str, str, str]] = SaleCaps()
 
     @cached_property
     def swap_pools(self) -> SwapPools:
@@ -285,8 +282,7 @@ class AaveLiquidator(LiquidatorBase):
         positions = book.positions
         rows = [positions.position_of[a] for a in sorted(accounts)]
         subset = positions.take(rows)
-        caps = {pair: cap for pair, (cap, since) in self._sale_caps.items()
-                if book.block - since <= SALE_CAP_BLOCKS}
+        caps = self.sale_caps.at(book.block)
         plans = plan_liquidations(book.market, subset, exact_account_data(book.market, subset),
                                   caps=caps or None)
         symbols = book.market.symbols
@@ -425,17 +421,10 @@ class AaveLiquidator(LiquidatorBase):
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """A flash sale of `opp` failed its bound alone (SwapBelowBound: the pool's depth pays
         too little for it at its size): the pair is planned at half that debt to cover from
-        the next block, SALE_CAP_BLOCKS at a time, down to an eighth of the first plan's. The
-        devnet's two largest positions ($2.7M of debt) failed so every block, never
-        liquidated (a by-hand trial). Returns the new cap, or None at the floor."""
+        the next block (`SaleCaps`). Returns the new cap, or None at the smallest."""
         plan: LiquidationPlan = opp.plan
         pair = (plan.account.lower(), plan.collateral_asset.lower(), plan.debt_asset.lower())
-        first = self._sale_floors.setdefault(pair, plan.debt_to_cover)
-        cap = plan.debt_to_cover // 2
-        if cap < first // 10 or cap <= 0:
-            return None
-        self._sale_caps[pair] = (cap, block)
-        return cap
+        return self.sale_caps.halve(pair, plan.debt_to_cover, block)
 
     def unplanned(self, result: Any, accounts: Collection[str],
                   planned: Collection[str]) -> Mapping[str, int]:

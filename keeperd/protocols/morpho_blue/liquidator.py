@@ -44,6 +44,7 @@ from keeperd.protocols.sdk.contract import (
     OpportunityKey,
     StartRefused,
 )
+from keeperd.protocols.sdk.sale_caps import SaleCaps
 from keeperd.protocols.sdk.swap import (
     SwapPools,
     answer,
@@ -89,6 +90,9 @@ class MorphoLiquidator(LiquidatorBase):
         self.keeper = keeper
         self.tx = tx
         self._gas_used: dict[str, int] = {}
+        # The most collateral to seize by (account, market id), lowercase: a flash sale too
+        # large for its pool's depth (`sale_too_large`).
+        self.sale_caps: SaleCaps[tuple[str, str]] = SaleCaps()
         self.contract = adapter.config.liquidator_contract
         # ("flash" is the executor's name for the capital-free path: here, the callback)
         self.supports_flash = (self.contract is not None
@@ -149,6 +153,7 @@ class MorphoLiquidator(LiquidatorBase):
         book: MorphoBook = result.book
         at = book.timestamp + AHEAD_S
         states = {market_id: book.accrued(market_id, at) for market_id in book.markets}
+        caps = self.sale_caps.at(book.block)
         out = []
         for p in book.positions:
             info = p.market
@@ -159,7 +164,9 @@ class MorphoLiquidator(LiquidatorBase):
                              info.lltv):
                 continue
             state = states[info.id]
-            plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, info.lltv)
+            plan = mm.plan_liquidation(p.collateral, p.borrow_shares, state, price, info.lltv,
+                                       most_seized=caps.get((p.account.lower(),
+                                                             info.id.lower())))
             after = mm.after_liquidation(state, p.collateral, p.borrow_shares, plan, price,
                                          info.lltv)
             states[info.id] = after
@@ -239,6 +246,15 @@ class MorphoLiquidator(LiquidatorBase):
             # (the oracle's price is loan units per collateral unit, scaled by 1e36)
             min_out_per_in(price, mm.ORACLE_PRICE_SCALE, self.config.max_swap_slippage_bps))
         return Call(opp, self.contract, data, flash=True, sells_through=swap_pool)
+
+    def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
+        """A sale through the MorphoLiquidator failed its bound alone (SwapBelowBound: the
+        pool's depth pays too little for it at its size): the position is planned to seize
+        half that collateral from the next block (`SaleCaps`). Returns the new cap, or None
+        at the smallest."""
+        position, plan = opp.plan
+        return self.sale_caps.halve((position.account.lower(), position.market.id.lower()),
+                                    plan.expected_seized, block)
 
     def sale_pool(self, target: str, data: bytes) -> str | None:
         """A MorphoLiquidator.liquidate's pool: its market's pair and the fee tier, derived."""

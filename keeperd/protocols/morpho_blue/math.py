@@ -122,7 +122,8 @@ def repaid_shares_for_seizure(seized: int, market: MarketState, price: int, lltv
 
 
 def plan_liquidation(collateral: int, borrow_shares: int, market: MarketState, price: int,
-                     lltv: int, edge_buffer_bps: int = 10) -> MorphoLiquidation:
+                     lltv: int, edge_buffer_bps: int = 10,
+                     most_seized: int | None = None) -> MorphoLiquidation:
     """What to ask Morpho.liquidate for, with `market` accrued to about when the transaction
     lands:
     - the collateral covers all the debt with the incentive, with room to spare: repay all the
@@ -131,7 +132,21 @@ def plan_liquidation(collateral: int, borrow_shares: int, market: MarketState, p
     - near the edge (seizing for all the shares would take within `edge_buffer_bps` of all the
       collateral): seize what the shares allow, less that buffer. Interest until inclusion
       makes each share worth more, so the shares this seizure takes only shrink — neither the
-      collateral nor the borrow shares can underflow (all-or-nothing would revert there)."""
+      collateral nor the borrow shares can underflow (all-or-nothing would revert there).
+    `most_seized`: a flash sale too large for its pool's depth (`MorphoLiquidator.
+    sale_too_large`) seizes at most that, by assets (Morpho has no close factor and no dust
+    rule: the rest stays a position, liquidatable next block)."""
+    planned = _plan_whole(collateral, borrow_shares, market, price, lltv, edge_buffer_bps)
+    if most_seized is None or planned.expected_seized <= most_seized or most_seized <= 0:
+        return planned
+    shares = repaid_shares_for_seizure(most_seized, market, price, lltv)
+    return MorphoLiquidation(most_seized, 0, most_seized,
+                             to_assets_up(shares, market.total_borrow_assets,
+                                          market.total_borrow_shares), False)
+
+
+def _plan_whole(collateral: int, borrow_shares: int, market: MarketState, price: int,
+                lltv: int, edge_buffer_bps: int) -> MorphoLiquidation:
     lif = liquidation_incentive_factor(lltv)
     total_assets, total_shares = market.total_borrow_assets, market.total_borrow_shares
     repaid_assets = to_assets_up(borrow_shares, total_assets, total_shares)
