@@ -597,6 +597,9 @@ class Daemon:
         self.alert_config_subscribers.append(self.alerts.configure)
         for name, rt in self.chains.items():
             rt.blocks.subscribe(functools.partial(self.alerts.on_block_event, chain=name))
+            if rt.prices is not None:
+                rt.prices.on_source_changed = functools.partial(self.alerts.on_source_changed,
+                                                                chain=name)
         pending = sum(n for n, _ in (await self.dispatcher.outbox.stats()).values())
         log.info("alerts.started", routes=[r.name for r in self.config.alerts.routes],
                  watchlists=[w.name for w in self.config.alerts.watchlists],

@@ -36,8 +36,9 @@ RULES: dict[str, RuleInfo] = {r.name: r for r in (
     RuleInfo("liquidation", ("chain", "protocol", "account", "event"), ("info", "warning"),
              "liquidation", "keeperd's own liquidations: sent, included, reverted, lost, "
              "not sent (label event)"),
-    RuleInfo("oracle", ("chain", "asset"), ("critical",), "oracle",
-             "a price untrusted: its breaker is tripped"),
+    RuleInfo("oracle", ("chain", "asset", "event"), ("warning", "critical"), "oracle",
+             "a price untrusted: its breaker is tripped; or a price source replaced (label "
+             "event=source_changed: critical when its price jumps from the old one's)"),
     RuleInfo("liquidations_held", ("chain", "protocol"), ("critical",), "liquidations_held",
              "liquidations on a market are held"),
     RuleInfo("revision_unverified", ("chain", "protocol"), ("warning",),
@@ -71,7 +72,7 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "rule": tuple(RULES),
     "alertname": tuple(f"keeperd_{r}" for r in RULES),
     "severity": SEVERITIES,
-    "event": ("sent", "included", "reverted", "lost_race", "not_sent"),
+    "event": ("sent", "included", "reverted", "lost_race", "not_sent", "source_changed"),
 }
 
 

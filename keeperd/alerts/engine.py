@@ -750,6 +750,30 @@ class AlertEngine:
             action="") for asset in legacy]
         self._evaluate(conditions, chain, block)
 
+    def on_source_changed(self, asset: str, detail: str, jump: str | None, block: int, *,
+                          chain: str) -> None:
+        """A protocol's price source of `asset` replaced (the price watch's `source_changed`):
+        one event, queued for the block's commit. Governance's `setAssetSources` moves every
+        position of the asset at once; it was a Prometheus alert alone, and a WETH source
+        swapped to a feed 29 % away, followed by 56 liquidations, reached no one's phone (a
+        by-hand trial)."""
+        rule = self.config.rules.oracle
+        route = self.config.route_for("oracle")
+        if not rule.enabled or route is None:
+            return
+        self._emit(route, Alert(
+            "oracle", "critical" if jump else "warning", "event",
+            {"chain": chain, "asset": asset, "event": "source_changed"},
+            f"{asset}'s price source on {chain} was replaced ({detail})"
+            + (f"; the new source's price is a jump: {jump}" if jump else ""),
+            action="A protocol's governance (or whoever holds its oracle's admin) replaced the "
+                   "feed positions are priced by: check that it is the change announced. "
+                   "keeperd judges the new source as any other (staleness, jumps, reference "
+                   "prices); `keeperd breaker trip ASSET` pauses liquidations on it by hand.",
+            details={"change": detail, **({"jump": jump} if jump else {})},
+            chain=chain, block=block, starts_at=self.clock(),
+            key=f"oracle:{chain}:{asset}:source_changed:{block}"))
+
     def on_liquidation(self, e: ExecutionEvent) -> None:
         """The executor's outcomes, one event each: queued, written by the executor's
         `events_flush` (this engine's `commit`) once its block's work is done."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,10 @@ class ChainPriceWatch:
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
+        # Told of a price source replaced: (asset, what replaced what, the jump from the old
+        # source's last price or None, block). The daemon points it at the alert engine: a
+        # replaced source was a Prometheus alert alone, no message (a by-hand trial).
+        self.on_source_changed: Callable[[str, str, str | None, int], None] | None = None
         self._anomaly_series: set[str] = set()  # assets whose anomaly counters are exported
         self._lock = asyncio.Lock()
         # This block's work: its number, header, the feeds judged, problems per asset, the
@@ -444,6 +448,9 @@ class ChainPriceWatch:
                 self._standing.add((reading.asset, p.kind))
             log.warning("oracle.anomaly", chain=self.chain, asset=reading.asset,
                         kind=p.kind, detail=p.detail, block=block)
+            if p.kind == "source_changed" and self.on_source_changed is not None:
+                jump = next((j.detail for j in problems if j.kind == "jump"), None)
+                self.on_source_changed(reading.asset, p.detail, jump, block)
 
     def policy(self, symbol: str, reading: FeedReading | None = None) -> FeedPolicy:
         """How `symbol`'s feed is judged: the heartbeat configured for it, else each

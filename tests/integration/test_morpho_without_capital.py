@@ -160,7 +160,8 @@ async def test_a_sale_too_large_for_its_pool_is_seized_in_smaller_parts(
                 break
     journal = keeper.daemon.executors["morpho"].journal
     # Seized in parts smaller than its whole, each through the pool, none reverted.
-    whale_included = [e for e in await journal.by_status(J.INCLUDED) if e.account.lower() == whale.lower()]
+    whale_included = [e for e in await journal.by_status(J.INCLUDED)
+                      if e.account.lower() == whale.lower()]
     assert whale_included, "the largest position was not liquidated"
     assert len(whale_included) >= 2  # (a quarter each time: more than one was needed)
     assert 0 < whale_collateral() < collateral // 2

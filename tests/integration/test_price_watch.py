@@ -390,14 +390,21 @@ async def test_a_replaced_price_source_is_told_with_its_move(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Governance replaces WETH's source in the AaveOracle with a feed 40 % lower: told (the
     watch kept readings by source, so a new source had no previous one: a feed 29 % away went
-    untold and 56 liquidations followed at its price — a by-hand trial)."""
+    untold and 56 liquidations followed at its price — a by-hand trial), in the log, the
+    metrics and a message: it was a Prometheus alert alone, with no webhook or Telegram."""
     import structlog
 
     from keeperd.chain.multicall import encode_call
     from keeperd.devnet.uniswap import ours
+    from tests.alert_fakes import Webhook
     from tests.keeper_harness import config_for
 
-    keeper = await run_daemon(config_for(devnet, tmp_path, "alert-only"))
+    webhook = Webhook()
+    config = config_for(devnet, tmp_path, "alert-only")
+    config = config.model_copy(update={"alerts": config.alerts.model_validate({
+        "routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": webhook.url,
+                                               "secret": "w" * 32}]}]})})
+    keeper = await run_daemon(config)
     await keeper.evaluated_at(devnet.client.block_number())
     admin, aave = devnet.manifest["aave_v3"]["admin"], devnet.manifest["aave_v3"]
     new = devnet.client.deploy(admin, ours("TestAggregator").deploy_data(
@@ -416,3 +423,12 @@ async def test_a_replaced_price_source_is_told_with_its_move(
     for kind in ("source_changed", "jump"):
         assert metric_value(keeper.daemon.metrics, "keeperd_oracle_anomalies_total",
                             {"chain": "devnet", "asset": "WETH", "kind": kind}) == 1
+    for _ in range(150):  # (delivered from the outbox, 15 s at most)
+        if webhook.received:
+            break
+        await asyncio.sleep(0.1)
+    webhook.close()
+    [(_, message)] = [(k, b) for k, b in webhook.received if b.get("rule") == "oracle"]
+    assert message["labels"] == {"chain": "devnet", "asset": "WETH", "event": "source_changed"}
+    assert message["severity"] == "critical"  # (its price jumped from the replaced one's)
+    assert new.lower() in message["summary"].lower() and "40.0%" in message["summary"]
