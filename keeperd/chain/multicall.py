@@ -19,7 +19,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_
 from numpy.typing import NDArray
 
 from keeperd.chain import scan_reader
-from keeperd.chain.rpc import HexData, RpcError, RpcPool, aggregate3_answer
+from keeperd.chain.rpc import Endpoint, HexData, OnEndpoint, RpcError, RpcPool, aggregate3_answer
 
 log = structlog.get_logger(__name__)
 
@@ -309,6 +309,14 @@ class Multicall:
         self._limit = asyncio.Semaphore(max_concurrency)
         # Whether the node runs the scan reader (state overrides): None until first tried.
         self._reader_works: bool | None = None if scan_reader else False
+
+    def on(self, endpoint: Endpoint) -> Multicall:
+        """The same batching, asked of `endpoint` alone (a second reading of a block: no
+        failover, or the answer would be the first endpoint's again), through Multicall3:
+        the scan reader's overrides are not tried on an endpoint for one reading."""
+        return Multicall(OnEndpoint(self.pool, endpoint),  # type: ignore[arg-type]
+                         address=self.address, chunk_size=self.chunk_size,
+                         max_request_bytes=self.max_request_bytes, scan_reader=False)
 
     async def aggregate3(
         self, calls: Sequence[Call], block: int | str = "latest"

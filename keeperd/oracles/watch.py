@@ -28,7 +28,7 @@ import structlog
 from eth_abi import decode
 
 from keeperd.chain.multicall import Call, Multicall, encode_call
-from keeperd.chain.rpc import OnEndpoint, RpcPool
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
@@ -355,8 +355,7 @@ class ChainPriceWatch:
         second = self.pool.second() if self.config.second_read else None
         if second is None:
             return await read_feeds(self.multicall, feeds, block), None
-        other = Multicall(OnEndpoint(self.pool, second),  # type: ignore[arg-type]
-                          address=self.multicall.address, scan_reader=False)
+        other = self.multicall.on(second)
         # At the judged header's hash (EIP-1898): honest endpoints on two forks of one height
         # read different rounds, and that is no lie — a second on another fork says it has
         # no such block, and its reading is not used.

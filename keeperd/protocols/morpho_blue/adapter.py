@@ -24,7 +24,7 @@ from keeperd.chain.multicall import (
     encode_call,
     event_topic,
 )
-from keeperd.chain.rpc import OnEndpoint, RpcPool
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import ConfigIssue, MorphoBlueConfig
 from keeperd.protocols.morpho_blue import math as mm
 from keeperd.protocols.morpho_blue.book import (
@@ -309,9 +309,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
         if not accounts:
             return None
         other = copy.copy(self)
-        other.pool = OnEndpoint(self.pool, endpoint)  # type: ignore[assignment]
-        other.multicall = Multicall(other.pool,
-                                    address=self.multicall.address, scan_reader=False)
+        other.multicall = self.multicall.on(endpoint)
+        other.pool = other.multicall.pool
         other._ahead = None
         other._unreadable = lambda *args: None  # type: ignore[method-assign]
         second = await other.snapshot(accounts, book.block)

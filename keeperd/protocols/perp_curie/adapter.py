@@ -18,7 +18,7 @@ from eth_abi import decode
 from eth_utils import to_checksum_address
 
 from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, event_topic
-from keeperd.chain.rpc import OnEndpoint, RpcPool
+from keeperd.chain.rpc import RpcPool
 from keeperd.config import DEFAULT_SHOCKS, ConfigIssue, PerpCurieConfig
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.calldata import CallMemo, Checksums, word_int, word_uint
@@ -494,8 +494,7 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
         disagreement is a lie or a lag, not the rule left out."""
         if not accounts:
             return None
-        other = Multicall(OnEndpoint(self.pool, endpoint),  # type: ignore[arg-type]
-                          address=self.multicall.address, scan_reader=False)
+        other = self.multicall.on(endpoint)
         calls = [c for a in accounts for c in (
             Call(self.config.clearing_house, encode_call("getAccountValue(address)",
                                                          ["address"], [a])),
