@@ -6,7 +6,6 @@ trades realised and still owe included."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,15 @@ async def test_a_margin_taken_under_90_percent_is_refilled(
         devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     data = funded_curie_keeper(devnet, tmp_path, monkeypatch)
     target = data["protocols"][0]["keeper_margin_usd"] * 10**6
+    name = data["protocols"][0]["name"]
     with structlog.testing.capture_logs() as logs:
-        await run_daemon(parse_config(data))
+        keeper = await run_daemon(parse_config(data))
+        # (each block waited for until evaluated: a fixed sleep a block ran out under a full
+        # run's load before the start's deposit went)
         for _ in range(100):
             if margin(devnet) >= target:
                 break
-            devnet.mine(1)
-            await asyncio.sleep(0.1)
+            await keeper.evaluated_at(devnet.mine(1), protocol=name)
         assert margin(devnet) == target  # (deposited at start)
         curie = devnet.manifest["perp_curie"]
         usdc = devnet.manifest["tokens"]["USDC"]
@@ -42,15 +43,13 @@ async def test_a_margin_taken_under_90_percent_is_refilled(
         devnet.client.send(KEEPER, curie["vault"], artifact("Vault").encode_call(
             "withdraw", usdc, target // 20))
         for _ in range(25):
-            devnet.mine(1)
-            await asyncio.sleep(0.1)
+            await keeper.evaluated_at(devnet.mine(1), protocol=name)
         assert margin(devnet) == target - target // 20  # (not a deposit per dollar lost)
         # 30 % gone: refilled to the whole margin within the next balances (every 10 blocks).
         devnet.client.send(KEEPER, curie["vault"], artifact("Vault").encode_call(
             "withdraw", usdc, target // 4))
         for _ in range(60):
-            devnet.mine(1)
-            await asyncio.sleep(0.1)
+            await keeper.evaluated_at(devnet.mine(1), protocol=name)
             if margin(devnet) == target:
                 break
         assert margin(devnet) == target
