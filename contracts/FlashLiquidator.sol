@@ -38,6 +38,11 @@ contract FlashLiquidator is SeizedCollateralSeller {
     event Liquidated(address indexed user, address indexed collateral, address indexed debt,
                      uint256 debtRepaid, uint256 collateralSeized, uint256 profit);
 
+    // What the callback left the beneficiary, for `liquidate` to return (written and cleared
+    // within one transaction): a simulation of `liquidate` then prices the sale as the chain
+    // ran it, not as the keeper's slippage estimate expects.
+    uint256 private settledProfit;
+
     constructor(address aavePool_, address owner_, address uniswapFactory_,
                 address beneficiary_)
         SeizedCollateralSeller(owner_, uniswapFactory_, beneficiary_)
@@ -47,14 +52,16 @@ contract FlashLiquidator is SeizedCollateralSeller {
 
     /// Liquidate `user`, selling the seized collateral on the `swapFee` pool of the pair; the
     /// swap must return at least `minOutPerIn` (x 1e18) per unit sold, and `minProfit` of
-    /// the debt asset must be left for the beneficiary.
+    /// the debt asset must be left for the beneficiary. Returns what the beneficiary was sent.
     function liquidate(address collateral, address debt, address user, uint256 debtToCover,
                        uint24 swapFee, uint256 minProfit, uint256 minOutPerIn)
-        external onlyOwner
+        external onlyOwner returns (uint256 profit)
     {
         bytes memory params = abi.encode(Job(collateral, debt, user, debtToCover, swapFee,
                                              minProfit, minOutPerIn));
         aavePool.flashLoanSimple(address(this), debt, debtToCover, params, 0);
+        profit = settledProfit;
+        delete settledProfit;
     }
 
     /// Aave's flash-loan callback.
@@ -77,6 +84,7 @@ contract FlashLiquidator is SeizedCollateralSeller {
         if (left > 0) _safeTransfer(asset, beneficiary, left);
         // The pool pulls exactly this when the callback returns: nothing stays approved.
         _forceApprove(asset, address(aavePool), owed);
+        settledProfit = left;
         emit Liquidated(job.user, job.collateral, asset, repaid, seized, left);
         return true;
     }

@@ -66,9 +66,10 @@ contract MorphoLiquidator is SeizedCollateralSeller {
     /// Liquidate `borrower` in `market` (exactly one of `seizedAssets` and `repaidShares`
     /// non-zero, as Morpho wants), selling the seized collateral on the `swapFee` pool of the
     /// pair at `minOutPerIn` (x 1e18) or better; `minProfit` of the loan token must be left.
+    /// Returns what the beneficiary was sent (a simulation prices the sale by it).
     function liquidate(MarketParams calldata market, address borrower, uint256 seizedAssets,
                        uint256 repaidShares, uint24 swapFee, uint256 minProfit,
-                       uint256 minOutPerIn) external onlyOwner {
+                       uint256 minOutPerIn) external onlyOwner returns (uint256 profit) {
         bytes memory data = abi.encode(Job(market.loanToken, market.collateralToken, swapFee,
                                            minProfit, minOutPerIn));
         uint256 loanBefore = _balance(market.loanToken);
@@ -76,7 +77,7 @@ contract MorphoLiquidator is SeizedCollateralSeller {
         (uint256 seized, uint256 repaid) =
             morpho.liquidate(market, borrower, seizedAssets, repaidShares, data);
         if (pending.job != bytes32(0)) revert NoLiquidationInFlight();  // no callback: no sale
-        uint256 profit = _balance(market.loanToken) - loanBefore;
+        profit = _balance(market.loanToken) - loanBefore;
         if (profit > 0) _safeTransfer(market.loanToken, beneficiary, profit);
         emit Liquidated(borrower, keccak256(abi.encode(market)), repaid, seized, profit);
     }

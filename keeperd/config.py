@@ -499,7 +499,9 @@ class KeeperConfig(_Model):
         "and slippage is below this.")
     swap_slippage_bps: int = Field(
         default=50, ge=0, le=5_000, description="Expected cost of turning seized collateral "
-        "back into the debt asset, in basis points of its value.")
+        "back into the debt asset, in basis points of its value: the plan's estimate (it ranks "
+        "a block's liquidations). A flash sale is sent on what its simulation kept (the "
+        "seller contract's return), not on this.")
     max_swap_slippage_bps: int = Field(
         default=300, ge=0, le=5_000, description="Flash path: the FlashLiquidator reverts "
         "(SwapBelowBound, costing gas only) when selling the seized collateral pays less than "

@@ -230,7 +230,8 @@ def _in_turn_verdict(answer: Any, ahead: int, pool: str, planned_gas: int
     if int(call.get("status", "0x0"), 16) == 1:
         used = int(str(call.get("gasUsed") or "0x0"), 16)
         needed = int(used * TURN_GAS_HEADROOM) + 1
-        return Simulated(needed if needed > planned_gas else None)
+        return Simulated(needed if needed > planned_gas else None,
+                         sold=seller_returned(call.get("returnData")))
     error = call.get("error") or {}
     return InTurnReverted(int(error.get("code", 3)),
                           str(error.get("message", "execution reverted")),
@@ -253,11 +254,26 @@ class Simulated:
     # L1 data fee, and the operator fee as a function of the gas it is sent with.
     l1_fee_wei: int = 0
     operator_fee: l1_fee.OperatorFee = l1_fee.NO_OPERATOR_FEE
+    # A flash sale's: what the seller contract returned it sent the beneficiary (debt-asset
+    # units), as the simulation ran the sale — after the sales ahead of it in turn. None: not
+    # a sale, measured with eth_estimateGas (no return data), or a contract that returns none.
+    sold: int | None = None
 
     def fee_beside_gas(self, gas_limit: int) -> int:
         """What the decision prices beside the gas (wei): the chain's fees, FEE_HEADROOM
         over what its oracle said at the simulation."""
         return l1_fee.with_headroom(self.l1_fee_wei + self.operator_fee.fee(gas_limit))
+
+
+def seller_returned(data: Any) -> int | None:
+    """The profit a seller contract's `liquidate` returns (one uint256), from a simulation's
+    return data; None for anything else (a contract deployed before it returned one)."""
+    if not isinstance(data, str) or len(data) != 66 or not data.startswith("0x"):
+        return None
+    try:
+        return int(data, 16)
+    except ValueError:
+        return None
 
 
 class VerificationRefused(Exception):
@@ -350,7 +366,8 @@ class _Sent(NamedTuple):
 
 def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee_per_gas: int,
            native_usd: float, min_profit_usd: float, slippage_bps: int,
-           flash_premium_bps: int = 0, fee_beside_gas_wei: int = 0) -> Decision | None:
+           flash_premium_bps: int = 0, fee_beside_gas_wei: int = 0,
+           sold_usd: float | None = None) -> Decision | None:
     """Send, or not (pure): the prize is the bonus seized less the swap slippage of selling
     it (and the flash-loan premium on what was borrowed); the gas it is charged at the fee
     cap (`charged_gas`, as `GasQuote.gas_usd` prices the seller contracts' bar) comes off
@@ -359,16 +376,28 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
     (NaN), nothing is sent. The fee budget is what keeps it `min_profit_usd` in profit
     whatever the gas fee market does, worst case included: the tx manager holds fee cap x
     the whole limit under it (the fee beside the gas, as priced at the simulation with its
-    headroom, is taken off it first: an L1 fee rising past that headroom is not bounded)."""
+    headroom, is taken off it first: an L1 fee rising past that headroom is not bounded).
+    `sold_usd`: a flash sale's profit as its simulation ran it (the seller contract's return:
+    after the swap, the loan and its premium), the prize instead of the estimate."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
-    prize_usd = o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
+    prize_usd = (o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
+                 if sold_usd is None else sold_usd)
     gas_usd = GasQuote(fee_per_gas, native_usd, min_profit_usd).gas_usd(gas_limit)
     net = prize_usd - gas_usd - fee_beside_gas_wei / 1e18 * native_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
     budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18) - fee_beside_gas_wei
     return Decision(o, key, net, gas_limit, budget_wei, fee_beside_gas_wei)
+
+
+def _sold_usd(opp: Opportunity, simulated: Simulated | None) -> float | None:
+    """A flash sale's simulated profit in USD: the seller's debt-asset units at the plan's
+    own price of that asset (what it repays, over the units it repays)."""
+    if simulated is None or simulated.sold is None or opp.amount <= 0 \
+            or not opp.repaid_usd > 0:
+        return None
+    return simulated.sold * opp.repaid_usd / opp.amount
 
 
 class Executor:
@@ -1282,7 +1311,7 @@ class Executor:
                 return answer
             if i not in turn_of:
                 return self._verdict(call, answer) if call.verification is not None \
-                    else Simulated(None)
+                    else Simulated(None, sold=seller_returned(answer) if call.flash else None)
             measured = _in_turn_verdict(answer, ahead(i), turn_of[i].pool,
                                         call.opportunity.gas_limit)
             if call.verification is None or not isinstance(measured, Simulated):
@@ -1298,12 +1327,19 @@ class Executor:
         short = [i for i, a in enumerate(out) if isinstance(a, RpcError)
                  and wave[i][0].verification is None and i not in turn_of]
         if short:
-            estimates = await self.pool.batch([("eth_estimateGas", [tx(
+            # (a sale's return, what it kept, is read at the same gas in the same batch:
+            # eth_estimateGas returns none, and a large sale went out priced by the
+            # slippage estimate at twice what it realised)
+            sells = [i for i in short if wave[i][0].flash]
+            answered = await self.pool.batch([(method, [tx(
                 wave[i][0], wave[i][0].opportunity.gas_limit * SIMULATION_GAS_FACTOR),
-                "latest", *([overrides[i]] if overrides[i] else [])]) for i in short])
-            for i, estimate in zip(short, estimates, strict=True):
-                out[i] = (Simulated(int(estimate, 16)) if isinstance(estimate, str)
-                          else estimate)
+                "latest", *([overrides[i]] if overrides[i] else [])])
+                for method, indices in (("eth_estimateGas", short), ("eth_call", sells))
+                for i in indices])
+            sold = dict(zip(sells, answered[len(short):], strict=True))
+            for i, estimate in zip(short, answered[:len(short)], strict=True):
+                out[i] = (Simulated(int(estimate, 16), sold=seller_returned(sold.get(i)))
+                          if isinstance(estimate, str) else estimate)
         if opinions is not None and second is not None:
             disputed = {i: reverted for i, opinion in enumerate(opinions)
                         if isinstance(out[i], Simulated)
@@ -2117,7 +2153,8 @@ class Executor:
                       slippage_bps=self.config.swap_slippage_bps,
                       flash_premium_bps=self.liquidator.flash_premium_bps if use_flash else 0,
                       fee_beside_gas_wei=(simulated.fee_beside_gas(gas_limit)
-                                          if simulated is not None else 0))
+                                          if simulated is not None else 0),
+                      sold_usd=_sold_usd(opp, simulated) if use_flash else None)
 
     def _gas_quote(self, base_fee: int, native_usd: float) -> GasQuote:
         """What the liquidator encodes the seller contracts' profit bar with: this block's gas
