@@ -1038,6 +1038,8 @@ class Daemon:
                              native_prices: dict[str, float]) -> Executor | None:
         keeper = self.config.keeper
         tx = await self._tx_manager(rt, key, tx_managers, stack, journal)
+        if tx is not None:
+            tx.protocols.add(plugin.name)  # (the key's journaled nonces on this chain are theirs)
         address = key.address if key is not None else keeper.address
         liquidator = plugin.liquidator(keeper, address, tx)
         if liquidator is None:

@@ -92,6 +92,25 @@ class Queued:
     block: int | None
 
 
+# The namespace of the idempotency keys derived from what a notification tells (`uuid5`).
+EVENT_KEYS = uuid.UUID("6b2f1f0e-8c1d-4f63-9c55-2f0c4a1d7e31")
+
+
+def idempotency_key(q: Queued) -> str:
+    """The notification's key for receivers to drop a repeat. A notification of one-off
+    events at their blocks (a watched position liquidated in transaction T, keeperd's own
+    liquidation sent) is the same wherever it is queued: its key is derived from them and the
+    sink, so one told again by a state database restored from a backup, or by another
+    replica, is dropped as the repeat it is (a restored backup re-sent three "was liquidated"
+    messages under new keys, a by-hand trial). Any other is new each time it is queued (and
+    so is an event its own database queues again: `Outbox.put_all`)."""
+    if q.alerts and all(a.get("kind") == "event" and a.get("block") is not None
+                        for a in q.alerts):
+        told = sorted((str(a.get("fingerprint")), str(a["block"])) for a in q.alerts)
+        return str(uuid.uuid5(EVENT_KEYS, json.dumps([q.route, q.sink, told])))
+    return str(uuid.uuid4())
+
+
 class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -107,7 +126,7 @@ class Outbox:
         now = time.time() if now is None else now
         rows, keys = [], []
         for q in queued:
-            key = str(uuid.uuid4())
+            key = idempotency_key(q)
             status = "resolved" if all(a["status"] == "resolved" for a in q.alerts) else "firing"
             # Critical before warning before info: a holder's liquidation warning must not
             # wait behind a burst of the keeper's own info events.
@@ -116,6 +135,22 @@ class Outbox:
                          json.dumps(q.alerts, separators=(",", ":"), default=str), PENDING,
                          now, now))
             keys.append(key)
+        # An event this database queued already and queues again is told again on purpose (a
+        # reorg took its block and the chain made it anew): a new key, or the receiver drops it.
+        again: set[str] = set()
+        for start in range(0, len(keys), 500):  # (a crash's burst: within SQLite's bound)
+            chunk = keys[start:start + 500]
+            marks = ",".join(f"${i + 1}" for i in range(len(chunk)))
+            again |= {r[0] for r in await self.db.fetch(
+                f"SELECT idempotency_key FROM outbox WHERE idempotency_key IN ({marks})",
+                *chunk)}
+        if again or len(set(keys)) < len(keys):
+            seen: set[str] = set()
+            for i, key in enumerate(keys):
+                if key in again or key in seen:
+                    keys[i] = str(uuid.uuid4())
+                    rows[i] = (*rows[i][:3], keys[i], *rows[i][4:])
+                seen.add(keys[i])
         async with self.db.transaction():
             for row in rows:
                 await self.db.execute(

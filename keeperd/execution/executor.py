@@ -153,6 +153,9 @@ FEE_UNREAD_HOLD_BLOCKS = 5
 # (RECEIPT_TO_LIMIT, charged_gas: protocols/sdk/contract.py, beside GasQuote, whose
 # gas_usd the decision prices with)
 
+# More transactions than this sent by the key past the journal's highest nonce on its chain
+# is a journal behind the key (`journal.behind_the_key`).
+JOURNAL_BEHIND_TOLD = 20
 # An included liquidation that lost before its gas counts toward the pause (`_lost_money`)
 # when it gave this much less collateral per debt than the plan (the plug-in compares).
 LOSS_RATE_SHORT = 0.02
@@ -556,6 +559,28 @@ class Executor:
         async with self._acting:
             await self._prepare(head)
 
+    async def _tell_journal_behind(self, sent: int) -> None:
+        """A journal that knows the key's transactions on this chain only up to a nonce far
+        below the chain's count (JOURNAL_BEHIND_TOLD more than it recorded: keeperd's own
+        approvals and deposits are not journaled, a few of those are not this) is told once:
+        a state database restored from a backup, or another one this key liquidated from.
+        Restored, a trial's status fell from 167 liquidations to 41 with no word."""
+        highest = await self.journal.highest_nonce(self.tx.protocols or {self.adapter.name}) \
+            if self.tx is not None else None
+        if self.tx is None or highest is None or sent - 1 - highest <= JOURNAL_BEHIND_TOLD:
+            return
+        self.tx.history_told = True
+        log.warning("journal.behind_the_key", chain=self.adapter.chain,
+                    address=self.tx.address, journal_highest_nonce=highest,
+                    transactions=sent,
+                    meaning=f"the key has sent {sent - 1 - highest} transactions on this "
+                    "chain since the last one this journal recorded: more than keeperd's own "
+                    "approvals and deposits (not journaled). A state database restored from "
+                    "a backup, or liquidations from another state_dir or database with this "
+                    "key: their P&L is not in this journal's status. Nothing is liquidated "
+                    "twice (a liquidated position is another opportunity), and events told "
+                    "again carry their first idempotency key")
+
     async def _reconcile(self, head: int) -> None:
         # (a leadership's first block writes its holdings: another leader may have written
         # since this replica last did — a review)
@@ -577,6 +602,8 @@ class Executor:
                                     "is in flight); keeperd's own approvals and deposits "
                                     "count too, so a keeper that has not liquidated yet "
                                     "sees this")
+            elif sent and not self.tx.history_told:
+                await self._tell_journal_behind(sent)
             await self._tell_untold()  # (before this start's own settlements: told once)
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)

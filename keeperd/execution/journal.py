@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, WaveKey
@@ -161,6 +161,17 @@ class Journal:
         return {str(p): int(b) for p, b in await self.db.fetch(
             "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
             if b is not None}
+
+    async def highest_nonce(self, protocols: Collection[str]) -> int | None:
+        """The highest nonce of a transaction journaled for `protocols` (one key on one
+        chain), or None: the journal's knowledge of the key's history there."""
+        if not protocols:
+            return None
+        marks = ",".join(f"${i + 1}" for i in range(len(protocols)))
+        row = await self.db.fetchrow(
+            "SELECT MAX(t.nonce) FROM liquidation_txs t JOIN liquidations l ON l.key = t.key "
+            f"WHERE l.protocol IN ({marks})", *sorted(protocols))
+        return int(row[0]) if row is not None and row[0] is not None else None
 
     async def is_empty(self) -> bool:
         """No liquidation recorded at all (one row read, not the table)."""

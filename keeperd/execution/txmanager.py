@@ -242,6 +242,8 @@ class TxManager:
         self._in_flight_at_start: tuple[int, int] | None = None
         self._in_flight_since: int | None = None
         self.history_told = False  # (`journal.empty_on_a_used_key`: once a chain, at start)
+        # The protocols that send with this key on this chain (their journal rows are its).
+        self.protocols: set[str] = set()
         # Tokens an approval of which from this key reverted on chain (lowercase): their
         # approvals over a non-zero allowance go through zero first from then on, whatever a
         # simulation says (protocols/sdk/approvals.py: one endpoint's lie that a USDT-like

@@ -404,3 +404,38 @@ async def test_what_the_pool_evicts_holds_a_start_no_longer(
         assert "held" not in second.daemon._status_line()
     finally:
         webhook.close()
+
+
+async def test_a_journal_behind_the_keys_history_is_said_at_start(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A state database restored from a backup knows the key's transactions up to a nonce
+    far below the chain's: said at start (a trial's status fell from 167 liquidations to 41,
+    with no word). The journal's own liquidations, and a few approvals beside them, are not."""
+    import structlog
+
+    from tests.keeper_harness import liquidating
+
+    config, first = await liquidating(devnet, tmp_path, run_daemon)
+    devnet.set_price("WETH", 2100.0)
+    for _ in range(3):
+        await first.evaluated_at(devnet.mine(1))
+    journal = first.daemon.executors["aave"].journal
+    highest = await journal.highest_nonce({"aave"})
+    assert highest is not None and (await journal.by_status(J.INCLUDED))
+    first.stop.set()
+    await asyncio.wait_for(first.task, 10)
+    with structlog.testing.capture_logs() as logs:  # (the same journal: nothing to say)
+        again = await run_daemon(config)
+        await again.evaluated_at(devnet.client.block_number())
+        again.stop.set()
+        await asyncio.wait_for(again.task, 10)
+    assert "journal.behind_the_key" not in [e["event"] for e in logs]
+    # The key goes on elsewhere (another state database): 25 transactions past this journal.
+    for _ in range(25):
+        devnet.client.send(KEEPER, KEEPER, b"")
+    with structlog.testing.capture_logs() as logs:
+        behind = await run_daemon(config)
+        await behind.evaluated_at(devnet.client.block_number())
+    [said] = [e for e in logs if e["event"] == "journal.behind_the_key"]
+    assert said["journal_highest_nonce"] == highest
+    assert said["transactions"] >= highest + 1 + 25
