@@ -112,6 +112,7 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     issues: list[ConfigIssue] = []
     metrics = Metrics()
     holders: Holders = {}
+    indexed: Holders = {}  # (every account each protocol's index knows)
     for ci, chain in enumerate(config.chains):
         async with make_pool(chain, metrics) as pool:
             checks = await check_chain_ids(pool, chain.chain_id)
@@ -202,7 +203,8 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                                            f"{chain.name}): "
                                            f"{running.started() or 'started as run starts it'}")
                     if config.alerts.watchlists and not found:
-                        holders |= await chain_holders(config, chain, pool, started, warnings)
+                        holders |= await chain_holders(config, chain, pool, started, warnings,
+                                                       indexed)
                 finally:
                     await store.close()
     if warnings is not None:
@@ -211,7 +213,7 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     issues += await storage_issues(config, checked)
     issues += await signer_issues(config)
     if warnings is not None:
-        warnings += watchlist_warnings(config, holders)
+        warnings += watchlist_warnings(config, holders, indexed)
     return issues
 
 
@@ -483,12 +485,12 @@ async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Pl
 
 
 async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool,
-                        started: dict[int, Plugin], warnings: list[ConfigIssue] | None
-                        ) -> Holders:
+                        started: dict[int, Plugin], warnings: list[ConfigIssue] | None,
+                        indexed: Holders | None = None) -> Holders:
     """Each protocol of the chain (`started` by `start_issues`) read as `keeperd scan` reads
     it (its accounts indexed from `start_block`, every one read and evaluated at the head).
     A protocol that cannot be read is left out (and said): no account is called empty for
-    want of reading it."""
+    want of reading it. `indexed` gets every account each protocol's index knows."""
     from keeperd.alerts.engine import holds_position
 
     holders: Holders = {}
@@ -507,17 +509,25 @@ async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool,
         holders[proto.name] = {
             a.lower() for i, a in enumerate(view.accounts)
             if holds_position(float(view.collateral_usd[i]), float(view.debt_usd[i]))}
+        if indexed is not None:  # (every account its index knows: each held a position once)
+            indexed[proto.name] = {a.lower() for a in view.accounts}
     return holders
 
 
-def watchlist_warnings(config: Config, holders: Holders) -> list[ConfigIssue]:
+def watchlist_warnings(config: Config, holders: Holders,
+                       indexed: Holders | None = None) -> list[ConfigIssue]:
     """A watched account that no protocol its watchlist looks at holds a position for (no
     collateral, debt or perp margin): it can never alert, and is usually a typo. Only said
-    when every one of those protocols was read: one that holds it is enough."""
+    when every one of those protocols was read: one that holds it is enough. One a
+    protocol's index knows (`indexed`) held a position there and holds none now — liquidated,
+    repaid or closed: said as that, not as a typo (a trial's check-config after a crash
+    called its liquidated, correct addresses likely typos; the daemon did not)."""
     from keeperd.alerts.engine import account_keys
 
     held = {name: {k for a in accounts for k in account_keys(a)}
             for name, accounts in holders.items()}
+    known = {name: {k for a in accounts for k in account_keys(a)}
+             for name, accounts in (indexed or {}).items()}
     configured = {p.name for p in config.protocols}
     out: list[ConfigIssue] = []
     for wi, w in enumerate(config.alerts.watchlists):
@@ -525,7 +535,16 @@ def watchlist_warnings(config: Config, holders: Holders) -> list[ConfigIssue]:
         if not scope <= held.keys():
             continue
         for ai, account in enumerate(w.accounts):
-            if not any(account.lower() in held[name] for name in scope):
+            if any(account.lower() in held[name] for name in scope):
+                continue
+            before = sorted(name for name in scope if account.lower() in known.get(name, ()))
+            if before:
+                out.append(ConfigIssue(
+                    f"alerts.watchlists[{wi}].accounts[{ai}]",
+                    f"{account} held a position on {', '.join(before)} and holds none now "
+                    "(liquidated, repaid or closed): nothing to alert on until it opens one",
+                    "nothing to fix; take it out of the watchlist if it is closed for good"))
+            else:
                 out.append(ConfigIssue(
                     f"alerts.watchlists[{wi}].accounts[{ai}]",
                     f"{account} holds no position in any protocol watchlist {w.name!r} looks "

@@ -71,6 +71,38 @@ def test_check_config_warns_of_a_watched_account_no_protocol_holds(devnet: Devne
         warnings[0]
 
 
+def test_check_config_says_a_closed_position_is_not_a_typo(devnet: Devnet,
+                                                          tmp_path: Path) -> None:
+    """A watched account that held a position and holds none now (here repaid and withdrawn;
+    a crash's liquidations leave the same) is said as that: check-config after a crash called
+    a risk team's liquidated, correct addresses likely typos (a by-hand trial)."""
+    from keeperd.devnet import contracts
+
+    m = devnet.manifest
+    closed = "0x" + "c1" * 20
+    devnet.open_position(closed, "WETH", 1.0, "USDC", 100.0)
+    token, pool = contracts.aave("MintableERC20"), contracts.aave("Pool")
+    usdc, weth = m["tokens"]["USDC"], m["tokens"]["WETH"]
+    devnet.client.send(closed, usdc, token.encode_call("mint", closed, 200 * 10**6))
+    devnet.client.send(closed, usdc, token.encode_call("approve", m["aave_v3"]["pool"],
+                                                       2**256 - 1))
+    devnet.client.send(closed, m["aave_v3"]["pool"], pool.encode_call(
+        "repay", usdc, 2**256 - 1, 2, closed))
+    devnet.client.send(closed, m["aave_v3"]["pool"], pool.encode_call(
+        "withdraw", weth, 2**256 - 1, closed))
+    config = config_for(devnet, tmp_path)
+    config["alerts"]["watchlists"][0]["accounts"].append(closed)
+    done = check_config(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if ": warning: " in line]
+    assert len(warnings) == 2, done.stderr
+    [typo] = [w for w in warnings if "accounts[2]" in w]
+    assert "it can never alert" in typo
+    [gone] = [w for w in warnings if "accounts[3]" in w]
+    assert "held a position on aave and holds none now" in gone, gone
+    assert "can never alert" not in gone
+
+
 def test_the_daemon_tells_and_counts_watched_accounts_without_position(devnet: Devnet,
                                                                        tmp_path: Path) -> None:
     port = free_port()
