@@ -1554,18 +1554,32 @@ UNSET_STAND_IN = "http://unset-{n}.invalid"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_BARE_REF = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIssue],
-                unset_as: str = "") -> Any:
+                unset_as: str = "", origins: dict[str, str] | None = None) -> Any:
     """Replace ${VAR} / ${VAR:-default} in every string of the parsed YAML tree; an unset
-    variable is an issue, and `unset_as` in its place."""
+    variable is an issue, and `unset_as` in its place. `origins` gets, by path, where a
+    value came from when a field's error would not show it: the variables that filled it,
+    or a `$VAR` that was left as written (only `${VAR}` is a reference)."""
     if isinstance(node, dict):
-        return {k: _substitute(v, _join(path, str(k)), env, issues, unset_as)
+        return {k: _substitute(v, _join(path, str(k)), env, issues, unset_as, origins)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{path}[{i}]", env, issues, unset_as)
+        return [_substitute(v, f"{path}[{i}]", env, issues, unset_as, origins)
                 for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
+    if origins is not None:
+        filled = [m.group(1) for m in _ENV_REF.finditer(node) if env.get(m.group(1))]
+        bare = [m.group(1) for m in _BARE_REF.finditer(_ENV_REF.sub("", node))]
+        if filled:
+            origins[path] = ("its value comes from the environment: "
+                             + ", ".join(f"${{{n}}}" for n in filled))
+        elif bare:
+            origins[path] = (f"`${bare[0]}` is not a reference: only `${{{bare[0]}}}` is "
+                             f"filled in from the environment; fix: write `${{{bare[0]}}}`")
 
     def replace(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
@@ -1742,6 +1756,22 @@ _UNITS = (("_gwei", "the unit is gwei, not wei; "), ("_bps", "the unit is basis 
           ("_below", "whole tokens, not wei; "))
 
 
+def _misspelt_required(errors: list[tuple[str, Any]]) -> set[str]:
+    """The missing fields that an unknown field beside them is a near miss of (`rpc_url:`
+    for `rpc_urls:`): one mistake, told once — as the unknown field, with "did you mean"."""
+    missing = {where for where, err in errors if err["type"] == "missing"}
+    out = set()
+    for where, err in errors:
+        if err["type"] != "extra_forbidden":
+            continue
+        parent, _, key = where.rpartition(".")
+        siblings = [m.rpartition(".")[2] for m in missing if m.rpartition(".")[0] == parent]
+        close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+        if close:
+            out.add(_join(parent, close[0]))
+    return out
+
+
 def _fix_for(error: dict[str, Any]) -> str:
     kind = error["type"]
     loc = error["loc"]
@@ -1752,10 +1782,14 @@ def _fix_for(error: dict[str, Any]) -> str:
             "remove the field or check its spelling (`keeperd config-schema` lists them all)"
     if kind == "missing":
         return "add this field (`keeperd config-schema` shows what it takes)"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return "use a whole number"
-    if kind in ("float_parsing", "float_type"):
-        return "use a number"
+    if kind in ("int_parsing", "int_type", "int_from_float", "float_parsing", "float_type"):
+        # ("500ms" for a poll interval: the unit is the field's, not written)
+        field = str(loc[-1]) if loc else ""
+        unit = next((text for suffix, text in _UNITS if field.endswith(suffix)),
+                    "the unit is seconds; " if field.endswith(("_interval", "interval"))
+                    else "")
+        whole = kind.startswith("int")
+        return f"{unit}use a {'whole ' if whole else ''}number".replace("; use", ": use")
     if kind in ("bool_parsing", "bool_type"):
         return "use true or false"
     if kind in ("literal_error", "union_tag_invalid"):
@@ -1807,7 +1841,8 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
         # (nothing else is validated: a field's own error could print the value)
         return None, [i for i in inline if i.message.startswith("holds what looks like")]
     issues: list[ConfigIssue] = []
-    written, data = data, _substitute(data, "", env, issues)
+    origins: dict[str, str] = {}
+    written, data = data, _substitute(data, "", env, issues, origins=origins)
     # The rest is validated too, with the unset variables left empty: one run names every
     # problem (an unset RPC variable stopped it before a missing key file was told). What a
     # field says of its own empty value is left out: the unset variable is its problem.
@@ -1825,9 +1860,10 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                 return stand_in, (issues + _reference_issues(stand_in)
                                   + _flash_issues(stand_in) + _fund_issues(stand_in)
                                   + sink_id_issues(stand_in.alerts.routes) + inline)
+        misspelt = _misspelt_required(errors)
         for where, err in errors:
-            if where in unset_at:
-                continue
+            if where in unset_at or (err["type"] == "missing" and where in misspelt):
+                continue  # (a required field misspelt: its unknown field's error says it)
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
@@ -1837,6 +1873,9 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             if _follows_from_unset(where, msg, unset_at):
                 continue
             msg, _, fix = msg.partition("; fix: ")  # (a validator's own fix)
+            if where in origins:  # (the file shows `${VAR}`: nothing wrong to see in it)
+                note, _, note_fix = origins[where].partition("; fix: ")
+                msg, fix = f"{msg} ({note})", note_fix or fix
             issues.append(ConfigIssue(where, msg, fix or _fix_for(dict(err))))
         # What the model's own cross-checks would say, read from the tree: they run only
         # once every field below them validated, and a run that stopped there told the

@@ -657,3 +657,28 @@ def test_the_shipped_devnet_configs_give_the_fund_to_aave_alone() -> None:
         assert cascade.fund_for("aave-devnet").usd == 250000
         assert cascade.fund_for("morpho-devnet") is None
         assert cascade.fund_for("curie-devnet") is None  # (InsuranceFund on chain)
+
+
+def test_a_value_from_the_environment_is_said_so_and_a_bare_dollar_is_named() -> None:
+    """`KEEPERD_CAPITAL=flash` was refused as "keeper.capital: Input should be ..." while the
+    file shows `${KEEPERD_CAPITAL:-own-balance}`: nothing wrong to see in it. A `$VAR` without
+    braces is not a reference; a number's unit is said; a required field misspelt is one
+    mistake, told once (a by-hand trial's)."""
+    data = {"state_dir": "/tmp/k", "chains": [{
+        "name": "x", "chain_id": 1, "rpc_urls": ["$RPC"], "poll_interval": "500ms"}],
+        "keeper": {"mode": "${KEEPERD_MODE:-alert-only}",
+                   "capital": "${KEEPERD_CAPITAL:-own-balance}"}}
+    found = {path: (message, fix) for path, message, fix in issues_of(
+        data, {"RPC": "http://127.0.0.1:9", "KEEPERD_CAPITAL": "flash", "KEEPERD_MODE": ""})}
+    message, _ = found["keeper.capital"]
+    assert message.endswith("(its value comes from the environment: ${KEEPERD_CAPITAL})")
+    assert "'flash'" not in message  # (named, never its value: it could be a secret's)
+    assert "keeper.mode" not in found  # (empty: the default)
+    message, fix = found["chains[0].rpc_urls[0]"]
+    assert "`$RPC` is not a reference" in message and fix == "write `${RPC}`"
+    assert found["chains[0].poll_interval"][1] == "the unit is seconds: use a number"
+    misspelt = {**MINIMAL, "chains": [{"name": "x", "chain_id": 1,
+                                       "rpc_url": ["http://127.0.0.1:9"]}]}
+    [(path, message, fix)] = issues_of(misspelt)
+    assert (path, message) == ("chains[0].rpc_url", "unknown field")
+    assert fix.startswith("did you mean `rpc_urls`?")
