@@ -69,6 +69,7 @@ from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
+from keeperd.status import clip
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.chain_identity import OtherChain, check_chain
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
@@ -275,15 +276,15 @@ class Daemon:
                 liq = int((view.health < 1.0).sum())
                 # (accounts with a position: the index counts every account it has seen)
                 parts.append(f"{name}: {len(view.accounts)} accounts with a position, {liq} "
-                             "liquidatable")
+                             "liquidatable" + self._not_sent(name, liq))
             # (status named none of these: only alert names, a by-hand trial)
             if scanner.hold_reason is not None:
-                parts.append(f"{name}: liquidations held ({scanner.hold_reason[:200]})")
+                parts.append(f"{name}: liquidations held ({clip(scanner.hold_reason, 200)})")
             elif scanner.verification_reason is not None:
                 parts.append(f"{name}: each liquidation sent only on the chain's word "
-                             f"({scanner.verification_reason[:160]})")
+                             f"({clip(scanner.verification_reason, 160)})")
             if (held := self._held_by_keeperd(name)) is not None:
-                parts.append(f"{name}: new liquidations held ({held[:200]})")
+                parts.append(f"{name}: new liquidations held ({clip(held, 200)})")
             executor = self.executors.get(name)
             if executor is not None and executor.capital_shortfall:
                 # (a dry run's Curie takeovers, short of a margin only liquidate mode
@@ -291,9 +292,21 @@ class Daemon:
                 short = executor.capital_shortfall.values()
                 parts.append(f"{name}: {sum(s.opportunities for s in short)} liquidation(s) "
                              f"short of capital ({', '.join(sorted(s.symbol for s in short))})"
-                             + (f": {executor.capital_fix[:200]}" if executor.capital_fix
+                             + (f": {clip(executor.capital_fix, 200)}" if executor.capital_fix
                                 else ""))
         return f"{self.config.keeper.mode}; " + "; ".join(parts)
+
+    def _not_sent(self, protocol: str, liquidatable: int) -> str:
+        """Why the liquidatable are not liquidated, at the last block judged: " (at block N:
+        12 unprofitable, 2 held)", or nothing (none liquidatable, or alert-only)."""
+        executor = self.executors.get(protocol)
+        last = executor.not_sent() if executor is not None and liquidatable else None
+        if last is None or not last[1]:
+            return ""
+        block, reasons = last
+        said = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(
+            reasons.items(), key=lambda r: -r[1]))
+        return f" (not sent at block {block}: {said})"
 
     def _held_by_keeperd(self, protocol: str) -> str | None:
         """Why keeperd itself holds a protocol's new liquidations now (the key's hold, its

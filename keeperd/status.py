@@ -223,7 +223,7 @@ def render(info: dict[str, Any]) -> str:
             why = detail["starting"]
         lines.append(f"daemon           running (pid {d['pid']}), "
                      f"{'ready' if d.get('ready') else 'NOT ready'}"
-                     + (f" ({_clip(why, 200)})" if why and not d.get("ready") else "")
+                     + (f" ({clip(why, 200)})" if why and not d.get("ready") else "")
                      + f", {'alive' if d.get('alive') else 'NOT alive'}")
         lines.append(f"doing            {d.get('status')}")
     else:
@@ -279,7 +279,7 @@ def render(info: dict[str, Any]) -> str:
     if "breakers" in info:
         paused = [f"{b['asset']} on {'every chain' if b['chain'] == '*' else b['chain']} "
                   f"({'by hand: ' if b['manual'] else ''}"
-                  f"{_clip(b['reason'], 160)})" for b in info["breakers"]]
+                  f"{clip(b['reason'], 160)})" for b in info["breakers"]]
         lines.append("assets paused    " + ("; ".join(paused) + " — its liquidations are held "
                                             "(keeperd breaker list)" if paused else "none"))
     firing = info.get("alerts_firing")
@@ -297,7 +297,7 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     """At most `limit` characters, cut at a word's end (an address or a price cut in half
     read as another one: a trial)."""
     if len(text) <= limit:

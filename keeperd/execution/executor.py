@@ -243,6 +243,10 @@ def _in_turn_verdict(answer: Any, ahead: int, pool: str, planned_gas: int
 
 FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "held",
                  "no_capital")
+# The stages an opportunity stops at without being sent, as `keeperd status` names them.
+NOT_SENT_REASONS = ("held", "breaker_paused", "fee_unread", "second_opinion_refused",
+                    "verification_refused", "simulation_failed", "no_swap_pool",
+                    "swap_would_not_pay", "unprofitable")
 
 
 @dataclass(frozen=True)
@@ -1082,6 +1086,25 @@ class Executor:
         self._told.add((key, what))
         self._told_keys.add(key)
         return True
+
+    def not_sent(self) -> tuple[int, dict[str, int]] | None:
+        """The last block judged, and how many of its opportunities stopped at each stage
+        that sends nothing (none of its passes found them worth sending): for `keeperd
+        status`, where a crash's Curie accounts stayed "14 liquidatable" for good with no
+        reason said (unprofitable every block: the vault's TWAP behind the crash, a trial)."""
+        if self._told_block < 0:
+            return None
+        stages: dict[OpportunityKey, set[str]] = {}
+        for key, what in self._told:
+            stages.setdefault(key, set()).add(what)
+        out: dict[str, int] = {}
+        for told in stages.values():
+            if told & {"profitable", "skipped_journaled"}:
+                continue
+            reason = next((r for r in NOT_SENT_REASONS if r in told), None)
+            if reason is not None:
+                out[reason] = out.get(reason, 0) + 1
+        return self._told_block, out
 
     def _told_this_block(self, block: int, key: OpportunityKey) -> bool:
         """Whether an earlier pass of this block told `key` (sent it, say: journaled now)."""
