@@ -950,7 +950,7 @@ def _cmd_devnet_l1_fee(args: argparse.Namespace) -> int:
 
 def _cmd_devnet_mine(args: argparse.Namespace) -> int:
     with _devnet_control(_read_manifest()) as control:
-        print(control.mine(args.blocks))
+        print(control.mine(args.blocks, block_time=args.block_time))
     return EXIT_OK
 
 
@@ -1198,9 +1198,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blob-base-fee-gwei", type=_positive(float, zero=True), default=1.0,
                    help="Ethereum's blob base fee, in gwei (default 1)")
     p.set_defaults(func=_cmd_devnet_l1_fee)
-    p = _command(dsub, "mine", "mine blocks", "Prints the head's number afterwards.")
+    p = _command(dsub, "mine", "mine blocks",
+                 "Each block --block-time seconds after the one before, as a chain's are (what "
+                 "waits on time waits on them: interest, Curie's TWAP catching up with a "
+                 "crash before its collateral liquidations pay); the feeds' heartbeats follow. "
+                 "Prints the head's number afterwards.")
     p.add_argument("blocks", type=_positive(int, zero=True), nargs="?", default=1,
                    help="how many (default 1)")
+    p.add_argument("--block-time", type=_positive(int, zero=True), default=12,
+                   help="seconds between the blocks (default 12, Ethereum's; 0: anvil's own "
+                        "clock, as the tests mine)")
     p.set_defaults(func=_cmd_devnet_mine)
     p = _command(dsub, "fund", "mint the devnet's tokens to an address",
                  "Every token of the devnet (WETH, WBTC, USDC, DAI, USDT, wstETH), worth --usd "

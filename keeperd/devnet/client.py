@@ -148,8 +148,12 @@ class DevnetClient:
             time.sleep(0.25)
             return bytes.fromhex(self.call("eth_call", params, block)[2:])
 
-    def mine(self, blocks: int = 1) -> None:
-        self.call("anvil_mine", hex(blocks))
+    def mine(self, blocks: int = 1, interval: int = 0) -> None:
+        """`anvil_mine`; `interval`: seconds between the blocks (0: anvil's clock)."""
+        if interval:
+            self.call("anvil_mine", hex(blocks), hex(interval))
+        else:
+            self.call("anvil_mine", hex(blocks))
 
     def increase_time(self, seconds: int) -> None:
         self.call("evm_increaseTime", hex(seconds))

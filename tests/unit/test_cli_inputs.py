@@ -151,7 +151,7 @@ def test_a_devnet_too_slow_to_answer_is_one_line(
     TimeoutError traceback (seen by hand). Now one line, and mining goes in runs."""
     from keeperd.devnet.handle import DevnetControl
 
-    def slow(self: DevnetControl, blocks: int = 1) -> int:
+    def slow(self: DevnetControl, blocks: int = 1, **_: object) -> int:
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(DevnetControl, "mine", slow)
