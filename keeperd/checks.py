@@ -509,8 +509,9 @@ async def chain_holders(config: Config, chain: ChainConfig, pool: RpcPool,
         holders[proto.name] = {
             a.lower() for i, a in enumerate(view.accounts)
             if holds_position(float(view.collateral_usd[i]), float(view.debt_usd[i]))}
-        if indexed is not None:  # (every account its index knows: each held a position once)
-            indexed[proto.name] = {a.lower() for a in view.accounts}
+        if indexed is not None:  # (every account its index knows: each held a position once;
+            # the view leaves out what holds nothing now — Morpho's reader does)
+            indexed[proto.name] = {a.lower() for a in plugin.accounts}
     return holders
 
 

@@ -500,8 +500,8 @@ class KeeperConfig(_Model):
     swap_slippage_bps: int = Field(
         default=50, ge=0, le=5_000, description="Expected cost of turning seized collateral "
         "back into the debt asset, in basis points of its value: the plan's estimate (it ranks "
-        "a block's liquidations). A flash sale is sent on what its simulation kept (the "
-        "seller contract's return), not on this.")
+        "a block's liquidations and decides which are worth simulating). A flash sale is sent "
+        "on what its simulation kept (the seller contract's return), not on this.")
     max_swap_slippage_bps: int = Field(
         default=300, ge=0, le=5_000, description="Flash path: the FlashLiquidator reverts "
         "(SwapBelowBound, costing gas only) when selling the seized collateral pays less than "
@@ -1573,7 +1573,8 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
         return node
     if origins is not None:
         filled = [m.group(1) for m in _ENV_REF.finditer(node) if env.get(m.group(1))]
-        bare = [m.group(1) for m in _BARE_REF.finditer(_ENV_REF.sub("", node))]
+        # (the whole value only: a `$` inside one — a password's — is not echoed)
+        bare = [m.group(1) for m in [_BARE_REF.fullmatch(node.strip())] if m]
         if filled:
             origins[path] = ("its value comes from the environment: "
                              + ", ".join(f"${{{n}}}" for n in filled))
@@ -1756,11 +1757,12 @@ _UNITS = (("_gwei", "the unit is gwei, not wei; "), ("_bps", "the unit is basis 
           ("_below", "whole tokens, not wei; "))
 
 
-def _misspelt_required(errors: list[tuple[str, Any]]) -> set[str]:
-    """The missing fields that an unknown field beside them is a near miss of (`rpc_url:`
-    for `rpc_urls:`): one mistake, told once — as the unknown field, with "did you mean"."""
+def _misspelt_required(errors: list[tuple[str, Any]]) -> dict[str, str]:
+    """Unknown fields that are a near miss of a missing field beside them (`rpc_url:` for
+    `rpc_urls:`), by the unknown field's path: one mistake, told once — as the unknown field,
+    its fix naming the missing one."""
     missing = {where for where, err in errors if err["type"] == "missing"}
-    out = set()
+    out = {}
     for where, err in errors:
         if err["type"] != "extra_forbidden":
             continue
@@ -1768,7 +1770,7 @@ def _misspelt_required(errors: list[tuple[str, Any]]) -> set[str]:
         siblings = [m.rpartition(".")[2] for m in missing if m.rpartition(".")[0] == parent]
         close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
         if close:
-            out.add(_join(parent, close[0]))
+            out[where] = close[0]
     return out
 
 
@@ -1786,7 +1788,7 @@ def _fix_for(error: dict[str, Any]) -> str:
         # ("500ms" for a poll interval: the unit is the field's, not written)
         field = str(loc[-1]) if loc else ""
         unit = next((text for suffix, text in _UNITS if field.endswith(suffix)),
-                    "the unit is seconds; " if field.endswith(("_interval", "interval"))
+                    "the unit is seconds; " if field.endswith("interval")
                     else "")
         whole = kind.startswith("int")
         return f"{unit}use a {'whole ' if whole else ''}number".replace("; use", ": use")
@@ -1861,8 +1863,9 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
                                   + _flash_issues(stand_in) + _fund_issues(stand_in)
                                   + sink_id_issues(stand_in.alerts.routes) + inline)
         misspelt = _misspelt_required(errors)
+        meant = {_join(w.rpartition(".")[0], name) for w, name in misspelt.items()}
         for where, err in errors:
-            if where in unset_at or (err["type"] == "missing" and where in misspelt):
+            if where in unset_at or (err["type"] == "missing" and where in meant):
                 continue  # (a required field misspelt: its unknown field's error says it)
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
@@ -1873,6 +1876,9 @@ def validate_config(data: Any, source: str = "<config>", env: dict[str, str] | N
             if _follows_from_unset(where, msg, unset_at):
                 continue
             msg, _, fix = msg.partition("; fix: ")  # (a validator's own fix)
+            if where in misspelt:
+                fix = (f"did you mean `{misspelt[where]}`? It is required here, and missing "
+                       "(`keeperd config-schema` shows what it takes)")
             if where in origins:  # (the file shows `${VAR}`: nothing wrong to see in it)
                 note, _, note_fix = origins[where].partition("; fix: ")
                 msg, fix = f"{msg} ({note})", note_fix or fix

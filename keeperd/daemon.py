@@ -69,7 +69,6 @@ from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
-from keeperd.status import clip
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.chain_identity import OtherChain, check_chain
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
@@ -86,6 +85,7 @@ from keeperd.storage.lease import (
 from keeperd.storage.migrations import INDEX_MIGRATIONS, SchemaAhead, migrate
 from keeperd.storage.replica import Replica
 from keeperd.storage.wal_checkpoint import WalCheckpointer
+from keeperd.text import clip
 from keeperd.web import WebServer, make_app, read_bearer_token
 
 log = structlog.get_logger(__name__)

@@ -26,6 +26,7 @@ from keeperd.config import (
 )
 from keeperd.storage.db import STATE_FILE, SqliteDatabase
 from keeperd.storage.summary import summarize
+from keeperd.text import clip
 
 _NO_CHAIN = {"name": "status", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"]}
 _MODES = get_args(KeeperMode)
@@ -295,12 +296,3 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"alert outbox     {o['pending']} pending{wait}, {o['dead']} dead "
                      f"(keeperd alerts retry), {o['delivered']} delivered")
     return "\n".join(lines)
-
-
-def clip(text: str, limit: int) -> str:
-    """At most `limit` characters, cut at a word's end (an address or a price cut in half
-    read as another one: a trial)."""
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(" ", 0, limit)
-    return text[:cut if cut > limit // 2 else limit].rstrip(" ;,:") + " …"

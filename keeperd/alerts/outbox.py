@@ -96,19 +96,19 @@ class Queued:
 EVENT_KEYS = uuid.UUID("6b2f1f0e-8c1d-4f63-9c55-2f0c4a1d7e31")
 
 
-def idempotency_key(q: Queued) -> str:
+def idempotency_key(q: Queued) -> tuple[str, bool]:
     """The notification's key for receivers to drop a repeat. A notification of one-off
     events at their blocks (a watched position liquidated in transaction T, keeperd's own
     liquidation sent) is the same wherever it is queued: its key is derived from them and the
-    sink, so one told again by a state database restored from a backup, or by another
-    replica, is dropped as the repeat it is (a restored backup re-sent three "was liquidated"
-    messages under new keys, a by-hand trial). Any other is new each time it is queued (and
-    so is an event its own database queues again: `Outbox.put_all`)."""
+    sink, so one told again by a state database restored from a backup is dropped as the
+    repeat it is (a restored backup re-sent three "was liquidated" messages under new keys, a
+    by-hand trial). Any other is new each time it is queued (and so is an event its own
+    database — replicas share one — queues again: `Outbox.put_all`). (key, derived)."""
     if q.alerts and all(a.get("kind") == "event" and a.get("block") is not None
                         for a in q.alerts):
         told = sorted((str(a.get("fingerprint")), str(a["block"])) for a in q.alerts)
-        return str(uuid.uuid5(EVENT_KEYS, json.dumps([q.route, q.sink, told])))
-    return str(uuid.uuid4())
+        return str(uuid.uuid5(EVENT_KEYS, json.dumps([q.route, q.sink, told]))), True
+    return str(uuid.uuid4()), False
 
 
 class Outbox:
@@ -118,15 +118,18 @@ class Outbox:
     async def put(self, route: str, sink: str, sink_kind: str, alerts: list[dict[str, Any]],
                   chain: str | None, block: int | None, now: float | None = None) -> str:
         """Queue one notification for one sink; returns its idempotency key (stable across
-        retries, restarts and replicas, so receivers can drop a duplicate)."""
+        retries, restarts and replicas, so receivers can drop a duplicate; `idempotency_key`)."""
         return (await self.put_all([Queued(route, sink, sink_kind, alerts, chain, block)],
                                    now))[0]
 
     async def put_all(self, queued: Sequence[Queued], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         rows, keys = [], []
+        derived: list[str] = []
         for q in queued:
-            key = idempotency_key(q)
+            key, is_derived = idempotency_key(q)
+            if is_derived:
+                derived.append(key)
             status = "resolved" if all(a["status"] == "resolved" for a in q.alerts) else "firing"
             # Critical before warning before info: a holder's liquidation warning must not
             # wait behind a burst of the keeper's own info events.
@@ -138,8 +141,8 @@ class Outbox:
         # An event this database queued already and queues again is told again on purpose (a
         # reorg took its block and the chain made it anew): a new key, or the receiver drops it.
         again: set[str] = set()
-        for start in range(0, len(keys), 500):  # (a crash's burst: within SQLite's bound)
-            chunk = keys[start:start + 500]
+        for start in range(0, len(derived), 500):  # (a crash's burst: within SQLite's bound)
+            chunk = derived[start:start + 500]
             marks = ",".join(f"${i + 1}" for i in range(len(chunk)))
             again |= {r[0] for r in await self.db.fetch(
                 f"SELECT idempotency_key FROM outbox WHERE idempotency_key IN ({marks})",

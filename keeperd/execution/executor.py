@@ -385,17 +385,36 @@ def decide(opportunity: Opportunity, key: OpportunityKey, *, gas_limit: int, fee
     the whole limit under it (the fee beside the gas, as priced at the simulation with its
     headroom, is taken off it first: an L1 fee rising past that headroom is not bounded).
     `sold_usd`: a flash sale's profit as its simulation ran it (the seller contract's return:
-    after the swap, the loan and its premium), the prize instead of the estimate."""
+    after the swap, the loan and its premium), the prize instead of the estimate — never more
+    than the plan's own figures allow with no slippage at all: it is one endpoint's answer,
+    and the fee budget follows it."""
     o = opportunity
     slippage = o.seized_usd * slippage_bps / 10_000
-    prize_usd = (o.gross_profit_usd - slippage - o.repaid_usd * flash_premium_bps / 10_000
-                 if sold_usd is None else sold_usd)
+    premium = o.repaid_usd * flash_premium_bps / 10_000
+    prize_usd = (o.gross_profit_usd - slippage - premium if sold_usd is None
+                 else min(sold_usd, o.gross_profit_usd - premium))
     gas_usd = GasQuote(fee_per_gas, native_usd, min_profit_usd).gas_usd(gas_limit)
     net = prize_usd - gas_usd - fee_beside_gas_wei / 1e18 * native_usd
     if not net >= min_profit_usd or not native_usd > 0:
         return None
     budget_wei = int((prize_usd - min_profit_usd) / native_usd * 1e18) - fee_beside_gas_wei
     return Decision(o, key, net, gas_limit, budget_wei, fee_beside_gas_wei)
+
+
+def _not_sent(told: set[tuple[OpportunityKey, str]]) -> dict[str, int]:
+    """Accounts by the stage their opportunities stopped at without being sent (an account
+    with one sent, or journaled already, is not counted; one with several pairs, once)."""
+    stages: dict[str, set[str]] = {}
+    for key, what in told:
+        stages.setdefault(key.account.lower(), set()).add(what)
+    out: dict[str, int] = {}
+    for seen in stages.values():
+        if seen & {"profitable", "skipped_journaled"}:
+            continue
+        reason = next((r for r in NOT_SENT_REASONS if r in seen), None)
+        if reason is not None:
+            out[reason] = out.get(reason, 0) + 1
+    return out
 
 
 def _sold_usd(opp: Opportunity, simulated: Simulated | None) -> float | None:
@@ -511,6 +530,9 @@ class Executor:
         # The funnel's stages told this block, by opportunity: a block's price-exposed pass
         # and its full pass consider the same opportunity twice (`_tell`).
         self._told_block = -1
+        self._unpriced_sale_told = False  # (`liquidation.sale_priced_by_estimate`)
+        # The last block judged whole: how many accounts stopped at each not-sent stage.
+        self._judged_last: tuple[int, dict[str, int]] | None = None
         self._told: set[tuple[OpportunityKey, str]] = set()
         self._told_keys: set[OpportunityKey] = set()  # (every key of `_told`)
         # No wave until this block: a mined wave ran no KeeperWave (the delegation read was
@@ -578,12 +600,13 @@ class Executor:
                     address=self.tx.address, journal_highest_nonce=highest,
                     transactions=sent,
                     meaning=f"the key has sent {sent - 1 - highest} transactions on this "
-                    "chain since the last one this journal recorded: more than keeperd's own "
-                    "approvals and deposits (not journaled). A state database restored from "
-                    "a backup, or liquidations from another state_dir or database with this "
-                    "key: their P&L is not in this journal's status. Nothing is liquidated "
-                    "twice (a liquidated position is another opportunity), and events told "
-                    "again carry their first idempotency key")
+                    "chain since the last one this journal recorded, more than keeperd's own "
+                    "approvals and deposits (not journaled) usually are: most likely a state "
+                    "database restored from a backup, or liquidations from another state_dir "
+                    "or database with this key (their P&L is not in this journal's status); "
+                    "or a long quiet time of allowance top-ups and margin refills. Nothing "
+                    "is liquidated twice (a liquidated position is another opportunity), and "
+                    "events told again carry their first idempotency key")
 
     async def _reconcile(self, head: int) -> None:
         # (a leadership's first block writes its holdings: another leader may have written
@@ -1080,6 +1103,8 @@ class Executor:
         """True the first time this block `key` meets `what` (a stage, or a reason logged
         under a stage several reasons share)."""
         if block != self._told_block:
+            if self._told_block >= 0:  # (the block before, whole: what status says)
+                self._judged_last = (self._told_block, _not_sent(self._told))
             self._told_block, self._told, self._told_keys = block, set(), set()
         if (key, what) in self._told:
             return False
@@ -1092,19 +1117,9 @@ class Executor:
         that sends nothing (none of its passes found them worth sending): for `keeperd
         status`, where a crash's Curie accounts stayed "14 liquidatable" for good with no
         reason said (unprofitable every block: the vault's TWAP behind the crash, a trial)."""
-        if self._told_block < 0:
-            return None
-        stages: dict[OpportunityKey, set[str]] = {}
-        for key, what in self._told:
-            stages.setdefault(key, set()).add(what)
-        out: dict[str, int] = {}
-        for told in stages.values():
-            if told & {"profitable", "skipped_journaled"}:
-                continue
-            reason = next((r for r in NOT_SENT_REASONS if r in told), None)
-            if reason is not None:
-                out[reason] = out.get(reason, 0) + 1
-        return self._told_block, out
+        if self._judged_last is not None:
+            return self._judged_last
+        return None if self._told_block < 0 else (self._told_block, _not_sent(self._told))
 
     def _told_this_block(self, block: int, key: OpportunityKey) -> bool:
         """Whether an earlier pass of this block told `key` (sent it, say: journaled now)."""
@@ -1715,6 +1730,16 @@ class Executor:
             self._tell(result.block, key, "simulated_ok")
             needed = sim.gas_needed if isinstance(sim, Simulated) else None
             verdict = sim.verdict if isinstance(sim, Simulated) else None
+            if call.flash and isinstance(sim, Simulated) and sim.sold is None \
+                    and verdict is None and not self._unpriced_sale_told:
+                self._unpriced_sale_told = True  # (once a process: the contract's doing)
+                log.warning("liquidation.sale_priced_by_estimate", opportunity=key,
+                            contract=call.target,
+                            meaning="the seller contract returned nothing from its "
+                            "simulation (one deployed before it returned what it kept): "
+                            "flash sales are priced by keeper.swap_slippage_bps, which a "
+                            "crash's sales can realise a third of; redeploy it (README, "
+                            "quick start)")
             if verdict is not None:
                 # Priced from what the chain did in the simulation, not from the plan.
                 opp = replace(opp, gross_profit_usd=verdict.gross_profit_usd,
@@ -1742,7 +1767,9 @@ class Executor:
                 # (the fee's doing only if, without it, this decision would have sent it)
                 if self.op_stack_chain_id is not None and isinstance(
                         sim, Simulated) and self._decide(
-                        opp, key, base_fee, native_usd, call.flash, needed) is not None:
+                        opp, key, base_fee, native_usd, call.flash, needed,
+                        replace(sim, l1_fee_wei=0, operator_fee=l1_fee.NO_OPERATOR_FEE)
+                        ) is not None:
                     over_fee.append(sim.fee_beside_gas(
                         self._gas_limit(opp, needed)))
                 continue

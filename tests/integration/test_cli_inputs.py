@@ -115,7 +115,7 @@ def test_every_devnet_command_leaves_the_feeds_fresh(
     are as fresh as a real chain's heartbeat rounds keep them; a command that moves no time
     publishes nothing."""
     devnet.write_manifest(devnet_dir / "manifest.json")
-    assert cli.main(["devnet", "mine", "4000"]) == 0
+    assert cli.main(["devnet", "mine", "4000", "--block-time", "1"]) == 0
     assert max(feed_ages(devnet).values()) <= 600
     before = devnet.client.block_number()
     assert cli.main(["devnet", "mine", "3"]) == 0

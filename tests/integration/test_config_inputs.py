@@ -90,12 +90,30 @@ def test_check_config_says_a_closed_position_is_not_a_typo(devnet: Devnet,
         "repay", usdc, 2**256 - 1, 2, closed))
     devnet.client.send(closed, m["aave_v3"]["pool"], pool.encode_call(
         "withdraw", weth, 2**256 - 1, closed))
+    # A Morpho borrower repaid and withdrawn too (its reader leaves out empty positions).
+    from keeperd.devnet.morpho import compiled
+
+    blue, morpho = m["morpho_blue"], compiled()["Morpho"]
+    spec = blue["markets"]["WETH/USDC"]
+    params = (usdc, weth, spec["oracle"], spec["irm"], spec["lltv"])
+    repaid = [b["address"] for b in blue["borrowers"] if b["market"] == "WETH/USDC"][1]
+    mid = bytes.fromhex(spec["id"][2:])
+    _, shares, collateral = morpho.decode_result("position", devnet.client.eth_call(
+        blue["morpho"], morpho.encode_call("position", mid, repaid)))
+    devnet.client.send(repaid, usdc, token.encode_call("mint", repaid, 10**12))
+    devnet.client.send(repaid, usdc, token.encode_call("approve", blue["morpho"], 2**256 - 1))
+    devnet.client.send(repaid, blue["morpho"], morpho.encode_call(
+        "repay", params, 0, shares, repaid, b""), gas=500_000)
+    devnet.client.send(repaid, blue["morpho"], morpho.encode_call(
+        "withdrawCollateral", params, collateral, repaid, repaid), gas=500_000)
     config = config_for(devnet, tmp_path)
-    config["alerts"]["watchlists"][0]["accounts"].append(closed)
+    config["alerts"]["watchlists"][0]["accounts"] += [closed, repaid]
     done = check_config(tmp_path, config)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if ": warning: " in line]
-    assert len(warnings) == 2, done.stderr
+    assert len(warnings) == 3, done.stderr
+    [morpho_gone] = [w for w in warnings if "accounts[4]" in w]
+    assert "held a position on morpho and holds none now" in morpho_gone, morpho_gone
     [typo] = [w for w in warnings if "accounts[2]" in w]
     assert "it can never alert" in typo
     [gone] = [w for w in warnings if "accounts[3]" in w]

@@ -681,4 +681,8 @@ def test_a_value_from_the_environment_is_said_so_and_a_bare_dollar_is_named() ->
                                        "rpc_url": ["http://127.0.0.1:9"]}]}
     [(path, message, fix)] = issues_of(misspelt)
     assert (path, message) == ("chains[0].rpc_url", "unknown field")
-    assert fix.startswith("did you mean `rpc_urls`?")
+    assert fix.startswith("did you mean `rpc_urls`? It is required here")
+    # A `$` inside a value (a password's) is not echoed as a reference.
+    secret = {**MINIMAL, "chains": [{"name": "x", "chain_id": 1,
+                                     "rpc_urls": ["ws://user:pa$sword@host"]}]}
+    assert all("sword" not in message for _, message, _ in issues_of(secret))

@@ -46,6 +46,11 @@ def test_a_flash_sale_is_priced_by_what_its_simulation_kept() -> None:
     assert sold.budget_wei == int(155 / 2_000 * 1e18)  # (its fee budget from it too)
     assert decide(opportunity, "k", gas_limit=300_000, fee_per_gas=0, native_usd=2_000,
                   min_profit_usd=200, slippage_bps=50, sold_usd=160.0) is None
+    # One endpoint's answer: never more than the plan allows with no slippage at all (the
+    # fee budget follows it).
+    lie = decide(opportunity, "k", gas_limit=300_000, fee_per_gas=0, native_usd=2_000,
+                 min_profit_usd=5, slippage_bps=50, flash_premium_bps=9, sold_usd=10**9)
+    assert lie is not None and lie.net_profit_usd == 500 - 9
     # The return read: one uint256, in the debt asset's units, priced at the plan's own
     # price of that asset (its repaid USD over the units it repays).
     assert seller_returned("0x" + hex(4 * 10**6)[2:].rjust(64, "0")) == 4 * 10**6

@@ -246,3 +246,8 @@ def test_a_sale_too_large_for_its_pool_seizes_at_most_its_cap_by_assets() -> Non
     assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50,
                             most_seized=575 * 10**15) == whole
     assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50, most_seized=0) == whole
+    # Within the edge buffer (10 bps) of the whole seizure: the whole, by its shares.
+    assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50,
+                            most_seized=575 * 10**15 * 9_990 // 10_000) == whole
+    assert plan_liquidation(WAD, DEBT_SHARES, M, PRICE, LLTV_50,
+                            most_seized=575 * 10**15 * 9_990 // 10_000 - 1) != whole

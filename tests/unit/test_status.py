@@ -91,7 +91,7 @@ async def test_status_needs_no_secret_and_reads_for_people(config: Path, tmp_pat
     assert ("assets paused    WBTC on every chain (by hand: testing) — its liquidations are "
             "held (keeperd breaker list)") in capsys.readouterr().out
     # A long reason is cut at a word's end, not inside an address (a trial read half of one).
-    from keeperd.status import clip
+    from keeperd.text import clip
 
     reason = "stale: heartbeat 3600 s (0x0165878A594ca255338adfa4d48449f69242Eb8F); " * 3
     clipped = clip(reason, 100)

@@ -137,7 +137,10 @@ def plan_liquidation(collateral: int, borrow_shares: int, market: MarketState, p
     sale_too_large`) seizes at most that, by assets (Morpho has no close factor and no dust
     rule: the rest stays a position, liquidatable next block)."""
     planned = _plan_whole(collateral, borrow_shares, market, price, lltv, edge_buffer_bps)
-    if most_seized is None or planned.expected_seized <= most_seized or most_seized <= 0:
+    if most_seized is None or most_seized <= 0 or most_seized >= (
+            planned.expected_seized * (10_000 - edge_buffer_bps) // 10_000):
+        # (a cap within the edge buffer of the whole: the whole, whose shares cannot
+        # underflow, not a seizure whose rounded-up shares might)
         return planned
     shares = repaid_shares_for_seizure(most_seized, market, price, lltv)
     return MorphoLiquidation(most_seized, 0, most_seized,
