@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,10 @@ from keeperd.risk.cascade import (
 from keeperd.risk.depth import ConstantProduct, DepthCurve, DepthModel, NoImpact
 
 log = structlog.get_logger(__name__)
+
+# How recent the realised bad debt's parts kept from the last run must be to be compared with
+# at a start (`CascadeMonitor._load_bad_debt_seen`): a restart's, not a week off's.
+BAD_DEBT_SEEN_FOR_S = 3_600
 
 
 def shock_label(shock: float) -> str:
@@ -116,7 +123,8 @@ class CascadeMonitor:
                  describe: Describe | None = None,
                  depth_of: DepthOf | None = None,
                  book_risk: Callable[[Any], BookRisk | None] | None = None,
-                 after_work: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 after_work: Callable[[], Awaitable[bool]] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.config = config
         # What a catch-up evaluation waits for first (the daemon's order: no liquidation path
         # running, as for the scanner's own after-work)
@@ -144,7 +152,12 @@ class CascadeMonitor:
         self.fund_usd: float | None = None
         # Each part of the protocol's realised bad debt at the last evaluation that knew them
         # (`_publish_bad_debt`; None: none yet).
-        self._bad_debt_seen: dict[str, float] | None = None
+        # Kept in `state_dir` across a restart, for BAD_DEBT_SEEN_FOR_S: a crash during which
+        # keeperd restarted (a kill, a deploy, a failover) realised $28k of bad debt that the
+        # counter never saw, its first evaluation after the start only recording (a trial).
+        self._bad_debt_file = (state_dir / f"bad-debt-seen-{chain}-{protocol}.json"
+                               if state_dir is not None else None)
+        self._bad_debt_seen: dict[str, float] | None = self._load_bad_debt_seen()
         self.no_fund = False  # (the protocol has none: its coverage is not published)
         self._last_at = 0.0
         self._running = False
@@ -267,7 +280,34 @@ class CascadeMonitor:
                 log.warning("cascade.bad_debt_realised", protocol=self.protocol,
                             usd=round(grown, 2), outstanding_usd=round(outstanding, 2)
                             if outstanding is not None else None)
-        self._bad_debt_seen = {key: amount for key, (amount, _) in parts.items()}
+        now_seen = {key: amount for key, (amount, _) in parts.items()}
+        if now_seen != seen:
+            self._save_bad_debt_seen(now_seen)
+        self._bad_debt_seen = now_seen
+
+    def _load_bad_debt_seen(self) -> dict[str, float] | None:
+        """The parts the last run saw, if it saw them lately (an older file's growth since
+        is not this half hour's news: the start records, as it did)."""
+        if self._bad_debt_file is None:
+            return None
+        try:
+            kept = json.loads(self._bad_debt_file.read_text())
+            if time.time() - float(kept["at"]) > BAD_DEBT_SEEN_FOR_S:
+                return None
+            return {str(k): float(v) for k, v in dict(kept["parts"]).items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # (none, or unreadable: the first evaluation records)
+
+    def _save_bad_debt_seen(self, parts: dict[str, float]) -> None:
+        if self._bad_debt_file is None:
+            return
+        try:  # (written aside, then renamed: a kill mid-write leaves the old one whole)
+            aside = self._bad_debt_file.with_suffix(".tmp")
+            aside.write_text(json.dumps({"at": time.time(), "parts": parts}))
+            os.replace(aside, self._bad_debt_file)
+        except OSError as exc:  # (a full disk: the counter goes on in memory)
+            log.warning("cascade.bad_debt_seen_unwritten", protocol=self.protocol,
+                        error=str(exc)[:200])
 
     async def _fund(self, risk: BookRisk | None, assets: Sequence[Asset], block: int
                     ) -> float | None:

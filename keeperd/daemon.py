@@ -680,7 +680,8 @@ class Daemon:
                                      depth_of=plugin.cascade_depth,
                                      book_risk=plugin.book_risk,
                                      after_work=functools.partial(
-                                         self.order.before_after_work, scanner.name))
+                                         self.order.before_after_work, scanner.name),
+                                     state_dir=self.config.state_dir)
             stack.push_async_callback(cascade.close)
             scanner.after_listeners.append(cascade.on_scan)
             self.alert_config_subscribers.append(cascade.configure_alerts)

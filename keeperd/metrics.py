@@ -536,6 +536,10 @@ class Metrics:
             "keeperd_state_write_errors_total",
             "Writes the state directory refused (a full disk, a read-only remount), by what "
             "was being written: keeperd goes on and retries.", ["what"], registry=r)
+        # (exported at 0 from the start: a series born at 1 is no increase() to Prometheus,
+        # and KeeperdStateNotWritable missed a process's first failure — a trial)
+        for what in ("status", "checkpoint", "index", "outbox"):
+            self.state_write_errors.labels(what)
         self.tx_in_doubt = Counter(
             "keeperd_tx_broadcast_in_doubt_total",
             "Broadcasts whose answer never came (a timeout, a reset, the private endpoint "

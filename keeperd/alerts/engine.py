@@ -206,7 +206,7 @@ class AlertEngine:
         self.mark_told: Callable[[Sequence[tuple[str, str]]], Awaitable[None]] | None = None
         self._suppressed: set[str] = set()  # fingerprints already counted as suppressed
         self._rpc_down_since: dict[str, float] = {}
-        dispatcher.firing_provider = self.firing
+        dispatcher.firing_provider = self.resent
         dispatcher.silenced = self._silence_of
 
     @classmethod
@@ -1155,6 +1155,12 @@ class AlertEngine:
 
     def firing(self, route: str | None = None) -> list[dict[str, Any]]:
         return self.state.firing(route)
+
+    def resent(self, route: str | None = None) -> list[dict[str, Any]]:
+        """What an Alertmanager sink re-posts: the firing alerts no silence mutes now (a
+        `keeperd silence` left Alertmanager's copy re-posted every minute, active for good —
+        a trial; unsent, it ends at Alertmanager's resolve_timeout)."""
+        return [a for a in self.state.firing(route) if self._silence_of(a) is None]
 
     def _refresh_firing_gauge(self) -> None:
         counts = self.state.counts()

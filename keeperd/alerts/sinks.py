@@ -311,6 +311,10 @@ def _iso(ts: float) -> str:
 def alertmanager_alert(alert: dict[str, Any], now: float) -> dict[str, Any]:
     labels = {"alertname": f"keeperd_{alert['rule']}", "severity": alert["severity"],
               "source": "keeperd", **{k: str(v) for k, v in alert["labels"].items()}}
+    if alert.get("kind") == "event":
+        # (each event its own alert: Alertmanager merges alerts of one label set, and an
+        # account's four liquidations read as one, the last's figures — a trial)
+        labels["event_id"] = str(alert.get("fingerprint"))
     annotations = {"summary": alert["summary"]}
     if alert.get("action"):
         annotations["description"] = alert["action"]
@@ -345,14 +349,35 @@ class AlertmanagerSink:
             token = read_secret(config.bearer_token, config.bearer_token_file, "bearer_token")
             self._headers["Authorization"] = f"Bearer {token}"
             self.secrets = (token,)
+        # Each firing alert's severity as last posted: `severity` is a label, so a change
+        # is another alert to Alertmanager, and the old one is ended with it (an escalated
+        # position stayed firing at warning beside its critical, its old figures, until
+        # resolve_timeout — a trial). In memory: after a restart the old ends by timeout.
+        self._severity: dict[str, str] = {}
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
                    idempotency_key: str, start_part: int = 0) -> Delivery:
         now = time.time()
-        body = [alertmanager_alert(a, now) for a in alerts]
-        return await _post(session, self.config.url.rstrip("/") + "/api/v2/alerts",
-                           json_body=body, headers=self._headers,
-                           timeout_s=self.config.timeout_s, parts_done=0)
+        body, posted = [], {}
+        for a in alerts:
+            fingerprint = str(a.get("fingerprint"))
+            before = self._severity.get(fingerprint)
+            if before is not None and before != a["severity"]:
+                body.append(alertmanager_alert({**a, "severity": before,
+                                                "status": "resolved"}, now))
+            if a.get("kind") != "event":
+                posted[fingerprint] = None if a["status"] == "resolved" else a["severity"]
+            body.append(alertmanager_alert(a, now))
+        result = await _post(session, self.config.url.rstrip("/") + "/api/v2/alerts",
+                             json_body=body, headers=self._headers,
+                             timeout_s=self.config.timeout_s, parts_done=0)
+        if result.ok:  # (a retry of a failed post ends the old severity then)
+            for fingerprint, severity in posted.items():
+                if severity is None:
+                    self._severity.pop(fingerprint, None)
+                else:
+                    self._severity[fingerprint] = severity
+        return result
 
 
 # A sink's config `kind` -> the sink that speaks its platform.

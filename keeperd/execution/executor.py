@@ -241,7 +241,9 @@ def _in_turn_verdict(answer: Any, ahead: int, pool: str, planned_gas: int
                           error.get("data") or call.get("returnData"), ahead, pool)
 
 
-FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "lost_race", "held",
+# (exported at 0 from the start: KeeperdLiquidationsReverting's increase() missed a
+# process's first revert, its series born at 1 — a trial)
+FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "reverted", "lost_race", "held",
                  "no_capital")
 # The stages an opportunity stops at without being sent, as `keeperd status` names them.
 NOT_SENT_REASONS = ("held", "breaker_paused", "fee_unread", "second_opinion_refused",

@@ -222,7 +222,12 @@ async def test_prometheus_copies_of_keeperds_own_alerts_are_held_while_keeperds_
         for rule in inhibit_rules():
             name = matcher_value(rule["source_matchers"], "alertname")[len("keeperd_"):]
             labels = {label: values[label] for label in rule["equal"]}
-            ours.append(Alert(name, "critical", "firing", labels, f"{name} fires").to_json())
+            # (keeperd_oracle is two: a trip, without `event`, and a source replaced)
+            event = [m.split("=", 1)[1].strip('"') for m in rule["source_matchers"]
+                     if m.startswith("event=")]
+            ours.append(Alert(name, "critical", "firing",
+                              {**labels, **({"event": event[0]} if event and event[0] else {})},
+                              f"{name} fires").to_json())
             target = matcher_value(rule["target_matchers"], "alertname")
             # (as Prometheus sends a rule's alert: the metric's labels, instance and job)
             same = {"alertname": target, "severity": "critical", "instance": "k:9464",
@@ -250,6 +255,53 @@ async def test_prometheus_copies_of_keeperds_own_alerts_are_held_while_keeperds_
         expected = {(c["alertname"], json.dumps(sorted(c.items()))): i % 2 == 0
                     for i, c in enumerate(copies)}
         assert held == expected
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await database.close()
+
+
+async def test_an_escalation_ends_the_old_severity_and_each_event_is_its_own_alert(
+        alertmanager: str, tmp_path: Path) -> None:
+    """`severity` is a label: an escalated position stayed firing at warning, its old figures,
+    beside its critical until resolve_timeout; and an account's four liquidations merged into
+    one alert, the last's figures (a trial, against Debian's Alertmanager)."""
+    database, outbox, dispatcher, task, sink_id = await delivering_to(alertmanager, tmp_path)
+    account = "0x" + "ab" * 20
+    labels = {"chain": "devnet", "protocol": "aave", "account": account, "watchlist": "w"}
+
+    async def deliver(alerts: list[dict[str, Any]], block: int, expect: int) -> None:
+        await outbox.put("am", sink_id, "alertmanager", alerts, "devnet", block)
+        dispatcher.wake()
+        for _ in range(200):
+            if len(await outbox.entries(limit=100)) >= expect and not await outbox.due(
+                    "am", sink_id, time.time() + 1):
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        warning = Alert("position_health", "warning", "firing", labels, "health 1.06").to_json()
+        await deliver([warning], 5, 1)
+        critical = Alert("position_health", "critical", "escalated", labels,
+                         "health 0.98").to_json()
+        await deliver([critical], 6, 2)
+        events = [Alert("position_liquidated", "critical", "event", labels,
+                        f"liquidated in 0x{i}", key=f"position_liquidated:0x{i}:0:w",
+                        block=7 + i).to_json() for i in range(2)]
+        await deliver(events, 7, 3)
+        active: list[dict[str, Any]] = []
+        for _ in range(100):
+            active = am_alerts(alertmanager)
+            health = [a for a in active
+                      if a["labels"]["alertname"] == "keeperd_position_health"]
+            liquidated = [a for a in active
+                          if a["labels"]["alertname"] == "keeperd_position_liquidated"]
+            if len(health) == 1 and len(liquidated) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert [a["labels"]["severity"] for a in health] == ["critical"], active
+        assert sorted(a["annotations"]["summary"] for a in liquidated) == [
+            "liquidated in 0x0", "liquidated in 0x1"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

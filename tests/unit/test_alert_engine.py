@@ -218,6 +218,19 @@ async def test_a_silence_added_later_mutes_what_already_waits_in_the_outbox(
     assert silenced(queued.alerts[0]) == str(silence)
 
 
+async def test_a_silence_stops_an_alertmanager_sinks_resends(setup: Setup) -> None:
+    """An Alertmanager sink re-posts what is firing; a `keeperd silence` added since kept
+    Alertmanager's copy active for good (a trial). Muted, it is not re-posted (and ends at
+    Alertmanager's resolve_timeout)."""
+    await setup.scan(1, [1.1, 1.5])
+    assert setup.engine.dispatcher.firing_provider is not None
+    assert len(setup.engine.dispatcher.firing_provider("people")) == 1
+    await setup.engine.silences.add([f"account={ACCOUNTS[0]}"], 600, "on it",
+                                    now=setup.clock.now)
+    assert setup.engine.dispatcher.firing_provider("people") == []
+    assert len(setup.engine.firing("people")) == 1  # (still firing: muted, not resolved)
+
+
 async def test_config_silence_by_regex(tmp_path: Path) -> None:
     s = await Setup.open(tmp_path / "s.db", alerts_config(silences=[
         {"matchers": ["watchlist=~ali.*", "severity=warning"], "comment": "quiet warnings"}]))

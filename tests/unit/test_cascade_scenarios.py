@@ -48,7 +48,7 @@ def test_bad_debt_realised_is_each_parts_increase_priced_when_it_happened() -> N
 
     monitor = CascadeMonitor.__new__(CascadeMonitor)
     monitor.metrics, monitor.chain, monitor.protocol = Metrics(), "devnet", "aave"
-    monitor._bad_debt_seen = None
+    monitor._bad_debt_seen, monitor._bad_debt_file = None, None
     labels = {"chain": "devnet", "protocol": "aave"}
 
     def reading(weth: float, price: float, usdc: float = 0.0) -> BookRisk:
@@ -77,3 +77,39 @@ def test_bad_debt_realised_is_each_parts_increase_priced_when_it_happened() -> N
     monitor._publish_bad_debt(reading(95.0, 2_000.0))  # (known again: compared with 90)
     assert metric_value(monitor.metrics, "keeperd_bad_debt_realised_usd_total", labels) == \
         75_000.0
+
+
+def test_bad_debt_realised_across_a_restart_is_counted(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A crash during which keeperd restarted realised $28k the counter never saw: the
+    first evaluation after the start only recorded (a trial). The parts seen are kept in the
+    state directory; a start within the hour compares with them, a later one records."""
+    import time
+
+    from keeperd import cascade_monitor as cm
+    from keeperd.config import CascadeConfig
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.sdk.views import BookRisk
+    from tests.conftest import metric_value
+
+    labels = {"chain": "devnet", "protocol": "aave"}
+
+    def monitor() -> cm.CascadeMonitor:
+        return cm.CascadeMonitor(CascadeConfig(), "devnet", "aave", None, Metrics(),  # type: ignore[arg-type]
+                                 state_dir=tmp_path)
+
+    def reading(weth: float) -> BookRisk:
+        return BookRisk(None, [], outstanding_bad_debt_usd=weth * 2_000.0,
+                        bad_debt_parts={"WETH": (weth, 2_000.0)})
+
+    first = monitor()
+    first._publish_bad_debt(reading(100.0))  # (a fresh start: recorded)
+    restarted = monitor()  # (killed; the crash goes on meanwhile)
+    restarted._publish_bad_debt(reading(114.0))
+    assert metric_value(restarted.metrics, "keeperd_bad_debt_realised_usd_total",
+                        labels) == 14 * 2_000.0
+    later = time.time() + cm.BAD_DEBT_SEEN_FOR_S + 1
+    monkeypatch.setattr(cm.time, "time", lambda: later)
+    long_after = monitor()  # (a start an hour on: its growth since is not news)
+    long_after._publish_bad_debt(reading(150.0))
+    assert metric_value(long_after.metrics, "keeperd_bad_debt_realised_usd_total",
+                        labels) == 0
