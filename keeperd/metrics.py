@@ -220,7 +220,9 @@ class Metrics:
         self.capital_shortfall = Gauge(
             "keeperd_capital_shortfall_tokens", "What the keeper's balance of a debt asset "
             "fell short of, to pay for the liquidations of the last block that found any "
-            "(whole tokens; 0: none).", ["chain", "protocol", "asset"], registry=r)
+            "(whole tokens; 0: none). Under capital: auto those went through the capital-free "
+            "contract instead: keeperd_capital_forgone_usd_total says what was forgone.",
+            ["chain", "protocol", "asset"], registry=r)
         self.capital_forgone = Counter(
             "keeperd_capital_forgone_usd_total", "Gross profit of liquidations not sent "
             "because the keeper did not hold the debt asset.", ["chain", "protocol"],
