@@ -41,6 +41,7 @@ MAY_BE_EMPTY = {
     "keeperd_block_to_broadcast_seconds_bucket": "monitor only: nothing is broadcast",
     "keeperd_liquidation_profit_usd_total": "monitor only",
     "keeperd_liquidation_gas_cost_usd_total": "monitor only",
+    "keeperd_liquidation_loss_usd_total": "monitor only",
     "keeperd_keeper_balance": "no keeper key",
     "keeperd_notifications_total": "no alert routes",
     "keeperd_alerts_firing": "no alert routes",
