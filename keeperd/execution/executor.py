@@ -244,7 +244,7 @@ def _in_turn_verdict(answer: Any, ahead: int, pool: str, planned_gas: int
 # (exported at 0 from the start: KeeperdLiquidationsReverting's increase() missed a
 # process's first revert, its series born at 1 — a trial)
 FUNNEL_STAGES = ("detected", "profitable", "sent", "included", "reverted", "lost_race", "held",
-                 "no_capital")
+                 "no_capital", "resumed")
 # The stages an opportunity stops at without being sent, as `keeperd status` names them.
 NOT_SENT_REASONS = ("held", "breaker_paused", "fee_unread", "second_opinion_refused",
                     "verification_refused", "simulation_failed", "no_swap_pool",
@@ -981,9 +981,18 @@ class Executor:
         # (each wave's sales through a pool simulated after the keeper's in flight there
         # and the earlier waves')
         self._register_sales()
+        if self.tx is not None and any(c.sells_through for c, _ in calls):
+            await self.tx.count_mined_at(result.block)
+        # (the block those in flight were counted at: the waves' turns are simulated there,
+        # whatever the count read since says, with the sales mined after it ahead)
+        counted = self.tx.mined_at_block if self.tx is not None else None
+        if counted is not None and counted < result.block:
+            counted = None  # (not read since the plan's block: at "latest", as before)
         sold = sales.sold_before([[c for c, _ in wave] for wave in batches],
-                                 self.tx.sales_in_flight() if self.tx is not None else None)
-        simulating = [asyncio.ensure_future(self._simulate(wave, result.block, sold[0]))
+                                 self.tx.sales_in_flight(counted) if self.tx is not None
+                                 else None)
+        simulating = [asyncio.ensure_future(self._simulate(wave, result.block, sold[0],
+                                                           counted))
                       for wave in batches[:1]]
         sending: list[asyncio.Future[_Sent]] = []
         try:
@@ -994,7 +1003,7 @@ class Executor:
                 # wire before the first wave is signed.
                 await asyncio.wait(simulating, timeout=LATER_SIMULATIONS_AFTER_S)
                 simulating += [asyncio.ensure_future(self._simulate(wave, result.block,
-                                                                    sold[n]))
+                                                                    sold[n], counted))
                                for n, wave in enumerate(batches[1:], start=1)]
                 for _ in range(WRITE_TURNS):
                     await asyncio.sleep(0)
@@ -1036,7 +1045,8 @@ class Executor:
                 waves.append(stages)
                 assert self.tx is not None
                 to_send = await self._prepare_wave(
-                    again, await self._simulate(again, result.block, self.tx.sales_in_flight()),
+                    again, await self._simulate(again, result.block,
+                                                self.tx.sales_in_flight(counted), counted),
                     result, base_fee, native_usd, stages, pause=bool(sending))
                 if to_send:
                     sending.append(asyncio.ensure_future(self._send_wave(
@@ -1210,8 +1220,8 @@ class Executor:
         return None
 
     async def _simulate(self, wave: list[tuple[Call, OpportunityKey]], block: int,
-                        before: Mapping[str, Sequence[sales.Sale]] | None = None
-                        ) -> list[object]:
+                        before: Mapping[str, Sequence[sales.Sale]] | None = None,
+                        counted: int | None = None) -> list[object]:
         """Each call of the wave as it would be sent: from the keeper, against the latest
         block, with the gas limit the plan sends it with — one `eth_call` each, one batch. A
         revert fails it with its data. (Against "pending", anvil first re-executes its whole
@@ -1223,7 +1233,9 @@ class Executor:
         waves' sales, by pool) or more than once in this wave go in one `eth_simulateV1`
         block after those sales, in the order they are sent; each is judged by its own
         result there. The block's first sale through a pool is asked alone too, and that
-        answer stands for it.
+        answer stands for it. The turns run at `counted`, the block the sales in flight were
+        counted at (those mined by it are not in `before`), when that is the planned block
+        or later; else at "latest", as the calls alone are.
 
         A call that fails may only be short of gas at the plan's limit — which rarely looks
         like running out of gas: an inner call starved by the 63/64 rule makes the outer one
@@ -1240,6 +1252,11 @@ class Executor:
         (`SecondOpinionRefused`)."""
         sender = self.keeper or wave[0][0].target
         overrides = [await self._dry_run_approval(c) for c, _ in wave]
+        # The turns at the block the sales in flight were counted at, not "latest": one mined
+        # since ran again ahead of the block's sales, its pool's move counted twice (sales
+        # priced a third under what they realised; one that then failed dropped out, and the
+        # sale behind it passed, then reverted on chain — a trial).
+        turn_at = hex(counted) if counted is not None and counted >= block else None
         turns = sales.in_turn([c for c, _ in wave], before or {})
         # (index in the wave -> its turn; the block's first sale through a pool is asked
         # alone as well, and its own answer stands)
@@ -1309,7 +1326,7 @@ class Executor:
                 if i == upto:
                     break
             return ("eth_simulateV1", [{"blockStateCalls": [{"calls": b} for b in blocks],
-                                        "validation": False}, at]), slices
+                                        "validation": False}, turn_at or at]), slices
 
         def requests(at: str, spare: int) -> tuple[list[tuple[str, list[Any]]],
                                                    list[dict[int, tuple[int, int]]]]:

@@ -270,6 +270,9 @@ class TxManager:
         # at an earlier block (a scan behind the head) does not show that pull yet.
         self._pulls: dict[TxKey, dict[str, int]] = {}
         self._mined_pulls: dict[TxKey, tuple[int, dict[str, int]]] = {}
+        # Sales settled as included: (the block, the nonce, the pools, the sale), kept for
+        # MINED_PULLS_KEPT_BLOCKS: a turn simulated at a block before theirs runs them first.
+        self._mined_sales: dict[TxKey, tuple[int, int, set[str], Sale]] = {}
         # A delegated key's one slot, shared by the protocols on the chain: since which block
         # each has been held out of it (first, last), until it takes it (`slot_turn`).
         self._slot_wanted: dict[str, tuple[int, int]] = {}
@@ -299,23 +302,59 @@ class TxManager:
     def sells_already(self, key: TxKey) -> bool:
         return key in self._sales
 
-    def sales_in_flight(self) -> dict[str, list[Sale]]:
+    async def count_mined_at(self, block: int) -> None:
+        """The mined count read at `block` when the last read is older and sales are in
+        flight: what `sales_in_flight` leaves out is then what was mined by the block the
+        sales are simulated at. Blocks that come faster than they are followed (a node
+        mining on each transaction) left it blocks behind, the sales mined since ran again
+        in the simulation, and a sale behind them was priced a third under what it realised
+        (a trial). One that fails leaves the last read (turns at "latest", as before)."""
+        if not self._sales or (self._mined_at_block is not None
+                               and self._mined_at_block >= block):
+            return
+        try:
+            _, [count] = await self.pool.batch_at(
+                block, [("eth_getTransactionCount", [self.address, hex(block)])])
+            if isinstance(count, Exception):
+                raise count
+            self._note_mined(count, block)
+        except (RpcError, RpcUnavailable, ValueError, TypeError):
+            return
+
+    @property
+    def mined_at_block(self) -> int | None:
+        """The block the mined count was last read at: what `sales_in_flight` and
+        `in_flight_pulls` call mined is mined by then."""
+        return self._mined_at_block
+
+    def sales_in_flight(self, at: int | None = None) -> dict[str, list[Sale]]:
         """By swap pool (lowercase), the key's transactions in flight that sell through it,
         in nonce order: those still pending, not being cancelled and not below the mined
         count last read. Shared by every protocol's executor on the chain (one pool, one
-        key's nonces)."""
+        key's nonces). `at`: the block that count was read at, where the turns are
+        simulated — the sales settled as mined in a later block run there too (settled from
+        the latest receipts, they were left out, and a turn at the count's block passed a
+        sale that then reverted: a review)."""
         for key in [k for k in self._sales if k not in self.pending]:
             del self._sales[key]  # (settled, dropped, refused)
-        out: dict[str, list[Pending]] = {}
+        out: dict[str, list[tuple[int, Sale]]] = {}
         for key, pools in self._sales.items():
             pending = self.pending[key]
             if pending.cancelling or (self._mined_at is not None
                                       and pending.nonce < self._mined_at):
                 continue
             for pool in pools:
-                out.setdefault(pool, []).append(pending)
-        return {pool: [Sale(p.to, p.data, p.gas_limit)
-                       for p in sorted(flying, key=lambda p: p.nonce)]
+                out.setdefault(pool, []).append(
+                    (pending.nonce, Sale(pending.to, pending.data, pending.gas_limit)))
+        if at is not None:
+            for key in [k for k, (mined, *_) in self._mined_sales.items()
+                        if mined < at - MINED_PULLS_KEPT_BLOCKS]:
+                del self._mined_sales[key]
+            for mined, nonce, pools, sale in self._mined_sales.values():
+                if mined > at:
+                    for pool in pools:
+                        out.setdefault(pool, []).append((nonce, sale))
+        return {pool: [sale for _, sale in sorted(flying, key=lambda f: f[0])]
                 for pool, flying in out.items()}
 
     def in_flight_pulls(self, block: int | None = None) -> dict[str, int]:
@@ -1060,6 +1099,10 @@ class TxManager:
             if outcome is not None:
                 outcomes.append(outcome)
                 del self.pending[key]
+                if key in self._sales and outcome.status == "included":
+                    self._mined_sales[key] = (
+                        min(_mined_block(outcome, block), block + 16), p.nonce,
+                        self._sales[key], Sale(p.to, p.data, p.gas_limit))
                 pulled = self._pulls.pop(key, None)
                 if pulled and outcome.status == "included":
                     # (a receipt's block is one endpoint's word: one far ahead would hold
@@ -1306,6 +1349,7 @@ class TxManager:
         first = records[0]
         self._pulls.pop(key, None)  # (tracked anew: what it pulls is these, not added twice)
         self._mined_pulls.pop(key, None)  # (a reorg took its inclusion: pending again)
+        self._mined_sales.pop(key, None)
         for asset, amount in (pulls or {}).items():
             self.reserve(key, asset, amount)
         self._ours.update(r.nonce for r in records)

@@ -105,7 +105,12 @@ async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
     after = balances(devnet, beneficiary)
     assert {s: after[s] - beneficiary_before[s] for s in profit} == profit
     assert profit["USDC"] > 0 and profit["DAI"] > 0
-    # Each sale priced by its simulation (the seller's return): realised as expected.
+    # Each sale priced by its simulation (the seller's return), behind the keeper's sales in
+    # flight as the chain ran them: never priced over what it realised, and as a rule what
+    # it realised. (Its turn simulated at "latest" with a mined count blocks old, sales mined
+    # since ran again ahead of it, and one that then failed dropped out: a sale was priced
+    # over what it realised, 3 runs in 10 here, and one reverted by hand — a trial. Priced
+    # under is the pools the test moves between the plan's block and the sale's.)
     ratios = sorted(e.realised_profit_usd / e.expected_profit_usd for e in included)
     assert ratios[0] >= 0.95 and ratios[len(ratios) // 2] <= 1.1, ratios
     # The keeper spent gas only, and let Morpho pull none of its tokens.
@@ -114,9 +119,10 @@ async def test_a_keeper_without_capital_liquidates_morpho_through_the_callback(
         "chain": "devnet", "protocol": "morpho", "stage": "no_capital"}) == 0
 
 
+@pytest.mark.parametrize("capital", ["flash-loan", "auto"])
 async def test_a_sale_too_large_for_its_pool_is_seized_in_smaller_parts(
         devnet: Devnet, pool: Any, tmp_path: Path, run_daemon: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capital: str) -> None:
     """A position whose seized collateral is too large for its pool's depth (the sale alone
     pays under the bound, SwapBelowBound) is seized at half, then a quarter, ... from the
     next block, as Aave's are: sent again at its whole size every block, it was never
@@ -151,7 +157,7 @@ async def test_a_sale_too_large_for_its_pool_is_seized_in_smaller_parts(
                                                    whale)))
         return int(position[2])
 
-    keeper = await run_daemon(config(devnet, tmp_path, "flash-loan"))
+    keeper = await run_daemon(config(devnet, tmp_path, capital))
     await keeper.evaluated_at(devnet.client.block_number(), protocol="morpho")
     with structlog.testing.capture_logs() as logs:
         devnet.set_price("WETH", devnet.price("WETH") * 0.7)
@@ -167,6 +173,9 @@ async def test_a_sale_too_large_for_its_pool_is_seized_in_smaller_parts(
                       if e.account.lower() == whale.lower()]
     assert whale_included, "the largest position was not liquidated"
     assert len(whale_included) >= 2  # (a quarter each time: more than one was needed)
+    ratios = sorted(e.realised_profit_usd / e.expected_profit_usd
+                    for e in await journal.by_status(J.INCLUDED))
+    assert ratios[0] >= 0.95 and ratios[len(ratios) // 2] <= 1.1, ratios
     assert 0 < whale_collateral() < collateral // 2
     assert any("planned at half this size" in str(e.get("meaning")) for e in logs
                if e["event"] == "liquidation.swap_would_not_pay")
