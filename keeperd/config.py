@@ -1557,6 +1557,11 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BARE_REF = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def name_like(name: str) -> bool:
+    """An environment variable's name as they are written: capitals, digits, underscores."""
+    return re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) is not None
+
+
 def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIssue],
                 unset_as: str = "", origins: dict[str, str] | None = None) -> Any:
     """Replace ${VAR} / ${VAR:-default} in every string of the parsed YAML tree; an unset
@@ -1573,14 +1578,20 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
         return node
     if origins is not None:
         filled = [m.group(1) for m in _ENV_REF.finditer(node) if env.get(m.group(1))]
-        # (the whole value only: a `$` inside one — a password's — is not echoed)
-        bare = [m.group(1) for m in [_BARE_REF.fullmatch(node.strip())] if m]
         if filled:
             origins[path] = ("its value comes from the environment: "
                              + ", ".join(f"${{{n}}}" for n in filled))
-        elif bare:
-            origins[path] = (f"`${bare[0]}` is not a reference: only `${{{bare[0]}}}` is "
-                             f"filled in from the environment; fix: write `${{{bare[0]}}}`")
+        # A `$NAME` left as written: the whole value (`state_dir: $KEEPERD_STATE_DIR` made a
+        # directory of that name, and check-config said OK — a trial), or inside one a name
+        # the environment sets (`http://$RPCHOST:8545`). Named, never the value: a `$`
+        # inside a password is not echoed.
+        whole = _BARE_REF.fullmatch(node.strip())
+        for name in ([whole.group(1)] if whole and name_like(whole.group(1)) else
+                     [m.group(1) for m in _BARE_REF.finditer(_ENV_REF.sub("", node))
+                      if env.get(m.group(1))])[:1]:
+            issues.append(ConfigIssue(path, f"`${name}` is not a reference: only "
+                                      f"`${{{name}}}` is filled in from the environment",
+                                      f"write `${{{name}}}`"))
 
     def replace(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)

@@ -22,7 +22,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -515,7 +515,7 @@ class Executor:
         self._losses: list[int] = []
         # What the protocol's own state held back at the last block (`_tell_unplanned`).
         self._unplanned: dict[str, int] = {}
-        self._refusals_said: dict[OpportunityKey, int] = {}  # (`_refusal_said`)
+        self._refusals_said: dict[Hashable, int] = {}  # (`_refusal_said`)
         self._last_revert_reason: str | None = None  # (the node's trace of the last one)
         # (reverts nobody explained, and the times each was asked: `_trace_reverts`)
         self._to_trace: list[tuple[Outcome, int]] = []
@@ -776,8 +776,9 @@ class Executor:
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
 
-    def _refusal_said(self, key: OpportunityKey, block: int) -> bool:
-        """Whether to log a verification refusal of `key` now: once, then again every
+    def _refusal_said(self, key: Hashable, block: int) -> bool:
+        """Whether to log a lasting refusal of `key` now (a verification's; a sale the pool
+        does not pay for, keyed with its reason): once, then again every
         REFUSAL_RETELL_BLOCKS while it lasts (the same 36 accounts were 432 lines in a
         trial's few minutes; the counter still counts each block's)."""
         said = self._refusals_said.get(key)
@@ -1684,6 +1685,12 @@ class Executor:
                     smaller = (self.liquidator.sale_too_large(opp, result.block)
                                if guard == "SwapBelowBound" and call.flash
                                and not isinstance(sim, InTurnReverted) else None)
+                    # (a sale planned smaller always said; one that only waits, once in a
+                    # while: it was a third of a crash's log lines, one sale 30 times in 50
+                    # blocks — a trial)
+                    if smaller is None and not self._refusal_said(
+                            (key, "swap_would_not_pay"), result.block):
+                        continue
                     log.info("liquidation.swap_would_not_pay", opportunity=key, guard=guard,
                              **({"bar_fee_beside_gas": l1_fee.fee_text(self._bar_fee_wei)}
                                 if self._bar_fee_wei else {}),

@@ -682,6 +682,14 @@ def test_a_value_from_the_environment_is_said_so_and_a_bare_dollar_is_named() ->
     [(path, message, fix)] = issues_of(misspelt)
     assert (path, message) == ("chains[0].rpc_url", "unknown field")
     assert fix.startswith("did you mean `rpc_urls`? It is required here")
+    # One the field takes as it is (a directory named `$KEEPERD_STATE_DIR`, check-config
+    # saying OK: a trial), and one inside a value, named by the environment, are said too.
+    found = {path: fix for path, _, fix in issues_of(
+        {**MINIMAL, "state_dir": "$KEEPERD_STATE_DIR", "chains": [{
+            "name": "x", "chain_id": 1, "rpc_urls": ["http://$RPCHOST:8545"]}]},
+        {"RPCHOST": "10.0.0.1", "KEEPERD_STATE_DIR": "/var/lib/k"})}
+    assert found == {"state_dir": "write `${KEEPERD_STATE_DIR}`",
+                     "chains[0].rpc_urls[0]": "write `${RPCHOST}`"}
     # A `$` inside a value (a password's) is not echoed as a reference.
     secret = {**MINIMAL, "chains": [{"name": "x", "chain_id": 1,
                                      "rpc_urls": ["ws://user:pa$sword@host"]}]}
