@@ -1557,6 +1557,19 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BARE_REF = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def _bare_reference_field(path: str) -> str | None:
+    """What a field holds, for the bare `$NAME` check: "name" (the name of a variable
+    keeperd reads), "value" (an address, a path, a directory), or None (free text, headers,
+    secrets: not looked at)."""
+    last = re.sub(r"(\[\d+\])+$", "", path).rpartition(".")[2]
+    if last == "env" or last.endswith("_env"):
+        return "name"
+    if last in ("state_dir", "rpc_urls", "url", "path") or last.endswith(
+            ("_url", "_urls", "_file", "_dir", "_path")):
+        return "value"
+    return None
+
+
 def name_like(name: str) -> bool:
     """An environment variable's name as they are written: capitals, digits, underscores."""
     return re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) is not None
@@ -1585,13 +1598,22 @@ def _substitute(node: Any, path: str, env: dict[str, str], issues: list[ConfigIs
         # directory of that name, and check-config said OK — a trial), or inside one a name
         # the environment sets (`http://$RPCHOST:8545`). Named, never the value: a `$`
         # inside a password is not echoed.
+        # Only where a literal `$` has no business (an address, a path, a directory): not in
+        # free text, headers or secrets, whose values are never echoed.
+        kind = _bare_reference_field(path)
         whole = _BARE_REF.fullmatch(node.strip())
-        for name in ([whole.group(1)] if whole and name_like(whole.group(1)) else
-                     [m.group(1) for m in _BARE_REF.finditer(_ENV_REF.sub("", node))
-                      if env.get(m.group(1))])[:1]:
-            issues.append(ConfigIssue(path, f"`${name}` is not a reference: only "
-                                      f"`${{{name}}}` is filled in from the environment",
-                                      f"write `${{{name}}}`"))
+        if kind == "name" and whole:
+            # (a field that names the variable: `${NAME}` there would put the secret itself
+            # in the name, and its error would print it — a review)
+            issues.append(ConfigIssue(path, f"names the variable keeperd reads: `{node.strip()}` "
+                                      "is not a name", f"write `{whole.group(1)}`"))
+        elif kind == "value":
+            for name in ([whole.group(1)] if whole and name_like(whole.group(1)) else
+                         [m.group(1) for m in _BARE_REF.finditer(_ENV_REF.sub("", node))
+                          if env.get(m.group(1))])[:1]:
+                issues.append(ConfigIssue(path, f"`${name}` is not a reference: only "
+                                          f"`${{{name}}}` is filled in from the environment",
+                                          f"write `${{{name}}}`"))
 
     def replace(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)

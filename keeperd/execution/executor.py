@@ -776,6 +776,19 @@ class Executor:
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
 
+    def _in_flight_now(self, block: int
+                       ) -> tuple[dict[str, list[sales.Sale]] | None, int | None]:
+        """The keeper's sales in flight and the block they were counted at, read together
+        (no await between: another protocol's block may read the count again, and a sale
+        mined in between was then in neither list — a review); the block is None when the
+        count is older than `block` (the turns at "latest" then, as before)."""
+        if self.tx is None:
+            return None, None
+        counted = self.tx.mined_at_block
+        if counted is not None and counted < block:
+            counted = None
+        return self.tx.sales_in_flight(counted), counted
+
     def _refusal_said(self, key: Hashable, block: int) -> bool:
         """Whether to log a lasting refusal of `key` now (a verification's; a sale the pool
         does not pay for, keyed with its reason): once, then again every
@@ -986,12 +999,8 @@ class Executor:
             await self.tx.count_mined_at(result.block)
         # (the block those in flight were counted at: the waves' turns are simulated there,
         # whatever the count read since says, with the sales mined after it ahead)
-        counted = self.tx.mined_at_block if self.tx is not None else None
-        if counted is not None and counted < result.block:
-            counted = None  # (not read since the plan's block: at "latest", as before)
-        sold = sales.sold_before([[c for c, _ in wave] for wave in batches],
-                                 self.tx.sales_in_flight(counted) if self.tx is not None
-                                 else None)
+        ahead, counted = self._in_flight_now(result.block)
+        sold = sales.sold_before([[c for c, _ in wave] for wave in batches], ahead)
         simulating = [asyncio.ensure_future(self._simulate(wave, result.block, sold[0],
                                                            counted))
                       for wave in batches[:1]]
@@ -1047,7 +1056,7 @@ class Executor:
                 assert self.tx is not None
                 to_send = await self._prepare_wave(
                     again, await self._simulate(again, result.block,
-                                                self.tx.sales_in_flight(counted), counted),
+                                                *self._in_flight_now(result.block)),
                     result, base_fee, native_usd, stages, pause=bool(sending))
                 if to_send:
                     sending.append(asyncio.ensure_future(self._send_wave(
@@ -1333,8 +1342,14 @@ class Executor:
                                                    list[dict[int, tuple[int, int]]]]:
             """The wave's requests: each call alone but the sales in turn, then a request
             per turn (with each member's slice)."""
-            asked = [request(c, o, at, spare) for i, ((c, _), o) in enumerate(
-                zip(wave, overrides, strict=True)) if i not in turn_of]
+            # (a turn's first sale, asked alone, on the state its turn mates are simulated
+            # on: passing alone at "latest" and failing in its turn at the pinned block, the
+            # sales behind it were priced as if it sold nothing — a review)
+            firsts = {t.alone for t in turns if t.alone is not None}
+            asked = [request(c, o, turn_at if turn_at and i in firsts and at == "latest"
+                             else at, spare)
+                     for i, ((c, _), o) in enumerate(zip(wave, overrides, strict=True))
+                     if i not in turn_of]
             slices = []
             for turn in turns:
                 ask, members = turn_request(turn, at)
@@ -1357,13 +1372,21 @@ class Executor:
                         out[i] = _in_turn_part(answer, first, last)
             return out
 
+        async def first_batch(asking: list[tuple[str, list[Any]]]) -> list[Any]:
+            """The first endpoint's answers; with the turns pinned, from one that has their
+            block (a lagging one answered "header not found", and every sale in turn was
+            held for the block — a review)."""
+            if counted is None or turn_at is None:
+                return list(await self.pool.batch(asking))
+            return list((await self.pool.batch_at(counted, asking))[1])
+
         second = self._second_endpoint()
         asked, slices = requests("latest", 1)
         # (an OP Stack chain's fees for each call ride in the same batches)
         fees = self._fee_requests(wave, "latest")
         second_fees: list[Any] | None = None
         if second is None:
-            answers = await self.pool.batch([*asked, *fees])
+            answers = await first_batch([*asked, *fees])
             opinions: list[Any] | None = None
         else:
             second_asked, second_slices = requests(hex(block), SIMULATION_GAS_FACTOR)
@@ -1371,7 +1394,7 @@ class Executor:
             asking = asyncio.create_task(self._second_opinion(second, [
                 *second_asked, *self._fee_requests(wave, hex(block))]))
             try:
-                answers = await self.pool.batch([*asked, *fees])
+                answers = await first_batch([*asked, *fees])
                 # (once the first has answered, the second gets SECOND_OPINION_GRACE_S more:
                 # a hanging one held every liquidation its 10 s request timeout — a trial)
                 opinions = await asyncio.wait_for(asyncio.shield(asking),
@@ -1434,7 +1457,8 @@ class Executor:
                 # start's, a promotion's) met the second's state at that block, before the
                 # approvals sent since — 11 sound liquidations refused after a restart, a
                 # by-hand trial. Refused only when it reverts there too (or says nothing).
-                # (a sale in turn: after the sales ahead of it, as the first simulated it)
+                # (a sale in turn: after the sales ahead of it, as the first simulated it —
+                # at the block its turn was pinned to, when it was)
                 again_asked = [
                     turn_request(turn_of[i], "latest", upto=i)
                     if i in turn_of else (request(wave[i][0], overrides[i], "latest",

@@ -690,6 +690,19 @@ def test_a_value_from_the_environment_is_said_so_and_a_bare_dollar_is_named() ->
         {"RPCHOST": "10.0.0.1", "KEEPERD_STATE_DIR": "/var/lib/k"})}
     assert found == {"state_dir": "write `${KEEPERD_STATE_DIR}`",
                      "chains[0].rpc_urls[0]": "write `${RPCHOST}`"}
+    # A field that names the variable is told to name it: `${KEEPER_KEY}` there would put
+    # the key itself in the name, and its error would print it.
+    named = {path: fix for path, _, fix in issues_of(
+        {**MINIMAL, "keeper": {"mode": "liquidate", "key": {"source": "env",
+                                                            "env": "$KEEPER_KEY"}}},
+        {"KEEPER_KEY": "0x" + "ab" * 32})}
+    assert named["keeper.key.env"] == "write `KEEPER_KEY`"
+    # Free text is not looked at (a header's value may hold a `$`).
+    assert issues_of({**MINIMAL, "chains": [{"name": "x", "chain_id": 1, "rpc_urls": [
+        "http://127.0.0.1:9"]}], "keeper": {"mode": "nonsense"}, "alerts": {"routes": [{
+            "name": "r", "sinks": [{"kind": "webhook", "url": "http://127.0.0.1:9/h",
+                                    "secret": "s" * 32, "headers": {"X-T": "$HOME"}}]}]}},
+        {"HOME": "/root"})[0][0] == "keeper.mode"
     # A `$` inside a value (a password's) is not echoed as a reference.
     secret = {**MINIMAL, "chains": [{"name": "x", "chain_id": 1,
                                      "rpc_urls": ["ws://user:pa$sword@host"]}]}

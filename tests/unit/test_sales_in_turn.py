@@ -313,3 +313,50 @@ def test_a_resumed_sale_names_its_pool_from_its_calldata() -> None:
     params = (usdc, weth, "0x" + "0c" * 20, "0x" + "0d" * 20, 86 * 10**16)
     data = callback_calldata(params, "0x" + "ab" * 20, 10**18, 0, 3000, 1, 2)
     assert morpho.sale_pool(morpho_seller, data) == uniswap_v3_pool(factory, weth, usdc, 3000)
+
+
+async def test_turns_run_at_the_block_the_sales_in_flight_were_counted_at() -> None:
+    """Simulated at "latest" with a mined count blocks old, a sale mined since ran again
+    ahead of the block's sales (priced a third under what they realised), or one that then
+    failed dropped out and let the sale behind it pass, then revert (a trial). The turn and
+    its first sale, asked alone, run at the block the count was read at, through an
+    endpoint that has it; a call alone through no turn stays at "latest"."""
+    asked: list[tuple[int, list[Any]]] = []
+
+    async def batch(requests: list[Any]) -> list[Any]:
+        raise AssertionError("asked of any endpoint, not of one that has the block")
+
+    async def batch_at(block: int, requests: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        asked.append((block, requests))
+        return {}, ["0x", "0x", [{"calls": [ok(), ok()]}]]
+
+    ex = executor(batch)
+    ex.pool = SimpleNamespace(batch=batch, batch_at=batch_at, second=lambda: None)
+    wave = [(sale(1, POOL_A), "k1"), (sale(2, POOL_B), "k2"), (sale(3, POOL_A), "k3")]
+    out = await ex._simulate(wave, 7, None, counted=9)
+    [(block, requests)] = asked
+    assert block == 9
+    tags = {r[1][0]["data"][:10] if r[0] == "eth_call" else "turn": r[1][-1]
+            for r in requests}
+    assert tags == {"0x01010101": "0x9", "0x02020202": "latest", "turn": "0x9"}
+    assert all(isinstance(o, Simulated) for o in out)
+
+
+def test_sales_mined_after_the_counted_block_are_still_ahead_there() -> None:
+    """Settled from the latest receipts, a sale mined after the block the count was read at
+    left the list, and a turn at that block ran without it (a review)."""
+    from keeperd.execution.txmanager import TxManager
+
+    tx: Any = TxManager.__new__(TxManager)
+    tx.pending, tx._sales, tx._mined_at, tx._mined_at_block = {}, {}, 5, 100
+    mined = sales.Sale(SELLER, b"\x05" * 4, 1)
+    tx._mined_sales = {"old": (100, 4, {POOL_A.lower()}, sales.Sale(SELLER, b"\x04" * 4, 1)),
+                       "new": (101, 5, {POOL_A.lower()}, mined)}
+    tx.pending["flying"] = SimpleNamespace(nonce=6, to=SELLER, data=b"\x06" * 4,
+                                           gas_limit=1, cancelling=False)
+    tx._sales["flying"] = {POOL_A.lower()}
+    assert [s.data for s in tx.sales_in_flight(100)[POOL_A.lower()]] == [
+        b"\x05" * 4, b"\x06" * 4]  # (mined at 101, then in flight: in nonce order)
+    assert [s.data for s in tx.sales_in_flight(None)[POOL_A.lower()]] == [b"\x06" * 4]
+    tx.sales_in_flight(100 + 64 + 2)  # (kept 64 blocks, then forgotten)
+    assert list(tx._mined_sales) == []
