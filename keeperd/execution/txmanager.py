@@ -329,7 +329,7 @@ class TxManager:
 
     def sales_in_flight(self, at: int | None = None) -> dict[str, list[Sale]]:
         """By swap pool (lowercase), the key's transactions in flight that sell through it,
-        in nonce order: those still pending, not being cancelled and not below the mined
+        in nonce order: those still pending (being cancelled too) and not below the mined
         count last read. Shared by every protocol's executor on the chain (one pool, one
         key's nonces). `at`: the block that count was read at, where the turns are
         simulated — the sales settled as mined in a later block run there too (settled from
@@ -340,8 +340,10 @@ class TxManager:
         out: dict[str, list[tuple[int, Sale]]] = {}
         for key, pools in self._sales.items():
             pending = self.pending[key]
-            if pending.cancelling or (self._mined_at is not None
-                                      and pending.nonce < self._mined_at):
+            # (one being cancelled too: its original may still be mined first; if its
+            # opportunity is gone, it reverts in the simulation and moves nothing there —
+            # left out, the sales behind it were priced as if it could not sell: a review)
+            if self._mined_at is not None and pending.nonce < self._mined_at:
                 continue
             for pool in pools:
                 out.setdefault(pool, []).append(

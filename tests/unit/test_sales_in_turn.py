@@ -358,5 +358,9 @@ def test_sales_mined_after_the_counted_block_are_still_ahead_there() -> None:
     assert [s.data for s in tx.sales_in_flight(100)[POOL_A.lower()]] == [
         b"\x05" * 4, b"\x06" * 4]  # (mined at 101, then in flight: in nonce order)
     assert [s.data for s in tx.sales_in_flight(None)[POOL_A.lower()]] == [b"\x06" * 4]
+    # One being cancelled is still ahead: its original may be mined first (gone, its
+    # opportunity reverts in the simulation and moves nothing).
+    tx.pending["flying"].cancelling = True
+    assert [s.data for s in tx.sales_in_flight(None)[POOL_A.lower()]] == [b"\x06" * 4]
     tx.sales_in_flight(100 + 64 + 2)  # (kept 64 blocks, then forgotten)
     assert list(tx._mined_sales) == []
