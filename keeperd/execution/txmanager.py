@@ -309,17 +309,8 @@ class TxManager:
         mining on each transaction) left it blocks behind, the sales mined since ran again
         in the simulation, and a sale behind them was priced a third under what it realised
         (a trial). One that fails leaves the last read (turns at "latest", as before)."""
-        if not self._sales or (self._mined_at_block is not None
-                               and self._mined_at_block >= block):
-            return
-        try:
-            _, [count] = await self.pool.batch_at(
-                block, [("eth_getTransactionCount", [self.address, hex(block)])])
-            if isinstance(count, Exception):
-                raise count
-            self._note_mined(count, block)
-        except (RpcError, RpcUnavailable, ValueError, TypeError):
-            return
+        if self._sales and (self._mined_at_block is None or self._mined_at_block < block):
+            await self._read_mined_at(block)
 
     @property
     def mined_at_block(self) -> int | None:
@@ -445,13 +436,20 @@ class TxManager:
         ahead."""
         if not self.delegated or (not self.pending and self.one_in_flight() is None):
             return True
+        return await self._read_mined_at(block) and self.one_in_flight() is None
+
+    async def _read_mined_at(self, block: int) -> bool:
+        """The mined count read at `block` (through `batch_at`: the head's prefetch asks it
+        ahead) and noted; False when no endpoint answered it readably."""
         try:
             _, [count] = await self.pool.batch_at(
                 block, [("eth_getTransactionCount", [self.address, hex(block)])])
+            if isinstance(count, Exception):
+                raise count
             self._note_mined(count, block)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             return False
-        return self.one_in_flight() is None
+        return True
 
     def _note_mined(self, count: object, block: int) -> None:
         """A mined count read (hex) at `block`: it replaces the last, capped at the next nonce
