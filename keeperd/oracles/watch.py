@@ -117,6 +117,13 @@ class ChainPriceWatch:
         self._previous: dict[tuple[str, str], FeedReading] = {}  # (key, source) -> reading
         # (key, new source) -> (key, the source it replaced in a protocol's declaration)
         self._replacing: dict[tuple[str, str], tuple[str, str]] = {}
+        # (key, source) -> (what replaced what at which block, the replaced source's last
+        # price): a source that replaced another with a jump past max_jump, no reference for
+        # other markets' oracles until it agrees with another trusted price of its asset or
+        # comes back near the replaced one's (`_prove`). (Aave's WETH source replaced by a
+        # feed 29 % off became the reference of Morpho's WETH markets, whose own oracles were
+        # right, and paused them: a by-hand trial.)
+        self._unproven: dict[tuple[str, str], tuple[str, float]] = {}
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
@@ -283,13 +290,20 @@ class ChainPriceWatch:
         pyth = await self._pyth_problems(now, block, {r.asset for r in readings})
         await self._learn_heartbeats(readings, block)
         touched: dict[str, list[str]] = {}
+        unproven: list[tuple[PriceFeed, FeedReading]] = []
         for i, (feed, reading) in enumerate(zip(read, readings, strict=True)):
             previous = self._previous.get((feed.key, feed.source))
             problems = check_feed(reading, now, self.policy(reading.asset, reading), previous)
             replaced = self._replacing.pop((feed.key, feed.source), None)
             if previous is None and replaced in self._previous:
-                problems += source_replaced(reading, self._previous[replaced],
-                                            self.policy(reading.asset, reading))
+                found = source_replaced(reading, self._previous[replaced],
+                                        self.policy(reading.asset, reading))
+                problems += found
+                if any(p.kind == "jump" for p in found):
+                    self._unproven[(feed.key, feed.source)] = (
+                        f"{replaced[1]} -> {feed.source} at block {block}, "
+                        + next(p.detail for p in found if p.kind == "jump"),
+                        self._previous[replaced].price)
             if second is not None:
                 problems += self._second_problems(reading, second[1][i], second[0], now,
                                                   problems)
@@ -302,7 +316,15 @@ class ChainPriceWatch:
                     problems.append(Problem("deviation", f"oracle {reading.price:g} vs "
                                             f"reference median {median:g} ({deviation:.1%})"))
             problems += pyth.get(reading.asset, [])
-            if not any(p.trips for p in problems) and reading.price > 0:
+            if any(p.trips for p in problems) or reading.price <= 0:
+                pass
+            elif (feed.key, feed.source) in self._unproven:
+                unproven.append((feed, reading))
+            elif feed in references_due:
+                # (a feed the operator named a reference first: a protocol's own source
+                # checking another protocol's oracle is second best)
+                self._usd[reading.asset] = reading.price
+            else:
                 self._usd.setdefault(reading.asset, reading.price)
             # A reference's price is not what any position rests on: it stays out of the
             # protocol feeds' gauges (same labels; the two would overwrite each other).
@@ -316,6 +338,7 @@ class ChainPriceWatch:
         for symbol, median_usd in self._medians.items():
             if median_usd:
                 self._usd.setdefault(symbol, median_usd)
+        self._prove(unproven, block)
         for feed in rates:
             problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
             if rate_deviation is not None:
@@ -332,18 +355,47 @@ class ChainPriceWatch:
                 # "no reference" was said of markets Aave's feeds then checked every block)
                 self.unchecked.add(feed.key)
                 missing = [s for s in (feed.base, feed.quote) if not self._usd.get(s)]
+                doubted = [f"{key}'s source {said}"
+                           for (key, _), (said, _) in self._unproven.items() if key in missing]
                 log.warning("oracle.rate_unchecked", chain=self.chain, asset=feed.key,
                             market=feed.label, missing=missing,
                             why="no trusted reference price for "
-                                f"{' and '.join(missing)}: configure chains[].reference_feeds "
-                                "or oracles.references for it; until then only the "
-                                "sequencer and manual trips pause this market")
+                                f"{' and '.join(missing)}"
+                                + (f" (replaced, and not trusted as a reference until it "
+                                   f"agrees with another price of its asset: "
+                                   f"{'; '.join(doubted)})" if doubted else "")
+                                + ": configure chains[].reference_feeds or oracles.references "
+                                "for it; until then only the sequencer and manual trips "
+                                "pause this market")
             self._judged.add(feed)
             touched.setdefault(feed.key, []).extend(
                 [f"{problem.kind}: {problem.detail}"] if problem is not None else [])
         for key, said in touched.items():
             self._problems.setdefault(key, []).extend(said)
         await self._observe(touched, block)
+
+    def _prove(self, unproven: list[tuple[PriceFeed, FeedReading]], block: int) -> None:
+        """An unproven source (`_unproven`) read this block is trusted once its price agrees,
+        within `max_deviation`, with a trusted price of its asset this block (a reference
+        feed, another protocol's source, the exchanges' median), or has come back within
+        `max_jump` of the replaced source's last price (the jump undone); until then it is
+        no reference for other markets' oracles (it still prices its own protocol's
+        positions: that protocol liquidates on it)."""
+        for feed, reading in unproven:
+            said, replaced_price = self._unproven[(feed.key, feed.source)]
+            other = self._usd.get(reading.asset)
+            if other and abs(reading.price - other) / other <= self.config.max_deviation:
+                why = f"agrees with another price of {feed.key} ({other:g})"
+            elif abs(reading.price - replaced_price) / replaced_price <= self.config.max_jump:
+                why = f"back near the replaced source's last price ({replaced_price:g})"
+            else:
+                continue
+            del self._unproven[(feed.key, feed.source)]
+            self._usd.setdefault(reading.asset, reading.price)
+            log.info("oracle.source_trusted", chain=self.chain, asset=feed.key,
+                     source=feed.source, replaced=said, price=reading.price, block=block,
+                     meaning=f"the replaced source {why}: a reference for other markets' "
+                             "oracles again")
 
     async def _read_twice(self, feeds: list[PriceFeed], block: int
                           ) -> tuple[list[FeedReading], tuple[str, list[FeedReading]] | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -369,7 +370,6 @@ async def test_a_market_rate_nothing_checks_any_more_shows_no_deviation(
     hours without a round): the rates are unchecked (`oracle.rate_unchecked`), and their
     deviation gauge says "not measured" (NaN) — a trial saw the last value stay on the
     dashboard, healthy-looking, while nothing checked it."""
-    import math
 
     keeper = await run_daemon(morpho_with_references(devnet, tmp_path))
     await keeper.evaluated_at(devnet.mine(1), protocol="morpho")
@@ -432,3 +432,109 @@ async def test_a_replaced_price_source_is_told_with_its_move(
     assert message["labels"] == {"chain": "devnet", "asset": "WETH", "event": "source_changed"}
     assert message["severity"] == "critical"  # (its price jumped from the replaced one's)
     assert new.lower() in message["summary"].lower() and "40.0%" in message["summary"]
+
+
+def replace_weth_source(devnet: Devnet, factor: float) -> str:
+    """Governance's `setAssetSources`: WETH's source in the AaveOracle replaced by a new
+    feed at `factor` of today's price; the new feed's address."""
+    from keeperd.chain.multicall import encode_call
+    from keeperd.devnet.uniswap import ours
+
+    admin, aave = devnet.manifest["aave_v3"]["admin"], devnet.manifest["aave_v3"]
+    new = devnet.client.deploy(admin, ours("TestAggregator").deploy_data(
+        8, "ETH / USD (replacement)", round(devnet.price("WETH") * factor * 10**8)))
+    devnet.client.send(admin, aave["oracle"], encode_call(
+        "setAssetSources(address[],address[])", ["address[]", "address[]"],
+        [[devnet.manifest["tokens"]["WETH"]], [new]]))
+    return new
+
+
+async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_market(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Aave's WETH source replaced by a feed 30 % lower, Morpho's WETH oracles still right:
+    the new source is no reference for Morpho's markets (it was, and paused them: a by-hand
+    trial), which are said to be unchecked, with why, and stay unpaused; once the new source
+    is back near the old price (governance mends it) it is a reference again."""
+    import structlog
+
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    weth_markets = {market_key(m["id"]) for m in blue.values()
+                    if "WETH" in (m["collateral"], m["loan"])}
+    assert weth_markets
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    keeper = await run_daemon(config)
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+    watch = keeper.daemon.chains["devnet"].prices
+    weth = devnet.price("WETH")
+    with structlog.testing.capture_logs() as logs:
+        new = replace_weth_source(devnet, 0.7)
+        for _ in range(3):
+            block = devnet.mine(1)
+            for name in ("aave", "morpho"):
+                await keeper.evaluated_at(block, protocol=name)
+    assert await watch.breaker.tripped("devnet") == set()
+    assert weth_markets <= watch.unchecked
+    said = [e for e in logs if e["event"] == "oracle.rate_unchecked"]
+    assert {e["asset"] for e in said} == weth_markets
+    assert all(f"WETH's source {devnet.manifest['price_feeds']['WETH']} -> {new}".lower()
+               in e["why"].lower() and "30.0% from the replaced source" in e["why"]
+               for e in said), said[0]["why"]
+    for key in weth_markets:
+        assert math.isnan(metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
+                                       {"chain": "devnet", "asset": key}))
+
+    # Governance mends it: the new source's next round at the old price.
+    with structlog.testing.capture_logs() as logs:
+        devnet.client.send(devnet.manifest["aave_v3"]["admin"], new, devnet._aggregator
+                           .encode_call("setAnswer", round(weth * 10**8)))
+        block = devnet.mine(1)
+        for name in ("aave", "morpho"):
+            await keeper.evaluated_at(block, protocol=name)
+    [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
+    assert trusted["asset"] == "WETH" and "back near the replaced source" in trusted["meaning"]
+    assert watch.unchecked == set()
+    assert {e["asset"] for e in logs if e["event"] == "oracle.rate_checked"} == weth_markets
+    assert await watch.breaker.tripped("devnet") == set()
+
+
+async def test_a_reference_feed_comes_before_a_replaced_protocol_source(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """With WETH's Chainlink feed configured as a reference (chains[].reference_feeds),
+    Morpho's WETH markets are checked against it, not against Aave's source just replaced
+    30 % away: checked, unpaused; the replaced source, once it agrees with the reference
+    again, is trusted (`oracle.source_trusted`)."""
+    import structlog
+
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    weth_markets = {market_key(m["id"]) for m in blue.values()
+                    if "WETH" in (m["collateral"], m["loan"])}
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    feeds = devnet.manifest["price_feeds"]
+    chain = config.chains[0].model_copy(update={"reference_feeds": {
+        s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
+    keeper = await run_daemon(config.model_copy(update={"chains": [chain]}))
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+    watch = keeper.daemon.chains["devnet"].prices
+    weth = devnet.price("WETH")
+    with structlog.testing.capture_logs() as logs:
+        new = replace_weth_source(devnet, 0.7)
+        for _ in range(3):
+            block = devnet.mine(1)
+            for name in ("aave", "morpho"):
+                await keeper.evaluated_at(block, protocol=name)
+        assert await watch.breaker.tripped("devnet") == set()
+        assert watch.unchecked == set()
+        for key in weth_markets:
+            assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
+                                {"chain": "devnet", "asset": key}) < 0.01
+        devnet.client.send(devnet.manifest["aave_v3"]["admin"], new, devnet._aggregator
+                           .encode_call("setAnswer", round(weth * 10**8)))
+        block = devnet.mine(1)
+        for name in ("aave", "morpho"):
+            await keeper.evaluated_at(block, protocol=name)
+    assert [e for e in logs if e["event"] == "oracle.rate_unchecked"] == []
+    [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
+    assert trusted["asset"] == "WETH" and trusted["source"].lower() == new.lower()
+    assert "30.0% from the replaced source" in trusted["replaced"]
