@@ -523,6 +523,7 @@ class Executor:
         # Approvals to send at the next block's end (`_keep_allowances`): a delegated key's
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
+        self._approval_behind: set[str] = set()  # assets whose allowance lags the balance
         # (blocks they have waited behind liquidations: after APPROVALS_WAIT_BLOCKS they go
         # first; counted from when they were due, a wait behind the start's own approvals in
         # flight, with nothing to liquidate, let them take a crash's first turn: a CI run)
@@ -1165,14 +1166,34 @@ class Executor:
         if self.keeper is None:
             return items, []
         assets = sorted({o.need.asset for o, _ in items})
-        own = await self.liquidator.balances(assets) if assets else {}
-        if own is not None:  # capital that is not only a token balance (Curie's margin)
-            read: dict[str, object] = dict(own)
+        # What each token's spender may pull (bounded approvals: the balance when last
+        # approved), asked beside the balances: USDC sent to the keeper is approved only
+        # at the next balances, and until then its liquidations failed their simulations
+        # for want of the allowance (Curie's, after a top-up: a by-hand trial).
+        spent = self._spenders(assets)
+        asked = [_allowance_of(a, self.keeper, spender) for a, spender in spent]
+        allowed: list[object] = []
+        if not assets:
+            own: dict[str, int] | None = {}
+            read: dict[str, object] = {}
         else:
-            # (at the scan's block, the head: asked ahead with its other reads)
-            answers = await call_many(self.pool, [_balance_of(a, self.keeper) for a in assets],
-                                      result.block)
-            read = dict(zip(assets, answers, strict=True))
+            # (asked beside the capital the liquidator reads itself, Curie's margin, or
+            # beside the balances: no round trip of their own)
+            asking = asyncio.ensure_future(self._read_allowances(asked, result.block))
+            try:
+                own = await self.liquidator.balances(assets)
+                if own is not None:
+                    read = dict(own)
+                else:
+                    # (at the scan's block, the head: asked ahead with its other reads)
+                    answers = await call_many(
+                        self.pool, [_balance_of(a, self.keeper) for a in assets], result.block)
+                    read = dict(zip(assets, answers, strict=True))
+                allowed = await asking
+            finally:
+                if not asking.done():
+                    asking.cancel()
+                    await asyncio.gather(asking, return_exceptions=True)
         # Less what the key's liquidations in flight will pull (this protocol's and every
         # other's on the chain: one key, one balance — Curie's wallet USDC too): two
         # protocols each allocated the whole balance, and 13 liquidations reverted for want
@@ -1180,7 +1201,15 @@ class Executor:
         pulls = self.tx.in_flight_pulls(result.block) if self.tx is not None else {}
         balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                     for a, v in read.items()}
-        funded, unfunded, short = allocate(items, lambda item: item[0].need, balances)
+        behind = self._allowances_behind(balances, spent, allowed, pulls)
+        funded, unfunded, short = allocate(items, lambda item: item[0].need,
+                                           {**balances, **behind})
+        if behind:
+            # (a shortfall is what the balance itself lacks: the rest waits for its
+            # approval, sent at this block's end — not "fund the keeper")
+            _, waiting, short = allocate(items, lambda item: item[0].need, balances)
+            self._tell_awaiting_approval(result.block, behind, balances,
+                                         len(unfunded) - len(waiting))
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
         # has none, and a keeper already on auto does not need telling)
@@ -1202,6 +1231,56 @@ class Executor:
         self.capital_shortfall = {} if auto else short
         return (funded, unfunded) if auto else (funded, [])
 
+    async def _read_allowances(self, asked: list[ContractCall], block: int) -> list[object]:
+        """What each spender may pull, at `block`; unread (None each) when the read fails:
+        no cap then, as before (each call's simulation still judges it)."""
+        if not asked:
+            return []
+        try:
+            return list(await call_many(self.pool, asked, block))
+        except (RpcError, RpcUnavailable):
+            return [None] * len(asked)
+
+    def _spenders(self, assets: Sequence[str]) -> list[tuple[str, str]]:
+        """(asset, its spender) of the assets some contract pulls from the keeper's wallet
+        (own capital only: the flash path pulls nothing of it)."""
+        if self.keeper is None or self.config.capital == "flash-loan":
+            return []
+        return [(a, spender) for a in assets
+                if (spender := self.liquidator.spender(a)) is not None]
+
+    def _allowances_behind(self, balances: Mapping[str, int], spent: list[tuple[str, str]],
+                           allowed: Sequence[object], pulls: Mapping[str, int]
+                           ) -> dict[str, int]:
+        """The assets whose spender may pull less than the balance (a top-up not yet
+        approved), each with what it may pull; their approval is due at this block's end.
+        An allowance unread is not a cap (the simulation still judges each call)."""
+        behind: dict[str, int] = {}
+        for (asset, _), allowance in zip(spent, allowed, strict=True):
+            if not isinstance(allowance, int) or asset not in balances:
+                continue
+            left = max(0, allowance - pulls.get(asset.lower(), 0))
+            if left < balances[asset]:
+                behind[asset] = left
+        if behind:
+            self._allowances_due = True
+        return behind
+
+    def _tell_awaiting_approval(self, block: int, behind: Mapping[str, int],
+                                balances: Mapping[str, int], waiting: int) -> None:
+        """Said once an asset's allowance falls behind its balance, and again once it no
+        longer does; the liquidations it holds, each block."""
+        for asset in behind.keys() - self._approval_behind:
+            log.info("keeper.allowance_behind", protocol=self.adapter.name, asset=asset,
+                     allowance=str(behind[asset]), balance=str(balances[asset]), block=block,
+                     meaning="the keeper's balance grew past what it approved (a top-up): "
+                             "approved at this block's end; liquidations the balance covers "
+                             "beyond the allowance wait for it")
+        if waiting:
+            log.info("liquidation.awaiting_approval", protocol=self.adapter.name,
+                     block=block, liquidations=waiting, assets=sorted(behind))
+        self._approval_behind = set(behind)
+
     async def _keep_balances_warm(self, result: ScanResult) -> None:
         """The keeper's balance of each token it repays with, read at every block after the
         block's work (off the hot path): the pool then asks them again beside the next head's
@@ -1211,8 +1290,10 @@ class Executor:
             return
         tokens = self.liquidator.tokens(result.book)
         if tokens:
-            await call_many(self.pool, [_balance_of(a, self.keeper) for a, _, _ in tokens],
-                            result.block)
+            # (and what their spenders may pull: asked beside them by the capital stage)
+            await call_many(self.pool, [_balance_of(a, self.keeper) for a, _, _ in tokens] + [
+                _allowance_of(a, self.keeper, spender)
+                for a, spender in self._spenders([a for a, _, _ in tokens])], result.block)
 
     async def _key_for(self, key: OpportunityKey) -> OpportunityKey | None:
         """The journal key to try this opportunity under: its own, or, after an on-chain
@@ -3241,6 +3322,11 @@ def _as_text(planned: Any) -> dict[str, str] | None:
 
 def _balance_of(token: str, owner: str) -> ContractCall:
     return ContractCall(token, "balanceOf(address)", ["address"], [owner])
+
+
+def _allowance_of(token: str, owner: str, spender: str) -> ContractCall:
+    return ContractCall(token, "allowance(address,address)", ["address", "address"],
+                        [owner, spender])
 
 
 def _mined_between(entry: Any, after: int | None, before: tuple[int, int] | None) -> bool:

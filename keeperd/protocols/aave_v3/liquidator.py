@@ -264,6 +264,11 @@ class AaveLiquidator(LiquidatorBase):
                 tokens=[(r.asset, r.symbol) for r in market.reserves]):
             self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
 
+    def spender(self, asset: str) -> str | None:
+        """The pool pulls the debt asset its own-capital liquidations repay (None until it
+        is confirmed: no allowance is kept then)."""
+        return self._pool_address or None
+
     async def keep_allowances(self, head: int, book: AaveBook) -> None:
         """Every few blocks, on the block's book: a top-up approved in turn."""
         if self.config.mode == "liquidate":

@@ -122,6 +122,10 @@ class MorphoLiquidator(LiquidatorBase):
         await self.confirm(head)
         await self.keep_allowances(head)
 
+    def spender(self, asset: str) -> str | None:
+        """Morpho pulls the loan token its own-capital liquidations repay."""
+        return str(self.adapter.config.morpho)
+
     async def keep_allowances(self, head: int, book: Any = None) -> None:
         """At start and every few blocks: Morpho approved the keeper's balance of each loan
         token (protocols/sdk/approvals.py: bounded, a top-up approved in turn)."""

@@ -413,6 +413,11 @@ class CurieLiquidator(LiquidatorBase):
                               deposit if isinstance(deposit, int) else 0, wallet)
         return {VAULT: int(free) if isinstance(free, int) else 0, usdc: wallet}
 
+    def spender(self, asset: str) -> str | None:
+        """The Vault pulls the wallet's USDC for collateral liquidations."""
+        a = self.adapter.addresses
+        return a["Vault"] if asset.lower() == a["SettlementToken"].lower() else None
+
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
                              lasting: bool = False, simulated: bool = False) -> None:
         """An unwind's fate. A failure in one block is routine in a crash (the price moved

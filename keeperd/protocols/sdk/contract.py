@@ -232,6 +232,11 @@ class Liquidator(Protocol):
     async def balances(self, assets: list[str]) -> dict[str, int] | None:
         """Capital that is not a token balance, or None (the core reads token balances)."""
 
+    def spender(self, asset: str) -> str | None:
+        """The contract that pulls `asset` from the keeper's wallet in its own-capital
+        liquidations, whose allowance (bounded: protocols/sdk/approvals.py) caps them; None
+        when nothing pulls it (or it is no token: Curie's vault margin)."""
+
     def capital_fix(self, short: Collection[str]) -> str | None:
         """What covers a shortfall of these assets of `balances` (None: the core's words,
         fund the keeper with the debt asset)."""
@@ -553,6 +558,10 @@ class LiquidatorBase:
     async def balances(self, assets: list[str]) -> dict[str, int] | None:
         """Capital that is not a token balance (Curie: margin in its vault), by need asset;
         None: the keeper's token balances (the core reads them)."""
+        return None
+
+    def spender(self, asset: str) -> str | None:
+        """Who pulls `asset` from the keeper's wallet (default: nothing it knows of)."""
         return None
 
     def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:

@@ -1,0 +1,97 @@
+"""A top-up of the keeper's wallet is approved as soon as a liquidation needs it. Bounded
+approvals (protocols/sdk/approvals.py) approve the balance at start and every few blocks:
+USDC sent to the keeper after a shortfall alert — when a crash is on — was approved only at
+the next balances, and meanwhile the capital stage planned on the whole balance and each
+liquidation past the old allowance failed its simulation, block after block (Curie's collateral
+liquidations after `devnet fund`: a by-hand trial). Now the capital stage reads what each
+spender may pull beside the balances: what the allowance does not cover waits (not "fund the
+keeper": the funds are there), and the approval goes at the crash block's end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import structlog
+
+from keeperd.devnet import contracts
+from keeperd.devnet.handle import Devnet
+from keeperd.execution import journal as J
+from tests.conftest import metric_series
+from tests.integration.test_shared_capital import AWAY, usdc_held
+from tests.keeper_harness import (  # noqa: F401 - fixtures
+    KEEPER,
+    config_for,
+    crash_and_collect,
+    fund_keeper,
+    keeper_key_env,
+)
+
+KEEP = 1_000 * 10**6  # the keeper's USDC at start: all its allowance
+
+
+async def test_a_top_up_is_approved_when_a_crash_needs_it_and_nothing_fails_for_it(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    erc20 = contracts.aave("MintableERC20")
+    usdc, pool = devnet.manifest["tokens"]["USDC"], devnet.manifest["aave_v3"]["pool"]
+    fund_keeper(devnet)
+    devnet.client.send(KEEPER, usdc, erc20.encode_call("transfer", AWAY,
+                                                       usdc_held(devnet) - KEEP))
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.mine(1))
+    allowed = int(devnet.client.eth_call(usdc, erc20.encode_call("allowance", KEEPER,
+                                                                 pool)).hex(), 16)
+    assert allowed == KEEP
+    # The operator's top-up, then the crash.
+    minter = devnet.client.accounts()[0]
+    devnet.client.send(minter, usdc, erc20.encode_call("mint", KEEPER, 50_000_000 * 10**6))
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            crash, journal, _ = await crash_and_collect(devnet, keeper)
+            await approval_sent(devnet, usdc)  # (at the block's end, after its liquidations)
+            for _ in range(2):
+                await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    events = [e["event"] for e in logs]
+    [behind] = [e for e in logs if e["event"] == "keeper.allowance_behind"]
+    assert behind["asset"].lower() == usdc.lower() and behind["block"] == crash
+    assert int(behind["allowance"]) <= KEEP
+    waiting = [e for e in logs if e["event"] == "liquidation.awaiting_approval"]
+    assert waiting and {e["block"] for e in waiting} == {crash}
+    held = max(e["liquidations"] for e in waiting)
+    assert held > 0
+    # The approval went at the crash block's end, mined in the next; the liquidations it
+    # held went in the block after that. None of them failed a simulation for it, and no
+    # shortfall was said: the funds were there.
+    approvals = [t for t in devnet.client.call("eth_getBlockByNumber", hex(crash + 1),
+                                               True)["transactions"]
+                 if t["from"].lower() == KEEPER.lower() and t["input"].startswith("0x095ea7b3")
+                 and t["to"].lower() == usdc.lower()]
+    assert len(approvals) == 1
+    in_usdc = [e for e in await journal.all() if e.debt in ("USDC", usdc)]
+    assert len(in_usdc) >= held
+    assert all(e.status in (J.PENDING, J.INCLUDED) for e in in_usdc), [
+        (e.key, e.status, e.detail) for e in in_usdc]
+    assert "liquidation.simulation_failed" not in events
+    labels = {"chain": "devnet", "protocol": "aave"}
+    assert not metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
+                             {**labels, "stage": "simulation_failed"})
+    assert "liquidation.no_capital" not in events
+
+
+async def approval_sent(devnet: Devnet, token: str, limit_s: float = 10.0) -> None:
+    """Until the keeper's approval of `token` waits in the pool."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        pending = devnet.client.call("txpool_content")["pending"]
+        mine = next((txs for sender, txs in pending.items()
+                     if sender.lower() == KEEPER.lower()), {})
+        if any(t["to"] and t["to"].lower() == token.lower()
+               and t["input"].startswith("0x095ea7b3") for t in mine.values()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no approval of {token} sent")
