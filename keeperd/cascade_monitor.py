@@ -56,6 +56,10 @@ log = structlog.get_logger(__name__)
 # How recent the realised bad debt's parts kept from the last run must be to be compared with
 # at a start (`CascadeMonitor._load_bad_debt_seen`): a restart's, not a week off's.
 BAD_DEBT_SEEN_FOR_S = 3_600
+# How often the kept parts are written again unchanged: the time kept with them is the last
+# evaluation's, not the last change's (parts that stood still for hours were ignored at a
+# start, and a crash's bad debt realised during a kill went uncounted again — a review).
+BAD_DEBT_SEEN_REFRESH_S = 300
 
 
 def shock_label(shock: float) -> str:
@@ -158,6 +162,7 @@ class CascadeMonitor:
         self._bad_debt_file = (state_dir / f"bad-debt-seen-{chain}-{protocol}.json"
                                if state_dir is not None else None)
         self._bad_debt_seen: dict[str, float] | None = self._load_bad_debt_seen()
+        self._bad_debt_saved_at = 0.0  # (time.time() of the last write)
         self.no_fund = False  # (the protocol has none: its coverage is not published)
         self._last_at = 0.0
         self._running = False
@@ -281,7 +286,7 @@ class CascadeMonitor:
                             usd=round(grown, 2), outstanding_usd=round(outstanding, 2)
                             if outstanding is not None else None)
         now_seen = {key: amount for key, (amount, _) in parts.items()}
-        if now_seen != seen:
+        if now_seen != seen or time.time() - self._bad_debt_saved_at >= BAD_DEBT_SEEN_REFRESH_S:
             self._save_bad_debt_seen(now_seen)
         self._bad_debt_seen = now_seen
 
@@ -301,9 +306,11 @@ class CascadeMonitor:
     def _save_bad_debt_seen(self, parts: dict[str, float]) -> None:
         if self._bad_debt_file is None:
             return
+        now = time.time()
+        self._bad_debt_saved_at = now  # (a failed write too: tried again a refresh later)
         try:  # (written aside, then renamed: a kill mid-write leaves the old one whole)
             aside = self._bad_debt_file.with_suffix(".tmp")
-            aside.write_text(json.dumps({"at": time.time(), "parts": parts}))
+            aside.write_text(json.dumps({"at": now, "parts": parts}))
             os.replace(aside, self._bad_debt_file)
         except OSError as exc:  # (a full disk: the counter goes on in memory)
             log.warning("cascade.bad_debt_seen_unwritten", protocol=self.protocol,

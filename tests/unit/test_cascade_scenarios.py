@@ -3,6 +3,8 @@ unit of account) is never in the joint move, and the alert says what each scenar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,7 @@ def test_bad_debt_realised_is_each_parts_increase_priced_when_it_happened() -> N
     monitor = CascadeMonitor.__new__(CascadeMonitor)
     monitor.metrics, monitor.chain, monitor.protocol = Metrics(), "devnet", "aave"
     monitor._bad_debt_seen, monitor._bad_debt_file = None, None
+    monitor._bad_debt_saved_at = 0.0
     labels = {"chain": "devnet", "protocol": "aave"}
 
     def reading(weth: float, price: float, usdc: float = 0.0) -> BookRisk:
@@ -113,3 +116,41 @@ def test_bad_debt_realised_across_a_restart_is_counted(tmp_path, monkeypatch) ->
     long_after._publish_bad_debt(reading(150.0))
     assert metric_value(long_after.metrics, "keeperd_bad_debt_realised_usd_total",
                         labels) == 0
+
+
+def test_bad_debt_parts_that_stood_still_for_hours_are_compared_after_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parts kept across a restart carry the time of the last evaluation, not of their
+    last change: parts unchanged for two hours were ignored at a start (older than the hour
+    a restart's comparison allows), and a crash's bad debt realised during the kill went
+    uncounted."""
+    from keeperd import cascade_monitor
+    from keeperd.cascade_monitor import CascadeMonitor
+    from keeperd.metrics import Metrics
+    from keeperd.protocols.sdk.views import BookRisk
+    from tests.conftest import metric_value
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(cascade_monitor.time, "time", lambda: clock[0])
+
+    def monitor() -> CascadeMonitor:
+        m = CascadeMonitor.__new__(CascadeMonitor)
+        m.metrics, m.chain, m.protocol = Metrics(), "devnet", "aave"
+        m._bad_debt_file = tmp_path / "bad-debt-seen-devnet-aave.json"
+        m._bad_debt_seen, m._bad_debt_saved_at = m._load_bad_debt_seen(), 0.0
+        return m
+
+    def reading(weth: float) -> BookRisk:
+        return BookRisk(None, [], outstanding_bad_debt_usd=weth * 2_000.0,
+                        bad_debt_parts={"WETH": (weth, 2_000.0)})
+
+    first = monitor()
+    first._publish_bad_debt(reading(100.0))
+    for _ in range(24):  # two hours of evaluations, the parts unchanged
+        clock[0] += 300
+        first._publish_bad_debt(reading(100.0))
+    clock[0] += 120  # killed; the crash realises 30 WETH more while it is down
+    second = monitor()
+    second._publish_bad_debt(reading(130.0))
+    assert metric_value(second.metrics, "keeperd_bad_debt_realised_usd_total",
+                        {"chain": "devnet", "protocol": "aave"}) == 30 * 2_000.0
