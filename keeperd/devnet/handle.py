@@ -113,10 +113,10 @@ class DevnetControl:
         """Every move's receipt, successful. One the block left out is not waited on for
         good: a daemon sending beside a move (the crash-point test's keeperd, a user's) once
         left a move with no receipt for a minute, in CI, once in hundreds of runs (neither
-        mined nor, with automine back on, ever mined). A move still in the pool is mined in
-        the next block; when the node dropped one, the missing moves are sent again in their
-        order (a feed's round, an oracle's price and the pools' alignment set a price: sent
-        twice they set it once). Said on stderr either way, with what the node said."""
+        mined nor, with automine back on, ever mined). The missing moves are dropped and sent
+        again in their order, in the next block (a feed's round, an oracle's price and the
+        pools' alignment set a price: sent twice they set it once), said on stderr with
+        what the node said of each."""
         for attempt in range(MOVE_ATTEMPTS):
             missing, deadline = list(sent), time.monotonic() + MOVE_RECEIPT_S
             while missing and time.monotonic() < deadline:
@@ -133,23 +133,26 @@ class DevnetControl:
             if attempt == MOVE_ATTEMPTS - 1:
                 break
             known = {h: self.client.call("eth_getTransactionByHash", h) for h, _ in missing}
-            # (one dropped leaves the sender's later moves behind a nonce gap: all of them
-            # are sent again, in their order, or none would ever be mined)
-            again = not all(known.values())
             for tx_hash, _ in missing:
                 print(f"keeperd devnet: price move {tx_hash} not mined in its block "
-                      f"({self._why_unmined(known[tx_hash])}); "
-                      f"{'sent again' if again else 'mined in the next'}", file=sys.stderr)
+                      f"({self._why_unmined(known[tx_hash])}); sent again", file=sys.stderr)
+            # Every missing move dropped and sent again, in its order, at today's fees: one
+            # the node dropped leaves the later ones behind a nonce gap, and one priced
+            # under a base fee that rose meanwhile would never be mined as it is.
             self.client.call("evm_setAutomine", False)
+            sent = []
             try:
-                if again:
-                    for tx_hash, _ in missing:
-                        if known[tx_hash]:
-                            self.client.call("anvil_dropTransaction", tx_hash)
-                    sent = [(self._send_move(sender, *move), move) for _, move in missing]
-                else:
-                    sent = missing
+                for tx_hash, _ in missing:
+                    if known[tx_hash]:
+                        self.client.call("anvil_dropTransaction", tx_hash)
+                for _, move in missing:
+                    sent.append((self._send_move(sender, *move), move))
                 self.client.mine(1)
+            except BaseException:
+                for tx_hash, _ in sent:
+                    with contextlib.suppress(Exception):
+                        self.client.call("anvil_dropTransaction", tx_hash)
+                raise
             finally:
                 self.client.call("evm_setAutomine", True)
         raise DevnetRpcError(f"price moves {[h for h, _ in sent]} not mined in "

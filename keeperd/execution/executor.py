@@ -1201,15 +1201,23 @@ class Executor:
         pulls = self.tx.in_flight_pulls(result.block) if self.tx is not None else {}
         balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                     for a, v in read.items()}
-        behind = self._allowances_behind(balances, spent, allowed, pulls)
+        behind = self._allowances_behind(balances, spent, allowed, result.block)
         funded, unfunded, short = allocate(items, lambda item: item[0].need,
                                            {**balances, **behind})
+        lacking = unfunded  # (what the balances themselves cannot pay for)
+        held: list[Keyed] = []
         if behind:
-            # (a shortfall is what the balance itself lacks: the rest waits for its
-            # approval, sent at this block's end — not "fund the keeper")
-            _, waiting, short = allocate(items, lambda item: item[0].need, balances)
-            self._tell_awaiting_approval(result.block, behind, balances,
-                                         len(unfunded) - len(waiting))
+            # What the allowance left unpaid that the balance left over pays for waits for
+            # its approval, sent at this block's end: not "fund the keeper" (the funds are
+            # there), not simulated in vain; the rest is the shortfall.
+            left = dict(balances)
+            for opp, _ in funded:
+                left[opp.need.asset] = left.get(opp.need.asset, 0) - opp.need.amount
+            held, lacking, short = allocate(unfunded, lambda item: item[0].need,
+                                            {a: max(0, v) for a, v in left.items()})
+            if held:
+                self._allowances_due = True
+        self._tell_awaiting_approval(result.block, behind, balances, len(held))
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
         # has none, and a keeper already on auto does not need telling)
@@ -1221,8 +1229,8 @@ class Executor:
         self.capital_fix = fix[0].upper() + fix[1:] + "."
         # (a block not funded — held, paused — changes nothing: the same positions still
         # forgone at the next are not counted again)
-        forgone = {(k.account, k.position) for _, k in unfunded} if not auto else set()
-        newly = [o.need for o, k in unfunded if (k.account, k.position) not in self._forgone
+        forgone = {(k.account, k.position) for _, k in lacking} if not auto else set()
+        newly = [o.need for o, k in lacking if (k.account, k.position) not in self._forgone
                  ] if not auto else []
         self._forgone = (self._forgone | forgone) if result.partial else forgone
         publish_shortfall(self.metrics, *self.labels, self._short_of, short,
@@ -1243,43 +1251,47 @@ class Executor:
 
     def _spenders(self, assets: Sequence[str]) -> list[tuple[str, str]]:
         """(asset, its spender) of the assets some contract pulls from the keeper's wallet
-        (own capital only: the flash path pulls nothing of it)."""
-        if self.keeper is None or self.config.capital == "flash-loan":
+        in liquidate mode (dry-run simulates with the approvals in place; the flash path
+        pulls nothing of it)."""
+        if (self.keeper is None or self.mode != "liquidate"
+                or self.config.capital == "flash-loan"):
             return []
         return [(a, spender) for a in assets
                 if (spender := self.liquidator.spender(a)) is not None]
 
     def _allowances_behind(self, balances: Mapping[str, int], spent: list[tuple[str, str]],
-                           allowed: Sequence[object], pulls: Mapping[str, int]
-                           ) -> dict[str, int]:
+                           allowed: Sequence[object], block: int) -> dict[str, int]:
         """The assets whose spender may pull less than the balance (a top-up not yet
-        approved), each with what it may pull; their approval is due at this block's end.
-        An allowance unread is not a cap (the simulation still judges each call)."""
+        approved), each with what it may pull: the allowance less what this protocol's
+        transactions in flight will pull through it (another protocol's go through its own
+        spender). An allowance unread is not a cap (the simulation still judges each call)."""
         behind: dict[str, int] = {}
+        mine = (self.tx.in_flight_pulls(block, self.adapter.name) if self.tx is not None
+                else {})
         for (asset, _), allowance in zip(spent, allowed, strict=True):
             if not isinstance(allowance, int) or asset not in balances:
                 continue
-            left = max(0, allowance - pulls.get(asset.lower(), 0))
+            left = max(0, allowance - mine.get(asset.lower(), 0))
             if left < balances[asset]:
                 behind[asset] = left
-        if behind:
-            self._allowances_due = True
         return behind
 
     def _tell_awaiting_approval(self, block: int, behind: Mapping[str, int],
-                                balances: Mapping[str, int], waiting: int) -> None:
-        """Said once an asset's allowance falls behind its balance, and again once it no
-        longer does; the liquidations it holds, each block."""
-        for asset in behind.keys() - self._approval_behind:
-            log.info("keeper.allowance_behind", protocol=self.adapter.name, asset=asset,
-                     allowance=str(behind[asset]), balance=str(balances[asset]), block=block,
-                     meaning="the keeper's balance grew past what it approved (a top-up): "
-                             "approved at this block's end; liquidations the balance covers "
-                             "beyond the allowance wait for it")
-        if waiting:
+                                balances: Mapping[str, int], held: int) -> None:
+        """Said when a liquidation first waits on an asset's approval, and each block it
+        holds any (`held` of them); forgotten once the allowance covers the balance."""
+        if held:
+            for asset in behind.keys() - self._approval_behind:
+                log.info("keeper.allowance_behind", protocol=self.adapter.name, asset=asset,
+                         allowance=str(behind[asset]), balance=str(balances[asset]),
+                         block=block,
+                         meaning="the keeper's balance grew past what it approved (a "
+                                 "top-up): approved at this block's end; the liquidations "
+                                 "only the balance covers wait for it")
             log.info("liquidation.awaiting_approval", protocol=self.adapter.name,
-                     block=block, liquidations=waiting, assets=sorted(behind))
-        self._approval_behind = set(behind)
+                     block=block, liquidations=held, assets=sorted(behind))
+            self._approval_behind |= set(behind)
+        self._approval_behind &= set(behind)
 
     async def _keep_balances_warm(self, result: ScanResult) -> None:
         """The keeper's balance of each token it repays with, read at every block after the

@@ -350,18 +350,22 @@ class TxManager:
         return {pool: [sale for _, sale in sorted(flying, key=lambda f: f[0])]
                 for pool, flying in out.items()}
 
-    def in_flight_pulls(self, block: int | None = None) -> dict[str, int]:
+    def in_flight_pulls(self, block: int | None = None, protocol: str | None = None
+                        ) -> dict[str, int]:
         """By asset (lowercase), what the key's transactions in flight will pull from its
         balances: those still pending and not below the mined count last read (a mined one's
         pull is in the balance already). Shared by every protocol's executor on the chain.
         `block`: the block the balances were read at — one settled included in a later
         block still counts (the watch settles from the latest receipts: with the scan a
         block behind, a restart's resumed liquidations mined meanwhile freed a balance the
-        scan's block still showed, and the next liquidations' simulations failed for it)."""
+        scan's block still showed, and the next liquidations' simulations failed for it).
+        `protocol`: that protocol's transactions only (what its own spender will pull)."""
         for key in [k for k in self._pulls if k not in self.pending]:
             del self._pulls[key]  # (settled, dropped, refused)
         out: dict[str, int] = {}
         for key, pulls in self._pulls.items():
+            if protocol is not None and getattr(key, "protocol", None) != protocol:
+                continue
             if self._mined_at is not None and self.pending[key].nonce < self._mined_at and (
                     block is None or self._mined_at_block is None
                     or self._mined_at_block <= block):
@@ -372,7 +376,9 @@ class TxManager:
             for key in [k for k, (at, _) in self._mined_pulls.items()
                         if at < block - MINED_PULLS_KEPT_BLOCKS]:
                 del self._mined_pulls[key]
-            for at, pulls in self._mined_pulls.values():
+            for key, (at, pulls) in self._mined_pulls.items():
+                if protocol is not None and getattr(key, "protocol", None) != protocol:
+                    continue
                 if at > block:
                     for asset, amount in pulls.items():
                         out[asset] = out.get(asset, 0) + amount

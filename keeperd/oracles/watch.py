@@ -103,6 +103,7 @@ class ChainPriceWatch:
         self.metrics = metrics
         self.reference_feeds = [PriceFeed(symbol, address)
                                 for symbol, address in chain.reference_feeds.items()]
+        self._reference_sources = {(f.key, f.source.lower()) for f in self.reference_feeds}
         self.sequencer = (SequencerCheck(self.multicall, chain.sequencer_uptime_feed,
                                          chain.sequencer_grace_period_s)
                           if chain.sequencer_uptime_feed is not None else None)
@@ -295,14 +296,23 @@ class ChainPriceWatch:
             previous = self._previous.get((feed.key, feed.source))
             problems = check_feed(reading, now, self.policy(reading.asset, reading), previous)
             replaced = self._replacing.pop((feed.key, feed.source), None)
+            # (an unproven source replaced in turn hands its doubt on: a second replacement
+            # near the first, no jump between them, trusted what the first was doubted for)
+            doubt = self._unproven.pop(replaced, None) if replaced is not None else None
             if previous is None and replaced in self._previous:
                 found = source_replaced(reading, self._previous[replaced],
                                         self.policy(reading.asset, reading))
                 problems += found
-                if any(p.kind == "jump" for p in found):
+                jumped = next((p.detail for p in found if p.kind == "jump"), None)
+                if self._named_reference(feed):
+                    pass  # (the operator named it a reference: never doubted for a jump)
+                elif doubt is not None:
                     self._unproven[(feed.key, feed.source)] = (
-                        f"{replaced[1]} -> {feed.source} at block {block}, "
-                        + next(p.detail for p in found if p.kind == "jump"),
+                        f"{doubt[0]}; then {replaced[1]} -> {feed.source} at block {block}",
+                        doubt[1])
+                elif jumped is not None:
+                    self._unproven[(feed.key, feed.source)] = (
+                        f"{replaced[1]} -> {feed.source} at block {block}, {jumped}",
                         self._previous[replaced].price)
             if second is not None:
                 problems += self._second_problems(reading, second[1][i], second[0], now,
@@ -318,12 +328,12 @@ class ChainPriceWatch:
             problems += pyth.get(reading.asset, [])
             if any(p.trips for p in problems) or reading.price <= 0:
                 pass
-            elif (feed.key, feed.source) in self._unproven:
-                unproven.append((feed, reading))
-            elif feed in references_due:
+            elif feed in references_due or self._named_reference(feed):
                 # (a feed the operator named a reference first: a protocol's own source
                 # checking another protocol's oracle is second best)
                 self._usd[reading.asset] = reading.price
+            elif (feed.key, feed.source) in self._unproven:
+                unproven.append((feed, reading))
             else:
                 self._usd.setdefault(reading.asset, reading.price)
             # A reference's price is not what any position rests on: it stays out of the
@@ -378,7 +388,7 @@ class ChainPriceWatch:
         """An unproven source (`_unproven`) read this block is trusted once its price agrees,
         within `max_deviation`, with a trusted price of its asset this block (a reference
         feed, another protocol's source, the exchanges' median), or has come back within
-        `max_jump` of the replaced source's last price (the jump undone); until then it is
+        `max_deviation` of the replaced source's last price (the jump undone); until then it is
         no reference for other markets' oracles (it still prices its own protocol's
         positions: that protocol liquidates on it)."""
         for feed, reading in unproven:
@@ -386,7 +396,8 @@ class ChainPriceWatch:
             other = self._usd.get(reading.asset)
             if other and abs(reading.price - other) / other <= self.config.max_deviation:
                 why = f"agrees with another price of {feed.key} ({other:g})"
-            elif abs(reading.price - replaced_price) / replaced_price <= self.config.max_jump:
+            elif (abs(reading.price - replaced_price) / replaced_price
+                  <= self.config.max_deviation):
                 why = f"back near the replaced source's last price ({replaced_price:g})"
             else:
                 continue
@@ -396,6 +407,11 @@ class ChainPriceWatch:
                      source=feed.source, replaced=said, price=reading.price, block=block,
                      meaning=f"the replaced source {why}: a reference for other markets' "
                              "oracles again")
+
+    def _named_reference(self, feed: PriceFeed) -> bool:
+        """Whether `feed` reads a source the operator named a reference for its key
+        (`chains[].reference_feeds`), whichever protocol declared it."""
+        return (feed.key, feed.source.lower()) in self._reference_sources
 
     async def _read_twice(self, feeds: list[PriceFeed], block: int
                           ) -> tuple[list[FeedReading], tuple[str, list[FeedReading]] | None]:

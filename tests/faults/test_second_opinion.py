@@ -83,6 +83,11 @@ async def test_a_lying_simulation_is_not_sent_when_a_second_endpoint_sees_it_rev
         await keeper.evaluated_at(devnet.client.block_number())
         await revoke_allowance(devnet, "USDC")
         liar.call_lies[LIQUIDATION_CALL] = "0x"  # "it succeeds", whatever the chain says
+        # The revoked allowance is this test's device for a liquidation that reverts on
+        # chain; the capital stage would hold those liquidations for an approval (it reads
+        # each spender's allowance, through a multicall the liar passes on): told there is
+        # no spender, it plans them on the balance, as before that check.
+        keeper.daemon.executors["aave"].liquidator.spender = lambda asset: None
         journal, sent = await crash_sent_and_mined(devnet, keeper)
         refused = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
                                 {"chain": "devnet", "protocol": "aave",

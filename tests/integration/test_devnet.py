@@ -204,38 +204,50 @@ def test_one_price_moves_every_protocol_on_the_devnet(devnet: Devnet) -> None:
     assert pool_price(devnet, "wstETH", "WETH") == pytest.approx(1.2, rel=1e-4)  # (both ETH)
 
 
+@pytest.mark.parametrize("lost", ["dropped", "under_the_base_fee"])
 def test_a_price_move_its_block_left_out_is_mined_after_it(
-        devnet: Devnet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> None:
+        devnet: Devnet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        lost: str) -> None:
     """A move with no receipt after its block was waited on for a minute, then failed the
-    crash-point test (CI, once): one still in the pool is mined in the next block, one the
-    node dropped is sent again, each said on stderr; the price is set all the same."""
+    crash-point test (CI, once): whether the node lost it or priced it under the block's
+    base fee (anvil then drops it: "the node no longer knows it", as here), the missing
+    moves are sent again and mined in the next block, each said on stderr; the price is set
+    all the same."""
     from keeperd.devnet import handle
 
     monkeypatch.setattr(handle, "MOVE_RECEIPT_S", 0.3)
     mine = devnet.client.mine
-    dropped: list[str] = []
+    lost_hashes: list[str] = []
 
-    def mine_losing_the_first(blocks: int = 1, interval: int = 0) -> None:
-        # (the block the moves were sent for is mined without the first: dropped from
-        # the pool just before, as the node lost it in CI)
-        if not dropped:
+    def mine_without_them(blocks: int = 1, interval: int = 0) -> None:
+        # (the block the moves were sent for is mined without the first, dropped from the
+        # pool just before, or without any, each priced under the block's base fee)
+        if not lost_hashes:
             pool = devnet.client.call("txpool_content")["pending"]
-            first = min((tx for txs in pool.values() for tx in txs.values()),
-                        key=lambda tx: int(tx["nonce"], 16))
-            devnet.client.call("anvil_dropTransaction", first["hash"])
-            dropped.append(first["hash"])
+            moves = sorted((tx for txs in pool.values() for tx in txs.values()),
+                           key=lambda tx: int(tx["nonce"], 16))
+            if lost == "dropped":
+                devnet.client.call("anvil_dropTransaction", moves[0]["hash"])
+                lost_hashes.append(moves[0]["hash"])
+            else:
+                fee = max(int(tx.get("maxFeePerGas") or tx["gasPrice"], 16) for tx in moves)
+                devnet.client.call("anvil_setNextBlockBaseFeePerGas", hex(fee * 4))
+                lost_hashes.extend(tx["hash"] for tx in moves)
         mine(blocks, interval)
 
-    monkeypatch.setattr(devnet.client, "mine", mine_losing_the_first)
+    monkeypatch.setattr(devnet.client, "mine", mine_without_them)
     before = devnet.client.block_number()
     devnet.set_price("WETH", 1500.0)
     assert devnet.price("WETH") == 1500.0
     assert devnet.oracle_price(devnet.manifest["tokens"]["WETH"]) == pytest.approx(1500.0)
     assert devnet.client.block_number() == before + 2  # (its block, and the one after)
-    assert f"price move {dropped[0]} not mined in its block (the node no longer knows " \
-           "it); sent again" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"price move {lost_hashes[0]} not mined in its block (" in said
+    if lost == "dropped":
+        assert f"{lost_hashes[0]} not mined in its block (the node no longer knows it); " \
+               "sent again" in said
     assert devnet.client.call("anvil_getAutomine") is True
+    assert devnet.client.call("txpool_content")["pending"] == {}
 
 
 def pool_price(devnet: Devnet, sold: str, bought: str) -> float:

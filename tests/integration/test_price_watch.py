@@ -538,3 +538,33 @@ async def test_a_reference_feed_comes_before_a_replaced_protocol_source(
     [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
     assert trusted["asset"] == "WETH" and trusted["source"].lower() == new.lower()
     assert "30.0% from the replaced source" in trusted["replaced"]
+    assert "agrees with another price of WETH" in trusted["meaning"]
+
+
+async def test_a_named_reference_is_what_a_market_is_checked_against(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Aave's WETH source replaced by a feed 10 % lower (no jump past max_jump: nothing
+    doubted), WETH's Chainlink feed named a reference: Morpho's WETH markets are checked
+    against the named reference, which agrees with their oracles, not against Aave's new
+    source, which does not (checked against it, they were paused)."""
+    blue = devnet.manifest["morpho_blue"]["markets"]
+    weth_markets = {market_key(m["id"]) for m in blue.values()
+                    if "WETH" in (m["collateral"], m["loan"])}
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    feeds = devnet.manifest["price_feeds"]
+    chain = config.chains[0].model_copy(update={"reference_feeds": {
+        s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
+    keeper = await run_daemon(config.model_copy(update={"chains": [chain]}))
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+    watch = keeper.daemon.chains["devnet"].prices
+    replace_weth_source(devnet, 0.9)
+    for _ in range(3):
+        block = devnet.mine(1)
+        for name in ("aave", "morpho"):
+            await keeper.evaluated_at(block, protocol=name)
+    assert await watch.breaker.tripped("devnet") == set()
+    assert watch.unchecked == set()
+    for key in weth_markets:
+        assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
+                            {"chain": "devnet", "asset": key}) < 0.01

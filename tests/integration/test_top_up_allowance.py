@@ -81,6 +81,8 @@ async def test_a_top_up_is_approved_when_a_crash_needs_it_and_nothing_fails_for_
     assert not metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
                              {**labels, "stage": "simulation_failed"})
     assert "liquidation.no_capital" not in events
+    assert not metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
+                             {**labels, "stage": "no_capital"})
 
 
 async def approval_sent(devnet: Devnet, token: str, limit_s: float = 10.0) -> None:

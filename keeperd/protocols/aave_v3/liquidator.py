@@ -265,8 +265,10 @@ class AaveLiquidator(LiquidatorBase):
             self.adapter.metrics.tx_sent.labels(self.adapter.chain, "approval").inc()
 
     def spender(self, asset: str) -> str | None:
-        """The pool pulls the debt asset its own-capital liquidations repay (None until it
-        is confirmed: no allowance is kept then)."""
+        """The pool pulls the debt asset its own-capital liquidations repay (None while the
+        keeper approves it nothing more, `approvals_held`: no top-up would come)."""
+        if self._approvals_held is not None:
+            return None
         return self._pool_address or None
 
     async def keep_allowances(self, head: int, book: AaveBook) -> None:
