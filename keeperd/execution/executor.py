@@ -63,7 +63,7 @@ from keeperd.execution.wave_code import (
 from keeperd.execution.waves import split_wave
 from keeperd.metrics import Metrics
 from keeperd.oracles.watch import ChainPriceWatch
-from keeperd.protocols.sdk.approvals import WAVE_SUBJECT
+from keeperd.protocols.sdk.approvals import WAVE_SUBJECT, by_endpoint
 from keeperd.protocols.sdk.contract import (
     RECEIPT_TO_LIMIT,
     Call,
@@ -1202,6 +1202,18 @@ class Executor:
         balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                     for a, v in read.items()}
         behind = self._allowances_behind(balances, spent, allowed, result.block)
+        if behind and len(self.pool.voters) > 1:
+            # (one endpoint's low allowance would hold these liquidations, and have an
+            # approval sent each block: the most any endpoint says at the block counts)
+            first = {a: v for (a, _), v in zip(spent, allowed, strict=True)
+                     if isinstance(v, int)}  # (those behind read: ints)
+            confirm = [(a, s) for a, s in spent if a in behind]
+            said = await by_endpoint(self.pool, [_allowance_of(a, self.keeper, s)
+                                                 for a, s in confirm], result.block)
+            most: list[object] = [
+                max([first[a]] + [other[i] for other in said if isinstance(other[i], int)])
+                for i, (a, _) in enumerate(confirm)]
+            behind = self._allowances_behind(balances, confirm, most, result.block)
         funded, unfunded, short = allocate(items, lambda item: item[0].need,
                                            {**balances, **behind})
         lacking = unfunded  # (what the balances themselves cannot pay for)
@@ -1264,7 +1276,8 @@ class Executor:
         """The assets whose spender may pull less than the balance (a top-up not yet
         approved), each with what it may pull: the allowance less what this protocol's
         transactions in flight will pull through it (another protocol's go through its own
-        spender). An allowance unread is not a cap (the simulation still judges each call)."""
+        spender). An allowance unread is not a cap (the simulation still judges each
+        call)."""
         behind: dict[str, int] = {}
         mine = (self.tx.in_flight_pulls(block, self.adapter.name) if self.tx is not None
                 else {})

@@ -97,3 +97,32 @@ async def approval_sent(devnet: Devnet, token: str, limit_s: float = 10.0) -> No
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no approval of {token} sent")
+
+
+async def test_one_endpoint_saying_the_allowance_is_gone_holds_nothing(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The first endpoint answers every allowance with zero; the second tells the truth: a
+    crash's liquidations go in its block (one endpoint's word held them all, "awaiting
+    approval", and had an approval sent each block)."""
+    from eth_utils import function_signature_to_4byte_selector
+
+    from tests.faults.chaos_proxy import ChaosProxy
+
+    fund_keeper(devnet)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        keeper = await run_daemon(config_for(
+            devnet, tmp_path, "liquidate", rpc_urls=[liar.url, devnet.manifest["rpc_url"]],
+            key={"source": "env", "env": "KEEPER_KEY"}))
+        await keeper.evaluated_at(devnet.mine(1))
+        liar.call_lies["0x" + function_signature_to_4byte_selector(
+            "allowance(address,address)").hex()] = "0x" + "00" * 32
+        devnet.client.call("evm_setAutomine", False)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                _, _, sent = await crash_and_collect(devnet, keeper)
+        finally:
+            devnet.client.call("evm_setAutomine", True)
+        assert liar.faulted["eth_call"] > 0  # (asked, and lied)
+    assert len(sent) > 20
+    assert [e for e in logs if e["event"] in ("liquidation.awaiting_approval",
+                                              "keeper.allowance_behind")] == []
