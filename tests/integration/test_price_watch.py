@@ -449,6 +449,51 @@ def replace_weth_source(devnet: Devnet, factor: float) -> str:
     return new
 
 
+def weth_markets(devnet: Devnet) -> set[str]:
+    """The breaker keys of the devnet's Morpho markets that lend or take WETH."""
+    return {market_key(m["id"]) for m in devnet.manifest["morpho_blue"]["markets"].values()
+            if "WETH" in (m["collateral"], m["loan"])}
+
+
+async def aave_and_morpho_running(devnet: Devnet, tmp_path: Path, run_daemon,  # type: ignore[no-untyped-def]
+                                  references: bool):
+    """Aave and Morpho in alert-only mode (with the devnet's own USD feeds named references
+    when `references`), having evaluated the head: (the keeper, its chain's price watch)."""
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    if references:
+        feeds = devnet.manifest["price_feeds"]
+        chain = config.chains[0].model_copy(update={"reference_feeds": {
+            s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
+        config = config.model_copy(update={"chains": [chain]})
+    keeper = await run_daemon(config)
+    await evaluated_by_both(keeper, devnet.client.block_number())
+    return keeper, keeper.daemon.chains["devnet"].prices
+
+
+async def evaluated_by_both(keeper, block: int) -> None:  # type: ignore[no-untyped-def]
+    for name in ("aave", "morpho"):
+        await keeper.evaluated_at(block, protocol=name)
+
+
+async def mined_and_evaluated(devnet: Devnet, keeper, blocks: int = 1) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(blocks):
+        await evaluated_by_both(keeper, devnet.mine(1))
+
+
+async def replaced_and_mined(devnet: Devnet, keeper, factor: float) -> str:  # type: ignore[no-untyped-def]
+    """WETH's Aave source replaced at `factor` of its price, three blocks mined and
+    evaluated by both protocols: the new source's address."""
+    new = replace_weth_source(devnet, factor)
+    await mined_and_evaluated(devnet, keeper, 3)
+    return new
+
+
+def set_feed(devnet: Devnet, feed: str, usd: float) -> None:
+    """A new round at `usd` on a devnet TestAggregator (the replacement's own)."""
+    devnet.client.send(devnet.manifest["aave_v3"]["admin"], feed,
+                       devnet._aggregator.encode_call("setAnswer", round(usd * 10**8)))
+
+
 async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_market(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
     """Aave's WETH source replaced by a feed 30 % lower, Morpho's WETH oracles still right:
@@ -457,44 +502,30 @@ async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_mark
     is back near the old price (governance mends it) it is a reference again."""
     import structlog
 
-    blue = devnet.manifest["morpho_blue"]["markets"]
-    weth_markets = {market_key(m["id"]) for m in blue.values()
-                    if "WETH" in (m["collateral"], m["loan"])}
-    assert weth_markets
-    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
-    keeper = await run_daemon(config)
-    for name in ("aave", "morpho"):
-        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
-    watch = keeper.daemon.chains["devnet"].prices
-    weth = devnet.price("WETH")
+    weth = weth_markets(devnet)
+    keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, False)
+    usd = devnet.price("WETH")
     with structlog.testing.capture_logs() as logs:
-        new = replace_weth_source(devnet, 0.7)
-        for _ in range(3):
-            block = devnet.mine(1)
-            for name in ("aave", "morpho"):
-                await keeper.evaluated_at(block, protocol=name)
+        new = await replaced_and_mined(devnet, keeper, 0.7)
     assert await watch.breaker.tripped("devnet") == set()
-    assert weth_markets <= watch.unchecked
+    assert weth and weth <= watch.unchecked
     said = [e for e in logs if e["event"] == "oracle.rate_unchecked"]
-    assert {e["asset"] for e in said} == weth_markets
+    assert {e["asset"] for e in said} == weth
     assert all(f"WETH's source {devnet.manifest['price_feeds']['WETH']} -> {new}".lower()
                in e["why"].lower() and "30.0% from the replaced source" in e["why"]
                for e in said), said[0]["why"]
-    for key in weth_markets:
+    for key in weth:
         assert math.isnan(metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                                        {"chain": "devnet", "asset": key}))
 
     # Governance mends it: the new source's next round at the old price.
     with structlog.testing.capture_logs() as logs:
-        devnet.client.send(devnet.manifest["aave_v3"]["admin"], new, devnet._aggregator
-                           .encode_call("setAnswer", round(weth * 10**8)))
-        block = devnet.mine(1)
-        for name in ("aave", "morpho"):
-            await keeper.evaluated_at(block, protocol=name)
+        set_feed(devnet, new, usd)
+        await mined_and_evaluated(devnet, keeper)
     [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
     assert trusted["asset"] == "WETH" and "back near the replaced source" in trusted["meaning"]
     assert watch.unchecked == set()
-    assert {e["asset"] for e in logs if e["event"] == "oracle.rate_checked"} == weth_markets
+    assert {e["asset"] for e in logs if e["event"] == "oracle.rate_checked"} == weth
     assert await watch.breaker.tripped("devnet") == set()
 
 
@@ -506,34 +537,17 @@ async def test_a_reference_feed_comes_before_a_replaced_protocol_source(
     again, is trusted (`oracle.source_trusted`)."""
     import structlog
 
-    blue = devnet.manifest["morpho_blue"]["markets"]
-    weth_markets = {market_key(m["id"]) for m in blue.values()
-                    if "WETH" in (m["collateral"], m["loan"])}
-    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
-    feeds = devnet.manifest["price_feeds"]
-    chain = config.chains[0].model_copy(update={"reference_feeds": {
-        s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
-    keeper = await run_daemon(config.model_copy(update={"chains": [chain]}))
-    for name in ("aave", "morpho"):
-        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
-    watch = keeper.daemon.chains["devnet"].prices
-    weth = devnet.price("WETH")
+    keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, True)
+    usd = devnet.price("WETH")
     with structlog.testing.capture_logs() as logs:
-        new = replace_weth_source(devnet, 0.7)
-        for _ in range(3):
-            block = devnet.mine(1)
-            for name in ("aave", "morpho"):
-                await keeper.evaluated_at(block, protocol=name)
+        new = await replaced_and_mined(devnet, keeper, 0.7)
         assert await watch.breaker.tripped("devnet") == set()
         assert watch.unchecked == set()
-        for key in weth_markets:
+        for key in weth_markets(devnet):
             assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                                 {"chain": "devnet", "asset": key}) < 0.01
-        devnet.client.send(devnet.manifest["aave_v3"]["admin"], new, devnet._aggregator
-                           .encode_call("setAnswer", round(weth * 10**8)))
-        block = devnet.mine(1)
-        for name in ("aave", "morpho"):
-            await keeper.evaluated_at(block, protocol=name)
+        set_feed(devnet, new, usd)
+        await mined_and_evaluated(devnet, keeper)
     assert [e for e in logs if e["event"] == "oracle.rate_unchecked"] == []
     [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
     assert trusted["asset"] == "WETH" and trusted["source"].lower() == new.lower()
@@ -547,24 +561,10 @@ async def test_a_named_reference_is_what_a_market_is_checked_against(
     doubted), WETH's Chainlink feed named a reference: Morpho's WETH markets are checked
     against the named reference, which agrees with their oracles, not against Aave's new
     source, which does not (checked against it, they were paused)."""
-    blue = devnet.manifest["morpho_blue"]["markets"]
-    weth_markets = {market_key(m["id"]) for m in blue.values()
-                    if "WETH" in (m["collateral"], m["loan"])}
-    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
-    feeds = devnet.manifest["price_feeds"]
-    chain = config.chains[0].model_copy(update={"reference_feeds": {
-        s: feeds[s] for s in ("WETH", "USDC", "DAI", "WBTC")}})
-    keeper = await run_daemon(config.model_copy(update={"chains": [chain]}))
-    for name in ("aave", "morpho"):
-        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
-    watch = keeper.daemon.chains["devnet"].prices
-    replace_weth_source(devnet, 0.9)
-    for _ in range(3):
-        block = devnet.mine(1)
-        for name in ("aave", "morpho"):
-            await keeper.evaluated_at(block, protocol=name)
+    keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, True)
+    await replaced_and_mined(devnet, keeper, 0.9)
     assert await watch.breaker.tripped("devnet") == set()
     assert watch.unchecked == set()
-    for key in weth_markets:
+    for key in weth_markets(devnet):
         assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                             {"chain": "devnet", "asset": key}) < 0.01
