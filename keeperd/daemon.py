@@ -393,7 +393,7 @@ class Daemon:
                             "judged again at the next block")
             for rt in self.chains.values():  # one price watch per chain, for every protocol
                 rt.prices = ChainPriceWatch(rt.config, rt.pool, breaker, self.config.oracles,
-                                            self.metrics)
+                                            self.metrics, self.config.state_dir)
                 stack.push_async_callback(rt.prices.close)
             await self._start_alerts(db)
             tx_managers: dict[str, TxManager] = {}

@@ -1241,7 +1241,12 @@ class Executor:
         self.capital_fix = fix[0].upper() + fix[1:] + "."
         # (a block not funded — held, paused — changes nothing: the same positions still
         # forgone at the next are not counted again)
-        forgone = {(k.account, k.position) for _, k in lacking} if not auto else set()
+        # (one held for an approval keeps what it was: counted once if it was forgone
+        # before, so its return to the shortfall is not counted again — a by-hand trial's
+        # forgone profit grew by the same positions after a hold)
+        forgone = {(k.account, k.position) for _, k in lacking} | {
+            (k.account, k.position) for _, k in held
+            if (k.account, k.position) in self._forgone} if not auto else set()
         newly = [o.need for o, k in lacking if (k.account, k.position) not in self._forgone
                  ] if not auto else []
         self._forgone = (self._forgone | forgone) if result.partial else forgone

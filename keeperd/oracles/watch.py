@@ -18,10 +18,13 @@ lets them through on last block's word.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -90,7 +93,8 @@ def rate_problem(feed: PriceFeed, usd: dict[str, float], max_deviation: float
 
 class ChainPriceWatch:
     def __init__(self, chain: ChainConfig, pool: RpcPool, breaker: Breaker,
-                 config: OraclesConfig, metrics: Metrics) -> None:
+                 config: OraclesConfig, metrics: Metrics, state_dir: Path | None = None
+                 ) -> None:
         self.chain = chain.name
         self.pool = pool
         self.multicall = Multicall(pool, address=chain.multicall3)
@@ -124,7 +128,12 @@ class ChainPriceWatch:
         # comes back near the replaced one's (`_prove`). (Aave's WETH source replaced by a
         # feed 29 % off became the reference of Morpho's WETH markets, whose own oracles were
         # right, and paused them: a by-hand trial.)
-        self._unproven: dict[tuple[str, str], tuple[str, float]] = {}
+        # Kept in the state directory (`doubted_file`): a restart has no reading of the
+        # replaced source to compare with, and trusted the new one again — Morpho's right
+        # market paused at the first block after it (a by-hand trial).
+        self.doubted_file = (state_dir / f"oracle-doubted-{chain.name}.json"
+                             if state_dir is not None else None)
+        self._unproven: dict[tuple[str, str], tuple[str, float]] = self._load_doubted()
         self._medians: dict[str, float | None] = {}
         self._medians_at = float("-inf")
         self._standing: set[tuple[str, str]] = set()
@@ -299,21 +308,24 @@ class ChainPriceWatch:
             # (an unproven source replaced in turn hands its doubt on: a second replacement
             # near the first, no jump between them, trusted what the first was doubted for)
             doubt = self._unproven.pop(replaced, None) if replaced is not None else None
+            jumped = None
             if previous is None and replaced in self._previous:
                 found = source_replaced(reading, self._previous[replaced],
                                         self.policy(reading.asset, reading))
                 problems += found
                 jumped = next((p.detail for p in found if p.kind == "jump"), None)
-                if self._named_reference(feed):
-                    pass  # (the operator named it a reference: never doubted for a jump)
-                elif doubt is not None:
-                    self._unproven[(feed.key, feed.source)] = (
-                        f"{doubt[0]}; then {replaced[1]} -> {feed.source} at block {block}",
-                        doubt[1])
-                elif jumped is not None:
-                    self._unproven[(feed.key, feed.source)] = (
-                        f"{replaced[1]} -> {feed.source} at block {block}, {jumped}",
-                        self._previous[replaced].price)
+            if self._named_reference(feed):
+                pass  # (the operator named it a reference: never doubted)
+            elif doubt is not None and replaced is not None:
+                self._unproven[(feed.key, feed.source)] = (
+                    f"{doubt[0]}; then {replaced[1]} -> {feed.source} at block {block}",
+                    doubt[1])
+            elif jumped is not None and replaced is not None:
+                self._unproven[(feed.key, feed.source)] = (
+                    f"{replaced[1]} -> {feed.source} at block {block}, {jumped}",
+                    self._previous[replaced].price)
+            if doubt is not None or (jumped and (feed.key, feed.source) in self._unproven):
+                self._save_doubted()
             if second is not None:
                 problems += self._second_problems(reading, second[1][i], second[0], now,
                                                   problems)
@@ -402,11 +414,42 @@ class ChainPriceWatch:
             else:
                 continue
             del self._unproven[(feed.key, feed.source)]
+            self._save_doubted()
             self._usd.setdefault(reading.asset, reading.price)
             log.info("oracle.source_trusted", chain=self.chain, asset=feed.key,
                      source=feed.source, replaced=said, price=reading.price, block=block,
                      meaning=f"the replaced source {why}: a reference for other markets' "
                              "oracles again")
+
+    def _load_doubted(self) -> dict[tuple[str, str], tuple[str, float]]:
+        if self.doubted_file is None:
+            return {}
+        try:
+            kept = json.loads(self.doubted_file.read_text())
+            return {(str(d["key"]), str(d["source"])): (str(d["said"]), float(d["replaced"]))
+                    for d in kept}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("oracle.doubted_unread", chain=self.chain,
+                        path=str(self.doubted_file), error=f"{type(exc).__name__}: {exc}"[:200],
+                        meaning="replaced price sources doubted before this start are "
+                                "trusted as references again")
+            return {}
+
+    def _save_doubted(self) -> None:
+        """Written aside, then renamed (a kill mid-write leaves the old one whole); rare:
+        only when a source is doubted or trusted again."""
+        if self.doubted_file is None:
+            return
+        try:
+            aside = self.doubted_file.with_suffix(".tmp")
+            aside.write_text(json.dumps([
+                {"key": key, "source": source, "said": said, "replaced": price}
+                for (key, source), (said, price) in sorted(self._unproven.items())]))
+            os.replace(aside, self.doubted_file)
+        except OSError as exc:  # (a full disk: the doubt holds in memory)
+            log.warning("oracle.doubted_unwritten", chain=self.chain, error=str(exc)[:200])
 
     def _named_reference(self, feed: PriceFeed) -> bool:
         """Whether `feed` reads a source the operator named a reference for its key

@@ -518,6 +518,15 @@ async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_mark
         assert math.isnan(metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                                        {"chain": "devnet", "asset": key}))
 
+    # A restart on the same state directory keeps the doubt (it trusted the new source
+    # again, with no reading of the old to compare with, and paused the market: a trial).
+    keeper.stop.set()
+    await asyncio.wait_for(keeper.task, 10)
+    keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, False)
+    await mined_and_evaluated(devnet, keeper, 2)
+    assert await watch.breaker.tripped("devnet") == set()
+    assert weth <= watch.unchecked
+
     # Governance mends it: the new source's next round at the old price.
     with structlog.testing.capture_logs() as logs:
         set_feed(devnet, new, usd)

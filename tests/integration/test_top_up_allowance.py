@@ -126,3 +126,47 @@ async def test_one_endpoint_saying_the_allowance_is_gone_holds_nothing(
     assert len(sent) > 20
     assert [e for e in logs if e["event"] in ("liquidation.awaiting_approval",
                                               "keeper.allowance_behind")] == []
+
+
+async def test_a_position_held_for_an_approval_is_not_forgone_twice(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """A crash the keeper's USDC cannot pay for: each forgone liquidation is counted once
+    (`no_capital`). A top-up makes them wait for its approval; the USDC is then gone again
+    (spent elsewhere) and they are short once more: still counted once each (they were
+    counted again after the hold, the forgone profit growing for the same positions: a
+    by-hand trial, where another protocol spent the top-up)."""
+    from eth_hash.auto import keccak
+
+    erc20 = contracts.aave("MintableERC20")
+    usdc = devnet.manifest["tokens"]["USDC"]
+    fund_keeper(devnet)
+    devnet.client.send(KEEPER, usdc, erc20.encode_call("transfer", AWAY,
+                                                       usdc_held(devnet) - KEEP))
+    # (OpenZeppelin's ERC20: balances are the mapping at slot 0)
+    slot = "0x" + keccak(bytes(12) + bytes.fromhex(KEEPER[2:]) + bytes(32)).hex()
+    assert int(devnet.client.call("eth_getStorageAt", usdc, slot, "latest"), 16) == KEEP
+    keeper = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                         key={"source": "env", "env": "KEEPER_KEY"}))
+    await keeper.evaluated_at(devnet.mine(1))
+    labels = {"chain": "devnet", "protocol": "aave", "stage": "no_capital"}
+    devnet.client.call("evm_setAutomine", False)
+    try:
+        await crash_and_collect(devnet, keeper)
+        await keeper.evaluated_at(devnet.mine(1))
+        forgone = metric_series(keeper.daemon.metrics, "keeperd_liquidations_total", labels)
+        assert forgone, "the crash forgave nothing: no shortfall to count"
+        devnet.client.call("eth_sendTransaction", {  # (the operator's top-up)
+            "from": devnet.client.accounts()[0], "to": usdc,
+            "data": "0x" + erc20.encode_call("mint", KEEPER, 50_000_000 * 10**6).hex()})
+        with structlog.testing.capture_logs() as logs:
+            await keeper.evaluated_at(devnet.mine(1))
+            await approval_sent(devnet, usdc)
+        assert [e for e in logs if e["event"] == "liquidation.awaiting_approval"]
+        # The top-up spent elsewhere before the next block: short again.
+        devnet.client.call("anvil_setStorageAt", usdc, slot, "0x" + f"{KEEP:064x}")
+        for _ in range(2):
+            await keeper.evaluated_at(devnet.mine(1))
+    finally:
+        devnet.client.call("evm_setAutomine", True)
+    assert metric_series(keeper.daemon.metrics, "keeperd_liquidations_total",
+                         labels) == forgone
