@@ -22,7 +22,16 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -93,6 +102,9 @@ UNWIND_RETRIED = frozenset({J.REVERTED, J.DROPPED, J.CANCELLED})
 UNWIND_TRIES_MAX = 16
 REORG_WATCH_BLOCKS = 128  # as deep as the block source remembers
 BALANCE_EVERY_BLOCKS = 10  # the keeper's balances (gauges, capital planning) are this fresh
+# How long an allowance behind the balance is asked of the other endpoints before the
+# liquidations it holds wait on the first endpoint's word (`Executor._fund`)
+ALLOWANCE_CONFIRM_S = 1.0
 # How long a delegated key's due approvals wait behind its protocol's liquidations before
 # they go first (`_act`).
 APPROVALS_WAIT_BLOCKS = 3
@@ -971,7 +983,8 @@ class Executor:
         mark = self._stage("journal_lookup_ms", mark)
         adjusted = self.liquidator.adjust([o for o, _ in fresh], result.book)
         keyed = [(o, key) for o, (_, key) in zip(adjusted, fresh, strict=True)]
-        own, flash = await self._fund(keyed, result)
+        own, flash = await self._fund(keyed, result, planned={
+            (o.key.account, o.key.position) for o in opportunities})
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = self._gas_quote(base_fee, native_usd)
@@ -1154,7 +1167,8 @@ class Executor:
         self._stages[name] = _ms(now - since)
         return now
 
-    async def _fund(self, items: list[Keyed], result: ScanResult
+    async def _fund(self, items: list[Keyed], result: ScanResult,
+                    planned: Collection[tuple[str, Any]] = ()
                     ) -> tuple[list[Keyed], list[Keyed]]:
         """Capital as a stage: (paid from the keeper's balances, sent through the flash-loan
         path). With own capital, what the balances cannot cover is the shortfall — counted,
@@ -1202,33 +1216,30 @@ class Executor:
         balances = {a: max(0, (v if isinstance(v, int) else 0) - pulls.get(a.lower(), 0))
                     for a, v in read.items()}
         behind = self._allowances_behind(balances, spent, allowed, result.block)
-        if behind and len(self.pool.voters) > 1:
+        funded, unfunded, short, held, lacking = _allocate_capped(items, balances, behind)
+        if held and len(self.pool.voters) > 1:
             # (one endpoint's low allowance would hold these liquidations, and have an
-            # approval sent each block: the most any endpoint says at the block counts)
+            # approval sent each block: the most any endpoint says at the block counts —
+            # asked only when something would wait, of the assets it waits on, within
+            # ALLOWANCE_CONFIRM_S: a liquidation path asks no more in the common case)
+            waits = {o.need.asset for o, _ in held}
             first = {a: v for (a, _), v in zip(spent, allowed, strict=True)
                      if isinstance(v, int)}  # (those behind read: ints)
-            confirm = [(a, s) for a, s in spent if a in behind]
-            said = await by_endpoint(self.pool, [_allowance_of(a, self.keeper, s)
-                                                 for a, s in confirm], result.block)
+            confirm = [(a, s) for a, s in spent if a in behind and a in waits]
+            try:
+                said = await asyncio.wait_for(by_endpoint(
+                    self.pool, [_allowance_of(a, self.keeper, s) for a, s in confirm],
+                    result.block), ALLOWANCE_CONFIRM_S)
+            except TimeoutError:
+                said = []  # (the first's word: they wait a block)
             most: list[object] = [
                 max([first[a]] + [other[i] for other in said if isinstance(other[i], int)])
                 for i, (a, _) in enumerate(confirm)]
-            behind = self._allowances_behind(balances, confirm, most, result.block)
-        funded, unfunded, short = allocate(items, lambda item: item[0].need,
-                                           {**balances, **behind})
-        lacking = unfunded  # (what the balances themselves cannot pay for)
-        held: list[Keyed] = []
-        if behind:
-            # What the allowance left unpaid that the balance left over pays for waits for
-            # its approval, sent at this block's end: not "fund the keeper" (the funds are
-            # there), not simulated in vain; the rest is the shortfall.
-            left = dict(balances)
-            for opp, _ in funded:
-                left[opp.need.asset] = left.get(opp.need.asset, 0) - opp.need.amount
-            held, lacking, short = allocate(unfunded, lambda item: item[0].need,
-                                            {a: max(0, v) for a, v in left.items()})
-            if held:
-                self._allowances_due = True
+            behind = {**{a: v for a, v in behind.items() if a not in waits},
+                      **self._allowances_behind(balances, confirm, most, result.block)}
+            funded, unfunded, short, held, lacking = _allocate_capped(items, balances, behind)
+        if held:
+            self._allowances_due = True
         self._tell_awaiting_approval(result.block, behind, balances, len(held))
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
@@ -1241,12 +1252,16 @@ class Executor:
         self.capital_fix = fix[0].upper() + fix[1:] + "."
         # (a block not funded — held, paused — changes nothing: the same positions still
         # forgone at the next are not counted again)
-        # (one held for an approval keeps what it was: counted once if it was forgone
-        # before, so its return to the shortfall is not counted again — a by-hand trial's
+        # (one held for an approval, or still planned but not funded this block — paused,
+        # held, unjudged, planned again — keeps what it was: counted once if it was forgone
+        # before, so its return to the shortfall is not counted again; a by-hand trial's
         # forgone profit grew by the same positions after a hold)
+        considered = {(k.account, k.position) for _, k in items}
         forgone = {(k.account, k.position) for _, k in lacking} | {
             (k.account, k.position) for _, k in held
-            if (k.account, k.position) in self._forgone} if not auto else set()
+            if (k.account, k.position) in self._forgone} | {
+            p for p in self._forgone if p in planned and p not in considered
+        } if not auto else set()
         newly = [o.need for o, k in lacking if (k.account, k.position) not in self._forgone
                  ] if not auto else []
         self._forgone = (self._forgone | forgone) if result.partial else forgone
@@ -3352,6 +3367,26 @@ def _as_text(planned: Any) -> dict[str, str] | None:
 
 def _balance_of(token: str, owner: str) -> ContractCall:
     return ContractCall(token, "balanceOf(address)", ["address"], [owner])
+
+
+def _allocate_capped(items: list[Keyed], balances: Mapping[str, int],
+                     behind: Mapping[str, int]
+                     ) -> tuple[list[Keyed], list[Keyed], dict[str, Shortfall], list[Keyed],
+                                list[Keyed]]:
+    """(funded, unfunded, shortfall, held, lacking) of `items` (pure): funded within each
+    asset's balance capped by what its spender may pull (`behind`); of the rest, what the
+    balance left over pays for waits for its approval (held: not "fund the keeper", the
+    funds are there, nor simulated in vain), and what it does not is the shortfall."""
+    funded, unfunded, short = allocate(items, lambda item: item[0].need,
+                                       {**balances, **behind})
+    if not behind:
+        return funded, unfunded, short, [], unfunded
+    left = dict(balances)
+    for opp, _ in funded:
+        left[opp.need.asset] = left.get(opp.need.asset, 0) - opp.need.amount
+    held, lacking, short = allocate(unfunded, lambda item: item[0].need,
+                                    {a: max(0, v) for a, v in left.items()})
+    return funded, unfunded, short, held, lacking
 
 
 def _allowance_of(token: str, owner: str, spender: str) -> ContractCall:

@@ -361,6 +361,7 @@ class ChainPriceWatch:
             if median_usd:
                 self._usd.setdefault(symbol, median_usd)
         self._prove(unproven, block)
+        self._forget_undeclared(block)
         for feed in rates:
             problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
             if rate_deviation is not None:
@@ -421,13 +422,28 @@ class ChainPriceWatch:
                      meaning=f"the replaced source {why}: a reference for other markets' "
                              "oracles again")
 
+    def _forget_undeclared(self, block: int) -> None:
+        """Doubts of sources no protocol declares any more (replaced again, a protocol
+        removed from the config), once every protocol has declared its feeds: kept, they
+        named a source no longer read in the warnings of markets it does not price."""
+        if not self._unproven or not self._all_declared(block):
+            return
+        declared = {(f.key, f.source) for feeds in self._declared.values() for f in feeds}
+        gone = [k for k in self._unproven if k not in declared]
+        for key in gone:
+            del self._unproven[key]
+        if gone:
+            self._save_doubted()
+
     def _load_doubted(self) -> dict[tuple[str, str], tuple[str, float]]:
         if self.doubted_file is None:
             return {}
         try:
             kept = json.loads(self.doubted_file.read_text())
-            return {(str(d["key"]), str(d["source"])): (str(d["said"]), float(d["replaced"]))
-                    for d in kept}
+            doubted = {(str(d["key"]), str(d["source"])): (str(d["said"]), float(d["replaced"]))
+                       for d in kept}
+            if not all(math.isfinite(price) and price > 0 for _, price in doubted.values()):
+                raise ValueError("a replaced price that is not a positive number")
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -436,6 +452,12 @@ class ChainPriceWatch:
                         meaning="replaced price sources doubted before this start are "
                                 "trusted as references again")
             return {}
+        for (key, source), (said, _) in doubted.items():
+            log.info("oracle.source_doubted", chain=self.chain, asset=key, source=source,
+                     replaced=said, meaning="kept from before this start: no reference for "
+                     "other markets' oracles until it agrees with another price of its asset "
+                     f"(remove {self.doubted_file} to trust it)")
+        return doubted
 
     def _save_doubted(self) -> None:
         """Written aside, then renamed (a kill mid-write leaves the old one whole); rare:

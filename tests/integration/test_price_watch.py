@@ -522,10 +522,13 @@ async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_mark
     # again, with no reading of the old to compare with, and paused the market: a trial).
     keeper.stop.set()
     await asyncio.wait_for(keeper.task, 10)
-    keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, False)
-    await mined_and_evaluated(devnet, keeper, 2)
+    with structlog.testing.capture_logs() as logs:
+        keeper, watch = await aave_and_morpho_running(devnet, tmp_path, run_daemon, False)
+        await mined_and_evaluated(devnet, keeper, 2)
     assert await watch.breaker.tripped("devnet") == set()
     assert weth <= watch.unchecked
+    [kept] = [e for e in logs if e["event"] == "oracle.source_doubted"]
+    assert kept["source"].lower() == new.lower()
 
     # Governance mends it: the new source's next round at the old price.
     with structlog.testing.capture_logs() as logs:

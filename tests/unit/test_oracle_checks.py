@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from keeperd.oracles.checks import FeedPolicy, FeedReading, check_feed
@@ -151,3 +153,33 @@ async def test_two_endpoints_are_asked_and_the_shorter_heartbeat_kept() -> None:
     await book.learn([(OTHER, 40)], 100)
     assert book.of(OTHER) == 2 * 86_400  # (the one answer, for now)
     assert book.due([(OTHER, 40)]) == []  # ...asked again within RETRY_S
+
+
+def test_doubted_sources_kept_across_a_restart_are_read_only_when_sound(
+        tmp_path: Path) -> None:
+    """The doubted price sources a run kept (`oracle-doubted-<chain>.json`) are read back at
+    start; a file that does not read, or that names a replaced price of zero (the trust test
+    divides by it), is said and read as none — never a watch that fails every block."""
+    import json
+
+    import structlog
+
+    from keeperd.oracles.watch import ChainPriceWatch
+
+    def loaded(content: object) -> tuple[dict[tuple[str, str], tuple[str, float]], list[str]]:
+        watch = ChainPriceWatch.__new__(ChainPriceWatch)
+        watch.chain = "devnet"
+        watch.doubted_file = tmp_path / "oracle-doubted-devnet.json"
+        watch.doubted_file.write_text(content if isinstance(content, str)
+                                      else json.dumps(content))
+        with structlog.testing.capture_logs() as logs:
+            doubted = watch._load_doubted()
+        return doubted, [e["event"] for e in logs]
+
+    entry = {"key": "WETH", "source": "0xNew", "said": "0xOld -> 0xNew at block 9, 30.0%",
+             "replaced": 2500.0}
+    assert loaded([entry]) == ({("WETH", "0xNew"): (entry["said"], 2500.0)},
+                               ["oracle.source_doubted"])
+    for bad in ([{**entry, "replaced": 0}], [{**entry, "replaced": "nan"}], "{not json",
+                [{"key": "WETH"}], {"WETH": 1}):
+        assert loaded(bad) == ({}, ["oracle.doubted_unread"]), bad
