@@ -211,12 +211,16 @@ class Metrics:
             ["chain", "protocol"], registry=r)
 
         # --- oracles and the circuit breaker ---------------------------------------------
+        # (by source: two protocols' feeds of one asset — Aave's source and Curie's index,
+        # or a source just replaced beside one that was not — overwrote each other, and the
+        # gauge showed the price Aave did not liquidate at: a by-hand trial)
         self.oracle_price = Gauge(
-            "keeperd_oracle_price_usd", "Latest answer of the feed the protocol reads.",
-            ["chain", "asset"], registry=r)
+            "keeperd_oracle_price_usd", "Latest answer of a feed a protocol reads, by the "
+            "source read (the feed, proxy or adapter's address).",
+            ["chain", "asset", "source"], registry=r)
         self.oracle_age = Gauge(
-            "keeperd_oracle_age_seconds", "Seconds since the feed's latest update (block time).",
-            ["chain", "asset"], registry=r)
+            "keeperd_oracle_age_seconds", "Seconds since a feed's latest update (block time), "
+            "by the source read.", ["chain", "asset", "source"], registry=r)
         self.capital_shortfall = Gauge(
             "keeperd_capital_shortfall_tokens", "What the keeper's balance of a debt asset "
             "fell short of, to pay for the liquidations of the last block that found any "

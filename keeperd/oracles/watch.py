@@ -18,6 +18,7 @@ lets them through on last block's word.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -234,7 +235,7 @@ class ChainPriceWatch:
         """Judge `protocol`'s feeds at `block` (and, first in a block that `prepare` did not
         start, every protocol's)."""
         async with self._lock:  # two protocols' scans of one block: one read of the chain
-            self._note_replaced(self._declared.get(protocol), feeds)
+            self._note_replaced(protocol, self._declared.get(protocol), feeds)
             self._declared[protocol] = list(feeds)
             if block < self._block:
                 # An older block's late scan (a slow path; another protocol's path, or
@@ -255,7 +256,7 @@ class ChainPriceWatch:
             await self._judge(block, todo)
             self._judged_for[protocol] = block
 
-    def _note_replaced(self, before: Sequence[PriceFeed] | None,
+    def _note_replaced(self, protocol: str, before: Sequence[PriceFeed] | None,
                        now: Sequence[PriceFeed]) -> None:
         """A protocol's feed of a key whose source changed since its last declaration
         (governance's `setAssetSources`): its first reading is judged against the replaced
@@ -270,6 +271,14 @@ class ChainPriceWatch:
         for key, source in new - old:
             if key in gone:
                 self._replacing[(key, source)] = gone[key]
+        # A source no protocol reads any more leaves the gauges (its last price, frozen,
+        # stood beside the new source's)
+        still = {(f.key, f.source) for other, feeds in self._declared.items()
+                 if other != protocol for f in feeds} | new
+        for key, source in old - still:
+            for gauge in (self.metrics.oracle_price, self.metrics.oracle_age):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self.chain, key, source)
 
     async def _start_block(self, block: int) -> None:
         header = await self.pool.request("eth_getBlockByNumber", [hex(block), False])
@@ -566,9 +575,10 @@ class ChainPriceWatch:
             for kind in ("jump", "source_changed"):
                 self.metrics.oracle_anomalies.labels(self.chain, reading.asset, kind)
         if gauges:
-            self.metrics.oracle_price.labels(self.chain, reading.asset).set(reading.price)
+            self.metrics.oracle_price.labels(self.chain, reading.asset, reading.source).set(
+                reading.price)
         if gauges and reading.freshness != "unknown":
-            self.metrics.oracle_age.labels(self.chain, reading.asset).set(
+            self.metrics.oracle_age.labels(self.chain, reading.asset, reading.source).set(
                 max(0, now - reading.updated_at))
         for p in problems:
             if p.trips:

@@ -58,8 +58,9 @@ async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_pa
     assert paused and len(paused) == len(set(paused))
     assert metric_value(metrics, "keeperd_liquidations_total", {
         "chain": "devnet", "protocol": "aave", "stage": "breaker_paused"}) == len(paused)
-    assert metric_value(metrics, "keeperd_oracle_age_seconds",
-                        {"chain": "devnet", "asset": "WETH"}) >= 7200
+    assert metric_value(metrics, "keeperd_oracle_age_seconds", {
+        "chain": "devnet", "asset": "WETH",
+        "source": devnet.manifest["price_feeds"]["WETH"]}) >= 7200
     # A fresh round: clear at once (clear_after_s = 0), reset on the next block, liquidate.
     devnet.set_price("WETH", 2100.0)
     await keeper.evaluated_at(devnet.mine(1))

@@ -17,7 +17,7 @@ from keeperd.config import parse_config
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.protocols.morpho_blue.book import market_key
-from tests.conftest import _isolated, metric_value
+from tests.conftest import _isolated, metric_series, metric_value
 from tests.integration.test_breaker import block_time
 from tests.integration.test_morpho import drop_oracle, fund, morpho_config
 from tests.keeper_harness import (  # noqa: F401 - fixtures
@@ -517,6 +517,13 @@ async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_mark
     for key in weth:
         assert math.isnan(metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                                        {"chain": "devnet", "asset": key}))
+    # The gauges by source: the new one's price, the replaced one's series gone (a feed of
+    # the asset per series: two protocols' overwrote each other, a trial)
+    old = devnet.manifest["price_feeds"]["WETH"]
+    assert metric_value(keeper.daemon.metrics, "keeperd_oracle_price_usd", {
+        "chain": "devnet", "asset": "WETH", "source": new}) == pytest.approx(usd * 0.7)
+    assert metric_series(keeper.daemon.metrics, "keeperd_oracle_price_usd", {
+        "chain": "devnet", "asset": "WETH", "source": old}) is None
 
     # A restart on the same state directory keeps the doubt (it trusted the new source
     # again, with no reading of the old to compare with, and paused the market: a trial).
