@@ -370,7 +370,7 @@ class ChainPriceWatch:
             if median_usd:
                 self._usd.setdefault(symbol, median_usd)
         self._prove(unproven, block)
-        self._forget_undeclared(block)
+        self._forget_undeclared()
         for feed in rates:
             problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
             if rate_deviation is not None:
@@ -431,11 +431,13 @@ class ChainPriceWatch:
                      meaning=f"the replaced source {why}: a reference for other markets' "
                              "oracles again")
 
-    def _forget_undeclared(self, block: int) -> None:
+    def _forget_undeclared(self) -> None:
         """Doubts of sources no protocol declares any more (replaced again, a protocol
         removed from the config), once every protocol has declared its feeds: kept, they
         named a source no longer read in the warnings of markets it does not price."""
-        if not self._unproven or not self._all_declared(block):
+        # (every protocol's own declaration, not the time-out `_all_declared` allows: a
+        # protocol slow to scan at a start would lose its doubts)
+        if not self._unproven or not self._expected <= self._declared.keys():
             return
         declared = {(f.key, f.source) for feeds in self._declared.values() for f in feeds}
         gone = [k for k in self._unproven if k not in declared]

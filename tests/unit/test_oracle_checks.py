@@ -183,3 +183,28 @@ def test_doubted_sources_kept_across_a_restart_are_read_only_when_sound(
     for bad in ([{**entry, "replaced": 0}], [{**entry, "replaced": "nan"}], "{not json",
                 [{"key": "WETH"}], {"WETH": 1}):
         assert loaded(bad) == ({}, ["oracle.doubted_unread"]), bad
+
+
+def test_a_doubt_is_dropped_once_every_protocol_declared_and_none_reads_its_source(
+        tmp_path: Path) -> None:
+    """A doubted source no protocol reads any more (replaced again while keeperd was down, a
+    protocol removed from the config) is dropped — but only once every protocol of the chain
+    has declared its feeds: one slow to scan at a start must not lose its doubts."""
+    import json
+
+    from keeperd.oracles.watch import ChainPriceWatch
+    from keeperd.protocols.sdk.feeds import PriceFeed
+
+    watch = ChainPriceWatch.__new__(ChainPriceWatch)
+    watch.chain = "devnet"
+    watch.doubted_file = tmp_path / "oracle-doubted-devnet.json"
+    watch._unproven = {("WETH", "0xGone"): ("0xOld -> 0xGone", 2500.0),
+                       ("WBTC", "0xRead"): ("0xOld -> 0xRead", 60000.0)}
+    watch._expected = {"aave", "morpho"}
+    watch._declared = {"aave": [PriceFeed("WETH", "0xNewer"), PriceFeed("WBTC", "0xRead")]}
+    watch._forget_undeclared()  # (morpho has not declared yet)
+    assert set(watch._unproven) == {("WETH", "0xGone"), ("WBTC", "0xRead")}
+    watch._declared["morpho"] = []
+    watch._forget_undeclared()
+    assert set(watch._unproven) == {("WBTC", "0xRead")}
+    assert [d["source"] for d in json.loads(watch.doubted_file.read_text())] == ["0xRead"]
