@@ -1250,12 +1250,10 @@ class Executor:
             "contract (FlashLiquidator, MorphoLiquidator) when it falls short"
             if flash_path and self.config.capital != "auto" else "")
         self.capital_fix = fix[0].upper() + fix[1:] + "."
-        # (a block not funded — held, paused — changes nothing: the same positions still
-        # forgone at the next are not counted again)
-        # (one held for an approval, or still planned but not funded this block — paused,
-        # held, unjudged, planned again — keeps what it was: counted once if it was forgone
-        # before, so its return to the shortfall is not counted again; a by-hand trial's
-        # forgone profit grew by the same positions after a hold)
+        # (a block not funded changes nothing: a position held for an approval, or still
+        # planned but not funded this block — paused, held, unjudged — keeps what it was,
+        # counted once if it was forgone before; its return to the shortfall is not counted
+        # again — a by-hand trial's forgone profit grew by the same positions after a hold)
         considered = {(k.account, k.position) for _, k in items}
         forgone = {(k.account, k.position) for _, k in lacking} | {
             (k.account, k.position) for _, k in held
