@@ -769,7 +769,11 @@ class AlertEngine:
             action="A protocol's governance (or whoever holds its oracle's admin) replaced the "
                    "feed positions are priced by: check that it is the change announced. "
                    "keeperd judges the new source as any other (staleness, jumps, reference "
-                   "prices); `keeperd breaker trip ASSET` pauses liquidations on it by hand.",
+                   "prices); `keeperd breaker trip ASSET` pauses liquidations on it by hand."
+                   + (" Being this far from the old, it checks no other protocol's market "
+                      "oracle (Morpho's) until it agrees with another price of the asset: "
+                      "those markets go unchecked meanwhile unless chains[].reference_feeds "
+                      "or oracles.references price the asset." if jump else ""),
             details={"change": detail, **({"jump": jump} if jump else {})},
             chain=chain, block=block, starts_at=self.clock(),
             key=f"oracle:{chain}:{asset}:source_changed:{block}"))

@@ -55,6 +55,10 @@ log = structlog.get_logger(__name__)
 # How long the second endpoint's reading of the feeds is waited for once the first's is in.
 SECOND_READ_GRACE_S = 0.3
 
+# Said of a market paused for its rate's deviation while nothing checks the rate (`_observe`)
+UNCHECKED_HOLD = ("held: its rate has no trusted reference now (a doubted source, references "
+                  "unavailable), so it stays paused until it is checked again or reset by hand")
+
 # How long after the first rate without a reference the chain's other protocols are waited
 # for to declare their feeds (a large book's first scan takes a while; one that never scans
 # does not silence the warning): this many blocks and seconds both (5 blocks is ~1 s on an
@@ -371,6 +375,7 @@ class ChainPriceWatch:
                 self._usd.setdefault(symbol, median_usd)
         self._prove(unproven, block)
         self._forget_undeclared()
+        unchecked_now: list[str] = []
         for feed in rates:
             problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
             if rate_deviation is not None:
@@ -399,12 +404,14 @@ class ChainPriceWatch:
                                 + ": configure chains[].reference_feeds or oracles.references "
                                 "for it; until then only the sequencer and manual trips "
                                 "pause this market")
+            if rate_deviation is None and problem is None:
+                unchecked_now.append(feed.key)
             self._judged.add(feed)
             touched.setdefault(feed.key, []).extend(
                 [f"{problem.kind}: {problem.detail}"] if problem is not None else [])
         for key, said in touched.items():
             self._problems.setdefault(key, []).extend(said)
-        await self._observe(touched, block)
+        await self._observe(touched, block, unchecked_now)
 
     def _prove(self, unproven: list[tuple[PriceFeed, FeedReading]], block: int) -> None:
         """An unproven source (`_unproven`) read this block is trusted once its price agrees,
@@ -420,7 +427,7 @@ class ChainPriceWatch:
                 why = f"agrees with another price of {feed.key} ({other:g})"
             elif (abs(reading.price - replaced_price) / replaced_price
                   <= self.config.max_deviation):
-                why = f"back near the replaced source's last price ({replaced_price:g})"
+                why = f"is back near the old source's last price ({replaced_price:g})"
             else:
                 continue
             del self._unproven[(feed.key, feed.source)]
@@ -428,7 +435,7 @@ class ChainPriceWatch:
             self._usd.setdefault(reading.asset, reading.price)
             log.info("oracle.source_trusted", chain=self.chain, asset=feed.key,
                      source=feed.source, replaced=said, price=reading.price, block=block,
-                     meaning=f"the replaced source {why}: a reference for other markets' "
+                     meaning=f"the new source {why}: a reference for other markets' "
                              "oracles again")
 
     def _forget_undeclared(self) -> None:
@@ -546,8 +553,13 @@ class ChainPriceWatch:
                                f"{second.updated_at} ({second_name})"))
         return out
 
-    async def _observe(self, keys: Iterable[str], block: int) -> None:
-        """The breaker told what this block says of each key's price, the table read once."""
+    async def _observe(self, keys: Iterable[str], block: int,
+                       unchecked: Sequence[str] = ()) -> None:
+        """The breaker told what this block says of each key's price, the table read once.
+        A market paused for its rate's deviation stays paused while the rate is `unchecked`
+        (no trusted reference this block): nothing was found wrong, but nothing was checked
+        either — its trip cleared, and a market paused on a real deviation resumed, told
+        "price trusted again", once its reference was doubted (a by-hand trial)."""
         assert self._header is not None
         sequencer = ([f"{self._sequencer.kind}: {self._sequencer.detail}"]
                      if self._sequencer is not None else [])
@@ -555,6 +567,16 @@ class ChainPriceWatch:
                     for key in keys}
         if not problems:
             return
+        quiet = [key for key in unchecked if key in problems and not problems[key]]
+        if quiet:
+            states = await self.breaker.states()
+            for key in quiet:
+                state = states.get((self.chain, key))
+                if (state is not None and state.tripped and not state.manual
+                        and (state.reason or "").startswith("deviation")):
+                    reason = str(state.reason)
+                    problems[key] = [reason if UNCHECKED_HOLD in reason
+                                     else f"{reason}; {UNCHECKED_HOLD}"]
         changes, tripped = await self.breaker.observe_many(
             self.chain, problems, int(self._header["timestamp"], 16),
             block_hash=self._header.get("hash"))

@@ -542,7 +542,8 @@ async def test_a_source_replaced_far_from_the_old_pauses_no_other_protocols_mark
         set_feed(devnet, new, usd)
         await mined_and_evaluated(devnet, keeper)
     [trusted] = [e for e in logs if e["event"] == "oracle.source_trusted"]
-    assert trusted["asset"] == "WETH" and "back near the replaced source" in trusted["meaning"]
+    assert trusted["asset"] == "WETH"
+    assert "the new source is back near the old source's last price" in trusted["meaning"]
     assert watch.unchecked == set()
     assert {e["asset"] for e in logs if e["event"] == "oracle.rate_checked"} == weth
     assert await watch.breaker.tripped("devnet") == set()
@@ -587,3 +588,27 @@ async def test_a_named_reference_is_what_a_market_is_checked_against(
     for key in weth_markets(devnet):
         assert metric_value(keeper.daemon.metrics, "keeperd_oracle_deviation_ratio",
                             {"chain": "devnet", "asset": key}) < 0.01
+
+
+async def test_a_market_paused_for_its_rate_stays_paused_while_nothing_checks_it(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """WETH/USDC's own oracle drops 12 % alone: paused. Aave's WETH source is then replaced
+    far from the old: doubted, the market's rate is unchecked — and its trip held, not
+    cleared (it resumed, told "price trusted again", on the 12 % lie: a by-hand trial)."""
+    from keeperd.oracles.watch import UNCHECKED_HOLD
+
+    lying = market_key(devnet.manifest["morpho_blue"]["markets"]["WETH/USDC"]["id"])
+    config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
+    keeper = await run_daemon(config.model_copy(update={
+        "oracles": config.oracles.model_copy(update={"clear_after_s": 0})}))
+    await evaluated_by_both(keeper, devnet.client.block_number())
+    watch = keeper.daemon.chains["devnet"].prices
+    drop_oracle(devnet, "WETH/USDC", 0.88)
+    await mined_and_evaluated(devnet, keeper, 2)
+    assert lying in await watch.breaker.tripped("devnet")
+    await replaced_and_mined(devnet, keeper, 0.7)
+    await mined_and_evaluated(devnet, keeper, 2)
+    assert lying in watch.unchecked
+    assert lying in await watch.breaker.tripped("devnet")
+    reason = (await watch.breaker.reasons("devnet"))[lying]
+    assert reason.startswith("deviation:") and reason.endswith(UNCHECKED_HOLD), reason
