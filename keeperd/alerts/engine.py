@@ -715,8 +715,10 @@ class AlertEngine:
                 summary=(f"the keeper lacks {_amount(s.missing_tokens)} {symbol} on {protocol}: "
                          f"{s.opportunities} liquidation(s) worth ${s.profit_forgone_usd:,.2f} "
                          "not sent") if s else "",
-                resolved_summary=f"the keeper's {symbol} covers {protocol}'s liquidations "
-                                 "again",
+                # (neutral: the balance may not have moved — the positions were liquidated by
+                # others, or recovered: "covers again" was told of an unchanged balance, a trial)
+                resolved_summary=f"no liquidation on {protocol} is short of {symbol} now "
+                                 "(the keeper's balance covers them, or none is left)",
                 action=fix or "Fund the keeper with the debt asset.",
                 details={"missing": s.missing_tokens, "opportunities": s.opportunities,
                          "profit_forgone_usd": round(s.profit_forgone_usd, 2)} if s else None))

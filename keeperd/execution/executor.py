@@ -536,6 +536,7 @@ class Executor:
         # were held behind the block's liquidations, or refused for its slot.
         self._allowances_due = False
         self._approval_behind: set[str] = set()  # assets whose allowance lags the balance
+        self._awaiting_told = -1  # the block `liquidation.awaiting_approval` was said for
         # (blocks they have waited behind liquidations: after APPROVALS_WAIT_BLOCKS they go
         # first; counted from when they were due, a wait behind the start's own approvals in
         # flight, with nothing to liquidate, let them take a crash's first turn: a CI run)
@@ -1240,7 +1241,8 @@ class Executor:
             funded, unfunded, short, held, lacking = _allocate_capped(items, balances, behind)
         if held:
             self._allowances_due = True
-        self._tell_awaiting_approval(result.block, behind, balances, len(held))
+        self._tell_awaiting_approval(result.block, behind, balances, len(held),
+                                     {o.need.asset: o.need.symbol for o, _ in items})
         auto = self.config.capital == "auto" and flash_path
         # (`capital: auto` is advice only where the protocol has a capital-free path: Curie
         # has none, and a keeper already on auto does not need telling)
@@ -1308,19 +1310,25 @@ class Executor:
         return behind
 
     def _tell_awaiting_approval(self, block: int, behind: Mapping[str, int],
-                                balances: Mapping[str, int], held: int) -> None:
-        """Said when a liquidation first waits on an asset's approval, and each block it
-        holds any (`held` of them); forgotten once the allowance covers the balance."""
+                                balances: Mapping[str, int], held: int,
+                                symbols: Mapping[str, str]) -> None:
+        """Said when a liquidation first waits on an asset's approval, and once a block it
+        holds any (`held` of them, the block's last pass may hold fewer); forgotten once the
+        allowance covers the balance."""
         if held:
-            for asset in behind.keys() - self._approval_behind:
-                log.info("keeper.allowance_behind", protocol=self.adapter.name, asset=asset,
+            for asset in sorted(behind.keys() - self._approval_behind):
+                log.info("keeper.allowance_behind", protocol=self.adapter.name,
+                         asset=symbols.get(asset, asset), token=asset,
                          allowance=str(behind[asset]), balance=str(balances[asset]),
                          block=block,
                          meaning="the keeper's balance grew past what it approved (a "
                                  "top-up): approved at this block's end; the liquidations "
                                  "only the balance covers wait for it")
-            log.info("liquidation.awaiting_approval", protocol=self.adapter.name,
-                     block=block, liquidations=held, assets=sorted(behind))
+            if self._awaiting_told != block:
+                self._awaiting_told = block
+                log.info("liquidation.awaiting_approval", protocol=self.adapter.name,
+                         block=block, liquidations=held,
+                         assets=sorted(symbols.get(a, a) for a in behind))
             self._approval_behind |= set(behind)
         self._approval_behind &= set(behind)
 

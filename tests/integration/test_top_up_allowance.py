@@ -58,11 +58,12 @@ async def test_a_top_up_is_approved_when_a_crash_needs_it_and_nothing_fails_for_
         devnet.client.call("evm_setAutomine", True)
     events = [e["event"] for e in logs]
     [behind] = [e for e in logs if e["event"] == "keeper.allowance_behind"]
-    assert behind["asset"].lower() == usdc.lower() and behind["block"] == crash
+    assert behind["asset"] == "USDC" and behind["token"].lower() == usdc.lower()
+    assert behind["block"] == crash
     assert int(behind["allowance"]) <= KEEP
-    waiting = [e for e in logs if e["event"] == "liquidation.awaiting_approval"]
-    assert waiting and {e["block"] for e in waiting} == {crash}
-    held = max(e["liquidations"] for e in waiting)
+    [waiting] = [e for e in logs if e["event"] == "liquidation.awaiting_approval"]
+    assert waiting["block"] == crash and waiting["assets"] == ["USDC"]
+    held = waiting["liquidations"]
     assert held > 0
     # The approval went at the crash block's end, mined in the next; the liquidations it
     # held went in the block after that. None of them failed a simulation for it, and no
