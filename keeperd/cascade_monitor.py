@@ -17,7 +17,6 @@ import asyncio
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -50,6 +49,7 @@ from keeperd.risk.cascade import (
     with_followers,
 )
 from keeperd.risk.depth import ConstantProduct, DepthCurve, DepthModel, NoImpact
+from keeperd.state_files import write_json
 
 log = structlog.get_logger(__name__)
 
@@ -308,10 +308,8 @@ class CascadeMonitor:
             return
         now = time.time()
         self._bad_debt_saved_at = now  # (a failed write too: tried again a refresh later)
-        try:  # (written aside, then renamed: a kill mid-write leaves the old one whole)
-            aside = self._bad_debt_file.with_suffix(".tmp")
-            aside.write_text(json.dumps({"at": now, "parts": parts}))
-            os.replace(aside, self._bad_debt_file)
+        try:
+            write_json(self._bad_debt_file, {"at": now, "parts": parts})
         except OSError as exc:  # (a full disk: the counter goes on in memory)
             log.warning("cascade.bad_debt_seen_unwritten", protocol=self.protocol,
                         error=str(exc)[:200])

@@ -363,8 +363,12 @@ class TxManager:
         for key in [k for k in self._pulls if k not in self.pending]:
             del self._pulls[key]  # (settled, dropped, refused)
         out: dict[str, int] = {}
+
+        def theirs(key: TxKey) -> bool:
+            return protocol is None or getattr(key, "protocol", None) == protocol
+
         for key, pulls in self._pulls.items():
-            if protocol is not None and getattr(key, "protocol", None) != protocol:
+            if not theirs(key):
                 continue
             if self._mined_at is not None and self.pending[key].nonce < self._mined_at and (
                     block is None or self._mined_at_block is None
@@ -377,9 +381,7 @@ class TxManager:
                         if at < block - MINED_PULLS_KEPT_BLOCKS]:
                 del self._mined_pulls[key]
             for key, (at, pulls) in self._mined_pulls.items():
-                if protocol is not None and getattr(key, "protocol", None) != protocol:
-                    continue
-                if at > block:
+                if at > block and theirs(key):
                     for asset, amount in pulls.items():
                         out[asset] = out.get(asset, 0) + amount
         return out

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.storage.db import Database
 
 EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
+# Said of a market paused for its rate's deviation while nothing checks the rate: it cleared,
+# and a market paused on a real deviation resumed, told "price trusted again", once its
+# reference was doubted (a by-hand trial)
+UNCHECKED_HOLD = ("held: its rate has no trusted reference now (a doubted source, references "
+                  "unavailable), so it stays paused until it is checked again or reset by hand")
 
 
 @dataclass(frozen=True)
@@ -129,16 +134,21 @@ class Breaker:
         return len(rows)
 
     async def observe_many(self, chain: str, problems: dict[str, list[str]],
-                           now: float | None = None, *, block_hash: str | None = None
+                           now: float | None = None, *, block_hash: str | None = None,
+                           unchecked: Collection[str] = ()
                            ) -> tuple[list[Transition], set[str]]:
         """Fold one judgement of several assets on `chain` in, reading the table once before
         and once after (not once per asset): the trips and resets, and the assets paused on
-        `chain` afterwards."""
+        `chain` afterwards. An asset `unchecked` this time (a market's rate with no trusted
+        reference) that is paused for a deviation stays paused: nothing was found wrong, but
+        nothing was checked either (`UNCHECKED_HOLD`)."""
         states = await self.states()
         changes = []
         for asset, said in problems.items():
-            change = await self._fold(chain, asset, said, now, block_hash,
-                                      states.get((chain, asset)))
+            state = states.get((chain, asset))
+            if not said and asset in unchecked:
+                said = _held_unchecked(state)
+            change = await self._fold(chain, asset, said, now, block_hash, state)
             if change is not None:
                 changes.append(change)
         return changes, await self.tripped(chain)
@@ -196,3 +206,12 @@ class Breaker:
                                       state.chain, state.asset, state.block_hash)
                 gone.append(state)
         return gone
+
+
+def _held_unchecked(state: BreakerState | None) -> list[str]:
+    """The problem that keeps an unchecked asset's deviation trip standing, or none."""
+    if (state is None or not state.tripped or state.manual
+            or not (state.reason or "").startswith("deviation")):
+        return []
+    reason = str(state.reason)
+    return [reason if UNCHECKED_HOLD in reason else f"{reason}; {UNCHECKED_HOLD}"]

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,14 +49,11 @@ from keeperd.oracles.heartbeats import Heartbeats, allowed_age
 from keeperd.oracles.references import References, median_price
 from keeperd.oracles.sequencer import SequencerCheck
 from keeperd.protocols.sdk.feeds import PriceFeed
+from keeperd.state_files import write_json
 
 log = structlog.get_logger(__name__)
 # How long the second endpoint's reading of the feeds is waited for once the first's is in.
 SECOND_READ_GRACE_S = 0.3
-
-# Said of a market paused for its rate's deviation while nothing checks the rate (`_observe`)
-UNCHECKED_HOLD = ("held: its rate has no trusted reference now (a doubted source, references "
-                  "unavailable), so it stays paused until it is checked again or reset by hand")
 
 # How long after the first rate without a reference the chain's other protocols are waited
 # for to declare their feeds (a large book's first scan takes a while; one that never scans
@@ -478,16 +474,13 @@ class ChainPriceWatch:
         return doubted
 
     def _save_doubted(self) -> None:
-        """Written aside, then renamed (a kill mid-write leaves the old one whole); rare:
-        only when a source is doubted or trusted again."""
+        """Rare: only when a source is doubted or trusted again."""
         if self.doubted_file is None:
             return
         try:
-            aside = self.doubted_file.with_suffix(".tmp")
-            aside.write_text(json.dumps([
+            write_json(self.doubted_file, [
                 {"key": key, "source": source, "said": said, "replaced": price}
-                for (key, source), (said, price) in sorted(self._unproven.items())]))
-            os.replace(aside, self.doubted_file)
+                for (key, source), (said, price) in sorted(self._unproven.items())])
         except OSError as exc:  # (a full disk: the doubt holds in memory)
             log.warning("oracle.doubted_unwritten", chain=self.chain, error=str(exc)[:200])
 
@@ -555,11 +548,9 @@ class ChainPriceWatch:
 
     async def _observe(self, keys: Iterable[str], block: int,
                        unchecked: Sequence[str] = ()) -> None:
-        """The breaker told what this block says of each key's price, the table read once.
-        A market paused for its rate's deviation stays paused while the rate is `unchecked`
-        (no trusted reference this block): nothing was found wrong, but nothing was checked
-        either — its trip cleared, and a market paused on a real deviation resumed, told
-        "price trusted again", once its reference was doubted (a by-hand trial)."""
+        """The breaker told what this block says of each key's price, the table read once;
+        `unchecked`: the market rates with no trusted reference this block (a deviation trip
+        of theirs stands: `Breaker.observe_many`)."""
         assert self._header is not None
         sequencer = ([f"{self._sequencer.kind}: {self._sequencer.detail}"]
                      if self._sequencer is not None else [])
@@ -567,19 +558,9 @@ class ChainPriceWatch:
                     for key in keys}
         if not problems:
             return
-        quiet = [key for key in unchecked if key in problems and not problems[key]]
-        if quiet:
-            states = await self.breaker.states()
-            for key in quiet:
-                state = states.get((self.chain, key))
-                if (state is not None and state.tripped and not state.manual
-                        and (state.reason or "").startswith("deviation")):
-                    reason = str(state.reason)
-                    problems[key] = [reason if UNCHECKED_HOLD in reason
-                                     else f"{reason}; {UNCHECKED_HOLD}"]
         changes, tripped = await self.breaker.observe_many(
             self.chain, problems, int(self._header["timestamp"], 16),
-            block_hash=self._header.get("hash"))
+            block_hash=self._header.get("hash"), unchecked=unchecked)
         for change in changes:
             self.metrics.breaker_transitions.labels(
                 self.chain, change.asset, "tripped" if change.tripped else "reset").inc()

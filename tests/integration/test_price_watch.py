@@ -595,7 +595,7 @@ async def test_a_market_paused_for_its_rate_stays_paused_while_nothing_checks_it
     """WETH/USDC's own oracle drops 12 % alone: paused. Aave's WETH source is then replaced
     far from the old: doubted, the market's rate is unchecked — and its trip held, not
     cleared (it resumed, told "price trusted again", on the 12 % lie: a by-hand trial)."""
-    from keeperd.oracles.watch import UNCHECKED_HOLD
+    from keeperd.oracles.breaker import UNCHECKED_HOLD
 
     lying = market_key(devnet.manifest["morpho_blue"]["markets"]["WETH/USDC"]["id"])
     config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
