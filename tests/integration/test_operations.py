@@ -53,6 +53,7 @@ def test_systemd_unit_exposure_is_the_readmes_1_2(tmp_path: Path) -> None:
                       "StateDirectory=keeperd", "ConfigurationDirectory=keeperd",
                       "ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
                       "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
+                      "MemoryMax=", "MemorySwapMax=0",
                       "ExecReload=/bin/kill -HUP $MAINPID"):
         assert directive in text, directive
 
