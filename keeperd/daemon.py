@@ -733,6 +733,7 @@ class Daemon:
                                           disputed)
             await self.alerts.on_scan(
                 result, chain=rt.config.name, tripped=tripped, protocol=plugin.name,
+                names=rt.prices.labels() if rt.prices is not None else None,
                 # (as the scanner published them for this block, just before its after-
                 # listeners: the plug-in's gate and the liquidator's own hold)
                 held=scanner.hold_reason, verifying=scanner.verification_reason,

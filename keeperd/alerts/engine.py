@@ -318,10 +318,12 @@ class AlertEngine:
                       shortfalls: dict[str, Any] | None = None,
                       liquidations: Iterable[LiquidationSeen] = (),
                       action: str = ACTION_POSITION,
-                      capital_fix: str | None = None) -> None:
+                      capital_fix: str | None = None,
+                      names: Mapping[str, str] | None = None) -> None:
         """One evaluation of a protocol, whichever. `tripped`: asset -> why its price is
-        untrusted; `held`: why its liquidations are held (None: they are not); `verifying`:
-        why they are sent only on the chain's word (rules keeperd does not know); `shortfalls`:
+        untrusted (`names`: what to call a key that is not a symbol, a market's oracle);
+        `held`: why its liquidations are held (None: they are not); `verifying`: why they
+        are sent only on the chain's word (rules keeperd does not know); `shortfalls`:
         debt asset -> what the keeper's balance lacked; `liquidations`: its liquidation events
         of watched accounts since the last evaluation (decoded by the plug-in); `action`: what
         a watched borrower should do (the plug-in's words); `capital_fix`: what covers a
@@ -345,7 +347,7 @@ class AlertEngine:
         if shortfalls is not None:
             conditions += self._capital_conditions(chain, protocol, shortfalls, capital_fix)
         self._evaluate(conditions, chain, result.block)
-        self._oracle_conditions(tripped, chain, result.block)
+        self._oracle_conditions(tripped, chain, result.block, names or {})
         await self.commit()
 
     async def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
@@ -724,10 +726,13 @@ class AlertEngine:
                          "profit_forgone_usd": round(s.profit_forgone_usd, 2)} if s else None))
         return conditions
 
-    def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int) -> None:
+    def _oracle_conditions(self, tripped: dict[str, str], chain: str, block: int,
+                           names: Mapping[str, str]) -> None:
         """`tripped`: this chain's paused assets. One alert per (chain, asset): another
         chain's trip of the same symbol is neither resolved nor repeated by this one's scans.
-        An alert told before alerts named their chain (labels without one) resolves."""
+        An alert told before alerts named their chain (labels without one) resolves. A
+        market's oracle is told by its name beside its key (`names`): its resolution said
+        only `morpho:0x…` (a by-hand trial)."""
         rule = self.config.rules.oracle
         route = self.config.route_for("oracle")
         if not rule.enabled or route is None:
@@ -738,12 +743,14 @@ class AlertEngine:
         conditions = []
         for asset in sorted(known | set(tripped)):
             reason = tripped.get(asset)
+            subject = f"{names[asset]} ({asset})" if asset in names else asset
             conditions.append(Condition(
                 "oracle", route, {"chain": chain, "asset": asset},
                 "critical" if reason else None, None, None, self.repeat_interval(route),
-                summary=f"{asset} price untrusted on {chain}, liquidations there that depend "
-                        f"on it are paused: {reason}",
-                resolved_summary=f"{asset} price trusted again on {chain}; liquidations resume",
+                summary=f"{subject} price untrusted on {chain}, liquidations there that "
+                        f"depend on it are paused: {reason}",
+                resolved_summary=f"{subject} price trusted again on {chain}; liquidations "
+                                 "resume",
                 action="Check the feed and the reference prices; `keeperd breaker list` shows "
                        "why, `keeperd breaker reset ASSET` resumes by hand."))
         conditions += [Condition(

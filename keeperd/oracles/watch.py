@@ -186,6 +186,13 @@ class ChainPriceWatch:
         """Every asset the watch judges on this chain (the breaker's names: CLI checks)."""
         return {f.key for feeds in self._declared.values() for f in feeds}
 
+    def labels(self) -> dict[str, str]:
+        """The names of the breaker's keys that are not an asset's symbol (a Morpho market's
+        `morpho:<id>` -> "morpho WETH/USDC (86%)"), as the protocols last declared them: the
+        alerts name the market, not only its id."""
+        return {f.key: f.label for feeds in self._declared.values() for f in feeds
+                if f.label and f.label != f.key}
+
     # --- the scanners' hooks ---------------------------------------------------------------
 
     def prepare(self, block: int) -> None:

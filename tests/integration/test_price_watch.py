@@ -612,3 +612,5 @@ async def test_a_market_paused_for_its_rate_stays_paused_while_nothing_checks_it
     assert lying in await watch.breaker.tripped("devnet")
     reason = (await watch.breaker.reasons("devnet"))[lying]
     assert reason.startswith("deviation:") and reason.endswith(UNCHECKED_HOLD), reason
+    # (the alerts name the market beside its key; an asset's symbol needs no name)
+    assert "WETH/USDC" in watch.labels()[lying] and "WETH" not in watch.labels()

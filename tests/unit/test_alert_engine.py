@@ -447,6 +447,29 @@ async def test_an_oracle_alert_is_per_chain(setup: Setup) -> None:
         ("firing", "arbitrum"), ("resolved", "arbitrum")]
 
 
+async def test_a_market_oracle_alert_names_the_market_when_it_fires_and_resolves(
+        setup: Setup) -> None:
+    """A Morpho market's oracle is keyed `morpho:<id>`: its resolution said only "morpho:0x…
+    price trusted again" (the trip's reason named the market, the resolution did not: a
+    by-hand trial). Both now name it beside the key; a key with no name stays as it was."""
+    key = "morpho:0x" + "ab" * 32
+    names = {key: "morpho WETH/USDC (86%)"}
+
+    async def on(block: int, tripped: dict[str, str]) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped=tripped,
+                                   protocol="morpho", names=names)
+
+    await on(1, {key: "deviation: 12% from the references", "WETH": "stale: 7200 s"})
+    await on(2, {})
+    got = {(a["labels"]["asset"], a["kind"]): a["summary"]
+           for e in await setup.entries(sink=1) for a in e.alerts}
+    assert got[(key, "firing")].startswith(f"morpho WETH/USDC (86%) ({key}) price untrusted")
+    assert got[(key, "resolved")].startswith(
+        f"morpho WETH/USDC (86%) ({key}) price trusted again on devnet")
+    assert got[("WETH", "firing")].startswith("WETH price untrusted on devnet")
+    assert got[("WETH", "resolved")].startswith("WETH price trusted again on devnet")
+
+
 async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
     reason = "POOL_REVISION 11 is not a revision keeperd knows"
 
