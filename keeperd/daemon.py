@@ -763,6 +763,7 @@ class Daemon:
         try:
             await self.alerts.tick(
                 rpc_healthy={n: rt.pool.healthy_count() for n, rt in self.chains.items()},
+                rpc_failing_for={n: rt.pool.failing_for() for n, rt in self.chains.items()},
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
                 keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses,
                 venues_failing={name: perp.failing for name, perp in self.perps.items()},

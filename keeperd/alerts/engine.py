@@ -831,8 +831,11 @@ class AlertEngine:
                    key_conflicts: dict[str, KeyHold | None] | None = None,
                    send_pauses: dict[tuple[str, str], str | None] | None = None,
                    venues_failing: dict[str, tuple[float, str] | None] | None = None,
-                   rpc_wrong_chain: dict[tuple[str, str], str | None] | None = None) -> None:
-        """Operator conditions that need no block: all RPCs down, an endpoint of another
+                   rpc_wrong_chain: dict[tuple[str, str], str | None] | None = None,
+                   rpc_failing_for: dict[str, float] | None = None) -> None:
+        """Operator conditions that need no block: all RPCs down (`rpc_healthy`: by chain,
+        the endpoints in use; `rpc_failing_for`: how long every one has been failing, from
+        its first failed request: `RpcPool.failing_for`), an endpoint of another
         network (`rpc_wrong_chain`: by chain and endpoint, its URL as logged when it is one,
         else None), index lag, gas balance, a perp venue's polls failing (`venues_failing`:
         since when, wall clock, and the last error; None: its last poll answered) — and the
@@ -860,9 +863,13 @@ class AlertEngine:
                 self._rpc_down_since.pop(chain, None)
             else:
                 self._rpc_down_since.setdefault(chain, now)
-            down_for = now - self._rpc_down_since.get(chain, now)
+            # (down from the first failed request of each endpoint's run, not from its
+            # bench: a hung node is benched after three timeouts, and rpc_down came ~25 s
+            # after `after_s` — a by-hand trial)
+            down_for = max(now - self._rpc_down_since.get(chain, now),
+                           (rpc_failing_for or {}).get(chain, 0.0))
             if rules.rpc_down.enabled and route:
-                down = healthy == 0 and down_for >= rules.rpc_down.after_s
+                down = down_for >= rules.rpc_down.after_s
                 conditions.append(Condition(
                     "rpc_down", route, {"chain": chain}, "critical" if down else None, None,
                     None, self.repeat_interval(route),

@@ -266,6 +266,11 @@ PROBE_BENCHED_MAX_S = 10.0  # the longest a benched endpoint goes unprobed
 class EndpointHealth:
     latency_ewma: float | None = None
     consecutive_failures: int = 0
+    # When the first request of its current run of failures was sent (time.monotonic()),
+    # None after a success: a hung node fails a request only at its timeout, and is benched
+    # only after `bench_after` of them — "every endpoint down" counted from the bench fired
+    # rpc_down ~25 s later than `after_s`, and a 50 s hang told no one (a by-hand trial).
+    failing_since: float | None = None
     errors: int = 0
     requests: int = 0
     head: int | None = None
@@ -779,6 +784,17 @@ class RpcPool:
         now = time.monotonic()
         return sum(1 for ep in self.endpoints if self.is_healthy(ep, now))
 
+    def failing_for(self, now: float | None = None) -> float:
+        """How long every endpoint has been failing (seconds): since the latest of their
+        current runs of failures began, counted from the first failed request's send; 0
+        when one has not failed since its last success (an endpoint out for its lag or for
+        another chain is `healthy_count`'s to count)."""
+        now = time.monotonic() if now is None else now
+        runs = [ep.health.failing_since for ep in self.endpoints]
+        if not runs or any(since is None for since in runs):
+            return 0.0
+        return max(0.0, now - max(since for since in runs if since is not None))
+
     # --- internals ----------------------------------------------------------------------
 
     def _is_lagging(self, ep: Endpoint) -> bool:
@@ -950,7 +966,7 @@ class RpcPool:
             return body
         except _TransientError:
             if judged:  # (a question the endpoint may well not serve: not its health)
-                self._record_failure(ep)
+                self._record_failure(ep, time.monotonic() - (time.perf_counter() - started))
             raise
         except ResponseTooLarge:
             self._record_success(ep, time.perf_counter() - started)  # the node is fine
@@ -988,6 +1004,7 @@ class RpcPool:
         h = ep.health
         h.requests += 1
         h.consecutive_failures = 0
+        h.failing_since = None
         h.bench_seconds = 0.0
         a = self.settings.ewma_alpha
         h.latency_ewma = (elapsed if h.latency_ewma is None
@@ -996,11 +1013,13 @@ class RpcPool:
             h.benched_until = 0.0
             self.metrics.rpc_endpoint_up.labels(self.chain, ep.name).set(1)
 
-    def _record_failure(self, ep: Endpoint) -> None:
+    def _record_failure(self, ep: Endpoint, sent_at: float | None = None) -> None:
         h = ep.health
         h.requests += 1
         h.errors += 1
         h.consecutive_failures += 1
+        if h.failing_since is None:
+            h.failing_since = time.monotonic() if sent_at is None else sent_at
         if h.consecutive_failures >= self.settings.bench_after:
             s = self.settings
             h.bench_seconds = min(s.bench_max_seconds,

@@ -91,6 +91,48 @@ async def test_every_endpoint_down_raises_after_backoff() -> None:
                         {"chain": "t", "method": "eth_blockNumber"}) == 3
 
 
+async def test_a_hung_endpoint_is_failing_from_its_first_request_not_from_its_bench(
+        devnet: Devnet) -> None:
+    """A node that hangs (SIGSTOP) fails a request only at its timeout, and is benched only
+    after `bench_after` of them: rpc_down, counted from the bench, came ~25 s after its
+    `after_s`, and a 50 s hang told no one (a by-hand trial). `failing_for` counts from the
+    first failed request's send, while the endpoint is still in use; a success ends it."""
+    import aiohttp
+
+    hanging = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if hanging.is_set():
+            await asyncio.sleep(2)  # (past the pool's timeout; the server's stop waits for it)
+        async with aiohttp.ClientSession() as session, session.post(
+                devnet.manifest["rpc_url"], data=await request.read(),
+                headers={"Content-Type": "application/json"}) as answer:
+            return web.Response(body=await answer.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    settings = RpcPoolSettings(timeout=0.5, max_attempts=1, backoff_base=0.01,
+                               backoff_max=0.05, bench_after=3, bench_min_seconds=30)
+    async with serve(app) as url, RpcPool.from_urls("t", [url], settings=settings,
+                                                    metrics=Metrics()) as pool:
+        await pool.request("eth_blockNumber")
+        assert pool.failing_for() == 0.0
+        hanging.set()
+        sent = asyncio.get_running_loop().time()
+        with pytest.raises(RpcUnavailable):
+            await pool.request("eth_blockNumber")
+        # one timeout: not benched, still counted healthy, but failing since its send
+        assert pool.healthy_count() == 1
+        assert pool.failing_for() >= asyncio.get_running_loop().time() - sent - 0.05 > 0.45
+        first = pool.failing_for()
+        with pytest.raises(RpcUnavailable):
+            await pool.request("eth_blockNumber")
+        assert pool.failing_for() > first + 0.45  # (from the first failure, not the last)
+        hanging.clear()
+        await pool.request("eth_blockNumber")
+        assert pool.failing_for() == 0.0
+
+
 async def test_batch_returns_errors_in_place(pool: RpcPool) -> None:
     results = await pool.batch([("eth_chainId", []), ("eth_noSuchMethod", []),
                                 ("eth_blockNumber", [])])

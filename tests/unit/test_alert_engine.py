@@ -296,6 +296,28 @@ async def test_operator_rules(setup: Setup) -> None:
     assert sorted(resolved) == ["index_lag", "keeper_balance", "rpc_down"]
 
 
+async def test_rpc_down_counts_from_the_first_failed_request_not_the_bench(
+        setup: Setup) -> None:
+    """A hung node is still counted healthy until its third timeout benches it: rpc_down,
+    counted from the bench, came ~25 s after `after_s` (a by-hand trial). Every endpoint
+    failing for `after_s` (`RpcPool.failing_for`) fires it, benched or not; a success (0)
+    resolves it."""
+    async def tick(healthy: int, failing_for: float) -> None:
+        await setup.engine.tick(rpc_healthy={"devnet": healthy}, index_lag={},
+                                keeper_balance={}, rpc_failing_for={"devnet": failing_for})
+
+    await tick(1, 29.0)
+    assert await setup.entries() == []
+    setup.clock.now += 2
+    await tick(1, 31.0)
+    [fired] = [e.alerts[0] for e in await setup.entries(sink=1)]
+    assert (fired["rule"], fired["kind"]) == ("rpc_down", "firing")
+    assert "has failed for 31 s" in fired["summary"]
+    setup.clock.now += 2
+    await tick(1, 0.0)
+    assert [e.alerts[0]["kind"] for e in await setup.entries(sink=1)] == ["firing", "resolved"]
+
+
 async def test_a_perp_venue_whose_polls_all_fail_is_alerted_and_resolved(setup: Setup
                                                                          ) -> None:
     """(A by-hand trial: a Hyperliquid venue unreachable was a log line and a counter; the
