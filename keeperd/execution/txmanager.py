@@ -273,6 +273,10 @@ class TxManager:
         # Sales settled as included: (the block, the nonce, the pools, the sale), kept for
         # MINED_PULLS_KEPT_BLOCKS: a turn simulated at a block before theirs runs them first.
         self._mined_sales: dict[TxKey, tuple[int, int, set[str], Sale]] = {}
+        # For a sale in flight below the mined count, the block its receipt says it was mined
+        # in (`count_mined_at`): the count alone does not say by which block (anvil counts the
+        # block it is mining at its head's number, before it serves that block's receipts).
+        self._sale_mined_in: dict[TxKey, int] = {}
         # A delegated key's one slot, shared by the protocols on the chain: since which block
         # each has been held out of it (first, last), until it takes it (`slot_turn`).
         self._slot_wanted: dict[str, tuple[int, int]] = {}
@@ -311,6 +315,35 @@ class TxManager:
         (a trial). One that fails leaves the last read (turns at "latest", as before)."""
         if self._sales and (self._mined_at_block is None or self._mined_at_block < block):
             await self._read_mined_at(block)
+        await self._receipts_of_sales_counted()
+
+    async def _receipts_of_sales_counted(self) -> None:
+        """The receipts of the sales in flight the mined count passes (one batch, only those
+        not read yet): `sales_in_flight` leaves one out of a turn only once its receipt says
+        it was mined by the turn's block. A count read at block N says nothing of the block:
+        anvil, mining N + 1, answers a read at N from N + 1's state before it serves N + 1's
+        receipts — a crash's first sale, mined in 473, was counted mined at 472, left out of
+        the turn pinned at 472 (whose state does not have it), and the two sales behind it
+        through its pool passed there, were sent, and reverted (SwapBelowBound, a CI run).
+        One unread (no receipt yet, an error) stays ahead: pessimistic, never a revert."""
+        for key in [k for k in self._sale_mined_in if k not in self.pending]:
+            del self._sale_mined_in[key]
+        if self._mined_at is None:
+            return
+        asked = [(key, record) for key in self._sales
+                 if key in self.pending and key not in self._sale_mined_in
+                 and self.pending[key].nonce < self._mined_at
+                 for record in self.pending[key].attempts]
+        if not asked:
+            return
+        try:
+            receipts = await self.pool.batch([("eth_getTransactionReceipt", [r.tx_hash])
+                                              for _, r in asked])
+        except (RpcError, RpcUnavailable):
+            return
+        for (key, record), receipt in zip(asked, receipts, strict=True):
+            if is_receipt_of(receipt, record.tx_hash):
+                self._sale_mined_in[key] = _quantity(receipt["blockNumber"])
 
     @property
     def mined_at_block(self) -> int | None:
@@ -321,8 +354,9 @@ class TxManager:
     def sales_in_flight(self, at: int | None = None) -> dict[str, list[Sale]]:
         """By swap pool (lowercase), the key's transactions in flight that sell through it,
         in nonce order: those still pending (being cancelled too) and not below the mined
-        count last read. Shared by every protocol's executor on the chain (one pool, one
-        key's nonces). `at`: the block that count was read at, where the turns are
+        count last read — or below it, but with no receipt read that says they were mined by
+        `at` (`_receipts_of_sales_counted`). Shared by every protocol's executor on the chain
+        (one pool, one key's nonces). `at`: the block that count was read at, where the turns are
         simulated — the sales settled as mined in a later block run there too (settled from
         the latest receipts, they were left out, and a turn at the count's block passed a
         sale that then reverted: a review)."""
@@ -334,8 +368,10 @@ class TxManager:
             # (one being cancelled too: its original may still be mined first; if its
             # opportunity is gone, it reverts in the simulation and moves nothing there —
             # left out, the sales behind it were priced as if it could not sell: a review)
-            if self._mined_at is not None and pending.nonce < self._mined_at:
-                continue
+            if self._mined_at is not None and pending.nonce < self._mined_at and (
+                    (mined_in := self._sale_mined_in.get(key)) is not None
+                    and (at is None or mined_in <= at)):
+                continue  # (its receipt says mined by the turns' block: in its state)
             for pool in pools:
                 out.setdefault(pool, []).append(
                     (pending.nonce, Sale(pending.to, pending.data, pending.gas_limit)))
@@ -1358,6 +1394,7 @@ class TxManager:
         self._pulls.pop(key, None)  # (tracked anew: what it pulls is these, not added twice)
         self._mined_pulls.pop(key, None)  # (a reorg took its inclusion: pending again)
         self._mined_sales.pop(key, None)
+        self._sale_mined_in.pop(key, None)
         for asset, amount in (pulls or {}).items():
             self.reserve(key, asset, amount)
         self._ours.update(r.nonce for r in records)

@@ -120,3 +120,26 @@ def test_a_shortfall_is_published_and_each_forgone_liquidation_counted_once() ->
     assert metric_value(metrics, "keeperd_liquidations_total", funnel) == 2
     assert metric_series(metrics, "keeperd_capital_forgone_usd_total",
                          {"chain": "devnet", "protocol": "morpho"}) is None
+
+
+def test_an_account_whose_pair_is_chosen_anew_is_not_forgone_twice() -> None:
+    """Aave's plan picks an account's (collateral, debt) pair anew each block: as interest
+    grew, a near tie flipped (WBTC/USDC at the crash block, WETH/USDC at the next) and the
+    same forgone liquidation was counted again (no_capital 47 for 46, a CI run). A position
+    of the account forgone before and not planned any more stands for the new one; a second
+    position of an account (Morpho's markets) is still one more."""
+    from keeperd.execution.executor import newly_forgone
+    from keeperd.protocols.sdk.keys import OpportunityKey
+
+    def key(account: str, *position: str) -> OpportunityKey:
+        return OpportunityKey("aave", account, position, "v")
+
+    forgone = {("0xa", ("wbtc", "usdc")), ("0xb", ("weth", "dai"))}
+    flipped = [key("0xa", "weth", "usdc"), key("0xb", "weth", "dai")]
+    planned = {(k.account, k.position) for k in flipped}
+    assert newly_forgone(flipped, forgone, planned) == []
+    # Still planned, the old one is not replaced: the new one is another liquidation.
+    assert newly_forgone(flipped, forgone, {*planned, ("0xa", ("wbtc", "usdc"))}) == [0]
+    # One gone stands for one new one only; a new account is new.
+    more = [*flipped, key("0xa", "wsteth", "usdc"), key("0xc", "weth", "usdc")]
+    assert newly_forgone(more, forgone, {(k.account, k.position) for k in more}) == [2, 3]
