@@ -437,6 +437,14 @@ def newly_forgone(lacking: Sequence[OpportunityKey], forgone: Collection[tuple[s
     return out
 
 
+def _short_while_held(short: Mapping[str, Shortfall], last: Mapping[str, Shortfall],
+                      held_back: Collection[str]) -> dict[str, Shortfall]:
+    """This block's shortfall by debt asset, with the last full pass's kept for the assets
+    not judged short now whose forgone positions this block's capital stage did not see
+    (`held_back`: paused, held, unjudged — still forgone, `Executor._forgone`) (pure)."""
+    return {**{a: s for a, s in last.items() if a in held_back and a not in short}, **short}
+
+
 def _not_sent(told: set[tuple[OpportunityKey, str]]) -> dict[str, int]:
     """Accounts by the stage their opportunities stopped at without being sent (an account
     with one sent, or journaled already, is not counted; one with several pairs, once)."""
@@ -517,6 +525,13 @@ class Executor:
         # forgone (`publish_shortfall`; by position, not key: a key's version moves with the
         # position's interest, block after block).
         self._forgone: set[tuple[str, tuple[str, ...]]] = set()
+        # Each forgone position's debt asset, and the shortfall of the last full pass: an
+        # asset whose forgone positions are all held back from the capital stage this block
+        # (a breaker's pause, the protocol's hold) stays short as it was — its alert resolved
+        # "no liquidation is short of USDC now" while nothing was funded, and fired again
+        # once the breaker cleared (a by-hand trial).
+        self._forgone_asset: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._full_short: dict[str, Shortfall] = {}
         # Outcomes, for the alert engine (its subscriber): noted as they happen, written
         # together (`events_flush`) once the block's work — or the start's — is done.
         self.events: Callable[[ExecutionEvent], None] | None = None
@@ -1287,6 +1302,14 @@ class Executor:
         newly = [lacking[i][0].need for i in newly_forgone(
             [k for _, k in lacking], self._forgone, planned)] if not auto else []
         self._forgone = (self._forgone | forgone) if result.partial else forgone
+        self._forgone_asset = {**{p: a for p, a in self._forgone_asset.items()
+                                  if p in self._forgone},
+                               **{(k.account, k.position): o.need.asset for o, k in lacking}}
+        short = _short_while_held(short, self._full_short, {
+            self._forgone_asset[p] for p in self._forgone - considered
+            if p in self._forgone_asset})
+        if not result.partial:
+            self._full_short = short
         publish_shortfall(self.metrics, *self.labels, self._short_of, short,
                           counted=not auto, fix=fix, newly=newly)
         self._short_of = short

@@ -143,3 +143,21 @@ def test_an_account_whose_pair_is_chosen_anew_is_not_forgone_twice() -> None:
     # One gone stands for one new one only; a new account is new.
     more = [*flipped, key("0xa", "wsteth", "usdc"), key("0xc", "weth", "usdc")]
     assert newly_forgone(more, forgone, {(k.account, k.position) for k in more}) == [2, 3]
+
+
+def test_a_shortfall_held_back_from_the_capital_stage_stands_as_it_was() -> None:
+    """An asset whose forgone positions a breaker's pause kept from this block's capital
+    stage stays short with the last full pass's figures (it resolved while nothing was
+    funded, a by-hand trial); one judged short now has this block's; one whose positions are
+    gone is over."""
+    from keeperd.execution.capital import Shortfall
+    from keeperd.execution.executor import _short_while_held
+
+    def short(asset: str, missing: int) -> Shortfall:
+        return Shortfall(asset, asset.upper(), 6, missing, 1, 10.0)
+
+    last = {"usdc": short("usdc", 5), "dai": short("dai", 7), "usdt": short("usdt", 9)}
+    now = {"usdc": short("usdc", 6)}
+    assert _short_while_held(now, last, {"usdc", "dai"}) == {"usdc": now["usdc"],
+                                                             "dai": last["dai"]}
+    assert _short_while_held({}, last, set()) == {}
