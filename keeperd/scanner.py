@@ -163,9 +163,14 @@ class ProtocolScanner:
         self._wake.set()
 
     def request_full_rescan(self) -> None:
-        """The periodic job: the next run re-reads every account."""
+        """The periodic job: the next run re-reads every account. A run of a block already
+        evaluated is timed from this request, not from the block's header: an idle chain's
+        rescan, minutes after its block, logged a plan of 215 s and would have put that in
+        keeperd_block_to_broadcast_seconds for any liquidation it sent (a by-hand trial)."""
         self._full_due = True
         if self._wanted is not None:
+            if self._wanted <= self.completed_block:
+                self._wanted_seen_at = time.perf_counter()
             self._wake.set()
 
     async def run(self) -> None:

@@ -100,3 +100,20 @@ async def test_accounts_whose_evaluation_keeps_failing_are_left_to_the_full_resc
             await scanner._liquidation_path(block, False, None)
     await scanner._liquidation_path(last, False, None)
     assert adapter.reads[-2][2] == {"0xa"} and adapter.reads[-1] == (last, "incremental", set())
+
+
+async def test_a_rescan_of_a_block_already_evaluated_is_timed_from_its_request() -> None:
+    """An idle chain's periodic rescan ran minutes after its block's header and was timed from
+    it (a plan of 215 s, which keeperd_block_to_broadcast_seconds would take for a liquidation
+    it sent: a by-hand trial). A new block still counts from its header."""
+    import time
+
+    scanner: Any = ProtocolScanner(Adapter(), Metrics())  # type: ignore[arg-type]
+    await scanner.on_block_event(NewBlock(header(10)))
+    header_seen = scanner._wanted_seen_at
+    scanner.request_full_rescan()  # (block 10 not evaluated yet: its header's time stands)
+    assert scanner._wanted_seen_at == header_seen
+    scanner.completed_block = 10
+    asked = time.perf_counter()
+    scanner.request_full_rescan()
+    assert scanner._wanted_seen_at >= asked > header_seen
