@@ -69,7 +69,8 @@ def render(alerts: Sequence[dict[str, Any]], markup: Markup) -> str:
 def render_parts(alerts: Sequence[dict[str, Any]], markup: Markup, limit: int) -> list[str]:
     """`render`, as messages of at most `limit` characters: split between alerts, never
     inside one (an alert's facts and its warnings stay under its summary), each part headed
-    by the title and `part k/n`, the action under the last. A line split used to start a
+    by the title and `part k/n`, a shared action under the last (an alert's own action is
+    in its block, so it goes with it). A line split used to start a
     later part with an orphan: the facts of an alert whose summary ended the part before, and
     no title saying what they were (a by-hand trial). With one alert longer than a message,
     the whole is cut on its lines (`split_message`), unnumbered."""
@@ -101,7 +102,8 @@ def render_parts(alerts: Sequence[dict[str, Any]], markup: Markup, limit: int) -
 
 def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
             ) -> tuple[str, list[str], str | None]:
-    """(the title line, one block of lines per alert, the action line) of `render`."""
+    """(the title line, one block of lines per alert, the group's shared action line) of
+    `render`."""
     esc = _escape(markup)
     first = alerts[0]
     icon = "✅" if first["status"] == "resolved" else _ICON.get(first["severity"], "")
@@ -114,6 +116,8 @@ def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
         # and with the outbox's backoff it may come a quarter hour late)
         header += " · " + esc(time.strftime("%d %b %H:%M:%S UTC",
                                             time.gmtime(float(first["queued_at"]))))
+    firing = first["status"] == "firing"
+    shared = _shared_action(alerts) if firing else None
     blocks = []
     for alert in alerts:
         line = esc(alert["summary"])
@@ -126,10 +130,20 @@ def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
             lines.append("    " + esc(facts))
         for reason in alert.get("inhibited_by", []):
             lines.append("    ⚠️ " + esc(f"do not act on this price yet: {reason}"))
+        own = alert.get("action") if firing and shared is None else None
+        if own:
+            lines.append("    ➜ " + esc(own))
         blocks.append("\n".join(lines))
-    action = first.get("action")
-    return header, blocks, ("➜ " + esc(action) if action and first["status"] == "firing"
-                            else None)
+    return header, blocks, ("➜ " + esc(shared) if shared else None)
+
+
+def _shared_action(alerts: Sequence[dict[str, Any]]) -> str | None:
+    """The action every alert of a group has, said once under them all; None when they
+    differ, and each alert's goes under its own lines. The first alert's was said for the
+    group: two watched accounts liquidated in one block, the second's holder read the
+    first's "What is left: debt $368,111.48" as theirs (a by-hand trial)."""
+    actions = {alert.get("action") or "" for alert in alerts}
+    return actions.pop() or None if len(actions) == 1 else None
 
 
 def _facts(alert: dict[str, Any]) -> str:

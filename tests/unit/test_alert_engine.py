@@ -583,6 +583,31 @@ async def test_capital_shortfalls_advice_is_the_executors(setup: Setup) -> None:
     assert fired.alerts[0]["action"] == "Fund the keeper's vault with USDC."
 
 
+async def test_two_holders_liquidated_in_one_block_each_read_their_own_figures(
+        setup: Setup) -> None:
+    """Two watched accounts liquidated in one block are one Telegram message; it said the
+    first's "What is left" once for both, and the second's holder read another position's
+    debt and health as theirs (a by-hand trial). Each reads their own, under their line."""
+    from keeperd.alerts.render import render
+    from keeperd.protocols.sdk.contract import LiquidationSeen
+
+    def seen(account: str, log_index: str) -> LiquidationSeen:
+        return LiquidationSeen(account, "0xkeeper", 7, "0xtx", log_index, "repaid", 10.0, 11.0,
+                               {}, {})
+
+    await setup.engine.on_scan(scan(7, [1.01, 1.1]), chain="devnet", tripped={},
+                               liquidations=[seen(ACCOUNTS[0], "0x1"), seen(ACCOUNTS[1], "0x2")])
+    [telegram] = [e for e in await setup.entries(sink=0)
+                  if e.alerts[0]["rule"] == "position_liquidated"]
+    lines = render(telegram.alerts, "plain").split("\n")
+    for account, health in ((ACCOUNTS[0], "1.0100"), (ACCOUNTS[1], "1.1000")):
+        at = next(k for k, line in enumerate(lines) if account in line and "liquidated" in line)
+        assert lines[at + 2] == (f"    ➜ What is left: debt $8,000.00, health {health} now "
+                                 "(below 1.0 it may be liquidated again): add collateral or "
+                                 "repay.")
+    assert sum("What is left" in line for line in lines) == 2
+
+
 def test_grouping_is_per_rule_status_and_severity_for_people_and_none_for_machines() -> None:
     from keeperd.alerts.engine import group_alerts
     from keeperd.alerts.model import Alert

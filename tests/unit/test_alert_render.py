@@ -66,6 +66,51 @@ def test_a_long_group_is_split_between_alerts_each_part_titled() -> None:
         render(huge, "html"), TELEGRAM_LIMIT)
 
 
+def liquidated(account: str, action: str, block: int = 100) -> dict:
+    return Alert("position_liquidated", "critical", "event",
+                 {"account": account, "watchlist": "alice"},
+                 f"alice: {account} was liquidated: $1,000.00 of USDC debt repaid",
+                 action=action, details={"tx_hash": "0x" + "12" * 32},
+                 block=block).to_json()
+
+
+@pytest.mark.parametrize("markup", ["html", "slack", "discord", "plain"])
+def test_a_group_whose_actions_differ_says_each_under_its_own_alert(markup: str) -> None:
+    """Two watched accounts liquidated in one block were one message with the first's
+    action said once for both: "What is left: debt $368,111.48" read by the second's holder
+    as theirs (a by-hand trial). Each action goes under its own alert, none under the group."""
+    first = liquidated("0x68AcDd", "What is left: debt $368,111.48, health 1.0330 now")
+    second = liquidated("0x7A39D8", "Its whole debt was repaid: nothing is left at risk")
+    lines = render([first, second], markup).split("\n")  # type: ignore[arg-type]
+    actions = [k for k, line in enumerate(lines) if "➜" in line]
+    assert len(actions) == 2 and all(lines[k].startswith("    ➜ ") for k in actions)
+    assert "368,111.48" in lines[actions[0]] and "whole debt" in lines[actions[1]]
+    assert "0x68AcDd" in lines[actions[0] - 2] and "0x7A39D8" in lines[actions[1] - 2]
+    assert actions[1] == len(lines) - 1  # (its own, not the group's: no line after it)
+    # The same action for all is said once, under the group, as before.
+    same = [alert("a"), alert("b")]
+    text = render(same, markup)  # type: ignore[arg-type]
+    assert text.count("➜") == 1 and text.split("\n")[-1].startswith("➜ ")
+
+
+def test_a_split_group_keeps_each_alerts_own_action_with_it() -> None:
+    """Split between alerts for Telegram's limit, each part carries the actions of its own
+    alerts, and no part ends with another alert's."""
+    alerts = [liquidated(f"0x{i:04d}", f"What is left: debt ${i:,}.00 " + "x" * 60, block=i)
+              for i in range(200)]
+    parts = render_parts(alerts, "html", TELEGRAM_LIMIT)
+    assert len(parts) >= 3 and all(len(p) <= TELEGRAM_LIMIT for p in parts)
+    seen = []
+    for part in parts:
+        lines = part.split("\n")[1:]
+        assert len(lines) % 3 == 0
+        for summary, _facts, action in zip(lines[::3], lines[1::3], lines[2::3], strict=True):
+            i = int(summary.split()[1][2:])
+            assert action.startswith(f"    ➜ What is left: debt ${i:,}.00 ")
+            seen.append(i)
+    assert seen == list(range(200))
+
+
 def test_a_single_huge_line_is_cut_outside_entities() -> None:
     line = ("x" * 4093) + "&amp;" + "y" * 100  # the entity straddles 4096
     parts = split_message(line, TELEGRAM_LIMIT)
