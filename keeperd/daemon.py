@@ -721,7 +721,9 @@ class Daemon:
         async def on_scan(result: Any) -> None:
             if self.alerts is None or result.partial:
                 return
-            tripped = await breaker.reasons(rt.config.name)
+            # (why, and since when: a trip's reason told as it stood when the feed was last
+            # found wrong read as current while the breaker waited out clear_after_s)
+            tripped = await breaker.distrust(rt.config.name)
             # (a failure here is the scanner's listener policy: logged, counted, the next
             # listener still runs)
             seen = await watched_liquidations(self.alerts, plugin, rt.pool, result.book,

@@ -8,9 +8,10 @@ several, never inside an HTML entity or tag.
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
+
+from keeperd.text import utc_text
 
 Markup = Literal["html", "slack", "discord", "plain"]
 
@@ -114,8 +115,7 @@ def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
         # (when keeperd told it, not when it arrives: a message delivered after a sink's
         # outage said only its block, and read as news — a by-hand trial's came 33 s late,
         # and with the outbox's backoff it may come a quarter hour late)
-        header += " · " + esc(time.strftime("%d %b %H:%M:%S UTC",
-                                            time.gmtime(float(first["queued_at"]))))
+        header += " · " + esc(utc_text(float(first["queued_at"])))
     firing = first["status"] == "firing"
     shared = _shared_action(alerts) if firing else None
     blocks = []

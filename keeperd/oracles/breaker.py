@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.storage.db import Database
+from keeperd.text import utc_text
 
 EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
 # Said of a market paused for its rate's deviation while nothing checks the rate: it cleared,
@@ -98,14 +99,25 @@ class Breaker:
             "SELECT asset FROM breaker WHERE tripped = 1 AND (chain = $1 OR chain = $2)",
             chain, EVERY_CHAIN)}
 
-    async def reasons(self, chain: str) -> dict[str, str]:
-        """asset -> why it is paused on `chain` (alerts)."""
-        out: dict[str, str] = {}
-        for r in await self.db.fetch("SELECT asset, reason FROM breaker WHERE tripped = 1 AND "
-                                     "(chain = $1 OR chain = $2) ORDER BY chain DESC",
-                                     chain, EVERY_CHAIN):
-            out.setdefault(r[0], r[1] or "tripped")
+    async def paused(self, chain: str) -> dict[str, BreakerState]:
+        """asset -> the trip that pauses it on `chain`: the chain's own, else an every-chain
+        one."""
+        out: dict[str, BreakerState] = {}
+        for state in sorted((await self.states()).values(), key=lambda s: s.chain == EVERY_CHAIN):
+            if state.tripped and state.chain in (chain, EVERY_CHAIN):
+                out.setdefault(state.asset, state)
         return out
+
+    async def reasons(self, chain: str) -> dict[str, str]:
+        """asset -> why it is paused on `chain`, as the breaker last recorded it."""
+        return {asset: state.reason or "tripped"
+                for asset, state in (await self.paused(chain)).items()}
+
+    async def distrust(self, chain: str) -> dict[str, str]:
+        """asset -> why it is paused on `chain`, and since when, as alerts tell it
+        (`distrust_text`)."""
+        return {asset: distrust_text(state, self.clear_after_s)
+                for asset, state in (await self.paused(chain)).items()}
 
     async def trip(self, asset: str, reason: str, *, chain: str = EVERY_CHAIN,
                    manual: bool = False, now: float | None = None) -> None:
@@ -215,3 +227,19 @@ def _held_unchecked(state: BreakerState | None) -> list[str]:
         return []
     reason = str(state.reason)
     return [reason if UNCHECKED_HOLD in reason else f"{reason}; {UNCHECKED_HOLD}"]
+
+
+def distrust_text(state: BreakerState, clear_after_s: float) -> str:
+    """Why a tripped asset is untrusted, as an alert tells it: since when (an automatic
+    trip's times are its blocks' timestamps), and, once its checks pass again and the trip
+    only waits out `clear_after_s`, that the reason is the last one found, not now's: "stale:
+    last update 4165 s ago" was told of a feed fresh again, and read as current (a by-hand
+    trial)."""
+    reason = state.reason or "tripped"
+    if state.manual:
+        return f"{reason} — untrusted since {utc_text(state.since)}, until an operator resets it"
+    since = f"untrusted since the block of {utc_text(state.since)}"
+    if state.clear_since is None:
+        return f"{reason} — {since}"
+    return (f"was {reason} until the block of {utc_text(state.clear_since)}, fine since — "
+            f"{since}, trusted again after {clear_after_s:g} s fine")
