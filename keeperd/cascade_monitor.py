@@ -26,6 +26,7 @@ import numpy as np
 import structlog
 
 from keeperd.alerts.engine import AlertEngine, Condition
+from keeperd.alerts.inhibition import operator_note
 from keeperd.alerts.lifecycle import Levels
 from keeperd.chain.calls import ContractCall
 from keeperd.chain.rpc import RpcPool
@@ -415,7 +416,8 @@ class CascadeMonitor:
         # with inhibition: hold, waits — as a holder's does; it fired on a price the breaker
         # distrusted, unannotated, a trial)
         priced = set(r.columns.scenario)
-        inhibited = tuple(f"{a} price untrusted: {why}" for a, why in
+        # (operator advice: the operator may act on the figures — `alerts/inhibition.py`)
+        inhibited = tuple(operator_note(a, why) for a, why in
                           sorted(self.alerts.untrusted.get(self.chain, {}).items())
                           if a in priced)
         await self.alerts.observe([Condition(

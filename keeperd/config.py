@@ -1045,8 +1045,9 @@ class AlertsConfig(_Model):
     inhibition: Literal["annotate", "hold"] = Field(
         default="annotate", description="Position alerts on an account whose oracle is stale or "
         "whose breaker is tripped, and cascade alerts of a book with such a price: sent with a "
-        "warning not to act on the price (annotate), or held until the price is trusted again "
-        "(hold).")
+        "note of it (annotate: the operator's alerts say not to act on the price yet; a "
+        "holder's that the protocol still liquidates at its own oracle's price), or held "
+        "until the price is trusted again (hold).")
     silences: list[SilenceConfig] = Field(default_factory=list)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 

@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 
 from keeperd.alerts.delivery import Dispatcher
+from keeperd.alerts.inhibition import holder_note
 from keeperd.alerts.lifecycle import Levels, Told, after, classify, decide
 from keeperd.alerts.model import Alert, fingerprint
 from keeperd.alerts.outbox import DELIVERED, PENDING, Queued
@@ -340,7 +341,7 @@ class AlertEngine:
         # holder was told "recovered" first, then "liquidated")
         for seen in liquidations:
             self._liquidated(chain, protocol, seen, result.block, rows, result.view.unread)
-        conditions = self._watchlist_conditions(rows, tripped)
+        conditions = self._watchlist_conditions(rows, tripped, names)
         conditions += self._gone_conditions(protocol, chain, conditions, result.view.unread)
         conditions += self._held_conditions(chain, protocol, held)
         conditions += self._verification_conditions(chain, protocol, verifying, held)
@@ -384,16 +385,20 @@ class AlertEngine:
         self._evaluate(conditions + self._gone_conditions(venue, None, conditions), None, None)
         await self.commit()
 
-    def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str]
-                              ) -> list[Condition]:
+    def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str],
+                              names: Mapping[str, str] | None = None) -> list[Condition]:
         """The watchlist rule, one for every protocol and venue: per watched position and
         watchlist, its health against the list's levels (with hysteresis and escalation);
-        inhibited while a price it rests on is untrusted."""
+        inhibited while a price it rests on is untrusted (`names`: what to call a key that
+        is not a symbol, a market's oracle)."""
+        names = names or {}
         out: list[Condition] = []
         for row in rows:
             account = self.checksummed.get(row.account.lower(), row.account)
-            inhibited = tuple(f"{a} price untrusted: {tripped[a]}" for a in sorted(row.assets)
-                              if a in tripped)
+            # (the holder's words: the protocol liquidates at its oracle's price whatever
+            # keeperd thinks of it, so never "do not act" — `alerts/inhibition.py`)
+            inhibited = tuple(holder_note(f"{names[a]} ({a})" if a in names else a, tripped[a])
+                              for a in sorted(row.assets) if a in tripped)
             health = row.health
             details = {"health_factor": None if not np.isfinite(health) else round(health, 6),
                        **row.details}

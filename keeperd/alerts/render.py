@@ -128,8 +128,11 @@ def _pieces(alerts: Sequence[dict[str, Any]], markup: Markup, part: str
         facts = _facts(alert)
         if facts:
             lines.append("    " + esc(facts))
-        for reason in alert.get("inhibited_by", []):
-            lines.append("    ⚠️ " + esc(f"do not act on this price yet: {reason}"))
+        # (worded for its reader by whoever raised it, `alerts/inhibition.py`: "do not act
+        # on this price yet" was added here to every alert, a holder's too — told not to act
+        # 40 s before the protocol liquidated them, a by-hand trial)
+        for note in alert.get("inhibited_by", []):
+            lines.append("    ⚠️ " + esc(note))
         own = alert.get("action") if firing and shared is None else None
         if own:
             lines.append("    ➜ " + esc(own))

@@ -335,7 +335,10 @@ async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
     """A Morpho market's own oracle 12 % off its references trips that market's breaker; a
     holder watching a position there was told "under 1.0: it can be liquidated now, add
     collateral" on the untrusted rate, with no word of it (a by-hand trial: an Aave
-    position's alert says "do not act on this price yet" when its feed is untrusted)."""
+    position's alert notes it when its feed is untrusted). The note is the holder's: what
+    keeperd distrusts and since when, never "do not act" (the protocol liquidates at its
+    own oracle's price whatever keeperd thinks: a holder told not to act was liquidated
+    40 s later, a by-hand trial)."""
     from tests.alert_fakes import Recorder, webhook_app, webhook_watchlist
     from tests.conftest import serve
 
@@ -361,7 +364,9 @@ async def test_a_watched_position_on_a_market_whose_oracle_is_untrusted_says_so(
     [alert] = [e["body"] for e in rec.accepted if e["body"]["rule"] == "position_health"
                and e["body"]["health_factor"] < 1.0]
     assert alert["account"] == watched
-    assert any(lying in why for why in alert["inhibited_by"]), alert["inhibited_by"]
+    [note] = [why for why in alert["inhibited_by"] if lying in why]
+    assert "WETH/USDC" in note and "untrusted since" in note, note
+    assert not any("do not act" in why for why in alert["inhibited_by"])
 
 
 async def test_a_market_rate_nothing_checks_any_more_shows_no_deviation(

@@ -7,6 +7,7 @@ assets each account uses); the devnet tests drive the same engine from real scan
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -246,7 +247,9 @@ async def test_inhibition_annotates_or_holds(tmp_path: Path) -> None:
     await annotate.scan(1, [1.1], tripped)
     [entry] = [e for e in await annotate.entries(sink=1)
                if e.alerts[0]["rule"] == "position_health"]
-    assert entry.alerts[0]["inhibited_by"] == ["WETH price untrusted: stale: updated 7200 s ago"]
+    assert entry.alerts[0]["inhibited_by"] == [
+        "note: keeperd distrusts the WETH price (stale: updated 7200 s ago); the protocol "
+        "still liquidates at its own oracle's price, whatever keeperd thinks of it"]
     hold = await Setup.open(tmp_path / "h.db", alerts_config(inhibition="hold"))
     await hold.scan(1, [1.1], tripped)
     assert [e.alerts[0]["rule"] for e in await hold.entries(sink=1)] == ["oracle"]
@@ -255,6 +258,33 @@ async def test_inhibition_annotates_or_holds(tmp_path: Path) -> None:
     await hold.scan(2, [1.1], {})  # the price is trusted again: the alert goes out
     assert [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await hold.entries(sink=1)] == [
         ("oracle", "firing"), ("position_health", "firing"), ("oracle", "resolved")]
+
+
+@pytest.mark.parametrize("markup", ["html", "slack", "discord", "plain"])
+async def test_a_holder_is_never_told_not_to_act_on_an_untrusted_price(
+        setup: Setup, markup: str) -> None:
+    """A holder's alert said "do not act on this price yet": health 0.9879, the oracle at
+    2800 against references at 2500 (the real risk worse), liquidated 40 s later — the
+    protocol liquidates at its own oracle's price whatever keeperd thinks (a by-hand trial).
+    The holder is told what keeperd distrusts and that it changes nothing for the protocol;
+    a market's oracle by its name beside its key."""
+    from keeperd.alerts.render import render
+
+    key = "morpho:0x" + "ab" * 32
+    view = dataclasses.replace(scan(1, [0.9879]).view, assets=[frozenset({"WETH", key})])
+    await setup.engine.on_scan(
+        SimpleNamespace(protocol="aave", block=1, partial=False, view=view, book=None),
+        chain="devnet", tripped={"WETH": "deviation: 12.0 % off references", key: "stale"},
+        names={key: "morpho WETH/USDC (86%)"})
+    [entry] = [e for e in await setup.entries(sink=0)
+               if e.alerts[0]["rule"] == "position_health"]
+    text = render(entry.alerts, markup)  # type: ignore[arg-type]
+    assert "do not act" not in text.lower() and "do not act" not in str(entry.alerts)
+    notes = [line for line in text.split("\n") if "⚠️" in line]
+    assert len(notes) == 2 and all("the protocol still liquidates at its own oracle" in n
+                                   for n in notes)
+    assert "distrusts the WETH price" in notes[0]
+    assert "morpho WETH/USDC (86%) (morpho:" in entry.alerts[0]["inhibited_by"][1]
 
 
 async def test_reorg_withdraws_pending_and_retracts_delivered(setup: Setup) -> None:
