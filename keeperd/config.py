@@ -1043,11 +1043,10 @@ class AlertsConfig(_Model):
         "the first route).")
     rules: RulesConfig = Field(default_factory=RulesConfig)
     inhibition: Literal["annotate", "hold"] = Field(
-        default="annotate", description="Position alerts on an account whose oracle is stale or "
-        "whose breaker is tripped, and cascade alerts of a book with such a price: sent with a "
-        "note of it (annotate: the operator's alerts say not to act on the price yet; a "
-        "holder's that the protocol still liquidates at its own oracle's price), or held "
-        "until the price is trusted again (hold).")
+        default="annotate", description="Cascade alerts of a book with a stale or distrusted "
+        "price: sent with a note not to act on the price yet (annotate), or held until the "
+        "price is trusted again (hold). Position alerts on such an account are always sent, "
+        "noting that the protocol still liquidates at its own oracle's price.")
     silences: list[SilenceConfig] = Field(default_factory=list)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 

@@ -153,6 +153,10 @@ class Condition:
     # revision kept the first one's message: an open alert naming revision 11 while the pool
     # ran 13, a by-hand trial).
     retell_on_change: bool = False
+    # Whether `inhibition: hold` may hold it while a price it rests on is untrusted: an
+    # operator's alert, not a holder's — the protocol liquidates at its own oracle's price
+    # whatever keeperd thinks of it, and a held holder heard nothing until it had.
+    holdable: bool = True
 
 
 def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
@@ -430,7 +434,8 @@ class AlertEngine:
                         if not row.details["debt_usd"]
                         else f"{w.name}: {row.where} recovered: {row.measure} {hf} (warn at "
                              f"{w.warn})"),
-                    action=row.action, details=details, inhibited_by=inhibited))
+                    action=row.action, details=details, inhibited_by=inhibited,
+                    holdable=False))
         return out
 
     def _gone_conditions(self, source: str, chain: str | None, present: list[Condition],
@@ -996,11 +1001,16 @@ class AlertEngine:
     def _told(self, fp: str) -> Told | None:
         return self.state.told(fp)
 
+    def _inhibited_held(self, c: Condition) -> bool:
+        """Whether `inhibition: hold` holds `c` now: an operator's alert resting on an
+        untrusted price (a holder's is told, annotated, whatever the setting)."""
+        return bool(c.inhibited_by) and c.holdable and self.config.inhibition == "hold"
+
     def _evaluate(self, conditions: list[Condition], chain: str | None, block: int | None
                   ) -> None:
         """The stages, per condition: lifecycle (pure `decide`: fire, escalate, repeat,
-        resolve, or nothing new) → inhibition (`hold` drops it while a price it rests on is
-        untrusted; `annotate` sends it marked) → silences → the state told, and the
+        resolve, or nothing new) → inhibition (`hold` drops an operator's while a price it
+        rests on is untrusted; `annotate` sends it marked) → silences → the state told, and the
         notification queued; `commit` groups the queue per sink into the outbox."""
         now = self.clock()
         for c in conditions:
@@ -1017,7 +1027,7 @@ class AlertEngine:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:
                     self.state.set_severity(fp, new.severity)
-                held = bool(c.inhibited_by) and self.config.inhibition == "hold"
+                held = self._inhibited_held(c)
                 if told is not None and c.severity is not None and not held:  # (firing;
                     # a reading on an untrusted price held back, as its message would be)
                     self.state.refresh(fp, replace(alert, kind="firing",
@@ -1032,7 +1042,7 @@ class AlertEngine:
             else:
                 alert = replace(alert, kind=decision,
                                 starts_at=told.since if told else now)
-                if c.inhibited_by and self.config.inhibition == "hold":
+                if self._inhibited_held(c):
                     self._suppress(alert, "inhibited")
                     continue
             if decision != "resolved" and self._silenced(alert):

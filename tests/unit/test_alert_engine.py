@@ -176,13 +176,27 @@ async def test_a_resend_carries_what_the_alert_says_now(setup: Setup) -> None:
     assert "1.0300" in now["summary"]
 
 
+def cascade_condition(bad_usd: float, inhibited_by: tuple[str, ...]) -> Any:
+    """An operator's threshold condition as the cascade engine raises it."""
+    from keeperd.alerts.engine import Condition
+    from keeperd.alerts.lifecycle import Levels
+
+    return Condition("cascade_risk", "people", {"chain": "devnet", "protocol": "aave"},
+                     "warning", bad_usd, Levels(100.0, 1e9, "above"), 3600.0,
+                     summary=f"${bad_usd:,.0f} of bad debt", resolved_summary="back",
+                     inhibited_by=inhibited_by)
+
+
 async def test_a_reading_on_an_untrusted_price_is_not_resent_under_hold(
         tmp_path: Path) -> None:
+    """An operator's alert resting on an untrusted price is held under `hold`, its reading
+    too; a holder's is not (below)."""
     hold = await Setup.open(tmp_path / "h.db", alerts_config(inhibition="hold"))
-    await hold.scan(1, [1.15])
-    await hold.scan(2, [1.13], {"WETH": "stale: updated 7200 s ago"})
-    [now] = [a for a in hold.engine.firing("people") if a["rule"] == "position_health"]
-    assert "1.1500" in now["summary"]  # (held back, as its message would be)
+    await hold.engine.observe([cascade_condition(150.0, ())], "devnet", 1)
+    await hold.engine.observe([cascade_condition(140.0, ("do not act: WETH untrusted",))],
+                              "devnet", 2)
+    [now] = [a for a in hold.engine.firing("people") if a["rule"] == "cascade_risk"]
+    assert "$150 of" in now["summary"]  # (held back, as its message would be)
 
 
 async def test_state_survives_a_restart(setup: Setup, tmp_path: Path) -> None:
@@ -250,14 +264,23 @@ async def test_inhibition_annotates_or_holds(tmp_path: Path) -> None:
     assert entry.alerts[0]["inhibited_by"] == [
         "note: keeperd distrusts the WETH price (stale: updated 7200 s ago); the protocol "
         "still liquidates at its own oracle's price, whatever keeperd thinks of it"]
+    # Under hold, an operator's alert waits for the price; a holder's does not: the protocol
+    # liquidates at its own oracle's price whatever keeperd thinks of it (held, a holder heard
+    # nothing until it had).
     hold = await Setup.open(tmp_path / "h.db", alerts_config(inhibition="hold"))
     await hold.scan(1, [1.1], tripped)
-    assert [e.alerts[0]["rule"] for e in await hold.entries(sink=1)] == ["oracle"]
+    await hold.engine.observe([cascade_condition(150.0, ("do not act: WETH untrusted",))],
+                              "devnet", 1)
+    assert sorted(e.alerts[0]["rule"] for e in await hold.entries(sink=1)) == [
+        "oracle", "position_health"]
+    [held] = [e for e in await hold.entries(sink=1) if e.alerts[0]["rule"] == "position_health"]
+    assert held.alerts[0]["inhibited_by"] == entry.alerts[0]["inhibited_by"]
     assert metric_value(hold.metrics, "keeperd_alerts_suppressed_total",
-                        {"rule": "position_health", "reason": "inhibited"}) == 1
-    await hold.scan(2, [1.1], {})  # the price is trusted again: the alert goes out
-    assert [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await hold.entries(sink=1)] == [
-        ("oracle", "firing"), ("position_health", "firing"), ("oracle", "resolved")]
+                        {"rule": "cascade_risk", "reason": "inhibited"}) == 1
+    await hold.scan(2, [1.1], {})  # the price is trusted again: the operator's goes out
+    await hold.engine.observe([cascade_condition(150.0, ())], "devnet", 2)
+    assert [(e.alerts[0]["rule"], e.alerts[0]["kind"]) for e in await hold.entries(sink=1)
+            ][-2:] == [("oracle", "resolved"), ("cascade_risk", "firing")]
 
 
 @pytest.mark.parametrize("markup", ["html", "slack", "discord", "plain"])
