@@ -596,11 +596,12 @@ async def storage_issues(config: Config, checked: list[str] | None = None
                        + (f"leases: {held}" if held else "no replica holds a lease now"))
     # As `run` judges joining the replicas leading there (check-config said OK of a replica
     # run then refused: another mode, another key: a by-hand trial)
-    from keeperd.storage.lease import identity_of, mismatch, shared_config
+    from keeperd.storage.lease import identity_of, mismatch
+    from keeperd.storage.shared_config import shared_config
 
     address = keeper_address(config) or config.keeper.address or "watch"
     refused = mismatch(identity_of(address, [c.chain_id for c in config.chains]), address,
-                       config.keeper.mode, live, shared_config(config))
+                       config.keeper.mode, live, shared_config(config), starting=True)
     if refused is not None:
         where, _, why = refused.partition(": ")
         return [ConfigIssue(where, why, "keeperd run refuses to start beside that lease: "

@@ -78,12 +78,12 @@ from keeperd.storage.lease import (
     identity_of,
     mismatch,
     redact_url,
-    shared_config,
     unreachable,
     with_password,
 )
 from keeperd.storage.migrations import INDEX_MIGRATIONS, SchemaAhead, migrate
 from keeperd.storage.replica import Replica
+from keeperd.storage.shared_config import shared_config
 from keeperd.storage.wal_checkpoint import WalCheckpointer
 from keeperd.text import clip
 from keeperd.web import WebServer, make_app, read_bearer_token
@@ -531,7 +531,7 @@ class Daemon:
         try:
             await lease.connect()
             refused = mismatch(identity, address, self.config.keeper.mode,
-                               await lease.live_elsewhere(), lease.shared)
+                               await lease.live_elsewhere(), lease.shared, starting=True)
             if refused is not None:
                 await lease.close()
                 raise StartupError(refused)
@@ -553,7 +553,12 @@ class Daemon:
         """Before acting as leader: the alert engine reads what the last leader told (so
         nothing is told twice); every executor reconciles the shared journal (what the last
         leader signed is tracked and rebroadcast under its own nonce, never signed again) and
-        syncs its nonce with the chain."""
+        syncs its nonce with the chain. First, its config file is read again, as SIGHUP
+        would: a file edited on every host but reloaded only on the last leader (what
+        `systemctl reload` on one host does) is what the operator meant, and this replica
+        led with its old watchlist, telling a watched position 'no longer watched' (trial
+        28). What differs then from the last leader's is said (`Replica`)."""
+        self._read_config_again("promotion", only_if_changed=True)
         if self.alerts is not None:
             await self.alerts.load()
             if self.dispatcher is not None:
@@ -793,14 +798,24 @@ class Daemon:
         """SIGHUP (systemctl reload): re-read the config file; apply alert routes, watchlists,
         rules and silences at once. Everything else needs a restart, and is named if changed.
         A config that does not load leaves the running one in place."""
+        self._read_config_again("SIGHUP")
+
+    def _read_config_again(self, why: str, *, only_if_changed: bool = False) -> None:
+        """The reload of `why` (SIGHUP, or a promotion: `only_if_changed`, quiet when the
+        file says what runs). What replicas share goes to the lease at its next renewal:
+        a standby compares the leader's with its own within its check (30 s)."""
         if self.config_path is None or self.alerts is None or self.dispatcher is None:
-            log.warning("daemon.reload_ignored", reason="started without a config file")
+            log.warning("daemon.reload_ignored", why=why,
+                        reason="started without a config file")
             return
         try:
             new = load_config(self.config_path)
+            if only_if_changed and new.model_dump() == self.config.model_dump() and \
+                    shared_config(new) == shared_config(self.config):
+                return
             self.dispatcher.configure(new.alerts.routes)
         except (ConfigError, ValueError) as exc:
-            log.error("daemon.reload_failed", error=str(exc),
+            log.error("daemon.reload_failed", why=why, error=str(exc),
                       action="the running configuration stays; fix the file and reload again")
             return
         for subscriber in self.alert_config_subscribers:
@@ -811,18 +826,15 @@ class Daemon:
         if "metrics" not in needs_restart and self._metrics_token_changed(new):
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
-        if self.replica is not None:  # (the sinks the lease says, at its next renewal)
-            before, self.replica.lease.shared = (self.replica.lease.shared,
-                                                 shared_config(self.config))
-            if before is not None and before != self.replica.lease.shared:
-                log.warning("replica.shared_config_reloaded", identity=self.replica.identity,
-                            meaning="what replicas share changed here: a standby still on "
-                                    "the old config says replica.config_differs, and leads "
-                                    "with it at a failover",
-                            fix="restart every other replica with this config")
+        if self.replica is not None and self.replica.reconfigured(shared_config(self.config)):
+            log.warning("replica.shared_config_reloaded", identity=self.replica.identity,
+                        meaning="what replicas share changed here: a standby still on "
+                                "the old config says replica.config_differs, and leads "
+                                "with it at a failover",
+                        fix="give every other replica this config and reload it")
         for issue in operator_route_warnings(new.alerts):  # (as at start)
             log.warning("alerts.operator_route_unset", problem=issue.message, fix=issue.fix)
-        log.info("daemon.reloaded", reloaded=["alerts"],
+        log.info("daemon.reloaded", why=why, reloaded=["alerts"],
                  routes=[r.name for r in new.alerts.routes],
                  watchlists=[w.name for w in new.alerts.watchlists],
                  needs_restart=needs_restart)

@@ -484,6 +484,11 @@ class Metrics:
             "keeperd_replica_config_differs", "1 while this standby's config differs from "
             "the leader's in what replicas share (it would lead with its own at a failover).",
             ["identity"], registry=r)
+        self.replica_took_over_other_config = Gauge(
+            "keeperd_replica_took_over_other_config", "1 while this replica leads with a "
+            "config that differs from the last leader's in what replicas share (it took the "
+            "lease over with its own), until its config is reloaded or it restarts.",
+            ["identity"], registry=r)
         self.clock_skew = Gauge(
             "keeperd_clock_skew_seconds", "This process's wall clock less the shared "
             "database's (replicas): webhook signatures, the outbox's retry windows and its "

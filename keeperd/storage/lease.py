@@ -18,7 +18,6 @@ server sessions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,10 +27,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from keeperd.storage.shared_config import differing, reloadable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keeper_lease (
@@ -66,52 +66,16 @@ def _address_named(identity: str) -> str:
 Live = tuple[str, str, str | None, "dict[str, list[str]] | None"]
 
 
-def shared_config(config: Any) -> dict[str, list[str]]:
-    """What every replica of one database must configure alike, as the lease records it: the
-    chains (by name too: the alerts' state is keyed by it, and a replica spelling it another
-    way told every firing alert again at a failover, the old ones left firing), the
-    protocols (a replica without one led a crash of it, unliquidated and unalerted for 21
-    blocks), where the capital comes from, the alert sinks — their destinations and secrets
-    by digest, never in clear (one leading with its own webhook, or another signing secret,
-    sent the real receiver nothing it could verify) — and the lease's timing (a longer lease
-    slowed a failover to 35 s): by-hand trials."""
-    lease = config.storage.lease
-    return {
-        "version": ["2"],
-        "chains": sorted(f"{c.name} (chain id {c.chain_id})" for c in config.chains),
-        "protocols": sorted(f"{p.name} ({p.kind}" + (f" on {p.chain})" if getattr(
-            p, "chain", None) else ")") for p in config.protocols),
-        "keeper.capital": [str(config.keeper.capital)],
-        "alert sinks": sorted(f"{r.name}: {s.sink_id} ({_sink_digest(s)})"
-                              for r in config.alerts.routes for s in r.sinks),
-        "storage.lease": [f"length_s {lease.length_s:g}", f"renew_every_s "
-                          f"{lease.renew_every_s:g}"],
-    }
-
-
-def _sink_digest(sink: Any) -> str:
-    """A digest of where a sink delivers and with what secret: its fields, a `*_file` one
-    read for its content (replicas keep their credentials at paths of their own)."""
-    fields = sink.model_dump(mode="json")
-    for name in [n for n in fields if n.endswith("_file")]:
-        path = fields.pop(name)
-        if path:
-            try:
-                fields[name.removesuffix("_file")] = Path(path).read_text().strip()
-            except OSError:
-                fields[name] = path  # (unreadable here: the sink's own start says so)
-    text = json.dumps(fields, sort_keys=True, default=str)
-    return "digest " + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
-             shared: dict[str, list[str]] | None = None) -> str | None:
+             shared: dict[str, list[str]] | None = None, *, starting: bool = False
+             ) -> str | None:
     """Why this replica must not join the replicas whose live leases are `live`, or None.
     One database holds one keeper's journal, alert state and outbox: a replica of another
     key (or of none: an alert-only one) would lead beside it and tell every alert again (a
     by-hand trial: three "resolved" for one price); one of another mode would take the lease
     when it next expires and send nothing (a dry run led a crash: nothing liquidated, no
-    alert)."""
+    alert). `starting`: a difference only in what SIGHUP reloads does not refuse a start (a
+    rolling restart onto a new watchlist must get through); the running check says it."""
     for other, other_address, other_mode, other_shared in live:
         if other_address != address.lower():
             return (f"storage.url: this database is led by another keeper ({other}), this "
@@ -125,22 +89,36 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
                     "expires and act in its own mode; run every replica in one mode "
                     "(keeper.mode, KEEPERD_MODE) — a lease this replica held before a crash "
                     "ends within storage.lease.length_s")
-        # (only what both know: another version's parts are its own)
-        parts = sorted((set(shared or {}) & set(other_shared or {})) - {"version"})
-        differs = [f"{part}: the leader's {', '.join(other_shared[part]) or 'none'}; this "
-                   f"one's {', '.join(shared[part]) or 'none'}" for part in parts
-                   if shared is not None and other_shared is not None
-                   and other_shared[part] != shared[part]]
-        if differs:
-            hint = (" (a sink's digest covers its destination and its secret: replicas "
-                    "must deliver to the same place with the same secret)"
-                    if any(d.startswith("alert sinks") for d in differs) else "")
-            return ("storage.url: replicas of one database run one config, and this one "
-                    f"differs from the replica leading {other}: " + "; ".join(differs)
-                    + f"{hint}. It would lead with it at the next failover. Fix: give every "
-                    "replica the same; to change it, stop every replica, then start them "
-                    "with the new config")
+        parts = [p for p in differing(shared, other_shared)
+                 if not (starting and reloadable(p))]
+        if parts:
+            assert shared is not None and other_shared is not None
+            return (f"storage.url: replicas of one database run one config, and this one "
+                    f"differs from the replica leading {other}: "
+                    + config_difference(parts, other_shared, shared, "the leader's")
+                    + ". It would lead with it at the next failover. Fix: " + fix_for(parts))
     return None
+
+
+def config_difference(parts: Sequence[str], theirs: dict[str, list[str]],
+                      mine: dict[str, list[str]], whose: str) -> str:
+    """The differing parts, theirs and this replica's (digests where a secret may be)."""
+    said = "; ".join(f"{part}: {whose} {', '.join(theirs[part]) or 'none'}; this one's "
+                     f"{', '.join(mine[part]) or 'none'}" for part in parts)
+    if "alert sinks" in parts:
+        said += (" (a sink's digest covers its destination and its secret: replicas must "
+                 "deliver to the same place with the same secret)")
+    return said
+
+
+def fix_for(parts: Sequence[str]) -> str:
+    """What mends a difference in `parts`: a reload of each replica when SIGHUP applies
+    them all, else a restart of every replica."""
+    if all(reloadable(p) for p in parts):
+        return ("give every replica the same file, then reload each (systemctl reload "
+                "keeperd: SIGHUP)")
+    return ("give every replica the same; to change it, stop every replica, then start them "
+            "with the new config")
 
 
 def _shared(text: str | None) -> dict[str, list[str]] | None:
@@ -241,6 +219,10 @@ class Lease:
         self.shared = shared  # `shared_config`, written with it too
         self.epoch: int | None = None  # the epoch held, None: standby
         self.held_elsewhere: str | None = None  # the other identity that kept it from us
+        # What the last holder's config shared, read as this replica took the lease from it
+        # (None: no other holder, or one that wrote none): a takeover on another config
+        # is said (`Replica`).
+        self.previous_shared: dict[str, list[str]] | None = None
         self._conn: Any = None
 
     async def connect(self) -> None:
@@ -287,6 +269,9 @@ class Lease:
                 if self.held_elsewhere is not None:
                     self.epoch = None
                     return None
+            previous = await conn.fetchrow(
+                "SELECT holder, shared FROM keeper_lease WHERE identity = $1 FOR UPDATE",
+                self.identity)
             epoch = await conn.fetchval(
                 """
                 INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
@@ -303,6 +288,9 @@ class Lease:
                 self.chain_ids or None, self.mode,
                 json.dumps(self.shared, sort_keys=True) if self.shared is not None else None)
         self.epoch = epoch
+        if epoch is not None:
+            self.previous_shared = (_shared(previous["shared"]) if previous is not None
+                                    and previous["holder"] != self.holder else None)
         return epoch
 
     async def renew(self) -> bool:

@@ -21,7 +21,8 @@ import structlog
 
 from keeperd.config import LeaseConfig
 from keeperd.metrics import Metrics
-from keeperd.storage.lease import Lease
+from keeperd.storage.lease import Lease, config_difference, fix_for
+from keeperd.storage.shared_config import differing, reloadable
 
 log = structlog.get_logger(__name__)
 
@@ -141,11 +142,47 @@ class Replica:
                        live, self.lease.shared)
         self.metrics.replica_config_differs.labels(self.identity).set(int(why is not None))
         if why is not None and why != self._config_told:
-            log.error("replica.config_differs", identity=self.identity, reason=why,
-                      meaning="at a failover this replica leads with its own config",
-                      fix="restart it with the leader's config (or stop every replica and "
-                          "start them with one)")
+            sections = sorted({p for _, _, _, theirs in live
+                               for p in differing(self.lease.shared, theirs)})
+            log.error("replica.config_differs", identity=self.identity, sections=sections,
+                      reason=why,
+                      meaning="at a failover this replica leads with its own config: what "
+                              "differs changes what is told or done then",
+                      fix=fix_for(sections) if sections else "restart it with the leader's "
+                          "config (or stop every replica and start them with one)")
         self._config_told = why
+
+    def reconfigured(self, shared: dict[str, list[str]]) -> bool:
+        """This replica's config was read again (SIGHUP, or its file at a promotion): the
+        lease says the new one from its next renewal (a standby compares with it at its next
+        check). Whether what replicas share changed. A reload is the operator choosing this
+        config: a takeover on another config is no longer said."""
+        before, self.lease.shared = self.lease.shared, shared
+        self.metrics.replica_took_over_other_config.labels(self.identity).set(0)
+        return before is not None and before != shared
+
+    def _say_takeover_config(self) -> None:
+        """Just promoted: what differs from the config of the leader it took over from (read
+        from the lease as it was taken, after this replica read its own file again). A
+        standby left on its old watchlist took over, told the holder a position 'is no
+        longer watched' and nothing more as it fell to critical (trial 28): said at error
+        level and in `keeperd_replica_took_over_other_config` until a reload or a restart."""
+        theirs, mine = self.lease.previous_shared, self.lease.shared
+        sections = differing(mine, theirs)
+        self.metrics.replica_took_over_other_config.labels(self.identity).set(
+            int(bool(sections)))
+        if not sections:
+            return
+        assert theirs is not None and mine is not None
+        log.error("replica.took_over_with_other_config", identity=self.identity,
+                  sections=sections,
+                  reason=config_difference(sections, theirs, mine, "the last leader's"),
+                  meaning="this replica leads now with its own config: what differs from the "
+                          "last leader's changes what is told or done (a watchlist without "
+                          "an account no longer alerts on it)",
+                  fix="give this replica the config the last leader ran, then " + (
+                      "reload it (systemctl reload keeperd: SIGHUP)"
+                      if all(reloadable(p) for p in sections) else "restart it"))
 
     async def step(self) -> None:
         """One turn of the loop (tests drive it directly)."""
@@ -240,6 +277,7 @@ class Replica:
         self.role = LEADER
         log.warning("replica.promoted", identity=self.identity, epoch=epoch,
                     holder=self.lease.holder, meaning="this replica signs and sends now")
+        self._say_takeover_config()
         self._publish()
         if self.on_leading is not None:
             # A task: the lease loop goes on renewing while it acts (a crash wave's first

@@ -107,7 +107,7 @@ def test_the_shared_config_sees_a_sinks_destination_and_secret_never_in_clear(
     """A replica with another webhook secret joined, and after the failover every webhook
     carried a signature the receiver could not verify; an explicit `id:` let another URL
     through; another chain name told every firing alert again (a by-hand trial)."""
-    from keeperd.storage.lease import shared_config
+    from keeperd.storage.shared_config import shared_config
 
     def config(secret: str = "", url: str = "https://hooks.example/k", chain: str = "devnet",
                **sink: str) -> Any:
