@@ -207,3 +207,46 @@ async def test_a_standby_on_another_config_than_the_leaders_says_so(postgres_dsn
     finally:
         await leader.close()
         await standby.close()
+
+
+async def test_a_takeover_on_another_config_than_the_last_leaders_says_what_differs(
+        postgres_dsn: str) -> None:
+    """A standby left on its old watchlist (only the leader was reloaded) took over, told the
+    holder a position 'is no longer watched' and nothing more as it fell to critical (trial
+    28). The new leader now says which sections differ from the last leader's (read from the
+    lease as it takes it), at error level and in a metric a reload clears."""
+    import structlog
+
+    def lease(holder: str, watchlist: str) -> Lease:
+        return Lease(postgres_dsn, "0xk@1", holder=holder, length_s=CONFIG.length_s,
+                     statement_timeout_s=CONFIG.statement_timeout_s, address="0xk",
+                     chain_ids=[1], mode="liquidate",
+                     shared={"version": ["3"], "alerts.watchlists": [watchlist],
+                             "alert sinks": ["ops: webhook-x (digest 1)"]})
+
+    metrics = Metrics()
+    leader = lease("a", "alice: accounts 2 (digest new)")
+    standby = lease("b", "alice: accounts 1 (digest old)")
+    await leader.connect()
+    await standby.connect()
+    try:
+        assert await leader.try_acquire() is not None  # (then it dies: never renewed)
+        b = Replica(standby, CONFIG, metrics)
+        with structlog.testing.capture_logs() as logs:
+            while b.role != LEADER:
+                await b.step()
+                await asyncio.sleep(CONFIG.renew_every_s)
+        [said] = [e for e in logs if e["event"] == "replica.took_over_with_other_config"]
+        assert said["sections"] == ["alerts.watchlists"]
+        assert "alerts.watchlists: the last leader's alice: accounts 2 (digest new); this " \
+               "one's alice: accounts 1 (digest old)" in said["reason"]
+        assert "reload" in said["fix"]
+        assert metric_value(metrics, "keeperd_replica_took_over_other_config",
+                            {"identity": "0xk@1"}) == 1
+        b.reconfigured({**standby.shared, "alerts.watchlists": ["alice: accounts 2 "
+                                                                "(digest new)"]})
+        assert metric_value(metrics, "keeperd_replica_took_over_other_config",
+                            {"identity": "0xk@1"}) == 0
+    finally:
+        await leader.close()
+        await standby.close()

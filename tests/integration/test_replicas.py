@@ -286,3 +286,44 @@ def test_postgresql_restarted_under_both_replicas_they_resume_and_send_once(
     # failing past the lease) and one replica took it with a higher epoch — never both.
     epochs = sorted(e["epoch"] for n in ("a", "b") for e in events(logs[n], "replica.promoted"))
     assert epochs == list(range(1, len(epochs) + 1))
+
+
+@pytest.mark.slow
+def test_a_leaders_reloaded_watchlist_is_seen_by_the_standby_and_read_at_its_takeover(
+        devnet: Devnet, tmp_path: Path, postgres_server: str) -> None:
+    """Trial 28: an address added to a watchlist, only the leader reloaded (`kill -HUP`, what
+    `systemctl reload` on one host does): the standby never said its config differed, and
+    after the leader's SIGKILL it led with its old watchlist, told the holder 'no longer
+    watched' and nothing more. Now the standby says it within its check (30 s), naming the
+    section, and at the takeover reads its file again (edited, not reloaded), so it leads
+    with the watchlist the operator wrote, and nothing differs from the last leader's."""
+    import signal
+
+    webhook = Webhook()
+    accounts = [b["address"] for b in devnet.manifest["borrowers"]][:2]
+
+    def alerts(watched: list[str]) -> dict[str, Any]:
+        return {"routes": [{"name": "ops", "sinks": [{"kind": "webhook", "url": webhook.url,
+                                                      "secret": "${WEBHOOK_SECRET}"}]}],
+                "watchlists": [{"name": "alice", "accounts": watched, "route": "ops"}]}
+
+    pair = Pair(devnet, tmp_path, postgres_server, alerts=alerts(accounts[:1]))
+    logs, procs = pair.logs, pair.procs
+    try:
+        pair.start()
+        replica_config(devnet, tmp_path, "a", pair.dsn, alerts(accounts))
+        procs["a"].send_signal(signal.SIGHUP)
+        pair.wait(lambda: events(logs["a"], "daemon.reloaded"), "a reloads its watchlist")
+        pair.wait(lambda: [e for e in events(logs["b"], "replica.config_differs")
+                           if e["sections"] == ["alerts.watchlists"]],
+                  "b says its watchlists differ from the leader's", 45)
+        replica_config(devnet, tmp_path, "b", pair.dsn, alerts(accounts))  # (not reloaded)
+        procs["a"].kill()
+        pair.wait(lambda: events(logs["b"], "replica.promoted"), "b takes over", 30)
+        time.sleep(1.0)  # (anything said right after the promotion)
+        [reread] = [e for e in events(logs["b"], "daemon.reloaded")]
+        assert reread["why"] == "promotion" and reread["watchlists"] == ["alice"]
+        assert events(logs["b"], "replica.took_over_with_other_config") == []
+    finally:
+        pair.stop()
+        webhook.close()
