@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from keeperd.storage.shared_config import differing, reloadable
+from keeperd.storage.shared_config import differing, refused_at_start, reloadable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keeper_lease (
@@ -74,8 +74,9 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
     key (or of none: an alert-only one) would lead beside it and tell every alert again (a
     by-hand trial: three "resolved" for one price); one of another mode would take the lease
     when it next expires and send nothing (a dry run led a crash: nothing liquidated, no
-    alert). `starting`: a difference only in what SIGHUP reloads does not refuse a start (a
-    rolling restart onto a new watchlist must get through); the running check says it."""
+    alert). `starting`: only a difference in what refuses a start (`REFUSED_AT_START`) does
+    (a rolling change of a watchlist or a rule must get through); the running check says
+    any."""
     for other, other_address, other_mode, other_shared in live:
         if other_address != address.lower():
             return (f"storage.url: this database is led by another keeper ({other}), this "
@@ -90,7 +91,7 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
                     "(keeper.mode, KEEPERD_MODE) — a lease this replica held before a crash "
                     "ends within storage.lease.length_s")
         parts = [p for p in differing(shared, other_shared)
-                 if not (starting and reloadable(p))]
+                 if not starting or refused_at_start(p)]
         if parts:
             assert shared is not None and other_shared is not None
             return (f"storage.url: replicas of one database run one config, and this one "

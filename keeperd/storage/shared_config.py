@@ -82,10 +82,23 @@ def shared_config(config: Any) -> dict[str, list[str]]:
     }
 
 
+# The parts that refuse a replica's start when they differ from the leader's (what replicas
+# compared before version 3): a replica leading on them would liquidate or tell on another
+# chain, protocol, capital, sink or failover timing. The others are said while running and
+# at a takeover, never refused at a start: a rolling change of a watchlist, a rule or
+# `min_profit_usd` (restart one replica, then the other) must get through — refused, the
+# first replica restarted could not join the leader still on the old file.
+REFUSED_AT_START = frozenset({"chains", "protocols", "keeper.capital", "alert sinks",
+                              "storage.lease"})
+
+
+def refused_at_start(part: str) -> bool:
+    return part in REFUSED_AT_START
+
+
 def reloadable(part: str) -> bool:
-    """Whether SIGHUP applies this part (the `alerts` section): a replica differing only in
-    these may start — a rolling restart onto a new watchlist must get through — and is told
-    to reload (the running check says it within 30 s)."""
+    """Whether SIGHUP applies this part (the `alerts` section): the fix of a difference only
+    in these is a reload of each replica, not a stop of all."""
     return part == "alert sinks" or part.startswith("alerts.")
 
 

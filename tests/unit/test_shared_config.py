@@ -10,7 +10,12 @@ from typing import Any
 
 from keeperd.config import parse_config
 from keeperd.storage.lease import mismatch
-from keeperd.storage.shared_config import differing, reloadable, shared_config
+from keeperd.storage.shared_config import (
+    differing,
+    refused_at_start,
+    reloadable,
+    shared_config,
+)
 
 ALICE = "0x9c90c1e3e6bfa1a7e3b2b2ef0e2a8db2b5f6ac90"
 BOB = "0x1111111111111111111111111111111111111111"
@@ -106,11 +111,15 @@ def test_secrets_are_compared_by_digest_never_in_clear(tmp_path: Path) -> None:
 
 def test_a_difference_only_in_what_sighup_reloads_lets_a_replica_start_and_says_reload(
         tmp_path: Path) -> None:
-    """A rolling restart onto a new watchlist must get through (the first restarted replica
-    would be refused beside the leader's old one); the running check says it, and the fix is
-    a reload of each replica, not a stop of all."""
+    """A rolling restart onto a new watchlist, or a new oracle setting, must get through (the
+    first restarted replica would be refused beside the leader's old one); the running check
+    says it, and the fix of a watchlist is a reload of each replica, not a stop of all. What
+    refused a start before (the chains, the protocols, the capital, the sinks, the lease's
+    timing) still does."""
     assert reloadable("alerts.watchlists") and reloadable("alert sinks")
     assert not reloadable("oracles") and not reloadable("protocols")
+    assert refused_at_start("alert sinks") and refused_at_start("protocols")
+    assert not refused_at_start("alerts.watchlists") and not refused_at_start("oracles")
     ident, key = "0xk@1", "0xk"
     leader = shared_config(config(tmp_path))
     newer = shared_config(config(tmp_path, alerts={"watchlists": [
@@ -121,5 +130,6 @@ def test_a_difference_only_in_what_sighup_reloads_lets_a_replica_start_and_says_
     assert said is not None and "alerts.watchlists: the leader's alice: accounts 1" in said
     assert "reload each (systemctl reload keeperd" in said
     other_oracles = shared_config(config(tmp_path, oracles={"max_jump": 0.5}))
-    said = mismatch(ident, key, "liquidate", live, other_oracles, starting=True)
+    assert mismatch(ident, key, "liquidate", live, other_oracles, starting=True) is None
+    said = mismatch(ident, key, "liquidate", live, other_oracles)
     assert said is not None and "oracles: the leader's" in said and "stop every replica" in said
