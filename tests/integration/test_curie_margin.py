@@ -36,7 +36,10 @@ async def test_a_margin_taken_under_90_percent_is_refilled(
             if margin(devnet) >= target:
                 break
             await keeper.evaluated_at(devnet.mine(1), protocol=name)
-        assert margin(devnet) == target  # (deposited at start)
+        # (deposited at start; what held it, if not: failed once in a loaded CI run)
+        assert margin(devnet) == target, [
+            e for e in logs if str(e.get("event")).startswith(
+                ("curie.", "keeper.", "tx.", "approval"))][-20:]
         curie = devnet.manifest["perp_curie"]
         usdc = devnet.manifest["tokens"]["USDC"]
         # 5 % of it gone (as an unwind's loss would take it): under the refill line? No.
