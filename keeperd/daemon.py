@@ -810,8 +810,11 @@ class Daemon:
             return
         try:
             new = load_config(self.config_path)
+            # (against what the lease says was loaded, whose digests read the secret files
+            # when it was: one rotated since reads the same on both sides now — a review)
+            loaded = self.replica.lease.shared if self.replica is not None else None
             if only_if_changed and new.model_dump() == self.config.model_dump() and \
-                    shared_config(new) == shared_config(self.config):
+                    shared_config(new) == (loaded or shared_config(self.config)):
                 return
             self.dispatcher.configure(new.alerts.routes)
         except (ConfigError, ValueError) as exc:

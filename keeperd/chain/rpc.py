@@ -790,7 +790,10 @@ class RpcPool:
         when one has not failed since its last success (an endpoint out for its lag or for
         another chain is `healthy_count`'s to count)."""
         now = time.monotonic() if now is None else now
-        runs = [ep.health.failing_since for ep in self.endpoints]
+        # (one found on another network is never asked again: its run never starts, and it
+        # held the figure at 0 for the chain's endpoints that hang — a review)
+        runs = [ep.health.failing_since for ep in self.endpoints
+                if ep.health.chain_ok is not False]
         if not runs or any(since is None for since in runs):
             return 0.0
         return max(0.0, now - max(since for since in runs if since is not None))

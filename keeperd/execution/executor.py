@@ -440,8 +440,9 @@ def newly_forgone(lacking: Sequence[OpportunityKey], forgone: Collection[tuple[s
 def _short_while_held(short: Mapping[str, Shortfall], last: Mapping[str, Shortfall],
                       held_back: Collection[str]) -> dict[str, Shortfall]:
     """This block's shortfall by debt asset, with the last full pass's kept for the assets
-    not judged short now whose forgone positions this block's capital stage did not see
-    (`held_back`: paused, held, unjudged — still forgone, `Executor._forgone`) (pure)."""
+    not judged short now whose forgone positions a breaker's pause or the price watch's hold
+    kept from this pass's capital stage (`held_back`; not those unprofitable or in flight
+    now: their shortfall is over) (pure)."""
     return {**{a: s for a, s in last.items() if a in held_back and a not in short}, **short}
 
 
@@ -526,8 +527,8 @@ class Executor:
         # position's interest, block after block).
         self._forgone: set[tuple[str, tuple[str, ...]]] = set()
         # Each forgone position's debt asset, and the shortfall of the last full pass: an
-        # asset whose forgone positions are all held back from the capital stage this block
-        # (a breaker's pause, the protocol's hold) stays short as it was — its alert resolved
+        # asset whose forgone positions are held back from the capital stage this block (a
+        # breaker's pause, the price watch's hold) stays short as it was — its alert resolved
         # "no liquidation is short of USDC now" while nothing was funded, and fired again
         # once the breaker cleared (a by-hand trial).
         self._forgone_asset: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -959,6 +960,9 @@ class Executor:
         paused = gate.paused if gate is not None else frozenset()
         hold = gate.hold if gate is not None else None
         fresh: list[Keyed] = []
+        # (the positions a breaker's pause or the price watch's hold keeps from the capital
+        # stage this pass: their shortfall stands as it was, `_short_while_held`)
+        held_back: set[tuple[str, tuple[str, ...]]] = set()
         # The block's keys asked of the journal in one query; a key whose transaction was
         # reverted or dropped is looked at again for its retry key (`_key_for`, rare).
         journaled = await self.journal.get_many([str(o.key.retry(0)) for o in opportunities])
@@ -1004,6 +1008,8 @@ class Executor:
             # The position's health rests on every asset it uses, not only the pair that
             # would be liquidated: one untrusted price and we evaluate, alert, but do not act.
             held = opp.assets & paused
+            if held or hold is not None:
+                held_back.add((opp.key.account, opp.key.position))
             if held:
                 if self._tell(result.block, key, "breaker_paused"):
                     log.info("liquidation.paused_by_breaker", opportunity=key,
@@ -1022,7 +1028,7 @@ class Executor:
         adjusted = self.liquidator.adjust([o for o, _ in fresh], result.book)
         keyed = [(o, key) for o, (_, key) in zip(adjusted, fresh, strict=True)]
         own, flash = await self._fund(keyed, result, planned={
-            (o.key.account, o.key.position) for o in opportunities})
+            (o.key.account, o.key.position) for o in opportunities}, held_back=held_back)
         mark = self._stage("fund_ms", mark)
         chosen = [*((o, k, False) for o, k in own), *((o, k, True) for o, k in flash)]
         gas = self._gas_quote(base_fee, native_usd)
@@ -1048,7 +1054,8 @@ class Executor:
         # and the earlier waves')
         self._register_sales()
         if self.tx is not None and any(c.sells_through for c, _ in calls):
-            await self.tx.count_mined_at(result.block)
+            await self.tx.count_mined_at(result.block, {
+                c.sells_through.lower() for c, _ in calls if c.sells_through})
         # (the block those in flight were counted at: the waves' turns are simulated there,
         # whatever the count read since says, with the sales mined after it ahead)
         ahead, counted = self._in_flight_now(result.block)
@@ -1206,7 +1213,8 @@ class Executor:
         return now
 
     async def _fund(self, items: list[Keyed], result: ScanResult,
-                    planned: Collection[tuple[str, Any]] = ()
+                    planned: Collection[tuple[str, Any]] = (),
+                    held_back: Collection[tuple[str, Any]] = ()
                     ) -> tuple[list[Keyed], list[Keyed]]:
         """Capital as a stage: (paid from the keeper's balances, sent through the flash-loan
         path). With own capital, what the balances cannot cover is the shortfall — counted,
@@ -1306,8 +1314,8 @@ class Executor:
                                   if p in self._forgone},
                                **{(k.account, k.position): o.need.asset for o, k in lacking}}
         short = _short_while_held(short, self._full_short, {
-            self._forgone_asset[p] for p in self._forgone - considered
-            if p in self._forgone_asset})
+            self._forgone_asset[p] for p in held_back
+            if p in self._forgone and p in self._forgone_asset})
         if not result.partial:
             self._full_short = short
         publish_shortfall(self.metrics, *self.labels, self._short_of, short,

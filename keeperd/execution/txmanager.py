@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -306,18 +306,20 @@ class TxManager:
     def sells_already(self, key: TxKey) -> bool:
         return key in self._sales
 
-    async def count_mined_at(self, block: int) -> None:
+    async def count_mined_at(self, block: int, pools: Collection[str] | None = None) -> None:
         """The mined count read at `block` when the last read is older and sales are in
         flight: what `sales_in_flight` leaves out is then what was mined by the block the
         sales are simulated at. Blocks that come faster than they are followed (a node
         mining on each transaction) left it blocks behind, the sales mined since ran again
         in the simulation, and a sale behind them was priced a third under what it realised
-        (a trial). One that fails leaves the last read (turns at "latest", as before)."""
+        (a trial). One that fails leaves the last read (turns at "latest", as before).
+        `pools` (lowercase): the block's sales go through these — only the sales in flight
+        through them are asked their receipts (a round trip on the liquidation path)."""
         if self._sales and (self._mined_at_block is None or self._mined_at_block < block):
             await self._read_mined_at(block)
-        await self._receipts_of_sales_counted()
+        await self._receipts_of_sales_counted(pools)
 
-    async def _receipts_of_sales_counted(self) -> None:
+    async def _receipts_of_sales_counted(self, pools: Collection[str] | None = None) -> None:
         """The receipts of the sales in flight the mined count passes (one batch, only those
         not read yet): `sales_in_flight` leaves one out of a turn only once its receipt says
         it was mined by the turn's block. A count read at block N says nothing of the block:
@@ -330,9 +332,10 @@ class TxManager:
             del self._sale_mined_in[key]
         if self._mined_at is None:
             return
-        asked = [(key, record) for key in self._sales
+        asked = [(key, record) for key, through in self._sales.items()
                  if key in self.pending and key not in self._sale_mined_in
                  and self.pending[key].nonce < self._mined_at
+                 and (pools is None or not through.isdisjoint(pools))
                  for record in self.pending[key].attempts]
         if not asked:
             return
@@ -343,7 +346,10 @@ class TxManager:
             return
         for (key, record), receipt in zip(asked, receipts, strict=True):
             if is_receipt_of(receipt, record.tx_hash):
-                self._sale_mined_in[key] = _quantity(receipt["blockNumber"])
+                try:  # (a block number that does not read is no proof: it stays ahead)
+                    self._sale_mined_in[key] = int(str(receipt["blockNumber"]), 16)
+                except (KeyError, ValueError):
+                    continue
 
     @property
     def mined_at_block(self) -> int | None:

@@ -25,6 +25,7 @@ from keeperd.storage.db import Database
 from keeperd.text import utc_text
 
 EVERY_CHAIN = "*"  # a manual trip's chain when the operator named none
+_COLUMNS = "chain, asset, tripped, manual, reason, since, clear_since, block_hash"
 # Said of a market paused for its rate's deviation while nothing checks the rate: it cleared,
 # and a market paused on a real deviation resumed, told "price trusted again", once its
 # reference was doubted (a by-hand trial)
@@ -90,8 +91,7 @@ class Breaker:
     async def states(self) -> dict[tuple[str, str], BreakerState]:
         return {(r[0], r[1]): BreakerState(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5],
                                            r[6], r[7])
-                for r in await self.db.fetch("SELECT chain, asset, tripped, manual, reason, "
-                                             "since, clear_since, block_hash FROM breaker")}
+                for r in await self.db.fetch(f"SELECT {_COLUMNS} FROM breaker")}
 
     async def tripped(self, chain: str) -> set[str]:
         """The assets paused on `chain`: tripped there, or on every chain."""
@@ -102,10 +102,13 @@ class Breaker:
     async def paused(self, chain: str) -> dict[str, BreakerState]:
         """asset -> the trip that pauses it on `chain`: the chain's own, else an every-chain
         one."""
+        # (the tripped rows of this chain only: read for every protocol's alerts each block)
+        rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM breaker WHERE tripped = 1 AND "
+                                   "(chain = $1 OR chain = $2)", chain, EVERY_CHAIN)
         out: dict[str, BreakerState] = {}
-        for state in sorted((await self.states()).values(), key=lambda s: s.chain == EVERY_CHAIN):
-            if state.tripped and state.chain in (chain, EVERY_CHAIN):
-                out.setdefault(state.asset, state)
+        for r in sorted(rows, key=lambda r: r[0] == EVERY_CHAIN):
+            out.setdefault(r[1], BreakerState(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5],
+                                              r[6], r[7]))
         return out
 
     async def reasons(self, chain: str) -> dict[str, str]:

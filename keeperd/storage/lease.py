@@ -65,6 +65,11 @@ def _address_named(identity: str) -> str:
 # shares with every replica — `shared_config` — or None from an older keeperd).
 Live = tuple[str, str, str | None, "dict[str, list[str]] | None"]
 
+# A takeover is said to differ from the last leader's config only when that lease expired
+# this recently (a crash or a freeze, taken over at its expiry): seconds, in the database's
+# clock.
+TAKEOVER_SAID_WITHIN_S = 120
+
 
 def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
              shared: dict[str, list[str]] | None = None, *, starting: bool = False
@@ -270,9 +275,13 @@ class Lease:
                 if self.held_elsewhere is not None:
                     self.epoch = None
                     return None
+            # (the last leader's config, if it crashed or froze lately: one that stopped
+            # cleanly wrote none — `release` — and one long dead is no takeover; compared
+            # with them, every planned restart onto a new config paged a critical, a review)
             previous = await conn.fetchrow(
-                "SELECT holder, shared FROM keeper_lease WHERE identity = $1 FOR UPDATE",
-                self.identity)
+                "SELECT holder, shared, expires_at > now() - make_interval(secs => $2) "
+                "AS recent FROM keeper_lease WHERE identity = $1 FOR UPDATE",
+                self.identity, float(TAKEOVER_SAID_WITHIN_S))
             epoch = await conn.fetchval(
                 """
                 INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
@@ -291,7 +300,8 @@ class Lease:
         self.epoch = epoch
         if epoch is not None:
             self.previous_shared = (_shared(previous["shared"]) if previous is not None
-                                    and previous["holder"] != self.holder else None)
+                                    and previous["holder"] != self.holder
+                                    and previous["recent"] else None)
         return epoch
 
     async def renew(self) -> bool:
@@ -315,9 +325,11 @@ class Lease:
     async def release(self) -> None:
         """On a clean stop: let a standby take over at once instead of after the expiry."""
         if self.epoch is not None:
+            # (its config with it: the next leader did not take over from a failure, and
+            # says no difference — a planned restart onto a new config is no page)
             await (await self._ready()).execute(
-                "UPDATE keeper_lease SET expires_at = now() WHERE identity = $1 AND holder = $2 "
-                "AND epoch = $3", self.identity, self.holder, self.epoch)
+                "UPDATE keeper_lease SET expires_at = now(), shared = NULL WHERE identity = $1 "
+                "AND holder = $2 AND epoch = $3", self.identity, self.holder, self.epoch)
             self.epoch = None
 
     async def clock_skew(self) -> float:

@@ -155,10 +155,13 @@ class Replica:
     def reconfigured(self, shared: dict[str, list[str]]) -> bool:
         """This replica's config was read again (SIGHUP, or its file at a promotion): the
         lease says the new one from its next renewal (a standby compares with it at its next
-        check). Whether what replicas share changed. A reload is the operator choosing this
-        config: a takeover on another config is no longer said."""
+        check). Whether what replicas share changed. A takeover on another config stays said
+        while the reloaded one still differs from the last leader's (any reload cleared it,
+        a restart-only part still differing: a review)."""
         before, self.lease.shared = self.lease.shared, shared
-        self.metrics.replica_took_over_other_config.labels(self.identity).set(0)
+        if self.role == LEADER:
+            self.metrics.replica_took_over_other_config.labels(self.identity).set(
+                int(bool(differing(shared, self.lease.previous_shared))))
         return before is not None and before != shared
 
     def _say_takeover_config(self) -> None:

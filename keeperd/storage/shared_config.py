@@ -26,6 +26,10 @@ VERSION = "3"
 CHAIN_PER_HOST = frozenset({
     "rpc_urls", "ws_url", "ws_stall_s", "poll_interval", "request_timeout", "max_attempts",
     "rate_limit", "multicall_chunk_size", "max_request_bytes", "scan_reader"})
+# A protocol's settings that are each host's: a perp venue's API (its URL may carry the host's
+# own key) and how hard it is polled (a review: hosts on their own indexers differed for good).
+PROTOCOL_PER_HOST = frozenset({"api_url", "indexer_url", "poll_interval_s", "timeout_s",
+                               "max_attempts", "rate_limit"})
 # The keeper's fields compared elsewhere (the key's address and the mode by the lease itself,
 # `keeper.capital` as its own part) or each host's (where its key is kept; a private relay's
 # URL holds the host's own credential: only whether one is set is compared).
@@ -67,9 +71,9 @@ def shared_config(config: Any) -> dict[str, list[str]]:
             for w in alerts.watchlists),
         "alerts.rules": by_field(alerts.rules),
         "alerts.inhibition": [alerts.inhibition],
-        "alerts.silences": sorted(f"{', '.join(sorted(s.matchers))} "
-                                  f"({digest(s.model_dump(mode='json'))})"
-                                  for s in alerts.silences),
+        # (by digest alone: a matcher may name a watched account, which the lease row and
+        # the logs must not hold in clear — a review)
+        "alerts.silences": sorted(digest(s.model_dump(mode="json")) for s in alerts.silences),
         "alerts.outbox": by_field(alerts.outbox),
         "oracles": by_field(config.oracles),
         "risk.cascade": by_field(config.risk.cascade, exclude={"threads"}),  # (each host's CPUs)
@@ -77,8 +81,9 @@ def shared_config(config: Any) -> dict[str, list[str]]:
         "chains.settings": sorted(
             f"{c.name}: {digest(c.model_dump(mode='json', exclude=set(CHAIN_PER_HOST)))}"
             for c in config.chains),
-        "protocols.settings": sorted(f"{p.name}: {digest(p.model_dump(mode='json'))}"
-                                     for p in config.protocols),
+        "protocols.settings": sorted(
+            f"{p.name}: {digest(p.model_dump(mode='json', exclude=set(PROTOCOL_PER_HOST)))}"
+            for p in config.protocols),
     }
 
 

@@ -243,10 +243,25 @@ async def test_a_takeover_on_another_config_than_the_last_leaders_says_what_diff
         assert "reload" in said["fix"]
         assert metric_value(metrics, "keeperd_replica_took_over_other_config",
                             {"identity": "0xk@1"}) == 1
+        # A reload that still differs keeps it said (any reload cleared it: a review).
+        b.reconfigured({**standby.shared, "alerts.watchlists": ["alice: accounts 3 "
+                                                                "(digest other)"]})
+        assert metric_value(metrics, "keeperd_replica_took_over_other_config",
+                            {"identity": "0xk@1"}) == 1
         b.reconfigured({**standby.shared, "alerts.watchlists": ["alice: accounts 2 "
                                                                 "(digest new)"]})
         assert metric_value(metrics, "keeperd_replica_took_over_other_config",
                             {"identity": "0xk@1"}) == 0
+        # A leader that stops cleanly clears its config from the lease: the next one took
+        # over from no failure, and a planned restart onto a new config pages no one.
+        await standby.release()
+        third = lease("c", "alice: accounts 9 (digest newer)")
+        await third.connect()
+        try:
+            assert await third.try_acquire() is not None
+            assert third.previous_shared is None
+        finally:
+            await third.close()
     finally:
         await leader.close()
         await standby.close()

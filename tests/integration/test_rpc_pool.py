@@ -666,3 +666,16 @@ async def test_a_short_call_answer_is_asked_of_the_second_endpoint(devnet: Devne
         nowhere = ContractCall("0x" + "11" * 20, "decimals()", returns=["uint8"])
         with pytest.raises(ShortAnswer):
             await nowhere.call(pool)
+
+
+async def test_an_endpoint_of_another_chain_does_not_hold_failing_for_at_zero() -> None:
+    """One found on another network is never asked again, so its run of failures never
+    starts: it held `failing_for` at 0 while the chain's own endpoint hung (a review)."""
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    async with RpcPool.from_urls("t", urls, settings=FAST, metrics=Metrics()) as pool:
+        hung, other = pool.endpoints
+        other.health.chain_ok = False
+        hung.health.failing_since = 100.0
+        assert pool.failing_for(now=130.0) == 30.0
+        other.health.chain_ok = None  # (not known to be elsewhere: it counts, unfailed)
+        assert pool.failing_for(now=130.0) == 0.0
