@@ -145,3 +145,19 @@ def assert_declined_on_chain(devnet: Devnet, tmp_path: Path, accounts: set[str])
 @pytest.fixture(autouse=True)
 def keeper_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEPER_KEY", KEEPER_KEY)
+
+
+async def crash_through_flash_sales(devnet: Devnet, keeper: Running) -> None:
+    """WETH down to 2,100, then eight blocks on a frozen clock: each pool pays for a few
+    flash sales within their bound, and the pools are realigned (arbitrage) before each of
+    the last six, so the rest go through."""
+    from tests.chain_amounts import frozen_clock
+
+    await keeper.evaluated_at(devnet.client.block_number())
+    with frozen_clock(devnet):
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+        for _ in range(6):
+            devnet.align_pools()
+            await keeper.evaluated_at(devnet.mine(1))

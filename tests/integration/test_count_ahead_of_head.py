@@ -14,10 +14,10 @@ from typing import Any
 
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
-from tests.chain_amounts import frozen_clock
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     KEEPER,
     config_for,
+    crash_through_flash_sales,
     keeper_key_env,
 )
 
@@ -68,14 +68,7 @@ async def test_a_count_read_from_the_block_being_mined_sends_no_sale_that_revert
         return [None if hidden(*c) else next(it) for c in calls]
 
     pool.batch_at, pool.request, pool.batch = racy_batch_at, racy_request, racy_batch
-    await auto.evaluated_at(devnet.client.block_number())
-    with frozen_clock(devnet):
-        devnet.set_price("WETH", 2100.0)
-        await auto.evaluated_at(devnet.mine(1))
-        await auto.evaluated_at(devnet.mine(1))
-        for _ in range(6):
-            devnet.align_pools()
-            await auto.evaluated_at(devnet.mine(1))
+    await crash_through_flash_sales(devnet, auto)
     assert "block" in window and window["count"] > int(window["was"][0], 16)
     journal = auto.daemon.executors["aave"].journal
     assert len(await journal.by_status(J.INCLUDED)) > 20

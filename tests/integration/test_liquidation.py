@@ -34,6 +34,7 @@ from tests.keeper_harness import (  # noqa: F401 - fixtures, and names others im
     chain_health,
     config_for,
     crash_and_collect,
+    crash_through_flash_sales,
     fund_keeper,
     keeper_key_env,
 )
@@ -621,15 +622,7 @@ async def test_a_keeper_without_capital_is_told_and_auto_takes_the_flash_path(
         devnet, tmp_path / "auto", "liquidate", key={"source": "env", "env": "KEEPER_KEY"},
         capital="auto", flash_liquidator=devnet.manifest["flash_liquidator"]["address"],
         uniswap_v3_factory=devnet.manifest["uniswap_v3"]["factory"]))
-    await auto.evaluated_at(devnet.client.block_number())
-    with frozen_clock(devnet):
-        devnet.set_price("WETH", 2100.0)
-        await auto.evaluated_at(devnet.mine(1))
-        await auto.evaluated_at(devnet.mine(1))
-        # (each pool pays for a few sales within the bound; arbitrage then brings it back)
-        for _ in range(6):
-            devnet.align_pools()
-            await auto.evaluated_at(devnet.mine(1))
+    await crash_through_flash_sales(devnet, auto)
     journal = auto.daemon.executors["aave"].journal
     assert len(await journal.by_status(J.INCLUDED)) > 20
     assert_amounts_as_planned(devnet, await sent_from_journal(journal), 20)
