@@ -1307,8 +1307,12 @@ class Executor:
             if (k.account, k.position) in self._forgone} | {
             p for p in self._forgone if p in planned and p not in considered
         } if not auto else set()
+        # (a price-exposed pass plans a subset: what it does not plan is not gone — taken
+        # for gone, another market of the account forgone outside the subset absorbed a new
+        # one's count for good, a review)
         newly = [lacking[i][0].need for i in newly_forgone(
-            [k for _, k in lacking], self._forgone, planned)] if not auto else []
+            [k for _, k in lacking], self._forgone,
+            self._forgone if result.partial else planned)] if not auto else []
         self._forgone = (self._forgone | forgone) if result.partial else forgone
         self._forgone_asset = {**{p: a for p, a in self._forgone_asset.items()
                                   if p in self._forgone},
