@@ -190,8 +190,11 @@ class ChainPriceWatch:
         """The names of the breaker's keys that are not an asset's symbol (a Morpho market's
         `morpho:<id>` -> "morpho WETH/USDC (86%)"), as the protocols last declared them: the
         alerts name the market, not only its id."""
+        # (a market's rate only: a USD feed's key is its asset's symbol, and Curie's index
+        # feed of WETH, labelled "curie-devnet vETH index", renamed every protocol's WETH in
+        # every alert — an Aave holder's too, a by-hand trial)
         return {f.key: f.label for feeds in self._declared.values() for f in feeds
-                if f.label and f.label != f.key}
+                if f.is_rate and f.label and f.label != f.key}
 
     # --- the scanners' hooks ---------------------------------------------------------------
 

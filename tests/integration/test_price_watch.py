@@ -617,5 +617,9 @@ async def test_a_market_paused_for_its_rate_stays_paused_while_nothing_checks_it
     assert lying in await watch.breaker.tripped("devnet")
     reason = (await watch.breaker.reasons("devnet"))[lying]
     assert reason.startswith("deviation:") and reason.endswith(UNCHECKED_HOLD), reason
-    # (the alerts name the market beside its key; an asset's symbol needs no name)
+    # (the alerts name the market beside its key; an asset's symbol needs no name, whatever
+    # a USD feed of it is called: Curie's index feed renamed every protocol's WETH, a trial)
+    from keeperd.protocols.sdk.feeds import PriceFeed
+
+    watch._declared["curie"] = [PriceFeed("WETH", "0x" + "11" * 20, label="curie vETH index")]
     assert "WETH/USDC" in watch.labels()[lying] and "WETH" not in watch.labels()
