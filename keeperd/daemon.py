@@ -829,7 +829,10 @@ class Daemon:
         if "metrics" not in needs_restart and self._metrics_token_changed(new):
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
-        if self.replica is not None and self.replica.reconfigured(shared_config(self.config)):
+        if self.replica is not None and self.replica.reconfigured(
+                shared_config(self.config)) and why != "promotion":
+            # (at a promotion the replicas it would tell are gone: the takeover's own check
+            # says what differs from the last leader's)
             log.warning("replica.shared_config_reloaded", identity=self.replica.identity,
                         meaning="what replicas share changed here: a standby still on "
                                 "the old config says replica.config_differs, and leads "

@@ -19,6 +19,7 @@ again when it becomes the leader). Delivery is the dispatcher's job.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -153,10 +154,19 @@ class Condition:
     # revision kept the first one's message: an open alert naming revision 11 while the pool
     # ran 13, a by-hand trial).
     retell_on_change: bool = False
+    # Told again when its summary's words change while it fires, its figures aside (an
+    # oracle's reason, rewritten each block with its figures: a manual trip reset and
+    # tripped again for a deviation kept saying "until an operator resets it", a trial).
+    retell_on_new_words: bool = False
     # Whether `inhibition: hold` may hold it while a price it rests on is untrusted: an
     # operator's alert, not a holder's — the protocol liquidates at its own oracle's price
     # whatever keeperd thinks of it, and a held holder heard nothing until it had.
     holdable: bool = True
+
+
+def _words(summary: str) -> str:
+    """A summary without its figures (numbers, times, hex): what it says, not how much."""
+    return re.sub(r"0x[0-9a-fA-F]+|[0-9][0-9.,:%]*", "#", summary)
 
 
 def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
@@ -762,7 +772,8 @@ class AlertEngine:
                 resolved_summary=f"{subject} price trusted again on {chain}; liquidations "
                                  "resume",
                 action="Check the feed and the reference prices; `keeperd breaker list` shows "
-                       "why, `keeperd breaker reset ASSET` resumes by hand."))
+                       "why, `keeperd breaker reset ASSET` resumes by hand.",
+                retell_on_new_words=True))
         conditions += [Condition(
             "oracle", route, {"asset": asset}, None, None, None, self.repeat_interval(route),
             summary="", resolved_summary=f"{asset}: this alert is now told per chain",
@@ -1022,6 +1033,11 @@ class AlertEngine:
             if decision is None and c.retell_on_change and told is not None \
                     and c.severity is not None \
                     and self.state.told_summary(fp) not in (None, c.summary):
+                decision = "firing"
+            if decision is None and c.retell_on_new_words and told is not None \
+                    and c.severity is not None \
+                    and (said := self.state.told_summary(fp)) is not None \
+                    and _words(said) != _words(c.summary):
                 decision = "firing"
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)

@@ -26,6 +26,13 @@ _RULE_TITLE = {
     "index_lag": "index lag",
     "cascade_risk": "cascade risk",
     "watched_without_position": "watched account without a position",
+    "liquidations_held": "liquidations held",
+    "revision_unverified": "unverified protocol revision",
+    "capital_shortfall": "capital shortfall",
+    "key_in_use_elsewhere": "keeper key in use elsewhere",
+    "sending_paused": "sending paused",
+    "rpc_wrong_chain": "RPC on another chain",
+    "venue_down": "perp venue down",
 }
 
 

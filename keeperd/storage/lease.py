@@ -102,27 +102,44 @@ def mismatch(identity: str, address: str, mode: str, live: Sequence[Live],
             return (f"storage.url: replicas of one database run one config, and this one "
                     f"differs from the replica leading {other}: "
                     + config_difference(parts, other_shared, shared, "the leader's")
-                    + ". It would lead with it at the next failover. Fix: " + fix_for(parts))
+                    + ". It would lead with it at the next failover. Fix: "
+                    + fix_for(parts, starting=starting))
     return None
 
 
 def config_difference(parts: Sequence[str], theirs: dict[str, list[str]],
                       mine: dict[str, list[str]], whose: str) -> str:
-    """The differing parts, theirs and this replica's (digests where a secret may be)."""
-    said = "; ".join(f"{part}: {whose} {', '.join(theirs[part]) or 'none'}; this one's "
-                     f"{', '.join(mine[part]) or 'none'}" for part in parts)
+    """The differing parts, theirs and this replica's (digests where a secret may be): whole
+    for the short lists that refuse a start (the protocols each side runs), else only the
+    lines that differ (all 11 of `oracles` were said on both sides for one `max_jump`, a
+    by-hand trial)."""
+    def said_of(part: str, one: list[str], other: list[str]) -> str:
+        lines = one if refused_at_start(part) else [line for line in one if line not in other]
+        return ", ".join(lines) or "none"
+
+    said = "; ".join(f"{part}: {whose} {said_of(part, theirs[part], mine[part])}; this one's "
+                     f"{said_of(part, mine[part], theirs[part])}" for part in parts)
     if "alert sinks" in parts:
         said += (" (a sink's digest covers its destination and its secret: replicas must "
                  "deliver to the same place with the same secret)")
     return said
 
 
-def fix_for(parts: Sequence[str]) -> str:
-    """What mends a difference in `parts`: a reload of each replica when SIGHUP applies
-    them all, else a restart of every replica."""
+def fix_for(parts: Sequence[str], *, starting: bool = False) -> str:
+    """What mends a difference in `parts`: at a refused start, this replica on the leader's
+    config; running, a reload of each replica when SIGHUP applies them all, a restart of
+    one replica at a time when none refuses a start, else a stop of every replica."""
+    if starting:  # (refused: only what refuses a start is in `parts`)
+        return ("start this replica with the leader's config; to change it, stop every "
+                "replica, then start them with the new config")
     if all(reloadable(p) for p in parts):
         return ("give every replica the same file, then reload each (systemctl reload "
                 "keeperd: SIGHUP)")
+    if not any(refused_at_start(p) for p in parts):
+        # (a start is not refused for these: a rolling restart gets through, and "stop every
+        # replica" took the keeper down for nothing — a by-hand trial)
+        return ("give every replica the same file, then restart them one at a time, the "
+                "standbys first and the leader last (a reload applies only the alerts)")
     return ("give every replica the same; to change it, stop every replica, then start them "
             "with the new config")
 

@@ -171,6 +171,10 @@ class Replica:
         longer watched' and nothing more as it fell to critical (trial 28): said at error
         level and in `keeperd_replica_took_over_other_config` until a reload or a restart."""
         theirs, mine = self.lease.previous_shared, self.lease.shared
+        # (a leader's config is the one in force: the standby's "differs from the leader"
+        # stood up to 30 s after the promotion, its rule saying it of the leader — a trial)
+        self.metrics.replica_config_differs.labels(self.identity).set(0)
+        self._config_told = None
         sections = differing(mine, theirs)
         self.metrics.replica_took_over_other_config.labels(self.identity).set(
             int(bool(sections)))

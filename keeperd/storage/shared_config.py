@@ -67,7 +67,8 @@ def shared_config(config: Any) -> dict[str, list[str]]:
                                 for r in alerts.routes),
         "alerts.operator_route": [alerts.operator_route or "(the first route)"],
         "alerts.watchlists": sorted(
-            f"{w.name}: accounts {len(w.accounts)} ({digest(w.model_dump(mode='json'))})"
+            f"{w.name}: accounts {len(w.accounts)}, levels and route "
+            f"({digest(w.model_dump(mode='json'))})"
             for w in alerts.watchlists),
         "alerts.rules": by_field(alerts.rules),
         "alerts.inhibition": [alerts.inhibition],

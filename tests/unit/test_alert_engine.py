@@ -545,6 +545,28 @@ async def test_a_market_oracle_alert_names_the_market_when_it_fires_and_resolves
     assert got[("WETH", "resolved")].startswith("WETH price trusted again on devnet")
 
 
+async def test_an_oracle_alert_is_told_again_when_its_reason_changes_not_its_figures(
+        setup: Setup) -> None:
+    """A manual trip reset, then tripped again for a deviation before the next block: the
+    alert kept saying "until an operator resets it" of a pause an operator had reset (a
+    trial). A new reason is told again; the same reason with new figures (rewritten each
+    block) is not."""
+    async def on(block: int, why: str) -> None:
+        await setup.engine.on_scan(scan(block, [1.5]), chain="devnet", tripped={"WETH": why})
+
+    await on(1, "manual: trial hold — untrusted since 07 Dec 08:37:27 UTC, until an operator "
+                "resets it")
+    await on(2, "deviation: oracle 2600 vs reference median 2300 (13.0%) — untrusted since "
+                "the block of 07 Dec 08:38:40 UTC")
+    await on(3, "deviation: oracle 2610 vs reference median 2290 (14.0%) — untrusted since "
+                "the block of 07 Dec 08:38:40 UTC")
+    told = [a for e in await setup.entries(sink=1) for a in e.alerts if a["rule"] == "oracle"]
+    assert [a["kind"] for a in told] == ["firing", "firing"], told
+    assert "deviation: oracle 2600" in told[1]["summary"]
+    [now] = [a for a in setup.engine.firing("people") if a["rule"] == "oracle"]
+    assert "deviation" in now["summary"]
+
+
 async def test_held_liquidations_fire_once_and_resolve(setup: Setup) -> None:
     reason = "POOL_REVISION 11 is not a revision keeperd knows"
 

@@ -214,3 +214,12 @@ def test_a_negative_amount_reads_as_one() -> None:
 
     assert usd_text(-2277.4) == "-$2,277.40" and usd_text(1234.5) == "$1,234.50"
     assert usd_text(0.0) == "$0.00"
+
+
+def test_every_rule_has_a_chat_title() -> None:
+    """A rule without one was titled by its identifier (`WARNING · capital_shortfall` in
+    Slack, a by-hand trial)."""
+    from keeperd.alerts.catalog import RULES
+    from keeperd.alerts.render import _RULE_TITLE
+
+    assert set(RULES) <= set(_RULE_TITLE), set(RULES) - set(_RULE_TITLE)
