@@ -154,19 +154,24 @@ class Condition:
     # revision kept the first one's message: an open alert naming revision 11 while the pool
     # ran 13, a by-hand trial).
     retell_on_change: bool = False
-    # Told again when its summary's words change while it fires, its figures aside (an
-    # oracle's reason, rewritten each block with its figures: a manual trip reset and
-    # tripped again for a deviation kept saying "until an operator resets it", a trial).
-    retell_on_new_words: bool = False
+    # Told again when what this makes of its summary changes while it fires (an oracle's
+    # reason, rewritten each block with its figures: a manual trip reset and tripped again
+    # for a deviation kept saying "until an operator resets it", a trial).
+    retell_when: Callable[[str], str] | None = None
     # Whether `inhibition: hold` may hold it while a price it rests on is untrusted: an
     # operator's alert, not a holder's — the protocol liquidates at its own oracle's price
     # whatever keeperd thinks of it, and a held holder heard nothing until it had.
     holdable: bool = True
 
 
-def _words(summary: str) -> str:
-    """A summary without its figures (numbers, times, hex): what it says, not how much."""
-    return re.sub(r"0x[0-9a-fA-F]+|[0-9][0-9.,:%]*", "#", summary)
+def _reason_words(summary: str) -> str:
+    """What an oracle alert's reason says, not its figures (rewritten each block) nor its
+    feed fine again while the breaker waits (`Breaker.distrust`: "was ... fine since"), which
+    a feed flapping across its threshold would have told each block: the reason's kind (a
+    manual trip, stale, deviation ...) and words."""
+    reason = summary.partition(" are paused: ")[2] or summary
+    reason = reason.removeprefix("was ").split(" — ")[0].split(" until the block of ")[0]
+    return re.sub(r"0x[0-9a-fA-F]+|[0-9][0-9.,:%]*", "#", reason)
 
 
 def group_alerts(alerts: list[Alert], group: bool) -> list[list[Alert]]:
@@ -773,7 +778,7 @@ class AlertEngine:
                                  "resume",
                 action="Check the feed and the reference prices; `keeperd breaker list` shows "
                        "why, `keeperd breaker reset ASSET` resumes by hand.",
-                retell_on_new_words=True))
+                retell_when=_reason_words))
         conditions += [Condition(
             "oracle", route, {"asset": asset}, None, None, None, self.repeat_interval(route),
             summary="", resolved_summary=f"{asset}: this alert is now told per chain",
@@ -1034,10 +1039,10 @@ class AlertEngine:
                     and c.severity is not None \
                     and self.state.told_summary(fp) not in (None, c.summary):
                 decision = "firing"
-            if decision is None and c.retell_on_new_words and told is not None \
+            if decision is None and c.retell_when is not None and told is not None \
                     and c.severity is not None \
                     and (said := self.state.told_summary(fp)) is not None \
-                    and _words(said) != _words(c.summary):
+                    and c.retell_when(said) != c.retell_when(c.summary):
                 decision = "firing"
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)

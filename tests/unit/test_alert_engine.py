@@ -560,6 +560,13 @@ async def test_an_oracle_alert_is_told_again_when_its_reason_changes_not_its_fig
                 "the block of 07 Dec 08:38:40 UTC")
     await on(3, "deviation: oracle 2610 vs reference median 2290 (14.0%) — untrusted since "
                 "the block of 07 Dec 08:38:40 UTC")
+    # (a feed flapping across its threshold: fine a block, the breaker waiting, then not —
+    # not told each block)
+    await on(4, "was deviation: oracle 2610 vs reference median 2290 (14.0%) until the block "
+                "of 07 Dec 08:38:52 UTC, fine since — untrusted since the block of 07 Dec "
+                "08:38:40 UTC, trusted again after 300 s fine")
+    await on(5, "deviation: oracle 2620 vs reference median 2290 (14.4%) — untrusted since "
+                "the block of 07 Dec 08:38:40 UTC")
     told = [a for e in await setup.entries(sink=1) for a in e.alerts if a["rule"] == "oracle"]
     assert [a["kind"] for a in told] == ["firing", "firing"], told
     assert "deviation: oracle 2600" in told[1]["summary"]
