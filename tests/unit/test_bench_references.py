@@ -447,6 +447,10 @@ TABLES: dict[tuple[str, ...], Table] = {
            [f"latency-10000-s31-81ca2a5-{i}.json"] for i in (1, 2, 3)},
         **{f"`1456e16` (the session's end), run S{i} | none":
            [f"latency-10000-s31-1456e16-{i - 1}.json"] for i in (2, 3)},
+        # (session 35: its end beside session 34's start)
+        **{f"`{code}`{label}, run T{i} | none": [f"latency-10000-s35-{code}-{i}.json"]
+           for code, label in (("d007d7d", " (session 34's start)"),
+                               ("55304ce", " (this session's end)")) for i in (1, 2)},
     }, LATENCY_NODE_SERIAL),
     ("way", "the node: simulate / accept a liquidation", "gas a liquidation",
      "the node's serial work: p99 / over the first's p50"): Table({
