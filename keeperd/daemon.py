@@ -1080,6 +1080,7 @@ class Daemon:
         liquidator = plugin.liquidator(keeper, address, tx)
         if liquidator is None:
             return None  # a protocol keeperd only watches
+        liquidator.keep_deposits_in(journal)  # (before prepare: its deposits are there)
         if tx is not None:  # (before prepare: approvals are signed there)
             tx.signing_policy.allow(*liquidator.signing_rules())
         chain = rt.config

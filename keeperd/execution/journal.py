@@ -352,6 +352,30 @@ class Journal:
                     "updated_at) VALUES ($1, $2, $3, $4, $5)",
                     [(protocol, market, text, block, now) for market, text in held.items()])
 
+    async def record_deposit(self, protocol: str, deposit_id: str, amount: int, *,
+                             refill: bool) -> None:
+        """A margin deposit the keeper is about to send into a protocol (`refill`: not its
+        first), written before it is signed: a budget of refills must survive a restart, a
+        SIGKILL after the broadcast included. Fenced like a signing."""
+        async with self.db.transaction():
+            await self.db.fenced()
+            await self.db.execute(
+                "INSERT INTO keeper_deposits (deposit_key, protocol, amount, refill, sent_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deposit_key) DO NOTHING",
+                deposit_id, protocol, str(amount), int(refill), time.time())
+
+    async def forget_deposit(self, deposit_id: str) -> None:
+        """A deposit recorded and then refused before it reached the chain."""
+        await self.db.execute("DELETE FROM keeper_deposits WHERE deposit_key = $1", deposit_id)
+
+    async def deposits(self, protocol: str) -> list[tuple[float, int | None, bool]]:
+        """A protocol's margin deposits as recorded: (sent at, amount, refill), oldest
+        first; an amount that does not read as one (written by someone else) is None, for
+        the caller to take at its worst."""
+        rows = await self.db.fetch("SELECT sent_at, amount, refill FROM keeper_deposits "
+                                   "WHERE protocol = $1 ORDER BY sent_at", protocol)
+        return [(float(at), _amount(text), bool(refill)) for at, text, refill in rows]
+
     async def set_realised(self, key: JournalKey, usd: float) -> None:
         """An entry's realised profit (negative: a loss), its status unchanged."""
         await self.db.execute("UPDATE liquidations SET realised_profit_usd = $1, "
@@ -397,6 +421,15 @@ def _pulls(text: str | None) -> Mapping[str, int] | None:
     except (ValueError, TypeError, AttributeError):
         return None
     return found if all(v >= 0 for v in found.values()) else None
+
+
+def _amount(text: object) -> int | None:
+    """A recorded token amount, or None when it does not read as one."""
+    try:
+        amount = int(str(text))
+    except ValueError:
+        return None
+    return amount if amount >= 0 else None
 
 
 def _keys(tx: TxRecord) -> list[str]:

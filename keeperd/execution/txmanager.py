@@ -42,6 +42,7 @@ from keeperd.execution.signer_policy import PolicedSigner, SignerPolicy
 from keeperd.execution.wave_code import WAVE_ADDRESS
 from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.keys import TxKey, UpkeepKey
+from keeperd.protocols.sdk.sending import SendRefused
 
 log = structlog.get_logger(__name__)
 
@@ -156,10 +157,6 @@ class Outcome:
     # A wave member's call's revert data, as KeeperWave's `CallFailed` carries it (up to
     # 256 bytes; None: it did not fail, or not a wave's member).
     revert_data: bytes | None = None
-
-
-class SendRefused(Exception):
-    """The transaction was not sent (fees over budget, or the node refused it)."""
 
 
 class SlotBusy(SendRefused):

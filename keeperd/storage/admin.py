@@ -41,6 +41,8 @@ TABLES = {
     # What the keeper holds of its own (Curie's takeovers): left behind, a start on the copy
     # without that protocol went on while it held one (a review).
     "keeper_holdings": "protocol, market, holding, block, updated_at",
+    # (the margin refilled within a day: left behind, the copy's first start refilled again)
+    "keeper_deposits": "deposit_key, protocol, amount, refill, sent_at",
 }
 # The migrated tables `storage copy` leaves, and why (a test walks every table: a new one is
 # copied or named here).

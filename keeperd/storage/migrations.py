@@ -265,6 +265,20 @@ _M16_KEEPER_HOLDINGS = (
 )""",
 )
 
+# The keeper's own deposits of margin into a protocol (Curie's Vault), written before each is
+# signed (`deposit_key`: its upkeep key): what has been refilled within a day survives a
+# restart (it lived in memory, and every start topped the margin up again: a daemon
+# restarted after each losing unwind refilled without bound).
+_M17_KEEPER_DEPOSITS = (
+    """CREATE TABLE keeper_deposits (
+    deposit_key TEXT PRIMARY KEY,
+    protocol    TEXT NOT NULL,
+    amount      TEXT NOT NULL,
+    refill      BIGINT NOT NULL,
+    sent_at     DOUBLE PRECISION NOT NULL
+)""",
+)
+
 MIGRATION_LOCK = 0x6B656570  # "keep": the advisory lock replicas migrate under
 
 # (version, name): append only; never edit one that has shipped.
@@ -285,6 +299,7 @@ NAMES: tuple[tuple[int, str], ...] = (
     (14, "the chain each journal was kept on"),
     (15, "the last outcome of each liquidation told"),
     (16, "what the keeper itself holds in each protocol"),
+    (17, "the keeper's own margin deposits"),
 )
 
 
@@ -295,7 +310,8 @@ def statements(version: int, dialect: str) -> Sequence[str]:
             8: _M8_OUTBOX_SINK_IDS, 9: _M9_BREAKER_PER_CHAIN,
             10: _M10_PLANNED_OUTCOME, 11: _M11_WATCHED_HELD, 12: _M12_WAVE_TXS,
             13: _M13_LIQUIDATION_PULLS, 14: _M14_CHAIN_GENESIS,
-            15: _M15_OUTCOME_TOLD, 16: _M16_KEEPER_HOLDINGS}[version]
+            15: _M15_OUTCOME_TOLD, 16: _M16_KEEPER_HOLDINGS,
+            17: _M17_KEEPER_DEPOSITS}[version]
 
 
 # (version, name, its statements by dialect), for the callers that walk them.

@@ -137,6 +137,26 @@ async def test_what_a_liquidation_pulls_is_read_back_or_not_at_all(db: Database)
     assert len(await journal.all()) == 5
 
 
+async def test_margin_deposits_are_kept_refused_ones_forgotten_bad_rows_read_as_unknown(
+        db: Database) -> None:
+    """Curie's refills within a day are read back at start (`CurieLiquidator.prepare`): the
+    same on both back-ends; a deposit recorded twice is one; a refused one is forgotten; an
+    amount that does not read is None (the caller takes it at its worst), not a failed start."""
+    journal = await J.Journal.open(await migrated(db))
+    await journal.record_deposit("curie", "curie:deposit:0xv:100", 10**13, refill=False)
+    await journal.record_deposit("curie", "curie:deposit:0xv:100", 10**13, refill=False)
+    await journal.record_deposit("curie", "curie:deposit:0xv:200", 2**70, refill=True)
+    await journal.record_deposit("other", "other:deposit:0xv:200", 5, refill=True)
+    await journal.record_deposit("curie", "curie:deposit:0xv:300", 7, refill=True)
+    await journal.forget_deposit("curie:deposit:0xv:300")
+    got = await journal.deposits("curie")
+    assert [(amount, refill) for _, amount, refill in got] == [(10**13, False), (2**70, True)]
+    assert got[0][0] <= got[1][0]
+    await db.execute("UPDATE keeper_deposits SET amount = $1 WHERE deposit_key = $2",
+                     "lots", "curie:deposit:0xv:200")
+    assert [amount for _, amount, _ in await journal.deposits("curie")] == [10**13, None]
+
+
 async def test_settled_rows_not_booked_are_found_by_their_mark(db: Database) -> None:
     """A start books what an earlier one settled and did not (`profit_usd=pending` in the
     row): found by protocol, status, no realised figure and the mark, on both back-ends (the

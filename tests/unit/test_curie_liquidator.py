@@ -10,6 +10,7 @@ bought only with its latest price read, and booked at it."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -242,6 +243,7 @@ def margin_keeper() -> Any:
     liq._margin_due = False
     liq._margin_short_told = False
     liq._refills, liq._refills_spent_told = [], False
+    liq._deposit_records, liq._deposited_before = None, False
     liq.adapter = SimpleNamespace(
         name="curie", pool=None, config=SimpleNamespace(keeper_margin_usd=10_000_000),
         addresses={"Vault": "0x" + "0a" * 20, "AccountBalance": "0x" + "0b" * 20,
@@ -328,6 +330,114 @@ async def test_refills_add_up_to_one_margin_a_day(monkeypatch: pytest.MonkeyPatc
         await liq.keep_allowances(140)
     assert len(liq.tx.sent) == 3
     assert [e["event"] for e in logs] == ["curie.keeper_margin_refills_spent"]
+
+
+async def test_the_days_refills_survive_a_restart(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refills are recorded in the state database before each deposit is signed, and a
+    start reads them back: a start's top-up after a first deposit is a refill within the
+    day's budget. In memory, a daemon restarted after each losing unwind topped its margin up
+    at every start, without bound."""
+    from keeperd.execution.journal import Journal
+    from keeperd.protocols.perp_curie import liquidator as module
+    from keeperd.storage.db import SqliteDatabase
+    from keeperd.storage.migrations import migrate
+
+    margins: list[int] = []
+
+    async def call_many(pool: Any, calls: list[Any], block: Any = "latest") -> list[Any]:
+        return [margins.pop(0) * 10**6, (0, 0, 0), 10**30, 50_000_000 * 10**6]
+
+    async def by_endpoint(pool: Any, calls: list[Any], block: Any = "latest") -> list[list[Any]]:
+        return []
+
+    async def confirm(head: int) -> None:
+        return None
+
+    monkeypatch.setattr(module, "call_many", call_many)
+    monkeypatch.setattr(module.approvals, "by_endpoint", by_endpoint)
+    now = [10**10]
+    monkeypatch.setattr(module.time, "time", lambda: now[0])
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    await migrate(db)
+    journal = await Journal.open(db)
+
+    def start() -> Any:  # (a new process on the same state database)
+        liq = margin_keeper()
+        liq.confirm = confirm
+        liq.keep_deposits_in(journal)
+        return liq
+
+    try:
+        first = start()
+        margins[:] = [0, 4_000_000]  # (a first start: the whole margin, not a refill)
+        await first.prepare(100)
+        await first.keep_allowances(110)  # (6M of it lost: refilled)
+        assert first.tx.sent == [10_000_000 * 10**6, 6_000_000 * 10**6]
+        assert [(amount // 10**6, refill) for _, amount, refill in
+                await journal.deposits("curie")] == [(10_000_000, False), (6_000_000, True)]
+
+        now[0] += 3_600  # an hour later, a restart with 5M lost again: 4M left of the day's
+        again = start()
+        margins[:] = [5_000_000]
+        with structlog.testing.capture_logs() as logs:
+            await again.prepare(200)
+        assert again.tx.sent == [4_000_000 * 10**6]
+        assert [e["event"] for e in logs] == ["curie.keeper_margin_refilled"]
+
+        now[0] += 3_600  # and again: the day's margin is spent, said once, nothing sent
+        third = start()
+        margins[:] = [5_000_000, 5_000_000]
+        with structlog.testing.capture_logs() as logs:
+            await third.prepare(300)
+            await third.keep_allowances(310)
+        assert third.tx.sent == []
+        assert [e["event"] for e in logs] == ["curie.keeper_margin_refills_spent"]
+
+        now[0] += module.REFILL_WINDOW_S  # a day after those refills: a restart refills
+        fourth = start()
+        margins[:] = [5_000_000]
+        await fourth.prepare(400)
+        assert fourth.tx.sent == [5_000_000 * 10**6]
+    finally:
+        await db.close()
+
+
+async def test_a_deposit_refused_before_the_chain_is_not_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deposit is recorded before it is signed; one the transaction manager refuses (a fee
+    over budget, the node's refusal) never reached the chain and leaves the record."""
+    from keeperd.execution.journal import Journal
+    from keeperd.execution.txmanager import SendRefused
+    from keeperd.protocols.perp_curie import liquidator as module
+    from keeperd.storage.db import SqliteDatabase
+    from keeperd.storage.migrations import migrate
+
+    async def call_many(pool: Any, calls: list[Any], block: Any = "latest") -> list[Any]:
+        return [0, (0, 0, 0), 10**30, 50_000_000 * 10**6]
+
+    async def by_endpoint(pool: Any, calls: list[Any], block: Any = "latest") -> list[list[Any]]:
+        return []
+
+    async def refuse(*args: Any, **kw: Any) -> None:
+        raise SendRefused("max fee over the budget")
+
+    monkeypatch.setattr(module, "call_many", call_many)
+    monkeypatch.setattr(module.approvals, "by_endpoint", by_endpoint)
+    db = SqliteDatabase.open(tmp_path / "state.sqlite3")
+    await migrate(db)
+    journal = await Journal.open(db)
+    try:
+        liq = margin_keeper()
+        liq.keep_deposits_in(journal)
+        liq.tx.send = refuse
+        liq._margin_due = True
+        with pytest.raises(SendRefused):
+            await liq.keep_allowances(100)
+        assert await journal.deposits("curie") == []
+        assert not liq._deposited_before
+    finally:
+        await db.close()
 
 
 def sqrt_price(price: float) -> int:

@@ -34,6 +34,7 @@ PINNED = {
     (14, "sqlite"): "23961dd99509ffda", (14, "postgresql"): "23961dd99509ffda",
     (15, "sqlite"): "b533a14e37cc0119", (15, "postgresql"): "b533a14e37cc0119",
     (16, "sqlite"): "fb33bc401a3f2af7", (16, "postgresql"): "fb33bc401a3f2af7",
+    (17, "sqlite"): "a5a62c6b30f19dc5", (17, "postgresql"): "a5a62c6b30f19dc5",
 }
 
 
@@ -64,9 +65,9 @@ async def test_the_journal_refuses_a_database_behind_and_opens_a_migrated_one(
         with pytest.raises(SchemaBehind, match="keeperd storage migrate"):
             await Journal.open(db)
         await migrate(db, only=range(1, 7))
-        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13, 14, 15, 16\]"):
+        with pytest.raises(SchemaBehind, match=r"\[7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17\]"):
             await Journal.open(db)
-        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
         journal = await Journal.open(db)
         assert await journal.all() == []
     finally:
@@ -87,7 +88,7 @@ async def test_migration_9_keys_the_breaker_by_chain_and_keeps_what_it_can(
         await db.execute(insert, "WBTC", 1, "manual: maintenance", None, None)
         await db.execute(insert, "WETH", 0, "stale: 7200 s", "arbitrum", "0xabc")
         await db.execute(insert, "USDT", 0, "deviation", None, None)  # before migration 7
-        assert await migrate(db) == [9, 10, 11, 12, 13, 14, 15, 16]
+        assert await migrate(db) == [9, 10, 11, 12, 13, 14, 15, 16, 17]
         states = await Breaker(db).states()
         assert set(states) == {(EVERY_CHAIN, "WBTC"), ("arbitrum", "WETH")}
         assert states[(EVERY_CHAIN, "WBTC")].manual
@@ -141,7 +142,7 @@ async def test_outcomes_settled_before_migration_15_are_taken_as_told(tmp_path: 
                          "debt_to_cover, expected_profit_usd, max_fee_wei, detected_block, "
                          "status, created_at, updated_at) VALUES ('k', 'aave', '0xa', 'WETH', "
                          "'USDC', '1', 1.0, '1', 1, 'included', 0, 0)")
-        assert await migrate(db) == [15, 16]
+        assert await migrate(db) == [15, 16, 17]
         journal = await Journal.open(db)
         unbooked = "profit_usd=pending"
         assert await journal.untold("aave", unbooked) == []

@@ -63,6 +63,7 @@ from keeperd.protocols.sdk import approvals
 from keeperd.protocols.sdk.contract import (
     Allowed,
     Call,
+    DepositRecords,
     GasQuote,
     LiquidatorBase,
     Need,
@@ -71,6 +72,7 @@ from keeperd.protocols.sdk.contract import (
     StartRefused,
 )
 from keeperd.protocols.sdk.keys import UpkeepKey
+from keeperd.protocols.sdk.sending import SendRefused
 
 if TYPE_CHECKING:
     from keeperd.protocols.perp_curie.adapter import CurieBook, PerpCurieAdapter
@@ -180,6 +182,10 @@ class CurieLiquidator(LiquidatorBase):
         self._margin_short_told = False  # (a wallet too short to refill: said once)
         self._refills: list[tuple[float, int]] = []  # (when, USDC units) within a day
         self._refills_spent_told = False
+        # Where the deposits are recorded (the state database: `keep_deposits_in`), and
+        # whether any was recorded before this run's: then a start's top-up is a refill too.
+        self._deposit_records: DepositRecords | None = None
+        self._deposited_before = False
         # Markets (base token) whose unwind failed: (since which block, why), until one of
         # them is included or the keeper holds nothing there; their takeovers are held.
         self._unwind_failing: dict[str, tuple[int, str]] = {}
@@ -208,12 +214,24 @@ class CurieLiquidator(LiquidatorBase):
                 Allowed(vault, LIQUIDATE_COLLATERAL, "curie collateral liquidation"),
                 Allowed.approval(vault, "approval of the curie vault")]
 
+    def keep_deposits_in(self, records: DepositRecords) -> None:
+        self._deposit_records = records
+
     async def prepare(self, head: int) -> None:
         """Margin for taking positions over: the keeper's USDC deposited into the Vault up to
         `keeper_margin_usd` (the vault approved once); what stays in the wallet pays for
-        collateral liquidations."""
+        collateral liquidations. After a first deposit (recorded in the state database), a
+        start's top-up is a refill like any other, within the day's budget: a daemon
+        restarted after each losing unwind topped the margin up at every start."""
         if self.tx is None or self.keeper is None or self.config.mode != "liquidate":
             return
+        if self._deposit_records is not None:
+            recorded = await self._deposit_records.deposits(self.adapter.name)
+            self._deposited_before = bool(recorded)
+            since = time.time() - REFILL_WINDOW_S
+            whole = int(self.adapter.config.keeper_margin_usd * 10**6)
+            self._refills = [(at, whole if amount is None else amount)  # (unread: the worst)
+                             for at, amount, refill in recorded if refill and at > since]
         self._margin_due = True  # (until it is done)
         await self.confirm(head)
         await self._keep_margin(head, 1.0)
@@ -281,7 +299,7 @@ class CurieLiquidator(LiquidatorBase):
         if held >= wanted * below or missing <= 0:
             self._margin_due = False
             return
-        refill = not self._margin_due
+        refill = not self._margin_due or self._deposited_before
         if refill:
             # Refills follow losses: at most one margin's worth a day (REFILL_WINDOW_S),
             # then the takeovers wait for the operator (capital_shortfall says so) — an
@@ -296,7 +314,9 @@ class CurieLiquidator(LiquidatorBase):
                               refilled_usd=sum(usd for _, usd in self._refills) / 10**6,
                               meaning="unwinds' losses took a whole margin within a day: no "
                                       "more is deposited until a day has passed since the "
-                                      "first refill (or a restart); check the unwinds")
+                                      "first refill (a restart does not reset it: the "
+                                      "refills are kept in the state database); check the "
+                                      "unwinds, and deposit by hand to go on sooner")
                     self._refills_spent_told = True
                 return
             missing = min(missing, room)
@@ -322,11 +342,21 @@ class CurieLiquidator(LiquidatorBase):
             self._margin_short_told = True
             return
         self._margin_short_told = False
-        await self.tx.send(UpkeepKey(self.adapter.name, "deposit", a["Vault"], str(head)),
-                           a["Vault"],
-                           encode_call(DEPOSIT, ["address", "uint256"],
-                                       [usdc, amount]), 400_000, budget_wei=10**18, block=head,
-                           pulls={usdc: amount})  # (the others' capital stages see it)
+        key = UpkeepKey(self.adapter.name, "deposit", a["Vault"], str(head))
+        if self._deposit_records is not None:  # (before it is signed: a SIGKILL after it)
+            await self._deposit_records.record_deposit(self.adapter.name, str(key), amount,
+                                                       refill=refill)
+        try:
+            await self.tx.send(key, a["Vault"],
+                               encode_call(DEPOSIT, ["address", "uint256"],
+                                           [usdc, amount]), 400_000, budget_wei=10**18,
+                               block=head,
+                               pulls={usdc: amount})  # (the others' capital stages see it)
+        except SendRefused:
+            if self._deposit_records is not None:  # (never reached the chain)
+                await self._deposit_records.forget_deposit(str(key))
+            raise
+        self._deposited_before = True
         # (one trimmed by liquidations in flight tops up with the next balances)
         self._margin_due = amount < missing and taken > 0
         if refill:

@@ -218,6 +218,17 @@ class LiquidationSeen:
     realised_later: str | None = None
 
 
+class DepositRecords(Protocol):
+    """The margin deposits a keeper sent, kept in its state database (`Journal`)."""
+
+    async def record_deposit(self, protocol: str, deposit_id: str, amount: int, *,
+                             refill: bool) -> None: ...
+
+    async def forget_deposit(self, deposit_id: str) -> None: ...
+
+    async def deposits(self, protocol: str) -> list[tuple[float, int | None, bool]]: ...
+
+
 @runtime_checkable
 class Liquidator(Protocol):
     """The execution half of a plug-in: planning and encoding. The executor's stages (breaker,
@@ -252,6 +263,9 @@ class Liquidator(Protocol):
 
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """Plan this flash sale's pair smaller (`LiquidatorBase.sale_too_large`)."""
+
+    def keep_deposits_in(self, records: DepositRecords) -> None:
+        """Where the margin it deposits is recorded (`LiquidatorBase.keep_deposits_in`)."""
 
     def sale_pool(self, target: str, data: bytes) -> str | None:
         """The swap pool a signed call sells through (`LiquidatorBase.sale_pool`)."""
@@ -513,6 +527,11 @@ class LiquidatorBase:
 
     def capital_fix(self, short: Collection[str]) -> str | None:
         return None  # token balances: the core's words
+
+    def keep_deposits_in(self, records: DepositRecords) -> None:
+        """The state database's record of the margin deposits it sends into its protocol
+        (Curie's Vault), given before `prepare`: a budget of refills that lives in memory is
+        spent again at every restart. A plug-in that deposits nothing ignores it."""
 
     def sale_too_large(self, opp: Opportunity, block: int) -> int | None:
         """A flash sale of `opp` failed its bound alone (the pool's depth): plan the pair
