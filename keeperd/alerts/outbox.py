@@ -25,8 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from keeperd.alerts.model import severity_rank
 from keeperd.storage.db import Database
+
+log = structlog.get_logger(__name__)
 
 # A row written before sinks had ids names its sink `#<index in the route>` (migration 8; no
 # id can start with `#`); the dispatcher gives it the id of the sink at that index when it
@@ -76,8 +80,24 @@ _COLUMNS = ("id, route, sink, sink_kind, idempotency_key, chain, block, status, 
 
 
 def _entry(r: tuple[Any, ...]) -> Entry:
-    return Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9], r[10],
+    """A row as an entry; ValueError when its payload is not a list of alerts (a row no
+    keeperd wrote)."""
+    alerts = json.loads(r[8]) if isinstance(r[8], str) else None
+    if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
+        raise ValueError(f"payload is not a list of alerts: {str(r[8])[:80]!r}")
+    return Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], alerts, r[9], r[10],
                  r[11], r[12], r[13], r[14])
+
+
+def _readable(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Entry], dict[int, str]]:
+    """The rows that read as entries, and why each other one did not (by id)."""
+    entries, unreadable = [], {}
+    for r in rows:
+        try:
+            entries.append(_entry(r))
+        except ValueError as exc:
+            unreadable[r[0]] = str(exc)[:200]
+    return entries, unreadable
 
 
 @dataclass(frozen=True)
@@ -175,8 +195,15 @@ class Outbox:
         if not chosen:
             return []
         marks = ",".join(f"${i + 1}" for i in range(len(chosen)))
-        found = {r[0]: _entry(r) for r in await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", *chosen)}
+        entries, unreadable = _readable(await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", *chosen))
+        for entry_id, why in unreadable.items():
+            # (one row no keeperd wrote, its payload not alerts, failed its sink's every
+            # send: every notification behind it waited for good — a review)
+            log.error("outbox.entry_unreadable", id=entry_id, route=route, sink=sink,
+                      reason=why, meaning="dropped: it cannot be sent; the ones behind it go")
+            await self.drop_entry(entry_id, f"unreadable: {why}")
+        found = {e.id: e for e in entries}
         return [found[i] for i in chosen if i in found]
 
     async def next_eligible_at(self, route: str, sink: str, *, horizon: float = 1e15
@@ -256,7 +283,7 @@ class Outbox:
         rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM outbox WHERE chain = $1 AND "
                                    "block > $2 AND state IN ($3, $4) ORDER BY id",
                                    chain, block, PENDING, DELIVERED)
-        return [_entry(r) for r in rows]
+        return _readable(rows)[0]
 
     async def retract(self, entry_id: int) -> None:
         await self.db.execute("UPDATE outbox SET state = $1 WHERE id = $2 AND state = $3",
@@ -311,7 +338,7 @@ class Outbox:
         else:
             rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM outbox WHERE state = $1 "
                                        "ORDER BY id DESC LIMIT $2", state, limit)
-        return [_entry(r) for r in rows]
+        return _readable(rows)[0]
 
     async def prune(self, older_than_s: float, now: float | None = None) -> int:
         now = time.time() if now is None else now

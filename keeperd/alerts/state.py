@@ -15,8 +15,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from keeperd.alerts.lifecycle import Told
 from keeperd.storage.db import Database
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,15 @@ class Remembered:
     chain: str | None
     block: int | None
     alert: dict[str, Any]
+
+
+def _alert(text: object) -> dict[str, Any] | None:
+    """A remembered alert's JSON, or None when it does not read as one."""
+    try:
+        found = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 @dataclass
@@ -59,8 +72,18 @@ class AlertState:
         last leader told); changes not flushed are dropped."""
         rows = await self.db.fetch("SELECT fingerprint, rule, route, severity, value, told_at, "
                                    "since, chain, block, alert FROM alert_state")
-        self._rows = {r[0]: Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6]), r[7], r[8],
-                                       json.loads(r[9])) for r in rows}
+        self._rows, unreadable = {}, {}
+        for r in rows:
+            alert = _alert(r[9])
+            if alert is None:  # (told again as new: better than no start, and no alerts)
+                unreadable[r[0]] = str(r[9])[:80]
+                continue
+            self._rows[r[0]] = Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6]), r[7], r[8],
+                                          alert)
+        if unreadable:
+            log.warning("alerts.state_unreadable", rows=unreadable,
+                        meaning="these alerts' remembered state does not read (a row no "
+                                "keeperd wrote): each is told again as new if it fires")
         self._latest = {}  # (a replica promoted again: its old readings are not the state)
         self._cursors = {r[0]: int(r[1]) for r in await self.db.fetch(
             "SELECT name, block FROM alert_cursor")}

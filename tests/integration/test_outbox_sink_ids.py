@@ -309,7 +309,7 @@ async def test_rows_queued_before_sink_ids_survive_the_migration_and_reach_their
         await db.execute(OLD_INSERT, route, index, "webhook", f"key-{i}", None, None, "firing",
                          1, json.dumps([alert(summary)]), state, now, now)
 
-    assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    assert await migrate(db) == [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     assert await migrate(db) == []
     assert await states(db) == [("#0", PENDING, "for-a"), ("#1", PENDING, "for-b"),
                                 ("#1", DELIVERED, "b-earlier"), ("#0", DEAD, "a-dead"),
