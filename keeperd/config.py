@@ -1274,7 +1274,8 @@ class MetricsConfig(_Model):
         "for both).")
     max_connections: int = Field(
         default=32, ge=1, le=1024, description="Open connections at most; past it a new one "
-        "is answered 503 and closed at once (Prometheus needs one).")
+        "is answered 503 and closed at once (Prometheus needs one); the last quarter only to "
+        "peers holding none (an orchestrator's probe).")
     bearer_token: str | None = Field(
         default=None, description="If set, /metrics answers 401 without "
         "`Authorization: Bearer <token>` (/healthz and /readyz stay open for probes); use "

@@ -2,7 +2,9 @@
 
 One peer must not be able to take keeperd's sockets: a connection that has not sent a whole
 request within `header_timeout_s` (of opening, or of its last response) is closed, and past
-`max_connections` open ones a new connection is answered 503 and closed at once. /metrics may
+`max_connections` open ones a new connection is answered 503 and closed at once; the last
+quarter of them only to peers holding none (one peer's idle connections must not take the
+orchestrator probe's place). /metrics may
 ask for a bearer token; /healthz and /readyz never do (orchestrator probes carry no secret,
 and they tell only whether keeperd is alive and useful). Rendering /metrics walks every
 series: it runs on a thread of its own, not on the event loop that follows the chains.
@@ -85,60 +87,113 @@ class ListenError(Exception):
     address, the cause and the fix."""
 
 
+def _refuse(transport: asyncio.BaseTransport) -> None:
+    """Over a cap: say so and give the socket back at once."""
+    assert isinstance(transport, asyncio.WriteTransport)
+    transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Retry-After: 1\r\nConnection: close\r\n\r\n")
+    transport.close()
+
+
 class _Refused(asyncio.Protocol):
-    """Over the cap: say so and give the socket back at once."""
+    """Over the cap at accept."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                        b"Retry-After: 1\r\nConnection: close\r\n\r\n")
-        transport.close()
+        _refuse(transport)
 
 
 class _Counted(asyncio.Protocol):
-    """aiohttp's handler for one connection, counted from its opening to its loss (counted
-    here, not from aiohttp's list of connections, which learns of a connection only after
-    the accept loop may have taken a hundred more)."""
+    """aiohttp's handler for one connection, counted from its acceptance to its loss (counted
+    at accept, not from aiohttp's list of connections, which learns of a connection only after
+    the accept loop may have taken a hundred more), and by its peer's address once it is
+    known: a peer that already holds one is refused the gate's last `reserve` places."""
 
-    def __init__(self, inner: asyncio.Protocol, gate: _Gate) -> None:
-        self._inner, self._gate = inner, gate
+    def __init__(self, gate: _Gate) -> None:
+        self._gate = gate
+        self._inner: asyncio.Protocol | None = None
+        self._peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._gate.admits(self._peer):
+            self._gate.refused()
+            _refuse(transport)
+            return
+        self._inner = self._gate.handler()
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._inner is not None else None
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._gate.open -= 1
-        self._inner.connection_lost(exc)
+        self._gate.lost(self._peer if self._inner is not None else None)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
 
 
 class _Gate:
     """The protocol factory of the listening socket: aiohttp's handler while fewer than
-    `cap` connections are open, a refusal past it."""
+    `cap` connections are open, a refusal past it. The last quarter of the places go only to
+    peers holding none: one peer holding every place (32 idle connections reopened each
+    timeout) answered the orchestrator's /healthz probe 503, and a liveness probe restarts
+    keeperd for that (a review)."""
 
     def __init__(self, runner: web.AppRunner, cap: int, metrics: Metrics) -> None:
         self._runner, self._cap, self._metrics = runner, cap, metrics
-        self.open = 0
+        self.reserve = cap // 4
+        self.open = 0  # (accepted under the cap: admitted, or being refused)
+        self._admitted = 0
+        self._by_peer: dict[str, int] = {}
 
     def __call__(self) -> asyncio.Protocol:
         if self.open >= self._cap:
-            self._metrics.http_refused.inc()
+            self.refused()
             return _Refused()
+        self.open += 1
+        return _Counted(self)
+
+    def admits(self, peer: str) -> bool:
+        """A connection accepted under the cap, once its peer is known: refused when its peer
+        holds one already and the connections admitted have reached the reserve. (Counted
+        among those admitted, not those accepted: a burst's are all accepted before any is
+        admitted.)"""
+        if self._by_peer.get(peer, 0) and self._admitted >= self._cap - self.reserve:
+            return False
+        self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
+        self._admitted += 1
+        return True
+
+    def handler(self) -> asyncio.Protocol:
         server = self._runner.server
         assert server is not None
-        self.open += 1
-        return _Counted(server(), self)
+        return server()
+
+    def refused(self) -> None:
+        self._metrics.http_refused.inc()
+
+    def lost(self, peer: str | None) -> None:
+        """A connection accepted under the cap closed (`peer`: it was admitted)."""
+        self.open -= 1
+        if peer is not None:
+            self._admitted -= 1
+            left = self._by_peer.get(peer, 1) - 1
+            if left > 0:
+                self._by_peer[peer] = left
+            else:
+                self._by_peer.pop(peer, None)
 
 
 class WebServer:

@@ -133,8 +133,8 @@ async def test_connection_cap_holds_and_frees_as_connections_close() -> None:
 
 async def test_a_burst_of_connections_never_passes_the_cap() -> None:
     """Fifty at once: the accept loop takes many before aiohttp has registered any, so the
-    cap is counted at accept time."""
-    async with served(header_timeout_s=30.0, max_connections=5) as server:
+    cap is counted at accept time; one peer gets the places but the reserve (8 of 8 here)."""
+    async with served(header_timeout_s=30.0, max_connections=8) as server:
         conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", server.port)
                                        for _ in range(50)))
         await asyncio.sleep(0.5)
@@ -142,10 +142,42 @@ async def test_a_burst_of_connections_never_passes_the_cap() -> None:
         for reader, _ in conns:
             with contextlib.suppress(ConnectionResetError):
                 alive += not reader.at_eof() and not await _closed_now(reader)
-        assert server.open_connections == 5
-        assert alive == 5
+        assert server.open_connections == 6
+        assert alive == 6
         for _, writer in conns:
             writer.close()
+
+
+async def test_one_peer_holding_its_places_leaves_the_reserve_to_a_probe() -> None:
+    """One peer's idle connections (a scraper gone wrong, an attacker) take every place but
+    the last quarter; another peer — the orchestrator's /healthz probe — still gets in, and
+    the first peer's next one is refused."""
+    metrics = Metrics()
+    async with served(metrics, header_timeout_s=30.0, max_connections=8) as server:
+        held = []
+        for _ in range(6):
+            held.append(await asyncio.open_connection("127.0.0.1", server.port))
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        with contextlib.suppress(ConnectionResetError):
+            assert await _closed_within_2s(reader)
+        writer.close()
+        assert metrics.http_refused._value.get() == 1
+        # Another address of the loopback is another peer: a probe from it gets in.
+        probe_r, probe_w = await asyncio.open_connection(
+            "127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        probe_w.write(b"GET /healthz HTTP/1.1\r\nHost: keeperd\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(probe_r.read(), 2)).startswith(b"HTTP/1.1 200")
+        probe_w.close()
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.2)
+        assert server.open_connections == 0
+
+
+async def _closed_within_2s(reader: asyncio.StreamReader) -> bool:
+    data = await asyncio.wait_for(reader.read(4096), 2.0)
+    return data == b"" or data.startswith(b"HTTP/1.1 503")
 
 
 async def _closed_now(reader: asyncio.StreamReader) -> bool:
