@@ -1236,7 +1236,9 @@ class OraclesConfig(_Model):
     second_read: bool = Field(
         default=True, description="With two or more healthy RPC endpoints on a chain, read "
         "the price feeds on the second one too, at the same block, and judge both readings "
-        "(the first alone cannot hide a stale round): each block's judgement then waits for "
+        "(the first alone cannot hide a stale round), against the later of the two "
+        "endpoints' times of the block; the sequencer-uptime feed too, the least favourable "
+        "answer holding: each block's judgement then waits for "
         "the second up to 0.3 s after the first (its reading dropped, counted, if later). "
         "false: the first endpoint's reading alone, no wait.")
     bound_margin: float = Field(default=0.005, ge=0, description="An answer this close to the "

@@ -10,7 +10,7 @@ from dataclasses import replace
 from eth_abi.exceptions import InsufficientDataBytes, NonEmptyPaddingBytes
 from eth_utils import to_checksum_address
 
-from keeperd.chain.multicall import Call, Multicall, selector
+from keeperd.chain.multicall import Call, CallResult, Multicall, selector
 from keeperd.oracles.checks import FeedReading
 from keeperd.protocols.sdk.feeds import PriceFeed
 
@@ -64,6 +64,13 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
     adapters) is read with latestAnswer; its time is the oldest `updatedAt` of the aggregators
     it names, and where it names none, its freshness is "unknown" (reported, never a reason to
     trip)."""
+    results = await multicall.aggregate3(feed_calls(feeds), block)
+    return await decode_feeds(multicall, feeds, results, block)
+
+
+def feed_calls(feeds: Sequence[PriceFeed]) -> list[Call]:
+    """The first multicall's calls of `read_feeds`: a caller may send them with calls of its
+    own in one request (the watch's second reading: the block's time, the sequencer)."""
     calls: list[Call] = []
     for feed in feeds:
         source = feed.source
@@ -71,7 +78,14 @@ async def read_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
                   Call(source, _AGGREGATOR), Call(source, _MIN_ANSWER),
                   Call(source, _MAX_ANSWER), Call(source, _LATEST_ANSWER),
                   *(Call(source, g) for g in WRAPPED_GETTERS)]
-    results = await multicall.aggregate3(calls, block)
+    return calls
+
+
+async def decode_feeds(multicall: Multicall, feeds: Sequence[PriceFeed],
+                       results: Sequence[CallResult], block: int | str
+                       ) -> list[FeedReading]:
+    """`read_feeds` from the answers to `feed_calls(feeds)`: the bounds behind proxies and the
+    aggregators behind adapters are read at `block` on `multicall`."""
     readings: list[FeedReading] = []
     underlying: list[tuple[int, str]] = []
     wrapped: list[tuple[int, list[str]]] = []

@@ -30,12 +30,12 @@ from typing import Any
 import structlog
 from eth_abi import decode
 
-from keeperd.chain.multicall import Call, Multicall, encode_call
+from keeperd.chain.multicall import Call, CallResult, Multicall, encode_call, selector
 from keeperd.chain.rpc import RpcPool
 from keeperd.config import ChainConfig, OraclesConfig
 from keeperd.metrics import Metrics
 from keeperd.oracles.breaker import Breaker
-from keeperd.oracles.chainlink import read_feeds
+from keeperd.oracles.chainlink import decode_feeds, feed_calls, read_feeds
 from keeperd.oracles.checks import (
     FeedPolicy,
     FeedReading,
@@ -47,13 +47,16 @@ from keeperd.oracles.checks import (
 )
 from keeperd.oracles.heartbeats import Heartbeats, allowed_age
 from keeperd.oracles.references import References, median_price
-from keeperd.oracles.sequencer import SequencerCheck
+from keeperd.oracles.sequencer import SequencerCheck, SequencerWord
 from keeperd.protocols.sdk.feeds import PriceFeed
 from keeperd.state_files import write_json
 
 log = structlog.get_logger(__name__)
 # How long the second endpoint's reading of the feeds is waited for once the first's is in.
 SECOND_READ_GRACE_S = 0.3
+# Multicall3's `block.timestamp`: the second endpoint's time of the judged block, asked in the
+# same request as its reading of the feeds (no request more, none on the first's path).
+_BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
 
 # How long after the first rate without a reference the chain's other protocols are waited
 # for to declare their feeds (a large book's first scan takes a while; one that never scans
@@ -61,6 +64,18 @@ SECOND_READ_GRACE_S = 0.3
 # L2).
 DECLARE_WITHIN_BLOCKS = 5
 DECLARE_WITHIN_S = 120.0
+
+
+@dataclass(frozen=True)
+class SecondReading:
+    """The second endpoint's word on a block, at the judged header's hash: its name, its
+    readings of the feeds, its time of the block (None: its multicall did not say) and the
+    sequencer feed's answer (None: no sequencer feed on the chain)."""
+
+    name: str
+    readings: list[FeedReading]
+    timestamp: int | None
+    sequencer: SequencerWord | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,13 @@ class ChainPriceWatch:
         self._problems: dict[str, list[str]] = {}
         self._usd: dict[str, float] = {}
         self._sequencer: Problem | None = None
+        # The block's time as the feeds are judged by (the later of the first endpoint's
+        # header and the second's word: a lie can only make a feed look staler) and as the
+        # sequencer's grace period is (the earlier: a lie can only make it longer); and what
+        # each endpoint said of the sequencer.
+        self._now = self._grace_now = 0
+        self._sequencer_words: list[SequencerWord] = []
+        self._second_asked = False  # whether this block's second reading was asked for
         self._judged_for: dict[str, int] = {}  # protocol -> the last block judged for it
         # The USD feeds of a block judged ahead, while a path's read is in flight (`prepare`)
         self._preparing: tuple[int, asyncio.Task[None]] | None = None
@@ -296,23 +318,46 @@ class ChainPriceWatch:
             raise RuntimeError(f"{self.chain}: no header for block {block}")
         self._block, self._header = block, header
         self._judged, self._problems, self._usd = set(), {}, {}
-        now = int(header["timestamp"], 16)
-        self._sequencer = (await self.sequencer.problem(now, block)
+        self._now = self._grace_now = int(header["timestamp"], 16)
+        self._second_asked = False
+        self._sequencer_words = ([await self.sequencer.read(block)]
+                                 if self.sequencer is not None else [])
+        self._judge_sequencer()
+
+    def _judge_sequencer(self) -> None:
+        self._sequencer = (self.sequencer.judge(self._sequencer_words, self._grace_now)
                            if self.sequencer is not None else None)
+
+    def _hear_second(self, second: SecondReading) -> None:
+        """The second endpoint's time of the block and its sequencer word taken in. The
+        first's header alone dated the block: one endpoint serving each head's real number
+        and hash, its timestamp hours early, made a stale feed read fresh on both readings —
+        no trip, no alert (a review)."""
+        if second.timestamp is not None:
+            self._now = max(self._now, second.timestamp)
+            self._grace_now = min(self._grace_now, second.timestamp)
+        if second.sequencer is not None:
+            self._sequencer_words.append(second.sequencer)
+        self._judge_sequencer()
 
     async def _judge(self, block: int, feeds: Iterable[PriceFeed], references: bool = False
                      ) -> None:
         """Judge `feeds` at `block`, with the references not yet judged this block when
         there is anything to judge or `references` (a rate to come: `prepare`)."""
         assert self._header is not None
-        now = int(self._header["timestamp"], 16)
         feeds = list(dict.fromkeys(feeds))  # (the same feed declared twice is read once)
         usd_feeds = [f for f in feeds if not f.is_rate]
         rates = [f for f in feeds if f.is_rate]
         references_due = [f for f in self.reference_feeds if f not in self._judged] if (
             rates or usd_feeds or references) else []
         read = usd_feeds + references_due
-        readings, second = (await self._read_twice(read, block) if read else ([], None))
+        # (the sequencer's second word is asked once a block even with no feed to read)
+        second_due = self.sequencer is not None and not self._second_asked
+        readings, second = (await self._read_twice(read, block) if read or second_due
+                            else ([], None))
+        if second is not None:
+            self._hear_second(second)
+        now = self._now
         symbols = sorted({r.asset for r in readings} | {s for f in rates
                                                         for s in (f.base, f.quote)})
         await self._refresh_medians(symbols)
@@ -346,8 +391,8 @@ class ChainPriceWatch:
             if doubt is not None or (jumped and (feed.key, feed.source) in self._unproven):
                 self._save_doubted()
             if second is not None:
-                problems += self._second_problems(reading, second[1][i], second[0], now,
-                                                  problems)
+                problems += self._second_problems(reading, second.readings[i], second.name,
+                                                  now, problems)
             self._previous[(feed.key, feed.source)] = reading
             median = self._medians.get(reading.asset)
             if median and reading.price > 0:
@@ -500,27 +545,24 @@ class ChainPriceWatch:
         return (feed.key, feed.source.lower()) in self._reference_sources
 
     async def _read_twice(self, feeds: list[PriceFeed], block: int
-                          ) -> tuple[list[FeedReading], tuple[str, list[FeedReading]] | None]:
+                          ) -> tuple[list[FeedReading], SecondReading | None]:
         """The feeds' readings from the pool, and — with a second healthy endpoint — that
-        endpoint's name and its readings, at the same block, waited for SECOND_READ_GRACE_S
+        endpoint's word at the same block (`_read_second`), waited for SECOND_READ_GRACE_S
         once the first is in (None: none, or not in time). One endpoint was all the watch
         read: a lie of one feed's round made a two-hour-old price look fresh, and
         liquidations went on it with no alert (a by-hand trial)."""
         second = self.pool.second() if self.config.second_read else None
         if second is None:
             return await read_feeds(self.multicall, feeds, block), None
-        other = self.multicall.on(second)
-        # At the judged header's hash (EIP-1898): honest endpoints on two forks of one height
-        # read different rounds, and that is no lie — a second on another fork says it has
-        # no such block, and its reading is not used.
-        at: Any = ({"blockHash": self._header["hash"], "requireCanonical": True}
-                   if self._header is not None and self._header.get("hash") else block)
+        self._second_asked = True
         # (held in `asking`: awaited, or cancelled and its outcome taken, below)
-        asking = asyncio.create_task(read_feeds(other, feeds, at))
+        asking = asyncio.create_task(self._read_second(
+            self.multicall.on(second), feeds, block,
+            f"endpoint {second.name} ({second.safe_url})"))
         try:
             readings = await read_feeds(self.multicall, feeds, block)
             try:
-                seconds = await asyncio.wait_for(asyncio.shield(asking), SECOND_READ_GRACE_S)
+                said = await asyncio.wait_for(asyncio.shield(asking), SECOND_READ_GRACE_S)
             except Exception as exc:  # (any failure of the second's is the second's: a
                 # reading that does not decode held every liquidation of the chain, a review)
                 self.metrics.oracle_second_reads.labels(self.chain, "unavailable").inc()
@@ -528,12 +570,30 @@ class ChainPriceWatch:
                           endpoint=second.safe_url, error=f"{type(exc).__name__}: {exc}"[:200])
                 return readings, None
             self.metrics.oracle_second_reads.labels(self.chain, "read").inc()
-            return readings, (f"endpoint {second.name} ({second.safe_url})", seconds)
+            return readings, said
         finally:
             if not asking.done():
                 asking.cancel()
             elif not asking.cancelled():
                 asking.exception()  # (its failure taken: said above, or the first's raised)
+
+    async def _read_second(self, other: Multicall, feeds: list[PriceFeed], block: int,
+                           name: str) -> SecondReading:
+        """The second endpoint's reading of `feeds`, with its time of the block and its
+        sequencer word in the same request. At the judged header's hash (EIP-1898): honest
+        endpoints on two forks of one height read different rounds, and that is no lie — a
+        second on another fork says it has no such block, and its word is not used."""
+        at: Any = ({"blockHash": self._header["hash"], "requireCanonical": True}
+                   if self._header is not None and self._header.get("hash") else block)
+        extra = [Call(self.multicall.address, _BLOCK_TIMESTAMP)]
+        if self.sequencer is not None:
+            extra.append(self.sequencer.call)
+        results = await other.aggregate3(feed_calls(feeds) + extra, at)
+        n = len(results) - len(extra)
+        readings = await decode_feeds(other, feeds, results[:n], at)
+        return SecondReading(name, readings, _timestamp(results[n]),
+                             self.sequencer.word(results[n + 1], "second endpoint: ")
+                             if self.sequencer is not None else None)
 
     def _second_problems(self, first: FeedReading, second: FeedReading, second_name: str,
                          now: int, found: list[Problem]) -> list[Problem]:
@@ -713,3 +773,10 @@ class ChainPriceWatch:
                 self.metrics.pyth_conf_ratio.labels(self.chain, asset).set(conf / price)
             self.metrics.pyth_age.labels(self.chain, asset).set(max(0, now - publish_time))
         return out
+
+
+def _timestamp(result: CallResult) -> int | None:
+    """Multicall3's `getCurrentBlockTimestamp()` answer (None: failed, or not a word — a
+    multicall contract without it; the first's header alone then dates the block)."""
+    return int.from_bytes(result.data[:32], "big") if (
+        result.success and len(result.data) >= 32) else None

@@ -6,9 +6,10 @@ refusing wide `eth_getLogs` ranges, a node *behind the head* (its view frozen so
 answering as real nodes do: `eth_blockNumber` its own head, blocks above it absent, logs
 clamped to it without an error, state queries above it refused), a node of another network
 (`chain_id`), a node that lies about the head (`lie_ahead`: one far-future header now and
-then), a method that hangs, answers 429 or 5xx, resets the connection, answers something that
-is not JSON-RPC or an answer without end, or reaches the node and then loses its answer (a
-broadcast accepted, the reply dropped). A fault can be limited to its first `times` calls.
+then), a node that dates its headers off (`header_time_shift`), a method that hangs,
+answers 429 or 5xx, resets the connection, answers something that is not JSON-RPC or an
+answer without end, or reaches the node and then loses its answer (a broadcast accepted, the
+reply dropped). A fault can be limited to its first `times` calls.
 Everything it does not change goes to the node as it came.
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as proxy:
@@ -39,6 +40,7 @@ from tests.conftest import serve
 _AT_BLOCK = {"eth_call": 1, "eth_estimateGas": 1, "eth_getBalance": 1,
              "eth_getTransactionCount": 1, "eth_getCode": 1, "eth_getStorageAt": 2}
 _TAGS = {"latest", "pending", "safe", "finalized"}
+_HEADERS = {"eth_getBlockByNumber", "eth_getBlockByHash"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,10 @@ class ChaosProxy:
         # Only eth_calls asked at a block number are answered from this block's state ("latest"
         # goes on): what a node sees of a plan's older block, before what was mined since.
         self.numbered_calls_at: int | None = None
+        # Every header it serves (eth_getBlockByNumber, eth_getBlockByHash) dated this many
+        # seconds off, its number and hash the real block's: a node whose clock-bound
+        # answers lie while everything a block is checked by holds (negative: earlier).
+        self.header_time_shift: int | None = None
         # eth_call's third parameter, a state override (keeperd's scan reader rides on it):
         # "honour" it as the node does, "refuse" the call as nodes without the feature do
         # ("too many arguments"), or "ignore" it (forward the call without it).
@@ -264,7 +270,14 @@ class ChaosProxy:
             # (the call as the lagging node sees it: its ranges clamped, "latest" its head —
             # `params` is this method's copy, rewritten in place)
             call = {**call, "params": params}
-        return await self._forward(call)
+        answer = await self._forward(call)
+        if self.header_time_shift is not None and method in _HEADERS \
+                and isinstance(answer.get("result"), dict):
+            self.faulted[method] += 1
+            header = dict(answer["result"])
+            header["timestamp"] = hex(int(header["timestamp"], 16) + self.header_time_shift)
+            answer = {**answer, "result": header}
+        return answer
 
     def _behind(self, method: str, params: list[Any], head: int) -> dict[str, Any] | None:
         """A node whose head is `head`: rewrite the call to its view (params changed in place)

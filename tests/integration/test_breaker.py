@@ -283,3 +283,84 @@ async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
         assert "second endpoint: stale" in reason or "disagreement" in reason, reason
         assert metric_value(metrics, "keeperd_oracle_second_reads_total",
                             {"chain": "devnet", "outcome": "read"}) > 0
+
+
+async def test_one_endpoint_dating_its_headers_early_does_not_hide_a_stale_feed(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """Staleness was judged against the first endpoint's header alone: one serving each
+    head's real number and hash, its timestamp two hours early, made a two-hour-old WETH
+    round read as fresh on both endpoints' readings — no trip, no alert, an honest-looking
+    age gauge. The second endpoint's time of the same block is asked with its reading, and
+    the later of the two judges: a lie can only make a feed look staler."""
+    from tests.faults.chaos_proxy import ChaosProxy
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.header_time_shift = -7200
+        config = config_for(devnet, tmp_path, "alert-only",
+                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]])
+        config = config.model_copy(update={"oracles": config.oracles.model_copy(
+            update={"heartbeat_s": 3600})})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
+        metrics = keeper.daemon.metrics
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": "WETH"}) == 0
+        devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+        await keeper.evaluated_at(devnet.mine(1))
+        assert liar.faulted["eth_getBlockByNumber"] > 0
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": "WETH"}) == 1
+        states = await keeper.daemon.chains["devnet"].prices.breaker.states()
+        assert (states[("devnet", "WETH")].reason or "").startswith("stale"), states
+        assert metric_value(metrics, "keeperd_oracle_age_seconds", {
+            "chain": "devnet", "asset": "WETH",
+            "source": devnet.manifest["price_feeds"]["WETH"]}) >= 7200
+
+
+async def test_one_endpoint_saying_the_sequencer_is_up_does_not_hide_it_down(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The sequencer-uptime feed was read on the first endpoint alone: one answering "up, for
+    a day" (calls from an older block's state) hid a sequencer down, and then one back up
+    within its grace period. It is read on the second endpoint too, with the feeds: "down"
+    from either, or the later `startedAt`, holds."""
+    from tests.faults.chaos_proxy import ChaosProxy
+
+    sequencer = SequencerFeed(devnet, 0, block_time(devnet) - 86_400)
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        config = config_for(devnet, tmp_path, "alert-only",
+                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]])
+        chain = config.chains[0].model_copy(update={"sequencer_uptime_feed": sequencer.address,
+                                                    "sequencer_grace_period_s": 600})
+        config = config.model_copy(update={
+            "chains": [chain],
+            "oracles": config.oracles.model_copy(update={"clear_after_s": 0})})
+        keeper = await run_daemon(config)
+        await keeper.evaluated_at(devnet.client.block_number())
+        await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
+        metrics = keeper.daemon.metrics
+        symbols = list(devnet.manifest["tokens"])
+
+        def tripped() -> set[str]:
+            return {s for s in symbols if metric_value(
+                metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
+
+        assert tripped() == set()
+        liar.calls_at = devnet.client.block_number()  # (up for a day, whatever happens)
+        sequencer.set(1)  # down
+        await keeper.evaluated_at(devnet.mine(1))
+        assert liar.faulted["eth_call"] > 0
+        assert tripped() == set(symbols)
+        states = await keeper.daemon.chains["devnet"].prices.breaker.states()
+        assert "second endpoint: the L2 sequencer is down" in (
+            states[("devnet", "WETH")].reason or ""), states
+        sequencer.set(0)  # back up, just now: in its grace period on the second's word
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+        assert tripped() == set(symbols)
+        states = await keeper.daemon.chains["devnet"].prices.breaker.states()
+        assert "sequencer_grace" in (states[("devnet", "WETH")].reason or ""), states
+        devnet.advance_time(700)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1))
+        assert tripped() == set()

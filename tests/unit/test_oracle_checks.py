@@ -51,6 +51,27 @@ def test_sequencer_down_and_grace_period() -> None:
     assert grace is not None and grace.kind == "sequencer_grace" and grace.trips
 
 
+def test_the_sequencer_is_judged_by_the_least_favourable_endpoints_word() -> None:
+    """A first endpoint saying "up, for a day" hid a sequencer down on the second, or back up
+    within its grace period: "down" or no answer from either holds, and the grace period runs
+    from the later `startedAt`."""
+    from keeperd.chain.multicall import Multicall
+    from keeperd.oracles.sequencer import SequencerCheck, SequencerWord
+
+    check = SequencerCheck(Multicall(None, address="0x" + "11" * 20),  # type: ignore[arg-type]
+                           "0x" + "22" * 20, 600)
+    first = SequencerWord("", 0, NOW - 86_400)
+    assert check.judge([first], NOW) is None
+    down = check.judge([first, SequencerWord("second endpoint: ", 1, NOW - 10)], NOW)
+    assert down is not None and down.kind == "sequencer_down"
+    assert down.detail.startswith("second endpoint: ")
+    mute = check.judge([first, SequencerWord("second endpoint: ", None, None)], NOW)
+    assert mute is not None and mute.kind == "sequencer_down"
+    back = check.judge([first, SequencerWord("second endpoint: ", 0, NOW - 60)], NOW)
+    assert back is not None and back.kind == "sequencer_grace"
+    assert check.judge([first, SequencerWord("second endpoint: ", 0, NOW - 700)], NOW) is None
+
+
 def test_pyth_age_and_confidence() -> None:
     from keeperd.oracles.checks import PythPrice, check_pyth
 
