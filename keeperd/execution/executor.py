@@ -82,6 +82,7 @@ from keeperd.protocols.sdk.contract import (
     Liquidator,
     Opportunity,
     Plugin,
+    PriceTrust,
     Verdict,
 )
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, UpkeepKey, WaveKey
@@ -2260,6 +2261,13 @@ class Executor:
             return
         self._holdings_written = dict(held)
 
+    async def _price_trust(self, block: int) -> PriceTrust:
+        """The price watch's gate at `block` as a follow-up sees it: Curie's unwinds, bounded
+        by the index and mark, wait while their asset's breaker is tripped."""
+        gate = (await self.prices.gate(self.adapter.name, block)
+                if self.prices is not None else None)
+        return PriceTrust() if gate is None else PriceTrust(gate.paused, gate.hold)
+
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
@@ -2278,7 +2286,8 @@ class Executor:
         if not await self.tx.slot_free_at(result.block):
             return
         todo = []
-        for base_key, target, data, gas in self.liquidator.housekeeping(result):
+        for base_key, target, data, gas in await self.liquidator.housekeeping(
+                result, lambda: self._price_trust(result.block)):
             key = None
             failed: list[str] = []
             reverts = 0

@@ -137,7 +137,7 @@ async def test_no_follow_up_goes_while_the_head_is_contested() -> None:
     asked: list[int] = []
 
     class Liquidator:
-        def housekeeping(self, result: object) -> list[object]:
+        async def housekeeping(self, result: object, trust: object = None) -> list[object]:
             asked.append(result.block)  # type: ignore[attr-defined]
             return []
 

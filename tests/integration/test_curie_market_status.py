@@ -105,8 +105,8 @@ async def test_a_paused_market_holds_its_liquidations_and_the_others_go_on(
         book = scanner.book
         assert book.markets[vbtc].status == "closed"
         arb = curie["arbitrageur"]
-        unwinds = CurieLiquidator(keeper.daemon.executors["curie"].liquidator.adapter,
-                                  keeper.daemon.config.keeper, arb, None).housekeeping(
+        unwinds = await CurieLiquidator(keeper.daemon.executors["curie"].liquidator.adapter,
+                                        keeper.daemon.config.keeper, arb, None).housekeeping(
             SimpleNamespace(book=book))
         quits = [data for _, _, data, _ in unwinds
                  if data[:4] == artifact("ClearingHouse").encode_call("quitMarket", arb,

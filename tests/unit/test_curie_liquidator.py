@@ -35,6 +35,7 @@ def liquidator() -> Any:
     out._unwind_failures, out._unverified = {}, set()
     out.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
     out._told_held, out._mine_of = frozenset(), None
+    out._unwinds_waiting = set()
     return out
 
 
@@ -450,7 +451,7 @@ def test_an_unwind_is_limited_by_the_kinder_of_the_index_and_the_mark() -> None:
     """closePosition's price limit (0 is none at all): closing a long sells down to the lower
     of index and mark less the slippage; closing a short buys up to the higher, plus it;
     unread prices, no limit and no unwind."""
-    from keeperd.protocols.perp_curie.liquidator import unwind_price_limit
+    from keeperd.protocols.perp_curie.unwind_bound import unwind_price_limit
 
     market = Market(VETH, "vETH", "WETH", 2_000 * cm.WAD, 1_980 * cm.WAD)  # (mark, index)
     assert unwind_price_limit(5 * cm.WAD, market, 300) == sqrt_price(1_980 * 0.97)
@@ -467,10 +468,11 @@ def test_an_unwind_is_limited_by_the_kinder_of_the_index_and_the_mark() -> None:
     assert floor is not None and floor > 0
 
 
-def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> None:
+async def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> None:
     liq = liquidator()
     liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(
-        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={})
+        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={},
+        pool=SimpleNamespace(voters=["one"]), addresses={"AccountBalance": "0x" + "ab" * 20})
     for block in (10, 11, 12):
         liq.housekeeping_settled(unwind(VETH), block,
                                  "its simulation reverted: execution reverted: SPL")
@@ -483,20 +485,161 @@ def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price() -> 
     liq2.adapter = liq.adapter
     unread = book({VETH: 5 * 10**18})
     for block in (20, 21, 22):
-        assert liq2.housekeeping(SimpleNamespace(book=replace(unread, block=block))) == []
+        assert await liq2.housekeeping(SimpleNamespace(book=replace(unread, block=block))) == []
     hold = liq2.hold()
     assert hold is not None and "no price to bound its unwind by" in hold, hold
     # Priced, it goes with its bound in the calldata.
     priced = replace(unread, markets={**unread.markets, VETH: replace(
         unread.markets[VETH], mark=2_000 * cm.WAD, index=2_000 * cm.WAD)})
-    ((key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=priced))
+    ((key, _target, data, _gas),) = await liq2.housekeeping(SimpleNamespace(book=priced))
     assert key.position == (UNWIND, VETH)
     assert int.from_bytes(data[4 + 32:4 + 64], "big") == sqrt_price(2_000 * 0.97)
     assert int.from_bytes(data[4 + 64:4 + 96], "big") == 0  # (no amount bound)
     # Unset: Curie's own limit only (0), and an unread price does not hold the unwind.
     liq2.adapter.config.unwind_max_slippage_bps = None
-    ((_key, _target, data, _gas),) = liq2.housekeeping(SimpleNamespace(book=unread))
+    ((_key, _target, data, _gas),) = await liq2.housekeeping(SimpleNamespace(book=unread))
     assert int.from_bytes(data[4 + 32:4 + 64], "big") == 0
+
+
+def unwinder(endpoints: int) -> Any:
+    """A keeper liquidator that unwinds within 300 bps, `endpoints` voters configured."""
+    liq = liquidator()
+    liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(
+        unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={},
+        pool=SimpleNamespace(voters=[f"ep{i}" for i in range(endpoints)]),
+        addresses={"AccountBalance": "0x" + "ab" * 20})
+    return liq
+
+
+def held_at(size: int, usd: float, block: int = 1) -> CurieBook:
+    """The keeper's `size` of vETH in a book read at mark = index = `usd` (the first
+    endpoint's word)."""
+    held = book({VETH: size})
+    price = int(usd * 10**6) * 10**12
+    return replace(held, block=block, markets={**held.markets, VETH: replace(
+        held.markets[VETH], mark=price, index=price)})
+
+
+def endpoints_say(monkeypatch: pytest.MonkeyPatch, said: dict[str, float | None]) -> list[Any]:
+    """Each voter endpoint's mark = index of vETH (None: it says nothing); the blocks asked."""
+    from keeperd.protocols.perp_curie import unwind_bound
+
+    asked: list[Any] = []
+
+    async def by_endpoint_named(pool: Any, calls: list[Any], block: Any = "latest"
+                                ) -> list[tuple[str, list[Any]]]:
+        asked.append(block)
+        assert [c.signature for c in calls] == ["getMarkPrice(address)",
+                                                "getIndexPrice(uint256)"]
+        return [(who, [None, None] if usd is None else [int(usd * 10**6) * 10**12] * 2)
+                for who, usd in said.items()]
+
+    monkeypatch.setattr(unwind_bound.approvals, "by_endpoint_named", by_endpoint_named)
+    return asked
+
+
+async def unwind_limit(liq: Any, held: CurieBook, trust: Any = None) -> float | None:
+    """The price (vUSD a vETH) the one unwind sent is limited at; None: none goes."""
+    out = await (liq.housekeeping(SimpleNamespace(book=held)) if trust is None
+                 else liq.housekeeping(SimpleNamespace(book=held), trust))
+    if not out:
+        return None
+    ((_key, _target, data, _gas),) = out
+    return float((int.from_bytes(data[4 + 32:4 + 64], "big") / 2**96) ** 2)
+
+
+@pytest.mark.parametrize("size, lie", [(5 * cm.WAD, 1.0), (-5 * cm.WAD, 1_000_000.0)])
+async def test_a_lying_first_endpoint_no_longer_loosens_an_unwinds_limit(
+        monkeypatch: pytest.MonkeyPatch, size: int, lie: float) -> None:
+    """The first endpoint says mark = index = $1 of a $2,500 market (a long's floor $0.97:
+    the keeper's sale ran the pool to Curie's own ~10 % a block), or a million (a short's
+    ceiling): the other endpoint, asked the same at the block, says $2,500. Prices that far
+    apart: no unwind that block, said with who said what; three such blocks hold the
+    market's takeovers, alerted (`hold`), as any unwind that cannot go."""
+    liq = unwinder(2)
+    asked = endpoints_say(monkeypatch, {"first": lie, "second": 2_500.0})
+    with structlog.testing.capture_logs() as logs:
+        for block in (20, 21, 22):
+            assert await unwind_limit(liq, held_at(size, lie, block)) is None
+    assert asked == [20, 21, 22]  # (at the book's block: every endpoint answered there)
+    (told,) = [e for e in logs if e["event"] == "curie.unwind_waits"]  # (once, not a block)
+    assert "first" in told["reason"] and "second 2,500" in told["reason"], told
+    hold = liq.hold()
+    assert hold is not None and "prices disagree" in hold and "second 2,500" in hold, hold
+    # Agreed again: it goes, bounded by the honest price, and says so.
+    endpoints_say(monkeypatch, {"first": 2_500.0, "second": 2_500.0})
+    with structlog.testing.capture_logs() as logs:
+        limit = await unwind_limit(liq, held_at(size, 2_500.0, 23))
+    assert limit == pytest.approx(2_500 * (0.97 if size > 0 else 1.03), rel=1e-9)
+    assert "curie.unwind_goes_again" in [e["event"] for e in logs]
+
+
+@pytest.mark.parametrize("size", [5 * cm.WAD, -5 * cm.WAD])
+async def test_a_liar_can_only_tighten_an_unwinds_limit(monkeypatch: pytest.MonkeyPatch,
+                                                        size: int) -> None:
+    """Within the slippage of each other, the limit is the tightest any endpoint's prices
+    give — a long's highest floor, a short's lowest ceiling: a lie the kinder way changes
+    nothing, the stricter way makes the unwind stricter (at worst it fails its simulation,
+    `SPL`: held and alerted), never looser. Whichever endpoint lies, the first or another."""
+    for liar in ("first", "second"):
+        for lie in (2_450.0, 2_550.0):
+            liq = unwinder(3)
+            said = {"first": 2_500.0, "second": 2_500.0, "third": 2_500.0, liar: lie}
+            endpoints_say(monkeypatch, said)
+            limit = await unwind_limit(liq, held_at(size, said["first"]))
+            honest = 2_500 * (0.97 if size > 0 else 1.03)
+            lied = lie * (0.97 if size > 0 else 1.03)
+            tightest = max(honest, lied) if size > 0 else min(honest, lied)
+            assert limit == pytest.approx(tightest, rel=1e-9), (liar, lie)
+
+
+async def test_an_unwind_rests_on_two_endpoints_when_several_are_configured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two endpoints configured and only the first answering (the other silent at the
+    block and at "latest"), the limit would be the first's word alone: it waits, counted as
+    an unwind that cannot go. With one endpoint configured, the book's prices alone bound
+    it, as before, and nothing more is asked."""
+    liq = unwinder(2)
+    asked = endpoints_say(monkeypatch, {"first": 2_500.0, "second": None})
+    assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, 30)) is None
+    assert asked == [30, "latest"]
+    assert liq._unwind_failures[VETH] == {30}
+    alone = unwinder(1)
+    asked = endpoints_say(monkeypatch, {})
+    assert await unwind_limit(alone, held_at(5 * cm.WAD, 1.0)) == pytest.approx(0.97)
+    assert asked == []
+
+
+async def test_an_unwind_waits_while_its_assets_price_breaker_is_tripped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its limit rests on the index the price watch distrusts (a feed pinned at its
+    minAnswer, stale, off its references; an operator's trip): the unwind waits, uncounted
+    (the takeovers there are held by the breaker already), and goes once it resets. The
+    watch holding every price (a block unjudged, the sequencer down) holds it too."""
+    from keeperd.protocols.sdk.contract import PriceTrust
+
+    liq = unwinder(1)
+    endpoints_say(monkeypatch, {})
+
+    async def tripped() -> PriceTrust:
+        return PriceTrust(frozenset({"WETH"}))
+
+    async def unjudged() -> PriceTrust:
+        return PriceTrust(hold="the price watch has not judged block 40")
+
+    async def clear() -> PriceTrust:
+        return PriceTrust(frozenset({"WBTC"}))
+
+    with structlog.testing.capture_logs() as logs:
+        for block in (40, 41, 42):
+            assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, block), tripped) \
+                is None
+        assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, 43), unjudged) is None
+    assert [e["reason"] for e in logs if e["event"] == "curie.unwind_waits"] == [
+        "its asset's price breaker is tripped"]
+    assert liq.hold() is None and VETH not in liq._unwind_failures
+    assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, 44), clear) == \
+        pytest.approx(2_425.0)
 
 
 def test_the_keepers_holdings_as_the_book_shows_them() -> None:

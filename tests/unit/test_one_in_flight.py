@@ -133,7 +133,8 @@ class Unwinds(LiquidatorBase):
     def __init__(self, items: list[tuple[OpportunityKey, str, bytes, int]]) -> None:
         self.items = items
 
-    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+    async def housekeeping(self, result: Any, trust: Any = None
+                           ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         return [i for i in self.items]
 
 

@@ -42,7 +42,6 @@ positions first when those are liquidatable.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Collection, Mapping
@@ -58,6 +57,7 @@ from keeperd.chain.calls import ContractCall, call_many
 from keeperd.chain.multicall import encode_call, event_topic
 from keeperd.config import KeeperConfig
 from keeperd.protocols.perp_curie import margin as cm
+from keeperd.protocols.perp_curie import unwind_bound as ub
 from keeperd.protocols.perp_curie.adapter import CLOSED, OPEN
 from keeperd.protocols.sdk import approvals
 from keeperd.protocols.sdk.contract import (
@@ -70,6 +70,8 @@ from keeperd.protocols.sdk.contract import (
     Opportunity,
     OpportunityKey,
     StartRefused,
+    TrustNow,
+    trust_everything,
 )
 from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.protocols.sdk.sending import SendRefused
@@ -95,7 +97,7 @@ CLOSE_GAS = 900_000
 DEADLINE = 2**255
 # ClearingHouse's "position size is zero": an unwind simulated once the last one went.
 NOTHING_TO_UNWIND = "CH_PSZ"
-# The pool's price already beyond the unwind's price limit (ours, `unwind_price_limit`):
+# The pool's price already beyond the unwind's price limit (ours, `ub.unwind_price_limit`):
 # Uniswap's swap refuses to start ("SPL").
 PRICE_LIMIT_PASSED = re.compile(r"\bSPL\b")
 # Blocks an unwind fails in (simulated or on chain), none included between, before its
@@ -135,27 +137,6 @@ def settled_margin(deposit: Any, pnl: Any) -> int | None:
         return None
     owed, _unrealised, fee = pnl[0], pnl[1], pnl[2]
     return deposit + (owed + fee) // 10**12
-
-
-def unwind_price_limit(size: int, market: Any, slippage_bps: int) -> int | None:
-    """closePosition's `sqrtPriceLimitX96` for the keeper's position of `size` (signed, 18
-    decimals): closing a long sells into the pool down to the lower of the market's index
-    and mark less `slippage_bps`, closing a short buys up to the higher of the two plus it —
-    the pool's price never pushed beyond, whatever it takes: what it cannot take there is a
-    partial close (the rest at a later block), and a pool already beyond it (a sandwich's
-    front leg, a panic) reverts the swap (`SPL`) in its simulation, at no gas. An amount bound
-    (`oppositeAmountBound`) instead reverted every close whose size moved the pool past it —
-    a crash's unwinds, at the 1,000 ticks a block Curie allows, held for good. None when
-    neither price is read (no limit at all is none to the ClearingHouse)."""
-    prices = [p for p in (market.index, market.mark) if isinstance(p, int) and p > 0]
-    if not prices or not size:
-        return None
-    if size > 0:  # (a floor: rounded up, never looser)
-        limit = -(-min(prices) * (10_000 - slippage_bps) // 10_000)
-    else:  # (a ceiling: rounded down)
-        limit = max(prices) * (10_000 + slippage_bps) // 10_000
-    # vUSD per vETH in the pool (base is token0): sqrt(price) x 2^96.
-    return max(1, math.isqrt(limit * 2**192 // cm.WAD))
 
 
 def _collateral_planned(amount: int, repaid: int, in_usdc: bool) -> dict[str, int]:
@@ -198,6 +179,7 @@ class CurieLiquidator(LiquidatorBase):
         # block.
         self._unverified: set[str] | None = None
         self._held_sizes: dict[str, int] = {}  # (the keeper's position there, last book)
+        self._unwinds_waiting: set[str] = set()  # (markets whose unwind waited, last block)
         self._symbols: dict[str, str] = {}  # (base token -> market symbol, last book)
         self._told_held: frozenset[str] = frozenset()
         self._mine_of: tuple[CurieBook, cm.CurieTrader | None] | None = None  # (`_mine`)
@@ -663,7 +645,8 @@ class CurieLiquidator(LiquidatorBase):
                                                  [trader, base, 0])))
         return out
 
-    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+                           ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Unwind what the keeper holds: (journal key, target, calldata, gas) per market."""
         if self.keeper is None:
             return []
@@ -673,18 +656,18 @@ class CurieLiquidator(LiquidatorBase):
         if mine is None:
             return []
         ch = self.adapter.config.clearing_house
+        bps = self.adapter.config.unwind_max_slippage_bps
+        closing = [p for p in mine.positions if book.markets[p.base].status == OPEN]
+        limits = ({} if bps is None or not closing  # (unset: Curie's own limit only, 0)
+                  else await self._unwind_limits(book, closing, bps, trust))
         out = []
         for p in mine.positions:
             status = book.markets[p.base].status
             key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
             if status == OPEN:
-                bps = self.adapter.config.unwind_max_slippage_bps
-                limit = (0 if bps is None  # (Curie's own limit only)
-                         else unwind_price_limit(p.size, book.markets[p.base], bps))
-                if limit is None:  # (no price to bound it by: no unwind at any price)
-                    self.housekeeping_settled(key, book.block, "the market's index and mark "
-                                              "are unread: no price to bound its unwind by")
-                    continue
+                limit = 0 if bps is None else limits.get(p.base)
+                if limit is None:
+                    continue  # (it waits: `_unwind_limits` said why)
                 out.append((key, ch, encode_call(
                     CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
                     [(p.base, limit, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
@@ -693,6 +676,69 @@ class CurieLiquidator(LiquidatorBase):
                                                  [self.keeper, p.base]), CLOSE_GAS))
             # (paused: every way out reverts until the market reopens or closes)
         return out
+
+    async def _unwind_limits(self, book: CurieBook, closing: list[cm.CuriePosition],
+                             bps: int, trust: TrustNow) -> dict[str, int | None]:
+        """Each unwind's price limit (unwind_bound.py), or None where it waits this block:
+        its asset's price breaker tripped (or no price trusted at all) — its limit rests on
+        the index the watch distrusts, and the takeovers there wait too, so nothing is
+        counted against the unwind; the endpoints' prices apart, or one endpoint's alone
+        where several are configured, or none read — counted as an unwind that cannot go
+        (`housekeeping_settled`: three blocks hold its market's takeovers, alerted)."""
+        trusted = await trust()
+        waiting = {p.base: f"the price watch holds every price: {trusted.hold}"
+                   if trusted.hold is not None else "its asset's price breaker is tripped"
+                   for p in closing
+                   if trusted.hold is not None or book.markets[p.base].asset in trusted.paused}
+        asked = [p for p in closing if p.base not in waiting]
+        pool = self.adapter.pool
+        said = (await ub.ask_every_endpoint(pool, self.adapter.addresses["AccountBalance"],
+                                            [p.base for p in asked], book.block)
+                if asked and len(pool.voters) > 1 else {})
+        # (further apart than the slippage, the tightest limit lies beyond what the others
+        # say the pool may reach: the unwind would fail per their word — it waits, and the
+        # log says who said what instead of `SPL`)
+        tolerance = bps / 10_000
+        limits: dict[str, int | None] = {}
+        for p in asked:
+            m = book.markets[p.base]
+            voices = [ub.Said(ub.BOOK, m.mark, m.index), *said.get(p.base, [])]
+            why = self._unwind_doubt(voices, len(pool.voters), tolerance)
+            limit = None if why is not None else ub.tightest_limit(p.size, voices, bps)
+            if why is None and limit is None:
+                why = "the market's index and mark are unread: no price to bound its unwind by"
+            if why is not None:
+                key = OpportunityKey(self.adapter.name, str(self.keeper), (UNWIND, p.base),
+                                     str(p.size))
+                self.housekeeping_settled(key, book.block, why)
+                waiting.setdefault(p.base, why)
+            limits[p.base] = limit
+        self._tell_unwinds_waiting(book, waiting)
+        return limits
+
+    @staticmethod
+    def _unwind_doubt(voices: list[ub.Said], endpoints: int, tolerance: float) -> str | None:
+        """Why these voices cannot bound an unwind, or None: with several endpoints
+        configured, fewer than two of them read its prices (the book is the first's own
+        word), or their prices lie apart."""
+        heard = {v.who for v in voices if v.who != ub.BOOK and v.read}
+        if endpoints > 1 and len(heard) < 2:
+            return (f"only {len(heard)} of {endpoints} endpoints read the market's mark and "
+                    "index: its unwind's limit would rest on one endpoint's word")
+        return ub.disagreement([v for v in voices if v.read], tolerance)
+
+    def _tell_unwinds_waiting(self, book: CurieBook, waiting: Mapping[str, str]) -> None:
+        """Once when a market's unwind starts to wait (and why), once when it goes again."""
+        for base, why in waiting.items():
+            if base not in self._unwinds_waiting:
+                log.warning("curie.unwind_waits", protocol=self.adapter.name,
+                            market=book.markets[base].symbol, block=book.block, reason=why,
+                            meaning="the keeper's position there is not unwound this block; "
+                                    "asked again at the next")
+        for base in self._unwinds_waiting - waiting.keys():
+            log.info("curie.unwind_goes_again", protocol=self.adapter.name,
+                     market=self._symbols.get(base, base), block=book.block)
+        self._unwinds_waiting = set(waiting)
 
     def realised(self, receipt: Mapping[str, Any]) -> float:
         """What the keeper's own trades in this transaction realised, in USD: an unwind's

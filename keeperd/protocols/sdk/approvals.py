@@ -174,10 +174,17 @@ async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall],
     endpoint. At the block the first reading was taken at: each at "latest", a moment apart,
     disagreed during every crash (liquidations move the balances) — false
     `keeper.balance_disagreement` warnings in a by-hand trial."""
+    return [said for _, said in await by_endpoint_named(pool, calls, block)]
+
+
+async def by_endpoint_named(pool: RpcPool, calls: Sequence[ContractCall],
+                            block: int | str = "latest") -> list[tuple[str, list[Any]]]:
+    """`by_endpoint`, each answer with the endpoint's name: a disagreement logged says who
+    said what (Curie's unwind prices)."""
     if len(pool.voters) < 2:
         return []
 
-    async def ask(ep: Any) -> list[Any]:
+    async def ask(ep: Any) -> tuple[str, list[Any]]:
         answers = await pool.batch_on(ep, [("eth_call", c.params(block)) for c in calls])
         out: list[Any] = []
         for c, answer in zip(calls, answers, strict=True):
@@ -185,7 +192,7 @@ async def by_endpoint(pool: RpcPool, calls: Sequence[ContractCall],
                 out.append(c.decode(answer) if isinstance(answer, str) else None)
             except Exception:  # (a malformed answer says nothing)
                 out.append(None)
-        return out
+        return ep.name, out
 
     said = await asyncio.gather(*(ask(ep) for ep in pool.voters), return_exceptions=True)
-    return [s for s in said if isinstance(s, list)]
+    return [s for s in said if isinstance(s, tuple)]

@@ -21,7 +21,7 @@ Rows of a view are positions: one per account for a cross-margined protocol (Aav
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -218,6 +218,26 @@ class LiquidationSeen:
     realised_later: str | None = None
 
 
+@dataclass(frozen=True)
+class PriceTrust:
+    """What the chain's price watch trusts at a block (its gate, for a plug-in): `paused`,
+    the assets whose breaker is tripped; `hold`, why no price is trusted at all (the block
+    not judged, the sequencer down), or None."""
+
+    paused: frozenset[str] = frozenset()
+    hold: str | None = None
+
+
+# Asked only by a follow-up that rests on a price: the gate reads the breaker's table, and
+# most blocks of most protocols have no follow-up at all.
+TrustNow = Callable[[], Awaitable[PriceTrust]]
+
+
+async def trust_everything() -> PriceTrust:
+    """No price watch (tests of other stages, a tool without one): nothing is paused."""
+    return PriceTrust()
+
+
 class DepositRecords(Protocol):
     """The margin deposits a keeper sent, kept in its state database (`Journal`)."""
 
@@ -274,8 +294,10 @@ class Liquidator(Protocol):
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
 
-    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
-        """Its journaled follow-ups: (key, target, calldata, gas)."""
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+                           ) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        """Its journaled follow-ups: (key, target, calldata, gas). `trust`: what the price
+        watch trusts now, for a follow-up bounded by a price (Curie's unwinds)."""
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
                              lasting: bool = False, simulated: bool = False) -> None:
@@ -583,7 +605,8 @@ class LiquidatorBase:
         """Who pulls `asset` from the keeper's wallet (default: nothing it knows of)."""
         return None
 
-    def housekeeping(self, result: Any) -> list[tuple[OpportunityKey, str, bytes, int]]:
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+                           ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
         return []
 
