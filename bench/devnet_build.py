@@ -112,7 +112,8 @@ def main() -> int:
     if code != 0:
         print(f"the build failed (exit {code})", file=sys.stderr)
         return 1
-    [folder] = list((devnet_dir / "states").iterdir())
+    # (the state's folder: its lock file beside it since the states are built under a lock)
+    [folder] = [p for p in (devnet_dir / "states").iterdir() if p.is_dir()]
     state_gz = folder / "state.json.gz"
     loaded = _serve(folder / "state.json")
     result = {
