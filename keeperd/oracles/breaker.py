@@ -96,14 +96,14 @@ class Breaker:
     async def tripped(self, chain: str) -> set[str]:
         """The assets paused on `chain`: tripped there, or on every chain."""
         return {r[0] for r in await self.db.fetch(
-            "SELECT asset FROM breaker WHERE tripped = 1 AND (chain = $1 OR chain = $2)",
+            "SELECT asset FROM breaker WHERE tripped <> 0 AND (chain = $1 OR chain = $2)",
             chain, EVERY_CHAIN)}
 
     async def paused(self, chain: str) -> dict[str, BreakerState]:
         """asset -> the trip that pauses it on `chain`: the chain's own, else an every-chain
         one."""
         # (the tripped rows of this chain only: read for every protocol's alerts each block)
-        rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM breaker WHERE tripped = 1 AND "
+        rows = await self.db.fetch(f"SELECT {_COLUMNS} FROM breaker WHERE tripped <> 0 AND "
                                    "(chain = $1 OR chain = $2)", chain, EVERY_CHAIN)
         out: dict[str, BreakerState] = {}
         for r in sorted(rows, key=lambda r: r[0] == EVERY_CHAIN):
@@ -130,7 +130,7 @@ class Breaker:
             "VALUES ($1, $2, 1, $3, $4, $5, NULL) ON CONFLICT (chain, asset) DO UPDATE "
             "SET tripped = 1, manual = CASE WHEN breaker.manual > excluded.manual "
             "THEN breaker.manual ELSE excluded.manual END, reason = excluded.reason, "
-            "since = CASE WHEN breaker.tripped = 1 THEN breaker.since ELSE excluded.since END, "
+            "since = CASE WHEN breaker.tripped <> 0 THEN breaker.since ELSE excluded.since END, "
             "clear_since = NULL", chain, asset, int(manual), reason, now)
 
     async def reset(self, asset: str, chain: str | None = None,
@@ -140,7 +140,7 @@ class Breaker:
         automatic one comes back at the next block if its feed is still bad)."""
         now = time.time() if now is None else now
         rows = [r for r in await self.db.fetch(
-                    "SELECT chain FROM breaker WHERE asset = $1 AND tripped = 1", asset)
+                    "SELECT chain FROM breaker WHERE asset = $1 AND tripped <> 0", asset)
                 if chain is None or r[0] == chain]
         for (where,) in rows:
             await self.db.execute("UPDATE breaker SET tripped = 0, manual = 0, reason = $1, "

@@ -77,7 +77,7 @@ async def summarize(db: Database, *, index: bool = True) -> dict[str, Any]:
             {"chain": str(chain), "asset": str(asset), "manual": bool(manual),
              "reason": str(reason or "tripped")}
             for chain, asset, manual, reason in await db.fetch(
-                "SELECT chain, asset, manual, reason FROM breaker WHERE tripped = 1 "
+                "SELECT chain, asset, manual, reason FROM breaker WHERE tripped <> 0 "
                 "ORDER BY chain, asset")]
     if "outbox" in present:
         out["outbox"] = outbox_summary(

@@ -369,6 +369,27 @@ async def test_only_the_lease_holder_delivers(postgres_dsn: str) -> None:
 # --- the oracle breaker on both back-ends --------------------------------------------------
 
 
+async def test_a_breaker_row_not_written_as_one_still_pauses(db: Database) -> None:
+    """A row no keeperd wrote (`tripped` 2, -1) read as tripped by one query and as clear by
+    another switched the breaker off: the next stale reading saw "tripped" and tripped
+    nothing, the gate paused nothing, the alert resolved, liquidations went at the stale price
+    (a review). One predicate everywhere: anything but 0 is tripped."""
+    from keeperd.oracles.breaker import Breaker
+
+    breaker = Breaker(await migrated(db))
+    for odd in (2, -1):
+        await db.execute("DELETE FROM breaker")
+        await db.execute("INSERT INTO breaker (chain, asset, tripped, manual, reason, since) "
+                         "VALUES ('mainnet', 'WETH', $1, 0, 'by hand', 1000)", odd)
+        _, paused = await breaker.observe_many("mainnet", {"WETH": ["stale: 7200 s"]},
+                                               now=2000.0)
+        assert paused == {"WETH"}, odd
+        assert set(await breaker.paused("mainnet")) == {"WETH"}
+        assert await breaker.tripped("mainnet") == {"WETH"}
+        assert await breaker.reset("WETH") == 1  # (the operator's reset finds it too)
+        assert await breaker.tripped("mainnet") == set()
+
+
 async def test_breaker_trips_and_resets_only_after_staying_clear(db: Database) -> None:
     from keeperd.oracles.breaker import Breaker
 
