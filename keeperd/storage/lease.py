@@ -145,11 +145,18 @@ def fix_for(parts: Sequence[str], *, starting: bool = False) -> str:
 
 
 def _shared(text: str | None) -> dict[str, list[str]] | None:
+    """A lease's `shared_config` as written: each part a list of lines. A row this code
+    cannot read is not a reason to refuse; a part that is not a list of lines is left out
+    (`{"chains": 5}` in a live row crashed every standby's comparison and every start: a
+    review)."""
     try:
         value = json.loads(text) if text else None
     except ValueError:
-        return None  # (a row this code cannot read: not a reason to refuse)
-    return value if isinstance(value, dict) else None
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {str(part): lines for part, lines in value.items()
+            if isinstance(lines, list) and all(isinstance(line, str) for line in lines)}
 
 
 class FencedOut(RuntimeError):

@@ -146,3 +146,24 @@ def test_a_difference_only_in_what_sighup_reloads_lets_a_replica_start_and_says_
         {"kind": "webhook", "url": "https://elsewhere.example/k", "secret": "${HOOK}"}]}]}))
     said = mismatch(ident, key, "liquidate", live, other_sinks, starting=True)
     assert said is not None and "stop every replica" in said
+
+
+def test_a_lease_row_whose_shared_config_does_not_read_crashes_no_comparison(
+        tmp_path: Path) -> None:
+    """`shared` as another keeperd (or a hand) wrote it: parts that are not lists of lines are
+    left out. `{"chains": 5}` in a live row raised in every standby's comparison, every 30 s,
+    and at every start: no standby, no start (a review)."""
+    import json
+
+    from keeperd.storage.lease import _shared
+
+    ours = shared_config(config(tmp_path))
+    for text in ('{"chains": 5}', '{"alerts.rules": null}', '{"alerts.rules": [1]}',
+                 '{"chains": "x"}', "[1, 2]", "not json"):
+        theirs = _shared(text)
+        assert theirs is None or all(isinstance(v, list) for v in theirs.values()), text
+        live = [("0xk@1", "0xk", "liquidate", theirs)]
+        mismatch("0xk@1", "0xk", "liquidate", live, ours, starting=True)  # (no raise)
+        mismatch("0xk@1", "0xk", "liquidate", live, ours)
+    kept = _shared(json.dumps({**ours, "alerts.rules": 7}))
+    assert kept is not None and "alerts.rules" not in kept and kept["chains"] == ours["chains"]
