@@ -565,11 +565,27 @@ class Daemon:
                 self.dispatcher.wake()
         if self.replica is not None:
             self.replica.promotion_tells = True  # (what it settles now is told)
+            await self._after_an_older_leader()
         for name, executor in self.executors.items():
             head = await confirmed_head(executor.pool)
             await executor.reconcile(head)
             log.info("replica.reconciled", protocol=name, epoch=epoch, head=head)
         await self._prepare_executors()
+
+    async def _after_an_older_leader(self) -> None:
+        """The lease taken from a keeperd older than the outcomes' `told` marks (a rolling
+        upgrade): what it settled, it told — marked so, not told again (`Journal.mark_told_
+        by_older_leader`)."""
+        assert self.replica is not None
+        if self.replica.lease.previous_told_outcomes is not False or not self.executors:
+            return
+        journal = next(iter(self.executors.values())).journal
+        marked = await journal.mark_told_by_older_leader()
+        log.warning("replica.took_over_from_an_older_keeperd", outcomes_taken_as_told=marked,
+                    meaning="the last leader ran a keeperd that does not mark what it tells: "
+                            "the outcomes it settled are taken as told by it (an outcome it "
+                            "settled and had not told when it stopped is not told); finish "
+                            "the upgrade of every replica")
 
     async def _prepare_executors(self) -> None:
         """Each executor's preparation (approvals, a deposit), once every executor's journal

@@ -313,6 +313,16 @@ class Journal:
             await self.db.execute("UPDATE liquidations SET told = $1 WHERE key = $2",
                                   outcome, key)
 
+    async def mark_told_by_older_leader(self) -> int:
+        """The settled outcomes whose telling is marked only as far as "sent": taken as told.
+        For a replica taking the lease from an older keeperd, which tells what it settles
+        and marks nothing: the rows in flight when migration 15 ran (`told` = 'pending') and
+        settled by it were told again at the takeover, under new idempotency keys (a rolling
+        upgrade by hand: 13 outcomes twice). The number marked."""
+        return await self.db.execute(
+            "UPDATE liquidations SET told = status WHERE told = $1 AND status IN ($2, $3, $4)",
+            PENDING, INCLUDED, REVERTED, LOST_RACE)
+
     async def untold(self, protocol: str, unbooked_mark: str, limit: int = 500
                      ) -> list[tuple[JournalEntry, str]]:
         """`protocol`'s rows whose outcome was journaled and not told (a process killed in

@@ -45,6 +45,7 @@ ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS address TEXT;
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS chain_ids BIGINT[];
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS mode TEXT;
 ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS shared TEXT;
+ALTER TABLE keeper_lease ADD COLUMN IF NOT EXISTS told_by TEXT;
 """
 
 
@@ -253,6 +254,10 @@ class Lease:
         # (None: no other holder, or one that wrote none): a takeover on another config
         # is said (`Replica`).
         self.previous_shared: dict[str, list[str]] | None = None
+        # Whether the last holder, as this replica took the lease from it, marked what it told
+        # of each outcome (`told_by`: written by this code at each acquisition, its holder and
+        # epoch; an older keeperd leaves another holder's there). None: no other holder.
+        self.previous_told_outcomes: bool | None = None
         self._conn: Any = None
 
     async def connect(self) -> None:
@@ -303,19 +308,22 @@ class Lease:
             # cleanly wrote none — `release` — and one long dead is no takeover; compared
             # with them, every planned restart onto a new config paged a critical, a review)
             previous = await conn.fetchrow(
-                "SELECT holder, shared, expires_at > now() - make_interval(secs => $2) "
+                "SELECT holder, epoch, told_by, shared, "
+                "expires_at > now() - make_interval(secs => $2) "
                 "AS recent FROM keeper_lease WHERE identity = $1 FOR UPDATE",
                 self.identity, float(TAKEOVER_SAID_WITHIN_S))
             epoch = await conn.fetchval(
                 """
                 INSERT INTO keeper_lease AS l (identity, holder, epoch, expires_at, renewed_at,
-                                               address, chain_ids, mode, shared)
-                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5, $6, $7)
+                                               address, chain_ids, mode, shared, told_by)
+                VALUES ($1, $2, 1, now() + make_interval(secs => $3), now(), $4, $5, $6, $7,
+                        $2 || '@1')
                 ON CONFLICT (identity) DO UPDATE
                    SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
                        expires_at = EXCLUDED.expires_at, renewed_at = now(),
                        address = EXCLUDED.address, chain_ids = EXCLUDED.chain_ids,
-                       mode = EXCLUDED.mode, shared = EXCLUDED.shared
+                       mode = EXCLUDED.mode, shared = EXCLUDED.shared,
+                       told_by = EXCLUDED.holder || '@' || (l.epoch + 1)::text
                  WHERE l.expires_at <= now()
                 RETURNING epoch
                 """, self.identity, self.holder, self.length_s, self.address,
@@ -326,6 +334,9 @@ class Lease:
             self.previous_shared = (_shared(previous["shared"]) if previous is not None
                                     and previous["holder"] != self.holder
                                     and previous["recent"] else None)
+            self.previous_told_outcomes = (
+                None if previous is None or previous["holder"] == self.holder
+                else previous["told_by"] == f"{previous['holder']}@{previous['epoch']}")
         return epoch
 
     async def renew(self) -> bool:

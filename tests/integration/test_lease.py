@@ -111,3 +111,30 @@ async def test_the_lease_connection_bounds_its_statements(dsn: str) -> None:
             Lease(dsn, "x", length_s=1.0, statement_timeout_s=1.0)
     finally:
         await a.close()
+
+
+async def test_a_takeover_knows_whether_the_last_leader_marked_what_it_told(dsn: str) -> None:
+    """A rolling upgrade: an older keeperd leading marks nothing of what it tells, and the
+    first replica of this code to take over told its settled outcomes again, under new keys
+    (13 of them, a by-hand trial). `told_by` says whether the last holder was of this code:
+    written at each acquisition, which an older keeperd's acquisition leaves as it was."""
+    a, b, c = await lease(dsn, "a"), await lease(dsn, "b"), await lease(dsn, "c")
+    writer = await asyncpg.connect(dsn)
+    try:
+        assert await a.try_acquire() == 1
+        assert a.previous_told_outcomes is None  # (no one before it)
+        await a.release()
+        assert await b.try_acquire() == 2
+        assert b.previous_told_outcomes is True  # (a is of this code)
+        await b.release()
+        # An older keeperd takes it as it did: holder and epoch, nothing of told_by.
+        await writer.execute(
+            "UPDATE keeper_lease SET holder = 'old', epoch = epoch + 1, mode = NULL, "
+            "shared = NULL, expires_at = now() - interval '1 second' WHERE identity = $1",
+            "devnet:0xkeeper")
+        assert await c.try_acquire() == 4
+        assert c.previous_told_outcomes is False
+    finally:
+        await writer.close()
+        for one in (a, b, c):
+            await one.close()

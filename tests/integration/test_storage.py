@@ -157,6 +157,22 @@ async def test_margin_deposits_are_kept_refused_ones_forgotten_bad_rows_read_as_
     assert [amount for _, amount, _ in await journal.deposits("curie")] == [10**13, None]
 
 
+async def test_outcomes_an_older_leader_settled_are_taken_as_told(db: Database) -> None:
+    """Rows in flight when migration 15 ran (`told` 'pending') and settled by an older
+    keeperd, which told them: marked told at the takeover, so they are not told again; a row
+    this code journaled and has not told (`told` '') is left to be told."""
+    journal = await J.Journal.open(await migrated(db))
+    for key, status, told in (("m:1", J.INCLUDED, J.PENDING), ("m:2", J.REVERTED, J.PENDING),
+                              ("m:3", J.PENDING, J.PENDING), ("m:4", J.INCLUDED, "")):
+        await journal.record(entry(key, "morpho"))
+        await db.execute("UPDATE liquidations SET status = $1, told = $2 WHERE key = $3",
+                         status, told, key)
+    assert await journal.mark_told_by_older_leader() == 2
+    told = {r[0]: r[1] for r in await db.fetch("SELECT key, told FROM liquidations")}
+    assert told == {"m:1": J.INCLUDED, "m:2": J.REVERTED, "m:3": J.PENDING, "m:4": ""}
+    assert [e.key for e, _ in await journal.untold("morpho", "unbooked")] == ["m:4"]
+
+
 async def test_settled_rows_not_booked_are_found_by_their_mark(db: Database) -> None:
     """A start books what an earlier one settled and did not (`profit_usd=pending` in the
     row): found by protocol, status, no realised figure and the mark, on both back-ends (the
