@@ -192,6 +192,16 @@ def aggregate3_answer(count: int) -> Shape:
     return shape
 
 
+def quantity_at_most(most: int) -> Shape:
+    """A quantity no greater than `most`: a count past what can be (a nonce count thousands
+    past the key's next nonce) is the endpoint's fault, not a number to act on."""
+    def shape(result: Any) -> str | None:
+        if (why := hex_quantity(result)) is not None:
+            return why
+        return None if int(result, 16) <= most else f"{result[:20]} is past {most}"
+    return shape
+
+
 # What each method returns, judged on every answer `request` gets (the callers read them as
 # that: "0xZZ" for a head raised in the probe and crashed the daemon at every start, a
 # by-hand trial). Methods not here are the caller's to judge.
@@ -575,18 +585,21 @@ class RpcPool:
         return [ep for ep in self.endpoints if ep.health.chain_ok is not False]
 
     async def call_endpoint(self, ep: Endpoint, method: str, params: Sequence[Any] = (), *,
-                            judged: bool = True) -> Any:
+                            judged: bool = True, shape: Shape | None = None) -> Any:
         """One attempt on one given endpoint, no failover (start-up checks, probes, votes);
         an endpoint whose network is not known yet is asked its chain id first, and one of
         another network is refused (`RpcUnavailable`) without being asked. `judged=False`: its
         failure does not count against the endpoint (a method many providers limit or do not
-        serve, asked for the log's sake: `debug_traceTransaction`)."""
+        serve, asked for the log's sake: `debug_traceTransaction`). `shape`: an answer not of
+        it is the endpoint's bad response (counted, `RpcUnavailable`); without it the caller
+        judges the answer."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": list(params)}
         try:
             if method != "eth_chainId":  # (the start's own check of it)
                 await self._of_our_chain(ep)
-            body = await self._attempt(ep, method, payload, expect_list=False, judged=judged)
+            body = await self._attempt(ep, method, payload, expect_list=False, judged=judged,
+                                       shape=shape)
         except _TransientError as exc:
             raise RpcUnavailable(f"endpoint {ep.name} ({ep.safe_url}): {exc}") from None
         if body.get("error") is not None:

@@ -20,11 +20,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from eth_utils import keccak
 
-from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable, quantity_at_most
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution.delegation import (
@@ -493,15 +494,14 @@ class TxManager:
                 block, [("eth_getTransactionCount", [self.address, hex(block)])])
             if isinstance(count, Exception):
                 raise count
-            self._note_mined(count, block)
+            self._note_mined(int(str(count), 16), block)
         except (RpcError, RpcUnavailable, ValueError, TypeError):
             return False
         return True
 
-    def _note_mined(self, count: object, block: int) -> None:
-        """A mined count read (hex) at `block`: it replaces the last, capped at the next nonce
-        to sign (a count above it is no reason to think more was mined than was sent)."""
-        mined = int(str(count), 16)
+    def _note_mined(self, mined: int, block: int) -> None:
+        """A mined count read at `block`: it replaces the last, capped at the next nonce to
+        sign (a count above it is no reason to think more was mined than was sent)."""
         self._mined_at = mined if self._nonce is None else min(mined, self._nonce)
         self._mined_at_block = block
 
@@ -514,12 +514,20 @@ class TxManager:
                 and self._code_unread_since is None)
 
     async def sync_nonce(self) -> int:
+        """The next nonce from the node's pending count. A count that would raise it is one
+        endpoint's word until the voters confirm it: the least any of them counts is taken
+        (one endpoint's count past the truth, believed, had every later transaction signed
+        above a gap nothing filled — queued by the nodes, never mined, never settled, and a
+        restart kept it: an audit)."""
         count = int(await self.pool.request(
             "eth_getTransactionCount", [self.address, "pending"]), 16)
         # Never under a nonce tracked here: one resumed but not sent again (its call would
         # revert now) is not in the node's count, and each protocol's start syncs again —
         # the second start took the first one's resumed nonce (a review).
-        self._nonce = max(count, max((p.nonce + 1 for p in self.pending.values()), default=0))
+        tracked = max((p.nonce + 1 for p in self.pending.values()), default=0)
+        if count > max(tracked, self._nonce or 0):
+            count = min([count, *await self._pending_counts_elsewhere()])
+        self._nonce = max(count, tracked)
         if self._foreign_checked is None:
             self._foreign_checked = self._nonce  # what came before is history
         return self._nonce
@@ -556,8 +564,15 @@ class TxManager:
 
     async def _pending_counts_elsewhere(self) -> list[int]:
         """The key's pending count as each endpoint answers it (those that do)."""
+        return await self._counts_by_voters("pending")
+
+    async def _counts_by_voters(self, at: str, most: int | None = None) -> list[int]:
+        """The key's nonce count at `at` (a block tag) as each voter answers it, side by side
+        (those that answer readably). `most`: an answer past it is no count but that
+        endpoint's bad response, counted against it (`quantity_at_most`)."""
+        shaped: dict[str, Any] = {} if most is None else {"shape": quantity_at_most(most)}
         said = await asyncio.gather(*(self.pool.call_endpoint(
-            ep, "eth_getTransactionCount", [self.address, "pending"])
+            ep, "eth_getTransactionCount", [self.address, at], **shaped)
             for ep in self.pool.voters), return_exceptions=True)
         out = []
         for answer in said:
@@ -690,17 +705,20 @@ class TxManager:
               else [])])
         if isinstance(count, Exception):
             raise count
-        mined = int(count, 16)
         await self._judge_code(await self._code_elsewhere(code), block)
         if self._code_unread_since == -1:
             self._code_unread_since = block  # (unread since start: counted from here)
+        mined = await self._mined_believed(block, int(count, 16))
+        if mined is None:
+            self._unknown_in_flight(block)
+            return []
         foreign = [n for n in range(self._foreign_checked, mined) if n not in self._ours]
         self._foreign_checked = max(self._foreign_checked, mined)
         if foreign:
             self._note_foreign(block, foreign)
             if self._nonce is not None and mined > self._nonce:
                 self._nonce = mined  # (never sign under a nonce the other took)
-        self._note_mined(count, block)
+        self._note_mined(mined, block)
         if in_pool and self._in_flight_at_start is not None and \
                 self._pool_counts_none(in_pool[0], mined):
             # (every endpoint must say so: one endpoint's word ends no hold)
@@ -709,6 +727,40 @@ class TxManager:
                 self._gone_from_pool(mined, block)
         self._unknown_in_flight(block)  # (its hold's clock runs from the first block)
         return foreign
+
+    async def _mined_believed(self, block: int, said: int) -> int | None:
+        """The mined count at `block` acted on, from the first endpoint's answer `said`. One
+        that names no nonce of another and raises nothing (every nonce it passes is ours, up
+        to the next one to sign) is taken as it is. One that would is that endpoint's word
+        until the voters confirm it: each is asked at the block, side by side, and the least
+        count answered is believed — with one endpoint, its second answer. (One endpoint's
+        count 3 past the truth, once, called the key used elsewhere, held liquidations 10
+        blocks and raised the next nonce above a gap nothing filled: an audit.) A count more
+        than UNKNOWN_IN_FLIGHT_MAX past the next nonce is no count but the endpoint's bad
+        response (walked, 2^64 - 1 froze the event loop). None: no count believed."""
+        assert self._foreign_checked is not None
+        ahead = max(self._foreign_checked, self._nonce or 0)
+        most = ahead + UNKNOWN_IN_FLIGHT_MAX
+        if said <= ahead and all(n in self._ours for n in range(self._foreign_checked, said)):
+            return said
+        # (asked of each voter with the bound: one answering past it is counted a bad
+        # response of its own, as the pool counts any answer no method returns)
+        counts = await self._counts_by_voters(hex(block), most)
+        if said <= most:
+            counts.append(said)
+        if not counts:
+            log.warning("tx.mined_count_unconfirmed", address=self.address, block=block,
+                        said=said if said <= most else f"{said} (past {most})",
+                        meaning="no endpoint confirms the keeper's mined count at this "
+                                "block: no nonce is called another sender's, the next nonce "
+                                "stays, asked again next block")
+            return None
+        if min(counts) < said:
+            log.warning("tx.mined_count_disputed", address=self.address, block=block,
+                        said=said, believed=min(counts),
+                        meaning="an endpoint counts more transactions of the keeper's mined "
+                                "than another: the least is believed (check the endpoints)")
+        return min(counts)
 
     @staticmethod
     def _pool_counts_none(answer: object, mined: int) -> bool:
@@ -1250,6 +1302,12 @@ class TxManager:
                              endpoint=elsewhere[0][0], meaning="another endpoint has its "
                              "receipt: settled once the pool serves it")
                     return None
+                if not await self._passed_by_voters(p.nonce):
+                    # (the watch's count is one endpoint's word: one counting past the truth
+                    # made a transaction still in the pool a drop of another sender's doing —
+                    # alerted, held, planned again beside itself)
+                    p.nonce_passed_at = None
+                    return None
                 if elsewhere:
                     # (an endpoint says ours was mined: dropped as far as the pool knows, but
                     # not another sender's — no key_in_use_elsewhere, no hold)
@@ -1261,6 +1319,12 @@ class TxManager:
                 self._note_foreign(block, [p.nonce])
                 return Outcome(p.key, "dropped", None)
         return None
+
+    async def _passed_by_voters(self, nonce: int) -> bool:
+        """Whether every voter that answers counts `nonce` used (the least mined count past
+        it); with none answering, the pool's count stands."""
+        counts = await self._counts_by_voters("latest")
+        return not counts or min(counts) > nonce
 
     async def _in_block_of_the_pool(self, receipt: dict[str, str], source: str) -> bool:
         """Whether the first endpoint's own block at the receipt's height is the receipt's

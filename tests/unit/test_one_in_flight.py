@@ -175,7 +175,7 @@ async def test_what_liquidations_in_flight_pull_is_counted_until_mined() -> None
     tx.reserve(key(2), "0xusdc", 200)
     tx.reserve(key(2), "0xdai", 7)
     assert tx.in_flight_pulls() == {"0xusdc": 500, "0xdai": 7}
-    tx._note_mined(hex(6), 12)  # (nonce 5, key 1's, mined: its pull is in the balance)
+    tx._note_mined(6, 12)  # (nonce 5, key 1's, mined: its pull is in the balance)
     assert tx.in_flight_pulls() == {"0xusdc": 200, "0xdai": 7}
     assert tx.in_flight_pulls(12) == {"0xusdc": 200, "0xdai": 7}
     # (but not in a balance read at a block before the count was: another protocol's
