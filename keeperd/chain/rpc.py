@@ -202,16 +202,73 @@ def quantity_at_most(most: int) -> Shape:
     return shape
 
 
+def _hash(result: Any) -> bool:
+    return isinstance(result, str) and len(result) == 66 and hex_data(result) is None
+
+
+def transaction_receipt(result: Any) -> str | None:
+    """A receipt (eth_getTransactionReceipt): None (not mined, not known) is an answer; else
+    the fields keeperd reads, of their types — `status` 0x0 or 0x1, `gasUsed` and
+    `blockNumber` quantities, `transactionHash` and `blockHash` 32-byte data, the optional
+    quantities (`effectiveGasPrice`, `transactionIndex`, `l1Fee`) where given, and `logs` a
+    list of objects. (`{"status": "0x1"}`, `"0x1"` or `[]` raised in the watch at every block
+    while a transaction was pending, no endpoint blamed, every full pass aborted: an audit.)"""
+    if result is None:
+        return None
+    if not isinstance(result, dict):
+        return f"not a receipt: {str(result)[:80]!r}"
+    if result.get("status") not in ("0x0", "0x1"):
+        return f"a receipt whose status is {str(result.get('status'))[:20]!r}"
+    for name in ("gasUsed", "blockNumber"):
+        if hex_quantity(result.get(name)) is not None:
+            return f"a receipt whose {name} is {str(result.get(name))[:20]!r}"
+    for name in ("effectiveGasPrice", "transactionIndex", "l1Fee"):
+        if result.get(name) is not None and hex_quantity(result[name]) is not None:
+            return f"a receipt whose {name} is {str(result[name])[:20]!r}"
+    if not (_hash(result.get("transactionHash")) and _hash(result.get("blockHash"))):
+        return "a receipt without a transaction hash and a block hash"
+    logs = result.get("logs")
+    if logs is not None and not (isinstance(logs, list)
+                                 and all(isinstance(entry, dict) for entry in logs)):
+        return f"a receipt whose logs are {str(logs)[:40]!r}"
+    return None
+
+
+def receipt_of(tx_hash: str) -> Shape:
+    """A receipt of `tx_hash` (or None): another transaction's receipt does not answer."""
+    def shape(result: Any) -> str | None:
+        if (why := transaction_receipt(result)) is not None or result is None:
+            return why
+        found = str(result["transactionHash"])
+        return None if found.lower() == tx_hash.lower() else \
+            f"the receipt of {found[:18]}..., asked {tx_hash[:18]}..."
+    return shape
+
+
 # What each method returns, judged on every answer `request` gets (the callers read them as
 # that: "0xZZ" for a head raised in the probe and crashed the daemon at every start, a
-# by-hand trial). Methods not here are the caller's to judge.
+# by-hand trial) and on each answer in a batch (`batch`, `batch_at`, `batch_on`). Methods not
+# here are the caller's to judge.
 METHOD_SHAPES: dict[str, Shape] = {
     "eth_blockNumber": hex_quantity, "eth_chainId": hex_quantity,
     "eth_getTransactionCount": hex_quantity, "eth_getBalance": hex_quantity,
     "eth_gasPrice": hex_quantity, "eth_maxPriorityFeePerGas": hex_quantity,
     "eth_estimateGas": hex_quantity, "eth_call": hex_data, "eth_getCode": hex_data,
     "eth_getBlockByNumber": block_header, "eth_getBlockByHash": block_header,
+    "eth_getTransactionReceipt": transaction_receipt,
 }
+# ... narrowed by what was asked (`shape_for`).
+ASKED_SHAPES: dict[str, Callable[[Sequence[Any]], Shape | None]] = {
+    "eth_getTransactionReceipt": lambda params: (
+        receipt_of(params[0]) if params and isinstance(params[0], str) else None),
+}
+
+
+def shape_for(method: str, params: Sequence[Any]) -> Shape | None:
+    """What an answer to `method` asked with `params` must look like (None: the caller's to
+    judge): METHOD_SHAPES's, or ASKED_SHAPES's where the question narrows it."""
+    asked = ASKED_SHAPES.get(method)
+    return (asked(params) if asked is not None else None) or METHOD_SHAPES.get(method)
 
 
 class _TransientError(Exception):
@@ -424,7 +481,7 @@ class RpcPool:
         with `ResponseTooLarge` (the caller should ask for less), so one huge eth_getLogs
         answer cannot blow up the process's memory.
         """
-        shape = shape or METHOD_SHAPES.get(method)
+        shape = shape or shape_for(method, params)
         hit, answer = await self.prefetch.answer(method, params)
         if hit and (shape is None or shape(answer) is None):
             return answer  # (one asked ahead that is not what the method returns: asked again)
@@ -446,7 +503,7 @@ class RpcPool:
                    "params": list(params)}
         body = await self._send(method, payload, expect_list=False,
                                 max_response_bytes=max_response_bytes,
-                                shape=shape or METHOD_SHAPES.get(method))
+                                shape=shape or shape_for(method, params))
         assert isinstance(body, dict)
         return body
 
@@ -518,7 +575,7 @@ class RpcPool:
     def _batch_shape(calls: Sequence[tuple[str, Sequence[Any]]], first_id: int) -> Shape:
         """A batch's answers judged as `request` judges each (METHOD_SHAPES): one that is not
         what its method returns fails the batch over, as a bad response."""
-        shapes = {first_id + i: METHOD_SHAPES.get(m) for i, (m, _) in enumerate(calls)}
+        shapes = {first_id + i: shape_for(m, p) for i, (m, p) in enumerate(calls)}
 
         def shape(body: Any) -> str | None:
             for item in body:

@@ -2505,8 +2505,15 @@ class Executor:
                 del self._included_ahead[key]
                 entry = await self.journal.get(key)
                 if entry is not None and entry.status == J.INCLUDED:
-                    await self._recheck_inclusion(entry, seen, block,
-                                                  "the chain reached the block it was seen in")
+                    try:
+                        await self._recheck_inclusion(
+                            entry, seen, block, "the chain reached the block it was seen in")
+                    except (RpcError, RpcUnavailable) as exc:
+                        # (its receipts unread — every endpoint down or answering junk:
+                        # checked again next block, and the block's pass goes on)
+                        self._included_ahead[key] = seen
+                        log.warning("liquidation.inclusion_unread", opportunity=entry.key,
+                                    block=block, error=str(exc)[:200])
         self._superseded &= {k.retry(0) for k in _opportunities(self.tx.pending)}
         # (settled ones are forgotten)
         if not self.tx.pending:
@@ -2586,7 +2593,11 @@ class Executor:
             if read is None or not read.ok(place):
                 kept = None
         if kept is not None:  # the chain (the new branch) has it
-            self._recently_included[entry.opportunity] = int(kept["blockNumber"], 16)
+            # (the pool judged it a receipt: `transaction_receipt`)
+            try:
+                self._recently_included[entry.opportunity] = int(str(kept["blockNumber"]), 16)
+            except (KeyError, TypeError, ValueError):
+                self._recently_included[entry.opportunity] = block
             return
         if block > head:
             # keeperd saw it included at a block this chain has not reached: an endpoint

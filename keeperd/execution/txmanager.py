@@ -25,7 +25,14 @@ from typing import Any
 import structlog
 from eth_utils import keccak
 
-from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable, quantity_at_most
+from keeperd.chain.rpc import (
+    Endpoint,
+    RpcError,
+    RpcPool,
+    RpcUnavailable,
+    hex_quantity,
+    quantity_at_most,
+)
 from keeperd.config import KeeperConfig
 from keeperd.crashpoints import crash_point
 from keeperd.execution.delegation import (
@@ -1191,10 +1198,27 @@ class TxManager:
         mine = [(k, p) for k, p in self.pending.items() if owns is None or owns(k)]
         if not mine:
             return outcomes
-        latest_nonce = int(await self.pool.request(
-            "eth_getTransactionCount", [self.address, "latest"]), 16)
+        try:
+            latest_nonce: int | None = int(await self.pool.request(
+                "eth_getTransactionCount", [self.address, "latest"]), 16)
+        except (RpcError, RpcUnavailable) as exc:
+            # (settled by their receipts alone this block: no nonce is called passed)
+            latest_nonce = None
+            log.warning("tx.mined_count_unread", address=self.address, block=block,
+                        error=str(exc)[:200])
         for key, p in mine:
-            outcome = await self._settle(p, latest_nonce, block)
+            try:
+                outcome = await self._settle(p, latest_nonce, block)
+            except (RpcError, RpcUnavailable) as exc:
+                # Each on its own: one whose receipt no endpoint answers readably waits for
+                # the next block, and the others settle (one bad receipt raised out of the
+                # watch at every block — nothing settled, every full pass aborted, for as
+                # long as anything was pending: an audit). Not replaced meanwhile: it may
+                # be mined.
+                log.warning("tx.receipt_unread", opportunity=key, nonce=p.nonce, block=block,
+                            error=str(exc)[:200],
+                            meaning="its receipt could not be read: settled at a later block")
+                continue
             if outcome is not None:
                 outcomes.append(outcome)
                 del self.pending[key]
@@ -1238,17 +1262,24 @@ class TxManager:
             await self._replace(p, block)
         return outcomes
 
-    async def _settle(self, p: Pending, latest_nonce: int, block: int) -> Outcome | None:
+    async def _settle(self, p: Pending, latest_nonce: int | None, block: int
+                      ) -> Outcome | None:
+        """Its outcome, or None while it is not settled. `latest_nonce`: the mined count
+        (None: unread — only a receipt settles it). RpcError or RpcUnavailable when a
+        receipt cannot be had: the pool judges each (`transaction_receipt`), and one that
+        still does not read is refused here, as no endpoint's answer."""
         for record in reversed(p.attempts):
             receipt = await self.pool.request("eth_getTransactionReceipt", [record.tx_hash])
             if receipt is None:
                 continue
-            ok = int(receipt["status"], 16) == 1
+            if not _settles(receipt, record.tx_hash):
+                raise RpcUnavailable(f"eth_getTransactionReceipt {record.tx_hash}: "
+                                     f"not a receipt of it: {str(receipt)[:120]}")
             status = ("cancelled" if record.kind == "cancel" else
-                      "included" if ok else "reverted")
+                      "included" if receipt["status"] == "0x1" else "reverted")
             return Outcome(p.key, status, record.tx_hash, int(receipt["gasUsed"], 16),
-                           int(receipt.get("effectiveGasPrice", "0x0"), 16), receipt)
-        if latest_nonce > p.nonce:
+                           _quantity(receipt.get("effectiveGasPrice", "0x0")), receipt)
+        if latest_nonce is not None and latest_nonce > p.nonce:
             # The nonce was used by a transaction we do not know (another process with this
             # key, or a replacement we never recorded): ours can no longer be mined — if
             # that still holds at a later block. A node may count the nonce before it serves
@@ -1488,6 +1519,15 @@ def _quantity(value: object) -> int:
         return int(str(value), 16)
     except ValueError:
         return 0
+
+
+def _settles(answer: object, tx_hash: str) -> bool:
+    """Whether a receipt answered has what a settlement reads: `tx_hash`'s, its status 0x0
+    or 0x1, its gas a quantity (its block may not read: `_mined_block`)."""
+    return (isinstance(answer, dict)
+            and str(answer.get("transactionHash", "")).lower() == tx_hash.lower()
+            and answer.get("status") in ("0x0", "0x1")
+            and hex_quantity(answer.get("gasUsed")) is None)
 
 
 def is_receipt_of(answer: object, tx_hash: str) -> bool:

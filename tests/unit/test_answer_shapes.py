@@ -13,7 +13,7 @@ from aiohttp import web
 
 from keeperd.chain.rpc import Endpoint, RpcPool, RpcPoolSettings, RpcUnavailable, quantity_at_most
 from keeperd.metrics import Metrics
-from tests.conftest import metric_value, serve
+from tests.conftest import metric_absent, metric_value, serve
 
 FAST = RpcPoolSettings(timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.02,
                        bench_after=2, bench_min_seconds=30)
@@ -64,3 +64,52 @@ async def test_a_count_past_its_bound_is_the_endpoints_bad_response(urls: Any) -
                                         ["0x" + "11" * 20, "0x1"], shape=shape) == "0x5"
     assert bad(metrics, "liar", "eth_getTransactionCount") == 1
     assert pool.endpoints[0].health.consecutive_failures == 1
+
+
+TX = "0x" + "ab" * 32
+OTHER = "0x" + "cd" * 32
+
+
+def receipt(tx_hash: str = TX, **fields: Any) -> dict[str, Any]:
+    return {"transactionHash": tx_hash, "status": "0x1", "gasUsed": "0x5208",
+            "blockHash": "0x" + "ee" * 32, "blockNumber": "0x10", "logs": [], **fields}
+
+
+@pytest.mark.parametrize("lie", [
+    {"status": "0x1"},  # (the fields keeperd reads missing)
+    "0x1", [],  # (not an object)
+    receipt(status="0xZ"), receipt(status=None), receipt(gasUsed="lots"),
+    receipt(blockNumber=16), receipt(effectiveGasPrice="0xzz"), receipt(logs="0x"),
+    receipt(OTHER),  # (another transaction's)
+])
+async def test_a_receipt_that_is_not_one_is_the_endpoints_bad_response(urls: Any,
+                                                                      lie: Any) -> None:
+    """(Receipts had no shape: `{"status": "0x1"}` raised KeyError in the watch at every
+    block while a transaction was pending, the answer counted a success — an audit.) Asked
+    alone, in a batch, or of that endpoint by name: failed over, or no answer, and counted."""
+    [liar, honest] = await urls(lambda m, p: lie, lambda m, p: receipt(p[0]))
+    metrics = Metrics()
+    async with RpcPool("t", [Endpoint("liar", liar, None), Endpoint("honest", honest, None)],
+                       settings=FAST, metrics=metrics) as pool:
+        assert await pool.request("eth_getTransactionReceipt", [TX]) == receipt()
+        pool.endpoints[0].health = type(pool.endpoints[0].health)()  # (first again)
+        assert await pool.batch([("eth_getTransactionReceipt", [TX])]) == [receipt()]
+        with pytest.raises(RpcUnavailable):
+            await pool.batch_on(pool.endpoints[0], [("eth_getTransactionReceipt", [TX])])
+    assert bad(metrics, "liar", "eth_getTransactionReceipt") == 1
+    assert bad(metrics, "liar", "batch") == 2
+
+
+@pytest.mark.parametrize("answer", [None, receipt(), receipt(status="0x0", l1Fee="0x1",
+                                                                effectiveGasPrice="0x3")])
+async def test_a_receipt_or_none_is_an_answer(urls: Any, answer: Any) -> None:
+    [only] = await urls(lambda m, p: answer)
+    metrics = Metrics()
+    async with RpcPool("t", [Endpoint("only", only, None)], settings=FAST,
+                       metrics=metrics) as pool:
+        assert await pool.request("eth_getTransactionReceipt", [TX]) == answer
+        assert await pool.batch([("eth_getTransactionReceipt", [TX.upper().replace("0X", "0x")])
+                                 ]) == [answer]
+    assert metric_absent(metrics, "keeperd_rpc_requests_total", {
+        "chain": "t", "endpoint": "only", "method": "eth_getTransactionReceipt",
+        "outcome": "bad_response"})
