@@ -813,6 +813,7 @@ class Executor:
         if not liquidatable:
             if self._unplanned and not result.partial:
                 self._tell_unplanned(result, liquidatable, [])
+            await self._code_everywhere(result)
             return
         acting = time.perf_counter()
         opportunities = self.liquidator.plan(result, liquidatable)
@@ -828,6 +829,13 @@ class Executor:
                                  self._native_usd(result))
         if self._allowances_due and not result.partial:
             await self._keep_allowances(result)
+        await self._code_everywhere(result)
+
+    async def _code_everywhere(self, result: ScanResult) -> None:
+        """The address's code as every endpoint says it, now and then, after the block's
+        liquidations (`TxManager.check_code_everywhere`)."""
+        if self.tx is not None and not result.partial and self.acting():
+            await self.tx.check_code_everywhere(result.block)
 
     def _in_flight_now(self, block: int
                        ) -> tuple[dict[str, list[sales.Sale]] | None, int | None]:

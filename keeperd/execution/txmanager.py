@@ -84,6 +84,9 @@ UNKNOWN_IN_FLIGHT_MAX = 1024
 ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transaction in "
                  "flight: nodes take one at a time from such an address")
 # Blocks a drop waits while another endpoint than the pool's has the receipt (`_settle`).
+# Every voter asked the address's code this often (`check_code_everywhere`): the block's own
+# read is the first endpoint's.
+CODE_EVERYWHERE_BLOCKS = 10
 RECEIPT_WAIT_BLOCKS = 10
 
 
@@ -266,6 +269,7 @@ class TxManager:
         self.code_refusal: KeyHold | None = None
         self._code_unread_since: int | None = None
         self._delegate: str | None = None  # (the last read's, to log a change once)
+        self._code_everywhere_at = -CODE_EVERYWHERE_BLOCKS  # (`check_code_everywhere`)
         # The address's mined count as last read (`check_foreign`, `slot_free_at`): for a
         # delegated key, the slot is free when nothing signed is above it.
         self._mined_at: int | None = None
@@ -612,6 +616,41 @@ class TxManager:
             if _is_code(other):
                 return other
         return answer
+
+    async def check_code_everywhere(self, block: int) -> None:
+        """Now and then (CODE_EVERYWHERE_BLOCKS; once for every protocol on the key), the
+        address's code as every voter answers it, side by side: a delegation any of them
+        sees that is not allowed is judged as if the first had said it (the refusal is then
+        lifted only when they agree: `_lift_confirmed`). The block's own read is the first
+        endpoint's, and its `0x` was believed at every block: one endpoint could hide a
+        delegation made while keeperd ran, and its alert with it (a review)."""
+        if block < self._code_everywhere_at + CODE_EVERYWHERE_BLOCKS \
+                or self.code_refusal is not None or len(self.pool.voters) < 2:
+            return
+        self._code_everywhere_at = block
+
+        async def ask(ep: Endpoint) -> tuple[str, object, KeeperCode | None]:
+            name = getattr(ep, "name", str(ep))
+            try:
+                answer = await self.pool.call_endpoint(ep, "eth_getCode",
+                                                       [self.address, "latest"])
+                return name, answer, read_code(answer)
+            except (RpcError, RpcUnavailable, ValueError):
+                return name, None, None
+
+        said = await asyncio.gather(*(ask(ep) for ep in self.pool.voters))
+        for name, answer, code in said:
+            if code is not None and refusal(self.address, code, self.allowed_delegates,
+                                            block) is not None:
+                log.warning("tx.keeper_code_seen_elsewhere", address=self.address,
+                            block=block, endpoint=name, delegate=code.delegate,
+                            said={n: (c.delegate or "plain") if c is not None else "unread"
+                                  for n, _, c in said},
+                            meaning="an endpoint says the keeper's address is delegated to "
+                                    "code not allowed, where the block's read said not: "
+                                    "judged as delegated until the endpoints agree it is not")
+                await self._judge_code(answer, block)
+                return
 
     async def _lift_confirmed(self, block: int | None) -> bool:
         """Whether the endpoints agree the refused code is gone: each asked (side by side) at

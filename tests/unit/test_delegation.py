@@ -396,3 +396,32 @@ async def test_an_approval_is_taken_as_accepted_only_if_every_endpoint_says_so()
     await _zero_first_where_refused(Pool(), "0x" + "11" * 20,  # type: ignore[arg-type]
                                     "0x" + "22" * 20, over)
     assert [amounts for _, _, amounts in over] == [[0, 500], [700]]
+
+
+async def test_a_delegation_one_endpoint_hides_is_found_by_asking_every_endpoint() -> None:
+    """The block's own read is the first endpoint's, and its `0x` was believed at every block:
+    a delegation made while keeperd ran could be hidden by one endpoint, its alert with it (a
+    review). Every CODE_EVERYWHERE_BLOCKS each voter is asked; a delegation any says is judged
+    as one, and lifted only when they agree it is gone."""
+    from keeperd.execution.txmanager import CODE_EVERYWHERE_BLOCKS
+
+    node = Node(PLAIN)
+    node.endpoints = ["liar", "honest"]
+    codes: dict[str, object] = {"liar": PLAIN, "honest": PLAIN}
+    answering(node, codes, str)
+    tx = await started(node)
+    await tx.check_code_everywhere(100)
+    assert tx.signing_held() is None
+    codes["honest"] = DELEGATED  # (the key signed an authorization; the first hides it)
+    await tx.check_foreign(101)
+    assert tx.signing_held() is None  # (the block's read: the liar's)
+    await tx.check_code_everywhere(100 + CODE_EVERYWHERE_BLOCKS - 1)
+    assert tx.signing_held() is None  # (not due yet)
+    await tx.check_code_everywhere(100 + CODE_EVERYWHERE_BLOCKS)
+    held = tx.signing_held()
+    assert held is not None and "delegated (EIP-7702)" in held.reason
+    await tx.check_foreign(120)  # (the liar's 0x at the next block lifts nothing)
+    assert tx.signing_held() is not None
+    codes["honest"] = PLAIN  # (revoked: both agree)
+    await tx.check_foreign(121)
+    assert tx.signing_held() is None
