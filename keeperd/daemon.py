@@ -374,11 +374,17 @@ class Daemon:
             # The schema first, explicitly: every table the journal, the alerts and the
             # breaker read (with replicas, the account index stays in this one's own file).
             try:
-                await migrate(db)
+                applied = await migrate(db)
                 if db is not local:
-                    await migrate(local, only=INDEX_MIGRATIONS)
+                    applied += await migrate(local, only=INDEX_MIGRATIONS)
             except SchemaAhead as exc:
                 raise StartupError(f"storage: {exc}") from None
+            if applied:  # (an upgrade moved a database from 11 to 16 with no word: a trial)
+                log.warning("storage.migrated", backend=db.dialect, versions=sorted(applied),
+                            meaning="the state database was migrated for this keeperd: "
+                                    "an older keeperd must not run on it (recent ones refuse "
+                                    "it, older ones do not know to); going back is restoring "
+                                    "a backup taken before the upgrade")
             journal = await Journal.open(db)
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
                                              else f"the state directory {self.config.state_dir}")

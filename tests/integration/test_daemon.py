@@ -17,6 +17,7 @@ import yaml
 
 from keeperd.devnet.anvil import free_port
 from keeperd.devnet.handle import Devnet
+from keeperd.storage.migrations import NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -295,6 +296,12 @@ def test_sigkill_then_restart_resumes_from_the_persisted_index(devnet: Devnet,
         second_err = stop(proc)[2]
     # Only the new blocks were read: a handful of logs, not the whole history again.
     assert 0 < sum(indexed_logs(second_err)) < 20
+    # The first start migrated the new state database and said so; the restart had nothing
+    # to migrate (an upgrade moved a database from 11 to 16 with no word: a trial).
+    migrated = [json.loads(line) for line in first_err.splitlines()
+                if line.startswith("{") and '"storage.migrated"' in line]
+    assert [m["versions"] for m in migrated] == [list(range(1, len(NAMES) + 1))]
+    assert '"storage.migrated"' not in second_err
 
 
 def test_a_second_keeperd_on_the_same_state_directory_refuses_and_names_the_holder(
