@@ -578,10 +578,18 @@ async def storage_issues(config: Config, checked: list[str] | None = None
     lease = Lease(with_password(storage.connect_url, password), "check-config",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
+    import asyncpg
+
     try:
-        await lease.connect()
-        rows = await lease.rows()
-        live = await lease.live_elsewhere()
+        await lease.connect(create=False)  # (nothing written: it reads a live database)
+        rows, live = [], []
+        try:
+            rows = await lease.rows()
+            live = await lease.live_elsewhere()
+        except asyncpg.UndefinedTableError:  # (no replica has started on it yet)
+            pass
+        except asyncpg.UndefinedColumnError:  # (only an older keeperd's replicas so far)
+            pass
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
                             f"{type(exc).__name__}: {exc}{tls_hint(exc)}",

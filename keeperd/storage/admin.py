@@ -143,11 +143,15 @@ async def leases(config: Config) -> list[LeaseRow]:
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
     try:
-        await lease.connect()
+        await lease.connect(create=False)  # (a read: nothing written)
     except Exception as exc:
         raise StorageError(unreachable(storage.url, exc)) from None
+    import asyncpg
+
     try:
         return await lease.rows()
+    except asyncpg.UndefinedTableError:
+        return []  # (no replica has started on it yet)
     finally:
         await lease.close()
 

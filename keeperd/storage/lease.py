@@ -259,8 +259,14 @@ class Lease:
         # epoch; an older keeperd leaves another holder's there). None: no other holder.
         self.previous_told_outcomes: bool | None = None
         self._conn: Any = None
+        self._create = True
 
-    async def connect(self) -> None:
+    async def connect(self, *, create: bool = True) -> None:
+        """Connect; `create`: make or bring the lease table up to this code's columns first
+        (a replica's start). Without it nothing is written: `check-config` and `storage
+        leases` run against a production database before any replica is upgraded, and
+        check-config altered its table (a trial)."""
+        self._create = create
         await self._open()
 
     async def _ready(self) -> Any:
@@ -277,7 +283,8 @@ class Lease:
             server_settings={"statement_timeout": ms,
                              "idle_in_transaction_session_timeout": ms,
                              "application_name": "keeperd-lease"})
-        await self._conn.execute(SCHEMA)
+        if self._create:
+            await self._conn.execute(SCHEMA)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -156,11 +156,29 @@ async def test_check_config_says_what_the_database_answered(tmp_path: Path,
     from keeperd.checks import storage_issues
     from keeperd.config import load_config
 
+    import asyncpg
+
     config = load_config(write_config(tmp_path, postgres_dsn))
     checked: list[str] = []
     assert await storage_issues(config, checked) == []
     assert len(checked) == 1 and checked[0].startswith("storage: PostgreSQL at ")
     assert checked[0].endswith("answered; no replica holds a lease now")
+    # Nothing written: check-config runs before an upgrade, against the database the old
+    # replicas use (it altered their lease table: trial 30).
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('keeper_lease')") is None
+        await conn.execute("CREATE TABLE keeper_lease (identity TEXT PRIMARY KEY, holder TEXT "
+                           "NOT NULL, epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL, "
+                           "renewed_at TIMESTAMPTZ NOT NULL)")  # (an older keeperd's)
+        checked = []
+        assert await storage_issues(config, checked) == []
+        assert checked[0].endswith("answered; no replica holds a lease now")
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE "
+                                   "table_name = 'keeper_lease'") == 5
+        await conn.execute("DROP TABLE keeper_lease")
+    finally:
+        await conn.close()
     lease = Lease(postgres_dsn, "0xabc@1", holder="replica-a")
     await lease.connect()
     try:
