@@ -60,6 +60,7 @@ class Replica:
         self._clock_checked_at = float("-inf")
         self._clock_told = False
         self._config_told: str | None = None  # (replica.config_differs: said once a reason)
+        self._older_told = False  # (replica.leader_older: said once while it lasts)
         self._stop = asyncio.Event()
         self._publish()
 
@@ -138,6 +139,16 @@ class Replica:
             live = await self.lease.live_elsewhere()
         except Exception:  # (the database's trouble: the lease's own calls say it)
             return
+        older = sorted(ident for ident, _, mode, _ in live if mode is None)
+        if older and not self._older_told:
+            # (a rolling upgrade: the standby said nothing of the leader it would take over
+            # from, and compared nothing — trial 30)
+            log.warning("replica.leader_older", identity=self.identity, leaders=older,
+                        meaning="the replica leading runs an older keeperd, whose config "
+                                "cannot be compared; at a takeover this one leads on its own",
+                        fix="finish the upgrade: stop the old leader once every standby "
+                            "runs this version (docs/operations.md, Upgrade)")
+        self._older_told = bool(older)
         why = mismatch(self.identity, self.lease.address or "watch", self.lease.mode or "",
                        live, self.lease.shared)
         self.metrics.replica_config_differs.labels(self.identity).set(int(why is not None))

@@ -167,3 +167,35 @@ def test_a_lease_row_whose_shared_config_does_not_read_crashes_no_comparison(
         mismatch("0xk@1", "0xk", "liquidate", live, ours)
     kept = _shared(json.dumps({**ours, "alerts.rules": 7}))
     assert kept is not None and "alerts.rules" not in kept and kept["chains"] == ours["chains"]
+
+
+async def test_a_standby_says_once_that_the_leader_runs_an_older_keeperd(
+        tmp_path: Path) -> None:
+    """A rolling upgrade: an older keeperd's lease names no mode and no config, and the
+    standby compared nothing and said nothing of it (trial 30)."""
+    from types import SimpleNamespace
+
+    import structlog
+
+    from keeperd.config import LeaseConfig
+    from keeperd.metrics import Metrics
+    from keeperd.storage.replica import Replica
+
+    live: list[Any] = [("0xk@1", "0xk", None, None)]
+
+    async def live_elsewhere() -> list[Any]:
+        return live
+
+    lease: Any = SimpleNamespace(identity="0xk@1", address="0xk", mode="liquidate",
+                                 shared=shared_config(config(tmp_path)),
+                                 live_elsewhere=live_elsewhere, epoch=None)
+    replica = Replica(lease, LeaseConfig(), Metrics())
+    with structlog.testing.capture_logs() as logs:
+        await replica._check_config()
+        await replica._check_config()
+        live[:] = [("0xk@1", "0xk", "liquidate", lease.shared)]  # (upgraded)
+        await replica._check_config()
+    said = [e for e in logs if e["event"] == "replica.leader_older"]
+    assert len(said) == 1 and said[0]["leaders"] == ["0xk@1"]
+    assert "finish the upgrade" in said[0]["fix"]
+    assert not [e for e in logs if e["event"] == "replica.config_differs"]
