@@ -623,7 +623,7 @@ async def venue_issues(config: Config, holders: Holders | None = None) -> list[C
     import aiohttp
 
     from keeperd.protocols.perps.http import VenueError
-    from keeperd.protocols.perps.venues import fetch_accounts
+    from keeperd.protocols.perps.venues import read_accounts
 
     issues: list[ConfigIssue] = []
     async with aiohttp.ClientSession() as session:
@@ -631,16 +631,30 @@ async def venue_issues(config: Config, holders: Holders | None = None) -> list[C
             pi = config.protocols.index(venue)
             url_field = "api_url" if hasattr(venue, "api_url") else "indexer_url"
             try:
-                accounts = await fetch_accounts(venue, session)
+                read = await read_accounts(venue, session)
             except (VenueError, KeyError, ValueError, TypeError) as exc:
                 issues.append(ConfigIssue(f"protocols[{pi}].{url_field}",
                                           f"{venue.name} did not answer usefully: {exc}",
                                           "check the URL (the public endpoint is the default) "
                                           "and that this machine may reach it"))
                 continue
+            accounts = read.accounts
+            for unread in read.unread:  # (its answer does not read: the venue's fault)
+                holder = unread.account.split("@", 1)[0].split("/", 1)[0]
+                index = next((i for i, a in enumerate(venue.accounts)
+                              if a.lower() == holder.lower()), None)
+                issues.append(ConfigIssue(
+                    f"protocols[{pi}].accounts[{index}]" if index is not None
+                    else f"protocols[{pi}].{url_field}",
+                    f"{venue.name}'s answer for {unread.account} does not read: "
+                    f"{unread.field}: {unread.why}",
+                    "the venue answered a number that cannot be; keeperd keeps such an "
+                    "account's alerts as they were and raises venue_down: check the venue"))
             if holders is not None:
+                # (an unread account is unknown, not empty: not said to be a typo)
                 holders[venue.name] = {a.account.lower() for a in accounts
-                                       if a.positions or a.account_value != 0}
+                                       if a.positions or a.account_value != 0} | {
+                    u.account.lower() for u in read.unread}
             for account in accounts:
                 if not account.positions and account.account_value == 0:
                     index = venue.accounts.index(account.account)

@@ -953,7 +953,9 @@ class RpcDownRule(RuleToggle):
 
 class VenueDownRule(RuleToggle):
     after_s: float = Field(default=120.0, ge=0, description="A perp venue's polls all failing "
-                           "for this long (its watched accounts unwatched meanwhile).")
+                           "for this long, or a watched account of it unread this long (a "
+                           "number of its answer that cannot be: its alerts are kept as "
+                           "they were, unwatched meanwhile).")
 
 
 class IndexLagRule(RuleToggle):

@@ -796,6 +796,7 @@ class Daemon:
                 index_lag={s.labels: self._index_lag(s) for s in self.scanners.values()},
                 keeper_balance=balances, key_conflicts=conflicts, send_pauses=pauses,
                 venues_failing={name: perp.failing for name, perp in self.perps.items()},
+                venues_unread={name: perp.unread for name, perp in self.perps.items()},
                 rpc_wrong_chain={(n, ep.name): ep.safe_url if ep.health.chain_ok is False
                                  else None
                                  for n, rt in self.chains.items() for ep in rt.pool.endpoints})

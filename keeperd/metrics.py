@@ -465,8 +465,15 @@ class Metrics:
             "figure (crossMaintenanceMarginUsed) by more than a cent and 0.01 %.",
             ["venue"], registry=r)
         self.perp_polls = Counter(
-            "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome.",
+            "keeperd_perp_polls_total", "Reads of a venue's watched accounts, by outcome "
+            "(ok; partial: some accounts unread, keeperd_perp_accounts_unread; error: none).",
             ["venue", "outcome"], registry=r)
+        self.perp_accounts_unread = Gauge(
+            "keeperd_perp_accounts_unread", "Watched accounts the venue's last answer did not "
+            "let keeperd read (a number of theirs, or of a market they hold — a NaN or "
+            "negative mark, margin fraction, leverage — or a malformed state): not evaluated, "
+            "their alerts kept as they were; not counted in keeperd_perp_accounts_below.",
+            ["venue"], registry=r)
         self.perp_market_status = Gauge(
             "keeperd_perp_market_status", "1 for the status a perp market is in (open, "
             "paused, closed; Perp Curie's BaseToken): liquidations in a market that is not "

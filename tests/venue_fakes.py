@@ -32,12 +32,30 @@ def recorded(name: str) -> Any:
     return json.loads((HL_DATA / name).read_text())
 
 
+def asset_contexts() -> list[dict[str, Any]]:
+    """`metaAndAssetCtxs`' second half for the recorded meta, in the documented shape. No
+    recording exists: each held coin's mark is the recorded account's own valuation
+    (positionValue / |szi|, so its health is the recording's), the others' made up (1.0).
+    A test changes an entry in place to make the venue answer otherwise."""
+    state = recorded("clearinghouseState_2023-03-27.json")
+    marks = {p["position"]["coin"]: float(p["position"]["positionValue"])
+             / abs(float(p["position"]["szi"])) for p in state["assetPositions"]}
+    return [{"funding": "0.0", "openInterest": "1000.0", "markPx": repr(marks.get(c["name"], 1.0)),
+             "oraclePx": repr(marks.get(c["name"], 1.0)), "prevDayPx": "1.0"}
+            for c in recorded("meta_2023-07-17.json")["universe"]]
+
+
 def hyperliquid_app(log: list[dict[str, Any]] | None = None,
                     script: list[Callable[[], web.Response]] | None = None,
                     state_fields: dict[str, Any] | None = None,
-                    dexes: dict[str, tuple[Any, Any]] | None = None) -> web.Application:
+                    dexes: dict[str, tuple[Any, Any]] | None = None,
+                    contexts: list[dict[str, Any]] | None = None,
+                    states: dict[str, Any] | None = None) -> web.Application:
     """`state_fields`: fields added to the recorded clearinghouseState, each named by the
-    test that adds it (the 2023 recording predates e.g. `crossMaintenanceMarginUsed`)."""
+    test that adds it (the 2023 recording predates e.g. `crossMaintenanceMarginUsed`).
+    `contexts`: served as `metaAndAssetCtxs` with the recorded meta (read at each request:
+    a test may change it between polls; without it the request type gets the 422).
+    `states`: other users' clearinghouseState (lower-case user -> answer)."""
     state = {**recorded("clearinghouseState_2023-03-27.json"), **(state_fields or {})}
     meta = recorded("meta_2023-07-17.json")
 
@@ -60,9 +78,12 @@ def hyperliquid_app(log: list[dict[str, Any]] | None = None,
             return web.json_response(dex_state if user == HL_USER else EMPTY_STATE)
         if kind == "meta":
             return web.json_response(meta)
+        if kind == "metaAndAssetCtxs" and contexts is not None:
+            return web.json_response([meta, contexts])
         if kind == "clearinghouseState":
             user = str(body.get("user", "")).lower()
-            return web.json_response(state if user == HL_USER else EMPTY_STATE)
+            return web.json_response(state if user == HL_USER else
+                                     (states or {}).get(user, EMPTY_STATE))
         return web.Response(status=422, text="Failed to deserialize the JSON body into the "
                                              "target type")
 

@@ -370,14 +370,23 @@ class AlertEngine:
         self._oracle_conditions(tripped, chain, result.block, names or {})
         await self.commit()
 
-    async def on_perp_accounts(self, venue: str, accounts: list[Any], maintenance_moves: bool = True
-                         ) -> None:
-        """Watched perp accounts: the same watchlist rule, health = equity / maintenance."""
+    async def on_perp_accounts(self, venue: str, accounts: list[Any],
+                               maintenance_moves: bool = True, unread: Iterable[str] = ()
+                               ) -> None:
+        """Watched perp accounts: the same watchlist rule, health = equity / maintenance.
+        `unread`: the accounts the venue's answer did not let the poll read — unknown, not
+        healthy and not gone: their alerts are kept as they were (`venue_down` says them)."""
         rows = []
+        unknown = set(unread)
         for account in accounts:
             if self._watch_key(account.account) is None:
                 continue
             health = float(account.health)
+            if np.isnan(health):  # (not a reading: a NaN read as no risk resolved alerts)
+                log.warning("perps.health_unread", venue=venue, account=account.account,
+                            meaning="kept at its last alert state")
+                unknown.add(account.account)
+                continue
             positions = sorted(account.positions, key=lambda p: -p.notional)
             details = {
                 "margin_ratio": None if not np.isfinite(health) or health == 0
@@ -399,9 +408,16 @@ class AlertEngine:
                 measure_note=" (equity / maintenance)", tail=f"; {near}" if near else "",
                 action="Add margin or reduce the position: at health 1.0 the venue "
                        "liquidates it."))
-        self._holding(venue, rows)
+        keys = {k for a in unknown if (k := self._watch_key(a)) is not None}
+        self._holding(venue, rows, keys)
         conditions = self._watchlist_conditions(rows, {})
-        self._evaluate(conditions + self._gone_conditions(venue, None, conditions), None, None)
+        # (an unread account, or a sub-account of its holder, is unknown, not gone)
+        kept = [{"account": labels["account"]} for _, labels in
+                self.state.routes_of("position_health")
+                if labels.get("protocol") == venue
+                and self._watch_key(labels.get("account", "")) in keys]
+        self._evaluate(conditions + self._gone_conditions(venue, None, conditions, kept),
+                       None, None)
         await self.commit()
 
     def _watchlist_conditions(self, rows: Iterable[WatchedRow], tripped: dict[str, str],
@@ -484,12 +500,15 @@ class AlertEngine:
                 return candidate
         return None
 
-    def _holding(self, source: str, rows: Iterable[WatchedRow]) -> None:
+    def _holding(self, source: str, rows: Iterable[WatchedRow],
+                 unread: Iterable[str] = ()) -> None:
         """A full evaluation of `source` (a protocol or a venue): which watched accounts it
-        holds a position for."""
+        holds a position for (`unread`: watched keys it could not read, held as before)."""
+        before = self._held.get(source, set())
         self._held[source] = {key for r in rows
                               if holds_position(r.details["collateral_usd"], r.details["debt_usd"])
-                              and (key := self._watch_key(r.account)) is not None}
+                              and (key := self._watch_key(r.account)) is not None
+                              } | (before & set(unread))
         self._refresh_without()
 
     def _refresh_without(self) -> None:
@@ -857,6 +876,7 @@ class AlertEngine:
                    key_conflicts: dict[str, KeyHold | None] | None = None,
                    send_pauses: dict[tuple[str, str], str | None] | None = None,
                    venues_failing: dict[str, tuple[float, str] | None] | None = None,
+                   venues_unread: dict[str, dict[str, tuple[float, str]]] | None = None,
                    rpc_wrong_chain: dict[tuple[str, str], str | None] | None = None,
                    rpc_failing_for: dict[str, float] | None = None) -> None:
         """Operator conditions that need no block: all RPCs down (`rpc_healthy`: by chain,
@@ -864,8 +884,9 @@ class AlertEngine:
         its first failed request: `RpcPool.failing_for`), an endpoint of another
         network (`rpc_wrong_chain`: by chain and endpoint, its URL as logged when it is one,
         else None), index lag, gas balance, a perp venue's polls failing (`venues_failing`:
-        since when, wall clock, and the last error; None: its last poll answered) — and the
-        silences added from the CLI since the last tick."""
+        since when, wall clock, and the last error; None: its last poll answered; and
+        `venues_unread`: per venue, the accounts its answers did not let keeperd read, each
+        since when and why) — and the silences added from the CLI since the last tick."""
         scanned = {p for _, p in index_lag}  # (the daemon's scanners: every chain protocol)
         limit = self.config.rules.index_lag.warn_blocks
         caught_up = {p for p, lag in (self._index_lags or {}).items()
@@ -922,19 +943,10 @@ class AlertEngine:
         if rules.venue_down.enabled and route:
             # (a holder's Telegram message before a Hyperliquid liquidation depends on it: the
             # polls' failures were a log line and a counter only)
-            for venue, failing in (venues_failing or {}).items():
-                down_for = now - failing[0] if failing else 0.0
-                down = failing is not None and down_for >= rules.venue_down.after_s
-                conditions.append(Condition(
-                    "venue_down", route, {"venue": venue}, "critical" if down else None, None,
-                    None, self.repeat_interval(route),
-                    summary=f"perp venue {venue}: every poll has failed for {down_for:.0f} s "
-                            f"({failing[1] if failing else ''}): its watched accounts are not "
-                            "read, and their health alerts cannot fire",
-                    resolved_summary=f"perp venue {venue}: its API answers again",
-                    action="Check the venue's status and keeperd's access to its API_url "
-                           "(keeperd_perp_polls_total{outcome=\"error\"}); the accounts are "
-                           "read again at the next poll that answers."))
+            for venue in {**(venues_unread or {}), **(venues_failing or {})}:
+                conditions.append(self._venue_condition(
+                    venue, route, (venues_failing or {}).get(venue),
+                    (venues_unread or {}).get(venue) or {}, now))
         route = self.config.route_for("key_in_use_elsewhere")
         if rules.key_in_use_elsewhere.enabled and route:
             for chain, key_hold in (key_conflicts or {}).items():
@@ -1001,6 +1013,43 @@ class AlertEngine:
                            "gas no liquidation can be sent."))
         self._evaluate(conditions, None, None)
         await self.commit()
+
+    def _venue_condition(self, venue: str, route: str, failing: tuple[float, str] | None,
+                         unread: Mapping[str, tuple[float, str]], now: float) -> Condition:
+        """`venue_down`: for `after_s`, every poll of the venue failing, or some watched
+        accounts unread (a number of theirs, or of a market they hold, that does not read).
+        One alert per venue, the accounts named, not one per account: the fault is the
+        venue's answer (one bad mark leaves every holder of the coin unread), the fix is the
+        operator's, and the holders' own alerts are kept as they were — neither fired nor
+        resolved on a number that does not read (a NaN mark resolved them all as "margin
+        health ∞", and the poll counted ok). Blind since the earliest of the two: a venue
+        that answers again with an account still unread has not recovered."""
+        starts = ([failing[0]] if failing else []) + [since for since, _ in unread.values()]
+        blind = bool(starts) and now - min(starts) >= self.config.rules.venue_down.after_s
+        if failing is not None or not unread:
+            down_for = now - failing[0] if failing else 0.0
+            summary = (f"perp venue {venue}: every poll has failed for {down_for:.0f} s "
+                       f"({failing[1] if failing else ''}): its watched accounts are not "
+                       "read, and their health alerts cannot fire")
+        else:
+            names = "; ".join(f"{self.checksummed.get(a.lower(), a)} ({why})"
+                              for a, (_, why) in sorted(unread.items()))
+            summary = (f"perp venue {venue}: {len(unread)} watched account(s) unread for "
+                       f"{now - min(starts):.0f} s — its answer does not read: {names}. "
+                       "Their health alerts can neither fire nor resolve: each is kept as "
+                       "it was")
+        return Condition(
+            "venue_down", route, {"venue": venue}, "critical" if blind else None, None, None,
+            self.repeat_interval(route), summary=summary,
+            resolved_summary=f"perp venue {venue}: its API answers again, and every "
+                             "watched account reads",
+            action="Check the venue's status and keeperd's access to its API_url "
+                   "(keeperd_perp_polls_total{outcome=\"error\"}); a number the venue "
+                   "answered that cannot be is named in the log (perps.account_unread, "
+                   "perps.market_unread) and counted in keeperd_perp_accounts_unread. The "
+                   "accounts are evaluated again at the next poll that reads them.",
+            # (told again when which accounts are unread, or why, changes; not for seconds)
+            retell_when=lambda said: said.partition(" — ")[2])
 
     async def observe(self, conditions: Iterable[Condition], chain: str | None = None,
                       block: int | None = None) -> None:

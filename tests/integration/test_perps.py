@@ -415,3 +415,125 @@ async def test_a_stop_during_a_venue_poll_logs_no_error(
             await asyncio.wait_for(task, 15)
         release.set()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def poll_into_alerts(tmp_path: Path, venue: dict[str, Any], watch: list[str],
+                           warn: float, critical: float) -> Any:
+    """A venue's monitor feeding a real alert engine (SQLite state, the outbox read back),
+    its watchlist `alice` watching `watch`."""
+    from keeperd.protocols.perps.monitor import PerpMonitor
+    from tests.unit.test_alert_engine import Setup, alerts_config
+
+    setup = await Setup.open(tmp_path / "state.db", alerts_config(watchlists=[
+        {"name": "alice", "accounts": watch, "warn": warn, "critical": critical,
+         "route": "people"}], rules={"venue_down": {"route": "people"}}))
+    config = parse_config({
+        "state_dir": "/tmp/unused", "chains": [{"name": "x", "chain_id": 1,
+                                                "rpc_urls": ["http://127.0.0.1:1"]}],
+        "protocols": [{"rate_limit": 100, "accounts": watch, **venue}]}, env={})
+    setup.monitor = PerpMonitor(config.perp_venues[0], setup.metrics, setup.engine)
+    return setup
+
+
+async def told(setup: Any) -> list[tuple[str, str, str]]:
+    """(rule, status, summary) of every alert told, oldest first (the webhook's entries)."""
+    return [(e.alerts[0]["rule"], e.status, e.alerts[0]["summary"])
+            for e in await setup.entries(sink=1)]
+
+
+async def tick_later(setup: Any, seconds: float) -> None:
+    """The engine's tick `seconds` after now (the monitor dates its unread by wall clock)."""
+    setup.clock.now = time.time() + seconds
+    venue = setup.monitor.config.name
+    await setup.engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                            venues_failing={venue: setup.monitor.failing},
+                            venues_unread={venue: setup.monitor.unread})
+
+
+@pytest.mark.parametrize("mark", ["NaN", "-3000", "Infinity", "0"])
+async def test_a_mark_that_cannot_be_keeps_the_hyperliquid_alert_and_says_so(
+        tmp_path: Path, mark: str) -> None:
+    """(An audit: one coin's `"markPx": "NaN"` in the shared metaAndAssetCtxs made every
+    watched account holding it read "margin health ∞": its critical alert resolved as
+    "recovered", and the poll counted ok, so venue_down never fired.)"""
+    from tests.venue_fakes import asset_contexts, recorded
+
+    contexts = asset_contexts()
+    btc = [c["name"] for c in recorded("meta_2023-07-17.json")["universe"]].index("BTC")
+    async with serve(hyperliquid_app(contexts=contexts)) as hl:
+        setup = await poll_into_alerts(tmp_path, {"kind": "hyperliquid", "api_url": hl},
+                                       [HL_USER], warn=40.0, critical=35.0)
+        try:
+            [account] = await setup.monitor.poll()  # health 34.4: critical
+            assert [(r, s) for r, s, _ in await told(setup)] == [("position_health", "firing")]
+            contexts[btc]["markPx"] = mark  # the account holds BTC (short 0.00785)
+            assert await setup.monitor.poll() == []
+            assert [s for _, s, _ in await told(setup)] == ["firing"]  # not resolved
+            [(_, why)] = setup.monitor.unread.values()
+            assert "metaAndAssetCtxs BTC.markPx" in why
+            assert metric_value(setup.metrics, "keeperd_perp_accounts_unread",
+                                {"venue": "hyperliquid"}) == 1
+            await tick_later(setup, 1)
+            assert len(await told(setup)) == 1  # not before venue_down.after_s (120 s)
+            await tick_later(setup, 121)
+            rule, status, summary = (await told(setup))[-1]
+            assert (rule, status) == ("venue_down", "firing")
+            assert HL_USER in summary.lower() and "BTC.markPx" in summary
+            # The venue's mark reads again: the account is evaluated (its alert, never
+            # resolved, fires on: repeated, the clock 2 minutes on), venue_down resolves.
+            contexts[btc]["markPx"] = asset_contexts()[btc]["markPx"]
+            [again] = await setup.monitor.poll()
+            assert again.health == pytest.approx(account.health)
+            await tick_later(setup, 122)
+            assert [(r, s) for r, s, _ in await told(setup) if s == "resolved"] == [
+                ("venue_down", "resolved")]
+            assert "every watched account reads" in (await told(setup))[-1][2]
+        finally:
+            await setup.monitor.close()
+
+
+async def test_one_malformed_account_leaves_the_others_read(tmp_path: Path) -> None:
+    """(An audit: one user's `assetPositions: null` threw for the whole poll: every account
+    of the venue skipped, and venue_down fired saying the venue failed.)"""
+    from tests.venue_fakes import EMPTY_STATE
+
+    other = "0x" + "11" * 20
+    async with serve(hyperliquid_app(states={other: {**EMPTY_STATE, "assetPositions": None}})
+                     ) as hl:
+        setup = await poll_into_alerts(tmp_path, {"kind": "hyperliquid", "api_url": hl},
+                                       [HL_USER, other], warn=40.0, critical=35.0)
+        try:
+            [account] = await setup.monitor.poll()
+        finally:
+            await setup.monitor.close()
+    assert account.account.lower() == HL_USER and setup.monitor.failing is None
+    assert [a.lower() for a in setup.monitor.unread] == [other]
+    [(_, why)] = setup.monitor.unread.values()
+    assert "assetPositions" in why
+    assert [(r, s) for r, s, _ in await told(setup)] == [("position_health", "firing")]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("maintenanceMarginFraction", "-0.03"), ("maintenanceMarginFraction", "NaN"),
+    ("maintenanceMarginFraction", "0"), ("oraclePrice", "NaN"), ("oraclePrice", "-60000")])
+async def test_a_dydx_market_number_that_cannot_be_keeps_the_alert_and_says_so(
+        tmp_path: Path, field: str, value: str) -> None:
+    """(An audit: dYdX's equity, oraclePrice and maintenanceMarginFraction went through
+    float() unchecked: a negative or NaN fraction or price read "margin health ∞".)"""
+    markets = json.loads(json.dumps(DYDX_MARKETS))
+    async with serve(dydx_app(markets, {(DYDX_ADDRESS, 0): DYDX_SUBACCOUNT})) as dy:
+        setup = await poll_into_alerts(tmp_path, {"kind": "dydx_v4", "indexer_url": dy},
+                                       [DYDX_ADDRESS], warn=3.0, critical=2.9)
+        try:
+            assert await setup.monitor.poll()  # health 5000 / 1800 = 2.78
+            assert [(r, s) for r, s, _ in await told(setup)] == [("position_health", "firing")]
+            markets["BTC-USD"][field] = value
+            assert await setup.monitor.poll() == []
+            assert [s for _, s, _ in await told(setup)] == ["firing"]
+            [(_, why)] = setup.monitor.unread.values()
+            assert f"perpetualMarkets BTC-USD.{field}" in why
+            await tick_later(setup, 121)
+            rule, status, summary = (await told(setup))[-1]
+            assert (rule, status) == ("venue_down", "firing") and DYDX_ADDRESS in summary
+        finally:
+            await setup.monitor.close()

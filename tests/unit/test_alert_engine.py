@@ -393,6 +393,37 @@ async def test_a_perp_venue_whose_polls_all_fail_is_alerted_and_resolved(setup: 
     assert [e.status for e in await setup.entries(1)] == ["firing", "resolved"]
 
 
+async def test_a_perp_venue_with_accounts_unread_is_down_until_every_one_reads(
+        setup: Setup) -> None:
+    """(An audit: a NaN mark left every holder of the coin "recovered: margin health ∞" and
+    the poll counted ok, so venue_down never fired.) Unread accounts are named, after
+    `after_s`; a venue that answers again with an account still unread has not recovered —
+    blind since the failed polls — and a new reason is told again."""
+    engine, since = setup.engine, setup.clock.now
+
+    async def tick(failing: Any, unread: dict[str, tuple[float, str]]) -> None:
+        await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                          venues_failing={"hl": failing}, venues_unread={"hl": unread})
+
+    await tick((since, "ClientConnectorError"), {ACCOUNTS[0]: (since, "the poll failed")})
+    setup.clock.now += 121
+    await tick((since, "ClientConnectorError"), {ACCOUNTS[0]: (since, "the poll failed")})
+    # The venue answers; the account still does not read: firing on, told why.
+    await tick(None, {ACCOUNTS[0]: (since, "metaAndAssetCtxs BTC.markPx: not a finite "
+                                            "number")})
+    setup.clock.now += 5
+    await tick(None, {ACCOUNTS[0]: (since, "metaAndAssetCtxs BTC.markPx: not a finite "
+                                            "number")})  # (the same: not told again)
+    await tick(None, {ACCOUNTS[0]: (since, "metaAndAssetCtxs BTC.markPx: must be above 0")})
+    await tick(None, {})
+    told = [(e.status, e.alerts[0]["summary"]) for e in await setup.entries(1)]
+    assert [status for status, _ in told] == ["firing", "firing", "firing", "resolved"]
+    assert "every poll has failed" in told[0][1]
+    assert ACCOUNTS[0] in told[1][1] and "not a finite number" in told[1][1]
+    assert "126 s" in told[2][1] and "must be above 0" in told[2][1]
+    assert "every watched account reads" in told[3][1]
+
+
 async def test_a_watched_position_gone_from_the_book_resolves(setup: Setup) -> None:
     """(A by-hand trial: a watched Morpho position closed by its liquidation left the book,
     and its critical alert fired on for good, its last health repeated.)"""

@@ -114,9 +114,13 @@ class PerpAccount:
 
     @property
     def health(self) -> float:
-        """Equity / maintenance margin (inf without cross positions); below 1: liquidated."""
-        mm = self.maintenance_margin
-        return self.account_value / mm if mm > 0 else math.inf
+        """Equity / maintenance margin (inf without cross positions); below 1: liquidated.
+        NaN where either does not read (a NaN, a negative maintenance): not a reading, and
+        never "no risk" — a NaN mark read as ∞ resolved every alert on the coin."""
+        mm, equity = self.maintenance_margin, self.account_value
+        if math.isnan(mm) or math.isnan(equity) or mm < 0:
+            return math.nan
+        return equity / mm if mm > 0 else math.inf
 
     @property
     def margin_ratio(self) -> float:
@@ -171,7 +175,7 @@ class PerpAccount:
         return {
             "protocol": self.venue,
             "account": self.account,
-            "health_factor": None if math.isinf(self.health) else self.health,
+            "health_factor": None if not math.isfinite(self.health) else self.health,
             "margin_ratio": None if math.isinf(self.margin_ratio) else self.margin_ratio,
             "account_value_usd": self.account_value,
             "maintenance_margin_usd": self.maintenance_margin,

@@ -38,9 +38,15 @@ class PerpMonitor:
         # started afresh and a missing API type was asked for and warned about every time).
         self._reader: HyperliquidClient | DydxClient | None = None
         metrics.perp_polls.labels(config.name, "error")
+        metrics.perp_polls.labels(config.name, "partial")
+        metrics.perp_accounts_unread.labels(config.name)
         # Since when (wall clock) every poll has failed, and the last error; None: the last
         # answered (the alert engine's venue_down).
         self.failing: tuple[float, str] | None = None
+        # The accounts the last poll that answered could not read (a number of theirs, or of
+        # a market they hold, that does not read): since when, and the field and why. They
+        # are not evaluated, and their alerts are kept, not resolved; venue_down says them.
+        self.unread: dict[str, tuple[float, str]] = {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -53,21 +59,37 @@ class PerpMonitor:
         assert self._reader is not None
         venue = self.config.name
         try:
-            accounts = await self._reader.accounts(self.config.accounts)
+            read = await self._reader.read(self.config.accounts)
         except Exception as exc:  # the venue is down or lying: counted, retried next poll
             self.metrics.perp_polls.labels(venue, "error").inc()
             error = f"{type(exc).__name__}: {exc}"
             log.warning("perps.poll_failed", venue=venue, error=error)
             self.failing = (self.failing[0] if self.failing else time.time(), error[:200])
+            # (every account unread since then: one still unread when the venue answers
+            # again has been blind all along, `venue_down` goes on)
+            self.unread = {a: self._unread_since(a, self.failing[0], "the poll failed")
+                           for a in self.config.accounts}
             return self.accounts
         self.failing = None
-        self.metrics.perp_polls.labels(venue, "ok").inc()
-        self.accounts = accounts
-        self._publish(accounts)
+        self.unread = {u.account: self._unread_since(u.account, time.time(),
+                                                     f"{u.field}: {u.why}")
+                       for u in read.unread}
+        self.metrics.perp_polls.labels(venue, "partial" if read.unread else "ok").inc()
+        self.metrics.perp_accounts_unread.labels(venue).set(len(read.unread))
+        self.accounts = read.accounts
+        self._publish(read.accounts)
         if self.alerts is not None:
-            await self.alerts.on_perp_accounts(venue, accounts,
-                                               maintenance_moves(self.config))
-        return accounts
+            await self.alerts.on_perp_accounts(venue, read.accounts,
+                                               maintenance_moves(self.config),
+                                               unread=[u.account for u in read.unread])
+        return read.accounts
+
+    def _unread_since(self, account: str, now: float, why: str) -> tuple[float, str]:
+        """(since when `account` has been unread, why): since its own entry's, or its
+        holder's (a sub-account `user@dex`, `address/128`, of an entry unread before)."""
+        holder = account.split("@", 1)[0].split("/", 1)[0]
+        told = self.unread.get(account) or self.unread.get(holder)
+        return (min(told[0], now) if told else now, why)
 
     def _publish(self, accounts: list[PerpAccount]) -> None:
         venue = self.config.name

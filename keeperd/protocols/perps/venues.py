@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from keeperd.config import DydxV4Config, HyperliquidConfig
+from keeperd.protocols.perps.answers import VenueRead
 from keeperd.protocols.perps.dydx import DydxClient
 from keeperd.protocols.perps.http import VenueClient
 from keeperd.protocols.perps.hyperliquid import HyperliquidClient
@@ -35,10 +36,17 @@ def venue_reader(config: HyperliquidConfig | DydxV4Config, session: aiohttp.Clie
     return venue(client, config)
 
 
+async def read_accounts(config: HyperliquidConfig | DydxV4Config,
+                        session: aiohttp.ClientSession) -> VenueRead:
+    """Once (the command-line tools): the watched accounts as the venue reports them, and
+    those whose answer did not read."""
+    return await venue_reader(config, session).read(config.accounts)
+
+
 async def fetch_accounts(config: HyperliquidConfig | DydxV4Config,
                          session: aiohttp.ClientSession) -> list[PerpAccount]:
-    """Once (the command-line tools): the watched accounts as the venue reports them."""
-    return await venue_reader(config, session).accounts(config.accounts)
+    """The accounts that read (those that did not are logged, `perps.account_unread`)."""
+    return (await read_accounts(config, session)).accounts
 
 
 def maintenance_moves(config: HyperliquidConfig | DydxV4Config) -> bool:
