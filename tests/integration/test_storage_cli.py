@@ -153,10 +153,10 @@ async def test_check_config_says_what_the_database_answered(tmp_path: Path,
                                                             postgres_dsn: str) -> None:
     """On success it said nothing of storage (a trial): now a line, with who holds the
     leases."""
+    import asyncpg
+
     from keeperd.checks import storage_issues
     from keeperd.config import load_config
-
-    import asyncpg
 
     config = load_config(write_config(tmp_path, postgres_dsn))
     checked: list[str] = []
