@@ -16,6 +16,7 @@ import structlog
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
+from keeperd.chain.calls import ContractCall
 from keeperd.chain.multicall import (
     Call,
     CallResult,
@@ -34,6 +35,7 @@ from keeperd.protocols.morpho_blue.book import (
     loan_usd,
     market_key,
 )
+from keeperd.protocols.sdk.confirm import confirm_reads
 from keeperd.protocols.sdk.contract import (
     LiquidationSeen,
     LogIndexed,
@@ -157,18 +159,40 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                                  f"{self.config.morpho}")
             if (problem := params_problem(market_id, result.data)) is not None:
                 raise ValueError(f"{self.name}: {problem}")
-            meta = await self.multicall.aggregate3([
-                Call(loan, encode_call("symbol()", [], [])),
-                Call(loan, encode_call("decimals()", [], [])),
-                Call(collateral, encode_call("symbol()", [], [])),
-                Call(collateral, encode_call("decimals()", [], []))])
+            loan_symbol, loan_decimals, collateral_symbol, collateral_decimals = \
+                await self._tokens(market_id, loan, collateral)
             self.markets[market_id.lower()] = MarketInfo(
                 market_id.lower(), to_checksum_address(loan), to_checksum_address(collateral),
                 to_checksum_address(oracle), to_checksum_address(irm), lltv,
-                decode(["string"], meta[0].data)[0], decode(["string"], meta[2].data)[0],
-                decode(["uint8"], meta[1].data)[0], decode(["uint8"], meta[3].data)[0])
+                loan_symbol, collateral_symbol, loan_decimals, collateral_decimals)
         # (After the markets: a market that does not exist is a config error, said first.)
         await self.indexer.start()
+
+    async def _tokens(self, market_id: str, loan: str, collateral: str
+                      ) -> tuple[str, int, str, int]:
+        """The market's loan and collateral tokens' symbol and decimals, agreed by every
+        endpoint that answers. The market's id vouches for the tokens' addresses, not for
+        these: a first endpoint's 6 decimals for an 18-decimals loan token made every profit
+        10^12 times larger, and the contract's minProfit as much smaller (dust sent, each
+        losing its gas); its "USDC" for a cheap token priced it at $1; the collateral as the
+        native token priced Morpho's gas."""
+        loan, collateral = to_checksum_address(loan), to_checksum_address(collateral)
+        calls = [ContractCall(token, f"{getter}()", returns=[kind])
+                 for token in (loan, collateral)
+                 for getter, kind in (("symbol", "string"), ("decimals", "uint8"))]
+        meta = await self.multicall.aggregate3([Call(c.to, c.data) for c in calls])
+        read = (decode(["string"], meta[0].data)[0], decode(["uint8"], meta[1].data)[0],
+                decode(["string"], meta[2].data)[0], decode(["uint8"], meta[3].data)[0])
+        await confirm_reads(
+            self.pool, calls, read, where=f"protocols[{self.name}].markets",
+            names=[f"market {market_id}'s {role} token {token} {getter}()"
+                   for role, token in (("loan", loan), ("collateral", collateral))
+                   for getter in ("symbol", "decimals")],
+            fix="keeperd would count the market's profit, its contract's minProfit and its "
+                "gas in the wrong unit. Check each endpoint against the token on a block "
+                "explorer, then remove or fix the one that disagrees (`chains[].rpc_urls`), "
+                "or take the market out of `markets`")
+        return read
 
     def started(self) -> str | None:
         markets = ", ".join(f"{m.name} (LLTV {m.lltv / 1e16:g} %)"
