@@ -687,6 +687,7 @@ class Executor:
             elif sent and not self.tx.history_told:
                 await self._tell_journal_behind(sent)
             await self._tell_untold()  # (before this start's own settlements: told once)
+            await self._reverts_journaled(head)
             await resume_journal(self.journal, self.tx, self.adapter.name, head,
                                  resend_if=self._still_succeeds)
             self._register_sales()
@@ -3105,6 +3106,24 @@ class Executor:
             await self.events_flush()
         except Exception as exc:  # kept by the engine for its next write
             log.exception("alerts.event_failed", kind="flush", error=str(exc))
+
+    async def _reverts_journaled(self, head: int) -> None:
+        """The revert breaker's count, as the journal has it (`reverted_since`): it lived in
+        memory, and a restart or a takeover ended a pause at once — a new leader sent four
+        liquidations into the cause of the old one's (trial 30). Counted at the block each
+        was planned at (its inclusion's is not journaled): a little sooner out of the window
+        than as counted live."""
+        try:
+            found = await self.journal.reverted_since(
+                self.adapter.name, head - self.config.revert_breaker_blocks)
+        except Exception as exc:  # (a read of the journal: never a start's end)
+            log.warning("liquidation.reverts_unread", protocol=self.adapter.name,
+                        error=str(exc)[:200])
+            return
+        self._reverts = found  # (a leader again: what it counted live is journaled too)
+        if found:
+            log.info("liquidation.reverts_journaled", protocol=self.adapter.name,
+                     reverts=len(found), since_block=head - self.config.revert_breaker_blocks)
 
     async def _tell_untold(self) -> None:
         """At a start or a promotion, before anything is settled: the outcomes an earlier run

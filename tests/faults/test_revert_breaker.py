@@ -5,6 +5,7 @@ protocol's sending (alert `sending_paused`) instead of burning gas block after b
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from keeperd.devnet.handle import Devnet
@@ -58,6 +59,19 @@ async def test_liquidations_reverting_on_chain_pause_sending(
                             {**labels, "stage": "held"}) > held_before
         total = len(await executor.journal.all())
         assert total == len(sent)  # (not one more journaled while paused)
+        # A restart (or a replica's takeover) keeps the pause: its count is the journal's.
+        # It lived in memory, and a new leader sent four liquidations into the cause of the
+        # old one's (trial 30).
+        keeper.stop.set()
+        await asyncio.wait_for(keeper.task, 10)
+        again = await run_daemon(config_for(devnet, tmp_path, "liquidate",
+                                            key={"source": "env", "env": "KEEPER_KEY"},
+                                            revert_breaker_reverts=3,
+                                            revert_breaker_blocks=50))
+        await again.evaluated_at(devnet.mine(1))
+        assert again.daemon.executors["aave"].send_pause(
+            devnet.client.block_number()) is not None
+        assert len(await again.daemon.executors["aave"].journal.all()) == total
     finally:
         devnet.client.call("evm_setAutomine", True)
 
