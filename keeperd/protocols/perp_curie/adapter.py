@@ -35,6 +35,8 @@ from keeperd.protocols.sdk.views import AccountRow, BookRisk, HealthView
 from keeperd.risk.health import RISK_LEVELS, bucket_label
 
 log = structlog.get_logger(__name__)
+# CollateralManager.getCollateralConfig: (price feed, collateral ratio, discount ratio, cap)
+_COLLATERAL_CONFIG = ["address", "uint24", "uint24", "uint256"]
 
 
 def asset_symbol_typos(mapping: Mapping[str, str], markets: Iterable[str]
@@ -442,16 +444,48 @@ class PerpCurieAdapter(LogIndexed, PluginBase):
             Call(t, encode_call("decimals()", [], [])),
             Call(manager, encode_call("getPriceFeedDecimals(address)", ["address"], [t])),
             Call(manager, encode_call("getCollateralConfig(address)", ["address"], [t])))])
+        learnt: dict[str, tuple[str, int, int, int]] = {}
+        configs: dict[str, tuple[Any, ...]] = {}
         for i, t in enumerate(missing):
             symbol, decimals, feed_decimals, config = results[4 * i: 4 * i + 4]
             if not (decimals.success and feed_decimals.success and config.success):
                 raise ValueError(f"{self.name}: collateral token {t} could not be read")
-            _feed, ratio, _discount, _cap = decode(["address", "uint24", "uint24", "uint256"],
-                                                   config.data)
-            self.collaterals[t] = (
-                decode(["string"], symbol.data)[0] if symbol.success else t[:10],
-                decode(["uint8"], decimals.data)[0], decode(["uint8"], feed_decimals.data)[0],
-                ratio)
+            configs[t] = tuple(decode(_COLLATERAL_CONFIG, config.data))
+            learnt[t] = (decode(["string"], symbol.data)[0] if symbol.success else t[:10],
+                         decode(["uint8"], decimals.data)[0],
+                         decode(["uint8"], feed_decimals.data)[0], configs[t][1])
+        await self._confirm_collaterals(learnt, configs)
+        self.collaterals.update(learnt)
+
+    async def _confirm_collaterals(self, learnt: Mapping[str, tuple[str, int, int, int]],
+                                   configs: Mapping[str, tuple[Any, ...]]) -> None:
+        """What the first endpoint said of each new collateral, agreed by every endpoint that
+        answers before it is kept for the process's life (`confirm_reads`): its decimals, its
+        feed's and its ratio value every trader's margin in it. A disagreement is raised —
+        at start a refused start, later that block's read failing (nothing kept, asked again
+        at the next) — never a collateral valued on one endpoint's word."""
+        from keeperd.chain.calls import ContractCall
+        from keeperd.protocols.sdk.confirm import confirm_reads
+
+        manager = self.addresses["CollateralManager"]
+        calls: list[ContractCall] = []
+        read: list[Any] = []
+        names: list[str] = []
+        for t, (_symbol, decimals, feed_decimals, _ratio) in learnt.items():
+            calls += [ContractCall(t, "decimals()", returns=["uint8"]),
+                      ContractCall(manager, "getPriceFeedDecimals(address)", ["address"], [t],
+                                   returns=["uint8"]),
+                      ContractCall(manager, "getCollateralConfig(address)", ["address"], [t],
+                                   returns=_COLLATERAL_CONFIG)]
+            read += [decimals, feed_decimals, configs[t]]
+            names += [f"collateral {t} decimals()", "its price feed's decimals",
+                      "its collateral config (feed, ratio, discount, cap)"]
+        if calls:
+            await confirm_reads(
+                self.pool, calls, read, where=f"protocols[{self.name}]", names=names,
+                fix="keeperd would value every trader's margin in it wrongly. Check each "
+                    "endpoint against the CollateralManager on a block explorer, then remove "
+                    "or fix the one that disagrees (`chains[].rpc_urls`)")
 
     async def _learn_symbols(self, bases: Sequence[str]) -> None:
         missing = [b for b in bases if b not in self._symbols]
