@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
 
 from keeperd.protocols.sdk.keys import OpportunityKey, TxKey, WaveKey
 from keeperd.storage.db import Database
 from keeperd.storage.migrations import SchemaBehind, pending
+
+log = structlog.get_logger(__name__)
 
 # A journal row's key: typed (the executor's), or its text as another row gave it.
 JournalKey = OpportunityKey | str
@@ -107,6 +113,7 @@ class Journal:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._told_unread: set[tuple[str, str]] = set()  # (rows said unreadable: table, key)
 
     @classmethod
     async def open(cls, db: Database) -> Journal:
@@ -122,7 +129,7 @@ class Journal:
     async def get(self, key: JournalKey) -> JournalEntry | None:
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM liquidations WHERE key = $1",
                                      str(key))
-        return _entry(row) if row else None
+        return self._entries([row])[0] if row else None
 
     async def get_many(self, keys: list[str]) -> dict[str, JournalEntry]:
         """The entries journaled under any of `keys` (absent ones are not in the answer): one
@@ -134,7 +141,7 @@ class Journal:
             marks = ",".join(f"${i + 1}" for i in range(len(chunk)))
             rows = await self.db.fetch(
                 f"SELECT {_COLUMNS} FROM liquidations WHERE key IN ({marks})", *chunk)
-            found.update((r[0], _entry(r)) for r in rows)
+            found.update((e.key, e) for e in self._entries(rows))
         return found
 
     async def by_status(self, *statuses: str) -> list[JournalEntry]:
@@ -142,7 +149,7 @@ class Journal:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM liquidations WHERE status IN ({marks}) "
             "ORDER BY created_at, key", *statuses)
-        return [_entry(r) for r in rows]
+        return self._entries(rows)
 
     async def unbooked(self, protocol: str, mark: str, *statuses: str) -> list[JournalEntry]:
         """`protocol`'s rows of those statuses with no realised figure whose detail holds
@@ -153,7 +160,7 @@ class Journal:
             f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND "
             f"realised_profit_usd IS NULL AND detail LIKE $2 AND status IN ({marks}) "
             "ORDER BY created_at, key", protocol, f"%{mark}%", *statuses)
-        return [e for e in map(_entry, rows) if mark in (e.detail or "")]
+        return [e for e in self._entries(rows) if mark in (e.detail or "")]
 
     async def last_blocks(self) -> dict[str, int]:
         """Per protocol, the latest block a row was planned at (storage/chain_identity.py:
@@ -180,7 +187,29 @@ class Journal:
     async def all(self) -> list[JournalEntry]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM liquidations ORDER BY created_at, key")
-        return [_entry(r) for r in rows]
+        return self._entries(rows)
+
+    def _entries(self, rows: Sequence[Sequence[Any]]) -> list[JournalEntry]:
+        """The rows as entries, each kept whatever its columns hold (`_entry`); one with a
+        column that does not read is said once (per table and key, not at every block)."""
+        entries = []
+        for r in rows:
+            entry, unread = _entry(r)
+            if unread:
+                self._said_unread("liquidations", entry.key, unread)
+            entries.append(entry)
+        return entries
+
+    def _said_unread(self, table: str, key: str, unread: Mapping[str, str]) -> None:
+        if (table, key) in self._told_unread:
+            return
+        self._told_unread.add((table, key))
+        log.warning("journal.row_unreadable", table=table, key=key, columns=dict(unread),
+                    meaning="columns of a row no keeperd wrote (a hand's UPDATE, a bad "
+                            "restore) do not read: each is taken as none (0 for an amount or "
+                            "a fee budget, which spends nothing more on it); the row is kept, "
+                            "and a transaction signed for it still tracked",
+                    fix="check who can write the state database; correct or delete the row")
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Group many writes into one commit (a wave of liquidations found in one block)."""
@@ -287,15 +316,39 @@ class Journal:
             "w.wave_index = 0) END, t.kind, t.sent_at, t.wave_index FROM liquidation_txs t "
             "WHERE t.key = $1 ORDER BY t.sent_at, t.tx_hash", str(key))
         # (each record under the key as the caller holds it: typed, or a row's text)
-        return [TxRecord(r[0], key, r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8],
-                         None if r[9] is None else int(r[9])) for r in rows]
+        records = []
+        for r in rows:
+            unread: dict[str, str] = {}
+            # (a nonce or a place that does not read is -1, which no transaction has: the
+            # record then fails `reconcile.forged` or the wave's places, and is refused)
+            nonce = _read(unread, "nonce", r[2], _int)
+            place = _read(unread, "wave_index", r[9], _int)
+            records.append(TxRecord(
+                str(r[0]), key, -1 if nonce is None else nonce,
+                _read(unread, "max_fee_per_gas", r[3], _amount) or 0,
+                _read(unread, "priority_fee", r[4], _amount) or 0,
+                _read(unread, "gas_limit", r[5], _amount) or 0, str(r[6]), str(r[7]),
+                _read(unread, "sent_at", r[8], _float) or 0.0,
+                None if r[9] is None else -1 if place is None or place < 0 else place))
+            if unread:
+                self._said_unread("liquidation_txs", f"{r[0]} {r[1]}", unread)
+        return records
 
     async def wave_members(self, tx_hash: str) -> dict[str, int]:
-        """The keys a wave's transaction was journaled under, each with its call's index."""
+        """The keys a wave's transaction was journaled under, each with its call's index
+        (-1: one that does not read, which no call has — the wave's places are then not
+        0..n-1 and it is not trusted)."""
         rows = await self.db.fetch(
             "SELECT key, wave_index FROM liquidation_txs WHERE tx_hash = $1 AND "
             "wave_index IS NOT NULL", tx_hash)
-        return {r[0]: int(r[1]) for r in rows}
+        members = {}
+        for key, index in rows:
+            place = _int(index)
+            if place is None or place < 0:
+                self._said_unread("liquidation_txs", f"{tx_hash} {key}",
+                                  {"wave_index": str(index)[:80]})
+            members[str(key)] = -1 if place is None or place < 0 else place
+        return members
 
     async def mark_told(self, told: Sequence[tuple[str, str]]) -> None:
         """Each (key, outcome) as told to the alerts (the alert engine's commit, in the
@@ -345,17 +398,22 @@ class Journal:
             "told <> status)) AND (detail IS NULL OR detail NOT LIKE $6) "
             "ORDER BY created_at, key LIMIT $7",
             protocol, PENDING, INCLUDED, REVERTED, LOST_RACE, f"%{unbooked_mark}%", limit)
-        entries = [_entry(r) for r in rows]
+        entries = self._entries(rows)
         return [(e, "sent" if e.status == PENDING else e.status) for e in entries]
 
     async def holdings(self) -> dict[str, dict[str, tuple[str, int]]]:
         """What the keeper holds, by protocol and market: (the holding as text, the block it
-        was read at) — as each protocol last wrote it (`set_holdings`)."""
+        was read at) — as each protocol last wrote it (`set_holdings`). A block that does not
+        read is 0: the holding is kept (it refuses a start without its protocol all the same)."""
         rows = await self.db.fetch("SELECT protocol, market, holding, block FROM "
                                    "keeper_holdings ORDER BY protocol, market")
         found: dict[str, dict[str, tuple[str, int]]] = {}
         for protocol, market, holding, block in rows:
-            found.setdefault(protocol, {})[market] = (holding, int(block))
+            unread: dict[str, str] = {}
+            at = _read(unread, "block", block, _int)
+            if unread:
+                self._said_unread("keeper_holdings", f"{protocol} {market}", unread)
+            found.setdefault(str(protocol), {})[str(market)] = (str(holding), at or 0)
         return found
 
     async def set_holdings(self, protocol: str, held: Mapping[str, str], block: int) -> None:
@@ -390,10 +448,20 @@ class Journal:
     async def deposits(self, protocol: str) -> list[tuple[float, int | None, bool]]:
         """A protocol's margin deposits as recorded: (sent at, amount, refill), oldest
         first; an amount that does not read as one (written by someone else) is None, for
-        the caller to take at its worst."""
-        rows = await self.db.fetch("SELECT sent_at, amount, refill FROM keeper_deposits "
-                                   "WHERE protocol = $1 ORDER BY sent_at", protocol)
-        return [(float(at), _amount(text), bool(refill)) for at, text, refill in rows]
+        the caller to take at its worst, and a time that does not read is infinity: the
+        latest, which a budget of refills counts."""
+        rows = await self.db.fetch("SELECT deposit_key, sent_at, amount, refill FROM "
+                                   "keeper_deposits WHERE protocol = $1 ORDER BY sent_at",
+                                   protocol)
+        found: list[tuple[float, int | None, bool]] = []
+        for key, at, text, refill in rows:
+            unread: dict[str, str] = {}
+            sent_at = _read(unread, "sent_at", at, _float)
+            amount = _read(unread, "amount", text, _amount)
+            if unread:
+                self._said_unread("keeper_deposits", str(key), unread)
+            found.append((math.inf if sent_at is None else sent_at, amount, bool(refill)))
+        return sorted(found, key=lambda d: d[0])
 
     async def set_realised(self, key: JournalKey, usd: float) -> None:
         """An entry's realised profit (negative: a loss), its status unchanged."""
@@ -423,20 +491,80 @@ def _planned_text(planned: Mapping[str, int] | None) -> str | None:
     return json.dumps({k: str(int(v)) for k, v in planned.items()}, sort_keys=True)
 
 
-def _entry(r: tuple) -> JournalEntry:
-    planned = None if r[14] is None else {k: int(v) for k, v in json.loads(r[14]).items()}
-    return JournalEntry(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), r[8], r[9],
-                        r[10], r[11], r[12], r[13], planned, _pulls(r[15]))
+def _entry(r: Sequence[Any]) -> tuple[JournalEntry, dict[str, str]]:
+    """A row as an entry, and what of it did not read (column -> its text). Every row is
+    kept: a pending one's signed transaction may be on its way (its bytes, in
+    liquidation_txs, are verified on their own: `reconcile.forged`), and dropping it would stop
+    tracking it. Its plan, profit figures and nonce are read as none; its debt and fee budget
+    as 0 (a budget of 0 spends nothing more on replacing it); its block as 0 (not watched for
+    a reorg)."""
+    unread: dict[str, str] = {}
+    return JournalEntry(
+        str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]),
+        _read(unread, "debt_to_cover", r[5], _amount) or 0,
+        _read(unread, "expected_profit_usd", r[6], _float) or 0.0,
+        _read(unread, "max_fee_wei", r[7], _amount) or 0,
+        _read(unread, "detected_block", r[8], _int) or 0, str(r[9]),
+        _read(unread, "nonce", r[10], _int), None if r[11] is None else str(r[11]),
+        None if r[12] is None else str(r[12]),
+        _read(unread, "realised_profit_usd", r[13], _float),
+        _read(unread, "planned", r[14], _planned), _read(unread, "pulls", r[15], _pulls)
+    ), unread
 
 
-def _pulls(text: str | None) -> Mapping[str, int] | None:
+_T = TypeVar("_T")
+
+
+def _read(unread: dict[str, str], column: str, value: object,
+          parse: Callable[[Any], _T | None]) -> _T | None:
+    """A column as `parse` reads it; None when NULL, or when it does not read (then named in
+    `unread` with its text)."""
+    if value is None:
+        return None
+    found = parse(value)
+    if found is None:
+        unread[column] = str(value)[:80]
+    return found
+
+
+def _int(value: object) -> int | None:
+    """A stored integer, or None (SQLite keeps a text written into an integer column as
+    text, PostgreSQL refuses it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _float(value: object) -> float | None:
+    """A stored finite number, or None."""
+    try:
+        found = float(str(value))
+    except ValueError:
+        return None
+    return found if math.isfinite(found) else None
+
+
+def _planned(text: object) -> Mapping[str, int] | None:
+    """A row's plan (the protocol's event fields it expects), or None when it does not read
+    as amounts by field."""
+    try:
+        found = json.loads(str(text))
+        return {str(k): int(v) for k, v in found.items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _pulls(text: object) -> Mapping[str, int] | None:
     """A row's pulls, or None when it has none or they do not read as token amounts: they
     only ever hold capital back (a row cannot make keeperd spend more than it holds), and a
     bad one must not stop the journal from being read."""
     if text is None:
         return None
     try:
-        found = {str(k).lower(): int(v) for k, v in json.loads(text).items()}
+        found = {str(k).lower(): int(v) for k, v in json.loads(str(text)).items()}
     except (ValueError, TypeError, AttributeError):
         return None
     return found if all(v >= 0 for v in found.values()) else None

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import structlog
 
 from keeperd.execution import journal as J
 from keeperd.storage.account_index import KEEP_BLOCK_HASHES, Cursor, IndexStore
@@ -171,6 +172,35 @@ async def test_outcomes_an_older_leader_settled_are_taken_as_told(db: Database) 
     told = {r[0]: r[1] for r in await db.fetch("SELECT key, told FROM liquidations")}
     assert told == {"m:1": J.INCLUDED, "m:2": J.REVERTED, "m:3": J.PENDING, "m:4": ""}
     assert [e.key for e, _ in await journal.untold("morpho", "unbooked")] == ["m:4"]
+async def test_a_journal_row_whose_columns_do_not_read_is_kept_and_read_as_none(
+        db: Database) -> None:
+    """A row no keeperd wrote (a hand's `UPDATE`, a bad restore) whose plan, amount or fee
+    budget does not read stopped every start (`by_status` at the daemon's first check), and a
+    live opportunity of its key failed its protocol's every block (`get_many`). Read on both
+    back-ends: the row is kept (its signed transaction may be in flight), what does not read
+    is none or 0 — the fee budget 0 spends nothing more on it — and it is said once."""
+    journal = await J.Journal.open(await migrated(db))
+    keys = [f"aave:0x{i}:WETH:USDC:1" for i in range(5)]
+    for key in keys:
+        await journal.record(entry(key, status=J.PENDING))
+    for key, (column, text) in zip(keys, [("planned", "{"), ("planned", "[1]"),
+                                          ("debt_to_cover", "abc"), ("max_fee_wei", "1e3"),
+                                          ("max_fee_wei", "-5")], strict=True):
+        await db.execute(f"UPDATE liquidations SET {column} = $1 WHERE key = $2", text, key)
+    with structlog.testing.capture_logs() as logs:
+        pending = await journal.by_status(J.PENDING)
+        assert [e.key for e in pending] == keys
+        assert [e.key for e in await journal.all()] == keys
+        assert set(await journal.get_many(keys)) == set(keys)
+        assert [e.key for e, _ in await journal.untold("aave", "mark")] == keys
+    got = {e.key: e for e in pending}
+    assert got[keys[0]].planned is None and got[keys[1]].planned is None
+    assert got[keys[2]].debt_to_cover == 0 and got[keys[2]].max_fee_wei == 10**18
+    assert got[keys[3]].max_fee_wei == 0 and got[keys[4]].max_fee_wei == 0
+    assert await journal.get(keys[0]) == got[keys[0]]
+    told = [e for e in logs if e["event"] == "journal.row_unreadable"]
+    assert sorted(e["key"] for e in told) == keys  # (once each, however often it is read)
+    assert {e["key"]: sorted(e["columns"]) for e in told}[keys[3]] == ["max_fee_wei"]
 
 
 async def test_settled_rows_not_booked_are_found_by_their_mark(db: Database) -> None:
