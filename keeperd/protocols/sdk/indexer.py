@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from eth_utils import to_checksum_address
 
 from keeperd.chain.rpc import (
     EndpointsBehind,
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 # A catch-up that runs longer than this logs `index.progress` this often.
 PROGRESS_EVERY_S = 30.0
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 _RANGE_TOO_BIG = re.compile(
     r"too many|more than|limit|range|exceed|response size|query timeout|timed out|"
@@ -165,7 +168,16 @@ class AccountIndexer:
         cursor = await self.store.cursor(self.protocol)
         self._indexed = cursor.block if cursor else self.start_block - 1
         self._read_to = self._indexed
-        self._known = set(await self.store.accounts(self.protocol))
+        self._known, unreadable = _addresses(await self.store.accounts(self.protocol))
+        if unreadable:
+            # (one row no extractor wrote, not an address, failed the protocol's whole batch of
+            # position reads at every block: no liquidation nor watchlist alert of it — a
+            # review)
+            log.warning("index.accounts_unreadable", protocol=self.protocol,
+                        accounts=unreadable[:20], count=len(unreadable),
+                        meaning="rows of the account index that are not addresses (no "
+                                "keeperd wrote them): not watched",
+                        fix="check who can write the state directory; delete these rows")
         self._started = True
         rewound = await self._rewind_past_replaced_blocks("restart")
         await self._backfill_new_elements()
@@ -275,7 +287,7 @@ class AccountIndexer:
     async def _rewind(self, to_block: int, reason: str) -> list[str]:
         self._rewinds += 1  # (first: a catch-up's write not yet begun is dropped)
         try:
-            dropped = await self.store.rewind(self.protocol, to_block)
+            dropped = sorted(_addresses(await self.store.rewind(self.protocol, to_block))[0])
         except Exception as exc:
             # The persisted index keeps the dropped branch (its block hashes too): the next
             # start finds them gone from the chain and rewinds then. Meanwhile the new branch
@@ -455,3 +467,16 @@ class AccountIndexer:
                      logs=update.logs, new_accounts=len(update.new),
                      accounts=len(self._known), seconds=round(time.perf_counter() - started, 3))
         return update
+
+
+def _addresses(rows: Iterable[object]) -> tuple[set[str], list[str]]:
+    """The index's rows that are addresses, checksummed as the extractors write them, and the
+    others (as stored)."""
+    kept: set[str] = set()
+    unreadable: list[str] = []
+    for row in rows:
+        if isinstance(row, str) and _ADDRESS.fullmatch(row):
+            kept.add(to_checksum_address(row))
+        else:
+            unreadable.append(str(row)[:80])
+    return kept, unreadable
