@@ -51,7 +51,11 @@ from keeperd.config import (
 from keeperd.execution.delegation import KeyHold
 from keeperd.execution.executor import Executor
 from keeperd.execution.journal import PENDING, Journal, TxRecord
-from keeperd.execution.reconcile import unconfigured_holdings, unconfigured_in_flight
+from keeperd.execution.reconcile import (
+    journal_last_block,
+    unconfigured_holdings,
+    unconfigured_in_flight,
+)
 from keeperd.execution.signer import RemoteSigner, Signer, SignerError
 from keeperd.execution.txmanager import FeePolicy, TxManager
 from keeperd.hardening import drop_from_environment, forbid_core_dumps
@@ -387,7 +391,8 @@ class Daemon:
                                     "a backup taken before the upgrade")
             journal = await Journal.open(db)
             await self._check_journal_chains(db, journal, "storage.url" if db is not local
-                                             else f"the state directory {self.config.state_dir}")
+                                             else f"the state directory {self.config.state_dir}",
+                                             key)
             await self._check_journal_protocols(journal, key)
             await self._check_journal_holdings(journal)
             self.index_store = IndexStore(local)
@@ -498,15 +503,22 @@ class Daemon:
             raise StartupError(why)
         log.warning("journal.unconfigured_holdings", problem=why)
 
-    async def _check_journal_chains(self, db: Database, journal: Journal, where: str) -> None:
+    async def _check_journal_chains(self, db: Database, journal: Journal, where: str,
+                                    key: Signer | None) -> None:
         """Each chain is the one the journal was kept on (`storage/chain_identity.py`), or the
-        start is refused (`where`: the state, for the message)."""
-        seen = await journal.last_blocks()
+        start is refused (`where`: the state, for the message). How far the journal saw a
+        chain is said only by rows this keeper signed for it (`reconcile.journal_last_block`):
+        without a key or keeper.address (alert-only) nothing can be verified and only the
+        genesis is checked — a start that can send checks the rest."""
+        address = key.address if key is not None else self.config.keeper.address
         for rt in self.chains.values():
-            last = max((seen[p.name] for p in self.config.chain_protocols
-                        if p.chain == rt.config.name and p.name in seen), default=None)
+            protocols = {p.name for p in self.config.chain_protocols
+                         if p.chain == rt.config.name}
+            last = None if address is None else await journal_last_block(
+                journal, protocols, address, rt.config.chain_id)
             try:
-                await check_chain(db, rt.config.name, rt.config.chain_id, rt.pool, where, last)
+                await check_chain(db, rt.config.name, rt.config.chain_id, rt.pool, where,
+                                  *(last or (None, None)))
             except OtherChain as exc:
                 raise StartupError(str(exc)) from None
 

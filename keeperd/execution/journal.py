@@ -162,12 +162,20 @@ class Journal:
             "ORDER BY created_at, key", protocol, f"%{mark}%", *statuses)
         return [e for e in self._entries(rows) if mark in (e.detail or "")]
 
-    async def last_blocks(self) -> dict[str, int]:
-        """Per protocol, the latest block a row was planned at (storage/chain_identity.py:
-        a chain that has not reached it is not the one this journal was kept on)."""
-        return {str(p): int(b) for p, b in await self.db.fetch(
-            "SELECT protocol, MAX(detected_block) FROM liquidations GROUP BY protocol")
-            if b is not None}
+    async def latest_signed(self, protocols: Collection[str], limit: int
+                            ) -> list[tuple[str, int | None]]:
+        """(key, block planned at) of `protocols`' rows with a transaction journaled, the
+        latest block first, `limit` of them: what says how far the journal saw its chain
+        (`reconcile.journal_last_block`). A block that does not read is None."""
+        if not protocols:
+            return []
+        marks = ",".join(f"${i + 1}" for i in range(len(protocols)))
+        rows = await self.db.fetch(
+            f"SELECT key, detected_block FROM liquidations l WHERE protocol IN ({marks}) AND "
+            "EXISTS (SELECT 1 FROM liquidation_txs t WHERE t.key = l.key) "
+            f"ORDER BY detected_block DESC, key LIMIT ${len(protocols) + 1}",
+            *sorted(protocols), limit)
+        return [(str(key), _int(block)) for key, block in rows]
 
     async def highest_nonce(self, protocols: Collection[str]) -> int | None:
         """The highest nonce of a transaction journaled for `protocols` (one key on one

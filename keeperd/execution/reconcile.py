@@ -11,7 +11,7 @@ signed again under a new nonce.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 
 import structlog
@@ -235,6 +235,12 @@ def forged(record: J.TxRecord, tx: TxManager, nonce: int) -> str | None:
     """Why a journaled transaction is not one this keeper signed for this chain, or None: its
     hash must be the keccak of its bytes, its signer the keeper's key, its chain and nonce the
     ones it was journaled under."""
+    return not_signed_by(record, tx.address, tx.chain_id, nonce)
+
+
+def not_signed_by(record: J.TxRecord, address: str, chain_id: int, nonce: int) -> str | None:
+    """`forged` for a keeper's address and chain id (a start checks the journal before any
+    transaction manager is made)."""
     try:
         raw = bytes(HexBytes(record.raw))
         if "0x" + keccak(raw).hex() != record.tx_hash.lower():
@@ -243,12 +249,39 @@ def forged(record: J.TxRecord, tx: TxManager, nonce: int) -> str | None:
         sender = Account.recover_transaction(raw)
     except Exception as exc:  # undecodable bytes are as untrusted as a wrong signature
         return f"its bytes do not decode: {type(exc).__name__}"
-    if sender.lower() != tx.address.lower():
-        return f"signed by {sender}, not by the keeper {tx.address}"
-    if int(fields.get("chainId", -1)) != tx.chain_id:
-        return f"signed for chain {fields.get('chainId')}, not {tx.chain_id}"
+    if sender.lower() != address.lower():
+        return f"signed by {sender}, not by the keeper {address}"
+    if int(fields.get("chainId", -1)) != chain_id:
+        return f"signed for chain {fields.get('chainId')}, not {chain_id}"
     if int(fields["nonce"]) != record.nonce or record.nonce != nonce:
         return f"nonce {fields['nonce']} in its bytes, {record.nonce} in the journal"
+    return None
+
+
+# Rows with a transaction looked at, the latest block first, for the journal's last block: one
+# of the keeper's is almost always the first; many that are not are a state database written
+# by someone else, and the chain is then not judged by its journal (its genesis still is).
+LAST_BLOCK_ROWS = 64
+
+
+async def journal_last_block(journal: J.Journal, protocols: Collection[str], address: str,
+                             chain_id: int) -> tuple[int, str] | None:
+    """The latest block `protocols`' journal saw its chain reach, and the row that says so:
+    only a row whose transactions this keeper signed for this chain (`not_signed_by`) counts —
+    anyone who can write the state database can write a block number, and one row of a block
+    far ahead refused every start for good (a review). A row with nothing signed says nothing
+    here (its key only stops it being planned twice). Rows with a transaction that do not
+    verify, or whose block does not read, are set aside and said. None: no such row."""
+    for key, block in await journal.latest_signed(protocols, LAST_BLOCK_ROWS):
+        records = await journal.txs(key)
+        problem = "its block does not read" if block is None else next(
+            (p for r in records if (p := not_signed_by(r, address, chain_id,
+                                                       records[0].nonce))), None)
+        if problem is None and block is not None and records:
+            return block, key
+        log.warning("journal.block_unverified", key=key, block=block, problem=problem,
+                    meaning="not counted in how far the journal saw this chain: its "
+                            "transaction is not one this keeper signed for it")
     return None
 
 

@@ -61,18 +61,22 @@ BEHIND_BLOCKS = 16
 
 
 async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: str,
-                      journal_block: int | None = None) -> None:
+                      journal_block: int | None = None, journal_row: str | None = None
+                      ) -> None:
     """Record the chain's genesis at the first start; at a later one raise `OtherChain` if
     this chain's genesis is not the recorded one, or if no endpoint's head has reached the
-    last block the journal saw on it (`journal_block`) — a devnet started again from its
-    saved state has the same genesis and a shorter history (`where`: the state, for the
-    message)."""
+    last block the journal saw on it (`journal_block`, said by the row `journal_row`) — a
+    devnet started again from its saved state has the same genesis and a shorter history
+    (`where`: the state, for the message)."""
     if journal_block is not None and await _head(pool) + BEHIND_BLOCKS < journal_block:
         heads = await _heads(pool)  # (every endpoint asked only when the pool's is behind)
         if heads and max(heads) + BEHIND_BLOCKS < journal_block:
+            row = (f" (its row `{journal_row}`, the latest with a transaction this keeper "
+                   "signed: if that one row's block is wrong, written by hand, correct or "
+                   "delete it instead)") if journal_row is not None else ""
             raise OtherChain(
                 f"{where}: its journal saw block {journal_block} of {name} (chain id "
-                f"{chain_id}), and no endpoint's chain has reached it (the highest head "
+                f"{chain_id}){row}, and no endpoint's chain has reached it (the highest head "
                 f"{max(heads)}) — a devnet started again from its saved state, or an "
                 "endpoint of another network with the same id; its liquidations and nonces "
                 f"are that chain's (if instead every endpoint lags that far, wait for one "

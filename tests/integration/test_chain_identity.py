@@ -13,14 +13,17 @@ from typing import Any
 
 import pytest
 import structlog
+from eth_account import Account
+from eth_utils import keccak
 
 from keeperd.daemon import StartupError
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
+from keeperd.keys import KeeperKey
 from keeperd.storage.chain_identity import OtherChain, check_chain
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
-from tests.keeper_harness import config_for
+from tests.keeper_harness import KEEPER_KEY, config_for
 
 
 async def journal_at(tmp_path: Path) -> SqliteDatabase:
@@ -31,24 +34,46 @@ async def journal_at(tmp_path: Path) -> SqliteDatabase:
 
 async def test_a_journal_of_a_longer_history_or_another_genesis_refuses_the_start(
         devnet: Devnet, tmp_path: Path, run_daemon) -> None:
-    config = config_for(devnet, tmp_path, "alert-only")
+    keeper_key = KeeperKey(Account.from_key(KEEPER_KEY))
+    # (the keeper's address: how far the journal saw is said only by rows it signed)
+    config = config_for(devnet, tmp_path, "alert-only", address=keeper_key.address)
     keeper = await run_daemon(config)  # (the first start records the chain)
     keeper.stop.set()
     await asyncio.wait_for(keeper.task, 10)
     head = devnet.client.block_number()
     db = await journal_at(tmp_path)
     try:
-        # The journal saw blocks this chain has not reached: a devnet started again.
+        # One row of a block far ahead, nothing signed for it (a hand's INSERT): it refused
+        # every start for good, saying to throw the state away (a review). It says nothing.
+        journal = await J.Journal.open(db)
+        await journal.record(J.JournalEntry("aave:0xb:c:d:1", "aave", "0xb", "c", "d", 1, 1.0,
+                                            0, 10**12, J.PLANNED, None, None, None))
+    finally:
+        await db.close()
+    keeper = await run_daemon(config)
+    keeper.stop.set()
+    await asyncio.wait_for(keeper.task, 10)
+    db = await journal_at(tmp_path)
+    try:
+        # The journal saw blocks this chain has not reached, a transaction the keeper signed
+        # there: a devnet started again.
         journal = await J.Journal.open(db)
         await journal.record(J.JournalEntry("aave:0xa:c:d:1", "aave", "0xa", "c", "d", 1, 1.0,
                                             0, head + 500, J.PLANNED, None, None, None))
+        raw = keeper_key.sign_eip1559(chain_id=31337, nonce=0, to="0x" + "22" * 20, value=0,
+                                      data=b"", gas=21_000, max_fee=10**9, tip=10**9)
+        await journal.record_tx(J.TxRecord("0x" + keccak(raw).hex(), "aave:0xa:c:d:1", 0,
+                                           10**9, 10**9, 21_000, "0x" + raw.hex(),
+                                           "liquidation", 0.0))
     finally:
         await db.close()
-    with pytest.raises(StartupError, match=rf"saw block {head + 500} of devnet .* no "
-                                           r"endpoint's chain has reached it"):
+    with pytest.raises(StartupError, match=rf"saw block {head + 500} of devnet .*row "
+                                           r"`aave:0xa:c:d:1`.* no endpoint's chain has "
+                                           r"reached it"):
         await run_daemon(config)
     db = await journal_at(tmp_path)
     try:
+        await db.execute("DELETE FROM liquidation_txs")
         await db.execute("DELETE FROM liquidations")
         await db.execute("UPDATE chain_genesis SET genesis = $1", "0x" + "ab" * 32)
     finally:
@@ -90,5 +115,10 @@ async def test_one_endpoints_word_does_not_refuse_the_start(tmp_path: Path) -> N
         await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", 110)
         with pytest.raises(OtherChain, match="saw block 117"):
             await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", 117)
+        # (the refusal names the row that saw it: one row written by hand is not a journal
+        # to throw away)
+        with pytest.raises(OtherChain, match=r"saw block 117 .*row `aave:0xa:c:d:1`"):
+            await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", 117,
+                              journal_row="aave:0xa:c:d:1")
     finally:
         await db.close()

@@ -6,6 +6,7 @@ or amounts do not read is kept, and its signed transaction still tracked."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeperd.execution import journal as J
-from keeperd.execution.reconcile import resume_journal
+from keeperd.execution.reconcile import journal_last_block, resume_journal
 from keeperd.execution.txmanager import GWEI, TxManager
 from keeperd.keys import KeeperKey
 from keeperd.metrics import Metrics
@@ -129,5 +130,42 @@ async def test_holdings_and_deposits_whose_block_or_time_do_not_read_are_kept(
         got = await journal.deposits("curie")
         assert [(amount, refill) for _, amount, refill in got] == [(5, True), (7, True)]
         assert got[1][0] == float("inf")
+    finally:
+        await db.close()
+
+
+async def test_only_a_row_signed_by_the_keeper_says_how_far_the_journal_saw(
+        tmp_path: Path) -> None:
+    """The journal's last block refuses a start whose chain has not reached it (a devnet
+    started again from its state: `storage/chain_identity.py`). One row of a block far ahead
+    refused every start for good, its message saying to throw the state away: now only rows
+    whose transaction this keeper signed for this chain count, and the refusal names the
+    row. A row with no transaction, a forged one, or a block that does not read is set aside
+    and said."""
+    db, journal = await journal_at(tmp_path)
+    try:
+        rows = {"aave:0xa:c:d:v": (120, "signed"),  # (the keeper's: it counts)
+                "aave:0xb:c:d:v": (10**12, None),  # (nothing signed)
+                "aave:0xc:c:d:v": (10**11, "forged"),  # (its hash not its bytes')
+                "aave:0xd:c:d:v": (10**10, "signed"),  # (its block text, below)
+                "morpho:0xe:c:d:v": (130, "signed")}  # (another chain's protocol)
+        for nonce, (key, (block, kind)) in enumerate(rows.items()):
+            await journal.record(replace(entry(key), protocol=key.split(":")[0],
+                                         detected_block=block))
+            if kind is not None:
+                tx = signed(nonce) if kind == "signed" else ("0x" + "ab" * 32, signed(nonce)[1])
+                await journal.record_tx(J.TxRecord(tx[0], key, nonce, 50 * GWEI, 2 * GWEI,
+                                                   300_000, tx[1], "liquidation", 0.0))
+        await db.execute("UPDATE liquidations SET detected_block = 'far' WHERE key = $1",
+                         "aave:0xd:c:d:v")
+        with structlog.testing.capture_logs() as logs:
+            last = await journal_last_block(journal, {"aave"}, KEEPER.address, 31337)
+        assert last == (120, "aave:0xa:c:d:v")
+        assert sorted(e["key"] for e in logs if e["event"] == "journal.block_unverified") == [
+            "aave:0xc:c:d:v", "aave:0xd:c:d:v"]
+        assert await journal_last_block(journal, {"aave"}, KEEPER.address, 1) is None
+        assert await journal_last_block(journal, {"morpho"}, KEEPER.address, 31337) == (
+            130, "morpho:0xe:c:d:v")
+        assert await journal_last_block(journal, set(), KEEPER.address, 31337) is None
     finally:
         await db.close()
