@@ -381,7 +381,7 @@ class Journal:
         rows = await self.db.fetch("SELECT detected_block FROM liquidations WHERE protocol = $1 "
                                    "AND status = $2 AND detected_block > $3 "
                                    "ORDER BY detected_block", protocol, REVERTED, block)
-        return [int(r[0]) for r in rows]
+        return [n for r in rows if (n := _int(r[0])) is not None]
 
     async def mark_told_by_older_leader(self) -> int:
         """The settled outcomes whose telling is marked only as far as "sent": taken as told.
