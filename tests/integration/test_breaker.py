@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from keeperd.devnet.handle import Devnet
+from keeperd.metrics import Metrics
 from tests.conftest import metric_value
 from tests.keeper_harness import (  # noqa: F401 - fixtures
     config_for,
@@ -25,6 +27,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def block_time(devnet: Devnet) -> int:
     return int(devnet.client.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
 
+
+
+def behind_a_liar(devnet: Devnet, tmp_path: Path, liar_url: str) -> Any:
+    """An alert-only keeper whose first endpoint is `liar_url`, the devnet's own second, and
+    feeds of an hour's heartbeat."""
+    config = config_for(devnet, tmp_path, "alert-only",
+                        rpc_urls=[liar_url, devnet.manifest["rpc_url"]])
+    return config.model_copy(update={"oracles": config.oracles.model_copy(
+        update={"heartbeat_s": 3600})})
+
+
+def tripped_assets(metrics: Metrics, symbols: list[str]) -> set[str]:
+    """The assets whose breaker the gauge says is tripped on the devnet."""
+    return {s for s in symbols if metric_value(
+        metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
 
 async def test_stale_feed_pauses_liquidations_until_fresh(devnet: Devnet, tmp_path: Path,
                                                           run_daemon) -> None:
@@ -153,8 +170,7 @@ async def test_sequencer_down_pauses_every_asset_until_the_grace_period_ends(
     symbols = list(devnet.manifest["tokens"])
 
     def tripped() -> set[str]:
-        return {s for s in symbols if metric_value(
-            metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
+        return tripped_assets(metrics, symbols)
 
     assert tripped() == set()
     sequencer.set(1)  # down
@@ -259,11 +275,7 @@ async def test_one_endpoint_hiding_a_stale_feed_does_not_silence_the_breaker(
     from tests.faults.chaos_proxy import ChaosProxy
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
-        config = config_for(devnet, tmp_path, "alert-only",
-                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]])
-        config = config.model_copy(update={"oracles": config.oracles.model_copy(
-            update={"heartbeat_s": 3600})})
-        keeper = await run_daemon(config)
+        keeper = await run_daemon(behind_a_liar(devnet, tmp_path, liar.url))
         await keeper.evaluated_at(devnet.client.block_number())
         # (a block mined by this test, and not the first after the snapshot's revert: anvil
         # keeps no state of the block a test's snapshot was reverted to once it mines past
@@ -296,11 +308,7 @@ async def test_one_endpoint_dating_its_headers_early_does_not_hide_a_stale_feed(
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.header_time_shift = -7200
-        config = config_for(devnet, tmp_path, "alert-only",
-                            rpc_urls=[liar.url, devnet.manifest["rpc_url"]])
-        config = config.model_copy(update={"oracles": config.oracles.model_copy(
-            update={"heartbeat_s": 3600})})
-        keeper = await run_daemon(config)
+        keeper = await run_daemon(behind_a_liar(devnet, tmp_path, liar.url))
         await keeper.evaluated_at(devnet.client.block_number())
         await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
         metrics = keeper.daemon.metrics
@@ -342,8 +350,7 @@ async def test_one_endpoint_saying_the_sequencer_is_up_does_not_hide_it_down(
         symbols = list(devnet.manifest["tokens"])
 
         def tripped() -> set[str]:
-            return {s for s in symbols if metric_value(
-                metrics, "keeperd_breaker_tripped", {"chain": "devnet", "asset": s}) == 1}
+            return tripped_assets(metrics, symbols)
 
         assert tripped() == set()
         liar.calls_at = devnet.client.block_number()  # (up for a day, whatever happens)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from eth_account import Account
@@ -22,23 +21,9 @@ from keeperd.metrics import Metrics
 from keeperd.protocols.sdk.keys import OpportunityKey
 from keeperd.storage.db import SqliteDatabase
 from tests.conftest import migrated
+from tests.unit.test_journal_forgery import POOL, Node
 
 KEEPER = KeeperKey(Account.create())
-POOL = "0x" + "22" * 20
-
-
-class Node:
-    chain = "devnet"
-
-    def __init__(self) -> None:
-        self.broadcast: list[str] = []
-
-    async def request(self, method: str, params: Any = ()) -> Any:
-        if method == "eth_getTransactionCount":
-            return "0x0"
-        assert method == "eth_sendRawTransaction", method
-        self.broadcast.append(params[0])
-        return "0x" + "00" * 32
 
 
 def signed(nonce: int) -> tuple[str, str]:
