@@ -536,11 +536,16 @@ class TxManager:
         # revert now) is not in the node's count, and each protocol's start syncs again —
         # the second start took the first one's resumed nonce (a review).
         tracked = max((p.nonce + 1 for p in self.pending.values()), default=0)
+        first = count
         if count > max(tracked, self._nonce or 0):
             count = min([count, *await self._pending_counts_elsewhere()])
         self._nonce = max(count, tracked)
         if self._foreign_checked is None:
-            self._foreign_checked = self._nonce  # what came before is history
+            # What came before is history, as far as the first endpoint counts it: the least
+            # of the voters' counts named a voter one block behind's missing nonce, the
+            # keeper's own last, another sender's at the first block — an alert and a hold
+            # at a start (a review)
+            self._foreign_checked = max(self._nonce, first)
         return self._nonce
 
     async def sync_nonce_afresh(self) -> int:
@@ -1372,7 +1377,7 @@ class TxManager:
                              endpoint=elsewhere[0][0], meaning="another endpoint has its "
                              "receipt: settled once the pool serves it")
                     return None
-                if not await self._passed_by_voters(p.nonce):
+                if not await self._passed_by_voters(p.nonce, block):
                     # (the watch's count is one endpoint's word: one counting past the truth
                     # made a transaction still in the pool a drop of another sender's doing —
                     # alerted, held, planned again beside itself)
@@ -1390,10 +1395,12 @@ class TxManager:
                 return Outcome(p.key, "dropped", None)
         return None
 
-    async def _passed_by_voters(self, nonce: int) -> bool:
-        """Whether every voter that answers counts `nonce` used (the least mined count past
-        it); with none answering, the pool's count stands."""
-        counts = await self._counts_by_voters("latest")
+    async def _passed_by_voters(self, nonce: int, block: int) -> bool:
+        """Whether every voter that answers counts `nonce` used at `block` (the least mined
+        count past it); with none answering, the pool's count stands. At the block, not
+        "latest": a voter behind it has no say (one a block behind kept a transaction
+        another sender's nonce had taken from ever settling: a review)."""
+        counts = await self._counts_by_voters(hex(block))
         return not counts or min(counts) > nonce
 
     async def _in_block_of_the_pool(self, receipt: dict[str, str], source: str) -> bool:

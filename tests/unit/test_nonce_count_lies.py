@@ -198,3 +198,44 @@ async def test_one_endpoints_count_does_not_drop_a_transaction_in_flight() -> No
     pool.lie(honest=6)  # (now both say it passed, and no endpoint has its receipt)
     [outcome] = [*await tx.watch(5, lambda k: True), *await tx.watch(6, lambda k: True)]
     assert outcome.status == "dropped" and tx.foreign_seen is not None
+
+
+class OneBehind(Endpoints):
+    """`behind` has not seen the last block: its pending count one short, and it has no
+    state at the block the others are at."""
+
+    def __init__(self, *names: str, behind: str) -> None:
+        super().__init__(*names)
+        self.behind = behind
+
+    async def call_endpoint(self, ep: str, method: str, params: Any = (), *,
+                            judged: bool = True, shape: Shape | None = None) -> Any:
+        if ep == self.behind and method == "eth_getTransactionCount" \
+                and params[1] not in ("pending", "latest"):
+            raise RpcUnavailable(f"endpoint {ep}: header not found")
+        return await super().call_endpoint(ep, method, params, judged=judged, shape=shape)
+
+
+async def test_a_voter_one_block_behind_at_a_start_names_nothing_foreign() -> None:
+    """(A review: the least of the voters' pending counts became where the check for other
+    senders starts; a voter one block behind a takeover mid-crash named the keeper's own last
+    nonce another sender's at the first block — key_in_use_elsewhere and a 10-block hold.)
+    What the first endpoint counts at a start is history."""
+    pool = OneBehind("first", "behind", behind="behind")
+    pool.lie(first=7)
+    pool.pending.update(first=7, behind=6)
+    tx = await started(pool)
+    assert await tx.check_foreign(1) == []
+    assert tx.foreign_seen is None and tx.key_conflict(1) is None
+
+
+async def test_a_voter_behind_the_block_has_no_say_on_a_drop() -> None:
+    """The watch asks the voters at the block, not at "latest": a voter that has not reached
+    it kept a transaction whose nonce another sender took from ever settling (a review)."""
+    pool = OneBehind("first", "behind", behind="behind")
+    tx = await started(pool)
+    _pending_at(tx, 5, 1)
+    tx._nonce = 6
+    pool.lie(first=6, behind=5)  # (behind: "latest" at a block before the other's)
+    outcomes = [o for b in (2, 3) for o in await tx.watch(b, lambda k: True)]
+    assert [o.status for o in outcomes] == ["dropped"]
