@@ -184,6 +184,14 @@ REFUSAL_RETELL_BLOCKS = 100
 # The reasons of keeperd's own seller contracts' guards (a sale that no longer pays): not
 # counted by the revert breaker, which is for reverts no one explains.
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
+
+
+def counts_as_revert(entry: J.JournalEntry, keeper: str | None) -> bool:
+    """Whether a journaled revert is one the revert breaker counts, as it counts them live:
+    not a follow-up's (Curie's unwinds: the keeper's own account), nor one keeperd's own
+    seller contract refused (its traced reason in the row: `OWN_GUARDS`)."""
+    return not (keeper is not None and entry.account.lower() == keeper.lower()) \
+        and not OWN_GUARDS.search(entry.detail or "")
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
 SWAP_BELOW_BOUND = "0x" + function_signature_to_4byte_selector(
@@ -3114,12 +3122,17 @@ class Executor:
         was planned at (its inclusion's is not journaled): a little sooner out of the window
         than as counted live."""
         try:
-            found = await self.journal.reverted_since(
+            rows = await self.journal.reverted_since(
                 self.adapter.name, head - self.config.revert_breaker_blocks)
         except Exception as exc:  # (a read of the journal: never a start's end)
             log.warning("liquidation.reverts_unread", protocol=self.adapter.name,
                         error=str(exc)[:200])
             return
+        # (what the live count leaves out, left out here too: a follow-up's revert — Curie's
+        # unwinds — and one keeperd's own seller refused, its reason traced into the row;
+        # counted, three such flash sales paused sending after a restart that the running
+        # process had not paused: a review)
+        found = [e.detected_block for e in rows if counts_as_revert(e, self.keeper)]
         self._reverts = found  # (a leader again: what it counted live is journaled too)
         if found:
             log.info("liquidation.reverts_journaled", protocol=self.adapter.name,

@@ -374,14 +374,13 @@ class Journal:
             await self.db.execute("UPDATE liquidations SET told = $1 WHERE key = $2",
                                   outcome, key)
 
-    async def reverted_since(self, protocol: str, block: int) -> list[int]:
-        """The blocks a protocol's liquidations planned after `block` were planned at, of
-        those that reverted on chain with no race to explain it (a lost race is LOST_RACE):
-        what the revert breaker counted, read back at a start or a takeover."""
-        rows = await self.db.fetch("SELECT detected_block FROM liquidations WHERE protocol = $1 "
-                                   "AND status = $2 AND detected_block > $3 "
-                                   "ORDER BY detected_block", protocol, REVERTED, block)
-        return [n for r in rows if (n := _int(r[0])) is not None]
+    async def reverted_since(self, protocol: str, block: int) -> list[JournalEntry]:
+        """A protocol's rows that reverted on chain with no race to explain it (a lost race
+        is LOST_RACE), planned after `block`: what the revert breaker may count, read back at
+        a start or a takeover (the caller leaves out what it never counts)."""
+        return self._entries(await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM liquidations WHERE protocol = $1 AND status = $2 "
+            "AND detected_block > $3 ORDER BY detected_block", protocol, REVERTED, block))
 
     async def mark_told_by_older_leader(self) -> int:
         """The settled outcomes whose telling is marked only as far as "sent": taken as told.

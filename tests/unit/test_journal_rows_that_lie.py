@@ -154,3 +154,22 @@ async def test_only_a_row_signed_by_the_keeper_says_how_far_the_journal_saw(
         assert await journal_last_block(journal, set(), KEEPER.address, 31337) is None
     finally:
         await db.close()
+
+
+def test_the_reverts_read_back_are_those_the_breaker_counts_live() -> None:
+    """At a start the revert breaker's count is read from the journal: what the running
+    process leaves out is left out there too — a Curie unwind's revert (the keeper's own
+    account) and a sale keeperd's own seller refused (three SwapBelowBound flash sales would
+    have paused sending after a restart the running process had not paused: a review)."""
+    from keeperd.execution.executor import counts_as_revert
+
+    keeper = "0x" + "ab" * 20
+    base = J.JournalEntry("aave:0x1:WETH:USDC:1", "aave", "0x" + "01" * 20, "WETH", "USDC", 1,
+                          1.0, 1, 7, J.REVERTED, 3, None, "tx=0xaa")
+    assert counts_as_revert(base, keeper)
+    assert not counts_as_revert(replace(base, account=keeper.upper().replace("0X", "0x")),
+                                keeper)
+    assert not counts_as_revert(replace(
+        base, detail="tx=0xaa reverted: SwapBelowBound(1, 2)"), keeper)
+    assert counts_as_revert(replace(base, detail="tx=0xaa reverted: HEALTH_FACTOR_NOT_BELOW"),
+                            None)
