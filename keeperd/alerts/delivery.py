@@ -184,7 +184,10 @@ class Dispatcher:
         deadline = time.monotonic() + budget_s
         async with aiohttp.ClientSession() as session:
             for rt in self.sinks.values():
-                while time.monotonic() < deadline and rt.paused_until <= time.monotonic():
+                # (a standby neither reads nor writes the outbox: `due` drops a row that
+                # does not read, a write to the shared database — a review)
+                while time.monotonic() < deadline and rt.paused_until <= time.monotonic() \
+                        and self.acting():
                     entries = await self.outbox.due(rt.route, rt.sink_id,
                                                     horizon=self._horizon())
                     if not entries or not self.acting():

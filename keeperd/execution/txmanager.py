@@ -87,6 +87,7 @@ ONE_IN_FLIGHT = ("the keeper's address is delegated (EIP-7702) and has a transac
 # Every voter asked the address's code this often (`check_code_everywhere`): the block's own
 # read is the first endpoint's.
 CODE_EVERYWHERE_BLOCKS = 10
+CODE_EVERYWHERE_WAIT_S = 1.0  # (each voter's answer waited for this long at most)
 RECEIPT_WAIT_BLOCKS = 10
 
 
@@ -637,10 +638,12 @@ class TxManager:
         async def ask(ep: Endpoint) -> tuple[str, object, KeeperCode | None]:
             name = getattr(ep, "name", str(ep))
             try:
-                answer = await self.pool.call_endpoint(ep, "eth_getCode",
-                                                       [self.address, "latest"])
+                # (bounded: it runs inside the block's pass, and a hung voter held the next
+                # block's up to the pool's timeout — a review)
+                answer = await asyncio.wait_for(self.pool.call_endpoint(
+                    ep, "eth_getCode", [self.address, "latest"]), CODE_EVERYWHERE_WAIT_S)
                 return name, answer, read_code(answer)
-            except (RpcError, RpcUnavailable, ValueError):
+            except (RpcError, RpcUnavailable, ValueError, TimeoutError):
                 return name, None, None
 
         said = await asyncio.gather(*(ask(ep) for ep in self.pool.voters))

@@ -173,7 +173,6 @@ class ChainPriceWatch:
         # each endpoint said of the sequencer.
         self._now = self._grace_now = 0
         self._sequencer_words: list[SequencerWord] = []
-        self._second_asked = False  # whether this block's second reading was asked for
         self._judged_for: dict[str, int] = {}  # protocol -> the last block judged for it
         # The USD feeds of a block judged ahead, while a path's read is in flight (`prepare`)
         self._preparing: tuple[int, asyncio.Task[None]] | None = None
@@ -319,7 +318,6 @@ class ChainPriceWatch:
         self._block, self._header = block, header
         self._judged, self._problems, self._usd = set(), {}, {}
         self._now = self._grace_now = int(header["timestamp"], 16)
-        self._second_asked = False
         self._sequencer_words = ([await self.sequencer.read(block)]
                                  if self.sequencer is not None else [])
         self._judge_sequencer()
@@ -351,10 +349,11 @@ class ChainPriceWatch:
         references_due = [f for f in self.reference_feeds if f not in self._judged] if (
             rates or usd_feeds or references) else []
         read = usd_feeds + references_due
-        # (the sequencer's second word is asked once a block even with no feed to read)
-        second_due = self.sequencer is not None and not self._second_asked
-        readings, second = (await self._read_twice(read, block) if read or second_due
-                            else ([], None))
+        # (the sequencer's second word rides with the feeds' second reading: with no feed to
+        # read — a market's rates alone, no `reference_feeds` — the first endpoint's word
+        # stands, as `oracle.rate_unchecked` tells that operator to configure the references;
+        # asked alone, it held the block's first judgement a round trip: a review)
+        readings, second = (await self._read_twice(read, block) if read else ([], None))
         if second is not None:
             self._hear_second(second)
         now = self._now
@@ -554,7 +553,6 @@ class ChainPriceWatch:
         second = self.pool.second() if self.config.second_read else None
         if second is None:
             return await read_feeds(self.multicall, feeds, block), None
-        self._second_asked = True
         # (held in `asking`: awaited, or cancelled and its outcome taken, below)
         asking = asyncio.create_task(self._read_second(
             self.multicall.on(second), feeds, block,
