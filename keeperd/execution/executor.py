@@ -2285,6 +2285,42 @@ class Executor:
                 if self.prices is not None else None)
         return PriceTrust() if gate is None else PriceTrust(gate.paused, gate.hold)
 
+    async def _follow_up_try(self, base_key: OpportunityKey, block: int
+                             ) -> OpportunityKey | None:
+        """The key a follow-up goes under this block (`base_key`'s next try), or None: one
+        in hand (journaled and not ended unmined or reverted: in flight, or included), or
+        given up (its retries reverted, or too many tries ended unmined)."""
+        key = None
+        failed: list[str] = []
+        reverts = 0
+        for n in range(UNWIND_TRIES_MAX):
+            candidate = base_key.retry(n)
+            entry = await self.journal.get(candidate)
+            # A try that ended without unwinding — reverted, or never mined (its send
+            # refused, its nonce taken, cancelled) — leaves the position held: the next
+            # try goes. A drop used to be the end of it: the keeper's position held
+            # unhedged for good, with no alert. A try that did unwind after all makes the
+            # next one's simulation say so (nothing to unwind): nothing is sent.
+            if entry is None or entry.status not in UNWIND_RETRIED:
+                key = None if entry is not None else candidate  # journaled: in hand
+                break
+            failed.append(entry.status if entry.status == J.REVERTED or not entry.detail
+                          else f"{entry.status} ({entry.detail[:80]})")
+            # (only a revert on chain counts against the retries: a refused send — a fee
+            # spike, a node's hiccup — is not the unwind failing, and must not leave it to
+            # the operator after three blocks)
+            reverts += entry.status == J.REVERTED
+            if reverts > RETRIES_AFTER_REVERT:
+                break
+        if key is None and (reverts > RETRIES_AFTER_REVERT
+                            or len(failed) >= UNWIND_TRIES_MAX):
+            # (nothing more is sent for it — said every block, so a start after it knows
+            # too: the liquidator's hold lives in memory)
+            self.liquidator.housekeeping_settled(
+                base_key, block, f"its {len(failed)} tries failed: "
+                + ", ".join(failed[-6:]), lasting=True)
+        return key
+
     async def _housekeep(self, result: ScanResult) -> None:
         """The liquidator's own follow-ups (Curie: unwinding the positions the keeper took
         over), journaled and signed in one commit like liquidations, so a restart resumes
@@ -2302,39 +2338,20 @@ class Executor:
         # (a follow-up refused for the slot was dropped for good: an unhedged position kept).
         if not await self.tx.slot_free_at(result.block):
             return
+        tries: dict[OpportunityKey, OpportunityKey | None] = {}
+
+        async def due(base_key: OpportunityKey) -> bool:
+            # (asked by the liquidator before it spends a request on a follow-up — Curie's
+            # unwind limit asked every voter endpoint for one in flight, ahead of each
+            # block's liquidations — and by the loop below: the journal read once)
+            if base_key not in tries:
+                tries[base_key] = await self._follow_up_try(base_key, result.block)
+            return tries[base_key] is not None
+
         todo = []
         for base_key, target, data, gas in await self.liquidator.housekeeping(
-                result, lambda: self._price_trust(result.block)):
-            key = None
-            failed: list[str] = []
-            reverts = 0
-            for n in range(UNWIND_TRIES_MAX):
-                candidate = base_key.retry(n)
-                entry = await self.journal.get(candidate)
-                # A try that ended without unwinding — reverted, or never mined (its send
-                # refused, its nonce taken, cancelled) — leaves the position held: the next
-                # try goes. A drop used to be the end of it: the keeper's position held
-                # unhedged for good, with no alert. A try that did unwind after all makes the
-                # next one's simulation say so (nothing to unwind): nothing is sent.
-                if entry is None or entry.status not in UNWIND_RETRIED:
-                    key = None if entry is not None else candidate  # journaled: in hand
-                    break
-                failed.append(entry.status if entry.status == J.REVERTED or not entry.detail
-                              else f"{entry.status} ({entry.detail[:80]})")
-                # (only a revert on chain counts against the retries: a refused send — a fee
-                # spike, a node's hiccup — is not the unwind failing, and must not leave it to
-                # the operator after three blocks)
-                reverts += entry.status == J.REVERTED
-                if reverts > RETRIES_AFTER_REVERT:
-                    break
-            if key is None and (reverts > RETRIES_AFTER_REVERT
-                                or len(failed) >= UNWIND_TRIES_MAX):
-                # (nothing more is sent for it — said every block, so a start after it knows
-                # too: the liquidator's hold lives in memory)
-                self.liquidator.housekeeping_settled(
-                    base_key, result.block, f"its {len(failed)} tries failed: "
-                    + ", ".join(failed[-6:]), lasting=True)
-            if key is not None:
+                result, lambda: self._price_trust(result.block), due):
+            if await due(base_key) and (key := tries[base_key]) is not None:
                 todo.append((key, target, data, gas))
         if not todo:
             return

@@ -151,7 +151,8 @@ async def test_no_follow_up_goes_while_the_head_is_contested() -> None:
     asked: list[int] = []
 
     class Liquidator:
-        async def housekeeping(self, result: object, trust: object = None) -> list[object]:
+        async def housekeeping(self, result: object, trust: object = None,
+                               due: object = None) -> list[object]:
             asked.append(result.block)  # type: ignore[attr-defined]
             return []
 

@@ -9,6 +9,9 @@ bought only with its latest price read, and booked at it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,9 +20,11 @@ from typing import Any
 import pytest
 import structlog
 
+from keeperd.chain.rpc import RpcUnavailable
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.perp_curie.adapter import CurieBook, Market
 from keeperd.protocols.perp_curie.liquidator import UNWIND, CurieLiquidator
+from keeperd.protocols.sdk.contract import PriceTrust, trust_everything
 from keeperd.protocols.sdk.keys import OpportunityKey
 
 KEEPER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
@@ -502,11 +507,13 @@ async def test_an_unwind_held_by_its_bound_says_so_and_none_goes_without_a_price
 
 
 def unwinder(endpoints: int) -> Any:
-    """A keeper liquidator that unwinds within 300 bps, `endpoints` voters configured."""
+    """A keeper liquidator that unwinds within 300 bps, `endpoints` voters configured (named
+    first, second, third)."""
     liq = liquidator()
     liq.adapter = SimpleNamespace(name="curie", config=SimpleNamespace(
         unwind_max_slippage_bps=300, clearing_house="0x" + "c1" * 20), fee_ratios={},
-        pool=SimpleNamespace(voters=[f"ep{i}" for i in range(endpoints)]),
+        pool=SimpleNamespace(voters=[SimpleNamespace(name=n) for n in
+                                     ("first", "second", "third")[:endpoints]]),
         addresses={"AccountBalance": "0x" + "ab" * 20})
     return liq
 
@@ -520,28 +527,39 @@ def held_at(size: int, usd: float, block: int = 1) -> CurieBook:
         held.markets[VETH], mark=price, index=price)})
 
 
-def endpoints_say(monkeypatch: pytest.MonkeyPatch, said: dict[str, float | None]) -> list[Any]:
-    """Each voter endpoint's mark = index of vETH (None: it says nothing); the blocks asked."""
+def endpoints_say(monkeypatch: pytest.MonkeyPatch, said: dict[str, float | None],
+                  hanging: Collection[str] = ()) -> list[Any]:
+    """Each voter endpoint's mark = index of vETH (None: it says nothing; `hanging`: it takes
+    the request and never answers); who was asked at which block."""
     from keeperd.protocols.perp_curie import unwind_bound
 
     asked: list[Any] = []
 
-    async def by_endpoint_named(pool: Any, calls: list[Any], block: Any = "latest"
-                                ) -> list[tuple[str, list[Any]]]:
-        asked.append(block)
+    async def answers_on(pool: Any, ep: Any, calls: list[Any], block: Any = "latest"
+                         ) -> list[Any]:
+        asked.append((ep.name, block))
         assert [c.signature for c in calls] == ["getMarkPrice(address)",
                                                 "getIndexPrice(uint256)"]
-        return [(who, [None, None] if usd is None else [int(usd * 10**6) * 10**12] * 2)
-                for who, usd in said.items()]
+        if ep.name in hanging:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:  # (given up on: its request goes with it)
+                asked.append((ep.name, "cancelled"))
+                raise
+        usd = said[ep.name]
+        if usd is None and block != "latest":  # (it does not answer at the block at all)
+            raise RpcUnavailable(f"endpoint {ep.name}: no answer")
+        return [None, None] if usd is None else [int(usd * 10**6) * 10**12] * 2
 
-    monkeypatch.setattr(unwind_bound.approvals, "by_endpoint_named", by_endpoint_named)
+    monkeypatch.setattr(unwind_bound.approvals, "answers_on", answers_on)
     return asked
 
 
-async def unwind_limit(liq: Any, held: CurieBook, trust: Any = None) -> float | None:
+async def unwind_limit(liq: Any, held: CurieBook, trust: Any = None,
+                       due: Any = None) -> float | None:
     """The price (vUSD a vETH) the one unwind sent is limited at; None: none goes."""
-    out = await (liq.housekeeping(SimpleNamespace(book=held)) if trust is None
-                 else liq.housekeeping(SimpleNamespace(book=held), trust))
+    out = await liq.housekeeping(SimpleNamespace(book=held), *[
+        a for a in (trust or trust_everything, due) if a is not None])
     if not out:
         return None
     ((_key, _target, data, _gas),) = out
@@ -561,7 +579,8 @@ async def test_a_lying_first_endpoint_no_longer_loosens_an_unwinds_limit(
     with structlog.testing.capture_logs() as logs:
         for block in (20, 21, 22):
             assert await unwind_limit(liq, held_at(size, lie, block)) is None
-    assert asked == [20, 21, 22]  # (at the book's block: every endpoint answered there)
+    # (at the book's block: every endpoint answered there)
+    assert asked == [(who, b) for b in (20, 21, 22) for who in ("first", "second")]
     (told,) = [e for e in logs if e["event"] == "curie.unwind_waits"]  # (once, not a block)
     assert "first" in told["reason"] and "second 2,500" in told["reason"], told
     hold = liq.hold()
@@ -602,12 +621,70 @@ async def test_an_unwind_rests_on_two_endpoints_when_several_are_configured(
     liq = unwinder(2)
     asked = endpoints_say(monkeypatch, {"first": 2_500.0, "second": None})
     assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, 30)) is None
-    assert asked == [30, "latest"]
+    assert asked == [("first", 30), ("second", 30), ("second", "latest")]
     assert liq._unwind_failures[VETH] == {30}
     alone = unwinder(1)
     asked = endpoints_say(monkeypatch, {})
     assert await unwind_limit(alone, held_at(5 * cm.WAD, 1.0)) == pytest.approx(0.97)
     assert asked == []
+
+
+async def test_no_endpoint_is_asked_for_an_unwind_in_flight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unwind journaled and on its way (the executor's `due` says so) has its limit signed
+    already: its position is not bounded again — no voter endpoint asked, no price trust
+    read, nothing counted against it. Every block of a cascade's liquidations waited behind
+    those asks while the keeper held its takeovers. The position's next unwind (its new size
+    once part of it went) is asked as before."""
+    liq = unwinder(2)
+    asked = endpoints_say(monkeypatch, {"first": 2_500.0, "second": 2_500.0})
+    questions: list[OpportunityKey] = []
+    trusted: list[int] = []
+
+    async def trust() -> PriceTrust:
+        trusted.append(1)
+        return PriceTrust()
+
+    async def due(key: OpportunityKey) -> bool:
+        questions.append(key)
+        return key.version != str(5 * cm.WAD)  # (the unwind of all 5 is in flight)
+
+    with structlog.testing.capture_logs() as logs:
+        for block in (50, 51, 52):
+            assert await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, block), trust,
+                                      due) is None
+    assert asked == [] and trusted == []
+    assert questions == [OpportunityKey("curie", KEEPER, (UNWIND, VETH), str(5 * cm.WAD))] * 3
+    assert VETH not in liq._unwind_failures and liq.hold() is None
+    assert "curie.unwind_waits" not in [e["event"] for e in logs]
+    # 3 of it unwound: the other 2 are a new unwind, bounded by every endpoint's word.
+    assert await unwind_limit(liq, held_at(2 * cm.WAD, 2_500.0, 53), trust, due) == \
+        pytest.approx(2_500 * 0.97)
+    assert asked == [("first", 53), ("second", 53)] and trusted == [1]
+
+
+@pytest.mark.parametrize("endpoints", [2, 3])
+async def test_a_hung_voter_is_given_up_on_within_the_bound(monkeypatch: pytest.MonkeyPatch,
+                                                            endpoints: int) -> None:
+    """A voter endpoint that takes the request and never answers is no vote after
+    VOTE_WAIT_S, its request cancelled and not asked again at "latest": it held every
+    block's liquidations, which wait behind the unwinds, the RPC timeout (10 s) twice. Of
+    three, the two that answered bound the unwind; of two, the first's word alone does not:
+    the unwind waits, counted as one that cannot go."""
+    from keeperd.protocols.perp_curie.unwind_bound import VOTE_WAIT_S
+
+    liq = unwinder(endpoints)
+    asked = endpoints_say(monkeypatch, {"first": 2_500.0, "second": 2_500.0, "third": 2_500.0},
+                          hanging={"second"})
+    started = time.monotonic()
+    limit = await unwind_limit(liq, held_at(5 * cm.WAD, 2_500.0, 60))
+    waited = time.monotonic() - started
+    assert VOTE_WAIT_S - 0.05 < waited < VOTE_WAIT_S + 0.25, waited
+    assert [a for a in asked if a[0] == "second"] == [("second", 60), ("second", "cancelled")]
+    if endpoints == 3:
+        assert limit == pytest.approx(2_500 * 0.97)
+    else:
+        assert limit is None and liq._unwind_failures[VETH] == {60}
 
 
 async def test_an_unwind_waits_while_its_assets_price_breaker_is_tripped(
@@ -616,8 +693,6 @@ async def test_an_unwind_waits_while_its_assets_price_breaker_is_tripped(
     minAnswer, stale, off its references; an operator's trip): the unwind waits, uncounted
     (the takeovers there are held by the breaker already), and goes once it resets. The
     watch holding every price (a block unjudged, the sequencer down) holds it too."""
-    from keeperd.protocols.sdk.contract import PriceTrust
-
     liq = unwinder(1)
     endpoints_say(monkeypatch, {})
 

@@ -132,9 +132,12 @@ async def test_one_lying_count_frees_the_slot_for_one_transaction_at_most() -> N
 class Unwinds(LiquidatorBase):
     def __init__(self, items: list[tuple[OpportunityKey, str, bytes, int]]) -> None:
         self.items = items
+        self.due: list[bool] = []  # (what the executor said of each, asked first)
 
-    async def housekeeping(self, result: Any, trust: Any = None
+    async def housekeeping(self, result: Any, trust: Any = None, due: Any = None
                            ) -> list[tuple[OpportunityKey, str, bytes, int]]:
+        if due is not None:
+            self.due = [await due(k) for k, *_ in self.items]
         return [i for i in self.items]
 
 
@@ -164,6 +167,35 @@ async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: 
     assert len(node.sent) == 2
     assert await journal.get(second) is not None  # (journaled now: its signed transaction
     # is recorded by the daemon's recorder, not wired here)
+    await db.close()
+
+
+async def test_a_follow_up_in_flight_is_not_due_before_the_liquidator_bounds_it(
+        tmp_path: Path) -> None:
+    """The liquidator asks whether a follow-up goes this block before it spends a request on
+    it (Curie's unwind limit asks every voter endpoint, ahead of the block's liquidations):
+    one journaled and on its way is not due — even while the book still shows the position —
+    one never journaled is; the journal's word, the same the executor sends by."""
+    node = Node()
+    tx = delegated(node)
+    db = SqliteDatabase.open(tmp_path / "state.sqlite")
+    journal = await J.Journal.open(await migrated(db))
+    keeper = tx.address
+    first = OpportunityKey("curie", keeper, ("unwind", "0xaa"), "100")
+    second = OpportunityKey("curie", keeper, ("unwind", "0xbb"), "200")
+    ex: Any = Executor.__new__(Executor)
+    ex.tx, ex.keeper, ex.journal, ex.pool = tx, keeper, journal, node
+    ex.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
+    ex.fees = FeePolicy()
+    ex.adapter = SimpleNamespace(name="curie")
+    ex.liquidator = Unwinds([(first, TARGET, selector(CALL), 300_000),
+                             (second, TARGET, selector(CALL), 300_000)])
+    await ex._housekeep(SimpleNamespace(block=10))
+    assert ex.liquidator.due == [True, True] and len(node.sent) == 1  # (the slot: one)
+    node.mined = 6  # the first mined; the book a block behind lists it still
+    await ex._housekeep(SimpleNamespace(block=12))
+    assert ex.liquidator.due == [False, True]
+    assert len(node.sent) == 2  # (the second alone: the first not sent again)
     await db.close()
 
 

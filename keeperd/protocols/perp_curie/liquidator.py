@@ -64,6 +64,7 @@ from keeperd.protocols.sdk.contract import (
     Allowed,
     Call,
     DepositRecords,
+    DueNow,
     GasQuote,
     LiquidatorBase,
     Need,
@@ -71,6 +72,7 @@ from keeperd.protocols.sdk.contract import (
     OpportunityKey,
     StartRefused,
     TrustNow,
+    always_due,
     trust_everything,
 )
 from keeperd.protocols.sdk.keys import UpkeepKey
@@ -645,7 +647,8 @@ class CurieLiquidator(LiquidatorBase):
                                                  [trader, base, 0])))
         return out
 
-    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything,
+                           due: DueNow = always_due
                            ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Unwind what the keeper holds: (journal key, target, calldata, gas) per market."""
         if self.keeper is None:
@@ -657,17 +660,21 @@ class CurieLiquidator(LiquidatorBase):
             return []
         ch = self.adapter.config.clearing_house
         bps = self.adapter.config.unwind_max_slippage_bps
-        closing = [p for p in mine.positions if book.markets[p.base].status == OPEN]
+        # (only the unwinds that go this block are bounded: one in flight has its limit signed
+        # already — asked again, every voter endpoint was asked at every block of a cascade,
+        # ahead of its liquidations, for positions whose unwinds were on their way)
+        closing = [p for p in mine.positions if book.markets[p.base].status == OPEN
+                   and (bps is None or await due(self._unwind_key(p)))]
         limits = ({} if bps is None or not closing  # (unset: Curie's own limit only, 0)
                   else await self._unwind_limits(book, closing, bps, trust))
         out = []
         for p in mine.positions:
             status = book.markets[p.base].status
-            key = OpportunityKey(self.adapter.name, self.keeper, (UNWIND, p.base), str(p.size))
+            key = self._unwind_key(p)
             if status == OPEN:
                 limit = 0 if bps is None else limits.get(p.base)
                 if limit is None:
-                    continue  # (it waits: `_unwind_limits` said why)
+                    continue  # (in hand already, or it waits: `_unwind_limits` said why)
                 out.append((key, ch, encode_call(
                     CLOSE_POSITION, ["(address,uint160,uint256,uint256,bytes32)"],
                     [(p.base, limit, 0, DEADLINE, b"\0" * 32)]), CLOSE_GAS))
@@ -708,13 +715,17 @@ class CurieLiquidator(LiquidatorBase):
             if why is None and limit is None:
                 why = "the market's index and mark are unread: no price to bound its unwind by"
             if why is not None:
-                key = OpportunityKey(self.adapter.name, str(self.keeper), (UNWIND, p.base),
-                                     str(p.size))
-                self.housekeeping_settled(key, book.block, why)
+                self.housekeeping_settled(self._unwind_key(p), book.block, why)
                 waiting.setdefault(p.base, why)
             limits[p.base] = limit
         self._tell_unwinds_waiting(book, waiting)
         return limits
+
+    def _unwind_key(self, p: cm.CuriePosition) -> OpportunityKey:
+        """The follow-up's key for unwinding the keeper's position `p` (a new size, a new
+        unwind)."""
+        return OpportunityKey(self.adapter.name, str(self.keeper), (UNWIND, p.base),
+                              str(p.size))
 
     @staticmethod
     def _unwind_doubt(voices: list[ub.Said], endpoints: int, tolerance: float) -> str | None:

@@ -12,22 +12,30 @@ never let it sell further. With one endpoint configured, the book's prices alone
 Endpoints read the same block alike: prices further apart than the unwind's own slippage
 are a lie or another fork, and the unwind waits for them to agree; so does one that only a
 single endpoint's prices would bound, when several are configured (the others silent even at
-"latest").
+"latest", or not within VOTE_WAIT_S). Only unwinds that go this block are asked about: one in
+flight has its limit signed already.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from keeperd.chain.calls import ContractCall
-from keeperd.chain.rpc import RpcPool
+from keeperd.chain.rpc import Endpoint, RpcPool, RpcUnavailable
 from keeperd.protocols.perp_curie import margin as cm
 from keeperd.protocols.sdk import approvals
 
 BOOK = "book"  # the voice of the book's own read (the first endpoint, earlier in the block)
+# How long each voter endpoint is waited for (its ask at the book's block and, silent there,
+# at "latest"): the book holds the first endpoint's word already, as a simulation holds the
+# first's when its second opinion gets SECOND_OPINION_GRACE_S (0.5 s). Unbounded, a voter
+# that took the request and never answered held the block's liquidations, which wait behind
+# the unwinds, the RPC timeout (10 s) twice. One that does not answer in time is no vote.
+VOTE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,21 +98,31 @@ def disagreement(voices: Sequence[Said], tolerance: float) -> str | None:
 
 
 async def ask_every_endpoint(pool: RpcPool, account_balance: str, bases: Sequence[str],
-                             block: int) -> dict[str, list[Said]]:
+                             block: int, wait_s: float = VOTE_WAIT_S
+                             ) -> dict[str, list[Said]]:
     """Each market's mark and index as each voter endpoint says them at `block`, asked
-    again at "latest" of those that said nothing there (a block behind: its word a block
-    older beats none). Empty with a single endpoint."""
+    again at "latest" of one that said nothing there (a block behind: its word a block
+    older beats none). An endpoint is waited for `wait_s` in all (both asks): one that does
+    not answer within it says nothing. Empty with a single endpoint."""
+    if len(pool.voters) < 2:
+        return {}
     calls = ([ContractCall(account_balance, "getMarkPrice(address)", ["address"], [b])
               for b in bases]
              + [ContractCall(b, "getIndexPrice(uint256)", ["uint256"], [0]) for b in bases])
-    answered = [(who, said) for who, said in
-                await approvals.by_endpoint_named(pool, calls, block)
-                if any(a is not None for a in said)]
-    if len(pool.voters) > 1 and len(answered) < len(pool.voters):
-        heard = {who for who, _ in answered}
-        answered += [(who, said) for who, said in
-                     await approvals.by_endpoint_named(pool, calls, "latest")
-                     if who not in heard and any(a is not None for a in said)]
+
+    async def ask(ep: Endpoint) -> tuple[str, list[Any]]:
+        try:
+            said = await approvals.answers_on(pool, ep, calls, block)
+        except RpcUnavailable:  # (asked again at "latest", as one that said nothing)
+            said = []
+        if not any(a is not None for a in said):
+            said = await approvals.answers_on(pool, ep, calls, "latest")
+        return ep.name, said
+
+    # (each on its own clock, all at once; one timed out is cancelled, its request with it)
+    heard = await asyncio.gather(*(asyncio.wait_for(ask(ep), wait_s) for ep in pool.voters),
+                                 return_exceptions=True)
+    answered = [s for s in heard if isinstance(s, tuple) and any(a is not None for a in s[1])]
     n = len(bases)
     return {b: [Said(who, _price(said[i]), _price(said[n + i])) for who, said in answered
                 if _price(said[i]) or _price(said[n + i])]

@@ -22,7 +22,7 @@ import structlog
 
 from keeperd.chain.calls import ContractCall, call_many_at_latest
 from keeperd.chain.multicall import encode_call
-from keeperd.chain.rpc import RpcError, RpcPool, RpcUnavailable
+from keeperd.chain.rpc import Endpoint, RpcError, RpcPool, RpcUnavailable
 from keeperd.execution.wave_code import WaveCall, encode_execute, wave_gas_limit
 from keeperd.protocols.sdk.keys import UpkeepKey
 
@@ -185,14 +185,21 @@ async def by_endpoint_named(pool: RpcPool, calls: Sequence[ContractCall],
         return []
 
     async def ask(ep: Any) -> tuple[str, list[Any]]:
-        answers = await pool.batch_on(ep, [("eth_call", c.params(block)) for c in calls])
-        out: list[Any] = []
-        for c, answer in zip(calls, answers, strict=True):
-            try:
-                out.append(c.decode(answer) if isinstance(answer, str) else None)
-            except Exception:  # (a malformed answer says nothing)
-                out.append(None)
-        return ep.name, out
+        return ep.name, await answers_on(pool, ep, calls, block)
 
     said = await asyncio.gather(*(ask(ep) for ep in pool.voters), return_exceptions=True)
     return [s for s in said if isinstance(s, tuple)]
+
+
+async def answers_on(pool: RpcPool, ep: Endpoint, calls: Sequence[ContractCall],
+                     block: int | str = "latest") -> list[Any]:
+    """Each call as endpoint `ep` answers it at `block`, in one batch (a slot it did not
+    answer, or not readably, None); `RpcUnavailable` when it does not answer at all."""
+    answers = await pool.batch_on(ep, [("eth_call", c.params(block)) for c in calls])
+    out: list[Any] = []
+    for c, answer in zip(calls, answers, strict=True):
+        try:
+            out.append(c.decode(answer) if isinstance(answer, str) else None)
+        except Exception:  # (a malformed answer says nothing)
+            out.append(None)
+    return out

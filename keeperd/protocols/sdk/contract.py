@@ -238,6 +238,18 @@ async def trust_everything() -> PriceTrust:
     return PriceTrust()
 
 
+# Whether a follow-up (its key as `housekeeping` gives it) goes at this block: not already in
+# hand — journaled and in flight or included, or given up after its tries. The executor's
+# journal decides; a plug-in asks before spending a request on it (Curie's unwind limit asked
+# every voter endpoint for an unwind in flight, ahead of every block's liquidations).
+DueNow = Callable[[OpportunityKey], Awaitable[bool]]
+
+
+async def always_due(key: OpportunityKey) -> bool:
+    """No journal (tests of other stages): every follow-up goes."""
+    return True
+
+
 class DepositRecords(Protocol):
     """The margin deposits a keeper sent, kept in its state database (`Journal`)."""
 
@@ -294,10 +306,13 @@ class Liquidator(Protocol):
         """The protocol's custom errors' names by selector (4 bytes, hex): a reverted
         liquidation's reason names them (chain/revert_reason.py)."""
 
-    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything,
+                           due: DueNow = always_due
                            ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its journaled follow-ups: (key, target, calldata, gas). `trust`: what the price
-        watch trusts now, for a follow-up bounded by a price (Curie's unwinds)."""
+        watch trusts now, for a follow-up bounded by a price (Curie's unwinds); `due`: whether
+        a follow-up goes this block — one that does not may be left out unasked (the executor
+        leaves it out anyway)."""
 
     def housekeeping_settled(self, key: OpportunityKey, block: int, failed: str | None, *,
                              lasting: bool = False, simulated: bool = False) -> None:
@@ -605,7 +620,8 @@ class LiquidatorBase:
         """Who pulls `asset` from the keeper's wallet (default: nothing it knows of)."""
         return None
 
-    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything
+    async def housekeeping(self, result: Any, trust: TrustNow = trust_everything,
+                           due: DueNow = always_due
                            ) -> list[tuple[OpportunityKey, str, bytes, int]]:
         """Its own follow-ups, journaled like liquidations: (key, target, calldata, gas)."""
         return []
