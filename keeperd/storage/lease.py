@@ -341,9 +341,13 @@ class Lease:
             self.previous_shared = (_shared(previous["shared"]) if previous is not None
                                     and previous["holder"] != self.holder
                                     and previous["recent"] else None)
+            # (a lease with its config written is of a keeperd that marks what it tells too,
+            # from before `told_by`: one that crashed keeps it there — its untold outcomes
+            # are told late, not taken as told; a clean stop clears it, and leaves none)
             self.previous_told_outcomes = (
                 None if previous is None or previous["holder"] == self.holder
-                else previous["told_by"] == f"{previous['holder']}@{previous['epoch']}")
+                else previous["told_by"] == f"{previous['holder']}@{previous['epoch']}"
+                or previous["shared"] is not None)
         return epoch
 
     async def renew(self) -> bool:

@@ -118,7 +118,8 @@ async def test_a_takeover_knows_whether_the_last_leader_marked_what_it_told(dsn:
     first replica of this code to take over told its settled outcomes again, under new keys
     (13 of them, a by-hand trial). `told_by` says whether the last holder was of this code:
     written at each acquisition, which an older keeperd's acquisition leaves as it was."""
-    a, b, c = await lease(dsn, "a"), await lease(dsn, "b"), await lease(dsn, "c")
+    a, b, c, d = (await lease(dsn, "a"), await lease(dsn, "b"), await lease(dsn, "c"),
+                  await lease(dsn, "d"))
     writer = await asyncpg.connect(dsn)
     try:
         assert await a.try_acquire() == 1
@@ -134,7 +135,14 @@ async def test_a_takeover_knows_whether_the_last_leader_marked_what_it_told(dsn:
             "devnet:0xkeeper")
         assert await c.try_acquire() == 4
         assert c.previous_told_outcomes is False
+        # A keeperd of the day before `told_by` (it marks what it tells, and writes its
+        # config with the lease) that crashed: its untold outcomes are told late, as before.
+        await writer.execute(
+            "UPDATE keeper_lease SET holder = 'yesterday', epoch = epoch + 1, shared = '{}', "
+            "expires_at = now() - interval '1 second' WHERE identity = $1", "devnet:0xkeeper")
+        assert await d.try_acquire() == 6
+        assert d.previous_told_outcomes is True
     finally:
         await writer.close()
-        for one in (a, b, c):
+        for one in (a, b, c, d):
             await one.close()
