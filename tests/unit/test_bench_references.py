@@ -451,7 +451,21 @@ TABLES: dict[tuple[str, ...], Table] = {
         **{f"`{code}`{label}, run T{i} | none": [f"latency-10000-s35-{code}-{i}.json"]
            for code, label in (("d007d7d", " (session 34's start)"),
                                ("55304ce", " (this session's end)")) for i in (1, 2)},
+        # (session 36: its end, once each way)
+        "`596bdf2` (session 36), run V1 | none": ["latency-10000-s36-596bdf2.json"],
+        "`596bdf2` (session 36), run V1 | +50": ["latency-10000-delay50-s36-596bdf2.json"],
     }, LATENCY_NODE_SERIAL),
+    # (session 36: the scan measured again at its end)
+    ("N", "code", "keeperd", "requests", "baseline acc/s (same run)", "**speed-up**",
+     "every account cross-checked", "health mismatches"): Table({
+        "10,000 | `596bdf2`": ["scan-10000-s36-596bdf2.json"],
+        "100,000 | `596bdf2`": ["scan-100000-s36-596bdf2.json"],
+    }, {"N": SCAN["N"], "code": None, "keeperd": SCAN["keeperd"],
+        "requests": SCAN["requests"],
+        "baseline acc/s (same run)": SCAN["baseline acc/s (same run)"],
+        "**speed-up**": SCAN["**speed-up**"],
+        "every account cross-checked": SCAN["every account cross-checked"],
+        "health mismatches": lambda f: [f[0]["keeperd"]["health_mismatches_vs_chain"]]}),
     ("way", "the node: simulate / accept a liquidation", "gas a liquidation",
      "the node's serial work: p99 / over the first's p50"): Table({
         f"{label}, run {run}": [file]
