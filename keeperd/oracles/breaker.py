@@ -150,7 +150,7 @@ class Breaker:
 
     async def observe_many(self, chain: str, problems: dict[str, list[str]],
                            now: float | None = None, *, block_hash: str | None = None,
-                           unchecked: Collection[str] = (), stamp: float | None = None
+                           unchecked: Collection[str] = ()
                            ) -> tuple[list[Transition], set[str]]:
         """Fold one judgement of several assets on `chain` in, reading the table once before
         and once after (not once per asset): the trips and resets, and the assets paused on
@@ -163,8 +163,7 @@ class Breaker:
             state = states.get((chain, asset))
             if not said and asset in unchecked:
                 said = _held_unchecked(state)
-            change = await self._fold(chain, asset, said, now, block_hash, state,
-                                      stamp=stamp)
+            change = await self._fold(chain, asset, said, now, block_hash, state)
             if change is not None:
                 changes.append(change)
         return changes, await self.tripped(chain)
@@ -178,19 +177,13 @@ class Breaker:
                                 (await self.states()).get((chain, asset)))
 
     async def _fold(self, chain: str, asset: str, problems: list[str], now: float | None,
-                    block_hash: str | None, state: BreakerState | None, *,
-                    stamp: float | None = None) -> Transition | None:
-        """`now` measures how long a trip has been clear; `stamp` (default `now`) is written
-        as when it tripped and when it was first clear. Given by two endpoints' times of the
-        block, the earlier measures and the later stamps: a lie of either only lengthens
-        the wait (the earlier one stamped made the wait end at the next block: a review)."""
+                    block_hash: str | None, state: BreakerState | None) -> Transition | None:
         now = time.time() if now is None else now
-        stamp = now if stamp is None else stamp
         if problems:
             reason = "; ".join(problems)
             transition = None
             if state is None or not state.tripped:
-                await self.trip(asset, reason, chain=chain, now=stamp)
+                await self.trip(asset, reason, chain=chain, now=now)
                 transition = Transition(chain, asset, True, reason)
             await self.db.execute("UPDATE breaker SET clear_since = NULL, reason = $1, "
                                   "block_hash = $2 WHERE chain = $3 AND asset = $4 "
@@ -200,13 +193,13 @@ class Breaker:
             return None  # a manual trip only ends by an operator's reset
         if state.clear_since is None:
             await self.db.execute("UPDATE breaker SET clear_since = $1 WHERE chain = $2 AND "
-                                  "asset = $3", stamp, chain, asset)
+                                  "asset = $3", now, chain, asset)
             return None
         if now - state.clear_since >= self.clear_after_s:
             reason = f"clear for {now - state.clear_since:.0f} s"
             await self.db.execute("UPDATE breaker SET tripped = 0, reason = $1, since = $2, "
                                   "clear_since = NULL WHERE chain = $3 AND asset = $4",
-                                  reason, stamp, chain, asset)
+                                  reason, now, chain, asset)
             return Transition(chain, asset, False, reason)
         return None
 

@@ -626,11 +626,10 @@ class ChainPriceWatch:
                     for key in keys}
         if not problems:
             return
-        # (measured by the earlier of the two endpoints' times of the block, stamped with the
-        # later: a lie of either only lengthens `clear_after_s` — the first's header alone let
-        # it date its headers late and clear a trip early)
+        # (timed by the earlier of the two endpoints' times of the block: a first endpoint
+        # dating its headers late would have cleared a trip before `clear_after_s`)
         changes, tripped = await self.breaker.observe_many(
-            self.chain, problems, self._grace_now, stamp=self._now,
+            self.chain, problems, self._grace_now,
             block_hash=self._header.get("hash"), unchecked=unchecked)
         for change in changes:
             self.metrics.breaker_transitions.labels(

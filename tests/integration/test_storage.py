@@ -650,19 +650,3 @@ async def test_the_status_summary_reads_alike_on_both_back_ends(db: Database) ->
                                  "oldest_pending_s": None}
     assert summary["index"] == {}  # (migrated, nothing indexed yet)
     assert "index" not in await summarize(db, index=False)
-
-
-async def test_a_trips_clear_wait_is_lengthened_by_a_lie_of_either_time(db: Database) -> None:
-    """The breaker's wait (`clear_after_s`) measured with the earlier of two endpoints' times
-    of the block and stamped with the later: an early time at the block a feed first reads
-    clear (the second endpoint's 0) made the wait end at the next block (a review)."""
-    from keeperd.oracles.breaker import Breaker
-
-    breaker = Breaker(await migrated(db), clear_after_s=300)
-    await breaker.observe_many("mainnet", {"WETH": ["stale"]}, 1000.0, stamp=1000.0)
-    # First clear: the second endpoint says the block is from 1970 (0), the first 1012.
-    await breaker.observe_many("mainnet", {"WETH": []}, 0.0, stamp=1012.0)
-    changes, paused = await breaker.observe_many("mainnet", {"WETH": []}, 1024.0, stamp=1024.0)
-    assert paused == {"WETH"} and changes == []  # (12 s clear, not 1024)
-    changes, paused = await breaker.observe_many("mainnet", {"WETH": []}, 1312.0, stamp=1312.0)
-    assert paused == set() and [c.tripped for c in changes] == [False]
