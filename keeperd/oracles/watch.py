@@ -626,10 +626,8 @@ class ChainPriceWatch:
                     for key in keys}
         if not problems:
             return
-        # (timed by the earlier of the two endpoints' times of the block: a first endpoint
-        # dating its headers late would have cleared a trip before `clear_after_s`)
         changes, tripped = await self.breaker.observe_many(
-            self.chain, problems, self._grace_now,
+            self.chain, problems, int(self._header["timestamp"], 16),
             block_hash=self._header.get("hash"), unchecked=unchecked)
         for change in changes:
             self.metrics.breaker_transitions.labels(
