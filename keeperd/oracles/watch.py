@@ -54,6 +54,8 @@ from keeperd.state_files import write_json
 log = structlog.get_logger(__name__)
 # How long the second endpoint's reading of the feeds is waited for once the first's is in.
 SECOND_READ_GRACE_S = 0.3
+# Two endpoints' times of one block further apart than this are said (`_say_time_gap`).
+BLOCK_TIME_GAP_S = 60
 # Multicall3's `block.timestamp`: the second endpoint's time of the judged block, asked in the
 # same request as its reading of the feeds (no request more, none on the first's path).
 _BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
@@ -173,6 +175,7 @@ class ChainPriceWatch:
         # each endpoint said of the sequencer.
         self._now = self._grace_now = 0
         self._sequencer_words: list[SequencerWord] = []
+        self._time_gap_told = 0  # (minutes two endpoints' times of a block were last apart)
         self._judged_for: dict[str, int] = {}  # protocol -> the last block judged for it
         # The USD feeds of a block judged ahead, while a path's read is in flight (`prepare`)
         self._preparing: tuple[int, asyncio.Task[None]] | None = None
@@ -334,9 +337,31 @@ class ChainPriceWatch:
         if second.timestamp is not None:
             self._now = max(self._now, second.timestamp)
             self._grace_now = min(self._grace_now, second.timestamp)
+            self._say_time_gap(second)
         if second.sequencer is not None:
             self._sequencer_words.append(second.sequencer)
         self._judge_sequencer()
+
+    def _say_time_gap(self, second: SecondReading) -> None:
+        """Two endpoints' times of one block apart by more than BLOCK_TIME_GAP_S: one of them
+        lies (or serves another chain's state under its hashes), said when it starts and when
+        its size moves by a minute, both named — a by-hand trial's first endpoint dated every
+        header two hours early and nothing said so."""
+        assert self._header is not None
+        first = int(self._header["timestamp"], 16)
+        gap = 0 if second.timestamp is None else second.timestamp - first
+        minutes = round(gap / 60) if abs(gap) > BLOCK_TIME_GAP_S else 0
+        if minutes != self._time_gap_told:
+            (log.warning if minutes else log.info)(
+                "oracle.block_time_disputed" if minutes else "oracle.block_time_agreed",
+                chain=self.chain, block=int(self._header["number"], 16),
+                first=f"endpoint {self.pool.ranked()[0].name}: {first}",
+                second=f"{second.name}: {second.timestamp}", gap_s=gap,
+                meaning="feeds are judged against the later time (a stale one trips), the "
+                        "breaker's wait by the first's clock; one of the two endpoints lies or "
+                        "is broken: check both against a block explorer" if minutes else
+                        "the two endpoints date the block alike again")
+        self._time_gap_told = minutes
 
     async def _judge(self, block: int, feeds: Iterable[PriceFeed], references: bool = False
                      ) -> None:

@@ -308,14 +308,18 @@ async def test_one_endpoint_dating_its_headers_early_does_not_hide_a_stale_feed(
 
     async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
         liar.header_time_shift = -7200
-        keeper = await run_daemon(behind_a_liar(devnet, tmp_path, liar.url))
-        await keeper.evaluated_at(devnet.client.block_number())
-        await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
-        metrics = keeper.daemon.metrics
-        assert metric_value(metrics, "keeperd_breaker_tripped",
-                            {"chain": "devnet", "asset": "WETH"}) == 0
-        devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
-        await keeper.evaluated_at(devnet.mine(1))
+        config = behind_a_liar(devnet, tmp_path, liar.url)
+        config = config.model_copy(update={"oracles": config.oracles.model_copy(
+            update={"clear_after_s": 60})})
+        with structlog.testing.capture_logs() as logs:
+            keeper = await run_daemon(config)
+            await keeper.evaluated_at(devnet.client.block_number())
+            await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
+            metrics = keeper.daemon.metrics
+            assert metric_value(metrics, "keeperd_breaker_tripped",
+                                {"chain": "devnet", "asset": "WETH"}) == 0
+            devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+            await keeper.evaluated_at(devnet.mine(1))
         assert liar.faulted["eth_getBlockByNumber"] > 0
         assert metric_value(metrics, "keeperd_breaker_tripped",
                             {"chain": "devnet", "asset": "WETH"}) == 1
@@ -324,6 +328,20 @@ async def test_one_endpoint_dating_its_headers_early_does_not_hide_a_stale_feed(
         assert metric_value(metrics, "keeperd_oracle_age_seconds", {
             "chain": "devnet", "asset": "WETH",
             "source": devnet.manifest["price_feeds"]["WETH"]}) >= 7200
+        # The gap between the two endpoints' times of a block is said, both named.
+        [said] = [e for e in logs if e["event"] == "oracle.block_time_disputed"][:1]
+        assert said["gap_s"] >= 7100 and "endpoint" in said["first"]
+        # Fresh again, with the liar still first: the trip clears after clear_after_s by one
+        # clock (measured by the liar's early time and stamped by the later one, a by-hand
+        # trial's trip never cleared while the liar stayed first).
+        devnet.set_price("WETH", 2100.0)
+        await keeper.evaluated_at(devnet.mine(1))
+        await keeper.evaluated_at(devnet.mine(1, block_time=30))
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": "WETH"}) == 1  # (30 s: not yet)
+        await keeper.evaluated_at(devnet.mine(1, block_time=40))
+        assert metric_value(metrics, "keeperd_breaker_tripped",
+                            {"chain": "devnet", "asset": "WETH"}) == 0
 
 
 async def test_one_endpoint_saying_the_sequencer_is_up_does_not_hide_it_down(
