@@ -601,9 +601,11 @@ class Daemon:
         marked = await journal.mark_told_by_older_leader()
         log.warning("replica.took_over_from_an_older_keeperd", outcomes_taken_as_told=marked,
                     meaning="the last leader ran a keeperd that does not mark what it tells: "
-                            "the outcomes it settled are taken as told by it (an outcome it "
-                            "settled and had not told when it stopped is not told); finish "
-                            "the upgrade of every replica")
+                            "the outcomes it settled that were in flight when the database was "
+                            "migrated are taken as told by it (those it journaled after were "
+                            "never marked to tell: neither are told again; one it settled and "
+                            "had not told when it stopped is not told); finish the upgrade of "
+                            "every replica")
 
     async def _prepare_executors(self) -> None:
         """Each executor's preparation (approvals, a deposit), once every executor's journal

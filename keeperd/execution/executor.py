@@ -186,6 +186,15 @@ REFUSAL_RETELL_BLOCKS = 100
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
 
 
+def last_traced_reason(entries: Sequence[J.JournalEntry]) -> str | None:
+    """The reason traced into the last of these reverted rows that has one (`_trace_reverts`
+    writes "tx=… reverted: <why>"), as the revert breaker's pause says it."""
+    for entry in reversed(entries):
+        if entry.detail and " reverted: " in entry.detail:
+            return entry.detail.split(" reverted: ", 1)[1].split(f" {UNBOOKED_MARK}")[0][:300]
+    return None
+
+
 def counts_as_revert(entry: J.JournalEntry, keeper: str | None) -> bool:
     """Whether a journaled revert is one the revert breaker counts, as it counts them live:
     not a follow-up's (Curie's unwinds: the keeper's own account), nor one keeperd's own
@@ -3149,8 +3158,12 @@ class Executor:
         # unwinds — and one keeperd's own seller refused, its reason traced into the row;
         # counted, three such flash sales paused sending after a restart that the running
         # process had not paused: a review)
-        found = [e.detected_block for e in rows if counts_as_revert(e, self.keeper)]
+        counted = [e for e in rows if counts_as_revert(e, self.keeper)]
+        found = [e.detected_block for e in counted]
         self._reverts = found  # (a leader again: what it counted live is journaled too)
+        # (the pause's reason too: the last traced one, as the row keeps it — a restart's
+        # pause said "reverted" with no why, a by-hand trial)
+        self._last_revert_reason = last_traced_reason(counted) or self._last_revert_reason
         if found:
             log.info("liquidation.reverts_journaled", protocol=self.adapter.name,
                      reverts=len(found), since_block=head - self.config.revert_breaker_blocks)

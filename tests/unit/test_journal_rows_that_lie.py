@@ -173,3 +173,18 @@ def test_the_reverts_read_back_are_those_the_breaker_counts_live() -> None:
         base, detail="tx=0xaa reverted: SwapBelowBound(1, 2)"), keeper)
     assert counts_as_revert(replace(base, detail="tx=0xaa reverted: HEALTH_FACTOR_NOT_BELOW"),
                             None)
+
+
+def test_a_restarts_pause_says_the_last_reverts_reason() -> None:
+    """Read back at a start, the pause said "reverted" with no why (trial 31): the reason
+    traced into the last row that has one is said again."""
+    from keeperd.execution.executor import UNBOOKED_MARK, last_traced_reason
+
+    base = J.JournalEntry("aave:0x1:WETH:USDC:1", "aave", "0x" + "01" * 20, "WETH", "USDC", 1,
+                          1.0, 1, 7, J.REVERTED, 3, None, "tx=0xaa")
+    rows = [replace(base, detail="tx=0xaa reverted: HealthFactorNotBelowThreshold()"),
+            replace(base, detail=f"tx=0xbb reverted: 0x1234 {UNBOOKED_MARK} (settled at start)"),
+            replace(base, detail="tx=0xcc")]
+    assert last_traced_reason(rows) == "0x1234"
+    assert last_traced_reason(rows[:1]) == "HealthFactorNotBelowThreshold()"
+    assert last_traced_reason(rows[2:]) is None
