@@ -1337,6 +1337,26 @@ class LeaseConfig(_Model):
         return self
 
 
+def url_password_span(url: str) -> tuple[int, int] | None:
+    """Where a password written into `url`'s user info is, by its text (start, end), or None.
+    `urlsplit` ends the user info at the first `/`, `?` or `#`: a password holding one (base64
+    passwords hold `/` and `+`) read as none, passed the check and was printed whole (an
+    audit). Here the user info runs to the last `@`, and holds a password when a `:` follows
+    a user name with no `@` or `/` in it."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    start += 3
+    at = url.rfind("@")
+    if at < start:
+        return None
+    user, colon, _ = url[start:at].partition(":")
+    if not colon or "@" in user or "/" in user:
+        return None
+    begin = start + len(user) + 1
+    return begin, at
+
+
 def postgres_hosts(url: str) -> list[str]:
     """The hosts a postgresql:// URL names, as asyncpg reads them: the ones before the path
     (several, comma-separated, each maybe with a port; percent-encoded, a unix socket's
@@ -1398,12 +1418,13 @@ class StorageConfig(_Model):
         # (libpq and asyncpg take it from the query too: `?password=` connected, and was
         # printed whole by check-config, the start's log and status — a by-hand trial)
         query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
-        if parts.password or query & {"password", "sslpassword"}:
+        if parts.password or url_password_span(value) or query & {"password", "sslpassword"}:
             raise ValueError("the password must not be in storage.url (it would reach logs "
                              "and process listings): use storage.password_env or "
                              "storage.password_file")
         if not postgres_hosts(value) or not parts.path.strip("/"):
-            raise ValueError(f"{value!r}: name the host and the database, "
+            # (not echoed: a URL this far wrong may hold a password)
+            raise ValueError("name the host and the database, "
                              "postgresql://user@host:5432/database (a unix socket: "
                              "postgresql://user@/database?host=/run/postgresql)")
         return value

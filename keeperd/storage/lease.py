@@ -192,12 +192,17 @@ def redact_url(url: str) -> str:
     """For logs: the URL without any password."""
     from urllib.parse import urlsplit, urlunsplit
 
+    from keeperd.config import url_password_span
+
+    # (found by its text: `urlsplit` stops at a `/`, `?` or `#` in the password, and a
+    # password holding one was printed whole — an audit)
+    span = url_password_span(url)
+    if span is not None:
+        url = url[:span[0]] + "***" + url[span[1]:]
     parts = urlsplit(url)
-    netloc = parts.netloc if parts.password is None else parts.netloc.replace(
-        f":{parts.password}@", ":***@")
     # (a password in the query: the config refuses it; redacted here all the same)
     query = re.sub(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def unreachable(url: str, exc: BaseException) -> str:

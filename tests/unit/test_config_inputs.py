@@ -303,7 +303,12 @@ async def test_an_unset_postgresql_password_variable_is_named(monkeypatch: pytes
     "postgresql://keeper:s3cret@127.0.0.1:5432/keeperd",
     "postgresql://keeper@127.0.0.1:5432/keeperd?password=s3cret",
     "postgresql://keeper@127.0.0.1:5432/keeperd?sslmode=disable&PASSWORD=s3cret",
-    "postgresql://keeper@127.0.0.1:5432/keeperd?sslpassword=s3cret"])
+    "postgresql://keeper@127.0.0.1:5432/keeperd?sslpassword=s3cret",
+    # (a password holding `/`, `#` or `?`: `urlsplit` ends the user info there, read no
+    # password, and the URL was accepted — or refused with itself echoed: an audit)
+    "postgresql://keeper:Zx9/s3cret+e@db.internal:5432/keeperd",
+    "postgresql://keeper:Zx9#s3cret@db.internal:5432/keeperd",
+    "postgresql://keeper:Zx9?s3cret@db.internal:5432/keeperd"])
 def test_a_postgresql_password_in_the_url_is_refused_wherever_it_is(url: str) -> None:
     """`?password=` connected, and check-config, the start's log and status printed it whole
     (a by-hand trial): the user-info password alone was refused."""
