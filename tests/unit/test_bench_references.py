@@ -498,6 +498,20 @@ TABLES: dict[tuple[str, ...], Table] = {
         {"typical": ["cascade-1000000.json"], "stressed": ["cascade-1000000.json"]}, {},
         {"typical": hardened_cascade_columns("typical"),
          "stressed": hardened_cascade_columns("stressed")}),
+    # (session 36: the hardened kernels measured again, two runs)
+    ("book, run", "reference (2,000 positions)", "hardened (aot), 1 thread",
+     "hardened (aot), 2 cores", "numba, 1 thread", "numpy"): Table(
+        {f"{book}, U{i}": [f"cascade-1000000-s36-2e0b9be-{i}.json"]
+         for book in ("typical", "stressed") for i in (1, 2)}, {},
+        {f"{book}, U{i}": {
+            "book, run": None,
+            "reference (2,000 positions)": (
+                lambda f, book=book: [f[0]["books"][book]["reference_seconds"]]),
+            "hardened (aot), 1 thread": cascade(book, "hardened_1_thread"),
+            "hardened (aot), 2 cores": cascade(book, "hardened_all_cores"),
+            "numba, 1 thread": cascade(book, "numba_1_thread"),
+            "numpy": cascade(book, "numpy")}
+         for book in ("typical", "stressed") for i in (1, 2)}),
     ("book (1,000,000 x 64)", "rounds mean / max", "pairs liquidated", "numba, 1 thread",
      "numba, 2 cores", "numpy"): Table(
         {"typical": ["cascade-1000000-10267b2.json"],
