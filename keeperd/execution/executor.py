@@ -2452,9 +2452,13 @@ class Executor:
         # (logged when the kind of pause changes, not its text: a contested head's numbers
         # move every block, and each was an error line — a review)
         if (kind, reason if kind == "reverts" else None) != self._pause_kind:
-            (log.error if reason else log.info)(
-                "liquidation.sending_paused" if reason else "liquidation.sending_resumed",
-                protocol=self.adapter.name, reason=reason or self._pause_reason)
+            if reason:
+                log.error("liquidation.sending_paused", protocol=self.adapter.name,
+                          reason=reason)
+            else:  # (its pause's reason as `paused_for`: said as `reason`, it read as still
+                # paused — "sending waits until 50 blocks pass", a by-hand trial)
+                log.info("liquidation.sending_resumed", protocol=self.adapter.name,
+                         paused_for=self._pause_reason)
             self._pause_kind = (kind, reason if kind == "reverts" else None)
         self._pause_reason = reason
         return reason

@@ -132,6 +132,8 @@ def test_a_contested_head_pauses_sending_and_approvals() -> None:
         contested.contested = lambda: None
         assert executor.send_pause(140) is None
     assert [e["event"] for e in logs] == ["liquidation.sending_resumed"]
+    # (what it was paused for is said as that, not as a reason: it read as still paused)
+    assert "reason" not in logs[0] and "139" in logs[0]["paused_for"]
     contested.contested = lambda: why
     tx = TxManager(contested, SimpleNamespace(address="0x" + "11" * 20), 31337,  # type: ignore[arg-type]
                    metrics=Metrics())
