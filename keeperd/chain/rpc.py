@@ -326,6 +326,22 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, "/".join(segments), "", "")) + tail
 
 
+def url_secrets(url: str) -> list[str]:
+    """What `redact_url` hides of `url` (its user and password, every path segment not known
+    to be public, its query and fragment): the strings to scrub from a text that may echo the
+    URL in part — an error page that says the path it was asked, an exception's message."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.username, parts.password]
+    except ValueError:
+        return [url]
+    found += [seg for seg in parts.path.split("/") if seg and seg.lower() not in
+              _PUBLIC_SEGMENTS and not _PUBLIC_VERSION.fullmatch(seg)]
+    found += [parts.query, parts.fragment]
+    found += [value for pair in parts.query.split("&") for value in pair.split("=")[1:]]
+    return [s for s in found if s]
+
+
 PROBE_BENCHED_MAX_S = 10.0  # the longest a benched endpoint goes unprobed
 
 

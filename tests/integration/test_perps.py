@@ -537,3 +537,73 @@ async def test_a_dydx_market_number_that_cannot_be_keeps_the_alert_and_says_so(
             assert (rule, status) == ("venue_down", "firing") and DYDX_ADDRESS in summary
         finally:
             await setup.monitor.close()
+
+
+# A key in the path, as QuickNode and others give them (`https://x.quiknode.pro/<token>/`).
+VENUE_TOKEN = "qn5ecretT0ken9f3a"
+
+
+async def malformed_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An answer aiohttp cannot parse: its ClientResponseError's text ends in `url='...'`,
+    the whole URL asked, the key in its path with it."""
+    await reader.read(1 << 16)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")
+    await writer.drain()
+    writer.close()
+
+
+def echoing_app() -> web.Application:
+    """A 404 page that says the path it was asked (as many servers' do)."""
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text=f"<h1>Not Found</h1><p>{request.path} and "
+                                             f"{request.url} are not here</p>")
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+async def test_a_venue_error_never_says_the_key_in_the_api_url() -> None:
+    """(An audit: the client's last error was `f"{type(exc).__name__}: {exc}"` and up to 200
+    characters of the body; aiohttp's ClientResponseError names the URL whole, a 404 page
+    echoes the path. Only the log line was scrubbed: the key went on into venue_down's
+    summary, to every sink, the alert state and `keeperd alerts`.)"""
+    server = await asyncio.start_server(malformed_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as s:
+            client = VenueClient(s, f"http://127.0.0.1:{port}/{VENUE_TOKEN}", rate_limit=50,
+                                 max_attempts=2, timeout_s=2)
+            with pytest.raises(VenueError) as raised:
+                await client.request("POST", "/info", {"type": "meta"})
+    finally:
+        server.close()
+        await server.wait_closed()
+    said = str(raised.value)
+    assert VENUE_TOKEN.lower() not in said.lower(), said
+    assert "ClientResponseError" in said and "400" in said, said
+    async with serve(echoing_app()) as url, aiohttp.ClientSession() as s:
+        client = VenueClient(s, f"{url}/{VENUE_TOKEN}", rate_limit=50, max_attempts=1,
+                             timeout_s=2)
+        with pytest.raises(VenueError) as raised:
+            await client.request("POST", "/info", {"type": "meta"})
+    said = str(raised.value)
+    assert VENUE_TOKEN.lower() not in said.lower(), said
+    assert "HTTP 404" in said and "Not Found" in said, said  # (the rest of the body stays)
+
+
+async def test_venue_down_does_not_carry_the_key_in_the_api_url(tmp_path: Path) -> None:
+    """The same, end to end: the poll fails, venue_down fires, and its summary names the
+    status, not the URL."""
+    async with serve(echoing_app()) as url:
+        setup = await poll_into_alerts(
+            tmp_path, {"kind": "hyperliquid", "api_url": f"{url}/{VENUE_TOKEN}",
+                       "max_attempts": 1}, [HL_USER], warn=40.0, critical=35.0)
+        try:
+            assert await setup.monitor.poll() == []
+            await tick_later(setup, 121)
+            [(rule, status, summary)] = await told(setup)
+        finally:
+            await setup.monitor.close()
+    assert (rule, status) == ("venue_down", "firing")
+    assert VENUE_TOKEN.lower() not in summary.lower(), summary
+    assert "HTTP 404" in summary, summary

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from keeperd.chain.connect import check_chain_ids
-from keeperd.chain.rpc import Endpoint, RpcPool, RpcPoolSettings, redact_url
+from keeperd.chain.rpc import Endpoint, RpcPool, RpcPoolSettings, redact_url, url_secrets
 from keeperd.logs import Redactor, configure_logging
 
 pytestmark = pytest.mark.usefixtures("logging_restored")  # (tests/conftest.py)
@@ -92,3 +92,12 @@ def test_punctuation_after_a_url_stays() -> None:
     assert redact_url("https://api.hyperliquid.xyz/info.") == "https://api.hyperliquid.xyz/info."
     assert Redactor().scrub("gone: https://h.example/v2/abc. Retrying") == \
         "gone: https://h.example/v2/***. Retrying"
+
+
+def test_url_secrets_are_what_redact_url_hides() -> None:
+    """(An audit: a venue's 404 page echoed the path asked, the key in it with it.) The parts
+    a text that echoes the URL must be scrubbed of: not the host, versions or public words."""
+    assert url_secrets("https://x.quiknode.pro/tok3n/info") == ["tok3n"]
+    assert url_secrets("https://u:pw@eth-mainnet.g.alchemy.com/v2/KEY?apikey=Q1#f") == [
+        "u", "pw", "KEY", "apikey=Q1", "f", "Q1"]
+    assert url_secrets("https://api.hyperliquid.xyz") == []

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from keeperd import __version__
-from keeperd.chain.rpc import redact_url
+from keeperd.chain.rpc import redact_url, url_secrets
 from keeperd.iokit import (
     BodyTooLarge,
     TokenBucket,
@@ -20,6 +20,7 @@ from keeperd.iokit import (
     parse_retry_after,
     read_bounded,
 )
+from keeperd.logs import Redactor
 
 # A venue's largest answer (Hyperliquid's universe metadata, a dYdX subaccount with its
 # positions) is well under a megabyte; past this an answer is refused, not read to its end.
@@ -40,6 +41,18 @@ class VenueClient:
         # Evenly spaced: public venue APIs count requests per second, and bursts get 429s.
         self._bucket = TokenBucket(rate_limit, burst=1)
         self.requests = 0
+        # What the venue says back is scrubbed of what the configured URL holds secret (a key
+        # in its path, as QuickNode's): a 404 page that echoes the path asked, a message that
+        # names the URL. Its errors go to venue_down's summary, to every sink, and to the
+        # alert state, which the log's redaction does not cover.
+        self._redactor = Redactor()
+        for secret in url_secrets(self.base_url):
+            self._redactor.add(secret)
+
+    def _said(self, text: str) -> str:
+        """The start of an answer's body, fit for an error message: scrubbed whole, then cut
+        (cut first, a key split at the cut would go out in part)."""
+        return self._redactor.scrub(text)[:200]
 
     async def _slot(self) -> None:
         wait = self._bucket.reserve()
@@ -65,14 +78,21 @@ class VenueClient:
                         try:
                             return json.loads(raw)
                         except ValueError:
-                            raise VenueError(f"{redact_url(url)}: not JSON: {text[:200]}") \
+                            raise VenueError(f"{redact_url(url)}: not JSON: {self._said(text)}") \
                                 from None
-                    last = f"HTTP {resp.status}: {text[:200]}"
+                    last = f"HTTP {resp.status}: {self._said(text)}"
                     if classify_http(resp.status) in ("permanent", "refused"):
                         raise VenueError(f"{redact_url(url)}: {last}")
                     delay = parse_retry_after(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                last = f"timed out after {self.timeout.total}s"
+                delay = None
+            except aiohttp.ClientError as exc:
+                # Its type (and status), never its text: aiohttp's names the URL whole,
+                # `url='https://x.quiknode.pro/<token>/info'` (as the RPC pool's transport
+                # errors, chain/rpc.py).
+                status = getattr(exc, "status", None)
+                last = type(exc).__name__ + (f": {status}" if status else "")
                 delay = None
             if attempt + 1 < self.max_attempts:
                 await asyncio.sleep(delay if delay is not None
