@@ -7,6 +7,7 @@ in from the caller.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import time
 from collections.abc import Callable
@@ -60,12 +61,16 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float
 def parse_retry_after(value: str | float | None, *, now: float | None = None,
                       cap: float = MAX_RETRY_AFTER_S) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date) or a
-    platform's `retry_after` field, bounded to [0, cap]; None when absent or not a finite
-    number (nan, inf, garbage): the caller then backs off on its own schedule."""
-    if value is None:
-        return None
+    platform's `retry_after` field, bounded to [0, cap]; None when absent, not a str, int or
+    float, or not a finite number (nan, inf, garbage): the caller then backs off on its own
+    schedule. Never raises: what a server sends cannot stop its caller."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None  # (a JSON body's `{}`, `[1]`, `null`: it does not say)
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # (an integer of 400 digits)
+            return None
     else:
         text = value.strip()
         try:
@@ -81,6 +86,37 @@ def parse_retry_after(value: str | float | None, *, now: float | None = None,
     if not math.isfinite(seconds):
         return None
     return min(cap, max(0.0, seconds))
+
+
+# Deeper than this, an answer's JSON is refused unread (`loads_shallow`).
+MAX_JSON_DEPTH = 64
+
+
+def loads_shallow(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` of a small answer (an error body), refusing (ValueError) one nested past
+    `max_depth`. keeperd runs with a recursion limit of 100,000 (py_ecc raises it at import),
+    so the C decoder does not stop at the usual 1,000: 64 kB of `[` overflowed the C stack —
+    SIGSEGV, the whole process, from one 429 body (measured). A linear scan; the nesting
+    cannot exceed the brackets' count, so a small one is not scanned."""
+    if text.count("[") + text.count("{") > max_depth:
+        depth, in_string, escaped = 0, False, False
+        for ch in text:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+                if depth > max_depth:
+                    raise ValueError(f"JSON nested deeper than {max_depth}")
+            elif ch in "]}":
+                depth -= 1
+    return json.loads(text)
 
 
 HttpOutcome = Literal["ok", "rate_limited", "transient", "refused", "permanent"]

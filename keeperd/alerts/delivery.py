@@ -30,7 +30,7 @@ import aiohttp
 import structlog
 
 from keeperd.alerts.outbox import Entry, Outbox
-from keeperd.alerts.sinks import AlertmanagerSink, Sink, make_sink
+from keeperd.alerts.sinks import AlertmanagerSink, Delivery, Sink, make_sink
 from keeperd.config import OutboxConfig, RouteConfig, sink_id_issues
 from keeperd.crashpoints import crash_point
 from keeperd.iokit import MAX_RETRY_AFTER_S, TokenBucket, backoff_delay
@@ -272,9 +272,18 @@ class Dispatcher:
             return False
         # (each alert with the time it was queued: the same at every attempt, so a message
         # split in parts renders the same parts again)
-        result = await rt.sink.send(session, [{**a, "queued_at": entry.created_at}
-                                              for a in entry.alerts],
-                                    entry.idempotency_key, entry.parts_done)
+        try:
+            result = await rt.sink.send(session, [{**a, "queued_at": entry.created_at}
+                                                  for a in entry.alerts],
+                                        entry.idempotency_key, entry.parts_done)
+        except Exception as exc:
+            # A sink's own fault (a receiver's answer it could not read): a failed attempt of
+            # this row, counted, backed off and in time dead-lettered. Escaped, it went past
+            # everything that records one — the row, claimed, was sent again every second for
+            # good, and every row behind it waited (an audit).
+            log.error("alerts.sink_raised", route=rt.route, sink=rt.sink_id, entry=entry.id,
+                      exc_info=exc)
+            result = Delivery(False, entry.parts_done, error=f"{type(exc).__name__}: {exc}"[:300])
         now = time.time()
         labels = (rt.route, rt.sink_id)
         fields = {"route": rt.route, "sink": rt.sink_id, "entry": entry.id,

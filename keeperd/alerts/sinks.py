@@ -35,7 +35,7 @@ from keeperd.config import (
     WebhookSinkConfig,
     webhook_secret_problem,
 )
-from keeperd.iokit import classify_http, parse_retry_after, read_bounded
+from keeperd.iokit import classify_http, loads_shallow, parse_retry_after, read_bounded
 
 SINK_ANSWER_BYTES = 64 * 1024
 TELEGRAM_LIMIT = 4096  # characters of text per sendMessage, after entity parsing
@@ -157,8 +157,8 @@ class TelegramSink:
     @staticmethod
     def _retry_after(text: str) -> float | None:
         try:
-            return parse_retry_after(json.loads(text)["parameters"]["retry_after"])
-        except (ValueError, KeyError, TypeError):
+            return parse_retry_after(loads_shallow(text)["parameters"]["retry_after"])
+        except Exception:  # (a body that does not say when: `[1]`, a string, too deep)
             return None
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
@@ -265,8 +265,8 @@ class _ChatWebhookSink:
     @staticmethod
     def _retry_after(text: str) -> float | None:
         try:
-            return parse_retry_after(json.loads(text)["retry_after"])
-        except (ValueError, KeyError, TypeError):
+            return parse_retry_after(loads_shallow(text)["retry_after"])
+        except Exception:  # (a body that does not say when: `[1]`, a string, too deep)
             return None
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],

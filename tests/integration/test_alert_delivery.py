@@ -447,3 +447,63 @@ async def test_a_sink_that_answers_again_sends_what_waited_in_backoff(
         await h.until(lambda: len(rec.accepted) == 3, limit_s=10)
     order = [(e["body"]["labels"]["account"][-1], e["body"]["severity"]) for e in rec.accepted]
     assert order == [("8", "warning"), ("7", "warning"), ("7", "critical")]
+
+
+@pytest.mark.parametrize("body", [
+    '{"ok":false,"error_code":429,"parameters":{"retry_after":{}}}',
+    '{"ok":false,"error_code":429,"parameters":{"retry_after":[1]}}',
+    '{"ok":false,"error_code":429,"parameters":{"retry_after":' + "9" * 400 + "}}",
+    "[" * 5000, "[" * 65536])
+async def test_a_429_whose_retry_after_does_not_read_does_not_wedge_the_sink(
+        harness_factory: Any, body: str) -> None:
+    """(An audit: these bodies raised AttributeError or OverflowError out of `_retry_after`,
+    after the row was claimed and before anything was recorded: the sink's loop retried that
+    row every second for good, and everything behind it waited. And 64 kB of `[` — all of
+    a body that is read — overflowed the C stack in json.loads: SIGSEGV, under the recursion
+    limit py_ecc sets, 100,000.) A body that does not say when is a 429 without a
+    retry_after: the header's, or a second."""
+    from aiohttp import web
+
+    rec = Recorder(script=[lambda: web.Response(status=429, text=body,
+                                                content_type="application/json")])
+    async with serve(telegram_app(TOKEN, rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "telegram", "bot_token": TOKEN, "chat_id": CHAT, "api_url": url}]}])
+        await h.put([make_alert(1)])
+        await h.put([make_alert(2)])
+        await h.until(lambda: h.states() == [DELIVERED, DELIVERED])
+    assert len(rec.requests) == 3
+    assert metric_value(h.metrics, "keeperd_notifications_total",
+                        {"route": "r", "sink": h.sink_id(), "outcome": "rate_limited"}) == 1
+
+
+async def test_a_sink_that_raises_fails_that_row_and_it_is_dead_lettered_in_turn(
+        harness_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever escapes a sink's send is a failed attempt of that row (counted, backed off,
+    dead-lettered after max_attempts): never a loop that retries the same row for good, and
+    the rows behind it are sent."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{
+            "kind": "webhook", "url": f"{url}/hook", "secret": SECRET}]}])
+        sink = h.dispatcher.route_sinks("r")[0].sink
+        real_send = sink.send
+        calls: list[str] = []
+
+        async def send(session: Any, alerts: list[dict[str, Any]], key: str,
+                       start_part: int = 0) -> Any:
+            calls.append(alerts[0]["labels"]["account"])
+            if alerts[0]["labels"]["account"].endswith("1"):
+                raise AttributeError("'dict' object has no attribute 'strip'")
+            return await real_send(session, alerts, key, start_part)
+
+        monkeypatch.setattr(sink, "send", send)
+        await h.put([make_alert(1)])
+        await h.put([make_alert(2)])
+        await h.until(lambda: h.states() == [DEAD, DELIVERED])
+    assert calls.count(make_alert(1)["labels"]["account"]) == FAST.max_attempts
+    [(error, attempts)] = list(h.db.execute(
+        "SELECT last_error, attempts FROM outbox WHERE state = ?", (DEAD,)))
+    assert "AttributeError" in error and attempts == FAST.max_attempts
+    assert metric_value(h.metrics, "keeperd_notifications_total",
+                        {"route": "r", "sink": h.sink_id(), "outcome": "dead"}) == 1

@@ -11,6 +11,7 @@ from keeperd.iokit import (
     TokenBucket,
     backoff_delay,
     classify_http,
+    loads_shallow,
     parse_retry_after,
 )
 
@@ -35,6 +36,27 @@ def test_backoff_grows_caps_and_jitters_half_either_way() -> None:
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "soon", "", None, float("nan")])
 def test_retry_after_that_is_not_a_finite_number_is_ignored(value: object) -> None:
     assert parse_retry_after(value) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [{}, [1], {"seconds": 3}, 10**400, b"3", True])
+def test_retry_after_of_any_other_shape_is_none_not_an_exception(value: object) -> None:
+    """(An audit: a 429 body's `retry_after` of `{}` or `[1]` raised AttributeError, a
+    400-digit integer OverflowError, out of the sink and past everything that records a
+    failed send: the row was claimed and retried every second for good.) Only a str, an int
+    or a float says a wait; a bool does not."""
+    assert parse_retry_after(value) is None  # type: ignore[arg-type]
+
+
+def test_json_nested_too_deep_is_refused_unread() -> None:
+    """keeperd's recursion limit is py_ecc's 100,000: json.loads of 64 kB of `[` does not
+    raise RecursionError there, it overflows the C stack (SIGSEGV)."""
+    with pytest.raises(ValueError, match="deeper than 64"):
+        loads_shallow("[" * 65536)
+    with pytest.raises(ValueError, match="deeper than 3"):
+        loads_shallow('{"a": [[{"b": 1}]]}', max_depth=3)
+    assert loads_shallow('{"a": "[[[[{{{{\\"[[[["}', max_depth=1) == {"a": '[[[[{{{{"[[[['}
+    assert isinstance(loads_shallow("[" * 64 + "]" * 64), list)  # (64 deep: read)
+    assert loads_shallow('{"parameters": {"retry_after": 3}}')["parameters"]["retry_after"] == 3
 
 
 def test_retry_after_is_bounded_and_reads_dates() -> None:
