@@ -131,7 +131,7 @@ class Dispatcher:
                     if not self._adopted:
                         await self._adopt_legacy_rows()
                         self._adopted = True
-                    await self._report_orphans()
+                    await self._report_orphans_guarded()
                     tasks = [asyncio.create_task(self._sink_loop(rt),
                                                  name=f"alerts:{rt.route}:{rt.sink_id}")
                              for rt in self.sinks.values()]
@@ -346,12 +346,23 @@ class Dispatcher:
             await asyncio.sleep(rt.sink.config.resend_s)
             if not self.acting():
                 continue
-            firing = self.firing_provider(rt.route) if self.firing_provider else []
-            if firing:
-                result = await rt.sink.send(self._session, firing, "resend")
-                if not result.ok:
-                    log.warning("alerts.alertmanager_resend_failed", route=rt.route,
-                                error=result.error)
+            try:
+                error = await self._resend_once(rt)
+            except Exception as exc:  # this round's: the next one re-sends (an audit: it
+                # ended the loop silently, and Alertmanager resolved what still fired)
+                error = f"{type(exc).__name__}: {exc}"
+            if error is not None:
+                log.warning("alerts.alertmanager_resend_failed", route=rt.route,
+                            error=self.redactor.scrub(error) if self.redactor else error)
+
+    async def _resend_once(self, rt: SinkRuntime) -> str | None:
+        """Re-post what fires on the route now; the error, if it was not taken."""
+        assert self._session is not None
+        firing = self.firing_provider(rt.route) if self.firing_provider else []
+        if not firing:
+            return None
+        result = await rt.sink.send(self._session, firing, "resend")
+        return None if result.ok else result.error
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -391,6 +402,17 @@ class Dispatcher:
             if adopted:
                 log.info("alerts.outbox_rows_adopted", route=rt.route, index=rt.index,
                          sink=rt.sink_id, entries=adopted)
+
+    async def _report_orphans_guarded(self) -> None:
+        """`_report_orphans`, whose failure is logged, not raised: `run` is a child of the
+        daemon's TaskGroup, and a database error here (at a SIGHUP, a promotion) ended the
+        whole process (an audit). The report waits for the next reload, the gauges for
+        `_metrics_loop`'s next round."""
+        try:
+            await self._report_orphans()
+        except Exception as exc:
+            log.warning("alerts.outbox_stats_failed", error=f"{type(exc).__name__}: {exc}",
+                        during="the report of rows for sinks no longer configured")
 
     async def _report_orphans(self) -> None:
         for (route, sink_id), (count, age) in (await self.outbox.stats()).items():

@@ -507,3 +507,62 @@ async def test_a_sink_that_raises_fails_that_row_and_it_is_dead_lettered_in_turn
     assert "AttributeError" in error and attempts == FAST.max_attempts
     assert metric_value(h.metrics, "keeperd_notifications_total",
                         {"route": "r", "sink": h.sink_id(), "outcome": "dead"}) == 1
+
+
+async def test_a_database_error_at_a_reload_does_not_end_delivery(
+        harness_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(An audit: `run` read the outbox's stats for the orphaned rows outside any guard, and
+    `run` is a child of the daemon's TaskGroup: a database error at a SIGHUP or a promotion
+    ended the whole process.) Logged, and the new sinks deliver."""
+    rec = Recorder()
+    async with serve(webhook_app(rec)) as url:
+        routes = [{"name": "r", "sinks": [{"kind": "webhook", "url": f"{url}/hook",
+                                           "secret": SECRET}]}]
+        h = harness_factory(routes)
+        await h.put([make_alert(1)])
+        await h.until(lambda: h.states() == [DELIVERED])
+        real_stats = h.outbox.stats
+
+        async def failing_stats() -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(h.outbox, "stats", failing_stats)
+        h.dispatcher.configure([RouteConfig.model_validate(r) for r in routes])  # a SIGHUP
+        await asyncio.sleep(0.2)
+        assert h.task is not None and not h.task.done()
+        monkeypatch.setattr(h.outbox, "stats", real_stats)
+        await h.put([make_alert(2)])
+        await h.until(lambda: h.states() == [DELIVERED, DELIVERED])
+
+
+def alertmanager_app(rec: Recorder) -> Any:
+    """Alertmanager's POST /api/v2/alerts: every post recorded, 200."""
+    from aiohttp import web
+
+    async def alerts(request: web.Request) -> web.Response:
+        rec.requests.append({"body": await request.json(), "at": time.monotonic()})
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts)
+    return app
+
+
+async def test_an_error_in_one_alertmanager_resend_does_not_end_the_resends(
+        harness_factory: Any) -> None:
+    """(An audit: an exception in the re-send loop — the firing alerts not read — ended it
+    silently until the next reload, and Alertmanager resolved what was still firing.)"""
+    rec = Recorder()
+    asked: list[int] = []
+
+    def firing(route: str) -> list[dict[str, Any]]:
+        asked.append(1)
+        if len(asked) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return [make_alert(1)]
+
+    async with serve(alertmanager_app(rec)) as url:
+        h = harness_factory([{"name": "r", "sinks": [{"kind": "alertmanager", "url": url,
+                                                      "resend_s": 0.1}]}])
+        h.dispatcher.firing_provider = firing
+        await h.until(lambda: len(rec.requests) >= 2, limit_s=5)
