@@ -39,6 +39,9 @@ _URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>()\[\],;\\]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 # A registered secret shorter than this is replaced only where it stands alone as a word.
 MIN_SECRET_CHARS = 8
+# ...and never one of these: a rendered JSON line's own numbers and words (`"attempt": 1`,
+# `true`, `null`) would be replaced, and the line would no longer parse.
+_JSON_WORD = re.compile(r"true|false|null|-?\d+(?:\.\d+)?", re.IGNORECASE)
 _ALNUM = "A-Za-z0-9"
 # Keys the renderer formats (an exception's frames) or structlog's stdlib bridge uses: left
 # to the scrub of the rendered text.
@@ -64,8 +67,10 @@ class Redactor:
         """Never log this string, whatever its length, in any of its written forms and letter
         cases. One shorter than MIN_SECRET_CHARS is replaced only where it stands alone (not
         inside a longer word): replacing a 3-letter one everywhere would turn "loops" into
-        "lo[redacted]" all over the logs."""
-        if not secret:
+        "lo[redacted]" all over the logs. One shorter still that is a number or a JSON word
+        (`1`, `true`, `null`) is not registered: it is no secret, and replacing it broke every
+        JSON line that has one (a webhook's `X-Priority: "1"`, an audit)."""
+        if not secret or (len(secret) < MIN_SECRET_CHARS and _JSON_WORD.fullmatch(secret)):
             return
         forms = _written_forms(secret) - self._secrets
         if not forms:

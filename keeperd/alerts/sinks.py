@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from keeperd.config import (
     webhook_secret_problem,
 )
 from keeperd.iokit import classify_http, loads_shallow, parse_retry_after, read_bounded
+from keeperd.logs import MIN_SECRET_CHARS
 
 SINK_ANSWER_BYTES = 64 * 1024
 TELEGRAM_LIMIT = 4096  # characters of text per sendMessage, after entity parsing
@@ -217,6 +219,20 @@ def webhook_body(alerts: list[dict[str, Any]], idempotency_key: str) -> dict[str
     return body
 
 
+# A header whose name says it carries a credential (X-Api-Key, Authorization, X-Auth-Token,
+# Cookie, X-Hub-Signature).
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|key|token|secret|auth|signature|"
+                                r"password|credential", re.IGNORECASE)
+
+
+def header_is_secret(name: str, value: str) -> bool:
+    """Whether a configured header's value is registered with the log redactor: its name
+    says a credential, or it is as long as one (MIN_SECRET_CHARS; the name cannot tell
+    every key from a label). Every value was (an audit): `X-Priority: "1"` rewrote every
+    standalone 1 and true of every log line, and the JSON lines no longer parsed."""
+    return bool(_CREDENTIAL_HEADER.search(name)) or len(value) >= MIN_SECRET_CHARS
+
+
 class WebhookSink:
     kind = "webhook"
 
@@ -228,8 +244,8 @@ class WebhookSink:
         problem = webhook_secret_problem(self._secret)
         if problem:
             raise SinkError(f"secret_file {config.secret_file}: {problem}")
-        # Every header value too: the config cannot tell an X-Api-Key from a label.
-        self.secrets: tuple[str, ...] = (self._secret, *config.headers.values())
+        self.secrets: tuple[str, ...] = (self._secret, *(
+            value for name, value in config.headers.items() if header_is_secret(name, value)))
 
     async def send(self, session: aiohttp.ClientSession, alerts: list[dict[str, Any]],
                    idempotency_key: str, start_part: int = 0) -> Delivery:

@@ -241,4 +241,41 @@ def test_webhook_header_values_are_registered() -> None:
                             redactor)
     dispatcher.configure(config.alerts.routes)
     assert redactor.scrub("X-Api-Key: api-key-c0ffee42, X-Team: ops, loops") == \
-        "X-Api-Key: [redacted], X-Team: [redacted], loops"
+        "X-Api-Key: [redacted], X-Team: ops, loops"
+
+
+def test_a_webhook_header_that_is_a_label_leaves_the_json_logs_alone() -> None:
+    """(An audit: every header value was registered as a secret; `X-Priority: "1"` and
+    `X-Enabled: "true"` made the redactor rewrite every standalone 1 and true of every log
+    line, the rendered JSON's numbers and booleans too: lines that no longer parsed.) A
+    header's value is a secret when its name says a credential, or when it is as long as
+    one; a short one under another name is a label."""
+    from keeperd.alerts.delivery import Dispatcher
+
+    config = parse_config({**MINIMAL, "alerts": {"routes": [{"name": "ops", "sinks": [{
+        "kind": "webhook", "url": "https://hooks.example/k", "secret": "${HOOK_SECRET}",
+        "headers": {"X-Priority": "1", "X-Enabled": "true", "X-Auth-Pin": "${PIN}",
+                    "Cookie": "${COOKIE}", "X-Env": "production-eu-1"}}]}]}},
+        env={"HOOK_SECRET": "s" * 32, "PIN": "k3y9", "COOKIE": "sid=ab"})
+    redactor = Redactor()
+    Dispatcher(None, config.alerts.outbox, Metrics(),  # type: ignore[arg-type]
+               redactor).configure(config.alerts.routes)
+    line = json.dumps({"event": "x", "attempt": 1, "ok": True, "pin": "k3y9 sid=ab",
+                       "env": "production-eu-1"})
+    assert json.loads(redactor.scrub(line)) == {
+        "event": "x", "attempt": 1, "ok": True, "pin": "[redacted] [redacted]",
+        "env": "[redacted]"}
+
+
+def test_a_short_number_or_json_word_is_never_a_secret() -> None:
+    """The backstop: whoever registers `1`, `true` or `null`, a rendered JSON line keeps its
+    numbers and booleans (replaced, `"attempt": [redacted]` did not parse)."""
+    r = Redactor()
+    for word in ("1", "true", "False", "null", "42", "-1", "0.5"):
+        r.add(word)
+    line = '{"attempt": 1, "ok": true, "x": null, "n": 42, "f": 0.5, "g": -1}'
+    assert r.scrub(line) == line
+    r.add("ops")
+    assert r.scrub("ops 12345678") == "[redacted] 12345678"
+    r.add("12345678")  # (as long as a secret: one)
+    assert r.scrub("pin 12345678") == "pin [redacted]"
