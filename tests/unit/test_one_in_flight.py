@@ -141,7 +141,10 @@ class Unwinds(LiquidatorBase):
         return [i for i in self.items]
 
 
-async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: Path) -> None:
+async def two_unwinds(tmp_path: Path) -> tuple[Any, Any, J.Journal, Any, OpportunityKey,
+                                                 OpportunityKey]:
+    """A delegated key's executor whose liquidator lists two Curie unwinds: (node, db,
+    journal, executor, first key, second key)."""
     node = Node()
     tx = delegated(node)
     db = SqliteDatabase.open(tmp_path / "state.sqlite")
@@ -156,6 +159,11 @@ async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: 
     ex.adapter = SimpleNamespace(name="curie")
     ex.liquidator = Unwinds([(first, TARGET, selector(CALL), 300_000),
                              (second, TARGET, selector(CALL), 300_000)])
+    return node, db, journal, ex, first, second
+
+
+async def test_a_follow_up_refused_for_the_slot_is_sent_once_it_frees(tmp_path: Path) -> None:
+    node, db, journal, ex, _, second = await two_unwinds(tmp_path)
     await ex._housekeep(SimpleNamespace(block=10))
     assert len(node.sent) == 1
     assert await journal.get(second) is None  # (not journaled: not a drop)
@@ -176,20 +184,7 @@ async def test_a_follow_up_in_flight_is_not_due_before_the_liquidator_bounds_it(
     it (Curie's unwind limit asks every voter endpoint, ahead of the block's liquidations):
     one journaled and on its way is not due — even while the book still shows the position —
     one never journaled is; the journal's word, the same the executor sends by."""
-    node = Node()
-    tx = delegated(node)
-    db = SqliteDatabase.open(tmp_path / "state.sqlite")
-    journal = await J.Journal.open(await migrated(db))
-    keeper = tx.address
-    first = OpportunityKey("curie", keeper, ("unwind", "0xaa"), "100")
-    second = OpportunityKey("curie", keeper, ("unwind", "0xbb"), "200")
-    ex: Any = Executor.__new__(Executor)
-    ex.tx, ex.keeper, ex.journal, ex.pool = tx, keeper, journal, node
-    ex.config = SimpleNamespace(mode="liquidate", gas_limit_margin=1.2)
-    ex.fees = FeePolicy()
-    ex.adapter = SimpleNamespace(name="curie")
-    ex.liquidator = Unwinds([(first, TARGET, selector(CALL), 300_000),
-                             (second, TARGET, selector(CALL), 300_000)])
+    node, db, _, ex, _, _ = await two_unwinds(tmp_path)
     await ex._housekeep(SimpleNamespace(block=10))
     assert ex.liquidator.due == [True, True] and len(node.sent) == 1  # (the slot: one)
     node.mined = 6  # the first mined; the book a block behind lists it still
