@@ -36,6 +36,7 @@ from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
 from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
+from keeperd.reload_guard import unheard_warnings
 from keeperd.storage.account_index import IndexStore
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
@@ -686,6 +687,7 @@ def check_config(path: Path, online: bool = True,
     issues += [i for i in local_issues(config) if i.path not in unset]
     warnings: list[ConfigIssue] = operator_route_warnings(config.alerts)
     warnings += metrics_exposure_warnings(config.metrics)
+    warnings += unheard_warnings(config)
     warnings += mistyped_variables(tree)
     warnings += [w for ci, chain in enumerate(config.chains)
                  if (w := l1_fee_unpriced_warning(chain, ci)) is not None]

@@ -70,6 +70,7 @@ from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.protocols.sdk.keys import UpkeepKey
+from keeperd.reload_guard import judge_reload, unheard_warnings
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
@@ -149,6 +150,9 @@ class Daemon:
         # env-sourced key is dropped from it once loaded). Embedded (tests, the demo): not.
         self.owns_process = owns_process
         self.config_path = config_path
+        # The top-level sections the running config's file had: one that goes at a reload
+        # is a file cut short, refused (`judge_reload`).
+        self._file_sections = frozenset(config.model_fields_set)
         self.alerts: AlertEngine | None = None
         self.cascades: dict[str, CascadeMonitor] = {}
         self.perps: dict[str, PerpMonitor] = {}
@@ -440,6 +444,8 @@ class Daemon:
             for issue in operator_route_warnings(self.config.alerts):
                 log.warning("alerts.operator_route_unset", problem=issue.message,
                             fix=issue.fix)
+            for issue in unheard_warnings(self.config):
+                log.error("alerts.no_routes", problem=issue.message, fix=issue.fix)
             for issue in metrics_exposure_warnings(self.config.metrics):
                 log.warning("metrics.exposed_without_token", problem=issue.message,
                             fix=issue.fix)
@@ -853,11 +859,22 @@ class Daemon:
             if only_if_changed and new.model_dump() == self.config.model_dump() and \
                     shared_config(new) == (loaded or shared_config(self.config)):
                 return
+            verdict = judge_reload(self._file_sections, self.config.alerts, new)
+            if verdict.refused:
+                log.error("daemon.reload_refused", why=why, problems=verdict.refused,
+                          would_remove=verdict.removed,
+                          action="the running configuration stays", fix=verdict.fix)
+                return
             self.dispatcher.configure(new.alerts.routes)
         except (ConfigError, ValueError) as exc:
             log.error("daemon.reload_failed", why=why, error=str(exc),
                       action="the running configuration stays; fix the file and reload again")
             return
+        if verdict.removed:
+            log.warning("daemon.reload_removes", why=why, removed=verdict.removed,
+                        meaning="their alerts stop: a removed watchlist's firing position "
+                                "alerts are resolved as 'no longer watched'")
+        self._file_sections = frozenset(new.model_fields_set)
         for subscriber in self.alert_config_subscribers:
             subscriber(new.alerts)
         old_rest = self.config.model_dump(exclude={"alerts"})

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from eth_utils import to_checksum_address
 
@@ -101,8 +102,8 @@ ENV = {"TG_TOKEN": TOKEN, "WEBHOOK_SECRET": SECRET, "KEEPER_KEY": KEEPER_KEY}
 async def daemon_factory() -> AsyncIterator[Callable[[dict[str, Any]], Any]]:
     running: list[tuple[Daemon, asyncio.Task[None], asyncio.Event]] = []
 
-    async def make(data: dict[str, Any]) -> Daemon:
-        daemon = Daemon(parse_config(data, env=ENV), metrics=Metrics())
+    async def make(data: dict[str, Any], config_path: Path | None = None) -> Daemon:
+        daemon = Daemon(parse_config(data, env=ENV), metrics=Metrics(), config_path=config_path)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         ready = asyncio.create_task(daemon.ready.wait())
@@ -232,6 +233,50 @@ async def test_a_watched_position_liquidated_by_the_keeper(
                       if b["account"] == ALICE[0] and b["kind"] == "resolved"]
         assert "has nothing at risk any more (no debt or open position" in resolved["summary"]
         assert "recovered" not in resolved["summary"]
+
+
+async def test_a_config_file_cut_short_is_refused_at_reload(
+        devnet: Devnet, tmp_path: Path, daemon_factory: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit F3: the file cut short while written (alerts gone, or routes kept and watchlists
+    gone) still loads; reloaded, it removed every sink and resolved the firing position alert
+    as "no longer watched". Refused now, the running alerts go on; the watchlists written out
+    empty are taken away, each named."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    open_watched(devnet, ALICE[:1], 1.5)
+    telegram, webhook = Recorder(), Recorder()
+    async with serve(telegram_app(TOKEN, telegram)) as tg, serve(webhook_app(webhook)) as wh:
+        data = daemon_config(devnet, tmp_path, alerts_section(tg, wh))
+        path = tmp_path / "keeperd.yaml"
+        text = yaml.safe_dump(data, sort_keys=False)
+        path.write_text(text)
+        daemon = await daemon_factory(data, path)
+        devnet.set_price("WETH", price_for(devnet, ALICE[0], 1.15))
+        await eventually(lambda: len(hooks(webhook, "position_health")) == 1, "the warning")
+
+        for cut in (text[:text.index("\nalerts:")], text[:text.index("  watchlists:")]):
+            path.write_text(cut)
+            with structlog.testing.capture_logs() as logs:
+                daemon._reload()  # (what SIGHUP calls)
+            [refused] = [e for e in logs if e["event"] == "daemon.reload_refused"]
+            assert refused["log_level"] == "error"
+            assert "watchlist 'alice-machine'" in refused["would_remove"]
+            assert not any(e["event"] == "daemon.reloaded" for e in logs)
+        devnet.set_price("WETH", price_for(devnet, ALICE[0], 1.03))
+        await eventually(lambda: [b["kind"] for b in hooks(webhook, "position_health")]
+                         == ["firing", "escalated"], "the escalation, on the running routes")
+
+        data["alerts"]["watchlists"] = []  # (deliberate: written out empty)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        with structlog.testing.capture_logs() as logs:
+            daemon._reload()
+        [removes] = [e for e in logs if e["event"] == "daemon.reload_removes"]
+        assert removes["removed"] == ["watchlist 'alice'", "watchlist 'alice-machine'"]
+        assert any(e["event"] == "daemon.reloaded" for e in logs)
+        await eventually(lambda: len(hooks(webhook, "position_health")) == 3, "the resolution")
+        resolved = hooks(webhook, "position_health")[2]
+        assert resolved["kind"] == "resolved" and "no longer watched" in resolved["summary"]
 
 
 def test_outbox_survives_sigkill_and_sighup_reloads_watchlists(devnet: Devnet,
