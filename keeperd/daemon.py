@@ -564,6 +564,15 @@ class Daemon:
                 fence=lambda conn: fence(conn, identity, lease.holder, lease.epoch))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StartupError(unreachable(storage.url, exc)) from None
+        except (ValueError, OverflowError):
+            # A URL the config's check let through and asyncpg's parser does not (a port
+            # `:abc` or `:99999`): a plain ValueError (OverflowError) escaped as a crash, and
+            # its message, from the DSN with the password put in, may hold part of it (audit
+            # F1). Neither the URL nor the message is said.
+            raise StartupError(
+                "storage.url: PostgreSQL's client could not read the URL: check its form "
+                "(postgresql://user@host:port/database; the password in password_env or "
+                "password_file)") from None
         stack.push_async_callback(lease.close)
         stack.push_async_callback(db.close)
         self.replica = Replica(lease, storage.lease, self.metrics,

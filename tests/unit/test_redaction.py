@@ -229,6 +229,29 @@ async def test_the_postgresql_password_is_registered(monkeypatch: pytest.MonkeyP
     assert "KEEPERD_TEST_PG_PASSWORD" not in os.environ
 
 
+@pytest.mark.parametrize("port", ["abc", "99999"])
+async def test_a_url_postgresqls_client_cannot_read_is_told_without_it(
+        port: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncpg's parser raises a plain ValueError (OverflowError) for a port it cannot read,
+    which escaped as a crash; its message, from the DSN with the password in, may hold part
+    of it (audit F1): the startup error names neither the URL nor the message."""
+    from keeperd.daemon import Daemon, StartupError
+
+    monkeypatch.setenv("KEEPERD_TEST_PG_PASSWORD", SECRET)
+    config = parse_config({**MINIMAL, "storage": {
+        "url": f"postgresql://keeper@127.0.0.1:{port}/keeperd",
+        "password_env": "KEEPERD_TEST_PG_PASSWORD"}})
+    daemon = Daemon(config, redactor=Redactor())
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(StartupError) as raised:
+            await daemon._open_storage(stack, None, None)  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "storage.url: PostgreSQL's client could not read the URL: check its form "
+        "(postgresql://user@host:port/database; the password in password_env or "
+        "password_file)")
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
 def test_webhook_header_values_are_registered() -> None:
     from keeperd.alerts.delivery import Dispatcher
 
