@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ from keeperd.protocols import registry
 from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.reload_guard import unheard_warnings
 from keeperd.storage.account_index import IndexStore
+from keeperd.storage.db import STATE_FILE, PostgresDatabase, SqliteDatabase
+from keeperd.storage.migrations import NAMES, applied_read_only
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
 Holders = dict[str, set[str]]
@@ -557,6 +560,50 @@ def watchlist_warnings(config: Config, holders: Holders,
     return out
 
 
+def schema_report(versions: list[int] | None, where: str
+                  ) -> tuple[list[str], list[ConfigIssue]]:
+    """What check-config says of the state database's migrations, as read (`versions`: None
+    for a database no keeperd has started on): the first start's one-way migration, which it
+    did not say before an upgrade (trial 31), or the refusal of one a newer keeperd
+    migrated."""
+    if not versions:
+        return [], []
+    latest = NAMES[-1][0]
+    ahead = sorted(set(versions) - {v for v, _ in NAMES})
+    if ahead:
+        return [], [ConfigIssue(
+            where, f"the state database holds migrations {ahead}, which this keeperd (up "
+            f"to {latest}) does not know: a newer keeperd migrated it, and keeperd run "
+            "refuses it", "run that version (replicas on one database: upgrade them all), "
+            "or restore a backup taken before the upgrade")]
+    if all(v in versions for v, _ in NAMES):
+        return [], []
+    return [f"storage: the database is at migration {max(versions)}; this keeperd migrates "
+            f"it to {latest} at its first start (one way: an older keeperd must not run on "
+            "it again — back it up first)"], []
+
+
+async def sqlite_schema_issues(config: Config, checked: list[str] | None = None
+                               ) -> list[ConfigIssue]:
+    """The state file's migrations, read only, when it exists (without storage.url: with
+    it, the shared database's are `storage_issues`')."""
+    path = config.state_dir / STATE_FILE
+    if config.storage.url is not None or not path.is_file():
+        return []
+    db = SqliteDatabase.open_read_only(path)
+    try:
+        versions = await applied_read_only(db)
+    except sqlite3.Error as exc:
+        return [ConfigIssue("state_dir", f"cannot read the state file {path}: {exc}",
+                            "check its permissions (keeperd's user reads and writes it)")]
+    finally:
+        await db.close()
+    lines, ahead = schema_report(versions, "state_dir")
+    if checked is not None:
+        checked += lines
+    return ahead
+
+
 async def storage_issues(config: Config, checked: list[str] | None = None
                          ) -> list[ConfigIssue]:
     """With storage.url: PostgreSQL answers with these credentials and may hold the lease
@@ -576,11 +623,13 @@ async def storage_issues(config: Config, checked: list[str] | None = None
     except OSError as exc:
         return [ConfigIssue("storage.password_file", f"cannot read {storage.password_file}: "
                             f"{exc.strerror}", "point it at a file keeperd's user can read")]
-    lease = Lease(with_password(storage.connect_url, password), "check-config",
+    dsn = with_password(storage.connect_url, password)
+    lease = Lease(dsn, "check-config",
                   length_s=storage.lease.length_s,
                   statement_timeout_s=storage.lease.statement_timeout_s)
     import asyncpg
 
+    older_table = False
     try:
         await lease.connect(create=False)  # (nothing written: it reads a live database)
         rows, live = [], []
@@ -590,7 +639,12 @@ async def storage_issues(config: Config, checked: list[str] | None = None
         except asyncpg.UndefinedTableError:  # (no replica has started on it yet)
             pass
         except asyncpg.UndefinedColumnError:  # (only an older keeperd's replicas so far)
-            pass
+            older_table = True
+        db = await PostgresDatabase.connect(dsn, statement_timeout_s=storage.statement_timeout_s)
+        try:
+            versions = await applied_read_only(db)
+        finally:
+            await db.close()
     except Exception as exc:
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
                             f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
@@ -603,6 +657,17 @@ async def storage_issues(config: Config, checked: list[str] | None = None
                          if r.expires_in_s > 0)
         checked.append(f"storage: PostgreSQL at {redact_url(storage.url)} answered; "
                        + (f"leases: {held}" if held else "no replica holds a lease now"))
+        # (a live lease of a keeperd from before `mode` was written with it, or before the
+        # table had the column)
+        if any(mode is None for _, _, mode, _ in live) or (
+                older_table and any(r.expires_in_s > 0 for r in rows)):
+            checked.append("storage: the replica leading runs an older keeperd: see "
+                           "docs/operations.md, Upgrade")
+    lines, ahead = schema_report(versions, "storage.url")
+    if checked is not None:
+        checked += lines
+    if ahead:
+        return ahead
     # As `run` judges joining the replicas leading there (check-config said OK of a replica
     # run then refused: another mode, another key: a by-hand trial)
     from keeperd.storage.lease import identity_of, mismatch
@@ -685,6 +750,7 @@ def check_config(path: Path, online: bool = True,
     # their URLs may be what is unset)
     unset = {issue.path for issue in issues}
     issues += [i for i in local_issues(config) if i.path not in unset]
+    issues += asyncio.run(sqlite_schema_issues(config, checked))
     warnings: list[ConfigIssue] = operator_route_warnings(config.alerts)
     warnings += metrics_exposure_warnings(config.metrics)
     warnings += unheard_warnings(config)

@@ -328,6 +328,21 @@ async def applied(db: Database) -> list[int]:
                                          "ORDER BY version")]
 
 
+async def applied_read_only(db: Database) -> list[int] | None:
+    """What `applied` says, with nothing written (it creates schema_migrations when absent):
+    None without that table (no keeperd has started on the database). For `keeperd
+    check-config`, run against a live database before an upgrade."""
+    if db.dialect == "postgresql":
+        found = await db.fetchrow("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    else:
+        found = await db.fetchrow("SELECT count(*) > 0 FROM sqlite_master "
+                                  "WHERE type = 'table' AND name = 'schema_migrations'")
+    if found is None or not found[0]:
+        return None
+    return [r[0] for r in await db.fetch("SELECT version FROM schema_migrations "
+                                         "ORDER BY version")]
+
+
 class SchemaBehind(RuntimeError):
     """The state database lacks migrations this keeperd needs."""
 

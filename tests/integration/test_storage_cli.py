@@ -190,3 +190,86 @@ async def test_check_config_says_what_the_database_answered(tmp_path: Path,
         assert checked[0].endswith("leases: 0xabc@1 held by replica-a (epoch 1)")
     finally:
         await lease.close()
+
+
+async def test_check_config_says_the_first_start_migrates_the_database(
+        tmp_path: Path, postgres_dsn: str) -> None:
+    """Trial 31: check-config on a new keeperd before an upgrade did not say that its first
+    start migrates the state database, one way. It does now, reading only (nothing applied,
+    schema_migrations not created); and a live lease of an older keeperd (no `mode`) is
+    said."""
+    from keeperd.checks import storage_issues
+    from keeperd.config import load_config
+    from keeperd.storage.lease import identity_of
+    from keeperd.storage.migrations import NAMES, migrate
+
+    config = load_config(write_config(tmp_path, postgres_dsn))
+    latest = NAMES[-1][0]
+    db = await PostgresDatabase.connect(postgres_dsn)
+    try:
+        checked: list[str] = []
+        assert await storage_issues(config, checked) == [] and len(checked) == 1
+        assert await db.fetchrow("SELECT to_regclass('schema_migrations')") == (None,)
+        await migrate(db, only=range(1, 12))  # (an older keeperd's database)
+        checked = []
+        assert await storage_issues(config, checked) == []
+        assert checked[1:] == [
+            f"storage: the database is at migration 11; this keeperd migrates it to {latest} "
+            "at its first start (one way: an older keeperd must not run on it again — back "
+            "it up first)"]
+        assert await db.fetch("SELECT max(version) FROM schema_migrations") == [(11,)]
+        await migrate(db)
+        checked = []
+        assert await storage_issues(config, checked) == [] and len(checked) == 1
+        # An older keeperd leading: its lease written without `mode`.
+        old = Lease(postgres_dsn, identity_of("watch", [31337]), holder="older-replica")
+        await old.connect()
+        try:
+            assert await old.try_acquire() is not None
+            checked = []
+            assert await storage_issues(config, checked) == []
+            assert checked[1:] == ["storage: the replica leading runs an older keeperd: see "
+                                   "docs/operations.md, Upgrade"]
+        finally:
+            await old.close()
+        # A newer keeperd's database: run refuses it, and so does check-config.
+        await db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         "VALUES (99, 'a newer keeperd''s', 0)")
+        [ahead] = await storage_issues(config, [])
+        assert ahead.path == "storage.url" and "holds migrations [99]" in ahead.message
+    finally:
+        await db.close()
+
+
+def test_check_config_says_the_first_start_migrates_the_state_file(tmp_path: Path) -> None:
+    """The same of the SQLite state file, when there is one (read only: nothing applied)."""
+    from keeperd.storage.migrations import NAMES, migrate
+
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337, "rpc_urls": ["http://127.0.0.1:9"]}]}))
+    fresh = keeperd("check-config", "--offline", str(path))
+    assert fresh.returncode == 0, fresh.stderr
+    assert "migrat" not in fresh.stdout and not (tmp_path / "state").exists()
+
+    async def older_state_file() -> None:
+        db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
+        await migrate(db, only=range(1, 15))
+        await db.close()
+
+    asyncio.run(older_state_file())
+    out = keeperd("check-config", "--offline", str(path))
+    assert out.returncode == 0, out.stderr
+    assert (f"  storage: the database is at migration 14; this keeperd migrates it to "
+            f"{NAMES[-1][0]} at its first start (one way: an older keeperd must not run on "
+            "it again — back it up first)") in out.stdout.splitlines()
+
+    async def versions() -> list[tuple[int, ...]]:
+        db = SqliteDatabase.open_read_only(tmp_path / "state" / "keeperd.sqlite3")
+        try:
+            return await db.fetch("SELECT max(version) FROM schema_migrations")
+        finally:
+            await db.close()
+
+    assert asyncio.run(versions()) == [(14,)]
