@@ -39,9 +39,6 @@ _URL = re.compile(r"\b(?:https?|wss?)://[^\s\"'<>()\[\],;\\]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 # A registered secret shorter than this is replaced only where it stands alone as a word.
 MIN_SECRET_CHARS = 8
-# ...and never one of these: a rendered JSON line's own numbers and words (`"attempt": 1`,
-# `true`, `null`) would be replaced, and the line would no longer parse.
-_JSON_WORD = re.compile(r"true|false|null|-?\d+(?:\.\d+)?", re.IGNORECASE)
 _ALNUM = "A-Za-z0-9"
 # Keys the renderer formats (an exception's frames) or structlog's stdlib bridge uses: left
 # to the scrub of the rendered text.
@@ -67,10 +64,11 @@ class Redactor:
         """Never log this string, whatever its length, in any of its written forms and letter
         cases. One shorter than MIN_SECRET_CHARS is replaced only where it stands alone (not
         inside a longer word): replacing a 3-letter one everywhere would turn "loops" into
-        "lo[redacted]" all over the logs. One shorter still that is a number or a JSON word
-        (`1`, `true`, `null`) is not registered: it is no secret, and replacing it broke every
-        JSON line that has one (a webhook's `X-Priority: "1"`, an audit)."""
-        if not secret or (len(secret) < MIN_SECRET_CHARS and _JSON_WORD.fullmatch(secret)):
+        "lo[redacted]" all over the logs. Every secret given is registered, a short number
+        too (a PIN, a database password of six digits): what is not a secret — a webhook's
+        `X-Priority: "1"` — is the caller's to leave out (`header_is_secret`; registering it
+        broke every JSON line with a 1 in it, an audit)."""
+        if not secret:
             return
         forms = _written_forms(secret) - self._secrets
         if not forms:

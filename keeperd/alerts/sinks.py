@@ -221,15 +221,17 @@ def webhook_body(alerts: list[dict[str, Any]], idempotency_key: str) -> dict[str
 
 # A header whose name says it carries a credential (X-Api-Key, Authorization, X-Auth-Token,
 # Cookie, X-Hub-Signature).
-_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|key|token|secret|auth|signature|"
-                                r"password|credential", re.IGNORECASE)
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|key|token|secret|auth|sig|pass|pin|"
+                                r"session|access|otp|bearer|jwt|priv|credential",
+                                re.IGNORECASE)
 
 
 def header_is_secret(name: str, value: str) -> bool:
     """Whether a configured header's value is registered with the log redactor: its name
-    says a credential, or it is as long as one (MIN_SECRET_CHARS; the name cannot tell
-    every key from a label). Every value was (an audit): `X-Priority: "1"` rewrote every
-    standalone 1 and true of every log line, and the JSON lines no longer parsed."""
+    says a credential (`X-PIN: 4821` too), or it is as long as one (MIN_SECRET_CHARS; the
+    name cannot tell every key from a label). Every value was (an audit): `X-Priority: "1"`
+    rewrote every standalone 1 and true of every log line, and the JSON lines no longer
+    parsed."""
     return bool(_CREDENTIAL_HEADER.search(name)) or len(value) >= MIN_SECRET_CHARS
 
 
