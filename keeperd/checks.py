@@ -588,9 +588,15 @@ async def sqlite_schema_issues(config: Config, checked: list[str] | None = None
     """The state file's migrations, read only, when it exists (without storage.url: with
     it, the shared database's are `storage_issues`')."""
     path = config.state_dir / STATE_FILE
-    if config.storage.url is not None or not path.is_file():
+    try:  # (a state directory of mode 0700, systemd's DynamicUser: not this user's to read)
+        if config.storage.url is not None or not path.is_file():
+            return []
+        db = SqliteDatabase.open_read_only(path)
+    except (OSError, sqlite3.Error) as exc:
+        if checked is not None:
+            checked.append(f"state_dir: {path} not read ({exc}): its migrations not checked "
+                           "(run check-config as keeperd's user)")
         return []
-    db = SqliteDatabase.open_read_only(path)
     try:
         versions = await applied_read_only(db)
     except sqlite3.Error as exc:
@@ -646,8 +652,13 @@ async def storage_issues(config: Config, checked: list[str] | None = None
         finally:
             await db.close()
     except Exception as exc:
+        # (a parser's ValueError quotes the URL's pieces — a password typed in the port's
+        # place among them: its type alone; the server's own refusals say what they say)
+        said = (type(exc).__name__ if isinstance(exc, ValueError | OverflowError)
+                and not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) else
+                f"{type(exc).__name__}: {exc}")
         return [ConfigIssue("storage.url", f"PostgreSQL at {redact_url(storage.url)} refused: "
-                            f"{type(exc).__name__}: {exc}{tls_hint(exc)}",
+                            f"{said}{tls_hint(exc)}",
                             "check the host, the database, the user and its password (and "
                             "that the user may create tables)")]
     finally:

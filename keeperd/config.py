@@ -1337,6 +1337,9 @@ class LeaseConfig(_Model):
         return self
 
 
+_PORTS_THEN_QUERY = re.compile(r"\d+(,[^,/@]+:\d+)*(,[^,/@]+)*/[^?#]*\?")
+
+
 def url_password_span(url: str) -> tuple[int, int] | None:
     """Where a password written into `url`'s user info is, by its text (start, end), or None.
     `urlsplit` ends the user info at the first `/`, `?` or `#`: a password holding one (base64
@@ -1350,8 +1353,12 @@ def url_password_span(url: str) -> tuple[int, int] | None:
     at = url.rfind("@")
     if at < start:
         return None
-    user, colon, _ = url[start:at].partition(":")
-    if not colon or "@" in user or "/" in user:
+    user, colon, rest = url[start:at].partition(":")
+    if not colon or "@" in user or "/" in user or user.startswith("["):
+        return None  # (`[::1]:5432`: an IPv6 host, no user)
+    # (`host:5432/db?application_name=k@a`, `h1:5432,h2:5432/db?user=a@b`: no user info, an
+    # `@` in the query — the ports' digits, then a path and a query before the `@`)
+    if _PORTS_THEN_QUERY.match(rest):
         return None
     begin = start + len(user) + 1
     return begin, at

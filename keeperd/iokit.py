@@ -76,13 +76,13 @@ def parse_retry_after(value: str | float | None, *, now: float | None = None,
         try:
             seconds = float(text)
         except ValueError:
-            try:
+            try:  # (a year of 20 digits: OverflowError — a review)
                 when = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
+                if when is None:
+                    return None
+                seconds = when.timestamp() - (time.time() if now is None else now)
+            except (TypeError, ValueError, IndexError, OverflowError):
                 return None
-            if when is None:
-                return None
-            seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None
     return min(cap, max(0.0, seconds))
@@ -94,10 +94,11 @@ MAX_JSON_DEPTH = 64
 
 def loads_shallow(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """`json.loads` of a small answer (an error body), refusing (ValueError) one nested past
-    `max_depth`. keeperd runs with a recursion limit of 100,000 (py_ecc raises it at import),
-    so the C decoder does not stop at the usual 1,000: 64 kB of `[` overflowed the C stack —
-    SIGSEGV, the whole process, from one 429 body (measured). A linear scan; the nesting
-    cannot exceed the brackets' count, so a small one is not scanned."""
+    `max_depth`. Under py_ecc's recursion limit of 100,000 (it raises it at import; keeperd
+    puts it back to 1,000: `keeperd/__init__.py`) 64 kB of `[` overflowed the C stack —
+    SIGSEGV, the whole process, from one 429 body (measured): kept as a second guard, and an
+    error body needs no depth. A linear scan; the nesting cannot exceed the brackets' count,
+    so a small one is not scanned."""
     if text.count("[") + text.count("{") > max_depth:
         depth, in_string, escaped = 0, False, False
         for ch in text:

@@ -349,7 +349,8 @@ class ChainPriceWatch:
         header two hours early and nothing said so."""
         assert self._header is not None
         first = int(self._header["timestamp"], 16)
-        gap = 0 if second.timestamp is None else second.timestamp - first
+        assert second.timestamp is not None
+        gap = second.timestamp - first
         minutes = round(gap / 60) if abs(gap) > BLOCK_TIME_GAP_S else 0
         if minutes != self._time_gap_told:
             (log.warning if minutes else log.info)(

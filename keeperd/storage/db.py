@@ -125,9 +125,13 @@ class SqliteDatabase(_Serialized):
 
     @classmethod
     def open_read_only(cls, path: Path) -> SqliteDatabase:
-        """A reader's handle (`keeperd status`): no write, no file created, no lock held
-        beyond a read."""
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+        """A reader's handle (`keeperd status`, check-config): no write, no file created, no
+        lock held beyond a read. With no write-ahead log beside it (no keeperd running on
+        it), opened immutable: read-only, SQLite still made the `-wal` and `-shm` files of a
+        WAL database, and left them (a review)."""
+        wal = path.with_name(path.name + "-wal")
+        mode = "ro" if wal.exists() else "ro&immutable=1"
+        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None,
                                check_same_thread=False)
         return cls(conn)
 

@@ -177,10 +177,12 @@ def with_password(url: str, password: str | None) -> str:
     """The DSN with the password put in (it never is in the config's URL)."""
     if not password:
         return url
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    user = parts.username or ""
+    # (as written, percent-encoded or not: quoted again as written, `my%40user` became
+    # `my%2540user` and authentication failed — a review)
+    user = unquote(parts.username or "")
     # The hosts as written: several, an [IPv6] literal, a percent-encoded socket directory
     # (`hostname` would keep only the first host and lose the brackets and the case).
     hosts = parts.netloc.rpartition("@")[2]

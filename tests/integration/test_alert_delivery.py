@@ -460,8 +460,8 @@ async def test_a_429_whose_retry_after_does_not_read_does_not_wedge_the_sink(
     after the row was claimed and before anything was recorded: the sink's loop retried that
     row every second for good, and everything behind it waited. And 64 kB of `[` — all of
     a body that is read — overflowed the C stack in json.loads: SIGSEGV, under the recursion
-    limit py_ecc sets, 100,000.) A body that does not say when is a 429 without a
-    retry_after: the header's, or a second."""
+    limit py_ecc sets, 100,000, which keeperd now puts back to 1,000.) A body that does not
+    say when is a 429 without a retry_after: the header's, or a second."""
     from aiohttp import web
 
     rec = Recorder(script=[lambda: web.Response(status=429, text=body,

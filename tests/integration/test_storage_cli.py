@@ -259,7 +259,11 @@ def test_check_config_says_the_first_start_migrates_the_state_file(tmp_path: Pat
         await db.close()
 
     asyncio.run(older_state_file())
+    before = sorted(p.name for p in (tmp_path / "state").iterdir())
     out = keeperd("check-config", "--offline", str(path))
+    # (nothing written beside it either: read-only, SQLite made a WAL database's -wal and
+    # -shm and left them — a review)
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == before
     assert out.returncode == 0, out.stderr
     assert (f"  storage: the database is at migration 14; this keeperd migrates it to "
             f"{NAMES[-1][0]} at its first start (one way: an older keeperd must not run on "

@@ -48,8 +48,8 @@ def test_retry_after_of_any_other_shape_is_none_not_an_exception(value: object) 
 
 
 def test_json_nested_too_deep_is_refused_unread() -> None:
-    """keeperd's recursion limit is py_ecc's 100,000: json.loads of 64 kB of `[` does not
-    raise RecursionError there, it overflows the C stack (SIGSEGV)."""
+    """Under py_ecc's recursion limit of 100,000 (keeperd puts it back to 1,000) json.loads of
+    64 kB of `[` overflowed the C stack (SIGSEGV): an error body past 64 deep is refused."""
     with pytest.raises(ValueError, match="deeper than 64"):
         loads_shallow("[" * 65536)
     with pytest.raises(ValueError, match="deeper than 3"):
@@ -74,3 +74,10 @@ def test_http_outcomes() -> None:
     assert [classify_http(s) for s in codes] == [
         "ok", "ok", "rate_limited", "transient", "transient", "transient", "transient",
         "permanent", "permanent", "permanent", "refused", "refused", "refused", "refused"]
+
+
+def test_a_retry_after_date_past_any_year_is_none() -> None:
+    """(A review: a year of 20 digits raised OverflowError from the date parser.)"""
+    from keeperd.iokit import parse_retry_after
+
+    assert parse_retry_after("Mon, 01 Jan 99999999999999999999 00:00:00 GMT") is None
