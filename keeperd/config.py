@@ -1384,6 +1384,22 @@ def postgres_hosts(url: str) -> list[str]:
     return hosts
 
 
+def postgres_ports_problem(url: str) -> str | None:
+    """What is wrong with a port the URL's hosts name (a number from 1 to 65535), or None.
+    asyncpg's parser raised a plain ValueError (`:abc`) or OverflowError (`:99999`) at the
+    daemon's start, its message quoting the port's text — a password typed there (a review)."""
+    spec = urlsplit(url).netloc.rpartition("@")[2]
+    for one in spec.split(",") if spec else []:
+        one = one.strip()
+        if one.startswith("["):
+            port = one.partition("]")[2].removeprefix(":")
+        else:
+            port = one.rpartition(":")[2] if ":" in one else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return "a host's port is not a number from 1 to 65535"
+    return None
+
+
 def _local_postgres_host(host: str) -> bool:
     """A unix socket (a directory) or a loopback address: no network to cross."""
     return host.startswith("/") or is_loopback(host)
@@ -1429,6 +1445,8 @@ class StorageConfig(_Model):
             raise ValueError("the password must not be in storage.url (it would reach logs "
                              "and process listings): use storage.password_env or "
                              "storage.password_file")
+        if (problem := postgres_ports_problem(value)) is not None:
+            raise ValueError(f"{problem}: write postgresql://user@host:5432/database")
         if not postgres_hosts(value) or not parts.path.strip("/"):
             # (not echoed: a URL this far wrong may hold a password)
             raise ValueError("name the host and the database, "

@@ -129,8 +129,14 @@ class Dispatcher:
                 while True:
                     self._reconfigured.clear()
                     if not self._adopted:
-                        await self._adopt_legacy_rows()
-                        self._adopted = True
+                        try:  # (a database error here ended the daemon: tried at the next)
+                            await self._adopt_legacy_rows()
+                            self._adopted = True
+                        except Exception as exc:
+                            log.warning("alerts.legacy_rows_unadopted",
+                                        error=f"{type(exc).__name__}: {exc}"[:300],
+                                        meaning="rows queued before sinks had ids wait; "
+                                                "tried again at the next reload")
                     await self._report_orphans_guarded()
                     tasks = [asyncio.create_task(self._sink_loop(rt),
                                                  name=f"alerts:{rt.route}:{rt.sink_id}")

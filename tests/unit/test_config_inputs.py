@@ -426,3 +426,16 @@ def test_a_url_with_no_password_is_not_taken_for_one(url: str) -> None:
     if url.startswith("postgresql://my%40user"):
         # (quoted again as written, the user became my%2540user: authentication failed)
         assert with_password(url, "p@ss").startswith("postgresql://my%40user:p%40ss@")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://keeper@db.internal:abc/keeperd",
+    "postgresql://keeper@db.internal:99999/keeperd",
+    "postgresql://keeper@h1:5432,h2:s3cret/keeperd",
+    "postgresql://keeper@[::1]:0/keeperd"])
+def test_a_port_that_is_no_port_is_refused_without_its_text(url: str) -> None:
+    """asyncpg's parser raised a plain ValueError (`:abc`) or OverflowError (`:99999`) at the
+    daemon's start, quoting the port's text — a password typed in its place (a review)."""
+    found = issues_of({**MINIMAL, "storage": {"url": url}})
+    assert "port is not a number from 1 to 65535" in found["storage.url"], found
+    assert "s3cret" not in repr(found) and "abc" not in repr(found)
