@@ -80,7 +80,9 @@ async def test_takeovers_wait_while_the_keepers_position_cannot_be_unwound(
     # The maker leaves vETH's pool; the index falls on: more traders go under.
     withdraw_the_makers_liquidity(devnet, "WETH")
     with structlog.testing.capture_logs() as logs:
-        devnet.set_price("WETH", devnet.price("WETH") * 0.9)
+        # (15 %: at 10 % the one trader it put under stood at health 0.97, and funding since
+        # the first drop left it above 1 in half the runs — no takeover, nothing to unwind)
+        devnet.set_price("WETH", devnet.price("WETH") * 0.85)
         for _ in range(12):  # (until an unwind has failed: simulated, or reverted on chain)
             await keeper.evaluated_at(devnet.mine(1), protocol="curie")
             if executor.liquidator.hold() is not None:
