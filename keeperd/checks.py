@@ -40,7 +40,7 @@ from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.reload_guard import unheard_warnings
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, PostgresDatabase, SqliteDatabase
-from keeperd.storage.migrations import NAMES, applied_read_only
+from keeperd.storage.migrations import NAMES, ahead_said, applied_read_only
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
 Holders = dict[str, set[str]]
@@ -571,11 +571,8 @@ def schema_report(versions: list[int] | None, where: str
     latest = NAMES[-1][0]
     ahead = sorted(set(versions) - {v for v, _ in NAMES})
     if ahead:
-        return [], [ConfigIssue(
-            where, f"the state database holds migrations {ahead}, which this keeperd (up "
-            f"to {latest}) does not know: a newer keeperd migrated it, and keeperd run "
-            "refuses it", "run that version (replicas on one database: upgrade them all), "
-            "or restore a backup taken before the upgrade")]
+        problem, fix = ahead_said(ahead)
+        return [], [ConfigIssue(where, f"{problem}, and keeperd run refuses it", fix)]
     if all(v in versions for v, _ in NAMES):
         return [], []
     return [f"storage: the database is at migration {max(versions)}; this keeperd migrates "

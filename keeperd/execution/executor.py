@@ -186,21 +186,31 @@ REFUSAL_RETELL_BLOCKS = 100
 OWN_GUARDS = re.compile(r"\b(SwapBelowBound|NotEnoughProfit)\b")
 
 
+# How a reverted row's detail gives its traced reason (`_trace_reverts` writes it,
+# `last_traced_reason` reads it back): "tx=<hash> reverted: <why>".
+REVERTED_BECAUSE = " reverted: "
+
+
 def last_traced_reason(entries: Sequence[J.JournalEntry]) -> str | None:
-    """The reason traced into the last of these reverted rows that has one (`_trace_reverts`
-    writes "tx=… reverted: <why>"), as the revert breaker's pause says it."""
+    """The reason traced into the last of these reverted rows that has one, as the revert
+    breaker's pause says it."""
     for entry in reversed(entries):
-        if entry.detail and " reverted: " in entry.detail:
-            return entry.detail.split(" reverted: ", 1)[1].split(f" {UNBOOKED_MARK}")[0][:300]
+        if entry.detail and REVERTED_BECAUSE in entry.detail:
+            return entry.detail.split(REVERTED_BECAUSE, 1)[1].split(
+                f" {UNBOOKED_MARK}")[0][:300]
     return None
+
+
+def keepers_own(entry: J.JournalEntry, keeper: str | None) -> bool:
+    """A row of the keeper's own account: a follow-up (Curie's unwinds), not a liquidation."""
+    return keeper is not None and entry.account.lower() == keeper.lower()
 
 
 def counts_as_revert(entry: J.JournalEntry, keeper: str | None) -> bool:
     """Whether a journaled revert is one the revert breaker counts, as it counts them live:
-    not a follow-up's (Curie's unwinds: the keeper's own account), nor one keeperd's own
-    seller contract refused (its traced reason in the row: `OWN_GUARDS`)."""
-    return not (keeper is not None and entry.account.lower() == keeper.lower()) \
-        and not OWN_GUARDS.search(entry.detail or "")
+    not a follow-up's (`keepers_own`), nor one keeperd's own seller contract refused (its
+    traced reason in the row: `OWN_GUARDS`)."""
+    return not keepers_own(entry, keeper) and not OWN_GUARDS.search(entry.detail or "")
 NOT_ENOUGH_PROFIT = "0x" + function_signature_to_4byte_selector(
     "NotEnoughProfit(uint256,uint256)").hex()
 SWAP_BELOW_BOUND = "0x" + function_signature_to_4byte_selector(
@@ -2505,7 +2515,7 @@ class Executor:
                 "without it")
 
     def _is_housekeeping(self, entry: J.JournalEntry) -> bool:
-        return self.keeper is not None and entry.account.lower() == self.keeper.lower()
+        return keepers_own(entry, self.keeper)
 
     def _fee_per_gas(self, base_fee: int) -> int:
         return self.fees.fees_for(base_fee)[0]
@@ -3330,7 +3340,8 @@ class Executor:
                 unbooked = entry.realised_profit_usd is None and UNBOOKED_MARK in (
                     entry.detail or "")
                 await self.journal.set_status(
-                    outcome.key, J.REVERTED, detail=f"tx={outcome.tx_hash} reverted: {why}" + (
+                    outcome.key, J.REVERTED,
+                    detail=f"tx={outcome.tx_hash}{REVERTED_BECAUSE}{why}" + (
                         f" {UNBOOKED_MARK} (settled at start)" if unbooked else ""))
             log.warning("liquidation.revert_reason", opportunity=outcome.key,
                         tx_hash=outcome.tx_hash, reason=why)

@@ -578,12 +578,9 @@ def _pulls(text: object) -> Mapping[str, int] | None:
 
 
 def _amount(text: object) -> int | None:
-    """A recorded token amount, or None when it does not read as one."""
-    try:
-        amount = int(str(text))
-    except ValueError:
-        return None
-    return amount if amount >= 0 else None
+    """A recorded token amount, or None when it does not read as one (`_int`, not below 0)."""
+    amount = _int(text)
+    return amount if amount is not None and amount >= 0 else None
 
 
 def _keys(tx: TxRecord) -> list[str]:

@@ -352,6 +352,15 @@ class SchemaAhead(RuntimeError):
     migrated it (its tables may mean what this one's code does not say)."""
 
 
+def ahead_said(ahead: list[int]) -> tuple[str, str]:
+    """What a database migrated by a newer keeperd is told, and the fix: `migrate`'s refusal,
+    and check-config's (`checks.schema_report`)."""
+    return (f"the state database holds migrations {ahead}, which this keeperd (up to "
+            f"{NAMES[-1][0]}) does not know: a newer keeperd migrated it",
+            "run that version (replicas on one database: upgrade them all), or restore a "
+            "backup taken before the upgrade")
+
+
 async def unknown_versions(db: Database) -> list[int]:
     known = {v for v, _ in NAMES}
     return [v for v in await applied(db) if v not in known]
@@ -376,11 +385,7 @@ async def migrate(db: Database, *, only: Collection[int] | None = None) -> list[
         if ahead:
             # (it ran on such a database as if up to date, with a newer one's tables under
             # it: a replica rolled back beside newer ones, a by-hand trial)
-            raise SchemaAhead(
-                f"the state database holds migrations {ahead}, which this keeperd (up to "
-                f"{NAMES[-1][0]}) does not know: a newer keeperd migrated it; run that version "
-                "(replicas on one database: upgrade them all), or restore a backup taken "
-                "before the upgrade")
+            raise SchemaAhead("; ".join(ahead_said(ahead)))
         for version, name in NAMES:
             if version in done or (only is not None and version not in only):
                 continue
