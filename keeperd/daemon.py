@@ -333,8 +333,24 @@ class Daemon:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def _register_url_secrets(self) -> None:
+        """The keys in the configured URLs (RPC endpoints, the private relay, venues, a remote
+        signer), registered with the redactor before anything can echo one: the logs and every
+        alert (the engine's backstop) are scrubbed of them where a text quotes one without its
+        URL (a venue's 404 page giving back its path)."""
+        urls: list[str | None] = [self.config.keeper.private_rpc_url]
+        for chain in self.config.chains:
+            urls += [*chain.rpc_urls, chain.ws_url]
+        for venue in self.config.perp_venues:
+            urls.append(getattr(venue, "api_url", None) or getattr(venue, "indexer_url", None))
+        if isinstance(self.config.keeper.key, RemoteSignerKey):
+            urls.append(self.config.keeper.key.url)
+        for url in urls:
+            self.redactor.add_url(url)
+
     async def run(self, stop: asyncio.Event) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._register_url_secrets()
         self.metrics.build_info.labels(__version__).set(1)
         async with contextlib.AsyncExitStack() as stack:
             if (problem := crashpoints.configured_problem()) is not None:

@@ -196,6 +196,8 @@ class AlertEngine:
         protocol and venue whose evaluations will come (`sources_of`); without it, the chain
         protocols `tick` names and the venues that have reported."""
         self.db = db
+        # The process's, as the dispatcher's: the secrets no alert may carry (`_scrubbed`).
+        self.redactor = dispatcher.redactor
         self.acting = acting
         self.sends = sends  # (liquidate mode: the keeper sends; its alerts' words say so)
         self.state = AlertState(db)
@@ -1084,14 +1086,17 @@ class AlertEngine:
             fp = alert.fingerprint
             told = self._told(fp)
             decision = decide(told, c.severity, c.value, now, c.levels, c.repeat_s)
+            if told is not None or decision is not None:  # (what is told or remembered)
+                alert = self._scrubbed(alert)
+            # (the summary as told: scrubbed, as the one remembered is)
             if decision is None and c.retell_on_change and told is not None \
                     and c.severity is not None \
-                    and self.state.told_summary(fp) not in (None, c.summary):
+                    and self.state.told_summary(fp) not in (None, alert.summary):
                 decision = "firing"
             if decision is None and c.retell_when is not None and told is not None \
                     and c.severity is not None \
                     and (said := self.state.told_summary(fp)) is not None \
-                    and c.retell_when(said) != c.retell_when(c.summary):
+                    and c.retell_when(said) != c.retell_when(alert.summary):
                 decision = "firing"
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)
@@ -1108,7 +1113,8 @@ class AlertEngine:
                 # (no action: a resolution told a holder "add collateral or repay: below 1.0
                 # anyone may liquidate" of a position that had recovered, a trial)
                 alert = replace(alert, severity=told.severity, kind="resolved",
-                                summary=c.resolved_summary, starts_at=told.since, action="")
+                                summary=self._scrubbed_text(c.resolved_summary),
+                                starts_at=told.since, action="")
             else:
                 alert = replace(alert, kind=decision,
                                 starts_at=told.since if told else now)
@@ -1148,8 +1154,29 @@ class AlertEngine:
         log.info("alerts.suppressed", rule=alert.rule, reason=reason, labels=alert.labels,
                  **fields)
 
+    def _scrubbed(self, alert: Alert) -> Alert:
+        """The alert with every secret this process holds taken out of its words (the
+        redactor's registered ones: the keeper's key, sinks' tokens, the database's password,
+        the endpoints' and venues' keys). Each rule words its own alerts with none; this is the
+        backstop behind them all, applied before an alert is remembered or queued, so the
+        state, the outbox and every sink get the same scrubbed text."""
+        r = self.redactor
+        if r is None or not r.holds_secret(
+                [alert.summary, alert.action, alert.labels, alert.details]):
+            return alert
+        # (the fingerprint stays the one of the labels as the rule gave them: the same thing
+        # keeps its name whether or not a secret had to be taken out of it)
+        return replace(alert, labels=r.scrub_alert(alert.labels),
+                       summary=r.scrub_secrets(alert.summary),
+                       action=r.scrub_secrets(alert.action),
+                       details=r.scrub_alert(alert.details), key=alert.fingerprint)
+
+    def _scrubbed_text(self, text: str) -> str:
+        return text if self.redactor is None else self.redactor.scrub_secrets(text)
+
     def _emit(self, route: str, alert: Alert) -> None:
         """A one-off event (no lifecycle): silences apply, then it is queued."""
+        alert = self._scrubbed(alert)
         if self._silenced(alert):
             return
         self._pending.append((route, alert))

@@ -951,3 +951,40 @@ async def test_an_unverified_revision_is_told_again_when_it_changes(
     await quiet.engine.on_scan(scan(1, [1.5]), chain="devnet", tripped={},
                                verifying="POOL_REVISION 11 is not one keeperd knows")
     assert (await told(quiet))[0]["action"].startswith("keeperd sends nothing in this mode")
+
+
+async def test_no_alert_carries_a_secret_the_process_holds(tmp_path: Path) -> None:
+    """The backstop behind every rule's wording: a venue whose error page gives back the key
+    in its URL's path (a QuickNode-style URL), and the keeper's key in a text, reach neither
+    the outbox, nor the alert state, nor a re-told message; the alert is not told again for
+    it at every tick (its summary as remembered is the scrubbed one)."""
+    from keeperd.logs import REDACTED, Redactor
+
+    venue_key = "0f3c9a7be21d4e8a9c55aa01"
+    redactor = Redactor()
+    redactor.add_url(f"https://venue.example/{venue_key}/info")
+    redactor.add(KEY := "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+    db = SqliteDatabase.open(tmp_path / "state.db")
+    await migrate(db)
+    clock, metrics = Clock(), Metrics()
+    dispatcher = Dispatcher(Outbox(db), OutboxConfig(), metrics, redactor)
+    config = alerts_config()
+    dispatcher.configure(config.routes)
+    engine = await AlertEngine.open(db, config, dispatcher, metrics, clock=clock)
+    since = clock.now
+    said = f"404 Not Found: no route /{venue_key}/info (signer {KEY[2:]})"
+    for _ in range(3):
+        clock.now += 121
+        await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                          venues_failing={"hl": (since, said)})
+    entries = list(reversed(await Outbox(db).entries(limit=100)))
+    assert len(entries) == 2  # fired once, to each of the route's two sinks
+    stored = str(engine.firing())
+    for text in (str([e.alerts for e in entries]), stored):
+        assert venue_key not in text and KEY[2:] not in text
+        assert REDACTED in text
+    await engine.tick(rpc_healthy={}, index_lag={}, keeper_balance={},
+                      venues_failing={"hl": None})
+    resolved = [e.alerts[0] for e in reversed(await Outbox(db).entries(limit=100))
+                if e.status == "resolved"]
+    assert len(resolved) == 2 and all(venue_key not in str(a) for a in resolved)

@@ -311,3 +311,40 @@ def test_a_short_numeric_secret_is_still_a_secret() -> None:
     assert header_is_secret("X-PIN", "4821") and header_is_secret("X-Passphrase", "hunter2")
     assert header_is_secret("X-Sig", "abcd") and header_is_secret("X-Session", "s3ss")
     assert not header_is_secret("X-Team", "ops")  # (a label)
+
+
+def test_a_urls_key_is_registered_and_its_public_words_are_not() -> None:
+    """`add_url`: the key in an endpoint's path or query, and its user and password, are
+    scrubbed wherever a text quotes them without the URL; an endpoint's path words (a chain's
+    name, which every log line carries) are left alone."""
+    r = Redactor()
+    r.add_url("https://rpc.ankr.com/polygon_amoy/9f1c2e7d4b8a6f0e3c5d7a9b1e2f4c6d8a0b2c4e")
+    r.add_url("https://user:hunter2@eth.example.com/v3/0123456789ab?apikey=Zq8kY2wX1vB")
+    r.add_url("https://api.example.com/rpc/mainnet-archive-node")
+    text = r.scrub("chain polygon_amoy asked 9f1c2e7d4b8a6f0e3c5d7a9b1e2f4c6d8a0b2c4e of "
+                   "hunter2 with 0123456789ab and Zq8kY2wX1vB on mainnet-archive-node")
+    assert text == ("chain polygon_amoy asked [redacted] of [redacted] with [redacted] and "
+                    "[redacted] on mainnet-archive-node")
+
+
+async def test_the_keys_in_configured_urls_are_registered_before_anything_runs(
+        tmp_path: Path) -> None:
+    """An RPC endpoint's and a venue's key (in the URL's path) are registered with the
+    process's redactor as `run` starts, before any endpoint is asked: the logs and the alert
+    engine's backstop scrub them where an error quotes them without their URL."""
+    from keeperd.daemon import Daemon
+
+    rpc_key, venue_key = "9f1c2e7d4b8a6f0e3c5d7a9b", "0f3c9a7be21d4e8a9c55aa01"
+    config = parse_config({
+        **MINIMAL, "state_dir": str(tmp_path),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [f"http://127.0.0.1:1/{rpc_key}"]}],
+        "protocols": [{"kind": "hyperliquid", "api_url": f"https://venue.example/{venue_key}",
+                       "accounts": ["0x" + "ab" * 20]}],
+        "metrics": {"enabled": False}})
+    redactor = Redactor()
+    stop = asyncio.Event()
+    stop.set()  # (stops before the first endpoint is asked)
+    await Daemon(config, redactor=redactor).run(stop)
+    said = redactor.scrub(f"no route /{rpc_key}; venue said /{venue_key}/info")
+    assert rpc_key not in said and venue_key not in said
