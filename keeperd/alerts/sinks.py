@@ -11,6 +11,7 @@ Slack/Discord webhook URLs are themselves credentials.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -135,9 +136,18 @@ async def _post(session: aiohttp.ClientSession, url: str, *, timeout_s: float, p
 
 
 async def _send_parts(parts: list[str], start_part: int, post_one: Any) -> Delivery:
+    """Each part in turn from `start_part`; a failure says how many the platform accepted, so
+    the retry starts at the first one it did not. An exception of any kind is a failure of
+    the part it was raised in: raised out of here, the parts accepted before it were lost
+    from the count, and the retry sent them again (a review)."""
     done = start_part
     for part in parts[start_part:]:
-        result: Delivery = await post_one(part, done)
+        try:
+            result: Delivery = await post_one(part, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return _transport_error(exc, done)  # (its text too: URLs masked)
         if not result.ok:
             return result
         done = result.parts_done
