@@ -56,6 +56,10 @@ log = structlog.get_logger(__name__)
 SECOND_READ_GRACE_S = 0.3
 # Two endpoints' times of one block further apart than this are said (`_say_time_gap`).
 BLOCK_TIME_GAP_S = 60
+# A block dated further than this past this machine's clock, while the other endpoint's time
+# of it is not, is a lie about the future (`_block_time`): a live chain's blocks are dated
+# within seconds of the wall clock; a devnet whose time was moved forward is dated so by both.
+FUTURE_DATED_S = 300
 # Multicall3's `block.timestamp`: the second endpoint's time of the judged block, asked in the
 # same request as its reading of the feeds (no request more, none on the first's path).
 _BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
@@ -111,9 +115,10 @@ def rate_problem(feed: PriceFeed, usd: dict[str, float], max_deviation: float
 
 class ChainPriceWatch:
     def __init__(self, chain: ChainConfig, pool: RpcPool, breaker: Breaker,
-                 config: OraclesConfig, metrics: Metrics, state_dir: Path | None = None
-                 ) -> None:
+                 config: OraclesConfig, metrics: Metrics, state_dir: Path | None = None,
+                 *, wall_clock: Callable[[], float] = time.time) -> None:
         self.chain = chain.name
+        self.wall_clock = wall_clock  # (only to tell a block dated in the future: `_block_time`)
         self.pool = pool
         self.multicall = Multicall(pool, address=chain.multicall3)
         # Each aggregator's heartbeat, learnt from its rounds (a day-heartbeat feed was
@@ -335,12 +340,28 @@ class ChainPriceWatch:
         and hash, its timestamp hours early, made a stale feed read fresh on both readings —
         no trip, no alert (a review)."""
         if second.timestamp is not None:
-            self._now = max(self._now, second.timestamp)
+            self._now = self._block_time(self._now, second.timestamp)
             self._grace_now = min(self._grace_now, second.timestamp)
             self._say_time_gap(second)
         if second.sequencer is not None:
             self._sequencer_words.append(second.sequencer)
         self._judge_sequencer()
+
+    def _block_time(self, first: int, second: int) -> int:
+        """The time the feeds are judged against, from two endpoints' times of one block: the
+        later (an endpoint dating its blocks early cannot make a stale feed read fresh), unless
+        they are more than BLOCK_TIME_GAP_S apart and the later is dated over FUTURE_DATED_S
+        past this machine's clock while the earlier is not — one endpoint dating its blocks
+        in the future made every feed stale and paused every liquidation on the chain (a
+        stall by one endpoint, the session-36 note). Two endpoints agreeing are believed,
+        however far their time is from the clock (a devnet's moved time, a chain that trails
+        the clock)."""
+        earlier, later = sorted((first, second))
+        if later - earlier > BLOCK_TIME_GAP_S:
+            horizon = self.wall_clock() + FUTURE_DATED_S
+            if later > horizon >= earlier:
+                return earlier
+        return later
 
     def _say_time_gap(self, second: SecondReading) -> None:
         """Two endpoints' times of one block apart by more than BLOCK_TIME_GAP_S: one of them
@@ -358,9 +379,11 @@ class ChainPriceWatch:
                 chain=self.chain, block=int(self._header["number"], 16),
                 first=f"endpoint {self.pool.ranked()[0].name}: {first}",
                 second=f"{second.name}: {second.timestamp}", gap_s=gap,
-                meaning="feeds are judged against the later time (a stale one trips), the "
-                        "breaker's wait by the first's clock; one of the two endpoints lies or "
-                        "is broken: check both against a block explorer" if minutes else
+                judged_by=self._now,
+                meaning="feeds are judged against the later time (a stale one trips) unless "
+                        "it is dated in the future by this machine's clock, the breaker's wait "
+                        "by the first's clock; one of the two endpoints lies or is broken: "
+                        "check both against a block explorer" if minutes else
                         "the two endpoints date the block alike again")
         self._time_gap_told = minutes
 

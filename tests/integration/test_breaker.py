@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +390,33 @@ async def test_one_endpoint_saying_the_sequencer_is_up_does_not_hide_it_down(
         await keeper.evaluated_at(devnet.mine(1))
         await keeper.evaluated_at(devnet.mine(1))
         assert tripped() == set()
+
+
+async def test_one_endpoint_dating_its_headers_in_the_future_does_not_pause_the_chain(
+        devnet: Devnet, tmp_path: Path, run_daemon) -> None:
+    """The later of two endpoints' times judged the feeds, so one endpoint dating each head
+    two hours in the future made every feed stale: every asset tripped, every liquidation on
+    the chain paused — a stall by one endpoint (the session-36 note). A time over
+    FUTURE_DATED_S past this machine's clock, while the other endpoint's is not, is the lie:
+    the feeds are judged against the other's, and a feed really stale still trips."""
+    from tests.faults.chaos_proxy import ChaosProxy
+
+    async with ChaosProxy(devnet.manifest["rpc_url"]) as liar:
+        liar.header_time_shift = 7200
+        with structlog.testing.capture_logs() as logs:
+            keeper = await run_daemon(behind_a_liar(devnet, tmp_path, liar.url))
+            # (this machine's clock as a live chain's: the devnet's time, not the test's)
+            offset = block_time(devnet) - time.time()
+            keeper.daemon.chains["devnet"].prices.wall_clock = lambda: time.time() + offset
+            await keeper.evaluated_at(devnet.client.block_number())
+            await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
+            await keeper.evaluated_at(devnet.mine(1))
+        assert liar.faulted["eth_getBlockByNumber"] > 0
+        metrics = keeper.daemon.metrics
+        symbols = list(devnet.manifest["price_feeds"])
+        assert tripped_assets(metrics, symbols) == set()
+        said = [e for e in logs if e["event"] == "oracle.block_time_disputed"]
+        assert said and said[0]["gap_s"] <= -7100, said  # (the second's time is the earlier)
+        devnet.set_price_at("WETH", 2100.0, block_time(devnet) - 7200)
+        await keeper.evaluated_at(devnet.mine(1))
+        assert tripped_assets(metrics, symbols) == {"WETH"}
