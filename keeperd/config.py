@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from keeperd.text import KEY_SHAPED, KEY_SHAPED_NOT_AN_ADDRESS
+
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -72,6 +74,10 @@ def _checksum(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("0x") or \
             not is_address(value):
         what = "is not an Ethereum address (0x followed by 40 hex digits)"
+        if isinstance(value, str) and _KEY_SHAPED.fullmatch(value):
+            # (a private key pasted where the address goes was echoed whole, by check-config
+            # and on run's stderr — the journal under systemd: a by-hand trial)
+            raise ValueError(KEY_SHAPED_NOT_AN_ADDRESS)
         if isinstance(value, str) and value.strip() != value:
             # (" 0x…": it said "0x included" of an address that had its 0x, a by-hand trial)
             fix = f"remove the spaces around it: {value.strip()!r}"
@@ -784,7 +790,7 @@ def _inline_secret_issues(data: dict[str, Any]) -> list[ConfigIssue]:
 
 # A private key's shape (32 bytes of hex). Morpho market ids have it too, so it is looked for
 # only where a name or a path belongs.
-_KEY_SHAPED = re.compile(r"\s*(0x)?[0-9a-fA-F]{64}\s*")
+_KEY_SHAPED = KEY_SHAPED
 _NAME_FIELDS = ("env", "path", "password_file", "password_env")
 
 

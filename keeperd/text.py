@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
+
+# 64 hex digits, with or without 0x: the shape of a private key (and of a hash).
+KEY_SHAPED = re.compile(r"\s*(0x)?[0-9a-fA-F]{64}\s*")
+# What is said of such a value where an address goes, never the value: it may be the key (a
+# private key pasted as keeper.address was echoed whole by check-config and on run's stderr,
+# the journal under systemd: a by-hand trial).
+KEY_SHAPED_NOT_AN_ADDRESS = (
+    "holds 64 hex digits, not an address's 40: a private key, a transaction hash or a market "
+    "id (not shown: if it is a private key, treat it as exposed wherever this was written or "
+    "shared); fix: write the account's address, 0x and 40 hex digits")
 
 
 def clip(text: str, limit: int) -> str:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from keeperd.text import KEY_SHAPED, KEY_SHAPED_NOT_AN_ADDRESS
+
 
 @dataclass(frozen=True)
 class RuleInfo:
@@ -100,6 +102,8 @@ def check_label(label: str, value: str | None = None, *, exact: bool = True) -> 
                          f"{suggest(label, LABELS)}; labels: {', '.join(LABELS)}")
     if label == "account" and value is not None and exact and not (
             re.fullmatch(r"0x[0-9a-fA-F]{40}", value) or value.startswith("dydx1")):
+        if KEY_SHAPED.fullmatch(value):  # (never echoed: it may be the key)
+            raise ValueError(f"account=: {KEY_SHAPED_NOT_AN_ADDRESS}")
         # (a silence on `account=0xabc` muted nothing, and said nothing)
         raise ValueError(f"account={value}: not an account any alert carries; an account is "
                          "an address, 0x and 40 hex digits (or a dYdX address, dydx1...); "

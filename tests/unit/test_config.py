@@ -707,3 +707,32 @@ def test_a_value_from_the_environment_is_said_so_and_a_bare_dollar_is_named() ->
     secret = {**MINIMAL, "chains": [{"name": "x", "chain_id": 1,
                                      "rpc_urls": ["ws://user:pa$sword@host"]}]}
     assert all("sword" not in message for _, message, _ in issues_of(secret))
+
+
+@pytest.mark.parametrize("pasted", [
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    " 0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba "])
+def test_a_private_key_where_an_address_goes_is_never_echoed(pasted: str) -> None:
+    """(A by-hand trial: the keeper's key pasted as keeper.address was printed whole by
+    check-config and on run's stderr, the journal under systemd; the same in a watchlist's
+    accounts and a silence's account=.) Refused, named, and not shown."""
+    from keeperd.alerts.catalog import check_label
+
+    digits = pasted.strip().removeprefix("0x")
+    sink = {"kind": "webhook", "url": "http://127.0.0.1:1/hook", "secret": "${WEBHOOK_SECRET}"}
+    for data, where in [
+            (dict(MINIMAL, keeper={"address": pasted}), "keeper.address"),
+            (dict(MINIMAL, alerts={"routes": [{"name": "ops", "sinks": [sink]}],
+                                   "watchlists": [{"name": "w", "route": "ops",
+                                                   "accounts": [pasted]}]}),
+             "alerts.watchlists[0].accounts[0]")]:
+        with pytest.raises(ConfigError) as info:
+            parse_config(data, "test.yaml", {"WEBHOOK_SECRET": HOOK_SECRET})
+        assert digits not in str(info.value)
+        [issue] = info.value.issues
+        assert issue.path == where and "64 hex digits" in issue.message
+        assert "not shown" in issue.message and "0x and 40 hex digits" in issue.fix
+    with pytest.raises(ValueError) as raised:
+        check_label("account", pasted)
+    assert digits not in str(raised.value) and "not shown" in str(raised.value)
