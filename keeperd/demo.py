@@ -23,11 +23,15 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
+import traceback
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import web
@@ -255,7 +259,39 @@ def show_metrics(port: int) -> None:
             print("  " + line)
 
 
-async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
+def _note_interrupts(interrupted: threading.Event) -> Callable[[], None]:
+    """Chain a handler ahead of asyncio.run's own for SIGINT (which cancels the demo on the
+    first, raises on the second) that notes the interruption; returns what puts it back.
+    A terminal's Ctrl-C signals the whole process group, the demo's anvil with it: what fails
+    afterwards for want of the devnet is the interruption's doing, not an error (`main`)."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.set()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+    return restore
+
+
+async def run_demo(accounts: int, crash: float, log_path: Path,
+                   interrupted: threading.Event | None = None) -> None:
+    restore = (_note_interrupts(interrupted) if interrupted is not None
+               and threading.current_thread() is threading.main_thread() else None)
+    try:
+        await _run_demo(accounts, crash, log_path)
+    finally:
+        if restore is not None:
+            restore()
+
+
+async def _run_demo(accounts: int, crash: float, log_path: Path) -> None:
     with Devnet(accounts) as devnet, open(log_path, "w") as log_file:  # noqa: ASYNC230
         metrics_port = free_port()
         state_dir = Path(tempfile.mkdtemp(prefix="keeperd-demo-"))
@@ -280,7 +316,8 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
                "seeded borrowers")
         print(f"pool {devnet.manifest['aave_v3']['pool']}, block {devnet.client.block_number()}")
         print(f"keeperd logs (JSON) go to {log_path}; its state directory is {state_dir} "
-              f"(KEEPERD_STATE_DIR={state_dir} keeperd status --config config/devnet.yaml)")
+              f"(KEEPERD_STATE_DIR={state_dir} .venv/bin/keeperd status "
+              "--config config/devnet.yaml)")
 
         # Watch the ten riskiest borrowers, as their holders would.
         watched = riskiest(devnet, 10)
@@ -317,7 +354,11 @@ async def run_demo(accounts: int, crash: float, log_path: Path) -> None:
                        f"block {crash_block + 1} includes them")
                 await wait_for_block(daemon, devnet.mine(1))
             finally:
-                devnet.client.call("evm_setAutomine", True)
+                # (Ctrl-C reaches anvil too, in the same process group: the devnet gone, its
+                # refused connection replaced the interruption, and a Ctrl-C ended in
+                # "process.uncaught_exception: ConnectionRefusedError" — a by-hand trial)
+                with contextlib.suppress(OSError):
+                    devnet.client.call("evm_setAutomine", True)
             await wait_for_block(daemon, devnet.mine(1))
             if CURIE in daemon.scanners:
                 banner("Perp Curie: the mark walks to the new index; keeperd liquidates "
@@ -354,9 +395,24 @@ def main() -> int:
     parser.add_argument("--log", type=Path, default=ROOT / ".devnet" / "demo.log")
     args = parser.parse_args()
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(args.accounts, args.crash, args.log))
+    interrupted = threading.Event()
+    try:
+        asyncio.run(run_demo(args.accounts, args.crash, args.log, interrupted))
         return 0
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        if not interrupted.is_set():
+            # (the log file is closed by now, so the crash hook's traceback was "withheld: it
+            # could not be logged" — a bare `ConnectionRefusedError` and no more: a trial)
+            with open(args.log, "a") as log:
+                traceback.print_exc(file=log)
+            print(f"keeperd demo: stopped by {type(exc).__name__}: {str(exc)[:200]} (did the "
+                  f"devnet's anvil stop? the traceback is at the end of {args.log})",
+                  file=sys.stderr)
+            return 1
+        # (interrupted: the devnet went with the Ctrl-C, and a call to it failed on the way
+        # out — said as the interruption it is, not as a crash: a by-hand trial)
     print("interrupted", file=sys.stderr)
     return 130
 
