@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from eth_utils import to_checksum_address
+
 from keeperd.text import KEY_SHAPED, KEY_SHAPED_NOT_AN_ADDRESS
 
 
@@ -108,6 +110,15 @@ def check_label(label: str, value: str | None = None, *, exact: bool = True) -> 
         raise ValueError(f"account={value}: not an account any alert carries; an account is "
                          "an address, 0x and 40 hex digits (or a dYdX address, dydx1...); "
                          "for part of one, use a regex: account=~0xabc.*")
+    if label == "account" and value is not None and exact and value.startswith("0x"):
+        digits = value[2:]
+        if digits not in (digits.lower(), digits.upper()) and \
+                value != to_checksum_address(value):
+            # (a watchlist refuses it: a silence took it and, a digit mistyped, muted
+            # nothing, and said nothing — a by-hand trial)
+            raise ValueError(f"account={value} fails its EIP-55 checksum: a character is "
+                             "likely mistyped; check it against where it came from, and if "
+                             f"the hex digits are right write {to_checksum_address(value)}")
     known = KNOWN_VALUES.get(label)
     if value is not None and exact and known and value.lower() not in known:
         raise ValueError(f"{label}={value}: no keeperd alert has it"

@@ -42,8 +42,15 @@ def write(tmp_path: Path, hook: str) -> Path:
 
 def test_silences_from_the_command_line(tmp_path: Path) -> None:
     config = write(tmp_path, "http://127.0.0.1:9/hook")
+    # A mixed-case account carries its EIP-55 checksum, as a watchlist's does: a digit
+    # mistyped, the silence muted nothing and said nothing (a by-hand trial).
+    mistyped = keeperd("silence", "add", "--config", str(config), "--match",
+                       "account=0xAbC0000000000000000000000000000000000001", "--for", "2h")
+    assert mistyped.returncode == 1 and "fails its EIP-55 checksum" in mistyped.stderr
+    assert "write 0xABC0000000000000000000000000000000000001" in mistyped.stderr
+    assert "no active silences" in keeperd("silence", "list", "--config", str(config)).stdout
     added = keeperd("silence", "add", "--config", str(config), "--match",
-                    "account=0xAbC0000000000000000000000000000000000001", "--match",
+                    "account=0xABC0000000000000000000000000000000000001", "--match",
                     "rule=~position_.*", "--for", "2h", "--comment", "topping up")
     assert added.returncode == 0 and "silence 1 added for 7200 s" in added.stdout, added.stderr
     listed = keeperd("silence", "list", "--config", str(config))
