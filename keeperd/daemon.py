@@ -403,7 +403,10 @@ class Daemon:
                     applied += await migrate(local, only=INDEX_MIGRATIONS)
             except SchemaAhead as exc:
                 raise StartupError(f"storage: {exc}") from None
-            if applied:  # (an upgrade moved a database from 11 to 16 with no word: a trial)
+            if applied and min(applied) == 1:  # (a new database: nothing to warn of — a
+                # first start's warning read as trouble, a by-hand trial)
+                log.info("storage.created", backend=db.dialect, version=max(applied))
+            elif applied:  # (an upgrade moved a database from 11 to 16 with no word: a trial)
                 log.warning("storage.migrated", backend=db.dialect, versions=sorted(applied),
                             meaning="the state database was migrated for this keeperd: "
                                     "an older keeperd must not run on it (recent ones refuse "

@@ -296,12 +296,47 @@ def test_sigkill_then_restart_resumes_from_the_persisted_index(devnet: Devnet,
         second_err = stop(proc)[2]
     # Only the new blocks were read: a handful of logs, not the whole history again.
     assert 0 < sum(indexed_logs(second_err)) < 20
-    # The first start migrated the new state database and said so; the restart had nothing
-    # to migrate (an upgrade moved a database from 11 to 16 with no word: a trial).
-    migrated = [json.loads(line) for line in first_err.splitlines()
+    # The first start created the state database and said so, at info (a first start's
+    # warning read as trouble, a by-hand trial); the restart had nothing to migrate (an
+    # upgrade moved a database from 11 to 16 with no word: a trial; test_migrations.py).
+    created = [json.loads(line) for line in first_err.splitlines()
+               if line.startswith("{") and '"storage.created"' in line]
+    assert [(c["version"], c["level"]) for c in created] == [(len(NAMES), "info")]
+    assert '"storage.migrated"' not in first_err + second_err
+    assert '"storage.created"' not in second_err
+
+
+def test_an_upgrade_s_migrations_are_a_warning_with_their_versions(devnet: Devnet,
+                                                                    tmp_path: Path) -> None:
+    """A state database an older keeperd made (the last two migrations not applied): the
+    start migrates it and says so at warning, the versions named — one way, so the operator
+    knows an older keeperd must not run on it again (docs/operations.md, "Upgrade"). A new
+    database is `storage.created`, at info (the SIGKILL test above)."""
+    import asyncio
+
+    from keeperd.storage.db import SqliteDatabase
+    from keeperd.storage.migrations import migrate
+
+    config, port = write_config(tmp_path, devnet, [devnet.manifest["rpc_url"]])
+    (tmp_path / "state").mkdir()
+    older = [v for v, _ in NAMES][:-2]
+
+    async def as_an_older_keeperd_left_it() -> None:
+        db = SqliteDatabase.open(tmp_path / "state" / "keeperd.sqlite3")
+        await migrate(db, only=older)
+        await db.close()
+
+    asyncio.run(as_an_older_keeperd_left_it())
+    proc = start(config)
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, what="/readyz")
+    finally:
+        err = stop(proc)[2]
+    migrated = [json.loads(line) for line in err.splitlines()
                 if line.startswith("{") and '"storage.migrated"' in line]
-    assert [m["versions"] for m in migrated] == [list(range(1, len(NAMES) + 1))]
-    assert '"storage.migrated"' not in second_err
+    assert [(m["versions"], m["level"]) for m in migrated] == [
+        ([v for v, _ in NAMES][-2:], "warning")]
+    assert '"storage.created"' not in err
 
 
 def test_a_second_keeperd_on_the_same_state_directory_refuses_and_names_the_holder(
