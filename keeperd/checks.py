@@ -4,6 +4,7 @@ machine (the key, every secret file), then check it against the live chains."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import sys
@@ -39,8 +40,9 @@ from keeperd.protocols import registry
 from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.reload_guard import unheard_warnings
 from keeperd.storage.account_index import IndexStore
-from keeperd.storage.db import STATE_FILE, PostgresDatabase, SqliteDatabase
+from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.migrations import NAMES, ahead_said, applied_read_only
+from keeperd.text import clip
 
 # Per protocol or venue name: the accounts (lowercase) it holds a position for.
 Holders = dict[str, set[str]]
@@ -113,6 +115,16 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     """Problems only the chains can reveal: wrong chain ids, dead RPCs, addresses with no code.
     Watched accounts no configured protocol holds a position for go to `warnings`; what each
     protocol's start found and checked (its plug-in's `started`) to `checked`."""
+    async with contextlib.AsyncExitStack() as stack:
+        # (the state database, read only, for the chains' identity: `run` refused a state
+        # directory check-config had passed — a trial's devnet started again)
+        journal = await journal_reader(config, stack)
+        return await _online_issues(config, journal, warnings, checked)
+
+
+async def _online_issues(config: Config, journal: tuple[Database, str] | None,
+                         warnings: list[ConfigIssue] | None, checked: list[str] | None
+                         ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     metrics = Metrics()
     holders: Holders = {}
@@ -144,6 +156,8 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
                     warnings.append(issue)
             if not any(c.status == "ok" for c in checks):
                 continue  # nothing to ask about contracts
+            if journal is not None:
+                issues += await chain_identity_issues(config, journal, chain, pool, checked)
             sound = len(issues)
             head = int(await pool.request("eth_blockNumber"), 16)
             for pi, proto in enumerate(config.protocols):
@@ -219,6 +233,80 @@ async def online_issues(config: Config, warnings: list[ConfigIssue] | None = Non
     if warnings is not None:
         warnings += watchlist_warnings(config, holders, indexed)
     return issues
+
+
+async def journal_reader(config: Config, stack: contextlib.AsyncExitStack
+                         ) -> tuple[Database, str] | None:
+    """The state database `run` would open, opened to read only, and where it is (as `run`
+    names it): the state file without storage.url (None when there is none yet, or when it
+    cannot be read: `sqlite_schema_issues` says so), else PostgreSQL in read-only
+    transactions (None when it does not answer: `storage_issues` says so). Closed by
+    `stack`."""
+    if config.storage.url is None:
+        path = config.state_dir / STATE_FILE
+        try:
+            if not path.is_file():
+                return None
+            local = SqliteDatabase.open_read_only(path)
+        except (OSError, sqlite3.Error):
+            return None
+        stack.push_async_callback(local.close)
+        return local, f"the state directory {config.state_dir}"
+    from keeperd.storage.lease import with_password
+
+    storage = config.storage
+    try:
+        dsn = with_password(storage.connect_url, storage.password())
+        shared = await PostgresDatabase.connect(dsn,
+                                                statement_timeout_s=storage.statement_timeout_s)
+    except Exception:  # (said by storage_issues, with its reason)
+        return None
+    stack.push_async_callback(shared.close)
+    try:
+        # (nothing check-config does may write there: the session refuses it too)
+        await shared.execute("SET default_transaction_read_only = on")
+    except Exception:
+        return None
+    return shared, "storage.url"
+
+
+async def chain_identity_issues(config: Config, journal: tuple[Database, str],
+                                chain: ChainConfig, pool: RpcPool,
+                                checked: list[str] | None = None) -> list[ConfigIssue]:
+    """The chain is the one the state database's journal was kept on, judged as `run`
+    judges it at start (`storage/chain_identity.py`: the genesis recorded, and how far the
+    journal saw the chain by rows this keeper signed), with nothing written. A devnet
+    started again passed check-config, and `run` then refused the state directory (a
+    by-hand trial). A database that cannot be read so is said in `checked`, not refused."""
+    from keeperd.execution.journal import Journal
+    from keeperd.execution.reconcile import journal_last_block
+    from keeperd.storage.chain_identity import FIX, OtherChain, check_chain
+
+    db, where = journal
+    # (as `run` has it: an alert-only keeper never reads its key, keeper.address says)
+    address = (config.keeper.address if config.keeper.mode == "alert-only"
+               else keeper_address(config))
+    protocols = {p.name for p in config.chain_protocols if p.chain == chain.name}
+    try:
+        if not await applied_read_only(db):
+            return []  # (no keeperd has started on it: nothing recorded)
+        last = None if address is None else await journal_last_block(
+            Journal(db), protocols, address, chain.chain_id)
+        await check_chain(db, chain.name, chain.chain_id, pool, where, *(last or (None, None)),
+                          record=False)
+    except OtherChain as exc:
+        said = str(exc).removesuffix(FIX).rstrip()
+        return [ConfigIssue("storage.url" if where == "storage.url" else "state_dir",
+                            f"{said} `keeperd run` refuses to start on it.", FIX)]
+    except Exception as exc:  # (an older schema, a table unread: not this check's verdict)
+        if checked is not None:
+            checked.append(f"{where}: not checked against {chain.name} ({type(exc).__name__}: "
+                           f"{clip(str(exc), 160)})")
+        return []
+    if checked is not None:
+        checked.append(f"{where}: its journal is {chain.name}'s (its genesis and the blocks "
+                       "it saw, as run checks them at start)")
+    return []
 
 
 async def reference_warnings(config: Config) -> list[ConfigIssue]:

@@ -61,13 +61,15 @@ BEHIND_BLOCKS = 16
 
 
 async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: str,
-                      journal_block: int | None = None, journal_row: str | None = None
-                      ) -> None:
+                      journal_block: int | None = None, journal_row: str | None = None,
+                      *, record: bool = True) -> None:
     """Record the chain's genesis at the first start; at a later one raise `OtherChain` if
     this chain's genesis is not the recorded one, or if no endpoint's head has reached the
     last block the journal saw on it (`journal_block`, said by the row `journal_row`) — a
     devnet started again from its saved state has the same genesis and a shorter history
-    (`where`: the state, for the message)."""
+    (`where`: the state, for the message). `record=False` (check-config, on a database it
+    only reads) judges the same and writes nothing: a genesis not recorded yet is `run`'s
+    to record."""
     if journal_block is not None and await _head(pool) + BEHIND_BLOCKS < journal_block:
         heads = await _heads(pool)  # (every endpoint asked only when the pool's is behind)
         if heads and max(heads) + BEHIND_BLOCKS < journal_block:
@@ -89,6 +91,8 @@ async def check_chain(db: Database, name: str, chain_id: int, pool: Any, where: 
         return
     recorded = await db.fetchval("SELECT genesis FROM chain_genesis WHERE chain = $1", name)
     if recorded is None:
+        if not record:
+            return
         await db.execute("INSERT INTO chain_genesis (chain, chain_id, genesis, seen_at) "
                          "VALUES ($1, $2, $3, $4) ON CONFLICT (chain) DO NOTHING",
                          name, chain_id, genesis, time.time())

@@ -8,19 +8,23 @@ were rebroadcast into the new one's pool, to be mined later as liquidations neve
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+import yaml
 from eth_account import Account
 from eth_utils import keccak
 
+from keeperd.checks import check_config
+from keeperd.config import ConfigError
 from keeperd.daemon import StartupError
 from keeperd.devnet.handle import Devnet
 from keeperd.execution import journal as J
 from keeperd.keys import KeeperKey
-from keeperd.storage.chain_identity import OtherChain, check_chain
+from keeperd.storage.chain_identity import FIX, OtherChain, check_chain
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
 from tests.keeper_harness import KEEPER_KEY, config_for
@@ -40,6 +44,10 @@ async def test_a_journal_of_a_longer_history_or_another_genesis_refuses_the_star
     keeper = await run_daemon(config)  # (the first start records the chain)
     keeper.stop.set()
     await asyncio.wait_for(keeper.task, 10)
+    checked: list[str] = []
+    await asyncio.to_thread(check_config, config_file(devnet, tmp_path, keeper_key.address),
+                            checked=checked)
+    assert any("its journal is devnet's" in line for line in checked), checked
     head = devnet.client.block_number()
     db = await journal_at(tmp_path)
     try:
@@ -67,6 +75,17 @@ async def test_a_journal_of_a_longer_history_or_another_genesis_refuses_the_star
                                            "liquidation", 0.0))
     finally:
         await db.close()
+    # check-config says what run says, from the same check, and writes nothing (it said OK
+    # of this state directory, and run then refused it: a by-hand trial)
+    path = config_file(devnet, tmp_path, keeper_key.address)
+    before = state_files(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        await asyncio.to_thread(check_config, path)
+    [issue] = refused.value.issues
+    assert issue.path == "state_dir" and issue.fix == FIX
+    assert re.search(rf"saw block {head + 500} of devnet .*row `aave:0xa:c:d:1`.* no "
+                     r"endpoint's chain has reached it.*`keeperd run` refuses", issue.message)
+    assert state_files(tmp_path) == before
     with pytest.raises(StartupError, match=rf"saw block {head + 500} of devnet .*row "
                                            r"`aave:0xa:c:d:1`.* no endpoint's chain has "
                                            r"reached it"):
@@ -78,8 +97,32 @@ async def test_a_journal_of_a_longer_history_or_another_genesis_refuses_the_star
         await db.execute("UPDATE chain_genesis SET genesis = $1", "0x" + "ab" * 32)
     finally:
         await db.close()
+    before = state_files(tmp_path)
+    with pytest.raises(ConfigError, match="kept on another chain with chain id 31337"):
+        await asyncio.to_thread(check_config, path)
+    assert state_files(tmp_path) == before
     with pytest.raises(StartupError, match="kept on another chain with chain id 31337"):
         await run_daemon(config)
+
+
+def config_file(devnet: Devnet, tmp_path: Path, address: str) -> Path:
+    """`config_for`'s alert-only keeper, as the file check-config reads."""
+    path = tmp_path / "keeperd.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
+                    "poll_interval": 0.1}],
+        "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
+                       "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
+        "keeper": {"mode": "alert-only", "address": address},
+        "metrics": {"enabled": False}}))
+    return path
+
+
+def state_files(tmp_path: Path) -> dict[str, bytes]:
+    """Every file of the state directory, by name, with its content."""
+    return {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir() if p.is_file()}
 
 
 class Pool:
@@ -105,6 +148,9 @@ async def test_one_endpoints_word_does_not_refuse_the_start(tmp_path: Path) -> N
     db = SqliteDatabase.open(tmp_path / "state.sqlite3")
     await migrate(db)
     try:
+        # (check-config's: judged, nothing recorded — the first start records it)
+        await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here", record=False)
+        assert await db.fetchval("SELECT count(*) FROM chain_genesis") == 0
         await check_chain(db, "devnet", 1, Pool(recorded, [recorded]), "here")
         with structlog.testing.capture_logs() as logs:
             await check_chain(db, "devnet", 1, Pool(other, [other, recorded]), "here")
