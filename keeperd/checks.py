@@ -9,8 +9,9 @@ import re
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 from keeperd.chain import l1_fee
 from keeperd.chain.connect import check_chain_ids, make_pool
@@ -161,19 +162,8 @@ async def _online_issues(config: Config, journal: tuple[Database, str] | None,
             sound = len(issues)
             head = int(await pool.request("eth_blockNumber"), 16)
             for pi, proto in enumerate(config.protocols):
-                if getattr(proto, "chain", None) != chain.name:
-                    continue
-                start_block = getattr(proto, "start_block", 0) or 0
-                if start_block > head:
-                    # (it indexed nothing and said nothing: a by-hand trial watched no one)
-                    issues.append(ConfigIssue(
-                        f"protocols[{pi}].start_block", f"{start_block} is past the chain's "
-                        f"head ({head}): nothing would be indexed, no position watched",
-                        "set it to the block the protocol's contracts were deployed at, or "
-                        "leave it out"))
-                plugin = registry.plugin_class(proto.kind)
-                if plugin is not None:  # (a perp venue has no contract to check)
-                    issues += await plugin.check_config(pool, proto, pi)
+                if getattr(proto, "chain", None) == chain.name:
+                    issues += await contract_issues(pool, proto, pi, head)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
@@ -342,6 +332,70 @@ async def reference_warnings(config: Config) -> list[ConfigIssue]:
     return found
 
 
+async def contract_issues(pool: RpcPool, proto: Any, pi: int, head: int) -> list[ConfigIssue]:
+    """A protocol's start block not past the head, and its plug-in's own check of its
+    contracts (code at each address)."""
+    issues = []
+    start_block = getattr(proto, "start_block", 0) or 0
+    if start_block > head:
+        # (it indexed nothing and said nothing: a by-hand trial watched no one)
+        issues.append(ConfigIssue(
+            f"protocols[{pi}].start_block", f"{start_block} is past the chain's "
+            f"head ({head}): nothing would be indexed, no position watched",
+            "set it to the block the protocol's contracts were deployed at, or "
+            "leave it out"))
+    plugin = registry.plugin_class(proto.kind)
+    if plugin is not None:  # (a perp venue has no contract to check)
+        issues += await plugin.check_config(pool, proto, pi)
+    return issues
+
+
+async def restart_issues(config: Config, only: Collection[int], address: str | None
+                         ) -> tuple[list[ConfigIssue], list[str]]:
+    """The online checks check-config runs, for the protocols `only` (indices into
+    `config.protocols`): what a reload that changed them runs (`restart_pending.py`), so a
+    restart into them is known to start before it is made. Each one's chain answers for its
+    id, its start block and contracts, its start as `run` starts it (a Morpho market that
+    does not exist is refused there) and what its liquidator trusts (`address`: the
+    keeper's, as the running daemon has it). (The issues, a line per protocol started.)"""
+    issues: list[ConfigIssue] = []
+    checked: list[str] = []
+    metrics = Metrics()
+    for ci, chain in enumerate(config.chains):
+        wanted = {pi for pi in only if getattr(config.protocols[pi], "chain", None) == chain.name}
+        if not wanted:
+            continue
+        async with make_pool(chain, metrics) as pool:
+            if not any(c.status == "ok" for c in await check_chain_ids(pool, chain.chain_id)):
+                names = ", ".join(config.protocols[pi].name for pi in sorted(wanted))
+                issues.append(ConfigIssue(
+                    f"chains[{ci}].rpc_urls", f"no endpoint answers for chain id "
+                    f"{chain.chain_id}: {names} not checked",
+                    "check the RPC endpoints (keeperd run waits for one)"))
+                continue
+            head = int(await pool.request("eth_blockNumber"), 16)
+            found = []
+            for pi in sorted(wanted):
+                found += await contract_issues(pool, config.protocols[pi], pi, head)
+            if found:
+                issues += found
+                continue  # (no contract at some address: said; nothing started)
+            with tempfile.TemporaryDirectory(prefix="keeperd-check-") as tmp:
+                store = await IndexStore.open(Path(tmp))
+                try:
+                    failed, started = await start_issues(config, chain, pool, metrics, store,
+                                                         wanted)
+                    issues += failed
+                    issues += await liquidator_issues(config, pool, started, address)
+                finally:
+                    await store.close()
+            for pi, running in started.items():
+                proto = config.protocols[pi]
+                checked.append(f"protocols[{pi}] {proto.name}: "
+                               f"{running.started() or 'started as run starts it'}")
+    return issues, checked
+
+
 def flash_sellers(config: Config, chain: str) -> list[str]:
     """The protocols on `chain` whose liquidations may sell the seized collateral in a swap
     pool (liquidate mode, capital flash-loan or auto, their seller contract set)."""
@@ -503,16 +557,18 @@ def l1_fee_unpriced_warning(chain: ChainConfig, ci: int) -> ConfigIssue | None:
 
 
 async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metrics: Metrics,
-                       store: IndexStore) -> tuple[list[ConfigIssue], dict[int, Plugin]]:
-    """Each protocol of the chain started as `keeperd run` starts it (its contracts read:
-    an Aave addresses provider that answers like one, Morpho's markets that exist), into
-    `store`. Code at an address was all that was checked: a wrong market id passed, and
-    `run` then refused to start. Asked twice (one wrong answer is an endpoint's, not the
-    config's). The issues, and the plug-ins started (by protocol index)."""
+                       store: IndexStore, only: Collection[int] | None = None
+                       ) -> tuple[list[ConfigIssue], dict[int, Plugin]]:
+    """Each protocol of the chain (of `only`, by index, when given) started as `keeperd
+    run` starts it (its contracts read: an Aave addresses provider that answers like one,
+    Morpho's markets that exist), into `store`. Code at an address was all that was
+    checked: a wrong market id passed, and `run` then refused to start. Asked twice (one
+    wrong answer is an endpoint's, not the config's). The issues, and the plug-ins started
+    (by protocol index)."""
     issues: list[ConfigIssue] = []
     started: dict[int, Plugin] = {}
     for pi, proto in enumerate(config.protocols):
-        if getattr(proto, "chain", None) != chain.name:
+        if getattr(proto, "chain", None) != chain.name or (only is not None and pi not in only):
             continue
         error: Exception | None = None
         for _ in range(2):
@@ -546,16 +602,17 @@ def keeper_address(config: Config) -> str | None:
         return None
 
 
-async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Plugin]
-                            ) -> list[ConfigIssue]:
+async def liquidator_issues(config: Config, pool: RpcPool, started: dict[int, Plugin],
+                            address: str | None = None) -> list[ConfigIssue]:
     """Each started protocol's liquidator confirms on the chain what its liquidations trust
     (`confirm`: the pool the keeper approves, a flash-liquidation contract, a vault), as
     `run` does before it sends anything; check-config sends nothing. A FlashLiquidator with
-    no code passed check-config, and `run` refused to start (a by-hand trial)."""
+    no code passed check-config, and `run` refused to start (a by-hand trial). `address`:
+    the keeper's, when known (else read from its key)."""
     if config.keeper.mode == "alert-only":
         return []
     issues: list[ConfigIssue] = []
-    address = keeper_address(config)
+    address = address or keeper_address(config)
     head = int(await pool.request("eth_blockNumber"), 16)
     for pi, plugin in started.items():
         liquidator = plugin.liquidator(config.keeper, address, None)

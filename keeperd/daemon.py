@@ -71,6 +71,14 @@ from keeperd.protocols.perps.monitor import PerpMonitor
 from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
 from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.reload_guard import judge_reload, unheard_warnings
+from keeperd.restart_pending import (
+    RESTART_CHECK_S,
+    RESTART_FIX,
+    RestartPending,
+    protocol_changes,
+    protocols_to_check,
+    restart_sections,
+)
 from keeperd.scanner import ProtocolScanner
 from keeperd.services import Service
 from keeperd.statelock import StateDirLock, StateDirLocked
@@ -186,6 +194,11 @@ class Daemon:
         # The alert tick's failures: since when, and when last logged (`_alert_tick`)
         self._tick_failing_since: float | None = None
         self._tick_told_at = 0.0
+        # What a reload read that only a restart applies, and its check (`_restart_needed`)
+        self.restart_pending: RestartPending | None = None
+        self._restart_check: asyncio.Task[None] | None = None
+        self._keeper_address: str | None = None  # (the key's, once loaded: the check's)
+        self.metrics.config_restart_would_fail.set(0)
 
     # --- health -----------------------------------------------------------------------------
 
@@ -333,18 +346,19 @@ class Daemon:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def _register_url_secrets(self) -> None:
+    def _register_url_secrets(self, config: Config | None = None) -> None:
         """The keys in the configured URLs (RPC endpoints, the private relay, venues, a remote
         signer), registered with the redactor before anything can echo one: the logs and every
         alert (the engine's backstop) are scrubbed of them where a text quotes one without its
-        URL (a venue's 404 page giving back its path)."""
-        urls: list[str | None] = [self.config.keeper.private_rpc_url]
-        for chain in self.config.chains:
+        URL (a venue's 404 page giving back its path). (`config`: a reloaded file's too.)"""
+        config = config or self.config
+        urls: list[str | None] = [config.keeper.private_rpc_url]
+        for chain in config.chains:
             urls += [*chain.rpc_urls, chain.ws_url]
-        for venue in self.config.perp_venues:
+        for venue in config.perp_venues:
             urls.append(getattr(venue, "api_url", None) or getattr(venue, "indexer_url", None))
-        if isinstance(self.config.keeper.key, RemoteSignerKey):
-            urls.append(self.config.keeper.key.url)
+        if isinstance(config.keeper.key, RemoteSignerKey):
+            urls.append(config.keeper.key.url)
         for url in urls:
             self.redactor.add_url(url)
 
@@ -394,6 +408,8 @@ class Daemon:
             self.services.append(WalCheckpointer(local, self.config.state_dir / STATE_FILE,
                                                  self.metrics))
             key = await self._open_signer(stack)
+            self._keeper_address = key.address if key is not None else \
+                self.config.keeper.address
             db = await self._open_storage(stack, key, local)
             # The schema first, explicitly: every table the journal, the alerts and the
             # breaker read (with replicas, the account index stays in this one's own file).
@@ -903,12 +919,14 @@ class Daemon:
                         meaning="their alerts stop: a removed watchlist's firing position "
                                 "alerts are resolved as 'no longer watched'")
         self._file_sections = frozenset(new.model_fields_set)
+        needs_restart = restart_sections(self.config, new)
+        token_changed = "metrics" not in needs_restart and self._metrics_token_changed(new)
+        # (before the alerts take the new watchlists: an account added with its market is
+        # told as waiting for the restart, not as a typo)
+        self._restart_needed(why, new, needs_restart + ["metrics"] * token_changed)
         for subscriber in self.alert_config_subscribers:
             subscriber(new.alerts)
-        old_rest = self.config.model_dump(exclude={"alerts"})
-        new_rest = new.model_dump(exclude={"alerts"})
-        needs_restart = sorted(k for k in new_rest if new_rest[k] != old_rest[k])
-        if "metrics" not in needs_restart and self._metrics_token_changed(new):
+        if token_changed:
             needs_restart.append("metrics (the bearer token file's content)")
         self.config = self.config.model_copy(update={"alerts": new.alerts})
         if self.replica is not None and self.replica.reconfigured(
@@ -926,6 +944,89 @@ class Daemon:
                  routes=[r.name for r in new.alerts.routes],
                  watchlists=[w.name for w in new.alerts.watchlists],
                  needs_restart=needs_restart)
+
+    def _restart_needed(self, why: str, new: Config, sections: list[str]) -> None:
+        """What the reload read that only a restart applies (`restart_pending.py`): said at
+        warning level with the fix, kept for `keeperd status` and the metrics until the
+        restart (or a reload that puts the file back), and the protocols the file changed
+        checked as check-config checks them, in a task of its own (the loop goes on)."""
+        if self._restart_check is not None:
+            self._restart_check.cancel()  # (a newer file: its own check)
+            self._restart_check = None
+        previous = self.restart_pending
+        gauge = self.metrics.config_restart_pending
+        for sample in [s for m in gauge.collect() for s in m.samples]:
+            if sample.labels["section"] not in sections:
+                gauge.remove(sample.labels["section"])
+        if not sections:
+            self.restart_pending = None
+            self.metrics.config_restart_would_fail.set(0)
+            if self.alerts is not None:
+                self.alerts.waiting_for_restart({})
+            if previous is not None:
+                log.info("daemon.restart_no_longer_needed", why=why,
+                         meaning="the file is back to what runs: nothing waits for a restart")
+            return
+        changes = protocol_changes(self.config, new)
+        pending = RestartPending(sections, [f"{n}: {w}" for n, w in changes.items()], changes,
+                                 since=previous.since if previous is not None else time.time())
+        self.restart_pending = pending
+        for section in sections:
+            gauge.labels(section).set(1)
+        self.metrics.config_restart_would_fail.set(0)
+        if self.alerts is not None:
+            self.alerts.waiting_for_restart(changes)
+        self._register_url_secrets(new)  # (before anything of the new file is logged)
+        checking = protocols_to_check(self.config, new)
+        if checking:
+            pending.check = "checking"
+            self._restart_check = asyncio.get_running_loop().create_task(
+                self._check_restart(new, checking, pending), name="reload:restart-check")
+        log.warning("daemon.reload_needs_restart", why=why, sections=sections,
+                    protocols=pending.changes or None,
+                    meaning="read, not applied: keeperd runs on what it started with until "
+                            "it is restarted" + ("; the changed protocols are being checked as "
+                                                 "check-config checks them (next line)"
+                                                 if checking else ""),
+                    fix=RESTART_FIX)
+
+    async def _check_restart(self, new: Config, indices: list[int],
+                             pending: RestartPending) -> None:
+        """The protocols a restart would start differently, started as check-config starts
+        them: a mistyped market id passed the reload, and the next restart refused the whole
+        keeper (a by-hand trial). An error when the restart would fail."""
+        from keeperd.checks import restart_issues
+
+        names = [new.protocols[i].name for i in indices]
+        try:
+            issues, started = await asyncio.wait_for(
+                restart_issues(new, indices, self._keeper_address), RESTART_CHECK_S)
+        except Exception as exc:  # (the check's own failure: the restart is not judged)
+            if self.restart_pending is not pending:
+                return
+            pending.check = f"not checked: {type(exc).__name__}: {clip(str(exc), 200)}"
+            log.warning("daemon.restart_unchecked", protocols=names, error=pending.check,
+                        meaning="whether a restart would start them is not known",
+                        fix="run `keeperd check-config` on the file before restarting")
+            return
+        if self.restart_pending is not pending:
+            return  # (a newer reload's)
+        if issues:
+            pending.check = "would fail"
+            pending.problems = [clip(str(issue), 600) for issue in issues]
+            self.metrics.config_restart_would_fail.set(1)
+            log.error("daemon.restart_would_fail", protocols=names,
+                      problems=pending.problems,
+                      meaning="keeperd run would refuse to start on this file: the next "
+                              "restart (a deploy, a reboot, systemd's) takes every protocol "
+                              "down; the running keeper goes on with what it started with",
+                      fix="correct the file (`keeperd check-config` says the same) and "
+                          "reload; restart only once this says it would start")
+            return
+        pending.check = "ok"
+        log.info("daemon.restart_checked", protocols=names, started=started,
+                 meaning="a restart would start them (as check-config checks them)",
+                 fix=RESTART_FIX)
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -950,6 +1051,8 @@ class Daemon:
                 await self.dispatcher.flush(self.config.alerts.outbox.flush_on_stop_s)
             for t in tasks:
                 t.cancel()
+            if self._restart_check is not None:
+                self._restart_check.cancel()
 
     async def _drain(self, limit_s: float = 5.0) -> None:
         """Stop taking new work; let a running evaluation (and the liquidations it is
@@ -980,7 +1083,9 @@ class Daemon:
             try:
                 write_status(path, {"pid": os.getpid(), "updated_at": time.time(),
                                     "mode": self.config.keeper.mode, "ready": ready,
-                                    "alive": self._alive(), "status": line, "detail": detail})
+                                    "alive": self._alive(), "status": line, "detail": detail,
+                                    "restart_pending": self.restart_pending.as_status()
+                                    if self.restart_pending is not None else None})
             except OSError as exc:
                 self._state_write_failed("status", exc)
             else:

@@ -547,6 +547,15 @@ class Metrics:
             "keeperd_outbox_orphaned", "Notifications waiting for a sink the config no longer "
             "has, by route and sink id: restore the sink, or `keeperd alerts outbox reroute` "
             "or `drop` them.", ["route", "sink"], registry=r)
+        self.config_restart_pending = Gauge(
+            "keeperd_config_restart_pending", "1 for each top-level section of the config "
+            "file that a reload (SIGHUP) read changed and only a restart applies: keeperd "
+            "runs on the one it started with until then.", ["section"], registry=r)
+        self.config_restart_would_fail = Gauge(
+            "keeperd_config_restart_would_fail", "1 when the protocols the config file "
+            "changed since the start were checked at the reload and a restart would refuse "
+            "to start on them (every protocol down): see daemon.restart_would_fail.",
+            registry=r)
         self.tx_sent = Counter(
             "keeperd_tx_sent_total", "Transactions broadcast, by kind (liquidation, "
             "replacement, cancel, approval).", ["chain", "kind"], registry=r)

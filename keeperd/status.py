@@ -93,7 +93,8 @@ def daemon_state(status: dict[str, Any], now: float | None = None) -> dict[str, 
         return {"running": True, "pid": pid, "status_age_s": round(age, 1),
                 "mode": status.get("mode"), "ready": status.get("ready"),
                 "alive": status.get("alive"), "status": status.get("status"),
-                "detail": status.get("detail")}
+                "detail": status.get("detail"),
+                "restart_pending": status.get("restart_pending")}
     note = (f"pid {pid} exists but has not written status.json for {age:,.0f} s: hung, or "
             "the pid is another process's now" if exists
             else f"last status.json {age:,.0f} s ago, from pid {pid}")
@@ -212,6 +213,27 @@ def _mode_line(info: dict[str, Any]) -> str:
     return text
 
 
+def restart_line(pending: dict[str, Any], now: float | None = None) -> str:
+    """What a reload read that waits for a restart (`restart_pending.py`), with the check of
+    the protocols it changed: the reload's log line was the only word of it (a trial)."""
+    now = time.time() if now is None else now
+    age = max(0.0, now - float(pending.get("since") or now))
+    changes = pending.get("changes") or []
+    text = (f"{', '.join(pending.get('sections') or [])} changed in the file "
+            f"(reloaded {age / 60:,.0f} min ago"
+            + (f": {clip('; '.join(changes), 200)}" if changes else "") + ")")
+    check = pending.get("check")
+    if check == "would fail":
+        text += (" — a restart WOULD FAIL: " + clip(" | ".join(pending.get("problems") or []),
+                                                    400)
+                 + "; correct the file and reload")
+    elif check == "ok":
+        text += f" — checked, a restart would start them; {pending.get('fix')}"
+    else:
+        text += f" — {check}; {pending.get('fix')}"
+    return text
+
+
 def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
     lines = [f"state directory  {info['state_dir']}", f"mode             {_mode_line(info)}"]
@@ -227,6 +249,8 @@ def render(info: dict[str, Any]) -> str:
                      + (f" ({clip(why, 200)})" if why and not d.get("ready") else "")
                      + f", {'alive' if d.get('alive') else 'NOT alive'}")
         lines.append(f"doing            {d.get('status')}")
+        if isinstance(d.get("restart_pending"), dict):
+            lines.append(f"restart pending  {restart_line(d['restart_pending'])}")
     else:
         lines.append("daemon           not running" + (f" ({d['note']})" if "note" in d else ""))
     for protocol, idx in info.get("index", {}).items():

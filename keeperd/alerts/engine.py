@@ -220,6 +220,9 @@ class AlertEngine:
         self._index_lags: dict[str, int | None] | None = None
         self._held: dict[str, set[str]] = {}
         self._without: set[tuple[str, str]] = set()
+        # (the protocols the config file added or changed at a reload, waiting for a restart:
+        # name -> what changed; `waiting_for_restart`)
+        self._restart_waiting: dict[str, str] = {}
         self.configure(config)
         self._pending: list[tuple[str, Alert]] = []
         # The executors' outcomes met since the last commit (opportunity key, outcome), and
@@ -271,6 +274,23 @@ class AlertEngine:
             for sample in [s for m in gauge.collect() for s in m.samples]:
                 if sample.labels["watchlist"] not in names:
                     gauge.remove(sample.labels["watchlist"])
+
+    def waiting_for_restart(self, protocols: dict[str, str]) -> None:
+        """The protocols a reload found added or changed in the file (name -> what), not
+        loaded until a restart: a watched account without a position may hold it there. Its
+        alert said "check the address (a typo...)" of an account in a Morpho market the
+        reload had added and no restart had loaded yet (a by-hand trial)."""
+        self._restart_waiting = dict(protocols)
+
+    def _restart_note(self, w: WatchlistConfig) -> str | None:
+        """What waits for a restart among the protocols `w` looks at, said; None if none."""
+        waiting = {name: what for name, what in self._restart_waiting.items()
+                   if what != "removed" and (w.protocols is None or name in w.protocols)}
+        if not waiting:
+            return None
+        return ("the config file's protocol changes (" + "; ".join(
+            f"{name}: {what}" for name, what in sorted(waiting.items()))
+            + ") wait for a restart: keeperd does not watch them until then")
 
     def _resolve_unwatched(self) -> None:
         """Alerts of a watchlist entry the config no longer has (the list, or the account in
@@ -554,11 +574,15 @@ class AlertEngine:
                          meaning="these held a position here and hold none now (liquidated, "
                          "repaid or closed): nothing to alert on until they open one")
             if never:
+                waiting = self._restart_note(w)
                 log.warning("watchlist.without_position", watchlist=w.name, accounts=never,
                             protocols=sorted(scope),
                             meaning="no position (collateral, debt or perp margin) in any of "
                             "these protocols: the account cannot alert",
-                            fix="check the address (a typo reads as an empty account), or add "
+                            fix=(f"{waiting}. If the position is there, restart keeperd; "
+                                 "otherwise check the address (a typo reads as an empty "
+                                 "account)") if waiting is not None else
+                            "check the address (a typo reads as an empty account), or add "
                             "the protocol it has its position on")
             if found:
                 log.info("watchlist.position_found", watchlist=w.name, accounts=found)
@@ -593,16 +617,22 @@ class AlertEngine:
         their chat never learnt that their watchlist watched nothing (a by-hand trial)."""
         name = self.checksummed.get(account.lower(), account)
         where = ", ".join(protocols)
+        waiting = self._restart_note(w)
+        action = ("Check the address (a mistyped one reads as an empty account)"
+                  + (", or add the protocol it holds its position on to the watchlist's "
+                     "protocols." if w.protocols is not None else
+                     ", or configure the protocol it holds its position on."))
+        if waiting is not None:  # (not blamed on a typo while the position may be there)
+            action = (f"{waiting[0].upper()}{waiting[1:]}. If {name}'s position is there, "
+                      "restart keeperd to watch it (systemctl restart keeperd); otherwise "
+                      "check the address (a mistyped one reads as an empty account).")
         return Condition(
             "watched_without_position", w.route, {"watchlist": w.name, "account": name},
             "warning" if without else None, None, None, self.repeat_interval(w.route),
             summary=f"{w.name}: {name} holds no position on {where}, and has not since it was "
                     "listed: nothing about it can be told",
             resolved_summary=f"{w.name}: {name} holds a position now: it is watched",
-            action="Check the address (a mistyped one reads as an empty account)"
-                   + (", or add the protocol it holds its position on to the watchlist's "
-                      "protocols." if w.protocols is not None else
-                      ", or configure the protocol it holds its position on."))
+            action=action)
 
     def severity_for(self, rule: str, labels: dict[str, str], value: float,
                      levels: Levels) -> str | None:
