@@ -1013,7 +1013,9 @@ class Daemon:
             return  # (a newer reload's)
         if issues:
             pending.check = "would fail"
-            pending.problems = [clip(str(issue), 600) for issue in issues]
+            pending.problems = [clip(f"{i.path}: {i.message}" + (f" (fix: {i.fix})" if i.fix
+                                                                   else ""), 600)
+                                for i in issues]  # (one line each: `keeperd status` shows them)
             self.metrics.config_restart_would_fail.set(1)
             log.error("daemon.restart_would_fail", protocols=names,
                       problems=pending.problems,

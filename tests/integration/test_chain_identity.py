@@ -168,3 +168,48 @@ async def test_one_endpoints_word_does_not_refuse_the_start(tmp_path: Path) -> N
                               journal_row="aave:0xa:c:d:1")
     finally:
         await db.close()
+
+
+async def test_check_config_judges_the_replicas_database_without_writing(
+        devnet: Devnet, tmp_path: Path, postgres_dsn: str, pool: Any) -> None:
+    """With storage.url the journal is PostgreSQL's: check-config judges it there as run
+    does, in a session that refuses writes, and records no genesis (run's first start
+    does)."""
+    import contextlib
+
+    import asyncpg
+
+    from keeperd.checks import chain_identity_issues, journal_reader
+    from keeperd.config import parse_config
+    from keeperd.storage.db import PostgresDatabase
+
+    config = parse_config({
+        "state_dir": str(tmp_path / "state"), "storage": {"url": postgres_dsn},
+        "chains": [{"name": "devnet", "chain_id": 31337,
+                    "rpc_urls": [devnet.manifest["rpc_url"]]}],
+        "keeper": {"mode": "alert-only"}}, env={})
+    admin = await PostgresDatabase.connect(postgres_dsn)
+    try:
+        await migrate(admin)
+        async with contextlib.AsyncExitStack() as stack:
+            reader = await journal_reader(config, stack)
+            assert reader is not None and reader[1] == "storage.url"
+            checked: list[str] = []
+            assert await chain_identity_issues(config, reader, config.chains[0], pool,
+                                               checked) == []
+            assert checked == ["storage.url: its journal is devnet's (its genesis and the "
+                               "blocks it saw, as run checks them at start)"]
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await reader[0].execute("DELETE FROM chain_genesis")
+        assert await admin.fetchval("SELECT count(*) FROM chain_genesis") == 0
+        await admin.execute("INSERT INTO chain_genesis (chain, chain_id, genesis, seen_at) "
+                            "VALUES ('devnet', 31337, $1, 0)", "0x" + "ab" * 32)
+        async with contextlib.AsyncExitStack() as stack:
+            reader = await journal_reader(config, stack)
+            assert reader is not None
+            [issue] = await chain_identity_issues(config, reader, config.chains[0], pool)
+        assert issue.path == "storage.url" and issue.fix == FIX
+        assert issue.message.startswith("storage.url: its journal was kept on another chain "
+                                        "with chain id 31337")
+    finally:
+        await admin.close()
