@@ -38,7 +38,7 @@ from keeperd.execution.signer import RemoteSigner, SignerError
 from keeperd.keys import KeyLoadError, SecretError, check_secret_file, load_key
 from keeperd.metrics import Metrics
 from keeperd.protocols import registry
-from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
+from keeperd.protocols.sdk.contract import FieldProblem, Plugin, PluginContext, StartRefused
 from keeperd.reload_guard import unheard_warnings
 from keeperd.storage.account_index import IndexStore
 from keeperd.storage.db import STATE_FILE, Database, PostgresDatabase, SqliteDatabase
@@ -579,7 +579,11 @@ async def start_issues(config: Config, chain: ChainConfig, pool: RpcPool, metric
                 break
             except Exception as exc:
                 error = exc
-        if error is not None:
+        if isinstance(error, FieldProblem):  # (the field it names, and its fix)
+            issues.append(ConfigIssue(f"protocols[{pi}].{error.field}",
+                                      f"keeperd run would not start it: {error}"[:500],
+                                      error.fix))
+        elif error is not None:
             issues.append(ConfigIssue(
                 f"protocols[{pi}]", f"keeperd run would not start it: "
                 f"{type(error).__name__}: {error}"[:500],

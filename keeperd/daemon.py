@@ -68,7 +68,12 @@ from keeperd.oracles.breaker import Breaker, block_known
 from keeperd.oracles.watch import ChainPriceWatch
 from keeperd.protocols import registry
 from keeperd.protocols.perps.monitor import PerpMonitor
-from keeperd.protocols.sdk.contract import Plugin, PluginContext, StartRefused
+from keeperd.protocols.sdk.contract import (
+    FieldProblem,
+    Plugin,
+    PluginContext,
+    StartRefused,
+)
 from keeperd.protocols.sdk.keys import UpkeepKey
 from keeperd.reload_guard import judge_reload, unheard_warnings
 from keeperd.restart_pending import (
@@ -723,6 +728,11 @@ class Daemon:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:400]
                 if attempt == PLUGIN_START_TRIES:
+                    if isinstance(exc, FieldProblem):  # (the field, and its own fix)
+                        raise StartupError(
+                            f"protocol {plugin.name}: {exc.field}: {str(exc)[:400]} (its "
+                            f"start asked {attempt} times over {waited:.0f} s)\n  fix: "
+                            f"{exc.fix}") from None
                     raise StartupError(
                         f"protocol {plugin.name}: its start (reading its contracts) failed "
                         f"{attempt} times over {waited:.0f} s; the last error: "

@@ -48,3 +48,27 @@ async def test_a_start_that_fails_every_time_is_one_clear_error(
         with pytest.raises(StartupError, match=r"protocol aave: its start \(reading its "
                                                r"contracts\) failed 5 times"):
             await run_daemon(config)
+
+
+async def test_a_market_that_does_not_exist_is_said_by_its_field_with_its_fix(
+        devnet: Devnet, tmp_path: Path, run_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped Morpho market id, asked again as any failed start is (one endpoint's empty
+    answer is not the chain's), then refused naming the market's own entry and what to do —
+    it was `ValueError: ...` and a fix for any protocol's addresses (a by-hand trial)."""
+    from keeperd.config import parse_config
+    from tests.keeper_harness import devnet_chain, morpho_protocol
+
+    monkeypatch.setattr(daemon_module, "PLUGIN_START_FIRST_WAIT_S", 0.01)
+    morpho = morpho_protocol(devnet)
+    morpho["markets"] = [morpho["markets"][0], "0x" + "ab" * 32]
+    config = parse_config({"state_dir": str(tmp_path / "state"),
+                           "chains": [devnet_chain(devnet)], "protocols": [morpho],
+                           "metrics": {"enabled": False},
+                           "risk": {"cascade": {"enabled": False}}})
+    with structlog.testing.capture_logs() as logs, pytest.raises(StartupError) as raised:
+        await run_daemon(config)
+    said = str(raised.value)
+    assert said.startswith(f"protocol morpho: markets[1]: morpho: market 0x{'ab' * 32} does "
+                           "not exist on "), said
+    assert "ValueError" not in said and "fix: copy the market's id again" in said
+    assert len([e for e in logs if e["event"] == "protocol.start_failed"]) == 4

@@ -122,8 +122,11 @@ async def test_a_reload_that_needs_a_restart_says_so_until_then_and_checks_the_p
                                          for e in logs), "the refusal", limit_s=60)
         [failed] = [e for e in logs if e["event"] == "daemon.restart_would_fail"]
         assert failed["log_level"] == "error" and failed["protocols"] == ["morpho"]
-        assert any(p.startswith("protocols[1]") and "ab" * 32 in p.lower()
-                   for p in failed["problems"]), failed["problems"]
+        # (the market's own entry and its fix: it was `protocols[1]`, "ValueError: ..." and
+        # a fix for any protocol — a by-hand trial)
+        assert any(p.startswith("protocols[1].markets[1]: ") and "ab" * 32 in p.lower()
+                   and "does not exist" in p and "copy the market's id again" in p
+                   and "ValueError" not in p for p in failed["problems"]), failed["problems"]
         assert sample(daemon, "keeperd_config_restart_would_fail") == 1
         await eventually(lambda: (json.loads(status_file.read_text()).get("restart_pending")
                                   or {}).get("check") == "would fail", "status.json's word", 20)

@@ -37,6 +37,7 @@ from keeperd.protocols.morpho_blue.book import (
 )
 from keeperd.protocols.sdk.confirm import confirm_reads
 from keeperd.protocols.sdk.contract import (
+    FieldProblem,
     LiquidationSeen,
     LogIndexed,
     Outlook,
@@ -144,7 +145,8 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
                                                        ["bytes32"], [bytes.fromhex(m[2:])]))
                  for m in self.config.markets]
         results = await self.multicall.aggregate3(calls)
-        for market_id, result in zip(self.config.markets, results, strict=True):
+        for i, (market_id, result) in enumerate(zip(self.config.markets, results,
+                                                    strict=True)):
             if not result.success or len(result.data) < 5 * 32:
                 # (a contract that is not Morpho: "InsufficientDataBytes", naming nothing —
                 # a by-hand trial)
@@ -155,8 +157,12 @@ class MorphoBlueAdapter(LogIndexed, PluginBase):
             loan, collateral, oracle, irm, lltv = decode(
                 ["address", "address", "address", "address", "uint256"], result.data)
             if int(loan, 16) == 0:
-                raise ValueError(f"{self.name}: market {market_id} does not exist on "
-                                 f"{self.config.morpho}")
+                raise FieldProblem(
+                    f"{self.name}: market {market_id} does not exist on {self.config.morpho} "
+                    "(idToMarketParams answers an empty market)", field=f"markets[{i}]",
+                    fix="copy the market's id again (0x and 64 hex digits, from the Morpho "
+                        "app's market page or its CreateMarket event): it is the id on this "
+                        "chain of one of Morpho Blue's markets")
             if (problem := params_problem(market_id, result.data)) is not None:
                 raise ValueError(f"{self.name}: {problem}")
             loan_symbol, loan_decimals, collateral_symbol, collateral_decimals = \

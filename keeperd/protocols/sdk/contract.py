@@ -147,6 +147,18 @@ class Opportunity:
         return self.key.account
 
 
+class FieldProblem(ValueError):
+    """A plug-in's start failed on what one field of its config names (a market id that no
+    market has): `field`, its path inside the protocol's entry (`markets[1]`), and `fix`.
+    Asked again like any failed start (the answer may be one endpoint's); the last one is
+    said with the field and the fix, by `keeperd run` and by check-config."""
+
+    def __init__(self, message: str, *, field: str, fix: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.fix = fix
+
+
 class StartRefused(Exception):
     """A plug-in will not start as configured (an address it would trust its money to comes
     from one unverified answer, say): the message says why and what to do. keeperd run exits
