@@ -200,8 +200,10 @@ def test_check_config_starts_each_protocol_as_run_would(devnet: Devnet,
     bad = check_config(tmp_path, config)
     assert bad.returncode == 2, bad.stderr
     assert "protocols[0]: keeperd run would not start it" in bad.stderr
-    assert "protocols[1]: keeperd run would not start it" in bad.stderr
-    assert "does not exist" in bad.stderr
+    # (the market's own entry, with its fix: a by-hand trial found `protocols[1]` and a fix
+    # for any protocol's addresses)
+    assert "protocols[1].markets[0]: keeperd run would not start it" in bad.stderr
+    assert "does not exist" in bad.stderr and "copy the market's id again" in bad.stderr
 
 
 def test_check_config_says_what_it_found_on_the_chain(devnet: Devnet, tmp_path: Path) -> None:
