@@ -1131,7 +1131,7 @@ class AlertEngine:
             if decision is None:
                 new = after(told, None, c.severity, c.value, now)
                 if new != told and new is not None:
-                    self.state.set_severity(fp, new.severity)
+                    self.state.set_severity(fp, new)
                 held = self._inhibited_held(c)
                 if told is not None and c.severity is not None and not held:  # (firing;
                     # a reading on an untrusted price held back, as its message would be)
@@ -1141,8 +1141,11 @@ class AlertEngine:
             if decision == "resolved":
                 assert told is not None
                 # (no action: a resolution told a holder "add collateral or repay: below 1.0
-                # anyone may liquidate" of a position that had recovered, a trial)
-                alert = replace(alert, severity=told.severity, kind="resolved",
+                # anyone may liquidate" of a position that had recovered, a trial). At the
+                # severity last told, the message it ends: after a silent recovery it said
+                # "resolved warning" of a critical, which Alertmanager, its label another,
+                # left firing when the replica that told it was gone.
+                alert = replace(alert, severity=told.said, kind="resolved",
                                 summary=self._scrubbed_text(c.resolved_summary),
                                 starts_at=told.since, action="")
             else:

@@ -33,10 +33,21 @@ class Levels:
 class Told:
     """What was last sent for one fingerprint."""
 
-    severity: str
+    severity: str  # what it deserves now (hysteresis, counts): lowered by a silent recovery
     value: float | None
     at: float  # when it was last sent (firing, escalated or repeated)
     since: float  # when it started firing
+    # The severity of the last message sent, where a silent recovery left `severity` below
+    # it (None: `severity`). A fall back to it is not news: a cascade_risk told critical,
+    # back to warning as the keeper liquidated, was told critical again at the next drop of
+    # a crash — by the replica that had taken over, with no resolve between (a by-hand
+    # trial); the last message still says it.
+    heard: str | None = None
+
+    @property
+    def said(self) -> str:
+        """The severity of the last message sent."""
+        return self.heard or self.severity
 
 
 def _worse(levels: Levels, value: float, threshold: float) -> bool:
@@ -73,7 +84,7 @@ def decide(told: Told | None, severity: str | None, value: float | None, now: fl
         return "resolved" if told is not None else None
     if told is None:
         return "firing"
-    if severity_rank(severity) > severity_rank(told.severity):
+    if severity_rank(severity) > severity_rank(told.said):
         return "escalated"
     if (levels is not None and levels.edge is not None and value is not None
             and told.value is not None and _worse(levels, value, levels.edge)
@@ -104,9 +115,10 @@ def after(told: Told | None, decision: Decision, severity: str | None, value: fl
         assert told is not None and severity is not None
         keep = severity if severity_rank(severity) >= severity_rank(told.severity) else \
             told.severity
-        return Told(keep, value, now, told.since)
-    if told is not None and severity is not None and \
-            severity_rank(severity) < severity_rank(told.severity):
-        # Recovered from critical to warning: no message, but a new fall to critical is news.
-        return Told(severity, told.value, told.at, told.since)
+        return Told(keep, value, now, told.since, severity if keep != severity else None)
+    if told is not None and severity is not None and severity != told.severity:
+        # Back from critical to warning, or down to it again: no message — the last one
+        # still says `told.said`, and a fall back to it is not news until it resolves.
+        return Told(severity, told.value, told.at, told.since,
+                    told.said if told.said != severity else None)
     return told

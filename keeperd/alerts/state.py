@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from keeperd.alerts.lifecycle import Told
+from keeperd.alerts.model import SEVERITIES
 from keeperd.storage.db import Database
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,15 @@ def _alert(text: object) -> dict[str, Any] | None:
     except ValueError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def _heard(alert: dict[str, Any], severity: str) -> str | None:
+    """The severity of the message a remembered row last told (its alert's), where it is not
+    the row's `severity`: the row says the severity now, lowered by a silent recovery, and its
+    message what was heard — a replica promoted read "warning" and told a fall back to
+    critical again (a by-hand trial). What any keeperd wrote reads so: no migration."""
+    said = alert.get("severity")
+    return said if said in SEVERITIES and said != severity else None
 
 
 @dataclass
@@ -78,7 +88,8 @@ class AlertState:
             if alert is None:  # (told again as new: better than no start, and no alerts)
                 unreadable[r[0]] = str(r[9])[:80]
                 continue
-            self._rows[r[0]] = Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6]), r[7], r[8],
+            self._rows[r[0]] = Remembered(r[1], r[2], Told(r[3], r[4], r[5], r[6],
+                                                           _heard(alert, r[3])), r[7], r[8],
                                           alert)
         if unreadable:
             log.warning("alerts.state_unreadable", rows=unreadable,
@@ -113,14 +124,14 @@ class AlertState:
         row = self._rows.get(fingerprint)
         return str(row.alert.get("summary")) if row else None
 
-    def set_severity(self, fingerprint: str, severity: str) -> None:
+    def set_severity(self, fingerprint: str, told: Told) -> None:
+        """A move between levels that is not news (`lifecycle.after`): the message last told
+        stays the row's, and says what was heard."""
         row = self._rows.get(fingerprint)
         if row is None:
             return
-        told = row.told
-        self._put(fingerprint, Remembered(row.rule, row.route,
-                                          Told(severity, told.value, told.at, told.since),
-                                          row.chain, row.block, row.alert))
+        self._put(fingerprint, Remembered(row.rule, row.route, told, row.chain, row.block,
+                                          row.alert))
 
     def refresh(self, fingerprint: str, alert: dict[str, Any]) -> None:
         """What a firing alert says now, told or not (`_latest`), under the severity it was
@@ -140,7 +151,8 @@ class AlertState:
         old = self._rows.get(fingerprint)
         since = old.told.since if old is not None else told.since  # kept, as an upsert would
         self._put(fingerprint, Remembered(rule, route, Told(told.severity, told.value, told.at,
-                                                            since), chain, block, alert))
+                                                            since, told.heard), chain, block,
+                                          alert))
 
     def _put(self, fingerprint: str, row: Remembered) -> None:
         self._latest.pop(fingerprint, None)

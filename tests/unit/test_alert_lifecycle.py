@@ -62,8 +62,26 @@ def test_a_value_grown_by_the_ratio_is_news() -> None:
     assert decide(Told("warning", 0.0, 0.0, 0.0), "warning", 5.0, 12.0, grown, 3600) is None
 
 
-def test_recovery_from_critical_to_warning_is_silent_but_a_new_fall_is_news() -> None:
-    assert run([1.04, 1.08, 1.1, 1.04]) == ["firing", None, None, "escalated"]
+def test_recovery_from_critical_to_warning_is_silent_and_so_is_a_fall_back_to_it() -> None:
+    """Critical was told and never resolved: a fall back to it is not news (a cascade_risk
+    told critical twice across a crash's steps, no resolve between — a by-hand trial); worse
+    by a step than the value told is, and after a resolution it fires anew."""
+    assert run([1.04, 1.08, 1.1, 1.04]) == ["firing", None, None, None]
+    assert run([1.04, 1.08, 1.04, 0.98]) == ["firing", None, None, "escalated"]
+    assert run([1.04, 1.3, 1.04]) == ["firing", "resolved", "firing"]
+
+
+def test_what_a_silent_recovery_remembers_is_what_was_heard() -> None:
+    told = after(None, "firing", "critical", 1.04, 0.0)
+    back = after(told, None, "warning", 1.1, 12.0)
+    assert back == Told("warning", 1.04, 0.0, 0.0, heard="critical") and back.said == "critical"
+    assert decide(back, "critical", 1.04, 24.0, HEALTH, 3600) is None
+    again = after(back, None, "critical", 1.04, 24.0)
+    assert again == Told("critical", 1.04, 0.0, 0.0)  # (what it deserves is what was heard)
+    # A repeat at warning is heard: a fall to critical after it is news again.
+    repeated = after(back, "repeat", "warning", 1.1, 3600.0)
+    assert repeated.said == "warning"
+    assert decide(repeated, "critical", 1.04, 3612.0, HEALTH, 3600) == "escalated"
 
 
 def test_repeats_after_the_interval_while_firing() -> None:
