@@ -375,6 +375,28 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+async def observe_cascade_risk(engine: Any, bad_usd: float, block: int) -> None:
+    """The bad debt a shock would leave, told to `engine` as `CascadeMonitor._alert` tells it
+    (its severity from the engine, with hysteresis against what the engine remembers; levels
+    $100k and $1M, route `ops`)."""
+    from keeperd.alerts.engine import Condition
+    from keeperd.alerts.lifecycle import Levels
+
+    labels = {"chain": "devnet", "protocol": "aave"}
+    levels = Levels(100_000.0, 1_000_000.0, "above")
+    severity = engine.severity_for("cascade_risk", labels, bad_usd, levels)
+    await engine.observe([Condition(
+        "cascade_risk", "ops", labels, severity, bad_usd, levels, engine.repeat_interval("ops"),
+        summary=f"a 20% drop of WETH would leave ${bad_usd:,.0f} of bad debt on aave",
+        resolved_summary=f"back to ${bad_usd:,.0f}")], "devnet", block)
+
+
+async def outbox_told(engine: Any) -> list[tuple[str, str]]:
+    """(kind, severity) of every alert in `engine`'s outbox, oldest first."""
+    return [(a["kind"], a["severity"]) for e in reversed(await engine.outbox.entries())
+            for a in e.alerts]
+
+
 async def migrated(db: Database) -> Database:
     """A state database with its schema, as the daemon leaves it at start (the journal no
     longer migrates what it opens)."""

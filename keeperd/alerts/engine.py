@@ -243,9 +243,11 @@ class AlertEngine:
 
     async def load(self) -> None:
         """Read what was told and the stored silences (at start; and when this replica becomes
-        the leader: what the last one told, so nothing is told twice)."""
-        await self.state.load()
+        the leader: what the last one told, so nothing is told twice). The state is read
+        last: from its read to the end nothing else runs, and the promotion tells from there
+        (`AlertState.load`)."""
         await self.silences.refresh(self.clock())
+        await self.state.load()
         self._pending = []
         self._resolve_unwatched()
         self._resolve_unconfigured()

@@ -79,9 +79,15 @@ class AlertState:
 
     async def load(self) -> AlertState:
         """Read the whole state (at start, and when a replica becomes the leader: what the
-        last leader told); changes not flushed are dropped."""
+        last leader told); changes not flushed are dropped. Everything is read first and
+        replaced at once: an evaluation between two of the reads changed the new rows in
+        memory only — a promoting replica tells nothing until this returns — and its leader
+        started from a state no database held (a resolution gone unsaid, the next firing
+        told again)."""
         rows = await self.db.fetch("SELECT fingerprint, rule, route, severity, value, told_at, "
                                    "since, chain, block, alert FROM alert_state")
+        cursors = await self.db.fetch("SELECT name, block FROM alert_cursor")
+        held = await self.db.fetch("SELECT account FROM watched_held")
         self._rows, unreadable = {}, {}
         for r in rows:
             alert = _alert(r[9])
@@ -96,9 +102,8 @@ class AlertState:
                         meaning="these alerts' remembered state does not read (a row no "
                                 "keeperd wrote): each is told again as new if it fires")
         self._latest = {}  # (a replica promoted again: its old readings are not the state)
-        self._cursors = {r[0]: int(r[1]) for r in await self.db.fetch(
-            "SELECT name, block FROM alert_cursor")}
-        self._held = {r[0] for r in await self.db.fetch("SELECT account FROM watched_held")}
+        self._cursors = {r[0]: int(r[1]) for r in cursors}
+        self._held = {r[0] for r in held}
         self._changes = Changes({}, {})
         return self
 

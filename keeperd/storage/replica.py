@@ -72,9 +72,13 @@ class Replica:
         """Whether this replica's alert engine writes what it found: leading, or reconciling
         the journal on its way to lead — the liquidations it settles then (the last leader's,
         included while it was down) were dropped as a standby's, never told (a by-hand
-        trial) — once it has read the last leader's alert state, while its lease holds."""
+        trial) — once it has read the last leader's alert state, while its lease holds (and
+        within it as last renewed, as `is_leader` judges it), until it leads."""
+        margin = self.config.length_s - self.config.renew_every_s
         return self.is_leader() or (self.promoting and self.promotion_tells
-                                    and not self._promotion_lost)
+                                    and not self._promotion_lost
+                                    and self._renewed_at is not None
+                                    and time.monotonic() - self._renewed_at <= margin)
 
     def is_leader(self) -> bool:
         """Leading, and within the lease as this process last renewed it: a loop that stalls
@@ -262,15 +266,36 @@ class Replica:
             self._first_act.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_act
+        try:
+            if not await self._take_over(epoch):
+                return
+        finally:
+            # (told from the alert state read at the promotion to the role's change, without
+            # a gap: an evaluation during the last renewal was dropped as a standby's while
+            # its change stayed in the state the new leader went on from)
+            self.promoting = self.promotion_tells = False
+        log.warning("replica.promoted", identity=self.identity, epoch=epoch,
+                    holder=self.lease.holder, meaning="this replica signs and sends now")
+        self._say_takeover_config()
+        self._publish()
+        if self.on_leading is not None:
+            # A task: the lease loop goes on renewing while it acts (a crash wave's first
+            # act can take longer than the lease).
+            self._first_act = asyncio.create_task(self._act_first(self.on_leading))
+
+    async def _take_over(self, epoch: int) -> bool:
+        """From the lease taken to leading: `on_promoted`, then the lease renewed once more.
+        False: this replica stays standby (it said why)."""
         if self.on_promoted is not None:
             try:
                 await self._promote(epoch)
             except Exception as exc:  # not fit to lead: let the lease go to another
                 log.error("replica.promotion_failed", identity=self.identity,
                           error=f"{type(exc).__name__}: {exc}")
+                self.promoting = False  # (it tells nothing more as it lets the lease go)
                 await self._release()
                 self._publish()
-                return
+                return False
         # The epoch again, right before acting: a promotion that outlived the lease (renewals
         # failing while it reconciled) must not lead on a lease another replica now holds.
         try:
@@ -284,23 +309,17 @@ class Replica:
                       meaning="the lease was lost while reconciling; this replica stays standby")
             self.lease.epoch = None
             self._publish()
-            return
+            return False
         if self._stop.is_set():
             # (a stop came while it reconciled: it hands the lease over at once rather than
             # start leading as the daemon shuts down, the lease left to expire)
+            self.promoting = False
             await self._release()
             self._publish()
-            return
+            return False
         self._renewed_at = time.monotonic()
         self.role = LEADER
-        log.warning("replica.promoted", identity=self.identity, epoch=epoch,
-                    holder=self.lease.holder, meaning="this replica signs and sends now")
-        self._say_takeover_config()
-        self._publish()
-        if self.on_leading is not None:
-            # A task: the lease loop goes on renewing while it acts (a crash wave's first
-            # act can take longer than the lease).
-            self._first_act = asyncio.create_task(self._act_first(self.on_leading))
+        return True
 
     async def _act_first(self, act: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -335,8 +354,7 @@ class Replica:
         self.promoting, self._promotion_lost = True, False
         try:
             await self.on_promoted(epoch)
-        finally:
-            self.promoting = self.promotion_tells = False
+        finally:  # (`promoting` ends with the take-over, `step`)
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing

@@ -12,7 +12,7 @@ from keeperd.config import LeaseConfig
 from keeperd.metrics import Metrics
 from keeperd.storage.lease import Lease
 from keeperd.storage.replica import LEADER, STANDBY, Replica
-from tests.conftest import metric_value, migrated
+from tests.conftest import metric_value, migrated, observe_cascade_risk, outbox_told
 
 CONFIG = LeaseConfig(length_s=1.2, renew_every_s=0.3, statement_timeout_s=0.25)
 
@@ -265,3 +265,108 @@ async def test_a_takeover_on_another_config_than_the_last_leaders_says_what_diff
     finally:
         await leader.close()
         await standby.close()
+
+
+class Alerting:
+    """A replica with its alert engine on one PostgreSQL database, promoted as the daemon's
+    `_promoted` does for alerts: the engine reads what was told, then the promotion tells."""
+
+    @classmethod
+    async def open(cls, dsn: str, holder: str) -> Alerting:
+        from keeperd.alerts.delivery import Dispatcher
+        from keeperd.alerts.engine import AlertEngine
+        from keeperd.alerts.outbox import Outbox
+        from keeperd.config import AlertsConfig, OutboxConfig
+        from keeperd.storage.db import PostgresDatabase
+
+        self = cls()
+        self.promoted = False
+        self.db = await migrated(await PostgresDatabase.connect(dsn))
+        lease = Lease(dsn, "devnet:0xkeeper", holder=holder, length_s=CONFIG.length_s,
+                      statement_timeout_s=CONFIG.statement_timeout_s)
+        await lease.connect()
+        metrics = Metrics()
+        self.replica = Replica(lease, CONFIG, metrics, on_promoted=self._promoted)
+        config = AlertsConfig.model_validate({"routes": [{"name": "ops", "sinks": [
+            {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s" * 32}]}]})
+        dispatcher = Dispatcher(Outbox(self.db), OutboxConfig(), metrics,
+                                acting=self.replica.is_leader)
+        dispatcher.configure(config.routes)
+        self.engine = await AlertEngine.open(self.db, config, dispatcher, metrics,
+                                             acting=self.replica.tells)
+        return self
+
+    async def _promoted(self, epoch: int) -> None:
+        await self.engine.load()
+        self.replica.promotion_tells = True
+        self.promoted = True  # (what the daemon does next — the journal's reconciliation)
+
+    async def close(self) -> None:
+        await self.replica.lease.close()
+        await self.db.close()
+
+
+async def test_an_evaluation_during_the_promotions_last_renewal_is_told(
+        postgres_dsn: str) -> None:
+    """Between its promotion (the alert state read, told from then) and its role's change,
+    the new leader renews the lease once more; an evaluation then was dropped as a
+    standby's while its change stayed in memory: a resolution of the critical the last
+    leader told went unsaid, and the next critical was told as firing again, no resolve
+    between them."""
+    a, b = await Alerting.open(postgres_dsn, "a"), await Alerting.open(postgres_dsn, "b")
+    try:
+        await a.replica.step()
+        await b.replica.step()
+        for node in (a, b):
+            await observe_cascade_risk(node.engine, 1_500_000.0, 1)
+        assert await outbox_told(a.engine) == [("firing", "critical")]
+        await a.replica.drained()  # a stops (an upgrade): the lease is handed over
+        renew = b.replica.lease.renew
+
+        async def evaluated_meanwhile() -> bool:
+            if b.promoted and b.replica.role != LEADER:  # (the take-over's own renewal)
+                await observe_cascade_risk(b.engine, 50_000.0, 2)
+            return await renew()
+
+        b.replica.lease.renew = evaluated_meanwhile  # type: ignore[method-assign]
+        await b.replica.step()
+        b.replica.lease.renew = renew  # type: ignore[method-assign]
+        assert b.replica.role == LEADER
+        await observe_cascade_risk(b.engine, 1_200_000.0, 3)
+        assert await outbox_told(b.engine) == [
+            ("firing", "critical"), ("resolved", "critical"), ("firing", "critical")]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_evaluation_while_the_promotion_reads_the_alert_state_is_not_kept(
+        postgres_dsn: str) -> None:
+    """An evaluation between the alert state's reads at a promotion changed the rows just
+    read, in memory only (nothing is told before the read ends): the new leader went on
+    from a state no database held and told the last leader's critical again."""
+    a, b = await Alerting.open(postgres_dsn, "a"), await Alerting.open(postgres_dsn, "b")
+    try:
+        await a.replica.step()
+        await b.replica.step()
+        for node in (a, b):
+            await observe_cascade_risk(node.engine, 1_500_000.0, 1)
+        await a.replica.drained()
+        fetch = b.engine.state.db.fetch
+
+        async def evaluated_meanwhile(sql: str, *args: Any) -> Any:
+            if "alert_cursor" in sql and b.replica.role != LEADER:  # (b's promotion)
+                await observe_cascade_risk(b.engine, 50_000.0, 2)
+            return await fetch(sql, *args)
+
+        b.engine.state.db.fetch = evaluated_meanwhile  # type: ignore[method-assign]
+        await b.replica.step()
+        b.engine.state.db.fetch = fetch  # type: ignore[method-assign]
+        assert b.replica.role == LEADER
+        await observe_cascade_risk(b.engine, 1_200_000.0, 3)  # critical still: told already
+        assert await outbox_told(b.engine) == [("firing", "critical")]
+        await observe_cascade_risk(b.engine, 50_000.0, 4)
+        assert await outbox_told(b.engine) == [("firing", "critical"), ("resolved", "critical")]
+    finally:
+        await a.close()
+        await b.close()

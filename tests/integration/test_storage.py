@@ -19,7 +19,7 @@ from keeperd.storage.account_index import KEEP_BLOCK_HASHES, Cursor, IndexStore
 from keeperd.storage.db import Database, PostgresDatabase, SqliteDatabase
 from keeperd.storage.lease import FencedOut, Lease, fence
 from keeperd.storage.migrations import INDEX_MIGRATIONS, MIGRATIONS, applied, migrate
-from tests.conftest import fresh_database, migrated
+from tests.conftest import fresh_database, migrated, observe_cascade_risk, outbox_told
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -383,26 +383,6 @@ async def test_a_standby_tells_no_one_and_the_new_leader_reads_what_was_told(
         "firing", "resolved"]
 
 
-async def cascade_risk(engine, bad_usd: float, block: int) -> None:  # type: ignore[no-untyped-def]
-    """The bad debt a shock would leave, told as `CascadeMonitor._alert` tells it (its
-    severity from the engine, with hysteresis against what the engine remembers)."""
-    from keeperd.alerts.engine import Condition
-    from keeperd.alerts.lifecycle import Levels
-
-    labels = {"chain": "devnet", "protocol": "aave"}
-    levels = Levels(100_000.0, 1_000_000.0, "above")
-    severity = engine.severity_for("cascade_risk", labels, bad_usd, levels)
-    await engine.observe([Condition(
-        "cascade_risk", "ops", labels, severity, bad_usd, levels, engine.repeat_interval("ops"),
-        summary=f"a 20% drop of WETH would leave ${bad_usd:,.0f} of bad debt on aave",
-        resolved_summary=f"back to ${bad_usd:,.0f}")], "devnet", block)
-
-
-async def told(engine) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    return [(a["kind"], a["severity"]) for e in reversed(await engine.outbox.entries())
-            for a in e.alerts]
-
-
 async def test_a_critical_told_is_not_told_again_by_the_replica_that_takes_over(
         db: Database) -> None:
     """A by-hand trial (two replicas on PostgreSQL, a crash on the Aave devnet in steps, the
@@ -417,16 +397,16 @@ async def test_a_critical_told_is_not_told_again_by_the_replica_that_takes_over(
         engine.acting = lambda i=i: leading[i]  # type: ignore[misc]
     for block, bad in ((1, 150_000.0), (2, 1_500_000.0), (3, 400_000.0)):
         for engine in (leader, standby):  # both evaluate each block; only the leader tells
-            await cascade_risk(engine, bad, block)
-    assert await told(leader) == [("firing", "warning"), ("escalated", "critical")]
+            await observe_cascade_risk(engine, bad, block)
+    assert await outbox_told(leader) == [("firing", "warning"), ("escalated", "critical")]
     leading[:] = [False, True]  # the leader stops; the standby takes the lease ...
     await standby.load()  # ... and reads what was told (the daemon's `_promoted`)
-    await cascade_risk(standby, 1_900_000.0, 4)  # the next step of the crash
-    assert await told(standby) == [("firing", "warning"), ("escalated", "critical")]
-    await cascade_risk(standby, 50_000.0, 5)
+    await observe_cascade_risk(standby, 1_900_000.0, 4)  # the next step of the crash
+    assert await outbox_told(standby) == [("firing", "warning"), ("escalated", "critical")]
+    await observe_cascade_risk(standby, 50_000.0, 5)
     # Resolved at the severity told (the message it ends), and a new firing is news.
-    await cascade_risk(standby, 1_200_000.0, 6)
-    assert (await told(standby))[2:] == [("resolved", "critical"), ("firing", "critical")]
+    await observe_cascade_risk(standby, 1_200_000.0, 6)
+    assert (await outbox_told(standby))[2:] == [("resolved", "critical"), ("firing", "critical")]
 
 
 async def test_only_the_lease_holder_delivers(postgres_dsn: str) -> None:

@@ -25,10 +25,13 @@ def test_a_standby_neither_tells_nor_leads() -> None:
 
 def test_a_promotion_tells_once_the_alert_state_is_read_and_while_the_lease_holds() -> None:
     r = replica()
-    r.promoting = True
+    r.promoting, r._renewed_at = True, time.monotonic()  # (as the lease is taken)
     assert not r.tells()  # (the last leader's alert state not read yet)
     r.promotion_tells = True
     assert r.tells() and not r.is_leader()  # told, not acting: nothing is sent yet
+    r._renewed_at -= r.config.length_s  # (its renewals failing: the lease may have expired)
+    assert not r.tells()
+    r._renewed_at = time.monotonic()
     r._promotion_lost = True
     assert not r.tells()  # (another replica may lead: it tells)
 
