@@ -306,6 +306,17 @@ class Alerting:
         await self.db.close()
 
 
+async def told_critical_then_handed_over(a: Alerting, b: Alerting) -> None:
+    """`a` leads, `b` stands by; both evaluate a critical cascade risk (`a` tells it); then
+    `a` stops (an upgrade) and hands the lease over."""
+    await a.replica.step()
+    await b.replica.step()
+    for node in (a, b):
+        await observe_cascade_risk(node.engine, 1_500_000.0, 1)
+    assert await outbox_told(a.engine) == [("firing", "critical")]
+    await a.replica.drained()
+
+
 async def test_an_evaluation_during_the_promotions_last_renewal_is_told(
         postgres_dsn: str) -> None:
     """Between its promotion (the alert state read, told from then) and its role's change,
@@ -315,12 +326,7 @@ async def test_an_evaluation_during_the_promotions_last_renewal_is_told(
     between them."""
     a, b = await Alerting.open(postgres_dsn, "a"), await Alerting.open(postgres_dsn, "b")
     try:
-        await a.replica.step()
-        await b.replica.step()
-        for node in (a, b):
-            await observe_cascade_risk(node.engine, 1_500_000.0, 1)
-        assert await outbox_told(a.engine) == [("firing", "critical")]
-        await a.replica.drained()  # a stops (an upgrade): the lease is handed over
+        await told_critical_then_handed_over(a, b)
         renew = b.replica.lease.renew
 
         async def evaluated_meanwhile() -> bool:
@@ -347,11 +353,7 @@ async def test_an_evaluation_while_the_promotion_reads_the_alert_state_is_not_ke
     from a state no database held and told the last leader's critical again."""
     a, b = await Alerting.open(postgres_dsn, "a"), await Alerting.open(postgres_dsn, "b")
     try:
-        await a.replica.step()
-        await b.replica.step()
-        for node in (a, b):
-            await observe_cascade_risk(node.engine, 1_500_000.0, 1)
-        await a.replica.drained()
+        await told_critical_then_handed_over(a, b)
         fetch = b.engine.state.db.fetch
 
         async def evaluated_meanwhile(sql: str, *args: Any) -> Any:
