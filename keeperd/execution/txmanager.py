@@ -288,8 +288,10 @@ class TxManager:
         # block it is mining at its head's number, before it serves that block's receipts).
         self._sale_mined_in: dict[TxKey, int] = {}
         # A delegated key's one slot, shared by the protocols on the chain: since which block
-        # each has been held out of it (first, last), until it takes it (`slot_turn`).
+        # each has been held out of it (first, last), until it takes it (`slot_turn`); and
+        # the block each last signed in it (`want_slot`: not held out at that block).
         self._slot_wanted: dict[str, tuple[int, int]] = {}
+        self._slot_had: dict[str, int] = {}
 
     @property
     def address(self) -> str:
@@ -461,9 +463,18 @@ class TxManager:
 
     def want_slot(self, protocol: str, block: int) -> None:
         """`protocol` had liquidations to send at `block` and did not get the slot (a claim
-        not renewed the block after lapses: one made again starts anew)."""
+        not renewed the block after lapses: one made again starts anew). A claim made at a
+        block the protocol signed in (its block's second pass, held behind its own first
+        pass's transaction) is held out from the next block only: dated at that block, it
+        tied with the claim of the protocol it had kept out, and the tie went by name —
+        Aave, first in a crash's block, took the next block's turn too, Morpho's
+        liquidations waiting two blocks (a loaded full run's order of paths)."""
         since, last = self._slot_wanted.get(protocol, (block, block))
-        self._slot_wanted[protocol] = (since if last >= block - 1 else block, block)
+        since = since if last >= block - 1 else block
+        had = self._slot_had.get(protocol)
+        if had is not None and since <= had:
+            since = had + 1
+        self._slot_wanted[protocol] = (since, block)
 
     def forget_want(self, protocol: str) -> None:
         """`protocol`'s turn came: its claim is spent, whether or not it signs."""
@@ -483,9 +494,10 @@ class TxManager:
                          and (since, other) < (mine, protocol))
         return waiting[0][1] if waiting else None
 
-    def _took_slot(self, key: TxKey) -> None:
+    def _took_slot(self, key: TxKey, block: int) -> None:
         if self.delegated and not isinstance(key, UpkeepKey):  # (an approval: not its turn)
             self._slot_wanted.pop(key.protocol, None)
+            self._slot_had[key.protocol] = block
 
     async def slot_free_at(self, block: int) -> bool:
         """Whether a delegated address may sign again at `block`: what it had in flight mined
@@ -1033,7 +1045,7 @@ class TxManager:
                 self._nonce = nonce
             raise
         self.pending[key] = pending
-        self._took_slot(key)
+        self._took_slot(key, block)
         return record, pending
 
     async def prepare_many(self, items: Sequence[ToSign], *, block: int, base_fee: int,
@@ -1086,7 +1098,7 @@ class TxManager:
         for record, pending in signed:
             pending.attempts.append(record)
             self.pending[pending.key] = pending
-            self._took_slot(pending.key)
+            self._took_slot(pending.key, block)
         return out
 
     def _take_nonce(self, item: ToSign, block: int, base_fee: int

@@ -299,6 +299,40 @@ async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
     assert tx_plain.slot_turn("aave", 10) is None
 
 
+async def test_a_protocol_held_behind_its_own_transaction_waits_behind_the_one_it_kept_out(
+        ) -> None:
+    """A crash's block: Aave's price-exposed pass signs, its full pass is then held behind
+    that transaction, and Morpho's path is held behind it too — both claims made at the one
+    block. Aave was not held out of that block's slot (it had it): the next block is
+    Morpho's, whichever path asks first. (Dated alike, the tie went by name: Aave took the
+    next block too, a loaded full run's turns aave, aave, morpho.)"""
+    node = Node()
+    tx = delegated(node)
+
+    async def take(protocol: str, n: int, block: int) -> None:
+        assert await tx.slot_free_at(block) and tx.slot_turn(protocol, block) is None
+        await tx.prepare(OpportunityKey(protocol, "0x" + f"{n:040x}", ("c", "d"), "v"),
+                         TARGET, selector(CALL), 300_000, 10**18, block=block, base_fee=GWEI)
+        node.mined += 1  # (mined by the next block)
+
+    await take("aave", 1, 10)  # (its first pass)
+    tx.want_slot("aave", 10)  # (its full pass: held behind its own wave)
+    tx.want_slot("morpho", 10)
+    assert tx.slot_turn("aave", 11) == "morpho" and tx.slot_turn("morpho", 11) is None
+    tx.want_slot("aave", 11)
+    await take("morpho", 2, 11)
+    tx.want_slot("morpho", 11)  # (Morpho's own second pass, the same: Aave's turn next)
+    assert tx.slot_turn("morpho", 12) == "aave" and tx.slot_turn("aave", 12) is None
+    await take("aave", 3, 12)
+    tx.want_slot("aave", 12)
+    tx.want_slot("morpho", 12)  # (since 12: its claim of 11 dated from the block after)
+    assert tx.slot_turn("aave", 13) == "morpho"
+    # A claim renewed at the next block stays dated from the block after the one had.
+    tx.want_slot("aave", 13)
+    await take("morpho", 4, 13)
+    assert tx.slot_turn("morpho", 14) == "aave"
+
+
 class Pool(Node):
     """A node whose pool holds transactions of the key: `pool_count` is its pending count."""
 
