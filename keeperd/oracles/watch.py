@@ -4,9 +4,11 @@ the circuit breaker is driven per (chain, asset). One per chain, built by the da
 protocol is named here.
 
 Per block, the first protocol's scan to arrive has the chain's feeds judged (its own as
-declared now, the others' as they declared them last): one multicall for the chain, whatever
-the number of protocols. Each later scan of the block judges only what it declares anew (a
-market's rate read into its book). Problems are gathered per asset over every feed of the block
+declared now, the others' USD feeds as they declared them last): one multicall for the chain,
+whatever the number of protocols. Each later scan of the block judges only what it declares
+anew (a market's rate read into its book). A market's rate is judged by its own protocol's
+scan only, against the prices trusted at the block it was read at (a scan of an older block
+arriving late: that block's). Problems are gathered per asset over every feed of the block
 before the breaker sees them, so two feeds of one symbol (two Aave markets on a chain, Curie's
 index beside Aave's source) never flap it.
 
@@ -70,6 +72,9 @@ _BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
 # L2).
 DECLARE_WITHIN_BLOCKS = 5
 DECLARE_WITHIN_S = 120.0
+# The trusted USD prices of this many recent blocks are kept: a slower protocol's late scan
+# of one of them has its markets' rates judged against that block's prices (`judge`).
+PRICES_KEPT_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,9 @@ class ChainPriceWatch:
         self._judged: set[PriceFeed] = set()
         self._problems: dict[str, list[str]] = {}
         self._usd: dict[str, float] = {}
+        # The USD prices trusted at each recent block (its `_usd`, by block), for the rates
+        # of a late scan of that block.
+        self._usd_of: dict[int, dict[str, float]] = {}
         self._sequencer: Problem | None = None
         # The block's time as the feeds are judged by (the later of the first endpoint's
         # header and the second's word: a lie can only make a feed look staler) and as the
@@ -272,24 +280,33 @@ class ChainPriceWatch:
 
     async def judge(self, protocol: str, block: int, feeds: Sequence[PriceFeed]) -> None:
         """Judge `protocol`'s feeds at `block` (and, first in a block that `prepare` did not
-        start, every protocol's)."""
+        start, every protocol's USD feeds)."""
         async with self._lock:  # two protocols' scans of one block: one read of the chain
             self._note_replaced(protocol, self._declared.get(protocol), feeds)
             self._declared[protocol] = list(feeds)
             if block < self._block:
                 # An older block's late scan (a slow path; another protocol's path, or
-                # `prepare`, already started the next block): the newer judgement stands, and
-                # what it has not judged of this protocol's feeds (its markets' rates) is
-                # judged at the newer block. Its liquidations were held for a whole block
-                # as "unjudged" before (Curie's path on the devnet, every crash).
+                # `prepare`, already started the next block): the newer judgement stands;
+                # what it has not judged of this protocol's USD feeds is judged at the newer
+                # block, its markets' rates (read at the older block) against the prices of
+                # the older block. Its liquidations were held for a whole block as
+                # "unjudged" before (Curie's path on the devnet, every crash).
                 todo = [f for f in feeds if f not in self._judged]
-                if todo:
-                    await self._judge(self._block, todo)
+                usd = [f for f in todo if not f.is_rate]
+                if usd:
+                    await self._judge(self._block, usd)
+                await self._judge_late_rates(block, [f for f in todo if f.is_rate])
                 self._judged_for[protocol] = max(self._judged_for.get(protocol, -1), block)
                 return
             if block > self._block:
                 await self._start_block(block)
-                todo = [f for declared in self._declared.values() for f in declared]
+                # (the other protocols' USD feeds are read at this block; their markets'
+                # rates are as their books held them at an older block, judged by their
+                # own scans of this one: against this block's prices, a crash between the
+                # two is a deviation of the old rate, and tripped a right Morpho market for
+                # clear_after_s — every one of its liquidations of the crash held)
+                todo = [f for other, declared in self._declared.items() for f in declared
+                        if other == protocol or not f.is_rate]
             else:
                 todo = [f for f in feeds if f not in self._judged]
             await self._judge(block, todo)
@@ -325,6 +342,9 @@ class ChainPriceWatch:
             raise RuntimeError(f"{self.chain}: no header for block {block}")
         self._block, self._header = block, header
         self._judged, self._problems, self._usd = set(), {}, {}
+        self._usd_of[block] = self._usd  # (filled in as the block is judged)
+        for old in [b for b in self._usd_of if b <= block - PRICES_KEPT_BLOCKS]:
+            del self._usd_of[old]
         self._now = self._grace_now = int(header["timestamp"], 16)
         self._sequencer_words = ([await self.sequencer.read(block)]
                                  if self.sequencer is not None else [])
@@ -474,9 +494,19 @@ class ChainPriceWatch:
                 self._usd.setdefault(symbol, median_usd)
         self._prove(unproven, block)
         self._forget_undeclared()
+        unchecked_now = self._judge_rates(rates, self._usd, block, touched)
+        for key, said in touched.items():
+            self._problems.setdefault(key, []).extend(said)
+        await self._observe(touched, block, unchecked_now)
+
+    def _judge_rates(self, rates: Sequence[PriceFeed], usd: dict[str, float], block: int,
+                     touched: dict[str, list[str]]) -> list[str]:
+        """Markets' rates judged against `usd`, the USD prices trusted at the block they were
+        read at (`block`): their problems into `touched`; the rates nothing checked (no
+        trusted price of an asset) returned."""
         unchecked_now: list[str] = []
         for feed in rates:
-            problem, rate_deviation = rate_problem(feed, self._usd, self.config.max_deviation)
+            problem, rate_deviation = rate_problem(feed, usd, self.config.max_deviation)
             if rate_deviation is not None:
                 self.metrics.oracle_deviation.labels(self.chain, feed.key).set(rate_deviation)
                 if feed.key in self.unchecked:
@@ -490,7 +520,7 @@ class ChainPriceWatch:
                 # (at a start, Morpho's first scan can come before Aave's feeds are declared:
                 # "no reference" was said of markets Aave's feeds then checked every block)
                 self.unchecked.add(feed.key)
-                missing = [s for s in (feed.base, feed.quote) if not self._usd.get(s)]
+                missing = [s for s in (feed.base, feed.quote) if not usd.get(s)]
                 doubted = [f"{key}'s source {said}"
                            for (key, _), (said, _) in self._unproven.items() if key in missing]
                 log.warning("oracle.rate_unchecked", chain=self.chain, asset=feed.key,
@@ -508,9 +538,24 @@ class ChainPriceWatch:
             self._judged.add(feed)
             touched.setdefault(feed.key, []).extend(
                 [f"{problem.kind}: {problem.detail}"] if problem is not None else [])
-        for key, said in touched.items():
-            self._problems.setdefault(key, []).extend(said)
-        await self._observe(touched, block, unchecked_now)
+        return unchecked_now
+
+    async def _judge_late_rates(self, block: int, rates: Sequence[PriceFeed]) -> None:
+        """A late scan's markets' rates, read at `block` (older than the block being judged),
+        against the USD prices trusted at `block` — a rate is only ever measured against
+        prices of its own block — told to the breaker now. Not judged when `block`'s prices
+        are not kept (never judged here, or PRICES_KEPT_BLOCKS behind): the breaker's state
+        stands, and the protocol's next scan judges its rates."""
+        if not rates:
+            return
+        usd = self._usd_of.get(block)
+        if usd is None:
+            log.debug("oracle.late_rates_unjudged", chain=self.chain, block=block,
+                      judging=self._block, markets=[f.key for f in rates])
+            return
+        touched: dict[str, list[str]] = {}
+        unchecked = self._judge_rates(rates, usd, block, touched)
+        await self._observe(touched, self._block, unchecked, found=touched)
 
     def _prove(self, unproven: list[tuple[PriceFeed, FeedReading]], block: int) -> None:
         """An unproven source (`_unproven`) read this block is trusted once its price agrees,
@@ -664,15 +709,16 @@ class ChainPriceWatch:
         return out
 
     async def _observe(self, keys: Iterable[str], block: int,
-                       unchecked: Sequence[str] = ()) -> None:
+                       unchecked: Sequence[str] = (), *,
+                       found: dict[str, list[str]] | None = None) -> None:
         """The breaker told what this block says of each key's price, the table read once;
         `unchecked`: the market rates with no trusted reference this block (a deviation trip
         of theirs stands: `Breaker.observe_many`)."""
         assert self._header is not None
         sequencer = ([f"{self._sequencer.kind}: {self._sequencer.detail}"]
                      if self._sequencer is not None else [])
-        problems = {key: list(dict.fromkeys(self._problems.get(key, []))) + sequencer
-                    for key in keys}
+        said = self._problems if found is None else found
+        problems = {key: list(dict.fromkeys(said.get(key, []))) + sequencer for key in keys}
         if not problems:
             return
         changes, tripped = await self.breaker.observe_many(

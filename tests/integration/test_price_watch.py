@@ -300,32 +300,64 @@ async def test_an_older_blocks_late_scan_is_judged_not_held(
     every liquidation of it for a whole block as "not judged (its reads failed)", counted as a
     breaker pause though no read failed and no breaker tripped (Curie's on the devnet, every
     crash). Now what the newer block has not judged of its feeds (a Morpho market's rate) is
-    judged at the newer block, and its block passes the gate."""
+    judged, and its block passes the gate.
+
+    A rate is judged against the prices of the block it was read at: a crash between N and
+    N+1 made Morpho's rate of N (the old price) 43 % off N+1's references, and tripped a
+    right market for clear_after_s — every liquidation of it in the crash held (Morpho's
+    path a block behind Aave's under a loaded full run). Nor does the first path of a block
+    judge another protocol's rates as that one's book held them a block before."""
+    from dataclasses import replace
+
     from keeperd.metrics import Metrics
     from keeperd.oracles.watch import ChainPriceWatch
 
     config = aave_and_morpho_config(devnet, tmp_path, {"mode": "alert-only"})
     keeper = await run_daemon(config)
+    older = devnet.client.block_number()
     for name in ("aave", "morpho"):
-        await keeper.evaluated_at(devnet.client.block_number(), protocol=name)
+        await keeper.evaluated_at(older, protocol=name)
     rt = keeper.daemon.chains["devnet"]
     assert rt.prices is not None
     # A watch of its own on the daemon's chain and breaker (the daemon's own follows blocks)
     watch = ChainPriceWatch(rt.config, rt.pool, rt.prices.breaker, config.oracles, Metrics())
+    breaker = rt.prices.breaker
     try:
         scanners = keeper.daemon.scanners
         aave_feeds = await scanners["aave"].adapter.price_feeds(scanners["aave"].book)
         morpho_feeds = await scanners["morpho"].adapter.price_feeds(scanners["morpho"].book)
         rates = [f for f in morpho_feeds if f.is_rate]
-        assert rates
-        older = devnet.client.block_number()
-        newer = devnet.mine(1)
+        weth_usdc = [f for f in rates if f.base == "WETH" and f.quote == "USDC"]
+        assert weth_usdc, rates
+        await watch.judge("aave", older, aave_feeds)  # (Aave's path of N, on time)
+        devnet.set_price("WETH", 2100.0)  # (from 3,000, in one block: N+1)
+        newer = devnet.client.block_number()
+        assert newer == older + 1
         await watch.judge("aave", newer, aave_feeds)
         assert (await watch.gate("morpho", older)).hold is not None  # never judged for it
         await watch.judge("morpho", older, morpho_feeds)  # the late scan of the older block
         assert (await watch.gate("morpho", older)).hold is None
-        assert set(rates) <= watch._judged  # its markets' rates, judged at the newer block
+        assert set(rates) <= watch._judged  # its markets' rates, judged
         assert (await watch.gate("morpho", newer)).hold is not None  # not that one yet
+        assert not {f.key for f in rates} & await breaker.tripped("devnet"), \
+            await breaker.reasons("devnet")
+        # The next block's first path (Aave's) judges Morpho's USD feeds, not its rates of N.
+        newest = devnet.mine(1)
+        await watch.judge("aave", newest, aave_feeds)
+        assert not set(rates) & watch._judged
+        assert not {f.key for f in rates} & await breaker.tripped("devnet"), \
+            await breaker.reasons("devnet")
+        # A late rate wrong at its own block trips its market all the same...
+        wrong = replace(weth_usdc[0], rate=weth_usdc[0].rate * 1.5)
+        await watch.judge("morpho", newer, [wrong])
+        assert wrong.key in await breaker.tripped("devnet")
+        assert (await breaker.reasons("devnet"))[wrong.key].startswith("deviation"), \
+            await breaker.reasons("devnet")
+        # ...and one of a block whose prices the watch does not keep is left to the next
+        # scan (judged against no block's prices, it says nothing either way).
+        before = len(watch._judged)
+        await watch.judge("morpho", older - 1, [replace(wrong, rate=wrong.rate * 2)])
+        assert len(watch._judged) == before
     finally:
         await watch.close()
 
