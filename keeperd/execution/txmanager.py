@@ -903,10 +903,12 @@ class TxManager:
             log.warning("tx.unknown_in_flight", address=self.address, block=block,
                         nonces=unknown[:10], count=len(unknown),
                         meaning="transactions of the keeper's address that keeperd's journal "
-                                "does not know wait in the node's pool (keeperd run with "
-                                "another state directory? another tool on this key? its own "
-                                "approvals, cut short by a crash): new liquidations wait "
-                                "until they are mined")
+                                "does not know wait in the node's pool: most often keeperd's "
+                                "own approvals, which it does not journal, left in flight by "
+                                "its last stop (a SIGTERM too: mined within a block or two, "
+                                "nothing to do); if they last, keeperd ran with another state "
+                                "directory, or another tool uses this key. New liquidations "
+                                "wait until they are mined")
         mined = self._mined_at if self._mined_at is not None else low
         if not unknown or mined > unknown[-1] or \
                 block - (self._in_flight_since or block) >= UNKNOWN_IN_FLIGHT_BLOCKS:
