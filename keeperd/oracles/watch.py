@@ -371,15 +371,19 @@ class ChainPriceWatch:
         """The time the feeds are judged against, from two endpoints' times of one block: the
         later (an endpoint dating its blocks early cannot make a stale feed read fresh), unless
         they are more than BLOCK_TIME_GAP_S apart and the later is dated over FUTURE_DATED_S
-        past this machine's clock while the earlier is not — one endpoint dating its blocks
-        in the future made every feed stale and paused every liquidation on the chain (a
-        stall by one endpoint, the session-36 note). Two endpoints agreeing are believed,
-        however far their time is from the clock (a devnet's moved time, a chain that trails
-        the clock)."""
+        past this machine's clock while the earlier is within FUTURE_DATED_S of it — one
+        endpoint dating its blocks in the future made every feed stale and paused every
+        liquidation on the chain (a stall by one endpoint, the session-36 note). Two endpoints
+        agreeing are believed, however far their time is from the clock (a devnet's moved
+        time, a chain that trails the clock); so is the later where the clock vouches for
+        neither."""
         earlier, later = sorted((first, second))
         if later - earlier > BLOCK_TIME_GAP_S:
-            horizon = self.wall_clock() + FUTURE_DATED_S
-            if later > horizon >= earlier:
+            clock = self.wall_clock()
+            # (the earlier only where this machine's clock vouches for it: a clock that trails
+            # the chain — a devnet's time moved on, a machine without NTP — must not hand the
+            # judgement to an endpoint dating its blocks early)
+            if later > clock + FUTURE_DATED_S and abs(earlier - clock) <= FUTURE_DATED_S:
                 return earlier
         return later
 

@@ -314,6 +314,11 @@ async def test_one_endpoint_dating_its_headers_early_does_not_hide_a_stale_feed(
             update={"clear_after_s": 60})})
         with structlog.testing.capture_logs() as logs:
             keeper = await run_daemon(config)
+            # (this machine's clock an hour behind the chain, as a devnet's whose time earlier
+            # tests moved on: the clock vouches for neither time, and the later stands — CI
+            # failed this test when the future-dated rule took the earlier on such a clock)
+            offset = block_time(devnet) - time.time() - 3600
+            keeper.daemon.chains["devnet"].prices.wall_clock = lambda: time.time() + offset
             await keeper.evaluated_at(devnet.client.block_number())
             await keeper.evaluated_at(devnet.mine(2))  # (not the snapshot's block: see above)
             metrics = keeper.daemon.metrics
