@@ -258,17 +258,24 @@ async def test_a_settled_pull_still_counts_for_a_balance_read_before_its_block()
     assert far_tx.in_flight_pulls(12 + 16) == {}
 
 
+def taker(tx: Any, node: Any) -> Any:
+    """`take(protocol, n, block)`: `protocol` finds the slot free and its turn at `block`,
+    and signs its n-th liquidation there, mined by the next block."""
+    async def take(protocol: str, n: int, block: int) -> None:
+        assert await tx.slot_free_at(block) and tx.slot_turn(protocol, block) is None
+        await tx.prepare(OpportunityKey(protocol, "0x" + f"{n:040x}", ("c", "d"), "v"),
+                         TARGET, selector(CALL), 300_000, 10**18, block=block, base_fee=GWEI)
+        node.mined += 1
+
+    return take
+
+
 async def test_the_protocols_on_a_chain_take_the_one_slot_in_turn() -> None:
     """Aave's path runs first every block: without turns it took the slot at every block of
     a cascade, and Morpho's liquidations waited until Aave had none left."""
     node = Node()
     tx = delegated(node)
-
-    async def take(protocol: str, n: int, block: int) -> None:
-        assert await tx.slot_free_at(block) and tx.slot_turn(protocol, block) is None
-        await tx.prepare(OpportunityKey(protocol, "0x" + f"{n:040x}", ("c", "d"), "v"),
-                         TARGET, selector(CALL), 300_000, 10**18, block=block, base_fee=GWEI)
-        node.mined += 1  # (mined by the next block)
+    take = taker(tx, node)
 
     assert tx.slot_turn("aave", 10) is None  # (nobody waits: no turn to give)
     await take("aave", 1, 10)
@@ -308,12 +315,7 @@ async def test_a_protocol_held_behind_its_own_transaction_waits_behind_the_one_i
     next block too, a loaded full run's turns aave, aave, morpho.)"""
     node = Node()
     tx = delegated(node)
-
-    async def take(protocol: str, n: int, block: int) -> None:
-        assert await tx.slot_free_at(block) and tx.slot_turn(protocol, block) is None
-        await tx.prepare(OpportunityKey(protocol, "0x" + f"{n:040x}", ("c", "d"), "v"),
-                         TARGET, selector(CALL), 300_000, 10**18, block=block, base_fee=GWEI)
-        node.mined += 1  # (mined by the next block)
+    take = taker(tx, node)
 
     await take("aave", 1, 10)  # (its first pass)
     tx.want_slot("aave", 10)  # (its full pass: held behind its own wave)
