@@ -163,7 +163,7 @@ async def _online_issues(config: Config, journal: tuple[Database, str] | None,
             head = int(await pool.request("eth_blockNumber"), 16)
             for pi, proto in enumerate(config.protocols):
                 if getattr(proto, "chain", None) == chain.name:
-                    issues += await contract_issues(pool, proto, pi, head)
+                    issues += await deployment_issues(pool, proto, pi, head)
             multicall = await pool.request("eth_getCode", [chain.multicall3, "latest"])
             if multicall in (None, "0x"):
                 issues.append(ConfigIssue(f"chains[{ci}].multicall3",
@@ -332,9 +332,11 @@ async def reference_warnings(config: Config) -> list[ConfigIssue]:
     return found
 
 
-async def contract_issues(pool: RpcPool, proto: Any, pi: int, head: int) -> list[ConfigIssue]:
+async def deployment_issues(pool: RpcPool, proto: Any, pi: int, head: int
+                            ) -> list[ConfigIssue]:
     """A protocol's start block not past the head, and its plug-in's own check of its
-    contracts (code at each address)."""
+    contracts (code at each address: the plug-in's `check_config`, which calls
+    `protocols.sdk.checks.contract_issues`)."""
     issues = []
     start_block = getattr(proto, "start_block", 0) or 0
     if start_block > head:
@@ -376,7 +378,7 @@ async def restart_issues(config: Config, only: Collection[int], address: str | N
             head = int(await pool.request("eth_blockNumber"), 16)
             found = []
             for pi in sorted(wanted):
-                found += await contract_issues(pool, config.protocols[pi], pi, head)
+                found += await deployment_issues(pool, config.protocols[pi], pi, head)
             if found:
                 issues += found
                 continue  # (no contract at some address: said; nothing started)

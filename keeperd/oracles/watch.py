@@ -59,8 +59,9 @@ SECOND_READ_GRACE_S = 0.3
 # Two endpoints' times of one block further apart than this are said (`_say_time_gap`).
 BLOCK_TIME_GAP_S = 60
 # A block dated further than this past this machine's clock, while the other endpoint's time
-# of it is not, is a lie about the future (`_block_time`): a live chain's blocks are dated
-# within seconds of the wall clock; a devnet whose time was moved forward is dated so by both.
+# of it is within this of the clock, is a lie about the future (`_block_time`): a live chain's
+# blocks are dated within seconds of the wall clock; a devnet whose time was moved forward is
+# dated so by both.
 FUTURE_DATED_S = 300
 # Multicall3's `block.timestamp`: the second endpoint's time of the judged block, asked in the
 # same request as its reading of the feeds (no request more, none on the first's path).

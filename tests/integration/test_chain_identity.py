@@ -27,7 +27,7 @@ from keeperd.keys import KeeperKey
 from keeperd.storage.chain_identity import FIX, OtherChain, check_chain
 from keeperd.storage.db import SqliteDatabase
 from keeperd.storage.migrations import migrate
-from tests.keeper_harness import KEEPER_KEY, config_for
+from tests.keeper_harness import KEEPER_KEY, config_for, devnet_chain
 
 
 async def journal_at(tmp_path: Path) -> SqliteDatabase:
@@ -110,9 +110,7 @@ def config_file(devnet: Devnet, tmp_path: Path, address: str) -> Path:
     path = tmp_path / "keeperd.yaml"
     path.write_text(yaml.safe_dump({
         "state_dir": str(tmp_path / "state"),
-        "chains": [{"name": "devnet", "chain_id": 31337,
-                    "rpc_urls": [devnet.manifest["rpc_url"]], "confirmations": 0,
-                    "poll_interval": 0.1}],
+        "chains": [devnet_chain(devnet)],
         "protocols": [{"kind": "aave_v3", "name": "aave", "chain": "devnet",
                        "addresses_provider": devnet.manifest["aave_v3"]["addresses_provider"]}],
         "keeper": {"mode": "alert-only", "address": address},
